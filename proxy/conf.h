@@ -1,0 +1,183 @@
+/* conf.h — the configuration snapshot.
+ *
+ * conf.c turns a YAML file (SPEC §2) into one immutable `struct conf`, validating every key and
+ * reporting every error as `FILE:LINE:COL: message`. A snapshot is shared by reference count: the
+ * loader returns it with one reference; every worker, connection or request that keeps a pointer
+ * beyond the current callback takes a reference with conf_ref() and drops it with conf_unref(). The
+ * last unref frees the whole snapshot (one owner: the snapshot owns every string and array below).
+ * Nothing in a snapshot changes after conf_load() returns, so any thread may read it without locks.
+ *
+ * Durations are milliseconds (int64_t); sizes are bytes (uint64_t). Every field holds its SPEC
+ * default when the key is absent. Blocks that are "omit to disable" have an `enabled` flag.
+ *
+ * Not owned here: sockets, resolved-at-runtime state, per-worker pools (pool.c, worker.c).
+ */
+#ifndef LIFELINE_CONF_H
+#define LIFELINE_CONF_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+enum conf_balance { BALANCE_ROUND_ROBIN, BALANCE_LEAST_CONN, BALANCE_RANDOM_TWO, BALANCE_EWMA, BALANCE_HASH };
+enum conf_hash_key { HASH_SOURCE, HASH_HEADER, HASH_URI };
+enum conf_host_header { HOST_HEADER_PRESERVE, HOST_HEADER_UPSTREAM };
+enum conf_log_format { LOG_FORMAT_JSON };
+
+/* Retry conditions (bit set for retry.on). Status codes listed in retry.on go to `statuses`. */
+enum conf_retry_on {
+    RETRY_ON_CONNECT_ERROR    = 1u << 0,
+    RETRY_ON_CONNECT_TIMEOUT  = 1u << 1,
+    RETRY_ON_RESPONSE_TIMEOUT = 1u << 2,
+    RETRY_ON_RESET            = 1u << 3,
+};
+
+/* A resolved socket address with its printable form ("127.0.0.1:8080", "[::1]:8080"). */
+struct conf_sockaddr {
+    struct sockaddr_storage ss;
+    socklen_t len;
+    char text[64];
+};
+
+struct conf_cert { char *cert; char *key; };
+
+struct conf_listener {
+    char *address;                  /* as written */
+    struct conf_sockaddr addr;      /* resolved at load (numeric host, or a name resolved once) */
+    bool tls_enabled;               /* tls block present */
+    struct conf_cert *certs; size_t ncerts;
+    int tls_min_version;            /* 0x0303 = TLSv1.2, 0x0304 = TLSv1.3 */
+};
+
+/* One configured `servers:` entry. A hostname expands to several addresses at load time. */
+struct conf_server {
+    char *address;                  /* as written: host:port */
+    char *host;                     /* host part, no brackets */
+    uint16_t port;
+    unsigned weight;                /* 1..1000, default 1 */
+    struct conf_sockaddr *addrs;    /* every A/AAAA record (numeric host: exactly one) */
+    size_t naddrs;
+};
+
+struct conf_timeouts { int64_t connect, response, read; };   /* ms */
+
+struct conf_pool {
+    char *name;
+    struct conf_server *servers; size_t nservers;
+    int64_t resolve_interval;       /* ms, default 30s */
+    enum conf_balance balance;      /* default round_robin */
+    enum conf_hash_key hash_key;    /* default source */
+    char *hash_header;              /* with hash_key header:NAME, the NAME (lowercase) */
+    unsigned keepalive;             /* default 256 */
+    int64_t keepalive_timeout;      /* default 60s */
+    struct conf_timeouts timeouts;  /* default 1s / 10s / 30s */
+    int64_t connect_race;           /* default 0 */
+    struct {
+        bool enabled, verify;       /* enabled default false, verify default true */
+        char *ca;                   /* "system" default */
+        char *sni, *client_cert, *client_key;   /* "" default */
+    } tls;
+    struct {
+        bool enabled;               /* block present */
+        char *path;                 /* /healthz */
+        int64_t interval, timeout;  /* 5s, 1s */
+        unsigned rise, fall;        /* 2, 3 */
+        unsigned expect_lo, expect_hi;   /* 200-399 */
+    } health;
+    struct {
+        bool enabled;               /* block present */
+        unsigned consecutive_failures;   /* 5, >= 1 */
+        int64_t ejection, max_ejection;  /* 10s, 5m */
+        unsigned max_ejected_percent;    /* 50, 0..100 */
+    } outlier;
+    int64_t slow_start;             /* default 0 */
+};
+
+struct conf_header { char *name; char *value; };   /* name lowercase */
+
+struct conf_route {
+    char *name;                     /* default route-N */
+    /* match */
+    char *host;                     /* NULL = any; lowercase; "*.example.com" allowed */
+    char *path;                     /* prefix, default "/" */
+    char **methods; size_t nmethods;   /* empty = any; uppercase */
+    struct conf_pool *pool;         /* points into conf->pools */
+    bool strip_prefix;
+    enum conf_host_header host_header;
+    uint64_t max_body_bytes;        /* default limits.max_body_bytes; 0 = unlimited */
+    int64_t total_timeout;          /* timeouts.total, default 15s */
+    struct conf_timeouts timeouts;  /* route overrides; each defaults to the pool's value */
+    bool timeouts_set[3];           /* connect, response, read given on the route */
+    struct {
+        bool set;                   /* retry block present */
+        unsigned attempts;          /* 3 */
+        unsigned on;                /* enum conf_retry_on bits; default all four */
+        unsigned *statuses; size_t nstatuses;  /* default 502, 503, 504 */
+        char **methods; size_t nmethods;       /* default GET HEAD OPTIONS PUT DELETE TRACE */
+        int64_t backoff_base, backoff_max;     /* 25ms, 250ms */
+        double budget_ratio;        /* 0.2 */
+        unsigned budget_min_retries;   /* 3 */
+        int64_t hedge_after;        /* 0 */
+        uint64_t buffer_body;       /* 64KiB */
+    } retry;
+    struct {
+        bool enabled;               /* block present */
+        unsigned status;            /* 503 */
+        struct conf_header *headers; size_t nheaders;
+        char *body; size_t body_len;   /* from body: or read from file: */
+        char *file;                 /* path when given */
+        int64_t stale;              /* 0 */
+    } fallback;
+};
+
+struct conf {
+    atomic_int refs;
+    char *path;                     /* file it was loaded from */
+    unsigned generation;            /* set by the caller (reload counter) */
+
+    struct conf_listener *listeners; size_t nlisteners;
+    struct { bool enabled; char *address; struct conf_sockaddr addr; } admin;
+    unsigned workers;               /* resolved: auto = number of CPUs */
+    int64_t shutdown_timeout;       /* 30s */
+    struct { char *path; enum conf_log_format format; } access_log;  /* path "stdout" default */
+    struct { bool system; char **servers; size_t nservers; int64_t timeout; } resolver;
+
+    struct {
+        int64_t header_timeout, body_timeout, idle_timeout, send_timeout;  /* 10s 30s 60s 30s */
+    } client;
+    struct {
+        unsigned max_connections;   /* 10000 */
+        uint64_t max_header_bytes;  /* 16KiB */
+        uint64_t max_body_bytes;    /* 0 */
+    } limits;
+
+    struct conf_pool *pools; size_t npools;
+    struct conf_route *routes; size_t nroutes;
+};
+
+/* Loads and validates `path`. On success returns a snapshot holding one reference and sets *nerrors
+ * to 0. On failure returns NULL, writes every error found to `err` (one `FILE:LINE:COL: message`
+ * line each; LINE and COL from 1) and sets *nerrors to their count (>= 1). Blocks only on file I/O
+ * and name resolution of hostnames in the file: never call it on a request path. */
+struct conf *conf_load(const char *path, FILE *err, unsigned *nerrors);
+
+static inline struct conf *conf_ref(struct conf *c)
+{
+    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+    return c;
+}
+/* Drops one reference; the last one frees the snapshot. NULL is allowed. */
+void conf_unref(struct conf *c);
+
+/* Helpers shared with tests: parse "250ms", "2s", "1m", "1h" (unit required) into ms; "512",
+ * "16KiB", "10MiB", "1GiB", also "KB"/"MB"/"GB"? no: only the binary units and plain bytes.
+ * Return 0 on success, -1 on a malformed value or overflow. */
+int conf_parse_duration(const char *s, int64_t *ms);
+int conf_parse_size(const char *s, uint64_t *bytes);
+/* Parses host:port or [v6]:port into host (no brackets, malloc'd) and port. 0 or -1. */
+int conf_split_hostport(const char *s, char **host, uint16_t *port);
+
+#endif

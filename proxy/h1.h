@@ -1,0 +1,170 @@
+/* h1.h — HTTP/1.x message parsing and head serialisation; no I/O.
+ *
+ * The only file that sees http-parser's types is h1.c (a later move to llhttp stays small).
+ * A parser owns its head (struct h1_head, with a fixed arena that holds the start line and every
+ * header) and is reused for every message of one connection with h1_parser_reset().
+ *
+ * Parsing rejects what SPEC §4 rejects (smuggling vectors, malformed framing, oversized heads) with
+ * the status the client must get; callers answer with that status and close the connection.
+ *
+ * Body bytes are decoded (chunked framing removed) and re-framed into the caller's output buffer
+ * as they are parsed: lifeline rebuilds framing and never forwards the peer's chunk syntax.
+ */
+#ifndef LIFELINE_H1_H
+#define LIFELINE_H1_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+#define H1_MAX_HEADERS 128
+
+enum h1_kind { H1_REQUEST, H1_RESPONSE };
+
+enum h1_method {
+    H1_M_OTHER, H1_M_GET, H1_M_HEAD, H1_M_POST, H1_M_PUT, H1_M_DELETE, H1_M_OPTIONS,
+    H1_M_TRACE, H1_M_CONNECT, H1_M_PATCH,
+};
+
+/* Header flags, set by the parser. */
+enum h1_header_flags {
+    H1_HDR_HOP     = 1u << 0,  /* hop-by-hop: Connection and the names it lists, Keep-Alive,
+                                  Proxy-Connection, TE, Trailer, Upgrade, Transfer-Encoding, Expect */
+    H1_HDR_FRAMING = 1u << 1,  /* Content-Length: re-emitted by the writer from h1_*_out */
+    H1_HDR_XFF     = 1u << 2,  /* X-Forwarded-For (the writer appends to the first one) */
+    H1_HDR_XFWD    = 1u << 3,  /* X-Forwarded-Proto / X-Forwarded-Host (the writer replaces them) */
+    H1_HDR_XRID    = 1u << 4,  /* X-Request-Id (the writer emits o->request_id instead) */
+    H1_HDR_HOST    = 1u << 5,  /* Host (the writer emits o->host instead when set) */
+};
+
+struct h1_header {
+    const char *name;  size_t name_len;    /* point into the head's arena; as received */
+    const char *value; size_t value_len;   /* leading/trailing whitespace removed */
+    unsigned flags;
+};
+
+struct h1_head {
+    /* request line (H1_REQUEST) */
+    enum h1_method method;
+    const char *method_name; size_t method_len;
+    const char *target;      size_t target_len;
+    /* status line (H1_RESPONSE) */
+    unsigned status;
+    const char *reason;      size_t reason_len;
+
+    unsigned http_major, http_minor;
+    struct h1_header hdrs[H1_MAX_HEADERS];
+    unsigned nhdrs;          /* headers of the head */
+    unsigned ntrailers;      /* trailers, stored after the headers: hdrs[nhdrs .. nhdrs+ntrailers) */
+
+    /* framing facts, valid from H1_HEAD on */
+    int64_t content_length;  /* -1 when absent */
+    bool chunked;            /* Transfer-Encoding: chunked */
+    bool keep_alive;         /* the peer wants the connection kept (version + Connection) */
+    bool upgrade;            /* request: Upgrade + Connection: upgrade; response: 101 */
+    bool expect_continue;    /* Expect: 100-continue */
+    int host;                /* index of Host in hdrs, -1 when absent */
+    int request_id;          /* index of X-Request-Id, -1 when absent */
+    /* the arena is private to h1.c */
+};
+
+struct h1_parser;
+
+/* Creates a parser; the head arena holds at most max_head_bytes (start line + headers; for a
+ * request beyond it: 431, or 414 when the request line alone exceeds it). NULL when out of memory.
+ * The caller owns the parser and frees it with h1_parser_free(). */
+struct h1_parser *h1_parser_new(enum h1_kind kind, size_t max_head_bytes);
+void h1_parser_free(struct h1_parser *p);
+/* Forgets the current message; the next byte fed starts a new one. */
+void h1_parser_reset(struct h1_parser *p);
+struct h1_head *h1_parser_head(struct h1_parser *p);
+
+/* Response parsers only: the request was HEAD, so the response has no body whatever it says.
+ * Call before feeding the response. Reset by h1_parser_reset(). */
+void h1_parser_expect_no_body(struct h1_parser *p, bool no_body);
+
+/* Body limit (0 = none): a body longer than this fails the parse with 413. Reset keeps it. */
+void h1_parser_set_max_body(struct h1_parser *p, uint64_t max);
+
+enum h1_framing {
+    H1_FRAME_DROP,     /* body bytes are discarded */
+    H1_FRAME_RAW,      /* body bytes are copied as they are (Content-Length or close-delimited) */
+    H1_FRAME_CHUNKED,  /* each piece becomes one chunk; message end writes `0`, trailers, CRLF */
+};
+/* Where decoded body bytes go, from now until the end of the message. Set it after H1_HEAD and
+ * before feeding body bytes; before it is set, body bytes are dropped. */
+void h1_parser_set_output(struct h1_parser *p, struct buf *out, enum h1_framing framing);
+
+enum h1_event {
+    H1_NEED_MORE,   /* everything given was consumed; feed more */
+    H1_HEAD,        /* the head is complete; *consumed stops right after it */
+    H1_DONE,        /* the message is complete; *consumed stops right after it (pipelined bytes
+                       that follow belong to the next message: reset, then feed them) */
+    H1_ERROR,       /* malformed: see h1_parser_error(); the connection must be closed */
+};
+
+/* Feeds bytes; stops at the first event. Never writes more to the output buffer than it has free:
+ * feed at most h1_parser_room() bytes at a time while a body is being parsed. 1xx responses other
+ * than 101 are reported as H1_HEAD followed by H1_DONE; the caller resets and continues. */
+enum h1_event h1_parse(struct h1_parser *p, const char *data, size_t len, size_t *consumed);
+
+/* The connection ended. For a close-delimited response body this completes the message (H1_DONE);
+ * anywhere else within a message it is H1_ERROR (truncated); between messages, H1_NEED_MORE. */
+enum h1_event h1_parse_eof(struct h1_parser *p);
+
+/* How many input bytes may be fed now without overrunning the output buffer's free space
+ * (accounts for chunk headers and trailers the parser may write). */
+size_t h1_parser_room(const struct h1_parser *p);
+
+/* True once the head is complete and until the message is done (the body is being parsed). */
+bool h1_parser_in_body(const struct h1_parser *p);
+/* Decoded body bytes seen so far in the current message. */
+uint64_t h1_parser_body_bytes(const struct h1_parser *p);
+
+/* After H1_ERROR: the status to answer with (400, 413, 414, 431, 501, 505) and a short reason. */
+unsigned h1_parser_error(const struct h1_parser *p, const char **why);
+
+/* What the writer emits for a forwarded request head. */
+struct h1_req_out {
+    const char *target; size_t target_len;   /* request target to send (after strip_prefix) */
+    const char *host;   size_t host_len;     /* Host value; NULL keeps the request's */
+    const char *client; size_t client_len;   /* appended to X-Forwarded-For */
+    const char *proto;                       /* X-Forwarded-Proto: "http" or "https" */
+    const char *request_id; size_t request_id_len;
+    int64_t content_length;                  /* >= 0: emit Content-Length */
+    bool chunked;                            /* emit Transfer-Encoding: chunked */
+    bool upgrade;                            /* forward Upgrade and send Connection: upgrade */
+};
+/* Writes "METHOD target HTTP/1.1", the request's end-to-end headers, then X-Forwarded-For
+ * (appended), X-Forwarded-Proto, X-Forwarded-Host (the request's Host), X-Request-Id, framing
+ * headers. Returns 0, or -1 when it does not fit (nothing written). */
+int h1_write_request_head(struct buf *out, const struct h1_head *req, const struct h1_req_out *o);
+
+struct h1_resp_out {
+    const char *request_id; size_t request_id_len;
+    int64_t content_length;                  /* >= 0: emit Content-Length (also for HEAD/304) */
+    bool chunked;                            /* emit Transfer-Encoding: chunked */
+    bool close;                              /* emit Connection: close */
+    bool keep_alive_10;                      /* HTTP/1.0 client kept alive: Connection: keep-alive */
+    bool upgrade;                            /* 101: forward Upgrade, Connection: upgrade */
+};
+/* Writes "HTTP/1.1 status reason", the response's end-to-end headers, X-Request-Id, framing and
+ * connection headers. Returns 0, or -1 when it does not fit (nothing written). */
+int h1_write_response_head(struct buf *out, const struct h1_head *resp, const struct h1_resp_out *o);
+
+/* A complete response generated by lifeline: status line, `extra` (zero or more complete
+ * "name: value\r\n" lines, may be NULL), content-type text/plain when body is given and extra has
+ * none, content-length, connection: close when close, then the body unless head_only.
+ * Returns 0 or -1 when it does not fit (nothing written). */
+int h1_write_simple_response(struct buf *out, unsigned status, const char *extra,
+                             const char *body, size_t body_len, bool close, bool head_only);
+
+/* "OK", "Bad Gateway", ...; "Unknown" for codes it does not know. */
+const char *h1_reason(unsigned status);
+
+/* Case-insensitive lookup of a header in the head (not trailers); NULL when absent. */
+const struct h1_header *h1_find(const struct h1_head *h, const char *name);
+
+#endif
