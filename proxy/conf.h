@@ -164,6 +164,12 @@ struct conf {
  * and name resolution of hostnames in the file: never call it on a request path. */
 struct conf *conf_load(const char *path, FILE *err, unsigned *nerrors);
 
+/* conf_load() with options. CONF_LOAD_UNSUPPORTED keeps features that are parsed and validated but
+ * not built yet (conf.c's conf_unsupported[] table) instead of rejecting them: for schema tests
+ * only, never for a running proxy. */
+enum { CONF_LOAD_UNSUPPORTED = 1u << 0 };
+struct conf *conf_load_flags(const char *path, unsigned flags, FILE *err, unsigned *nerrors);
+
 static inline struct conf *conf_ref(struct conf *c)
 {
     atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
@@ -172,9 +178,10 @@ static inline struct conf *conf_ref(struct conf *c)
 /* Drops one reference; the last one frees the snapshot. NULL is allowed. */
 void conf_unref(struct conf *c);
 
-/* Helpers shared with tests: parse "250ms", "2s", "1m", "1h" (unit required) into ms; "512",
- * "16KiB", "10MiB", "1GiB", also "KB"/"MB"/"GB"? no: only the binary units and plain bytes.
- * Return 0 on success, -1 on a malformed value or overflow. */
+/* Helpers shared with tests: parse "250ms", "2s", "1m", "1h" (a non-negative integer and a unit,
+ * the unit required) into ms; sizes are plain bytes ("512") or an integer with KiB, MiB or GiB
+ * ("16KiB", "10MiB", "1GiB"); the decimal KB/MB/GB are rejected (they read as binary units to
+ * some and as decimal to others). Return 0 on success, -1 on a malformed value or overflow. */
 int conf_parse_duration(const char *s, int64_t *ms);
 int conf_parse_size(const char *s, uint64_t *bytes);
 /* Parses host:port or [v6]:port into host (no brackets, malloc'd) and port. 0 or -1. */

@@ -1,0 +1,597 @@
+/* client.c — the downstream connection (see client.h).
+ *
+ * Owns: the socket, input/output buffers (from the worker cache, held only while a request is in
+ * progress so that an idle keep-alive connection costs a few hundred bytes), the request parser,
+ * the exchange, the read and send timers.
+ *
+ * One loop, client_process(), moves the connection forward: parse the head, start the exchange,
+ * feed the body, wait for the answer, then take the next (maybe pipelined) request. Everything
+ * that can happen while it runs (an answer completing, the output draining) only sets state and
+ * asks it to run again, so pipelined requests never recurse.
+ */
+#include "client.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "h1.h"
+#include "log.h"
+#include "worker.h"
+
+/* How long a connection that was answered with an error keeps discarding input before closing,
+ * so that the client reads the answer rather than a reset (nginx's lingering close). */
+#define LINGER_SECONDS 2.0
+
+static void client_read_cb(struct ev_loop *loop, ev_io *io, int revents);
+static void client_write_cb(struct ev_loop *loop, ev_io *io, int revents);
+static void client_rtimer_cb(struct ev_loop *loop, ev_timer *t, int revents);
+static void client_wtimer_cb(struct ev_loop *loop, ev_timer *t, int revents);
+static void client_process(struct client *c);
+
+static inline ev_tstamp ms(int64_t v) { return (ev_tstamp)v / 1000.0; }
+
+/* When the read-side timer is due in the current phase; 0 when no timer applies. */
+static ev_tstamp client_rdue(const struct client *c)
+{
+    const struct conf *cf = c->conf;
+
+    switch (c->phase) {
+    case CLIENT_IDLE:
+        return c->served ? c->last_read + ms(cf->client.idle_timeout) : c->head_deadline;
+    case CLIENT_HEAD:
+        return c->head_deadline;
+    case CLIENT_BODY:
+        return c->last_read + ms(cf->client.body_timeout);
+    case CLIENT_LINGER:
+        return c->head_deadline;
+    default:
+        return 0;
+    }
+}
+
+static void client_rtimer_arm(struct client *c)
+{
+    struct ev_loop *loop = c->w->loop;
+    ev_tstamp due = client_rdue(c);
+
+    if (due == 0) {
+        ev_timer_stop(loop, &c->rtimer);
+        return;
+    }
+    c->rtimer.repeat = due - ev_now(loop);
+    if (c->rtimer.repeat <= 0)
+        c->rtimer.repeat = 1e-6;
+    ev_timer_again(loop, &c->rtimer);
+}
+
+void client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_t salen)
+{
+    struct client *c = calloc(1, sizeof(*c));
+    int one = 1;
+
+    (void)salen;
+    if (!c) {
+        close(fd);
+        atomic_fetch_sub(&worker_connections, 1);
+        return;
+    }
+    c->w = w;
+    c->x.fd = fd;
+    c->x.ops = &xprt_plain;
+    c->conf = conf_ref(w->conf);
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, c->addr, sizeof(c->addr));
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, c->addr, sizeof(c->addr));
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    ev_io_init(&c->rd, client_read_cb, fd, EV_READ);
+    ev_io_init(&c->wr, client_write_cb, fd, EV_WRITE);
+    ev_init(&c->rtimer, client_rtimer_cb);
+    ev_init(&c->wtimer, client_wtimer_cb);
+    c->rd.data = c->wr.data = c->rtimer.data = c->wtimer.data = c;
+    c->phase = CLIENT_IDLE;
+    c->last_read = ev_now(w->loop);
+    /* The first request's head must arrive within header_timeout of the accept. */
+    c->head_deadline = c->last_read + ms(c->conf->client.header_timeout);
+    c->next = w->clients;
+    if (w->clients)
+        w->clients->prev = c;
+    w->clients = c;
+    w->nclients++;
+    ev_io_start(w->loop, &c->rd);
+    client_rtimer_arm(c);
+}
+
+void client_close(struct client *c)
+{
+    struct worker *w = c->w;
+
+    if (c->closed)
+        return;
+    c->closed = true;
+    exchange_cancel(&c->ex);
+    ev_io_stop(w->loop, &c->rd);
+    ev_io_stop(w->loop, &c->wr);
+    ev_timer_stop(w->loop, &c->rtimer);
+    ev_timer_stop(w->loop, &c->wtimer);
+    xprt_close(&c->x);
+    worker_buf_put(w, &c->in);
+    worker_buf_put(w, &c->out);
+    worker_req_parser_put(w, c->parser);
+    c->parser = NULL;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->clients = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    w->nclients--;
+    c->prev = NULL;
+    c->next = w->graveyard;
+    w->graveyard = c;
+    atomic_fetch_sub(&worker_connections, 1);
+    worker_conn_closed(w);
+}
+
+void client_free(struct client *c)
+{
+    conf_unref(c->conf);
+    free(c);
+}
+
+struct buf *client_out(struct client *c)
+{
+    if (c->closed)
+        return NULL;
+    if (!c->out.data && worker_buf_get(c->w, &c->out) < 0)
+        return NULL;
+    return &c->out;
+}
+
+void client_pause(struct client *c)
+{
+    if (!c->read_paused && !c->closed) {
+        c->read_paused = true;
+        ev_io_stop(c->w->loop, &c->rd);
+    }
+}
+
+void client_resume(struct client *c)
+{
+    if (c->closed)
+        return;
+    if (c->read_paused) {
+        c->read_paused = false;
+        ev_io_start(c->w->loop, &c->rd);
+    }
+    if (c->in.len)
+        client_process(c);
+}
+
+/* Everything of the current answer is written (or the answer failed): next request or close. */
+static void client_answer_flushed(struct client *c)
+{
+    struct worker *w = c->w;
+
+    if (c->close_after) {
+        /* Unread request bytes would make close() send a reset that can destroy the answer in
+         * flight: shut the write side and discard input for a while instead. */
+        if (c->phase == CLIENT_BODY || c->phase == CLIENT_HEAD || c->in.len) {
+            exchange_cancel(&c->ex);
+            c->phase = CLIENT_LINGER;
+            shutdown(c->x.fd, SHUT_WR);
+            c->head_deadline = ev_now(w->loop) + LINGER_SECONDS;
+            client_rtimer_arm(c);
+            if (c->read_paused) {
+                c->read_paused = false;
+                ev_io_start(w->loop, &c->rd);
+            }
+            return;
+        }
+        client_close(c);
+        return;
+    }
+    exchange_cancel(&c->ex);
+    c->answer_done = false;
+    c->served++;
+    c->phase = CLIENT_IDLE;
+    c->last_read = ev_now(w->loop);
+    worker_buf_put(w, &c->out);
+    if (c->conf != w->conf) {
+        conf_unref(c->conf);
+        c->conf = conf_ref(w->conf);
+    }
+    if (c->in.len == 0) {
+        /* Idle: give the buffers back so that a keep-alive connection holds almost nothing. */
+        worker_buf_put(w, &c->in);
+        worker_req_parser_put(w, c->parser);
+        c->parser = NULL;
+    } else {
+        h1_parser_reset(c->parser);
+    }
+    if (w->draining) {
+        client_close(c);
+        return;
+    }
+    if (c->read_paused) {
+        c->read_paused = false;
+        ev_io_start(w->loop, &c->rd);
+    }
+    client_rtimer_arm(c);
+    if (c->in.len)
+        client_process(c);
+}
+
+void client_flush(struct client *c)
+{
+    struct iovec iov;
+    ssize_t r;
+
+    if (c->closed || c->write_blocked)
+        return;
+    if (c->out.len) {
+        iov.iov_base = buf_head(&c->out);
+        iov.iov_len = c->out.len;
+        r = xprt_writev(&c->x, &iov, 1);
+        if (r == -EAGAIN || r == -EWOULDBLOCK) {
+            r = 0;
+        } else if (r < 0) {
+            log_debug("write to client %s: %s", c->addr, strerror((int)-r));
+            client_close(c);
+            return;
+        }
+        buf_consume(&c->out, (size_t)r);
+        if (r > 0)
+            c->last_write = ev_now(c->w->loop);
+        if (c->out.len) {
+            c->write_blocked = true;
+            ev_io_start(c->w->loop, &c->wr);
+            if (r > 0 || !ev_is_active(&c->wtimer)) {
+                c->wtimer.repeat = ms(c->conf->client.send_timeout);
+                if (r == 0 && c->last_write == 0)
+                    c->last_write = ev_now(c->w->loop);
+                ev_timer_again(c->w->loop, &c->wtimer);
+            }
+            /* Partial write: there is room now, the producer may continue. */
+            if (r > 0 && !c->answer_done)
+                exchange_drained(&c->ex);
+            return;
+        }
+    }
+    if (ev_is_active(&c->wtimer))
+        ev_timer_stop(c->w->loop, &c->wtimer);
+    if (c->answer_done) {
+        if (c->processing)
+            c->reprocess = true;   /* the running client_process() moves on */
+        else
+            client_answer_flushed(c);
+        return;
+    }
+    exchange_drained(&c->ex);
+}
+
+static void client_write_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct client *c = io->data;
+
+    (void)revents;
+    ev_io_stop(loop, io);
+    c->write_blocked = false;
+    client_flush(c);
+}
+
+static void client_wtimer_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct client *c = t->data;
+    ev_tstamp left = c->last_write + ms(c->conf->client.send_timeout) - ev_now(loop);
+
+    (void)revents;
+    if (!c->write_blocked)
+        return;
+    if (left > 0.0005) {
+        t->repeat = left;
+        ev_timer_again(loop, t);
+        return;
+    }
+    log_debug("client %s: send_timeout", c->addr);
+    client_close(c);
+}
+
+/* Answers a malformed or over-limit request and closes after it. */
+static void client_reject(struct client *c, unsigned status, const char *why)
+{
+    struct buf *out;
+    char body[160];
+    int n;
+
+    exchange_cancel(&c->ex);
+    out = client_out(c);
+    if (!out) {
+        client_close(c);
+        return;
+    }
+    n = snprintf(body, sizeof(body), "%u %s: %s\n", status, h1_reason(status), why ? why : "");
+    if (n < 0 || (size_t)n >= sizeof(body))
+        n = 0;
+    out->off = out->len = 0;
+    if (h1_write_simple_response(out, status, NULL, body, (size_t)n, true, false) < 0) {
+        client_close(c);
+        return;
+    }
+    c->answer_done = true;
+    c->close_after = true;
+    if (c->phase != CLIENT_LINGER)
+        c->phase = CLIENT_BODY;   /* input is untrusted from here: linger, never parse it */
+    client_flush(c);
+}
+
+static void client_rtimer_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct client *c = t->data;
+    ev_tstamp due = client_rdue(c);
+
+    (void)revents;
+    if (due == 0)
+        return;
+    if (due > ev_now(loop) + 0.0005) {
+        t->repeat = due - ev_now(loop);
+        ev_timer_again(loop, t);
+        return;
+    }
+    switch (c->phase) {
+    case CLIENT_HEAD:
+        log_debug("client %s: header_timeout", c->addr);
+        ev_timer_stop(loop, t);
+        client_reject(c, 408, "request head not received in time");
+        return;
+    case CLIENT_BODY:
+        ev_timer_stop(loop, t);
+        if (c->answer_done || c->ex.state == EX_STREAMING || c->ex.state == EX_TUNNEL) {
+            client_close(c);   /* an answer is already under way: nothing else can be said */
+            return;
+        }
+        log_debug("client %s: body_timeout", c->addr);
+        client_reject(c, 408, "request body not received in time");
+        return;
+    default:
+        client_close(c);   /* idle keep-alive, first request never started, or lingering */
+        return;
+    }
+}
+
+void client_exchange_done(struct client *c, bool keep)
+{
+    if (c->closed)
+        return;
+    c->answer_done = true;
+    if (!keep || c->w->draining)
+        c->close_after = true;
+    /* An answer before the whole request was read: the rest of it is never parsed. */
+    if (c->phase == CLIENT_BODY || c->phase == CLIENT_HEAD || c->phase == CLIENT_TUNNEL)
+        c->close_after = true;
+    client_flush(c);
+}
+
+void client_continue(struct client *c)
+{
+    static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    struct buf *out = client_out(c);
+
+    if (!out || buf_append(out, cont, sizeof(cont) - 1) < 0)
+        return;
+    client_flush(c);
+}
+
+void client_tunnel(struct client *c)
+{
+    struct exchange *ex = &c->ex;
+
+    c->phase = CLIENT_TUNNEL;
+    ev_timer_stop(c->w->loop, &c->rtimer);
+    if (!ex->body.data && worker_buf_get(c->w, &ex->body) < 0) {
+        client_close(c);
+        return;
+    }
+    ex->has_body = true;
+    ex->body_done = false;
+    if (c->read_paused) {
+        c->read_paused = false;
+        ev_io_start(c->w->loop, &c->rd);
+    }
+    if (c->in.len)
+        client_process(c);
+}
+
+void client_drain(struct client *c)
+{
+    if (c->phase == CLIENT_IDLE && !c->answer_done)
+        client_close(c);
+    /* otherwise the answer in progress carries Connection: close (see exchange.c) */
+}
+
+/* One step of the connection's state machine; returns false when it must wait for more input,
+ * output room or the answer. */
+static bool client_step(struct client *c)
+{
+    struct worker *w = c->w;
+    size_t used = 0, feed;
+    enum h1_event ev;
+
+    if (c->answer_done) {
+        if (c->out.len == 0 && !c->write_blocked) {
+            client_answer_flushed(c);
+            return !c->closed && c->in.len > 0;
+        }
+        return false;
+    }
+    switch (c->phase) {
+    case CLIENT_IDLE:
+        if (c->in.len == 0)
+            return false;
+        if (!c->parser) {
+            c->parser = worker_req_parser_get(w);
+            if (!c->parser) {
+                client_close(c);
+                return false;
+            }
+        }
+        c->phase = CLIENT_HEAD;
+        if (c->served)
+            c->head_deadline = ev_now(w->loop) + ms(c->conf->client.header_timeout);
+        client_rtimer_arm(c);
+        return true;
+
+    case CLIENT_HEAD:
+        if (c->in.len == 0)
+            return false;
+        ev = h1_parse(c->parser, buf_head(&c->in), c->in.len, &used);
+        buf_consume(&c->in, used);
+        if (ev == H1_NEED_MORE)
+            return false;
+        if (ev == H1_ERROR) {
+            const char *why = NULL;
+            unsigned st = h1_parser_error(c->parser, &why);
+            client_reject(c, st ? st : 400, why);
+            return false;
+        }
+        if (ev != H1_HEAD) {
+            client_reject(c, 400, "unexpected message end");
+            return false;
+        }
+        c->phase = CLIENT_BODY;
+        c->last_read = ev_now(w->loop);
+        exchange_start(&c->ex, c);
+        if (c->closed)
+            return false;
+        client_rtimer_arm(c);
+        return true;
+
+    case CLIENT_BODY:
+        if (c->ex.state == EX_LOCAL || c->ex.state == EX_DONE)
+            return false;   /* answered without the body: closing after the answer */
+        feed = h1_parser_room(c->parser);
+        if (feed == 0) {
+            client_pause(c);
+            return false;
+        }
+        if (feed > c->in.len)
+            feed = c->in.len;
+        ev = h1_parse(c->parser, buf_head(&c->in), feed, &used);
+        buf_consume(&c->in, used);
+        switch (ev) {
+        case H1_NEED_MORE:
+            if (used)
+                exchange_body(&c->ex);
+            return false;
+        case H1_DONE:
+            c->phase = CLIENT_WAIT;
+            c->ex.body_done = true;
+            client_rtimer_arm(c);
+            exchange_body(&c->ex);
+            if (!c->closed && c->ex.req->upgrade && c->ex.state == EX_UPSTREAM)
+                return false;   /* tunnel bytes wait for the 101 */
+            return !c->closed;
+        case H1_ERROR: {
+            const char *why = NULL;
+            unsigned st = h1_parser_error(c->parser, &why);
+            if (c->ex.state == EX_UPSTREAM) {
+                client_reject(c, st ? st : 400, why);
+            } else {
+                client_close(c);
+            }
+            return false;
+        }
+        case H1_HEAD:
+            client_reject(c, 400, "unexpected head");
+            return false;
+        }
+        return false;
+
+    case CLIENT_WAIT:
+        /* Pipelined bytes wait for the answer; a full buffer stops reading. */
+        if (buf_tailroom(&c->in) == 0 && buf_free_space(&c->in) == 0)
+            client_pause(c);
+        return false;
+
+    case CLIENT_TUNNEL: {
+        struct exchange *ex = &c->ex;
+        size_t n = buf_free_space(&ex->body) < c->in.len ? buf_free_space(&ex->body) : c->in.len;
+        if (n == 0) {
+            client_pause(c);
+            return false;
+        }
+        buf_append(&ex->body, buf_head(&c->in), n);
+        buf_consume(&c->in, n);
+        exchange_tunnel_in(ex);
+        return !c->closed && c->in.len > 0;
+    }
+
+    case CLIENT_LINGER:
+        c->in.off = c->in.len = 0;
+        return false;
+    }
+    return false;
+}
+
+static void client_process(struct client *c)
+{
+    unsigned guard = 0;
+
+    if (c->processing) {
+        c->reprocess = true;
+        return;
+    }
+    c->processing = true;
+    do {
+        c->reprocess = false;
+        /* Each step consumes input or changes phase; the guard bounds a pathological loop. */
+        while (!c->closed && client_step(c) && ++guard < 100000)
+            ;
+    } while (!c->closed && c->reprocess);
+    c->processing = false;
+}
+
+static void client_read_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct client *c = io->data;
+    ssize_t r;
+
+    (void)revents;
+    if (c->phase == CLIENT_LINGER) {
+        char sink[4096];
+        r = xprt_read(&c->x, sink, sizeof(sink));
+        if (r == 0 || (r < 0 && r != -EAGAIN))
+            client_close(c);
+        return;
+    }
+    if (!c->in.data && worker_buf_get(c->w, &c->in) < 0) {
+        client_close(c);
+        return;
+    }
+    if (buf_tailroom(&c->in) == 0)
+        buf_compact(&c->in);
+    if (buf_tailroom(&c->in) == 0) {
+        client_pause(c);
+        return;
+    }
+    r = xprt_read(&c->x, buf_tail(&c->in), buf_tailroom(&c->in));
+    if (r == -EAGAIN || r == -EWOULDBLOCK)
+        return;
+    if (r <= 0) {
+        if (r < 0)
+            log_debug("read from client %s: %s", c->addr, strerror((int)-r));
+        /* The client went away (or half-closed: HTTP has no use for it): whatever is in flight
+         * for it is cancelled. */
+        client_close(c);
+        return;
+    }
+    c->in.len += (size_t)r;
+    c->last_read = ev_now(loop);
+    client_process(c);
+}

@@ -1,0 +1,78 @@
+/* client.h — the downstream connection: reading requests, writing answers, keep-alive, client timers.
+ *
+ * A client is owned by its worker (in worker->clients) from accept to close, and owns its socket,
+ * its buffers, its request parser and the one exchange in progress. Requests are handled one at a
+ * time: pipelined bytes wait in the input buffer until the previous answer has been written, so
+ * answers go out in order. Closing puts the client in the worker's graveyard (freed after the
+ * current loop iteration), so a callback up the stack may still look at `closed`.
+ *
+ * Timers: `rtimer` is the read side (header_timeout for the whole head, body_timeout between body
+ * bytes, idle_timeout between requests), `wtimer` the send side (send_timeout while output is stuck).
+ */
+#ifndef LIFELINE_CLIENT_H
+#define LIFELINE_CLIENT_H
+
+#include <ev.h>
+#include <stdbool.h>
+#include <sys/socket.h>
+
+#include "buf.h"
+#include "exchange.h"
+#include "xprt.h"
+
+struct worker;
+struct h1_parser;
+
+enum client_phase {
+    CLIENT_IDLE,      /* between requests */
+    CLIENT_HEAD,      /* reading a request head */
+    CLIENT_BODY,      /* reading a request body */
+    CLIENT_WAIT,      /* request read; the answer is being produced */
+    CLIENT_TUNNEL,    /* after 101 */
+    CLIENT_LINGER,    /* answer sent, write side shut: discarding input until EOF or timeout */
+};
+
+struct client {
+    struct worker *w;
+    struct client *prev, *next;         /* worker->clients, or the graveyard (next only) */
+    struct xprt x;
+    ev_io rd, wr;
+    ev_timer rtimer, wtimer;
+    ev_tstamp last_read, last_write, head_deadline;
+    enum client_phase phase;
+    struct buf in, out;
+    struct h1_parser *parser;           /* while a request is in progress */
+    struct conf *conf;                  /* snapshot of the current request (reference held) */
+    struct exchange ex;
+    char addr[48];                      /* peer IP, for X-Forwarded-For */
+    bool closed;
+    bool close_after;                   /* close once the output is flushed */
+    bool read_paused;                   /* backpressure or waiting */
+    bool write_blocked;                 /* wr watcher active */
+    bool answer_done;                   /* the current answer is complete in `out` */
+    bool processing, reprocess;         /* client_process() is running / must run again */
+    unsigned served;                    /* requests answered on this connection */
+};
+
+/* Takes ownership of an accepted, non-blocking socket. */
+void client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_t salen);
+/* Closes now: stops watchers, cancels the exchange, closes the socket, schedules the free. */
+void client_close(struct client *c);
+/* Frees a closed client (called by the worker's reaper). */
+void client_free(struct client *c);
+
+/* For the exchange. */
+struct buf *client_out(struct client *c);      /* NULL when no buffer can be had */
+void client_flush(struct client *c);           /* writes what is pending; may close c */
+void client_pause(struct client *c);           /* stop reading (backpressure) */
+void client_resume(struct client *c);          /* read again */
+/* The exchange has produced its whole answer. keep: the connection may serve another request. */
+void client_exchange_done(struct client *c, bool keep);
+/* Switch to a raw tunnel after 101. */
+void client_tunnel(struct client *c);
+/* 100 Continue before reading the body. */
+void client_continue(struct client *c);
+/* Graceful drain: close if idle; otherwise close after the current answer. */
+void client_drain(struct client *c);
+
+#endif

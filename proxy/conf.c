@@ -1,0 +1,2227 @@
+/* conf.c — YAML file → immutable, reference-counted configuration snapshot (SPEC §2).
+ *
+ * Owns: reading the file with libyaml (document API, so every node keeps its line and column), the
+ * schema (one descriptor table per YAML mapping, all in the "Schema" section below), every
+ * validation rule and range, resolving configured addresses once at load, reading fallback files,
+ * reporting every error as `FILE:LINE:COL: message` (sorted by position), the "not supported yet"
+ * rejections (conf_unsupported[]), and freeing a snapshot.
+ * Does not own: re-resolving hostnames at run time (pool.c), opening sockets (worker.c), loading
+ * certificates (tls.c), or deciding when to reload (main.c).
+ *
+ * Loading never stops at the first error: a bad value leaves the field at its default, the walk
+ * goes on, and the caller gets the whole list, so one `lifeline -t` run shows every mistake.
+ */
+#include "conf.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <yaml.h>
+
+/* ---- Units and ranges -------------------------------------------------------------------- */
+
+#define MS(x)   ((uint64_t)(x))
+#define SEC(x)  ((uint64_t)(x) * 1000u)
+#define MIN(x)  ((uint64_t)(x) * 60000u)
+#define HOUR(x) ((uint64_t)(x) * 3600000u)
+#define KIB(x)  ((uint64_t)(x) << 10)
+#define MIB(x)  ((uint64_t)(x) << 20)
+#define GIB(x)  ((uint64_t)(x) << 30)
+
+/* Longest accepted duration: a day is already beyond any HTTP exchange or check interval, so a
+ * longer value is almost surely a unit typo ("30h" for "30s"). */
+#define CONF_DUR_MAX       HOUR(24)
+#define CONF_NOLIMIT       UINT64_MAX
+#define CONF_WORKERS_MAX   256u
+/* Fallback bodies live in memory in every snapshot; a megabyte is plenty for an error page. */
+#define CONF_FALLBACK_MAX  MIB(1)
+#define CONF_MAX_FIELDS    24       /* most keys in one mapping of the schema */
+#define CONF_QUOTE_MAX     48       /* longest value echoed back in a message */
+
+/* ---- Loader state ------------------------------------------------------------------------ */
+
+struct conf_error {
+    unsigned long line, col;        /* from 1 */
+    size_t seq;                     /* report order, to keep the sort stable */
+    char *msg;
+};
+
+/* One load: the document, the snapshot being filled, the errors found so far. */
+struct conf_loader {
+    const char *file;               /* as given by the caller, echoed in messages */
+    char *dir;                      /* its directory: relative fallback files are read from there */
+    unsigned flags;                 /* CONF_LOAD_* */
+    FILE *err;
+    yaml_document_t doc;
+    struct conf *c;
+    struct conf_error *errs; size_t nerrs, caperrs;
+    size_t nprinted;                /* errors printed at once because storing them failed */
+    bool oom;                       /* an allocation failed: the load fails with "out of memory" */
+    yaml_node_t *routes;            /* parsed after the top level, once every pool is known */
+    yaml_mark_t *route_marks;       /* where each route's name is (explicit name, else the route) */
+    size_t route_idx;               /* index of the route being parsed */
+};
+
+static void conf_add_error(struct conf_loader *ld, unsigned long line, unsigned long col, const char *msg)
+{
+    if (ld->nerrs == ld->caperrs) {
+        size_t cap = ld->caperrs ? ld->caperrs * 2 : 16;
+        struct conf_error *e = realloc(ld->errs, cap * sizeof *e);
+        if (!e)
+            goto direct;
+        ld->errs = e;
+        ld->caperrs = cap;
+    }
+    char *m = strdup(msg);
+    if (!m)
+        goto direct;
+    ld->errs[ld->nerrs] = (struct conf_error){ line, col, ld->nerrs, m };
+    ld->nerrs++;
+    return;
+direct:
+    /* Out of memory while reporting: print it now, unsorted, rather than lose it. */
+    fprintf(ld->err, "%s:%lu:%lu: %s\n", ld->file, line, col, msg);
+    ld->nprinted++;
+    ld->oom = true;
+}
+
+static void conf_verr_mark(struct conf_loader *ld, yaml_mark_t m, const char *fmt, va_list ap)
+{
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    conf_add_error(ld, (unsigned long)m.line + 1, (unsigned long)m.column + 1, msg);
+}
+
+__attribute__((format(printf, 3, 4)))
+static void conf_err_mark(struct conf_loader *ld, yaml_mark_t m, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    conf_verr_mark(ld, m, fmt, ap);
+    va_end(ap);
+}
+
+/* Reports an error at a node (a key or a value) of the document. */
+__attribute__((format(printf, 3, 4)))
+static void conf_err(struct conf_loader *ld, const yaml_node_t *n, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    conf_verr_mark(ld, n->start_mark, fmt, ap);
+    va_end(ap);
+}
+
+static void *conf_calloc(struct conf_loader *ld, size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size);
+    if (!p)
+        ld->oom = true;
+    return p;
+}
+
+static char *conf_strdup(struct conf_loader *ld, const char *s)
+{
+    char *p = strdup(s);
+    if (!p)
+        ld->oom = true;
+    return p;
+}
+
+static void conf_set_str(struct conf_loader *ld, char **dst, const char *s)
+{
+    char *p = conf_strdup(ld, s);
+    if (!p)
+        return;
+    free(*dst);
+    *dst = p;
+}
+
+/* Writes s into out as a short, printable, double-quoted string for messages. */
+static const char *conf_quote(char out[CONF_QUOTE_MAX + 8], const char *s)
+{
+    size_t o = 0, i;
+    out[o++] = '"';
+    for (i = 0; s[i] && o < CONF_QUOTE_MAX; i++)
+        out[o++] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
+    if (s[i]) {
+        memcpy(out + o, "...", 3);
+        o += 3;
+    }
+    out[o++] = '"';
+    out[o] = '\0';
+    return out;
+}
+
+static yaml_node_t *conf_node(struct conf_loader *ld, int id)
+{
+    return yaml_document_get_node(&ld->doc, id);
+}
+
+static bool conf_is_null(const yaml_node_t *n)
+{
+    if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+        return false;
+    const char *s = (const char *)n->data.scalar.value;
+    return !*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") || !strcmp(s, "NULL");
+}
+
+/* "a list", "a mapping", "an empty value" or the quoted scalar: what the user wrote instead. */
+static const char *conf_describe(const yaml_node_t *n, char out[CONF_QUOTE_MAX + 8])
+{
+    switch (n->type) {
+    case YAML_SEQUENCE_NODE: return "a list";
+    case YAML_MAPPING_NODE:  return "a mapping";
+    default:
+        if (conf_is_null(n))
+            return "an empty value";
+        return conf_quote(out, (const char *)n->data.scalar.value);
+    }
+}
+
+/* The value of key `key` in mapping `map`, or NULL. Used to peek at names before a full walk. */
+static yaml_node_t *conf_lookup(struct conf_loader *ld, yaml_node_t *map, const char *key)
+{
+    if (map->type != YAML_MAPPING_NODE)
+        return NULL;
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = conf_node(ld, p->key);
+        if (k && k->type == YAML_SCALAR_NODE && !strcmp((const char *)k->data.scalar.value, key))
+            return conf_node(ld, p->value);
+    }
+    return NULL;
+}
+
+/* Optimal-string-alignment distance, for "did you mean" hints on misspelt keys and pool names. */
+static size_t conf_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 32 || lb > 32)
+        return SIZE_MAX;
+    size_t d[33][33];
+    for (size_t i = 0; i <= la; i++)
+        d[i][0] = i;
+    for (size_t j = 0; j <= lb; j++)
+        d[0][j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        for (size_t j = 1; j <= lb; j++) {
+            size_t cost = a[i - 1] != b[j - 1];
+            size_t v = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < v)
+                v = d[i][j - 1] + 1;
+            if (d[i - 1][j - 1] + cost < v)
+                v = d[i - 1][j - 1] + cost;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && d[i - 2][j - 2] + 1 < v)
+                v = d[i - 2][j - 2] + 1;
+            d[i][j] = v;
+        }
+    }
+    return d[la][lb];
+}
+
+/* Writes ` (did you mean "x"?)` into hint when a candidate is within two edits, else "". */
+static void conf_hint(char *hint, size_t cap, const char *word, const char *const *cands, size_t n)
+{
+    size_t best = 3;
+    const char *pick = NULL;
+    hint[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        size_t d = conf_distance(word, cands[i]);
+        if (d < best && d < strlen(cands[i])) {
+            best = d;
+            pick = cands[i];
+        }
+    }
+    if (pick)
+        snprintf(hint, cap, " (did you mean \"%s\"?)", pick);
+}
+
+/* ---- Scalar parsing (pure) --------------------------------------------------------------- */
+
+enum conf_perr { PERR_OK, PERR_SYNTAX, PERR_NOUNIT, PERR_RANGE };
+
+/* Decimal digits only: no sign, no spaces, no 0x. Leaves *sp after the digits. */
+static enum conf_perr conf_digits(const char **sp, uint64_t *v)
+{
+    const char *s = *sp;
+    uint64_t x = 0;
+    bool over = false;
+    if (!isdigit((unsigned char)*s))
+        return PERR_SYNTAX;
+    for (; isdigit((unsigned char)*s); s++) {
+        unsigned d = (unsigned)(*s - '0');
+        if (x > (UINT64_MAX - d) / 10)
+            over = true;
+        else
+            x = x * 10 + d;
+    }
+    *sp = s;
+    *v = x;
+    return over ? PERR_RANGE : PERR_OK;
+}
+
+static enum conf_perr conf_duration(const char *s, int64_t *ms)
+{
+    static const struct { const char *unit; uint64_t mult; } units[] = {
+        { "ms", MS(1) }, { "s", SEC(1) }, { "m", MIN(1) }, { "h", HOUR(1) },
+    };
+    uint64_t v;
+    enum conf_perr r = conf_digits(&s, &v);
+    if (r == PERR_SYNTAX)
+        return r;
+    if (!*s)
+        return PERR_NOUNIT;         /* "250": ms or s? The unit is required to make it plain. */
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+        if (strcmp(s, units[i].unit))
+            continue;
+        if (r == PERR_RANGE || v > (uint64_t)INT64_MAX / units[i].mult)
+            return PERR_RANGE;
+        *ms = (int64_t)(v * units[i].mult);
+        return PERR_OK;
+    }
+    return PERR_SYNTAX;
+}
+
+/* Sizes: plain bytes or KiB/MiB/GiB only. KB/MB/GB are rejected on purpose: half of the readers
+ * take them as 1000-based and half as 1024-based, and a limit should mean one thing. */
+static enum conf_perr conf_size(const char *s, uint64_t *bytes)
+{
+    static const struct { const char *unit; unsigned shift; } units[] = {
+        { "", 0 }, { "KiB", 10 }, { "MiB", 20 }, { "GiB", 30 },
+    };
+    uint64_t v;
+    enum conf_perr r = conf_digits(&s, &v);
+    if (r == PERR_SYNTAX)
+        return r;
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+        if (strcmp(s, units[i].unit))
+            continue;
+        if (r == PERR_RANGE || v > (UINT64_MAX >> units[i].shift))
+            return PERR_RANGE;
+        *bytes = v << units[i].shift;
+        return PERR_OK;
+    }
+    return PERR_SYNTAX;
+}
+
+int conf_parse_duration(const char *s, int64_t *ms)
+{
+    return conf_duration(s, ms) == PERR_OK ? 0 : -1;
+}
+
+int conf_parse_size(const char *s, uint64_t *bytes)
+{
+    return conf_size(s, bytes) == PERR_OK ? 0 : -1;
+}
+
+enum conf_hp { HP_OK, HP_SYNTAX, HP_V6, HP_PORT, HP_OOM };
+
+/* host:port or [v6]:port. The host is returned without brackets; *bracketed tells which form. */
+static enum conf_hp conf_hostport(const char *s, char **host, uint16_t *port, bool *bracketed)
+{
+    const char *h, *hend, *p;
+    *bracketed = false;
+    if (*s == '[') {
+        h = s + 1;
+        hend = strchr(h, ']');
+        if (!hend || hend[1] != ':')
+            return HP_SYNTAX;
+        p = hend + 2;
+        *bracketed = true;
+    } else {
+        hend = strrchr(s, ':');
+        if (!hend)
+            return HP_SYNTAX;
+        h = s;
+        p = hend + 1;
+        if (memchr(h, ':', (size_t)(hend - h)))
+            return HP_V6;           /* an IPv6 address needs brackets to tell it from its port */
+    }
+    if (hend == h)
+        return HP_SYNTAX;
+    for (const char *q = h; q < hend; q++)
+        if ((unsigned char)*q <= ' ' || *q == '[' || *q == ']' || *q == '/')
+            return HP_SYNTAX;
+    uint64_t v;
+    const char *e = p;
+    if (conf_digits(&e, &v) != PERR_OK || *e || e - p > 5 || v < 1 || v > 65535)
+        return HP_PORT;
+    *host = strndup(h, (size_t)(hend - h));
+    if (!*host)
+        return HP_OOM;
+    *port = (uint16_t)v;
+    return HP_OK;
+}
+
+int conf_split_hostport(const char *s, char **host, uint16_t *port)
+{
+    bool br;
+    return conf_hostport(s, host, port, &br) == HP_OK ? 0 : -1;
+}
+
+static void conf_fmt_duration(char *out, size_t cap, uint64_t ms)
+{
+    if (ms && ms % HOUR(1) == 0)
+        snprintf(out, cap, "%" PRIu64 "h", ms / HOUR(1));
+    else if (ms && ms % MIN(1) == 0)
+        snprintf(out, cap, "%" PRIu64 "m", ms / MIN(1));
+    else if (ms && ms % SEC(1) == 0)
+        snprintf(out, cap, "%" PRIu64 "s", ms / SEC(1));
+    else
+        snprintf(out, cap, "%" PRIu64 "ms", ms);
+}
+
+static void conf_fmt_size(char *out, size_t cap, uint64_t b)
+{
+    if (b && b % GIB(1) == 0)
+        snprintf(out, cap, "%" PRIu64 "GiB", b >> 30);
+    else if (b && b % MIB(1) == 0)
+        snprintf(out, cap, "%" PRIu64 "MiB", b >> 20);
+    else if (b && b % KIB(1) == 0)
+        snprintf(out, cap, "%" PRIu64 "KiB", b >> 10);
+    else
+        snprintf(out, cap, "%" PRIu64, b);
+}
+
+/* ---- Schema ------------------------------------------------------------------------------
+ * One table per YAML mapping. A field's offset is taken in the table's root object: struct conf for
+ * the top level and its blocks (client, limits, ...), struct conf_pool for a pool and its blocks,
+ * struct conf_route for a route and its blocks. Nested blocks therefore walk the same object and need
+ * no struct of their own (several are anonymous in conf.h). Ranges are inclusive; durations are in
+ * ms, sizes in bytes. */
+
+enum conf_type {
+    CT_DURATION,    /* int64_t ms, range lo..hi */
+    CT_SIZE,        /* uint64_t bytes, range lo..hi */
+    CT_UINT,        /* unsigned, range lo..hi */
+    CT_BOOL,        /* bool: true | false */
+    CT_DOUBLE,      /* double, range dlo..dhi */
+    CT_STRING,      /* char *, malloc'd; lo = shortest length */
+    CT_ENUM,        /* an enum, from names[] in enum order */
+    CT_BLOCK,       /* a nested mapping described by block; sets the bool at flag_off if has_flag */
+    CT_CUSTOM,      /* fn parses and stores */
+};
+
+struct conf_field;
+typedef int conf_handler(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
+                         const char *where);
+
+struct conf_block {
+    const struct conf_field *fields;
+    size_t nfields;
+    /* Cross-key checks and defaults that depend on other keys; seen[i] is fields[i]'s key node. */
+    void (*post)(struct conf_loader *ld, yaml_node_t *map, void *obj, yaml_node_t *const *seen);
+};
+
+struct conf_field {
+    const char *key;
+    enum conf_type type;
+    size_t off;                     /* the value in the root object */
+    size_t off2;                    /* CT_CUSTOM lists: the count beside it */
+    uint64_t lo, hi;
+    double dlo, dhi;
+    const char *const *names;       /* CT_ENUM, NULL-terminated */
+    const struct conf_block *block; /* CT_BLOCK */
+    bool has_flag;
+    size_t flag_off;
+    conf_handler *fn;               /* CT_CUSTOM */
+    bool required;
+};
+
+#define F_DUR(k, T, m, l, h)  { .key = k, .type = CT_DURATION, .off = offsetof(T, m), .lo = l, .hi = h }
+#define F_SIZE(k, T, m, l, h) { .key = k, .type = CT_SIZE, .off = offsetof(T, m), .lo = l, .hi = h }
+#define F_UINT(k, T, m, l, h) { .key = k, .type = CT_UINT, .off = offsetof(T, m), .lo = l, .hi = h }
+#define F_BOOL(k, T, m)       { .key = k, .type = CT_BOOL, .off = offsetof(T, m) }
+#define F_DBL(k, T, m, l, h)  { .key = k, .type = CT_DOUBLE, .off = offsetof(T, m), .dlo = l, .dhi = h }
+#define F_STR(k, T, m, minlen) { .key = k, .type = CT_STRING, .off = offsetof(T, m), .lo = minlen }
+#define F_ENUM(k, T, m, n)    { .key = k, .type = CT_ENUM, .off = offsetof(T, m), .names = n }
+#define F_BLOCK(k, b)         { .key = k, .type = CT_BLOCK, .block = &(b) }
+#define F_BLOCKF(k, b, T, flag) { .key = k, .type = CT_BLOCK, .block = &(b), .has_flag = true, \
+                                  .flag_off = offsetof(T, flag) }
+#define F_FN(k, f)            { .key = k, .type = CT_CUSTOM, .fn = f }
+#define F_FNO(k, f, T, m)     { .key = k, .type = CT_CUSTOM, .fn = f, .off = offsetof(T, m) }
+#define F_LIST(k, f, T, m, n) { .key = k, .type = CT_CUSTOM, .fn = f, .off = offsetof(T, m), \
+                                .off2 = offsetof(T, n) }
+#define BLOCK(name, fields, post) \
+    static const struct conf_block name = { fields, sizeof fields / sizeof fields[0], post }
+
+_Static_assert(sizeof(enum conf_balance) == sizeof(unsigned), "enums are stored as unsigned");
+_Static_assert(sizeof(enum conf_hash_key) == sizeof(unsigned), "enums are stored as unsigned");
+_Static_assert(sizeof(enum conf_host_header) == sizeof(unsigned), "enums are stored as unsigned");
+_Static_assert(sizeof(enum conf_log_format) == sizeof(unsigned), "enums are stored as unsigned");
+
+static conf_handler conf_h_listen, conf_h_listen_addr, conf_h_certs, conf_h_tls_version,
+    conf_h_admin_addr, conf_h_workers, conf_h_resolvers, conf_h_pools, conf_h_routes_defer,
+    conf_h_servers, conf_h_server_addr, conf_h_hash_key, conf_h_expect, conf_h_path,
+    conf_h_route_name, conf_h_route_pool, conf_h_host, conf_h_methods, conf_h_retry_on,
+    conf_h_headers, conf_h_body, conf_h_file;
+
+static void conf_post_pool_tls(struct conf_loader *, yaml_node_t *, void *, yaml_node_t *const *);
+static void conf_post_outlier(struct conf_loader *, yaml_node_t *, void *, yaml_node_t *const *);
+static void conf_post_route_timeouts(struct conf_loader *, yaml_node_t *, void *, yaml_node_t *const *);
+static void conf_post_backoff(struct conf_loader *, yaml_node_t *, void *, yaml_node_t *const *);
+static void conf_post_fallback(struct conf_loader *, yaml_node_t *, void *, yaml_node_t *const *);
+static void conf_post_route(struct conf_loader *, yaml_node_t *, void *, yaml_node_t *const *);
+
+static const char *const conf_balance_names[] = { "round_robin", "least_conn", "random_two", "ewma", "hash", NULL };
+static const char *const conf_host_header_names[] = { "preserve", "upstream", NULL };
+static const char *const conf_log_format_names[] = { "json", NULL };
+
+/* listen: [ { address, tls: { certificates: [ { cert, key } ], min_version } } ] */
+static const struct conf_field conf_cert_fields[] = {
+    F_STR("cert", struct conf_cert, cert, 1),
+    F_STR("key", struct conf_cert, key, 1),
+};
+BLOCK(conf_blk_cert, conf_cert_fields, NULL);
+
+static const struct conf_field conf_listener_tls_fields[] = {
+    { .key = "certificates", .type = CT_CUSTOM, .fn = conf_h_certs, .required = true },
+    F_FN("min_version", conf_h_tls_version),
+};
+BLOCK(conf_blk_listener_tls, conf_listener_tls_fields, NULL);
+
+static const struct conf_field conf_listener_fields[] = {
+    { .key = "address", .type = CT_CUSTOM, .fn = conf_h_listen_addr, .required = true },
+    F_BLOCKF("tls", conf_blk_listener_tls, struct conf_listener, tls_enabled),
+};
+BLOCK(conf_blk_listener, conf_listener_fields, NULL);
+
+/* Top-level blocks. Client timeouts: at least 1ms (0 would time out at once). */
+static const struct conf_field conf_admin_fields[] = {
+    { .key = "address", .type = CT_CUSTOM, .fn = conf_h_admin_addr, .required = true },
+};
+BLOCK(conf_blk_admin, conf_admin_fields, NULL);
+
+static const struct conf_field conf_access_log_fields[] = {
+    F_STR("path", struct conf, access_log.path, 1),   /* stdout | stderr | off | a file */
+    F_ENUM("format", struct conf, access_log.format, conf_log_format_names),
+};
+BLOCK(conf_blk_access_log, conf_access_log_fields, NULL);
+
+static const struct conf_field conf_resolver_fields[] = {
+    F_FN("servers", conf_h_resolvers),
+    F_DUR("timeout", struct conf, resolver.timeout, MS(1), MIN(1)),
+};
+BLOCK(conf_blk_resolver, conf_resolver_fields, NULL);
+
+static const struct conf_field conf_client_fields[] = {
+    F_DUR("header_timeout", struct conf, client.header_timeout, MS(1), CONF_DUR_MAX),
+    F_DUR("body_timeout", struct conf, client.body_timeout, MS(1), CONF_DUR_MAX),
+    F_DUR("idle_timeout", struct conf, client.idle_timeout, MS(1), CONF_DUR_MAX),
+    F_DUR("send_timeout", struct conf, client.send_timeout, MS(1), CONF_DUR_MAX),
+};
+BLOCK(conf_blk_client, conf_client_fields, NULL);
+
+/* max_header_bytes: below 1KiB real browsers' heads no longer fit; above 1MiB it is a memory risk
+ * per connection. max_connections: 1..1000000 per process. max_body_bytes: 0 = unlimited. */
+static const struct conf_field conf_limits_fields[] = {
+    F_UINT("max_connections", struct conf, limits.max_connections, 1, 1000000),
+    F_SIZE("max_header_bytes", struct conf, limits.max_header_bytes, KIB(1), MIB(1)),
+    F_SIZE("max_body_bytes", struct conf, limits.max_body_bytes, 0, CONF_NOLIMIT),
+};
+BLOCK(conf_blk_limits, conf_limits_fields, NULL);
+
+static const struct conf_field conf_top_fields[] = {
+    { .key = "listen", .type = CT_CUSTOM, .fn = conf_h_listen, .required = true },
+    F_BLOCKF("admin", conf_blk_admin, struct conf, admin.enabled),
+    F_FN("workers", conf_h_workers),                                 /* auto | 1..256 */
+    F_DUR("shutdown_timeout", struct conf, shutdown_timeout, 0, CONF_DUR_MAX),
+    F_BLOCK("access_log", conf_blk_access_log),
+    F_BLOCK("resolver", conf_blk_resolver),
+    F_BLOCK("client", conf_blk_client),
+    F_BLOCK("limits", conf_blk_limits),
+    F_FN("pools", conf_h_pools),
+    F_FN("routes", conf_h_routes_defer),
+};
+BLOCK(conf_blk_top, conf_top_fields, NULL);
+
+/* pools: NAME: { servers: [ { address, weight } ], ... }. weight 1..1000; keepalive 0..65535 idle
+ * connections (0 = no reuse); per-attempt timeouts at least 1ms. */
+static const struct conf_field conf_server_fields[] = {
+    { .key = "address", .type = CT_CUSTOM, .fn = conf_h_server_addr, .required = true },
+    F_UINT("weight", struct conf_server, weight, 1, 1000),
+};
+BLOCK(conf_blk_server, conf_server_fields, NULL);
+
+static const struct conf_field conf_pool_timeouts_fields[] = {
+    F_DUR("connect", struct conf_pool, timeouts.connect, MS(1), CONF_DUR_MAX),
+    F_DUR("response", struct conf_pool, timeouts.response, MS(1), CONF_DUR_MAX),
+    F_DUR("read", struct conf_pool, timeouts.read, MS(1), CONF_DUR_MAX),
+};
+BLOCK(conf_blk_pool_timeouts, conf_pool_timeouts_fields, NULL);
+
+static const struct conf_field conf_pool_tls_fields[] = {
+    F_BOOL("enabled", struct conf_pool, tls.enabled),
+    F_BOOL("verify", struct conf_pool, tls.verify),
+    F_STR("ca", struct conf_pool, tls.ca, 1),                        /* system | a PEM file */
+    F_STR("sni", struct conf_pool, tls.sni, 0),
+    F_STR("client_cert", struct conf_pool, tls.client_cert, 0),
+    F_STR("client_key", struct conf_pool, tls.client_key, 0),
+};
+BLOCK(conf_blk_pool_tls, conf_pool_tls_fields, conf_post_pool_tls);
+
+/* rise/fall 1..100 checks; expect a status or a range within 100..599. */
+static const struct conf_field conf_health_fields[] = {
+    F_FNO("path", conf_h_path, struct conf_pool, health.path),
+    F_DUR("interval", struct conf_pool, health.interval, MS(1), CONF_DUR_MAX),
+    F_DUR("timeout", struct conf_pool, health.timeout, MS(1), CONF_DUR_MAX),
+    F_UINT("rise", struct conf_pool, health.rise, 1, 100),
+    F_UINT("fall", struct conf_pool, health.fall, 1, 100),
+    F_FN("expect", conf_h_expect),
+};
+BLOCK(conf_blk_health, conf_health_fields, NULL);
+
+/* consecutive_failures 1..1000; max_ejected_percent 0..100; max_ejection >= ejection. */
+static const struct conf_field conf_outlier_fields[] = {
+    F_UINT("consecutive_failures", struct conf_pool, outlier.consecutive_failures, 1, 1000),
+    F_DUR("ejection", struct conf_pool, outlier.ejection, MS(1), CONF_DUR_MAX),
+    F_DUR("max_ejection", struct conf_pool, outlier.max_ejection, MS(1), CONF_DUR_MAX),
+    F_UINT("max_ejected_percent", struct conf_pool, outlier.max_ejected_percent, 0, 100),
+};
+BLOCK(conf_blk_outlier, conf_outlier_fields, conf_post_outlier);
+
+static const struct conf_field conf_pool_fields[] = {
+    { .key = "servers", .type = CT_CUSTOM, .fn = conf_h_servers, .required = true },
+    F_DUR("resolve_interval", struct conf_pool, resolve_interval, 0, CONF_DUR_MAX),
+    F_ENUM("balance", struct conf_pool, balance, conf_balance_names),
+    F_FN("hash_key", conf_h_hash_key),                               /* source | uri | header:NAME */
+    F_UINT("keepalive", struct conf_pool, keepalive, 0, 65535),
+    F_DUR("keepalive_timeout", struct conf_pool, keepalive_timeout, MS(1), CONF_DUR_MAX),
+    F_BLOCK("timeouts", conf_blk_pool_timeouts),
+    F_DUR("connect_race", struct conf_pool, connect_race, 0, CONF_DUR_MAX),
+    F_BLOCK("tls", conf_blk_pool_tls),
+    F_BLOCKF("health", conf_blk_health, struct conf_pool, health.enabled),
+    F_BLOCKF("outlier", conf_blk_outlier, struct conf_pool, outlier.enabled),
+    F_DUR("slow_start", struct conf_pool, slow_start, 0, CONF_DUR_MAX),
+};
+BLOCK(conf_blk_pool, conf_pool_fields, NULL);
+
+/* routes: [ { name, match, pool, ... } ]. */
+static const struct conf_field conf_match_fields[] = {
+    F_FN("host", conf_h_host),                                       /* lowercase; *.example.com */
+    F_FNO("path", conf_h_path, struct conf_route, path),             /* a prefix starting with / */
+    F_LIST("methods", conf_h_methods, struct conf_route, methods, nmethods),
+};
+BLOCK(conf_blk_match, conf_match_fields, NULL);
+
+static const struct conf_field conf_route_timeouts_fields[] = {
+    F_DUR("total", struct conf_route, total_timeout, MS(1), CONF_DUR_MAX),
+    F_DUR("connect", struct conf_route, timeouts.connect, MS(1), CONF_DUR_MAX),
+    F_DUR("response", struct conf_route, timeouts.response, MS(1), CONF_DUR_MAX),
+    F_DUR("read", struct conf_route, timeouts.read, MS(1), CONF_DUR_MAX),
+};
+BLOCK(conf_blk_route_timeouts, conf_route_timeouts_fields, conf_post_route_timeouts);
+
+static const struct conf_field conf_backoff_fields[] = {
+    F_DUR("base", struct conf_route, retry.backoff_base, 0, MIN(1)),
+    F_DUR("max", struct conf_route, retry.backoff_max, 0, MIN(1)),
+};
+BLOCK(conf_blk_backoff, conf_backoff_fields, conf_post_backoff);
+
+/* ratio 0..1 of requests in flight; min_retries 0..10000. */
+static const struct conf_field conf_budget_fields[] = {
+    F_DBL("ratio", struct conf_route, retry.budget_ratio, 0.0, 1.0),
+    F_UINT("min_retries", struct conf_route, retry.budget_min_retries, 0, 10000),
+};
+BLOCK(conf_blk_budget, conf_budget_fields, NULL);
+
+static const struct conf_field conf_hedge_fields[] = {
+    F_DUR("after", struct conf_route, retry.hedge_after, 0, CONF_DUR_MAX),
+};
+BLOCK(conf_blk_hedge, conf_hedge_fields, NULL);
+
+/* attempts 1..10 (more only multiplies load on a struggling pool); buffer_body 0..64MiB, kept in
+ * memory per request. */
+static const struct conf_field conf_retry_fields[] = {
+    F_UINT("attempts", struct conf_route, retry.attempts, 1, 10),
+    F_FN("on", conf_h_retry_on),
+    F_LIST("methods", conf_h_methods, struct conf_route, retry.methods, retry.nmethods),
+    F_BLOCK("backoff", conf_blk_backoff),
+    F_BLOCK("budget", conf_blk_budget),
+    F_BLOCK("hedge", conf_blk_hedge),
+    F_SIZE("buffer_body", struct conf_route, retry.buffer_body, 0, MIB(64)),
+};
+BLOCK(conf_blk_retry, conf_retry_fields, NULL);
+
+/* status 200..599: a fallback answers in place of an upstream, 1xx makes no sense there. */
+static const struct conf_field conf_fallback_fields[] = {
+    F_UINT("status", struct conf_route, fallback.status, 200, 599),
+    F_FN("headers", conf_h_headers),
+    F_FN("body", conf_h_body),
+    F_FN("file", conf_h_file),
+    F_DUR("stale", struct conf_route, fallback.stale, 0, CONF_DUR_MAX),
+};
+BLOCK(conf_blk_fallback, conf_fallback_fields, conf_post_fallback);
+
+static const struct conf_field conf_route_fields[] = {
+    F_FN("name", conf_h_route_name),
+    F_BLOCK("match", conf_blk_match),
+    { .key = "pool", .type = CT_CUSTOM, .fn = conf_h_route_pool, .required = true },
+    F_BOOL("strip_prefix", struct conf_route, strip_prefix),
+    F_ENUM("host_header", struct conf_route, host_header, conf_host_header_names),
+    F_SIZE("max_body_bytes", struct conf_route, max_body_bytes, 0, CONF_NOLIMIT),
+    F_BLOCK("timeouts", conf_blk_route_timeouts),
+    F_BLOCKF("retry", conf_blk_retry, struct conf_route, retry.set),
+    F_BLOCKF("fallback", conf_blk_fallback, struct conf_route, fallback.enabled),
+};
+BLOCK(conf_blk_route, conf_route_fields, conf_post_route);
+
+/* ---- Not supported yet -------------------------------------------------------------------
+ * Keys the schema parses and validates in full, for features the proxy does not implement yet. A
+ * file that writes one is rejected at that key, so nobody believes they are protected by, say, a
+ * health check that never runs. When a feature lands, delete its line: nothing else refers to it.
+ * Only keys written in the file are checked, and only when their value was valid: defaults never
+ * trigger a rejection. conf_load_flags(CONF_LOAD_UNSUPPORTED) skips the table (schema tests). */
+
+static bool conf_u_log_path(const void *o) { return strcmp(((const struct conf *)o)->access_log.path, "off") != 0; }
+static bool conf_u_ewma(const void *o) { return ((const struct conf_pool *)o)->balance == BALANCE_EWMA; }
+static bool conf_u_resolve(const void *o) { return ((const struct conf_pool *)o)->resolve_interval != 0; }
+static bool conf_u_race(const void *o) { return ((const struct conf_pool *)o)->connect_race > 0; }
+static bool conf_u_tls(const void *o) { return ((const struct conf_pool *)o)->tls.enabled; }
+static bool conf_u_slow(const void *o) { return ((const struct conf_pool *)o)->slow_start > 0; }
+
+static const struct conf_unsupported {
+    const struct conf_block *block;     /* the mapping the key belongs to */
+    const char *key;
+    const char *name;                   /* reported as "NAME is not supported yet" */
+    bool (*active)(const void *obj);    /* NULL: writing the key at all; obj = the block's root */
+} conf_unsupported[] = {
+    { &conf_blk_listener,   "tls",              "listener tls",     NULL },
+    { &conf_blk_top,        "admin",            "admin",            NULL },
+    { &conf_blk_access_log, "path",             "access_log",       conf_u_log_path },
+    { &conf_blk_top,        "resolver",         "resolver",         NULL },
+    { &conf_blk_pool,       "balance",          "balance ewma",     conf_u_ewma },
+    { &conf_blk_pool,       "resolve_interval", "resolve_interval", conf_u_resolve },
+    { &conf_blk_pool,       "connect_race",     "connect_race",     conf_u_race },
+    { &conf_blk_pool_tls,   "enabled",          "upstream tls",     conf_u_tls },
+    { &conf_blk_pool,       "health",           "health",           NULL },
+    { &conf_blk_pool,       "outlier",          "outlier",          NULL },
+    { &conf_blk_pool,       "slow_start",       "slow_start",       conf_u_slow },
+    { &conf_blk_route,      "retry",            "retry",            NULL },
+    { &conf_blk_route,      "fallback",         "fallback",         NULL },
+};
+
+static void conf_check_unsupported(struct conf_loader *ld, const struct conf_block *blk,
+                                   yaml_node_t *key, const void *obj)
+{
+    if (ld->flags & CONF_LOAD_UNSUPPORTED)
+        return;
+    for (size_t i = 0; i < sizeof conf_unsupported / sizeof conf_unsupported[0]; i++) {
+        const struct conf_unsupported *u = &conf_unsupported[i];
+        if (u->block == blk && !strcmp(u->key, (const char *)key->data.scalar.value) &&
+            (!u->active || u->active(obj)))
+            conf_err(ld, key, "%s is not supported yet", u->name);
+    }
+}
+
+/* ---- The walker -------------------------------------------------------------------------- */
+
+static yaml_node_t *conf_seen(const struct conf_block *blk, yaml_node_t *const *seen, const char *key)
+{
+    for (size_t i = 0; i < blk->nfields; i++)
+        if (!strcmp(blk->fields[i].key, key))
+            return seen[i];
+    return NULL;
+}
+
+/* The scalar text of v, or NULL after reporting "KEY must be WHAT, not a list". Rejects NUL
+ * bytes written as "\0" escapes: every consumer treats values as C strings. */
+static const char *conf_scalar(struct conf_loader *ld, const char *key, yaml_node_t *v, const char *what)
+{
+    char q[CONF_QUOTE_MAX + 8];
+    if (v->type != YAML_SCALAR_NODE || conf_is_null(v)) {
+        conf_err(ld, v, "%s must be %s, not %s", key, what, conf_describe(v, q));
+        return NULL;
+    }
+    const char *s = (const char *)v->data.scalar.value;
+    if (strlen(s) != v->data.scalar.length) {
+        conf_err(ld, v, "%s must not contain a NUL byte", key);
+        return NULL;
+    }
+    return s;
+}
+
+static int conf_range_err(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v,
+                          void (*fmt)(char *, size_t, uint64_t))
+{
+    char lo[32], hi[32], q[CONF_QUOTE_MAX + 8];
+    const char *s = conf_quote(q, (const char *)v->data.scalar.value);
+    fmt(lo, sizeof lo, f->lo);
+    fmt(hi, sizeof hi, f->hi);
+    if (f->hi == CONF_NOLIMIT)
+        conf_err(ld, v, "%s must be at least %s, not %s", f->key, lo, s);
+    else
+        conf_err(ld, v, "%s must be between %s and %s, not %s", f->key, lo, hi, s);
+    return -1;
+}
+
+static void conf_fmt_uint(char *out, size_t cap, uint64_t v)
+{
+    snprintf(out, cap, "%" PRIu64, v);
+}
+
+static int conf_uint(const char *s, uint64_t *v)
+{
+    return conf_digits(&s, v) == PERR_OK && !*s ? 0 : -1;
+}
+
+static void conf_map(struct conf_loader *ld, const char *key, yaml_node_t *map,
+                     const struct conf_block *blk, void *obj, const char *where);
+
+/* Parses one value into obj. Returns 0 when the value was valid. */
+static int conf_value(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
+                      const char *where)
+{
+    char *p = (char *)obj + f->off;
+    char q[CONF_QUOTE_MAX + 8];
+    const char *s;
+    uint64_t u;
+    int64_t d;
+
+    switch (f->type) {
+    case CT_BLOCK: {
+        char sub[256];
+        if (f->has_flag)
+            *(bool *)((char *)obj + f->flag_off) = true;
+        if (where)
+            snprintf(sub, sizeof sub, "%s of %s", f->key, where);
+        else
+            snprintf(sub, sizeof sub, "%s", f->key);
+        conf_map(ld, f->key, v, f->block, obj, sub);
+        /* A block written as a mapping counts as set even with errors inside: "health is not
+         * supported yet" is worth knowing before fixing its interval. */
+        return v->type == YAML_MAPPING_NODE ? 0 : -1;
+    }
+    case CT_CUSTOM:
+        return f->fn(ld, f, v, obj, where);
+    default:
+        break;
+    }
+
+    static const char *const what[] = {
+        [CT_DURATION] = "a duration (250ms, 2s, 1m, 1h)", [CT_SIZE] = "a size (512, 16KiB, 10MiB)",
+        [CT_UINT] = "an integer", [CT_BOOL] = "true or false", [CT_DOUBLE] = "a number",
+        [CT_STRING] = "a string", [CT_ENUM] = "a name",
+    };
+    if (!(s = conf_scalar(ld, f->key, v, what[f->type])))
+        return -1;
+
+    switch (f->type) {
+    case CT_DURATION:
+        switch (conf_duration(s, &d)) {
+        case PERR_OK:
+            break;
+        case PERR_NOUNIT:
+            conf_err(ld, v, "duration needs a unit (ms, s, m, h): %s", conf_quote(q, s));
+            return -1;
+        case PERR_RANGE:
+            conf_err(ld, v, "duration too large: %s", conf_quote(q, s));
+            return -1;
+        default:
+            conf_err(ld, v, "%s must be a duration like 250ms, 2s, 1m or 1h, not %s", f->key, conf_quote(q, s));
+            return -1;
+        }
+        if ((uint64_t)d < f->lo || (uint64_t)d > f->hi)
+            return conf_range_err(ld, f, v, conf_fmt_duration);
+        *(int64_t *)p = d;
+        return 0;
+    case CT_SIZE:
+        switch (conf_size(s, &u)) {
+        case PERR_OK:
+            break;
+        case PERR_RANGE:
+            conf_err(ld, v, "size too large: %s", conf_quote(q, s));
+            return -1;
+        default:
+            conf_err(ld, v, "%s must be a size in bytes, or with KiB, MiB or GiB, not %s", f->key, conf_quote(q, s));
+            return -1;
+        }
+        if (u < f->lo || u > f->hi)
+            return conf_range_err(ld, f, v, conf_fmt_size);
+        *(uint64_t *)p = u;
+        return 0;
+    case CT_UINT:
+        if (conf_uint(s, &u)) {
+            conf_err(ld, v, "%s must be an integer, not %s", f->key, conf_quote(q, s));
+            return -1;
+        }
+        if (u < f->lo || u > f->hi)
+            return conf_range_err(ld, f, v, conf_fmt_uint);
+        *(unsigned *)p = (unsigned)u;
+        return 0;
+    case CT_BOOL:
+        if (!strcmp(s, "true"))
+            *(bool *)p = true;
+        else if (!strcmp(s, "false"))
+            *(bool *)p = false;
+        else {
+            conf_err(ld, v, "%s must be true or false, not %s", f->key, conf_quote(q, s));
+            return -1;
+        }
+        return 0;
+    case CT_DOUBLE: {
+        char *end;
+        errno = 0;
+        double x = strtod(s, &end);
+        if (end == s || *end || errno || isspace((unsigned char)*s) || isnan(x)) {
+            conf_err(ld, v, "%s must be a number, not %s", f->key, conf_quote(q, s));
+            return -1;
+        }
+        if (x < f->dlo || x > f->dhi) {
+            conf_err(ld, v, "%s must be between %g and %g, not %s", f->key, f->dlo, f->dhi, conf_quote(q, s));
+            return -1;
+        }
+        *(double *)p = x;
+        return 0;
+    }
+    case CT_STRING:
+        if (strlen(s) < f->lo) {
+            conf_err(ld, v, "%s must not be empty", f->key);
+            return -1;
+        }
+        conf_set_str(ld, (char **)p, s);
+        return 0;
+    case CT_ENUM: {
+        char list[256] = "";
+        size_t len = 0;
+        for (unsigned i = 0; f->names[i]; i++) {
+            if (!strcmp(s, f->names[i])) {
+                memcpy(p, &i, sizeof i);
+                return 0;
+            }
+            int n = snprintf(list + len, sizeof list - len, "%s%s", i ? ", " : "", f->names[i]);
+            if (n > 0 && (size_t)n < sizeof list - len)
+                len += (size_t)n;
+        }
+        conf_err(ld, v, "%s must be one of %s, not %s", f->key, list, conf_quote(q, s));
+        return -1;
+    }
+    default:
+        return -1;
+    }
+}
+
+/* Walks mapping `map` (the value of `key`) with the descriptor table blk, storing into obj. Reports
+ * a non-mapping, unknown, duplicate and missing keys, then runs the block's post hook. `where`
+ * names the mapping in messages ("pool \"api\"", "timeouts of route \"a\""); NULL = top level. */
+static void conf_map(struct conf_loader *ld, const char *key, yaml_node_t *map,
+                     const struct conf_block *blk, void *obj, const char *where)
+{
+    yaml_node_t *seen[CONF_MAX_FIELDS] = { 0 };
+    char q[CONF_QUOTE_MAX + 8];
+
+    if (map->type != YAML_MAPPING_NODE) {
+        conf_err(ld, map, "%s must be a mapping%s, not %s", key,
+                 conf_is_null(map) ? " (write {} for the defaults)" : "", conf_describe(map, q));
+        return;
+    }
+    for (yaml_node_pair_t *pr = map->data.mapping.pairs.start; pr < map->data.mapping.pairs.top; pr++) {
+        yaml_node_t *k = conf_node(ld, pr->key), *v = conf_node(ld, pr->value);
+        if (!k || !v)
+            continue;
+        if (k->type != YAML_SCALAR_NODE) {
+            conf_err(ld, k, "a key must be a name, not %s", conf_describe(k, q));
+            continue;
+        }
+        const char *name = (const char *)k->data.scalar.value;
+        size_t i;
+        for (i = 0; i < blk->nfields && strcmp(blk->fields[i].key, name); i++)
+            ;
+        if (i == blk->nfields) {
+            const char *cands[CONF_MAX_FIELDS];
+            char hint[96];
+            for (size_t j = 0; j < blk->nfields; j++)
+                cands[j] = blk->fields[j].key;
+            conf_hint(hint, sizeof hint, name, cands, blk->nfields);
+            if (where)
+                conf_err(ld, k, "unknown key %s in %s%s", conf_quote(q, name), where, hint);
+            else
+                conf_err(ld, k, "unknown top-level key %s%s", conf_quote(q, name), hint);
+            continue;
+        }
+        if (seen[i]) {
+            conf_err(ld, k, "duplicate key %s (first at line %lu)", conf_quote(q, name),
+                     (unsigned long)seen[i]->start_mark.line + 1);
+            continue;
+        }
+        seen[i] = k;
+        if (conf_value(ld, &blk->fields[i], v, obj, where) == 0)
+            conf_check_unsupported(ld, blk, k, obj);
+    }
+    for (size_t i = 0; i < blk->nfields; i++)
+        if (blk->fields[i].required && !seen[i])
+            conf_err(ld, map, "missing key \"%s\"%s%s", blk->fields[i].key, where ? " in " : "",
+                     where ? where : "");
+    if (blk->post)
+        blk->post(ld, map, obj, seen);
+}
+
+/* ---- Addresses --------------------------------------------------------------------------- */
+
+static int conf_sockaddr_set(struct conf_sockaddr *a, const struct sockaddr *sa, uint16_t port)
+{
+    char ip[INET6_ADDRSTRLEN];
+    memset(a, 0, sizeof *a);
+    if (sa->sa_family == AF_INET) {
+        struct sockaddr_in in;
+        memcpy(&in, sa, sizeof in);
+        in.sin_port = htons(port);
+        memcpy(&a->ss, &in, sizeof in);
+        a->len = sizeof in;
+        inet_ntop(AF_INET, &in.sin_addr, ip, sizeof ip);
+        snprintf(a->text, sizeof a->text, "%s:%u", ip, (unsigned)port);
+        return 0;
+    }
+    if (sa->sa_family == AF_INET6) {
+        struct sockaddr_in6 in6;
+        memcpy(&in6, sa, sizeof in6);
+        in6.sin6_port = htons(port);
+        memcpy(&a->ss, &in6, sizeof in6);
+        a->len = sizeof in6;
+        inet_ntop(AF_INET6, &in6.sin6_addr, ip, sizeof ip);
+        snprintf(a->text, sizeof a->text, "[%s]:%u", ip, (unsigned)port);
+        return 0;
+    }
+    return -1;
+}
+
+/* Same family, address and port (getaddrinfo returns one record per address and socket type,
+ * and /etc/hosts may list an address twice). */
+static bool conf_sockaddr_eq(const struct conf_sockaddr *a, const struct conf_sockaddr *b)
+{
+    if (a->ss.ss_family != b->ss.ss_family)
+        return false;
+    if (a->ss.ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)&a->ss, *y = (const void *)&b->ss;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    const struct sockaddr_in6 *x = (const void *)&a->ss, *y = (const void *)&b->ss;
+    return x->sin6_port == y->sin6_port && x->sin6_scope_id == y->sin6_scope_id &&
+           !memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr);
+}
+
+/* Splits and resolves the address written at v. With `all`, every A/AAAA record becomes one entry
+ * of *out (deduplicated); otherwise only the first. A numeric host never touches the resolver. The
+ * caller owns *out and *host afterwards. Returns 0, or -1 after reporting the error at v. */
+static int conf_resolve(struct conf_loader *ld, yaml_node_t *v, const char *text, bool all,
+                        char **host, uint16_t *port, struct conf_sockaddr **out, size_t *n)
+{
+    char q[CONF_QUOTE_MAX + 8];
+    bool br;
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST };
+    struct addrinfo *res = NULL;
+    int rc = -1;
+
+    *host = NULL;
+    switch (conf_hostport(text, host, port, &br)) {
+    case HP_OK:
+        break;
+    case HP_V6:
+        conf_err(ld, v, "bad address %s: an IPv6 address goes in brackets, as in [::1]:8080", conf_quote(q, text));
+        return -1;
+    case HP_PORT:
+        conf_err(ld, v, "bad port in %s: expected 1..65535", conf_quote(q, text));
+        return -1;
+    case HP_OOM:
+        ld->oom = true;
+        return -1;
+    default:
+        conf_err(ld, v, "bad address %s: expected host:port or [v6]:port", conf_quote(q, text));
+        return -1;
+    }
+    int g = getaddrinfo(*host, NULL, &hints, &res);
+    if (g && br) {
+        conf_err(ld, v, "bad address %s: brackets hold an IPv6 address", conf_quote(q, text));
+        goto out;
+    }
+    if (g) {
+        /* A hostname: resolved once here, at load (blocking, which is why loading never runs on
+         * a request path); pool.c re-resolves later without blocking the loop. */
+        hints.ai_flags = 0;
+        g = getaddrinfo(*host, NULL, &hints, &res);
+        if (g) {
+            conf_err(ld, v, "cannot resolve %s: %s", conf_quote(q, *host),
+                     g == EAI_SYSTEM ? strerror(errno) : gai_strerror(g));
+            goto out;
+        }
+    }
+    size_t cnt = 0;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next)
+        cnt++;
+    *out = conf_calloc(ld, cnt, sizeof **out);
+    if (!*out)
+        goto out;
+    *n = 0;
+    for (struct addrinfo *ai = res; ai && (all || *n == 0); ai = ai->ai_next) {
+        struct conf_sockaddr a;
+        if (conf_sockaddr_set(&a, ai->ai_addr, *port))
+            continue;
+        size_t j;
+        for (j = 0; j < *n && !conf_sockaddr_eq(&(*out)[j], &a); j++)
+            ;
+        if (j == *n)
+            (*out)[(*n)++] = a;
+    }
+    if (*n == 0) {
+        conf_err(ld, v, "cannot resolve %s: no IPv4 or IPv6 address", conf_quote(q, *host));
+        free(*out);
+        *out = NULL;
+        goto out;
+    }
+    rc = 0;
+out:
+    if (res)
+        freeaddrinfo(res);
+    return rc;
+}
+
+/* One address for something lifeline binds to: a numeric IP, or a name (localhost) whose first
+ * address is taken. */
+static int conf_bind_addr(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v,
+                          char **address, struct conf_sockaddr *addr)
+{
+    const char *s = conf_scalar(ld, f->key, v, "host:port");
+    char *host = NULL;
+    struct conf_sockaddr *list = NULL;
+    size_t n = 0;
+    uint16_t port;
+    if (!s)
+        return -1;
+    int rc = conf_resolve(ld, v, s, false, &host, &port, &list, &n);
+    if (rc == 0) {
+        *addr = list[0];
+        conf_set_str(ld, address, s);
+    }
+    free(host);
+    free(list);
+    return rc;
+}
+
+/* ---- Custom handlers: top level ---------------------------------------------------------- */
+
+static int conf_h_listen(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
+                         const char *where)
+{
+    struct conf *c = obj;
+    char q[CONF_QUOTE_MAX + 8];
+    (void)where;
+    if (v->type != YAML_SEQUENCE_NODE) {
+        conf_err(ld, v, "%s must be a list of listeners, not %s", f->key, conf_describe(v, q));
+        return -1;
+    }
+    size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+    if (n == 0) {
+        conf_err(ld, v, "listen needs at least one listener");
+        return -1;
+    }
+    if (!(c->listeners = conf_calloc(ld, n, sizeof *c->listeners)))
+        return -1;
+    unsigned before = (unsigned)ld->nerrs;
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *item = conf_node(ld, v->data.sequence.items.start[i]);
+        struct conf_listener *l = &c->listeners[c->nlisteners++];
+        char w[64];
+        l->tls_min_version = 0x0303;
+        snprintf(w, sizeof w, "listener %zu", i + 1);
+        if (item)
+            conf_map(ld, "a listener", item, &conf_blk_listener, l, w);
+    }
+    /* Two listeners on one address would fail at bind with a less helpful message. */
+    for (size_t i = 0; i < c->nlisteners; i++) {
+        for (size_t j = 0; j < i; j++) {
+            if (!c->listeners[i].address || !c->listeners[j].address ||
+                !conf_sockaddr_eq(&c->listeners[i].addr, &c->listeners[j].addr))
+                continue;
+            yaml_node_t *a = conf_lookup(ld, conf_node(ld, v->data.sequence.items.start[i]), "address");
+            yaml_node_t *b = conf_lookup(ld, conf_node(ld, v->data.sequence.items.start[j]), "address");
+            if (a && b)
+                conf_err(ld, a, "duplicate listener address %s (first at line %lu)",
+                         conf_quote(q, c->listeners[i].addr.text), (unsigned long)b->start_mark.line + 1);
+            break;
+        }
+    }
+    return ld->nerrs == before ? 0 : -1;
+}
+
+static int conf_h_listen_addr(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v,
+                              void *obj, const char *where)
+{
+    struct conf_listener *l = obj;
+    (void)where;
+    return conf_bind_addr(ld, f, v, &l->address, &l->addr);
+}
+
+static int conf_h_admin_addr(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v,
+                             void *obj, const char *where)
+{
+    struct conf *c = obj;
+    (void)where;
+    return conf_bind_addr(ld, f, v, &c->admin.address, &c->admin.addr);
+}
+
+static int conf_h_certs(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
+                        const char *where)
+{
+    struct conf_listener *l = obj;
+    char q[CONF_QUOTE_MAX + 8];
+    if (v->type != YAML_SEQUENCE_NODE) {
+        conf_err(ld, v, "%s must be a list of { cert, key }, not %s", f->key, conf_describe(v, q));
+        return -1;
+    }
+    size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+    if (n == 0) {
+        conf_err(ld, v, "certificates needs at least one { cert, key }");
+        return -1;
+    }
+    if (!(l->certs = conf_calloc(ld, n, sizeof *l->certs)))
+        return -1;
+    unsigned before = (unsigned)ld->nerrs;
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *item = conf_node(ld, v->data.sequence.items.start[i]);
+        char w[256];
+        snprintf(w, sizeof w, "certificate %zu of %s", i + 1, where);
+        if (item)
+            conf_map(ld, "a certificate", item, &conf_blk_cert, &l->certs[l->ncerts++], w);
+    }
+    return ld->nerrs == before ? 0 : -1;
+}
+
+static int conf_h_tls_version(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v,
+                              void *obj, const char *where)
+{
+    struct conf_listener *l = obj;
+    char q[CONF_QUOTE_MAX + 8];
+    const char *s = conf_scalar(ld, f->key, v, "TLSv1.2 or TLSv1.3");
+    (void)where;
+    if (!s)
+        return -1;
+    if (!strcmp(s, "TLSv1.2"))
+        l->tls_min_version = 0x0303;
+    else if (!strcmp(s, "TLSv1.3"))
+        l->tls_min_version = 0x0304;
+    else {
+        conf_err(ld, v, "min_version must be TLSv1.2 or TLSv1.3, not %s", conf_quote(q, s));
+        return -1;
+    }
+    return 0;
+}
+
+static int conf_h_workers(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
+                          const char *where)
+{
+    struct conf *c = obj;
+    char q[CONF_QUOTE_MAX + 8];
+    uint64_t n;
+    const char *s = conf_scalar(ld, f->key, v, "auto or a number of threads");
+    (void)where;
+    if (!s)
+        return -1;
+    if (!strcmp(s, "auto")) {
+        c->workers = 0;             /* resolved at the end of the load */
+        return 0;
+    }
+    if (conf_uint(s, &n) || n < 1 || n > CONF_WORKERS_MAX) {
+        conf_err(ld, v, "workers must be auto or between 1 and %u, not %s", CONF_WORKERS_MAX, conf_quote(q, s));
+        return -1;
+    }
+    c->workers = (unsigned)n;
+    return 0;
+}
+
+/* resolver.servers: `system`, or a list of numeric host:port (a DNS server is not looked up). */
+static int conf_h_resolvers(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v,
+                            void *obj, const char *where)
+{
+    struct conf *c = obj;
+    char q[CONF_QUOTE_MAX + 8];
+    (void)where;
+    if (v->type == YAML_SCALAR_NODE && !strcmp((const char *)v->data.scalar.value, "system")) {
+        c->resolver.system = true;
+        return 0;
+    }
+    if (v->type != YAML_SEQUENCE_NODE) {
+        conf_err(ld, v, "%s must be system or a list of host:port, not %s", f->key, conf_describe(v, q));
+        return -1;
+    }
+    size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+    if (n == 0) {
+        conf_err(ld, v, "servers needs at least one host:port (or write system)");
+        return -1;
+    }
+    if (!(c->resolver.servers = conf_calloc(ld, n, sizeof *c->resolver.servers)))
+        return -1;
+    c->resolver.system = false;
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *item = conf_node(ld, v->data.sequence.items.start[i]);
+        const char *s = item ? conf_scalar(ld, "a resolver server", item, "host:port") : NULL;
+        char *host = NULL;
+        uint16_t port;
+        bool br;
+        if (!s) {
+            rc = -1;
+            continue;
+        }
+        enum conf_hp hp = conf_hostport(s, &host, &port, &br);
+        struct in6_addr a6;
+        if (hp == HP_OOM) {
+            ld->oom = true;
+            rc = -1;
+        } else if (hp != HP_OK || (inet_pton(AF_INET, host, &a6) != 1 && inet_pton(AF_INET6, host, &a6) != 1)) {
+            conf_err(ld, item, "bad resolver address %s: expected a numeric IP and a port, as in 10.0.0.2:53",
+                     conf_quote(q, s));
+            rc = -1;
+        } else if ((c->resolver.servers[c->resolver.nservers] = conf_strdup(ld, s))) {
+            c->resolver.nservers++;
+        }
+        free(host);
+    }
+    return rc;
+}
+
+/* ---- Custom handlers: pools -------------------------------------------------------------- */
+
+/* Pool and route names appear in metrics labels and log lines: keep them to a plain alphabet. */
+static bool conf_name_ok(const char *s)
+{
+    if (!*s || strlen(s) > 64)
+        return false;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && *s != '_' && *s != '-' && *s != '.')
+            return false;
+    return true;
+}
+
+static void conf_pool_defaults(struct conf_loader *ld, struct conf_pool *p)
+{
+    p->resolve_interval = (int64_t)SEC(30);
+    p->balance = BALANCE_ROUND_ROBIN;
+    p->hash_key = HASH_SOURCE;
+    p->keepalive = 256;
+    p->keepalive_timeout = (int64_t)SEC(60);
+    p->timeouts = (struct conf_timeouts){ (int64_t)SEC(1), (int64_t)SEC(10), (int64_t)SEC(30) };
+    p->tls.verify = true;
+    p->tls.ca = conf_strdup(ld, "system");
+    p->tls.sni = conf_strdup(ld, "");
+    p->tls.client_cert = conf_strdup(ld, "");
+    p->tls.client_key = conf_strdup(ld, "");
+    p->health.path = conf_strdup(ld, "/healthz");
+    p->health.interval = (int64_t)SEC(5);
+    p->health.timeout = (int64_t)SEC(1);
+    p->health.rise = 2;
+    p->health.fall = 3;
+    p->health.expect_lo = 200;
+    p->health.expect_hi = 399;
+    p->outlier.consecutive_failures = 5;
+    p->outlier.ejection = (int64_t)SEC(10);
+    p->outlier.max_ejection = (int64_t)MIN(5);
+    p->outlier.max_ejected_percent = 50;
+}
+
+static int conf_h_pools(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
+                        const char *where)
+{
+    struct conf *c = obj;
+    char q[CONF_QUOTE_MAX + 8];
+    (void)where;
+    if (conf_is_null(v))
+        return 0;                   /* `pools:` left empty: no pools (and so no routes) */
+    if (v->type != YAML_MAPPING_NODE) {
+        conf_err(ld, v, "%s must be a mapping of pool names to pools, not %s", f->key, conf_describe(v, q));
+        return -1;
+    }
+    size_t n = (size_t)(v->data.mapping.pairs.top - v->data.mapping.pairs.start);
+    if (!(c->pools = conf_calloc(ld, n, sizeof *c->pools)))
+        return -1;
+    unsigned before = (unsigned)ld->nerrs;
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_pair_t *pr = &v->data.mapping.pairs.start[i];
+        yaml_node_t *k = conf_node(ld, pr->key), *val = conf_node(ld, pr->value);
+        if (!k || !val)
+            continue;
+        if (k->type != YAML_SCALAR_NODE) {
+            conf_err(ld, k, "a pool name must be a name, not %s", conf_describe(k, q));
+            continue;
+        }
+        const char *name = (const char *)k->data.scalar.value;
+        if (!conf_name_ok(name)) {
+            conf_err(ld, k, "bad pool name %s: use letters, digits, '_', '-' and '.' (at most 64)", conf_quote(q, name));
+            continue;
+        }
+        size_t j;
+        for (j = 0; j < i; j++) {
+            yaml_node_t *pk = conf_node(ld, v->data.mapping.pairs.start[j].key);
+            if (pk && pk->type == YAML_SCALAR_NODE && !strcmp((const char *)pk->data.scalar.value, name))
+                break;
+        }
+        if (j < i) {
+            conf_err(ld, k, "duplicate pool %s (first at line %lu)", conf_quote(q, name),
+                     (unsigned long)conf_node(ld, v->data.mapping.pairs.start[j].key)->start_mark.line + 1);
+            continue;
+        }
+        struct conf_pool *p = &c->pools[c->npools++];
+        conf_pool_defaults(ld, p);
+        p->name = conf_strdup(ld, name);
+        char w[96];
+        snprintf(w, sizeof w, "pool %s", conf_quote(q, name));
+        conf_map(ld, "a pool", val, &conf_blk_pool, p, w);
+    }
+    return ld->nerrs == before ? 0 : -1;
+}
+
+static int conf_h_servers(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
+                          const char *where)
+{
+    struct conf_pool *p = obj;
+    char q[CONF_QUOTE_MAX + 8];
+    if (v->type != YAML_SEQUENCE_NODE) {
+        conf_err(ld, v, "%s must be a list of { address, weight }, not %s", f->key, conf_describe(v, q));
+        return -1;
+    }
+    size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+    if (n == 0) {
+        conf_err(ld, v, "%s needs at least one server", where);
+        return -1;
+    }
+    if (!(p->servers = conf_calloc(ld, n, sizeof *p->servers)))
+        return -1;
+    unsigned before = (unsigned)ld->nerrs;
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *item = conf_node(ld, v->data.sequence.items.start[i]);
+        struct conf_server *s = &p->servers[p->nservers++];
+        char w[160];
+        s->weight = 1;
+        if (!item)
+            continue;
+        /* A bare "host:port" is shorthand for { address: host:port }. */
+        if (item->type == YAML_SCALAR_NODE && !conf_is_null(item)) {
+            static const struct conf_field addr = { .key = "address" };
+            conf_h_server_addr(ld, &addr, item, s, where);
+            continue;
+        }
+        snprintf(w, sizeof w, "server %zu of %s", i + 1, where);
+        conf_map(ld, "a server", item, &conf_blk_server, s, w);
+    }
+    return ld->nerrs == before ? 0 : -1;
+}
+
+static int conf_h_server_addr(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v,
+                              void *obj, const char *where)
+{
+    struct conf_server *s = obj;
+    const char *text = conf_scalar(ld, f->key, v, "host:port");
+    (void)where;
+    if (!text)
+        return -1;
+    free(s->host);
+    free(s->addrs);
+    s->host = NULL;
+    s->addrs = NULL;
+    s->naddrs = 0;
+    if (conf_resolve(ld, v, text, true, &s->host, &s->port, &s->addrs, &s->naddrs))
+        return -1;
+    conf_set_str(ld, &s->address, text);
+    return 0;
+}
+
+/* An HTTP token (RFC 9110 tchar): header names and methods. */
+static bool conf_token(const char *s)
+{
+    if (!*s)
+        return false;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && !strchr("!#$%&'*+-.^_`|~", *s))
+            return false;
+    return true;
+}
+
+static char *conf_lowerdup(struct conf_loader *ld, const char *s)
+{
+    char *p = conf_strdup(ld, s);
+    for (char *q = p; q && *q; q++)
+        *q = (char)tolower((unsigned char)*q);
+    return p;
+}
+
+static int conf_h_hash_key(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
+                           const char *where)
+{
+    struct conf_pool *p = obj;
+    char q[CONF_QUOTE_MAX + 8];
+    const char *s = conf_scalar(ld, f->key, v, "source, uri or header:NAME");
+    (void)where;
+    if (!s)
+        return -1;
+    if (!strcmp(s, "source"))
+        p->hash_key = HASH_SOURCE;
+    else if (!strcmp(s, "uri"))
+        p->hash_key = HASH_URI;
+    else if (!strncmp(s, "header:", 7) && conf_token(s + 7)) {
+        char *h = conf_lowerdup(ld, s + 7);
+        if (!h)
+            return -1;
+        free(p->hash_header);
+        p->hash_header = h;
+        p->hash_key = HASH_HEADER;
+    } else {
+        conf_err(ld, v, "hash_key must be source, uri or header:NAME, not %s", conf_quote(q, s));
+        return -1;
+    }
+    return 0;
+}
+
+/* "200-399" or a single status, within 100..599. */
+static int conf_h_expect(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
+                         const char *where)
+{
+    struct conf_pool *p = obj;
+    char q[CONF_QUOTE_MAX + 8];
+    const char *s = conf_scalar(ld, f->key, v, "a status or a range like 200-399"), *e;
+    uint64_t lo, hi;
+    (void)where;
+    if (!s)
+        return -1;
+    e = s;
+    if (conf_digits(&e, &lo) != PERR_OK)
+        goto bad;
+    hi = lo;
+    if (*e == '-') {
+        e++;
+        if (conf_digits(&e, &hi) != PERR_OK)
+            goto bad;
+    }
+    if (*e || lo < 100 || hi > 599 || lo > hi)
+        goto bad;
+    p->health.expect_lo = (unsigned)lo;
+    p->health.expect_hi = (unsigned)hi;
+    return 0;
+bad:
+    conf_err(ld, v, "expect must be a status or a range like 200-399 (within 100..599), not %s", conf_quote(q, s));
+    return -1;
+}
+
+static void conf_post_pool_tls(struct conf_loader *ld, yaml_node_t *map, void *obj, yaml_node_t *const *seen)
+{
+    struct conf_pool *p = obj;
+    (void)seen;
+    if (!*p->tls.client_cert != !*p->tls.client_key)
+        conf_err(ld, map, "client_cert and client_key go together: give both or neither");
+}
+
+static void conf_post_outlier(struct conf_loader *ld, yaml_node_t *map, void *obj, yaml_node_t *const *seen)
+{
+    struct conf_pool *p = obj;
+    yaml_node_t *at = conf_seen(&conf_blk_outlier, seen, "max_ejection") ? conf_lookup(ld, map, "max_ejection")
+                      : conf_seen(&conf_blk_outlier, seen, "ejection") ? conf_lookup(ld, map, "ejection") : NULL;
+    if (p->outlier.max_ejection < p->outlier.ejection)
+        conf_err(ld, at ? at : map, "max_ejection must be at least ejection");
+}
+
+/* ---- Custom handlers: routes ------------------------------------------------------------- */
+
+/* A path (route prefix, health check): starts with '/', no spaces, controls, query or fragment. */
+static int conf_h_path(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
+                       const char *where)
+{
+    char q[CONF_QUOTE_MAX + 8];
+    const char *s = conf_scalar(ld, f->key, v, "a path starting with /");
+    (void)where;
+    if (!s)
+        return -1;
+    if (*s != '/') {
+        conf_err(ld, v, "%s must start with \"/\": %s", f->key, conf_quote(q, s));
+        return -1;
+    }
+    for (const char *c = s; *c; c++) {
+        if ((unsigned char)*c <= ' ' || *c == 0x7f || *c == '?' || *c == '#') {
+            conf_err(ld, v, "%s must be a plain path (no spaces, query or fragment): %s", f->key, conf_quote(q, s));
+            return -1;
+        }
+    }
+    conf_set_str(ld, (char **)((char *)obj + f->off), s);
+    return 0;
+}
+
+/* Records the name of route ld->route_idx at mark m, refusing one an earlier route already has. */
+static void conf_route_name_check(struct conf_loader *ld, const char *name, yaml_mark_t m)
+{
+    char q[CONF_QUOTE_MAX + 8];
+    for (size_t j = 0; j < ld->route_idx; j++) {
+        if (ld->c->routes[j].name && !strcmp(ld->c->routes[j].name, name)) {
+            conf_err_mark(ld, m, "duplicate route name %s (first at line %lu)", conf_quote(q, name),
+                          (unsigned long)ld->route_marks[j].line + 1);
+            break;
+        }
+    }
+    ld->route_marks[ld->route_idx] = m;
+}
+
+static int conf_h_route_name(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v,
+                             void *obj, const char *where)
+{
+    struct conf_route *r = obj;
+    char q[CONF_QUOTE_MAX + 8];
+    const char *s = conf_scalar(ld, f->key, v, "a name");
+    (void)where;
+    if (!s)
+        return -1;
+    if (!conf_name_ok(s)) {
+        conf_err(ld, v, "bad route name %s: use letters, digits, '_', '-' and '.' (at most 64)", conf_quote(q, s));
+        return -1;
+    }
+    unsigned before = (unsigned)ld->nerrs;
+    conf_route_name_check(ld, s, v->start_mark);
+    conf_set_str(ld, &r->name, s);
+    return ld->nerrs == before ? 0 : -1;
+}
+
+static int conf_h_route_pool(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v,
+                             void *obj, const char *where)
+{
+    struct conf_route *r = obj;
+    char q[CONF_QUOTE_MAX + 8], hint[96];
+    const char *s = conf_scalar(ld, f->key, v, "a pool name");
+    const char *cands[64];
+    size_t nc = 0;
+    (void)where;
+    if (!s)
+        return -1;
+    for (size_t i = 0; i < ld->c->npools; i++) {
+        if (ld->c->pools[i].name && !strcmp(ld->c->pools[i].name, s)) {
+            r->pool = &ld->c->pools[i];
+            return 0;
+        }
+        if (ld->c->pools[i].name && nc < sizeof cands / sizeof cands[0])
+            cands[nc++] = ld->c->pools[i].name;
+    }
+    conf_hint(hint, sizeof hint, s, cands, nc);
+    conf_err(ld, v, "unknown pool %s%s", conf_quote(q, s), hint);
+    return -1;
+}
+
+/* match.host: a name (stored lowercase, port not allowed: matching ignores the request's port),
+ * "*.example.com" for any subdomain, or "*" for any host (same as leaving it out). */
+static int conf_h_host(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
+                       const char *where)
+{
+    struct conf_route *r = obj;
+    char q[CONF_QUOTE_MAX + 8];
+    const char *s = conf_scalar(ld, f->key, v, "a host name");
+    (void)where;
+    if (!s)
+        return -1;
+    free(r->host);
+    r->host = NULL;
+    if (!strcmp(s, "*"))
+        return 0;
+    const char *n = !strncmp(s, "*.", 2) ? s + 2 : s;
+    bool ok = *n && *n != '.';
+    for (const char *c = n; *c && ok; c++)
+        ok = isalnum((unsigned char)*c) || *c == '-' || *c == '.' || *c == '_';
+    if (!ok) {
+        conf_err(ld, v, "bad host %s: expected a name like api.example.com or *.example.com", conf_quote(q, s));
+        return -1;
+    }
+    r->host = conf_lowerdup(ld, s);
+    return 0;
+}
+
+/* A list of methods: uppercase tokens (methods are case-sensitive; "get" is a typo, not GET). */
+static int conf_h_methods(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
+                          const char *where)
+{
+    char ***arr = (char ***)((char *)obj + f->off);
+    size_t *n = (size_t *)((char *)obj + f->off2);
+    char q[CONF_QUOTE_MAX + 8];
+    (void)where;
+    if (v->type != YAML_SEQUENCE_NODE) {
+        conf_err(ld, v, "%s must be a list like [GET, HEAD], not %s", f->key, conf_describe(v, q));
+        return -1;
+    }
+    size_t cnt = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+    char **list = conf_calloc(ld, cnt, sizeof *list);
+    size_t got = 0;
+    int rc = 0;
+    if (!list)
+        return -1;
+    for (size_t i = 0; i < cnt; i++) {
+        yaml_node_t *item = conf_node(ld, v->data.sequence.items.start[i]);
+        const char *s = item ? conf_scalar(ld, "a method", item, "a method name") : NULL;
+        if (!s) {
+            rc = -1;
+            continue;
+        }
+        bool ok = conf_token(s);
+        for (const char *c = s; *c && ok; c++)
+            ok = !islower((unsigned char)*c);
+        if (!ok) {
+            conf_err(ld, item, "a method must be an uppercase name like GET, not %s", conf_quote(q, s));
+            rc = -1;
+            continue;
+        }
+        if ((list[got] = conf_strdup(ld, s)))
+            got++;
+    }
+    for (size_t i = 0; i < *n; i++)
+        free((*arr)[i]);
+    free(*arr);
+    *arr = list;
+    *n = got;
+    return rc;
+}
+
+/* retry.on: connect_error | connect_timeout | response_timeout | reset | a status 100..599.
+ * Replaces the default list as a whole: what is written is what retries. */
+static int conf_h_retry_on(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
+                           const char *where)
+{
+    static const struct { const char *name; unsigned bit; } conds[] = {
+        { "connect_error", RETRY_ON_CONNECT_ERROR }, { "connect_timeout", RETRY_ON_CONNECT_TIMEOUT },
+        { "response_timeout", RETRY_ON_RESPONSE_TIMEOUT }, { "reset", RETRY_ON_RESET },
+    };
+    struct conf_route *r = obj;
+    char q[CONF_QUOTE_MAX + 8];
+    (void)where;
+    if (v->type != YAML_SEQUENCE_NODE) {
+        conf_err(ld, v, "%s must be a list like [connect_error, 503], not %s", f->key, conf_describe(v, q));
+        return -1;
+    }
+    size_t cnt = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+    unsigned *st = conf_calloc(ld, cnt, sizeof *st);
+    unsigned bits = 0;
+    size_t nst = 0;
+    int rc = 0;
+    if (!st)
+        return -1;
+    for (size_t i = 0; i < cnt; i++) {
+        yaml_node_t *item = conf_node(ld, v->data.sequence.items.start[i]);
+        const char *s = item ? conf_scalar(ld, "a retry condition", item, "a condition or a status") : NULL;
+        uint64_t code;
+        size_t j;
+        if (!s) {
+            rc = -1;
+            continue;
+        }
+        for (j = 0; j < sizeof conds / sizeof conds[0] && strcmp(conds[j].name, s); j++)
+            ;
+        if (j < sizeof conds / sizeof conds[0]) {
+            bits |= conds[j].bit;
+            continue;
+        }
+        if (conf_uint(s, &code) || code < 100 || code > 599) {
+            conf_err(ld, item, "retry.on entries are connect_error, connect_timeout, response_timeout, "
+                     "reset or a status 100..599, not %s", conf_quote(q, s));
+            rc = -1;
+            continue;
+        }
+        for (j = 0; j < nst && st[j] != code; j++)
+            ;
+        if (j == nst)
+            st[nst++] = (unsigned)code;
+    }
+    free(r->retry.statuses);
+    r->retry.statuses = st;
+    r->retry.nstatuses = nst;
+    r->retry.on = bits;
+    return rc;
+}
+
+static void conf_post_backoff(struct conf_loader *ld, yaml_node_t *map, void *obj, yaml_node_t *const *seen)
+{
+    struct conf_route *r = obj;
+    (void)seen;
+    if (r->retry.backoff_max < r->retry.backoff_base) {
+        yaml_node_t *m = conf_lookup(ld, map, "max");
+        conf_err(ld, m ? m : map, "backoff max must be at least base");
+    }
+}
+
+/* fallback.headers: NAME: value. Names stored lowercase; framing headers are lifeline's own. */
+static int conf_h_headers(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
+                          const char *where)
+{
+    static const char *const reserved[] = { "content-length", "transfer-encoding", "connection",
+                                            "keep-alive", "upgrade", "te", "trailer", NULL };
+    struct conf_route *r = obj;
+    char q[CONF_QUOTE_MAX + 8];
+    (void)where;
+    if (v->type != YAML_MAPPING_NODE) {
+        conf_err(ld, v, "%s must be a mapping of header names to values, not %s", f->key, conf_describe(v, q));
+        return -1;
+    }
+    size_t cnt = (size_t)(v->data.mapping.pairs.top - v->data.mapping.pairs.start);
+    if (!(r->fallback.headers = conf_calloc(ld, cnt, sizeof *r->fallback.headers)))
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; i < cnt; i++) {
+        yaml_node_t *k = conf_node(ld, v->data.mapping.pairs.start[i].key);
+        yaml_node_t *val = conf_node(ld, v->data.mapping.pairs.start[i].value);
+        const char *name = k ? conf_scalar(ld, "a header name", k, "a header name") : NULL;
+        const char *s = val ? conf_scalar(ld, name ? name : "a header", val, "a string") : NULL;
+        if (!name || !s) {
+            rc = -1;
+            continue;
+        }
+        size_t j;
+        if (!conf_token(name)) {
+            conf_err(ld, k, "bad header name %s", conf_quote(q, name));
+            rc = -1;
+            continue;
+        }
+        for (j = 0; reserved[j] && strcasecmp(reserved[j], name); j++)
+            ;
+        if (reserved[j]) {
+            conf_err(ld, k, "header %s is set by lifeline, not by the fallback", conf_quote(q, reserved[j]));
+            rc = -1;
+            continue;
+        }
+        for (j = 0; j < r->fallback.nheaders && strcasecmp(r->fallback.headers[j].name, name); j++)
+            ;
+        if (j < r->fallback.nheaders) {
+            conf_err(ld, k, "duplicate header %s", conf_quote(q, name));
+            rc = -1;
+            continue;
+        }
+        if (strpbrk(s, "\r\n")) {
+            conf_err(ld, val, "a header value must not contain a line break");
+            rc = -1;
+            continue;
+        }
+        struct conf_header *h = &r->fallback.headers[r->fallback.nheaders];
+        h->name = conf_lowerdup(ld, name);
+        h->value = conf_strdup(ld, s);
+        if (h->name && h->value)
+            r->fallback.nheaders++;
+        else {
+            free(h->name);
+            free(h->value);
+            *h = (struct conf_header){ 0 };
+        }
+    }
+    return rc;
+}
+
+static int conf_h_body(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
+                       const char *where)
+{
+    struct conf_route *r = obj;
+    char q[CONF_QUOTE_MAX + 8];
+    (void)where;
+    if (v->type != YAML_SCALAR_NODE) {
+        conf_err(ld, v, "%s must be a string, not %s", f->key, conf_describe(v, q));
+        return -1;
+    }
+    /* The body is bytes: it may hold what a C string cannot, so it is copied with its length. */
+    size_t len = v->data.scalar.length;
+    if (len > CONF_FALLBACK_MAX) {
+        conf_err(ld, v, "body is larger than 1MiB");
+        return -1;
+    }
+    char *b = malloc(len + 1);
+    if (!b) {
+        ld->oom = true;
+        return -1;
+    }
+    memcpy(b, v->data.scalar.value, len);
+    b[len] = '\0';
+    free(r->fallback.body);
+    r->fallback.body = b;
+    r->fallback.body_len = len;
+    return 0;
+}
+
+/* fallback.file: read now, so a missing file fails the load (and a reload keeps the old config)
+ * rather than the first fallback. A relative path is taken from the config file's directory, so
+ * the answer does not depend on where lifeline was started. conf->fallback.file holds that path. */
+static int conf_h_file(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
+                       const char *where)
+{
+    struct conf_route *r = obj;
+    char q[CONF_QUOTE_MAX + 8];
+    const char *s = conf_scalar(ld, f->key, v, "a file path");
+    char *path = NULL, *b = NULL;
+    FILE *fp = NULL;
+    int rc = -1;
+    struct stat st;
+    (void)where;
+    if (!s)
+        return -1;
+    if (!*s) {
+        conf_err(ld, v, "file must not be empty");
+        return -1;
+    }
+    if (*s == '/' || !ld->dir) {
+        path = conf_strdup(ld, s);
+    } else if (asprintf(&path, "%s/%s", ld->dir, s) < 0) {
+        path = NULL;
+        ld->oom = true;
+    }
+    if (!path)
+        return -1;
+    if (!(fp = fopen(path, "rb")) || fstat(fileno(fp), &st)) {
+        conf_err(ld, v, "cannot read fallback file %s: %s", conf_quote(q, path), strerror(errno));
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > CONF_FALLBACK_MAX) {
+        conf_err(ld, v, "fallback file %s must be a regular file of at most 1MiB", conf_quote(q, path));
+        goto out;
+    }
+    size_t len = (size_t)st.st_size;
+    if (!(b = malloc(len + 1))) {
+        ld->oom = true;
+        goto out;
+    }
+    if (fread(b, 1, len, fp) != len) {
+        conf_err(ld, v, "cannot read fallback file %s: %s", conf_quote(q, path),
+                 ferror(fp) ? strerror(errno) : "file shrank while reading");
+        goto out;
+    }
+    b[len] = '\0';
+    free(r->fallback.body);
+    free(r->fallback.file);
+    r->fallback.body = b;
+    r->fallback.body_len = len;
+    r->fallback.file = path;
+    b = NULL;
+    path = NULL;
+    rc = 0;
+out:
+    if (fp)
+        fclose(fp);
+    free(b);
+    free(path);
+    return rc;
+}
+
+static void conf_post_fallback(struct conf_loader *ld, yaml_node_t *map, void *obj, yaml_node_t *const *seen)
+{
+    yaml_node_t *body = conf_seen(&conf_blk_fallback, seen, "body");
+    yaml_node_t *file = conf_seen(&conf_blk_fallback, seen, "file");
+    (void)map;
+    (void)obj;
+    if (body && file) {
+        yaml_node_t *later = file->start_mark.index > body->start_mark.index ? file : body;
+        conf_err(ld, later, "fallback takes body or file, not both");
+    }
+}
+
+static void conf_post_route_timeouts(struct conf_loader *ld, yaml_node_t *map, void *obj,
+                                     yaml_node_t *const *seen)
+{
+    struct conf_route *r = obj;
+    (void)ld;
+    (void)map;
+    r->timeouts_set[0] = conf_seen(&conf_blk_route_timeouts, seen, "connect") != NULL;
+    r->timeouts_set[1] = conf_seen(&conf_blk_route_timeouts, seen, "response") != NULL;
+    r->timeouts_set[2] = conf_seen(&conf_blk_route_timeouts, seen, "read") != NULL;
+}
+
+/* Defaults that come from elsewhere: the name from the position, max_body_bytes from limits, and
+ * each per-attempt timeout not given on the route from its pool. */
+static void conf_post_route(struct conf_loader *ld, yaml_node_t *map, void *obj, yaml_node_t *const *seen)
+{
+    struct conf_route *r = obj;
+    if (!r->name) {
+        char name[32];
+        snprintf(name, sizeof name, "route-%zu", ld->route_idx + 1);
+        conf_route_name_check(ld, name, map->start_mark);
+        r->name = conf_strdup(ld, name);
+    }
+    if (!conf_seen(&conf_blk_route, seen, "max_body_bytes"))
+        r->max_body_bytes = ld->c->limits.max_body_bytes;
+    if (r->pool) {
+        if (!r->timeouts_set[0])
+            r->timeouts.connect = r->pool->timeouts.connect;
+        if (!r->timeouts_set[1])
+            r->timeouts.response = r->pool->timeouts.response;
+        if (!r->timeouts_set[2])
+            r->timeouts.read = r->pool->timeouts.read;
+    }
+}
+
+static void conf_route_defaults(struct conf_loader *ld, struct conf_route *r)
+{
+    static const unsigned statuses[] = { 502, 503, 504 };
+    static const char *const methods[] = { "GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE" };
+    r->path = conf_strdup(ld, "/");
+    r->host_header = HOST_HEADER_PRESERVE;
+    r->total_timeout = (int64_t)SEC(15);
+    r->retry.attempts = 3;
+    r->retry.on = RETRY_ON_CONNECT_ERROR | RETRY_ON_CONNECT_TIMEOUT | RETRY_ON_RESPONSE_TIMEOUT | RETRY_ON_RESET;
+    if ((r->retry.statuses = conf_calloc(ld, 3, sizeof *r->retry.statuses))) {
+        memcpy(r->retry.statuses, statuses, sizeof statuses);
+        r->retry.nstatuses = 3;
+    }
+    if ((r->retry.methods = conf_calloc(ld, 6, sizeof *r->retry.methods))) {
+        for (size_t i = 0; i < 6; i++)
+            if ((r->retry.methods[r->retry.nmethods] = conf_strdup(ld, methods[i])))
+                r->retry.nmethods++;
+    }
+    r->retry.backoff_base = (int64_t)MS(25);
+    r->retry.backoff_max = (int64_t)MS(250);
+    r->retry.budget_ratio = 0.2;
+    r->retry.budget_min_retries = 3;
+    r->retry.buffer_body = KIB(64);
+    r->fallback.status = 503;
+}
+
+/* Routes wait until the whole top level is read: a route may name a pool defined below it, and
+ * its max_body_bytes default comes from limits, wherever that is written. */
+static int conf_h_routes_defer(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v,
+                               void *obj, const char *where)
+{
+    char q[CONF_QUOTE_MAX + 8];
+    (void)obj;
+    (void)where;
+    if (v->type != YAML_SEQUENCE_NODE && !conf_is_null(v)) {
+        conf_err(ld, v, "%s must be a list of routes, not %s", f->key, conf_describe(v, q));
+        return -1;
+    }
+    ld->routes = v;
+    return 0;
+}
+
+static void conf_routes(struct conf_loader *ld, yaml_node_t *v)
+{
+    struct conf *c = ld->c;
+    char q[CONF_QUOTE_MAX + 8];
+    if (v->type != YAML_SEQUENCE_NODE)
+        return;                     /* `routes:` left empty: no routes, every request 404s */
+    size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+    if (!(c->routes = conf_calloc(ld, n, sizeof *c->routes)) ||
+        !(ld->route_marks = conf_calloc(ld, n, sizeof *ld->route_marks)))
+        return;
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *item = conf_node(ld, v->data.sequence.items.start[i]);
+        struct conf_route *r = &c->routes[c->nroutes++];
+        char w[128];
+        ld->route_idx = i;
+        conf_route_defaults(ld, r);
+        if (!item)
+            continue;
+        /* Messages name the route the way the user does: peek at its name before the walk. */
+        yaml_node_t *nm = conf_lookup(ld, item, "name");
+        if (nm && nm->type == YAML_SCALAR_NODE)
+            snprintf(w, sizeof w, "route %s", conf_quote(q, (const char *)nm->data.scalar.value));
+        else
+            snprintf(w, sizeof w, "route \"route-%zu\"", i + 1);
+        ld->route_marks[i] = item->start_mark;
+        conf_map(ld, "a route", item, &conf_blk_route, r, w);
+    }
+}
+
+/* ---- Loading and freeing ----------------------------------------------------------------- */
+
+static void conf_free(struct conf *c)
+{
+    free(c->path);
+    for (size_t i = 0; i < c->nlisteners; i++) {
+        struct conf_listener *l = &c->listeners[i];
+        free(l->address);
+        for (size_t j = 0; j < l->ncerts; j++) {
+            free(l->certs[j].cert);
+            free(l->certs[j].key);
+        }
+        free(l->certs);
+    }
+    free(c->listeners);
+    free(c->admin.address);
+    free(c->access_log.path);
+    for (size_t i = 0; i < c->resolver.nservers; i++)
+        free(c->resolver.servers[i]);
+    free(c->resolver.servers);
+    for (size_t i = 0; i < c->npools; i++) {
+        struct conf_pool *p = &c->pools[i];
+        free(p->name);
+        for (size_t j = 0; j < p->nservers; j++) {
+            free(p->servers[j].address);
+            free(p->servers[j].host);
+            free(p->servers[j].addrs);
+        }
+        free(p->servers);
+        free(p->hash_header);
+        free(p->tls.ca);
+        free(p->tls.sni);
+        free(p->tls.client_cert);
+        free(p->tls.client_key);
+        free(p->health.path);
+    }
+    free(c->pools);
+    for (size_t i = 0; i < c->nroutes; i++) {
+        struct conf_route *r = &c->routes[i];
+        free(r->name);
+        free(r->host);
+        free(r->path);
+        for (size_t j = 0; j < r->nmethods; j++)
+            free(r->methods[j]);
+        free(r->methods);
+        free(r->retry.statuses);
+        for (size_t j = 0; j < r->retry.nmethods; j++)
+            free(r->retry.methods[j]);
+        free(r->retry.methods);
+        for (size_t j = 0; j < r->fallback.nheaders; j++) {
+            free(r->fallback.headers[j].name);
+            free(r->fallback.headers[j].value);
+        }
+        free(r->fallback.headers);
+        free(r->fallback.body);
+        free(r->fallback.file);
+    }
+    free(c->routes);
+    free(c);
+}
+
+void conf_unref(struct conf *c)
+{
+    if (c && atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1)
+        conf_free(c);
+}
+
+static void conf_defaults(struct conf_loader *ld, struct conf *c)
+{
+    atomic_init(&c->refs, 1);
+    c->workers = 0;                 /* auto */
+    c->shutdown_timeout = (int64_t)SEC(30);
+    c->access_log.path = conf_strdup(ld, "stdout");
+    c->access_log.format = LOG_FORMAT_JSON;
+    c->resolver.system = true;
+    c->resolver.timeout = (int64_t)SEC(2);
+    c->client.header_timeout = (int64_t)SEC(10);
+    c->client.body_timeout = (int64_t)SEC(30);
+    c->client.idle_timeout = (int64_t)SEC(60);
+    c->client.send_timeout = (int64_t)SEC(30);
+    c->limits.max_connections = 10000;
+    c->limits.max_header_bytes = KIB(16);
+    c->limits.max_body_bytes = 0;
+}
+
+static int conf_error_cmp(const void *a, const void *b)
+{
+    const struct conf_error *x = a, *y = b;
+    if (x->line != y->line)
+        return x->line < y->line ? -1 : 1;
+    if (x->col != y->col)
+        return x->col < y->col ? -1 : 1;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+static void conf_yaml_error(struct conf_loader *ld, yaml_parser_t *p)
+{
+    if (p->error == YAML_MEMORY_ERROR) {
+        ld->oom = true;
+        return;
+    }
+    if (p->error == YAML_READER_ERROR) {
+        /* The reader has no line/column, only a byte offset (bad UTF-8, a control byte). */
+        char msg[160];
+        snprintf(msg, sizeof msg, "YAML: %s at byte %zu", p->problem ? p->problem : "unreadable input",
+                 p->problem_offset);
+        conf_add_error(ld, 1, 1, msg);
+        return;
+    }
+    if (p->context)
+        conf_err_mark(ld, p->problem_mark, "YAML: %s (%s at line %lu)", p->problem ? p->problem : "syntax error",
+                      p->context, (unsigned long)p->context_mark.line + 1);
+    else
+        conf_err_mark(ld, p->problem_mark, "YAML: %s", p->problem ? p->problem : "syntax error");
+}
+
+struct conf *conf_load_flags(const char *path, unsigned flags, FILE *err, unsigned *nerrors)
+{
+    struct conf_loader ld = { .file = path, .flags = flags, .err = err };
+    yaml_parser_t parser;
+    bool parser_ok = false, doc_ok = false;
+    struct conf *c = NULL;
+    FILE *fp = fopen(path, "rb");
+
+    if (!fp) {
+        /* No line to point at: the file itself is the problem. */
+        fprintf(err, "%s: cannot open: %s\n", path, strerror(errno));
+        if (nerrors)
+            *nerrors = 1;
+        return NULL;
+    }
+    const char *slash = strrchr(path, '/');
+    ld.dir = slash ? strndup(path, (size_t)(slash - path) + (slash == path)) : strdup(".");
+    if (!ld.dir)
+        ld.oom = true;
+    if (!yaml_parser_initialize(&parser)) {
+        ld.oom = true;
+        goto out;
+    }
+    parser_ok = true;
+    yaml_parser_set_input_file(&parser, fp);
+    if (!yaml_parser_load(&parser, &ld.doc)) {
+        conf_yaml_error(&ld, &parser);
+        goto out;
+    }
+    doc_ok = true;
+    yaml_node_t *root = yaml_document_get_root_node(&ld.doc);
+    if (!root) {
+        conf_add_error(&ld, 1, 1, "the file is empty: at least one listener is required");
+        goto out;
+    }
+    /* One document per file: a second one (after ---) would be silently ignored otherwise. */
+    yaml_document_t extra;
+    if (!yaml_parser_load(&parser, &extra)) {
+        conf_yaml_error(&ld, &parser);
+    } else {
+        yaml_node_t *r2 = yaml_document_get_root_node(&extra);
+        if (r2)
+            conf_err_mark(&ld, extra.start_mark, "only one YAML document is allowed in the file");
+        yaml_document_delete(&extra);
+    }
+
+    if (!(c = ld.c = calloc(1, sizeof *c))) {
+        ld.oom = true;
+        goto out;
+    }
+    conf_defaults(&ld, c);
+    c->path = conf_strdup(&ld, path);
+    conf_map(&ld, "the configuration", root, &conf_blk_top, c, NULL);
+    if (ld.routes)
+        conf_routes(&ld, ld.routes);
+    if (c->workers == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        c->workers = n < 1 ? 1 : n > (long)CONF_WORKERS_MAX ? CONF_WORKERS_MAX : (unsigned)n;
+    }
+
+out:
+    if (ld.oom)
+        conf_add_error(&ld, 1, 1, "out of memory while loading the configuration");
+    qsort(ld.errs, ld.nerrs, sizeof *ld.errs, conf_error_cmp);
+    for (size_t i = 0; i < ld.nerrs; i++) {
+        fprintf(err, "%s:%lu:%lu: %s\n", path, ld.errs[i].line, ld.errs[i].col, ld.errs[i].msg);
+        free(ld.errs[i].msg);
+    }
+    if (nerrors)
+        *nerrors = (unsigned)(ld.nerrs + ld.nprinted);
+    if ((ld.nerrs || ld.nprinted) && c) {
+        conf_free(c);
+        c = NULL;
+    }
+    free(ld.errs);
+    free(ld.route_marks);
+    free(ld.dir);
+    if (doc_ok)
+        yaml_document_delete(&ld.doc);
+    if (parser_ok)
+        yaml_parser_delete(&parser);
+    fclose(fp);
+    return c;
+}
+
+struct conf *conf_load(const char *path, FILE *err, unsigned *nerrors)
+{
+    return conf_load_flags(path, 0, err, nerrors);
+}

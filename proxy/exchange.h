@@ -1,0 +1,71 @@
+/* exchange.h — one request's life (SPEC §3): route, deadline, hops, answer.
+ *
+ * The downstream connection (client.c) owns one exchange at a time, embedded in it; the exchange
+ * owns its hop and the request body buffer. The request head stays in the client's parser, which
+ * the client keeps until the exchange ends. Data flows one way: client -> exchange -> hop -> pool;
+ * answers come back through the same objects.
+ */
+#ifndef LIFELINE_EXCHANGE_H
+#define LIFELINE_EXCHANGE_H
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "conf.h"
+#include "hop.h"
+
+struct client;
+struct h1_head;
+
+enum exchange_state {
+    EX_NONE,        /* no request */
+    EX_UPSTREAM,    /* hops running; nothing sent downstream yet (but maybe 100 Continue) */
+    EX_STREAMING,   /* response head sent downstream, body flowing */
+    EX_TUNNEL,      /* after 101: raw bytes both ways */
+    EX_LOCAL,       /* lifeline's own answer is being written */
+    EX_DONE,        /* response complete downstream */
+};
+
+struct exchange {
+    struct client *c;
+    enum exchange_state state;
+    const struct conf_route *route;
+    struct pool *pool;
+    struct h1_head *req;                /* the client's parser head */
+    struct hop hop;
+    struct buf body;                    /* request body bytes, framed for the upstream */
+    bool has_body;                      /* the request has a body */
+    bool body_done;                     /* the request message is complete */
+    bool body_trimmed;                  /* sent bytes were dropped to make room: no replay */
+    bool fresh_retry_done;              /* the reused-connection retry (SPEC §3.5) was spent */
+    bool resp_close;                    /* downstream must close after this response */
+    bool resp_chunked;                  /* downstream framing is chunked */
+    bool resp_no_body;
+    unsigned status;                    /* status sent downstream */
+    ev_tstamp started, deadline;
+    char request_id[40];
+    size_t request_id_len;
+};
+
+/* A complete request head arrived on c (c->parser holds it). Routes it and starts the first hop,
+ * or answers (404, 413, ...) itself. */
+void exchange_start(struct exchange *ex, struct client *c);
+/* The client put request body bytes into ex->body, or completed the message (ex->body_done). */
+void exchange_body(struct exchange *ex);
+/* The client's output buffer drained below its limit. */
+void exchange_drained(struct exchange *ex);
+/* The client is going away: cancel everything. After it the exchange is EX_NONE. */
+void exchange_cancel(struct exchange *ex);
+/* Bytes of a tunnel arrived from the client (in ex->body). */
+void exchange_tunnel_in(struct exchange *ex);
+
+/* Events from the hop. */
+void exchange_hop_head(struct exchange *ex, struct hop *h);
+void exchange_hop_data(struct exchange *ex, struct hop *h);
+void exchange_hop_done(struct exchange *ex, struct hop *h);
+void exchange_hop_failed(struct exchange *ex, struct hop *h);
+void exchange_hop_sent(struct exchange *ex, struct hop *h);
+
+#endif

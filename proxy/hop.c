@@ -1,0 +1,484 @@
+/* hop.c — one attempt: connect (or take a pooled connection), send, receive, stream (see hop.h).
+ *
+ * Owns while attached: the upstream connection, the response parser, the head buffer and the
+ * three timers. Every exit from an attached state goes through hop_detach(), which gives the
+ * connection back to the pool only when the exchange on it finished cleanly, and closes it
+ * otherwise (a half-used connection is never pooled).
+ *
+ * Re-entrancy: the hop reports to its exchange with exchange_hop_*(), and the exchange may cancel
+ * or restart this very hop before returning. Every report is therefore followed by a check of
+ * `seq` (bumped by every start and cancel): when it moved, the caller returns at once.
+ */
+#include "hop.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "exchange.h"
+#include "h1.h"
+#include "log.h"
+#include "worker.h"
+
+static void hop_read_cb(struct ev_loop *loop, ev_io *io, int revents);
+static void hop_write_cb(struct ev_loop *loop, ev_io *io, int revents);
+static void hop_connect_cb(struct ev_loop *loop, ev_io *io, int revents);
+static void hop_process(struct hop *h);
+
+const char *hop_outcome_name(enum hop_outcome o)
+{
+    switch (o) {
+    case HOP_OK: return "ok";
+    case HOP_CONNECT_ERROR: return "connect_error";
+    case HOP_CONNECT_TIMEOUT: return "connect_timeout";
+    case HOP_RESPONSE_TIMEOUT: return "response_timeout";
+    case HOP_RESET: return "reset";
+    case HOP_DEADLINE: return "deadline";
+    case HOP_READ_TIMEOUT: return "read_timeout";
+    }
+    return "unknown";
+}
+
+static inline struct worker *hop_worker(const struct hop *h)
+{
+    return h->ex->c->w;
+}
+
+/* Arms `t` for `ms`, clamped to the exchange deadline. Returns true when the deadline cut it. */
+static bool hop_arm(struct hop *h, ev_timer *t, int64_t ms)
+{
+    struct ev_loop *loop = hop_worker(h)->loop;
+    ev_tstamp want = (ev_tstamp)ms / 1000.0;
+    ev_tstamp left = h->ex->deadline - ev_now(loop);
+    bool cut = left < want;
+
+    t->repeat = cut ? (left > 0 ? left : 1e-6) : want;
+    ev_timer_again(loop, t);
+    return cut;
+}
+
+/* Releases everything the hop holds. reusable: the connection goes back to the pool. */
+static void hop_detach(struct hop *h, bool reusable)
+{
+    struct worker *w = hop_worker(h);
+
+    ev_timer_stop(w->loop, &h->connect_timer);
+    ev_timer_stop(w->loop, &h->response_timer);
+    ev_timer_stop(w->loop, &h->read_timer);
+    if (h->uc) {
+        if (reusable) {
+            h->uc->requests++;
+            pool_release(h->uc);
+        } else {
+            pool_close(h->uc);
+        }
+        h->uc = NULL;
+    }
+    if (h->server) {
+        h->server->inflight--;
+        h->server = NULL;
+    }
+    worker_resp_parser_put(w, h->parser);
+    h->parser = NULL;
+    worker_buf_put(w, &h->head);
+}
+
+static void hop_fail(struct hop *h, enum hop_outcome o)
+{
+    h->outcome = o;
+    h->state = HOP_FAILED;
+    h->seq++;
+    hop_detach(h, false);
+    exchange_hop_failed(h->ex, h);
+}
+
+static void hop_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct hop *h = t->data;
+
+    (void)revents;
+    if (t == &h->read_timer) {
+        /* Re-arm from the last read instead of restarting the timer on every read (libev's
+         * "be smart about timeouts"); a paused read is the downstream's fault, not the upstream's. */
+        ev_tstamp left = h->last_read + h->read_timeout - ev_now(loop);
+        if (h->read_paused || left > 0.0005) {
+            t->repeat = h->read_paused ? h->read_timeout : left;
+            ev_timer_again(loop, t);
+            return;
+        }
+        hop_fail(h, HOP_READ_TIMEOUT);
+        return;
+    }
+    if (t == &h->connect_timer && h->state == HOP_FAILED)
+        hop_fail(h, h->outcome);   /* a connect that failed at once, reported from the loop */
+    else if (t == &h->connect_timer)
+        hop_fail(h, h->deadline_cut ? HOP_DEADLINE : HOP_CONNECT_TIMEOUT);
+    else
+        hop_fail(h, h->deadline_cut ? HOP_DEADLINE : HOP_RESPONSE_TIMEOUT);
+}
+
+static void hop_attach_io(struct hop *h)
+{
+    struct upconn *uc = h->uc;
+    struct worker *w = hop_worker(h);
+
+    uc->hop = h;
+    uc->rd.data = uc->wr.data = h;
+    ev_set_cb(&uc->rd, hop_read_cb);
+    ev_set_cb(&uc->wr, hop_write_cb);
+    if (!ev_is_active(&uc->rd))
+        ev_io_start(w->loop, &uc->rd);
+}
+
+static void hop_connected(struct hop *h)
+{
+    struct worker *w = hop_worker(h);
+
+    ev_timer_stop(w->loop, &h->connect_timer);
+    h->connected = ev_now(w->loop);
+    h->state = HOP_SENDING;
+    if (worker_buf_get(w, &h->uc->in) < 0) {
+        hop_fail(h, HOP_CONNECT_ERROR);
+        return;
+    }
+    hop_attach_io(h);
+    /* While the request is being sent only the deadline bounds the hop; `response` starts once
+     * the whole request is out (SPEC §3.3). */
+    h->deadline_cut = true;
+    h->response_timer.repeat = h->ex->deadline - ev_now(w->loop);
+    if (h->response_timer.repeat <= 0)
+        h->response_timer.repeat = 1e-6;
+    ev_timer_again(w->loop, &h->response_timer);
+    hop_send(h);
+}
+
+static void hop_connect_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct hop *h = io->data;
+    int err = 0;
+    socklen_t len = sizeof(err);
+
+    (void)revents;
+    ev_io_stop(loop, io);
+    if (getsockopt(h->uc->x.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        err = errno;
+    if (err) {
+        log_debug("connect to %s: %s", h->server->addr->text, strerror(err));
+        hop_fail(h, HOP_CONNECT_ERROR);
+        return;
+    }
+    hop_connected(h);
+}
+
+void hop_start(struct hop *h, struct exchange *ex, struct upserver *s, bool fresh)
+{
+    struct worker *w = ex->c->w;
+    int err = 0;
+
+    h->ex = ex;
+    h->seq++;
+    h->server = h->last_server = s;
+    s->inflight++;
+    h->outcome = HOP_OK;
+    h->body_sent = 0;
+    h->reused = h->request_sent = h->got_bytes = h->read_paused = h->deadline_cut = false;
+    h->write_failed = false;
+    h->started = ev_now(w->loop);
+    h->connected = 0;
+    ev_init(&h->connect_timer, hop_timer_cb);
+    ev_init(&h->response_timer, hop_timer_cb);
+    ev_init(&h->read_timer, hop_timer_cb);
+    h->connect_timer.data = h->response_timer.data = h->read_timer.data = h;
+    h->read_timeout = (ev_tstamp)ex->route->timeouts.read / 1000.0;
+
+    h->parser = worker_resp_parser_get(w);
+    if (h->parser)
+        h1_parser_expect_no_body(h->parser, ex->req->method == H1_M_HEAD);
+
+    h->uc = fresh ? NULL : pool_take(s);
+    if (h->uc) {
+        h->reused = true;
+        h->state = HOP_CONNECTING;
+        if (!h->parser) {
+            err = ENOMEM;
+            goto fail_later;
+        }
+        hop_connected(h);
+        return;
+    }
+    h->state = HOP_CONNECTING;
+    if (!h->parser) {
+        err = ENOMEM;
+        goto fail_later;
+    }
+    h->uc = pool_connect(s, &err);
+    if (!h->uc)
+        goto fail_later;
+    h->uc->hop = h;
+    h->uc->wr.data = h;
+    ev_set_cb(&h->uc->wr, hop_connect_cb);
+    ev_io_start(w->loop, &h->uc->wr);
+    h->deadline_cut = hop_arm(h, &h->connect_timer, ex->route->timeouts.connect);
+    return;
+
+fail_later:
+    /* A hop never reports synchronously (its caller is mid-setup): the connect timer fires at
+     * once and reports connect_error. */
+    log_debug("connect to %s: %s", s->addr->text, strerror(err));
+    h->outcome = HOP_CONNECT_ERROR;
+    h->deadline_cut = false;
+    h->connect_timer.repeat = 1e-6;
+    ev_timer_again(w->loop, &h->connect_timer);
+    h->state = HOP_FAILED;   /* the timer reports h->outcome */
+}
+
+void hop_send(struct hop *h)
+{
+    struct exchange *ex = h->ex;
+    struct worker *w;
+    struct iovec iov[2];
+    int n = 0;
+    size_t body_avail;
+    ssize_t r;
+
+    if (!h->uc || (h->state != HOP_SENDING && h->state != HOP_BODY && h->state != HOP_TUNNEL) ||
+        h->request_sent)
+        return;
+    w = hop_worker(h);
+    if (ev_is_active(&h->uc->wr))
+        return;   /* waiting for writability: the callback continues */
+    if (h->head.len) {
+        iov[n].iov_base = buf_head(&h->head);
+        iov[n++].iov_len = h->head.len;
+    }
+    body_avail = ex->body.len - h->body_sent;
+    if (body_avail) {
+        iov[n].iov_base = buf_head(&ex->body) + h->body_sent;
+        iov[n++].iov_len = body_avail;
+    }
+    if (n) {
+        r = xprt_writev(&h->uc->x, iov, n);
+        if (r == -EAGAIN || r == -EWOULDBLOCK) {
+            ev_io_start(w->loop, &h->uc->wr);
+            return;
+        }
+        if (r < 0) {
+            /* The server closed its side. If a response is arriving it may still complete (an
+             * early answer such as 413); otherwise this attempt is a reset. */
+            if (h->state == HOP_SENDING && !h->got_bytes) {
+                hop_fail(h, HOP_RESET);
+                return;
+            }
+            h->request_sent = true;   /* stop writing; the connection will not be reused */
+            h->write_failed = true;
+            return;
+        }
+        if ((size_t)r >= h->head.len) {
+            r -= (ssize_t)h->head.len;
+            buf_consume(&h->head, h->head.len);
+            h->body_sent += (size_t)r;
+        } else {
+            buf_consume(&h->head, (size_t)r);
+            r = 0;
+        }
+        if (h->head.len || h->body_sent < ex->body.len) {
+            ev_io_start(w->loop, &h->uc->wr);
+            if (r > 0 && h->state != HOP_TUNNEL)
+                exchange_hop_sent(ex, h);
+            return;
+        }
+        if (h->state == HOP_TUNNEL) {
+            h->last_read = ev_now(w->loop);
+            exchange_hop_sent(ex, h);
+            return;
+        }
+    }
+    if (ex->body_done || !ex->has_body) {
+        h->request_sent = true;
+        if (h->state == HOP_SENDING) {
+            h->deadline_cut = hop_arm(h, &h->response_timer, ex->route->timeouts.response);
+        }
+    }
+    if (n && ex->has_body)
+        exchange_hop_sent(ex, h);
+}
+
+static void hop_write_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct hop *h = io->data;
+
+    (void)revents;
+    ev_io_stop(loop, io);
+    hop_send(h);
+}
+
+/* The response is complete: give the connection back when it can carry another request. */
+static void hop_done(struct hop *h, bool close_delimited)
+{
+    struct h1_head *resp = h1_parser_head(h->parser);
+    bool reusable = !close_delimited && resp->keep_alive && h->request_sent && !h->write_failed &&
+                    h->uc->in.len == 0 && h->ex->body_done;
+
+    h->state = HOP_DONE;
+    h->seq++;
+    hop_detach(h, reusable);
+    exchange_hop_done(h->ex, h);
+}
+
+/* Parses what is buffered from the upstream, as far as the downstream buffer has room. */
+static void hop_process(struct hop *h)
+{
+    struct upconn *uc = h->uc;
+    struct buf *in = &uc->in;
+    unsigned seq = h->seq;
+
+    /* Bounded: every pass consumes bytes or leaves the loop. */
+    while (in->len > 0) {
+        size_t feed = in->len, used = 0;
+        enum h1_event ev;
+
+        if (h->state == HOP_TUNNEL) {
+            struct buf *out = client_out(h->ex->c);
+            size_t n;
+            if (!out)
+                return;
+            n = buf_free_space(out) < in->len ? buf_free_space(out) : in->len;
+            if (n == 0)
+                goto pause;
+            buf_append(out, buf_head(in), n);
+            buf_consume(in, n);
+            exchange_hop_data(h->ex, h);
+            if (h->seq != seq)
+                return;
+            continue;
+        }
+        if (h->state == HOP_BODY) {
+            size_t room = h1_parser_room(h->parser);
+            if (room == 0)
+                goto pause;
+            if (feed > room)
+                feed = room;
+        }
+        ev = h1_parse(h->parser, buf_head(in), feed, &used);
+        buf_consume(in, used);
+        switch (ev) {
+        case H1_NEED_MORE:
+            if (h->state == HOP_BODY) {
+                exchange_hop_data(h->ex, h);
+                if (h->seq != seq)
+                    return;
+            }
+            if (used == 0)
+                return;
+            break;
+        case H1_HEAD: {
+            struct h1_head *resp = h1_parser_head(h->parser);
+            if (resp->status < 200 && resp->status != 101)
+                break;   /* 100/102/103: dropped; H1_DONE follows */
+            ev_timer_stop(hop_worker(h)->loop, &h->response_timer);
+            h->state = resp->status == 101 ? HOP_TUNNEL : HOP_BODY;
+            h->last_read = ev_now(hop_worker(h)->loop);
+            h->read_timer.repeat = h->read_timeout;
+            ev_timer_again(hop_worker(h)->loop, &h->read_timer);
+            exchange_hop_head(h->ex, h);
+            if (h->seq != seq)
+                return;
+            break;
+        }
+        case H1_DONE: {
+            struct h1_head *resp = h1_parser_head(h->parser);
+            if (h->state == HOP_SENDING) {   /* an interim 1xx ended */
+                h1_parser_reset(h->parser);
+                h1_parser_expect_no_body(h->parser, h->ex->req->method == H1_M_HEAD);
+                break;
+            }
+            (void)resp;
+            exchange_hop_data(h->ex, h);
+            if (h->seq != seq)
+                return;
+            hop_done(h, false);
+            return;
+        }
+        case H1_ERROR: {
+            const char *why = "";
+            h1_parser_error(h->parser, &why);
+            log_warn("invalid response from %s: %s", h->server->addr->text, why);
+            hop_fail(h, HOP_RESET);
+            return;
+        }
+        }
+    }
+    return;
+pause:
+    if (!h->read_paused) {
+        h->read_paused = true;
+        ev_io_stop(hop_worker(h)->loop, &uc->rd);
+    }
+}
+
+static void hop_read_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct hop *h = io->data;
+    struct upconn *uc = h->uc;
+    ssize_t r;
+
+    (void)revents;
+    if (buf_tailroom(&uc->in) == 0)
+        buf_compact(&uc->in);
+    if (buf_tailroom(&uc->in) == 0) {
+        /* Full and not draining (downstream blocked): stop reading until resumed. */
+        h->read_paused = true;
+        ev_io_stop(loop, io);
+        return;
+    }
+    r = xprt_read(&uc->x, buf_tail(&uc->in), buf_tailroom(&uc->in));
+    if (r == -EAGAIN || r == -EWOULDBLOCK)
+        return;
+    if (r <= 0) {
+        unsigned seq = h->seq;
+        if (r < 0)
+            log_debug("read from %s: %s", h->server->addr->text, strerror((int)-r));
+        if (h->state == HOP_BODY && r == 0 && h1_parse_eof(h->parser) == H1_DONE) {
+            exchange_hop_data(h->ex, h);
+            if (h->seq != seq)
+                return;
+            hop_done(h, true);
+            return;
+        }
+        if (h->state == HOP_TUNNEL) {
+            h->state = HOP_DONE;
+            h->seq++;
+            hop_detach(h, false);
+            exchange_hop_done(h->ex, h);
+            return;
+        }
+        hop_fail(h, HOP_RESET);
+        return;
+    }
+    uc->in.len += (size_t)r;
+    h->got_bytes = true;
+    h->last_read = ev_now(loop);
+    hop_process(h);
+}
+
+void hop_resume(struct hop *h)
+{
+    if (!h->uc || (h->state != HOP_BODY && h->state != HOP_TUNNEL))
+        return;
+    if (h->read_paused) {
+        h->read_paused = false;
+        ev_io_start(hop_worker(h)->loop, &h->uc->rd);
+    }
+    hop_process(h);
+}
+
+void hop_cancel(struct hop *h)
+{
+    if (h->state == HOP_IDLE || !h->ex)
+        return;
+    h->seq++;
+    hop_detach(h, false);   /* idempotent: whatever is still held is released, nothing pooled */
+    h->state = HOP_IDLE;
+}

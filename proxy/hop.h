@@ -1,0 +1,72 @@
+/* hop.h — one attempt to carry a request to an upstream server.
+ *
+ * A hop owns, while attached, its upstream connection and its three timers: `connect` (TCP
+ * establishment), `response` (request sent -> response head complete) and `read` (longest idle gap
+ * in the response body). connect and response are clamped to the exchange's deadline; a timer cut
+ * short by the deadline reports HOP_DEADLINE. The exchange (its owner) starts it, feeds it request
+ * body bytes, and receives its events through the exchange_hop_*() calls in exchange.h.
+ *
+ * States, and where each may go:
+ *   HOP_IDLE       -> HOP_CONNECTING | HOP_SENDING (pooled connection)          (hop_start)
+ *   HOP_CONNECTING -> HOP_SENDING | HOP_FAILED
+ *   HOP_SENDING    -> HOP_BODY (head received) | HOP_FAILED   (sending and awaiting the head overlap)
+ *   HOP_BODY       -> HOP_DONE | HOP_TUNNEL (101) | HOP_FAILED (mid-body: the exchange truncates)
+ *   any            -> HOP_IDLE via hop_cancel(): watchers stopped, a half-used connection closed.
+ * A hop never frees its exchange; after reporting an event it returns without touching itself.
+ */
+#ifndef LIFELINE_HOP_H
+#define LIFELINE_HOP_H
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "pool.h"
+
+struct exchange;
+struct h1_parser;
+
+enum hop_state { HOP_IDLE, HOP_CONNECTING, HOP_SENDING, HOP_BODY, HOP_TUNNEL, HOP_DONE, HOP_FAILED };
+
+/* SPEC §3.4 outcomes, plus the deadline cut. HOP_OK covers every HTTP status. */
+enum hop_outcome {
+    HOP_OK, HOP_CONNECT_ERROR, HOP_CONNECT_TIMEOUT, HOP_RESPONSE_TIMEOUT, HOP_RESET, HOP_DEADLINE,
+    HOP_READ_TIMEOUT,   /* after the head: the body stalled (the response is truncated downstream) */
+};
+const char *hop_outcome_name(enum hop_outcome o);
+
+struct hop {
+    struct exchange *ex;
+    enum hop_state state;
+    enum hop_outcome outcome;
+    struct upserver *server;            /* while attached (counted in its inflight) */
+    struct upserver *last_server;       /* the server of the latest start, kept after the end */
+    struct upconn *uc;                  /* owned while attached */
+    ev_timer connect_timer, response_timer, read_timer;
+    ev_tstamp read_timeout, last_read;  /* read timer re-arms itself from last_read */
+    struct h1_parser *parser;           /* response parser, from the worker cache */
+    struct buf head;                    /* serialized request head still to send */
+    size_t body_sent;                   /* bytes of the exchange's body buffer already sent */
+    unsigned seq;                       /* bumped by start, cancel and every end: see hop.c */
+    bool reused;                        /* the connection came from the idle pool */
+    bool deadline_cut;                  /* the running connect/response timer was clamped */
+    bool write_failed;                  /* the server stopped reading: never reuse */
+    bool request_sent;                  /* head and whole body written */
+    bool got_bytes;                     /* any response byte arrived */
+    bool read_paused;                   /* backpressure: downstream buffer full */
+    ev_tstamp started, connected;       /* for connect_ms / response_ms */
+};
+
+/* Starts the hop to server s (fresh: on a new connection, never a pooled one). The request head must be in hop->head already. Always reports
+ * through the exchange later (never synchronously fails: an immediate connect error is reported
+ * from a zero-delay timer), so the caller may rely on the hop being in flight after it returns. */
+void hop_start(struct hop *h, struct exchange *ex, struct upserver *s, bool fresh);
+/* More request body bytes (or its end) are in the exchange's body buffer. */
+void hop_send(struct hop *h);
+/* The downstream buffer has room again: read from the upstream again. */
+void hop_resume(struct hop *h);
+/* Stops everything; closes a connection that is mid-request, keeps nothing. Safe in any state. */
+void hop_cancel(struct hop *h);
+
+#endif

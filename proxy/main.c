@@ -1,0 +1,282 @@
+/* main.c — command line, signals, start and drain orchestration.
+ *
+ * The main thread owns the conf snapshot it loaded and the workers array. It runs libev's default
+ * loop only for signals (delivered through signalfd: they are blocked in every thread) and for the
+ * workers' exit notices; the request path never touches it.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <ev.h>
+
+#include "conf.h"
+#include "log.h"
+#include "worker.h"
+
+#define LIFELINE_VERSION "0.1.0"
+
+static struct worker *workers;
+static unsigned nworkers;
+static ev_timer shutdown_timer;
+static ev_timer exit_poll;
+static bool draining;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: lifeline [-c FILE] [-t] [-d]\n"
+            "       lifeline --probe URL\n"
+            "       lifeline -V | -h\n"
+            "\n"
+            "  -c FILE       configuration (default config/lifeline.yaml)\n"
+            "  -t            check the configuration and exit (0: ok, 1: errors on stderr)\n"
+            "  -d            debug logging\n"
+            "  --probe URL   GET URL (http://host:port/path); exit 0 on a 2xx answer\n"
+            "  -V            print the version\n"
+            "  -h            this help\n"
+            "\n"
+            "signals: SIGTERM/SIGINT drain and exit\n");
+}
+
+/* --probe: a blocking one-shot GET for Docker's HEALTHCHECK (no curl in the image). */
+static int probe(const char *url)
+{
+    char host[256], port[16] = "80", req[1024], resp[64];
+    const char *p, *path;
+    struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *ai = NULL;
+    size_t hl;
+    int fd = -1, rc = 1, n, got = 0;
+    struct timeval tv = { .tv_sec = 5 };
+
+    if (strncmp(url, "http://", 7) != 0) {
+        fprintf(stderr, "probe: only http:// URLs\n");
+        return 1;
+    }
+    p = url + 7;
+    path = strchr(p, '/');
+    hl = path ? (size_t)(path - p) : strlen(p);
+    if (!path)
+        path = "/";
+    if (hl == 0 || hl >= sizeof(host))
+        return 1;
+    memcpy(host, p, hl);
+    host[hl] = 0;
+    if (host[0] == '[') {
+        char *e = strchr(host, ']');
+        if (!e)
+            return 1;
+        *e = 0;
+        if (e[1] == ':')
+            snprintf(port, sizeof(port), "%s", e + 2);
+        memmove(host, host + 1, strlen(host + 1) + 1);
+    } else {
+        char *c = strrchr(host, ':');
+        if (c) {
+            *c = 0;
+            snprintf(port, sizeof(port), "%s", c + 1);
+        }
+    }
+    if (getaddrinfo(host, port, &hints, &ai) != 0 || !ai) {
+        fprintf(stderr, "probe: cannot resolve %s\n", host);
+        return 1;
+    }
+    fd = socket(ai->ai_family, SOCK_STREAM, 0);
+    if (fd < 0)
+        goto out;
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+        fprintf(stderr, "probe: connect: %s\n", strerror(errno));
+        goto out;
+    }
+    n = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path, host);
+    if (n < 0 || (size_t)n >= sizeof(req) || write(fd, req, (size_t)n) != n)
+        goto out;
+    while (got < (int)sizeof(resp) - 1) {
+        n = (int)read(fd, resp + got, sizeof(resp) - 1 - (size_t)got);
+        if (n <= 0)
+            break;
+        got += n;
+        if (memchr(resp, '\n', (size_t)got))
+            break;
+    }
+    resp[got] = 0;
+    if (got >= 12 && strncmp(resp, "HTTP/1.", 7) == 0 && resp[9] == '2')
+        rc = 0;
+    else
+        fprintf(stderr, "probe: %s\n", got ? strtok(resp, "\r\n") : "no answer");
+out:
+    if (fd >= 0)
+        close(fd);
+    freeaddrinfo(ai);
+    return rc;
+}
+
+static void start_drain(struct ev_loop *loop, const struct conf *c)
+{
+    if (draining)
+        return;
+    draining = true;
+    log_info("draining: finishing in-flight requests for up to %lld ms", (long long)c->shutdown_timeout);
+    for (unsigned i = 0; i < nworkers; i++)
+        worker_post(&workers[i], WORKER_DRAIN);
+    shutdown_timer.repeat = (ev_tstamp)c->shutdown_timeout / 1000.0;
+    ev_timer_again(loop, &shutdown_timer);
+    exit_poll.repeat = 0.02;
+    ev_timer_again(loop, &exit_poll);
+}
+
+static void on_signal(struct ev_loop *loop, ev_signal *s, int revents)
+{
+    const struct conf *c = s->data;
+
+    (void)revents;
+    if (s->signum == SIGHUP) {
+        log_warn("SIGHUP: configuration reload is not supported yet; keeping the running config");
+        return;
+    }
+    if (draining) {
+        log_info("second signal: stopping now");
+        for (unsigned i = 0; i < nworkers; i++)
+            worker_post(&workers[i], WORKER_STOP);
+        return;
+    }
+    start_drain(loop, c);
+}
+
+static void on_shutdown_timeout(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    ev_timer_stop(loop, t);
+    log_warn("shutdown_timeout reached: closing what is left");
+    for (unsigned i = 0; i < nworkers; i++)
+        worker_post(&workers[i], WORKER_STOP);
+}
+
+/* Workers end their loops themselves; the main loop notices by polling a flag each sets. */
+static volatile int workers_done;
+static void on_exit_poll(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)revents;
+    if (__atomic_load_n(&workers_done, __ATOMIC_ACQUIRE) == (int)nworkers)
+        ev_break(loop, EVBREAK_ALL);
+    else
+        ev_timer_again(loop, t);
+}
+
+static void *worker_thread(void *arg)
+{
+    worker_main(arg);
+    __atomic_add_fetch(&workers_done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = "config/lifeline.yaml";
+    bool check = false;
+    int opt, rc = 1;
+    unsigned nerr = 0;
+    struct conf *c;
+    static const struct option longopts[] = {
+        { "probe", required_argument, NULL, 'P' },
+        { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },
+        { NULL, 0, NULL, 0 },
+    };
+    sigset_t set;
+    struct ev_loop *loop;
+    ev_signal sig_term, sig_int, sig_hup;
+
+    while ((opt = getopt_long(argc, argv, "c:tdVh", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'c': path = optarg; break;
+        case 't': check = true; break;
+        case 'd': log_threshold = LOG_DEBUG; break;
+        case 'V': printf("lifeline %s\n", LIFELINE_VERSION); return 0;
+        case 'h': usage(stdout); return 0;
+        case 'P': return probe(optarg);
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+
+    c = conf_load(path, stderr, &nerr);
+    if (!c)
+        return 1;
+    if (check) {
+        printf("%s: ok\n", path);
+        conf_unref(c);
+        return 0;
+    }
+
+    signal(SIGPIPE, SIG_IGN);
+    /* Signals go to the main thread's signalfd only: block them before any worker thread exists. */
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+    loop = ev_default_loop(EVFLAG_SIGNALFD);
+    nworkers = c->workers ? c->workers : 1;
+    workers = calloc(nworkers, sizeof(*workers));
+    if (!loop || !workers) {
+        log_error("out of memory");
+        goto out;
+    }
+    for (unsigned i = 0; i < nworkers; i++) {
+        if (worker_init(&workers[i], i, c) < 0) {
+            for (unsigned j = 0; j <= i; j++)
+                worker_destroy(&workers[j]);
+            goto out;
+        }
+    }
+    for (unsigned i = 0; i < nworkers; i++) {
+        if (pthread_create(&workers[i].thread, NULL, worker_thread, &workers[i]) != 0) {
+            log_error("cannot start worker thread %u", i);
+            exit(1);
+        }
+    }
+    log_info("lifeline %s: %zu listener(s), %u worker(s), config %s", LIFELINE_VERSION,
+             c->nlisteners, nworkers, path);
+    for (size_t i = 0; i < c->nlisteners; i++)
+        log_info("listening on %s", c->listeners[i].addr.text);
+
+    ev_signal_init(&sig_term, on_signal, SIGTERM);
+    ev_signal_init(&sig_int, on_signal, SIGINT);
+    ev_signal_init(&sig_hup, on_signal, SIGHUP);
+    sig_term.data = sig_int.data = sig_hup.data = c;
+    ev_signal_start(loop, &sig_term);
+    ev_signal_start(loop, &sig_int);
+    ev_signal_start(loop, &sig_hup);
+    ev_init(&shutdown_timer, on_shutdown_timeout);
+    ev_init(&exit_poll, on_exit_poll);
+    ev_run(loop, 0);
+
+    for (unsigned i = 0; i < nworkers; i++)
+        pthread_join(workers[i].thread, NULL);
+    for (unsigned i = 0; i < nworkers; i++)
+        worker_destroy(&workers[i]);
+    log_info("stopped");
+    rc = 0;
+out:
+    free(workers);
+    conf_unref(c);
+    if (loop)
+        ev_loop_destroy(loop);
+    return rc;
+}

@@ -1,0 +1,371 @@
+/* pool.c — per-worker upstream pools: balancing and idle keep-alive connections (see pool.h).
+ *
+ * Owns: servers (an array built from the conf pool; a hostname's every address is one server with
+ * the configured weight), idle connections, the idle timer. Does not own busy connections (their
+ * hop does) nor the conf snapshot.
+ *
+ * Idle connections are kept per server, most recently used first: taking the warmest one keeps
+ * the set of live connections small, and the least recently used one is at the tail, where the
+ * idle timer and the keepalive cap close connections. One timer per pool, not one per connection.
+ */
+#include "pool.h"
+
+#include <errno.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "worker.h"
+
+static void pool_idle_timer_cb(struct ev_loop *loop, ev_timer *t, int revents);
+
+int pool_init(struct pool *p, struct worker *w, const struct conf_pool *cp)
+{
+    size_t n = 0, k = 0;
+
+    memset(p, 0, sizeof(*p));
+    p->w = w;
+    p->cp = cp;
+    for (size_t i = 0; i < cp->nservers; i++)
+        n += cp->servers[i].naddrs;
+    p->servers = calloc(n ? n : 1, sizeof(*p->servers));
+    if (!p->servers)
+        return -1;
+    for (size_t i = 0; i < cp->nservers; i++) {
+        for (size_t j = 0; j < cp->servers[i].naddrs; j++) {
+            struct upserver *s = &p->servers[k++];
+            s->pool = p;
+            s->addr = &cp->servers[i].addrs[j];
+            s->weight = cp->servers[i].weight ? cp->servers[i].weight : 1;
+        }
+    }
+    p->nservers = (unsigned)k;
+    ev_init(&p->idle_timer, pool_idle_timer_cb);
+    p->idle_timer.data = p;
+    return 0;
+}
+
+static void upconn_unlink(struct upconn *uc)
+{
+    struct upserver *s = uc->server;
+
+    if (uc->prev)
+        uc->prev->next = uc->next;
+    else
+        s->idle = uc->next;
+    if (uc->next)
+        uc->next->prev = uc->prev;
+    else
+        s->idle_tail = uc->prev;
+    uc->prev = uc->next = NULL;
+    s->nidle--;
+    s->pool->nidle--;
+}
+
+void pool_close(struct upconn *uc)
+{
+    struct worker *w = uc->server->pool->w;
+
+    ev_io_stop(w->loop, &uc->rd);
+    ev_io_stop(w->loop, &uc->wr);
+    xprt_close(&uc->x);
+    worker_buf_put(w, &uc->in);
+    free(uc);
+}
+
+void pool_destroy(struct pool *p)
+{
+    if (!p->servers)
+        return;
+    for (unsigned i = 0; i < p->nservers; i++) {
+        struct upserver *s = &p->servers[i];
+        while (s->idle) {
+            struct upconn *uc = s->idle;
+            upconn_unlink(uc);
+            pool_close(uc);
+        }
+    }
+    ev_timer_stop(p->w->loop, &p->idle_timer);
+    free(p->servers);
+    p->servers = NULL;
+}
+
+/* The least recently used idle connection of the pool (the oldest tail), or NULL. */
+static struct upconn *pool_oldest(struct pool *p)
+{
+    struct upconn *old = NULL;
+
+    for (unsigned i = 0; i < p->nservers; i++) {
+        struct upconn *t = p->servers[i].idle_tail;
+        if (t && (!old || t->idle_since < old->idle_since))
+            old = t;
+    }
+    return old;
+}
+
+static void pool_arm_idle_timer(struct pool *p)
+{
+    struct upconn *old = pool_oldest(p);
+    ev_tstamp left;
+
+    if (!old) {
+        ev_timer_stop(p->w->loop, &p->idle_timer);
+        return;
+    }
+    left = old->idle_since + (ev_tstamp)p->cp->keepalive_timeout / 1000.0 - ev_now(p->w->loop);
+    p->idle_timer.repeat = left > 0.001 ? left : 0.001;
+    ev_timer_again(p->w->loop, &p->idle_timer);
+}
+
+static void pool_idle_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct pool *p = t->data;
+    ev_tstamp now = ev_now(loop);
+    ev_tstamp ttl = (ev_tstamp)p->cp->keepalive_timeout / 1000.0;
+    struct upconn *old;
+
+    (void)revents;
+    /* Bounded: each pass closes one connection and there are at most `keepalive` of them. */
+    while ((old = pool_oldest(p)) && old->idle_since + ttl <= now + 0.001) {
+        upconn_unlink(old);
+        pool_close(old);
+    }
+    pool_arm_idle_timer(p);
+}
+
+/* An idle connection became readable: the server closed it (or sent bytes nobody asked for,
+ * which makes it unusable too). */
+static void pool_idle_read_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct upconn *uc = io->data;
+    struct pool *p = uc->server->pool;
+
+    (void)loop;
+    (void)revents;
+    upconn_unlink(uc);
+    pool_close(uc);
+    pool_arm_idle_timer(p);
+}
+
+/* True when the connection is still open and silent: a server that closed an idle connection
+ * leaves an EOF (or an RST) to read. Costs one recv per reuse, no wait. */
+static bool upconn_alive(struct upconn *uc)
+{
+    char c;
+    ssize_t r = recv(uc->x.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+
+    return r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+struct upconn *pool_take(struct upserver *s)
+{
+    /* Bounded by the idle count; each dead connection found is closed. The idle timer is left
+     * alone: when it fires for a connection taken meanwhile it just re-arms for the next one. */
+    while (s->idle) {
+        struct upconn *uc = s->idle;
+        upconn_unlink(uc);
+        if (upconn_alive(uc))
+            return uc;
+        pool_close(uc);
+    }
+    return NULL;
+}
+
+struct upconn *pool_connect(struct upserver *s, int *err)
+{
+    struct upconn *uc;
+    int fd, one = 1;
+
+    fd = socket(s->addr->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        *err = errno;
+        return NULL;
+    }
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(fd, (const struct sockaddr *)&s->addr->ss, s->addr->len) < 0 && errno != EINPROGRESS) {
+        *err = errno;
+        close(fd);
+        return NULL;
+    }
+    uc = calloc(1, sizeof(*uc));
+    if (!uc) {
+        *err = ENOMEM;
+        close(fd);
+        return NULL;
+    }
+    uc->x.fd = fd;
+    uc->x.ops = &xprt_plain;
+    uc->server = s;
+    ev_io_init(&uc->rd, pool_idle_read_cb, fd, EV_READ);
+    ev_io_init(&uc->wr, pool_idle_read_cb, fd, EV_WRITE);
+    uc->rd.data = uc->wr.data = uc;
+    return uc;
+}
+
+void pool_release(struct upconn *uc)
+{
+    struct upserver *s = uc->server;
+    struct pool *p = s->pool;
+    struct worker *w = p->w;
+
+    uc->hop = NULL;
+    ev_io_stop(w->loop, &uc->wr);
+    worker_buf_put(w, &uc->in);
+    if (p->cp->keepalive == 0 || w->draining) {
+        pool_close(uc);
+        return;
+    }
+    if (p->nidle >= p->cp->keepalive) {
+        struct upconn *old = pool_oldest(p);
+        upconn_unlink(old);
+        pool_close(old);
+    }
+    /* The read watcher stays active: only its callback changes, no stop/start per request. */
+    ev_set_cb(&uc->rd, pool_idle_read_cb);
+    if (!ev_is_active(&uc->rd))
+        ev_io_start(w->loop, &uc->rd);
+    uc->idle_since = ev_now(w->loop);
+    uc->prev = NULL;
+    uc->next = s->idle;
+    if (s->idle)
+        s->idle->prev = uc;
+    else
+        s->idle_tail = uc;
+    s->idle = uc;
+    s->nidle++;
+    p->nidle++;
+    if (!ev_is_active(&p->idle_timer))
+        pool_arm_idle_timer(p);
+}
+
+uint64_t pool_hash(const void *data, size_t n, uint64_t seed)
+{
+    const unsigned char *b = data;
+    uint64_t h = 0xcbf29ce484222325ull ^ seed;
+
+    for (size_t i = 0; i < n; i++) {
+        h ^= b[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+static inline bool pick_ok(const struct pool_pick_ctx *ctx, unsigned i)
+{
+    return !ctx || !ctx->excluded || !ctx->excluded[i];
+}
+
+/* Smooth weighted round robin (as nginx): every candidate gains its weight, the richest is chosen
+ * and pays the total. Spreads weights evenly, e.g. 1:3 gives b a b b, never bursts. */
+static struct upserver *pick_round_robin(struct pool *p, const struct pool_pick_ctx *ctx)
+{
+    struct upserver *best = NULL;
+    int64_t total = 0;
+
+    for (unsigned i = 0; i < p->nservers; i++) {
+        struct upserver *s = &p->servers[i];
+        if (!pick_ok(ctx, i))
+            continue;
+        s->cw += s->weight;
+        total += s->weight;
+        if (!best || s->cw > best->cw)
+            best = s;
+    }
+    if (best)
+        best->cw -= total;
+    return best;
+}
+
+/* Fewest in-flight hops per unit of weight; ties go round the servers from a rotating start. */
+static struct upserver *pick_least_conn(struct pool *p, const struct pool_pick_ctx *ctx)
+{
+    struct upserver *best = NULL;
+    unsigned start = p->rr_next++ % (p->nservers ? p->nservers : 1);
+
+    for (unsigned k = 0; k < p->nservers; k++) {
+        unsigned i = (start + k) % p->nservers;
+        struct upserver *s = &p->servers[i];
+        if (!pick_ok(ctx, i))
+            continue;
+        /* compare inflight/weight without division */
+        if (!best || (uint64_t)s->inflight * best->weight < (uint64_t)best->inflight * s->weight)
+            best = s;
+    }
+    return best;
+}
+
+/* Power of two choices: two distinct random candidates, the less loaded wins. */
+static struct upserver *pick_random_two(struct pool *p, const struct pool_pick_ctx *ctx)
+{
+    struct upserver *a = NULL, *b = NULL;
+    unsigned avail = 0, r1, r2, seen = 0;
+
+    for (unsigned i = 0; i < p->nservers; i++)
+        avail += pick_ok(ctx, i);
+    if (!avail)
+        return NULL;
+    r1 = (unsigned)(worker_rand(p->w) % avail);
+    r2 = avail > 1 ? (unsigned)(worker_rand(p->w) % (avail - 1)) : r1;
+    if (avail > 1 && r2 >= r1)
+        r2++;
+    for (unsigned i = 0; i < p->nservers; i++) {
+        if (!pick_ok(ctx, i))
+            continue;
+        if (seen == r1)
+            a = &p->servers[i];
+        if (seen == r2)
+            b = &p->servers[i];
+        seen++;
+    }
+    return (uint64_t)a->inflight * b->weight <= (uint64_t)b->inflight * a->weight ? a : b;
+}
+
+/* Weighted rendezvous hashing: every server scores the key, the best score wins. Removing or
+ * excluding a server moves only its own keys. */
+static struct upserver *pick_hash(struct pool *p, const struct pool_pick_ctx *ctx)
+{
+    struct upserver *best = NULL;
+    double best_score = 0;
+
+    for (unsigned i = 0; i < p->nservers; i++) {
+        struct upserver *s = &p->servers[i];
+        uint64_t h;
+        double u, score;
+        if (!pick_ok(ctx, i))
+            continue;
+        h = pool_hash(s->addr->text, strlen(s->addr->text), ctx ? ctx->hash : 0);
+        h ^= h >> 33;
+        h *= 0xff51afd7ed558ccdull;
+        h ^= h >> 33;
+        u = ((double)(h >> 11) + 0.5) / 9007199254740992.0;   /* (0,1) */
+        score = -(double)s->weight / log(u);
+        if (!best || score > best_score) {
+            best = s;
+            best_score = score;
+        }
+    }
+    return best;
+}
+
+struct upserver *pool_pick(struct pool *p, const struct pool_pick_ctx *ctx)
+{
+    if (!p->nservers)
+        return NULL;
+    switch (p->cp->balance) {
+    case BALANCE_LEAST_CONN:
+        return pick_least_conn(p, ctx);
+    case BALANCE_RANDOM_TWO:
+    case BALANCE_EWMA:        /* issue 3: rejected at load for now */
+        return pick_random_two(p, ctx);
+    case BALANCE_HASH:
+        return pick_hash(p, ctx);
+    case BALANCE_ROUND_ROBIN:
+    default:
+        return pick_round_robin(p, ctx);
+    }
+}

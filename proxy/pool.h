@@ -1,0 +1,85 @@
+/* pool.h — one worker's view of an upstream pool: servers, balancing, idle connections.
+ *
+ * Each worker builds one `struct pool` per configured pool from its conf snapshot; nothing here is
+ * shared between threads. A pool owns its servers and its idle upstream connections. An upstream
+ * connection (struct upconn) is owned by the pool while idle and by a hop while busy: the hop
+ * takes it with pool_take()/pool_connect() and gives it back with pool_release() (reusable) or
+ * pool_close() (anything else). While idle, a connection's read watcher stays active so that a
+ * close by the server is noticed at once; while busy the hop installs its own callbacks.
+ */
+#ifndef LIFELINE_POOL_H
+#define LIFELINE_POOL_H
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "conf.h"
+#include "xprt.h"
+
+struct worker;
+struct pool;
+struct hop;
+
+struct upserver {
+    struct pool *pool;
+    const struct conf_sockaddr *addr;   /* in the pool's conf snapshot */
+    unsigned weight;
+    int64_t cw;                         /* smooth weighted round robin: current weight */
+    unsigned inflight;                  /* hops using this server now */
+    struct upconn *idle;                /* idle connections, most recently used first */
+    struct upconn *idle_tail;           /* least recently used */
+    unsigned nidle;
+};
+
+struct upconn {
+    struct xprt x;
+    struct upserver *server;
+    ev_io rd, wr;                       /* rd active while idle and while the owner reads */
+    struct hop *hop;                    /* owner while busy; NULL while idle */
+    struct upconn *prev, *next;         /* in server->idle */
+    ev_tstamp idle_since;
+    struct buf in;                      /* response bytes; allocated while busy */
+    unsigned requests;                  /* requests carried so far */
+};
+
+struct pool {
+    struct worker *w;
+    const struct conf_pool *cp;
+    struct upserver *servers;
+    unsigned nservers;
+    unsigned nidle;                     /* idle connections over all servers */
+    unsigned rr_next;                   /* rotating start for least_conn ties */
+    ev_timer idle_timer;                /* closes connections idle longer than keepalive_timeout */
+};
+
+/* What a balancer may look at besides the servers. */
+struct pool_pick_ctx {
+    const bool *excluded;               /* per server index, NULL: none excluded */
+    uint64_t hash;                      /* balance hash: the key's hash */
+};
+
+/* Builds a pool for worker w from cp. Returns 0, or -1 when out of memory (p left empty). */
+int pool_init(struct pool *p, struct worker *w, const struct conf_pool *cp);
+/* Closes every idle connection and frees the servers. Busy connections must be gone already. */
+void pool_destroy(struct pool *p);
+
+/* Chooses a server with the pool's balancer, skipping excluded ones; NULL when none is left. */
+struct upserver *pool_pick(struct pool *p, const struct pool_pick_ctx *ctx);
+
+/* An idle connection to s that is still open, or NULL. The caller (a hop) owns it afterwards. */
+struct upconn *pool_take(struct upserver *s);
+/* Starts a non-blocking connect to s. Returns the connection (owned by the caller; its wr watcher
+ * reports completion) or NULL with *err set to a positive errno when the connect failed at once. */
+struct upconn *pool_connect(struct upserver *s, int *err);
+/* Gives a connection that finished a response cleanly back to the pool (closed instead when the
+ * pool is full or draining). Its watchers are returned to the pool's idle handling. */
+void pool_release(struct upconn *uc);
+/* Closes and frees a connection the caller owns. */
+void pool_close(struct upconn *uc);
+
+/* 64-bit FNV-1a, used for the hash balancer's keys. */
+uint64_t pool_hash(const void *p, size_t n, uint64_t seed);
+
+#endif

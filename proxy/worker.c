@@ -1,0 +1,392 @@
+/* worker.c — one event-loop thread (see worker.h).
+ *
+ * Owns: the loop, listening sockets, the client list and graveyard, per-pool state, and the
+ * buffer/parser caches. Does not own: the conf snapshot's contents (shared, read-only).
+ */
+#include "worker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "h1.h"
+#include "log.h"
+#include "xprt.h"
+
+atomic_uint worker_connections;
+
+/* At most this many accepts per readiness event, so one busy listener cannot starve the loop. */
+#define ACCEPT_BURST 64
+#define BLOCK_CACHE_MAX 4096
+
+static void worker_accept_cb(struct ev_loop *loop, ev_io *io, int revents);
+
+static int listener_open(const struct conf_listener *cl)
+{
+    int fd, one = 1;
+
+    fd = socket(cl->addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
+        goto fail;
+    if (cl->addr.ss.ss_family == AF_INET6)
+        (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, (const struct sockaddr *)&cl->addr.ss, cl->addr.len) < 0 || listen(fd, 4096) < 0)
+        goto fail;
+    return fd;
+fail:
+    {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+}
+
+static void worker_set_accepting(struct worker *w, bool on)
+{
+    if (w->accepting == on)
+        return;
+    w->accepting = on;
+    for (unsigned i = 0; i < w->nlisteners; i++) {
+        if (on)
+            ev_io_start(w->loop, &w->listeners[i].io);
+        else
+            ev_io_stop(w->loop, &w->listeners[i].io);
+    }
+}
+
+/* Paused by max_connections or EMFILE: look again shortly. A timer rather than a wake-up from the
+ * closing worker keeps workers independent. */
+static void worker_accept_retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct worker *w = t->data;
+
+    (void)loop;
+    (void)revents;
+    if (w->draining)
+        return;
+    if (atomic_load(&worker_connections) < w->conf->limits.max_connections)
+        worker_set_accepting(w, true);
+    else
+        ev_timer_again(w->loop, t);
+}
+
+static void worker_pause_accepting(struct worker *w)
+{
+    worker_set_accepting(w, false);
+    w->accept_retry.repeat = 0.05;
+    ev_timer_again(w->loop, &w->accept_retry);
+}
+
+void worker_conn_closed(struct worker *w)
+{
+    if (!w->accepting && !w->draining &&
+        atomic_load(&worker_connections) < w->conf->limits.max_connections) {
+        ev_timer_stop(w->loop, &w->accept_retry);
+        worker_set_accepting(w, true);
+    }
+}
+
+static void worker_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct listener *l = io->data;
+    struct worker *w = l->w;
+
+    (void)loop;
+    (void)revents;
+    for (int i = 0; i < ACCEPT_BURST; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int fd;
+
+        if (atomic_load(&worker_connections) >= w->conf->limits.max_connections) {
+            worker_pause_accepting(w);
+            return;
+        }
+        fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno == EMFILE || errno == ENFILE) {
+                /* Out of descriptors: use the spare to accept and drop one connection, so the
+                 * client hears something and the listener does not spin on readiness. */
+                log_warn("accept: %s; shedding a connection", strerror(errno));
+                if (w->spare_fd >= 0) {
+                    close(w->spare_fd);
+                    fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+                    if (fd >= 0)
+                        close(fd);
+                    w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+                }
+                worker_pause_accepting(w);
+            }
+            return;
+        }
+        atomic_fetch_add(&worker_connections, 1);
+        client_accept(w, fd, (struct sockaddr *)&ss, sl);
+    }
+}
+
+static void worker_reap_cb(struct ev_loop *loop, ev_check *chk, int revents)
+{
+    struct worker *w = chk->data;
+
+    (void)revents;
+    while (w->graveyard) {
+        struct client *c = w->graveyard;
+        w->graveyard = c->next;
+        client_free(c);
+    }
+    if (atomic_load(&w->cmd) != WORKER_RUN && w->draining && w->nclients == 0)
+        ev_break(loop, EVBREAK_ALL);
+}
+
+static void worker_drain(struct worker *w)
+{
+    struct client *c, *next;
+
+    if (!w->draining) {
+        w->draining = true;
+        worker_set_accepting(w, false);
+        ev_timer_stop(w->loop, &w->accept_retry);
+        for (unsigned i = 0; i < w->nlisteners; i++) {
+            close(w->listeners[i].fd);
+            w->listeners[i].fd = -1;
+        }
+    }
+    for (c = w->clients; c; c = next) {
+        next = c->next;
+        client_drain(c);
+    }
+}
+
+static void worker_wake_cb(struct ev_loop *loop, ev_async *a, int revents)
+{
+    struct worker *w = a->data;
+    struct client *c, *next;
+
+    (void)revents;
+    switch (atomic_load(&w->cmd)) {
+    case WORKER_RUN:
+        break;
+    case WORKER_DRAIN:
+        worker_drain(w);
+        break;
+    case WORKER_STOP:
+        worker_drain(w);
+        for (c = w->clients; c; c = next) {
+            next = c->next;
+            client_close(c);
+        }
+        break;
+    }
+    /* The reaper decides when the loop ends (after the graveyard is empty). */
+    if (w->draining && w->nclients == 0)
+        ev_break(loop, EVBREAK_ALL);
+}
+
+void worker_post(struct worker *w, enum worker_cmd cmd)
+{
+    atomic_store(&w->cmd, cmd);
+    ev_async_send(w->loop, &w->wake);
+}
+
+int worker_init(struct worker *w, unsigned id, struct conf *c)
+{
+    memset(w, 0, sizeof(*w));
+    w->id = id;
+    w->spare_fd = -1;
+    w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+    if (!w->loop) {
+        log_error("worker %u: cannot create an event loop", id);
+        return -1;
+    }
+    w->conf = conf_ref(c);
+    if (getrandom(w->rng, sizeof(w->rng), 0) != sizeof(w->rng) || (w->rng[0] | w->rng[1]) == 0) {
+        w->rng[0] = 0x9e3779b97f4a7c15ull ^ (uint64_t)id;
+        w->rng[1] = 0xbf58476d1ce4e5b9ull;
+    }
+    w->scratch_len = c->limits.max_header_bytes + 1024;
+    w->scratch = malloc(w->scratch_len);
+    w->listeners = calloc(c->nlisteners ? c->nlisteners : 1, sizeof(*w->listeners));
+    w->pools = calloc(c->npools ? c->npools : 1, sizeof(*w->pools));
+    if (!w->scratch || !w->listeners || !w->pools) {
+        log_error("worker %u: out of memory", id);
+        return -1;
+    }
+    for (size_t i = 0; i < c->npools; i++) {
+        if (pool_init(&w->pools[i], w, &c->pools[i]) < 0) {
+            log_error("worker %u: out of memory", id);
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < c->nlisteners; i++) {
+        struct listener *l = &w->listeners[i];
+        int fd = listener_open(&c->listeners[i]);
+
+        l->fd = -1;
+        if (fd < 0) {
+            log_error("listen on %s: %s", c->listeners[i].addr.text, strerror(-fd));
+            return -1;
+        }
+        l->fd = fd;
+        l->w = w;
+        l->cl = &c->listeners[i];
+        ev_io_init(&l->io, worker_accept_cb, fd, EV_READ);
+        l->io.data = l;
+        w->nlisteners++;
+    }
+    w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    ev_init(&w->accept_retry, worker_accept_retry_cb);
+    w->accept_retry.data = w;
+    ev_check_init(&w->reaper, worker_reap_cb);
+    w->reaper.data = w;
+    ev_check_start(w->loop, &w->reaper);
+    ev_async_init(&w->wake, worker_wake_cb);
+    w->wake.data = w;
+    ev_async_start(w->loop, &w->wake);
+    worker_set_accepting(w, true);
+    return 0;
+}
+
+void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+
+    ev_run(w->loop, 0);
+    return NULL;
+}
+
+void worker_destroy(struct worker *w)
+{
+    struct client *c, *next;
+
+    if (w->loop) {
+        for (c = w->clients; c; c = next) {
+            next = c->next;
+            client_close(c);
+        }
+        while (w->graveyard) {
+            c = w->graveyard;
+            w->graveyard = c->next;
+            client_free(c);
+        }
+    }
+    for (unsigned i = 0; i < w->nlisteners; i++) {
+        if (w->listeners[i].fd >= 0)
+            close(w->listeners[i].fd);
+    }
+    if (w->pools && w->conf) {
+        for (size_t i = 0; i < w->conf->npools; i++)
+            pool_destroy(&w->pools[i]);
+    }
+    while (w->blocks) {
+        void *b = w->blocks;
+        memcpy(&w->blocks, b, sizeof(void *));
+        free(b);
+    }
+    for (unsigned i = 0; i < w->nreq_parsers; i++)
+        h1_parser_free(w->req_parsers[i]);
+    for (unsigned i = 0; i < w->nresp_parsers; i++)
+        h1_parser_free(w->resp_parsers[i]);
+    if (w->spare_fd >= 0)
+        close(w->spare_fd);
+    free(w->listeners);
+    free(w->pools);
+    free(w->scratch);
+    if (w->loop)
+        ev_loop_destroy(w->loop);
+    conf_unref(w->conf);
+    memset(w, 0, sizeof(*w));
+}
+
+int worker_buf_get(struct worker *w, struct buf *b)
+{
+    if (b->data)
+        return 0;
+    b->off = b->len = 0;
+    if (w->blocks) {
+        b->data = w->blocks;
+        memcpy(&w->blocks, b->data, sizeof(void *));
+        w->nblocks--;
+    } else {
+        b->data = malloc(WORKER_BLOCK);
+        if (!b->data)
+            return -1;
+    }
+    b->cap = WORKER_BLOCK;
+    return 0;
+}
+
+void worker_buf_put(struct worker *w, struct buf *b)
+{
+    if (!b->data)
+        return;
+    if (b->cap == WORKER_BLOCK && w->nblocks < BLOCK_CACHE_MAX) {
+        memcpy(b->data, &w->blocks, sizeof(void *));
+        w->blocks = b->data;
+        w->nblocks++;
+    } else {
+        free(b->data);
+    }
+    b->data = NULL;
+    b->off = b->len = b->cap = 0;
+}
+
+struct h1_parser *worker_req_parser_get(struct worker *w)
+{
+    if (w->nreq_parsers)
+        return w->req_parsers[--w->nreq_parsers];
+    return h1_parser_new(H1_REQUEST, w->conf->limits.max_header_bytes);
+}
+
+struct h1_parser *worker_resp_parser_get(struct worker *w)
+{
+    if (w->nresp_parsers)
+        return w->resp_parsers[--w->nresp_parsers];
+    return h1_parser_new(H1_RESPONSE, WORKER_RESPONSE_HEAD_MAX);
+}
+
+void worker_req_parser_put(struct worker *w, struct h1_parser *p)
+{
+    if (!p)
+        return;
+    if (w->nreq_parsers < sizeof(w->req_parsers) / sizeof(w->req_parsers[0])) {
+        h1_parser_reset(p);
+        w->req_parsers[w->nreq_parsers++] = p;
+    } else {
+        h1_parser_free(p);
+    }
+}
+
+void worker_resp_parser_put(struct worker *w, struct h1_parser *p)
+{
+    if (!p)
+        return;
+    if (w->nresp_parsers < sizeof(w->resp_parsers) / sizeof(w->resp_parsers[0])) {
+        h1_parser_reset(p);
+        w->resp_parsers[w->nresp_parsers++] = p;
+    } else {
+        h1_parser_free(p);
+    }
+}
+
+uint64_t worker_rand(struct worker *w)
+{
+    uint64_t s1 = w->rng[0];
+    const uint64_t s0 = w->rng[1];
+
+    w->rng[0] = s0;
+    s1 ^= s1 << 23;
+    w->rng[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
+    return w->rng[1] + s0;
+}

@@ -1,0 +1,108 @@
+/* worker.h — one event-loop thread.
+ *
+ * A worker owns its libev loop, its listening sockets (one SO_REUSEPORT socket per configured
+ * listener, so the kernel spreads connections across workers), its downstream connections, one
+ * `struct pool` per configured pool with that pool's idle upstream connections, and caches of
+ * buffers and parsers so that the request path does not allocate. It holds one reference on the
+ * conf snapshot it serves. Nothing in a worker is touched by another thread except through
+ * worker_post() (an ev_async) and the process-wide connection counter.
+ *
+ * Objects that may still be on the call stack when they are closed (clients) are not freed at
+ * once: they go to the worker's graveyard, emptied by an ev_check watcher after the callbacks of
+ * the current loop iteration have returned.
+ */
+#ifndef LIFELINE_WORKER_H
+#define LIFELINE_WORKER_H
+
+#include <ev.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "conf.h"
+#include "pool.h"
+
+/* Size of every pooled data buffer: client input/output, request body, upstream input. */
+#define WORKER_BLOCK (32 * 1024)
+/* Largest response head accepted from an upstream (nginx's default is 4-8 KiB). */
+#define WORKER_RESPONSE_HEAD_MAX (16 * 1024)
+
+struct client;
+struct h1_parser;
+
+struct listener {
+    struct worker *w;
+    int fd;
+    ev_io io;
+    const struct conf_listener *cl;
+};
+
+enum worker_cmd { WORKER_RUN, WORKER_DRAIN, WORKER_STOP };
+
+struct worker {
+    unsigned id;
+    pthread_t thread;
+    struct ev_loop *loop;
+    struct conf *conf;                  /* reference held */
+
+    struct listener *listeners;
+    unsigned nlisteners;
+    bool accepting;                     /* listener watchers active */
+    ev_timer accept_retry;              /* while paused by max_connections or EMFILE */
+    int spare_fd;                       /* closed to accept-and-drop on EMFILE */
+
+    struct pool *pools;                 /* one per conf->pools entry, same index */
+
+    struct client *clients;             /* live downstream connections */
+    unsigned nclients;
+    struct client *graveyard;           /* closed, freed by the reaper */
+    ev_check reaper;
+
+    ev_async wake;                      /* worker_post() */
+    _Atomic int cmd;                    /* enum worker_cmd */
+    bool draining;
+
+    /* caches: no allocation on the request path once warm */
+    void *blocks;                       /* free WORKER_BLOCK buffers, linked through their first bytes */
+    unsigned nblocks;
+    struct h1_parser *req_parsers[64];
+    unsigned nreq_parsers;
+    struct h1_parser *resp_parsers[64];
+    unsigned nresp_parsers;
+    char *scratch;                      /* max_header_bytes + 1 KiB, for rewriting targets */
+    size_t scratch_len;
+
+    uint64_t rng[2];                    /* xorshift128+ state */
+};
+
+/* Downstream connections across all workers (limits.max_connections is per process). */
+extern atomic_uint worker_connections;
+
+/* Creates the worker's loop, listeners (bound now, so that errors are reported at start) and
+ * pools. Returns 0, or -1 after logging why. */
+int worker_init(struct worker *w, unsigned id, struct conf *c);
+/* Runs the loop until stopped (thread entry). */
+void *worker_main(void *arg);
+/* Asks the worker to drain (stop accepting, finish in flight) or stop (close everything). Thread-safe. */
+void worker_post(struct worker *w, enum worker_cmd cmd);
+/* Frees what worker_init made; the thread must have returned. */
+void worker_destroy(struct worker *w);
+
+/* A WORKER_BLOCK buffer from the cache (allocated when the cache is empty). 0 or -1 (no memory). */
+int worker_buf_get(struct worker *w, struct buf *b);
+/* Returns b's block to the cache (or frees it); b becomes empty. Safe on an empty buffer. */
+void worker_buf_put(struct worker *w, struct buf *b);
+
+struct h1_parser *worker_req_parser_get(struct worker *w);
+struct h1_parser *worker_resp_parser_get(struct worker *w);
+void worker_req_parser_put(struct worker *w, struct h1_parser *p);
+void worker_resp_parser_put(struct worker *w, struct h1_parser *p);
+
+uint64_t worker_rand(struct worker *w);
+
+/* Called by client.c when a connection closes: resumes accepting if it was paused. */
+void worker_conn_closed(struct worker *w);
+
+#endif

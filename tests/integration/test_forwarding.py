@@ -1,0 +1,445 @@
+"""SPEC §4: forwarding rules (framing, keep-alive, pipelining, hop-by-hop, X-Forwarded-*, ...)."""
+
+import asyncio
+import os
+import time
+
+from conftest import (Conn, build_request, chunked_body, pattern_bytes, pattern_sha, pool, sha,
+                      t, wait_for)
+
+
+def proxy_for(lifeline, up, **kw):
+    return lifeline(pools={"p": pool(up)}, **kw)
+
+
+def test_get_reaches_upstream_intact(lifeline, upstream):
+    up = upstream()
+    lf = proxy_for(lifeline, up)
+    r = lf.fetch("GET", "/echo/a/b?x=1&y=%20z", headers=[("X-Custom", "hello  world")])
+    assert r.status == 200, r
+    info = r.json()
+    assert info["method"] == "GET"
+    assert info["target"] == "/echo/a/b?x=1&y=%20z"
+    assert ["X-Custom", "hello  world"] in info["headers"]
+    assert len(up.requests) == 1
+
+
+def test_post_body_reaches_upstream_intact(lifeline, upstream):
+    up = upstream()
+    lf = proxy_for(lifeline, up)
+    body = os.urandom(100_000)
+    r = lf.fetch("POST", "/echo/post", headers=[("Content-Type", "application/octet-stream")], body=body)
+    assert r.status == 200, r
+    info = r.json()
+    assert info["method"] == "POST"
+    assert info["body_len"] == len(body)
+    assert info["body_sha256"] == sha(body)
+
+
+def test_other_methods_pass_through(lifeline, upstream):
+    up = upstream()
+    lf = proxy_for(lifeline, up)
+    for m in ("PUT", "DELETE", "PATCH", "OPTIONS"):
+        body = b"payload-" + m.encode()
+        r = lf.fetch(m, "/echo/m", body=body)
+        assert r.status == 200, r
+        assert r.json()["method"] == m
+        assert r.json()["body_sha256"] == sha(body)
+
+
+def test_keep_alive_downstream(lifeline, upstream):
+    up = upstream()
+    lf = proxy_for(lifeline, up)
+    with lf.conn() as c:
+        for i in range(5):
+            c.request("GET", "/echo/%d" % i)
+            r = c.read_response()
+            assert r.status == 200
+            assert r.json()["target"] == "/echo/%d" % i
+            assert (r.header("connection") or "").lower() != "close", r
+    assert len(up.requests) == 5
+
+
+def test_pipelined_requests_answered_in_order(lifeline, upstream):
+    up = upstream()
+    lf = proxy_for(lifeline, up)
+    body = os.urandom(5000)
+    data = (build_request("GET", "/slow-head?ms=200&n=1")
+            + build_request("POST", "/echo/2", body=body)
+            + build_request("GET", "/echo/3"))
+    with lf.conn() as c:
+        c.send(data)
+        r1, r2, r3 = c.read_response(), c.read_response(), c.read_response()
+    assert r1.json()["target"] == "/slow-head?ms=200&n=1"
+    assert r2.json()["target"] == "/echo/2"
+    assert r2.json()["body_sha256"] == sha(body)
+    assert r3.json()["target"] == "/echo/3"
+
+
+def test_http10_client_without_host_is_served_and_closed(lifeline, upstream):
+    up = upstream()
+    lf = proxy_for(lifeline, up)
+    with lf.conn() as c:
+        c.send(b"GET /echo/old HTTP/1.0\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 200, r
+        assert r.json()["target"] == "/echo/old"
+        c.wait_closed(t(2))
+
+
+def test_http10_keep_alive_when_asked(lifeline, upstream):
+    up = upstream()
+    lf = proxy_for(lifeline, up)
+    with lf.conn() as c:
+        c.send(b"GET /echo/1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 200 and r.framing == "length", r
+        assert "keep-alive" in (r.header("connection") or "").lower(), r
+        c.send(b"GET /echo/2 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        r = c.read_response()
+        assert r.json()["target"] == "/echo/2"
+
+
+def test_http10_client_gets_chunked_upstream_body_without_chunking(lifeline, upstream):
+    up = upstream()
+    lf = proxy_for(lifeline, up)
+    n = 200_000
+    with lf.conn() as c:
+        c.send(b"GET /chunked/%d HTTP/1.0\r\n\r\n" % n)
+        r = c.read_response()
+    assert r.status == 200
+    assert "chunked" not in (r.header("transfer-encoding") or "").lower(), r
+    assert sha(r.body) == pattern_sha(n)
+
+
+def test_chunked_request_body_with_trailers(lifeline, upstream):
+    up = upstream()
+    lf = proxy_for(lifeline, up)
+    pieces = [os.urandom(n) for n in (1, 10, 4096, 70000, 3)]
+    whole = b"".join(pieces)
+    req = build_request("POST", "/echo/chunked", headers=[("Transfer-Encoding", "chunked"),
+                                                            ("Trailer", "X-Sum")])
+    with lf.conn() as c:
+        c.send(req + chunked_body(pieces, trailers=[("X-Sum", "abc")], ext=True))
+        r = c.read_response()
+    assert r.status == 200, r
+    info = r.json()
+    assert info["body_len"] == len(whole)
+    assert info["body_sha256"] == sha(whole)
+
+
+def test_request_trailers_forwarded(lifeline, raw_upstream):
+    async def script(conn):
+        req = await conn.read_request()
+        if req:
+            await conn.respond(200, b"ok")
+
+    up = raw_upstream(script)
+    lf = proxy_for(lifeline, up)
+    req = build_request("POST", "/t", headers=[("Transfer-Encoding", "chunked")])
+    with lf.conn() as c:
+        c.send(req + chunked_body([b"hello ", b"world"], trailers=[("X-Checksum", "1234")]))
+        r = c.read_response()
+    assert r.status == 200, r
+    assert len(up.requests) == 1
+    got = up.requests[0]
+    assert got.body == b"hello world"
+    assert ("X-Checksum", "1234") in got.trailers, got.trailers
+
+
+def test_content_length_response_intact(lifeline, upstream):
+    up = upstream()
+    lf = proxy_for(lifeline, up)
+    n = 3_000_000
+    r = lf.fetch("GET", "/bytes/%d" % n, timeout=t(10))
+    assert r.status == 200
+    assert len(r.body) == n and sha(r.body) == pattern_sha(n)
+
+
+def test_chunked_response_intact(lifeline, upstream):
+    up = upstream()
+    lf = proxy_for(lifeline, up)
+    n = 500_000
+    r = lf.fetch("GET", "/chunked/%d" % n, timeout=t(10))
+    assert r.status == 200
+    assert len(r.body) == n and sha(r.body) == pattern_sha(n)
+
+
+def test_response_trailers_forwarded(lifeline, raw_upstream):
+    async def script(conn):
+        req = await conn.read_request()
+        if req:
+            await conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Digest\r\n\r\n"
+                            b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Digest: abc\r\n\r\n")
+
+    up = raw_upstream(script)
+    lf = proxy_for(lifeline, up)
+    r = lf.fetch("GET", "/t")
+    assert r.status == 200 and r.body == b"hello world", r
+    assert r.framing == "chunked", r
+    assert ("X-Digest", "abc") in r.trailers, r.trailers
+
+
+def test_close_delimited_response_intact(lifeline, raw_upstream):
+    n = 1_000_000
+    data = pattern_bytes(n)
+
+    async def script(conn):
+        req = await conn.read_request()
+        if req:
+            await conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n")
+            for i in range(0, n, 100_000):
+                await conn.send(data[i:i + 100_000])
+            conn.close()
+
+    up = raw_upstream(script)
+    lf = proxy_for(lifeline, up)
+    with lf.conn() as c:
+        c.request("GET", "/close-delimited")
+        r = c.read_response(timeout=t(10))
+        assert r.status == 200
+        assert len(r.body) == n and sha(r.body) == sha(data)
+        if r.framing == "chunked":
+            # re-framed: the client connection stays usable
+            c.request("GET", "/again")
+            r2 = c.read_response(timeout=t(10))
+            assert r2.status == 200 and sha(r2.body) == sha(data)
+
+
+def test_head_has_no_body_and_connection_stays_in_sync(lifeline, upstream):
+    up = upstream()
+    lf = proxy_for(lifeline, up)
+    with lf.conn() as c:
+        c.send(build_request("HEAD", "/bytes/1000") + build_request("GET", "/echo/after-head"))
+        r = c.read_response(method="HEAD")
+        assert r.status == 200
+        assert r.header("content-length") in (None, "1000"), r
+        r2 = c.read_response()
+        assert r2.status == 200, r2
+        assert r2.json()["target"] == "/echo/after-head"
+        assert c.read_available(0.1) == b""
+    assert up.requests[0].method == "HEAD"
+
+
+def test_head_of_chunked_resource(lifeline, upstream):
+    up = upstream()
+    lf = proxy_for(lifeline, up)
+    with lf.conn() as c:
+        c.send(build_request("HEAD", "/chunked/5000") + build_request("GET", "/echo/after"))
+        r = c.read_response(method="HEAD")
+        assert r.status == 200
+        r2 = c.read_response()
+        assert r2.json()["target"] == "/echo/after"
+
+
+def test_204_and_304_have_no_body(lifeline, upstream):
+    up = upstream()
+    lf = proxy_for(lifeline, up)
+    with lf.conn() as c:
+        c.send(build_request("GET", "/status/204") + build_request("GET", "/status/304")
+               + build_request("GET", "/echo/last"))
+        r1 = c.read_response()
+        r2 = c.read_response()
+        r3 = c.read_response()
+    assert r1.status == 204 and r2.status == 304
+    assert not r1.has_header("transfer-encoding") and r1.header("content-length") in (None, "0"), r1
+    assert not r2.has_header("transfer-encoding"), r2
+    assert r3.status == 200 and r3.json()["target"] == "/echo/last"
+
+
+def test_304_with_content_length_has_no_body(lifeline, raw_upstream):
+    """A 304 may carry the Content-Length of the representation; no body follows it."""
+    async def script(conn):
+        for _ in range(3):
+            req = await conn.read_request()
+            if req is None:
+                return
+            if req.target == "/not-modified":
+                await conn.send(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 1000\r\nETag: \"v1\"\r\n\r\n")
+            else:
+                await conn.respond(200, b"second")
+
+    up = raw_upstream(script)
+    lf = proxy_for(lifeline, up)
+    with lf.conn() as c:
+        c.request("GET", "/not-modified", headers=[("If-None-Match", '"v1"')])
+        r = c.read_response(timeout=t(2))
+        assert r.status == 304 and r.header("etag") == '"v1"', r
+        c.request("GET", "/next")
+        r = c.read_response(timeout=t(2))
+        assert r.status == 200 and r.body == b"second", r
+
+
+def test_hop_by_hop_request_headers_not_forwarded(lifeline, upstream):
+    up = upstream()
+    lf = proxy_for(lifeline, up)
+    r = lf.fetch("GET", "/echo/hop", headers=[
+        ("Connection", "keep-alive, X-Private"),
+        ("X-Private", "secret"),
+        ("Keep-Alive", "timeout=5"),
+        ("TE", "trailers"),
+        ("Proxy-Connection", "keep-alive"),
+        ("Trailer", "X-Foo"),
+        ("X-Kept", "yes"),
+    ])
+    assert r.status == 200
+    names = {k.lower() for k, _ in r.json()["headers"]}
+    assert "x-kept" in names
+    for h in ("x-private", "keep-alive", "te", "proxy-connection", "trailer"):
+        assert h not in names, "%s forwarded upstream: %r" % (h, r.json()["headers"])
+    conn_values = [v.lower() for k, v in r.json()["headers"] if k.lower() == "connection"]
+    assert not any("x-private" in v for v in conn_values), conn_values
+
+
+def test_hop_by_hop_response_headers_not_forwarded(lifeline, raw_upstream):
+    async def script(conn):
+        req = await conn.read_request()
+        if req:
+            await conn.respond(200, b"body", headers=[
+                ("Connection", "X-Secret-Hop"), ("X-Secret-Hop", "1"), ("Keep-Alive", "timeout=5"),
+                ("Proxy-Connection", "keep-alive"), ("TE", "trailers"), ("Trailer", "X-Foo"),
+                ("X-End-To-End", "kept"), ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")])
+
+    up = raw_upstream(script)
+    lf = proxy_for(lifeline, up)
+    r = lf.fetch("GET", "/x")
+    assert r.status == 200 and r.body == b"body", r
+    assert r.header("x-end-to-end") == "kept"
+    assert r.header_all("set-cookie") == ["a=1", "b=2"], r.headers
+    for h in ("x-secret-hop", "keep-alive", "proxy-connection", "te", "trailer"):
+        assert not r.has_header(h), "%s forwarded downstream: %r" % (h, r.headers)
+    assert "x-secret-hop" not in (r.header("connection") or "").lower()
+
+
+def test_x_forwarded_headers_added(lifeline, upstream):
+    up = upstream()
+    lf = proxy_for(lifeline, up)
+    info = lf.fetch("GET", "/echo", host="front.example:8080").json()
+    hs = {k.lower(): v for k, v in info["headers"]}
+    assert hs.get("x-forwarded-for") == "127.0.0.1", info["headers"]
+    assert hs.get("x-forwarded-proto") == "http"
+    assert hs.get("x-forwarded-host") == "front.example:8080"
+    assert hs.get("host") == "front.example:8080"
+
+
+def test_x_forwarded_for_appended(lifeline, upstream):
+    up = upstream()
+    lf = proxy_for(lifeline, up)
+    info = lf.fetch("GET", "/echo", headers=[("X-Forwarded-For", "203.0.113.7, 198.51.100.1")]).json()
+    xff = [v for k, v in info["headers"] if k.lower() == "x-forwarded-for"]
+    joined = ", ".join(xff)
+    assert [p.strip() for p in joined.split(",")] == ["203.0.113.7", "198.51.100.1", "127.0.0.1"], xff
+
+
+def test_x_forwarded_proto_and_host_replaced_not_duplicated(lifeline, upstream):
+    up = upstream()
+    lf = proxy_for(lifeline, up)
+    info = lf.fetch("GET", "/echo", host="real.example",
+                    headers=[("X-Forwarded-Proto", "https"), ("X-Forwarded-Host", "spoofed.example")]).json()
+    protos = [v for k, v in info["headers"] if k.lower() == "x-forwarded-proto"]
+    hosts = [v for k, v in info["headers"] if k.lower() == "x-forwarded-host"]
+    assert protos == ["http"], info["headers"]
+    assert hosts == ["real.example"], info["headers"]
+
+
+def test_request_id_generated_and_returned(lifeline, upstream):
+    up = upstream()
+    lf = proxy_for(lifeline, up)
+    ids = []
+    for _ in range(2):
+        r = lf.fetch("GET", "/echo")
+        seen = [v for k, v in r.json()["headers"] if k.lower() == "x-request-id"]
+        assert len(seen) == 1 and seen[0], r.json()["headers"]
+        assert r.header("x-request-id") == seen[0], r.headers
+        ids.append(seen[0])
+    assert ids[0] != ids[1]
+
+
+def test_request_id_kept_when_present(lifeline, upstream):
+    up = upstream()
+    lf = proxy_for(lifeline, up)
+    r = lf.fetch("GET", "/echo", headers=[("X-Request-Id", "abc-123")])
+    seen = [v for k, v in r.json()["headers"] if k.lower() == "x-request-id"]
+    assert seen == ["abc-123"]
+    assert r.header_all("x-request-id") == ["abc-123"], r.headers
+
+
+def test_expect_100_continue(lifeline, upstream):
+    up = upstream()
+    lf = proxy_for(lifeline, up)
+    body = os.urandom(20000)
+    with lf.conn() as c:
+        c.request("POST", "/echo/expect", headers=[("Expect", "100-continue"),
+                                                   ("Content-Length", str(len(body)))])
+        interim = c.read_response(timeout=t(3))
+        assert interim.status == 100, interim
+        assert interim.version == "HTTP/1.1"
+        c.send(body)
+        r, more = c.read_final(timeout=t(5))
+    assert r.status == 200, r
+    assert r.json()["body_sha256"] == sha(body)
+
+
+def test_no_interim_response_without_expect(lifeline, upstream):
+    up = upstream()
+    lf = proxy_for(lifeline, up)
+    with lf.conn() as c:
+        c.request("POST", "/echo/plain", body=b"x" * 100)
+        r = c.read_response()
+        assert r.status == 200 and r.json()["body_len"] == 100, r
+
+
+def test_upgrade_tunnel_both_ways(lifeline, raw_upstream):
+    async def script(conn):
+        req = await conn.read_request()
+        if req is None:
+            return
+        conn.up.state["upgrade"] = req.header("upgrade")
+        conn.up.state["connection"] = req.header("connection")
+        await conn.send(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                        b"Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+        await conn.send(b"server-hello|")
+        for _ in range(100):
+            data = await conn.read_some()
+            if not data:
+                conn.up.state["eof"] = True
+                return
+            await conn.send(data.upper())
+
+    up = raw_upstream(script)
+    lf = proxy_for(lifeline, up)
+    with lf.conn() as c:
+        c.request("GET", "/ws", headers=[("Upgrade", "websocket"), ("Connection", "Upgrade"),
+                                         ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                                         ("Sec-WebSocket-Version", "13")])
+        _, status, _, headers, _ = c.read_head()
+        assert status == 101
+        assert any(k.lower() == "upgrade" and v.lower() == "websocket" for k, v in headers), headers
+        assert c.read_exact(len(b"server-hello|")) == b"server-hello|"
+        for msg in (b"ping-1", b"x" * 100_000, b"last"):
+            c.send(msg)
+            assert c.read_exact(len(msg), timeout=t(5)) == msg.upper()
+    assert (up.state.get("upgrade") or "").lower() == "websocket"
+    assert "upgrade" in (up.state.get("connection") or "").lower()
+    wait_for(lambda: up.state.get("eof"), t(3), what="upstream to see the client's close through the tunnel")
+
+
+def test_upgrade_refused_by_upstream_keeps_http(lifeline, raw_upstream):
+    """The upstream answers an Upgrade request with a plain 200: no tunnel, the connection goes on
+    as HTTP/1.1."""
+    async def script(conn):
+        for _ in range(2):
+            req = await conn.read_request()
+            if req is None:
+                return
+            await conn.respond(200, req.target.encode())
+
+    up = raw_upstream(script)
+    lf = proxy_for(lifeline, up)
+    with lf.conn() as c:
+        c.request("GET", "/ws", headers=[("Upgrade", "websocket"), ("Connection", "Upgrade")])
+        r = c.read_response()
+        assert r.status == 200 and r.body == b"/ws", r
+        c.request("GET", "/next")
+        r = c.read_response()
+        assert r.status == 200 and r.body == b"/next", r

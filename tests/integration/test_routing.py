@@ -1,0 +1,158 @@
+"""SPEC §3.1 routing: host (exact, wildcard), path prefix, methods, first match wins, 404,
+strip_prefix, host_header, normalised matching with the target forwarded unchanged."""
+
+import pytest
+
+from conftest import pool
+
+
+@pytest.fixture
+def ab(upstream):
+    return upstream("A"), upstream("B")
+
+
+def who(lf, target="/", host="test.local", method="GET", **kw):
+    r = lf.fetch(method, target, host=host, **kw)
+    assert r.status == 200, r
+    return r.header("x-upstream"), r.json()
+
+
+def test_host_exact_match(lifeline, ab):
+    a, b = ab
+    lf = lifeline(pools={"a": pool(a), "b": pool(b)},
+                  routes=[{"match": {"host": "api.example.com"}, "pool": "a"}, {"pool": "b"}])
+    assert who(lf, host="api.example.com")[0] == "A"
+    assert who(lf, host="API.Example.COM")[0] == "A"
+    assert who(lf, host="api.example.com:8080")[0] == "A"
+    assert who(lf, host="www.example.com")[0] == "B"
+    assert who(lf, host="api.example.com.evil")[0] == "B"
+
+
+def test_host_wildcard_match(lifeline, ab):
+    a, b = ab
+    lf = lifeline(pools={"a": pool(a), "b": pool(b)},
+                  routes=[{"match": {"host": "*.example.com"}, "pool": "a"}, {"pool": "b"}])
+    assert who(lf, host="api.example.com")[0] == "A"
+    assert who(lf, host="a.b.example.com")[0] == "A"
+    assert who(lf, host="X.EXAMPLE.com:81")[0] == "A"
+    assert who(lf, host="example.com")[0] == "B"
+    assert who(lf, host="badexample.com")[0] == "B"
+
+
+def test_path_prefix(lifeline, ab):
+    a, b = ab
+    lf = lifeline(pools={"a": pool(a), "b": pool(b)},
+                  routes=[{"match": {"path": "/v1/"}, "pool": "a"}, {"pool": "b"}])
+    assert who(lf, "/v1/users")[0] == "A"
+    assert who(lf, "/v1/")[0] == "A"
+    assert who(lf, "/v1/x?y=1")[0] == "A"
+    assert who(lf, "/v2/users")[0] == "B"
+    assert who(lf, "/v1")[0] == "B"
+    assert who(lf, "/")[0] == "B"
+
+
+def test_methods(lifeline, ab):
+    a, b = ab
+    lf = lifeline(pools={"a": pool(a), "b": pool(b)},
+                  routes=[{"match": {"methods": ["GET", "HEAD"]}, "pool": "a"}, {"pool": "b"}])
+    assert who(lf, "/x", method="GET")[0] == "A"
+    assert who(lf, "/x", method="POST", body=b"1")[0] == "B"
+    assert who(lf, "/x", method="DELETE")[0] == "B"
+
+
+def test_first_match_wins(lifeline, ab):
+    a, b = ab
+    lf = lifeline(pools={"a": pool(a), "b": pool(b)},
+                  routes=[{"match": {"path": "/api/"}, "pool": "a"},
+                          {"match": {"path": "/api/special/"}, "pool": "b"},
+                          {"pool": "b"}])
+    assert who(lf, "/api/special/x")[0] == "A"
+    assert who(lf, "/other")[0] == "B"
+
+
+def test_combined_match_needs_all(lifeline, ab):
+    a, b = ab
+    lf = lifeline(pools={"a": pool(a), "b": pool(b)},
+                  routes=[{"match": {"host": "api.example.com", "path": "/v1/", "methods": ["POST"]},
+                           "pool": "a"},
+                          {"pool": "b"}])
+    assert who(lf, "/v1/x", host="api.example.com", method="POST", body=b"z")[0] == "A"
+    assert who(lf, "/v1/x", host="api.example.com", method="GET")[0] == "B"
+    assert who(lf, "/v2/x", host="api.example.com", method="POST", body=b"z")[0] == "B"
+    assert who(lf, "/v1/x", host="other.example.com", method="POST", body=b"z")[0] == "B"
+
+
+def test_no_match_is_404(lifeline, ab):
+    a, b = ab
+    lf = lifeline(pools={"a": pool(a)},
+                  routes=[{"match": {"host": "api.example.com"}, "pool": "a"}])
+    with lf.conn() as c:
+        c.request("GET", "/x", host="nope.example.com")
+        r = c.read_response()
+        assert r.status == 404, r
+        # the connection is still usable
+        c.request("GET", "/y", host="api.example.com")
+        r = c.read_response()
+        assert r.status == 200 and r.header("x-upstream") == "A"
+    assert [rec.target for rec in a.requests] == ["/y"]
+
+
+def test_strip_prefix(lifeline, ab):
+    a, b = ab
+    lf = lifeline(pools={"a": pool(a), "b": pool(b)},
+                  routes=[{"match": {"path": "/v1/"}, "pool": "a", "strip_prefix": True}, {"pool": "b"}])
+    s, info = who(lf, "/v1/users?id=7")
+    assert s == "A" and info["target"] == "/users?id=7"
+    assert who(lf, "/v1/")[1]["target"] == "/"
+    assert who(lf, "/v2/users")[1]["target"] == "/v2/users"
+
+
+def test_no_strip_prefix_by_default(lifeline, ab):
+    a, b = ab
+    lf = lifeline(pools={"a": pool(a)}, routes=[{"match": {"path": "/v1/"}, "pool": "a"}])
+    assert who(lf, "/v1/users")[1]["target"] == "/v1/users"
+
+
+def test_host_header_upstream(lifeline, ab):
+    a, b = ab
+    lf = lifeline(pools={"a": pool(a), "b": pool(b)},
+                  routes=[{"match": {"path": "/up/"}, "pool": "a", "host_header": "upstream"},
+                          {"pool": "b"}])
+    _, info = who(lf, "/up/x", host="front.example")
+    hs = {k.lower(): v for k, v in info["headers"]}
+    assert hs["host"] == a.address, info["headers"]
+    assert hs.get("x-forwarded-host") == "front.example"
+    _, info = who(lf, "/other", host="front.example")
+    assert {k.lower(): v for k, v in info["headers"]}["host"] == "front.example"
+
+
+def test_percent_encoded_unreserved_matches_but_forwarded_unchanged(lifeline, ab):
+    a, b = ab
+    lf = lifeline(pools={"a": pool(a), "b": pool(b)},
+                  routes=[{"match": {"path": "/admin/"}, "pool": "a"}, {"pool": "b"}])
+    s, info = who(lf, "/%61dmin/panel")
+    assert s == "A" and info["target"] == "/%61dmin/panel"
+    s, info = who(lf, "/%61%64%6D%69%6E/x?a=%2F")
+    assert s == "A" and info["target"] == "/%61%64%6D%69%6E/x?a=%2F"
+
+
+def test_encoded_slash_is_not_decoded(lifeline, ab):
+    a, b = ab
+    lf = lifeline(pools={"a": pool(a), "b": pool(b)},
+                  routes=[{"match": {"path": "/admin/"}, "pool": "a"}, {"pool": "b"}])
+    s, info = who(lf, "/admin%2Fpanel")
+    assert s == "B" and info["target"] == "/admin%2Fpanel"
+
+
+def test_dot_segments_match_normalised_path(lifeline, ab):
+    a, b = ab
+    lf = lifeline(pools={"a": pool(a), "b": pool(b)},
+                  routes=[{"match": {"path": "/admin/"}, "pool": "a"}, {"pool": "b"}])
+    s, info = who(lf, "/public/../admin/x")
+    assert s == "A" and info["target"] == "/public/../admin/x"
+    s, info = who(lf, "/./admin/./x")
+    assert s == "A" and info["target"] == "/./admin/./x"
+    s, info = who(lf, "/admin/../public")
+    assert s == "B" and info["target"] == "/admin/../public"
+    s, info = who(lf, "/../../admin/y")
+    assert s == "A" and info["target"] == "/../../admin/y"

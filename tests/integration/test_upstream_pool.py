@@ -1,0 +1,372 @@
+"""Upstream side: keep-alive pooling, balancing, and the plain 502/504 answers of this milestone
+(no retries, no fallback: one attempt, `x-lifeline-fallback: REASON`)."""
+
+import asyncio
+import collections
+import select
+import socket
+import time
+
+import pytest
+
+from conftest import HOST, Conn, dur, free_port, pool, t, wait_for
+
+
+def server_of(r):
+    return r.header("x-upstream")
+
+
+def test_keepalive_reuses_upstream_connections(lifeline, upstream):
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)})
+    with lf.conn() as c:
+        for i in range(10):
+            c.request("GET", "/echo/ka/%d" % i)
+            assert c.read_response().status == 200
+    for i in range(10):
+        assert lf.fetch("GET", "/echo/fresh/%d" % i).status == 200
+    assert len(up.requests) == 20
+    assert up.connections <= 2, "20 sequential requests used %d upstream connections" % up.connections
+
+
+def test_upstream_connection_close_header_honoured(lifeline, upstream):
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)})
+    for i in range(5):
+        r = lf.fetch("GET", "/close?i=%d" % i)
+        assert r.status == 200, r
+        time.sleep(t(0.05))
+    assert up.connections == 5, "upstream said Connection: close each time, yet %d connections" % up.connections
+
+
+def test_idle_connection_closed_by_upstream_is_not_reused(lifeline, raw_upstream):
+    """The upstream answers one request (keep-alive implied) and then closes without saying so."""
+    async def script(conn):
+        req = await conn.read_request()
+        if req:
+            await conn.respond(200, b"conn-%d" % conn.index)
+            conn.close()
+
+    up = raw_upstream(script)
+    lf = lifeline(pools={"p": pool(up)})
+    with lf.conn() as c:
+        for i in range(5):
+            c.request("GET", "/x/%d" % i)
+            r = c.read_response()
+            assert r.status == 200, "request %d: %r" % (i, r)
+            assert r.body == b"conn-%d" % (i + 1)
+            time.sleep(t(0.1))
+    assert up.connections == 5
+
+
+def test_idle_upstream_connection_closed_after_keepalive_timeout(lifeline, upstream):
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up, keepalive_timeout=dur(t(0.5)))})
+    assert lf.fetch("GET", "/echo").status == 200
+    time.sleep(0.1)
+    assert up.live_connections() == 1, "the upstream connection was not kept after the response"
+    wait_for(lambda: up.live_connections() == 0, t(0.5) + t(2),
+             what="the idle upstream connection to be closed after keepalive_timeout")
+
+
+def test_keepalive_cap_limits_idle_connections(lifeline, upstream):
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up, keepalive=1)})
+    conns = [Conn(lf.port) for _ in range(4)]
+    try:
+        for i, c in enumerate(conns):
+            c.request("GET", "/slow-head?ms=%d&i=%d" % (int(t(0.4) * 1000), i))
+        for c in conns:
+            assert c.read_response(timeout=t(5)).status == 200
+    finally:
+        for c in conns:
+            c.close()
+    assert up.connections >= 4
+    wait_for(lambda: up.live_connections() <= 1, t(2),
+             what="idle upstream connections to shrink to keepalive: 1 (now %d)" % up.live_connections())
+
+
+def test_round_robin_weights(lifeline, upstream):
+    a, b = upstream("A"), upstream("B")
+    lf = lifeline(pools={"p": pool((a, 1), (b, 3), balance="round_robin")})
+    seen = collections.Counter()
+    with lf.conn() as c:
+        for i in range(40):
+            c.request("GET", "/echo/%d" % i)
+            r = c.read_response()
+            assert r.status == 200
+            seen[server_of(r)] += 1
+    assert seen == {"A": 10, "B": 30}, seen
+
+
+def test_round_robin_equal_weights_alternate(lifeline, upstream):
+    a, b = upstream("A"), upstream("B")
+    lf = lifeline(pools={"p": pool(a, b)})
+    order = [server_of(lf.fetch("GET", "/echo/%d" % i)) for i in range(6)]
+    assert order.count("A") == 3 and order.count("B") == 3, order
+    assert all(order[i] != order[i + 1] for i in range(5)), order
+
+
+def test_least_conn_prefers_less_busy_server(lifeline, upstream):
+    slow = t(1.5)
+    a, b = upstream("A"), upstream("B")
+
+    async def slow_handler(request, rec, u):
+        from aiohttp import web
+        rec.complete = True
+        await asyncio.sleep(slow)
+        return web.Response(text="slow", headers={"x-upstream": u.name})
+
+    async def fast_handler(request, rec, u):
+        from aiohttp import web
+        rec.complete = True
+        return web.Response(text="fast", headers={"x-upstream": u.name})
+
+    a.handlers["/work"] = slow_handler
+    b.handlers["/work"] = fast_handler
+    lf = lifeline(pools={"p": pool(a, b, balance="least_conn")})
+    pending, fast = [], 0
+    try:
+        for i in range(10):
+            c = Conn(lf.port)
+            c.request("GET", "/work?i=%d" % i)
+            n_a = len(a.requests)
+            deadline = time.monotonic() + t(1)
+            while True:
+                if len(a.requests) > n_a:
+                    pending.append(c)
+                    break
+                rd, _, _ = select.select([c.sock], [], [], 0.01)
+                if rd:
+                    r = c.read_response()
+                    assert r.status == 200 and server_of(r) == "B", r
+                    fast += 1
+                    c.close()
+                    break
+                assert time.monotonic() < deadline, "request %d neither answered nor seen by A" % i
+        assert len(a.requests) <= 1, ("least_conn sent %d of 10 requests to the server that already "
+                                      "had one in flight" % len(a.requests))
+        assert fast >= 9
+        for c in pending:
+            r = c.read_response(timeout=t(5))
+            assert r.status == 200 and server_of(r) == "A"
+    finally:
+        for c in pending:
+            c.close()
+
+
+def test_hash_uri_is_sticky(lifeline, upstream):
+    a, b = upstream("A"), upstream("B")
+    lf = lifeline(pools={"p": pool(a, b, balance="hash", hash_key="uri")})
+    where = {}
+    with lf.conn() as c:
+        for rep in range(3):
+            for i in range(20):
+                uri = "/echo/item-%d?q=%d" % (i, i * 7)
+                c.request("GET", uri)
+                r = c.read_response()
+                assert r.status == 200
+                s = server_of(r)
+                assert where.setdefault(uri, s) == s, "%s went to %s then %s" % (uri, where[uri], s)
+    assert set(where.values()) == {"A", "B"}, "hash sent every uri to one server: %r" % where
+
+
+def test_hash_header_is_sticky(lifeline, upstream):
+    a, b = upstream("A"), upstream("B")
+    lf = lifeline(pools={"p": pool(a, b, balance="hash", hash_key="header:X-User")})
+    where = {}
+    for rep in range(2):
+        for i in range(16):
+            r = lf.fetch("GET", "/echo/%d/%d" % (rep, i), headers=[("X-User", "user-%d" % i)])
+            s = server_of(r)
+            assert where.setdefault(i, s) == s
+    assert set(where.values()) == {"A", "B"}, where
+
+
+def test_random_two_uses_both_servers(lifeline, upstream):
+    a, b = upstream("A"), upstream("B")
+    lf = lifeline(pools={"p": pool(a, b, balance="random_two")})
+    seen = collections.Counter()
+    with lf.conn() as c:
+        for i in range(40):
+            c.request("GET", "/echo/%d" % i)
+            seen[server_of(c.read_response())] += 1
+    assert seen["A"] >= 3 and seen["B"] >= 3, seen
+
+
+def test_connect_refused_is_502_connect_error(lifeline):
+    dead = "%s:%d" % (HOST, free_port())
+    lf = lifeline(pools={"p": pool(dead)})
+    start = time.monotonic()
+    r = lf.fetch("GET", "/anything")
+    assert r.status == 502, r
+    assert r.header("x-lifeline-fallback") == "connect_error", r.headers
+    assert b"connect_error" in r.body and r.body.strip().count(b"\n") == 0, r.body
+    assert time.monotonic() - start < t(1)
+
+
+def test_response_timeout_is_504(lifeline, raw_upstream):
+    async def script(conn):
+        req = await conn.read_request()
+        if req:
+            conn.up.state["got"] = True
+            conn.up.state["eof"] = await conn.wait_eof(t(10))
+
+    up = raw_upstream(script)
+    rt = t(0.3)
+    lf = lifeline(pools={"p": pool(up, timeouts={"response": dur(rt)})})
+    start = time.monotonic()
+    r = lf.fetch("GET", "/hang", timeout=t(5))
+    elapsed = time.monotonic() - start
+    assert r.status == 504, r
+    assert r.header("x-lifeline-fallback") == "response_timeout", r.headers
+    assert rt - 0.03 <= elapsed <= rt + t(0.7), "504 after %.3fs (response timeout %.3fs)" % (elapsed, rt)
+    assert up.state.get("got")
+    wait_for(lambda: up.state.get("eof"), t(2), what="the timed-out upstream connection to be closed")
+
+
+def test_upstream_reset_before_head_is_502_reset(lifeline, raw_upstream):
+    async def script(conn):
+        req = await conn.read_request()
+        if req:
+            conn.reset()
+
+    up = raw_upstream(script)
+    lf = lifeline(pools={"p": pool(up)})
+    r = lf.fetch("GET", "/reset")
+    assert r.status == 502, r
+    assert r.header("x-lifeline-fallback") == "reset", r.headers
+
+
+def test_upstream_close_before_head_is_502_reset(lifeline, raw_upstream):
+    async def script(conn):
+        req = await conn.read_request()
+        if req:
+            await conn.send(b"HTTP/1.1 200 O")
+            conn.close()
+
+    up = raw_upstream(script)
+    lf = lifeline(pools={"p": pool(up)})
+    r = lf.fetch("GET", "/half")
+    assert r.status == 502, r
+    assert r.header("x-lifeline-fallback") == "reset", r.headers
+
+
+def test_upstream_status_passes_through_without_fallback_header(lifeline, upstream):
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)})
+    for code in (500, 502, 503, 404):
+        r = lf.fetch("GET", "/status/%d" % code)
+        assert r.status == code
+        assert not r.has_header("x-lifeline-fallback"), r.headers
+        assert server_of(r) == up.name
+
+
+def test_read_timeout_truncates_response(lifeline, raw_upstream):
+    async def script(conn):
+        req = await conn.read_request()
+        if req:
+            await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+            await conn.hang(t(10))
+
+    up = raw_upstream(script)
+    rd = t(0.3)
+    lf = lifeline(pools={"p": pool(up, timeouts={"read": dur(rd)})})
+    with lf.conn() as c:
+        c.request("GET", "/stall")
+        _, status, _, headers, _ = c.read_head(timeout=t(2))
+        assert status == 200
+        start = time.monotonic()
+        rest = c.wait_closed(rd + t(1.5))
+        elapsed = time.monotonic() - start
+    hs = {k.lower(): v for k, v in headers}
+    if "chunked" in hs.get("transfer-encoding", "").lower():
+        assert b"0123456789" in rest and not rest.endswith(b"0\r\n\r\n"), rest
+    else:
+        assert hs.get("content-length") == "100", headers
+        assert rest == b"0123456789", rest
+    assert elapsed >= rd - 0.1, "closed after %.3fs, before the read timeout %.3fs" % (elapsed, rd)
+
+
+def test_total_deadline_clamps_response_timer(lifeline, raw_upstream):
+    async def script(conn):
+        req = await conn.read_request()
+        if req:
+            await conn.wait_eof(t(15))
+
+    up = raw_upstream(script)
+    total = t(0.3)
+    lf = lifeline(pools={"p": pool(up, timeouts={"response": "10s"})},
+                  routes=[{"pool": "p", "timeouts": {"total": dur(total)}}])
+    start = time.monotonic()
+    r = lf.fetch("GET", "/slow", timeout=t(5))
+    elapsed = time.monotonic() - start
+    assert r.status == 504, r
+    assert r.header("x-lifeline-fallback") == "deadline", r.headers
+    assert total - 0.03 <= elapsed <= total + t(0.7), "504 after %.3fs (total %.3fs)" % (elapsed, total)
+
+
+def test_route_response_timeout_override(lifeline, raw_upstream):
+    async def script(conn):
+        req = await conn.read_request()
+        if req:
+            await conn.wait_eof(t(15))
+
+    up = raw_upstream(script)
+    rt = t(0.3)
+    lf = lifeline(pools={"p": pool(up, timeouts={"response": "10s"})},
+                  routes=[{"pool": "p", "timeouts": {"response": dur(rt)}}])
+    start = time.monotonic()
+    r = lf.fetch("GET", "/slow", timeout=t(5))
+    elapsed = time.monotonic() - start
+    assert r.status == 504 and r.header("x-lifeline-fallback") == "response_timeout", r
+    assert elapsed <= rt + t(0.7)
+
+
+class _FullBacklogListener:
+    """A listener whose accept queue is full: further SYNs are dropped, so connects hang."""
+
+    def __init__(self):
+        self.ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.ls.bind((HOST, 0))
+        self.ls.listen(0)
+        self.addr = self.ls.getsockname()
+        self.fillers = []
+        for _ in range(4):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setblocking(False)
+            s.connect_ex(self.addr)
+            self.fillers.append(s)
+        time.sleep(0.1)
+
+    def connects_hang(self):
+        p = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        p.setblocking(False)
+        p.connect_ex(self.addr)
+        try:
+            _, wr, _ = select.select([], [p], [], 0.3)
+            return not wr
+        finally:
+            p.close()
+
+    def close(self):
+        for s in self.fillers:
+            s.close()
+        self.ls.close()
+
+
+def test_connect_timeout_is_504(lifeline):
+    bl = _FullBacklogListener()
+    try:
+        if not bl.connects_hang():
+            pytest.skip("cannot make a loopback connect hang here (accept-queue overflow is not dropped)")
+        ct = t(0.3)
+        lf = lifeline(pools={"p": pool("%s:%d" % bl.addr, timeouts={"connect": dur(ct)})})
+        start = time.monotonic()
+        r = lf.fetch("GET", "/x", timeout=t(5))
+        elapsed = time.monotonic() - start
+        assert r.status == 504, r
+        assert r.header("x-lifeline-fallback") == "connect_timeout", r.headers
+        assert ct - 0.03 <= elapsed <= ct + t(0.7), elapsed
+    finally:
+        bl.close()
