@@ -2199,7 +2199,8 @@ struct conf *conf_load_flags(const char *path, unsigned flags, FILE *err, unsign
 out:
     if (ld.oom)
         conf_add_error(&ld, 1, 1, "out of memory while loading the configuration");
-    qsort(ld.errs, ld.nerrs, sizeof *ld.errs, conf_error_cmp);
+    if (ld.nerrs)
+        qsort(ld.errs, ld.nerrs, sizeof *ld.errs, conf_error_cmp);
     for (size_t i = 0; i < ld.nerrs; i++) {
         fprintf(err, "%s:%lu:%lu: %s\n", path, ld.errs[i].line, ld.errs[i].col, ld.errs[i].msg);
         free(ld.errs[i].msg);

@@ -1,0 +1,868 @@
+/* h1.c — the http-parser adapter (see h1.h). The only file that includes <http_parser.h>.
+ *
+ * Owns: one http_parser per struct h1_parser, the head arena (start line and header bytes), the
+ * message's framing facts, and the re-framing of body bytes into the caller's output buffer.
+ *
+ * Where http-parser is more lenient than SPEC §4, this file adds the check: obsolete line folding
+ * (http-parser joins folded lines), transfer codings other than chunked (501), several Host
+ * headers, HTTP versions other than 1.0/1.1 (505), NUL/CR/LF in values. Duplicate Content-Length
+ * headers are refused by http-parser even when identical; we keep that stricter rule.
+ *
+ * Events: the parser is paused in on_headers_complete and on_message_complete so that h1_parse()
+ * returns exactly at those points. http-parser stops on the head's final LF without consuming it;
+ * we report it consumed and replay a literal "\n" on the next call (`pending_lf`), so callers see
+ * the head end exactly and a bodiless message completes on the next call even with no input.
+ */
+#include "h1.h"
+
+#include <http_parser.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+enum cb_kind { CB_NONE, CB_URL, CB_STATUS, CB_FIELD, CB_VALUE };
+enum pevent { PEV_NONE, PEV_HEAD, PEV_DONE };
+
+/* Room kept free in the output buffer beyond the input fed: one chunk header for a piece that
+ * continues an earlier chunk, CRLFs, the last-chunk line and the final CRLF. Every other output
+ * byte corresponds to an input byte (chunk sizes are never re-encoded longer than received). */
+#define H1_SLACK 64
+
+struct h1_parser {
+    http_parser hp;
+    enum h1_kind kind;
+    struct h1_head head;
+    char *arena;
+    size_t alen, acap;
+    size_t head_bytes, max_head;        /* raw head bytes seen / allowed */
+    enum cb_kind last_cb;
+    enum pevent event;
+    bool in_head;                       /* a message has started and its head is not complete */
+    bool in_body;                       /* head reported, message not complete */
+    bool in_trailers;
+    bool pending_lf;
+    bool no_body;                       /* response to HEAD */
+    bool body_started;                  /* output framing already produced bytes */
+    bool value_split;                   /* the last value piece ended at the end of the input */
+    const char *exec_start, *exec_end;  /* the bytes of the current http_parser_execute() */
+    uint64_t max_body, body_bytes;
+    struct buf *out;
+    enum h1_framing framing;
+    unsigned err_status;
+    const char *err_why;
+    unsigned nconn_tokens;
+    char conn_tokens[8][32];            /* names listed in Connection (hop-by-hop) */
+};
+
+static int h1_fail(struct h1_parser *p, unsigned status, const char *why)
+{
+    if (!p->err_status) {
+        p->err_status = status;
+        p->err_why = why;
+    }
+    return -1;
+}
+
+static int arena_put(struct h1_parser *p, const char *at, size_t len, unsigned status)
+{
+    if (len > p->acap - p->alen)
+        return h1_fail(p, status, p->kind == H1_REQUEST ? "request head too large" : "response head too large");
+    memcpy(p->arena + p->alen, at, len);
+    p->alen += len;
+    return 0;
+}
+
+static unsigned too_large(const struct h1_parser *p)
+{
+    return p->kind == H1_REQUEST ? 431 : 502;
+}
+
+static int on_message_begin(http_parser *hp)
+{
+    struct h1_parser *p = hp->data;
+
+    p->in_head = true;
+    return 0;
+}
+
+static int on_url(http_parser *hp, const char *at, size_t len)
+{
+    struct h1_parser *p = hp->data;
+
+    if (p->last_cb != CB_URL)
+        p->head.target = p->arena + p->alen;
+    p->last_cb = CB_URL;
+    if (arena_put(p, at, len, p->kind == H1_REQUEST ? 414 : 502) < 0)
+        return -1;
+    p->head.target_len += len;
+    return 0;
+}
+
+static int on_status(http_parser *hp, const char *at, size_t len)
+{
+    struct h1_parser *p = hp->data;
+
+    if (p->last_cb != CB_STATUS)
+        p->head.reason = p->arena + p->alen;
+    p->last_cb = CB_STATUS;
+    if (arena_put(p, at, len, 502) < 0)
+        return -1;
+    p->head.reason_len += len;
+    return 0;
+}
+
+/* Trailers are streamed to a chunked output as they arrive ("name:value" lines), so that the
+ * output never needs more room than the input that produced it. */
+static int trailer_out(struct h1_parser *p, const char *at, size_t len, enum cb_kind kind)
+{
+    if (!p->out || p->framing != H1_FRAME_CHUNKED)
+        return 0;
+    if (kind == CB_FIELD && p->last_cb == CB_VALUE && buf_append(p->out, "\r\n", 2) < 0)
+        return h1_fail(p, 500, "output overrun");
+    if (kind == CB_VALUE && p->last_cb == CB_FIELD && buf_append(p->out, ":", 1) < 0)
+        return h1_fail(p, 500, "output overrun");
+    if (buf_append(p->out, at, len) < 0)
+        return h1_fail(p, 500, "output overrun");
+    return 0;
+}
+
+static int on_header_field(http_parser *hp, const char *at, size_t len)
+{
+    struct h1_parser *p = hp->data;
+    struct h1_head *h = &p->head;
+
+    if (p->in_trailers) {
+        int r = trailer_out(p, at, len, CB_FIELD);
+        p->last_cb = CB_FIELD;
+        return r;
+    }
+    if (p->last_cb != CB_FIELD) {
+        if (h->nhdrs >= H1_MAX_HEADERS)
+            return h1_fail(p, too_large(p), "too many headers");
+        h->hdrs[h->nhdrs].name = p->arena + p->alen;
+        h->hdrs[h->nhdrs].name_len = 0;
+        h->hdrs[h->nhdrs].value = p->arena + p->alen;
+        h->hdrs[h->nhdrs].value_len = 0;
+        h->hdrs[h->nhdrs].flags = 0;
+        h->nhdrs++;
+    }
+    p->last_cb = CB_FIELD;
+    if (arena_put(p, at, len, too_large(p)) < 0)
+        return -1;
+    h->hdrs[h->nhdrs - 1].name_len += len;
+    return 0;
+}
+
+static int on_header_value(http_parser *hp, const char *at, size_t len)
+{
+    struct h1_parser *p = hp->data;
+    struct h1_header *hd;
+
+    for (size_t i = 0; i < len; i++) {
+        if (at[i] == '\0' || at[i] == '\r' || at[i] == '\n')
+            return h1_fail(p, p->kind == H1_REQUEST ? 400 : 502, "invalid character in header value");
+    }
+    /* Two value pieces in a row are one value split across reads, or an obsolete line fold
+     * (http-parser joins folded lines and reports the continuation as another piece). */
+    if (p->last_cb == CB_VALUE && !(p->value_split && at == p->exec_start))
+        return h1_fail(p, p->kind == H1_REQUEST ? 400 : 502, "obsolete line folding");
+    p->value_split = at + len == p->exec_end;
+    if (p->in_trailers) {
+        int r = trailer_out(p, at, len, CB_VALUE);
+        p->last_cb = CB_VALUE;
+        return r;
+    }
+    if (p->last_cb != CB_VALUE) {
+        if (p->head.nhdrs == 0)
+            return h1_fail(p, 400, "header value without a name");
+        p->head.hdrs[p->head.nhdrs - 1].value = p->arena + p->alen;
+    }
+    p->last_cb = CB_VALUE;
+    hd = &p->head.hdrs[p->head.nhdrs - 1];
+    if (arena_put(p, at, len, too_large(p)) < 0)
+        return -1;
+    hd->value_len += len;
+    return 0;
+}
+
+static bool name_is(const struct h1_header *hd, const char *name)
+{
+    size_t n = strlen(name);
+    return hd->name_len == n && strncasecmp(hd->name, name, n) == 0;
+}
+
+/* Splits a comma-separated value into trimmed tokens; calls fn for each. Returns fn's first
+ * non-zero result, or 0. */
+static int each_token(const char *v, size_t n, int (*fn)(void *, const char *, size_t), void *arg)
+{
+    size_t i = 0;
+
+    while (i < n) {
+        size_t s, e;
+        int r;
+        while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+            i++;
+        s = i;
+        while (i < n && v[i] != ',')
+            i++;
+        e = i;
+        while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t'))
+            e--;
+        if (e > s && (r = fn(arg, v + s, e - s)) != 0)
+            return r;
+    }
+    return 0;
+}
+
+static bool tok_is(const char *t, size_t n, const char *s)
+{
+    return strlen(s) == n && strncasecmp(t, s, n) == 0;
+}
+
+struct conn_scan { struct h1_parser *p; bool close, keep_alive, upgrade; };
+
+static int conn_token(void *arg, const char *t, size_t n)
+{
+    struct conn_scan *cs = arg;
+    struct h1_parser *p = cs->p;
+
+    if (tok_is(t, n, "close"))
+        cs->close = true;
+    else if (tok_is(t, n, "keep-alive"))
+        cs->keep_alive = true;
+    else if (tok_is(t, n, "upgrade"))
+        cs->upgrade = true;
+    if (p->nconn_tokens < 8 && n < sizeof(p->conn_tokens[0])) {
+        memcpy(p->conn_tokens[p->nconn_tokens], t, n);
+        p->conn_tokens[p->nconn_tokens][n] = 0;
+        p->nconn_tokens++;
+    }
+    return 0;
+}
+
+struct te_scan { bool chunked_seen, chunked_last, unknown, dup; };
+
+static int te_token(void *arg, const char *t, size_t n)
+{
+    struct te_scan *ts = arg;
+
+    if (tok_is(t, n, "chunked")) {
+        if (ts->chunked_seen)
+            ts->dup = true;
+        ts->chunked_seen = true;
+        ts->chunked_last = true;
+    } else {
+        /* Only chunked is implemented: any other coding (gzip, x-custom, ...) is not. */
+        ts->unknown = true;
+        ts->chunked_last = false;
+    }
+    return 0;
+}
+
+static enum h1_method method_of(unsigned m)
+{
+    switch (m) {
+    case HTTP_GET: return H1_M_GET;
+    case HTTP_HEAD: return H1_M_HEAD;
+    case HTTP_POST: return H1_M_POST;
+    case HTTP_PUT: return H1_M_PUT;
+    case HTTP_DELETE: return H1_M_DELETE;
+    case HTTP_OPTIONS: return H1_M_OPTIONS;
+    case HTTP_TRACE: return H1_M_TRACE;
+    case HTTP_CONNECT: return H1_M_CONNECT;
+    case HTTP_PATCH: return H1_M_PATCH;
+    default: return H1_M_OTHER;
+    }
+}
+
+static int on_headers_complete(http_parser *hp)
+{
+    struct h1_parser *p = hp->data;
+    struct h1_head *h = &p->head;
+    struct conn_scan cs = { .p = p };
+    struct te_scan ts = { 0 };
+    bool te = false, has_upgrade = false;
+    unsigned bad = p->kind == H1_REQUEST ? 400 : 502;
+    int skip = 0;
+
+    h->http_major = hp->http_major;
+    h->http_minor = hp->http_minor;
+    if (hp->http_major != 1 || hp->http_minor > 1)
+        return h1_fail(p, p->kind == H1_REQUEST ? 505 : 502, "unsupported HTTP version");
+    if (p->kind == H1_REQUEST) {
+        h->method = method_of(hp->method);
+        h->method_name = http_method_str((enum http_method)hp->method);
+        h->method_len = strlen(h->method_name);
+    } else {
+        h->status = hp->status_code;
+    }
+    /* First pass: trim values, find the special headers, read Connection and Transfer-Encoding. */
+    for (unsigned i = 0; i < h->nhdrs; i++) {
+        struct h1_header *hd = &h->hdrs[i];
+        while (hd->value_len && (hd->value[hd->value_len - 1] == ' ' || hd->value[hd->value_len - 1] == '\t'))
+            hd->value_len--;
+        if (name_is(hd, "host")) {
+            if (h->host >= 0)
+                return h1_fail(p, bad, "more than one Host header");
+            h->host = (int)i;
+            hd->flags |= H1_HDR_HOST;
+        } else if (name_is(hd, "content-length")) {
+            hd->flags |= H1_HDR_FRAMING;
+        } else if (name_is(hd, "transfer-encoding")) {
+            te = true;
+            hd->flags |= H1_HDR_HOP;
+            each_token(hd->value, hd->value_len, te_token, &ts);
+        } else if (name_is(hd, "connection")) {
+            hd->flags |= H1_HDR_HOP;
+            each_token(hd->value, hd->value_len, conn_token, &cs);
+        } else if (name_is(hd, "keep-alive") || name_is(hd, "proxy-connection") || name_is(hd, "te") ||
+                   name_is(hd, "trailer")) {
+            hd->flags |= H1_HDR_HOP;
+        } else if (name_is(hd, "upgrade")) {
+            hd->flags |= H1_HDR_HOP;
+            has_upgrade = true;
+        } else if (name_is(hd, "expect")) {
+            hd->flags |= H1_HDR_HOP;
+            if (hd->value_len == 12 && strncasecmp(hd->value, "100-continue", 12) == 0)
+                h->expect_continue = true;
+        } else if (name_is(hd, "x-forwarded-for")) {
+            hd->flags |= H1_HDR_XFF;
+        } else if (name_is(hd, "x-forwarded-proto") || name_is(hd, "x-forwarded-host")) {
+            hd->flags |= H1_HDR_XFWD;
+        } else if (name_is(hd, "x-request-id")) {
+            hd->flags |= H1_HDR_XRID;
+            if (h->request_id < 0)
+                h->request_id = (int)i;
+        }
+    }
+    /* Second pass: the names Connection lists are hop-by-hop too. */
+    for (unsigned t = 0; t < p->nconn_tokens; t++) {
+        for (unsigned i = 0; i < h->nhdrs; i++) {
+            if (name_is(&h->hdrs[i], p->conn_tokens[t]) && !(h->hdrs[i].flags & (H1_HDR_HOST | H1_HDR_FRAMING)))
+                h->hdrs[i].flags |= H1_HDR_HOP;
+        }
+    }
+    if (te) {
+        if (hp->flags & F_CONTENTLENGTH)
+            return h1_fail(p, bad, "both Content-Length and Transfer-Encoding");
+        if (ts.unknown && p->kind == H1_REQUEST && ts.chunked_last && !ts.dup)
+            return h1_fail(p, 501, "unsupported transfer coding");
+        if (!ts.chunked_last || ts.dup || ts.unknown)
+            return h1_fail(p, bad, "Transfer-Encoding must end with chunked");
+        h->chunked = true;
+    }
+    h->content_length = (hp->flags & F_CONTENTLENGTH) && !te ? (int64_t)hp->content_length : -1;
+    if (p->kind == H1_REQUEST) {
+        if (h->http_minor == 1 && h->host < 0)
+            return h1_fail(p, 400, "missing Host header");
+        h->upgrade = has_upgrade && cs.upgrade;
+        h->keep_alive = h->http_minor == 1 ? !cs.close : (cs.keep_alive && !cs.close);
+        if (hp->method == HTTP_CONNECT)
+            skip = 1;   /* not proxied: answered 400 by routing; never read a "body" */
+    } else {
+        h->keep_alive = h->http_minor == 1 ? !cs.close : (cs.keep_alive && !cs.close);
+        if (h->status == 101) {
+            h->upgrade = true;
+            skip = 2;
+        } else if (h->status < 200 || h->status == 204 || h->status == 304 || p->no_body) {
+            skip = 1;
+        }
+    }
+    p->in_head = false;
+    p->in_body = true;
+    p->event = PEV_HEAD;
+    http_parser_pause(hp, 1);
+    return skip;
+}
+
+static int on_body(http_parser *hp, const char *at, size_t len)
+{
+    struct h1_parser *p = hp->data;
+    char hdr[24];
+    int n;
+
+    p->body_bytes += len;
+    if (p->max_body && p->body_bytes > p->max_body)
+        return h1_fail(p, 413, "request body too large");
+    if (!p->out || p->framing == H1_FRAME_DROP)
+        return 0;
+    if (p->framing == H1_FRAME_CHUNKED) {
+        n = snprintf(hdr, sizeof(hdr), "%zx\r\n", len);
+        if (buf_append(p->out, hdr, (size_t)n) < 0 || buf_append(p->out, at, len) < 0 ||
+            buf_append(p->out, "\r\n", 2) < 0)
+            return h1_fail(p, 500, "output overrun");
+    } else if (buf_append(p->out, at, len) < 0) {
+        return h1_fail(p, 500, "output overrun");
+    }
+    p->body_started = true;
+    return 0;
+}
+
+static int on_chunk_header(http_parser *hp)
+{
+    struct h1_parser *p = hp->data;
+
+    if (hp->content_length == 0) {
+        p->in_trailers = true;
+        p->last_cb = CB_NONE;
+        if (p->out && p->framing == H1_FRAME_CHUNKED && buf_append(p->out, "0\r\n", 3) < 0)
+            return h1_fail(p, 500, "output overrun");
+    }
+    return 0;
+}
+
+static int on_message_complete(http_parser *hp)
+{
+    struct h1_parser *p = hp->data;
+
+    if (p->out && p->framing == H1_FRAME_CHUNKED) {
+        /* Last chunk (unless the input was not chunked), pending trailer line end, final CRLF. */
+        if (!p->in_trailers && buf_append(p->out, "0\r\n", 3) < 0)
+            return h1_fail(p, 500, "output overrun");
+        if (p->in_trailers && p->last_cb == CB_VALUE && buf_append(p->out, "\r\n", 2) < 0)
+            return h1_fail(p, 500, "output overrun");
+        if (buf_append(p->out, "\r\n", 2) < 0)
+            return h1_fail(p, 500, "output overrun");
+    }
+    p->in_head = false;
+    p->in_body = false;
+    p->event = PEV_DONE;
+    http_parser_pause(hp, 1);
+    return 0;
+}
+
+static const http_parser_settings h1_settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_status = on_status,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+    .on_chunk_header = on_chunk_header,
+};
+
+struct h1_parser *h1_parser_new(enum h1_kind kind, size_t max_head_bytes)
+{
+    struct h1_parser *p = malloc(sizeof(*p) + max_head_bytes);
+
+    if (!p)
+        return NULL;
+    memset(p, 0, sizeof(*p));
+    p->kind = kind;
+    p->arena = (char *)(p + 1);
+    p->acap = max_head_bytes;
+    p->max_head = max_head_bytes;
+    h1_parser_reset(p);
+    return p;
+}
+
+void h1_parser_free(struct h1_parser *p)
+{
+    free(p);
+}
+
+void h1_parser_reset(struct h1_parser *p)
+{
+    uint64_t max_body = p->max_body;
+
+    http_parser_init(&p->hp, p->kind == H1_REQUEST ? HTTP_REQUEST : HTTP_RESPONSE);
+    p->hp.data = p;
+    memset(&p->head, 0, sizeof(p->head));
+    p->head.content_length = -1;
+    p->head.host = -1;
+    p->head.request_id = -1;
+    p->alen = 0;
+    p->head_bytes = 0;
+    p->last_cb = CB_NONE;
+    p->event = PEV_NONE;
+    p->in_head = p->in_body = p->in_trailers = p->pending_lf = p->no_body = false;
+    p->body_started = p->value_split = false;
+    p->body_bytes = 0;
+    p->max_body = max_body;
+    p->out = NULL;
+    p->framing = H1_FRAME_DROP;
+    p->err_status = 0;
+    p->err_why = NULL;
+    p->nconn_tokens = 0;
+}
+
+struct h1_head *h1_parser_head(struct h1_parser *p)
+{
+    return &p->head;
+}
+
+void h1_parser_expect_no_body(struct h1_parser *p, bool no_body)
+{
+    p->no_body = no_body;
+}
+
+void h1_parser_set_max_body(struct h1_parser *p, uint64_t max)
+{
+    p->max_body = max;
+}
+
+void h1_parser_set_output(struct h1_parser *p, struct buf *out, enum h1_framing framing)
+{
+    p->out = out;
+    p->framing = framing;
+}
+
+size_t h1_parser_room(const struct h1_parser *p)
+{
+    size_t free_space;
+
+    if (!p->out || p->framing == H1_FRAME_DROP)
+        return SIZE_MAX;
+    free_space = buf_free_space(p->out);
+    return free_space > H1_SLACK ? free_space - H1_SLACK : 0;
+}
+
+bool h1_parser_in_body(const struct h1_parser *p)
+{
+    return p->in_body;
+}
+
+uint64_t h1_parser_body_bytes(const struct h1_parser *p)
+{
+    return p->body_bytes;
+}
+
+unsigned h1_parser_error(const struct h1_parser *p, const char **why)
+{
+    if (why)
+        *why = p->err_why ? p->err_why : "malformed message";
+    return p->err_status ? p->err_status : (p->kind == H1_REQUEST ? 400 : 502);
+}
+
+/* Maps an http-parser error to the answer the peer gets. */
+static enum h1_event h1_error_from_parser(struct h1_parser *p)
+{
+    enum http_errno e = HTTP_PARSER_ERRNO(&p->hp);
+    bool req = p->kind == H1_REQUEST;
+
+    if (p->err_status)
+        return H1_ERROR;
+    switch (e) {
+    case HPE_HEADER_OVERFLOW:
+        h1_fail(p, req ? (p->head.nhdrs == 0 && !p->head.http_major ? 414 : 431) : 502, "head too large");
+        break;
+    case HPE_INVALID_VERSION:
+        h1_fail(p, req ? 505 : 502, "unsupported HTTP version");
+        break;
+    case HPE_INVALID_TRANSFER_ENCODING:
+        h1_fail(p, req ? 400 : 502, "Transfer-Encoding must end with chunked");
+        break;
+    default:
+        h1_fail(p, req ? 400 : 502, http_errno_description(e));
+        break;
+    }
+    return H1_ERROR;
+}
+
+/* Runs http-parser over [data, data+len) and interprets a pause. */
+static enum h1_event h1_exec(struct h1_parser *p, const char *data, size_t len, size_t *consumed)
+{
+    size_t n;
+
+    p->event = PEV_NONE;
+    p->exec_start = data;
+    p->exec_end = data + len;
+    n = http_parser_execute(&p->hp, &h1_settings, data, len);
+    *consumed = n;
+    if (HTTP_PARSER_ERRNO(&p->hp) == HPE_PAUSED) {
+        http_parser_pause(&p->hp, 0);
+        if (p->event == PEV_HEAD) {
+            /* Stopped on the head's last LF: take it now, replay it on the next call. */
+            if (n < len && data[n] == '\n') {
+                *consumed = n + 1;
+                p->pending_lf = true;
+            }
+            return H1_HEAD;
+        }
+        if (p->event == PEV_DONE)
+            return H1_DONE;
+        return H1_NEED_MORE;
+    }
+    if (HTTP_PARSER_ERRNO(&p->hp) != HPE_OK || p->err_status)
+        return h1_error_from_parser(p);
+    if (p->event == PEV_DONE)
+        return H1_DONE;   /* an upgrade's end: http-parser returns without pausing */
+    return H1_NEED_MORE;
+}
+
+enum h1_event h1_parse(struct h1_parser *p, const char *data, size_t len, size_t *consumed)
+{
+    enum h1_event ev;
+
+    *consumed = 0;
+    if (p->err_status)
+        return H1_ERROR;
+    if (p->pending_lf) {
+        static const char lf = '\n';
+        size_t one;
+        p->pending_lf = false;
+        ev = h1_exec(p, &lf, 1, &one);
+        if (ev != H1_NEED_MORE)
+            return ev;
+    }
+    if (p->event == PEV_DONE && !p->in_body && !p->in_head && p->head.nhdrs && p->hp.upgrade)
+        return H1_DONE;   /* after an upgrade nothing more is HTTP */
+    if (len == 0)
+        return H1_NEED_MORE;   /* never pass 0 bytes: http-parser reads that as end of stream */
+    if (!p->in_body) {
+        /* Count raw head bytes: the arena holds the parts, this bounds the whole head. */
+        size_t before = p->head_bytes;
+        ev = h1_exec(p, data, len, consumed);
+        p->head_bytes = before + *consumed;
+        if (ev == H1_NEED_MORE && p->in_head && p->head_bytes > p->max_head + 4) {
+            h1_fail(p, p->kind == H1_REQUEST ? (p->head.nhdrs == 0 ? 414 : 431) : 502,
+                    "head too large");
+            return H1_ERROR;
+        }
+        return ev;
+    }
+    return h1_exec(p, data, len, consumed);
+}
+
+enum h1_event h1_parse_eof(struct h1_parser *p)
+{
+    size_t n;
+    enum h1_event ev;
+
+    if (p->err_status)
+        return H1_ERROR;
+    if (p->pending_lf) {
+        static const char lf = '\n';
+        p->pending_lf = false;
+        ev = h1_exec(p, &lf, 1, &n);
+        if (ev != H1_NEED_MORE)
+            return ev;
+    }
+    if (!p->in_head && !p->in_body)
+        return H1_NEED_MORE;
+    if (p->in_head) {
+        h1_fail(p, p->kind == H1_REQUEST ? 400 : 502, "connection closed within the head");
+        return H1_ERROR;
+    }
+    ev = h1_exec(p, NULL, 0, &n);
+    if (ev == H1_DONE)
+        return H1_DONE;
+    h1_fail(p, p->kind == H1_REQUEST ? 400 : 502, "connection closed within the body");
+    return H1_ERROR;
+}
+
+/* ---- writers ---------------------------------------------------------------------------- */
+
+/* Appends to a staging area; the caller commits the whole head or nothing. */
+struct stage { char *p; size_t len, cap; bool overflow; };
+
+static void put(struct stage *s, const char *d, size_t n)
+{
+    if (s->overflow || n > s->cap - s->len) {
+        s->overflow = true;
+        return;
+    }
+    memcpy(s->p + s->len, d, n);
+    s->len += n;
+}
+
+static void puts_(struct stage *s, const char *d)
+{
+    put(s, d, strlen(d));
+}
+
+static void put_header(struct stage *s, const char *name, size_t nlen, const char *v, size_t vlen)
+{
+    put(s, name, nlen);
+    put(s, ": ", 2);
+    put(s, v, vlen);
+    put(s, "\r\n", 2);
+}
+
+static void put_num(struct stage *s, int64_t v)
+{
+    char tmp[24];
+    int n = snprintf(tmp, sizeof(tmp), "%lld", (long long)v);
+    put(s, tmp, (size_t)n);
+}
+
+static struct stage stage_of(struct buf *out)
+{
+    struct stage s;
+
+    if (buf_tailroom(out) < buf_free_space(out))
+        buf_compact(out);
+    s.p = buf_tail(out);
+    s.len = 0;
+    s.cap = buf_tailroom(out);
+    s.overflow = false;
+    return s;
+}
+
+static int stage_commit(struct buf *out, const struct stage *s)
+{
+    if (s->overflow)
+        return -1;
+    out->len += s->len;
+    return 0;
+}
+
+int h1_write_request_head(struct buf *out, const struct h1_head *req, const struct h1_req_out *o)
+{
+    struct stage s = stage_of(out);
+    bool xff_done = false;
+    const struct h1_header *host = req->host >= 0 ? &req->hdrs[req->host] : NULL;
+
+    put(&s, req->method_name, req->method_len);
+    put(&s, " ", 1);
+    if (o->target)
+        put(&s, o->target, o->target_len);
+    else
+        put(&s, req->target, req->target_len);
+    puts_(&s, " HTTP/1.1\r\n");
+    if (o->host)
+        put_header(&s, "host", 4, o->host, o->host_len);
+    else if (host)
+        put_header(&s, host->name, host->name_len, host->value, host->value_len);
+    for (unsigned i = 0; i < req->nhdrs; i++) {
+        const struct h1_header *hd = &req->hdrs[i];
+        if (hd->flags & (H1_HDR_HOP | H1_HDR_FRAMING | H1_HDR_XFWD | H1_HDR_XRID | H1_HDR_HOST))
+            continue;
+        if (hd->flags & H1_HDR_XFF) {
+            /* All X-Forwarded-For lines merged, in order, then the client appended. */
+            if (xff_done)
+                continue;
+            xff_done = true;
+            put(&s, hd->name, hd->name_len);
+            put(&s, ": ", 2);
+            for (unsigned j = i, first = 1; j < req->nhdrs; j++) {
+                if (!(req->hdrs[j].flags & H1_HDR_XFF) || req->hdrs[j].value_len == 0)
+                    continue;
+                if (!first)
+                    put(&s, ", ", 2);
+                put(&s, req->hdrs[j].value, req->hdrs[j].value_len);
+                first = 0;
+            }
+            if (o->client) {
+                put(&s, ", ", 2);
+                put(&s, o->client, o->client_len);
+            }
+            put(&s, "\r\n", 2);
+            continue;
+        }
+        put_header(&s, hd->name, hd->name_len, hd->value, hd->value_len);
+    }
+    if (!xff_done && o->client)
+        put_header(&s, "x-forwarded-for", 15, o->client, o->client_len);
+    if (o->proto)
+        put_header(&s, "x-forwarded-proto", 17, o->proto, strlen(o->proto));
+    if (host)
+        put_header(&s, "x-forwarded-host", 16, host->value, host->value_len);
+    if (o->request_id)
+        put_header(&s, "x-request-id", 12, o->request_id, o->request_id_len);
+    if (o->chunked) {
+        puts_(&s, "transfer-encoding: chunked\r\n");
+    } else if (o->content_length >= 0) {
+        puts_(&s, "content-length: ");
+        put_num(&s, o->content_length);
+        puts_(&s, "\r\n");
+    }
+    if (o->upgrade) {
+        const struct h1_header *up = h1_find(req, "upgrade");
+        if (up)
+            put_header(&s, up->name, up->name_len, up->value, up->value_len);
+        puts_(&s, "connection: upgrade\r\n");
+    }
+    puts_(&s, "\r\n");
+    return stage_commit(out, &s);
+}
+
+int h1_write_response_head(struct buf *out, const struct h1_head *resp, const struct h1_resp_out *o)
+{
+    struct stage s = stage_of(out);
+    char line[48];
+    int n;
+
+    n = snprintf(line, sizeof(line), "HTTP/1.1 %u ", resp->status);
+    put(&s, line, (size_t)n);
+    if (resp->reason_len)
+        put(&s, resp->reason, resp->reason_len);
+    else
+        puts_(&s, h1_reason(resp->status));
+    puts_(&s, "\r\n");
+    for (unsigned i = 0; i < resp->nhdrs; i++) {
+        const struct h1_header *hd = &resp->hdrs[i];
+        if (hd->flags & (H1_HDR_HOP | H1_HDR_FRAMING | H1_HDR_XRID))
+            continue;
+        put_header(&s, hd->name, hd->name_len, hd->value, hd->value_len);
+    }
+    if (o->request_id)
+        put_header(&s, "x-request-id", 12, o->request_id, o->request_id_len);
+    if (o->chunked) {
+        puts_(&s, "transfer-encoding: chunked\r\n");
+    } else if (o->content_length >= 0) {
+        puts_(&s, "content-length: ");
+        put_num(&s, o->content_length);
+        puts_(&s, "\r\n");
+    }
+    if (o->upgrade) {
+        const struct h1_header *up = h1_find(resp, "upgrade");
+        if (up)
+            put_header(&s, up->name, up->name_len, up->value, up->value_len);
+        puts_(&s, "connection: upgrade\r\n");
+    } else if (o->close) {
+        puts_(&s, "connection: close\r\n");
+    } else if (o->keep_alive_10) {
+        puts_(&s, "connection: keep-alive\r\n");
+    }
+    puts_(&s, "\r\n");
+    return stage_commit(out, &s);
+}
+
+int h1_write_simple_response(struct buf *out, unsigned status, const char *extra,
+                             const char *body, size_t body_len, bool close, bool head_only)
+{
+    struct stage s = stage_of(out);
+    char line[48];
+    int n;
+
+    n = snprintf(line, sizeof(line), "HTTP/1.1 %u ", status);
+    put(&s, line, (size_t)n);
+    puts_(&s, h1_reason(status));
+    puts_(&s, "\r\n");
+    if (extra)
+        puts_(&s, extra);
+    if (body && body_len && !(extra && strcasestr(extra, "content-type:")))
+        puts_(&s, "content-type: text/plain\r\n");
+    puts_(&s, "content-length: ");
+    put_num(&s, (int64_t)(body ? body_len : 0));
+    puts_(&s, "\r\n");
+    if (close)
+        puts_(&s, "connection: close\r\n");
+    puts_(&s, "\r\n");
+    if (body && !head_only)
+        put(&s, body, body_len);
+    return stage_commit(out, &s);
+}
+
+const char *h1_reason(unsigned status)
+{
+    switch (status) {
+#define XX(num, name, string) case num: return #string;
+    HTTP_STATUS_MAP(XX)
+#undef XX
+    default: return "Unknown";
+    }
+}
+
+const struct h1_header *h1_find(const struct h1_head *h, const char *name)
+{
+    for (unsigned i = 0; i < h->nhdrs; i++) {
+        if (name_is(&h->hdrs[i], name))
+            return &h->hdrs[i];
+    }
+    return NULL;
+}

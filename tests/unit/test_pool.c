@@ -1,0 +1,172 @@
+/* test_pool.c — balancers: smooth weighted round robin, least_conn, random_two, hash. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "pool.h"
+#include "worker.h"
+
+static struct conf_sockaddr addrs[4];
+static struct conf_server servers[4];
+static struct conf_pool cp;
+static struct worker w;
+
+static void setup_pool(struct pool *p, enum conf_balance bal, const unsigned *weights, unsigned n)
+{
+    memset(&cp, 0, sizeof(cp));
+    memset(&w, 0, sizeof(w));
+    w.rng[0] = 1234567;
+    w.rng[1] = 7654321;
+    for (unsigned i = 0; i < n; i++) {
+        struct sockaddr_in *sin = (struct sockaddr_in *)&addrs[i].ss;
+        memset(&addrs[i], 0, sizeof(addrs[i]));
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons((uint16_t)(9000 + i));
+        inet_pton(AF_INET, "127.0.0.1", &sin->sin_addr);
+        addrs[i].len = sizeof(*sin);
+        snprintf(addrs[i].text, sizeof(addrs[i].text), "127.0.0.1:%u", 9000 + i);
+        memset(&servers[i], 0, sizeof(servers[i]));
+        servers[i].weight = weights[i];
+        servers[i].addrs = &addrs[i];
+        servers[i].naddrs = 1;
+    }
+    cp.servers = servers;
+    cp.nservers = n;
+    cp.balance = bal;
+    cp.keepalive = 4;
+    assert_int_equal(pool_init(p, &w, &cp), 0);
+    assert_int_equal(p->nservers, n);
+}
+
+static void test_round_robin_weights(void **state)
+{
+    static const unsigned weights[] = { 1, 3 };
+    struct pool p;
+    unsigned hits[2] = { 0 }, run = 0, maxrun = 0;
+    struct upserver *prev = NULL;
+
+    (void)state;
+    setup_pool(&p, BALANCE_ROUND_ROBIN, weights, 2);
+    for (int i = 0; i < 40; i++) {
+        struct upserver *s = pool_pick(&p, NULL);
+        assert_non_null(s);
+        hits[s - p.servers]++;
+        run = s == prev ? run + 1 : 1;
+        maxrun = run > maxrun ? run : maxrun;
+        prev = s;
+    }
+    /* smooth WRR is exact over whole cycles and never bursts more than the weight */
+    assert_int_equal(hits[0], 10);
+    assert_int_equal(hits[1], 30);
+    assert_true(maxrun <= 3);
+    free(p.servers);
+}
+
+static void test_round_robin_excluded(void **state)
+{
+    static const unsigned weights[] = { 1, 1, 1 };
+    bool excluded[3] = { false, true, false };
+    struct pool_pick_ctx ctx = { .excluded = excluded };
+    struct pool p;
+
+    (void)state;
+    setup_pool(&p, BALANCE_ROUND_ROBIN, weights, 3);
+    for (int i = 0; i < 12; i++)
+        assert_ptr_not_equal(pool_pick(&p, &ctx), &p.servers[1]);
+    excluded[0] = excluded[2] = true;
+    assert_null(pool_pick(&p, &ctx));
+    free(p.servers);
+}
+
+static void test_least_conn(void **state)
+{
+    static const unsigned weights[] = { 1, 1, 2 };
+    struct pool p;
+
+    (void)state;
+    setup_pool(&p, BALANCE_LEAST_CONN, weights, 3);
+    p.servers[0].inflight = 3;
+    p.servers[1].inflight = 1;
+    p.servers[2].inflight = 3;   /* 1.5 per weight unit */
+    for (int i = 0; i < 6; i++)
+        assert_ptr_equal(pool_pick(&p, NULL), &p.servers[1]);
+    p.servers[1].inflight = 2;   /* 2 vs 1.5: the weighted one wins */
+    assert_ptr_equal(pool_pick(&p, NULL), &p.servers[2]);
+    free(p.servers);
+}
+
+static void test_random_two(void **state)
+{
+    static const unsigned weights[] = { 1, 1, 1 };
+    struct pool p;
+    unsigned hits[3] = { 0 };
+
+    (void)state;
+    setup_pool(&p, BALANCE_RANDOM_TWO, weights, 3);
+    for (int i = 0; i < 300; i++)
+        hits[pool_pick(&p, NULL) - p.servers]++;
+    for (int i = 0; i < 3; i++)
+        assert_true(hits[i] > 50);
+    /* a loaded server is never chosen when two candidates always include a lighter one */
+    p.servers[0].inflight = 100;
+    memset(hits, 0, sizeof(hits));
+    for (int i = 0; i < 300; i++)
+        hits[pool_pick(&p, NULL) - p.servers]++;
+    assert_int_equal(hits[0], 0);
+    free(p.servers);
+}
+
+static void test_hash_stable(void **state)
+{
+    static const unsigned weights[] = { 1, 1, 1, 1 };
+    bool excluded[4] = { false };
+    struct pool_pick_ctx ctx = { .excluded = excluded };
+    struct pool p;
+    unsigned hits[4] = { 0 }, moved = 0;
+    struct upserver *first[64];
+
+    (void)state;
+    setup_pool(&p, BALANCE_HASH, weights, 4);
+    for (int k = 0; k < 64; k++) {
+        char key[16];
+        snprintf(key, sizeof(key), "/key/%d", k);
+        ctx.hash = pool_hash(key, strlen(key), 0);
+        first[k] = pool_pick(&p, &ctx);
+        assert_ptr_equal(pool_pick(&p, &ctx), first[k]);   /* same key, same server */
+        hits[first[k] - p.servers]++;
+    }
+    for (int i = 0; i < 4; i++)
+        assert_true(hits[i] > 4);
+    /* excluding one server moves only its keys */
+    excluded[2] = true;
+    for (int k = 0; k < 64; k++) {
+        char key[16];
+        struct upserver *s;
+        snprintf(key, sizeof(key), "/key/%d", k);
+        ctx.hash = pool_hash(key, strlen(key), 0);
+        s = pool_pick(&p, &ctx);
+        if (first[k] != &p.servers[2])
+            assert_ptr_equal(s, first[k]);
+        else
+            moved++;
+    }
+    assert_int_equal(moved, hits[2]);
+    free(p.servers);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_round_robin_weights),
+        cmocka_unit_test(test_round_robin_excluded),
+        cmocka_unit_test(test_least_conn),
+        cmocka_unit_test(test_random_two),
+        cmocka_unit_test(test_hash_stable),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
