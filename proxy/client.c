@@ -373,7 +373,7 @@ void client_exchange_done(struct client *c, bool keep)
     if (!keep || c->w->draining)
         c->close_after = true;
     /* An answer before the whole request was read: the rest of it is never parsed. */
-    if (c->phase == CLIENT_BODY || c->phase == CLIENT_HEAD || c->phase == CLIENT_TUNNEL)
+    if (!c->ex.body_done || c->phase == CLIENT_TUNNEL)
         c->close_after = true;
     client_flush(c);
 }

@@ -453,6 +453,7 @@ struct conf_field {
 #define F_LIST(k, f, T, m, n) { .key = k, .type = CT_CUSTOM, .fn = f, .off = offsetof(T, m), \
                                 .off2 = offsetof(T, n) }
 #define BLOCK(name, fields, post) \
+    _Static_assert(sizeof fields / sizeof fields[0] <= CONF_MAX_FIELDS, "raise CONF_MAX_FIELDS"); \
     static const struct conf_block name = { fields, sizeof fields / sizeof fields[0], post }
 
 _Static_assert(sizeof(enum conf_balance) == sizeof(unsigned), "enums are stored as unsigned");

@@ -128,7 +128,7 @@ struct conf_route {
         unsigned status;            /* 503 */
         struct conf_header *headers; size_t nheaders;
         char *body; size_t body_len;   /* from body: or read from file: */
-        char *file;                 /* path when given */
+        char *file;                 /* path when given (a relative one joined to the config file's directory) */
         int64_t stale;              /* 0 */
     } fallback;
 };

@@ -45,6 +45,7 @@ struct h1_parser {
     bool no_body;                       /* response to HEAD */
     bool body_started;                  /* output framing already produced bytes */
     bool value_split;                   /* the last value piece ended at the end of the input */
+    unsigned expect_crlf;               /* bytes of a chunk's CRLF still to check (2: CR, 1: LF) */
     const char *exec_start, *exec_end;  /* the bytes of the current http_parser_execute() */
     uint64_t max_body, body_bytes;
     struct buf *out;
@@ -127,10 +128,22 @@ static int trailer_out(struct h1_parser *p, const char *at, size_t len, enum cb_
     return 0;
 }
 
+/* RFC 9110 tchar: what a field name may contain (no whitespace before the colon, no controls). */
+static bool is_tchar(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
 static int on_header_field(http_parser *hp, const char *at, size_t len)
 {
     struct h1_parser *p = hp->data;
     struct h1_head *h = &p->head;
+
+    for (size_t i = 0; i < len; i++) {
+        if (!is_tchar((unsigned char)at[i]))
+            return h1_fail(p, p->kind == H1_REQUEST ? 400 : 502, "invalid character in header name");
+    }
 
     if (p->in_trailers) {
         int r = trailer_out(p, at, len, CB_FIELD);
@@ -385,6 +398,17 @@ static int on_body(http_parser *hp, const char *at, size_t len)
     p->body_bytes += len;
     if (p->max_body && p->body_bytes > p->max_body)
         return h1_fail(p, 413, "request body too large");
+    if ((hp->flags & F_CHUNKED) && hp->content_length == 0) {
+        /* The chunk's data ended: http-parser (non-strict) skips the next two bytes whatever
+         * they are, so check that they are CRLF here or at the start of the next input. */
+        const char *q = at + len;
+        p->expect_crlf = 2;
+        while (p->expect_crlf && q < p->exec_end) {
+            if (*q++ != (p->expect_crlf == 2 ? '\r' : '\n'))
+                return h1_fail(p, p->kind == H1_REQUEST ? 400 : 502, "chunk data not followed by CRLF");
+            p->expect_crlf--;
+        }
+    }
     if (!p->out || p->framing == H1_FRAME_DROP)
         return 0;
     if (p->framing == H1_FRAME_CHUNKED) {
@@ -480,6 +504,7 @@ void h1_parser_reset(struct h1_parser *p)
     p->event = PEV_NONE;
     p->in_head = p->in_body = p->in_trailers = p->pending_lf = p->no_body = false;
     p->body_started = p->value_split = false;
+    p->expect_crlf = 0;
     p->body_bytes = 0;
     p->max_body = max_body;
     p->out = NULL;
@@ -570,6 +595,14 @@ static enum h1_event h1_exec(struct h1_parser *p, const char *data, size_t len, 
     p->event = PEV_NONE;
     p->exec_start = data;
     p->exec_end = data + len;
+    for (size_t i = 0; p->expect_crlf && i < len; i++) {
+        if (data[i] != (p->expect_crlf == 2 ? '\r' : '\n')) {
+            h1_fail(p, p->kind == H1_REQUEST ? 400 : 502, "chunk data not followed by CRLF");
+            *consumed = 0;
+            return H1_ERROR;
+        }
+        p->expect_crlf--;
+    }
     n = http_parser_execute(&p->hp, &h1_settings, data, len);
     *consumed = n;
     if (HTTP_PARSER_ERRNO(&p->hp) == HPE_PAUSED) {

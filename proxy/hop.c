@@ -318,8 +318,11 @@ static void hop_write_cb(struct ev_loop *loop, ev_io *io, int revents)
 static void hop_done(struct hop *h, bool close_delimited)
 {
     struct h1_head *resp = h1_parser_head(h->parser);
+    /* A server that answers HEAD with Transfer-Encoding: chunked sometimes sends the chunks too
+     * (aiohttp does); bytes arriving after we stopped reading would poison the next response. */
+    bool head_chunked = h->ex->req->method == H1_M_HEAD && resp->chunked;
     bool reusable = !close_delimited && resp->keep_alive && h->request_sent && !h->write_failed &&
-                    h->uc->in.len == 0 && h->ex->body_done;
+                    h->uc->in.len == 0 && h->ex->body_done && !head_chunked;
 
     h->state = HOP_DONE;
     h->seq++;
@@ -334,11 +337,15 @@ static void hop_process(struct hop *h)
     struct buf *in = &uc->in;
     unsigned seq = h->seq;
 
-    /* Bounded: every pass consumes bytes or leaves the loop. */
-    while (in->len > 0) {
+    bool head_seen = false;
+
+    /* Bounded: every pass consumes bytes or leaves the loop. A pass with no input right after the
+     * head lets the parser complete a bodiless message (HEAD, 204, 304, Content-Length: 0). */
+    while (in->len > 0 || head_seen) {
         size_t feed = in->len, used = 0;
         enum h1_event ev;
 
+        head_seen = false;
         if (h->state == HOP_TUNNEL) {
             struct buf *out = client_out(h->ex->c);
             size_t n;
@@ -365,7 +372,7 @@ static void hop_process(struct hop *h)
         buf_consume(in, used);
         switch (ev) {
         case H1_NEED_MORE:
-            if (h->state == HOP_BODY) {
+            if (h->state == HOP_BODY && used) {
                 exchange_hop_data(h->ex, h);
                 if (h->seq != seq)
                     return;
@@ -375,8 +382,10 @@ static void hop_process(struct hop *h)
             break;
         case H1_HEAD: {
             struct h1_head *resp = h1_parser_head(h->parser);
-            if (resp->status < 200 && resp->status != 101)
-                break;   /* 100/102/103: dropped; H1_DONE follows */
+            if (resp->status < 200 && resp->status != 101) {
+                head_seen = true;   /* 100/102/103: dropped; H1_DONE follows */
+                break;
+            }
             ev_timer_stop(hop_worker(h)->loop, &h->response_timer);
             h->state = resp->status == 101 ? HOP_TUNNEL : HOP_BODY;
             h->last_read = ev_now(hop_worker(h)->loop);
@@ -385,6 +394,7 @@ static void hop_process(struct hop *h)
             exchange_hop_head(h->ex, h);
             if (h->seq != seq)
                 return;
+            head_seen = h->state == HOP_BODY;
             break;
         }
         case H1_DONE: {

@@ -227,6 +227,7 @@ void pool_release(struct upconn *uc)
     }
     /* The read watcher stays active: only its callback changes, no stop/start per request. */
     ev_set_cb(&uc->rd, pool_idle_read_cb);
+    uc->rd.data = uc->wr.data = uc;
     if (!ev_is_active(&uc->rd))
         ev_io_start(w->loop, &uc->rd);
     uc->idle_since = ev_now(w->loop);
