@@ -26,6 +26,7 @@ static void hop_read_cb(struct ev_loop *loop, ev_io *io, int revents);
 static void hop_write_cb(struct ev_loop *loop, ev_io *io, int revents);
 static void hop_connect_cb(struct ev_loop *loop, ev_io *io, int revents);
 static void hop_process(struct hop *h);
+static void hop_process_buffered(struct hop *h);
 
 const char *hop_outcome_name(enum hop_outcome o)
 {
@@ -184,7 +185,7 @@ void hop_start(struct hop *h, struct exchange *ex, struct upserver *s, bool fres
     h->outcome = HOP_OK;
     h->body_sent = 0;
     h->reused = h->request_sent = h->got_bytes = h->read_paused = h->deadline_cut = false;
-    h->write_failed = false;
+    h->write_failed = h->processing = false;
     h->started = ev_now(w->loop);
     h->connected = 0;
     ev_init(&h->connect_timer, hop_timer_cb);
@@ -330,8 +331,21 @@ static void hop_done(struct hop *h, bool close_delimited)
     exchange_hop_done(h->ex, h);
 }
 
-/* Parses what is buffered from the upstream, as far as the downstream buffer has room. */
+/* Parses what is buffered from the upstream, as far as the downstream buffer has room. Not
+ * re-entrant: a hop_resume() from a callback below only lifts the pause; the loop here goes on. */
 static void hop_process(struct hop *h)
+{
+    unsigned entry_seq = h->seq;
+
+    if (h->processing)
+        return;
+    h->processing = true;
+    hop_process_buffered(h);
+    if (h->seq == entry_seq)
+        h->processing = false;
+}
+
+static void hop_process_buffered(struct hop *h)
 {
     struct upconn *uc = h->uc;
     struct buf *in = &uc->in;

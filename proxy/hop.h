@@ -52,6 +52,7 @@ struct hop {
     bool reused;                        /* the connection came from the idle pool */
     bool deadline_cut;                  /* the running connect/response timer was clamped */
     bool write_failed;                  /* the server stopped reading: never reuse */
+    bool processing;                    /* hop_process() is on the stack */
     bool request_sent;                  /* head and whole body written */
     bool got_bytes;                     /* any response byte arrived */
     bool read_paused;                   /* backpressure: downstream buffer full */
