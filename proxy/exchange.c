@@ -1,55 +1,98 @@
-/* exchange.c — one request's life (see exchange.h).
+/* exchange.c — one request's life (see exchange.h, SPEC §3).
  *
- * Owns: the request body buffer and the hop. Decides: which route and pool, when to answer
- * locally (404, 413, 502/503/504), how the response is framed downstream, whether the downstream
- * connection survives the answer. Does not own the request head (the client's parser does) nor
- * any socket.
+ * Owns: the request body buffer (kept whole, up to retry.buffer_body, so that an attempt can be
+ * replayed), the hops, the backoff and hedge/race timers, and the route's in-flight counts for the
+ * retry budget. Decides: route and pool, local answers (404, 413, fallbacks), which attempt's
+ * response goes downstream, how it is framed, whether the downstream connection survives it.
+ * The retry rules themselves are retry.c's; the answers' bytes are fallback.c's.
+ *
+ * Two hops may run at once: hops[0] and hops[1] take turns as the attempt, and the other slot is
+ * a hedge (hedge.after) or a connect race (connect_race). The first response head wins and the
+ * other hop is cancelled; a failure while the other hop still runs only records the outcome.
  */
 #include "exchange.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "client.h"
+#include "fallback.h"
 #include "h1.h"
 #include "log.h"
+#include "retry.h"
 #include "route.h"
 #include "worker.h"
 
-static void exchange_run_hop(struct exchange *ex, bool fresh);
+static void exchange_next_attempt(struct exchange *ex);
+static bool exchange_start_hop(struct exchange *ex, struct hop *h, struct upserver *s, bool fresh);
 
-/* Status for an attempt that ended without a usable response (SPEC §3.7). */
-static unsigned exchange_failure_status(enum hop_outcome o)
+static inline ev_tstamp ms(int64_t v) { return (ev_tstamp)v / 1000.0; }
+
+static inline struct worker *ex_worker(const struct exchange *ex) { return ex->c->w; }
+
+static inline bool hop_running(const struct hop *h)
 {
-    switch (o) {
-    case HOP_CONNECT_TIMEOUT:
-    case HOP_RESPONSE_TIMEOUT:
-    case HOP_DEADLINE:
-    case HOP_READ_TIMEOUT:
-        return 504;
-    default:
-        return 502;
+    return h->state == HOP_CONNECTING || h->state == HOP_SENDING || h->state == HOP_BODY ||
+           h->state == HOP_TUNNEL || (h->state == HOP_FAILED && h->uc == NULL && h->server);
+}
+
+static struct hop *exchange_other(struct exchange *ex, struct hop *h)
+{
+    return h == &ex->hops[0] ? &ex->hops[1] : &ex->hops[0];
+}
+
+static void exchange_uncount(struct exchange *ex)
+{
+    struct route_stats *rs;
+
+    if (!ex->route || !ex_worker(ex)->route_stats)
+        return;
+    rs = &ex_worker(ex)->route_stats[ex->route_idx];
+    if (ex->retry_counted) {
+        rs->retries--;
+        ex->retry_counted = false;
+    }
+    if (ex->counted) {
+        rs->requests--;
+        ex->counted = false;
     }
 }
 
+/* Stops every hop and timer and gives the body buffer back. */
 static void exchange_release(struct exchange *ex)
 {
-    hop_cancel(&ex->hop);
-    worker_buf_put(ex->c->w, &ex->body);
+    struct worker *w = ex_worker(ex);
+
+    hop_cancel(&ex->hops[0]);
+    hop_cancel(&ex->hops[1]);
+    ev_timer_stop(w->loop, &ex->backoff_timer);
+    ev_timer_stop(w->loop, &ex->spare_timer);
+    ev_timer_stop(w->loop, &ex->race_timer);
+    exchange_uncount(ex);
+    if (ex->body.cap == WORKER_BLOCK)
+        worker_buf_put(w, &ex->body);
+    else
+        buf_free(&ex->body);
 }
 
-/* Answers with lifeline's own response. reason: the x-lifeline-fallback value, or NULL for
- * answers that are not a fallback (404, 413, ...). */
-static void exchange_reply(struct exchange *ex, unsigned status, const char *reason, const char *text)
+static bool exchange_closes(const struct exchange *ex, unsigned status)
+{
+    return ex_worker(ex)->draining || !ex->body_done || !ex->req->keep_alive || status == 400 ||
+           status == 413;
+}
+
+/* Answers with lifeline's own response that is not a fallback (404, 413, ...). */
+static void exchange_reply(struct exchange *ex, unsigned status, const char *text)
 {
     struct client *c = ex->c;
     struct buf *out;
-    char extra[512], body[256];
+    char extra[128], body[256];
     int elen, blen;
-    bool close = c->w->draining || !ex->body_done || !ex->req->keep_alive || status == 400 ||
-                 status == 413;
+    bool close = exchange_closes(ex, status);
 
     exchange_release(ex);
     ex->state = EX_LOCAL;
@@ -59,12 +102,9 @@ static void exchange_reply(struct exchange *ex, unsigned status, const char *rea
         client_close(c);
         return;
     }
-    elen = snprintf(extra, sizeof(extra), "%s%s%sx-request-id: %.*s\r\n",
-                    reason ? "x-lifeline-fallback: " : "", reason ? reason : "", reason ? "\r\n" : "",
-                    (int)ex->request_id_len, ex->request_id);
+    elen = snprintf(extra, sizeof(extra), "x-request-id: %.*s\r\n", (int)ex->request_id_len, ex->request_id);
     if (elen < 0 || (size_t)elen >= sizeof(extra))
-        elen = snprintf(extra, sizeof(extra), "%s%s%s", reason ? "x-lifeline-fallback: " : "",
-                        reason ? reason : "", reason ? "\r\n" : "");
+        extra[0] = 0;
     blen = snprintf(body, sizeof(body), "%u %s: %s\n", status, h1_reason(status), text);
     if (blen < 0 || (size_t)blen >= sizeof(body))
         blen = 0;
@@ -77,13 +117,55 @@ static void exchange_reply(struct exchange *ex, unsigned status, const char *rea
     client_exchange_done(c, !close);
 }
 
-static void exchange_fallback(struct exchange *ex, enum hop_outcome o)
+/* The status of the built-in answer for a reason (SPEC §3.7). */
+static unsigned builtin_status(enum hop_outcome o, const char *reason)
 {
-    char text[128];
-    unsigned status = exchange_failure_status(o);
+    if (strcmp(reason, "no_server") == 0 || strcmp(reason, "budget") == 0)
+        return 503;
+    if (strcmp(reason, "deadline") == 0)
+        return 504;
+    switch (o) {
+    case HOP_CONNECT_TIMEOUT:
+    case HOP_RESPONSE_TIMEOUT:
+    case HOP_DEADLINE:
+    case HOP_READ_TIMEOUT:
+        return 504;
+    default:
+        return 502;
+    }
+}
 
-    snprintf(text, sizeof(text), "%s after 1 attempt", hop_outcome_name(o));
-    exchange_reply(ex, status, hop_outcome_name(o), text);
+/* Answers with the route's fallback, or the built-in one. */
+static void exchange_fallback(struct exchange *ex, const char *reason)
+{
+    struct client *c = ex->c;
+    struct fallback_answer a;
+    struct buf *out;
+    unsigned st;
+
+    exchange_release(ex);
+    ex->state = EX_LOCAL;
+    out = client_out(c);
+    if (!out) {
+        client_close(c);
+        return;
+    }
+    memset(&a, 0, sizeof(a));
+    a.reason = reason;
+    a.builtin_status = builtin_status(ex->last_outcome, reason);
+    a.attempts = ex->attempts;
+    a.request_id = ex->request_id;
+    a.request_id_len = ex->request_id_len;
+    a.head_only = ex->req->method == H1_M_HEAD;
+    a.close = exchange_closes(ex, a.builtin_status);
+    st = fallback_write(out, ex->route, &a);
+    if (!st) {
+        client_close(c);
+        return;
+    }
+    ex->status = st;
+    ex->state = EX_DONE;
+    client_exchange_done(c, !a.close);
 }
 
 static void exchange_make_request_id(struct exchange *ex)
@@ -96,15 +178,14 @@ static void exchange_make_request_id(struct exchange *ex)
         memcpy(ex->request_id, hd->value, hd->value_len);
         ex->request_id_len = hd->value_len;
     } else {
-        uint64_t a = worker_rand(ex->c->w), b = worker_rand(ex->c->w);
+        uint64_t a = worker_rand(ex_worker(ex)), b = worker_rand(ex_worker(ex));
         ex->request_id_len = (size_t)snprintf(ex->request_id, sizeof(ex->request_id),
                                               "%016" PRIx64 "%016" PRIx64, a, b);
     }
 }
 
-/* True when the method may be sent again (SPEC §3.5): listed in retry.methods, or the request
- * carries an Idempotency-Key. */
-static bool exchange_replay_safe(const struct exchange *ex)
+/* SPEC §3.5: the method may be sent again (retry.methods, or an Idempotency-Key header). */
+static bool exchange_method_repeatable(const struct exchange *ex)
 {
     const struct conf_route *r = ex->route;
 
@@ -118,6 +199,36 @@ static bool exchange_replay_safe(const struct exchange *ex)
     return false;
 }
 
+/* The body can be sent again from the start. */
+static bool exchange_replayable(const struct exchange *ex)
+{
+    return !ex->has_body || (!ex->body_trimmed && (ex->body_done || ex->body.len < ex->body.cap));
+}
+
+static double exchange_uniform(struct exchange *ex)
+{
+    return (double)(worker_rand(ex_worker(ex)) >> 11) / 9007199254740992.0;
+}
+
+static void exchange_backoff_cb(struct ev_loop *loop, ev_timer *t, int revents);
+static void exchange_spare_cb(struct ev_loop *loop, ev_timer *t, int revents);
+
+/* Allocates the body buffer: a cached block when the body is small, else one large enough to keep
+ * retry.buffer_body bytes whole for replay. */
+static int exchange_body_buffer(struct exchange *ex)
+{
+    const struct h1_head *req = ex->req;
+    uint64_t keep = ex->route->retry.buffer_body;
+    size_t want;
+
+    if (!req->chunked && req->content_length >= 0 && (uint64_t)req->content_length + 64 <= WORKER_BLOCK)
+        return worker_buf_get(ex_worker(ex), &ex->body);
+    if (keep + 64 <= WORKER_BLOCK || (req->content_length >= 0 && !req->chunked && (uint64_t)req->content_length > keep))
+        return worker_buf_get(ex_worker(ex), &ex->body);   /* too large to keep: stream it */
+    want = (size_t)keep + 2048;   /* chunk framing of the kept body */
+    return buf_init(&ex->body, want);
+}
+
 void exchange_start(struct exchange *ex, struct client *c)
 {
     struct worker *w = c->w;
@@ -129,10 +240,11 @@ void exchange_start(struct exchange *ex, struct client *c)
     uint64_t max_body;
 
     {
-        /* The hop's sequence survives: a hop callback up the stack compares against it. */
-        unsigned seq = ex->hop.seq;
+        /* The hops' sequences survive: a hop callback up the stack compares against them. */
+        unsigned s0 = ex->hops[0].seq, s1 = ex->hops[1].seq;
         memset(ex, 0, sizeof(*ex));
-        ex->hop.seq = seq + 1;
+        ex->hops[0].seq = s0 + 1;
+        ex->hops[1].seq = s1 + 1;
     }
     ex->c = c;
     ex->req = h1_parser_head(c->parser);
@@ -141,12 +253,16 @@ void exchange_start(struct exchange *ex, struct client *c)
     ex->started = ev_now(w->loop);
     ex->has_body = req->chunked || req->content_length > 0;
     ex->body_done = !ex->has_body && !req->upgrade;
+    ev_init(&ex->backoff_timer, exchange_backoff_cb);
+    ev_init(&ex->spare_timer, exchange_spare_cb);
+    ev_init(&ex->race_timer, exchange_spare_cb);
+    ex->backoff_timer.data = ex->spare_timer.data = ex->race_timer.data = ex;
     exchange_make_request_id(ex);
 
     nlen = route_normalize(req->target, req->target_len, w->scratch, w->scratch_len / 2);
     if (nlen < 0) {
         ex->body_done = false;   /* close: the rest of the stream cannot be trusted */
-        exchange_reply(ex, 400, NULL, "invalid request target");
+        exchange_reply(ex, 400, "invalid request target");
         return;
     }
     if (req->host >= 0) {
@@ -156,58 +272,64 @@ void exchange_start(struct exchange *ex, struct client *c)
     ex->route = route_match(conf, host, host_len, w->scratch, (size_t)nlen, req->method_name,
                             req->method_len);
     if (!ex->route) {
-        exchange_reply(ex, 404, NULL, "no route matches");
+        exchange_reply(ex, 404, "no route matches");
         return;
     }
+    ex->route_idx = (unsigned)(ex->route - conf->routes);
     ex->pool = &w->pools[ex->route->pool - conf->pools];
-    ex->deadline = ex->started + (ev_tstamp)ex->route->total_timeout / 1000.0;
+    ex->deadline = ex->started + ms(ex->route->total_timeout);
+    ex->idempotent = exchange_method_repeatable(ex);
+    w->route_stats[ex->route_idx].requests++;
+    ex->counted = true;
 
     max_body = ex->route->max_body_bytes;
     if (max_body && req->content_length > 0 && (uint64_t)req->content_length > max_body) {
         ex->body_done = false;
-        exchange_reply(ex, 413, NULL, "request body too large");
+        exchange_reply(ex, 413, "request body too large");
         return;
     }
     h1_parser_set_max_body(c->parser, max_body);
     if (ex->has_body) {
-        if (worker_buf_get(w, &ex->body) < 0) {
-            exchange_reply(ex, 503, NULL, "out of memory");
+        if (exchange_body_buffer(ex) < 0) {
+            exchange_reply(ex, 503, "out of memory");
             return;
         }
         h1_parser_set_output(c->parser, &ex->body, req->chunked ? H1_FRAME_CHUNKED : H1_FRAME_RAW);
         if (req->expect_continue && req->http_minor >= 1)
             client_continue(c);
     }
-    exchange_run_hop(ex, false);
+    if (ex->route->retry.hedge_after > 0 && ex->idempotent && !req->upgrade) {
+        ex->spare_timer.repeat = ms(ex->route->retry.hedge_after);
+        ev_timer_again(w->loop, &ex->spare_timer);
+    }
+    exchange_next_attempt(ex);
 }
 
 /* Serialises the request head for server s into the hop's head buffer. 0 or -1 (too large). */
-static int exchange_build_head(struct exchange *ex, struct upserver *s)
+static int exchange_build_head(struct exchange *ex, struct hop *h, struct upserver *s)
 {
-    struct worker *w = ex->c->w;
+    struct worker *w = ex_worker(ex);
     const struct h1_head *req = ex->req;
-    struct hop *h = &ex->hop;
     struct h1_req_out o;
-    char *tbuf = w->scratch + w->scratch_len / 2;
-    size_t tcap = w->scratch_len - w->scratch_len / 2;
-    ssize_t nlen, tlen;
     size_t need = w->conf->limits.max_header_bytes + 2048;
 
-    nlen = route_normalize(req->target, req->target_len, w->scratch, w->scratch_len / 2);
-    if (nlen < 0)
-        return -1;
-    tlen = route_forward_target(ex->route, req->target, req->target_len, w->scratch, (size_t)nlen,
-                                tbuf, tcap);
-    if (tlen < 0)
-        return -1;
     if (!h->head.data) {
         if (need <= WORKER_BLOCK ? worker_buf_get(w, &h->head) < 0 : buf_init(&h->head, need) < 0)
             return -1;
     }
     h->head.off = h->head.len = 0;
     memset(&o, 0, sizeof(o));
-    o.target = tbuf;
-    o.target_len = (size_t)tlen;
+    if (ex->route->strip_prefix) {
+        char *tbuf = w->scratch + w->scratch_len / 2;
+        ssize_t nlen = route_normalize(req->target, req->target_len, w->scratch, w->scratch_len / 2);
+        ssize_t tlen = nlen < 0 ? -1 : route_forward_target(ex->route, req->target, req->target_len,
+                                                           w->scratch, (size_t)nlen, tbuf,
+                                                           w->scratch_len - w->scratch_len / 2);
+        if (tlen < 0)
+            return -1;
+        o.target = tbuf;
+        o.target_len = (size_t)tlen;
+    }
     if (ex->route->host_header == HOST_HEADER_UPSTREAM) {
         o.host = s->addr->text;
         o.host_len = strlen(s->addr->text);
@@ -217,74 +339,253 @@ static int exchange_build_head(struct exchange *ex, struct upserver *s)
     o.proto = "http";
     o.request_id = ex->request_id;
     o.request_id_len = ex->request_id_len;
-    o.content_length = req->chunked ? -1 : req->content_length > 0 ? req->content_length : -1;
     o.chunked = req->chunked;
+    /* "Content-Length: 0" is kept: some servers require it on POST. */
+    o.content_length = req->chunked ? -1 : req->content_length;
     o.upgrade = req->upgrade;
-    /* A request that carried "Content-Length: 0" keeps it: some servers require it on POST. */
-    if (!req->chunked && req->content_length == 0)
-        o.content_length = 0;
     return h1_write_request_head(&h->head, req, &o);
 }
 
-static void exchange_run_hop(struct exchange *ex, bool fresh)
+static uint64_t exchange_hash(struct exchange *ex)
 {
-    struct pool_pick_ctx ctx = { 0 };
-    struct upserver *s;
     const struct conf_pool *cp = ex->pool->cp;
+    const struct h1_head *req = ex->req;
 
-    if (cp->balance == BALANCE_HASH) {
-        const struct h1_head *req = ex->req;
-        if (cp->hash_key == HASH_URI) {
-            ctx.hash = pool_hash(req->target, req->target_len, 0);
-        } else if (cp->hash_key == HASH_HEADER) {
-            const struct h1_header *hd = h1_find(req, cp->hash_header);
-            ctx.hash = hd ? pool_hash(hd->value, hd->value_len, 0) : 0;
-        } else {
-            ctx.hash = pool_hash(ex->c->addr, strlen(ex->c->addr), 0);
+    if (cp->hash_key == HASH_URI)
+        return pool_hash(req->target, req->target_len, 0);
+    if (cp->hash_key == HASH_HEADER) {
+        const struct h1_header *hd = h1_find(req, cp->hash_header);
+        return hd ? pool_hash(hd->value, hd->value_len, 0) : 0;
+    }
+    return pool_hash(ex->c->addr, strlen(ex->c->addr), 0);
+}
+
+/* A server for the next attempt: one not tried yet in this request when one exists (SPEC §3.3). */
+static struct upserver *exchange_pick(struct exchange *ex)
+{
+    struct pool_pick_ctx ctx = { .excluded = ex->tried };
+    struct upserver *s;
+
+    if (ex->pool->cp->balance == BALANCE_HASH)
+        ctx.hash = exchange_hash(ex);
+    s = pool_pick(ex->pool, &ctx);
+    if (!s && ex->tried) {
+        ctx.excluded = 0;
+        s = pool_pick(ex->pool, &ctx);
+    }
+    return s;
+}
+
+/* Starts hop h to s. Returns false when the exchange has already answered (head too large). */
+static bool exchange_start_hop(struct exchange *ex, struct hop *h, struct upserver *s, bool fresh)
+{
+    unsigned idx = (unsigned)(s - ex->pool->servers);
+
+    if (exchange_build_head(ex, h, s) < 0) {
+        exchange_reply(ex, 431, "request head too large to forward");
+        return false;
+    }
+    if (idx < 64)
+        ex->tried |= 1ull << idx;
+    h->body_sent = 0;
+    hop_start(h, ex, s, fresh);
+    /* A connect that is still pending after connect_race races one to another server. */
+    if (h->state == HOP_CONNECTING && ex->pool->cp->connect_race > 0 && ex->state == EX_UPSTREAM &&
+        !ev_is_active(&ex->race_timer)) {
+        ex->race_timer.repeat = ms(ex->pool->cp->connect_race);
+        ev_timer_again(ex_worker(ex)->loop, &ex->race_timer);
+    }
+    return true;
+}
+
+/* Starts the next attempt in a free hop slot. */
+static void exchange_next_attempt(struct exchange *ex)
+{
+    struct hop *h = hop_running(&ex->hops[0]) ? &ex->hops[1] : &ex->hops[0];
+    struct upserver *s = exchange_pick(ex);
+
+    if (!s) {
+        ex->last_outcome = HOP_CONNECT_ERROR;
+        exchange_fallback(ex, "no_server");
+        return;
+    }
+    ex->attempts++;
+    exchange_start_hop(ex, h, s, false);
+}
+
+static void exchange_backoff_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct exchange *ex = t->data;
+
+    (void)revents;
+    ev_timer_stop(loop, t);
+    if (ex->state == EX_UPSTREAM)
+        exchange_next_attempt(ex);
+}
+
+/* hedge.after (spare_timer) or connect_race (race_timer) fired: a second hop beside the first. */
+static void exchange_spare_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct exchange *ex = t->data;
+    struct hop *a = &ex->hops[0], *b = &ex->hops[1];
+    struct hop *busy = hop_running(a) ? a : b, *spare = exchange_other(ex, busy);
+    struct upserver *s;
+    bool race = t == &ex->race_timer;
+
+    (void)revents;
+    ev_timer_stop(loop, t);
+    if (ex->state != EX_UPSTREAM || !hop_running(busy) || hop_running(spare))
+        return;
+    if (race && busy->state != HOP_CONNECTING)
+        return;
+    if (!race) {
+        /* A hedge: only for requests that may be sent twice, within attempts and budget. */
+        struct route_stats *rs = &ex_worker(ex)->route_stats[ex->route_idx];
+        double budget = ex->route->retry.budget_ratio * rs->requests;
+        if (budget < ex->route->retry.budget_min_retries)
+            budget = ex->route->retry.budget_min_retries;
+        if (!ex->idempotent || !exchange_replayable(ex) || !ex->body_done ||
+            ex->attempts >= ex->route->retry.attempts || rs->retries >= budget ||
+            busy->state == HOP_BODY || ex->deadline <= ev_now(loop))
+            return;
+        if (!ex->retry_counted) {
+            rs->retries++;
+            ex->retry_counted = true;
         }
     }
-    s = fresh && ex->hop.last_server ? ex->hop.last_server : pool_pick(ex->pool, &ctx);
-    if (!s) {
-        exchange_reply(ex, 503, "no_server", "no_server after 0 attempts");
-        return;
+    {
+        struct pool_pick_ctx ctx = { .excluded = ex->tried };
+        if (ex->pool->cp->balance == BALANCE_HASH)
+            ctx.hash = exchange_hash(ex);
+        s = pool_pick(ex->pool, &ctx);
     }
-    if (exchange_build_head(ex, s) < 0) {
-        exchange_reply(ex, 431, NULL, "request head too large to forward");
-        return;
-    }
-    ex->hop.body_sent = 0;
-    hop_start(&ex->hop, ex, s, fresh);
+    if (!s)
+        return;   /* no other server: the running hop carries on alone */
+    if (!race)
+        ex->attempts++;
+    log_debug("%s to %s beside %s", race ? "connect race" : "hedge", s->addr->text,
+              busy->last_server ? busy->last_server->addr->text : "?");
+    exchange_start_hop(ex, spare, s, false);
+}
+
+void exchange_hop_connected(struct exchange *ex, struct hop *h)
+{
+    struct hop *other = exchange_other(ex, h);
+
+    /* A connect race is decided by the first connect: the loser has sent nothing. */
+    if (other->state == HOP_CONNECTING)
+        hop_cancel(other);
 }
 
 void exchange_body(struct exchange *ex)
 {
+    if (ex->state != EX_UPSTREAM && ex->state != EX_STREAMING)
+        return;
+    hop_send(&ex->hops[0]);
     if (ex->state == EX_UPSTREAM || ex->state == EX_STREAMING)
-        hop_send(&ex->hop);
+        hop_send(&ex->hops[1]);
 }
 
 void exchange_tunnel_in(struct exchange *ex)
 {
-    if (ex->state == EX_TUNNEL)
-        hop_send(&ex->hop);
+    if (ex->state == EX_TUNNEL && ex->winner)
+        hop_send(ex->winner);
 }
 
 void exchange_hop_sent(struct exchange *ex, struct hop *h)
 {
-    /* Keep sent bytes while they fit (a reused connection that fails may replay them); drop them
-     * once the client needs the room, which makes the request not replayable. */
-    if (ex->state == EX_TUNNEL || (!ex->body_done && buf_free_space(&ex->body) < WORKER_BLOCK / 2)) {
+    /* Keep sent bytes while they fit (an attempt that fails may be replayed); drop them once the
+     * client needs the room, which makes the request not replayable. With two hops running, only
+     * bytes both have sent can go. */
+    if (ex->state == EX_TUNNEL) {
         buf_consume(&ex->body, h->body_sent);
-        if (h->body_sent && ex->state != EX_TUNNEL)
-            ex->body_trimmed = true;
         h->body_sent = 0;
+    } else if (!ex->body_done && buf_free_space(&ex->body) < WORKER_BLOCK / 2) {
+        struct hop *o = exchange_other(ex, h);
+        size_t n = hop_running(o) ? (o->body_sent < h->body_sent ? o->body_sent : h->body_sent) : h->body_sent;
+        if (n) {
+            buf_consume(&ex->body, n);
+            h->body_sent -= n;
+            if (hop_running(o))
+                o->body_sent -= n;
+            ex->body_trimmed = true;
+        }
     }
     client_resume(ex->c);
 }
 
 void exchange_drained(struct exchange *ex)
 {
-    if (ex->state == EX_STREAMING || ex->state == EX_TUNNEL)
-        hop_resume(&ex->hop);
+    if ((ex->state == EX_STREAMING || ex->state == EX_TUNNEL) && ex->winner)
+        hop_resume(ex->winner);
+}
+
+static double retry_after_of(const struct h1_head *resp)
+{
+    const struct h1_header *hd = h1_find(resp, "retry-after");
+    double v = 0;
+
+    if (!hd || hd->value_len == 0 || hd->value_len > 9)
+        return -1;
+    for (size_t i = 0; i < hd->value_len; i++) {
+        if (hd->value[i] < '0' || hd->value[i] > '9')
+            return -1;   /* an HTTP-date: not honoured (see README) */
+        v = v * 10 + (hd->value[i] - '0');
+    }
+    return v;
+}
+
+/* An attempt ended without an answer that goes downstream as it is. Decides retry or fallback.
+ * Returns true when a retry was scheduled (or another hop is still running). */
+static bool exchange_after_attempt(struct exchange *ex, struct hop *h, enum hop_outcome o,
+                                   unsigned status, double retry_after)
+{
+    struct worker *w = ex_worker(ex);
+    struct route_stats *rs = &w->route_stats[ex->route_idx];
+    struct retry_input in;
+    struct retry_decision d;
+    struct hop *other = exchange_other(ex, h);
+
+    ex->last_outcome = o;
+    ex->last_status = status;
+    if (hop_running(other))
+        return true;   /* the hedge or race beside it may still answer */
+    memset(&in, 0, sizeof(in));
+    in.outcome = o;
+    in.status = status;
+    in.attempts = ex->attempts;
+    in.idempotent = ex->idempotent;
+    in.replayable = exchange_replayable(ex);
+    in.time_left = ex->deadline - ev_now(w->loop);
+    in.retries_in_flight = rs->retries - (ex->retry_counted ? 1 : 0);
+    in.requests_in_flight = rs->requests;
+    in.retry_after = retry_after;
+    in.u = exchange_uniform(ex);
+    d = retry_decide(ex->route, &in);
+    log_debug("attempt %u to %s: %s %u -> %s (%.3f s)", ex->attempts,
+              h->last_server ? h->last_server->addr->text : "?", hop_outcome_name(o), status,
+              retry_verdict_name(d.verdict), d.delay);
+    if (d.verdict != RETRY_GO)
+        return false;
+    if (!ex->retry_counted) {
+        rs->retries++;
+        ex->retry_counted = true;
+    }
+    ex->backoff_timer.repeat = d.delay > 0 ? d.delay : 1e-6;
+    ev_timer_again(w->loop, &ex->backoff_timer);
+    return true;
+}
+
+/* The reason named in x-lifeline-fallback for the last failed attempt. */
+static const char *exchange_reason(struct exchange *ex, char *tmp, size_t n)
+{
+    if (ex->last_outcome == HOP_OK) {
+        snprintf(tmp, n, "%u", ex->last_status);
+        return tmp;
+    }
+    if (ex->last_outcome == HOP_DEADLINE || ex->deadline <= ev_now(ex_worker(ex)->loop))
+        return "deadline";
+    return hop_outcome_name(ex->last_outcome);
 }
 
 void exchange_hop_head(struct exchange *ex, struct hop *h)
@@ -293,10 +594,34 @@ void exchange_hop_head(struct exchange *ex, struct hop *h)
     const struct h1_head *req = ex->req;
     struct h1_head *resp = h1_parser_head(h->parser);
     struct h1_resp_out o;
-    struct buf *out = client_out(c);
+    struct buf *out;
     enum h1_framing framing;
     bool http10 = req->http_minor == 0 && req->http_major == 1;
 
+    if (resp->status != 101 && retry_listed(ex->route, HOP_OK, resp->status)) {
+        /* A status listed in retry.on: retried when possible; otherwise the fallback answers, or
+         * without one the response passes through as it is (SPEC §3.7). */
+        double ra = retry_after_of(resp);
+        unsigned st = resp->status;
+        h->outcome = HOP_OK;
+        if (exchange_after_attempt(ex, h, HOP_OK, st, ra)) {
+            hop_cancel(h);   /* the answer is discarded; its connection is not reused */
+            return;
+        }
+        if (ex->route->fallback.enabled) {
+            char tmp[16];
+            exchange_fallback(ex, exchange_reason(ex, tmp, sizeof(tmp)));
+            return;
+        }
+    }
+
+    /* This response goes downstream: the other hop, if any, loses. */
+    hop_cancel(exchange_other(ex, h));
+    ev_timer_stop(ex_worker(ex)->loop, &ex->spare_timer);
+    ev_timer_stop(ex_worker(ex)->loop, &ex->race_timer);
+    ev_timer_stop(ex_worker(ex)->loop, &ex->backoff_timer);
+    ex->winner = h;
+    out = client_out(c);
     if (!out) {
         client_close(c);
         return;
@@ -308,15 +633,9 @@ void exchange_hop_head(struct exchange *ex, struct hop *h)
     ex->status = resp->status;
 
     if (resp->status == 101) {
-        if (!req->upgrade) {
-            hop_cancel(h);
-            exchange_fallback(ex, HOP_RESET);
-            return;
-        }
-        o.upgrade = true;
-        if (h1_write_response_head(out, resp, &o) < 0) {
-            hop_cancel(h);
-            exchange_fallback(ex, HOP_RESET);
+        if (!req->upgrade || h1_write_response_head(out, resp, (o.upgrade = true, &o)) < 0) {
+            ex->last_outcome = HOP_RESET;
+            exchange_fallback(ex, "reset");
             return;
         }
         ex->state = EX_TUNNEL;
@@ -328,7 +647,7 @@ void exchange_hop_head(struct exchange *ex, struct hop *h)
     }
 
     ex->resp_no_body = req->method == H1_M_HEAD || resp->status == 204 || resp->status == 304;
-    ex->resp_close = !req->keep_alive || c->w->draining || !ex->body_done;
+    ex->resp_close = !req->keep_alive || ex_worker(ex)->draining || !ex->body_done;
     if (ex->resp_no_body) {
         framing = H1_FRAME_DROP;
         if (resp->status != 204)
@@ -347,12 +666,13 @@ void exchange_hop_head(struct exchange *ex, struct hop *h)
     o.close = ex->resp_close;
     o.keep_alive_10 = http10 && !ex->resp_close;
     if (h1_write_response_head(out, resp, &o) < 0) {
-        hop_cancel(h);
-        exchange_fallback(ex, HOP_RESET);
+        ex->last_outcome = HOP_RESET;
+        exchange_fallback(ex, "reset");
         return;
     }
     h1_parser_set_output(h->parser, out, framing);
     ex->state = EX_STREAMING;
+    exchange_uncount(ex);   /* the retry budget counts requests still waiting for a head */
     client_flush(c);
 }
 
@@ -365,39 +685,44 @@ void exchange_hop_data(struct exchange *ex, struct hop *h)
 void exchange_hop_done(struct exchange *ex, struct hop *h)
 {
     (void)h;
+    ex->winner = NULL;
+    exchange_release(ex);
     if (ex->state == EX_TUNNEL) {
         ex->state = EX_DONE;
-        worker_buf_put(ex->c->w, &ex->body);
         client_exchange_done(ex->c, false);
         return;
     }
     ex->state = EX_DONE;
-    worker_buf_put(ex->c->w, &ex->body);
     client_exchange_done(ex->c, !ex->resp_close);
 }
 
 void exchange_hop_failed(struct exchange *ex, struct hop *h)
 {
+    char tmp[16];
+
     switch (ex->state) {
     case EX_UPSTREAM:
         /* A pooled connection the server closed while we reused it: one more try on a fresh
          * connection, not counted as an attempt, when replaying is safe (SPEC §3.5). */
         if (h->reused && !h->got_bytes && h->outcome == HOP_RESET && !ex->fresh_retry_done &&
-            !ex->body_trimmed && (!ex->has_body || ex->body_done || h->body_sent == 0) &&
-            exchange_replay_safe(ex)) {
+            exchange_replayable(ex) && ex->idempotent) {
             ex->fresh_retry_done = true;
             log_debug("reused connection to %s failed; retrying on a fresh one",
-                      h->server ? h->server->addr->text : "?");
-            exchange_run_hop(ex, true);
+                      h->last_server ? h->last_server->addr->text : "?");
+            exchange_start_hop(ex, h, h->last_server, true);
             return;
         }
-        exchange_fallback(ex, h->outcome);
+        if (exchange_after_attempt(ex, h, h->outcome, 0, -1))
+            return;
+        exchange_fallback(ex, exchange_reason(ex, tmp, sizeof(tmp)));
         return;
     case EX_STREAMING:
     case EX_TUNNEL:
         /* The head is downstream already: nothing can be retried. Close so the client sees a
          * truncated response (no terminating chunk), never a silently short one. */
         ex->state = EX_DONE;
+        ex->winner = NULL;
+        exchange_release(ex);
         log_info("upstream failed mid-response (%s): closing downstream", hop_outcome_name(h->outcome));
         client_exchange_done(ex->c, false);
         return;
@@ -411,5 +736,6 @@ void exchange_cancel(struct exchange *ex)
     if (ex->state == EX_NONE || !ex->c)
         return;
     exchange_release(ex);
+    ex->winner = NULL;
     ex->state = EX_NONE;
 }

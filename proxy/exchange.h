@@ -32,18 +32,30 @@ struct exchange {
     struct client *c;
     enum exchange_state state;
     const struct conf_route *route;
+    unsigned route_idx;
     struct pool *pool;
     struct h1_head *req;                /* the client's parser head */
-    struct hop hop;
+    struct hop hops[2];                 /* the attempt, and a hedge or a connect race beside it */
+    struct hop *winner;                 /* the hop whose response goes downstream */
     struct buf body;                    /* request body bytes, framed for the upstream */
     bool has_body;                      /* the request has a body */
     bool body_done;                     /* the request message is complete */
     bool body_trimmed;                  /* sent bytes were dropped to make room: no replay */
     bool fresh_retry_done;              /* the reused-connection retry (SPEC §3.5) was spent */
+    bool idempotent;                    /* method in retry.methods, or an Idempotency-Key */
+    bool counted;                       /* counted in the route's requests in flight */
+    bool retry_counted;                 /* holds one of the route's retries in flight */
     bool resp_close;                    /* downstream must close after this response */
     bool resp_chunked;                  /* downstream framing is chunked */
     bool resp_no_body;
     unsigned status;                    /* status sent downstream */
+    unsigned attempts;                  /* attempts started (hedges included, races not) */
+    uint64_t tried;                     /* servers tried, by index (pool_pick_ctx.excluded) */
+    enum hop_outcome last_outcome;      /* of the latest finished attempt */
+    unsigned last_status;
+    ev_timer backoff_timer;             /* before the next attempt */
+    ev_timer spare_timer;               /* hedge.after */
+    ev_timer race_timer;                /* connect_race */
     ev_tstamp started, deadline;
     char request_id[40];
     size_t request_id_len;
@@ -67,5 +79,6 @@ void exchange_hop_data(struct exchange *ex, struct hop *h);
 void exchange_hop_done(struct exchange *ex, struct hop *h);
 void exchange_hop_failed(struct exchange *ex, struct hop *h);
 void exchange_hop_sent(struct exchange *ex, struct hop *h);
+void exchange_hop_connected(struct exchange *ex, struct hop *h);
 
 #endif

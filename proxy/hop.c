@@ -145,6 +145,12 @@ static void hop_connected(struct hop *h)
         return;
     }
     hop_attach_io(h);
+    {
+        unsigned seq = h->seq;
+        exchange_hop_connected(h->ex, h);
+        if (h->seq != seq)
+            return;
+    }
     /* While the request is being sent only the deadline bounds the hop; `response` starts once
      * the whole request is out (SPEC §3.3). */
     h->deadline_cut = true;

@@ -258,7 +258,7 @@ uint64_t pool_hash(const void *data, size_t n, uint64_t seed)
 
 static inline bool pick_ok(const struct pool_pick_ctx *ctx, unsigned i)
 {
-    return !ctx || !ctx->excluded || !ctx->excluded[i];
+    return !ctx || i >= 64 || !(ctx->excluded & (1ull << i));
 }
 
 /* Smooth weighted round robin (as nginx): every candidate gains its weight, the richest is chosen

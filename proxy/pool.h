@@ -56,7 +56,7 @@ struct pool {
 
 /* What a balancer may look at besides the servers. */
 struct pool_pick_ctx {
-    const bool *excluded;               /* per server index, NULL: none excluded */
+    uint64_t excluded;                  /* bit i: skip server i (servers 64 and above are never skipped) */
     uint64_t hash;                      /* balance hash: the key's hash */
 };
 
@@ -65,7 +65,8 @@ int pool_init(struct pool *p, struct worker *w, const struct conf_pool *cp);
 /* Closes every idle connection and frees the servers. Busy connections must be gone already. */
 void pool_destroy(struct pool *p);
 
-/* Chooses a server with the pool's balancer, skipping excluded ones; NULL when none is left. */
+/* Chooses a server with the pool's balancer, skipping excluded ones; NULL when none is left.
+ * ctx may be NULL. */
 struct upserver *pool_pick(struct pool *p, const struct pool_pick_ctx *ctx);
 
 /* An idle connection to s that is still open, or NULL. The caller (a hop) owns it afterwards. */

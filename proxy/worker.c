@@ -215,11 +215,12 @@ int worker_init(struct worker *w, unsigned id, struct conf *c)
         w->rng[0] = 0x9e3779b97f4a7c15ull ^ (uint64_t)id;
         w->rng[1] = 0xbf58476d1ce4e5b9ull;
     }
-    w->scratch_len = c->limits.max_header_bytes + 1024;
+    w->scratch_len = 2 * (c->limits.max_header_bytes + 1024);
     w->scratch = malloc(w->scratch_len);
     w->listeners = calloc(c->nlisteners ? c->nlisteners : 1, sizeof(*w->listeners));
     w->pools = calloc(c->npools ? c->npools : 1, sizeof(*w->pools));
-    if (!w->scratch || !w->listeners || !w->pools) {
+    w->route_stats = calloc(c->nroutes ? c->nroutes : 1, sizeof(*w->route_stats));
+    if (!w->scratch || !w->listeners || !w->pools || !w->route_stats) {
         log_error("worker %u: out of memory", id);
         return -1;
     }
@@ -302,6 +303,7 @@ void worker_destroy(struct worker *w)
         close(w->spare_fd);
     free(w->listeners);
     free(w->pools);
+    free(w->route_stats);
     free(w->scratch);
     if (w->loop)
         ev_loop_destroy(w->loop);

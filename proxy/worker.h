@@ -75,6 +75,10 @@ struct worker {
     size_t scratch_len;
 
     uint64_t rng[2];                    /* xorshift128+ state */
+
+    /* per route of `conf`, for the retry budget (SPEC §3.5); per worker, like HAProxy's
+     * per-thread counters: no lock on the request path */
+    struct route_stats { unsigned requests, retries; } *route_stats;
 };
 
 /* Downstream connections across all workers (limits.max_connections is per process). */

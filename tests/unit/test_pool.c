@@ -71,15 +71,14 @@ static void test_round_robin_weights(void **state)
 static void test_round_robin_excluded(void **state)
 {
     static const unsigned weights[] = { 1, 1, 1 };
-    bool excluded[3] = { false, true, false };
-    struct pool_pick_ctx ctx = { .excluded = excluded };
+    struct pool_pick_ctx ctx = { .excluded = 1u << 1 };
     struct pool p;
 
     (void)state;
     setup_pool(&p, BALANCE_ROUND_ROBIN, weights, 3);
     for (int i = 0; i < 12; i++)
         assert_ptr_not_equal(pool_pick(&p, &ctx), &p.servers[1]);
-    excluded[0] = excluded[2] = true;
+    ctx.excluded = 7;
     assert_null(pool_pick(&p, &ctx));
     free(p.servers);
 }
@@ -125,8 +124,7 @@ static void test_random_two(void **state)
 static void test_hash_stable(void **state)
 {
     static const unsigned weights[] = { 1, 1, 1, 1 };
-    bool excluded[4] = { false };
-    struct pool_pick_ctx ctx = { .excluded = excluded };
+    struct pool_pick_ctx ctx = { .excluded = 0 };
     struct pool p;
     unsigned hits[4] = { 0 }, moved = 0;
     struct upserver *first[64];
@@ -144,7 +142,7 @@ static void test_hash_stable(void **state)
     for (int i = 0; i < 4; i++)
         assert_true(hits[i] > 4);
     /* excluding one server moves only its keys */
-    excluded[2] = true;
+    ctx.excluded = 1u << 2;
     for (int k = 0; k < 64; k++) {
         char key[16];
         struct upserver *s;

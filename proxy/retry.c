@@ -1,0 +1,115 @@
+/* retry.c — the retry decision (see retry.h). Pure: same input, same answer. */
+#include "retry.h"
+
+#include <math.h>
+
+bool retry_not_sent(enum hop_outcome o)
+{
+    return o == HOP_CONNECT_ERROR || o == HOP_CONNECT_TIMEOUT;
+}
+
+bool retry_listed(const struct conf_route *r, enum hop_outcome o, unsigned status)
+{
+    switch (o) {
+    case HOP_CONNECT_ERROR:
+        return r->retry.on & RETRY_ON_CONNECT_ERROR;
+    case HOP_CONNECT_TIMEOUT:
+        return r->retry.on & RETRY_ON_CONNECT_TIMEOUT;
+    case HOP_RESPONSE_TIMEOUT:
+        return r->retry.on & RETRY_ON_RESPONSE_TIMEOUT;
+    case HOP_RESET:
+        return r->retry.on & RETRY_ON_RESET;
+    case HOP_OK:
+        for (size_t i = 0; i < r->retry.nstatuses; i++) {
+            if (r->retry.statuses[i] == status)
+                return true;
+        }
+        return false;
+    case HOP_DEADLINE:       /* the deadline is spent: nothing is left to retry in */
+    case HOP_READ_TIMEOUT:   /* the head went downstream already (SPEC §3.8) */
+        return false;
+    }
+    return false;
+}
+
+double retry_backoff(int64_t base_ms, int64_t max_ms, unsigned n, double u)
+{
+    double cap = (double)base_ms;
+
+    /* base * 2^(n-1), saturating at max without overflowing */
+    for (unsigned i = 1; i < n && cap < (double)max_ms; i++)
+        cap *= 2;
+    if (cap > (double)max_ms)
+        cap = (double)max_ms;
+    if (u < 0)
+        u = 0;
+    if (u >= 1)
+        u = nextafter(1.0, 0.0);
+    return cap * u / 1000.0;
+}
+
+struct retry_decision retry_decide(const struct conf_route *r, const struct retry_input *in)
+{
+    struct retry_decision d = { RETRY_NOT_LISTED, 0 };
+    double budget;
+
+    if (!retry_listed(r, in->outcome, in->status))
+        return d;
+    if (in->attempts >= r->retry.attempts) {
+        d.verdict = RETRY_NO_ATTEMPTS;
+        return d;
+    }
+    /* Safe when nothing reached the upstream, or the method may be repeated; and in both cases
+     * the body (if any) must still be whole to be sent again. */
+    if (!in->replayable || (!retry_not_sent(in->outcome) && !in->idempotent)) {
+        d.verdict = RETRY_UNSAFE;
+        return d;
+    }
+    budget = r->retry.budget_ratio * (double)in->requests_in_flight;
+    if (budget < (double)r->retry.budget_min_retries)
+        budget = (double)r->retry.budget_min_retries;
+    if ((double)in->retries_in_flight >= budget) {
+        d.verdict = RETRY_BUDGET;
+        return d;
+    }
+    if (in->retry_after >= 0 && in->outcome == HOP_OK && (in->status == 429 || in->status == 503)) {
+        /* The server said when: honour it when the deadline allows, else do not retry at all. */
+        if (in->retry_after >= in->time_left) {
+            d.verdict = RETRY_AFTER_TOO_LONG;
+            return d;
+        }
+        d.verdict = RETRY_GO;
+        d.delay = in->retry_after;
+        return d;
+    }
+    d.delay = retry_backoff(r->retry.backoff_base, r->retry.backoff_max, in->attempts, in->u);
+    if (in->time_left <= 0) {
+        d.verdict = RETRY_NO_TIME;
+        return d;
+    }
+    /* Never past the deadline: a delay that would overrun it is cut to leave the retry a chance;
+     * when less than 1 ms would remain there is no point. */
+    if (d.delay >= in->time_left - 0.001) {
+        if (in->time_left <= 0.002) {
+            d.verdict = RETRY_NO_TIME;
+            return d;
+        }
+        d.delay = (in->time_left - 0.001) * in->u;
+    }
+    d.verdict = RETRY_GO;
+    return d;
+}
+
+const char *retry_verdict_name(enum retry_verdict v)
+{
+    switch (v) {
+    case RETRY_GO: return "retry";
+    case RETRY_NOT_LISTED: return "not_listed";
+    case RETRY_NO_ATTEMPTS: return "attempts";
+    case RETRY_UNSAFE: return "unsafe";
+    case RETRY_NO_TIME: return "deadline";
+    case RETRY_BUDGET: return "budget";
+    case RETRY_AFTER_TOO_LONG: return "retry_after";
+    }
+    return "unknown";
+}

@@ -1,0 +1,1971 @@
+/* test_h1.c — unit tests for h1.c against the contract in h1.h: request and response parsing
+ * (events, consumed counts, framing facts, header flags), the rejections of SPEC §4 with their
+ * statuses, body decoding and re-framing under a bounded output buffer, and the head writers.
+ *
+ * Most cases are table rows; every row is its own cmocka test and is run under several feeding
+ * patterns (everything at once, byte by byte, small odd pieces) and both RAW and CHUNKED output
+ * framing, which must all give the same events, statuses and decoded bodies.
+ * Links h1.c and buf.c only (and libhttp_parser).
+ */
+#include <ctype.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <cmocka.h>
+
+#include "buf.h"
+#include "h1.h"
+
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Table rows name only the fields they care about; the rest are zero on purpose. */
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+
+/* ---- small helpers ---------------------------------------------------------------------------- */
+
+/* A growable byte string (test side only). */
+struct bytes {
+    char *d;
+    size_t n, cap;
+};
+
+static void bytes_add(struct bytes *b, const void *p, size_t n)
+{
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 64;
+        while (cap < b->n + n + 1)
+            cap *= 2;
+        b->d = realloc(b->d, cap);
+        assert_non_null(b->d);
+        b->cap = cap;
+    }
+    if (n)
+        memcpy(b->d + b->n, p, n);
+    b->n += n;
+    b->d[b->n] = '\0';
+}
+
+static void bytes_str(struct bytes *b, const char *s) { bytes_add(b, s, strlen(s)); }
+
+static void bytes_clear(struct bytes *b)
+{
+    b->n = 0;
+    if (b->d)
+        b->d[0] = '\0';
+}
+
+static void bytes_free(struct bytes *b)
+{
+    free(b->d);
+    b->d = NULL;
+    b->n = b->cap = 0;
+}
+
+/* Printable form of some bytes for failure messages (rotating static buffers). */
+static const char *esc(const char *s, size_t n)
+{
+    static char bufs[4][600];
+    static int k;
+    char *o = bufs[k++ & 3];
+    size_t j = 0;
+
+    for (size_t i = 0; i < n && j < sizeof(bufs[0]) - 8; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '\r') { o[j++] = '\\'; o[j++] = 'r'; }
+        else if (c == '\n') { o[j++] = '\\'; o[j++] = 'n'; }
+        else if (c == '\\') { o[j++] = '\\'; o[j++] = '\\'; }
+        else if (c < 0x20 || c >= 0x7f) j += (size_t)snprintf(o + j, 5, "\\x%02x", c);
+        else o[j++] = (char)c;
+    }
+    if (j >= sizeof(bufs[0]) - 8)
+        memcpy(o + j, "...", 4);
+    else
+        o[j] = '\0';
+    return o;
+}
+
+/* Describes the run in progress (feeding pattern, framing) for failure messages. */
+static char ctx[200];
+
+static void check_failed(const char *file, int line, const char *cond, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void check_failed(const char *file, int line, const char *cond, const char *fmt, ...)
+{
+    char m[2000];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(m, sizeof(m), fmt, ap);
+    va_end(ap);
+    fail_msg("%s [%s] (%s:%d: %s)", m, ctx, file, line, cond);
+}
+
+#define CHECK(cond, ...)                                                                   \
+    do {                                                                                   \
+        if (!(cond))                                                                       \
+            check_failed(__FILE__, __LINE__, #cond, __VA_ARGS__);                          \
+    } while (0)
+
+static bool mem_eq(const char *a, size_t an, const char *b)
+{
+    return an == strlen(b) && memcmp(a, b, an) == 0;
+}
+
+static bool mem_ieq(const char *a, size_t an, const char *b)
+{
+    return an == strlen(b) && strncasecmp(a, b, an) == 0;
+}
+
+/* ---- fixture: everything a test allocates, freed by the teardown even after a failure --------- */
+
+static struct {
+    struct h1_parser *p;
+    struct buf out;        /* the parser's output buffer */
+    struct buf w;          /* writer output */
+    struct bytes tmp[8];
+} fx;
+
+static int teardown(void **state)
+{
+    (void)state;
+    h1_parser_free(fx.p);
+    fx.p = NULL;
+    buf_free(&fx.out);
+    buf_free(&fx.w);
+    for (size_t i = 0; i < NELEM(fx.tmp); i++)
+        bytes_free(&fx.tmp[i]);
+    return 0;
+}
+
+static struct h1_parser *fx_parser(enum h1_kind kind, size_t max_head)
+{
+    h1_parser_free(fx.p);
+    fx.p = h1_parser_new(kind, max_head);
+    assert_non_null(fx.p);
+    return fx.p;
+}
+
+/* ---- the driver: feeds a whole input through a fresh parser like client.c/hop.c do -------------- */
+
+struct drive_opts {
+    enum h1_kind kind;
+    size_t max_head;          /* 0: 8192 */
+    uint64_t max_body;        /* 0: none */
+    enum h1_framing framing;
+    size_t step;              /* most bytes per h1_parse call; 0: all that is available */
+    size_t outcap;            /* 0: 65536 */
+    bool eof;                 /* call h1_parse_eof when the input ends within a message */
+    bool no_body;             /* responses: h1_parser_expect_no_body(true) before every message */
+    bool no_output;           /* never call h1_parser_set_output */
+};
+
+#define MAXMSG 8
+
+struct head_snap {
+    unsigned status;
+    enum h1_method method;
+    unsigned major, minor;
+    int64_t cl;
+    bool chunked, keep_alive, upgrade, expect;
+    unsigned nhdrs;
+    int host, request_id;
+};
+
+/* What a run produced. ev: 'H' head, 'D' done, 'E' error; then h1_parse_eof's answer in lower
+ * case ('n' need more, 'd' done, 'e' error) when it was called. */
+static struct {
+    char ev[512];
+    size_t nev;
+    size_t pos;                       /* bytes consumed in all */
+    size_t head_end[MAXMSG];          /* position right after each H1_HEAD */
+    size_t done_end[MAXMSG];          /* position right after each H1_DONE */
+    struct head_snap head[MAXMSG];
+    unsigned ntrailers[MAXMSG];
+    size_t nheads, ndone;
+    unsigned err;
+    const char *why;
+    struct bytes body[MAXMSG];        /* raw output written for each message */
+    uint64_t body_bytes[MAXMSG];      /* h1_parser_body_bytes at H1_DONE */
+    bool in_body_after_head, in_body_after_done;
+} T;
+
+static void trace_free(void)
+{
+    for (size_t i = 0; i < MAXMSG; i++)
+        bytes_free(&T.body[i]);
+}
+
+static int teardown_all(void **state)
+{
+    trace_free();
+    return teardown(state);
+}
+
+static void push_ev(char c)
+{
+    CHECK(T.nev + 1 < sizeof(T.ev), "too many events: %s", T.ev);
+    T.ev[T.nev++] = c;
+    T.ev[T.nev] = '\0';
+}
+
+static void drain(void)
+{
+    size_t m = T.nheads ? T.nheads - 1 : 0;
+    if (m >= MAXMSG)
+        m = MAXMSG - 1;
+    bytes_add(&T.body[m], buf_head(&fx.out), fx.out.len);
+    buf_consume(&fx.out, fx.out.len);
+}
+
+static void snap(struct head_snap *s, const struct h1_head *h)
+{
+    s->status = h->status;
+    s->method = h->method;
+    s->major = h->http_major;
+    s->minor = h->http_minor;
+    s->cl = h->content_length;
+    s->chunked = h->chunked;
+    s->keep_alive = h->keep_alive;
+    s->upgrade = h->upgrade;
+    s->expect = h->expect_continue;
+    s->nhdrs = h->nhdrs;
+    s->host = h->host;
+    s->request_id = h->request_id;
+}
+
+/* Runs in[0, len) through a fresh parser: sets the output after every H1_HEAD, feeds at most
+ * h1_parser_room() bytes while in a body (draining the output when the room is 0), resets after
+ * H1_DONE when more input follows, stops at a 101 response head, after an upgrade request, at
+ * H1_ERROR, or when the input is used up. */
+static void drive(const char *in, size_t len, const struct drive_opts *o)
+{
+    struct h1_parser *p;
+    bool in_msg = false;
+    size_t pos = 0, outcap = o->outcap ? o->outcap : 65536;
+    unsigned idle = 0;
+
+    trace_free();
+    memset(&T, 0, sizeof(T));
+    p = fx_parser(o->kind, o->max_head ? o->max_head : 8192);
+    if (o->max_body)
+        h1_parser_set_max_body(p, o->max_body);
+    if (o->no_body)
+        h1_parser_expect_no_body(p, true);
+    buf_free(&fx.out);
+    assert_int_equal(buf_init(&fx.out, outcap), 0);
+    CHECK(!h1_parser_in_body(p), "in_body before any byte");
+
+    for (;;) {
+        size_t avail = len - pos, want = avail, used = (size_t)-1;
+        enum h1_event ev;
+
+        if (o->step && want > o->step)
+            want = o->step;
+        if (in_msg && !o->no_output && h1_parser_in_body(p)) {
+            size_t room = h1_parser_room(p);
+            if (room == 0) {
+                drain();
+                room = h1_parser_room(p);
+                CHECK(room > 0 || avail == 0, "h1_parser_room is 0 with an empty output buffer "
+                      "(cap %zu) at input offset %zu", outcap, pos);
+            }
+            if (want > room)
+                want = room;
+        }
+        ev = h1_parse(p, in + pos, want, &used);
+        CHECK(used <= want, "consumed %zu > fed %zu at offset %zu", used, want, pos);
+        CHECK(fx.out.len <= fx.out.cap, "output overflow");
+        pos += used;
+        T.pos = pos;
+        if (used == 0 && ev != H1_DONE && ev != H1_ERROR) {
+            CHECK(++idle < 3, "no progress at offset %zu (event %d, fed %zu)", pos, (int)ev, want);
+        } else {
+            idle = 0;
+        }
+        switch (ev) {
+        case H1_NEED_MORE:
+            CHECK(used == want, "H1_NEED_MORE consumed %zu of %zu at offset %zu", used, want,
+                  pos - used);
+            if (pos < len)
+                continue;
+            if (o->eof) {
+                ev = h1_parse_eof(p);
+                push_ev(ev == H1_DONE ? 'd' : ev == H1_ERROR ? 'e' : ev == H1_NEED_MORE ? 'n' : 'h');
+                if (ev == H1_ERROR)
+                    T.err = h1_parser_error(p, &T.why);
+                if (ev == H1_DONE) {
+                    drain();
+                    if (T.ndone < MAXMSG) {
+                        T.body_bytes[T.ndone] = h1_parser_body_bytes(p);
+                        T.done_end[T.ndone] = pos;
+                        T.ntrailers[T.ndone] = h1_parser_head(p)->ntrailers;
+                    }
+                    T.ndone++;
+                }
+            }
+            goto end;
+        case H1_HEAD: {
+            const struct h1_head *h = h1_parser_head(p);
+            CHECK(!in_msg, "H1_HEAD twice without a reset (offset %zu)", pos);
+            in_msg = true;
+            push_ev('H');
+            if (T.nheads < MAXMSG) {
+                snap(&T.head[T.nheads], h);
+                T.head_end[T.nheads] = pos;
+            }
+            T.nheads++;
+            if (T.nheads == 1)
+                T.in_body_after_head = h1_parser_in_body(p);
+            if (o->kind == H1_RESPONSE && h->status == 101)
+                goto end;
+            if (!o->no_output)
+                h1_parser_set_output(p, &fx.out, o->framing);
+            continue;
+        }
+        case H1_DONE: {
+            const struct h1_head *h = h1_parser_head(p);
+            CHECK(in_msg, "H1_DONE without H1_HEAD (offset %zu)", pos);
+            in_msg = false;
+            push_ev('D');
+            drain();
+            if (T.ndone < MAXMSG) {
+                T.body_bytes[T.ndone] = h1_parser_body_bytes(p);
+                T.done_end[T.ndone] = pos;
+                T.ntrailers[T.ndone] = h->ntrailers;
+            }
+            T.ndone++;
+            if (T.ndone == 1)
+                T.in_body_after_done = h1_parser_in_body(p);
+            if (o->kind == H1_REQUEST && h->upgrade)
+                goto end;       /* what follows is tunnel bytes */
+            if (pos == len)
+                goto end;       /* keep the head for inspection */
+            h1_parser_reset(p);
+            if (o->no_body)
+                h1_parser_expect_no_body(p, true);
+            continue;
+        }
+        case H1_ERROR:
+            push_ev('E');
+            T.err = h1_parser_error(p, &T.why);
+            goto end;
+        default:
+            CHECK(0, "unknown event %d", (int)ev);
+        }
+    }
+end:
+    drain();
+}
+
+/* Strictly decodes chunked output as the parser writes it ("%zx\r\n" data "\r\n" per piece,
+ * "0\r\n", trailer lines, "\r\n"): false when malformed (zero-size piece before the end, upper
+ * case or leading-zero sizes, bytes after the end). */
+static bool dechunk(const char *s, size_t n, struct bytes *data, struct bytes *trailers)
+{
+    size_t i = 0;
+
+    for (;;) {
+        size_t sz = 0, start = i;
+        while (i < n && (isdigit((unsigned char)s[i]) || (s[i] >= 'a' && s[i] <= 'f'))) {
+            sz = sz * 16 + (size_t)(isdigit((unsigned char)s[i]) ? s[i] - '0' : s[i] - 'a' + 10);
+            i++;
+            if (i - start > 15)
+                return false;
+        }
+        if (i == start || (s[start] == '0' && i - start > 1))
+            return false;
+        if (n - i < 2 || s[i] != '\r' || s[i + 1] != '\n')
+            return false;
+        i += 2;
+        if (sz == 0)
+            break;
+        if (n - i < sz + 2)
+            return false;
+        bytes_add(data, s + i, sz);
+        i += sz;
+        if (s[i] != '\r' || s[i + 1] != '\n')
+            return false;
+        i += 2;
+    }
+    for (;;) {
+        const char *e = memmem(s + i, n - i, "\r\n", 2);
+        size_t l;
+        if (!e)
+            return false;
+        l = (size_t)(e - (s + i));
+        if (l == 0) {
+            i += 2;
+            break;
+        }
+        if (trailers)
+            bytes_add(trailers, s + i, l + 2);
+        i += l + 2;
+    }
+    return i == n;
+}
+
+/* Trailer lines with the whitespace after each colon removed ("X-A:  1\r\n" -> "X-A:1\r\n"): the
+ * exact re-emitted form is pinned by the framing table, not here. */
+static void norm_trailers(const char *s, size_t n, struct bytes *out)
+{
+    bool after_colon = false, seen_colon = false;
+
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '\n')
+            seen_colon = after_colon = false;
+        if (after_colon && (s[i] == ' ' || s[i] == '\t'))
+            continue;
+        after_colon = false;
+        if (s[i] == ':' && !seen_colon)
+            seen_colon = after_colon = true;
+        bytes_add(out, s + i, 1);
+    }
+}
+
+/* The decoded body of message m of the last run into fx.tmp[0] (trailers into fx.tmp[1]). */
+static const struct bytes *decoded(size_t m, enum h1_framing framing)
+{
+    bytes_clear(&fx.tmp[0]);
+    bytes_clear(&fx.tmp[1]);
+    if (framing == H1_FRAME_CHUNKED) {
+        if (T.body[m].n == 0) {   /* nothing written: only acceptable for an empty message */
+            bytes_add(&fx.tmp[0], "", 0);
+            return &fx.tmp[0];
+        }
+        CHECK(dechunk(T.body[m].d, T.body[m].n, &fx.tmp[0], &fx.tmp[1]),
+              "CHUNKED output is not well-formed chunked encoding: \"%s\"",
+              esc(T.body[m].d, T.body[m].n));
+        return &fx.tmp[0];
+    }
+    bytes_add(&fx.tmp[0], T.body[m].d, T.body[m].n);
+    return &fx.tmp[0];
+}
+
+static const size_t steps[] = { 0, 1, 2, 5, 13 };
+
+static void set_ctx(size_t step, enum h1_framing framing)
+{
+    snprintf(ctx, sizeof(ctx), "step %zu, framing %s", step,
+             framing == H1_FRAME_CHUNKED ? "CHUNKED" : framing == H1_FRAME_RAW ? "RAW" : "DROP");
+}
+
+static size_t head_len(const char *in)
+{
+    const char *e = strstr(in, "\r\n\r\n");
+    assert_non_null(e);
+    return (size_t)(e - in) + 4;
+}
+
+/* ---- request table ------------------------------------------------------------------------------ */
+
+struct req_case {
+    const char *name;
+    const char *in;
+    size_t len;               /* 0: strlen(in) */
+    unsigned err;             /* 0: accepted; else the status of the rejection */
+    enum h1_method method;
+    unsigned minor;
+    int64_t cl;
+    bool chunked, keep_alive, upgrade, expect;
+    const char *body;         /* decoded body; NULL: empty */
+    const char *tail;         /* pipelined bytes after the message (must not be consumed by it) */
+    const char *events;       /* NULL: "HD" (accepted) */
+    size_t max_head;
+    uint64_t max_body;
+    unsigned ntrailers;
+};
+
+#define H11 " HTTP/1.1\r\nHost: example.com\r\n"
+#define BIN(s) .in = s, .len = sizeof(s) - 1
+
+static const struct req_case req_cases[] = {
+    /* ---- accepted ---- */
+    { "get_simple", "GET /" H11 "\r\n", .method = H1_M_GET, .minor = 1, .cl = -1, .keep_alive = true },
+    { "get_http10_no_host", "GET / HTTP/1.0\r\n\r\n", .method = H1_M_GET, .minor = 0, .cl = -1 },
+    { "http10_keep_alive", "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", .method = H1_M_GET,
+      .cl = -1, .keep_alive = true },
+    { "http11_connection_close", "GET /" H11 "Connection: close\r\n\r\n", .method = H1_M_GET,
+      .minor = 1, .cl = -1 },
+    { "http11_connection_close_mixed", "GET /" H11 "Connection: Keep-Alive, CLOSE\r\n\r\n",
+      .method = H1_M_GET, .minor = 1, .cl = -1 },
+    { "head_method", "HEAD /x" H11 "\r\n", .method = H1_M_HEAD, .minor = 1, .cl = -1, .keep_alive = true },
+    { "delete_method", "DELETE /x" H11 "\r\n", .method = H1_M_DELETE, .minor = 1, .cl = -1, .keep_alive = true },
+    { "options_asterisk", "OPTIONS *" H11 "\r\n", .method = H1_M_OPTIONS, .minor = 1, .cl = -1, .keep_alive = true },
+    { "trace_method", "TRACE /" H11 "\r\n", .method = H1_M_TRACE, .minor = 1, .cl = -1, .keep_alive = true },
+    { "patch_method", "PATCH /p" H11 "Content-Length: 2\r\n\r\n{}", .method = H1_M_PATCH, .minor = 1,
+      .cl = 2, .keep_alive = true, .body = "{}" },
+    { "put_method", "PUT /p" H11 "Content-Length: 1\r\n\r\nx", .method = H1_M_PUT, .minor = 1, .cl = 1,
+      .keep_alive = true, .body = "x" },
+    { "other_method_propfind", "PROPFIND /d" H11 "\r\n", .method = H1_M_OTHER, .minor = 1, .cl = -1,
+      .keep_alive = true },
+    { "absolute_form_target", "GET http://example.com/a?b" H11 "\r\n", .method = H1_M_GET, .minor = 1,
+      .cl = -1, .keep_alive = true },
+    { "post_cl", "POST /p" H11 "Content-Length: 5\r\n\r\nhello", .method = H1_M_POST, .minor = 1, .cl = 5,
+      .keep_alive = true, .body = "hello" },
+    { "post_cl0", "POST /p" H11 "Content-Length: 0\r\n\r\n", .method = H1_M_POST, .minor = 1, .cl = 0,
+      .keep_alive = true },
+    { "post_cl_pipelined_get", "POST /p" H11 "Content-Length: 3\r\n\r\nabc", .method = H1_M_POST,
+      .minor = 1, .cl = 3, .keep_alive = true, .body = "abc", .tail = "GET /next" H11 "\r\n",
+      .events = "HDHD" },
+    { "post_cl_body_looks_like_request", "POST /p" H11 "Content-Length: 18\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+      .method = H1_M_POST, .minor = 1, .cl = 18, .keep_alive = true, .body = "GET / HTTP/1.1\r\n\r\n" },
+    { "post_chunked", "POST /p" H11 "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+      .method = H1_M_POST, .minor = 1, .cl = -1, .chunked = true, .keep_alive = true, .body = "hello world" },
+    { "chunked_mixed_case_coding", "POST /p" H11 "Transfer-Encoding: Chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+      .method = H1_M_POST, .minor = 1, .cl = -1, .chunked = true, .keep_alive = true, .body = "abc" },
+    { "chunked_trailers", "POST /p" H11 "Transfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n"
+      "4\r\nwxyz\r\n0\r\nX-Sum: 42\r\nX-Other: a b\r\n\r\n", .method = H1_M_POST, .minor = 1, .cl = -1,
+      .chunked = true, .keep_alive = true, .body = "wxyz", .ntrailers = 2 },
+    { "chunked_extension", "POST /p" H11 "Transfer-Encoding: chunked\r\n\r\n5;name=val\r\nhello\r\n0\r\n\r\n",
+      .method = H1_M_POST, .minor = 1, .cl = -1, .chunked = true, .keep_alive = true, .body = "hello" },
+    { "chunked_upper_hex", "POST /p" H11 "Transfer-Encoding: chunked\r\n\r\nA\r\n0123456789\r\n0\r\n\r\n",
+      .method = H1_M_POST, .minor = 1, .cl = -1, .chunked = true, .keep_alive = true, .body = "0123456789" },
+    { "chunked_empty", "POST /p" H11 "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", .method = H1_M_POST,
+      .minor = 1, .cl = -1, .chunked = true, .keep_alive = true },
+    { "chunked_pipelined_get", "POST /p" H11 "Transfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n",
+      .method = H1_M_POST, .minor = 1, .cl = -1, .chunked = true, .keep_alive = true, .body = "ab",
+      .tail = "GET /n" H11 "\r\n", .events = "HDHD" },
+    { "get_pipelined_get", "GET /a" H11 "\r\n", .method = H1_M_GET, .minor = 1, .cl = -1,
+      .keep_alive = true, .tail = "GET /b" H11 "\r\n", .events = "HDHD" },
+    { "cl_duplicate_identical", "POST /p" H11 "Content-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+      .method = H1_M_POST, .minor = 1, .cl = 3, .keep_alive = true, .body = "abc" },
+    { "cl_list_identical", "POST /p" H11 "Content-Length: 3, 3\r\n\r\nabc", .method = H1_M_POST,
+      .minor = 1, .cl = 3, .keep_alive = true, .body = "abc" },
+    { "expect_continue", "POST /p" H11 "Expect: 100-continue\r\nContent-Length: 2\r\n\r\nok",
+      .method = H1_M_POST, .minor = 1, .cl = 2, .keep_alive = true, .expect = true, .body = "ok" },
+    { "upgrade_websocket", "GET /ws" H11 "Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+      .method = H1_M_GET, .minor = 1, .cl = -1, .keep_alive = true, .upgrade = true,
+      .tail = "\x81\x05hello tunnel bytes" },
+    { "upgrade_without_connection_token", "GET /ws" H11 "Upgrade: websocket\r\n\r\n", .method = H1_M_GET,
+      .minor = 1, .cl = -1, .keep_alive = true },
+    { "header_value_with_tab", "GET /" H11 "X-A: a\tb\r\n\r\n", .method = H1_M_GET, .minor = 1, .cl = -1,
+      .keep_alive = true },
+    { "header_empty_value", "GET /" H11 "X-Empty:\r\nX-Empty2:   \r\n\r\n", .method = H1_M_GET,
+      .minor = 1, .cl = -1, .keep_alive = true },
+    { "max_body_exact_chunked", "POST /p" H11 "Transfer-Encoding: chunked\r\n\r\n4\r\n0123\r\n6\r\n456789\r\n0\r\n\r\n",
+      .method = H1_M_POST, .minor = 1, .cl = -1, .chunked = true, .keep_alive = true, .body = "0123456789",
+      .max_body = 10 },
+    { "max_body_exact_cl", "POST /p" H11 "Content-Length: 10\r\n\r\n0123456789", .method = H1_M_POST,
+      .minor = 1, .cl = 10, .keep_alive = true, .body = "0123456789", .max_body = 10 },
+
+    /* ---- rejected ---- */
+    { "cl_and_te", "POST /p" H11 "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", .err = 400 },
+    { "te_and_cl", "POST /p" H11 "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n", .err = 400 },
+    { "cl0_and_te", "POST /p" H11 "Content-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", .err = 400 },
+    { "cl_differ_two_headers", "POST /p" H11 "Content-Length: 1\r\nContent-Length: 2\r\n\r\nab", .err = 400 },
+    { "cl_differ_list", "POST /p" H11 "Content-Length: 1, 2\r\n\r\nab", .err = 400 },
+    { "cl_negative", "POST /p" H11 "Content-Length: -1\r\n\r\n", .err = 400 },
+    { "cl_not_a_number", "POST /p" H11 "Content-Length: abc\r\n\r\n", .err = 400 },
+    { "cl_plus_sign", "POST /p" H11 "Content-Length: +5\r\n\r\nhello", .err = 400 },
+    { "cl_overflow", "POST /p" H11 "Content-Length: 99999999999999999999999\r\n\r\n", .err = 400 },
+    { "te_chunked_then_gzip", "POST /p" H11 "Transfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n", .err = 400 },
+    { "te_gzip_only", "POST /p" H11 "Transfer-Encoding: gzip\r\n\r\nabc", .err = 400 },
+    { "te_two_headers_chunked_then_gzip", "POST /p" H11 "Transfer-Encoding: chunked\r\n"
+      "Transfer-Encoding: gzip\r\n\r\n0\r\n\r\n", .err = 400 },
+    { "te_gzip_chunked_501", "POST /p" H11 "Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", .err = 501 },
+    { "te_xcustom_chunked_501", "POST /p" H11 "Transfer-Encoding: x-custom, chunked\r\n\r\n0\r\n\r\n", .err = 501 },
+    { "te_two_headers_gzip_then_chunked_501", "POST /p" H11 "Transfer-Encoding: gzip\r\n"
+      "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", .err = 501 },
+    { "obs_fold_space", "GET /" H11 "X-A: b\r\n c\r\n\r\n", .err = 400 },
+    { "obs_fold_tab", "GET /" H11 "X-A: b\r\n\tc\r\n\r\n", .err = 400 },
+    { "obs_fold_after_empty_value", "GET /" H11 "X-A:\r\n c\r\n\r\n", .err = 400 },
+    { "obs_fold_after_blank_value", "GET /" H11 "X-A: \r\n\tc\r\n\r\n", .err = 400 },
+    { "obs_fold_first_header", "GET / HTTP/1.1\r\n Host: example.com\r\n\r\n", .err = 400 },
+    { "bad_chunk_size", "POST /p" H11 "Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", .err = 400 },
+    { "chunk_size_overflow", "POST /p" H11 "Transfer-Encoding: chunked\r\n\r\n"
+      "fffffffffffffffffffff\r\nx\r\n0\r\n\r\n", .err = 400 },
+    { "chunk_data_without_crlf", "POST /p" H11 "Transfer-Encoding: chunked\r\n\r\n3\r\nabcXX0\r\n\r\n", .err = 400 },
+    { BIN("GET /" H11 "X-A: a\0b\r\n\r\n"), .name = "nul_in_header_value", .err = 400 },
+    { "bare_cr_in_header_value", "GET /" H11 "X-A: a\rb: c\r\n\r\n", .err = 400 },
+    { BIN("GET /" H11 "X-\0A: b\r\n\r\n"), .name = "nul_in_header_name", .err = 400 },
+    { "http11_without_host", "GET / HTTP/1.1\r\nAccept: */*\r\n\r\n", .err = 400 },
+    { "two_host_headers", "GET /" H11 "Host: other.com\r\n\r\n", .err = 400 },
+    { "two_host_headers_same_value", "GET /" H11 "Host: example.com\r\n\r\n", .err = 400 },
+    { "space_before_colon_host", "GET / HTTP/1.1\r\nHost : example.com\r\n\r\n", .err = 400 },
+    { "space_before_colon_other", "GET /" H11 "X-A : b\r\n\r\n", .err = 400 },
+    { "tab_before_colon", "GET /" H11 "X-A\t: b\r\n\r\n", .err = 400 },
+    { "version_2_0", "GET / HTTP/2.0\r\nHost: example.com\r\n\r\n", .err = 505 },
+    { "version_3_1", "GET / HTTP/3.1\r\nHost: example.com\r\n\r\n", .err = 505 },
+    { "version_1_2", "GET / HTTP/1.2\r\nHost: example.com\r\n\r\n", .err = 505 },
+    { "version_0_9", "GET / HTTP/0.9\r\nHost: example.com\r\n\r\n", .err = 505 },
+    { "garbage_method", "BREW /pot HTTP/1.1\r\nHost: example.com\r\n\r\n", .err = 400 },
+    { "garbage_method_symbols", "G@T / HTTP/1.1\r\nHost: example.com\r\n\r\n", .err = 400 },
+    { "lower_case_method", "get / HTTP/1.1\r\nHost: example.com\r\n\r\n", .err = 400 },
+    { "garbage_protocol", "GET / HTTX/1.1\r\nHost: example.com\r\n\r\n", .err = 400 },
+    { BIN("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"), .name = "tls_client_hello",
+      .err = 400 },
+    { "request_line_too_long_414", "GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+      "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+      "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+      " HTTP/1.1\r\nHost: example.com\r\n\r\n", .err = 414, .max_head = 200 },
+    { "header_too_long_431", "GET /" H11 "X-Big: bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+      "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+      "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+      "\r\n\r\n", .err = 431, .max_head = 200 },
+    { "headers_total_too_long_431", "GET /" H11 "X-A1: 0123456789\r\nX-A2: 0123456789\r\nX-A3: 0123456789\r\n"
+      "X-A4: 0123456789\r\nX-A5: 0123456789\r\nX-A6: 0123456789\r\nX-A7: 0123456789\r\nX-A8: 0123456789\r\n"
+      "X-A9: 0123456789\r\nX-B1: 0123456789\r\nX-B2: 0123456789\r\nX-B3: 0123456789\r\n\r\n",
+      .err = 431, .max_head = 200 },
+    { "max_body_chunked_413", "POST /p" H11 "Transfer-Encoding: chunked\r\n\r\nb\r\n0123456789a\r\n0\r\n\r\n",
+      .err = 413, .max_body = 10 },
+    { "max_body_chunked_pieces_413", "POST /p" H11 "Transfer-Encoding: chunked\r\n\r\n"
+      "4\r\n0123\r\n4\r\n4567\r\n4\r\n89ab\r\n0\r\n\r\n", .err = 413, .max_body = 10 },
+    { "max_body_cl_413", "POST /p" H11 "Content-Length: 11\r\n\r\n0123456789a", .err = 413, .max_body = 10 },
+};
+
+static void check_snap(const struct head_snap *s, const struct req_case *c)
+{
+    CHECK(s->method == c->method, "method %d, want %d", (int)s->method, (int)c->method);
+    CHECK(s->major == 1 && s->minor == c->minor, "version %u.%u, want 1.%u", s->major, s->minor, c->minor);
+    CHECK(s->cl == c->cl, "content_length %lld, want %lld", (long long)s->cl, (long long)c->cl);
+    CHECK(s->chunked == c->chunked, "chunked %d, want %d", s->chunked, c->chunked);
+    CHECK(s->keep_alive == c->keep_alive, "keep_alive %d, want %d", s->keep_alive, c->keep_alive);
+    CHECK(s->upgrade == c->upgrade, "upgrade %d, want %d", s->upgrade, c->upgrade);
+    CHECK(s->expect == c->expect, "expect_continue %d, want %d", s->expect, c->expect);
+}
+
+static void test_req_case(void **state)
+{
+    const struct req_case *c = *state;
+    size_t mlen = c->len ? c->len : strlen(c->in);
+    struct bytes *in = &fx.tmp[2];
+
+    bytes_clear(in);
+    bytes_add(in, c->in, mlen);
+    if (c->tail)
+        bytes_str(in, c->tail);
+
+    for (size_t si = 0; si < NELEM(steps); si++) {
+        for (int f = 0; f < 2; f++) {
+            struct drive_opts o = {
+                .kind = H1_REQUEST, .max_head = c->max_head, .max_body = c->max_body,
+                .framing = f ? H1_FRAME_CHUNKED : H1_FRAME_RAW, .step = steps[si],
+            };
+            set_ctx(steps[si], o.framing);
+            drive(in->d, in->n, &o);
+            if (c->err) {
+                CHECK(T.nev > 0 && T.ev[T.nev - 1] == 'E' && !strchr(T.ev, 'D'),
+                      "events \"%s\", want a rejection with %u", T.ev, c->err);
+                CHECK(T.err == c->err, "status %u (%s), want %u", T.err, T.why ? T.why : "", c->err);
+                CHECK(T.why != NULL, "no reason given with status %u", T.err);
+                continue;
+            }
+            {
+                const char *want_ev = c->events ? c->events : "HD";
+                const struct bytes *b;
+                CHECK(strcmp(T.ev, want_ev) == 0, "events \"%s\", want \"%s\" (status %u %s)", T.ev,
+                      want_ev, T.err, T.why ? T.why : "");
+                CHECK(T.head_end[0] == head_len(c->in), "H1_HEAD consumed up to %zu, want %zu",
+                      T.head_end[0], head_len(c->in));
+                CHECK(T.done_end[0] == mlen, "H1_DONE consumed up to %zu, want %zu", T.done_end[0], mlen);
+                CHECK(T.in_body_after_head, "h1_parser_in_body false right after H1_HEAD");
+                check_snap(&T.head[0], c);
+                b = decoded(0, o.framing);
+                CHECK(mem_eq(b->d, b->n, c->body ? c->body : ""), "body \"%s\", want \"%s\"",
+                      esc(b->d, b->n), c->body ? c->body : "");
+                CHECK(T.body_bytes[0] == strlen(c->body ? c->body : ""),
+                      "h1_parser_body_bytes %llu, want %zu", (unsigned long long)T.body_bytes[0],
+                      strlen(c->body ? c->body : ""));
+                CHECK(T.ntrailers[0] == c->ntrailers, "ntrailers %u, want %u", T.ntrailers[0],
+                      c->ntrailers);
+                if (c->upgrade)
+                    CHECK(T.pos == mlen, "upgrade request: tunnel bytes consumed (%zu of %zu)", T.pos,
+                          mlen);
+                if (c->tail && !c->upgrade)
+                    CHECK(T.pos == in->n, "pipelined message not consumed (%zu of %zu)", T.pos, in->n);
+            }
+        }
+    }
+}
+
+/* ---- response table ----------------------------------------------------------------------------- */
+
+struct resp_case {
+    const char *name;
+    const char *in;
+    const char *events;       /* expected events; lower case: h1_parse_eof's answer */
+    unsigned status;          /* status of the first head */
+    unsigned status2;         /* status of the second head (0: not checked) */
+    const char *reason;       /* of the first head; NULL: not checked */
+    const char *body;         /* decoded body of the last message; NULL: empty */
+    int64_t cl;
+    bool chunked, keep_alive, upgrade;
+    bool eof, no_body;
+    unsigned minor;
+    unsigned ntrailers;
+    bool check_facts;         /* check cl/chunked/keep_alive/upgrade/minor */
+};
+
+#define R11 "HTTP/1.1 200 OK\r\n"
+
+static const struct resp_case resp_cases[] = {
+    { "cl_body", R11 "Content-Length: 5\r\n\r\nhello", "HD", 200, .reason = "OK", .body = "hello", .cl = 5,
+      .keep_alive = true, .minor = 1, .check_facts = true },
+    { "cl_zero", R11 "Content-Length: 0\r\n\r\n", "HD", 200, .cl = 0, .keep_alive = true, .minor = 1,
+      .check_facts = true },
+    { "chunked_body", R11 "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\n\r\n",
+      "HD", 200, .body = "hello world", .cl = -1, .chunked = true, .keep_alive = true, .minor = 1,
+      .check_facts = true },
+    { "chunked_trailers", R11 "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-Checksum: 9\r\n\r\n",
+      "HD", 200, .body = "abc", .cl = -1, .chunked = true, .keep_alive = true, .minor = 1, .ntrailers = 1,
+      .check_facts = true },
+    { "close_delimited_eof", R11 "Content-Type: text/plain\r\n\r\nuntil the end", "Hd", 200,
+      .body = "until the end", .eof = true },
+    { "close_delimited_http10", "HTTP/1.0 200 OK\r\n\r\nold style", "Hd", 200, .body = "old style", .eof = true,
+      .cl = -1, .minor = 0, .check_facts = true },
+    { "close_delimited_empty_eof", R11 "Connection: close\r\n\r\n", "Hd", 200, .eof = true },
+    { "eof_mid_cl_body", R11 "Content-Length: 10\r\n\r\nhello", "He", 200, .body = "hello", .eof = true },
+    { "eof_mid_chunked_body", R11 "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", "He", 200,
+      .body = "hello", .eof = true },
+    { "eof_mid_chunk_trailers", R11 "Transfer-Encoding: chunked\r\n\r\n0\r\nX-A: b\r\n", "He", 200, .eof = true },
+    { "eof_mid_head", "HTTP/1.1 200 OK\r\nContent-Le", "e", .eof = true },
+    { "eof_before_anything", "", "n", .eof = true },
+    { "head_response_cl", R11 "Content-Length: 5\r\n\r\n", "HD", 200, .cl = 5, .keep_alive = true, .minor = 1,
+      .no_body = true, .check_facts = true },
+    { "head_response_chunked", R11 "Transfer-Encoding: chunked\r\n\r\n", "HD", 200, .cl = -1, .chunked = true,
+      .keep_alive = true, .minor = 1, .no_body = true, .check_facts = true },
+    { "status_204", "HTTP/1.1 204 No Content\r\nX-A: b\r\n\r\n", "HD", 204, .reason = "No Content" },
+    { "status_304_with_cl", "HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n", "HD", 304,
+      .cl = 10, .keep_alive = true, .minor = 1, .check_facts = true },
+    { "continue_then_200", "HTTP/1.1 100 Continue\r\n\r\n" R11 "Content-Length: 2\r\n\r\nok", "HDHD", 100,
+      200, .body = "ok" },
+    { "early_hints_then_200", "HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n" R11
+      "Content-Length: 1\r\n\r\nx", "HDHD", 103, 200, .body = "x" },
+    { "two_interim_then_200", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\n" R11
+      "Content-Length: 0\r\n\r\n", "HDHDHD", 100 },
+    { "switching_protocols_101", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+      "Connection: Upgrade\r\n\r\n\x81\x02hi", "H", 101, .upgrade = true },
+    { "pipelined_responses", R11 "Content-Length: 1\r\n\r\na" R11 "Transfer-Encoding: chunked\r\n\r\n"
+      "1\r\nb\r\n0\r\n\r\n", "HDHD", 200, 200, .body = "b" },
+    { "keep_alive_false_on_close", R11 "Connection: close\r\nContent-Length: 1\r\n\r\nz", "HD", 200,
+      .body = "z", .cl = 1, .minor = 1, .check_facts = true },
+    { "http10_keep_alive", "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\nz", "HD",
+      200, .body = "z", .cl = 1, .keep_alive = true, .minor = 0, .check_facts = true },
+    { "cl_and_te", R11 "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "E" },
+    { "cl_differ", R11 "Content-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", "E" },
+    { "bad_chunk_size", R11 "Transfer-Encoding: chunked\r\n\r\nxyz\r\n", "HE", 200 },
+    { "obs_fold", R11 "X-A: b\r\n c\r\nContent-Length: 0\r\n\r\n", "E" },
+    { "garbage_status_line", "HTTP/1.1 2x0 OK\r\n\r\n", "E" },
+    { "not_http", "SSH-2.0-OpenSSH_9.2\r\n", "E" },
+};
+
+static void test_resp_case(void **state)
+{
+    const struct resp_case *c = *state;
+    size_t len = strlen(c->in);
+
+    for (size_t si = 0; si < NELEM(steps); si++) {
+        for (int f = 0; f < 2; f++) {
+            struct drive_opts o = {
+                .kind = H1_RESPONSE, .framing = f ? H1_FRAME_CHUNKED : H1_FRAME_RAW, .step = steps[si],
+                .eof = c->eof, .no_body = c->no_body,
+            };
+            size_t last;
+            set_ctx(steps[si], o.framing);
+            drive(c->in, len, &o);
+            if (strchr(c->events, 'E') || strchr(c->events, 'e')) {
+                /* where the error shows can depend on nothing but the bytes: exact events */
+                CHECK(strcmp(T.ev, c->events) == 0, "events \"%s\", want \"%s\"", T.ev, c->events);
+                CHECK(T.err != 0, "h1_parser_error gives 0 after an error");
+                continue;
+            }
+            CHECK(strcmp(T.ev, c->events) == 0, "events \"%s\", want \"%s\" (status %u %s)", T.ev,
+                  c->events, T.err, T.why ? T.why : "");
+            if (!T.nheads)
+                continue;
+            CHECK(T.head[0].status == c->status, "status %u, want %u", T.head[0].status, c->status);
+            if (c->status2)
+                CHECK(T.nheads > 1 && T.head[1].status == c->status2, "second status %u, want %u",
+                      T.head[1].status, c->status2);
+            CHECK(T.head_end[0] == head_len(c->in), "H1_HEAD consumed up to %zu, want %zu", T.head_end[0],
+                  head_len(c->in));
+            if (c->reason) {
+                const struct h1_head *h;
+                /* the head is still the parser's when the run ended with its message */
+                if (T.nheads == 1) {
+                    h = h1_parser_head(fx.p);
+                    CHECK(mem_eq(h->reason, h->reason_len, c->reason), "reason \"%s\", want \"%s\"",
+                          esc(h->reason, h->reason_len), c->reason);
+                }
+            }
+            if (c->check_facts) {
+                const struct head_snap *s = &T.head[0];
+                CHECK(s->cl == c->cl, "content_length %lld, want %lld", (long long)s->cl, (long long)c->cl);
+                CHECK(s->chunked == c->chunked, "chunked %d, want %d", s->chunked, c->chunked);
+                CHECK(s->keep_alive == c->keep_alive, "keep_alive %d, want %d", s->keep_alive, c->keep_alive);
+                CHECK(s->upgrade == c->upgrade, "upgrade %d, want %d", s->upgrade, c->upgrade);
+                CHECK(s->minor == c->minor, "minor %u, want %u", s->minor, c->minor);
+            }
+            if (c->upgrade) {
+                CHECK(T.head[0].upgrade, "101: upgrade false");
+                CHECK(T.pos == head_len(c->in), "101: consumed %zu, want the head only (%zu)", T.pos,
+                      head_len(c->in));
+                continue;
+            }
+            last = T.ndone ? T.ndone - 1 : 0;
+            if (T.ndone) {
+                const struct bytes *b = decoded(last, o.framing);
+                CHECK(mem_eq(b->d, b->n, c->body ? c->body : ""), "body \"%s\", want \"%s\"",
+                      esc(b->d, b->n), c->body ? c->body : "");
+                CHECK(T.ntrailers[last] == c->ntrailers, "ntrailers %u, want %u", T.ntrailers[last],
+                      c->ntrailers);
+                CHECK(T.done_end[last] == len, "H1_DONE consumed up to %zu, want %zu", T.done_end[last], len);
+            }
+        }
+    }
+}
+
+/* Error rows for responses that end on h1_parse_eof mid-body also check the partial body above;
+ * this runs the RAW rows of "He" cases, which the loop above skips by design. */
+static void test_resp_eof_partial_body(void **state)
+{
+    (void)state;
+    struct drive_opts o = { .kind = H1_RESPONSE, .framing = H1_FRAME_RAW, .eof = true };
+    const char *in = R11 "Content-Length: 10\r\n\r\nhello";
+
+    set_ctx(0, o.framing);
+    drive(in, strlen(in), &o);
+    CHECK(strcmp(T.ev, "He") == 0, "events %s", T.ev);
+    CHECK(mem_eq(T.body[0].d, T.body[0].n, "hello"), "partial body \"%s\"", esc(T.body[0].d, T.body[0].n));
+}
+
+/* ---- header flags -------------------------------------------------------------------------------- */
+
+struct flag_case {
+    const char *name;
+    const char *hdrs;         /* header lines after the request line (Host is added unless present) */
+    const char *body;         /* after the head */
+    const char *which;        /* header name, exactly as in hdrs */
+    unsigned flags;
+    unsigned also_ok;         /* extra bits tolerated */
+};
+
+static const struct flag_case flag_cases[] = {
+    { "connection", "Connection: close\r\n", NULL, "Connection", H1_HDR_HOP },
+    { "keep_alive", "Keep-Alive: timeout=5\r\n", NULL, "Keep-Alive", H1_HDR_HOP },
+    { "proxy_connection", "Proxy-Connection: keep-alive\r\n", NULL, "Proxy-Connection", H1_HDR_HOP },
+    { "te", "TE: trailers\r\n", NULL, "TE", H1_HDR_HOP },
+    { "trailer", "Trailer: X-Sum\r\n", NULL, "Trailer", H1_HDR_HOP },
+    { "upgrade", "Upgrade: h2c\r\n", NULL, "Upgrade", H1_HDR_HOP },
+    { "transfer_encoding", "Transfer-Encoding: chunked\r\n", "0\r\n\r\n", "Transfer-Encoding", H1_HDR_HOP,
+      H1_HDR_FRAMING },
+    { "expect", "Expect: 100-continue\r\nContent-Length: 0\r\n", NULL, "Expect", H1_HDR_HOP },
+    { "connection_listed_after", "Connection: close, X-Foo\r\nX-Foo: 1\r\n", NULL, "X-Foo", H1_HDR_HOP },
+    { "connection_listed_before", "X-Foo: 1\r\nConnection: X-Foo\r\n", NULL, "X-Foo", H1_HDR_HOP },
+    { "connection_listed_case", "x-foo: 1\r\nConnection: keep-alive,X-FOO , x-bar\r\n", NULL, "x-foo", H1_HDR_HOP },
+    { "connection_listed_second_header", "Connection: keep-alive\r\nConnection: X-Foo\r\nX-Foo: 1\r\n", NULL,
+      "X-Foo", H1_HDR_HOP },
+    { "connection_ninth_token", "Connection: a, b, c, d, e, f, g, h, X-Foo\r\nX-Foo: 1\r\n", NULL, "X-Foo",
+      H1_HDR_HOP },
+    { "connection_long_token", "Connection: X-A-Rather-Long-Header-Name-Of-40-Chars\r\n"
+      "X-A-Rather-Long-Header-Name-Of-40-Chars: 1\r\n", NULL, "X-A-Rather-Long-Header-Name-Of-40-Chars", H1_HDR_HOP },
+    { "connection_not_prefix", "Connection: X-Foo\r\nX-Foo-Bar: 1\r\n", NULL, "X-Foo-Bar", 0 },
+    { "content_length", "Content-Length: 0\r\n", NULL, "Content-Length", H1_HDR_FRAMING },
+    { "x_forwarded_for", "X-Forwarded-For: 1.2.3.4\r\n", NULL, "X-Forwarded-For", H1_HDR_XFF },
+    { "x_forwarded_for_lower", "x-forwarded-for: 1.2.3.4\r\n", NULL, "x-forwarded-for", H1_HDR_XFF },
+    { "x_forwarded_proto", "X-Forwarded-Proto: https\r\n", NULL, "X-Forwarded-Proto", H1_HDR_XFWD },
+    { "x_forwarded_host", "X-Forwarded-Host: a.b\r\n", NULL, "X-Forwarded-Host", H1_HDR_XFWD },
+    { "x_request_id", "X-Request-Id: abc\r\n", NULL, "X-Request-Id", H1_HDR_XRID },
+    { "host", "", NULL, "Host", H1_HDR_HOST },
+    { "end_to_end", "Accept: */*\r\n", NULL, "Accept", 0 },
+    { "end_to_end_like_hop", "Connections: 1\r\nX-Forwarded-Fort: 1\r\nTEE: 1\r\n", NULL, "Connections", 0 },
+    { "end_to_end_xff_prefix", "X-Forwarded-Fort: 1\r\n", NULL, "X-Forwarded-Fort", 0 },
+};
+
+static void test_flag_case(void **state)
+{
+    const struct flag_case *c = *state;
+    struct bytes *in = &fx.tmp[2];
+    struct drive_opts o = { .kind = H1_REQUEST, .framing = H1_FRAME_RAW };
+    const struct h1_head *h;
+    const struct h1_header *hd = NULL;
+
+    bytes_clear(in);
+    bytes_str(in, "GET / HTTP/1.1\r\nHost: example.com\r\n");
+    bytes_str(in, c->hdrs);
+    bytes_str(in, "\r\n");
+    if (c->body)
+        bytes_str(in, c->body);
+    set_ctx(0, o.framing);
+    drive(in->d, in->n, &o);
+    CHECK(strcmp(T.ev, "HD") == 0, "events %s (status %u %s)", T.ev, T.err, T.why ? T.why : "");
+    h = h1_parser_head(fx.p);
+    for (unsigned i = 0; i < h->nhdrs; i++)
+        if (mem_eq(h->hdrs[i].name, h->hdrs[i].name_len, c->which))
+            hd = &h->hdrs[i];
+    CHECK(hd != NULL, "header %s not found", c->which);
+    CHECK((hd->flags & ~c->also_ok) == c->flags, "%s flags 0x%x, want 0x%x", c->which, hd->flags, c->flags);
+    CHECK(h->host >= 0 && (unsigned)h->host < h->nhdrs && mem_ieq(h->hdrs[h->host].name,
+          h->hdrs[h->host].name_len, "host"), "head->host %d", h->host);
+}
+
+/* ---- head contents ------------------------------------------------------------------------------- */
+
+static void test_head_fields(void **state)
+{
+    (void)state;
+    const char *in = "GET /path?q=1 HTTP/1.1\r\nHost:   example.com:8080  \r\nx-request-id:\tRID-7\t\r\n"
+                     "Accept: text/html, */*\r\nX-Empty:\r\n\r\n";
+    struct drive_opts o = { .kind = H1_REQUEST };
+    const struct h1_head *h;
+
+    set_ctx(0, o.framing);
+    drive(in, strlen(in), &o);
+    CHECK(strcmp(T.ev, "HD") == 0, "events %s (%u)", T.ev, T.err);
+    h = h1_parser_head(fx.p);
+    CHECK(mem_eq(h->method_name, h->method_len, "GET"), "method_name %s", esc(h->method_name, h->method_len));
+    CHECK(mem_eq(h->target, h->target_len, "/path?q=1"), "target %s", esc(h->target, h->target_len));
+    CHECK(h->nhdrs == 4, "nhdrs %u", h->nhdrs);
+    CHECK(h->ntrailers == 0, "ntrailers %u", h->ntrailers);
+    CHECK(mem_eq(h->hdrs[0].name, h->hdrs[0].name_len, "Host"), "name %s", esc(h->hdrs[0].name, h->hdrs[0].name_len));
+    CHECK(mem_eq(h->hdrs[0].value, h->hdrs[0].value_len, "example.com:8080"), "host value \"%s\"",
+          esc(h->hdrs[0].value, h->hdrs[0].value_len));
+    CHECK(mem_eq(h->hdrs[1].name, h->hdrs[1].name_len, "x-request-id"), "name kept as received: %s",
+          esc(h->hdrs[1].name, h->hdrs[1].name_len));
+    CHECK(mem_eq(h->hdrs[1].value, h->hdrs[1].value_len, "RID-7"), "rid value \"%s\"",
+          esc(h->hdrs[1].value, h->hdrs[1].value_len));
+    CHECK(mem_eq(h->hdrs[2].value, h->hdrs[2].value_len, "text/html, */*"), "accept value \"%s\"",
+          esc(h->hdrs[2].value, h->hdrs[2].value_len));
+    CHECK(h->hdrs[3].value_len == 0, "empty value has length %zu", h->hdrs[3].value_len);
+    CHECK(h->host == 0, "host index %d", h->host);
+    CHECK(h->request_id == 1, "request_id index %d", h->request_id);
+    CHECK(h1_find(h, "ACCEPT") == &h->hdrs[2], "h1_find is not case-insensitive");
+    CHECK(h1_find(h, "accept") == &h->hdrs[2], "h1_find(accept)");
+    CHECK(h1_find(h, "Accep") == NULL, "h1_find matched a prefix");
+    CHECK(h1_find(h, "Accept-Encoding") == NULL, "h1_find matched a longer name");
+    CHECK(h1_find(h, "X-Missing") == NULL, "h1_find found a missing header");
+}
+
+static void test_head_no_host_no_rid(void **state)
+{
+    (void)state;
+    const char *in = "GET / HTTP/1.0\r\nAccept: */*\r\n\r\n";
+    struct drive_opts o = { .kind = H1_REQUEST };
+    const struct h1_head *h;
+
+    set_ctx(0, o.framing);
+    drive(in, strlen(in), &o);
+    CHECK(strcmp(T.ev, "HD") == 0, "events %s (%u)", T.ev, T.err);
+    h = h1_parser_head(fx.p);
+    CHECK(h->host == -1, "host %d", h->host);
+    CHECK(h->request_id == -1, "request_id %d", h->request_id);
+}
+
+static void test_trailers_stored(void **state)
+{
+    (void)state;
+    const char *in = "POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     "1\r\na\r\n0\r\nX-Sum:  42 \r\nX-Two: b\r\n\r\n";
+    struct drive_opts o = { .kind = H1_REQUEST, .framing = H1_FRAME_RAW };
+    const struct h1_head *h;
+
+    set_ctx(0, o.framing);
+    drive(in, strlen(in), &o);
+    CHECK(strcmp(T.ev, "HD") == 0, "events %s (%u)", T.ev, T.err);
+    h = h1_parser_head(fx.p);
+    CHECK(h->nhdrs == 2 && h->ntrailers == 2, "nhdrs %u ntrailers %u", h->nhdrs, h->ntrailers);
+    CHECK(mem_eq(h->hdrs[2].name, h->hdrs[2].name_len, "X-Sum") &&
+          mem_eq(h->hdrs[2].value, h->hdrs[2].value_len, "42"), "trailer 0: %s: %s",
+          esc(h->hdrs[2].name, h->hdrs[2].name_len), esc(h->hdrs[2].value, h->hdrs[2].value_len));
+    CHECK(mem_eq(h->hdrs[3].name, h->hdrs[3].name_len, "X-Two") &&
+          mem_eq(h->hdrs[3].value, h->hdrs[3].value_len, "b"), "trailer 1");
+    CHECK(h1_find(h, "X-Sum") == NULL, "h1_find looks into trailers");
+    CHECK(mem_eq(T.body[0].d, T.body[0].n, "a"), "RAW output of chunked body \"%s\" (trailers leak?)",
+          esc(T.body[0].d, T.body[0].n));
+}
+
+/* ---- event protocol details ---------------------------------------------------------------------- */
+
+static void test_no_body_done_on_len0(void **state)
+{
+    (void)state;
+    const char *in = "GET / HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n";
+    size_t hl = head_len(in), used = 99;
+    struct h1_parser *p = fx_parser(H1_REQUEST, 8192);
+    enum h1_event ev;
+
+    ev = h1_parse(p, in, strlen(in), &used);
+    assert_int_equal(ev, H1_HEAD);
+    assert_int_equal(used, hl);
+    used = 99;
+    ev = h1_parse(p, in + hl, 0, &used);
+    assert_int_equal(ev, H1_DONE);
+    assert_int_equal(used, 0);
+    assert_false(h1_parser_in_body(p));
+    h1_parser_reset(p);
+    used = 99;
+    ev = h1_parse(p, in + hl, strlen(in) - hl, &used);
+    assert_int_equal(ev, H1_HEAD);
+    assert_int_equal(used, strlen(in) - hl);
+    assert_true(mem_eq(h1_parser_head(p)->target, h1_parser_head(p)->target_len, "/2"));
+    used = 99;
+    ev = h1_parse(p, in, 0, &used);
+    assert_int_equal(ev, H1_DONE);
+    assert_int_equal(used, 0);
+}
+
+static void test_no_body_done_with_more_bytes(void **state)
+{
+    (void)state;
+    const char *in = "GET / HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n";
+    size_t hl = head_len(in), used = 99;
+    struct h1_parser *p = fx_parser(H1_REQUEST, 8192);
+
+    assert_int_equal(h1_parse(p, in, strlen(in), &used), H1_HEAD);
+    assert_int_equal(used, hl);
+    used = 99;
+    assert_int_equal(h1_parse(p, in + hl, strlen(in) - hl, &used), H1_DONE);
+    assert_int_equal(used, 0);
+}
+
+static void test_in_body_and_body_bytes(void **state)
+{
+    (void)state;
+    const char *in = "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 6\r\n\r\nabcdef";
+    size_t hl = head_len(in), used = 0;
+    struct h1_parser *p = fx_parser(H1_REQUEST, 8192);
+
+    assert_int_equal(buf_init(&fx.out, 256), 0);
+    assert_false(h1_parser_in_body(p));
+    assert_int_equal(h1_parse(p, in, 5, &used), H1_NEED_MORE);
+    assert_int_equal(used, 5);
+    assert_false(h1_parser_in_body(p));
+    assert_int_equal(h1_parse(p, in + 5, strlen(in) - 5, &used), H1_HEAD);
+    assert_int_equal(used, hl - 5);
+    assert_true(h1_parser_in_body(p));
+    assert_int_equal(h1_parser_body_bytes(p), 0);
+    h1_parser_set_output(p, &fx.out, H1_FRAME_RAW);
+    assert_true(h1_parser_room(p) >= 1);
+    assert_int_equal(h1_parse(p, in + hl, 2, &used), H1_NEED_MORE);
+    assert_int_equal(used, 2);
+    assert_int_equal(h1_parser_body_bytes(p), 2);
+    assert_true(h1_parser_in_body(p));
+    assert_int_equal(h1_parse(p, in + hl + 2, 4, &used), H1_DONE);
+    assert_int_equal(used, 4);
+    assert_int_equal(h1_parser_body_bytes(p), 6);
+    assert_false(h1_parser_in_body(p));
+    assert_true(mem_eq(buf_head(&fx.out), fx.out.len, "abcdef"));
+}
+
+/* Body bytes before h1_parser_set_output are dropped; DROP framing writes nothing. */
+static void test_output_unset_and_drop(void **state)
+{
+    (void)state;
+    const char *in = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n";
+    struct drive_opts o = { .kind = H1_REQUEST, .no_output = true };
+
+    set_ctx(0, H1_FRAME_DROP);
+    drive(in, strlen(in), &o);
+    CHECK(strcmp(T.ev, "HD") == 0, "no output set: events %s (%u)", T.ev, T.err);
+    CHECK(T.body_bytes[0] == 3, "body_bytes %llu", (unsigned long long)T.body_bytes[0]);
+    o.no_output = false;
+    o.framing = H1_FRAME_DROP;
+    for (size_t si = 0; si < NELEM(steps); si++) {
+        o.step = steps[si];
+        set_ctx(o.step, o.framing);
+        drive(in, strlen(in), &o);
+        CHECK(strcmp(T.ev, "HD") == 0, "DROP: events %s (%u)", T.ev, T.err);
+        CHECK(T.body[0].n == 0, "DROP wrote \"%s\"", esc(T.body[0].d, T.body[0].n));
+        CHECK(T.body_bytes[0] == 3, "body_bytes %llu", (unsigned long long)T.body_bytes[0]);
+    }
+}
+
+static void test_eof_between_messages(void **state)
+{
+    (void)state;
+    const char *in = "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx";
+    struct h1_parser *p = fx_parser(H1_RESPONSE, 8192);
+    size_t used;
+
+    assert_int_equal(h1_parse_eof(p), H1_NEED_MORE);
+    assert_int_equal(buf_init(&fx.out, 64), 0);
+    assert_int_equal(h1_parse(p, in, strlen(in), &used), H1_HEAD);
+    h1_parser_set_output(p, &fx.out, H1_FRAME_RAW);
+    assert_int_equal(h1_parse(p, in + used, strlen(in) - used, &used), H1_DONE);
+    h1_parser_reset(p);
+    assert_int_equal(h1_parse_eof(p), H1_NEED_MORE);
+}
+
+static void test_eof_request_mid_body(void **state)
+{
+    (void)state;
+    const char *in = "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc";
+    struct drive_opts o = { .kind = H1_REQUEST, .eof = true };
+
+    set_ctx(0, o.framing);
+    drive(in, strlen(in), &o);
+    CHECK(strcmp(T.ev, "He") == 0, "events %s", T.ev);
+    /* a request without a length is not close-delimited */
+    in = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab";
+    drive(in, strlen(in), &o);
+    CHECK(strcmp(T.ev, "He") == 0, "chunked: events %s", T.ev);
+}
+
+static void test_expect_no_body_reset(void **state)
+{
+    (void)state;
+    const char *in = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n";
+    const char *in2 = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    struct h1_parser *p = fx_parser(H1_RESPONSE, 8192);
+    size_t used;
+
+    assert_int_equal(buf_init(&fx.out, 64), 0);
+    h1_parser_expect_no_body(p, true);
+    assert_int_equal(h1_parse(p, in, strlen(in), &used), H1_HEAD);
+    assert_int_equal(used, strlen(in));
+    assert_int_equal(h1_parser_head(p)->content_length, 2);
+    h1_parser_set_output(p, &fx.out, H1_FRAME_RAW);
+    assert_int_equal(h1_parse(p, in, 0, &used), H1_DONE);
+    assert_int_equal(used, 0);
+    h1_parser_reset(p);   /* forgets expect_no_body */
+    assert_int_equal(h1_parse(p, in2, strlen(in2), &used), H1_HEAD);
+    h1_parser_set_output(p, &fx.out, H1_FRAME_RAW);
+    assert_int_equal(h1_parse(p, in2 + used, 2, &used), H1_DONE);
+    assert_int_equal(used, 2);
+    assert_true(mem_eq(buf_head(&fx.out), fx.out.len, "ok"));
+}
+
+static void test_max_body_kept_by_reset(void **state)
+{
+    (void)state;
+    const char *ok = "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nabcd";
+    const char *big = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n0\r\n\r\n";
+    struct h1_parser *p = fx_parser(H1_REQUEST, 8192);
+    size_t used, pos = 0, len = strlen(big);
+    enum h1_event ev;
+
+    assert_int_equal(buf_init(&fx.out, 256), 0);
+    h1_parser_set_max_body(p, 4);
+    assert_int_equal(h1_parse(p, ok, strlen(ok), &used), H1_HEAD);
+    h1_parser_set_output(p, &fx.out, H1_FRAME_RAW);
+    assert_int_equal(h1_parse(p, ok + used, strlen(ok) - used, &used), H1_DONE);
+    h1_parser_reset(p);
+    do {
+        ev = h1_parse(p, big + pos, len - pos, &used);
+        pos += used;
+        if (ev == H1_HEAD)
+            h1_parser_set_output(p, &fx.out, H1_FRAME_RAW);
+    } while (ev == H1_HEAD || (ev == H1_NEED_MORE && pos < len));
+    assert_int_equal(ev, H1_ERROR);
+    {
+        const char *why = NULL;
+        assert_int_equal(h1_parser_error(p, &why), 413);
+    }
+}
+
+static void test_reset_reuses_arena(void **state)
+{
+    (void)state;
+    struct bytes *in = &fx.tmp[2];
+    struct drive_opts o = { .kind = H1_REQUEST };
+    const struct h1_head *h;
+
+    /* many heads through one parser: each one's fields are its own */
+    bytes_clear(in);
+    for (int i = 0; i < 50; i++) {
+        char line[160];
+        snprintf(line, sizeof(line), "GET /m%d HTTP/1.1\r\nHost: h%d\r\nX-N: %d\r\n%s\r\n", i, i, i,
+                 i % 2 ? "X-Odd: yes\r\nX-Pad: 0123456789012345678901234567890123456789\r\n" : "");
+        bytes_str(in, line);
+    }
+    o.max_head = 256;
+    set_ctx(0, o.framing);
+    drive(in->d, in->n, &o);
+    CHECK(T.nheads == 50 && T.ndone == 50, "heads %zu done %zu (events %s, err %u)", T.nheads, T.ndone,
+          T.ev, T.err);
+    h = h1_parser_head(fx.p);
+    CHECK(mem_eq(h->target, h->target_len, "/m49"), "last target %s", esc(h->target, h->target_len));
+    CHECK(h->nhdrs == 4, "nhdrs %u", h->nhdrs);
+    CHECK(mem_eq(h->hdrs[h->host].value, h->hdrs[h->host].value_len, "h49"), "host");
+}
+
+static void test_max_headers(void **state)
+{
+    (void)state;
+    struct bytes *in = &fx.tmp[2];
+    struct drive_opts o = { .kind = H1_REQUEST, .max_head = 65536 };
+
+    for (int n = H1_MAX_HEADERS; n <= H1_MAX_HEADERS + 1; n++) {
+        bytes_clear(in);
+        bytes_str(in, "GET / HTTP/1.1\r\nHost: h\r\n");
+        for (int i = 1; i < n; i++) {
+            char line[40];
+            snprintf(line, sizeof(line), "X-H%d: %d\r\n", i, i);
+            bytes_str(in, line);
+        }
+        bytes_str(in, "\r\n");
+        for (size_t si = 0; si < 3; si++) {
+            o.step = steps[si];
+            set_ctx(o.step, o.framing);
+            drive(in->d, in->n, &o);
+            if (n == H1_MAX_HEADERS) {
+                CHECK(strcmp(T.ev, "HD") == 0, "%d headers: events %s (%u)", n, T.ev, T.err);
+                CHECK(T.head[0].nhdrs == H1_MAX_HEADERS, "nhdrs %u", T.head[0].nhdrs);
+            } else {
+                CHECK(strcmp(T.ev, "E") == 0 && T.err == 431, "%d headers: events %s status %u", n, T.ev, T.err);
+            }
+        }
+    }
+}
+
+/* Trailers beyond what hdrs[] can hold after the headers: rejected, never an overflow. */
+static void test_too_many_trailers(void **state)
+{
+    (void)state;
+    struct bytes *in = &fx.tmp[2];
+    struct drive_opts o = { .kind = H1_REQUEST, .max_head = 65536, .framing = H1_FRAME_CHUNKED };
+
+    bytes_clear(in);
+    bytes_str(in, "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n");
+    for (int i = 0; i < H1_MAX_HEADERS + 5; i++) {
+        char line[40];
+        snprintf(line, sizeof(line), "X-T%d: %d\r\n", i, i);
+        bytes_str(in, line);
+    }
+    bytes_str(in, "\r\n");
+    set_ctx(0, o.framing);
+    drive(in->d, in->n, &o);
+    /* rejecting or dropping the excess are both safe; overflowing hdrs[] is not */
+    CHECK((strcmp(T.ev, "HE") == 0 && T.err >= 400) ||
+          (strcmp(T.ev, "HD") == 0 && T.head[0].nhdrs + T.ntrailers[0] <= H1_MAX_HEADERS),
+          "events %s status %u ntrailers %u", T.ev, T.err, T.ntrailers[0]);
+}
+
+static void test_big_trailers_over_max_head(void **state)
+{
+    (void)state;
+    struct bytes *in = &fx.tmp[2];
+    struct drive_opts o = { .kind = H1_REQUEST, .max_head = 256, .framing = H1_FRAME_RAW };
+
+    bytes_clear(in);
+    bytes_str(in, "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nX-Big: ");
+    for (int i = 0; i < 300; i++)
+        bytes_str(in, "t");
+    bytes_str(in, "\r\n\r\n");
+    set_ctx(0, o.framing);
+    drive(in->d, in->n, &o);
+    CHECK((strcmp(T.ev, "HE") == 0 && T.err >= 400) || strcmp(T.ev, "HD") == 0, "events %s status %u", T.ev, T.err);
+    if (strcmp(T.ev, "HD") == 0)
+        CHECK(mem_eq(T.body[0].d, T.body[0].n, "a"), "body \"%s\"", esc(T.body[0].d, T.body[0].n));
+}
+
+/* ---- CHUNKED output framing, exact bytes (one-shot, large buffer) ------------------------------- */
+
+struct frame_case {
+    const char *name;
+    enum h1_kind kind;
+    const char *in;
+    enum h1_framing framing;
+    const char *out;          /* exact output */
+};
+
+#define POSTC "POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+static const struct frame_case frame_cases[] = {
+    { "chunked_to_chunked", H1_REQUEST, POSTC "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", H1_FRAME_CHUNKED,
+      "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n" },
+    { "chunked_to_chunked_trailers", H1_REQUEST, POSTC "3\r\nabc\r\n0\r\nX-T: v\r\nX-U:w\r\n\r\n",
+      H1_FRAME_CHUNKED, "3\r\nabc\r\n0\r\nX-T: v\r\nX-U: w\r\n\r\n" },
+    { "chunked_to_chunked_hex", H1_REQUEST, POSTC "1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n\r\n",
+      H1_FRAME_CHUNKED, "1a\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n\r\n" },
+    { "chunked_ext_dropped", H1_REQUEST, POSTC "2;a=b\r\nxy\r\n0;c\r\n\r\n", H1_FRAME_CHUNKED,
+      "2\r\nxy\r\n0\r\n\r\n" },
+    { "chunked_empty_to_chunked", H1_REQUEST, POSTC "0\r\n\r\n", H1_FRAME_CHUNKED, "0\r\n\r\n" },
+    { "chunked_to_raw", H1_REQUEST, POSTC "5\r\nhello\r\n0\r\nX-T: v\r\n\r\n", H1_FRAME_RAW, "hello" },
+    { "cl_to_chunked", H1_RESPONSE, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", H1_FRAME_CHUNKED,
+      "5\r\nhello\r\n0\r\n\r\n" },
+    { "cl_to_raw", H1_RESPONSE, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", H1_FRAME_RAW, "hello" },
+    { "cl0_to_chunked", H1_RESPONSE, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", H1_FRAME_CHUNKED,
+      "0\r\n\r\n" },
+    { "resp_chunked_to_chunked", H1_RESPONSE, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "4\r\nabcd\r\n0\r\nServer-Timing: x;dur=1\r\n\r\n", H1_FRAME_CHUNKED,
+      "4\r\nabcd\r\n0\r\nServer-Timing: x;dur=1\r\n\r\n" },
+};
+
+static void test_frame_case(void **state)
+{
+    const struct frame_case *c = *state;
+    struct drive_opts o = { .kind = c->kind, .framing = c->framing };
+
+    set_ctx(0, o.framing);
+    drive(c->in, strlen(c->in), &o);
+    CHECK(strcmp(T.ev, "HD") == 0, "events %s (%u %s)", T.ev, T.err, T.why ? T.why : "");
+    CHECK(mem_eq(T.body[0].d, T.body[0].n, c->out), "output \"%s\", want \"%s\"", esc(T.body[0].d, T.body[0].n),
+          esc(c->out, strlen(c->out)));
+}
+
+/* Close-delimited to CHUNKED: the end written at h1_parse_eof. */
+static void test_close_delimited_to_chunked(void **state)
+{
+    (void)state;
+    const char *in = "HTTP/1.1 200 OK\r\n\r\nabc";
+    struct drive_opts o = { .kind = H1_RESPONSE, .framing = H1_FRAME_CHUNKED, .eof = true };
+
+    set_ctx(0, o.framing);
+    drive(in, strlen(in), &o);
+    CHECK(strcmp(T.ev, "Hd") == 0, "events %s", T.ev);
+    CHECK(mem_eq(T.body[0].d, T.body[0].n, "3\r\nabc\r\n0\r\n\r\n"), "output \"%s\"", esc(T.body[0].d, T.body[0].n));
+}
+
+/* ---- room: bounded output, big bodies ------------------------------------------------------------ */
+
+struct room_case {
+    const char *name;
+    enum h1_kind kind;
+    int shape;                /* 0: 1-byte chunks, 1: one big chunk, 2: 1000-byte chunks, 3: CL, 4: mixed */
+    const char *trailers;     /* raw trailer lines (chunked shapes) */
+    const char *trailers_out; /* as re-emitted */
+    enum h1_framing framing;
+    size_t outcap;
+};
+
+static const struct room_case room_cases[] = {
+    { "one_byte_chunks_chunked_out", H1_REQUEST, 0, NULL, NULL, H1_FRAME_CHUNKED, 64 },
+    { "one_byte_chunks_raw_out", H1_REQUEST, 0, NULL, NULL, H1_FRAME_RAW, 64 },
+    { "big_chunk_chunked_out", H1_REQUEST, 1, NULL, NULL, H1_FRAME_CHUNKED, 64 },
+    { "big_chunk_raw_out", H1_REQUEST, 1, NULL, NULL, H1_FRAME_RAW, 64 },
+    { "kilo_chunks_chunked_out", H1_RESPONSE, 2, NULL, NULL, H1_FRAME_CHUNKED, 64 },
+    { "cl_body_chunked_out", H1_RESPONSE, 3, NULL, NULL, H1_FRAME_CHUNKED, 64 },
+    { "cl_body_raw_out", H1_REQUEST, 3, NULL, NULL, H1_FRAME_RAW, 64 },
+    { "mixed_chunks_chunked_out", H1_RESPONSE, 4, NULL, NULL, H1_FRAME_CHUNKED, 64 },
+    { "one_byte_chunks_trailers", H1_REQUEST, 0, "X-A:1\r\nX-Checksum: abcdef\r\n",
+      "X-A: 1\r\nX-Checksum: abcdef\r\n", H1_FRAME_CHUNKED, 64 },
+    { "big_chunk_trailers", H1_RESPONSE, 1, "X-A:1\r\nX-Checksum:    abcdef\r\n",
+      "X-A: 1\r\nX-Checksum: abcdef\r\n", H1_FRAME_CHUNKED, 64 },
+    { "mixed_trailers_tiny_buffer", H1_RESPONSE, 4, "T:1\r\n", "T: 1\r\n", H1_FRAME_CHUNKED, 16 },
+    { "one_byte_chunks_tiny_buffer", H1_REQUEST, 0, NULL, NULL, H1_FRAME_CHUNKED, 8 },
+    /* the same shapes with a little more than 64 bytes of buffer */
+    { "cap128_one_byte_chunks_chunked_out", H1_REQUEST, 0, NULL, NULL, H1_FRAME_CHUNKED, 128 },
+    { "cap128_big_chunk_chunked_out", H1_REQUEST, 1, NULL, NULL, H1_FRAME_CHUNKED, 128 },
+    { "cap128_big_chunk_raw_out", H1_RESPONSE, 1, NULL, NULL, H1_FRAME_RAW, 128 },
+    { "cap128_mixed_chunks_chunked_out", H1_RESPONSE, 4, NULL, NULL, H1_FRAME_CHUNKED, 128 },
+    { "cap128_cl_body_chunked_out", H1_RESPONSE, 3, NULL, NULL, H1_FRAME_CHUNKED, 128 },
+    { "cap128_one_byte_chunks_trailers", H1_REQUEST, 0, "X-A:1\r\nX-Checksum: abcdef\r\n",
+      "X-A: 1\r\nX-Checksum: abcdef\r\n", H1_FRAME_CHUNKED, 128 },
+    { "cap128_big_chunk_trailers", H1_RESPONSE, 1, "X-A:1\r\nX-Checksum:    abcdef\r\n",
+      "X-A: 1\r\nX-Checksum: abcdef\r\n", H1_FRAME_CHUNKED, 128 },
+    { "cap128_kilo_chunks_long_trailers", H1_RESPONSE, 2, "X-Long-Trailer-Name-0123456789: "
+      "0123456789012345678901234567890123456789012345678901234567890123456789\r\n",
+      "X-Long-Trailer-Name-0123456789: "
+      "0123456789012345678901234567890123456789012345678901234567890123456789\r\n", H1_FRAME_CHUNKED, 128 },
+};
+
+#define ROOM_BODY 10240
+
+static void build_room_input(const struct room_case *c, struct bytes *in, struct bytes *want)
+{
+    bytes_clear(in);
+    bytes_clear(want);
+    for (int i = 0; i < ROOM_BODY; i++) {
+        char ch = (char)('a' + (i * 7 + i / 26) % 26);
+        bytes_add(want, &ch, 1);
+    }
+    if (c->kind == H1_REQUEST)
+        bytes_str(in, "POST /upload HTTP/1.1\r\nHost: h\r\n");
+    else
+        bytes_str(in, "HTTP/1.1 200 OK\r\n");
+    if (c->shape == 3) {
+        char line[64];
+        snprintf(line, sizeof(line), "Content-Length: %d\r\n\r\n", ROOM_BODY);
+        bytes_str(in, line);
+        bytes_add(in, want->d, want->n);
+        return;
+    }
+    bytes_str(in, "Transfer-Encoding: chunked\r\n\r\n");
+    for (size_t i = 0; i < want->n;) {
+        size_t n = c->shape == 0 ? 1 : c->shape == 1 ? want->n : c->shape == 2 ? 1000 : 1 + (i * 13) % 97;
+        char line[32];
+        if (n > want->n - i)
+            n = want->n - i;
+        snprintf(line, sizeof(line), "%zx\r\n", n);
+        bytes_str(in, line);
+        bytes_add(in, want->d + i, n);
+        bytes_str(in, "\r\n");
+        i += n;
+    }
+    bytes_str(in, "0\r\n");
+    if (c->trailers)
+        bytes_str(in, c->trailers);
+    bytes_str(in, "\r\n");
+}
+
+static void test_room_case(void **state)
+{
+    const struct room_case *c = *state;
+    struct bytes *in = &fx.tmp[2], *want = &fx.tmp[3];
+    static const size_t rsteps[] = { 0, 1, 7, 100 };
+
+    build_room_input(c, in, want);
+    for (size_t si = 0; si < NELEM(rsteps); si++) {
+        struct drive_opts o = { .kind = c->kind, .framing = c->framing, .step = rsteps[si], .outcap = c->outcap };
+        const struct bytes *b;
+        set_ctx(o.step, o.framing);
+        drive(in->d, in->n, &o);
+        CHECK(strcmp(T.ev, "HD") == 0, "events %s (%u %s)", T.ev, T.err, T.why ? T.why : "");
+        CHECK(T.done_end[0] == in->n, "consumed %zu of %zu", T.done_end[0], in->n);
+        b = decoded(0, o.framing);
+        CHECK(b->n == want->n && memcmp(b->d, want->d, b->n) == 0, "decoded %zu bytes, want %zu%s", b->n,
+              want->n, b->n == want->n ? " (content differs)" : "");
+        CHECK(T.body_bytes[0] == ROOM_BODY, "body_bytes %llu", (unsigned long long)T.body_bytes[0]);
+        if (c->framing == H1_FRAME_CHUNKED) {
+            const char *tw = c->trailers_out ? c->trailers_out : "";
+            struct bytes *gn = &fx.tmp[5], *wn = &fx.tmp[6];
+            bytes_clear(gn);
+            bytes_clear(wn);
+            bytes_add(gn, "", 0);
+            bytes_add(wn, "", 0);
+            norm_trailers(fx.tmp[1].d ? fx.tmp[1].d : "", fx.tmp[1].n, gn);
+            norm_trailers(tw, strlen(tw), wn);
+            CHECK(gn->n == wn->n && memcmp(gn->d, wn->d, gn->n) == 0, "trailers \"%s\", want \"%s\"",
+                  esc(fx.tmp[1].d ? fx.tmp[1].d : "", fx.tmp[1].n), esc(tw, strlen(tw)));
+        }
+    }
+}
+
+/* One-shot and byte-by-byte feeding decode the same (chunk boundaries aside). */
+static void summarize(size_t nmsg, enum h1_framing framing, struct bytes *acc)
+{
+    bytes_clear(acc);
+    for (size_t m = 0; m < nmsg; m++) {
+        const struct bytes *b = decoded(m, framing);
+        bytes_add(acc, b->d, b->n);
+        bytes_str(acc, "|");
+        norm_trailers(fx.tmp[1].d ? fx.tmp[1].d : "", fx.tmp[1].n, acc);
+        bytes_str(acc, "|");
+    }
+}
+
+static void test_bytewise_equals_oneshot(void **state)
+{
+    (void)state;
+    struct bytes *in = &fx.tmp[2], *one = &fx.tmp[3], *again = &fx.tmp[4];
+    struct drive_opts o = { .kind = H1_RESPONSE, .framing = H1_FRAME_CHUNKED };
+    const char *msgs = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       "7\r\nchunk-1\r\n10\r\n0123456789abcdef\r\n3;ext\r\nend\r\n0\r\nX-T: z\r\n\r\n"
+                       "HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\nhello, world";
+
+    bytes_clear(in);
+    bytes_str(in, msgs);
+    set_ctx(0, o.framing);
+    drive(in->d, in->n, &o);
+    CHECK(strcmp(T.ev, "HDHD") == 0, "one-shot events %s", T.ev);
+    summarize(2, o.framing, one);
+    CHECK(strcmp(one->d, "chunk-10123456789abcdefend|X-T:z\r\n|hello, world||") == 0, "one-shot decoded %s",
+          esc(one->d, one->n));
+    for (size_t step = 1; step <= 4; step++) {
+        o.step = step;
+        set_ctx(step, o.framing);
+        drive(in->d, in->n, &o);
+        CHECK(strcmp(T.ev, "HDHD") == 0, "events %s", T.ev);
+        summarize(2, o.framing, again);
+        CHECK(again->n == one->n && memcmp(again->d, one->d, one->n) == 0, "decoded %s differs from one-shot %s",
+              esc(again->d, again->n), esc(one->d, one->n));
+    }
+}
+
+/* ---- writers -------------------------------------------------------------------------------------- */
+
+struct hline {
+    char name[64];
+    char value[512];
+    bool used;
+};
+
+/* Splits "name: value" lines (separated by '\n' in a spec, by CRLF in output). */
+static size_t split_lines(const char *s, size_t n, const char *sep, struct hline *out, size_t max)
+{
+    size_t k = 0, seplen = strlen(sep);
+    const char *end = s + n;
+
+    while (s < end) {
+        const char *e = memmem(s, (size_t)(end - s), sep, seplen);
+        const char *colon;
+        size_t nl, vl;
+        if (!e)
+            e = end;
+        if (e == s)
+            break;
+        assert_true(k < max);
+        colon = memchr(s, ':', (size_t)(e - s));
+        assert_non_null(colon);
+        nl = (size_t)(colon - s);
+        assert_true(nl < sizeof(out[k].name));
+        memcpy(out[k].name, s, nl);
+        out[k].name[nl] = '\0';
+        colon++;
+        while (colon < e && (*colon == ' ' || *colon == '\t'))
+            colon++;
+        vl = (size_t)(e - colon);
+        assert_true(vl < sizeof(out[k].value));
+        memcpy(out[k].value, colon, vl);
+        out[k].value[vl] = '\0';
+        out[k].used = false;
+        k++;
+        s = e + seplen;
+    }
+    return k;
+}
+
+static bool hline_match(const struct hline *a, const struct hline *b)
+{
+    if (strcasecmp(a->name, b->name) != 0)
+        return false;
+    if (strcasecmp(a->name, "connection") == 0)
+        return strcasecmp(a->value, b->value) == 0;
+    return strcmp(a->value, b->value) == 0;
+}
+
+/* Checks a written head: start line, the `ordered` lines in this order (with nothing else between
+ * them but `anywhere` lines), each `anywhere` line exactly once, nothing more; ends with CRLF CRLF. */
+static void check_written_head(const char *s, size_t n, const char *line, bool line_prefix,
+                               const char *ordered, const char *anywhere)
+{
+    static struct hline got[200], ord[64], any[16];
+    const char *e = memmem(s, n, "\r\n", 2), *hend;
+    size_t ng, no, na, j = 0;
+
+    CHECK(e != NULL, "no CRLF in \"%s\"", esc(s, n));
+    if (line_prefix)
+        CHECK((size_t)(e - s) >= strlen(line) && memcmp(s, line, strlen(line)) == 0, "start line \"%s\", want \"%s...\"",
+              esc(s, (size_t)(e - s)), line);
+    else
+        CHECK(mem_eq(s, (size_t)(e - s), line), "start line \"%s\", want \"%s\"", esc(s, (size_t)(e - s)), line);
+    hend = memmem(s, n, "\r\n\r\n", 4);
+    CHECK(hend != NULL && (size_t)(hend - s) + 4 == n, "head does not end with one CRLF CRLF: \"%s\"", esc(s, n));
+    if ((size_t)(e - s) + 2 == n - 2)
+        ng = 0;
+    else
+        ng = split_lines(e + 2, (size_t)(hend - (e + 2)), "\r\n", got, NELEM(got));
+    no = split_lines(ordered, strlen(ordered), "\n", ord, NELEM(ord));
+    na = split_lines(anywhere ? anywhere : "", anywhere ? strlen(anywhere) : 0, "\n", any, NELEM(any));
+    for (size_t a = 0; a < na; a++) {
+        size_t cnt = 0;
+        for (size_t g = 0; g < ng; g++)
+            if (hline_match(&any[a], &got[g])) {
+                got[g].used = true;
+                cnt++;
+            }
+        CHECK(cnt == 1, "\"%s: %s\" written %zu times in \"%s\"", any[a].name, any[a].value, cnt, esc(s, n));
+    }
+    for (size_t g = 0; g < ng; g++) {
+        if (got[g].used)
+            continue;
+        CHECK(j < no, "unexpected header \"%s: %s\" in \"%s\"", got[g].name, got[g].value, esc(s, n));
+        CHECK(hline_match(&ord[j], &got[g]), "header %zu is \"%s: %s\", want \"%s: %s\" in \"%s\"", g,
+              got[g].name, got[g].value, ord[j].name, ord[j].value, esc(s, n));
+        j++;
+    }
+    CHECK(j == no, "missing header \"%s: %s\" in \"%s\"", j < no ? ord[j].name : "", j < no ? ord[j].value : "",
+          esc(s, n));
+}
+
+struct wreq_case {
+    const char *name;
+    const char *req;
+    const char *target, *host, *client, *proto, *rid;
+    int64_t cl;
+    bool chunked, upgrade;
+    const char *line;
+    const char *ordered;
+    const char *anywhere;
+};
+
+#define XF(xff, xfh) "x-forwarded-for: " xff "\nx-forwarded-proto: http\nx-forwarded-host: " xfh "\nx-request-id: rid-1\n"
+
+static const struct wreq_case wreq_cases[] = {
+    { "basic", "GET /a?b=1 HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\nUser-Agent: t\r\n\r\n",
+      "/a?b=1", NULL, "10.0.0.1", "http", "rid-1", -1, false, false, "GET /a?b=1 HTTP/1.1",
+      "Accept: */*\nUser-Agent: t\n" XF("10.0.0.1", "example.com"), "host: example.com\n" },
+    { "host_override", "GET / HTTP/1.1\r\nHost: example.com\r\n\r\n", "/", "backend:8080", "10.0.0.1", "http",
+      "rid-1", -1, false, false, "GET / HTTP/1.1", XF("10.0.0.1", "example.com"), "host: backend:8080\n" },
+    { "target_rewritten", "GET /api/v1/users HTTP/1.1\r\nHost: h\r\n\r\n", "/users", NULL, "10.0.0.1",
+      "https", "rid-1", -1, false, false, "GET /users HTTP/1.1",
+      "x-forwarded-for: 10.0.0.1\nx-forwarded-proto: https\nx-forwarded-host: h\nx-request-id: rid-1\n",
+      "host: h\n" },
+    { "hop_headers_dropped", "POST /p HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, X-Foo\r\nX-Foo: 1\r\n"
+      "Keep-Alive: 5\r\nProxy-Connection: x\r\nTE: trailers\r\nTrailer: X-T\r\nExpect: 100-continue\r\n"
+      "Upgrade: h2c\r\nX-Keep: yes\r\nContent-Length: 3\r\n\r\nabc", "/p", NULL, "10.0.0.1", "http", "rid-1",
+      3, false, false, "POST /p HTTP/1.1", "X-Keep: yes\n" XF("10.0.0.1", "h") "content-length: 3\n",
+      "host: h\n" },
+    { "chunked_rebuilt", "POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n0\r\n\r\n",
+      "/p", NULL, "10.0.0.1", "http", "rid-1", -1, true, false, "POST /p HTTP/1.1",
+      "X-A: 1\n" XF("10.0.0.1", "h") "transfer-encoding: chunked\n", "host: h\n" },
+    { "xff_appended", "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.1.1.1\r\n\r\n", "/", NULL, "10.0.0.1",
+      "http", "rid-1", -1, false, false, "GET / HTTP/1.1", XF("1.1.1.1, 10.0.0.1", "h"), "host: h\n" },
+    { "xff_merged", "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.1.1.1\r\nAccept: a\r\n"
+      "x-forwarded-for: 2.2.2.2, 3.3.3.3\r\n\r\n", "/", NULL, "10.0.0.1", "http", "rid-1", -1, false, false,
+      "GET / HTTP/1.1", "Accept: a\nx-forwarded-proto: http\nx-forwarded-host: h\nx-request-id: rid-1\n",
+      "host: h\nx-forwarded-for: 1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.1\n" },
+    { "xff_empty_value", "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For:\r\n\r\n", "/", NULL, "10.0.0.1", "http",
+      "rid-1", -1, false, false, "GET / HTTP/1.1", "x-forwarded-proto: http\nx-forwarded-host: h\nx-request-id: rid-1\n",
+      "host: h\nx-forwarded-for: 10.0.0.1\n" },
+    { "xfwd_and_rid_replaced", "GET / HTTP/1.1\r\nX-Forwarded-Proto: https\r\nHost: h\r\n"
+      "X-Forwarded-Host: evil\r\nX-Request-Id: old\r\n\r\n", "/", NULL, "10.0.0.1", "http", "rid-1", -1,
+      false, false, "GET / HTTP/1.1", XF("10.0.0.1", "h"), "host: h\n" },
+    { "upgrade_forwarded", "GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Key: k==\r\nSec-WebSocket-Version: 13\r\n\r\n", "/ws", NULL, "10.0.0.1", "http", "rid-1",
+      -1, false, true, "GET /ws HTTP/1.1", "Sec-WebSocket-Key: k==\nSec-WebSocket-Version: 13\n"
+      XF("10.0.0.1", "h"), "host: h\nconnection: upgrade\nupgrade: websocket\n" },
+    { "upgrade_not_forwarded", "GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+      "/ws", NULL, "10.0.0.1", "http", "rid-1", -1, false, false, "GET /ws HTTP/1.1", XF("10.0.0.1", "h"),
+      "host: h\n" },
+    { "http10_upgraded_to_11", "GET /old HTTP/1.0\r\nHost: h\r\nAccept: x\r\n\r\n", "/old", NULL, "10.0.0.1",
+      "http", "rid-1", -1, false, false, "GET /old HTTP/1.1", "Accept: x\n" XF("10.0.0.1", "h"), "host: h\n" },
+    { "method_kept", "PATCH /r HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n{}", "/r", NULL, "::1", "http",
+      "rid-1", 2, false, false, "PATCH /r HTTP/1.1", XF("::1", "h") "content-length: 2\n", "host: h\n" },
+    { "other_method_kept", "PROPFIND /d HTTP/1.1\r\nHost: h\r\nDepth: 1\r\n\r\n", "/d", NULL, "10.0.0.1", "http",
+      "rid-1", -1, false, false, "PROPFIND /d HTTP/1.1", "Depth: 1\n" XF("10.0.0.1", "h"), "host: h\n" },
+    { "cl0_emitted", "POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n", "/p", NULL, "10.0.0.1", "http",
+      "rid-1", 0, false, false, "POST /p HTTP/1.1", XF("10.0.0.1", "h") "content-length: 0\n", "host: h\n" },
+};
+
+static void parse_one(enum h1_kind kind, const char *in, bool no_body)
+{
+    struct drive_opts o = { .kind = kind, .no_body = no_body };
+    drive(in, strlen(in), &o);
+    CHECK(T.nheads == 1, "parsing the input for the writer: events %s (%u)", T.ev, T.err);
+}
+
+/* Runs a writer into buffers of every capacity up to what it needs (and with bytes already
+ * buffered): -1 and the buffer's contents unchanged when it does not fit. */
+typedef int (*writer_fn)(struct buf *out, const void *arg);
+
+static void check_too_small(writer_fn fn, const void *arg, const char *full, size_t n)
+{
+    for (size_t cap = 1; cap <= n + 1; cap++) {
+        int r;
+        buf_free(&fx.w);
+        assert_int_equal(buf_init(&fx.w, cap), 0);
+        r = fn(&fx.w, arg);
+        if (cap < n)
+            CHECK(r == -1 && fx.w.len == 0, "cap %zu < %zu: returned %d, len %zu", cap, n, r, fx.w.len);
+        else if (cap == n)
+            CHECK((r == -1 && fx.w.len == 0) || (r == 0 && mem_eq(buf_head(&fx.w), fx.w.len, full)),
+                  "cap %zu == size: returned %d, len %zu", cap, r, fx.w.len);
+        else
+            CHECK(r == 0 && mem_eq(buf_head(&fx.w), fx.w.len, full), "cap %zu > %zu: returned %d, len %zu",
+                  cap, n, r, fx.w.len);
+    }
+    /* with bytes already buffered and consumed ones before them (off > 0) */
+    for (size_t extra = 0; extra <= 2; extra++) {
+        int r;
+        buf_free(&fx.w);
+        assert_int_equal(buf_init(&fx.w, n + 10 + extra), 0);
+        assert_int_equal(buf_append(&fx.w, "0123456789ABCDEF", 16), 0);
+        buf_consume(&fx.w, 5);   /* 11 unread bytes at off 5: n - 1 + extra free */
+        r = fn(&fx.w, arg);
+        if (extra == 0)
+            CHECK(r == -1 && mem_eq(buf_head(&fx.w), fx.w.len, "56789ABCDEF"),
+                  "prefilled, 1 byte short: returned %d, contents \"%s\"", r, esc(buf_head(&fx.w), fx.w.len));
+        else if (extra == 2)
+            CHECK(r == 0 && fx.w.len == 11 + n && memcmp(buf_head(&fx.w), "56789ABCDEF", 11) == 0 &&
+                  memcmp(buf_head(&fx.w) + 11, full, n) == 0, "prefilled with room: returned %d, \"%s\"", r,
+                  esc(buf_head(&fx.w), fx.w.len));
+    }
+}
+
+static int wreq_fn(struct buf *out, const void *arg)
+{
+    return h1_write_request_head(out, h1_parser_head(fx.p), arg);
+}
+
+static void fill_req_out(struct h1_req_out *o, const struct wreq_case *c)
+{
+    memset(o, 0, sizeof(*o));
+    o->target = c->target;
+    o->target_len = strlen(c->target);
+    o->host = c->host;
+    o->host_len = c->host ? strlen(c->host) : 0;
+    o->client = c->client;
+    o->client_len = strlen(c->client);
+    o->proto = c->proto;
+    o->request_id = c->rid;
+    o->request_id_len = strlen(c->rid);
+    o->content_length = c->cl;
+    o->chunked = c->chunked;
+    o->upgrade = c->upgrade;
+}
+
+static void test_wreq_case(void **state)
+{
+    const struct wreq_case *c = *state;
+    struct h1_req_out o;
+    struct bytes *full = &fx.tmp[3];
+
+    snprintf(ctx, sizeof(ctx), "request writer");
+    parse_one(H1_REQUEST, c->req, false);
+    fill_req_out(&o, c);
+    assert_int_equal(buf_init(&fx.w, 8192), 0);
+    CHECK(h1_write_request_head(&fx.w, h1_parser_head(fx.p), &o) == 0, "writer failed");
+    bytes_clear(full);
+    bytes_add(full, buf_head(&fx.w), fx.w.len);
+    check_written_head(full->d, full->n, c->line, false, c->ordered, c->anywhere);
+    check_too_small(wreq_fn, &o, full->d, full->n);
+    /* what was written parses as a request head */
+    {
+        struct h1_parser *p2 = h1_parser_new(H1_REQUEST, 8192);
+        size_t used = 0;
+        const char *why = NULL;
+        enum h1_event ev = p2 ? h1_parse(p2, full->d, full->n, &used) : H1_ERROR;
+        unsigned st = p2 && ev == H1_ERROR ? h1_parser_error(p2, &why) : 0;
+        h1_parser_free(p2);
+        CHECK(ev == H1_HEAD && used == full->n, "written head does not parse back: event %d status %u", (int)ev, st);
+    }
+}
+
+struct wresp_case {
+    const char *name;
+    const char *resp;
+    bool head_req;            /* the response answers a HEAD */
+    const char *rid;
+    int64_t cl;
+    bool chunked, close, ka10, upgrade;
+    const char *line;
+    bool line_prefix;
+    const char *ordered;
+    const char *anywhere;
+};
+
+static const struct wresp_case wresp_cases[] = {
+    { "basic", "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 5\r\nConnection: keep-alive\r\n"
+      "Keep-Alive: timeout=5\r\nServer: up\r\n\r\nhello", false, "rid-1", 5, false, false, false, false,
+      "HTTP/1.1 200 OK", false, "Content-Type: text/html\nServer: up\nx-request-id: rid-1\ncontent-length: 5\n" },
+    { "chunked_rebuilt", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\nVary: a\r\n\r\n0\r\n\r\n",
+      false, "rid-1", -1, true, false, false, false, "HTTP/1.1 200 OK", false,
+      "Vary: a\nx-request-id: rid-1\ntransfer-encoding: chunked\n" },
+    { "close", "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", false, "rid-1", 0, false, true, false, false,
+      "HTTP/1.1 404 Not Found", false, "x-request-id: rid-1\n", "content-length: 0\nconnection: close\n" },
+    { "keep_alive_10", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false, "rid-1", 2, false, false, true,
+      false, "HTTP/1.1 200 OK", false, "x-request-id: rid-1\n", "content-length: 2\nconnection: keep-alive\n" },
+    { "upstream_rid_replaced", "HTTP/1.1 200 OK\r\nX-Request-Id: upstream\r\nETag: \"x\"\r\nContent-Length: 0\r\n\r\n",
+      false, "rid-1", 0, false, false, false, false, "HTTP/1.1 200 OK", false, "ETag: \"x\"\nx-request-id: rid-1\n",
+      "content-length: 0\n" },
+    { "custom_reason", "HTTP/1.1 418 I'm a teapot\r\nContent-Length: 0\r\n\r\n", false, "rid-1", 0, false, false,
+      false, false, "HTTP/1.1 418 ", true, "x-request-id: rid-1\n", "content-length: 0\n" },
+    { "http10_upstream", "HTTP/1.0 200 OK\r\nX-A: b\r\n\r\n", false, "rid-1", -1, true, false, false, false,
+      "HTTP/1.1 200 OK", false, "X-A: b\nx-request-id: rid-1\n", "transfer-encoding: chunked\n" },
+    { "switching_protocols", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Accept: acc=\r\n\r\n", false, "rid-1", -1, false, false, false, true,
+      "HTTP/1.1 101 Switching Protocols", false, "Sec-WebSocket-Accept: acc=\nx-request-id: rid-1\n",
+      "connection: upgrade\nupgrade: websocket\n" },
+    { "not_modified_cl", "HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\nETag: e\r\n\r\n", false, "rid-1", 10,
+      false, false, false, false, "HTTP/1.1 304 Not Modified", false, "ETag: e\nx-request-id: rid-1\n",
+      "content-length: 10\n" },
+    { "head_response_cl", "HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n", true, "rid-1", 99, false, false, false,
+      false, "HTTP/1.1 200 OK", false, "x-request-id: rid-1\n", "content-length: 99\n" },
+};
+
+static int wresp_fn(struct buf *out, const void *arg)
+{
+    return h1_write_response_head(out, h1_parser_head(fx.p), arg);
+}
+
+static void test_wresp_case(void **state)
+{
+    const struct wresp_case *c = *state;
+    struct h1_resp_out o;
+    struct bytes *full = &fx.tmp[3];
+
+    snprintf(ctx, sizeof(ctx), "response writer");
+    parse_one(H1_RESPONSE, c->resp, c->head_req);
+    memset(&o, 0, sizeof(o));
+    o.request_id = c->rid;
+    o.request_id_len = strlen(c->rid);
+    o.content_length = c->cl;
+    o.chunked = c->chunked;
+    o.close = c->close;
+    o.keep_alive_10 = c->ka10;
+    o.upgrade = c->upgrade;
+    assert_int_equal(buf_init(&fx.w, 8192), 0);
+    CHECK(h1_write_response_head(&fx.w, h1_parser_head(fx.p), &o) == 0, "writer failed");
+    bytes_clear(full);
+    bytes_add(full, buf_head(&fx.w), fx.w.len);
+    check_written_head(full->d, full->n, c->line, c->line_prefix, c->ordered, c->anywhere);
+    check_too_small(wresp_fn, &o, full->d, full->n);
+}
+
+struct simple_case {
+    const char *name;
+    unsigned status;
+    const char *extra;
+    const char *body;
+    bool close, head_only;
+    const char *line;
+    const char *ordered;      /* in order after the status line */
+    const char *anywhere;
+};
+
+static const struct simple_case simple_cases[] = {
+    { "not_found", 404, NULL, "not found\n", false, false, "HTTP/1.1 404 Not Found", "",
+      "content-type: text/plain\ncontent-length: 10\n" },
+    { "close", 400, NULL, "bad\n", true, false, "HTTP/1.1 400 Bad Request", "",
+      "content-type: text/plain\ncontent-length: 4\nconnection: close\n" },
+    { "head_only", 502, NULL, "bad gateway\n", false, true, "HTTP/1.1 502 Bad Gateway", "",
+      "content-type: text/plain\ncontent-length: 12\n" },
+    { "extra_lines", 503, "Retry-After: 5\r\nX-Request-Id: r\r\n", "busy", true, false,
+      "HTTP/1.1 503 Service Unavailable", "Retry-After: 5\nX-Request-Id: r\n",
+      "content-type: text/plain\ncontent-length: 4\nconnection: close\n" },
+    { "extra_content_type", 200, "Content-Type: application/json\r\n", "{}", false, false, "HTTP/1.1 200 OK",
+      "Content-Type: application/json\n", "content-length: 2\n" },
+    { "extra_content_type_lower", 200, "content-type: text/html\r\n", "<p>", false, false, "HTTP/1.1 200 OK",
+      "content-type: text/html\n", "content-length: 3\n" },
+    { "extra_content_type_options", 403, "X-Content-Type-Options: nosniff\r\n", "no", false, false,
+      "HTTP/1.1 403 Forbidden", "X-Content-Type-Options: nosniff\n", "content-type: text/plain\ncontent-length: 2\n" },
+    { "no_body", 504, NULL, NULL, false, false, "HTTP/1.1 504 Gateway Timeout", "", "content-length: 0\n" },
+    { "no_body_close", 413, "X-A: b\r\n", NULL, true, false, "HTTP/1.1 413 ", "X-A: b\n",
+      "content-length: 0\nconnection: close\n" },
+};
+
+struct simple_arg {
+    const struct simple_case *c;
+};
+
+static int simple_fn(struct buf *out, const void *arg)
+{
+    const struct simple_case *c = ((const struct simple_arg *)arg)->c;
+    return h1_write_simple_response(out, c->status, c->extra, c->body, c->body ? strlen(c->body) : 0, c->close,
+                                    c->head_only);
+}
+
+static void test_simple_case(void **state)
+{
+    const struct simple_case *c = *state;
+    struct simple_arg a = { c };
+    struct bytes *full = &fx.tmp[3];
+    const char *hend;
+    size_t hl, bl = c->body ? strlen(c->body) : 0;
+
+    snprintf(ctx, sizeof(ctx), "simple response");
+    assert_int_equal(buf_init(&fx.w, 8192), 0);
+    CHECK(simple_fn(&fx.w, &a) == 0, "writer failed");
+    bytes_clear(full);
+    bytes_add(full, buf_head(&fx.w), fx.w.len);
+    hend = memmem(full->d, full->n, "\r\n\r\n", 4);
+    CHECK(hend != NULL, "no end of head in \"%s\"", esc(full->d, full->n));
+    hl = (size_t)(hend - full->d) + 4;
+    if (c->head_only)
+        CHECK(hl == full->n, "HEAD answer carries a body: \"%s\"", esc(full->d, full->n));
+    else
+        CHECK(full->n == hl + bl && memcmp(full->d + hl, c->body ? c->body : "", bl) == 0, "body wrong in \"%s\"",
+              esc(full->d, full->n));
+    {
+        /* content-type: text/plain may carry parameters: compare its start only */
+        struct bytes *head = &fx.tmp[4];
+        const char *ct;
+        bytes_clear(head);
+        bytes_add(head, full->d, hl);
+        ct = strcasestr(head->d, "\r\ncontent-type: text/plain");
+        if (ct) {
+            const char *eol = strstr(ct + 2, "\r\n");
+            size_t cut = (size_t)(eol - (ct + 2 + strlen("content-type: text/plain")));
+            memmove((char *)ct + 2 + strlen("content-type: text/plain"), eol, strlen(eol) + 1);
+            head->n -= cut;
+        }
+        check_written_head(head->d, head->n, c->line, c->status == 413, c->ordered, c->anywhere);
+    }
+    check_too_small(simple_fn, &a, full->d, full->n);
+    /* and it parses back as a response with that body */
+    {
+        struct drive_opts o = { .kind = H1_RESPONSE, .framing = H1_FRAME_RAW, .no_body = c->head_only,
+                                .eof = true };
+        drive(full->d, full->n, &o);
+        CHECK(strcmp(T.ev, "HD") == 0, "written response does not parse back: events %s (%u)", T.ev, T.err);
+        CHECK(T.head[0].status == c->status, "status parsed back %u", T.head[0].status);
+        CHECK(mem_eq(T.body[0].d, T.body[0].n, c->head_only || !c->body ? "" : c->body), "body parsed back");
+    }
+}
+
+static void test_reason(void **state)
+{
+    (void)state;
+    static const struct { unsigned st; const char *r; } t[] = {
+        { 100, "Continue" }, { 101, "Switching Protocols" }, { 200, "OK" }, { 204, "No Content" },
+        { 304, "Not Modified" }, { 400, "Bad Request" }, { 404, "Not Found" }, { 414, "URI Too Long" },
+        { 431, "Request Header Fields Too Large" }, { 500, "Internal Server Error" },
+        { 501, "Not Implemented" }, { 502, "Bad Gateway" }, { 503, "Service Unavailable" },
+        { 504, "Gateway Timeout" }, { 505, "HTTP Version Not Supported" }, { 0, "Unknown" }, { 299, "Unknown" },
+        { 999, "Unknown" },
+    };
+    for (size_t i = 0; i < NELEM(t); i++) {
+        const char *r = h1_reason(t[i].st);
+        CHECK(r && strcmp(r, t[i].r) == 0, "h1_reason(%u) = \"%s\", want \"%s\"", t[i].st, r ? r : "(null)", t[i].r);
+    }
+    CHECK(h1_reason(413) && strstr(h1_reason(413), "Too Large"), "h1_reason(413) = %s", h1_reason(413));
+}
+
+/* ---- registration --------------------------------------------------------------------------------- */
+
+static struct CMUnitTest *tests;
+static size_t ntests, tcap;
+static char **names;
+
+static void add(const char *group, const char *name, CMUnitTestFunction fn, const void *state)
+{
+    char *full;
+    if (ntests == tcap) {
+        tcap = tcap ? 2 * tcap : 64;
+        tests = realloc(tests, tcap * sizeof(*tests));
+        names = realloc(names, tcap * sizeof(*names));
+        if (!tests || !names)
+            abort();
+    }
+    if (asprintf(&full, "%s/%s", group, name) < 0)
+        abort();
+    names[ntests] = full;
+    tests[ntests] = (struct CMUnitTest){ full, fn, NULL, teardown_all, (void *)state };
+    ntests++;
+}
+
+#define ADD_TABLE(group, table, fn)                                                       \
+    for (size_t i_ = 0; i_ < NELEM(table); i_++)                                          \
+    add(group, (table)[i_].name, fn, &(table)[i_])
+
+#define ADD(fn) add("misc", #fn + 5, fn, NULL)
+
+int main(void)
+{
+    int r;
+
+    ADD_TABLE("request", req_cases, test_req_case);
+    ADD_TABLE("response", resp_cases, test_resp_case);
+    ADD_TABLE("flags", flag_cases, test_flag_case);
+    ADD_TABLE("framing", frame_cases, test_frame_case);
+    ADD_TABLE("room", room_cases, test_room_case);
+    ADD_TABLE("write_request", wreq_cases, test_wreq_case);
+    ADD_TABLE("write_response", wresp_cases, test_wresp_case);
+    ADD_TABLE("write_simple", simple_cases, test_simple_case);
+    ADD(test_resp_eof_partial_body);
+    ADD(test_head_fields);
+    ADD(test_head_no_host_no_rid);
+    ADD(test_trailers_stored);
+    ADD(test_no_body_done_on_len0);
+    ADD(test_no_body_done_with_more_bytes);
+    ADD(test_in_body_and_body_bytes);
+    ADD(test_output_unset_and_drop);
+    ADD(test_eof_between_messages);
+    ADD(test_eof_request_mid_body);
+    ADD(test_expect_no_body_reset);
+    ADD(test_max_body_kept_by_reset);
+    ADD(test_reset_reuses_arena);
+    ADD(test_max_headers);
+    ADD(test_too_many_trailers);
+    ADD(test_big_trailers_over_max_head);
+    ADD(test_close_delimited_to_chunked);
+    ADD(test_bytewise_equals_oneshot);
+    ADD(test_reason);
+
+    r = _cmocka_run_group_tests("h1", tests, ntests, NULL, NULL);
+    for (size_t i = 0; i < ntests; i++)
+        free(names[i]);
+    free(names);
+    free(tests);
+    return r;
+}
