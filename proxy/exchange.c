@@ -441,11 +441,9 @@ static void exchange_spare_cb(struct ev_loop *loop, ev_timer *t, int revents)
     if (!race) {
         /* A hedge: only for requests that may be sent twice, within attempts and budget. */
         struct route_stats *rs = &ex_worker(ex)->route_stats[ex->route_idx];
-        double budget = ex->route->retry.budget_ratio * rs->requests;
-        if (budget < ex->route->retry.budget_min_retries)
-            budget = ex->route->retry.budget_min_retries;
         if (!ex->idempotent || !exchange_replayable(ex) || !ex->body_done ||
-            ex->attempts >= ex->route->retry.attempts || rs->retries >= budget ||
+            ex->attempts >= ex->route->retry.attempts ||
+            !retry_budget_allows(ex->route, rs->retries - (ex->retry_counted ? 1 : 0), rs->requests) ||
             busy->state == HOP_BODY || ex->deadline <= ev_now(loop))
             return;
         if (!ex->retry_counted) {

@@ -32,6 +32,16 @@ bool retry_listed(const struct conf_route *r, enum hop_outcome o, unsigned statu
     return false;
 }
 
+bool retry_budget_allows(const struct conf_route *r, unsigned retries, unsigned requests)
+{
+    double budget = r->retry.budget_ratio * (double)requests;
+
+    if (budget < (double)r->retry.budget_min_retries)
+        budget = (double)r->retry.budget_min_retries;
+    /* retries is whole: the epsilon keeps 0.07 * 100 = 7.000000000000001 from admitting an 8th */
+    return (double)retries < budget - 1e-9;
+}
+
 double retry_backoff(int64_t base_ms, int64_t max_ms, unsigned n, double u)
 {
     double cap = (double)base_ms;
@@ -51,7 +61,6 @@ double retry_backoff(int64_t base_ms, int64_t max_ms, unsigned n, double u)
 struct retry_decision retry_decide(const struct conf_route *r, const struct retry_input *in)
 {
     struct retry_decision d = { RETRY_NOT_LISTED, 0 };
-    double budget;
 
     if (!retry_listed(r, in->outcome, in->status))
         return d;
@@ -65,10 +74,7 @@ struct retry_decision retry_decide(const struct conf_route *r, const struct retr
         d.verdict = RETRY_UNSAFE;
         return d;
     }
-    budget = r->retry.budget_ratio * (double)in->requests_in_flight;
-    if (budget < (double)r->retry.budget_min_retries)
-        budget = (double)r->retry.budget_min_retries;
-    if ((double)in->retries_in_flight >= budget) {
+    if (!retry_budget_allows(r, in->retries_in_flight, in->requests_in_flight)) {
         d.verdict = RETRY_BUDGET;
         return d;
     }

@@ -47,6 +47,9 @@ bool retry_listed(const struct conf_route *r, enum hop_outcome o, unsigned statu
 /* True when the request never reached the upstream: replaying it is safe for every method. */
 bool retry_not_sent(enum hop_outcome o);
 
+/* The retry budget (SPEC §3.5): retries in flight < max(min_retries, ratio * requests in flight). */
+bool retry_budget_allows(const struct conf_route *r, unsigned retries, unsigned requests);
+
 /* Full-jitter backoff before retry n (n >= 1): uniform in [0, min(max, base * 2^(n-1))]. */
 double retry_backoff(int64_t base_ms, int64_t max_ms, unsigned n, double u);
 

@@ -300,10 +300,8 @@ static const struct decide_row decide_rows[] = {
 { "budget 0.2/0: req 10 ret 2 -> budget",          R_NOMIN,   HOP_RESET,            0,   1,  GET,  1.0,  2,  10,  NA,   0.5,  RETRY_BUDGET,         ANY,   NULL },
 { "budget 0/0: ret 0 -> budget (0 < 0 fails)",     R_ZERO,    HOP_CONNECT_ERROR,    0,   1,  GET,  1.0,  0,  10,  NA,   0.5,  RETRY_BUDGET,         ANY,   NULL },
 { "budget 0.07/3: req 100 ret 6 -> retry",         R_R007,    HOP_RESET,            0,   1,  GET,  1.0,  6,  100, NA,   0.5,  RETRY_GO,             HALF1, NULL },
-{ "budget 0.07/3: req 100 ret 7 -> budget (7 = 7)",R_R007,    HOP_RESET,            0,   1,  GET,  1.0,  7,  100, NA,   0.5,  RETRY_BUDGET,         ANY,
-  "0.07 * 100 is 7.000000000000001 in double, so 7 retries in flight pass 7 < 7.000000000000001" },
-{ "budget 0.55/3: req 100 ret 55 -> budget",       R_R055,    HOP_RESET,            0,   1,  GET,  1.0,  55, 100, NA,   0.5,  RETRY_BUDGET,         ANY,
-  "0.55 * 100 is 55.00000000000001 in double, so 55 retries in flight pass 55 < 55.00000000000001" },
+{ "budget 0.07/3: req 100 ret 7 -> budget (7 = 7)",R_R007,    HOP_RESET,            0,   1,  GET,  1.0,  7,  100, NA,   0.5,  RETRY_BUDGET,         ANY,   NULL },
+{ "budget 0.55/3: req 100 ret 55 -> budget",       R_R055,    HOP_RESET,            0,   1,  GET,  1.0,  55, 100, NA,   0.5,  RETRY_BUDGET,         ANY,   NULL },
 /* §3.5 the deadline has time left; §3.6 the backoff never goes past it */
 { "time_left 0 -> no time",                        R_STD,     HOP_RESET,            0,   1,  GET,  0.0,  0,  1,   NA,   0.5,  RETRY_NO_TIME,        ANY,   NULL },
 { "time_left 0, u 0 -> no time",                   R_STD,     HOP_RESET,            0,   1,  GET,  0.0,  0,  1,   NA,   0.0,  RETRY_NO_TIME,        ANY,   NULL },
