@@ -685,10 +685,8 @@ BLOCK(conf_blk_route, conf_route_fields, conf_post_route);
  * trigger a rejection. conf_load_flags(CONF_LOAD_UNSUPPORTED) skips the table (schema tests). */
 
 static bool conf_u_log_path(const void *o) { return strcmp(((const struct conf *)o)->access_log.path, "off") != 0; }
-static bool conf_u_ewma(const void *o) { return ((const struct conf_pool *)o)->balance == BALANCE_EWMA; }
 static bool conf_u_resolve(const void *o) { return ((const struct conf_pool *)o)->resolve_interval != 0; }
 static bool conf_u_tls(const void *o) { return ((const struct conf_pool *)o)->tls.enabled; }
-static bool conf_u_slow(const void *o) { return ((const struct conf_pool *)o)->slow_start > 0; }
 static bool conf_u_stale(const void *o) { return ((const struct conf_route *)o)->fallback.stale > 0; }
 
 static const struct conf_unsupported {
@@ -701,12 +699,8 @@ static const struct conf_unsupported {
     { &conf_blk_top,        "admin",            "admin",            NULL },
     { &conf_blk_access_log, "path",             "access_log",       conf_u_log_path },
     { &conf_blk_top,        "resolver",         "resolver",         NULL },
-    { &conf_blk_pool,       "balance",          "balance ewma",     conf_u_ewma },
     { &conf_blk_pool,       "resolve_interval", "resolve_interval", conf_u_resolve },
     { &conf_blk_pool_tls,   "enabled",          "upstream tls",     conf_u_tls },
-    { &conf_blk_pool,       "health",           "health",           NULL },
-    { &conf_blk_pool,       "outlier",          "outlier",          NULL },
-    { &conf_blk_pool,       "slow_start",       "slow_start",       conf_u_slow },
     { &conf_blk_fallback,   "stale",            "fallback stale",   conf_u_stale },
 };
 

@@ -22,6 +22,7 @@
 #include "client.h"
 #include "fallback.h"
 #include "h1.h"
+#include "health.h"
 #include "log.h"
 #include "retry.h"
 #include "route.h"
@@ -363,7 +364,7 @@ static uint64_t exchange_hash(struct exchange *ex)
 /* A server for the next attempt: one not tried yet in this request when one exists (SPEC §3.3). */
 static struct upserver *exchange_pick(struct exchange *ex)
 {
-    struct pool_pick_ctx ctx = { .excluded = ex->tried };
+    struct pool_pick_ctx ctx = { .excluded = ex->tried, .now = health_now() };
     struct upserver *s;
 
     if (ex->pool->cp->balance == BALANCE_HASH)
@@ -452,7 +453,7 @@ static void exchange_spare_cb(struct ev_loop *loop, ev_timer *t, int revents)
         }
     }
     {
-        struct pool_pick_ctx ctx = { .excluded = ex->tried };
+        struct pool_pick_ctx ctx = { .excluded = ex->tried, .now = health_now() };
         if (ex->pool->cp->balance == BALANCE_HASH)
             ctx.hash = exchange_hash(ex);
         s = pool_pick(ex->pool, &ctx);

@@ -88,6 +88,8 @@ static void hop_detach(struct hop *h, bool reusable)
 
 static void hop_fail(struct hop *h, enum hop_outcome o)
 {
+    if (h->server)
+        pool_report(h->server, true, -1);
     h->outcome = o;
     h->state = HOP_FAILED;
     h->seq++;
@@ -407,6 +409,7 @@ static void hop_process_buffered(struct hop *h)
                 break;
             }
             ev_timer_stop(hop_worker(h)->loop, &h->response_timer);
+            pool_report(h->server, resp->status >= 500, ev_now(hop_worker(h)->loop) - h->started);
             h->state = resp->status == 101 ? HOP_TUNNEL : HOP_BODY;
             h->last_read = ev_now(hop_worker(h)->loop);
             h->read_timer.repeat = h->read_timeout;

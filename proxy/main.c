@@ -18,6 +18,7 @@
 #include <ev.h>
 
 #include "conf.h"
+#include "health.h"
 #include "log.h"
 #include "worker.h"
 
@@ -187,6 +188,7 @@ int main(int argc, char **argv)
     int opt, rc = 1;
     unsigned nerr = 0;
     struct conf *c;
+    struct health *health = NULL;
     static const struct option longopts[] = {
         { "probe", required_argument, NULL, 'P' },
         { "help", no_argument, NULL, 'h' },
@@ -234,12 +236,13 @@ int main(int argc, char **argv)
     loop = ev_default_loop(EVFLAG_SIGNALFD);
     nworkers = c->workers ? c->workers : 1;
     workers = calloc(nworkers, sizeof(*workers));
-    if (!loop || !workers) {
+    health = health_new(c);
+    if (!loop || !workers || !health) {
         log_error("out of memory");
         goto out;
     }
     for (unsigned i = 0; i < nworkers; i++) {
-        if (worker_init(&workers[i], i, c) < 0) {
+        if (worker_init(&workers[i], i, c, health) < 0) {
             for (unsigned j = 0; j <= i; j++)
                 worker_destroy(&workers[j]);
             goto out;
@@ -263,6 +266,7 @@ int main(int argc, char **argv)
     ev_signal_start(loop, &sig_term);
     ev_signal_start(loop, &sig_int);
     ev_signal_start(loop, &sig_hup);
+    health_start(health, loop);
     ev_init(&shutdown_timer, on_shutdown_timeout);
     ev_init(&exit_poll, on_exit_poll);
     ev_run(loop, 0);
@@ -275,6 +279,7 @@ int main(int argc, char **argv)
     rc = 0;
 out:
     free(workers);
+    health_free(health);
     conf_unref(c);
     if (loop)
         ev_loop_destroy(loop);

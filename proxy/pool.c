@@ -19,18 +19,20 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "health.h"
 #include "log.h"
 #include "worker.h"
 
 static void pool_idle_timer_cb(struct ev_loop *loop, ev_timer *t, int revents);
 
-int pool_init(struct pool *p, struct worker *w, const struct conf_pool *cp)
+int pool_init(struct pool *p, struct worker *w, const struct conf_pool *cp, struct health_pool *hp)
 {
     size_t n = 0, k = 0;
 
     memset(p, 0, sizeof(*p));
     p->w = w;
     p->cp = cp;
+    p->hp = hp;
     for (size_t i = 0; i < cp->nservers; i++)
         n += cp->servers[i].naddrs;
     p->servers = calloc(n ? n : 1, sizeof(*p->servers));
@@ -42,6 +44,7 @@ int pool_init(struct pool *p, struct worker *w, const struct conf_pool *cp)
             s->pool = p;
             s->addr = &cp->servers[i].addrs[j];
             s->weight = cp->servers[i].weight ? cp->servers[i].weight : 1;
+            s->hs = hp && k - 1 < hp->n ? &hp->servers[k - 1] : NULL;
         }
     }
     p->nservers = (unsigned)k;
@@ -244,6 +247,23 @@ void pool_release(struct upconn *uc)
         pool_arm_idle_timer(p);
 }
 
+void pool_report(struct upserver *s, bool failure, double latency)
+{
+    struct pool *p = s->pool;
+
+    if (latency >= 0 && p->cp->balance == BALANCE_EWMA) {
+        /* Decay with a 10 s time constant, so that a server's past fades within seconds. */
+        ev_tstamp now = ev_now(p->w->loop);
+        double alpha = s->ewma_at ? 1.0 - exp(-(now - s->ewma_at) / 10.0) : 1.0;
+        if (alpha < 0.05)
+            alpha = 0.05;
+        s->ewma += alpha * (latency - s->ewma);
+        s->ewma_at = now;
+    }
+    if (s->hs && p->hp)
+        health_report(p->hp, s->hs, failure, health_now());
+}
+
 uint64_t pool_hash(const void *data, size_t n, uint64_t seed)
 {
     const unsigned char *b = data;
@@ -256,9 +276,20 @@ uint64_t pool_hash(const void *data, size_t n, uint64_t seed)
     return h;
 }
 
-static inline bool pick_ok(const struct pool_pick_ctx *ctx, unsigned i)
+static inline bool pick_ok(const struct pool *p, const struct pool_pick_ctx *ctx, unsigned i)
 {
-    return !ctx || i >= 64 || !(ctx->excluded & (1ull << i));
+    if (ctx && i < 64 && (ctx->excluded & (1ull << i)))
+        return false;
+    return !p->servers[i].hs || health_usable(p->servers[i].hs, ctx ? ctx->now : health_now());
+}
+
+/* The weight a balancer uses now, in 1/20ths: slow start lowers it while a server ramps up. */
+static inline uint64_t eff_weight(const struct upserver *s, const struct pool_pick_ctx *ctx)
+{
+    double r = s->hs ? health_ramp(s->hs, ctx ? ctx->now : health_now()) : 1.0;
+    uint64_t w = (uint64_t)((double)s->weight * 20.0 * r + 0.5);
+
+    return w ? w : 1;
 }
 
 /* Smooth weighted round robin (as nginx): every candidate gains its weight, the richest is chosen
@@ -270,10 +301,11 @@ static struct upserver *pick_round_robin(struct pool *p, const struct pool_pick_
 
     for (unsigned i = 0; i < p->nservers; i++) {
         struct upserver *s = &p->servers[i];
-        if (!pick_ok(ctx, i))
+        if (!pick_ok(p, ctx, i))
             continue;
-        s->cw += s->weight;
-        total += s->weight;
+        uint64_t ew = eff_weight(s, ctx);
+        s->cw += (int64_t)ew;
+        total += (int64_t)ew;
         if (!best || s->cw > best->cw)
             best = s;
     }
@@ -291,10 +323,10 @@ static struct upserver *pick_least_conn(struct pool *p, const struct pool_pick_c
     for (unsigned k = 0; k < p->nservers; k++) {
         unsigned i = (start + k) % p->nservers;
         struct upserver *s = &p->servers[i];
-        if (!pick_ok(ctx, i))
+        if (!pick_ok(p, ctx, i))
             continue;
         /* compare inflight/weight without division */
-        if (!best || (uint64_t)s->inflight * best->weight < (uint64_t)best->inflight * s->weight)
+        if (!best || (uint64_t)s->inflight * eff_weight(best, ctx) < (uint64_t)best->inflight * eff_weight(s, ctx))
             best = s;
     }
     return best;
@@ -307,7 +339,7 @@ static struct upserver *pick_random_two(struct pool *p, const struct pool_pick_c
     unsigned avail = 0, r1, r2, seen = 0;
 
     for (unsigned i = 0; i < p->nservers; i++)
-        avail += pick_ok(ctx, i);
+        avail += pick_ok(p, ctx, i);
     if (!avail)
         return NULL;
     r1 = (unsigned)(worker_rand(p->w) % avail);
@@ -315,7 +347,7 @@ static struct upserver *pick_random_two(struct pool *p, const struct pool_pick_c
     if (avail > 1 && r2 >= r1)
         r2++;
     for (unsigned i = 0; i < p->nservers; i++) {
-        if (!pick_ok(ctx, i))
+        if (!pick_ok(p, ctx, i))
             continue;
         if (seen == r1)
             a = &p->servers[i];
@@ -323,7 +355,14 @@ static struct upserver *pick_random_two(struct pool *p, const struct pool_pick_c
             b = &p->servers[i];
         seen++;
     }
-    return (uint64_t)a->inflight * b->weight <= (uint64_t)b->inflight * a->weight ? a : b;
+    if (p->cp->balance == BALANCE_EWMA) {
+        /* Peak-EWMA-like cost: latency times load, per unit of weight. An unmeasured server costs
+         * nothing, so it gets tried. */
+        double ca = (a->ewma + 1e-4) * (a->inflight + 1) / (double)eff_weight(a, ctx);
+        double cb = (b->ewma + 1e-4) * (b->inflight + 1) / (double)eff_weight(b, ctx);
+        return ca <= cb ? a : b;
+    }
+    return (uint64_t)a->inflight * eff_weight(b, ctx) <= (uint64_t)b->inflight * eff_weight(a, ctx) ? a : b;
 }
 
 /* Weighted rendezvous hashing: every server scores the key, the best score wins. Removing or
@@ -337,14 +376,14 @@ static struct upserver *pick_hash(struct pool *p, const struct pool_pick_ctx *ct
         struct upserver *s = &p->servers[i];
         uint64_t h;
         double u, score;
-        if (!pick_ok(ctx, i))
+        if (!pick_ok(p, ctx, i))
             continue;
         h = pool_hash(s->addr->text, strlen(s->addr->text), ctx ? ctx->hash : 0);
         h ^= h >> 33;
         h *= 0xff51afd7ed558ccdull;
         h ^= h >> 33;
         u = ((double)(h >> 11) + 0.5) / 9007199254740992.0;   /* (0,1) */
-        score = -(double)s->weight / log(u);
+        score = -(double)eff_weight(s, ctx) / log(u);
         if (!best || score > best_score) {
             best = s;
             best_score = score;
@@ -361,7 +400,7 @@ struct upserver *pool_pick(struct pool *p, const struct pool_pick_ctx *ctx)
     case BALANCE_LEAST_CONN:
         return pick_least_conn(p, ctx);
     case BALANCE_RANDOM_TWO:
-    case BALANCE_EWMA:        /* issue 3: rejected at load for now */
+    case BALANCE_EWMA:
         return pick_random_two(p, ctx);
     case BALANCE_HASH:
         return pick_hash(p, ctx);

@@ -22,10 +22,16 @@ struct worker;
 struct pool;
 struct hop;
 
+struct srv_health;
+struct health_pool;
+
 struct upserver {
     struct pool *pool;
     const struct conf_sockaddr *addr;   /* in the pool's conf snapshot */
+    struct srv_health *hs;              /* shared ejection/health state; NULL in unit tests */
     unsigned weight;
+    double ewma;                        /* balance ewma: decaying mean of response-head latency, s */
+    ev_tstamp ewma_at;                  /* when ewma was last updated */
     int64_t cw;                         /* smooth weighted round robin: current weight */
     unsigned inflight;                  /* hops using this server now */
     struct upconn *idle;                /* idle connections, most recently used first */
@@ -47,6 +53,7 @@ struct upconn {
 struct pool {
     struct worker *w;
     const struct conf_pool *cp;
+    struct health_pool *hp;             /* NULL in unit tests */
     struct upserver *servers;
     unsigned nservers;
     unsigned nidle;                     /* idle connections over all servers */
@@ -58,10 +65,12 @@ struct pool {
 struct pool_pick_ctx {
     uint64_t excluded;                  /* bit i: skip server i (servers 64 and above are never skipped) */
     uint64_t hash;                      /* balance hash: the key's hash */
+    int64_t now;                        /* health_now(), for ejection, health and slow start */
 };
 
-/* Builds a pool for worker w from cp. Returns 0, or -1 when out of memory (p left empty). */
-int pool_init(struct pool *p, struct worker *w, const struct conf_pool *cp);
+/* Builds a pool for worker w from cp; hp (may be NULL) is the shared health state of the same
+ * servers, in the same order. Returns 0, or -1 when out of memory (p left empty). */
+int pool_init(struct pool *p, struct worker *w, const struct conf_pool *cp, struct health_pool *hp);
 /* Closes every idle connection and frees the servers. Busy connections must be gone already. */
 void pool_destroy(struct pool *p);
 
@@ -79,6 +88,10 @@ struct upconn *pool_connect(struct upserver *s, int *err);
 void pool_release(struct upconn *uc);
 /* Closes and frees a connection the caller owns. */
 void pool_close(struct upconn *uc);
+
+/* A finished attempt on s: feeds outlier detection (failure: every outcome but ok and statuses
+ * below 500) and, with a latency (seconds, >= 0), the ewma balancer. */
+void pool_report(struct upserver *s, bool failure, double latency);
 
 /* 64-bit FNV-1a, used for the hash balancer's keys. */
 uint64_t pool_hash(const void *p, size_t n, uint64_t seed);

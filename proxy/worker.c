@@ -17,6 +17,7 @@
 
 #include "client.h"
 #include "h1.h"
+#include "health.h"
 #include "log.h"
 #include "xprt.h"
 
@@ -200,7 +201,7 @@ void worker_post(struct worker *w, enum worker_cmd cmd)
     ev_async_send(w->loop, &w->wake);
 }
 
-int worker_init(struct worker *w, unsigned id, struct conf *c)
+int worker_init(struct worker *w, unsigned id, struct conf *c, struct health *h)
 {
     memset(w, 0, sizeof(*w));
     w->id = id;
@@ -225,7 +226,7 @@ int worker_init(struct worker *w, unsigned id, struct conf *c)
         return -1;
     }
     for (size_t i = 0; i < c->npools; i++) {
-        if (pool_init(&w->pools[i], w, &c->pools[i]) < 0) {
+        if (pool_init(&w->pools[i], w, &c->pools[i], h ? &h->pools[i] : NULL) < 0) {
             log_error("worker %u: out of memory", id);
             return -1;
         }

@@ -31,6 +31,7 @@
 
 struct client;
 struct h1_parser;
+struct health;
 
 struct listener {
     struct worker *w;
@@ -86,7 +87,7 @@ extern atomic_uint worker_connections;
 
 /* Creates the worker's loop, listeners (bound now, so that errors are reported at start) and
  * pools. Returns 0, or -1 after logging why. */
-int worker_init(struct worker *w, unsigned id, struct conf *c);
+int worker_init(struct worker *w, unsigned id, struct conf *c, struct health *h);
 /* Runs the loop until stopped (thread entry). */
 void *worker_main(void *arg);
 /* Asks the worker to drain (stop accepting, finish in flight) or stop (close everything). Thread-safe. */

@@ -40,7 +40,7 @@ static void setup_pool(struct pool *p, enum conf_balance bal, const unsigned *we
     cp.nservers = n;
     cp.balance = bal;
     cp.keepalive = 4;
-    assert_int_equal(pool_init(p, &w, &cp), 0);
+    assert_int_equal(pool_init(p, &w, &cp, NULL), 0);
     assert_int_equal(p->nservers, n);
 }
 

@@ -1,0 +1,308 @@
+/* health.c — outlier ejection, active health checks and slow start (see health.h).
+ *
+ * Owns: the srv_health registry and the checkers (one socket and timer per checked server, in the
+ * main thread's loop). Does not own: the conf snapshot it points into (held by main for the whole
+ * run), the workers' pools (which point here).
+ */
+#include "health.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "xprt.h"
+
+struct health_check {
+    struct health *h;
+    struct srv_health *s;
+    ev_timer timer;                     /* interval, then the check's timeout */
+    ev_io io;
+    int fd;
+    bool running;
+    size_t sent, got;
+    char req[512];
+    size_t req_len;
+    char resp[64];
+    unsigned ok_run, bad_run;           /* consecutive results, against rise / fall */
+};
+
+int64_t health_now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+struct health *health_new(const struct conf *c)
+{
+    struct health *h = calloc(1, sizeof(*h));
+
+    if (!h)
+        return NULL;
+    h->pools = calloc(c->npools ? c->npools : 1, sizeof(*h->pools));
+    if (!h->pools) {
+        free(h);
+        return NULL;
+    }
+    h->npools = c->npools;
+    for (size_t i = 0; i < c->npools; i++) {
+        const struct conf_pool *cp = &c->pools[i];
+        struct health_pool *hp = &h->pools[i];
+        unsigned n = 0;
+        for (size_t j = 0; j < cp->nservers; j++)
+            n += (unsigned)cp->servers[j].naddrs;
+        hp->cp = cp;
+        hp->servers = calloc(n ? n : 1, sizeof(*hp->servers));
+        if (!hp->servers) {
+            health_free(h);
+            return NULL;
+        }
+        hp->n = 0;
+        for (size_t j = 0; j < cp->nservers; j++) {
+            for (size_t k = 0; k < cp->servers[j].naddrs; k++) {
+                struct srv_health *s = &hp->servers[hp->n++];
+                s->cp = cp;
+                s->addr = &cp->servers[j].addrs[k];
+            }
+        }
+    }
+    return h;
+}
+
+bool health_ejected(const struct srv_health *s, int64_t now)
+{
+    return atomic_load_explicit(&s->ejected_until, memory_order_relaxed) > now;
+}
+
+bool health_usable(const struct srv_health *s, int64_t now)
+{
+    return !health_ejected(s, now) && !atomic_load_explicit(&s->down, memory_order_relaxed);
+}
+
+double health_ramp(const struct srv_health *s, int64_t now)
+{
+    int64_t ramp = s->cp->slow_start;
+    int64_t since = atomic_load_explicit(&s->back_since, memory_order_relaxed);
+    double share;
+
+    if (ramp <= 0 || since == 0 || now - since >= ramp)
+        return 1.0;
+    /* Linear ramp with a floor, so a returning server still gets a trickle to prove itself. */
+    share = (double)(now - since) / (double)ramp;
+    return share < 0.05 ? 0.05 : share;
+}
+
+void health_report(struct health_pool *hp, struct srv_health *s, bool failure, int64_t now)
+{
+    const struct conf_pool *cp = hp->cp;
+    unsigned fails, ejected = 0, allowed, n;
+    int64_t until, dur;
+
+    if (!cp->outlier.enabled)
+        return;
+    if (!failure) {
+        atomic_store_explicit(&s->fails, 0, memory_order_relaxed);
+        /* A success well after the last ejection ended forgives the earlier ejections. */
+        until = atomic_load_explicit(&s->ejected_until, memory_order_relaxed);
+        if (until && now > until + cp->outlier.max_ejection)
+            atomic_store_explicit(&s->ejections, 0, memory_order_relaxed);
+        return;
+    }
+    fails = atomic_fetch_add_explicit(&s->fails, 1, memory_order_relaxed) + 1;
+    if (fails < cp->outlier.consecutive_failures || health_ejected(s, now))
+        return;
+    for (unsigned i = 0; i < hp->n; i++)
+        ejected += health_ejected(&hp->servers[i], now);
+    allowed = (unsigned)((uint64_t)hp->n * cp->outlier.max_ejected_percent / 100);
+    if (ejected + 1 > allowed)
+        return;   /* ejecting more would leave too little of the pool */
+    n = atomic_fetch_add_explicit(&s->ejections, 1, memory_order_relaxed);
+    dur = cp->outlier.ejection;
+    for (unsigned i = 0; i < n && dur < cp->outlier.max_ejection; i++)
+        dur *= 2;
+    if (dur > cp->outlier.max_ejection)
+        dur = cp->outlier.max_ejection;
+    atomic_store_explicit(&s->fails, 0, memory_order_relaxed);
+    atomic_store_explicit(&s->ejected_until, now + dur, memory_order_relaxed);
+    /* slow_start counts from the end of the ejection */
+    atomic_store_explicit(&s->back_since, now + dur, memory_order_relaxed);
+    log_warn("pool %s: ejecting %s for %lld ms after %u consecutive failures", cp->name,
+             s->addr->text, (long long)dur, fails);
+}
+
+/* ---- active checks (main thread) --------------------------------------------------------- */
+
+static void check_arm(struct health_check *k, double seconds)
+{
+    k->timer.repeat = seconds > 0.001 ? seconds : 0.001;
+    ev_timer_again(k->h->loop, &k->timer);
+}
+
+static void check_result(struct health_check *k, bool ok, const char *why)
+{
+    const struct conf_pool *cp = k->s->cp;
+    struct srv_health *s = k->s;
+
+    if (k->fd >= 0) {
+        ev_io_stop(k->h->loop, &k->io);
+        close(k->fd);
+        k->fd = -1;
+    }
+    k->running = false;
+    if (ok) {
+        k->bad_run = 0;
+        if (++k->ok_run >= cp->health.rise && atomic_load(&s->down)) {
+            atomic_store(&s->down, 0);
+            atomic_store(&s->back_since, health_now());
+            log_info("pool %s: %s is up (health checks)", cp->name, s->addr->text);
+        }
+    } else {
+        k->ok_run = 0;
+        if (++k->bad_run >= cp->health.fall && !atomic_load(&s->down)) {
+            atomic_store(&s->down, 1);
+            log_warn("pool %s: %s is down (health check: %s)", cp->name, s->addr->text, why);
+        }
+    }
+    check_arm(k, (double)cp->health.interval / 1000.0);
+}
+
+static void check_io_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct health_check *k = io->data;
+    ssize_t r;
+
+    (void)loop;
+    if (revents & EV_WRITE) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (k->sent == 0 && (getsockopt(k->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err)) {
+            check_result(k, false, err ? strerror(err) : "connect failed");
+            return;
+        }
+        r = send(k->fd, k->req + k->sent, k->req_len - k->sent, MSG_NOSIGNAL);
+        if (r < 0 && errno != EAGAIN) {
+            check_result(k, false, strerror(errno));
+            return;
+        }
+        if (r > 0)
+            k->sent += (size_t)r;
+        if (k->sent == k->req_len) {
+            ev_io_stop(k->h->loop, &k->io);
+            ev_io_set(&k->io, k->fd, EV_READ);
+            ev_io_start(k->h->loop, &k->io);
+        }
+        return;
+    }
+    r = recv(k->fd, k->resp + k->got, sizeof(k->resp) - 1 - k->got, 0);
+    if (r < 0 && errno == EAGAIN)
+        return;
+    if (r <= 0) {
+        check_result(k, false, r == 0 ? "closed before a status line" : strerror(errno));
+        return;
+    }
+    k->got += (size_t)r;
+    k->resp[k->got] = 0;
+    if (k->got >= 12 || memchr(k->resp, '\n', k->got)) {
+        unsigned st = 0;
+        if (strncmp(k->resp, "HTTP/1.", 7) == 0 && sscanf(k->resp + 9, "%3u", &st) == 1 &&
+            st >= k->s->cp->health.expect_lo && st <= k->s->cp->health.expect_hi) {
+            check_result(k, true, NULL);
+        } else {
+            char why[40];
+            snprintf(why, sizeof(why), "status %u", st);
+            check_result(k, false, why);
+        }
+    }
+}
+
+static void check_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct health_check *k = t->data;
+    const struct conf_pool *cp = k->s->cp;
+    int fd;
+
+    (void)loop;
+    (void)revents;
+    if (k->running) {
+        check_result(k, false, "timeout");
+        return;
+    }
+    fd = socket(k->s->addr->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        check_result(k, false, strerror(errno));
+        return;
+    }
+    k->fd = fd;
+    k->running = true;
+    k->sent = k->got = 0;
+    if (connect(fd, (const struct sockaddr *)&k->s->addr->ss, k->s->addr->len) < 0 && errno != EINPROGRESS) {
+        check_result(k, false, strerror(errno));
+        return;
+    }
+    ev_io_init(&k->io, check_io_cb, fd, EV_WRITE);
+    k->io.data = k;
+    ev_io_start(k->h->loop, &k->io);
+    check_arm(k, (double)cp->health.timeout / 1000.0);
+}
+
+void health_start(struct health *h, struct ev_loop *loop)
+{
+    h->loop = loop;
+    for (size_t i = 0; i < h->npools; i++) {
+        struct health_pool *hp = &h->pools[i];
+        if (!hp->cp->health.enabled)
+            continue;
+        for (unsigned j = 0; j < hp->n; j++) {
+            struct srv_health *s = &hp->servers[j];
+            struct health_check *k = calloc(1, sizeof(*k));
+            int n;
+            if (!k) {
+                log_error("health checks: out of memory");
+                continue;
+            }
+            k->h = h;
+            k->s = s;
+            k->fd = -1;
+            n = snprintf(k->req, sizeof(k->req),
+                         "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: lifeline-health\r\nConnection: close\r\n\r\n",
+                         hp->cp->health.path, s->addr->text);
+            k->req_len = n > 0 && (size_t)n < sizeof(k->req) ? (size_t)n : 0;
+            s->check = k;
+            ev_init(&k->timer, check_timer_cb);
+            k->timer.data = k;
+            /* spread the first checks over the interval so they do not all fire together */
+            check_arm(k, 0.001 + (double)(j * 37 % 100) / 100.0 * (double)hp->cp->health.interval / 1000.0 / 10.0);
+        }
+    }
+}
+
+void health_free(struct health *h)
+{
+    if (!h)
+        return;
+    for (size_t i = 0; i < h->npools; i++) {
+        struct health_pool *hp = &h->pools[i];
+        for (unsigned j = 0; hp->servers && j < hp->n; j++) {
+            struct health_check *k = hp->servers[j].check;
+            if (!k)
+                continue;
+            if (h->loop) {
+                ev_timer_stop(h->loop, &k->timer);
+                if (k->fd >= 0)
+                    ev_io_stop(h->loop, &k->io);
+            }
+            if (k->fd >= 0)
+                close(k->fd);
+            free(k);
+        }
+        free(hp->servers);
+    }
+    free(h->pools);
+    free(h);
+}
