@@ -252,6 +252,9 @@ int worker_init(struct worker *w, unsigned id, struct conf *c, struct health *h)
     w->accept_retry.data = w;
     ev_check_init(&w->reaper, worker_reap_cb);
     w->reaper.data = w;
+    /* libev runs pending watchers of one priority last-queued first, and check watchers are queued
+     * after the iteration's I/O: the lowest priority makes the reaper run after every callback. */
+    ev_set_priority(&w->reaper, EV_MINPRI);
     ev_check_start(w->loop, &w->reaper);
     ev_async_init(&w->wake, worker_wake_cb);
     w->wake.data = w;
