@@ -687,7 +687,6 @@ BLOCK(conf_blk_route, conf_route_fields, conf_post_route);
 static bool conf_u_log_path(const void *o) { return strcmp(((const struct conf *)o)->access_log.path, "off") != 0; }
 static bool conf_u_resolve(const void *o) { return ((const struct conf_pool *)o)->resolve_interval != 0; }
 static bool conf_u_tls(const void *o) { return ((const struct conf_pool *)o)->tls.enabled; }
-static bool conf_u_stale(const void *o) { return ((const struct conf_route *)o)->fallback.stale > 0; }
 
 static const struct conf_unsupported {
     const struct conf_block *block;     /* the mapping the key belongs to */
@@ -701,7 +700,6 @@ static const struct conf_unsupported {
     { &conf_blk_top,        "resolver",         "resolver",         NULL },
     { &conf_blk_pool,       "resolve_interval", "resolve_interval", conf_u_resolve },
     { &conf_blk_pool_tls,   "enabled",          "upstream tls",     conf_u_tls },
-    { &conf_blk_fallback,   "stale",            "fallback stale",   conf_u_stale },
 };
 
 static void conf_check_unsupported(struct conf_loader *ld, const struct conf_block *blk,

@@ -74,6 +74,10 @@ static void exchange_release(struct exchange *ex)
     ev_timer_stop(w->loop, &ex->spare_timer);
     ev_timer_stop(w->loop, &ex->race_timer);
     exchange_uncount(ex);
+    if (ex->capturing) {
+        buf_free(&ex->capture.data);
+        ex->capturing = false;
+    }
     if (ex->body.cap == WORKER_BLOCK)
         worker_buf_put(w, &ex->body);
     else
@@ -136,6 +140,42 @@ static unsigned builtin_status(enum hop_outcome o, const char *reason)
     }
 }
 
+static size_t exchange_stale_key(struct exchange *ex, char *key, size_t cap)
+{
+    const struct h1_head *req = ex->req;
+    const char *host = req->host >= 0 ? req->hdrs[req->host].value : NULL;
+    size_t host_len = req->host >= 0 ? req->hdrs[req->host].value_len : 0;
+
+    return stale_key(key, cap, ex->route_idx, host, host_len, req->target, req->target_len);
+}
+
+/* A fresh-enough kept copy for a GET (fallback.stale), written into out; its status, or 0. */
+static unsigned exchange_stale(struct exchange *ex, struct buf *out, const struct fallback_answer *a)
+{
+    struct worker *w = ex_worker(ex);
+    const struct stale_entry *e;
+    ev_tstamp age;
+    size_t klen;
+
+    if (ex->route->fallback.stale <= 0 || ex->req->method != H1_M_GET)
+        return 0;
+    klen = exchange_stale_key(ex, w->scratch, w->scratch_len);
+    e = stale_get(w->stale, w->scratch, klen);
+    if (!e)
+        return 0;
+    age = ev_now(w->loop) - e->stored;
+    if (age * 1000.0 >= (double)ex->route->fallback.stale)
+        return 0;
+    /* The copy may be larger than the output block: an empty output buffer is swapped for one
+     * that fits (freed when the answer is done). */
+    if (buf_free_space(out) < e->len + 1024 && out->len == 0) {
+        worker_buf_put(w, out);
+        if (buf_init(out, e->len + 1024) < 0)
+            return 0;
+    }
+    return fallback_write_stale(out, e, (unsigned)age, a);
+}
+
 /* Answers with the route's fallback, or the built-in one. */
 static void exchange_fallback(struct exchange *ex, const char *reason)
 {
@@ -159,7 +199,9 @@ static void exchange_fallback(struct exchange *ex, const char *reason)
     a.request_id_len = ex->request_id_len;
     a.head_only = ex->req->method == H1_M_HEAD;
     a.close = exchange_closes(ex, a.builtin_status);
-    st = fallback_write(out, ex->route, &a);
+    st = exchange_stale(ex, out, &a);
+    if (!st)
+        st = fallback_write(out, ex->route, &a);
     if (!st) {
         client_close(c);
         return;
@@ -587,6 +629,32 @@ static const char *exchange_reason(struct exchange *ex, char *tmp, size_t n)
     return hop_outcome_name(ex->last_outcome);
 }
 
+/* Starts copying this answer for fallback.stale: its end-to-end header lines now, its body as
+ * the parser decodes it. */
+static void exchange_capture_start(struct exchange *ex, struct hop *h, const struct h1_head *resp)
+{
+    struct buf *d = &ex->capture.data;
+
+    if (buf_init(d, STALE_ENTRY_MAX) < 0)
+        return;
+    for (unsigned i = 0; i < resp->nhdrs; i++) {
+        const struct h1_header *hd = &resp->hdrs[i];
+        if (hd->flags & (H1_HDR_HOP | H1_HDR_FRAMING | H1_HDR_XRID) ||
+            (hd->name_len == 3 && strncasecmp(hd->name, "age", 3) == 0))
+            continue;
+        if (buf_append(d, hd->name, hd->name_len) < 0 || buf_append(d, ": ", 2) < 0 ||
+            buf_append(d, hd->value, hd->value_len) < 0 || buf_append(d, "\r\n", 2) < 0) {
+            buf_free(d);
+            return;
+        }
+    }
+    ex->capture.head_len = d->len;
+    ex->capture.status = resp->status;
+    ex->capturing = true;
+    ex->capture_overflow = false;
+    h1_parser_set_tee(h->parser, d, &ex->capture_overflow);
+}
+
 void exchange_hop_head(struct exchange *ex, struct hop *h)
 {
     struct client *c = ex->c;
@@ -670,6 +738,9 @@ void exchange_hop_head(struct exchange *ex, struct hop *h)
         return;
     }
     h1_parser_set_output(h->parser, out, framing);
+    if (ex->route->fallback.stale > 0 && req->method == H1_M_GET && resp->status >= 200 &&
+        resp->status < 300)
+        exchange_capture_start(ex, h, resp);
     ex->state = EX_STREAMING;
     exchange_uncount(ex);   /* the retry budget counts requests still waiting for a head */
     client_flush(c);
@@ -683,7 +754,14 @@ void exchange_hop_data(struct exchange *ex, struct hop *h)
 
 void exchange_hop_done(struct exchange *ex, struct hop *h)
 {
+    struct worker *w = ex_worker(ex);
+
     (void)h;
+    if (ex->capturing && !ex->capture_overflow) {
+        size_t klen = exchange_stale_key(ex, w->scratch, w->scratch_len);
+        ex->capturing = false;
+        stale_put(&w->stale, w->scratch, klen, &ex->capture, ev_now(w->loop));
+    }
     ex->winner = NULL;
     exchange_release(ex);
     if (ex->state == EX_TUNNEL) {

@@ -15,6 +15,7 @@
 #include "buf.h"
 #include "conf.h"
 #include "hop.h"
+#include "stale.h"
 
 struct client;
 struct h1_head;
@@ -56,6 +57,8 @@ struct exchange {
     ev_timer backoff_timer;             /* before the next attempt */
     ev_timer spare_timer;               /* hedge.after */
     ev_timer race_timer;                /* connect_race */
+    struct stale_capture capture;       /* this 2xx GET answer, kept for fallback.stale */
+    bool capturing, capture_overflow;
     ev_tstamp started, deadline;
     char request_id[40];
     size_t request_id_len;

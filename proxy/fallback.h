@@ -22,6 +22,13 @@ struct fallback_answer {
     bool close;                  /* Connection: close */
 };
 
+struct stale_entry;
+
+/* Writes a kept copy (fallback.stale) with an Age header. Returns its status, or 0 when it does
+ * not fit. */
+unsigned fallback_write_stale(struct buf *out, const struct stale_entry *e, unsigned age,
+                              const struct fallback_answer *a);
+
 /* Writes the whole answer into out. Returns the status written, or 0 when it does not fit. */
 unsigned fallback_write(struct buf *out, const struct conf_route *r, const struct fallback_answer *a);
 

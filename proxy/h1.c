@@ -24,10 +24,12 @@
 enum cb_kind { CB_NONE, CB_URL, CB_STATUS, CB_FIELD, CB_VALUE };
 enum pevent { PEV_NONE, PEV_HEAD, PEV_DONE };
 
-/* Room kept free in the output buffer beyond the input fed: one chunk header for a piece that
- * continues an earlier chunk, CRLFs, the last-chunk line and the final CRLF. Every other output
- * byte corresponds to an input byte (chunk sizes are never re-encoded longer than received). */
-#define H1_SLACK 64
+/* Room kept free in the output buffer beyond the input fed. Every output byte corresponds to an
+ * input byte (chunk sizes are never re-encoded longer than received, trailers are copied as
+ * "name:value"), except: the framing of one piece that continues a chunk begun in an earlier feed
+ * (hex size of at most 16 digits and two CRLFs: 20 bytes), and the "0\r\n\r\n" written at the
+ * end of a close-delimited body, which consumes no input (5 bytes). */
+#define H1_SLACK 32
 
 struct h1_parser {
     http_parser hp;
@@ -49,6 +51,8 @@ struct h1_parser {
     const char *exec_start, *exec_end;  /* the bytes of the current http_parser_execute() */
     uint64_t max_body, body_bytes;
     struct buf *out;
+    struct buf *tee;
+    bool *tee_overflow;
     enum h1_framing framing;
     unsigned err_status;
     const char *err_why;
@@ -409,6 +413,10 @@ static int on_body(http_parser *hp, const char *at, size_t len)
             p->expect_crlf--;
         }
     }
+    if (p->tee && buf_append(p->tee, at, len) < 0) {
+        p->tee = NULL;
+        *p->tee_overflow = true;
+    }
     if (!p->out || p->framing == H1_FRAME_DROP)
         return 0;
     if (p->framing == H1_FRAME_CHUNKED) {
@@ -508,6 +516,8 @@ void h1_parser_reset(struct h1_parser *p)
     p->body_bytes = 0;
     p->max_body = max_body;
     p->out = NULL;
+    p->tee = NULL;
+    p->tee_overflow = NULL;
     p->framing = H1_FRAME_DROP;
     p->err_status = 0;
     p->err_why = NULL;
@@ -533,6 +543,12 @@ void h1_parser_set_output(struct h1_parser *p, struct buf *out, enum h1_framing 
 {
     p->out = out;
     p->framing = framing;
+}
+
+void h1_parser_set_tee(struct h1_parser *p, struct buf *tee, bool *overflowed)
+{
+    p->tee = tee;
+    p->tee_overflow = overflowed;
 }
 
 size_t h1_parser_room(const struct h1_parser *p)

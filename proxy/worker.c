@@ -19,6 +19,7 @@
 #include "h1.h"
 #include "health.h"
 #include "log.h"
+#include "stale.h"
 #include "xprt.h"
 
 atomic_uint worker_connections;
@@ -308,6 +309,7 @@ void worker_destroy(struct worker *w)
     free(w->listeners);
     free(w->pools);
     free(w->route_stats);
+    stale_free(w->stale);
     free(w->scratch);
     if (w->loop)
         ev_loop_destroy(w->loop);

@@ -80,6 +80,7 @@ struct worker {
     /* per route of `conf`, for the retry budget (SPEC §3.5); per worker, like HAProxy's
      * per-thread counters: no lock on the request path */
     struct route_stats { unsigned requests, retries; } *route_stats;
+    struct stale_store *stale;          /* fallback.stale copies, made on first use */
 };
 
 /* Downstream connections across all workers (limits.max_connections is per process). */

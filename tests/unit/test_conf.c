@@ -332,7 +332,6 @@ static void test_full_config_unsupported(void **state)
         { 9, 1, "admin" },
         { 12, 15, "access_log" },
         { 13, 1, "resolver" },
-        { 43, 7, "fallback stale" },
         { 51, 5, "resolve_interval" },
         { 58, 12, "upstream tls" },
     };
@@ -736,7 +735,6 @@ static const struct bad_case bad_cases[] = {
       "listener tls is not supported yet", 0, 0 },
     { L PX "    resolve_interval: 10s\n", 5, 5, "resolve_interval is not supported yet", 0, 0 },
     { L PX "    tls: { enabled: true }\n", 5, 12, "upstream tls is not supported yet", 0, 0 },
-    { L P "routes:\n  - pool: api\n    fallback: { stale: 10s }\n", 7, 17, "fallback stale is not supported yet", 0, 0 },
     { L PX "    health: { rise: 0 }\n", 5, 21, "rise must be between", 0, 0 },
     /* YAML syntax */
     { L "workers: 1: 2\n", 2, 11, "YAML: mapping values are not allowed in this context", 0, 0 },
