@@ -245,7 +245,16 @@ static bool exchange_method_repeatable(const struct exchange *ex)
 /* The body can be sent again from the start. */
 static bool exchange_replayable(const struct exchange *ex)
 {
-    return !ex->has_body || (!ex->body_trimmed && (ex->body_done || ex->body.len < ex->body.cap));
+    uint64_t keep = ex->route->retry.buffer_body;
+
+    if (!ex->has_body)
+        return true;
+    /* Only bodies up to retry.buffer_body are kept for replay (SPEC §3.5), even when a larger one
+     * happens to fit in the buffer. */
+    if ((ex->req->content_length > 0 && (uint64_t)ex->req->content_length > keep) ||
+        (ex->c->parser && h1_parser_body_bytes(ex->c->parser) > keep))
+        return false;
+    return !ex->body_trimmed && (ex->body_done || ex->body.len < ex->body.cap);
 }
 
 static double exchange_uniform(struct exchange *ex)
@@ -606,6 +615,7 @@ static bool exchange_after_attempt(struct exchange *ex, struct hop *h, enum hop_
     log_debug("attempt %u to %s: %s %u -> %s (%.3f s)", ex->attempts,
               h->last_server ? h->last_server->addr->text : "?", hop_outcome_name(o), status,
               retry_verdict_name(d.verdict), d.delay);
+    ex->last_verdict = d.verdict;
     if (d.verdict != RETRY_GO)
         return false;
     if (!ex->retry_counted) {
@@ -620,11 +630,14 @@ static bool exchange_after_attempt(struct exchange *ex, struct hop *h, enum hop_
 /* The reason named in x-lifeline-fallback for the last failed attempt. */
 static const char *exchange_reason(struct exchange *ex, char *tmp, size_t n)
 {
+    if (ex->last_verdict == RETRY_BUDGET)
+        return "budget";
     if (ex->last_outcome == HOP_OK) {
         snprintf(tmp, n, "%u", ex->last_status);
         return tmp;
     }
-    if (ex->last_outcome == HOP_DEADLINE || ex->deadline <= ev_now(ex_worker(ex)->loop))
+    if (ex->last_outcome == HOP_DEADLINE || ex->last_verdict == RETRY_NO_TIME ||
+        ex->deadline <= ev_now(ex_worker(ex)->loop))
         return "deadline";
     return hop_outcome_name(ex->last_outcome);
 }

@@ -54,6 +54,7 @@ struct exchange {
     uint64_t tried;                     /* servers tried, by index (pool_pick_ctx.excluded) */
     enum hop_outcome last_outcome;      /* of the latest finished attempt */
     unsigned last_status;
+    int last_verdict;                   /* enum retry_verdict of the latest decision */
     ev_timer backoff_timer;             /* before the next attempt */
     ev_timer spare_timer;               /* hedge.after */
     ev_timer race_timer;                /* connect_race */
