@@ -247,6 +247,7 @@ void client_flush(struct client *c)
             return;
         }
         buf_consume(&c->out, (size_t)r);
+        c->bytes_out += (uint64_t)r;
         if (r > 0)
             c->last_write = ev_now(c->w->loop);
         if (c->out.len) {

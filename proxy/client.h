@@ -52,6 +52,7 @@ struct client {
     bool answer_done;                   /* the current answer is complete in `out` */
     bool processing, reprocess;         /* client_process() is running / must run again */
     unsigned served;                    /* requests answered on this connection */
+    uint64_t bytes_out;                 /* bytes queued for the client so far (written or in out) */
 };
 
 /* Takes ownership of an accepted, non-blocking socket. */

@@ -14,6 +14,7 @@
 
 #include <inttypes.h>
 #include <math.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,7 @@
 #include "h1.h"
 #include "health.h"
 #include "log.h"
+#include "metrics.h"
 #include "retry.h"
 #include "route.h"
 #include "worker.h"
@@ -90,6 +92,89 @@ static bool exchange_closes(const struct exchange *ex, unsigned status)
            status == 413;
 }
 
+/* Notes how an attempt ended: the server's attempt counter and the access log's attempt list.
+ * midx: a hop_outcome value, METRIC_OUTCOME_5XX or METRIC_OUTCOME_CANCELLED. */
+static void exchange_record_hop(struct exchange *ex, const struct hop *h, unsigned midx, unsigned status)
+{
+    struct upserver *s = h->last_server;
+    ev_tstamp now = ev_now(ex_worker(ex)->loop);
+    struct hop_record *r;
+
+    if (s)
+        METRIC_ADD(s->m.attempts[midx], 1);
+    if (ex->nhoplog >= sizeof(ex->hoplog) / sizeof(ex->hoplog[0]))
+        return;
+    r = &ex->hoplog[ex->nhoplog++];
+    r->server = s ? s->addr->text : "-";
+    r->outcome = metric_outcome_names[midx];
+    r->status = status;
+    r->connect_ms = h->connected > 0 ? (int)((h->connected - h->started) * 1000.0 + 0.5) : -1;
+    r->response_ms = h->connected > 0 && (midx == HOP_OK || midx == METRIC_OUTCOME_5XX)
+                         ? (int)((now - h->connected) * 1000.0 + 0.5) : -1;
+}
+
+/* The hop ended with an HTTP answer (status), or failed (its outcome). */
+static void exchange_record_answer(struct exchange *ex, const struct hop *h, unsigned status)
+{
+    exchange_record_hop(ex, h, status >= 500 ? METRIC_OUTCOME_5XX : HOP_OK, status);
+}
+
+/* The request is answered (or abandoned): counts it and writes its access log line. Once. */
+static void exchange_account(struct exchange *ex, unsigned status)
+{
+    struct worker *w = ex_worker(ex);
+    struct client *c = ex->c;
+    const struct conf *conf = c->conf;
+    struct route_metrics *m;
+    ev_tstamp now = ev_now(w->loop), dur = now - ex->started;
+    char line[4096], target[1100];
+    time_t secs = (time_t)now;
+    struct tm tm;
+    size_t n;
+    int k;
+
+    if (ex->accounted || !ex->req)
+        return;
+    ex->accounted = true;
+    m = &w->rmetrics[ex->route ? ex->route_idx : conf->nroutes];
+    metrics_request(m, status, dur);
+    if (ex->fallback_reason)
+        METRIC_ADD(m->fallbacks[metric_reason_of(ex->fallback_reason)], 1);
+    if (!w->alog.data)
+        return;
+    gmtime_r(&secs, &tm);
+    alog_escape(target, sizeof(target), ex->req->target, ex->req->target_len > 1024 ? 1024 : ex->req->target_len);
+    k = snprintf(line, sizeof(line),
+                 "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\",\"client\":\"%s\",\"method\":\"%.*s\","
+                 "\"target\":\"%s\",\"route\":%s%s%s,\"status\":%u,\"bytes\":%llu,\"duration_ms\":%.3f,"
+                 "\"request_id\":\"%.*s\",\"fallback\":%s%s%s,\"attempts\":[",
+                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                 (int)((now - (double)secs) * 1000), c->addr, (int)ex->req->method_len, ex->req->method_name,
+                 target, ex->route ? "\"" : "", ex->route ? ex->route->name : "null", ex->route ? "\"" : "",
+                 status, (unsigned long long)(c->bytes_out + c->out.len - ex->bytes_mark), dur * 1000.0,
+                 (int)ex->request_id_len, ex->request_id, ex->fallback_reason ? "\"" : "",
+                 ex->fallback_reason ? ex->fallback_reason : "null", ex->fallback_reason ? "\"" : "");
+    if (k < 0 || (size_t)k >= sizeof(line))
+        return;
+    n = (size_t)k;
+    for (unsigned i = 0; i < ex->nhoplog && n < sizeof(line); i++) {
+        const struct hop_record *r = &ex->hoplog[i];
+        char cms[16], rms[16];
+        snprintf(cms, sizeof(cms), r->connect_ms >= 0 ? "%d" : "null", r->connect_ms);
+        snprintf(rms, sizeof(rms), r->response_ms >= 0 ? "%d" : "null", r->response_ms);
+        k = snprintf(line + n, sizeof(line) - n,
+                     "%s{\"server\":\"%s\",\"outcome\":\"%s\",\"status\":%u,\"connect_ms\":%s,\"response_ms\":%s}",
+                     i ? "," : "", r->server, r->outcome, r->status, cms, rms);
+        if (k < 0 || (size_t)k >= sizeof(line) - n)
+            return;
+        n += (size_t)k;
+    }
+    if (n + 3 > sizeof(line))
+        return;
+    memcpy(line + n, "]}\n", 3);
+    alog_append(&w->alog, line, n + 3);
+}
+
 /* Answers with lifeline's own response that is not a fallback (404, 413, ...). */
 static void exchange_reply(struct exchange *ex, unsigned status, const char *text)
 {
@@ -119,6 +204,7 @@ static void exchange_reply(struct exchange *ex, unsigned status, const char *tex
         return;
     }
     ex->state = EX_DONE;
+    exchange_account(ex, status);
     client_exchange_done(c, !close);
 }
 
@@ -208,6 +294,9 @@ static void exchange_fallback(struct exchange *ex, const char *reason)
     }
     ex->status = st;
     ex->state = EX_DONE;
+    snprintf(ex->reason_buf, sizeof(ex->reason_buf), "%s", reason);
+    ex->fallback_reason = reason == ex->reason_buf || strlen(reason) < sizeof(ex->reason_buf) ? ex->reason_buf : reason;
+    exchange_account(ex, st);
     client_exchange_done(c, !a.close);
 }
 
@@ -300,6 +389,7 @@ void exchange_start(struct exchange *ex, struct client *c)
     }
     ex->c = c;
     ex->req = h1_parser_head(c->parser);
+    ex->bytes_mark = c->bytes_out + c->out.len;
     req = ex->req;
     ex->state = EX_UPSTREAM;
     ex->started = ev_now(w->loop);
@@ -511,8 +601,10 @@ static void exchange_spare_cb(struct ev_loop *loop, ev_timer *t, int revents)
     }
     if (!s)
         return;   /* no other server: the running hop carries on alone */
-    if (!race)
+    if (!race) {
         ex->attempts++;
+        METRIC_ADD(ex_worker(ex)->rmetrics[ex->route_idx].retries, 1);
+    }
     log_debug("%s to %s beside %s", race ? "connect race" : "hedge", s->addr->text,
               busy->last_server ? busy->last_server->addr->text : "?");
     exchange_start_hop(ex, spare, s, false);
@@ -622,6 +714,7 @@ static bool exchange_after_attempt(struct exchange *ex, struct hop *h, enum hop_
         rs->retries++;
         ex->retry_counted = true;
     }
+    METRIC_ADD(w->rmetrics[ex->route_idx].retries, 1);
     ex->backoff_timer.repeat = d.delay > 0 ? d.delay : 1e-6;
     ev_timer_again(w->loop, &ex->backoff_timer);
     return true;
@@ -684,6 +777,7 @@ void exchange_hop_head(struct exchange *ex, struct hop *h)
         double ra = retry_after_of(resp);
         unsigned st = resp->status;
         h->outcome = HOP_OK;
+        exchange_record_answer(ex, h, st);
         if (exchange_after_attempt(ex, h, HOP_OK, st, ra)) {
             hop_cancel(h);   /* the answer is discarded; its connection is not reused */
             return;
@@ -696,6 +790,10 @@ void exchange_hop_head(struct exchange *ex, struct hop *h)
     }
 
     /* This response goes downstream: the other hop, if any, loses. */
+    if (!retry_listed(ex->route, HOP_OK, resp->status) || resp->status == 101)
+        exchange_record_answer(ex, h, resp->status);
+    if (hop_running(exchange_other(ex, h)))
+        exchange_record_hop(ex, exchange_other(ex, h), METRIC_OUTCOME_CANCELLED, 0);
     hop_cancel(exchange_other(ex, h));
     ev_timer_stop(ex_worker(ex)->loop, &ex->spare_timer);
     ev_timer_stop(ex_worker(ex)->loop, &ex->race_timer);
@@ -777,6 +875,7 @@ void exchange_hop_done(struct exchange *ex, struct hop *h)
     }
     ex->winner = NULL;
     exchange_release(ex);
+    exchange_account(ex, ex->status);
     if (ex->state == EX_TUNNEL) {
         ex->state = EX_DONE;
         client_exchange_done(ex->c, false);
@@ -797,11 +896,13 @@ void exchange_hop_failed(struct exchange *ex, struct hop *h)
         if (h->reused && !h->got_bytes && h->outcome == HOP_RESET && !ex->fresh_retry_done &&
             exchange_replayable(ex) && ex->idempotent) {
             ex->fresh_retry_done = true;
+            exchange_record_hop(ex, h, h->outcome, 0);
             log_debug("reused connection to %s failed; retrying on a fresh one",
                       h->last_server ? h->last_server->addr->text : "?");
             exchange_start_hop(ex, h, h->last_server, true);
             return;
         }
+        exchange_record_hop(ex, h, h->outcome, 0);
         if (exchange_after_attempt(ex, h, h->outcome, 0, -1))
             return;
         exchange_fallback(ex, exchange_reason(ex, tmp, sizeof(tmp)));
@@ -812,8 +913,11 @@ void exchange_hop_failed(struct exchange *ex, struct hop *h)
          * truncated response (no terminating chunk), never a silently short one. */
         ex->state = EX_DONE;
         ex->winner = NULL;
+        if (h->last_server)
+            METRIC_ADD(h->last_server->m.attempts[h->outcome], 1);
         exchange_release(ex);
         log_info("upstream failed mid-response (%s): closing downstream", hop_outcome_name(h->outcome));
+        exchange_account(ex, ex->status);
         client_exchange_done(ex->c, false);
         return;
     default:
@@ -825,6 +929,8 @@ void exchange_cancel(struct exchange *ex)
 {
     if (ex->state == EX_NONE || !ex->c)
         return;
+    /* nginx's 499: the client went away before its answer was complete */
+    exchange_account(ex, ex->state == EX_DONE || ex->state == EX_LOCAL ? ex->status : 499);
     exchange_release(ex);
     ex->winner = NULL;
     ex->state = EX_NONE;

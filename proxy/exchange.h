@@ -58,6 +58,17 @@ struct exchange {
     ev_timer backoff_timer;             /* before the next attempt */
     ev_timer spare_timer;               /* hedge.after */
     ev_timer race_timer;                /* connect_race */
+    struct hop_record {                 /* for the access log: one per attempt, in order */
+        const char *server;             /* the server's address text (conf snapshot) */
+        const char *outcome;            /* static string */
+        unsigned status;
+        int connect_ms, response_ms;    /* -1: did not happen */
+    } hoplog[8];
+    unsigned nhoplog;
+    bool accounted;                     /* metrics and access log written */
+    const char *fallback_reason;        /* static or ex->reason_buf */
+    char reason_buf[8];
+    uint64_t bytes_mark;                /* client byte count when the answer began */
     struct stale_capture capture;       /* this 2xx GET answer, kept for fallback.stale */
     bool capturing, capture_overflow;
     ev_tstamp started, deadline;

@@ -69,6 +69,7 @@ static void hop_detach(struct hop *h, bool reusable)
     ev_timer_stop(w->loop, &h->response_timer);
     ev_timer_stop(w->loop, &h->read_timer);
     if (h->uc) {
+        METRIC_ADD(h->uc->server->pool->g_active, -1);
         if (reusable) {
             h->uc->requests++;
             pool_release(h->uc);
@@ -208,6 +209,7 @@ void hop_start(struct hop *h, struct exchange *ex, struct upserver *s, bool fres
 
     h->uc = fresh ? NULL : pool_take(s);
     if (h->uc) {
+        METRIC_ADD(s->pool->g_active, 1);
         h->reused = true;
         h->state = HOP_CONNECTING;
         if (!h->parser) {
@@ -225,6 +227,7 @@ void hop_start(struct hop *h, struct exchange *ex, struct upserver *s, bool fres
     h->uc = pool_connect(s, &err);
     if (!h->uc)
         goto fail_later;
+    METRIC_ADD(s->pool->g_active, 1);
     h->uc->hop = h;
     h->uc->wr.data = h;
     ev_set_cb(&h->uc->wr, hop_connect_cb);

@@ -68,6 +68,7 @@ static void upconn_unlink(struct upconn *uc)
     uc->prev = uc->next = NULL;
     s->nidle--;
     s->pool->nidle--;
+    atomic_store_explicit(&s->pool->g_idle, s->pool->nidle, memory_order_relaxed);
 }
 
 void pool_close(struct upconn *uc)
@@ -243,6 +244,7 @@ void pool_release(struct upconn *uc)
     s->idle = uc;
     s->nidle++;
     p->nidle++;
+    atomic_store_explicit(&p->g_idle, p->nidle, memory_order_relaxed);
     if (!ev_is_active(&p->idle_timer))
         pool_arm_idle_timer(p);
 }

@@ -16,6 +16,7 @@
 
 #include "buf.h"
 #include "conf.h"
+#include "metrics.h"
 #include "xprt.h"
 
 struct worker;
@@ -37,6 +38,7 @@ struct upserver {
     struct upconn *idle;                /* idle connections, most recently used first */
     struct upconn *idle_tail;           /* least recently used */
     unsigned nidle;
+    struct server_metrics m;            /* this worker's attempts to it */
 };
 
 struct upconn {
@@ -57,6 +59,7 @@ struct pool {
     struct upserver *servers;
     unsigned nservers;
     unsigned nidle;                     /* idle connections over all servers */
+    _Atomic unsigned g_idle, g_active;  /* the same and the busy ones, for lifeline_upstream_connections */
     unsigned rr_next;                   /* rotating start for least_conn ties */
     ev_timer idle_timer;                /* closes connections idle longer than keepalive_timeout */
 };

@@ -222,7 +222,9 @@ int worker_init(struct worker *w, unsigned id, struct conf *c, struct health *h)
     w->listeners = calloc(c->nlisteners ? c->nlisteners : 1, sizeof(*w->listeners));
     w->pools = calloc(c->npools ? c->npools : 1, sizeof(*w->pools));
     w->route_stats = calloc(c->nroutes ? c->nroutes : 1, sizeof(*w->route_stats));
-    if (!w->scratch || !w->listeners || !w->pools || !w->route_stats) {
+    w->rmetrics = calloc(c->nroutes + 1, sizeof(*w->rmetrics));
+    if (!w->scratch || !w->listeners || !w->pools || !w->route_stats || !w->rmetrics ||
+        alog_ring_init(&w->alog, c->access_log.path) < 0) {
         log_error("worker %u: out of memory", id);
         return -1;
     }
@@ -309,6 +311,8 @@ void worker_destroy(struct worker *w)
     free(w->listeners);
     free(w->pools);
     free(w->route_stats);
+    free(w->rmetrics);
+    alog_ring_free(&w->alog);
     stale_free(w->stale);
     free(w->scratch);
     if (w->loop)

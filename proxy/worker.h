@@ -20,8 +20,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "accesslog.h"
 #include "buf.h"
 #include "conf.h"
+#include "metrics.h"
 #include "pool.h"
 
 /* Size of every pooled data buffer: client input/output, request body, upstream input. */
@@ -81,6 +83,8 @@ struct worker {
      * per-thread counters: no lock on the request path */
     struct route_stats { unsigned requests, retries; } *route_stats;
     struct stale_store *stale;          /* fallback.stale copies, made on first use */
+    struct route_metrics *rmetrics;     /* per route of `conf`, then one for requests with no route */
+    struct alog_ring alog;              /* access log lines for the writer thread */
 };
 
 /* Downstream connections across all workers (limits.max_connections is per process). */

@@ -1,5 +1,7 @@
-"""Upstream side: keep-alive pooling, balancing, and the plain 502/504 answers of this milestone
-(no retries, no fallback: one attempt, `x-lifeline-fallback: REASON`)."""
+"""Upstream side: keep-alive pooling, balancing, and the plain 502/504 answers of a single attempt
+(`x-lifeline-fallback: REASON`). Tests that need exactly one attempt either send a POST (never
+retried once it reached the upstream, SPEC §3.5) or set `retry: {attempts: 1}`; no route here has a
+fallback."""
 
 import asyncio
 import collections
@@ -128,9 +130,9 @@ def test_least_conn_prefers_less_busy_server(lifeline, upstream):
     pending, fast = [], 0
     try:
         for i in range(10):
+            n_a = len(a.requests)
             c = Conn(lf.port)
             c.request("GET", "/work?i=%d" % i)
-            n_a = len(a.requests)
             deadline = time.monotonic() + t(1)
             while True:
                 if len(a.requests) > n_a:
@@ -216,7 +218,7 @@ def test_response_timeout_is_504(lifeline, raw_upstream):
     rt = t(0.3)
     lf = lifeline(pools={"p": pool(up, timeouts={"response": dur(rt)})})
     start = time.monotonic()
-    r = lf.fetch("GET", "/hang", timeout=t(5))
+    r = lf.fetch("POST", "/hang", body=b"x", timeout=t(5))   # POST: never retried
     elapsed = time.monotonic() - start
     assert r.status == 504, r
     assert r.header("x-lifeline-fallback") == "response_timeout", r.headers
@@ -233,7 +235,7 @@ def test_upstream_reset_before_head_is_502_reset(lifeline, raw_upstream):
 
     up = raw_upstream(script)
     lf = lifeline(pools={"p": pool(up)})
-    r = lf.fetch("GET", "/reset")
+    r = lf.fetch("POST", "/reset", body=b"x")
     assert r.status == 502, r
     assert r.header("x-lifeline-fallback") == "reset", r.headers
 
@@ -247,7 +249,7 @@ def test_upstream_close_before_head_is_502_reset(lifeline, raw_upstream):
 
     up = raw_upstream(script)
     lf = lifeline(pools={"p": pool(up)})
-    r = lf.fetch("GET", "/half")
+    r = lf.fetch("POST", "/half", body=b"x")
     assert r.status == 502, r
     assert r.header("x-lifeline-fallback") == "reset", r.headers
 
@@ -299,7 +301,7 @@ def test_total_deadline_clamps_response_timer(lifeline, raw_upstream):
     lf = lifeline(pools={"p": pool(up, timeouts={"response": "10s"})},
                   routes=[{"pool": "p", "timeouts": {"total": dur(total)}}])
     start = time.monotonic()
-    r = lf.fetch("GET", "/slow", timeout=t(5))
+    r = lf.fetch("POST", "/slow", body=b"x", timeout=t(5))
     elapsed = time.monotonic() - start
     assert r.status == 504, r
     assert r.header("x-lifeline-fallback") == "deadline", r.headers
@@ -317,7 +319,7 @@ def test_route_response_timeout_override(lifeline, raw_upstream):
     lf = lifeline(pools={"p": pool(up, timeouts={"response": "10s"})},
                   routes=[{"pool": "p", "timeouts": {"response": dur(rt)}}])
     start = time.monotonic()
-    r = lf.fetch("GET", "/slow", timeout=t(5))
+    r = lf.fetch("POST", "/slow", body=b"x", timeout=t(5))
     elapsed = time.monotonic() - start
     assert r.status == 504 and r.header("x-lifeline-fallback") == "response_timeout", r
     assert elapsed <= rt + t(0.7)
@@ -361,7 +363,8 @@ def test_connect_timeout_is_504(lifeline):
         if not bl.connects_hang():
             pytest.skip("cannot make a loopback connect hang here (accept-queue overflow is not dropped)")
         ct = t(0.3)
-        lf = lifeline(pools={"p": pool("%s:%d" % bl.addr, timeouts={"connect": dur(ct)})})
+        lf = lifeline(pools={"p": pool("%s:%d" % bl.addr, timeouts={"connect": dur(ct)})},
+                      routes=[{"pool": "p", "retry": {"attempts": 1}}])
         start = time.monotonic()
         r = lf.fetch("GET", "/x", timeout=t(5))
         elapsed = time.monotonic() - start

@@ -1,0 +1,41 @@
+/* metrics.c — recording helpers for the per-worker counters (see metrics.h). The Prometheus text
+ * is rendered by admin.c. */
+#include "metrics.h"
+
+#include <string.h>
+
+const double metric_bounds[METRIC_BUCKETS - 1] = {
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+};
+
+const char *const metric_reason_names[MR_COUNT] = {
+    "connect_error", "connect_timeout", "response_timeout", "reset", "deadline", "no_server",
+    "budget", "status", "read_timeout",
+};
+
+const char *const metric_outcome_names[METRIC_OUTCOMES] = {
+    "ok", "connect_error", "connect_timeout", "response_timeout", "reset", "deadline",
+    "read_timeout", "http_5xx", "cancelled",
+};
+
+enum metric_reason metric_reason_of(const char *reason)
+{
+    for (int i = 0; i < MR_COUNT; i++) {
+        if (strcmp(reason, metric_reason_names[i]) == 0)
+            return (enum metric_reason)i;
+    }
+    return MR_STATUS;   /* a status code such as "503" */
+}
+
+void metrics_request(struct route_metrics *m, unsigned status, double seconds)
+{
+    unsigned b = 0;
+
+    if (status >= 600)
+        status = 0;
+    METRIC_ADD(m->codes[status], 1);
+    while (b < METRIC_BUCKETS - 1 && seconds > metric_bounds[b])
+        b++;
+    METRIC_ADD(m->buckets[b], 1);
+    METRIC_ADD(m->duration_us, (uint64_t)(seconds > 0 ? seconds * 1e6 : 0));
+}

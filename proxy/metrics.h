@@ -1,0 +1,53 @@
+/* metrics.h — counters behind GET /metrics (SPEC §5).
+ *
+ * Every counter has exactly one writer, the worker that owns it, and is read by the admin listener
+ * in the main thread when scraped: per-worker values are summed at scrape time, so the request path
+ * takes no lock and issues no locked instruction (METRIC_ADD is a relaxed load and store, a plain
+ * add on x86; the reader may see a value one update old, which a scrape tolerates).
+ */
+#ifndef LIFELINE_METRICS_H
+#define LIFELINE_METRICS_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#define METRIC_ADD(field, n)                                                                       \
+    atomic_store_explicit(&(field), atomic_load_explicit(&(field), memory_order_relaxed) + (n),  \
+                          memory_order_relaxed)
+#define METRIC_GET(field) atomic_load_explicit(&(field), memory_order_relaxed)
+
+/* lifeline_request_duration_seconds buckets (upper bounds, seconds); the last is +Inf. */
+#define METRIC_BUCKETS 14
+extern const double metric_bounds[METRIC_BUCKETS - 1];
+
+/* x-lifeline-fallback reasons counted by lifeline_fallbacks_total. */
+enum metric_reason {
+    MR_CONNECT_ERROR, MR_CONNECT_TIMEOUT, MR_RESPONSE_TIMEOUT, MR_RESET, MR_DEADLINE, MR_NO_SERVER,
+    MR_BUDGET, MR_STATUS, MR_READ_TIMEOUT, MR_COUNT,
+};
+extern const char *const metric_reason_names[MR_COUNT];
+enum metric_reason metric_reason_of(const char *reason);
+
+/* Attempt outcomes counted by lifeline_upstream_attempts_total: the hop_outcome values (ok being
+ * an answer below 500), then "http_5xx", then "cancelled" (the loser of a hedge or race). */
+#define METRIC_OUTCOMES 9
+#define METRIC_OUTCOME_5XX 7
+#define METRIC_OUTCOME_CANCELLED 8
+extern const char *const metric_outcome_names[METRIC_OUTCOMES];
+
+struct route_metrics {
+    _Atomic uint64_t codes[600];        /* answers by status code; [0]: the client left first */
+    _Atomic uint64_t buckets[METRIC_BUCKETS];
+    _Atomic uint64_t duration_us;       /* sum */
+    _Atomic uint64_t retries;
+    _Atomic uint64_t fallbacks[MR_COUNT];
+};
+
+struct server_metrics {
+    _Atomic uint64_t attempts[METRIC_OUTCOMES];
+};
+
+/* Records one answered request into m. */
+void metrics_request(struct route_metrics *m, unsigned status, double seconds);
+
+#endif

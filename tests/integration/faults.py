@@ -1,0 +1,159 @@
+"""Fault fakes shared by test_retry.py, test_fallback.py and test_hedge.py (SPEC §3.3-§3.8).
+
+Scripts for conftest's raw_upstream (each `async def script(conn)` runs per accepted connection and
+records every request it reads in `up.requests`, the hit counter), plus two socket-level fakes:
+
+  refused()                 an address nothing listens on (connect -> ECONNREFUSED)
+  HangingConnect            a listener whose accept queue is full: SYNs are dropped, connects hang
+  ok_script(body)           answers every request on the connection (keep-alive), 200 + body
+  status_script(code, hdrs) answers every request with `code` (e.g. 503 + Retry-After)
+  reset_script()            reads the request (body included), then closes with an RST
+  close_script()            reads the request, then closes cleanly (FIN) without a byte
+  hang_script()             reads the request and never answers (until lifeline closes)
+  slow_script(s, body)      answers after `s` seconds
+Every script stamps the arrival time of each request in up.state["times"] (time.monotonic()).
+"""
+
+import asyncio
+import select
+import socket
+import time
+
+import pytest
+
+from conftest import HOST, free_port, t
+
+
+def refused():
+    """host:port with no listener: connecting is refused at once."""
+    return "%s:%d" % (HOST, free_port())
+
+
+def stamp(conn):
+    conn.up.state.setdefault("times", []).append(time.monotonic())
+
+
+def ok_script(body=b"ok", headers=None):
+    async def script(conn):
+        while True:
+            req = await conn.read_request()
+            if req is None:
+                return
+            stamp(conn)
+            await conn.respond(200, body if body is not None else b"", headers=[("x-upstream", conn.up.name)] + list(headers or []))
+    return script
+
+
+def status_script(code, headers=None, body=None, reason="Status"):
+    async def script(conn):
+        while True:
+            req = await conn.read_request()
+            if req is None:
+                return
+            stamp(conn)
+            b = body if body is not None else ("status %d from %s\n" % (code, conn.up.name)).encode()
+            await conn.respond(code, b, headers=[("x-upstream", conn.up.name)] + list(headers or []),
+                               reason=reason)
+    return script
+
+
+def reset_script():
+    async def script(conn):
+        req = await conn.read_request()
+        if req is not None:
+            stamp(conn)
+            conn.reset()
+    return script
+
+
+def close_script():
+    async def script(conn):
+        req = await conn.read_request()
+        if req is not None:
+            stamp(conn)
+            conn.close()
+    return script
+
+
+def hang_script():
+    """Reads the request, then waits for lifeline to close the connection (records it)."""
+    async def script(conn):
+        req = await conn.read_request()
+        if req is not None:
+            stamp(conn)
+            closed = await conn.wait_eof(t(30))
+            conn.up.state.setdefault("eofs", []).append(time.monotonic() if closed else None)
+    return script
+
+
+def slow_script(seconds, body=b"slow"):
+    async def script(conn):
+        while True:
+            req = await conn.read_request()
+            if req is None:
+                return
+            stamp(conn)
+            await asyncio.sleep(seconds)
+            await conn.respond(200, body, headers=[("x-upstream", conn.up.name)])
+    return script
+
+
+class HangingConnect:
+    """A loopback listener (backlog 0) whose accept queue is filled by other connections: on Linux
+    further SYNs are dropped, so a connect to it stays pending (until the client gives up)."""
+
+    def __init__(self):
+        self.ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.ls.bind((HOST, 0))
+        self.ls.listen(0)
+        self.addr = self.ls.getsockname()
+        self.fillers = []
+        for _ in range(4):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setblocking(False)
+            s.connect_ex(self.addr)
+            self.fillers.append(s)
+        time.sleep(0.1)
+
+    @property
+    def address(self):
+        return "%s:%d" % self.addr
+
+    def connects_hang(self, probe=0.3):
+        p = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        p.setblocking(False)
+        p.connect_ex(self.addr)
+        try:
+            _, wr, _ = select.select([], [p], [], probe)
+            return not wr
+        finally:
+            p.close()
+
+    def close(self):
+        for s in self.fillers:
+            s.close()
+        self.ls.close()
+
+
+@pytest.fixture
+def hanging_connect():
+    """A HangingConnect, verified to hang; the test is skipped (with the reason) when it does not."""
+    hc = HangingConnect()
+    try:
+        if not hc.connects_hang():
+            pytest.skip("cannot make a loopback connect hang here: a SYN to a full accept queue "
+                        "was not dropped")
+        yield hc
+    finally:
+        hc.close()
+
+
+def gaps(times):
+    return [b - a for a, b in zip(times, times[1:])]
+
+
+def built_in_line(r):
+    """The built-in answer's body as one line of text (asserting it is one line)."""
+    text = r.body.decode("utf-8", "replace")
+    assert text.endswith("\n") and text.count("\n") == 1, "built-in body is not one line: %r" % text
+    return text.strip()

@@ -1,0 +1,174 @@
+"""SPEC §2 `client:` timers and `limits.max_connections`."""
+
+import select
+import socket
+import time
+
+from conftest import Conn, build_request, dur, pool, t
+
+LONG = "10s"
+
+
+def start(lifeline, up, **client):
+    c = {"header_timeout": LONG, "body_timeout": LONG, "idle_timeout": LONG, "send_timeout": LONG}
+    c.update({k: dur(v) for k, v in client.items()})
+    return lifeline(pools={"p": pool(up)}, client=c)
+
+
+def test_header_timeout_408_then_close(lifeline, upstream):
+    up = upstream()
+    ht = t(0.5)
+    lf = start(lifeline, up, header_timeout=ht)
+    with lf.conn() as c:
+        c.send(b"GET /echo HTTP/1.1\r\nHost: test.local\r\n")
+        start_t = time.monotonic()
+        r = c.read_response(timeout=ht + t(1.5))
+        elapsed = time.monotonic() - start_t
+        assert r.status == 408, r
+        assert ht - 0.05 <= elapsed <= ht + t(1), elapsed
+        c.wait_closed(t(1))
+    assert up.requests == []
+
+
+def test_header_timeout_covers_whole_head_even_when_trickled(lifeline, upstream):
+    up = upstream()
+    ht = t(0.5)
+    lf = start(lifeline, up, header_timeout=ht)
+    with lf.conn() as c:
+        start_t = time.monotonic()
+        c.send(b"GET /echo HTTP/1.1\r\nHost: test.local\r\n")
+        got = None
+        for i in range(60):
+            rd, _, _ = select.select([c.sock], [], [], t(0.1))
+            if rd:
+                got = c.read_response(timeout=t(1))
+                break
+            try:
+                c.send(b"X-Trickle-%d: v\r\n" % i)
+            except OSError:
+                break
+            if time.monotonic() - start_t > ht + t(2):
+                break
+        elapsed = time.monotonic() - start_t
+        assert got is not None, "no answer to a head trickled for %.2fs (header_timeout %.2fs)" % (elapsed, ht)
+        assert got.status == 408, got
+        assert elapsed <= ht + t(0.8), "408 only after %.2fs: header_timeout acts like an idle timer" % elapsed
+        c.wait_closed(t(1))
+
+
+def test_body_timeout_408_when_body_stalls(lifeline, upstream):
+    up = upstream()
+    bt = t(0.5)
+    lf = start(lifeline, up, body_timeout=bt)
+    with lf.conn() as c:
+        c.send(build_request("POST", "/echo", [("Content-Length", "100")]) + b"0123456789")
+        start_t = time.monotonic()
+        r = c.read_response(timeout=bt + t(1.5))
+        elapsed = time.monotonic() - start_t
+        assert r.status == 408, r
+        assert bt - 0.05 <= elapsed <= bt + t(1), elapsed
+        c.wait_closed(t(1))
+    assert up.completed == []
+
+
+def test_body_timeout_is_an_idle_gap_timer(lifeline, upstream):
+    up = upstream()
+    bt = t(0.5)
+    lf = start(lifeline, up, body_timeout=bt)
+    pieces = [bytes([65 + i]) * 10 for i in range(8)]
+    with lf.conn() as c:
+        c.send(build_request("POST", "/echo", [("Content-Length", str(sum(map(len, pieces))))]))
+        for p in pieces:                      # 8 gaps of 0.2 s: 1.6 s in all, more than body_timeout
+            time.sleep(bt * 0.4)
+            c.send(p)
+        r = c.read_response(timeout=t(3))
+    assert r.status == 200, r
+    assert r.json()["body_len"] == 80
+
+
+def test_idle_timeout_closes_quietly(lifeline, upstream):
+    up = upstream()
+    it = t(0.5)
+    lf = start(lifeline, up, idle_timeout=it)
+    with lf.conn() as c:
+        c.request("GET", "/echo")
+        assert c.read_response().status == 200
+        start_t = time.monotonic()
+        rest = c.wait_closed(it + t(1.5))
+        elapsed = time.monotonic() - start_t
+    assert rest == b"", "bytes sent on idle close: %r" % rest
+    assert elapsed >= it - 0.05, "closed after %.2fs, idle_timeout is %.2fs" % (elapsed, it)
+
+
+def test_idle_timer_restarts_with_each_request(lifeline, upstream):
+    up = upstream()
+    it = t(0.5)
+    lf = start(lifeline, up, idle_timeout=it)
+    with lf.conn() as c:
+        for i in range(4):                    # 4 x 0.3 s: longer than idle_timeout in all
+            c.request("GET", "/echo/%d" % i)
+            assert c.read_response().status == 200
+            time.sleep(it * 0.6)
+        c.request("GET", "/echo/last")
+        assert c.read_response().status == 200
+
+
+def test_send_timeout_disconnects_client_that_never_reads(lifeline, upstream):
+    up = upstream()
+    st = t(0.5)
+    lf = start(lifeline, up, send_timeout=st)
+    total = 64 << 20
+    c = Conn(lf.port, rcvbuf=4096)
+    try:
+        c.request("GET", "/bytes/%d" % total)
+        time.sleep(st + t(1.5))
+        # now drain as fast as possible: a proxy that gave up sends EOF after what was buffered
+        got, eof = 0, False
+        deadline = time.monotonic() + t(5)
+        c.sock.settimeout(0.5)
+        while time.monotonic() < deadline:
+            try:
+                data = c.sock.recv(1 << 20)
+            except socket.timeout:
+                break
+            except ConnectionResetError:
+                eof = True
+                break
+            if not data:
+                eof = True
+                break
+            got += len(data)
+        assert eof, "connection still open after %.1fs of stall (got %d bytes)" % (st + t(1.5), got)
+        assert got < total, "the whole response was delivered: nothing was cut off"
+    finally:
+        c.close()
+    lf.assert_alive()
+    assert lf.fetch("GET", "/echo/after").status == 200
+
+
+def test_max_connections_queues_extra_connection(lifeline, upstream):
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, limits={"max_connections": 5})
+    time.sleep(t(0.1))    # let the readiness probe's connection go
+    conns = []
+    sixth = None
+    try:
+        for i in range(5):
+            c = Conn(lf.port)
+            c.request("GET", "/echo/%d" % i)
+            assert c.read_response().status == 200
+            conns.append(c)
+        sixth = Conn(lf.port)              # completes in the kernel backlog
+        sixth.request("GET", "/echo/sixth")
+        assert sixth.is_open_for(t(0.5)), "the 6th connection was served while 5 were open"
+        conns.pop(0).close()
+        r = sixth.read_response(timeout=t(3))
+        assert r.status == 200 and r.json()["target"] == "/echo/sixth"
+        for c in conns:                    # the others are still served
+            c.request("GET", "/echo/again")
+            assert c.read_response().status == 200
+    finally:
+        for c in conns:
+            c.close()
+        if sixth:
+            sixth.close()

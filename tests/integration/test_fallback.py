@@ -1,0 +1,324 @@
+"""Fallback answers (SPEC §3.7) and failures after the response head (SPEC §3.8)."""
+
+import time
+
+import pytest
+
+from conftest import Conn, dur, pattern_bytes, pool, t
+from faults import (built_in_line, hang_script, hanging_connect, refused, reset_script,  # noqa: F401
+                    status_script)
+
+FALLBACK = {"status": 503,
+            "headers": {"content-type": "application/json", "retry-after": "5"},
+            "body": '{"error":"service unavailable"}'}
+
+
+def route(**kw):
+    r = {"pool": "p"}
+    r.update(kw)
+    return r
+
+
+def server_of(r):
+    return r.header("x-upstream")
+
+
+# --------------------------------------------------------------------------------------------
+# The route's fallback block
+
+
+def test_configured_fallback_for_connect_error(lifeline):
+    lf = lifeline(pools={"p": pool(refused())}, routes=[route(fallback=FALLBACK)])
+    r = lf.fetch("GET", "/api/x", headers=[("X-Request-Id", "req-fb-1")])
+    assert r.status == 503, r
+    assert r.header("x-lifeline-fallback") == "connect_error", r.headers
+    assert r.header("content-type") == "application/json"
+    assert r.header("retry-after") == "5"
+    assert r.body == b'{"error":"service unavailable"}'
+    assert r.header("content-length") == str(len(r.body))
+    assert r.header("x-request-id") == "req-fb-1"
+
+
+def test_fallback_body_from_file(lifeline, tmp_path):
+    page = ("<html><body><h1>Down for maintenance</h1>\n" + "<p>line</p>\n" * 300 + "</body></html>\n").encode()
+    f = tmp_path / "sorry.html"
+    f.write_bytes(page)
+    lf = lifeline(pools={"p": pool(refused())},
+                  routes=[route(fallback={"status": 200, "headers": {"content-type": "text/html"},
+                                          "file": str(f)})])
+    r = lf.fetch("GET", "/")
+    assert r.status == 200, r
+    assert r.header("x-lifeline-fallback") == "connect_error"
+    assert r.header("content-type") == "text/html"
+    assert r.body == page, "fallback file body differs (%d bytes, want %d)" % (len(r.body), len(page))
+
+
+def _fault(kind, raw_upstream, hanging):
+    """(pool block, route timeouts) for one outcome."""
+    if kind == "connect_error":
+        return pool(refused()), None
+    if kind == "reset":
+        return pool(raw_upstream(reset_script())), None
+    if kind == "response_timeout":
+        return pool(raw_upstream(hang_script()), timeouts={"response": dur(t(0.15))}), None
+    if kind == "connect_timeout":
+        return pool(hanging.address, timeouts={"connect": dur(t(0.15))}), None
+    if kind == "deadline":
+        return pool(raw_upstream(hang_script()), timeouts={"response": "10s"}), {"total": dur(t(0.3))}
+    raise AssertionError(kind)
+
+
+KINDS = ["connect_error", "reset", "response_timeout", "connect_timeout", "deadline"]
+
+
+@pytest.fixture
+def maybe_hanging(request):
+    if "connect_timeout" in request.node.name:
+        return request.getfixturevalue("hanging_connect")
+    return None
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_configured_fallback_names_reason(lifeline, raw_upstream, maybe_hanging, kind):
+    p, timeouts = _fault(kind, raw_upstream, maybe_hanging)
+    rt = route(fallback={"status": 599, "body": "fallback for " + kind})
+    if timeouts:
+        rt["timeouts"] = timeouts
+    lf = lifeline(pools={"p": p}, routes=[rt])
+    r = lf.fetch("GET", "/x", timeout=t(8))
+    assert r.status == 599, r
+    assert r.header("x-lifeline-fallback") == kind, r.headers
+    assert r.body == ("fallback for " + kind).encode()
+
+
+BUILT_IN = {"connect_error": (502, 3), "reset": (502, 3), "response_timeout": (504, 3),
+            "connect_timeout": (504, 3), "deadline": (504, 1)}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_built_in_answer_names_reason_and_attempts(lifeline, raw_upstream, maybe_hanging, kind):
+    p, timeouts = _fault(kind, raw_upstream, maybe_hanging)
+    rt = route()
+    if timeouts:
+        rt["timeouts"] = timeouts
+    lf = lifeline(pools={"p": p}, routes=[rt])
+    r = lf.fetch("GET", "/x", timeout=t(8))
+    status, attempts = BUILT_IN[kind]
+    assert r.status == status, r
+    assert r.header("x-lifeline-fallback") == kind, r.headers
+    line = built_in_line(r)
+    assert kind in line, line
+    want = "after %d attempt%s" % (attempts, "" if attempts == 1 else "s")
+    assert want in line, "%r does not say %r" % (line, want)
+    assert r.header("content-length") == str(len(r.body))
+
+
+def test_built_in_answer_to_head_has_no_body_and_keeps_connection(lifeline):
+    lf = lifeline(pools={"p": pool(refused())})
+    with lf.conn() as c:
+        c.request("HEAD", "/x")
+        r = c.read_response(method="HEAD")
+        assert r.status == 502 and r.header("x-lifeline-fallback") == "connect_error", r
+        assert r.body == b""
+        c.request("GET", "/y")
+        r = c.read_response()
+        assert r.status == 502 and b"connect_error" in r.body, r
+        assert c.buf == b"", "bytes after the answers: %r" % c.buf
+
+
+def test_connection_stays_usable_after_fallback(lifeline, upstream):
+    good = upstream("good")
+    lf = lifeline(pools={"dead": pool(refused()), "live": pool(good)},
+                  routes=[{"match": {"path": "/dead/"}, "pool": "dead", "fallback": FALLBACK},
+                          {"pool": "live"}])
+    with lf.conn() as c:
+        for i in range(3):
+            c.request("GET", "/dead/%d" % i)
+            r = c.read_response()
+            assert r.status == 503 and r.header("x-lifeline-fallback") == "connect_error", r
+            c.request("GET", "/echo/%d" % i)
+            r = c.read_response()
+            assert r.status == 200 and server_of(r) == "good", r
+    assert len(good.requests) == 3
+
+
+def test_fallback_for_post_with_body_keeps_connection(lifeline):
+    lf = lifeline(pools={"p": pool(refused())}, routes=[route(fallback=FALLBACK)])
+    with lf.conn() as c:
+        for i in range(2):
+            c.request("POST", "/x/%d" % i, body=pattern_bytes(5000))
+            r = c.read_response()
+            assert r.status == 503 and r.header("x-lifeline-fallback") == "connect_error", r
+
+
+# --------------------------------------------------------------------------------------------
+# Listed statuses: pass-through without a fallback, the fallback with one
+
+
+def test_listed_503_passes_through_without_fallback(lifeline, raw_upstream):
+    bad = raw_upstream(status_script(503, headers=[("x-why", "overloaded")], body=b"upstream says no\n"),
+                       name="bad")
+    lf = lifeline(pools={"p": pool(bad)})
+    r = lf.fetch("GET", "/x")
+    assert r.status == 503, r
+    assert not r.has_header("x-lifeline-fallback"), r.headers
+    assert r.body == b"upstream says no\n" and r.header("x-why") == "overloaded" and server_of(r) == "bad"
+    assert len(bad.requests) == 3, "the listed 503 was not retried up to attempts"
+
+
+def test_listed_503_answered_by_fallback_when_configured(lifeline, raw_upstream):
+    bad = raw_upstream(status_script(503, body=b"upstream says no\n"), name="bad")
+    lf = lifeline(pools={"p": pool(bad)}, routes=[route(fallback=FALLBACK)])
+    r = lf.fetch("GET", "/x")
+    assert r.status == 503, r
+    assert r.header("x-lifeline-fallback") == "503", r.headers
+    assert r.body == b'{"error":"service unavailable"}'
+    assert not r.has_header("x-upstream"), "the upstream's headers leaked into the fallback"
+    assert len(bad.requests) == 3
+
+
+def test_listed_502_fallback_reason_is_status(lifeline, raw_upstream):
+    bad = raw_upstream(status_script(502), name="bad")
+    lf = lifeline(pools={"p": pool(bad)},
+                  routes=[route(retry={"attempts": 1}, fallback={"status": 200, "body": "cached"})])
+    r = lf.fetch("GET", "/x")
+    assert r.status == 200 and r.body == b"cached", r
+    assert r.header("x-lifeline-fallback") == "502"
+    assert len(bad.requests) == 1
+
+
+def test_retry_after_too_long_goes_to_fallback(lifeline, raw_upstream, upstream):
+    bad = raw_upstream(status_script(503, headers=[("Retry-After", "10")]), name="bad")
+    good = upstream("good")
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))},
+                  routes=[route(timeouts={"total": "2s"}, fallback=FALLBACK)])
+    start = time.monotonic()
+    r = lf.fetch("GET", "/x")
+    assert time.monotonic() - start < t(1)
+    assert r.status == 503 and r.header("x-lifeline-fallback") == "503", r
+    assert r.body == b'{"error":"service unavailable"}'
+    assert len(bad.requests) == 1 and len(good.requests) == 0
+
+
+def test_unlisted_500_passes_through_despite_fallback(lifeline, raw_upstream):
+    bad = raw_upstream(status_script(500, body=b"boom\n"), name="bad")
+    lf = lifeline(pools={"p": pool(bad)}, routes=[route(fallback=FALLBACK)])
+    r = lf.fetch("GET", "/x")
+    assert r.status == 500 and r.body == b"boom\n", r
+    assert not r.has_header("x-lifeline-fallback")
+    time.sleep(t(0.1))
+    assert len(bad.requests) == 1
+
+
+def test_unlisted_outcome_with_fallback(lifeline, raw_upstream):
+    """retry.on without reset: a reset is not retried, and the route's fallback answers it
+    (SPEC §3.7 speaks of outcomes listed in retry.on; an unlisted failure has no upstream answer to
+    pass through, so the route's fallback still answers it)."""
+    bad = raw_upstream(reset_script(), name="bad")
+    lf = lifeline(pools={"p": pool(bad)}, routes=[route(retry={"on": [503]}, fallback=FALLBACK)])
+    r = lf.fetch("GET", "/x")
+    assert r.status == 503 and r.header("x-lifeline-fallback") == "reset", r
+    assert r.body == b'{"error":"service unavailable"}'
+    time.sleep(t(0.1))
+    assert len(bad.requests) == 1
+
+
+# --------------------------------------------------------------------------------------------
+# After the head went downstream: never retried, the client sees a truncated response
+
+
+def _partial_chunks(data):
+    """Decodes the complete chunks in data; returns (payload, saw_last_chunk)."""
+    out, i = b"", 0
+    while True:
+        j = data.find(b"\r\n", i)
+        if j < 0:
+            return out, False
+        size = int(data[i:j].split(b";")[0], 16)
+        if size == 0:
+            return out, True
+        if len(data) < j + 2 + size + 2:
+            return out + data[j + 2:j + 2 + size], False
+        out += data[j + 2:j + 2 + size]
+        i = j + 2 + size + 2
+
+
+def _chunked_then_fail(how):
+    async def script(conn):
+        req = await conn.read_request()
+        if req is None:
+            return
+        await conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nx-upstream: half\r\n\r\n"
+                        b"6\r\nfirst-\r\n7\r\nsecond-\r\n")
+        await __import__("asyncio").sleep(0.1)
+        if how == "reset":
+            conn.reset()
+        else:
+            conn.close()
+    return script
+
+
+@pytest.mark.parametrize("how", ["reset", "close"])
+def test_chunked_response_failing_mid_body_is_truncated(lifeline, raw_upstream, upstream, how):
+    half = raw_upstream(_chunked_then_fail(how), name="half")
+    good = upstream("good")
+    lf = lifeline(pools={"p": pool((half, 10), (good, 1))})
+    with lf.conn() as c:
+        c.request("GET", "/stream")
+        _, status, _, headers, _ = c.read_head(timeout=t(2))
+        assert status == 200
+        hs = {k.lower(): v for k, v in headers}
+        assert "chunked" in hs.get("transfer-encoding", "").lower(), headers
+        rest = c.wait_closed(t(3))
+    payload, last = _partial_chunks(rest)
+    assert payload == b"first-second-", rest
+    assert not last, "the truncated response ended with the terminating chunk: %r" % rest
+    time.sleep(t(0.1))
+    assert len(half.requests) == 1 and len(good.requests) == 0, "retried after the head went downstream"
+
+
+def _length_then_fail(how):
+    async def script(conn):
+        req = await conn.read_request()
+        if req is None:
+            return
+        await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nx-upstream: half\r\n\r\n" + b"a" * 500)
+        await __import__("asyncio").sleep(0.1)
+        if how == "reset":
+            conn.reset()
+        else:
+            conn.close()
+    return script
+
+
+@pytest.mark.parametrize("how", ["reset", "close"])
+def test_content_length_response_failing_mid_body_is_short(lifeline, raw_upstream, upstream, how):
+    half = raw_upstream(_length_then_fail(how), name="half")
+    good = upstream("good")
+    lf = lifeline(pools={"p": pool((half, 10), (good, 1))})
+    with lf.conn() as c:
+        c.request("GET", "/stream")
+        _, status, _, headers, _ = c.read_head(timeout=t(2))
+        assert status == 200
+        hs = {k.lower(): v for k, v in headers}
+        rest = c.wait_closed(t(3))
+    if "chunked" in hs.get("transfer-encoding", "").lower():
+        payload, last = _partial_chunks(rest)
+        assert payload == b"a" * 500 and not last, rest[:200]
+    else:
+        assert hs.get("content-length") == "1000", headers
+        assert rest == b"a" * 500, "got %d bytes before EOF" % len(rest)
+    time.sleep(t(0.1))
+    assert len(half.requests) == 1 and len(good.requests) == 0
+
+
+def test_truncated_response_on_keepalive_connection_is_not_followed(lifeline, raw_upstream):
+    """A pipelined second request on the connection is not answered after a truncated first."""
+    half = raw_upstream(_length_then_fail("reset"), name="half")
+    lf = lifeline(pools={"p": pool(half)})
+    with Conn(lf.port) as c:
+        c.request("GET", "/one")
+        c.request("GET", "/two")
+        c.read_head(timeout=t(2))
+        rest = c.wait_closed(t(3))
+    assert rest == b"a" * 500, rest[:100]

@@ -1,0 +1,217 @@
+"""Hedged requests (route retry.hedge.after) and connect racing (pool connect_race), SPEC §2/§3.
+
+Hedging fakes share one counter between two servers: whichever server receives the request first
+is the slow one, the second arrival is fast, so the tests do not depend on the balancer's order."""
+
+import asyncio
+import time
+
+from conftest import dur, pattern_bytes, pool, sha, t
+from faults import hanging_connect, ok_script, reset_script, stamp  # noqa: F401
+
+
+def route(**kw):
+    r = {"pool": "p"}
+    r.update(kw)
+    return r
+
+
+def first_slow_pair(raw_upstream, first="hang", first_delay=None, second="ok"):
+    """Two raw upstreams sharing an arrival counter. The first request to arrive (on either) is
+    'slow': it hangs until lifeline closes it (first="hang", closing time recorded) or answers after
+    first_delay seconds (first="delay"). Later arrivals answer at once (second="ok") or reset."""
+    shared = {"n": 0, "eof": None, "order": []}
+
+    def make(name):
+        async def script(conn):
+            while True:
+                req = await conn.read_request()
+                if req is None:
+                    return
+                stamp(conn)
+                k = shared["n"]
+                shared["n"] += 1
+                shared["order"].append((name, req.target, time.monotonic()))
+                if k == 0 and first == "hang":
+                    closed = await conn.wait_eof(t(10))
+                    shared["eof"] = time.monotonic() if closed else False
+                    return
+                if k == 0:
+                    await asyncio.sleep(first_delay)
+                    await conn.respond(200, b"slow from " + name.encode(), headers=[("x-upstream", name)])
+                    continue
+                if second == "reset":
+                    conn.reset()
+                    return
+                await conn.respond(200, b"fast from " + name.encode(), headers=[("x-upstream", name)])
+        return script
+
+    a = raw_upstream(make("A"), name="A")
+    b = raw_upstream(make("B"), name="B")
+    return a, b, shared
+
+
+# --------------------------------------------------------------------------------------------
+# hedge
+
+
+def test_hedge_second_server_answers_first(lifeline, raw_upstream):
+    a, b, shared = first_slow_pair(raw_upstream)
+    after = t(0.1)
+    lf = lifeline(pools={"p": pool(a, b)}, routes=[route(retry={"hedge": {"after": dur(after)}})])
+    start = time.monotonic()
+    r = lf.fetch("GET", "/h", timeout=t(5))
+    elapsed = time.monotonic() - start
+    assert r.status == 200, r
+    assert len(a.requests) == 1 and len(b.requests) == 1, "both servers should have seen the request"
+    slow_name, fast_name = shared["order"][0][0], shared["order"][1][0]
+    assert slow_name != fast_name
+    assert r.body == b"fast from " + fast_name.encode() and not r.has_header("x-lifeline-fallback"), r
+    assert after - 0.02 <= elapsed <= after + t(0.3), "answered after %.3fs (hedge after %.3fs)" % (elapsed, after)
+    hedge_gap = shared["order"][1][2] - shared["order"][0][2]
+    assert hedge_gap >= after - 0.02, "hedge sent %.3fs after the first try" % hedge_gap
+    # the losing attempt is cancelled: its connection is closed
+    deadline = time.monotonic() + t(2)
+    while shared["eof"] is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert shared["eof"], "the slower attempt's connection was not closed"
+    assert shared["eof"] - start <= after + t(0.5)
+
+
+def test_no_hedge_when_first_answer_is_in_time(lifeline, raw_upstream):
+    a = raw_upstream(ok_script(b"a"), name="A")
+    b = raw_upstream(ok_script(b"b"), name="B")
+    lf = lifeline(pools={"p": pool(a, b)}, routes=[route(retry={"hedge": {"after": dur(t(0.3))}})])
+    for i in range(6):
+        assert lf.fetch("GET", "/x/%d" % i).status == 200
+    time.sleep(t(0.5))
+    assert len(a.requests) + len(b.requests) == 6, (len(a.requests), len(b.requests))
+
+
+def test_post_without_idempotency_key_is_not_hedged(lifeline, raw_upstream):
+    a, b, shared = first_slow_pair(raw_upstream, first="delay", first_delay=t(0.6))
+    lf = lifeline(pools={"p": pool(a, b)}, routes=[route(retry={"hedge": {"after": dur(t(0.1))}})])
+    start = time.monotonic()
+    r = lf.fetch("POST", "/p", body=b"once", timeout=t(5))
+    elapsed = time.monotonic() - start
+    assert r.status == 200 and r.body.startswith(b"slow from"), r
+    assert elapsed >= t(0.6) - 0.02
+    time.sleep(t(0.2))
+    assert shared["n"] == 1, "a POST was hedged: %r" % shared["order"]
+
+
+def test_post_with_idempotency_key_is_hedged(lifeline, raw_upstream):
+    a, b, shared = first_slow_pair(raw_upstream)
+    after = t(0.1)
+    lf = lifeline(pools={"p": pool(a, b)}, routes=[route(retry={"hedge": {"after": dur(after)}})])
+    body = pattern_bytes(5000)
+    start = time.monotonic()
+    r = lf.fetch("POST", "/p", body=body, headers=[("Idempotency-Key", "h-1")], timeout=t(5))
+    elapsed = time.monotonic() - start
+    assert r.status == 200 and r.body.startswith(b"fast from"), r
+    assert elapsed <= after + t(0.3)
+    assert shared["n"] == 2
+    for u in (a, b):
+        assert len(u.requests) == 1 and sha(u.requests[0].body) == sha(body)
+
+
+def test_hedge_failure_lets_first_attempt_answer(lifeline, raw_upstream):
+    """The hedge resets; the first attempt still runs and its (later) answer is used."""
+    a, b, shared = first_slow_pair(raw_upstream, first="delay", first_delay=t(0.5), second="reset")
+    lf = lifeline(pools={"p": pool(a, b)}, routes=[route(retry={"hedge": {"after": dur(t(0.1))}})])
+    start = time.monotonic()
+    r = lf.fetch("GET", "/x", timeout=t(5))
+    elapsed = time.monotonic() - start
+    assert r.status == 200 and r.body.startswith(b"slow from"), r
+    assert t(0.5) - 0.02 <= elapsed <= t(0.5) + t(0.4)
+    assert shared["n"] == 2, shared["order"]
+
+
+def test_hedge_goes_to_another_server_only(lifeline, raw_upstream):
+    """One server: there is no other server to hedge to, so the request is sent once."""
+    a, _, shared = first_slow_pair(raw_upstream, first="delay", first_delay=t(0.4))
+    lf = lifeline(pools={"p": pool(a)}, routes=[route(retry={"hedge": {"after": dur(t(0.1))}})])
+    r = lf.fetch("GET", "/x", timeout=t(5))
+    assert r.status == 200 and r.body == b"slow from A", r
+    time.sleep(t(0.2))
+    assert shared["n"] == 1, shared["order"]
+
+
+def test_hedge_disabled_by_default(lifeline, raw_upstream):
+    a, b, shared = first_slow_pair(raw_upstream, first="delay", first_delay=t(0.4))
+    lf = lifeline(pools={"p": pool(a, b)})
+    r = lf.fetch("GET", "/x", timeout=t(5))
+    assert r.status == 200 and r.body.startswith(b"slow from"), r
+    time.sleep(t(0.2))
+    assert shared["n"] == 1, shared["order"]
+
+
+# --------------------------------------------------------------------------------------------
+# connect_race
+
+
+def test_connect_race_beats_hanging_connect(lifeline, upstream, hanging_connect):
+    good = upstream("good")
+    race = t(0.05)
+    lf = lifeline(pools={"p": pool((hanging_connect.address, 10), (good, 1), connect_race=dur(race),
+                                   timeouts={"connect": "1s"})})
+    for i, method in enumerate(["GET", "POST", "GET", "PUT"]):
+        body = b"body-%d" % i if method != "GET" else b""
+        start = time.monotonic()
+        r = lf.fetch(method, "/echo/%d" % i, body=body, timeout=t(5))
+        elapsed = time.monotonic() - start
+        assert r.status == 200, "%s #%d: %r" % (method, i, r)
+        info = r.json()
+        assert info["server"] == "good" and info["method"] == method
+        assert info["body_sha256"] == sha(body)
+        assert elapsed <= race + t(0.3), "%s #%d took %.3fs: it waited for the connect timeout" % (
+            method, i, elapsed)
+        assert elapsed >= race - 0.02, "%s #%d answered in %.3fs: the hanging server was not tried first" % (
+            method, i, elapsed)
+    assert len(good.requests) == 4
+
+
+def test_connect_race_is_not_an_attempt(lifeline, upstream, hanging_connect):
+    """attempts: 1 forbids retries, not racing a connect (nothing was sent)."""
+    good = upstream("good")
+    lf = lifeline(pools={"p": pool((hanging_connect.address, 10), (good, 1), connect_race=dur(t(0.05)),
+                                   timeouts={"connect": "1s"})},
+                  routes=[route(retry={"attempts": 1})])
+    start = time.monotonic()
+    r = lf.fetch("POST", "/echo/x", body=b"z", timeout=t(5))
+    assert r.status == 200 and r.json()["server"] == "good", r
+    assert time.monotonic() - start <= t(0.05) + t(0.3)
+
+
+def test_without_connect_race_the_connect_timeout_is_paid(lifeline, upstream, hanging_connect):
+    """The control: the same pool without connect_race waits for the connect timeout, then retries."""
+    good = upstream("good")
+    ct = t(0.4)
+    lf = lifeline(pools={"p": pool((hanging_connect.address, 10), (good, 1), timeouts={"connect": dur(ct)})})
+    start = time.monotonic()
+    r = lf.fetch("GET", "/echo/x", timeout=t(5))
+    elapsed = time.monotonic() - start
+    assert r.status == 200 and r.json()["server"] == "good", r
+    assert elapsed >= ct - 0.03
+
+
+def test_connect_race_not_started_when_connect_is_fast(lifeline, raw_upstream):
+    a = raw_upstream(ok_script(b"a"), name="A")
+    b = raw_upstream(ok_script(b"b"), name="B")
+    lf = lifeline(pools={"p": pool((a, 10), (b, 1), connect_race=dur(t(0.05)))})
+    for i in range(3):
+        r = lf.fetch("GET", "/x/%d" % i)
+        assert r.status == 200 and r.body == b"a", r
+        time.sleep(t(0.1))
+    assert b.connections == 0, "a connect race started although the connect succeeded at once"
+
+
+def test_connect_race_loser_carries_nothing(lifeline, raw_upstream, hanging_connect):
+    """Both racers: the request is sent once, on the connection that won."""
+    good = raw_upstream(ok_script(b"won"), name="good")
+    lf = lifeline(pools={"p": pool((hanging_connect.address, 10), (good, 1), connect_race=dur(t(0.05)),
+                                   timeouts={"connect": "1s"})})
+    r = lf.fetch("POST", "/once", body=b"x", timeout=t(5))
+    assert r.status == 200 and r.body == b"won", r
+    time.sleep(t(0.2))
+    assert len(good.requests) == 1 and good.connections == 1

@@ -1,0 +1,186 @@
+"""SPEC §4 rejections: each malformed or oversized request gets its status, the connection is
+closed, and nothing reaches the upstream."""
+
+import time
+
+import pytest
+
+from conftest import Conn, build_request, chunked_body, pool, sha, t
+
+MAX_HEADER = 4096
+MAX_BODY = 1024
+
+
+@pytest.fixture
+def proxy(lifeline, upstream):
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)},
+                  limits={"max_header_bytes": "4KiB", "max_body_bytes": "1KiB"},
+                  routes=[{"match": {"path": "/big/"}, "pool": "p", "max_body_bytes": "8KiB"},
+                          {"match": {"path": "/tiny/"}, "pool": "p", "max_body_bytes": 16},
+                          {"pool": "p"}])
+    return lf, up
+
+
+def send_quietly(c, data):
+    try:
+        c.send(data)
+    except (BrokenPipeError, ConnectionResetError):
+        pass   # the proxy may answer and close before reading everything
+
+
+def expect_rejected(proxy, data, status, body_level=False):
+    """body_level: the head was valid and may already have been forwarded; the upstream must not
+    have received a complete request."""
+    lf, up = proxy
+    with Conn(lf.port) as c:
+        send_quietly(c, data)
+        r = c.read_response(timeout=t(3))
+        assert r.status == status, "expected %d, got %r" % (status, r)
+        c.wait_closed(t(2))
+    time.sleep(t(0.1))
+    if body_level:
+        assert up.completed == [], up.requests
+    else:
+        assert up.requests == [], "the upstream saw %r" % up.requests
+    # the proxy is still serving
+    r = lf.fetch("GET", "/echo/after")
+    assert r.status == 200, r
+    return r
+
+
+H = "POST /echo HTTP/1.1\r\nHost: test.local\r\n"
+
+CASES = [
+    ("cl_and_te", H + "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    ("te_and_cl", H + "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n", 400),
+    ("differing_cl_headers", H + "Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400),
+    ("differing_cl_list", H + "Content-Length: 5, 6\r\n\r\nhello!", 400),
+    ("negative_cl", H + "Content-Length: -1\r\n\r\n", 400),
+    ("non_numeric_cl", H + "Content-Length: 12abc\r\n\r\n", 400),
+    ("te_unknown_coding", H + "Transfer-Encoding: x-custom, chunked\r\n\r\n0\r\n\r\n", 501),
+    ("te_chunked_not_last", H + "Transfer-Encoding: chunked, x\r\n\r\n0\r\n\r\n", 400),
+    ("te_gzip_only", H + "Transfer-Encoding: gzip\r\n\r\n", 400),
+    ("obs_fold", "GET /echo HTTP/1.1\r\nHost: test.local\r\nX-A: a\r\n  folded\r\n\r\n", 400),
+    ("nul_in_header_value", "GET /echo HTTP/1.1\r\nHost: test.local\r\nX-A: a\x00b\r\n\r\n", 400),
+    ("cr_in_header_value", "GET /echo HTTP/1.1\r\nHost: test.local\r\nX-A: a\rb\r\n\r\n", 400),
+    ("missing_host_http11", "GET /echo HTTP/1.1\r\nX-A: b\r\n\r\n", 400),
+    ("space_before_colon_host", "GET /echo HTTP/1.1\r\nHost : test.local\r\n\r\n", 400),
+    ("space_before_colon_other", "GET /echo HTTP/1.1\r\nHost: test.local\r\nX-Foo : bar\r\n\r\n", 400),
+    ("garbage_request_line", "HELLO\r\n\r\n", 400),
+    ("http_2_0", "GET /echo HTTP/2.0\r\nHost: test.local\r\n\r\n", 505),
+    ("http_3_1", "GET /echo HTTP/3.1\r\nHost: test.local\r\n\r\n", 505),
+]
+
+
+@pytest.mark.parametrize("name, data, status", CASES, ids=[c[0] for c in CASES])
+def test_head_rejected(proxy, name, data, status):
+    expect_rejected(proxy, data.encode("latin-1"), status)
+
+
+def test_bad_chunk_size(proxy):
+    data = build_request("POST", "/echo", [("Transfer-Encoding", "chunked")]) + b"zz\r\nhello\r\n0\r\n\r\n"
+    expect_rejected(proxy, data, 400, body_level=True)
+
+
+def test_chunk_size_overflow(proxy):
+    data = (build_request("POST", "/echo", [("Transfer-Encoding", "chunked")])
+            + b"fffffffffffffffffffffff\r\nhello\r\n0\r\n\r\n")
+    expect_rejected(proxy, data, 400, body_level=True)
+
+
+def test_chunk_data_not_followed_by_crlf(proxy):
+    data = build_request("POST", "/echo", [("Transfer-Encoding", "chunked")]) + b"5\r\nhelloXX0\r\n\r\n"
+    expect_rejected(proxy, data, 400, body_level=True)
+
+
+def test_request_line_too_long_is_414(proxy):
+    target = "/echo/" + "a" * (MAX_HEADER + 100)
+    expect_rejected(proxy, build_request("GET", target), 414)
+
+
+def test_headers_too_big_is_431(proxy):
+    headers = [("X-Fill-%d" % i, "v" * 100) for i in range(45)]   # ~4.8 KB of headers
+    expect_rejected(proxy, build_request("GET", "/echo", headers), 431)
+
+
+def test_head_just_under_limit_is_served(proxy):
+    lf, up = proxy
+    headers = [("X-Fill-%d" % i, "v" * 100) for i in range(30)]   # ~3.3 KB
+    r = lf.fetch("GET", "/echo", headers=headers)
+    assert r.status == 200
+    assert len(up.requests) == 1
+
+
+def test_body_too_big_by_content_length_is_413(proxy):
+    # only the head is sent: the proxy must answer from Content-Length alone
+    data = build_request("POST", "/echo", [("Content-Length", str(MAX_BODY + 1))])
+    expect_rejected(proxy, data, 413)
+
+
+def test_body_too_big_chunked_is_413(proxy):
+    data = (build_request("POST", "/echo", [("Transfer-Encoding", "chunked")])
+            + chunked_body([b"a" * 600, b"b" * 600]))
+    expect_rejected(proxy, data, 413, body_level=True)
+
+
+def test_body_at_limit_is_served(proxy):
+    lf, up = proxy
+    r = lf.fetch("POST", "/echo", body=b"z" * MAX_BODY)
+    assert r.status == 200 and r.json()["body_len"] == MAX_BODY
+
+
+def test_route_max_body_override_larger(proxy):
+    lf, up = proxy
+    expect_rejected(proxy, build_request("POST", "/big/upload", body=b"q" * 9000), 413)
+    body = b"q" * 5000
+    r = lf.fetch("POST", "/big/upload", body=body)
+    assert r.status == 200 and r.json()["body_len"] == 5000, r
+
+
+def test_route_max_body_override_smaller(proxy):
+    lf, up = proxy
+    assert lf.fetch("POST", "/tiny/x", body=b"0123456789").status == 200
+    data = build_request("POST", "/tiny/x", [("Content-Length", "17")])
+    before = len(up.requests)
+    with Conn(lf.port) as c:
+        c.send(data)
+        r = c.read_response(timeout=t(3))
+        assert r.status == 413, r
+        c.wait_closed(t(2))
+    assert len(up.requests) == before
+
+
+def test_identical_duplicate_content_length_is_consistent(proxy):
+    """RFC 9112 §6.3 lets a recipient either reject identical duplicate Content-Length values or
+    treat them as one (SPEC §4 only requires rejecting differing ones). Either way: no desync."""
+    lf, up = proxy
+    data = (build_request("POST", "/echo", [("Content-Length", "5"), ("Content-Length", "5")]) + b"hello"
+            + build_request("GET", "/echo/next"))
+    with Conn(lf.port) as c:
+        c.send(data)
+        r = c.read_response()
+        if r.status == 200:
+            assert r.json()["body_len"] == 5 and r.json()["body_sha256"] == sha(b"hello")
+            r2 = c.read_response()
+            assert r2.status == 200 and r2.json()["target"] == "/echo/next"
+        else:
+            assert r.status == 400, r
+            c.wait_closed(t(2))
+            assert up.requests == []
+
+
+def test_smuggling_attempt_does_not_reach_upstream(proxy):
+    """CL.TE: a proxy honouring Content-Length would forward `G...` as a second request."""
+    lf, up = proxy
+    smuggled = b"0\r\n\r\nGET /echo/smuggled HTTP/1.1\r\nHost: test.local\r\n\r\n"
+    data = (b"POST /echo HTTP/1.1\r\nHost: test.local\r\nContent-Length: %d\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" % len(smuggled)) + smuggled
+    with Conn(lf.port) as c:
+        send_quietly(c, data)
+        r = c.read_response(timeout=t(3))
+        assert r.status == 400
+        c.wait_closed(t(2))
+    time.sleep(t(0.1))
+    assert all("smuggled" not in rec.target for rec in up.requests), up.requests
+    assert up.requests == []

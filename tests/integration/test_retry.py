@@ -1,0 +1,639 @@
+"""Retries (SPEC §3.3-§3.6): which outcomes are retried, when replaying is safe, on which server,
+after which delay, within which budget and deadline.
+
+Pools put the failing server first with a heavy weight ((A, 10), (B, 1)): smooth weighted round robin
+then picks A first, and a retry that did not prefer an untried server would go back to A."""
+
+import threading
+import time
+
+from conftest import Conn, dur, pattern_bytes, pool, sha, t
+from faults import (built_in_line, close_script, gaps, hang_script, hanging_connect, ok_script,  # noqa: F401
+                    refused, reset_script, status_script)
+
+
+def route(**kw):
+    r = {"pool": "p"}
+    r.update(kw)
+    return r
+
+
+def server_of(r):
+    return r.header("x-upstream")
+
+
+# --------------------------------------------------------------------------------------------
+# Outcomes that never reached the upstream: retried for every method
+
+
+def test_refused_first_server_retried_on_second(lifeline, upstream):
+    good = upstream("good")
+    lf = lifeline(pools={"p": pool((refused(), 10), (good, 1))})
+    for i in range(5):
+        start = time.monotonic()
+        r = lf.fetch("GET", "/echo/%d" % i)
+        assert r.status == 200, "request %d: %r" % (i, r)
+        assert server_of(r) == "good" and not r.has_header("x-lifeline-fallback"), r.headers
+        assert time.monotonic() - start < t(1)
+    assert len(good.requests) == 5, good.requests
+
+
+def test_post_to_refused_server_is_retried(lifeline, upstream):
+    good = upstream("good")
+    lf = lifeline(pools={"p": pool((refused(), 10), (good, 1))})
+    body = pattern_bytes(3000)
+    for i in range(3):
+        r = lf.fetch("POST", "/echo/post/%d" % i, body=body)
+        assert r.status == 200, "request %d: %r" % (i, r)
+        info = r.json()
+        assert info["server"] == "good" and info["method"] == "POST"
+        assert info["body_len"] == len(body) and info["body_sha256"] == sha(body)
+    assert len(good.requests) == 3
+
+
+def test_post_after_connect_timeout_is_retried(lifeline, upstream, hanging_connect):
+    good = upstream("good")
+    ct = t(0.3)
+    lf = lifeline(pools={"p": pool((hanging_connect.address, 10), (good, 1),
+                                   timeouts={"connect": dur(ct)})})
+    start = time.monotonic()
+    r = lf.fetch("POST", "/echo/ct", body=b"payload", timeout=t(5))
+    elapsed = time.monotonic() - start
+    assert r.status == 200 and server_of(r) == "good", r
+    assert r.json()["body_sha256"] == sha(b"payload")
+    assert ct - 0.03 <= elapsed <= ct + t(0.7), "200 after %.3fs (connect timeout %.3fs)" % (elapsed, ct)
+    assert len(good.requests) == 1
+
+
+# --------------------------------------------------------------------------------------------
+# Outcomes after the request was sent: only idempotent requests (method or Idempotency-Key)
+
+
+def test_post_reset_after_read_is_not_retried(lifeline, raw_upstream, upstream):
+    bad = raw_upstream(reset_script(), name="bad")
+    good = upstream("good")
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))})
+    r = lf.fetch("POST", "/submit", body=b"order=1")
+    assert r.status == 502, r
+    assert r.header("x-lifeline-fallback") == "reset", r.headers
+    line = built_in_line(r)
+    assert "reset" in line and "after 1 attempt" in line and "attempts" not in line, line
+    assert len(bad.requests) == 1 and bad.requests[0].body == b"order=1", bad.requests
+    assert len(good.requests) == 0, "a POST that reached the upstream was replayed: %r" % good.requests
+
+
+def test_post_reset_single_server_not_replayed(lifeline, raw_upstream):
+    """With one server, a retry would go back to it: its counter shows any replay."""
+    bad = raw_upstream(reset_script(), name="bad")
+    lf = lifeline(pools={"p": pool(bad)})
+    r = lf.fetch("POST", "/submit", body=b"x")
+    assert r.status == 502 and r.header("x-lifeline-fallback") == "reset", r
+    time.sleep(t(0.2))
+    assert len(bad.requests) == 1, "POST replayed %d times" % (len(bad.requests) - 1)
+
+
+def test_post_with_idempotency_key_is_retried(lifeline, raw_upstream, upstream):
+    bad = raw_upstream(reset_script(), name="bad")
+    good = upstream("good")
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))})
+    r = lf.fetch("POST", "/echo/pay", body=b"amount=5", headers=[("Idempotency-Key", "k-123")])
+    assert r.status == 200, r
+    info = r.json()
+    assert info["server"] == "good" and info["body_sha256"] == sha(b"amount=5")
+    assert ["k-123"] == [v for k, v in info["headers"] if k.lower() == "idempotency-key"]
+    assert len(bad.requests) == 1 and len(good.requests) == 1
+
+
+def test_patch_not_in_methods_is_not_retried_but_put_is(lifeline, raw_upstream, upstream):
+    bad = raw_upstream(reset_script(), name="bad")
+    good = upstream("good")
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))})
+    r = lf.fetch("PATCH", "/echo/x", body=b"p")
+    assert r.status == 502 and r.header("x-lifeline-fallback") == "reset", r
+    assert len(good.requests) == 0
+    r = lf.fetch("PUT", "/echo/x", body=b"p")
+    assert r.status == 200 and server_of(r) == "good", r
+    assert len(bad.requests) == 2 and len(good.requests) == 1
+
+
+def test_custom_methods_list(lifeline, raw_upstream, upstream):
+    bad = raw_upstream(reset_script(), name="bad")
+    good = upstream("good")
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))},
+                  routes=[route(retry={"methods": ["POST"]})])
+    r = lf.fetch("POST", "/echo/x", body=b"p")
+    assert r.status == 200 and server_of(r) == "good", r
+    r = lf.fetch("GET", "/echo/x")
+    assert r.status == 502 and r.header("x-lifeline-fallback") == "reset", r
+    assert len(good.requests) == 1
+
+
+def test_get_reset_is_retried_on_a_different_server(lifeline, raw_upstream, upstream):
+    bad = raw_upstream(reset_script(), name="bad")
+    good = upstream("good")
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))},
+                  routes=[route(retry={"attempts": 2})])
+    for i in range(4):
+        r = lf.fetch("GET", "/echo/%d" % i)
+        assert r.status == 200 and server_of(r) == "good", "request %d: %r" % (i, r)
+        assert len(bad.requests) == i + 1, "request %d tried the resetting server %d times" % (
+            i, len(bad.requests) - i)
+    assert len(good.requests) == 4
+
+
+def test_close_before_head_is_reset_and_retried(lifeline, raw_upstream, upstream):
+    bad = raw_upstream(close_script(), name="bad")
+    good = upstream("good")
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))})
+    r = lf.fetch("GET", "/echo/fin")
+    assert r.status == 200 and server_of(r) == "good", r
+    assert len(bad.requests) == 1 and len(good.requests) == 1
+
+
+# --------------------------------------------------------------------------------------------
+# attempts
+
+
+def test_attempts_1_never_retries(lifeline, raw_upstream, upstream):
+    bad = raw_upstream(reset_script(), name="bad")
+    good = upstream("good")
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))}, routes=[route(retry={"attempts": 1})])
+    r = lf.fetch("GET", "/x")
+    assert r.status == 502 and r.header("x-lifeline-fallback") == "reset", r
+    assert "after 1 attempt" in built_in_line(r)
+    assert len(bad.requests) == 1 and len(good.requests) == 0
+
+
+def test_three_attempts_on_three_different_servers(lifeline, raw_upstream):
+    ups = [raw_upstream(reset_script(), name="r%d" % i) for i in range(4)]
+    lf = lifeline(pools={"p": pool(*ups)})
+    r = lf.fetch("GET", "/x")
+    assert r.status == 502, r
+    assert r.header("x-lifeline-fallback") == "reset", r.headers
+    line = built_in_line(r)
+    assert "reset" in line and "after 3 attempts" in line, line
+    time.sleep(t(0.2))
+    hits = [len(u.requests) for u in ups]
+    assert sum(hits) == 3, "attempts 3 made %d attempts: %r" % (sum(hits), hits)
+    assert max(hits) == 1, "a server was tried twice while another was untried: %r" % hits
+
+
+def test_attempts_5_on_two_servers(lifeline, raw_upstream):
+    a, b = raw_upstream(reset_script(), name="a"), raw_upstream(reset_script(), name="b")
+    lf = lifeline(pools={"p": pool(a, b)}, routes=[route(retry={"attempts": 5})])
+    r = lf.fetch("GET", "/x")
+    assert r.status == 502 and "after 5 attempts" in built_in_line(r), r
+    time.sleep(t(0.2))
+    assert len(a.requests) + len(b.requests) == 5, (len(a.requests), len(b.requests))
+    assert len(a.requests) >= 2 and len(b.requests) >= 2
+
+
+# --------------------------------------------------------------------------------------------
+# Statuses, Retry-After
+
+
+def test_503_then_200_on_another_server(lifeline, raw_upstream, upstream):
+    bad = raw_upstream(status_script(503), name="bad")
+    good = upstream("good")
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))})
+    r = lf.fetch("GET", "/echo/x")
+    assert r.status == 200 and server_of(r) == "good", r
+    assert len(bad.requests) == 1 and len(good.requests) == 1
+
+
+def test_502_and_504_statuses_are_retried(lifeline, raw_upstream, upstream):
+    b502 = raw_upstream(status_script(502), name="b502")
+    b504 = raw_upstream(status_script(504), name="b504")
+    good = upstream("good")
+    lf = lifeline(pools={"p": pool((b502, 20), (b504, 10), (good, 1))})
+    r = lf.fetch("GET", "/echo/x")
+    assert r.status == 200 and server_of(r) == "good", r
+    assert len(b502.requests) == 1 and len(b504.requests) == 1 and len(good.requests) == 1
+
+
+def test_500_is_never_retried(lifeline, raw_upstream, upstream):
+    bad = raw_upstream(status_script(500), name="bad")
+    good = upstream("good")
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))})
+    r = lf.fetch("GET", "/echo/x")
+    assert r.status == 500 and server_of(r) == "bad", r
+    assert r.body == b"status 500 from bad\n"
+    assert not r.has_header("x-lifeline-fallback"), r.headers
+    assert len(good.requests) == 0
+
+
+def test_500_single_server_hit_once(lifeline, raw_upstream):
+    bad = raw_upstream(status_script(500), name="bad")
+    lf = lifeline(pools={"p": pool(bad)})
+    r = lf.fetch("GET", "/x")
+    assert r.status == 500
+    time.sleep(t(0.2))
+    assert len(bad.requests) == 1
+
+
+def test_503_retried_up_to_attempts_on_single_server_then_passed_through(lifeline, raw_upstream):
+    bad = raw_upstream(status_script(503, body=b"busy\n"), name="bad")
+    lf = lifeline(pools={"p": pool(bad)})
+    r = lf.fetch("GET", "/x")
+    assert r.status == 503 and r.body == b"busy\n" and server_of(r) == "bad", r
+    assert not r.has_header("x-lifeline-fallback"), r.headers
+    assert len(bad.requests) == 3
+
+
+def test_retry_after_1_delays_the_retry(lifeline, raw_upstream, upstream):
+    bad = raw_upstream(status_script(503, headers=[("Retry-After", "1")]), name="bad")
+    good = raw_upstream(ok_script(b"fine"), name="good")
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))},
+                  routes=[route(timeouts={"total": "5s"})])
+    start = time.monotonic()
+    r = lf.fetch("GET", "/x", timeout=t(5) + 2)
+    elapsed = time.monotonic() - start
+    assert r.status == 200 and r.body == b"fine", r
+    gap = good.state["times"][0] - bad.state["times"][0]
+    assert 0.95 <= gap <= 1 + t(0.5), "retry %.3fs after a Retry-After: 1" % gap
+    assert elapsed >= 0.95
+
+
+def test_retry_after_0_retries_at_once(lifeline, raw_upstream):
+    bad = raw_upstream(status_script(503, headers=[("Retry-After", "0")]), name="bad")
+    good = raw_upstream(ok_script(b"fine"), name="good")
+    # with a 2s backoff base the normal jitter would very likely wait longer than 0.3s
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))},
+                  routes=[route(retry={"backoff": {"base": "2s", "max": "2s"}})])
+    for i in range(3):
+        r = lf.fetch("GET", "/x/%d" % i)
+        assert r.status == 200 and r.body == b"fine", r
+    d = [g - b for g, b in zip(good.state["times"], bad.state["times"])]
+    assert all(0 <= x <= t(0.3) for x in d), "Retry-After: 0 retried after %r" % d
+
+
+def test_retry_after_longer_than_deadline_passes_503_through(lifeline, raw_upstream, upstream):
+    bad = raw_upstream(status_script(503, headers=[("Retry-After", "10")], body=b"later\n"), name="bad")
+    good = upstream("good")
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))}, routes=[route(timeouts={"total": "2s"})])
+    start = time.monotonic()
+    r = lf.fetch("GET", "/x")
+    elapsed = time.monotonic() - start
+    assert r.status == 503 and server_of(r) == "bad" and r.body == b"later\n", r
+    assert r.header("retry-after") == "10"
+    assert not r.has_header("x-lifeline-fallback"), r.headers
+    assert elapsed < t(1), "waited %.3fs instead of passing the 503 through" % elapsed
+    time.sleep(t(0.2))
+    assert len(bad.requests) == 1 and len(good.requests) == 0
+
+
+def test_429_not_listed_by_default_passes_through(lifeline, raw_upstream, upstream):
+    bad = raw_upstream(status_script(429, headers=[("Retry-After", "0")]), name="bad")
+    good = upstream("good")
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))})
+    r = lf.fetch("GET", "/x")
+    assert r.status == 429 and server_of(r) == "bad", r
+    assert len(good.requests) == 0
+
+
+def test_429_listed_honours_retry_after(lifeline, raw_upstream):
+    bad = raw_upstream(status_script(429, headers=[("Retry-After", "1")]), name="bad")
+    good = raw_upstream(ok_script(b"fine"), name="good")
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))},
+                  routes=[route(retry={"on": [429]}, timeouts={"total": "5s"})])
+    r = lf.fetch("GET", "/x", timeout=t(5) + 2)
+    assert r.status == 200 and r.body == b"fine", r
+    gap = good.state["times"][0] - bad.state["times"][0]
+    assert 0.95 <= gap <= 1 + t(0.5), gap
+
+
+def test_retry_on_list_narrowed(lifeline, raw_upstream, upstream):
+    """retry.on without reset: a reset is not retried (and answered with the built-in 502)."""
+    bad = raw_upstream(reset_script(), name="bad")
+    good = upstream("good")
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))}, routes=[route(retry={"on": [503]})])
+    r = lf.fetch("GET", "/x")
+    assert r.status == 502 and r.header("x-lifeline-fallback") == "reset", r
+    assert len(good.requests) == 0
+
+
+# --------------------------------------------------------------------------------------------
+# Backoff
+
+
+def test_backoff_full_jitter_bounds(lifeline, raw_upstream):
+    ups = [raw_upstream(reset_script(), name="r%d" % i) for i in range(3)]
+    base = 0.1
+    lf = lifeline(pools={"p": pool(*ups)},
+                  routes=[route(retry={"backoff": {"base": "100ms", "max": "100ms"}})])
+    n = 6
+    for i in range(n):
+        r = lf.fetch("GET", "/x/%d" % i)
+        assert r.status == 502 and "after 3 attempts" in built_in_line(r), r
+    time.sleep(t(0.2))
+    times = sorted(x for u in ups for x in u.state.get("times", []))
+    assert len(times) == 3 * n, len(times)
+    all_gaps = []
+    for i in range(n):
+        all_gaps += gaps(times[3 * i:3 * i + 3])
+    assert all(0 <= g <= base + t(0.08) for g in all_gaps), ["%.3f" % g for g in all_gaps]
+    mean = sum(all_gaps) / len(all_gaps)
+    assert mean >= 0.015, "no backoff between attempts (mean gap %.4fs)" % mean
+
+
+def test_backoff_grows_exponentially_up_to_max(lifeline, raw_upstream):
+    """base 40ms max 1s, attempts 4: delays drawn from [0,40], [0,80], [0,160] ms."""
+    ups = [raw_upstream(reset_script(), name="r%d" % i) for i in range(4)]
+    lf = lifeline(pools={"p": pool(*ups)},
+                  routes=[route(retry={"attempts": 4, "backoff": {"base": "40ms", "max": "1s"}})])
+    n = 8
+    for i in range(n):
+        r = lf.fetch("GET", "/x/%d" % i)
+        assert r.status == 502 and "after 4 attempts" in built_in_line(r), r
+    time.sleep(t(0.2))
+    times = sorted(x for u in ups for x in u.state.get("times", []))
+    assert len(times) == 4 * n
+    per_retry = [[], [], []]
+    for i in range(n):
+        for k, g in enumerate(gaps(times[4 * i:4 * i + 4])):
+            per_retry[k].append(g)
+    caps = [0.04, 0.08, 0.16]
+    for k in range(3):
+        assert max(per_retry[k]) <= caps[k] + t(0.06), (k, per_retry[k])
+    assert max(per_retry[2]) > 0.04 + 0.005, "third retry never waited longer than base: %r" % per_retry[2]
+
+
+# --------------------------------------------------------------------------------------------
+# Budget
+
+
+def test_budget_zero_denies_retries(lifeline, upstream):
+    """ratio 0, min_retries 0: no retry is ever allowed. A refused connect (listed, and safe for any
+    request) is answered with the built-in 503 naming the budget (SPEC §3.7)."""
+    good = upstream("good")
+    lf = lifeline(pools={"p": pool((refused(), 10), (good, 1))},
+                  routes=[route(retry={"budget": {"ratio": 0, "min_retries": 0}})])
+    r = lf.fetch("GET", "/x")
+    assert len(good.requests) == 0, "the budget allowed a retry"
+    assert r.status == 503, r
+    assert r.header("x-lifeline-fallback") == "budget", r.headers
+    line = built_in_line(r)
+    assert "budget" in line and "after 1 attempt" in line, line
+
+
+def test_budget_counts_retries_in_flight(lifeline, raw_upstream):
+    """min_retries 1, ratio 0: one retry may wait at a time. Request 1 waits 1s (Retry-After) for its
+    retry; request 2 meanwhile gets the same 503 and may not retry: the 503 passes through."""
+    bad = raw_upstream(status_script(503, headers=[("Retry-After", "1")]), name="bad")
+    good = raw_upstream(ok_script(b"fine"), name="good")
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))},
+                  routes=[route(retry={"budget": {"ratio": 0, "min_retries": 1}},
+                                timeouts={"total": "5s"})])
+    with Conn(lf.port, timeout=t(5) + 2) as c1, Conn(lf.port, timeout=t(5) + 2) as c2:
+        c1.request("GET", "/first")
+        time.sleep(t(0.2))
+        assert len(bad.requests) == 1
+        c2.request("GET", "/second")
+        r2 = c2.read_response(timeout=t(2))
+        assert r2.status == 503 and server_of(r2) == "bad" and not r2.has_header("x-lifeline-fallback"), r2
+        assert [q.target for q in good.requests] == [], "the second request was retried beside the first"
+        r1 = c1.read_response(timeout=t(5) + 2)
+        assert r1.status == 200 and r1.body == b"fine", r1
+    assert [q.target for q in good.requests] == ["/first"]
+    # the retry left: the budget is free again
+    r3 = lf.fetch("GET", "/third", timeout=t(5) + 2)
+    assert r3.status == 200 and r3.body == b"fine", r3
+
+
+# --------------------------------------------------------------------------------------------
+# Timeouts and the deadline
+
+
+def test_response_timeout_then_retry_to_fast_server(lifeline, raw_upstream, upstream):
+    slow = raw_upstream(hang_script(), name="slow")
+    good = upstream("good")
+    rt = t(0.3)
+    lf = lifeline(pools={"p": pool((slow, 10), (good, 1), timeouts={"response": dur(rt)})})
+    start = time.monotonic()
+    r = lf.fetch("GET", "/echo/x", timeout=t(5))
+    elapsed = time.monotonic() - start
+    assert r.status == 200 and server_of(r) == "good", r
+    assert rt - 0.03 <= elapsed <= rt + t(0.7), "answered after %.3fs (response timeout %.3fs)" % (elapsed, rt)
+    assert len(slow.requests) == 1 and len(good.requests) == 1
+    # the timed-out attempt's connection is closed, not pooled
+    deadline = time.monotonic() + t(2)
+    while not slow.state.get("eofs") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert slow.state.get("eofs") and slow.state["eofs"][0] is not None
+
+
+def test_deadline_when_every_server_hangs(lifeline, raw_upstream):
+    ups = [raw_upstream(hang_script(), name="h%d" % i) for i in range(3)]
+    total = t(0.5)
+    lf = lifeline(pools={"p": pool(*ups, timeouts={"response": "10s"})},
+                  routes=[route(timeouts={"total": dur(total)})])
+    start = time.monotonic()
+    r = lf.fetch("GET", "/x", timeout=t(5))
+    elapsed = time.monotonic() - start
+    assert r.status == 504, r
+    assert r.header("x-lifeline-fallback") == "deadline", r.headers
+    assert "deadline" in built_in_line(r)
+    assert total - 0.03 <= elapsed <= total + t(0.7), "504 after %.3fs (total %.3fs)" % (elapsed, total)
+    assert sum(len(u.requests) for u in ups) == 1
+
+
+def test_deadline_covers_retries_and_backoffs(lifeline, raw_upstream):
+    ups = [raw_upstream(hang_script(), name="h%d" % i) for i in range(3)]
+    total = t(0.5)
+    lf = lifeline(pools={"p": pool(*ups, timeouts={"response": dur(t(0.2))})},
+                  routes=[route(timeouts={"total": dur(total)})])
+    start = time.monotonic()
+    r = lf.fetch("GET", "/x", timeout=t(5))
+    elapsed = time.monotonic() - start
+    assert r.status == 504, r
+    assert r.header("x-lifeline-fallback") in ("deadline", "response_timeout"), r.headers
+    assert elapsed <= total + t(0.7), "504 after %.3fs (total %.3fs)" % (elapsed, total)
+    hits = [len(u.requests) for u in ups]
+    assert sum(hits) >= 2 and max(hits) == 1, hits
+
+
+def test_deadline_clamps_connect_timer(lifeline, hanging_connect):
+    total = t(0.4)
+    lf = lifeline(pools={"p": pool(hanging_connect.address, timeouts={"connect": "10s"})},
+                  routes=[route(timeouts={"total": dur(total)})])
+    start = time.monotonic()
+    r = lf.fetch("GET", "/x", timeout=t(5))
+    elapsed = time.monotonic() - start
+    assert r.status == 504 and r.header("x-lifeline-fallback") == "deadline", r
+    assert total - 0.03 <= elapsed <= total + t(0.7), elapsed
+
+
+def test_connect_timeout_then_retry(lifeline, upstream, hanging_connect):
+    good = upstream("good")
+    ct = t(0.3)
+    lf = lifeline(pools={"p": pool((hanging_connect.address, 10), (good, 1),
+                                   timeouts={"connect": dur(ct)})})
+    start = time.monotonic()
+    r = lf.fetch("GET", "/echo/x", timeout=t(5))
+    elapsed = time.monotonic() - start
+    assert r.status == 200 and server_of(r) == "good", r
+    assert ct - 0.03 <= elapsed <= ct + t(0.7)
+
+
+# --------------------------------------------------------------------------------------------
+# Request bodies: replayed whole, or not at all
+
+
+def test_body_replayed_intact_after_reset(lifeline, raw_upstream, upstream):
+    bad = raw_upstream(reset_script(), name="bad")
+    good = upstream("good")
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))})
+    body = pattern_bytes(10 * 1024)
+    r = lf.fetch("POST", "/echo/upload", body=body, headers=[("Idempotency-Key", "up-1")])
+    assert r.status == 200, r
+    info = r.json()
+    assert info["server"] == "good"
+    assert info["body_len"] == len(body) and info["body_sha256"] == sha(body)
+    assert len(bad.requests) == 1 and sha(bad.requests[0].body) == sha(body)
+
+
+def test_chunked_body_replayed_intact_after_reset(lifeline, raw_upstream, upstream):
+    from conftest import chunked_body
+    bad = raw_upstream(reset_script(), name="bad")
+    good = upstream("good")
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))})
+    data = pattern_bytes(20000)
+    pieces = [data[:7], data[7:5000], data[5000:5001], data[5001:]]
+    with Conn(lf.port) as c:
+        c.request("PUT", "/echo/chunked", headers=[("Transfer-Encoding", "chunked")],
+                  body=chunked_body(pieces))
+        r = c.read_response()
+    assert r.status == 200, r
+    info = r.json()
+    assert info["server"] == "good" and info["body_len"] == len(data) and info["body_sha256"] == sha(data)
+    assert len(bad.requests) == 1 and bad.requests[0].body == data
+
+
+def test_body_larger_than_buffer_body_not_retried(lifeline, raw_upstream, upstream):
+    bad = raw_upstream(reset_script(), name="bad")
+    good = upstream("good")
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))},
+                  routes=[route(retry={"buffer_body": "1KiB"})])
+    body = pattern_bytes(100 * 1024)
+    r = lf.fetch("POST", "/echo/big", body=body, headers=[("Idempotency-Key", "big-1")])
+    assert r.status == 502 and r.header("x-lifeline-fallback") == "reset", r
+    assert len(bad.requests) == 1 and sha(bad.requests[0].body) == sha(body)
+    assert len(good.requests) == 0, "a body larger than buffer_body was replayed"
+
+
+def test_small_body_over_buffer_body_not_retried(lifeline, raw_upstream, upstream):
+    """SPEC §2: buffer_body — request bodies up to this are kept for replay. A 4 KiB body with
+    buffer_body 1KiB is over it, so it is not replayed (even though it would fit in memory)."""
+    bad = raw_upstream(reset_script(), name="bad")
+    good = upstream("good")
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))},
+                  routes=[route(retry={"buffer_body": "1KiB"})])
+    body = pattern_bytes(4096)
+    r = lf.fetch("PUT", "/echo/mid", body=body)
+    assert len(good.requests) == 0, "a 4 KiB body was replayed with buffer_body: 1KiB"
+    assert r.status == 502 and r.header("x-lifeline-fallback") == "reset", r
+
+
+def test_body_within_buffer_body_is_retried(lifeline, raw_upstream, upstream):
+    bad = raw_upstream(reset_script(), name="bad")
+    good = upstream("good")
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))},
+                  routes=[route(retry={"buffer_body": "1KiB"})])
+    body = pattern_bytes(1000)
+    r = lf.fetch("PUT", "/echo/small", body=body)
+    assert r.status == 200 and r.json()["body_sha256"] == sha(body), r
+
+
+# --------------------------------------------------------------------------------------------
+# A pooled connection the server closed: one fresh retry, not counted as an attempt
+
+
+def _second_request_closes(conn_limit=None):
+    """Answers the first request of the first connection; closes on any other request (after
+    reading it, without a byte), except that connections after `conn_limit` answer."""
+    async def script(conn):
+        n = 0
+        while True:
+            req = await conn.read_request()
+            if req is None:
+                return
+            n += 1
+            if n == 1 and (conn.index == 1 or (conn_limit is not None and conn.index > conn_limit)):
+                await conn.respond(200, b"conn-%d" % conn.index)
+                continue
+            conn.close()
+            return
+    return script
+
+
+def test_reused_connection_closed_is_retried_on_fresh_one(lifeline, raw_upstream):
+    up = raw_upstream(_second_request_closes(conn_limit=1))
+    lf = lifeline(pools={"p": pool(up)}, routes=[route(retry={"attempts": 1})])
+    with lf.conn() as c:
+        c.request("GET", "/one")
+        r = c.read_response()
+        assert r.status == 200 and r.body == b"conn-1", r
+        time.sleep(t(0.1))
+        c.request("GET", "/two")
+        r = c.read_response()
+        assert r.status == 200 and r.body == b"conn-2", r
+    assert [q.target for q in up.requests] == ["/one", "/two", "/two"]
+    assert up.connections == 2
+
+
+def test_reused_connection_fresh_retry_only_once(lifeline, raw_upstream):
+    up = raw_upstream(_second_request_closes(conn_limit=None))
+    lf = lifeline(pools={"p": pool(up)}, routes=[route(retry={"attempts": 1})])
+    with lf.conn() as c:
+        c.request("GET", "/one")
+        assert c.read_response().status == 200
+        time.sleep(t(0.1))
+        c.request("GET", "/two")
+        r = c.read_response()
+    assert r.status == 502 and r.header("x-lifeline-fallback") == "reset", r
+    time.sleep(t(0.2))
+    assert [q.target for q in up.requests] == ["/one", "/two", "/two"]
+    assert up.connections == 2
+
+
+def test_reused_connection_closed_post_not_replayed(lifeline, raw_upstream):
+    up = raw_upstream(_second_request_closes(conn_limit=1))
+    lf = lifeline(pools={"p": pool(up)}, routes=[route(retry={"attempts": 1})])
+    with lf.conn() as c:
+        c.request("GET", "/one")
+        assert c.read_response().status == 200
+        time.sleep(t(0.1))
+        c.request("POST", "/two", body=b"once")
+        r = c.read_response()
+    assert r.status == 502 and r.header("x-lifeline-fallback") == "reset", r
+    time.sleep(t(0.2))
+    assert [q.target for q in up.requests] == ["/one", "/two"], up.requests
+    assert up.connections == 1
+
+
+# --------------------------------------------------------------------------------------------
+# Concurrency: many requests retried at once keep their own state
+
+
+def test_concurrent_requests_each_retried(lifeline, raw_upstream, upstream):
+    bad = raw_upstream(reset_script(), name="bad")
+    good = upstream("good")
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))},
+                  routes=[route(retry={"budget": {"ratio": 1, "min_retries": 100}})])
+    results = [None] * 20
+
+    def one(i):
+        try:
+            body = pattern_bytes(100 + i)
+            r = lf.fetch("PUT", "/echo/%d" % i, body=body, timeout=t(5))
+            results[i] = (r.status, r.json()["body_sha256"] == sha(body) if r.status == 200 else r)
+        except Exception as e:  # reported below
+            results[i] = e
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(20)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(t(10))
+    assert all(x == (200, True) for x in results), results
+    assert len(good.requests) == 20

@@ -1,0 +1,118 @@
+"""SPEC §1 signals: SIGTERM drains (finish in-flight, close idle, exit 0 within shutdown_timeout);
+SIGHUP never drops the running service."""
+
+import signal
+import socket
+import threading
+import time
+
+from conftest import Conn, ConnClosed, build_request, dur, pool, t
+
+
+def test_sigterm_with_idle_keepalive_exits_promptly(lifeline, upstream):
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, shutdown_timeout=dur(t(5)))
+    with lf.conn() as c:
+        c.request("GET", "/echo")
+        assert c.read_response().status == 200
+        start = time.monotonic()
+        rc = lf.terminate(t(5))
+        elapsed = time.monotonic() - start
+        assert rc == 0, rc
+        assert elapsed < t(1), "idle keep-alive connection held the drain for %.2fs" % elapsed
+        assert c.wait_closed(t(1)) == b""
+
+
+def test_sigterm_finishes_in_flight_request(lifeline, upstream):
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, shutdown_timeout=dur(t(5)))
+    slow = t(0.8)
+    result = {}
+
+    def client():
+        try:
+            result["r"] = lf.fetch("GET", "/slow-head?ms=%d" % int(slow * 1000), timeout=t(5))
+        except Exception as e:
+            result["e"] = e
+
+    th = threading.Thread(target=client)
+    th.start()
+    try:
+        deadline = time.monotonic() + t(2)
+        while not up.requests and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert up.requests, "the request never reached the upstream"
+        start = time.monotonic()
+        lf.proc.send_signal(signal.SIGTERM)
+        lf.stopped_by_test = True
+        time.sleep(t(0.2))
+        # no longer accepting: a new connection is refused or never served
+        try:
+            late = Conn(lf.port, timeout=t(0.5))
+        except OSError:
+            late = None
+        if late is not None:
+            with late:
+                r = None
+                try:
+                    late.send(build_request("GET", "/echo/late"))
+                    r = late.read_response(timeout=t(0.3))
+                except (socket.timeout, ConnClosed, OSError):
+                    pass
+                assert r is None or r.header("x-upstream") is None, "served a new request while draining"
+        rc = lf.proc.wait(t(5))
+        elapsed = time.monotonic() - start
+    finally:
+        th.join(t(6))
+    assert "e" not in result, result.get("e")
+    assert result["r"].status == 200, result["r"]
+    assert rc == 0
+    assert elapsed >= slow - t(0.2) - 0.05, "exited %.2fs after SIGTERM, before the in-flight response" % elapsed
+    assert elapsed <= slow + t(1), ("exited %.2fs after SIGTERM: the last in-flight request ended after "
+                                    "~%.2fs, yet the drain went on (shutdown_timeout is 5s)" % (elapsed, slow))
+    assert all("/echo/late" not in r.target for r in up.requests)
+
+
+def test_sigterm_gives_up_after_shutdown_timeout(lifeline, upstream):
+    up = upstream()
+    st = t(0.5)
+    lf = lifeline(pools={"p": pool(up)}, shutdown_timeout=dur(st))
+    with lf.conn() as c:
+        c.request("GET", "/hang")
+        deadline = time.monotonic() + t(2)
+        while not up.requests and time.monotonic() < deadline:
+            time.sleep(0.005)
+        start = time.monotonic()
+        rc = lf.terminate(st + t(3))
+        elapsed = time.monotonic() - start
+    assert rc == 0, rc
+    assert st - 0.05 <= elapsed <= st + t(1), "exit %.2fs after SIGTERM with shutdown_timeout %.2fs" % (elapsed, st)
+
+
+def test_sigterm_right_after_a_rejected_connection(lifeline, upstream):
+    """A connection answered 400 and closed is not in flight: the drain must not wait for it."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, shutdown_timeout=dur(t(5)))
+    with lf.conn() as c:
+        c.send(b"GET / HTTP/2.0\r\nHost: test.local\r\n\r\n")
+        assert c.read_response().status == 505
+        c.wait_closed(t(1))
+    start = time.monotonic()
+    rc = lf.terminate(t(8))
+    elapsed = time.monotonic() - start
+    assert rc == 0
+    assert elapsed < t(1), "drain waited %.2fs for a connection that was already closed" % elapsed
+
+
+def test_sighup_keeps_serving(lifeline, upstream):
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)})
+    with lf.conn() as c:
+        c.request("GET", "/echo/1")
+        assert c.read_response().status == 200
+        lf.proc.send_signal(signal.SIGHUP)
+        time.sleep(t(0.3))
+        lf.assert_alive()
+        c.request("GET", "/echo/2")          # the idle keep-alive connection survived
+        assert c.read_response().status == 200
+    assert lf.fetch("GET", "/echo/3").status == 200
