@@ -684,7 +684,6 @@ BLOCK(conf_blk_route, conf_route_fields, conf_post_route);
  * Only keys written in the file are checked, and only when their value was valid: defaults never
  * trigger a rejection. conf_load_flags(CONF_LOAD_UNSUPPORTED) skips the table (schema tests). */
 
-static bool conf_u_log_path(const void *o) { return strcmp(((const struct conf *)o)->access_log.path, "off") != 0; }
 static bool conf_u_resolve(const void *o) { return ((const struct conf_pool *)o)->resolve_interval != 0; }
 static bool conf_u_tls(const void *o) { return ((const struct conf_pool *)o)->tls.enabled; }
 
@@ -695,8 +694,6 @@ static const struct conf_unsupported {
     bool (*active)(const void *obj);    /* NULL: writing the key at all; obj = the block's root */
 } conf_unsupported[] = {
     { &conf_blk_listener,   "tls",              "listener tls",     NULL },
-    { &conf_blk_top,        "admin",            "admin",            NULL },
-    { &conf_blk_access_log, "path",             "access_log",       conf_u_log_path },
     { &conf_blk_top,        "resolver",         "resolver",         NULL },
     { &conf_blk_pool,       "resolve_interval", "resolve_interval", conf_u_resolve },
     { &conf_blk_pool_tls,   "enabled",          "upstream tls",     conf_u_tls },

@@ -17,6 +17,8 @@
 
 #include <ev.h>
 
+#include "accesslog.h"
+#include "admin.h"
 #include "conf.h"
 #include "health.h"
 #include "log.h"
@@ -29,6 +31,8 @@ static unsigned nworkers;
 static ev_timer shutdown_timer;
 static ev_timer exit_poll;
 static bool draining;
+static struct admin admin;
+static struct alog alog;
 
 static void usage(FILE *f)
 {
@@ -126,6 +130,7 @@ static void start_drain(struct ev_loop *loop, const struct conf *c)
     if (draining)
         return;
     draining = true;
+    admin.draining = true;
     log_info("draining: finishing in-flight requests for up to %lld ms", (long long)c->shutdown_timeout);
     for (unsigned i = 0; i < nworkers; i++)
         worker_post(&workers[i], WORKER_DRAIN);
@@ -140,6 +145,10 @@ static void on_signal(struct ev_loop *loop, ev_signal *s, int revents)
     const struct conf *c = s->data;
 
     (void)revents;
+    if (s->signum == SIGUSR1) {
+        alog_reopen(&alog);
+        return;
+    }
     if (s->signum == SIGHUP) {
         log_warn("SIGHUP: configuration reload is not supported yet; keeping the running config");
         return;
@@ -197,7 +206,8 @@ int main(int argc, char **argv)
     };
     sigset_t set;
     struct ev_loop *loop;
-    ev_signal sig_term, sig_int, sig_hup;
+    ev_signal sig_term, sig_int, sig_hup, sig_usr1;
+    struct alog_ring **rings = NULL;
 
     while ((opt = getopt_long(argc, argv, "c:tdVh", longopts, NULL)) != -1) {
         switch (opt) {
@@ -232,6 +242,7 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
+    admin.fd = -1;
 
     loop = ev_default_loop(EVFLAG_SIGNALFD);
     nworkers = c->workers ? c->workers : 1;
@@ -248,6 +259,18 @@ int main(int argc, char **argv)
             goto out;
         }
     }
+    admin.conf = c;
+    admin.workers = workers;
+    admin.nworkers = nworkers;
+    admin.health = health;
+    admin.generation = 1;
+    rings = calloc(nworkers, sizeof(*rings));
+    if (!rings)
+        goto out_workers;
+    for (unsigned i = 0; i < nworkers; i++)
+        rings[i] = &workers[i].alog;
+    if (admin_start(&admin, loop) < 0 || alog_start(&alog, c->access_log.path, rings, nworkers) < 0)
+        goto out_workers;
     for (unsigned i = 0; i < nworkers; i++) {
         if (pthread_create(&workers[i].thread, NULL, worker_thread, &workers[i]) != 0) {
             log_error("cannot start worker thread %u", i);
@@ -262,10 +285,12 @@ int main(int argc, char **argv)
     ev_signal_init(&sig_term, on_signal, SIGTERM);
     ev_signal_init(&sig_int, on_signal, SIGINT);
     ev_signal_init(&sig_hup, on_signal, SIGHUP);
-    sig_term.data = sig_int.data = sig_hup.data = c;
+    ev_signal_init(&sig_usr1, on_signal, SIGUSR1);
+    sig_term.data = sig_int.data = sig_hup.data = sig_usr1.data = c;
     ev_signal_start(loop, &sig_term);
     ev_signal_start(loop, &sig_int);
     ev_signal_start(loop, &sig_hup);
+    ev_signal_start(loop, &sig_usr1);
     health_start(health, loop);
     ev_init(&shutdown_timer, on_shutdown_timeout);
     ev_init(&exit_poll, on_exit_poll);
@@ -273,10 +298,15 @@ int main(int argc, char **argv)
 
     for (unsigned i = 0; i < nworkers; i++)
         pthread_join(workers[i].thread, NULL);
+    rc = 0;
+out_workers:
+    admin_stop(&admin);
+    alog_stop(&alog);   /* after the workers: their last lines are written */
     for (unsigned i = 0; i < nworkers; i++)
         worker_destroy(&workers[i]);
-    log_info("stopped");
-    rc = 0;
+    free(rings);
+    if (rc == 0)
+        log_info("stopped");
 out:
     free(workers);
     health_free(health);
