@@ -1,5 +1,6 @@
 """Fallback answers (SPEC §3.7) and failures after the response head (SPEC §3.8)."""
 
+import asyncio
 import time
 
 import pytest
@@ -250,7 +251,7 @@ def _chunked_then_fail(how):
             return
         await conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nx-upstream: half\r\n\r\n"
                         b"6\r\nfirst-\r\n7\r\nsecond-\r\n")
-        await __import__("asyncio").sleep(0.1)
+        await asyncio.sleep(0.1)
         if how == "reset":
             conn.reset()
         else:
@@ -283,7 +284,7 @@ def _length_then_fail(how):
         if req is None:
             return
         await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nx-upstream: half\r\n\r\n" + b"a" * 500)
-        await __import__("asyncio").sleep(0.1)
+        await asyncio.sleep(0.1)
         if how == "reset":
             conn.reset()
         else:

@@ -7,7 +7,7 @@ import asyncio
 import time
 
 from conftest import dur, pattern_bytes, pool, sha, t
-from faults import hanging_connect, ok_script, reset_script, stamp  # noqa: F401
+from faults import hanging_connect, ok_script, stamp  # noqa: F401
 
 
 def route(**kw):
