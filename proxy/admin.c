@@ -103,10 +103,11 @@ static void metrics_page(struct admin *a, struct sb *b)
                  "# TYPE lifeline_requests_total counter\n");
     for (size_t r = 0; r <= c->nroutes; r++) {
         const char *name = r < c->nroutes ? c->routes[r].name : "";
+        unsigned slot = r < c->nroutes ? a->health->route_slot[r] : METRIC_ROUTE_SLOTS;
         for (unsigned code = 0; code < 600; code++) {
             uint64_t v = 0;
             for (unsigned w = 0; w < a->nworkers; w++)
-                v += METRIC_GET(a->workers[w].rmetrics[r].codes[code]);
+                v += METRIC_GET(a->workers[w].rmetrics[slot].codes[code]);
             if (v)
                 sb_printf(b, "lifeline_requests_total{route=\"%s\",code=\"%u\"} %llu\n", name, code,
                           (unsigned long long)v);
@@ -116,15 +117,16 @@ static void metrics_page(struct admin *a, struct sb *b)
                  "# TYPE lifeline_request_duration_seconds histogram\n");
     for (size_t r = 0; r <= c->nroutes; r++) {
         const char *name = r < c->nroutes ? c->routes[r].name : "";
+        unsigned slot = r < c->nroutes ? a->health->route_slot[r] : METRIC_ROUTE_SLOTS;
         uint64_t cum = 0, sum_us = 0, any = 0;
         for (unsigned k = 0; r == c->nroutes && k < METRIC_BUCKETS; k++)
             for (unsigned w = 0; w < a->nworkers; w++)
-                any += METRIC_GET(a->workers[w].rmetrics[r].buckets[k]);
+                any += METRIC_GET(a->workers[w].rmetrics[slot].buckets[k]);
         if (r == c->nroutes && !any)
             continue;   /* requests that matched no route: shown once there are some */
         for (unsigned k = 0; k < METRIC_BUCKETS; k++) {
             for (unsigned w = 0; w < a->nworkers; w++)
-                cum += METRIC_GET(a->workers[w].rmetrics[r].buckets[k]);
+                cum += METRIC_GET(a->workers[w].rmetrics[slot].buckets[k]);
             if (k < METRIC_BUCKETS - 1)
                 sb_printf(b, "lifeline_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n", name,
                           metric_bounds[k], (unsigned long long)cum);
@@ -133,7 +135,7 @@ static void metrics_page(struct admin *a, struct sb *b)
                           (unsigned long long)cum);
         }
         for (unsigned w = 0; w < a->nworkers; w++)
-            sum_us += METRIC_GET(a->workers[w].rmetrics[r].duration_us);
+            sum_us += METRIC_GET(a->workers[w].rmetrics[slot].duration_us);
         sb_printf(b, "lifeline_request_duration_seconds_sum{route=\"%s\"} %.6f\n", name, (double)sum_us / 1e6);
         sb_printf(b, "lifeline_request_duration_seconds_count{route=\"%s\"} %llu\n", name, (unsigned long long)cum);
     }
@@ -142,7 +144,7 @@ static void metrics_page(struct admin *a, struct sb *b)
     for (size_t r = 0; r < c->nroutes; r++) {
         uint64_t v = 0;
         for (unsigned w = 0; w < a->nworkers; w++)
-            v += METRIC_GET(a->workers[w].rmetrics[r].retries);
+            v += METRIC_GET(a->workers[w].rmetrics[a->health->route_slot[r]].retries);
         sb_printf(b, "lifeline_retries_total{route=\"%s\"} %llu\n", c->routes[r].name, (unsigned long long)v);
     }
     sb_printf(b, "# HELP lifeline_fallbacks_total Answers lifeline gave itself, by route and reason.\n"
@@ -151,7 +153,7 @@ static void metrics_page(struct admin *a, struct sb *b)
         for (int k = 0; k < MR_COUNT; k++) {
             uint64_t v = 0;
             for (unsigned w = 0; w < a->nworkers; w++)
-                v += METRIC_GET(a->workers[w].rmetrics[r].fallbacks[k]);
+                v += METRIC_GET(a->workers[w].rmetrics[a->health->route_slot[r]].fallbacks[k]);
             if (v)
                 sb_printf(b, "lifeline_fallbacks_total{route=\"%s\",reason=\"%s\"} %llu\n", c->routes[r].name,
                           metric_reason_names[k], (unsigned long long)v);
@@ -159,32 +161,36 @@ static void metrics_page(struct admin *a, struct sb *b)
     }
     sb_printf(b, "# HELP lifeline_upstream_attempts_total Attempts by pool, server and outcome (ok: an answer below 500).\n"
                  "# TYPE lifeline_upstream_attempts_total counter\n");
-    for (size_t p = 0; p < c->npools; p++) {
-        const struct pool *p0 = &a->workers[0].pools[p];
-        for (unsigned s = 0; s < p0->nservers; s++) {
+    for (size_t p = 0; p < a->health->npools; p++) {
+        const struct health_pool *hp = &a->health->pools[p];
+        for (unsigned s = 0; s < hp->n; s++) {
+            unsigned slot = hp->servers[s].slot;
             for (unsigned o = 0; o < METRIC_OUTCOMES; o++) {
                 uint64_t v = 0;
                 for (unsigned w = 0; w < a->nworkers; w++)
-                    v += METRIC_GET(a->workers[w].pools[p].servers[s].m.attempts[o]);
+                    v += METRIC_GET(a->workers[w].smetrics[slot].attempts[o]);
                 if (v)
                     sb_printf(b, "lifeline_upstream_attempts_total{pool=\"%s\",server=\"%s\",outcome=\"%s\"} %llu\n",
-                              c->pools[p].name, p0->servers[s].addr->text, metric_outcome_names[o],
+                              hp->cp->name, hp->servers[s].addr->text, metric_outcome_names[o],
                               (unsigned long long)v);
             }
         }
     }
     sb_printf(b, "# HELP lifeline_upstream_connections Upstream connections by pool and state.\n"
                  "# TYPE lifeline_upstream_connections gauge\n");
-    for (size_t p = 0; p < c->npools; p++) {
-        uint64_t idle = 0, active = 0;
-        for (unsigned w = 0; w < a->nworkers; w++) {
-            idle += METRIC_GET(a->workers[w].pools[p].g_idle);
-            active += METRIC_GET(a->workers[w].pools[p].g_active);
+    for (size_t p = 0; p < a->health->npools; p++) {
+        const struct health_pool *hp = &a->health->pools[p];
+        int64_t idle = 0, active = 0;
+        for (unsigned s = 0; s < hp->n; s++) {
+            for (unsigned w = 0; w < a->nworkers; w++) {
+                idle += (int64_t)METRIC_GET(a->workers[w].smetrics[hp->servers[s].slot].idle);
+                active += (int64_t)METRIC_GET(a->workers[w].smetrics[hp->servers[s].slot].active);
+            }
         }
-        sb_printf(b, "lifeline_upstream_connections{pool=\"%s\",state=\"idle\"} %llu\n", c->pools[p].name,
-                  (unsigned long long)idle);
-        sb_printf(b, "lifeline_upstream_connections{pool=\"%s\",state=\"active\"} %llu\n", c->pools[p].name,
-                  (unsigned long long)active);
+        sb_printf(b, "lifeline_upstream_connections{pool=\"%s\",state=\"idle\"} %lld\n", hp->cp->name,
+                  (long long)idle);
+        sb_printf(b, "lifeline_upstream_connections{pool=\"%s\",state=\"active\"} %lld\n", hp->cp->name,
+                  (long long)active);
     }
     sb_printf(b, "# HELP lifeline_upstream_server_usable 1 when a server may get requests (not ejected, not down).\n"
                  "# TYPE lifeline_upstream_server_usable gauge\n");
@@ -220,24 +226,30 @@ static void status_page(struct admin *a, struct sb *b)
     sb_printf(b, "{\"version\":\"0.1.0\",\"generation\":%u,\"draining\":%s,\"workers\":%u,"
                  "\"downstream_connections\":%u,\"pools\":[",
               a->generation, a->draining ? "true" : "false", a->nworkers, atomic_load(&worker_connections));
-    for (size_t p = 0; p < c->npools; p++) {
-        const struct pool *p0 = &a->workers[0].pools[p];
+    for (size_t p = 0; p < a->health->npools; p++) {
+        const struct health_pool *hp = &a->health->pools[p];
         const char *bal[] = { "round_robin", "least_conn", "random_two", "ewma", "hash" };
         sb_printf(b, "%s{\"name\":\"%s\",\"balance\":\"%s\",\"outlier\":%s,\"health_checks\":%s,\"servers\":[",
-                  p ? "," : "", c->pools[p].name, bal[c->pools[p].balance],
-                  c->pools[p].outlier.enabled ? "true" : "false", c->pools[p].health.enabled ? "true" : "false");
-        for (unsigned s = 0; s < p0->nservers; s++) {
-            const struct upserver *sv = &p0->servers[s];
-            const struct srv_health *hs = sv->hs;
-            unsigned inflight = 0, idle = 0;
+                  p ? "," : "", hp->cp->name, bal[hp->cp->balance],
+                  hp->cp->outlier.enabled ? "true" : "false", hp->cp->health.enabled ? "true" : "false");
+        for (unsigned s = 0; s < hp->n; s++) {
+            const struct srv_health *hs = &hp->servers[s];
+            int64_t inflight = 0, idle = 0;
             uint64_t att[METRIC_OUTCOMES] = { 0 }, total = 0, failed = 0;
-            int64_t until = hs ? RD(hs->ejected_until) : 0;
+            int64_t until = RD(hs->ejected_until);
+            unsigned weight = 1;
+            for (size_t k = 0; k < hp->cp->nservers; k++) {
+                for (size_t j = 0; j < hp->cp->servers[k].naddrs; j++) {
+                    if (&hp->cp->servers[k].addrs[j] == hs->addr)
+                        weight = hp->cp->servers[k].weight;
+                }
+            }
             for (unsigned w = 0; w < a->nworkers; w++) {
-                const struct upserver *x = &a->workers[w].pools[p].servers[s];
-                inflight += RD(x->inflight);
-                idle += RD(x->nidle);
+                const struct server_metrics *x = &a->workers[w].smetrics[hs->slot];
+                inflight += (int64_t)METRIC_GET(x->inflight);
+                idle += (int64_t)METRIC_GET(x->idle);
                 for (unsigned o = 0; o < METRIC_OUTCOMES; o++)
-                    att[o] += METRIC_GET(x->m.attempts[o]);
+                    att[o] += METRIC_GET(x->attempts[o]);
             }
             for (unsigned o = 0; o < METRIC_OUTCOMES; o++) {
                 total += att[o];
@@ -245,12 +257,11 @@ static void status_page(struct admin *a, struct sb *b)
                     failed += att[o];
             }
             sb_printf(b, "%s{\"address\":\"%s\",\"weight\":%u,\"up\":%s,\"ejected\":%s,\"ejected_for_ms\":%lld,"
-                         "\"slow_start_share\":%.2f,\"in_flight\":%u,\"idle_connections\":%u,"
+                         "\"slow_start_share\":%.2f,\"in_flight\":%lld,\"idle_connections\":%lld,"
                          "\"attempts\":%llu,\"failures\":%llu}",
-                      s ? "," : "", sv->addr->text, sv->weight,
-                      hs && RD(hs->down) ? "false" : "true",
-                      hs && until > now ? "true" : "false", (long long)(until > now ? until - now : 0),
-                      hs ? health_ramp(hs, now) : 1.0, inflight, idle, (unsigned long long)total,
+                      s ? "," : "", hs->addr->text, weight, RD(hs->down) ? "false" : "true",
+                      until > now ? "true" : "false", (long long)(until > now ? until - now : 0),
+                      health_ramp(hs, now), (long long)inflight, (long long)idle, (unsigned long long)total,
                       (unsigned long long)failed);
         }
         sb_printf(b, "]}");
@@ -258,19 +269,17 @@ static void status_page(struct admin *a, struct sb *b)
     sb_printf(b, "],\"routes\":[");
     for (size_t r = 0; r < c->nroutes; r++) {
         uint64_t req = 0, fb = 0, rt = 0;
-        unsigned inflight = 0;
         for (unsigned w = 0; w < a->nworkers; w++) {
-            const struct route_metrics *m = &a->workers[w].rmetrics[r];
+            const struct route_metrics *m = &a->workers[w].rmetrics[a->health->route_slot[r]];
             for (unsigned k = 0; k < METRIC_BUCKETS; k++)
                 req += METRIC_GET(m->buckets[k]);
             for (int k = 0; k < MR_COUNT; k++)
                 fb += METRIC_GET(m->fallbacks[k]);
             rt += METRIC_GET(m->retries);
-            inflight += RD(a->workers[w].route_stats[r].requests);
         }
-        sb_printf(b, "%s{\"name\":\"%s\",\"pool\":\"%s\",\"requests\":%llu,\"in_flight\":%u,\"retries\":%llu,"
+        sb_printf(b, "%s{\"name\":\"%s\",\"pool\":\"%s\",\"requests\":%llu,\"retries\":%llu,"
                      "\"fallbacks\":%llu}",
-                  r ? "," : "", c->routes[r].name, c->routes[r].pool->name, (unsigned long long)req, inflight,
+                  r ? "," : "", c->routes[r].name, c->routes[r].pool->name, (unsigned long long)req,
                   (unsigned long long)rt, (unsigned long long)fb);
     }
     sb_printf(b, "]}\n");
@@ -306,9 +315,9 @@ static const char status_html[] =
 "     '</td><td>'+(da>0?(100*df/da).toFixed(1)+'%':'-')+'</td></tr>';}\n"
 "   h+='</table>';}\n"
 "  document.getElementById('pools').innerHTML=h;\n"
-"  let t='<tr><th>route</th><th>pool</th><th>requests</th><th>in flight</th><th>retries</th><th>fallbacks</th></tr>';\n"
+"  let t='<tr><th>route</th><th>pool</th><th>requests</th><th>retries</th><th>fallbacks</th></tr>';\n"
 "  for(const x of s.routes)t+='<tr><td>'+esc(x.name)+'</td><td>'+esc(x.pool)+'</td><td>'+x.requests+'</td><td>'+\n"
-"   x.in_flight+'</td><td>'+x.retries+'</td><td>'+x.fallbacks+'</td></tr>';\n"
+"   x.retries+'</td><td>'+x.fallbacks+'</td></tr>';\n"
 "  document.getElementById('routes').innerHTML=t;\n"
 " }catch(e){document.getElementById('sub').textContent='status unavailable: '+e;}\n"
 "}\n"

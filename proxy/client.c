@@ -443,6 +443,10 @@ static bool client_step(struct client *c)
             }
         }
         c->phase = CLIENT_HEAD;
+        if (c->conf != w->conf) {   /* a reload happened: this request runs on the new snapshot */
+            conf_unref(c->conf);
+            c->conf = conf_ref(w->conf);
+        }
         if (c->served)
             c->head_deadline = ev_now(w->loop) + ms(c->conf->client.header_timeout);
         client_rtimer_arm(c);

@@ -52,9 +52,9 @@ static void exchange_uncount(struct exchange *ex)
 {
     struct route_stats *rs;
 
-    if (!ex->route || !ex_worker(ex)->route_stats)
+    if (!ex->route || !ex->gen)
         return;
-    rs = &ex_worker(ex)->route_stats[ex->route_idx];
+    rs = &ex->gen->route_stats[ex->route_idx];
     if (ex->retry_counted) {
         rs->retries--;
         ex->retry_counted = false;
@@ -100,8 +100,8 @@ static void exchange_record_hop(struct exchange *ex, const struct hop *h, unsign
     ev_tstamp now = ev_now(ex_worker(ex)->loop);
     struct hop_record *r;
 
-    if (s)
-        METRIC_ADD(s->m.attempts[midx], 1);
+    if (s && s->m)
+        METRIC_ADD(s->m->attempts[midx], 1);
     if (ex->nhoplog >= sizeof(ex->hoplog) / sizeof(ex->hoplog[0]))
         return;
     r = &ex->hoplog[ex->nhoplog++];
@@ -124,7 +124,6 @@ static void exchange_account(struct exchange *ex, unsigned status)
 {
     struct worker *w = ex_worker(ex);
     struct client *c = ex->c;
-    const struct conf *conf = c->conf;
     struct route_metrics *m;
     ev_tstamp now = ev_now(w->loop), dur = now - ex->started;
     char line[4096], target[1100];
@@ -136,7 +135,7 @@ static void exchange_account(struct exchange *ex, unsigned status)
     if (ex->accounted || !ex->req)
         return;
     ex->accounted = true;
-    m = &w->rmetrics[ex->route ? ex->route_idx : conf->nroutes];
+    m = &w->rmetrics[ex->route ? ex->route_slot : METRIC_ROUTE_SLOTS];
     metrics_request(m, status, dur);
     if (ex->fallback_reason)
         METRIC_ADD(m->fallbacks[metric_reason_of(ex->fallback_reason)], 1);
@@ -373,7 +372,7 @@ static int exchange_body_buffer(struct exchange *ex)
 void exchange_start(struct exchange *ex, struct client *c)
 {
     struct worker *w = c->w;
-    const struct conf *conf = c->conf;
+    const struct conf *conf = w->gen->conf;
     const struct h1_head *req;
     const char *host = NULL;
     size_t host_len = 0;
@@ -388,6 +387,8 @@ void exchange_start(struct exchange *ex, struct client *c)
         ex->hops[1].seq = s1 + 1;
     }
     ex->c = c;
+    ex->gen = w->gen;
+    ex->gen->refs++;
     ex->req = h1_parser_head(c->parser);
     ex->bytes_mark = c->bytes_out + c->out.len;
     req = ex->req;
@@ -418,10 +419,11 @@ void exchange_start(struct exchange *ex, struct client *c)
         return;
     }
     ex->route_idx = (unsigned)(ex->route - conf->routes);
-    ex->pool = &w->pools[ex->route->pool - conf->pools];
+    ex->route_slot = ex->gen->health->route_slot[ex->route_idx];
+    ex->pool = &ex->gen->pools[ex->route->pool - conf->pools];
     ex->deadline = ex->started + ms(ex->route->total_timeout);
     ex->idempotent = exchange_method_repeatable(ex);
-    w->route_stats[ex->route_idx].requests++;
+    ex->gen->route_stats[ex->route_idx].requests++;
     ex->counted = true;
 
     max_body = ex->route->max_body_bytes;
@@ -582,7 +584,7 @@ static void exchange_spare_cb(struct ev_loop *loop, ev_timer *t, int revents)
         return;
     if (!race) {
         /* A hedge: only for requests that may be sent twice, within attempts and budget. */
-        struct route_stats *rs = &ex_worker(ex)->route_stats[ex->route_idx];
+        struct route_stats *rs = &ex->gen->route_stats[ex->route_idx];
         if (!ex->idempotent || !exchange_replayable(ex) || !ex->body_done ||
             ex->attempts >= ex->route->retry.attempts ||
             !retry_budget_allows(ex->route, rs->retries - (ex->retry_counted ? 1 : 0), rs->requests) ||
@@ -603,7 +605,7 @@ static void exchange_spare_cb(struct ev_loop *loop, ev_timer *t, int revents)
         return;   /* no other server: the running hop carries on alone */
     if (!race) {
         ex->attempts++;
-        METRIC_ADD(ex_worker(ex)->rmetrics[ex->route_idx].retries, 1);
+        METRIC_ADD(ex_worker(ex)->rmetrics[ex->route_slot].retries, 1);
     }
     log_debug("%s to %s beside %s", race ? "connect race" : "hedge", s->addr->text,
               busy->last_server ? busy->last_server->addr->text : "?");
@@ -683,7 +685,7 @@ static bool exchange_after_attempt(struct exchange *ex, struct hop *h, enum hop_
                                    unsigned status, double retry_after)
 {
     struct worker *w = ex_worker(ex);
-    struct route_stats *rs = &w->route_stats[ex->route_idx];
+    struct route_stats *rs = &ex->gen->route_stats[ex->route_idx];
     struct retry_input in;
     struct retry_decision d;
     struct hop *other = exchange_other(ex, h);
@@ -714,7 +716,7 @@ static bool exchange_after_attempt(struct exchange *ex, struct hop *h, enum hop_
         rs->retries++;
         ex->retry_counted = true;
     }
-    METRIC_ADD(w->rmetrics[ex->route_idx].retries, 1);
+    METRIC_ADD(w->rmetrics[ex->route_slot].retries, 1);
     ex->backoff_timer.repeat = d.delay > 0 ? d.delay : 1e-6;
     ev_timer_again(w->loop, &ex->backoff_timer);
     return true;
@@ -913,8 +915,8 @@ void exchange_hop_failed(struct exchange *ex, struct hop *h)
          * truncated response (no terminating chunk), never a silently short one. */
         ex->state = EX_DONE;
         ex->winner = NULL;
-        if (h->last_server)
-            METRIC_ADD(h->last_server->m.attempts[h->outcome], 1);
+        if (h->last_server && h->last_server->m)
+            METRIC_ADD(h->last_server->m->attempts[h->outcome], 1);
         exchange_release(ex);
         log_info("upstream failed mid-response (%s): closing downstream", hop_outcome_name(h->outcome));
         exchange_account(ex, ex->status);
@@ -932,6 +934,10 @@ void exchange_cancel(struct exchange *ex)
     /* nginx's 499: the client went away before its answer was complete */
     exchange_account(ex, ex->state == EX_DONE || ex->state == EX_LOCAL ? ex->status : 499);
     exchange_release(ex);
+    if (ex->gen) {
+        worker_gen_unref(ex_worker(ex), ex->gen);
+        ex->gen = NULL;
+    }
     ex->winner = NULL;
     ex->state = EX_NONE;
 }

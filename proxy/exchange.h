@@ -32,8 +32,10 @@ enum exchange_state {
 struct exchange {
     struct client *c;
     enum exchange_state state;
+    struct gen *gen;                    /* the worker generation it runs on (reference held) */
     const struct conf_route *route;
     unsigned route_idx;
+    unsigned route_slot;                /* metrics slot */
     struct pool *pool;
     struct h1_head *req;                /* the client's parser head */
     struct hop hops[2];                 /* the attempt, and a hedge or a connect race beside it */

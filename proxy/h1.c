@@ -496,6 +496,11 @@ void h1_parser_free(struct h1_parser *p)
     free(p);
 }
 
+size_t h1_parser_capacity(const struct h1_parser *p)
+{
+    return p->max_head;
+}
+
 void h1_parser_reset(struct h1_parser *p)
 {
     uint64_t max_body = p->max_body;

@@ -77,6 +77,8 @@ struct h1_parser;
  * The caller owns the parser and frees it with h1_parser_free(). */
 struct h1_parser *h1_parser_new(enum h1_kind kind, size_t max_head_bytes);
 void h1_parser_free(struct h1_parser *p);
+/* The max_head_bytes it was made with. */
+size_t h1_parser_capacity(const struct h1_parser *p);
 /* Forgets the current message; the next byte fed starts a new one. */
 void h1_parser_reset(struct h1_parser *p);
 struct h1_head *h1_parser_head(struct h1_parser *p);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "xprt.h"
 
 struct health_check {
@@ -39,17 +40,36 @@ int64_t health_now(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-struct health *health_new(const struct conf *c)
+static const struct srv_health *health_find(const struct health *h, const char *pool, const char *addr)
+{
+    for (size_t i = 0; h && i < h->npools; i++) {
+        const struct health_pool *hp = &h->pools[i];
+        if (strcmp(hp->cp->name, pool) != 0)
+            continue;
+        for (unsigned j = 0; j < hp->n; j++) {
+            if (strcmp(hp->servers[j].addr->text, addr) == 0)
+                return &hp->servers[j];
+        }
+    }
+    return NULL;
+}
+
+struct health *health_new(struct conf *c, const struct health *prev, struct metric_names *names)
 {
     struct health *h = calloc(1, sizeof(*h));
 
     if (!h)
         return NULL;
+    atomic_init(&h->refs, 1);
+    h->conf = conf_ref(c);
     h->pools = calloc(c->npools ? c->npools : 1, sizeof(*h->pools));
-    if (!h->pools) {
-        free(h);
+    h->route_slot = calloc(c->nroutes ? c->nroutes : 1, sizeof(*h->route_slot));
+    if (!h->pools || !h->route_slot) {
+        health_unref(h);
         return NULL;
     }
+    for (size_t i = 0; i < c->nroutes; i++)
+        h->route_slot[i] = names ? metric_route_slot(names, c->routes[i].name) : 0;
     h->npools = c->npools;
     for (size_t i = 0; i < c->npools; i++) {
         const struct conf_pool *cp = &c->pools[i];
@@ -60,15 +80,25 @@ struct health *health_new(const struct conf *c)
         hp->cp = cp;
         hp->servers = calloc(n ? n : 1, sizeof(*hp->servers));
         if (!hp->servers) {
-            health_free(h);
+            health_unref(h);
             return NULL;
         }
         hp->n = 0;
         for (size_t j = 0; j < cp->nservers; j++) {
             for (size_t k = 0; k < cp->servers[j].naddrs; k++) {
                 struct srv_health *s = &hp->servers[hp->n++];
+                const struct srv_health *old;
                 s->cp = cp;
                 s->addr = &cp->servers[j].addrs[k];
+                s->slot = names ? metric_server_slot(names, cp->name, s->addr->text) : 0;
+                old = health_find(prev, cp->name, s->addr->text);
+                if (old) {   /* the same server: its ejection and health state carry over */
+                    atomic_store(&s->fails, atomic_load(&old->fails));
+                    atomic_store(&s->ejected_until, atomic_load(&old->ejected_until));
+                    atomic_store(&s->ejections, atomic_load(&old->ejections));
+                    atomic_store(&s->down, atomic_load(&old->down));
+                    atomic_store(&s->back_since, atomic_load(&old->back_since));
+                }
             }
         }
     }
@@ -282,10 +312,8 @@ void health_start(struct health *h, struct ev_loop *loop)
     }
 }
 
-void health_free(struct health *h)
+void health_stop(struct health *h)
 {
-    if (!h)
-        return;
     for (size_t i = 0; i < h->npools; i++) {
         struct health_pool *hp = &h->pools[i];
         for (unsigned j = 0; hp->servers && j < hp->n; j++) {
@@ -300,9 +328,19 @@ void health_free(struct health *h)
             if (k->fd >= 0)
                 close(k->fd);
             free(k);
+            hp->servers[j].check = NULL;
         }
-        free(hp->servers);
     }
+}
+
+void health_unref(struct health *h)
+{
+    if (!h || atomic_fetch_sub(&h->refs, 1) != 1)
+        return;
+    for (size_t i = 0; h->pools && i < h->npools; i++)
+        free(h->pools[i].servers);
     free(h->pools);
+    free(h->route_slot);
+    conf_unref(h->conf);
     free(h);
 }

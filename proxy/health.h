@@ -26,6 +26,7 @@ struct srv_health {
     atomic_uint ejections;              /* consecutive ejections: the next lasts ejection * 2^n */
     atomic_int down;                    /* the active checks say down */
     _Atomic int64_t back_since;         /* when it last became usable again (slow_start) */
+    unsigned slot;                      /* metrics slot (struct metric_names) */
     struct health_check *check;         /* main thread only */
 };
 
@@ -35,20 +36,36 @@ struct health_pool {
     unsigned n;
 };
 
+/* The runtime companion of one conf snapshot: shared server state and metrics slots. Reference
+ * counted (main holds one while it is current, every worker generation built on it one more). */
 struct health {
+    atomic_int refs;
+    struct conf *conf;                  /* reference held */
     struct health_pool *pools;          /* one per conf->pools entry */
     size_t npools;
+    unsigned *route_slot;               /* metrics slot of every conf route */
     struct ev_loop *loop;               /* the checker's loop (main thread), once started */
 };
 
 int64_t health_now(void);
 
-/* Builds the registry for c (every server usable). NULL when out of memory. */
-struct health *health_new(const struct conf *c);
+struct metric_names;
+
+/* Builds the registry for c with one reference, taking a reference on c. Servers unchanged from
+ * `prev` (same pool name and address) keep their state; the others start usable. Metrics slots
+ * come from names (main thread). NULL when out of memory. */
+struct health *health_new(struct conf *c, const struct health *prev, struct metric_names *names);
 /* Starts active checks for pools with a health block, on loop (the main thread's). */
 void health_start(struct health *h, struct ev_loop *loop);
-/* Stops the checks and frees everything. Workers must be gone. */
-void health_free(struct health *h);
+/* Stops the active checks (main thread). */
+void health_stop(struct health *h);
+static inline struct health *health_ref(struct health *h)
+{
+    atomic_fetch_add(&h->refs, 1);
+    return h;
+}
+/* Drops a reference (any thread); the last frees the registry. Checks must be stopped. */
+void health_unref(struct health *h);
 
 /* May the server get a request now? (not ejected, not down) */
 bool health_usable(const struct srv_health *s, int64_t now);

@@ -69,7 +69,7 @@ static void hop_detach(struct hop *h, bool reusable)
     ev_timer_stop(w->loop, &h->response_timer);
     ev_timer_stop(w->loop, &h->read_timer);
     if (h->uc) {
-        METRIC_ADD(h->uc->server->pool->g_active, -1);
+        pool_gauge(h->uc->server, -1, 0, 0);
         if (reusable) {
             h->uc->requests++;
             pool_release(h->uc);
@@ -80,6 +80,7 @@ static void hop_detach(struct hop *h, bool reusable)
     }
     if (h->server) {
         h->server->inflight--;
+        pool_gauge(h->server, 0, 0, -1);
         h->server = NULL;
     }
     worker_resp_parser_put(w, h->parser);
@@ -191,6 +192,7 @@ void hop_start(struct hop *h, struct exchange *ex, struct upserver *s, bool fres
     h->seq++;
     h->server = h->last_server = s;
     s->inflight++;
+    pool_gauge(s, 0, 0, 1);
     h->outcome = HOP_OK;
     h->body_sent = 0;
     h->reused = h->request_sent = h->got_bytes = h->read_paused = h->deadline_cut = false;
@@ -209,7 +211,7 @@ void hop_start(struct hop *h, struct exchange *ex, struct upserver *s, bool fres
 
     h->uc = fresh ? NULL : pool_take(s);
     if (h->uc) {
-        METRIC_ADD(s->pool->g_active, 1);
+        pool_gauge(s, 1, 0, 0);
         h->reused = true;
         h->state = HOP_CONNECTING;
         if (!h->parser) {
@@ -227,7 +229,7 @@ void hop_start(struct hop *h, struct exchange *ex, struct upserver *s, bool fres
     h->uc = pool_connect(s, &err);
     if (!h->uc)
         goto fail_later;
-    METRIC_ADD(s->pool->g_active, 1);
+    pool_gauge(s, 1, 0, 0);
     h->uc->hop = h;
     h->uc->wr.data = h;
     ev_set_cb(&h->uc->wr, hop_connect_cb);

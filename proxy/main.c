@@ -22,6 +22,7 @@
 #include "conf.h"
 #include "health.h"
 #include "log.h"
+#include "metrics.h"
 #include "worker.h"
 
 #define LIFELINE_VERSION "0.1.0"
@@ -33,6 +34,46 @@ static ev_timer exit_poll;
 static bool draining;
 static struct admin admin;
 static struct alog alog;
+static struct metric_names names;
+static struct health *current;          /* the running snapshot's registry (conf: current->conf) */
+static const char *conf_path;
+
+/* SIGHUP: load and validate the file again; on success every worker switches to it while what is
+ * in flight finishes on the old snapshot; on failure the errors are reported and nothing changes. */
+static void reload(struct ev_loop *loop)
+{
+    unsigned nerr = 0;
+    struct conf *nc = conf_load(conf_path, stderr, &nerr);
+    struct health *nh;
+
+    if (!nc) {
+        admin.reloads_failed++;
+        log_error("reload: %u error(s) in %s; keeping the running configuration", nerr, conf_path);
+        return;
+    }
+    nh = health_new(nc, current, &names);
+    conf_unref(nc);   /* nh holds it */
+    if (!nh) {
+        admin.reloads_failed++;
+        log_error("reload: out of memory; keeping the running configuration");
+        return;
+    }
+    if (nh->conf->workers != nworkers)
+        log_warn("reload: the number of workers changes only on restart (running %u)", nworkers);
+    if (strcmp(nh->conf->access_log.path, current->conf->access_log.path) != 0)
+        log_warn("reload: access_log.path changes only on restart");
+    health_stop(current);
+    for (unsigned i = 0; i < nworkers; i++)
+        worker_reload(&workers[i], nh);
+    health_unref(current);
+    current = nh;
+    health_start(current, loop);
+    admin.conf = current->conf;
+    admin.health = current;
+    admin.generation++;
+    admin.reloads_ok++;
+    log_info("reloaded %s (generation %u)", conf_path, admin.generation);
+}
 
 static void usage(FILE *f)
 {
@@ -48,7 +89,8 @@ static void usage(FILE *f)
             "  -V            print the version\n"
             "  -h            this help\n"
             "\n"
-            "signals: SIGTERM/SIGINT drain and exit\n");
+            "signals: SIGHUP reloads the configuration, SIGTERM/SIGINT drain and exit,\n"
+            "         SIGUSR1 reopens the access log file\n");
 }
 
 /* --probe: a blocking one-shot GET for Docker's HEALTHCHECK (no curl in the image). */
@@ -125,8 +167,10 @@ out:
     return rc;
 }
 
-static void start_drain(struct ev_loop *loop, const struct conf *c)
+static void start_drain(struct ev_loop *loop)
 {
+    const struct conf *c = current->conf;
+
     if (draining)
         return;
     draining = true;
@@ -142,15 +186,14 @@ static void start_drain(struct ev_loop *loop, const struct conf *c)
 
 static void on_signal(struct ev_loop *loop, ev_signal *s, int revents)
 {
-    const struct conf *c = s->data;
-
     (void)revents;
     if (s->signum == SIGUSR1) {
         alog_reopen(&alog);
         return;
     }
     if (s->signum == SIGHUP) {
-        log_warn("SIGHUP: configuration reload is not supported yet; keeping the running config");
+        if (!draining)
+            reload(loop);
         return;
     }
     if (draining) {
@@ -159,7 +202,7 @@ static void on_signal(struct ev_loop *loop, ev_signal *s, int revents)
             worker_post(&workers[i], WORKER_STOP);
         return;
     }
-    start_drain(loop, c);
+    start_drain(loop);
 }
 
 static void on_shutdown_timeout(struct ev_loop *loop, ev_timer *t, int revents)
@@ -197,7 +240,6 @@ int main(int argc, char **argv)
     int opt, rc = 1;
     unsigned nerr = 0;
     struct conf *c;
-    struct health *health = NULL;
     static const struct option longopts[] = {
         { "probe", required_argument, NULL, 'P' },
         { "help", no_argument, NULL, 'h' },
@@ -245,15 +287,16 @@ int main(int argc, char **argv)
     admin.fd = -1;
 
     loop = ev_default_loop(EVFLAG_SIGNALFD);
+    conf_path = path;
     nworkers = c->workers ? c->workers : 1;
     workers = calloc(nworkers, sizeof(*workers));
-    health = health_new(c);
-    if (!loop || !workers || !health) {
+    current = health_new(c, NULL, &names);
+    if (!loop || !workers || !current) {
         log_error("out of memory");
         goto out;
     }
     for (unsigned i = 0; i < nworkers; i++) {
-        if (worker_init(&workers[i], i, c, health) < 0) {
+        if (worker_init(&workers[i], i, current) < 0) {
             for (unsigned j = 0; j <= i; j++)
                 worker_destroy(&workers[j]);
             goto out;
@@ -262,7 +305,7 @@ int main(int argc, char **argv)
     admin.conf = c;
     admin.workers = workers;
     admin.nworkers = nworkers;
-    admin.health = health;
+    admin.health = current;
     admin.generation = 1;
     rings = calloc(nworkers, sizeof(*rings));
     if (!rings)
@@ -291,7 +334,7 @@ int main(int argc, char **argv)
     ev_signal_start(loop, &sig_int);
     ev_signal_start(loop, &sig_hup);
     ev_signal_start(loop, &sig_usr1);
-    health_start(health, loop);
+    health_start(current, loop);
     ev_init(&shutdown_timer, on_shutdown_timeout);
     ev_init(&exit_poll, on_exit_poll);
     ev_run(loop, 0);
@@ -309,7 +352,11 @@ out_workers:
         log_info("stopped");
 out:
     free(workers);
-    health_free(health);
+    if (current) {
+        health_stop(current);
+        health_unref(current);
+    }
+    metric_names_free(&names);
     conf_unref(c);
     if (loop)
         ev_loop_destroy(loop);

@@ -2,6 +2,8 @@
  * is rendered by admin.c. */
 #include "metrics.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 const double metric_bounds[METRIC_BUCKETS - 1] = {
@@ -38,4 +40,37 @@ void metrics_request(struct route_metrics *m, unsigned status, double seconds)
         b++;
     METRIC_ADD(m->buckets[b], 1);
     METRIC_ADD(m->duration_us, (uint64_t)(seconds > 0 ? seconds * 1e6 : 0));
+}
+
+static unsigned slot_of(char **names, unsigned *n, unsigned cap, const char *key)
+{
+    for (unsigned i = 0; i < *n; i++) {
+        if (strcmp(names[i], key) == 0)
+            return i;
+    }
+    if (*n == cap - 1 || !(names[*n] = strdup(key)))
+        return cap - 1;
+    return (*n)++;
+}
+
+unsigned metric_route_slot(struct metric_names *n, const char *route)
+{
+    return slot_of(n->routes, &n->nroutes, METRIC_ROUTE_SLOTS, route);
+}
+
+unsigned metric_server_slot(struct metric_names *n, const char *pool, const char *addr)
+{
+    char key[256];
+
+    snprintf(key, sizeof(key), "%s|%s", pool, addr);
+    return slot_of(n->servers, &n->nservers, METRIC_SERVER_SLOTS, key);
+}
+
+void metric_names_free(struct metric_names *n)
+{
+    for (unsigned i = 0; i < n->nroutes; i++)
+        free(n->routes[i]);
+    for (unsigned i = 0; i < n->nservers; i++)
+        free(n->servers[i]);
+    n->nroutes = n->nservers = 0;
 }

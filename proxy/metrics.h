@@ -45,7 +45,25 @@ struct route_metrics {
 
 struct server_metrics {
     _Atomic uint64_t attempts[METRIC_OUTCOMES];
+    _Atomic uint64_t inflight, idle, active;   /* gauges (wrapping add of -1 to decrement) */
 };
+
+/* Stable slots: a route name, or a pool's server address, keeps its counters across reloads.
+ * Slots are handed out by the main thread (struct metric_names) and never reused; beyond the
+ * capacity the last slot is shared and shown as "(other)". */
+#define METRIC_ROUTE_SLOTS 128               /* the no-route slot is METRIC_ROUTE_SLOTS itself */
+#define METRIC_SERVER_SLOTS 1024
+
+struct metric_names {
+    char *routes[METRIC_ROUTE_SLOTS];
+    unsigned nroutes;
+    char *servers[METRIC_SERVER_SLOTS];      /* "pool|address" */
+    unsigned nservers;
+};
+
+unsigned metric_route_slot(struct metric_names *n, const char *route);
+unsigned metric_server_slot(struct metric_names *n, const char *pool, const char *addr);
+void metric_names_free(struct metric_names *n);
 
 /* Records one answered request into m. */
 void metrics_request(struct route_metrics *m, unsigned status, double seconds);

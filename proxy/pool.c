@@ -45,6 +45,7 @@ int pool_init(struct pool *p, struct worker *w, const struct conf_pool *cp, stru
             s->addr = &cp->servers[i].addrs[j];
             s->weight = cp->servers[i].weight ? cp->servers[i].weight : 1;
             s->hs = hp && k - 1 < hp->n ? &hp->servers[k - 1] : NULL;
+            s->m = w->smetrics && s->hs ? &w->smetrics[s->hs->slot] : NULL;
         }
     }
     p->nservers = (unsigned)k;
@@ -68,7 +69,7 @@ static void upconn_unlink(struct upconn *uc)
     uc->prev = uc->next = NULL;
     s->nidle--;
     s->pool->nidle--;
-    atomic_store_explicit(&s->pool->g_idle, s->pool->nidle, memory_order_relaxed);
+    pool_gauge(s, 0, -1, 0);
 }
 
 void pool_close(struct upconn *uc)
@@ -220,7 +221,7 @@ void pool_release(struct upconn *uc)
     uc->hop = NULL;
     ev_io_stop(w->loop, &uc->wr);
     worker_buf_put(w, &uc->in);
-    if (p->cp->keepalive == 0 || w->draining) {
+    if (p->cp->keepalive == 0 || w->draining || p->retired) {
         pool_close(uc);
         return;
     }
@@ -244,7 +245,7 @@ void pool_release(struct upconn *uc)
     s->idle = uc;
     s->nidle++;
     p->nidle++;
-    atomic_store_explicit(&p->g_idle, p->nidle, memory_order_relaxed);
+    pool_gauge(s, 0, 1, 0);
     if (!ev_is_active(&p->idle_timer))
         pool_arm_idle_timer(p);
 }
@@ -264,6 +265,45 @@ void pool_report(struct upserver *s, bool failure, double latency)
     }
     if (s->hs && p->hp)
         health_report(p->hp, s->hs, failure, health_now());
+}
+
+void pool_gauge(struct upserver *s, int active, int idle, int inflight)
+{
+    if (!s->m)
+        return;
+    if (active)
+        METRIC_ADD(s->m->active, (uint64_t)(int64_t)active);
+    if (idle)
+        METRIC_ADD(s->m->idle, (uint64_t)(int64_t)idle);
+    if (inflight)
+        METRIC_ADD(s->m->inflight, (uint64_t)(int64_t)inflight);
+}
+
+void pool_move_idle(struct pool *from, struct pool *to)
+{
+    for (unsigned i = 0; i < from->nservers; i++) {
+        struct upserver *s = &from->servers[i], *t = NULL;
+        for (unsigned j = 0; to && j < to->nservers; j++) {
+            if (strcmp(to->servers[j].addr->text, s->addr->text) == 0)
+                t = &to->servers[j];
+        }
+        /* oldest first, so the moved list keeps its most-recently-used-first order */
+        while (s->idle_tail) {
+            struct upconn *uc = s->idle_tail;
+            ev_tstamp since = uc->idle_since;
+            upconn_unlink(uc);
+            if (!t) {
+                pool_close(uc);
+                continue;
+            }
+            uc->server = t;
+            pool_release(uc);
+            uc->idle_since = since;
+        }
+    }
+    pool_arm_idle_timer(from);
+    if (to)
+        pool_arm_idle_timer(to);
 }
 
 uint64_t pool_hash(const void *data, size_t n, uint64_t seed)

@@ -38,7 +38,7 @@ struct upserver {
     struct upconn *idle;                /* idle connections, most recently used first */
     struct upconn *idle_tail;           /* least recently used */
     unsigned nidle;
-    struct server_metrics m;            /* this worker's attempts to it */
+    struct server_metrics *m;           /* this worker's counters for it (stable slot); NULL in unit tests */
 };
 
 struct upconn {
@@ -59,7 +59,7 @@ struct pool {
     struct upserver *servers;
     unsigned nservers;
     unsigned nidle;                     /* idle connections over all servers */
-    _Atomic unsigned g_idle, g_active;  /* the same and the busy ones, for lifeline_upstream_connections */
+    bool retired;                       /* of a retired generation: released connections are closed */
     unsigned rr_next;                   /* rotating start for least_conn ties */
     ev_timer idle_timer;                /* closes connections idle longer than keepalive_timeout */
 };
@@ -91,6 +91,13 @@ struct upconn *pool_connect(struct upserver *s, int *err);
 void pool_release(struct upconn *uc);
 /* Closes and frees a connection the caller owns. */
 void pool_close(struct upconn *uc);
+
+/* Reload: moves every idle connection of `from` to the server with the same address in `to`
+ * (closing those with no such server, or all when to is NULL). */
+void pool_move_idle(struct pool *from, struct pool *to);
+
+/* Gauges of lifeline_upstream_connections and in-flight counts, kept per server slot. */
+void pool_gauge(struct upserver *s, int active, int idle, int inflight);
 
 /* A finished attempt on s: feeds outlier detection (failure: every outcome but ok and statuses
  * below 500) and, with a latency (seconds, >= 0), the ewma balancer. */

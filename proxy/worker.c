@@ -29,6 +29,7 @@ atomic_uint worker_connections;
 #define BLOCK_CACHE_MAX 4096
 
 static void worker_accept_cb(struct ev_loop *loop, ev_io *io, int revents);
+static void worker_switch(struct worker *w, struct health *h);
 
 static int listener_open(const struct conf_listener *cl)
 {
@@ -177,6 +178,11 @@ static void worker_wake_cb(struct ev_loop *loop, ev_async *a, int revents)
     struct client *c, *next;
 
     (void)revents;
+    {
+        struct health *h = atomic_exchange(&w->pending, NULL);
+        if (h)
+            worker_switch(w, h);
+    }
     switch (atomic_load(&w->cmd)) {
     case WORKER_RUN:
         break;
@@ -202,8 +208,168 @@ void worker_post(struct worker *w, enum worker_cmd cmd)
     ev_async_send(w->loop, &w->wake);
 }
 
-int worker_init(struct worker *w, unsigned id, struct conf *c, struct health *h)
+static struct gen *gen_new(struct worker *w, struct health *h)
 {
+    struct conf *c = h->conf;
+    struct gen *g = calloc(1, sizeof(*g));
+
+    if (!g)
+        return NULL;
+    g->conf = conf_ref(c);
+    g->health = health_ref(h);
+    g->refs = 1;
+    g->pools = calloc(c->npools ? c->npools : 1, sizeof(*g->pools));
+    g->route_stats = calloc(c->nroutes ? c->nroutes : 1, sizeof(*g->route_stats));
+    if (!g->pools || !g->route_stats)
+        goto fail;
+    for (size_t i = 0; i < c->npools; i++) {
+        if (pool_init(&g->pools[i], w, &c->pools[i], &h->pools[i]) < 0)
+            goto fail;
+    }
+    return g;
+fail:
+    g->refs = 0;
+    worker_gen_unref(w, g);
+    return NULL;
+}
+
+static void gen_free(struct gen *g)
+{
+    for (size_t i = 0; g->pools && i < g->conf->npools; i++)
+        pool_destroy(&g->pools[i]);
+    free(g->pools);
+    free(g->route_stats);
+    health_unref(g->health);
+    conf_unref(g->conf);
+    free(g);
+}
+
+void worker_gen_unref(struct worker *w, struct gen *g)
+{
+    if (g->refs > 0 && --g->refs > 0)
+        return;
+    if (g != w->gen) {
+        struct gen **pp = &w->retired;
+        while (*pp && *pp != g)
+            pp = &(*pp)->next;
+        if (*pp)
+            *pp = g->next;
+    }
+    gen_free(g);
+}
+
+/* Opens (or, on reload, keeps) one socket per configured listener. Returns 0 or -1. */
+static int worker_listen(struct worker *w, const struct conf *c, struct listener *old, unsigned nold)
+{
+    struct listener *ls = calloc(c->nlisteners ? c->nlisteners : 1, sizeof(*ls));
+    unsigned n = 0;
+    bool accepting = w->accepting;
+
+    if (!ls)
+        return -1;
+    worker_set_accepting(w, false);
+    for (size_t i = 0; i < c->nlisteners; i++) {
+        struct listener *l = &ls[n];
+        int fd = -1;
+        for (unsigned j = 0; j < nold; j++) {
+            if (old[j].fd >= 0 && strcmp(old[j].cl->addr.text, c->listeners[i].addr.text) == 0) {
+                fd = old[j].fd;   /* unchanged: keep the socket and its accept queue */
+                old[j].fd = -1;
+                break;
+            }
+        }
+        if (fd < 0)
+            fd = listener_open(&c->listeners[i]);
+        if (fd < 0) {
+            log_error("listen on %s: %s", c->listeners[i].addr.text, strerror(-fd));
+            if (!old)
+                goto fail;
+            continue;   /* a reload keeps serving on the listeners it could open */
+        }
+        l->fd = fd;
+        l->w = w;
+        l->cl = &c->listeners[i];
+        ev_io_init(&l->io, worker_accept_cb, fd, EV_READ);
+        l->io.data = l;
+        n++;
+    }
+    for (unsigned j = 0; j < nold; j++) {
+        if (old[j].fd >= 0)
+            close(old[j].fd);
+    }
+    free(old);
+    w->listeners = ls;
+    w->nlisteners = n;
+    worker_set_accepting(w, accepting || !old);
+    return 0;
+fail:
+    for (unsigned j = 0; j < n; j++)
+        close(ls[j].fd);
+    free(ls);
+    return -1;
+}
+
+/* Switches to the snapshot main handed over: a new generation, idle connections to unchanged
+ * servers carried over, listeners kept, added or closed. In-flight exchanges finish on the old
+ * generation. */
+static void worker_switch(struct worker *w, struct health *h)
+{
+    struct gen *old = w->gen, *g = gen_new(w, h);
+    const struct conf *c = h->conf;
+
+    health_unref(h);   /* the reference main handed over; the generation holds its own */
+    if (!g) {
+        log_error("worker %u: reload: out of memory; keeping the running configuration", w->id);
+        return;
+    }
+    if (c->limits.max_header_bytes + 1024 > w->scratch_len / 2) {
+        char *s = malloc(2 * (c->limits.max_header_bytes + 1024));
+        if (!s) {
+            worker_gen_unref(w, g);
+            return;
+        }
+        free(w->scratch);
+        w->scratch = s;
+        w->scratch_len = 2 * (c->limits.max_header_bytes + 1024);
+    }
+    if (!w->draining && worker_listen(w, c, w->listeners, w->nlisteners) < 0) {
+        worker_gen_unref(w, g);
+        return;
+    }
+    for (size_t i = 0; i < old->conf->npools; i++) {
+        const struct pool *np = NULL;
+        for (size_t j = 0; j < c->npools; j++) {
+            if (strcmp(c->pools[j].name, old->conf->pools[i].name) == 0)
+                np = &g->pools[j];
+        }
+        pool_move_idle(&old->pools[i], (struct pool *)np);
+        old->pools[i].retired = true;
+    }
+    w->gen = g;
+    w->conf = g->conf;
+    /* Cached request parsers were sized for the old max_header_bytes. */
+    for (unsigned i = 0; i < w->nreq_parsers; i++)
+        h1_parser_free(w->req_parsers[i]);
+    w->nreq_parsers = 0;
+    old->next = w->retired;
+    w->retired = old;
+    worker_gen_unref(w, old);
+    log_info("worker %u: configuration switched", w->id);
+}
+
+void worker_reload(struct worker *w, struct health *h)
+{
+    struct health *prev = atomic_exchange(&w->pending, health_ref(h));
+
+    if (prev)
+        health_unref(prev);   /* superseded before the worker took it */
+    ev_async_send(w->loop, &w->wake);
+}
+
+int worker_init(struct worker *w, unsigned id, struct health *h)
+{
+    struct conf *c = h->conf;
+
     memset(w, 0, sizeof(*w));
     w->id = id;
     w->spare_fd = -1;
@@ -212,47 +378,26 @@ int worker_init(struct worker *w, unsigned id, struct conf *c, struct health *h)
         log_error("worker %u: cannot create an event loop", id);
         return -1;
     }
-    w->conf = conf_ref(c);
     if (getrandom(w->rng, sizeof(w->rng), 0) != sizeof(w->rng) || (w->rng[0] | w->rng[1]) == 0) {
         w->rng[0] = 0x9e3779b97f4a7c15ull ^ (uint64_t)id;
         w->rng[1] = 0xbf58476d1ce4e5b9ull;
     }
     w->scratch_len = 2 * (c->limits.max_header_bytes + 1024);
     w->scratch = malloc(w->scratch_len);
-    w->listeners = calloc(c->nlisteners ? c->nlisteners : 1, sizeof(*w->listeners));
-    w->pools = calloc(c->npools ? c->npools : 1, sizeof(*w->pools));
-    w->route_stats = calloc(c->nroutes ? c->nroutes : 1, sizeof(*w->route_stats));
-    w->rmetrics = calloc(c->nroutes + 1, sizeof(*w->rmetrics));
-    if (!w->scratch || !w->listeners || !w->pools || !w->route_stats || !w->rmetrics ||
+    w->rmetrics = calloc(METRIC_ROUTE_SLOTS + 1, sizeof(*w->rmetrics));
+    w->smetrics = calloc(METRIC_SERVER_SLOTS, sizeof(*w->smetrics));
+    w->gen = gen_new(w, h);
+    if (!w->scratch || !w->rmetrics || !w->smetrics || !w->gen ||
         alog_ring_init(&w->alog, c->access_log.path) < 0) {
         log_error("worker %u: out of memory", id);
         return -1;
     }
-    for (size_t i = 0; i < c->npools; i++) {
-        if (pool_init(&w->pools[i], w, &c->pools[i], h ? &h->pools[i] : NULL) < 0) {
-            log_error("worker %u: out of memory", id);
-            return -1;
-        }
-    }
-    for (size_t i = 0; i < c->nlisteners; i++) {
-        struct listener *l = &w->listeners[i];
-        int fd = listener_open(&c->listeners[i]);
-
-        l->fd = -1;
-        if (fd < 0) {
-            log_error("listen on %s: %s", c->listeners[i].addr.text, strerror(-fd));
-            return -1;
-        }
-        l->fd = fd;
-        l->w = w;
-        l->cl = &c->listeners[i];
-        ev_io_init(&l->io, worker_accept_cb, fd, EV_READ);
-        l->io.data = l;
-        w->nlisteners++;
-    }
-    w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    w->conf = w->gen->conf;
     ev_init(&w->accept_retry, worker_accept_retry_cb);
     w->accept_retry.data = w;
+    if (worker_listen(w, c, NULL, 0) < 0)
+        return -1;
+    w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     ev_check_init(&w->reaper, worker_reap_cb);
     w->reaper.data = w;
     /* libev runs pending watchers of one priority last-queued first, and check watchers are queued
@@ -262,7 +407,6 @@ int worker_init(struct worker *w, unsigned id, struct conf *c, struct health *h)
     ev_async_init(&w->wake, worker_wake_cb);
     w->wake.data = w;
     ev_async_start(w->loop, &w->wake);
-    worker_set_accepting(w, true);
     return 0;
 }
 
@@ -293,10 +437,15 @@ void worker_destroy(struct worker *w)
         if (w->listeners[i].fd >= 0)
             close(w->listeners[i].fd);
     }
-    if (w->pools && w->conf) {
-        for (size_t i = 0; i < w->conf->npools; i++)
-            pool_destroy(&w->pools[i]);
+    while (w->retired) {
+        struct gen *g = w->retired;
+        w->retired = g->next;
+        gen_free(g);
     }
+    if (w->gen)
+        gen_free(w->gen);
+    if (w->pending)
+        health_unref(w->pending);
     while (w->blocks) {
         void *b = w->blocks;
         memcpy(&w->blocks, b, sizeof(void *));
@@ -309,15 +458,13 @@ void worker_destroy(struct worker *w)
     if (w->spare_fd >= 0)
         close(w->spare_fd);
     free(w->listeners);
-    free(w->pools);
-    free(w->route_stats);
     free(w->rmetrics);
+    free(w->smetrics);
     alog_ring_free(&w->alog);
     stale_free(w->stale);
     free(w->scratch);
     if (w->loop)
         ev_loop_destroy(w->loop);
-    conf_unref(w->conf);
     memset(w, 0, sizeof(*w));
 }
 
@@ -372,7 +519,8 @@ void worker_req_parser_put(struct worker *w, struct h1_parser *p)
 {
     if (!p)
         return;
-    if (w->nreq_parsers < sizeof(w->req_parsers) / sizeof(w->req_parsers[0])) {
+    if (h1_parser_capacity(p) == w->conf->limits.max_header_bytes &&
+        w->nreq_parsers < sizeof(w->req_parsers) / sizeof(w->req_parsers[0])) {
         h1_parser_reset(p);
         w->req_parsers[w->nreq_parsers++] = p;
     } else {

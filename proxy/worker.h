@@ -44,11 +44,31 @@ struct listener {
 
 enum worker_cmd { WORKER_RUN, WORKER_DRAIN, WORKER_STOP };
 
+/* Per route of a generation's conf, for the retry budget (SPEC §3.5). Per worker, like HAProxy's
+ * per-thread counters: no lock on the request path. */
+struct route_stats { unsigned requests, retries; };
+
+/* Everything a worker builds from one conf snapshot. The current generation serves new requests;
+ * after a reload the previous one is retired and lives on while exchanges that started on it hold
+ * references (refs: 1 while current, plus one per exchange). Its pools then close connections
+ * given back to them instead of keeping them. */
+struct gen {
+    struct conf *conf;                  /* reference held */
+    struct health *health;              /* reference held */
+    struct pool *pools;                 /* one per conf->pools entry */
+    struct route_stats *route_stats;    /* one per conf->routes entry */
+    unsigned refs;
+    struct gen *next;                   /* retired list */
+};
+
 struct worker {
     unsigned id;
     pthread_t thread;
     struct ev_loop *loop;
-    struct conf *conf;                  /* reference held */
+    struct gen *gen;                    /* current generation */
+    struct gen *retired;                /* older generations still in use */
+    struct conf *conf;                  /* gen->conf, for short */
+    _Atomic(struct health *) pending;   /* a reload handed over by main (its reference moves in) */
 
     struct listener *listeners;
     unsigned nlisteners;
@@ -56,7 +76,6 @@ struct worker {
     ev_timer accept_retry;              /* while paused by max_connections or EMFILE */
     int spare_fd;                       /* closed to accept-and-drop on EMFILE */
 
-    struct pool *pools;                 /* one per conf->pools entry, same index */
 
     struct client *clients;             /* live downstream connections */
     unsigned nclients;
@@ -79,11 +98,10 @@ struct worker {
 
     uint64_t rng[2];                    /* xorshift128+ state */
 
-    /* per route of `conf`, for the retry budget (SPEC §3.5); per worker, like HAProxy's
-     * per-thread counters: no lock on the request path */
-    struct route_stats { unsigned requests, retries; } *route_stats;
     struct stale_store *stale;          /* fallback.stale copies, made on first use */
-    struct route_metrics *rmetrics;     /* per route of `conf`, then one for requests with no route */
+    /* counters by stable slot (metrics.h), read by the admin listener; never reallocated */
+    struct route_metrics *rmetrics;     /* METRIC_ROUTE_SLOTS + 1 (no route) */
+    struct server_metrics *smetrics;    /* METRIC_SERVER_SLOTS */
     struct alog_ring alog;              /* access log lines for the writer thread */
 };
 
@@ -91,8 +109,13 @@ struct worker {
 extern atomic_uint worker_connections;
 
 /* Creates the worker's loop, listeners (bound now, so that errors are reported at start) and
- * pools. Returns 0, or -1 after logging why. */
-int worker_init(struct worker *w, unsigned id, struct conf *c, struct health *h);
+ * its first generation from h (h->conf is the snapshot). Returns 0, or -1 after logging why. */
+int worker_init(struct worker *w, unsigned id, struct health *h);
+/* Hands a new snapshot to a running worker (main thread): takes a reference on h; the worker
+ * switches to it at its next wake-up. */
+void worker_reload(struct worker *w, struct health *h);
+/* An exchange stops using a generation. */
+void worker_gen_unref(struct worker *w, struct gen *g);
 /* Runs the loop until stopped (thread entry). */
 void *worker_main(void *arg);
 /* Asks the worker to drain (stop accepting, finish in flight) or stop (close everything). Thread-safe. */
