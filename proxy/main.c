@@ -6,6 +6,9 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <netdb.h>
 #include <poll.h>
 #include <signal.h>
@@ -38,30 +41,95 @@ static struct metric_names names;
 static struct health *current;          /* the running snapshot's registry (conf: current->conf) */
 static const char *conf_path;
 
-/* SIGHUP: load and validate the file again; on success every worker switches to it while what is
- * in flight finishes on the old snapshot; on failure the errors are reported and nothing changes. */
-static void reload(struct ev_loop *loop)
-{
-    unsigned nerr = 0;
-    struct conf *nc = conf_load(conf_path, stderr, &nerr);
-    struct health *nh;
+/* Configuration loading after start runs in the loader thread: reading the file and resolving
+ * hostnames block, and the main loop (signals, admin, health checks) must not. Jobs go in under
+ * the mutex; a loaded snapshot comes back through `loaded` and an ev_async. */
+enum { JOB_RELOAD = 1, JOB_RESOLVE = 2 };
 
-    if (!nc) {
-        admin.reloads_failed++;
-        log_error("reload: %u error(s) in %s; keeping the running configuration", nerr, conf_path);
-        return;
+/* TEMP: replaced by conf.c's definitions (weak so that the strong ones win). */
+bool conf_same_addresses(const struct conf *a, const struct conf *b) __attribute__((weak));
+bool conf_same_addresses(const struct conf *a, const struct conf *b) { (void)a; (void)b; return true; }
+bool conf_has_hostnames(const struct conf *c, int64_t *min_interval) __attribute__((weak));
+bool conf_has_hostnames(const struct conf *c, int64_t *min_interval) { (void)c; *min_interval = 0; return false; }
+static struct {
+    pthread_t thread;
+    bool running;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int jobs;                           /* JOB_* bits waiting */
+    bool stop;
+    struct conf *resolve_from;          /* JOB_RESOLVE: the snapshot whose source is re-read */
+    struct conf *loaded;                /* a result for main */
+    int loaded_job;
+    unsigned loaded_errors;
+    ev_async done;
+    struct ev_loop *loop;
+} loader = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+
+static void *loader_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&loader.mu);
+    for (;;) {
+        int job;
+        struct conf *from, *nc;
+        unsigned nerr = 0;
+        while (!loader.jobs && !loader.stop)
+            pthread_cond_wait(&loader.cv, &loader.mu);
+        if (loader.stop)
+            break;
+        /* A reload re-reads the file, which also re-resolves: it covers a pending resolve. */
+        job = loader.jobs & JOB_RELOAD ? JOB_RELOAD : JOB_RESOLVE;
+        loader.jobs = 0;
+        from = loader.resolve_from;
+        loader.resolve_from = NULL;
+        pthread_mutex_unlock(&loader.mu);
+        if (job == JOB_RELOAD)
+            nc = conf_load(conf_path, stderr, &nerr);
+        else
+            nc = from ? conf_load(conf_path, stderr, &nerr) : NULL;   /* TEMP until conf_load_buffer lands */
+        conf_unref(from);
+        pthread_mutex_lock(&loader.mu);
+        if (loader.loaded)
+            conf_unref(loader.loaded);   /* main never took it: superseded */
+        loader.loaded = nc;
+        loader.loaded_job = job;
+        loader.loaded_errors = nerr;
+        ev_async_send(loader.loop, &loader.done);
     }
-    nh = health_new(nc, current, &names);
+    pthread_mutex_unlock(&loader.mu);
+    return NULL;
+}
+
+static void loader_post(int job, struct conf *from)
+{
+    pthread_mutex_lock(&loader.mu);
+    loader.jobs |= job;
+    if (from) {
+        if (loader.resolve_from)
+            conf_unref(loader.resolve_from);
+        loader.resolve_from = conf_ref(from);
+    }
+    pthread_cond_signal(&loader.cv);
+    pthread_mutex_unlock(&loader.mu);
+}
+
+/* Makes nc (one reference, handed over) the running snapshot: every worker switches to it while
+ * what is in flight finishes on the old one. */
+static void apply_conf(struct ev_loop *loop, struct conf *nc, const char *why)
+{
+    struct health *nh = health_new(nc, current, &names);
+
     conf_unref(nc);   /* nh holds it */
     if (!nh) {
         admin.reloads_failed++;
-        log_error("reload: out of memory; keeping the running configuration");
+        log_error("%s: out of memory; keeping the running configuration", why);
         return;
     }
     if (nh->conf->workers != nworkers)
-        log_warn("reload: the number of workers changes only on restart (running %u)", nworkers);
+        log_warn("%s: the number of workers changes only on restart (running %u)", why, nworkers);
     if (strcmp(nh->conf->access_log.path, current->conf->access_log.path) != 0)
-        log_warn("reload: access_log.path changes only on restart");
+        log_warn("%s: access_log.path changes only on restart", why);
     health_stop(current);
     for (unsigned i = 0; i < nworkers; i++)
         worker_reload(&workers[i], nh);
@@ -71,8 +139,61 @@ static void reload(struct ev_loop *loop)
     admin.conf = current->conf;
     admin.health = current;
     admin.generation++;
-    admin.reloads_ok++;
-    log_info("reloaded %s (generation %u)", conf_path, admin.generation);
+    log_info("%s: %s applied (generation %u)", why, conf_path, admin.generation);
+}
+
+static void on_loaded(struct ev_loop *loop, ev_async *a, int revents)
+{
+    struct conf *nc;
+    int job;
+    unsigned nerr;
+
+    (void)a;
+    (void)revents;
+    pthread_mutex_lock(&loader.mu);
+    nc = loader.loaded;
+    job = loader.loaded_job;
+    nerr = loader.loaded_errors;
+    loader.loaded = NULL;
+    pthread_mutex_unlock(&loader.mu);
+    if (draining) {
+        conf_unref(nc);
+        return;
+    }
+    if (!nc) {
+        if (job == JOB_RELOAD) {
+            admin.reloads_failed++;
+            log_error("reload: %u error(s) in %s; keeping the running configuration", nerr, conf_path);
+        } else {
+            log_warn("re-resolving: %u error(s); keeping the current addresses", nerr);
+        }
+        return;
+    }
+    if (job == JOB_RESOLVE && conf_same_addresses(nc, current->conf)) {
+        conf_unref(nc);
+        return;
+    }
+    if (job == JOB_RELOAD)
+        admin.reloads_ok++;
+    apply_conf(loop, nc, job == JOB_RELOAD ? "reload" : "DNS change");
+}
+
+/* resolve_interval: hostnames are looked up again, off the loop. */
+static ev_timer resolve_timer;
+static void on_resolve_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    int64_t every;
+
+    (void)revents;
+    if (draining)
+        return;
+    if (conf_has_hostnames(current->conf, &every)) {
+        loader_post(JOB_RESOLVE, current->conf);
+        t->repeat = (ev_tstamp)every / 1000.0;
+    } else {
+        t->repeat = 1.0;   /* look again later: a reload may add hostnames */
+    }
+    ev_timer_again(loop, t);
 }
 
 static void usage(FILE *f)
@@ -193,7 +314,7 @@ static void on_signal(struct ev_loop *loop, ev_signal *s, int revents)
     }
     if (s->signum == SIGHUP) {
         if (!draining)
-            reload(loop);
+            loader_post(JOB_RELOAD, NULL);
         return;
     }
     if (draining) {
@@ -335,12 +456,31 @@ int main(int argc, char **argv)
     ev_signal_start(loop, &sig_hup);
     ev_signal_start(loop, &sig_usr1);
     health_start(current, loop);
+    loader.loop = loop;
+    ev_async_init(&loader.done, on_loaded);
+    ev_async_start(loop, &loader.done);
+    if (pthread_create(&loader.thread, NULL, loader_main, NULL) == 0)
+        loader.running = true;
+    else
+        log_error("cannot start the configuration loader thread: reloads are disabled");
+    ev_init(&resolve_timer, on_resolve_timer);
+    resolve_timer.repeat = 0.001;
+    ev_timer_again(loop, &resolve_timer);
     ev_init(&shutdown_timer, on_shutdown_timeout);
     ev_init(&exit_poll, on_exit_poll);
     ev_run(loop, 0);
 
     for (unsigned i = 0; i < nworkers; i++)
         pthread_join(workers[i].thread, NULL);
+    if (loader.running) {
+        pthread_mutex_lock(&loader.mu);
+        loader.stop = true;
+        pthread_cond_signal(&loader.cv);
+        pthread_mutex_unlock(&loader.mu);
+        pthread_join(loader.thread, NULL);
+        conf_unref(loader.loaded);
+        conf_unref(loader.resolve_from);
+    }
     rc = 0;
 out_workers:
     admin_stop(&admin);
