@@ -78,5 +78,9 @@ run: deps all
 bench: all
 	bash scripts/bench.sh
 
+# Builds the Docker image (lifeline:test) and proves it: serves, turns healthy, drains on docker stop.
+docker-test:
+	bash scripts/docker-test.sh
+
 clean:
 	rm -rf build
