@@ -1,0 +1,274 @@
+#!/usr/bin/env bash
+# conns-test.sh — 10,000 concurrent keep-alive client connections on one lifeline worker.
+#
+# lifeline (workers: 1, limits.max_connections 20000, idle_timeout 10m) in front of an nginx
+# upstream (`return 200`). A python asyncio client opens CONNS connections (source addresses spread
+# over 127.0.0.1..127.0.0.SRC_ADDRS so ephemeral ports never run out), sends one request on each
+# and keeps them all open; lifeline's VmRSS is read before (after a small warm-up, no client
+# connection open) and with every connection open and idle. Then one more request on every
+# connection shows they were all kept alive, and all are closed.
+# Reports RSS per idle connection (KiB); fails (exit 1) unless every connection got both answers.
+#
+# Env: CONNS (10000) SRC_ADDRS (4) BATCH (500 connects in flight at once) LIFELINE_BIN
+#      (build/lifeline) PROXY (lifeline; nginx = the same test against nginx, to check the test)
+#      PORT (18200: upstream; +1 proxy) MAX_KIB_PER_CONN (unset: report only; set: fail above it)
+#      TIMEOUT (s, 180)
+# Every process started here is stopped by PID at exit.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+PYTHON=${PYTHON:-/usr/bin/python3}
+CONNS=${CONNS:-10000}
+SRC_ADDRS=${SRC_ADDRS:-4}
+BATCH=${BATCH:-500}
+LIFELINE_BIN=${LIFELINE_BIN:-$ROOT/build/lifeline}
+PROXY=${PROXY:-lifeline}
+PORT=${PORT:-18200}
+TIMEOUT=${TIMEOUT:-180}
+MAX_KIB_PER_CONN=${MAX_KIB_PER_CONN:-}
+NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
+OUT=$ROOT/build/conns
+UP_PORT=$PORT
+PX_PORT=$((PORT + 1))
+
+die() { echo "conns-test: $*" >&2; exit 1; }
+for v in CONNS SRC_ADDRS BATCH PORT TIMEOUT; do
+    [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a positive integer"
+done
+((SRC_ADDRS >= 1 && SRC_ADDRS <= 254)) || die "SRC_ADDRS must be 1..254"
+mkdir -p "$OUT/tmp"
+exec 9>"$OUT/.lock"   # one run at a time per checkout (fixed ports, shared files)
+flock -n 9 || die "another $(basename "$0") is running in this checkout"
+
+# Both the client and the proxy hold one fd per connection (the proxy: plus its upstream ones).
+want_fds=$((CONNS + 2000))
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+have_fds=$(ulimit -n)
+if [[ "$have_fds" != unlimited ]] && ((have_fds < want_fds)); then
+    die "open-file limit is $have_fds (hard $(ulimit -Hn)); $CONNS connections need $want_fds: lower CONNS or raise the hard limit"
+fi
+
+pids=()
+cleanup() {
+    local pid i
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do
+        for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for p in "$UP_PORT" "$PX_PORT"; do port_open "$p" && die "127.0.0.1:$p is in use; set PORT"; done
+
+TMPDIRS="client_body_temp_path $OUT/tmp/body; proxy_temp_path $OUT/tmp/proxy;
+  fastcgi_temp_path $OUT/tmp/fastcgi; uwsgi_temp_path $OUT/tmp/uwsgi; scgi_temp_path $OUT/tmp/scgi;"
+cat >"$OUT/upstream-nginx.conf" <<EOF
+daemon off; master_process off; worker_processes 1;
+pid $OUT/upstream-nginx.pid; error_log $OUT/upstream-nginx.error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off; $TMPDIRS
+  keepalive_requests 10000000; keepalive_timeout 600s;
+  server { listen 127.0.0.1:$UP_PORT backlog=4096;
+    location / { default_type text/plain; return 200 "ok\n"; } }
+}
+EOF
+
+cat >"$OUT/lifeline.yaml" <<EOF
+# conns-test: one worker holding $CONNS idle keep-alive connections
+listen:
+  - address: 127.0.0.1:$PX_PORT
+workers: 1
+access_log: { path: "off" }
+client:
+  idle_timeout: 10m
+limits:
+  max_connections: $((CONNS + 10000))
+pools:
+  up:
+    servers:
+      - { address: 127.0.0.1:$UP_PORT }
+    keepalive: 256
+routes:
+  - match: { path: / }
+    pool: up
+EOF
+
+cat >"$OUT/nginx.conf" <<EOF
+# conns-test with nginx as the proxy (PROXY=nginx)
+daemon off; master_process off; worker_processes 1;
+pid $OUT/nginx.pid; error_log $OUT/nginx.error.log warn;
+worker_rlimit_nofile $have_fds;
+events { worker_connections $((CONNS + 2000)); }
+http {
+  access_log off; $TMPDIRS
+  keepalive_requests 10000000; keepalive_timeout 600s;
+  upstream up { server 127.0.0.1:$UP_PORT; keepalive 256; }
+  server { listen 127.0.0.1:$PX_PORT backlog=4096;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+}
+EOF
+
+cat >"$OUT/conns.py" <<'EOF'
+"""conns.py PORT CONNS SRC_ADDRS BATCH PROXY_PID TIMEOUT: open, request, hold, measure, close."""
+import asyncio, socket, sys, time
+
+IP_BIND_ADDRESS_NO_PORT = 24   # linux/in.h: pick the port at connect(), per 4-tuple
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for l in f:
+            if l.startswith("VmRSS:"):
+                return int(l.split()[1])
+    return 0
+
+def nfds(pid):
+    import os
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+async def settle_rss(pid, seconds=1.5):
+    """RSS after a short quiet time (the last of a few samples)."""
+    r = 0
+    for _ in range(int(seconds / 0.25)):
+        await asyncio.sleep(0.25)
+        r = rss_kib(pid)
+    return r
+
+async def request(reader, writer):
+    writer.write(b"GET / HTTP/1.1\r\nHost: conns-test\r\n\r\n")
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    n = 0
+    for l in lines[1:]:
+        if l.lower().startswith("content-length:"):
+            n = int(l.split(":", 1)[1])
+    await reader.readexactly(n)
+    return lines[0].split(" ")[1] == "200"
+
+async def connect(port, i, src):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+        s.bind(("127.0.0.%d" % (1 + i % src), 0))
+        s.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(s, ("127.0.0.1", port))
+    except BaseException:
+        s.close()
+        raise
+    return await asyncio.open_connection(sock=s, limit=4096)
+
+async def main(port, conns, src, batch, pid, timeout):
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    # warm-up: a few requests on a few connections, then closed, so "before" includes what the
+    # first requests allocate once (pools, upstream connections, buffers freed to the allocator)
+    for i in range(20):
+        r, w = await connect(port, i, src)
+        for _ in range(5):
+            await request(r, w)
+        w.close()
+    before = await settle_rss(pid)
+    fds_before = nfds(pid)
+    print("  proxy before: VmRSS %.1f MiB, %d fds" % (before / 1024, fds_before), flush=True)
+
+    held, errors = [], {}
+    sem = asyncio.Semaphore(batch)
+    async def one(i):
+        async with sem:
+            try:
+                r, w = await asyncio.wait_for(connect(port, i, src), 15)
+                ok = await asyncio.wait_for(request(r, w), 15)
+                if ok:
+                    held.append((r, w))
+                else:
+                    errors["non-200"] = errors.get("non-200", 0) + 1
+                    w.close()
+            except Exception as e:
+                k = type(e).__name__
+                errors[k] = errors.get(k, 0) + 1
+    await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(conns))),
+                           max(1, deadline - time.monotonic()))
+    t_open = time.monotonic() - t0
+    answered = len(held)
+    after = await settle_rss(pid, 2.0)
+    fds_after = nfds(pid)
+    print("  %d/%d connections answered 200 and held open (%.1f s); errors: %s" % (
+        answered, conns, t_open, errors or "none"), flush=True)
+    print("  proxy with them idle: VmRSS %.1f MiB, %d fds" % (after / 1024, fds_after), flush=True)
+    per = (after - before) / max(1, answered)
+    print("  RSS per idle connection: %.2f KiB" % per, flush=True)
+
+    # every held connection must still be alive and keep-alive: one more request on each
+    again, again_err = 0, {}
+    async def twice(rw):
+        nonlocal again
+        async with sem:
+            try:
+                if await asyncio.wait_for(request(*rw), 15):
+                    again += 1
+            except Exception as e:
+                k = type(e).__name__
+                again_err[k] = again_err.get(k, 0) + 1
+    await asyncio.wait_for(asyncio.gather(*(twice(rw) for rw in held)),
+                           max(1, deadline - time.monotonic()))
+    print("  %d/%d answered a second request on the same connection; errors: %s" % (
+        again, conns, again_err or "none"), flush=True)
+    for _, w in held:
+        w.close()
+    closed = await settle_rss(pid, 2.0)
+    print("  proxy after closing them: VmRSS %.1f MiB, %d fds" % (closed / 1024, nfds(pid)), flush=True)
+    print("RESULT conns=%d answered=%d again=%d rss_before_kib=%d rss_after_kib=%d kib_per_conn=%.2f" % (
+        conns, answered, again, before, after, per), flush=True)
+    return 0 if answered == conns and again == conns else 1
+
+if __name__ == "__main__":
+    a = [int(x) for x in sys.argv[1:7]]
+    sys.exit(asyncio.run(main(*a)))
+EOF
+
+case $PROXY in
+lifeline)
+    [[ -x "$LIFELINE_BIN" ]] || die "$LIFELINE_BIN not built (run make)"
+    "$LIFELINE_BIN" -t -c "$OUT/lifeline.yaml" >/dev/null || die "lifeline rejects $OUT/lifeline.yaml"
+    proxy_cmd=("$LIFELINE_BIN" -c "$OUT/lifeline.yaml")
+    ;;
+nginx) proxy_cmd=("$NGINX" -p "$OUT" -c "$OUT/nginx.conf") ;;
+*) die "PROXY must be lifeline or nginx" ;;
+esac
+
+"$NGINX" -p "$OUT" -c "$OUT/upstream-nginx.conf" >"$OUT/upstream.log" 2>&1 9>&- &
+pids+=("$!")
+"${proxy_cmd[@]}" >"$OUT/proxy.log" 2>&1 9>&- &
+proxy_pid=$!
+pids+=("$proxy_pid")
+
+for ((i = 0; i < 100; i++)); do
+    if port_open "$UP_PORT" && port_open "$PX_PORT"; then break; fi
+    kill -0 "$proxy_pid" 2>/dev/null || { cat "$OUT/proxy.log" >&2; die "$PROXY exited at start"; }
+    sleep 0.1
+done
+code=$(curl -s -o /dev/null -m 5 -w '%{http_code}' "http://127.0.0.1:$PX_PORT/" || true)
+[[ "$code" == 200 ]] || { cat "$OUT/proxy.log" >&2; die "$PROXY did not answer 200 (got ${code:-nothing})"; }
+
+echo "conns-test: $PROXY (pid $proxy_pid), $CONNS connections from $SRC_ADDRS source addresses, fd limit $have_fds"
+rc=0
+timeout -k 5 $((TIMEOUT + 30)) "$PYTHON" "$OUT/conns.py" "$PX_PORT" "$CONNS" "$SRC_ADDRS" "$BATCH" \
+    "$proxy_pid" "$TIMEOUT" | tee "$OUT/result.txt" || rc=$?
+if ! kill -0 "$proxy_pid" 2>/dev/null; then
+    echo "conns-test: FAIL: $PROXY died during the test"; tail -20 "$OUT/proxy.log"; rc=1
+fi
+if ((rc == 0)) && [[ -n "$MAX_KIB_PER_CONN" ]]; then
+    per=$(sed -n 's/.*kib_per_conn=\([0-9.]*\).*/\1/p' "$OUT/result.txt")
+    if ! awk -v p="$per" -v m="$MAX_KIB_PER_CONN" 'BEGIN { exit !(p <= m) }'; then
+        echo "conns-test: FAIL: $per KiB per idle connection > MAX_KIB_PER_CONN=$MAX_KIB_PER_CONN"; rc=1
+    fi
+fi
+if ((rc == 0)); then echo "conns-test: PASS"; else echo "conns-test: FAIL"; fi
+exit "$rc"

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# demo.sh — `make run`: three demo upstreams and lifeline in front of them, on loopback.
+#
+#   upstreams  app-1 127.0.0.1:9001, app-2 127.0.0.1:9002 (pool app), slow 127.0.0.1:9003 (pool slow)
+#   lifeline   build/lifeline -c config/lifeline.yaml in the foreground (listener 127.0.0.1:8080)
+#
+# Ctrl-C stops lifeline (it drains, then exits); the upstreams are stopped by PID on exit.
+# Env: LIFELINE_BIN (default build/lifeline), CONFIG (default config/lifeline.yaml), PYTHON.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+PYTHON=${PYTHON:-/usr/bin/python3}
+LIFELINE_BIN=${LIFELINE_BIN:-$ROOT/build/lifeline}
+CONFIG=${CONFIG:-$ROOT/config/lifeline.yaml}
+LOGDIR=$ROOT/build/demo
+mkdir -p "$LOGDIR"
+
+pids=()
+cleanup() {
+    local pid
+    for pid in "${pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+[[ -x "$LIFELINE_BIN" ]] || { echo "demo.sh: $LIFELINE_BIN not built (run make)" >&2; exit 1; }
+[[ -f "$CONFIG" ]] || { echo "demo.sh: $CONFIG not found" >&2; exit 1; }
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+for port in 8080 9001 9002 9003; do
+    if port_busy "$port"; then
+        echo "demo.sh: something already listens on 127.0.0.1:$port; stop it first" >&2
+        exit 1
+    fi
+done
+
+start_upstream() {   # port name
+    "$PYTHON" "$ROOT/scripts/demo_upstream.py" --port "$1" --name "$2" \
+        >"$LOGDIR/upstream-$1.log" 2>&1 &
+    pids+=("$!")
+}
+start_upstream 9001 app-1
+start_upstream 9002 app-2
+start_upstream 9003 slow
+
+# Wait (bounded: 10 s) until the three answer.
+for port in 9001 9002 9003; do
+    for _ in $(seq 100); do
+        port_busy "$port" && continue 2
+        sleep 0.1
+    done
+    echo "demo.sh: upstream on port $port did not start; see $LOGDIR/upstream-$port.log" >&2
+    cat "$LOGDIR/upstream-$port.log" >&2 || true
+    exit 1
+done
+
+cat <<'EOF'
+
+lifeline demo — upstreams: app-1 :9001, app-2 :9002 (pool "app"), slow :9003 (pool "slow")
+Try, from another terminal:
+
+  curl -i localhost:8080/                      # "hello from app-1", then app-2: round robin
+  curl -i localhost:8080/echo                  # what the upstream got: X-Forwarded-*, X-Request-Id added
+  curl -i localhost:8080/slow/slow?ms=200      # /slow/ route, prefix stripped: the slow upstream answers
+  curl -i localhost:8080/slow/slow?ms=3000     # past the route's 2 s deadline: 504, x-lifeline-fallback: deadline
+  curl -i -X POST -d 'hello=world' localhost:8080/echo        # a POST, body streamed through
+  curl -i localhost:8080/status/503            # both servers answer 503: retried, then the last 503 passed through
+  curl -s localhost:8080/bytes/10000000 | wc -c   # a 10 MB body streamed
+
+Each upstream logs the requests it gets in build/demo/upstream-900N.log (tail -f them to watch
+round robin, retries and X-Request-Id). Ctrl-C stops everything.
+
+EOF
+
+echo "demo.sh: starting $LIFELINE_BIN -c $CONFIG" >&2
+# In the background with a forwarding trap, not exec: Ctrl-C (or a SIGTERM sent to this script alone)
+# becomes a SIGTERM to lifeline, which drains and exits; the EXIT trap then stops the upstreams.
+"$LIFELINE_BIN" -c "$CONFIG" &
+lpid=$!
+pids=("$lpid" "${pids[@]}")
+trap 'echo "demo.sh: stopping lifeline (drain)" >&2; kill -TERM "$lpid" 2>/dev/null || true' INT TERM
+while :; do
+    rc=0
+    wait "$lpid" || rc=$?
+    kill -0 "$lpid" 2>/dev/null || break   # reaped: rc is its status; else a signal interrupted wait
+done
+echo "demo.sh: lifeline exited with status $rc" >&2
+exit "$rc"
