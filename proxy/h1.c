@@ -46,7 +46,6 @@ struct h1_parser {
     bool pending_lf;
     bool no_body;                       /* response to HEAD */
     bool body_started;                  /* output framing already produced bytes */
-    bool value_split;                   /* the last value piece ended at the end of the input */
     unsigned expect_crlf;               /* bytes of a chunk's CRLF still to check (2: CR, 1: LF) */
     const char *exec_start, *exec_end;  /* the bytes of the current http_parser_execute() */
     uint64_t max_body, body_bytes;
@@ -56,8 +55,11 @@ struct h1_parser {
     enum h1_framing framing;
     unsigned err_status;
     const char *err_why;
-    unsigned nconn_tokens;
-    char conn_tokens[8][32];            /* names listed in Connection (hop-by-hop) */
+    /* raw head scan (see h1_scan_head) */
+    unsigned scan_line;                 /* lines of the head seen so far */
+    bool scan_lf;                       /* the last head byte seen was LF */
+    char line0_tail[12];                /* the last bytes of the start line (requests: the version) */
+    size_t line0_len;
 };
 
 static int h1_fail(struct h1_parser *p, unsigned status, const char *why)
@@ -149,25 +151,26 @@ static int on_header_field(http_parser *hp, const char *at, size_t len)
             return h1_fail(p, p->kind == H1_REQUEST ? 400 : 502, "invalid character in header name");
     }
 
-    if (p->in_trailers) {
-        int r = trailer_out(p, at, len, CB_FIELD);
-        p->last_cb = CB_FIELD;
-        return r;
-    }
+    if (p->in_trailers && trailer_out(p, at, len, CB_FIELD) < 0)
+        return -1;
     if (p->last_cb != CB_FIELD) {
-        if (h->nhdrs >= H1_MAX_HEADERS)
+        unsigned i = h->nhdrs + h->ntrailers;
+        if (i >= H1_MAX_HEADERS)
             return h1_fail(p, too_large(p), "too many headers");
-        h->hdrs[h->nhdrs].name = p->arena + p->alen;
-        h->hdrs[h->nhdrs].name_len = 0;
-        h->hdrs[h->nhdrs].value = p->arena + p->alen;
-        h->hdrs[h->nhdrs].value_len = 0;
-        h->hdrs[h->nhdrs].flags = 0;
-        h->nhdrs++;
+        h->hdrs[i].name = p->arena + p->alen;
+        h->hdrs[i].name_len = 0;
+        h->hdrs[i].value = p->arena + p->alen;
+        h->hdrs[i].value_len = 0;
+        h->hdrs[i].flags = 0;
+        if (p->in_trailers)
+            h->ntrailers++;   /* kept after the headers, see h1.h */
+        else
+            h->nhdrs++;
     }
     p->last_cb = CB_FIELD;
     if (arena_put(p, at, len, too_large(p)) < 0)
         return -1;
-    h->hdrs[h->nhdrs - 1].name_len += len;
+    h->hdrs[h->nhdrs + h->ntrailers - 1].name_len += len;
     return 0;
 }
 
@@ -177,26 +180,19 @@ static int on_header_value(http_parser *hp, const char *at, size_t len)
     struct h1_header *hd;
 
     for (size_t i = 0; i < len; i++) {
-        if (at[i] == '\0' || at[i] == '\r' || at[i] == '\n')
+        unsigned char ch = (unsigned char)at[i];
+        /* RFC 9110 §5.5: no control characters but HTAB (NUL, CR and LF among them) */
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
             return h1_fail(p, p->kind == H1_REQUEST ? 400 : 502, "invalid character in header value");
     }
-    /* Two value pieces in a row are one value split across reads, or an obsolete line fold
-     * (http-parser joins folded lines and reports the continuation as another piece). */
-    if (p->last_cb == CB_VALUE && !(p->value_split && at == p->exec_start))
-        return h1_fail(p, p->kind == H1_REQUEST ? 400 : 502, "obsolete line folding");
-    p->value_split = at + len == p->exec_end;
-    if (p->in_trailers) {
-        int r = trailer_out(p, at, len, CB_VALUE);
-        p->last_cb = CB_VALUE;
-        return r;
-    }
-    if (p->last_cb != CB_VALUE) {
-        if (p->head.nhdrs == 0)
-            return h1_fail(p, 400, "header value without a name");
-        p->head.hdrs[p->head.nhdrs - 1].value = p->arena + p->alen;
-    }
+    if (p->in_trailers && trailer_out(p, at, len, CB_VALUE) < 0)
+        return -1;
+    if (p->head.nhdrs + p->head.ntrailers == 0)
+        return h1_fail(p, 400, "header value without a name");
+    hd = &p->head.hdrs[p->head.nhdrs + p->head.ntrailers - 1];
+    if (p->last_cb != CB_VALUE)
+        hd->value = p->arena + p->alen;
     p->last_cb = CB_VALUE;
-    hd = &p->head.hdrs[p->head.nhdrs - 1];
     if (arena_put(p, at, len, too_large(p)) < 0)
         return -1;
     hd->value_len += len;
@@ -250,12 +246,15 @@ static int conn_token(void *arg, const char *t, size_t n)
         cs->keep_alive = true;
     else if (tok_is(t, n, "upgrade"))
         cs->upgrade = true;
-    if (p->nconn_tokens < 8 && n < sizeof(p->conn_tokens[0])) {
-        memcpy(p->conn_tokens[p->nconn_tokens], t, n);
-        p->conn_tokens[p->nconn_tokens][n] = 0;
-        p->nconn_tokens++;
-    }
+    (void)p;
     return 0;
+}
+
+/* each_token() callback: 1 when the token is the header's name. */
+static int token_names(void *arg, const char *t, size_t n)
+{
+    const struct h1_header *hd = arg;
+    return hd->name_len == n && strncasecmp(hd->name, t, n) == 0;
 }
 
 struct te_scan { bool chunked_seen, chunked_last, unknown, dup; };
@@ -313,6 +312,8 @@ static int on_headers_complete(http_parser *hp)
         h->method_len = strlen(h->method_name);
     } else {
         h->status = hp->status_code;
+        if (h->status < 100 || h->status > 599)
+            return h1_fail(p, 502, "invalid status code");
     }
     /* First pass: trim values, find the special headers, read Connection and Transfer-Encoding. */
     for (unsigned i = 0; i < h->nhdrs; i++) {
@@ -353,11 +354,16 @@ static int on_headers_complete(http_parser *hp)
                 h->request_id = (int)i;
         }
     }
-    /* Second pass: the names Connection lists are hop-by-hop too. */
-    for (unsigned t = 0; t < p->nconn_tokens; t++) {
+    /* Second pass: the names Connection lists are hop-by-hop too (any number, any length). */
+    for (unsigned c = 0; c < h->nhdrs; c++) {
+        const struct h1_header *ch = &h->hdrs[c];
+        if (!name_is(ch, "connection"))
+            continue;
         for (unsigned i = 0; i < h->nhdrs; i++) {
-            if (name_is(&h->hdrs[i], p->conn_tokens[t]) && !(h->hdrs[i].flags & (H1_HDR_HOST | H1_HDR_FRAMING)))
-                h->hdrs[i].flags |= H1_HDR_HOP;
+            struct h1_header *hd = &h->hdrs[i];
+            if (!(hd->flags & (H1_HDR_HOST | H1_HDR_FRAMING | H1_HDR_HOP)) &&
+                each_token(ch->value, ch->value_len, token_names, hd) == 1)
+                hd->flags |= H1_HDR_HOP;
         }
     }
     if (te) {
@@ -448,6 +454,12 @@ static int on_message_complete(http_parser *hp)
 {
     struct h1_parser *p = hp->data;
 
+    for (unsigned i = p->head.nhdrs; i < p->head.nhdrs + p->head.ntrailers; i++) {
+        struct h1_header *hd = &p->head.hdrs[i];
+        while (hd->value_len && (hd->value[hd->value_len - 1] == ' ' || hd->value[hd->value_len - 1] == '\t'))
+            hd->value_len--;
+    }
+
     if (p->out && p->framing == H1_FRAME_CHUNKED) {
         /* Last chunk (unless the input was not chunked), pending trailer line end, final CRLF. */
         if (!p->in_trailers && buf_append(p->out, "0\r\n", 3) < 0)
@@ -516,7 +528,7 @@ void h1_parser_reset(struct h1_parser *p)
     p->last_cb = CB_NONE;
     p->event = PEV_NONE;
     p->in_head = p->in_body = p->in_trailers = p->pending_lf = p->no_body = false;
-    p->body_started = p->value_split = false;
+    p->body_started = false;
     p->expect_crlf = 0;
     p->body_bytes = 0;
     p->max_body = max_body;
@@ -526,7 +538,9 @@ void h1_parser_reset(struct h1_parser *p)
     p->framing = H1_FRAME_DROP;
     p->err_status = 0;
     p->err_why = NULL;
-    p->nconn_tokens = 0;
+    p->scan_line = 0;
+    p->scan_lf = false;
+    p->line0_len = 0;
 }
 
 struct h1_head *h1_parser_head(struct h1_parser *p)
@@ -608,6 +622,54 @@ static enum h1_event h1_error_from_parser(struct h1_parser *p)
     return H1_ERROR;
 }
 
+/* What http-parser (built non-strict) lets through in a head, checked on the raw bytes: obsolete
+ * line folding (a line starting with SP or HTAB), and a start line that is not "... HTTP/d.d"
+ * (request) or "HTTP/d.d ddd ..." (response). Returns false after recording the error. */
+static bool h1_scan_head(struct h1_parser *p, const char *d, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char ch = d[i];
+        if (p->scan_lf && (ch == ' ' || ch == '\t')) {
+            h1_fail(p, p->kind == H1_REQUEST ? 400 : 502, "obsolete line folding");
+            return false;
+        }
+        p->scan_lf = ch == '\n';
+        if (ch == '\r' || p->scan_line > 0) {
+            if (ch == '\n')
+                p->scan_line++;
+            continue;
+        }
+        if (ch != '\n') {
+            if (p->kind == H1_RESPONSE) {
+                if (p->line0_len < 9)
+                    p->line0_tail[p->line0_len] = ch;
+            } else {
+                if (p->line0_len >= 8)
+                    memmove(p->line0_tail, p->line0_tail + 1, 7);
+                p->line0_tail[p->line0_len >= 8 ? 7 : p->line0_len] = ch;
+            }
+            p->line0_len++;
+            continue;
+        }
+        if (p->line0_len == 0) {
+            p->scan_lf = false;   /* an empty line before the start line is skipped (RFC 9112 §2.2) */
+            continue;
+        }
+        {
+            const char *t = p->line0_tail;
+            bool ok = p->line0_len >= (p->kind == H1_REQUEST ? 8u : 9u) && memcmp(t, "HTTP/", 5) == 0 &&
+                      t[5] >= '0' && t[5] <= '9' && t[6] == '.' && t[7] >= '0' && t[7] <= '9' &&
+                      (p->kind == H1_REQUEST || t[8] == ' ');
+            if (!ok) {
+                h1_fail(p, p->kind == H1_REQUEST ? 400 : 502, "malformed start line");
+                return false;
+            }
+        }
+        p->scan_line++;
+    }
+    return true;
+}
+
 /* Runs http-parser over [data, data+len) and interprets a pause. */
 static enum h1_event h1_exec(struct h1_parser *p, const char *data, size_t len, size_t *consumed)
 {
@@ -671,10 +733,16 @@ enum h1_event h1_parse(struct h1_parser *p, const char *data, size_t len, size_t
         size_t before = p->head_bytes;
         ev = h1_exec(p, data, len, consumed);
         p->head_bytes = before + *consumed;
-        if (ev == H1_NEED_MORE && p->in_head && p->head_bytes > p->max_head + 4) {
-            h1_fail(p, p->kind == H1_REQUEST ? (p->head.nhdrs == 0 ? 414 : 431) : 502,
-                    "head too large");
+        if ((ev == H1_NEED_MORE || ev == H1_HEAD) && !h1_scan_head(p, data, *consumed))
             return H1_ERROR;
+        if (ev == H1_HEAD)
+            p->scan_lf = false;   /* body bytes are not head lines */
+        if ((ev == H1_NEED_MORE && p->in_head) || ev == H1_HEAD) {
+            if (p->head_bytes > p->max_head + 4) {
+                h1_fail(p, p->kind == H1_REQUEST ? (p->head.nhdrs == 0 ? 414 : 431) : 502,
+                        "head too large");
+                return H1_ERROR;
+            }
         }
         return ev;
     }
@@ -786,19 +854,24 @@ int h1_write_request_head(struct buf *out, const struct h1_head *req, const stru
         if (hd->flags & (H1_HDR_HOP | H1_HDR_FRAMING | H1_HDR_XFWD | H1_HDR_XRID | H1_HDR_HOST))
             continue;
         if (hd->flags & H1_HDR_XFF) {
-            /* All X-Forwarded-For lines merged, in order, then the client appended. */
+            /* All non-empty X-Forwarded-For lines merged, in order, then the client appended. */
+            unsigned first = 1;
             if (xff_done)
                 continue;
             xff_done = true;
-            put(&s, hd->name, hd->name_len);
-            put(&s, ": ", 2);
-            for (unsigned j = i, first = 1; j < req->nhdrs; j++) {
+            for (unsigned j = i; j < req->nhdrs; j++) {
                 if (!(req->hdrs[j].flags & H1_HDR_XFF) || req->hdrs[j].value_len == 0)
                     continue;
-                if (!first)
+                if (first)
+                    put(&s, "x-forwarded-for: ", 17);
+                else
                     put(&s, ", ", 2);
                 put(&s, req->hdrs[j].value, req->hdrs[j].value_len);
                 first = 0;
+            }
+            if (first) {
+                xff_done = false;   /* only empty values: written below as a new header */
+                continue;
             }
             if (o->client) {
                 put(&s, ", ", 2);
