@@ -58,6 +58,8 @@ struct h1_parser {
     /* raw head scan (see h1_scan_head) */
     unsigned scan_line;                 /* lines of the head seen so far */
     bool scan_lf;                       /* the last head byte seen was LF */
+    bool scan_done;                     /* the head's empty line was seen */
+    bool scan_cr;                       /* the last head byte seen was CR */
     char line0_tail[12];                /* the last bytes of the start line (requests: the version) */
     size_t line0_len;
 };
@@ -540,6 +542,8 @@ void h1_parser_reset(struct h1_parser *p)
     p->err_why = NULL;
     p->scan_line = 0;
     p->scan_lf = false;
+    p->scan_done = false;
+    p->scan_cr = false;
     p->line0_len = 0;
 }
 
@@ -610,7 +614,10 @@ static enum h1_event h1_error_from_parser(struct h1_parser *p)
         h1_fail(p, req ? (p->head.nhdrs == 0 && !p->head.http_major ? 414 : 431) : 502, "head too large");
         break;
     case HPE_INVALID_VERSION:
-        h1_fail(p, req ? 505 : 502, "unsupported HTTP version");
+        /* Not a version at all ("HTTP/1x"): malformed, as h1_scan_head() says when it sees the
+         * whole line first. A well-formed unsupported version (HTTP/2.0) is a 505, from
+         * on_headers_complete(). */
+        h1_fail(p, req ? 400 : 502, "malformed start line");
         break;
     case HPE_INVALID_TRANSFER_ENCODING:
         h1_fail(p, req ? 400 : 502, "Transfer-Encoding must end with chunked");
@@ -622,19 +629,38 @@ static enum h1_event h1_error_from_parser(struct h1_parser *p)
     return H1_ERROR;
 }
 
-/* What http-parser (built non-strict) lets through in a head, checked on the raw bytes: obsolete
- * line folding (a line starting with SP or HTAB), and a start line that is not "... HTTP/d.d"
- * (request) or "HTTP/d.d ddd ..." (response). Returns false after recording the error. */
+/* What http-parser (built non-strict) lets through in a head, checked on the raw bytes before
+ * they are parsed, so that the verdict does not depend on how the input was split: obsolete line
+ * folding (a line starting with SP or HTAB), a start line that is not "... HTTP/d.d" (request) or
+ * "HTTP/d.d ddd ..." (response), and the size limit (414 while still in the request line, else
+ * 431). The scan ends with the head's empty line. Returns false after recording the error. */
 static bool h1_scan_head(struct h1_parser *p, const char *d, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n && !p->scan_done; i++) {
         char ch = d[i];
+        if (p->line0_len || p->scan_line)
+            p->head_bytes++;
+        if (p->head_bytes > p->max_head + 4) {
+            h1_fail(p, p->kind == H1_REQUEST ? (p->scan_line == 0 ? 414 : 431) : 502, "head too large");
+            return false;
+        }
         if (p->scan_lf && (ch == ' ' || ch == '\t')) {
             h1_fail(p, p->kind == H1_REQUEST ? 400 : 502, "obsolete line folding");
             return false;
         }
-        p->scan_lf = ch == '\n';
-        if (ch == '\r' || p->scan_line > 0) {
+        /* A CR is only a line end's first half: http-parser would let a bare one end the head
+         * early, and then this scan and the parser would disagree on where the body starts. */
+        if (p->scan_cr && ch != '\n') {
+            h1_fail(p, p->kind == H1_REQUEST ? 400 : 502, "bare CR in the head");
+            return false;
+        }
+        p->scan_cr = ch == '\r';
+        if (ch == '\r')
+            continue;
+        if (p->scan_line > 0) {
+            if (ch == '\n' && p->scan_lf)
+                p->scan_done = true;   /* the empty line: the head ends here */
+            p->scan_lf = ch == '\n';
             if (ch == '\n')
                 p->scan_line++;
             continue;
@@ -648,13 +674,14 @@ static bool h1_scan_head(struct h1_parser *p, const char *d, size_t n)
                     memmove(p->line0_tail, p->line0_tail + 1, 7);
                 p->line0_tail[p->line0_len >= 8 ? 7 : p->line0_len] = ch;
             }
+            if (p->line0_len == 0)
+                p->head_bytes = 1;
             p->line0_len++;
+            p->scan_lf = false;
             continue;
         }
-        if (p->line0_len == 0) {
-            p->scan_lf = false;   /* an empty line before the start line is skipped (RFC 9112 §2.2) */
-            continue;
-        }
+        if (p->line0_len == 0)
+            continue;   /* an empty line before the start line is skipped (RFC 9112 §2.2) */
         {
             const char *t = p->line0_tail;
             bool ok = p->line0_len >= (p->kind == H1_REQUEST ? 8u : 9u) && memcmp(t, "HTTP/", 5) == 0 &&
@@ -665,7 +692,8 @@ static bool h1_scan_head(struct h1_parser *p, const char *d, size_t n)
                 return false;
             }
         }
-        p->scan_line++;
+        p->scan_line = 1;
+        p->scan_lf = true;
     }
     return true;
 }
@@ -728,24 +756,8 @@ enum h1_event h1_parse(struct h1_parser *p, const char *data, size_t len, size_t
         return H1_DONE;   /* after an upgrade nothing more is HTTP */
     if (len == 0)
         return H1_NEED_MORE;   /* never pass 0 bytes: http-parser reads that as end of stream */
-    if (!p->in_body) {
-        /* Count raw head bytes: the arena holds the parts, this bounds the whole head. */
-        size_t before = p->head_bytes;
-        ev = h1_exec(p, data, len, consumed);
-        p->head_bytes = before + *consumed;
-        if ((ev == H1_NEED_MORE || ev == H1_HEAD) && !h1_scan_head(p, data, *consumed))
-            return H1_ERROR;
-        if (ev == H1_HEAD)
-            p->scan_lf = false;   /* body bytes are not head lines */
-        if ((ev == H1_NEED_MORE && p->in_head) || ev == H1_HEAD) {
-            if (p->head_bytes > p->max_head + 4) {
-                h1_fail(p, p->kind == H1_REQUEST ? (p->head.nhdrs == 0 ? 414 : 431) : 502,
-                        "head too large");
-                return H1_ERROR;
-            }
-        }
-        return ev;
-    }
+    if (!p->in_body && !h1_scan_head(p, data, len))
+        return H1_ERROR;
     return h1_exec(p, data, len, consumed);
 }
 
