@@ -132,7 +132,7 @@ static void test_hash_stable(void **state)
     (void)state;
     setup_pool(&p, BALANCE_HASH, weights, 4);
     for (int k = 0; k < 64; k++) {
-        char key[16];
+        char key[32];
         snprintf(key, sizeof(key), "/key/%d", k);
         ctx.hash = pool_hash(key, strlen(key), 0);
         first[k] = pool_pick(&p, &ctx);
@@ -144,7 +144,7 @@ static void test_hash_stable(void **state)
     /* excluding one server moves only its keys */
     ctx.excluded = 1u << 2;
     for (int k = 0; k < 64; k++) {
-        char key[16];
+        char key[32];
         struct upserver *s;
         snprintf(key, sizeof(key), "/key/%d", k);
         ctx.hash = pool_hash(key, strlen(key), 0);
