@@ -236,7 +236,7 @@ static void status_page(struct admin *a, struct sb *b)
             const struct srv_health *hs = &hp->servers[s];
             int64_t inflight = 0, idle = 0;
             uint64_t att[METRIC_OUTCOMES] = { 0 }, total = 0, failed = 0;
-            int64_t until = RD(hs->ejected_until);
+            int64_t until = atomic_load_explicit(&hs->ejected_until, memory_order_relaxed);
             unsigned weight = 1;
             for (size_t k = 0; k < hp->cp->nservers; k++) {
                 for (size_t j = 0; j < hp->cp->servers[k].naddrs; j++) {
@@ -259,7 +259,8 @@ static void status_page(struct admin *a, struct sb *b)
             sb_printf(b, "%s{\"address\":\"%s\",\"weight\":%u,\"up\":%s,\"ejected\":%s,\"ejected_for_ms\":%lld,"
                          "\"slow_start_share\":%.2f,\"in_flight\":%lld,\"idle_connections\":%lld,"
                          "\"attempts\":%llu,\"failures\":%llu}",
-                      s ? "," : "", hs->addr->text, weight, RD(hs->down) ? "false" : "true",
+                      s ? "," : "", hs->addr->text, weight,
+                      atomic_load_explicit(&hs->down, memory_order_relaxed) ? "false" : "true",
                       until > now ? "true" : "false", (long long)(until > now ? until - now : 0),
                       health_ramp(hs, now), (long long)inflight, (long long)idle, (unsigned long long)total,
                       (unsigned long long)failed);

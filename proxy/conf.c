@@ -2,16 +2,20 @@
  *
  * Owns: reading the file with libyaml (document API, so every node keeps its line and column), the
  * schema (one descriptor table per YAML mapping, all in the "Schema" section below), every
- * validation rule and range, resolving configured addresses once at load, reading fallback files,
- * reporting every error as `FILE:LINE:COL: message` (sorted by position), the "not supported yet"
- * rejections (conf_unsupported[]), and freeing a snapshot.
- * Does not own: re-resolving hostnames at run time (pool.c), opening sockets (worker.c), loading
- * certificates (tls.c), or deciding when to reload (main.c).
+ * validation rule and range, resolving configured addresses at load (listeners and admin with
+ * getaddrinfo as they are met; pool server hostnames with dns_resolve() once the whole document is
+ * read, so the `resolver` block applies wherever it is written), reading fallback files, reporting
+ * every error as `FILE:LINE:COL: message` (sorted by position), the "not supported yet"
+ * rejections (conf_unsupported[]), comparing snapshots' server addresses, and freeing a snapshot.
+ * Does not own: DNS itself (dns.c), deciding when to reload or re-resolve (main.c: a re-resolve is
+ * a load of the running snapshot's `source`), opening sockets (worker.c), loading certificates
+ * (tls.c).
  *
  * Loading never stops at the first error: a bad value leaves the field at its default, the walk
  * goes on, and the caller gets the whole list, so one `lifeline -t` run shows every mistake.
  */
 #include "conf.h"
+#include "dns.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -71,6 +75,16 @@ struct conf_loader {
     yaml_node_t *routes;            /* parsed after the top level, once every pool is known */
     yaml_mark_t *route_marks;       /* where each route's name is (explicit name, else the route) */
     size_t route_idx;               /* index of the route being parsed */
+    struct conf_pending *pending;   /* servers given by hostname, resolved after the whole walk */
+    size_t npending, cappending;
+};
+
+/* A pool server whose host is a name. The server lives in c->pools[i].servers, both arrays sized
+ * once before their walk, so the pointer stays valid for the whole load. */
+struct conf_pending {
+    struct conf_server *s;
+    yaml_mark_t mark;               /* the address value: "cannot resolve" is reported there */
+    char *why;                      /* the failure, reused for the same name in another server */
 };
 
 static void conf_add_error(struct conf_loader *ld, unsigned long line, unsigned long col, const char *msg)
@@ -684,7 +698,6 @@ BLOCK(conf_blk_route, conf_route_fields, conf_post_route);
  * Only keys written in the file are checked, and only when their value was valid: defaults never
  * trigger a rejection. conf_load_flags(CONF_LOAD_UNSUPPORTED) skips the table (schema tests). */
 
-static bool conf_u_resolve(const void *o) { return ((const struct conf_pool *)o)->resolve_interval != 0; }
 static bool conf_u_tls(const void *o) { return ((const struct conf_pool *)o)->tls.enabled; }
 
 static const struct conf_unsupported {
@@ -694,8 +707,6 @@ static const struct conf_unsupported {
     bool (*active)(const void *obj);    /* NULL: writing the key at all; obj = the block's root */
 } conf_unsupported[] = {
     { &conf_blk_listener,   "tls",              "listener tls",     NULL },
-    { &conf_blk_top,        "resolver",         "resolver",         NULL },
-    { &conf_blk_pool,       "resolve_interval", "resolve_interval", conf_u_resolve },
     { &conf_blk_pool_tls,   "enabled",          "upstream tls",     conf_u_tls },
 };
 
@@ -956,7 +967,7 @@ static void conf_map(struct conf_loader *ld, const char *key, yaml_node_t *map,
 
 /* ---- Addresses --------------------------------------------------------------------------- */
 
-static int conf_sockaddr_set(struct conf_sockaddr *a, const struct sockaddr *sa, uint16_t port)
+int conf_sockaddr_set(struct conf_sockaddr *a, const struct sockaddr *sa, uint16_t port)
 {
     char ip[INET6_ADDRSTRLEN];
     memset(a, 0, sizeof *a);
@@ -985,7 +996,7 @@ static int conf_sockaddr_set(struct conf_sockaddr *a, const struct sockaddr *sa,
 
 /* Same family, address and port (getaddrinfo returns one record per address and socket type,
  * and /etc/hosts may list an address twice). */
-static bool conf_sockaddr_eq(const struct conf_sockaddr *a, const struct conf_sockaddr *b)
+bool conf_sockaddr_eq(const struct conf_sockaddr *a, const struct conf_sockaddr *b)
 {
     if (a->ss.ss_family != b->ss.ss_family)
         return false;
@@ -998,17 +1009,16 @@ static bool conf_sockaddr_eq(const struct conf_sockaddr *a, const struct conf_so
            !memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr);
 }
 
-/* Splits and resolves the address written at v. With `all`, every A/AAAA record becomes one entry
- * of *out (deduplicated); otherwise only the first. A numeric host never touches the resolver. The
- * caller owns *out and *host afterwards. Returns 0, or -1 after reporting the error at v. */
-static int conf_resolve(struct conf_loader *ld, yaml_node_t *v, const char *text, bool all,
-                        char **host, uint16_t *port, struct conf_sockaddr **out, size_t *n)
+/* Splits the address written at v into *host (no brackets; the caller owns it whatever the
+ * result) and *port. Returns 0 with *num filled when the host is numeric (AI_NUMERICHOST never
+ * leaves the process), 1 when it is a name to look up, -1 after reporting the error at v. */
+static int conf_addr_split(struct conf_loader *ld, yaml_node_t *v, const char *text, char **host, uint16_t *port,
+                           struct conf_sockaddr *num)
 {
     char q[CONF_QUOTE_MAX + 8];
     bool br;
     struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST };
     struct addrinfo *res = NULL;
-    int rc = -1;
 
     *host = NULL;
     switch (conf_hostport(text, host, port, &br)) {
@@ -1027,71 +1037,63 @@ static int conf_resolve(struct conf_loader *ld, yaml_node_t *v, const char *text
         conf_err(ld, v, "bad address %s: expected host:port or [v6]:port", conf_quote(q, text));
         return -1;
     }
-    int g = getaddrinfo(*host, NULL, &hints, &res);
-    if (g && br) {
-        conf_err(ld, v, "bad address %s: brackets hold an IPv6 address", conf_quote(q, text));
-        goto out;
-    }
-    if (g) {
-        /* A hostname: resolved once here, at load (blocking, which is why loading never runs on
-         * a request path); pool.c re-resolves later without blocking the loop. */
-        hints.ai_flags = 0;
-        g = getaddrinfo(*host, NULL, &hints, &res);
-        if (g) {
-            conf_err(ld, v, "cannot resolve %s: %s", conf_quote(q, *host),
-                     g == EAI_SYSTEM ? strerror(errno) : gai_strerror(g));
-            goto out;
-        }
-    }
-    size_t cnt = 0;
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next)
-        cnt++;
-    *out = conf_calloc(ld, cnt, sizeof **out);
-    if (!*out)
-        goto out;
-    *n = 0;
-    for (struct addrinfo *ai = res; ai && (all || *n == 0); ai = ai->ai_next) {
-        struct conf_sockaddr a;
-        if (conf_sockaddr_set(&a, ai->ai_addr, *port))
-            continue;
-        size_t j;
-        for (j = 0; j < *n && !conf_sockaddr_eq(&(*out)[j], &a); j++)
-            ;
-        if (j == *n)
-            (*out)[(*n)++] = a;
-    }
-    if (*n == 0) {
-        conf_err(ld, v, "cannot resolve %s: no IPv4 or IPv6 address", conf_quote(q, *host));
-        free(*out);
-        *out = NULL;
-        goto out;
-    }
-    rc = 0;
-out:
-    if (res)
+    if (getaddrinfo(*host, NULL, &hints, &res) == 0) {
+        int r = conf_sockaddr_set(num, res->ai_addr, *port);
         freeaddrinfo(res);
-    return rc;
+        if (r == 0)
+            return 0;
+    }
+    if (br) {
+        conf_err(ld, v, "bad address %s: brackets hold an IPv6 address", conf_quote(q, text));
+        return -1;
+    }
+    return 1;
 }
 
 /* One address for something lifeline binds to: a numeric IP, or a name (localhost) whose first
- * address is taken. */
+ * address from getaddrinfo is taken, now (binding needs no re-resolution, nor the resolver block). */
 static int conf_bind_addr(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v,
                           char **address, struct conf_sockaddr *addr)
 {
     const char *s = conf_scalar(ld, f->key, v, "host:port");
+    char q[CONF_QUOTE_MAX + 8];
     char *host = NULL;
-    struct conf_sockaddr *list = NULL;
-    size_t n = 0;
     uint16_t port;
+    struct conf_sockaddr a;
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+    struct addrinfo *res = NULL;
+    int rc = -1;
     if (!s)
         return -1;
-    int rc = conf_resolve(ld, v, s, false, &host, &port, &list, &n);
-    if (rc == 0) {
-        *addr = list[0];
-        conf_set_str(ld, address, s);
+    switch (conf_addr_split(ld, v, s, &host, &port, &a)) {
+    case 0:
+        break;
+    case 1: {
+        int g = getaddrinfo(host, NULL, &hints, &res);
+        if (g) {
+            conf_err(ld, v, "cannot resolve %s: %s", conf_quote(q, host),
+                     g == EAI_SYSTEM ? strerror(errno) : gai_strerror(g));
+            goto out;
+        }
+        struct addrinfo *ai;
+        for (ai = res; ai && conf_sockaddr_set(&a, ai->ai_addr, port); ai = ai->ai_next)
+            ;
+        if (!ai) {
+            conf_err(ld, v, "cannot resolve %s: no IPv4 or IPv6 address", conf_quote(q, host));
+            goto out;
+        }
+        break;
     }
+    default:
+        goto out;
+    }
+    *addr = a;
+    conf_set_str(ld, address, s);
+    rc = 0;
+out:
+    if (res)
+        freeaddrinfo(res);
     free(host);
-    free(list);
     return rc;
 }
 
@@ -1403,11 +1405,14 @@ static int conf_h_servers(struct conf_loader *ld, const struct conf_field *f, ya
     return ld->nerrs == before ? 0 : -1;
 }
 
+/* A server's address: a numeric one is final now; a hostname is queued and looked up after the
+ * walk (conf_resolve_servers), when the resolver block is known wherever it is written. */
 static int conf_h_server_addr(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v,
                               void *obj, const char *where)
 {
     struct conf_server *s = obj;
     const char *text = conf_scalar(ld, f->key, v, "host:port");
+    struct conf_sockaddr num;
     (void)where;
     if (!text)
         return -1;
@@ -1416,10 +1421,84 @@ static int conf_h_server_addr(struct conf_loader *ld, const struct conf_field *f
     s->host = NULL;
     s->addrs = NULL;
     s->naddrs = 0;
-    if (conf_resolve(ld, v, text, true, &s->host, &s->port, &s->addrs, &s->naddrs))
+    s->named = false;
+    int r = conf_addr_split(ld, v, text, &s->host, &s->port, &num);
+    if (r < 0)
         return -1;
+    if (r == 0) {
+        if (!(s->addrs = conf_calloc(ld, 1, sizeof *s->addrs)))
+            return -1;
+        s->addrs[0] = num;
+        s->naddrs = 1;
+    } else {
+        if (ld->npending == ld->cappending) {
+            size_t cap = ld->cappending ? ld->cappending * 2 : 8;
+            struct conf_pending *p = realloc(ld->pending, cap * sizeof *p);
+            if (!p) {
+                ld->oom = true;
+                return -1;
+            }
+            ld->pending = p;
+            ld->cappending = cap;
+        }
+        ld->pending[ld->npending++] = (struct conf_pending){ s, v->start_mark, NULL };
+        s->named = true;
+    }
     conf_set_str(ld, &s->address, text);
     return 0;
+}
+
+/* True when an error was reported inside node n (its value included). */
+static bool conf_error_within(const struct conf_loader *ld, const yaml_node_t *n)
+{
+    unsigned long l0 = (unsigned long)n->start_mark.line + 1, c0 = (unsigned long)n->start_mark.column + 1;
+    unsigned long l1 = (unsigned long)n->end_mark.line + 1, c1 = (unsigned long)n->end_mark.column + 1;
+    for (size_t i = 0; i < ld->nerrs; i++) {
+        const struct conf_error *e = &ld->errs[i];
+        if ((e->line > l0 || (e->line == l0 && e->col >= c0)) && (e->line < l1 || (e->line == l1 && e->col <= c1)))
+            return true;
+    }
+    return false;
+}
+
+/* Looks up every server queued by conf_h_server_addr, each distinct name once (names compare
+ * case-insensitively; a later server with the same name copies the answer with its own port).
+ * Skipped when the resolver block itself has errors: lookups through a half-read resolver would
+ * only add misleading "cannot resolve" lines to the real mistake. */
+static void conf_resolve_servers(struct conf_loader *ld, yaml_node_t *root)
+{
+    char q[CONF_QUOTE_MAX + 8];
+    yaml_node_t *rn = conf_lookup(ld, root, "resolver");
+    if (ld->oom || (rn && conf_error_within(ld, rn)))
+        return;
+    for (size_t i = 0; i < ld->npending; i++) {
+        struct conf_pending *pd = &ld->pending[i];
+        struct conf_server *s = pd->s;
+        size_t j;
+        for (j = 0; j < i && strcasecmp(ld->pending[j].s->host, s->host); j++)
+            ;
+        if (j < i) {
+            const struct conf_pending *prev = &ld->pending[j];
+            if (prev->why) {
+                conf_err_mark(ld, pd->mark, "cannot resolve %s: %s", conf_quote(q, s->host), prev->why);
+                continue;
+            }
+            if (!prev->s->naddrs || !(s->addrs = conf_calloc(ld, prev->s->naddrs, sizeof *s->addrs)))
+                continue;
+            for (size_t k = 0; k < prev->s->naddrs; k++) {
+                struct conf_sockaddr tmp = prev->s->addrs[k];
+                conf_sockaddr_set(&s->addrs[k], (const struct sockaddr *)&tmp.ss, s->port);
+            }
+            s->naddrs = prev->s->naddrs;
+            continue;
+        }
+        char why[512];
+        if (dns_resolve(ld->c, s->host, s->port, &s->addrs, &s->naddrs, why, sizeof why)) {
+            conf_err_mark(ld, pd->mark, "cannot resolve %s: %s", conf_quote(q, s->host), why);
+            if (!(pd->why = strdup(why)))
+                ld->oom = true;
+        }
+    }
 }
 
 /* An HTTP token (RFC 9110 tchar): header names and methods. */
@@ -2013,6 +2092,7 @@ static void conf_routes(struct conf_loader *ld, yaml_node_t *v)
 static void conf_free(struct conf *c)
 {
     free(c->path);
+    free(c->source);
     for (size_t i = 0; i < c->nlisteners; i++) {
         struct conf_listener *l = &c->listeners[i];
         free(l->address);
@@ -2124,21 +2204,15 @@ static void conf_yaml_error(struct conf_loader *ld, yaml_parser_t *p)
         conf_err_mark(ld, p->problem_mark, "YAML: %s", p->problem ? p->problem : "syntax error");
 }
 
-struct conf *conf_load_flags(const char *path, unsigned flags, FILE *err, unsigned *nerrors)
+/* The load itself, from the file's bytes. */
+static struct conf *conf_load_text(const char *path, const char *text, size_t len, unsigned flags, FILE *err,
+                                   unsigned *nerrors)
 {
     struct conf_loader ld = { .file = path, .flags = flags, .err = err };
     yaml_parser_t parser;
     bool parser_ok = false, doc_ok = false;
     struct conf *c = NULL;
-    FILE *fp = fopen(path, "rb");
 
-    if (!fp) {
-        /* No line to point at: the file itself is the problem. */
-        fprintf(err, "%s: cannot open: %s\n", path, strerror(errno));
-        if (nerrors)
-            *nerrors = 1;
-        return NULL;
-    }
     const char *slash = strrchr(path, '/');
     ld.dir = slash ? strndup(path, (size_t)(slash - path) + (slash == path)) : strdup(".");
     if (!ld.dir)
@@ -2148,7 +2222,7 @@ struct conf *conf_load_flags(const char *path, unsigned flags, FILE *err, unsign
         goto out;
     }
     parser_ok = true;
-    yaml_parser_set_input_file(&parser, fp);
+    yaml_parser_set_input_string(&parser, (const unsigned char *)(text ? text : ""), text ? len : 0);
     if (!yaml_parser_load(&parser, &ld.doc)) {
         conf_yaml_error(&ld, &parser);
         goto out;
@@ -2176,9 +2250,15 @@ struct conf *conf_load_flags(const char *path, unsigned flags, FILE *err, unsign
     }
     conf_defaults(&ld, c);
     c->path = conf_strdup(&ld, path);
+    if ((c->source = conf_calloc(&ld, (text ? len : 0) + 1, 1))) {
+        if (text)
+            memcpy(c->source, text, len);
+        c->source_len = text ? len : 0;
+    }
     conf_map(&ld, "the configuration", root, &conf_blk_top, c, NULL);
     if (ld.routes)
         conf_routes(&ld, ld.routes);
+    conf_resolve_servers(&ld, root);
     if (c->workers == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         c->workers = n < 1 ? 1 : n > (long)CONF_WORKERS_MAX ? CONF_WORKERS_MAX : (unsigned)n;
@@ -2199,6 +2279,9 @@ out:
         conf_free(c);
         c = NULL;
     }
+    for (size_t i = 0; i < ld.npending; i++)
+        free(ld.pending[i].why);
+    free(ld.pending);
     free(ld.errs);
     free(ld.route_marks);
     free(ld.dir);
@@ -2206,11 +2289,115 @@ out:
         yaml_document_delete(&ld.doc);
     if (parser_ok)
         yaml_parser_delete(&parser);
-    fclose(fp);
     return c;
+}
+
+struct conf *conf_load_flags(const char *path, unsigned flags, FILE *err, unsigned *nerrors)
+{
+    FILE *fp = fopen(path, "rb");
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    struct conf *c = NULL;
+
+    if (!fp) {
+        /* No line to point at: the file itself is the problem. */
+        fprintf(err, "%s: cannot open: %s\n", path, strerror(errno));
+        goto fail;
+    }
+    for (;;) {
+        if (len == cap) {
+            size_t nc = cap ? cap * 2 : 16384;
+            char *p = realloc(buf, nc);
+            if (!p) {
+                fprintf(err, "%s: out of memory while reading\n", path);
+                goto fail;
+            }
+            buf = p;
+            cap = nc;
+        }
+        size_t got = fread(buf + len, 1, cap - len, fp);
+        len += got;
+        if (got == 0) {
+            if (ferror(fp)) {
+                fprintf(err, "%s: cannot read: %s\n", path, strerror(errno));
+                goto fail;
+            }
+            break;
+        }
+    }
+    fclose(fp);
+    c = conf_load_text(path, buf, len, flags, err, nerrors);
+    free(buf);
+    return c;
+fail:
+    if (fp)
+        fclose(fp);
+    free(buf);
+    if (nerrors)
+        *nerrors = 1;
+    return NULL;
+}
+
+struct conf *conf_load_buffer(const char *path, const char *text, size_t len, FILE *err, unsigned *nerrors)
+{
+    return conf_load_text(path, text, len, 0, err, nerrors);
 }
 
 struct conf *conf_load(const char *path, FILE *err, unsigned *nerrors)
 {
     return conf_load_flags(path, 0, err, nerrors);
+}
+
+/* ---- Comparing snapshots ----------------------------------------------------------------- */
+
+static bool conf_addrs_same(const struct conf_server *a, const struct conf_server *b)
+{
+    if (a->naddrs != b->naddrs || a->port != b->port || strcmp(a->host ? a->host : "", b->host ? b->host : ""))
+        return false;
+    /* Both lists are free of duplicates, so equal sizes and inclusion make equal sets. */
+    for (size_t i = 0; i < a->naddrs; i++) {
+        size_t j;
+        for (j = 0; j < b->naddrs && !conf_sockaddr_eq(&a->addrs[i], &b->addrs[j]); j++)
+            ;
+        if (j == b->naddrs)
+            return false;
+    }
+    return true;
+}
+
+bool conf_same_addresses(const struct conf *a, const struct conf *b)
+{
+    if (a->npools != b->npools)
+        return false;
+    for (size_t i = 0; i < a->npools; i++) {
+        const struct conf_pool *pa = &a->pools[i], *pb = NULL;
+        for (size_t j = 0; j < b->npools && !pb; j++)
+            if (!strcmp(a->pools[i].name, b->pools[j].name))
+                pb = &b->pools[j];
+        if (!pb || pa->nservers != pb->nservers)
+            return false;
+        for (size_t k = 0; k < pa->nservers; k++)
+            if (!conf_addrs_same(&pa->servers[k], &pb->servers[k]))
+                return false;
+    }
+    return true;
+}
+
+bool conf_has_hostnames(const struct conf *c, int64_t *min_interval)
+{
+    int64_t best = 0;
+    for (size_t i = 0; i < c->npools; i++) {
+        const struct conf_pool *p = &c->pools[i];
+        if (p->resolve_interval <= 0 || (best && p->resolve_interval >= best))
+            continue;
+        for (size_t k = 0; k < p->nservers; k++) {
+            if (p->servers[k].named) {
+                best = p->resolve_interval;
+                break;
+            }
+        }
+    }
+    if (min_interval)
+        *min_interval = best;
+    return best > 0;
 }

@@ -58,8 +58,9 @@ struct conf_server {
     char *host;                     /* host part, no brackets */
     uint16_t port;
     unsigned weight;                /* 1..1000, default 1 */
-    struct conf_sockaddr *addrs;    /* every A/AAAA record (numeric host: exactly one) */
+    struct conf_sockaddr *addrs;    /* every A/AAAA record (numeric host: exactly one), sorted */
     size_t naddrs;
+    bool named;                     /* host is a name (looked up with dns_resolve), not an IP */
 };
 
 struct conf_timeouts { int64_t connect, response, read; };   /* ms */
@@ -136,6 +137,7 @@ struct conf_route {
 struct conf {
     atomic_int refs;
     char *path;                     /* file it was loaded from */
+    char *source; size_t source_len;   /* the file's bytes as loaded (NUL-terminated copy) */
     unsigned generation;            /* set by the caller (reload counter) */
 
     struct conf_listener *listeners; size_t nlisteners;
@@ -169,6 +171,31 @@ struct conf *conf_load(const char *path, FILE *err, unsigned *nerrors);
  * only, never for a running proxy. */
 enum { CONF_LOAD_UNSUPPORTED = 1u << 0 };
 struct conf *conf_load_flags(const char *path, unsigned flags, FILE *err, unsigned *nerrors);
+
+/* conf_load() from bytes already in memory (conf_load reads the file, then loads it through here):
+ * `text` (len bytes, need not be NUL-terminated) is parsed as the file `path`, which only names the
+ * file in messages and is the directory relative fallback files are read from. The snapshot keeps
+ * a copy of the bytes in c->source, so a re-resolve can load the running snapshot's source again
+ * (conf_load_buffer(c->path, c->source, c->source_len, ...)) without picking up an unsignalled edit
+ * of the file. Blocks on fallback files and on resolving server hostnames (dns_resolve: up to
+ * resolver.timeout per resolver server and distinct name): call it off any event loop. */
+struct conf *conf_load_buffer(const char *path, const char *text, size_t len, FILE *err, unsigned *nerrors);
+
+/* True when both snapshots have the same pools by name (a pool's position may differ) and, in each,
+ * the same servers in the same order with the same address sets (order-insensitive). Only the
+ * addresses are compared: for two loads of the same source (a re-resolve), true means the DNS
+ * answers did not change and a swap can be skipped. */
+bool conf_same_addresses(const struct conf *a, const struct conf *b);
+
+/* True when some pool with resolve_interval > 0 has a server given by hostname (server.named);
+ * *min_interval (may be NULL) is then the smallest such interval in ms, else 0. */
+bool conf_has_hostnames(const struct conf *c, int64_t *min_interval);
+
+/* Fills a from sa (AF_INET or AF_INET6; its port is ignored) with `port` and the text form
+ * "1.2.3.4:80" / "[::1]:80". Returns 0, or -1 for another family. a and sa may not overlap. */
+int conf_sockaddr_set(struct conf_sockaddr *a, const struct sockaddr *sa, uint16_t port);
+/* Same family, address, port (and IPv6 scope). */
+bool conf_sockaddr_eq(const struct conf_sockaddr *a, const struct conf_sockaddr *b);
 
 static inline struct conf *conf_ref(struct conf *c)
 {

@@ -931,6 +931,11 @@ void exchange_cancel(struct exchange *ex)
 {
     if (ex->state == EX_NONE || !ex->c)
         return;
+    /* Attempts still running when the client leaves end here: counted as cancelled. */
+    for (int i = 0; i < 2; i++) {
+        if (!ex->accounted && ex->state == EX_UPSTREAM && hop_running(&ex->hops[i]))
+            exchange_record_hop(ex, &ex->hops[i], METRIC_OUTCOME_CANCELLED, 0);
+    }
     /* nginx's 499: the client went away before its answer was complete */
     exchange_account(ex, ex->state == EX_DONE || ex->state == EX_LOCAL ? ex->status : 499);
     exchange_release(ex);

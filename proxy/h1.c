@@ -377,6 +377,8 @@ static int on_headers_complete(http_parser *hp)
             return h1_fail(p, bad, "Transfer-Encoding must end with chunked");
         h->chunked = true;
     }
+    if ((hp->flags & F_CONTENTLENGTH) && hp->content_length > (uint64_t)INT64_MAX)
+        return h1_fail(p, bad, "Content-Length too large");   /* never read as a negative length */
     h->content_length = (hp->flags & F_CONTENTLENGTH) && !te ? (int64_t)hp->content_length : -1;
     if (p->kind == H1_REQUEST) {
         if (h->http_minor == 1 && h->host < 0)

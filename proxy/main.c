@@ -46,11 +46,6 @@ static const char *conf_path;
  * the mutex; a loaded snapshot comes back through `loaded` and an ev_async. */
 enum { JOB_RELOAD = 1, JOB_RESOLVE = 2 };
 
-/* TEMP: replaced by conf.c's definitions (weak so that the strong ones win). */
-bool conf_same_addresses(const struct conf *a, const struct conf *b) __attribute__((weak));
-bool conf_same_addresses(const struct conf *a, const struct conf *b) { (void)a; (void)b; return true; }
-bool conf_has_hostnames(const struct conf *c, int64_t *min_interval) __attribute__((weak));
-bool conf_has_hostnames(const struct conf *c, int64_t *min_interval) { (void)c; *min_interval = 0; return false; }
 static struct {
     pthread_t thread;
     bool running;
@@ -87,7 +82,7 @@ static void *loader_main(void *arg)
         if (job == JOB_RELOAD)
             nc = conf_load(conf_path, stderr, &nerr);
         else
-            nc = from ? conf_load(conf_path, stderr, &nerr) : NULL;   /* TEMP until conf_load_buffer lands */
+            nc = from ? conf_load_buffer(conf_path, from->source, from->source_len, stderr, &nerr) : NULL;
         conf_unref(from);
         pthread_mutex_lock(&loader.mu);
         if (loader.loaded)

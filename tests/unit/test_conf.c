@@ -1,8 +1,9 @@
 /* test_conf.c — unit tests for conf.c: the whole SPEC §2 schema parsed into struct conf (every key,
  * and every default), a table of invalid files each with its exact LINE:COL and message, several
- * errors reported from one file, the "not supported yet" rejections, and the duration, size and
- * host:port parsers as tables. Each YAML text is written to a mkstemp file; errors are read back
- * through open_memstream.
+ * errors reported from one file, the "not supported yet" rejections, loading from a buffer, the
+ * snapshot comparisons main.c's re-resolve uses (conf_same_addresses, conf_has_hostnames), and the
+ * duration, size and host:port parsers as tables. Each YAML text is written to a mkstemp file;
+ * errors are read back through open_memstream. Lookups through our own DNS stub are in test_dns.c.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -329,8 +330,6 @@ static void test_full_config_unsupported(void **state)
     (void)state;
     static const struct { unsigned line, col; const char *name; } want[] = {
         { 4, 5, "listener tls" },
-        { 13, 1, "resolver" },
-        { 51, 5, "resolve_interval" },
         { 58, 12, "upstream tls" },
     };
     struct loaded l;
@@ -617,6 +616,208 @@ static void test_hostname_server(void **state)
     done(&l);
 }
 
+/* resolver and resolve_interval are built now: accepted without the test flag. */
+static void test_resolver_accepted(void **state)
+{
+    (void)state;
+    struct loaded l;
+    load(&l,
+         "listen: [ { address: 127.0.0.1:8080 } ]\n"
+         "pools:\n"
+         "  a:\n"
+         "    servers: [ 127.0.0.1:9001 ]\n"
+         "    resolve_interval: 10s\n"
+         "resolver: { servers: [127.0.0.1:53, \"[::1]:5353\"], timeout: 250ms }\n");
+    expect_ok(&l);
+    assert_false(l.c->resolver.system);
+    assert_int_equal(l.c->resolver.nservers, 2);
+    assert_string_equal(l.c->resolver.servers[0], "127.0.0.1:53");
+    assert_int_equal(l.c->resolver.timeout, 250);
+    assert_int_equal(l.c->pools[0].resolve_interval, 10000);
+    assert_false(l.c->pools[0].servers[0].named);
+    done(&l);
+    load(&l, "listen: [ { address: 127.0.0.1:8080 } ]\nresolver: { servers: system }\n");
+    expect_ok(&l);
+    assert_true(l.c->resolver.system);
+    done(&l);
+}
+
+/* ---- loading from a buffer ------------------------------------------------------------------ */
+
+static struct conf *load_buffer(const char *path, const char *yaml, char **errs)
+{
+    size_t len = 0;
+    unsigned n = 99;
+    FILE *err = open_memstream(errs, &len);
+    assert_non_null(err);
+    struct conf *c = conf_load_buffer(path, yaml, strlen(yaml), err, &n);
+    fclose(err);
+    assert_int_equal(n, c ? 0 : n);
+    return c;
+}
+
+static void test_load_buffer(void **state)
+{
+    (void)state;
+    static const char yaml[] =
+        "listen: [ { address: 127.0.0.1:8080 } ]\n"
+        "pools: { a: { servers: [ 127.0.0.1:9001, \"[::1]:9002\" ] } }\n";
+    char *errs = NULL;
+    struct conf *c = load_buffer("/etc/lifeline/x.yaml", yaml, &errs);
+    if (!c)
+        fail_msg("%s", errs);
+    assert_string_equal(c->path, "/etc/lifeline/x.yaml");
+    assert_int_equal(c->source_len, strlen(yaml));
+    assert_memory_equal(c->source, yaml, strlen(yaml));
+    assert_int_equal(c->source[c->source_len], '\0');
+    assert_int_equal(c->pools[0].nservers, 2);
+    assert_string_equal(c->pools[0].servers[1].addrs[0].text, "[::1]:9002");
+    /* a second load of the snapshot's own bytes: what main.c's re-resolve does */
+    char *errs2 = NULL;
+    struct conf *c2 = load_buffer(c->path, c->source, &errs2);
+    assert_non_null(c2);
+    assert_true(conf_same_addresses(c, c2));
+    conf_unref(c2);
+    conf_unref(c);
+    free(errs);
+    free(errs2);
+
+    /* errors name the path given; bytes need no NUL terminator; a file loads the same bytes */
+    errs = NULL;
+    size_t len = 0;
+    unsigned n = 0;
+    FILE *err = open_memstream(&errs, &len);
+    static const char bad[] = "listen: []\nXXXX";
+    assert_null(conf_load_buffer("mem.yaml", bad, strlen("listen: []\n"), err, &n));
+    fclose(err);
+    assert_int_equal(n, 1);
+    assert_string_equal(errs, "mem.yaml:1:9: listen needs at least one listener\n");
+    free(errs);
+
+    struct loaded l;
+    load(&l, yaml);
+    expect_ok(&l);
+    assert_int_equal(l.c->source_len, strlen(yaml));
+    assert_memory_equal(l.c->source, yaml, strlen(yaml));
+    done(&l);
+}
+
+/* A relative fallback file is read from the directory of the path given, not the cwd. */
+static void test_load_buffer_relative_file(void **state)
+{
+    (void)state;
+    char body[64], yaml[512], path[128];
+    write_file(body, sizeof body, "busy\n");
+    snprintf(yaml, sizeof yaml,
+             "listen: [ { address: 127.0.0.1:8080 } ]\n"
+             "pools: { a: { servers: [ 127.0.0.1:9001 ] } }\n"
+             "routes: [ { pool: a, fallback: { file: %s } } ]\n", body + strlen("/tmp/"));
+    snprintf(path, sizeof path, "/tmp/never-written.yaml");
+    char *errs = NULL;
+    struct conf *c = load_buffer(path, yaml, &errs);
+    if (!c)
+        fail_msg("%s", errs);
+    assert_string_equal(c->routes[0].fallback.file, body);
+    assert_string_equal(c->routes[0].fallback.body, "busy\n");
+    conf_unref(c);
+    free(errs);
+    unlink(body);
+}
+
+/* ---- comparing snapshots -------------------------------------------------------------------- */
+
+static struct conf *must_load(const char *yaml)
+{
+    char *errs = NULL;
+    struct conf *c = load_buffer("t.yaml", yaml, &errs);
+    if (!c)
+        fail_msg("%s", errs);
+    free(errs);
+    return c;
+}
+
+static void test_same_addresses(void **state)
+{
+    (void)state;
+#define LS "listen: [ { address: 127.0.0.1:8080 } ]\n"
+    struct conf *a = must_load(LS "pools:\n  x: { servers: [ 10.0.0.1:80, 10.0.0.2:80 ] }\n"
+                                  "  y: { servers: [ \"[::1]:81\" ] }\n");
+    struct conf *same = must_load(LS "pools:\n  y: { servers: [ \"[::1]:81\" ], balance: ewma }\n"
+                                     "  x: { servers: [ 10.0.0.1:80, 10.0.0.2:80 ], keepalive: 3 }\n");
+    struct conf *port = must_load(LS "pools:\n  x: { servers: [ 10.0.0.1:80, 10.0.0.2:8080 ] }\n"
+                                     "  y: { servers: [ \"[::1]:81\" ] }\n");
+    struct conf *addr = must_load(LS "pools:\n  x: { servers: [ 10.0.0.1:80, 10.0.0.3:80 ] }\n"
+                                     "  y: { servers: [ \"[::1]:81\" ] }\n");
+    struct conf *fewer = must_load(LS "pools:\n  x: { servers: [ 10.0.0.1:80 ] }\n"
+                                      "  y: { servers: [ \"[::1]:81\" ] }\n");
+    struct conf *renamed = must_load(LS "pools:\n  x: { servers: [ 10.0.0.1:80, 10.0.0.2:80 ] }\n"
+                                        "  z: { servers: [ \"[::1]:81\" ] }\n");
+    struct conf *nopool = must_load(LS "pools:\n  x: { servers: [ 10.0.0.1:80, 10.0.0.2:80 ] }\n");
+    assert_true(conf_same_addresses(a, a));
+    assert_true(conf_same_addresses(a, same));     /* pool order and other keys do not matter */
+    assert_true(conf_same_addresses(same, a));
+    assert_false(conf_same_addresses(a, port));
+    assert_false(conf_same_addresses(a, addr));
+    assert_false(conf_same_addresses(a, fewer));
+    assert_false(conf_same_addresses(fewer, a));
+    assert_false(conf_same_addresses(a, renamed));
+    assert_false(conf_same_addresses(a, nopool));
+    assert_false(conf_same_addresses(nopool, a));
+
+    /* one server's address set compares order-insensitively */
+    struct conf *h = must_load(LS "pools:\n  x: { servers: [ 10.0.0.1:80 ] }\n");
+    struct conf *h2 = must_load(LS "pools:\n  x: { servers: [ 10.0.0.1:80 ] }\n");
+    struct conf_server *s = &h->pools[0].servers[0], *s2 = &h2->pools[0].servers[0];
+    struct conf_sockaddr *two = calloc(2, sizeof *two), *owt = calloc(2, sizeof *owt);
+    assert_non_null(two);
+    assert_non_null(owt);
+    two[0] = owt[1] = s->addrs[0];
+    struct sockaddr_in in = { .sin_family = AF_INET };
+    inet_pton(AF_INET, "10.0.0.9", &in.sin_addr);
+    assert_int_equal(conf_sockaddr_set(&two[1], (struct sockaddr *)&in, 80), 0);
+    assert_string_equal(two[1].text, "10.0.0.9:80");
+    owt[0] = two[1];
+    free(s->addrs);
+    free(s2->addrs);
+    s->addrs = two;
+    s2->addrs = owt;
+    s->naddrs = s2->naddrs = 2;
+    assert_true(conf_same_addresses(h, h2));
+    s2->naddrs = 1;
+    assert_false(conf_same_addresses(h, h2));
+#undef LS
+    struct conf *all[] = { a, same, port, addr, fewer, renamed, nopool, h, h2 };
+    for (size_t i = 0; i < NELEM(all); i++)
+        conf_unref(all[i]);
+}
+
+static void test_has_hostnames(void **state)
+{
+    (void)state;
+    int64_t every = 99;
+    struct conf *num = must_load("listen: [ { address: 127.0.0.1:8080 } ]\n"
+                                 "pools: { a: { servers: [ 127.0.0.1:1 ], resolve_interval: 1s } }\n");
+    assert_false(conf_has_hostnames(num, &every));
+    assert_int_equal(every, 0);
+    /* localhost is a name (the system's hosts file answers it); at interval 0 it is never redone */
+    struct conf *zero = must_load("listen: [ { address: 127.0.0.1:8080 } ]\n"
+                                  "pools: { a: { servers: [ localhost:1 ], resolve_interval: 0s } }\n");
+    assert_true(zero->pools[0].servers[0].named);
+    assert_false(conf_has_hostnames(zero, &every));
+    struct conf *mix = must_load("listen: [ { address: 127.0.0.1:8080 } ]\n"
+                                 "pools:\n"
+                                 "  a: { servers: [ localhost:1 ], resolve_interval: 5s }\n"
+                                 "  b: { servers: [ 127.0.0.1:2 ], resolve_interval: 100ms }\n"
+                                 "  c: { servers: [ 127.0.0.1:3, localhost:3 ], resolve_interval: 2s }\n"
+                                 "  d: { servers: [ localhost:4 ] }\n");
+    assert_true(conf_has_hostnames(mix, &every));
+    assert_int_equal(every, 2000);
+    assert_true(conf_has_hostnames(mix, NULL));
+    conf_unref(num);
+    conf_unref(zero);
+    conf_unref(mix);
+}
+
 /* ---- invalid files -------------------------------------------------------------------------- */
 
 #define L "listen: [ { address: 127.0.0.1:8080 } ]\n"
@@ -719,17 +920,23 @@ static const struct bad_case bad_cases[] = {
     { "listen:\n  - address: 127.0.0.1:8080\n  - address: 127.0.0.1:8080\n", 3, 14,
       "duplicate listener address \"127.0.0.1:8080\" (first at line 2)", 0, 0 },
     { L "pools:\n  api:\n    servers: [ nonexistent.invalid:80 ]\n", 4, 16, "cannot resolve \"nonexistent.invalid\"", 0, 0 },
-    { L "resolver: { servers: [ dns.example:53 ] }\n", 2, 24, "bad resolver address", 0, CONF_LOAD_UNSUPPORTED },
+    { L "resolver: { servers: [ dns.example:53 ] }\n", 2, 24, "bad resolver address", 0, 0 },
+    { L "resolver: { servers: [ \"[::1]\" ] }\n", 2, 24, "bad resolver address", 0, 0 },
+    { L "resolver: { servers: [] }\n", 2, 22, "servers needs at least one host:port", 0, 0 },
+    { L "resolver: { servers: dns }\n", 2, 22, "servers must be system or a list of host:port", 0, 0 },
+    { L "resolver: { timeout: 0ms }\n", 2, 22, "timeout must be between 1ms and 1m", 0, 0 },
+    /* a broken resolver block: its own error only, no lookups through it (so no "cannot resolve") */
+    { L "pools:\n  api:\n    servers: [ nonexistent.invalid:80 ]\nresolver: { servers: [ dns.example:53 ] }\n",
+      5, 24, "bad resolver address", 0, 0 },
+    { L PX "    resolve_interval: 25h\n", 5, 23, "resolve_interval must be between 0ms and 24h", 0, 0 },
     /* required and empty */
     { "workers: 1\n", 1, 1, "missing key \"listen\"", 0, 0 },
     { "listen: []\n", 1, 9, "listen needs at least one listener", 0, 0 },
     { "# nothing\n", 1, 1, "the file is empty", 0, 0 },
     { L "admin: {}\n", 2, 8, "missing key \"address\" in admin", 0, CONF_LOAD_UNSUPPORTED },
     /* not supported yet, each at its key */
-    { L "resolver: { timeout: 1s }\n", 2, 1, "resolver is not supported yet", 0, 0 },
     { "listen:\n  - address: 127.0.0.1:8443\n    tls: { certificates: [ { cert: a.crt, key: a.key } ] }\n", 3, 5,
       "listener tls is not supported yet", 0, 0 },
-    { L PX "    resolve_interval: 10s\n", 5, 5, "resolve_interval is not supported yet", 0, 0 },
     { L PX "    tls: { enabled: true }\n", 5, 12, "upstream tls is not supported yet", 0, 0 },
     { L PX "    health: { rise: 0 }\n", 5, 21, "rise must be between", 0, 0 },
     /* YAML syntax */
@@ -879,6 +1086,11 @@ int main(void)
         cmocka_unit_test(test_missing_file),
         cmocka_unit_test(test_fallback_file),
         cmocka_unit_test(test_hostname_server),
+        cmocka_unit_test(test_resolver_accepted),
+        cmocka_unit_test(test_load_buffer),
+        cmocka_unit_test(test_load_buffer_relative_file),
+        cmocka_unit_test(test_same_addresses),
+        cmocka_unit_test(test_has_hostnames),
         cmocka_unit_test(test_bad_table),
         cmocka_unit_test(test_many_errors),
         cmocka_unit_test(test_duration_table),

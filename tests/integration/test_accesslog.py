@@ -1,0 +1,328 @@
+"""SPEC §2 access_log / §5 access log: one JSON line per request (time, client, method, target,
+route, status, bytes, duration_ms, request_id, fallback, attempts[server, outcome, status,
+connect_ms, response_ms]); SIGUSR1 reopens a file; `off` writes nothing; a sink that cannot keep
+up costs lines (counted), never a stalled request."""
+
+import datetime
+import os
+import re
+import select
+import signal
+import threading
+import time
+
+from conftest import Conn, free_port, pool, t, wait_for
+from faults import refused, status_script
+from ops import admin_extra, access_lines, metrics, parse_access_text, wait_access
+
+FIELDS = {"time": str, "client": str, "method": str, "target": str, "route": (str, type(None)),
+          "status": int, "bytes": int, "duration_ms": (int, float), "request_id": str,
+          "fallback": (str, type(None)), "attempts": list}
+ATTEMPT_FIELDS = {"server": str, "outcome": str, "status": (int, type(None)),
+                  "connect_ms": (int, type(None)), "response_ms": (int, type(None))}
+OUTCOMES = {"ok", "connect_error", "connect_timeout", "response_timeout", "reset", "deadline",
+            "read_timeout", "http_5xx", "cancelled"}
+
+
+def check_shape(line):
+    assert set(line) >= set(FIELDS), "missing fields: %r" % (set(FIELDS) - set(line))
+    for k, typ in FIELDS.items():
+        assert isinstance(line[k], typ) and not isinstance(line[k], bool), (k, line[k], line)
+    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:?\d\d)$", line["time"])
+    assert m, "time is not RFC 3339: %r" % line["time"]
+    when = datetime.datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S").replace(tzinfo=datetime.timezone.utc)
+    skew = abs((datetime.datetime.now(datetime.timezone.utc) - when).total_seconds())
+    assert skew < t(30), "time %s is %.0fs away from now" % (line["time"], skew)
+    assert line["client"] in ("127.0.0.1", "::ffff:127.0.0.1") or line["client"].startswith("127.0.0.1:"), line
+    assert line["duration_ms"] >= 0
+    for a in line["attempts"]:
+        assert set(a) >= set(ATTEMPT_FIELDS), a
+        for k, typ in ATTEMPT_FIELDS.items():
+            assert isinstance(a[k], typ) and not isinstance(a[k], bool), (k, a)
+        assert a["outcome"] in OUTCOMES, a
+        for k in ("connect_ms", "response_ms"):
+            assert a[k] is None or a[k] >= 0, a
+
+
+def by_target(lines, target):
+    found = [ln for ln in lines if ln["target"] == target]
+    assert len(found) == 1, "%d lines for %s in %r" % (len(found), target, lines)
+    return found[0]
+
+
+def log_to(tmp_path, name="access.log"):
+    return str(tmp_path / name)
+
+
+def test_line_for_a_proxied_request(lifeline, upstream, tmp_path):
+    up = upstream("up")
+    path = log_to(tmp_path)
+    lf = lifeline(pools={"p": pool(up)},
+                  routes=[{"name": "api", "match": {"path": "/api/"}, "pool": "p", "strip_prefix": True}],
+                  extra={"access_log": {"path": path}})
+    with Conn(lf.port) as c:
+        c.request("GET", "/api/echo?x=1&y=%22q%22", headers=[("X-Request-Id", "req-abc-1")])
+        r1 = c.read_response()
+        assert r1.status == 200 and r1.json()["target"] == "/echo?x=1&y=%22q%22", r1
+        slow = int(t(0.15) * 1000)
+        c.request("POST", "/api/slow-head?ms=%d" % slow, body=b"0123456789")
+        r2 = c.read_response()
+        assert r2.status == 200
+    lines = wait_access(path, lambda ls: len(ls) >= 2)
+    assert len(lines) == 2, lines
+    for ln in lines:
+        check_shape(ln)
+
+    a = by_target(lines, "/api/echo?x=1&y=%22q%22")    # the target as the client sent it
+    assert a["method"] == "GET" and a["route"] == "api" and a["status"] == 200, a
+    assert a["request_id"] == "req-abc-1" == r1.header("x-request-id"), a
+    assert a["fallback"] is None
+    wire = len(r1.raw_head) + len(r1.body)
+    assert a["bytes"] == wire, "bytes %d, but the answer was %d bytes on the wire (head %d + body %d)" % (
+        a["bytes"], wire, len(r1.raw_head), len(r1.body))
+    assert len(a["attempts"]) == 1, a
+    at = a["attempts"][0]
+    assert at["server"] == up.address and at["outcome"] == "ok" and at["status"] == 200, at
+    assert isinstance(at["connect_ms"], int), "a fresh upstream connection has a connect time: %r" % at
+    assert isinstance(at["response_ms"], int), at
+
+    b = by_target(lines, "/api/slow-head?ms=%d" % slow)
+    assert b["method"] == "POST" and b["status"] == 200 and b["route"] == "api", b
+    assert b["request_id"] == r2.header("x-request-id") and len(b["request_id"]) >= 8, (b, r2.headers)
+    assert b["request_id"] != a["request_id"]
+    assert slow - 5 <= b["duration_ms"] < slow + t(2) * 1000, b
+    bt = b["attempts"][0]
+    assert len(b["attempts"]) == 1 and bt["outcome"] == "ok" and bt["status"] == 200, b
+    assert bt["response_ms"] is not None and slow - 5 <= bt["response_ms"] <= b["duration_ms"] + 1, b
+    assert b["bytes"] == len(r2.raw_head) + len(r2.body), b
+
+
+def test_line_for_a_fallback_lists_every_attempt(lifeline, raw_upstream, tmp_path):
+    bad = refused()
+    err = raw_upstream(status_script(503))
+    path = log_to(tmp_path)
+    lf = lifeline(pools={"mixed": pool(bad, err), "dead": pool(refused(), refused())},
+                  routes=[{"name": "mixed", "match": {"path": "/m/"}, "pool": "mixed",
+                           "retry": {"attempts": 2, "backoff": {"base": "1ms", "max": "2ms"}},
+                           "fallback": {"status": 503, "body": "fallback"}},
+                          {"name": "dead", "match": {"path": "/d/"}, "pool": "dead",
+                           "retry": {"attempts": 2, "backoff": {"base": "1ms", "max": "2ms"}}}],
+                  extra={"access_log": {"path": path}})
+    rm = lf.fetch("GET", "/m/x")
+    rd = lf.fetch("GET", "/d/x")
+    assert rm.status == 503 and rm.body == b"fallback", rm
+    assert rd.status in (502, 503) and rd.header("x-lifeline-fallback") == "connect_error", rd
+    lines = wait_access(path, lambda ls: len(ls) >= 2)
+    for ln in lines:
+        check_shape(ln)
+
+    m = by_target(lines, "/m/x")
+    assert m["route"] == "mixed" and m["status"] == 503, m
+    assert m["fallback"] is not None and m["fallback"] == rm.header("x-lifeline-fallback"), (m, rm.headers)
+    assert [a["server"] for a in m["attempts"]] in ([bad, err.address], [err.address, bad]), m
+    by_server = {a["server"]: a for a in m["attempts"]}
+    ce, h5 = by_server[bad], by_server[err.address]
+    assert ce["outcome"] == "connect_error" and ce["status"] in (0, None) and ce["response_ms"] is None, ce
+    assert h5["outcome"] == "http_5xx" and h5["status"] == 503, h5
+    assert isinstance(h5["connect_ms"], int) and isinstance(h5["response_ms"], int), h5
+    last = m["attempts"][-1]
+    assert m["fallback"] == ("connect_error" if last["outcome"] == "connect_error" else "503"), m
+
+    d = by_target(lines, "/d/x")
+    assert d["status"] == rd.status and d["fallback"] == "connect_error", d
+    assert [a["outcome"] for a in d["attempts"]] == ["connect_error", "connect_error"], d
+    assert len({a["server"] for a in d["attempts"]}) == 2, "the retry went to the same server: %r" % d
+    assert all(a["connect_ms"] is None or a["connect_ms"] >= 0 for a in d["attempts"])
+
+
+def test_line_for_an_unrouted_404(lifeline, upstream, tmp_path):
+    up = upstream()
+    path = log_to(tmp_path)
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"name": "only", "match": {"path": "/only/"}, "pool": "p"}],
+                  extra={"access_log": {"path": path}})
+    r = lf.fetch("DELETE", "/elsewhere/x")
+    assert r.status == 404
+    (line,) = wait_access(path, lambda ls: len(ls) >= 1)
+    check_shape(line)
+    assert line["route"] is None and line["status"] == 404 and line["method"] == "DELETE", line
+    assert line["target"] == "/elsewhere/x" and line["attempts"] == [] and line["fallback"] is None, line
+    assert line["request_id"] and line["request_id"] == (r.header("x-request-id") or line["request_id"])
+    assert not up.requests
+
+
+def test_line_for_a_client_that_left(lifeline, upstream, tmp_path):
+    """499: the client closed while its request was at the upstream; the attempt is listed."""
+    up = upstream("up")
+    path = log_to(tmp_path)
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"name": "r", "pool": "p"}],
+                  extra={"access_log": {"path": path}})
+    with Conn(lf.port) as c:
+        c.request("GET", "/slow-head?ms=%d" % int(t(3) * 1000))
+        wait_for(lambda: up.requests, t(2), what="the request to reach the upstream")
+    (line,) = wait_access(path, lambda ls: len(ls) >= 1)
+    check_shape(line)
+    assert line["status"] == 499 and line["route"] == "r" and line["fallback"] is None, line
+    assert len(line["attempts"]) == 1, "the attempt at the upstream is missing: %r" % line
+    at = line["attempts"][0]
+    assert at["server"] == up.address and at["outcome"] == "cancelled", at
+    assert isinstance(at["connect_ms"], int), at
+
+
+def test_sigusr1_reopens_the_file(lifeline, upstream, tmp_path):
+    up = upstream()
+    path = log_to(tmp_path)
+    rotated = path + ".1"
+    lf = lifeline(pools={"p": pool(up)}, extra={"access_log": {"path": path}})
+    for name in ("one", "two", "three"):
+        assert lf.fetch("GET", "/echo/" + name).status == 200
+    wait_access(path, lambda ls: len(ls) == 3)
+
+    os.rename(path, rotated)
+    for name in ("mid1", "mid2"):
+        assert lf.fetch("GET", "/echo/" + name).status == 200
+    wait_access(rotated, lambda ls: len(ls) == 5, what="lines after the rename, in the renamed file")
+    assert not os.path.exists(path)
+
+    lf.proc.send_signal(signal.SIGUSR1)
+    wait_for(lambda: os.path.exists(path), t(2), what="SIGUSR1 to create a new file at the original path")
+    for name in ("new1", "new2", "new3"):
+        assert lf.fetch("GET", "/echo/" + name).status == 200
+    new = wait_access(path, lambda ls: len(ls) >= 3)
+    time.sleep(t(0.1))
+    new = access_lines(path)
+    old = access_lines(rotated)
+    assert [ln["target"] for ln in new] == ["/echo/new1", "/echo/new2", "/echo/new3"], new
+    assert [ln["target"] for ln in old] == ["/echo/" + n for n in ("one", "two", "three", "mid1", "mid2")], old
+    lf.assert_alive()
+
+
+def test_default_sink_is_stdout(lifeline, upstream):
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)})
+    assert lf.fetch("GET", "/echo/to-stdout").status == 200
+    wait_for(lambda: "/echo/to-stdout" in lf.stdout_text(), t(2), what="the line on stdout")
+    lines = parse_access_text(lf.stdout_text())
+    assert [ln["target"] for ln in lines] == ["/echo/to-stdout"]
+    check_shape(lines[0])
+    lf.proc.send_signal(signal.SIGUSR1)          # nothing to reopen: harmless
+    assert lf.fetch("GET", "/echo/after-usr1").status == 200
+    wait_for(lambda: "/echo/after-usr1" in lf.stdout_text(), t(2), what="the second line on stdout")
+    lf.assert_alive()
+
+
+def test_stderr_sink(lifeline, upstream):
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, extra={"access_log": {"path": "stderr"}})
+    assert lf.fetch("GET", "/echo/to-stderr").status == 200
+    wait_for(lambda: '"/echo/to-stderr"' in lf.stderr_text(), t(2), what="the line on stderr")
+    lines = parse_access_text("\n".join(ln for ln in lf.stderr_text().splitlines() if ln.startswith("{")))
+    assert [ln["target"] for ln in lines] == ["/echo/to-stderr"]
+    assert "/echo/to-stderr" not in lf.stdout_text()
+
+
+def test_off_writes_nothing(lifeline, upstream, tmp_path):
+    up = upstream()
+    cwd_off = os.path.join(os.getcwd(), "off")
+    existed = os.path.exists(cwd_off)
+    lf = lifeline(pools={"p": pool(up)}, extra={"access_log": {"path": "off"}})
+    for i in range(5):
+        assert lf.fetch("GET", "/echo/quiet%d" % i).status == 200
+    time.sleep(t(0.3))   # the writer thread polls every 10 ms
+    assert "quiet" not in lf.stdout_text() and "quiet" not in lf.stderr_text()
+    assert lf.stdout_text() == ""
+    assert os.path.exists(cwd_off) == existed, "access_log path 'off' created a file named off"
+
+
+def test_slow_sink_drops_and_counts_lines_without_stalling_requests(lifeline, upstream, tmp_path):
+    """The sink is a FIFO nobody reads (until the end): the pipe fills, the writer thread blocks,
+    the ring fills, lines are dropped and counted. Requests keep their pace. At the end every
+    request is either a delivered line or a dropped one."""
+    up = upstream()
+    fifo = str(tmp_path / "sink.fifo")
+    os.mkfifo(fifo)
+    rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)   # a reader exists, so lifeline's open() returns
+    try:
+        import fcntl
+        fcntl.fcntl(rfd, 1031, 4096)                   # F_SETPIPE_SZ: fill the pipe sooner
+    except OSError:
+        pass
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)}, extra=admin_extra(aport, access_log={"path": fifo}), workers=1)
+    pad = "a" * 900                                      # ~1.3 KB lines: the 1 MiB ring fills in ~800
+    nthreads, per_thread = 4, 500
+    latencies, errors = [], []
+    lock = threading.Lock()
+    received = []
+    reader = {"thread": None, "stop": threading.Event()}
+
+    def client(tid):
+        try:
+            with Conn(lf.port) as c:
+                for i in range(per_thread):
+                    t0 = time.monotonic()
+                    c.request("GET", "/echo/%s?t=%d&i=%d" % (pad, tid, i))
+                    r = c.read_response(timeout=t(5))
+                    dt = time.monotonic() - t0
+                    with lock:
+                        latencies.append(dt)
+                    if r.status != 200:
+                        raise AssertionError(r)
+        except Exception as e:
+            with lock:
+                errors.append(repr(e))
+
+    def read_all():
+        deadline = time.monotonic() + t(20)
+        while time.monotonic() < deadline:
+            rd, _, _ = select.select([rfd], [], [], 0.05)
+            if not rd:
+                if reader["stop"].is_set():
+                    return
+                continue
+            try:
+                data = os.read(rfd, 1 << 16)
+            except BlockingIOError:
+                continue
+            if not data:
+                return                                   # EOF: lifeline closed its end
+            received.append(data)
+
+    def start_reader():
+        if reader["thread"] is None:
+            reader["thread"] = threading.Thread(target=read_all)
+            reader["thread"].start()
+
+    try:
+        start = time.monotonic()
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(nthreads)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(t(40))
+        elapsed = time.monotonic() - start
+        assert not errors, errors[:5]
+        assert len(latencies) == nthreads * per_thread
+        dropped = wait_for(lambda: metrics(aport).value("lifeline_access_log_dropped_total") or None, t(2),
+                           what="lifeline_access_log_dropped_total > 0")
+        lat = sorted(latencies)
+        print("\nslow sink: %d requests in %.2fs, latency p50 %.1f ms, max %.1f ms; %d lines dropped"
+              % (len(lat), elapsed, lat[len(lat) // 2] * 1000, lat[-1] * 1000, dropped))
+        assert lat[-1] < t(1.0), "a request took %.2fs while the log sink was stuck" % lat[-1]
+        # now read everything: lines delivered + lines dropped == requests
+        start_reader()
+        lf.assert_alive()
+        m_dropped = metrics(aport).value("lifeline_access_log_dropped_total")
+        assert m_dropped == dropped, "lines still being dropped after the load ended"
+    finally:
+        start_reader()
+        rc = lf.terminate(t(15))
+        reader["stop"].set()
+        reader["thread"].join(t(25))
+        os.close(rfd)
+    assert rc == 0, "lifeline did not exit cleanly with a stuck log sink (status %r)" % rc
+    text = b"".join(received).decode("utf-8", "replace")
+    lines = parse_access_text(text)                    # every delivered line is whole JSON
+    assert text.endswith("\n") or not text
+    assert len(lines) + dropped == nthreads * per_thread, \
+        "%d lines delivered + %d dropped != %d requests" % (len(lines), dropped, nthreads * per_thread)
+    assert len(lines) > 0

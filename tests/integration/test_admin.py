@@ -1,0 +1,495 @@
+"""SPEC §5 admin listener: /healthz (503 while draining), /metrics (Prometheus text with the
+counters of §5), /status (JSON), reload counters; and SIGTERM drain under load (§1)."""
+
+import copy
+import re
+import signal
+import socket
+import threading
+import time
+
+from conftest import Conn, ConnClosed, HOST, free_port, pool, t, wait_for
+from faults import refused, status_script
+from ops import (admin_extra, admin_get, metrics, pool_status, reload, server_status, status)
+
+
+def _cfg(lf, **changes):
+    cfg = copy.deepcopy(lf.config)
+    cfg.update(changes)
+    return cfg
+
+
+# --------------------------------------------------------------------------------------------
+# /healthz
+
+def test_healthz_ok_then_503_while_draining(lifeline, upstream):
+    up = upstream()
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)}, extra=admin_extra(aport), shutdown_timeout="5s")
+    r = admin_get(aport, "/healthz")
+    assert r.status == 200 and r.body.strip() == b"ok", r
+    assert admin_get(aport, "/nope").status == 404
+
+    hold = t(1.5)
+    result = {}
+
+    def client():
+        try:
+            result["r"] = lf.fetch("GET", "/slow-head?ms=%d" % int(hold * 1000), timeout=t(6))
+        except Exception as e:
+            result["e"] = e
+
+    th = threading.Thread(target=client)
+    th.start()
+    try:
+        wait_for(lambda: up.requests, t(2), what="the slow request to reach the upstream")
+        lf.stopped_by_test = True
+        lf.proc.send_signal(signal.SIGTERM)
+        r = wait_for(lambda: (lambda x: x if x.status == 503 else None)(admin_get(aport, "/healthz")),
+                     t(1), what="/healthz to answer 503 while draining")
+        assert r.status == 503
+        assert lf.alive(), "exited while a request was in flight"
+        st = status(aport)
+        assert st["draining"] is True, st
+        rc = lf.proc.wait(t(6))
+    finally:
+        th.join(t(7))
+    assert rc == 0
+    assert "e" not in result, result.get("e")
+    assert result["r"].status == 200, result["r"]
+
+
+# --------------------------------------------------------------------------------------------
+# /metrics
+
+def test_metrics_count_a_known_set_of_requests(lifeline, upstream, raw_upstream):
+    up = upstream("up")
+    up_r = upstream("up_r")
+    bad_fb, bad_r = refused(), refused()
+    aport = free_port()
+    lf = lifeline(
+        pools={"p": pool(up), "dead": pool(bad_fb), "r": pool(bad_r, up_r)},
+        routes=[{"name": "api", "match": {"path": "/api/"}, "pool": "p", "strip_prefix": True},
+                {"name": "fb", "match": {"path": "/fb/"}, "pool": "dead", "retry": {"attempts": 1},
+                 "fallback": {"status": 503, "body": "sorry"}},
+                {"name": "retry", "match": {"path": "/retry/"}, "pool": "r", "strip_prefix": True,
+                 "retry": {"attempts": 2, "backoff": {"base": "1ms", "max": "2ms"}}}],
+        extra=admin_extra(aport), workers=1)
+
+    m0 = metrics(aport)
+    assert m0.value("lifeline_config_reloads_total", result="success") == 0
+    assert m0.value("lifeline_config_reloads_total", result="failure") == 0
+    assert m0.value("lifeline_access_log_dropped_total") == 0
+    assert m0.value("lifeline_downstream_connections") == 0
+    assert m0.total("lifeline_requests_total") == 0
+
+    for i in range(3):
+        assert lf.fetch("GET", "/api/echo/%d" % i).status == 200
+    assert lf.fetch("GET", "/api/status/404").status == 404
+    assert lf.fetch("GET", "/nowhere").status == 404            # no route matches
+    for _ in range(2):
+        r = lf.fetch("GET", "/fb/x")
+        assert r.status == 503 and r.body == b"sorry" and r.header("x-lifeline-fallback") == "connect_error", r
+    for i in range(4):
+        assert lf.fetch("GET", "/retry/echo/%d" % i).status == 200
+
+    m = metrics(aport)
+    for name, typ in (("lifeline_requests_total", "counter"), ("lifeline_request_duration_seconds", "histogram"),
+                      ("lifeline_upstream_attempts_total", "counter"), ("lifeline_retries_total", "counter"),
+                      ("lifeline_fallbacks_total", "counter"), ("lifeline_upstream_connections", "gauge"),
+                      ("lifeline_downstream_connections", "gauge"), ("lifeline_config_reloads_total", "counter"),
+                      ("lifeline_access_log_dropped_total", "counter"), ("lifeline_upstream_server_usable", "gauge")):
+        assert m.types.get(name) == typ, "TYPE of %s: %r" % (name, m.types.get(name))
+
+    # requests by route and code
+    assert m.value("lifeline_requests_total", route="api", code="200") == 3
+    assert m.value("lifeline_requests_total", route="api", code="404") == 1
+    assert m.value("lifeline_requests_total", route="fb", code="503") == 2
+    assert m.value("lifeline_requests_total", route="retry", code="200") == 4
+    no_route = [(lb, v) for lb, v in m.select("lifeline_requests_total", code="404") if lb["route"] != "api"]
+    assert len(no_route) == 1 and no_route[0][1] == 1, "the unrouted 404: %r" % no_route
+    assert m.total("lifeline_requests_total") == 3 + 1 + 1 + 2 + 4
+
+    # attempts by pool, server and outcome ("ok": an answer below 500, so the 404 too)
+    assert m.value("lifeline_upstream_attempts_total", pool="p", server=up.address, outcome="ok") == 4
+    assert m.value("lifeline_upstream_attempts_total", pool="dead", server=bad_fb, outcome="connect_error") == 2
+    assert m.total("lifeline_upstream_attempts_total", pool="dead") == 2
+    assert m.value("lifeline_upstream_attempts_total", pool="r", server=up_r.address, outcome="ok") == 4
+    refused_r = m.value("lifeline_upstream_attempts_total", pool="r", server=bad_r, outcome="connect_error")
+    assert refused_r >= 1, "round robin over 2 servers never picked the refused one in 4 requests"
+    assert m.total("lifeline_upstream_attempts_total", pool="r") == 4 + refused_r
+
+    # retries and fallbacks
+    assert m.value("lifeline_retries_total", route="api") == 0
+    assert m.value("lifeline_retries_total", route="fb") == 0
+    assert m.value("lifeline_retries_total", route="retry") == refused_r, \
+        "each refused attempt was followed by exactly one retry"
+    assert m.value("lifeline_fallbacks_total", route="fb", reason="connect_error") == 2
+    assert m.total("lifeline_fallbacks_total") == 2
+
+    # connections: one idle keep-alive connection per used server, nothing active, no client left
+    assert m.value("lifeline_upstream_connections", pool="p", state="idle") == 1
+    assert m.value("lifeline_upstream_connections", pool="p", state="active") == 0
+    assert m.value("lifeline_upstream_connections", pool="dead", state="idle") == 0
+    assert m.value("lifeline_upstream_server_usable", pool="p", server=up.address) == 1
+    assert up.connections == 1
+
+    # histogram: cumulative, +Inf == _count == the route's requests, _sum plausible
+    for route, n in (("api", 4), ("fb", 2), ("retry", 4)):
+        buckets = m.select("lifeline_request_duration_seconds_bucket", route=route)
+        les = [float("inf") if lb["le"] == "+Inf" else float(lb["le"]) for lb, _ in buckets]
+        assert les == sorted(les) and les[-1] == float("inf") and len(les) >= 5, les
+        counts = [v for _, v in buckets]
+        assert all(a <= b for a, b in zip(counts, counts[1:])), "not cumulative: %r" % buckets
+        count = m.value("lifeline_request_duration_seconds_count", route=route)
+        assert counts[-1] == count == n, (route, counts, count)
+        assert count == m.total("lifeline_requests_total", route=route)
+        s = m.value("lifeline_request_duration_seconds_sum", route=route)
+        assert 0 < s < n * t(2), (route, s)
+        # with le=10 every one of these fast requests is in
+        ten = [v for lb, v in buckets if lb["le"] in ("10", "10.0")]
+        assert ten and ten[0] == n, buckets
+
+    # downstream connections gauge follows open client connections
+    with Conn(lf.port) as c1, Conn(lf.port) as c2:
+        for c in (c1, c2):
+            c.request("GET", "/api/echo")
+            assert c.read_response().status == 200
+        wait_for(lambda: metrics(aport).value("lifeline_downstream_connections") == 2, t(2),
+                 what="lifeline_downstream_connections == 2")
+    wait_for(lambda: metrics(aport).value("lifeline_downstream_connections") == 0, t(2),
+             what="lifeline_downstream_connections back to 0")
+
+
+def test_metrics_active_connections_and_499(lifeline, upstream):
+    up = upstream("up")
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"name": "r", "pool": "p"}], extra=admin_extra(aport))
+    c = Conn(lf.port)
+    try:
+        c.request("GET", "/slow-head?ms=%d" % int(t(3) * 1000))
+        wait_for(lambda: up.requests, t(2), what="the request to reach the upstream")
+        m = metrics(aport)
+        assert m.value("lifeline_upstream_connections", pool="p", state="active") == 1
+        assert m.value("lifeline_upstream_connections", pool="p", state="idle") == 0
+        assert m.value("lifeline_downstream_connections") == 1
+    finally:
+        c.close()   # the client leaves before the answer
+    wait_for(lambda: metrics(aport).get("lifeline_requests_total", route="r", code="499") == 1, t(2),
+             what="lifeline_requests_total{code=499} for a client that left")
+    m = metrics(aport)
+    assert m.value("lifeline_upstream_connections", pool="p", state="active") == 0
+    assert m.value("lifeline_downstream_connections") == 0
+
+
+def test_attempt_abandoned_by_the_client_counts_as_cancelled(lifeline, upstream):
+    """The client leaves while its request is at the upstream: the request is a 499, and the attempt
+    that was running is counted (outcome cancelled), not forgotten."""
+    up = upstream("up")
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"name": "r", "pool": "p"}], extra=admin_extra(aport))
+    with Conn(lf.port) as c:
+        c.request("GET", "/slow-head?ms=%d" % int(t(3) * 1000))
+        wait_for(lambda: up.requests, t(2), what="the request to reach the upstream")
+    wait_for(lambda: metrics(aport).get("lifeline_requests_total", route="r", code="499") == 1, t(2),
+             what="lifeline_requests_total{code=499}")
+    m = metrics(aport)
+    assert m.total("lifeline_upstream_attempts_total", pool="p") == 1, \
+        "the attempt the client abandoned is missing:\n%s" % m.grep("lifeline_upstream_attempts_total")
+    assert m.value("lifeline_upstream_attempts_total", pool="p", server=up.address, outcome="cancelled") == 1
+
+
+def test_metrics_http_5xx_outcome(lifeline, raw_upstream):
+    bad = raw_upstream(status_script(502))
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(bad)}, routes=[{"name": "r", "pool": "p", "retry": {"attempts": 1}}],
+                  extra=admin_extra(aport))
+    r = lf.fetch("GET", "/x")
+    assert r.status == 502 and r.header("x-upstream") == bad.name, r
+    m = metrics(aport)
+    assert m.value("lifeline_upstream_attempts_total", pool="p", server=bad.address, outcome="http_5xx") == 1
+    assert m.value("lifeline_requests_total", route="r", code="502") == 1
+
+
+# --------------------------------------------------------------------------------------------
+# /status
+
+def test_status_json_shape_and_values(lifeline, upstream):
+    up1, up2 = upstream("up1"), upstream("up2")
+    bad = refused()
+    aport = free_port()
+    lf = lifeline(pools={"web": pool((up1, 3), up2, balance="least_conn"),
+                         "guarded": pool(bad, up2, outlier={"consecutive_failures": 1, "ejection": "30s"},
+                                         health={"path": "/echo/health", "interval": "1s"})},
+                  routes=[{"name": "site", "match": {"path": "/site/"}, "pool": "web"},
+                          {"name": "g", "pool": "guarded"}],
+                  extra=admin_extra(aport), workers=2)
+    for i in range(3):
+        assert lf.fetch("GET", "/site/echo/%d" % i).status == 200
+    st = status(aport)
+    assert isinstance(st["version"], str) and re.match(r"^\d+\.\d+\.\d+", st["version"]), st["version"]
+    assert st["generation"] == 1 and st["draining"] is False and st["workers"] == 2, st
+    assert isinstance(st["downstream_connections"], int)
+    assert [p["name"] for p in st["pools"]] == ["web", "guarded"], st["pools"]
+    web = pool_status(st, "web")
+    assert web["balance"] == "least_conn" and web["outlier"] is False and web["health_checks"] is False, web
+    g = pool_status(st, "guarded")
+    assert g["balance"] == "round_robin" and g["outlier"] is True and g["health_checks"] is True, g
+    assert [s["address"] for s in web["servers"]] == [up1.address, up2.address]
+    assert [s["address"] for s in g["servers"]] == [bad, up2.address]
+    fields = {"address": str, "weight": int, "up": bool, "ejected": bool, "ejected_for_ms": int,
+              "slow_start_share": (int, float), "in_flight": int, "idle_connections": int,
+              "attempts": int, "failures": int}
+    for p in st["pools"]:
+        for s in p["servers"]:
+            assert set(s) >= set(fields), s
+            for k, typ in fields.items():
+                assert isinstance(s[k], typ) and not (typ is int and isinstance(s[k], bool)), (k, s)
+    s1, s2 = server_status(st, "web", up1.address), server_status(st, "web", up2.address)
+    assert s1["weight"] == 3 and s2["weight"] == 1
+    assert s1["up"] and not s1["ejected"] and s1["ejected_for_ms"] == 0 and s1["in_flight"] == 0
+    assert s1["attempts"] + s2["attempts"] == 3 and s1["failures"] == s2["failures"] == 0, (s1, s2)
+    assert s1["idle_connections"] + s2["idle_connections"] >= 1
+    routes = {r["name"]: r for r in st["routes"]}
+    assert [r["name"] for r in st["routes"]] == ["site", "g"]
+    assert routes["site"] == {"name": "site", "pool": "web", "requests": 3, "retries": 0, "fallbacks": 0}, routes
+    assert routes["g"]["pool"] == "guarded" and routes["g"]["requests"] == 0
+
+    # the refused server fails its health checks and/or is ejected by a request
+    for i in range(3):
+        assert lf.fetch("GET", "/g/echo/%d" % i).status == 200
+    st = status(aport)
+    b = server_status(st, "guarded", bad)
+    assert b["ejected"] is True and 0 < b["ejected_for_ms"] <= 30000, b
+    assert b["failures"] >= 1 and b["failures"] <= b["attempts"], b
+    wait_for(lambda: server_status(status(aport), "guarded", bad)["up"] is False, t(5),
+             what="the refused server to be marked down by health checks")
+    assert {r["name"]: r for r in status(aport)["routes"]}["g"]["requests"] == 3
+
+
+# --------------------------------------------------------------------------------------------
+# Reload counters, stable series
+
+def test_reload_counters_and_series_stable_across_reloads(lifeline, upstream):
+    up1, up2 = upstream("up1"), upstream("up2")
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up1)}, routes=[{"name": "api", "pool": "p"}], extra=admin_extra(aport))
+    for i in range(3):
+        assert lf.fetch("GET", "/echo/%d" % i).status == 200
+
+    reload(lf, _cfg(lf, pools={"p": pool(up1, up2)},
+                    routes=[{"name": "new", "match": {"path": "/new/"}, "pool": "p"},
+                            {"name": "api", "pool": "p"}]))
+    m = metrics(aport)
+    assert m.value("lifeline_config_reloads_total", result="success") == 1
+    assert m.value("lifeline_config_reloads_total", result="failure") == 0
+    assert status(aport)["generation"] == 2
+    # the route and the unchanged server keep their series
+    assert m.value("lifeline_requests_total", route="api", code="200") == 3
+    assert m.value("lifeline_upstream_attempts_total", pool="p", server=up1.address, outcome="ok") == 3
+    for i in range(4):
+        assert lf.fetch("GET", "/echo/more%d" % i).status == 200
+    assert lf.fetch("GET", "/new/echo").status == 200
+
+    reload(lf, text="listen: [\n", expect="failure")
+    m = metrics(aport)
+    assert m.value("lifeline_config_reloads_total", result="success") == 1
+    assert m.value("lifeline_config_reloads_total", result="failure") == 1
+    assert status(aport)["generation"] == 2
+    assert m.value("lifeline_requests_total", route="api", code="200") == 7
+    assert m.value("lifeline_requests_total", route="new", code="200") == 1
+    assert m.value("lifeline_request_duration_seconds_count", route="api") == 7
+    attempts = (m.value("lifeline_upstream_attempts_total", pool="p", server=up1.address, outcome="ok")
+                + m.value("lifeline_upstream_attempts_total", pool="p", server=up2.address, outcome="ok"))
+    assert attempts == 8
+    assert len(up1.requests) + len(up2.requests) == 8
+    routes = {r["name"]: r for r in status(aport)["routes"]}
+    assert routes["api"]["requests"] == 7 and routes["new"]["requests"] == 1, routes
+
+
+# --------------------------------------------------------------------------------------------
+# Drain under load
+
+class Rec:
+    __slots__ = ("tid", "kind", "id", "t_connect", "t_send", "t_end", "outcome", "conn_close",
+                 "detail", "closed_after")
+
+    def __init__(self, tid, kind, rid):
+        self.tid, self.kind, self.id = tid, kind, rid
+        self.t_connect = self.t_send = self.t_end = None
+        self.outcome = None         # ok | refused | no_answer | partial | bad | timeout
+        self.conn_close = False
+        self.detail = ""
+        self.closed_after = None    # after a Connection: close answer: lifeline closed the connection
+
+
+def test_drain_under_load(lifeline, upstream):
+    up = upstream("up")
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"name": "r", "pool": "p"}], extra=admin_extra(aport),
+                  workers=2, shutdown_timeout="5s")
+    stop_at = [None]
+    recs = []
+    lock = threading.Lock()
+    t_sig = [None]
+
+    def new_rec(tid, kind, n):
+        r = Rec(tid, kind, "%s-%d" % (tid, n))
+        with lock:
+            recs.append(r)
+        return r
+
+    def exchange(c, rec):
+        """Sends rec's request on c and reads the answer; fills rec. Returns the Response or None."""
+        rec.t_send = time.monotonic()
+        try:
+            c.request("GET", "/slow-head?ms=%d&id=%s" % (20 + (len(rec.id) * 37 + rec.t_send * 1000) % 80, rec.id))
+        except OSError as e:
+            rec.outcome, rec.detail, rec.t_end = "no_answer", "send: %r" % e, time.monotonic()
+            return None
+        try:
+            resp = c.read_response(timeout=t(5))
+        except ConnClosed as e:
+            rec.t_end = time.monotonic()
+            rec.outcome = "partial" if (c.buf or "EOF after" in str(e)) else "no_answer"
+            rec.detail = repr(e)
+            return None
+        except socket.timeout as e:
+            rec.outcome, rec.detail, rec.t_end = "timeout", repr(e), time.monotonic()
+            return None
+        except (AssertionError, ValueError) as e:
+            rec.outcome, rec.detail, rec.t_end = "partial", repr(e), time.monotonic()
+            return None
+        rec.t_end = time.monotonic()
+        rec.conn_close = (resp.header("connection") or "").lower() == "close"
+        try:
+            ok = resp.status == 200 and resp.json()["target"].endswith("id=%s" % rec.id)
+        except ValueError:
+            ok = False
+        rec.outcome = "ok" if ok else "bad"
+        if not ok:
+            rec.detail = repr(resp)
+        return resp
+
+    def connect(rec):
+        rec.t_connect = time.monotonic()
+        try:
+            return Conn(lf.port, timeout=t(5))
+        except OSError as e:
+            rec.outcome, rec.detail, rec.t_end = "refused", repr(e), time.monotonic()
+            return None
+
+    def fresh_client(tid):
+        for n in range(1, 100000):
+            if stop_at[0] is not None and time.monotonic() > stop_at[0]:
+                return
+            rec = new_rec(tid, "fresh", n)
+            c = connect(rec)
+            if c is None:
+                if t_sig[0] is not None:
+                    return
+                continue
+            with c:
+                exchange(c, rec)
+
+    def keepalive_client(tid):
+        c = None
+        for n in range(1, 100000):
+            if stop_at[0] is not None and time.monotonic() > stop_at[0]:
+                break
+            rec = new_rec(tid, "keepalive" if c is not None else "fresh", n)
+            if c is None:
+                c = connect(rec)
+                if c is None:
+                    if t_sig[0] is not None:
+                        break
+                    continue
+            resp = exchange(c, rec)
+            if resp is None:
+                c.close()
+                c = None
+            elif rec.conn_close:
+                try:
+                    c.wait_closed(t(1))
+                    rec.closed_after = True
+                except AssertionError:
+                    rec.closed_after = False
+                c.close()
+                c = None
+        if c is not None:
+            c.close()
+
+    threads = [threading.Thread(target=keepalive_client, args=("ka%d" % i,)) for i in range(6)]
+    threads += [threading.Thread(target=fresh_client, args=("fr%d" % i,)) for i in range(6)]
+    for th in threads:
+        th.start()
+    try:
+        time.sleep(t(1.0))
+        lf.stopped_by_test = True
+        t_sig[0] = time.monotonic()
+        lf.proc.send_signal(signal.SIGTERM)
+        stop_at[0] = t_sig[0] + t(1.5)
+        rc = lf.proc.wait(t(7))
+        t_exit = time.monotonic()
+    finally:
+        stop_at[0] = time.monotonic()
+        for th in threads:
+            th.join(t(10))
+    assert not any(th.is_alive() for th in threads), "a client thread is stuck"
+    ts = t_sig[0]
+    seen = {}
+    for r in up.requests:
+        m = re.search(r"id=([\w-]+)", r.target)
+        if m:
+            seen[m.group(1)] = r
+    by = lambda pred: [r for r in recs if pred(r)]   # noqa: E731
+    before = by(lambda r: r.t_end is not None and r.t_end < ts)
+    in_flight = by(lambda r: r.outcome == "ok" and r.t_send < ts < r.t_end)
+    after_ok = by(lambda r: r.outcome == "ok" and r.t_send >= ts)
+    refused_ = by(lambda r: r.outcome == "refused")
+    no_answer = by(lambda r: r.outcome == "no_answer")
+    broken = by(lambda r: r.outcome in ("partial", "bad", "timeout"))
+    print("\ndrain under load: %d requests; %d answered before SIGTERM, %d in flight at SIGTERM and "
+          "answered, %d sent after SIGTERM and answered (%d with Connection: close); %d connects refused; "
+          "%d closed without an answer (upstream never saw them); %d broken; exit %r %.2fs after SIGTERM"
+          % (len(recs), len([r for r in before if r.outcome == "ok"]), len(in_flight), len(after_ok),
+             len([r for r in recs if r.outcome == "ok" and r.t_end > ts and r.conn_close]), len(refused_),
+             len(no_answer), len(broken), rc, t_exit - ts))
+    for r in no_answer:
+        print("  closed without an answer: %s (%s connection) sent %+.1f ms from SIGTERM, closed %+.1f ms: %s"
+              % (r.id, r.kind, (r.t_send - ts) * 1000, (r.t_end - ts) * 1000, r.detail))
+
+    assert rc == 0, "exit status %r after SIGTERM" % rc
+    assert t_exit - ts < t(5), "the drain took %.2fs" % (t_exit - ts)
+    assert not broken, "truncated, wrong or stuck answers:\n%s" % "\n".join(
+        "%s %s %s" % (r.id, r.outcome, r.detail) for r in broken[:10])
+    bad_before = [r for r in before if r.outcome != "ok"]
+    assert not bad_before, "failures before SIGTERM:\n%s" % "\n".join(
+        "%s %s %s" % (r.id, r.outcome, r.detail) for r in bad_before[:10])
+    assert len(before) >= 20, "too little load before SIGTERM (%d requests)" % len(before)
+    assert in_flight, "no request was in flight at SIGTERM: the test proves nothing"
+    # every request that reached the upstream got its complete answer
+    lost = [r for r in recs if r.id in seen and r.outcome != "ok"]
+    assert not lost, "accepted and forwarded, yet no complete answer:\n%s" % "\n".join(
+        "%s %s %s (sent %.3fs after SIGTERM)" % (r.id, r.outcome, r.detail, r.t_send - ts) for r in lost[:10])
+    # a close without an answer happens only after SIGTERM, for requests lifeline never forwarded
+    early = [r for r in no_answer if r.t_end < ts]
+    assert not early, "closed without an answer before SIGTERM: %r" % [(r.id, r.detail) for r in early]
+    # new connections well after SIGTERM are refused or closed unanswered, never served
+    late = t(0.3)
+    served_late = [r for r in recs if r.outcome == "ok" and r.kind == "fresh" and r.t_connect >= ts + late]
+    assert not served_late, "connections opened %.1fs+ after SIGTERM were served: %r" % (
+        late, [r.id for r in served_late])
+    # keep-alive answers during the drain carry Connection: close, and the connection is then closed
+    no_close = [r for r in recs if r.outcome == "ok" and r.t_send >= ts + late and not r.conn_close]
+    assert not no_close, "answers during the drain without Connection: close: %r" % [r.id for r in no_close]
+    not_closed = [r for r in recs if r.closed_after is False]
+    assert not not_closed, "Connection: close answers not followed by a close: %r" % [r.id for r in not_closed]
+    assert any(r.conn_close for r in recs if r.outcome == "ok" and r.t_end > ts), \
+        "no answer after SIGTERM carried Connection: close"
+    # after exit nothing accepts
+    try:
+        socket.create_connection((HOST, lf.port), timeout=t(1)).close()
+        raise AssertionError("port still accepting after exit")
+    except OSError:
+        pass

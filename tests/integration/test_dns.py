@@ -1,0 +1,235 @@
+"""DNS discovery (SPEC §2 `resolver`, servers given by hostname, `resolve_interval`).
+
+lifeline asks dnsfake.DnsFake (UDP on 127.0.0.1, records changed by the test) through
+`resolver: {servers: ["127.0.0.1:PORT"], timeout: 500ms}` for a pool server written as
+`svc.test:PORT`. Every A record is a server: the upstream fakes listen on the same port at
+127.0.0.1 and 127.0.0.2 (the whole of 127/8 is loopback on Linux), each naming itself in an
+`x-upstream` header, so the test sees which address carried each request.
+
+  - resolution at start through the configured resolver, and `lifeline -t` naming an
+    unresolvable server at its LINE:COL;
+  - every resolve_interval: a record added gets traffic; a record removed gets none, while a slow
+    request already on it completes; a resolver that fails or goes silent leaves the running
+    addresses alone; an edit of the file without SIGHUP is not picked up by a re-resolve.
+"""
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from conftest import HOST, RawConn, dur, fetch, free_port, run_cli, t, wait_for
+from dnsfake import DnsFake
+
+NAME = "svc.test"
+
+
+@pytest.fixture
+def dns(loop_thread):
+    d = DnsFake(loop_thread).start()
+    yield d
+    d.stop()
+
+
+class AddrUpstream:
+    """HTTP/1.1 fake listening on host:port exactly (AioUpstream picks its own port). Keep-alive;
+    answers 200 with its name in the body and in `x-upstream`; `/slow?ms=N` answers after N ms."""
+
+    def __init__(self, lt, host, port, name):
+        self.lt, self.host, self.port, self.name = lt, host, port, name
+        self.requests = []               # RawReq, appended by RawConn.read_request
+        self.slow_started = 0
+        self.connections = 0
+        self._server = None
+        self._tasks = set()
+
+    def start(self):
+        async def go():
+            self._server = await asyncio.start_server(self._on_conn, self.host, self.port)
+        self.lt.run(go())
+        return self
+
+    async def _on_conn(self, reader, writer):
+        self.connections += 1
+        self._tasks.add(asyncio.current_task())
+        conn = RawConn(self, reader, writer, self.connections)
+        try:
+            while True:
+                req = await conn.read_request()
+                if req is None:
+                    return
+                if req.target.startswith("/slow"):
+                    self.slow_started += 1
+                    ms = int(req.target.partition("ms=")[2] or "1000")
+                    await asyncio.sleep(ms / 1000.0)
+                await conn.respond(200, self.name.encode(), headers=[("x-upstream", self.name)])
+        except (asyncio.CancelledError, ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._tasks.discard(asyncio.current_task())
+            writer.close()
+
+    def stop(self):
+        async def go():
+            if self._server is not None:
+                self._server.close()
+            for x in list(self._tasks):
+                x.cancel()
+        try:
+            self.lt.run(go(), timeout=5)
+        except Exception:
+            pass
+
+
+@pytest.fixture
+def two_upstreams(loop_thread):
+    """(port, up1 on 127.0.0.1:port, up2 on 127.0.0.2:port)."""
+    made = []
+    for attempt in range(5):
+        port = free_port()
+        try:
+            made = [AddrUpstream(loop_thread, "127.0.0.1", port, "up1").start()]
+            made.append(AddrUpstream(loop_thread, "127.0.0.2", port, "up2").start())
+            break
+        except OSError:                  # the port was taken between free_port() and bind
+            for u in made:
+                u.stop()
+            made = []
+    assert made, "no port free on both 127.0.0.1 and 127.0.0.2"
+    yield port, made[0], made[1]
+    for u in made:
+        u.stop()
+
+
+def start(lifeline, dns, port, interval="200ms", **kw):
+    return lifeline(
+        pools={"svc": {"servers": ["%s:%d" % (NAME, port)], "resolve_interval": interval}},
+        extra={"resolver": {"servers": [dns.address], "timeout": "500ms"}}, **kw)
+
+
+def who(lf, target="/"):
+    r = lf.fetch("GET", target)
+    assert r.status == 200, r
+    return r.header("x-upstream")
+
+
+# ---- resolution at load: passes with the loader alone ------------------------------------------
+
+def test_hostname_resolved_through_configured_resolver(lifeline, dns, two_upstreams):
+    port, up1, up2 = two_upstreams
+    dns.set(NAME, ["127.0.0.1"])
+    lf = start(lifeline, dns, port, interval="0s")
+    assert dns.count(NAME) >= 2, "lifeline did not ask the configured resolver (A and AAAA)"
+    for _ in range(6):
+        assert who(lf) == "up1"
+    assert len(up2.requests) == 0
+
+
+def test_check_names_unresolvable_server(dns, tmp_path):
+    dns.set("ok.test", ["127.0.0.1"])
+    cfg = tmp_path / "dns.yaml"
+    cfg.write_text(
+        "listen: [ { address: 127.0.0.1:%d } ]\n"
+        "pools:\n"
+        "  a:\n"
+        "    servers:\n"
+        "      - ok.test:80\n"
+        "      - { address: gone.test:80 }\n"
+        "resolver: { servers: [\"%s\"], timeout: 500ms }\n" % (free_port(), dns.address))
+    p = run_cli(["-t", "-c", str(cfg)])
+    assert p.returncode == 1, p
+    want = '%s:6:20: cannot resolve "gone.test": no address (%s answered NXDOMAIN)' % (cfg, dns.address)
+    assert want in p.stderr, p.stderr
+    assert "ok.test" not in p.stderr
+    dns.set("gone.test", ["127.0.0.2"])
+    p = run_cli(["-t", "-c", str(cfg)])
+    assert p.returncode == 0, p.stderr
+    assert "%s: ok" % cfg in p.stdout + p.stderr
+
+
+# ---- re-resolution every resolve_interval: needs main.c's loader thread ------------------------
+
+def test_added_record_gets_traffic(lifeline, dns, two_upstreams):
+    port, up1, up2 = two_upstreams
+    dns.set(NAME, ["127.0.0.1"])
+    lf = start(lifeline, dns, port)
+    assert who(lf) == "up1"
+    dns.set(NAME, ["127.0.0.1", "127.0.0.2"])
+    wait_for(lambda: who(lf) == "up2", t(5), interval=0.02, what="127.0.0.2 to get a request")
+    seen = {who(lf) for _ in range(10)}
+    assert seen == {"up1", "up2"}, seen
+
+
+def test_removed_record_stops_traffic_and_inflight_completes(lifeline, dns, two_upstreams):
+    port, up1, up2 = two_upstreams
+    dns.set(NAME, ["127.0.0.1", "127.0.0.2"])
+    lf = start(lifeline, dns, port)
+    assert {who(lf) for _ in range(6)} == {"up1", "up2"}
+
+    # A slow request in flight on 127.0.0.2 (round robin: one of the first tries lands there).
+    slow_ms = int(t(3) * 1000)
+    results = []
+
+    def slow():
+        results.append(fetch(lf.port, "GET", "/slow?ms=%d" % slow_ms, timeout=t(15)))
+
+    threads = []
+    for _ in range(4):
+        before1, before2 = up1.slow_started, up2.slow_started
+        th = threading.Thread(target=slow, daemon=True)
+        th.start()
+        threads.append(th)
+        wait_for(lambda: up1.slow_started + up2.slow_started > before1 + before2, t(5),
+                 what="the slow request to arrive")
+        if up2.slow_started > before2:
+            break
+    assert up2.slow_started == 1, "no slow request landed on 127.0.0.2"
+    t_slow = time.monotonic()
+
+    dns.set(NAME, ["127.0.0.1"])
+    # Gone from the pool: ten answers in a row from 127.0.0.1 (round robin would alternate).
+    streak = [0]
+
+    def ten_in_a_row():
+        streak[0] = streak[0] + 1 if who(lf) == "up1" else 0
+        return streak[0] >= 10
+    wait_for(ten_in_a_row, t(5), interval=0.0, what="127.0.0.2 to leave the pool")
+    assert time.monotonic() - t_slow < slow_ms / 1000.0, "the swap took longer than the slow request"
+    n2 = len(up2.requests)
+    for _ in range(20):
+        assert who(lf) == "up1"
+    assert len(up2.requests) == n2
+
+    for th in threads:
+        th.join(t(15))
+    by = {r.header("x-upstream") for r in results}
+    assert all(r.status == 200 for r in results), results
+    assert "up2" in by, results            # the in-flight request on the removed server completed
+
+
+def test_resolver_failure_keeps_addresses(lifeline, dns, two_upstreams):
+    port, up1, up2 = two_upstreams
+    dns.set(NAME, ["127.0.0.1", "127.0.0.2"])
+    lf = start(lifeline, dns, port)
+    assert {who(lf) for _ in range(6)} == {"up1", "up2"}
+    dns.remove(NAME)                     # NXDOMAIN
+    assert dns.wait_queries(NAME, 4, t(5)), "no re-resolution after NXDOMAIN"
+    assert {who(lf) for _ in range(6)} == {"up1", "up2"}
+    dns.silence(NAME)                    # timeouts
+    assert dns.wait_queries(NAME, 4, t(5)), "no re-resolution while the resolver is silent"
+    assert {who(lf) for _ in range(6)} == {"up1", "up2"}
+    lf.assert_alive()
+
+
+def test_re_resolve_ignores_unsignalled_file_edit(lifeline, dns, two_upstreams):
+    """A re-resolve loads the running snapshot's own source again, not the file: an edit waits for
+    SIGHUP (here, a broken edit that would fail every load)."""
+    port, up1, up2 = two_upstreams
+    dns.set(NAME, ["127.0.0.1"])
+    lf = start(lifeline, dns, port)
+    assert who(lf) == "up1"
+    with open(lf.cfg_path, "w") as f:
+        f.write("listen: []\n")
+    dns.set(NAME, ["127.0.0.1", "127.0.0.2"])
+    wait_for(lambda: who(lf) == "up2", t(5), interval=0.02, what="127.0.0.2 to get a request")

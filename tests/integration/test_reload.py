@@ -1,0 +1,503 @@
+"""SPEC §1 SIGHUP: the file is read and validated again; an invalid file is reported
+(FILE:LINE:COL) and the running configuration kept; a valid one applies to new requests while
+what is in flight finishes on its own snapshot. Keep-alive client connections, tunnels, idle
+upstream connections, listeners and ejection state carry over."""
+
+import asyncio
+import copy
+import os
+import socket
+import threading
+import time
+
+import yaml
+
+from conftest import Conn, ConnClosed, HOST, free_port, pattern_bytes, pool, sha, t, wait_for
+from faults import refused
+from ops import (admin_extra, generation_logged, metrics, reload, server_status, status)
+
+
+def _cfg(lf, **changes):
+    cfg = copy.deepcopy(lf.config)
+    cfg.update(changes)
+    return cfg
+
+
+# --------------------------------------------------------------------------------------------
+# 20 reloads under continuous load
+
+def test_twenty_reloads_under_load_fail_no_request(lifeline, upstream):
+    up1, up2 = upstream("up1"), upstream("up2")
+    routes_a = [{"name": "api", "match": {"path": "/api/"}, "pool": "p", "strip_prefix": True},
+                {"name": "rest", "pool": "p"}]
+    routes_b = [{"name": "api", "match": {"path": "/api/"}, "pool": "p", "strip_prefix": False},
+                {"name": "rest", "pool": "p"}]
+    lf = lifeline(pools={"p": pool(up1, up2)}, routes=routes_a, workers=2)
+    cfg_a = copy.deepcopy(lf.config)
+    cfg_b = _cfg(lf, pools={"p": pool((up2, 3), (up1, 1), timeouts={"response": "7s"})}, routes=routes_b)
+
+    stop = threading.Event()
+    lock = threading.Lock()
+    stats = {"requests": 0, "ok": 0, "stripped": 0, "unstripped": 0, "servers": set(),
+             "reconnects": 0}
+    failures = []
+    body = pattern_bytes(3000)
+    body_sha = sha(body)
+
+    def one(c, tid, n):
+        """Sends request n on c and checks the answer; returns the response."""
+        post = n % 2 == 1
+        path = "/echo/%s/%d" % (tid, n)
+        if post:
+            c.request("POST", "/api" + path, body=body)
+        else:
+            c.request("GET", "/api" + path)
+        r = c.read_response(timeout=t(5))
+        if r.status != 200:
+            raise AssertionError("status %d: %r %r" % (r.status, r, r.body[:200]))
+        info = r.json()
+        if info["target"] == path:
+            kind = "stripped"
+        elif info["target"] == "/api" + path:
+            kind = "unstripped"
+        else:
+            raise AssertionError("upstream saw target %r for %s" % (info["target"], path))
+        if post and (info["body_len"] != len(body) or info["body_sha256"] != body_sha):
+            raise AssertionError("POST body changed: %r" % info)
+        with lock:
+            stats["ok"] += 1
+            stats[kind] += 1
+            stats["servers"].add(info["server"])
+        return r
+
+    def client(tid, keepalive):
+        n = 0
+        c = None
+        try:
+            while not stop.is_set() and n < 100000:
+                if c is None:
+                    c = Conn(lf.port, timeout=t(5))
+                n += 1
+                with lock:
+                    stats["requests"] += 1
+                try:
+                    r = one(c, tid, n)
+                except (ConnClosed, OSError, AssertionError, ValueError) as e:
+                    with lock:
+                        failures.append("%s request %d (%s connection): %r"
+                                        % (tid, n, "keep-alive" if keepalive else "fresh", e))
+                    c.close()
+                    c = None
+                    continue
+                if not keepalive or (r.header("connection") or "").lower() == "close":
+                    if keepalive:
+                        with lock:
+                            stats["reconnects"] += 1
+                    c.close()
+                    c = None
+        finally:
+            if c is not None:
+                c.close()
+
+    threads = [threading.Thread(target=client, args=("ka%d" % i, True)) for i in range(3)]
+    threads += [threading.Thread(target=client, args=("fresh%d" % i, False)) for i in range(2)]
+    for th in threads:
+        th.start()
+    reloads = 0
+    try:
+        time.sleep(t(0.3))
+        for i in range(20):
+            start = time.monotonic()
+            reload(lf, cfg_b if i % 2 == 0 else cfg_a)
+            reloads += 1
+            time.sleep(max(0.0, 0.1 - (time.monotonic() - start)))
+        time.sleep(t(0.3))
+    finally:
+        stop.set()
+        for th in threads:
+            th.join(t(10))
+    assert not any(th.is_alive() for th in threads), "a client thread is stuck"
+    print("\n20 reloads under load: %d requests, %d answered 200 (%d with strip_prefix, %d without), "
+          "servers %s, %d keep-alive reconnects, %d failures"
+          % (stats["requests"], stats["ok"], stats["stripped"], stats["unstripped"],
+             sorted(stats["servers"]), stats["reconnects"], len(failures)))
+    assert reloads == 20
+    assert generation_logged(lf) == 21
+    assert not failures, "%d of %d requests failed across 20 reloads, first ones:\n%s" % (
+        len(failures), stats["requests"], "\n".join(failures[:10]))
+    assert stats["ok"] == stats["requests"]
+    assert stats["requests"] >= 100, "too little load to mean anything: %d requests" % stats["requests"]
+    # both configurations served requests: the reloads took effect under load
+    assert stats["stripped"] > 0 and stats["unstripped"] > 0, stats
+    assert stats["servers"] == {"up1", "up2"}, stats
+    assert stats["reconnects"] == 0, "keep-alive connections were closed by lifeline across reloads"
+    lf.assert_alive()
+
+
+# --------------------------------------------------------------------------------------------
+# Invalid file
+
+def test_invalid_reload_keeps_serving_and_reports_line_and_column(lifeline, upstream):
+    up1, up2 = upstream("up1"), upstream("up2")
+    aport = free_port()
+    lf = lifeline(pools={"a": pool(up1), "b": pool(up2)},
+                  routes=[{"name": "r", "match": {"path": "/x/"}, "pool": "a", "strip_prefix": True}],
+                  extra=admin_extra(aport))
+    assert lf.fetch("GET", "/x/echo").header("x-upstream") == "up1"
+
+    # a valid document with two errors: a duration without unit, an unknown top-level key; and
+    # a route that would switch to pool b if the file were taken
+    bad = _cfg(lf, routes=[{"name": "r", "match": {"path": "/x/"}, "pool": "b"}])
+    bad["pools"]["b"]["timeouts"] = {"connect": 5}
+    text = yaml.safe_dump(bad, sort_keys=False, default_flow_style=False) + "bogus_key: 1\n"
+    lines = text.splitlines()
+    connect_line = next(i for i, ln in enumerate(lines, 1) if ln.strip() == "connect: 5")
+    connect_key_col = lines[connect_line - 1].index("connect") + 1
+    connect_val_col = lines[connect_line - 1].index("5") + 1
+    bogus_line = len(lines)
+
+    err = reload(lf, text=text, expect="failure")
+    path = lf.cfg_path
+    assert ("%s:%d:1:" % (path, bogus_line)) in err, "unknown key not reported at %d:1:\n%s" % (bogus_line, err)
+    assert any(("%s:%d:%d:" % (path, connect_line, col)) in err for col in (connect_key_col, connect_val_col)), \
+        "unit-less duration not reported at line %d:\n%s" % (connect_line, err)
+    assert "reload: 2 error(s) in %s; keeping the running configuration" % path in err, err
+    lf.assert_alive()
+
+    # still the running configuration: route r -> pool a, stripped; nothing switched
+    r = lf.fetch("GET", "/x/echo")
+    assert r.status == 200 and r.header("x-upstream") == "up1" and r.json()["target"] == "/echo", r
+    st = status(aport)
+    assert st["generation"] == 1, st["generation"]
+    m = metrics(aport)
+    assert m.value("lifeline_config_reloads_total", result="failure") == 1
+    assert m.value("lifeline_config_reloads_total", result="success") == 0
+
+    # fixing the file and reloading again works
+    reload(lf, _cfg(lf, routes=[{"name": "r", "match": {"path": "/x/"}, "pool": "b"}]))
+    r = lf.fetch("GET", "/x/echo")
+    assert r.status == 200 and r.header("x-upstream") == "up2" and r.json()["target"] == "/x/echo", r
+    assert status(aport)["generation"] == 2
+
+
+def test_reload_of_a_broken_yaml_file_keeps_serving(lifeline, upstream):
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)})
+    err = reload(lf, text="listen: [\n  - address: 127.0.0.1:1\npools: {\n", expect="failure")
+    assert lf.cfg_path + ":" in err and "keeping the running configuration" in err, err
+    assert lf.fetch("GET", "/echo").status == 200
+    lf.assert_alive()
+
+
+# --------------------------------------------------------------------------------------------
+# New requests use the new snapshot
+
+def test_route_change_applies_to_new_requests(lifeline, upstream):
+    up1, up2 = upstream("up1"), upstream("up2")
+    lf = lifeline(pools={"pa": pool(up1)},
+                  routes=[{"name": "a", "match": {"path": "/a/"}, "pool": "pa"}])
+    assert lf.fetch("GET", "/a/echo").header("x-upstream") == "up1"
+    assert lf.fetch("GET", "/b/echo").status == 404
+
+    reload(lf, _cfg(lf, pools={"pb": pool(up2)},
+                    routes=[{"name": "b", "match": {"path": "/b/"}, "pool": "pb", "strip_prefix": True}]))
+    r = lf.fetch("GET", "/b/echo")
+    assert r.status == 200 and r.header("x-upstream") == "up2", r
+    assert r.json()["target"] == "/echo", "strip_prefix of the new route not applied: %r" % r.json()
+    assert lf.fetch("GET", "/a/echo").status == 404, "the removed route still matches"
+    n1 = len(up1.requests)
+    for _ in range(5):
+        assert lf.fetch("GET", "/b/echo").header("x-upstream") == "up2"
+    assert len(up1.requests) == n1, "the removed pool still gets requests"
+
+
+def test_in_flight_request_finishes_on_its_snapshot(lifeline, upstream):
+    """A slow request started before the reload keeps the old route (pool, strip_prefix and a 5 s
+    deadline); a request after it gets the new one (other pool, no strip, a deadline too short)."""
+    up1, up2 = upstream("up1"), upstream("up2")
+    slow_ms = int(t(1.0) * 1000)
+
+    async def slow_unstripped(request, rec, u):
+        # up2 gets /slow/slow-head?ms=M unstripped: answer it after M ms too
+        await asyncio.sleep(int(request.query.get("ms", "1000")) / 1000.0)
+        return u._echo(request, rec)
+    up2.handlers["/slow/"] = slow_unstripped
+    lf = lifeline(pools={"a": pool(up1)},
+                  routes=[{"name": "slow", "match": {"path": "/slow/"}, "pool": "a", "strip_prefix": True,
+                           "timeouts": {"total": "5s"}}])
+    result = {}
+
+    def client():
+        t0 = time.monotonic()
+        try:
+            result["r"] = lf.fetch("GET", "/slow/slow-head?ms=%d" % slow_ms, timeout=t(6))
+        except Exception as e:
+            result["e"] = e
+        result["elapsed"] = time.monotonic() - t0
+
+    th = threading.Thread(target=client)
+    th.start()
+    try:
+        wait_for(lambda: up1.requests, t(2), what="the slow request to reach up1")
+        deadline_ms = int(t(0.3) * 1000)
+        reload(lf, _cfg(lf, pools={"b": pool(up2)},
+                        routes=[{"name": "slow", "match": {"path": "/slow/"}, "pool": "b",
+                                 "timeouts": {"total": "%dms" % deadline_ms}}]))
+        assert "r" not in result and "e" not in result, "the slow request ended before the reload was done"
+        # new request: new pool, no strip, the new (short) deadline
+        t0 = time.monotonic()
+        r = lf.fetch("GET", "/slow/slow-head?ms=%d" % slow_ms, timeout=t(6))
+        took = time.monotonic() - t0
+        assert r.status == 504 and r.header("x-lifeline-fallback") == "deadline", r
+        assert took < slow_ms / 1000.0, "new request took %.2fs: the new deadline was not applied" % took
+        assert [x.target for x in up2.requests] == ["/slow/slow-head?ms=%d" % slow_ms], up2.requests
+    finally:
+        th.join(t(8))
+    assert "e" not in result, "in-flight request failed across the reload: %r" % result.get("e")
+    r = result["r"]
+    assert r.status == 200, "in-flight request got %r (old deadline 5s, new one %dms)" % (r, deadline_ms)
+    assert r.header("x-upstream") == "up1"
+    assert r.json()["target"] == "/slow-head?ms=%d" % slow_ms, "old strip_prefix not kept: %r" % r.json()
+    assert result["elapsed"] >= slow_ms / 1000.0 - 0.05
+
+
+def test_in_flight_retry_after_reload_uses_the_old_pool(lifeline, raw_upstream, upstream):
+    """The first attempt fails (reset) after the reload: the retry of the in-flight request still
+    belongs to the old snapshot, whose pool the new file removed."""
+    hold = t(0.8)
+
+    async def script(conn):
+        req = await conn.read_request()
+        if req is None:
+            return
+        conn.up.state.setdefault("times", []).append(time.monotonic())
+        if conn.index == 1:
+            await asyncio.sleep(hold)
+            conn.reset()
+            return
+        await conn.respond(200, b"from-the-old-pool", headers=[("x-upstream", "old")])
+
+    old = raw_upstream(script)
+    new = upstream("new")
+    lf = lifeline(pools={"a": pool(old)},
+                  routes=[{"name": "r", "pool": "a",
+                           "retry": {"attempts": 2, "backoff": {"base": "1ms", "max": "2ms"}}}])
+    result = {}
+
+    def client():
+        try:
+            result["r"] = lf.fetch("GET", "/x", timeout=t(5))
+        except Exception as e:
+            result["e"] = e
+
+    th = threading.Thread(target=client)
+    th.start()
+    try:
+        wait_for(lambda: old.requests, t(2), what="the first attempt to reach the old server")
+        reload(lf, _cfg(lf, pools={"b": pool(new)}, routes=[{"name": "r", "pool": "b"}]))
+        assert lf.fetch("GET", "/echo/new").header("x-upstream") == "new"
+    finally:
+        th.join(t(6))
+    assert "e" not in result, "in-flight request failed: %r" % result.get("e")
+    r = result["r"]
+    assert r.status == 200 and r.body == b"from-the-old-pool", "in-flight retry: %r %r" % (r, r.body)
+    assert old.connections == 2 and len(old.requests) == 2
+    assert [x.target for x in new.requests] == ["/echo/new"]
+
+
+def test_keepalive_connection_survives_and_uses_new_routes(lifeline, upstream):
+    up1, up2 = upstream("up1"), upstream("up2")
+    lf = lifeline(pools={"a": pool(up1), "b": pool(up2)},
+                  routes=[{"name": "r", "match": {"path": "/"}, "pool": "a"}])
+    with lf.conn() as c:
+        c.request("GET", "/echo/1")
+        r = c.read_response()
+        assert r.status == 200 and r.header("x-upstream") == "up1", r
+        assert (r.header("connection") or "").lower() != "close"
+        reload(lf, _cfg(lf, routes=[{"name": "r", "match": {"path": "/"}, "pool": "b"}]))
+        c.request("GET", "/echo/2")
+        r = c.read_response()
+        assert r.status == 200, r
+        assert r.header("x-upstream") == "up2", "the kept connection's next request used the old routes: %r" % r
+        # and it stays usable
+        c.request("POST", "/echo/3", body=b"abc")
+        r = c.read_response()
+        assert r.status == 200 and r.json()["body_len"] == 3 and r.header("x-upstream") == "up2", r
+
+
+# --------------------------------------------------------------------------------------------
+# Tunnels
+
+def _tunnel_script():
+    async def script(conn):
+        req = await conn.read_request()
+        if req is None:
+            return
+        await conn.send(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                        b"Connection: Upgrade\r\n\r\n")
+        for _ in range(1000):
+            data = await conn.read_some()
+            if not data:
+                conn.up.state["eof"] = True
+                return
+            await conn.send(data.upper())
+    return script
+
+
+def _open_tunnel(lf):
+    c = lf.conn()
+    c.request("GET", "/ws", headers=[("Upgrade", "websocket"), ("Connection", "Upgrade"),
+                                     ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                                     ("Sec-WebSocket-Version", "13")])
+    _, st, _, _, _ = c.read_head()
+    assert st == 101, st
+    c.send(b"before")
+    assert c.read_exact(6) == b"BEFORE"
+    return c
+
+
+def test_tunnel_survives_reload(lifeline, raw_upstream, upstream):
+    ws = raw_upstream(_tunnel_script())
+    other = upstream("other")
+    lf = lifeline(pools={"ws": pool(ws), "other": pool(other)},
+                  routes=[{"name": "ws", "match": {"path": "/ws"}, "pool": "ws"}])
+    with _open_tunnel(lf) as c:
+        reload(lf, _cfg(lf, routes=[{"name": "ws", "match": {"path": "/ws"}, "pool": "other"}]))
+        for msg in (b"after-1", b"y" * 50000, b"after-2"):
+            c.send(msg)
+            assert c.read_exact(len(msg), timeout=t(5)) == msg.upper(), "tunnel broken by the reload"
+        # the new route applies to a new request
+        r = lf.fetch("GET", "/ws/echo")
+        assert r.header("x-upstream") == "other", r
+    wait_for(lambda: ws.state.get("eof"), t(3), what="upstream to see the client's close through the tunnel")
+    assert ws.connections == 1
+
+
+def test_tunnel_survives_reload_that_removes_its_pool(lifeline, raw_upstream, upstream):
+    ws = raw_upstream(_tunnel_script())
+    other = upstream("other")
+    lf = lifeline(pools={"ws": pool(ws)},
+                  routes=[{"name": "ws", "match": {"path": "/ws"}, "pool": "ws"}])
+    with _open_tunnel(lf) as c:
+        reload(lf, _cfg(lf, pools={"other": pool(other)},
+                        routes=[{"name": "ws", "match": {"path": "/ws"}, "pool": "other"}]))
+        for msg in (b"after-1", b"after-2"):
+            c.send(msg)
+            assert c.read_exact(len(msg), timeout=t(5)) == msg.upper(), "tunnel broken by the reload"
+        reload(lf, _cfg(lf))   # a second reload retires the generation the tunnel started on again
+        c.send(b"after-3")
+        assert c.read_exact(7, timeout=t(5)) == b"AFTER-3"
+    wait_for(lambda: ws.state.get("eof"), t(3), what="upstream to see the client's close through the tunnel")
+
+
+# --------------------------------------------------------------------------------------------
+# Upstream connections, listeners, ejection state
+
+def test_idle_upstream_connections_reused_after_reload(lifeline, upstream):
+    up = upstream("up")
+    lf = lifeline(pools={"p": pool(up, timeouts={"response": "5s"})},
+                  routes=[{"name": "r", "pool": "p"}], workers=1)
+    for i in range(3):
+        assert lf.fetch("GET", "/echo/%d" % i).status == 200
+    assert up.connections == 1, "setup: %d upstream connections for sequential requests" % up.connections
+
+    # the pool's settings change, its server does not; a new route shows the reload took effect
+    reload(lf, _cfg(lf, pools={"p": pool(up, timeouts={"response": "6s"}, balance="least_conn")},
+                    routes=[{"name": "x", "match": {"path": "/x/"}, "pool": "p", "strip_prefix": True},
+                            {"name": "r", "pool": "p"}]))
+    r = lf.fetch("GET", "/x/echo/after")
+    assert r.status == 200 and r.json()["target"] == "/echo/after", r
+    assert up.connections == 1, "a new upstream connection after the reload: the idle one was not kept"
+    reload(lf, _cfg(lf))
+    for i in range(3):
+        assert lf.fetch("GET", "/echo/again%d" % i).status == 200
+    assert up.connections == 1, "%d upstream connections after two reloads" % up.connections
+    assert up.live_connections() == 1
+
+
+def _accepts(port):
+    try:
+        socket.create_connection((HOST, port), timeout=t(1)).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_listener_added_and_removed(lifeline, upstream):
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)})
+    p1, p2 = lf.port, free_port()
+    assert not _accepts(p2)
+    reload(lf, _cfg(lf, listen=[{"address": "%s:%d" % (HOST, p1)}, {"address": "%s:%d" % (HOST, p2)}]))
+    r = Conn(p2)
+    with r:
+        r.request("GET", "/echo/new-listener")
+        assert r.read_response().status == 200
+    assert lf.fetch("GET", "/echo/old").status == 200
+
+    reload(lf, _cfg(lf, listen=[{"address": "%s:%d" % (HOST, p2)}]))
+    wait_for(lambda: not _accepts(p1), t(2), what="the removed listener to stop accepting")
+    with Conn(p2) as c:
+        c.request("GET", "/echo/still")
+        assert c.read_response().status == 200
+
+    reload(lf, _cfg(lf, listen=[{"address": "%s:%d" % (HOST, p1)}]))
+    assert lf.fetch("GET", "/echo/back").status == 200
+    wait_for(lambda: not _accepts(p2), t(2), what="the second listener to stop accepting")
+
+
+def test_ejection_state_kept_across_reload(lifeline, upstream):
+    up = upstream("up")
+    bad = refused()
+    aport = free_port()
+    outlier = {"consecutive_failures": 1, "ejection": "60s"}
+    lf = lifeline(pools={"p": pool(bad, up, outlier=outlier)},
+                  routes=[{"name": "r", "pool": "p"}], extra=admin_extra(aport))
+    for i in range(4):
+        assert lf.fetch("GET", "/echo/%d" % i).status == 200
+    s = server_status(status(aport), "p", bad)
+    assert s["ejected"] is True and s["ejected_for_ms"] > 0, s
+    attempts_before = s["attempts"]
+    assert attempts_before >= 1
+
+    # the pool changes around the ejected server: one more server, another balancer
+    up2 = upstream("up2")
+    reload(lf, _cfg(lf, pools={"p": pool(bad, up, up2, outlier=outlier, balance="least_conn")},
+                    routes=[{"name": "x", "match": {"path": "/x/"}, "pool": "p", "strip_prefix": True},
+                            {"name": "r", "pool": "p"}]))
+    st = status(aport)
+    assert st["generation"] == 2
+    s2 = server_status(st, "p", bad)
+    assert s2["ejected"] is True, "the reload forgot the ejection: %r" % s2
+    assert 0 < s2["ejected_for_ms"] <= s["ejected_for_ms"], (s, s2)
+    assert server_status(st, "p", up.address)["ejected"] is False
+    m = metrics(aport)
+    assert m.value("lifeline_upstream_server_usable", pool="p", server=bad) == 0
+    assert m.value("lifeline_upstream_server_usable", pool="p", server=up.address) == 1
+    for i in range(6):
+        r = lf.fetch("GET", "/x/echo/%d" % i)
+        assert r.status == 200 and r.json()["target"] == "/echo/%d" % i, r
+    s3 = server_status(status(aport), "p", bad)
+    assert s3["attempts"] == attempts_before, "the ejected server got attempts after the reload: %r" % s3
+    assert s3["ejected"] is True
+
+
+def test_restart_only_settings_warn_and_the_rest_applies(lifeline, upstream, tmp_path):
+    """workers and access_log.path change only on restart: the reload warns, keeps them, and
+    applies the rest of the file."""
+    up1, up2 = upstream("up1"), upstream("up2")
+    log1, log2 = str(tmp_path / "a1.log"), str(tmp_path / "a2.log")
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up1), "q": pool(up2)}, routes=[{"name": "r", "pool": "p"}],
+                  extra=admin_extra(aport, access_log={"path": log1}), workers=1)
+    assert lf.fetch("GET", "/echo/before").status == 200
+    cfg = _cfg(lf, workers=2, access_log={"path": log2}, routes=[{"name": "r", "pool": "q"}])
+    err = reload(lf, cfg, timeout=t(5))
+    assert "workers" in err and "restart" in err, "no warning about workers:\n%s" % err
+    assert "access_log.path" in err, "no warning about access_log.path:\n%s" % err
+    st = status(aport)
+    assert st["workers"] == 1 and st["generation"] == 2, st
+    r = lf.fetch("GET", "/echo/after")
+    assert r.status == 200 and r.header("x-upstream") == "up2", "the rest of the file was not applied: %r" % r
+    wait_for(lambda: "/echo/after" in open(log1).read(), t(2), what="the line in the running log file")
+    assert not os.path.exists(log2) or "/echo/after" not in open(log2).read()

@@ -1,0 +1,940 @@
+/* test_dns.c — unit tests for dns.c and for conf.c's server-hostname pass that uses it.
+ *
+ * A fake DNS server runs in a thread on 127.0.0.1 (ephemeral UDP port). It answers by name, each
+ * name scripting one behaviour: several records, compression pointers, a CNAME chain (in either
+ * order, with an unrelated record beside it), mixed case, NXDOMAIN, no records, SERVFAIL, a cut
+ * answer, TC, silence, forged answers before the real one, pointer loops, a bad record length, and
+ * lost first queries. dns_resolve() is checked against each, then failover between resolver servers
+ * (refused, silent, working), then conf_load_buffer() with a `resolver` block written after the
+ * pools, and conf_same_addresses() across changed answers. Last, a deterministic mutation loop feeds
+ * dns_answer_parse() thousands of damaged answers (the sanitized build checks every read).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+
+#include <cmocka.h>
+
+#include "conf.h"
+#include "dns.h"
+
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+/* ---- DNS messages, as the fake writes them ---------------------------------------------------- */
+
+struct msg {
+    uint8_t b[1024];
+    size_t n;
+};
+
+static void put8(struct msg *m, unsigned v)
+{
+    assert_true(m->n < sizeof m->b);
+    m->b[m->n++] = (uint8_t)v;
+}
+
+static void put16(struct msg *m, unsigned v)
+{
+    put8(m, v >> 8 & 0xff);
+    put8(m, v & 0xff);
+}
+
+static void putbytes(struct msg *m, const void *p, size_t n)
+{
+    assert_true(m->n + n <= sizeof m->b);
+    memcpy(m->b + m->n, p, n);
+    m->n += n;
+}
+
+/* Labels of a dotted name; ends with the root label unless `then_ptr` (a compression pointer). */
+static void putname(struct msg *m, const char *name, int then_ptr)
+{
+    const char *s = name;
+    while (*s) {
+        const char *dot = strchr(s, '.');
+        size_t len = dot ? (size_t)(dot - s) : strlen(s);
+        put8(m, (unsigned)len);
+        putbytes(m, s, len);
+        s += len + (dot != NULL);
+    }
+    if (then_ptr >= 0)
+        put16(m, 0xC000u | (unsigned)then_ptr);
+    else
+        put8(m, 0);
+}
+
+static void putptr(struct msg *m, unsigned off)
+{
+    put16(m, 0xC000u | off);
+}
+
+/* Type, class IN, TTL 60 and the data length: what follows a record's owner. */
+static void rrhead(struct msg *m, unsigned type, unsigned rdlen)
+{
+    put16(m, type);
+    put16(m, 1);
+    put16(m, 0);
+    put16(m, 60);
+    put16(m, rdlen);
+}
+
+static void rr_a(struct msg *m, const char *ip)
+{
+    uint8_t a[4];
+    assert_int_equal(inet_pton(AF_INET, ip, a), 1);
+    rrhead(m, DNS_TYPE_A, 4);
+    putbytes(m, a, 4);
+}
+
+static void rr_aaaa(struct msg *m, const char *ip)
+{
+    uint8_t a[16];
+    assert_int_equal(inet_pton(AF_INET6, ip, a), 1);
+    rrhead(m, DNS_TYPE_AAAA, 16);
+    putbytes(m, a, 16);
+}
+
+/* Header of an answer: QR, RD, RA set, the rcode, one question and `an` answers. */
+static void header(struct msg *m, unsigned id, unsigned rcode, unsigned an, bool tc)
+{
+    m->n = 0;
+    put16(m, id);
+    put16(m, 0x8180u | rcode | (tc ? 0x0200u : 0));
+    put16(m, 1);
+    put16(m, an);
+    put16(m, 0);
+    put16(m, 0);
+}
+
+/* ---- The fake server -------------------------------------------------------------------------- */
+
+#define FAKE_NAMES 128
+
+struct fake {
+    int fd, stopfd;
+    uint16_t port;
+    char addr[32];                  /* "127.0.0.1:PORT" */
+    pthread_t thread;
+    pthread_mutex_t mu;
+    /* under mu */
+    char api_a[4][16];              /* api.test's A records, changed by tests */
+    size_t napi_a;
+    struct { char name[256]; unsigned type; unsigned n; } seen[FAKE_NAMES];
+    size_t nseen;
+};
+
+static unsigned fake_count(struct fake *f, const char *name, unsigned type)
+{
+    unsigned n = 0;
+    pthread_mutex_lock(&f->mu);
+    for (size_t i = 0; i < f->nseen; i++)
+        if (!strcmp(f->seen[i].name, name) && (!type || f->seen[i].type == type))
+            n += f->seen[i].n;
+    pthread_mutex_unlock(&f->mu);
+    return n;
+}
+
+/* Records the query; returns how many of this name and type came before it. */
+static unsigned fake_seen(struct fake *f, const char *name, unsigned type)
+{
+    unsigned before = 0;
+    pthread_mutex_lock(&f->mu);
+    size_t i;
+    for (i = 0; i < f->nseen && (strcmp(f->seen[i].name, name) || f->seen[i].type != type); i++)
+        ;
+    if (i == f->nseen && f->nseen < FAKE_NAMES) {
+        snprintf(f->seen[i].name, sizeof f->seen[i].name, "%s", name);
+        f->seen[i].type = type;
+        f->seen[i].n = 0;
+        f->nseen++;
+    }
+    if (i < FAKE_NAMES)
+        before = f->seen[i].n++;
+    else
+        fprintf(stderr, "fake DNS: raise FAKE_NAMES\n");
+    pthread_mutex_unlock(&f->mu);
+    return before;
+}
+
+static void fake_set_api(struct fake *f, const char *const *ips, size_t n)
+{
+    pthread_mutex_lock(&f->mu);
+    for (size_t i = 0; i < n; i++)
+        snprintf(f->api_a[i], sizeof f->api_a[i], "%s", ips[i]);
+    f->napi_a = n;
+    pthread_mutex_unlock(&f->mu);
+}
+
+static void fake_send(struct fake *f, const struct msg *m, const struct sockaddr_storage *to, socklen_t tolen)
+{
+    assert_true(sendto(f->fd, m->b, m->n, 0, (const struct sockaddr *)to, tolen) == (ssize_t)m->n);
+}
+
+/* One query: q[0..n). The question ends at qend; its name (lowercase, dotted) is `name`. */
+static void fake_answer(struct fake *f, const uint8_t *q, size_t qend, const char *name, unsigned type,
+                        const struct sockaddr_storage *to, socklen_t tolen)
+{
+    unsigned id = (unsigned)q[0] << 8 | q[1];
+    bool a = type == DNS_TYPE_A;
+    unsigned before = fake_seen(f, name, type);
+    struct msg m;
+
+#define QUESTION() putbytes(&m, q + 12, qend - 12)   /* the name starts at offset 12 */
+    if (!strcmp(name, "silent.test"))
+        return;
+    if (!strcmp(name, "lossy.test") && before == 0)
+        return;                                     /* the first of each type is "lost" */
+    if (!strcmp(name, "api.test")) {
+        pthread_mutex_lock(&f->mu);
+        size_t n = a ? f->napi_a : 0;
+        char ips[4][16];
+        memcpy(ips, f->api_a, sizeof ips);
+        pthread_mutex_unlock(&f->mu);
+        header(&m, id, 0, (unsigned)n, false);
+        QUESTION();
+        for (size_t i = 0; i < n; i++) {
+            putptr(&m, 12);
+            rr_a(&m, ips[i]);
+        }
+    } else if (!strcmp(name, "mixed.test") || !strcmp(name, "lossy.test")) {
+        header(&m, id, 0, a ? 2 : 2, false);
+        QUESTION();
+        if (a) {
+            putptr(&m, 12);
+            rr_a(&m, "192.0.2.1");
+            putptr(&m, 12);
+            rr_a(&m, "192.0.2.1");                  /* duplicate: one server */
+        } else {
+            putptr(&m, 12);
+            rr_aaaa(&m, "2001:db8::2");             /* out of order: the result is sorted */
+            putptr(&m, 12);
+            rr_aaaa(&m, "2001:db8::1");
+        }
+    } else if (!strcmp(name, "www.test") || !strcmp(name, "rev.test")) {
+        /* www.test CNAME edge.test; edge.test A 198.51.100.7; other.test A (not in the chain).
+         * "edge" + a pointer to "test" inside the question (offset 12 + 1 + strlen("www")). */
+        bool rev = !strcmp(name, "rev.test");
+        header(&m, id, 0, a ? 3 : 1, false);
+        QUESTION();
+        size_t target;
+        if (!a || !rev) {
+            putptr(&m, 12);
+            rrhead(&m, DNS_TYPE_CNAME, 5 + 2);
+            target = m.n;
+            putname(&m, "edge", 12 + 4);
+            if (a) {
+                putptr(&m, (unsigned)target);
+                rr_a(&m, "198.51.100.7");
+                putname(&m, "other", 12 + 4);
+                rr_a(&m, "203.0.113.9");
+            }
+        } else {
+            /* the address before the alias that leads to it: owner written out in full */
+            putname(&m, "EDGE.test", -1);
+            rr_a(&m, "198.51.100.7");
+            putname(&m, "other", 12 + 4);
+            rr_a(&m, "203.0.113.9");
+            putptr(&m, 12);
+            rrhead(&m, DNS_TYPE_CNAME, 5 + 2);
+            putname(&m, "edge", 12 + 4);
+        }
+    } else if (!strcmp(name, "upper.test")) {
+        /* question and owner echoed in capitals */
+        header(&m, id, 0, a ? 1 : 0, false);
+        size_t qs = m.n;
+        QUESTION();
+        for (size_t i = qs; i < m.n - 4; i++)
+            if (m.b[i] >= 'a' && m.b[i] <= 'z')
+                m.b[i] = (uint8_t)(m.b[i] - 32);
+        if (a) {
+            putname(&m, "UPPER.TEST", -1);
+            rr_a(&m, "192.0.2.99");
+        }
+    } else if (!strcmp(name, "empty.test")) {
+        header(&m, id, 0, 0, false);
+        QUESTION();
+    } else if (!strcmp(name, "servfail.test")) {
+        header(&m, id, 2, 0, false);
+        QUESTION();
+    } else if (!strcmp(name, "garbage.test") && a) {
+        header(&m, id, 0, 1, false);
+        QUESTION();
+        putptr(&m, 12);
+        rr_a(&m, "192.0.2.5");
+        m.n -= 3;                                   /* cut inside the address */
+    } else if ((!strcmp(name, "trunc.test") || !strcmp(name, "truncnone.test")) && a) {
+        bool none = !strcmp(name, "truncnone.test");
+        header(&m, id, 0, none ? 1 : 2, true);
+        QUESTION();
+        if (!none) {
+            putptr(&m, 12);
+            rr_a(&m, "192.0.2.55");
+        }
+        putptr(&m, 12);
+        rr_a(&m, "192.0.2.56");
+        m.n -= 2;
+    } else if (!strcmp(name, "spoof.test") && a) {
+        /* another id, then our id with another question, then the real answer */
+        header(&m, id ^ 0x5a5a, 0, 1, false);
+        QUESTION();
+        putptr(&m, 12);
+        rr_a(&m, "6.6.6.6");
+        fake_send(f, &m, to, tolen);
+        header(&m, id, 0, 1, false);
+        putname(&m, "other.test", -1);
+        put16(&m, DNS_TYPE_A);
+        put16(&m, 1);
+        putptr(&m, 12);
+        rr_a(&m, "6.6.6.7");
+        fake_send(f, &m, to, tolen);
+        header(&m, id, 0, 1, false);
+        QUESTION();
+        putptr(&m, 12);
+        rr_a(&m, "192.0.2.77");
+    } else if (!strcmp(name, "loop.test") && a) {
+        /* owner: label "a" followed by a pointer back to that label, forever */
+        header(&m, id, 0, 1, false);
+        QUESTION();
+        size_t at = m.n;
+        put8(&m, 1);
+        put8(&m, 'a');
+        putptr(&m, (unsigned)at);
+        rr_a(&m, "192.0.2.8");
+    } else if (!strcmp(name, "selfptr.test") && a) {
+        header(&m, id, 0, 1, false);
+        QUESTION();
+        putptr(&m, (unsigned)m.n);                  /* points at itself */
+        rr_a(&m, "192.0.2.9");
+    } else if (!strcmp(name, "badlen.test") && a) {
+        header(&m, id, 0, 1, false);
+        QUESTION();
+        putptr(&m, 12);
+        rrhead(&m, DNS_TYPE_A, 5);
+        putbytes(&m, "\x01\x02\x03\x04\x05", 5);
+    } else if (!strcmp(name, "garbage.test") || !strcmp(name, "trunc.test") || !strcmp(name, "truncnone.test") ||
+               !strcmp(name, "spoof.test") || !strcmp(name, "loop.test") || !strcmp(name, "selfptr.test") ||
+               !strcmp(name, "badlen.test")) {
+        header(&m, id, 0, 0, false);                /* their AAAA: nothing */
+        QUESTION();
+    } else {
+        header(&m, id, 3, 0, false);                /* NXDOMAIN */
+        QUESTION();
+    }
+#undef QUESTION
+    fake_send(f, &m, to, tolen);
+}
+
+static void *fake_main(void *arg)
+{
+    struct fake *f = arg;
+    for (;;) {
+        struct pollfd p[2] = { { .fd = f->fd, .events = POLLIN }, { .fd = f->stopfd, .events = POLLIN } };
+        if (poll(p, 2, -1) < 0)
+            continue;
+        if (p[1].revents)
+            return NULL;
+        uint8_t q[512];
+        struct sockaddr_storage from;
+        socklen_t fl = sizeof from;
+        ssize_t n = recvfrom(f->fd, q, sizeof q, 0, (struct sockaddr *)&from, &fl);
+        if (n < 12 + 1 + 4)
+            continue;
+        char name[256];
+        size_t off = 12, o = 0;
+        while (off < (size_t)n && q[off] && o + q[off] + 1 < sizeof name) {
+            size_t len = q[off];
+            if (o)
+                name[o++] = '.';
+            for (size_t i = 0; i < len && off + 1 + i < (size_t)n; i++) {
+                char c = (char)q[off + 1 + i];
+                name[o++] = c >= 'A' && c <= 'Z' ? (char)(c + 32) : c;
+            }
+            off += 1 + len;
+        }
+        name[o] = '\0';
+        if (off + 5 > (size_t)n)
+            continue;
+        unsigned type = (unsigned)q[off + 1] << 8 | q[off + 2];
+        fake_answer(f, q, off + 5, name, type, &from, fl);
+    }
+}
+
+static void fake_start(struct fake *f)
+{
+    memset(f, 0, sizeof *f);
+    pthread_mutex_init(&f->mu, NULL);
+    static const char *const def[] = { "10.0.0.2", "10.0.0.1" };
+    fake_set_api(f, def, 2);
+    f->fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    assert_true(f->fd >= 0);
+    struct sockaddr_in in = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    assert_int_equal(bind(f->fd, (struct sockaddr *)&in, sizeof in), 0);
+    socklen_t l = sizeof in;
+    assert_int_equal(getsockname(f->fd, (struct sockaddr *)&in, &l), 0);
+    f->port = ntohs(in.sin_port);
+    snprintf(f->addr, sizeof f->addr, "127.0.0.1:%u", (unsigned)f->port);
+    f->stopfd = eventfd(0, EFD_CLOEXEC);
+    assert_true(f->stopfd >= 0);
+    assert_int_equal(pthread_create(&f->thread, NULL, fake_main, f), 0);
+}
+
+static void fake_stop(struct fake *f)
+{
+    uint64_t one = 1;
+    assert_int_equal(write(f->stopfd, &one, sizeof one), (ssize_t)sizeof one);
+    pthread_join(f->thread, NULL);
+    close(f->fd);
+    close(f->stopfd);
+    pthread_mutex_destroy(&f->mu);
+}
+
+/* A UDP port nothing listens on (bound, then closed): queries to it are refused by ICMP. */
+static void closed_port(char *out, size_t cap)
+{
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in in = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t l = sizeof in;
+    assert_int_equal(bind(fd, (struct sockaddr *)&in, sizeof in), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&in, &l), 0);
+    close(fd);
+    snprintf(out, cap, "127.0.0.1:%u", (unsigned)ntohs(in.sin_port));
+}
+
+/* A bound socket that never answers; the caller closes *fd. */
+static void silent_port(char *out, size_t cap, int *fd)
+{
+    *fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in in = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t l = sizeof in;
+    assert_int_equal(bind(*fd, (struct sockaddr *)&in, sizeof in), 0);
+    assert_int_equal(getsockname(*fd, (struct sockaddr *)&in, &l), 0);
+    snprintf(out, cap, "127.0.0.1:%u", (unsigned)ntohs(in.sin_port));
+}
+
+/* ---- Fixture: one fake for the file, a stub configuration pointing at it ---------------------- */
+
+static struct fake fake;
+
+static int setup(void **state)
+{
+    (void)state;
+    fake_start(&fake);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    fake_stop(&fake);
+    return 0;
+}
+
+/* A struct conf with only the resolver block set, as dns_resolve reads it. */
+struct stubconf {
+    struct conf c;
+    char *servers[4];
+};
+
+static void stub(struct stubconf *s, int64_t timeout, const char *s0, const char *s1, const char *s2)
+{
+    memset(s, 0, sizeof *s);
+    const char *list[3] = { s0, s1, s2 };
+    for (size_t i = 0; i < 3 && list[i]; i++)
+        s->servers[s->c.resolver.nservers++] = (char *)list[i];
+    s->c.resolver.servers = s->servers;
+    s->c.resolver.timeout = timeout;
+    s->c.resolver.system = false;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Resolves through the fake (timeout 300ms); fails the test unless the texts are exactly `want`. */
+static void expect_addrs(const char *host, uint16_t port, const char *const *want, size_t nwant)
+{
+    struct stubconf s;
+    struct conf_sockaddr *v = NULL;
+    size_t n = 0;
+    char err[256];
+    stub(&s, 300, fake.addr, NULL, NULL);
+    if (dns_resolve(&s.c, host, port, &v, &n, err, sizeof err))
+        fail_msg("%s: %s", host, err);
+    if (n != nwant) {
+        for (size_t i = 0; i < n; i++)
+            print_error("  got %s\n", v[i].text);
+        fail_msg("%s: %zu addresses, want %zu", host, n, nwant);
+    }
+    for (size_t i = 0; i < n; i++)
+        assert_string_equal(v[i].text, want[i]);
+    free(v);
+}
+
+/* Resolves through `c`; fails the test unless it fails with every `want` substring in err. */
+static void expect_fail(const struct conf *c, const char *host, const char *want1, const char *want2)
+{
+    struct conf_sockaddr *v = (void *)1;
+    size_t n = 99;
+    char err[512];
+    assert_int_equal(dns_resolve(c, host, 80, &v, &n, err, sizeof err), -1);
+    assert_null(v);
+    assert_int_equal(n, 0);
+    if (want1 && !strstr(err, want1))
+        fail_msg("%s: error \"%s\" lacks \"%s\"", host, err, want1);
+    if (want2 && !strstr(err, want2))
+        fail_msg("%s: error \"%s\" lacks \"%s\"", host, err, want2);
+}
+
+static void expect_fail_fake(const char *host, const char *want1, const char *want2)
+{
+    struct stubconf s;
+    stub(&s, 300, fake.addr, NULL, NULL);
+    expect_fail(&s.c, host, want1, want2);
+}
+
+/* ---- dns_resolve through the fake ------------------------------------------------------------- */
+
+static void test_records(void **state)
+{
+    (void)state;
+    static const char *const api[] = { "10.0.0.1:8000", "10.0.0.2:8000" };
+    expect_addrs("api.test", 8000, api, 2);
+    /* a trailing dot is the same name; names are case-insensitive */
+    expect_addrs("API.Test.", 8000, api, 2);
+    static const char *const mixed[] = { "192.0.2.1:80", "[2001:db8::1]:80", "[2001:db8::2]:80" };
+    expect_addrs("mixed.test", 80, mixed, 3);
+    static const char *const up[] = { "192.0.2.99:1" };
+    expect_addrs("upper.test", 1, up, 1);
+}
+
+static void test_cname(void **state)
+{
+    (void)state;
+    static const char *const edge[] = { "198.51.100.7:443" };
+    expect_addrs("www.test", 443, edge, 1);   /* other.test, outside the chain, is not taken */
+    expect_addrs("rev.test", 443, edge, 1);   /* the alias after the address it leads to */
+}
+
+static void test_negative(void **state)
+{
+    (void)state;
+    expect_fail_fake("nx.test", "no address", "answered NXDOMAIN");
+    expect_fail_fake("empty.test", "no address", "no A or AAAA record");
+    expect_fail_fake("servfail.test", "SERVFAIL", fake.addr);
+    expect_fail_fake("garbage.test", "malformed answer to the A query", NULL);
+    expect_fail_fake("truncnone.test", "truncated answer", "TCP is not supported");
+    expect_fail_fake("loop.test", "malformed", NULL);
+    expect_fail_fake("selfptr.test", "malformed", NULL);
+    expect_fail_fake("badlen.test", "malformed", NULL);
+    expect_fail_fake("bad..test", "not a valid host name", NULL);
+    expect_fail_fake("sp ace.test", "not a valid host name", NULL);
+    char longlabel[80];
+    memset(longlabel, 'x', 64);
+    strcpy(longlabel + 64, ".test");
+    expect_fail_fake(longlabel, "not a valid host name", NULL);
+    assert_int_equal(fake_count(&fake, "bad..test", 0), 0);
+}
+
+static void test_truncated_partial(void **state)
+{
+    (void)state;
+    static const char *const one[] = { "192.0.2.55:80" };
+    expect_addrs("trunc.test", 80, one, 1);   /* TC: the whole record before the cut is used */
+}
+
+static void test_forged_answers_ignored(void **state)
+{
+    (void)state;
+    static const char *const real[] = { "192.0.2.77:80" };
+    expect_addrs("spoof.test", 80, real, 1);
+}
+
+static void test_timeout(void **state)
+{
+    (void)state;
+    struct stubconf s;
+    stub(&s, 200, fake.addr, NULL, NULL);
+    int64_t t0 = now_ms();
+    expect_fail(&s.c, "silent.test", "no answer within 200ms", fake.addr);
+    int64_t took = now_ms() - t0;
+    assert_true(took >= 195 && took < 1000);
+    assert_int_equal(fake_count(&fake, "silent.test", DNS_TYPE_A), 2);   /* sent, then resent once */
+}
+
+static void test_resend(void **state)
+{
+    (void)state;
+    static const char *const mixed[] = { "192.0.2.1:80", "[2001:db8::1]:80", "[2001:db8::2]:80" };
+    expect_addrs("lossy.test", 80, mixed, 3);
+    assert_int_equal(fake_count(&fake, "lossy.test", DNS_TYPE_A), 2);
+    assert_int_equal(fake_count(&fake, "lossy.test", DNS_TYPE_AAAA), 2);
+}
+
+static void test_failover(void **state)
+{
+    (void)state;
+    char refused[32], silent[32];
+    int sfd;
+    closed_port(refused, sizeof refused);
+    silent_port(silent, sizeof silent, &sfd);
+    struct stubconf s;
+    struct conf_sockaddr *v = NULL;
+    size_t n = 0;
+    char err[512];
+
+    stub(&s, 150, refused, silent, fake.addr);
+    int64_t t0 = now_ms();
+    assert_int_equal(dns_resolve(&s.c, "api.test", 80, &v, &n, err, sizeof err), 0);
+    assert_true(now_ms() - t0 >= 145);        /* the silent one had its whole timeout */
+    assert_int_equal(n, 2);
+    assert_string_equal(v[0].text, "10.0.0.1:80");
+    free(v);
+
+    /* every failure is named, in order */
+    stub(&s, 100, refused, silent, NULL);
+    expect_fail(&s.c, "api.test", "connection refused", "no answer within 100ms");
+    assert_int_equal(dns_resolve(&s.c, "api.test", 80, &v, &n, err, sizeof err), -1);
+    char want[128];
+    snprintf(want, sizeof want, "%s: connection refused; %s: no answer within 100ms", refused, silent);
+    assert_string_equal(err, want);
+
+    /* NXDOMAIN is an answer: the next server is not asked */
+    unsigned before = fake_count(&fake, "nx.test", 0);
+    stub(&s, 300, fake.addr, fake.addr, NULL);
+    expect_fail(&s.c, "nx.test", "NXDOMAIN", NULL);
+    assert_int_equal(fake_count(&fake, "nx.test", 0) - before, 2);
+
+    /* a SERVFAIL is not: the next one is */
+    stub(&s, 300, fake.addr, silent, NULL);
+    expect_fail(&s.c, "servfail.test", "SERVFAIL", "no answer");
+    close(sfd);
+
+    stub(&s, 300, NULL, NULL, NULL);
+    expect_fail(&s.c, "api.test", "no resolver servers", NULL);
+}
+
+static void test_no_dns_needed(void **state)
+{
+    (void)state;
+    struct stubconf s;
+    struct conf_sockaddr *v = NULL;
+    size_t n = 0;
+    char err[256];
+    stub(&s, 300, fake.addr, NULL, NULL);
+
+    assert_int_equal(dns_resolve(&s.c, "192.0.2.1", 81, &v, &n, err, sizeof err), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(v[0].text, "192.0.2.1:81");
+    free(v);
+    assert_int_equal(dns_resolve(&s.c, "::1", 82, &v, &n, err, sizeof err), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(v[0].text, "[::1]:82");
+    free(v);
+    /* localhost is the system's to answer, whatever the resolver block says */
+    assert_int_equal(dns_resolve(&s.c, "LocalHost", 83, &v, &n, err, sizeof err), 0);
+    assert_true(n >= 1);
+    for (size_t i = 0; i < n; i++)
+        assert_true(!strcmp(v[i].text, "127.0.0.1:83") || !strcmp(v[i].text, "[::1]:83"));
+    free(v);
+    assert_int_equal(fake_count(&fake, "localhost", 0), 0);
+    /* resolver.system (and no configuration at all) go through getaddrinfo */
+    s.c.resolver.system = true;
+    assert_int_equal(dns_resolve(&s.c, "localhost", 84, &v, &n, err, sizeof err), 0);
+    assert_true(n >= 1);
+    free(v);
+    assert_int_equal(dns_resolve(NULL, "localhost", 84, &v, &n, err, sizeof err), 0);
+    free(v);
+    expect_fail(NULL, "nonexistent.invalid", NULL, NULL);
+}
+
+/* ---- wire format ------------------------------------------------------------------------------ */
+
+static void test_query_build(void **state)
+{
+    (void)state;
+    uint8_t b[DNS_QUERY_MAX];
+    int n = dns_query_build(b, sizeof b, 0xBEEF, "Api.test", DNS_TYPE_AAAA);
+    static const uint8_t want[] = { 0xBE, 0xEF, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0,
+                                    3, 'A', 'p', 'i', 4, 't', 'e', 's', 't', 0, 0, 28, 0, 1 };
+    assert_int_equal(n, sizeof want);
+    assert_memory_equal(b, want, sizeof want);
+    assert_int_equal(dns_query_build(b, sizeof b, 1, "api.test.", DNS_TYPE_A), sizeof want);
+    assert_int_equal(dns_query_build(b, sizeof want - 1, 1, "api.test", DNS_TYPE_A), -1);
+    assert_int_equal(dns_query_build(b, sizeof b, 1, "", DNS_TYPE_A), -1);
+    assert_int_equal(dns_query_build(b, sizeof b, 1, ".", DNS_TYPE_A), -1);
+    assert_int_equal(dns_query_build(b, sizeof b, 1, ".a", DNS_TYPE_A), -1);
+    assert_int_equal(dns_query_build(b, sizeof b, 1, "a..", DNS_TYPE_A), -1);
+    /* 255 bytes in wire form at most: 4 labels of 63 = 256 too many, 3 of 63 and one of 61 fit */
+    char name[300];
+    memset(name, 'a', sizeof name);
+    name[63] = name[127] = name[191] = '.';
+    name[255] = '\0';
+    assert_int_equal(dns_query_build(b, sizeof b, 1, name, DNS_TYPE_A), -1);
+    name[253] = '\0';
+    assert_int_equal(dns_query_build(b, sizeof b, 1, name, DNS_TYPE_A), 12 + 255 + 4);
+}
+
+/* Valid answers to mutate: the query they answer and the message. */
+struct sample {
+    uint8_t q[DNS_QUERY_MAX];
+    size_t qn;
+    struct msg m;
+};
+
+static void sample_answer(struct sample *s, int kind)
+{
+    int qn = dns_query_build(s->q, sizeof s->q, 0x1234, "www.test", DNS_TYPE_A);
+    assert_true(qn > 0);
+    s->qn = (size_t)qn;
+    struct msg *m = &s->m;
+    header(m, 0x1234, 0, kind == 0 ? 4 : 2, kind == 2);
+    putbytes(m, s->q + 12, s->qn - 12);
+    putptr(m, 12);
+    rrhead(m, DNS_TYPE_CNAME, 7);
+    size_t target = m->n;
+    putname(m, "edge", 16);
+    putptr(m, (unsigned)target);
+    rr_a(m, "198.51.100.7");
+    if (kind == 0) {
+        putname(m, "x.y", (int)target);
+        rr_a(m, "198.51.100.8");
+        putptr(m, (unsigned)target);
+        rr_aaaa(m, "2001:db8::7");
+    }
+}
+
+static void test_parse_mutations(void **state)
+{
+    (void)state;
+    struct sample s;
+    struct conf_sockaddr *v = NULL;
+    size_t n = 0;
+    unsigned rc;
+
+    sample_answer(&s, 0);
+    assert_int_equal(dns_answer_parse(s.q, s.qn, s.m.b, s.m.n, 80, &v, &n, &rc), DNS_ANSWER);
+    assert_int_equal(n, 1);
+    assert_string_equal(v[0].text, "198.51.100.7:80");
+    /* the same answer again adds nothing (no duplicates) */
+    assert_int_equal(dns_answer_parse(s.q, s.qn, s.m.b, s.m.n, 80, &v, &n, &rc), DNS_ANSWER);
+    assert_int_equal(n, 1);
+    /* every cut of it: IGNORE below a header, never a crash, never a partial list */
+    for (size_t cut = 0; cut < s.m.n; cut++) {
+        size_t before = n;
+        enum dns_verdict d = dns_answer_parse(s.q, s.qn, s.m.b, cut, 80, &v, &n, &rc);
+        if (cut < 12)
+            assert_int_equal(d, DNS_IGNORE);
+        else
+            assert_int_not_equal(d, DNS_ANSWER);
+        assert_int_equal(n, before);
+    }
+    /* the query's id or a response flag missing: not ours */
+    s.m.b[1] ^= 1;
+    assert_int_equal(dns_answer_parse(s.q, s.qn, s.m.b, s.m.n, 80, &v, &n, &rc), DNS_IGNORE);
+    s.m.b[1] ^= 1;
+    s.m.b[2] &= 0x7f;
+    assert_int_equal(dns_answer_parse(s.q, s.qn, s.m.b, s.m.n, 80, &v, &n, &rc), DNS_IGNORE);
+    free(v);
+    v = NULL;
+    n = 0;
+
+    /* Random damage, deterministic: flipped bytes, set pointer bits, counts and cuts. */
+    uint64_t x = 0x9E3779B97F4A7C15ull;
+    unsigned answers = 0;
+    for (unsigned iter = 0; iter < 60000; iter++) {
+        sample_answer(&s, (int)(iter % 3));
+        uint8_t buf[1024];
+        size_t len = s.m.n;
+        memcpy(buf, s.m.b, len);
+        unsigned edits = 1 + iter % 4;
+        for (unsigned e = 0; e < edits && len > 13; e++) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            size_t at = 12 + (size_t)(x % (len - 12));
+            switch ((x >> 32) % 5) {
+            case 0: buf[at] = (uint8_t)(x >> 40); break;
+            case 1: buf[at] |= 0xC0; break;
+            case 2: buf[6 + (x >> 20) % 6] = (uint8_t)(x >> 48); break;
+            case 3: len = at; break;
+            default: buf[at] = (uint8_t)(at - 1 - (x >> 44) % (at - 1 ? at - 1 : 1)); break;
+            }
+        }
+        size_t before = n;
+        enum dns_verdict d = dns_answer_parse(s.q, s.qn, buf, len, 80, &v, &n, &rc);
+        assert_true(d >= DNS_IGNORE && d <= DNS_NOMEM);
+        if (d != DNS_ANSWER)
+            assert_int_equal(n, before);
+        else
+            answers++;
+        assert_true(n <= 64);
+        if (n > 32) {
+            free(v);
+            v = NULL;
+            n = 0;
+        }
+    }
+    assert_true(answers > 0);
+    free(v);
+}
+
+/* ---- conf.c: server hostnames through the resolver block -------------------------------------- */
+
+static struct conf *load_yaml(const char *yaml, char **errs, unsigned *nerr)
+{
+    size_t len = 0;
+    FILE *err = open_memstream(errs, &len);
+    assert_non_null(err);
+    struct conf *c = conf_load_buffer("dns.yaml", yaml, strlen(yaml), err, nerr);
+    fclose(err);
+    return c;
+}
+
+static void test_conf_resolver_after_pools(void **state)
+{
+    (void)state;
+    char yaml[1024], *errs = NULL;
+    unsigned nerr = 0;
+    snprintf(yaml, sizeof yaml,
+             "listen: [ { address: 127.0.0.1:8080 } ]\n"
+             "pools:\n"
+             "  api:\n"
+             "    servers: [ api.test:8000, { address: 192.0.2.1:8001, weight: 3 } ]\n"
+             "    resolve_interval: 200ms\n"
+             "  other:\n"
+             "    servers: [ { address: API.TEST:9000 } ]\n"
+             "resolver: { servers: [%s], timeout: 500ms }\n", fake.addr);
+    unsigned queries = fake_count(&fake, "api.test", DNS_TYPE_A);
+    struct conf *c = load_yaml(yaml, &errs, &nerr);
+    if (!c)
+        fail_msg("%s", errs);
+    free(errs);
+    const struct conf_pool *p = &c->pools[0];
+    assert_int_equal(p->nservers, 2);
+    assert_true(p->servers[0].named);
+    assert_string_equal(p->servers[0].address, "api.test:8000");
+    assert_string_equal(p->servers[0].host, "api.test");
+    assert_int_equal(p->servers[0].naddrs, 2);
+    assert_string_equal(p->servers[0].addrs[0].text, "10.0.0.1:8000");
+    assert_string_equal(p->servers[0].addrs[1].text, "10.0.0.2:8000");
+    assert_false(p->servers[1].named);
+    assert_int_equal(p->servers[1].naddrs, 1);
+    /* the same name in another pool is looked up once and takes that server's port */
+    const struct conf_server *o = &c->pools[1].servers[0];
+    assert_int_equal(o->naddrs, 2);
+    assert_string_equal(o->addrs[0].text, "10.0.0.1:9000");
+    assert_string_equal(o->addrs[1].text, "10.0.0.2:9000");
+    assert_int_equal(fake_count(&fake, "api.test", DNS_TYPE_A) - queries, 1);
+
+    int64_t every = 0;
+    assert_true(conf_has_hostnames(c, &every));
+    assert_int_equal(every, 200);
+    conf_unref(c);
+}
+
+static void test_conf_cannot_resolve(void **state)
+{
+    (void)state;
+    char yaml[1024], *errs = NULL, want[1024];
+    unsigned nerr = 0;
+    snprintf(yaml, sizeof yaml,
+             "listen: [ { address: 127.0.0.1:8080 } ]\n"
+             "pools:\n"
+             "  a:\n"
+             "    servers:\n"
+             "      - { address: nx.test:80 }\n"
+             "      - api.test:80\n"
+             "      - servfail.test:80\n"
+             "  b: { servers: [ nx.test:81 ] }\n"
+             "resolver:\n"
+             "  timeout: 300ms\n"
+             "  servers: [%s]\n", fake.addr);
+    assert_null(load_yaml(yaml, &errs, &nerr));
+    assert_int_equal(nerr, 3);
+    snprintf(want, sizeof want,
+             "dns.yaml:5:20: cannot resolve \"nx.test\": no address (%s answered NXDOMAIN)\n"
+             "dns.yaml:7:9: cannot resolve \"servfail.test\": %s: SERVFAIL to the A query\n"
+             "dns.yaml:8:19: cannot resolve \"nx.test\": no address (%s answered NXDOMAIN)\n",
+             fake.addr, fake.addr, fake.addr);
+    assert_string_equal(errs, want);
+    free(errs);
+}
+
+static void test_conf_same_addresses_follow_dns(void **state)
+{
+    (void)state;
+    char yaml[1024], *errs = NULL;
+    unsigned nerr = 0;
+    snprintf(yaml, sizeof yaml,
+             "resolver: { servers: [%s], timeout: 500ms }\n"
+             "listen: [ { address: 127.0.0.1:8080 } ]\n"
+             "pools: { api: { servers: [ api.test:80 ], resolve_interval: 1s } }\n", fake.addr);
+    struct conf *c1 = load_yaml(yaml, &errs, &nerr);
+    if (!c1)
+        fail_msg("%s", errs);
+    free(errs);
+
+    /* the running snapshot's own source, loaded again: what main.c does every resolve_interval */
+    static const char *const changed[] = { "10.0.0.1", "10.0.0.3" };
+    fake_set_api(&fake, changed, 2);
+    struct conf *c2 = load_yaml(c1->source, &errs, &nerr);
+    assert_non_null(c2);
+    free(errs);
+    assert_false(conf_same_addresses(c1, c2));
+    assert_string_equal(c2->pools[0].servers[0].addrs[1].text, "10.0.0.3:80");
+
+    /* the same records in another order: the same addresses */
+    static const char *const same[] = { "10.0.0.1", "10.0.0.2" };
+    fake_set_api(&fake, same, 2);
+    struct conf *c3 = load_yaml(c1->source, &errs, &nerr);
+    assert_non_null(c3);
+    free(errs);
+    assert_true(conf_same_addresses(c1, c3));
+
+    /* the name gone: the load fails, and the running snapshot stays as it was */
+    fake_set_api(&fake, same, 0);
+    assert_null(load_yaml(c1->source, &errs, &nerr));
+    assert_non_null(strstr(errs, "3:28: cannot resolve \"api.test\": no address"));
+    free(errs);
+    static const char *const def[] = { "10.0.0.2", "10.0.0.1" };
+    fake_set_api(&fake, def, 2);
+    conf_unref(c1);
+    conf_unref(c2);
+    conf_unref(c3);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_records),
+        cmocka_unit_test(test_cname),
+        cmocka_unit_test(test_negative),
+        cmocka_unit_test(test_truncated_partial),
+        cmocka_unit_test(test_forged_answers_ignored),
+        cmocka_unit_test(test_timeout),
+        cmocka_unit_test(test_resend),
+        cmocka_unit_test(test_failover),
+        cmocka_unit_test(test_no_dns_needed),
+        cmocka_unit_test(test_query_build),
+        cmocka_unit_test(test_parse_mutations),
+        cmocka_unit_test(test_conf_resolver_after_pools),
+        cmocka_unit_test(test_conf_cannot_resolve),
+        cmocka_unit_test(test_conf_same_addresses_follow_dns),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
