@@ -61,7 +61,7 @@ FUZZ_BIN = $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 FUZZ_LIB = $(filter-out proxy/main.c,$(SRCS))
 build/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB) $(wildcard proxy/*.h)
 	@mkdir -p build/fuzz
-	clang -std=c11 -D_GNU_SOURCE -O1 -g -Iproxy -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_LIB) $(LDLIBS)
+	clang -std=c11 -D_GNU_SOURCE -O1 -g -Iproxy -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -o $@ $< $(FUZZ_LIB) $(LDLIBS)
 
 # Replays the checked-in corpus (fast, deterministic); `make fuzz FUZZ_SECONDS=60` explores.
 fuzz-replay: $(FUZZ_BIN)

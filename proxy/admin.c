@@ -21,7 +21,6 @@
 #include "worker.h"
 #include "xprt.h"
 
-#define RD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 
 struct admin_conn {
     struct admin *a;

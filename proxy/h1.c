@@ -783,7 +783,7 @@ enum h1_event h1_parse_eof(struct h1_parser *p)
         h1_fail(p, p->kind == H1_REQUEST ? 400 : 502, "connection closed within the head");
         return H1_ERROR;
     }
-    ev = h1_exec(p, NULL, 0, &n);
+    ev = h1_exec(p, "", 0, &n);   /* 0 bytes: http-parser's end of stream */
     if (ev == H1_DONE)
         return H1_DONE;
     h1_fail(p, p->kind == H1_REQUEST ? 400 : 502, "connection closed within the body");

@@ -566,6 +566,9 @@ static const struct req_case req_cases[] = {
     { "cl_not_a_number", "POST /p" H11 "Content-Length: abc\r\n\r\n", .err = 400 },
     { "cl_plus_sign", "POST /p" H11 "Content-Length: +5\r\n\r\nhello", .err = 400 },
     { "cl_overflow", "POST /p" H11 "Content-Length: 99999999999999999999999\r\n\r\n", .err = 400 },
+    { "cl_above_int64_max", "POST /p" H11 "Content-Length: 9223372036854775808\r\n\r\nGET /admin HTTP/1.1\r\n"
+      "Host: example.com\r\n\r\n", .err = 400 },
+    { "cl_20_digits", "POST /p" H11 "Content-Length: 11111111111111111115\r\n\r\nhello", .err = 400 },
     { "te_chunked_then_gzip", "POST /p" H11 "Transfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n", .err = 400 },
     { "te_gzip_only", "POST /p" H11 "Transfer-Encoding: gzip\r\n\r\nabc", .err = 400 },
     { "te_two_headers_chunked_then_gzip", "POST /p" H11 "Transfer-Encoding: chunked\r\n"
