@@ -25,7 +25,7 @@ LIBOBJS  = $(filter-out $(BUILD)/obj/main.o,$(OBJS))
 UNIT_SRC = $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all clean test unit unit-asan integration fuzz run deps bench docker-test
+.PHONY: all clean test unit fuzz fuzz-replay run deps bench docker-test
 all: $(BUILD)/lifeline
 
 $(BUILD)/lifeline: $(OBJS)

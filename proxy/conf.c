@@ -9,7 +9,7 @@
  * rejections (conf_unsupported[]), comparing snapshots' server addresses, and freeing a snapshot.
  * Does not own: DNS itself (dns.c), deciding when to reload or re-resolve (main.c: a re-resolve is
  * a load of the running snapshot's `source`), opening sockets (worker.c), loading certificates
- * (tls.c).
+ * (TLS is not built yet: its keys are validated and rejected, see conf_unsupported[]).
  *
  * Loading never stops at the first error: a bad value leaves the field at its default, the walk
  * goes on, and the caller gets the whole list, so one `lifeline -t` run shows every mistake.

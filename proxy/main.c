@@ -1,8 +1,10 @@
-/* main.c — command line, signals, start and drain orchestration.
+/* main.c — command line, signals, start, reload and drain orchestration.
  *
- * The main thread owns the conf snapshot it loaded and the workers array. It runs libev's default
- * loop only for signals (delivered through signalfd: they are blocked in every thread) and for the
- * workers' exit notices; the request path never touches it.
+ * The main thread owns the running snapshot's registry (`current`, which holds the conf), the
+ * workers array, the admin listener and the active health checks. Its libev loop serves signals
+ * (through signalfd: they are blocked in every other thread), the admin listener, the health
+ * checks, and applies snapshots that the loader thread has read and validated (SIGHUP reloads,
+ * DNS re-resolution). It never touches the request path and never blocks on files or DNS.
  */
 #include <errno.h>
 #include <getopt.h>

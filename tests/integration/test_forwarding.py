@@ -85,6 +85,9 @@ def test_http10_client_without_host_is_served_and_closed(lifeline, upstream):
         assert r.status == 200, r
         assert r.json()["target"] == "/echo/old"
         c.wait_closed(t(2))
+    # forwarded as HTTP/1.1, which requires Host: the server's host:port stands in
+    hosts = [v for k, v in up.requests[-1].headers if k.lower() == "host"]
+    assert hosts == [up.address], hosts
 
 
 def test_http10_keep_alive_when_asked(lifeline, upstream):
