@@ -825,6 +825,28 @@ static void put_num(struct stage *s, int64_t v)
     put(s, tmp, (size_t)n);
 }
 
+/* The headers both writers end with: X-Request-Id, the framing, and for a tunnel the Upgrade
+ * header with Connection: upgrade. */
+static void put_common(struct stage *s, const struct h1_head *h, const char *rid, size_t rid_len,
+                       bool chunked, int64_t content_length, bool upgrade)
+{
+    if (rid)
+        put_header(s, "x-request-id", 12, rid, rid_len);
+    if (chunked) {
+        puts_(s, "transfer-encoding: chunked\r\n");
+    } else if (content_length >= 0) {
+        puts_(s, "content-length: ");
+        put_num(s, content_length);
+        puts_(s, "\r\n");
+    }
+    if (upgrade) {
+        const struct h1_header *up = h1_find(h, "upgrade");
+        if (up)
+            put_header(s, up->name, up->name_len, up->value, up->value_len);
+        puts_(s, "connection: upgrade\r\n");
+    }
+}
+
 static struct stage stage_of(struct buf *out)
 {
     struct stage s;
@@ -902,21 +924,7 @@ int h1_write_request_head(struct buf *out, const struct h1_head *req, const stru
         put_header(&s, "x-forwarded-proto", 17, o->proto, strlen(o->proto));
     if (host)
         put_header(&s, "x-forwarded-host", 16, host->value, host->value_len);
-    if (o->request_id)
-        put_header(&s, "x-request-id", 12, o->request_id, o->request_id_len);
-    if (o->chunked) {
-        puts_(&s, "transfer-encoding: chunked\r\n");
-    } else if (o->content_length >= 0) {
-        puts_(&s, "content-length: ");
-        put_num(&s, o->content_length);
-        puts_(&s, "\r\n");
-    }
-    if (o->upgrade) {
-        const struct h1_header *up = h1_find(req, "upgrade");
-        if (up)
-            put_header(&s, up->name, up->name_len, up->value, up->value_len);
-        puts_(&s, "connection: upgrade\r\n");
-    }
+    put_common(&s, req, o->request_id, o->request_id_len, o->chunked, o->content_length, o->upgrade);
     puts_(&s, "\r\n");
     return stage_commit(out, &s);
 }
@@ -940,23 +948,11 @@ int h1_write_response_head(struct buf *out, const struct h1_head *resp, const st
             continue;
         put_header(&s, hd->name, hd->name_len, hd->value, hd->value_len);
     }
-    if (o->request_id)
-        put_header(&s, "x-request-id", 12, o->request_id, o->request_id_len);
-    if (o->chunked) {
-        puts_(&s, "transfer-encoding: chunked\r\n");
-    } else if (o->content_length >= 0) {
-        puts_(&s, "content-length: ");
-        put_num(&s, o->content_length);
-        puts_(&s, "\r\n");
-    }
-    if (o->upgrade) {
-        const struct h1_header *up = h1_find(resp, "upgrade");
-        if (up)
-            put_header(&s, up->name, up->name_len, up->value, up->value_len);
-        puts_(&s, "connection: upgrade\r\n");
-    } else if (o->close) {
+    put_common(&s, resp, o->request_id, o->request_id_len, o->chunked, o->content_length, o->upgrade);
+    /* (a tunnel's Connection: upgrade was written by put_common) */
+    if (!o->upgrade && o->close) {
         puts_(&s, "connection: close\r\n");
-    } else if (o->keep_alive_10) {
+    } else if (!o->upgrade && o->keep_alive_10) {
         puts_(&s, "connection: keep-alive\r\n");
     }
     puts_(&s, "\r\n");
