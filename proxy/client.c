@@ -108,6 +108,16 @@ void client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_
     client_rtimer_arm(c);
 }
 
+/* Ends the request in progress, if any, and gives its exchange back. */
+static void client_drop_exchange(struct client *c)
+{
+    if (!c->ex)
+        return;
+    exchange_cancel(c->ex);
+    worker_exchange_put(c->w, c->ex);
+    c->ex = NULL;
+}
+
 void client_close(struct client *c)
 {
     struct worker *w = c->w;
@@ -115,7 +125,7 @@ void client_close(struct client *c)
     if (c->closed)
         return;
     c->closed = true;
-    exchange_cancel(&c->ex);
+    client_drop_exchange(c);
     ev_io_stop(w->loop, &c->rd);
     ev_io_stop(w->loop, &c->wr);
     ev_timer_stop(w->loop, &c->rtimer);
@@ -183,7 +193,7 @@ static void client_answer_flushed(struct client *c)
         /* Unread request bytes would make close() send a reset that can destroy the answer in
          * flight: shut the write side and discard input for a while instead. */
         if (c->phase == CLIENT_BODY || c->phase == CLIENT_HEAD || c->in.len) {
-            exchange_cancel(&c->ex);
+            client_drop_exchange(c);
             c->phase = CLIENT_LINGER;
             shutdown(c->x.fd, SHUT_WR);
             c->head_deadline = ev_now(w->loop) + LINGER_SECONDS;
@@ -197,7 +207,7 @@ static void client_answer_flushed(struct client *c)
         client_close(c);
         return;
     }
-    exchange_cancel(&c->ex);
+    client_drop_exchange(c);
     c->answer_done = false;
     c->served++;
     c->phase = CLIENT_IDLE;
@@ -260,8 +270,8 @@ void client_flush(struct client *c)
                 ev_timer_again(c->w->loop, &c->wtimer);
             }
             /* Partial write: there is room now, the producer may continue. */
-            if (r > 0 && !c->answer_done)
-                exchange_drained(&c->ex);
+            if (r > 0 && !c->answer_done && c->ex)
+                exchange_drained(c->ex);
             return;
         }
     }
@@ -274,7 +284,8 @@ void client_flush(struct client *c)
             client_answer_flushed(c);
         return;
     }
-    exchange_drained(&c->ex);
+    if (c->ex)
+        exchange_drained(c->ex);
 }
 
 static void client_write_cb(struct ev_loop *loop, ev_io *io, int revents)
@@ -311,7 +322,7 @@ static void client_reject(struct client *c, unsigned status, const char *why)
     char body[160];
     int n;
 
-    exchange_cancel(&c->ex);
+    client_drop_exchange(c);
     out = client_out(c);
     if (!out) {
         client_close(c);
@@ -353,7 +364,7 @@ static void client_rtimer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         return;
     case CLIENT_BODY:
         ev_timer_stop(loop, t);
-        if (c->answer_done || c->ex.state == EX_STREAMING || c->ex.state == EX_TUNNEL) {
+        if (c->answer_done || (c->ex && (c->ex->state == EX_STREAMING || c->ex->state == EX_TUNNEL))) {
             client_close(c);   /* an answer is already under way: nothing else can be said */
             return;
         }
@@ -374,7 +385,7 @@ void client_exchange_done(struct client *c, bool keep)
     if (!keep || c->w->draining)
         c->close_after = true;
     /* An answer before the whole request was read: the rest of it is never parsed. */
-    if (!c->ex.body_done || c->phase == CLIENT_TUNNEL)
+    if (!c->ex || !c->ex->body_done || c->phase == CLIENT_TUNNEL)
         c->close_after = true;
     client_flush(c);
 }
@@ -391,7 +402,7 @@ void client_continue(struct client *c)
 
 void client_tunnel(struct client *c)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
 
     c->phase = CLIENT_TUNNEL;
     ev_timer_stop(c->w->loop, &c->rtimer);
@@ -471,14 +482,19 @@ static bool client_step(struct client *c)
         }
         c->phase = CLIENT_BODY;
         c->last_read = ev_now(w->loop);
-        exchange_start(&c->ex, c);
+        c->ex = worker_exchange_get(w);
+        if (!c->ex) {
+            client_close(c);
+            return false;
+        }
+        exchange_start(c->ex, c);
         if (c->closed)
             return false;
         client_rtimer_arm(c);
         return true;
 
     case CLIENT_BODY:
-        if (c->ex.state == EX_LOCAL || c->ex.state == EX_DONE)
+        if (c->ex->state == EX_LOCAL || c->ex->state == EX_DONE)
             return false;   /* answered without the body: closing after the answer */
         feed = h1_parser_room(c->parser);
         if (feed == 0) {
@@ -492,20 +508,20 @@ static bool client_step(struct client *c)
         switch (ev) {
         case H1_NEED_MORE:
             if (used)
-                exchange_body(&c->ex);
+                exchange_body(c->ex);
             return false;
         case H1_DONE:
             c->phase = CLIENT_WAIT;
-            c->ex.body_done = true;
+            c->ex->body_done = true;
             client_rtimer_arm(c);
-            exchange_body(&c->ex);
-            if (!c->closed && c->ex.req->upgrade && c->ex.state == EX_UPSTREAM)
+            exchange_body(c->ex);
+            if (!c->closed && c->ex && c->ex->req->upgrade && c->ex->state == EX_UPSTREAM)
                 return false;   /* tunnel bytes wait for the 101 */
             return !c->closed;
         case H1_ERROR: {
             const char *why = NULL;
             unsigned st = h1_parser_error(c->parser, &why);
-            if (c->ex.state == EX_UPSTREAM) {
+            if (c->ex->state == EX_UPSTREAM) {
                 client_reject(c, st ? st : 400, why);
             } else {
                 client_close(c);
@@ -525,7 +541,7 @@ static bool client_step(struct client *c)
         return false;
 
     case CLIENT_TUNNEL: {
-        struct exchange *ex = &c->ex;
+        struct exchange *ex = c->ex;
         size_t n = buf_free_space(&ex->body) < c->in.len ? buf_free_space(&ex->body) : c->in.len;
         if (n == 0) {
             client_pause(c);

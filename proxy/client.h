@@ -43,7 +43,7 @@ struct client {
     struct buf in, out;
     struct h1_parser *parser;           /* while a request is in progress */
     struct conf *conf;                  /* snapshot of the current request (reference held) */
-    struct exchange ex;
+    struct exchange *ex;                /* the request in progress (from the worker cache), or NULL */
     char addr[48];                      /* peer IP, for X-Forwarded-For */
     bool closed;
     bool close_after;                   /* close once the output is flushed */

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "exchange.h"
 #include "h1.h"
 #include "health.h"
 #include "log.h"
@@ -148,6 +149,17 @@ static void worker_reap_cb(struct ev_loop *loop, ev_check *chk, int revents)
         struct client *c = w->graveyard;
         w->graveyard = c->next;
         client_free(c);
+    }
+    while (w->dead_ex) {
+        struct exchange *ex = w->dead_ex;
+        w->dead_ex = (struct exchange *)ex->c;
+        if (w->nfree_ex < 1024) {
+            ex->c = (struct client *)w->free_ex;
+            w->free_ex = ex;
+            w->nfree_ex++;
+        } else {
+            free(ex);
+        }
     }
     if (atomic_load(&w->cmd) != WORKER_RUN && w->draining && w->nclients == 0)
         ev_break(loop, EVBREAK_ALL);
@@ -446,6 +458,16 @@ void worker_destroy(struct worker *w)
         gen_free(w->gen);
     if (w->pending)
         health_unref(w->pending);
+    while (w->dead_ex) {
+        struct exchange *ex = w->dead_ex;
+        w->dead_ex = (struct exchange *)ex->c;
+        free(ex);
+    }
+    while (w->free_ex) {
+        struct exchange *ex = w->free_ex;
+        w->free_ex = (struct exchange *)ex->c;
+        free(ex);
+    }
     while (w->blocks) {
         void *b = w->blocks;
         memcpy(&w->blocks, b, sizeof(void *));
@@ -538,6 +560,26 @@ void worker_resp_parser_put(struct worker *w, struct h1_parser *p)
     } else {
         h1_parser_free(p);
     }
+}
+
+/* Cached and dead exchanges are linked through their `c` field, unused while they wait. */
+struct exchange *worker_exchange_get(struct worker *w)
+{
+    struct exchange *ex = w->free_ex;
+
+    if (ex) {
+        w->free_ex = (struct exchange *)ex->c;
+        w->nfree_ex--;
+        ex->c = NULL;
+        return ex;
+    }
+    return calloc(1, sizeof(*ex));
+}
+
+void worker_exchange_put(struct worker *w, struct exchange *ex)
+{
+    ex->c = (struct client *)w->dead_ex;
+    w->dead_ex = ex;
 }
 
 uint64_t worker_rand(struct worker *w)

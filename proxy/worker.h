@@ -32,6 +32,7 @@
 #define WORKER_RESPONSE_HEAD_MAX (16 * 1024)
 
 struct client;
+struct exchange;
 struct h1_parser;
 struct health;
 
@@ -93,6 +94,9 @@ struct worker {
     unsigned nreq_parsers;
     struct h1_parser *resp_parsers[64];
     unsigned nresp_parsers;
+    struct exchange *free_ex;           /* cached exchanges, linked through ->c (see worker.c) */
+    unsigned nfree_ex;
+    struct exchange *dead_ex;           /* ended this iteration: recycled by the reaper */
     char *scratch;                      /* max_header_bytes + 1 KiB, for rewriting targets */
     size_t scratch_len;
 
@@ -132,6 +136,13 @@ struct h1_parser *worker_req_parser_get(struct worker *w);
 struct h1_parser *worker_resp_parser_get(struct worker *w);
 void worker_req_parser_put(struct worker *w, struct h1_parser *p);
 void worker_resp_parser_put(struct worker *w, struct h1_parser *p);
+
+/* An exchange for a new request (cached, or allocated); NULL when out of memory. Idle keep-alive
+ * connections hold none, which keeps them small. */
+struct exchange *worker_exchange_get(struct worker *w);
+/* Gives back an ended exchange (timers stopped, hops detached). It is recycled only after the
+ * current loop iteration, since a hop callback up the stack may still look at it. */
+void worker_exchange_put(struct worker *w, struct exchange *ex);
 
 uint64_t worker_rand(struct worker *w);
 
