@@ -636,9 +636,10 @@ static enum h1_event h1_error_from_parser(struct h1_parser *p)
  * folding (a line starting with SP or HTAB), a start line that is not "... HTTP/d.d" (request) or
  * "HTTP/d.d ddd ..." (response), and the size limit (414 while still in the request line, else
  * 431). The scan ends with the head's empty line. Returns false after recording the error. */
-static bool h1_scan_head(struct h1_parser *p, const char *d, size_t n)
+static bool h1_scan_head(struct h1_parser *p, const char *d, size_t n, size_t *at)
 {
     for (size_t i = 0; i < n && !p->scan_done; i++) {
+        *at = i;
         char ch = d[i];
         if (p->line0_len || p->scan_line)
             p->head_bytes++;
@@ -758,8 +759,23 @@ enum h1_event h1_parse(struct h1_parser *p, const char *data, size_t len, size_t
         return H1_DONE;   /* after an upgrade nothing more is HTTP */
     if (len == 0)
         return H1_NEED_MORE;   /* never pass 0 bytes: http-parser reads that as end of stream */
-    if (!p->in_body && !h1_scan_head(p, data, len))
-        return H1_ERROR;
+    if (!p->in_body) {
+        size_t at = 0;
+        if (!h1_scan_head(p, data, len, &at)) {
+            /* The earliest error wins, however the input was split: http-parser judges the bytes
+             * before the one the scan refused, and its verdict stands if it finds one there. */
+            unsigned st = p->err_status;
+            const char *why = p->err_why;
+            p->err_status = 0;
+            p->err_why = NULL;
+            if (at > 0 && h1_exec(p, data, at, consumed) == H1_ERROR)
+                return H1_ERROR;
+            p->err_status = st;
+            p->err_why = why;
+            *consumed = 0;
+            return H1_ERROR;
+        }
+    }
     return h1_exec(p, data, len, consumed);
 }
 
