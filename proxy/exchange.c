@@ -309,9 +309,12 @@ static void exchange_make_request_id(struct exchange *ex)
         memcpy(ex->request_id, hd->value, hd->value_len);
         ex->request_id_len = hd->value_len;
     } else {
-        uint64_t a = worker_rand(ex_worker(ex)), b = worker_rand(ex_worker(ex));
-        ex->request_id_len = (size_t)snprintf(ex->request_id, sizeof(ex->request_id),
-                                              "%016" PRIx64 "%016" PRIx64, a, b);
+        static const char hex[] = "0123456789abcdef";
+        uint64_t r[2] = { worker_rand(ex_worker(ex)), worker_rand(ex_worker(ex)) };
+        for (int i = 0; i < 32; i++)
+            ex->request_id[i] = hex[(r[i / 16] >> (4 * (i % 16))) & 15];
+        ex->request_id[32] = 0;
+        ex->request_id_len = 32;
     }
 }
 
