@@ -860,7 +860,7 @@ void exchange_hop_head(struct exchange *ex, struct hop *h)
         exchange_capture_start(ex, h, resp);
     ex->state = EX_STREAMING;
     exchange_uncount(ex);   /* the retry budget counts requests still waiting for a head */
-    client_flush(c);
+    /* No flush here: the hop flushes once it has parsed the body bytes that came with the head. */
 }
 
 void exchange_hop_data(struct exchange *ex, struct hop *h)

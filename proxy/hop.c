@@ -378,6 +378,11 @@ static void hop_process_buffered(struct hop *h)
             size_t n;
             if (!out)
                 return;
+            if (buf_free_space(out) == 0) {
+                exchange_hop_data(h->ex, h);
+                if (h->seq != seq)
+                    return;
+            }
             n = buf_free_space(out) < in->len ? buf_free_space(out) : in->len;
             if (n == 0)
                 goto pause;
@@ -390,6 +395,12 @@ static void hop_process_buffered(struct hop *h)
         }
         if (h->state == HOP_BODY) {
             size_t room = h1_parser_room(h->parser);
+            if (room == 0) {
+                exchange_hop_data(h->ex, h);   /* write what is pending to make room */
+                if (h->seq != seq)
+                    return;
+                room = h1_parser_room(h->parser);
+            }
             if (room == 0)
                 goto pause;
             if (feed > room)
@@ -399,7 +410,9 @@ static void hop_process_buffered(struct hop *h)
         buf_consume(in, used);
         switch (ev) {
         case H1_NEED_MORE:
-            if (h->state == HOP_BODY && used) {
+            /* One flush per batch of input: the head and the body bytes that came with it go
+             * downstream in one write. */
+            if (h->state == HOP_BODY) {
                 exchange_hop_data(h->ex, h);
                 if (h->seq != seq)
                     return;
