@@ -590,10 +590,18 @@ static void exchange_spare_cb(struct ev_loop *loop, ev_timer *t, int revents)
         /* A hedge: only for requests that may be sent twice, within attempts and budget. */
         struct route_stats *rs = &ex->gen->route_stats[ex->route_idx];
         if (!ex->idempotent || !exchange_replayable(ex) || !ex->body_done ||
-            ex->attempts >= ex->route->retry.attempts ||
-            !retry_budget_allows(ex->route, rs->retries - (ex->retry_counted ? 1 : 0), rs->requests) ||
-            busy->state == HOP_BODY || ex->deadline <= ev_now(loop))
+            ex->attempts >= ex->route->retry.attempts || busy->state == HOP_BODY ||
+            ex->deadline <= ev_now(loop))
             return;
+        if (!retry_budget_allows(ex->route, rs->retries - (ex->retry_counted ? 1 : 0), rs->requests)) {
+            /* The budget is spent for now. Hedges that win free it within a round trip, so look
+             * again shortly rather than leave this request to its slow attempt. */
+            t->repeat = ms(ex->route->retry.hedge_after) / 10.0;
+            if (t->repeat < 0.002)
+                t->repeat = 0.002;
+            ev_timer_again(loop, t);
+            return;
+        }
         if (!ex->retry_counted) {
             rs->retries++;
             ex->retry_counted = true;
@@ -621,8 +629,10 @@ void exchange_hop_connected(struct exchange *ex, struct hop *h)
     struct hop *other = exchange_other(ex, h);
 
     /* A connect race is decided by the first connect: the loser has sent nothing. */
-    if (other->state == HOP_CONNECTING)
+    if (other->state == HOP_CONNECTING) {
+        exchange_record_hop(ex, other, METRIC_OUTCOME_CANCELLED, 0);
         hop_cancel(other);
+    }
 }
 
 void exchange_body(struct exchange *ex)

@@ -16,7 +16,7 @@ costs O(distinct values x range) per call: neither gives a count of slow request
 Writes a JSON summary (--out, and a one-line digest on stdout):
   requests, rps, ok (2xx), statuses {code: n}, errors {kind: n}, fallbacks {"STATUS REASON": n} (the
   x-lifeline-fallback header of non-2xx answers), p50/p90/p99/p999/max (ms),
-  slow {"150": n, "450": n} (requests slower than each --slow threshold), steady (the same numbers
+  slow {"150": n, "195": n, "450": n} (requests slower than each --slow threshold), steady (the same numbers
   for requests started at or after --steady-after seconds), first_second (the requests started in the
   first second), client_stalls (gaps over 20 ms in the client's own event loop: start s, ms) and
   client_stall_max_ms, timeline (per second: n, ok, slow over the first threshold, p99 and max ms) and the first 200
@@ -283,12 +283,13 @@ def main():
     ap.add_argument("--conns", type=int, default=50)
     ap.add_argument("--duration", type=float, default=15.0)
     ap.add_argument("--timeout", type=float, default=5.0, help="per request, s")
-    ap.add_argument("--slow", type=float, action="append", help="ms thresholds (default 150 and 450)")
+    ap.add_argument("--slow", type=float, action="append", help="ms thresholds (default 150, 195 and 450)")
     ap.add_argument("--steady-after", type=float, default=3.0, help="s: the 'steady' window starts here")
     ap.add_argument("--label", default="")
     ap.add_argument("--out")
+    ap.add_argument("--raw", help="also write every request as 'start_s latency_ms status' lines here")
     a = ap.parse_args()
-    slow = a.slow or [150.0, 450.0]
+    slow = a.slow or [150.0, 195.0, 450.0]
     if not (1 <= a.conns <= 5000 and 0 < a.duration <= 600 and 0 < a.timeout <= 60):
         ap.error("conns 1..5000, duration 0..600 s, timeout 0..60 s")
 
@@ -332,6 +333,9 @@ def main():
     res["timeline"] = tl
     res["slow_requests"] = [{"start_s": round(t, 4), "ms": round(l, 2), "status": s}
                             for t, l, s in zip(rec.start, lat_ms, st) if l > slow[0]][:200]
+    if a.raw:
+        with open(a.raw, "w") as f:
+            f.writelines("%.6f %.3f %d\n" % x for x in zip(rec.start, lat_ms, st))
     if a.out:
         with open(a.out, "w") as f:
             json.dump(res, f, indent=1)

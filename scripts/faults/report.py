@@ -34,6 +34,17 @@ def pct2xx(r):
     return "%.3f" % (100.0 * r["ok"] / r["requests"])
 
 
+def timeout_paid(r):
+    """Requests slower than 195 ms (a full 200 ms connect timeout or more was paid); from the count
+    when load.py measured it, else from the list of slow requests when that list is complete."""
+    if "195" in r["slow"]:
+        return r["slow"]["195"]
+    lst = r.get("slow_requests", [])
+    if len(lst) == r["slow"].get("150", 0):
+        return sum(1 for x in lst if x["ms"] > 195)
+    return None
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", required=True)
@@ -58,21 +69,24 @@ def main():
         if p not in proxies:
             proxies.append(p)
 
-    # no-fault steady p99 per proxy: this run's, else the kept one
-    base, base_note = {}, {}
+    # no-fault steady p99 per proxy: this run's, else the kept one; and how much the p99 of single
+    # seconds moved in it (steady window, the last partial second left out): the noise
+    base, base_note, spread = {}, {}, {}
     for p in proxies:
         r = runs.get(("none", p), (None, ""))[0]
-        if r and r["steady"]["p99"] is not None:
-            base[p] = r["steady"]["p99"]
-        elif a.baseline_dir:
+        if not (r and r["steady"]["p99"] is not None) and a.baseline_dir:
             path = os.path.join(a.baseline_dir, "none-%s.json" % p)
             try:
-                b = json.load(open(path))
-                base[p] = b["steady"]["p99"]
+                r = json.load(open(path))
                 base_note[p] = "no-fault baseline of %s from %s" % (
                     p, time.strftime("%Y-%m-%d %H:%M", time.localtime(os.path.getmtime(path))))
-            except (OSError, ValueError, KeyError):
-                pass
+            except (OSError, ValueError):
+                r = None
+        if r and r["steady"]["p99"] is not None:
+            base[p] = r["steady"]["p99"]
+            v = [b["p99"] for i, b in enumerate(r["timeline"][:-1]) if i >= a.steady and b.get("p99")]
+            if v:
+                spread[p] = (min(v), max(v))
 
     L = ["## lifeline fault benchmark, %s" % time.strftime("%Y-%m-%d %H:%M"), ""]
     for h in a.header:
@@ -86,17 +100,10 @@ def main():
              % a.steady)
     for n in base_note.values():
         L.append("- " + n)
-    # how much a p99 moves on its own: the per-second p99s of the no-fault run, steady window
-    spread = []
-    for p in proxies:
-        r = runs.get(("none", p), (None, ""))[0]
-        if r:
-            v = [b["p99"] for i, b in enumerate(r["timeline"][:-1]) if i >= a.steady and b.get("p99")]
-            if v:
-                spread.append("%s %.1f-%.1f" % (p, min(v), max(v)))
     if spread:
         L.append("- noise: with three good servers the p99 of single seconds (steady window) ranges "
-                 "over " + "; ".join(spread) + " ms — a ratio inside that spread is not a difference")
+                 "over " + "; ".join("%s %.1f-%.1f" % (p, lo, hi) for p, (lo, hi) in spread.items())
+                 + " ms — a steady p99 inside that range is not a difference")
     L.append("")
 
     for f in faults:
@@ -147,10 +154,12 @@ def main():
             continue
         L.append("### targets: %s" % p)
         L.append("")
-        L.append("100%% 2xx in every fault; steady p99 within %d%% of the no-fault p99%s." % (
-            round((TARGET_RATIO - 1) * 100),
-            "; no request slower than 150 ms (connect_race and hedge.after set), not even the first ones"
-            if want_fast else " (no connect_race, no hedge: slow first requests are expected)"))
+        L.append("100%% 2xx in every fault; steady p99 within %d%% of the no-fault p99 (above that but "
+                 "inside the no-fault per-second spread: noise, not a miss)%s." % (
+                     round((TARGET_RATIO - 1) * 100),
+                     "; no request paying a full connect (200 ms) or response (500 ms) timeout, not even "
+                     "the first ones (connect_race and hedge.after set): none slower than 195 ms"
+                     if want_fast else " (no connect_race, no hedge: slow first requests are expected)"))
         L.append("")
         fails = 0
         for f in faults:
@@ -162,15 +171,30 @@ def main():
             checks = []
             ok_all = r["ok"] == r["requests"] and r["requests"] > 0
             checks.append(("2xx %s%%" % pct2xx(r), ok_all))
+            noisy = False
             if f != "none" and base.get(p) and r["steady"]["p99"] is not None:
-                ratio = r["steady"]["p99"] / base[p]
-                checks.append(("steady p99 x%.2f" % ratio, ratio <= TARGET_RATIO))
+                sp = r["steady"]["p99"]
+                ratio = sp / base[p]
+                if ratio <= TARGET_RATIO:
+                    checks.append(("steady p99 x%.2f" % ratio, True))
+                elif p in spread and sp <= spread[p][1]:
+                    noisy = True
+                    checks.append(("steady p99 x%.2f (%.1f ms, inside the no-fault spread %.1f-%.1f ms)"
+                                   % (ratio, sp, spread[p][0], spread[p][1]), True))
+                else:
+                    checks.append(("steady p99 x%.2f" % ratio, False))
             if want_fast:
-                n = r["slow"].get("150", 0)
-                checks.append(("%d slower than 150 ms (max %.1f ms)" % (n, r["max"] or 0), n == 0))
+                n = timeout_paid(r)
+                n150 = r["slow"].get("150", 0)
+                if n is None:
+                    checks.append(("%d slower than 150 ms (max %.1f ms)" % (n150, r["max"] or 0), n150 == 0))
+                else:
+                    checks.append(("%d slower than 195 ms, %d slower than 150 ms (max %.1f ms)"
+                                   % (n, n150, r["max"] or 0), n == 0))
             bad = [c for c, ok in checks if not ok]
             fails += bool(bad)
-            L.append("- %s: %s — %s" % (f, "PASS" if not bad else "FAIL",
+            verdict = "FAIL" if bad else ("PASS (p99 within noise)" if noisy else "PASS")
+            L.append("- %s: %s — %s" % (f, verdict,
                                         ", ".join(("**%s**" % c) if not ok else c for c, ok in checks)))
             if bad and r.get("slow_requests"):
                 L.append("  first slow requests (start s, ms, status): " + ", ".join(
