@@ -6,12 +6,11 @@ fallback."""
 import asyncio
 import collections
 import select
-import socket
 import time
 
-import pytest
 
 from conftest import HOST, Conn, dur, free_port, pool, t, wait_for
+from faults import hanging_connect  # noqa: F401  (the fixture)
 
 
 def server_of(r):
@@ -325,51 +324,13 @@ def test_route_response_timeout_override(lifeline, raw_upstream):
     assert elapsed <= rt + t(0.7)
 
 
-class _FullBacklogListener:
-    """A listener whose accept queue is full: further SYNs are dropped, so connects hang."""
-
-    def __init__(self):
-        self.ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.ls.bind((HOST, 0))
-        self.ls.listen(0)
-        self.addr = self.ls.getsockname()
-        self.fillers = []
-        for _ in range(4):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setblocking(False)
-            s.connect_ex(self.addr)
-            self.fillers.append(s)
-        time.sleep(0.1)
-
-    def connects_hang(self):
-        p = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        p.setblocking(False)
-        p.connect_ex(self.addr)
-        try:
-            _, wr, _ = select.select([], [p], [], 0.3)
-            return not wr
-        finally:
-            p.close()
-
-    def close(self):
-        for s in self.fillers:
-            s.close()
-        self.ls.close()
-
-
-def test_connect_timeout_is_504(lifeline):
-    bl = _FullBacklogListener()
-    try:
-        if not bl.connects_hang():
-            pytest.skip("cannot make a loopback connect hang here (accept-queue overflow is not dropped)")
-        ct = t(0.3)
-        lf = lifeline(pools={"p": pool("%s:%d" % bl.addr, timeouts={"connect": dur(ct)})},
-                      routes=[{"pool": "p", "retry": {"attempts": 1}}])
-        start = time.monotonic()
-        r = lf.fetch("GET", "/x", timeout=t(5))
-        elapsed = time.monotonic() - start
-        assert r.status == 504, r
-        assert r.header("x-lifeline-fallback") == "connect_timeout", r.headers
-        assert ct - 0.03 <= elapsed <= ct + t(0.7), elapsed
-    finally:
-        bl.close()
+def test_connect_timeout_is_504(lifeline, hanging_connect):  # noqa: F811
+    ct = t(0.3)
+    lf = lifeline(pools={"p": pool(hanging_connect.address, timeouts={"connect": dur(ct)})},
+                  routes=[{"pool": "p", "retry": {"attempts": 1}}])
+    start = time.monotonic()
+    r = lf.fetch("GET", "/x", timeout=t(5))
+    elapsed = time.monotonic() - start
+    assert r.status == 504, r
+    assert r.header("x-lifeline-fallback") == "connect_timeout", r.headers
+    assert ct - 0.03 <= elapsed <= ct + t(0.7), elapsed
