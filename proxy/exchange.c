@@ -508,8 +508,9 @@ static uint64_t exchange_hash(struct exchange *ex)
     return pool_hash(ex->c->addr, strlen(ex->c->addr), 0);
 }
 
-/* A server for the next attempt: one not tried yet in this request when one exists (SPEC §3.3). */
-static struct upserver *exchange_pick(struct exchange *ex)
+/* A server for the next attempt: one not tried yet in this request when one exists (SPEC §3.3).
+ * untried_only: a hedge or race wants another server or none at all. */
+static struct upserver *exchange_pick(struct exchange *ex, bool untried_only)
 {
     struct pool_pick_ctx ctx = { .excluded = ex->tried, .now = health_now() };
     struct upserver *s;
@@ -517,7 +518,7 @@ static struct upserver *exchange_pick(struct exchange *ex)
     if (ex->pool->cp->balance == BALANCE_HASH)
         ctx.hash = exchange_hash(ex);
     s = pool_pick(ex->pool, &ctx);
-    if (!s && ex->tried) {
+    if (!s && ex->tried && !untried_only) {
         ctx.excluded = 0;
         s = pool_pick(ex->pool, &ctx);
     }
@@ -550,7 +551,7 @@ static bool exchange_start_hop(struct exchange *ex, struct hop *h, struct upserv
 static void exchange_next_attempt(struct exchange *ex)
 {
     struct hop *h = hop_running(&ex->hops[0]) ? &ex->hops[1] : &ex->hops[0];
-    struct upserver *s = exchange_pick(ex);
+    struct upserver *s = exchange_pick(ex, false);
 
     if (!s) {
         ex->last_outcome = HOP_CONNECT_ERROR;
@@ -607,12 +608,7 @@ static void exchange_spare_cb(struct ev_loop *loop, ev_timer *t, int revents)
             ex->retry_counted = true;
         }
     }
-    {
-        struct pool_pick_ctx ctx = { .excluded = ex->tried, .now = health_now() };
-        if (ex->pool->cp->balance == BALANCE_HASH)
-            ctx.hash = exchange_hash(ex);
-        s = pool_pick(ex->pool, &ctx);
-    }
+    s = exchange_pick(ex, true);
     if (!s)
         return;   /* no other server: the running hop carries on alone */
     if (!race) {

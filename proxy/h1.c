@@ -240,12 +240,11 @@ static bool tok_is(const char *t, size_t n, const char *s)
     return strlen(s) == n && strncasecmp(t, s, n) == 0;
 }
 
-struct conn_scan { struct h1_parser *p; bool close, keep_alive, upgrade; };
+struct conn_scan { bool close, keep_alive, upgrade; };
 
 static int conn_token(void *arg, const char *t, size_t n)
 {
     struct conn_scan *cs = arg;
-    struct h1_parser *p = cs->p;
 
     if (tok_is(t, n, "close"))
         cs->close = true;
@@ -253,7 +252,6 @@ static int conn_token(void *arg, const char *t, size_t n)
         cs->keep_alive = true;
     else if (tok_is(t, n, "upgrade"))
         cs->upgrade = true;
-    (void)p;
     return 0;
 }
 
@@ -303,7 +301,7 @@ static int on_headers_complete(http_parser *hp)
 {
     struct h1_parser *p = hp->data;
     struct h1_head *h = &p->head;
-    struct conn_scan cs = { .p = p };
+    struct conn_scan cs = { 0 };
     struct te_scan ts = { 0 };
     bool te = false, has_upgrade = false;
     unsigned bad = p->kind == H1_REQUEST ? 400 : 502;
