@@ -477,7 +477,7 @@ _Static_assert(sizeof(enum conf_log_format) == sizeof(unsigned), "enums are stor
 
 static conf_handler conf_h_listen, conf_h_listen_addr, conf_h_certs, conf_h_tls_version,
     conf_h_admin_addr, conf_h_workers, conf_h_resolvers, conf_h_pools, conf_h_routes_defer,
-    conf_h_servers, conf_h_server_addr, conf_h_hash_key, conf_h_expect, conf_h_path,
+    conf_h_servers, conf_h_server_addr, conf_h_hash_key, conf_h_connect_race, conf_h_expect, conf_h_path,
     conf_h_route_name, conf_h_route_pool, conf_h_host, conf_h_methods, conf_h_retry_on,
     conf_h_headers, conf_h_body, conf_h_file;
 
@@ -613,7 +613,7 @@ static const struct conf_field conf_pool_fields[] = {
     F_UINT("keepalive", struct conf_pool, keepalive, 0, 65535),
     F_DUR("keepalive_timeout", struct conf_pool, keepalive_timeout, MS(1), CONF_DUR_MAX),
     F_BLOCK("timeouts", conf_blk_pool_timeouts),
-    F_DUR("connect_race", struct conf_pool, connect_race, 0, CONF_DUR_MAX),
+    F_FN("connect_race", conf_h_connect_race),                       /* auto | a duration (0s = off) */
     F_BLOCK("tls", conf_blk_pool_tls),
     F_BLOCKF("health", conf_blk_health, struct conf_pool, health.enabled),
     F_BLOCKF("outlier", conf_blk_outlier, struct conf_pool, outlier.enabled),
@@ -643,10 +643,10 @@ static const struct conf_field conf_backoff_fields[] = {
 };
 BLOCK(conf_blk_backoff, conf_backoff_fields, conf_post_backoff);
 
-/* ratio 0..1 of requests in flight; min_retries 0..10000. */
+/* ratio 0..1 of the requests of the last 10 s; min_per_second 0..100000 (the floor). */
 static const struct conf_field conf_budget_fields[] = {
     F_DBL("ratio", struct conf_route, retry.budget_ratio, 0.0, 1.0),
-    F_UINT("min_retries", struct conf_route, retry.budget_min_retries, 0, 10000),
+    F_DBL("min_per_second", struct conf_route, retry.budget_min_per_second, 0.0, 100000.0),
 };
 BLOCK(conf_blk_budget, conf_budget_fields, NULL);
 
@@ -1295,7 +1295,8 @@ static bool conf_name_ok(const char *s)
 static void conf_pool_defaults(struct conf_loader *ld, struct conf_pool *p)
 {
     p->resolve_interval = (int64_t)SEC(30);
-    p->balance = BALANCE_ROUND_ROBIN;
+    p->balance = BALANCE_EWMA;
+    p->connect_race = CONF_CONNECT_RACE_AUTO;
     p->hash_key = HASH_SOURCE;
     p->keepalive = 256;
     p->keepalive_timeout = (int64_t)SEC(60);
@@ -1545,6 +1546,21 @@ static int conf_h_hash_key(struct conf_loader *ld, const struct conf_field *f, y
         return -1;
     }
     return 0;
+}
+
+/* connect_race: auto, or a duration (0s turns racing off). */
+static int conf_h_connect_race(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
+                               const char *where)
+{
+    static const struct conf_field dur = F_DUR("connect_race", struct conf_pool, connect_race, 0, CONF_DUR_MAX);
+    struct conf_pool *p = obj;
+
+    (void)f;
+    if (v->type == YAML_SCALAR_NODE && !strcmp((const char *)v->data.scalar.value, "auto")) {
+        p->connect_race = CONF_CONNECT_RACE_AUTO;
+        return 0;
+    }
+    return conf_value(ld, &dur, v, obj, where);
 }
 
 /* "200-399" or a single status, within 100..599. */
@@ -2037,7 +2053,7 @@ static void conf_route_defaults(struct conf_loader *ld, struct conf_route *r)
     r->retry.backoff_base = (int64_t)MS(25);
     r->retry.backoff_max = (int64_t)MS(250);
     r->retry.budget_ratio = 0.2;
-    r->retry.budget_min_retries = 3;
+    r->retry.budget_min_per_second = 10;
     r->retry.buffer_body = KIB(64);
     r->fallback.status = 503;
 }

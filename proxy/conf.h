@@ -63,19 +63,22 @@ struct conf_server {
     bool named;                     /* host is a name (looked up with dns_resolve), not an IP */
 };
 
+/* connect_race: auto (4 x the pool's smoothed connect time, within [10ms, connect/2]; see pool.h) */
+#define CONF_CONNECT_RACE_AUTO (-1)
+
 struct conf_timeouts { int64_t connect, response, read; };   /* ms */
 
 struct conf_pool {
     char *name;
     struct conf_server *servers; size_t nservers;
     int64_t resolve_interval;       /* ms, default 30s */
-    enum conf_balance balance;      /* default round_robin */
+    enum conf_balance balance;      /* default ewma */
     enum conf_hash_key hash_key;    /* default source */
     char *hash_header;              /* with hash_key header:NAME, the NAME (lowercase) */
     unsigned keepalive;             /* default 256 */
     int64_t keepalive_timeout;      /* default 60s */
     struct conf_timeouts timeouts;  /* default 1s / 10s / 30s */
-    int64_t connect_race;           /* default 0 */
+    int64_t connect_race;           /* ms; default CONF_CONNECT_RACE_AUTO; 0 = off */
     struct {
         bool enabled, verify;       /* enabled default false, verify default true */
         char *ca;                   /* "system" default */
@@ -120,7 +123,7 @@ struct conf_route {
         char **methods; size_t nmethods;       /* default GET HEAD OPTIONS PUT DELETE TRACE */
         int64_t backoff_base, backoff_max;     /* 25ms, 250ms */
         double budget_ratio;        /* 0.2 */
-        unsigned budget_min_retries;   /* 3 */
+        double budget_min_per_second;  /* 10 */
         int64_t hedge_after;        /* 0 */
         uint64_t buffer_body;       /* 64KiB */
     } retry;

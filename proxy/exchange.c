@@ -48,21 +48,26 @@ static struct hop *exchange_other(struct exchange *ex, struct hop *h)
     return h == &ex->hops[0] ? &ex->hops[1] : &ex->hops[0];
 }
 
-static void exchange_uncount(struct exchange *ex)
+/* The retry budget's window of this request's route (SPEC §3.5), and the current second. */
+static struct retry_window *exchange_window(struct exchange *ex, int64_t *sec)
 {
-    struct route_stats *rs;
+    *sec = (int64_t)ev_now(ex_worker(ex)->loop);
+    return &ex->gen->route_stats[ex->route_idx].window;
+}
 
-    if (!ex->route || !ex->gen)
-        return;
-    rs = &ex->gen->route_stats[ex->route_idx];
-    if (ex->retry_counted) {
-        rs->retries--;
-        ex->retry_counted = false;
-    }
-    if (ex->counted) {
-        rs->requests--;
-        ex->counted = false;
-    }
+/* May one more retry that loads an upstream (a retry after the request was sent, or a hedge) go
+ * now? When it may, it is counted. */
+static bool exchange_budget_take(struct exchange *ex)
+{
+    int64_t sec = 0;
+    struct retry_window *win = exchange_window(ex, &sec);
+    unsigned rq, rt;
+
+    retry_window_sums(win, sec, &rq, &rt);
+    if (!retry_budget_allows(ex->route, rt, rq))
+        return false;
+    retry_window_add(win, sec, 0, 1);
+    return true;
 }
 
 /* Stops every hop and timer and gives the body buffer back. */
@@ -75,7 +80,6 @@ static void exchange_release(struct exchange *ex)
     ev_timer_stop(w->loop, &ex->backoff_timer);
     ev_timer_stop(w->loop, &ex->spare_timer);
     ev_timer_stop(w->loop, &ex->race_timer);
-    exchange_uncount(ex);
     if (ex->capturing) {
         buf_free(&ex->capture.data);
         ex->capturing = false;
@@ -100,8 +104,10 @@ static void exchange_record_hop(struct exchange *ex, const struct hop *h, unsign
     ev_tstamp now = ev_now(ex_worker(ex)->loop);
     struct hop_record *r;
 
-    if (s && s->m)
+    if (s && s->m && midx != METRIC_OUTCOME_ORPHANED)
         METRIC_ADD(s->m->attempts[midx], 1);
+    if (midx == METRIC_OUTCOME_ORPHANED)
+        midx = METRIC_OUTCOME_CANCELLED;   /* for this request it is over; the orphan counts itself */
     if (ex->nhoplog >= sizeof(ex->hoplog) / sizeof(ex->hoplog[0]))
         return;
     r = &ex->hoplog[ex->nhoplog++];
@@ -426,8 +432,10 @@ void exchange_start(struct exchange *ex, struct client *c)
     ex->pool = &ex->gen->pools[ex->route->pool - conf->pools];
     ex->deadline = ex->started + ms(ex->route->total_timeout);
     ex->idempotent = exchange_method_repeatable(ex);
-    ex->gen->route_stats[ex->route_idx].requests++;
-    ex->counted = true;
+    {
+        int64_t sec = 0;
+        retry_window_add(exchange_window(ex, &sec), sec, 1, 0);
+    }
 
     max_body = ex->route->max_body_bytes;
     if (max_body && req->content_length > 0 && (uint64_t)req->content_length > max_body) {
@@ -539,10 +547,12 @@ static bool exchange_start_hop(struct exchange *ex, struct hop *h, struct upserv
     h->body_sent = 0;
     hop_start(h, ex, s, fresh);
     /* A connect that is still pending after connect_race races one to another server. */
-    if (h->state == HOP_CONNECTING && ex->pool->cp->connect_race > 0 && ex->state == EX_UPSTREAM &&
-        !ev_is_active(&ex->race_timer)) {
-        ex->race_timer.repeat = ms(ex->pool->cp->connect_race);
-        ev_timer_again(ex_worker(ex)->loop, &ex->race_timer);
+    if (h->state == HOP_CONNECTING && ex->state == EX_UPSTREAM && !ev_is_active(&ex->race_timer)) {
+        double delay = pool_race_delay(ex->pool, ex->route->timeouts.connect);
+        if (delay > 0) {
+            ex->race_timer.repeat = delay;
+            ev_timer_again(ex_worker(ex)->loop, &ex->race_timer);
+        }
     }
     return true;
 }
@@ -589,12 +599,11 @@ static void exchange_spare_cb(struct ev_loop *loop, ev_timer *t, int revents)
         return;
     if (!race) {
         /* A hedge: only for requests that may be sent twice, within attempts and budget. */
-        struct route_stats *rs = &ex->gen->route_stats[ex->route_idx];
         if (!ex->idempotent || !exchange_replayable(ex) || !ex->body_done ||
             ex->attempts >= ex->route->retry.attempts || busy->state == HOP_BODY ||
             ex->deadline <= ev_now(loop))
             return;
-        if (!retry_budget_allows(ex->route, rs->retries - (ex->retry_counted ? 1 : 0), rs->requests)) {
+        if (!exchange_budget_take(ex)) {
             /* The budget is spent for now. Hedges that win free it within a round trip, so look
              * again shortly rather than leave this request to its slow attempt. */
             t->repeat = ms(ex->route->retry.hedge_after) / 10.0;
@@ -602,10 +611,6 @@ static void exchange_spare_cb(struct ev_loop *loop, ev_timer *t, int revents)
                 t->repeat = 0.002;
             ev_timer_again(loop, t);
             return;
-        }
-        if (!ex->retry_counted) {
-            rs->retries++;
-            ex->retry_counted = true;
         }
     }
     s = exchange_pick(ex, true);
@@ -620,15 +625,32 @@ static void exchange_spare_cb(struct ev_loop *loop, ev_timer *t, int revents)
     exchange_start_hop(ex, spare, s, false);
 }
 
+/* Hop h lost to the other one (a hedge or a connect race): it runs on as an orphan when it can
+ * (SPEC §3.5), else it is cancelled. Either way the request is done with it. */
+static void exchange_lose(struct exchange *ex, struct hop *h)
+{
+    bool orphaned;
+
+    if (h->state == HOP_FAILED && !h->uc) {
+        /* a connect that failed at once, not reported yet: it is a failure of that server */
+        if (h->server)
+            pool_report(h->server, true, (double)ex->route->timeouts.connect / 1000.0);
+        exchange_record_hop(ex, h, HOP_CONNECT_ERROR, 0);
+        hop_cancel(h);
+        return;
+    }
+    orphaned = hop_orphan(h);
+    exchange_record_hop(ex, h, orphaned ? METRIC_OUTCOME_ORPHANED : METRIC_OUTCOME_CANCELLED, 0);
+}
+
 void exchange_hop_connected(struct exchange *ex, struct hop *h)
 {
     struct hop *other = exchange_other(ex, h);
 
-    /* A connect race is decided by the first connect: the loser has sent nothing. */
-    if (other->state == HOP_CONNECTING) {
-        exchange_record_hop(ex, other, METRIC_OUTCOME_CANCELLED, 0);
-        hop_cancel(other);
-    }
+    /* A connect race is decided by the first connect: the loser has sent nothing. It runs on,
+     * detached, so that its connect feeds the balancer and ejection and its connection the pool. */
+    if (other->state == HOP_CONNECTING)
+        exchange_lose(ex, other);
 }
 
 void exchange_body(struct exchange *ex)
@@ -695,7 +717,8 @@ static bool exchange_after_attempt(struct exchange *ex, struct hop *h, enum hop_
                                    unsigned status, double retry_after)
 {
     struct worker *w = ex_worker(ex);
-    struct route_stats *rs = &ex->gen->route_stats[ex->route_idx];
+    struct retry_window *win;
+    int64_t sec = 0;
     struct retry_input in;
     struct retry_decision d;
     struct hop *other = exchange_other(ex, h);
@@ -711,8 +734,8 @@ static bool exchange_after_attempt(struct exchange *ex, struct hop *h, enum hop_
     in.idempotent = ex->idempotent;
     in.replayable = exchange_replayable(ex);
     in.time_left = ex->deadline - ev_now(w->loop);
-    in.retries_in_flight = rs->retries - (ex->retry_counted ? 1 : 0);
-    in.requests_in_flight = rs->requests;
+    win = exchange_window(ex, &sec);
+    retry_window_sums(win, sec, &in.requests_window, &in.retries_window);
     in.retry_after = retry_after;
     in.u = exchange_uniform(ex);
     d = retry_decide(ex->route, &in);
@@ -722,10 +745,8 @@ static bool exchange_after_attempt(struct exchange *ex, struct hop *h, enum hop_
     ex->last_verdict = d.verdict;
     if (d.verdict != RETRY_GO)
         return false;
-    if (!ex->retry_counted) {
-        rs->retries++;
-        ex->retry_counted = true;
-    }
+    if (!retry_not_sent(o))
+        retry_window_add(win, sec, 0, 1);   /* a free retry (nothing was sent) costs no budget */
     METRIC_ADD(w->rmetrics[ex->route_slot].retries, 1);
     ex->backoff_timer.repeat = d.delay > 0 ? d.delay : 1e-6;
     ev_timer_again(w->loop, &ex->backoff_timer);
@@ -805,7 +826,7 @@ void exchange_hop_head(struct exchange *ex, struct hop *h)
     if (!retry_listed(ex->route, HOP_OK, resp->status) || resp->status == 101)
         exchange_record_answer(ex, h, resp->status);
     if (hop_running(exchange_other(ex, h)))
-        exchange_record_hop(ex, exchange_other(ex, h), METRIC_OUTCOME_CANCELLED, 0);
+        exchange_lose(ex, exchange_other(ex, h));
     hop_cancel(exchange_other(ex, h));
     ev_timer_stop(ex_worker(ex)->loop, &ex->spare_timer);
     ev_timer_stop(ex_worker(ex)->loop, &ex->race_timer);
@@ -865,7 +886,6 @@ void exchange_hop_head(struct exchange *ex, struct hop *h)
         resp->status < 300)
         exchange_capture_start(ex, h, resp);
     ex->state = EX_STREAMING;
-    exchange_uncount(ex);   /* the retry budget counts requests still waiting for a head */
     /* No flush here: the hop flushes once it has parsed the body bytes that came with the head. */
 }
 

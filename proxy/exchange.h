@@ -46,8 +46,6 @@ struct exchange {
     bool body_trimmed;                  /* sent bytes were dropped to make room: no replay */
     bool fresh_retry_done;              /* the reused-connection retry (SPEC §3.5) was spent */
     bool idempotent;                    /* method in retry.methods, or an Idempotency-Key */
-    bool counted;                       /* counted in the route's requests in flight */
-    bool retry_counted;                 /* holds one of the route's retries in flight */
     bool resp_close;                    /* downstream must close after this response */
     bool resp_chunked;                  /* downstream framing is chunked */
     bool resp_no_body;

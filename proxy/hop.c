@@ -12,6 +12,7 @@
 #include "hop.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -44,15 +45,17 @@ const char *hop_outcome_name(enum hop_outcome o)
 
 static inline struct worker *hop_worker(const struct hop *h)
 {
-    return h->ex->c->w;
+    return h->w;
 }
+
+static void hop_orphan_end(struct hop *h, unsigned metric_outcome);
 
 /* Arms `t` for `ms`, clamped to the exchange deadline. Returns true when the deadline cut it. */
 static bool hop_arm(struct hop *h, ev_timer *t, int64_t ms)
 {
     struct ev_loop *loop = hop_worker(h)->loop;
     ev_tstamp want = (ev_tstamp)ms / 1000.0;
-    ev_tstamp left = h->ex->deadline - ev_now(loop);
+    ev_tstamp left = h->deadline - ev_now(loop);
     bool cut = left < want;
 
     t->repeat = cut ? (left > 0 ? left : 1e-6) : want;
@@ -88,14 +91,27 @@ static void hop_detach(struct hop *h, bool reusable)
     worker_buf_put(w, &h->head);
 }
 
+/* What a failed attempt costs in the ewma balancer: the timeout of the phase it failed in, so that
+ * a server that fails fast never looks fast (SPEC §2 balance). */
+static double hop_penalty(const struct hop *h, enum hop_outcome o)
+{
+    bool connecting = h->state == HOP_CONNECTING || o == HOP_CONNECT_ERROR || o == HOP_CONNECT_TIMEOUT;
+
+    return (double)(connecting ? h->connect_ms : h->response_ms) / 1000.0;
+}
+
 static void hop_fail(struct hop *h, enum hop_outcome o)
 {
     if (h->server)
-        pool_report(h->server, true, -1);
+        pool_report(h->server, true, h->state == HOP_BODY ? -1 : hop_penalty(h, o));
     h->outcome = o;
     h->state = HOP_FAILED;
     h->seq++;
     hop_detach(h, false);
+    if (!h->ex) {
+        hop_orphan_end(h, o);
+        return;
+    }
     exchange_hop_failed(h->ex, h);
 }
 
@@ -143,6 +159,16 @@ static void hop_connected(struct hop *h)
 
     ev_timer_stop(w->loop, &h->connect_timer);
     h->connected = ev_now(w->loop);
+    if (!h->reused)
+        pool_connect_sample(h->server->pool, h->connected - h->started);
+    if (!h->ex) {
+        /* An orphaned connect race: nothing was sent, the connection serves a later request. */
+        h->state = HOP_DONE;
+        h->seq++;
+        hop_detach(h, true);
+        hop_orphan_end(h, METRIC_OUTCOME_CANCELLED);
+        return;
+    }
     h->state = HOP_SENDING;
     if (worker_buf_get(w, &h->uc->in) < 0) {
         hop_fail(h, HOP_CONNECT_ERROR);
@@ -158,7 +184,7 @@ static void hop_connected(struct hop *h)
     /* While the request is being sent only the deadline bounds the hop; `response` starts once
      * the whole request is out (SPEC §3.3). */
     h->deadline_cut = true;
-    h->response_timer.repeat = h->ex->deadline - ev_now(w->loop);
+    h->response_timer.repeat = h->deadline - ev_now(w->loop);
     if (h->response_timer.repeat <= 0)
         h->response_timer.repeat = 1e-6;
     ev_timer_again(w->loop, &h->response_timer);
@@ -189,6 +215,11 @@ void hop_start(struct hop *h, struct exchange *ex, struct upserver *s, bool fres
     int err = 0;
 
     h->ex = ex;
+    h->w = w;
+    h->deadline = ex->deadline;
+    h->connect_ms = ex->route->timeouts.connect;
+    h->response_ms = ex->route->timeouts.response;
+    h->head_req = ex->req->method == H1_M_HEAD;
     h->seq++;
     h->server = h->last_server = s;
     s->inflight++;
@@ -257,7 +288,7 @@ void hop_send(struct hop *h)
     size_t body_avail;
     ssize_t r;
 
-    if (!h->uc || (h->state != HOP_SENDING && h->state != HOP_BODY && h->state != HOP_TUNNEL) ||
+    if (!ex || !h->uc || (h->state != HOP_SENDING && h->state != HOP_BODY && h->state != HOP_TUNNEL) ||
         h->request_sent)
         return;
     w = hop_worker(h);
@@ -334,14 +365,53 @@ static void hop_done(struct hop *h, bool close_delimited)
     struct h1_head *resp = h1_parser_head(h->parser);
     /* A server that answers HEAD with Transfer-Encoding: chunked sometimes sends the chunks too
      * (aiohttp does); bytes arriving after we stopped reading would poison the next response. */
-    bool head_chunked = h->ex->req->method == H1_M_HEAD && resp->chunked;
+    bool head_chunked = h->head_req && resp->chunked;
     bool reusable = !close_delimited && resp->keep_alive && h->request_sent && !h->write_failed &&
-                    h->uc->in.len == 0 && h->ex->body_done && !head_chunked;
+                    h->uc->in.len == 0 && (!h->ex || h->ex->body_done) && !head_chunked;
+    unsigned status = resp->status;
 
     h->state = HOP_DONE;
     h->seq++;
     hop_detach(h, reusable);
+    if (!h->ex) {
+        hop_orphan_end(h, status >= 500 ? METRIC_OUTCOME_5XX : HOP_OK);
+        return;
+    }
     exchange_hop_done(h->ex, h);
+}
+
+/* Body bytes were parsed: the exchange flushes them downstream. An orphan drops them, and gives up
+ * on a body larger than HOP_ORPHAN_BODY_MAX (closing costs less than reading it). */
+static void hop_report_data(struct hop *h)
+{
+    if (h->ex) {
+        exchange_hop_data(h->ex, h);
+        return;
+    }
+    if (h->state == HOP_BODY && h1_parser_body_bytes(h->parser) > HOP_ORPHAN_BODY_MAX) {
+        struct h1_head *resp = h1_parser_head(h->parser);
+        unsigned status = resp->status;
+        h->state = HOP_DONE;
+        h->seq++;
+        hop_detach(h, false);
+        hop_orphan_end(h, status >= 500 ? METRIC_OUTCOME_5XX : HOP_OK);
+    }
+}
+
+/* An orphan's response head arrived: read its body into nothing (or close on an upgrade). */
+static void hop_orphan_head(struct hop *h)
+{
+    struct h1_head *resp = h1_parser_head(h->parser);
+
+    if (resp->status == 101 || (resp->content_length > HOP_ORPHAN_BODY_MAX && !h->head_req)) {
+        unsigned status = resp->status;
+        h->state = HOP_DONE;
+        h->seq++;
+        hop_detach(h, false);
+        hop_orphan_end(h, status >= 500 ? METRIC_OUTCOME_5XX : HOP_OK);
+        return;
+    }
+    h1_parser_set_output(h->parser, NULL, H1_FRAME_DROP);
 }
 
 /* Parses what is buffered from the upstream, as far as the downstream buffer has room. Not
@@ -379,7 +449,7 @@ static void hop_process_buffered(struct hop *h)
             if (!out)
                 return;
             if (buf_free_space(out) == 0) {
-                exchange_hop_data(h->ex, h);
+                hop_report_data(h);
                 if (h->seq != seq)
                     return;
             }
@@ -388,7 +458,7 @@ static void hop_process_buffered(struct hop *h)
                 goto pause;
             buf_append(out, buf_head(in), n);
             buf_consume(in, n);
-            exchange_hop_data(h->ex, h);
+            hop_report_data(h);
             if (h->seq != seq)
                 return;
             continue;
@@ -396,7 +466,7 @@ static void hop_process_buffered(struct hop *h)
         if (h->state == HOP_BODY) {
             size_t room = h1_parser_room(h->parser);
             if (room == 0) {
-                exchange_hop_data(h->ex, h);   /* write what is pending to make room */
+                hop_report_data(h);   /* write what is pending to make room */
                 if (h->seq != seq)
                     return;
                 room = h1_parser_room(h->parser);
@@ -413,7 +483,7 @@ static void hop_process_buffered(struct hop *h)
             /* One flush per batch of input: the head and the body bytes that came with it go
              * downstream in one write. */
             if (h->state == HOP_BODY) {
-                exchange_hop_data(h->ex, h);
+                hop_report_data(h);
                 if (h->seq != seq)
                     return;
             }
@@ -427,12 +497,20 @@ static void hop_process_buffered(struct hop *h)
                 break;
             }
             ev_timer_stop(hop_worker(h)->loop, &h->response_timer);
-            pool_report(h->server, resp->status >= 500, ev_now(hop_worker(h)->loop) - h->started);
+            {
+                double lat = ev_now(hop_worker(h)->loop) - h->started;
+                if (resp->status >= 500 && lat < (double)h->response_ms / 1000.0)
+                    lat = (double)h->response_ms / 1000.0;   /* a failure costs its timeout */
+                pool_report(h->server, resp->status >= 500, lat);
+            }
             h->state = resp->status == 101 ? HOP_TUNNEL : HOP_BODY;
             h->last_read = ev_now(hop_worker(h)->loop);
             h->read_timer.repeat = h->read_timeout;
             ev_timer_again(hop_worker(h)->loop, &h->read_timer);
-            exchange_hop_head(h->ex, h);
+            if (h->ex)
+                exchange_hop_head(h->ex, h);
+            else
+                hop_orphan_head(h);
             if (h->seq != seq)
                 return;
             head_seen = h->state == HOP_BODY;
@@ -442,11 +520,11 @@ static void hop_process_buffered(struct hop *h)
             struct h1_head *resp = h1_parser_head(h->parser);
             if (h->state == HOP_SENDING) {   /* an interim 1xx ended */
                 h1_parser_reset(h->parser);
-                h1_parser_expect_no_body(h->parser, h->ex->req->method == H1_M_HEAD);
+                h1_parser_expect_no_body(h->parser, h->head_req);
                 break;
             }
             (void)resp;
-            exchange_hop_data(h->ex, h);
+            hop_report_data(h);
             if (h->seq != seq)
                 return;
             hop_done(h, false);
@@ -492,13 +570,13 @@ static void hop_read_cb(struct ev_loop *loop, ev_io *io, int revents)
         if (r < 0)
             log_debug("read from %s: %s", h->server->addr->text, strerror((int)-r));
         if (h->state == HOP_BODY && r == 0 && h1_parse_eof(h->parser) == H1_DONE) {
-            exchange_hop_data(h->ex, h);
+            hop_report_data(h);
             if (h->seq != seq)
                 return;
             hop_done(h, true);
             return;
         }
-        if (h->state == HOP_TUNNEL) {
+        if (h->state == HOP_TUNNEL && h->ex) {
             h->state = HOP_DONE;
             h->seq++;
             hop_detach(h, false);
@@ -532,4 +610,125 @@ void hop_cancel(struct hop *h)
     h->seq++;
     hop_detach(h, false);   /* idempotent: whatever is still held is released, nothing pooled */
     h->state = HOP_IDLE;
+}
+
+/* ---- orphans: attempts that lost a hedge or a connect race run on (see hop.h) ---------------- */
+
+static void hop_orphan_unlink(struct worker *w, struct hop *h)
+{
+    if (h->oprev)
+        h->oprev->onext = h->onext;
+    else
+        w->orphans = h->onext;
+    if (h->onext)
+        h->onext->oprev = h->oprev;
+    else
+        w->orphans_tail = h->oprev;
+    h->onext = h->oprev = NULL;
+    w->norphans--;
+}
+
+/* The orphan's attempt is over (its connection already given back or closed): counted with its
+ * real outcome, then freed by the reaper once the callbacks up the stack have returned. */
+static void hop_orphan_end(struct hop *h, unsigned metric_outcome)
+{
+    struct worker *w = h->w;
+
+    if (h->last_server && h->last_server->m)
+        METRIC_ADD(h->last_server->m->attempts[metric_outcome], 1);
+    log_debug("detached attempt to %s ended: %s", h->last_server ? h->last_server->addr->text : "?",
+              metric_outcome_names[metric_outcome]);
+    hop_orphan_unlink(w, h);
+    h->last_server = NULL;
+    h->onext = w->dead_orphans;
+    w->dead_orphans = h;
+}
+
+/* Closes an orphan now (cap reached, or the worker stops). */
+static void hop_orphan_close(struct hop *h)
+{
+    h->seq++;
+    h->state = HOP_IDLE;
+    hop_detach(h, false);
+    hop_orphan_end(h, METRIC_OUTCOME_CANCELLED);
+}
+
+/* Moves a running timer of `from` to `to` (the same timer in the copy), keeping its expiry. */
+static void hop_timer_move(struct ev_loop *loop, ev_timer *from, ev_timer *to, struct hop *owner)
+{
+    bool active = ev_is_active(from);
+    ev_tstamp left = active ? ev_timer_remaining(loop, from) : 0;
+
+    ev_timer_stop(loop, from);
+    ev_init(to, hop_timer_cb);
+    to->data = owner;
+    if (active) {
+        to->repeat = left > 1e-6 ? left : 1e-6;
+        ev_timer_again(loop, to);
+    }
+}
+
+bool hop_orphan(struct hop *h)
+{
+    struct worker *w = h->w;
+    struct hop *o;
+    bool connecting = h->state == HOP_CONNECTING && h->uc && ev_is_active(&h->uc->wr);
+    bool awaiting = h->state == HOP_SENDING && h->request_sent && !h->write_failed && h->uc;
+
+    if (!h->ex || (!connecting && !awaiting) || h->processing || !h->ex->gen) {
+        hop_cancel(h);
+        return false;
+    }
+    if (w->norphans >= HOP_ORPHANS_MAX)
+        hop_orphan_close(w->orphans);   /* bounded: the oldest goes */
+    o = malloc(sizeof(*o));
+    if (!o) {
+        hop_cancel(h);
+        return false;
+    }
+    *o = *h;   /* the timers are re-made below: a copied active watcher is never used */
+    hop_timer_move(w->loop, &h->connect_timer, &o->connect_timer, o);
+    hop_timer_move(w->loop, &h->response_timer, &o->response_timer, o);
+    hop_timer_move(w->loop, &h->read_timer, &o->read_timer, o);
+    o->ex = NULL;
+    o->gen = h->ex->gen;
+    o->gen->refs++;
+    o->uc->hop = o;
+    o->uc->rd.data = o->uc->wr.data = o;
+    o->onext = NULL;
+    o->oprev = w->orphans_tail;
+    if (w->orphans_tail)
+        w->orphans_tail->onext = o;
+    else
+        w->orphans = o;
+    w->orphans_tail = o;
+    w->norphans++;
+    log_debug("attempt to %s detached (%s)", o->server->addr->text, connecting ? "connecting" : "awaiting its answer");
+
+    /* The slot is empty now; what it held belongs to the orphan. */
+    h->seq++;
+    h->uc = NULL;
+    h->server = NULL;
+    h->parser = NULL;
+    memset(&h->head, 0, sizeof(h->head));
+    h->state = HOP_IDLE;
+    return true;
+}
+
+void hop_orphans_close(struct worker *w)
+{
+    /* Bounded: each pass removes one orphan. */
+    while (w->orphans)
+        hop_orphan_close(w->orphans);
+    hop_orphans_reap(w);
+}
+
+void hop_orphans_reap(struct worker *w)
+{
+    while (w->dead_orphans) {
+        struct hop *h = w->dead_orphans;
+        w->dead_orphans = h->onext;
+        worker_gen_unref(w, h->gen);
+        free(h);
+    }
 }

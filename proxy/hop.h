@@ -13,6 +13,18 @@
  *   HOP_BODY       -> HOP_DONE | HOP_TUNNEL (101) | HOP_FAILED (mid-body: the exchange truncates)
  *   any            -> HOP_IDLE via hop_cancel(): watchers stopped, a half-used connection closed.
  * A hop never frees its exchange; after reporting an event it returns without touching itself.
+ *
+ * Ownership. A hop lives in its exchange (struct exchange embeds two) and is owned by it, with one
+ * exception: a hop that lost a hedge or a connect race (SPEC §3.5) is handed to its worker with
+ * hop_orphan(). Its state moves into a new heap object that the worker owns (w->orphans), the
+ * slot in the exchange becomes HOP_IDLE at once, and the orphan runs on with no exchange (ex ==
+ * NULL) until its response completes (a body up to HOP_ORPHAN_BODY_MAX is read and dropped, a
+ * larger one closes the connection), its connect completes (nothing was sent: the connection goes
+ * to the idle pool), or one of its own timers fires. Its outcome feeds outlier ejection, the ewma
+ * balancer and lifeline_upstream_attempts_total; then the worker frees it after the current loop
+ * iteration. An orphan holds a reference on its worker generation (its server's pool stays alive
+ * through a reload). At most HOP_ORPHANS_MAX per worker: past that the oldest is closed; the
+ * worker closes them all when it stops.
  */
 #ifndef LIFELINE_HOP_H
 #define LIFELINE_HOP_H
@@ -36,8 +48,20 @@ enum hop_outcome {
 };
 const char *hop_outcome_name(enum hop_outcome o);
 
+struct worker;
+struct gen;
+
+#define HOP_ORPHAN_BODY_MAX (64 * 1024)
+#define HOP_ORPHANS_MAX 1024
+
 struct hop {
-    struct exchange *ex;
+    struct exchange *ex;                /* owner; NULL for an orphan (owned by w) */
+    struct worker *w;
+    struct gen *gen;                    /* orphans: generation reference held */
+    struct hop *onext, *oprev;          /* orphans: the worker's list (oldest first) */
+    ev_tstamp deadline;                 /* the exchange's, for clamping connect/response */
+    int64_t connect_ms, response_ms;    /* the route's per-attempt timeouts */
+    bool head_req;                      /* the request is a HEAD: no response body */
     enum hop_state state;
     enum hop_outcome outcome;
     struct upserver *server;            /* while attached (counted in its inflight) */
@@ -69,5 +93,14 @@ void hop_send(struct hop *h);
 void hop_resume(struct hop *h);
 /* Stops everything; closes a connection that is mid-request, keeps nothing. Safe in any state. */
 void hop_cancel(struct hop *h);
+/* The exchange no longer wants this hop (it lost a hedge or connect race). When the hop can run
+ * on without its exchange (a connect in progress, or a request sent whole and its answer awaited)
+ * it becomes an orphan owned by the worker and true is returned; otherwise it is cancelled and
+ * false is returned. Either way the slot is HOP_IDLE afterwards. */
+bool hop_orphan(struct hop *h);
+/* Closes every orphan of worker w at once (worker shutdown). */
+void hop_orphans_close(struct worker *w);
+/* Frees the orphans that ended during this loop iteration (the worker's reaper). */
+void hop_orphans_reap(struct worker *w);
 
 #endif

@@ -33,6 +33,9 @@ enum metric_reason metric_reason_of(const char *reason);
 #define METRIC_OUTCOMES 9
 #define METRIC_OUTCOME_5XX 7
 #define METRIC_OUTCOME_CANCELLED 8
+/* Not a counter: exchange.c's note for an attempt that runs on detached (hop.h); it is counted as
+ * cancelled in the request's log, and with its real outcome when it ends. */
+#define METRIC_OUTCOME_ORPHANED 9
 extern const char *const metric_outcome_names[METRIC_OUTCOMES];
 
 struct route_metrics {

@@ -25,6 +25,19 @@
 
 static void pool_idle_timer_cb(struct ev_loop *loop, ev_timer *t, int revents);
 
+/* The ewma balancer's time constant, seconds (Finagle's and Linkerd's default decay). */
+#define POOL_EWMA_TAU 10.0
+
+/* The server's peak-EWMA latency now: it fades towards 0 while no answer is measured. */
+static double pool_ewma_now(const struct upserver *s, ev_tstamp now)
+{
+    double dt = now - s->ewma_at;
+
+    if (!s->ewma_at || dt <= 0)
+        return s->ewma;
+    return s->ewma * exp(-dt / POOL_EWMA_TAU);
+}
+
 int pool_init(struct pool *p, struct worker *w, const struct conf_pool *cp, struct health_pool *hp)
 {
     size_t n = 0, k = 0;
@@ -259,16 +272,44 @@ void pool_report(struct upserver *s, bool failure, double latency)
     struct pool *p = s->pool;
 
     if (latency >= 0 && p->cp->balance == BALANCE_EWMA) {
-        /* Decay with a 10 s time constant, so that a server's past fades within seconds. */
+        /* Peak EWMA (Finagle, Linkerd): a sample above the mean replaces it at once, so a server
+         * turning slow (or failing: the hop reports a failure as its timeout) is avoided from its
+         * first bad answer; below the mean it blends in with a POOL_EWMA_TAU time constant. */
         ev_tstamp now = ev_now(p->w->loop);
-        double alpha = s->ewma_at ? 1.0 - exp(-(now - s->ewma_at) / 10.0) : 1.0;
-        if (alpha < 0.05)
-            alpha = 0.05;
-        s->ewma += alpha * (latency - s->ewma);
+        double dt = s->ewma_at ? now - s->ewma_at : 0;
+        double keep = exp(-(dt > 0 ? dt : 0) / POOL_EWMA_TAU);
+        if (!s->ewma_at || latency > s->ewma)
+            s->ewma = latency;
+        else
+            s->ewma = s->ewma * keep + latency * (1.0 - keep);
         s->ewma_at = now;
     }
     if (s->hs && p->hp)
         health_report(p->hp, s->hs, failure, health_now());
+}
+
+void pool_connect_sample(struct pool *p, double seconds)
+{
+    if (seconds < 0)
+        seconds = 0;
+    /* TCP's SRTT gain (1/8): a few slow connects move it, one does not. */
+    p->connect_srtt = p->connect_samples ? p->connect_srtt + (seconds - p->connect_srtt) / 8.0 : seconds;
+    if (p->connect_samples < UINT32_MAX)
+        p->connect_samples++;
+}
+
+double pool_race_delay(const struct pool *p, int64_t connect_ms)
+{
+    double cap = (double)connect_ms / 2000.0, d;
+
+    if (p->cp->connect_race != CONF_CONNECT_RACE_AUTO)
+        return p->cp->connect_race > 0 ? (double)p->cp->connect_race / 1000.0 : 0;
+    d = p->connect_samples ? 4.0 * p->connect_srtt : 0.050;
+    if (d < 0.010)
+        d = 0.010;
+    if (d > cap)
+        d = cap;
+    return d;
 }
 
 void pool_gauge(struct upserver *s, int active, int idle, int inflight)
@@ -402,10 +443,12 @@ static struct upserver *pick_random_two(struct pool *p, const struct pool_pick_c
         seen++;
     }
     if (p->cp->balance == BALANCE_EWMA) {
-        /* Peak-EWMA-like cost: latency times load, per unit of weight. An unmeasured server costs
-         * nothing, so it gets tried. */
-        double ca = (a->ewma + 1e-4) * (a->inflight + 1) / (double)eff_weight(a, ctx);
-        double cb = (b->ewma + 1e-4) * (b->inflight + 1) / (double)eff_weight(b, ctx);
+        /* Peak-EWMA cost: latency times load (attempts in flight, pending connects included), per
+         * unit of weight. An unmeasured server costs next to nothing, so it gets tried; a server
+         * nobody picks sees its cost fade with POOL_EWMA_TAU and is probed again in time. */
+        ev_tstamp now = ev_now(p->w->loop);
+        double ca = (pool_ewma_now(a, now) + 1e-4) * (a->inflight + 1) / (double)eff_weight(a, ctx);
+        double cb = (pool_ewma_now(b, now) + 1e-4) * (b->inflight + 1) / (double)eff_weight(b, ctx);
         return ca <= cb ? a : b;
     }
     return (uint64_t)a->inflight * eff_weight(b, ctx) <= (uint64_t)b->inflight * eff_weight(a, ctx) ? a : b;

@@ -61,6 +61,8 @@ struct pool {
     unsigned nidle;                     /* idle connections over all servers */
     bool retired;                       /* of a retired generation: released connections are closed */
     unsigned rr_next;                   /* rotating start for least_conn ties */
+    double connect_srtt;                /* smoothed connect time (s), for connect_race: auto */
+    unsigned connect_samples;
     ev_timer idle_timer;                /* closes connections idle longer than keepalive_timeout */
 };
 
@@ -102,6 +104,14 @@ void pool_gauge(struct upserver *s, int active, int idle, int inflight);
 /* A finished attempt on s: feeds outlier detection (failure: every outcome but ok and statuses
  * below 500) and, with a latency (seconds, >= 0), the ewma balancer. */
 void pool_report(struct upserver *s, bool failure, double latency);
+
+/* A fresh connect to a server of p completed after `seconds`: feeds the smoothed connect time. */
+void pool_connect_sample(struct pool *p, double seconds);
+/* How long a connect may stay pending before a connect to another server races it (SPEC §2
+ * connect_race), in seconds; 0 = no racing. With connect_race: auto it is 4 x the smoothed connect
+ * time, within [10ms, connect/2] (connect: the attempt's connect timeout, ms), and 50ms before any
+ * connect was measured. */
+double pool_race_delay(const struct pool *p, int64_t connect_ms);
 
 /* 64-bit FNV-1a, used for the hash balancer's keys. */
 uint64_t pool_hash(const void *p, size_t n, uint64_t seed);

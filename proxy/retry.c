@@ -34,12 +34,45 @@ bool retry_listed(const struct conf_route *r, enum hop_outcome o, unsigned statu
 
 bool retry_budget_allows(const struct conf_route *r, unsigned retries, unsigned requests)
 {
-    double budget = r->retry.budget_ratio * (double)requests;
+    double budget = r->retry.budget_ratio * (double)requests +
+                    r->retry.budget_min_per_second * (double)RETRY_BUDGET_WINDOW;
 
-    if (budget < (double)r->retry.budget_min_retries)
-        budget = (double)r->retry.budget_min_retries;
     /* retries is whole: the epsilon keeps 0.07 * 100 = 7.000000000000001 from admitting an 8th */
     return (double)retries < budget - 1e-9;
+}
+
+void retry_window_add(struct retry_window *w, int64_t sec, unsigned requests, unsigned retries)
+{
+    unsigned slot;
+
+    if (sec > w->sec) {
+        /* Clear the slots of the seconds skipped over: at most the whole ring. */
+        int64_t gap = sec - w->sec;
+        for (int64_t s = gap >= RETRY_BUDGET_WINDOW ? sec - RETRY_BUDGET_WINDOW + 1 : w->sec + 1; s <= sec; s++) {
+            slot = (unsigned)(((s % RETRY_BUDGET_WINDOW) + RETRY_BUDGET_WINDOW) % RETRY_BUDGET_WINDOW);
+            w->requests[slot] = w->retries[slot] = 0;
+        }
+        w->sec = sec;
+    }
+    slot = (unsigned)(((w->sec % RETRY_BUDGET_WINDOW) + RETRY_BUDGET_WINDOW) % RETRY_BUDGET_WINDOW);
+    w->requests[slot] += requests;
+    w->retries[slot] += retries;
+}
+
+void retry_window_sums(const struct retry_window *w, int64_t sec, unsigned *requests, unsigned *retries)
+{
+    unsigned rq = 0, rt = 0;
+
+    for (int i = 0; i < RETRY_BUDGET_WINDOW; i++) {
+        int64_t s = w->sec - i;
+        unsigned slot = (unsigned)(((s % RETRY_BUDGET_WINDOW) + RETRY_BUDGET_WINDOW) % RETRY_BUDGET_WINDOW);
+        if (sec - s >= RETRY_BUDGET_WINDOW)
+            break;   /* older than the window */
+        rq += w->requests[slot];
+        rt += w->retries[slot];
+    }
+    *requests = rq;
+    *retries = rt;
 }
 
 double retry_backoff(int64_t base_ms, int64_t max_ms, unsigned n, double u)
@@ -74,7 +107,17 @@ struct retry_decision retry_decide(const struct conf_route *r, const struct retr
         d.verdict = RETRY_UNSAFE;
         return d;
     }
-    if (!retry_budget_allows(r, in->retries_in_flight, in->requests_in_flight)) {
+    if (retry_not_sent(in->outcome)) {
+        /* Nothing reached any server: the retry costs no upstream anything, so the budget does
+         * not apply and there is no backoff; only a spent deadline stops it. */
+        if (in->time_left <= 0.001) {
+            d.verdict = RETRY_NO_TIME;
+            return d;
+        }
+        d.verdict = RETRY_GO;
+        return d;
+    }
+    if (!retry_budget_allows(r, in->retries_window, in->requests_window)) {
         d.verdict = RETRY_BUDGET;
         return d;
     }

@@ -30,8 +30,8 @@ struct retry_input {
     bool idempotent;             /* method in retry.methods, or an Idempotency-Key header */
     bool replayable;             /* no body, or the whole body is still buffered */
     double time_left;            /* seconds before the route deadline */
-    unsigned retries_in_flight;  /* of this route, in this worker, not counting this one */
-    unsigned requests_in_flight; /* of this route, in this worker, this one included */
+    unsigned retries_window;     /* budget-counted retries of this route, this worker, last 10 s */
+    unsigned requests_window;    /* requests of this route, this worker, last 10 s (this one included) */
     double retry_after;          /* seconds from a 429/503 Retry-After; < 0 when absent */
     double u;                    /* a uniform random number in [0, 1) for the jitter */
 };
@@ -44,11 +44,27 @@ struct retry_decision {
 /* True when retry.on lists this outcome (a status counts when it is listed among the codes). */
 bool retry_listed(const struct conf_route *r, enum hop_outcome o, unsigned status);
 
-/* True when the request never reached the upstream: replaying it is safe for every method. */
+/* True when the request never reached the upstream: replaying it is safe for every method, adds
+ * no load to any server, and so is free: no budget, no backoff (SPEC §3.5, §3.6). */
 bool retry_not_sent(enum hop_outcome o);
 
-/* The retry budget (SPEC §3.5): retries in flight < max(min_retries, ratio * requests in flight). */
+/* The retry budget (SPEC §3.5), a rate over a window of RETRY_BUDGET_WINDOW seconds:
+ * retries < ratio * requests + min_per_second * RETRY_BUDGET_WINDOW. */
+#define RETRY_BUDGET_WINDOW 10
 bool retry_budget_allows(const struct conf_route *r, unsigned retries, unsigned requests);
+
+/* The counts the budget looks at: requests and budget-counted retries per second, over the last
+ * RETRY_BUDGET_WINDOW seconds (one ring per route and worker; no lock, no allocation). */
+struct retry_window {
+    int64_t sec;                                 /* the second of the newest slot */
+    unsigned requests[RETRY_BUDGET_WINDOW];      /* slot sec % RETRY_BUDGET_WINDOW */
+    unsigned retries[RETRY_BUDGET_WINDOW];
+};
+/* Adds to the slot of second `sec` (seconds on any monotonic scale; older slots are cleared as
+ * time moves on; a `sec` older than the newest slot counts in the newest). */
+void retry_window_add(struct retry_window *w, int64_t sec, unsigned requests, unsigned retries);
+/* Sums over the seconds (sec - RETRY_BUDGET_WINDOW, sec]. */
+void retry_window_sums(const struct retry_window *w, int64_t sec, unsigned *requests, unsigned *retries);
 
 /* Full-jitter backoff before retry n (n >= 1): uniform in [0, min(max, base * 2^(n-1))]. */
 double retry_backoff(int64_t base_ms, int64_t max_ms, unsigned n, double u);

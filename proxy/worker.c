@@ -150,6 +150,7 @@ static void worker_reap_cb(struct ev_loop *loop, ev_check *chk, int revents)
         w->graveyard = c->next;
         client_free(c);
     }
+    hop_orphans_reap(w);
     while (w->dead_ex) {
         struct exchange *ex = w->dead_ex;
         w->dead_ex = (struct exchange *)ex->c;
@@ -444,6 +445,7 @@ void worker_destroy(struct worker *w)
             w->graveyard = c->next;
             client_free(c);
         }
+        hop_orphans_close(w);
     }
     for (unsigned i = 0; i < w->nlisteners; i++) {
         if (w->listeners[i].fd >= 0)

@@ -24,7 +24,9 @@
 #include "buf.h"
 #include "conf.h"
 #include "metrics.h"
+#include "hop.h"
 #include "pool.h"
+#include "retry.h"
 
 /* Size of every pooled data buffer: client input/output, request body, upstream input. */
 #define WORKER_BLOCK (32 * 1024)
@@ -47,7 +49,7 @@ enum worker_cmd { WORKER_RUN, WORKER_DRAIN, WORKER_STOP };
 
 /* Per route of a generation's conf, for the retry budget (SPEC §3.5). Per worker, like HAProxy's
  * per-thread counters: no lock on the request path. */
-struct route_stats { unsigned requests, retries; };
+struct route_stats { struct retry_window window; };
 
 /* Everything a worker builds from one conf snapshot. The current generation serves new requests;
  * after a reload the previous one is retired and lives on while exchanges that started on it hold
@@ -97,6 +99,9 @@ struct worker {
     struct exchange *free_ex;           /* cached exchanges, linked through ->c (see worker.c) */
     unsigned nfree_ex;
     struct exchange *dead_ex;           /* ended this iteration: recycled by the reaper */
+    struct hop *orphans, *orphans_tail; /* attempts that lost a hedge or race, running on (hop.h) */
+    unsigned norphans;
+    struct hop *dead_orphans;           /* ended this iteration: freed by the reaper */
     char *scratch;                      /* max_header_bytes + 1 KiB, for rewriting targets */
     size_t scratch_len;
 

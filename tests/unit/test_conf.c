@@ -144,7 +144,7 @@ static const char full_yaml[] =
     "      on: [connect_error, reset, 503, 429, 503]\n"
     "      methods: [GET, PUT]\n"
     "      backoff: { base: 10ms, max: 100ms }\n"
-    "      budget: { ratio: 0.5, min_retries: 7 }\n"
+    "      budget: { ratio: 0.5, min_per_second: 7.5 }\n"
     "      hedge: { after: 50ms }\n"
     "      buffer_body: 128KiB\n"
     "    fallback:\n"
@@ -299,7 +299,7 @@ static void test_full_config(void **state)
     assert_int_equal(r->retry.backoff_base, 10);
     assert_int_equal(r->retry.backoff_max, 100);
     assert_true(r->retry.budget_ratio > 0.499 && r->retry.budget_ratio < 0.501);
-    assert_int_equal(r->retry.budget_min_retries, 7);
+    assert_true(r->retry.budget_min_per_second > 7.499 && r->retry.budget_min_per_second < 7.501);
     assert_int_equal(r->retry.hedge_after, 50);
     assert_int_equal(r->retry.buffer_body, 128 * 1024);
     assert_true(r->fallback.enabled);
@@ -382,7 +382,7 @@ static void test_defaults(void **state)
     const struct conf_pool *p = &c->pools[0];
     assert_int_equal(p->servers[0].weight, 1);
     assert_int_equal(p->resolve_interval, 30000);
-    assert_int_equal(p->balance, BALANCE_ROUND_ROBIN);
+    assert_int_equal(p->balance, BALANCE_EWMA);
     assert_int_equal(p->hash_key, HASH_SOURCE);
     assert_null(p->hash_header);
     assert_int_equal(p->keepalive, 256);
@@ -390,7 +390,7 @@ static void test_defaults(void **state)
     assert_int_equal(p->timeouts.connect, 1000);
     assert_int_equal(p->timeouts.response, 10000);
     assert_int_equal(p->timeouts.read, 30000);
-    assert_int_equal(p->connect_race, 0);
+    assert_int_equal(p->connect_race, CONF_CONNECT_RACE_AUTO);
     assert_false(p->tls.enabled);
     assert_true(p->tls.verify);
     assert_string_equal(p->tls.ca, "system");
@@ -439,7 +439,7 @@ static void test_defaults(void **state)
     assert_int_equal(r->retry.backoff_base, 25);
     assert_int_equal(r->retry.backoff_max, 250);
     assert_true(r->retry.budget_ratio > 0.199 && r->retry.budget_ratio < 0.201);
-    assert_int_equal(r->retry.budget_min_retries, 3);
+    assert_true(r->retry.budget_min_per_second > 9.999 && r->retry.budget_min_per_second < 10.001);
     assert_int_equal(r->retry.hedge_after, 0);
     assert_int_equal(r->retry.buffer_body, 65536);
     assert_false(r->fallback.enabled);
@@ -469,6 +469,7 @@ static void test_unsupported_defaults_accepted(void **state)
     expect_ok(&l);
     assert_string_equal(l.c->access_log.path, "off");
     assert_int_equal(l.c->pools[0].resolve_interval, 0);
+    assert_int_equal(l.c->pools[0].connect_race, 0);
     assert_int_equal(l.c->pools[0].balance, BALANCE_LEAST_CONN);
     assert_int_equal(l.c->nroutes, 0);
     done(&l);
@@ -870,6 +871,11 @@ static const struct bad_case bad_cases[] = {
       0, CONF_LOAD_UNSUPPORTED },
     { L P "routes:\n  - { pool: api, retry: { budget: { ratio: 1.5 } } }\n", 6, 44,
       "ratio must be between 0 and 1", 0, CONF_LOAD_UNSUPPORTED },
+    { L P "routes:\n  - { pool: api, retry: { budget: { min_retries: 3 } } }\n", 6, 37,
+      "unknown key", 0, CONF_LOAD_UNSUPPORTED },
+    { L P "routes:\n  - { pool: api, retry: { budget: { min_per_second: -1 } } }\n", 6, 53,
+      "min_per_second must be between 0 and 100000", 0, CONF_LOAD_UNSUPPORTED },
+    { L PX "    connect_race: soon\n", 5, 19, "connect_race must be a duration", 0, CONF_LOAD_UNSUPPORTED },
     { L PX "    outlier: { max_ejected_percent: 101 }\n", 5, 37, "max_ejected_percent must be between 0 and 100",
       0, CONF_LOAD_UNSUPPORTED },
     { L PX "    outlier: { ejection: 10m }\n", 5, 26, "max_ejection must be at least ejection", 0, CONF_LOAD_UNSUPPORTED },

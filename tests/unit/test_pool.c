@@ -1,4 +1,5 @@
-/* test_pool.c — balancers: smooth weighted round robin, least_conn, random_two, hash. */
+/* test_pool.c — balancers: smooth weighted round robin, least_conn, random_two, hash, ewma;
+ * connect_race: auto arithmetic. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -158,6 +159,85 @@ static void test_hash_stable(void **state)
     free(p.servers);
 }
 
+/* SPEC §2 connect_race: auto = 4 x smoothed connect time within [10ms, connect/2], 50ms unmeasured. */
+static void test_race_delay(void **state)
+{
+    static const unsigned weights[] = { 1, 1 };
+    struct pool p;
+
+    (void)state;
+    setup_pool(&p, BALANCE_EWMA, weights, 2);
+    cp.connect_race = 150;
+    assert_true(pool_race_delay(&p, 1000) > 0.1499 && pool_race_delay(&p, 1000) < 0.1501);
+    cp.connect_race = 0;
+    assert_true(pool_race_delay(&p, 1000) == 0);
+    cp.connect_race = CONF_CONNECT_RACE_AUTO;
+    assert_true(pool_race_delay(&p, 1000) > 0.0499 && pool_race_delay(&p, 1000) < 0.0501);   /* unmeasured */
+    assert_true(pool_race_delay(&p, 60) > 0.0299 && pool_race_delay(&p, 60) < 0.0301);       /* connect/2 caps */
+    pool_connect_sample(&p, 0.0001);                                                           /* loopback */
+    assert_true(pool_race_delay(&p, 1000) > 0.0099 && pool_race_delay(&p, 1000) < 0.0101);   /* 10ms floor */
+    for (int i = 0; i < 200; i++)
+        pool_connect_sample(&p, 0.020);
+    assert_true(pool_race_delay(&p, 1000) > 0.079 && pool_race_delay(&p, 1000) < 0.081);     /* 4 x 20ms */
+    assert_true(pool_race_delay(&p, 100) > 0.0499 && pool_race_delay(&p, 100) < 0.0501);
+    /* one slow connect moves the smoothed time by an eighth, not all the way */
+    pool_connect_sample(&p, 1.0);
+    assert_true(pool_race_delay(&p, 10000) < 4 * (0.020 + 1.0 / 8) + 0.001);
+    pool_destroy(&p);
+}
+
+/* SPEC §2 balance: ewma. A failure enters as its timeout, so a server that fails fast never looks
+ * fast; a slow server is avoided; an unpicked server's cost fades so that it is probed again. */
+static void test_ewma(void **state)
+{
+    static const unsigned weights[] = { 1, 1, 1 };
+    struct pool p;
+    unsigned hits[3] = { 0 };
+
+    (void)state;
+    setup_pool(&p, BALANCE_EWMA, weights, 3);
+    w.loop = ev_loop_new(EVFLAG_AUTO);
+    assert_non_null(w.loop);
+    /* server 0 refuses at once: reported as a failure costing the connect timeout (200ms) */
+    pool_report(&p.servers[0], true, 0.200);
+    pool_report(&p.servers[1], false, 0.001);
+    pool_report(&p.servers[2], false, 0.001);
+    for (int i = 0; i < 3000; i++) {
+        struct upserver *s = pool_pick(&p, NULL);
+        hits[s - p.servers]++;
+    }
+    assert_int_equal(hits[0], 0);
+    assert_true(hits[1] > 1000 && hits[2] > 1000);
+    /* still avoided while the good ones carry load: cost 0.2 x 1 against 0.001 x 21 */
+    p.servers[1].inflight = p.servers[2].inflight = 20;
+    for (int i = 0; i < 1000; i++)
+        assert_true(pool_pick(&p, NULL) != &p.servers[0]);
+    p.servers[1].inflight = p.servers[2].inflight = 0;
+    /* peak: one slow answer replaces a fast mean at once */
+    pool_report(&p.servers[1], false, 0.150);
+    memset(hits, 0, sizeof(hits));
+    for (int i = 0; i < 1000; i++)
+        hits[pool_pick(&p, NULL) - p.servers]++;
+    assert_int_equal(hits[0], 0);                  /* P2C: only a pair of the two bad ones picks 1 */
+    assert_true(hits[1] < 400 && hits[2] > 600);
+    /* pending connects count: a server with many attempts in flight loses to an idle one */
+    p.servers[2].inflight = 1000;
+    memset(hits, 0, sizeof(hits));
+    for (int i = 0; i < 1000; i++)
+        hits[pool_pick(&p, NULL) - p.servers]++;
+    assert_true(hits[2] < 1000);
+    p.servers[2].inflight = 0;
+    /* a minute without answers: the refusing server's cost has faded and it gets probed */
+    p.servers[0].ewma_at -= 60.0;
+    memset(hits, 0, sizeof(hits));
+    for (int i = 0; i < 3000; i++)
+        hits[pool_pick(&p, NULL) - p.servers]++;
+    assert_true(hits[0] > 0);
+    pool_destroy(&p);
+    ev_loop_destroy(w.loop);
+    w.loop = NULL;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -166,6 +246,8 @@ int main(void)
         cmocka_unit_test(test_least_conn),
         cmocka_unit_test(test_random_two),
         cmocka_unit_test(test_hash_stable),
+        cmocka_unit_test(test_race_delay),
+        cmocka_unit_test(test_ewma),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

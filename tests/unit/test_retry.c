@@ -27,15 +27,15 @@
 /* Routes                                                                                          */
 
 enum route_kind {
-    R_STD,      /* the SPEC §2 defaults: attempts 3, all four conditions, 502/503/504, 25ms/250ms, 0.2/3 */
+    R_STD,      /* the SPEC §2 defaults: attempts 3, all four conditions, 502/503/504, 25ms/250ms, 0.2/10 */
     R_ONCE,     /* attempts: 1 */
     R_429,      /* on: [..., 429, 502, 503, 504] */
     R_NO_RESET, /* on: [connect_error, connect_timeout, response_timeout, 502, 503, 504] */
     R_NONE,     /* on: [] */
-    R_R007,     /* budget: { ratio: 0.07, min_retries: 3 } */
-    R_R055,     /* budget: { ratio: 0.55, min_retries: 3 } */
-    R_NOMIN,    /* budget: { ratio: 0.2, min_retries: 0 } */
-    R_ZERO,     /* budget: { ratio: 0, min_retries: 0 }: no retry ever fits */
+    R_R007,     /* budget: { ratio: 0.07, min_per_second: 10 } */
+    R_R055,     /* budget: { ratio: 0.55, min_per_second: 10 } */
+    R_NOMIN,    /* budget: { ratio: 0.2, min_per_second: 0 } */
+    R_ZERO,     /* budget: { ratio: 0, min_per_second: 0 }: no budgeted retry ever fits */
 };
 
 static unsigned statuses_std[] = { 502, 503, 504 };
@@ -55,7 +55,7 @@ static void route_make(struct conf_route *r, enum route_kind k)
     r->retry.backoff_base = 25;
     r->retry.backoff_max = 250;
     r->retry.budget_ratio = 0.2;
-    r->retry.budget_min_retries = 3;
+    r->retry.budget_min_per_second = 10;
     switch (k) {
     case R_STD:
         break;
@@ -81,11 +81,11 @@ static void route_make(struct conf_route *r, enum route_kind k)
         r->retry.budget_ratio = 0.55;
         break;
     case R_NOMIN:
-        r->retry.budget_min_retries = 0;
+        r->retry.budget_min_per_second = 0;
         break;
     case R_ZERO:
         r->retry.budget_ratio = 0;
-        r->retry.budget_min_retries = 0;
+        r->retry.budget_min_per_second = 0;
         break;
     }
 }
@@ -217,8 +217,8 @@ struct decide_row {
     bool idempotent;            /* GET, or any method with Idempotency-Key */
     bool replayable;            /* no body, or the body buffered whole */
     double time_left;
-    unsigned retries;           /* retries in flight, not counting this one */
-    unsigned requests;          /* requests in flight, this one included */
+    unsigned retries;           /* budgeted retries in the last 10 s, not counting this one */
+    unsigned requests;          /* requests in the last 10 s, this one included */
     double retry_after;         /* < 0: absent */
     double u;
     enum retry_verdict verdict;
@@ -243,8 +243,8 @@ struct decide_row {
 static const struct decide_row decide_rows[] = {
 /* name                                            route      outcome               st   att method time  ret req  ra    u     verdict               delay */
 /* §3.5 listed in retry.on */
-{ "GET connect_error -> retry",                    R_STD,     HOP_CONNECT_ERROR,    0,   1,  GET,  1.0,  0,  1,   NA,   0.5,  RETRY_GO,             HALF1, NULL },
-{ "GET connect_timeout -> retry",                  R_STD,     HOP_CONNECT_TIMEOUT,  0,   1,  GET,  1.0,  0,  1,   NA,   0.5,  RETRY_GO,             HALF1, NULL },
+{ "GET connect_error -> retry",                    R_STD,     HOP_CONNECT_ERROR,    0,   1,  GET,  1.0,  0,  1,   NA,   0.5,  RETRY_GO,             D(0.0), NULL },
+{ "GET connect_timeout -> retry",                  R_STD,     HOP_CONNECT_TIMEOUT,  0,   1,  GET,  1.0,  0,  1,   NA,   0.5,  RETRY_GO,             D(0.0), NULL },
 { "GET response_timeout -> retry",                 R_STD,     HOP_RESPONSE_TIMEOUT, 0,   1,  GET,  1.0,  0,  1,   NA,   0.5,  RETRY_GO,             HALF1, NULL },
 { "GET reset -> retry",                            R_STD,     HOP_RESET,            0,   1,  GET,  1.0,  0,  1,   NA,   0.5,  RETRY_GO,             HALF1, NULL },
 { "GET 502 -> retry",                              R_STD,     HOP_OK,               502, 1,  GET,  1.0,  0,  1,   NA,   0.5,  RETRY_GO,             HALF1, NULL },
@@ -270,8 +270,8 @@ static const struct decide_row decide_rows[] = {
 { "attempts 3: after 3 (connect_error) -> none",   R_STD,     HOP_CONNECT_ERROR,    0,   3,  POST, 1.0,  0,  1,   NA,   0.5,  RETRY_NO_ATTEMPTS,    ANY,   NULL },
 { "attempts 3: after 4 (defensive) -> none",       R_STD,     HOP_OK,               502, 4,  GET,  1.0,  0,  1,   NA,   0.5,  RETRY_NO_ATTEMPTS,    ANY,   NULL },
 /* §3.5 safety: never reached the upstream, or idempotent; and the body buffered whole */
-{ "POST connect_error -> retry (never sent)",      R_STD,     HOP_CONNECT_ERROR,    0,   1,  POST, 1.0,  0,  1,   NA,   0.5,  RETRY_GO,             HALF1, NULL },
-{ "POST connect_timeout -> retry (never sent)",    R_STD,     HOP_CONNECT_TIMEOUT,  0,   1,  POST, 1.0,  0,  1,   NA,   0.5,  RETRY_GO,             HALF1, NULL },
+{ "POST connect_error -> retry (never sent)",      R_STD,     HOP_CONNECT_ERROR,    0,   1,  POST, 1.0,  0,  1,   NA,   0.5,  RETRY_GO,             D(0.0), NULL },
+{ "POST connect_timeout -> retry (never sent)",    R_STD,     HOP_CONNECT_TIMEOUT,  0,   1,  POST, 1.0,  0,  1,   NA,   0.5,  RETRY_GO,             D(0.0), NULL },
 { "POST reset -> unsafe",                          R_STD,     HOP_RESET,            0,   1,  POST, 1.0,  0,  1,   NA,   0.5,  RETRY_UNSAFE,         ANY,   NULL },
 { "POST response_timeout -> unsafe",               R_STD,     HOP_RESPONSE_TIMEOUT, 0,   1,  POST, 1.0,  0,  1,   NA,   0.5,  RETRY_UNSAFE,         ANY,   NULL },
 { "POST 503 -> unsafe",                            R_STD,     HOP_OK,               503, 1,  POST, 1.0,  0,  1,   NA,   0.5,  RETRY_UNSAFE,         ANY,   NULL },
@@ -284,24 +284,28 @@ static const struct decide_row decide_rows[] = {
 { "POST body not buffered, connect_timeout -> unsafe",R_STD,  HOP_CONNECT_TIMEOUT,  0,   1,  false,false, 1.0, 0, 1, NA,   0.5,  RETRY_UNSAFE,         ANY,   NULL },
 { "PUT body not buffered, reset -> unsafe",        R_STD,     HOP_RESET,            0,   1,  true, false, 1.0, 0, 1, NA,   0.5,  RETRY_UNSAFE,         ANY,   NULL },
 { "PUT body not buffered, connect_error -> unsafe",R_STD,     HOP_CONNECT_ERROR,    0,   1,  true, false, 1.0, 0, 1, NA,   0.5,  RETRY_UNSAFE,         ANY,   NULL },
-/* §3.5 budget: retries in flight < max(min_retries, ratio * requests in flight) */
-{ "budget 0.2/3: req 10 ret 2 -> retry",           R_STD,     HOP_RESET,            0,   1,  GET,  1.0,  2,  10,  NA,   0.5,  RETRY_GO,             HALF1, NULL },
-{ "budget 0.2/3: req 10 ret 3 -> budget",          R_STD,     HOP_RESET,            0,   1,  GET,  1.0,  3,  10,  NA,   0.5,  RETRY_BUDGET,         ANY,   NULL },
-{ "budget 0.2/3: req 100 ret 19 -> retry",         R_STD,     HOP_RESET,            0,   1,  GET,  1.0,  19, 100, NA,   0.5,  RETRY_GO,             HALF1, NULL },
-{ "budget 0.2/3: req 100 ret 20 -> budget",        R_STD,     HOP_RESET,            0,   1,  GET,  1.0,  20, 100, NA,   0.5,  RETRY_BUDGET,         ANY,   NULL },
-{ "budget 0.2/3: req 1 ret 0 -> retry (min)",      R_STD,     HOP_RESET,            0,   1,  GET,  1.0,  0,  1,   NA,   0.5,  RETRY_GO,             HALF1, NULL },
-{ "budget 0.2/3: req 1 ret 3 -> budget (min)",     R_STD,     HOP_RESET,            0,   1,  GET,  1.0,  3,  1,   NA,   0.5,  RETRY_BUDGET,         ANY,   NULL },
-{ "budget 0.2/3: req 15 ret 3 -> budget (3 = 3)",  R_STD,     HOP_RESET,            0,   1,  GET,  1.0,  3,  15,  NA,   0.5,  RETRY_BUDGET,         ANY,   NULL },
-{ "budget 0.2/3: req 20 ret 3 -> retry (4)",       R_STD,     HOP_RESET,            0,   1,  GET,  1.0,  3,  20,  NA,   0.5,  RETRY_GO,             HALF1, NULL },
-{ "budget 0.2/3: req 20 ret 4 -> budget (4)",      R_STD,     HOP_RESET,            0,   1,  GET,  1.0,  4,  20,  NA,   0.5,  RETRY_BUDGET,         ANY,   NULL },
-{ "budget spent, POST connect_error -> budget",    R_STD,     HOP_CONNECT_ERROR,    0,   1,  POST, 1.0,  3,  10,  NA,   0.5,  RETRY_BUDGET,         ANY,   NULL },
-{ "budget spent, 503 + Retry-After -> budget",     R_STD,     HOP_OK,               503, 1,  GET,  1.0,  3,  10,  0.05, 0.5,  RETRY_BUDGET,         ANY,   NULL },
-{ "budget 0.2/0: req 4 ret 0 -> retry (0 < 0.8)",  R_NOMIN,   HOP_RESET,            0,   1,  GET,  1.0,  0,  4,   NA,   0.5,  RETRY_GO,             HALF1, NULL },
-{ "budget 0.2/0: req 10 ret 2 -> budget",          R_NOMIN,   HOP_RESET,            0,   1,  GET,  1.0,  2,  10,  NA,   0.5,  RETRY_BUDGET,         ANY,   NULL },
-{ "budget 0/0: ret 0 -> budget (0 < 0 fails)",     R_ZERO,    HOP_CONNECT_ERROR,    0,   1,  GET,  1.0,  0,  10,  NA,   0.5,  RETRY_BUDGET,         ANY,   NULL },
-{ "budget 0.07/3: req 100 ret 6 -> retry",         R_R007,    HOP_RESET,            0,   1,  GET,  1.0,  6,  100, NA,   0.5,  RETRY_GO,             HALF1, NULL },
-{ "budget 0.07/3: req 100 ret 7 -> budget (7 = 7)",R_R007,    HOP_RESET,            0,   1,  GET,  1.0,  7,  100, NA,   0.5,  RETRY_BUDGET,         ANY,   NULL },
-{ "budget 0.55/3: req 100 ret 55 -> budget",       R_R055,    HOP_RESET,            0,   1,  GET,  1.0,  55, 100, NA,   0.5,  RETRY_BUDGET,         ANY,   NULL },
+/* §3.5 budget: over the last 10 s, retries < ratio * requests + min_per_second * 10 */
+{ "budget 0.2/10: req 1 ret 100 -> retry (floor)",  R_STD,     HOP_RESET,            0,   1,  GET,  1.0,  100, 1,   NA,   0.5,  RETRY_GO,             HALF1, NULL },
+{ "budget 0.2/10: req 1 ret 101 -> budget",         R_STD,     HOP_RESET,            0,   1,  GET,  1.0,  101, 1,   NA,   0.5,  RETRY_BUDGET,         ANY,   NULL },
+{ "budget 0.2/10: req 1000 ret 299 -> retry",       R_STD,     HOP_RESET,            0,   1,  GET,  1.0,  299, 1000,NA,   0.5,  RETRY_GO,             HALF1, NULL },
+{ "budget 0.2/10: req 1000 ret 300 -> budget (=)",  R_STD,     HOP_RESET,            0,   1,  GET,  1.0,  300, 1000,NA,   0.5,  RETRY_BUDGET,         ANY,   NULL },
+{ "budget 0.2/10: 503 -> budget",                   R_STD,     HOP_OK,               503, 1,  GET,  1.0,  300, 1000,NA,   0.5,  RETRY_BUDGET,         ANY,   NULL },
+{ "budget spent, 503 + Retry-After -> budget",      R_STD,     HOP_OK,               503, 1,  GET,  1.0,  500, 10,  0.05, 0.5,  RETRY_BUDGET,         ANY,   NULL },
+{ "budget spent, response_timeout -> budget",       R_STD,     HOP_RESPONSE_TIMEOUT, 0,   1,  GET,  1.0,  500, 10,  NA,   0.5,  RETRY_BUDGET,         ANY,   NULL },
+{ "budget spent, GET connect_error -> free retry",  R_STD,     HOP_CONNECT_ERROR,    0,   1,  GET,  1.0,  500, 10,  NA,   0.5,  RETRY_GO,             D(0.0), NULL },
+{ "budget spent, POST connect_error -> free retry", R_STD,     HOP_CONNECT_ERROR,    0,   1,  POST, 1.0,  500, 10,  NA,   0.5,  RETRY_GO,             D(0.0), NULL },
+{ "budget spent, connect_timeout -> free retry",    R_STD,     HOP_CONNECT_TIMEOUT,  0,   2,  GET,  1.0,  500, 10,  NA,   0.9,  RETRY_GO,             D(0.0), NULL },
+{ "free retry still needs attempts left",           R_STD,     HOP_CONNECT_ERROR,    0,   3,  GET,  1.0,  500, 10,  NA,   0.5,  RETRY_NO_ATTEMPTS,    ANY,   NULL },
+{ "free retry still needs a whole body",            R_STD,     HOP_CONNECT_ERROR,    0,   1,  false,false, 1.0, 500, 10, NA,  0.5,  RETRY_UNSAFE,         ANY,   NULL },
+{ "free retry needs time left",                     R_STD,     HOP_CONNECT_TIMEOUT,  0,   1,  GET,  0.0005, 0, 1,   NA,   0.5,  RETRY_NO_TIME,        ANY,   NULL },
+{ "budget 0.2/0: req 4 ret 0 -> retry (0 < 0.8)",   R_NOMIN,   HOP_RESET,            0,   1,  GET,  1.0,  0,  4,    NA,   0.5,  RETRY_GO,             HALF1, NULL },
+{ "budget 0.2/0: req 10 ret 2 -> budget",           R_NOMIN,   HOP_RESET,            0,   1,  GET,  1.0,  2,  10,   NA,   0.5,  RETRY_BUDGET,         ANY,   NULL },
+{ "budget 0/0: ret 0 -> budget (0 < 0 fails)",      R_ZERO,    HOP_RESET,            0,   1,  GET,  1.0,  0,  10,   NA,   0.5,  RETRY_BUDGET,         ANY,   NULL },
+{ "budget 0/0: connect_error -> free retry",        R_ZERO,    HOP_CONNECT_ERROR,    0,   1,  GET,  1.0,  0,  10,   NA,   0.5,  RETRY_GO,             D(0.0), NULL },
+{ "budget 0.07/10: req 1000 ret 169 -> retry",      R_R007,    HOP_RESET,            0,   1,  GET,  1.0,  169, 1000,NA,   0.5,  RETRY_GO,             HALF1, NULL },
+{ "budget 0.07/10: req 1000 ret 170 -> budget (=)", R_R007,    HOP_RESET,            0,   1,  GET,  1.0,  170, 1000,NA,   0.5,  RETRY_BUDGET,         ANY,   NULL },
+{ "budget 0.55/10: req 100 ret 155 -> budget",      R_R055,    HOP_RESET,            0,   1,  GET,  1.0,  155, 100, NA,   0.5,  RETRY_BUDGET,         ANY,   NULL },
+{ "budget 0.55/10: req 100 ret 154 -> retry",       R_R055,    HOP_RESET,            0,   1,  GET,  1.0,  154, 100, NA,   0.5,  RETRY_GO,             HALF1, NULL },
 /* §3.5 the deadline has time left; §3.6 the backoff never goes past it */
 { "time_left 0 -> no time",                        R_STD,     HOP_RESET,            0,   1,  GET,  0.0,  0,  1,   NA,   0.5,  RETRY_NO_TIME,        ANY,   NULL },
 { "time_left 0, u 0 -> no time",                   R_STD,     HOP_RESET,            0,   1,  GET,  0.0,  0,  1,   NA,   0.0,  RETRY_NO_TIME,        ANY,   NULL },
@@ -325,7 +329,7 @@ static const struct decide_row decide_rows[] = {
 { "429 listed, no Retry-After -> backoff",         R_429,     HOP_OK,               429, 1,  GET,  1.0,  0,  1,   NA,   0.5,  RETRY_GO,             HALF1, NULL },
 { "429 not listed, Retry-After 2 -> not listed",   R_STD,     HOP_OK,               429, 1,  GET,  1.0,  0,  1,   2.0,  0.5,  RETRY_NOT_LISTED,     ANY,   NULL },
 { "503 Retry-After 0.05 at 3/3 -> none left",      R_STD,     HOP_OK,               503, 3,  GET,  1.0,  0,  1,   0.05, 0.5,  RETRY_NO_ATTEMPTS,    ANY,   NULL },
-{ "connect_error with a stray retry_after -> backoff",R_STD,  HOP_CONNECT_ERROR,    0,   1,  GET,  1.0,  0,  1,   0.05, 0.5,  RETRY_GO,             HALF1, NULL },
+{ "connect_error with a stray retry_after -> now", R_STD,    HOP_CONNECT_ERROR,    0,   1,  GET,  1.0,  0,  1,   0.05, 0.5,  RETRY_GO,             D(0.0), NULL },
 /* §3.6 backoff cap per retry n = attempts so far, u close to 1 */
 { "retry 1, u ~1 -> ~25 ms",                       R_STD,     HOP_RESET,            0,   1,  GET,  10.0, 0,  1,   NA,   0.9999, RETRY_GO,           0.0249, 0.025, NULL },
 { "retry 2, u ~1 -> ~50 ms",                       R_STD,     HOP_RESET,            0,   2,  GET,  10.0, 0,  1,   NA,   0.9999, RETRY_GO,           0.0499, 0.05,  NULL },
@@ -342,7 +346,7 @@ static void test_decide(void **state)
         struct retry_input in = {
             .outcome = row->outcome, .status = row->status, .attempts = row->attempts,
             .idempotent = row->idempotent, .replayable = row->replayable, .time_left = row->time_left,
-            .retries_in_flight = row->retries, .requests_in_flight = row->requests,
+            .retries_window = row->retries, .requests_window = row->requests,
             .retry_after = row->retry_after, .u = row->u,
         };
         route_make(&r, row->route);
@@ -463,7 +467,7 @@ static void test_deadline_property(void **state)
                 double u = k < 1000 ? k / 1000.0 : nextafter(1.0, 0.0);
                 struct retry_input in = {
                     .outcome = HOP_RESPONSE_TIMEOUT, .attempts = attempts, .idempotent = true,
-                    .replayable = true, .time_left = time_lefts[t], .requests_in_flight = 1,
+                    .replayable = true, .time_left = time_lefts[t], .requests_window = 1,
                     .retry_after = -1, .u = u,
                 };
                 struct retry_decision d = retry_decide(&r, &in);
@@ -520,6 +524,68 @@ static void test_verdict_names(void **state)
     assert_int_equal(failures, 0);
 }
 
+/* ---------------------------------------------------------------------------------------------- */
+/* The budget's window: per-second slots over the last RETRY_BUDGET_WINDOW seconds                 */
+
+static void test_window(void **state)
+{
+    (void)state;
+    struct retry_window w;
+    unsigned rq, rt;
+
+    memset(&w, 0, sizeof(w));
+    retry_window_add(&w, 1000, 5, 1);
+    retry_window_add(&w, 1000, 5, 0);
+    retry_window_sums(&w, 1000, &rq, &rt);
+    assert_int_equal(rq, 10);
+    assert_int_equal(rt, 1);
+    /* a second later both seconds count */
+    retry_window_add(&w, 1001, 3, 2);
+    retry_window_sums(&w, 1001, &rq, &rt);
+    assert_int_equal(rq, 13);
+    assert_int_equal(rt, 3);
+    /* second 1000 is still inside at 1009, gone at 1010, even without a new add */
+    retry_window_sums(&w, 1009, &rq, &rt);
+    assert_int_equal(rq, 13);
+    retry_window_sums(&w, 1010, &rq, &rt);
+    assert_int_equal(rq, 3);
+    assert_int_equal(rt, 2);
+    retry_window_sums(&w, 1011, &rq, &rt);
+    assert_int_equal(rq, 0);
+    /* an add after a gap clears the skipped slots: the ring never mixes old seconds in */
+    retry_window_add(&w, 1015, 1, 0);
+    retry_window_sums(&w, 1015, &rq, &rt);
+    assert_int_equal(rq, 1);
+    assert_int_equal(rt, 0);
+    for (int64_t s = 1016; s < 1016 + 3 * RETRY_BUDGET_WINDOW; s++)
+        retry_window_add(&w, s, 2, 1);
+    retry_window_sums(&w, 1016 + 3 * RETRY_BUDGET_WINDOW - 1, &rq, &rt);
+    assert_int_equal(rq, 2 * RETRY_BUDGET_WINDOW);
+    assert_int_equal(rt, RETRY_BUDGET_WINDOW);
+    /* a gap longer than the window empties it */
+    retry_window_add(&w, 5000, 0, 1);
+    retry_window_sums(&w, 5000, &rq, &rt);
+    assert_int_equal(rq, 0);
+    assert_int_equal(rt, 1);
+    /* the cold-start burst: 20 failures at once fit in the floor (0.2 x 20 + 10 x 10 = 104) */
+    {
+        struct conf_route r;
+        memset(&w, 0, sizeof(w));
+        route_make(&r, R_STD);
+        retry_window_add(&w, 7, 20, 0);
+        for (int i = 0; i < 20; i++) {
+            retry_window_sums(&w, 7, &rq, &rt);
+            assert_true(retry_budget_allows(&r, rt, rq));
+            retry_window_add(&w, 7, 0, 1);
+        }
+        /* a storm is held to the ratio: 10,000 requests allow 2,100 retries, not 2,101 */
+        retry_window_add(&w, 8, 10000 - 20, 2100 - 20);
+        retry_window_sums(&w, 8, &rq, &rt);
+        assert_false(retry_budget_allows(&r, rt, rq));
+        assert_true(retry_budget_allows(&r, rt - 1, rq));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -530,6 +596,7 @@ int main(void)
         cmocka_unit_test(test_backoff_property),
         cmocka_unit_test(test_deadline_property),
         cmocka_unit_test(test_verdict_names),
+        cmocka_unit_test(test_window),
     };
     print_message("retry tables: %zu listed, %zu not_sent, %zu decide, %zu backoff, %zu names\n",
                   sizeof(listed_rows) / sizeof(listed_rows[0]),
