@@ -234,7 +234,7 @@ def test_status_json_shape_and_values(lifeline, upstream):
     web = pool_status(st, "web")
     assert web["balance"] == "least_conn" and web["outlier"] is False and web["health_checks"] is False, web
     g = pool_status(st, "guarded")
-    assert g["balance"] == "round_robin" and g["outlier"] is True and g["health_checks"] is True, g
+    assert g["balance"] == "ewma" and g["outlier"] is True and g["health_checks"] is True, g
     assert [s["address"] for s in web["servers"]] == [up1.address, up2.address]
     assert [s["address"] for s in g["servers"]] == [bad, up2.address]
     fields = {"address": str, "weight": int, "up": bool, "ejected": bool, "ejected_for_ms": int,

@@ -89,7 +89,7 @@ def test_hanging_servers_with_retries_fallback_within_total(lifeline, raw_upstre
     log = tmp_path / "access.log"
     lf = lifeline(pools={"p": pool(*ups, timeouts={"response": "150ms"})},
                   routes=[{"pool": "p", "timeouts": {"total": dur(total)}, "fallback": FALLBACK,
-                           "retry": {"attempts": 3, "budget": {"min_retries": 100}}}],
+                           "retry": {"attempts": 3, "budget": {"min_per_second": 10}}}],
                   extra={"access_log": {"path": str(log)}})
     results = _concurrent(lf, 20)
     slowest = max(r[2] for r in results)

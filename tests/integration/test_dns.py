@@ -104,7 +104,8 @@ def two_upstreams(loop_thread):
 
 def start(lifeline, dns, port, interval="200ms", **kw):
     return lifeline(
-        pools={"svc": {"servers": ["%s:%d" % (NAME, port)], "resolve_interval": interval}},
+        pools={"svc": {"servers": ["%s:%d" % (NAME, port)], "resolve_interval": interval,
+                          "balance": "round_robin"}},
         extra={"resolver": {"servers": [dns.address], "timeout": "500ms"}}, **kw)
 
 

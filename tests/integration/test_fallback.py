@@ -191,7 +191,7 @@ def test_listed_502_fallback_reason_is_status(lifeline, raw_upstream):
 def test_retry_after_too_long_goes_to_fallback(lifeline, raw_upstream, upstream):
     bad = raw_upstream(status_script(503, headers=[("Retry-After", "10")]), name="bad")
     good = upstream("good")
-    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))},
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1), balance="round_robin")},
                   routes=[route(timeouts={"total": "2s"}, fallback=FALLBACK)])
     start = time.monotonic()
     r = lf.fetch("GET", "/x")

@@ -28,7 +28,7 @@ def server_of(r):
 
 def test_refused_first_server_retried_on_second(lifeline, upstream):
     good = upstream("good")
-    lf = lifeline(pools={"p": pool((refused(), 10), (good, 1))})
+    lf = lifeline(pools={"p": pool((refused(), 10), (good, 1), balance="round_robin")})
     for i in range(5):
         start = time.monotonic()
         r = lf.fetch("GET", "/echo/%d" % i)
@@ -40,7 +40,7 @@ def test_refused_first_server_retried_on_second(lifeline, upstream):
 
 def test_post_to_refused_server_is_retried(lifeline, upstream):
     good = upstream("good")
-    lf = lifeline(pools={"p": pool((refused(), 10), (good, 1))})
+    lf = lifeline(pools={"p": pool((refused(), 10), (good, 1), balance="round_robin")})
     body = pattern_bytes(3000)
     for i in range(3):
         r = lf.fetch("POST", "/echo/post/%d" % i, body=body)
@@ -54,8 +54,8 @@ def test_post_to_refused_server_is_retried(lifeline, upstream):
 def test_post_after_connect_timeout_is_retried(lifeline, upstream, hanging_connect):
     good = upstream("good")
     ct = t(0.3)
-    lf = lifeline(pools={"p": pool((hanging_connect.address, 10), (good, 1),
-                                   timeouts={"connect": dur(ct)})})
+    lf = lifeline(pools={"p": pool((hanging_connect.address, 10), (good, 1), balance="round_robin",
+                                   connect_race="0s", timeouts={"connect": dur(ct)})})
     start = time.monotonic()
     r = lf.fetch("POST", "/echo/ct", body=b"payload", timeout=t(5))
     elapsed = time.monotonic() - start
@@ -72,7 +72,7 @@ def test_post_after_connect_timeout_is_retried(lifeline, upstream, hanging_conne
 def test_post_reset_after_read_is_not_retried(lifeline, raw_upstream, upstream):
     bad = raw_upstream(reset_script(), name="bad")
     good = upstream("good")
-    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))})
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1), balance="round_robin")})
     r = lf.fetch("POST", "/submit", body=b"order=1")
     assert r.status == 502, r
     assert r.header("x-lifeline-fallback") == "reset", r.headers
@@ -95,7 +95,7 @@ def test_post_reset_single_server_not_replayed(lifeline, raw_upstream):
 def test_post_with_idempotency_key_is_retried(lifeline, raw_upstream, upstream):
     bad = raw_upstream(reset_script(), name="bad")
     good = upstream("good")
-    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))})
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1), balance="round_robin")})
     r = lf.fetch("POST", "/echo/pay", body=b"amount=5", headers=[("Idempotency-Key", "k-123")])
     assert r.status == 200, r
     info = r.json()
@@ -107,7 +107,7 @@ def test_post_with_idempotency_key_is_retried(lifeline, raw_upstream, upstream):
 def test_patch_not_in_methods_is_not_retried_but_put_is(lifeline, raw_upstream, upstream):
     bad = raw_upstream(reset_script(), name="bad")
     good = upstream("good")
-    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))})
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1), balance="round_robin")})
     r = lf.fetch("PATCH", "/echo/x", body=b"p")
     assert r.status == 502 and r.header("x-lifeline-fallback") == "reset", r
     assert len(good.requests) == 0
@@ -119,7 +119,7 @@ def test_patch_not_in_methods_is_not_retried_but_put_is(lifeline, raw_upstream, 
 def test_custom_methods_list(lifeline, raw_upstream, upstream):
     bad = raw_upstream(reset_script(), name="bad")
     good = upstream("good")
-    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))},
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1), balance="round_robin")},
                   routes=[route(retry={"methods": ["POST"]})])
     r = lf.fetch("POST", "/echo/x", body=b"p")
     assert r.status == 200 and server_of(r) == "good", r
@@ -131,7 +131,7 @@ def test_custom_methods_list(lifeline, raw_upstream, upstream):
 def test_get_reset_is_retried_on_a_different_server(lifeline, raw_upstream, upstream):
     bad = raw_upstream(reset_script(), name="bad")
     good = upstream("good")
-    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))},
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1), balance="round_robin")},
                   routes=[route(retry={"attempts": 2})])
     for i in range(4):
         r = lf.fetch("GET", "/echo/%d" % i)
@@ -144,7 +144,7 @@ def test_get_reset_is_retried_on_a_different_server(lifeline, raw_upstream, upst
 def test_close_before_head_is_reset_and_retried(lifeline, raw_upstream, upstream):
     bad = raw_upstream(close_script(), name="bad")
     good = upstream("good")
-    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))})
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1), balance="round_robin")})
     r = lf.fetch("GET", "/echo/fin")
     assert r.status == 200 and server_of(r) == "good", r
     assert len(bad.requests) == 1 and len(good.requests) == 1
@@ -157,7 +157,7 @@ def test_close_before_head_is_reset_and_retried(lifeline, raw_upstream, upstream
 def test_attempts_1_never_retries(lifeline, raw_upstream, upstream):
     bad = raw_upstream(reset_script(), name="bad")
     good = upstream("good")
-    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))}, routes=[route(retry={"attempts": 1})])
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1), balance="round_robin")}, routes=[route(retry={"attempts": 1})])
     r = lf.fetch("GET", "/x")
     assert r.status == 502 and r.header("x-lifeline-fallback") == "reset", r
     assert "after 1 attempt" in built_in_line(r)
@@ -195,7 +195,7 @@ def test_attempts_5_on_two_servers(lifeline, raw_upstream):
 def test_503_then_200_on_another_server(lifeline, raw_upstream, upstream):
     bad = raw_upstream(status_script(503), name="bad")
     good = upstream("good")
-    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))})
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1), balance="round_robin")})
     r = lf.fetch("GET", "/echo/x")
     assert r.status == 200 and server_of(r) == "good", r
     assert len(bad.requests) == 1 and len(good.requests) == 1
@@ -205,7 +205,7 @@ def test_502_and_504_statuses_are_retried(lifeline, raw_upstream, upstream):
     b502 = raw_upstream(status_script(502), name="b502")
     b504 = raw_upstream(status_script(504), name="b504")
     good = upstream("good")
-    lf = lifeline(pools={"p": pool((b502, 20), (b504, 10), (good, 1))})
+    lf = lifeline(pools={"p": pool((b502, 20), (b504, 10), (good, 1), balance="round_robin")})
     r = lf.fetch("GET", "/echo/x")
     assert r.status == 200 and server_of(r) == "good", r
     assert len(b502.requests) == 1 and len(b504.requests) == 1 and len(good.requests) == 1
@@ -214,7 +214,7 @@ def test_502_and_504_statuses_are_retried(lifeline, raw_upstream, upstream):
 def test_500_is_never_retried(lifeline, raw_upstream, upstream):
     bad = raw_upstream(status_script(500), name="bad")
     good = upstream("good")
-    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))})
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1), balance="round_robin")})
     r = lf.fetch("GET", "/echo/x")
     assert r.status == 500 and server_of(r) == "bad", r
     assert r.body == b"status 500 from bad\n"
@@ -243,7 +243,7 @@ def test_503_retried_up_to_attempts_on_single_server_then_passed_through(lifelin
 def test_retry_after_1_delays_the_retry(lifeline, raw_upstream, upstream):
     bad = raw_upstream(status_script(503, headers=[("Retry-After", "1")]), name="bad")
     good = raw_upstream(ok_script(b"fine"), name="good")
-    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))},
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1), balance="round_robin")},
                   routes=[route(timeouts={"total": "5s"})])
     start = time.monotonic()
     r = lf.fetch("GET", "/x", timeout=t(5) + 2)
@@ -258,7 +258,7 @@ def test_retry_after_0_retries_at_once(lifeline, raw_upstream):
     bad = raw_upstream(status_script(503, headers=[("Retry-After", "0")]), name="bad")
     good = raw_upstream(ok_script(b"fine"), name="good")
     # with a 2s backoff base the normal jitter would very likely wait longer than 0.3s
-    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))},
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1), balance="round_robin")},
                   routes=[route(retry={"backoff": {"base": "2s", "max": "2s"}})])
     for i in range(3):
         r = lf.fetch("GET", "/x/%d" % i)
@@ -270,7 +270,7 @@ def test_retry_after_0_retries_at_once(lifeline, raw_upstream):
 def test_retry_after_longer_than_deadline_passes_503_through(lifeline, raw_upstream, upstream):
     bad = raw_upstream(status_script(503, headers=[("Retry-After", "10")], body=b"later\n"), name="bad")
     good = upstream("good")
-    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))}, routes=[route(timeouts={"total": "2s"})])
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1), balance="round_robin")}, routes=[route(timeouts={"total": "2s"})])
     start = time.monotonic()
     r = lf.fetch("GET", "/x")
     elapsed = time.monotonic() - start
@@ -285,7 +285,7 @@ def test_retry_after_longer_than_deadline_passes_503_through(lifeline, raw_upstr
 def test_429_not_listed_by_default_passes_through(lifeline, raw_upstream, upstream):
     bad = raw_upstream(status_script(429, headers=[("Retry-After", "0")]), name="bad")
     good = upstream("good")
-    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))})
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1), balance="round_robin")})
     r = lf.fetch("GET", "/x")
     assert r.status == 429 and server_of(r) == "bad", r
     assert len(good.requests) == 0
@@ -294,7 +294,7 @@ def test_429_not_listed_by_default_passes_through(lifeline, raw_upstream, upstre
 def test_429_listed_honours_retry_after(lifeline, raw_upstream):
     bad = raw_upstream(status_script(429, headers=[("Retry-After", "1")]), name="bad")
     good = raw_upstream(ok_script(b"fine"), name="good")
-    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))},
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1), balance="round_robin")},
                   routes=[route(retry={"on": [429]}, timeouts={"total": "5s"})])
     r = lf.fetch("GET", "/x", timeout=t(5) + 2)
     assert r.status == 200 and r.body == b"fine", r
@@ -306,7 +306,7 @@ def test_retry_on_list_narrowed(lifeline, raw_upstream, upstream):
     """retry.on without reset: a reset is not retried (and answered with the built-in 502)."""
     bad = raw_upstream(reset_script(), name="bad")
     good = upstream("good")
-    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))}, routes=[route(retry={"on": [503]})])
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1), balance="round_robin")}, routes=[route(retry={"on": [503]})])
     r = lf.fetch("GET", "/x")
     assert r.status == 502 and r.header("x-lifeline-fallback") == "reset", r
     assert len(good.requests) == 0
@@ -362,12 +362,13 @@ def test_backoff_grows_exponentially_up_to_max(lifeline, raw_upstream):
 # Budget
 
 
-def test_budget_zero_denies_retries(lifeline, upstream):
-    """ratio 0, min_retries 0: no retry is ever allowed. A refused connect (listed, and safe for any
-    request) is answered with the built-in 503 naming the budget (SPEC §3.7)."""
+def test_budget_zero_denies_retries(lifeline, raw_upstream, upstream):
+    """ratio 0, min_per_second 0: no retry of a request that reached an upstream is ever allowed. A
+    reset (listed, safe for a GET) is answered with the built-in 503 naming the budget (SPEC §3.7)."""
+    bad = raw_upstream(reset_script(), name="bad")
     good = upstream("good")
-    lf = lifeline(pools={"p": pool((refused(), 10), (good, 1))},
-                  routes=[route(retry={"budget": {"ratio": 0, "min_retries": 0}})])
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1), balance="round_robin")},
+                  routes=[route(retry={"budget": {"ratio": 0, "min_per_second": 0}})])
     r = lf.fetch("GET", "/x")
     assert len(good.requests) == 0, "the budget allowed a retry"
     assert r.status == 503, r
@@ -376,13 +377,28 @@ def test_budget_zero_denies_retries(lifeline, upstream):
     assert "budget" in line and "after 1 attempt" in line, line
 
 
-def test_budget_counts_retries_in_flight(lifeline, raw_upstream):
-    """min_retries 1, ratio 0: one retry may wait at a time. Request 1 waits 1s (Retry-After) for its
-    retry; request 2 meanwhile gets the same 503 and may not retry: the 503 passes through."""
+def test_budget_zero_still_retries_what_was_never_sent(lifeline, upstream):
+    """SPEC §3.5: a refused connect sent nothing, so its retry is free: even a zero budget lets it
+    go, at once and to another server."""
+    good = upstream("good")
+    lf = lifeline(pools={"p": pool((refused(), 10), (good, 1), balance="round_robin")},
+                  routes=[route(retry={"budget": {"ratio": 0, "min_per_second": 0},
+                                       "backoff": {"base": "1s", "max": "1s"}})])
+    start = time.monotonic()
+    r = lf.fetch("POST", "/echo/x", body=b"once", timeout=t(5))
+    assert r.status == 200 and server_of(r) == "good" and not r.has_header("x-lifeline-fallback"), r
+    assert time.monotonic() - start < t(0.5), "the free retry waited for a backoff"
+    assert len(good.requests) == 1
+
+
+def test_budget_is_a_rate_over_ten_seconds(lifeline, raw_upstream):
+    """ratio 0, min_per_second 0.1: one retry per 10 s. Request 1 waits 1s (Retry-After) for its
+    retry; request 2 meanwhile gets the same 503 and may not retry: the 503 passes through. Unlike
+    the old count in flight, the retry that went still counts after it left (SPEC §3.5)."""
     bad = raw_upstream(status_script(503, headers=[("Retry-After", "1")]), name="bad")
     good = raw_upstream(ok_script(b"fine"), name="good")
-    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))},
-                  routes=[route(retry={"budget": {"ratio": 0, "min_retries": 1}},
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1), balance="round_robin")},
+                  routes=[route(retry={"budget": {"ratio": 0, "min_per_second": 0.1}},
                                 timeouts={"total": "5s"})])
     with Conn(lf.port, timeout=t(5) + 2) as c1, Conn(lf.port, timeout=t(5) + 2) as c2:
         c1.request("GET", "/first")
@@ -395,9 +411,10 @@ def test_budget_counts_retries_in_flight(lifeline, raw_upstream):
         r1 = c1.read_response(timeout=t(5) + 2)
         assert r1.status == 200 and r1.body == b"fine", r1
     assert [q.target for q in good.requests] == ["/first"]
-    # the retry left: the budget is free again
+    # the retry left, but the window still holds it: the budget stays spent for 10 s
     r3 = lf.fetch("GET", "/third", timeout=t(5) + 2)
-    assert r3.status == 200 and r3.body == b"fine", r3
+    assert r3.status == 503 and server_of(r3) == "bad", r3
+    assert [q.target for q in good.requests] == ["/first"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -408,7 +425,7 @@ def test_response_timeout_then_retry_to_fast_server(lifeline, raw_upstream, upst
     slow = raw_upstream(hang_script(), name="slow")
     good = upstream("good")
     rt = t(0.3)
-    lf = lifeline(pools={"p": pool((slow, 10), (good, 1), timeouts={"response": dur(rt)})})
+    lf = lifeline(pools={"p": pool((slow, 10), (good, 1), balance="round_robin", timeouts={"response": dur(rt)})})
     start = time.monotonic()
     r = lf.fetch("GET", "/echo/x", timeout=t(5))
     elapsed = time.monotonic() - start
@@ -466,8 +483,8 @@ def test_deadline_clamps_connect_timer(lifeline, hanging_connect):
 def test_connect_timeout_then_retry(lifeline, upstream, hanging_connect):
     good = upstream("good")
     ct = t(0.3)
-    lf = lifeline(pools={"p": pool((hanging_connect.address, 10), (good, 1),
-                                   timeouts={"connect": dur(ct)})})
+    lf = lifeline(pools={"p": pool((hanging_connect.address, 10), (good, 1), balance="round_robin",
+                                   connect_race="0s", timeouts={"connect": dur(ct)})})
     start = time.monotonic()
     r = lf.fetch("GET", "/echo/x", timeout=t(5))
     elapsed = time.monotonic() - start
@@ -482,7 +499,7 @@ def test_connect_timeout_then_retry(lifeline, upstream, hanging_connect):
 def test_body_replayed_intact_after_reset(lifeline, raw_upstream, upstream):
     bad = raw_upstream(reset_script(), name="bad")
     good = upstream("good")
-    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))})
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1), balance="round_robin")})
     body = pattern_bytes(10 * 1024)
     r = lf.fetch("POST", "/echo/upload", body=body, headers=[("Idempotency-Key", "up-1")])
     assert r.status == 200, r
@@ -496,7 +513,7 @@ def test_chunked_body_replayed_intact_after_reset(lifeline, raw_upstream, upstre
     from conftest import chunked_body
     bad = raw_upstream(reset_script(), name="bad")
     good = upstream("good")
-    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))})
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1), balance="round_robin")})
     data = pattern_bytes(20000)
     pieces = [data[:7], data[7:5000], data[5000:5001], data[5001:]]
     with Conn(lf.port) as c:
@@ -512,7 +529,7 @@ def test_chunked_body_replayed_intact_after_reset(lifeline, raw_upstream, upstre
 def test_body_larger_than_buffer_body_not_retried(lifeline, raw_upstream, upstream):
     bad = raw_upstream(reset_script(), name="bad")
     good = upstream("good")
-    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))},
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1), balance="round_robin")},
                   routes=[route(retry={"buffer_body": "1KiB"})])
     body = pattern_bytes(100 * 1024)
     r = lf.fetch("POST", "/echo/big", body=body, headers=[("Idempotency-Key", "big-1")])
@@ -526,7 +543,7 @@ def test_small_body_over_buffer_body_not_retried(lifeline, raw_upstream, upstrea
     buffer_body 1KiB is over it, so it is not replayed (even though it would fit in memory)."""
     bad = raw_upstream(reset_script(), name="bad")
     good = upstream("good")
-    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))},
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1), balance="round_robin")},
                   routes=[route(retry={"buffer_body": "1KiB"})])
     body = pattern_bytes(4096)
     r = lf.fetch("PUT", "/echo/mid", body=body)
@@ -537,7 +554,7 @@ def test_small_body_over_buffer_body_not_retried(lifeline, raw_upstream, upstrea
 def test_body_within_buffer_body_is_retried(lifeline, raw_upstream, upstream):
     bad = raw_upstream(reset_script(), name="bad")
     good = upstream("good")
-    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))},
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1), balance="round_robin")},
                   routes=[route(retry={"buffer_body": "1KiB"})])
     body = pattern_bytes(1000)
     r = lf.fetch("PUT", "/echo/small", body=body)
@@ -618,8 +635,8 @@ def test_reused_connection_closed_post_not_replayed(lifeline, raw_upstream):
 def test_concurrent_requests_each_retried(lifeline, raw_upstream, upstream):
     bad = raw_upstream(reset_script(), name="bad")
     good = upstream("good")
-    lf = lifeline(pools={"p": pool((bad, 10), (good, 1))},
-                  routes=[route(retry={"budget": {"ratio": 1, "min_retries": 100}})])
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1), balance="round_robin")},
+                  routes=[route(retry={"budget": {"ratio": 1, "min_per_second": 10}})])
     results = [None] * 20
 
     def one(i):

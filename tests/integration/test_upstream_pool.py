@@ -102,7 +102,7 @@ def test_round_robin_weights(lifeline, upstream):
 
 def test_round_robin_equal_weights_alternate(lifeline, upstream):
     a, b = upstream("A"), upstream("B")
-    lf = lifeline(pools={"p": pool(a, b)})
+    lf = lifeline(pools={"p": pool(a, b, balance="round_robin")})
     order = [server_of(lf.fetch("GET", "/echo/%d" % i)) for i in range(6)]
     assert order.count("A") == 3 and order.count("B") == 3, order
     assert all(order[i] != order[i + 1] for i in range(5)), order
