@@ -251,7 +251,7 @@ def main():
                 else:
                     c = g.paid <= ng.paid
                     bad |= not c
-                    cells.append("%d <= nginx %d %s" % (g.paid, ng.paid, "PASS" if c else "FAIL"))
+                    cells.append("%d %s nginx %d %s" % (g.paid, "<=" if c else ">", ng.paid, "PASS" if c else "FAIL"))
             else:
                 c = g.paid == 0
                 bad |= not c
