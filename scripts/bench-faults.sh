@@ -609,7 +609,7 @@ try: c=json.load(open(js))["client_cpu_s"]
 except Exception: c=0.0
 print("%.0f" % max(0.0, 100.0*((m-o)/clk-c)/d))' $((m1 - m0)) $((g1 - g0 + b1 - b0 + p1 - p0)) "$CLK_TCK" "$DURATION" "$json")
     run_note=$quiet_note
-    ((other < 25)) || { run_note="${run_note:+$run_note; }other processes used ~${other}% of a CPU during the run"; note "$p/$f/r$r: $run_note"; }
+    ((other < 25)) || { run_note="${run_note:+$run_note; }other processes used ~${other}% of a CPU during the run"; note "$p/$f/r$r: other processes used ~${other}% of a CPU during the run"; }
     ((st == 0)) || { run_note="${run_note:+$run_note; }load client exit $st"; note "$p/$f/r$r: load client exit $st"; }
     if [[ $p == lifeline-* ]] && ((LIFELINE_ADMIN)); then
         curl -s -m 2 "http://127.0.0.1:$ADMIN/metrics" >"$OUT/$tag.metrics" 2>/dev/null || true
