@@ -1,9 +1,16 @@
 #!/usr/bin/env python3
-"""badserver.py MODE PORT — the bad upstream of scripts/bench-faults.sh (the other faults are made
-with nginx or with no listener at all).
+"""badserver.py MODE PORT — the bad upstream of scripts/bench-faults.sh (the none and 503 faults are
+made with nginx). Every run of bench-faults.sh starts one badserver.py process (and one bad nginx),
+whatever the fault, so that every fault has the same processes on the load CPU; in the faults it does
+not make, it runs in `idle` mode.
 
   hang       accepts, reads requests, never answers; keeps every connection open until the peer
              closes it (counts the requests it swallowed, printed at exit)
+  slow       a live server answering every request correctly (200, the same 100-byte body as the
+             good servers, keep-alive) but --delay seconds (0.15) after its head arrived; pipelined
+             requests are answered in order
+  idle       binds nothing, answers nothing, just runs until stopped (the `refused` fault: nothing
+             listens, and the process layout is the same as in every other fault)
   blackhole  a listener with backlog 0 on 127.0.0.1:PORT whose accept queue is filled by a few
              connections of its own that are never accepted: Linux then drops every further SYN
              (tcp_conn_request: accept queue full -> drop, whatever tcp_syncookies says; needs
@@ -51,6 +58,60 @@ def blackhole(port, probe):
     return ls, fillers
 
 
+BODY = b"lifeline-faults-" + b"0" * 84   # the good servers' 100-byte body (bench-faults.sh)
+
+
+async def wait_stop(lifetime):
+    stop = asyncio.get_running_loop().create_future()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+    print("ready", flush=True)
+    try:
+        await asyncio.wait_for(stop, lifetime)
+    except asyncio.TimeoutError:
+        pass
+
+
+async def slow(port, lifetime, delay):
+    answered = [0]
+    conns = set()
+    answer = (b"HTTP/1.1 200 OK\r\nServer: badserver-slow\r\nContent-Type: text/plain\r\n"
+              b"Content-Length: %d\r\nConnection: keep-alive\r\n\r\n" % len(BODY)) + BODY
+
+    async def handle(r, w):
+        conns.add(w)
+        try:
+            while True:
+                head = await r.readuntil(b"\r\n\r\n")
+                t = asyncio.get_running_loop().time()
+                # requests from the proxies under test carry no body (GET); a Content-Length is skipped
+                i = head.lower().find(b"\r\ncontent-length:")
+                if i >= 0:
+                    j = head.find(b"\r\n", i + 2)
+                    n = int(head[i + 17:j])
+                    if n:
+                        await r.readexactly(n)
+                await asyncio.sleep(max(0.0, t + delay - asyncio.get_running_loop().time()))
+                w.write(answer)
+                answered[0] += 1
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ValueError):
+            pass
+        finally:
+            conns.discard(w)
+            w.close()
+
+    srv = await asyncio.start_server(handle, "127.0.0.1", port, backlog=4096, reuse_address=True)
+    await wait_stop(lifetime)
+    srv.close()
+    for w in list(conns):
+        w.transport.abort()
+    sys.stderr.write("badserver: slow: answered %d requests\n" % answered[0])
+
+
+async def idle(lifetime):
+    await wait_stop(lifetime)
+
+
 async def hang(port, lifetime):
     swallowed = [0]
     conns = set()
@@ -68,14 +129,7 @@ async def hang(port, lifetime):
             w.close()
 
     srv = await asyncio.start_server(handle, "127.0.0.1", port, backlog=4096, reuse_address=True)
-    stop = asyncio.get_running_loop().create_future()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
-    print("ready", flush=True)
-    try:
-        await asyncio.wait_for(stop, lifetime)
-    except asyncio.TimeoutError:
-        pass
+    await wait_stop(lifetime)
     srv.close()
     for w in list(conns):
         w.transport.abort()
@@ -84,13 +138,20 @@ async def hang(port, lifetime):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["hang", "blackhole"])
+    ap.add_argument("mode", choices=["hang", "blackhole", "slow", "idle"])
     ap.add_argument("port", type=int)
     ap.add_argument("--probe", type=float, default=0.3, help="s a blackhole probe connect must hang")
+    ap.add_argument("--delay", type=float, default=0.15, help="s, slow mode: answer this long after the head")
     ap.add_argument("--lifetime", type=float, default=3600, help="s, then exit on its own")
     a = ap.parse_args()
     if a.mode == "hang":
         asyncio.run(hang(a.port, a.lifetime))
+        return 0
+    if a.mode == "slow":
+        asyncio.run(slow(a.port, a.lifetime, a.delay))
+        return 0
+    if a.mode == "idle":
+        asyncio.run(idle(a.lifetime))
         return 0
     ls, fillers = blackhole(a.port, a.probe)
     done = []
