@@ -30,7 +30,7 @@
 #                      outlier on, connect_race auto, 3 attempts, budget {ratio 0.2, min_per_second 10}).
 #                      Only the harness keys besides: listen, admin (for /metrics), workers: 1,
 #                      access_log off (as for nginx and HAProxy), shutdown_timeout 2s.
-#   lifeline-tuned     round_robin; timeouts {connect 200ms, response 500ms}; connect_race 50ms;
+#   lifeline-tuned     ewma; timeouts {connect 200ms, response 500ms}; connect_race 50ms;
 #                      outlier {consecutive_failures 2, ejection 30s}; health {path /, interval 1s,
 #                      timeout 200ms, fall 1, rise 2}; route retry {attempts 3, hedge.after 100ms},
 #                      timeouts.total 2s; budget left at its default (`lifeline` is accepted too)
@@ -369,7 +369,7 @@ pools:
       - { address: 127.0.0.1:$BAD }
       - { address: 127.0.0.1:$GOOD1 }
       - { address: 127.0.0.1:$GOOD2 }
-    balance: round_robin
+    balance: ewma
     keepalive: 256
     timeouts: { connect: 200ms, response: 500ms }
     connect_race: $3
