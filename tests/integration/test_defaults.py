@@ -17,12 +17,9 @@ behaviour, or the feature switched off) showing that its assertion can fail.
 import threading
 import time
 
-import pytest
-
-from conftest import dur, pool, t, wait_for
+from conftest import dur, free_port, pool, t, wait_for
 from faults import hang_script, hanging_connect, ok_script, refused, slow_script, stamp, status_script  # noqa: F401
 from ops import admin_extra, metrics, wait_access
-from conftest import free_port
 
 RETRY_ON = ["connect_error", "connect_timeout", "response_timeout", "reset", 502, 503]
 
