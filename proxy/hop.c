@@ -159,7 +159,9 @@ static void hop_connected(struct hop *h)
 
     ev_timer_stop(w->loop, &h->connect_timer);
     h->connected = ev_now(w->loop);
-    if (!h->reused)
+    /* A detached racer's connect is not sampled: a late one is often a SYN retransmit, and would
+     * push connect_race: auto far up for everyone. */
+    if (!h->reused && h->ex)
         pool_connect_sample(h->server->pool, h->connected - h->started);
     if (!h->ex) {
         /* An orphaned connect race: nothing was sent, the connection serves a later request. */
