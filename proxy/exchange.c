@@ -251,7 +251,7 @@ static size_t exchange_stale_key(struct exchange *ex)
     return n <= w->scratch_len ? n : 0;
 }
 
-/* A fresh-enough kept copy for a GET (fallback.stale), built into o with a reference on its entry
+/* A fresh-enough kept copy for a GET or HEAD (fallback.stale), built into o with a reference on its entry
  * in *entry. Returns true when there is one. */
 static bool exchange_stale(struct exchange *ex, struct fallback_out *o, struct stale_entry **entry,
                            const struct fallback_answer *a)
@@ -261,7 +261,9 @@ static bool exchange_stale(struct exchange *ex, struct fallback_out *o, struct s
     ev_tstamp age;
     size_t klen;
 
-    if (ex->route->fallback.stale <= 0 || ex->req->method != H1_M_GET || !w->stale)
+    /* A HEAD is answered from a GET's copy too (its head only), as HTTP caches do. */
+    if (ex->route->fallback.stale <= 0 || (ex->req->method != H1_M_GET && ex->req->method != H1_M_HEAD) ||
+        !w->stale)
         return false;
     klen = exchange_stale_key(ex);
     if (!klen)
