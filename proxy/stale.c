@@ -314,7 +314,13 @@ uint64_t stale_store_bytes(const struct stale_store *s)
 
 uint64_t stale_store_max_entry(const struct stale_store *s)
 {
-    return s ? atomic_load_explicit(&s->max_entry, memory_order_relaxed) : 0;
+    uint64_t m, size;
+
+    if (!s)
+        return 0;
+    m = atomic_load_explicit(&s->max_entry, memory_order_relaxed);
+    size = atomic_load_explicit(&s->size, memory_order_relaxed);
+    return m < size ? m : size;   /* size 0: nothing is kept, so nothing is worth copying */
 }
 
 size_t stale_store_count(struct stale_store *s)

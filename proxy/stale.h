@@ -69,6 +69,7 @@ void stale_store_free(struct stale_store *s);
 void stale_store_resize(struct stale_store *s, uint64_t size, uint64_t max_entry);
 /* Bytes currently counted (the gauge lifeline_stale_store_bytes); thread-safe, relaxed. */
 uint64_t stale_store_bytes(const struct stale_store *s);
+/* The largest answer worth copying now: max_entry, or size when smaller (0 when the store is off). */
 uint64_t stale_store_max_entry(const struct stale_store *s);
 size_t stale_store_count(struct stale_store *s);   /* entries (locks each shard in turn; tests) */
 

@@ -5,12 +5,13 @@ closes: every later attempt is a connect_error) and the route's fallback answers
 when there is one (x-lifeline-fallback + Age), else with the configured 503.
 """
 
+import copy
 import time
 
 import pytest
 
 from conftest import Conn, free_port, pattern_bytes, pool, sha, t, wait_for
-from ops import admin_extra, metrics
+from ops import admin_extra, metrics, reload
 
 DOWN_BODY = b"down\n"
 
@@ -194,3 +195,22 @@ def test_answers_above_max_entry_are_not_kept(lifeline, raw_upstream):
     up.stop()
     assert lf.fetch("GET", "/big").status == 503
     assert is_stale(lf.fetch("GET", "/small"), b"small\n")
+
+
+def test_store_survives_reload_and_shrinks_with_it(lifeline, raw_upstream):
+    """The store is the process's: a reload keeps its copies; a smaller stale_store.size applied by
+    a reload evicts at once."""
+    lf, up, aport = start(lifeline, raw_upstream, {"/a": ([], b"copy a\n")})
+    assert lf.fetch("GET", "/a").body == b"copy a\n"
+    stored(aport)
+    cfg = copy.deepcopy(lf.config)
+    cfg["routes"][0]["fallback"]["body"] = "down again\n"
+    reload(lf, cfg)
+    up.stop()
+    assert is_stale(lf.fetch("GET", "/a"), b"copy a\n")
+    cfg = copy.deepcopy(lf.config)
+    cfg["stale_store"] = {"size": 0}
+    reload(lf, cfg)
+    assert store_bytes(aport) == 0
+    r = lf.fetch("GET", "/a")
+    assert r.status == 503 and r.body == b"down again\n", r

@@ -236,6 +236,8 @@ static void test_max_entry_and_size(void **state)
     /* a smaller max_entry applies to later puts only; a size of 0 empties the store */
     stale_store_resize(s, 4096, 2000);
     assert_int_equal(stale_store_max_entry(s), 2000);
+    stale_store_resize(s, 1500, 2000);
+    assert_int_equal(stale_store_max_entry(s), 1500);
     stale_store_resize(s, 0, 2000);
     assert_int_equal(stale_store_bytes(s), 0);
     assert_int_equal(stale_store_count(s), 0);
