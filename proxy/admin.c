@@ -18,6 +18,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "pool.h"
+#include "stale.h"
 #include "worker.h"
 #include "xprt.h"
 
@@ -205,6 +206,9 @@ static void metrics_page(struct admin *a, struct sb *b)
     sb_printf(b, "# HELP lifeline_downstream_connections Open client connections.\n"
                  "# TYPE lifeline_downstream_connections gauge\n"
                  "lifeline_downstream_connections %u\n", atomic_load(&worker_connections));
+    sb_printf(b, "# HELP lifeline_stale_store_bytes Bytes held by the stale store (fallback.stale copies).\n"
+                 "# TYPE lifeline_stale_store_bytes gauge\n"
+                 "lifeline_stale_store_bytes %llu\n", (unsigned long long)stale_store_bytes(a->stale));
     sb_printf(b, "# HELP lifeline_config_reloads_total Configuration reloads by result.\n"
                  "# TYPE lifeline_config_reloads_total counter\n"
                  "lifeline_config_reloads_total{result=\"success\"} %llu\n"

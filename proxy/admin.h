@@ -16,6 +16,7 @@
 struct worker;
 struct health;
 struct admin_conn;
+struct stale_store;
 
 struct admin {
     struct ev_loop *loop;
@@ -25,6 +26,7 @@ struct admin {
     struct worker *workers;
     unsigned nworkers;
     struct health *health;
+    struct stale_store *stale;          /* the process's stale store (main owns it) */
     bool draining;
     unsigned generation;
     uint64_t reloads_ok, reloads_failed;

@@ -47,6 +47,8 @@ static ev_tstamp client_rdue(const struct client *c)
     case CLIENT_HEAD:
         return c->head_deadline;
     case CLIENT_BODY:
+        if (c->ex && c->ex->body_done)
+            return 0;   /* nothing more to read (a request without a body answered at once) */
         return c->last_read + ms(cf->client.body_timeout);
     case CLIENT_LINGER:
         return c->head_deadline;
@@ -364,7 +366,8 @@ static void client_rtimer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         return;
     case CLIENT_BODY:
         ev_timer_stop(loop, t);
-        if (c->answer_done || (c->ex && (c->ex->state == EX_STREAMING || c->ex->state == EX_TUNNEL))) {
+        if (c->answer_done || (c->ex && (c->ex->state == EX_STREAMING || c->ex->state == EX_TUNNEL ||
+                                         c->ex->state == EX_LOCAL))) {
             client_close(c);   /* an answer is already under way: nothing else can be said */
             return;
         }

@@ -529,6 +529,27 @@ static const struct conf_field conf_resolver_fields[] = {
 };
 BLOCK(conf_blk_resolver, conf_resolver_fields, NULL);
 
+/* stale_store: one store for the process. size 0 keeps nothing; an entry is at most 64MiB (a copy
+ * being made is held in one buffer of up to max_entry bytes per request) and at most size. */
+static void conf_post_stale_store(struct conf_loader *ld, yaml_node_t *map, void *obj, yaml_node_t *const *seen)
+{
+    struct conf *c = obj;
+    char a[32], b[32];
+    (void)seen;
+    if (c->stale_store.size && c->stale_store.max_entry > c->stale_store.size) {
+        yaml_node_t *m = conf_lookup(ld, map, "max_entry");
+        conf_fmt_size(a, sizeof a, c->stale_store.max_entry);
+        conf_fmt_size(b, sizeof b, c->stale_store.size);
+        conf_err(ld, m ? m : map, "stale_store max_entry (%s) must not exceed size (%s)", a, b);
+    }
+}
+
+static const struct conf_field conf_stale_store_fields[] = {
+    F_SIZE("size", struct conf, stale_store.size, 0, GIB(64)),
+    F_SIZE("max_entry", struct conf, stale_store.max_entry, KIB(1), MIB(64)),
+};
+BLOCK(conf_blk_stale_store, conf_stale_store_fields, conf_post_stale_store);
+
 static const struct conf_field conf_client_fields[] = {
     F_DUR("header_timeout", struct conf, client.header_timeout, MS(1), CONF_DUR_MAX),
     F_DUR("body_timeout", struct conf, client.body_timeout, MS(1), CONF_DUR_MAX),
@@ -552,6 +573,7 @@ static const struct conf_field conf_top_fields[] = {
     F_FN("workers", conf_h_workers),                                 /* auto | 1..256 */
     F_DUR("shutdown_timeout", struct conf, shutdown_timeout, 0, CONF_DUR_MAX),
     F_BLOCK("access_log", conf_blk_access_log),
+    F_BLOCK("stale_store", conf_blk_stale_store),
     F_BLOCK("resolver", conf_blk_resolver),
     F_BLOCK("client", conf_blk_client),
     F_BLOCK("limits", conf_blk_limits),
@@ -2178,6 +2200,8 @@ static void conf_defaults(struct conf_loader *ld, struct conf *c)
     c->shutdown_timeout = (int64_t)SEC(30);
     c->access_log.path = conf_strdup(ld, "stdout");
     c->access_log.format = LOG_FORMAT_JSON;
+    c->stale_store.size = MIB(64);
+    c->stale_store.max_entry = MIB(1);
     c->resolver.system = true;
     c->resolver.timeout = (int64_t)SEC(2);
     c->client.header_timeout = (int64_t)SEC(10);

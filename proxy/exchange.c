@@ -70,6 +70,17 @@ static bool exchange_budget_take(struct exchange *ex)
     return true;
 }
 
+/* Gives back what lifeline's own answer held: its head and the references on its body's owner. */
+static void exchange_local_free(struct exchange *ex)
+{
+    struct exchange_local *l = &ex->local;
+
+    free(l->head);
+    conf_unref(l->conf);
+    stale_entry_unref(l->entry);
+    memset(l, 0, sizeof(*l));
+}
+
 /* Stops every hop and timer and gives the body buffer back. */
 static void exchange_release(struct exchange *ex)
 {
@@ -81,9 +92,10 @@ static void exchange_release(struct exchange *ex)
     ev_timer_stop(w->loop, &ex->spare_timer);
     ev_timer_stop(w->loop, &ex->race_timer);
     if (ex->capturing) {
-        buf_free(&ex->capture.data);
+        stale_capture_free(&ex->capture);
         ex->capturing = false;
     }
+    exchange_local_free(ex);
     if (ex->body.cap == WORKER_BLOCK)
         worker_buf_put(w, &ex->body);
     else
@@ -231,57 +243,109 @@ static unsigned builtin_status(enum hop_outcome o, const char *reason)
     }
 }
 
-static size_t exchange_stale_key(struct exchange *ex, char *key, size_t cap)
+/* The stale store's key for this request (route name, host, target) in w->scratch; its length,
+ * or 0 when it does not fit (then nothing is stored or looked up). */
+static size_t exchange_stale_key(struct exchange *ex)
 {
+    struct worker *w = ex_worker(ex);
     const struct h1_head *req = ex->req;
     const char *host = req->host >= 0 ? req->hdrs[req->host].value : NULL;
     size_t host_len = req->host >= 0 ? req->hdrs[req->host].value_len : 0;
+    size_t n = stale_key(w->scratch, w->scratch_len, ex->route->name, strlen(ex->route->name), host,
+                         host_len, req->target, req->target_len);
 
-    return stale_key(key, cap, ex->route_idx, host, host_len, req->target, req->target_len);
+    return n <= w->scratch_len ? n : 0;
 }
 
-/* A fresh-enough kept copy for a GET (fallback.stale), written into out; its status, or 0. */
-static unsigned exchange_stale(struct exchange *ex, struct buf *out, const struct fallback_answer *a)
+/* A fresh-enough kept copy for a GET or HEAD (fallback.stale), built into o with a reference on its entry
+ * in *entry. Returns true when there is one. */
+static bool exchange_stale(struct exchange *ex, struct fallback_out *o, struct stale_entry **entry,
+                           const struct fallback_answer *a)
 {
     struct worker *w = ex_worker(ex);
-    const struct stale_entry *e;
+    struct stale_entry *e;
     ev_tstamp age;
     size_t klen;
 
-    if (ex->route->fallback.stale <= 0 || ex->req->method != H1_M_GET)
-        return 0;
-    klen = exchange_stale_key(ex, w->scratch, w->scratch_len);
-    e = stale_get(w->stale, w->scratch, klen);
+    /* A HEAD is answered from a GET's copy too (its head only), as HTTP caches do. */
+    if (ex->route->fallback.stale <= 0 || (ex->req->method != H1_M_GET && ex->req->method != H1_M_HEAD) ||
+        !w->stale)
+        return false;
+    klen = exchange_stale_key(ex);
+    if (!klen)
+        return false;
+    e = stale_get(w->stale, w->scratch, klen, ex->req->hdrs, ex->req->nhdrs);
     if (!e)
-        return 0;
+        return false;
     age = ev_now(w->loop) - e->stored;
-    if (age * 1000.0 >= (double)ex->route->fallback.stale)
-        return 0;
-    /* The copy may be larger than the output block: an empty output buffer is swapped for one
-     * that fits (freed when the answer is done). */
-    if (buf_free_space(out) < e->len + 1024 && out->len == 0) {
-        worker_buf_put(w, out);
-        if (buf_init(out, e->len + 1024) < 0)
-            return 0;
+    if (age < 0)
+        age = 0;   /* stored by another worker whose loop time ran slightly ahead */
+    if (age * 1000.0 >= (double)ex->route->fallback.stale || fallback_build_stale(o, e, (unsigned)age, a) < 0) {
+        stale_entry_unref(e);
+        return false;
     }
-    return fallback_write_stale(out, e, (unsigned)age, a);
+    *entry = e;
+    return true;
 }
 
-/* Answers with the route's fallback, or the built-in one. */
+/* Copies lifeline's own answer into the client's output buffer as far as it has room, and again
+ * each time it drains (exchange_drained), like any upstream answer: a large fallback body never
+ * needs a large buffer. Once the last byte is queued the request is accounted and done. */
+static void exchange_local_pump(struct exchange *ex)
+{
+    struct exchange_local *l = &ex->local;
+    struct client *c = ex->c;
+    bool keep;
+
+    if (l->pumping) {
+        l->repump = true;   /* client_flush() below drained: the running loop goes on */
+        return;
+    }
+    l->pumping = true;
+    do {
+        size_t total = l->head_len + l->body_len;
+        struct buf *out = client_out(c);
+
+        l->repump = false;
+        if (!out) {
+            l->pumping = false;
+            client_close(c);
+            return;
+        }
+        while (l->off < total && buf_free_space(out) > 0) {
+            const char *src = l->off < l->head_len ? l->head + l->off : l->body + (l->off - l->head_len);
+            size_t avail = l->off < l->head_len ? l->head_len - l->off : total - l->off;
+            size_t n = avail < buf_free_space(out) ? avail : buf_free_space(out);
+            if (buf_append(out, src, n) < 0)
+                break;
+            l->off += n;
+        }
+        if (l->off == total) {
+            keep = !l->close;
+            exchange_local_free(ex);
+            ex->state = EX_DONE;
+            exchange_account(ex, ex->status);   /* before the last byte is written (SPEC §5) */
+            client_exchange_done(c, keep);
+            return;
+        }
+        client_flush(c);
+        if (c->closed || ex->state != EX_LOCAL || !l->active)
+            return;   /* closed: exchange_cancel() freed what the answer held */
+    } while (l->repump);
+    l->pumping = false;
+}
+
+/* Answers with a kept copy, the route's fallback, or the built-in one. */
 static void exchange_fallback(struct exchange *ex, const char *reason)
 {
     struct client *c = ex->c;
     struct fallback_answer a;
-    struct buf *out;
-    unsigned st;
+    struct fallback_out o;
+    struct stale_entry *entry = NULL;
+    struct exchange_local *l = &ex->local;
 
     exchange_release(ex);
     ex->state = EX_LOCAL;
-    out = client_out(c);
-    if (!out) {
-        client_close(c);
-        return;
-    }
     memset(&a, 0, sizeof(a));
     a.reason = reason;
     a.builtin_status = builtin_status(ex->last_outcome, reason);
@@ -290,19 +354,24 @@ static void exchange_fallback(struct exchange *ex, const char *reason)
     a.request_id_len = ex->request_id_len;
     a.head_only = ex->req->method == H1_M_HEAD;
     a.close = exchange_closes(ex, a.builtin_status);
-    st = exchange_stale(ex, out, &a);
-    if (!st)
-        st = fallback_write(out, ex->route, &a);
-    if (!st) {
+    if (!exchange_stale(ex, &o, &entry, &a) && fallback_build(&o, ex->route, &a) < 0) {
         client_close(c);
         return;
     }
-    ex->status = st;
-    ex->state = EX_DONE;
+    l->head = o.head;
+    l->head_len = o.head_len;
+    l->body = o.body;
+    l->body_len = o.body_len;
+    l->entry = entry;
+    /* The configured body lives in the snapshot: it must outlive a reload while it streams. */
+    if (!entry && o.body_len)
+        l->conf = conf_ref(ex->gen->conf);
+    l->close = a.close;
+    l->active = true;
+    ex->status = o.status;
     snprintf(ex->reason_buf, sizeof(ex->reason_buf), "%s", reason);
     ex->fallback_reason = reason == ex->reason_buf || strlen(reason) < sizeof(ex->reason_buf) ? ex->reason_buf : reason;
-    exchange_account(ex, st);
-    client_exchange_done(c, !a.close);
+    exchange_local_pump(ex);
 }
 
 static void exchange_make_request_id(struct exchange *ex)
@@ -694,6 +763,8 @@ void exchange_drained(struct exchange *ex)
 {
     if ((ex->state == EX_STREAMING || ex->state == EX_TUNNEL) && ex->winner)
         hop_resume(ex->winner);
+    else if (ex->state == EX_LOCAL && ex->local.active)
+        exchange_local_pump(ex);
 }
 
 static double retry_after_of(const struct h1_head *resp)
@@ -768,14 +839,38 @@ static const char *exchange_reason(struct exchange *ex, char *tmp, size_t n)
     return hop_outcome_name(ex->last_outcome);
 }
 
-/* Starts copying this answer for fallback.stale: its end-to-end header lines now, its body as
- * the parser decodes it. */
+/* Starts copying this answer for fallback.stale when any client may see it (SPEC §3.7): its
+ * end-to-end header lines now, its body as the parser decodes it. The copy's buffer is sized by
+ * Content-Length when there is one (an answer above stale_store.max_entry is not copied at all),
+ * else max_entry; a body that outgrows it drops the copy. */
 static void exchange_capture_start(struct exchange *ex, struct hop *h, const struct h1_head *resp)
 {
-    struct buf *d = &ex->capture.data;
+    struct worker *w = ex_worker(ex);
+    struct stale_capture *cap = &ex->capture;
+    struct buf *d = &cap->data;
+    uint64_t max = stale_store_max_entry(w->stale);
+    size_t head = 0, want;
 
-    if (buf_init(d, STALE_ENTRY_MAX) < 0)
+    if (!w->stale || !max ||
+        !stale_admissible(ex->req->method == H1_M_GET, ex->req->hdrs, ex->req->nhdrs, resp->status,
+                          resp->hdrs, resp->nhdrs))
         return;
+    for (unsigned i = 0; i < resp->nhdrs; i++)
+        head += resp->hdrs[i].name_len + resp->hdrs[i].value_len + 4;
+    if (resp->content_length >= 0 && !resp->chunked) {
+        if ((uint64_t)resp->content_length + head > max)
+            return;
+        want = (size_t)resp->content_length + head;
+    } else {
+        want = (size_t)max;
+    }
+    memset(cap, 0, sizeof(*cap));
+    if (buf_init(d, want ? want : 1) < 0)
+        return;
+    if (stale_vary_build(resp->hdrs, resp->nhdrs, ex->req->hdrs, ex->req->nhdrs, &cap->vary, &cap->vary_len) < 0) {
+        stale_capture_free(cap);
+        return;
+    }
     for (unsigned i = 0; i < resp->nhdrs; i++) {
         const struct h1_header *hd = &resp->hdrs[i];
         if (hd->flags & (H1_HDR_HOP | H1_HDR_FRAMING | H1_HDR_XRID) ||
@@ -783,12 +878,12 @@ static void exchange_capture_start(struct exchange *ex, struct hop *h, const str
             continue;
         if (buf_append(d, hd->name, hd->name_len) < 0 || buf_append(d, ": ", 2) < 0 ||
             buf_append(d, hd->value, hd->value_len) < 0 || buf_append(d, "\r\n", 2) < 0) {
-            buf_free(d);
+            stale_capture_free(cap);
             return;
         }
     }
-    ex->capture.head_len = d->len;
-    ex->capture.status = resp->status;
+    cap->head_len = d->len;
+    cap->status = resp->status;
     ex->capturing = true;
     ex->capture_overflow = false;
     h1_parser_set_tee(h->parser, d, &ex->capture_overflow);
@@ -882,8 +977,7 @@ void exchange_hop_head(struct exchange *ex, struct hop *h)
         return;
     }
     h1_parser_set_output(h->parser, out, framing);
-    if (ex->route->fallback.stale > 0 && req->method == H1_M_GET && resp->status >= 200 &&
-        resp->status < 300)
+    if (ex->route->fallback.stale > 0 && req->method == H1_M_GET && resp->status == 200)
         exchange_capture_start(ex, h, resp);
     ex->state = EX_STREAMING;
     /* No flush here: the hop flushes once it has parsed the body bytes that came with the head. */
@@ -901,9 +995,12 @@ void exchange_hop_done(struct exchange *ex, struct hop *h)
 
     (void)h;
     if (ex->capturing && !ex->capture_overflow) {
-        size_t klen = exchange_stale_key(ex, w->scratch, w->scratch_len);
+        size_t klen = exchange_stale_key(ex);
         ex->capturing = false;
-        stale_put(&w->stale, w->scratch, klen, &ex->capture, ev_now(w->loop));
+        if (klen)
+            stale_put(w->stale, w->scratch, klen, &ex->capture, ev_now(w->loop));
+        else
+            stale_capture_free(&ex->capture);
     }
     ex->winner = NULL;
     exchange_release(ex);
@@ -967,7 +1064,7 @@ void exchange_cancel(struct exchange *ex)
             exchange_record_hop(ex, &ex->hops[i], METRIC_OUTCOME_CANCELLED, 0);
     }
     /* nginx's 499: the client went away before its answer was complete */
-    exchange_account(ex, ex->state == EX_DONE || ex->state == EX_LOCAL ? ex->status : 499);
+    exchange_account(ex, ex->state == EX_DONE || (ex->state == EX_LOCAL && !ex->local.active) ? ex->status : 499);
     exchange_release(ex);
     if (ex->gen) {
         worker_gen_unref(ex_worker(ex), ex->gen);

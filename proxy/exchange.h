@@ -25,7 +25,7 @@ enum exchange_state {
     EX_UPSTREAM,    /* hops running; nothing sent downstream yet (but maybe 100 Continue) */
     EX_STREAMING,   /* response head sent downstream, body flowing */
     EX_TUNNEL,      /* after 101: raw bytes both ways */
-    EX_LOCAL,       /* lifeline's own answer is being written */
+    EX_LOCAL,       /* lifeline's own answer is being written (streamed as the client drains) */
     EX_DONE,        /* response complete downstream */
 };
 
@@ -69,8 +69,16 @@ struct exchange {
     const char *fallback_reason;        /* static or ex->reason_buf */
     char reason_buf[8];
     uint64_t bytes_mark;                /* client byte count when the answer began */
-    struct stale_capture capture;       /* this 2xx GET answer, kept for fallback.stale */
+    struct stale_capture capture;       /* this 200 GET answer, kept for fallback.stale */
     bool capturing, capture_overflow;
+    struct exchange_local {             /* lifeline's own answer (fallback, stale copy), streamed */
+        char *head; size_t head_len;    /* owned (malloc'd) */
+        const char *body; size_t body_len;   /* in `conf` or in `entry`, which stay referenced */
+        size_t off;                     /* bytes of head + body queued for the client so far */
+        struct conf *conf;              /* reference held while body points into it */
+        struct stale_entry *entry;      /* reference held while body points into it */
+        bool active, close, pumping, repump;
+    } local;
     ev_tstamp started, deadline;
     char request_id[40];
     size_t request_id_len;
@@ -81,7 +89,8 @@ struct exchange {
 void exchange_start(struct exchange *ex, struct client *c);
 /* The client put request body bytes into ex->body, or completed the message (ex->body_done). */
 void exchange_body(struct exchange *ex);
-/* The client's output buffer drained below its limit. */
+/* The client's output buffer drained below its limit: the upstream response, or lifeline's own
+ * answer, continues. */
 void exchange_drained(struct exchange *ex);
 /* The client is going away: cancel everything. After it the exchange is EX_NONE. */
 void exchange_cancel(struct exchange *ex);

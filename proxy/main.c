@@ -28,6 +28,7 @@
 #include "health.h"
 #include "log.h"
 #include "metrics.h"
+#include "stale.h"
 #include "worker.h"
 
 #define LIFELINE_VERSION "0.1.0"
@@ -41,6 +42,7 @@ static struct admin admin;
 static struct alog alog;
 static struct metric_names names;
 static struct health *current;          /* the running snapshot's registry (conf: current->conf) */
+static struct stale_store *stale;       /* fallback.stale copies of every worker; lives across reloads */
 static const char *conf_path;
 
 /* Configuration loading after start runs in the loader thread: reading the file and resolving
@@ -127,6 +129,9 @@ static void apply_conf(struct ev_loop *loop, struct conf *nc, const char *why)
         log_warn("%s: the number of workers changes only on restart (running %u)", why, nworkers);
     if (strcmp(nh->conf->access_log.path, current->conf->access_log.path) != 0)
         log_warn("%s: access_log.path changes only on restart", why);
+    /* The stale store outlives reloads (its copies stay useful); new limits apply at once, by
+     * evicting down to the new size. */
+    stale_store_resize(stale, nh->conf->stale_store.size, nh->conf->stale_store.max_entry);
     health_stop(current);
     for (unsigned i = 0; i < nworkers; i++)
         worker_reload(&workers[i], nh);
@@ -409,12 +414,13 @@ int main(int argc, char **argv)
     nworkers = c->workers ? c->workers : 1;
     workers = calloc(nworkers, sizeof(*workers));
     current = health_new(c, NULL, &names);
-    if (!loop || !workers || !current) {
+    stale = stale_store_new(c->stale_store.size, c->stale_store.max_entry);
+    if (!loop || !workers || !current || !stale) {
         log_error("out of memory");
         goto out;
     }
     for (unsigned i = 0; i < nworkers; i++) {
-        if (worker_init(&workers[i], i, current) < 0) {
+        if (worker_init(&workers[i], i, current, stale) < 0) {
             for (unsigned j = 0; j <= i; j++)
                 worker_destroy(&workers[j]);
             goto out;
@@ -424,6 +430,7 @@ int main(int argc, char **argv)
     admin.workers = workers;
     admin.nworkers = nworkers;
     admin.health = current;
+    admin.stale = stale;
     admin.generation = 1;
     rings = calloc(nworkers, sizeof(*rings));
     if (!rings)
@@ -494,6 +501,7 @@ out:
         health_unref(current);
     }
     metric_names_free(&names);
+    stale_store_free(stale);   /* after the workers: they used it to the end */
     conf_unref(c);
     if (loop)
         ev_loop_destroy(loop);

@@ -1,47 +1,444 @@
-/* stale.c — per-worker store of recent 2xx GET answers (see stale.h). */
+/* stale.c — the process-wide store of answers kept for fallback.stale (see stale.h). */
 #include "stale.h"
 
-#include <stdio.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
-#include "pool.h"
+#define STALE_BUCKETS 1024          /* per shard */
+#define STALE_ABSENT  0xffffffffu   /* vary value length of a header the request did not carry */
 
-size_t stale_key(char *out, size_t cap, unsigned route, const char *host, size_t host_len,
-                 const char *target, size_t target_len)
+struct stale_shard {
+    pthread_mutex_t mu;
+    struct stale_entry *buckets[STALE_BUCKETS];
+    struct stale_entry *lru_head, *lru_tail;   /* most / least recently used */
+    size_t count;
+    _Atomic uint64_t tail_used;                 /* lru_tail->used, UINT64_MAX when empty */
+} __attribute__((aligned(64)));
+
+struct stale_store {
+    _Atomic uint64_t size, max_entry;
+    _Atomic uint64_t bytes;
+    _Atomic uint64_t tick;                      /* LRU clock: one tick per put or hit */
+    struct stale_shard shards[STALE_SHARDS];
+};
+
+/* ---- pure helpers ------------------------------------------------------------------------- */
+
+static uint64_t stale_hash(const char *p, size_t n)
 {
-    int n = snprintf(out, cap, "%u|%.*s|%.*s", route, (int)host_len, host ? host : "", (int)target_len, target);
+    uint64_t h = 0xcbf29ce484222325ull;   /* FNV-1a, then a final mix so shards and buckets differ */
 
-    return n < 0 ? 0 : (size_t)n >= cap ? cap - 1 : (size_t)n;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)p[i];
+        h *= 0x100000001b3ull;
+    }
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    return h;
 }
+
+static void put32(char *p, uint32_t v)
+{
+    p[0] = (char)(v >> 24);
+    p[1] = (char)(v >> 16);
+    p[2] = (char)(v >> 8);
+    p[3] = (char)v;
+}
+
+static uint32_t get32(const char *p)
+{
+    const unsigned char *u = (const unsigned char *)p;
+    return (uint32_t)u[0] << 24 | (uint32_t)u[1] << 16 | (uint32_t)u[2] << 8 | u[3];
+}
+
+size_t stale_key(char *out, size_t cap, const char *route, size_t route_len, const char *host,
+                 size_t host_len, const char *target, size_t target_len)
+{
+    size_t need = 12 + route_len + host_len + target_len, n = 0;
+
+    if (need > cap || route_len > UINT32_MAX || host_len > UINT32_MAX || target_len > UINT32_MAX)
+        return need > cap ? need : cap + 1;
+    put32(out + n, (uint32_t)route_len);
+    n += 4;
+    memcpy(out + n, route, route_len);
+    n += route_len;
+    put32(out + n, (uint32_t)host_len);
+    n += 4;
+    for (size_t i = 0; i < host_len; i++) {
+        char ch = host[i];
+        out[n++] = ch >= 'A' && ch <= 'Z' ? (char)(ch + 32) : ch;
+    }
+    put32(out + n, (uint32_t)target_len);
+    n += 4;
+    if (target_len)
+        memcpy(out + n, target, target_len);
+    return n + target_len;
+}
+
+static bool hdr_is(const struct h1_header *h, const char *name, size_t len)
+{
+    return h->name_len == len && strncasecmp(h->name, name, len) == 0;
+}
+
+static const struct h1_header *hdr_find(const struct h1_header *hs, size_t n, const char *name, size_t len)
+{
+    for (size_t i = 0; i < n; i++)
+        if (hdr_is(&hs[i], name, len))
+            return &hs[i];
+    return NULL;
+}
+
+static bool tchar(char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+/* Calls fn(token, len) for each element of a comma-separated list of `token [= (token | "quoted")]`
+ * (Cache-Control, Vary); quoted strings may hold commas. Stops early when fn returns true. A
+ * non-token element (such as "*") is passed whole, up to the next comma or space. */
+static bool list_any(const char *v, size_t n, bool (*fn)(void *, const char *, size_t), void *ctx)
+{
+    size_t i = 0;
+
+    while (i < n) {
+        while (i < n && (v[i] == ',' || v[i] == ' ' || v[i] == '\t'))
+            i++;
+        if (i >= n)
+            break;
+        size_t start = i;
+        while (i < n && tchar(v[i]))
+            i++;
+        if (i == start)
+            while (i < n && v[i] != ',' && v[i] != ' ' && v[i] != '\t' && v[i] != '=')
+                i++;
+        if (fn(ctx, v + start, i - start))
+            return true;
+        while (i < n && (v[i] == ' ' || v[i] == '\t'))
+            i++;
+        if (i < n && v[i] == '=') {
+            i++;
+            while (i < n && (v[i] == ' ' || v[i] == '\t'))
+                i++;
+            if (i < n && v[i] == '"') {
+                for (i++; i < n && v[i] != '"'; i++)
+                    if (v[i] == '\\')
+                        i++;
+                i++;
+            }
+        }
+        while (i < n && v[i] != ',')
+            i++;
+    }
+    return false;
+}
+
+static bool cc_private(void *ctx, const char *t, size_t n)
+{
+    (void)ctx;
+    return (n == 7 && strncasecmp(t, "private", 7) == 0) || (n == 8 && strncasecmp(t, "no-store", 8) == 0) ||
+           (n == 8 && strncasecmp(t, "no-cache", 8) == 0);
+}
+
+static bool vary_star(void *ctx, const char *t, size_t n)
+{
+    (void)ctx;
+    return n == 1 && t[0] == '*';
+}
+
+bool stale_admissible(bool get, const struct h1_header *req, size_t nreq, unsigned status,
+                      const struct h1_header *resp, size_t nresp)
+{
+    if (!get || status != 200)
+        return false;
+    if (hdr_find(req, nreq, "authorization", 13) || hdr_find(req, nreq, "cookie", 6))
+        return false;
+    for (size_t i = 0; i < nresp; i++) {
+        const struct h1_header *h = &resp[i];
+        if (hdr_is(h, "set-cookie", 10))
+            return false;
+        if (hdr_is(h, "cache-control", 13) && list_any(h->value, h->value_len, cc_private, NULL))
+            return false;
+        if (hdr_is(h, "vary", 4) && list_any(h->value, h->value_len, vary_star, NULL))
+            return false;
+    }
+    return true;
+}
+
+/* stale_vary_build's state while it walks the Vary lists. */
+struct vary_acc {
+    char *out;
+    size_t len, cap;
+    const struct h1_header *req;
+    size_t nreq;
+    bool oom;
+};
+
+static bool vary_add(void *ctx, const char *t, size_t n)
+{
+    struct vary_acc *a = ctx;
+    const struct h1_header *h = hdr_find(a->req, a->nreq, t, n);
+    size_t need = 8 + n + (h ? h->value_len : 0);
+
+    if (a->len + need > a->cap) {
+        size_t nc = (a->cap ? a->cap * 2 : 128) + need;
+        char *p = realloc(a->out, nc);
+        if (!p) {
+            a->oom = true;
+            return true;
+        }
+        a->out = p;
+        a->cap = nc;
+    }
+    put32(a->out + a->len, (uint32_t)n);
+    a->len += 4;
+    for (size_t i = 0; i < n; i++)
+        a->out[a->len++] = t[i] >= 'A' && t[i] <= 'Z' ? (char)(t[i] + 32) : t[i];
+    put32(a->out + a->len, h ? (uint32_t)h->value_len : STALE_ABSENT);
+    a->len += 4;
+    if (h && h->value_len) {
+        memcpy(a->out + a->len, h->value, h->value_len);
+        a->len += h->value_len;
+    }
+    return false;
+}
+
+int stale_vary_build(const struct h1_header *resp, size_t nresp, const struct h1_header *req, size_t nreq,
+                     char **out, size_t *out_len)
+{
+    struct vary_acc a = { .req = req, .nreq = nreq };
+
+    for (size_t i = 0; i < nresp && !a.oom; i++)
+        if (hdr_is(&resp[i], "vary", 4))
+            list_any(resp[i].value, resp[i].value_len, vary_add, &a);
+    if (a.oom) {
+        free(a.out);
+        *out = NULL;
+        *out_len = 0;
+        return -1;
+    }
+    *out = a.out;
+    *out_len = a.len;
+    return 0;
+}
+
+/* The request carries the values the entry was stored for. */
+static bool vary_match(const struct stale_entry *e, const struct h1_header *req, size_t nreq)
+{
+    size_t i = 0;
+
+    while (i + 8 <= e->vary_len) {
+        uint32_t nl = get32(e->vary + i), vl;
+        const char *name = e->vary + i + 4;
+        const struct h1_header *h;
+        i += 4 + nl;
+        vl = get32(e->vary + i);
+        i += 4;
+        h = hdr_find(req, nreq, name, nl);
+        if (vl == STALE_ABSENT) {
+            if (h)
+                return false;
+            continue;
+        }
+        if (!h || h->value_len != vl || memcmp(h->value, e->vary + i, vl) != 0)
+            return false;
+        i += vl;
+    }
+    return true;
+}
+
+/* ---- the store ---------------------------------------------------------------------------- */
 
 static void entry_free(struct stale_entry *e)
 {
-    if (!e)
-        return;
     free(e->key);
+    free(e->vary);
     free(e->data);
     free(e);
 }
 
-int stale_put(struct stale_store **store, const char *key, size_t key_len, struct stale_capture *cap,
-              ev_tstamp now)
+void stale_entry_unref(struct stale_entry *e)
 {
-    struct stale_entry *e;
-    unsigned slot = (unsigned)(pool_hash(key, key_len, 0) % STALE_SLOTS);
+    if (e && atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel) == 1)
+        entry_free(e);
+}
 
-    if (!*store && !(*store = calloc(1, sizeof(**store))))
+void stale_capture_free(struct stale_capture *cap)
+{
+    buf_free(&cap->data);
+    free(cap->vary);
+    cap->vary = NULL;
+    cap->vary_len = 0;
+}
+
+struct stale_store *stale_store_new(uint64_t size, uint64_t max_entry)
+{
+    struct stale_store *s = aligned_alloc(64, (sizeof(*s) + 63) / 64 * 64);
+
+    if (!s)
+        return NULL;
+    memset(s, 0, sizeof(*s));
+    atomic_init(&s->size, size);
+    atomic_init(&s->max_entry, max_entry);
+    atomic_init(&s->bytes, 0);
+    atomic_init(&s->tick, 0);
+    for (unsigned i = 0; i < STALE_SHARDS; i++) {
+        pthread_mutex_init(&s->shards[i].mu, NULL);
+        atomic_init(&s->shards[i].tail_used, UINT64_MAX);
+    }
+    return s;
+}
+
+void stale_store_free(struct stale_store *s)
+{
+    if (!s)
+        return;
+    for (unsigned i = 0; i < STALE_SHARDS; i++) {
+        struct stale_entry *e = s->shards[i].lru_head, *next;
+        for (; e; e = next) {
+            next = e->lnext;
+            stale_entry_unref(e);
+        }
+        pthread_mutex_destroy(&s->shards[i].mu);
+    }
+    free(s);
+}
+
+uint64_t stale_store_bytes(const struct stale_store *s)
+{
+    return s ? atomic_load_explicit(&s->bytes, memory_order_relaxed) : 0;
+}
+
+uint64_t stale_store_max_entry(const struct stale_store *s)
+{
+    uint64_t m, size;
+
+    if (!s)
+        return 0;
+    m = atomic_load_explicit(&s->max_entry, memory_order_relaxed);
+    size = atomic_load_explicit(&s->size, memory_order_relaxed);
+    return m < size ? m : size;   /* size 0: nothing is kept, so nothing is worth copying */
+}
+
+size_t stale_store_count(struct stale_store *s)
+{
+    size_t n = 0;
+
+    for (unsigned i = 0; s && i < STALE_SHARDS; i++) {
+        pthread_mutex_lock(&s->shards[i].mu);
+        n += s->shards[i].count;
+        pthread_mutex_unlock(&s->shards[i].mu);
+    }
+    return n;
+}
+
+/* Shard and bucket of a hash: different bits for each. */
+static inline struct stale_shard *shard_of(struct stale_store *s, uint64_t h)
+{
+    return &s->shards[h % STALE_SHARDS];
+}
+
+static inline struct stale_entry **bucket_of(struct stale_shard *sh, uint64_t h)
+{
+    return &sh->buckets[(h >> 16) % STALE_BUCKETS];
+}
+
+static void shard_tail_publish(struct stale_shard *sh)
+{
+    atomic_store_explicit(&sh->tail_used, sh->lru_tail ? sh->lru_tail->used : UINT64_MAX,
+                          memory_order_relaxed);
+}
+
+/* Unlinks e from its shard (lock held); the store's reference moves to the caller. */
+static void shard_unlink(struct stale_store *s, struct stale_shard *sh, struct stale_entry *e)
+{
+    struct stale_entry **pp = bucket_of(sh, e->hash);
+
+    while (*pp && *pp != e)
+        pp = &(*pp)->hnext;
+    if (*pp)
+        *pp = e->hnext;
+    if (e->lprev)
+        e->lprev->lnext = e->lnext;
+    else
+        sh->lru_head = e->lnext;
+    if (e->lnext)
+        e->lnext->lprev = e->lprev;
+    else
+        sh->lru_tail = e->lprev;
+    e->hnext = e->lprev = e->lnext = NULL;
+    sh->count--;
+    atomic_fetch_sub_explicit(&s->bytes, e->cost, memory_order_relaxed);
+    shard_tail_publish(sh);
+}
+
+static void lru_push_front(struct stale_shard *sh, struct stale_entry *e)
+{
+    e->lprev = NULL;
+    e->lnext = sh->lru_head;
+    if (sh->lru_head)
+        sh->lru_head->lprev = e;
+    sh->lru_head = e;
+    if (!sh->lru_tail)
+        sh->lru_tail = e;
+}
+
+/* Evicts least recently used entries until the store is within its size: the shard whose LRU tail
+ * is oldest gives one up at a time (its tail tick is read without its lock; a stale read only picks a
+ * slightly less old victim). Frees outside every lock. */
+static void stale_trim(struct stale_store *s)
+{
+    for (unsigned guard = 0; guard < 1u << 20; guard++) {
+        struct stale_shard *best = NULL;
+        struct stale_entry *victim;
+        uint64_t oldest = UINT64_MAX;
+
+        if (atomic_load_explicit(&s->bytes, memory_order_relaxed) <= atomic_load_explicit(&s->size, memory_order_relaxed))
+            return;
+        for (unsigned i = 0; i < STALE_SHARDS; i++) {
+            uint64_t u = atomic_load_explicit(&s->shards[i].tail_used, memory_order_relaxed);
+            if (u < oldest) {
+                oldest = u;
+                best = &s->shards[i];
+            }
+        }
+        if (!best)
+            return;
+        pthread_mutex_lock(&best->mu);
+        victim = best->lru_tail;
+        if (victim)
+            shard_unlink(s, best, victim);
+        pthread_mutex_unlock(&best->mu);
+        stale_entry_unref(victim);
+    }
+}
+
+void stale_store_resize(struct stale_store *s, uint64_t size, uint64_t max_entry)
+{
+    if (!s)
+        return;
+    atomic_store(&s->size, size);
+    atomic_store(&s->max_entry, max_entry);
+    stale_trim(s);
+}
+
+int stale_put(struct stale_store *s, const char *key, size_t key_len, struct stale_capture *cap, double now)
+{
+    struct stale_entry *e = NULL, *old = NULL, **pp;
+    struct stale_shard *sh;
+    size_t cost = sizeof(*e) + key_len + cap->vary_len + cap->data.len;
+
+    if (!s || cap->data.len > atomic_load(&s->max_entry) || cost > atomic_load(&s->size))
         goto fail;
     e = calloc(1, sizeof(*e));
-    if (!e)
+    if (!e || !(e->key = malloc(key_len ? key_len : 1)))
         goto fail;
-    e->key = malloc(key_len);
-    if (!e->key) {
-        free(e);
-        goto fail;
-    }
     memcpy(e->key, key, key_len);
     e->key_len = key_len;
+    e->hash = stale_hash(key, key_len);
     e->status = cap->status;
     e->data = cap->data.data;   /* the capture's buffer moves into the entry */
     if (cap->data.off)
@@ -49,33 +446,78 @@ int stale_put(struct stale_store **store, const char *key, size_t key_len, struc
     e->len = cap->data.len;
     e->head_len = cap->head_len;
     e->stored = now;
+    e->vary = cap->vary;
+    e->vary_len = cap->vary_len;
+    e->cost = cost;
+    atomic_init(&e->refs, 1);   /* the store's */
     cap->data.data = NULL;
     cap->data.off = cap->data.len = cap->data.cap = 0;
-    entry_free((*store)->slots[slot]);
-    (*store)->slots[slot] = e;
+    cap->vary = NULL;
+    cap->vary_len = 0;
+
+    sh = shard_of(s, e->hash);
+    pthread_mutex_lock(&sh->mu);
+    pp = bucket_of(sh, e->hash);
+    for (struct stale_entry *x = *pp; x; x = x->hnext) {
+        if (x->hash == e->hash && x->key_len == key_len && memcmp(x->key, key, key_len) == 0 &&
+            x->vary_len == e->vary_len && (!e->vary_len || memcmp(x->vary, e->vary, e->vary_len) == 0)) {
+            old = x;
+            break;
+        }
+    }
+    if (old)
+        shard_unlink(s, sh, old);
+    e->used = atomic_fetch_add_explicit(&s->tick, 1, memory_order_relaxed) + 1;
+    e->hnext = *pp;
+    *pp = e;
+    lru_push_front(sh, e);
+    sh->count++;
+    atomic_fetch_add_explicit(&s->bytes, cost, memory_order_relaxed);
+    shard_tail_publish(sh);
+    pthread_mutex_unlock(&sh->mu);
+    stale_entry_unref(old);
+    stale_trim(s);
     return 0;
 fail:
-    buf_free(&cap->data);
+    if (e) {
+        free(e->key);
+        free(e);
+    }
+    stale_capture_free(cap);
     return -1;
 }
 
-const struct stale_entry *stale_get(const struct stale_store *store, const char *key, size_t key_len)
+struct stale_entry *stale_get(struct stale_store *s, const char *key, size_t key_len,
+                              const struct h1_header *req, size_t nreq)
 {
-    const struct stale_entry *e;
+    uint64_t h;
+    struct stale_shard *sh;
+    struct stale_entry *e;
 
-    if (!store)
+    if (!s)
         return NULL;
-    e = store->slots[pool_hash(key, key_len, 0) % STALE_SLOTS];
-    if (!e || e->key_len != key_len || memcmp(e->key, key, key_len) != 0)
-        return NULL;
+    h = stale_hash(key, key_len);
+    sh = shard_of(s, h);
+    pthread_mutex_lock(&sh->mu);
+    /* Chains are newest first: the first match is the most recent copy for these vary values. */
+    for (e = *bucket_of(sh, h); e; e = e->hnext) {
+        if (e->hash == h && e->key_len == key_len && memcmp(e->key, key, key_len) == 0 &&
+            vary_match(e, req, nreq))
+            break;
+    }
+    if (e) {
+        atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
+        e->used = atomic_fetch_add_explicit(&s->tick, 1, memory_order_relaxed) + 1;
+        if (sh->lru_head != e) {
+            e->lprev->lnext = e->lnext;
+            if (e->lnext)
+                e->lnext->lprev = e->lprev;
+            else
+                sh->lru_tail = e->lprev;
+            lru_push_front(sh, e);
+        }
+        shard_tail_publish(sh);
+    }
+    pthread_mutex_unlock(&sh->mu);
     return e;
-}
-
-void stale_free(struct stale_store *store)
-{
-    if (!store)
-        return;
-    for (unsigned i = 0; i < STALE_SLOTS; i++)
-        entry_free(store->slots[i]);
-    free(store);
 }

@@ -1,51 +1,112 @@
-/* stale.h — the last 2xx answer to a GET, per URL, kept for fallback.stale (SPEC §2, §3.7).
+/* stale.h — the process's store of recent answers, kept for fallback.stale (SPEC §2 stale_store, §3.7).
  *
- * One store per worker (no locks; a copy is served only by the worker that kept it). Bounded:
- * STALE_SLOTS entries of at most STALE_ENTRY_MAX bytes each; a new copy replaces the old one in its
- * slot (the same URL, or another URL hashing there). Responses larger than an entry are not kept.
+ * Owns: one store for the whole process (created once by main at start, kept across reloads, freed
+ * by main after the workers have returned), and every entry in it. Every worker thread puts and
+ * gets concurrently. Does not own: request or response heads (read during a call only).
+ *
+ * Locking: STALE_SHARDS shards, each a mutex, a hash table and an LRU list. A call locks at most one
+ * shard at a time, for a hash walk and a few pointer moves: no allocation, copy or free happens under
+ * a lock, so a lookup that finds nothing never waits for long. Entries are immutable once stored and
+ * reference counted: the store holds one reference while an entry is in its table, and stale_get()
+ * hands the caller another, so a copy being streamed to a slow client stays valid after eviction or
+ * replacement (the last stale_entry_unref() frees it, on whatever thread).
+ *
+ * Bounds: the total of entry sizes (data + key + vary + bookkeeping) stays within `size`; a put that
+ * goes beyond evicts least recently used entries (each shard's LRU tail carries a global use tick, and
+ * the shard holding the oldest tail gives one up, so eviction is close to a global LRU). An answer of
+ * more than `max_entry` bytes (head lines + body) is not kept. stale_store_resize() applies new limits.
+ *
+ * Keys (SPEC §3.7): route name, lower-cased host and target, each as a 4-byte big-endian length and
+ * its bytes, so no component can run into the next. An answer with `Vary` also stores, per varying
+ * header name, the value the request carried (or "absent"); a lookup matches only when the current
+ * request carries the same values (first field of that name, byte for byte).
  */
 #ifndef LIFELINE_STALE_H
 #define LIFELINE_STALE_H
 
-#include <ev.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "buf.h"
+#include "h1.h"
 
-#define STALE_SLOTS 256
-#define STALE_ENTRY_MAX (256 * 1024)
+#define STALE_SHARDS 32
 
+/* One kept answer. Read-only once stored; valid while the caller holds a reference. */
 struct stale_entry {
-    char *key; size_t key_len;          /* route, host and target */
+    atomic_uint refs;
     unsigned status;
     char *data;                         /* header lines ("name: value\r\n"...), then the body */
-    size_t head_len, len;
-    ev_tstamp stored;
+    size_t head_len, len;               /* len: header lines + body */
+    double stored;                      /* ev_now() when stored */
+    /* store-private */
+    char *key; size_t key_len;          /* primary key (stale_key) */
+    char *vary; size_t vary_len;        /* (name, request value) pairs, length-prefixed; may be empty */
+    size_t cost;                        /* bytes counted against the store's size */
+    uint64_t hash, used;                /* key hash; use tick (LRU) */
+    struct stale_entry *hnext;          /* hash chain */
+    struct stale_entry *lprev, *lnext;  /* shard LRU list, most recent first */
 };
 
-struct stale_store {
-    struct stale_entry *slots[STALE_SLOTS];
-};
+struct stale_store;
 
 /* A response being copied while it streams downstream; owned by its exchange. */
 struct stale_capture {
     struct buf data;                    /* header lines, then body bytes (the parser's tee) */
     size_t head_len;
     unsigned status;
+    char *vary; size_t vary_len;        /* from stale_vary_build(), malloc'd (NULL when no Vary) */
 };
 
-/* The store's key for a request: "route|host|target" written into out. Returns its length. */
-size_t stale_key(char *out, size_t cap, unsigned route, const char *host, size_t host_len,
-                 const char *target, size_t target_len);
+/* A store bounded by size bytes that keeps answers of at most max_entry bytes. NULL when out of memory. */
+struct stale_store *stale_store_new(uint64_t size, uint64_t max_entry);
+/* Frees the store and its references to entries (entries still referenced elsewhere live on until
+ * their last unref). No other thread may use the store any more. NULL is allowed. */
+void stale_store_free(struct stale_store *s);
+/* New limits (a reload): evicts down to the new size at once; thread-safe. */
+void stale_store_resize(struct stale_store *s, uint64_t size, uint64_t max_entry);
+/* Bytes currently counted (the gauge lifeline_stale_store_bytes); thread-safe, relaxed. */
+uint64_t stale_store_bytes(const struct stale_store *s);
+/* The largest answer worth copying now: max_entry, or size when smaller (0 when the store is off). */
+uint64_t stale_store_max_entry(const struct stale_store *s);
+size_t stale_store_count(struct stale_store *s);   /* entries (locks each shard in turn; tests) */
 
-/* Keeps the captured response under key (takes the capture's buffer; the capture is left empty).
- * Returns 0, or -1 when out of memory (the capture is freed). */
-int stale_put(struct stale_store **store, const char *key, size_t key_len, struct stale_capture *cap,
-              ev_tstamp now);
-/* The copy kept under key, or NULL. */
-const struct stale_entry *stale_get(const struct stale_store *store, const char *key, size_t key_len);
-void stale_free(struct stale_store *store);
+/* SPEC §3.7, pure: may this answer be kept for any client? True only for a 200 answer to a GET whose
+ * request has no Authorization and no Cookie, whose response has no Set-Cookie, no Cache-Control
+ * directive private, no-store or no-cache (in any Cache-Control field, case-insensitive, with or
+ * without an argument) and no `Vary: *`. */
+bool stale_admissible(bool get, const struct h1_header *req, size_t nreq, unsigned status,
+                      const struct h1_header *resp, size_t nresp);
+
+/* The primary key for (route, host, target) written into out: each component as a 4-byte big-endian
+ * length and its bytes; host lower-cased. Returns the key's length; when it exceeds cap, out holds
+ * nothing usable (the caller then neither stores nor looks up). */
+size_t stale_key(char *out, size_t cap, const char *route, size_t route_len, const char *host,
+                 size_t host_len, const char *target, size_t target_len);
+
+/* The vary part of an answer's key: for every name listed in the response's Vary fields, the name
+ * (lower-cased) and the request's value (its first field of that name, or "absent"). Sets *out to a
+ * malloc'd blob (the caller owns it) and *out_len, or NULL/0 when the response does not vary.
+ * Returns 0, or -1 when out of memory. */
+int stale_vary_build(const struct h1_header *resp, size_t nresp, const struct h1_header *req, size_t nreq,
+                     char **out, size_t *out_len);
+
+/* Keeps the captured answer under key (the capture's buffer and vary blob move into the entry; the
+ * capture is left empty in every case). An answer above max_entry or size is not kept; an entry with
+ * the same key and vary values is replaced. Evicts LRU entries to stay within size.
+ * Returns 0 when kept, -1 when not (too large, out of memory). */
+int stale_put(struct stale_store *s, const char *key, size_t key_len, struct stale_capture *cap, double now);
+
+/* The most recent copy under key whose vary values match the request's headers, with a reference
+ * the caller drops with stale_entry_unref(); NULL when none. Marks it recently used. */
+struct stale_entry *stale_get(struct stale_store *s, const char *key, size_t key_len,
+                              const struct h1_header *req, size_t nreq);
+/* Drops a reference; the last one frees the entry. NULL is allowed. */
+void stale_entry_unref(struct stale_entry *e);
+
+/* Frees what a capture holds (an abandoned capture). */
+void stale_capture_free(struct stale_capture *cap);
 
 #endif

@@ -379,12 +379,13 @@ void worker_reload(struct worker *w, struct health *h)
     ev_async_send(w->loop, &w->wake);
 }
 
-int worker_init(struct worker *w, unsigned id, struct health *h)
+int worker_init(struct worker *w, unsigned id, struct health *h, struct stale_store *stale)
 {
     struct conf *c = h->conf;
 
     memset(w, 0, sizeof(*w));
     w->id = id;
+    w->stale = stale;
     w->spare_fd = -1;
     w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
     if (!w->loop) {
@@ -485,7 +486,6 @@ void worker_destroy(struct worker *w)
     free(w->rmetrics);
     free(w->smetrics);
     alog_ring_free(&w->alog);
-    stale_free(w->stale);
     free(w->scratch);
     if (w->loop)
         ev_loop_destroy(w->loop);

@@ -107,7 +107,7 @@ struct worker {
 
     uint64_t rng[2];                    /* xorshift128+ state */
 
-    struct stale_store *stale;          /* fallback.stale copies, made on first use */
+    struct stale_store *stale;          /* the process's fallback.stale store (main owns it; shared) */
     /* counters by stable slot (metrics.h), read by the admin listener; never reallocated */
     struct route_metrics *rmetrics;     /* METRIC_ROUTE_SLOTS + 1 (no route) */
     struct server_metrics *smetrics;    /* METRIC_SERVER_SLOTS */
@@ -118,8 +118,9 @@ struct worker {
 extern atomic_uint worker_connections;
 
 /* Creates the worker's loop, listeners (bound now, so that errors are reported at start) and
- * its first generation from h (h->conf is the snapshot). Returns 0, or -1 after logging why. */
-int worker_init(struct worker *w, unsigned id, struct health *h);
+ * its first generation from h (h->conf is the snapshot). stale: the process's stale store, used by
+ * every worker and outliving them (may be NULL). Returns 0, or -1 after logging why. */
+int worker_init(struct worker *w, unsigned id, struct health *h, struct stale_store *stale);
 /* Hands a new snapshot to a running worker (main thread): takes a reference on h; the worker
  * switches to it at its next wake-up. */
 void worker_reload(struct worker *w, struct health *h);

@@ -366,6 +366,8 @@ static void test_defaults(void **state)
     assert_false(c->admin.enabled);
     assert_int_equal(c->shutdown_timeout, 30000);
     assert_string_equal(c->access_log.path, "stdout");
+    assert_int_equal(c->stale_store.size, 64u << 20);
+    assert_int_equal(c->stale_store.max_entry, 1u << 20);
     assert_true(c->resolver.system);
     assert_int_equal(c->resolver.nservers, 0);
     assert_int_equal(c->resolver.timeout, 2000);
@@ -534,6 +536,31 @@ static void test_demo_config(void **state)
     assert_int_equal(c->routes[1].pool->keepalive, 64);
     conf_unref(c);
     free(errs);
+}
+
+/* stale_store: both sizes, each defaulting alone. */
+static void test_stale_store(void **state)
+{
+    (void)state;
+    struct loaded l;
+    load(&l, "listen: [ { address: 127.0.0.1:8080 } ]\n"
+             "stale_store: { size: 256MiB, max_entry: 4MiB }\n");
+    expect_ok(&l);
+    assert_int_equal(l.c->stale_store.size, 256u << 20);
+    assert_int_equal(l.c->stale_store.max_entry, 4u << 20);
+    done(&l);
+    load(&l, "listen: [ { address: 127.0.0.1:8080 } ]\n"
+             "stale_store: { size: 0 }\n");
+    expect_ok(&l);
+    assert_int_equal(l.c->stale_store.size, 0);
+    assert_int_equal(l.c->stale_store.max_entry, 1u << 20);
+    done(&l);
+    load(&l, "listen: [ { address: 127.0.0.1:8080 } ]\n"
+             "stale_store: { max_entry: 64KiB }\n");
+    expect_ok(&l);
+    assert_int_equal(l.c->stale_store.size, 64u << 20);
+    assert_int_equal(l.c->stale_store.max_entry, 64u << 10);
+    done(&l);
 }
 
 static void test_refcount(void **state)
@@ -853,6 +880,14 @@ static const struct bad_case bad_cases[] = {
     { L "limits: { max_header_bytes: 512 }\n", 2, 29, "max_header_bytes must be between 1KiB and 1MiB, not \"512\"", 0, 0 },
     { L "limits: { max_body_bytes: 18446744073709551616 }\n", 2, 27, "size too large", 0, 0 },
     { L "limits: { max_connections: 0 }\n", 2, 28, "max_connections must be between 1 and 1000000", 0, 0 },
+    { L "stale_store: { size: 64MB }\n", 2, 22, "size must be a size", 0, 0 },
+    { L "stale_store: { size: 64 MiB }\n", 2, 22, "size must be a size", 0, 0 },
+    { L "stale_store: { size: 65GiB }\n", 2, 22, "size must be between 0 and 64GiB, not \"65GiB\"", 0, 0 },
+    { L "stale_store:\n  max_entry: 100\n", 3, 14, "max_entry must be between 1KiB and 64MiB, not \"100\"", 0, 0 },
+    { L "stale_store: { size: 1MiB, max_entry: 2MiB }\n", 2, 39,
+      "stale_store max_entry (2MiB) must not exceed size (1MiB)", 0, 0 },
+    { L "stale_store: { size: 1MiB, max_enty: 2KiB }\n", 2, 28, "unknown key \"max_enty\" in stale_store", 0, 0 },
+    { L "stale_store: 64MiB\n", 2, 14, "stale_store must be a mapping", 0, 0 },
     /* wrong types */
     { L "client: 5s\n", 2, 9, "client must be a mapping, not \"5s\"", 0, 0 },
     { L "client:\n", 2, 8, "client must be a mapping (write {} for the defaults)", 0, 0 },
@@ -1088,6 +1123,7 @@ int main(void)
         cmocka_unit_test(test_unsupported_defaults_accepted),
         cmocka_unit_test(test_route_inherits),
         cmocka_unit_test(test_demo_config),
+        cmocka_unit_test(test_stale_store),
         cmocka_unit_test(test_refcount),
         cmocka_unit_test(test_missing_file),
         cmocka_unit_test(test_fallback_file),

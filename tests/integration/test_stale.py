@@ -1,0 +1,216 @@
+"""fallback.stale and the process-wide stale store (SPEC §2 stale_store, §3.7, §5 lifeline_stale_store_bytes).
+
+One raw upstream answers each path with the headers a test chose, then goes away (its listener
+closes: every later attempt is a connect_error) and the route's fallback answers: with the kept copy
+when there is one (x-lifeline-fallback + Age), else with the configured 503.
+"""
+
+import copy
+import time
+
+import pytest
+
+from conftest import Conn, free_port, pattern_bytes, pool, sha, t, wait_for
+from ops import admin_extra, metrics, reload
+
+DOWN_BODY = b"down\n"
+
+
+def answers_script():
+    """Answers path P with conn.up.state["answers"][P] = (headers, body) or a callable(req) ->
+    (headers, body); records every request in up.state["seen"]."""
+    async def script(conn):
+        while True:
+            req = await conn.read_request()
+            if req is None:
+                return
+            conn.up.state.setdefault("seen", []).append(req)
+            path = req.target.split("?", 1)[0]
+            ans = conn.up.state["answers"].get(path, ([], b"no such path\n"))
+            if callable(ans):
+                ans = ans(req)
+            hdrs, body = ans
+            await conn.respond(200, body, headers=list(hdrs))
+    return script
+
+
+def start(lifeline, raw_upstream, answers, workers=1, stale="60s"):
+    up = raw_upstream(answers_script(), name="origin")
+    up.state["answers"] = answers
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)}, workers=workers, extra=admin_extra(aport),
+                  routes=[{"pool": "p", "retry": {"attempts": 1},
+                           "fallback": {"status": 503, "body": DOWN_BODY.decode(), "stale": stale}}])
+    return lf, up, aport
+
+
+def store_bytes(aport):
+    return metrics(aport).value("lifeline_stale_store_bytes")
+
+
+def stored(aport, more_than=0):
+    """Waits until the store holds more than `more_than` bytes (the copy is kept when the upstream
+    response completes, which may be just after the client has read it)."""
+    return wait_for(lambda: store_bytes(aport) > more_than, t(3), what="the stale store to grow")
+
+
+def is_stale(r, body):
+    return (r.status == 200 and r.body == body and r.header("x-lifeline-fallback") == "connect_error"
+            and r.header("age") is not None and r.header("age").isdigit())
+
+
+def test_one_store_shared_by_every_worker(lifeline, raw_upstream):
+    """workers: 4 and a new TCP connection per request: every one finds the copy, whichever worker
+    accepted it."""
+    body = b'{"items":[1,2,3]}\n'
+    lf, up, aport = start(lifeline, raw_upstream,
+                          {"/list": ([("Content-Type", "application/json"), ("Cache-Control", "max-age=60")], body)},
+                          workers=4)
+    assert store_bytes(aport) == 0
+    r = lf.fetch("GET", "/list")
+    assert r.status == 200 and r.body == body and not r.has_header("x-lifeline-fallback"), r
+    stored(aport)
+    up.stop()
+    misses = []
+    for i in range(200):
+        r = lf.fetch("GET", "/list")
+        if not is_stale(r, body):
+            misses.append((i, r))
+    assert not misses, "%d of 200 fresh connections missed the copy; first: %r" % (len(misses), misses[0])
+    assert r.header("content-type") == "application/json"
+    assert r.header("cache-control") == "max-age=60"
+    assert r.header("content-length") == str(len(body))
+
+
+def test_stale_head_gets_head_only(lifeline, raw_upstream):
+    body = b"x" * 5000
+    lf, up, aport = start(lifeline, raw_upstream, {"/h": ([], body)})
+    lf.fetch("GET", "/h")
+    stored(aport)
+    up.stop()
+    with Conn(lf.port) as c:
+        c.request("HEAD", "/h")
+        r = c.read_response(method="HEAD")
+        assert r.status == 200 and r.header("content-length") == "5000", r
+        assert r.header("x-lifeline-fallback") == "connect_error"
+        c.request("GET", "/h")   # the connection is still in step: the HEAD answer had no body
+        r = c.read_response()
+        assert is_stale(r, body), r
+
+
+# Each case: (what, request headers of the first, storing GET, response headers). None of these may
+# be served to a later client; /ok, stored beside them, shows that storing works.
+PRIVATE = [
+    ("set-cookie", [], [("Set-Cookie", "session=abc; HttpOnly")]),
+    ("authorization", [("Authorization", "Bearer secret")], []),
+    ("cookie", [("Cookie", "session=abc")], []),
+    ("cache-control private", [], [("Cache-Control", "private")]),
+    ("cache-control private with argument", [], [("Cache-Control", 'max-age=60, private="x"')]),
+    ("cache-control no-store, mixed case", [], [("Cache-Control", "public, No-Store")]),
+    ("cache-control no-cache in a second field", [], [("Cache-Control", "max-age=60"), ("Cache-Control", "no-cache")]),
+    ("vary star", [], [("Vary", "Accept-Encoding, *")]),
+]
+
+
+@pytest.mark.parametrize("what,req_headers,resp_headers", PRIVATE, ids=[p[0] for p in PRIVATE])
+def test_private_answers_are_not_kept(lifeline, raw_upstream, what, req_headers, resp_headers):
+    secret = b"private answer for one client\n"
+    lf, up, aport = start(lifeline, raw_upstream,
+                          {"/private": (resp_headers, secret), "/ok": ([], b"public\n")})
+    r = lf.fetch("GET", "/private", headers=req_headers)
+    assert r.status == 200 and r.body == secret, r
+    r = lf.fetch("GET", "/ok")
+    assert r.status == 200
+    stored(aport)
+    before = store_bytes(aport)
+    up.stop()
+    r = lf.fetch("GET", "/private")
+    assert r.status == 503 and r.body == DOWN_BODY, "%s: served stale: %r" % (what, r)
+    assert not r.has_header("set-cookie")
+    r = lf.fetch("GET", "/ok")
+    assert is_stale(r, b"public\n"), r
+    assert store_bytes(aport) == before
+
+
+def test_vary_is_part_of_the_key(lifeline, raw_upstream):
+    def by_language(req):
+        lang = req.header("Accept-Language")
+        return [("Vary", "Accept-Language"), ("Content-Language", lang or "none")], \
+            ("hello in %s\n" % (lang or "none")).encode()
+    lf, up, aport = start(lifeline, raw_upstream, {"/greet": by_language})
+    for lang in ("en", "fr"):
+        r = lf.fetch("GET", "/greet", headers=[("Accept-Language", lang)])
+        assert r.body == ("hello in %s\n" % lang).encode(), r
+    r = lf.fetch("GET", "/greet")
+    assert r.body == b"hello in none\n"
+    wait_for(lambda: len(up.state.get("seen", [])) == 3, t(2))
+    stored(aport)
+    up.stop()
+    for lang in ("en", "fr"):
+        r = lf.fetch("GET", "/greet", headers=[("Accept-Language", lang)])
+        assert is_stale(r, ("hello in %s\n" % lang).encode()), (lang, r)
+        assert r.header("content-language") == lang
+    r = lf.fetch("GET", "/greet")
+    assert is_stale(r, b"hello in none\n"), r
+    r = lf.fetch("GET", "/greet", headers=[("Accept-Language", "de")])
+    assert r.status == 503 and r.body == DOWN_BODY, r
+
+
+def test_gauge_rises_with_a_store_and_large_copy_arrives_whole(lifeline, raw_upstream):
+    """A copy close to max_entry (1MiB) is kept and served whole, also to a slow reader."""
+    big = pattern_bytes(1000000)
+    lf, up, aport = start(lifeline, raw_upstream, {"/big": ([("Content-Type", "application/octet-stream")], big)})
+    assert store_bytes(aport) == 0
+    r = lf.fetch("GET", "/big", timeout=t(10))
+    assert r.status == 200 and sha(r.body) == sha(big)
+    stored(aport, more_than=len(big) - 1)
+    up.stop()
+    r = lf.fetch("GET", "/big", timeout=t(10))
+    assert is_stale(r, big), (r.status, len(r.body), r.headers)
+    with Conn(lf.port, rcvbuf=4096, timeout=t(20)) as c:
+        c.request("GET", "/big")
+        got = c.read_head(timeout=t(5))
+        assert got[1] == 200
+        n = int(dict((k.lower(), v) for k, v in got[3])["content-length"])
+        data = b""
+        while len(data) < n:
+            data += c.read_exact(min(65536, n - len(data)), timeout=t(10))
+            if len(data) < 300000:
+                time.sleep(0.01)   # slow at first: the answer waits on the client's window
+        assert sha(data) == sha(big)
+
+
+def test_answers_above_max_entry_are_not_kept(lifeline, raw_upstream):
+    big = pattern_bytes(40000)
+    up = raw_upstream(answers_script(), name="origin")
+    up.state["answers"] = {"/big": ([], big), "/small": ([], b"small\n")}
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)}, extra=admin_extra(aport, stale_store={"size": "1MiB", "max_entry": "32KiB"}),
+                  routes=[{"pool": "p", "retry": {"attempts": 1},
+                           "fallback": {"status": 503, "body": "down\n", "stale": "60s"}}])
+    assert lf.fetch("GET", "/big").body == big
+    assert lf.fetch("GET", "/small").body == b"small\n"
+    stored(aport)
+    assert store_bytes(aport) < 32768
+    up.stop()
+    assert lf.fetch("GET", "/big").status == 503
+    assert is_stale(lf.fetch("GET", "/small"), b"small\n")
+
+
+def test_store_survives_reload_and_shrinks_with_it(lifeline, raw_upstream):
+    """The store is the process's: a reload keeps its copies; a smaller stale_store.size applied by
+    a reload evicts at once."""
+    lf, up, aport = start(lifeline, raw_upstream, {"/a": ([], b"copy a\n")})
+    assert lf.fetch("GET", "/a").body == b"copy a\n"
+    stored(aport)
+    cfg = copy.deepcopy(lf.config)
+    cfg["routes"][0]["fallback"]["body"] = "down again\n"
+    reload(lf, cfg)
+    up.stop()
+    assert is_stale(lf.fetch("GET", "/a"), b"copy a\n")
+    cfg = copy.deepcopy(lf.config)
+    cfg["stale_store"] = {"size": 0}
+    reload(lf, cfg)
+    assert store_bytes(aport) == 0
+    r = lf.fetch("GET", "/a")
+    assert r.status == 503 and r.body == b"down again\n", r

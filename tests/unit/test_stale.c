@@ -1,0 +1,420 @@
+/* test_stale.c — unit tests for stale.c: the SPEC §3.7 admissibility rule as a table, keys (length
+ * prefixing, host case), the Vary part of a key, the store's size accounting, LRU eviction across
+ * shards, max_entry, replacement, references outliving eviction, and concurrent put/get from several
+ * threads (run under ASan by `make SANITIZE=1 unit`).
+ */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "stale.h"
+
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+#define MAXH 4
+
+struct kv { const char *name, *value; };
+
+static size_t mk(struct h1_header *out, const struct kv *in)
+{
+    size_t n = 0;
+    for (; n < MAXH && in[n].name; n++) {
+        out[n].name = in[n].name;
+        out[n].name_len = strlen(in[n].name);
+        out[n].value = in[n].value;
+        out[n].value_len = strlen(in[n].value);
+        out[n].flags = 0;
+    }
+    return n;
+}
+
+/* ---- admissibility ------------------------------------------------------------------------- */
+
+static const struct adm_case {
+    const char *what;
+    bool get;
+    unsigned status;
+    struct kv req[MAXH + 1], resp[MAXH + 1];
+    bool ok;
+} adm_cases[] = {
+    { "plain 200 GET", true, 200, { { 0 } }, { { "Content-Type", "text/html" } }, true },
+    { "not a GET", false, 200, { { 0 } }, { { 0 } }, false },
+    { "201", true, 201, { { 0 } }, { { 0 } }, false },
+    { "203", true, 203, { { 0 } }, { { 0 } }, false },
+    { "206 partial", true, 206, { { 0 } }, { { 0 } }, false },
+    { "404", true, 404, { { 0 } }, { { 0 } }, false },
+    { "500", true, 500, { { 0 } }, { { 0 } }, false },
+    { "Authorization", true, 200, { { "Authorization", "Bearer x" } }, { { 0 } }, false },
+    { "authorization lower case, empty", true, 200, { { "authorization", "" } }, { { 0 } }, false },
+    { "Cookie", true, 200, { { "Accept", "*/*" }, { "Cookie", "a=b" } }, { { 0 } }, false },
+    { "COOKIE", true, 200, { { "COOKIE", "a=b" } }, { { 0 } }, false },
+    { "Cookie2 is another header", true, 200, { { "Cookie2", "a=b" } }, { { 0 } }, true },
+    { "Set-Cookie", true, 200, { { 0 } }, { { "Set-Cookie", "s=1" } }, false },
+    { "set-cookie lower case", true, 200, { { 0 } }, { { "x", "y" }, { "set-cookie", "s=1" } }, false },
+    { "private", true, 200, { { 0 } }, { { "Cache-Control", "private" } }, false },
+    { "PRIVATE", true, 200, { { 0 } }, { { "Cache-Control", "PRIVATE" } }, false },
+    { "private in a list", true, 200, { { 0 } }, { { "Cache-Control", "max-age=60,private" } }, false },
+    { "private with argument", true, 200, { { 0 } }, { { "Cache-Control", "private=\"set-cookie\", max-age=5" } }, false },
+    { "no-store", true, 200, { { 0 } }, { { "Cache-Control", "no-store" } }, false },
+    { "No-Store spaced", true, 200, { { 0 } }, { { "Cache-Control", "  public ,  No-Store  " } }, false },
+    { "no-cache", true, 200, { { 0 } }, { { "Cache-Control", "no-cache" } }, false },
+    { "no-cache with argument", true, 200, { { 0 } }, { { "Cache-Control", "no-cache=\"x, y\"" } }, false },
+    { "no-cache in a second field", true, 200, { { 0 } },
+      { { "Cache-Control", "max-age=60" }, { "cache-control", "no-cache" } }, false },
+    { "public max-age", true, 200, { { 0 } }, { { "Cache-Control", "public, max-age=60" } }, true },
+    { "no-transform", true, 200, { { 0 } }, { { "Cache-Control", "no-transform, must-revalidate" } }, true },
+    { "privatex is not private", true, 200, { { 0 } }, { { "Cache-Control", "privatex" } }, true },
+    { "x-private is not private", true, 200, { { 0 } }, { { "Cache-Control", "x-private, x-no-store" } }, true },
+    { "private only inside a quoted argument", true, 200, { { 0 } },
+      { { "Cache-Control", "max-age=60, ext=\"private, no-store\"" } }, true },
+    { "private only as a value", true, 200, { { 0 } }, { { "Cache-Control", "ext=private" } }, true },
+    { "Vary: *", true, 200, { { 0 } }, { { "Vary", "*" } }, false },
+    { "Vary with * in a list", true, 200, { { 0 } }, { { "Vary", "Accept-Encoding, *" } }, false },
+    { "Vary * in a second field", true, 200, { { 0 } }, { { "Vary", "Accept" }, { "vary", " * " } }, false },
+    { "Vary: Accept-Language", true, 200, { { 0 } }, { { "Vary", "Accept-Language" } }, true },
+    { "Pragma is not looked at", true, 200, { { 0 } }, { { "Pragma", "no-cache" } }, true },
+};
+
+static void test_admissible_table(void **state)
+{
+    (void)state;
+    unsigned failed = 0;
+    for (size_t i = 0; i < NELEM(adm_cases); i++) {
+        const struct adm_case *c = &adm_cases[i];
+        struct h1_header req[MAXH], resp[MAXH];
+        size_t nreq = mk(req, c->req), nresp = mk(resp, c->resp);
+        bool got = stale_admissible(c->get, req, nreq, c->status, resp, nresp);
+        if (got != c->ok) {
+            print_error("case %zu (%s): want %d, got %d\n", i, c->what, c->ok, got);
+            failed++;
+        }
+    }
+    assert_int_equal(failed, 0);
+}
+
+/* ---- keys ------------------------------------------------------------------------------------ */
+
+static void test_key_length_prefixed(void **state)
+{
+    (void)state;
+    char a[128], b[128];
+    size_t na = stale_key(a, sizeof a, "r", 1, "a|b", 3, "/x", 2);
+    size_t nb = stale_key(b, sizeof b, "r|a", 3, "b", 1, "/x", 2);
+    assert_int_equal(na, 12 + 1 + 3 + 2);
+    assert_int_equal(nb, na);
+    assert_true(memcmp(a, b, na) != 0);   /* same concatenation, different keys */
+    static const char want[] = "\0\0\0\1r\0\0\0\3a|b\0\0\0\2/x";
+    assert_memory_equal(a, want, na);
+    /* host / target boundary */
+    na = stale_key(a, sizeof a, "r", 1, "h", 1, "/ab", 3);
+    nb = stale_key(b, sizeof b, "r", 1, "h/", 2, "ab", 2);
+    assert_int_equal(na, nb);
+    assert_true(memcmp(a, b, na) != 0);
+    /* host is case-insensitive, target is not */
+    na = stale_key(a, sizeof a, "r", 1, "Example.COM", 11, "/P", 2);
+    nb = stale_key(b, sizeof b, "r", 1, "example.com", 11, "/P", 2);
+    assert_int_equal(na, nb);
+    assert_memory_equal(a, b, na);
+    nb = stale_key(b, sizeof b, "r", 1, "example.com", 11, "/p", 2);
+    assert_true(memcmp(a, b, na) != 0);
+    /* no host */
+    na = stale_key(a, sizeof a, "r", 1, NULL, 0, "/", 1);
+    assert_int_equal(na, 14);
+    /* too small: the returned length exceeds cap */
+    assert_true(stale_key(a, 10, "route", 5, "host", 4, "/", 1) > 10);
+}
+
+static void test_vary_build(void **state)
+{
+    (void)state;
+    struct h1_header req[MAXH], resp[MAXH];
+    char *v = (char *)1;
+    size_t n = 99;
+    size_t nreq = mk(req, (const struct kv[]){ { "Accept-Language", "en" }, { 0 } });
+    size_t nresp = mk(resp, (const struct kv[]){ { "Content-Type", "text/plain" }, { 0 } });
+
+    assert_int_equal(stale_vary_build(resp, nresp, req, nreq, &v, &n), 0);
+    assert_null(v);
+    assert_int_equal(n, 0);
+    nresp = mk(resp, (const struct kv[]){ { "Vary", "Accept-Language, X-Absent" }, { 0 } });
+    assert_int_equal(stale_vary_build(resp, nresp, req, nreq, &v, &n), 0);
+    static const char want[] = "\0\0\0\x0f" "accept-language" "\0\0\0\2en" "\0\0\0\x08x-absent\xff\xff\xff\xff";
+    assert_int_equal(n, sizeof(want) - 1);
+    assert_memory_equal(v, want, n);
+    free(v);
+}
+
+/* ---- the store ------------------------------------------------------------------------------- */
+
+/* A capture of `len` body bytes filled with `fill`, with one header line. */
+static void capture(struct stale_capture *cap, size_t len, char fill, const char *vary_hdr,
+                    const struct h1_header *req, size_t nreq)
+{
+    static const char head[] = "content-type: text/plain\r\n";
+    memset(cap, 0, sizeof *cap);
+    assert_int_equal(buf_init(&cap->data, sizeof(head) + len), 0);
+    assert_int_equal(buf_append(&cap->data, head, sizeof(head) - 1), 0);
+    cap->head_len = cap->data.len;
+    for (size_t i = 0; i < len; i++)
+        assert_int_equal(buf_append(&cap->data, &fill, 1), 0);
+    cap->status = 200;
+    if (vary_hdr) {
+        struct h1_header resp[1] = { { "Vary", 4, vary_hdr, strlen(vary_hdr), 0 } };
+        assert_int_equal(stale_vary_build(resp, 1, req, nreq, &cap->vary, &cap->vary_len), 0);
+    }
+}
+
+static size_t key_of(char *k, size_t cap, const char *target)
+{
+    return stale_key(k, cap, "route", 5, "host", 4, target, strlen(target));
+}
+
+static size_t cost_of(size_t key_len, size_t body)
+{
+    return sizeof(struct stale_entry) + key_len + strlen("content-type: text/plain\r\n") + body;
+}
+
+static void test_put_get_replace(void **state)
+{
+    (void)state;
+    struct stale_store *s = stale_store_new(1 << 20, 1 << 16);
+    struct stale_capture cap;
+    struct stale_entry *e;
+    char k[64];
+    size_t kl = key_of(k, sizeof k, "/a");
+
+    assert_non_null(s);
+    assert_null(stale_get(s, k, kl, NULL, 0));
+    capture(&cap, 100, 'a', NULL, NULL, 0);
+    assert_int_equal(stale_put(s, k, kl, &cap, 10.0), 0);
+    assert_null(cap.data.data);
+    assert_int_equal(stale_store_bytes(s), cost_of(kl, 100));
+    e = stale_get(s, k, kl, NULL, 0);
+    assert_non_null(e);
+    assert_int_equal(e->status, 200);
+    assert_int_equal(e->len - e->head_len, 100);
+    assert_true(e->data[e->head_len] == 'a');
+    assert_true(e->stored == 10.0);
+    stale_entry_unref(e);
+    /* same key: replaced, not added */
+    capture(&cap, 50, 'b', NULL, NULL, 0);
+    assert_int_equal(stale_put(s, k, kl, &cap, 11.0), 0);
+    assert_int_equal(stale_store_count(s), 1);
+    assert_int_equal(stale_store_bytes(s), cost_of(kl, 50));
+    e = stale_get(s, k, kl, NULL, 0);
+    assert_true(e && e->data[e->head_len] == 'b' && e->len - e->head_len == 50);
+    stale_entry_unref(e);
+    /* another target */
+    char k2[64];
+    size_t kl2 = key_of(k2, sizeof k2, "/a2");
+    assert_null(stale_get(s, k2, kl2, NULL, 0));
+    stale_store_free(s);
+}
+
+static void test_max_entry_and_size(void **state)
+{
+    (void)state;
+    struct stale_store *s = stale_store_new(4096, 1024);
+    struct stale_capture cap;
+    char k[64];
+    size_t kl = key_of(k, sizeof k, "/big");
+
+    capture(&cap, 1024, 'x', NULL, NULL, 0);   /* head line + 1024 > max_entry */
+    assert_int_equal(stale_put(s, k, kl, &cap, 1.0), -1);
+    assert_null(cap.data.data);
+    assert_int_equal(stale_store_bytes(s), 0);
+    assert_null(stale_get(s, k, kl, NULL, 0));
+    capture(&cap, 900, 'x', NULL, NULL, 0);
+    assert_int_equal(stale_put(s, k, kl, &cap, 1.0), 0);
+    assert_int_equal(stale_store_count(s), 1);
+    /* a smaller max_entry applies to later puts only; a size of 0 empties the store */
+    stale_store_resize(s, 4096, 2000);
+    assert_int_equal(stale_store_max_entry(s), 2000);
+    stale_store_resize(s, 1500, 2000);
+    assert_int_equal(stale_store_max_entry(s), 1500);
+    stale_store_resize(s, 0, 2000);
+    assert_int_equal(stale_store_bytes(s), 0);
+    assert_int_equal(stale_store_count(s), 0);
+    capture(&cap, 10, 'x', NULL, NULL, 0);
+    assert_int_equal(stale_put(s, k, kl, &cap, 1.0), -1);
+    stale_store_free(s);
+}
+
+static void test_lru_eviction(void **state)
+{
+    (void)state;
+    char k[4][64];
+    size_t kl[4];
+    const char *targets[4] = { "/A", "/B", "/C", "/D" };
+    for (int i = 0; i < 4; i++)
+        kl[i] = key_of(k[i], sizeof k[i], targets[i]);
+    size_t one = cost_of(kl[0], 1000);
+    struct stale_store *s = stale_store_new(3 * one + one / 2, 1 << 20);
+    struct stale_capture cap;
+
+    for (int i = 0; i < 3; i++) {
+        capture(&cap, 1000, (char)('A' + i), NULL, NULL, 0);
+        assert_int_equal(stale_put(s, k[i], kl[i], &cap, 1.0), 0);
+    }
+    assert_int_equal(stale_store_bytes(s), 3 * one);
+    stale_entry_unref(stale_get(s, k[0], kl[0], NULL, 0));   /* A is now the most recent */
+    capture(&cap, 1000, 'D', NULL, NULL, 0);
+    assert_int_equal(stale_put(s, k[3], kl[3], &cap, 1.0), 0);
+    assert_int_equal(stale_store_bytes(s), 3 * one);
+    assert_int_equal(stale_store_count(s), 3);
+    struct stale_entry *e;
+    assert_null(stale_get(s, k[1], kl[1], NULL, 0));        /* B: least recently used */
+    assert_non_null(e = stale_get(s, k[0], kl[0], NULL, 0));
+    stale_entry_unref(e);
+    assert_non_null(e = stale_get(s, k[2], kl[2], NULL, 0));
+    stale_entry_unref(e);
+    assert_non_null(e = stale_get(s, k[3], kl[3], NULL, 0));
+    /* a reference outlives eviction: the bytes stay readable until the last unref */
+    stale_store_resize(s, 0, 1 << 20);
+    assert_int_equal(stale_store_bytes(s), 0);
+    assert_true(e->data[e->head_len] == 'D' && e->data[e->len - 1] == 'D');
+    stale_entry_unref(e);
+    stale_store_free(s);
+}
+
+static void test_vary_lookup(void **state)
+{
+    (void)state;
+    struct stale_store *s = stale_store_new(1 << 20, 1 << 16);
+    struct stale_capture cap;
+    struct h1_header en[MAXH], fr[MAXH], de[MAXH], none[MAXH], en_case[MAXH];
+    size_t nen = mk(en, (const struct kv[]){ { "Accept-Language", "en" }, { 0 } });
+    size_t nfr = mk(fr, (const struct kv[]){ { "accept-language", "fr" }, { 0 } });
+    size_t nde = mk(de, (const struct kv[]){ { "Accept-Language", "de" }, { 0 } });
+    size_t nnone = mk(none, (const struct kv[]){ { "Accept", "*/*" }, { 0 } });
+    size_t nen_case = mk(en_case, (const struct kv[]){ { "ACCEPT-LANGUAGE", "en" }, { 0 } });
+    char k[64];
+    size_t kl = key_of(k, sizeof k, "/greet");
+    struct stale_entry *e;
+
+    capture(&cap, 10, 'e', "Accept-Language", en, nen);
+    assert_int_equal(stale_put(s, k, kl, &cap, 1.0), 0);
+    capture(&cap, 10, 'f', "Accept-Language", fr, nfr);
+    assert_int_equal(stale_put(s, k, kl, &cap, 1.0), 0);
+    capture(&cap, 10, 'n', "Accept-Language", none, nnone);
+    assert_int_equal(stale_put(s, k, kl, &cap, 1.0), 0);
+    assert_int_equal(stale_store_count(s), 3);
+    assert_non_null(e = stale_get(s, k, kl, en, nen));
+    assert_true(e->data[e->head_len] == 'e');
+    stale_entry_unref(e);
+    assert_non_null(e = stale_get(s, k, kl, en_case, nen_case));
+    assert_true(e->data[e->head_len] == 'e');
+    stale_entry_unref(e);
+    assert_non_null(e = stale_get(s, k, kl, fr, nfr));
+    assert_true(e->data[e->head_len] == 'f');
+    stale_entry_unref(e);
+    assert_non_null(e = stale_get(s, k, kl, none, nnone));   /* absent matches absent */
+    assert_true(e->data[e->head_len] == 'n');
+    stale_entry_unref(e);
+    assert_null(stale_get(s, k, kl, de, nde));
+    /* the same variant again replaces it */
+    capture(&cap, 10, 'E', "Accept-Language", en, nen);
+    assert_int_equal(stale_put(s, k, kl, &cap, 2.0), 0);
+    assert_int_equal(stale_store_count(s), 3);
+    assert_non_null(e = stale_get(s, k, kl, en, nen));
+    assert_true(e->data[e->head_len] == 'E');
+    stale_entry_unref(e);
+    stale_store_free(s);
+}
+
+/* ---- concurrency ----------------------------------------------------------------------------- */
+
+#define THREADS 6
+#define OPS 20000
+#define KEYS 300
+
+struct worker_arg {
+    struct stale_store *s;
+    unsigned seed;
+    unsigned hits, bad;
+};
+
+static void *hammer(void *p)
+{
+    struct worker_arg *a = p;
+    char k[64], target[32];
+
+    for (unsigned i = 0; i < OPS; i++) {
+        a->seed = a->seed * 1103515245u + 12345u;
+        unsigned id = (a->seed >> 8) % KEYS;
+        snprintf(target, sizeof target, "/k%u", id);
+        size_t kl = key_of(k, sizeof k, target);
+        if ((a->seed >> 20) % 3 == 0) {
+            struct stale_capture cap;
+            /* the body is the key's id repeated: a reader checks it got the copy of its key */
+            size_t len = 100 + id % 700;
+            memset(&cap, 0, sizeof cap);
+            if (buf_init(&cap.data, len) < 0)
+                continue;
+            for (size_t j = 0; j < len; j++)
+                cap.data.data[j] = (char)('0' + id % 10);
+            cap.data.len = len;
+            cap.status = 200;
+            stale_put(a->s, k, kl, &cap, 1.0);
+        } else {
+            struct stale_entry *e = stale_get(a->s, k, kl, NULL, 0);
+            if (e) {
+                a->hits++;
+                if (e->len != 100 + id % 700 || e->data[e->len - 1] != (char)('0' + id % 10))
+                    a->bad++;
+                stale_entry_unref(e);
+            }
+        }
+    }
+    return NULL;
+}
+
+static void test_concurrent_put_get(void **state)
+{
+    (void)state;
+    /* room for about a third of the keys: puts evict all the time */
+    uint64_t size = 100 * (sizeof(struct stale_entry) + 500);
+    struct stale_store *s = stale_store_new(size, 1 << 16);
+    pthread_t th[THREADS];
+    struct worker_arg args[THREADS];
+    unsigned hits = 0, bad = 0;
+
+    for (int i = 0; i < THREADS; i++) {
+        args[i] = (struct worker_arg){ .s = s, .seed = 7u + (unsigned)i * 7919u };
+        assert_int_equal(pthread_create(&th[i], NULL, hammer, &args[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(th[i], NULL);
+        hits += args[i].hits;
+        bad += args[i].bad;
+    }
+    assert_int_equal(bad, 0);
+    assert_true(hits > 0);
+    assert_true(stale_store_bytes(s) <= size);
+    assert_true(stale_store_count(s) > 0 && stale_store_count(s) <= KEYS);
+    stale_store_resize(s, 0, 1 << 16);
+    assert_int_equal(stale_store_bytes(s), 0);
+    assert_int_equal(stale_store_count(s), 0);
+    stale_store_free(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_admissible_table),
+        cmocka_unit_test(test_key_length_prefixed),
+        cmocka_unit_test(test_vary_build),
+        cmocka_unit_test(test_put_get_replace),
+        cmocka_unit_test(test_max_entry_and_size),
+        cmocka_unit_test(test_lru_eviction),
+        cmocka_unit_test(test_vary_lookup),
+        cmocka_unit_test(test_concurrent_put_get),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
