@@ -79,6 +79,8 @@ static void hop_detach(struct hop *h, bool reusable)
         h->uc = NULL;
     }
     if (h->server) {
+        pool_unclaim(h->server, h->trial);   /* ended without a verdict: the slot is free again */
+        h->trial = 0;
         h->server->inflight--;
         pool_gauge(h->server, 0, 0, -1);
         h->server = NULL;
@@ -90,8 +92,10 @@ static void hop_detach(struct hop *h, bool reusable)
 
 static void hop_fail(struct hop *h, enum hop_outcome o)
 {
-    if (h->server)
-        pool_report(h->server, true, -1);
+    if (h->server) {
+        pool_report(h->server, true, -1, h->trial);
+        h->trial = 0;
+    }
     h->outcome = o;
     h->state = HOP_FAILED;
     h->seq++;
@@ -427,7 +431,8 @@ static void hop_process_buffered(struct hop *h)
                 break;
             }
             ev_timer_stop(hop_worker(h)->loop, &h->response_timer);
-            pool_report(h->server, resp->status >= 500, ev_now(hop_worker(h)->loop) - h->started);
+            pool_report(h->server, resp->status >= 500, ev_now(hop_worker(h)->loop) - h->started, h->trial);
+            h->trial = 0;
             h->state = resp->status == 101 ? HOP_TUNNEL : HOP_BODY;
             h->last_read = ev_now(hop_worker(h)->loop);
             h->read_timer.repeat = h->read_timeout;
