@@ -216,7 +216,7 @@ static void metrics_page(struct admin *a, struct sb *b)
     }
     sb_printf(b, "# HELP lifeline_downstream_connections Open client connections.\n"
                  "# TYPE lifeline_downstream_connections gauge\n"
-                 "lifeline_downstream_connections %u\n", atomic_load(&worker_connections));
+                 "lifeline_downstream_connections %u\n", atomic_load(&worker_open_clients));
     sb_printf(b, "# HELP lifeline_config_reloads_total Configuration reloads by result.\n"
                  "# TYPE lifeline_config_reloads_total counter\n"
                  "lifeline_config_reloads_total{result=\"success\"} %llu\n"
@@ -236,7 +236,7 @@ static void status_page(struct admin *a, struct sb *b)
 
     sb_printf(b, "{\"version\":\"0.1.0\",\"generation\":%u,\"draining\":%s,\"workers\":%u,"
                  "\"downstream_connections\":%u,\"pools\":[",
-              a->generation, a->draining ? "true" : "false", a->nworkers, atomic_load(&worker_connections));
+              a->generation, a->draining ? "true" : "false", a->nworkers, atomic_load(&worker_open_clients));
     for (size_t p = 0; p < a->health->npools; p++) {
         const struct health_pool *hp = &a->health->pools[p];
         const char *bal[] = { "round_robin", "least_conn", "random_two", "ewma", "hash" };

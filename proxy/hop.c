@@ -451,9 +451,8 @@ static void hop_process_buffered(struct hop *h)
                 break;
             }
             (void)resp;
-            exchange_hop_data(h->ex, h);
-            if (h->seq != seq)
-                return;
+            /* No flush here: the exchange counts the request first, then flushes its last bytes
+             * (SPEC §5: a scrape that follows the answer sees it counted). */
             hop_done(h, false);
             return;
         }
@@ -493,14 +492,10 @@ static void hop_read_cb(struct ev_loop *loop, ev_io *io, int revents)
     if (r == -EAGAIN || r == -EWOULDBLOCK)
         return;
     if (r <= 0) {
-        unsigned seq = h->seq;
         if (r < 0)
             log_debug("read from %s: %s", h->server->addr->text, strerror((int)-r));
         if (h->state == HOP_BODY && r == 0 && h1_parse_eof(h->parser) == H1_DONE) {
-            exchange_hop_data(h->ex, h);
-            if (h->seq != seq)
-                return;
-            hop_done(h, true);
+            hop_done(h, true);   /* counted before the last bytes are flushed (see H1_DONE) */
             return;
         }
         if (h->state == HOP_TUNNEL) {
