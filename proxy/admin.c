@@ -176,6 +176,18 @@ static void metrics_page(struct admin *a, struct sb *b)
             }
         }
     }
+    sb_printf(b, "# HELP lifeline_outlier_ejections_total Passive ejections (failed half-open trials included), by pool and server.\n"
+                 "# TYPE lifeline_outlier_ejections_total counter\n");
+    for (size_t p = 0; p < a->health->npools; p++) {
+        const struct health_pool *hp = &a->health->pools[p];
+        for (unsigned s = 0; s < hp->n; s++) {
+            uint64_t v = 0;
+            for (unsigned w = 0; w < a->nworkers; w++)
+                v += METRIC_GET(a->workers[w].smetrics[hp->servers[s].slot].ejections);
+            sb_printf(b, "lifeline_outlier_ejections_total{pool=\"%s\",server=\"%s\"} %llu\n", hp->cp->name,
+                      hp->servers[s].addr->text, (unsigned long long)v);
+        }
+    }
     sb_printf(b, "# HELP lifeline_upstream_connections Upstream connections by pool and state.\n"
                  "# TYPE lifeline_upstream_connections gauge\n");
     for (size_t p = 0; p < a->health->npools; p++) {
@@ -192,7 +204,7 @@ static void metrics_page(struct admin *a, struct sb *b)
         sb_printf(b, "lifeline_upstream_connections{pool=\"%s\",state=\"active\"} %lld\n", hp->cp->name,
                   (long long)active);
     }
-    sb_printf(b, "# HELP lifeline_upstream_server_usable 1 when a server may get requests (not ejected, not down).\n"
+    sb_printf(b, "# HELP lifeline_upstream_server_usable 1 when a server is in rotation (not ejected nor half-open, not down).\n"
                  "# TYPE lifeline_upstream_server_usable gauge\n");
     if (a->health) {
         int64_t now = health_now();
@@ -205,7 +217,7 @@ static void metrics_page(struct admin *a, struct sb *b)
     }
     sb_printf(b, "# HELP lifeline_downstream_connections Open client connections.\n"
                  "# TYPE lifeline_downstream_connections gauge\n"
-                 "lifeline_downstream_connections %u\n", atomic_load(&worker_connections));
+                 "lifeline_downstream_connections %u\n", atomic_load(&worker_open_clients));
     sb_printf(b, "# HELP lifeline_stale_store_bytes Bytes held by the stale store (fallback.stale copies).\n"
                  "# TYPE lifeline_stale_store_bytes gauge\n"
                  "lifeline_stale_store_bytes %llu\n", (unsigned long long)stale_store_bytes(a->stale));
@@ -228,7 +240,7 @@ static void status_page(struct admin *a, struct sb *b)
 
     sb_printf(b, "{\"version\":\"0.1.0\",\"generation\":%u,\"draining\":%s,\"workers\":%u,"
                  "\"downstream_connections\":%u,\"pools\":[",
-              a->generation, a->draining ? "true" : "false", a->nworkers, atomic_load(&worker_connections));
+              a->generation, a->draining ? "true" : "false", a->nworkers, atomic_load(&worker_open_clients));
     for (size_t p = 0; p < a->health->npools; p++) {
         const struct health_pool *hp = &a->health->pools[p];
         const char *bal[] = { "round_robin", "least_conn", "random_two", "ewma", "hash" };
@@ -239,7 +251,8 @@ static void status_page(struct admin *a, struct sb *b)
             const struct srv_health *hs = &hp->servers[s];
             int64_t inflight = 0, idle = 0;
             uint64_t att[METRIC_OUTCOMES] = { 0 }, total = 0, failed = 0;
-            int64_t until = atomic_load_explicit(&hs->ejected_until, memory_order_relaxed);
+            int64_t until = atomic_load_explicit(&hs->o.until, memory_order_relaxed);
+            enum outlier_state ost = health_outlier_state(hs, now);
             unsigned weight = 1;
             for (size_t k = 0; k < hp->cp->nservers; k++) {
                 for (size_t j = 0; j < hp->cp->servers[k].naddrs; j++) {
@@ -259,12 +272,13 @@ static void status_page(struct admin *a, struct sb *b)
                 if (o != HOP_OK && o != METRIC_OUTCOME_CANCELLED)
                     failed += att[o];
             }
-            sb_printf(b, "%s{\"address\":\"%s\",\"weight\":%u,\"up\":%s,\"ejected\":%s,\"ejected_for_ms\":%lld,"
+            sb_printf(b, "%s{\"address\":\"%s\",\"weight\":%u,\"up\":%s,\"state\":\"%s\",\"ejected\":%s,\"ejected_for_ms\":%lld,"
                          "\"slow_start_share\":%.2f,\"in_flight\":%lld,\"idle_connections\":%lld,"
                          "\"attempts\":%llu,\"failures\":%llu}",
                       s ? "," : "", hs->addr->text, weight,
                       atomic_load_explicit(&hs->down, memory_order_relaxed) ? "false" : "true",
-                      until > now ? "true" : "false", (long long)(until > now ? until - now : 0),
+                      outlier_state_name(ost), ost == OUTLIER_EJECTED ? "true" : "false",
+                      (long long)(ost == OUTLIER_EJECTED ? until - now : 0),
                       health_ramp(hs, now), (long long)inflight, (long long)idle, (unsigned long long)total,
                       (unsigned long long)failed);
         }
@@ -313,6 +327,7 @@ static const char status_html[] =
 "   for(const v of p.servers){const k=p.name+'/'+v.address,o=prev[k]||v;\n"
 "    const da=v.attempts-o.attempts,df=v.failures-o.failures;prev[k]=v;\n"
 "    const st=v.ejected?'<span class=ej>ejected '+Math.ceil(v.ejected_for_ms/1000)+'s</span>':\n"
+"     v.state=='half_open'?'<span class=ej>half-open (one trial)</span>':\n"
 "     (v.up?'<span class=up>up</span>':'<span class=down>down</span>');\n"
 "    h+='<tr><td>'+esc(v.address)+'</td><td>'+st+(v.slow_start_share<1?' (slow start '+Math.round(v.slow_start_share*100)+'%)':'')+\n"
 "     '</td><td>'+v.weight+'</td><td>'+v.in_flight+'</td><td>'+v.idle_connections+'</td><td>'+v.attempts+\n"

@@ -83,6 +83,7 @@ void client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_
         atomic_fetch_sub(&worker_connections, 1);
         return;
     }
+    atomic_fetch_add(&worker_open_clients, 1);
     c->w = w;
     c->x.fd = fd;
     c->x.ops = &xprt_plain;
@@ -108,6 +109,16 @@ void client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_
     w->nclients++;
     ev_io_start(w->loop, &c->rd);
     client_rtimer_arm(c);
+}
+
+/* Drops the connection from the open-connections gauge, once: at close, or earlier when the
+ * answer being flushed is its last (SPEC §5: a scrape that follows the answer sees it gone). */
+static void client_uncount(struct client *c)
+{
+    if (!c->uncounted) {
+        c->uncounted = true;
+        atomic_fetch_sub(&worker_open_clients, 1);
+    }
 }
 
 /* Ends the request in progress, if any, and gives its exchange back. */
@@ -148,6 +159,7 @@ void client_close(struct client *c)
     c->next = w->graveyard;
     w->graveyard = c;
     atomic_fetch_sub(&worker_connections, 1);
+    client_uncount(c);
     worker_conn_closed(w);
 }
 
@@ -340,6 +352,7 @@ static void client_reject(struct client *c, unsigned status, const char *why)
     }
     c->answer_done = true;
     c->close_after = true;
+    client_uncount(c);
     if (c->phase != CLIENT_LINGER)
         c->phase = CLIENT_BODY;   /* input is untrusted from here: linger, never parse it */
     client_flush(c);
@@ -390,6 +403,8 @@ void client_exchange_done(struct client *c, bool keep)
     /* An answer before the whole request was read: the rest of it is never parsed. */
     if (!c->ex || !c->ex->body_done || c->phase == CLIENT_TUNNEL)
         c->close_after = true;
+    if (c->close_after)
+        client_uncount(c);   /* closing because of this answer: gone before its last byte */
     client_flush(c);
 }
 

@@ -47,6 +47,7 @@ struct client {
     char addr[48];                      /* peer IP, for X-Forwarded-For */
     bool closed;
     bool close_after;                   /* close once the output is flushed */
+    bool uncounted;                     /* already dropped from worker_open_clients */
     bool read_paused;                   /* backpressure or waiting */
     bool write_blocked;                 /* wr watcher active */
     bool answer_done;                   /* the current answer is complete in `out` */

@@ -479,7 +479,7 @@ static conf_handler conf_h_listen, conf_h_listen_addr, conf_h_certs, conf_h_tls_
     conf_h_admin_addr, conf_h_workers, conf_h_resolvers, conf_h_pools, conf_h_routes_defer,
     conf_h_servers, conf_h_server_addr, conf_h_hash_key, conf_h_connect_race, conf_h_expect, conf_h_path,
     conf_h_route_name, conf_h_route_pool, conf_h_host, conf_h_methods, conf_h_retry_on,
-    conf_h_headers, conf_h_body, conf_h_file;
+    conf_h_headers, conf_h_body, conf_h_file, conf_h_outlier;
 
 static void conf_post_pool_tls(struct conf_loader *, yaml_node_t *, void *, yaml_node_t *const *);
 static void conf_post_outlier(struct conf_loader *, yaml_node_t *, void *, yaml_node_t *const *);
@@ -638,7 +638,7 @@ static const struct conf_field conf_pool_fields[] = {
     F_FN("connect_race", conf_h_connect_race),                       /* auto | a duration (0s = off) */
     F_BLOCK("tls", conf_blk_pool_tls),
     F_BLOCKF("health", conf_blk_health, struct conf_pool, health.enabled),
-    F_BLOCKF("outlier", conf_blk_outlier, struct conf_pool, outlier.enabled),
+    F_FN("outlier", conf_h_outlier),                                 /* a mapping, or off */
     F_DUR("slow_start", struct conf_pool, slow_start, 0, CONF_DUR_MAX),
 };
 BLOCK(conf_blk_pool, conf_pool_fields, NULL);
@@ -1335,6 +1335,7 @@ static void conf_pool_defaults(struct conf_loader *ld, struct conf_pool *p)
     p->health.fall = 3;
     p->health.expect_lo = 200;
     p->health.expect_hi = 399;
+    p->outlier.enabled = true;   /* on when absent (SPEC §2); `outlier: off` disables */
     p->outlier.consecutive_failures = 5;
     p->outlier.ejection = (int64_t)SEC(10);
     p->outlier.max_ejection = (int64_t)MIN(5);
@@ -1583,6 +1584,34 @@ static int conf_h_connect_race(struct conf_loader *ld, const struct conf_field *
         return 0;
     }
     return conf_value(ld, &dur, v, obj, where);
+}
+
+/* outlier: a mapping (on, with these settings) or the scalar `off`. Absent: on with the defaults.
+ * Only `off` disables it (not false/no: one spelling, as nginx's `off`). */
+static int conf_h_outlier(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
+                          const char *where)
+{
+    struct conf_pool *p = obj;
+    char q[CONF_QUOTE_MAX + 8], sub[256];
+
+    if (v->type == YAML_SCALAR_NODE && !conf_is_null(v)) {
+        const char *s = conf_scalar(ld, f->key, v, "a mapping or off");
+        if (!s)
+            return -1;
+        if (strcmp(s, "off") != 0) {
+            conf_err(ld, v, "outlier must be a mapping or off, not %s", conf_quote(q, s));
+            return -1;
+        }
+        p->outlier.enabled = false;
+        return 0;
+    }
+    p->outlier.enabled = true;
+    if (where)
+        snprintf(sub, sizeof sub, "%s of %s", f->key, where);
+    else
+        snprintf(sub, sizeof sub, "%s", f->key);
+    conf_map(ld, f->key, v, &conf_blk_outlier, obj, sub);
+    return v->type == YAML_MAPPING_NODE ? 0 : -1;
 }
 
 /* "200-399" or a single status, within 100..599. */

@@ -91,8 +91,8 @@ struct conf_pool {
         unsigned rise, fall;        /* 2, 3 */
         unsigned expect_lo, expect_hi;   /* 200-399 */
     } health;
-    struct {
-        bool enabled;               /* block present */
+    struct conf_outlier {
+        bool enabled;               /* default true; `outlier: off` disables */
         unsigned consecutive_failures;   /* 5, >= 1 */
         int64_t ejection, max_ejection;  /* 10s, 5m */
         unsigned max_ejected_percent;    /* 50, 0..100 */

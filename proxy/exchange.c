@@ -31,7 +31,8 @@
 #include "worker.h"
 
 static void exchange_next_attempt(struct exchange *ex);
-static bool exchange_start_hop(struct exchange *ex, struct hop *h, struct upserver *s, bool fresh);
+static bool exchange_start_hop(struct exchange *ex, struct hop *h, struct upserver *s, bool fresh,
+                               int64_t trial);
 
 static inline ev_tstamp ms(int64_t v) { return (ev_tstamp)v / 1000.0; }
 
@@ -586,35 +587,41 @@ static uint64_t exchange_hash(struct exchange *ex)
 }
 
 /* A server for the next attempt: one not tried yet in this request when one exists (SPEC §3.3).
- * untried_only: a hedge or race wants another server or none at all. */
-static struct upserver *exchange_pick(struct exchange *ex, bool untried_only)
+ * untried_only: a hedge or race wants another server or none at all. *trial: the half-open trial
+ * claim that comes with the server (see pool_pick_trial), to hand to exchange_start_hop(). */
+static struct upserver *exchange_pick(struct exchange *ex, bool untried_only, int64_t *trial)
 {
     struct pool_pick_ctx ctx = { .excluded = ex->tried, .now = health_now() };
     struct upserver *s;
 
     if (ex->pool->cp->balance == BALANCE_HASH)
         ctx.hash = exchange_hash(ex);
-    s = pool_pick(ex->pool, &ctx);
+    s = pool_pick_trial(ex->pool, &ctx, trial);
     if (!s && ex->tried && !untried_only) {
         ctx.excluded = 0;
-        s = pool_pick(ex->pool, &ctx);
+        s = pool_pick_trial(ex->pool, &ctx, trial);
     }
     return s;
 }
 
-/* Starts hop h to s. Returns false when the exchange has already answered (head too large). */
-static bool exchange_start_hop(struct exchange *ex, struct hop *h, struct upserver *s, bool fresh)
+/* Starts hop h to s. Returns false when the exchange has already answered (head too large).
+ * trial: the half-open trial claim on s (0: none); the hop holds it until its verdict. A trial
+ * always opens a fresh connection: a stale pooled one must not judge the server. */
+static bool exchange_start_hop(struct exchange *ex, struct hop *h, struct upserver *s, bool fresh,
+                               int64_t trial)
 {
     unsigned idx = (unsigned)(s - ex->pool->servers);
 
     if (exchange_build_head(ex, h, s) < 0) {
+        pool_unclaim(s, trial);
         exchange_reply(ex, 431, "request head too large to forward");
         return false;
     }
     if (idx < 64)
         ex->tried |= 1ull << idx;
     h->body_sent = 0;
-    hop_start(h, ex, s, fresh);
+    h->trial = trial;
+    hop_start(h, ex, s, fresh || trial);
     /* A connect that is still pending after connect_race races one to another server. */
     if (h->state == HOP_CONNECTING && ex->state == EX_UPSTREAM && !ev_is_active(&ex->race_timer)) {
         double delay = pool_race_delay(ex->pool, ex->route->timeouts.connect);
@@ -630,7 +637,8 @@ static bool exchange_start_hop(struct exchange *ex, struct hop *h, struct upserv
 static void exchange_next_attempt(struct exchange *ex)
 {
     struct hop *h = hop_running(&ex->hops[0]) ? &ex->hops[1] : &ex->hops[0];
-    struct upserver *s = exchange_pick(ex, false);
+    int64_t trial;
+    struct upserver *s = exchange_pick(ex, false, &trial);
 
     if (!s) {
         ex->last_outcome = HOP_CONNECT_ERROR;
@@ -638,7 +646,7 @@ static void exchange_next_attempt(struct exchange *ex)
         return;
     }
     ex->attempts++;
-    exchange_start_hop(ex, h, s, false);
+    exchange_start_hop(ex, h, s, false, trial);
 }
 
 static void exchange_backoff_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -658,6 +666,7 @@ static void exchange_spare_cb(struct ev_loop *loop, ev_timer *t, int revents)
     struct hop *a = &ex->hops[0], *b = &ex->hops[1];
     struct hop *busy = hop_running(a) ? a : b, *spare = exchange_other(ex, busy);
     struct upserver *s;
+    int64_t trial;
     bool race = t == &ex->race_timer;
 
     (void)revents;
@@ -682,7 +691,7 @@ static void exchange_spare_cb(struct ev_loop *loop, ev_timer *t, int revents)
             return;
         }
     }
-    s = exchange_pick(ex, true);
+    s = exchange_pick(ex, true, &trial);
     if (!s)
         return;   /* no other server: the running hop carries on alone */
     if (!race) {
@@ -691,7 +700,7 @@ static void exchange_spare_cb(struct ev_loop *loop, ev_timer *t, int revents)
     }
     log_debug("%s to %s beside %s", race ? "connect race" : "hedge", s->addr->text,
               busy->last_server ? busy->last_server->addr->text : "?");
-    exchange_start_hop(ex, spare, s, false);
+    exchange_start_hop(ex, spare, s, false, trial);
 }
 
 /* Hop h lost to the other one (a hedge or a connect race): it runs on as an orphan when it can
@@ -703,7 +712,8 @@ static void exchange_lose(struct exchange *ex, struct hop *h)
     if (h->state == HOP_FAILED && !h->uc) {
         /* a connect that failed at once, not reported yet: it is a failure of that server */
         if (h->server)
-            pool_report(h->server, true, (double)ex->route->timeouts.connect / 1000.0);
+            pool_report(h->server, true, (double)ex->route->timeouts.connect / 1000.0, h->trial);
+        h->trial = 0;
         exchange_record_hop(ex, h, HOP_CONNECT_ERROR, 0);
         hop_cancel(h);
         return;
@@ -1028,7 +1038,7 @@ void exchange_hop_failed(struct exchange *ex, struct hop *h)
             exchange_record_hop(ex, h, h->outcome, 0);
             log_debug("reused connection to %s failed; retrying on a fresh one",
                       h->last_server ? h->last_server->addr->text : "?");
-            exchange_start_hop(ex, h, h->last_server, true);
+            exchange_start_hop(ex, h, h->last_server, true, 0);
             return;
         }
         exchange_record_hop(ex, h, h->outcome, 0);

@@ -54,6 +54,22 @@ static const struct srv_health *health_find(const struct health *h, const char *
     return NULL;
 }
 
+/* How long a half-open trial may stay out before its claim expires: the longest a hop on this pool
+ * can wait for its verdict (connect + response, with route overrides), at least 10 s. A trial
+ * that ends without a verdict frees its slot at once; this bound only covers a report that never
+ * comes. */
+static int64_t trial_timeout(const struct conf *c, const struct conf_pool *cp)
+{
+    int64_t t = cp->timeouts.connect + cp->timeouts.response;
+
+    for (size_t i = 0; i < c->nroutes; i++) {
+        const struct conf_route *r = &c->routes[i];
+        if (r->pool == cp && r->timeouts.connect + r->timeouts.response > t)
+            t = r->timeouts.connect + r->timeouts.response;
+    }
+    return t > 10000 ? t : 10000;
+}
+
 struct health *health_new(struct conf *c, const struct health *prev, struct metric_names *names)
 {
     struct health *h = calloc(1, sizeof(*h));
@@ -78,6 +94,7 @@ struct health *health_new(struct conf *c, const struct health *prev, struct metr
         for (size_t j = 0; j < cp->nservers; j++)
             n += (unsigned)cp->servers[j].naddrs;
         hp->cp = cp;
+        hp->trial_timeout = trial_timeout(c, cp);
         hp->servers = calloc(n ? n : 1, sizeof(*hp->servers));
         if (!hp->servers) {
             health_unref(h);
@@ -93,9 +110,14 @@ struct health *health_new(struct conf *c, const struct health *prev, struct metr
                 s->slot = names ? metric_server_slot(names, cp->name, s->addr->text) : 0;
                 old = health_find(prev, cp->name, s->addr->text);
                 if (old) {   /* the same server: its ejection and health state carry over */
-                    atomic_store(&s->fails, atomic_load(&old->fails));
-                    atomic_store(&s->ejected_until, atomic_load(&old->ejected_until));
-                    atomic_store(&s->ejections, atomic_load(&old->ejections));
+                    if (cp->outlier.enabled && old->cp->outlier.enabled) {
+                        /* a trial in flight reports to the old registry: this one starts with a
+                         * free slot, so a half-open server gets a trial of its own */
+                        atomic_store(&s->o.fails, atomic_load(&old->o.fails));
+                        atomic_store(&s->o.until, atomic_load(&old->o.until));
+                        atomic_store(&s->o.ejections, atomic_load(&old->o.ejections));
+                        atomic_store(&s->o.readmitted, atomic_load(&old->o.readmitted));
+                    }
                     atomic_store(&s->down, atomic_load(&old->down));
                     atomic_store(&s->back_since, atomic_load(&old->back_since));
                 }
@@ -105,14 +127,32 @@ struct health *health_new(struct conf *c, const struct health *prev, struct metr
     return h;
 }
 
+enum outlier_state health_outlier_state(const struct srv_health *s, int64_t now)
+{
+    return outlier_state(&s->o, now);
+}
+
 bool health_ejected(const struct srv_health *s, int64_t now)
 {
-    return atomic_load_explicit(&s->ejected_until, memory_order_relaxed) > now;
+    return outlier_state(&s->o, now) == OUTLIER_EJECTED;
 }
 
 bool health_usable(const struct srv_health *s, int64_t now)
 {
-    return !health_ejected(s, now) && !atomic_load_explicit(&s->down, memory_order_relaxed);
+    return outlier_state(&s->o, now) == OUTLIER_IN && !atomic_load_explicit(&s->down, memory_order_relaxed);
+}
+
+int64_t health_claim_trial(const struct health_pool *hp, struct srv_health *s, int64_t now)
+{
+    if (atomic_load_explicit(&s->down, memory_order_relaxed) ||
+        !outlier_trial_free(&s->o, now, hp->trial_timeout))
+        return 0;
+    return outlier_claim(&s->o, now, hp->trial_timeout);
+}
+
+void health_unclaim(struct srv_health *s, int64_t trial)
+{
+    outlier_unclaim(&s->o, trial);
 }
 
 double health_ramp(const struct srv_health *s, int64_t now)
@@ -128,42 +168,37 @@ double health_ramp(const struct srv_health *s, int64_t now)
     return share < 0.05 ? 0.05 : share;
 }
 
-void health_report(struct health_pool *hp, struct srv_health *s, bool failure, int64_t now)
+bool health_report(struct health_pool *hp, struct srv_health *s, bool failure, int64_t trial, int64_t now)
 {
     const struct conf_pool *cp = hp->cp;
-    unsigned fails, ejected = 0, allowed, n;
-    int64_t until, dur;
+    struct outlier_verdict v;
+    unsigned out = 0;
 
     if (!cp->outlier.enabled)
-        return;
-    if (!failure) {
-        atomic_store_explicit(&s->fails, 0, memory_order_relaxed);
-        /* A success well after the last ejection ended forgives the earlier ejections. */
-        until = atomic_load_explicit(&s->ejected_until, memory_order_relaxed);
-        if (until && now > until + cp->outlier.max_ejection)
-            atomic_store_explicit(&s->ejections, 0, memory_order_relaxed);
-        return;
+        return false;
+    v = outlier_report(&s->o, &cp->outlier, failure, trial, now);
+    if (v.readmitted) {
+        /* slow_start counts from the readmission */
+        atomic_store_explicit(&s->back_since, now, memory_order_relaxed);
+        log_info("pool %s: %s back in rotation (its half-open trial succeeded)", cp->name, s->addr->text);
+        return false;
     }
-    fails = atomic_fetch_add_explicit(&s->fails, 1, memory_order_relaxed) + 1;
-    if (fails < cp->outlier.consecutive_failures || health_ejected(s, now))
-        return;
-    for (unsigned i = 0; i < hp->n; i++)
-        ejected += health_ejected(&hp->servers[i], now);
-    allowed = (unsigned)((uint64_t)hp->n * cp->outlier.max_ejected_percent / 100);
-    if (ejected + 1 > allowed)
-        return;   /* ejecting more would leave too little of the pool */
-    n = atomic_fetch_add_explicit(&s->ejections, 1, memory_order_relaxed);
-    dur = cp->outlier.ejection;
-    for (unsigned i = 0; i < n && dur < cp->outlier.max_ejection; i++)
-        dur *= 2;
-    if (dur > cp->outlier.max_ejection)
-        dur = cp->outlier.max_ejection;
-    atomic_store_explicit(&s->fails, 0, memory_order_relaxed);
-    atomic_store_explicit(&s->ejected_until, now + dur, memory_order_relaxed);
-    /* slow_start counts from the end of the ejection */
-    atomic_store_explicit(&s->back_since, now + dur, memory_order_relaxed);
-    log_warn("pool %s: ejecting %s for %lld ms after %u consecutive failures", cp->name,
-             s->addr->text, (long long)dur, fails);
+    if (v.want_eject) {
+        for (unsigned i = 0; i < hp->n; i++)
+            out += outlier_state(&hp->servers[i].o, now) != OUTLIER_IN;
+        if (!outlier_room(hp->n, out, cp->outlier.max_ejected_percent))
+            return false;   /* ejecting more would leave too little of the pool */
+        v.ejected_for = outlier_eject(&s->o, &cp->outlier, now);
+    }
+    if (v.ejected_for <= 0)
+        return false;
+    if (v.trial_failed)
+        log_warn("pool %s: ejecting %s for %lld ms: its half-open trial failed (%u failure)", cp->name,
+                 s->addr->text, (long long)v.ejected_for, v.fails);
+    else
+        log_warn("pool %s: ejecting %s for %lld ms after %u consecutive failures", cp->name,
+                 s->addr->text, (long long)v.ejected_for, v.fails);
+    return true;
 }
 
 /* ---- active checks (main thread) --------------------------------------------------------- */

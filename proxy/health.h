@@ -15,15 +15,14 @@
 #include <stdint.h>
 
 #include "conf.h"
+#include "outlier.h"
 
 struct health_check;
 
 struct srv_health {
     const struct conf_pool *cp;
     const struct conf_sockaddr *addr;
-    atomic_uint fails;                  /* consecutive failed outcomes */
-    _Atomic int64_t ejected_until;      /* 0: not ejected */
-    atomic_uint ejections;              /* consecutive ejections: the next lasts ejection * 2^n */
+    struct outlier o;                   /* passive ejection (outlier.h) */
     atomic_int down;                    /* the active checks say down */
     _Atomic int64_t back_since;         /* when it last became usable again (slow_start) */
     unsigned slot;                      /* metrics slot (struct metric_names) */
@@ -34,6 +33,7 @@ struct health_pool {
     const struct conf_pool *cp;
     struct srv_health *servers;         /* every address of every server, in conf order */
     unsigned n;
+    int64_t trial_timeout;              /* a half-open trial's claim expires after it (ms) */
 };
 
 /* The runtime companion of one conf snapshot: shared server state and metrics slots. Reference
@@ -67,13 +67,21 @@ static inline struct health *health_ref(struct health *h)
 /* Drops a reference (any thread); the last frees the registry. Checks must be stopped. */
 void health_unref(struct health *h);
 
-/* May the server get a request now? (not ejected, not down) */
+/* Is the server in rotation now? (not ejected nor half-open, not down) */
 bool health_usable(const struct srv_health *s, int64_t now);
-/* One finished attempt: failure is every outcome but ok and statuses below 500. May eject. */
-void health_report(struct health_pool *hp, struct srv_health *s, bool failure, int64_t now);
+/* Its ejection has ended and it is not down: claims its single half-open trial (one winner across
+ * workers). Returns the claim (> 0) for health_report()/health_unclaim(), or 0. */
+int64_t health_claim_trial(const struct health_pool *hp, struct srv_health *s, int64_t now);
+/* A trial that ends with no verdict (cancelled): frees the slot at once. */
+void health_unclaim(struct srv_health *s, int64_t trial);
+/* One finished attempt: failure is every outcome but ok and statuses below 500; trial: the claim
+ * the attempt holds, or 0. May eject (logged at warn): returns true when it did. */
+bool health_report(struct health_pool *hp, struct srv_health *s, bool failure, int64_t trial, int64_t now);
 /* Share of its weight the server gets now, in (0, 1]: below 1 while slow_start ramps it up. */
 double health_ramp(const struct srv_health *s, int64_t now);
 /* Is it ejected now (for status pages)? */
 bool health_ejected(const struct srv_health *s, int64_t now);
+/* Its outlier state now: up (in rotation as far as ejection goes), ejected, half_open. */
+enum outlier_state health_outlier_state(const struct srv_health *s, int64_t now);
 
 #endif

@@ -82,6 +82,8 @@ static void hop_detach(struct hop *h, bool reusable)
         h->uc = NULL;
     }
     if (h->server) {
+        pool_unclaim(h->server, h->trial);   /* ended without a verdict: the slot is free again */
+        h->trial = 0;
         h->server->inflight--;
         pool_gauge(h->server, 0, 0, -1);
         h->server = NULL;
@@ -102,8 +104,10 @@ static double hop_penalty(const struct hop *h, enum hop_outcome o)
 
 static void hop_fail(struct hop *h, enum hop_outcome o)
 {
-    if (h->server)
-        pool_report(h->server, true, h->state == HOP_BODY ? -1 : hop_penalty(h, o));
+    if (h->server) {
+        pool_report(h->server, true, h->state == HOP_BODY ? -1 : hop_penalty(h, o), h->trial);
+        h->trial = 0;
+    }
     h->outcome = o;
     h->state = HOP_FAILED;
     h->seq++;
@@ -503,7 +507,8 @@ static void hop_process_buffered(struct hop *h)
                 double lat = ev_now(hop_worker(h)->loop) - h->started;
                 if (resp->status >= 500 && lat < (double)h->response_ms / 1000.0)
                     lat = (double)h->response_ms / 1000.0;   /* a failure costs its timeout */
-                pool_report(h->server, resp->status >= 500, lat);
+                pool_report(h->server, resp->status >= 500, lat, h->trial);
+                h->trial = 0;
             }
             h->state = resp->status == 101 ? HOP_TUNNEL : HOP_BODY;
             h->last_read = ev_now(hop_worker(h)->loop);
@@ -526,9 +531,8 @@ static void hop_process_buffered(struct hop *h)
                 break;
             }
             (void)resp;
-            hop_report_data(h);
-            if (h->seq != seq)
-                return;
+            /* No flush here: the exchange counts the request first, then flushes its last bytes
+             * (SPEC §5: a scrape that follows the answer sees it counted). */
             hop_done(h, false);
             return;
         }
@@ -568,14 +572,10 @@ static void hop_read_cb(struct ev_loop *loop, ev_io *io, int revents)
     if (r == -EAGAIN || r == -EWOULDBLOCK)
         return;
     if (r <= 0) {
-        unsigned seq = h->seq;
         if (r < 0)
             log_debug("read from %s: %s", h->server->addr->text, strerror((int)-r));
         if (h->state == HOP_BODY && r == 0 && h1_parse_eof(h->parser) == H1_DONE) {
-            hop_report_data(h);
-            if (h->seq != seq)
-                return;
-            hop_done(h, true);
+            hop_done(h, true);   /* counted before the last bytes are flushed (see H1_DONE) */
             return;
         }
         if (h->state == HOP_TUNNEL && h->ex) {
@@ -712,6 +712,7 @@ bool hop_orphan(struct hop *h)
     h->uc = NULL;
     h->server = NULL;
     h->parser = NULL;
+    h->trial = 0;   /* a half-open trial claim travels with the orphan, which reports the verdict */
     memset(&h->head, 0, sizeof(h->head));
     h->state = HOP_IDLE;
     return true;

@@ -81,6 +81,9 @@ struct hop {
     bool got_bytes;                     /* any response byte arrived */
     bool read_paused;                   /* backpressure: downstream buffer full */
     ev_tstamp started, connected;       /* for connect_ms / response_ms */
+    int64_t trial;                      /* the half-open trial claim this hop holds until its
+                                         * verdict (pool_report), else 0; set before hop_start,
+                                         * given back unjudged by hop_detach (pool_unclaim) */
 };
 
 /* Starts the hop to server s (fresh: on a new connection, never a pooled one). The request head must be in hop->head already. Always reports

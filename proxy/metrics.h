@@ -49,6 +49,7 @@ struct route_metrics {
 struct server_metrics {
     _Atomic uint64_t attempts[METRIC_OUTCOMES];
     _Atomic uint64_t inflight, idle, active;   /* gauges (wrapping add of -1 to decrement) */
+    _Atomic uint64_t ejections;         /* lifeline_outlier_ejections_total, by the reporting worker */
 };
 
 /* Stable slots: a route name, or a pool's server address, keeps its counters across reloads.

@@ -267,7 +267,13 @@ void pool_release(struct upconn *uc)
         pool_arm_idle_timer(p);
 }
 
-void pool_report(struct upserver *s, bool failure, double latency)
+void pool_unclaim(struct upserver *s, int64_t trial)
+{
+    if (trial && s->hs)
+        health_unclaim(s->hs, trial);
+}
+
+void pool_report(struct upserver *s, bool failure, double latency, int64_t trial)
 {
     struct pool *p = s->pool;
 
@@ -284,8 +290,8 @@ void pool_report(struct upserver *s, bool failure, double latency)
             s->ewma = s->ewma * keep + latency * (1.0 - keep);
         s->ewma_at = now;
     }
-    if (s->hs && p->hp)
-        health_report(p->hp, s->hs, failure, health_now());
+    if (s->hs && p->hp && health_report(p->hp, s->hs, failure, trial, health_now()) && s->m)
+        METRIC_ADD(s->m->ejections, 1);
 }
 
 void pool_connect_sample(struct pool *p, double seconds)
@@ -497,4 +503,21 @@ struct upserver *pool_pick(struct pool *p, const struct pool_pick_ctx *ctx)
     default:
         return pick_round_robin(p, ctx);
     }
+}
+
+struct upserver *pool_pick_trial(struct pool *p, const struct pool_pick_ctx *ctx, int64_t *trial)
+{
+    int64_t now = ctx ? ctx->now : health_now();
+
+    *trial = 0;
+    if (p->hp && p->cp->outlier.enabled) {
+        for (unsigned i = 0; i < p->nservers; i++) {
+            struct upserver *s = &p->servers[i];
+            if (!s->hs || (ctx && i < 64 && (ctx->excluded & (1ull << i))))
+                continue;
+            if ((*trial = health_claim_trial(p->hp, s->hs, now)) != 0)
+                return s;
+        }
+    }
+    return pool_pick(p, ctx);
 }

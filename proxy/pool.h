@@ -79,9 +79,14 @@ int pool_init(struct pool *p, struct worker *w, const struct conf_pool *cp, stru
 /* Closes every idle connection and frees the servers. Busy connections must be gone already. */
 void pool_destroy(struct pool *p);
 
-/* Chooses a server with the pool's balancer, skipping excluded ones; NULL when none is left.
- * ctx may be NULL. */
+/* Chooses a server in rotation with the pool's balancer, skipping excluded ones; NULL when none
+ * is left. ctx may be NULL. Never picks a half-open server (see pool_pick_trial). */
 struct upserver *pool_pick(struct pool *p, const struct pool_pick_ctx *ctx);
+/* pool_pick, but first: a server (not excluded) whose ejection has ended gets this request as its
+ * single half-open trial, ahead of the balancer (a balancer that judges it by its failures would
+ * never give it one). *trial is then the claim, to pass to pool_report() or pool_unclaim(); 0
+ * when the pick is an ordinary one. */
+struct upserver *pool_pick_trial(struct pool *p, const struct pool_pick_ctx *ctx, int64_t *trial);
 
 /* An idle connection to s that is still open, or NULL. The caller (a hop) owns it afterwards. */
 struct upconn *pool_take(struct upserver *s);
@@ -102,8 +107,11 @@ void pool_move_idle(struct pool *from, struct pool *to);
 void pool_gauge(struct upserver *s, int active, int idle, int inflight);
 
 /* A finished attempt on s: feeds outlier detection (failure: every outcome but ok and statuses
- * below 500) and, with a latency (seconds, >= 0), the ewma balancer. */
-void pool_report(struct upserver *s, bool failure, double latency);
+ * below 500) and, with a latency (seconds, >= 0), the ewma balancer. trial: the half-open claim
+ * the attempt holds (its verdict), or 0. Counts an ejection it causes. */
+void pool_report(struct upserver *s, bool failure, double latency, int64_t trial);
+/* The attempt holding half-open claim `trial` on s ended without a verdict: frees the slot. */
+void pool_unclaim(struct upserver *s, int64_t trial);
 
 /* A fresh connect to a server of p completed after `seconds`: feeds the smoothed connect time. */
 void pool_connect_sample(struct pool *p, double seconds);

@@ -24,6 +24,7 @@
 #include "xprt.h"
 
 atomic_uint worker_connections;
+atomic_uint worker_open_clients;
 
 /* At most this many accepts per readiness event, so one busy listener cannot starve the loop. */
 #define ACCEPT_BURST 64

@@ -116,6 +116,10 @@ struct worker {
 
 /* Downstream connections across all workers (limits.max_connections is per process). */
 extern atomic_uint worker_connections;
+/* The lifeline_downstream_connections gauge: worker_connections less those that are closing
+ * because of the answer just completed (dropped before its last byte is written, so that a
+ * scrape that follows the answer sees it; see client.c). */
+extern atomic_uint worker_open_clients;
 
 /* Creates the worker's loop, listeners (bound now, so that errors are reported at start) and
  * its first generation from h (h->conf is the snapshot). stale: the process's stale store, used by

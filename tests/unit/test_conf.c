@@ -407,7 +407,7 @@ static void test_defaults(void **state)
     assert_int_equal(p->health.fall, 3);
     assert_int_equal(p->health.expect_lo, 200);
     assert_int_equal(p->health.expect_hi, 399);
-    assert_false(p->outlier.enabled);
+    assert_true(p->outlier.enabled);   /* on when absent (SPEC §2) */
     assert_int_equal(p->outlier.consecutive_failures, 5);
     assert_int_equal(p->outlier.ejection, 10000);
     assert_int_equal(p->outlier.max_ejection, 300000);
@@ -684,6 +684,37 @@ static struct conf *load_buffer(const char *path, const char *yaml, char **errs)
     return c;
 }
 
+/* outlier: absent = on with the defaults; `off` disables; a mapping is on with its settings. */
+static void test_outlier_switch(void **state)
+{
+    (void)state;
+    static const char yaml[] =
+        "listen: [ { address: 127.0.0.1:8080 } ]\n"
+        "pools:\n"
+        "  absent: { servers: [ 127.0.0.1:9001 ] }\n"
+        "  off: { servers: [ 127.0.0.1:9002 ], outlier: off }\n"
+        "  quoted: { servers: [ 127.0.0.1:9003 ], outlier: 'off' }\n"
+        "  empty: { servers: [ 127.0.0.1:9004 ], outlier: {} }\n"
+        "  tuned: { servers: [ 127.0.0.1:9005 ], outlier: { consecutive_failures: 2, ejection: 300ms } }\n";
+    char *errs = NULL;
+    struct conf *c = load_buffer("mem.yaml", yaml, &errs);
+    if (!c)
+        fail_msg("%s", errs);
+    assert_int_equal(c->npools, 5);
+    assert_true(c->pools[0].outlier.enabled);
+    assert_int_equal(c->pools[0].outlier.consecutive_failures, 5);
+    assert_false(c->pools[1].outlier.enabled);
+    assert_false(c->pools[2].outlier.enabled);
+    assert_true(c->pools[3].outlier.enabled);
+    assert_int_equal(c->pools[3].outlier.ejection, 10000);
+    assert_true(c->pools[4].outlier.enabled);
+    assert_int_equal(c->pools[4].outlier.consecutive_failures, 2);
+    assert_int_equal(c->pools[4].outlier.ejection, 300);
+    assert_int_equal(c->pools[4].outlier.max_ejection, 300000);
+    conf_unref(c);
+    free(errs);
+}
+
 static void test_load_buffer(void **state)
 {
     (void)state;
@@ -914,6 +945,11 @@ static const struct bad_case bad_cases[] = {
     { L PX "    outlier: { max_ejected_percent: 101 }\n", 5, 37, "max_ejected_percent must be between 0 and 100",
       0, CONF_LOAD_UNSUPPORTED },
     { L PX "    outlier: { ejection: 10m }\n", 5, 26, "max_ejection must be at least ejection", 0, CONF_LOAD_UNSUPPORTED },
+    { L PX "    outlier: false\n", 5, 14, "outlier must be a mapping or off, not \"false\"", 0, 0 },
+    { L PX "    outlier: on\n", 5, 14, "outlier must be a mapping or off, not \"on\"", 0, 0 },
+    { L PX "    outlier: [ off ]\n", 5, 14, "outlier must be a mapping", 0, 0 },
+    { L PX "    outlier: { consecutive_failures: 0 }\n", 5, 38, "consecutive_failures must be between 1 and 1000", 0, 0 },
+    { L PX "    outlier: { ejections: 1s }\n", 5, 16, "unknown key \"ejections\" in outlier of pool", 0, 0 },
     { L PX "    health: { expect: 600 }\n", 5, 23, "expect must be a status or a range", 0, CONF_LOAD_UNSUPPORTED },
     { L PX "    health: { rise: 0 }\n", 5, 21, "rise must be between 1 and 100", 0, CONF_LOAD_UNSUPPORTED },
     { L P "routes:\n  - { pool: api, fallback: { status: 199 } }\n", 6, 38, "status must be between 200 and 599",
@@ -1130,6 +1166,7 @@ int main(void)
         cmocka_unit_test(test_hostname_server),
         cmocka_unit_test(test_resolver_accepted),
         cmocka_unit_test(test_load_buffer),
+        cmocka_unit_test(test_outlier_switch),
         cmocka_unit_test(test_load_buffer_relative_file),
         cmocka_unit_test(test_same_addresses),
         cmocka_unit_test(test_has_hostnames),

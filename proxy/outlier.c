@@ -1,0 +1,136 @@
+/* outlier.c — the passive ejection state machine (see outlier.h).
+ *
+ * Owns nothing but the transitions. Memory order: relaxed everywhere but the trial slot and the
+ * ejection time, whose compare-and-swaps decide between workers racing for the same transition.
+ */
+#include "outlier.h"
+
+const char *outlier_state_name(enum outlier_state s)
+{
+    switch (s) {
+    case OUTLIER_EJECTED: return "ejected";
+    case OUTLIER_HALF_OPEN: return "half_open";
+    case OUTLIER_IN: break;
+    }
+    return "up";
+}
+
+enum outlier_state outlier_state(const struct outlier *o, int64_t now)
+{
+    int64_t until = atomic_load_explicit(&o->until, memory_order_acquire);
+
+    if (until == 0)
+        return OUTLIER_IN;
+    return now < until ? OUTLIER_EJECTED : OUTLIER_HALF_OPEN;
+}
+
+int64_t outlier_duration(const struct conf_outlier *c, unsigned n)
+{
+    int64_t dur = c->ejection > 0 ? c->ejection : 1;
+
+    for (unsigned i = 0; i < n && dur < c->max_ejection; i++)
+        dur *= 2;
+    return dur > c->max_ejection && c->max_ejection > 0 ? c->max_ejection : dur;
+}
+
+static bool trial_slot_free(int64_t t, int64_t now, int64_t trial_timeout)
+{
+    return t == 0 || now - t >= trial_timeout;
+}
+
+bool outlier_trial_free(const struct outlier *o, int64_t now, int64_t trial_timeout)
+{
+    return outlier_state(o, now) == OUTLIER_HALF_OPEN &&
+           trial_slot_free(atomic_load_explicit(&o->trial, memory_order_acquire), now, trial_timeout);
+}
+
+int64_t outlier_claim(struct outlier *o, int64_t now, int64_t trial_timeout)
+{
+    int64_t t = atomic_load_explicit(&o->trial, memory_order_acquire);
+    int64_t stamp = now > 0 ? now : 1;
+
+    if (outlier_state(o, now) != OUTLIER_HALF_OPEN || !trial_slot_free(t, now, trial_timeout))
+        return 0;
+    if (stamp == t)
+        stamp++;   /* an expired claim with the same stamp (only with trial_timeout 0) */
+    if (!atomic_compare_exchange_strong_explicit(&o->trial, &t, stamp, memory_order_acq_rel,
+                                                 memory_order_relaxed))
+        return 0;
+    return stamp;
+}
+
+void outlier_unclaim(struct outlier *o, int64_t stamp)
+{
+    int64_t t = stamp;
+
+    if (stamp)
+        atomic_compare_exchange_strong_explicit(&o->trial, &t, 0, memory_order_acq_rel, memory_order_relaxed);
+}
+
+struct outlier_verdict outlier_report(struct outlier *o, const struct conf_outlier *c, bool failure,
+                                      int64_t trial, int64_t now)
+{
+    struct outlier_verdict v = { 0 };
+    unsigned fails;
+
+    if (!c->enabled)
+        return v;
+    if (trial) {
+        int64_t t = trial;
+        /* The verdict counts while this claim still holds the slot (it may have expired and been
+         * taken by another trial: then this is an ordinary late report). */
+        if (atomic_compare_exchange_strong_explicit(&o->trial, &t, 0, memory_order_acq_rel,
+                                                    memory_order_relaxed)) {
+            atomic_store_explicit(&o->fails, 0, memory_order_relaxed);
+            if (failure) {
+                unsigned n = atomic_fetch_add_explicit(&o->ejections, 1, memory_order_relaxed);
+                v.ejected_for = outlier_duration(c, n);
+                v.fails = 1;
+                v.trial_failed = true;
+                atomic_store_explicit(&o->until, now + v.ejected_for, memory_order_release);
+            } else {
+                atomic_store_explicit(&o->readmitted, now > 0 ? now : 1, memory_order_relaxed);
+                atomic_store_explicit(&o->until, 0, memory_order_release);
+                v.readmitted = true;
+            }
+            return v;
+        }
+    }
+    if (outlier_state(o, now) != OUTLIER_IN)
+        return v;   /* started before the ejection: only the trial decides */
+    if (!failure) {
+        int64_t back = atomic_load_explicit(&o->readmitted, memory_order_relaxed);
+        atomic_store_explicit(&o->fails, 0, memory_order_relaxed);
+        /* Healthy for one ejection period since the readmission: the doubling starts over. */
+        if (back && now - back >= c->ejection &&
+            atomic_load_explicit(&o->ejections, memory_order_relaxed) != 0)
+            atomic_store_explicit(&o->ejections, 0, memory_order_relaxed);
+        return v;
+    }
+    fails = atomic_fetch_add_explicit(&o->fails, 1, memory_order_relaxed) + 1;
+    v.fails = fails;
+    v.want_eject = fails >= c->consecutive_failures;
+    return v;
+}
+
+int64_t outlier_eject(struct outlier *o, const struct conf_outlier *c, int64_t now)
+{
+    int64_t zero = 0;
+    unsigned n = atomic_load_explicit(&o->ejections, memory_order_relaxed);
+    int64_t dur = outlier_duration(c, n);
+
+    if (!atomic_compare_exchange_strong_explicit(&o->until, &zero, now + dur, memory_order_acq_rel,
+                                                 memory_order_relaxed))
+        return 0;   /* another worker ejected it first */
+    atomic_fetch_add_explicit(&o->ejections, 1, memory_order_relaxed);
+    atomic_store_explicit(&o->fails, 0, memory_order_relaxed);
+    atomic_store_explicit(&o->trial, 0, memory_order_release);
+    return dur;
+}
+
+bool outlier_room(unsigned n, unsigned out, unsigned max_ejected_percent)
+{
+    unsigned allowed = (unsigned)((uint64_t)n * max_ejected_percent / 100);
+
+    return out + 1 <= allowed;
+}

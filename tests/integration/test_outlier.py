@@ -1,0 +1,202 @@
+"""SPEC §2 `outlier`: passive ejection is ON when the block is absent (`outlier: off` disables
+it); when an ejection ends the server gets ONE trial request (half-open): its success puts the
+server back in rotation, its failure ejects it again for twice as long. A trial that ends without
+a verdict (its client left) frees the slot at once. §5: lifeline_outlier_ejections_total and the
+state in /status."""
+
+import time
+
+from conftest import Conn, free_port, pool, t, wait_for
+from faults import refused, stamp
+from ops import admin_extra, metrics, server_status, status
+
+
+def switchable_script():
+    """Answers by conn.up.state["mode"]: "fail" -> 503, "ok" -> 200, "hang" -> never answers.
+    Stamps every request in up.state["times"]."""
+    async def script(conn):
+        while True:
+            req = await conn.read_request()
+            if req is None:
+                return
+            stamp(conn)
+            mode = conn.up.state.get("mode", "ok")
+            if mode == "hang":
+                await conn.wait_eof(t(30))
+                return
+            code = 503 if mode == "fail" else 200
+            await conn.respond(code, b"%d from %s\n" % (code, conn.up.name.encode()),
+                               headers=[("x-upstream", conn.up.name)])
+    return script
+
+
+def hits(up):
+    return len(up.state.get("times", []))
+
+
+def drive(lf, seconds, path="/x", pause=0.005):
+    """Requests one after another for `seconds`; every answer must be a 200."""
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end:
+        r = lf.fetch("GET", path)
+        assert r.status == 200, r
+        n += 1
+        time.sleep(pause)
+    return n
+
+
+# --------------------------------------------------------------------------------------------
+# On by default
+
+def test_failing_server_is_ejected_without_an_outlier_block(lifeline, upstream):
+    up1, up2 = upstream("up1"), upstream("up2")
+    bad = refused()
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up1, bad, up2, balance="round_robin")},
+                  routes=[{"name": "r", "pool": "p"}], extra=admin_extra(aport))
+    st = status(aport)
+    assert st["pools"][0]["outlier"] is True, st["pools"][0]
+    assert server_status(st, "p", bad)["state"] == "up"
+    assert metrics(aport).value("lifeline_outlier_ejections_total", pool="p", server=bad) == 0
+
+    for i in range(20):   # every refused attempt is retried on another server
+        assert lf.fetch("GET", "/echo/%d" % i).status == 200
+
+    st = status(aport)
+    b = server_status(st, "p", bad)
+    assert b["state"] == "ejected" and b["ejected"] is True and 0 < b["ejected_for_ms"] <= 10000, b
+    assert b["failures"] == 5, "ejected after the default 5 consecutive failures: %r" % b
+    m = metrics(aport)
+    assert m.value("lifeline_outlier_ejections_total", pool="p", server=bad) == 1
+    assert m.value("lifeline_outlier_ejections_total", pool="p", server=up1.address) == 0
+    assert m.types.get("lifeline_outlier_ejections_total") == "counter"
+    assert m.value("lifeline_upstream_server_usable", pool="p", server=bad) == 0
+    attempts = m.total("lifeline_upstream_attempts_total", pool="p", server=bad)
+
+    # traffic stops going to it
+    for i in range(20):
+        assert lf.fetch("GET", "/echo/more/%d" % i).status == 200
+    m = metrics(aport)
+    assert m.total("lifeline_upstream_attempts_total", pool="p", server=bad) == attempts
+    assert m.value("lifeline_retries_total", route="r") == 5
+    log = lf.stderr_text()
+    assert "pool p: ejecting %s for 10000 ms after 5 consecutive failures" % bad in log, log[-2000:]
+    assert "warn" in [ln for ln in log.splitlines() if "ejecting" in ln][0].lower()
+
+
+def test_outlier_off_never_ejects(lifeline, upstream):
+    up1, up2 = upstream("up1"), upstream("up2")
+    bad = refused()
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up1, bad, up2, balance="round_robin", outlier="off")},
+                  routes=[{"name": "r", "pool": "p"}], extra=admin_extra(aport))
+    for i in range(30):
+        assert lf.fetch("GET", "/echo/%d" % i).status == 200
+    st = status(aport)
+    assert st["pools"][0]["outlier"] is False
+    b = server_status(st, "p", bad)
+    assert b["state"] == "up" and b["ejected"] is False, b
+    m = metrics(aport)
+    assert m.value("lifeline_outlier_ejections_total", pool="p", server=bad) == 0
+    assert m.value("lifeline_upstream_attempts_total", pool="p", server=bad, outcome="connect_error") == 10, \
+        "round robin kept sending its share to the refused server"
+    assert "ejecting" not in lf.stderr_text()
+
+
+# --------------------------------------------------------------------------------------------
+# Half-open re-admission
+
+SHORT = {"consecutive_failures": 1, "ejection": "300ms", "max_ejection": "10s"}
+
+
+def test_failed_trial_ejects_again_for_twice_as_long(lifeline, upstream, raw_upstream):
+    up1, up2 = upstream("up1"), upstream("up2")
+    flaky = raw_upstream(switchable_script(), name="flaky")
+    flaky.state["mode"] = "fail"
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(flaky, up1, up2, balance="round_robin", outlier=SHORT)},
+                  routes=[{"name": "r", "pool": "p"}], extra=admin_extra(aport))
+    drive(lf, 2.6)
+    times = flaky.state["times"]
+    assert len(times) >= 4, times
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    # t0 fails: ejected 300ms; ONE trial at its end fails: 600ms; the next: 1200ms
+    slack = t(0.25)
+    assert 0.29 <= gaps[0] <= 0.3 + slack, gaps
+    assert 0.59 <= gaps[1] <= 0.6 + slack, gaps
+    assert 1.19 <= gaps[2] <= 1.2 + slack, gaps
+    m = metrics(aport)
+    assert m.value("lifeline_outlier_ejections_total", pool="p", server=flaky.address) == len(times)
+    assert m.value("lifeline_upstream_attempts_total", pool="p", server=flaky.address,
+                   outcome="http_5xx") == len(times)
+    log = lf.stderr_text()
+    assert "ejecting %s for 600 ms: its half-open trial failed" % flaky.address in log, log[-2000:]
+    assert "ejecting %s for 1200 ms: its half-open trial failed" % flaky.address in log, log[-2000:]
+
+
+def test_successful_trial_puts_the_server_back_in_rotation(lifeline, upstream, raw_upstream):
+    up1, up2 = upstream("up1"), upstream("up2")
+    flaky = raw_upstream(switchable_script(), name="flaky")
+    flaky.state["mode"] = "fail"
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(flaky, up1, up2, balance="round_robin", outlier=SHORT)},
+                  routes=[{"name": "r", "pool": "p"}], extra=admin_extra(aport))
+    for i in range(3):
+        assert lf.fetch("GET", "/x/%d" % i).status == 200
+    assert hits(flaky) == 1
+    b = server_status(status(aport), "p", flaky.address)
+    assert b["state"] == "ejected", b
+    flaky.state["mode"] = "ok"   # recovers while ejected
+    n = drive(lf, 0.2)
+    assert hits(flaky) == 1, "a request reached an ejected server"
+    wait_for(lambda: server_status(status(aport), "p", flaky.address)["state"] == "half_open", t(2),
+             what="the ejection to end (half-open)")
+    # the next request is the trial; it succeeds: back in rotation for its round-robin share
+    before = hits(flaky)
+    n = 0
+    for i in range(30):
+        r = lf.fetch("GET", "/y/%d" % i)
+        assert r.status == 200, r
+        n += 1
+    assert server_status(status(aport), "p", flaky.address)["state"] == "up"
+    assert hits(flaky) - before >= 9, "back in rotation: %d of %d requests" % (hits(flaky) - before, n)
+    assert metrics(aport).value("lifeline_outlier_ejections_total", pool="p", server=flaky.address) == 1
+    assert "%s back in rotation" % flaky.address in lf.stderr_text()
+
+
+def test_one_trial_at_a_time_and_a_cancelled_trial_frees_the_slot(lifeline, upstream, raw_upstream):
+    """While the trial is out the server gets nothing else; when the trial's client leaves, the
+    next request becomes the trial at once (no verdict, no wait for a timeout)."""
+    up1, up2 = upstream("up1"), upstream("up2")
+    flaky = raw_upstream(switchable_script(), name="flaky")
+    flaky.state["mode"] = "fail"
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(flaky, up1, up2, balance="round_robin", outlier=SHORT)},
+                  routes=[{"name": "r", "pool": "p"}], extra=admin_extra(aport), workers=2)
+    for i in range(3):
+        assert lf.fetch("GET", "/x/%d" % i).status == 200
+    assert hits(flaky) == 1
+    flaky.state["mode"] = "hang"
+    wait_for(lambda: server_status(status(aport), "p", flaky.address)["state"] == "half_open", t(2),
+             what="the ejection to end (half-open)")
+    trial = Conn(lf.port)
+    try:
+        trial.request("GET", "/trial")
+        wait_for(lambda: hits(flaky) == 2, t(2), what="the trial to reach the half-open server")
+        for i in range(12):
+            r = lf.fetch("GET", "/during/%d" % i)
+            assert r.status == 200 and r.header("x-upstream") in ("up1", "up2"), r
+        assert hits(flaky) == 2, "the half-open server got more than its one trial"
+        b = server_status(status(aport), "p", flaky.address)
+        assert b["state"] == "half_open" and b["ejected"] is False and b["in_flight"] == 1, b
+    finally:
+        trial.close()   # the trial's client leaves: no verdict
+    flaky.state["mode"] = "ok"
+    wait_for(lambda: server_status(status(aport), "p", flaky.address)["in_flight"] == 0, t(2),
+             what="the cancelled trial to end")
+    r = lf.fetch("GET", "/next")
+    assert r.status == 200 and r.header("x-upstream") == "flaky", \
+        "the next request should be the new trial: %r" % r
+    assert server_status(status(aport), "p", flaky.address)["state"] == "up"
+    assert metrics(aport).value("lifeline_outlier_ejections_total", pool="p", server=flaky.address) == 1
