@@ -199,9 +199,9 @@ static void test_ewma(void **state)
     w.loop = ev_loop_new(EVFLAG_AUTO);
     assert_non_null(w.loop);
     /* server 0 refuses at once: reported as a failure costing the connect timeout (200ms) */
-    pool_report(&p.servers[0], true, 0.200);
-    pool_report(&p.servers[1], false, 0.001);
-    pool_report(&p.servers[2], false, 0.001);
+    pool_report(&p.servers[0], true, 0.200, 0);
+    pool_report(&p.servers[1], false, 0.001, 0);
+    pool_report(&p.servers[2], false, 0.001, 0);
     for (int i = 0; i < 3000; i++) {
         struct upserver *s = pool_pick(&p, NULL);
         hits[s - p.servers]++;
@@ -214,7 +214,7 @@ static void test_ewma(void **state)
         assert_true(pool_pick(&p, NULL) != &p.servers[0]);
     p.servers[1].inflight = p.servers[2].inflight = 0;
     /* peak: one slow answer replaces a fast mean at once */
-    pool_report(&p.servers[1], false, 0.150);
+    pool_report(&p.servers[1], false, 0.150, 0);
     memset(hits, 0, sizeof(hits));
     for (int i = 0; i < 1000; i++)
         hits[pool_pick(&p, NULL) - p.servers]++;
