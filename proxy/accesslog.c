@@ -1,7 +1,11 @@
-/* accesslog.c — rings and the writer thread (see accesslog.h). */
+/* accesslog.c — the access log (see accesslog.h): the line formatter with its one escaping routine,
+ * the per-worker rings, and the writer thread. Does not decide what a request's fields are: the
+ * exchange fills struct alog_entry. */
 #include "accesslog.h"
 
 #include <errno.h>
+#include <math.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -149,17 +153,24 @@ void alog_stop(struct alog *a)
     a->path = NULL;
 }
 
+/* ---- The line ---------------------------------------------------------------------------- */
+
 size_t alog_escape(char *out, size_t cap, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     size_t o = 0;
 
-    for (size_t i = 0; i < n && o + 7 < cap; i++) {
+    for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)s[i];
-        if (ch == '"' || ch == '\\') {
+        char short_esc = ch == '"' ? '"' : ch == '\\' ? '\\' : ch == '\n' ? 'n' : ch == '\r' ? 'r'
+                       : ch == '\t' ? 't' : 0;
+        size_t need = short_esc ? 2 : ch < 0x20 || ch >= 0x7f ? 6 : 1;
+        if (o + need >= cap)
+            break;
+        if (need == 2) {
             out[o++] = '\\';
-            out[o++] = (char)ch;
-        } else if (ch < 0x20 || ch >= 0x7f) {
+            out[o++] = short_esc;
+        } else if (need == 6) {
             out[o++] = '\\';
             out[o++] = 'u';
             out[o++] = '0';
@@ -171,6 +182,128 @@ size_t alog_escape(char *out, size_t cap, const char *s, size_t n)
         }
     }
     if (cap)
-        out[o < cap ? o : cap - 1] = 0;
+        out[o] = 0;
     return o;
+}
+
+/* An output cursor: every put checks the room left, and `full` sticks once anything did not fit. */
+struct alog_out {
+    char *p;
+    size_t cap, len;
+    bool full;
+};
+
+static void alog_put(struct alog_out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void alog_put(struct alog_out *o, const char *fmt, ...)
+{
+    va_list ap;
+    int k;
+
+    if (o->full)
+        return;
+    va_start(ap, fmt);
+    k = vsnprintf(o->p + o->len, o->cap - o->len, fmt, ap);
+    va_end(ap);
+    if (k < 0 || (size_t)k >= o->cap - o->len)
+        o->full = true;
+    else
+        o->len += (size_t)k;
+}
+
+/* "key":"escaped value" (or "key":null for a NULL string), s cut after max bytes. */
+static void alog_put_str(struct alog_out *o, const char *key, struct alog_str v, size_t max)
+{
+    size_t n = v.n < max ? v.n : max;
+
+    if (!v.s) {
+        alog_put(o, "\"%s\":null", key);
+        return;
+    }
+    alog_put(o, "\"%s\":\"", key);
+    if (o->full)
+        return;
+    /* alog_escape stops short rather than overflow: a short result means the line did not fit */
+    if (o->cap - o->len < 6 * n + 2) {
+        o->full = true;
+        return;
+    }
+    o->len += alog_escape(o->p + o->len, o->cap - o->len, v.s, n);
+    alog_put(o, "\"");
+}
+
+static void alog_put_ms(struct alog_out *o, const char *key, int ms)
+{
+    if (ms < 0)
+        alog_put(o, "\"%s\":null", key);
+    else
+        alog_put(o, "\"%s\":%d", key, ms);
+}
+
+size_t alog_format(char *out, size_t cap, const struct alog_entry *e)
+{
+    struct alog_out o = { out, cap, 0, false };
+    double when = e->time, dur = e->duration_ms;
+    time_t secs;
+    struct tm tm;
+    int ms;
+
+    if (!cap)
+        return 0;
+    /* the time as RFC 3339 UTC with milliseconds; clamped to years 1970..9999 so that it keeps its
+     * shape whatever the caller passes */
+    if (!(when >= 0))
+        when = 0;
+    if (when > 253402300799.0)
+        when = 253402300799.0;
+    secs = (time_t)when;
+    ms = (int)((when - (double)secs) * 1000);
+    if (ms > 999)
+        ms = 999;
+    if (!gmtime_r(&secs, &tm))
+        memset(&tm, 0, sizeof(tm));
+    if (!(dur >= 0) || !isfinite(dur))
+        dur = 0;
+    if (dur > 1e12)
+        dur = 1e12;
+    alog_put(&o, "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\",", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+    alog_put_str(&o, "client", e->client, ALOG_FIELD_MAX);
+    alog_put(&o, ",");
+    alog_put_str(&o, "method", e->method, ALOG_FIELD_MAX);
+    alog_put(&o, ",");
+    alog_put_str(&o, "target", e->target, ALOG_TARGET_MAX);
+    alog_put(&o, ",");
+    alog_put_str(&o, "route", e->route, ALOG_FIELD_MAX);
+    alog_put(&o, ",\"status\":%u,\"bytes\":%llu,\"duration_ms\":%.3f,", e->status, (unsigned long long)e->bytes,
+             dur);
+    alog_put_str(&o, "request_id", e->request_id, ALOG_FIELD_MAX);
+    alog_put(&o, ",");
+    alog_put_str(&o, "fallback", e->fallback, ALOG_FIELD_MAX);
+    alog_put(&o, ",\"attempts\":[");
+    for (unsigned i = 0; e->attempts && i < e->nattempts && i < ALOG_MAX_ATTEMPTS; i++) {
+        const struct alog_attempt *a = &e->attempts[i];
+        alog_put(&o, "%s{", i ? "," : "");
+        alog_put_str(&o, "server", a->server, ALOG_FIELD_MAX);
+        alog_put(&o, ",");
+        alog_put_str(&o, "outcome", a->outcome, ALOG_FIELD_MAX);
+        alog_put(&o, ",\"status\":%u,", a->status);
+        alog_put_ms(&o, "connect_ms", a->connect_ms);
+        alog_put(&o, ",");
+        alog_put_ms(&o, "response_ms", a->response_ms);
+        alog_put(&o, "}");
+    }
+    alog_put(&o, "]}\n");
+    return o.full ? 0 : o.len;
+}
+
+void alog_write(struct alog_ring *r, const struct alog_entry *e)
+{
+    char line[ALOG_LINE_MAX + 1];
+    size_t n;
+
+    if (!r->data)
+        return;
+    n = alog_format(line, sizeof(line), e);
+    if (n)
+        alog_append(r, line, n);
 }

@@ -1,4 +1,5 @@
-/* accesslog.h — the access log (SPEC §5): one JSON line per answered request.
+/* accesslog.h — the access log (SPEC §5): one JSON line per answered request, its format and its
+ * delivery.
  *
  * Workers never write to the sink. Each worker appends finished lines to its own bounded ring
  * (single producer); one writer thread drains every ring into the sink (stdout, stderr or a file,
@@ -46,7 +47,69 @@ void alog_reopen(struct alog *a);
 /* Drains what is left, stops the writer, closes the sink. */
 void alog_stop(struct alog *a);
 
-/* JSON string escaping into out (cap bytes, always terminated); returns the length written. */
+/* ---- The line ------------------------------------------------------------------------------
+ * One access-log line is formatted here and nowhere else, from a plain struct the exchange fills
+ * (SPEC §5). Every string goes through alog_escape(), whatever its source: client-controlled bytes
+ * (target, method, request_id) cannot end a string, add a field or break the line.
+ *
+ * Strings are lossless: printable ASCII stays as is; '"', '\\', LF, CR and tab take their two-byte
+ * escapes; every other byte (controls, DEL, anything >= 0x80, valid UTF-8 or not) becomes \u00XX. A reader that
+ * decodes the JSON string and encodes it as Latin-1 gets back exactly the bytes that were logged.
+ * Long values are cut (the target after ALOG_TARGET_MAX bytes, any other string after
+ * ALOG_FIELD_MAX), never in the middle of an escape. */
+
+#define ALOG_TARGET_MAX 1024                /* bytes of the target kept */
+#define ALOG_FIELD_MAX 128                  /* bytes of any other string kept */
+#define ALOG_MAX_ATTEMPTS 8                 /* attempts listed; the rest are left out */
+
+/* A string field: s[0, n). For route and fallback, s == NULL writes JSON null. */
+struct alog_str {
+    const char *s;
+    size_t n;
+};
+
+struct alog_attempt {
+    struct alog_str server, outcome;
+    unsigned status;                        /* 0: no HTTP answer */
+    int connect_ms, response_ms;            /* < 0: did not happen (null) */
+};
+
+struct alog_entry {
+    double time;                            /* wall clock, seconds since the epoch */
+    struct alog_str client, method, target, route, request_id, fallback;
+    unsigned status;
+    uint64_t bytes;
+    double duration_ms;                     /* negative or not finite: written as 0 */
+    const struct alog_attempt *attempts;    /* borrowed for the call */
+    unsigned nattempts;
+};
+
+/* The longest line alog_format() can write, newline included: every string at its cap with every
+ * byte escaped six-fold, every number at its widest. */
+#define ALOG_LINE_MAX                                                                              \
+    (256 + 6 * (ALOG_TARGET_MAX + 5 * ALOG_FIELD_MAX) + 12 +                                       \
+     ALOG_MAX_ATTEMPTS * (128 + 6 * 2 * ALOG_FIELD_MAX + 4) + 4)
+
+/* A C string as a field (NULL stays NULL: JSON null). */
+static inline struct alog_str alog_cstr(const char *s)
+{
+    struct alog_str v = { s, 0 };
+    while (s && s[v.n])
+        v.n++;
+    return v;
+}
+
+/* Writes e as one JSON object and a newline into out, NUL-terminated. cap >= ALOG_LINE_MAX + 1
+ * always suffices. Returns the line's length (newline included), or 0 when cap is too small (then
+ * out holds nothing useful). Pure: no allocation, no global state. */
+size_t alog_format(char *out, size_t cap, const struct alog_entry *e);
+/* Formats e and appends the line to r (dropped and counted when the ring is full). Nothing when the
+ * log is off. Uses ALOG_LINE_MAX bytes of stack. */
+void alog_write(struct alog_ring *r, const struct alog_entry *e);
+
+/* The one JSON string escaping routine (see above): escapes s[0, n) into out without the quotes,
+ * stopping before an escape that would not fit in cap - 1; out is always NUL-terminated when cap > 0.
+ * Returns the length written. 6 * n + 1 bytes always suffice. */
 size_t alog_escape(char *out, size_t cap, const char *s, size_t n);
 
 #endif

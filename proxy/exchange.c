@@ -145,11 +145,8 @@ static void exchange_account(struct exchange *ex, unsigned status)
     struct client *c = ex->c;
     struct route_metrics *m;
     ev_tstamp now = ev_now(w->loop), dur = now - ex->started;
-    char line[4096], target[1100];
-    time_t secs = (time_t)now;
-    struct tm tm;
-    size_t n;
-    int k;
+    struct alog_attempt att[ALOG_MAX_ATTEMPTS];
+    struct alog_entry e;
 
     if (ex->accounted || !ex->req)
         return;
@@ -160,37 +157,25 @@ static void exchange_account(struct exchange *ex, unsigned status)
         METRIC_ADD(m->fallbacks[metric_reason_of(ex->fallback_reason)], 1);
     if (!w->alog.data)
         return;
-    gmtime_r(&secs, &tm);
-    alog_escape(target, sizeof(target), ex->req->target, ex->req->target_len > 1024 ? 1024 : ex->req->target_len);
-    k = snprintf(line, sizeof(line),
-                 "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\",\"client\":\"%s\",\"method\":\"%.*s\","
-                 "\"target\":\"%s\",\"route\":%s%s%s,\"status\":%u,\"bytes\":%llu,\"duration_ms\":%.3f,"
-                 "\"request_id\":\"%.*s\",\"fallback\":%s%s%s,\"attempts\":[",
-                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                 (int)((now - (double)secs) * 1000), c->addr, (int)ex->req->method_len, ex->req->method_name,
-                 target, ex->route ? "\"" : "", ex->route ? ex->route->name : "null", ex->route ? "\"" : "",
-                 status, (unsigned long long)(c->bytes_out + c->out.len - ex->bytes_mark), dur * 1000.0,
-                 (int)ex->request_id_len, ex->request_id, ex->fallback_reason ? "\"" : "",
-                 ex->fallback_reason ? ex->fallback_reason : "null", ex->fallback_reason ? "\"" : "");
-    if (k < 0 || (size_t)k >= sizeof(line))
-        return;
-    n = (size_t)k;
-    for (unsigned i = 0; i < ex->nhoplog && n < sizeof(line); i++) {
+    memset(&e, 0, sizeof(e));
+    e.time = now;
+    e.client = alog_cstr(c->addr);
+    e.method = (struct alog_str){ ex->req->method_name, ex->req->method_len };
+    e.target = (struct alog_str){ ex->req->target, ex->req->target_len };
+    e.route = alog_cstr(ex->route ? ex->route->name : NULL);
+    e.status = status;
+    e.bytes = c->bytes_out + c->out.len - ex->bytes_mark;
+    e.duration_ms = dur * 1000.0;
+    e.request_id = (struct alog_str){ ex->request_id, ex->request_id_len };
+    e.fallback = alog_cstr(ex->fallback_reason);
+    for (unsigned i = 0; i < ex->nhoplog && i < ALOG_MAX_ATTEMPTS; i++) {
         const struct hop_record *r = &ex->hoplog[i];
-        char cms[16], rms[16];
-        snprintf(cms, sizeof(cms), r->connect_ms >= 0 ? "%d" : "null", r->connect_ms);
-        snprintf(rms, sizeof(rms), r->response_ms >= 0 ? "%d" : "null", r->response_ms);
-        k = snprintf(line + n, sizeof(line) - n,
-                     "%s{\"server\":\"%s\",\"outcome\":\"%s\",\"status\":%u,\"connect_ms\":%s,\"response_ms\":%s}",
-                     i ? "," : "", r->server, r->outcome, r->status, cms, rms);
-        if (k < 0 || (size_t)k >= sizeof(line) - n)
-            return;
-        n += (size_t)k;
+        att[i] = (struct alog_attempt){ alog_cstr(r->server), alog_cstr(r->outcome), r->status, r->connect_ms,
+                                        r->response_ms };
+        e.nattempts = i + 1;
     }
-    if (n + 3 > sizeof(line))
-        return;
-    memcpy(line + n, "]}\n", 3);
-    alog_append(&w->alog, line, n + 3);
+    e.attempts = att;
+    alog_write(&w->alog, &e);
 }
 
 /* Answers with lifeline's own response that is not a fallback (404, 413, ...). */

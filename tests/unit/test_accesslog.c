@@ -1,0 +1,213 @@
+/* test_accesslog.c — accesslog.c's line formatter and its one escaping routine (SPEC §5: every
+ * string escaped per RFC 8259 whatever the client sent), as a table of hostile inputs.
+ *
+ * Each row puts one hostile value in one field (request_id, target, method, client, route,
+ * fallback, an attempt's server); the line must be printable ASCII ending in one newline, parse as
+ * one JSON object with the SPEC keys in order, and decode (code points < 256 read as bytes) to the
+ * same value, cut at the field's cap. The decoder is tests/unit/alog_check.h, written apart from
+ * the formatter. Then: exact output for a known entry, escaping never cut mid-escape, a worst-case
+ * line fits in ALOG_LINE_MAX, a buffer one byte short is refused.
+ *
+ * Only static functions and main: the Makefile links this file with every proxy object.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "accesslog.h"
+#include "alog_check.h"
+
+#define S(lit) ((struct alog_str){ (lit), sizeof(lit) - 1 })
+
+enum field { F_REQUEST_ID, F_TARGET, F_METHOD, F_CLIENT, F_ROUTE, F_FALLBACK, F_SERVER };
+
+struct row {
+    const char *name;
+    enum field field;
+    struct alog_str value;
+};
+
+static const struct row rows[] = {
+    { "the issue's injection", F_REQUEST_ID, S("x\",\"status\":200,\"client\":\"1.2.3.4") },
+    { "a tab", F_REQUEST_ID, S("a\tb") },
+    { "CR LF and a fake next line", F_REQUEST_ID, S("a\r\n{\"status\":200}\n") },
+    { "backslashes", F_REQUEST_ID, S("\\\\\\\"\\") },
+    { "a trailing backslash", F_REQUEST_ID, S("id\\") },
+    { "NUL inside", F_REQUEST_ID, S("a\0b") },
+    { "every control", F_REQUEST_ID, S("\x01\x02\x03\x04\x05\x06\x07\x08\x0b\x0c\x0e\x0f\x10\x1b\x1f\x7f") },
+    { "a fake unicode escape", F_REQUEST_ID, S("\\u0022") },
+    { "invalid UTF-8", F_REQUEST_ID, S("\xff\xfe\xc0\xaf\xed\xa0\x80") },
+    { "valid UTF-8", F_REQUEST_ID, S("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80") },
+    { "empty", F_REQUEST_ID, S("") },
+    { "a quote-closing target", F_TARGET, S("/a\"}],\"x\":\"") },
+    { "a target with tabs and quotes", F_TARGET, S("/p?q=\t\"x\"\t&r=\\") },
+    { "a target with high bytes", F_TARGET, S("/\x80\x81\xfe\xff/%C3%A9") },
+    { "a target with a line separator", F_TARGET, S("/\xe2\x80\xa8\xe2\x80\xa9") },
+    { "a method with a quote", F_METHOD, S("GE\"T") },
+    { "a method with a newline", F_METHOD, S("GET\n") },
+    { "a client with a quote", F_CLIENT, S("::1\"") },
+    { "a route with a quote", F_ROUTE, S("r\"oute") },
+    { "a NULL route", F_ROUTE, { NULL, 0 } },
+    { "a fallback with a backslash", F_FALLBACK, S("5\\03") },
+    { "a server with a quote", F_SERVER, S("[::1]:80\",\"outcome\":\"ok") },
+};
+
+static struct alog_entry base(struct alog_attempt *att)
+{
+    struct alog_entry e;
+
+    memset(&e, 0, sizeof(e));
+    e.time = 1764658800.25;   /* 2025-12-02T07:00:00.250Z */
+    e.client = S("127.0.0.1");
+    e.method = S("GET");
+    e.target = S("/x");
+    e.route = S("api");
+    e.status = 200;
+    e.bytes = 1234;
+    e.duration_ms = 5.5;
+    e.request_id = S("req-1");
+    e.fallback = (struct alog_str){ NULL, 0 };
+    att[0] = (struct alog_attempt){ S("127.0.0.1:8001"), S("connect_error"), 0, -1, -1 };
+    att[1] = (struct alog_attempt){ S("127.0.0.1:8002"), S("ok"), 200, 1, 4 };
+    e.attempts = att;
+    e.nattempts = 2;
+    return e;
+}
+
+/* Formats e and checks it; prints the row and the line when it fails. Returns true when good. */
+static bool check(const char *name, const struct alog_entry *e)
+{
+    static char line[ALOG_LINE_MAX + 1];
+    size_t n = alog_format(line, sizeof(line), e);
+    const char *why = n ? alog_check_line(line, n, e) : "alog_format refused the entry";
+
+    if (why)
+        print_error("row '%s': %s\n  line: %.*s\n", name, why, (int)(n > 600 ? 600 : n), line);
+    return !why;
+}
+
+static void test_hostile_rows(void **state)
+{
+    int bad = 0;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        struct alog_attempt att[2];
+        struct alog_entry e = base(att);
+        const struct row *r = &rows[i];
+        switch (r->field) {
+        case F_REQUEST_ID: e.request_id = r->value; break;
+        case F_TARGET: e.target = r->value; break;
+        case F_METHOD: e.method = r->value; break;
+        case F_CLIENT: e.client = r->value; break;
+        case F_ROUTE: e.route = r->value; break;
+        case F_FALLBACK: e.fallback = r->value; break;
+        case F_SERVER: att[1].server = r->value; break;
+        }
+        bad += !check(r->name, &e);
+        /* the same value in every string field at once */
+        if (r->value.s) {
+            e.request_id = e.target = e.method = e.client = e.route = e.fallback = r->value;
+            att[0].server = att[0].outcome = att[1].server = att[1].outcome = r->value;
+            bad += !check(r->name, &e);
+        }
+    }
+    assert_int_equal(bad, 0);
+}
+
+static void test_exact_line(void **state)
+{
+    struct alog_attempt att[2];
+    struct alog_entry e = base(att);
+    char line[ALOG_LINE_MAX + 1];
+    const char *want =
+        "{\"time\":\"2025-12-02T07:00:00.250Z\",\"client\":\"127.0.0.1\",\"method\":\"GET\",\"target\":\"/x\","
+        "\"route\":\"api\",\"status\":200,\"bytes\":1234,\"duration_ms\":5.500,\"request_id\":\"x\\\"\\t\\u00ff\","
+        "\"fallback\":null,\"attempts\":[{\"server\":\"127.0.0.1:8001\",\"outcome\":\"connect_error\",\"status\":0,"
+        "\"connect_ms\":null,\"response_ms\":null},{\"server\":\"127.0.0.1:8002\",\"outcome\":\"ok\",\"status\":200,"
+        "\"connect_ms\":1,\"response_ms\":4}]}\n";
+
+    (void)state;
+    e.request_id = S("x\"\t\xff");
+    assert_int_equal(alog_format(line, sizeof(line), &e), strlen(want));
+    assert_string_equal(line, want);
+    /* no route, no attempts, a fallback */
+    e.route = (struct alog_str){ NULL, 0 };
+    e.fallback = S("no_server");
+    e.nattempts = 0;
+    e.request_id = S("r");
+    assert_true(alog_format(line, sizeof(line), &e) > 0);
+    assert_non_null(strstr(line, "\"route\":null,"));
+    assert_non_null(strstr(line, "\"fallback\":\"no_server\",\"attempts\":[]}\n"));
+}
+
+static void test_escape_never_cut_mid_escape(void **state)
+{
+    const char in[] = "a\"\x01z";   /* 1 + 2 + 6 + 1 bytes escaped */
+    char out[16];
+
+    (void)state;
+    for (size_t cap = 1; cap <= sizeof(out); cap++) {
+        size_t n = alog_escape(out, cap, in, sizeof(in) - 1);
+        size_t want = cap > 10 ? 10 : cap > 9 ? 9 : cap > 3 ? 3 : cap > 1 ? 1 : 0;
+        assert_int_equal(n, want);
+        assert_int_equal(out[n], 0);
+    }
+    assert_int_equal(alog_escape(out, 0, in, 4), 0);
+}
+
+/* Every string at its cap and beyond, every byte escaped six-fold, every attempt present, numbers
+ * at their widest: fits in ALOG_LINE_MAX and decodes to the values cut at their caps. */
+static void test_worst_case_fits(void **state)
+{
+    static char big[4096];
+    struct alog_attempt att[ALOG_MAX_ATTEMPTS + 3];
+    struct alog_entry e;
+    struct alog_str worst = { big, sizeof(big) };
+    static char line[ALOG_LINE_MAX + 1];
+    size_t n;
+
+    (void)state;
+    memset(big, 0x01, sizeof(big));
+    memset(&e, 0, sizeof(e));
+    e.time = 1e300;
+    e.client = e.method = e.target = e.route = e.request_id = e.fallback = worst;
+    e.status = UINT32_MAX;
+    e.bytes = UINT64_MAX;
+    e.duration_ms = 1e300;
+    for (unsigned i = 0; i < sizeof(att) / sizeof(att[0]); i++)
+        att[i] = (struct alog_attempt){ worst, worst, UINT32_MAX, INT32_MAX, INT32_MAX };
+    e.attempts = att;
+    e.nattempts = sizeof(att) / sizeof(att[0]);
+    n = alog_format(line, sizeof(line), &e);
+    assert_true(n > 0);
+    assert_null(alog_check_line(line, n, &e));
+    /* one byte short of what this line needs: refused, not truncated into bad JSON */
+    assert_int_equal(alog_format(line, n, &e), 0);
+    assert_int_equal(alog_format(line, n + 1, &e), n);
+    /* odd numbers are written as valid JSON too */
+    e.duration_ms = -1;
+    e.time = -5;
+    n = alog_format(line, sizeof(line), &e);
+    assert_true(n > 0);
+    assert_null(alog_check_line(line, n, &e));
+    assert_non_null(strstr(line, "\"time\":\"1970-01-01T00:00:00.000Z\""));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_hostile_rows),
+        cmocka_unit_test(test_exact_line),
+        cmocka_unit_test(test_escape_never_cut_mid_escape),
+        cmocka_unit_test(test_worst_case_fits),
+    };
+    print_message("access log: %zu hostile rows\n", sizeof(rows) / sizeof(rows[0]));
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
