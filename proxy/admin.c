@@ -1,78 +1,42 @@
-/* admin.c — the admin listener and its pages (see admin.h).
+/* admin.c — the admin listener (see admin.h): routes a URL to its page and serves the bytes.
  *
- * Owns: the admin socket, admin connections and their output. Reads (never writes) worker,
- * pool and health state.
+ * Owns: the admin socket, admin connections (at most ADMIN_CONNS_MAX, each with one timer for its
+ * whole life) and their output, the status page's HTML. Does not own: what the pages say
+ * (metrics_render.c builds /metrics and /status from the counters), nor any worker, pool or
+ * health state (read there, never written).
  */
 #include "admin.h"
 
 #include <errno.h>
-#include <stdarg.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "client.h"
-#include "health.h"
+#include "list.h"
 #include "log.h"
-#include "metrics.h"
-#include "pool.h"
-#include "stale.h"
-#include "worker.h"
-#include "xprt.h"
-
+#include "metrics_render.h"
 
 struct admin_conn {
     struct admin *a;
-    struct admin_conn *prev, *next;
+    struct admin_conn *prev, *next;     /* a->conns, newest first */
     int fd;
     ev_io io;
-    ev_timer timer;
+    ev_timer timer;                     /* ADMIN_CONN_TIMEOUT for the whole exchange */
     char in[4096];
     size_t inlen;
-    char *out;
+    char *out;                          /* the whole answer once the request is read; owned */
     size_t outlen, outoff;
 };
 
-/* A growable string for one answer (the admin path may allocate). */
-struct sb { char *p; size_t len, cap; bool oom; };
-
-static void sb_printf(struct sb *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(struct sb *b, const char *fmt, ...)
+static void admin_set_accepting(struct admin *a, bool on)
 {
-    va_list ap;
-    int n;
-
-    if (b->oom)
-        return;
-    for (;;) {
-        size_t room = b->cap - b->len;
-        va_start(ap, fmt);
-        n = vsnprintf(b->p ? b->p + b->len : NULL, room, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            b->oom = true;
-            return;
-        }
-        if ((size_t)n < room) {
-            b->len += (size_t)n;
-            return;
-        }
-        {
-            size_t cap = b->cap ? b->cap * 2 : 8192;
-            char *p;
-            while (cap - b->len <= (size_t)n)
-                cap *= 2;
-            p = realloc(b->p, cap);
-            if (!p) {
-                b->oom = true;
-                return;
-            }
-            b->p = p;
-            b->cap = cap;
-        }
-    }
+    if (on && !ev_is_active(&a->io) && a->fd >= 0)
+        ev_io_start(a->loop, &a->io);
+    else if (!on)
+        ev_io_stop(a->loop, &a->io);
 }
 
 static void admin_conn_close(struct admin_conn *k)
@@ -82,225 +46,14 @@ static void admin_conn_close(struct admin_conn *k)
     ev_io_stop(a->loop, &k->io);
     ev_timer_stop(a->loop, &k->timer);
     close(k->fd);
-    if (k->prev)
-        k->prev->next = k->next;
-    else
-        a->conns = k->next;
-    if (k->next)
-        k->next->prev = k->prev;
+    LIST_UNLINK(a->conns, k, prev, next);
+    a->nconns--;
     free(k->out);
     free(k);
-}
-
-/* ---- pages --------------------------------------------------------------------------------- */
-
-static void metrics_page(struct admin *a, struct sb *b)
-{
-    const struct conf *c = a->conf;
-    uint64_t dropped = 0;
-
-    sb_printf(b, "# HELP lifeline_requests_total Requests answered downstream, by route and status code (499: the client left first).\n"
-                 "# TYPE lifeline_requests_total counter\n");
-    for (size_t r = 0; r <= c->nroutes; r++) {
-        const char *name = r < c->nroutes ? c->routes[r].name : "";
-        unsigned slot = r < c->nroutes ? a->health->route_slot[r] : METRIC_ROUTE_SLOTS;
-        for (unsigned code = 0; code < 600; code++) {
-            uint64_t v = 0;
-            for (unsigned w = 0; w < a->nworkers; w++)
-                v += METRIC_GET(a->workers[w].rmetrics[slot].codes[code]);
-            if (v)
-                sb_printf(b, "lifeline_requests_total{route=\"%s\",code=\"%u\"} %llu\n", name, code,
-                          (unsigned long long)v);
-        }
-    }
-    sb_printf(b, "# HELP lifeline_request_duration_seconds Time from a complete request head to the answer's end.\n"
-                 "# TYPE lifeline_request_duration_seconds histogram\n");
-    for (size_t r = 0; r <= c->nroutes; r++) {
-        const char *name = r < c->nroutes ? c->routes[r].name : "";
-        unsigned slot = r < c->nroutes ? a->health->route_slot[r] : METRIC_ROUTE_SLOTS;
-        uint64_t cum = 0, sum_us = 0, any = 0;
-        for (unsigned k = 0; r == c->nroutes && k < METRIC_BUCKETS; k++)
-            for (unsigned w = 0; w < a->nworkers; w++)
-                any += METRIC_GET(a->workers[w].rmetrics[slot].buckets[k]);
-        if (r == c->nroutes && !any)
-            continue;   /* requests that matched no route: shown once there are some */
-        for (unsigned k = 0; k < METRIC_BUCKETS; k++) {
-            for (unsigned w = 0; w < a->nworkers; w++)
-                cum += METRIC_GET(a->workers[w].rmetrics[slot].buckets[k]);
-            if (k < METRIC_BUCKETS - 1)
-                sb_printf(b, "lifeline_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n", name,
-                          metric_bounds[k], (unsigned long long)cum);
-            else
-                sb_printf(b, "lifeline_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n", name,
-                          (unsigned long long)cum);
-        }
-        for (unsigned w = 0; w < a->nworkers; w++)
-            sum_us += METRIC_GET(a->workers[w].rmetrics[slot].duration_us);
-        sb_printf(b, "lifeline_request_duration_seconds_sum{route=\"%s\"} %.6f\n", name, (double)sum_us / 1e6);
-        sb_printf(b, "lifeline_request_duration_seconds_count{route=\"%s\"} %llu\n", name, (unsigned long long)cum);
-    }
-    sb_printf(b, "# HELP lifeline_retries_total Attempts after the first (retries and hedges), by route.\n"
-                 "# TYPE lifeline_retries_total counter\n");
-    for (size_t r = 0; r < c->nroutes; r++) {
-        uint64_t v = 0;
-        for (unsigned w = 0; w < a->nworkers; w++)
-            v += METRIC_GET(a->workers[w].rmetrics[a->health->route_slot[r]].retries);
-        sb_printf(b, "lifeline_retries_total{route=\"%s\"} %llu\n", c->routes[r].name, (unsigned long long)v);
-    }
-    sb_printf(b, "# HELP lifeline_fallbacks_total Answers lifeline gave itself, by route and reason.\n"
-                 "# TYPE lifeline_fallbacks_total counter\n");
-    for (size_t r = 0; r < c->nroutes; r++) {
-        for (int k = 0; k < MR_COUNT; k++) {
-            uint64_t v = 0;
-            for (unsigned w = 0; w < a->nworkers; w++)
-                v += METRIC_GET(a->workers[w].rmetrics[a->health->route_slot[r]].fallbacks[k]);
-            if (v)
-                sb_printf(b, "lifeline_fallbacks_total{route=\"%s\",reason=\"%s\"} %llu\n", c->routes[r].name,
-                          metric_reason_names[k], (unsigned long long)v);
-        }
-    }
-    sb_printf(b, "# HELP lifeline_upstream_attempts_total Attempts by pool, server and outcome (ok: an answer below 500).\n"
-                 "# TYPE lifeline_upstream_attempts_total counter\n");
-    for (size_t p = 0; p < a->health->npools; p++) {
-        const struct health_pool *hp = &a->health->pools[p];
-        for (unsigned s = 0; s < hp->n; s++) {
-            unsigned slot = hp->servers[s].slot;
-            for (unsigned o = 0; o < METRIC_OUTCOMES; o++) {
-                uint64_t v = 0;
-                for (unsigned w = 0; w < a->nworkers; w++)
-                    v += METRIC_GET(a->workers[w].smetrics[slot].attempts[o]);
-                if (v)
-                    sb_printf(b, "lifeline_upstream_attempts_total{pool=\"%s\",server=\"%s\",outcome=\"%s\"} %llu\n",
-                              hp->cp->name, hp->servers[s].addr->text, metric_outcome_names[o],
-                              (unsigned long long)v);
-            }
-        }
-    }
-    sb_printf(b, "# HELP lifeline_outlier_ejections_total Passive ejections (failed half-open trials included), by pool and server.\n"
-                 "# TYPE lifeline_outlier_ejections_total counter\n");
-    for (size_t p = 0; p < a->health->npools; p++) {
-        const struct health_pool *hp = &a->health->pools[p];
-        for (unsigned s = 0; s < hp->n; s++) {
-            uint64_t v = 0;
-            for (unsigned w = 0; w < a->nworkers; w++)
-                v += METRIC_GET(a->workers[w].smetrics[hp->servers[s].slot].ejections);
-            sb_printf(b, "lifeline_outlier_ejections_total{pool=\"%s\",server=\"%s\"} %llu\n", hp->cp->name,
-                      hp->servers[s].addr->text, (unsigned long long)v);
-        }
-    }
-    sb_printf(b, "# HELP lifeline_upstream_connections Upstream connections by pool and state.\n"
-                 "# TYPE lifeline_upstream_connections gauge\n");
-    for (size_t p = 0; p < a->health->npools; p++) {
-        const struct health_pool *hp = &a->health->pools[p];
-        int64_t idle = 0, active = 0;
-        for (unsigned s = 0; s < hp->n; s++) {
-            for (unsigned w = 0; w < a->nworkers; w++) {
-                idle += (int64_t)METRIC_GET(a->workers[w].smetrics[hp->servers[s].slot].idle);
-                active += (int64_t)METRIC_GET(a->workers[w].smetrics[hp->servers[s].slot].active);
-            }
-        }
-        sb_printf(b, "lifeline_upstream_connections{pool=\"%s\",state=\"idle\"} %lld\n", hp->cp->name,
-                  (long long)idle);
-        sb_printf(b, "lifeline_upstream_connections{pool=\"%s\",state=\"active\"} %lld\n", hp->cp->name,
-                  (long long)active);
-    }
-    sb_printf(b, "# HELP lifeline_upstream_server_usable 1 when a server is in rotation (not ejected nor half-open, not down).\n"
-                 "# TYPE lifeline_upstream_server_usable gauge\n");
-    if (a->health) {
-        int64_t now = health_now();
-        for (size_t p = 0; p < a->health->npools; p++) {
-            const struct health_pool *hp = &a->health->pools[p];
-            for (unsigned s = 0; s < hp->n; s++)
-                sb_printf(b, "lifeline_upstream_server_usable{pool=\"%s\",server=\"%s\"} %d\n", hp->cp->name,
-                          hp->servers[s].addr->text, health_usable(&hp->servers[s], now));
-        }
-    }
-    sb_printf(b, "# HELP lifeline_downstream_connections Open client connections.\n"
-                 "# TYPE lifeline_downstream_connections gauge\n"
-                 "lifeline_downstream_connections %u\n", atomic_load(&worker_open_clients));
-    sb_printf(b, "# HELP lifeline_stale_store_bytes Bytes held by the stale store (fallback.stale copies).\n"
-                 "# TYPE lifeline_stale_store_bytes gauge\n"
-                 "lifeline_stale_store_bytes %llu\n", (unsigned long long)stale_store_bytes(a->stale));
-    sb_printf(b, "# HELP lifeline_config_reloads_total Configuration reloads by result.\n"
-                 "# TYPE lifeline_config_reloads_total counter\n"
-                 "lifeline_config_reloads_total{result=\"success\"} %llu\n"
-                 "lifeline_config_reloads_total{result=\"failure\"} %llu\n",
-              (unsigned long long)a->reloads_ok, (unsigned long long)a->reloads_failed);
-    for (unsigned w = 0; w < a->nworkers; w++)
-        dropped += METRIC_GET(a->workers[w].alog.dropped);
-    sb_printf(b, "# HELP lifeline_access_log_dropped_total Access log lines dropped because the sink could not keep up.\n"
-                 "# TYPE lifeline_access_log_dropped_total counter\n"
-                 "lifeline_access_log_dropped_total %llu\n", (unsigned long long)dropped);
-}
-
-static void status_page(struct admin *a, struct sb *b)
-{
-    const struct conf *c = a->conf;
-    int64_t now = health_now();
-
-    sb_printf(b, "{\"version\":\"0.1.0\",\"generation\":%u,\"draining\":%s,\"workers\":%u,"
-                 "\"downstream_connections\":%u,\"pools\":[",
-              a->generation, a->draining ? "true" : "false", a->nworkers, atomic_load(&worker_open_clients));
-    for (size_t p = 0; p < a->health->npools; p++) {
-        const struct health_pool *hp = &a->health->pools[p];
-        const char *bal[] = { "round_robin", "least_conn", "random_two", "ewma", "hash" };
-        sb_printf(b, "%s{\"name\":\"%s\",\"balance\":\"%s\",\"outlier\":%s,\"health_checks\":%s,\"servers\":[",
-                  p ? "," : "", hp->cp->name, bal[hp->cp->balance],
-                  hp->cp->outlier.enabled ? "true" : "false", hp->cp->health.enabled ? "true" : "false");
-        for (unsigned s = 0; s < hp->n; s++) {
-            const struct srv_health *hs = &hp->servers[s];
-            int64_t inflight = 0, idle = 0;
-            uint64_t att[METRIC_OUTCOMES] = { 0 }, total = 0, failed = 0;
-            int64_t until = atomic_load_explicit(&hs->o.until, memory_order_relaxed);
-            enum outlier_state ost = health_outlier_state(hs, now);
-            unsigned weight = 1;
-            for (size_t k = 0; k < hp->cp->nservers; k++) {
-                for (size_t j = 0; j < hp->cp->servers[k].naddrs; j++) {
-                    if (&hp->cp->servers[k].addrs[j] == hs->addr)
-                        weight = hp->cp->servers[k].weight;
-                }
-            }
-            for (unsigned w = 0; w < a->nworkers; w++) {
-                const struct server_metrics *x = &a->workers[w].smetrics[hs->slot];
-                inflight += (int64_t)METRIC_GET(x->inflight);
-                idle += (int64_t)METRIC_GET(x->idle);
-                for (unsigned o = 0; o < METRIC_OUTCOMES; o++)
-                    att[o] += METRIC_GET(x->attempts[o]);
-            }
-            for (unsigned o = 0; o < METRIC_OUTCOMES; o++) {
-                total += att[o];
-                if (o != HOP_OK && o != METRIC_OUTCOME_CANCELLED)
-                    failed += att[o];
-            }
-            sb_printf(b, "%s{\"address\":\"%s\",\"weight\":%u,\"up\":%s,\"state\":\"%s\",\"ejected\":%s,\"ejected_for_ms\":%lld,"
-                         "\"slow_start_share\":%.2f,\"in_flight\":%lld,\"idle_connections\":%lld,"
-                         "\"attempts\":%llu,\"failures\":%llu}",
-                      s ? "," : "", hs->addr->text, weight,
-                      atomic_load_explicit(&hs->down, memory_order_relaxed) ? "false" : "true",
-                      outlier_state_name(ost), ost == OUTLIER_EJECTED ? "true" : "false",
-                      (long long)(ost == OUTLIER_EJECTED ? until - now : 0),
-                      health_ramp(hs, now), (long long)inflight, (long long)idle, (unsigned long long)total,
-                      (unsigned long long)failed);
-        }
-        sb_printf(b, "]}");
-    }
-    sb_printf(b, "],\"routes\":[");
-    for (size_t r = 0; r < c->nroutes; r++) {
-        uint64_t req = 0, fb = 0, rt = 0;
-        for (unsigned w = 0; w < a->nworkers; w++) {
-            const struct route_metrics *m = &a->workers[w].rmetrics[a->health->route_slot[r]];
-            for (unsigned k = 0; k < METRIC_BUCKETS; k++)
-                req += METRIC_GET(m->buckets[k]);
-            for (int k = 0; k < MR_COUNT; k++)
-                fb += METRIC_GET(m->fallbacks[k]);
-            rt += METRIC_GET(m->retries);
-        }
-        sb_printf(b, "%s{\"name\":\"%s\",\"pool\":\"%s\",\"requests\":%llu,\"retries\":%llu,"
-                     "\"fallbacks\":%llu}",
-                  r ? "," : "", c->routes[r].name, c->routes[r].pool->name, (unsigned long long)req,
-                  (unsigned long long)rt, (unsigned long long)fb);
-    }
-    sb_printf(b, "]}\n");
+    /* paused at the cap (every connection was writing): a slot is free again; a pause for EMFILE
+     * ends on its own timer instead */
+    if (!ev_is_active(&a->accept_retry))
+        admin_set_accepting(a, true);
 }
 
 /* The status page: self-contained (no external assets), polls /status every 2 s. */
@@ -346,39 +99,43 @@ static const char status_html[] =
 static void admin_answer(struct admin_conn *k)
 {
     struct admin *a = k->a;
-    struct sb body = { 0 }, all = { 0 };
+    struct metrics_render_buf body = { 0 }, all = { 0 };
+    struct metrics_render_src src;
     unsigned status = 200;
     const char *ctype = "text/plain; charset=utf-8";
     char method[8] = "", path[256] = "";
 
+    src = (struct metrics_render_src){ a->conf, a->health, a->workers, a->nworkers, a->stale, a->generation,
+                                       a->draining, a->reloads_ok, a->reloads_failed };
+
     if (sscanf(k->in, "%7s %255s", method, path) != 2) {
         status = 400;
-        sb_printf(&body, "bad request\n");
+        metrics_render_printf(&body, "bad request\n");
     } else if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
         status = 405;
-        sb_printf(&body, "method not allowed\n");
+        metrics_render_printf(&body, "method not allowed\n");
     } else if (strcmp(path, "/healthz") == 0) {
         status = a->draining ? 503 : 200;
-        sb_printf(&body, a->draining ? "draining\n" : "ok\n");
+        metrics_render_printf(&body, a->draining ? "draining\n" : "ok\n");
     } else if (strcmp(path, "/metrics") == 0) {
         ctype = "text/plain; version=0.0.4; charset=utf-8";
-        metrics_page(a, &body);
+        metrics_render_prometheus(&body, &src);
     } else if (strcmp(path, "/status") == 0) {
         ctype = "application/json";
-        status_page(a, &body);
+        metrics_render_status(&body, &src);
     } else if (strcmp(path, "/") == 0) {
         ctype = "text/html; charset=utf-8";
-        sb_printf(&body, "%s", status_html);
+        metrics_render_printf(&body, "%s", status_html);
     } else {
         status = 404;
-        sb_printf(&body, "not found\n");
+        metrics_render_printf(&body, "not found\n");
     }
-    sb_printf(&all, "HTTP/1.1 %u %s\r\ncontent-type: %s\r\ncontent-length: %zu\r\ncache-control: no-store\r\n"
+    metrics_render_printf(&all, "HTTP/1.1 %u %s\r\ncontent-type: %s\r\ncontent-length: %zu\r\ncache-control: no-store\r\n"
                     "connection: close\r\n\r\n", status,
               status == 200 ? "OK" : status == 503 ? "Service Unavailable" : status == 404 ? "Not Found" :
               status == 405 ? "Method Not Allowed" : "Bad Request", ctype, body.len);
     if (strcmp(method, "HEAD") != 0 && body.len)
-        sb_printf(&all, "%.*s", (int)body.len, body.p);
+        metrics_render_printf(&all, "%.*s", (int)body.len, body.p);
     free(body.p);
     if (all.oom || body.oom) {
         free(all.p);
@@ -428,33 +185,90 @@ static void admin_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     admin_conn_close(t->data);
 }
 
+/* Makes room for one more connection at the cap: closes the oldest connection still reading its
+ * request (idle or trickling: nothing is lost but its slot). Returns false when every connection is
+ * writing an answer. Evicting, rather than pausing, keeps /healthz and /livez answering at once
+ * while someone holds the cap with idle connections. */
+static bool admin_evict_one(struct admin *a)
+{
+    struct admin_conn *victim = NULL;
+
+    for (struct admin_conn *k = a->conns; k; k = k->next) {
+        if (!k->out)
+            victim = k;   /* the list is newest first: the last match is the oldest */
+    }
+    if (!victim)
+        return false;
+    admin_conn_close(victim);
+    return true;
+}
+
+static void admin_accept_retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct admin *a = t->data;
+
+    (void)loop;
+    (void)revents;
+    ev_timer_stop(a->loop, &a->accept_retry);
+    admin_set_accepting(a, true);
+}
+
+/* Out of descriptors (or kernel memory): the pending connection stays in the backlog and the
+ * listener stays readable, so a level-triggered watcher would spin the main loop. Shed that one
+ * connection through the spare descriptor (its client hears a close, not silence), then stop
+ * watching for ADMIN_ACCEPT_RETRY. */
+static void admin_accept_failed(struct admin *a, int err)
+{
+    log_warn("admin accept: %s; pausing the admin listener", strerror(err));
+    if ((err == EMFILE || err == ENFILE) && a->spare_fd >= 0) {
+        int fd;
+        close(a->spare_fd);
+        fd = accept4(a->fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd >= 0)
+            close(fd);
+        a->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    }
+    admin_set_accepting(a, false);
+    ev_timer_set(&a->accept_retry, ADMIN_ACCEPT_RETRY, 0.0);
+    ev_timer_start(a->loop, &a->accept_retry);
+}
+
 static void admin_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
     struct admin *a = io->data;
 
     (void)revents;
     for (int i = 0; i < 16; i++) {
-        int fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         struct admin_conn *k;
-        if (fd < 0)
+        int fd;
+        if (a->nconns >= ADMIN_CONNS_MAX && !admin_evict_one(a)) {
+            admin_set_accepting(a, false);   /* back on when one closes (admin_conn_close) */
             return;
+        }
+        fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                admin_accept_failed(a, errno);
+            return;
+        }
         k = calloc(1, sizeof(*k));
         if (!k) {
             close(fd);
-            continue;
+            admin_accept_failed(a, ENOMEM);
+            return;
         }
         k->a = a;
         k->fd = fd;
         ev_io_init(&k->io, admin_conn_cb, fd, EV_READ);
         k->io.data = k;
-        ev_timer_init(&k->timer, admin_timer_cb, 5.0, 0.0);
+        ev_timer_init(&k->timer, admin_timer_cb, ADMIN_CONN_TIMEOUT, 0.0);
         k->timer.data = k;
         ev_io_start(loop, &k->io);
         ev_timer_start(loop, &k->timer);
-        k->next = a->conns;
-        if (a->conns)
-            a->conns->prev = k;
-        a->conns = k;
+        LIST_PUSH(a->conns, k, prev, next);
+        a->nconns++;
     }
 }
 
@@ -465,6 +279,10 @@ int admin_start(struct admin *a, struct ev_loop *loop)
 
     a->loop = loop;
     a->fd = -1;
+    a->spare_fd = -1;
+    a->nconns = 0;
+    ev_init(&a->accept_retry, admin_accept_retry_cb);
+    a->accept_retry.data = a;
     if (!a->conf->admin.enabled)
         return 0;
     a->fd = socket(addr->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -476,6 +294,7 @@ int admin_start(struct admin *a, struct ev_loop *loop)
         a->fd = -1;
         return -1;
     }
+    a->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     ev_io_init(&a->io, admin_accept_cb, a->fd, EV_READ);
     a->io.data = a;
     ev_io_start(loop, &a->io);
@@ -485,11 +304,15 @@ int admin_start(struct admin *a, struct ev_loop *loop)
 
 void admin_stop(struct admin *a)
 {
-    while (a->conns)
-        admin_conn_close(a->conns);
     if (a->fd >= 0) {
         ev_io_stop(a->loop, &a->io);
+        ev_timer_stop(a->loop, &a->accept_retry);
         close(a->fd);
         a->fd = -1;
     }
+    while (a->conns)
+        admin_conn_close(a->conns);
+    if (a->spare_fd >= 0)
+        close(a->spare_fd);
+    a->spare_fd = -1;
 }

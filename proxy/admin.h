@@ -1,8 +1,16 @@
 /* admin.h — the admin listener (SPEC §5): GET /healthz, /metrics, /status and / (status page).
  *
- * Runs in the main thread's loop, never in a worker: it reads the workers' counters (each written
- * by one worker, read here with relaxed loads) and sums them per scrape. Answers one request per
- * connection and closes; bounded input, a 5 s timer per connection.
+ * Runs in the main thread's loop, never in a worker. admin.c routes a URL to its page and serves
+ * the bytes; the pages are built by metrics_render.c from the workers' counters (summed per
+ * scrape). Answers one request per connection and closes; bounded input (4 KiB), one
+ * ADMIN_CONN_TIMEOUT timer for a connection's whole life.
+ *
+ * Bounded for a hostile or buggy client (issue 9): at most ADMIN_CONNS_MAX connections. At the cap a
+ * new connection is still accepted and the oldest connection still reading its request is closed
+ * to make room (so probes keep answering while someone holds idle connections); only when every
+ * connection is writing an answer does accepting pause until one closes. accept4() failing for
+ * lack of descriptors or memory sheds that connection (a spare descriptor is kept for it) and
+ * pauses accepting for ADMIN_ACCEPT_RETRY instead of spinning the main loop.
  */
 #ifndef LIFELINE_ADMIN_H
 #define LIFELINE_ADMIN_H
@@ -12,6 +20,10 @@
 #include <stdint.h>
 
 #include "conf.h"
+
+#define ADMIN_CONNS_MAX 64
+#define ADMIN_CONN_TIMEOUT 5.0          /* seconds: read the request and write the answer */
+#define ADMIN_ACCEPT_RETRY 0.1          /* seconds paused after accept4 ran out of resources */
 
 struct worker;
 struct health;
@@ -30,7 +42,10 @@ struct admin {
     bool draining;
     unsigned generation;
     uint64_t reloads_ok, reloads_failed;
-    struct admin_conn *conns;
+    struct admin_conn *conns;           /* newest first (list.h) */
+    unsigned nconns;                    /* at most ADMIN_CONNS_MAX */
+    ev_timer accept_retry;              /* running while accepting is paused after EMFILE & co */
+    int spare_fd;                       /* closed to accept-and-drop on EMFILE */
 };
 
 /* Binds conf->admin.address on loop. 0, or -1 after logging why. Does nothing when disabled. */

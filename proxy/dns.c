@@ -31,6 +31,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
+
 #define DNS_NAME_MAX    255     /* a name in wire form, root label included (RFC 1035 §2.3.4) */
 #define DNS_LABEL_MAX   63
 #define DNS_HOPS_MAX    64      /* compression pointers followed in one name */
@@ -322,9 +324,7 @@ malformed:
 
 static int64_t dns_now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return clock_ms();
 }
 
 /* Query ids must not be guessable (an off-path forger has to match id and port). */

@@ -31,7 +31,7 @@
 #include "stale.h"
 #include "worker.h"
 
-#define LIFELINE_VERSION "0.1.0"
+#include "version.h"
 
 static struct worker *workers;
 static unsigned nworkers;

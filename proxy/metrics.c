@@ -1,5 +1,5 @@
-/* metrics.c — recording helpers for the per-worker counters (see metrics.h). The Prometheus text
- * is rendered by admin.c. */
+/* metrics.c — recording helpers for the per-worker counters and the names of their labels (see
+ * metrics.h). The Prometheus text and /status are rendered by metrics_render.c. */
 #include "metrics.h"
 
 #include <stdio.h>
@@ -15,6 +15,7 @@ const char *const metric_reason_names[MR_COUNT] = {
     "budget", "status", "read_timeout",
 };
 
+/* Also hop_outcome_name()'s table: enum hop_outcome in order first (hop.c asserts the count). */
 const char *const metric_outcome_names[METRIC_OUTCOMES] = {
     "ok", "connect_error", "connect_timeout", "response_timeout", "reset", "deadline",
     "read_timeout", "http_5xx", "cancelled",

@@ -1,7 +1,7 @@
 /* metrics.h — counters behind GET /metrics (SPEC §5).
  *
- * Every counter has exactly one writer, the worker that owns it, and is read by the admin listener
- * in the main thread when scraped: per-worker values are summed at scrape time, so the request path
+ * Every counter has exactly one writer, the worker that owns it, and is read in the main thread when
+ * scraped (metrics_render.c, for the admin listener): per-worker values are summed at scrape time, so the request path
  * takes no lock and issues no locked instruction (METRIC_ADD is a relaxed load and store, a plain
  * add on x86; the reader may see a value one update old, which a scrape tolerates).
  */
@@ -29,7 +29,9 @@ extern const char *const metric_reason_names[MR_COUNT];
 enum metric_reason metric_reason_of(const char *reason);
 
 /* Attempt outcomes counted by lifeline_upstream_attempts_total: the hop_outcome values (ok being
- * an answer below 500), then "http_5xx", then "cancelled" (the loser of a hedge or race). */
+ * an answer below 500), then "http_5xx", then "cancelled" (the loser of a hedge or race). The one
+ * table of outcome names: hop_outcome_name() reads it, and a _Static_assert there ties
+ * METRIC_OUTCOMES to enum hop_outcome. */
 #define METRIC_OUTCOMES 9
 #define METRIC_OUTCOME_5XX 7
 #define METRIC_OUTCOME_CANCELLED 8
