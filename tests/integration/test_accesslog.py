@@ -4,6 +4,7 @@ connect_ms, response_ms]); SIGUSR1 reopens a file; `off` writes nothing; a sink 
 up costs lines (counted), never a stalled request."""
 
 import datetime
+import json
 import os
 import re
 import select
@@ -326,3 +327,74 @@ def test_slow_sink_drops_and_counts_lines_without_stalling_requests(lifeline, up
     assert len(lines) + dropped == nthreads * per_thread, \
         "%d lines delivered + %d dropped != %d requests" % (len(lines), dropped, nthreads * per_thread)
     assert len(lines) > 0
+
+
+def _no_duplicate_keys(pairs):
+    keys = [k for k, _ in pairs]
+    assert len(keys) == len(set(keys)), "duplicate keys in an access log object: %r" % keys
+    return dict(pairs)
+
+
+def _generated_id(v):
+    return isinstance(v, str) and re.match(r"^[0-9a-f]{16,64}$", v) is not None
+
+
+def test_hostile_fields_stay_inside_their_json_strings(lifeline, upstream, tmp_path):
+    """SPEC §5: every string of the access log is escaped per RFC 8259 whatever the client sent
+    (issue 8: an X-Request-Id of `x","status":200,"client":"1.2.3.4` used to rewrite fields of its
+    own line, and a tab broke the line). Each line must be one JSON object without duplicate keys,
+    printable ASCII, and keep the values: strings decode (read as Latin-1) to the bytes sent.
+    SPEC §4 keeps an X-Request-Id only when it is at most 128 visible ASCII characters, so a
+    hostile id is either logged exactly or replaced by a generated one, never anything else."""
+    up = upstream()
+    path = log_to(tmp_path)
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"name": "r", "pool": "p"}],
+                  extra={"access_log": {"path": path}})
+    injection = b'x","status":200,"client":"1.2.3.4'
+    cases = [  # (target, extra header lines, the request id sent or None)
+        (b"/echo/1", b"X-Request-Id: " + injection + b"\r\n", injection),
+        (b"/echo/2", b"X-Request-Id: a\tb\r\n", b"a\tb"),
+        (b"/echo/3", b'X-Request-Id: ' + b'"\\' * 40 + b"\r\n", b'"\\' * 40),
+        (b'/echo/4"q\\z', b"", None),
+        (b"/echo/5\tq\t", b"", None),
+        (b"/echo/6\xff\xfe\xc3\xa9\x80", b"", None),
+        (b"/echo/7", b"X-Request-Id: \xff\xfe\x80id\r\n", b"\xff\xfe\x80id"),
+    ]
+    statuses = {}
+    for target, hdrs, _ in cases:
+        with Conn(lf.port) as c:
+            c.sock.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: test.local\r\n" + hdrs +
+                           b"Connection: close\r\n\r\n")
+            statuses[target] = c.read_response().status
+    assert statuses[b"/echo/1"] == 200 and statuses[b'/echo/4"q\\z'] == 200, statuses
+    wait_access(path, lambda ls: len(ls) >= 3)
+    time.sleep(t(0.2))   # the writer thread polls every 10 ms: let every line land
+    with open(path, "rb") as f:
+        raw = f.read()
+    assert raw.endswith(b"\n"), raw[-200:]
+    lines = []
+    for ln in raw.split(b"\n")[:-1]:
+        assert all(0x20 <= b <= 0x7e for b in ln), "a byte outside printable ASCII: %r" % ln
+        lines.append(json.loads(ln.decode("ascii"), object_pairs_hook=_no_duplicate_keys))
+    assert len(lines) <= len(cases), lines
+    by_sent = {}
+    for ln in lines:
+        check_shape(ln)
+        assert ln["client"] in ("127.0.0.1", "::ffff:127.0.0.1"), ln
+        sent = ln["target"].encode("latin-1")
+        match = [tg for tg, _, _ in cases if tg == sent]
+        assert match, "a line whose target is none sent: %r" % ln
+        assert sent not in by_sent, "two lines for %r" % sent
+        by_sent[sent] = ln
+    for target, _, rid in cases:
+        ln = by_sent.get(target)
+        if ln is None:
+            # a request rejected before it became an exchange (bad header bytes) has no line
+            assert statuses[target] == 400, (target, statuses[target])
+            continue
+        assert ln["status"] == statuses[target] and ln["method"] == "GET", (target, ln)
+        if rid is not None:
+            got = ln["request_id"]
+            assert got.encode("latin-1") == rid or _generated_id(got), (target, got)
+    assert by_sent[b"/echo/1"]["status"] == 200 and by_sent[b"/echo/1"]["route"] == "r"
+    assert by_sent[b'/echo/4"q\\z']["target"] == '/echo/4"q\\z'

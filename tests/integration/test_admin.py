@@ -533,3 +533,55 @@ def test_drain_under_load(lifeline, upstream):
         raise AssertionError("port still accepting after exit")
     except OSError:
         pass
+
+
+# --------------------------------------------------------------------------------------------
+# Admin connection cap (issue 9)
+
+def _closed_by_peer(s):
+    """Has the other end closed s (EOF or reset)? Never blocks."""
+    s.setblocking(False)
+    try:
+        return s.recv(1, socket.MSG_PEEK) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionError:
+        return True
+
+
+def test_admin_connections_are_capped_and_probes_still_answer(lifeline, upstream):
+    """The admin listener keeps at most 64 connections (admin.h ADMIN_CONNS_MAX): 200 idle
+    connections leave at most 64 open (the oldest idle ones are closed to make room; before the
+    cap all 200 stayed open for their 5 s timer), a new connection's /healthz answers within a
+    second while they are held, and the newest held connection is still served."""
+    up = upstream()
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)}, extra=admin_extra(aport))
+    held = []
+    try:
+        for _ in range(200):
+            held.append(socket.create_connection((HOST, aport), timeout=t(5)))
+        t0 = time.monotonic()
+        r = admin_get(aport, "/healthz", timeout=t(1))
+        assert r.status == 200 and r.body.strip() == b"ok", r
+        assert time.monotonic() - t0 < t(1), "/healthz took %.2fs" % (time.monotonic() - t0)
+        wait_for(lambda: sum(_closed_by_peer(s) for s in held) >= 200 - 64, t(1),
+                 what="lifeline to hold at most 64 admin connections")
+        still_open = [s for s in held if not _closed_by_peer(s)]
+        assert 0 < len(still_open) <= 64, len(still_open)
+        newest = held[-1]
+        assert newest in still_open, "the newest connection was closed instead of the oldest"
+        newest.settimeout(t(2))
+        newest.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = newest.recv(4096)
+            assert chunk, "the newest held connection was closed: %r" % data
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 200"), data
+    finally:
+        for s in held:
+            s.close()
+    r = admin_get(aport, "/healthz", timeout=t(1))
+    assert r.status == 200
+    lf.assert_alive()
