@@ -185,11 +185,11 @@ static void admin_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     admin_conn_close(t->data);
 }
 
-/* Makes room for one more connection at the cap: closes the oldest connection still reading its
- * request (idle or trickling: nothing is lost but its slot). Returns false when every connection is
+/* The connection to close at the cap to make room for a new one: the oldest still reading its
+ * request (idle or trickling: nothing is lost but its slot), or NULL when every connection is
  * writing an answer. Evicting, rather than pausing, keeps /healthz and /livez answering at once
  * while someone holds the cap with idle connections. */
-static bool admin_evict_one(struct admin *a)
+static struct admin_conn *admin_eviction_victim(struct admin *a)
 {
     struct admin_conn *victim = NULL;
 
@@ -197,10 +197,7 @@ static bool admin_evict_one(struct admin *a)
         if (!k->out)
             victim = k;   /* the list is newest first: the last match is the oldest */
     }
-    if (!victim)
-        return false;
-    admin_conn_close(victim);
-    return true;
+    return victim;
 }
 
 static void admin_accept_retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -239,9 +236,9 @@ static void admin_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 
     (void)revents;
     for (int i = 0; i < 16; i++) {
-        struct admin_conn *k;
+        struct admin_conn *k, *victim = NULL;
         int fd;
-        if (a->nconns >= ADMIN_CONNS_MAX && !admin_evict_one(a)) {
+        if (a->nconns >= ADMIN_CONNS_MAX && !(victim = admin_eviction_victim(a))) {
             admin_set_accepting(a, false);   /* back on when one closes (admin_conn_close) */
             return;
         }
@@ -251,8 +248,10 @@ static void admin_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
                 continue;
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
                 admin_accept_failed(a, errno);
-            return;
+            return;   /* EAGAIN: nobody waits, and nobody was evicted for nothing */
         }
+        if (victim)
+            admin_conn_close(victim);
         k = calloc(1, sizeof(*k));
         if (!k) {
             close(fd);
