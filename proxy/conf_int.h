@@ -197,6 +197,11 @@ size_t conf_map_len(const yaml_node_t *v);
  * reports "KEY must be WHAT, not <what v is>" at v and returns false. */
 bool conf_expect_node(struct conf_loader *ld, const yaml_node_t *v, yaml_node_type_t type, const char *key,
                       const char *what);
+/* The opening of a handler that takes a non-empty list: a zeroed array of *n (the item count)
+ * elements of `size` bytes, or NULL after reporting "KEY must be WHAT, not ..." or the message
+ * `empty` at v (or after an allocation failure). */
+void *conf_expect_list(struct conf_loader *ld, const yaml_node_t *v, const char *key, const char *what,
+                       const char *empty, size_t size, size_t *n);
 /* The scalar text of v, or NULL after reporting "KEY must be WHAT, not a list". Rejects NUL
  * bytes written as "\0" escapes: every consumer treats values as C strings. */
 const char *conf_scalar(struct conf_loader *ld, const char *key, yaml_node_t *v, const char *what);

@@ -419,16 +419,9 @@ static int conf_h_listen(struct conf_loader *ld, const struct conf_field *f, yam
     struct conf *c = obj;
     char q[CONF_QUOTE_MAX + 8];
     (void)where;
-    if (v->type != YAML_SEQUENCE_NODE) {
-        conf_err(ld, v, "%s must be a list of listeners, not %s", f->key, conf_describe(v, q));
-        return -1;
-    }
-    size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
-    if (n == 0) {
-        conf_err(ld, v, "listen needs at least one listener");
-        return -1;
-    }
-    if (!(c->listeners = conf_calloc(ld, n, sizeof *c->listeners)))
+    size_t n;
+    if (!(c->listeners = conf_expect_list(ld, v, f->key, "a list of listeners",
+                                          "listen needs at least one listener", sizeof *c->listeners, &n)))
         return -1;
     unsigned before = (unsigned)ld->nerrs;
     for (size_t i = 0; i < n; i++) {
@@ -477,17 +470,9 @@ static int conf_h_certs(struct conf_loader *ld, const struct conf_field *f, yaml
                         const char *where)
 {
     struct conf_listener *l = obj;
-    char q[CONF_QUOTE_MAX + 8];
-    if (v->type != YAML_SEQUENCE_NODE) {
-        conf_err(ld, v, "%s must be a list of { cert, key }, not %s", f->key, conf_describe(v, q));
-        return -1;
-    }
-    size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
-    if (n == 0) {
-        conf_err(ld, v, "certificates needs at least one { cert, key }");
-        return -1;
-    }
-    if (!(l->certs = conf_calloc(ld, n, sizeof *l->certs)))
+    size_t n;
+    if (!(l->certs = conf_expect_list(ld, v, f->key, "a list of { cert, key }",
+                                      "certificates needs at least one { cert, key }", sizeof *l->certs, &n)))
         return -1;
     unsigned before = (unsigned)ld->nerrs;
     for (size_t i = 0; i < n; i++) {
@@ -553,16 +538,10 @@ static int conf_h_resolvers(struct conf_loader *ld, const struct conf_field *f, 
         c->resolver.system = true;
         return 0;
     }
-    if (v->type != YAML_SEQUENCE_NODE) {
-        conf_err(ld, v, "%s must be system or a list of host:port, not %s", f->key, conf_describe(v, q));
-        return -1;
-    }
-    size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
-    if (n == 0) {
-        conf_err(ld, v, "servers needs at least one host:port (or write system)");
-        return -1;
-    }
-    if (!(c->resolver.servers = conf_calloc(ld, n, sizeof *c->resolver.servers)))
+    size_t n;
+    if (!(c->resolver.servers = conf_expect_list(ld, v, f->key, "system or a list of host:port",
+                                                 "servers needs at least one host:port (or write system)",
+                                                 sizeof *c->resolver.servers, &n)))
         return -1;
     c->resolver.system = false;
     int rc = 0;
@@ -631,11 +610,9 @@ static int conf_h_pools(struct conf_loader *ld, const struct conf_field *f, yaml
     (void)where;
     if (conf_is_null(v))
         return 0;                   /* `pools:` left empty: no pools (and so no routes) */
-    if (v->type != YAML_MAPPING_NODE) {
-        conf_err(ld, v, "%s must be a mapping of pool names to pools, not %s", f->key, conf_describe(v, q));
+    if (!conf_expect_node(ld, v, YAML_MAPPING_NODE, f->key, "a mapping of pool names to pools"))
         return -1;
-    }
-    size_t n = (size_t)(v->data.mapping.pairs.top - v->data.mapping.pairs.start);
+    size_t n = conf_map_len(v);
     if (!(c->pools = conf_calloc(ld, n, sizeof *c->pools)))
         return -1;
     unsigned before = (unsigned)ld->nerrs;
@@ -678,17 +655,11 @@ static int conf_h_servers(struct conf_loader *ld, const struct conf_field *f, ya
                           const char *where)
 {
     struct conf_pool *p = obj;
-    char q[CONF_QUOTE_MAX + 8];
-    if (v->type != YAML_SEQUENCE_NODE) {
-        conf_err(ld, v, "%s must be a list of { address, weight }, not %s", f->key, conf_describe(v, q));
-        return -1;
-    }
-    size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
-    if (n == 0) {
-        conf_err(ld, v, "%s needs at least one server", where);
-        return -1;
-    }
-    if (!(p->servers = conf_calloc(ld, n, sizeof *p->servers)))
+    char empty[160];
+    snprintf(empty, sizeof empty, "%s needs at least one server", where);
+    size_t n;
+    if (!(p->servers = conf_expect_list(ld, v, f->key, "a list of { address, weight }",
+                                        empty, sizeof *p->servers, &n)))
         return -1;
     unsigned before = (unsigned)ld->nerrs;
     for (size_t i = 0; i < n; i++) {
@@ -840,8 +811,9 @@ static int conf_h_connect_race(struct conf_loader *ld, const struct conf_field *
 static int conf_h_outlier(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
                           const char *where)
 {
+    static const struct conf_field blk = F_BLOCK("outlier", conf_blk_outlier);
     struct conf_pool *p = obj;
-    char q[CONF_QUOTE_MAX + 8], sub[256];
+    char q[CONF_QUOTE_MAX + 8];
 
     if (v->type == YAML_SCALAR_NODE && !conf_is_null(v)) {
         const char *s = conf_scalar(ld, f->key, v, "a mapping or off");
@@ -855,12 +827,7 @@ static int conf_h_outlier(struct conf_loader *ld, const struct conf_field *f, ya
         return 0;
     }
     p->outlier.enabled = true;
-    if (where)
-        snprintf(sub, sizeof sub, "%s of %s", f->key, where);
-    else
-        snprintf(sub, sizeof sub, "%s", f->key);
-    conf_map(ld, f->key, v, &conf_blk_outlier, obj, sub);
-    return v->type == YAML_MAPPING_NODE ? 0 : -1;
+    return conf_value(ld, &blk, v, obj, where);
 }
 
 /* "200-399" or a single status, within 100..599. */
@@ -1027,11 +994,9 @@ static int conf_h_methods(struct conf_loader *ld, const struct conf_field *f, ya
     size_t *n = (size_t *)((char *)obj + f->off2);
     char q[CONF_QUOTE_MAX + 8];
     (void)where;
-    if (v->type != YAML_SEQUENCE_NODE) {
-        conf_err(ld, v, "%s must be a list like [GET, HEAD], not %s", f->key, conf_describe(v, q));
+    if (!conf_expect_node(ld, v, YAML_SEQUENCE_NODE, f->key, "a list like [GET, HEAD]"))
         return -1;
-    }
-    size_t cnt = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+    size_t cnt = conf_seq_len(v);
     char **list = conf_calloc(ld, cnt, sizeof *list);
     size_t got = 0;
     int rc = 0;
@@ -1075,11 +1040,9 @@ static int conf_h_retry_on(struct conf_loader *ld, const struct conf_field *f, y
     struct conf_route *r = obj;
     char q[CONF_QUOTE_MAX + 8];
     (void)where;
-    if (v->type != YAML_SEQUENCE_NODE) {
-        conf_err(ld, v, "%s must be a list like [connect_error, 503], not %s", f->key, conf_describe(v, q));
+    if (!conf_expect_node(ld, v, YAML_SEQUENCE_NODE, f->key, "a list like [connect_error, 503]"))
         return -1;
-    }
-    size_t cnt = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+    size_t cnt = conf_seq_len(v);
     unsigned *st = conf_calloc(ld, cnt, sizeof *st);
     unsigned bits = 0;
     size_t nst = 0;
@@ -1138,11 +1101,9 @@ static int conf_h_headers(struct conf_loader *ld, const struct conf_field *f, ya
     struct conf_route *r = obj;
     char q[CONF_QUOTE_MAX + 8];
     (void)where;
-    if (v->type != YAML_MAPPING_NODE) {
-        conf_err(ld, v, "%s must be a mapping of header names to values, not %s", f->key, conf_describe(v, q));
+    if (!conf_expect_node(ld, v, YAML_MAPPING_NODE, f->key, "a mapping of header names to values"))
         return -1;
-    }
-    size_t cnt = (size_t)(v->data.mapping.pairs.top - v->data.mapping.pairs.start);
+    size_t cnt = conf_map_len(v);
     if (!(r->fallback.headers = conf_calloc(ld, cnt, sizeof *r->fallback.headers)))
         return -1;
     int rc = 0;
@@ -1198,12 +1159,9 @@ static int conf_h_body(struct conf_loader *ld, const struct conf_field *f, yaml_
                        const char *where)
 {
     struct conf_route *r = obj;
-    char q[CONF_QUOTE_MAX + 8];
     (void)where;
-    if (v->type != YAML_SCALAR_NODE) {
-        conf_err(ld, v, "%s must be a string, not %s", f->key, conf_describe(v, q));
+    if (!conf_expect_node(ld, v, YAML_SCALAR_NODE, f->key, "a string"))
         return -1;
-    }
     /* The body is bytes: it may hold what a C string cannot, so it is copied with its length. */
     size_t len = v->data.scalar.length;
     if (len > CONF_FALLBACK_MAX) {
@@ -1380,7 +1338,7 @@ static void conf_routes(struct conf_loader *ld, yaml_node_t *v)
     char q[CONF_QUOTE_MAX + 8];
     if (v->type != YAML_SEQUENCE_NODE)
         return;                     /* `routes:` left empty: no routes, every request 404s */
-    size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+    size_t n = conf_seq_len(v);
     if (!(c->routes = conf_calloc(ld, n, sizeof *c->routes)) ||
         !(ld->route_marks = conf_calloc(ld, n, sizeof *ld->route_marks)))
         return;

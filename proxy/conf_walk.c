@@ -232,6 +232,20 @@ bool conf_expect_node(struct conf_loader *ld, const yaml_node_t *v, yaml_node_ty
     return false;
 }
 
+void *conf_expect_list(struct conf_loader *ld, const yaml_node_t *v, const char *key, const char *what,
+                       const char *empty, size_t size, size_t *n)
+{
+    *n = 0;
+    if (!conf_expect_node(ld, v, YAML_SEQUENCE_NODE, key, what))
+        return NULL;
+    *n = conf_seq_len(v);
+    if (*n == 0) {
+        conf_err(ld, v, "%s", empty);
+        return NULL;
+    }
+    return conf_calloc(ld, *n, size);
+}
+
 yaml_node_t *conf_seen(const struct conf_block *blk, yaml_node_t *const *seen, const char *key)
 {
     for (size_t i = 0; i < blk->nfields; i++)
