@@ -119,6 +119,134 @@ static void conf_yaml_error(struct conf_loader *ld, yaml_parser_t *p)
         conf_err_mark(ld, p->problem_mark, "YAML: %s", p->problem ? p->problem : "syntax error");
 }
 
+/* ---- Document limits --------------------------------------------------------------------- */
+
+struct conf_anchor {
+    char *name;
+    uint64_t nodes;                 /* nodes in its value, aliases in it expanded */
+    bool open;                      /* its collection has not ended yet */
+};
+
+/* Checks the limits of conf_int.h (nesting depth, anchors, nodes once aliases are expanded) on
+ * libyaml's event stream, before the document is composed: the composer would build whatever the
+ * stream describes, and the walk would then copy every alias's expansion into the snapshot (22 KB
+ * of aliases made 2,001 routes x 2,001 methods). Stopping at the first collection past the depth
+ * limit also keeps libyaml's scanner from its quadratic work on deep flow nesting: it never reads
+ * more than a bounded lookahead past that point. Returns 0 when the stream stays within every
+ * limit, and also when it has a syntax error (yaml_parser_load then reports it, with its own
+ * message); -1 after reporting the first limit crossed, at the event that crossed it. */
+static int conf_limits(struct conf_loader *ld, const char *text, size_t len)
+{
+    yaml_parser_t p;
+    yaml_event_t ev;
+    struct conf_anchor *anchors = NULL;
+    size_t nanchors = 0, depth = 0;
+    uint64_t total = 0, start[CONF_DEPTH_MAX + 1];
+    size_t anchor_of[CONF_DEPTH_MAX + 1];       /* index in anchors + 1, or 0 */
+    int rc = 0;
+    bool done = false;
+
+    if (!yaml_parser_initialize(&p)) {
+        ld->oom = true;
+        return -1;
+    }
+    yaml_parser_set_input_string(&p, (const unsigned char *)text, len);
+    while (!done && rc == 0) {
+        if (!yaml_parser_parse(&p, &ev))
+            break;                  /* a syntax error: the composer reports it */
+        const char *anchor = NULL;
+        uint64_t add = 0;
+        switch (ev.type) {
+        case YAML_STREAM_END_EVENT:
+            done = true;
+            break;
+        case YAML_SCALAR_EVENT:
+            anchor = (const char *)ev.data.scalar.anchor;
+            add = 1;
+            break;
+        case YAML_SEQUENCE_START_EVENT:
+        case YAML_MAPPING_START_EVENT:
+            anchor = ev.type == YAML_SEQUENCE_START_EVENT ? (const char *)ev.data.sequence_start.anchor
+                                                          : (const char *)ev.data.mapping_start.anchor;
+            if (depth == CONF_DEPTH_MAX) {
+                conf_err_mark(ld, ev.start_mark, "YAML nesting deeper than %d levels", CONF_DEPTH_MAX);
+                rc = -1;
+                break;
+            }
+            add = 1;
+            start[depth] = total;
+            anchor_of[depth] = 0;
+            depth++;
+            break;
+        case YAML_SEQUENCE_END_EVENT:
+        case YAML_MAPPING_END_EVENT:
+            if (depth == 0)
+                break;
+            depth--;
+            if (anchor_of[depth]) {
+                struct conf_anchor *a = &anchors[anchor_of[depth] - 1];
+                a->nodes = total - start[depth];
+                a->open = false;
+            }
+            break;
+        case YAML_ALIAS_EVENT: {
+            const char *name = (const char *)ev.data.alias.anchor;
+            size_t i;
+            for (i = nanchors; i > 0 && strcmp(anchors[i - 1].name, name); i--)
+                ;
+            if (i == 0) {
+                done = true;        /* an undefined alias: the composer reports it */
+                break;
+            }
+            if (anchors[i - 1].open) {
+                conf_err_mark(ld, ev.start_mark, "alias *%.*s is used inside its own anchor's value", 40, name);
+                rc = -1;
+                break;
+            }
+            add = anchors[i - 1].nodes;
+            break;
+        }
+        default:
+            break;
+        }
+        if (rc == 0 && anchor) {
+            if (nanchors == CONF_ANCHORS_MAX) {
+                conf_err_mark(ld, ev.start_mark, "more than %u YAML anchors", CONF_ANCHORS_MAX);
+                rc = -1;
+            } else {
+                struct conf_anchor *na = realloc(anchors, (nanchors + 1) * sizeof *na);
+                char *nm = strdup(anchor);
+                if (!na || !nm) {
+                    free(nm);
+                    if (na)
+                        anchors = na;
+                    ld->oom = true;
+                    rc = -1;
+                } else {
+                    anchors = na;
+                    anchors[nanchors++] = (struct conf_anchor){ nm, 1, ev.type != YAML_SCALAR_EVENT };
+                    if (ev.type != YAML_SCALAR_EVENT)
+                        anchor_of[depth - 1] = nanchors;
+                }
+            }
+        }
+        if (rc == 0 && add) {
+            total += add;
+            if (total > CONF_NODES_MAX) {
+                conf_err_mark(ld, ev.start_mark, "the document has more than %u nodes once aliases are expanded "
+                              "(each alias repeats its anchor's whole value)", CONF_NODES_MAX);
+                rc = -1;
+            }
+        }
+        yaml_event_delete(&ev);
+    }
+    for (size_t i = 0; i < nanchors; i++)
+        free(anchors[i].name);
+    free(anchors);
+    yaml_parser_delete(&p);
+    return rc;
+}
+
 /* The load itself, from the file's bytes. */
 static struct conf *conf_load_text(const char *path, const char *text, size_t len, unsigned flags, FILE *err,
                                    unsigned *nerrors)
@@ -137,7 +265,17 @@ static struct conf *conf_load_text(const char *path, const char *text, size_t le
         goto out;
     }
     parser_ok = true;
-    yaml_parser_set_input_string(&parser, (const unsigned char *)(text ? text : ""), text ? len : 0);
+    if (!text) {
+        text = "";
+        len = 0;
+    }
+    if (len > CONF_FILE_MAX) {
+        conf_add_error(&ld, 1, 1, "the file is larger than 4MiB, the most a configuration may be");
+        goto out;
+    }
+    if (conf_limits(&ld, text, len))
+        goto out;
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
     if (!yaml_parser_load(&parser, &ld.doc)) {
         conf_yaml_error(&ld, &parser);
         goto out;
@@ -223,9 +361,11 @@ struct conf *conf_load_flags(const char *path, unsigned flags, FILE *err, unsign
             buf = p;
             cap = nc;
         }
-        size_t got = fread(buf + len, 1, cap - len, fp);
+        /* One byte past CONF_FILE_MAX is enough to report the size: a huge file is not read whole. */
+        size_t want = cap - len < CONF_FILE_MAX + 1 - len ? cap - len : CONF_FILE_MAX + 1 - len;
+        size_t got = fread(buf + len, 1, want, fp);
         len += got;
-        if (got == 0) {
+        if (got == 0 || len > CONF_FILE_MAX) {
             if (ferror(fp)) {
                 fprintf(err, "%s: cannot read: %s\n", path, strerror(errno));
                 goto fail;

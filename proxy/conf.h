@@ -3,9 +3,10 @@
  * conf*.c turn a YAML file (SPEC §2) into one immutable `struct conf`, validating every key and
  * reporting every error as `FILE:LINE:COL: message` (conf.c loads, conf_schema.c knows the keys,
  * conf_walk.c walks them, conf_scalar.c parses values; conf_int.h is their private header).
- * A snapshot is shared by reference count: the loader returns it with one reference; every worker, connection or request that keeps a pointer
- * beyond the current callback takes a reference with conf_ref() and drops it with conf_unref(). The
- * last unref frees the whole snapshot (one owner: the snapshot owns every string and array below).
+ * A snapshot is shared by reference count: the loader returns it with one reference; every
+ * worker, connection or request that keeps a pointer beyond the current callback takes a reference
+ * with conf_ref() and drops it with conf_unref(). The last unref frees the whole snapshot (one
+ * owner: the snapshot owns every string and array below).
  * Nothing in a snapshot changes after conf_load() returns, so any thread may read it without locks.
  *
  * Durations are milliseconds (int64_t); sizes are bytes (uint64_t). Every field holds its SPEC
