@@ -44,6 +44,11 @@ static void conf_verr_mark(struct conf_loader *ld, yaml_mark_t m, const char *fm
 {
     char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
+    /* One error, one line: a key or value from the file may hold a line break or an escape byte
+     * where a message names it unquoted ("KEY must be ..."), as conf_quote() does for quoted ones. */
+    for (char *c = msg; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            *c = '?';
     conf_add_error(ld, (unsigned long)m.line + 1, (unsigned long)m.column + 1, msg);
 }
 

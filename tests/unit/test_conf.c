@@ -1269,6 +1269,20 @@ static void test_limit_aliases(void **state)
     done(&l);
 }
 
+/* Found by fuzz_conf: a header name with a line break was echoed raw in "NAME must be a string",
+ * splitting one error over two lines (and breaking the FILE:LINE:COL format of the second). */
+static void test_error_is_one_line(void **state)
+{
+    (void)state;
+    struct loaded l;
+    load(&l, BASE_YAML "routes: [ { pool: p, fallback: { headers: { \"a\\nb\\x1b\": } } } ]\n");
+    assert_null(l.c);
+    assert_int_equal(l.n, 1);
+    assert_int_equal(count_lines(l.errs), 1);
+    assert_true(has_error(&l, 3, 57, "a?b? must be a string, not an empty value"));
+    done(&l);
+}
+
 static void test_balance_names(void **state)
 {
     (void)state;
@@ -1308,6 +1322,7 @@ int main(void)
         cmocka_unit_test(test_limit_file_size),
         cmocka_unit_test(test_limit_depth),
         cmocka_unit_test(test_limit_aliases),
+        cmocka_unit_test(test_error_is_one_line),
         cmocka_unit_test(test_balance_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
