@@ -1,10 +1,12 @@
 /* conf.h — the configuration snapshot.
  *
- * conf.c turns a YAML file (SPEC §2) into one immutable `struct conf`, validating every key and
- * reporting every error as `FILE:LINE:COL: message`. A snapshot is shared by reference count: the
- * loader returns it with one reference; every worker, connection or request that keeps a pointer
- * beyond the current callback takes a reference with conf_ref() and drops it with conf_unref(). The
- * last unref frees the whole snapshot (one owner: the snapshot owns every string and array below).
+ * conf*.c turn a YAML file (SPEC §2) into one immutable `struct conf`, validating every key and
+ * reporting every error as `FILE:LINE:COL: message` (conf.c loads, conf_schema.c knows the keys,
+ * conf_walk.c walks them, conf_scalar.c parses values; conf_int.h is their private header).
+ * A snapshot is shared by reference count: the loader returns it with one reference; every
+ * worker, connection or request that keeps a pointer beyond the current callback takes a reference
+ * with conf_ref() and drops it with conf_unref(). The last unref frees the whole snapshot (one
+ * owner: the snapshot owns every string and array below).
  * Nothing in a snapshot changes after conf_load() returns, so any thread may read it without locks.
  *
  * Durations are milliseconds (int64_t); sizes are bytes (uint64_t). Every field holds its SPEC
@@ -23,6 +25,9 @@
 #include <sys/socket.h>
 
 enum conf_balance { BALANCE_ROUND_ROBIN, BALANCE_LEAST_CONN, BALANCE_RANDOM_TWO, BALANCE_EWMA, BALANCE_HASH };
+/* The name a balance is written with in the file ("ewma", "round_robin", ...): the one table of
+ * them, the schema's (conf_schema.c). "?" for a value outside the enum. */
+const char *conf_balance_name(enum conf_balance b);
 enum conf_hash_key { HASH_SOURCE, HASH_HEADER, HASH_URI };
 enum conf_host_header { HOST_HEADER_PRESERVE, HOST_HEADER_UPSTREAM };
 enum conf_log_format { LOG_FORMAT_JSON };
@@ -171,7 +176,7 @@ struct conf {
 struct conf *conf_load(const char *path, FILE *err, unsigned *nerrors);
 
 /* conf_load() with options. CONF_LOAD_UNSUPPORTED keeps features that are parsed and validated but
- * not built yet (conf.c's conf_unsupported[] table) instead of rejecting them: for schema tests
+ * not built yet (conf_schema.c's conf_unsupported[] table) instead of rejecting them: for schema tests
  * only, never for a running proxy. */
 enum { CONF_LOAD_UNSUPPORTED = 1u << 0 };
 struct conf *conf_load_flags(const char *path, unsigned flags, FILE *err, unsigned *nerrors);

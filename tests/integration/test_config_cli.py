@@ -175,9 +175,10 @@ def test_check_missing_file(tmp_path):
     assert path in r.stderr
 
 
-# Keys the schema knows for features that may not be built yet. Each is either accepted (the
-# feature landed: skipped here, its own tests cover it) or rejected at that key, with line and
-# column, as "... not supported yet" — never silently ignored with a different error.
+# Keys the schema knows. A feature that is built is accepted, and its key is really read: a bad
+# value inside it is reported at its line and column. A feature that is not built yet is rejected
+# at its key, with line and column, as "... not supported yet" -- never silently ignored. When a
+# feature lands, move its row from NOT_BUILT to BUILT (with a bad value for it).
 PENDING_TEMPLATE = """\
 listen:
   - address: 127.0.0.1:8080
@@ -189,28 +190,59 @@ listen:
   - pool: api
 {route}"""
 
+BUILT = [
+    # where, the block as a user writes it, the same block with one bad value, its line:col, message
+    ("top", "admin: { address: 127.0.0.1:9901 }\n",
+     "admin: { address: nope }\n", 3, 19, "bad address"),
+    ("top", "resolver: { servers: system, timeout: 2s }\n",
+     "resolver: { servers: system, timeout: 2 }\n", 3, 39, "duration needs a unit"),
+    ("pool", "    resolve_interval: 10s\n",
+     "    resolve_interval: 10\n", 7, 23, "duration needs a unit"),
+    ("pool", "    health: { path: /healthz }\n",
+     "    health: { path: healthz }\n", 7, 21, "path must start with"),
+    ("pool", "    outlier: { consecutive_failures: 3 }\n",
+     "    outlier: { consecutive_failures: 0 }\n", 7, 38, "consecutive_failures must be between 1 and 1000"),
+    ("route", "    fallback: { status: 503, body: x, stale: 10s }\n",
+     "    fallback: { status: 503, body: x, stale: 10 }\n", 9, 46, "duration needs a unit"),
+    ("route", "    retry: { attempts: 2 }\n",
+     "    retry: { attempts: 0 }\n", 9, 24, "attempts must be between 1 and 10"),
+]
+BUILT_IDS = ["admin", "resolver", "resolve_interval", "health", "outlier", "fallback_stale", "retry"]
 
-@pytest.mark.parametrize("where, block, line, col", [
-    ("top", "admin: { address: 127.0.0.1:9901 }\n", 3, 1),
-    ("top", "resolver: { servers: system, timeout: 2s }\n", 3, 1),
-    ("pool", "    resolve_interval: 10s\n", 7, 5),
+NOT_BUILT = [
     ("pool", "    tls: { enabled: true }\n", 7, 12),
-    ("pool", "    health: { path: /healthz }\n", 7, 5),
-    ("pool", "    outlier: { consecutive_failures: 3 }\n", 7, 5),
-    ("route", "    fallback: { status: 503, body: x, stale: 10s }\n", 9, 39),
-    ("route", "    retry: { attempts: 2 }\n", 9, 5),
-], ids=["admin", "resolver", "resolve_interval", "upstream_tls", "health", "outlier",
-        "fallback_stale", "retry"])
-def test_check_not_built_yet_feature_is_reported(tmp_path, where, block, line, col):
+]
+NOT_BUILT_IDS = ["upstream_tls"]
+
+
+def pending_file(tmp_path, name, where, block):
     parts = {"top": "", "pool": "", "route": ""}
     parts[where] = block
-    path = write(tmp_path, "pending.yaml", PENDING_TEMPLATE.format(**parts))
+    return write(tmp_path, name, PENDING_TEMPLATE.format(**parts))
+
+
+@pytest.mark.parametrize("where, block, bad, line, col, message", BUILT, ids=BUILT_IDS)
+def test_check_built_feature_is_accepted_and_read(tmp_path, where, block, bad, line, col, message):
+    path = pending_file(tmp_path, "built.yaml", where, block)
     r = run_cli(["-t", "-c", path])
-    if r.returncode == 0:
-        pytest.skip("this feature is built: its key is accepted")
+    assert r.returncode == 0, r.stderr
+    assert "%s: ok" % path in (r.stdout + r.stderr)
+
+    path = pending_file(tmp_path, "built-bad.yaml", where, bad)
+    errs, r = check_invalid(tmp_path, open(path).read())
+    assert [e[:2] for e in errs] == [(line, col)], errs
+    assert message in errs[0][2], errs
+    assert "not supported" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("where, block, line, col", NOT_BUILT, ids=NOT_BUILT_IDS)
+def test_check_not_built_yet_feature_is_reported(tmp_path, where, block, line, col):
+    path = pending_file(tmp_path, "pending.yaml", where, block)
+    r = run_cli(["-t", "-c", path])
     assert r.returncode == 1, r
     errs = error_lines(r.stderr, path)
-    assert any(e[:2] == (line, col) and "not supported yet" in e[2] for e in errs), r.stderr
+    assert [e[:2] for e in errs] == [(line, col)], r.stderr
+    assert "not supported yet" in errs[0][2], r.stderr
 
 
 def test_pending_template_is_valid_without_the_pending_block(tmp_path):
@@ -246,3 +278,39 @@ def test_help_flag(tmp_path):
 def test_unknown_option_fails(tmp_path):
     r = run_cli(["--no-such-option"])
     assert r.returncode != 0
+
+
+# ---- Document limits (issue 9): a hostile or mistyped file is refused fast, with FILE:LINE:COL.
+
+BASE = "listen:\n  - address: 127.0.0.1:8080\npools: { p: { servers: [ 127.0.0.1:9000 ] } }\n"
+
+
+def test_check_deep_flow_nesting_is_refused_fast(tmp_path):
+    """200,000 '[': libyaml alone takes tens of seconds (quadratic); lifeline stops at level 65."""
+    path = write(tmp_path, "deep.yaml", BASE + "x: " + "[" * 200000 + "\n")
+    started = time.monotonic()
+    r = run_cli(["-t", "-c", path], timeout=t(20))
+    took = time.monotonic() - started
+    assert r.returncode == 1, r
+    assert error_lines(r.stderr, path) == [(4, 67, "YAML nesting deeper than 64 levels")], r.stderr
+    assert took < t(2), "lifeline -t took %.2fs" % took
+
+
+def test_check_alias_bomb_is_refused(tmp_path):
+    """Issue 9's shape: 2,001 routes sharing one 2,001-method list through aliases (16 KB of YAML)."""
+    methods = "[" + ", ".join(["GET"] * 2001) + "]"
+    routes = ["&r { pool: p, match: { methods: &m %s } }" % methods] + ["*r"] * 2000
+    path = write(tmp_path, "bomb.yaml", BASE + "routes: [" + ", ".join(routes) + "]\n")
+    r = run_cli(["-t", "-c", path], timeout=t(20))
+    assert r.returncode == 1, r
+    errs = error_lines(r.stderr, path)
+    assert len(errs) == 1 and errs[0][0] == 4, r.stderr
+    assert "more than 100000 nodes once aliases are expanded" in errs[0][2], r.stderr
+
+
+def test_check_oversized_file_is_refused(tmp_path):
+    path = write(tmp_path, "big.yaml", BASE + "#" + "x" * (4 << 20) + "\n")
+    r = run_cli(["-t", "-c", path])
+    assert r.returncode == 1, r
+    assert error_lines(r.stderr, path) == [(1, 1, "the file is larger than 4MiB, the most a configuration may be")], \
+        r.stderr

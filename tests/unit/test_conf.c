@@ -1150,6 +1150,150 @@ static void test_hostport_table(void **state)
     }
 }
 
+/* ---- document limits (issue 9): each is one error at an exact LINE:COL, and nothing more ------- */
+
+#define BASE_YAML "listen: [ { address: 127.0.0.1:8080 } ]\npools: { p: { servers: [ 127.0.0.1:9001 ] } }\n"
+
+/* Loads text (malloc'd by the caller, freed here) and expects exactly one error, at line:col. */
+static void expect_one_error(char *text, unsigned line, unsigned col, const char *want)
+{
+    struct loaded l;
+    load(&l, text);
+    free(text);
+    assert_null(l.c);
+    if (l.n != 1 || !has_error(&l, line, col, want))
+        fail_msg("want one error at %u:%u \"%s\", got %u:\n%s", line, col, want, l.n, l.errs ? l.errs : "");
+    done(&l);
+}
+
+static char *repeat(const char *head, const char *unit, size_t n, const char *tail)
+{
+    size_t hl = strlen(head), ul = strlen(unit), tl = strlen(tail);
+    char *s = malloc(hl + ul * n + tl + 1);
+    assert_non_null(s);
+    memcpy(s, head, hl);
+    for (size_t i = 0; i < n; i++)
+        memcpy(s + hl + i * ul, unit, ul);
+    memcpy(s + hl + ul * n, tail, tl + 1);
+    return s;
+}
+
+static void test_limit_file_size(void **state)
+{
+    (void)state;
+    /* exactly 4MiB (a comment pads the valid base) loads; one byte more is refused at 1:1 */
+    size_t base = strlen(BASE_YAML "#"), pad = (4u << 20) - base - 1;
+    char *text = repeat(BASE_YAML "#", "x", pad, "\n");
+    assert_int_equal(strlen(text), 4u << 20);
+    struct loaded l;
+    load(&l, text);
+    expect_ok(&l);
+    done(&l);
+    free(text);
+    expect_one_error(repeat(BASE_YAML "#", "x", pad + 1, "\n"), 1, 1, "the file is larger than 4MiB");
+    /* from memory too (conf_load_buffer: main.c's re-resolve) */
+    text = repeat(BASE_YAML "#", "x", pad + 1, "\n");
+    char *errs = NULL;
+    size_t len = 0;
+    unsigned n = 0;
+    FILE *err = open_memstream(&errs, &len);
+    assert_null(conf_load_buffer("m.yaml", text, strlen(text), err, &n));
+    fclose(err);
+    assert_int_equal(n, 1);
+    assert_string_equal(errs, "m.yaml:1:1: the file is larger than 4MiB, the most a configuration may be\n");
+    free(errs);
+    free(text);
+}
+
+static void test_limit_depth(void **state)
+{
+    (void)state;
+    /* The root mapping is level 1, so "x: " and 63 '[' reach 64: only the unknown key is reported. */
+    struct loaded l;
+    char *text = repeat(BASE_YAML "x: ", "[", 63, "");
+    char *closed = repeat(text, "]", 63, "\n");
+    free(text);
+    load(&l, closed);
+    free(closed);
+    assert_int_equal(l.n, 1);
+    assert_true(has_error(&l, 3, 1, "unknown top-level key \"x\""));
+    done(&l);
+    /* the 64th '[' (column 3 + 64) opens level 65; the file need not be complete */
+    expect_one_error(repeat("x: ", "[", 64, "]\n"), 1, 67, "YAML nesting deeper than 64 levels");
+    /* 200,000 '[': answered at once, at the same place (libyaml alone takes tens of seconds) */
+    expect_one_error(repeat("x: ", "[", 200000, "\n"), 1, 67, "YAML nesting deeper than 64 levels");
+    /* block nesting counts the same: line 65 ("a:" indented 2 x 64) opens level 65 */
+    char *deep = calloc(1, 70 * 140);
+    assert_non_null(deep);
+    for (int i = 0; i < 70; i++)
+        sprintf(deep + strlen(deep), "%*sa:\n", 2 * i, "");
+    expect_one_error(deep, 65, 129, "YAML nesting deeper than 64 levels");
+}
+
+static void test_limit_aliases(void **state)
+{
+    (void)state;
+    /* Anchored list of 1000 scalars (1001 nodes); before the aliases the document has 1005 nodes
+     * (root, key a, the list, key b, b's list), so alias 99 (column 5 + 98 x 4) passes 100000. */
+    char *a = repeat("a: &a [", "x, ", 999, "x]\n");
+    char *text = repeat(a, "", 0, "");
+    free(a);
+    char *b = repeat("b: [", "*a, ", 200, "*a]\n");
+    char *both = malloc(strlen(text) + strlen(b) + 1);
+    assert_non_null(both);
+    strcpy(both, text);
+    strcat(both, b);
+    free(text);
+    free(b);
+    expect_one_error(both, 2, 397, "more than 100000 nodes once aliases are expanded");
+
+    /* an alias inside its own anchor's value (libyaml composes it as a cycle) */
+    expect_one_error(strdup("a: &x [ 1, *x ]\n"), 1, 12, "alias *x is used inside its own anchor's value");
+
+    /* 1001 anchors: the last one is refused where it starts ("a: [" then "&nnnn x, " each 9 wide) */
+    char *many = malloc(1001 * 16 + 16);
+    assert_non_null(many);
+    strcpy(many, "a: [");
+    for (int i = 0; i < 1001; i++)
+        sprintf(many + strlen(many), "&%04d x%s", i, i < 1000 ? ", " : "]\n");
+    expect_one_error(many, 1, 5 + 1000 * 9, "more than 1000 YAML anchors");
+
+    /* aliases within the limits keep working: one method list shared by two routes */
+    struct loaded l;
+    load(&l, BASE_YAML "routes:\n"
+                       "  - { pool: p, match: { path: /a/, methods: &m [GET, HEAD] } }\n"
+                       "  - { pool: p, match: { path: /b/, methods: *m } }\n");
+    expect_ok(&l);
+    assert_int_equal(l.c->routes[1].nmethods, 2);
+    assert_string_equal(l.c->routes[1].methods[1], "HEAD");
+    done(&l);
+}
+
+/* Found by fuzz_conf: a header name with a line break was echoed raw in "NAME must be a string",
+ * splitting one error over two lines (and breaking the FILE:LINE:COL format of the second). */
+static void test_error_is_one_line(void **state)
+{
+    (void)state;
+    struct loaded l;
+    load(&l, BASE_YAML "routes: [ { pool: p, fallback: { headers: { \"a\\nb\\x1b\": } } } ]\n");
+    assert_null(l.c);
+    assert_int_equal(l.n, 1);
+    assert_int_equal(count_lines(l.errs), 1);
+    assert_true(has_error(&l, 3, 57, "a?b? must be a string, not an empty value"));
+    done(&l);
+}
+
+static void test_balance_names(void **state)
+{
+    (void)state;
+    assert_string_equal(conf_balance_name(BALANCE_ROUND_ROBIN), "round_robin");
+    assert_string_equal(conf_balance_name(BALANCE_LEAST_CONN), "least_conn");
+    assert_string_equal(conf_balance_name(BALANCE_RANDOM_TWO), "random_two");
+    assert_string_equal(conf_balance_name(BALANCE_EWMA), "ewma");
+    assert_string_equal(conf_balance_name(BALANCE_HASH), "hash");
+    assert_string_equal(conf_balance_name((enum conf_balance)99), "?");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1175,6 +1319,11 @@ int main(void)
         cmocka_unit_test(test_duration_table),
         cmocka_unit_test(test_size_table),
         cmocka_unit_test(test_hostport_table),
+        cmocka_unit_test(test_limit_file_size),
+        cmocka_unit_test(test_limit_depth),
+        cmocka_unit_test(test_limit_aliases),
+        cmocka_unit_test(test_error_is_one_line),
+        cmocka_unit_test(test_balance_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

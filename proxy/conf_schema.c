@@ -1,0 +1,1405 @@
+/* conf_schema.c — the configuration schema (SPEC §2): what each key means.
+ *
+ * Owns: one descriptor table per YAML mapping (a key, its type, its range, where it is stored),
+ * the handlers of keys whose value is more than a typed scalar (listen, pools, servers, routes,
+ * retry.on, fallback headers, body and file, ...), the cross-key checks (post hooks), every
+ * default, the name tables of enums (conf_balance_name), the "not supported yet" rejections
+ * (conf_unsupported[]), resolving configured addresses (listeners and admin with getaddrinfo as
+ * they are met; pool server hostnames with dns_resolve() once the whole document is read, so the
+ * `resolver` block applies wherever it is written) and reading fallback files.
+ * Adding a key: its field in conf.h, its default and its table row here (plus a handler here when
+ * it is not a plain duration, size, integer, bool, number, string or name).
+ * Does not own: walking a table and the generic messages (conf_walk.c), scalar syntax
+ * (conf_scalar.c), reading YAML, the document limits, freeing (conf.c), DNS itself (dns.c).
+ */
+#include "conf_int.h"
+#include "dns.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ---- Table vocabulary -------------------------------------------------------------------- */
+
+#define F_DUR(k, T, m, l, h)  { .key = k, .type = CT_DURATION, .off = offsetof(T, m), .lo = l, .hi = h }
+#define F_SIZE(k, T, m, l, h) { .key = k, .type = CT_SIZE, .off = offsetof(T, m), .lo = l, .hi = h }
+#define F_UINT(k, T, m, l, h) { .key = k, .type = CT_UINT, .off = offsetof(T, m), .lo = l, .hi = h }
+#define F_BOOL(k, T, m)       { .key = k, .type = CT_BOOL, .off = offsetof(T, m) }
+#define F_DBL(k, T, m, l, h)  { .key = k, .type = CT_DOUBLE, .off = offsetof(T, m), .dlo = l, .dhi = h }
+#define F_STR(k, T, m, minlen) { .key = k, .type = CT_STRING, .off = offsetof(T, m), .lo = minlen }
+#define F_ENUM(k, T, m, n)    { .key = k, .type = CT_ENUM, .off = offsetof(T, m), .names = n }
+#define F_BLOCK(k, b)         { .key = k, .type = CT_BLOCK, .block = &(b) }
+#define F_BLOCKF(k, b, T, flag) { .key = k, .type = CT_BLOCK, .block = &(b), .has_flag = true, \
+                                  .flag_off = offsetof(T, flag) }
+#define F_FN(k, f)            { .key = k, .type = CT_CUSTOM, .fn = f }
+#define F_FNO(k, f, T, m)     { .key = k, .type = CT_CUSTOM, .fn = f, .off = offsetof(T, m) }
+#define F_LIST(k, f, T, m, n) { .key = k, .type = CT_CUSTOM, .fn = f, .off = offsetof(T, m), \
+                                .off2 = offsetof(T, n) }
+#define BLOCK(name, fields, post) \
+    _Static_assert(sizeof fields / sizeof fields[0] <= CONF_MAX_FIELDS, "raise CONF_MAX_FIELDS"); \
+    static const struct conf_block name = { fields, sizeof fields / sizeof fields[0], post }
+
+_Static_assert(sizeof(enum conf_balance) == sizeof(unsigned), "enums are stored as unsigned");
+_Static_assert(sizeof(enum conf_hash_key) == sizeof(unsigned), "enums are stored as unsigned");
+_Static_assert(sizeof(enum conf_host_header) == sizeof(unsigned), "enums are stored as unsigned");
+_Static_assert(sizeof(enum conf_log_format) == sizeof(unsigned), "enums are stored as unsigned");
+
+static conf_handler conf_h_listen, conf_h_listen_addr, conf_h_certs, conf_h_tls_version,
+    conf_h_admin_addr, conf_h_workers, conf_h_resolvers, conf_h_pools, conf_h_routes_defer,
+    conf_h_servers, conf_h_server_addr, conf_h_hash_key, conf_h_connect_race, conf_h_expect, conf_h_path,
+    conf_h_route_name, conf_h_route_pool, conf_h_host, conf_h_methods, conf_h_retry_on,
+    conf_h_headers, conf_h_body, conf_h_file, conf_h_outlier;
+
+static void conf_post_pool_tls(struct conf_loader *, yaml_node_t *, void *, yaml_node_t *const *);
+static void conf_post_outlier(struct conf_loader *, yaml_node_t *, void *, yaml_node_t *const *);
+static void conf_post_route_timeouts(struct conf_loader *, yaml_node_t *, void *, yaml_node_t *const *);
+static void conf_post_backoff(struct conf_loader *, yaml_node_t *, void *, yaml_node_t *const *);
+static void conf_post_fallback(struct conf_loader *, yaml_node_t *, void *, yaml_node_t *const *);
+static void conf_post_route(struct conf_loader *, yaml_node_t *, void *, yaml_node_t *const *);
+
+static const char *const conf_balance_names[] = { "round_robin", "least_conn", "random_two", "ewma", "hash", NULL };
+static const char *const conf_host_header_names[] = { "preserve", "upstream", NULL };
+static const char *const conf_log_format_names[] = { "json", NULL };
+
+/* listen: [ { address, tls: { certificates: [ { cert, key } ], min_version } } ] */
+static const struct conf_field conf_cert_fields[] = {
+    F_STR("cert", struct conf_cert, cert, 1),
+    F_STR("key", struct conf_cert, key, 1),
+};
+BLOCK(conf_blk_cert, conf_cert_fields, NULL);
+
+static const struct conf_field conf_listener_tls_fields[] = {
+    { .key = "certificates", .type = CT_CUSTOM, .fn = conf_h_certs, .required = true },
+    F_FN("min_version", conf_h_tls_version),
+};
+BLOCK(conf_blk_listener_tls, conf_listener_tls_fields, NULL);
+
+static const struct conf_field conf_listener_fields[] = {
+    { .key = "address", .type = CT_CUSTOM, .fn = conf_h_listen_addr, .required = true },
+    F_BLOCKF("tls", conf_blk_listener_tls, struct conf_listener, tls_enabled),
+};
+BLOCK(conf_blk_listener, conf_listener_fields, NULL);
+
+/* Top-level blocks. Client timeouts: at least 1ms (0 would time out at once). */
+static const struct conf_field conf_admin_fields[] = {
+    { .key = "address", .type = CT_CUSTOM, .fn = conf_h_admin_addr, .required = true },
+};
+BLOCK(conf_blk_admin, conf_admin_fields, NULL);
+
+static const struct conf_field conf_access_log_fields[] = {
+    F_STR("path", struct conf, access_log.path, 1),   /* stdout | stderr | off | a file */
+    F_ENUM("format", struct conf, access_log.format, conf_log_format_names),
+};
+BLOCK(conf_blk_access_log, conf_access_log_fields, NULL);
+
+static const struct conf_field conf_resolver_fields[] = {
+    F_FN("servers", conf_h_resolvers),
+    F_DUR("timeout", struct conf, resolver.timeout, MS(1), MIN(1)),
+};
+BLOCK(conf_blk_resolver, conf_resolver_fields, NULL);
+
+/* stale_store: one store for the process. size 0 keeps nothing; an entry is at most 64MiB (a copy
+ * being made is held in one buffer of up to max_entry bytes per request) and at most size. */
+static void conf_post_stale_store(struct conf_loader *ld, yaml_node_t *map, void *obj, yaml_node_t *const *seen)
+{
+    struct conf *c = obj;
+    char a[32], b[32];
+    (void)seen;
+    if (c->stale_store.size && c->stale_store.max_entry > c->stale_store.size) {
+        yaml_node_t *m = conf_lookup(ld, map, "max_entry");
+        conf_fmt_size(a, sizeof a, c->stale_store.max_entry);
+        conf_fmt_size(b, sizeof b, c->stale_store.size);
+        conf_err(ld, m ? m : map, "stale_store max_entry (%s) must not exceed size (%s)", a, b);
+    }
+}
+
+static const struct conf_field conf_stale_store_fields[] = {
+    F_SIZE("size", struct conf, stale_store.size, 0, GIB(64)),
+    F_SIZE("max_entry", struct conf, stale_store.max_entry, KIB(1), MIB(64)),
+};
+BLOCK(conf_blk_stale_store, conf_stale_store_fields, conf_post_stale_store);
+
+static const struct conf_field conf_client_fields[] = {
+    F_DUR("header_timeout", struct conf, client.header_timeout, MS(1), CONF_DUR_MAX),
+    F_DUR("body_timeout", struct conf, client.body_timeout, MS(1), CONF_DUR_MAX),
+    F_DUR("idle_timeout", struct conf, client.idle_timeout, MS(1), CONF_DUR_MAX),
+    F_DUR("send_timeout", struct conf, client.send_timeout, MS(1), CONF_DUR_MAX),
+};
+BLOCK(conf_blk_client, conf_client_fields, NULL);
+
+/* max_header_bytes: below 1KiB real browsers' heads no longer fit; above 1MiB it is a memory risk
+ * per connection. max_connections: 1..1000000 per process. max_body_bytes: 0 = unlimited. */
+static const struct conf_field conf_limits_fields[] = {
+    F_UINT("max_connections", struct conf, limits.max_connections, 1, 1000000),
+    F_SIZE("max_header_bytes", struct conf, limits.max_header_bytes, KIB(1), MIB(1)),
+    F_SIZE("max_body_bytes", struct conf, limits.max_body_bytes, 0, CONF_NOLIMIT),
+};
+BLOCK(conf_blk_limits, conf_limits_fields, NULL);
+
+static const struct conf_field conf_top_fields[] = {
+    { .key = "listen", .type = CT_CUSTOM, .fn = conf_h_listen, .required = true },
+    F_BLOCKF("admin", conf_blk_admin, struct conf, admin.enabled),
+    F_FN("workers", conf_h_workers),                                 /* auto | 1..256 */
+    F_DUR("shutdown_timeout", struct conf, shutdown_timeout, 0, CONF_DUR_MAX),
+    F_BLOCK("access_log", conf_blk_access_log),
+    F_BLOCK("stale_store", conf_blk_stale_store),
+    F_BLOCK("resolver", conf_blk_resolver),
+    F_BLOCK("client", conf_blk_client),
+    F_BLOCK("limits", conf_blk_limits),
+    F_FN("pools", conf_h_pools),
+    F_FN("routes", conf_h_routes_defer),
+};
+BLOCK(conf_blk_top, conf_top_fields, NULL);
+
+/* pools: NAME: { servers: [ { address, weight } ], ... }. weight 1..1000; keepalive 0..65535 idle
+ * connections (0 = no reuse); per-attempt timeouts at least 1ms. */
+static const struct conf_field conf_server_fields[] = {
+    { .key = "address", .type = CT_CUSTOM, .fn = conf_h_server_addr, .required = true },
+    F_UINT("weight", struct conf_server, weight, 1, 1000),
+};
+BLOCK(conf_blk_server, conf_server_fields, NULL);
+
+static const struct conf_field conf_pool_timeouts_fields[] = {
+    F_DUR("connect", struct conf_pool, timeouts.connect, MS(1), CONF_DUR_MAX),
+    F_DUR("response", struct conf_pool, timeouts.response, MS(1), CONF_DUR_MAX),
+    F_DUR("read", struct conf_pool, timeouts.read, MS(1), CONF_DUR_MAX),
+};
+BLOCK(conf_blk_pool_timeouts, conf_pool_timeouts_fields, NULL);
+
+static const struct conf_field conf_pool_tls_fields[] = {
+    F_BOOL("enabled", struct conf_pool, tls.enabled),
+    F_BOOL("verify", struct conf_pool, tls.verify),
+    F_STR("ca", struct conf_pool, tls.ca, 1),                        /* system | a PEM file */
+    F_STR("sni", struct conf_pool, tls.sni, 0),
+    F_STR("client_cert", struct conf_pool, tls.client_cert, 0),
+    F_STR("client_key", struct conf_pool, tls.client_key, 0),
+};
+BLOCK(conf_blk_pool_tls, conf_pool_tls_fields, conf_post_pool_tls);
+
+/* rise/fall 1..100 checks; expect a status or a range within 100..599. */
+static const struct conf_field conf_health_fields[] = {
+    F_FNO("path", conf_h_path, struct conf_pool, health.path),
+    F_DUR("interval", struct conf_pool, health.interval, MS(1), CONF_DUR_MAX),
+    F_DUR("timeout", struct conf_pool, health.timeout, MS(1), CONF_DUR_MAX),
+    F_UINT("rise", struct conf_pool, health.rise, 1, 100),
+    F_UINT("fall", struct conf_pool, health.fall, 1, 100),
+    F_FN("expect", conf_h_expect),
+};
+BLOCK(conf_blk_health, conf_health_fields, NULL);
+
+/* consecutive_failures 1..1000; max_ejected_percent 0..100; max_ejection >= ejection. */
+static const struct conf_field conf_outlier_fields[] = {
+    F_UINT("consecutive_failures", struct conf_pool, outlier.consecutive_failures, 1, 1000),
+    F_DUR("ejection", struct conf_pool, outlier.ejection, MS(1), CONF_DUR_MAX),
+    F_DUR("max_ejection", struct conf_pool, outlier.max_ejection, MS(1), CONF_DUR_MAX),
+    F_UINT("max_ejected_percent", struct conf_pool, outlier.max_ejected_percent, 0, 100),
+};
+BLOCK(conf_blk_outlier, conf_outlier_fields, conf_post_outlier);
+
+static const struct conf_field conf_pool_fields[] = {
+    { .key = "servers", .type = CT_CUSTOM, .fn = conf_h_servers, .required = true },
+    F_DUR("resolve_interval", struct conf_pool, resolve_interval, 0, CONF_DUR_MAX),
+    F_ENUM("balance", struct conf_pool, balance, conf_balance_names),
+    F_FN("hash_key", conf_h_hash_key),                               /* source | uri | header:NAME */
+    F_UINT("keepalive", struct conf_pool, keepalive, 0, 65535),
+    F_DUR("keepalive_timeout", struct conf_pool, keepalive_timeout, MS(1), CONF_DUR_MAX),
+    F_BLOCK("timeouts", conf_blk_pool_timeouts),
+    F_FN("connect_race", conf_h_connect_race),                       /* auto | a duration (0s = off) */
+    F_BLOCK("tls", conf_blk_pool_tls),
+    F_BLOCKF("health", conf_blk_health, struct conf_pool, health.enabled),
+    F_FN("outlier", conf_h_outlier),                                 /* a mapping, or off */
+    F_DUR("slow_start", struct conf_pool, slow_start, 0, CONF_DUR_MAX),
+};
+BLOCK(conf_blk_pool, conf_pool_fields, NULL);
+
+/* routes: [ { name, match, pool, ... } ]. */
+static const struct conf_field conf_match_fields[] = {
+    F_FN("host", conf_h_host),                                       /* lowercase; *.example.com */
+    F_FNO("path", conf_h_path, struct conf_route, path),             /* a prefix starting with / */
+    F_LIST("methods", conf_h_methods, struct conf_route, methods, nmethods),
+};
+BLOCK(conf_blk_match, conf_match_fields, NULL);
+
+static const struct conf_field conf_route_timeouts_fields[] = {
+    F_DUR("total", struct conf_route, total_timeout, MS(1), CONF_DUR_MAX),
+    F_DUR("connect", struct conf_route, timeouts.connect, MS(1), CONF_DUR_MAX),
+    F_DUR("response", struct conf_route, timeouts.response, MS(1), CONF_DUR_MAX),
+    F_DUR("read", struct conf_route, timeouts.read, MS(1), CONF_DUR_MAX),
+};
+BLOCK(conf_blk_route_timeouts, conf_route_timeouts_fields, conf_post_route_timeouts);
+
+static const struct conf_field conf_backoff_fields[] = {
+    F_DUR("base", struct conf_route, retry.backoff_base, 0, MIN(1)),
+    F_DUR("max", struct conf_route, retry.backoff_max, 0, MIN(1)),
+};
+BLOCK(conf_blk_backoff, conf_backoff_fields, conf_post_backoff);
+
+/* ratio 0..1 of the requests of the last 10 s; min_per_second 0..100000 (the floor). */
+static const struct conf_field conf_budget_fields[] = {
+    F_DBL("ratio", struct conf_route, retry.budget_ratio, 0.0, 1.0),
+    F_DBL("min_per_second", struct conf_route, retry.budget_min_per_second, 0.0, 100000.0),
+};
+BLOCK(conf_blk_budget, conf_budget_fields, NULL);
+
+static const struct conf_field conf_hedge_fields[] = {
+    F_DUR("after", struct conf_route, retry.hedge_after, 0, CONF_DUR_MAX),
+};
+BLOCK(conf_blk_hedge, conf_hedge_fields, NULL);
+
+/* attempts 1..10 (more only multiplies load on a struggling pool); buffer_body 0..64MiB, kept in
+ * memory per request. */
+static const struct conf_field conf_retry_fields[] = {
+    F_UINT("attempts", struct conf_route, retry.attempts, 1, 10),
+    F_FN("on", conf_h_retry_on),
+    F_LIST("methods", conf_h_methods, struct conf_route, retry.methods, retry.nmethods),
+    F_BLOCK("backoff", conf_blk_backoff),
+    F_BLOCK("budget", conf_blk_budget),
+    F_BLOCK("hedge", conf_blk_hedge),
+    F_SIZE("buffer_body", struct conf_route, retry.buffer_body, 0, MIB(64)),
+};
+BLOCK(conf_blk_retry, conf_retry_fields, NULL);
+
+/* status 200..599: a fallback answers in place of an upstream, 1xx makes no sense there. */
+static const struct conf_field conf_fallback_fields[] = {
+    F_UINT("status", struct conf_route, fallback.status, 200, 599),
+    F_FN("headers", conf_h_headers),
+    F_FN("body", conf_h_body),
+    F_FN("file", conf_h_file),
+    F_DUR("stale", struct conf_route, fallback.stale, 0, CONF_DUR_MAX),
+};
+BLOCK(conf_blk_fallback, conf_fallback_fields, conf_post_fallback);
+
+static const struct conf_field conf_route_fields[] = {
+    F_FN("name", conf_h_route_name),
+    F_BLOCK("match", conf_blk_match),
+    { .key = "pool", .type = CT_CUSTOM, .fn = conf_h_route_pool, .required = true },
+    F_BOOL("strip_prefix", struct conf_route, strip_prefix),
+    F_ENUM("host_header", struct conf_route, host_header, conf_host_header_names),
+    F_SIZE("max_body_bytes", struct conf_route, max_body_bytes, 0, CONF_NOLIMIT),
+    F_BLOCK("timeouts", conf_blk_route_timeouts),
+    F_BLOCKF("retry", conf_blk_retry, struct conf_route, retry.set),
+    F_BLOCKF("fallback", conf_blk_fallback, struct conf_route, fallback.enabled),
+};
+BLOCK(conf_blk_route, conf_route_fields, conf_post_route);
+
+/* ---- Not supported yet -------------------------------------------------------------------
+ * Keys the schema parses and validates in full, for features the proxy does not implement yet. A
+ * file that writes one is rejected at that key, so nobody believes they are protected by, say, a
+ * health check that never runs. When a feature lands, delete its line: nothing else refers to it.
+ * Only keys written in the file are checked, and only when their value was valid: defaults never
+ * trigger a rejection. conf_load_flags(CONF_LOAD_UNSUPPORTED) skips the table (schema tests). */
+
+static bool conf_u_tls(const void *o) { return ((const struct conf_pool *)o)->tls.enabled; }
+
+static const struct conf_unsupported {
+    const struct conf_block *block;     /* the mapping the key belongs to */
+    const char *key;
+    const char *name;                   /* reported as "NAME is not supported yet" */
+    bool (*active)(const void *obj);    /* NULL: writing the key at all; obj = the block's root */
+} conf_unsupported[] = {
+    { &conf_blk_listener,   "tls",              "listener tls",     NULL },
+    { &conf_blk_pool_tls,   "enabled",          "upstream tls",     conf_u_tls },
+};
+
+void conf_check_unsupported(struct conf_loader *ld, const struct conf_block *blk, yaml_node_t *key,
+                            const void *obj)
+{
+    if (ld->flags & CONF_LOAD_UNSUPPORTED)
+        return;
+    for (size_t i = 0; i < sizeof conf_unsupported / sizeof conf_unsupported[0]; i++) {
+        const struct conf_unsupported *u = &conf_unsupported[i];
+        if (u->block == blk && !strcmp(u->key, (const char *)key->data.scalar.value) &&
+            (!u->active || u->active(obj)))
+            conf_err(ld, key, "%s is not supported yet", u->name);
+    }
+}
+
+/* ---- Addresses --------------------------------------------------------------------------- */
+
+/* Splits the address written at v into *host (no brackets; the caller owns it whatever the
+ * result) and *port. Returns 0 with *num filled when the host is numeric (AI_NUMERICHOST never
+ * leaves the process), 1 when it is a name to look up, -1 after reporting the error at v. */
+static int conf_addr_split(struct conf_loader *ld, yaml_node_t *v, const char *text, char **host, uint16_t *port,
+                           struct conf_sockaddr *num)
+{
+    char q[CONF_QUOTE_MAX + 8];
+    bool br;
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST };
+    struct addrinfo *res = NULL;
+
+    *host = NULL;
+    switch (conf_hostport(text, host, port, &br)) {
+    case HP_OK:
+        break;
+    case HP_V6:
+        conf_err(ld, v, "bad address %s: an IPv6 address goes in brackets, as in [::1]:8080", conf_quote(q, text));
+        return -1;
+    case HP_PORT:
+        conf_err(ld, v, "bad port in %s: expected 1..65535", conf_quote(q, text));
+        return -1;
+    case HP_OOM:
+        ld->oom = true;
+        return -1;
+    default:
+        conf_err(ld, v, "bad address %s: expected host:port or [v6]:port", conf_quote(q, text));
+        return -1;
+    }
+    if (getaddrinfo(*host, NULL, &hints, &res) == 0) {
+        int r = conf_sockaddr_set(num, res->ai_addr, *port);
+        freeaddrinfo(res);
+        if (r == 0)
+            return 0;
+    }
+    if (br) {
+        conf_err(ld, v, "bad address %s: brackets hold an IPv6 address", conf_quote(q, text));
+        return -1;
+    }
+    return 1;
+}
+
+/* One address for something lifeline binds to: a numeric IP, or a name (localhost) whose first
+ * address from getaddrinfo is taken, now (binding needs no re-resolution, nor the resolver block). */
+static int conf_bind_addr(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v,
+                          char **address, struct conf_sockaddr *addr)
+{
+    const char *s = conf_scalar(ld, f->key, v, "host:port");
+    char q[CONF_QUOTE_MAX + 8];
+    char *host = NULL;
+    uint16_t port;
+    struct conf_sockaddr a;
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+    struct addrinfo *res = NULL;
+    int rc = -1;
+    if (!s)
+        return -1;
+    switch (conf_addr_split(ld, v, s, &host, &port, &a)) {
+    case 0:
+        break;
+    case 1: {
+        int g = getaddrinfo(host, NULL, &hints, &res);
+        if (g) {
+            conf_err(ld, v, "cannot resolve %s: %s", conf_quote(q, host),
+                     g == EAI_SYSTEM ? strerror(errno) : gai_strerror(g));
+            goto out;
+        }
+        struct addrinfo *ai;
+        for (ai = res; ai && conf_sockaddr_set(&a, ai->ai_addr, port); ai = ai->ai_next)
+            ;
+        if (!ai) {
+            conf_err(ld, v, "cannot resolve %s: no IPv4 or IPv6 address", conf_quote(q, host));
+            goto out;
+        }
+        break;
+    }
+    default:
+        goto out;
+    }
+    *addr = a;
+    conf_set_str(ld, address, s);
+    rc = 0;
+out:
+    if (res)
+        freeaddrinfo(res);
+    free(host);
+    return rc;
+}
+
+/* ---- Custom handlers: top level ---------------------------------------------------------- */
+
+static int conf_h_listen(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
+                         const char *where)
+{
+    struct conf *c = obj;
+    char q[CONF_QUOTE_MAX + 8];
+    (void)where;
+    size_t n;
+    if (!(c->listeners = conf_expect_list(ld, v, f->key, "a list of listeners",
+                                          "listen needs at least one listener", sizeof *c->listeners, &n)))
+        return -1;
+    unsigned before = (unsigned)ld->nerrs;
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *item = conf_node(ld, v->data.sequence.items.start[i]);
+        struct conf_listener *l = &c->listeners[c->nlisteners++];
+        char w[64];
+        l->tls_min_version = 0x0303;
+        snprintf(w, sizeof w, "listener %zu", i + 1);
+        if (item)
+            conf_map(ld, "a listener", item, &conf_blk_listener, l, w);
+    }
+    /* Two listeners on one address would fail at bind with a less helpful message. */
+    for (size_t i = 0; i < c->nlisteners; i++) {
+        for (size_t j = 0; j < i; j++) {
+            if (!c->listeners[i].address || !c->listeners[j].address ||
+                !conf_sockaddr_eq(&c->listeners[i].addr, &c->listeners[j].addr))
+                continue;
+            yaml_node_t *a = conf_lookup(ld, conf_node(ld, v->data.sequence.items.start[i]), "address");
+            yaml_node_t *b = conf_lookup(ld, conf_node(ld, v->data.sequence.items.start[j]), "address");
+            if (a && b)
+                conf_err(ld, a, "duplicate listener address %s (first at line %lu)",
+                         conf_quote(q, c->listeners[i].addr.text), (unsigned long)b->start_mark.line + 1);
+            break;
+        }
+    }
+    return ld->nerrs == before ? 0 : -1;
+}
+
+static int conf_h_listen_addr(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v,
+                              void *obj, const char *where)
+{
+    struct conf_listener *l = obj;
+    (void)where;
+    return conf_bind_addr(ld, f, v, &l->address, &l->addr);
+}
+
+static int conf_h_admin_addr(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v,
+                             void *obj, const char *where)
+{
+    struct conf *c = obj;
+    (void)where;
+    return conf_bind_addr(ld, f, v, &c->admin.address, &c->admin.addr);
+}
+
+static int conf_h_certs(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
+                        const char *where)
+{
+    struct conf_listener *l = obj;
+    size_t n;
+    if (!(l->certs = conf_expect_list(ld, v, f->key, "a list of { cert, key }",
+                                      "certificates needs at least one { cert, key }", sizeof *l->certs, &n)))
+        return -1;
+    unsigned before = (unsigned)ld->nerrs;
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *item = conf_node(ld, v->data.sequence.items.start[i]);
+        char w[256];
+        snprintf(w, sizeof w, "certificate %zu of %s", i + 1, where);
+        if (item)
+            conf_map(ld, "a certificate", item, &conf_blk_cert, &l->certs[l->ncerts++], w);
+    }
+    return ld->nerrs == before ? 0 : -1;
+}
+
+static int conf_h_tls_version(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v,
+                              void *obj, const char *where)
+{
+    struct conf_listener *l = obj;
+    char q[CONF_QUOTE_MAX + 8];
+    const char *s = conf_scalar(ld, f->key, v, "TLSv1.2 or TLSv1.3");
+    (void)where;
+    if (!s)
+        return -1;
+    if (!strcmp(s, "TLSv1.2"))
+        l->tls_min_version = 0x0303;
+    else if (!strcmp(s, "TLSv1.3"))
+        l->tls_min_version = 0x0304;
+    else {
+        conf_err(ld, v, "min_version must be TLSv1.2 or TLSv1.3, not %s", conf_quote(q, s));
+        return -1;
+    }
+    return 0;
+}
+
+static int conf_h_workers(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
+                          const char *where)
+{
+    struct conf *c = obj;
+    char q[CONF_QUOTE_MAX + 8];
+    uint64_t n;
+    const char *s = conf_scalar(ld, f->key, v, "auto or a number of threads");
+    (void)where;
+    if (!s)
+        return -1;
+    if (!strcmp(s, "auto")) {
+        c->workers = 0;             /* resolved at the end of the load */
+        return 0;
+    }
+    if (conf_uint(s, &n) || n < 1 || n > CONF_WORKERS_MAX) {
+        conf_err(ld, v, "workers must be auto or between 1 and %u, not %s", CONF_WORKERS_MAX, conf_quote(q, s));
+        return -1;
+    }
+    c->workers = (unsigned)n;
+    return 0;
+}
+
+/* resolver.servers: `system`, or a list of numeric host:port (a DNS server is not looked up). */
+static int conf_h_resolvers(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v,
+                            void *obj, const char *where)
+{
+    struct conf *c = obj;
+    char q[CONF_QUOTE_MAX + 8];
+    (void)where;
+    if (v->type == YAML_SCALAR_NODE && !strcmp((const char *)v->data.scalar.value, "system")) {
+        c->resolver.system = true;
+        return 0;
+    }
+    size_t n;
+    if (!(c->resolver.servers = conf_expect_list(ld, v, f->key, "system or a list of host:port",
+                                                 "servers needs at least one host:port (or write system)",
+                                                 sizeof *c->resolver.servers, &n)))
+        return -1;
+    c->resolver.system = false;
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *item = conf_node(ld, v->data.sequence.items.start[i]);
+        const char *s = item ? conf_scalar(ld, "a resolver server", item, "host:port") : NULL;
+        char *host = NULL;
+        uint16_t port;
+        bool br;
+        if (!s) {
+            rc = -1;
+            continue;
+        }
+        enum conf_hp hp = conf_hostport(s, &host, &port, &br);
+        struct in6_addr a6;
+        if (hp == HP_OOM) {
+            ld->oom = true;
+            rc = -1;
+        } else if (hp != HP_OK || (inet_pton(AF_INET, host, &a6) != 1 && inet_pton(AF_INET6, host, &a6) != 1)) {
+            conf_err(ld, item, "bad resolver address %s: expected a numeric IP and a port, as in 10.0.0.2:53",
+                     conf_quote(q, s));
+            rc = -1;
+        } else if ((c->resolver.servers[c->resolver.nservers] = conf_strdup(ld, s))) {
+            c->resolver.nservers++;
+        }
+        free(host);
+    }
+    return rc;
+}
+
+/* ---- Custom handlers: pools -------------------------------------------------------------- */
+
+static void conf_pool_defaults(struct conf_loader *ld, struct conf_pool *p)
+{
+    p->resolve_interval = (int64_t)SEC(30);
+    p->balance = BALANCE_EWMA;
+    p->connect_race = CONF_CONNECT_RACE_AUTO;
+    p->hash_key = HASH_SOURCE;
+    p->keepalive = 256;
+    p->keepalive_timeout = (int64_t)SEC(60);
+    p->timeouts = (struct conf_timeouts){ (int64_t)SEC(1), (int64_t)SEC(10), (int64_t)SEC(30) };
+    p->tls.verify = true;
+    p->tls.ca = conf_strdup(ld, "system");
+    p->tls.sni = conf_strdup(ld, "");
+    p->tls.client_cert = conf_strdup(ld, "");
+    p->tls.client_key = conf_strdup(ld, "");
+    p->health.path = conf_strdup(ld, "/healthz");
+    p->health.interval = (int64_t)SEC(5);
+    p->health.timeout = (int64_t)SEC(1);
+    p->health.rise = 2;
+    p->health.fall = 3;
+    p->health.expect_lo = 200;
+    p->health.expect_hi = 399;
+    p->outlier.enabled = true;   /* on when absent (SPEC §2); `outlier: off` disables */
+    p->outlier.consecutive_failures = 5;
+    p->outlier.ejection = (int64_t)SEC(10);
+    p->outlier.max_ejection = (int64_t)MIN(5);
+    p->outlier.max_ejected_percent = 50;
+}
+
+static int conf_h_pools(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
+                        const char *where)
+{
+    struct conf *c = obj;
+    char q[CONF_QUOTE_MAX + 8];
+    (void)where;
+    if (conf_is_null(v))
+        return 0;                   /* `pools:` left empty: no pools (and so no routes) */
+    if (!conf_expect_node(ld, v, YAML_MAPPING_NODE, f->key, "a mapping of pool names to pools"))
+        return -1;
+    size_t n = conf_map_len(v);
+    if (!(c->pools = conf_calloc(ld, n, sizeof *c->pools)))
+        return -1;
+    unsigned before = (unsigned)ld->nerrs;
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_pair_t *pr = &v->data.mapping.pairs.start[i];
+        yaml_node_t *k = conf_node(ld, pr->key), *val = conf_node(ld, pr->value);
+        if (!k || !val)
+            continue;
+        if (k->type != YAML_SCALAR_NODE) {
+            conf_err(ld, k, "a pool name must be a name, not %s", conf_describe(k, q));
+            continue;
+        }
+        const char *name = (const char *)k->data.scalar.value;
+        if (!conf_name_ok(name)) {
+            conf_err(ld, k, "bad pool name %s: use letters, digits, '_', '-' and '.' (at most 64)", conf_quote(q, name));
+            continue;
+        }
+        size_t j;
+        for (j = 0; j < i; j++) {
+            yaml_node_t *pk = conf_node(ld, v->data.mapping.pairs.start[j].key);
+            if (pk && pk->type == YAML_SCALAR_NODE && !strcmp((const char *)pk->data.scalar.value, name))
+                break;
+        }
+        if (j < i) {
+            conf_err(ld, k, "duplicate pool %s (first at line %lu)", conf_quote(q, name),
+                     (unsigned long)conf_node(ld, v->data.mapping.pairs.start[j].key)->start_mark.line + 1);
+            continue;
+        }
+        struct conf_pool *p = &c->pools[c->npools++];
+        conf_pool_defaults(ld, p);
+        p->name = conf_strdup(ld, name);
+        char w[96];
+        snprintf(w, sizeof w, "pool %s", conf_quote(q, name));
+        conf_map(ld, "a pool", val, &conf_blk_pool, p, w);
+    }
+    return ld->nerrs == before ? 0 : -1;
+}
+
+static int conf_h_servers(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
+                          const char *where)
+{
+    struct conf_pool *p = obj;
+    char empty[160];
+    snprintf(empty, sizeof empty, "%s needs at least one server", where);
+    size_t n;
+    if (!(p->servers = conf_expect_list(ld, v, f->key, "a list of { address, weight }",
+                                        empty, sizeof *p->servers, &n)))
+        return -1;
+    unsigned before = (unsigned)ld->nerrs;
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *item = conf_node(ld, v->data.sequence.items.start[i]);
+        struct conf_server *s = &p->servers[p->nservers++];
+        char w[160];
+        s->weight = 1;
+        if (!item)
+            continue;
+        /* A bare "host:port" is shorthand for { address: host:port }. */
+        if (item->type == YAML_SCALAR_NODE && !conf_is_null(item)) {
+            static const struct conf_field addr = { .key = "address" };
+            conf_h_server_addr(ld, &addr, item, s, where);
+            continue;
+        }
+        snprintf(w, sizeof w, "server %zu of %s", i + 1, where);
+        conf_map(ld, "a server", item, &conf_blk_server, s, w);
+    }
+    return ld->nerrs == before ? 0 : -1;
+}
+
+/* A server's address: a numeric one is final now; a hostname is queued and looked up after the
+ * walk (conf_resolve_servers), when the resolver block is known wherever it is written. */
+static int conf_h_server_addr(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v,
+                              void *obj, const char *where)
+{
+    struct conf_server *s = obj;
+    const char *text = conf_scalar(ld, f->key, v, "host:port");
+    struct conf_sockaddr num;
+    (void)where;
+    if (!text)
+        return -1;
+    free(s->host);
+    free(s->addrs);
+    s->host = NULL;
+    s->addrs = NULL;
+    s->naddrs = 0;
+    s->named = false;
+    int r = conf_addr_split(ld, v, text, &s->host, &s->port, &num);
+    if (r < 0)
+        return -1;
+    if (r == 0) {
+        if (!(s->addrs = conf_calloc(ld, 1, sizeof *s->addrs)))
+            return -1;
+        s->addrs[0] = num;
+        s->naddrs = 1;
+    } else {
+        if (ld->npending == ld->cappending) {
+            size_t cap = ld->cappending ? ld->cappending * 2 : 8;
+            struct conf_pending *p = realloc(ld->pending, cap * sizeof *p);
+            if (!p) {
+                ld->oom = true;
+                return -1;
+            }
+            ld->pending = p;
+            ld->cappending = cap;
+        }
+        ld->pending[ld->npending++] = (struct conf_pending){ s, v->start_mark, NULL };
+        s->named = true;
+    }
+    conf_set_str(ld, &s->address, text);
+    return 0;
+}
+
+/* Looks up every server queued by conf_h_server_addr, each distinct name once (names compare
+ * case-insensitively; a later server with the same name copies the answer with its own port).
+ * Skipped when the resolver block itself has errors: lookups through a half-read resolver would
+ * only add misleading "cannot resolve" lines to the real mistake. */
+static void conf_resolve_servers(struct conf_loader *ld, yaml_node_t *root)
+{
+    char q[CONF_QUOTE_MAX + 8];
+    yaml_node_t *rn = conf_lookup(ld, root, "resolver");
+    if (ld->oom || (rn && conf_error_within(ld, rn)))
+        return;
+    for (size_t i = 0; i < ld->npending; i++) {
+        struct conf_pending *pd = &ld->pending[i];
+        struct conf_server *s = pd->s;
+        size_t j;
+        for (j = 0; j < i && strcasecmp(ld->pending[j].s->host, s->host); j++)
+            ;
+        if (j < i) {
+            const struct conf_pending *prev = &ld->pending[j];
+            if (prev->why) {
+                conf_err_mark(ld, pd->mark, "cannot resolve %s: %s", conf_quote(q, s->host), prev->why);
+                continue;
+            }
+            if (!prev->s->naddrs || !(s->addrs = conf_calloc(ld, prev->s->naddrs, sizeof *s->addrs)))
+                continue;
+            for (size_t k = 0; k < prev->s->naddrs; k++) {
+                struct conf_sockaddr tmp = prev->s->addrs[k];
+                conf_sockaddr_set(&s->addrs[k], (const struct sockaddr *)&tmp.ss, s->port);
+            }
+            s->naddrs = prev->s->naddrs;
+            continue;
+        }
+        char why[512];
+        if (dns_resolve(ld->c, s->host, s->port, &s->addrs, &s->naddrs, why, sizeof why)) {
+            conf_err_mark(ld, pd->mark, "cannot resolve %s: %s", conf_quote(q, s->host), why);
+            if (!(pd->why = strdup(why)))
+                ld->oom = true;
+        }
+    }
+}
+
+static int conf_h_hash_key(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
+                           const char *where)
+{
+    struct conf_pool *p = obj;
+    char q[CONF_QUOTE_MAX + 8];
+    const char *s = conf_scalar(ld, f->key, v, "source, uri or header:NAME");
+    (void)where;
+    if (!s)
+        return -1;
+    if (!strcmp(s, "source"))
+        p->hash_key = HASH_SOURCE;
+    else if (!strcmp(s, "uri"))
+        p->hash_key = HASH_URI;
+    else if (!strncmp(s, "header:", 7) && conf_token(s + 7)) {
+        char *h = conf_lowerdup(ld, s + 7);
+        if (!h)
+            return -1;
+        free(p->hash_header);
+        p->hash_header = h;
+        p->hash_key = HASH_HEADER;
+    } else {
+        conf_err(ld, v, "hash_key must be source, uri or header:NAME, not %s", conf_quote(q, s));
+        return -1;
+    }
+    return 0;
+}
+
+/* connect_race: auto, or a duration (0s turns racing off). */
+static int conf_h_connect_race(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
+                               const char *where)
+{
+    static const struct conf_field dur = F_DUR("connect_race", struct conf_pool, connect_race, 0, CONF_DUR_MAX);
+    struct conf_pool *p = obj;
+
+    (void)f;
+    if (v->type == YAML_SCALAR_NODE && !strcmp((const char *)v->data.scalar.value, "auto")) {
+        p->connect_race = CONF_CONNECT_RACE_AUTO;
+        return 0;
+    }
+    return conf_value(ld, &dur, v, obj, where);
+}
+
+/* outlier: a mapping (on, with these settings) or the scalar `off`. Absent: on with the defaults.
+ * Only `off` disables it (not false/no: one spelling, as nginx's `off`). */
+static int conf_h_outlier(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
+                          const char *where)
+{
+    static const struct conf_field blk = F_BLOCK("outlier", conf_blk_outlier);
+    struct conf_pool *p = obj;
+    char q[CONF_QUOTE_MAX + 8];
+
+    if (v->type == YAML_SCALAR_NODE && !conf_is_null(v)) {
+        const char *s = conf_scalar(ld, f->key, v, "a mapping or off");
+        if (!s)
+            return -1;
+        if (strcmp(s, "off") != 0) {
+            conf_err(ld, v, "outlier must be a mapping or off, not %s", conf_quote(q, s));
+            return -1;
+        }
+        p->outlier.enabled = false;
+        return 0;
+    }
+    p->outlier.enabled = true;
+    return conf_value(ld, &blk, v, obj, where);
+}
+
+/* "200-399" or a single status, within 100..599. */
+static int conf_h_expect(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
+                         const char *where)
+{
+    struct conf_pool *p = obj;
+    char q[CONF_QUOTE_MAX + 8];
+    const char *s = conf_scalar(ld, f->key, v, "a status or a range like 200-399"), *e;
+    uint64_t lo, hi;
+    (void)where;
+    if (!s)
+        return -1;
+    e = s;
+    if (conf_digits(&e, &lo) != PERR_OK)
+        goto bad;
+    hi = lo;
+    if (*e == '-') {
+        e++;
+        if (conf_digits(&e, &hi) != PERR_OK)
+            goto bad;
+    }
+    if (*e || lo < 100 || hi > 599 || lo > hi)
+        goto bad;
+    p->health.expect_lo = (unsigned)lo;
+    p->health.expect_hi = (unsigned)hi;
+    return 0;
+bad:
+    conf_err(ld, v, "expect must be a status or a range like 200-399 (within 100..599), not %s", conf_quote(q, s));
+    return -1;
+}
+
+static void conf_post_pool_tls(struct conf_loader *ld, yaml_node_t *map, void *obj, yaml_node_t *const *seen)
+{
+    struct conf_pool *p = obj;
+    (void)seen;
+    if (!*p->tls.client_cert != !*p->tls.client_key)
+        conf_err(ld, map, "client_cert and client_key go together: give both or neither");
+}
+
+static void conf_post_outlier(struct conf_loader *ld, yaml_node_t *map, void *obj, yaml_node_t *const *seen)
+{
+    struct conf_pool *p = obj;
+    yaml_node_t *at = conf_seen(&conf_blk_outlier, seen, "max_ejection") ? conf_lookup(ld, map, "max_ejection")
+                      : conf_seen(&conf_blk_outlier, seen, "ejection") ? conf_lookup(ld, map, "ejection") : NULL;
+    if (p->outlier.max_ejection < p->outlier.ejection)
+        conf_err(ld, at ? at : map, "max_ejection must be at least ejection");
+}
+
+/* ---- Custom handlers: routes ------------------------------------------------------------- */
+
+/* A path (route prefix, health check): starts with '/', no spaces, controls, query or fragment. */
+static int conf_h_path(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
+                       const char *where)
+{
+    char q[CONF_QUOTE_MAX + 8];
+    const char *s = conf_scalar(ld, f->key, v, "a path starting with /");
+    (void)where;
+    if (!s)
+        return -1;
+    if (*s != '/') {
+        conf_err(ld, v, "%s must start with \"/\": %s", f->key, conf_quote(q, s));
+        return -1;
+    }
+    for (const char *c = s; *c; c++) {
+        if ((unsigned char)*c <= ' ' || *c == 0x7f || *c == '?' || *c == '#') {
+            conf_err(ld, v, "%s must be a plain path (no spaces, query or fragment): %s", f->key, conf_quote(q, s));
+            return -1;
+        }
+    }
+    conf_set_str(ld, (char **)((char *)obj + f->off), s);
+    return 0;
+}
+
+/* Records the name of route ld->route_idx at mark m, refusing one an earlier route already has. */
+static void conf_route_name_check(struct conf_loader *ld, const char *name, yaml_mark_t m)
+{
+    char q[CONF_QUOTE_MAX + 8];
+    for (size_t j = 0; j < ld->route_idx; j++) {
+        if (ld->c->routes[j].name && !strcmp(ld->c->routes[j].name, name)) {
+            conf_err_mark(ld, m, "duplicate route name %s (first at line %lu)", conf_quote(q, name),
+                          (unsigned long)ld->route_marks[j].line + 1);
+            break;
+        }
+    }
+    ld->route_marks[ld->route_idx] = m;
+}
+
+static int conf_h_route_name(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v,
+                             void *obj, const char *where)
+{
+    struct conf_route *r = obj;
+    char q[CONF_QUOTE_MAX + 8];
+    const char *s = conf_scalar(ld, f->key, v, "a name");
+    (void)where;
+    if (!s)
+        return -1;
+    if (!conf_name_ok(s)) {
+        conf_err(ld, v, "bad route name %s: use letters, digits, '_', '-' and '.' (at most 64)", conf_quote(q, s));
+        return -1;
+    }
+    unsigned before = (unsigned)ld->nerrs;
+    conf_route_name_check(ld, s, v->start_mark);
+    conf_set_str(ld, &r->name, s);
+    return ld->nerrs == before ? 0 : -1;
+}
+
+static int conf_h_route_pool(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v,
+                             void *obj, const char *where)
+{
+    struct conf_route *r = obj;
+    char q[CONF_QUOTE_MAX + 8], hint[96];
+    const char *s = conf_scalar(ld, f->key, v, "a pool name");
+    const char *cands[64];
+    size_t nc = 0;
+    (void)where;
+    if (!s)
+        return -1;
+    for (size_t i = 0; i < ld->c->npools; i++) {
+        if (ld->c->pools[i].name && !strcmp(ld->c->pools[i].name, s)) {
+            r->pool = &ld->c->pools[i];
+            return 0;
+        }
+        if (ld->c->pools[i].name && nc < sizeof cands / sizeof cands[0])
+            cands[nc++] = ld->c->pools[i].name;
+    }
+    conf_hint(hint, sizeof hint, s, cands, nc);
+    conf_err(ld, v, "unknown pool %s%s", conf_quote(q, s), hint);
+    return -1;
+}
+
+/* match.host: a name (stored lowercase, port not allowed: matching ignores the request's port),
+ * "*.example.com" for any subdomain, or "*" for any host (same as leaving it out). */
+static int conf_h_host(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
+                       const char *where)
+{
+    struct conf_route *r = obj;
+    char q[CONF_QUOTE_MAX + 8];
+    const char *s = conf_scalar(ld, f->key, v, "a host name");
+    (void)where;
+    if (!s)
+        return -1;
+    free(r->host);
+    r->host = NULL;
+    if (!strcmp(s, "*"))
+        return 0;
+    const char *n = !strncmp(s, "*.", 2) ? s + 2 : s;
+    bool ok = *n && *n != '.';
+    for (const char *c = n; *c && ok; c++)
+        ok = isalnum((unsigned char)*c) || *c == '-' || *c == '.' || *c == '_';
+    if (!ok) {
+        conf_err(ld, v, "bad host %s: expected a name like api.example.com or *.example.com", conf_quote(q, s));
+        return -1;
+    }
+    r->host = conf_lowerdup(ld, s);
+    return 0;
+}
+
+/* A list of methods: uppercase tokens (methods are case-sensitive; "get" is a typo, not GET). */
+static int conf_h_methods(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
+                          const char *where)
+{
+    char ***arr = (char ***)((char *)obj + f->off);
+    size_t *n = (size_t *)((char *)obj + f->off2);
+    char q[CONF_QUOTE_MAX + 8];
+    (void)where;
+    if (!conf_expect_node(ld, v, YAML_SEQUENCE_NODE, f->key, "a list like [GET, HEAD]"))
+        return -1;
+    size_t cnt = conf_seq_len(v);
+    char **list = conf_calloc(ld, cnt, sizeof *list);
+    size_t got = 0;
+    int rc = 0;
+    if (!list)
+        return -1;
+    for (size_t i = 0; i < cnt; i++) {
+        yaml_node_t *item = conf_node(ld, v->data.sequence.items.start[i]);
+        const char *s = item ? conf_scalar(ld, "a method", item, "a method name") : NULL;
+        if (!s) {
+            rc = -1;
+            continue;
+        }
+        bool ok = conf_token(s);
+        for (const char *c = s; *c && ok; c++)
+            ok = !islower((unsigned char)*c);
+        if (!ok) {
+            conf_err(ld, item, "a method must be an uppercase name like GET, not %s", conf_quote(q, s));
+            rc = -1;
+            continue;
+        }
+        if ((list[got] = conf_strdup(ld, s)))
+            got++;
+    }
+    for (size_t i = 0; i < *n; i++)
+        free((*arr)[i]);
+    free(*arr);
+    *arr = list;
+    *n = got;
+    return rc;
+}
+
+/* retry.on: connect_error | connect_timeout | response_timeout | reset | a status 100..599.
+ * Replaces the default list as a whole: what is written is what retries. */
+static int conf_h_retry_on(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
+                           const char *where)
+{
+    static const struct { const char *name; unsigned bit; } conds[] = {
+        { "connect_error", RETRY_ON_CONNECT_ERROR }, { "connect_timeout", RETRY_ON_CONNECT_TIMEOUT },
+        { "response_timeout", RETRY_ON_RESPONSE_TIMEOUT }, { "reset", RETRY_ON_RESET },
+    };
+    struct conf_route *r = obj;
+    char q[CONF_QUOTE_MAX + 8];
+    (void)where;
+    if (!conf_expect_node(ld, v, YAML_SEQUENCE_NODE, f->key, "a list like [connect_error, 503]"))
+        return -1;
+    size_t cnt = conf_seq_len(v);
+    unsigned *st = conf_calloc(ld, cnt, sizeof *st);
+    unsigned bits = 0;
+    size_t nst = 0;
+    int rc = 0;
+    if (!st)
+        return -1;
+    for (size_t i = 0; i < cnt; i++) {
+        yaml_node_t *item = conf_node(ld, v->data.sequence.items.start[i]);
+        const char *s = item ? conf_scalar(ld, "a retry condition", item, "a condition or a status") : NULL;
+        uint64_t code;
+        size_t j;
+        if (!s) {
+            rc = -1;
+            continue;
+        }
+        for (j = 0; j < sizeof conds / sizeof conds[0] && strcmp(conds[j].name, s); j++)
+            ;
+        if (j < sizeof conds / sizeof conds[0]) {
+            bits |= conds[j].bit;
+            continue;
+        }
+        if (conf_uint(s, &code) || code < 100 || code > 599) {
+            conf_err(ld, item, "retry.on entries are connect_error, connect_timeout, response_timeout, "
+                     "reset or a status 100..599, not %s", conf_quote(q, s));
+            rc = -1;
+            continue;
+        }
+        for (j = 0; j < nst && st[j] != code; j++)
+            ;
+        if (j == nst)
+            st[nst++] = (unsigned)code;
+    }
+    free(r->retry.statuses);
+    r->retry.statuses = st;
+    r->retry.nstatuses = nst;
+    r->retry.on = bits;
+    return rc;
+}
+
+static void conf_post_backoff(struct conf_loader *ld, yaml_node_t *map, void *obj, yaml_node_t *const *seen)
+{
+    struct conf_route *r = obj;
+    (void)seen;
+    if (r->retry.backoff_max < r->retry.backoff_base) {
+        yaml_node_t *m = conf_lookup(ld, map, "max");
+        conf_err(ld, m ? m : map, "backoff max must be at least base");
+    }
+}
+
+/* fallback.headers: NAME: value. Names stored lowercase; framing headers are lifeline's own. */
+static int conf_h_headers(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
+                          const char *where)
+{
+    static const char *const reserved[] = { "content-length", "transfer-encoding", "connection",
+                                            "keep-alive", "upgrade", "te", "trailer", NULL };
+    struct conf_route *r = obj;
+    char q[CONF_QUOTE_MAX + 8];
+    (void)where;
+    if (!conf_expect_node(ld, v, YAML_MAPPING_NODE, f->key, "a mapping of header names to values"))
+        return -1;
+    size_t cnt = conf_map_len(v);
+    if (!(r->fallback.headers = conf_calloc(ld, cnt, sizeof *r->fallback.headers)))
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; i < cnt; i++) {
+        yaml_node_t *k = conf_node(ld, v->data.mapping.pairs.start[i].key);
+        yaml_node_t *val = conf_node(ld, v->data.mapping.pairs.start[i].value);
+        const char *name = k ? conf_scalar(ld, "a header name", k, "a header name") : NULL;
+        const char *s = val ? conf_scalar(ld, name ? name : "a header", val, "a string") : NULL;
+        if (!name || !s) {
+            rc = -1;
+            continue;
+        }
+        size_t j;
+        if (!conf_token(name)) {
+            conf_err(ld, k, "bad header name %s", conf_quote(q, name));
+            rc = -1;
+            continue;
+        }
+        for (j = 0; reserved[j] && strcasecmp(reserved[j], name); j++)
+            ;
+        if (reserved[j]) {
+            conf_err(ld, k, "header %s is set by lifeline, not by the fallback", conf_quote(q, reserved[j]));
+            rc = -1;
+            continue;
+        }
+        for (j = 0; j < r->fallback.nheaders && strcasecmp(r->fallback.headers[j].name, name); j++)
+            ;
+        if (j < r->fallback.nheaders) {
+            conf_err(ld, k, "duplicate header %s", conf_quote(q, name));
+            rc = -1;
+            continue;
+        }
+        if (strpbrk(s, "\r\n")) {
+            conf_err(ld, val, "a header value must not contain a line break");
+            rc = -1;
+            continue;
+        }
+        struct conf_header *h = &r->fallback.headers[r->fallback.nheaders];
+        h->name = conf_lowerdup(ld, name);
+        h->value = conf_strdup(ld, s);
+        if (h->name && h->value)
+            r->fallback.nheaders++;
+        else {
+            free(h->name);
+            free(h->value);
+            *h = (struct conf_header){ 0 };
+        }
+    }
+    return rc;
+}
+
+static int conf_h_body(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
+                       const char *where)
+{
+    struct conf_route *r = obj;
+    (void)where;
+    if (!conf_expect_node(ld, v, YAML_SCALAR_NODE, f->key, "a string"))
+        return -1;
+    /* The body is bytes: it may hold what a C string cannot, so it is copied with its length. */
+    size_t len = v->data.scalar.length;
+    if (len > CONF_FALLBACK_MAX) {
+        conf_err(ld, v, "body is larger than 1MiB");
+        return -1;
+    }
+    char *b = malloc(len + 1);
+    if (!b) {
+        ld->oom = true;
+        return -1;
+    }
+    memcpy(b, v->data.scalar.value, len);
+    b[len] = '\0';
+    free(r->fallback.body);
+    r->fallback.body = b;
+    r->fallback.body_len = len;
+    return 0;
+}
+
+/* fallback.file: read now, so a missing file fails the load (and a reload keeps the old config)
+ * rather than the first fallback. A relative path is taken from the config file's directory, so
+ * the answer does not depend on where lifeline was started. conf->fallback.file holds that path. */
+static int conf_h_file(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
+                       const char *where)
+{
+    struct conf_route *r = obj;
+    char q[CONF_QUOTE_MAX + 8];
+    const char *s = conf_scalar(ld, f->key, v, "a file path");
+    char *path = NULL, *b = NULL;
+    FILE *fp = NULL;
+    int rc = -1;
+    struct stat st;
+    (void)where;
+    if (!s)
+        return -1;
+    if (!*s) {
+        conf_err(ld, v, "file must not be empty");
+        return -1;
+    }
+    if (*s == '/' || !ld->dir) {
+        path = conf_strdup(ld, s);
+    } else if (asprintf(&path, "%s/%s", ld->dir, s) < 0) {
+        path = NULL;
+        ld->oom = true;
+    }
+    if (!path)
+        return -1;
+    if (!(fp = fopen(path, "rb")) || fstat(fileno(fp), &st)) {
+        conf_err(ld, v, "cannot read fallback file %s: %s", conf_quote(q, path), strerror(errno));
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > CONF_FALLBACK_MAX) {
+        conf_err(ld, v, "fallback file %s must be a regular file of at most 1MiB", conf_quote(q, path));
+        goto out;
+    }
+    size_t len = (size_t)st.st_size;
+    if (!(b = malloc(len + 1))) {
+        ld->oom = true;
+        goto out;
+    }
+    if (fread(b, 1, len, fp) != len) {
+        conf_err(ld, v, "cannot read fallback file %s: %s", conf_quote(q, path),
+                 ferror(fp) ? strerror(errno) : "file shrank while reading");
+        goto out;
+    }
+    b[len] = '\0';
+    free(r->fallback.body);
+    free(r->fallback.file);
+    r->fallback.body = b;
+    r->fallback.body_len = len;
+    r->fallback.file = path;
+    b = NULL;
+    path = NULL;
+    rc = 0;
+out:
+    if (fp)
+        fclose(fp);
+    free(b);
+    free(path);
+    return rc;
+}
+
+static void conf_post_fallback(struct conf_loader *ld, yaml_node_t *map, void *obj, yaml_node_t *const *seen)
+{
+    yaml_node_t *body = conf_seen(&conf_blk_fallback, seen, "body");
+    yaml_node_t *file = conf_seen(&conf_blk_fallback, seen, "file");
+    (void)map;
+    (void)obj;
+    if (body && file) {
+        yaml_node_t *later = file->start_mark.index > body->start_mark.index ? file : body;
+        conf_err(ld, later, "fallback takes body or file, not both");
+    }
+}
+
+static void conf_post_route_timeouts(struct conf_loader *ld, yaml_node_t *map, void *obj,
+                                     yaml_node_t *const *seen)
+{
+    struct conf_route *r = obj;
+    (void)ld;
+    (void)map;
+    r->timeouts_set[0] = conf_seen(&conf_blk_route_timeouts, seen, "connect") != NULL;
+    r->timeouts_set[1] = conf_seen(&conf_blk_route_timeouts, seen, "response") != NULL;
+    r->timeouts_set[2] = conf_seen(&conf_blk_route_timeouts, seen, "read") != NULL;
+}
+
+/* Defaults that come from elsewhere: the name from the position, max_body_bytes from limits, and
+ * each per-attempt timeout not given on the route from its pool. */
+static void conf_post_route(struct conf_loader *ld, yaml_node_t *map, void *obj, yaml_node_t *const *seen)
+{
+    struct conf_route *r = obj;
+    if (!r->name) {
+        char name[32];
+        snprintf(name, sizeof name, "route-%zu", ld->route_idx + 1);
+        conf_route_name_check(ld, name, map->start_mark);
+        r->name = conf_strdup(ld, name);
+    }
+    if (!conf_seen(&conf_blk_route, seen, "max_body_bytes"))
+        r->max_body_bytes = ld->c->limits.max_body_bytes;
+    if (r->pool) {
+        if (!r->timeouts_set[0])
+            r->timeouts.connect = r->pool->timeouts.connect;
+        if (!r->timeouts_set[1])
+            r->timeouts.response = r->pool->timeouts.response;
+        if (!r->timeouts_set[2])
+            r->timeouts.read = r->pool->timeouts.read;
+    }
+}
+
+static void conf_route_defaults(struct conf_loader *ld, struct conf_route *r)
+{
+    static const unsigned statuses[] = { 502, 503, 504 };
+    static const char *const methods[] = { "GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE" };
+    r->path = conf_strdup(ld, "/");
+    r->host_header = HOST_HEADER_PRESERVE;
+    r->total_timeout = (int64_t)SEC(15);
+    r->retry.attempts = 3;
+    r->retry.on = RETRY_ON_CONNECT_ERROR | RETRY_ON_CONNECT_TIMEOUT | RETRY_ON_RESPONSE_TIMEOUT | RETRY_ON_RESET;
+    if ((r->retry.statuses = conf_calloc(ld, 3, sizeof *r->retry.statuses))) {
+        memcpy(r->retry.statuses, statuses, sizeof statuses);
+        r->retry.nstatuses = 3;
+    }
+    if ((r->retry.methods = conf_calloc(ld, 6, sizeof *r->retry.methods))) {
+        for (size_t i = 0; i < 6; i++)
+            if ((r->retry.methods[r->retry.nmethods] = conf_strdup(ld, methods[i])))
+                r->retry.nmethods++;
+    }
+    r->retry.backoff_base = (int64_t)MS(25);
+    r->retry.backoff_max = (int64_t)MS(250);
+    r->retry.budget_ratio = 0.2;
+    r->retry.budget_min_per_second = 10;
+    r->retry.buffer_body = KIB(64);
+    r->fallback.status = 503;
+}
+
+/* Routes wait until the whole top level is read: a route may name a pool defined below it, and
+ * its max_body_bytes default comes from limits, wherever that is written. */
+static int conf_h_routes_defer(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v,
+                               void *obj, const char *where)
+{
+    char q[CONF_QUOTE_MAX + 8];
+    (void)obj;
+    (void)where;
+    if (v->type != YAML_SEQUENCE_NODE && !conf_is_null(v)) {
+        conf_err(ld, v, "%s must be a list of routes, not %s", f->key, conf_describe(v, q));
+        return -1;
+    }
+    ld->routes = v;
+    return 0;
+}
+
+static void conf_routes(struct conf_loader *ld, yaml_node_t *v)
+{
+    struct conf *c = ld->c;
+    char q[CONF_QUOTE_MAX + 8];
+    if (v->type != YAML_SEQUENCE_NODE)
+        return;                     /* `routes:` left empty: no routes, every request 404s */
+    size_t n = conf_seq_len(v);
+    if (!(c->routes = conf_calloc(ld, n, sizeof *c->routes)) ||
+        !(ld->route_marks = conf_calloc(ld, n, sizeof *ld->route_marks)))
+        return;
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *item = conf_node(ld, v->data.sequence.items.start[i]);
+        struct conf_route *r = &c->routes[c->nroutes++];
+        char w[128];
+        ld->route_idx = i;
+        conf_route_defaults(ld, r);
+        if (!item)
+            continue;
+        /* Messages name the route the way the user does: peek at its name before the walk. */
+        yaml_node_t *nm = conf_lookup(ld, item, "name");
+        if (nm && nm->type == YAML_SCALAR_NODE)
+            snprintf(w, sizeof w, "route %s", conf_quote(q, (const char *)nm->data.scalar.value));
+        else
+            snprintf(w, sizeof w, "route \"route-%zu\"", i + 1);
+        ld->route_marks[i] = item->start_mark;
+        conf_map(ld, "a route", item, &conf_blk_route, r, w);
+    }
+}
+
+/* ---- Defaults ---------------------------------------------------------------------------- */
+
+void conf_schema_defaults(struct conf_loader *ld, struct conf *c)
+{
+    atomic_init(&c->refs, 1);
+    c->workers = 0;                 /* auto */
+    c->shutdown_timeout = (int64_t)SEC(30);
+    c->access_log.path = conf_strdup(ld, "stdout");
+    c->access_log.format = LOG_FORMAT_JSON;
+    c->stale_store.size = MIB(64);
+    c->stale_store.max_entry = MIB(1);
+    c->resolver.system = true;
+    c->resolver.timeout = (int64_t)SEC(2);
+    c->client.header_timeout = (int64_t)SEC(10);
+    c->client.body_timeout = (int64_t)SEC(30);
+    c->client.idle_timeout = (int64_t)SEC(60);
+    c->client.send_timeout = (int64_t)SEC(30);
+    c->limits.max_connections = 10000;
+    c->limits.max_header_bytes = KIB(16);
+    c->limits.max_body_bytes = 0;
+}
+
+
+/* ---- The whole document ------------------------------------------------------------------ */
+
+void conf_schema_walk(struct conf_loader *ld, yaml_node_t *root)
+{
+    struct conf *c = ld->c;
+    conf_map(ld, "the configuration", root, &conf_blk_top, c, NULL);
+    if (ld->routes)
+        conf_routes(ld, ld->routes);
+    conf_resolve_servers(ld, root);
+    if (c->workers == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        c->workers = n < 1 ? 1 : n > (long)CONF_WORKERS_MAX ? CONF_WORKERS_MAX : (unsigned)n;
+    }
+}
+
+const char *conf_balance_name(enum conf_balance b)
+{
+    return (unsigned)b < sizeof conf_balance_names / sizeof conf_balance_names[0] - 1 ? conf_balance_names[b] : "?";
+}
