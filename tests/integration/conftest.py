@@ -31,7 +31,10 @@ import pytest
 import yaml
 
 TIME_SCALE = float(os.environ.get("LIFELINE_TIME_SCALE", "1"))
-LIFELINE_BIN = os.environ.get("LIFELINE_BIN", "/work/main/build/lifeline")
+# The binary of this checkout (not of another clone): the sanitized build by default, as `make test`.
+LIFELINE_BIN = os.environ.get(
+    "LIFELINE_BIN",
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "build", "asan", "lifeline"))
 HOST = "127.0.0.1"
 SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:")
 TEST_WALL_LIMIT = 60.0   # seconds (scaled): a test still running then is interrupted
