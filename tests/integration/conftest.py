@@ -10,7 +10,7 @@ Pieces:
   Conn / fetch()        raw-socket HTTP/1.1 client that parses responses simply (CL, chunked, close)
   upstream(...)         aiohttp fake: echo, /status/N, /bytes/N, /chunked/N, /slow-head, /hang, ...
   raw_upstream(script)  asyncio TCP fake running `async def script(conn)` per connection
-  lifeline(...)         starts build/lifeline with a generated config; checks exit 0 and no
+  lifeline(...)         starts $LIFELINE_BIN (default: this checkout's build/asan/lifeline) with a generated config; checks exit 0 and no
                         sanitizer report at teardown
 """
 
@@ -34,7 +34,7 @@ TIME_SCALE = float(os.environ.get("LIFELINE_TIME_SCALE", "1"))
 # The binary of this checkout (not of another clone): the sanitized build by default, as `make test`.
 LIFELINE_BIN = os.environ.get(
     "LIFELINE_BIN",
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "build", "asan", "lifeline"))
+    os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "build", "asan", "lifeline")))
 HOST = "127.0.0.1"
 SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:")
 TEST_WALL_LIMIT = 60.0   # seconds (scaled): a test still running then is interrupted
