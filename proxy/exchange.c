@@ -227,7 +227,7 @@ static void exchange_reply(struct exchange *ex, unsigned status, const char *tex
 }
 
 /* The status of the built-in answer for a reason (SPEC §3.7). */
-static unsigned builtin_status(enum hop_outcome o, const char *reason)
+static unsigned exchange_builtin_status(enum hop_outcome o, const char *reason)
 {
     if (strcmp(reason, "no_server") == 0 || strcmp(reason, "budget") == 0)
         return 503;
@@ -349,7 +349,7 @@ static void exchange_fallback(struct exchange *ex, const char *reason)
     ex->state = EX_LOCAL;
     memset(&a, 0, sizeof(a));
     a.reason = reason;
-    a.builtin_status = builtin_status(ex->last_outcome, reason);
+    a.builtin_status = exchange_builtin_status(ex->last_outcome, reason);
     a.attempts = ex->attempts;
     a.request_id = ex->request_id;
     a.request_id_len = ex->request_id_len;
@@ -777,7 +777,8 @@ void exchange_drained(struct exchange *ex)
         exchange_local_pump(ex);
 }
 
-static double retry_after_of(const struct h1_head *resp)
+/* Retry-After in seconds (delta-seconds only), or -1 when absent or not a number. */
+static double exchange_retry_after(const struct h1_head *resp)
 {
     const struct h1_header *hd = h1_find(resp, "retry-after");
     double v = 0;
@@ -912,7 +913,7 @@ void exchange_hop_head(struct exchange *ex, struct hop *h)
     if (resp->status != 101 && retry_listed(ex->route, HOP_OK, resp->status)) {
         /* A status listed in retry.on: retried when possible; otherwise the fallback answers, or
          * without one the response passes through as it is (SPEC §3.7). */
-        double ra = retry_after_of(resp);
+        double ra = exchange_retry_after(resp);
         unsigned st = resp->status;
         h->outcome = HOP_OK;
         exchange_record_answer(ex, h, st);
