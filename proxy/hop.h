@@ -8,6 +8,7 @@
  *
  * States, and where each may go:
  *   HOP_IDLE       -> HOP_CONNECTING | HOP_SENDING (pooled connection)          (hop_start)
+ *                     | HOP_FAILED with its report pending (hop_failure_pending)
  *   HOP_CONNECTING -> HOP_SENDING | HOP_FAILED
  *   HOP_SENDING    -> HOP_BODY (head received) | HOP_FAILED   (sending and awaiting the head overlap)
  *   HOP_BODY       -> HOP_DONE | HOP_TUNNEL (101) | HOP_FAILED (mid-body: the exchange truncates)
