@@ -420,16 +420,8 @@ void client_continue(struct client *c)
 
 void client_tunnel(struct client *c)
 {
-    struct exchange *ex = c->ex;
-
     c->phase = CLIENT_TUNNEL;
     ev_timer_stop(c->w->loop, &c->rtimer);
-    if (!ex->body.data && worker_buf_get(c->w, &ex->body) < 0) {
-        client_close(c);
-        return;
-    }
-    ex->has_body = true;
-    ex->body_done = false;
     if (c->read_paused) {
         c->read_paused = false;
         ev_io_start(c->w->loop, &c->rd);
@@ -530,9 +522,8 @@ static bool client_step(struct client *c)
             return false;
         case H1_DONE:
             c->phase = CLIENT_WAIT;
-            c->ex->body_done = true;
             client_rtimer_arm(c);
-            exchange_body(c->ex);
+            exchange_body_end(c->ex);
             if (!c->closed && c->ex && c->ex->req->upgrade && c->ex->state == EX_UPSTREAM)
                 return false;   /* tunnel bytes wait for the 101 */
             return !c->closed;
@@ -560,12 +551,11 @@ static bool client_step(struct client *c)
 
     case CLIENT_TUNNEL: {
         struct exchange *ex = c->ex;
-        size_t n = buf_free_space(&ex->body) < c->in.len ? buf_free_space(&ex->body) : c->in.len;
+        size_t n = exchange_tunnel_append(ex, buf_head(&c->in), c->in.len);
         if (n == 0) {
             client_pause(c);
             return false;
         }
-        buf_append(&ex->body, buf_head(&c->in), n);
         buf_consume(&c->in, n);
         exchange_tunnel_in(ex);
         return !c->closed && c->in.len > 0;

@@ -6,6 +6,11 @@
  * answers go out in order. Closing puts the client in the worker's graveyard (freed after the
  * current loop iteration), so a callback up the stack may still look at `closed`.
  *
+ * Fields are written by client.c only. The exchange reads `w`, `addr`, `parser` (the request head
+ * and body parser, whose body output the exchange sets), `closed` and the byte counters; it writes
+ * its answer into the buffer client_out() lends it, and the request body reaches it through
+ * exchange_body()/exchange_body_end() (tunnel bytes: exchange_tunnel_append/exchange_tunnel_in).
+ *
  * Timers: `rtimer` is the read side (header_timeout for the whole head, body_timeout between body
  * bytes, idle_timeout between requests), `wtimer` the send side (send_timeout while output is stuck).
  */
@@ -64,13 +69,15 @@ void client_close(struct client *c);
 void client_free(struct client *c);
 
 /* For the exchange. */
-struct buf *client_out(struct client *c);      /* NULL when no buffer can be had */
+/* The output buffer, lent to the exchange for its answer until client_exchange_done (the client
+ * keeps owning it); NULL when the client is closed or no buffer can be had. */
+struct buf *client_out(struct client *c);
 void client_flush(struct client *c);           /* writes what is pending; may close c */
 void client_pause(struct client *c);           /* stop reading (backpressure) */
 void client_resume(struct client *c);          /* read again */
 /* The exchange has produced its whole answer. keep: the connection may serve another request. */
 void client_exchange_done(struct client *c, bool keep);
-/* Switch to a raw tunnel after 101. */
+/* Switch to a raw tunnel after 101 (the exchange has made its body buffer the tunnel's). */
 void client_tunnel(struct client *c);
 /* 100 Continue before reading the body. */
 void client_continue(struct client *c);

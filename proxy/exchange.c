@@ -36,13 +36,7 @@ static bool exchange_start_hop(struct exchange *ex, struct hop *h, struct upserv
 
 static inline ev_tstamp ms(int64_t v) { return (ev_tstamp)v / 1000.0; }
 
-static inline struct worker *ex_worker(const struct exchange *ex) { return ex->c->w; }
-
-static inline bool hop_running(const struct hop *h)
-{
-    return h->state == HOP_CONNECTING || h->state == HOP_SENDING || h->state == HOP_BODY ||
-           h->state == HOP_TUNNEL || (h->state == HOP_FAILED && h->uc == NULL && h->server);
-}
+static inline struct worker *ex_worker(const struct exchange *ex) { return ex->w; }
 
 static struct hop *exchange_other(struct exchange *ex, struct hop *h)
 {
@@ -212,7 +206,7 @@ static void exchange_reply(struct exchange *ex, unsigned status, const char *tex
 }
 
 /* The status of the built-in answer for a reason (SPEC §3.7). */
-static unsigned builtin_status(enum hop_outcome o, const char *reason)
+static unsigned exchange_builtin_status(enum hop_outcome o, const char *reason)
 {
     if (strcmp(reason, "no_server") == 0 || strcmp(reason, "budget") == 0)
         return 503;
@@ -229,18 +223,20 @@ static unsigned builtin_status(enum hop_outcome o, const char *reason)
     }
 }
 
-/* The stale store's key for this request (route name, host, target) in w->scratch; its length,
- * or 0 when it does not fit (then nothing is stored or looked up). */
-static size_t exchange_stale_key(struct exchange *ex)
+/* The stale store's key for this request (route name, host, target) in the worker's scratch
+ * buffer (*key); its length, or 0 when it does not fit (then nothing is stored or looked up). */
+static size_t exchange_stale_key(struct exchange *ex, char **key)
 {
-    struct worker *w = ex_worker(ex);
     const struct h1_head *req = ex->req;
     const char *host = req->host >= 0 ? req->hdrs[req->host].value : NULL;
     size_t host_len = req->host >= 0 ? req->hdrs[req->host].value_len : 0;
-    size_t n = stale_key(w->scratch, w->scratch_len, ex->route->name, strlen(ex->route->name), host,
-                         host_len, req->target, req->target_len);
+    size_t len;
+    char *scratch = worker_scratch(ex_worker(ex), &len);
+    size_t n = stale_key(scratch, len, ex->route->name, strlen(ex->route->name), host, host_len,
+                         req->target, req->target_len);
 
-    return n <= w->scratch_len ? n : 0;
+    *key = scratch;
+    return n <= len ? n : 0;
 }
 
 /* A fresh-enough kept copy for a GET or HEAD (fallback.stale), built into o with a reference on its entry
@@ -252,15 +248,16 @@ static bool exchange_stale(struct exchange *ex, struct fallback_out *o, struct s
     struct stale_entry *e;
     ev_tstamp age;
     size_t klen;
+    char *key;
 
     /* A HEAD is answered from a GET's copy too (its head only), as HTTP caches do. */
     if (ex->route->fallback.stale <= 0 || (ex->req->method != H1_M_GET && ex->req->method != H1_M_HEAD) ||
         !w->stale)
         return false;
-    klen = exchange_stale_key(ex);
+    klen = exchange_stale_key(ex, &key);
     if (!klen)
         return false;
-    e = stale_get(w->stale, w->scratch, klen, ex->req->hdrs, ex->req->nhdrs);
+    e = stale_get(w->stale, key, klen, ex->req->hdrs, ex->req->nhdrs);
     if (!e)
         return false;
     age = ev_now(w->loop) - e->stored;
@@ -334,7 +331,7 @@ static void exchange_fallback(struct exchange *ex, const char *reason)
     ex->state = EX_LOCAL;
     memset(&a, 0, sizeof(a));
     a.reason = reason;
-    a.builtin_status = builtin_status(ex->last_outcome, reason);
+    a.builtin_status = exchange_builtin_status(ex->last_outcome, reason);
     a.attempts = ex->attempts;
     a.request_id = ex->request_id;
     a.request_id_len = ex->request_id_len;
@@ -442,15 +439,18 @@ void exchange_start(struct exchange *ex, struct client *c)
     size_t host_len = 0;
     ssize_t nlen;
     uint64_t max_body;
+    size_t scratch_len;
+    char *scratch;
 
     {
         /* The hops' sequences survive: a hop callback up the stack compares against them. */
         unsigned s0 = ex->hops[0].seq, s1 = ex->hops[1].seq;
         memset(ex, 0, sizeof(*ex));
-        ex->hops[0].seq = s0 + 1;
-        ex->hops[1].seq = s1 + 1;
+        hop_init(&ex->hops[0], s0);
+        hop_init(&ex->hops[1], s1);
     }
     ex->c = c;
+    ex->w = w;
     ex->gen = w->gen;
     ex->gen->refs++;
     ex->req = h1_parser_head(c->parser);
@@ -466,7 +466,8 @@ void exchange_start(struct exchange *ex, struct client *c)
     ex->backoff_timer.data = ex->spare_timer.data = ex->race_timer.data = ex;
     exchange_make_request_id(ex);
 
-    nlen = route_normalize(req->target, req->target_len, w->scratch, w->scratch_len / 2);
+    scratch = worker_scratch(w, &scratch_len);
+    nlen = route_normalize(req->target, req->target_len, scratch, scratch_len / 2);
     if (nlen < 0) {
         ex->body_done = false;   /* close: the rest of the stream cannot be trusted */
         exchange_reply(ex, 400, "invalid request target");
@@ -476,7 +477,7 @@ void exchange_start(struct exchange *ex, struct client *c)
         host = req->hdrs[req->host].value;
         host_len = req->hdrs[req->host].value_len;
     }
-    ex->route = route_match(conf, host, host_len, w->scratch, (size_t)nlen, req->method_name,
+    ex->route = route_match(conf, host, host_len, scratch, (size_t)nlen, req->method_name,
                             req->method_len);
     if (!ex->route) {
         exchange_reply(ex, 404, "no route matches");
@@ -530,11 +531,12 @@ static int exchange_build_head(struct exchange *ex, struct hop *h, struct upserv
     h->head.off = h->head.len = 0;
     memset(&o, 0, sizeof(o));
     if (ex->route->strip_prefix) {
-        char *tbuf = w->scratch + w->scratch_len / 2;
-        ssize_t nlen = route_normalize(req->target, req->target_len, w->scratch, w->scratch_len / 2);
+        size_t slen;
+        char *scratch = worker_scratch(w, &slen);
+        char *tbuf = scratch + slen / 2;
+        ssize_t nlen = route_normalize(req->target, req->target_len, scratch, slen / 2);
         ssize_t tlen = nlen < 0 ? -1 : route_forward_target(ex->route, req->target, req->target_len,
-                                                           w->scratch, (size_t)nlen, tbuf,
-                                                           w->scratch_len - w->scratch_len / 2);
+                                                           scratch, (size_t)nlen, tbuf, slen - slen / 2);
         if (tlen < 0)
             return -1;
         o.target = tbuf;
@@ -604,9 +606,7 @@ static bool exchange_start_hop(struct exchange *ex, struct hop *h, struct upserv
     }
     if (idx < 64)
         ex->tried |= 1ull << idx;
-    h->body_sent = 0;
-    h->trial = trial;
-    hop_start(h, ex, s, fresh || trial);
+    hop_start(h, ex, s, fresh || trial, trial);
     /* A connect that is still pending after connect_race races one to another server. */
     if (h->state == HOP_CONNECTING && ex->state == EX_UPSTREAM && !ev_is_active(&ex->race_timer)) {
         double delay = pool_race_delay(ex->pool, ex->route->timeouts.connect);
@@ -621,7 +621,7 @@ static bool exchange_start_hop(struct exchange *ex, struct hop *h, struct upserv
 /* Starts the next attempt in a free hop slot. */
 static void exchange_next_attempt(struct exchange *ex)
 {
-    struct hop *h = hop_running(&ex->hops[0]) ? &ex->hops[1] : &ex->hops[0];
+    struct hop *h = hop_is_running(&ex->hops[0]) ? &ex->hops[1] : &ex->hops[0];
     int64_t trial;
     struct upserver *s = exchange_pick(ex, false, &trial);
 
@@ -649,14 +649,14 @@ static void exchange_spare_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct exchange *ex = t->data;
     struct hop *a = &ex->hops[0], *b = &ex->hops[1];
-    struct hop *busy = hop_running(a) ? a : b, *spare = exchange_other(ex, busy);
+    struct hop *busy = hop_is_running(a) ? a : b, *spare = exchange_other(ex, busy);
     struct upserver *s;
     int64_t trial;
     bool race = t == &ex->race_timer;
 
     (void)revents;
     ev_timer_stop(loop, t);
-    if (ex->state != EX_UPSTREAM || !hop_running(busy) || hop_running(spare))
+    if (ex->state != EX_UPSTREAM || !hop_is_running(busy) || hop_is_running(spare))
         return;
     if (race && busy->state != HOP_CONNECTING)
         return;
@@ -694,13 +694,10 @@ static void exchange_lose(struct exchange *ex, struct hop *h)
 {
     bool orphaned;
 
-    if (h->state == HOP_FAILED && !h->uc) {
-        /* a connect that failed at once, not reported yet: it is a failure of that server */
-        if (h->server)
-            pool_report(h->server, true, (double)ex->route->timeouts.connect / 1000.0, h->trial);
-        h->trial = 0;
-        exchange_record_hop(ex, h, HOP_CONNECT_ERROR, 0);
-        hop_cancel(h);
+    if (hop_failure_pending(h)) {
+        /* a failure not reported yet (a connect that failed at once): it is a failure of that
+         * server all the same */
+        exchange_record_hop(ex, h, hop_settle(h), 0);
         return;
     }
     orphaned = hop_orphan(h);
@@ -726,10 +723,42 @@ void exchange_body(struct exchange *ex)
         hop_send(&ex->hops[1]);
 }
 
+void exchange_body_end(struct exchange *ex)
+{
+    ex->body_done = true;
+    exchange_body(ex);
+}
+
+size_t exchange_tunnel_append(struct exchange *ex, const void *p, size_t n)
+{
+    size_t room = buf_free_space(&ex->body);
+
+    if (n > room)
+        n = room;
+    if (n && buf_append(&ex->body, p, n) < 0)
+        return 0;
+    return n;
+}
+
 void exchange_tunnel_in(struct exchange *ex)
 {
     if (ex->state == EX_TUNNEL && ex->winner)
         hop_send(ex->winner);
+}
+
+ssize_t exchange_tunnel_out(struct exchange *ex, const void *p, size_t n)
+{
+    struct buf *out = client_out(ex->c);
+    size_t room;
+
+    if (!out)
+        return -1;
+    room = buf_free_space(out);
+    if (n > room)
+        n = room;
+    if (n && buf_append(out, p, n) < 0)
+        return 0;
+    return (ssize_t)n;
 }
 
 void exchange_hop_sent(struct exchange *ex, struct hop *h)
@@ -738,16 +767,19 @@ void exchange_hop_sent(struct exchange *ex, struct hop *h)
      * client needs the room, which makes the request not replayable. With two hops running, only
      * bytes both have sent can go. */
     if (ex->state == EX_TUNNEL) {
-        buf_consume(&ex->body, h->body_sent);
-        h->body_sent = 0;
+        size_t n = hop_body_sent(h);
+        buf_consume(&ex->body, n);
+        hop_body_consumed(h, n);
     } else if (!ex->body_done && buf_free_space(&ex->body) < WORKER_BLOCK / 2) {
         struct hop *o = exchange_other(ex, h);
-        size_t n = hop_running(o) ? (o->body_sent < h->body_sent ? o->body_sent : h->body_sent) : h->body_sent;
+        size_t n = hop_body_sent(h);
+        if (hop_is_running(o) && hop_body_sent(o) < n)
+            n = hop_body_sent(o);
         if (n) {
             buf_consume(&ex->body, n);
-            h->body_sent -= n;
-            if (hop_running(o))
-                o->body_sent -= n;
+            hop_body_consumed(h, n);
+            if (hop_is_running(o))
+                hop_body_consumed(o, n);
             ex->body_trimmed = true;
         }
     }
@@ -762,7 +794,8 @@ void exchange_drained(struct exchange *ex)
         exchange_local_pump(ex);
 }
 
-static double retry_after_of(const struct h1_head *resp)
+/* Retry-After in seconds (delta-seconds only), or -1 when absent or not a number. */
+static double exchange_retry_after(const struct h1_head *resp)
 {
     const struct h1_header *hd = h1_find(resp, "retry-after");
     double v = 0;
@@ -791,7 +824,7 @@ static bool exchange_after_attempt(struct exchange *ex, struct hop *h, enum hop_
 
     ex->last_outcome = o;
     ex->last_status = status;
-    if (hop_running(other))
+    if (hop_is_running(other))
         return true;   /* the hedge or race beside it may still answer */
     memset(&in, 0, sizeof(in));
     in.outcome = o;
@@ -897,9 +930,8 @@ void exchange_hop_head(struct exchange *ex, struct hop *h)
     if (resp->status != 101 && retry_listed(ex->route, HOP_OK, resp->status)) {
         /* A status listed in retry.on: retried when possible; otherwise the fallback answers, or
          * without one the response passes through as it is (SPEC §3.7). */
-        double ra = retry_after_of(resp);
+        double ra = exchange_retry_after(resp);
         unsigned st = resp->status;
-        h->outcome = HOP_OK;
         exchange_record_answer(ex, h, st);
         if (exchange_after_attempt(ex, h, HOP_OK, st, ra)) {
             hop_cancel(h);   /* the answer is discarded; its connection is not reused */
@@ -915,7 +947,7 @@ void exchange_hop_head(struct exchange *ex, struct hop *h)
     /* This response goes downstream: the other hop, if any, loses. */
     if (!retry_listed(ex->route, HOP_OK, resp->status) || resp->status == 101)
         exchange_record_answer(ex, h, resp->status);
-    if (hop_running(exchange_other(ex, h)))
+    if (hop_is_running(exchange_other(ex, h)))
         exchange_lose(ex, exchange_other(ex, h));
     hop_cancel(exchange_other(ex, h));
     ev_timer_stop(ex_worker(ex)->loop, &ex->spare_timer);
@@ -939,8 +971,15 @@ void exchange_hop_head(struct exchange *ex, struct hop *h)
             exchange_fallback(ex, "reset");
             return;
         }
+        /* The body buffer now carries tunnel bytes upstream. */
+        if (!ex->body.data && worker_buf_get(ex_worker(ex), &ex->body) < 0) {
+            client_close(c);
+            return;
+        }
+        ex->has_body = true;
+        ex->body_done = false;
         ex->state = EX_TUNNEL;
-        h->request_sent = false;   /* the hop now carries tunnel bytes upstream */
+        hop_tunnel_start(h);
         client_tunnel(c);
         if (!c->closed)
             client_flush(c);
@@ -990,10 +1029,11 @@ void exchange_hop_done(struct exchange *ex, struct hop *h)
 
     (void)h;
     if (ex->capturing && !ex->capture_overflow) {
-        size_t klen = exchange_stale_key(ex);
+        char *key;
+        size_t klen = exchange_stale_key(ex, &key);
         ex->capturing = false;
         if (klen)
-            stale_put(w->stale, w->scratch, klen, &ex->capture, ev_now(w->loop));
+            stale_put(w->stale, key, klen, &ex->capture, ev_now(w->loop));
         else
             stale_capture_free(&ex->capture);
     }
@@ -1055,7 +1095,7 @@ void exchange_cancel(struct exchange *ex)
         return;
     /* Attempts still running when the client leaves end here: counted as cancelled. */
     for (int i = 0; i < 2; i++) {
-        if (!ex->accounted && ex->state == EX_UPSTREAM && hop_running(&ex->hops[i]))
+        if (!ex->accounted && ex->state == EX_UPSTREAM && hop_is_running(&ex->hops[i]))
             exchange_record_hop(ex, &ex->hops[i], METRIC_OUTCOME_CANCELLED, 0);
     }
     /* nginx's 499: the client went away before its answer was complete */

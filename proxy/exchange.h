@@ -4,6 +4,13 @@
  * owns its hop and the request body buffer. The request head stays in the client's parser, which
  * the client keeps until the exchange ends. Data flows one way: client -> exchange -> hop -> pool;
  * answers come back through the same objects.
+ *
+ * Fields are written by exchange.c only. The client feeds the request through exchange_body(),
+ * exchange_body_end() and, after a 101, exchange_tunnel_append()/exchange_tunnel_in(); it reads
+ * `state`, `body_done` and `req`. The hops read the body buffer, the deadline and the route, and
+ * hand tunnel bytes back with exchange_tunnel_out(). The client's output buffer is lent to the
+ * exchange (client_out) while the answer is written; the worker's scratch buffer is borrowed
+ * through worker_scratch() and never held across a return to the loop.
  */
 #ifndef LIFELINE_EXCHANGE_H
 #define LIFELINE_EXCHANGE_H
@@ -11,6 +18,7 @@
 #include <ev.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "buf.h"
 #include "conf.h"
@@ -31,6 +39,7 @@ enum exchange_state {
 
 struct exchange {
     struct client *c;
+    struct worker *w;                   /* the client's worker, for short */
     enum exchange_state state;
     struct gen *gen;                    /* the worker generation it runs on (reference held) */
     const struct conf_route *route;
@@ -87,15 +96,27 @@ struct exchange {
 /* A complete request head arrived on c (c->parser holds it). Routes it and starts the first hop,
  * or answers (404, 413, ...) itself. */
 void exchange_start(struct exchange *ex, struct client *c);
-/* The client put request body bytes into ex->body, or completed the message (ex->body_done). */
+static inline struct worker *exchange_worker(const struct exchange *ex)
+{
+    return ex->w;
+}
+/* The client's parser put request body bytes into ex->body (its output, set by the exchange). */
 void exchange_body(struct exchange *ex);
+/* The request message is complete (body_done); what is left of the body goes upstream. */
+void exchange_body_end(struct exchange *ex);
 /* The client's output buffer drained below its limit: the upstream response, or lifeline's own
  * answer, continues. */
 void exchange_drained(struct exchange *ex);
 /* The client is going away: cancel everything. After it the exchange is EX_NONE. */
 void exchange_cancel(struct exchange *ex);
-/* Bytes of a tunnel arrived from the client (in ex->body). */
+/* After a 101: copies up to n bytes that came from the client into the tunnel's upstream buffer.
+ * Returns how many it took (0: full; the client pauses until exchange_hop_sent makes room). */
+size_t exchange_tunnel_append(struct exchange *ex, const void *p, size_t n);
+/* The bytes appended above go upstream. */
 void exchange_tunnel_in(struct exchange *ex);
+/* After a 101: queues up to n bytes from the upstream for the client. Returns how many fit (0: the
+ * client's output buffer is full), or -1 when the client has no output buffer (closed). */
+ssize_t exchange_tunnel_out(struct exchange *ex, const void *p, size_t n);
 
 /* Events from the hop. */
 void exchange_hop_head(struct exchange *ex, struct hop *h);

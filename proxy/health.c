@@ -33,6 +33,8 @@ struct health_check {
     unsigned ok_run, bad_run;           /* consecutive results, against rise / fall */
 };
 
+void (*health_eject_hook)(void);
+
 int64_t health_now(void)
 {
     return clock_ms();
@@ -93,6 +95,7 @@ struct health *health_new(struct conf *c, const struct health *prev, struct metr
             n += (unsigned)cp->servers[j].naddrs;
         hp->cp = cp;
         hp->trial_timeout = trial_timeout(c, cp);
+        atomic_init(&hp->ejecting, false);
         hp->servers = calloc(n ? n : 1, sizeof(*hp->servers));
         if (!hp->servers) {
             health_unref(h);
@@ -182,11 +185,23 @@ bool health_report(struct health_pool *hp, struct srv_health *s, bool failure, i
         return false;
     }
     if (v.want_eject) {
+        /* Counting and ejecting must be one step: two workers that each count "one more fits"
+         * and then eject two different servers would take the pool past max_ejected_percent.
+         * Only an ejection moves a server out of rotation (a failed trial was out already), so
+         * serialising the ejectors of a pool is enough. It is rare (a server just crossed
+         * consecutive_failures) and short (n loads and a compare-and-swap): a spin, no mutex. */
+        bool busy = false;
+        while (!atomic_compare_exchange_weak_explicit(&hp->ejecting, &busy, true, memory_order_acquire,
+                                                      memory_order_relaxed))
+            busy = false;
         for (unsigned i = 0; i < hp->n; i++)
             out += outlier_state(&hp->servers[i].o, now) != OUTLIER_IN;
-        if (!outlier_room(hp->n, out, cp->outlier.max_ejected_percent))
-            return false;   /* ejecting more would leave too little of the pool */
-        v.ejected_for = outlier_eject(&s->o, &cp->outlier, now);
+        if (health_eject_hook)
+            health_eject_hook();
+        if (outlier_room(hp->n, out, cp->outlier.max_ejected_percent))
+            v.ejected_for = outlier_eject(&s->o, &cp->outlier, now);
+        /* else ejecting more would leave too little of the pool */
+        atomic_store_explicit(&hp->ejecting, false, memory_order_release);
     }
     if (v.ejected_for <= 0)
         return false;

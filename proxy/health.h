@@ -34,6 +34,9 @@ struct health_pool {
     struct srv_health *servers;         /* every address of every server, in conf order */
     unsigned n;
     int64_t trial_timeout;              /* a half-open trial's claim expires after it (ms) */
+    atomic_bool ejecting;               /* taken (compare-and-swap) by the one worker that counts
+                                         * the servers out of rotation and ejects one more:
+                                         * max_ejected_percent holds across workers */
 };
 
 /* The runtime companion of one conf snapshot: shared server state and metrics slots. Reference
@@ -75,8 +78,14 @@ int64_t health_claim_trial(const struct health_pool *hp, struct srv_health *s, i
 /* A trial that ends with no verdict (cancelled): frees the slot at once. */
 void health_unclaim(struct srv_health *s, int64_t trial);
 /* One finished attempt: failure is every outcome but ok and statuses below 500; trial: the claim
- * the attempt holds, or 0. May eject (logged at warn): returns true when it did. */
+ * the attempt holds, or 0. May eject (logged at warn): returns true when it did. Any thread: an
+ * ejection that would take the pool past max_ejected_percent never happens, even when several
+ * workers eject servers of the same pool at once (the count and the ejection are one step under
+ * hp->ejecting). */
 bool health_report(struct health_pool *hp, struct srv_health *s, bool failure, int64_t trial, int64_t now);
+/* Tests only (NULL otherwise): called by health_report() between counting the servers out of
+ * rotation and ejecting, so that a test can hold one worker there while another one reports. */
+extern void (*health_eject_hook)(void);
 /* Share of its weight the server gets now, in (0, 1]: below 1 while slow_start ramps it up. */
 double health_ramp(const struct srv_health *s, int64_t now);
 /* Is it ejected now (for status pages)? */

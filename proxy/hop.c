@@ -7,7 +7,9 @@
  *
  * Re-entrancy: the hop reports to its exchange with exchange_hop_*(), and the exchange may cancel
  * or restart this very hop before returning. Every report is therefore followed by a check of
- * `seq` (bumped by every start and cancel): when it moved, the caller returns at once.
+ * `seq` (bumped by every start and cancel): when it moved, the caller returns at once. While
+ * hop_start() is on the stack (`starting`) a failure is not reported but deferred to the loop
+ * (hop_fail_later): the exchange that called hop_start() is mid-setup.
  */
 #include "hop.h"
 
@@ -17,7 +19,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "client.h"
 #include "exchange.h"
 #include "h1.h"
 #include "log.h"
@@ -96,8 +97,35 @@ static double hop_penalty(const struct hop *h, enum hop_outcome o)
     return (double)(connecting ? h->connect_ms : h->response_ms) / 1000.0;
 }
 
+/* A failure found while hop_start() is on the stack: the hop lets go of its connection and timers
+ * now, and its connect timer, at zero delay, reports `o` from the loop (hop_timer_cb). Until then
+ * hop_failure_pending() is true: the slot is not free, and hop_settle() may judge it first. */
+static void hop_fail_later(struct hop *h, enum hop_outcome o)
+{
+    struct worker *w = hop_worker(h);
+
+    ev_timer_stop(w->loop, &h->response_timer);
+    ev_timer_stop(w->loop, &h->read_timer);
+    if (h->uc) {
+        pool_gauge(h->uc->server, -1, 0, 0);
+        pool_close(h->uc);
+        h->uc = NULL;
+    }
+    log_debug("attempt to %s: %s while starting; reported from the loop",
+              h->server ? h->server->addr->text : "?", hop_outcome_name(o));
+    h->outcome = o;
+    h->deadline_cut = false;
+    h->state = HOP_FAILED;   /* the timer reports h->outcome */
+    h->connect_timer.repeat = 1e-6;
+    ev_timer_again(w->loop, &h->connect_timer);
+}
+
 static void hop_fail(struct hop *h, enum hop_outcome o)
 {
+    if (h->starting) {
+        hop_fail_later(h, o);
+        return;
+    }
     if (h->server) {
         pool_report(h->server, true, h->state == HOP_BODY ? -1 : hop_penalty(h, o), h->trial);
         h->trial = 0;
@@ -131,7 +159,7 @@ static void hop_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         return;
     }
     if (t == &h->connect_timer && h->state == HOP_FAILED)
-        hop_fail(h, h->outcome);   /* a connect that failed at once, reported from the loop */
+        hop_fail(h, h->outcome);   /* a failure found in hop_start(), reported from the loop */
     else if (t == &h->connect_timer)
         hop_fail(h, h->deadline_cut ? HOP_DEADLINE : HOP_CONNECT_TIMEOUT);
     else
@@ -209,12 +237,20 @@ static void hop_connect_cb(struct ev_loop *loop, ev_io *io, int revents)
     hop_connected(h);
 }
 
-void hop_start(struct hop *h, struct exchange *ex, struct upserver *s, bool fresh)
+void hop_init(struct hop *h, unsigned seq)
 {
-    struct worker *w = ex->c->w;
+    memset(h, 0, sizeof(*h));
+    h->seq = seq + 1;
+    h->state = HOP_IDLE;
+}
+
+void hop_start(struct hop *h, struct exchange *ex, struct upserver *s, bool fresh, int64_t trial)
+{
+    struct worker *w = exchange_worker(ex);
     int err = 0;
 
     h->ex = ex;
+    h->trial = trial;
     h->w = w;
     h->deadline = ex->deadline;
     h->connect_ms = ex->route->timeouts.connect;
@@ -228,6 +264,7 @@ void hop_start(struct hop *h, struct exchange *ex, struct upserver *s, bool fres
     h->body_sent = 0;
     h->reused = h->request_sent = h->got_bytes = h->read_paused = h->deadline_cut = false;
     h->write_failed = h->processing = false;
+    h->starting = true;
     h->started = ev_now(w->loop);
     h->connected = 0;
     ev_init(&h->connect_timer, hop_timer_cb);
@@ -240,22 +277,20 @@ void hop_start(struct hop *h, struct exchange *ex, struct upserver *s, bool fres
     if (h->parser)
         h1_parser_expect_no_body(h->parser, ex->req->method == H1_M_HEAD);
 
-    h->uc = fresh ? NULL : pool_take(s);
-    if (h->uc) {
-        pool_gauge(s, 1, 0, 0);
-        h->reused = true;
-        h->state = HOP_CONNECTING;
-        if (!h->parser) {
-            err = ENOMEM;
-            goto fail_later;
-        }
-        hop_connected(h);
-        return;
-    }
     h->state = HOP_CONNECTING;
     if (!h->parser) {
         err = ENOMEM;
         goto fail_later;
+    }
+    h->uc = fresh ? NULL : pool_take(s);
+    if (h->uc) {
+        pool_gauge(s, 1, 0, 0);
+        h->reused = true;
+        /* Sent at once; a failure here (the server closed the pooled connection) is deferred by
+         * hop_fail, since `starting` is set. */
+        hop_connected(h);
+        h->starting = false;
+        return;
     }
     h->uc = pool_connect(s, &err);
     if (!h->uc)
@@ -266,17 +301,14 @@ void hop_start(struct hop *h, struct exchange *ex, struct upserver *s, bool fres
     ev_set_cb(&h->uc->wr, hop_connect_cb);
     ev_io_start(w->loop, &h->uc->wr);
     h->deadline_cut = hop_arm(h, &h->connect_timer, ex->route->timeouts.connect);
+    h->starting = false;
     return;
 
 fail_later:
-    /* A hop never reports synchronously (its caller is mid-setup): the connect timer fires at
-     * once and reports connect_error. */
+    /* A hop never reports an end synchronously (its caller is mid-setup): reported from the loop. */
     log_debug("connect to %s: %s", s->addr->text, strerror(err));
-    h->outcome = HOP_CONNECT_ERROR;
-    h->deadline_cut = false;
-    h->connect_timer.repeat = 1e-6;
-    ev_timer_again(w->loop, &h->connect_timer);
-    h->state = HOP_FAILED;   /* the timer reports h->outcome */
+    hop_fail_later(h, HOP_CONNECT_ERROR);
+    h->starting = false;
 }
 
 void hop_send(struct hop *h)
@@ -444,20 +476,18 @@ static void hop_process_buffered(struct hop *h)
 
         head_seen = false;
         if (h->state == HOP_TUNNEL) {
-            struct buf *out = client_out(h->ex->c);
-            size_t n;
-            if (!out)
-                return;
-            if (buf_free_space(out) == 0) {
-                hop_report_data(h);
+            ssize_t n = exchange_tunnel_out(h->ex, buf_head(in), in->len);
+            if (n == 0) {
+                hop_report_data(h);   /* flush downstream to make room */
                 if (h->seq != seq)
                     return;
+                n = exchange_tunnel_out(h->ex, buf_head(in), in->len);
             }
-            n = buf_free_space(out) < in->len ? buf_free_space(out) : in->len;
+            if (n < 0)
+                return;
             if (n == 0)
                 goto pause;
-            buf_append(out, buf_head(in), n);
-            buf_consume(in, n);
+            buf_consume(in, (size_t)n);
             hop_report_data(h);
             if (h->seq != seq)
                 return;
@@ -518,13 +548,11 @@ static void hop_process_buffered(struct hop *h)
             break;
         }
         case H1_DONE: {
-            struct h1_head *resp = h1_parser_head(h->parser);
             if (h->state == HOP_SENDING) {   /* an interim 1xx ended */
                 h1_parser_reset(h->parser);
                 h1_parser_expect_no_body(h->parser, h->head_req);
                 break;
             }
-            (void)resp;
             /* No flush here: the exchange counts the request first, then flushes its last bytes
              * (SPEC §5: a scrape that follows the answer sees it counted). */
             hop_done(h, false);
@@ -597,6 +625,28 @@ void hop_resume(struct hop *h)
         ev_io_start(hop_worker(h)->loop, &h->uc->rd);
     }
     hop_process(h);
+}
+
+void hop_body_consumed(struct hop *h, size_t n)
+{
+    h->body_sent -= n < h->body_sent ? n : h->body_sent;
+}
+
+void hop_tunnel_start(struct hop *h)
+{
+    h->request_sent = false;   /* hop_send writes again: tunnel bytes, as the client sends them */
+}
+
+enum hop_outcome hop_settle(struct hop *h)
+{
+    enum hop_outcome o = h->outcome;
+
+    if (hop_failure_pending(h)) {
+        pool_report(h->server, true, hop_penalty(h, o), h->trial);
+        h->trial = 0;
+    }
+    hop_cancel(h);
+    return o;
 }
 
 void hop_cancel(struct hop *h)

@@ -8,11 +8,22 @@
  *
  * States, and where each may go:
  *   HOP_IDLE       -> HOP_CONNECTING | HOP_SENDING (pooled connection)          (hop_start)
+ *                     | HOP_FAILED with its report pending (hop_failure_pending)
  *   HOP_CONNECTING -> HOP_SENDING | HOP_FAILED
  *   HOP_SENDING    -> HOP_BODY (head received) | HOP_FAILED   (sending and awaiting the head overlap)
  *   HOP_BODY       -> HOP_DONE | HOP_TUNNEL (101) | HOP_FAILED (mid-body: the exchange truncates)
  *   any            -> HOP_IDLE via hop_cancel(): watchers stopped, a half-used connection closed.
  * A hop never frees its exchange; after reporting an event it returns without touching itself.
+ *
+ * Reports. hop_start() never reports an end (failed, head, done) before it returns: a failure
+ * found while it is on the stack (a connect refused at once, a pooled connection the server has
+ * closed, no memory) leaves the hop HOP_FAILED with its report due from a zero-delay timer
+ * (hop_failure_pending() is true until then). With a pooled connection it may report
+ * exchange_hop_connected() and exchange_hop_sent() before it returns; neither ends the exchange
+ * nor touches this hop. Every other report comes from a watcher of the loop.
+ *
+ * Fields are written by hop.c only; the exchange reads them and calls the functions below
+ * (hop_is_running, hop_body_consumed, hop_tunnel_start, hop_settle...).
  *
  * Ownership. A hop lives in its exchange (struct exchange embeds two) and is owned by it, with one
  * exception: a hop that lost a hedge or a connect race (SPEC §3.5) is handed to its worker with
@@ -58,7 +69,8 @@ struct hop {
     struct exchange *ex;                /* owner; NULL for an orphan (owned by w) */
     struct worker *w;
     struct gen *gen;                    /* orphans: generation reference held */
-    struct hop *onext, *oprev;          /* orphans: the worker's list (oldest first) */
+    struct hop *onext, *oprev;          /* orphans: the worker's list (oldest first); the reaper's
+                                         * list (onext) once ended */
     ev_tstamp deadline;                 /* the exchange's, for clamping connect/response */
     int64_t connect_ms, response_ms;    /* the route's per-attempt timeouts */
     bool head_req;                      /* the request is a HEAD: no response body */
@@ -77,19 +89,25 @@ struct hop {
     bool deadline_cut;                  /* the running connect/response timer was clamped */
     bool write_failed;                  /* the server stopped reading: never reuse */
     bool processing;                    /* hop_process() is on the stack */
+    bool starting;                      /* hop_start() is on the stack: failures are deferred */
     bool request_sent;                  /* head and whole body written */
     bool got_bytes;                     /* any response byte arrived */
     bool read_paused;                   /* backpressure: downstream buffer full */
     ev_tstamp started, connected;       /* for connect_ms / response_ms */
     int64_t trial;                      /* the half-open trial claim this hop holds until its
-                                         * verdict (pool_report), else 0; set before hop_start,
-                                         * given back unjudged by hop_detach (pool_unclaim) */
+                                         * verdict (pool_report), else 0; handed over by
+                                         * hop_start, given back unjudged by hop_detach
+                                         * (pool_unclaim) */
 };
 
-/* Starts the hop to server s (fresh: on a new connection, never a pooled one). The request head must be in hop->head already. Always reports
- * through the exchange later (never synchronously fails: an immediate connect error is reported
- * from a zero-delay timer), so the caller may rely on the hop being in flight after it returns. */
-void hop_start(struct hop *h, struct exchange *ex, struct upserver *s, bool fresh);
+/* Makes a zeroed slot an idle hop whose sequence number is past `seq` (the number of the hop that
+ * used the slot before: a callback up the stack compares against it). */
+void hop_init(struct hop *h, unsigned seq);
+/* Starts the hop to server s; the request head must be in h->head already. fresh: on a new
+ * connection, never a pooled one. trial: the half-open trial claim on s (0: none), which the hop
+ * now holds until its verdict. Never reports an end before it returns (see "Reports" above): the
+ * caller may rely on the hop being in flight, or its failure pending, after it returns. */
+void hop_start(struct hop *h, struct exchange *ex, struct upserver *s, bool fresh, int64_t trial);
 /* More request body bytes (or its end) are in the exchange's body buffer. */
 void hop_send(struct hop *h);
 /* The downstream buffer has room again: read from the upstream again. */
@@ -101,6 +119,32 @@ void hop_cancel(struct hop *h);
  * it becomes an orphan owned by the worker and true is returned; otherwise it is cancelled and
  * false is returned. Either way the slot is HOP_IDLE afterwards. */
 bool hop_orphan(struct hop *h);
+/* A failure found while hop_start() was on the stack, or a connect refused at once, whose report
+ * is due from the loop (hop.c's zero-delay timer). */
+static inline bool hop_failure_pending(const struct hop *h)
+{
+    return h->state == HOP_FAILED && h->uc == NULL && h->server != NULL;
+}
+/* The hop is in flight (or its failure report is pending): its slot is not free. */
+static inline bool hop_is_running(const struct hop *h)
+{
+    return h->state == HOP_CONNECTING || h->state == HOP_SENDING || h->state == HOP_BODY ||
+           h->state == HOP_TUNNEL || hop_failure_pending(h);
+}
+/* Bytes of the exchange's body buffer this hop has written upstream. */
+static inline size_t hop_body_sent(const struct hop *h)
+{
+    return h->body_sent;
+}
+/* The exchange dropped n bytes (at most hop_body_sent) from the front of its body buffer. */
+void hop_body_consumed(struct hop *h, size_t n);
+/* The 101 went downstream: from now on the hop carries tunnel bytes from the exchange's body
+ * buffer upstream (hop_send) and hands upstream bytes to exchange_tunnel_out(). */
+void hop_tunnel_start(struct hop *h);
+/* A hop whose failure is pending (hop_failure_pending) loses before its report: the server is
+ * judged now as the report would have, the hop is cancelled with no report to the exchange, and
+ * its outcome is returned. */
+enum hop_outcome hop_settle(struct hop *h);
 /* Closes every orphan of worker w at once (worker shutdown). */
 void hop_orphans_close(struct worker *w);
 /* Frees the orphans that ended during this loop iteration (the worker's reaper). */

@@ -28,6 +28,7 @@
 #include "health.h"
 #include "log.h"
 #include "metrics.h"
+#include "probe.h"
 #include "stale.h"
 #include "worker.h"
 
@@ -216,80 +217,6 @@ static void usage(FILE *f)
             "         SIGUSR1 reopens the access log file\n");
 }
 
-/* --probe: a blocking one-shot GET for Docker's HEALTHCHECK (no curl in the image). */
-static int probe(const char *url)
-{
-    char host[256], port[16] = "80", req[1024], resp[64];
-    const char *p, *path;
-    struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *ai = NULL;
-    size_t hl;
-    int fd = -1, rc = 1, n, got = 0;
-    struct timeval tv = { .tv_sec = 5 };
-
-    if (strncmp(url, "http://", 7) != 0) {
-        fprintf(stderr, "probe: only http:// URLs\n");
-        return 1;
-    }
-    p = url + 7;
-    path = strchr(p, '/');
-    hl = path ? (size_t)(path - p) : strlen(p);
-    if (!path)
-        path = "/";
-    if (hl == 0 || hl >= sizeof(host))
-        return 1;
-    memcpy(host, p, hl);
-    host[hl] = 0;
-    if (host[0] == '[') {
-        char *e = strchr(host, ']');
-        if (!e)
-            return 1;
-        *e = 0;
-        if (e[1] == ':')
-            snprintf(port, sizeof(port), "%s", e + 2);
-        memmove(host, host + 1, strlen(host + 1) + 1);
-    } else {
-        char *c = strrchr(host, ':');
-        if (c) {
-            *c = 0;
-            snprintf(port, sizeof(port), "%s", c + 1);
-        }
-    }
-    if (getaddrinfo(host, port, &hints, &ai) != 0 || !ai) {
-        fprintf(stderr, "probe: cannot resolve %s\n", host);
-        return 1;
-    }
-    fd = socket(ai->ai_family, SOCK_STREAM, 0);
-    if (fd < 0)
-        goto out;
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
-        fprintf(stderr, "probe: connect: %s\n", strerror(errno));
-        goto out;
-    }
-    n = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path, host);
-    if (n < 0 || (size_t)n >= sizeof(req) || write(fd, req, (size_t)n) != n)
-        goto out;
-    while (got < (int)sizeof(resp) - 1) {
-        n = (int)read(fd, resp + got, sizeof(resp) - 1 - (size_t)got);
-        if (n <= 0)
-            break;
-        got += n;
-        if (memchr(resp, '\n', (size_t)got))
-            break;
-    }
-    resp[got] = 0;
-    if (got >= 12 && strncmp(resp, "HTTP/1.", 7) == 0 && resp[9] == '2')
-        rc = 0;
-    else
-        fprintf(stderr, "probe: %s\n", got ? strtok(resp, "\r\n") : "no answer");
-out:
-    if (fd >= 0)
-        close(fd);
-    freeaddrinfo(ai);
-    return rc;
-}
-
 static void start_drain(struct ev_loop *loop)
 {
     const struct conf *c = current->conf;
@@ -356,28 +283,30 @@ static void *worker_thread(void *arg)
     return NULL;
 }
 
-int main(int argc, char **argv)
+/* What main() is asked to do. */
+struct options {
+    const char *path;                   /* -c */
+    bool check;                         /* -t */
+};
+
+/* Parses the command line into o. Returns -1 to go on, or the exit code when done already (-V, -h,
+ * --probe, a usage error). */
+static int parse_options(int argc, char **argv, struct options *o)
 {
-    const char *path = "config/lifeline.yaml";
-    bool check = false;
-    int opt, rc = 1;
-    unsigned nerr = 0;
-    struct conf *c;
     static const struct option longopts[] = {
         { "probe", required_argument, NULL, 'P' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
     };
-    sigset_t set;
-    struct ev_loop *loop;
-    ev_signal sig_term, sig_int, sig_hup, sig_usr1;
-    struct alog_ring **rings = NULL;
+    int opt;
 
+    o->path = "config/lifeline.yaml";
+    o->check = false;
     while ((opt = getopt_long(argc, argv, "c:tdVh", longopts, NULL)) != -1) {
         switch (opt) {
-        case 'c': path = optarg; break;
-        case 't': check = true; break;
+        case 'c': o->path = optarg; break;
+        case 't': o->check = true; break;
         case 'd': log_threshold = LOG_DEBUG; break;
         case 'V': printf("lifeline %s\n", LIFELINE_VERSION); return 0;
         case 'h': usage(stdout); return 0;
@@ -389,42 +318,53 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    return -1;
+}
 
-    c = conf_load(path, stderr, &nerr);
-    if (!c)
-        return 1;
-    if (check) {
-        printf("%s: ok\n", path);
-        conf_unref(c);
-        return 0;
-    }
+/* What start() has made, for stop() to undo (in reverse). */
+static struct {
+    struct ev_loop *loop;
+    struct conf *conf;                  /* the first snapshot (reference held) */
+    unsigned workers_made;              /* worker_init done */
+    unsigned threads;                   /* worker threads running */
+    struct alog_ring **rings;
+    ev_signal sig_term, sig_int, sig_hup, sig_usr1;
+} run_state;
+
+static const int handled_signals[] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1 };
+
+/* Signals go to the main thread's signalfd only: blocked before any other thread exists. */
+static void block_signals(void)
+{
+    sigset_t set;
 
     signal(SIGPIPE, SIG_IGN);
-    /* Signals go to the main thread's signalfd only: block them before any worker thread exists. */
     sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGUSR1);
+    for (size_t i = 0; i < sizeof(handled_signals) / sizeof(handled_signals[0]); i++)
+        sigaddset(&set, handled_signals[i]);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
-    admin.fd = -1;
+}
 
-    loop = ev_default_loop(EVFLAG_SIGNALFD);
-    conf_path = path;
-    nworkers = c->workers ? c->workers : 1;
-    workers = calloc(nworkers, sizeof(*workers));
-    current = health_new(c, NULL, &names);
-    stale = stale_store_new(c->stale_store.size, c->stale_store.max_entry);
-    if (!loop || !workers || !current || !stale) {
-        log_error("out of memory");
-        goto out;
+static void watch_signals(struct ev_loop *loop)
+{
+    ev_signal *w[] = { &run_state.sig_term, &run_state.sig_int, &run_state.sig_hup, &run_state.sig_usr1 };
+
+    for (size_t i = 0; i < sizeof(handled_signals) / sizeof(handled_signals[0]); i++) {
+        ev_signal_init(w[i], on_signal, handled_signals[i]);
+        ev_signal_start(loop, w[i]);
     }
+}
+
+/* The workers (listeners bound now: errors are reported at start), the admin listener and the
+ * access-log writer, then the worker threads. 0, or -1 after logging why (stop() undoes it). */
+static int start_workers(struct conf *c)
+{
     for (unsigned i = 0; i < nworkers; i++) {
         if (worker_init(&workers[i], i, current, stale) < 0) {
-            for (unsigned j = 0; j <= i; j++)
-                worker_destroy(&workers[j]);
-            goto out;
+            worker_destroy(&workers[i]);   /* what it made before failing */
+            return -1;
         }
+        run_state.workers_made++;
     }
     admin.conf = c;
     admin.workers = workers;
@@ -432,33 +372,27 @@ int main(int argc, char **argv)
     admin.health = current;
     admin.stale = stale;
     admin.generation = 1;
-    rings = calloc(nworkers, sizeof(*rings));
-    if (!rings)
-        goto out_workers;
+    run_state.rings = calloc(nworkers, sizeof(*run_state.rings));
+    if (!run_state.rings)
+        return -1;
     for (unsigned i = 0; i < nworkers; i++)
-        rings[i] = &workers[i].alog;
-    if (admin_start(&admin, loop) < 0 || alog_start(&alog, c->access_log.path, rings, nworkers) < 0)
-        goto out_workers;
+        run_state.rings[i] = &workers[i].alog;
+    if (admin_start(&admin, run_state.loop) < 0 ||
+        alog_start(&alog, c->access_log.path, run_state.rings, nworkers) < 0)
+        return -1;
     for (unsigned i = 0; i < nworkers; i++) {
         if (pthread_create(&workers[i].thread, NULL, worker_thread, &workers[i]) != 0) {
             log_error("cannot start worker thread %u", i);
-            exit(1);
+            return -1;
         }
+        run_state.threads++;
     }
-    log_info("lifeline %s: %zu listener(s), %u worker(s), config %s", LIFELINE_VERSION,
-             c->nlisteners, nworkers, path);
-    for (size_t i = 0; i < c->nlisteners; i++)
-        log_info("listening on %s", c->listeners[i].addr.text);
+    return 0;
+}
 
-    ev_signal_init(&sig_term, on_signal, SIGTERM);
-    ev_signal_init(&sig_int, on_signal, SIGINT);
-    ev_signal_init(&sig_hup, on_signal, SIGHUP);
-    ev_signal_init(&sig_usr1, on_signal, SIGUSR1);
-    sig_term.data = sig_int.data = sig_hup.data = sig_usr1.data = c;
-    ev_signal_start(loop, &sig_term);
-    ev_signal_start(loop, &sig_int);
-    ev_signal_start(loop, &sig_hup);
-    ev_signal_start(loop, &sig_usr1);
+/* The main loop's own duties: health checks, the loader thread, DNS re-resolution, drain timers. */
+static void start_main_loop(struct ev_loop *loop)
+{
     health_start(current, loop);
     loader.loop = loop;
     ev_async_init(&loader.done, on_loaded);
@@ -472,9 +406,51 @@ int main(int argc, char **argv)
     ev_timer_again(loop, &resolve_timer);
     ev_init(&shutdown_timer, on_shutdown_timeout);
     ev_init(&exit_poll, on_exit_poll);
-    ev_run(loop, 0);
+}
 
-    for (unsigned i = 0; i < nworkers; i++)
+/* Everything from a loaded snapshot c (its reference moves in) to serving. 0, or -1 after logging
+ * why; either way stop() releases what was made. */
+static int start(struct conf *c, const char *path)
+{
+    run_state.conf = c;
+    block_signals();
+    admin.fd = -1;
+    run_state.loop = ev_default_loop(EVFLAG_SIGNALFD);
+    conf_path = path;
+    nworkers = c->workers ? c->workers : 1;
+    workers = calloc(nworkers, sizeof(*workers));
+    current = health_new(c, NULL, &names);
+    stale = stale_store_new(c->stale_store.size, c->stale_store.max_entry);
+    if (!run_state.loop || !workers || !current || !stale) {
+        log_error("out of memory");
+        return -1;
+    }
+    if (start_workers(c) < 0)
+        return -1;
+    log_info("lifeline %s: %zu listener(s), %u worker(s), config %s", LIFELINE_VERSION,
+             c->nlisteners, nworkers, path);
+    for (size_t i = 0; i < c->nlisteners; i++)
+        log_info("listening on %s", c->listeners[i].addr.text);
+    watch_signals(run_state.loop);
+    start_main_loop(run_state.loop);
+    return 0;
+}
+
+/* Serves until the workers have drained (or were stopped) after a signal. */
+static void run(void)
+{
+    ev_run(run_state.loop, 0);
+}
+
+/* Undoes start(), whether it finished (ok) or not: threads joined, then everything freed. */
+static void stop(bool ok)
+{
+    if (run_state.threads < nworkers) {
+        /* start-up failed halfway: the threads already running stop now */
+        for (unsigned i = 0; i < run_state.threads; i++)
+            worker_post(&workers[i], WORKER_STOP);
+    }
+    for (unsigned i = 0; i < run_state.threads; i++)
         pthread_join(workers[i].thread, NULL);
     if (loader.running) {
         pthread_mutex_lock(&loader.mu);
@@ -482,19 +458,19 @@ int main(int argc, char **argv)
         pthread_cond_signal(&loader.cv);
         pthread_mutex_unlock(&loader.mu);
         pthread_join(loader.thread, NULL);
+        loader.running = false;
         conf_unref(loader.loaded);
         conf_unref(loader.resolve_from);
     }
-    rc = 0;
-out_workers:
-    admin_stop(&admin);
-    alog_stop(&alog);   /* after the workers: their last lines are written */
-    for (unsigned i = 0; i < nworkers; i++)
+    if (run_state.workers_made) {
+        admin_stop(&admin);
+        alog_stop(&alog);   /* after the workers: their last lines are written */
+    }
+    for (unsigned i = 0; i < run_state.workers_made; i++)
         worker_destroy(&workers[i]);
-    free(rings);
-    if (rc == 0)
+    free(run_state.rings);
+    if (ok)
         log_info("stopped");
-out:
     free(workers);
     if (current) {
         health_stop(current);
@@ -502,8 +478,31 @@ out:
     }
     metric_names_free(&names);
     stale_store_free(stale);   /* after the workers: they used it to the end */
-    conf_unref(c);
-    if (loop)
-        ev_loop_destroy(loop);
-    return rc;
+    conf_unref(run_state.conf);
+    if (run_state.loop)
+        ev_loop_destroy(run_state.loop);
+}
+
+int main(int argc, char **argv)
+{
+    struct options o;
+    unsigned nerr = 0;
+    struct conf *c;
+    int rc = parse_options(argc, argv, &o);
+
+    if (rc >= 0)
+        return rc;
+    c = conf_load(o.path, stderr, &nerr);
+    if (!c)
+        return 1;
+    if (o.check) {
+        printf("%s: ok\n", o.path);
+        conf_unref(c);
+        return 0;
+    }
+    rc = start(c, o.path);
+    if (rc == 0)
+        run();
+    stop(rc == 0);
+    return rc == 0 ? 0 : 1;
 }

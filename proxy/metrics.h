@@ -41,7 +41,7 @@ enum metric_reason metric_reason_of(const char *reason);
 extern const char *const metric_outcome_names[METRIC_OUTCOMES];
 
 struct route_metrics {
-    _Atomic uint64_t codes[600];        /* answers by status code; [0]: the client left first */
+    _Atomic uint64_t codes[600];        /* answers by status code (499: the client left first) */
     _Atomic uint64_t buckets[METRIC_BUCKETS];
     _Atomic uint64_t duration_us;       /* sum */
     _Atomic uint64_t retries;

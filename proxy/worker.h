@@ -156,6 +156,14 @@ void worker_exchange_put(struct worker *w, struct exchange *ex);
 
 uint64_t worker_rand(struct worker *w);
 
+/* The worker's scratch buffer (max_header_bytes + 1 KiB; its length in *len) for the request path:
+ * lent to one caller at a time, valid until it returns to the loop, never held across a callback. */
+static inline char *worker_scratch(struct worker *w, size_t *len)
+{
+    *len = w->scratch_len;
+    return w->scratch;
+}
+
 /* Called by client.c when a connection closes: resumes accepting if it was paused. */
 void worker_conn_closed(struct worker *w);
 

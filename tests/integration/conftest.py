@@ -10,7 +10,7 @@ Pieces:
   Conn / fetch()        raw-socket HTTP/1.1 client that parses responses simply (CL, chunked, close)
   upstream(...)         aiohttp fake: echo, /status/N, /bytes/N, /chunked/N, /slow-head, /hang, ...
   raw_upstream(script)  asyncio TCP fake running `async def script(conn)` per connection
-  lifeline(...)         starts build/lifeline with a generated config; checks exit 0 and no
+  lifeline(...)         starts $LIFELINE_BIN (default: this checkout's build/asan/lifeline) with a generated config; checks exit 0 and no
                         sanitizer report at teardown
 """
 
@@ -31,7 +31,10 @@ import pytest
 import yaml
 
 TIME_SCALE = float(os.environ.get("LIFELINE_TIME_SCALE", "1"))
-LIFELINE_BIN = os.environ.get("LIFELINE_BIN", "/work/main/build/lifeline")
+# The binary of this checkout (not of another clone): the sanitized build by default, as `make test`.
+LIFELINE_BIN = os.environ.get(
+    "LIFELINE_BIN",
+    os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "build", "asan", "lifeline")))
 HOST = "127.0.0.1"
 SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:")
 TEST_WALL_LIMIT = 60.0   # seconds (scaled): a test still running then is interrupted
@@ -1002,13 +1005,13 @@ def write_config(path, config):
 @pytest.fixture
 def lifeline(tmp_path):
     """Factory: lifeline(pools=..., routes=..., client=..., limits=..., workers=1, extra={...},
-    env={...}) -> a running Lifeline on a free 127.0.0.1 port. Teardown: SIGTERM, exit 0 within
+    env={...}, args=[extra command-line arguments, e.g. "-d"]) -> a running Lifeline on a free 127.0.0.1 port. Teardown: SIGTERM, exit 0 within
     t(10)s, no sanitizer report on stderr."""
     require_binary()
     started = []
 
     def start(pools=None, routes=None, client=None, limits=None, workers=1, extra=None, env=None,
-              shutdown_timeout=None):
+              shutdown_timeout=None, args=()):
         port = free_port()
         n = len(started) + 1
         cfg = {"listen": [{"address": "%s:%d" % (HOST, port)}],
@@ -1031,7 +1034,7 @@ def lifeline(tmp_path):
         penv = dict(os.environ)
         penv.update(env or {})
         with open(stderr_path, "wb") as ef, open(stdout_path, "wb") as of:
-            proc = subprocess.Popen([LIFELINE_BIN, "-c", cfg_path], stdin=subprocess.DEVNULL,
+            proc = subprocess.Popen([LIFELINE_BIN, "-c", cfg_path] + list(args), stdin=subprocess.DEVNULL,
                                     stdout=of, stderr=ef, env=penv)
         inst = Lifeline(cfg_path, port, proc, stderr_path, stdout_path, cfg)
         started.append(inst)

@@ -4,6 +4,9 @@ retried once it reached the upstream, SPEC §3.5) or set `retry: {attempts: 1}`;
 fallback."""
 
 import asyncio
+import os
+import signal
+import threading
 import collections
 import select
 import time
@@ -334,3 +337,49 @@ def test_connect_timeout_is_504(lifeline, hanging_connect):  # noqa: F811
     assert r.status == 504, r
     assert r.header("x-lifeline-fallback") == "connect_timeout", r.headers
     assert ct - 0.03 <= elapsed <= ct + t(0.7), elapsed
+
+
+def test_pooled_connection_failure_is_reported_from_the_loop(lifeline, raw_upstream):
+    """hop.h: hop_start never reports an end while the exchange that called it is on the stack.
+
+    The request takes a pooled connection the upstream has reset meanwhile; writing the request
+    fails inside hop_start. The failure must come back from the next loop turn (hop_fail_later,
+    seen in the debug log), and the request is then retried on a fresh connection (SPEC §3.5).
+    lifeline is stopped (SIGSTOP) while the reset and the next request arrive, so that both wait
+    in the same poll: the request is read before the pool's idle watcher sees the reset."""
+    reset_now = threading.Event()
+
+    async def script(conn):
+        req = await conn.read_request()
+        if not req:
+            return
+        await conn.respond(200, b"conn-%d" % conn.index)
+        if conn.index == 1:
+            while not reset_now.is_set():
+                await asyncio.sleep(0.005)
+            conn.reset()
+            return
+        while req:
+            req = await conn.read_request()
+            if req:
+                await conn.respond(200, b"conn-%d" % conn.index)
+
+    up = raw_upstream(script)
+    lf = lifeline(pools={"p": pool(up)}, args=["-d"])
+    with lf.conn() as c:
+        c.request("GET", "/first")
+        assert c.read_response().body == b"conn-1"
+        time.sleep(t(0.1))   # the connection is idle in the pool
+        os.kill(lf.pid, signal.SIGSTOP)
+        try:
+            reset_now.set()
+            time.sleep(0.2)   # the RST reaches lifeline's socket (still well under a second idle)
+            c.request("GET", "/second")
+            time.sleep(0.2)
+        finally:
+            os.kill(lf.pid, signal.SIGCONT)
+        r = c.read_response(timeout=t(5))
+    assert r.status == 200 and r.body == b"conn-2", r
+    log = lf.stderr_text()
+    assert "reset while starting; reported from the loop" in log, log[-3000:]
+    assert "reused connection to" in log, log[-3000:]

@@ -2,8 +2,9 @@
 
 import os
 import threading
+import time
 
-from conftest import Conn, pool, t
+from conftest import Conn, pool, t, wait_for
 
 
 def listening_sockets(pid, port):
@@ -66,4 +67,59 @@ def test_two_workers_concurrent_clients(lifeline, upstream):
     assert not any(th.is_alive() for th in threads), "clients still running"
     assert errors == []
     assert len(up.requests) == 80
-    assert up.max_inflight >= 2, "requests were never in flight at once"
+    assert up.max_inflight >= 2, "requests were never in flight at once"   # one worker passes this too: see below
+
+
+def thread_bytes(pid):
+    """Bytes each thread of `pid` has moved through read/write system calls (rchar + wchar of
+    /proc/PID/task/TID/io): which threads did I/O, whatever sockets they used."""
+    out = {}
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/io" % (pid, tid)) as f:
+                fields = dict(line.split(": ") for line in f.read().splitlines())
+            out[tid] = int(fields["rchar"]) + int(fields["wchar"])
+        except (OSError, KeyError, ValueError):
+            pass
+    return out
+
+
+def serving_threads(lf, up, nclients=16):
+    """Threads of lf that forwarded requests while all `nclients` requests were held by the
+    upstream at once. Each request comes on its own connection, which the kernel hands to one
+    listener (SO_REUSEPORT); with two workers both get some of 16 connections but for a chance
+    of 2 in 65536."""
+    hold = t(1.5)
+    before = thread_bytes(lf.pid)
+    conns = [Conn(lf.port) for _ in range(nclients)]
+    try:
+        for k, c in enumerate(conns):
+            c.request("GET", "/slow-head?ms=%d&k=%d" % (int(hold * 1000), k))
+        wait_for(lambda: up.inflight >= nclients, hold * 0.8,
+                 what="all %d requests in flight at the upstream (now %d)" % (nclients, up.inflight))
+        during = thread_bytes(lf.pid)   # nothing answered yet: only request bytes so far
+        for k, c in enumerate(conns):
+            r = c.read_response(timeout=t(5))
+            assert r.status == 200 and r.json()["target"].endswith("k=%d" % k), r
+    finally:
+        for c in conns:
+            c.close()
+    return {tid for tid, n in during.items() if n - before.get(tid, 0) > 0}
+
+
+def test_two_workers_serve_at_the_same_time(lifeline, upstream):
+    """Not only concurrency (one event loop has many requests in flight too): two threads forward
+    requests that are in flight together. With `workers: 1` only one thread does."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, workers=2)
+    busy = serving_threads(lf, up)
+    assert len(busy) >= 2, "only %d thread(s) did I/O while 16 requests were in flight" % len(busy)
+
+
+def test_one_worker_serves_from_one_thread(lifeline, upstream):
+    """The control for the test above: the same load on `workers: 1` is seen in one thread, so
+    that the measure itself tells one worker from two."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, workers=1)
+    busy = serving_threads(lf, up)
+    assert len(busy) == 1, "%d threads did I/O with one worker" % len(busy)

@@ -1,14 +1,18 @@
 /* test_health.c — the passive ejection state machine (outlier.h) with an injected clock:
  * IN -> EJECTED -> HALF_OPEN -> one trial -> IN, or EJECTED for twice as long; claims that are
- * cancelled or expire; max_ejected_percent. */
+ * cancelled or expire; max_ejected_percent, also with two workers ejecting at once (health.c). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
+#include "health.h"
+#include "log.h"
 #include "outlier.h"
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
@@ -245,6 +249,112 @@ static void test_durations(void **state)
     assert_string_equal(outlier_state_name(OUTLIER_HALF_OPEN), "half_open");
 }
 
+
+/* Two workers (threads) each push a different server of the same pool over consecutive_failures
+ * at the same moment. max_ejected_percent leaves room for one: counting the servers out of
+ * rotation and ejecting must be one step, or both count "none out" and both eject. The hook holds
+ * each worker between its count and its ejection until the other one gets there too (or 20 ms
+ * pass: with the count and the ejection one step, the other one cannot get there). */
+#define RACE_ROUNDS 20
+
+struct race {
+    struct health_pool *hp;
+    pthread_barrier_t *start, *done;
+    unsigned server;
+};
+
+static pthread_mutex_t race_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t race_cv = PTHREAD_COND_INITIALIZER;
+static unsigned race_waiting, race_round;
+
+static void race_hook(void)
+{
+    struct timespec until;
+    unsigned round;
+
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += 20 * 1000 * 1000;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&race_mu);
+    round = race_round;
+    if (++race_waiting == 2) {
+        race_waiting = 0;
+        race_round++;
+        pthread_cond_broadcast(&race_cv);
+    } else {
+        while (race_round == round && pthread_cond_timedwait(&race_cv, &race_mu, &until) == 0)
+            ;
+        if (race_round == round) {
+            race_waiting = 0;   /* alone: the other worker is held before its count */
+            race_round++;
+        }
+    }
+    pthread_mutex_unlock(&race_mu);
+}
+
+static void *race_worker(void *arg)
+{
+    struct race *r = arg;
+
+    for (int i = 0; i < RACE_ROUNDS; i++) {
+        pthread_barrier_wait(r->start);
+        health_report(r->hp, &r->hp->servers[r->server], true, 0, 1000);
+        pthread_barrier_wait(r->done);
+    }
+    return NULL;
+}
+
+static void test_max_ejected_two_threads(void **state)
+{
+    struct conf_pool cp = { .name = "p" };
+    struct conf_sockaddr addrs[2] = { { .text = "10.0.0.1:80" }, { .text = "10.0.0.2:80" } };
+    struct srv_health servers[2];
+    struct health_pool hp = { .cp = &cp, .servers = servers, .n = 2, .trial_timeout = TT };
+    pthread_barrier_t start, done;
+    struct race ra = { &hp, &start, &done, 0 }, rb = { &hp, &start, &done, 1 };
+    pthread_t a, b;
+    unsigned over = 0, ejected_rounds = 0;
+
+    (void)state;
+    cp.outlier = (struct conf_outlier){ .enabled = true, .consecutive_failures = 1, .ejection = 10000,
+                                        .max_ejection = 300000, .max_ejected_percent = 50 };
+    log_threshold = LOG_ERROR;   /* one warning per ejection otherwise */
+    health_eject_hook = race_hook;
+    memset(servers, 0, sizeof(servers));
+    atomic_init(&hp.ejecting, false);
+    for (int i = 0; i < 2; i++) {
+        servers[i].cp = &cp;
+        servers[i].addr = &addrs[i];
+    }
+    assert_int_equal(pthread_barrier_init(&start, NULL, 3), 0);
+    assert_int_equal(pthread_barrier_init(&done, NULL, 3), 0);
+    assert_int_equal(pthread_create(&a, NULL, race_worker, &ra), 0);
+    assert_int_equal(pthread_create(&b, NULL, race_worker, &rb), 0);
+    for (int i = 0; i < RACE_ROUNDS; i++) {
+        unsigned out = 0;
+        for (int k = 0; k < 2; k++)
+            memset(&servers[k].o, 0, sizeof(servers[k].o));   /* both in rotation, no failures */
+        pthread_barrier_wait(&start);
+        pthread_barrier_wait(&done);
+        for (int k = 0; k < 2; k++)
+            out += outlier_state(&servers[k].o, 1000) != OUTLIER_IN;
+        over += out > 1;
+        ejected_rounds += out == 1;
+    }
+    pthread_join(a, NULL);
+    pthread_join(b, NULL);
+    pthread_barrier_destroy(&start);
+    pthread_barrier_destroy(&done);
+    log_threshold = LOG_INFO;
+    health_eject_hook = NULL;
+    if (over)
+        fail_msg("%u of %d rounds ejected both servers of a pool with max_ejected_percent: 50", over, RACE_ROUNDS);
+    assert_int_equal(ejected_rounds, RACE_ROUNDS);   /* and one of them always was */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -252,6 +362,7 @@ int main(void)
         cmocka_unit_test(test_single_winner),
         cmocka_unit_test(test_room),
         cmocka_unit_test(test_durations),
+        cmocka_unit_test(test_max_ejected_two_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

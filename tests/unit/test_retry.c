@@ -90,7 +90,8 @@ static void route_make(struct conf_route *r, enum route_kind k)
     }
 }
 
-/* Our own names (hop_outcome_name lives in hop.c, which the standalone build does not link). */
+/* The names spelled out here, not taken from hop_outcome_name(): a name changed in hop.c (they are
+ * part of the access log and the metrics) fails this table instead of passing silently. */
 static const char *outcome_name(enum hop_outcome o)
 {
     switch (o) {
