@@ -5,6 +5,8 @@
  */
 #include "worker.h"
 
+#include "series.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -429,7 +431,9 @@ void *worker_main(void *arg)
 {
     struct worker *w = arg;
 
+    series_worker_attach(w->loop, w->id);   /* the time series and the /livez heartbeat */
     ev_run(w->loop, 0);
+    series_worker_detach(w->loop, w->id);
     return NULL;
 }
 
