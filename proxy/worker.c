@@ -5,8 +5,6 @@
  */
 #include "worker.h"
 
-#include "series.h"
-
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -22,6 +20,7 @@
 #include "h1.h"
 #include "health.h"
 #include "log.h"
+#include "series.h"
 #include "stale.h"
 #include "xprt.h"
 
