@@ -129,7 +129,7 @@ def test_page_renders_pools_servers_and_routes(lifeline, upstream, tmp_path):
     assert re.search(r"generation\s+1\b", text), text[:500]
     assert "ejected" in text, "the ejected server is not shown as ejected:\n%s" % text[:3000]
     # the rendered tables are the running config: one row per server
-    assert len(re.findall(r"<tr>\s*<td>\s*127\.0\.0\.1:\d+\s*</td>", dom)) == 4, dom
+    assert len(re.findall(r"<tr data-server=\"127\.0\.0\.1:\d+\"", dom)) == 4, dom
 
     # after a reload the page shows the new pools
     cfg = dict(lf.config)
