@@ -72,6 +72,8 @@ struct alog_attempt {
     struct alog_str server, outcome;
     unsigned status;                        /* 0: no HTTP answer */
     int connect_ms, response_ms;            /* < 0: did not happen (null) */
+    int backoff_ms;                         /* the wait after it before the next attempt; < 0 or 0
+                                             * when none (not in the log line; /status/requests) */
 };
 
 struct alog_entry {

@@ -17,7 +17,10 @@
 
 #include "list.h"
 #include "log.h"
+#include "clock.h"
 #include "metrics_render.h"
+#include "recent.h"
+#include "series.h"
 
 struct admin_conn {
     struct admin *a;
@@ -56,45 +59,7 @@ static void admin_conn_close(struct admin_conn *k)
         admin_set_accepting(a, true);
 }
 
-/* The status page: self-contained (no external assets), polls /status every 2 s. */
-static const char status_html[] =
-"<!doctype html><html><head><meta charset=utf-8><title>lifeline</title>"
-"<style>body{font:14px system-ui,sans-serif;margin:24px;color:#222;background:#fafafa}"
-"h1{font-size:20px;margin:0 0 4px}.sub{color:#666;margin-bottom:16px}"
-"table{border-collapse:collapse;margin:8px 0 24px;min-width:720px;background:#fff}"
-"th,td{border:1px solid #ddd;padding:4px 10px;text-align:left}th{background:#f0f0f0}"
-".up{color:#0a7d2c;font-weight:600}.down{color:#b00020;font-weight:600}.ej{color:#b36b00;font-weight:600}"
-"h2{font-size:16px;margin:16px 0 0}</style></head><body>"
-"<h1>lifeline</h1><div class=sub id=sub>loading&hellip;</div><div id=pools></div>"
-"<h2>Routes</h2><table id=routes></table>"
-"<script>\n"
-"let prev={};\n"
-"function esc(s){return String(s).replace(/[&<>\"]/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;','\"':'&quot;'}[c]));}\n"
-"async function tick(){\n"
-" try{const r=await fetch('/status',{cache:'no-store'});const s=await r.json();\n"
-"  document.getElementById('sub').textContent='generation '+s.generation+' \\u00b7 '+s.workers+' worker(s) \\u00b7 '+\n"
-"   s.downstream_connections+' client connection(s)'+(s.draining?' \\u00b7 DRAINING':'');\n"
-"  let h='';for(const p of s.pools){\n"
-"   h+='<h2>pool '+esc(p.name)+' <small>('+esc(p.balance)+')</small></h2><table><tr><th>server</th><th>state</th>'+\n"
-"    '<th>weight</th><th>in flight</th><th>idle conns</th><th>attempts</th><th>recent error rate</th></tr>';\n"
-"   for(const v of p.servers){const k=p.name+'/'+v.address,o=prev[k]||v;\n"
-"    const da=v.attempts-o.attempts,df=v.failures-o.failures;prev[k]=v;\n"
-"    const st=v.ejected?'<span class=ej>ejected '+Math.ceil(v.ejected_for_ms/1000)+'s</span>':\n"
-"     v.state=='half_open'?'<span class=ej>half-open (one trial)</span>':\n"
-"     (v.up?'<span class=up>up</span>':'<span class=down>down</span>');\n"
-"    h+='<tr><td>'+esc(v.address)+'</td><td>'+st+(v.slow_start_share<1?' (slow start '+Math.round(v.slow_start_share*100)+'%)':'')+\n"
-"     '</td><td>'+v.weight+'</td><td>'+v.in_flight+'</td><td>'+v.idle_connections+'</td><td>'+v.attempts+\n"
-"     '</td><td>'+(da>0?(100*df/da).toFixed(1)+'%':'-')+'</td></tr>';}\n"
-"   h+='</table>';}\n"
-"  document.getElementById('pools').innerHTML=h;\n"
-"  let t='<tr><th>route</th><th>pool</th><th>requests</th><th>retries</th><th>fallbacks</th></tr>';\n"
-"  for(const x of s.routes)t+='<tr><td>'+esc(x.name)+'</td><td>'+esc(x.pool)+'</td><td>'+x.requests+'</td><td>'+\n"
-"   x.retries+'</td><td>'+x.fallbacks+'</td></tr>';\n"
-"  document.getElementById('routes').innerHTML=t;\n"
-" }catch(e){document.getElementById('sub').textContent='status unavailable: '+e;}\n"
-"}\n"
-"tick();setInterval(tick,2000);\n"
-"</script></body></html>\n";
+#include "admin_page.h"
 
 static void admin_answer(struct admin_conn *k)
 {
@@ -114,18 +79,45 @@ static void admin_answer(struct admin_conn *k)
     } else if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
         status = 405;
         metrics_render_printf(&body, "method not allowed\n");
-    } else if (strcmp(path, "/healthz") == 0) {
+    } else if (strcmp(path, "/livez") == 0) {
+        unsigned stale = 0;
+        bool live = series_live(clock_ms(), &stale);
+        status = live ? 200 : 503;
+        if (live)
+            metrics_render_printf(&body, "ok\n");
+        else
+            metrics_render_printf(&body, "worker %u has not turned its loop for over %d ms\n", stale, SERIES_STALE_MS);
+    } else if (strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0) {
         status = a->draining ? 503 : 200;
         metrics_render_printf(&body, a->draining ? "draining\n" : "ok\n");
     } else if (strcmp(path, "/metrics") == 0) {
         ctype = "text/plain; version=0.0.4; charset=utf-8";
         metrics_render_prometheus(&body, &src);
+    } else if (strncmp(path, "/status/series", 14) == 0 && (path[14] == 0 || path[14] == '?')) {
+        const char *w = strstr(path, "window=");
+        ctype = "application/json";
+        metrics_render_series(&body, &src, w ? (unsigned)strtoul(w + 7, NULL, 10) : 300);
+    } else if (strncmp(path, "/status/requests", 16) == 0 && (path[16] == 0 || path[16] == '?')) {
+        const char *id = strstr(path, "id=");
+        char want[64] = "";
+        if (id) {
+            size_t n = strcspn(id + 3, "&");
+            if (n >= sizeof(want))
+                n = sizeof(want) - 1;
+            memcpy(want, id + 3, n);
+            want[n] = 0;
+        }
+        ctype = "application/json";
+        recent_render(&body, id ? want : NULL);
+    } else if (strcmp(path, "/config") == 0) {
+        ctype = "application/yaml; charset=utf-8";
+        metrics_render_config(&body, &src, a->loaded_at);
     } else if (strcmp(path, "/status") == 0) {
         ctype = "application/json";
         metrics_render_status(&body, &src);
     } else if (strcmp(path, "/") == 0) {
         ctype = "text/html; charset=utf-8";
-        metrics_render_printf(&body, "%s", status_html);
+        metrics_render_printf(&body, "%s", admin_page_html);
     } else {
         status = 404;
         metrics_render_printf(&body, "not found\n");
@@ -271,6 +263,23 @@ static void admin_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
     }
 }
 
+/* Once a second: every server's state for the series' timeline band, and the load time of a
+ * snapshot seen for the first time (main swaps a->conf on a reload). */
+static void admin_sampler_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct admin *a = t->data;
+    struct metrics_render_src src = { a->conf, a->health, a->workers, a->nworkers, a->stale, a->generation,
+                                      a->draining, a->reloads_ok, a->reloads_failed };
+
+    (void)revents;
+    if (a->sampled_conf != a->conf) {
+        a->sampled_conf = a->conf;
+        a->loaded_at = ev_now(loop);
+    }
+    if (a->health)
+        metrics_render_sample(&src, (uint32_t)ev_now(loop));
+}
+
 int admin_start(struct admin *a, struct ev_loop *loop)
 {
     const struct conf_sockaddr *addr = &a->conf->admin.addr;
@@ -294,6 +303,12 @@ int admin_start(struct admin *a, struct ev_loop *loop)
         return -1;
     }
     a->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    a->sampled_conf = a->conf;
+    a->loaded_at = ev_time();
+    ev_timer_init(&a->sampler, admin_sampler_cb, 0.0, 1.0);
+    a->sampler.data = a;
+    ev_timer_start(loop, &a->sampler);
+    ev_unref(loop);   /* sampling alone does not keep the main loop running */
     ev_io_init(&a->io, admin_accept_cb, a->fd, EV_READ);
     a->io.data = a;
     ev_io_start(loop, &a->io);
@@ -304,6 +319,10 @@ int admin_start(struct admin *a, struct ev_loop *loop)
 void admin_stop(struct admin *a)
 {
     if (a->fd >= 0) {
+        if (ev_is_active(&a->sampler)) {
+            ev_ref(a->loop);
+            ev_timer_stop(a->loop, &a->sampler);
+        }
         ev_io_stop(a->loop, &a->io);
         ev_timer_stop(a->loop, &a->accept_retry);
         close(a->fd);

@@ -1,4 +1,5 @@
-/* admin.h — the admin listener (SPEC §5): GET /healthz, /metrics, /status and / (status page).
+/* admin.h — the admin listener (SPEC §5): GET /livez, /healthz (= /readyz), /metrics, /status,
+ * /status/series, /status/requests, /config and / (status page).
  *
  * Runs in the main thread's loop, never in a worker. admin.c routes a URL to its page and serves
  * the bytes; the pages are built by metrics_render.c from the workers' counters (summed per
@@ -46,6 +47,9 @@ struct admin {
     unsigned nconns;                    /* at most ADMIN_CONNS_MAX */
     ev_timer accept_retry;              /* running while accepting is paused after EMFILE & co */
     int spare_fd;                       /* closed to accept-and-drop on EMFILE */
+    ev_timer sampler;                   /* once a second: server states for the series' band */
+    const struct conf *sampled_conf;    /* the snapshot seen at the last tick (load-time tracking) */
+    double loaded_at;                   /* wall time the running snapshot was first seen (+-1 s) */
 };
 
 /* Binds conf->admin.address on loop. 0, or -1 after logging why. Does nothing when disabled. */

@@ -26,8 +26,10 @@
 #include "health.h"
 #include "log.h"
 #include "metrics.h"
+#include "recent.h"
 #include "retry.h"
 #include "route.h"
+#include "series.h"
 #include "worker.h"
 
 static void exchange_next_attempt(struct exchange *ex);
@@ -113,6 +115,13 @@ static void exchange_record_hop(struct exchange *ex, const struct hop *h, unsign
 
     if (s && s->m && midx != METRIC_OUTCOME_ORPHANED)
         METRIC_ADD(s->m->attempts[midx], 1);
+    series_hop(ex_worker(ex)->id, s ? s->m : NULL, s && s->hs ? s->hs->slot : SERIES_SERVERS, midx,
+               h->connected > 0 && !h->reused ? h->connected - h->started : -1,
+               h->connected > 0 && (midx == HOP_OK || midx == METRIC_OUTCOME_5XX) ? now - h->connected : -1, now);
+    if (h == ex->hedge) {
+        series_hedge_result(&ex_worker(ex)->rmetrics[ex->route_slot], midx);
+        ex->hedge = NULL;
+    }
     if (midx == METRIC_OUTCOME_ORPHANED)
         midx = METRIC_OUTCOME_CANCELLED;   /* for this request it is over; the orphan counts itself */
     if (ex->nhoplog >= sizeof(ex->hoplog) / sizeof(ex->hoplog[0]))
@@ -124,6 +133,7 @@ static void exchange_record_hop(struct exchange *ex, const struct hop *h, unsign
     r->connect_ms = h->connected > 0 ? (int)((h->connected - h->started) * 1000.0 + 0.5) : -1;
     r->response_ms = h->connected > 0 && (midx == HOP_OK || midx == METRIC_OUTCOME_5XX)
                          ? (int)((now - h->connected) * 1000.0 + 0.5) : -1;
+    r->backoff_ms = -1;
 }
 
 /* The hop ended with an HTTP answer (status), or failed (its outcome). */
@@ -149,8 +159,9 @@ static void exchange_account(struct exchange *ex, unsigned status)
     metrics_request(m, status, dur);
     if (ex->fallback_reason)
         METRIC_ADD(m->fallbacks[metric_reason_of(ex->fallback_reason)], 1);
-    if (!w->alog.data)
-        return;
+    series_request(w->id, ex->route ? ex->route_slot : SERIES_ROUTES, status, ex->fallback_reason != NULL, dur, now);
+    if (!w->alog.data && ex->nhoplog < 2 && !ex->fallback_reason)
+        return;   /* no log line, and not one for /status/requests */
     memset(&e, 0, sizeof(e));
     e.time = now;
     e.client = alog_cstr(c->addr);
@@ -165,11 +176,13 @@ static void exchange_account(struct exchange *ex, unsigned status)
     for (unsigned i = 0; i < ex->nhoplog && i < ALOG_MAX_ATTEMPTS; i++) {
         const struct hop_record *r = &ex->hoplog[i];
         att[i] = (struct alog_attempt){ alog_cstr(r->server), alog_cstr(r->outcome), r->status, r->connect_ms,
-                                        r->response_ms };
+                                        r->response_ms, r->backoff_ms };
         e.nattempts = i + 1;
     }
     e.attempts = att;
     alog_write(&w->alog, &e);
+    if (recent_wanted(&e))
+        recent_record(w->id, &e);
 }
 
 /* Answers with lifeline's own response that is not a fallback (404, 413, ...). */
@@ -682,6 +695,8 @@ static void exchange_spare_cb(struct ev_loop *loop, ev_timer *t, int revents)
     if (!race) {
         ex->attempts++;
         METRIC_ADD(ex_worker(ex)->rmetrics[ex->route_slot].retries, 1);
+        series_hedge(ex_worker(ex)->id, &ex_worker(ex)->rmetrics[ex->route_slot], ex->route_slot, ev_now(loop));
+        ex->hedge = spare;
     }
     log_debug("%s to %s beside %s", race ? "connect race" : "hedge", s->addr->text,
               busy->last_server ? busy->last_server->addr->text : "?");
@@ -847,6 +862,9 @@ static bool exchange_after_attempt(struct exchange *ex, struct hop *h, enum hop_
     if (!retry_not_sent(o))
         retry_window_add(win, sec, 0, 1);   /* a free retry (nothing was sent) costs no budget */
     METRIC_ADD(w->rmetrics[ex->route_slot].retries, 1);
+    series_retry(w->id, &w->rmetrics[ex->route_slot], ex->route_slot, metric_retry_reason(o, status), ev_now(w->loop));
+    if (ex->nhoplog)
+        ex->hoplog[ex->nhoplog - 1].backoff_ms = (int)(d.delay * 1000.0 + 0.5);
     ex->backoff_timer.repeat = d.delay > 0 ? d.delay : 1e-6;
     ev_timer_again(w->loop, &ex->backoff_timer);
     return true;

@@ -67,11 +67,13 @@ struct exchange {
     ev_timer backoff_timer;             /* before the next attempt */
     ev_timer spare_timer;               /* hedge.after */
     ev_timer race_timer;                /* connect_race */
+    const struct hop *hedge;            /* the hedge still to report its result (metrics), or NULL */
     struct hop_record {                 /* for the access log: one per attempt, in order */
         const char *server;             /* the server's address text (conf snapshot) */
         const char *outcome;            /* static string */
         unsigned status;
         int connect_ms, response_ms;    /* -1: did not happen */
+        int backoff_ms;                 /* waited after it before the next attempt; -1: none */
     } hoplog[8];
     unsigned nhoplog;
     bool accounted;                     /* metrics and access log written */

@@ -17,6 +17,7 @@
 #include "clock.h"
 #include "log.h"
 #include "metrics.h"
+#include "series.h"
 #include "xprt.h"
 
 struct health_check {
@@ -182,6 +183,7 @@ bool health_report(struct health_pool *hp, struct srv_health *s, bool failure, i
         /* slow_start counts from the readmission */
         atomic_store_explicit(&s->back_since, now, memory_order_relaxed);
         log_info("pool %s: %s back in rotation (its half-open trial succeeded)", cp->name, s->addr->text);
+        series_event(s->slot, SE_READMITTED, 0);
         return false;
     }
     if (v.want_eject) {
@@ -205,6 +207,7 @@ bool health_report(struct health_pool *hp, struct srv_health *s, bool failure, i
     }
     if (v.ejected_for <= 0)
         return false;
+    series_event(s->slot, SE_EJECTED, (long long)v.ejected_for);
     if (v.trial_failed)
         log_warn("pool %s: ejecting %s for %lld ms: its half-open trial failed (%u failure)", cp->name,
                  s->addr->text, (long long)v.ejected_for, v.fails);
@@ -239,12 +242,14 @@ static void check_result(struct health_check *k, bool ok, const char *why)
             atomic_store(&s->down, 0);
             atomic_store(&s->back_since, health_now());
             log_info("pool %s: %s is up (health checks)", cp->name, s->addr->text);
+            series_event(s->slot, SE_CHECK_UP, 0);
         }
     } else {
         k->ok_run = 0;
         if (++k->bad_run >= cp->health.fall && !atomic_load(&s->down)) {
             atomic_store(&s->down, 1);
             log_warn("pool %s: %s is down (health check: %s)", cp->name, s->addr->text, why);
+            series_event(s->slot, SE_CHECK_DOWN, 0);
         }
     }
     check_arm(k, (double)cp->health.interval / 1000.0);

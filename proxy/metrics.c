@@ -21,6 +21,21 @@ const char *const metric_outcome_names[METRIC_OUTCOMES] = {
     "read_timeout", "http_5xx", "cancelled",
 };
 
+const char *const metric_retry_reason_names[METRIC_OUTCOMES] = {
+    "status", "connect_error", "connect_timeout", "response_timeout", "reset", "deadline",
+    "read_timeout", "http_5xx", "hedge",
+};
+
+const char *const metric_hedge_names[MH_COUNT] = { "won", "lost", "failed" };
+const char *const metric_phase_names[MP_COUNT] = { "connect", "first_byte" };
+
+unsigned metric_retry_reason(unsigned outcome, unsigned status)
+{
+    if (outcome == 0)   /* HOP_OK: an answer whose status is listed in retry.on */
+        return status >= 500 ? METRIC_OUTCOME_5XX : 0;
+    return outcome < METRIC_OUTCOME_CANCELLED ? outcome : 0;
+}
+
 enum metric_reason metric_reason_of(const char *reason)
 {
     for (int i = 0; i < MR_COUNT; i++) {
@@ -41,6 +56,16 @@ void metrics_request(struct route_metrics *m, unsigned status, double seconds)
         b++;
     METRIC_ADD(m->buckets[b], 1);
     METRIC_ADD(m->duration_us, (uint64_t)(seconds > 0 ? seconds * 1e6 : 0));
+}
+
+void metrics_phase(struct server_metrics *m, enum metric_phase phase, double seconds)
+{
+    unsigned b = 0;
+
+    while (b < METRIC_BUCKETS - 1 && seconds > metric_bounds[b])
+        b++;
+    METRIC_ADD(m->phase_buckets[phase][b], 1);
+    METRIC_ADD(m->phase_us[phase], (uint64_t)(seconds > 0 ? seconds * 1e6 : 0));
 }
 
 static unsigned slot_of(char **names, unsigned *n, unsigned cap, const char *key)

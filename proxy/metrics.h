@@ -40,18 +40,39 @@ enum metric_reason metric_reason_of(const char *reason);
 #define METRIC_OUTCOME_ORPHANED 9
 extern const char *const metric_outcome_names[METRIC_OUTCOMES];
 
+/* lifeline_retries_total{route,reason}: what caused a retry, indexed like metric_outcome_names
+ * for the failures (connect_error .. http_5xx); [0] "status": a listed status below 500 (e.g. 429);
+ * [METRIC_OUTCOME_CANCELLED] "hedge": a hedge (issue 12). Summed over reason, the count is
+ * lifeline_retries_total{route} as before. */
+extern const char *const metric_retry_reason_names[METRIC_OUTCOMES];
+unsigned metric_retry_reason(unsigned outcome, unsigned status);
+
+/* lifeline_hedges_total{route,result}: won (its answer went downstream), lost (the other attempt
+ * answered first), failed (it failed). */
+enum metric_hedge { MH_WON, MH_LOST, MH_FAILED, MH_COUNT };
+extern const char *const metric_hedge_names[MH_COUNT];
+
 struct route_metrics {
     _Atomic uint64_t codes[600];        /* answers by status code (499: the client left first) */
     _Atomic uint64_t buckets[METRIC_BUCKETS];
     _Atomic uint64_t duration_us;       /* sum */
     _Atomic uint64_t retries;
     _Atomic uint64_t fallbacks[MR_COUNT];
+    _Atomic uint64_t retry_reasons[METRIC_OUTCOMES];
+    _Atomic uint64_t hedges[MH_COUNT];
 };
+
+/* lifeline_upstream_response_seconds{pool,server,phase}: phase connect (socket connect of a new
+ * connection) and first_byte (request start on the connection to the response head). */
+enum metric_phase { MP_CONNECT, MP_FIRST_BYTE, MP_COUNT };
+extern const char *const metric_phase_names[MP_COUNT];
 
 struct server_metrics {
     _Atomic uint64_t attempts[METRIC_OUTCOMES];
     _Atomic uint64_t inflight, idle, active;   /* gauges (wrapping add of -1 to decrement) */
     _Atomic uint64_t ejections;         /* lifeline_outlier_ejections_total, by the reporting worker */
+    _Atomic uint64_t phase_buckets[MP_COUNT][METRIC_BUCKETS];
+    _Atomic uint64_t phase_us[MP_COUNT];    /* sums */
 };
 
 /* Stable slots: a route name, or a pool's server address, keeps its counters across reloads.
@@ -73,5 +94,7 @@ void metric_names_free(struct metric_names *n);
 
 /* Records one answered request into m. */
 void metrics_request(struct route_metrics *m, unsigned status, double seconds);
+/* Records one phase of an upstream attempt (seconds >= 0) into m. */
+void metrics_phase(struct server_metrics *m, enum metric_phase phase, double seconds);
 
 #endif

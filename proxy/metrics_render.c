@@ -6,11 +6,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <yaml.h>
 
 #include "conf.h"
 #include "health.h"
 #include "hop.h"
 #include "metrics.h"
+#include "series.h"
+#include "sketch.h"
 #include "stale.h"
 #include "version.h"
 #include "worker.h"
@@ -116,11 +121,27 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
         metrics_render_printf(b, "lifeline_request_duration_seconds_count{route=\"%s\"} %llu\n", name,
                               (unsigned long long)cum);
     }
-    metrics_render_printf(b, "# HELP lifeline_retries_total Attempts after the first (retries and hedges), by route.\n"
+    /* One family, every sample with {route,reason}: summed over reason it is SPEC's
+     * lifeline_retries_total{route} (attempts after the first, retries and hedges). A sample
+     * without the reason label beside them would be counted twice by sum(). Every reason is
+     * written, zeros included, so that a route's total exists before its first retry. */
+    metrics_render_printf(b, "# HELP lifeline_retries_total Attempts after the first (retries and hedges), by route and by the outcome that caused the retry (hedge: a hedge).\n"
                  "# TYPE lifeline_retries_total counter\n");
-    for (size_t r = 0; r < c->nroutes; r++)
-        metrics_render_printf(b, "lifeline_retries_total{route=\"%s\"} %llu\n", c->routes[r].name,
-                              (unsigned long long)ROUTE_SUM(s, route_slot(s, r), retries));
+    for (size_t r = 0; r < c->nroutes; r++) {
+        unsigned slot = route_slot(s, r);
+        for (unsigned k = 0; k < METRIC_OUTCOMES; k++) {
+            uint64_t v = ROUTE_SUM(s, slot, retry_reasons[k]);
+            metrics_render_printf(b, "lifeline_retries_total{route=\"%s\",reason=\"%s\"} %llu\n", c->routes[r].name,
+                                  metric_retry_reason_names[k], (unsigned long long)v);
+        }
+    }
+    metrics_render_printf(b, "# HELP lifeline_hedges_total Hedged attempts by route and result (won: its answer came first; lost: the other attempt answered first; failed).\n"
+                 "# TYPE lifeline_hedges_total counter\n");
+    for (size_t r = 0; r < c->nroutes; r++) {
+        for (unsigned k = 0; k < MH_COUNT; k++)
+            metrics_render_printf(b, "lifeline_hedges_total{route=\"%s\",result=\"%s\"} %llu\n", c->routes[r].name,
+                                  metric_hedge_names[k], (unsigned long long)ROUTE_SUM(s, route_slot(s, r), hedges[k]));
+    }
     metrics_render_printf(b, "# HELP lifeline_fallbacks_total Answers lifeline gave itself, by route and reason.\n"
                  "# TYPE lifeline_fallbacks_total counter\n");
     for (size_t r = 0; r < c->nroutes; r++) {
@@ -142,6 +163,34 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
                     metrics_render_printf(b, "lifeline_upstream_attempts_total{pool=\"%s\",server=\"%s\",outcome=\"%s\"} %llu\n",
                               hp->cp->name, hp->servers[i].addr->text, metric_outcome_names[o],
                               (unsigned long long)v);
+            }
+        }
+    }
+    metrics_render_printf(b, "# HELP lifeline_upstream_response_seconds Upstream attempt latency by pool, server and phase (connect: a new connection's connect; first_byte: from the connection to the response head).\n"
+                 "# TYPE lifeline_upstream_response_seconds histogram\n");
+    for (size_t p = 0; p < h->npools; p++) {
+        const struct health_pool *hp = &h->pools[p];
+        for (unsigned i = 0; i < hp->n; i++) {
+            unsigned slot = hp->servers[i].slot;
+            for (unsigned ph = 0; ph < MP_COUNT; ph++) {
+                uint64_t cum = 0;
+                for (unsigned k = 0; k < METRIC_BUCKETS; k++) {
+                    cum += SERVER_SUM(s, slot, phase_buckets[ph][k]);
+                    if (k < METRIC_BUCKETS - 1)
+                        metrics_render_printf(b, "lifeline_upstream_response_seconds_bucket{pool=\"%s\",server=\"%s\",phase=\"%s\",le=\"%g\"} %llu\n",
+                                              hp->cp->name, hp->servers[i].addr->text, metric_phase_names[ph],
+                                              metric_bounds[k], (unsigned long long)cum);
+                    else
+                        metrics_render_printf(b, "lifeline_upstream_response_seconds_bucket{pool=\"%s\",server=\"%s\",phase=\"%s\",le=\"+Inf\"} %llu\n",
+                                              hp->cp->name, hp->servers[i].addr->text, metric_phase_names[ph],
+                                              (unsigned long long)cum);
+                }
+                metrics_render_printf(b, "lifeline_upstream_response_seconds_sum{pool=\"%s\",server=\"%s\",phase=\"%s\"} %.6f\n",
+                                      hp->cp->name, hp->servers[i].addr->text, metric_phase_names[ph],
+                                      (double)SERVER_SUM(s, slot, phase_us[ph]) / 1e6);
+                metrics_render_printf(b, "lifeline_upstream_response_seconds_count{pool=\"%s\",server=\"%s\",phase=\"%s\"} %llu\n",
+                                      hp->cp->name, hp->servers[i].addr->text, metric_phase_names[ph],
+                                      (unsigned long long)cum);
             }
         }
     }
@@ -264,4 +313,299 @@ void metrics_render_status(struct metrics_render_buf *b, const struct metrics_re
                               (unsigned long long)ROUTE_SUM(s, slot, retries), (unsigned long long)fb);
     }
     metrics_render_printf(b, "]}\n");
+}
+
+/* ---- /status/series ----------------------------------------------------------------------- */
+
+static void put_counts(struct metrics_render_buf *b, const char *name, const uint64_t *v, size_t stride, unsigned n)
+{
+    metrics_render_printf(b, "\"%s\":[", name);
+    for (unsigned i = 0; i < n; i++)
+        metrics_render_printf(b, "%s%llu", i ? "," : "", (unsigned long long)v[i * stride]);
+    metrics_render_printf(b, "]");
+}
+
+/* p50 and p99 in ms per second (null where there is no sample). */
+static void put_quantiles(struct metrics_render_buf *b, const uint64_t *lat, unsigned n)
+{
+    static const double qs[2] = { 0.5, 0.99 };
+    static const char *const names[2] = { "p50_ms", "p99_ms" };
+
+    for (int q = 0; q < 2; q++) {
+        metrics_render_printf(b, ",\"%s\":[", names[q]);
+        for (unsigned i = 0; i < n; i++) {
+            double us = sketch_quantile(lat + (size_t)i * SKETCH_BUCKETS, qs[q]);
+            if (us < 0)
+                metrics_render_printf(b, "%snull", i ? "," : "");
+            else
+                metrics_render_printf(b, "%s%.3g", i ? "," : "", us / 1000.0);
+        }
+        metrics_render_printf(b, "]");
+    }
+}
+
+/* The state of a server now, for the band and the words on the page. */
+static enum series_state server_state_now(const struct srv_health *hs, int64_t now)
+{
+    enum outlier_state o = health_outlier_state(hs, now);
+
+    if (o == OUTLIER_EJECTED)
+        return SS_EJECTED;
+    if (o == OUTLIER_HALF_OPEN)
+        return SS_HALF_OPEN;
+    return atomic_load_explicit(&hs->down, memory_order_relaxed) ? SS_DOWN : SS_UP;
+}
+
+void metrics_render_sample(const struct metrics_render_src *s, uint32_t sec)
+{
+    const struct health *h = s->health;
+    int64_t now = health_now();
+
+    for (size_t p = 0; p < h->npools; p++) {
+        for (unsigned i = 0; i < h->pools[p].n; i++)
+            series_sample(h->pools[p].servers[i].slot, sec, server_state_now(&h->pools[p].servers[i], now));
+    }
+}
+
+void metrics_render_series(struct metrics_render_buf *b, const struct metrics_render_src *s, unsigned window)
+{
+    static const char band_char[] = "-uehd";   /* enum series_state: none, up, ejected, half-open, down */
+    const struct conf *c = s->conf;
+    const struct health *h = s->health;
+    double wall = ev_time();
+    uint32_t last = (uint32_t)wall;
+    int64_t now = health_now();
+    struct series_route_sums *rs = NULL;
+    uint64_t *lat = NULL, (*att)[METRIC_OUTCOMES] = NULL;
+    struct series_event_rec *ev = NULL;
+    unsigned nev;
+
+    if (window < 10)
+        window = 10;
+    if (window > SERIES_SECONDS)
+        window = SERIES_SECONDS;
+    rs = calloc(window, sizeof(*rs));
+    lat = calloc((size_t)window * SKETCH_BUCKETS, sizeof(*lat));
+    att = calloc(window, sizeof(*att));
+    ev = calloc(SERIES_EVENTS, sizeof(*ev));
+    if (!rs || !lat || !att || !ev) {
+        b->oom = true;
+        goto out;
+    }
+    metrics_render_printf(b, "{\"now\":%u,\"window\":%u,\"generation\":%u,\"routes\":[", last, window, s->generation);
+    for (size_t r = 0; r < c->nroutes; r++) {
+        unsigned slot = route_slot(s, r);
+        metrics_render_printf(b, "%s{\"name\":\"%s\",\"pool\":\"%s\",\"tracked\":%s,", r ? "," : "", c->routes[r].name,
+                              c->routes[r].pool->name, slot < SERIES_ROUTES ? "true" : "false");
+        series_route_read(slot, last, window, rs, lat);
+        {
+            size_t st = sizeof(*rs) / sizeof(uint64_t);
+            put_counts(b, "requests", &rs[0].requests, st, window);
+            metrics_render_printf(b, ",");
+            put_counts(b, "ok", &rs[0].ok, st, window);
+            metrics_render_printf(b, ",");
+            put_counts(b, "c4xx", &rs[0].c4xx, st, window);
+            metrics_render_printf(b, ",");
+            put_counts(b, "c5xx", &rs[0].c5xx, st, window);
+            metrics_render_printf(b, ",");
+            put_counts(b, "fallback", &rs[0].fallback, st, window);
+            metrics_render_printf(b, ",");
+            put_counts(b, "retries", &rs[0].retries, st, window);
+            metrics_render_printf(b, ",");
+            put_counts(b, "hedges", &rs[0].hedges, st, window);
+        }
+        put_quantiles(b, lat, window);
+        metrics_render_printf(b, "}");
+    }
+    metrics_render_printf(b, "],\"servers\":[");
+    for (size_t p = 0, first = 1; p < h->npools; p++) {
+        const struct health_pool *hp = &h->pools[p];
+        for (unsigned i = 0; i < hp->n; i++, first = 0) {
+            const struct srv_health *hs = &hp->servers[i];
+            uint64_t recent_total = 0, recent_failed = 0;
+            enum series_state st = server_state_now(hs, now);
+            series_server_read(hs->slot, last, window, att, lat);
+            /* the recent error rate: failed attempts over the last 60 s (cancelled ones are neither) */
+            for (unsigned k = window > 60 ? window - 60 : 0; k < window; k++) {
+                for (unsigned o = 0; o < METRIC_OUTCOMES; o++) {
+                    if (o == METRIC_OUTCOME_CANCELLED)
+                        continue;
+                    recent_total += att[k][o];
+                    if (o != 0)
+                        recent_failed += att[k][o];
+                }
+            }
+            metrics_render_printf(b, "%s{\"pool\":\"%s\",\"address\":\"%s\",\"tracked\":%s,\"state\":\"%s\","
+                                     "\"recent_attempts\":%llu,\"recent_failures\":%llu,\"error_rate\":",
+                                  first ? "" : ",", hp->cp->name, hs->addr->text, hs->slot < SERIES_SERVERS ? "true" : "false",
+                                  st == SS_EJECTED ? "ejected" : st == SS_HALF_OPEN ? "half_open" : st == SS_DOWN ? "down" : "up",
+                                  (unsigned long long)recent_total, (unsigned long long)recent_failed);
+            if (recent_total)
+                metrics_render_printf(b, "%.4f", (double)recent_failed / (double)recent_total);
+            else
+                metrics_render_printf(b, "null");
+            metrics_render_printf(b, ",\"attempts\":{");
+            for (unsigned o = 0, any = 0; o < METRIC_OUTCOMES; o++) {
+                uint64_t sum = 0;
+                for (unsigned k = 0; k < window; k++)
+                    sum += att[k][o];
+                if (!sum && o != 0)
+                    continue;   /* outcomes that did not happen in the window are left out */
+                metrics_render_printf(b, "%s", any++ ? "," : "");
+                put_counts(b, metric_outcome_names[o], &att[0][o], METRIC_OUTCOMES, window);
+            }
+            metrics_render_printf(b, "}");
+            put_quantiles(b, lat, window);
+            metrics_render_printf(b, ",\"band\":\"");
+            for (unsigned k = 0; k < window; k++)
+                metrics_render_printf(b, "%c", band_char[series_state_at(hs->slot, last - (window - 1 - k))]);
+            metrics_render_printf(b, "\"}");
+        }
+    }
+    metrics_render_printf(b, "],\"events\":[");
+    nev = series_events(wall - window, ev, SERIES_EVENTS);
+    for (unsigned k = 0; k < nev; k++) {
+        const char *pool = "", *addr = "";
+        for (size_t p = 0; p < h->npools; p++) {
+            for (unsigned i = 0; i < h->pools[p].n; i++) {
+                if (h->pools[p].servers[i].slot == ev[k].sslot) {
+                    pool = h->pools[p].cp->name;
+                    addr = h->pools[p].servers[i].addr->text;
+                }
+            }
+        }
+        metrics_render_printf(b, "%s{\"time\":%.3f,\"pool\":\"%s\",\"server\":\"%s\",\"event\":\"%s\",\"detail\":%lld}",
+                              k ? "," : "", ev[k].time, pool, addr, series_event_names[ev[k].ev], ev[k].detail);
+    }
+    metrics_render_printf(b, "]}\n");
+out:
+    free(rs);
+    free(lat);
+    free(att);
+    free(ev);
+}
+
+/* ---- /config ------------------------------------------------------------------------------ */
+
+/* Is the value under `key` a secret? In a `headers` mapping: header names that carry credentials
+ * (authorization, cookie, anything with token, secret, key, password, auth). Anywhere: TLS key
+ * paths (key, client_key, any *_key but hash_key) and keys naming a secret, token or password. */
+static bool config_secret(const char *key, const char *parent)
+{
+    char k[128];
+    size_t n = strlen(key);
+
+    if (n >= sizeof(k))
+        n = sizeof(k) - 1;
+    for (size_t i = 0; i < n; i++)
+        k[i] = (char)(key[i] >= 'A' && key[i] <= 'Z' ? key[i] + 32 : key[i]);
+    k[n] = 0;
+    if (strstr(k, "secret") || strstr(k, "token") || strstr(k, "password") || strstr(k, "passwd"))
+        return true;
+    if (parent && strcmp(parent, "headers") == 0)
+        return strstr(k, "auth") || strstr(k, "cookie") || strstr(k, "key");
+    if (strcmp(k, "hash_key") == 0)
+        return false;
+    return strcmp(k, "key") == 0 || (n > 4 && strcmp(k + n - 4, "_key") == 0);
+}
+
+static int config_write(void *data, unsigned char *buffer, size_t size)
+{
+    metrics_render_printf(data, "%.*s", (int)size, (const char *)buffer);
+    return 1;
+}
+
+#define CONFIG_DEPTH 32
+
+/* Re-emits the snapshot's YAML source event by event, each secret scalar replaced by
+ * "<redacted>" (comments and the original layout do not survive; the values do). */
+void metrics_render_config(struct metrics_render_buf *b, const struct metrics_render_src *s, double loaded_at)
+{
+    const struct conf *c = s->conf;
+    struct level { bool map, want_key, redact; char key[128], name[128]; } st[CONFIG_DEPTH];
+    int depth = -1;
+    yaml_parser_t parser;
+    yaml_emitter_t emitter;
+    yaml_event_t ev;
+    char when[64] = "";
+    time_t t = (time_t)loaded_at;
+    struct tm tm;
+    bool done = false;
+
+    if (gmtime_r(&t, &tm))
+        strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    metrics_render_printf(b, "# lifeline running configuration\n# generation: %u\n# loaded_at: %s\n# path: %s\n"
+                             "# secrets (TLS keys, credential headers, *secret*, *token*, *password*) redacted\n",
+                          s->generation, when, c->path ? c->path : "");
+    if (!c->source) {
+        metrics_render_printf(b, "# (no source kept)\n");
+        return;
+    }
+    yaml_parser_initialize(&parser);
+    yaml_emitter_initialize(&emitter);
+    yaml_parser_set_input_string(&parser, (const unsigned char *)c->source, c->source_len);
+    yaml_emitter_set_output(&emitter, config_write, b);
+    yaml_emitter_set_unicode(&emitter, 1);
+    yaml_emitter_set_width(&emitter, 200);
+    while (!done) {
+        bool redact = false;
+        if (!yaml_parser_parse(&parser, &ev)) {
+            metrics_render_printf(b, "\n# (the source no longer parses: %s)\n", parser.problem ? parser.problem : "?");
+            break;
+        }
+        done = ev.type == YAML_STREAM_END_EVENT;
+        switch (ev.type) {
+        case YAML_MAPPING_START_EVENT:
+        case YAML_SEQUENCE_START_EVENT: {
+            struct level *up = depth >= 0 ? &st[depth] : NULL;
+            const char *name = up ? (up->map ? up->key : up->name) : "";
+            bool r = up && (up->redact || (up->map && config_secret(up->key, up->name)));
+            if (up && up->map)
+                up->want_key = true;
+            if (depth + 1 >= CONFIG_DEPTH) {
+                metrics_render_printf(b, "\n# (nested too deep)\n");
+                yaml_event_delete(&ev);
+                done = true;
+                continue;
+            }
+            depth++;
+            st[depth].map = ev.type == YAML_MAPPING_START_EVENT;
+            st[depth].want_key = true;
+            st[depth].redact = r;
+            st[depth].key[0] = 0;
+            snprintf(st[depth].name, sizeof(st[depth].name), "%s", name);
+            break;
+        }
+        case YAML_MAPPING_END_EVENT:
+        case YAML_SEQUENCE_END_EVENT:
+            if (depth >= 0)
+                depth--;
+            break;
+        case YAML_SCALAR_EVENT:
+        case YAML_ALIAS_EVENT:
+            if (depth >= 0 && st[depth].map && st[depth].want_key) {
+                snprintf(st[depth].key, sizeof(st[depth].key), "%s",
+                         ev.type == YAML_SCALAR_EVENT ? (const char *)ev.data.scalar.value : "");
+                st[depth].want_key = false;
+            } else if (depth >= 0) {
+                redact = st[depth].redact || (st[depth].map && config_secret(st[depth].key, st[depth].name));
+                if (st[depth].map)
+                    st[depth].want_key = true;
+            }
+            break;
+        default:
+            break;
+        }
+        if (redact) {
+            yaml_event_delete(&ev);
+            yaml_scalar_event_initialize(&ev, NULL, NULL, (yaml_char_t *)"<redacted>", -1, 1, 1,
+                                         YAML_DOUBLE_QUOTED_SCALAR_STYLE);
+        }
+        if (!yaml_emitter_emit(&emitter, &ev)) {   /* takes the event, even on failure */
+            metrics_render_printf(b, "\n# (emitter: %s)\n", emitter.problem ? emitter.problem : "?");
+            break;
+        }
+    }
+    yaml_emitter_delete(&emitter);
+    yaml_parser_delete(&parser);
 }

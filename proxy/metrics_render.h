@@ -47,4 +47,13 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
  * servers, routes), newline-terminated. */
 void metrics_render_status(struct metrics_render_buf *b, const struct metrics_render_src *s);
 
+/* Appends the /status/series JSON: the last `window` seconds (10..SERIES_SECONDS) of every route
+ * and server of the running snapshot, oldest first, with the server states and events. */
+void metrics_render_series(struct metrics_render_buf *b, const struct metrics_render_src *s, unsigned window);
+/* Records every server's state for the timeline band at second sec (main thread, once a second). */
+void metrics_render_sample(const struct metrics_render_src *s, uint32_t sec);
+/* Appends the running snapshot as YAML (GET /config): a comment with its generation, path and load
+ * time, then the document with secrets redacted (see metrics_render.c). */
+void metrics_render_config(struct metrics_render_buf *b, const struct metrics_render_src *s, double loaded_at);
+
 #endif

@@ -20,6 +20,7 @@
 #include "h1.h"
 #include "health.h"
 #include "log.h"
+#include "series.h"
 #include "stale.h"
 #include "xprt.h"
 
@@ -429,7 +430,9 @@ void *worker_main(void *arg)
 {
     struct worker *w = arg;
 
+    series_worker_attach(w->loop, w->id);   /* the time series and the /livez heartbeat */
     ev_run(w->loop, 0);
+    series_worker_detach(w->loop, w->id);
     return NULL;
 }
 

@@ -129,7 +129,7 @@ def test_page_renders_pools_servers_and_routes(lifeline, upstream, tmp_path):
     assert re.search(r"generation\s+1\b", text), text[:500]
     assert "ejected" in text, "the ejected server is not shown as ejected:\n%s" % text[:3000]
     # the rendered tables are the running config: one row per server
-    assert len(re.findall(r"<tr>\s*<td>\s*127\.0\.0\.1:\d+\s*</td>", dom)) == 4, dom
+    assert len(re.findall(r"<tr data-server=\"127\.0\.0\.1:\d+\"", dom)) == 4, dom
 
     # after a reload the page shows the new pools
     cfg = dict(lf.config)
@@ -165,3 +165,58 @@ def test_page_screenshot_is_not_blank(lifeline, upstream, tmp_path):
     green = sum(n for px, n in counts.items() if near(px, (0x0a, 0x7d, 0x2c)))
     amber = sum(n for px, n in counts.items() if near(px, (0xb3, 0x6b, 0x00)))
     assert green > 5 and amber > 5, "no rendered server states (green %d, amber %d pixels)" % (green, amber)
+
+
+def test_page_during_a_fault_shows_ejection_errors_and_chains(lifeline, upstream, tmp_path):
+    """Issue 12: one server starts refusing; the page shows it ejected, its error chart with the
+    failed attempts, and the failed requests' attempt chains (by DOM and by screenshot)."""
+    good, flaky = upstream("good"), upstream("flaky")
+    aport = free_port()
+    lf = lifeline(pools={"shop": pool(good, flaky, balance="round_robin", outlier={"consecutive_failures": 2, "ejection": "60s"})},
+                  routes=[{"name": "shop-route", "pool": "shop", "retry": {"attempts": 2}}],
+                  extra=admin_extra(aport))
+    for i in range(6):
+        assert lf.fetch("GET", "/echo/%d" % i).status == 200
+    flaky_addr = flaky.address
+    flaky.stop()   # the fault: it refuses from now on
+    for i in range(40):
+        assert lf.fetch("GET", "/echo/f%d" % i).status == 200
+        if server_status(status(aport), "shop", flaky_addr)["ejected"]:
+            break
+    st = server_status(status(aport), "shop", flaky_addr)
+    assert st["ejected"] is True, (st, admin_get(aport, "/status/requests").body[:1500])
+
+    p = chromium(tmp_path, "http://127.0.0.1:%d/" % aport, "--dump-dom")
+    dom = visible(p.stdout.decode("utf-8", "replace"))
+    assert "status unavailable" not in dom, dom[:2000]
+    row = re.search(r'<tr data-server="%s" data-state="(\w+)">(.*?)</tr>' % re.escape(flaky_addr), dom, re.S)
+    assert row, dom[:3000]
+    assert row.group(1) == "ejected" and "ejected" in re.sub(r"<[^>]+>", " ", row.group(2)), row.group(0)[:800]
+    fails = re.search(r'class="errchart"[^>]*data-failures="(\d+)"', row.group(2)) or \
+        re.search(r'class=errchart[^>]*data-failures="(\d+)"', row.group(2)) or \
+        re.search(r'data-failures="(\d+)"', row.group(2))
+    assert fails and int(fails.group(1)) >= 2, row.group(2)[:1500]
+    assert row.group(2).count("<rect") >= 1, "the error chart has no bars"
+    rate = re.search(r'class="errrate"><span class="bad">(\d+\.\d)%', row.group(2))
+    assert rate and float(rate.group(1)) > 0, "recent error rate not computed: %s" % row.group(2)[:600]
+    good_row = re.search(r'<tr data-server="%s" data-state="up">' % re.escape(good.address), dom)
+    assert good_row, "the healthy server is not shown up"
+    chains = re.findall(r'<tr class="req" data-request-id="([^"]+)">(.*?)</tr>', dom, re.S)
+    assert chains, "no failed requests listed"
+    text = re.sub(r"<[^>]+>", " ", chains[0][1])
+    assert flaky_addr in text and "connect_error" in text and good.address in text and "ok" in text, text
+
+    shot = str(tmp_path / "fault.png")
+    chromium(tmp_path, "http://127.0.0.1:%d/" % aport, "--screenshot=%s" % shot)
+    keep = os.environ.get("LIFELINE_SCREENSHOT")
+    if keep:
+        shutil.copy(shot, keep)
+    w, h, rows = png_pixels(shot)
+    counts = {}
+    for r in rows:
+        for px in r:
+            counts[px] = counts.get(px, 0) + 1
+    near = lambda px, rgb: sum(abs(a - b) for a, b in zip(px, rgb)) <= 30
+    red = sum(n for px, n in counts.items() if near(px, (0xb0, 0x00, 0x20)))      # connect_error bars, error rate
+    amber = sum(n for px, n in counts.items() if near(px, (0xef, 0x6c, 0x00)))    # the ejected band
+    assert red > 20 and amber > 20, "fault not visible (red %d, amber %d pixels)" % (red, amber)

@@ -73,8 +73,8 @@ static struct alog_entry base(struct alog_attempt *att)
     e.duration_ms = 5.5;
     e.request_id = S("req-1");
     e.fallback = (struct alog_str){ NULL, 0 };
-    att[0] = (struct alog_attempt){ S("127.0.0.1:8001"), S("connect_error"), 0, -1, -1 };
-    att[1] = (struct alog_attempt){ S("127.0.0.1:8002"), S("ok"), 200, 1, 4 };
+    att[0] = (struct alog_attempt){ S("127.0.0.1:8001"), S("connect_error"), 0, -1, -1, 0 };
+    att[1] = (struct alog_attempt){ S("127.0.0.1:8002"), S("ok"), 200, 1, 4, -1 };
     e.attempts = att;
     e.nattempts = 2;
     return e;
@@ -182,7 +182,7 @@ static void test_worst_case_fits(void **state)
     e.bytes = UINT64_MAX;
     e.duration_ms = 1e300;
     for (unsigned i = 0; i < sizeof(att) / sizeof(att[0]); i++)
-        att[i] = (struct alog_attempt){ worst, worst, UINT32_MAX, INT32_MAX, INT32_MAX };
+        att[i] = (struct alog_attempt){ worst, worst, UINT32_MAX, INT32_MAX, INT32_MAX, -1 };
     e.attempts = att;
     e.nattempts = sizeof(att) / sizeof(att[0]);
     n = alog_format(line, sizeof(line), &e);

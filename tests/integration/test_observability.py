@@ -1,0 +1,175 @@
+"""Issue 12 / SPEC §5 observability: /status/requests (attempt chains of retried, hedged and
+fallback requests), /status/series, /config (redacted YAML), /livez and /readyz, and the
+per-server latency, retry-reason and hedge metrics."""
+
+import json
+import signal
+import threading
+
+import yaml
+
+from conftest import free_port, pool, t, wait_for
+from faults import refused
+from ops import admin_extra, admin_get, metrics
+
+
+def _requests(aport, q=""):
+    r = admin_get(aport, "/status/requests" + q)
+    assert r.status == 200 and (r.header("content-type") or "").startswith("application/json"), r
+    return json.loads(r.body)
+
+
+def test_status_requests_show_the_attempt_chain(lifeline, upstream):
+    up = upstream()
+    bad = refused()
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(bad, up)},
+                  routes=[{"name": "r", "pool": "p",
+                           "retry": {"attempts": 2, "backoff": {"base": "5ms", "max": "5ms"}}}],
+                  extra=admin_extra(aport))
+    assert _requests(aport) == []
+    ids = []
+    for i in range(4):
+        r = lf.fetch("GET", "/echo/%d" % i)
+        assert r.status == 200, r
+        ids.append(r.header("x-request-id"))
+    reqs = _requests(aport)
+    assert reqs, "no retried request listed"
+    assert len(reqs) <= 4
+    times = [x["time"] for x in reqs]
+    assert times == sorted(times, reverse=True), "not newest first: %r" % times
+    x = reqs[0]
+    assert set(x) >= {"time", "request_id", "trace_id", "route", "method", "target", "status", "fallback", "attempts"}, x
+    assert x["route"] == "r" and x["method"] == "GET" and x["status"] == 200 and x["fallback"] is None, x
+    assert x["request_id"] in ids, (x, ids)
+    a = x["attempts"]
+    assert [y["outcome"] for y in a] == ["connect_error", "ok"], a
+    assert a[0]["server"] == bad and a[1]["server"] == up.address, a
+    # backoff_ms: the delay decided after it (a refused connect is retried at once: 0)
+    assert a[0]["status"] == 0 and a[0]["response_ms"] is None and a[0]["backoff_ms"] is not None, a
+    assert a[1]["status"] == 200 and a[1]["connect_ms"] is not None and a[1]["backoff_ms"] is None, a
+
+    # ?id= filters; an unknown id gives an empty array
+    one = _requests(aport, "?id=" + x["request_id"])
+    assert len(one) == 1 and one[0] == x, one
+    assert _requests(aport, "?id=nope") == []
+
+    # a fallback answer is listed with its reason even with a single attempt
+    lf2_port = free_port()
+    lf2 = lifeline(pools={"dead": pool(refused())},
+                   routes=[{"name": "fb", "pool": "dead", "retry": {"attempts": 1},
+                            "fallback": {"status": 503, "body": "sorry"}}],
+                   extra=admin_extra(lf2_port))
+    assert lf2.fetch("GET", "/x\"y").status == 503
+    fb = _requests(lf2_port)
+    assert len(fb) == 1 and fb[0]["fallback"] == "connect_error" and fb[0]["status"] == 503, fb
+    assert fb[0]["target"] == '/x"y' and len(fb[0]["attempts"]) == 1, fb
+
+
+def test_series_json(lifeline, upstream):
+    up = upstream()
+    bad = refused()
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(bad, up, outlier={"consecutive_failures": 1, "ejection": "30s"})},
+                  routes=[{"name": "r", "pool": "p", "retry": {"attempts": 2}}], extra=admin_extra(aport))
+    for i in range(6):
+        assert lf.fetch("GET", "/echo/%d" % i).status == 200
+    r = admin_get(aport, "/status/series?window=60")
+    assert r.status == 200, r
+    s = json.loads(r.body)
+    assert s["window"] == 60
+    route = [x for x in s["routes"] if x["name"] == "r"][0]
+    assert len(route["requests"]) == 60 and sum(route["requests"]) == 6, route
+    assert sum(route["ok"]) == 6 and sum(route["retries"]) >= 1, route
+    assert any(v is not None and v > 0 for v in route["p99_ms"]), route["p99_ms"]
+    srv = {x["address"]: x for x in s["servers"]}
+    assert sum(srv[bad]["attempts"]["connect_error"]) == 1, srv[bad]
+    assert srv[bad]["error_rate"] == 1.0 and srv[bad]["state"] == "ejected", srv[bad]
+    assert srv[up.address]["error_rate"] == 0.0, srv[up.address]
+    assert any(e["event"] == "ejected" and e["server"] == bad for e in s["events"]), s["events"]
+    wait_for(lambda: "e" in json.loads(admin_get(aport, "/status/series?window=10").body)["servers"][0]["band"]
+             or "e" in json.loads(admin_get(aport, "/status/series?window=10").body)["servers"][1]["band"],
+             t(3), what="the state band to show the ejection")
+
+
+def test_config_is_redacted_yaml(lifeline, upstream):
+    up = upstream()
+    aport = free_port()
+    lifeline(pools={"p": pool(up)},
+             routes=[{"name": "r", "pool": "p",
+                      "fallback": {"status": 503, "body": "sorry",
+                                   "headers": {"content-type": "text/plain", "Authorization": "Bearer s3cr3t-a",
+                                               "x-api-key": "s3cr3t-b", "x-session-token": "s3cr3t-c",
+                                               "cookie": "sid=s3cr3t-d"}}}],
+             extra=admin_extra(aport))
+    r = admin_get(aport, "/config")
+    assert r.status == 200 and "yaml" in (r.header("content-type") or ""), r
+    text = r.body.decode()
+    assert "s3cr3t" not in text, text
+    assert "# generation: 1" in text and "# loaded_at: 20" in text, text[:400]
+    doc = yaml.safe_load(text)
+    fb = doc["routes"][0]["fallback"]
+    assert fb["headers"]["content-type"] == "text/plain", fb
+    for k in ("Authorization", "x-api-key", "x-session-token", "cookie"):
+        assert fb["headers"][k] == "<redacted>", fb
+    assert fb["body"] == "sorry" and doc["pools"]["p"]["servers"][0]["address"] == up.address, doc
+
+
+def test_livez_and_readyz_while_draining(lifeline, upstream):
+    up = upstream()
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)}, extra=admin_extra(aport), shutdown_timeout="5s", workers=2)
+    for path in ("/livez", "/readyz", "/healthz"):
+        r = admin_get(aport, path)
+        assert r.status == 200 and r.body.strip() == b"ok", (path, r)
+    result = {}
+
+    def client():
+        try:
+            result["r"] = lf.fetch("GET", "/slow-head?ms=%d" % int(t(1.5) * 1000), timeout=t(6))
+        except Exception as e:
+            result["e"] = e
+
+    th = threading.Thread(target=client)
+    th.start()
+    try:
+        wait_for(lambda: up.requests, t(2), what="the slow request to reach the upstream")
+        lf.stopped_by_test = True
+        lf.proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: admin_get(aport, "/readyz").status == 503, t(1), what="/readyz 503 while draining")
+        assert admin_get(aport, "/healthz").status == 503
+        r = admin_get(aport, "/livez")
+        assert r.status == 200, "the loops still turn while draining: %r" % r
+        assert lf.proc.wait(t(6)) == 0
+    finally:
+        th.join(t(7))
+    assert result.get("r") is not None and result["r"].status == 200, result
+
+
+def test_latency_retry_reason_and_hedge_metrics(lifeline, upstream):
+    up = upstream()
+    slow = upstream(delay=t(0.3))
+    bad = refused()
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(bad, up), "h": pool(slow, up)},
+                  routes=[{"name": "r", "match": {"path": "/r/"}, "pool": "p", "retry": {"attempts": 2}},
+                          {"name": "hedged", "match": {"path": "/h/"}, "pool": "h",
+                           "retry": {"attempts": 2, "hedge": {"after": "50ms"}}}],
+                  extra=admin_extra(aport))
+    for i in range(4):
+        assert lf.fetch("GET", "/r/echo/%d" % i).status == 200
+    for i in range(4):
+        assert lf.fetch("GET", "/h/echo/%d" % i).status == 200
+    m = metrics(aport)
+    assert m.types.get("lifeline_upstream_response_seconds") == "histogram"
+    fb = m.value("lifeline_upstream_response_seconds_count", pool="p", server=up.address, phase="first_byte")
+    assert fb >= 2, m.grep("lifeline_upstream_response_seconds_count")
+    assert m.value("lifeline_upstream_response_seconds_count", pool="p", server=up.address, phase="connect") >= 1
+    assert m.value("lifeline_upstream_response_seconds_count", pool="p", server=bad, phase="first_byte") == 0
+    refusals = m.value("lifeline_upstream_attempts_total", pool="p", server=bad, outcome="connect_error")
+    assert m.value("lifeline_retries_total", route="r", reason="connect_error") == refusals
+    hedges = m.total("lifeline_hedges_total", route="hedged")
+    assert m.value("lifeline_retries_total", route="hedged", reason="hedge") == hedges
+    assert m.types.get("lifeline_hedges_total") == "counter"
+    if hedges:
+        assert m.value("lifeline_hedges_total", route="hedged", result="won") >= 1, m.grep("lifeline_hedges_total")
