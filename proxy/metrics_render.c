@@ -270,10 +270,8 @@ void metrics_render_status(struct metrics_render_buf *b, const struct metrics_re
                           atomic_load(&worker_open_clients));
     for (size_t p = 0; p < h->npools; p++) {
         const struct health_pool *hp = &h->pools[p];
-        /* TODO(issue 8 item 4): conf_balance_name() once conf.h has it: this is the second copy */
-        const char *bal[] = { "round_robin", "least_conn", "random_two", "ewma", "hash" };
         metrics_render_printf(b, "%s{\"name\":\"%s\",\"balance\":\"%s\",\"outlier\":%s,\"health_checks\":%s,\"servers\":[",
-                  p ? "," : "", hp->cp->name, bal[hp->cp->balance],
+                  p ? "," : "", hp->cp->name, conf_balance_name(hp->cp->balance),
                   hp->cp->outlier.enabled ? "true" : "false", hp->cp->health.enabled ? "true" : "false");
         for (unsigned i = 0; i < hp->n; i++) {
             const struct srv_health *hs = &hp->servers[i];

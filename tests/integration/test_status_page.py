@@ -220,3 +220,14 @@ def test_page_during_a_fault_shows_ejection_errors_and_chains(lifeline, upstream
     red = sum(n for px, n in counts.items() if near(px, (0xb0, 0x00, 0x20)))      # connect_error bars, error rate
     amber = sum(n for px, n in counts.items() if near(px, (0xef, 0x6c, 0x00)))    # the ejected band
     assert red > 20 and amber > 20, "fault not visible (red %d, amber %d pixels)" % (red, amber)
+
+
+def test_embedded_page_matches_its_html():
+    """proxy/admin_page.h is generated from proxy/admin_page.html: a stale copy would serve an old page."""
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    r = subprocess.run([sys.executable, os.path.join(root, "scripts/embed_page.py"), "--check"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
