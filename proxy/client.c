@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "h1.h"
+#include "list.h"
 #include "log.h"
 #include "worker.h"
 
@@ -102,10 +103,7 @@ void client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_
     c->last_read = ev_now(w->loop);
     /* The first request's head must arrive within header_timeout of the accept. */
     c->head_deadline = c->last_read + ms(c->conf->client.header_timeout);
-    c->next = w->clients;
-    if (w->clients)
-        w->clients->prev = c;
-    w->clients = c;
+    LIST_PUSH(w->clients, c, prev, next);
     w->nclients++;
     ev_io_start(w->loop, &c->rd);
     client_rtimer_arm(c);
@@ -148,15 +146,9 @@ void client_close(struct client *c)
     worker_buf_put(w, &c->out);
     worker_req_parser_put(w, c->parser);
     c->parser = NULL;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        w->clients = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    LIST_UNLINK(w->clients, c, prev, next);
     w->nclients--;
-    c->prev = NULL;
-    c->next = w->graveyard;
+    c->next = w->graveyard;   /* the graveyard is singly linked through next */
     w->graveyard = c;
     atomic_fetch_sub(&worker_connections, 1);
     client_uncount(c);

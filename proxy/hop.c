@@ -21,6 +21,7 @@
 
 #include "exchange.h"
 #include "h1.h"
+#include "list.h"
 #include "log.h"
 #include "worker.h"
 
@@ -662,15 +663,7 @@ void hop_cancel(struct hop *h)
 
 static void hop_orphan_unlink(struct worker *w, struct hop *h)
 {
-    if (h->oprev)
-        h->oprev->onext = h->onext;
-    else
-        w->orphans = h->onext;
-    if (h->onext)
-        h->onext->oprev = h->oprev;
-    else
-        w->orphans_tail = h->oprev;
-    h->onext = h->oprev = NULL;
+    LIST_UNLINK_T(w->orphans, w->orphans_tail, h, oprev, onext);
     w->norphans--;
 }
 
@@ -741,13 +734,7 @@ bool hop_orphan(struct hop *h)
     o->gen->refs++;
     o->uc->hop = o;
     o->uc->rd.data = o->uc->wr.data = o;
-    o->onext = NULL;
-    o->oprev = w->orphans_tail;
-    if (w->orphans_tail)
-        w->orphans_tail->onext = o;
-    else
-        w->orphans = o;
-    w->orphans_tail = o;
+    LIST_APPEND_T(w->orphans, w->orphans_tail, o, oprev, onext);
     w->norphans++;
     log_debug("attempt to %s detached (%s)", o->server->addr->text, connecting ? "connecting" : "awaiting its answer");
 

@@ -35,4 +35,30 @@
         (elem)->prev = (elem)->next = NULL;                                                        \
     } while (0)
 
+/* The same for a list that also keeps its last element (tail): pushed first, appended last. */
+#define LIST_PUSH_T(head, tail, elem, prev, next)                                                  \
+    do {                                                                                           \
+        LIST_PUSH(head, elem, prev, next);                                                         \
+        if (!(tail))                                                                               \
+            (tail) = (elem);                                                                       \
+    } while (0)
+
+#define LIST_APPEND_T(head, tail, elem, prev, next)                                                \
+    do {                                                                                           \
+        (elem)->next = NULL;                                                                       \
+        (elem)->prev = (tail);                                                                     \
+        if (tail)                                                                                  \
+            (tail)->next = (elem);                                                                 \
+        else                                                                                       \
+            (head) = (elem);                                                                       \
+        (tail) = (elem);                                                                           \
+    } while (0)
+
+#define LIST_UNLINK_T(head, tail, elem, prev, next)                                                \
+    do {                                                                                           \
+        if ((tail) == (elem))                                                                      \
+            (tail) = (elem)->prev;                                                                 \
+        LIST_UNLINK(head, elem, prev, next);                                                       \
+    } while (0)
+
 #endif

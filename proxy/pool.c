@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "health.h"
+#include "list.h"
 #include "log.h"
 #include "worker.h"
 
@@ -71,15 +72,7 @@ static void upconn_unlink(struct upconn *uc)
 {
     struct upserver *s = uc->server;
 
-    if (uc->prev)
-        uc->prev->next = uc->next;
-    else
-        s->idle = uc->next;
-    if (uc->next)
-        uc->next->prev = uc->prev;
-    else
-        s->idle_tail = uc->prev;
-    uc->prev = uc->next = NULL;
+    LIST_UNLINK_T(s->idle, s->idle_tail, uc, prev, next);
     s->nidle--;
     s->pool->nidle--;
     pool_gauge(s, 0, -1, 0);
@@ -253,13 +246,7 @@ void pool_release(struct upconn *uc)
     if (!ev_is_active(&uc->rd))
         ev_io_start(w->loop, &uc->rd);
     uc->idle_since = ev_now(w->loop);
-    uc->prev = NULL;
-    uc->next = s->idle;
-    if (s->idle)
-        s->idle->prev = uc;
-    else
-        s->idle_tail = uc;
-    s->idle = uc;
+    LIST_PUSH_T(s->idle, s->idle_tail, uc, prev, next);
     s->nidle++;
     p->nidle++;
     pool_gauge(s, 0, 1, 0);
