@@ -23,6 +23,7 @@
 #include "h1.h"
 #include "list.h"
 #include "log.h"
+#include "tls.h"
 #include "worker.h"
 
 /* How long a connection that was answered with an error keeps discarding input before closing,
@@ -73,7 +74,49 @@ static void client_rtimer_arm(struct client *c)
     ev_timer_again(loop, &c->rtimer);
 }
 
-void client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_t salen)
+/* Restarts reading after a pause. Bytes a TLS session already decrypted are not signalled by the
+ * socket, so the read watcher is fed by hand when there are some. */
+static void client_rd_start(struct client *c)
+{
+    ev_io_start(c->w->loop, &c->rd);
+    if (xprt_pending(&c->x))
+        ev_feed_event(c->w->loop, &c->rd, EV_READ);
+}
+
+/* The TLS handshake, driven by whichever watcher the session waits on (the other is stopped, so
+ * a socket ready in the direction not needed never spins the loop). */
+static void client_handshake(struct client *c)
+{
+    struct ev_loop *loop = c->w->loop;
+    int r = tls_handshake(&c->x);
+
+    if (r == -EAGAIN) {
+        if (c->x.want == EV_WRITE) {
+            ev_io_stop(loop, &c->rd);
+            ev_io_start(loop, &c->wr);
+        } else {
+            ev_io_stop(loop, &c->wr);
+            ev_io_start(loop, &c->rd);
+        }
+        return;
+    }
+    if (r < 0) {
+        atomic_fetch_add(&tls_handshakes[0][1], 1);
+        log_debug("client %s: TLS handshake failed", c->addr);
+        client_close(c);
+        return;
+    }
+    atomic_fetch_add(&tls_handshakes[0][0], 1);
+    c->handshaking = false;
+    ev_io_stop(loop, &c->wr);
+    if (!ev_is_active(&c->rd))
+        client_rd_start(c);
+    else if (xprt_pending(&c->x))
+        ev_feed_event(loop, &c->rd, EV_READ);
+}
+
+void client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_t salen,
+                   const struct tls_server *tls)
 {
     struct client *c = calloc(1, sizeof(*c));
     int one = 1;
@@ -88,6 +131,16 @@ void client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_
     c->w = w;
     c->x.fd = fd;
     c->x.ops = &xprt_plain;
+    if (tls) {
+        if (tls_server_attach(&c->x, tls) < 0) {
+            close(fd);
+            atomic_fetch_sub(&worker_connections, 1);
+            atomic_fetch_sub(&worker_open_clients, 1);
+            free(c);
+            return;
+        }
+        c->tls = c->handshaking = true;
+    }
     c->conf = conf_ref(w->conf);
     if (sa->sa_family == AF_INET)
         inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, c->addr, sizeof(c->addr));
@@ -184,7 +237,7 @@ void client_resume(struct client *c)
         return;
     if (c->read_paused) {
         c->read_paused = false;
-        ev_io_start(c->w->loop, &c->rd);
+        client_rd_start(c);
     }
     if (c->in.len)
         client_process(c);
@@ -237,7 +290,7 @@ static void client_answer_flushed(struct client *c)
     }
     if (c->read_paused) {
         c->read_paused = false;
-        ev_io_start(w->loop, &c->rd);
+        client_rd_start(c);
     }
     client_rtimer_arm(c);
     if (c->in.len)
@@ -299,6 +352,10 @@ static void client_write_cb(struct ev_loop *loop, ev_io *io, int revents)
     struct client *c = io->data;
 
     (void)revents;
+    if (c->handshaking) {
+        client_handshake(c);
+        return;
+    }
     ev_io_stop(loop, io);
     c->write_blocked = false;
     client_flush(c);
@@ -416,7 +473,7 @@ void client_tunnel(struct client *c)
     ev_timer_stop(c->w->loop, &c->rtimer);
     if (c->read_paused) {
         c->read_paused = false;
-        ev_io_start(c->w->loop, &c->rd);
+        client_rd_start(c);
     }
     if (c->in.len)
         client_process(c);
@@ -584,6 +641,10 @@ static void client_read_cb(struct ev_loop *loop, ev_io *io, int revents)
     ssize_t r;
 
     (void)revents;
+    if (c->handshaking) {
+        client_handshake(c);
+        return;
+    }
     if (c->phase == CLIENT_LINGER) {
         char sink[4096];
         r = xprt_read(&c->x, sink, sizeof(sink));
@@ -615,4 +676,7 @@ static void client_read_cb(struct ev_loop *loop, ev_io *io, int revents)
     c->in.len += (size_t)r;
     c->last_read = ev_now(loop);
     client_process(c);
+    /* A TLS record larger than the room left stays decrypted in the session: come back for it. */
+    if (!c->closed && ev_is_active(&c->rd) && xprt_pending(&c->x))
+        ev_feed_event(loop, &c->rd, EV_READ);
 }

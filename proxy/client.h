@@ -51,6 +51,8 @@ struct client {
     struct exchange *ex;                /* the request in progress (from the worker cache), or NULL */
     char addr[48];                      /* peer IP, for X-Forwarded-For */
     bool closed;
+    bool tls;                           /* accepted on a TLS listener (X-Forwarded-Proto: https) */
+    bool handshaking;                   /* TLS handshake in progress: the watchers drive it */
     bool close_after;                   /* close once the output is flushed */
     bool uncounted;                     /* already dropped from worker_open_clients */
     bool read_paused;                   /* backpressure or waiting */
@@ -61,8 +63,12 @@ struct client {
     uint64_t bytes_out;                 /* bytes queued for the client so far (written or in out) */
 };
 
-/* Takes ownership of an accepted, non-blocking socket. */
-void client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_t salen);
+/* Takes ownership of an accepted, non-blocking socket. tls: the listener's TLS context, or NULL
+ * for a plain listener; the handshake then runs first, bounded by client.header_timeout like the
+ * first request's head. */
+struct tls_server;
+void client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_t salen,
+                   const struct tls_server *tls);
 /* Closes now: stops watchers, cancels the exchange, closes the socket, schedules the free. */
 void client_close(struct client *c);
 /* Frees a closed client (called by the worker's reaper). */

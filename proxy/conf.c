@@ -7,14 +7,15 @@
  * snapshot comparisons main.c's re-resolve uses.
  * Does not own: what keys mean (conf_schema.c), the walk and its messages (conf_walk.c), scalar
  * syntax (conf_scalar.c), DNS (dns.c), deciding when to reload or re-resolve (main.c: a re-resolve
- * is a load of the running snapshot's `source`), opening sockets (worker.c), loading certificates
- * (TLS is not built yet: its keys are validated and rejected, see conf_unsupported[]).
+ * is a load of the running snapshot's `source`), opening sockets (worker.c). Certificates and keys
+ * are loaded and checked by conf_schema.c into the snapshot's TLS contexts (tls.c), freed here.
  *
  * Loading never stops at the first error: a bad value leaves the field at its default, the walk
  * goes on, and the caller gets the whole list, so one `lifeline -t` run shows every mistake. The
  * document limits are the exception: past one of them nothing more is read.
  */
 #include "conf_int.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -34,6 +35,7 @@ static void conf_free(struct conf *c)
             free(l->certs[j].key);
         }
         free(l->certs);
+        tls_server_free(l->tls);
     }
     free(c->listeners);
     free(c->admin.address);
@@ -55,6 +57,7 @@ static void conf_free(struct conf *c)
         free(p->tls.sni);
         free(p->tls.client_cert);
         free(p->tls.client_key);
+        tls_client_free(p->tls.ctx);
         free(p->health.path);
     }
     free(c->pools);

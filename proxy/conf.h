@@ -47,6 +47,9 @@ struct conf_sockaddr {
     char text[64];
 };
 
+struct tls_server;
+struct tls_client;
+
 struct conf_cert { char *cert; char *key; };
 
 struct conf_listener {
@@ -55,6 +58,7 @@ struct conf_listener {
     bool tls_enabled;               /* tls block present */
     struct conf_cert *certs; size_t ncerts;
     int tls_min_version;            /* 0x0303 = TLSv1.2, 0x0304 = TLSv1.3 */
+    struct tls_server *tls;         /* built at load when tls_enabled (certificates checked) */
 };
 
 /* One configured `servers:` entry. A hostname expands to several addresses at load time. */
@@ -88,6 +92,7 @@ struct conf_pool {
         bool enabled, verify;       /* enabled default false, verify default true */
         char *ca;                   /* "system" default */
         char *sni, *client_cert, *client_key;   /* "" default */
+        struct tls_client *ctx;     /* built at load when enabled */
     } tls;
     struct {
         bool enabled;               /* block present */

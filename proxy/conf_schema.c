@@ -14,6 +14,8 @@
  */
 #include "conf_int.h"
 #include "dns.h"
+#include "log.h"
+#include "tls.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -58,6 +60,8 @@ static conf_handler conf_h_listen, conf_h_listen_addr, conf_h_certs, conf_h_tls_
     conf_h_headers, conf_h_body, conf_h_file, conf_h_outlier;
 
 static void conf_post_pool_tls(struct conf_loader *, yaml_node_t *, void *, yaml_node_t *const *);
+static void conf_post_listener_tls(struct conf_loader *, yaml_node_t *, void *, yaml_node_t *const *);
+static void conf_post_pool(struct conf_loader *, yaml_node_t *, void *, yaml_node_t *const *);
 static void conf_post_outlier(struct conf_loader *, yaml_node_t *, void *, yaml_node_t *const *);
 static void conf_post_route_timeouts(struct conf_loader *, yaml_node_t *, void *, yaml_node_t *const *);
 static void conf_post_backoff(struct conf_loader *, yaml_node_t *, void *, yaml_node_t *const *);
@@ -79,7 +83,7 @@ static const struct conf_field conf_listener_tls_fields[] = {
     { .key = "certificates", .type = CT_CUSTOM, .fn = conf_h_certs, .required = true },
     F_FN("min_version", conf_h_tls_version),
 };
-BLOCK(conf_blk_listener_tls, conf_listener_tls_fields, NULL);
+BLOCK(conf_blk_listener_tls, conf_listener_tls_fields, conf_post_listener_tls);
 
 static const struct conf_field conf_listener_fields[] = {
     { .key = "address", .type = CT_CUSTOM, .fn = conf_h_listen_addr, .required = true },
@@ -217,7 +221,7 @@ static const struct conf_field conf_pool_fields[] = {
     F_FN("outlier", conf_h_outlier),                                 /* a mapping, or off */
     F_DUR("slow_start", struct conf_pool, slow_start, 0, CONF_DUR_MAX),
 };
-BLOCK(conf_blk_pool, conf_pool_fields, NULL);
+BLOCK(conf_blk_pool, conf_pool_fields, conf_post_pool);
 
 /* routes: [ { name, match, pool, ... } ]. */
 static const struct conf_field conf_match_fields[] = {
@@ -296,16 +300,13 @@ BLOCK(conf_blk_route, conf_route_fields, conf_post_route);
  * Only keys written in the file are checked, and only when their value was valid: defaults never
  * trigger a rejection. conf_load_flags(CONF_LOAD_UNSUPPORTED) skips the table (schema tests). */
 
-static bool conf_u_tls(const void *o) { return ((const struct conf_pool *)o)->tls.enabled; }
-
 static const struct conf_unsupported {
     const struct conf_block *block;     /* the mapping the key belongs to */
     const char *key;
     const char *name;                   /* reported as "NAME is not supported yet" */
     bool (*active)(const void *obj);    /* NULL: writing the key at all; obj = the block's root */
 } conf_unsupported[] = {
-    { &conf_blk_listener,   "tls",              "listener tls",     NULL },
-    { &conf_blk_pool_tls,   "enabled",          "upstream tls",     conf_u_tls },
+    { NULL, NULL, NULL, NULL },   /* end; every key of the schema is built (see conf_post_pool) */
 };
 
 void conf_check_unsupported(struct conf_loader *ld, const struct conf_block *blk, yaml_node_t *key,
@@ -313,8 +314,7 @@ void conf_check_unsupported(struct conf_loader *ld, const struct conf_block *blk
 {
     if (ld->flags & CONF_LOAD_UNSUPPORTED)
         return;
-    for (size_t i = 0; i < sizeof conf_unsupported / sizeof conf_unsupported[0]; i++) {
-        const struct conf_unsupported *u = &conf_unsupported[i];
+    for (const struct conf_unsupported *u = conf_unsupported; u->block; u++) {
         if (u->block == blk && !strcmp(u->key, (const char *)key->data.scalar.value) &&
             (!u->active || u->active(obj)))
             conf_err(ld, key, "%s is not supported yet", u->name);
@@ -860,12 +860,82 @@ bad:
     return -1;
 }
 
+/* The pool's client context, built when tls.enabled: the CA file and the client certificate and
+ * key are read now, each error reported at its key's value. */
 static void conf_post_pool_tls(struct conf_loader *ld, yaml_node_t *map, void *obj, yaml_node_t *const *seen)
 {
+    static const char *const keys[] = { "ca", "client_cert", "client_key" };
     struct conf_pool *p = obj;
+    char err[512];
+    int which = 0;
+    yaml_node_t *at;
     (void)seen;
-    if (!*p->tls.client_cert != !*p->tls.client_key)
+    if (!*p->tls.client_cert != !*p->tls.client_key) {
         conf_err(ld, map, "client_cert and client_key go together: give both or neither");
+        return;
+    }
+    if (!p->tls.enabled || conf_error_within(ld, map) || ld->flags & CONF_LOAD_UNSUPPORTED)
+        return;
+    p->tls.ctx = tls_client_new(p->tls.verify, p->tls.ca, p->tls.client_cert, p->tls.client_key, err, sizeof err,
+                                &which);
+    if (!p->tls.ctx) {
+        at = conf_lookup(ld, map, keys[which]);
+        conf_err(ld, at ? at : map, "%s", err);
+    }
+}
+
+/* Active health checks speak plain HTTP only: on a TLS pool they would mark every server down. */
+static void conf_post_pool(struct conf_loader *ld, yaml_node_t *map, void *obj, yaml_node_t *const *seen)
+{
+    struct conf_pool *p = obj;
+    yaml_node_t *at;
+    (void)seen;
+    if (p->tls.enabled && p->health.enabled && !(ld->flags & CONF_LOAD_UNSUPPORTED) &&
+        (at = conf_lookup(ld, map, "health")))
+        conf_err(ld, at, "health checks on a TLS pool are not supported yet");
+}
+
+/* A TLS listener: each certificate and key read and checked (missing or unreadable file, a key
+ * that is not its certificate's: an error at that key's value; a lapsed certificate: a warning),
+ * then the listener's context built over them. */
+static void conf_post_listener_tls(struct conf_loader *ld, yaml_node_t *map, void *obj, yaml_node_t *const *seen)
+{
+    struct conf_listener *l = obj;
+    yaml_node_t *list = conf_lookup(ld, map, "certificates");
+    struct tls_cert *certs;
+    char err[512];
+    bool bad = false;
+    (void)seen;
+    if (!list || list->type != YAML_SEQUENCE_NODE || !l->ncerts || conf_error_within(ld, map) ||
+        ld->flags & CONF_LOAD_UNSUPPORTED)
+        return;
+    if (!(certs = conf_calloc(ld, l->ncerts, sizeof *certs)))
+        return;
+    for (size_t i = 0; i < l->ncerts; i++) {
+        yaml_node_t *item = conf_node(ld, list->data.sequence.items.start[i]);
+        int which;
+        bool expired;
+        if (tls_cert_load(&certs[i], l->certs[i].cert, l->certs[i].key, err, sizeof err, &which, &expired) < 0) {
+            yaml_node_t *at = item ? conf_lookup(ld, item, which ? "key" : "cert") : NULL;
+            conf_err(ld, at ? at : map, "%s", err);
+            bad = true;
+            continue;
+        }
+        if (expired) {
+            yaml_node_t *at = item ? conf_lookup(ld, item, "cert") : NULL;
+            log_warn("%s:%lu:%lu: certificate %s has expired", ld->file ? ld->file : "<config>",
+                     at ? (unsigned long)at->start_mark.line + 1 : 0UL,
+                     at ? (unsigned long)at->start_mark.column + 1 : 0UL, l->certs[i].cert);
+        }
+    }
+    if (bad) {
+        for (size_t i = 0; i < l->ncerts; i++)
+            tls_cert_clear(&certs[i]);
+        free(certs);
+        return;
+    }
+    if (!(l->tls = tls_server_new(certs, l->ncerts, l->tls_min_version, err, sizeof err)))
+        conf_err(ld, map, "%s", err);
 }
 
 static void conf_post_outlier(struct conf_loader *ld, yaml_node_t *map, void *obj, yaml_node_t *const *seen)

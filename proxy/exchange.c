@@ -562,7 +562,7 @@ static int exchange_build_head(struct exchange *ex, struct hop *h, struct upserv
     }
     o.client = ex->c->addr;
     o.client_len = strlen(ex->c->addr);
-    o.proto = "http";
+    o.proto = ex->c->tls ? "https" : "http";
     o.request_id = ex->request_id;
     o.request_id_len = ex->request_id_len;
     o.chunked = req->chunked;

@@ -23,11 +23,13 @@
 #include "h1.h"
 #include "list.h"
 #include "log.h"
+#include "tls.h"
 #include "worker.h"
 
 static void hop_read_cb(struct ev_loop *loop, ev_io *io, int revents);
 static void hop_write_cb(struct ev_loop *loop, ev_io *io, int revents);
 static void hop_connect_cb(struct ev_loop *loop, ev_io *io, int revents);
+static void hop_handshake_cb(struct ev_loop *loop, ev_io *io, int revents);
 static void hop_process(struct hop *h);
 static void hop_process_buffered(struct hop *h);
 
@@ -235,6 +237,43 @@ static void hop_connect_cb(struct ev_loop *loop, ev_io *io, int revents)
         hop_fail(h, HOP_CONNECT_ERROR);
         return;
     }
+    if (h->server->pool->cp->tls.ctx) {
+        /* TLS: the handshake runs inside the connect timer (and the connect race); a handshake
+         * or verification failure is a connect_error like a refused connect. */
+        if (pool_tls_attach(h->uc) < 0) {
+            hop_fail(h, HOP_CONNECT_ERROR);
+            return;
+        }
+        ev_set_cb(&h->uc->rd, hop_handshake_cb);
+        ev_set_cb(&h->uc->wr, hop_handshake_cb);
+        h->uc->rd.data = h->uc->wr.data = h;
+        hop_handshake_cb(loop, &h->uc->wr, EV_WRITE);
+        return;
+    }
+    hop_connected(h);
+}
+
+/* Moves an upstream TLS handshake forward; only the watcher the session waits on is active. */
+static void hop_handshake_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct hop *h = io->data;
+    struct upconn *uc = h->uc;
+    int r = tls_handshake(&uc->x);
+
+    (void)revents;
+    if (r == -EAGAIN) {
+        ev_io_stop(loop, uc->x.want == EV_WRITE ? &uc->rd : &uc->wr);
+        ev_io_start(loop, uc->x.want == EV_WRITE ? &uc->wr : &uc->rd);
+        return;
+    }
+    ev_io_stop(loop, &uc->wr);
+    if (r < 0) {
+        atomic_fetch_add(&tls_handshakes[1][1], 1);
+        log_debug("TLS handshake with %s failed", h->server->addr->text);
+        hop_fail(h, HOP_CONNECT_ERROR);
+        return;
+    }
+    atomic_fetch_add(&tls_handshakes[1][0], 1);
     hop_connected(h);
 }
 
@@ -614,7 +653,13 @@ static void hop_read_cb(struct ev_loop *loop, ev_io *io, int revents)
     uc->in.len += (size_t)r;
     h->got_bytes = true;
     h->last_read = ev_now(loop);
-    hop_process(h);
+    {
+        unsigned seq = h->seq;
+        hop_process(h);
+        /* A TLS record larger than the room left stays decrypted in the session: come back. */
+        if (h->seq == seq && h->uc == uc && ev_is_active(&uc->rd) && xprt_pending(&uc->x))
+            ev_feed_event(loop, &uc->rd, EV_READ);
+    }
 }
 
 void hop_resume(struct hop *h)
@@ -624,6 +669,8 @@ void hop_resume(struct hop *h)
     if (h->read_paused) {
         h->read_paused = false;
         ev_io_start(hop_worker(h)->loop, &h->uc->rd);
+        if (xprt_pending(&h->uc->x))
+            ev_feed_event(hop_worker(h)->loop, &h->uc->rd, EV_READ);
     }
     hop_process(h);
 }

@@ -1,5 +1,6 @@
 /* metrics_render.c — the Prometheus text and the /status JSON (see metrics_render.h). */
 #include "metrics_render.h"
+#include "tls.h"
 
 #include <stdarg.h>
 #include <stddef.h>
@@ -85,6 +86,14 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
     const struct conf *c = s->conf;
     const struct health *h = s->health;
     uint64_t dropped = 0;
+
+    metrics_render_printf(b, "# HELP lifeline_tls_handshakes_total TLS handshakes by side (downstream, upstream) and result.\n"
+                 "# TYPE lifeline_tls_handshakes_total counter\n");
+    for (int side = 0; side < 2; side++)
+        for (int res = 0; res < 2; res++)
+            metrics_render_printf(b, "lifeline_tls_handshakes_total{side=\"%s\",result=\"%s\"} %llu\n",
+                                  side ? "upstream" : "downstream", res ? "failed" : "ok",
+                                  (unsigned long long)atomic_load(&tls_handshakes[side][res]));
 
     metrics_render_printf(b, "# HELP lifeline_requests_total Requests answered downstream, by route and status code (499: the client left first).\n"
                  "# TYPE lifeline_requests_total counter\n");

@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@
 #include "health.h"
 #include "list.h"
 #include "log.h"
+#include "tls.h"
 #include "worker.h"
 
 static void pool_idle_timer_cb(struct ev_loop *loop, ev_timer *t, int revents);
@@ -57,6 +59,7 @@ int pool_init(struct pool *p, struct worker *w, const struct conf_pool *cp, stru
             struct upserver *s = &p->servers[k++];
             s->pool = p;
             s->addr = &cp->servers[i].addrs[j];
+            s->host = cp->servers[i].host;
             s->weight = cp->servers[i].weight ? cp->servers[i].weight : 1;
             s->hs = hp && k - 1 < hp->n ? &hp->servers[k - 1] : NULL;
             s->m = w->smetrics && s->hs ? &w->smetrics[s->hs->slot] : NULL;
@@ -100,6 +103,8 @@ void pool_destroy(struct pool *p)
             upconn_unlink(uc);
             pool_close(uc);
         }
+        tls_session_free(s->tls_sess);
+        s->tls_sess = NULL;
     }
     ev_timer_stop(p->w->loop, &p->idle_timer);
     free(p->servers);
@@ -158,6 +163,9 @@ static void pool_idle_read_cb(struct ev_loop *loop, ev_io *io, int revents)
 
     (void)loop;
     (void)revents;
+    /* TLS 1.3 servers send session tickets after the handshake: records that are not data. */
+    if (uc->x.ssl && tls_idle_ok(&uc->x))
+        return;
     upconn_unlink(uc);
     pool_close(uc);
     pool_arm_idle_timer(p);
@@ -168,8 +176,11 @@ static void pool_idle_read_cb(struct ev_loop *loop, ev_io *io, int revents)
 static bool upconn_alive(struct upconn *uc)
 {
     char c;
-    ssize_t r = recv(uc->x.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    ssize_t r;
 
+    if (uc->x.ssl)
+        return tls_idle_ok(&uc->x);
+    r = recv(uc->x.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
     return r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
@@ -330,11 +341,14 @@ void pool_move_idle(struct pool *from, struct pool *to)
             struct upconn *uc = s->idle_tail;
             ev_tstamp since = uc->idle_since;
             upconn_unlink(uc);
-            if (!t) {
+            /* A connection whose transport no longer fits the pool (TLS turned on or off) is closed. */
+            if (!t || !uc->x.ssl != !t->pool->cp->tls.ctx) {
                 pool_close(uc);
                 continue;
             }
             uc->server = t;
+            if (uc->x.ssl)
+                uc->x.sess_slot = &t->tls_sess;
             pool_release(uc);
             uc->idle_since = since;
         }
@@ -342,6 +356,19 @@ void pool_move_idle(struct pool *from, struct pool *to)
     pool_arm_idle_timer(from);
     if (to)
         pool_arm_idle_timer(to);
+}
+
+int pool_tls_attach(struct upconn *uc)
+{
+    struct upserver *s = uc->server;
+    const struct conf_pool *cp = s->pool->cp;
+    const char *host = s->host ? s->host : "";
+    struct in6_addr a6;
+    bool literal = inet_pton(AF_INET, host, &a6) == 1 || inet_pton(AF_INET6, host, &a6) == 1;
+    const char *name = *cp->tls.sni ? cp->tls.sni : host;
+
+    return tls_client_attach(&uc->x, cp->tls.ctx, *cp->tls.sni ? cp->tls.sni : literal ? NULL : host,
+                             cp->tls.verify ? name : NULL, &s->tls_sess);
 }
 
 uint64_t pool_hash(const void *data, size_t n, uint64_t seed)

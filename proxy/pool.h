@@ -39,6 +39,8 @@ struct upserver {
     struct upconn *idle_tail;           /* least recently used */
     unsigned nidle;
     struct server_metrics *m;           /* this worker's counters for it (stable slot); NULL in unit tests */
+    const char *host;                   /* the host as written (conf snapshot): TLS name and SNI */
+    void *tls_sess;                     /* TLS pools: the last session it gave us (resumption) */
 };
 
 struct upconn {
@@ -65,6 +67,11 @@ struct pool {
     unsigned connect_samples;
     ev_timer idle_timer;                /* closes connections idle longer than keepalive_timeout */
 };
+
+/* Starts TLS on a connected upconn of a TLS pool (SNI and the name verified: tls.sni, else the
+ * server's hostname; an IP literal sends no SNI and is verified against the certificate's IP
+ * addresses). Returns 0 or -ENOMEM. */
+int pool_tls_attach(struct upconn *uc);
 
 /* What a balancer may look at besides the servers. */
 struct pool_pick_ctx {

@@ -138,7 +138,7 @@ static void worker_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
             return;
         }
         atomic_fetch_add(&worker_connections, 1);
-        client_accept(w, fd, (struct sockaddr *)&ss, sl);
+        client_accept(w, fd, (struct sockaddr *)&ss, sl, l->cl->tls);
     }
 }
 

@@ -6,6 +6,7 @@
 #ifndef LIFELINE_XPRT_H
 #define LIFELINE_XPRT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -21,6 +22,12 @@ struct xprt_ops {
 struct xprt {
     int fd;
     const struct xprt_ops *ops;
+    /* TLS only (tls.c writes them; NULL/0 for a plain transport): */
+    void *ssl;                          /* SSL * */
+    void **sess_slot;                   /* upstream: where the server's session is kept */
+    int want;                           /* after -EAGAIN: EV_READ or EV_WRITE */
+    bool failed;                        /* a protocol error: no close_notify at close */
+    bool handshaken;
 };
 
 extern const struct xprt_ops xprt_plain;
@@ -29,6 +36,11 @@ static inline ssize_t xprt_read(struct xprt *x, void *p, size_t n) { return x->o
 static inline ssize_t xprt_writev(struct xprt *x, const struct iovec *iov, int n) { return x->ops->writev(x, iov, n); }
 /* Closes the fd (and ends a TLS session without waiting); x->fd becomes -1. */
 static inline void xprt_close(struct xprt *x) { if (x->fd >= 0) x->ops->close(x); }
+
+size_t tls_pending(const struct xprt *x);
+/* Bytes already decrypted and waiting inside a TLS session: the socket will not signal them, so a
+ * reader that stopped with room left must come back for them (see xprt_kick). */
+static inline size_t xprt_pending(const struct xprt *x) { return x->ssl ? tls_pending(x) : 0; }
 
 /* Socket helpers shared by listeners and upstream connects. */
 int xprt_set_nonblock(int fd);

@@ -474,8 +474,9 @@ class AioUpstream:
     without query, or a prefix ending in '/').
     """
 
-    def __init__(self, lt, name="up", delay=0.0):
+    def __init__(self, lt, name="up", delay=0.0, ssl=None):
         self.lt = lt
+        self.ssl = ssl                  # an ssl.SSLContext: the upstream speaks TLS
         self.name = name
         self.delay = delay              # seconds added before every answer
         self.handlers = {}
@@ -510,7 +511,7 @@ class AioUpstream:
                 self._protos.append(proto)
                 return proto
 
-            self._server = await asyncio.get_running_loop().create_server(factory, HOST, 0)
+            self._server = await asyncio.get_running_loop().create_server(factory, HOST, 0, ssl=self.ssl)
             return self._server.sockets[0].getsockname()[1]
 
         self.port = self.lt.run(go())
@@ -659,8 +660,8 @@ def upstream(loop_thread):
     """Factory: upstream(name="up", delay=0) -> a started AioUpstream (stopped at teardown)."""
     made = []
 
-    def make(name=None, delay=0.0):
-        u = AioUpstream(loop_thread, name or "up%d" % (len(made) + 1), delay).start()
+    def make(name=None, delay=0.0, ssl=None):
+        u = AioUpstream(loop_thread, name or "up%d" % (len(made) + 1), delay, ssl).start()
         made.append(u)
         return u
 
@@ -1011,12 +1012,14 @@ def lifeline(tmp_path):
     started = []
 
     def start(pools=None, routes=None, client=None, limits=None, workers=1, extra=None, env=None,
-              shutdown_timeout=None, args=()):
+              shutdown_timeout=None, args=(), listen_tls=None):
         port = free_port()
         n = len(started) + 1
         cfg = {"listen": [{"address": "%s:%d" % (HOST, port)}],
                "workers": workers,
                "shutdown_timeout": shutdown_timeout or dur(t(2))}
+        if listen_tls:
+            cfg["listen"][0]["tls"] = listen_tls
         if client:
             cfg["client"] = client
         if limits:

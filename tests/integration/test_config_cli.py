@@ -206,13 +206,15 @@ BUILT = [
      "    fallback: { status: 503, body: x, stale: 10 }\n", 9, 46, "duration needs a unit"),
     ("route", "    retry: { attempts: 2 }\n",
      "    retry: { attempts: 0 }\n", 9, 24, "attempts must be between 1 and 10"),
+    ("pool", "    tls: { enabled: true }\n",
+     "    tls: { enabled: true, ca: /nonexistent/ca.pem }\n", 7, 31, "cannot read CA file"),
 ]
-BUILT_IDS = ["admin", "resolver", "resolve_interval", "health", "outlier", "fallback_stale", "retry"]
+BUILT_IDS = ["admin", "resolver", "resolve_interval", "health", "outlier", "fallback_stale", "retry", "upstream_tls"]
 
 NOT_BUILT = [
-    ("pool", "    tls: { enabled: true }\n", 7, 12),
+    ("pool", "    tls: { enabled: true }\n    health: { path: /h }\n", 8, 13),
 ]
-NOT_BUILT_IDS = ["upstream_tls"]
+NOT_BUILT_IDS = ["health_on_tls_pool"]
 
 
 def pending_file(tmp_path, name, where, block):

@@ -324,13 +324,16 @@ static void test_full_config(void **state)
     done(&l);
 }
 
-/* The same file without the test flag: one rejection per conf_unsupported[] entry, each at its key. */
+/* The same file without the test flag: the certificate files it names do not exist (each error at
+ * its value), and health checks on its TLS pool are not supported yet. */
 static void test_full_config_unsupported(void **state)
 {
     (void)state;
     static const struct { unsigned line, col; const char *name; } want[] = {
-        { 4, 5, "listener tls" },
-        { 58, 12, "upstream tls" },
+        { 6, 19, "cannot read certificate /etc/lifeline/site.crt" },
+        { 7, 19, "cannot read certificate /etc/lifeline/b.crt" },
+        { 59, 25, "cannot read certificate /c.pem" },
+        { 60, 13, "health checks on a TLS pool are not supported yet" },
     };
     struct loaded l;
     load(&l, full_yaml);
@@ -338,8 +341,8 @@ static void test_full_config_unsupported(void **state)
     assert_int_equal(l.n, NELEM(want));
     assert_int_equal(count_lines(l.errs), NELEM(want));
     for (size_t i = 0; i < NELEM(want); i++) {
-        char msg[64];
-        snprintf(msg, sizeof msg, "%s is not supported yet", want[i].name);
+        char msg[128];
+        snprintf(msg, sizeof msg, "%s", want[i].name);
         if (!has_error(&l, want[i].line, want[i].col, msg))
             fail_msg("missing %u:%u: %s in:\n%s", want[i].line, want[i].col, msg, l.errs);
     }
@@ -1011,10 +1014,14 @@ static const struct bad_case bad_cases[] = {
     { "listen: []\n", 1, 9, "listen needs at least one listener", 0, 0 },
     { "# nothing\n", 1, 1, "the file is empty", 0, 0 },
     { L "admin: {}\n", 2, 8, "missing key \"address\" in admin", 0, CONF_LOAD_UNSUPPORTED },
-    /* not supported yet, each at its key */
-    { "listen:\n  - address: 127.0.0.1:8443\n    tls: { certificates: [ { cert: a.crt, key: a.key } ] }\n", 3, 5,
-      "listener tls is not supported yet", 0, 0 },
-    { L PX "    tls: { enabled: true }\n", 5, 12, "upstream tls is not supported yet", 0, 0 },
+    /* TLS files are read at load, each error at its key's value */
+    { "listen:\n  - address: 127.0.0.1:8443\n    tls: { certificates: [ { cert: /nonexistent/a.crt, key: a.key } ] }\n",
+      3, 36, "cannot read certificate /nonexistent/a.crt", 0, 0 },
+    { L PX "    tls: { enabled: true, ca: /nonexistent/ca.pem }\n", 5, 31, "cannot read CA file /nonexistent/ca.pem", 0, 0 },
+    { L PX "    tls: { enabled: true, verify: false, client_cert: /nonexistent/c.pem, client_key: k.pem }\n", 5, 55,
+      "cannot read certificate /nonexistent/c.pem", 0, 0 },
+    { L PX "    tls: { enabled: true, verify: false }\n    health: { path: /h }\n", 6, 13,
+      "health checks on a TLS pool are not supported yet", 0, 0 },
     { L PX "    health: { rise: 0 }\n", 5, 21, "rise must be between", 0, 0 },
     /* YAML syntax */
     { L "workers: 1: 2\n", 2, 11, "YAML: mapping values are not allowed in this context", 0, 0 },

@@ -1,0 +1,519 @@
+/* tls.c — OpenSSL 3 contexts and the TLS transport (see tls.h). */
+#include "tls.h"
+
+#include <errno.h>
+#include <ev.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <stdlib.h>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "log.h"
+
+atomic_uint_fast64_t tls_handshakes[2][2];
+
+/* ALPN: only http/1.1 is spoken; h2 would be added to this table (and chosen first) later. */
+static const unsigned char tls_alpn[] = { 8, 'h', 't', 't', 'p', '/', '1', '.', '1' };
+
+static void tls_errstr(char *err, size_t errlen, const char *what)
+{
+    unsigned long e = ERR_peek_last_error();
+    char buf[160];
+
+    if (e) {
+        ERR_error_string_n(e, buf, sizeof buf);
+        snprintf(err, errlen, "%s (%s)", what, buf);
+    } else {
+        snprintf(err, errlen, "%s", what);
+    }
+    ERR_clear_error();
+}
+
+/* ---- Certificates ------------------------------------------------------------------------ */
+
+static void tls_cert_names(struct tls_cert *tc)
+{
+    GENERAL_NAMES *sans = X509_get_ext_d2i(tc->x509, NID_subject_alt_name, NULL, NULL);
+    size_t used = 0;
+
+    tc->names[0] = 0;
+    for (int i = 0; sans && i < sk_GENERAL_NAME_num(sans); i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
+        if (g->type != GEN_DNS)
+            continue;
+        const char *n = (const char *)ASN1_STRING_get0_data(g->d.dNSName);
+        int w = snprintf(tc->names + used, sizeof tc->names - used, "%s%s", used ? "," : "", n);
+        if (w < 0 || (size_t)w >= sizeof tc->names - used)
+            break;
+        used += (size_t)w;
+    }
+    GENERAL_NAMES_free(sans);
+    if (!used)
+        X509_NAME_get_text_by_NID(X509_get_subject_name(tc->x509), NID_commonName, tc->names,
+                                  (int)sizeof tc->names);
+}
+
+int tls_cert_load(struct tls_cert *tc, const char *cert, const char *key, char *err, size_t errlen,
+                  int *which, bool *expired)
+{
+    BIO *b = NULL;
+    X509 *extra;
+    int rc = -1;
+    struct tm tm;
+
+    memset(tc, 0, sizeof *tc);
+    *expired = false;
+    *which = 0;
+    ERR_clear_error();
+    if (!(b = BIO_new_file(cert, "r"))) {
+        snprintf(err, errlen, "cannot read certificate %s: %s", cert, strerror(errno ? errno : ENOENT));
+        goto out;
+    }
+    if (!(tc->x509 = PEM_read_bio_X509(b, NULL, NULL, NULL))) {
+        tls_errstr(err, errlen, "no PEM certificate in the cert file");
+        goto out;
+    }
+    while ((extra = PEM_read_bio_X509(b, NULL, NULL, NULL))) {
+        if (!tc->chain && !(tc->chain = sk_X509_new_null())) {
+            X509_free(extra);
+            snprintf(err, errlen, "out of memory");
+            goto out;
+        }
+        sk_X509_push(tc->chain, extra);
+    }
+    ERR_clear_error();   /* the end of the file ends the chain */
+    BIO_free(b);
+    *which = 1;
+    if (!(b = BIO_new_file(key, "r"))) {
+        snprintf(err, errlen, "cannot read key %s: %s", key, strerror(errno ? errno : ENOENT));
+        goto out;
+    }
+    if (!(tc->key = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL))) {
+        tls_errstr(err, errlen, "no readable PEM private key in the key file");
+        goto out;
+    }
+    if (X509_check_private_key(tc->x509, tc->key) != 1) {
+        ERR_clear_error();
+        snprintf(err, errlen, "key %s does not match certificate %s", key, cert);
+        goto out;
+    }
+    X509_NAME_oneline(X509_get_subject_name(tc->x509), tc->subject, (int)sizeof tc->subject);
+    tls_cert_names(tc);
+    if (ASN1_TIME_to_tm(X509_get0_notAfter(tc->x509), &tm) == 1)
+        tc->not_after = timegm(&tm);
+    *expired = X509_cmp_current_time(X509_get0_notAfter(tc->x509)) < 0;
+    rc = 0;
+out:
+    BIO_free(b);
+    if (rc < 0)
+        tls_cert_clear(tc);
+    return rc;
+}
+
+void tls_cert_clear(struct tls_cert *tc)
+{
+    X509_free(tc->x509);
+    EVP_PKEY_free(tc->key);
+    sk_X509_pop_free(tc->chain, X509_free);
+    memset(tc, 0, sizeof *tc);
+}
+
+/* ---- Server contexts --------------------------------------------------------------------- */
+
+/* SNI: an exact name first, then a wildcard, else the first certificate (already in place). */
+static int tls_servername_cb(SSL *ssl, int *alert, void *arg)
+{
+    const struct tls_server *ts = arg;
+    const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    const struct tls_cert *pick = NULL;
+
+    (void)alert;
+    if (!name || !*name || ts->ncerts < 2)
+        return SSL_TLSEXT_ERR_OK;
+    for (int pass = 0; pass < 2 && !pick; pass++) {
+        for (size_t i = 0; i < ts->ncerts && !pick; i++) {
+            if (X509_check_host(ts->certs[i].x509, name, 0, pass ? 0 : X509_CHECK_FLAG_NO_WILDCARDS, NULL) == 1)
+                pick = &ts->certs[i];
+        }
+    }
+    if (pick && pick != &ts->certs[0] &&
+        SSL_use_cert_and_key(ssl, pick->x509, pick->key, pick->chain, 1) != 1) {
+        ERR_clear_error();
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
+    }
+    return SSL_TLSEXT_ERR_OK;
+}
+
+static int tls_alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
+                       unsigned int inlen, void *arg)
+{
+    (void)ssl;
+    (void)arg;
+    /* A client that offers ALPN without http/1.1 still gets HTTP/1.1 (no ALPN in the answer). */
+    if (SSL_select_next_proto((unsigned char **)out, outlen, tls_alpn, sizeof tls_alpn, in, inlen) !=
+        OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_NOACK;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+static void tls_ctx_common(SSL_CTX *ctx, int min_version)
+{
+    SSL_CTX_set_min_proto_version(ctx, min_version);
+    /* Renegotiation refused (TLS 1.3 has none); a peer closing without close_notify is an end of
+     * stream like any other, HTTP frames its own messages. */
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_COMPRESSION);
+    /* Partial writes and moving buffers: our output buffers compact and grow between retries. */
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                              SSL_MODE_RELEASE_BUFFERS);
+}
+
+struct tls_server *tls_server_new(struct tls_cert *certs, size_t ncerts, int min_version, char *err, size_t errlen)
+{
+    struct tls_server *ts = calloc(1, sizeof *ts);
+    SSL_CTX *ctx = NULL;
+    static const unsigned char sid_ctx[] = "lifeline";
+
+    if (!ts || !(ctx = SSL_CTX_new(TLS_server_method()))) {
+        tls_errstr(err, errlen, "cannot create a TLS context");
+        goto fail;
+    }
+    ts->ctx = ctx;
+    ts->certs = certs;
+    ts->ncerts = ncerts;
+    tls_ctx_common(ctx, min_version);
+    if (SSL_CTX_use_cert_and_key(ctx, certs[0].x509, certs[0].key, certs[0].chain, 1) != 1) {
+        tls_errstr(err, errlen, "cannot use the certificate");
+        goto fail;
+    }
+    SSL_CTX_set_tlsext_servername_callback(ctx, tls_servername_cb);
+    SSL_CTX_set_tlsext_servername_arg(ctx, ts);
+    SSL_CTX_set_alpn_select_cb(ctx, tls_alpn_cb, NULL);
+    /* Stateless tickets: their keys live in this context, which every worker shares, so any
+     * worker resumes any session. The keys are made anew with each configuration snapshot. */
+    SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof sid_ctx - 1);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+    SSL_CTX_set_num_tickets(ctx, 1);
+    return ts;
+fail:
+    if (!ts) {
+        for (size_t i = 0; i < ncerts; i++)
+            tls_cert_clear(&certs[i]);
+        free(certs);
+    }
+    tls_server_free(ts);
+    return NULL;
+}
+
+void tls_server_free(struct tls_server *ts)
+{
+    if (!ts)
+        return;
+    SSL_CTX_free(ts->ctx);
+    for (size_t i = 0; i < ts->ncerts; i++)
+        tls_cert_clear(&ts->certs[i]);
+    free(ts->certs);
+    free(ts);
+}
+
+/* ---- Client contexts --------------------------------------------------------------------- */
+
+/* A new session from an upstream (TLS 1.3: after the handshake, in a ticket): kept in the server's
+ * slot, replacing the previous one, and offered by the next connection to it. */
+static int tls_new_session_cb(SSL *ssl, SSL_SESSION *sess)
+{
+    struct xprt *x = SSL_get_app_data(ssl);
+
+    if (!x || !x->sess_slot)
+        return 0;
+    if (*x->sess_slot)
+        SSL_SESSION_free(*x->sess_slot);
+    *x->sess_slot = sess;
+    return 1;   /* we keep the reference */
+}
+
+struct tls_client *tls_client_new(bool verify, const char *ca, const char *client_cert, const char *client_key,
+                                  char *err, size_t errlen, int *which)
+{
+    struct tls_client *tcl = calloc(1, sizeof *tcl);
+    SSL_CTX *ctx = NULL;
+
+    *which = 0;
+    ERR_clear_error();
+    if (!tcl || !(ctx = SSL_CTX_new(TLS_client_method()))) {
+        tls_errstr(err, errlen, "cannot create a TLS context");
+        goto fail;
+    }
+    tcl->ctx = ctx;
+    tls_ctx_common(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(ctx, verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
+    if (verify) {
+        if (!ca || !*ca || !strcmp(ca, "system")) {
+            if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+                tls_errstr(err, errlen, "cannot load the system CA store");
+                goto fail;
+            }
+        } else if (access(ca, R_OK) < 0) {
+            snprintf(err, errlen, "cannot read CA file %s: %s", ca, strerror(errno));
+            goto fail;
+        } else if (SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1) {
+            tls_errstr(err, errlen, "no PEM certificate in the CA file");
+            goto fail;
+        }
+    }
+    if (client_cert && *client_cert) {
+        *which = 1;
+        if (access(client_cert, R_OK) < 0) {
+            snprintf(err, errlen, "cannot read certificate %s: %s", client_cert, strerror(errno));
+            goto fail;
+        }
+        if (SSL_CTX_use_certificate_chain_file(ctx, client_cert) != 1) {
+            tls_errstr(err, errlen, "no PEM certificate in client_cert");
+            goto fail;
+        }
+        *which = 2;
+        if (access(client_key, R_OK) < 0) {
+            snprintf(err, errlen, "cannot read key %s: %s", client_key, strerror(errno));
+            goto fail;
+        }
+        if (SSL_CTX_use_PrivateKey_file(ctx, client_key, SSL_FILETYPE_PEM) != 1) {
+            tls_errstr(err, errlen, "no readable PEM private key in client_key");
+            goto fail;
+        }
+        if (SSL_CTX_check_private_key(ctx) != 1) {
+            ERR_clear_error();
+            snprintf(err, errlen, "client_key does not match client_cert");
+            goto fail;
+        }
+    }
+    SSL_CTX_set_alpn_protos(ctx, tls_alpn, sizeof tls_alpn);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, tls_new_session_cb);
+    return tcl;
+fail:
+    tls_client_free(tcl);
+    return NULL;
+}
+
+void tls_client_free(struct tls_client *tcl)
+{
+    if (!tcl)
+        return;
+    SSL_CTX_free(tcl->ctx);
+    free(tcl);
+}
+
+void tls_session_free(void *sess)
+{
+    SSL_SESSION_free(sess);
+}
+
+/* ---- Sessions ---------------------------------------------------------------------------- */
+
+static int tls_attach(struct xprt *x, SSL_CTX *ctx)
+{
+    SSL *ssl = SSL_new(ctx);
+
+    if (!ssl || SSL_set_fd(ssl, x->fd) != 1) {
+        SSL_free(ssl);
+        ERR_clear_error();
+        return -ENOMEM;
+    }
+    SSL_set_app_data(ssl, x);
+    x->ssl = ssl;
+    x->ops = &xprt_tls;
+    x->want = EV_READ;
+    x->failed = x->handshaken = false;
+    return 0;
+}
+
+int tls_server_attach(struct xprt *x, const struct tls_server *ts)
+{
+    int r = tls_attach(x, ts->ctx);
+
+    if (r == 0)
+        SSL_set_accept_state(x->ssl);
+    return r;
+}
+
+int tls_client_attach(struct xprt *x, const struct tls_client *tcl, const char *sni, const char *verify_name,
+                      void **sess_slot)
+{
+    int r = tls_attach(x, tcl->ctx);
+    SSL *ssl;
+
+    if (r < 0)
+        return r;
+    ssl = x->ssl;
+    SSL_set_connect_state(ssl);
+    x->sess_slot = sess_slot;
+    if (sni && *sni)
+        SSL_set_tlsext_host_name(ssl, sni);
+    if (verify_name && *verify_name) {
+        X509_VERIFY_PARAM *vp = SSL_get0_param(ssl);
+        /* An IP literal is checked against the certificate's IP addresses, a name against its DNS
+         * names (wildcards allowed, partial wildcards not). */
+        if (X509_VERIFY_PARAM_set1_ip_asc(vp, verify_name) != 1) {
+            ERR_clear_error();
+            X509_VERIFY_PARAM_set_hostflags(vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+            SSL_set1_host(ssl, verify_name);
+        }
+    }
+    if (sess_slot && *sess_slot)
+        SSL_set_session(ssl, *sess_slot);
+    return 0;
+}
+
+/* Maps an OpenSSL result to the xprt convention; ret is the call's return value. */
+static ssize_t tls_result(struct xprt *x, int ret, const char *op)
+{
+    int e = SSL_get_error(x->ssl, ret);
+    unsigned long q;
+
+    switch (e) {
+    case SSL_ERROR_WANT_READ:
+        x->want = EV_READ;
+        return -EAGAIN;
+    case SSL_ERROR_WANT_WRITE:
+        x->want = EV_WRITE;
+        return -EAGAIN;
+    case SSL_ERROR_ZERO_RETURN:
+        return 0;
+    case SSL_ERROR_SYSCALL:
+        x->failed = true;
+        ERR_clear_error();
+        return errno ? -errno : -ECONNRESET;
+    default:
+        x->failed = true;
+        q = ERR_get_error();
+        if (log_threshold >= LOG_DEBUG) {
+            char buf[160];
+            ERR_error_string_n(q, buf, sizeof buf);
+            if (x->ssl && SSL_get_verify_result(x->ssl) != X509_V_OK)
+                log_debug("tls %s: %s (verify: %s)", op, buf,
+                          X509_verify_cert_error_string(SSL_get_verify_result(x->ssl)));
+            else
+                log_debug("tls %s: %s", op, buf);
+        }
+        ERR_clear_error();
+        return -EPROTO;
+    }
+}
+
+int tls_handshake(struct xprt *x)
+{
+    int r;
+
+    ERR_clear_error();
+    errno = 0;
+    r = SSL_do_handshake(x->ssl);
+    if (r == 1) {
+        x->handshaken = true;
+        return 1;
+    }
+    ssize_t e = tls_result(x, r, "handshake");
+    if (e == -EAGAIN)
+        return -EAGAIN;
+    x->failed = true;
+    return -EPROTO;
+}
+
+bool tls_resumed(const struct xprt *x)
+{
+    return x->ssl && SSL_session_reused(x->ssl);
+}
+
+size_t tls_pending(const struct xprt *x)
+{
+    return (size_t)SSL_pending(x->ssl);
+}
+
+static ssize_t tls_read(struct xprt *x, void *p, size_t n)
+{
+    size_t got = 0;
+
+    ERR_clear_error();
+    errno = 0;
+    /* At most n bytes come out: a record larger than the room stays inside the session
+     * (tls_pending), so our buffers stay bounded exactly as with a plain socket. */
+    if (SSL_read_ex(x->ssl, p, n, &got) == 1)
+        return (ssize_t)got;
+    return tls_result(x, 0, "read");
+}
+
+static ssize_t tls_write1(struct xprt *x, const void *p, size_t n)
+{
+    size_t put = 0;
+
+    ERR_clear_error();
+    errno = 0;
+    if (SSL_write_ex(x->ssl, p, n, &put) == 1)
+        return (ssize_t)put;
+    return tls_result(x, 0, "write");
+}
+
+/* Small pieces are gathered into one record (a head and the start of a body would otherwise be
+ * two records, two syscalls); large ones are written one after another until one is partial. */
+static ssize_t tls_writev(struct xprt *x, const struct iovec *iov, int n)
+{
+    size_t total = 0, done = 0;
+    char tmp[16384];
+
+    for (int i = 0; i < n; i++)
+        total += iov[i].iov_len;
+    if (n > 1 && total <= sizeof tmp) {
+        for (int i = 0; i < n; i++) {
+            memcpy(tmp + done, iov[i].iov_base, iov[i].iov_len);
+            done += iov[i].iov_len;
+        }
+        return tls_write1(x, tmp, total);
+    }
+    for (int i = 0; i < n; i++) {
+        ssize_t r;
+        if (!iov[i].iov_len)
+            continue;
+        r = tls_write1(x, iov[i].iov_base, iov[i].iov_len);
+        if (r < 0)
+            return done ? (ssize_t)done : r;
+        done += (size_t)r;
+        if ((size_t)r < iov[i].iov_len)
+            break;
+    }
+    return (ssize_t)done;
+}
+
+bool tls_idle_ok(struct xprt *x)
+{
+    char c;
+    ssize_t r = tls_read(x, &c, 1);
+
+    /* -EAGAIN: only protocol records (a session ticket) came; data or an end makes it unusable. */
+    return r == -EAGAIN && x->want == EV_READ;
+}
+
+/* Sends close_notify once, without waiting for the peer's (a session that failed sends nothing),
+ * so closing never blocks and never needs a timer. */
+static void tls_close(struct xprt *x)
+{
+    SSL *ssl = x->ssl;
+
+    if (ssl) {
+        if (x->handshaken && !x->failed) {
+            ERR_clear_error();
+            (void)SSL_shutdown(ssl);
+        }
+        ERR_clear_error();
+        SSL_free(ssl);
+        x->ssl = NULL;
+    }
+    close(x->fd);
+    x->fd = -1;
+}
+
+const struct xprt_ops xprt_tls = { tls_read, tls_writev, tls_close };

@@ -1,0 +1,95 @@
+/* tls.h — TLS with OpenSSL 3: the contexts built at configuration load, and the TLS transport.
+ *
+ * Owns: the server context of a TLS listener (struct tls_server: one SSL_CTX shared by every worker
+ * thread, so session-ticket keys are common to all of them, plus the certificates chosen by SNI)
+ * and the client context of a TLS pool (struct tls_client). Both belong to a conf snapshot and are
+ * freed with it; a connection's SSL holds its own reference on the SSL_CTX, so a reload that swaps
+ * certificates never pulls one from under a handshake in progress.
+ *
+ * Does not own: sockets, watchers, timers. The connection owning an xprt drives the handshake with
+ * tls_handshake() from its own ev_io watchers and bounds it with its own timer (the client's
+ * header_timeout, the hop's connect timer).
+ *
+ * Return conventions are xprt.h's: byte count, 0 for end of stream, -errno (-EAGAIN: not ready;
+ * x->want then says which readiness the session waits for, EV_READ or EV_WRITE).
+ */
+#ifndef LIFELINE_TLS_H
+#define LIFELINE_TLS_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "xprt.h"
+
+struct ssl_ctx_st;
+struct x509_st;
+struct evp_pkey_st;
+
+/* One certificate of a listener, as loaded and checked. */
+struct tls_cert {
+    struct x509_st *x509;
+    struct evp_pkey_st *key;
+    void *chain;                        /* STACK_OF(X509) * of the intermediates (may be NULL) */
+    char subject[256];
+    char names[512];                    /* DNS names, comma separated (the CN when there are none) */
+    time_t not_after;
+};
+
+struct tls_server {
+    struct ssl_ctx_st *ctx;
+    struct tls_cert *certs;             /* the first is the default */
+    size_t ncerts;
+};
+
+struct tls_client {
+    struct ssl_ctx_st *ctx;
+};
+
+/* Loads one certificate and its key. Returns 0, or -1 with a message in err naming which of
+ * `cert` (which = 0) or `key` (which = 1) is at fault. *expired is set for a lapsed certificate
+ * (a warning, not an error). */
+int tls_cert_load(struct tls_cert *tc, const char *cert, const char *key, char *err, size_t errlen,
+                  int *which, bool *expired);
+void tls_cert_clear(struct tls_cert *tc);
+
+/* Builds a listener context over certs (ownership of the array moves into the result).
+ * min_version: 0x0303 or 0x0304. NULL with err filled on failure (certs then freed). */
+struct tls_server *tls_server_new(struct tls_cert *certs, size_t ncerts, int min_version, char *err, size_t errlen);
+void tls_server_free(struct tls_server *ts);
+
+/* Builds a pool's client context. ca: "system" or a PEM file; client_cert/key may be "".
+ * Returns NULL with err filled and *which = 0 (ca), 1 (client_cert), 2 (client_key). */
+struct tls_client *tls_client_new(bool verify, const char *ca, const char *client_cert, const char *client_key,
+                                  char *err, size_t errlen, int *which);
+void tls_client_free(struct tls_client *tcl);
+
+/* Turns a plain, connected xprt into a TLS one (server side: accept state). -ENOMEM on failure
+ * (the xprt stays plain). */
+int tls_server_attach(struct xprt *x, const struct tls_server *ts);
+/* Client side: sni may be NULL (none sent); verify_name is the name (or IP literal) the server's
+ * certificate must match when the context verifies. sess_slot: where this server's last session
+ * is kept for resumption (per worker; NULL: none); the session in it, if any, is offered. */
+int tls_client_attach(struct xprt *x, const struct tls_client *tcl, const char *sni, const char *verify_name,
+                      void **sess_slot);
+/* Moves the handshake forward: 1 when done, -EAGAIN (x->want set), or -EPROTO on failure (the
+ * reason logged at debug level). */
+int tls_handshake(struct xprt *x);
+/* True when the session reused a previous one. */
+bool tls_resumed(const struct xprt *x);
+/* Decrypted bytes buffered inside the session (a record bigger than the caller's room). */
+size_t tls_pending(const struct xprt *x);
+/* A pooled connection's session while idle: processes what the server sent (TLS 1.3 session
+ * tickets arrive after the handshake) and says whether the connection is still usable. */
+bool tls_idle_ok(struct xprt *x);
+/* Frees a session kept for resumption. */
+void tls_session_free(void *sess);
+
+/* lifeline_tls_handshakes_total{side,result}: [side 0 = downstream, 1 = upstream][0 ok, 1 failed]. */
+extern atomic_uint_fast64_t tls_handshakes[2][2];
+
+extern const struct xprt_ops xprt_tls;
+
+#endif

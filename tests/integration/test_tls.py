@@ -1,0 +1,270 @@
+"""TLS (SPEC §2 listen[].tls and pools.*.tls, §3.4, §4): downstream termination with SNI, ALPN,
+minimum version and resumption; upstream origination with verification, SNI, the handshake inside
+the connect timer; large bodies both ways. Certificates are made at test time with `openssl`."""
+
+import hashlib
+import http.client
+import json
+import socket
+import ssl
+import subprocess
+import time
+
+import pytest
+
+from conftest import HOST, dur, pattern_bytes, pool, run_cli, t, write_config
+
+
+def _openssl(*args, cwd):
+    subprocess.run(["openssl"] + list(args), cwd=cwd, check=True, capture_output=True)
+
+
+def _make_ca(d, name):
+    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-days", "30", "-subj", "/CN=%s" % name, "-keyout", "%s.key" % name, "-out", "%s.crt" % name, cwd=d)
+    return str(d / ("%s.crt" % name)), str(d / ("%s.key" % name))
+
+
+def _make_cert(d, ca, base, cn, san):
+    (d / ("%s.ext" % base)).write_text("subjectAltName=%s\n" % san)
+    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-subj", "/CN=%s" % cn, "-keyout", "%s.key" % base, "-out", "%s.csr" % base, cwd=d)
+    _openssl("x509", "-req", "-in", "%s.csr" % base, "-CA", "%s.crt" % ca, "-CAkey", "%s.key" % ca,
+             "-CAcreateserial", "-days", "30", "-extfile", "%s.ext" % base, "-out", "%s.crt" % base, cwd=d)
+    return {"cert": str(d / ("%s.crt" % base)), "key": str(d / ("%s.key" % base))}
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pki")
+    p = {}
+    p["ca"], _ = _make_ca(d, "ca")
+    p["other_ca"], _ = _make_ca(d, "otherca")
+    p["a"] = _make_cert(d, "ca", "a", "a.test", "DNS:a.test")
+    p["b"] = _make_cert(d, "ca", "b", "b.test", "DNS:b.test")
+    p["wild"] = _make_cert(d, "ca", "wild", "*.wild.test", "DNS:*.wild.test")
+    p["up"] = _make_cert(d, "ca", "up", "localhost", "DNS:localhost,IP:127.0.0.1")
+    p["rogue"] = _make_cert(d, "otherca", "rogue", "localhost", "DNS:localhost,IP:127.0.0.1")
+    p["client"] = _make_cert(d, "ca", "client", "lifeline-client", "DNS:lifeline-client")
+    p["dir"] = d
+    return p
+
+
+def _client_ctx(pki, **kw):
+    ctx = ssl.create_default_context(cafile=pki["ca"])
+    ctx.check_hostname = False
+    for k, v in kw.items():
+        setattr(ctx, k, v)
+    return ctx
+
+
+def _server_ctx(cert):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert["cert"], cert["key"])
+    return ctx
+
+
+def _https(port, sni, ctx, method="GET", target="/echo", body=None, headers=None, session=None):
+    """One request over a fresh TLS connection; returns (status, headers, body, sslsocket info)."""
+    raw = socket.create_connection((HOST, port), timeout=t(10))
+    s = ctx.wrap_socket(raw, server_hostname=sni, session=session)
+    conn = http.client.HTTPConnection(HOST, port, timeout=t(30))
+    conn.sock = s
+    conn.request(method, target, body=body, headers=headers or {})
+    r = conn.getresponse()
+    data = r.read()
+    info = {"cert": s.getpeercert(), "alpn": s.selected_alpn_protocol(), "reused": s.session_reused,
+            "session": s.session, "version": s.version()}
+    conn.close()
+    return r.status, dict((k.lower(), v) for k, v in r.getheaders()), data, info
+
+
+def _cn(cert):
+    for rdn in cert["subject"]:
+        for k, v in rdn:
+            if k == "commonName":
+                return v
+    return None
+
+
+def _listen_tls(pki, **kw):
+    d = {"certificates": [pki["a"], pki["b"], pki["wild"]]}
+    d.update(kw)
+    return d
+
+
+def test_sni_selects_certificate_and_first_is_default(lifeline, upstream, pki):
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, listen_tls=_listen_tls(pki))
+    ctx = _client_ctx(pki)
+    for sni, cn in (("a.test", "a.test"), ("b.test", "b.test"), ("x.wild.test", "*.wild.test"),
+                    ("unknown.test", "a.test"), (None, "a.test")):
+        status, _, body, info = _https(lf.port, sni, ctx)
+        assert status == 200
+        assert _cn(info["cert"]) == cn, "SNI %r got %r" % (sni, _cn(info["cert"]))
+    hdrs = dict((k.lower(), v) for k, v in json.loads(body)["headers"])
+    assert hdrs["x-forwarded-proto"] == "https"
+
+
+def test_alpn_http11_and_resumption(lifeline, upstream, pki):
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, listen_tls=_listen_tls(pki))
+    ctx = _client_ctx(pki)
+    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    status, _, _, info = _https(lf.port, "a.test", ctx)
+    assert status == 200 and info["alpn"] == "http/1.1"
+    assert not info["reused"]
+    status, _, _, info2 = _https(lf.port, "a.test", ctx, session=info["session"])
+    assert status == 200
+    assert info2["reused"], "the second connection did not resume the session (%s)" % info2["version"]
+
+
+def test_tls11_refused(lifeline, upstream, pki):
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, listen_tls=_listen_tls(pki))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        ctx.set_ciphers("ALL:@SECLEVEL=0")
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_1
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+    except (ValueError, ssl.SSLError) as e:
+        pytest.skip("the local OpenSSL cannot attempt TLS 1.1: %s" % e)
+    raw = socket.create_connection((HOST, lf.port), timeout=t(5))
+    try:
+        with pytest.raises(ssl.SSLError) as ei:
+            ctx.wrap_socket(raw, server_hostname="a.test")
+    finally:
+        raw.close()
+    if "NO_PROTOCOLS_AVAILABLE" in str(ei.value).upper() or "no protocols available" in str(ei.value):
+        pytest.skip("the local OpenSSL refuses to offer TLS 1.1 at all: %s" % ei.value)
+    # and TLS 1.2 still works
+    ctx12 = _client_ctx(pki, maximum_version=ssl.TLSVersion.TLSv1_2)
+    status, _, _, info = _https(lf.port, "a.test", ctx12)
+    assert status == 200 and info["version"] == "TLSv1.2"
+
+
+def test_handshake_bounded_by_header_timeout(lifeline, upstream, pki):
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, listen_tls=_listen_tls(pki), client={"header_timeout": dur(t(0.5))})
+    s = socket.create_connection((HOST, lf.port), timeout=t(5))
+    s.sendall(b"\x16\x03\x01")   # the start of a ClientHello, then silence
+    start = time.monotonic()
+    assert s.recv(100) == b""
+    assert time.monotonic() - start < t(3)
+    s.close()
+
+
+def _tls_pool(pki, *servers, **kw):
+    tls = {"enabled": True, "ca": pki["ca"]}
+    tls.update(kw.pop("tls", {}))
+    return pool(*servers, tls=tls, **kw)
+
+
+def test_upstream_tls_verified(lifeline, upstream, pki):
+    up = upstream(ssl=_server_ctx(pki["up"]))
+    lf = lifeline(pools={"p": _tls_pool(pki, up)})
+    for i in range(5):
+        r = lf.fetch("GET", "/echo/%d" % i)
+        assert r.status == 200, r
+    assert up.connections == 1, "pooled TLS connections not reused (%d)" % up.connections
+
+
+def test_upstream_verify_failure_retries_to_good_server(lifeline, upstream, pki):
+    bad = upstream("bad", ssl=_server_ctx(pki["rogue"]))
+    good = upstream("good", ssl=_server_ctx(pki["up"]))
+    lf = lifeline(pools={"p": _tls_pool(pki, bad, good, balance="round_robin", outlier="off")})
+    for i in range(6):
+        r = lf.fetch("GET", "/status/200")
+        assert r.status == 200, r
+        assert r.header("x-upstream") == "good"
+    assert not bad.requests
+    only_bad = lifeline(pools={"p": _tls_pool(pki, bad)})
+    r = only_bad.fetch("GET", "/status/200")
+    assert r.status == 502, r
+
+
+def test_upstream_wrong_sni_fails_verification(lifeline, upstream, pki):
+    up = upstream(ssl=_server_ctx(pki["up"]))
+    lf = lifeline(pools={"p": _tls_pool(pki, up, tls={"sni": "wrong.test"})})
+    r = lf.fetch("GET", "/status/200")
+    assert r.status == 502, r
+    assert not up.requests
+    ok = lifeline(pools={"p": _tls_pool(pki, up, tls={"sni": "localhost"})})
+    assert ok.fetch("GET", "/status/200").status == 200
+
+
+def test_upstream_verify_off_accepts_unknown_ca(lifeline, upstream, pki):
+    up = upstream(ssl=_server_ctx(pki["rogue"]))
+    lf = lifeline(pools={"p": _tls_pool(pki, up, tls={"verify": False})})
+    assert lf.fetch("GET", "/status/200").status == 200
+
+
+def test_stalled_handshake_hits_connect_timer(lifeline, upstream, pki):
+    stall = socket.socket()
+    stall.bind((HOST, 0))
+    stall.listen(16)   # the kernel completes TCP; nobody ever answers the ClientHello
+    good = upstream("good", ssl=_server_ctx(pki["up"]))
+    try:
+        addr = "%s:%d" % (HOST, stall.getsockname()[1])
+        lf = lifeline(pools={"p": _tls_pool(pki, addr, good, balance="round_robin", outlier="off",
+                                            connect_race="0s", timeouts={"connect": dur(t(0.3))})})
+        start = time.monotonic()
+        for _ in range(4):
+            r = lf.fetch("GET", "/status/200")
+            assert r.status == 200, r
+        assert time.monotonic() - start < t(4)
+        only = lifeline(pools={"p": _tls_pool(pki, addr, timeouts={"connect": dur(t(0.3))})},
+                        routes=[{"pool": "p", "retry": {"attempts": 1}}])
+        start = time.monotonic()
+        r = only.fetch("GET", "/status/200")
+        assert r.status == 504, r
+        assert time.monotonic() - start < t(3)
+    finally:
+        stall.close()
+
+
+def test_large_bodies_both_ways_through_tls(lifeline, upstream, pki):
+    up = upstream(ssl=_server_ctx(pki["up"]))
+    lf = lifeline(pools={"p": _tls_pool(pki, up)}, listen_tls=_listen_tls(pki))
+    ctx = _client_ctx(pki)
+    body = pattern_bytes(6 << 20)
+    status, _, data, _ = _https(lf.port, "a.test", ctx, "POST", "/echo/big", body=body,
+                                headers={"Content-Type": "application/octet-stream"})
+    assert status == 200
+    info = json.loads(data)
+    assert info["body_len"] == len(body)
+    assert info["body_sha256"] == hashlib.sha256(body).hexdigest()
+    n = 20 << 20
+    status, _, data, _ = _https(lf.port, "a.test", ctx, "GET", "/bytes/%d" % n)
+    assert status == 200 and len(data) == n
+    assert data == pattern_bytes(n)
+
+
+def _check(tmp_path, listen_tls=None, pool_tls=None):
+    cfg = {"listen": [{"address": "127.0.0.1:1"}],
+           "pools": {"p": {"servers": [{"address": "127.0.0.1:2"}]}}, "routes": [{"pool": "p"}]}
+    if listen_tls:
+        cfg["listen"][0]["tls"] = listen_tls
+    if pool_tls:
+        cfg["pools"]["p"]["tls"] = pool_tls
+    path = str(tmp_path / "check.yaml")
+    write_config(path, cfg)
+    return path, run_cli(["-t", "-c", path])
+
+
+def test_certificate_errors_at_load(tmp_path, pki):
+    path, r = _check(tmp_path, {"certificates": [{"cert": str(tmp_path / "nope.crt"), "key": pki["a"]["key"]}]})
+    assert r.returncode != 0
+    assert "%s:5:" % path in r.stderr and "cannot read certificate" in r.stderr, r.stderr
+    path, r = _check(tmp_path, {"certificates": [{"cert": pki["a"]["cert"], "key": pki["b"]["key"]}]})
+    assert r.returncode != 0 and "does not match" in r.stderr, r.stderr
+    path, r = _check(tmp_path, {"certificates": [{"cert": pki["a"]["cert"], "key": pki["a"]["cert"]}]})
+    assert r.returncode != 0 and "private key" in r.stderr, r.stderr
+    path, r = _check(tmp_path, pool_tls={"enabled": True, "ca": str(tmp_path / "noca.pem")})
+    assert r.returncode != 0 and "cannot read CA file" in r.stderr, r.stderr
+    path, r = _check(tmp_path, {"certificates": [pki["a"]]}, {"enabled": True, "ca": pki["ca"],
+                                                             "client_cert": pki["client"]["cert"],
+                                                             "client_key": pki["client"]["key"]})
+    assert r.returncode == 0, r.stderr
