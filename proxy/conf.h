@@ -150,7 +150,7 @@ struct conf {
 
     struct conf_listener *listeners; size_t nlisteners;
     struct { bool enabled; char *address; struct conf_sockaddr addr; } admin;
-    unsigned workers;               /* resolved: auto = number of CPUs */
+    unsigned workers;               /* resolved: auto = CPUs this process may use (cpus.h) */
     int64_t shutdown_timeout;       /* 30s */
     struct { char *path; enum conf_log_format format; } access_log;  /* path "stdout" default */
     struct { uint64_t size, max_entry; } stale_store;   /* 64MiB, 1MiB: the process's fallback.stale store */

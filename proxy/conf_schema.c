@@ -13,6 +13,7 @@
  * (conf_scalar.c), reading YAML, the document limits, freeing (conf.c), DNS itself (dns.c).
  */
 #include "conf_int.h"
+#include "cpus.h"
 #include "dns.h"
 
 #include <arpa/inet.h>
@@ -1394,8 +1395,8 @@ void conf_schema_walk(struct conf_loader *ld, yaml_node_t *root)
         conf_routes(ld, ld->routes);
     conf_resolve_servers(ld, root);
     if (c->workers == 0) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        c->workers = n < 1 ? 1 : n > (long)CONF_WORKERS_MAX ? CONF_WORKERS_MAX : (unsigned)n;
+        unsigned n = cpus_available();   /* affinity mask and cgroup CPU quota */
+        c->workers = n < 1 ? 1 : n > CONF_WORKERS_MAX ? CONF_WORKERS_MAX : n;
     }
 }
 

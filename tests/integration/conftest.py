@@ -1005,13 +1005,14 @@ def write_config(path, config):
 @pytest.fixture
 def lifeline(tmp_path):
     """Factory: lifeline(pools=..., routes=..., client=..., limits=..., workers=1, extra={...},
-    env={...}, args=[extra command-line arguments, e.g. "-d"]) -> a running Lifeline on a free 127.0.0.1 port. Teardown: SIGTERM, exit 0 within
+    env={...}, args=[extra command-line arguments, e.g. "-d"], prefix=[a command that runs it, e.g.
+    ["taskset", "-c", "0"]]) -> a running Lifeline on a free 127.0.0.1 port. Teardown: SIGTERM, exit 0 within
     t(10)s, no sanitizer report on stderr."""
     require_binary()
     started = []
 
     def start(pools=None, routes=None, client=None, limits=None, workers=1, extra=None, env=None,
-              shutdown_timeout=None, args=()):
+              shutdown_timeout=None, args=(), prefix=()):
         port = free_port()
         n = len(started) + 1
         cfg = {"listen": [{"address": "%s:%d" % (HOST, port)}],
@@ -1034,7 +1035,7 @@ def lifeline(tmp_path):
         penv = dict(os.environ)
         penv.update(env or {})
         with open(stderr_path, "wb") as ef, open(stdout_path, "wb") as of:
-            proc = subprocess.Popen([LIFELINE_BIN, "-c", cfg_path] + list(args), stdin=subprocess.DEVNULL,
+            proc = subprocess.Popen(list(prefix) + [LIFELINE_BIN, "-c", cfg_path] + list(args), stdin=subprocess.DEVNULL,
                                     stdout=of, stderr=ef, env=penv)
         inst = Lifeline(cfg_path, port, proc, stderr_path, stdout_path, cfg)
         started.append(inst)
