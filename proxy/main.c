@@ -114,6 +114,33 @@ static void loader_post(int job, struct conf *from)
     pthread_mutex_unlock(&loader.mu);
 }
 
+/* Every listener of c that `running` (NULL at start) does not have already must be free: SO_REUSEPORT
+ * would otherwise let this process share a port with another one (a second lifeline, anything)
+ * and take part of its traffic. Logs each taken address. 0, or -1. */
+static int listeners_free(const struct conf *c, const struct conf *running, const char *why)
+{
+    int bad = 0;
+
+    for (size_t i = 0; i < c->nlisteners; i++) {
+        bool ours = false;
+        int e;
+        for (size_t j = 0; running && j < running->nlisteners; j++)
+            ours |= strcmp(running->listeners[j].addr.text, c->listeners[i].addr.text) == 0;
+        if (ours)
+            continue;   /* kept across the reload: its sockets are this process's */
+        e = listener_probe(&c->listeners[i]);
+        if (e == -EADDRINUSE) {
+            log_error("%slisten on %s: address in use (another process listens there)", why,
+                      c->listeners[i].addr.text);
+            bad = 1;
+        } else if (e < 0) {
+            log_error("%slisten on %s: %s", why, c->listeners[i].addr.text, strerror(-e));
+            bad = 1;
+        }
+    }
+    return bad ? -1 : 0;
+}
+
 /* Makes nc (one reference, handed over) the running snapshot: every worker switches to it while
  * what is in flight finishes on the old one. */
 static void apply_conf(struct ev_loop *loop, struct conf *nc, const char *why)
@@ -174,6 +201,12 @@ static void on_loaded(struct ev_loop *loop, ev_async *a, int revents)
     }
     if (job == JOB_RESOLVE && conf_same_addresses(nc, current->conf)) {
         conf_unref(nc);
+        return;
+    }
+    if (job == JOB_RELOAD && listeners_free(nc, current->conf, "reload: ") < 0) {
+        conf_unref(nc);
+        admin.reloads_failed++;
+        log_error("reload: %s; keeping the running configuration", conf_path);
         return;
     }
     if (job == JOB_RELOAD)
@@ -425,7 +458,7 @@ static int start(struct conf *c, const char *path)
         log_error("out of memory");
         return -1;
     }
-    if (start_workers(c) < 0)
+    if (listeners_free(c, NULL, "") < 0 || start_workers(c) < 0)
         return -1;
     log_info("lifeline %s: %zu listener(s), %u worker(s), config %s", LIFELINE_VERSION,
              c->nlisteners, nworkers, path);
