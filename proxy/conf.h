@@ -153,6 +153,7 @@ struct conf {
     unsigned workers;               /* resolved: auto = CPUs this process may use (cpus.h) */
     int64_t shutdown_timeout;       /* 30s */
     struct { char *path; enum conf_log_format format; } access_log;  /* path "stdout" default */
+    bool watch_config;              /* false: true reloads on a change to the file (main.c) */
     struct { uint64_t size, max_entry; } stale_store;   /* 64MiB, 1MiB: the process's fallback.stale store */
     struct { bool system; char **servers; size_t nservers; int64_t timeout; } resolver;
 

@@ -151,6 +151,7 @@ static const struct conf_field conf_top_fields[] = {
     F_DUR("shutdown_timeout", struct conf, shutdown_timeout, 0, CONF_DUR_MAX),
     F_BLOCK("access_log", conf_blk_access_log),
     F_BLOCK("stale_store", conf_blk_stale_store),
+    F_BOOL("watch_config", struct conf, watch_config),              /* false */
     F_BLOCK("resolver", conf_blk_resolver),
     F_BLOCK("client", conf_blk_client),
     F_BLOCK("limits", conf_blk_limits),
