@@ -170,6 +170,10 @@ struct conf {
     struct conf_route *routes; size_t nroutes;
 };
 
+/* When set (by -t), loading also opens the files the config names for writing (access_log.path,
+ * without truncating it) so that an unusable one is an error at its line. Off by default. */
+extern bool conf_open_files;
+
 /* Loads and validates `path`. On success returns a snapshot holding one reference and sets *nerrors
  * to 0. On failure returns NULL, writes every error found to `err` (one `FILE:LINE:COL: message`
  * line each; LINE and COL from 1) and sets *nerrors to their count (>= 1). Blocks only on file I/O

@@ -19,6 +19,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdlib.h>
@@ -98,7 +99,36 @@ static const struct conf_field conf_access_log_fields[] = {
     F_STR("path", struct conf, access_log.path, 1),   /* stdout | stderr | off | a file */
     F_ENUM("format", struct conf, access_log.format, conf_log_format_names),
 };
-BLOCK(conf_blk_access_log, conf_access_log_fields, NULL);
+bool conf_open_files;
+
+/* -t (conf_open_files): a file access_log.path must open for appending, or the check fails at the
+ * path's line instead of the start. Opened without truncating; one that did not exist is created
+ * to prove it can be, and removed again. */
+static void conf_post_access_log(struct conf_loader *ld, yaml_node_t *map, void *obj, yaml_node_t *const *seen)
+{
+    struct conf *c = obj;
+    const char *p = c->access_log.path;
+    yaml_node_t *v;
+    int fd;
+
+    (void)seen;
+    if (!conf_open_files || !p || !strcmp(p, "stdout") || !strcmp(p, "stderr") || !strcmp(p, "off"))
+        return;
+    fd = open(p, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0 && errno == ENOENT) {
+        fd = open(p, O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0644);
+        if (fd >= 0)
+            unlink(p);
+    }
+    if (fd >= 0) {
+        close(fd);
+        return;
+    }
+    v = conf_lookup(ld, map, "path");
+    conf_err(ld, v ? v : map, "access_log path %s: cannot open for writing: %s", p, strerror(errno));
+}
+
+BLOCK(conf_blk_access_log, conf_access_log_fields, conf_post_access_log);
 
 static const struct conf_field conf_resolver_fields[] = {
     F_FN("servers", conf_h_resolvers),

@@ -627,6 +627,7 @@ int main(int argc, char **argv)
 
     if (rc >= 0)
         return rc;
+    conf_open_files = o.check;
     c = conf_load(o.path, stderr, &nerr);
     if (!c)
         return 1;
