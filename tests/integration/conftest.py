@@ -226,6 +226,15 @@ class Conn:
         except OSError:
             pass
 
+    def reset(self):
+        """Leaves with an RST (SO_LINGER 0): a client that is gone, not one that half-closed (a FIN
+        after a complete request is answered, as nginx and HAProxy do)."""
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        self.close()
+
     def send(self, data):
         if isinstance(data, str):
             data = data.encode("latin-1")
