@@ -430,10 +430,24 @@ void client_tunnel(struct client *c)
         client_process(c);
 }
 
+/* A request head still arriving when the drain starts may finish within this grace (then it is
+ * answered, with Connection: close); after it the client gets 408 and the connection closes, so a
+ * slow or stuck client does not hold the process until shutdown_timeout. */
+#define DRAIN_HEAD_GRACE 1.0
+
 void client_drain(struct client *c)
 {
-    if (c->phase == CLIENT_IDLE && !c->answer_done)
+    if (c->phase == CLIENT_IDLE && !c->answer_done) {
         client_close(c);
+        return;
+    }
+    if (c->phase == CLIENT_HEAD && !c->answer_done) {
+        ev_tstamp grace = ev_now(c->w->loop) + DRAIN_HEAD_GRACE;
+        if (c->head_deadline > grace) {
+            c->head_deadline = grace;
+            client_rtimer_arm(c);
+        }
+    }
     /* otherwise the answer in progress carries Connection: close (see exchange.c) */
 }
 
