@@ -3,7 +3,7 @@
 import socket
 import subprocess
 
-from conftest import HOST, LIFELINE_BIN, free_port, pool, t, write_config
+from conftest import HOST, LIFELINE_BIN, free_port, pool, t, wait_for, write_config
 from ops import reload
 
 
@@ -45,6 +45,7 @@ def test_port_taken_by_another_program(lifeline, upstream, tmp_path):
 def test_reload_keeps_own_listeners_and_refuses_a_taken_new_one(lifeline, upstream):
     up = upstream()
     lf = lifeline(pools={"p": pool(up)}, workers=2)
+    wait_for(lambda: "worker(s)" in lf.stderr_text(), t(5), what="the start-up line")
     cfg = dict(lf.config)
     # an unchanged listener is ours: the reload goes through
     reload(lf, cfg)
