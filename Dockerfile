@@ -13,8 +13,9 @@
 # The config lives at /etc/lifeline/lifeline.yaml (config/docker.yaml is the default). Mount your own
 # file over it. Listen on 0.0.0.0 so the proxy is reachable from outside the container.
 # `docker stop` sends SIGTERM (STOPSIGNAL below): lifeline stops accepting, finishes in-flight requests
-# for up to shutdown_timeout (default 30s) and exits 0. Give `docker stop -t` / compose's
-# stop_grace_period / Kubernetes' terminationGracePeriodSeconds more than that, or SIGKILL cuts the drain.
+# for up to shutdown_timeout and exits 0. `docker stop` waits 10s before SIGKILL: the shipped
+# config/docker.yaml drains for 8s. A longer shutdown_timeout needs `docker stop -t N`, compose's
+# stop_grace_period or Kubernetes' terminationGracePeriodSeconds above it, or SIGKILL cuts the drain.
 
 # ---- build ---------------------------------------------------------------------------------------
 FROM debian:bookworm-slim AS build

@@ -25,7 +25,7 @@ LIBOBJS  = $(filter-out $(BUILD)/obj/main.o,$(OBJS))
 UNIT_SRC = $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all clean test unit fuzz fuzz-replay run deps bench docker-test
+.PHONY: all clean test unit fuzz fuzz-replay run deps bench docker-test k8s-check
 all: $(BUILD)/lifeline
 
 $(BUILD)/lifeline: $(OBJS)
@@ -74,6 +74,10 @@ fuzz: $(FUZZ_BIN)
 
 run: deps all
 	bash scripts/demo.sh
+
+# deploy/k8s/*.yaml against the Kubernetes API schemas (npm's kubernetes-models; skipped without npm)
+k8s-check:
+	bash scripts/k8s-validate.sh
 
 bench: all
 	bash scripts/bench.sh

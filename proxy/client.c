@@ -223,6 +223,15 @@ struct buf *client_out(struct client *c)
     return &c->out;
 }
 
+/* Reading again after a pause (never after the client half-closed: there is nothing to read). */
+static void client_read_on(struct client *c)
+{
+    if (c->read_paused && !c->rd_eof) {
+        c->read_paused = false;
+        client_rd_start(c);   /* TLS: bytes already decrypted are read at once */
+    }
+}
+
 void client_pause(struct client *c)
 {
     if (!c->read_paused && !c->closed) {
@@ -235,10 +244,7 @@ void client_resume(struct client *c)
 {
     if (c->closed)
         return;
-    if (c->read_paused) {
-        c->read_paused = false;
-        client_rd_start(c);
-    }
+    client_read_on(c);
     if (c->in.len)
         client_process(c);
 }
@@ -257,10 +263,7 @@ static void client_answer_flushed(struct client *c)
             shutdown(c->x.fd, SHUT_WR);
             c->head_deadline = ev_now(w->loop) + LINGER_SECONDS;
             client_rtimer_arm(c);
-            if (c->read_paused) {
-                c->read_paused = false;
-                ev_io_start(w->loop, &c->rd);
-            }
+            client_read_on(c);
             return;
         }
         client_close(c);
@@ -288,13 +291,13 @@ static void client_answer_flushed(struct client *c)
         client_close(c);
         return;
     }
-    if (c->read_paused) {
-        c->read_paused = false;
-        client_rd_start(c);
-    }
+    client_read_on(c);
     client_rtimer_arm(c);
     if (c->in.len)
         client_process(c);
+    /* Half-closed: a pipelined request that is complete is answered; anything else never will be. */
+    if (c->rd_eof && !c->closed && c->phase != CLIENT_WAIT && !c->answer_done)
+        client_close(c);
 }
 
 void client_flush(struct client *c)
@@ -447,7 +450,7 @@ void client_exchange_done(struct client *c, bool keep)
     if (c->closed)
         return;
     c->answer_done = true;
-    if (!keep || c->w->draining)
+    if (!keep || c->w->draining || (c->rd_eof && c->in.len == 0))
         c->close_after = true;
     /* An answer before the whole request was read: the rest of it is never parsed. */
     if (!c->ex || !c->ex->body_done || c->phase == CLIENT_TUNNEL)
@@ -471,18 +474,29 @@ void client_tunnel(struct client *c)
 {
     c->phase = CLIENT_TUNNEL;
     ev_timer_stop(c->w->loop, &c->rtimer);
-    if (c->read_paused) {
-        c->read_paused = false;
-        client_rd_start(c);
-    }
+    client_read_on(c);
     if (c->in.len)
         client_process(c);
 }
 
+/* A request head still arriving when the drain starts may finish within this grace (then it is
+ * answered, with Connection: close); after it the client gets 408 and the connection closes, so a
+ * slow or stuck client does not hold the process until shutdown_timeout. */
+#define DRAIN_HEAD_GRACE 1.0
+
 void client_drain(struct client *c)
 {
-    if (c->phase == CLIENT_IDLE && !c->answer_done)
+    if (c->phase == CLIENT_IDLE && !c->answer_done) {
         client_close(c);
+        return;
+    }
+    if (c->phase == CLIENT_HEAD && !c->answer_done) {
+        ev_tstamp grace = ev_now(c->w->loop) + DRAIN_HEAD_GRACE;
+        if (c->head_deadline > grace) {
+            c->head_deadline = grace;
+            client_rtimer_arm(c);
+        }
+    }
     /* otherwise the answer in progress carries Connection: close (see exchange.c) */
 }
 
@@ -665,11 +679,27 @@ static void client_read_cb(struct ev_loop *loop, ev_io *io, int revents)
     r = xprt_read(&c->x, buf_tail(&c->in), buf_tailroom(&c->in));
     if (r == -EAGAIN || r == -EWOULDBLOCK)
         return;
+    if (r == 0 && c->phase != CLIENT_TUNNEL) {
+        /* The client half-closed (shutdown(SHUT_WR)) or closed: we cannot tell which. A request
+         * it sent whole is answered, as nginx and HAProxy do (a closed client shows up when the
+         * answer is written); one it left incomplete never completes, so the connection ends. */
+        c->rd_eof = true;
+        ev_io_stop(loop, &c->rd);
+        c->read_paused = true;
+        if (c->in.len)
+            client_process(c);
+        if (c->closed)
+            return;
+        if (c->phase == CLIENT_WAIT || c->answer_done ||
+            (c->phase == CLIENT_BODY && c->ex && (c->ex->state == EX_LOCAL || c->ex->state == EX_DONE)))
+            return;   /* answered (or being answered); closes after it */
+        client_close(c);
+        return;
+    }
     if (r <= 0) {
         if (r < 0)
             log_debug("read from client %s: %s", c->addr, strerror((int)-r));
-        /* The client went away (or half-closed: HTTP has no use for it): whatever is in flight
-         * for it is cancelled. */
+        /* The client went away: whatever is in flight for it is cancelled. */
         client_close(c);
         return;
     }

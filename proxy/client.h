@@ -58,6 +58,7 @@ struct client {
     bool read_paused;                   /* backpressure or waiting */
     bool write_blocked;                 /* wr watcher active */
     bool answer_done;                   /* the current answer is complete in `out` */
+    bool rd_eof;                        /* the client half-closed (read 0): answer what is complete, then close */
     bool processing, reprocess;         /* client_process() is running / must run again */
     unsigned served;                    /* requests answered on this connection */
     uint64_t bytes_out;                 /* bytes queued for the client so far (written or in out) */

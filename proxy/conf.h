@@ -155,9 +155,10 @@ struct conf {
 
     struct conf_listener *listeners; size_t nlisteners;
     struct { bool enabled; char *address; struct conf_sockaddr addr; } admin;
-    unsigned workers;               /* resolved: auto = number of CPUs */
+    unsigned workers;               /* resolved: auto = CPUs this process may use (cpus.h) */
     int64_t shutdown_timeout;       /* 30s */
     struct { char *path; enum conf_log_format format; } access_log;  /* path "stdout" default */
+    bool watch_config;              /* false: true reloads on a change to the file (main.c) */
     struct { uint64_t size, max_entry; } stale_store;   /* 64MiB, 1MiB: the process's fallback.stale store */
     struct { bool system; char **servers; size_t nservers; int64_t timeout; } resolver;
 
@@ -173,6 +174,10 @@ struct conf {
     struct conf_pool *pools; size_t npools;
     struct conf_route *routes; size_t nroutes;
 };
+
+/* When set (by -t), loading also opens the files the config names for writing (access_log.path,
+ * without truncating it) so that an unusable one is an error at its line. Off by default. */
+extern bool conf_open_files;
 
 /* Loads and validates `path`. On success returns a snapshot holding one reference and sets *nerrors
  * to 0. On failure returns NULL, writes every error found to `err` (one `FILE:LINE:COL: message`

@@ -13,6 +13,7 @@
  * (conf_scalar.c), reading YAML, the document limits, freeing (conf.c), DNS itself (dns.c).
  */
 #include "conf_int.h"
+#include "cpus.h"
 #include "dns.h"
 #include "log.h"
 #include "tls.h"
@@ -20,6 +21,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdlib.h>
@@ -101,7 +103,36 @@ static const struct conf_field conf_access_log_fields[] = {
     F_STR("path", struct conf, access_log.path, 1),   /* stdout | stderr | off | a file */
     F_ENUM("format", struct conf, access_log.format, conf_log_format_names),
 };
-BLOCK(conf_blk_access_log, conf_access_log_fields, NULL);
+bool conf_open_files;
+
+/* -t (conf_open_files): a file access_log.path must open for appending, or the check fails at the
+ * path's line instead of the start. Opened without truncating; one that did not exist is created
+ * to prove it can be, and removed again. */
+static void conf_post_access_log(struct conf_loader *ld, yaml_node_t *map, void *obj, yaml_node_t *const *seen)
+{
+    struct conf *c = obj;
+    const char *p = c->access_log.path;
+    yaml_node_t *v;
+    int fd;
+
+    (void)seen;
+    if (!conf_open_files || !p || !strcmp(p, "stdout") || !strcmp(p, "stderr") || !strcmp(p, "off"))
+        return;
+    fd = open(p, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0 && errno == ENOENT) {
+        fd = open(p, O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0644);
+        if (fd >= 0)
+            unlink(p);
+    }
+    if (fd >= 0) {
+        close(fd);
+        return;
+    }
+    v = conf_lookup(ld, map, "path");
+    conf_err(ld, v ? v : map, "access_log path %s: cannot open for writing: %s", p, strerror(errno));
+}
+
+BLOCK(conf_blk_access_log, conf_access_log_fields, conf_post_access_log);
 
 static const struct conf_field conf_resolver_fields[] = {
     F_FN("servers", conf_h_resolvers),
@@ -154,6 +185,7 @@ static const struct conf_field conf_top_fields[] = {
     F_DUR("shutdown_timeout", struct conf, shutdown_timeout, 0, CONF_DUR_MAX),
     F_BLOCK("access_log", conf_blk_access_log),
     F_BLOCK("stale_store", conf_blk_stale_store),
+    F_BOOL("watch_config", struct conf, watch_config),              /* false */
     F_BLOCK("resolver", conf_blk_resolver),
     F_BLOCK("client", conf_blk_client),
     F_BLOCK("limits", conf_blk_limits),
@@ -1464,8 +1496,8 @@ void conf_schema_walk(struct conf_loader *ld, yaml_node_t *root)
         conf_routes(ld, ld->routes);
     conf_resolve_servers(ld, root);
     if (c->workers == 0) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        c->workers = n < 1 ? 1 : n > (long)CONF_WORKERS_MAX ? CONF_WORKERS_MAX : (unsigned)n;
+        unsigned n = cpus_available();   /* affinity mask and cgroup CPU quota */
+        c->workers = n < 1 ? 1 : n > CONF_WORKERS_MAX ? CONF_WORKERS_MAX : n;
     }
 }
 

@@ -8,6 +8,8 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <libgen.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -17,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -49,7 +52,7 @@ static const char *conf_path;
 /* Configuration loading after start runs in the loader thread: reading the file and resolving
  * hostnames block, and the main loop (signals, admin, health checks) must not. Jobs go in under
  * the mutex; a loaded snapshot comes back through `loaded` and an ev_async. */
-enum { JOB_RELOAD = 1, JOB_RESOLVE = 2 };
+enum { JOB_RELOAD = 1, JOB_RESOLVE = 2, JOB_WATCH = 4 };   /* JOB_WATCH: a reload after a file change */
 
 static struct {
     pthread_t thread;
@@ -79,12 +82,12 @@ static void *loader_main(void *arg)
         if (loader.stop)
             break;
         /* A reload re-reads the file, which also re-resolves: it covers a pending resolve. */
-        job = loader.jobs & JOB_RELOAD ? JOB_RELOAD : JOB_RESOLVE;
+        job = loader.jobs & JOB_RELOAD ? JOB_RELOAD : loader.jobs & JOB_WATCH ? JOB_WATCH : JOB_RESOLVE;
         loader.jobs = 0;
         from = loader.resolve_from;
         loader.resolve_from = NULL;
         pthread_mutex_unlock(&loader.mu);
-        if (job == JOB_RELOAD)
+        if (job != JOB_RESOLVE)
             nc = conf_load(conf_path, stderr, &nerr);
         else
             nc = from ? conf_load_buffer(conf_path, from->source, from->source_len, stderr, &nerr) : NULL;
@@ -112,6 +115,46 @@ static void loader_post(int job, struct conf *from)
     }
     pthread_cond_signal(&loader.cv);
     pthread_mutex_unlock(&loader.mu);
+}
+
+/* Every listener of c that `running` (NULL at start) does not have already must be free: SO_REUSEPORT
+ * would otherwise let this process share a port with another one (a second lifeline, anything)
+ * and take part of its traffic. Logs each taken address. 0, or -1. */
+static int listeners_free(const struct conf *c, const struct conf *running, const char *why)
+{
+    int bad = 0;
+
+    for (size_t i = 0; i < c->nlisteners; i++) {
+        bool ours = false;
+        int e;
+        for (size_t j = 0; running && j < running->nlisteners; j++)
+            ours |= strcmp(running->listeners[j].addr.text, c->listeners[i].addr.text) == 0;
+        if (ours)
+            continue;   /* kept across the reload: its sockets are this process's */
+        e = listener_probe(&c->listeners[i]);
+        if (e == -EADDRINUSE) {
+            log_error("%slisten on %s: address in use (another process listens there)", why,
+                      c->listeners[i].addr.text);
+            bad = 1;
+        } else if (e < 0) {
+            log_error("%slisten on %s: %s", why, c->listeners[i].addr.text, strerror(-e));
+            bad = 1;
+        }
+    }
+    return bad ? -1 : 0;
+}
+
+/* watch_config's inotify descriptor and timers (see watch_add_all below). */
+static struct { int fd; ev_io io; ev_timer debounce; bool on; } watch = { .fd = -1 };
+static void watch_stop(struct ev_loop *loop)
+{
+    if (!watch.on)
+        return;
+    ev_io_stop(loop, &watch.io);
+    ev_timer_stop(loop, &watch.debounce);
+    close(watch.fd);
+    watch.fd = -1;
+    watch.on = false;
 }
 
 /* Makes nc (one reference, handed over) the running snapshot: every worker switches to it while
@@ -145,6 +188,81 @@ static void apply_conf(struct ev_loop *loop, struct conf *nc, const char *why)
     log_info("%s: %s applied (generation %u)", why, conf_path, admin.generation);
 }
 
+/* watch_config: inotify on the file, the directory it is named in and the directory it resolves
+ * to. Kubernetes updates a ConfigMap volume by swapping the `..data` symlink in the directory (the
+ * file is a symlink through it), editors and `mv` replace the file by a rename, `>` rewrites it in
+ * place: each shows up as one of these events. Events are debounced (a burst from one update makes
+ * one reload, 200 ms after the last event); a reload whose file has the same bytes as the running
+ * one is dropped. Watches are re-added after each burst, since a rename or swap replaces what the
+ * old ones watched. */
+#define WATCH_DEBOUNCE 0.2
+
+static void watch_add_all(void)
+{
+    char *copy, *real;
+    const uint32_t dir_mask = IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_CLOSE_WRITE | IN_DELETE |
+                              IN_ATTRIB | IN_MODIFY;
+    const uint32_t file_mask = IN_CLOSE_WRITE | IN_MODIFY | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF;
+
+    (void)inotify_add_watch(watch.fd, conf_path, file_mask);
+    copy = strdup(conf_path);
+    if (copy) {
+        (void)inotify_add_watch(watch.fd, dirname(copy), dir_mask | IN_DONT_FOLLOW);
+        free(copy);
+    }
+    real = realpath(conf_path, NULL);
+    if (real) {
+        (void)inotify_add_watch(watch.fd, dirname(real), dir_mask);
+        free(real);
+    }
+}
+
+static void on_watch_debounce(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)t;
+    (void)revents;
+    if (!watch.on || draining)
+        return;
+    watch_add_all();
+    loader_post(JOB_WATCH, NULL);
+}
+
+static void on_watch_event(struct ev_loop *loop, ev_io *io, int revents)
+{
+    char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+
+    (void)revents;
+    while (read(io->fd, buf, sizeof buf) > 0)
+        ;   /* which event does not matter: the reload compares the bytes */
+    watch.debounce.repeat = WATCH_DEBOUNCE;
+    ev_timer_again(loop, &watch.debounce);
+}
+
+/* Starts or stops watching as the running configuration says. */
+static void watch_update(struct ev_loop *loop)
+{
+    bool want = current->conf->watch_config;
+
+    if (want == watch.on)
+        return;
+    if (want) {
+        watch.fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+        if (watch.fd < 0) {
+            log_error("watch_config: inotify: %s; reload with SIGHUP", strerror(errno));
+            return;
+        }
+        watch_add_all();
+        ev_io_init(&watch.io, on_watch_event, watch.fd, EV_READ);
+        ev_io_start(loop, &watch.io);
+        ev_init(&watch.debounce, on_watch_debounce);
+        watch.on = true;
+        log_info("watch_config: watching %s", conf_path);
+    } else {
+        watch_stop(loop);
+    }
+}
+
 static void on_loaded(struct ev_loop *loop, ev_async *a, int revents)
 {
     struct conf *nc;
@@ -163,8 +281,13 @@ static void on_loaded(struct ev_loop *loop, ev_async *a, int revents)
         conf_unref(nc);
         return;
     }
+    if (job == JOB_WATCH && nc && nc->source_len == current->conf->source_len &&
+        memcmp(nc->source, current->conf->source, nc->source_len) == 0) {
+        conf_unref(nc);   /* an event in the directory that did not change the file */
+        return;
+    }
     if (!nc) {
-        if (job == JOB_RELOAD) {
+        if (job != JOB_RESOLVE) {
             admin.reloads_failed++;
             log_error("reload: %u error(s) in %s; keeping the running configuration", nerr, conf_path);
         } else {
@@ -176,9 +299,18 @@ static void on_loaded(struct ev_loop *loop, ev_async *a, int revents)
         conf_unref(nc);
         return;
     }
-    if (job == JOB_RELOAD)
+    if (job == JOB_WATCH)
+        log_info("config watch: %s changed; reloading", conf_path);
+    if (job != JOB_RESOLVE && listeners_free(nc, current->conf, "reload: ") < 0) {
+        conf_unref(nc);
+        admin.reloads_failed++;
+        log_error("reload: %s; keeping the running configuration", conf_path);
+        return;
+    }
+    if (job != JOB_RESOLVE)
         admin.reloads_ok++;
-    apply_conf(loop, nc, job == JOB_RELOAD ? "reload" : "DNS change");
+    apply_conf(loop, nc, job != JOB_RESOLVE ? "reload" : "DNS change");
+    watch_update(loop);
 }
 
 /* resolve_interval: hostnames are looked up again, off the loop. */
@@ -425,7 +557,7 @@ static int start(struct conf *c, const char *path)
         log_error("out of memory");
         return -1;
     }
-    if (start_workers(c) < 0)
+    if (listeners_free(c, NULL, "") < 0 || start_workers(c) < 0)
         return -1;
     log_info("lifeline %s: %zu listener(s), %u worker(s), config %s", LIFELINE_VERSION,
              c->nlisteners, nworkers, path);
@@ -433,6 +565,7 @@ static int start(struct conf *c, const char *path)
         log_info("listening on %s", c->listeners[i].addr.text);
     watch_signals(run_state.loop);
     start_main_loop(run_state.loop);
+    watch_update(run_state.loop);
     return 0;
 }
 
@@ -445,6 +578,8 @@ static void run(void)
 /* Undoes start(), whether it finished (ok) or not: threads joined, then everything freed. */
 static void stop(bool ok)
 {
+    if (run_state.loop)
+        watch_stop(run_state.loop);
     if (run_state.threads < nworkers) {
         /* start-up failed halfway: the threads already running stop now */
         for (unsigned i = 0; i < run_state.threads; i++)
@@ -492,6 +627,7 @@ int main(int argc, char **argv)
 
     if (rc >= 0)
         return rc;
+    conf_open_files = o.check;
     c = conf_load(o.path, stderr, &nerr);
     if (!c)
         return 1;

@@ -57,6 +57,24 @@ fail:
     }
 }
 
+int listener_probe(const struct conf_listener *cl)
+{
+    int fd, one = 1, rc = 0;
+
+    /* No SO_REUSEPORT: the bind fails (EADDRINUSE) when any socket is bound there, ours or
+     * another process's; SO_REUSEADDR lets it past connections in TIME_WAIT. Never listens. */
+    fd = socket(cl->addr.ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (cl->addr.ss.ss_family == AF_INET6)
+        (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, (const struct sockaddr *)&cl->addr.ss, cl->addr.len) < 0)
+        rc = -errno;
+    close(fd);
+    return rc;
+}
+
 static void worker_set_accepting(struct worker *w, bool on)
 {
     if (w->accepting == on)

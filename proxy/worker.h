@@ -121,6 +121,11 @@ extern atomic_uint worker_connections;
  * scrape that follows the answer sees it; see client.c). */
 extern atomic_uint worker_open_clients;
 
+/* Whether cl's address is free: binds a probe socket without SO_REUSEPORT (which would let a
+ * second process share the port silently) and closes it. 0, or -errno (EADDRINUSE: taken). Call it
+ * before this process opens its own sockets on that address. */
+int listener_probe(const struct conf_listener *cl);
+
 /* Creates the worker's loop, listeners (bound now, so that errors are reported at start) and
  * its first generation from h (h->conf is the snapshot). stale: the process's stale store, used by
  * every worker and outliving them (may be NULL). Returns 0, or -1 after logging why. */

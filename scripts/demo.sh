@@ -5,7 +5,9 @@
 #   lifeline   build/lifeline -c config/lifeline.yaml in the foreground (listener 127.0.0.1:8080)
 #
 # Ctrl-C stops lifeline (it drains, then exits); the upstreams are stopped by PID on exit.
+#   admin      the status page at http://127.0.0.1:9901/ (the config's admin.address)
 # Env: LIFELINE_BIN (default build/lifeline), CONFIG (default config/lifeline.yaml), PYTHON.
+# `demo.sh --urls` prints the URLs the demo serves and exits.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -30,12 +32,37 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# The admin listener's host:port from the config (admin: { address: H:P } or a block form).
+admin_address() {
+    "$PYTHON" - "$CONFIG" <<'PY'
+import sys, yaml
+c = yaml.safe_load(open(sys.argv[1])) or {}
+a = (c.get("admin") or {}).get("address")
+if a:
+    host, port = a.rsplit(":", 1)
+    print("%s:%s" % ("127.0.0.1" if host in ("0.0.0.0", "") else host, port))
+PY
+}
+ADMIN=$(admin_address 2>/dev/null || true)
+print_urls() {
+    echo "proxy:        http://127.0.0.1:8080/"
+    if [[ -n $ADMIN ]]; then
+        echo "status page:  http://$ADMIN/   (also /metrics, /status, /livez, /readyz)"
+    else
+        echo "status page:  off (no admin: in $CONFIG)"
+    fi
+}
+if [[ ${1:-} == --urls ]]; then
+    print_urls
+    exit 0
+fi
+
 [[ -x "$LIFELINE_BIN" ]] || { echo "demo.sh: $LIFELINE_BIN not built (run make)" >&2; exit 1; }
 [[ -f "$CONFIG" ]] || { echo "demo.sh: $CONFIG not found" >&2; exit 1; }
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-for port in 8080 9001 9002 9003; do
+for port in 8080 9001 9002 9003 ${ADMIN##*:}; do
     if port_busy "$port"; then
         echo "demo.sh: something already listens on 127.0.0.1:$port; stop it first" >&2
         exit 1
@@ -79,6 +106,8 @@ Each upstream logs the requests it gets in build/demo/upstream-900N.log (tail -f
 round robin, retries and X-Request-Id). Ctrl-C stops everything.
 
 EOF
+print_urls
+echo
 
 echo "demo.sh: starting $LIFELINE_BIN -c $CONFIG" >&2
 # In the background with a forwarding trap, not exec: Ctrl-C (or a SIGTERM sent to this script alone)

@@ -226,6 +226,15 @@ class Conn:
         except OSError:
             pass
 
+    def reset(self):
+        """Leaves with an RST (SO_LINGER 0): a client that is gone, not one that half-closed (a FIN
+        after a complete request is answered, as nginx and HAProxy do)."""
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        self.close()
+
     def send(self, data):
         if isinstance(data, str):
             data = data.encode("latin-1")
@@ -1006,13 +1015,14 @@ def write_config(path, config):
 @pytest.fixture
 def lifeline(tmp_path):
     """Factory: lifeline(pools=..., routes=..., client=..., limits=..., workers=1, extra={...},
-    env={...}, args=[extra command-line arguments, e.g. "-d"]) -> a running Lifeline on a free 127.0.0.1 port. Teardown: SIGTERM, exit 0 within
+    env={...}, args=[extra command-line arguments, e.g. "-d"], prefix=[a command that runs it, e.g.
+    ["taskset", "-c", "0"]]) -> a running Lifeline on a free 127.0.0.1 port. Teardown: SIGTERM, exit 0 within
     t(10)s, no sanitizer report on stderr."""
     require_binary()
     started = []
 
     def start(pools=None, routes=None, client=None, limits=None, workers=1, extra=None, env=None,
-              shutdown_timeout=None, args=(), listen_tls=None):
+              shutdown_timeout=None, args=(), listen_tls=None, prefix=()):
         port = free_port()
         n = len(started) + 1
         cfg = {"listen": [{"address": "%s:%d" % (HOST, port)}],
@@ -1037,7 +1047,7 @@ def lifeline(tmp_path):
         penv = dict(os.environ)
         penv.update(env or {})
         with open(stderr_path, "wb") as ef, open(stdout_path, "wb") as of:
-            proc = subprocess.Popen([LIFELINE_BIN, "-c", cfg_path] + list(args), stdin=subprocess.DEVNULL,
+            proc = subprocess.Popen(list(prefix) + [LIFELINE_BIN, "-c", cfg_path] + list(args), stdin=subprocess.DEVNULL,
                                     stdout=of, stderr=ef, env=penv)
         inst = Lifeline(cfg_path, port, proc, stderr_path, stdout_path, cfg)
         started.append(inst)

@@ -152,7 +152,7 @@ def test_line_for_an_unrouted_404(lifeline, upstream, tmp_path):
 
 
 def test_line_for_a_client_that_left(lifeline, upstream, tmp_path):
-    """499: the client closed while its request was at the upstream; the attempt is listed."""
+    """499: the client left (reset) while its request was at the upstream; the attempt is listed."""
     up = upstream("up")
     path = log_to(tmp_path)
     lf = lifeline(pools={"p": pool(up)}, routes=[{"name": "r", "pool": "p"}],
@@ -160,6 +160,7 @@ def test_line_for_a_client_that_left(lifeline, upstream, tmp_path):
     with Conn(lf.port) as c:
         c.request("GET", "/slow-head?ms=%d" % int(t(3) * 1000))
         wait_for(lambda: up.requests, t(2), what="the request to reach the upstream")
+        c.reset()
     (line,) = wait_access(path, lambda ls: len(ls) >= 1)
     check_shape(line)
     assert line["status"] == 499 and line["route"] == "r" and line["fallback"] is None, line

@@ -316,3 +316,38 @@ def test_check_oversized_file_is_refused(tmp_path):
     assert r.returncode == 1, r
     assert error_lines(r.stderr, path) == [(1, 1, "the file is larger than 4MiB, the most a configuration may be")], \
         r.stderr
+
+
+ACCESS_LOG_CFG = """\
+listen:
+  - address: 127.0.0.1:8080
+access_log:
+  path: {path}
+pools:
+  p:
+    servers:
+      - {{ address: 127.0.0.1:9000 }}
+routes:
+  - pool: p
+"""
+
+
+def test_check_opens_the_access_log_file(tmp_path):
+    """-t opens an access_log file: a path that cannot be opened fails the check at its line; one
+    that can is neither truncated nor left behind when it did not exist."""
+    import os
+    errs, _ = check_invalid(tmp_path, ACCESS_LOG_CFG.format(path=str(tmp_path / "no-such-dir" / "a.log")))
+    assert any(e[:2] == (4, 9) and "no-such-dir" in e[2] for e in errs), errs
+    errs, _ = check_invalid(tmp_path, ACCESS_LOG_CFG.format(path=str(tmp_path)))   # a directory
+    assert any(e[:2] == (4, 9) for e in errs), errs
+    existing = tmp_path / "existing.log"
+    existing.write_text("earlier lines\n")
+    path = write(tmp_path, "ok.yaml", ACCESS_LOG_CFG.format(path=str(existing)))
+    r = run_cli(["-t", "-c", path])
+    assert r.returncode == 0, r.stderr
+    assert existing.read_text() == "earlier lines\n"
+    fresh = tmp_path / "fresh.log"
+    path = write(tmp_path, "fresh.yaml", ACCESS_LOG_CFG.format(path=str(fresh)))
+    r = run_cli(["-t", "-c", path])
+    assert r.returncode == 0, r.stderr
+    assert not os.path.exists(str(fresh))

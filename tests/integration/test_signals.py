@@ -116,3 +116,32 @@ def test_sighup_keeps_serving(lifeline, upstream):
         c.request("GET", "/echo/2")          # the idle keep-alive connection survived
         assert c.read_response().status == 200
     assert lf.fetch("GET", "/echo/3").status == 200
+
+
+def test_drain_closes_a_half_sent_head_after_a_short_grace(lifeline, upstream):
+    """A connection with half a request head at drain start does not hold the process until
+    shutdown_timeout: after a grace of about 1 s it gets 408 and is closed; meanwhile a client that
+    finishes its head within the grace is answered."""
+    import time
+    from conftest import Conn
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, shutdown_timeout="20s",
+                  client={"header_timeout": "30s"})
+    stuck, quick = Conn(lf.port), Conn(lf.port)
+    stuck.send(b"GET /stuck HTTP/1.1\r\nHost: a\r\n")
+    quick.send(b"GET /quick HTTP/1.1\r\nHost: a\r\n")
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    lf.proc.send_signal(signal.SIGTERM)
+    lf.stopped_by_test = True
+    time.sleep(0.3)
+    quick.send(b"\r\n")
+    r = quick.read_response(timeout=t(5))
+    assert r.status == 200 and (r.header("connection") or "").lower() == "close"
+    r = stuck.read_response(timeout=t(5))
+    assert r.status == 408
+    assert lf.proc.wait(t(10)) == 0
+    elapsed = time.monotonic() - t0
+    assert 0.8 < elapsed < t(4), "drain took %.2fs (grace 1s, shutdown_timeout 20s)" % elapsed
+    stuck.close()
+    quick.close()

@@ -123,3 +123,22 @@ def test_one_worker_serves_from_one_thread(lifeline, upstream):
     lf = lifeline(pools={"p": pool(up)}, workers=1)
     busy = serving_threads(lf, up)
     assert len(busy) == 1, "%d threads did I/O with one worker" % len(busy)
+
+
+def test_workers_auto_counts_the_affinity_mask(lifeline, upstream):
+    """`workers: auto` is the CPUs this process may use: under `taskset -c 0`, one worker (not one
+    per CPU of the host)."""
+    import shutil
+    import pytest
+    from conftest import free_port
+    from ops import admin_extra, running_workers, status
+    if not shutil.which("taskset"):
+        pytest.skip("taskset is not installed")
+    up = upstream()
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)}, workers="auto", extra=admin_extra(aport),
+                  prefix=["taskset", "-c", "0"])
+    assert running_workers(lf) == 1
+    assert status(aport)["workers"] == 1
+    assert len(listening_sockets(lf.pid, lf.port)) == 1
+    assert lf.fetch("GET", "/echo").status == 200

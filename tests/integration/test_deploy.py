@@ -1,0 +1,144 @@
+"""The deployment examples against a running lifeline: every probe path and port in
+deploy/k8s/*.yaml (and the image's HEALTHCHECK) is tried, the ports they name are the ones the
+ConfigMap's config listens on, and liveness stays 200 during a drain while readiness turns 503.
+The manifests' API schemas are checked by scripts/k8s-validate.sh (npm's kubernetes-models)."""
+
+import copy
+import glob
+import os
+import re
+import signal
+
+import yaml
+
+from conftest import HOST, free_port, pool, t, wait_for
+from ops import admin_get
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+
+
+def manifests():
+    out = []
+    for f in sorted(glob.glob(os.path.join(ROOT, "deploy", "k8s", "*.yaml"))):
+        with open(f) as fh:
+            out += [d for d in yaml.safe_load_all(fh) if d]
+    return out
+
+
+def one(kind, name=None):
+    objs = [o for o in manifests() if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+    assert len(objs) == 1, (kind, name, objs)
+    return objs[0]
+
+
+def lifeline_conf(cm):
+    """The ConfigMap's lifeline.yaml; YAML 1.1's `on: true` turned back into the `on` key."""
+    def fix(x):
+        if isinstance(x, dict):
+            return {("on" if k is True else k): fix(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [fix(v) for v in x]
+        return x
+    return fix(yaml.safe_load(cm["data"]["lifeline.yaml"]))
+
+
+def port_of(cfg_addr):
+    return int(cfg_addr.rsplit(":", 1)[1])
+
+
+def container_probes(dep):
+    """(container, probe kind, httpGet) for every HTTP probe, the named port resolved to a number."""
+    out = []
+    for c in dep["spec"]["template"]["spec"]["containers"]:
+        ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+        for kind in ("livenessProbe", "readinessProbe", "startupProbe"):
+            if kind in c:
+                hg = dict(c[kind]["httpGet"])
+                hg["port"] = ports.get(hg["port"], hg["port"])
+                out.append((c, kind, hg))
+    return out
+
+
+def test_manifests_are_consistent():
+    dep = one("Deployment", "lifeline")
+    cm = one("ConfigMap", "lifeline-config")
+    conf = lifeline_conf(cm)
+    probes = container_probes(dep)
+    kinds = {k: hg for _, k, hg in probes}
+    assert kinds["livenessProbe"]["path"] == "/livez"
+    assert kinds["readinessProbe"]["path"] == "/readyz"
+    for _, _, hg in probes:
+        assert hg["port"] == port_of(conf["admin"]["address"])
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports["http"] == port_of(conf["listen"][0]["address"])
+    # the Service sends traffic to the proxy port
+    svc = one("Service", "lifeline")
+    for p in svc["spec"]["ports"]:
+        assert ports.get(p["targetPort"], p["targetPort"]) == ports["http"]
+    # the pool's hostname is a headless Service of the examples
+    hs = one("Service", "app-headless")
+    assert hs["spec"]["clusterIP"] == "None"
+    srv = conf["pools"]["app"]["servers"][0]
+    addr = srv if isinstance(srv, str) else srv["address"]
+    assert addr.split(":")[0] == "app-headless"
+    assert int(addr.split(":")[1]) in [p["port"] for p in hs["spec"]["ports"]]
+    # the PDB and the HPA point at the Deployment
+    pdb = one("PodDisruptionBudget")
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+    hpa = one("HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "lifeline"
+    assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+    assert "cpu" in c["resources"]["requests"]   # utilization is relative to the request
+    # the grace period covers the preStop sleep and the drain
+    pre = c["lifecycle"]["preStop"]["exec"]["command"]
+    sleep_s = int(pre[-1]) if pre[0] == "sleep" else 0
+    drain = int(re.match(r"(\d+)s$", conf["shutdown_timeout"]).group(1))
+    assert dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > sleep_s + drain
+
+
+def test_probe_paths_against_a_running_lifeline(lifeline, upstream):
+    """The ConfigMap's config (listeners moved to free local ports, the pool at a test upstream):
+    every probe and scrape path answers 200 on the port the manifest names, and during a drain
+    liveness stays 200 while readiness turns 503."""
+    dep = one("Deployment", "lifeline")
+    conf = lifeline_conf(one("ConfigMap", "lifeline-config"))
+    up = upstream()
+    aport = free_port()
+    pools = copy.deepcopy(conf["pools"])
+    pools["app"]["servers"] = pool(up)["servers"]
+    pools["app"].pop("resolve_interval", None)
+    extra = {k: v for k, v in conf.items() if k not in ("listen", "pools", "routes", "workers", "shutdown_timeout")}
+    extra["admin"] = {"address": "%s:%d" % (HOST, aport)}
+    lf = lifeline(pools=pools, routes=conf["routes"], workers=conf.get("workers", 1), extra=extra,
+                  shutdown_timeout="3s")
+    # the manifest's ports are the config's: translate them to this test's
+    local = {port_of(conf["admin"]["address"]): aport, port_of(conf["listen"][0]["address"]): lf.port}
+    probes = container_probes(dep)
+    assert probes
+    for _, kind, hg in probes:
+        r = admin_get(local[hg["port"]], hg["path"])
+        assert r.status == 200, (kind, hg, r)
+    ann = dep["spec"]["template"]["metadata"].get("annotations", {})
+    if "prometheus.io/path" in ann:
+        r = admin_get(local[int(ann["prometheus.io/port"])], ann["prometheus.io/path"])
+        assert r.status == 200 and b"lifeline_" in r.body
+    # the image's HEALTHCHECK URL
+    with open(os.path.join(ROOT, "Dockerfile")) as f:
+        m = re.search(r"--probe\", \"http://127\.0\.0\.1:(\d+)(/[^\"]*)\"", f.read())
+    assert m, "no HEALTHCHECK --probe in the Dockerfile"
+    assert admin_get(local[int(m.group(1))], m.group(2)).status == 200
+    assert lf.fetch("GET", "/").status == 200
+    # drain: hold a request in flight so the drain lasts
+    c = lf.conn()
+    c.request("GET", "/slow-head?ms=%d" % int(t(2) * 1000))
+    wait_for(lambda: up.inflight == 1, t(5), what="the request in flight")
+    lf.proc.send_signal(signal.SIGTERM)
+    lf.stopped_by_test = True
+    kinds = {k: hg for _, k, hg in probes}
+    ready, live = kinds["readinessProbe"], kinds["livenessProbe"]
+    wait_for(lambda: admin_get(local[ready["port"]], ready["path"]).status == 503, t(2), what="not ready")
+    assert admin_get(local[live["port"]], live["path"]).status == 200
+    assert c.read_response(timeout=t(5)).status == 200
+    c.close()
+    assert lf.proc.wait(t(10)) == 0

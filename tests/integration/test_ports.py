@@ -1,0 +1,72 @@
+"""Port clashes: SO_REUSEPORT must not let a second process share a listener's port silently."""
+
+import socket
+import subprocess
+
+from conftest import HOST, LIFELINE_BIN, free_port, pool, t, wait_for, write_config
+from ops import reload
+
+
+def test_second_lifeline_on_the_same_port_refuses_to_start(lifeline, upstream, tmp_path):
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)})
+    cfg = dict(lf.config)
+    path = str(tmp_path / "second.yaml")
+    write_config(path, cfg)
+    p = subprocess.run([LIFELINE_BIN, "-c", path], stdin=subprocess.DEVNULL, capture_output=True,
+                       text=True, timeout=t(10))
+    assert p.returncode == 1, p
+    assert "listen on %s:%d: address in use" % (HOST, lf.port) in p.stderr, p.stderr
+    # the first keeps all the traffic
+    for i in range(10):
+        assert lf.fetch("GET", "/echo/%d" % i).status == 200
+    lf.assert_alive()
+
+
+def test_port_taken_by_another_program(lifeline, upstream, tmp_path):
+    """A plain listener (no SO_REUSEPORT) on the port, or one on the wildcard address."""
+    up = upstream()
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)   # even one that allows sharing
+    s.bind(("0.0.0.0", 0))
+    s.listen(1)
+    port = s.getsockname()[1]
+    try:
+        path = str(tmp_path / "taken.yaml")
+        write_config(path, {"listen": [{"address": "%s:%d" % (HOST, port)}], "workers": 1,
+                            "pools": {"p": pool(up)}, "routes": [{"pool": "p"}]})
+        p = subprocess.run([LIFELINE_BIN, "-c", path], stdin=subprocess.DEVNULL, capture_output=True,
+                           text=True, timeout=t(10))
+        assert p.returncode == 1 and "address in use" in p.stderr, p
+    finally:
+        s.close()
+
+
+def test_reload_keeps_own_listeners_and_refuses_a_taken_new_one(lifeline, upstream):
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, workers=2)
+    wait_for(lambda: "worker(s)" in lf.stderr_text(), t(5), what="the start-up line")
+    cfg = dict(lf.config)
+    # an unchanged listener is ours: the reload goes through
+    reload(lf, cfg)
+    assert lf.fetch("GET", "/echo").status == 200
+    # a new listener whose port another process holds: the reload is refused, serving goes on
+    s = socket.socket()
+    s.bind((HOST, 0))
+    s.listen(1)
+    taken = s.getsockname()[1]
+    try:
+        cfg2 = dict(cfg)
+        cfg2["listen"] = cfg["listen"] + [{"address": "%s:%d" % (HOST, taken)}]
+        out = reload(lf, cfg2, expect="failure")
+        assert "listen on %s:%d: address in use" % (HOST, taken) in out, out
+        assert lf.fetch("GET", "/echo").status == 200
+        # and a free new one is opened
+        extra = free_port()
+        cfg3 = dict(cfg)
+        cfg3["listen"] = cfg["listen"] + [{"address": "%s:%d" % (HOST, extra)}]
+        reload(lf, cfg3)
+        from conftest import fetch
+        assert fetch(extra, "GET", "/echo").status == 200
+    finally:
+        s.close()
