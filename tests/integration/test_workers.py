@@ -70,6 +70,11 @@ def test_two_workers_concurrent_clients(lifeline, upstream):
     assert up.max_inflight >= 2, "requests were never in flight at once"   # one worker passes this too: see below
 
 
+# No access log in the thread-counting tests: its writer thread would do I/O of its own (the
+# fixture's readiness probe is logged whenever the writer gets to it).
+QUIET = {"access_log": {"path": "off"}}
+
+
 def thread_bytes(pid):
     """Bytes each thread of `pid` has moved through read/write system calls (rchar + wchar of
     /proc/PID/task/TID/io): which threads did I/O, whatever sockets they used."""
@@ -111,7 +116,7 @@ def test_two_workers_serve_at_the_same_time(lifeline, upstream):
     """Not only concurrency (one event loop has many requests in flight too): two threads forward
     requests that are in flight together. With `workers: 1` only one thread does."""
     up = upstream()
-    lf = lifeline(pools={"p": pool(up)}, workers=2)
+    lf = lifeline(pools={"p": pool(up)}, workers=2, extra=QUIET)
     busy = serving_threads(lf, up)
     assert len(busy) >= 2, "only %d thread(s) did I/O while 16 requests were in flight" % len(busy)
 
@@ -120,7 +125,7 @@ def test_one_worker_serves_from_one_thread(lifeline, upstream):
     """The control for the test above: the same load on `workers: 1` is seen in one thread, so
     that the measure itself tells one worker from two."""
     up = upstream()
-    lf = lifeline(pools={"p": pool(up)}, workers=1)
+    lf = lifeline(pools={"p": pool(up)}, workers=1, extra=QUIET)
     busy = serving_threads(lf, up)
     assert len(busy) == 1, "%d threads did I/O with one worker" % len(busy)
 
