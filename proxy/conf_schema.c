@@ -61,7 +61,6 @@ static conf_handler conf_h_listen, conf_h_listen_addr, conf_h_certs, conf_h_tls_
 
 static void conf_post_pool_tls(struct conf_loader *, yaml_node_t *, void *, yaml_node_t *const *);
 static void conf_post_listener_tls(struct conf_loader *, yaml_node_t *, void *, yaml_node_t *const *);
-static void conf_post_pool(struct conf_loader *, yaml_node_t *, void *, yaml_node_t *const *);
 static void conf_post_outlier(struct conf_loader *, yaml_node_t *, void *, yaml_node_t *const *);
 static void conf_post_route_timeouts(struct conf_loader *, yaml_node_t *, void *, yaml_node_t *const *);
 static void conf_post_backoff(struct conf_loader *, yaml_node_t *, void *, yaml_node_t *const *);
@@ -221,7 +220,7 @@ static const struct conf_field conf_pool_fields[] = {
     F_FN("outlier", conf_h_outlier),                                 /* a mapping, or off */
     F_DUR("slow_start", struct conf_pool, slow_start, 0, CONF_DUR_MAX),
 };
-BLOCK(conf_blk_pool, conf_pool_fields, conf_post_pool);
+BLOCK(conf_blk_pool, conf_pool_fields, NULL);
 
 /* routes: [ { name, match, pool, ... } ]. */
 static const struct conf_field conf_match_fields[] = {
@@ -306,7 +305,7 @@ static const struct conf_unsupported {
     const char *name;                   /* reported as "NAME is not supported yet" */
     bool (*active)(const void *obj);    /* NULL: writing the key at all; obj = the block's root */
 } conf_unsupported[] = {
-    { NULL, NULL, NULL, NULL },   /* end; every key of the schema is built (see conf_post_pool) */
+    { NULL, NULL, NULL, NULL },   /* end; every key of the schema is built */
 };
 
 void conf_check_unsupported(struct conf_loader *ld, const struct conf_block *blk, yaml_node_t *key,
@@ -882,17 +881,6 @@ static void conf_post_pool_tls(struct conf_loader *ld, yaml_node_t *map, void *o
         at = conf_lookup(ld, map, keys[which]);
         conf_err(ld, at ? at : map, "%s", err);
     }
-}
-
-/* Active health checks speak plain HTTP only: on a TLS pool they would mark every server down. */
-static void conf_post_pool(struct conf_loader *ld, yaml_node_t *map, void *obj, yaml_node_t *const *seen)
-{
-    struct conf_pool *p = obj;
-    yaml_node_t *at;
-    (void)seen;
-    if (p->tls.enabled && p->health.enabled && !(ld->flags & CONF_LOAD_UNSUPPORTED) &&
-        (at = conf_lookup(ld, map, "health")))
-        conf_err(ld, at, "health checks on a TLS pool are not supported yet");
 }
 
 /* A TLS listener: each certificate and key read and checked (missing or unreadable file, a key

@@ -268,3 +268,36 @@ def test_certificate_errors_at_load(tmp_path, pki):
                                                              "client_cert": pki["client"]["cert"],
                                                              "client_key": pki["client"]["key"]})
     assert r.returncode == 0, r.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# Health checks on a TLS pool speak TLS: verify, ca and SNI as the pool's own connections
+
+def test_health_checks_speak_tls(lifeline, upstream, pki):
+    from ops import admin_extra, server_status, status
+    from conftest import free_port, wait_for
+    good = upstream("good", ssl=_server_ctx(pki["up"]))
+    rogue = upstream("rogue", ssl=_server_ctx(pki["rogue"]))     # verification fails
+    plain = upstream("plain")                                   # the handshake fails
+    aport = free_port()
+    lf = lifeline(pools={"p": _tls_pool(pki, good, rogue, plain, outlier="off",
+                                        health={"path": "/echo/health", "interval": "100ms", "timeout": "1s",
+                                                "rise": 1, "fall": 1})},
+                  extra=admin_extra(aport))
+    wait_for(lambda: any(r.target == "/echo/health" for r in good.requests), t(5),
+             what="a TLS health check to reach the good server")
+    wait_for(lambda: not server_status(status(aport), "p", rogue.address)["up"]
+             and not server_status(status(aport), "p", plain.address)["up"], t(5),
+             what="the rogue and plain servers marked down by their checks")
+    assert server_status(status(aport), "p", good.address)["up"]
+    assert not rogue.requests and not any(r.target == "/echo/health" for r in plain.requests)
+    assert "handshake" in lf.stderr_text()
+    # every request goes to the one server whose checks pass
+    for i in range(4):
+        r = lf.fetch("GET", "/status/200")
+        assert r.status == 200 and r.header("x-upstream") == "good", r
+    # and the checks keep passing over time
+    n = len([r for r in good.requests if r.target == "/echo/health"])
+    wait_for(lambda: len([r for r in good.requests if r.target == "/echo/health"]) >= n + 3, t(5),
+             what="further checks")
+    assert server_status(status(aport), "p", good.address)["up"]

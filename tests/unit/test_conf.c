@@ -325,7 +325,7 @@ static void test_full_config(void **state)
 }
 
 /* The same file without the test flag: the certificate files it names do not exist (each error at
- * its value), and health checks on its TLS pool are not supported yet. */
+ * its value). */
 static void test_full_config_unsupported(void **state)
 {
     (void)state;
@@ -333,7 +333,6 @@ static void test_full_config_unsupported(void **state)
         { 6, 19, "cannot read certificate /etc/lifeline/site.crt" },
         { 7, 19, "cannot read certificate /etc/lifeline/b.crt" },
         { 59, 25, "cannot read certificate /c.pem" },
-        { 60, 13, "health checks on a TLS pool are not supported yet" },
     };
     struct loaded l;
     load(&l, full_yaml);
@@ -1020,8 +1019,6 @@ static const struct bad_case bad_cases[] = {
     { L PX "    tls: { enabled: true, ca: /nonexistent/ca.pem }\n", 5, 31, "cannot read CA file /nonexistent/ca.pem", 0, 0 },
     { L PX "    tls: { enabled: true, verify: false, client_cert: /nonexistent/c.pem, client_key: k.pem }\n", 5, 55,
       "cannot read certificate /nonexistent/c.pem", 0, 0 },
-    { L PX "    tls: { enabled: true, verify: false }\n    health: { path: /h }\n", 6, 13,
-      "health checks on a TLS pool are not supported yet", 0, 0 },
     { L PX "    health: { rise: 0 }\n", 5, 21, "rise must be between", 0, 0 },
     /* YAML syntax */
     { L "workers: 1: 2\n", 2, 11, "YAML: mapping values are not allowed in this context", 0, 0 },
