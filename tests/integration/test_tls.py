@@ -301,3 +301,90 @@ def test_health_checks_speak_tls(lifeline, upstream, pki):
     wait_for(lambda: len([r for r in good.requests if r.target == "/echo/health"]) >= n + 3, t(5),
              what="further checks")
     assert server_status(status(aport), "p", good.address)["up"]
+
+
+# --------------------------------------------------------------------------------------------
+# Operations: certificates on /status and in the metrics; handshake counters
+
+def test_status_and_metrics_show_certificates(lifeline, upstream, pki):
+    from ops import admin_extra, metrics, pool_status, status
+    from conftest import free_port
+    up = upstream(ssl=_server_ctx(pki["up"]))
+    plain = upstream("plain")
+    aport = free_port()
+    lf = lifeline(pools={"t": _tls_pool(pki, up), "p": pool(plain)}, listen_tls=_listen_tls(pki),
+                  extra=admin_extra(aport))
+    st = status(aport)
+    assert len(st["listeners"]) == 1, st["listeners"]
+    li = st["listeners"][0]
+    assert li["address"] == "%s:%d" % (HOST, lf.port) and li["tls"] is True and li["min_version"] == "TLSv1.2"
+    certs = li["certificates"]
+    assert [c["names"] for c in certs] == [["a.test"], ["b.test"], ["*.wild.test"]], certs
+    assert [c["default"] for c in certs] == [True, False, False]
+    for c in certs:
+        assert "CN=" in c["subject"] and c["expired"] is False, c
+        assert 29 < c["days_left"] <= 30.01, c
+        assert c["not_after"].endswith("Z") and c["not_after"][:2] == "20", c
+    assert pool_status(st, "t")["tls"] is True and pool_status(st, "t")["tls_verify"] is True
+    assert pool_status(st, "p")["tls"] is False
+    m = metrics(aport)
+    assert m.types["lifeline_tls_certificate_expiry_days"] == "gauge"
+    lst = "%s:%d" % (HOST, lf.port)
+
+    def sample(metric, name):   # the label is called "name", which Metrics.value() cannot take
+        found = [v for lb, v in m.samples.get(metric, []) if lb == {"listener": lst, "name": name}]
+        assert len(found) == 1, (metric, name, m.grep(metric))
+        return found[0]
+    for name in ("a.test", "b.test", "*.wild.test"):
+        d = sample("lifeline_tls_certificate_expiry_days", name)
+        assert 29 < d <= 30.01, (name, d)
+        na = sample("lifeline_tls_certificate_not_after_timestamp_seconds", name)
+        assert abs(na - (time.time() + d * 86400)) < 120
+
+
+def test_handshake_counters_one_success_one_failure_each_side(lifeline, upstream, pki):
+    from ops import admin_extra, metrics
+    from conftest import free_port, wait_for
+    good = upstream("good", ssl=_server_ctx(pki["up"]))
+    rogue = upstream("rogue", ssl=_server_ctx(pki["rogue"]))
+    aport = free_port()
+    lf = lifeline(pools={"good": _tls_pool(pki, good), "bad": _tls_pool(pki, rogue, outlier="off")},
+                  routes=[{"match": {"path": "/bad/"}, "pool": "bad", "strip_prefix": True, "retry": {"attempts": 1}},
+                          {"pool": "good"}],
+                  listen_tls=_listen_tls(pki), extra=admin_extra(aport))
+
+    def counts():
+        m = metrics(aport)
+        return {(side, res): m.value("lifeline_tls_handshakes_total", side=side, result=res)
+                for side in ("downstream", "upstream") for res in ("ok", "failed")}
+
+    # the fixture's readiness probe (connect, close) is a failed downstream handshake: let it land
+    wait_for(lambda: counts()[("downstream", "failed")] >= 1, t(5), what="the readiness probe counted")
+    before = counts()
+    # one downstream connection (one successful handshake), two requests: one upstream handshake
+    # succeeds, one fails verification
+    raw = socket.create_connection((HOST, lf.port), timeout=t(10))
+    s = _client_ctx(pki).wrap_socket(raw, server_hostname="a.test")
+    conn = http.client.HTTPConnection(HOST, lf.port, timeout=t(10))
+    conn.sock = s
+    conn.request("GET", "/status/200")
+    r = conn.getresponse()
+    r.read()
+    assert r.status == 200
+    conn.request("GET", "/bad/status/200")
+    r = conn.getresponse()
+    r.read()
+    assert r.status == 502
+    conn.close()
+    # one failed downstream handshake: plain HTTP on the TLS port
+    raw = socket.create_connection((HOST, lf.port), timeout=t(5))
+    raw.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    try:
+        while raw.recv(4096):
+            pass
+    except OSError:
+        pass
+    raw.close()
+    want = {("downstream", "ok"): 1, ("downstream", "failed"): 1, ("upstream", "ok"): 1, ("upstream", "failed"): 1}
+    wait_for(lambda: {k: counts()[k] - before[k] for k in want} == want, t(5),
+             what="handshake counters to move by one each")
