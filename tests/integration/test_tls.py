@@ -388,3 +388,89 @@ def test_handshake_counters_one_success_one_failure_each_side(lifeline, upstream
     want = {("downstream", "ok"): 1, ("downstream", "failed"): 1, ("upstream", "ok"): 1, ("upstream", "failed"): 1}
     wait_for(lambda: {k: counts()[k] - before[k] for k in want} == want, t(5),
              what="handshake counters to move by one each")
+
+
+# --------------------------------------------------------------------------------------------
+# WebSocket (Upgrade, 101, then a byte tunnel) over TLS on either side
+
+def _ws_script():
+    async def script(conn):
+        req = await conn.read_request()
+        if req is None:
+            return
+        conn.up.state["upgrade"] = req.header("upgrade")
+        await conn.send(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                        b"Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+        await conn.send(b"server-hello|")
+        for _ in range(1000):
+            data = await conn.read_some()
+            if not data:
+                conn.up.state["eof"] = True
+                return
+            await conn.send(data.upper())
+    return script
+
+
+def _read_exact(s, n, timeout):
+    s.settimeout(timeout)
+    out = b""
+    while len(out) < n:
+        d = s.recv(n - len(out))
+        assert d, "closed after %d of %d bytes" % (len(out), n)
+        out += d
+    return out
+
+
+@pytest.mark.parametrize("side", ["downstream", "upstream", "both"])
+def test_websocket_tunnel_over_tls(lifeline, raw_upstream, pki, side):
+    from conftest import wait_for
+    up_tls = side in ("upstream", "both")
+    down_tls = side in ("downstream", "both")
+    up = raw_upstream(_ws_script(), ssl=_server_ctx(pki["up"]) if up_tls else None)
+    p = _tls_pool(pki, up.address) if up_tls else pool(up.address)
+    lf = lifeline(pools={"p": p}, listen_tls=_listen_tls(pki) if down_tls else None)
+    s = socket.create_connection((HOST, lf.port), timeout=t(10))
+    if down_tls:
+        s = _client_ctx(pki).wrap_socket(s, server_hostname="a.test")
+    s.sendall(b"GET /ws HTTP/1.1\r\nHost: a.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        d = s.recv(1)
+        assert d, head
+        head += d
+    assert head.startswith(b"HTTP/1.1 101"), head
+    assert b"upgrade: websocket" in head.lower(), head
+    assert _read_exact(s, len(b"server-hello|"), t(5)) == b"server-hello|"
+    for msg in (b"ping-1", b"x" * 300_000, b"last"):
+        s.sendall(msg)
+        assert _read_exact(s, len(msg), t(10)) == msg.upper()
+    s.close()
+    assert (up.state.get("upgrade") or "").lower() == "websocket"
+    wait_for(lambda: up.state.get("eof"), t(3), what="upstream to see the client's close through the tunnel")
+
+
+# --------------------------------------------------------------------------------------------
+# Upstream session resumption: a new connection to the same server offers the last session
+
+@pytest.mark.parametrize("version", ["TLSv1.3", "TLSv1.2"])
+def test_upstream_session_resumed_on_new_connection(lifeline, raw_upstream, pki, version):
+    reused = []
+
+    async def script(conn):
+        req = await conn.read_request()
+        if req is None:
+            return
+        reused.append(conn.writer.get_extra_info("ssl_object").session_reused)
+        # Connection: close, so the next request needs a new connection (and a new handshake)
+        await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+
+    ctx = _server_ctx(pki["up"])
+    ctx.maximum_version = getattr(ssl.TLSVersion, version.replace(".", "_"))
+    up = raw_upstream(script, ssl=ctx)
+    lf = lifeline(pools={"p": _tls_pool(pki, up.address)})
+    for i in range(3):
+        r = lf.fetch("GET", "/r/%d" % i)
+        assert r.status == 200, r
+    assert up.connections == 3, up.connections
+    assert reused == [False, True, True], reused
