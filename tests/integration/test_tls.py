@@ -42,6 +42,7 @@ def pki(tmp_path_factory):
     p["other_ca"], _ = _make_ca(d, "otherca")
     p["a"] = _make_cert(d, "ca", "a", "a.test", "DNS:a.test")
     p["b"] = _make_cert(d, "ca", "b", "b.test", "DNS:b.test")
+    p["a2"] = _make_cert(d, "ca", "a2", "a2.test", "DNS:a.test")      # a.test's replacement
     p["wild"] = _make_cert(d, "ca", "wild", "*.wild.test", "DNS:*.wild.test")
     p["up"] = _make_cert(d, "ca", "up", "localhost", "DNS:localhost,IP:127.0.0.1")
     p["rogue"] = _make_cert(d, "otherca", "rogue", "localhost", "DNS:localhost,IP:127.0.0.1")
@@ -474,3 +475,77 @@ def test_upstream_session_resumed_on_new_connection(lifeline, raw_upstream, pki,
         assert r.status == 200, r
     assert up.connections == 3, up.connections
     assert reused == [False, True, True], reused
+
+
+# --------------------------------------------------------------------------------------------
+# A reload swaps the listener certificate under load: no request fails, open connections go on,
+# new connections get the new certificate
+
+def test_reload_swaps_certificate_under_load(lifeline, upstream, pki):
+    import copy
+    import threading
+    from ops import reload
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, listen_tls={"certificates": [pki["a"], pki["b"]]}, workers=2)
+    ctx = _client_ctx(pki)
+    stop = threading.Event()
+    errors, seen, counts = [], [], [0]
+    lock = threading.Lock()
+
+    def fresh_connections():       # a new TLS connection (a full handshake) for every request
+        while not stop.is_set():
+            try:
+                started = time.monotonic()
+                status, _, _, info = _https(lf.port, "a.test", ctx, target="/echo/x")
+                with lock:
+                    counts[0] += 1
+                    seen.append((started, time.monotonic(), _cn(info["cert"])))
+                if status != 200:
+                    errors.append("status %d" % status)
+            except Exception as e:
+                errors.append(repr(e))
+
+    def keepalive():               # one connection, many requests, across the reload
+        raw = socket.create_connection((HOST, lf.port), timeout=t(10))
+        s = ctx.wrap_socket(raw, server_hostname="a.test")
+        conn = http.client.HTTPConnection(HOST, lf.port, timeout=t(10))
+        conn.sock = s
+        try:
+            while not stop.is_set():
+                conn.request("GET", "/echo/ka")
+                r = conn.getresponse()
+                r.read()
+                with lock:
+                    counts[0] += 1
+                if r.status != 200:
+                    errors.append("keep-alive status %d" % r.status)
+        except Exception as e:
+            errors.append("keep-alive: %r" % e)
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=fresh_connections) for _ in range(3)] + \
+              [threading.Thread(target=keepalive) for _ in range(2)]
+    for th in threads:
+        th.start()
+    try:
+        time.sleep(t(0.5))
+        cfg = copy.deepcopy(lf.config)
+        cfg["listen"][0]["tls"] = {"certificates": [pki["a2"], pki["b"]]}
+        signalled = time.monotonic()
+        reload(lf, cfg)
+        switched = time.monotonic()
+        time.sleep(t(0.7))
+    finally:
+        stop.set()
+        for th in threads:
+            th.join(t(15))
+    assert not errors, errors[:5]
+    assert counts[0] > 20, counts
+    before = [cn for t0, t1, cn in seen if t1 < signalled]      # done before the signal
+    after = [cn for t0, t1, cn in seen if t0 > switched]       # started once every worker switched
+    assert before and set(before) == {"a.test"}, set(before)
+    assert after and set(after) == {"a2.test"}, set(after)
+    # and a brand-new connection now gets the new certificate
+    status, _, _, info = _https(lf.port, "a.test", ctx)
+    assert status == 200 and _cn(info["cert"]) == "a2.test"
