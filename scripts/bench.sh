@@ -553,8 +553,10 @@ for line in open(tsv).read().splitlines()[1:]:
         m = re.search(r"status codes: (\d+) 2xx", txt)
         r["bad"] += (r["n"] - int(m.group(1))) if m else 0
     else:
-        n = sum(int(x) for x in re.findall(r"^(\d+) connections in [0-9.]+ real seconds", txt, re.M))
-        r["n"], r["rate"] = n, (n / dur if n else None)
+        runs = [(int(a), float(b)) for a, b in re.findall(r"^(\d+) connections in ([0-9.]+) real seconds", txt, re.M)]
+        n = sum(a for a, _ in runs)
+        # each client's own count over its own wall time (s_time rounds it to whole seconds)
+        r["n"], r["rate"] = n, (sum(a / max(b, 1.0) for a, b in runs) if n else None)
         r["bad"] = len(re.findall(r"(?i)error|refused", txt))
     if r["n"]:
         r["cpu_us"] = int(ticks) / clk * 1e6 / r["n"]
