@@ -81,6 +81,7 @@ BLOCK(conf_blk_cert, conf_cert_fields, NULL);
 static const struct conf_field conf_listener_tls_fields[] = {
     { .key = "certificates", .type = CT_CUSTOM, .fn = conf_h_certs, .required = true },
     F_FN("min_version", conf_h_tls_version),
+    F_DUR("ticket_rotation", struct conf_listener, tls_ticket_rotation, MS(0), CONF_DUR_MAX),
 };
 BLOCK(conf_blk_listener_tls, conf_listener_tls_fields, conf_post_listener_tls);
 
@@ -428,6 +429,7 @@ static int conf_h_listen(struct conf_loader *ld, const struct conf_field *f, yam
         struct conf_listener *l = &c->listeners[c->nlisteners++];
         char w[64];
         l->tls_min_version = 0x0303;
+        l->tls_ticket_rotation = (int64_t)HOUR(1);
         snprintf(w, sizeof w, "listener %zu", i + 1);
         if (item)
             conf_map(ld, "a listener", item, &conf_blk_listener, l, w);
@@ -924,6 +926,8 @@ static void conf_post_listener_tls(struct conf_loader *ld, yaml_node_t *map, voi
     }
     if (!(l->tls = tls_server_new(certs, l->ncerts, l->tls_min_version, err, sizeof err)))
         conf_err(ld, map, "%s", err);
+    else
+        tls_server_tickets(l->tls, l->tls_ticket_rotation, l->address ? l->address : "");
 }
 
 static void conf_post_outlier(struct conf_loader *ld, yaml_node_t *map, void *obj, yaml_node_t *const *seen)

@@ -549,3 +549,45 @@ def test_reload_swaps_certificate_under_load(lifeline, upstream, pki):
     # and a brand-new connection now gets the new certificate
     status, _, _, info = _https(lf.port, "a.test", ctx)
     assert status == 200 and _cn(info["cert"]) == "a2.test"
+
+
+# --------------------------------------------------------------------------------------------
+# Session-ticket keys: one set for every worker, rotated every ticket_rotation; a ticket opens
+# with the current or the previous key, never an older one
+
+def test_ticket_keys_shared_by_workers_and_rotated(lifeline, upstream, pki):
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, listen_tls=_listen_tls(pki, ticket_rotation="2s"), workers=2)
+    ctx = _client_ctx(pki)
+    _, _, _, first = _https(lf.port, "a.test", ctx)
+    assert not first["reused"]
+    issued = time.monotonic()
+    # any worker opens the ticket: many connections, every one resumed
+    for _ in range(8):
+        _, _, _, info = _https(lf.port, "a.test", ctx, session=first["session"])
+        assert info["reused"], "a connection did not resume (%s)" % info["version"]
+    # one rotation later the ticket still opens (the previous key)
+    time.sleep(max(0.0, issued + 2.6 - time.monotonic()))
+    _, _, _, info = _https(lf.port, "a.test", ctx, session=first["session"])
+    assert info["reused"], "a ticket of the previous key was refused"
+    # a ticket whose key is two rotations old does not
+    _, _, _, fresh = _https(lf.port, "a.test", ctx)
+    time.sleep(4.5)
+    _, _, _, info = _https(lf.port, "a.test", ctx, session=fresh["session"])
+    assert not info["reused"], "a ticket older than two rotations was accepted"
+    _, _, _, again = _https(lf.port, "a.test", ctx, session=info["session"])
+    assert again["reused"]
+
+
+def test_reload_keeps_ticket_keys(lifeline, upstream, pki):
+    import copy
+    from ops import reload
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, listen_tls=_listen_tls(pki))
+    ctx = _client_ctx(pki)
+    _, _, _, first = _https(lf.port, "a.test", ctx)
+    cfg = copy.deepcopy(lf.config)
+    cfg["listen"][0]["tls"]["certificates"] = [pki["a2"], pki["b"]]
+    reload(lf, cfg)
+    _, _, _, info = _https(lf.port, "a.test", ctx, session=first["session"])
+    assert info["reused"], "a reload ended the clients' sessions"
