@@ -313,7 +313,13 @@ static bool check_handshake(struct health_check *k)
         check_wait(k, k->x.want);
         return false;
     }
-    check_result(k, false, "TLS handshake failed");
+    {
+        const char *verr = tls_verify_error(&k->x);
+        char why[160];
+        snprintf(why, sizeof why, "TLS handshake failed%s%s", verr ? ": certificate refused: " : "",
+                 verr ? verr : "");
+        check_result(k, false, why);
+    }
     return false;
 }
 

@@ -561,6 +561,13 @@ int tls_handshake(struct xprt *x)
     return -EPROTO;
 }
 
+const char *tls_verify_error(const struct xprt *x)
+{
+    long v = x->ssl ? SSL_get_verify_result(x->ssl) : X509_V_OK;
+
+    return v == X509_V_OK ? NULL : X509_verify_cert_error_string(v);
+}
+
 bool tls_resumed(const struct xprt *x)
 {
     return x->ssl && SSL_session_reused(x->ssl);

@@ -101,6 +101,9 @@ int tls_client_attach(struct xprt *x, const struct tls_client *tcl, const char *
 /* Moves the handshake forward: 1 when done, -EAGAIN (x->want set), or -EPROTO on failure (the
  * reason logged at debug level). */
 int tls_handshake(struct xprt *x);
+/* After a failed client handshake: why the server's certificate was refused, or NULL when it was
+ * not (the failure was elsewhere). */
+const char *tls_verify_error(const struct xprt *x);
 /* True when the session reused a previous one. */
 bool tls_resumed(const struct xprt *x);
 /* Decrypted bytes buffered inside the session (a record bigger than the caller's room). */
