@@ -110,6 +110,17 @@ static double cert_days_left(const struct tls_cert *tc, time_t now)
     return (double)(tc->not_after - now) / 86400.0;
 }
 
+/* The session-ticket key rotations of a listener so far (they happen in workers, under the mutex). */
+static uint64_t ticket_rotations(struct tls_server *ts)
+{
+    uint64_t n;
+
+    pthread_mutex_lock(&ts->keys_mu);
+    n = ts->rotations;
+    pthread_mutex_unlock(&ts->keys_mu);
+    return n;
+}
+
 /* lifeline_tls_certificate_*: one sample per certificate of each TLS listener. */
 static void render_cert_metrics(struct metrics_render_buf *b, const struct conf *c)
 {
@@ -135,6 +146,14 @@ static void render_cert_metrics(struct metrics_render_buf *b, const struct conf 
                                   esc(addr, sizeof addr, c->listeners[i].address, false),
                                   esc(names, sizeof names, ts->certs[j].names, false),
                                   (long long)ts->certs[j].not_after);
+    }
+    metrics_render_printf(b, "# HELP lifeline_tls_ticket_key_rotations_total Session-ticket key rotations, by listener address.\n"
+                             "# TYPE lifeline_tls_ticket_key_rotations_total counter\n");
+    for (size_t i = 0; i < c->nlisteners; i++) {
+        if (c->listeners[i].tls)
+            metrics_render_printf(b, "lifeline_tls_ticket_key_rotations_total{listener=\"%s\"} %llu\n",
+                                  esc(addr, sizeof addr, c->listeners[i].address, false),
+                                  (unsigned long long)ticket_rotations(c->listeners[i].tls));
     }
 }
 
@@ -335,12 +354,15 @@ static void render_status_listeners(struct metrics_render_buf *b, const struct c
     metrics_render_printf(b, "\"listeners\":[");
     for (size_t i = 0; i < c->nlisteners; i++) {
         const struct conf_listener *l = &c->listeners[i];
-        const struct tls_server *ts = l->tls;
+        struct tls_server *ts = l->tls;
         metrics_render_printf(b, "%s{\"address\":\"%s\",\"tls\":%s", i ? "," : "",
                               esc(e, sizeof e, l->address, true), ts ? "true" : "false");
         if (ts) {
-            metrics_render_printf(b, ",\"min_version\":\"%s\",\"certificates\":[",
-                                  l->tls_min_version == 0x0304 ? "TLSv1.3" : "TLSv1.2");
+            metrics_render_printf(b, ",\"min_version\":\"%s\",\"ticket_rotation_s\":%lld,\"ticket_key_rotations\":%llu,"
+                                     "\"certificates\":[",
+                                  l->tls_min_version == 0x0304 ? "TLSv1.3" : "TLSv1.2",
+                                  (long long)(l->tls_ticket_rotation / 1000),
+                                  (unsigned long long)ticket_rotations(ts));
             for (size_t j = 0; j < ts->ncerts; j++) {
                 const struct tls_cert *tc = &ts->certs[j];
                 char when[32] = "";

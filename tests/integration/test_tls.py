@@ -319,6 +319,7 @@ def test_status_and_metrics_show_certificates(lifeline, upstream, pki):
     assert len(st["listeners"]) == 1, st["listeners"]
     li = st["listeners"][0]
     assert li["address"] == "%s:%d" % (HOST, lf.port) and li["tls"] is True and li["min_version"] == "TLSv1.2"
+    assert li["ticket_rotation_s"] == 3600 and li["ticket_key_rotations"] == 0, li
     certs = li["certificates"]
     assert [c["names"] for c in certs] == [["a.test"], ["b.test"], ["*.wild.test"]], certs
     assert [c["default"] for c in certs] == [True, False, False]
@@ -341,6 +342,7 @@ def test_status_and_metrics_show_certificates(lifeline, upstream, pki):
         assert 29 < d <= 30.01, (name, d)
         na = sample("lifeline_tls_certificate_not_after_timestamp_seconds", name)
         assert abs(na - (time.time() + d * 86400)) < 120
+    assert m.value("lifeline_tls_ticket_key_rotations_total", listener=lst) == 0
 
 
 def test_handshake_counters_one_success_one_failure_each_side(lifeline, upstream, pki):
