@@ -58,6 +58,7 @@ struct conf_listener {
     bool tls_enabled;               /* tls block present */
     struct conf_cert *certs; size_t ncerts;
     int tls_min_version;            /* 0x0303 = TLSv1.2, 0x0304 = TLSv1.3 */
+    int64_t tls_ticket_rotation;    /* ms, default 1h; 0 = never (new keys with each load only) */
     struct tls_server *tls;         /* built at load when tls_enabled (certificates checked) */
 };
 

@@ -63,7 +63,6 @@ static conf_handler conf_h_listen, conf_h_listen_addr, conf_h_certs, conf_h_tls_
 
 static void conf_post_pool_tls(struct conf_loader *, yaml_node_t *, void *, yaml_node_t *const *);
 static void conf_post_listener_tls(struct conf_loader *, yaml_node_t *, void *, yaml_node_t *const *);
-static void conf_post_pool(struct conf_loader *, yaml_node_t *, void *, yaml_node_t *const *);
 static void conf_post_outlier(struct conf_loader *, yaml_node_t *, void *, yaml_node_t *const *);
 static void conf_post_route_timeouts(struct conf_loader *, yaml_node_t *, void *, yaml_node_t *const *);
 static void conf_post_backoff(struct conf_loader *, yaml_node_t *, void *, yaml_node_t *const *);
@@ -84,6 +83,7 @@ BLOCK(conf_blk_cert, conf_cert_fields, NULL);
 static const struct conf_field conf_listener_tls_fields[] = {
     { .key = "certificates", .type = CT_CUSTOM, .fn = conf_h_certs, .required = true },
     F_FN("min_version", conf_h_tls_version),
+    F_DUR("ticket_rotation", struct conf_listener, tls_ticket_rotation, MS(0), CONF_DUR_MAX),
 };
 BLOCK(conf_blk_listener_tls, conf_listener_tls_fields, conf_post_listener_tls);
 
@@ -253,7 +253,7 @@ static const struct conf_field conf_pool_fields[] = {
     F_FN("outlier", conf_h_outlier),                                 /* a mapping, or off */
     F_DUR("slow_start", struct conf_pool, slow_start, 0, CONF_DUR_MAX),
 };
-BLOCK(conf_blk_pool, conf_pool_fields, conf_post_pool);
+BLOCK(conf_blk_pool, conf_pool_fields, NULL);
 
 /* routes: [ { name, match, pool, ... } ]. */
 static const struct conf_field conf_match_fields[] = {
@@ -338,7 +338,7 @@ static const struct conf_unsupported {
     const char *name;                   /* reported as "NAME is not supported yet" */
     bool (*active)(const void *obj);    /* NULL: writing the key at all; obj = the block's root */
 } conf_unsupported[] = {
-    { NULL, NULL, NULL, NULL },   /* end; every key of the schema is built (see conf_post_pool) */
+    { NULL, NULL, NULL, NULL },   /* end; every key of the schema is built */
 };
 
 void conf_check_unsupported(struct conf_loader *ld, const struct conf_block *blk, yaml_node_t *key,
@@ -461,6 +461,7 @@ static int conf_h_listen(struct conf_loader *ld, const struct conf_field *f, yam
         struct conf_listener *l = &c->listeners[c->nlisteners++];
         char w[64];
         l->tls_min_version = 0x0303;
+        l->tls_ticket_rotation = (int64_t)HOUR(1);
         snprintf(w, sizeof w, "listener %zu", i + 1);
         if (item)
             conf_map(ld, "a listener", item, &conf_blk_listener, l, w);
@@ -916,17 +917,6 @@ static void conf_post_pool_tls(struct conf_loader *ld, yaml_node_t *map, void *o
     }
 }
 
-/* Active health checks speak plain HTTP only: on a TLS pool they would mark every server down. */
-static void conf_post_pool(struct conf_loader *ld, yaml_node_t *map, void *obj, yaml_node_t *const *seen)
-{
-    struct conf_pool *p = obj;
-    yaml_node_t *at;
-    (void)seen;
-    if (p->tls.enabled && p->health.enabled && !(ld->flags & CONF_LOAD_UNSUPPORTED) &&
-        (at = conf_lookup(ld, map, "health")))
-        conf_err(ld, at, "health checks on a TLS pool are not supported yet");
-}
-
 /* A TLS listener: each certificate and key read and checked (missing or unreadable file, a key
  * that is not its certificate's: an error at that key's value; a lapsed certificate: a warning),
  * then the listener's context built over them. */
@@ -968,6 +958,8 @@ static void conf_post_listener_tls(struct conf_loader *ld, yaml_node_t *map, voi
     }
     if (!(l->tls = tls_server_new(certs, l->ncerts, l->tls_min_version, err, sizeof err)))
         conf_err(ld, map, "%s", err);
+    else
+        tls_server_tickets(l->tls, l->tls_ticket_rotation, l->address ? l->address : "");
 }
 
 static void conf_post_outlier(struct conf_loader *ld, yaml_node_t *map, void *obj, yaml_node_t *const *seen)

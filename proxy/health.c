@@ -6,6 +6,7 @@
  */
 #include "health.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "series.h"
+#include "tls.h"
 #include "xprt.h"
 
 struct health_check {
@@ -25,8 +27,10 @@ struct health_check {
     struct srv_health *s;
     ev_timer timer;                     /* interval, then the check's timeout */
     ev_io io;
-    int fd;
-    bool running;
+    struct xprt x;                      /* the check's connection: plain, or TLS on a TLS pool */
+    void *tls_sess;                     /* the server's last TLS session, offered by the next check */
+    const char *host;                   /* the server's host as written (TLS name and SNI) */
+    bool running, connected;
     size_t sent, got;
     char req[512];
     size_t req_len;
@@ -230,10 +234,9 @@ static void check_result(struct health_check *k, bool ok, const char *why)
     const struct conf_pool *cp = k->s->cp;
     struct srv_health *s = k->s;
 
-    if (k->fd >= 0) {
+    if (k->x.fd >= 0) {
         ev_io_stop(k->h->loop, &k->io);
-        close(k->fd);
-        k->fd = -1;
+        xprt_close(&k->x);
     }
     k->running = false;
     if (ok) {
@@ -255,40 +258,114 @@ static void check_result(struct health_check *k, bool ok, const char *why)
     check_arm(k, (double)cp->health.interval / 1000.0);
 }
 
+/* Waits for the readiness the connection needs next (a TLS session may want to write while
+ * reading and the other way round). */
+static void check_wait(struct health_check *k, int events)
+{
+    if ((k->io.events & (EV_READ | EV_WRITE)) == events)
+        return;
+    ev_io_stop(k->h->loop, &k->io);
+    ev_io_set(&k->io, k->x.fd, events);
+    ev_io_start(k->h->loop, &k->io);
+}
+
+/* The TCP connect finished: on a TLS pool the session starts (verify, ca and SNI as the pool's
+ * own connections use them); false when the check has ended. */
+static bool check_connected(struct health_check *k)
+{
+    const struct conf_pool *cp = k->s->cp;
+    int err = 0;
+    socklen_t len = sizeof(err);
+    struct in6_addr a6;
+    const char *host = k->host ? k->host : "";
+    bool literal;
+    const char *name;
+
+    if (getsockopt(k->x.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err) {
+        check_result(k, false, err ? strerror(err) : "connect failed");
+        return false;
+    }
+    k->connected = true;
+    if (!cp->tls.ctx)
+        return true;
+    literal = inet_pton(AF_INET, host, &a6) == 1 || inet_pton(AF_INET6, host, &a6) == 1;
+    name = *cp->tls.sni ? cp->tls.sni : host;
+    if (tls_client_attach(&k->x, cp->tls.ctx, *cp->tls.sni ? cp->tls.sni : literal ? NULL : host,
+                          cp->tls.verify ? name : NULL, &k->tls_sess) < 0) {
+        check_result(k, false, "out of memory");
+        return false;
+    }
+    return true;
+}
+
+/* Moves a TLS handshake forward: true once done; false while waiting or when the check ended
+ * (a handshake or verification failure is a failed check). */
+static bool check_handshake(struct health_check *k)
+{
+    int r;
+
+    if (!k->x.ssl || k->x.handshaken)
+        return true;
+    r = tls_handshake(&k->x);
+    if (r == 1)
+        return true;
+    if (r == -EAGAIN) {
+        check_wait(k, k->x.want);
+        return false;
+    }
+    {
+        const char *verr = tls_verify_error(&k->x);
+        char why[160];
+        snprintf(why, sizeof why, "TLS handshake failed%s%s", verr ? ": certificate refused: " : "",
+                 verr ? verr : "");
+        check_result(k, false, why);
+    }
+    return false;
+}
+
 static void check_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
     struct health_check *k = io->data;
     ssize_t r;
 
     (void)loop;
-    if (revents & EV_WRITE) {
-        int err = 0;
-        socklen_t len = sizeof(err);
-        if (k->sent == 0 && (getsockopt(k->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err)) {
-            check_result(k, false, err ? strerror(err) : "connect failed");
+    (void)revents;
+    if (!k->connected && !check_connected(k))
+        return;
+    if (!check_handshake(k))
+        return;
+    if (k->sent < k->req_len) {
+        struct iovec iov = { k->req + k->sent, k->req_len - k->sent };
+        r = xprt_writev(&k->x, &iov, 1);
+        if (r == -EAGAIN) {
+            check_wait(k, k->x.ssl ? k->x.want : EV_WRITE);
             return;
         }
-        r = send(k->fd, k->req + k->sent, k->req_len - k->sent, MSG_NOSIGNAL);
-        if (r < 0 && errno != EAGAIN) {
-            check_result(k, false, strerror(errno));
+        if (r < 0) {
+            check_result(k, false, strerror((int)-r));
             return;
         }
-        if (r > 0)
-            k->sent += (size_t)r;
-        if (k->sent == k->req_len) {
-            ev_io_stop(k->h->loop, &k->io);
-            ev_io_set(&k->io, k->fd, EV_READ);
-            ev_io_start(k->h->loop, &k->io);
+        k->sent += (size_t)r;
+        if (k->sent < k->req_len) {
+            check_wait(k, EV_WRITE);
+            return;
         }
+        check_wait(k, EV_READ);
         return;
     }
-    r = recv(k->fd, k->resp + k->got, sizeof(k->resp) - 1 - k->got, 0);
-    if (r < 0 && errno == EAGAIN)
+    r = xprt_read(&k->x, k->resp + k->got, sizeof(k->resp) - 1 - k->got);
+    if (r == -EAGAIN) {
+        check_wait(k, k->x.ssl ? k->x.want : EV_READ);
         return;
+    }
     if (r <= 0) {
-        check_result(k, false, r == 0 ? "closed before a status line" : strerror(errno));
+        check_result(k, false, r == 0 ? "closed before a status line" : strerror((int)-r));
         return;
     }
+    /* Bytes decrypted but not taken stay inside the session, where the socket will not signal
+     * them: come back for them (a decided check stops the watcher, which drops this event). */
+    if (xprt_pending(&k->x))
+        ev_feed_event(k->h->loop, &k->io, EV_READ);
     k->got += (size_t)r;
     k->resp[k->got] = 0;
     if (k->got >= 12 || memchr(k->resp, '\n', k->got)) {
@@ -321,8 +398,9 @@ static void check_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         check_result(k, false, strerror(errno));
         return;
     }
-    k->fd = fd;
+    k->x = (struct xprt){ .fd = fd, .ops = &xprt_plain };
     k->running = true;
+    k->connected = false;
     k->sent = k->got = 0;
     if (connect(fd, (const struct sockaddr *)&k->s->addr->ss, k->s->addr->len) < 0 && errno != EINPROGRESS) {
         check_result(k, false, strerror(errno));
@@ -332,6 +410,17 @@ static void check_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     k->io.data = k;
     ev_io_start(k->h->loop, &k->io);
     check_arm(k, (double)cp->health.timeout / 1000.0);
+}
+
+/* The host the server was written with (the TLS name and SNI of its checks). */
+static const char *check_host(const struct conf_pool *cp, const struct srv_health *s)
+{
+    for (size_t j = 0; j < cp->nservers; j++) {
+        const struct conf_server *cs = &cp->servers[j];
+        if (s->addr >= cs->addrs && s->addr < cs->addrs + cs->naddrs)
+            return cs->host;
+    }
+    return NULL;
 }
 
 void health_start(struct health *h, struct ev_loop *loop)
@@ -351,7 +440,8 @@ void health_start(struct health *h, struct ev_loop *loop)
             }
             k->h = h;
             k->s = s;
-            k->fd = -1;
+            k->x.fd = -1;
+            k->host = check_host(hp->cp, s);
             n = snprintf(k->req, sizeof(k->req),
                          "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: lifeline-health\r\nConnection: close\r\n\r\n",
                          hp->cp->health.path, s->addr->text);
@@ -375,11 +465,11 @@ void health_stop(struct health *h)
                 continue;
             if (h->loop) {
                 ev_timer_stop(h->loop, &k->timer);
-                if (k->fd >= 0)
+                if (k->x.fd >= 0)
                     ev_io_stop(h->loop, &k->io);
             }
-            if (k->fd >= 0)
-                close(k->fd);
+            xprt_close(&k->x);
+            tls_session_free(k->tls_sess);
             free(k);
             hp->servers[j].check = NULL;
         }

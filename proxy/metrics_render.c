@@ -81,6 +81,82 @@ static unsigned route_slot(const struct metrics_render_src *s, size_t r)
     return r < s->conf->nroutes ? s->health->route_slot[r] : METRIC_ROUTE_SLOTS;
 }
 
+/* Copies src into dst escaped for a JSON string (json) or a Prometheus label value (!json). */
+static const char *esc(char *dst, size_t cap, const char *src, bool json)
+{
+    size_t n = 0;
+
+    for (; *src && n + 7 < cap; src++) {
+        unsigned char ch = (unsigned char)*src;
+        if (ch == '"' || ch == '\\') {
+            dst[n++] = '\\';
+            dst[n++] = (char)ch;
+        } else if (ch == '\n') {
+            dst[n++] = '\\';
+            dst[n++] = 'n';
+        } else if (ch < 0x20) {
+            n += (size_t)snprintf(dst + n, cap - n, json ? "\\u%04x" : " ", ch);
+        } else {
+            dst[n++] = (char)ch;
+        }
+    }
+    dst[n] = 0;
+    return dst;
+}
+
+/* Days left before a certificate lapses (negative once it has). */
+static double cert_days_left(const struct tls_cert *tc, time_t now)
+{
+    return (double)(tc->not_after - now) / 86400.0;
+}
+
+/* The session-ticket key rotations of a listener so far (they happen in workers, under the mutex). */
+static uint64_t ticket_rotations(struct tls_server *ts)
+{
+    uint64_t n;
+
+    pthread_mutex_lock(&ts->keys_mu);
+    n = ts->rotations;
+    pthread_mutex_unlock(&ts->keys_mu);
+    return n;
+}
+
+/* lifeline_tls_certificate_*: one sample per certificate of each TLS listener. */
+static void render_cert_metrics(struct metrics_render_buf *b, const struct conf *c)
+{
+    time_t now = time(NULL);
+    char addr[256], names[1100];
+
+    metrics_render_printf(b, "# HELP lifeline_tls_certificate_expiry_days Days left before a listener certificate's notAfter (negative once lapsed), by listener address and the certificate's names.\n"
+                             "# TYPE lifeline_tls_certificate_expiry_days gauge\n");
+    for (size_t i = 0; i < c->nlisteners; i++) {
+        const struct tls_server *ts = c->listeners[i].tls;
+        for (size_t j = 0; ts && j < ts->ncerts; j++)
+            metrics_render_printf(b, "lifeline_tls_certificate_expiry_days{listener=\"%s\",name=\"%s\"} %.3f\n",
+                                  esc(addr, sizeof addr, c->listeners[i].address, false),
+                                  esc(names, sizeof names, ts->certs[j].names, false),
+                                  cert_days_left(&ts->certs[j], now));
+    }
+    metrics_render_printf(b, "# HELP lifeline_tls_certificate_not_after_timestamp_seconds A listener certificate's notAfter as a Unix time.\n"
+                             "# TYPE lifeline_tls_certificate_not_after_timestamp_seconds gauge\n");
+    for (size_t i = 0; i < c->nlisteners; i++) {
+        const struct tls_server *ts = c->listeners[i].tls;
+        for (size_t j = 0; ts && j < ts->ncerts; j++)
+            metrics_render_printf(b, "lifeline_tls_certificate_not_after_timestamp_seconds{listener=\"%s\",name=\"%s\"} %lld\n",
+                                  esc(addr, sizeof addr, c->listeners[i].address, false),
+                                  esc(names, sizeof names, ts->certs[j].names, false),
+                                  (long long)ts->certs[j].not_after);
+    }
+    metrics_render_printf(b, "# HELP lifeline_tls_ticket_key_rotations_total Session-ticket key rotations, by listener address.\n"
+                             "# TYPE lifeline_tls_ticket_key_rotations_total counter\n");
+    for (size_t i = 0; i < c->nlisteners; i++) {
+        if (c->listeners[i].tls)
+            metrics_render_printf(b, "lifeline_tls_ticket_key_rotations_total{listener=\"%s\"} %llu\n",
+                                  esc(addr, sizeof addr, c->listeners[i].address, false),
+                                  (unsigned long long)ticket_rotations(c->listeners[i].tls));
+    }
+}
+
 void metrics_render_prometheus(struct metrics_render_buf *b, const struct metrics_render_src *s)
 {
     const struct conf *c = s->conf;
@@ -94,6 +170,7 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
             metrics_render_printf(b, "lifeline_tls_handshakes_total{side=\"%s\",result=\"%s\"} %llu\n",
                                   side ? "upstream" : "downstream", res ? "failed" : "ok",
                                   (unsigned long long)atomic_load(&tls_handshakes[side][res]));
+    render_cert_metrics(b, c);
 
     metrics_render_printf(b, "# HELP lifeline_requests_total Requests answered downstream, by route and status code (499: the client left first).\n"
                  "# TYPE lifeline_requests_total counter\n");
@@ -267,6 +344,54 @@ static unsigned server_weight(const struct conf_pool *cp, const struct conf_sock
     return 1;
 }
 
+/* "listeners":[{address, tls, min_version, certificates:[{subject, names[], not_after, days_left,
+ * expired}]}], */
+static void render_status_listeners(struct metrics_render_buf *b, const struct conf *c)
+{
+    time_t now = time(NULL);
+    char e[1100];
+
+    metrics_render_printf(b, "\"listeners\":[");
+    for (size_t i = 0; i < c->nlisteners; i++) {
+        const struct conf_listener *l = &c->listeners[i];
+        struct tls_server *ts = l->tls;
+        metrics_render_printf(b, "%s{\"address\":\"%s\",\"tls\":%s", i ? "," : "",
+                              esc(e, sizeof e, l->address, true), ts ? "true" : "false");
+        if (ts) {
+            metrics_render_printf(b, ",\"min_version\":\"%s\",\"ticket_rotation_s\":%lld,\"ticket_key_rotations\":%llu,"
+                                     "\"certificates\":[",
+                                  l->tls_min_version == 0x0304 ? "TLSv1.3" : "TLSv1.2",
+                                  (long long)(l->tls_ticket_rotation / 1000),
+                                  (unsigned long long)ticket_rotations(ts));
+            for (size_t j = 0; j < ts->ncerts; j++) {
+                const struct tls_cert *tc = &ts->certs[j];
+                char when[32] = "";
+                struct tm tm;
+                const char *p = tc->names;
+                if (gmtime_r(&tc->not_after, &tm))
+                    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+                metrics_render_printf(b, "%s{\"subject\":\"%s\",\"names\":[", j ? "," : "",
+                                      esc(e, sizeof e, tc->subject, true));
+                for (bool first = true; *p; first = false) {
+                    size_t n = strcspn(p, ",");
+                    char one[256];
+                    snprintf(one, sizeof one, "%.*s", (int)(n < sizeof one ? n : sizeof one - 1), p);
+                    metrics_render_printf(b, "%s\"%s\"", first ? "" : ",", esc(e, sizeof e, one, true));
+                    p += n;
+                    if (*p == ',')
+                        p++;
+                }
+                metrics_render_printf(b, "],\"not_after\":\"%s\",\"days_left\":%.3f,\"expired\":%s,\"default\":%s}",
+                                      when, cert_days_left(tc, now), tc->not_after < now ? "true" : "false",
+                                      j == 0 ? "true" : "false");
+            }
+            metrics_render_printf(b, "]");
+        }
+        metrics_render_printf(b, "}");
+    }
+    metrics_render_printf(b, "],");
+}
+
 void metrics_render_status(struct metrics_render_buf *b, const struct metrics_render_src *s)
 {
     const struct conf *c = s->conf;
@@ -274,14 +399,18 @@ void metrics_render_status(struct metrics_render_buf *b, const struct metrics_re
     int64_t now = health_now();
 
     metrics_render_printf(b, "{\"version\":\"%s\",\"generation\":%u,\"draining\":%s,\"workers\":%u,"
-                             "\"downstream_connections\":%u,\"pools\":[",
+                             "\"downstream_connections\":%u,",
                           LIFELINE_VERSION, s->generation, s->draining ? "true" : "false", s->nworkers,
                           atomic_load(&worker_open_clients));
+    render_status_listeners(b, c);
+    metrics_render_printf(b, "\"pools\":[");
     for (size_t p = 0; p < h->npools; p++) {
         const struct health_pool *hp = &h->pools[p];
-        metrics_render_printf(b, "%s{\"name\":\"%s\",\"balance\":\"%s\",\"outlier\":%s,\"health_checks\":%s,\"servers\":[",
+        metrics_render_printf(b, "%s{\"name\":\"%s\",\"balance\":\"%s\",\"outlier\":%s,\"health_checks\":%s,"
+                                 "\"tls\":%s,\"tls_verify\":%s,\"servers\":[",
                   p ? "," : "", hp->cp->name, conf_balance_name(hp->cp->balance),
-                  hp->cp->outlier.enabled ? "true" : "false", hp->cp->health.enabled ? "true" : "false");
+                  hp->cp->outlier.enabled ? "true" : "false", hp->cp->health.enabled ? "true" : "false",
+                  hp->cp->tls.enabled ? "true" : "false", hp->cp->tls.enabled && hp->cp->tls.verify ? "true" : "false");
         for (unsigned i = 0; i < hp->n; i++) {
             const struct srv_health *hs = &hp->servers[i];
             uint64_t total = 0, failed = 0;

@@ -10,11 +10,15 @@
 
 #include <stdlib.h>
 
+#include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "clock.h"
 #include "log.h"
 
 atomic_uint_fast64_t tls_handshakes[2][2];
@@ -174,6 +178,120 @@ static void tls_ctx_common(SSL_CTX *ctx, int min_version)
                               SSL_MODE_RELEASE_BUFFERS);
 }
 
+/* ---- Session tickets ---------------------------------------------------------------------- */
+
+static int ticket_key_new(struct tls_ticket_key *k)
+{
+    return RAND_bytes(k->name, sizeof k->name) == 1 && RAND_bytes(k->aes, sizeof k->aes) == 1 &&
+                   RAND_bytes(k->hmac, sizeof k->hmac) == 1 ? 0 : -1;
+}
+
+/* Under keys_mu: moves keys[0] to keys[1] and makes a new keys[0] once the period is over (a
+ * server idle for more than two periods starts afresh: both keys are too old). */
+static void ticket_rotate_locked(struct tls_server *ts, int64_t now)
+{
+    if (ts->rotation <= 0 || now < ts->next_rotation)
+        return;
+    if (now - ts->next_rotation >= ts->rotation) {
+        ts->have_prev = false;      /* even the newest ticket has expired */
+    } else {
+        ts->keys[1] = ts->keys[0];
+        ts->have_prev = true;
+    }
+    if (ticket_key_new(&ts->keys[0]) < 0) {
+        ERR_clear_error();
+        log_warn("TLS: cannot make a new session-ticket key; keeping the current one");
+    }
+    ts->next_rotation = now + ts->rotation;
+    ts->rotations++;
+}
+
+static int ticket_mac_init(EVP_MAC_CTX *hctx, const struct tls_ticket_key *k)
+{
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, (void *)k->hmac, sizeof k->hmac),
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_end(),
+    };
+    return EVP_MAC_CTX_set_params(hctx, params);
+}
+
+/* OpenSSL asks for a key to seal a new ticket (enc = 1) or to open one (enc = 0, by its name).
+ * Returns 1 (sealed / opened with the current key), 2 (opened with the previous key: issue a new
+ * ticket), 0 (unknown key: a full handshake), -1 (error). */
+static int tls_ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char iv[EVP_MAX_IV_LENGTH],
+                         EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
+{
+    struct tls_server *ts = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+    struct tls_ticket_key k;
+    int which = -1;
+
+    if (!ts)
+        return -1;
+    pthread_mutex_lock(&ts->keys_mu);
+    ticket_rotate_locked(ts, clock_ms());
+    if (enc) {
+        k = ts->keys[0];
+        which = 0;
+    } else {
+        for (int i = 0; i < (ts->have_prev ? 2 : 1) && which < 0; i++) {
+            if (memcmp(key_name, ts->keys[i].name, 16) == 0) {
+                k = ts->keys[i];
+                which = i;
+            }
+        }
+    }
+    pthread_mutex_unlock(&ts->keys_mu);
+    if (which < 0)
+        return 0;
+    if (enc) {
+        if (RAND_bytes(iv, 16) != 1)
+            return -1;
+        memcpy(key_name, k.name, 16);
+        if (EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k.aes, iv) != 1 || ticket_mac_init(hctx, &k) != 1)
+            return -1;
+        return 1;
+    }
+    if (ticket_mac_init(hctx, &k) != 1 || EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k.aes, iv) != 1)
+        return -1;
+    return which == 0 ? 1 : 2;
+}
+
+/* Live listener contexts, newest first: a reload finds the running one's keys here. */
+static pthread_mutex_t live_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct tls_server *live;
+
+void tls_server_tickets(struct tls_server *ts, int64_t rotation_ms, const char *listener)
+{
+    struct tls_server *prev = NULL;
+
+    pthread_mutex_lock(&live_mu);
+    for (struct tls_server *p = live; p && !prev; p = p->next_live) {
+        if (p != ts && !strcmp(p->listener, listener))
+            prev = p;
+    }
+    snprintf(ts->listener, sizeof ts->listener, "%s", listener);
+    ts->rotation = rotation_ms;
+    if (prev && prev->rotation == rotation_ms) {
+        pthread_mutex_lock(&prev->keys_mu);
+        ticket_rotate_locked(prev, clock_ms());
+        memcpy(ts->keys, prev->keys, sizeof ts->keys);
+        ts->have_prev = prev->have_prev;
+        ts->next_rotation = prev->next_rotation;
+        ts->rotations = prev->rotations;
+        pthread_mutex_unlock(&prev->keys_mu);
+    } else {
+        ts->next_rotation = clock_ms() + rotation_ms;
+    }
+    if (!ts->next_live && live != ts) {
+        ts->next_live = live;
+        live = ts;
+    }
+    pthread_mutex_unlock(&live_mu);
+    if (rotation_ms > 0)
+        SSL_CTX_set_timeout(ts->ctx, (long)(2 * rotation_ms / 1000 > 1 ? 2 * rotation_ms / 1000 : 1));
+}
+
 struct tls_server *tls_server_new(struct tls_cert *certs, size_t ncerts, int min_version, char *err, size_t errlen)
 {
     struct tls_server *ts = calloc(1, sizeof *ts);
@@ -187,6 +305,14 @@ struct tls_server *tls_server_new(struct tls_cert *certs, size_t ncerts, int min
     ts->ctx = ctx;
     ts->certs = certs;
     ts->ncerts = ncerts;
+    pthread_mutex_init(&ts->keys_mu, NULL);
+    ts->keys_init = true;
+    if (ticket_key_new(&ts->keys[0]) < 0) {
+        tls_errstr(err, errlen, "cannot make a session-ticket key");
+        goto fail;
+    }
+    SSL_CTX_set_app_data(ctx, ts);
+    SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, tls_ticket_cb);
     tls_ctx_common(ctx, min_version);
     if (SSL_CTX_use_cert_and_key(ctx, certs[0].x509, certs[0].key, certs[0].chain, 1) != 1) {
         tls_errstr(err, errlen, "cannot use the certificate");
@@ -195,8 +321,8 @@ struct tls_server *tls_server_new(struct tls_cert *certs, size_t ncerts, int min
     SSL_CTX_set_tlsext_servername_callback(ctx, tls_servername_cb);
     SSL_CTX_set_tlsext_servername_arg(ctx, ts);
     SSL_CTX_set_alpn_select_cb(ctx, tls_alpn_cb, NULL);
-    /* Stateless tickets: their keys live in this context, which every worker shares, so any
-     * worker resumes any session. The keys are made anew with each configuration snapshot. */
+    /* Stateless tickets: their keys live in this context (tls_ticket_cb), which every worker
+     * shares, so any worker resumes any session; they rotate (tls_server_tickets). */
     SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof sid_ctx - 1);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
     SSL_CTX_set_num_tickets(ctx, 1);
@@ -215,7 +341,18 @@ void tls_server_free(struct tls_server *ts)
 {
     if (!ts)
         return;
+    pthread_mutex_lock(&live_mu);
+    for (struct tls_server **pp = &live; *pp; pp = &(*pp)->next_live) {
+        if (*pp == ts) {
+            *pp = ts->next_live;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&live_mu);
     SSL_CTX_free(ts->ctx);
+    if (ts->keys_init)
+        pthread_mutex_destroy(&ts->keys_mu);
+    OPENSSL_cleanse(ts->keys, sizeof ts->keys);
     for (size_t i = 0; i < ts->ncerts; i++)
         tls_cert_clear(&ts->certs[i]);
     free(ts->certs);
@@ -422,6 +559,13 @@ int tls_handshake(struct xprt *x)
         return -EAGAIN;
     x->failed = true;
     return -EPROTO;
+}
+
+const char *tls_verify_error(const struct xprt *x)
+{
+    long v = x->ssl ? SSL_get_verify_result(x->ssl) : X509_V_OK;
+
+    return v == X509_V_OK ? NULL : X509_verify_cert_error_string(v);
 }
 
 bool tls_resumed(const struct xprt *x)

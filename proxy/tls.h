@@ -16,6 +16,7 @@
 #ifndef LIFELINE_TLS_H
 #define LIFELINE_TLS_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -38,10 +39,28 @@ struct tls_cert {
     time_t not_after;
 };
 
+/* A session-ticket key: a name (sent in the ticket), an AES-256 key and an HMAC-SHA256 key. */
+struct tls_ticket_key {
+    unsigned char name[16], aes[32], hmac[32];
+};
+
 struct tls_server {
     struct ssl_ctx_st *ctx;
     struct tls_cert *certs;             /* the first is the default */
     size_t ncerts;
+    /* Session-ticket keys, one set for every worker (they all use ctx): tickets are sealed with
+     * keys[0] and opened with keys[0] or keys[1] (the previous one; such a ticket is renewed).
+     * Every `rotation` ms keys[0] is made anew and the old one moves to keys[1], so a ticket lives
+     * at most two periods. Rotation happens on the first use past its time (under the mutex). */
+    pthread_mutex_t keys_mu;
+    struct tls_ticket_key keys[2];
+    bool have_prev;
+    int64_t rotation;                   /* ms; 0: never (the keys live as long as the snapshot) */
+    int64_t next_rotation;              /* CLOCK_MONOTONIC ms */
+    uint64_t rotations;
+    bool keys_init;
+    char listener[128];                 /* which listener, for the carry-over at reload */
+    struct tls_server *next_live;       /* every live server context (tls.c's registry) */
 };
 
 struct tls_client {
@@ -58,6 +77,11 @@ void tls_cert_clear(struct tls_cert *tc);
 /* Builds a listener context over certs (ownership of the array moves into the result).
  * min_version: 0x0303 or 0x0304. NULL with err filled on failure (certs then freed). */
 struct tls_server *tls_server_new(struct tls_cert *certs, size_t ncerts, int min_version, char *err, size_t errlen);
+/* Sets session-ticket key rotation every `rotation_ms` (0: never) for the listener named
+ * `listener` (its address). When a context for the same listener is still alive (the running
+ * snapshot, during a reload), its keys and schedule carry over, so a reload does not end the
+ * sessions clients hold. */
+void tls_server_tickets(struct tls_server *ts, int64_t rotation_ms, const char *listener);
 void tls_server_free(struct tls_server *ts);
 
 /* Builds a pool's client context. ca: "system" or a PEM file; client_cert/key may be "".
@@ -77,6 +101,9 @@ int tls_client_attach(struct xprt *x, const struct tls_client *tcl, const char *
 /* Moves the handshake forward: 1 when done, -EAGAIN (x->want set), or -EPROTO on failure (the
  * reason logged at debug level). */
 int tls_handshake(struct xprt *x);
+/* After a failed client handshake: why the server's certificate was refused, or NULL when it was
+ * not (the failure was elsewhere). */
+const char *tls_verify_error(const struct xprt *x);
 /* True when the session reused a previous one. */
 bool tls_resumed(const struct xprt *x);
 /* Decrypted bytes buffered inside the session (a record bigger than the caller's room). */

@@ -25,6 +25,14 @@
 # lifeline nginx haproxy") LIFELINE_BIN (build/lifeline; empty or missing: lifeline is skipped)
 # PROXY_CPU (0) LOAD_CPU (1) BENCH_PORT (18000: upstream; +1 lifeline, +2 nginx, +3 haproxy)
 # EQUAL_HEADERS (1) LOCK_WAIT (600 s: how long to wait for another benchmark to finish).
+# HTTPS (0): 1 adds HTTPS rounds after the plain ones, `only` runs the HTTPS rounds alone. Each
+# proxy (not `direct`) then also listens with TLS on BENCH_PORT + 11 (lifeline), + 12 (nginx),
+# + 13 (haproxy) with one EC P-256 certificate made here with openssl (build/bench/tls/), TLS 1.2
+# and 1.3, session tickets on, forwarding to the same plain upstream. The client pins the cipher
+# suite (TLS_ALL_SUITE, TLS_AES_128_GCM_SHA256), so all three negotiate the same one. Per round
+# and proxy: keep-alive HTTPS req/s (h2load --h1, CONNS connections, DURATION s), then full
+# handshakes/s (S_TIME_PROCS parallel `openssl s_time -new`, each a new TLS connection with no
+# session offered and one HTTP/1.0 GET, for DURATION s). Needs h2load (nghttp2-client).
 # Writes build/bench/results.md (and the raw wrk outputs beside it).
 # Every process started here is stopped by PID at exit. Total time is bounded: about
 # ROUNDS x targets x (DURATION + 2) s + warm-up; each wrk run is killed after DURATION + 30 s.
@@ -43,6 +51,9 @@ PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 BENCH_PORT=${BENCH_PORT:-18000}
 EQUAL_HEADERS=${EQUAL_HEADERS:-1}
+HTTPS=${HTTPS:-0}
+TLS_SUITE=${TLS_SUITE:-TLS_AES_128_GCM_SHA256}
+S_TIME_PROCS=${S_TIME_PROCS:-4}
 PYTHON=${PYTHON:-/usr/bin/python3}
 NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
 HAPROXY=${HAPROXY:-$(command -v haproxy || echo /usr/sbin/haproxy)}
@@ -51,7 +62,7 @@ OUT=$ROOT/build/bench
 die() { echo "bench.sh: $*" >&2; exit 1; }
 note() { echo "bench.sh: $*" >&2; }
 
-for v in ROUNDS DURATION CONNS WRK_THREADS WARMUP PROXY_CPU LOAD_CPU BENCH_PORT; do
+for v in ROUNDS DURATION CONNS WRK_THREADS WARMUP PROXY_CPU LOAD_CPU BENCH_PORT S_TIME_PROCS; do
     [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer (got '${!v}')"
 done
 ((ROUNDS >= 1 && ROUNDS <= 50)) || die "ROUNDS must be 1..50"
@@ -59,6 +70,15 @@ done
 ((CONNS >= 1 && CONNS <= 10000)) || die "CONNS must be 1..10000"
 ((WRK_THREADS >= 1 && WRK_THREADS <= CONNS)) || die "WRK_THREADS must be 1..CONNS"
 command -v wrk >/dev/null || die "wrk not found (bash scripts/deps.sh)"
+case $HTTPS in
+0) ;;
+1 | only)
+    command -v h2load >/dev/null || die "HTTPS=$HTTPS needs h2load (apt-get install nghttp2-client)"
+    command -v openssl >/dev/null || die "HTTPS=$HTTPS needs the openssl command"
+    ((S_TIME_PROCS >= 1 && S_TIME_PROCS <= 64)) || die "S_TIME_PROCS must be 1..64"
+    ;;
+*) die "HTTPS must be 0, 1 or only (got '$HTTPS')" ;;
+esac
 command -v taskset >/dev/null || die "taskset not found (util-linux)"
 [[ -x "$NGINX" ]] || die "nginx not found (bash scripts/deps.sh)"
 ncpu=$(nproc)
@@ -78,7 +98,8 @@ if ! flock -n 9; then
     note "another benchmark holds $LOCK; waiting up to ${LOCK_WAIT:-600}s"
     flock -w "${LOCK_WAIT:-600}" 9 || die "still locked after ${LOCK_WAIT:-600}s"
 fi
-rm -f "$OUT"/wrk-*.txt "$OUT"/warmup-*.txt "$OUT"/runs.tsv "$OUT"/*.error.log "$OUT"/results.md
+rm -f "$OUT"/wrk-*.txt "$OUT"/warmup-*.txt "$OUT"/runs.tsv "$OUT"/*.error.log "$OUT"/results.md \
+    "$OUT"/h2load-*.txt "$OUT"/stime-*.txt "$OUT"/https.tsv
 
 # ---- processes: every PID we start, stopped at exit ------------------------------------------------
 declare -A PID=() PORT=() NAME_OF=()
@@ -136,8 +157,14 @@ PORT[direct]=$UP_PORT
 PORT[lifeline]=$((BENCH_PORT + 1))
 PORT[nginx]=$((BENCH_PORT + 2))
 PORT[haproxy]=$((BENCH_PORT + 3))
+declare -A TPORT=()
+TPORT[lifeline]=$((BENCH_PORT + 11))
+TPORT[nginx]=$((BENCH_PORT + 12))
+TPORT[haproxy]=$((BENCH_PORT + 13))
+check_ports=("$UP_PORT" "${PORT[lifeline]}" "${PORT[nginx]}" "${PORT[haproxy]}")
+[[ $HTTPS == 0 ]] || check_ports+=("${TPORT[lifeline]}" "${TPORT[nginx]}" "${TPORT[haproxy]}")
 
-for p in "$UP_PORT" "${PORT[lifeline]}" "${PORT[nginx]}" "${PORT[haproxy]}"; do
+for p in "${check_ports[@]}"; do
     port_open "$p" && die "127.0.0.1:$p is in use; set BENCH_PORT to a free range"
 done
 
@@ -178,6 +205,25 @@ else
     NGINX_HDRS='' HAP_HDRS=''
 fi
 
+# HTTPS: one certificate (EC P-256, for localhost and 127.0.0.1) for the three proxies.
+NGINX_TLS='' HAP_TLS='' LIFELINE_TLS=''
+if [[ $HTTPS != 0 ]]; then
+    TLS_DIR=$OUT/tls
+    mkdir -p "$TLS_DIR"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \
+        -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$TLS_DIR/bench.key" \
+        -out "$TLS_DIR/bench.crt" >"$TLS_DIR/openssl.out" 2>&1 || { cat "$TLS_DIR/openssl.out" >&2; die "openssl req failed"; }
+    cat "$TLS_DIR/bench.crt" "$TLS_DIR/bench.key" >"$TLS_DIR/bench.pem"   # HAProxy wants both in one file
+    NGINX_TLS="listen 127.0.0.1:${TPORT[nginx]} ssl backlog=4096;
+    ssl_certificate $TLS_DIR/bench.crt; ssl_certificate_key $TLS_DIR/bench.key;
+    ssl_protocols TLSv1.2 TLSv1.3; ssl_session_tickets on;"
+    HAP_TLS="bind 127.0.0.1:${TPORT[haproxy]} ssl crt $TLS_DIR/bench.pem alpn http/1.1 ssl-min-ver TLSv1.2"
+    LIFELINE_TLS="  - address: 127.0.0.1:${TPORT[lifeline]}
+    tls: { certificates: [ { cert: $TLS_DIR/bench.crt, key: $TLS_DIR/bench.key } ] }"
+    # X-Forwarded-Proto follows the listener, as lifeline's and nginx's \$scheme do
+    HAP_HDRS=${HAP_HDRS/X-Forwarded-Proto http/X-Forwarded-Proto %[ssl_fc,iif(https,http)]}
+fi
+
 cat >"$OUT/nginx.conf" <<EOF
 # nginx as the proxy under test
 daemon off; master_process off; worker_processes 1;
@@ -191,6 +237,7 @@ http {
   upstream bench { server 127.0.0.1:$UP_PORT; keepalive 256; keepalive_requests 10000000; keepalive_timeout 300s; }
   server {
     listen 127.0.0.1:${PORT[nginx]} backlog=4096;
+    $NGINX_TLS
     location / {
       proxy_pass http://bench;
       proxy_http_version 1.1;
@@ -216,6 +263,7 @@ defaults
   http-reuse always
 frontend fe
   bind 127.0.0.1:${PORT[haproxy]}
+  $HAP_TLS
   $HAP_HDRS
   default_backend be
 backend be
@@ -227,6 +275,7 @@ cat >"$OUT/lifeline.yaml" <<EOF
 # lifeline as the proxy under test
 listen:
   - address: 127.0.0.1:${PORT[lifeline]}
+$LIFELINE_TLS
 workers: 1
 access_log: { path: "off" }
 limits:
@@ -312,6 +361,13 @@ wrk_run() {   # target seconds outfile
 
 alive() { [[ -z "${PID[$1]}" ]] || kill -0 "${PID[$1]}" 2>/dev/null; }
 
+version=""
+if [[ " ${run_targets[*]} " == *" lifeline "* ]]; then version=$("$LIFELINE_BIN" -V 2>&1 | head -1 || true); fi
+commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+dirty=$(git -C "$ROOT" status --porcelain 2>/dev/null | grep -q . && echo "+dirty" || true)
+
+: >"$OUT/results.md"
+if [[ $HTTPS != only ]]; then   # the plain rounds (HTTPS=only skips them)
 if ((WARMUP > 0)); then
     for t in "${run_targets[@]}"; do wrk_run "$t" "$WARMUP" "$OUT/warmup-$t.txt" || true; done
 fi
@@ -342,10 +398,6 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 
 # ---- report --------------------------------------------------------------------------------------
-version=""
-if [[ " ${run_targets[*]} " == *" lifeline "* ]]; then version=$("$LIFELINE_BIN" -V 2>&1 | head -1 || true); fi
-commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-dirty=$(git -C "$ROOT" status --porcelain 2>/dev/null | grep -q . && echo "+dirty" || true)
 
 "$PYTHON" - "$OUT/runs.tsv" "$CLK_TCK" "$OUT/results.md" <<EOF
 import re, statistics, sys, time
@@ -425,3 +477,123 @@ text = "\n".join(lines) + "\n"
 open(out, "w").write(text)
 sys.stdout.write(text)
 EOF
+fi   # plain rounds
+
+# ---- HTTPS rounds ------------------------------------------------------------------------------------
+if [[ $HTTPS != 0 ]]; then
+    https_targets=()
+    for t in "${run_targets[@]}"; do
+        [[ $t != direct ]] || continue
+        got=$(curl -s -k -m 5 "https://127.0.0.1:${TPORT[$t]}/" || true)
+        if [[ "$got" == "$BODY" ]]; then https_targets+=("$t"); else
+            note "skipping $t for HTTPS: it answered '${got:0:80}' on 127.0.0.1:${TPORT[$t]}"; fi
+    done
+    ((${#https_targets[@]} > 0)) || die "no target to measure over HTTPS"
+    hn=${#https_targets[@]}
+    note "HTTPS targets: ${https_targets[*]}; $ROUNDS rounds x 2 x ${DURATION}s; suite $TLS_SUITE; about $((ROUNDS * hn * (2 * DURATION + 3)))s"
+    h2load_run() {   # target seconds outfile
+        timeout -k 5 $(($2 + 30)) taskset -c "$LOAD_CPU" \
+            h2load --h1 -t "$WRK_THREADS" -c "$CONNS" -D "$2" --tls13-ciphers="$TLS_SUITE" \
+            "https://127.0.0.1:${TPORT[$1]}/" >"$3" 2>&1
+    }
+    stime_run() {    # target seconds outfile: S_TIME_PROCS parallel clients, full handshakes only
+        local i pids=()
+        for ((i = 0; i < S_TIME_PROCS; i++)); do
+            timeout -k 5 $(($2 + 30)) taskset -c "$LOAD_CPU" \
+                openssl s_time -connect "127.0.0.1:${TPORT[$1]}" -new -www / -time "$2" \
+                -ciphersuites "$TLS_SUITE" >"$3.$i" 2>&1 9>&- &
+            pids+=("$!")
+        done
+        for i in "${pids[@]}"; do wait "$i" || true; done
+        cat "$3".* >"$3"
+        rm -f "$3".*
+    }
+    if ((WARMUP > 0)); then
+        for t in "${https_targets[@]}"; do h2load_run "$t" "$WARMUP" "$OUT/warmup-https-$t.txt" || true; done
+    fi
+    printf 'target\tround\tkind\tfile\tcpu_ticks\n' >"$OUT/https.tsv"
+    for ((r = 1; r <= ROUNDS; r++)); do
+        for ((k = 0; k < hn; k++)); do
+            t=${https_targets[$(((k + r - 1) % hn))]}
+            if ! alive "$t"; then note "$t died; no HTTPS rounds for it"; continue; fi
+            for kind in keepalive handshake; do
+                c0=$(cpu_ticks "${PID[$t]}")
+                if [[ $kind == keepalive ]]; then
+                    f="$OUT/h2load-$t-$r.txt"
+                    h2load_run "$t" "$DURATION" "$f" || note "h2load against $t failed in round $r (see $f)"
+                    res=$(grep -h 'finished in' "$f" || echo 'no result')
+                else
+                    f="$OUT/stime-$t-$r.txt"
+                    stime_run "$t" "$DURATION" "$f"
+                    res="$(grep -h 'connections in .* real seconds' "$f" | awk '{n += $1} END {print n " handshakes"}')"
+                fi
+                c1=$(cpu_ticks "${PID[$t]}" || echo "$c0")
+                printf '%s\t%d\t%s\t%s\t%d\n' "$t" "$r" "$kind" "$f" $((c1 - c0)) >>"$OUT/https.tsv"
+                note "HTTPS round $r/$ROUNDS $t $kind: $res"
+            done
+        done
+    done
+
+    "$PYTHON" - "$OUT/https.tsv" "$CLK_TCK" "$OUT/results.md" "$DURATION" <<EOF
+import re, statistics, sys, time
+tsv, clk, out, dur = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+rows, order = {}, []
+for line in open(tsv).read().splitlines()[1:]:
+    t, rnd, kind, f, ticks = line.split("\t")
+    txt = open(f, errors="replace").read()
+    if t not in order:
+        order.append(t)
+    r = {"kind": kind}
+    if kind == "keepalive":
+        m = re.search(r"finished in ([0-9.]+)(m?s), ([0-9.]+) req/s", txt)
+        r["rate"] = float(m.group(3)) if m else None
+        m = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", txt)
+        r["n"] = int(m.group(3)) if m else 0
+        r["bad"] = (int(m.group(4)) + int(m.group(5))) if m else 0
+        m = re.search(r"status codes: (\d+) 2xx", txt)
+        r["bad"] += (r["n"] - int(m.group(1))) if m else 0
+    else:
+        runs = [(int(a), float(b)) for a, b in re.findall(r"^(\d+) connections in ([0-9.]+) real seconds", txt, re.M)]
+        n = sum(a for a, _ in runs)
+        # each client's own count over its own wall time (s_time rounds it to whole seconds)
+        r["n"], r["rate"] = n, (sum(a / max(b, 1.0) for a, b in runs) if n else None)
+        r["bad"] = len(re.findall(r"(?i)error|refused", txt))
+    if r["n"]:
+        r["cpu_us"] = int(ticks) / clk * 1e6 / r["n"]
+    rows.setdefault((t, kind), []).append(r)
+
+def med(t, kind, k):
+    v = [r[k] for r in rows.get((t, kind), []) if r.get(k) is not None]
+    return statistics.median(v) if v else None
+
+def fmt(v, p=0):
+    return "—" if v is None else f"{v:,.{p}f}"
+
+L = ["", "## HTTPS, %s" % time.strftime("%Y-%m-%d %H:%M"), "",
+     "commit $commit$dirty${version:+; }${version}; one EC P-256 certificate for all, suite $TLS_SUITE "
+     "(pinned by the clients), $ROUNDS interleaved rounds, medians; proxy on CPU $PROXY_CPU, clients and "
+     "upstream on CPU $LOAD_CPU. Keep-alive: h2load --h1 -t$WRK_THREADS -c$CONNS -D ${DURATION}s. Handshakes: "
+     "$S_TIME_PROCS x openssl s_time -new -www / for ${DURATION}s (a new connection, a full handshake and one "
+     "HTTP/1.0 request each; the clients' own handshake work shares CPU $LOAD_CPU).", "",
+     "| target | keep-alive req/s | CPU µs/req | handshakes/s | CPU µs/handshake | errors |",
+     "| --- | ---: | ---: | ---: | ---: | ---: |"]
+for t in order:
+    bad = sum(r["bad"] for k in ("keepalive", "handshake") for r in rows.get((t, k), []))
+    L.append("| %s | %s | %s | %s | %s | %d |" % (t, fmt(med(t, "keepalive", "rate")), fmt(med(t, "keepalive", "cpu_us"), 2),
+             fmt(med(t, "handshake", "rate")), fmt(med(t, "handshake", "cpu_us"), 1), bad))
+L.append("")
+if "lifeline" in order:
+    for other in ("nginx", "haproxy"):
+        if other not in order:
+            continue
+        def ratio(kind, k):
+            a, b = med("lifeline", kind, k), med(other, kind, k)
+            return "—" if a is None or not b else f"{a / b:.2f}"
+        L.append(f"- lifeline vs {other}: keep-alive HTTPS req/s x{ratio('keepalive', 'rate')} "
+                 f"(CPU/req x{ratio('keepalive', 'cpu_us')}), full handshakes/s x{ratio('handshake', 'rate')} "
+                 f"(CPU/handshake x{ratio('handshake', 'cpu_us')})")
+text = "\n".join(L) + "\n"
+open(out, "a").write(text)
+sys.stdout.write(text)
+EOF
+fi

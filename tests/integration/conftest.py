@@ -803,8 +803,9 @@ class RawConn:
 
 
 class RawUpstream:
-    def __init__(self, lt, script, name="raw"):
+    def __init__(self, lt, script, name="raw", ssl=None):
         self.lt, self.script, self.name = lt, script, name
+        self.ssl = ssl                   # an ssl.SSLContext: the upstream speaks TLS
         self.requests = []
         self.connections = 0
         self.closed = 0                  # handler finished (script returned or failed)
@@ -821,7 +822,7 @@ class RawUpstream:
 
     def start(self):
         async def go():
-            self._server = await asyncio.start_server(self._on_conn, HOST, 0)
+            self._server = await asyncio.start_server(self._on_conn, HOST, 0, ssl=self.ssl)
             return self._server.sockets[0].getsockname()[1]
         self.port = self.lt.run(go())
         return self
@@ -866,11 +867,11 @@ class RawUpstream:
 
 @pytest.fixture
 def raw_upstream(loop_thread):
-    """Factory: raw_upstream(async def script(conn)) -> a started RawUpstream."""
+    """Factory: raw_upstream(async def script(conn), name=None, ssl=None) -> a started RawUpstream."""
     made = []
 
-    def make(script, name=None):
-        u = RawUpstream(loop_thread, script, name or "raw%d" % (len(made) + 1)).start()
+    def make(script, name=None, ssl=None):
+        u = RawUpstream(loop_thread, script, name or "raw%d" % (len(made) + 1), ssl).start()
         made.append(u)
         return u
 

@@ -208,13 +208,15 @@ BUILT = [
      "    retry: { attempts: 0 }\n", 9, 24, "attempts must be between 1 and 10"),
     ("pool", "    tls: { enabled: true }\n",
      "    tls: { enabled: true, ca: /nonexistent/ca.pem }\n", 7, 31, "cannot read CA file"),
+    ("pool", "    tls: { enabled: true }\n    health: { path: /h }\n",
+     "    tls: { enabled: true }\n    health: { path: h }\n", 8, 21, "path must start with"),
 ]
-BUILT_IDS = ["admin", "resolver", "resolve_interval", "health", "outlier", "fallback_stale", "retry", "upstream_tls"]
+BUILT_IDS = ["admin", "resolver", "resolve_interval", "health", "outlier", "fallback_stale", "retry", "upstream_tls",
+             "health_on_tls_pool"]
 
-NOT_BUILT = [
-    ("pool", "    tls: { enabled: true }\n    health: { path: /h }\n", 8, 13),
-]
-NOT_BUILT_IDS = ["health_on_tls_pool"]
+# Keys parsed but not built yet: none today (the test below stays for the next one).
+NOT_BUILT = []
+NOT_BUILT_IDS = []
 
 
 def pending_file(tmp_path, name, where, block):

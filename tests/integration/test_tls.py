@@ -42,6 +42,7 @@ def pki(tmp_path_factory):
     p["other_ca"], _ = _make_ca(d, "otherca")
     p["a"] = _make_cert(d, "ca", "a", "a.test", "DNS:a.test")
     p["b"] = _make_cert(d, "ca", "b", "b.test", "DNS:b.test")
+    p["a2"] = _make_cert(d, "ca", "a2", "a2.test", "DNS:a.test")      # a.test's replacement
     p["wild"] = _make_cert(d, "ca", "wild", "*.wild.test", "DNS:*.wild.test")
     p["up"] = _make_cert(d, "ca", "up", "localhost", "DNS:localhost,IP:127.0.0.1")
     p["rogue"] = _make_cert(d, "otherca", "rogue", "localhost", "DNS:localhost,IP:127.0.0.1")
@@ -268,3 +269,327 @@ def test_certificate_errors_at_load(tmp_path, pki):
                                                              "client_cert": pki["client"]["cert"],
                                                              "client_key": pki["client"]["key"]})
     assert r.returncode == 0, r.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# Health checks on a TLS pool speak TLS: verify, ca and SNI as the pool's own connections
+
+def test_health_checks_speak_tls(lifeline, upstream, pki):
+    from ops import admin_extra, server_status, status
+    from conftest import free_port, wait_for
+    good = upstream("good", ssl=_server_ctx(pki["up"]))
+    rogue = upstream("rogue", ssl=_server_ctx(pki["rogue"]))     # verification fails
+    plain = upstream("plain")                                   # the handshake fails
+    aport = free_port()
+    lf = lifeline(pools={"p": _tls_pool(pki, good, rogue, plain, outlier="off",
+                                        health={"path": "/echo/health", "interval": "100ms", "timeout": "1s",
+                                                "rise": 1, "fall": 1})},
+                  extra=admin_extra(aport))
+    wait_for(lambda: any(r.target == "/echo/health" for r in good.requests), t(5),
+             what="a TLS health check to reach the good server")
+    wait_for(lambda: not server_status(status(aport), "p", rogue.address)["up"]
+             and not server_status(status(aport), "p", plain.address)["up"], t(5),
+             what="the rogue and plain servers marked down by their checks")
+    assert server_status(status(aport), "p", good.address)["up"]
+    assert not rogue.requests and not any(r.target == "/echo/health" for r in plain.requests)
+    assert "TLS handshake failed: certificate refused: " in lf.stderr_text(), lf.stderr_text()[-2000:]
+    # every request goes to the one server whose checks pass
+    for i in range(4):
+        r = lf.fetch("GET", "/status/200")
+        assert r.status == 200 and r.header("x-upstream") == "good", r
+    # and the checks keep passing over time
+    n = len([r for r in good.requests if r.target == "/echo/health"])
+    wait_for(lambda: len([r for r in good.requests if r.target == "/echo/health"]) >= n + 3, t(5),
+             what="further checks")
+    assert server_status(status(aport), "p", good.address)["up"]
+
+
+# --------------------------------------------------------------------------------------------
+# Operations: certificates on /status and in the metrics; handshake counters
+
+def test_status_and_metrics_show_certificates(lifeline, upstream, pki):
+    from ops import admin_extra, metrics, pool_status, status
+    from conftest import free_port
+    up = upstream(ssl=_server_ctx(pki["up"]))
+    plain = upstream("plain")
+    aport = free_port()
+    lf = lifeline(pools={"t": _tls_pool(pki, up), "p": pool(plain)}, listen_tls=_listen_tls(pki),
+                  extra=admin_extra(aport))
+    st = status(aport)
+    assert len(st["listeners"]) == 1, st["listeners"]
+    li = st["listeners"][0]
+    assert li["address"] == "%s:%d" % (HOST, lf.port) and li["tls"] is True and li["min_version"] == "TLSv1.2"
+    assert li["ticket_rotation_s"] == 3600 and li["ticket_key_rotations"] == 0, li
+    certs = li["certificates"]
+    assert [c["names"] for c in certs] == [["a.test"], ["b.test"], ["*.wild.test"]], certs
+    assert [c["default"] for c in certs] == [True, False, False]
+    for c in certs:
+        assert "CN=" in c["subject"] and c["expired"] is False, c
+        assert 29 < c["days_left"] <= 30.01, c
+        assert c["not_after"].endswith("Z") and c["not_after"][:2] == "20", c
+    assert pool_status(st, "t")["tls"] is True and pool_status(st, "t")["tls_verify"] is True
+    assert pool_status(st, "p")["tls"] is False
+    m = metrics(aport)
+    assert m.types["lifeline_tls_certificate_expiry_days"] == "gauge"
+    lst = "%s:%d" % (HOST, lf.port)
+
+    def sample(metric, name):   # the label is called "name", which Metrics.value() cannot take
+        found = [v for lb, v in m.samples.get(metric, []) if lb == {"listener": lst, "name": name}]
+        assert len(found) == 1, (metric, name, m.grep(metric))
+        return found[0]
+    for name in ("a.test", "b.test", "*.wild.test"):
+        d = sample("lifeline_tls_certificate_expiry_days", name)
+        assert 29 < d <= 30.01, (name, d)
+        na = sample("lifeline_tls_certificate_not_after_timestamp_seconds", name)
+        assert abs(na - (time.time() + d * 86400)) < 120
+    assert m.value("lifeline_tls_ticket_key_rotations_total", listener=lst) == 0
+
+
+def test_handshake_counters_one_success_one_failure_each_side(lifeline, upstream, pki):
+    from ops import admin_extra, metrics
+    from conftest import free_port, wait_for
+    good = upstream("good", ssl=_server_ctx(pki["up"]))
+    rogue = upstream("rogue", ssl=_server_ctx(pki["rogue"]))
+    aport = free_port()
+    lf = lifeline(pools={"good": _tls_pool(pki, good), "bad": _tls_pool(pki, rogue, outlier="off")},
+                  routes=[{"match": {"path": "/bad/"}, "pool": "bad", "strip_prefix": True, "retry": {"attempts": 1}},
+                          {"pool": "good"}],
+                  listen_tls=_listen_tls(pki), extra=admin_extra(aport))
+
+    def counts():
+        m = metrics(aport)
+        return {(side, res): m.value("lifeline_tls_handshakes_total", side=side, result=res)
+                for side in ("downstream", "upstream") for res in ("ok", "failed")}
+
+    # the fixture's readiness probe (connect, close) is a failed downstream handshake: let it land
+    wait_for(lambda: counts()[("downstream", "failed")] >= 1, t(5), what="the readiness probe counted")
+    before = counts()
+    # one downstream connection (one successful handshake), two requests: one upstream handshake
+    # succeeds, one fails verification
+    raw = socket.create_connection((HOST, lf.port), timeout=t(10))
+    s = _client_ctx(pki).wrap_socket(raw, server_hostname="a.test")
+    conn = http.client.HTTPConnection(HOST, lf.port, timeout=t(10))
+    conn.sock = s
+    conn.request("GET", "/status/200")
+    r = conn.getresponse()
+    r.read()
+    assert r.status == 200
+    conn.request("GET", "/bad/status/200")
+    r = conn.getresponse()
+    r.read()
+    assert r.status == 502
+    conn.close()
+    # one failed downstream handshake: plain HTTP on the TLS port
+    raw = socket.create_connection((HOST, lf.port), timeout=t(5))
+    raw.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    try:
+        while raw.recv(4096):
+            pass
+    except OSError:
+        pass
+    raw.close()
+    want = {("downstream", "ok"): 1, ("downstream", "failed"): 1, ("upstream", "ok"): 1, ("upstream", "failed"): 1}
+    wait_for(lambda: {k: counts()[k] - before[k] for k in want} == want, t(5),
+             what="handshake counters to move by one each")
+
+
+# --------------------------------------------------------------------------------------------
+# WebSocket (Upgrade, 101, then a byte tunnel) over TLS on either side
+
+def _ws_script():
+    async def script(conn):
+        req = await conn.read_request()
+        if req is None:
+            return
+        conn.up.state["upgrade"] = req.header("upgrade")
+        await conn.send(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                        b"Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+        await conn.send(b"server-hello|")
+        for _ in range(1000):
+            data = await conn.read_some()
+            if not data:
+                conn.up.state["eof"] = True
+                return
+            await conn.send(data.upper())
+    return script
+
+
+def _read_exact(s, n, timeout):
+    s.settimeout(timeout)
+    out = b""
+    while len(out) < n:
+        d = s.recv(n - len(out))
+        assert d, "closed after %d of %d bytes" % (len(out), n)
+        out += d
+    return out
+
+
+@pytest.mark.parametrize("side", ["downstream", "upstream", "both"])
+def test_websocket_tunnel_over_tls(lifeline, raw_upstream, pki, side):
+    from conftest import wait_for
+    up_tls = side in ("upstream", "both")
+    down_tls = side in ("downstream", "both")
+    up = raw_upstream(_ws_script(), ssl=_server_ctx(pki["up"]) if up_tls else None)
+    p = _tls_pool(pki, up.address) if up_tls else pool(up.address)
+    lf = lifeline(pools={"p": p}, listen_tls=_listen_tls(pki) if down_tls else None)
+    s = socket.create_connection((HOST, lf.port), timeout=t(10))
+    if down_tls:
+        s = _client_ctx(pki).wrap_socket(s, server_hostname="a.test")
+    s.sendall(b"GET /ws HTTP/1.1\r\nHost: a.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        d = s.recv(1)
+        assert d, head
+        head += d
+    assert head.startswith(b"HTTP/1.1 101"), head
+    assert b"upgrade: websocket" in head.lower(), head
+    assert _read_exact(s, len(b"server-hello|"), t(5)) == b"server-hello|"
+    for msg in (b"ping-1", b"x" * 300_000, b"last"):
+        s.sendall(msg)
+        assert _read_exact(s, len(msg), t(10)) == msg.upper()
+    s.close()
+    assert (up.state.get("upgrade") or "").lower() == "websocket"
+    wait_for(lambda: up.state.get("eof"), t(3), what="upstream to see the client's close through the tunnel")
+
+
+# --------------------------------------------------------------------------------------------
+# Upstream session resumption: a new connection to the same server offers the last session
+
+@pytest.mark.parametrize("version", ["TLSv1.3", "TLSv1.2"])
+def test_upstream_session_resumed_on_new_connection(lifeline, raw_upstream, pki, version):
+    reused = []
+
+    async def script(conn):
+        req = await conn.read_request()
+        if req is None:
+            return
+        reused.append(conn.writer.get_extra_info("ssl_object").session_reused)
+        # Connection: close, so the next request needs a new connection (and a new handshake)
+        await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+
+    ctx = _server_ctx(pki["up"])
+    ctx.maximum_version = getattr(ssl.TLSVersion, version.replace(".", "_"))
+    up = raw_upstream(script, ssl=ctx)
+    lf = lifeline(pools={"p": _tls_pool(pki, up.address)})
+    for i in range(3):
+        r = lf.fetch("GET", "/r/%d" % i)
+        assert r.status == 200, r
+    assert up.connections == 3, up.connections
+    assert reused == [False, True, True], reused
+
+
+# --------------------------------------------------------------------------------------------
+# A reload swaps the listener certificate under load: no request fails, open connections go on,
+# new connections get the new certificate
+
+def test_reload_swaps_certificate_under_load(lifeline, upstream, pki):
+    import copy
+    import threading
+    from ops import reload
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, listen_tls={"certificates": [pki["a"], pki["b"]]}, workers=2)
+    ctx = _client_ctx(pki)
+    stop = threading.Event()
+    errors, seen, counts = [], [], [0]
+    lock = threading.Lock()
+
+    def fresh_connections():       # a new TLS connection (a full handshake) for every request
+        while not stop.is_set():
+            try:
+                started = time.monotonic()
+                status, _, _, info = _https(lf.port, "a.test", ctx, target="/echo/x")
+                with lock:
+                    counts[0] += 1
+                    seen.append((started, time.monotonic(), _cn(info["cert"])))
+                if status != 200:
+                    errors.append("status %d" % status)
+            except Exception as e:
+                errors.append(repr(e))
+
+    def keepalive():               # one connection, many requests, across the reload
+        raw = socket.create_connection((HOST, lf.port), timeout=t(10))
+        s = ctx.wrap_socket(raw, server_hostname="a.test")
+        conn = http.client.HTTPConnection(HOST, lf.port, timeout=t(10))
+        conn.sock = s
+        try:
+            while not stop.is_set():
+                conn.request("GET", "/echo/ka")
+                r = conn.getresponse()
+                r.read()
+                with lock:
+                    counts[0] += 1
+                if r.status != 200:
+                    errors.append("keep-alive status %d" % r.status)
+        except Exception as e:
+            errors.append("keep-alive: %r" % e)
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=fresh_connections) for _ in range(3)] + \
+              [threading.Thread(target=keepalive) for _ in range(2)]
+    for th in threads:
+        th.start()
+    try:
+        time.sleep(t(0.5))
+        cfg = copy.deepcopy(lf.config)
+        cfg["listen"][0]["tls"] = {"certificates": [pki["a2"], pki["b"]]}
+        signalled = time.monotonic()
+        reload(lf, cfg)
+        switched = time.monotonic()
+        time.sleep(t(0.7))
+    finally:
+        stop.set()
+        for th in threads:
+            th.join(t(15))
+    assert not errors, errors[:5]
+    assert counts[0] > 20, counts
+    before = [cn for t0, t1, cn in seen if t1 < signalled]      # done before the signal
+    after = [cn for t0, t1, cn in seen if t0 > switched]       # started once every worker switched
+    assert before and set(before) == {"a.test"}, set(before)
+    assert after and set(after) == {"a2.test"}, set(after)
+    # and a brand-new connection now gets the new certificate
+    status, _, _, info = _https(lf.port, "a.test", ctx)
+    assert status == 200 and _cn(info["cert"]) == "a2.test"
+
+
+# --------------------------------------------------------------------------------------------
+# Session-ticket keys: one set for every worker, rotated every ticket_rotation; a ticket opens
+# with the current or the previous key, never an older one
+
+def test_ticket_keys_shared_by_workers_and_rotated(lifeline, upstream, pki):
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, listen_tls=_listen_tls(pki, ticket_rotation="2s"), workers=2)
+    ctx = _client_ctx(pki)
+    _, _, _, first = _https(lf.port, "a.test", ctx)
+    assert not first["reused"]
+    issued = time.monotonic()
+    # any worker opens the ticket: many connections, every one resumed
+    for _ in range(8):
+        _, _, _, info = _https(lf.port, "a.test", ctx, session=first["session"])
+        assert info["reused"], "a connection did not resume (%s)" % info["version"]
+    # one rotation later the ticket still opens (the previous key)
+    time.sleep(max(0.0, issued + 2.6 - time.monotonic()))
+    _, _, _, info = _https(lf.port, "a.test", ctx, session=first["session"])
+    assert info["reused"], "a ticket of the previous key was refused"
+    # a ticket whose key is two rotations old does not
+    _, _, _, fresh = _https(lf.port, "a.test", ctx)
+    time.sleep(4.5)
+    _, _, _, info = _https(lf.port, "a.test", ctx, session=fresh["session"])
+    assert not info["reused"], "a ticket older than two rotations was accepted"
+    _, _, _, again = _https(lf.port, "a.test", ctx, session=info["session"])
+    assert again["reused"]
+
+
+def test_reload_keeps_ticket_keys(lifeline, upstream, pki):
+    import copy
+    from ops import reload
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, listen_tls=_listen_tls(pki))
+    ctx = _client_ctx(pki)
+    _, _, _, first = _https(lf.port, "a.test", ctx)
+    cfg = copy.deepcopy(lf.config)
+    cfg["listen"][0]["tls"]["certificates"] = [pki["a2"], pki["b"]]
+    reload(lf, cfg)
+    _, _, _, info = _https(lf.port, "a.test", ctx, session=first["session"])
+    assert info["reused"], "a reload ended the clients' sessions"

@@ -325,7 +325,7 @@ static void test_full_config(void **state)
 }
 
 /* The same file without the test flag: the certificate files it names do not exist (each error at
- * its value), and health checks on its TLS pool are not supported yet. */
+ * its value). */
 static void test_full_config_unsupported(void **state)
 {
     (void)state;
@@ -333,7 +333,6 @@ static void test_full_config_unsupported(void **state)
         { 6, 19, "cannot read certificate /etc/lifeline/site.crt" },
         { 7, 19, "cannot read certificate /etc/lifeline/b.crt" },
         { 59, 25, "cannot read certificate /c.pem" },
-        { 60, 13, "health checks on a TLS pool are not supported yet" },
     };
     struct loaded l;
     load(&l, full_yaml);
@@ -1009,6 +1008,8 @@ static const struct bad_case bad_cases[] = {
     { L "pools:\n  api:\n    servers: [ nonexistent.invalid:80 ]\nresolver: { servers: [ dns.example:53 ] }\n",
       5, 24, "bad resolver address", 0, 0 },
     { L PX "    resolve_interval: 25h\n", 5, 23, "resolve_interval must be between 0ms and 24h", 0, 0 },
+    { "listen:\n  - address: 127.0.0.1:8443\n    tls: { ticket_rotation: 25h, certificates: [ { cert: /nonexistent/a.crt, key: a.key } ] }\n",
+      3, 29, "ticket_rotation must be between 0ms and 24h", 0, 0 },
     /* required and empty */
     { "workers: 1\n", 1, 1, "missing key \"listen\"", 0, 0 },
     { "listen: []\n", 1, 9, "listen needs at least one listener", 0, 0 },
@@ -1020,8 +1021,6 @@ static const struct bad_case bad_cases[] = {
     { L PX "    tls: { enabled: true, ca: /nonexistent/ca.pem }\n", 5, 31, "cannot read CA file /nonexistent/ca.pem", 0, 0 },
     { L PX "    tls: { enabled: true, verify: false, client_cert: /nonexistent/c.pem, client_key: k.pem }\n", 5, 55,
       "cannot read certificate /nonexistent/c.pem", 0, 0 },
-    { L PX "    tls: { enabled: true, verify: false }\n    health: { path: /h }\n", 6, 13,
-      "health checks on a TLS pool are not supported yet", 0, 0 },
     { L PX "    health: { rise: 0 }\n", 5, 21, "rise must be between", 0, 0 },
     /* YAML syntax */
     { L "workers: 1: 2\n", 2, 11, "YAML: mapping values are not allowed in this context", 0, 0 },
