@@ -140,6 +140,14 @@ static int on_status(http_parser *hp, const char *at, size_t len)
  * value begins, so the output may owe that many bytes to input consumed earlier (h1_parser_room). */
 #define H1_TRAILER_NAME_MAX 256
 
+/* A trailer name that may be owed to the output: short enough, and with room for it and the
+ * reserve in an empty output buffer — else the room would stay 0 however much the caller drains
+ * (h1.h promises progress to any buffer larger than the reserve). Such a trailer is dropped. */
+static bool trailer_name_owable(const struct h1_parser *p, size_t n)
+{
+    return n <= H1_TRAILER_NAME_MAX && (!p->out || p->framing != H1_FRAME_CHUNKED || n + 1 + H1_SLACK < p->out->cap);
+}
+
 /* Trailers go to a chunked output as "name:value" lines. The name is written when the value
  * begins, once the filter (h1_trailer_forwardable) has seen all of it; the value streams. */
 static int trailer_value_out(struct h1_parser *p, struct h1_header *hd, const char *at, size_t len,
@@ -148,7 +156,7 @@ static int trailer_value_out(struct h1_parser *p, struct h1_header *hd, const ch
     bool chunked_out = p->out && p->framing == H1_FRAME_CHUNKED;
 
     if (first) {
-        p->trl_keep = hd->name_len <= H1_TRAILER_NAME_MAX && h1_trailer_forwardable(hd->name, hd->name_len);
+        p->trl_keep = trailer_name_owable(p, hd->name_len) && h1_trailer_forwardable(hd->name, hd->name_len);
         if (!p->trl_keep)
             hd->flags |= H1_HDR_HOP;   /* dropped: whoever reads the trailers skips it too */
         if (p->trl_keep && chunked_out) {
@@ -799,19 +807,24 @@ void h1_parser_set_tee(struct h1_parser *p, struct buf *tee, bool *overflowed)
     p->tee_overflow = overflowed;
 }
 
-size_t h1_parser_room(const struct h1_parser *p)
+static size_t h1_room_raw(const struct h1_parser *p)
 {
     size_t free_space, owed = 0;
 
-    if (!p->out || p->framing == H1_FRAME_DROP)
-        return SIZE_MAX;
     free_space = buf_free_space(p->out);
     /* A trailer name seen but not yet written ("name:" goes out when its value begins). */
-    if (p->in_trailers && p->last_cb == CB_FIELD && p->head.ntrailers) {
+    if (p->framing == H1_FRAME_CHUNKED && p->in_trailers && p->last_cb == CB_FIELD && p->head.ntrailers) {
         size_t n = p->head.hdrs[p->head.nhdrs + p->head.ntrailers - 1].name_len;
-        owed = n <= H1_TRAILER_NAME_MAX ? n + 1 : 0;
+        owed = trailer_name_owable(p, n) ? n + 1 : 0;
     }
     return free_space > H1_SLACK + owed ? free_space - H1_SLACK - owed : 0;
+}
+
+size_t h1_parser_room(const struct h1_parser *p)
+{
+    if (!p->out || p->framing == H1_FRAME_DROP)
+        return SIZE_MAX;
+    return h1_room_raw(p);
 }
 
 bool h1_parser_in_body(const struct h1_parser *p)

@@ -146,9 +146,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         /* accepted: the reference agrees, and the re-framed body parses back to the same bytes */
         struct fz_run again = { .with_trailers = true };
         struct coll msg2 = { 0 };
-        const char *bar = memchr(r.out.d, '|', r.out.n);
+        const char *bar = r.out.d + r.body_end[0];
         CHECK(verdict == 1);
-        CHECK(bar != NULL);
         if (!back)
             back = h1_parser_new(kind == H1_REQUEST ? H1_REQUEST : H1_RESPONSE, 1024);
         coll_add(&msg2, head, hl);
@@ -157,8 +156,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         back = h1_parser_new(kind, 8192);
         fz_drive(back, msg2.d, msg2.n, NULL, 0, H1_FRAME_RAW, 1 << 16, false, &again);
         CHECK(again.nev >= 2 && again.ev[0] == 'H' && again.ev[1] == 'D');
-        CHECK(again.out.n >= 1 && again.out.n - 1 >= ref.n && memcmp(again.out.d, ref.d ? ref.d : "", ref.n) == 0);
-        CHECK(again.out.d[ref.n] == '|');
+        CHECK(again.body_end[0] == ref.n && memcmp(again.out.d, ref.d ? ref.d : "", ref.n) == 0);
         {
             /* the trailers it kept (after the '|': name, \x01 kept or \x02
              * dropped, value, \n) */

@@ -63,6 +63,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     o.upgrade = h->status == 101 && h->upgrade;
     CHECK(buf_init(&w, 16384) == 0);
     CHECK(h1_write_response_head(&w, h, &o) == 0);
+    if (h->nhdrs + 3 > H1_MAX_HEADERS) {
+        buf_free(&w);
+        return 0;   /* lifeline's own headers make it more than its parser takes: not re-parsed */
+    }
     /* it parses back as one head, consumed exactly */
     h1_parser_reset(q);
     h1_parser_expect_no_body(q, true);

@@ -57,6 +57,8 @@ struct fz_run {
     const char *why;
     struct coll out;
     unsigned ntrailers;        /* of the last completed message */
+    size_t body_end[8];        /* where each completed message's output ends in out (a '|' follows) */
+    unsigned max_msgs;         /* set before fz_drive: stop after that many messages (0: 8) */
     bool with_trailers;        /* set before fz_drive: each message's trailers are added to out (name, \x01 kept or \x02 dropped, value, \n) */
 };
 
@@ -69,7 +71,7 @@ static inline void fz_ev(struct fz_run *r, char e)
 
 /* Feeds d[0..n) to p in pieces cut at cuts[0..ncuts) (sorted offsets; more cuts come from the
  * room), output framing `framing` into a buffer of out_cap bytes; after H1_DONE resets and goes
- * on (at most 8 messages); ends with h1_parse_eof unless an error stopped it. */
+ * on (at most r->max_msgs messages); ends with h1_parse_eof unless an error stopped it. */
 static inline void fz_drive(struct h1_parser *p, const char *d, size_t n, const size_t *cuts, size_t ncuts,
                             enum h1_framing framing, size_t out_cap, bool no_body, struct fz_run *r)
 {
@@ -79,8 +81,10 @@ static inline void fz_drive(struct h1_parser *p, const char *d, size_t n, const 
 
     {
         bool wt = r->with_trailers;
+        unsigned mm = r->max_msgs && r->max_msgs < 8 ? r->max_msgs : 8;
         memset(r, 0, sizeof(*r));
         r->with_trailers = wt;
+        r->max_msgs = mm;
     }
     CHECK(buf_init(&out, out_cap) == 0);
     h1_parser_reset(p);
@@ -120,6 +124,7 @@ static inline void fz_drive(struct h1_parser *p, const char *d, size_t n, const 
             r->ntrailers = h1_parser_head(p)->ntrailers;
             coll_add(&r->out, buf_head(&out), out.len);
             buf_consume(&out, out.len);
+            r->body_end[msgs] = r->out.n;
             coll_add(&r->out, "|", 1);
             if (r->with_trailers) {
                 const struct h1_head *h = h1_parser_head(p);
@@ -130,7 +135,7 @@ static inline void fz_drive(struct h1_parser *p, const char *d, size_t n, const 
                     coll_add(&r->out, "\n", 1);
                 }
             }
-            if (++msgs >= 8)
+            if (++msgs >= r->max_msgs)
                 break;
             h1_parser_reset(p);
             h1_parser_expect_no_body(p, no_body);
@@ -145,7 +150,7 @@ static inline void fz_drive(struct h1_parser *p, const char *d, size_t n, const 
         if (pos == n)
             break;
     }
-    if (msgs < 8) {
+    if (msgs < r->max_msgs) {
         enum h1_event ev = h1_parse_eof(p);
         if (ev == H1_DONE) {
             fz_ev(r, 'd');
