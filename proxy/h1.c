@@ -74,6 +74,8 @@ struct h1_parser {
     unsigned cs_state;
     uint64_t cs_left;                   /* chunk size being read, then data bytes still to come */
     size_t cs_ext;                      /* bytes of the current chunk extension */
+    size_t cs_trl_bytes, cs_trl_room;   /* raw trailer bytes seen / arena room left by the head */
+    unsigned cs_trl_lines;              /* trailer lines begun */
     /* trailer filter: a trailer is written out only once its whole name is known */
     bool trl_keep;                      /* the current trailer is forwarded */
     bool trl_open;                      /* a forwarded trailer's line still needs its CRLF */
@@ -618,6 +620,7 @@ static int on_headers_complete(http_parser *hp)
     }
     p->cs_active = h->chunked && skip == 0;
     p->cs_state = CS_SIZE0;
+    p->cs_trl_room = p->acap - p->alen;
     p->in_head = false;
     p->in_body = true;
     p->event = PEV_HEAD;
@@ -777,6 +780,8 @@ void h1_parser_reset(struct h1_parser *p)
     p->cs_state = CS_SIZE0;
     p->cs_left = 0;
     p->cs_ext = 0;
+    p->cs_trl_bytes = p->cs_trl_room = 0;
+    p->cs_trl_lines = 0;
     p->trl_keep = p->trl_open = false;
 }
 
@@ -952,6 +957,7 @@ static bool h1_scan_head(struct h1_parser *p, const char *d, size_t n, size_t *a
 static bool h1_scan_chunks(struct h1_parser *p, const char *d, size_t n, size_t *at)
 {
     const char *why = NULL;
+    unsigned i_status = 0;
     size_t i;
 
     for (i = 0; i < n && p->cs_state != CS_DONE; i++) {
@@ -959,6 +965,29 @@ static bool h1_scan_chunks(struct h1_parser *p, const char *d, size_t n, size_t 
         int hex = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 :
                   c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
 
+        switch (p->cs_state) {
+        case CS_TRL_START:
+        case CS_TRL:
+        case CS_TRL_LF:
+            /* The trailers' limits, on raw bytes as for the head, so that the verdict does not
+             * depend on the cuts: the arena (which keeps names and values, fewer bytes than this
+             * counts) never fills before, and a line over the header count fails at its first
+             * byte, whatever http-parser has reported of it so far. */
+            if (++p->cs_trl_bytes > p->cs_trl_room) {
+                i_status = too_large(p);
+                why = p->kind == H1_REQUEST ? "request head too large" : "response head too large";
+                goto fail;
+            }
+            if (p->cs_state == CS_TRL_START && c != '\r' &&
+                p->head.nhdrs + ++p->cs_trl_lines > H1_MAX_HEADERS) {
+                i_status = too_large(p);
+                why = "too many headers";
+                goto fail;
+            }
+            break;
+        default:
+            break;
+        }
         switch (p->cs_state) {
         case CS_SIZE0:
         case CS_SIZE:
@@ -1050,7 +1079,7 @@ static bool h1_scan_chunks(struct h1_parser *p, const char *d, size_t n, size_t 
     return true;
 fail:
     *at = i;
-    h1_fail(p, p->kind == H1_REQUEST ? 400 : 502, why);
+    h1_fail(p, i_status ? i_status : p->kind == H1_REQUEST ? 400 : 502, why);
     return false;
 }
 
