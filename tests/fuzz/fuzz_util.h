@@ -94,7 +94,7 @@ static inline void fz_drive(struct h1_parser *p, const char *d, size_t n, const 
         enum h1_event ev;
         while (ci < ncuts && cuts[ci] <= pos)
             ci++;
-        if (ci < ncuts)
+        if (ci < ncuts && cuts[ci] < n)
             lim = cuts[ci];
         feed = lim - pos;
         if (h1_parser_in_body(p)) {
