@@ -6,8 +6,9 @@
  *
  * Properties: when lifeline accepts a body the reference accepts it too and both decode the same
  * bytes; when the reference refuses one lifeline refuses it (400 / 502); what lifeline re-frames
- * parses back (through h1.c again) to the same bytes with only forwardable trailers; the result
- * does not depend on how the input was cut (pieces chosen by byte 0).
+ * parses back (through h1.c again) to the same bytes with only forwardable trailers; lifeline
+ * refuses what the reference takes only for a size limit or a Content-Length trailer that is not
+ * a number (allowed_refusal). The cuts are chosen by byte 0.
  *
  * Input: byte 0 bit 0: 0 request, 1 response; bits 1-7 seed the cuts. The rest is the body that
  * follows a head with Transfer-Encoding: chunked. Corpus: tests/fuzz/corpus/chunked/. */
