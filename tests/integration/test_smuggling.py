@@ -204,24 +204,39 @@ def late_script(first_status, late, delay):
     return script
 
 
-@pytest.mark.parametrize("method, status", [("HEAD", 200), ("GET", 204), ("GET", 304)],
-                         ids=["head_cl60", "204", "304"])
-def test_late_body_never_reaches_another_client(lifeline, raw_upstream, method, status):
+@pytest.mark.parametrize("method, status, after", [
+    ("HEAD", 200, 0.05), ("HEAD", 200, 0.25), ("GET", 204, 0.05), ("GET", 204, 0.25), ("GET", 304, 0.05),
+    ("GET", 304, 0.25)], ids=["head_cl60_get_before_late", "head_cl60_get_after_late", "204_before",
+                              "204_after", "304_before", "304_after"])
+def test_late_body_never_reaches_another_client(lifeline, raw_upstream, method, status, after):
     """Issue 9's scenario: HEAD answered with Content-Length: 60, its 60-byte body sent 200 ms
-    later; a GET from another client 50 ms after that must get its own answer."""
+    later; a GET from another client must get its own answer, whether it comes 50 ms after the
+    HEAD's answer (before the late body: the connection must not have been pooled) or 50 ms after
+    the late body (the idle watcher must have closed it)."""
     up = raw_upstream(late_script(status, POISON, t(0.2)))
     lf = lifeline(pools={"p": pool(up)}, routes=[{"pool": "p"}])
     with Conn(lf.port) as a:
         a.send(("%s /first HTTP/1.1\r\nHost: test.local\r\n\r\n" % method).encode())
         r1 = a.read_response(method=method)
         assert r1.status == status
-        time.sleep(t(0.25))
+        time.sleep(t(after))
         with Conn(lf.port) as b:
             b.send(b"GET /second HTTP/1.1\r\nHost: test.local\r\n\r\n")
             r2 = b.read_response()
     assert r2.header("x-poison") is None, r2
     assert r2.status == 200 and r2.body.startswith(b"genuine"), r2
     assert up.connections == 2   # the poisoned connection was closed, not reused
+
+
+def test_head_without_declared_body_keeps_the_connection(lifeline, raw_upstream):
+    """The rule costs a connection only for answers that declare a body they must not have."""
+    up = raw_upstream(recorder())
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"pool": "p"}])
+    for target in ("/a", "/b", "/c"):
+        with Conn(lf.port) as c:
+            c.send(b"GET %s HTTP/1.1\r\nHost: test.local\r\n\r\n" % target.encode())
+            assert c.read_response().status == 200
+    assert up.connections == 1
 
 
 def test_answer_to_nothing_closes_the_idle_connection(lifeline, raw_upstream):
