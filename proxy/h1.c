@@ -1000,7 +1000,8 @@ static bool h1_scan_chunks(struct h1_parser *p, const char *d, size_t n, size_t 
                 p->cs_state = CS_SIZE;
             } else if (p->cs_state == CS_SIZE && c == '\r') {
                 p->cs_state = CS_SIZE_LF;
-            } else if (p->cs_state == CS_SIZE && (c == ';' || c == ' ' || c == '\t')) {
+            } else if (p->cs_state == CS_SIZE && (c == ';' || c == ' ')) {
+                /* (http-parser refuses a tab here, though RFC 9112's BWS allows one) */
                 p->cs_ext = 1;
                 p->cs_state = CS_EXT;
             } else {

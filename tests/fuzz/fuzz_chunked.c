@@ -43,7 +43,7 @@ static int ref_decode(const unsigned char *s, size_t n, struct coll *body, size_
             return 0;
         if (i == start)
             return -1;
-        if (s[i] == ';' || s[i] == ' ' || s[i] == '\t') {
+        if (s[i] == ';' || s[i] == ' ') {   /* not a tab: http-parser refuses one (BWS allows it) */
             while (i < n && s[i] != '\r') {
                 if (s[i] == '\n' || (s[i] < 0x20 && s[i] != '\t') || s[i] == 0x7f || ++ext > 4096)
                     return -1;

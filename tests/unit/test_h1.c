@@ -690,6 +690,7 @@ static const struct req_case req_cases[] = {
     { "chunk_ext_4097", "POST /p" H11 "Transfer-Encoding: chunked\r\n\r\n1;" EXT4095 "x\r\na\r\n0\r\n\r\n",
       .err = 400 },
     { "chunk_size_overflow", "POST /p" H11 "Transfer-Encoding: chunked\r\n\r\n10000000000000000\r\n", .err = 400 },
+    { "chunk_size_tab_then_ext", "POST /p" H11 "Transfer-Encoding: chunked\r\n\r\n1\t;x\r\na\r\n0\r\n\r\n", .err = 400 },
     { "chunk_size_space_then_ext", "POST /p" H11 "Transfer-Encoding: chunked\r\n\r\n1 ;x\r\na\r\n0\r\n\r\n",
       .method = H1_M_POST, .minor = 1, .cl = -1, .chunked = true, .keep_alive = true, .body = "a" },
     /* ---- trailers: folding, bare LF/CR ---- */
