@@ -456,7 +456,11 @@ static int h1_check_target(struct h1_parser *p)
     {
         const char *rest = a + a_len;
         size_t rest_len = n - sl - a_len;
-        if (rest_len == 0 || rest[0] == '?') {
+        if (rest_len == 0 && h->method == H1_M_OPTIONS) {
+            /* RFC 9112 §3.2.4: "OPTIONS http://a.example" reaches the origin as "OPTIONS *" */
+            h->target = "*";
+            h->target_len = 1;
+        } else if (rest_len == 0 || rest[0] == '?') {
             /* "http://a" and "http://a?q" have an empty path: origin form starts with "/". The
              * query stays where it is in the arena: the target is rebuilt after it. */
             char *at = p->arena + p->alen;

@@ -1081,6 +1081,8 @@ static void test_absolute_form(void **state)
           "GET / HTTP/1.1\r\n", "Host: Other.Example:8080\r\n" },
         { "GET https://o.example?q=1 HTTP/1.1\r\nHost: a.example\r\n\r\n", "/?q=1", "o.example",
           "GET /?q=1 HTTP/1.1\r\n", "Host: o.example\r\n" },
+        { "OPTIONS http://o.example HTTP/1.1\r\nHost: o.example\r\n\r\n", "*", "o.example",
+          "OPTIONS * HTTP/1.1\r\n", "Host: o.example\r\n" },
         /* HTTP/1.0 without Host: the authority becomes one */
         { "GET http://o.example/p HTTP/1.0\r\n\r\n", "/p", "o.example", "GET /p HTTP/1.1\r\n", "host: o.example\r\n" },
     };
