@@ -82,8 +82,11 @@ static int ref_decode(const unsigned char *s, size_t n, struct coll *body, size_
         while (i < n && s[i] != '\r') {
             if (s[i] == '\n')
                 return -1;
-            if (!colon && s[i] == ':')
+            if (!colon && s[i] == ':') {
+                if (i == ls)
+                    return -1;   /* an empty name: refused as soon as seen */
                 colon = i;
+            }
             else if (!colon && !tchar(s[i]))
                 return -1;
             else if (colon && ((s[i] < 0x20 && s[i] != '\t') || s[i] == 0x7f))
