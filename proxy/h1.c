@@ -5,8 +5,14 @@
  *
  * Where http-parser is more lenient than SPEC §4, this file adds the check: obsolete line folding
  * (http-parser joins folded lines), transfer codings other than chunked (501), several Host
- * headers, HTTP versions other than 1.0/1.1 (505), NUL/CR/LF in values. Duplicate Content-Length
- * headers are refused by http-parser even when identical; we keep that stricter rule.
+ * headers, HTTP versions other than 1.0/1.1 (505), NUL/CR/LF in values; and (issue 9) names that
+ * equal a framing or routing header once '_' is read as '-', a Host that is not host[:port], a
+ * target with a fragment or a byte outside visible ASCII, userinfo in an absolute-form target,
+ * Transfer-Encoding in HTTP/1.0, bare CR/LF in chunk lines and trailers, chunk extensions over
+ * 4 KiB, folded trailers (h1_scan_chunks, on the raw bytes like h1_scan_head). Duplicate
+ * Content-Length headers are refused by http-parser even when identical; we keep that stricter
+ * rule. An absolute-form target is rewritten to origin form and its authority replaces Host;
+ * trailers that frame, route or authenticate are dropped (h1_trailer_forwardable).
  *
  * Events: the parser is paused in on_headers_complete and on_message_complete so that h1_parse()
  * returns exactly at those points. http-parser stops on the head's final LF without consuming it;
