@@ -181,7 +181,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         coll_free(&again.out);
         coll_free(&msg2);
     } else if (r.nev >= 2 && (r.ev[1] == 'E' || r.ev[1] == 'e')) {
-        CHECK(r.err == (kind == H1_REQUEST ? 400u : 502u) || r.err == 413);
+        CHECK(r.err == (kind == H1_REQUEST ? 400u : 502u) || r.err == 413 || (kind == H1_REQUEST && r.err == 431));
         if (r.ev[1] == 'E' && verdict != -1)
             CHECK(allowed_refusal(r.why));
     }
