@@ -540,6 +540,10 @@ static int on_headers_complete(http_parser *hp)
         struct h1_header *hd = &h->hdrs[i];
         while (hd->value_len && (hd->value[hd->value_len - 1] == ' ' || hd->value[hd->value_len - 1] == '\t'))
             hd->value_len--;
+        if (memchr(hd->name, '_', hd->name_len) && name_eq_dash(hd->name, hd->name_len, "x-request-id")) {
+            hd->flags |= H1_HDR_HOP;   /* X_Request_Id: dropped, lifeline writes the one id */
+            continue;
+        }
         if (memchr(hd->name, '_', hd->name_len) &&
             name_in(hd->name, hd->name_len, h1_underscore_names, sizeof(h1_underscore_names) / sizeof(h1_underscore_names[0]))) {
             /* Transfer_Encoding, Content_Length, Host: a request is refused; a response's is dropped */

@@ -2036,7 +2036,7 @@ static const struct wresp_case wresp_cases[] = {
       "content-length: 0\n" },
     { "reason_tab_kept", "HTTP/1.1 200 All\tgood\r\nContent-Length: 0\r\n\r\n", false, "rid-1", 0, false, false,
       false, false, "HTTP/1.1 200 All\tgood", false, "x-request-id: rid-1\n", "content-length: 0\n" },
-    { "resp_underscore_framing_dropped", "HTTP/1.1 200 OK\r\nTransfer_Encoding: chunked\r\nContent_Length: 9\r\n"
+    { "resp_underscore_framing_dropped", "HTTP/1.1 200 OK\r\nTransfer_Encoding: chunked\r\nX_Request_Id: up\r\nContent_Length: 9\r\n"
       "X-A: b\r\nContent-Length: 0\r\n\r\n", false, "rid-1", 0, false, false, false, false, "HTTP/1.1 200 OK", false,
       "X-A: b\nx-request-id: rid-1\n", "content-length: 0\n" },
 };
