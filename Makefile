@@ -59,7 +59,7 @@ test: all
 FUZZ_SRC = $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BIN = $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 FUZZ_LIB = $(filter-out proxy/main.c,$(SRCS))
-build/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB) $(wildcard proxy/*.h)
+build/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz_util.h $(FUZZ_LIB) $(wildcard proxy/*.h)
 	@mkdir -p build/fuzz
 	clang -std=c11 -D_GNU_SOURCE -O1 -g -Iproxy -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -o $@ $< $(FUZZ_LIB) $(LDLIBS)
 

@@ -44,6 +44,7 @@
 #define DNS_FLAG_RD     0x0100
 /* Without EDNS an answer is at most 512 bytes; room for a server that sends more anyway. */
 #define DNS_RECV_MAX    4096
+#define DNS_RECV_BATCH  64      /* datagrams read per poll before the clock is looked at again */
 
 static uint16_t dns_rd16(const uint8_t *p)
 {
@@ -437,7 +438,10 @@ static enum dns_ask dns_ask(const char *server, int64_t timeout_ms, const char *
         }
         if (pr <= 0)
             continue;
-        for (;;) {
+        /* A flood from the resolver's own address (the socket is connected, so nothing else gets
+         * in) must not hold this thread past the deadline: at most DNS_RECV_BATCH datagrams per
+         * poll, and the outer loop checks the clock before each poll. */
+        for (int batch = 0; batch < DNS_RECV_BATCH && dns_now_ms() < deadline; batch++) {
             ssize_t r = recv(fd, buf, sizeof buf, 0);
             if (r < 0) {
                 if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)

@@ -190,7 +190,7 @@ static void exchange_reply(struct exchange *ex, unsigned status, const char *tex
 {
     struct client *c = ex->c;
     struct buf *out;
-    char extra[128], body[256];
+    char extra[EXCHANGE_REQUEST_ID_MAX + 32], body[256];
     int elen, blen;
     bool close = exchange_closes(ex, status);
 
@@ -370,14 +370,27 @@ static void exchange_fallback(struct exchange *ex, const char *reason)
     exchange_local_pump(ex);
 }
 
+/* SPEC §4: a client's X-Request-Id is kept when it is 1 to 128 visible ASCII characters (no
+ * spaces: it goes into logs and headers as it is); anything else gets a generated one. */
+static bool exchange_request_id_ok(const char *v, size_t n)
+{
+    if (n == 0 || n > EXCHANGE_REQUEST_ID_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)v[i] <= 0x20 || (unsigned char)v[i] >= 0x7f)
+            return false;
+    }
+    return true;
+}
+
 static void exchange_make_request_id(struct exchange *ex)
 {
     const struct h1_head *req = ex->req;
+    const struct h1_header *hd = req->request_id >= 0 ? &req->hdrs[req->request_id] : NULL;
 
-    if (req->request_id >= 0 && req->hdrs[req->request_id].value_len > 0 &&
-        req->hdrs[req->request_id].value_len < sizeof(ex->request_id)) {
-        const struct h1_header *hd = &req->hdrs[req->request_id];
+    if (hd && exchange_request_id_ok(hd->value, hd->value_len)) {
         memcpy(ex->request_id, hd->value, hd->value_len);
+        ex->request_id[hd->value_len] = 0;
         ex->request_id_len = hd->value_len;
     } else {
         static const char hex[] = "0123456789abcdef";

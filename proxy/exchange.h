@@ -25,6 +25,9 @@
 #include "hop.h"
 #include "stale.h"
 
+/* Longest client X-Request-Id kept (SPEC §4). */
+#define EXCHANGE_REQUEST_ID_MAX 128
+
 struct client;
 struct h1_head;
 
@@ -91,7 +94,7 @@ struct exchange {
         bool active, close, pumping, repump;
     } local;
     ev_tstamp started, deadline;
-    char request_id[40];
+    char request_id[EXCHANGE_REQUEST_ID_MAX + 1];   /* NUL-terminated */
     size_t request_id_len;
 };
 

@@ -5,8 +5,14 @@
  *
  * Where http-parser is more lenient than SPEC §4, this file adds the check: obsolete line folding
  * (http-parser joins folded lines), transfer codings other than chunked (501), several Host
- * headers, HTTP versions other than 1.0/1.1 (505), NUL/CR/LF in values. Duplicate Content-Length
- * headers are refused by http-parser even when identical; we keep that stricter rule.
+ * headers, HTTP versions other than 1.0/1.1 (505), NUL/CR/LF in values; and (issue 9) names that
+ * equal a framing or routing header once '_' is read as '-', a Host that is not host[:port], a
+ * target with a fragment or a byte outside visible ASCII, userinfo in an absolute-form target,
+ * Transfer-Encoding in HTTP/1.0, bare CR/LF in chunk lines and trailers, chunk extensions over
+ * 4 KiB, folded trailers (h1_scan_chunks, on the raw bytes like h1_scan_head). Duplicate
+ * Content-Length headers are refused by http-parser even when identical; we keep that stricter
+ * rule. An absolute-form target is rewritten to origin form and its authority replaces Host;
+ * trailers that frame, route or authenticate are dropped (h1_trailer_forwardable).
  *
  * Events: the parser is paused in on_headers_complete and on_message_complete so that h1_parse()
  * returns exactly at those points. http-parser stops on the head's final LF without consuming it;
@@ -23,6 +29,12 @@
 #include <strings.h>
 
 enum cb_kind { CB_NONE, CB_URL, CB_STATUS, CB_FIELD, CB_VALUE };
+/* States of the raw chunked-body scan (h1_scan_chunks). */
+enum chunk_scan {
+    CS_SIZE0, CS_SIZE, CS_EXT, CS_SIZE_LF, CS_DATA, CS_DATA_CR, CS_DATA_LF,
+    CS_TRL_START, CS_TRL, CS_TRL_LF, CS_END_LF, CS_DONE,
+};
+#define H1_CHUNK_EXT_MAX 4096
 enum pevent { PEV_NONE, PEV_HEAD, PEV_DONE };
 
 /* Room kept free in the output buffer beyond the input fed. Every output byte corresponds to an
@@ -63,6 +75,16 @@ struct h1_parser {
     bool scan_cr;                       /* the last head byte seen was CR */
     char line0_tail[12];                /* the last bytes of the start line (requests: the version) */
     size_t line0_len;
+    /* raw chunked-body scan (see h1_scan_chunks) */
+    bool cs_active;                     /* the body is chunked: every byte goes through the scan */
+    unsigned cs_state;
+    uint64_t cs_left;                   /* chunk size being read, then data bytes still to come */
+    size_t cs_ext;                      /* bytes of the current chunk extension */
+    size_t cs_trl_bytes, cs_trl_room;   /* raw trailer bytes seen / arena room left by the head */
+    unsigned cs_trl_lines;              /* trailer lines begun */
+    /* trailer filter: a trailer is written out only once its whole name is known */
+    bool trl_keep;                      /* the current trailer is forwarded */
+    bool trl_open;                      /* a forwarded trailer's line still needs its CRLF */
 };
 
 static int h1_fail(struct h1_parser *p, unsigned status, const char *why)
@@ -122,18 +144,46 @@ static int on_status(http_parser *hp, const char *at, size_t len)
     return 0;
 }
 
-/* Trailers are streamed to a chunked output as they arrive ("name:value" lines), so that the
- * output never needs more room than the input that produced it. */
-static int trailer_out(struct h1_parser *p, const char *at, size_t len, enum cb_kind kind)
+/* Trailers whose names are longer than this are dropped: a forwarded name is written out when its
+ * value begins, so the output may owe that many bytes to input consumed earlier (h1_parser_room). */
+#define H1_TRAILER_NAME_MAX 256
+
+/* A trailer name that may be owed to the output: short enough, and with room for it and the
+ * reserve in an empty output buffer — else the room would stay 0 however much the caller drains
+ * (h1.h promises progress to any buffer larger than the reserve). Such a trailer is dropped. */
+static bool trailer_name_owable(const struct h1_parser *p, size_t n)
 {
-    if (!p->out || p->framing != H1_FRAME_CHUNKED)
-        return 0;
-    if (kind == CB_FIELD && p->last_cb == CB_VALUE && buf_append(p->out, "\r\n", 2) < 0)
+    return n <= H1_TRAILER_NAME_MAX && (!p->out || p->framing != H1_FRAME_CHUNKED || n + 1 + H1_SLACK < p->out->cap);
+}
+
+/* Trailers go to a chunked output as "name:value" lines. The name is written when the value
+ * begins, once the filter (h1_trailer_forwardable) has seen all of it; the value streams. */
+static int trailer_value_out(struct h1_parser *p, struct h1_header *hd, const char *at, size_t len,
+                             bool first)
+{
+    bool chunked_out = p->out && p->framing == H1_FRAME_CHUNKED;
+
+    if (first) {
+        p->trl_keep = trailer_name_owable(p, hd->name_len) && h1_trailer_forwardable(hd->name, hd->name_len);
+        if (!p->trl_keep)
+            hd->flags |= H1_HDR_HOP;   /* dropped: whoever reads the trailers skips it too */
+        if (p->trl_keep && chunked_out) {
+            if (buf_append(p->out, hd->name, hd->name_len) < 0 || buf_append(p->out, ":", 1) < 0)
+                return h1_fail(p, 500, "output overrun");
+            p->trl_open = true;
+        }
+    }
+    if (p->trl_keep && chunked_out && buf_append(p->out, at, len) < 0)
         return h1_fail(p, 500, "output overrun");
-    if (kind == CB_VALUE && p->last_cb == CB_FIELD && buf_append(p->out, ":", 1) < 0)
+    return 0;
+}
+
+static int trailer_line_end(struct h1_parser *p)
+{
+    if (p->trl_open && p->out && p->framing == H1_FRAME_CHUNKED && buf_append(p->out, "\r\n", 2) < 0)
         return h1_fail(p, 500, "output overrun");
-    if (buf_append(p->out, at, len) < 0)
-        return h1_fail(p, 500, "output overrun");
+    p->trl_open = false;
+    p->trl_keep = false;
     return 0;
 }
 
@@ -154,7 +204,7 @@ static int on_header_field(http_parser *hp, const char *at, size_t len)
             return h1_fail(p, p->kind == H1_REQUEST ? 400 : 502, "invalid character in header name");
     }
 
-    if (p->in_trailers && trailer_out(p, at, len, CB_FIELD) < 0)
+    if (p->in_trailers && p->last_cb != CB_FIELD && trailer_line_end(p) < 0)
         return -1;
     if (p->last_cb != CB_FIELD) {
         unsigned i = h->nhdrs + h->ntrailers;
@@ -188,11 +238,11 @@ static int on_header_value(http_parser *hp, const char *at, size_t len)
         if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
             return h1_fail(p, p->kind == H1_REQUEST ? 400 : 502, "invalid character in header value");
     }
-    if (p->in_trailers && trailer_out(p, at, len, CB_VALUE) < 0)
-        return -1;
     if (p->head.nhdrs + p->head.ntrailers == 0)
         return h1_fail(p, 400, "header value without a name");
     hd = &p->head.hdrs[p->head.nhdrs + p->head.ntrailers - 1];
+    if (p->in_trailers && trailer_value_out(p, hd, at, len, p->last_cb != CB_VALUE) < 0)
+        return -1;
     if (p->last_cb != CB_VALUE)
         hd->value = p->arena + p->alen;
     p->last_cb = CB_VALUE;
@@ -281,6 +331,171 @@ static int te_token(void *arg, const char *t, size_t n)
     return 0;
 }
 
+/* Names compared with '_' read as '-' (some servers do): a request header that would then be one of
+ * these is refused, since lifeline and the upstream would disagree on framing or routing. */
+static const char *const h1_underscore_names[] = {
+    "content-length", "transfer-encoding", "host", "connection", "keep-alive", "proxy-connection",
+    "te", "trailer", "upgrade", "expect", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto",
+    "forwarded",
+};
+
+/* Trailer fields never forwarded (RFC 9110 §6.5.1: framing, routing, request modifiers,
+ * authentication, response control data, payload processing), compared with '_' read as '-'. */
+static const char *const h1_trailer_denied[] = {
+    "content-length", "transfer-encoding", "host", "connection", "keep-alive", "proxy-connection",
+    "te", "trailer", "upgrade", "expect", "authorization", "proxy-authorization", "proxy-authenticate",
+    "www-authenticate", "authentication-info", "proxy-authentication-info", "cookie", "set-cookie",
+    "content-type", "content-encoding", "content-range", "content-location", "content-language",
+    "range", "if-match", "if-none-match", "if-modified-since", "if-unmodified-since", "if-range",
+    "max-forwards", "cache-control", "pragma", "expires", "age", "date", "vary", "location",
+    "retry-after", "warning", "via", "forwarded", "x-forwarded-for", "x-forwarded-host",
+    "x-forwarded-proto", "x-real-ip", "x-request-id", "x-lifeline-fallback", "traceparent",
+    "tracestate", "idempotency-key", "alt-svc", "strict-transport-security", "digest",
+    "content-digest", "repr-digest", "accept-ranges", "last-modified", "etag",
+};
+
+/* Case-insensitive, '_' in name read as '-'. */
+static bool name_eq_dash(const char *name, size_t len, const char *lit)
+{
+    size_t i;
+
+    for (i = 0; i < len && lit[i]; i++) {
+        char c = name[i] == '_' ? '-' : name[i];
+        if (c >= 'A' && c <= 'Z')
+            c = (char)(c - 'A' + 'a');
+        if (c != lit[i])
+            return false;
+    }
+    return i == len && lit[i] == 0;
+}
+
+static bool name_in(const char *name, size_t len, const char *const *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (name_eq_dash(name, len, list[i]))
+            return true;
+    }
+    return false;
+}
+
+bool h1_trailer_forwardable(const char *name, size_t len)
+{
+    return len > 0 && !name_in(name, len, h1_trailer_denied, sizeof(h1_trailer_denied) / sizeof(h1_trailer_denied[0]));
+}
+
+/* RFC 3986 unreserved / sub-delims / '%' (pct-encoded is not decoded: a reg-name byte). */
+static bool is_regname(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c && strchr("-._~%!$&'()*+,;=", c));
+}
+
+bool h1_host_valid(const char *v, size_t n)
+{
+    size_t i = 0;
+
+    if (n > 0 && v[0] == '[') {
+        /* IP-literal: hex, ':', '.', and IPvFuture's unreserved / sub-delims, up to ']' */
+        for (i = 1; i < n && v[i] != ']'; i++) {
+            if (!is_regname((unsigned char)v[i]) && v[i] != ':')
+                return false;
+        }
+        if (i >= n || i == 1)
+            return false;
+        i++;
+    } else {
+        while (i < n && is_regname((unsigned char)v[i]))
+            i++;
+    }
+    if (i == n)
+        return true;
+    if (v[i] != ':')
+        return false;   /* a space, '@' (userinfo), '/', '?', '#', a control or non-ASCII byte */
+    for (i++; i < n; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            return false;
+    }
+    return true;
+}
+
+bool h1_reason_valid(const char *r, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)r[i];
+        if (!((c >= 0x20 && c < 0x7f) || c == '\t'))
+            return false;
+    }
+    return true;
+}
+
+/* The request target: visible ASCII without a fragment; an absolute-form target (http or https)
+ * becomes origin form and its authority replaces Host (RFC 9112 §3.2.2). */
+static int h1_check_target(struct h1_parser *p)
+{
+    struct h1_head *h = &p->head;
+    const char *t = h->target;
+    size_t n = h->target_len, sl = 0, a_len = 0;
+    const char *a;
+
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)t[i];
+        if (c <= 0x20 || c >= 0x7f)
+            return h1_fail(p, 400, "invalid byte in the request target");
+        if (c == '#')
+            return h1_fail(p, 400, "fragment in the request target");
+    }
+    if (n >= 7 && strncasecmp(t, "http://", 7) == 0)
+        sl = 7;
+    else if (n >= 8 && strncasecmp(t, "https://", 8) == 0)
+        sl = 8;
+    if (!sl || h->method == H1_M_CONNECT)
+        return 0;
+    a = t + sl;
+    while (sl + a_len < n && a[a_len] != '/' && a[a_len] != '?')
+        a_len++;
+    if (a_len == 0)
+        return h1_fail(p, 400, "no authority in the request target");
+    if (memchr(a, '@', a_len))
+        return h1_fail(p, 400, "userinfo in the request target");
+    if (!h1_host_valid(a, a_len))
+        return h1_fail(p, 400, "invalid authority in the request target");
+    {
+        const char *rest = a + a_len;
+        size_t rest_len = n - sl - a_len;
+        if (rest_len == 0 && h->method == H1_M_OPTIONS) {
+            /* RFC 9112 §3.2.4: "OPTIONS http://a.example" reaches the origin as "OPTIONS *" */
+            h->target = "*";
+            h->target_len = 1;
+        } else if (rest_len == 0 || rest[0] == '?') {
+            /* "http://a" and "http://a?q" have an empty path: origin form starts with "/". The
+             * query stays where it is in the arena: the target is rebuilt after it. */
+            char *at = p->arena + p->alen;
+            if (arena_put(p, "/", 1, 414) < 0 || arena_put(p, rest, rest_len, 414) < 0)
+                return -1;
+            h->target = at;
+            h->target_len = rest_len + 1;
+        } else {
+            h->target = rest;
+            h->target_len = rest_len;
+        }
+    }
+    if (h->host >= 0) {
+        h->hdrs[h->host].value = a;
+        h->hdrs[h->host].value_len = a_len;
+    } else if (h->nhdrs < H1_MAX_HEADERS) {
+        struct h1_header *hd = &h->hdrs[h->nhdrs];
+        hd->name = "Host";
+        hd->name_len = 4;
+        hd->value = a;
+        hd->value_len = a_len;
+        hd->flags = H1_HDR_HOST;
+        h->host = (int)h->nhdrs++;
+    } else {
+        return h1_fail(p, 431, "too many headers");
+    }
+    return 0;
+}
+
 static enum h1_method method_of(unsigned m)
 {
     switch (m) {
@@ -325,6 +540,18 @@ static int on_headers_complete(http_parser *hp)
         struct h1_header *hd = &h->hdrs[i];
         while (hd->value_len && (hd->value[hd->value_len - 1] == ' ' || hd->value[hd->value_len - 1] == '\t'))
             hd->value_len--;
+        if (memchr(hd->name, '_', hd->name_len) && name_eq_dash(hd->name, hd->name_len, "x-request-id")) {
+            hd->flags |= H1_HDR_HOP;   /* X_Request_Id: dropped, lifeline writes the one id */
+            continue;
+        }
+        if (memchr(hd->name, '_', hd->name_len) &&
+            name_in(hd->name, hd->name_len, h1_underscore_names, sizeof(h1_underscore_names) / sizeof(h1_underscore_names[0]))) {
+            /* Transfer_Encoding, Content_Length, Host: a request is refused; a response's is dropped */
+            if (p->kind == H1_REQUEST)
+                return h1_fail(p, 400, "header name is a framing or routing header with '_'");
+            hd->flags |= H1_HDR_HOP;
+            continue;
+        }
         if (NAME_IS(hd, "host")) {
             if (h->host >= 0)
                 return h1_fail(p, bad, "more than one Host header");
@@ -371,6 +598,8 @@ static int on_headers_complete(http_parser *hp)
                 hd->flags |= H1_HDR_HOP;
         }
     }
+    if (te && p->kind == H1_REQUEST && h->http_minor == 0)
+        return h1_fail(p, 400, "Transfer-Encoding in an HTTP/1.0 request");   /* RFC 9112 §6.1 */
     if (te) {
         if (hp->flags & F_CONTENTLENGTH)
             return h1_fail(p, bad, "both Content-Length and Transfer-Encoding");
@@ -386,6 +615,10 @@ static int on_headers_complete(http_parser *hp)
     if (p->kind == H1_REQUEST) {
         if (h->http_minor == 1 && h->host < 0)
             return h1_fail(p, 400, "missing Host header");
+        if (h->host >= 0 && !h1_host_valid(h->hdrs[h->host].value, h->hdrs[h->host].value_len))
+            return h1_fail(p, 400, "invalid Host header");
+        if (h1_check_target(p) < 0)
+            return -1;
         h->upgrade = has_upgrade && cs.upgrade;
         h->keep_alive = h->http_minor == 1 ? !cs.close : (cs.keep_alive && !cs.close);
         if (hp->method == HTTP_CONNECT)
@@ -399,6 +632,9 @@ static int on_headers_complete(http_parser *hp)
             skip = 1;
         }
     }
+    p->cs_active = h->chunked && skip == 0;
+    p->cs_state = CS_SIZE0;
+    p->cs_trl_room = p->acap - p->alen;
     p->in_head = false;
     p->in_body = true;
     p->event = PEV_HEAD;
@@ -471,8 +707,8 @@ static int on_message_complete(http_parser *hp)
         /* Last chunk (unless the input was not chunked), pending trailer line end, final CRLF. */
         if (!p->in_trailers && buf_append(p->out, "0\r\n", 3) < 0)
             return h1_fail(p, 500, "output overrun");
-        if (p->in_trailers && p->last_cb == CB_VALUE && buf_append(p->out, "\r\n", 2) < 0)
-            return h1_fail(p, 500, "output overrun");
+        if (p->in_trailers && trailer_line_end(p) < 0)
+            return -1;
         if (buf_append(p->out, "\r\n", 2) < 0)
             return h1_fail(p, 500, "output overrun");
     }
@@ -554,6 +790,13 @@ void h1_parser_reset(struct h1_parser *p)
     p->scan_done = false;
     p->scan_cr = false;
     p->line0_len = 0;
+    p->cs_active = false;
+    p->cs_state = CS_SIZE0;
+    p->cs_left = 0;
+    p->cs_ext = 0;
+    p->cs_trl_bytes = p->cs_trl_room = 0;
+    p->cs_trl_lines = 0;
+    p->trl_keep = p->trl_open = false;
 }
 
 struct h1_head *h1_parser_head(struct h1_parser *p)
@@ -583,14 +826,24 @@ void h1_parser_set_tee(struct h1_parser *p, struct buf *tee, bool *overflowed)
     p->tee_overflow = overflowed;
 }
 
+static size_t h1_room_raw(const struct h1_parser *p)
+{
+    size_t free_space, owed = 0;
+
+    free_space = buf_free_space(p->out);
+    /* A trailer name seen but not yet written ("name:" goes out when its value begins). */
+    if (p->framing == H1_FRAME_CHUNKED && p->in_trailers && p->last_cb == CB_FIELD && p->head.ntrailers) {
+        size_t n = p->head.hdrs[p->head.nhdrs + p->head.ntrailers - 1].name_len;
+        owed = trailer_name_owable(p, n) ? n + 1 : 0;
+    }
+    return free_space > H1_SLACK + owed ? free_space - H1_SLACK - owed : 0;
+}
+
 size_t h1_parser_room(const struct h1_parser *p)
 {
-    size_t free_space;
-
     if (!p->out || p->framing == H1_FRAME_DROP)
         return SIZE_MAX;
-    free_space = buf_free_space(p->out);
-    return free_space > H1_SLACK ? free_space - H1_SLACK : 0;
+    return h1_room_raw(p);
 }
 
 bool h1_parser_in_body(const struct h1_parser *p)
@@ -708,6 +961,143 @@ static bool h1_scan_head(struct h1_parser *p, const char *d, size_t n, size_t *a
     return true;
 }
 
+/* What http-parser (non-strict) lets through in a chunked body, checked on the raw bytes before
+ * they are parsed, like h1_scan_head: a chunk line is hex digits, then an optional extension of at
+ * most H1_CHUNK_EXT_MAX bytes without controls, then CRLF — a bare CR or LF anywhere is refused
+ * (http-parser takes any byte after a CR as its LF, and a bare LF as a line end); chunk data is
+ * followed by CRLF; a trailer line does not start with whitespace (obsolete folding) and ends with
+ * CRLF. The scan stops at the message's end. Returns false after recording the error; *at is the
+ * byte refused. */
+static bool h1_scan_chunks(struct h1_parser *p, const char *d, size_t n, size_t *at)
+{
+    const char *why = NULL;
+    unsigned i_status = 0;
+    size_t i;
+
+    for (i = 0; i < n && p->cs_state != CS_DONE; i++) {
+        unsigned char c = (unsigned char)d[i];
+        int hex = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 :
+                  c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+
+        switch (p->cs_state) {
+        case CS_TRL_START:
+        case CS_TRL:
+        case CS_TRL_LF:
+            /* The trailers' limits, on raw bytes as for the head, so that the verdict does not
+             * depend on the cuts: the arena (which keeps names and values, fewer bytes than this
+             * counts) never fills before, and a line over the header count fails at its first
+             * byte, whatever http-parser has reported of it so far. */
+            if (++p->cs_trl_bytes > p->cs_trl_room) {
+                i_status = too_large(p);
+                why = p->kind == H1_REQUEST ? "request head too large" : "response head too large";
+                goto fail;
+            }
+            if (p->cs_state == CS_TRL_START && c != '\r' &&
+                p->head.nhdrs + ++p->cs_trl_lines > H1_MAX_HEADERS) {
+                i_status = too_large(p);
+                why = "too many headers";
+                goto fail;
+            }
+            break;
+        default:
+            break;
+        }
+        switch (p->cs_state) {
+        case CS_SIZE0:
+        case CS_SIZE:
+            if (hex >= 0) {
+                if (p->cs_left > (UINT64_MAX >> 4)) {
+                    why = "chunk size too large";
+                    goto fail;
+                }
+                p->cs_left = p->cs_left * 16 + (uint64_t)hex;
+                p->cs_state = CS_SIZE;
+            } else if (p->cs_state == CS_SIZE && c == '\r') {
+                p->cs_state = CS_SIZE_LF;
+            } else if (p->cs_state == CS_SIZE && (c == ';' || c == ' ')) {
+                /* (http-parser refuses a tab here, though RFC 9112's BWS allows one) */
+                p->cs_ext = 1;
+                p->cs_state = CS_EXT;
+            } else {
+                why = c == '\n' ? "bare LF in a chunk line" : "invalid chunk size";
+                goto fail;
+            }
+            break;
+        case CS_EXT:
+            if (c == '\r') {
+                p->cs_state = CS_SIZE_LF;
+            } else if (c == '\n') {
+                why = "bare LF in a chunk line";
+                goto fail;
+            } else if ((c < 0x20 && c != '\t') || c == 0x7f) {
+                why = "invalid byte in a chunk extension";
+                goto fail;
+            } else if (++p->cs_ext > H1_CHUNK_EXT_MAX) {
+                why = "chunk extension too long";
+                goto fail;
+            }
+            break;
+        case CS_SIZE_LF:
+            if (c != '\n') {
+                why = "bare CR in a chunk line";
+                goto fail;
+            }
+            p->cs_state = p->cs_left ? CS_DATA : CS_TRL_START;
+            break;
+        case CS_DATA: {
+            size_t k = n - i;
+            if ((uint64_t)k > p->cs_left)
+                k = (size_t)p->cs_left;
+            p->cs_left -= k;
+            i += k - 1;
+            if (p->cs_left == 0)
+                p->cs_state = CS_DATA_CR;
+            break;
+        }
+        case CS_DATA_CR:
+        case CS_DATA_LF:
+            if (c != (p->cs_state == CS_DATA_CR ? '\r' : '\n')) {
+                why = "chunk data not followed by CRLF";
+                goto fail;
+            }
+            p->cs_state = p->cs_state == CS_DATA_CR ? CS_DATA_LF : CS_SIZE0;
+            break;
+        case CS_TRL_START:
+            if (c == ' ' || c == '\t') {
+                why = "obsolete line folding in the trailers";
+                goto fail;
+            }
+            if (c == '\n') {
+                why = "bare LF in the trailers";
+                goto fail;
+            }
+            p->cs_state = c == '\r' ? CS_END_LF : CS_TRL;
+            break;
+        case CS_TRL:
+            if (c == '\n') {
+                why = "bare LF in the trailers";
+                goto fail;
+            }
+            if (c == '\r')
+                p->cs_state = CS_TRL_LF;
+            break;
+        case CS_TRL_LF:
+        case CS_END_LF:
+            if (c != '\n') {
+                why = "bare CR in the trailers";
+                goto fail;
+            }
+            p->cs_state = p->cs_state == CS_TRL_LF ? CS_TRL_START : CS_DONE;
+            break;
+        }
+    }
+    return true;
+fail:
+    *at = i;
+    h1_fail(p, i_status ? i_status : p->kind == H1_REQUEST ? 400 : 502, why);
+    return false;
+}
+
 /* Runs http-parser over [data, data+len) and interprets a pause. */
 static enum h1_event h1_exec(struct h1_parser *p, const char *data, size_t len, size_t *consumed)
 {
@@ -766,9 +1156,10 @@ enum h1_event h1_parse(struct h1_parser *p, const char *data, size_t len, size_t
         return H1_DONE;   /* after an upgrade nothing more is HTTP */
     if (len == 0)
         return H1_NEED_MORE;   /* never pass 0 bytes: http-parser reads that as end of stream */
-    if (!p->in_body) {
+    if (!p->in_body || p->cs_active) {
         size_t at = 0;
-        if (!h1_scan_head(p, data, len, &at)) {
+        bool ok = p->in_body ? h1_scan_chunks(p, data, len, &at) : h1_scan_head(p, data, len, &at);
+        if (!ok) {
             /* The earliest error wins, however the input was split: http-parser judges the bytes
              * before the one the scan refused, and its verdict stands if it finds one there. */
             unsigned st = p->err_status;
@@ -965,7 +1356,7 @@ int h1_write_response_head(struct buf *out, const struct h1_head *resp, const st
 
     n = snprintf(line, sizeof(line), "HTTP/1.1 %u ", resp->status);
     put(&s, line, (size_t)n);
-    if (resp->reason_len)
+    if (resp->reason_len && h1_reason_valid(resp->reason, resp->reason_len))
         put(&s, resp->reason, resp->reason_len);
     else
         puts_(&s, h1_reason(resp->status));

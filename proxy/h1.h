@@ -171,6 +171,18 @@ int h1_write_simple_response(struct buf *out, unsigned status, const char *extra
 /* "OK", "Bad Gateway", ...; "Unknown" for codes it does not know. */
 const char *h1_reason(unsigned status);
 
+/* Host value (or an absolute-form authority) shaped as RFC 3986 host[:port]: reg-name, IPv4 or an
+ * IP-literal in brackets, then digits after ':'. No spaces, userinfo ('@'), path, controls or
+ * non-ASCII bytes. The empty value is valid (RFC 9112 §3.2). */
+bool h1_host_valid(const char *v, size_t n);
+/* A reason phrase that may be forwarded: visible ASCII, spaces and tabs (SPEC §4); otherwise
+ * h1_write_response_head() writes h1_reason(status). */
+bool h1_reason_valid(const char *r, size_t n);
+/* A trailer field that may be forwarded: not one that frames, routes, authenticates or describes
+ * the payload (SPEC §4), compared case-insensitively with '_' read as '-'. Trailers dropped by the
+ * parser carry H1_HDR_HOP. */
+bool h1_trailer_forwardable(const char *name, size_t len);
+
 /* Case-insensitive lookup of a header in the head (not trailers); NULL when absent. */
 const struct h1_header *h1_find(const struct h1_head *h, const char *name);
 

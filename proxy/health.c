@@ -40,6 +40,27 @@ struct health_check {
 
 void (*health_eject_hook)(void);
 
+int health_reply_status(const char *buf, size_t len, unsigned *status)
+{
+    static const char pat[] = "HTTP/1.d ddd";   /* 'd': a digit */
+    unsigned st = 0;
+    size_t i;
+
+    for (i = 0; i < len && i < sizeof(pat) - 1; i++) {
+        char c = buf[i];
+        if (pat[i] == 'd' ? c < '0' || c > '9' : c != pat[i])
+            return -1;
+        if (i >= 9)
+            st = st * 10 + (unsigned)(c - '0');
+    }
+    if (len < sizeof(pat))
+        return memchr(buf, '\n', len) ? -1 : 0;   /* the line ended early, or wait for more */
+    if (buf[sizeof(pat) - 1] != ' ' && buf[sizeof(pat) - 1] != '\r' && buf[sizeof(pat) - 1] != '\n')
+        return -1;   /* "HTTP/1.1 2000" */
+    *status = st;
+    return 1;
+}
+
 int64_t health_now(void)
 {
     return clock_ms();
@@ -367,16 +388,19 @@ static void check_io_cb(struct ev_loop *loop, ev_io *io, int revents)
     if (xprt_pending(&k->x))
         ev_feed_event(k->h->loop, &k->io, EV_READ);
     k->got += (size_t)r;
-    k->resp[k->got] = 0;
-    if (k->got >= 12 || memchr(k->resp, '\n', k->got)) {
+    {
         unsigned st = 0;
-        if (strncmp(k->resp, "HTTP/1.", 7) == 0 && sscanf(k->resp + 9, "%3u", &st) == 1 &&
-            st >= k->s->cp->health.expect_lo && st <= k->s->cp->health.expect_hi) {
+        int v = health_reply_status(k->resp, k->got, &st);
+        if (v == 0 && k->got < sizeof(k->resp) - 1)
+            return;   /* the status line is not complete yet */
+        if (v > 0 && st >= k->s->cp->health.expect_lo && st <= k->s->cp->health.expect_hi) {
             check_result(k, true, NULL);
-        } else {
+        } else if (v > 0) {
             char why[40];
             snprintf(why, sizeof(why), "status %u", st);
             check_result(k, false, why);
+        } else {
+            check_result(k, false, "malformed status line");
         }
     }
 }

@@ -52,6 +52,12 @@ struct health {
 
 int64_t health_now(void);
 
+/* Pure: the status of an active check's reply from its first len bytes (no NUL needed, nothing
+ * read past buf[len-1]). 1 with *status set when they start with "HTTP/1.d ddd" followed by SP,
+ * CR or LF; 0 when that is still possible and more bytes are needed; -1 when malformed (a line
+ * that ends early, as in "HTTP/1.\n", never yields a status). */
+int health_reply_status(const char *buf, size_t len, unsigned *status);
+
 struct metric_names;
 
 /* Builds the registry for c with one reference, taking a reference on c. Servers unchanged from

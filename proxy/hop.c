@@ -435,11 +435,15 @@ static void hop_write_cb(struct ev_loop *loop, ev_io *io, int revents)
 static void hop_done(struct hop *h, bool close_delimited)
 {
     struct h1_head *resp = h1_parser_head(h->parser);
-    /* A server that answers HEAD with Transfer-Encoding: chunked sometimes sends the chunks too
-     * (aiohttp does); bytes arriving after we stopped reading would poison the next response. */
-    bool head_chunked = h->head_req && resp->chunked;
+    /* An answer without a body by rule (to HEAD, a 204, a 304) that declares one (a length or
+     * chunked): a server that sends that body anyway (aiohttp does for HEAD + chunked) may send it
+     * after the next request went out on this connection, and it would be read as that request's
+     * answer — another client's (issue 9). Bytes that arrive while the connection is idle close
+     * it (pool.c); these could arrive later, so such a connection is not pooled at all. */
+    bool declares_body = (h->head_req || resp->status == 204 || resp->status == 304) &&
+                         (resp->chunked || resp->content_length > 0);
     bool reusable = !close_delimited && resp->keep_alive && h->request_sent && !h->write_failed &&
-                    h->uc->in.len == 0 && (!h->ex || h->ex->body_done) && !head_chunked;
+                    h->uc->in.len == 0 && (!h->ex || h->ex->body_done) && !declares_body;
     unsigned status = resp->status;
 
     h->state = HOP_DONE;

@@ -171,8 +171,8 @@ static void pool_idle_read_cb(struct ev_loop *loop, ev_io *io, int revents)
     pool_arm_idle_timer(p);
 }
 
-/* True when the connection is still open and silent: a server that closed an idle connection
- * leaves an EOF (or an RST) to read. Costs one recv per reuse, no wait. */
+/* True when the connection is still open and silent: nothing to read, no EOF, no RST. Costs one
+ * recv per reuse, no wait. */
 static bool upconn_alive(struct upconn *uc)
 {
     char c;
@@ -191,11 +191,13 @@ struct upconn *pool_take(struct upserver *s)
     while (s->idle) {
         struct upconn *uc = s->idle;
         upconn_unlink(uc);
-        /* A close that reached us before this loop iteration's poll has already been seen by the
-         * idle read watcher. Servers close idle connections after their keep-alive timeout
-         * (seconds), so only a connection idle for a while is worth one more syscall to check;
-         * the rare close that races the reuse is retried (SPEC §3.5). */
-        if (ev_now(s->pool->w->loop) - uc->idle_since < 1.0 || upconn_alive(uc))
+        /* The idle read watcher stays armed, so a late byte or EOF normally closes the connection
+         * before anyone takes it. Two windows remain, and reuse must close both, or a late body
+         * (a HEAD answered with one, a 204 or 304 with bytes after it, an answer to nothing) would
+         * be read as the next request's response, another client's: the readiness this loop
+         * iteration already polled but has not dispatched yet (switching the callback would hand
+         * it to the hop), and bytes that arrived since the poll (one recv, no wait). */
+        if (!ev_is_pending(&uc->rd) && upconn_alive(uc))
             return uc;
         pool_close(uc);
     }

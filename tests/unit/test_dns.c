@@ -22,6 +22,8 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 
@@ -507,6 +509,95 @@ static void expect_fail_fake(const char *host, const char *want1, const char *wa
     expect_fail(&s.c, host, want1, want2);
 }
 
+/* ---- A flood from the resolver's own address ------------------------------------------------- */
+
+struct flood {
+    int fd;
+    struct sockaddr_storage to;
+    socklen_t tolen;
+    _Atomic int stop;
+    unsigned long sent;
+};
+
+/* Waits for the first query, then sends junk datagrams (a wrong id: ignored) to its sender until
+ * told to stop; keeps the socket's queue full so that recv never says EAGAIN. */
+static void *flood_main(void *arg)
+{
+    struct flood *f = arg;
+    uint8_t junk[64];
+
+    memset(junk, 0xAB, sizeof junk);
+    while (!f->stop) {
+        ssize_t r = send(f->fd, junk, sizeof junk, MSG_DONTWAIT);
+        if (r > 0)
+            f->sent++;
+        else
+            sched_yield();
+    }
+    return NULL;
+}
+
+struct resolve_job {
+    struct stubconf *s;
+    int rc;
+    int64_t took;
+};
+
+static void *flood_resolve(void *arg)
+{
+    struct resolve_job *j = arg;
+    struct conf_sockaddr *v = NULL;
+    size_t n = 0;
+    char err[256];
+    int64_t t0 = now_ms();
+
+    j->rc = dns_resolve(&j->s->c, "flood.test", 80, &v, &n, err, sizeof err);
+    j->took = now_ms() - t0;
+    free(v);
+    return NULL;
+}
+
+/* The resolver's address answers the first query with a stream of junk from two threads: the
+ * loader thread must give up at its deadline (300 ms), not when the flood stops. */
+static void test_flood_holds_no_longer_than_the_timeout(void **state)
+{
+    (void)state;
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in in = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t l = sizeof in;
+    char addr[32];
+    struct stubconf s;
+    struct resolve_job job = { &s, 0, 0 };
+    struct flood fl[2];
+    pthread_t th[2], rt;
+    struct sockaddr_storage from;
+    socklen_t fromlen = sizeof from;
+    uint8_t q[512];
+
+    assert_int_equal(bind(fd, (struct sockaddr *)&in, sizeof in), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&in, &l), 0);
+    snprintf(addr, sizeof addr, "127.0.0.1:%u", (unsigned)ntohs(in.sin_port));
+    stub(&s, 300, addr, NULL, NULL);
+    assert_int_equal(pthread_create(&rt, NULL, flood_resolve, &job), 0);
+    assert_true(recvfrom(fd, q, sizeof q, 0, (struct sockaddr *)&from, &fromlen) > 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&from, fromlen), 0);
+    for (int i = 0; i < 2; i++) {
+        memset(&fl[i], 0, sizeof fl[i]);
+        fl[i].fd = fd;
+        assert_int_equal(pthread_create(&th[i], NULL, flood_main, &fl[i]), 0);
+    }
+    pthread_join(rt, NULL);
+    for (int i = 0; i < 2; i++) {
+        fl[i].stop = 1;
+        pthread_join(th[i], NULL);
+    }
+    close(fd);
+    print_message("flood: %lu datagrams, dns_resolve took %lld ms\n", fl[0].sent + fl[1].sent,
+                  (long long)job.took);
+    assert_int_equal(job.rc, -1);
+    assert_true(job.took < 300 + 700);
+}
+
 /* ---- dns_resolve through the fake ------------------------------------------------------------- */
 
 static void test_records(void **state)
@@ -930,6 +1021,7 @@ int main(void)
         cmocka_unit_test(test_resend),
         cmocka_unit_test(test_failover),
         cmocka_unit_test(test_no_dns_needed),
+        cmocka_unit_test(test_flood_holds_no_longer_than_the_timeout),
         cmocka_unit_test(test_query_build),
         cmocka_unit_test(test_parse_mutations),
         cmocka_unit_test(test_conf_resolver_after_pools),

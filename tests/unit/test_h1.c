@@ -485,6 +485,12 @@ struct req_case {
 
 #define H11 " HTTP/1.1\r\nHost: example.com\r\n"
 #define BIN(s) .in = s, .len = sizeof(s) - 1
+#define BIN_LIT(s) s, .len = sizeof(s) - 1
+#define EXT64 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+#define EXT1K EXT64 EXT64 EXT64 EXT64 EXT64 EXT64 EXT64 EXT64 EXT64 EXT64 EXT64 EXT64 EXT64 EXT64 EXT64 EXT64
+/* 4095 bytes: with the ';' before them, an extension of exactly H1_CHUNK_EXT_MAX (4096) */
+#define EXT4095 EXT1K EXT1K EXT1K EXT64 EXT64 EXT64 EXT64 EXT64 EXT64 EXT64 EXT64 EXT64 EXT64 EXT64 EXT64 EXT64 \
+    EXT64 EXT64 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 
 static const struct req_case req_cases[] = {
     /* ---- accepted ---- */
@@ -625,6 +631,77 @@ static const struct req_case req_cases[] = {
     { "max_body_chunked_pieces_413", "POST /p" H11 "Transfer-Encoding: chunked\r\n\r\n"
       "4\r\n0123\r\n4\r\n4567\r\n4\r\n89ab\r\n0\r\n\r\n", .err = 413, .max_body = 10 },
     { "max_body_cl_413", "POST /p" H11 "Content-Length: 11\r\n\r\n0123456789a", .err = 413, .max_body = 10 },
+    /* ---- issue 9: names that frame or route once '_' is read as '-' ---- */
+    { "underscore_te", "POST /p" H11 "Transfer_Encoding: chunked\r\n\r\n0\r\n\r\n", .err = 400 },
+    { "underscore_te_with_cl", "POST /p" H11 "Transfer_Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+      .err = 400 },
+    { "underscore_cl", "POST /p" H11 "Content_Length: 5\r\n\r\nhello", .err = 400 },
+    /* Host has no '-': no name with '_' equals it; X-Forwarded-Host (lifeline rewrites it) does */
+    { "underscore_x_forwarded_host", "GET /" H11 "X_Forwarded_Host: evil.example\r\n\r\n", .err = 400 },
+    { "underscore_mixed_x_forwarded_host", "GET /" H11 "x-forwarded_HOST: evil.example\r\n\r\n", .err = 400 },
+    { "underscore_proxy_connection", "GET /" H11 "Proxy_Connection: close\r\n\r\n", .err = 400 },
+    { "underscore_keep_alive", "GET /" H11 "Keep_Alive: 5\r\n\r\n", .err = 400 },
+    { "underscore_not_quite", "GET /" H11 "Host_: x\r\nContent_Length_: 1\r\n\r\n", .method = H1_M_GET,
+      .minor = 1, .cl = -1, .keep_alive = true },
+    { "underscore_x_forwarded_for", "GET /" H11 "X_Forwarded_For: 1.2.3.4\r\n\r\n", .err = 400 },
+    { "underscore_other_name_ok", "GET /" H11 "X_Custom_Thing: 1\r\n\r\n", .method = H1_M_GET, .minor = 1,
+      .cl = -1, .keep_alive = true },
+    /* ---- Host shape ---- */
+    { "host_with_space", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", .err = 400 },
+    { "host_with_userinfo", "GET / HTTP/1.1\r\nHost: a@b\r\n\r\n", .err = 400 },
+    { "host_with_path", "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", .err = 400 },
+    { "host_bad_port", "GET / HTTP/1.1\r\nHost: a:8x\r\n\r\n", .err = 400 },
+    { BIN("GET / HTTP/1.1\r\nHost: \xc3\xa9.example\r\n\r\n"), .name = "host_non_ascii", .err = 400 },
+    { "host_with_port", "GET / HTTP/1.1\r\nHost: a.example:8080\r\n\r\n", .method = H1_M_GET, .minor = 1,
+      .cl = -1, .keep_alive = true },
+    { "host_ipv6", "GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", .method = H1_M_GET, .minor = 1, .cl = -1,
+      .keep_alive = true },
+    { "host_empty", "GET / HTTP/1.1\r\nHost:\r\n\r\n", .method = H1_M_GET, .minor = 1, .cl = -1,
+      .keep_alive = true },
+    /* ---- request target ---- */
+    { "target_fragment", "GET /a#b" H11 "\r\n", .err = 400 },
+    { BIN("GET /\xc3\xa9 HTTP/1.1\r\nHost: example.com\r\n\r\n"), .name = "target_non_ascii", .err = 400 },
+    { BIN("GET /a\x7f HTTP/1.1\r\nHost: example.com\r\n\r\n"), .name = "target_del", .err = 400 },
+    { "absolute_form_userinfo", "GET http://u:p@example.com/a" H11 "\r\n", .err = 400 },
+    { "absolute_form_userinfo_only", "GET http://evil@example.com/a" H11 "\r\n", .err = 400 },
+    { "absolute_form_no_authority", "GET http:///a" H11 "\r\n", .err = 400 },
+    { "absolute_form_bad_authority", "GET http://a%20b:x/a" H11 "\r\n", .err = 400 },
+    { "absolute_form_other_host", "GET http://other.example/a" H11 "\r\n", .method = H1_M_GET, .minor = 1,
+      .cl = -1, .keep_alive = true },
+    /* ---- Transfer-Encoding in HTTP/1.0 (RFC 9112 §6.1) ---- */
+    { "http10_te_chunked", "POST /p HTTP/1.0\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
+      "0\r\n\r\n", .err = 400 },
+    { "http10_te_chunked_host", "POST /p HTTP/1.0\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+      .err = 400 },
+    /* ---- chunk lines: a bare LF or CR anywhere, extensions bounded ---- */
+    { "chunk_ext_bare_lf", "POST /p" H11 "Transfer-Encoding: chunked\r\n\r\n5;a=b\nc\r\nhello\r\n0\r\n\r\n",
+      .err = 400 },
+    { "chunk_size_bare_lf", "POST /p" H11 "Transfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n", .err = 400 },
+    { "chunk_size_bare_cr", "POST /p" H11 "Transfer-Encoding: chunked\r\n\r\n5\rXhello\r\n0\r\n\r\n", .err = 400 },
+    { "chunk_ext_bare_cr", "POST /p" H11 "Transfer-Encoding: chunked\r\n\r\n5;a\rb\r\nhello\r\n0\r\n\r\n",
+      .err = 400 },
+    { "chunk_last_bare_lf", "POST /p" H11 "Transfer-Encoding: chunked\r\n\r\n0\n\r\n", .err = 400 },
+    { "chunk_end_bare_lf", "POST /p" H11 "Transfer-Encoding: chunked\r\n\r\n0\r\n\n", .err = 400 },
+    { "chunk_data_bare_lf_after", "POST /p" H11 "Transfer-Encoding: chunked\r\n\r\n1\r\na\n0\r\n\r\n", .err = 400 },
+    { "chunk_ext_nul", BIN_LIT("POST /p" H11 "Transfer-Encoding: chunked\r\n\r\n1;a\0b\r\na\r\n0\r\n\r\n"),
+      .err = 400 },
+    { "chunk_ext_4096_ok", "POST /p" H11 "Transfer-Encoding: chunked\r\n\r\n1;" EXT4095 "\r\na\r\n0\r\n\r\n",
+      .method = H1_M_POST, .minor = 1, .cl = -1, .chunked = true, .keep_alive = true, .body = "a" },
+    { "chunk_ext_4097", "POST /p" H11 "Transfer-Encoding: chunked\r\n\r\n1;" EXT4095 "x\r\na\r\n0\r\n\r\n",
+      .err = 400 },
+    { "chunk_size_overflow", "POST /p" H11 "Transfer-Encoding: chunked\r\n\r\n10000000000000000\r\n", .err = 400 },
+    { "chunk_size_tab_then_ext", "POST /p" H11 "Transfer-Encoding: chunked\r\n\r\n1\t;x\r\na\r\n0\r\n\r\n", .err = 400 },
+    { "chunk_size_space_then_ext", "POST /p" H11 "Transfer-Encoding: chunked\r\n\r\n1 ;x\r\na\r\n0\r\n\r\n",
+      .method = H1_M_POST, .minor = 1, .cl = -1, .chunked = true, .keep_alive = true, .body = "a" },
+    /* ---- trailers: folding, bare LF/CR ---- */
+    { "trailer_obs_fold", "POST /p" H11 "Transfer-Encoding: chunked\r\n\r\n0\r\nX-A: a\r\n b\r\n\r\n", .err = 400 },
+    { "trailer_obs_fold_tab", "POST /p" H11 "Transfer-Encoding: chunked\r\n\r\n0\r\nX-A: a\r\n\tb\r\n\r\n",
+      .err = 400 },
+    { "trailer_bare_lf", "POST /p" H11 "Transfer-Encoding: chunked\r\n\r\n0\r\nX-A: a\nX-B: b\r\n\r\n", .err = 400 },
+    { "trailer_bare_cr", "POST /p" H11 "Transfer-Encoding: chunked\r\n\r\n0\r\nX-A: a\rX-B: b\r\n\r\n", .err = 400 },
+    { "trailer_smuggled_te", "POST /p" H11 "Transfer-Encoding: chunked\r\n\r\n0\r\nTransfer-Encoding: chunked\r\n"
+      "Content-Length: 5\r\nHost: evil\r\n\r\n", .method = H1_M_POST, .minor = 1, .cl = -1, .chunked = true,
+      .keep_alive = true, .ntrailers = 3 },
 };
 
 static void check_snap(const struct head_snap *s, const struct req_case *c)
@@ -988,6 +1065,108 @@ static void test_trailers_stored(void **state)
     CHECK(h1_find(h, "X-Sum") == NULL, "h1_find looks into trailers");
     CHECK(mem_eq(T.body[0].d, T.body[0].n, "a"), "RAW output of chunked body \"%s\" (trailers leak?)",
           esc(T.body[0].d, T.body[0].n));
+}
+
+
+static void parse_one(enum h1_kind kind, const char *in, bool no_body);
+
+/* ---- issue 9: absolute form, Host shape, trailer names ------------------------------------------ */
+
+static void test_absolute_form(void **state)
+{
+    static const struct { const char *req, *target, *host, *line, *hosthdr; } t[] = {
+        { "GET http://other.example/x?y HTTP/1.1\r\nHost: a.example\r\n\r\n", "/x?y", "other.example",
+          "GET /x?y HTTP/1.1\r\n", "Host: other.example\r\n" },
+        { "GET HTTP://Other.Example:8080 HTTP/1.1\r\nHost: a.example\r\n\r\n", "/", "Other.Example:8080",
+          "GET / HTTP/1.1\r\n", "Host: Other.Example:8080\r\n" },
+        { "GET https://o.example?q=1 HTTP/1.1\r\nHost: a.example\r\n\r\n", "/?q=1", "o.example",
+          "GET /?q=1 HTTP/1.1\r\n", "Host: o.example\r\n" },
+        { "OPTIONS http://o.example HTTP/1.1\r\nHost: o.example\r\n\r\n", "*", "o.example",
+          "OPTIONS * HTTP/1.1\r\n", "Host: o.example\r\n" },
+        /* HTTP/1.0 without Host: the authority becomes one */
+        { "GET http://o.example/p HTTP/1.0\r\n\r\n", "/p", "o.example", "GET /p HTTP/1.1\r\n", "host: o.example\r\n" },
+    };
+    (void)state;
+    for (size_t i = 0; i < NELEM(t); i++) {
+        struct h1_req_out o;
+        const struct h1_head *h;
+        snprintf(ctx, sizeof(ctx), "absolute form %zu", i);
+        parse_one(H1_REQUEST, t[i].req, false);
+        h = h1_parser_head(fx.p);
+        CHECK(mem_eq(h->target, h->target_len, t[i].target), "target %s", esc(h->target, h->target_len));
+        CHECK(h->host >= 0 && mem_eq(h->hdrs[h->host].value, h->hdrs[h->host].value_len, t[i].host), "host");
+        memset(&o, 0, sizeof(o));
+        o.content_length = -1;
+        assert_int_equal(buf_init(&fx.w, 4096), 0);
+        CHECK(h1_write_request_head(&fx.w, h, &o) == 0, "writer failed");
+        CHECK(fx.w.len > strlen(t[i].line) && memcmp(buf_head(&fx.w), t[i].line, strlen(t[i].line)) == 0,
+              "written: %s", esc(buf_head(&fx.w), fx.w.len));
+        CHECK(memmem(buf_head(&fx.w), fx.w.len, t[i].hosthdr, strlen(t[i].hosthdr)) != NULL &&
+              memmem(buf_head(&fx.w), fx.w.len, "a.example", 9) == NULL, "written: %s", esc(buf_head(&fx.w), fx.w.len));
+        buf_free(&fx.w);
+    }
+}
+
+static void test_host_valid(void **state)
+{
+    static const struct { const char *v; bool ok; } t[] = {
+        { "", true }, { "a", true }, { "a.example", true }, { "a.example:80", true }, { "a:", true },
+        { "127.0.0.1:8080", true }, { "[::1]", true }, { "[::1]:443", true }, { "[v1.x]", true },
+        { "xn--nxasmq6b.example", true }, { "a_b.example", true }, { "a%2eb", true },
+        { "a b", false }, { "a@b", false }, { "u:p@b", false }, { "a/b", false }, { "a?b", false },
+        { "a#b", false }, { "a:8x", false }, { "a:80:80", false }, { "[::1", false }, { "[]", false },
+        { "[::1]x", false }, { "\xc3\xa9", false }, { "a\tb", false }, { " a", false }, { "a\x7f", false },
+    };
+    (void)state;
+    for (size_t i = 0; i < NELEM(t); i++)
+        CHECK(h1_host_valid(t[i].v, strlen(t[i].v)) == t[i].ok, "h1_host_valid(\"%s\") != %d", esc(t[i].v, strlen(t[i].v)), t[i].ok);
+}
+
+static void test_trailer_forwardable(void **state)
+{
+    static const struct { const char *n; bool ok; } t[] = {
+        { "X-Sum", true }, { "Server-Timing", true }, { "grpc-status", true }, { "x-checksum", true },
+        { "Content-Length", false }, { "content_length", false }, { "Transfer-Encoding", false },
+        { "TRANSFER_ENCODING", false }, { "Host", false }, { "Connection", false }, { "Keep-Alive", false },
+        { "TE", false }, { "Trailer", false }, { "Upgrade", false }, { "Authorization", false },
+        { "Proxy-Authorization", false }, { "Cookie", false }, { "Set-Cookie", false }, { "Content-Type", false },
+        { "Content-Encoding", false }, { "X-Forwarded-For", false }, { "x_forwarded_host", false },
+        { "X-Request-Id", false }, { "Cache-Control", false }, { "Location", false }, { "", false },
+    };
+    (void)state;
+    for (size_t i = 0; i < NELEM(t); i++)
+        CHECK(h1_trailer_forwardable(t[i].n, strlen(t[i].n)) == t[i].ok, "h1_trailer_forwardable(%s) != %d", t[i].n, t[i].ok);
+}
+
+static void test_reason_valid(void **state)
+{
+    (void)state;
+    CHECK(h1_reason_valid("OK", 2) && h1_reason_valid("", 0) && h1_reason_valid("a\tb c", 5), "valid");
+    CHECK(!h1_reason_valid("a\0b", 3) && !h1_reason_valid("\x1b[2J", 4) && !h1_reason_valid("\x80", 1) &&
+          !h1_reason_valid("a\x7f", 2) && !h1_reason_valid("a\rb", 3), "invalid");
+}
+
+/* A dropped trailer's name is owed to the output until its value begins: the room says so. */
+static void test_trailer_room_owed(void **state)
+{
+    const char *head = "POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+    const char *part = "0\r\nX-Long-Trailer-Name";
+    struct h1_parser *p = h1_parser_new(H1_REQUEST, 4096);
+    struct buf out;
+    size_t used = 0, room0;
+    (void)state;
+    assert_non_null(p);
+    assert_int_equal(buf_init(&out, 256), 0);
+    assert_int_equal(h1_parse(p, head, strlen(head), &used), H1_HEAD);
+    h1_parser_set_output(p, &out, H1_FRAME_CHUNKED);
+    room0 = h1_parser_room(p);
+    assert_int_equal(h1_parse(p, part, strlen(part), &used), H1_NEED_MORE);
+    CHECK(h1_parser_room(p) + strlen("X-Long-Trailer-Name") + 1 + 3 == room0, "room %zu of %zu",
+          h1_parser_room(p), room0);
+    assert_int_equal(h1_parse(p, ": v\r\n\r\n", 7, &used), H1_DONE);
+    CHECK(mem_eq(buf_head(&out), out.len, "0\r\nX-Long-Trailer-Name:v\r\n\r\n"), "out %s", esc(buf_head(&out), out.len));
+    buf_free(&out);
+    h1_parser_free(p);
 }
 
 /* ---- event protocol details ---------------------------------------------------------------------- */
@@ -1362,6 +1541,18 @@ static const struct frame_case frame_cases[] = {
     { "resp_chunked_to_chunked", H1_RESPONSE, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
       "4\r\nabcd\r\n0\r\nServer-Timing: x;dur=1\r\n\r\n", H1_FRAME_CHUNKED,
       "4\r\nabcd\r\n0\r\nServer-Timing:x;dur=1\r\n\r\n" },
+    { "trailers_filtered", H1_REQUEST, POSTC "1\r\na\r\n0\r\nContent-Length: 5\r\nX-Keep: 1\r\n"
+      "Transfer-Encoding: chunked\r\nHost: evil\r\nConnection: close\r\nKeep-Alive: 1\r\nTE: trailers\r\n"
+      "Trailer: X\r\nUpgrade: h2c\r\nAuthorization: Basic x\r\nCookie: a=b\r\nContent-Type: text/x\r\n"
+      "Content_Length: 7\r\nproxy-authorization: x\r\nSet-Cookie: s\r\nX-Sum: 9\r\n\r\n", H1_FRAME_CHUNKED,
+      "1\r\na\r\n0\r\nX-Keep:1\r\nX-Sum:9\r\n\r\n" },
+    { "trailers_all_filtered", H1_REQUEST, POSTC "0\r\nHost: evil\r\nCookie: c\r\n\r\n", H1_FRAME_CHUNKED,
+      "0\r\n\r\n" },
+    { "trailers_empty_value_kept", H1_REQUEST, POSTC "0\r\nX-E:\r\nX-F: f\r\n\r\n", H1_FRAME_CHUNKED,
+      "0\r\nX-E:\r\nX-F:f\r\n\r\n" },
+    { "resp_trailers_filtered", H1_RESPONSE, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "2\r\nok\r\n0\r\nSet-Cookie: s=1\r\nServer-Timing: a\r\nContent-Length: 3\r\n\r\n", H1_FRAME_CHUNKED,
+      "2\r\nok\r\n0\r\nServer-Timing:a\r\n\r\n" },
 };
 
 static void test_frame_case(void **state)
@@ -1837,6 +2028,17 @@ static const struct wresp_case wresp_cases[] = {
       "content-length: 10\n" },
     { "head_response_cl", "HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n", true, "rid-1", 99, false, false, false,
       false, "HTTP/1.1 200 OK", false, "x-request-id: rid-1\n", "content-length: 99\n" },
+    /* SPEC §4: a reason phrase that is not visible ASCII, spaces and tabs is replaced */
+    { "reason_escape_replaced", "HTTP/1.1 200 O\x1b[2JK\r\nContent-Length: 0\r\n\r\n", false, "rid-1", 0, false,
+      false, false, false, "HTTP/1.1 200 OK", false, "x-request-id: rid-1\n", "content-length: 0\n" },
+    { "reason_non_ascii_replaced", "HTTP/1.1 404 Nicht gefunden \xc3\xa4\r\nContent-Length: 0\r\n\r\n", false,
+      "rid-1", 0, false, false, false, false, "HTTP/1.1 404 Not Found", false, "x-request-id: rid-1\n",
+      "content-length: 0\n" },
+    { "reason_tab_kept", "HTTP/1.1 200 All\tgood\r\nContent-Length: 0\r\n\r\n", false, "rid-1", 0, false, false,
+      false, false, "HTTP/1.1 200 All\tgood", false, "x-request-id: rid-1\n", "content-length: 0\n" },
+    { "resp_underscore_framing_dropped", "HTTP/1.1 200 OK\r\nTransfer_Encoding: chunked\r\nX_Request_Id: up\r\nContent_Length: 9\r\n"
+      "X-A: b\r\nContent-Length: 0\r\n\r\n", false, "rid-1", 0, false, false, false, false, "HTTP/1.1 200 OK", false,
+      "X-A: b\nx-request-id: rid-1\n", "content-length: 0\n" },
 };
 
 static int wresp_fn(struct buf *out, const void *arg)
@@ -2039,6 +2241,11 @@ int main(void)
     ADD(test_close_delimited_to_chunked);
     ADD(test_bytewise_equals_oneshot);
     ADD(test_reason);
+    ADD(test_absolute_form);
+    ADD(test_host_valid);
+    ADD(test_trailer_forwardable);
+    ADD(test_reason_valid);
+    ADD(test_trailer_room_owed);
 
     r = _cmocka_run_group_tests("h1", tests, ntests, NULL, NULL);
     for (size_t i = 0; i < ntests; i++)

@@ -8,6 +8,7 @@
 
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -353,6 +354,65 @@ static void test_max_ejected_two_threads(void **state)
     if (over)
         fail_msg("%u of %d rounds ejected both servers of a pool with max_ejected_percent: 50", over, RACE_ROUNDS);
     assert_int_equal(ejected_rounds, RACE_ROUNDS);   /* and one of them always was */
+/* health_reply_status: the active check's status line parser, as a table. A reply is given in
+ * a buffer exactly its size (copied to the heap: ASan sees a read past it). */
+static void test_reply_status_table(void **state)
+{
+    static const struct { const char *in; size_t len; int want; unsigned status; } t[] = {
+        { "HTTP/1.1 200 OK\r\n", 0, 1, 200 },
+        { "HTTP/1.0 503 Service Unavailable\r\n", 0, 1, 503 },
+        { "HTTP/1.1 204\r\n", 0, 1, 204 },
+        { "HTTP/1.1 204\n", 0, 1, 204 },
+        { "HTTP/1.1 301 ", 0, 1, 301 },
+        { "HTTP/1.1 200", 0, 0, 0 },        /* the code may go on: wait */
+        { "HTTP/1.1 20", 0, 0, 0 },
+        { "HTTP/1.", 0, 0, 0 },
+        { "", 0, 0, 0 },
+        { "H", 0, 0, 0 },
+        { "HTTP/1.\n", 0, -1, 0 },          /* issue 9: never the previous reply's status */
+        { "HTTP/1.\r\n", 0, -1, 0 },
+        { "HTTP/1.1\n", 0, -1, 0 },
+        { "HTTP/1.1 \n", 0, -1, 0 },
+        { "HTTP/1.1 2\n", 0, -1, 0 },
+        { "HTTP/1.1 20\r\n", 0, -1, 0 },
+        { "HTTP/1.1 2000 OK\r\n", 0, -1, 0 },
+        { "HTTP/1.1 2x0 OK\r\n", 0, -1, 0 },
+        { "HTTP/1.1  200 OK\r\n", 0, -1, 0 },
+        { "HTTP/2.0 200 OK\r\n", 0, -1, 0 },
+        { "http/1.1 200 OK\r\n", 0, -1, 0 },
+        { "HTTP/1.x 200 OK\r\n", 0, -1, 0 },
+        { "SSH-2.0-OpenSSH\r\n", 0, -1, 0 },
+        { "HTTP/1.1 200\0OK", 15, -1, 0 },
+        { "HTTP/1.1 -20 OK\r\n", 0, -1, 0 },
+        { "HTTP/1.1 999 X\r\n", 0, 1, 999 },  /* a status, outside any expect range */
+    };
+    (void)state;
+    for (size_t i = 0; i < NELEM(t); i++) {
+        size_t n = t[i].len ? t[i].len : strlen(t[i].in);
+        char *b = malloc(n ? n : 1);
+        unsigned st = 12345;
+        int r;
+        assert_non_null(b);
+        memcpy(b, t[i].in, n);
+        r = health_reply_status(b, n, &st);
+        if (r != t[i].want || (r == 1 && st != t[i].status))
+            fail_msg("case %zu \"%s\": %d status %u, want %d status %u", i, t[i].in, r, st, t[i].want, t[i].status);
+        if (r != 1 && st != 12345)
+            fail_msg("case %zu: status written without a verdict", i);
+        free(b);
+    }
+}
+
+/* The stale-bytes case of issue 9: the same buffer reused, a longer reply before a short one. */
+static void test_reply_status_no_stale_bytes(void **state)
+{
+    char buf[64];
+    unsigned st = 0;
+    (void)state;
+    memcpy(buf, "HTTP/1.1 200 OK\r\n", 17);
+    assert_int_equal(health_reply_status(buf, 17, &st), 1);
+    memcpy(buf, "HTTP/1.\n", 8);   /* the next check's reply: 8 bytes, the rest is the old one */
+    assert_int_equal(health_reply_status(buf, 8, &st), -1);
 }
 
 int main(void)
@@ -363,6 +423,8 @@ int main(void)
         cmocka_unit_test(test_room),
         cmocka_unit_test(test_durations),
         cmocka_unit_test(test_max_ejected_two_threads),
+        cmocka_unit_test(test_reply_status_table),
+        cmocka_unit_test(test_reply_status_no_stale_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,297 @@
+"""Issue 9: smuggling, desync and injection gaps (SPEC §4, 2026-12-02), each against a recording
+upstream that keeps the raw head, body and trailers of every complete request it reads.
+
+Request side: what must be refused never reaches the upstream (not one complete request), the
+client gets 400 and the connection is closed; what must be normalised (absolute-form targets,
+trailers, X-Request-Id) arrives normalised. Upstream side: a late body after HEAD/204/304 or an
+answer to nothing never becomes another client's response; a reason phrase with control or
+non-ASCII bytes is replaced."""
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from conftest import Conn, build_request, chunked_body, pool, t
+
+
+def recorder(reason="OK"):
+    """Answers every request on the connection with 200 "ok" (keep-alive) and records it."""
+    async def script(conn):
+        while True:
+            req = await conn.read_request()
+            if req is None:
+                return
+            await conn.respond(200, b"ok", reason=reason)
+    return script
+
+
+@pytest.fixture
+def rec(lifeline, raw_upstream):
+    up = raw_upstream(recorder())
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"pool": "p"}])
+    return lf, up
+
+
+def send_quietly(c, data):
+    try:
+        c.send(data)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+
+
+def rejected(rec, data, status=400):
+    lf, up = rec
+    with Conn(lf.port) as c:
+        send_quietly(c, data if isinstance(data, bytes) else data.encode("latin-1"))
+        r = c.read_response(timeout=t(3))
+        assert r.status == status, "expected %d, got %r" % (status, r)
+        c.wait_closed(t(2))
+    time.sleep(t(0.1))
+    assert up.requests == [], "the upstream received %r" % [q.raw for q in up.requests]
+    r = lf.fetch("GET", "/after")
+    assert r.status == 200, r
+
+
+H = "POST /p HTTP/1.1\r\nHost: test.local\r\n"
+C = H + "Transfer-Encoding: chunked\r\n\r\n"
+EXT = "a" * 4095
+
+REJECTED = [
+    ("underscore_te", H + "Transfer_Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+    ("underscore_te_with_cl", H + "Transfer_Encoding: chunked\r\nContent-Length: 11\r\n\r\n0\r\n\r\nGET /x"),
+    ("underscore_cl", H + "Content_Length: 5\r\n\r\nhello"),
+    ("underscore_x_forwarded_host", "GET / HTTP/1.1\r\nHost: test.local\r\nX_Forwarded_Host: evil\r\n\r\n"),
+    ("host_with_space", "GET / HTTP/1.1\r\nHost: test.local evil\r\n\r\n"),
+    ("host_with_userinfo", "GET / HTTP/1.1\r\nHost: a@test.local\r\n\r\n"),
+    ("target_fragment", "GET /a#b HTTP/1.1\r\nHost: test.local\r\n\r\n"),
+    ("target_non_ascii", "GET /\xe9t\xe9 HTTP/1.1\r\nHost: test.local\r\n\r\n"),
+    ("absolute_userinfo", "GET http://u:p@other.example/x HTTP/1.1\r\nHost: test.local\r\n\r\n"),
+    ("absolute_userinfo_same_host", "GET http://evil@test.local/x HTTP/1.1\r\nHost: test.local\r\n\r\n"),
+    ("chunk_ext_bare_lf", C + "5;a=b\nX\r\nhello\r\n0\r\n\r\n"),
+    ("chunk_size_bare_lf", C + "5\nhello\r\n0\r\n\r\n"),
+    ("chunk_size_bare_cr", C + "5\rXhello\r\n0\r\n\r\n"),
+    ("chunk_ext_over_4k", C + "5;" + EXT + "x\r\nhello\r\n0\r\n\r\n"),
+    ("trailer_obs_fold", C + "5\r\nhello\r\n0\r\nX-A: a\r\n b\r\n\r\n"),
+    ("trailer_bare_lf", C + "5\r\nhello\r\n0\r\nX-A: a\nHost: evil\r\n\r\n"),
+    ("http10_te_keep_alive", "POST /p HTTP/1.0\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
+                             "5\r\nhello\r\n0\r\n\r\n"),
+]
+
+
+@pytest.mark.parametrize("name, data", REJECTED, ids=[c[0] for c in REJECTED])
+def test_rejected_and_nothing_forwarded(rec, name, data):
+    rejected(rec, data)
+
+
+def test_chunk_ext_of_4096_bytes_accepted(rec):
+    lf, up = rec
+    with Conn(lf.port) as c:
+        c.send((C + "5;" + EXT + "\r\nhello\r\n0\r\n\r\n").encode())
+        r = c.read_response(timeout=t(3))
+    assert r.status == 200, r
+    assert len(up.requests) == 1 and up.requests[0].body == b"hello"
+    assert b"aaaa" not in up.requests[0].raw   # extensions are not forwarded
+
+
+def test_trailers_that_frame_route_or_authenticate_are_dropped(rec):
+    lf, up = rec
+    trailers = [("Content-Length", "5"), ("Transfer-Encoding", "chunked"), ("Host", "evil.example"),
+                ("Connection", "close"), ("Keep-Alive", "1"), ("TE", "trailers"), ("Trailer", "X"),
+                ("Upgrade", "h2c"), ("Authorization", "Basic Zm9vOmJhcg=="), ("Cookie", "s=1"),
+                ("Content-Type", "text/evil"), ("Content_Length", "7"), ("Proxy-Authorization", "x"),
+                ("X-Forwarded-For", "6.6.6.6"), ("X-Checksum", "1234")]
+    req = build_request("POST", "/t", headers=[("Transfer-Encoding", "chunked")])
+    with lf.conn() as c:
+        c.send(req + chunked_body([b"hello ", b"world"], trailers=trailers))
+        r = c.read_response()
+    assert r.status == 200, r
+    assert len(up.requests) == 1
+    got = up.requests[0]
+    assert got.body == b"hello world"
+    assert got.trailers == [("X-Checksum", "1234")], got.trailers
+
+
+def test_absolute_form_routed_on_authority_sent_in_origin_form(lifeline, raw_upstream):
+    internal = raw_upstream(recorder(), name="internal")
+    public = raw_upstream(recorder(), name="public")
+    lf = lifeline(pools={"internal": pool(internal), "public": pool(public)},
+                  routes=[{"match": {"host": "internal.example"}, "pool": "internal"},
+                          {"match": {"host": "public.example"}, "pool": "public"}])
+    with Conn(lf.port) as c:
+        c.send(b"GET http://internal.example/x?y=1 HTTP/1.1\r\nHost: public.example\r\n\r\n")
+        r = c.read_response()
+    assert r.status == 200, r
+    assert public.requests == []
+    assert len(internal.requests) == 1
+    got = internal.requests[0]
+    assert got.target == "/x?y=1", got.raw
+    assert got.header_all("host") == ["internal.example"], got.raw
+    assert got.header("x-forwarded-host") == "internal.example", got.raw
+    # and the other way round: an authority with no route is not rescued by Host
+    with Conn(lf.port) as c:
+        c.send(b"GET http://nowhere.example/ HTTP/1.1\r\nHost: public.example\r\n\r\n")
+        r = c.read_response()
+    assert r.status == 404, r
+    assert public.requests == []
+
+
+def test_absolute_form_without_path(rec):
+    lf, up = rec
+    with Conn(lf.port) as c:
+        c.send(b"GET HTTP://Other.Example:8080?q HTTP/1.1\r\nHost: test.local\r\n\r\n")
+        r = c.read_response()
+    assert r.status == 200, r
+    got = up.requests[0]
+    assert got.target == "/?q" and got.header_all("host") == ["Other.Example:8080"], got.raw
+
+
+@pytest.mark.parametrize("rid, kept", [
+    ("a" * 128, True), ("x-1_2.3:4/5+6=7@8~!", True), ("a" * 129, False), ("a b", False),
+    ("caf\xe9", False), ('q"\\', True)], ids=["128", "visible", "129", "space", "non_ascii", "quote"])
+def test_request_id_rule(rec, rid, kept):
+    lf, up = rec
+    req = ("GET /rid HTTP/1.1\r\nHost: test.local\r\nX-Request-Id: %s\r\n\r\n" % rid).encode("latin-1")
+    with Conn(lf.port) as c:
+        c.send(req)
+        r = c.read_response()
+    assert r.status == 200, r
+    sent = up.requests[-1].header_all("x-request-id")
+    assert len(sent) == 1
+    assert r.header_all("x-request-id") == sent
+    if kept:
+        assert sent == [rid]
+    else:
+        assert sent != [rid] and len(sent[0]) == 32 and all(ch in "0123456789abcdef" for ch in sent[0])
+
+
+@pytest.mark.parametrize("reason, want", [
+    ("O\x1b[2JK", "OK"), ("Nicht \xe4", "OK"), ("All\tgood here", "All\tgood here")],
+    ids=["escape", "non_ascii", "tab_kept"])
+def test_reason_phrase_replaced_when_not_visible(lifeline, raw_upstream, reason, want):
+    up = raw_upstream(recorder(reason=reason))
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"pool": "p"}])
+    with Conn(lf.port) as c:
+        c.send(b"GET / HTTP/1.1\r\nHost: test.local\r\n\r\n")
+        r = c.read_response()
+    assert r.status == 200
+    assert r.reason == want, repr(r.reason)
+
+
+# ---- response mix-up: late bytes on an idle pooled connection -----------------------------------
+
+POISON = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nX-Poison: 12\r\n\r\nPOISONED"
+assert len(POISON) == 60   # the issue's HEAD answer: Content-Length: 60, then exactly that many bytes
+
+
+def late_script(first_status, late, delay):
+    """The first request (of all connections) gets `first_status` (no body by its rules), then
+    `late` bytes `delay` s later; every other request gets a genuine answer."""
+    async def script(conn):
+        while True:
+            req = await conn.read_request()
+            if req is None:
+                return
+            if not conn.up.state.get("first_done"):
+                conn.up.state["first_done"] = True
+                await conn.send(("HTTP/1.1 %d X\r\nContent-Length: %d\r\n\r\n"
+                                 % (first_status, len(late))).encode())
+                await asyncio.sleep(delay)
+                await conn.send(late)
+            else:
+                await conn.respond(200, b"genuine %d" % conn.index, headers=[("X-Genuine", "1")])
+    return script
+
+
+@pytest.mark.parametrize("method, status, after", [
+    ("HEAD", 200, 0.05), ("HEAD", 200, 0.25), ("GET", 204, 0.05), ("GET", 204, 0.25), ("GET", 304, 0.05),
+    ("GET", 304, 0.25)], ids=["head_cl60_get_before_late", "head_cl60_get_after_late", "204_before",
+                              "204_after", "304_before", "304_after"])
+def test_late_body_never_reaches_another_client(lifeline, raw_upstream, method, status, after):
+    """Issue 9's scenario: HEAD answered with Content-Length: 60, its 60-byte body sent 200 ms
+    later; a GET from another client must get its own answer, whether it comes 50 ms after the
+    HEAD's answer (before the late body: the connection must not have been pooled) or 50 ms after
+    the late body (the idle watcher must have closed it)."""
+    up = raw_upstream(late_script(status, POISON, t(0.2)))
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"pool": "p"}])
+    with Conn(lf.port) as a:
+        a.send(("%s /first HTTP/1.1\r\nHost: test.local\r\n\r\n" % method).encode())
+        r1 = a.read_response(method=method)
+        assert r1.status == status
+        time.sleep(t(after))
+        with Conn(lf.port) as b:
+            b.send(b"GET /second HTTP/1.1\r\nHost: test.local\r\n\r\n")
+            r2 = b.read_response()
+    assert r2.header("x-poison") is None, r2
+    assert r2.status == 200 and r2.body.startswith(b"genuine"), r2
+    assert up.connections == 2   # the poisoned connection was closed, not reused
+
+
+def test_head_without_declared_body_keeps_the_connection(lifeline, raw_upstream):
+    """The rule costs a connection only for answers that declare a body they must not have."""
+    up = raw_upstream(recorder())
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"pool": "p"}])
+    for target in ("/a", "/b", "/c"):
+        with Conn(lf.port) as c:
+            c.send(b"GET %s HTTP/1.1\r\nHost: test.local\r\n\r\n" % target.encode())
+            assert c.read_response().status == 200
+    assert up.connections == 1
+
+
+def test_answer_to_nothing_closes_the_idle_connection(lifeline, raw_upstream):
+    async def script(conn):
+        n = 0
+        while True:
+            req = await conn.read_request()
+            if req is None:
+                return
+            n += 1
+            await conn.respond(200, b"genuine %d/%d" % (conn.index, n), headers=[("X-Genuine", "1")])
+            if n == 1:
+                await asyncio.sleep(t(0.1))
+                await conn.send(POISON)   # an answer to no request
+
+    up = raw_upstream(script)
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"pool": "p"}])
+    r = lf.fetch("GET", "/one")
+    assert r.status == 200 and r.body == b"genuine 1/1"
+    time.sleep(t(0.3))
+    r = lf.fetch("GET", "/two")
+    assert r.header("x-poison") is None and r.body == b"genuine 2/1", r
+    assert up.connections == 2
+
+
+def test_late_bytes_just_before_the_next_request(lifeline, raw_upstream):
+    """The late body arrives a few milliseconds before the next request, possibly in the same loop
+    iteration: the idle watcher, a readiness already polled but not dispatched, or the reuse
+    check must close the connection — never hand it to the new hop. (Bytes an upstream sends after
+    lifeline wrote the next request cannot be told apart from its answer: HTTP/1.1 has no
+    correlation; that window is the network's round trip, as in every HTTP/1.1 proxy.)"""
+    go = threading.Event()
+
+    async def script(conn):
+        while True:
+            req = await conn.read_request()
+            if req is None:
+                return
+            if not conn.up.state.get("first_done"):
+                conn.up.state["first_done"] = True
+                await conn.send(b"HTTP/1.1 204 X\r\n\r\n")
+                while not go.is_set():
+                    await asyncio.sleep(0.001)
+                await conn.send(POISON)
+            else:
+                await conn.respond(200, b"genuine", headers=[("X-Genuine", "1")])
+
+    up = raw_upstream(script)
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"pool": "p"}])
+    r = lf.fetch("GET", "/one")
+    assert r.status == 204
+    with Conn(lf.port) as b:
+        go.set()
+        time.sleep(0.005)
+        b.send(b"GET /two HTTP/1.1\r\nHost: test.local\r\n\r\n")
+        r2 = b.read_response()
+    assert r2.header("x-poison") is None, r2
+    assert r2.status == 200 and r2.body == b"genuine", r2
