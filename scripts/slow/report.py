@@ -1,0 +1,62 @@
+"""report.py: slow-clients.sh's verdict (see that script for the arguments)."""
+import json
+import sys
+
+h = json.load(open(sys.argv[1]))
+ht, st, slack = float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+p_idle, p_load, factor = float(sys.argv[6]), float(sys.argv[7]), float(sys.argv[8])
+rss0, rss_end, rss_max, strict = int(sys.argv[9]), int(sys.argv[10]), int(sys.argv[11]), sys.argv[12] == "1"
+full = int(sys.argv[13])
+fail = []
+
+
+def q(v, p):
+    v = sorted(v)
+    return v[min(len(v) - 1, int(p * len(v)))] if v else 0
+
+
+cuts = h["slowloris_cuts"]
+early = [c for c in cuts if c < ht - 0.05]
+late = [c for c in cuts if c > ht + slack]
+print("  slowloris: %d connections cut, %d answered 408 first; connect->close min %.2f p50 %.2f p99 %.2f max %.2f s "
+      "(header_timeout %.1f s): %d early, %d late (> +%.1f s)" % (
+          len(cuts), h["slowloris_408"], min(cuts or [0]), q(cuts, .5), q(cuts, .99), max(cuts or [0]), ht,
+          len(early), len(late), slack))
+if not cuts or early or late:
+    fail.append("slowloris cut times")
+big = []
+for line in open(sys.argv[2]):
+    try:
+        r = json.loads(line)
+    except ValueError:
+        continue
+    if r.get("target") == "/big":
+        big.append(r)
+cut = [r for r in big if r.get("bytes", 0) < full]
+dc = [r["duration_ms"] / 1000 for r in cut]
+early = [x for x in dc if x < st - 0.05]
+late = [x for x in dc if x > st + slack]
+print("  slow readers: %d /big requests logged, %d cut short (bytes < body); head->close min %.2f p50 %.2f p99 %.2f "
+      "max %.2f s (send_timeout %.1f s): %d early, %d late (> +%.1f s); bytes sent before the cut p50 %d" % (
+          len(big), len(cut), min(dc or [0]), q(dc, .5), q(dc, .99), max(dc or [0]), st, len(early), len(late),
+          slack, q([r.get("bytes", 0) for r in cut], .5)))
+print("  slow readers opened: %d; client errors: %s" % (h["readers_opened"], h["errors"] or "none"))
+if not cut or early or late:
+    fail.append("slow reader cut times")
+s = h["samples"]
+rss = [x[1] for x in s]
+fds = [x[2] for x in s]
+print("  lifeline VmRSS: before %d KiB, under attack p50 %d max %d KiB, after %d KiB; fds max %d; "
+      "client-side open max %d slowloris + %d readers" % (
+          rss0, q(rss, .5), max(rss), rss_end, max(fds), max(x[3] for x in s), max(x[4] for x in s)))
+if max(rss) > rss_max * 1024:
+    fail.append("RSS above %d MiB" % rss_max)
+ratio = p_load / p_idle if p_idle > 0 else float("inf")
+verdict = "PASS" if ratio <= factor else "FAIL"
+print("  normal client p99: unloaded %.3f ms, under attack %.3f ms: x%.2f (target <= x%.1f: %s)" % (
+    p_idle, p_load, ratio, factor, verdict))
+if verdict == "FAIL" and strict:
+    fail.append("p99")
+print("RESULT p99_idle_ms=%.3f p99_loaded_ms=%.3f ratio=%.2f slowloris_cuts=%d reader_cuts=%d rss_max_kib=%d %s" % (
+    p_idle, p_load, ratio, len(cuts), len(cut), max(rss), "FAIL: " + ", ".join(fail) if fail else "PASS"))
+sys.exit(1 if fail else 0)
