@@ -39,6 +39,10 @@ procs = {}
 
 def note(cls, rid, what, method="", idem=False):
     counts[cls] += 1
+    if cls == "conn_error":
+        counts["ce:" + ("truncated after the head" if what.startswith("Truncated") else
+                        "closed before the head" if what.startswith("ConnError") else
+                        "websocket" if method == "WS" else "not answered: pipelined after a broken one")] += 1
     outcomes[rid] = (cls, method, idem)
     if len(details[cls]) < 30:
         details[cls].append((rid, method, idem, what))
@@ -442,6 +446,8 @@ async def main():
           "(POST without key among conn_error: %d)" % (
               counts["upstream_kills"], counts["reloads"], counts["pipelined"], counts["websocket"],
               counts["connect_failed"], sum(execs.values()), unsafe_err))
+    print("  conn_error kinds: %s" % ", ".join("%s %d" % (k[3:], v) for k, v in sorted(counts.items())
+                                                if k.startswith("ce:")))
     for cls in ("conn_error", "lost", "duplicated", "wrong_body"):
         for rid, m, idem, what in details[cls][:10]:
             print("  %s: %s %s%s: %s" % (cls, rid, m, " (Idempotency-Key)" if idem else "", what))

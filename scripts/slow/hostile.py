@@ -26,6 +26,9 @@ async def connect(i, rcvbuf=None):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
     if rcvbuf:
+        # an Internet-sized MSS: on loopback (MSS 64 KiB) the sender's send buffer autotunes to
+        # ~2.8 MiB per connection, so every cut reader would have pulled that much from upstream
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1400)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     s.bind(("127.0.0.%d" % (2 + i % SRC), 0))
     s.setblocking(False)
@@ -41,13 +44,13 @@ async def slowloris(i):
     loop = asyncio.get_running_loop()
     await asyncio.sleep(i * 2.0 / max(1, SL))   # spread the connects over 2 s
     while not stop:
+        t0 = time.monotonic()   # before connect: never after lifeline's accept, so never "early" by our lateness
         try:
             s = await connect(i)
         except Exception as e:
             err("slowloris connect " + type(e).__name__)
             await asyncio.sleep(0.5)
             continue
-        t0 = time.monotonic()
         live["slowloris"] += 1
         got = b""
         try:
@@ -60,7 +63,7 @@ async def slowloris(i):
                         pass
                     k += 1
                 try:
-                    got = await asyncio.wait_for(loop.sock_recv(s, 4096), 0.25)
+                    got = await asyncio.wait_for(loop.sock_recv(s, 4096), 0.5)
                     break   # an answer (408) or EOF: lifeline acted
                 except asyncio.TimeoutError:
                     continue
@@ -96,10 +99,10 @@ async def reader(i):
         live["reader"] += 1
         try:
             # one byte a second; lifeline's close is not visible here (its FIN waits behind the
-            # unsent data), so after send_timeout + 1 s the reader closes and opens a new one; the
+            # unsent data), so after send_timeout + HOLD_EXTRA s the reader closes and opens a new one; the
             # cut itself is measured on lifeline's side (fds, access log duration_ms)
             t0 = time.monotonic()
-            while not stop and time.monotonic() - t0 < CUT_AFTER + 1:
+            while not stop and time.monotonic() - t0 < CUT_AFTER + HOLD_EXTRA:
                 await asyncio.sleep(1)
                 try:
                     if not s.recv(1):
@@ -130,6 +133,7 @@ async def sampler(t0):
 
 
 CUT_AFTER = float(os.environ.get("SEND_TIMEOUT_S", "3"))
+HOLD_EXTRA = 10.0   # hold well past send_timeout (the upstream may be slow to answer under load), so every close is lifeline's
 
 
 async def main():
