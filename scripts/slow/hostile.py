@@ -125,10 +125,21 @@ def proc_sample():
     return rss, len(os.listdir("/proc/%d/fd" % PID))
 
 
+def cpu_ticks():
+    with open("/proc/%d/stat" % PID) as f:
+        v = f.read().rsplit(")", 1)[1].split()
+    return int(v[11]) + int(v[12])   # utime + stime
+
+
 async def sampler(t0):
+    hz = os.sysconf("SC_CLK_TCK")
+    last_c, last_t = cpu_ticks(), time.monotonic()
     while not stop:
         rss, fds = proc_sample()
-        samples.append((round(time.monotonic() - t0, 1), rss, fds, live["slowloris"], live["reader"]))
+        c, t = cpu_ticks(), time.monotonic()
+        cpu = 100.0 * (c - last_c) / hz / max(1e-3, t - last_t)
+        last_c, last_t = c, t
+        samples.append((round(t - t0, 1), rss, fds, live["slowloris"], live["reader"], round(cpu, 1)))
         await asyncio.sleep(0.5)
 
 

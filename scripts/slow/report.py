@@ -76,6 +76,8 @@ li, ni = lp99(sys.argv[14])
 ll, nl = lp99(sys.argv[2])
 print("  lifeline's own view of the normal client (access log duration_ms, p99): unloaded %.3f ms (%d requests), "
       "under attack %.3f ms (%d requests)" % (li, ni, ll, nl))
+cpu = [x[5] for x in s[2:]]
+print("  lifeline CPU under attack (one worker): p50 %.0f%% max %.0f%% of a core" % (q(cpu, .5), max(cpu or [0])))
 if max(rss) > rss_max * 1024:
     fail.append("RSS above %d MiB" % rss_max)
 ratio = p_load / p_idle if p_idle > 0 else float("inf")
