@@ -12,10 +12,11 @@
 # alternating between two variants) every 2-4 s. At the end the clients stop sending and lifeline
 # is drained (SIGTERM) with requests in flight; it must exit 0.
 # Every request ends as one of: ok (200, right id, body checked by sha256), fallback
-# (x-lifeline-fallback), conn_error (connection closed or response truncated: visible). Failures:
-# lost (no answer within 20 s, or a 200 that no upstream executed), duplicated (a POST without
-# Idempotency-Key executed more than once by the upstreams), wrong_body (wrong body, wrong id, or
-# a non-200 answer without x-lifeline-fallback).
+# (x-lifeline-fallback), conn_error (a response truncated after its head, SPEC §3.8, the requests
+# pipelined behind it, a WebSocket tunnel cut by an upstream kill: visible). Failures: lost (no
+# answer within 20 s, a connection closed with no answer at all, or a 200 that no upstream
+# executed), duplicated (a POST without Idempotency-Key executed more than once by the upstreams),
+# wrong_body (wrong body, wrong id, or a non-200 answer without x-lifeline-fallback).
 # Last line: chaos: sent=N ok=N fallback=N conn_error=N lost=N duplicated=N wrong_body=N
 # Exit non-zero unless lost, duplicated and wrong_body are 0 and the drain exited 0.
 # Env: CONNS (16) FAULT_PCT (8) PORT (18400: upstreams +0..+2, lifeline +10, admin +11)

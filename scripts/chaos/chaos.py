@@ -262,7 +262,11 @@ async def http_session(w_id):
                         note("conn_error", r2["id"], "after a hung pipelined request", r2["method"], r2["idem"])
                     return
                 except (ConnError, Truncated) as e:
-                    note("conn_error", req["id"], "%s: %s" % (type(e).__name__, e), req["method"], req["idem"])
+                    # lifeline answers every request it read (by an upstream or a fallback) before it
+                    # closes; only a response cut after its head (SPEC §3.8) is a visible error. A close
+                    # with no answer at all (the client is not draining it) is a lost request.
+                    cls = "lost" if isinstance(e, ConnError) else "conn_error"
+                    note(cls, req["id"], "%s: %s" % (type(e).__name__, e), req["method"], req["idem"])
                     for r2 in batch[k + 1:]:
                         note("conn_error", r2["id"], "pipelined after a broken one", r2["method"], r2["idem"])
                     return
@@ -298,7 +302,9 @@ async def ws_session(w_id):
             status, hdrs, _ = await asyncio.wait_for(read_response(reader, "GET"), REQ_TIMEOUT)
         except asyncio.TimeoutError:
             return note("lost", rid, "websocket: no 101 within %.0f s" % REQ_TIMEOUT, "WS")
-        except (ConnError, Truncated) as e:
+        except ConnError as e:
+            return note("lost", rid, "websocket: closed with no answer to the Upgrade: %s" % e, "WS")
+        except Truncated as e:
             return note("conn_error", rid, "websocket: %s" % e, "WS")
         if "x-lifeline-fallback" in hdrs or status in (502, 503, 504):
             return note("fallback", rid, "websocket %d %s" % (status, hdrs.get("x-lifeline-fallback")), "WS")
