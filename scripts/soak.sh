@@ -9,8 +9,8 @@
 # once). Five wrk processes run the mix in rounds of ROUND s (connections closed and reopened
 # between rounds) until lifeline has counted REQUESTS (5,000,000) requests (its /metrics), or
 # MAX_SECONDS passed. Every second, lifeline's VmRSS and open fds go to build/soak/samples.csv
-# (t_s,rss_kib,fds,requests). Verdict: after warm-up (the first WARMUP_PCT (20) % of the samples),
-# flat = max of the last half <= max of the first quarter after warm-up + slack (RSS: RSS_SLACK_KIB
+# (t_s,rss_kib,fds,requests; samples-valgrind.csv with VALGRIND=1). Verdict: after warm-up (the
+# first WARMUP_PCT (20) % of the samples), flat = max of the last half <= max of the first quarter after warm-up + slack (RSS: RSS_SLACK_KIB
 # (2048) or 5%, whichever is larger; fds: FD_SLACK (16)). Exit 1 when not flat, when lifeline dies,
 # or when fewer than REQUESTS were served.
 #
@@ -38,6 +38,8 @@ FD_SLACK=${FD_SLACK:-16}
 LIFELINE_BIN=${LIFELINE_BIN:-$ROOT/build/lifeline}
 NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
 OUT=$ROOT/build/soak
+CSV=$OUT/samples.csv
+[[ "$VALGRIND" == 1 ]] && CSV=$OUT/samples-valgrind.csv
 GOOD=$PORT FLAKY=$((PORT + 1)) DEAD=$((PORT + 2)) PX=$((PORT + 10)) ADMIN=$((PORT + 11))
 die() { echo "soak: $*" >&2; exit 1; }
 [[ -x "$LIFELINE_BIN" ]] || die "$LIFELINE_BIN not built (run make)"
@@ -147,14 +149,14 @@ served() {
 }
 
 echo "soak: lifeline pid $lpid ($WORKERS worker(s), CPU $PROXY_CPU)$([[ $VALGRIND == 1 ]] && echo ' under valgrind memcheck'), target $REQUESTS requests, rounds of ${ROUND}s"
-echo "t_s,rss_kib,fds,requests" >"$OUT/samples.csv"
+echo "t_s,rss_kib,fds,requests" >"$CSV"
 (
     exec 9>&-
     t=0
     while kill -0 "$lpid" 2>/dev/null; do
         rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$lpid/status" 2>/dev/null || echo 0)
         fds=$(ls "/proc/$lpid/fd" 2>/dev/null | wc -l)
-        echo "$t,$rss,$fds,$(served)" >>"$OUT/samples.csv"
+        echo "$t,$rss,$fds,$(served)" >>"$CSV"
         sleep 1
         t=$((t + 1))
     done
@@ -196,7 +198,7 @@ retries=$(awk '/^lifeline_retries_total\{/ { s += $NF } END { printf "%d", s }' 
 fallbacks=$(awk '/^lifeline_fallbacks_total\{/ { s += $NF } END { printf "%d", s }' <<<"$mfinal")
 sleep 2
 rc=0
-"${PYTHON:-/usr/bin/python3}" - "$OUT/samples.csv" "$WARMUP_PCT" "$RSS_SLACK_KIB" "$FD_SLACK" "$VALGRIND" <<'EOF' || rc=1
+"${PYTHON:-/usr/bin/python3}" - "$CSV" "$WARMUP_PCT" "$RSS_SLACK_KIB" "$FD_SLACK" "$VALGRIND" <<'EOF' || rc=1
 import csv, sys
 rows = [r for r in csv.DictReader(open(sys.argv[1])) if int(r["rss_kib"] or 0) > 0]
 warm, rslack, fslack, vg = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"
@@ -220,7 +222,7 @@ for key, slack in (("rss_kib", None), ("fds", fslack)):
                                       min(int(r[key]) for r in last), s, "flat" if flat else "GROWING"))
 sys.exit(0 if ok else 1)
 EOF
-echo "  requests served $n (target $REQUESTS), retries $retries, fallbacks $fallbacks, $(($(date +%s) - start)) s; samples: $OUT/samples.csv"
+echo "  requests served $n (target $REQUESTS), retries $retries, fallbacks $fallbacks, $(($(date +%s) - start)) s; samples: $CSV"
 ((n >= REQUESTS)) || { echo "soak: fewer requests than REQUESTS"; rc=1; }
 if [[ "$VALGRIND" == 1 ]]; then
     kill -TERM "$lpid"
