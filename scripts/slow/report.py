@@ -1,4 +1,5 @@
 """report.py: slow-clients.sh's verdict (see that script for the arguments)."""
+import collections
 import datetime
 import json
 import sys
@@ -34,8 +35,11 @@ for line in open(sys.argv[2]):
     if r.get("target") == "/big":
         big.append(r)
 def since_head(r):
-    a = r["attempts"][-1] if r.get("attempts") else {}
-    return (r["duration_ms"] - (a.get("connect_ms") or 0) - (a.get("response_ms") or 0)) / 1000
+    """Seconds from the response head's arrival to the close: the duration minus every attempt's
+    connect and response time and backoff (a retried request spent its first timeout waiting)."""
+    spent = sum((a.get("connect_ms") or 0) + (a.get("response_ms") or 0) + (a.get("backoff_ms") or 0)
+                for a in r.get("attempts") or [])
+    return (r["duration_ms"] - spent) / 1000
 
 
 def wall(r):
@@ -44,7 +48,16 @@ def wall(r):
 
 
 # readers still open when the run ended were closed by the client: not judged
-started = [r for r in big if r.get("bytes", 0) > 0 and wall(r) < h["t_wall_end"] - 0.2]
+answered = [r for r in big if r.get("attempts") and r["attempts"][-1]["outcome"] == "ok"]
+# a retried request's timed-out attempt has no response_ms: its head time is unknown, not judged
+retried = [r for r in answered if len(r["attempts"]) > 1]
+answered = [r for r in answered if len(r["attempts"]) == 1]
+ids = set(r["request_id"] for r in answered + retried)
+other = collections.Counter("%s %s" % (r["status"], r.get("fallback")) for r in big if r["request_id"] not in ids)
+print("  /big requests not answered by the upstream (it could not keep up; lifeline answered): %s; "
+      "answered after a retry (not judged): %d" % (", ".join("%s x%d" % kv for kv in other.most_common()) or "none",
+                                                    len(retried)))
+started = [r for r in answered if r.get("bytes", 0) > 0 and wall(r) < h["t_wall_end"] - 0.2]
 hold = st + h["hold_extra"] - 0.3
 cut = [r for r in started if r["bytes"] < full and since_head(r) < hold]
 gave_up = [r for r in started if r["bytes"] < full and since_head(r) >= hold]
