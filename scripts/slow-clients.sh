@@ -14,7 +14,7 @@
 #     VmRSS, fds and CPU sampled every 0.5 s. After 8 s of that, the same wrk run: p99 under attack.
 #  3. Checks: loaded p99 <= P99_FACTOR (2) x unloaded p99 (reported; --strict fails on it); every
 #     slowloris connection answered 408 and closed between HEADER_TIMEOUT and HEADER_TIMEOUT + SLACK
-#     (1.5 s) after its connect(); every slow reader answered by the upstream in one attempt closed
+#     (1.5 s) after its connect() (early: from the call; late: from its completion); every slow reader answered by the upstream in one attempt closed
 #     by lifeline no earlier than SEND_TIMEOUT after its response began (access log duration_ms
 #     minus the attempt's connect_ms and response_ms) and before the reader gave up (SEND_TIMEOUT +
 #     4 s after its first byte); later than SEND_TIMEOUT + SLACK is reported, not failed (a loaded

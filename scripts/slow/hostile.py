@@ -33,6 +33,7 @@ conns = {}            # fd -> dict(kind, sock, t0, k, connected, got408)
 live = {"slowloris": 0, "reader": 0}
 connecting = [0]
 sl_cuts, sl_408, rd_open, errors, samples = [], [0], [0], {}, []
+sl_cuts_conn = []     # from the connect's completion as seen here (excludes the wait in the accept queue)
 seq = [0]
 
 
@@ -74,6 +75,8 @@ def close(fd, cut=None):
     c["sock"].close()
     if cut is not None:
         sl_cuts.append(cut)
+        if c["t_conn"] is not None:
+            sl_cuts_conn.append(cut - (c["t_conn"] - c["t0"]))
         if c["got408"]:
             sl_408[0] += 1
 
@@ -196,7 +199,7 @@ def main():
     for fd in list(conns):
         close(fd)
     with open(OUT, "w") as f:
-        json.dump({"t_wall_end": t_wall_end, "hold_extra": HOLD_EXTRA, "slowloris_cuts": sl_cuts, "slowloris_408": sl_408[0], "readers_opened": rd_open[0],
+        json.dump({"t_wall_end": t_wall_end, "hold_extra": HOLD_EXTRA, "slowloris_cuts": sl_cuts, "slowloris_408": sl_408[0], "slowloris_cuts_conn": sl_cuts_conn, "readers_opened": rd_open[0],
                    "errors": errors, "samples": samples}, f)
 
 
