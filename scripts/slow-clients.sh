@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# slow-clients.sh — slowloris and slow readers against one lifeline worker; a normal client's p99.
+#
+# lifeline (workers: 1, pinned to CPU PROXY_CPU, client.header_timeout HEADER_TIMEOUT (2s),
+# client.send_timeout SEND_TIMEOUT (3s), access log to a file) in front of an nginx upstream
+# (`/`: 200 "ok") and another nginx for `/big` (a BIG_MIB (16) MiB file). Everything else runs on
+# LOAD_CPU.
+#  1. unloaded: wrk -t1 -c8 --latency for MEASURE s against `/` (on NORMAL_CPU, default PROXY_CPU:
+#     the load CPU is saturated by the hostile client, which would measure wrk, not lifeline): p99;
+#     also lifeline's own p99 for those requests (access log duration_ms).
+#  2. scripts/slow/hostile.py (one epoll loop) keeps SLOWLORIS (5000) connections that send a
+#     request head one byte every 0.5 s and READERS (5000) that GET /big and read one byte a second
+#     (SO_RCVBUF 4 KiB, MSS 1400), each re-opened when it ends, for MEASURE + 15 s; lifeline's
+#     VmRSS, fds and CPU sampled every 0.5 s. After 8 s of that, the same wrk run: p99 under attack.
+#  3. Checks: loaded p99 <= P99_FACTOR (2) x unloaded p99 (reported; --strict fails on it); every
+#     slowloris connection answered 408 and closed between HEADER_TIMEOUT and HEADER_TIMEOUT + SLACK
+#     (1.5 s) after its connect() (early: from the call; late: from its completion); every slow reader answered by the upstream in one attempt closed
+#     by lifeline no earlier than SEND_TIMEOUT after its response began (access log duration_ms
+#     minus the attempt's connect_ms and response_ms) and before the reader gave up (SEND_TIMEOUT +
+#     4 s after its first byte); later than SEND_TIMEOUT + SLACK is reported, not failed (a loaded
+#     upstream may still trickle bytes in after the head, so the stall starts later); peak RSS under
+#     attack <= RSS_MAX_MIB (256).
+# Env: SLOWLORIS READERS MEASURE (10) HEADER_TIMEOUT (2) SEND_TIMEOUT (3) SLACK (1.5) SRC_ADDRS (16)
+#      PORT (19500: upstream, +1 lifeline, +2 admin, +3 big upstream) PROXY_CPU (0) LOAD_CPU (1) RSS_MAX_MIB (256)
+#      LIFELINE_BIN (build/lifeline). Output: build/slow/ (result.txt, hostile.json, access.log).
+# Every process started here is stopped by PID at exit; every step is bounded in time.
+set -euo pipefail
+STRICT=0
+[[ "${1:-}" == --strict ]] && STRICT=1
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+PYTHON=${PYTHON:-/usr/bin/python3}
+SLOWLORIS=${SLOWLORIS:-5000}
+READERS=${READERS:-5000}
+MEASURE=${MEASURE:-10}
+HEADER_TIMEOUT=${HEADER_TIMEOUT:-2}
+SEND_TIMEOUT=${SEND_TIMEOUT:-3}
+SLACK=${SLACK:-1.5}
+SRC_ADDRS=${SRC_ADDRS:-16}
+PORT=${PORT:-19500}
+PROXY_CPU=${PROXY_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+NORMAL_CPU=${NORMAL_CPU:-$PROXY_CPU}
+BIG_MIB=${BIG_MIB:-16}
+RSS_MAX_MIB=${RSS_MAX_MIB:-256}
+P99_FACTOR=${P99_FACTOR:-2}
+LIFELINE_BIN=${LIFELINE_BIN:-$ROOT/build/lifeline}
+NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
+OUT=$ROOT/build/slow
+UP_PORT=$PORT PX_PORT=$((PORT + 1)) ADMIN_PORT=$((PORT + 2)) BIG_PORT=$((PORT + 3))
+die() { echo "slow-clients: $*" >&2; exit 1; }
+[[ -x "$LIFELINE_BIN" ]] || die "$LIFELINE_BIN not built (run make)"
+command -v wrk >/dev/null || die "wrk not installed (scripts/deps.sh)"
+mkdir -p "$OUT/tmp" "$OUT/www"
+exec 9>"$OUT/.lock"
+flock -n 9 || die "another slow-clients.sh is running in this checkout"
+want_fds=$((SLOWLORIS + 2 * READERS + 2000))
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+have_fds=$(ulimit -n)
+[[ "$have_fds" == unlimited ]] || ((have_fds >= want_fds)) || die "open-file limit $have_fds < $want_fds needed"
+
+pids=()
+cleanup() {
+    local pid i
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do
+        for ((i = 0; i < 200; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for p in "$UP_PORT" "$PX_PORT" "$ADMIN_PORT" "$BIG_PORT"; do port_open "$p" && die "127.0.0.1:$p is in use; set PORT"; done
+
+[[ -f "$OUT/www/big" && $(stat -c %s "$OUT/www/big") == $((BIG_MIB << 20)) ]] ||
+    head -c $((BIG_MIB << 20)) /dev/urandom >"$OUT/www/big"
+cat >"$OUT/upstream-nginx.conf" <<EOF
+daemon off; master_process off; worker_processes 1;
+pid $OUT/upstream-nginx.pid; error_log $OUT/upstream-nginx.error.log warn;
+worker_rlimit_nofile $have_fds;
+events { worker_connections $((READERS + 2000)); }
+http {
+  access_log off; client_body_temp_path $OUT/tmp/body; proxy_temp_path $OUT/tmp/proxy;
+  fastcgi_temp_path $OUT/tmp/fastcgi; uwsgi_temp_path $OUT/tmp/uwsgi; scgi_temp_path $OUT/tmp/scgi;
+  keepalive_requests 10000000; keepalive_timeout 600s; send_timeout 120s;
+  server { listen 127.0.0.1:$UP_PORT backlog=4096;
+    location / { default_type text/plain; return 200 "ok\n"; } }
+}
+EOF
+# the large file from another nginx, so the normal client's upstream never waits behind it
+cat >"$OUT/big-nginx.conf" <<EOF
+daemon off; master_process off; worker_processes 1;
+pid $OUT/big-nginx.pid; error_log $OUT/big-nginx.error.log warn;
+worker_rlimit_nofile $have_fds;
+events { worker_connections $((READERS + 2000)); }
+http {
+  access_log off; client_body_temp_path $OUT/tmp/body2; proxy_temp_path $OUT/tmp/proxy2;
+  fastcgi_temp_path $OUT/tmp/fastcgi2; uwsgi_temp_path $OUT/tmp/uwsgi2; scgi_temp_path $OUT/tmp/scgi2;
+  keepalive_requests 10000000; keepalive_timeout 600s; send_timeout 120s; sendfile_max_chunk 256k;
+  server { listen 127.0.0.1:$BIG_PORT backlog=4096;
+    location = /big { root $OUT/www; default_type application/octet-stream; } }
+}
+EOF
+cat >"$OUT/lifeline.yaml" <<EOF
+# slow-clients: one worker against slowloris and slow readers
+listen:
+  - address: 127.0.0.1:$PX_PORT
+admin: { address: 127.0.0.1:$ADMIN_PORT }
+workers: 1
+shutdown_timeout: 2s
+access_log: { path: $OUT/access.log, format: json }
+client:
+  header_timeout: ${HEADER_TIMEOUT}s
+  send_timeout: ${SEND_TIMEOUT}s
+  idle_timeout: 60s
+limits:
+  max_connections: $((SLOWLORIS + READERS + 2000))
+pools:
+  up:
+    servers:
+      - { address: 127.0.0.1:$UP_PORT }
+    keepalive: 64
+  big:
+    servers:
+      - { address: 127.0.0.1:$BIG_PORT }
+    keepalive: 64
+routes:
+  - match: { path: /big }
+    pool: big
+  - match: { path: / }
+    pool: up
+EOF
+"$LIFELINE_BIN" -t -c "$OUT/lifeline.yaml" >/dev/null || die "lifeline rejects $OUT/lifeline.yaml"
+rm -f "$OUT/access.log"
+taskset -c "$LOAD_CPU" "$NGINX" -p "$OUT" -c "$OUT/upstream-nginx.conf" >"$OUT/upstream.log" 2>&1 9>&- &
+pids+=("$!")
+taskset -c "$LOAD_CPU" "$NGINX" -p "$OUT" -c "$OUT/big-nginx.conf" >"$OUT/big-upstream.log" 2>&1 9>&- &
+pids+=("$!")
+taskset -c "$PROXY_CPU" "$LIFELINE_BIN" -c "$OUT/lifeline.yaml" >"$OUT/lifeline.log" 2>&1 9>&- &
+lpid=$!
+pids+=("$lpid")
+for ((i = 0; i < 100; i++)); do
+    port_open "$UP_PORT" && port_open "$PX_PORT" && break
+    kill -0 "$lpid" 2>/dev/null || { cat "$OUT/lifeline.log" >&2; die "lifeline exited at start"; }
+    sleep 0.1
+done
+code=$(curl -s -o /dev/null -m 5 -w '%{http_code}' "http://127.0.0.1:$PX_PORT/" || true)
+[[ "$code" == 200 ]] || die "lifeline did not answer 200 (got ${code:-nothing})"
+
+p99() {   # wrk's 99% line, in ms
+    timeout -k 5 $((MEASURE + 30)) taskset -c "$NORMAL_CPU" wrk -t1 -c8 -d"${MEASURE}s" --latency \
+        "http://127.0.0.1:$PX_PORT/" 9>&- >"$OUT/wrk-$1.txt" || true
+    awk '$1 == "99%" { v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+/, "", v);
+        if (u == "us") v /= 1000; else if (u == "s") v *= 1000; printf "%.3f\n", v }' "$OUT/wrk-$1.txt"
+}
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$lpid/status"; }
+
+echo "slow-clients: lifeline pid $lpid (1 worker, CPU $PROXY_CPU), header_timeout ${HEADER_TIMEOUT}s, send_timeout ${SEND_TIMEOUT}s, $SLOWLORIS slowloris + $READERS slow readers"
+rss0=$(rss_kib)
+touch "$OUT/access.log"
+mark0=$(wc -l <"$OUT/access.log")
+p99_idle=$(p99 idle)
+[[ -n "$p99_idle" ]] || die "wrk gave no p99 (see $OUT/wrk-idle.txt)"
+echo "  unloaded: p99 ${p99_idle} ms ($(awk '/Requests\/sec/ { print $2 }' "$OUT/wrk-idle.txt") req/s), VmRSS $rss0 KiB"
+mark=$(wc -l <"$OUT/access.log")
+sed -n "$((mark0 + 1)),${mark}p" "$OUT/access.log" >"$OUT/access-idle.log"
+HOSTILE_S=$((MEASURE + 15))
+SEND_TIMEOUT_S=$SEND_TIMEOUT timeout -k 5 $((HOSTILE_S + 40)) taskset -c "$LOAD_CPU" "$PYTHON" \
+    "$ROOT/scripts/slow/hostile.py" "$PX_PORT" "$SLOWLORIS" "$READERS" "$SRC_ADDRS" "$HOSTILE_S" "$lpid" \
+    "$OUT/hostile.json" 9>&- &
+hpid=$!
+pids+=("$hpid")
+sleep 8
+p99_load=$(p99 loaded)
+[[ -n "$p99_load" ]] || die "wrk gave no p99 under attack (see $OUT/wrk-loaded.txt)"
+echo "  with hostile clients: p99 ${p99_load} ms ($(awk '/Requests\/sec/ { print $2 }' "$OUT/wrk-loaded.txt") req/s)"
+wait "$hpid" || die "hostile.py failed"
+kill -0 "$lpid" 2>/dev/null || die "lifeline died"
+sleep $((SEND_TIMEOUT + 2))
+rss_end=$(rss_kib)
+tail -n +$((mark + 1)) "$OUT/access.log" >"$OUT/access-hostile.log"
+"$PYTHON" "$ROOT/scripts/slow/report.py" "$OUT/hostile.json" "$OUT/access-hostile.log" "$HEADER_TIMEOUT" \
+    "$SEND_TIMEOUT" "$SLACK" "$p99_idle" "$p99_load" "$P99_FACTOR" "$rss0" "$rss_end" "$RSS_MAX_MIB" "$STRICT" \
+    "$((BIG_MIB << 20))" "$OUT/access-idle.log" | tee "$OUT/result.txt"
+exit "${PIPESTATUS[0]}"

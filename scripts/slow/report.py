@@ -1,0 +1,117 @@
+"""report.py: slow-clients.sh's verdict (see that script for the arguments)."""
+import collections
+import datetime
+import json
+import sys
+
+h = json.load(open(sys.argv[1]))
+ht, st, slack = float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+p_idle, p_load, factor = float(sys.argv[6]), float(sys.argv[7]), float(sys.argv[8])
+rss0, rss_end, rss_max, strict = int(sys.argv[9]), int(sys.argv[10]), int(sys.argv[11]), sys.argv[12] == "1"
+full = int(sys.argv[13])
+fail = []
+
+
+def q(v, p):
+    v = sorted(v)
+    return v[min(len(v) - 1, int(p * len(v)))] if v else 0
+
+
+cuts = h["slowloris_cuts"]
+cuts_conn = h.get("slowloris_cuts_conn") or cuts
+# connect() start -> close can only overstate the time since lifeline's accept: judge "early" on it;
+# connect completion -> close leaves out a wait in the accept queue (5,000 connects at once): "late"
+early = [c for c in cuts if c < ht - 0.05]
+late = [c for c in cuts_conn if c > ht + slack]
+print("  slowloris: %d connections cut, %d answered 408 first; connect->close min %.2f p50 %.2f p99 %.2f max %.2f s "
+      "(header_timeout %.1f s): %d early; from connect completion p50 %.2f p99 %.2f max %.2f s: %d late (> +%.1f s)" % (
+          len(cuts), h["slowloris_408"], min(cuts or [0]), q(cuts, .5), q(cuts, .99), max(cuts or [0]), ht,
+          len(early), q(cuts_conn, .5), q(cuts_conn, .99), max(cuts_conn or [0]), len(late), slack))
+if not cuts or early or late:
+    fail.append("slowloris cut times")
+big = []
+for line in open(sys.argv[2]):
+    try:
+        r = json.loads(line)
+    except ValueError:
+        continue
+    if r.get("target") == "/big":
+        big.append(r)
+def since_head(r):
+    """Seconds from the response head's arrival to the close: the duration minus every attempt's
+    connect and response time and backoff (a retried request spent its first timeout waiting)."""
+    spent = sum((a.get("connect_ms") or 0) + (a.get("response_ms") or 0) + (a.get("backoff_ms") or 0)
+                for a in r.get("attempts") or [])
+    return (r["duration_ms"] - spent) / 1000
+
+
+def wall(r):
+    return datetime.datetime.strptime(r["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=datetime.timezone.utc).timestamp()
+
+
+# readers still open when the run ended were closed by the client: not judged
+answered = [r for r in big if r.get("attempts") and r["attempts"][-1]["outcome"] == "ok"]
+# a retried request's timed-out attempt has no response_ms: its head time is unknown, not judged
+retried = [r for r in answered if len(r["attempts"]) > 1]
+answered = [r for r in answered if len(r["attempts"]) == 1]
+ids = set(r["request_id"] for r in answered + retried)
+other = collections.Counter("%s %s" % (r["status"], r.get("fallback")) for r in big if r["request_id"] not in ids)
+print("  /big requests not answered by the upstream (it could not keep up; lifeline answered): %s; "
+      "answered after a retry (not judged): %d" % (", ".join("%s x%d" % kv for kv in other.most_common()) or "none",
+                                                    len(retried)))
+started = [r for r in answered if r.get("bytes", 0) > 0 and wall(r) < h["t_wall_end"] - 0.2]
+hold = st + h["hold_extra"] - 0.3
+cut = [r for r in started if r["bytes"] < full and since_head(r) < hold]
+gave_up = [r for r in started if r["bytes"] < full and since_head(r) >= hold]
+dc = [since_head(r) for r in cut]
+early = [x for x in dc if x < st - 0.05]
+late = [x for x in dc if x > st + slack]
+print("  slow readers: %d /big requests logged, %d began (bytes > 0) and ended before the run did: %d closed by "
+      "lifeline, %d by the reader first (%.1f s after the response start: not cut in time)" % (
+          len(big), len(started), len(cut), len(gave_up), hold))
+if gave_up:
+    fail.append("slow readers not cut")
+print("  slow readers: %d /big requests logged, %d cut short (bytes < body); response start->close min %.2f p50 %.2f p99 %.2f "
+      "max %.2f s (send_timeout %.1f s): %d early, %d late (> +%.1f s); bytes sent before the cut p50 %d" % (
+          len(big), len(cut), min(dc or [0]), q(dc, .5), q(dc, .99), max(dc or [0]), st, len(early), len(late),
+          slack, q([r.get("bytes", 0) for r in cut], .5)))
+print("  slow readers opened: %d; client errors: %s" % (h["readers_opened"], h["errors"] or "none"))
+if not cut or early:
+    fail.append("slow reader cut times")   # late ones are reported: bytes may still trickle in from a
+                                           # loaded upstream after the response start, so the stall begins later
+s = h["samples"]
+rss = [x[1] for x in s]
+fds = [x[2] for x in s]
+print("  lifeline VmRSS: before %d KiB, under attack p50 %d max %d KiB, after %d KiB; fds max %d; "
+      "client-side open max %d slowloris + %d readers" % (
+          rss0, q(rss, .5), max(rss), rss_end, max(fds), max(x[3] for x in s), max(x[4] for x in s)))
+def lp99(path):
+    v = []
+    for line in open(path):
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue
+        if r.get("target") == "/":
+            v.append(r["duration_ms"])
+    return q(v, .99), len(v)
+
+
+li, ni = lp99(sys.argv[14])
+ll, nl = lp99(sys.argv[2])
+print("  lifeline's own view of the normal client (access log duration_ms, p99): unloaded %.3f ms (%d requests), "
+      "under attack %.3f ms (%d requests)" % (li, ni, ll, nl))
+cpu = [x[5] for x in s[2:]]
+print("  lifeline CPU under attack (one worker): p50 %.0f%% max %.0f%% of a core" % (q(cpu, .5), max(cpu or [0])))
+if max(rss) > rss_max * 1024:
+    fail.append("RSS above %d MiB" % rss_max)
+ratio = p_load / p_idle if p_idle > 0 else float("inf")
+verdict = "PASS" if ratio <= factor else "FAIL"
+print("  normal client p99: unloaded %.3f ms, under attack %.3f ms: x%.2f (target <= x%.1f: %s)" % (
+    p_idle, p_load, ratio, factor, verdict))
+if verdict == "FAIL" and strict:
+    fail.append("p99")
+print("RESULT p99_idle_ms=%.3f p99_loaded_ms=%.3f ratio=%.2f slowloris_cuts=%d reader_cuts=%d rss_max_kib=%d %s" % (
+    p_idle, p_load, ratio, len(cuts), len(cut), max(rss), "FAIL: " + ", ".join(fail) if fail else "PASS"))
+sys.exit(1 if fail else 0)
