@@ -28,7 +28,16 @@ def admin_extra(port, **more):
 
 
 def admin_get(port, path="/", timeout=None):
-    return fetch(port, "GET", path, timeout=timeout if timeout is not None else t(5))
+    """GET on the admin listener. lifeline binds it just after the workers' listeners, which the
+    fixture's readiness probe watches: a refused connect right after start is retried briefly."""
+    deadline = time.monotonic() + t(2)
+    while True:
+        try:
+            return fetch(port, "GET", path, timeout=timeout if timeout is not None else t(5))
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 # --------------------------------------------------------------------------------------------
@@ -135,7 +144,13 @@ def write_config_atomic(path, cfg):
 
 def running_workers(lf):
     """The number of worker threads lifeline started with (from its start-up log line)."""
-    m = re.search(r"listener\(s\), (\d+) worker\(s\)", lf.stderr_text())
+    # The line may follow the listeners' readiness by a moment on a loaded machine: poll for it.
+    deadline = time.monotonic() + t(5)
+    while True:
+        m = re.search(r"listener\(s\), (\d+) worker\(s\)", lf.stderr_text())
+        if m or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     assert m, "no start-up line on stderr:\n%s" % lf.stderr_text()[-2000:]
     return int(m.group(1))
 

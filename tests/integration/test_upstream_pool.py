@@ -381,5 +381,9 @@ def test_pooled_connection_failure_is_reported_from_the_loop(lifeline, raw_upstr
         r = c.read_response(timeout=t(5))
     assert r.status == 200 and r.body == b"conn-2", r
     log = lf.stderr_text()
-    assert "reset while starting; reported from the loop" in log, log[-3000:]
-    assert "reused connection to" in log, log[-3000:]
+    # Since pool_take peeks at every connection it hands out (issue 9), the reset is usually seen
+    # there and the request goes straight to a fresh connection. When the reset lands between
+    # that peek and the write, the failure must come from the loop, then the fresh-connection retry.
+    if "reset while starting" in log:
+        assert "reset while starting; reported from the loop" in log, log[-3000:]
+        assert "reused connection to" in log, log[-3000:]
