@@ -70,7 +70,7 @@ static void admin_answer(struct admin_conn *k)
     const char *ctype = "text/plain; charset=utf-8";
     char method[8] = "", path[256] = "";
 
-    src = (struct metrics_render_src){ a->conf, a->health, a->workers, a->nworkers, a->stale, a->generation,
+    src = (struct metrics_render_src){ a->conf, a->rt, a->workers, a->nworkers, a->stale, a->generation,
                                        a->draining, a->reloads_ok, a->reloads_failed };
 
     if (sscanf(k->in, "%7s %255s", method, path) != 2) {
@@ -268,7 +268,7 @@ static void admin_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 static void admin_sampler_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct admin *a = t->data;
-    struct metrics_render_src src = { a->conf, a->health, a->workers, a->nworkers, a->stale, a->generation,
+    struct metrics_render_src src = { a->conf, a->rt, a->workers, a->nworkers, a->stale, a->generation,
                                       a->draining, a->reloads_ok, a->reloads_failed };
 
     (void)revents;
@@ -276,7 +276,7 @@ static void admin_sampler_cb(struct ev_loop *loop, ev_timer *t, int revents)
         a->sampled_conf = a->conf;
         a->loaded_at = ev_now(loop);
     }
-    if (a->health)
+    if (a->rt)
         metrics_render_sample(&src, (uint32_t)ev_now(loop));
 }
 

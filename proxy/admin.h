@@ -27,7 +27,7 @@
 #define ADMIN_ACCEPT_RETRY 0.1          /* seconds paused after accept4 ran out of resources */
 
 struct worker;
-struct health;
+struct runtime;
 struct admin_conn;
 struct stale_store;
 
@@ -38,7 +38,7 @@ struct admin {
     const struct conf *conf;            /* the running snapshot (main holds the reference) */
     struct worker *workers;
     unsigned nworkers;
-    struct health *health;
+    struct runtime *rt;                 /* the running snapshot's runtime (main holds the reference) */
     struct stale_store *stale;          /* the process's stale store (main owns it) */
     bool draining;
     unsigned generation;

@@ -29,6 +29,7 @@
 #include "recent.h"
 #include "retry.h"
 #include "route.h"
+#include "runtime.h"
 #include "series.h"
 #include "worker.h"
 
@@ -510,7 +511,7 @@ void exchange_start(struct exchange *ex, struct client *c)
         return;
     }
     ex->route_idx = (unsigned)(ex->route - conf->routes);
-    ex->route_slot = ex->gen->health->route_slot[ex->route_idx];
+    ex->route_slot = ex->gen->rt->route_slot[ex->route_idx];
     ex->pool = &ex->gen->pools[ex->route->pool - conf->pools];
     ex->deadline = ex->started + ms(ex->route->total_timeout);
     ex->idempotent = exchange_method_repeatable(ex);

@@ -1,8 +1,8 @@
 /* health.c — outlier ejection, active health checks and slow start (see health.h).
  *
- * Owns: the srv_health registry and the checkers (one socket and timer per checked server, in the
- * main thread's loop). Does not own: the conf snapshot it points into (held by main for the whole
- * run), the workers' pools (which point here).
+ * Owns: the checkers (one socket and timer per checked server, in the main thread's loop). Does not
+ * own: the srv_health state it reads and writes, nor the conf snapshot it points into (both held by
+ * the runtime, runtime.c), the workers' pools (which point there).
  */
 #include "health.h"
 
@@ -17,13 +17,13 @@
 
 #include "clock.h"
 #include "log.h"
-#include "metrics.h"
+#include "runtime.h"
 #include "series.h"
 #include "tls.h"
 #include "xprt.h"
 
 struct health_check {
-    struct health *h;
+    struct runtime *rt;
     struct srv_health *s;
     ev_timer timer;                     /* interval, then the check's timeout */
     ev_io io;
@@ -64,94 +64,6 @@ int health_reply_status(const char *buf, size_t len, unsigned *status)
 int64_t health_now(void)
 {
     return clock_ms();
-}
-
-static const struct srv_health *health_find(const struct health *h, const char *pool, const char *addr)
-{
-    for (size_t i = 0; h && i < h->npools; i++) {
-        const struct health_pool *hp = &h->pools[i];
-        if (strcmp(hp->cp->name, pool) != 0)
-            continue;
-        for (unsigned j = 0; j < hp->n; j++) {
-            if (strcmp(hp->servers[j].addr->text, addr) == 0)
-                return &hp->servers[j];
-        }
-    }
-    return NULL;
-}
-
-/* How long a half-open trial may stay out before its claim expires: the longest a hop on this pool
- * can wait for its verdict (connect + response, with route overrides), at least 10 s. A trial
- * that ends without a verdict frees its slot at once; this bound only covers a report that never
- * comes. */
-static int64_t trial_timeout(const struct conf *c, const struct conf_pool *cp)
-{
-    int64_t t = cp->timeouts.connect + cp->timeouts.response;
-
-    for (size_t i = 0; i < c->nroutes; i++) {
-        const struct conf_route *r = &c->routes[i];
-        if (r->pool == cp && r->timeouts.connect + r->timeouts.response > t)
-            t = r->timeouts.connect + r->timeouts.response;
-    }
-    return t > 10000 ? t : 10000;
-}
-
-struct health *health_new(struct conf *c, const struct health *prev, struct metric_names *names)
-{
-    struct health *h = calloc(1, sizeof(*h));
-
-    if (!h)
-        return NULL;
-    atomic_init(&h->refs, 1);
-    h->conf = conf_ref(c);
-    h->pools = calloc(c->npools ? c->npools : 1, sizeof(*h->pools));
-    h->route_slot = calloc(c->nroutes ? c->nroutes : 1, sizeof(*h->route_slot));
-    if (!h->pools || !h->route_slot) {
-        health_unref(h);
-        return NULL;
-    }
-    for (size_t i = 0; i < c->nroutes; i++)
-        h->route_slot[i] = names ? metric_route_slot(names, c->routes[i].name) : 0;
-    h->npools = c->npools;
-    for (size_t i = 0; i < c->npools; i++) {
-        const struct conf_pool *cp = &c->pools[i];
-        struct health_pool *hp = &h->pools[i];
-        unsigned n = 0;
-        for (size_t j = 0; j < cp->nservers; j++)
-            n += (unsigned)cp->servers[j].naddrs;
-        hp->cp = cp;
-        hp->trial_timeout = trial_timeout(c, cp);
-        atomic_init(&hp->ejecting, false);
-        hp->servers = calloc(n ? n : 1, sizeof(*hp->servers));
-        if (!hp->servers) {
-            health_unref(h);
-            return NULL;
-        }
-        hp->n = 0;
-        for (size_t j = 0; j < cp->nservers; j++) {
-            for (size_t k = 0; k < cp->servers[j].naddrs; k++) {
-                struct srv_health *s = &hp->servers[hp->n++];
-                const struct srv_health *old;
-                s->cp = cp;
-                s->addr = &cp->servers[j].addrs[k];
-                s->slot = names ? metric_server_slot(names, cp->name, s->addr->text) : 0;
-                old = health_find(prev, cp->name, s->addr->text);
-                if (old) {   /* the same server: its ejection and health state carry over */
-                    if (cp->outlier.enabled && old->cp->outlier.enabled) {
-                        /* a trial in flight reports to the old registry: this one starts with a
-                         * free slot, so a half-open server gets a trial of its own */
-                        atomic_store(&s->o.fails, atomic_load(&old->o.fails));
-                        atomic_store(&s->o.until, atomic_load(&old->o.until));
-                        atomic_store(&s->o.ejections, atomic_load(&old->o.ejections));
-                        atomic_store(&s->o.readmitted, atomic_load(&old->o.readmitted));
-                    }
-                    atomic_store(&s->down, atomic_load(&old->down));
-                    atomic_store(&s->back_since, atomic_load(&old->back_since));
-                }
-            }
-        }
-    }
-    return h;
 }
 
 enum outlier_state health_outlier_state(const struct srv_health *s, int64_t now)
@@ -247,7 +159,7 @@ bool health_report(struct health_pool *hp, struct srv_health *s, bool failure, i
 static void check_arm(struct health_check *k, double seconds)
 {
     k->timer.repeat = seconds > 0.001 ? seconds : 0.001;
-    ev_timer_again(k->h->loop, &k->timer);
+    ev_timer_again(k->rt->loop, &k->timer);
 }
 
 static void check_result(struct health_check *k, bool ok, const char *why)
@@ -256,7 +168,7 @@ static void check_result(struct health_check *k, bool ok, const char *why)
     struct srv_health *s = k->s;
 
     if (k->x.fd >= 0) {
-        ev_io_stop(k->h->loop, &k->io);
+        ev_io_stop(k->rt->loop, &k->io);
         xprt_close(&k->x);
     }
     k->running = false;
@@ -285,9 +197,9 @@ static void check_wait(struct health_check *k, int events)
 {
     if ((k->io.events & (EV_READ | EV_WRITE)) == events)
         return;
-    ev_io_stop(k->h->loop, &k->io);
+    ev_io_stop(k->rt->loop, &k->io);
     ev_io_set(&k->io, k->x.fd, events);
-    ev_io_start(k->h->loop, &k->io);
+    ev_io_start(k->rt->loop, &k->io);
 }
 
 /* The TCP connect finished: on a TLS pool the session starts (verify, ca and SNI as the pool's
@@ -386,7 +298,7 @@ static void check_io_cb(struct ev_loop *loop, ev_io *io, int revents)
     /* Bytes decrypted but not taken stay inside the session, where the socket will not signal
      * them: come back for them (a decided check stops the watcher, which drops this event). */
     if (xprt_pending(&k->x))
-        ev_feed_event(k->h->loop, &k->io, EV_READ);
+        ev_feed_event(k->rt->loop, &k->io, EV_READ);
     k->got += (size_t)r;
     {
         unsigned st = 0;
@@ -432,7 +344,7 @@ static void check_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     }
     ev_io_init(&k->io, check_io_cb, fd, EV_WRITE);
     k->io.data = k;
-    ev_io_start(k->h->loop, &k->io);
+    ev_io_start(k->rt->loop, &k->io);
     check_arm(k, (double)cp->health.timeout / 1000.0);
 }
 
@@ -447,11 +359,11 @@ static const char *check_host(const struct conf_pool *cp, const struct srv_healt
     return NULL;
 }
 
-void health_start(struct health *h, struct ev_loop *loop)
+void health_start(struct runtime *rt, struct ev_loop *loop)
 {
-    h->loop = loop;
-    for (size_t i = 0; i < h->npools; i++) {
-        struct health_pool *hp = &h->pools[i];
+    rt->loop = loop;
+    for (size_t i = 0; i < rt->npools; i++) {
+        struct health_pool *hp = &rt->pools[i];
         if (!hp->cp->health.enabled)
             continue;
         for (unsigned j = 0; j < hp->n; j++) {
@@ -462,7 +374,7 @@ void health_start(struct health *h, struct ev_loop *loop)
                 log_error("health checks: out of memory");
                 continue;
             }
-            k->h = h;
+            k->rt = rt;
             k->s = s;
             k->x.fd = -1;
             k->host = check_host(hp->cp, s);
@@ -479,18 +391,18 @@ void health_start(struct health *h, struct ev_loop *loop)
     }
 }
 
-void health_stop(struct health *h)
+void health_stop(struct runtime *rt)
 {
-    for (size_t i = 0; i < h->npools; i++) {
-        struct health_pool *hp = &h->pools[i];
+    for (size_t i = 0; i < rt->npools; i++) {
+        struct health_pool *hp = &rt->pools[i];
         for (unsigned j = 0; hp->servers && j < hp->n; j++) {
             struct health_check *k = hp->servers[j].check;
             if (!k)
                 continue;
-            if (h->loop) {
-                ev_timer_stop(h->loop, &k->timer);
+            if (rt->loop) {
+                ev_timer_stop(rt->loop, &k->timer);
                 if (k->x.fd >= 0)
-                    ev_io_stop(h->loop, &k->io);
+                    ev_io_stop(rt->loop, &k->io);
             }
             xprt_close(&k->x);
             tls_session_free(k->tls_sess);
@@ -498,16 +410,4 @@ void health_stop(struct health *h)
             hp->servers[j].check = NULL;
         }
     }
-}
-
-void health_unref(struct health *h)
-{
-    if (!h || atomic_fetch_sub(&h->refs, 1) != 1)
-        return;
-    for (size_t i = 0; h->pools && i < h->npools; i++)
-        free(h->pools[i].servers);
-    free(h->pools);
-    free(h->route_slot);
-    conf_unref(h->conf);
-    free(h);
 }

@@ -1,10 +1,11 @@
 /* health.h — whether an upstream server should get requests: passive outlier ejection, active
  * health checks, slow start (SPEC §2 pools: outlier, health, slow_start).
  *
- * One `struct health` per process, made by main from the conf snapshot. It owns one srv_health per
- * server address of every pool, shared by all workers: workers report outcomes and read the state
- * with atomics only (no lock on the request path); the active checker runs in the main thread's
- * loop and writes the same atomics. Times are milliseconds on CLOCK_MONOTONIC.
+ * One srv_health per server address of every pool, held by the runtime of each conf snapshot
+ * (runtime.h makes and frees them, carrying a server's state over a reload), shared by all workers:
+ * workers report outcomes and read the state with atomics only (no lock on the request path); the
+ * active checker runs in the main thread's loop and writes the same atomics. Times are milliseconds
+ * on CLOCK_MONOTONIC.
  */
 #ifndef LIFELINE_HEALTH_H
 #define LIFELINE_HEALTH_H
@@ -18,6 +19,7 @@
 #include "outlier.h"
 
 struct health_check;
+struct runtime;
 
 struct srv_health {
     const struct conf_pool *cp;
@@ -39,17 +41,6 @@ struct health_pool {
                                          * max_ejected_percent holds across workers */
 };
 
-/* The runtime companion of one conf snapshot: shared server state and metrics slots. Reference
- * counted (main holds one while it is current, every worker generation built on it one more). */
-struct health {
-    atomic_int refs;
-    struct conf *conf;                  /* reference held */
-    struct health_pool *pools;          /* one per conf->pools entry */
-    size_t npools;
-    unsigned *route_slot;               /* metrics slot of every conf route */
-    struct ev_loop *loop;               /* the checker's loop (main thread), once started */
-};
-
 int64_t health_now(void);
 
 /* Pure: the status of an active check's reply from its first len bytes (no NUL needed, nothing
@@ -58,23 +49,11 @@ int64_t health_now(void);
  * that ends early, as in "HTTP/1.\n", never yields a status). */
 int health_reply_status(const char *buf, size_t len, unsigned *status);
 
-struct metric_names;
-
-/* Builds the registry for c with one reference, taking a reference on c. Servers unchanged from
- * `prev` (same pool name and address) keep their state; the others start usable. Metrics slots
- * come from names (main thread). NULL when out of memory. */
-struct health *health_new(struct conf *c, const struct health *prev, struct metric_names *names);
-/* Starts active checks for pools with a health block, on loop (the main thread's). */
-void health_start(struct health *h, struct ev_loop *loop);
-/* Stops the active checks (main thread). */
-void health_stop(struct health *h);
-static inline struct health *health_ref(struct health *h)
-{
-    atomic_fetch_add(&h->refs, 1);
-    return h;
-}
-/* Drops a reference (any thread); the last frees the registry. Checks must be stopped. */
-void health_unref(struct health *h);
+/* Starts active checks for rt's pools with a health block, on loop (the main thread's). */
+void health_start(struct runtime *rt, struct ev_loop *loop);
+/* Stops rt's active checks (main thread), before main drops its reference on rt: the checks point
+ * into it, and the last reference may go on a worker. */
+void health_stop(struct runtime *rt);
 
 /* Is the server in rotation now? (not ejected nor half-open, not down) */
 bool health_usable(const struct srv_health *s, int64_t now);

@@ -1,6 +1,6 @@
 /* main.c — command line, signals, start, reload and drain orchestration.
  *
- * The main thread owns the running snapshot's registry (`current`, which holds the conf), the
+ * The main thread owns the running snapshot's runtime (`current`, which holds the conf), the
  * workers array, the admin listener and the active health checks. Its libev loop serves signals
  * (through signalfd: they are blocked in every other thread), the admin listener, the health
  * checks, and applies snapshots that the loader thread has read and validated (SIGHUP reloads,
@@ -32,6 +32,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "probe.h"
+#include "runtime.h"
 #include "stale.h"
 #include "worker.h"
 
@@ -45,7 +46,7 @@ static bool draining;
 static struct admin admin;
 static struct alog alog;
 static struct metric_names names;
-static struct health *current;          /* the running snapshot's registry (conf: current->conf) */
+static struct runtime *current;         /* the running snapshot's runtime (conf: current->conf) */
 static struct stale_store *stale;       /* fallback.stale copies of every worker; lives across reloads */
 static const char *conf_path;
 
@@ -161,7 +162,7 @@ static void watch_stop(struct ev_loop *loop)
  * what is in flight finishes on the old one. */
 static void apply_conf(struct ev_loop *loop, struct conf *nc, const char *why)
 {
-    struct health *nh = health_new(nc, current, &names);
+    struct runtime *nh = runtime_new(nc, current, &names);
 
     conf_unref(nc);   /* nh holds it */
     if (!nh) {
@@ -179,11 +180,11 @@ static void apply_conf(struct ev_loop *loop, struct conf *nc, const char *why)
     health_stop(current);
     for (unsigned i = 0; i < nworkers; i++)
         worker_reload(&workers[i], nh);
-    health_unref(current);
+    runtime_unref(current);
     current = nh;
     health_start(current, loop);
     admin.conf = current->conf;
-    admin.health = current;
+    admin.rt = current;
     admin.generation++;
     log_info("%s: %s applied (generation %u)", why, conf_path, admin.generation);
 }
@@ -501,7 +502,7 @@ static int start_workers(struct conf *c)
     admin.conf = c;
     admin.workers = workers;
     admin.nworkers = nworkers;
-    admin.health = current;
+    admin.rt = current;
     admin.stale = stale;
     admin.generation = 1;
     run_state.rings = calloc(nworkers, sizeof(*run_state.rings));
@@ -551,7 +552,7 @@ static int start(struct conf *c, const char *path)
     conf_path = path;
     nworkers = c->workers ? c->workers : 1;
     workers = calloc(nworkers, sizeof(*workers));
-    current = health_new(c, NULL, &names);
+    current = runtime_new(c, NULL, &names);
     stale = stale_store_new(c->stale_store.size, c->stale_store.max_entry);
     if (!run_state.loop || !workers || !current || !stale) {
         log_error("out of memory");
@@ -609,7 +610,7 @@ static void stop(bool ok)
     free(workers);
     if (current) {
         health_stop(current);
-        health_unref(current);
+        runtime_unref(current);
     }
     metric_names_free(&names);
     stale_store_free(stale);   /* after the workers: they used it to the end */

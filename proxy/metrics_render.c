@@ -15,6 +15,7 @@
 #include "health.h"
 #include "hop.h"
 #include "metrics.h"
+#include "runtime.h"
 #include "series.h"
 #include "sketch.h"
 #include "stale.h"
@@ -78,7 +79,7 @@ static uint64_t sum_workers(const struct metrics_render_src *s, bool server, uns
 /* The route slot of conf route r, or the no-route slot for r == nroutes. */
 static unsigned route_slot(const struct metrics_render_src *s, size_t r)
 {
-    return r < s->conf->nroutes ? s->health->route_slot[r] : METRIC_ROUTE_SLOTS;
+    return r < s->conf->nroutes ? s->rt->route_slot[r] : METRIC_ROUTE_SLOTS;
 }
 
 /* Copies src into dst escaped for a JSON string (json) or a Prometheus label value (!json). */
@@ -160,7 +161,7 @@ static void render_cert_metrics(struct metrics_render_buf *b, const struct conf 
 void metrics_render_prometheus(struct metrics_render_buf *b, const struct metrics_render_src *s)
 {
     const struct conf *c = s->conf;
-    const struct health *h = s->health;
+    const struct runtime *rt = s->rt;
     uint64_t dropped = 0;
 
     metrics_render_printf(b, "# HELP lifeline_tls_handshakes_total TLS handshakes by side (downstream, upstream) and result.\n"
@@ -240,8 +241,8 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
     }
     metrics_render_printf(b, "# HELP lifeline_upstream_attempts_total Attempts by pool, server and outcome (ok: an answer below 500).\n"
                  "# TYPE lifeline_upstream_attempts_total counter\n");
-    for (size_t p = 0; p < h->npools; p++) {
-        const struct health_pool *hp = &h->pools[p];
+    for (size_t p = 0; p < rt->npools; p++) {
+        const struct health_pool *hp = &rt->pools[p];
         for (unsigned i = 0; i < hp->n; i++) {
             for (unsigned o = 0; o < METRIC_OUTCOMES; o++) {
                 uint64_t v = SERVER_SUM(s, hp->servers[i].slot, attempts[o]);
@@ -254,8 +255,8 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
     }
     metrics_render_printf(b, "# HELP lifeline_upstream_response_seconds Upstream attempt latency by pool, server and phase (connect: a new connection's connect; first_byte: from the connection to the response head).\n"
                  "# TYPE lifeline_upstream_response_seconds histogram\n");
-    for (size_t p = 0; p < h->npools; p++) {
-        const struct health_pool *hp = &h->pools[p];
+    for (size_t p = 0; p < rt->npools; p++) {
+        const struct health_pool *hp = &rt->pools[p];
         for (unsigned i = 0; i < hp->n; i++) {
             unsigned slot = hp->servers[i].slot;
             for (unsigned ph = 0; ph < MP_COUNT; ph++) {
@@ -282,8 +283,8 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
     }
     metrics_render_printf(b, "# HELP lifeline_outlier_ejections_total Passive ejections (failed half-open trials included), by pool and server.\n"
                  "# TYPE lifeline_outlier_ejections_total counter\n");
-    for (size_t p = 0; p < h->npools; p++) {
-        const struct health_pool *hp = &h->pools[p];
+    for (size_t p = 0; p < rt->npools; p++) {
+        const struct health_pool *hp = &rt->pools[p];
         for (unsigned i = 0; i < hp->n; i++)
             metrics_render_printf(b, "lifeline_outlier_ejections_total{pool=\"%s\",server=\"%s\"} %llu\n",
                                   hp->cp->name, hp->servers[i].addr->text,
@@ -291,8 +292,8 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
     }
     metrics_render_printf(b, "# HELP lifeline_upstream_connections Upstream connections by pool and state.\n"
                  "# TYPE lifeline_upstream_connections gauge\n");
-    for (size_t p = 0; p < h->npools; p++) {
-        const struct health_pool *hp = &h->pools[p];
+    for (size_t p = 0; p < rt->npools; p++) {
+        const struct health_pool *hp = &rt->pools[p];
         uint64_t idle = 0, active = 0;
         for (unsigned i = 0; i < hp->n; i++) {
             idle += SERVER_SUM(s, hp->servers[i].slot, idle);
@@ -307,8 +308,8 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
                  "# TYPE lifeline_upstream_server_usable gauge\n");
     {
         int64_t now = health_now();
-        for (size_t p = 0; p < h->npools; p++) {
-            const struct health_pool *hp = &h->pools[p];
+        for (size_t p = 0; p < rt->npools; p++) {
+            const struct health_pool *hp = &rt->pools[p];
             for (unsigned i = 0; i < hp->n; i++)
                 metrics_render_printf(b, "lifeline_upstream_server_usable{pool=\"%s\",server=\"%s\"} %d\n",
                                       hp->cp->name, hp->servers[i].addr->text, health_usable(&hp->servers[i], now));
@@ -395,7 +396,7 @@ static void render_status_listeners(struct metrics_render_buf *b, const struct c
 void metrics_render_status(struct metrics_render_buf *b, const struct metrics_render_src *s)
 {
     const struct conf *c = s->conf;
-    const struct health *h = s->health;
+    const struct runtime *rt = s->rt;
     int64_t now = health_now();
 
     metrics_render_printf(b, "{\"version\":\"%s\",\"generation\":%u,\"draining\":%s,\"workers\":%u,"
@@ -404,8 +405,8 @@ void metrics_render_status(struct metrics_render_buf *b, const struct metrics_re
                           atomic_load(&worker_open_clients));
     render_status_listeners(b, c);
     metrics_render_printf(b, "\"pools\":[");
-    for (size_t p = 0; p < h->npools; p++) {
-        const struct health_pool *hp = &h->pools[p];
+    for (size_t p = 0; p < rt->npools; p++) {
+        const struct health_pool *hp = &rt->pools[p];
         metrics_render_printf(b, "%s{\"name\":\"%s\",\"balance\":\"%s\",\"outlier\":%s,\"health_checks\":%s,"
                                  "\"tls\":%s,\"tls_verify\":%s,\"servers\":[",
                   p ? "," : "", hp->cp->name, conf_balance_name(hp->cp->balance),
@@ -494,12 +495,12 @@ static enum series_state server_state_now(const struct srv_health *hs, int64_t n
 
 void metrics_render_sample(const struct metrics_render_src *s, uint32_t sec)
 {
-    const struct health *h = s->health;
+    const struct runtime *rt = s->rt;
     int64_t now = health_now();
 
-    for (size_t p = 0; p < h->npools; p++) {
-        for (unsigned i = 0; i < h->pools[p].n; i++)
-            series_sample(h->pools[p].servers[i].slot, sec, server_state_now(&h->pools[p].servers[i], now));
+    for (size_t p = 0; p < rt->npools; p++) {
+        for (unsigned i = 0; i < rt->pools[p].n; i++)
+            series_sample(rt->pools[p].servers[i].slot, sec, server_state_now(&rt->pools[p].servers[i], now));
     }
 }
 
@@ -507,7 +508,7 @@ void metrics_render_series(struct metrics_render_buf *b, const struct metrics_re
 {
     static const char band_char[] = "-uehd";   /* enum series_state: none, up, ejected, half-open, down */
     const struct conf *c = s->conf;
-    const struct health *h = s->health;
+    const struct runtime *rt = s->rt;
     double wall = ev_time();
     uint32_t last = (uint32_t)wall;
     int64_t now = health_now();
@@ -554,8 +555,8 @@ void metrics_render_series(struct metrics_render_buf *b, const struct metrics_re
         metrics_render_printf(b, "}");
     }
     metrics_render_printf(b, "],\"servers\":[");
-    for (size_t p = 0, first = 1; p < h->npools; p++) {
-        const struct health_pool *hp = &h->pools[p];
+    for (size_t p = 0, first = 1; p < rt->npools; p++) {
+        const struct health_pool *hp = &rt->pools[p];
         for (unsigned i = 0; i < hp->n; i++, first = 0) {
             const struct srv_health *hs = &hp->servers[i];
             uint64_t recent_total = 0, recent_failed = 0;
@@ -602,11 +603,11 @@ void metrics_render_series(struct metrics_render_buf *b, const struct metrics_re
     nev = series_events(wall - window, ev, SERIES_EVENTS);
     for (unsigned k = 0; k < nev; k++) {
         const char *pool = "", *addr = "";
-        for (size_t p = 0; p < h->npools; p++) {
-            for (unsigned i = 0; i < h->pools[p].n; i++) {
-                if (h->pools[p].servers[i].slot == ev[k].sslot) {
-                    pool = h->pools[p].cp->name;
-                    addr = h->pools[p].servers[i].addr->text;
+        for (size_t p = 0; p < rt->npools; p++) {
+            for (unsigned i = 0; i < rt->pools[p].n; i++) {
+                if (rt->pools[p].servers[i].slot == ev[k].sslot) {
+                    pool = rt->pools[p].cp->name;
+                    addr = rt->pools[p].servers[i].addr->text;
                 }
             }
         }

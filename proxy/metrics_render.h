@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 struct conf;
-struct health;
+struct runtime;
 struct stale_store;
 struct worker;
 
@@ -32,7 +32,7 @@ void metrics_render_printf(struct metrics_render_buf *b, const char *fmt, ...)
 /* Everything one scrape reads, borrowed for the call. */
 struct metrics_render_src {
     const struct conf *conf;            /* the running snapshot */
-    const struct health *health;        /* its registry: pools, servers, route slots */
+    const struct runtime *rt;           /* its runtime: pools, servers, route slots */
     const struct worker *workers;       /* their counters (rmetrics, smetrics, alog.dropped) */
     unsigned nworkers;
     const struct stale_store *stale;    /* may be NULL */

@@ -18,7 +18,7 @@
 #include "client.h"
 #include "exchange.h"
 #include "h1.h"
-#include "health.h"
+#include "runtime.h"
 #include "log.h"
 #include "series.h"
 #include "stale.h"
@@ -32,7 +32,7 @@ atomic_uint worker_open_clients;
 #define BLOCK_CACHE_MAX 4096
 
 static void worker_accept_cb(struct ev_loop *loop, ev_io *io, int revents);
-static void worker_switch(struct worker *w, struct health *h);
+static void worker_switch(struct worker *w, struct runtime *rt);
 
 static int listener_open(const struct conf_listener *cl)
 {
@@ -212,9 +212,9 @@ static void worker_wake_cb(struct ev_loop *loop, ev_async *a, int revents)
 
     (void)revents;
     {
-        struct health *h = atomic_exchange(&w->pending, NULL);
-        if (h)
-            worker_switch(w, h);
+        struct runtime *rt = atomic_exchange(&w->pending, NULL);
+        if (rt)
+            worker_switch(w, rt);
     }
     switch (atomic_load(&w->cmd)) {
     case WORKER_RUN:
@@ -241,22 +241,22 @@ void worker_post(struct worker *w, enum worker_cmd cmd)
     ev_async_send(w->loop, &w->wake);
 }
 
-static struct gen *gen_new(struct worker *w, struct health *h)
+static struct gen *gen_new(struct worker *w, struct runtime *rt)
 {
-    struct conf *c = h->conf;
+    struct conf *c = rt->conf;
     struct gen *g = calloc(1, sizeof(*g));
 
     if (!g)
         return NULL;
     g->conf = conf_ref(c);
-    g->health = health_ref(h);
+    g->rt = runtime_ref(rt);
     g->refs = 1;
     g->pools = calloc(c->npools ? c->npools : 1, sizeof(*g->pools));
     g->route_stats = calloc(c->nroutes ? c->nroutes : 1, sizeof(*g->route_stats));
     if (!g->pools || !g->route_stats)
         goto fail;
     for (size_t i = 0; i < c->npools; i++) {
-        if (pool_init(&g->pools[i], w, &c->pools[i], &h->pools[i]) < 0)
+        if (pool_init(&g->pools[i], w, &c->pools[i], &rt->pools[i]) < 0)
             goto fail;
     }
     return g;
@@ -272,7 +272,7 @@ static void gen_free(struct gen *g)
         pool_destroy(&g->pools[i]);
     free(g->pools);
     free(g->route_stats);
-    health_unref(g->health);
+    runtime_unref(g->rt);
     conf_unref(g->conf);
     free(g);
 }
@@ -345,12 +345,12 @@ fail:
 /* Switches to the snapshot main handed over: a new generation, idle connections to unchanged
  * servers carried over, listeners kept, added or closed. In-flight exchanges finish on the old
  * generation. */
-static void worker_switch(struct worker *w, struct health *h)
+static void worker_switch(struct worker *w, struct runtime *rt)
 {
-    struct gen *old = w->gen, *g = gen_new(w, h);
-    const struct conf *c = h->conf;
+    struct gen *old = w->gen, *g = gen_new(w, rt);
+    const struct conf *c = rt->conf;
 
-    health_unref(h);   /* the reference main handed over; the generation holds its own */
+    runtime_unref(rt);   /* the reference main handed over; the generation holds its own */
     if (!g) {
         log_error("worker %u: reload: out of memory; keeping the running configuration", w->id);
         return;
@@ -390,18 +390,18 @@ static void worker_switch(struct worker *w, struct health *h)
     log_info("worker %u: configuration switched", w->id);
 }
 
-void worker_reload(struct worker *w, struct health *h)
+void worker_reload(struct worker *w, struct runtime *rt)
 {
-    struct health *prev = atomic_exchange(&w->pending, health_ref(h));
+    struct runtime *prev = atomic_exchange(&w->pending, runtime_ref(rt));
 
     if (prev)
-        health_unref(prev);   /* superseded before the worker took it */
+        runtime_unref(prev);   /* superseded before the worker took it */
     ev_async_send(w->loop, &w->wake);
 }
 
-int worker_init(struct worker *w, unsigned id, struct health *h, struct stale_store *stale)
+int worker_init(struct worker *w, unsigned id, struct runtime *rt, struct stale_store *stale)
 {
-    struct conf *c = h->conf;
+    struct conf *c = rt->conf;
 
     memset(w, 0, sizeof(*w));
     w->id = id;
@@ -420,7 +420,7 @@ int worker_init(struct worker *w, unsigned id, struct health *h, struct stale_st
     w->scratch = malloc(w->scratch_len);
     w->rmetrics = calloc(METRIC_ROUTE_SLOTS + 1, sizeof(*w->rmetrics));
     w->smetrics = calloc(METRIC_SERVER_SLOTS, sizeof(*w->smetrics));
-    w->gen = gen_new(w, h);
+    w->gen = gen_new(w, rt);
     if (!w->scratch || !w->rmetrics || !w->smetrics || !w->gen ||
         alog_ring_init(&w->alog, c->access_log.path) < 0) {
         log_error("worker %u: out of memory", id);
@@ -482,7 +482,7 @@ void worker_destroy(struct worker *w)
     if (w->gen)
         gen_free(w->gen);
     if (w->pending)
-        health_unref(w->pending);
+        runtime_unref(w->pending);
     while (w->dead_ex) {
         struct exchange *ex = w->dead_ex;
         w->dead_ex = (struct exchange *)ex->c;

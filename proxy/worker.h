@@ -36,7 +36,7 @@
 struct client;
 struct exchange;
 struct h1_parser;
-struct health;
+struct runtime;
 
 struct listener {
     struct worker *w;
@@ -57,7 +57,7 @@ struct route_stats { struct retry_window window; };
  * given back to them instead of keeping them. */
 struct gen {
     struct conf *conf;                  /* reference held */
-    struct health *health;              /* reference held */
+    struct runtime *rt;                 /* reference held */
     struct pool *pools;                 /* one per conf->pools entry */
     struct route_stats *route_stats;    /* one per conf->routes entry */
     unsigned refs;
@@ -71,7 +71,7 @@ struct worker {
     struct gen *gen;                    /* current generation */
     struct gen *retired;                /* older generations still in use */
     struct conf *conf;                  /* gen->conf, for short */
-    _Atomic(struct health *) pending;   /* a reload handed over by main (its reference moves in) */
+    _Atomic(struct runtime *) pending;  /* a reload handed over by main (its reference moves in) */
 
     struct listener *listeners;
     unsigned nlisteners;
@@ -127,12 +127,12 @@ extern atomic_uint worker_open_clients;
 int listener_probe(const struct conf_listener *cl);
 
 /* Creates the worker's loop, listeners (bound now, so that errors are reported at start) and
- * its first generation from h (h->conf is the snapshot). stale: the process's stale store, used by
+ * its first generation from rt (rt->conf is the snapshot). stale: the process's stale store, used by
  * every worker and outliving them (may be NULL). Returns 0, or -1 after logging why. */
-int worker_init(struct worker *w, unsigned id, struct health *h, struct stale_store *stale);
-/* Hands a new snapshot to a running worker (main thread): takes a reference on h; the worker
+int worker_init(struct worker *w, unsigned id, struct runtime *rt, struct stale_store *stale);
+/* Hands a new snapshot to a running worker (main thread): takes a reference on rt; the worker
  * switches to it at its next wake-up. */
-void worker_reload(struct worker *w, struct health *h);
+void worker_reload(struct worker *w, struct runtime *rt);
 /* An exchange stops using a generation. */
 void worker_gen_unref(struct worker *w, struct gen *g);
 /* Runs the loop until stopped (thread entry). */

@@ -1,0 +1,111 @@
+/* runtime.c — the runtime snapshot of one configuration (see runtime.h).
+ *
+ * Owns: the runtime, its health_pools and srv_health arrays and its route slots. Does not own: the
+ * conf (a reference held), the metric names (main's), the active checks (health.c).
+ */
+#include "runtime.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "metrics.h"
+
+static const struct srv_health *runtime_find(const struct runtime *rt, const char *pool, const char *addr)
+{
+    for (size_t i = 0; rt && i < rt->npools; i++) {
+        const struct health_pool *hp = &rt->pools[i];
+        if (strcmp(hp->cp->name, pool) != 0)
+            continue;
+        for (unsigned j = 0; j < hp->n; j++) {
+            if (strcmp(hp->servers[j].addr->text, addr) == 0)
+                return &hp->servers[j];
+        }
+    }
+    return NULL;
+}
+
+/* How long a half-open trial may stay out before its claim expires: the longest a hop on this pool
+ * can wait for its verdict (connect + response, with route overrides), at least 10 s. A trial
+ * that ends without a verdict frees its slot at once; this bound only covers a report that never
+ * comes. */
+static int64_t trial_timeout(const struct conf *c, const struct conf_pool *cp)
+{
+    int64_t t = cp->timeouts.connect + cp->timeouts.response;
+
+    for (size_t i = 0; i < c->nroutes; i++) {
+        const struct conf_route *r = &c->routes[i];
+        if (r->pool == cp && r->timeouts.connect + r->timeouts.response > t)
+            t = r->timeouts.connect + r->timeouts.response;
+    }
+    return t > 10000 ? t : 10000;
+}
+
+struct runtime *runtime_new(struct conf *c, const struct runtime *prev, struct metric_names *names)
+{
+    struct runtime *rt = calloc(1, sizeof(*rt));
+
+    if (!rt)
+        return NULL;
+    atomic_init(&rt->refs, 1);
+    rt->conf = conf_ref(c);
+    rt->pools = calloc(c->npools ? c->npools : 1, sizeof(*rt->pools));
+    rt->route_slot = calloc(c->nroutes ? c->nroutes : 1, sizeof(*rt->route_slot));
+    if (!rt->pools || !rt->route_slot) {
+        runtime_unref(rt);
+        return NULL;
+    }
+    for (size_t i = 0; i < c->nroutes; i++)
+        rt->route_slot[i] = names ? metric_route_slot(names, c->routes[i].name) : 0;
+    rt->npools = c->npools;
+    for (size_t i = 0; i < c->npools; i++) {
+        const struct conf_pool *cp = &c->pools[i];
+        struct health_pool *hp = &rt->pools[i];
+        unsigned n = 0;
+        for (size_t j = 0; j < cp->nservers; j++)
+            n += (unsigned)cp->servers[j].naddrs;
+        hp->cp = cp;
+        hp->trial_timeout = trial_timeout(c, cp);
+        atomic_init(&hp->ejecting, false);
+        hp->servers = calloc(n ? n : 1, sizeof(*hp->servers));
+        if (!hp->servers) {
+            runtime_unref(rt);
+            return NULL;
+        }
+        hp->n = 0;
+        for (size_t j = 0; j < cp->nservers; j++) {
+            for (size_t k = 0; k < cp->servers[j].naddrs; k++) {
+                struct srv_health *s = &hp->servers[hp->n++];
+                const struct srv_health *old;
+                s->cp = cp;
+                s->addr = &cp->servers[j].addrs[k];
+                s->slot = names ? metric_server_slot(names, cp->name, s->addr->text) : 0;
+                old = runtime_find(prev, cp->name, s->addr->text);
+                if (old) {   /* the same server: its ejection and health state carry over */
+                    if (cp->outlier.enabled && old->cp->outlier.enabled) {
+                        /* a trial in flight reports to the old runtime: this one starts with a
+                         * free slot, so a half-open server gets a trial of its own */
+                        atomic_store(&s->o.fails, atomic_load(&old->o.fails));
+                        atomic_store(&s->o.until, atomic_load(&old->o.until));
+                        atomic_store(&s->o.ejections, atomic_load(&old->o.ejections));
+                        atomic_store(&s->o.readmitted, atomic_load(&old->o.readmitted));
+                    }
+                    atomic_store(&s->down, atomic_load(&old->down));
+                    atomic_store(&s->back_since, atomic_load(&old->back_since));
+                }
+            }
+        }
+    }
+    return rt;
+}
+
+void runtime_unref(struct runtime *rt)
+{
+    if (!rt || atomic_fetch_sub(&rt->refs, 1) != 1)
+        return;
+    for (size_t i = 0; rt->pools && i < rt->npools; i++)
+        free(rt->pools[i].servers);
+    free(rt->pools);
+    free(rt->route_slot);
+    conf_unref(rt->conf);
+    free(rt);
+}
