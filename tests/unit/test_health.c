@@ -354,6 +354,8 @@ static void test_max_ejected_two_threads(void **state)
     if (over)
         fail_msg("%u of %d rounds ejected both servers of a pool with max_ejected_percent: 50", over, RACE_ROUNDS);
     assert_int_equal(ejected_rounds, RACE_ROUNDS);   /* and one of them always was */
+}
+
 /* health_reply_status: the active check's status line parser, as a table. A reply is given in
  * a buffer exactly its size (copied to the heap: ASan sees a read past it). */
 static void test_reply_status_table(void **state)
