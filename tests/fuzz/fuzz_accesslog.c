@@ -87,6 +87,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         take(&in, &att[i].connect_ms, sizeof(att[i].connect_ms));
         take(&in, &att[i].response_ms, sizeof(att[i].response_ms));
     }
+    /* taken last, so that older corpus entries keep their meaning */
+    e.trace_id = take_str(&in);
+    if (flags & 4)
+        e.trace_id.s = NULL;
+    for (unsigned i = 0; i < e.nattempts; i++)
+        att[i].span_id = take_str(&in);
     e.attempts = att;
     n = alog_format(line, sizeof(line), &e);
     if (n == 0 || n > ALOG_LINE_MAX) {
