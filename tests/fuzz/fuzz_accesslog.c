@@ -9,6 +9,7 @@
  *   then strings, each a 2-byte little-endian length and that many bytes (cut at the input's end):
  *   client, method, target, route, request_id, fallback, then per attempt server and outcome
  *   followed by its status (4) and connect_ms, response_ms (4 each, signed).
+ *   After the attempts: trace_id, then each attempt's span_id (flags bit 2: trace_id null).
  * Seeds: tests/fuzz/corpus/accesslog/.
  *
  * Checked by tests/unit/alog_check.h (a decoder written apart from the formatter): the line fits in
