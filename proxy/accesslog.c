@@ -278,6 +278,8 @@ size_t alog_format(char *out, size_t cap, const struct alog_entry *e)
              dur);
     alog_put_str(&o, "request_id", e->request_id, ALOG_FIELD_MAX);
     alog_put(&o, ",");
+    alog_put_str(&o, "trace_id", e->trace_id, ALOG_FIELD_MAX);
+    alog_put(&o, ",");
     alog_put_str(&o, "fallback", e->fallback, ALOG_FIELD_MAX);
     alog_put(&o, ",\"attempts\":[");
     for (unsigned i = 0; e->attempts && i < e->nattempts && i < ALOG_MAX_ATTEMPTS; i++) {
@@ -290,6 +292,8 @@ size_t alog_format(char *out, size_t cap, const struct alog_entry *e)
         alog_put_ms(&o, "connect_ms", a->connect_ms);
         alog_put(&o, ",");
         alog_put_ms(&o, "response_ms", a->response_ms);
+        alog_put(&o, ",");
+        alog_put_str(&o, "span_id", a->span_id, ALOG_FIELD_MAX);
         alog_put(&o, "}");
     }
     alog_put(&o, "]}\n");

@@ -74,11 +74,13 @@ struct alog_attempt {
     int connect_ms, response_ms;            /* < 0: did not happen (null) */
     int backoff_ms;                         /* the wait after it before the next attempt; < 0 or 0
                                              * when none (not in the log line; /status/requests) */
+    struct alog_str span_id;                /* the traceparent span id it sent; NULL: null */
 };
 
 struct alog_entry {
     double time;                            /* wall clock, seconds since the epoch */
     struct alog_str client, method, target, route, request_id, fallback;
+    struct alog_str trace_id;               /* W3C trace id (32 hex); NULL: null */
     unsigned status;
     uint64_t bytes;
     double duration_ms;                     /* negative or not finite: written as 0 */
@@ -89,8 +91,8 @@ struct alog_entry {
 /* The longest line alog_format() can write, newline included: every string at its cap with every
  * byte escaped six-fold, every number at its widest. */
 #define ALOG_LINE_MAX                                                                              \
-    (256 + 6 * (ALOG_TARGET_MAX + 5 * ALOG_FIELD_MAX) + 12 +                                       \
-     ALOG_MAX_ATTEMPTS * (128 + 6 * 2 * ALOG_FIELD_MAX + 4) + 4)
+    (256 + 6 * (ALOG_TARGET_MAX + 6 * ALOG_FIELD_MAX) + 32 +                                       \
+     ALOG_MAX_ATTEMPTS * (160 + 6 * 3 * ALOG_FIELD_MAX + 4) + 4)
 
 /* A C string as a field (NULL stays NULL: JSON null). */
 static inline struct alog_str alog_cstr(const char *s)

@@ -135,6 +135,7 @@ static void exchange_record_hop(struct exchange *ex, const struct hop *h, unsign
     r->response_ms = h->connected > 0 && (midx == HOP_OK || midx == METRIC_OUTCOME_5XX)
                          ? (int)((now - h->connected) * 1000.0 + 0.5) : -1;
     r->backoff_ms = -1;
+    memcpy(r->span_id, h->span_id, sizeof(r->span_id));
 }
 
 /* The hop ended with an HTTP answer (status), or failed (its outcome). */
@@ -173,11 +174,13 @@ static void exchange_account(struct exchange *ex, unsigned status)
     e.bytes = c->bytes_out + c->out.len - ex->bytes_mark;
     e.duration_ms = dur * 1000.0;
     e.request_id = (struct alog_str){ ex->request_id, ex->request_id_len };
+    e.trace_id = (struct alog_str){ ex->trace_id, sizeof(ex->trace_id) };
     e.fallback = alog_cstr(ex->fallback_reason);
     for (unsigned i = 0; i < ex->nhoplog && i < ALOG_MAX_ATTEMPTS; i++) {
         const struct hop_record *r = &ex->hoplog[i];
         att[i] = (struct alog_attempt){ alog_cstr(r->server), alog_cstr(r->outcome), r->status, r->connect_ms,
-                                        r->response_ms, r->backoff_ms };
+                                        r->response_ms, r->backoff_ms,
+                                        (struct alog_str){ r->span_id, sizeof(r->span_id) } };
         e.nattempts = i + 1;
     }
     e.attempts = att;
@@ -403,6 +406,37 @@ static void exchange_make_request_id(struct exchange *ex)
     }
 }
 
+/* 8 random bytes, not all zero, as 16 lowercase hex characters (no printf: per attempt). */
+static void exchange_rand_hex(struct exchange *ex, char out[16])
+{
+    static const char hex[] = "0123456789abcdef";
+    uint64_t r;
+
+    do
+        r = worker_rand(ex_worker(ex));
+    while (r == 0);
+    for (unsigned i = 0; i < 16; i++)
+        out[i] = hex[(r >> (4 * i)) & 15];
+}
+
+/* SPEC §5: the incoming trace when its traceparent is valid (its tracestate then goes along),
+ * else a new one: 16 random bytes, flags 01 (sampled). */
+static void exchange_make_trace(struct exchange *ex)
+{
+    const struct h1_head *req = ex->req;
+    const struct h1_header *hd = req->traceparent >= 0 ? &req->hdrs[req->traceparent] : NULL;
+
+    ex->trace_in = hd && h1_traceparent_valid(hd->value, hd->value_len);
+    if (ex->trace_in) {
+        memcpy(ex->trace_id, hd->value + H1_TP_TRACE_OFF, 32);
+        memcpy(ex->trace_flags, hd->value + H1_TP_FLAGS_OFF, 2);
+    } else {
+        exchange_rand_hex(ex, ex->trace_id);
+        exchange_rand_hex(ex, ex->trace_id + 16);
+        memcpy(ex->trace_flags, "01", 2);
+    }
+}
+
 /* SPEC §3.5: the method may be sent again (retry.methods, or an Idempotency-Key header). */
 static bool exchange_method_repeatable(const struct exchange *ex)
 {
@@ -492,6 +526,7 @@ void exchange_start(struct exchange *ex, struct client *c)
     ev_init(&ex->race_timer, exchange_spare_cb);
     ex->backoff_timer.data = ex->spare_timer.data = ex->race_timer.data = ex;
     exchange_make_request_id(ex);
+    exchange_make_trace(ex);
 
     scratch = worker_scratch(w, &scratch_len);
     nlen = route_normalize(req->target, req->target_len, scratch, scratch_len / 2);
@@ -549,6 +584,7 @@ static int exchange_build_head(struct exchange *ex, struct hop *h, struct upserv
     struct worker *w = ex_worker(ex);
     const struct h1_head *req = ex->req;
     struct h1_req_out o;
+    char tp[H1_TRACEPARENT_LEN];
     size_t need = w->conf->limits.max_header_bytes + 2048;
 
     if (!h->head.data) {
@@ -579,6 +615,16 @@ static int exchange_build_head(struct exchange *ex, struct hop *h, struct upserv
     o.proto = ex->c->tls ? "https" : "http";
     o.request_id = ex->request_id;
     o.request_id_len = ex->request_id_len;
+    /* this attempt's own span: "00-<trace id>-<span id>-<flags>" */
+    memcpy(tp, "00-", 3);
+    memcpy(tp + H1_TP_TRACE_OFF, ex->trace_id, 32);
+    tp[H1_TP_SPAN_OFF - 1] = '-';
+    exchange_rand_hex(ex, h->span_id);
+    memcpy(tp + H1_TP_SPAN_OFF, h->span_id, 16);
+    tp[H1_TP_FLAGS_OFF - 1] = '-';
+    memcpy(tp + H1_TP_FLAGS_OFF, ex->trace_flags, 2);
+    o.traceparent = tp;
+    o.tracestate = ex->trace_in;
     o.chunked = req->chunked;
     /* "Content-Length: 0" is kept: some servers require it on POST. */
     o.content_length = req->chunked ? -1 : req->content_length;

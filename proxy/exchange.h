@@ -77,6 +77,7 @@ struct exchange {
         unsigned status;
         int connect_ms, response_ms;    /* -1: did not happen */
         int backoff_ms;                 /* waited after it before the next attempt; -1: none */
+        char span_id[16];               /* its traceparent span id (hex) */
     } hoplog[8];
     unsigned nhoplog;
     bool accounted;                     /* metrics and access log written */
@@ -96,6 +97,10 @@ struct exchange {
     ev_tstamp started, deadline;
     char request_id[EXCHANGE_REQUEST_ID_MAX + 1];   /* NUL-terminated */
     size_t request_id_len;
+    /* W3C trace context (SPEC §5): the incoming trace's, or one lifeline started */
+    char trace_id[32];                  /* lowercase hex */
+    char trace_flags[2];                /* copied from the incoming traceparent; "01" when new */
+    bool trace_in;                      /* a valid traceparent came: its tracestate is forwarded */
 };
 
 /* A complete request head arrived on c (c->parser holds it). Routes it and starts the first hop,

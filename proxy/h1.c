@@ -584,6 +584,11 @@ static int on_headers_complete(http_parser *hp)
             hd->flags |= H1_HDR_XRID;
             if (h->request_id < 0)
                 h->request_id = (int)i;
+        } else if (NAME_IS(hd, "traceparent")) {
+            hd->flags |= H1_HDR_TPARENT;
+            h->traceparent = h->traceparent == -1 ? (int)i : -2;
+        } else if (NAME_IS(hd, "tracestate")) {
+            hd->flags |= H1_HDR_TSTATE;
         }
     }
     /* Second pass: the names Connection lists are hop-by-hop too (any number, any length). */
@@ -770,6 +775,7 @@ void h1_parser_reset(struct h1_parser *p)
     p->head.content_length = -1;
     p->head.host = -1;
     p->head.request_id = -1;
+    p->head.traceparent = -1;
     p->alen = 0;
     p->head_bytes = 0;
     p->last_cb = CB_NONE;
@@ -1287,6 +1293,30 @@ static int stage_commit(struct buf *out, const struct stage *s)
     return 0;
 }
 
+static bool tp_hex(const char *v, size_t n, bool nonzero)
+{
+    bool any = false;
+
+    for (size_t i = 0; i < n; i++) {
+        char c = v[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+            return false;   /* uppercase too: W3C requires lowercase */
+        any |= c != '0';
+    }
+    return any || !nonzero;
+}
+
+bool h1_traceparent_valid(const char *v, size_t n)
+{
+    if (n < H1_TRACEPARENT_LEN || !tp_hex(v, 2, false) || (v[0] == 'f' && v[1] == 'f'))
+        return false;
+    if (v[0] == '0' && v[1] == '0' ? n != H1_TRACEPARENT_LEN : n > H1_TRACEPARENT_LEN && v[H1_TRACEPARENT_LEN] != '-')
+        return false;
+    return v[2] == '-' && v[H1_TP_SPAN_OFF - 1] == '-' && v[H1_TP_FLAGS_OFF - 1] == '-' &&
+           tp_hex(v + H1_TP_TRACE_OFF, 32, true) && tp_hex(v + H1_TP_SPAN_OFF, 16, true) &&
+           tp_hex(v + H1_TP_FLAGS_OFF, 2, false);
+}
+
 int h1_write_request_head(struct buf *out, const struct h1_head *req, const struct h1_req_out *o)
 {
     struct stage s = stage_of(out);
@@ -1306,7 +1336,9 @@ int h1_write_request_head(struct buf *out, const struct h1_head *req, const stru
         put_header(&s, host->name, host->name_len, host->value, host->value_len);
     for (unsigned i = 0; i < req->nhdrs; i++) {
         const struct h1_header *hd = &req->hdrs[i];
-        if (hd->flags & (H1_HDR_HOP | H1_HDR_FRAMING | H1_HDR_XFWD | H1_HDR_XRID | H1_HDR_HOST))
+        if (hd->flags & (H1_HDR_HOP | H1_HDR_FRAMING | H1_HDR_XFWD | H1_HDR_XRID | H1_HDR_HOST | H1_HDR_TPARENT))
+            continue;
+        if ((hd->flags & H1_HDR_TSTATE) && !o->tracestate)
             continue;
         if (hd->flags & H1_HDR_XFF) {
             /* All non-empty X-Forwarded-For lines merged, in order, then the client appended. */
@@ -1343,6 +1375,8 @@ int h1_write_request_head(struct buf *out, const struct h1_head *req, const stru
         put_header(&s, "x-forwarded-proto", 17, o->proto, strlen(o->proto));
     if (host)
         put_header(&s, "x-forwarded-host", 16, host->value, host->value_len);
+    if (o->traceparent)
+        put_header(&s, "traceparent", 11, o->traceparent, H1_TRACEPARENT_LEN);
     put_common(&s, req, o->request_id, o->request_id_len, o->chunked, o->content_length, o->upgrade);
     puts_(&s, "\r\n");
     return stage_commit(out, &s);

@@ -37,6 +37,8 @@ enum h1_header_flags {
     H1_HDR_XFWD    = 1u << 3,  /* X-Forwarded-Proto / X-Forwarded-Host (the writer replaces them) */
     H1_HDR_XRID    = 1u << 4,  /* X-Request-Id (the writer emits o->request_id instead) */
     H1_HDR_HOST    = 1u << 5,  /* Host (the writer emits o->host instead when set) */
+    H1_HDR_TPARENT = 1u << 6,  /* traceparent (the writer emits o->traceparent instead) */
+    H1_HDR_TSTATE  = 1u << 7,  /* tracestate (forwarded only when o->tracestate) */
 };
 
 struct h1_header {
@@ -67,6 +69,7 @@ struct h1_head {
     bool expect_continue;    /* Expect: 100-continue */
     int host;                /* index of Host in hdrs, -1 when absent */
     int request_id;          /* index of X-Request-Id, -1 when absent */
+    int traceparent;         /* index of traceparent, -1 when absent, -2 when more than one */
     /* the arena is private to h1.c */
 };
 
@@ -140,14 +143,28 @@ struct h1_req_out {
     const char *client; size_t client_len;   /* appended to X-Forwarded-For */
     const char *proto;                       /* X-Forwarded-Proto: "http" or "https" */
     const char *request_id; size_t request_id_len;
+    const char *traceparent;                 /* H1_TRACEPARENT_LEN bytes to send; NULL: none */
+    bool tracestate;                         /* forward the request's tracestate headers */
     int64_t content_length;                  /* >= 0: emit Content-Length */
     bool chunked;                            /* emit Transfer-Encoding: chunked */
     bool upgrade;                            /* forward Upgrade and send Connection: upgrade */
 };
-/* Writes "METHOD target HTTP/1.1", the request's end-to-end headers, then X-Forwarded-For
- * (appended), X-Forwarded-Proto, X-Forwarded-Host (the request's Host), X-Request-Id, framing
+/* Writes "METHOD target HTTP/1.1", the request's end-to-end headers (the request's traceparent
+ * never; its tracestate only when o->tracestate), then X-Forwarded-For (appended),
+ * X-Forwarded-Proto, X-Forwarded-Host (the request's Host), traceparent, X-Request-Id, framing
  * headers. Returns 0, or -1 when it does not fit (nothing written). */
 int h1_write_request_head(struct buf *out, const struct h1_head *req, const struct h1_req_out *o);
+
+/* W3C Trace Context: "00-<32 hex trace-id>-<16 hex parent-id>-<2 hex flags>". */
+#define H1_TRACEPARENT_LEN 55
+#define H1_TP_TRACE_OFF 3                    /* the trace id's 32 characters */
+#define H1_TP_SPAN_OFF 36                    /* the parent (span) id's 16 characters */
+#define H1_TP_FLAGS_OFF 53                   /* the flags' 2 characters */
+/* A traceparent value lifeline accepts (W3C Trace Context level 1 §3.2): lowercase hex only,
+ * version not ff, trace id and parent id not all zero; version 00 exactly 55 characters, a later
+ * version at least 55 with '-' after the flags when longer. Its trace id and flags are at the
+ * offsets above. Anything else is treated as absent. */
+bool h1_traceparent_valid(const char *v, size_t n);
 
 struct h1_resp_out {
     const char *request_id; size_t request_id_len;

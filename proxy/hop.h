@@ -94,6 +94,7 @@ struct hop {
     bool got_bytes;                     /* any response byte arrived */
     bool read_paused;                   /* backpressure: downstream buffer full */
     ev_tstamp started, connected;       /* for connect_ms / response_ms */
+    char span_id[16];                   /* the traceparent span id this attempt sent (hex) */
     int64_t trial;                      /* the half-open trial claim this hop holds until its
                                          * verdict (pool_report), else 0; handed over by
                                          * hop_start, given back unjudged by hop_detach

@@ -13,12 +13,14 @@ struct recent_attempt {
     char outcome[20];
     unsigned status;
     int connect_ms, response_ms, backoff_ms;
+    char span_id[17];                   /* NUL-terminated; "" when none */
 };
 
 struct recent_entry {
     double time;
-    char request_id[48], route[64], method[16], target[256], fallback[24];
-    unsigned char idlen, routelen, methodlen, fallbacklen;
+    char request_id[48], route[64], method[16], target[256], fallback[24], trace_id[32];
+    unsigned char idlen, routelen, methodlen, fallbacklen, tracelen;
+    bool has_trace;
     unsigned short targetlen;
     bool has_route, has_fallback;
     unsigned status, nattempts;
@@ -65,6 +67,8 @@ void recent_record(unsigned wid, const struct alog_entry *e)
     memset(x, 0, sizeof(*x));
     x->time = e->time;
     x->idlen = (unsigned char)cut(x->request_id, sizeof(x->request_id), e->request_id);
+    x->has_trace = e->trace_id.s != NULL;
+    x->tracelen = (unsigned char)cut(x->trace_id, sizeof(x->trace_id), e->trace_id);
     x->has_route = e->route.s != NULL;
     x->routelen = (unsigned char)cut(x->route, sizeof(x->route), e->route);
     x->methodlen = (unsigned char)cut(x->method, sizeof(x->method), e->method);
@@ -81,6 +85,7 @@ void recent_record(unsigned wid, const struct alog_entry *e)
         y->connect_ms = a->connect_ms;
         y->response_ms = a->response_ms;
         y->backoff_ms = a->backoff_ms;
+        y->span_id[cut(y->span_id, sizeof(y->span_id) - 1, a->span_id)] = 0;
         x->nattempts = i + 1;
     }
     pthread_mutex_unlock(&r->mu);
@@ -154,7 +159,9 @@ void recent_render(struct metrics_render_buf *b, const char *id)
         const struct recent_entry *x = &all[i];
         metrics_render_printf(b, "%s\n{\"time\":%.3f,", i ? "," : "", x->time);
         put_str(b, "request_id", x->request_id, x->idlen, false);
-        metrics_render_printf(b, ",\"trace_id\":null,");
+        metrics_render_printf(b, ",");
+        put_str(b, "trace_id", x->trace_id, x->tracelen, !x->has_trace);
+        metrics_render_printf(b, ",");
         put_str(b, "route", x->route, x->routelen, !x->has_route);
         metrics_render_printf(b, ",");
         put_str(b, "method", x->method, x->methodlen, false);
@@ -175,6 +182,8 @@ void recent_render(struct metrics_render_buf *b, const char *id)
             put_ms(b, "response_ms", y->response_ms);
             metrics_render_printf(b, ",");
             put_ms(b, "backoff_ms", y->backoff_ms);
+            metrics_render_printf(b, ",");
+            put_str(b, "span_id", y->span_id, strlen(y->span_id), !y->span_id[0]);
             metrics_render_printf(b, "}");
         }
         metrics_render_printf(b, "]}");

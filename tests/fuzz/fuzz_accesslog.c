@@ -9,6 +9,7 @@
  *   then strings, each a 2-byte little-endian length and that many bytes (cut at the input's end):
  *   client, method, target, route, request_id, fallback, then per attempt server and outcome
  *   followed by its status (4) and connect_ms, response_ms (4 each, signed).
+ *   After the attempts: trace_id, then each attempt's span_id (flags bit 2: trace_id null).
  * Seeds: tests/fuzz/corpus/accesslog/.
  *
  * Checked by tests/unit/alog_check.h (a decoder written apart from the formatter): the line fits in
@@ -87,6 +88,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         take(&in, &att[i].connect_ms, sizeof(att[i].connect_ms));
         take(&in, &att[i].response_ms, sizeof(att[i].response_ms));
     }
+    /* taken last, so that older corpus entries keep their meaning */
+    e.trace_id = take_str(&in);
+    if (flags & 4)
+        e.trace_id.s = NULL;
+    for (unsigned i = 0; i < e.nattempts; i++)
+        att[i].span_id = take_str(&in);
     e.attempts = att;
     n = alog_format(line, sizeof(line), &e);
     if (n == 0 || n > ALOG_LINE_MAX) {

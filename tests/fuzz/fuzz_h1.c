@@ -311,6 +311,12 @@ static void check_writers(const struct cfg *c, const struct h1_head *h, uint32_t
         o.proto = "https";
         o.request_id = "fuzz-rid";
         o.request_id_len = 8;
+        if (h->traceparent >= 0)   /* the validator reads exactly value_len bytes */
+            (void)h1_traceparent_valid(h->hdrs[h->traceparent].value, h->hdrs[h->traceparent].value_len);
+        if (c->flag) {
+            o.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+            o.tracestate = true;
+        }
         o.content_length = h->chunked ? -1 : h->content_length;
         o.chunked = h->chunked;
         o.upgrade = h->upgrade;

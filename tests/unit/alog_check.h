@@ -354,8 +354,8 @@ static const char *alog_check_line(const char *line, size_t n, const struct alog
         dur = 0;
     if (dur > 1e12)
         dur = 1e12;
-    if (o.t != JV_OBJ || o.nkids != 2 * 11)
-        why = "not an object of 11 members";
+    if (o.t != JV_OBJ || o.nkids != 2 * 12)
+        why = "not an object of 12 members";
     else if (!jv_member(&o, 0, "time") || jv_member(&o, 0, "time")->t != JV_STR ||
              jv_member(&o, 0, "time")->n != 24)
         why = "time";
@@ -376,17 +376,20 @@ static const char *alog_check_line(const char *line, size_t n, const struct alog
         why = "duration_ms";
     else if (!jv_is_str(jv_member(&o, 8, "request_id"), e->request_id, ALOG_FIELD_MAX))
         why = "request_id";
-    else if (!jv_is_str(jv_member(&o, 9, "fallback"), e->fallback, ALOG_FIELD_MAX))
+    else if (!jv_is_str(jv_member(&o, 9, "trace_id"), e->trace_id, ALOG_FIELD_MAX))
+        why = "trace_id";
+    else if (!jv_is_str(jv_member(&o, 10, "fallback"), e->fallback, ALOG_FIELD_MAX))
         why = "fallback";
-    else if (!(att = jv_member(&o, 10, "attempts")) || att->t != JV_ARR || att->nkids != natt)
+    else if (!(att = jv_member(&o, 11, "attempts")) || att->t != JV_ARR || att->nkids != natt)
         why = "attempts";
     for (unsigned i = 0; !why && i < natt; i++) {
         const struct alog_attempt *a = &e->attempts[i];
         const struct jv *x = &att->kids[i];
-        if (x->t != JV_OBJ || x->nkids != 2 * 5 || !jv_is_str(jv_member(x, 0, "server"), a->server, ALOG_FIELD_MAX) ||
+        if (x->t != JV_OBJ || x->nkids != 2 * 6 || !jv_is_str(jv_member(x, 0, "server"), a->server, ALOG_FIELD_MAX) ||
             !jv_is_str(jv_member(x, 1, "outcome"), a->outcome, ALOG_FIELD_MAX) ||
             !jv_is_num(jv_member(x, 2, "status"), a->status) || !jv_is_ms(jv_member(x, 3, "connect_ms"), a->connect_ms) ||
-            !jv_is_ms(jv_member(x, 4, "response_ms"), a->response_ms))
+            !jv_is_ms(jv_member(x, 4, "response_ms"), a->response_ms) ||
+            !jv_is_str(jv_member(x, 5, "span_id"), a->span_id, ALOG_FIELD_MAX))
             why = "an attempt";
     }
     jv_free(&o);

@@ -25,7 +25,7 @@
 
 #define S(lit) ((struct alog_str){ (lit), sizeof(lit) - 1 })
 
-enum field { F_REQUEST_ID, F_TARGET, F_METHOD, F_CLIENT, F_ROUTE, F_FALLBACK, F_SERVER };
+enum field { F_REQUEST_ID, F_TARGET, F_METHOD, F_CLIENT, F_ROUTE, F_FALLBACK, F_SERVER, F_TRACE, F_SPAN };
 
 struct row {
     const char *name;
@@ -56,6 +56,9 @@ static const struct row rows[] = {
     { "a NULL route", F_ROUTE, { NULL, 0 } },
     { "a fallback with a backslash", F_FALLBACK, S("5\\03") },
     { "a server with a quote", F_SERVER, S("[::1]:80\",\"outcome\":\"ok") },
+    { "a NULL trace id", F_TRACE, { NULL, 0 } },
+    { "a trace id with a quote", F_TRACE, S("4bf9\",\"status\":1") },
+    { "a span id with a newline", F_SPAN, S("00f0\n67aa") },
 };
 
 static struct alog_entry base(struct alog_attempt *att)
@@ -73,8 +76,9 @@ static struct alog_entry base(struct alog_attempt *att)
     e.duration_ms = 5.5;
     e.request_id = S("req-1");
     e.fallback = (struct alog_str){ NULL, 0 };
-    att[0] = (struct alog_attempt){ S("127.0.0.1:8001"), S("connect_error"), 0, -1, -1, 0 };
-    att[1] = (struct alog_attempt){ S("127.0.0.1:8002"), S("ok"), 200, 1, 4, -1 };
+    e.trace_id = S("4bf92f3577b34da6a3ce929d0e0e4736");
+    att[0] = (struct alog_attempt){ S("127.0.0.1:8001"), S("connect_error"), 0, -1, -1, 0, S("00f067aa0ba902b7") };
+    att[1] = (struct alog_attempt){ S("127.0.0.1:8002"), S("ok"), 200, 1, 4, -1, { NULL, 0 } };
     e.attempts = att;
     e.nattempts = 2;
     return e;
@@ -109,12 +113,15 @@ static void test_hostile_rows(void **state)
         case F_ROUTE: e.route = r->value; break;
         case F_FALLBACK: e.fallback = r->value; break;
         case F_SERVER: att[1].server = r->value; break;
+        case F_TRACE: e.trace_id = r->value; break;
+        case F_SPAN: att[0].span_id = r->value; break;
         }
         bad += !check(r->name, &e);
         /* the same value in every string field at once */
         if (r->value.s) {
-            e.request_id = e.target = e.method = e.client = e.route = e.fallback = r->value;
+            e.request_id = e.target = e.method = e.client = e.route = e.fallback = e.trace_id = r->value;
             att[0].server = att[0].outcome = att[1].server = att[1].outcome = r->value;
+            att[0].span_id = att[1].span_id = r->value;
             bad += !check(r->name, &e);
         }
     }
@@ -129,9 +136,10 @@ static void test_exact_line(void **state)
     const char *want =
         "{\"time\":\"2025-12-02T07:00:00.250Z\",\"client\":\"127.0.0.1\",\"method\":\"GET\",\"target\":\"/x\","
         "\"route\":\"api\",\"status\":200,\"bytes\":1234,\"duration_ms\":5.500,\"request_id\":\"x\\\"\\t\\u00ff\","
+        "\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\","
         "\"fallback\":null,\"attempts\":[{\"server\":\"127.0.0.1:8001\",\"outcome\":\"connect_error\",\"status\":0,"
-        "\"connect_ms\":null,\"response_ms\":null},{\"server\":\"127.0.0.1:8002\",\"outcome\":\"ok\",\"status\":200,"
-        "\"connect_ms\":1,\"response_ms\":4}]}\n";
+        "\"connect_ms\":null,\"response_ms\":null,\"span_id\":\"00f067aa0ba902b7\"},{\"server\":\"127.0.0.1:8002\","
+        "\"outcome\":\"ok\",\"status\":200,\"connect_ms\":1,\"response_ms\":4,\"span_id\":null}]}\n";
 
     (void)state;
     e.request_id = S("x\"\t\xff");
@@ -177,12 +185,12 @@ static void test_worst_case_fits(void **state)
     memset(big, 0x01, sizeof(big));
     memset(&e, 0, sizeof(e));
     e.time = 1e300;
-    e.client = e.method = e.target = e.route = e.request_id = e.fallback = worst;
+    e.client = e.method = e.target = e.route = e.request_id = e.fallback = e.trace_id = worst;
     e.status = UINT32_MAX;
     e.bytes = UINT64_MAX;
     e.duration_ms = 1e300;
     for (unsigned i = 0; i < sizeof(att) / sizeof(att[0]); i++)
-        att[i] = (struct alog_attempt){ worst, worst, UINT32_MAX, INT32_MAX, INT32_MAX, -1 };
+        att[i] = (struct alog_attempt){ worst, worst, UINT32_MAX, INT32_MAX, INT32_MAX, -1, worst };
     e.attempts = att;
     e.nattempts = sizeof(att) / sizeof(att[0]);
     n = alog_format(line, sizeof(line), &e);

@@ -2208,6 +2208,107 @@ static void add(const char *group, const char *name, CMUnitTestFunction fn, cons
 
 #define ADD(fn) add("misc", &#fn[5], fn, NULL)
 
+/* ---- W3C trace context (SPEC §5) ----------------------------------------------------------------- */
+
+static void test_traceparent_valid(void **state)
+{
+    static const struct { const char *v; bool ok; } t[] = {
+        { "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", true },
+        { "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", true },
+        { "00-00000000000000000000000000000001-0000000000000001-ff", true },
+        /* a later version: 55 characters, or more after a '-' */
+        { "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", true },
+        { "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-the-future", true },
+        { "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x", false },
+        /* version 00 is exactly 55 characters */
+        { "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-", false },
+        { "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1", false },
+        { "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01", false },
+        { "00-4bf92f3577b34da6a3ce929d0e0e47366-00f067aa0ba902b-01", false },
+        { "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7", false },
+        { "", false },
+        /* lowercase hex only */
+        { "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", false },
+        { "00-4bf92f3577b34da6a3ce929d0e0e4736-00F067AA0BA902B7-01", false },
+        { "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0A", false },
+        { "0A-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", false },
+        { "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01", false },
+        /* all-zero ids */
+        { "00-00000000000000000000000000000000-00f067aa0ba902b7-01", false },
+        { "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", false },
+        /* version ff is invalid */
+        { "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", false },
+        /* wrong separators */
+        { "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", false },
+        { "00-4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7-01", false },
+        { "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7_01", false },
+        { "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0 ", false },
+    };
+
+    (void)state;
+    for (size_t i = 0; i < NELEM(t); i++) {
+        size_t n = strlen(t[i].v);
+        char *heap = malloc(n ? n : 1);   /* exactly its size: ASan sees a read past it */
+        assert_non_null(heap);
+        memcpy(heap, t[i].v, n);
+        if (h1_traceparent_valid(heap, n) != t[i].ok)
+            fail_msg("'%s': want %s", t[i].v, t[i].ok ? "valid" : "invalid");
+        free(heap);
+    }
+}
+
+/* The parser marks traceparent (never copied) and tracestate (copied only when asked); the writer
+ * puts the given traceparent in. Two traceparent headers: index -2. */
+static void test_traceparent_written(void **state)
+{
+    const char *in = "GET /t HTTP/1.1\r\nHost: h\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n"
+                     "TraceState: congo=t61rcWkgMzE\r\nX-A: 1\r\n\r\n";
+    const char *mine = "00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01";
+    const struct h1_head *h;
+    struct h1_req_out o;
+    char *w;
+
+    (void)state;
+    snprintf(ctx, sizeof(ctx), "traceparent writer");
+    parse_one(H1_REQUEST, in, false);
+    h = h1_parser_head(fx.p);
+    assert_int_equal(h->traceparent, 1);
+    assert_true(h->hdrs[1].flags & H1_HDR_TPARENT);
+    assert_true(h->hdrs[2].flags & H1_HDR_TSTATE);
+    for (int keep = 0; keep < 2; keep++) {
+        memset(&o, 0, sizeof(o));
+        o.content_length = -1;
+        o.traceparent = mine;
+        o.tracestate = keep;
+        assert_int_equal(buf_init(&fx.w, 8192), 0);
+        assert_int_equal(h1_write_request_head(&fx.w, h, &o), 0);
+        w = strndup(buf_head(&fx.w), fx.w.len);
+        assert_non_null(w);
+        assert_null(strstr(w, "00f067aa0ba902b7"));
+        assert_non_null(strstr(w, "\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01\r\n"));
+        assert_int_equal(strstr(w, "TraceState: congo=t61rcWkgMzE\r\n") != NULL, keep);
+        assert_non_null(strstr(w, "X-A: 1\r\n"));
+        free(w);
+        buf_free(&fx.w);
+    }
+    /* no traceparent asked for: none written (health checks, say) */
+    memset(&o, 0, sizeof(o));
+    o.content_length = -1;
+    assert_int_equal(buf_init(&fx.w, 8192), 0);
+    assert_int_equal(h1_write_request_head(&fx.w, h, &o), 0);
+    w = strndup(buf_head(&fx.w), fx.w.len);
+    assert_null(strcasestr(w, "traceparent"));
+    free(w);
+    buf_free(&fx.w);
+
+    parse_one(H1_REQUEST,
+              "GET / HTTP/1.1\r\nHost: h\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n"
+              "Traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\r\n", false);
+    assert_int_equal(h1_parser_head(fx.p)->traceparent, -2);
+    parse_one(H1_REQUEST, "GET / HTTP/1.1\r\nHost: h\r\n\r\n", false);
+    assert_int_equal(h1_parser_head(fx.p)->traceparent, -1);
+}
+
 int main(void)
 {
     int r;
@@ -2246,6 +2347,8 @@ int main(void)
     ADD(test_trailer_forwardable);
     ADD(test_reason_valid);
     ADD(test_trailer_room_owed);
+    ADD(test_traceparent_valid);
+    ADD(test_traceparent_written);
 
     r = _cmocka_run_group_tests("h1", tests, ntests, NULL, NULL);
     for (size_t i = 0; i < ntests; i++)
