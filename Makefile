@@ -59,9 +59,16 @@ test: all
 FUZZ_SRC = $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BIN = $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 FUZZ_LIB = $(filter-out proxy/main.c,$(SRCS))
-build/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz_util.h $(FUZZ_LIB) $(wildcard proxy/*.h)
+FUZZ_OBJ = $(FUZZ_LIB:proxy/%.c=build/fuzz/obj/%.o)
+FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -O1 -g -Iproxy -fno-sanitize-recover=all
+# The library is compiled once, with coverage for the fuzzer (fuzzer-no-link), and linked into
+# every driver: not once per driver.
+build/fuzz/obj/%.o: proxy/%.c $(wildcard proxy/*.h)
+	@mkdir -p build/fuzz/obj
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -c -o $@ $<
+build/fuzz/%: tests/fuzz/%.c $(wildcard tests/fuzz/*.h) $(FUZZ_OBJ)
 	@mkdir -p build/fuzz
-	clang -std=c11 -D_GNU_SOURCE -O1 -g -Iproxy -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -o $@ $< $(FUZZ_LIB) $(LDLIBS)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_OBJ) $(LDLIBS)
 
 # Replays the checked-in corpus (fast, deterministic); `make fuzz FUZZ_SECONDS=60` explores.
 fuzz-replay: $(FUZZ_BIN)
