@@ -49,21 +49,10 @@ if [[ "$have_fds" != unlimited ]] && ((have_fds < want_fds)); then
     die "open-file limit is $have_fds (hard $(ulimit -Hn)); $CONNS connections need $want_fds: lower CONNS or raise the hard limit"
 fi
 
-pids=()
-cleanup() {
-    local pid i
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do
-        for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+# shellcheck source=lib/procs.sh
+source "$ROOT/scripts/lib/procs.sh"
+procs_init 5
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for p in "$UP_PORT" "$PX_PORT"; do port_open "$p" && die "127.0.0.1:$p is in use; set PORT"; done
 
 TMPDIRS="client_body_temp_path $OUT/tmp/body; proxy_temp_path $OUT/tmp/proxy;

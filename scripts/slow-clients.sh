@@ -59,20 +59,9 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 have_fds=$(ulimit -n)
 [[ "$have_fds" == unlimited ]] || ((have_fds >= want_fds)) || die "open-file limit $have_fds < $want_fds needed"
 
-pids=()
-cleanup() {
-    local pid i
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do
-        for ((i = 0; i < 200; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# shellcheck source=lib/procs.sh
+source "$ROOT/scripts/lib/procs.sh"
+procs_init 20
 for p in "$UP_PORT" "$PX_PORT" "$ADMIN_PORT" "$BIG_PORT"; do port_open "$p" && die "127.0.0.1:$p is in use; set PORT"; done
 
 [[ -f "$OUT/www/big" && $(stat -c %s "$OUT/www/big") == $((BIG_MIB << 20)) ]] ||

@@ -50,20 +50,9 @@ exec 9>"$OUT/.lock"
 flock -n 9 || die "another soak.sh is running in this checkout"
 ulimit -n 8192 2>/dev/null || true
 
-pids=()
-cleanup() {
-    local pid i
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do
-        for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# shellcheck source=lib/procs.sh
+source "$ROOT/scripts/lib/procs.sh"
+procs_init 10
 for p in "$GOOD" "$FLAKY" "$DEAD" "$PX" "$ADMIN"; do port_open "$p" && die "127.0.0.1:$p is in use; set PORT"; done
 
 head -c 65536 /dev/zero | tr '\0' 'z' >"$OUT/www/64k"
