@@ -262,15 +262,13 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
             for (unsigned ph = 0; ph < MP_COUNT; ph++) {
                 uint64_t cum = 0;
                 for (unsigned k = 0; k < METRIC_BUCKETS; k++) {
+                    char le[32] = "+Inf";
                     cum += SERVER_SUM(s, slot, phase_buckets[ph][k]);
                     if (k < METRIC_BUCKETS - 1)
-                        metrics_render_printf(b, "lifeline_upstream_response_seconds_bucket{pool=\"%s\",server=\"%s\",phase=\"%s\",le=\"%g\"} %llu\n",
-                                              hp->cp->name, hp->servers[i].addr->text, metric_phase_names[ph],
-                                              metric_bounds[k], (unsigned long long)cum);
-                    else
-                        metrics_render_printf(b, "lifeline_upstream_response_seconds_bucket{pool=\"%s\",server=\"%s\",phase=\"%s\",le=\"+Inf\"} %llu\n",
-                                              hp->cp->name, hp->servers[i].addr->text, metric_phase_names[ph],
-                                              (unsigned long long)cum);
+                        snprintf(le, sizeof(le), "%g", metric_bounds[k]);
+                    metrics_render_printf(b, "lifeline_upstream_response_seconds_bucket{pool=\"%s\",server=\"%s\",phase=\"%s\",le=\"%s\"} %llu\n",
+                                          hp->cp->name, hp->servers[i].addr->text, metric_phase_names[ph], le,
+                                          (unsigned long long)cum);
                 }
                 metrics_render_printf(b, "lifeline_upstream_response_seconds_sum{pool=\"%s\",server=\"%s\",phase=\"%s\"} %.6f\n",
                                       hp->cp->name, hp->servers[i].addr->text, metric_phase_names[ph],
