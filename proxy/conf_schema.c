@@ -75,8 +75,8 @@ static const char *const conf_log_format_names[] = { "json", NULL };
 
 /* listen: [ { address, tls: { certificates: [ { cert, key } ], min_version } } ] */
 static const struct conf_field conf_cert_fields[] = {
-    F_STR("cert", struct conf_cert, cert, 1),
-    F_STR("key", struct conf_cert, key, 1),
+    { .key = "cert", .type = CT_STRING, .off = offsetof(struct conf_cert, cert), .lo = 1, .required = true },
+    { .key = "key", .type = CT_STRING, .off = offsetof(struct conf_cert, key), .lo = 1, .required = true },
 };
 BLOCK(conf_blk_cert, conf_cert_fields, NULL);
 

@@ -353,3 +353,25 @@ def test_check_opens_the_access_log_file(tmp_path):
     r = run_cli(["-t", "-c", path])
     assert r.returncode == 0, r.stderr
     assert not os.path.exists(str(fresh))
+
+
+def test_check_certificate_entry_without_cert_or_key(tmp_path):
+    # Found by fuzz_conf: an empty `{ }` certificate entry reached the certificate loader with no
+    # path (a NULL fopen). Both keys are required and reported where the entry starts.
+    errs, _ = check_invalid(tmp_path, """\
+listen:
+  - address: 127.0.0.1:8443
+    tls:
+      certificates:
+        - { }
+pools:
+  api:
+    servers:
+      - { address: 127.0.0.1:9000 }
+routes:
+  - match: { path: / }
+    pool: api
+""")
+    assert [e[:2] for e in errs] == [(5, 11), (5, 11)], errs
+    assert 'missing key "cert"' in errs[0][2], errs
+    assert 'missing key "key"' in errs[1][2], errs
