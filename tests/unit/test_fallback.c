@@ -323,7 +323,7 @@ static void test_bodies_are_lent(void **state)
 static void test_many_headers(void **state)
 {
     enum { N = 100 };
-    static char names[N][16], values[N][40];
+    static char names[N][16], values[N][48];
     struct conf_header hdrs[N];
     struct conf_route route;
     struct fallback_answer a = { .reason = "deadline", .builtin_status = 504, .attempts = 2,

@@ -1,0 +1,471 @@
+/* test_hop.c — hop.c, one attempt, driven through the real request path on a real loop
+ * (loop_fixture.h): its three timers and the outcome each reports, connection reuse, the promise
+ * that hop_start() never reports an end synchronously (hop.h "Reports", issue 8 item 2), a
+ * cancellation in every state, and an attempt that loses a connect race running on detached.
+ *
+ * Every upstream is the test's own loopback socket, scripted step by step; the access-log line of
+ * each request names each attempt's outcome. Run under ASan (`make SANITIZE=1 unit`) the
+ * cancellation cases also prove that nothing a hop holds leaks.
+ *
+ * Only static functions and main: the Makefile links this file with every proxy object.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "loop_fixture.h"
+
+#define GET(path) "GET " path " HTTP/1.1\r\nHost: t\r\n\r\n"
+
+/* One pool "p" of the given servers (round robin, no connect race, no ejection) and one route on
+ * it. timeouts / retry: YAML flow mappings for the pool's timeouts and the route's retry. */
+static void hop_fixture(struct fx *f, const char *servers, const char *timeouts, const char *total,
+                        const char *retry)
+{
+    fx_init(f,
+            "pools:\n"
+            "  p:\n"
+            "    servers: [%s]\n"
+            "    balance: round_robin\n"
+            "    connect_race: 0s\n"
+            "    outlier: off\n"
+            "    timeouts: %s\n"
+            "routes:\n"
+            "  - pool: p\n"
+            "    timeouts: { total: %s }\n"
+            "    retry: %s\n",
+            servers, timeouts, total, retry);
+}
+
+static char *server(char *out, size_t cap, uint16_t port)
+{
+    snprintf(out, cap, "{ address: 127.0.0.1:%u }", (unsigned)port);
+    return out;
+}
+
+static void expect_log(struct fx *f, unsigned status, const char *outcomes, const char *fallback)
+{
+    char line[8192], got[256], want[64];
+
+    fx_log_wait(f, line, sizeof(line), 2.0);
+    snprintf(want, sizeof(want), "\"status\":%u,", status);
+    if (!strstr(line, want))
+        fail_msg("want %s in %s", want, line);
+    fx_log_outcomes(line, got, sizeof(got));
+    if (strcmp(got, outcomes) != 0)
+        fail_msg("attempts: want \"%s\", got \"%s\" in %s", outcomes, got, line);
+    if (fallback)
+        snprintf(want, sizeof(want), "\"fallback\":\"%s\"", fallback);
+    else
+        snprintf(want, sizeof(want), "\"fallback\":null");
+    if (!strstr(line, want))
+        fail_msg("want %s in %s", want, line);
+}
+
+static void expect_fallback(const struct fx_resp *r, unsigned status, const char *reason)
+{
+    char v[64];
+
+    if (r->status != status)
+        fail_msg("want %u, got %s", status, r->head);
+    if (!fx_header(r->head, "x-lifeline-fallback", v, sizeof(v)) || strcmp(v, reason) != 0)
+        fail_msg("want x-lifeline-fallback: %s in %s", reason, r->head);
+}
+
+/* SPEC §3.3: `connect` bounds TCP establishment; when it fires the attempt is connect_timeout and,
+ * with no retry left, the answer a 504 naming it (long before the 5 s deadline). */
+static void test_connect_timeout(void **state)
+{
+    struct fx f;
+    struct fx_peer *c;
+    struct fx_resp r;
+    uint16_t port;
+    int filler, lfd = fx_blackhole(&port, &filler);
+    char s[64];
+    double t0, dt;
+
+    (void)state;
+    hop_fixture(&f, server(s, sizeof(s), port), "{ connect: 50ms }", "5s", "{ attempts: 1 }");
+    c = fx_client(&f, NULL);
+    t0 = fx_now();
+    fx_send(c, GET("/ct"));
+    fx_response(&f, c, &r, false, 3.0);
+    dt = fx_now() - t0;
+    expect_fallback(&r, 504, "connect_timeout");
+    assert_true(dt >= 0.045 && dt < 1.0);
+    expect_log(&f, 504, "connect_timeout", "connect_timeout");
+    assert_int_equal(fx_pool(&f, 0)->servers[0].inflight, 0);
+    fx_peer_free(c);
+    fx_free(&f);
+    close(filler);
+    close(lfd);
+}
+
+/* SPEC §3.3: connect is clamped to the time left before the deadline, and a timer cut short by the
+ * deadline reports `deadline`, not connect_timeout. */
+static void test_connect_cut_by_deadline(void **state)
+{
+    struct fx f;
+    struct fx_peer *c;
+    struct fx_resp r;
+    uint16_t port;
+    int filler, lfd = fx_blackhole(&port, &filler);
+    char s[64];
+    double t0, dt;
+
+    (void)state;
+    hop_fixture(&f, server(s, sizeof(s), port), "{ connect: 5s }", "60ms", "{ attempts: 1 }");
+    c = fx_client(&f, NULL);
+    t0 = fx_now();
+    fx_send(c, GET("/cut"));
+    fx_response(&f, c, &r, false, 3.0);
+    dt = fx_now() - t0;
+    expect_fallback(&r, 504, "deadline");
+    assert_true(dt >= 0.055 && dt < 1.0);
+    expect_log(&f, 504, "deadline", "deadline");
+    fx_peer_free(c);
+    fx_free(&f);
+    close(filler);
+    close(lfd);
+}
+
+/* SPEC §3.3: `response` runs from the request sent to the response head. */
+static void test_response_timeout(void **state)
+{
+    struct fx f;
+    struct fx_peer *c, *u;
+    struct fx_resp r;
+    uint16_t port;
+    int lfd = fx_socket(&port, 16);
+    char s[64], req[4096];
+    double t0;
+
+    (void)state;
+    hop_fixture(&f, server(s, sizeof(s), port), "{ response: 80ms }", "5s", "{ attempts: 1 }");
+    c = fx_client(&f, NULL);
+    fx_send(c, GET("/rt"));
+    u = fx_accept(&f, lfd, 2.0);
+    fx_request(&f, u, req, sizeof(req), 2.0);
+    t0 = fx_now();
+    assert_non_null(strstr(req, "GET /rt HTTP/1.1\r\n"));
+    fx_response(&f, c, &r, false, 3.0);
+    assert_true(fx_now() - t0 >= 0.07);
+    expect_fallback(&r, 504, "response_timeout");
+    expect_log(&f, 504, "response_timeout", "response_timeout");
+    /* the half-used connection is closed, never pooled */
+    FX_UNTIL(&f, (fx_pump(u), u->eof), 2.0);
+    assert_int_equal(fx_pool(&f, 0)->nidle, 0);
+    fx_peer_free(u);
+    fx_peer_free(c);
+    fx_free(&f);
+    close(lfd);
+}
+
+/* SPEC §3.8: `read` bounds the gap between body bytes; once the head went downstream nothing is
+ * retried and the client sees a truncated response (the connection closes short of its length). */
+static void test_read_timeout_truncates(void **state)
+{
+    struct fx f;
+    struct fx_peer *c, *u;
+    uint16_t port;
+    int lfd = fx_socket(&port, 16);
+    char s[64], req[4096];
+
+    (void)state;
+    hop_fixture(&f, server(s, sizeof(s), port), "{ read: 60ms }", "5s", "{ attempts: 3 }");
+    c = fx_client(&f, NULL);
+    fx_send(c, GET("/slow-body"));
+    u = fx_accept(&f, lfd, 2.0);
+    fx_request(&f, u, req, sizeof(req), 2.0);
+    fx_send(u, "HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789");
+    FX_UNTIL(&f, (fx_pump(c), c->eof), 2.0);
+    assert_non_null(strstr(c->buf, "HTTP/1.1 200 OK\r\n"));
+    assert_non_null(strstr(c->buf, "content-length: 100\r\n"));
+    assert_non_null(strstr(c->buf, "\r\n\r\n0123456789"));
+    assert_int_equal(strlen(strstr(c->buf, "\r\n\r\n") + 4), 10);   /* 10 of 100 bytes, then EOF */
+    assert_false(fx_pending(lfd));                                    /* not retried */
+    FX_UNTIL(&f, (fx_pump(u), u->eof), 2.0);
+    fx_peer_free(u);
+    fx_peer_free(c);
+    fx_free(&f);
+    close(lfd);
+}
+
+/* A response that completed cleanly gives its connection back; the next request reuses it. */
+static void test_keepalive_reuse(void **state)
+{
+    struct fx f;
+    struct fx_peer *c, *u = NULL;
+    struct fx_resp r;
+    uint16_t port;
+    int lfd = fx_socket(&port, 16);
+    char s[64], req[4096];
+
+    (void)state;
+    hop_fixture(&f, server(s, sizeof(s), port), "{ connect: 1s }", "5s", "{ attempts: 1 }");
+    c = fx_client(&f, NULL);
+    for (int i = 0; i < 3; i++) {
+        fx_send(c, GET("/ka"));
+        if (i == 0)
+            u = fx_accept(&f, lfd, 2.0);
+        fx_request(&f, u, req, sizeof(req), 2.0);
+        fx_respond(u, 200, "kept");
+        fx_response(&f, c, &r, false, 2.0);
+        assert_int_equal(r.status, 200);
+        assert_int_equal(r.body_len, 4);
+        FX_UNTIL(&f, fx_pool(&f, 0)->nidle == 1, 2.0);
+        assert_int_equal(fx_pool(&f, 0)->servers[0].inflight, 0);
+    }
+    assert_false(fx_pending(lfd));   /* one connection carried the three */
+    fx_peer_free(u);
+    fx_peer_free(c);
+    fx_free(&f);
+    close(lfd);
+}
+
+/* hop.h "Reports": a pooled connection whose send fails inside hop_start() is reported from the
+ * loop, not while exchange_start_hop() is on the stack (issue 8 item 2). The failure is forced
+ * deterministically: the idle connection's write side is shut on lifeline's own socket, so it
+ * passes pool_take's liveness check (nothing to read) and fails at the first send (EPIPE).
+ *
+ * After exactly one loop iteration, the one that reads the request, the hop must be HOP_FAILED
+ * with its report pending and nothing answered; a synchronous report would already have restarted
+ * the attempt. On the next turns the failure is reported: a GET on a reused connection that
+ * failed before any response byte is retried once on a fresh connection (SPEC §3.5). */
+static void test_pooled_send_failure_reported_from_the_loop(void **state)
+{
+    struct fx f;
+    struct fx_peer *c, *u1, *u2;
+    struct fx_resp r;
+    struct client *cl;
+    struct pool *p;
+    uint16_t port;
+    int lfd = fx_socket(&port, 16);
+    char s[64], req[4096];
+    struct hop *h;
+
+    (void)state;
+    hop_fixture(&f, server(s, sizeof(s), port), "{ connect: 1s }", "5s", "{ attempts: 2 }");
+    p = fx_pool(&f, 0);
+    c = fx_client(&f, &cl);
+    fx_send(c, GET("/first"));
+    u1 = fx_accept(&f, lfd, 2.0);
+    fx_request(&f, u1, req, sizeof(req), 2.0);
+    fx_respond(u1, 200, "one");
+    fx_response(&f, c, &r, false, 2.0);
+    FX_UNTIL(&f, p->nidle == 1, 2.0);
+
+    assert_int_equal(shutdown(p->servers[0].idle->x.fd, SHUT_WR), 0);
+    fx_send(c, GET("/second"));
+    ev_run(f.w.loop, EVRUN_NOWAIT);   /* one iteration: the client's read, hop_start */
+    assert_non_null(cl->ex);
+    assert_int_equal(cl->ex->state, EX_UPSTREAM);
+    h = &cl->ex->hops[0];
+    assert_int_equal(h->state, HOP_FAILED);
+    assert_true(hop_failure_pending(h));
+    assert_true(hop_is_running(h));      /* the slot is not free while its report is due */
+    assert_int_equal(h->outcome, HOP_RESET);
+    fx_pump(c);
+    assert_int_equal(c->len, 0);
+
+    u2 = fx_accept(&f, lfd, 2.0);        /* the fresh connection */
+    fx_request(&f, u2, req, sizeof(req), 2.0);
+    assert_non_null(strstr(req, "GET /second HTTP/1.1\r\n"));
+    fx_respond(u2, 200, "two");
+    fx_response(&f, c, &r, false, 2.0);
+    assert_int_equal(r.status, 200);
+    assert_memory_equal(r.body, "two", 3);
+    expect_log(&f, 200, "ok", NULL);
+    expect_log(&f, 200, "reset,ok", NULL);
+    fx_peer_free(u1);
+    fx_peer_free(u2);
+    fx_peer_free(c);
+    fx_free(&f);
+    close(lfd);
+}
+
+/* ---- cancellation: the client leaves (client_close) while the hop is in each state ---------- */
+
+enum cancel_at { AT_CONNECTING, AT_SENDING_BODY, AT_AWAITING, AT_BODY, AT_TUNNEL, AT_FAILURE_PENDING };
+
+static const char *const cancel_names[] = { "connecting", "sending the body", "awaiting the head",
+                                            "streaming the body", "tunnel", "failure pending" };
+
+/* Drives one request until its hop is in state `at`, closes the client, and checks that the hop let
+ * go of everything: no hop in flight on the server, the upstream connection closed (not pooled),
+ * nothing started afterwards, the request logged as 499 with its attempt cancelled. Leaks are
+ * ASan's to report at exit. */
+static void cancel_case(enum cancel_at at)
+{
+    struct fx f;
+    struct fx_peer *c, *u = NULL, *u0 = NULL;
+    struct fx_resp r;
+    struct client *cl;
+    struct pool *p;
+    uint16_t port;
+    int filler = -1, lfd;
+    char s[64], req[4096], line[8192], out[256];
+    struct hop *h;
+    enum hop_state want;
+
+    print_message("cancel while %s\n", cancel_names[at]);
+    lfd = at == AT_CONNECTING ? fx_blackhole(&port, &filler) : fx_socket(&port, 16);
+    hop_fixture(&f, server(s, sizeof(s), port), "{ connect: 2s, response: 2s, read: 2s }", "5s",
+                "{ attempts: 2 }");
+    p = fx_pool(&f, 0);
+    c = fx_client(&f, &cl);
+    switch (at) {
+    case AT_CONNECTING:
+        fx_send(c, GET("/c"));
+        FX_UNTIL(&f, cl->ex && cl->ex->hops[0].state == HOP_CONNECTING, 2.0);
+        fx_run_for(&f, 0.02);
+        want = HOP_CONNECTING;
+        break;
+    case AT_SENDING_BODY:
+        fx_send(c, "POST /s HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n0123456789");
+        u = fx_accept(&f, lfd, 2.0);
+        FX_UNTIL(&f, (fx_pump(u), strstr(u->buf, "\r\n\r\n0123456789")), 2.0);
+        want = HOP_SENDING;
+        break;
+    case AT_AWAITING:
+        fx_send(c, GET("/a"));
+        u = fx_accept(&f, lfd, 2.0);
+        fx_request(&f, u, req, sizeof(req), 2.0);
+        FX_UNTIL(&f, cl->ex->hops[0].request_sent, 2.0);
+        want = HOP_SENDING;
+        break;
+    case AT_BODY:
+        fx_send(c, GET("/b"));
+        u = fx_accept(&f, lfd, 2.0);
+        fx_request(&f, u, req, sizeof(req), 2.0);
+        fx_send(u, "HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789");
+        FX_UNTIL(&f, (fx_pump(c), strstr(c->buf, "\r\n\r\n0123456789")), 2.0);
+        want = HOP_BODY;
+        break;
+    case AT_TUNNEL:
+        fx_send(c, "GET /ws HTTP/1.1\r\nHost: t\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n");
+        u = fx_accept(&f, lfd, 2.0);
+        fx_request(&f, u, req, sizeof(req), 2.0);
+        fx_send(u, "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n");
+        fx_response(&f, c, &r, false, 2.0);
+        assert_int_equal(r.status, 101);
+        fx_send(c, "ping");
+        FX_UNTIL(&f, (fx_pump(u), strstr(u->buf, "ping")), 2.0);
+        fx_send(u, "pong");
+        FX_UNTIL(&f, (fx_pump(c), strstr(c->buf, "pong")), 2.0);
+        want = HOP_TUNNEL;
+        break;
+    case AT_FAILURE_PENDING:
+    default:
+        /* as in test_pooled_send_failure_reported_from_the_loop */
+        fx_send(c, GET("/first"));
+        u0 = fx_accept(&f, lfd, 2.0);
+        fx_request(&f, u0, req, sizeof(req), 2.0);
+        fx_respond(u0, 200, "one");
+        fx_response(&f, c, &r, false, 2.0);
+        FX_UNTIL(&f, p->nidle == 1, 2.0);
+        assert_true(fx_log_next(&f, line, sizeof(line)));
+        assert_int_equal(shutdown(p->servers[0].idle->x.fd, SHUT_WR), 0);
+        fx_send(c, GET("/second"));
+        ev_run(f.w.loop, EVRUN_NOWAIT);
+        assert_true(hop_failure_pending(&cl->ex->hops[0]));
+        want = HOP_FAILED;
+        break;
+    }
+    h = &cl->ex->hops[0];
+    assert_int_equal(h->state, want);
+    assert_int_equal(p->servers[0].inflight, 1);
+
+    client_close(cl);
+    fx_run_for(&f, 0.03);   /* the reaper frees the client; a stray timer would fire here */
+    assert_int_equal(f.w.nclients, 0);
+    assert_null(f.w.graveyard);
+    assert_int_equal(p->servers[0].inflight, 0);
+    assert_int_equal(p->nidle, 0);
+    if (at != AT_CONNECTING)              /* (a blackhole's queue always holds its filler) */
+        assert_false(fx_pending(lfd));   /* nothing was started after the cancel */
+    if (u)
+        FX_UNTIL(&f, (fx_pump(u), u->eof), 2.0);   /* the half-used connection is closed */
+    fx_log_wait(&f, line, sizeof(line), 1.0);
+    assert_non_null(strstr(line, "\"status\":499,"));
+    fx_log_outcomes(line, out, sizeof(out));
+    /* the attempt that got a head was recorded then ("ok"); one still running is "cancelled" */
+    assert_string_equal(out, at == AT_BODY || at == AT_TUNNEL ? "ok" : "cancelled");
+    fx_peer_free(u);
+    fx_peer_free(u0);
+    fx_peer_free(c);
+    fx_free(&f);
+    if (filler >= 0)
+        close(filler);
+    close(lfd);
+}
+
+static void test_cancel_in_every_state(void **state)
+{
+    (void)state;
+    for (enum cancel_at at = AT_CONNECTING; at <= AT_FAILURE_PENDING; at++)
+        cancel_case(at);
+}
+
+/* SPEC §3.5: a connect still pending after connect_race races a connect to another server; the
+ * first to connect carries the request, and the loser is not cut off: it runs on, detached (an
+ * orphan the worker owns), until its own connect timer fires, and is then freed. */
+static void test_connect_race_loser_runs_on(void **state)
+{
+    struct fx f;
+    struct fx_peer *c, *u;
+    struct fx_resp r;
+    uint16_t bport, lport;
+    int filler, bfd = fx_blackhole(&bport, &filler), lfd = fx_socket(&lport, 16);
+    char req[4096], line[8192], out[256];
+
+    (void)state;
+    fx_init(&f,
+            "pools:\n"
+            "  p:\n"
+            "    servers: [{ address: 127.0.0.1:%u }, { address: 127.0.0.1:%u }]\n"
+            "    balance: round_robin\n"
+            "    connect_race: 20ms\n"
+            "    outlier: off\n"
+            "    timeouts: { connect: 150ms }\n"
+            "routes:\n"
+            "  - pool: p\n",
+            (unsigned)bport, (unsigned)lport);
+    c = fx_client(&f, NULL);
+    fx_send(c, GET("/race"));
+    u = fx_accept(&f, lfd, 2.0);
+    fx_request(&f, u, req, sizeof(req), 2.0);
+    assert_int_equal(f.w.norphans, 1);          /* the blackholed connect, detached */
+    fx_respond(u, 200, "raced");
+    fx_response(&f, c, &r, false, 2.0);
+    assert_int_equal(r.status, 200);
+    fx_log_wait(&f, line, sizeof(line), 1.0);
+    assert_string_equal(fx_log_outcomes(line, out, sizeof(out)), "cancelled,ok");
+    FX_UNTIL(&f, f.w.norphans == 0, 2.0);       /* its connect timer ended it */
+    fx_turn(&f);
+    assert_null(f.w.dead_orphans);              /* and the reaper freed it */
+    assert_int_equal(fx_pool(&f, 0)->servers[0].inflight, 0);
+    fx_peer_free(u);
+    fx_peer_free(c);
+    fx_free(&f);
+    close(filler);
+    close(bfd);
+    close(lfd);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_connect_timeout),
+        cmocka_unit_test(test_connect_cut_by_deadline),
+        cmocka_unit_test(test_response_timeout),
+        cmocka_unit_test(test_read_timeout_truncates),
+        cmocka_unit_test(test_keepalive_reuse),
+        cmocka_unit_test(test_pooled_send_failure_reported_from_the_loop),
+        cmocka_unit_test(test_cancel_in_every_state),
+        cmocka_unit_test(test_connect_race_loser_runs_on),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
