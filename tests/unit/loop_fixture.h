@@ -48,6 +48,8 @@
 #define FX_UNUSED __attribute__((unused))
 #define FX_PEER_CAP (256 * 1024)
 
+struct fx_peer;
+
 struct fx {
     struct conf *conf;
     struct runtime *rt;
@@ -55,7 +57,13 @@ struct fx {
     struct worker w;
     ev_timer tick;              /* keeps one EVRUN_ONCE iteration short */
     size_t log_seen;            /* access-log ring bytes fx_log_next() has returned */
+    struct fx_peer *peers[16];  /* the test's ends, freed by fx_free() if the test did not */
+    unsigned npeers;
 };
+
+/* The fixture in use, for fx_teardown(): a test that fails half-way leaves by longjmp, so its
+ * fixture must be static storage (`static struct fx f;`), not on the stack. */
+static struct fx *fx_live;
 
 /* One end the test plays: a downstream client, or the upstream side of an accepted connection.
  * Everything received is kept in buf (bounded); eof once the other side closed. */
@@ -159,8 +167,12 @@ static FX_UNUSED __attribute__((format(printf, 2, 3))) void fx_init(struct fx *f
     struct sockaddr_in sin = { .sin_family = AF_INET };
     socklen_t sl = sizeof(sin);
 
+    assert_null(fx_live);
     memset(f, 0, sizeof(*f));
     signal(SIGPIPE, SIG_IGN);
+    /* process-wide counters: a test that failed half-way (cmocka longjmps out) left its own */
+    atomic_store(&worker_connections, 0);
+    atomic_store(&worker_open_clients, 0);
     if (getenv("FX_DEBUG"))
         log_threshold = LOG_DEBUG;
     va_start(ap, fmt);
@@ -190,12 +202,41 @@ static FX_UNUSED __attribute__((format(printf, 2, 3))) void fx_init(struct fx *f
     close(hold);
     ev_timer_init(&f->tick, fx_tick_cb, 0.001, 0.001);
     ev_timer_start(f->w.loop, &f->tick);
+    fx_live = f;
+}
+
+static FX_UNUSED struct fx_peer *fx_peer_new(struct fx *f, int fd)
+{
+    struct fx_peer *p = calloc(1, sizeof(*p));
+
+    assert_non_null(p);
+    assert_true(f->npeers < sizeof(f->peers) / sizeof(f->peers[0]));
+    p->fd = fd;
+    f->peers[f->npeers++] = p;
+    return p;
+}
+
+/* Closes the test's end and frees it (NULL is allowed). */
+static FX_UNUSED void fx_peer_free(struct fx_peer *p)
+{
+    if (!p)
+        return;
+    for (unsigned i = 0; fx_live && i < fx_live->npeers; i++) {
+        if (fx_live->peers[i] == p)
+            fx_live->peers[i] = fx_live->peers[--fx_live->npeers];
+    }
+    if (p->fd >= 0)
+        close(p->fd);
+    free(p);
 }
 
 /* Tears down as main does: the worker (its clients, exchanges, hops, pools), then the runtime,
  * the conf and the store. Every downstream connection must be accounted for afterwards. */
 static FX_UNUSED void fx_free(struct fx *f)
 {
+    while (f->npeers)
+        fx_peer_free(f->peers[0]);
+    fx_live = NULL;
     ev_timer_stop(f->w.loop, &f->tick);
     worker_destroy(&f->w);
     runtime_unref(f->rt);
@@ -205,22 +246,14 @@ static FX_UNUSED void fx_free(struct fx *f)
     assert_int_equal(atomic_load(&worker_open_clients), 0);
 }
 
-static FX_UNUSED struct fx_peer *fx_peer_new(int fd)
+/* cmocka teardown: frees the fixture of a test that failed half-way (its sanitizer report then
+ * shows what the code leaked, not what the test left behind). */
+static FX_UNUSED int fx_teardown(void **state)
 {
-    struct fx_peer *p = calloc(1, sizeof(*p));
-
-    assert_non_null(p);
-    p->fd = fd;
-    return p;
-}
-
-static FX_UNUSED void fx_peer_free(struct fx_peer *p)
-{
-    if (!p)
-        return;
-    if (p->fd >= 0)
-        close(p->fd);
-    free(p);
+    (void)state;
+    if (fx_live)
+        fx_free(fx_live);
+    return 0;
 }
 
 /* A downstream connection accepted by the worker, as its listener would (client_accept); the
@@ -238,7 +271,7 @@ static FX_UNUSED struct fx_peer *fx_client(struct fx *f, struct client **cp)
     assert_int_equal(f->w.clients->x.fd, sv[0]);
     if (cp)
         *cp = f->w.clients;
-    return fx_peer_new(sv[1]);
+    return fx_peer_new(f, sv[1]);
 }
 
 /* Reads what has arrived, without blocking. */
@@ -386,7 +419,7 @@ static FX_UNUSED struct fx_peer *fx_accept(struct fx *f, int lfd, double secs)
     int fd = -1;
 
     FX_UNTIL(f, (fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0, secs);
-    return fx_peer_new(fd);
+    return fx_peer_new(f, fd);
 }
 
 /* Whether a connection is waiting to be accepted on lfd (without accepting it). */

@@ -50,7 +50,7 @@ static void test_request_split_over_many_reads(void **state)
     static const char msg[] = "POST /split?q=1 HTTP/1.1\r\nHost: t\r\nX-Long: abcdefghijklmnop\r\n"
                               "Content-Length: 10\r\n\r\n0123456789";
     size_t head_len = strstr(msg, "\r\n\r\n") - msg + 4;
-    struct fx f;
+    static struct fx f;
     struct fx_peer *c, *u;
     struct fx_resp r;
     struct client *cl;
@@ -86,7 +86,7 @@ static void test_request_split_over_many_reads(void **state)
  * either closes the connection and reaches no upstream. */
 static void test_oversized_heads(void **state)
 {
-    struct fx f;
+    static struct fx f;
     uint16_t port;
     int lfd = fx_socket(&port, 16);
     char big[1600];
@@ -122,7 +122,7 @@ static void test_oversized_heads(void **state)
  * upstream only once the first answer is complete. */
 static void test_pipelined_in_order(void **state)
 {
-    struct fx f;
+    static struct fx f;
     struct fx_peer *c, *u;
     struct fx_resp r;
     uint16_t port;
@@ -164,7 +164,7 @@ static void test_pipelined_in_order(void **state)
  * marked `connection: close`, and then the connection ends (as nginx and HAProxy do). */
 static void test_half_close_after_request_answered(void **state)
 {
-    struct fx f;
+    static struct fx f;
     struct fx_peer *c, *u;
     struct fx_resp r;
     uint16_t port;
@@ -198,7 +198,7 @@ static void test_half_close_after_request_answered(void **state)
  * complete, and no attempt is started for it. */
 static void test_half_close_mid_head_closes(void **state)
 {
-    struct fx f;
+    static struct fx f;
     struct fx_peer *c;
     uint16_t port;
     int lfd = fx_socket(&port, 16);
@@ -221,7 +221,7 @@ static void test_half_close_mid_head_closes(void **state)
 /* SPEC §2 client.header_timeout: a head not complete in time gets a 408 and the connection ends. */
 static void test_header_timeout_408(void **state)
 {
-    struct fx f;
+    static struct fx f;
     struct fx_peer *c;
     struct fx_resp r;
     uint16_t port;
@@ -247,7 +247,7 @@ static void test_header_timeout_408(void **state)
  * keep-alive connection between requests holds none. */
 static void test_idle_connection_holds_no_buffers(void **state)
 {
-    struct fx f;
+    static struct fx f;
     struct fx_peer *c, *u;
     struct fx_resp r;
     struct client *cl;
@@ -282,13 +282,13 @@ static void test_idle_connection_holds_no_buffers(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_request_split_over_many_reads),
-        cmocka_unit_test(test_oversized_heads),
-        cmocka_unit_test(test_pipelined_in_order),
-        cmocka_unit_test(test_half_close_after_request_answered),
-        cmocka_unit_test(test_half_close_mid_head_closes),
-        cmocka_unit_test(test_header_timeout_408),
-        cmocka_unit_test(test_idle_connection_holds_no_buffers),
+        cmocka_unit_test_teardown(test_request_split_over_many_reads, fx_teardown),
+        cmocka_unit_test_teardown(test_oversized_heads, fx_teardown),
+        cmocka_unit_test_teardown(test_pipelined_in_order, fx_teardown),
+        cmocka_unit_test_teardown(test_half_close_after_request_answered, fx_teardown),
+        cmocka_unit_test_teardown(test_half_close_mid_head_closes, fx_teardown),
+        cmocka_unit_test_teardown(test_header_timeout_408, fx_teardown),
+        cmocka_unit_test_teardown(test_idle_connection_holds_no_buffers, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

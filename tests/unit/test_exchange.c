@@ -69,7 +69,7 @@ static void expect_header(const struct fx_resp *r, const char *name, const char 
  * gets the client a 504 at the deadline, not at the 10 s response timeout. */
 static void test_deadline_504(void **state)
 {
-    struct fx f;
+    static struct fx f;
     struct fx_peer *c, *u;
     struct fx_resp r;
     uint16_t a, b;
@@ -101,7 +101,7 @@ static void test_deadline_504(void **state)
 /* SPEC §3.7: with a fallback block, the route's own answer replaces the built-in 504. */
 static void test_deadline_configured_fallback(void **state)
 {
-    struct fx f;
+    static struct fx f;
     struct fx_peer *c, *u;
     struct fx_resp r;
     uint16_t a, b;
@@ -134,7 +134,7 @@ static void test_deadline_configured_fallback(void **state)
  * server, whatever the method. */
 static void test_get_retried_after_refused_connect(void **state)
 {
-    struct fx f;
+    static struct fx f;
     struct fx_peer *c, *u;
     struct fx_resp r;
     uint16_t a, b;
@@ -182,7 +182,7 @@ static void post_reset_then(struct fx *f, const char *extra_header, struct fx_pe
  * reset is answered with a 502 and the second server never hears of it. */
 static void test_post_not_replayed_after_sent(void **state)
 {
-    struct fx f;
+    static struct fx f;
     struct fx_peer *c, *ua;
     struct fx_resp r;
     uint16_t a, b;
@@ -207,7 +207,7 @@ static void test_post_not_replayed_after_sent(void **state)
 /* ... while the same POST with an Idempotency-Key is replayed, body and all, on the other server. */
 static void test_post_with_idempotency_key_replayed(void **state)
 {
-    struct fx f;
+    static struct fx f;
     struct fx_peer *c, *ua, *ub;
     struct fx_resp r;
     uint16_t a, b;
@@ -237,7 +237,7 @@ static void test_post_with_idempotency_key_replayed(void **state)
  * what the client gets. */
 static void test_503_retried_elsewhere(void **state)
 {
-    struct fx f;
+    static struct fx f;
     struct fx_peer *c, *ua, *ub;
     struct fx_resp r;
     uint16_t a, b;
@@ -272,7 +272,7 @@ static void test_503_retried_elsewhere(void **state)
  * follows is never read). */
 static void test_local_answers(void **state)
 {
-    struct fx f;
+    static struct fx f;
     struct fx_peer *c;
     struct fx_resp r;
     uint16_t a, b;
@@ -306,13 +306,13 @@ static void test_local_answers(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_deadline_504),
-        cmocka_unit_test(test_deadline_configured_fallback),
-        cmocka_unit_test(test_get_retried_after_refused_connect),
-        cmocka_unit_test(test_post_not_replayed_after_sent),
-        cmocka_unit_test(test_post_with_idempotency_key_replayed),
-        cmocka_unit_test(test_503_retried_elsewhere),
-        cmocka_unit_test(test_local_answers),
+        cmocka_unit_test_teardown(test_deadline_504, fx_teardown),
+        cmocka_unit_test_teardown(test_deadline_configured_fallback, fx_teardown),
+        cmocka_unit_test_teardown(test_get_retried_after_refused_connect, fx_teardown),
+        cmocka_unit_test_teardown(test_post_not_replayed_after_sent, fx_teardown),
+        cmocka_unit_test_teardown(test_post_with_idempotency_key_replayed, fx_teardown),
+        cmocka_unit_test_teardown(test_503_retried_elsewhere, fx_teardown),
+        cmocka_unit_test_teardown(test_local_answers, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

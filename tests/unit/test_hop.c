@@ -78,7 +78,7 @@ static void expect_fallback(const struct fx_resp *r, unsigned status, const char
  * with no retry left, the answer a 504 naming it (long before the 5 s deadline). */
 static void test_connect_timeout(void **state)
 {
-    struct fx f;
+    static struct fx f;
     struct fx_peer *c;
     struct fx_resp r;
     uint16_t port;
@@ -107,7 +107,7 @@ static void test_connect_timeout(void **state)
  * deadline reports `deadline`, not connect_timeout. */
 static void test_connect_cut_by_deadline(void **state)
 {
-    struct fx f;
+    static struct fx f;
     struct fx_peer *c;
     struct fx_resp r;
     uint16_t port;
@@ -134,7 +134,7 @@ static void test_connect_cut_by_deadline(void **state)
 /* SPEC §3.3: `response` runs from the request sent to the response head. */
 static void test_response_timeout(void **state)
 {
-    struct fx f;
+    static struct fx f;
     struct fx_peer *c, *u;
     struct fx_resp r;
     uint16_t port;
@@ -167,7 +167,7 @@ static void test_response_timeout(void **state)
  * retried and the client sees a truncated response (the connection closes short of its length). */
 static void test_read_timeout_truncates(void **state)
 {
-    struct fx f;
+    static struct fx f;
     struct fx_peer *c, *u;
     uint16_t port;
     int lfd = fx_socket(&port, 16);
@@ -196,7 +196,7 @@ static void test_read_timeout_truncates(void **state)
 /* A response that completed cleanly gives its connection back; the next request reuses it. */
 static void test_keepalive_reuse(void **state)
 {
-    struct fx f;
+    static struct fx f;
     struct fx_peer *c, *u = NULL;
     struct fx_resp r;
     uint16_t port;
@@ -236,7 +236,7 @@ static void test_keepalive_reuse(void **state)
  * failed before any response byte is retried once on a fresh connection (SPEC §3.5). */
 static void test_pooled_send_failure_reported_from_the_loop(void **state)
 {
-    struct fx f;
+    static struct fx f;
     struct fx_peer *c, *u1, *u2;
     struct fx_resp r;
     struct client *cl;
@@ -299,7 +299,7 @@ static const char *const cancel_names[] = { "connecting", "sending the body", "a
  * ASan's to report at exit. */
 static void cancel_case(enum cancel_at at)
 {
-    struct fx f;
+    static struct fx f;
     struct fx_peer *c, *u = NULL, *u0 = NULL;
     struct fx_resp r;
     struct client *cl;
@@ -414,7 +414,7 @@ static void test_cancel_in_every_state(void **state)
  * orphan the worker owns), until its own connect timer fires, and is then freed. */
 static void test_connect_race_loser_runs_on(void **state)
 {
-    struct fx f;
+    static struct fx f;
     struct fx_peer *c, *u;
     struct fx_resp r;
     uint16_t bport, lport;
@@ -458,14 +458,14 @@ static void test_connect_race_loser_runs_on(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_connect_timeout),
-        cmocka_unit_test(test_connect_cut_by_deadline),
-        cmocka_unit_test(test_response_timeout),
-        cmocka_unit_test(test_read_timeout_truncates),
-        cmocka_unit_test(test_keepalive_reuse),
-        cmocka_unit_test(test_pooled_send_failure_reported_from_the_loop),
-        cmocka_unit_test(test_cancel_in_every_state),
-        cmocka_unit_test(test_connect_race_loser_runs_on),
+        cmocka_unit_test_teardown(test_connect_timeout, fx_teardown),
+        cmocka_unit_test_teardown(test_connect_cut_by_deadline, fx_teardown),
+        cmocka_unit_test_teardown(test_response_timeout, fx_teardown),
+        cmocka_unit_test_teardown(test_read_timeout_truncates, fx_teardown),
+        cmocka_unit_test_teardown(test_keepalive_reuse, fx_teardown),
+        cmocka_unit_test_teardown(test_pooled_send_failure_reported_from_the_loop, fx_teardown),
+        cmocka_unit_test_teardown(test_cancel_in_every_state, fx_teardown),
+        cmocka_unit_test_teardown(test_connect_race_loser_runs_on, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
