@@ -429,7 +429,7 @@ static void test_connect_race_loser_runs_on(void **state)
             "    balance: round_robin\n"
             "    connect_race: 20ms\n"
             "    outlier: off\n"
-            "    timeouts: { connect: 150ms }\n"
+            "    timeouts: { connect: 300ms }\n"
             "routes:\n"
             "  - pool: p\n",
             (unsigned)bport, (unsigned)lport);
