@@ -455,6 +455,223 @@ static void test_connect_race_loser_runs_on(void **state)
     close(lfd);
 }
 
+/* hop.c hop_done (issue 9): an answer that has no body by rule (to a HEAD) but declares one is
+ * never pooled: its body may still come, and would be read as the next request's answer. The same
+ * answer with Content-Length: 0 is pooled. */
+static void test_head_answer_declaring_a_body_not_pooled(void **state)
+{
+    static struct fx f;
+    struct fx_peer *c, *u;
+    struct fx_resp r;
+    struct pool *p;
+    uint16_t port;
+    int lfd = fx_socket(&port, 16);
+    char s[64], req[4096];
+
+    (void)state;
+    hop_fixture(&f, server(s, sizeof(s), port), "{ connect: 1s }", "5s", "{ attempts: 1 }");
+    p = fx_pool(&f, 0);
+    c = fx_client(&f, NULL);
+    fx_send(c, "HEAD /empty HTTP/1.1\r\nHost: t\r\n\r\n");
+    u = fx_accept(&f, lfd, 2.0);
+    fx_request(&f, u, req, sizeof(req), 2.0);
+    fx_send(u, "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+    fx_response(&f, c, &r, true, 2.0);
+    assert_int_equal(r.status, 200);
+    FX_UNTIL(&f, p->nidle == 1, 2.0);             /* declares no body: pooled */
+
+    fx_send(c, "HEAD /doc HTTP/1.1\r\nHost: t\r\n\r\n");
+    fx_request(&f, u, req, sizeof(req), 2.0);      /* same connection */
+    assert_non_null(strstr(req, "HEAD /doc HTTP/1.1\r\n"));
+    fx_send(u, "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n");
+    fx_response(&f, c, &r, true, 2.0);
+    assert_int_equal(r.status, 200);
+    FX_UNTIL(&f, (fx_pump(u), u->eof), 2.0);       /* declares one: closed */
+    assert_int_equal(p->nidle, 0);
+    assert_int_equal(p->servers[0].inflight, 0);
+    fx_free(&f);
+    close(lfd);
+}
+
+/* pool.h: an idle connection's read watcher stays armed, so a byte the server sends while it is
+ * idle closes it; the next request opens a fresh connection rather than read that byte as its
+ * answer. */
+static void test_late_byte_on_idle_connection(void **state)
+{
+    static struct fx f;
+    struct fx_peer *c, *u1, *u2;
+    struct fx_resp r;
+    struct pool *p;
+    uint16_t port;
+    int lfd = fx_socket(&port, 16);
+    char s[64], req[4096];
+
+    (void)state;
+    hop_fixture(&f, server(s, sizeof(s), port), "{ connect: 1s }", "5s", "{ attempts: 1 }");
+    p = fx_pool(&f, 0);
+    c = fx_client(&f, NULL);
+    fx_send(c, GET("/1"));
+    u1 = fx_accept(&f, lfd, 2.0);
+    fx_request(&f, u1, req, sizeof(req), 2.0);
+    fx_respond(u1, 200, "one");
+    fx_response(&f, c, &r, false, 2.0);
+    FX_UNTIL(&f, p->nidle == 1, 2.0);
+    fx_send(u1, "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nstray");
+    FX_UNTIL(&f, p->nidle == 0, 2.0);
+    FX_UNTIL(&f, (fx_pump(u1), u1->eof), 2.0);
+    fx_send(c, GET("/2"));
+    u2 = fx_accept(&f, lfd, 2.0);
+    fx_request(&f, u2, req, sizeof(req), 2.0);
+    fx_respond(u2, 200, "two");
+    fx_response(&f, c, &r, false, 2.0);
+    assert_int_equal(r.status, 200);
+    assert_memory_equal(r.body, "two", 3);
+    fx_free(&f);
+    close(lfd);
+}
+
+/* SPEC §3.5: the attempt that loses to a hedge is not cut off: it runs on detached (an orphan the
+ * worker owns) until its response completes, and its connection then goes back to the pool. */
+static void test_hedge_loser_completes_and_pools(void **state)
+{
+    static struct fx f;
+    struct fx_peer *c, *ua, *ub;
+    struct fx_resp r;
+    struct pool *p;
+    uint16_t a, b;
+    int la = fx_socket(&a, 16), lb = fx_socket(&b, 16);
+    char req[4096], line[8192], out[256];
+
+    (void)state;
+    fx_init(&f,
+            "pools:\n"
+            "  p:\n"
+            "    servers: [{ address: 127.0.0.1:%u }, { address: 127.0.0.1:%u }]\n"
+            "    balance: round_robin\n"
+            "    connect_race: 0s\n"
+            "    outlier: off\n"
+            "routes:\n"
+            "  - pool: p\n"
+            "    retry: { hedge: { after: 30ms } }\n",
+            (unsigned)a, (unsigned)b);
+    p = fx_pool(&f, 0);
+    c = fx_client(&f, NULL);
+    fx_send(c, GET("/hedged"));
+    ua = fx_accept(&f, la, 2.0);
+    fx_request(&f, ua, req, sizeof(req), 2.0);     /* a sits on it */
+    ub = fx_accept(&f, lb, 2.0);                   /* the hedge */
+    fx_request(&f, ub, req, sizeof(req), 2.0);
+    assert_non_null(strstr(req, "GET /hedged HTTP/1.1\r\n"));
+    fx_respond(ub, 200, "b");
+    fx_response(&f, c, &r, false, 2.0);
+    assert_int_equal(r.status, 200);
+    assert_memory_equal(r.body, "b", 1);
+    assert_int_equal(f.w.norphans, 1);
+    fx_log_wait(&f, line, sizeof(line), 1.0);
+    assert_string_equal(fx_log_outcomes(line, out, sizeof(out)), "ok,cancelled");
+    FX_UNTIL(&f, p->servers[1].nidle == 1, 2.0);   /* the winner's connection */
+    fx_respond(ua, 200, "late");                   /* the orphan's answer completes */
+    FX_UNTIL(&f, f.w.norphans == 0, 2.0);
+    FX_UNTIL(&f, p->servers[0].nidle == 1, 2.0);   /* and its connection is pooled */
+    assert_int_equal(p->servers[0].inflight, 0);
+    fx_turn(&f);
+    assert_null(f.w.dead_orphans);
+    fx_free(&f);
+    close(la);
+    close(lb);
+}
+
+/* SPEC: bodies stream with backpressure. A client that does not read fills its output buffer; the
+ * hop then stops reading the upstream (read_paused), so the upstream is held back by TCP instead
+ * of lifeline buffering the body. Once the client reads, the rest streams through intact. */
+static void test_slow_client_pauses_upstream_reads(void **state)
+{
+    enum { TOTAL = 48 << 20 };   /* more than every kernel buffer on the way can hold (tcp_rmem max 32 MiB) */
+    static struct fx f;
+    static char chunk[65536];
+    struct fx_peer *c, *u;
+    struct client *cl;
+    struct hop *h;
+    uint16_t port;
+    int lfd = fx_socket(&port, 16);
+    char s[64], req[4096], head[128], in[65536];
+    size_t sent = 0, got = 0, hl = 0;
+    unsigned stalled = 0;
+    bool head_done = false;
+    double end;
+
+    (void)state;
+    hop_fixture(&f, server(s, sizeof(s), port), "{ read: 5s }", "10s", "{ attempts: 1 }");
+    c = fx_client(&f, &cl);
+    fx_send(c, GET("/big"));
+    u = fx_accept(&f, lfd, 2.0);
+    fx_request(&f, u, req, sizeof(req), 2.0);
+    snprintf(head, sizeof(head), "HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n", TOTAL);
+    fx_send(u, head);
+    /* The body byte at offset k is 'a' + k % 26; chunk holds the pattern from offset 0 (65536 is
+     * not a multiple of 26, so each send starts at its own offset into it). */
+    for (size_t i = 0; i < sizeof(chunk); i++)
+        chunk[i] = (char)('a' + i % 26);
+    /* write until the whole chain is full: the upstream socket refuses more, turn after turn */
+    while (sent < TOTAL && stalled < 200) {
+        size_t off = sent % 26, n = sizeof(chunk) - off;
+        ssize_t r;
+        if (n > TOTAL - sent)
+            n = TOTAL - sent;
+        r = send(u->fd, chunk + off, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (r > 0) {
+            sent += (size_t)r;
+            stalled = 0;
+        } else {
+            assert_true(errno == EAGAIN || errno == EWOULDBLOCK);
+            stalled++;
+        }
+        fx_turn(&f);
+    }
+    print_message("held back after %zu of %d bytes\n", sent, TOTAL);
+    assert_true(sent < TOTAL);              /* held back: lifeline did not take it all */
+    h = &cl->ex->hops[0];
+    assert_int_equal(h->state, HOP_BODY);
+    assert_true(h->read_paused);
+    assert_false(ev_is_active(&h->uc->rd));
+    assert_true(cl->write_blocked);
+
+    /* the client reads: everything arrives, in order */
+    end = fx_now() + 20.0;
+    while (got < TOTAL) {
+        ssize_t r;
+        if (fx_now() > end)
+            fail_msg("only %zu of %d body bytes in time", got, TOTAL);
+        if (sent < TOTAL) {
+            size_t off = sent % 26, n = sizeof(chunk) - off;
+            if (n > TOTAL - sent)
+                n = TOTAL - sent;
+            r = send(u->fd, chunk + off, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (r > 0)
+                sent += (size_t)r;
+        }
+        r = recv(c->fd, in, head_done ? sizeof(in) : 1, MSG_DONTWAIT);
+        if (r > 0 && !head_done) {
+            /* the head, a byte at a time, up to its blank line */
+            assert_true(hl < sizeof(req) - 1);
+            req[hl++] = in[0];
+            req[hl] = 0;
+            head_done = hl >= 4 && memcmp(req + hl - 4, "\r\n\r\n", 4) == 0;
+            continue;
+        }
+        for (ssize_t i = 0; i < r; i++, got++) {
+            if (in[i] != (char)('a' + got % 26))
+                fail_msg("body byte %zu is wrong", got);
+        }
+        if (r <= 0)
+            fx_turn(&f);
+    }
+    assert_non_null(strstr(req, "HTTP/1.1 200 OK\r\n"));
+    FX_UNTIL(&f, fx_pool(&f, 0)->nidle == 1, 2.0);
+    fx_free(&f);
+    close(lfd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -466,6 +683,10 @@ int main(void)
         cmocka_unit_test_teardown(test_pooled_send_failure_reported_from_the_loop, fx_teardown),
         cmocka_unit_test_teardown(test_cancel_in_every_state, fx_teardown),
         cmocka_unit_test_teardown(test_connect_race_loser_runs_on, fx_teardown),
+        cmocka_unit_test_teardown(test_head_answer_declaring_a_body_not_pooled, fx_teardown),
+        cmocka_unit_test_teardown(test_late_byte_on_idle_connection, fx_teardown),
+        cmocka_unit_test_teardown(test_hedge_loser_completes_and_pools, fx_teardown),
+        cmocka_unit_test_teardown(test_slow_client_pauses_upstream_reads, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
