@@ -303,6 +303,65 @@ static void test_local_answers(void **state)
     close(lb);
 }
 
+/* SPEC §3.7 fallback.stale: a 200 to a GET is kept as it streams; when a later attempt for the same
+ * URL fails with no retry left, that copy answers, with an Age header and the reason. */
+static void test_stale_copy_answers(void **state)
+{
+    static struct fx f;
+    struct fx_peer *c, *u1, *u2;
+    struct fx_resp r;
+    uint16_t port;
+    int lfd = fx_socket(&port, 16);
+    char req[4096], v[32];
+
+    (void)state;
+    fx_init(&f,
+            "pools:\n"
+            "  p: { servers: [{ address: 127.0.0.1:%u }], connect_race: 0s, outlier: off }\n"
+            "routes:\n"
+            "  - pool: p\n"
+            "    retry: { attempts: 1 }\n"
+            "    fallback: { status: 503, body: \"none kept\", stale: 10s }\n",
+            (unsigned)port);
+    c = fx_client(&f, NULL);
+    fx_send(c, GET("/page"));
+    u1 = fx_accept(&f, lfd, 2.0);
+    fx_request(&f, u1, req, sizeof(req), 2.0);
+    fx_send(u1, "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: 5\r\n\r\nfresh");
+    fx_response(&f, c, &r, false, 2.0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(stale_store_count(f.stale), 1);
+    expect_log(&f, 200, "ok", NULL);
+    fx_reset(u1);                                  /* the server goes away */
+    FX_UNTIL(&f, fx_pool(&f, 0)->nidle == 0, 2.0);
+
+    fx_send(c, GET("/page"));
+    u2 = fx_accept(&f, lfd, 2.0);
+    fx_request(&f, u2, req, sizeof(req), 2.0);
+    fx_reset(u2);                                  /* and resets the next attempt */
+    fx_response(&f, c, &r, false, 2.0);
+    assert_int_equal(r.status, 200);
+    expect_header(&r, "x-lifeline-fallback", "reset");
+    expect_header(&r, "content-type", "text/html");
+    assert_true(fx_header(r.head, "age", v, sizeof(v)));
+    assert_true(atoi(v) <= 1);
+    assert_int_equal(r.body_len, 5);
+    assert_memory_equal(r.body, "fresh", 5);
+    expect_log(&f, 200, "reset", "reset");
+
+    /* another URL has no copy: the route's configured answer */
+    fx_send(c, GET("/other"));
+    FX_UNTIL(&f, fx_pending(lfd), 2.0);
+    u2 = fx_accept(&f, lfd, 2.0);
+    fx_request(&f, u2, req, sizeof(req), 2.0);
+    fx_reset(u2);
+    fx_response(&f, c, &r, false, 2.0);
+    assert_int_equal(r.status, 503);
+    assert_memory_equal(r.body, "none kept", 9);
+    fx_free(&f);
+    close(lfd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -313,6 +372,7 @@ int main(void)
         cmocka_unit_test_teardown(test_post_with_idempotency_key_replayed, fx_teardown),
         cmocka_unit_test_teardown(test_503_retried_elsewhere, fx_teardown),
         cmocka_unit_test_teardown(test_local_answers, fx_teardown),
+        cmocka_unit_test_teardown(test_stale_copy_answers, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
