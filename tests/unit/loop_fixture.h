@@ -17,6 +17,11 @@
  * connections). Leaks are the sanitizer build's business (`make SANITIZE=1 unit`): fx_free() tears
  * the worker down as main does, so anything a hop or exchange failed to free is reported at exit.
  *
+ * Use: `static struct fx f; fx_init(&f, yaml...); ... fx_free(&f);` with the test registered as
+ * cmocka_unit_test_teardown(test, fx_teardown): a test that fails half-way leaves by longjmp, and
+ * the teardown then frees its fixture (static, so it outlives the frame), so that a sanitizer
+ * report names only what the code leaked.
+ *
  * Header-only (static functions): each test binary includes it once.
  */
 #ifndef LIFELINE_TEST_LOOP_FIXTURE_H

@@ -1,8 +1,9 @@
 /* test_exchange.c — exchange.c, one request's life, driven through the real request path on a
  * real loop (loop_fixture.h): the deadline answered with a 504 (or the route's fallback), a GET
  * moved to another server after a refused connect, the replay rule for a request that reached an
- * upstream (SPEC §3.5: a POST only with an Idempotency-Key), a 503 retried elsewhere, and the
- * answers the exchange gives itself (404, 413).
+ * upstream (SPEC §3.5: a POST only with an Idempotency-Key), a 503 retried elsewhere, the
+ * answers the exchange gives itself (404, 413), and a kept copy (fallback.stale) answering a
+ * failed GET.
  *
  * Upstreams are the test's own loopback sockets, scripted step by step; a port that is bound but
  * not listening refuses connects. Each request's access-log line names its attempts' outcomes.

@@ -1,7 +1,10 @@
 /* test_hop.c — hop.c, one attempt, driven through the real request path on a real loop
- * (loop_fixture.h): its three timers and the outcome each reports, connection reuse, the promise
- * that hop_start() never reports an end synchronously (hop.h "Reports", issue 8 item 2), a
- * cancellation in every state, and an attempt that loses a connect race running on detached.
+ * (loop_fixture.h): its three timers and the outcome each reports (connect_timeout, deadline,
+ * response_timeout, read_timeout mid-body), connection reuse and when a connection must not be
+ * reused (a HEAD answer declaring a body, a late byte on an idle connection), the promise that
+ * hop_start() never reports an end synchronously (hop.h "Reports", issue 8 item 2), a cancellation
+ * in every state, attempts that lose a connect race or a hedge running on detached, and
+ * backpressure from a client that does not read.
  *
  * Every upstream is the test's own loopback socket, scripted step by step; the access-log line of
  * each request names each attempt's outcome. Run under ASan (`make SANITIZE=1 unit`) the
@@ -151,7 +154,7 @@ static void test_response_timeout(void **state)
     t0 = fx_now();
     assert_non_null(strstr(req, "GET /rt HTTP/1.1\r\n"));
     fx_response(&f, c, &r, false, 3.0);
-    assert_true(fx_now() - t0 >= 0.07);
+    assert_true(fx_now() - t0 >= 0.06);   /* from the request sent (a little before t0) */
     expect_fallback(&r, 504, "response_timeout");
     expect_log(&f, 504, "response_timeout", "response_timeout");
     /* the half-used connection is closed, never pooled */
