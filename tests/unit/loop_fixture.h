@@ -244,6 +244,12 @@ static FX_UNUSED void fx_free(struct fx *f)
     fx_live = NULL;
     ev_timer_stop(f->w.loop, &f->tick);
     worker_destroy(&f->w);
+    /* What worker_destroy leaves for main to free at exit, if anything (a worker that keeps its
+     * counters and access-log ring for a slot started again): NULL when it freed them itself. */
+    free(f->w.rmetrics);
+    free(f->w.smetrics);
+    alog_ring_free(&f->w.alog);
+    memset(&f->w, 0, sizeof(f->w));
     runtime_unref(f->rt);
     conf_unref(f->conf);
     stale_store_free(f->stale);
