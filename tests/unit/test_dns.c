@@ -480,21 +480,27 @@ static void fake_start(struct fake *f)
     fake_set_api(f, def, 2);
     for (size_t i = 0; i < FAKE_CONNS; i++)
         f->conns[i] = -1;
-    f->fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    assert_true(f->fd >= 0);
-    struct sockaddr_in in = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    assert_int_equal(bind(f->fd, (struct sockaddr *)&in, sizeof in), 0);
-    socklen_t l = sizeof in;
-    assert_int_equal(getsockname(f->fd, (struct sockaddr *)&in, &l), 0);
-    f->port = ntohs(in.sin_port);
+    /* UDP on an ephemeral port, then TCP on the same number: another one if that is taken */
+    for (int attempt = 0;; attempt++) {
+        assert_true(attempt < 50);
+        struct sockaddr_in in = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        socklen_t l = sizeof in;
+        int one = 1;
+        f->fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        assert_true(f->fd >= 0);
+        assert_int_equal(bind(f->fd, (struct sockaddr *)&in, sizeof in), 0);
+        assert_int_equal(getsockname(f->fd, (struct sockaddr *)&in, &l), 0);
+        f->tfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        assert_true(f->tfd >= 0);
+        assert_int_equal(setsockopt(f->tfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one), 0);
+        if (bind(f->tfd, (struct sockaddr *)&in, sizeof in) == 0 && listen(f->tfd, 16) == 0) {
+            f->port = ntohs(in.sin_port);
+            break;
+        }
+        close(f->tfd);
+        close(f->fd);
+    }
     snprintf(f->addr, sizeof f->addr, "127.0.0.1:%u", (unsigned)f->port);
-    /* TCP on the same port number (free for TCP in all but the rarest case) */
-    f->tfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(f->tfd >= 0);
-    int one = 1;
-    assert_int_equal(setsockopt(f->tfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one), 0);
-    assert_int_equal(bind(f->tfd, (struct sockaddr *)&in, sizeof in), 0);
-    assert_int_equal(listen(f->tfd, 16), 0);
     f->stopfd = eventfd(0, EFD_CLOEXEC);
     assert_true(f->stopfd >= 0);
     assert_int_equal(pthread_create(&f->thread, NULL, fake_main, f), 0);
