@@ -524,10 +524,15 @@ int dns_resolve(const struct conf *c, const char *host, uint16_t port, struct co
         .sock_state_cb = dns_sock_state,
         .sock_state_cb_data = &lk,
         .lookups = hosts_only ? (char *)"f" : (char *)"b",
+        .domains = NULL,
+        .ndomains = 0,
     };
     int mask = ARES_OPT_FLAGS | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_EDNSPSZ | ARES_OPT_SOCK_STATE_CB;
+    /* Otherwise resolv.conf's (or nsswitch.conf's) order and search list. An empty list, not
+     * ARES_FLAG_NOSEARCH alone: c-ares 1.18's getaddrinfo applies the search list whatever that
+     * flag says (and LOCALDOMAIN from the environment when no list is given). */
     if (hosts_only || explicit_servers)
-        mask |= ARES_OPT_LOOKUPS;       /* otherwise: resolv.conf's or nsswitch.conf's order */
+        mask |= ARES_OPT_LOOKUPS | ARES_OPT_DOMAINS;
     if ((st = ares_init_options(&lk.ch, &o, mask)) != ARES_SUCCESS) {
         lk.ch = NULL;
         snprintf(err, errlen, "c-ares: %s", ares_strerror(st));

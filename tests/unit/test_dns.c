@@ -805,6 +805,24 @@ static void test_edns_answer_over_udp(void **state)
     assert_int_equal(fake_count_on(&fake, "mid.test", 0, 1) - tcp0, 0);
 }
 
+/* Explicit servers: the name as written, whatever search list the environment or resolv.conf
+ * gives (LOCALDOMAIN and RES_OPTIONS are read by c-ares like resolv.conf's search and options). */
+static void test_no_search_list_with_explicit_servers(void **state)
+{
+    (void)state;
+    unsigned searched = fake_count(&fake, "nx.test.search.test", 0);
+    unsigned asis = fake_count(&fake, "nx.test", 0);
+    assert_int_equal(setenv("LOCALDOMAIN", "search.test", 1), 0);
+    assert_int_equal(setenv("RES_OPTIONS", "ndots:5", 1), 0);
+    expect_fail_fake("nx.test", "answered NXDOMAIN", NULL);
+    static const char *const api[] = { "10.0.0.1:80", "10.0.0.2:80" };
+    expect_addrs("api.test", 80, api, 2);
+    unsetenv("LOCALDOMAIN");
+    unsetenv("RES_OPTIONS");
+    assert_int_equal(fake_count(&fake, "nx.test.search.test", 0) - searched, 0);
+    assert_int_equal(fake_count(&fake, "nx.test", 0) - asis, 2);
+}
+
 static void test_forged_answers_ignored(void **state)
 {
     (void)state;
@@ -1043,6 +1061,7 @@ int main(void)
         cmocka_unit_test(test_negative),
         cmocka_unit_test(test_truncated_answer_over_tcp),
         cmocka_unit_test(test_edns_answer_over_udp),
+        cmocka_unit_test(test_no_search_list_with_explicit_servers),
         cmocka_unit_test(test_forged_answers_ignored),
         cmocka_unit_test(test_timeout),
         cmocka_unit_test(test_resend),
