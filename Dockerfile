@@ -21,7 +21,7 @@
 FROM debian:bookworm-slim AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      gcc libc6-dev make pkg-config libev-dev libhttp-parser-dev libssl-dev libyaml-dev \
+      gcc libc6-dev make pkg-config libev-dev libhttp-parser-dev libssl-dev libyaml-dev libc-ares-dev \
  && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
 WORKDIR /src
 # Only what the build reads (.dockerignore keeps the rest, a host build/ included, out of the context).
@@ -50,7 +50,7 @@ FROM debian:bookworm-slim AS runtime
 # already clean them, as debootstrap-made ones do not).
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libev4 libhttp-parser2.9 libssl3 libyaml-0-2 \
+      libev4 libhttp-parser2.9 libssl3 libyaml-0-2 libc-ares2 \
  && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin \
  && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin lifeline

@@ -17,7 +17,7 @@ endif
 WARN     = -Wall -Wextra -Wundef -Wstrict-prototypes -Wpointer-arith -Wshadow -Werror
 CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) -g $(WARN) $(SANFLAGS) -Iproxy
 LDFLAGS += $(SANFLAGS)
-LDLIBS   = -lev -lhttp_parser -lyaml -lssl -lcrypto -lpthread -lm
+LDLIBS   = -lev -lhttp_parser -lyaml -lssl -lcrypto -lcares -lpthread -lm
 
 SRCS     = $(sort $(wildcard proxy/*.c))
 OBJS     = $(SRCS:proxy/%.c=$(BUILD)/obj/%.o)

@@ -1,6 +1,6 @@
 /* clock.h — the process's one monotonic millisecond clock (CLOCK_MONOTONIC), for code that keeps
  * its own times outside an event loop: server health and ejection (health.c, outlier.c's injected
- * clock), the stub resolver's deadlines (dns.c). Event-loop code uses ev_now() instead. */
+ * clock). Event-loop code (dns.c's c-ares loop included) uses ev_now() instead. */
 #ifndef LIFELINE_CLOCK_H
 #define LIFELINE_CLOCK_H
 

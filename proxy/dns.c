@@ -1,506 +1,263 @@
-/* dns.c — hostname → every A and AAAA address: the system resolver, or a small stub resolver of
- * our own over UDP (SPEC §2 `resolver`).
+/* dns.c — hostname → every A and AAAA address, through c-ares on a libev loop of the calling
+ * thread (SPEC §2 `resolver`).
  *
- * Owns: the choice between getaddrinfo and the stub, the stub's queries and their answers (wire
- * format written and read here; answers are network input, so every read is bounds-checked and
- * every loop bounded), failing over between the configured resolver servers, and the final sorted,
- * deduplicated address list.
+ * Owns: the choice of what answers a name (numeric, /etc/hosts for localhost names, the system's
+ * resolver configuration, or the configured servers), one c-ares channel and one libev loop per
+ * lookup (c-ares' sockets watched with ev_io through its socket-state callback, its timeouts
+ * driven by an ev_timer from ares_timeout(), and a deadline over the whole lookup), the socket
+ * functions c-ares uses (non-blocking, close-on-exec, MSG_NOSIGNAL, and a bound on datagrams read
+ * per wake-up), the wording of failures, and the final sorted, deduplicated address list.
  * Does not own: when lookups happen (conf.c at load, main.c's loader thread every resolve_interval)
- * or what the addresses become (conf.c, pool.c). Nothing here runs in an event loop: a lookup
- * blocks in poll() for up to resolver.timeout per server.
- *
- * Why a stub of our own rather than c-ares: lookups already run on a thread of their own, so an
- * asynchronous library would buy nothing, and the two queries, the answer checks and the failover
- * fit in one page that the tests can drive against a fake server on loopback.
+ * or what the addresses become (conf.c, pool.c). The DNS wire format (queries, answers, CNAME
+ * chains, EDNS, TCP framing) is c-ares'; nothing here parses a DNS message.
  */
 #include "dns.h"
 
-#include <arpa/inet.h>
+#include <ares.h>
 #include <errno.h>
+#include <ev.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <poll.h>
-#include <stdatomic.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/random.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "clock.h"
-
-#define DNS_NAME_MAX    255     /* a name in wire form, root label included (RFC 1035 §2.3.4) */
+#define DNS_NAME_MAX    253     /* characters, trailing dot aside (RFC 1035's 255 bytes in wire form) */
 #define DNS_LABEL_MAX   63
-#define DNS_HOPS_MAX    64      /* compression pointers followed in one name */
-#define DNS_CHAIN_MAX   8       /* the question's name and up to 7 CNAME targets */
-#define DNS_CLASS_IN    1
-#define DNS_RCODE_NXDOMAIN 3
-#define DNS_FLAG_QR     0x8000
-#define DNS_FLAG_TC     0x0200
-#define DNS_FLAG_RD     0x0100
-/* Without EDNS an answer is at most 512 bytes; room for a server that sends more anyway. */
-#define DNS_RECV_MAX    4096
-#define DNS_RECV_BATCH  64      /* datagrams read per poll before the clock is looked at again */
+#define DNS_EDNS_SIZE   1232    /* the UDP payload asked for (DNS flag day 2020) */
+#define DNS_TRIES       2       /* per server: a first try and one resend */
+/* Datagrams c-ares may read per wake-up: it reads until EAGAIN, so a flood from a resolver's own
+ * address would otherwise hold the thread past every timeout (the loop runs timers in between). */
+#define DNS_RECV_BATCH  64
 
-static uint16_t dns_rd16(const uint8_t *p)
+static pthread_once_t dns_once = PTHREAD_ONCE_INIT;
+static int dns_lib_status = ARES_ENOTINITIALIZED;
+
+static void dns_lib_init(void)
 {
-    return (uint16_t)((unsigned)p[0] << 8 | p[1]);
+    dns_lib_status = ares_library_init(ARES_LIB_INIT_ALL);
 }
 
-static void dns_wr16(uint8_t *p, uint16_t v)
+void dns_cleanup(void)
 {
-    p[0] = (uint8_t)(v >> 8);
-    p[1] = (uint8_t)v;
+    if (dns_lib_status == ARES_SUCCESS) {
+        ares_library_cleanup();
+        dns_lib_status = ARES_ENOTINITIALIZED;
+    }
 }
 
-/* ASCII only: a name's bytes are not text in the current locale. */
-static uint8_t dns_lower(uint8_t c)
+/* ---- One lookup: a channel on a loop of its own -------------------------------------------- */
+
+struct dns_lookup;
+
+/* A socket c-ares opened, watched on the lookup's loop. Owned by the lookup (its list), freed
+ * when c-ares says the socket is closed or when the lookup ends. */
+struct dns_sock {
+    ev_io io;                           /* first: the watcher's address is the struct's */
+    struct dns_lookup *lk;
+    struct dns_sock *next;
+};
+
+struct dns_lookup {
+    struct ev_loop *loop;
+    ares_channel ch;
+    ev_timer tick;                      /* when c-ares next has a timeout to process */
+    ev_timer deadline;                  /* the whole lookup's bound, or at once on out of memory */
+    struct dns_sock *socks;
+    unsigned reads_left;                /* datagrams c-ares may still read in this wake-up */
+    bool done, expired, oom;
+    bool saw_servfail, saw_refused, saw_conn_refused;   /* for the failure's wording */
+    int status;
+    struct ares_addrinfo *ai;           /* the answer, freed by dns_resolve */
+};
+
+static void dns_rearm(struct dns_lookup *lk)
 {
-    return c >= 'A' && c <= 'Z' ? (uint8_t)(c + ('a' - 'A')) : c;
+    struct timeval tv, *t = ares_timeout(lk->ch, NULL, &tv);
+    ev_timer_stop(lk->loop, &lk->tick);
+    if (t) {
+        ev_timer_set(&lk->tick, (double)t->tv_sec + (double)t->tv_usec / 1e6, 0.);
+        ev_timer_start(lk->loop, &lk->tick);
+    }
 }
 
-/* ---- Names ------------------------------------------------------------------------------- */
-
-/* host → wire form (length-prefixed labels, then 0), case kept. -1 when it is not a host name. */
-static int dns_name_wire(const char *host, uint8_t out[DNS_NAME_MAX], size_t *outlen)
+static void dns_on_io(struct ev_loop *loop, ev_io *w, int revents)
 {
-    size_t len = strlen(host), o = 0, start = 0;
+    struct dns_lookup *lk = ((struct dns_sock *)w)->lk;
+    ares_socket_t fd = w->fd;           /* the dns_sock may be freed inside ares_process_fd */
+    (void)loop;
+    lk->reads_left = DNS_RECV_BATCH;
+    ares_process_fd(lk->ch, revents & EV_READ ? fd : ARES_SOCKET_BAD, revents & EV_WRITE ? fd : ARES_SOCKET_BAD);
+    dns_rearm(lk);
+}
+
+static void dns_on_tick(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct dns_lookup *lk = w->data;
+    (void)loop;
+    (void)revents;
+    lk->reads_left = DNS_RECV_BATCH;
+    ares_process_fd(lk->ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+    dns_rearm(lk);
+}
+
+/* Past the lookup's bound (or out of memory): every query ends now, with ARES_ECANCELLED. */
+static void dns_on_deadline(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct dns_lookup *lk = w->data;
+    (void)revents;
+    lk->expired = true;
+    ares_cancel(lk->ch);
+    lk->done = true;                    /* the callback has run; if it had not, nothing is left */
+    ev_break(loop, EVBREAK_ALL);
+}
+
+/* c-ares' socket-state callback: a socket to watch for reading and/or writing, or (0, 0) closed. */
+static void dns_sock_state(void *data, ares_socket_t fd, int readable, int writable)
+{
+    struct dns_lookup *lk = data;
+    struct dns_sock **pp = &lk->socks, *s;
+    while (*pp && (*pp)->io.fd != fd)
+        pp = &(*pp)->next;
+    s = *pp;
+    if (!readable && !writable) {
+        if (s) {
+            ev_io_stop(lk->loop, &s->io);
+            *pp = s->next;
+            free(s);
+        }
+        return;
+    }
+    if (!s) {
+        if (!(s = calloc(1, sizeof *s))) {
+            /* c-ares cannot be told: end the lookup from the loop, outside this callback */
+            lk->oom = true;
+            ev_timer_stop(lk->loop, &lk->deadline);
+            ev_timer_set(&lk->deadline, 0., 0.);
+            ev_timer_start(lk->loop, &lk->deadline);
+            return;
+        }
+        s->lk = lk;
+        ev_io_init(&s->io, dns_on_io, fd, 0);
+        s->next = lk->socks;
+        lk->socks = s;
+    }
+    int want = (readable ? EV_READ : 0) | (writable ? EV_WRITE : 0);
+    if ((s->io.events & (EV_READ | EV_WRITE)) != want) {
+        ev_io_stop(lk->loop, &s->io);
+        ev_io_set(&s->io, fd, want);
+        ev_io_start(lk->loop, &s->io);
+    }
+}
+
+static void dns_on_answer(void *arg, int status, int timeouts, struct ares_addrinfo *ai)
+{
+    struct dns_lookup *lk = arg;
+    (void)timeouts;
+    if (lk->done) {                     /* cannot happen: one getaddrinfo per channel */
+        ares_freeaddrinfo(ai);
+        return;
+    }
+    lk->status = status;
+    lk->ai = ai;
+    lk->done = true;
+    ev_break(lk->loop, EVBREAK_ALL);
+}
+
+/* ---- The sockets c-ares uses ----------------------------------------------------------------- */
+
+static ares_socket_t dns_sock_open(int af, int type, int protocol, void *data)
+{
+    (void)data;
+    int fd = socket(af, type | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol);
+    if (fd < 0)
+        return ARES_SOCKET_BAD;
+    if (type == SOCK_STREAM) {
+        int one = 1;
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);   /* only latency if not */
+    }
+    return fd;
+}
+
+static int dns_sock_close(ares_socket_t fd, void *data)
+{
+    (void)data;
+    return close(fd);
+}
+
+static int dns_sock_connect(ares_socket_t fd, const struct sockaddr *sa, ares_socklen_t len, void *data)
+{
+    (void)data;
+    return connect(fd, sa, len);
+}
+
+/* Reads for c-ares: at most DNS_RECV_BATCH per wake-up (then EAGAIN, and the loop runs its timers
+ * before reading on). A UDP answer's response code is noted, so that a failure can say SERVFAIL or
+ * REFUSED: four header bytes, read only when present; the message itself is c-ares' to parse. */
+static ares_ssize_t dns_sock_recvfrom(ares_socket_t fd, void *buf, size_t len, int flags, struct sockaddr *from,
+                                      ares_socklen_t *fromlen, void *data)
+{
+    struct dns_lookup *lk = data;
+    if (lk->reads_left == 0) {
+        errno = EAGAIN;
+        return -1;
+    }
+    lk->reads_left--;
+    ssize_t r = from ? recvfrom(fd, buf, len, flags, from, fromlen) : recv(fd, buf, len, flags);
+    if (r < 0 && errno == ECONNREFUSED)
+        lk->saw_conn_refused = true;
+    if (from && r >= 4 && (((const unsigned char *)buf)[2] & 0x80)) {
+        unsigned rcode = ((const unsigned char *)buf)[3] & 0xF;
+        lk->saw_servfail |= rcode == 2;
+        lk->saw_refused |= rcode == 5;
+    }
+    return r;
+}
+
+static ares_ssize_t dns_sock_sendv(ares_socket_t fd, const struct iovec *iov, int n, void *data)
+{
+    (void)data;
+    struct msghdr m = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n };
+    ssize_t r = sendmsg(fd, &m, MSG_NOSIGNAL);  /* a TCP peer gone: EPIPE, never SIGPIPE */
+    if (r < 0 && errno == ECONNREFUSED)
+        ((struct dns_lookup *)data)->saw_conn_refused = true;
+    return r;
+}
+
+static const struct ares_socket_functions dns_sockets = {
+    dns_sock_open, dns_sock_close, dns_sock_connect, dns_sock_recvfrom, dns_sock_sendv,
+};
+
+/* ---- Names and results -------------------------------------------------------------------- */
+
+/* A host name: labels of 1..63 letters, digits, '-' or '_', 253 characters at most; one trailing
+ * dot allowed. Checked before any query, so that a typo is named as one. */
+static bool dns_name_valid(const char *host)
+{
+    size_t len = strlen(host), lab = 0;
     if (len && host[len - 1] == '.')
-        len--;                          /* absolute form: the same name */
-    if (len == 0)
-        return -1;
-    for (size_t i = 0; i <= len; i++) {
-        if (i < len && host[i] != '.') {
-            unsigned char ch = (unsigned char)host[i];
-            if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-                  ch == '-' || ch == '_'))
-                return -1;
+        len--;
+    if (len == 0 || len > DNS_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)host[i];
+        if (ch == '.') {
+            if (lab == 0)
+                return false;
+            lab = 0;
             continue;
         }
-        size_t lab = i - start;
-        if (lab == 0 || lab > DNS_LABEL_MAX || o + 1 + lab + 1 > DNS_NAME_MAX)
-            return -1;
-        out[o++] = (uint8_t)lab;
-        memcpy(out + o, host + start, lab);
-        o += lab;
-        start = i + 1;
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-' ||
+              ch == '_') || ++lab > DNS_LABEL_MAX)
+            return false;
     }
-    out[o++] = 0;
-    *outlen = o;
-    return 0;
-}
-
-/* Reads the name at *off of msg[0..len), following compression pointers, into out in wire form,
- * lowercase. *off moves past the name as written at *off (after its first pointer, if any).
- * Returns 0, or -1 for a name that runs out of the message, uses a reserved label type, exceeds
- * 255 bytes, or follows more than DNS_HOPS_MAX pointers (which ends every pointer loop: the
- * expanded name would grow past 255 bytes or the hops would run out). */
-static int dns_name_read(const uint8_t *msg, size_t len, size_t *off, uint8_t out[DNS_NAME_MAX], size_t *outlen)
-{
-    size_t pos = *off, o = 0, end = 0, hops = 0;
-    bool jumped = false;
-    for (;;) {
-        if (pos >= len)
-            return -1;
-        uint8_t b = msg[pos];
-        if ((b & 0xC0) == 0xC0) {
-            if (pos + 1 >= len || ++hops > DNS_HOPS_MAX)
-                return -1;
-            size_t to = (size_t)(b & 0x3F) << 8 | msg[pos + 1];
-            if (to >= pos)
-                return -1;              /* a pointer refers to an earlier name, never forwards */
-            if (!jumped)
-                end = pos + 2;
-            jumped = true;
-            pos = to;
-            continue;
-        }
-        if (b & 0xC0)
-            return -1;                  /* 0x40 and 0x80: extended label types, not in answers */
-        if (b == 0) {
-            out[o++] = 0;
-            if (!jumped)
-                end = pos + 1;
-            break;
-        }
-        if (pos + 1 + b > len || o + 1 + b + 1 > DNS_NAME_MAX)
-            return -1;
-        out[o++] = b;
-        for (size_t i = 0; i < b; i++)
-            out[o++] = dns_lower(msg[pos + 1 + i]);
-        pos += 1 + (size_t)b;
-    }
-    *off = end;
-    *outlen = o;
-    return 0;
-}
-
-int dns_query_build(uint8_t *buf, size_t cap, uint16_t id, const char *name, uint16_t qtype)
-{
-    uint8_t wire[DNS_NAME_MAX];
-    size_t wl;
-    if (dns_name_wire(name, wire, &wl) || cap < 12 + wl + 4)
-        return -1;
-    memset(buf, 0, 12);
-    dns_wr16(buf, id);
-    dns_wr16(buf + 2, DNS_FLAG_RD);
-    dns_wr16(buf + 4, 1);               /* QDCOUNT */
-    memcpy(buf + 12, wire, wl);
-    dns_wr16(buf + 12 + wl, qtype);
-    dns_wr16(buf + 12 + wl + 2, DNS_CLASS_IN);
-    return (int)(12 + wl + 4);
-}
-
-/* ---- Answers ----------------------------------------------------------------------------- */
-
-struct dns_rr {
-    uint8_t owner[DNS_NAME_MAX];
-    size_t owner_len;
-    uint16_t type, class;
-    size_t rdata, rdlen;                /* offset and length of the data in the message */
-};
-
-/* One resource record at *off; *off moves past it. 0, or -1 when it does not fit the message. */
-static int dns_rr_read(const uint8_t *msg, size_t len, size_t *off, struct dns_rr *rr)
-{
-    size_t p = *off;
-    if (dns_name_read(msg, len, &p, rr->owner, &rr->owner_len) || len - p < 10)
-        return -1;
-    rr->type = dns_rd16(msg + p);
-    rr->class = dns_rd16(msg + p + 2);
-    rr->rdlen = dns_rd16(msg + p + 8);  /* after the 32-bit TTL, which a snapshot has no use for */
-    rr->rdata = p + 10;
-    if (rr->rdlen > len - rr->rdata)
-        return -1;
-    *off = rr->rdata + rr->rdlen;
-    return 0;
-}
-
-struct dns_names {
-    uint8_t name[DNS_CHAIN_MAX][DNS_NAME_MAX];
-    size_t len[DNS_CHAIN_MAX];
-    size_t n;
-};
-
-static bool dns_names_has(const struct dns_names *s, const uint8_t *name, size_t len)
-{
-    for (size_t i = 0; i < s->n; i++)
-        if (s->len[i] == len && !memcmp(s->name[i], name, len))
-            return true;
-    return false;
-}
-
-/* Appends a copy of `a` unless an equal address is already in the list. -1 when out of memory. */
-static int dns_list_add(struct conf_sockaddr **v, size_t *n, size_t *cap, const struct conf_sockaddr *a)
-{
-    for (size_t i = 0; i < *n; i++)
-        if (conf_sockaddr_eq(&(*v)[i], a))
-            return 0;
-    if (*n == *cap) {
-        size_t nc = *cap ? *cap * 2 : 4;
-        struct conf_sockaddr *p = realloc(*v, nc * sizeof *p);
-        if (!p)
-            return -1;
-        *v = p;
-        *cap = nc;
-    }
-    (*v)[(*n)++] = *a;
-    return 0;
-}
-
-/* The address in an A or AAAA record's data, as a conf_sockaddr with `port`. */
-static void dns_rr_addr(const uint8_t *rdata, uint16_t type, uint16_t port, struct conf_sockaddr *a)
-{
-    if (type == DNS_TYPE_A) {
-        struct sockaddr_in in = { .sin_family = AF_INET };
-        memcpy(&in.sin_addr, rdata, 4);
-        conf_sockaddr_set(a, (const struct sockaddr *)&in, port);
-    } else {
-        struct sockaddr_in6 in6 = { .sin6_family = AF_INET6 };
-        memcpy(&in6.sin6_addr, rdata, 16);
-        conf_sockaddr_set(a, (const struct sockaddr *)&in6, port);
-    }
-}
-
-enum dns_verdict dns_answer_parse(const uint8_t *query, size_t qlen, const uint8_t *msg, size_t len,
-                                  uint16_t port, struct conf_sockaddr **addrs, size_t *n, unsigned *rcode)
-{
-    struct dns_names chain;
-    struct dns_rr rr;
-    uint8_t name[DNS_NAME_MAX];
-    size_t nlen, off = 12, qoff = 12, an_off, good = 0;
-    uint16_t qtype, flags, qd, an;
-    size_t cap = *n, had = *n;
-    bool tc;
-
-    *rcode = 0;
-    /* Our own query: read with the same checked reader all the same. */
-    if (qlen < 12 || dns_name_read(query, qlen, &qoff, chain.name[0], &chain.len[0]) || qlen - qoff < 4)
-        return DNS_IGNORE;
-    chain.n = 1;
-    qtype = dns_rd16(query + qoff);
-
-    if (len < 12 || dns_rd16(msg) != dns_rd16(query))
-        return DNS_IGNORE;
-    flags = dns_rd16(msg + 2);
-    if (!(flags & DNS_FLAG_QR) || (flags >> 11 & 0xF) != 0)
-        return DNS_IGNORE;              /* a query, or another opcode: not our answer */
-    *rcode = flags & 0xF;
-    tc = flags & DNS_FLAG_TC;
-    qd = dns_rd16(msg + 4);
-    an = dns_rd16(msg + 6);
-    if (qd == 0 && *rcode != 0)         /* FORMERR, REFUSED... may come without the question */
-        return *rcode == DNS_RCODE_NXDOMAIN ? DNS_NXDOMAIN : DNS_RCODE;
-    if (qd != 1)
-        return DNS_MALFORMED;
-    if (dns_name_read(msg, len, &off, name, &nlen) || len - off < 4)
-        return tc ? DNS_TRUNCATED : DNS_MALFORMED;
-    if (nlen != chain.len[0] || memcmp(name, chain.name[0], nlen) || dns_rd16(msg + off) != qtype ||
-        dns_rd16(msg + off + 2) != DNS_CLASS_IN)
-        return DNS_IGNORE;              /* names compare lowercase: 0x20 case games do not matter */
-    off += 4;
-    if (*rcode == DNS_RCODE_NXDOMAIN)
-        return DNS_NXDOMAIN;
-    if (*rcode != 0)
-        return DNS_RCODE;
-
-    /* How many answer records are whole. A cut before the last is garbage unless TC says the
-     * server cut it on purpose, in which case the whole ones before the cut are used. */
-    an_off = off;
-    while (good < an && dns_rr_read(msg, len, &off, &rr) == 0)
-        good++;
-    if (good < an && !tc)
-        return DNS_MALFORMED;
-
-    /* The names whose addresses count: the question's, then every CNAME target reachable from
-     * it in this answer, whatever the order the records come in (one pass per link). */
-    for (size_t pass = 0; pass < DNS_CHAIN_MAX && chain.n < DNS_CHAIN_MAX; pass++) {
-        bool added = false;
-        off = an_off;
-        for (size_t i = 0; i < good && chain.n < DNS_CHAIN_MAX; i++) {
-            dns_rr_read(msg, len, &off, &rr);
-            if (rr.type != DNS_TYPE_CNAME || rr.class != DNS_CLASS_IN ||
-                !dns_names_has(&chain, rr.owner, rr.owner_len))
-                continue;
-            size_t t = rr.rdata;
-            if (dns_name_read(msg, len, &t, name, &nlen) || t != rr.rdata + rr.rdlen)
-                return DNS_MALFORMED;   /* the target must fill the record's data exactly */
-            if (dns_names_has(&chain, name, nlen))
-                continue;
-            memcpy(chain.name[chain.n], name, nlen);
-            chain.len[chain.n++] = nlen;
-            added = true;
-        }
-        if (!added)
-            break;
-    }
-
-    off = an_off;
-    for (size_t i = 0; i < good; i++) {
-        struct conf_sockaddr a;
-        dns_rr_read(msg, len, &off, &rr);
-        if (rr.type != qtype || rr.class != DNS_CLASS_IN || !dns_names_has(&chain, rr.owner, rr.owner_len))
-            continue;
-        if (rr.rdlen != (qtype == DNS_TYPE_A ? 4u : 16u))
-            goto malformed;
-        dns_rr_addr(msg + rr.rdata, qtype, port, &a);
-        if (dns_list_add(addrs, n, &cap, &a)) {
-            *n = had;
-            return DNS_NOMEM;
-        }
-    }
-    if (tc && *n == had)
-        return DNS_TRUNCATED;
-    return DNS_ANSWER;
-malformed:
-    *n = had;                           /* what was appended is dropped (the array may have grown) */
-    return DNS_MALFORMED;
-}
-
-/* ---- The stub resolver ------------------------------------------------------------------- */
-
-static int64_t dns_now_ms(void)
-{
-    return clock_ms();
-}
-
-/* Query ids must not be guessable (an off-path forger has to match id and port). */
-static uint16_t dns_random16(void)
-{
-    static _Atomic uint64_t state;
-    uint16_t v;
-    if (getrandom(&v, sizeof v, GRND_NONBLOCK) == (ssize_t)sizeof v)
-        return v;
-    /* No entropy yet (early boot): splitmix64 seeded from the clock, still different per call. */
-    uint64_t z = atomic_fetch_add(&state, 0x9E3779B97F4A7C15ull) + (uint64_t)dns_now_ms() * 0x2545F4914F6CDD1Dull +
-                 (uint64_t)getpid();
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return (uint16_t)(z ^ (z >> 31));
-}
-
-static const char *dns_rcode_name(unsigned rc)
-{
-    static const char *const names[] = { "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED" };
-    return rc < sizeof names / sizeof names[0] ? names[rc] : NULL;
-}
-
-enum dns_ask { ASK_OK, ASK_NONE, ASK_FAIL };
-
-/* Asks one resolver server (`server`: "ip:port" or "[ipv6]:port") for the A and AAAA records of
- * host within timeout_ms. ASK_OK: the addresses were appended to *v. ASK_NONE: the server says
- * there is none (NXDOMAIN, or no record of either type). ASK_FAIL: ask another server. `why`
- * says what happened in the last two cases. */
-static enum dns_ask dns_ask(const char *server, int64_t timeout_ms, const char *host, uint16_t port,
-                            struct conf_sockaddr **v, size_t *n, char *why, size_t whylen)
-{
-    static const uint16_t types[2] = { DNS_TYPE_A, DNS_TYPE_AAAA };
-    uint8_t q[2][DNS_QUERY_MAX], buf[DNS_RECV_MAX];
-    int qlen[2];
-    enum dns_verdict got[2] = { DNS_IGNORE, DNS_IGNORE };
-    unsigned rcodes[2] = { 0, 0 };
-    struct sockaddr_storage ss = { 0 };
-    socklen_t sslen;
-    char *h = NULL;
-    uint16_t sport;
-    int fd = -1;
-    enum dns_ask rc = ASK_FAIL;
-    size_t had = *n;
-
-    if (conf_split_hostport(server, &h, &sport)) {
-        snprintf(why, whylen, "bad resolver address");
-        goto out;
-    }
-    struct sockaddr_in *in = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-    if (inet_pton(AF_INET, h, &in->sin_addr) == 1) {
-        in->sin_family = AF_INET;
-        in->sin_port = htons(sport);
-        sslen = sizeof *in;
-    } else if (inet_pton(AF_INET6, h, &in6->sin6_addr) == 1) {
-        in6->sin6_family = AF_INET6;
-        in6->sin6_port = htons(sport);
-        sslen = sizeof *in6;
-    } else {
-        snprintf(why, whylen, "bad resolver address");
-        goto out;
-    }
-    uint16_t id0 = dns_random16(), id1;
-    do
-        id1 = dns_random16();
-    while (id1 == id0);
-    qlen[0] = dns_query_build(q[0], sizeof q[0], id0, host, types[0]);
-    qlen[1] = dns_query_build(q[1], sizeof q[1], id1, host, types[1]);
-    if (qlen[0] < 0 || qlen[1] < 0) {
-        snprintf(why, whylen, "bad host name");
-        goto out;
-    }
-    /* Connected: the kernel drops datagrams from any other address, and an ICMP "port
-     * unreachable" comes back as ECONNREFUSED instead of a silent wait. */
-    fd = socket(ss.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&ss, sslen)) {
-        snprintf(why, whylen, "%s", strerror(errno));
-        goto out;
-    }
-
-    int64_t start = dns_now_ms(), deadline = start + timeout_ms, resend_at = start + timeout_ms / 2;
-    bool sent = false, resent = false;
-    while (got[0] == DNS_IGNORE || got[1] == DNS_IGNORE) {
-        int64_t now = dns_now_ms();
-        if (!sent || (!resent && now >= resend_at)) {
-            /* First send, or one resend of what is unanswered: a lost datagram costs half the
-             * timeout, not the server. */
-            for (int k = 0; k < 2; k++) {
-                if (got[k] != DNS_IGNORE)
-                    continue;
-                if (send(fd, q[k], (size_t)qlen[k], 0) < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-                    snprintf(why, whylen, "%s", errno == ECONNREFUSED ? "connection refused" : strerror(errno));
-                    goto out;
-                }
-            }
-            resent = sent;
-            sent = true;
-        }
-        if (now >= deadline) {
-            snprintf(why, whylen, "no answer within %lldms", (long long)timeout_ms);
-            goto out;
-        }
-        int64_t until = !resent && resend_at < deadline ? resend_at : deadline;
-        struct pollfd pfd = { .fd = fd, .events = POLLIN };
-        int pr = poll(&pfd, 1, (int)(until > now ? until - now : 0));
-        if (pr < 0 && errno != EINTR) {
-            snprintf(why, whylen, "poll: %s", strerror(errno));
-            goto out;
-        }
-        if (pr <= 0)
-            continue;
-        /* A flood from the resolver's own address (the socket is connected, so nothing else gets
-         * in) must not hold this thread past the deadline: at most DNS_RECV_BATCH datagrams per
-         * poll, and the outer loop checks the clock before each poll. */
-        for (int batch = 0; batch < DNS_RECV_BATCH && dns_now_ms() < deadline; batch++) {
-            ssize_t r = recv(fd, buf, sizeof buf, 0);
-            if (r < 0) {
-                if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-                    break;
-                snprintf(why, whylen, "%s", errno == ECONNREFUSED ? "connection refused" : strerror(errno));
-                goto out;
-            }
-            for (int k = 0; k < 2; k++) {
-                if (got[k] != DNS_IGNORE)
-                    continue;
-                enum dns_verdict d = dns_answer_parse(q[k], (size_t)qlen[k], buf, (size_t)r, port, v, n, &rcodes[k]);
-                if (d != DNS_IGNORE) {
-                    got[k] = d;
-                    break;
-                }
-            }
-        }
-    }
-
-    for (int k = 0; k < 2; k++) {
-        const char *t = types[k] == DNS_TYPE_A ? "A" : "AAAA";
-        switch (got[k]) {
-        case DNS_MALFORMED:
-            snprintf(why, whylen, "malformed answer to the %s query", t);
-            goto out;
-        case DNS_TRUNCATED:
-            snprintf(why, whylen, "truncated answer to the %s query (TCP is not supported)", t);
-            goto out;
-        case DNS_NOMEM:
-            snprintf(why, whylen, "out of memory");
-            goto out;
-        case DNS_RCODE: {
-            const char *nm = dns_rcode_name(rcodes[k]);
-            if (nm)
-                snprintf(why, whylen, "%s to the %s query", nm, t);
-            else
-                snprintf(why, whylen, "response code %u to the %s query", rcodes[k], t);
-            goto out;
-        }
-        default:
-            break;
-        }
-    }
-    if (*n > had) {
-        rc = ASK_OK;
-    } else {
-        rc = ASK_NONE;
-        if (got[0] == DNS_NXDOMAIN || got[1] == DNS_NXDOMAIN)
-            snprintf(why, whylen, "%s answered NXDOMAIN", server);
-        else
-            snprintf(why, whylen, "%s has no A or AAAA record for it", server);
-    }
-out:
-    if (rc != ASK_OK)
-        *n = had;                       /* a failing server's partial answer is not kept */
-    if (fd >= 0)
-        close(fd);
-    free(h);
-    return rc;
+    return lab > 0;
 }
 
 static bool dns_is_localhost(const char *host)
@@ -511,8 +268,6 @@ static bool dns_is_localhost(const char *host)
     return (len == 9 && !strncasecmp(host, "localhost", 9)) ||
            (len > 10 && !strncasecmp(host + len - 10, ".localhost", 10));
 }
-
-/* ---- Entry point ------------------------------------------------------------------------- */
 
 static int dns_addr_cmp(const void *pa, const void *pb)
 {
@@ -534,98 +289,301 @@ static int dns_addr_cmp(const void *pa, const void *pb)
     return (x->sin6_port > y->sin6_port) - (x->sin6_port < y->sin6_port);
 }
 
-/* getaddrinfo: a numeric host (numeric_only), or any name the system knows. */
-static int dns_system(const char *host, uint16_t port, bool numeric_only, struct conf_sockaddr **v, size_t *n,
-                      char *err, size_t errlen)
+/* Sorts v[0..*n) and drops duplicates in place. */
+static void dns_sort_unique(struct conf_sockaddr *v, size_t *n)
 {
-    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                              .ai_flags = numeric_only ? AI_NUMERICHOST : 0 };
+    size_t o = 0;
+    if (*n == 0)
+        return;
+    qsort(v, *n, sizeof *v, dns_addr_cmp);
+    for (size_t i = 1; i < *n; i++)
+        if (dns_addr_cmp(&v[o], &v[i]) != 0)
+            v[++o] = v[i];
+    *n = o + 1;
+}
+
+/* A numeric host (scope ids included): AI_NUMERICHOST never leaves the process. 0, or -1 (not
+ * numeric, or out of memory: *oom). */
+static int dns_numeric(const char *host, uint16_t port, struct conf_sockaddr **out, size_t *n, bool *oom)
+{
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST };
     struct addrinfo *res = NULL;
-    size_t cap = 0;
-    int g = getaddrinfo(host, NULL, &hints, &res), rc = -1;
-    if (g) {
-        snprintf(err, errlen, "%s", g == EAI_SYSTEM ? strerror(errno) : gai_strerror(g));
+    struct conf_sockaddr *v;
+    size_t nv = 0;
+    if (getaddrinfo(host, NULL, &hints, &res))
+        return -1;
+    if (!(v = calloc(1, sizeof *v))) {
+        *oom = true;
+    } else if (conf_sockaddr_set(&v[0], res->ai_addr, port) == 0) {
+        nv = 1;
+    }
+    freeaddrinfo(res);
+    if (nv == 0) {
+        free(v);
         return -1;
     }
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        struct conf_sockaddr a;
-        if (conf_sockaddr_set(&a, ai->ai_addr, port))
-            continue;
-        if (dns_list_add(v, n, &cap, &a)) {
-            snprintf(err, errlen, "out of memory");
-            goto out;
-        }
-    }
-    if (*n == 0) {
-        snprintf(err, errlen, "no IPv4 or IPv6 address");
-        goto out;
-    }
-    rc = 0;
-out:
-    freeaddrinfo(res);
-    return rc;
+    *out = v;
+    *n = nv;
+    return 0;
 }
+
+/* The addresses of a c-ares answer, with `port`. -1 when out of memory. */
+static int dns_collect(const struct ares_addrinfo *ai, uint16_t port, struct conf_sockaddr **out, size_t *n)
+{
+    size_t cap = 0, nv = 0;
+    struct conf_sockaddr *v;
+    for (const struct ares_addrinfo_node *a = ai->nodes; a; a = a->ai_next)
+        cap++;
+    if (cap == 0)
+        return 0;
+    if (!(v = calloc(cap, sizeof *v)))
+        return -1;
+    for (const struct ares_addrinfo_node *a = ai->nodes; a; a = a->ai_next)
+        if ((a->ai_family == AF_INET || a->ai_family == AF_INET6) && conf_sockaddr_set(&v[nv], a->ai_addr, port) == 0)
+            nv++;
+    dns_sort_unique(v, &nv);
+    if (nv == 0) {
+        free(v);
+        return 0;
+    }
+    *out = v;
+    *n = nv;
+    return 0;
+}
+
+/* Who was asked, for error texts: the configured servers ("10.0.0.2:53, 10.0.0.3:53"), or the
+ * system's resolver. */
+static void dns_who(const struct conf *c, bool explicit_servers, char *who, size_t cap)
+{
+    size_t o = 0;
+    if (!explicit_servers) {
+        snprintf(who, cap, "the system resolver");
+        return;
+    }
+    who[0] = '\0';
+    for (size_t i = 0; i < c->resolver.nservers && o < cap; i++) {
+        int w = snprintf(who + o, cap - o, "%s%s", i ? ", " : "", c->resolver.servers[i]);
+        o = w < 0 ? cap : o + (size_t)w;
+    }
+}
+
+/* The servers in a "host:port,[v6]:port" list for ares_set_servers_ports_csv. NULL when out of
+ * memory. */
+static char *dns_servers_csv(const struct conf *c)
+{
+    size_t len = 1;
+    for (size_t i = 0; i < c->resolver.nservers; i++)
+        len += strlen(c->resolver.servers[i]) + 1;
+    char *csv = malloc(len), *p = csv;
+    if (!csv)
+        return NULL;
+    for (size_t i = 0; i < c->resolver.nservers; i++) {
+        size_t l = strlen(c->resolver.servers[i]);
+        if (i)
+            *p++ = ',';
+        memcpy(p, c->resolver.servers[i], l);
+        p += l;
+    }
+    *p = '\0';
+    return csv;
+}
+
+static size_t dns_server_count(ares_channel ch)
+{
+    struct ares_addr_port_node *list = NULL;
+    size_t n = 0;
+    if (ares_get_servers_ports(ch, &list) != ARES_SUCCESS)
+        return 1;
+    for (struct ares_addr_port_node *p = list; p; p = p->next)
+        n++;
+    ares_free_data(list);
+    return n ? n : 1;
+}
+
+/* The failure of a finished lookup, in words. A lookup that ran out of servers and tries says
+ * every kind of failure it met, as "10.0.0.2:53, 10.0.0.3:53: connection refused, no answer within
+ * 2000ms" (c-ares reports one status for the whole lookup). */
+static void dns_explain(const struct dns_lookup *lk, const char *who, bool hosts_only, int64_t timeout_ms,
+                        char *err, size_t errlen)
+{
+    char what[160];
+    size_t o = 0;
+    bool timed_out = lk->expired || lk->status == ARES_ETIMEOUT;
+
+    if (lk->oom || lk->status == ARES_ENOMEM) {
+        snprintf(err, errlen, "out of memory");
+        return;
+    }
+    if (hosts_only) {
+        snprintf(err, errlen, "no address (not in the hosts file)");
+        return;
+    }
+    switch (lk->status) {
+    case ARES_SUCCESS:                  /* an answer whose every address was unusable */
+    case ARES_ENODATA:
+        snprintf(err, errlen, "no address (%s has no A or AAAA record for it)", who);
+        return;
+    case ARES_ENOTFOUND:
+        snprintf(err, errlen, "no address (%s answered NXDOMAIN)", who);
+        return;
+    case ARES_EBADRESP:
+    case ARES_EFORMERR:
+        snprintf(err, errlen, "%s: malformed answer", who);
+        return;
+    case ARES_EBADNAME:
+        snprintf(err, errlen, "not a valid host name");
+        return;
+    case ARES_ETIMEOUT:
+    case ARES_ECANCELLED:
+    case ARES_ECONNREFUSED:             /* every try refused, or answered SERVFAIL / REFUSED */
+    case ARES_ESERVFAIL:
+    case ARES_EREFUSED:
+        break;
+    default:
+        if (!lk->expired) {
+            snprintf(err, errlen, "%s: %s", who, ares_strerror(lk->status));
+            return;
+        }
+        break;
+    }
+    const char *part[4] = {
+        lk->saw_servfail ? "SERVFAIL" : NULL,
+        lk->saw_refused ? "REFUSED" : NULL,
+        lk->saw_conn_refused ? "connection refused" : NULL,
+        NULL,
+    };
+    char late[48];
+    if (timed_out) {
+        snprintf(late, sizeof late, "no answer within %lldms", (long long)timeout_ms);
+        part[3] = late;
+    }
+    what[0] = '\0';
+    for (size_t i = 0; i < 4; i++) {
+        if (!part[i] || o >= sizeof what)
+            continue;
+        int w = snprintf(what + o, sizeof what - o, "%s%s", o ? ", " : "", part[i]);
+        o = w < 0 ? sizeof what : o + (size_t)w;
+    }
+    snprintf(err, errlen, "%s: %s", who, o ? what : "could not contact a resolver server");
+}
+
+/* ---- Entry point ------------------------------------------------------------------------- */
 
 int dns_resolve(const struct conf *c, const char *host, uint16_t port, struct conf_sockaddr **out, size_t *n,
                 char *err, size_t errlen)
 {
-    struct conf_sockaddr *v = NULL;
-    size_t nv = 0;
-    int rc = -1;
+    struct dns_lookup lk = { .status = ARES_ENOTINITIALIZED };
+    bool explicit_servers = c && !c->resolver.system, hosts_only = dns_is_localhost(host), oom = false;
+    int64_t timeout_ms = c && c->resolver.timeout > 0 ? c->resolver.timeout : 2000;
+    char who[256], *csv = NULL;
+    int rc = -1, st;
 
     *out = NULL;
     *n = 0;
     if (errlen)
         err[0] = '\0';
-    /* Numeric (scope ids included): AI_NUMERICHOST never leaves the process. */
-    if (dns_system(host, port, true, &v, &nv, err, errlen) == 0) {
-        rc = 0;
-        goto out;
+    if (dns_numeric(host, port, out, n, &oom) == 0)
+        return 0;
+    if (oom) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
     }
-    free(v);
-    v = NULL;
-    nv = 0;
-    if (errlen)
-        err[0] = '\0';
-    if (!c || c->resolver.system || dns_is_localhost(host)) {
-        rc = dns_system(host, port, false, &v, &nv, err, errlen);
-        goto out;
-    }
-    uint8_t wire[DNS_NAME_MAX];
-    size_t wl;
-    if (dns_name_wire(host, wire, &wl)) {
+    if (!dns_name_valid(host)) {
         snprintf(err, errlen, "not a valid host name");
-        goto out;
+        return -1;
     }
-    if (c->resolver.nservers == 0) {
+    if (hosts_only)
+        explicit_servers = false;
+    if (explicit_servers && c->resolver.nservers == 0) {
         snprintf(err, errlen, "no resolver servers configured");
+        return -1;
+    }
+    pthread_once(&dns_once, dns_lib_init);
+    if (dns_lib_status != ARES_SUCCESS) {
+        snprintf(err, errlen, "c-ares: %s", ares_strerror(dns_lib_status));
+        return -1;
+    }
+    dns_who(c, explicit_servers, who, sizeof who);
+
+    if (!(lk.loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK))) {
+        snprintf(err, errlen, "cannot create an event loop");
+        return -1;
+    }
+    ev_init(&lk.tick, dns_on_tick);
+    lk.tick.data = &lk;
+    ev_init(&lk.deadline, dns_on_deadline);
+    lk.deadline.data = &lk;
+
+    /* A server gets timeout_ms in all: c-ares doubles the wait on each round over the servers, so
+     * a first try of a third and a resend of two thirds. */
+    struct ares_options o = {
+        .flags = ARES_FLAG_EDNS | (explicit_servers ? ARES_FLAG_NOSEARCH : 0),
+        .timeout = timeout_ms / 3 > 0 ? (int)(timeout_ms / 3) : 1,
+        .tries = DNS_TRIES,
+        .ednspsz = DNS_EDNS_SIZE,
+        .sock_state_cb = dns_sock_state,
+        .sock_state_cb_data = &lk,
+        .lookups = hosts_only ? (char *)"f" : (char *)"b",
+        .domains = NULL,
+        .ndomains = 0,
+    };
+    int mask = ARES_OPT_FLAGS | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_EDNSPSZ | ARES_OPT_SOCK_STATE_CB;
+    /* Otherwise resolv.conf's (or nsswitch.conf's) order and search list. An empty list, not
+     * ARES_FLAG_NOSEARCH alone: c-ares 1.18's getaddrinfo applies the search list whatever that
+     * flag says (and LOCALDOMAIN from the environment when no list is given). */
+    if (hosts_only || explicit_servers)
+        mask |= ARES_OPT_LOOKUPS | ARES_OPT_DOMAINS;
+    if ((st = ares_init_options(&lk.ch, &o, mask)) != ARES_SUCCESS) {
+        lk.ch = NULL;
+        snprintf(err, errlen, "c-ares: %s", ares_strerror(st));
         goto out;
     }
-    size_t el = 0;
-    for (size_t i = 0; i < c->resolver.nservers; i++) {
-        char why[160];
-        enum dns_ask a = dns_ask(c->resolver.servers[i], c->resolver.timeout, host, port, &v, &nv, why, sizeof why);
-        if (a == ASK_OK) {
+    ares_set_socket_functions(lk.ch, &dns_sockets, &lk);
+    if (explicit_servers) {
+        if (!(csv = dns_servers_csv(c))) {
+            snprintf(err, errlen, "out of memory");
+            goto out;
+        }
+        if ((st = ares_set_servers_ports_csv(lk.ch, csv)) != ARES_SUCCESS) {
+            snprintf(err, errlen, "bad resolver address (%s)", ares_strerror(st));
+            goto out;
+        }
+    }
+    /* The bound over everything: each server's timeout, and one more for an answer retried over
+     * TCP. c-ares' own timeouts end the lookup first; this one ends it whatever happens. */
+    ev_timer_set(&lk.deadline, (double)(timeout_ms * (int64_t)(dns_server_count(lk.ch) + 1)) / 1000.0, 0.);
+    ev_timer_start(lk.loop, &lk.deadline);
+
+    struct ares_addrinfo_hints hints = { .ai_family = AF_UNSPEC, .ai_flags = ARES_AI_NOSORT };
+    ares_getaddrinfo(lk.ch, host, NULL, &hints, dns_on_answer, &lk);
+    if (!lk.done) {
+        dns_rearm(&lk);
+        ev_run(lk.loop, 0);
+    }
+    if (lk.done && lk.status == ARES_SUCCESS && lk.ai && !lk.oom) {
+        if (dns_collect(lk.ai, port, out, n)) {
+            snprintf(err, errlen, "out of memory");
+            goto out;
+        }
+        if (*n) {
             rc = 0;
             goto out;
         }
-        if (a == ASK_NONE) {
-            snprintf(err, errlen, "no address (%s)", why);
-            goto out;
-        }
-        /* Every server's failure, in order: "10.0.0.2:53: no answer within 2000ms; ...". */
-        if (el < errlen) {
-            int w = snprintf(err + el, errlen - el, "%s%s: %s", i ? "; " : "", c->resolver.servers[i], why);
-            el = w < 0 ? errlen : el + (size_t)w;
-        }
     }
+    dns_explain(&lk, who, hosts_only, timeout_ms, err, errlen);
 out:
-    if (rc == 0) {
-        qsort(v, nv, sizeof *v, dns_addr_cmp);
-        *out = v;
-        *n = nv;
-    } else {
-        free(v);
+    if (lk.ch)
+        ares_destroy(lk.ch);            /* closes its sockets: dns_sock_state frees their watchers */
+    ares_freeaddrinfo(lk.ai);
+    while (lk.socks) {                  /* none should be left; if one is, it is freed all the same */
+        struct dns_sock *s = lk.socks;
+        lk.socks = s->next;
+        ev_io_stop(lk.loop, &s->io);
+        free(s);
     }
+    ev_timer_stop(lk.loop, &lk.tick);
+    ev_timer_stop(lk.loop, &lk.deadline);
+    ev_loop_destroy(lk.loop);
+    free(csv);
     return rc;
 }

@@ -1,9 +1,11 @@
 /* dns.h — a hostname → every A and AAAA address, for pool servers (SPEC §2 `resolver`).
  *
- * dns.c owns name lookups of upstream servers: through the system resolver (getaddrinfo) when
- * `resolver.servers` is `system`, otherwise through its own stub resolver that asks the configured
- * servers over UDP. Lookups block (poll(), up to resolver.timeout per resolver server): they run
- * while a configuration is loaded (at start, or in main.c's loader thread), never in an event loop.
+ * dns.c owns name lookups of upstream servers, done by c-ares on a libev loop of the calling
+ * thread: the resolver servers of /etc/resolv.conf (with its search list and options) and
+ * /etc/hosts when `resolver.servers` is `system`, otherwise the configured servers. c-ares speaks
+ * UDP with EDNS (1232 bytes) and retries a truncated answer over TCP. A call blocks its thread for
+ * up to resolver.timeout per resolver server: it runs while a configuration is loaded (at start, or
+ * in main.c's loader thread), never in a worker's or the main event loop.
  *
  * Not owned here: when to re-resolve (main.c), turning addresses into pool servers (conf.c,
  * pool.c), listener and admin addresses (conf.c resolves those with getaddrinfo).
@@ -16,58 +18,31 @@
 
 #include "conf.h"
 
-#define DNS_TYPE_A      1
-#define DNS_TYPE_CNAME  5
-#define DNS_TYPE_AAAA   28
-#define DNS_QUERY_MAX   (12 + 255 + 4)   /* header, longest name in wire form, type and class */
-
 /* Every A and AAAA address of `host`, each with `port`, as "1.2.3.4:80" / "[::1]:80" entries.
- *   - A numeric host is returned as it is, without any lookup.
- *   - c == NULL or c->resolver.system: getaddrinfo(AF_UNSPEC), so /etc/hosts, nsswitch and the
- *     search list apply.
- *   - Otherwise the stub resolver: A and AAAA queries (recursion desired, random ids, answers
- *     checked against id and question, read from a connected UDP socket) to each server of
- *     c->resolver.servers in turn, each given c->resolver.timeout for both answers (an unanswered
- *     query is sent again once, half-way). A server that times out, refuses, answers SERVFAIL or
- *     garbage, or truncates (TCP is not spoken) passes the question to the next one; an NXDOMAIN or
- *     an answer without addresses is final. The name is queried as written (no search list);
- *     "localhost" and names under ".localhost" never go to the DNS servers (RFC 6761): the system
- *     answers them.
+ *   - A numeric host is returned as it is, without any lookup (getaddrinfo AI_NUMERICHOST).
+ *   - Not a host name (labels of 1..63 letters, digits, '-' or '_', 253 characters at most, one
+ *     trailing dot allowed): fails without a query.
+ *   - "localhost" and names under ".localhost" never go to a DNS server (RFC 6761): /etc/hosts
+ *     answers them (c-ares gives 127.0.0.1 and ::1 for a "localhost" missing from it).
+ *   - c == NULL or c->resolver.system: /etc/hosts and the servers, search list and ndots of
+ *     /etc/resolv.conf (the "hosts:" order of /etc/nsswitch.conf), as getaddrinfo would.
+ *   - Otherwise c->resolver.servers, in order: a server that times out, refuses or answers
+ *     SERVFAIL/REFUSED passes the question to the next; an NXDOMAIN or an answer without
+ *     addresses is final. The name is queried as written (no search list, no /etc/hosts).
+ *   In both cases A and AAAA are asked together; an answer too large for UDP is asked again over
+ *   TCP; a server gets c->resolver.timeout (default 2s) in all, as a first try given a third of it
+ *   and one resend given the rest.
  * On success returns 0 with *out a malloc'd array (the caller frees it) of *n >= 1 addresses,
  * without duplicates, sorted (IPv4 first, then by address) so that unchanged answers give the same
  * array whatever order the server chose. On failure returns -1 with *out NULL, *n 0 and a
  * one-line reason in err ("no address (127.0.0.1:53 answered NXDOMAIN)", "10.0.0.2:53: no answer
- * within 2000ms; ..."). Thread-safe; no global state. */
+ * within 2000ms"). Thread-safe: each call has its own c-ares channel and libev loop, both freed
+ * before it returns. */
 int dns_resolve(const struct conf *c, const char *host, uint16_t port, struct conf_sockaddr **out, size_t *n,
                 char *err, size_t errlen);
 
-/* ---- Wire format, exported for tests ----------------------------------------------------- */
-
-/* Writes a standard query (RD set, one question of class IN) for name/qtype with `id` into buf.
- * Returns its length, or -1 when the name is not a valid host name (labels of 1..63 letters,
- * digits, '-' or '_'; 255 bytes in wire form at most; one trailing dot allowed) or cap is short. */
-int dns_query_build(uint8_t *buf, size_t cap, uint16_t id, const char *name, uint16_t qtype);
-
-enum dns_verdict {
-    DNS_IGNORE,         /* not the answer to `query` (too short, other id, not a response, other
-                           question): keep waiting for the real one */
-    DNS_ANSWER,         /* NOERROR: the addresses found (maybe none) were appended */
-    DNS_NXDOMAIN,       /* the name does not exist */
-    DNS_RCODE,          /* another response code (SERVFAIL 2, REFUSED 5, ...) in *rcode */
-    DNS_MALFORMED,      /* the answer to `query`, but it does not parse */
-    DNS_TRUNCATED,      /* TC set and no complete address record in it */
-    DNS_NOMEM,
-};
-
-/* Reads `msg` (len bytes from the network: any content) as a possible answer to `query` (bytes
- * made by dns_query_build). Takes every A (for an A query) or AAAA record of class IN in the
- * answer section whose owner is the question's name or a CNAME target reachable from it within
- * that section (up to 8 names; nothing is queried again), compared case-insensitively. Names may
- * use compression pointers; every read is bounds-checked and every loop bounded. With TC set, the
- * complete records before the cut are used. On DNS_ANSWER the addresses (with `port`) are appended
- * to the malloc'd array *addrs of *n entries, skipping ones already there; otherwise *addrs and *n
- * are left as they were. */
-enum dns_verdict dns_answer_parse(const uint8_t *query, size_t qlen, const uint8_t *msg, size_t len,
-                                  uint16_t port, struct conf_sockaddr **addrs, size_t *n, unsigned *rcode);
+/* c-ares' process-wide state (ares_library_cleanup), for the end of main() once no thread can
+ * resolve any more. dns_resolve() initialises it on first use (ares_library_init, once). */
+void dns_cleanup(void);
 
 #endif

@@ -28,6 +28,7 @@
 #include "accesslog.h"
 #include "admin.h"
 #include "conf.h"
+#include "dns.h"
 #include "health.h"
 #include "log.h"
 #include "metrics.h"
@@ -628,6 +629,7 @@ int main(int argc, char **argv)
 
     if (rc >= 0)
         return rc;
+    atexit(dns_cleanup);            /* c-ares' process-wide state, once no thread resolves */
     conf_open_files = o.check;
     c = conf_load(o.path, stderr, &nerr);
     if (!c)

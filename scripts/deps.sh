@@ -9,7 +9,7 @@ set -euo pipefail
 PACKAGES=(
     # build
     build-essential gcc make pkg-config
-    libev-dev libhttp-parser-dev libssl-dev libyaml-dev
+    libev-dev libhttp-parser-dev libssl-dev libyaml-dev libc-ares-dev
     # unit tests and fuzzing (libFuzzer runtime for clang -fsanitize=fuzzer)
     libcmocka-dev clang libclang-rt-14-dev
     # integration tests, demo upstream

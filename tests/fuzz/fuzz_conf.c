@@ -10,7 +10,8 @@
  *   addresses (conf_same_addresses), and conf_has_hostnames does not crash;
  * - time per input stays bounded: the document limits (conf_int.h) cap nesting, anchors and alias
  *   expansion, and no input reaches the network: getaddrinfo() answers numeric hosts only and
- *   socket() fails (the stub resolver then fails at once), both replaced below for this binary.
+ *   socket() fails (c-ares then fails at once; it still reads /etc/hosts), both replaced below for
+ *   this binary.
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -48,7 +49,7 @@ int getaddrinfo(const char *node, const char *service, const struct addrinfo *hi
     return real(node, service, &h, res);
 }
 
-/* No sockets: the stub resolver's queries fail at once instead of waiting for resolver.timeout. */
+/* No sockets: c-ares' queries fail at once instead of waiting for resolver.timeout. */
 int socket(int domain, int type, int protocol)
 {
     (void)domain;

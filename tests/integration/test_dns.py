@@ -10,7 +10,10 @@ lifeline asks dnsfake.DnsFake (UDP on 127.0.0.1, records changed by the test) th
     unresolvable server at its LINE:COL;
   - every resolve_interval: a record added gets traffic; a record removed gets none, while a slow
     request already on it completes; a resolver that fails or goes silent leaves the running
-    addresses alone; an edit of the file without SIGHUP is not picked up by a re-resolve.
+    addresses alone; an edit of the file without SIGHUP is not picked up by a re-resolve;
+  - a headless Service with many pods: an answer too large for UDP (the fake in truncating mode
+    sets TC) is asked again over TCP, and every A record is a server in /status, at load and
+    after a re-resolve.
 """
 
 import asyncio
@@ -21,6 +24,7 @@ import pytest
 
 from conftest import HOST, RawConn, dur, fetch, free_port, run_cli, t, wait_for
 from dnsfake import DnsFake
+from ops import admin_extra, pool_status, status
 
 NAME = "svc.test"
 
@@ -234,3 +238,41 @@ def test_re_resolve_ignores_unsignalled_file_edit(lifeline, dns, two_upstreams):
         f.write("listen: []\n")
     dns.set(NAME, ["127.0.0.1", "127.0.0.2"])
     wait_for(lambda: who(lf) == "up2", t(5), interval=0.02, what="127.0.0.2 to get a request")
+
+
+# ---- answers too large for UDP: TCP (a headless Service with many pods) -------------------------
+
+def pod_ips(n, base=1):
+    return ["127.1.%d.%d" % ((base + i) // 250, 1 + (base + i) % 250) for i in range(n)]
+
+
+def pool_addresses(aport):
+    return sorted(s["address"] for s in pool_status(status(aport), "svc")["servers"])
+
+
+@pytest.mark.parametrize("records,truncate", [(60, 512), (100, True)],
+                         ids=["60-records-udp-512", "100-records-past-edns"])
+def test_large_answer_retried_over_tcp(lifeline, loop_thread, records, truncate):
+    """60 A records (about 1 KB) over a server that keeps UDP answers to 512 bytes, and 100 (1.6 KB)
+    past the EDNS size lifeline offers: TC over UDP, the answer over TCP, one server per record.
+    Nothing listens on the addresses (127.1.x.y:9): /status lists servers whether up or not."""
+    d = DnsFake(loop_thread, truncate=truncate).start()
+    try:
+        ips = pod_ips(records)
+        d.set(NAME, ips)
+        aport = free_port()
+        lf = lifeline(pools={"svc": {"servers": ["%s:9" % NAME], "resolve_interval": "200ms"}},
+                      extra=admin_extra(aport, resolver={"servers": [d.address], "timeout": "1s"}))
+        assert d.tcp_count(NAME) >= 1, "the truncated answer was not asked again over TCP"
+        want = sorted("%s:9" % ip for ip in ips)
+        assert pool_addresses(aport) == want
+
+        # pods come and go: the re-resolve (over TCP again) follows
+        ips = pod_ips(records - 15, base=10)
+        d.set(NAME, ips)
+        want = sorted("%s:9" % ip for ip in ips)
+        wait_for(lambda: pool_addresses(aport) == want, t(5), interval=0.05,
+                 what="the pool to follow the new answer")
+        lf.assert_alive()
+    finally:
+        d.stop()
