@@ -65,9 +65,13 @@ static uint64_t sum_workers(const struct metrics_render_src *s, bool server, uns
 {
     uint64_t v = 0;
 
-    for (unsigned w = 0; w < s->nworkers; w++) {
-        const char *base = server ? (const char *)&s->workers[w].smetrics[slot]
-                                  : (const char *)&s->workers[w].rmetrics[slot];
+    if (server ? slot >= METRIC_SERVER_SLOTS : slot > METRIC_ROUTE_NONE)
+        return 0;   /* a drop slot: names that found no slot of their own share it; never shown */
+    for (unsigned w = 0; w < s->nworker_slots; w++) {
+        const char *base;
+        if (!(server ? (const void *)s->workers[w].smetrics : (const void *)s->workers[w].rmetrics))
+            continue;   /* a slot whose start failed before its counters were made */
+        base = server ? (const char *)&s->workers[w].smetrics[slot] : (const char *)&s->workers[w].rmetrics[slot];
         v += METRIC_GET(*(const _Atomic uint64_t *)(base + off));
     }
     return v;
@@ -79,7 +83,19 @@ static uint64_t sum_workers(const struct metrics_render_src *s, bool server, uns
 /* The route slot of conf route r, or the no-route slot for r == nroutes. */
 static unsigned route_slot(const struct metrics_render_src *s, size_t r)
 {
-    return r < s->conf->nroutes ? s->rt->route_slot[r] : METRIC_ROUTE_SLOTS;
+    return r < s->conf->nroutes ? s->rt->route_slot[r] : METRIC_ROUTE_NONE;
+}
+
+/* Whether route r / server hs has counters of its own (not refused a slot: metrics.h). Counter
+ * families leave the others out rather than show zeros. */
+static bool route_counted(const struct metrics_render_src *s, size_t r)
+{
+    return route_slot(s, r) <= METRIC_ROUTE_NONE;
+}
+
+static bool server_counted(const struct srv_health *hs)
+{
+    return hs->slot < METRIC_SERVER_SLOTS;
 }
 
 /* Copies src into dst escaped for a JSON string (json) or a Prometheus label value (!json). */
@@ -177,6 +193,8 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
                  "# TYPE lifeline_requests_total counter\n");
     for (size_t r = 0; r <= c->nroutes; r++) {
         const char *name = r < c->nroutes ? c->routes[r].name : "";
+        if (!route_counted(s, r))
+            continue;
         for (unsigned code = 0; code < 600; code++) {
             uint64_t v = ROUTE_SUM(s, route_slot(s, r), codes[code]);
             if (v)
@@ -190,6 +208,8 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
         const char *name = r < c->nroutes ? c->routes[r].name : "";
         unsigned slot = route_slot(s, r);
         uint64_t cum = 0, any = 0;
+        if (!route_counted(s, r))
+            continue;
         for (unsigned k = 0; r == c->nroutes && k < METRIC_BUCKETS; k++)
             any += ROUTE_SUM(s, slot, buckets[k]);
         if (r == c->nroutes && !any)
@@ -216,6 +236,8 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
                  "# TYPE lifeline_retries_total counter\n");
     for (size_t r = 0; r < c->nroutes; r++) {
         unsigned slot = route_slot(s, r);
+        if (!route_counted(s, r))
+            continue;
         for (unsigned k = 0; k < METRIC_OUTCOMES; k++) {
             uint64_t v = ROUTE_SUM(s, slot, retry_reasons[k]);
             metrics_render_printf(b, "lifeline_retries_total{route=\"%s\",reason=\"%s\"} %llu\n", c->routes[r].name,
@@ -225,6 +247,8 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
     metrics_render_printf(b, "# HELP lifeline_hedges_total Hedged attempts by route and result (won: its answer came first; lost: the other attempt answered first; failed).\n"
                  "# TYPE lifeline_hedges_total counter\n");
     for (size_t r = 0; r < c->nroutes; r++) {
+        if (!route_counted(s, r))
+            continue;
         for (unsigned k = 0; k < MH_COUNT; k++)
             metrics_render_printf(b, "lifeline_hedges_total{route=\"%s\",result=\"%s\"} %llu\n", c->routes[r].name,
                                   metric_hedge_names[k], (unsigned long long)ROUTE_SUM(s, route_slot(s, r), hedges[k]));
@@ -232,6 +256,8 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
     metrics_render_printf(b, "# HELP lifeline_fallbacks_total Answers lifeline gave itself, by route and reason.\n"
                  "# TYPE lifeline_fallbacks_total counter\n");
     for (size_t r = 0; r < c->nroutes; r++) {
+        if (!route_counted(s, r))
+            continue;
         for (int k = 0; k < MR_COUNT; k++) {
             uint64_t v = ROUTE_SUM(s, route_slot(s, r), fallbacks[k]);
             if (v)
@@ -244,6 +270,8 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
     for (size_t p = 0; p < rt->npools; p++) {
         const struct health_pool *hp = &rt->pools[p];
         for (unsigned i = 0; i < hp->n; i++) {
+            if (!server_counted(&hp->servers[i]))
+                continue;
             for (unsigned o = 0; o < METRIC_OUTCOMES; o++) {
                 uint64_t v = SERVER_SUM(s, hp->servers[i].slot, attempts[o]);
                 if (v)
@@ -259,6 +287,8 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
         const struct health_pool *hp = &rt->pools[p];
         for (unsigned i = 0; i < hp->n; i++) {
             unsigned slot = hp->servers[i].slot;
+            if (!server_counted(&hp->servers[i]))
+                continue;
             for (unsigned ph = 0; ph < MP_COUNT; ph++) {
                 uint64_t cum = 0;
                 for (unsigned k = 0; k < METRIC_BUCKETS; k++) {
@@ -284,7 +314,8 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
     for (size_t p = 0; p < rt->npools; p++) {
         const struct health_pool *hp = &rt->pools[p];
         for (unsigned i = 0; i < hp->n; i++)
-            metrics_render_printf(b, "lifeline_outlier_ejections_total{pool=\"%s\",server=\"%s\"} %llu\n",
+            if (server_counted(&hp->servers[i]))
+                metrics_render_printf(b, "lifeline_outlier_ejections_total{pool=\"%s\",server=\"%s\"} %llu\n",
                                   hp->cp->name, hp->servers[i].addr->text,
                                   (unsigned long long)SERVER_SUM(s, hp->servers[i].slot, ejections));
     }
@@ -324,11 +355,23 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
                  "lifeline_config_reloads_total{result=\"success\"} %llu\n"
                  "lifeline_config_reloads_total{result=\"failure\"} %llu\n",
               (unsigned long long)s->reloads_ok, (unsigned long long)s->reloads_failed);
-    for (unsigned w = 0; w < s->nworkers; w++)
+    for (unsigned w = 0; w < s->nworker_slots; w++)
         dropped += METRIC_GET(s->workers[w].alog.dropped);
     metrics_render_printf(b, "# HELP lifeline_access_log_dropped_total Access log lines dropped because the sink could not keep up.\n"
                  "# TYPE lifeline_access_log_dropped_total counter\n"
                  "lifeline_access_log_dropped_total %llu\n", (unsigned long long)dropped);
+    if (s->names) {
+        metrics_render_printf(b, "# HELP lifeline_metric_slots_exhausted_total Routes or servers (one per snapshot that names them) left without counters because every metrics slot was in use.\n"
+                     "# TYPE lifeline_metric_slots_exhausted_total counter\n"
+                     "lifeline_metric_slots_exhausted_total{kind=\"route\"} %llu\n"
+                     "lifeline_metric_slots_exhausted_total{kind=\"server\"} %llu\n",
+                     (unsigned long long)s->names->routes.exhausted, (unsigned long long)s->names->servers.exhausted);
+        metrics_render_printf(b, "# HELP lifeline_metric_slots_reused_total Metrics slots of routes or servers gone for over a minute given to new ones (their counters start at 0).\n"
+                     "# TYPE lifeline_metric_slots_reused_total counter\n"
+                     "lifeline_metric_slots_reused_total{kind=\"route\"} %llu\n"
+                     "lifeline_metric_slots_reused_total{kind=\"server\"} %llu\n",
+                     (unsigned long long)s->names->routes.reused, (unsigned long long)s->names->servers.reused);
+    }
 }
 
 /* The configured weight of the server that address a belongs to. */
