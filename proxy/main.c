@@ -1,10 +1,16 @@
 /* main.c — command line, signals, start, reload and drain orchestration.
  *
  * The main thread owns the running snapshot's runtime (`current`, which holds the conf), the
- * workers array, the admin listener and the active health checks. Its libev loop serves signals
+ * worker slots, the admin listener and the active health checks. Its libev loop serves signals
  * (through signalfd: they are blocked in every other thread), the admin listener, the health
  * checks, and applies snapshots that the loader thread has read and validated (SIGHUP reloads,
  * DNS re-resolution). It never touches the request path and never blocks on files or DNS.
+ *
+ * Every key reloads. A reload is all or nothing: a taken listener address, an admin address that
+ * cannot be bound (bound here before the old one closes) or an access-log file the loader could
+ * not open keeps the running configuration. Then the snapshot goes to every running worker, the
+ * access-log writer gets the new sink, the admin listener moves, and worker slots are started or
+ * retired (drained, then joined and freed by the retire timer) to match `workers`.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -424,7 +430,7 @@ static void on_loaded(struct ev_loop *loop, ev_async *a, int revents)
             reload_failed(nc, log_fd, why);
             return;
         }
-        if (log_err) {
+        if (log_err && strcmp(nc->access_log.path, current->conf->access_log.path) != 0) {
             snprintf(why, sizeof(why), "access_log.path: cannot open %s: %s", nc->access_log.path, strerror(log_err));
             reload_failed(nc, log_fd, why);
             return;
@@ -571,6 +577,8 @@ static void workers_resize(struct ev_loop *loop, unsigned want)
 
     if (want < 1)
         want = 1;
+    if (want > WORKERS_MAX)
+        want = WORKERS_MAX;   /* conf caps it at 256 too */
     for (unsigned i = 0; nworkers < want && i < WORKERS_MAX; i++) {
         if (wslot[i].state == W_FREE && worker_start(i) < 0) {
             log_error("reload: %u of %u workers running", nworkers, want);
@@ -743,7 +751,7 @@ static int start_workers(struct conf *c, unsigned n)
     if (admin_start(&admin, run_state.loop) < 0)
         return -1;
     run_state.admin = true;
-    for (unsigned i = 0; i < n; i++) {
+    for (unsigned i = 0; i < n && i < WORKERS_MAX; i++) {
         if (worker_start(i) < 0)
             return -1;
     }
