@@ -48,7 +48,7 @@
  * writer point into them). A slot is free, running, or stopping (a reload lowered `workers`: it
  * drains, then main joins its thread and frees it, keeping its counters). Slots [0, nslots) have
  * been used: their counters are summed by every scrape. */
-enum wstate { W_FREE, W_RUNNING, W_STOPPING };
+enum wstate { W_FREE, W_MADE, W_RUNNING, W_STOPPING };   /* W_MADE: initialised, no thread yet */
 static struct worker *workers;
 static struct {
     enum wstate state;
@@ -506,9 +506,11 @@ static void workers_stop_all(void)
     }
 }
 
-/* Starts worker slot i on the running snapshot: listeners (SO_REUSEPORT sockets of its own), loop,
- * thread. 0, or -1 after logging why (the slot is left free). */
-static int worker_start(unsigned i)
+static int worker_run(unsigned i);
+
+/* Makes worker slot i (listeners, loop, first generation) without starting its thread. 0, or -1
+ * after logging why (the slot is left free). */
+static int worker_make(unsigned i)
 {
     struct worker *w = &workers[i];
 
@@ -524,10 +526,20 @@ static int worker_start(unsigned i)
         worker_destroy(w);   /* what it made before failing (the counters stay with the slot) */
         return -1;
     }
+    wslot[i].state = W_MADE;
+    return 0;
+}
+
+/* Starts the thread of slot i, made by worker_make(). 0, or -1 (the slot freed again). */
+static int worker_run(unsigned i)
+{
+    struct worker *w = &workers[i];
+
     atomic_store(&wslot[i].done, 0);
     if (pthread_create(&w->thread, NULL, worker_thread, w) != 0) {
         log_error("cannot start worker thread %u", i);
         worker_destroy(w);
+        wslot[i].state = W_FREE;
         return -1;
     }
     wslot[i].thread = true;
@@ -536,6 +548,13 @@ static int worker_start(unsigned i)
     nworkers++;
     admin.nworkers = nworkers;
     return 0;
+}
+
+/* Starts worker slot i on the running snapshot: listeners (SO_REUSEPORT sockets of its own), loop,
+ * thread. 0, or -1 after logging why (the slot is left free). */
+static int worker_start(unsigned i)
+{
+    return worker_make(i) < 0 ? -1 : worker_run(i);
 }
 
 /* Joins the retiring workers that have ended, and stops those still busy at their deadline. */
@@ -751,8 +770,14 @@ static int start_workers(struct conf *c, unsigned n)
     if (admin_start(&admin, run_state.loop) < 0)
         return -1;
     run_state.admin = true;
+    /* every listener socket is bound before any worker accepts, as a client that connects as soon
+     * as the port answers expects the connections to spread over all of them */
     for (unsigned i = 0; i < n && i < WORKERS_MAX; i++) {
-        if (worker_start(i) < 0)
+        if (worker_make(i) < 0)
+            return -1;
+    }
+    for (unsigned i = 0; i < n && i < WORKERS_MAX; i++) {
+        if (worker_run(i) < 0)
             return -1;
     }
     return 0;

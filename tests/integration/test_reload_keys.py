@@ -16,7 +16,7 @@ import socket
 import time
 
 from conftest import Conn, HOST, free_port, pool, t, wait_for
-from ops import access_lines, admin_extra, admin_get, metrics, status, wait_access, write_config_atomic
+from ops import access_lines, admin_extra, admin_get, metrics, running_workers, status, wait_access, write_config_atomic
 from test_workers import listening_sockets
 
 import signal
@@ -206,6 +206,9 @@ def test_workers_grow_on_reload(lifeline, upstream):
             c.close()
     m = metrics(a1)
     assert m.total("lifeline_requests_total") >= 24
+    # issue 11's slot accounting is exported (nothing exhausted or reused here)
+    assert m.value("lifeline_metric_slots_exhausted_total", kind="server") == 0
+    assert m.value("lifeline_metric_slots_reused_total", kind="route") == 0
 
 
 def test_workers_shrink_on_reload_completes_in_flight(lifeline, upstream):
@@ -215,6 +218,7 @@ def test_workers_shrink_on_reload_completes_in_flight(lifeline, upstream):
     up = upstream()
     a1 = free_port()
     lf = lifeline(pools={"p": pool(up)}, workers=4, extra=admin_extra(a1), shutdown_timeout="10s")
+    assert running_workers(lf) == 4
     for i in range(8):
         assert lf.fetch("GET", "/warm/%d" % i).status == 200
     before = metrics(a1).total("lifeline_requests_total")
@@ -263,11 +267,12 @@ def test_workers_shrink_stops_a_stuck_worker_at_shutdown_timeout(lifeline, upstr
     up = upstream()
     a1 = free_port()
     lf = lifeline(pools={"p": pool(up)}, workers=2, extra=admin_extra(a1), shutdown_timeout="1s")
-    conns = [Conn(lf.port, timeout=t(10)) for _ in range(12)]
+    assert running_workers(lf) == 2   # logged once both listen: the connections spread over both
+    conns = [Conn(lf.port, timeout=t(10)) for _ in range(20)]   # none on worker 1: a chance of 2^-20
     try:
         for k, c in enumerate(conns):
             c.request("GET", "/slow-head?ms=%d&k=%d" % (int(t(8) * 1000), k))
-        wait_for(lambda: up.inflight >= 12, t(2), what="all requests in flight")
+        wait_for(lambda: up.inflight >= 20, t(2), what="all requests in flight")
         t0 = time.monotonic()
         _reload(lf, _cfg(lf, workers=1))
         wait_for(lambda: "worker 1: stopped" in lf.stderr_text(), t(5), what="worker 1 stopped")
