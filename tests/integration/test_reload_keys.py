@@ -284,3 +284,28 @@ def test_workers_shrink_stops_a_stuck_worker_at_shutdown_timeout(lifeline, upstr
             c.close()
     assert status(a1)["workers"] == 1
     assert lf.fetch("GET", "/echo").status == 200
+
+
+# --------------------------------------------------------------------------------------------
+# metrics slots (issue 11: never merge)
+
+def test_route_beyond_the_slots_is_not_merged(lifeline, upstream):
+    """128 route slots: a 129th route gets no counters of its own rather than sharing the last
+    slot with route 128 (which the old "(other)" slot did); the refusal is counted and logged."""
+    up = upstream()
+    a1 = free_port()
+    routes = [{"name": "r%d" % i, "match": {"path": "/r%d/" % i}, "pool": "p"} for i in range(129)]
+    lf = lifeline(pools={"p": pool(up)}, routes=routes, extra=admin_extra(a1))
+    for _ in range(2):
+        assert lf.fetch("GET", "/r127/x").status == 200
+    for _ in range(3):
+        assert lf.fetch("GET", "/r128/x").status == 200
+    m = metrics(a1)
+    assert m.value("lifeline_requests_total", route="r127", code="200") == 2
+    assert m.select("lifeline_requests_total", route="r128") == [], "the 129th route has counters"
+    assert m.value("lifeline_metric_slots_exhausted_total", kind="route") == 1
+    assert "route slots are in use" in lf.stderr_text()
+    # /status lists the route, with zero counts (never another route's)
+    st = status(a1)
+    r128 = [r for r in st["routes"] if r["name"] == "r128"][0]
+    assert r128["requests"] == 0
