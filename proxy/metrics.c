@@ -6,8 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <time.h>
+
 #include "log.h"
-#include "series.h"
 
 const double metric_bounds[METRIC_BUCKETS - 1] = {
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
@@ -71,16 +72,13 @@ void metrics_phase(struct server_metrics *m, enum metric_phase phase, double sec
     METRIC_ADD(m->phase_us[phase], (uint64_t)(seconds > 0 ? seconds * 1e6 : 0));
 }
 
-void metric_table_init(struct metric_table *t, const char *kind, unsigned cap, unsigned drop, int64_t grace_ms,
-                       unsigned series_below, int64_t series_grace_ms)
+void metric_table_init(struct metric_table *t, const char *kind, unsigned cap, unsigned drop, int64_t grace_ms)
 {
     memset(t, 0, sizeof(*t));
     t->kind = kind;
     t->cap = cap < METRIC_SERVER_SLOTS ? cap : METRIC_SERVER_SLOTS;
     t->drop = drop;
     t->grace_ms = grace_ms;
-    t->series_below = series_below;
-    t->series_grace_ms = series_grace_ms;
     for (unsigned i = 0; i < METRIC_SERVER_SLOTS; i++) {
         atomic_init(&t->refs[i], 0);
         atomic_init(&t->gone_ms[i], INT64_MAX);
@@ -89,12 +87,16 @@ void metric_table_init(struct metric_table *t, const char *kind, unsigned cap, u
 
 void metric_names_init(struct metric_names *n)
 {
-    const int64_t series_ms = (int64_t)SERIES_SECONDS * 1000 + METRIC_SLOT_GRACE_MS;
+    metric_table_init(&n->routes, "route", METRIC_ROUTE_SLOTS, METRIC_ROUTE_DROP, METRIC_SLOT_GRACE_MS);
+    metric_table_init(&n->servers, "server", METRIC_SERVER_SLOTS, METRIC_SERVER_DROP, METRIC_SLOT_GRACE_MS);
+}
 
-    metric_table_init(&n->routes, "route", METRIC_ROUTE_SLOTS, METRIC_ROUTE_DROP, METRIC_SLOT_GRACE_MS,
-                      SERIES_ROUTES, series_ms);
-    metric_table_init(&n->servers, "server", METRIC_SERVER_SLOTS, METRIC_SERVER_DROP, METRIC_SLOT_GRACE_MS,
-                      SERIES_SERVERS, series_ms);
+static double wall_now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /* Holds slot i for a new user. */
@@ -118,14 +120,14 @@ unsigned metric_slot_take(struct metric_table *t, const char *key, int64_t now_m
     if (t->n < t->cap) {
         if (!(t->names[t->n] = strdup(key)))
             goto refuse;
+        t->since[t->n] = 0;   /* never used before: nothing older to hide */
         return slot_hold(t, t->n++);
     }
     for (unsigned i = 0; i < t->n; i++) {
         int64_t gone = atomic_load(&t->gone_ms[i]);
-        int64_t grace = i < t->series_below ? t->series_grace_ms : t->grace_ms;
         /* gone_ms is written after refs falls to 0: INT64_MAX here means "held", or "just let
          * go" (not reusable yet either way) */
-        if (atomic_load(&t->refs[i]) != 0 || gone == INT64_MAX || now_ms - gone < grace)
+        if (atomic_load(&t->refs[i]) != 0 || gone == INT64_MAX || now_ms - gone < t->grace_ms)
             continue;
         if (gone < best_gone) {
             best = i;
@@ -138,6 +140,7 @@ unsigned metric_slot_take(struct metric_table *t, const char *key, int64_t now_m
         t->reset(t->reset_ctx, t, best);
     free(t->names[best]);
     t->names[best] = name;
+    t->since[best] = wall_now();
     t->reused++;
     return slot_hold(t, best);
 refuse:

@@ -82,9 +82,9 @@ struct server_metrics {
  * reference count, released by runtime_unref on any thread). A slot no runtime holds is "gone";
  * once it has been gone for METRIC_SLOT_GRACE_MS (a scrape interval: the last scrape saw its final
  * values) it may be given to a new name, and its counters are zeroed first in every worker (the
- * `reset` hook), so a reused slot starts at 0 for its new label set. Slots that have a time series
- * (below SERIES_ROUTES / SERIES_SERVERS, series.h) wait SERIES_SECONDS more, so that the status
- * page never shows the old name's 15 minutes under the new name. Counters are never merged: when no
+ * `reset` hook), so a reused slot starts at 0 for its new label set. The time series and events of
+ * a slot (series.h) are kept by second, not zeroed: the renderer leaves out whatever is older than
+ * the slot's `since`, the wall time its current name got it. Counters are never merged: when no
  * slot is free, the new name gets the kind's drop slot (written to, never shown), the refusal is
  * counted (lifeline_metric_slots_exhausted_total{kind}) and logged once. */
 #define METRIC_ROUTE_SLOTS 128
@@ -103,12 +103,11 @@ struct metric_table {
     unsigned cap;                       /* slots [0, cap) */
     unsigned drop;                      /* the slot a refused name gets (>= cap) */
     int64_t grace_ms;                   /* gone this long before a slot is reused */
-    unsigned series_below;              /* slots below this have a time series ... */
-    int64_t series_grace_ms;            /* ... and wait this long instead */
     unsigned n;                         /* slots handed out so far: [0, n) have names */
     char *names[METRIC_SERVER_SLOTS];
     atomic_uint refs[METRIC_SERVER_SLOTS];
     _Atomic int64_t gone_ms[METRIC_SERVER_SLOTS];   /* when refs last fell to 0; INT64_MAX while held */
+    double since[METRIC_SERVER_SLOTS];  /* wall time (s) the slot got its current name (main) */
     uint64_t reused;                    /* slots given to a new name */
     uint64_t exhausted;                 /* names refused: lifeline_metric_slots_exhausted_total{kind} */
     bool warned;                        /* the exhaustion was logged */
@@ -122,12 +121,12 @@ struct metric_names {
 };
 
 /* Sets up a table: cap slots (<= METRIC_SERVER_SLOTS), refused names get `drop`. */
-void metric_table_init(struct metric_table *t, const char *kind, unsigned cap, unsigned drop, int64_t grace_ms,
-                       unsigned series_below, int64_t series_grace_ms);
-/* The process's tables: METRIC_ROUTE_SLOTS and METRIC_SERVER_SLOTS with the grace periods above. */
+void metric_table_init(struct metric_table *t, const char *kind, unsigned cap, unsigned drop, int64_t grace_ms);
+/* The process's tables: METRIC_ROUTE_SLOTS and METRIC_SERVER_SLOTS, METRIC_SLOT_GRACE_MS. */
 void metric_names_init(struct metric_names *n);
 /* A slot for key with one reference (main thread): its own slot if it has one (held or gone), else
- * a never used one, else the slot gone longest once past its grace (reset first), else t->drop. */
+ * a never used one, else the slot gone longest once past its grace (reset first), else t->drop.
+ * now_ms: clock_ms(); a slot given to key records the wall time in since[]. */
 unsigned metric_slot_take(struct metric_table *t, const char *key, int64_t now_ms);
 /* Drops one reference on slot (any thread); the drop slot and out-of-range slots are ignored. */
 void metric_slot_release(struct metric_table *t, unsigned slot, int64_t now_ms);

@@ -545,6 +545,24 @@ void metrics_render_sample(const struct metrics_render_src *s, uint32_t sec)
     }
 }
 
+/* The wall time before which the series and events of a route (!server) or server slot belong to
+ * an earlier name (a reused slot, metrics.h); 0 when there is none. */
+static double slot_since(const struct metrics_render_src *s, bool server, unsigned slot)
+{
+    const struct metric_table *t;
+
+    if (!s->names)
+        return 0;
+    t = server ? &s->names->servers : &s->names->routes;
+    return slot < t->cap ? t->since[slot] : 0;
+}
+
+/* Whether second sec (its bucket covers [sec, sec + 1)) ended before since. */
+static bool before_since(uint32_t sec, double since)
+{
+    return since > 0 && (double)sec + 1.0 <= since;
+}
+
 void metrics_render_series(struct metrics_render_buf *b, const struct metrics_render_src *s, unsigned window)
 {
     static const char band_char[] = "-uehd";   /* enum series_state: none, up, ejected, half-open, down */
@@ -576,6 +594,12 @@ void metrics_render_series(struct metrics_render_buf *b, const struct metrics_re
         metrics_render_printf(b, "%s{\"name\":\"%s\",\"pool\":\"%s\",\"tracked\":%s,", r ? "," : "", c->routes[r].name,
                               c->routes[r].pool->name, slot < SERIES_ROUTES ? "true" : "false");
         series_route_read(slot, last, window, rs, lat);
+        for (unsigned k = 0; k < window; k++) {
+            if (before_since(last - (window - 1 - k), slot_since(s, false, slot))) {
+                memset(&rs[k], 0, sizeof(rs[k]));   /* the slot's earlier route */
+                memset(lat + (size_t)k * SKETCH_BUCKETS, 0, SKETCH_BUCKETS * sizeof(*lat));
+            }
+        }
         {
             size_t st = sizeof(*rs) / sizeof(uint64_t);
             put_counts(b, "requests", &rs[0].requests, st, window);
@@ -602,7 +626,14 @@ void metrics_render_series(struct metrics_render_buf *b, const struct metrics_re
             const struct srv_health *hs = &hp->servers[i];
             uint64_t recent_total = 0, recent_failed = 0;
             enum series_state st = server_state_now(hs, now);
+            double since = slot_since(s, true, hs->slot);
             series_server_read(hs->slot, last, window, att, lat);
+            for (unsigned k = 0; k < window; k++) {
+                if (before_since(last - (window - 1 - k), since)) {
+                    memset(att[k], 0, sizeof(att[k]));   /* the slot's earlier server */
+                    memset(lat + (size_t)k * SKETCH_BUCKETS, 0, SKETCH_BUCKETS * sizeof(*lat));
+                }
+            }
             /* the recent error rate: failed attempts over the last 60 s (cancelled ones are neither) */
             for (unsigned k = window > 60 ? window - 60 : 0; k < window; k++) {
                 for (unsigned o = 0; o < METRIC_OUTCOMES; o++) {
@@ -635,16 +666,20 @@ void metrics_render_series(struct metrics_render_buf *b, const struct metrics_re
             metrics_render_printf(b, "}");
             put_quantiles(b, lat, window);
             metrics_render_printf(b, ",\"band\":\"");
-            for (unsigned k = 0; k < window; k++)
-                metrics_render_printf(b, "%c", band_char[series_state_at(hs->slot, last - (window - 1 - k))]);
+            for (unsigned k = 0; k < window; k++) {
+                uint32_t sec = last - (window - 1 - k);
+                metrics_render_printf(b, "%c", band_char[before_since(sec, since) ? SS_NONE : series_state_at(hs->slot, sec)]);
+            }
             metrics_render_printf(b, "\"}");
         }
     }
     metrics_render_printf(b, "],\"events\":[");
     nev = series_events(wall - window, ev, SERIES_EVENTS);
-    for (unsigned k = 0; k < nev; k++) {
+    for (unsigned k = 0, shown = 0; k < nev; k++) {
         const char *pool = "", *addr = "";
-        for (size_t p = 0; p < rt->npools; p++) {
+        if (ev[k].sslot < METRIC_SERVER_SLOTS && ev[k].time < slot_since(s, true, ev[k].sslot))
+            continue;   /* an event of the slot's earlier server */
+        for (size_t p = 0; p < rt->npools && ev[k].sslot < METRIC_SERVER_SLOTS; p++) {
             for (unsigned i = 0; i < rt->pools[p].n; i++) {
                 if (rt->pools[p].servers[i].slot == ev[k].sslot) {
                     pool = rt->pools[p].cp->name;
@@ -653,7 +688,7 @@ void metrics_render_series(struct metrics_render_buf *b, const struct metrics_re
             }
         }
         metrics_render_printf(b, "%s{\"time\":%.3f,\"pool\":\"%s\",\"server\":\"%s\",\"event\":\"%s\",\"detail\":%lld}",
-                              k ? "," : "", ev[k].time, pool, addr, series_event_names[ev[k].ev], ev[k].detail);
+                              shown++ ? "," : "", ev[k].time, pool, addr, series_event_names[ev[k].ev], ev[k].detail);
     }
     metrics_render_printf(b, "]}\n");
 out:

@@ -309,3 +309,23 @@ def test_route_beyond_the_slots_is_not_merged(lifeline, upstream):
     st = status(a1)
     r128 = [r for r in st["routes"] if r["name"] == "r128"][0]
     assert r128["requests"] == 0
+
+
+def test_server_beyond_the_slots_is_not_merged(lifeline, upstream):
+    """1,024 pool+server slots: the 1,025th address of a pool gets none (it is left out of the
+    per-server metrics) instead of sharing the last slot; counted once per snapshot naming it."""
+    up = upstream()
+    a1 = free_port()
+    base = free_port()
+    others = ["%s:%d" % (HOST, 1 + (base + i) % 60000) for i in range(1024)]
+    lf = lifeline(pools={"p": {"servers": [{"address": "%s:%d" % (HOST, up.port)}]},
+                         "big": {"servers": [{"address": a} for a in others], "outlier": "off"}},
+                  routes=[{"pool": "p"}], extra=admin_extra(a1))
+    assert lf.fetch("GET", "/echo").status == 200
+    m = metrics(a1)
+    assert m.value("lifeline_metric_slots_exhausted_total", kind="server") == 1
+    # the pool p server took slot 0 first; of big's 1,024 addresses the last is left out
+    seen = {lb["server"] for lb, _ in m.select("lifeline_outlier_ejections_total", pool="big")}
+    assert len(seen) == 1023 and others[-1] not in seen
+    assert m.value("lifeline_upstream_attempts_total", pool="p", server="%s:%d" % (HOST, up.port), outcome="ok") == 1
+    assert "server slots are in use" in lf.stderr_text()
