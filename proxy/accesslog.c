@@ -17,17 +17,24 @@
 
 int alog_ring_init(struct alog_ring *r, const char *path)
 {
-    memset(r, 0, sizeof(*r));
-    if (!path || strcmp(path, "off") == 0)
-        return 0;
-    r->data = malloc(ALOG_RING_BYTES);
-    return r->data ? 0 : -1;
+    if (!r->mem) {
+        r->mem = malloc(ALOG_RING_BYTES);
+        if (!r->mem)
+            return -1;
+    }
+    alog_ring_follow(r, path);
+    return 0;
+}
+
+void alog_ring_follow(struct alog_ring *r, const char *path)
+{
+    r->data = !path || strcmp(path, "off") == 0 ? NULL : r->mem;
 }
 
 void alog_ring_free(struct alog_ring *r)
 {
-    free(r->data);
-    r->data = NULL;
+    free(r->mem);
+    r->mem = r->data = NULL;
 }
 
 void alog_append(struct alog_ring *r, const char *line, size_t len)
@@ -50,8 +57,12 @@ void alog_append(struct alog_ring *r, const char *line, size_t len)
     atomic_store_explicit(&r->head, head + len, memory_order_release);
 }
 
-static int alog_open(const char *path)
+int alog_open_path(const char *path)
 {
+    if (!path || strcmp(path, "off") == 0) {
+        errno = 0;
+        return -1;
+    }
     if (strcmp(path, "stdout") == 0)
         return STDOUT_FILENO;
     if (strcmp(path, "stderr") == 0)
@@ -72,7 +83,7 @@ static bool alog_drain(struct alog *a, struct alog_ring *r)
         ssize_t w;
         if (n > ALOG_RING_BYTES - off)
             n = ALOG_RING_BYTES - off;
-        w = a->fd >= 0 ? write(a->fd, r->data + off, n) : (ssize_t)n;
+        w = a->fd >= 0 ? write(a->fd, r->mem + off, n) : (ssize_t)n;
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0)
@@ -84,6 +95,30 @@ static bool alog_drain(struct alog *a, struct alog_ring *r)
     return any;
 }
 
+/* The writer's side of alog_switch: from now on lines go to the new sink; the old file is closed
+ * here, by the only thread that writes to it. */
+static void alog_take_next(struct alog *a)
+{
+    char *path;
+    int fd;
+
+    pthread_mutex_lock(&a->mu);
+    if (!a->next) {
+        pthread_mutex_unlock(&a->mu);
+        return;
+    }
+    path = a->next_path;
+    fd = a->next_fd;
+    a->next = false;
+    a->next_path = NULL;
+    pthread_mutex_unlock(&a->mu);
+    if (a->fd > STDERR_FILENO && a->fd != fd)
+        close(a->fd);
+    free(a->path);
+    a->path = path;
+    a->fd = fd;
+}
+
 static void *alog_main(void *arg)
 {
     struct alog *a = arg;
@@ -91,8 +126,10 @@ static void *alog_main(void *arg)
 
     for (;;) {
         bool any = false, stop = atomic_load(&a->stop);
+        unsigned n = atomic_load_explicit(&a->nrings, memory_order_acquire);
+        alog_take_next(a);
         if (atomic_exchange(&a->reopen, 0) && a->fd > STDERR_FILENO) {
-            int fd = alog_open(a->path);
+            int fd = alog_open_path(a->path);
             if (fd < 0) {
                 log_error("access log: cannot reopen %s: %s", a->path, strerror(errno));
             } else {
@@ -100,7 +137,7 @@ static void *alog_main(void *arg)
                 a->fd = fd;
             }
         }
-        for (unsigned i = 0; i < a->nrings; i++)
+        for (unsigned i = 0; i < n; i++)
             any |= alog_drain(a, a->rings[i]);
         if (stop && !any)
             break;
@@ -110,27 +147,55 @@ static void *alog_main(void *arg)
     return NULL;
 }
 
-int alog_start(struct alog *a, const char *path, struct alog_ring **rings, unsigned n)
+int alog_start(struct alog *a, const char *path, int fd, struct alog_ring **rings)
 {
     memset(a, 0, sizeof(*a));
-    a->fd = -1;
-    if (!path || strcmp(path, "off") == 0)
-        return 0;
-    a->path = strdup(path);
-    a->rings = rings;
-    a->nrings = n;
-    if (!a->path)
-        return -1;
-    a->fd = alog_open(path);
-    if (a->fd < 0) {
-        log_error("access log: cannot open %s: %s", path, strerror(errno));
+    a->fd = fd;
+    a->next_fd = -1;
+    atomic_init(&a->nrings, 0);
+    if (pthread_mutex_init(&a->mu, NULL) != 0) {
+        if (fd > STDERR_FILENO)
+            close(fd);
+        a->fd = -1;
         return -1;
     }
+    a->rings = rings;   /* from here on alog_stop() destroys the mutex */
+    a->path = strdup(path ? path : "off");
+    if (!a->path)
+        return -1;
     if (pthread_create(&a->thread, NULL, alog_main, a) != 0) {
         log_error("access log: cannot start the writer thread");
         return -1;
     }
     a->running = true;
+    return 0;
+}
+
+void alog_set_rings(struct alog *a, unsigned n)
+{
+    if (n > atomic_load(&a->nrings))
+        atomic_store_explicit(&a->nrings, n, memory_order_release);
+}
+
+int alog_switch(struct alog *a, const char *path, int fd)
+{
+    char *p = strdup(path);
+
+    if (!p) {
+        if (fd > STDERR_FILENO)
+            close(fd);
+        return -1;
+    }
+    pthread_mutex_lock(&a->mu);
+    if (a->next) {   /* an earlier switch the writer has not taken: superseded */
+        if (a->next_fd > STDERR_FILENO)
+            close(a->next_fd);
+        free(a->next_path);
+    }
+    a->next_path = p;
+    a->next_fd = fd;
+    a->next = true;
+    pthread_mutex_unlock(&a->mu);
     return 0;
 }
 
@@ -146,11 +211,20 @@ void alog_stop(struct alog *a)
         pthread_join(a->thread, NULL);
         a->running = false;
     }
+    if (a->next) {
+        if (a->next_fd > STDERR_FILENO && a->next_fd != a->fd)
+            close(a->next_fd);
+        free(a->next_path);
+        a->next = false;
+    }
     if (a->fd > STDERR_FILENO)
         close(a->fd);
     a->fd = -1;
     free(a->path);
     a->path = NULL;
+    if (a->rings)
+        pthread_mutex_destroy(&a->mu);
+    a->rings = NULL;
 }
 
 /* ---- The line ---------------------------------------------------------------------------- */

@@ -3,7 +3,9 @@
  *
  * Workers never write to the sink. Each worker appends finished lines to its own bounded ring
  * (single producer); one writer thread drains every ring into the sink (stdout, stderr or a file,
- * reopened on SIGUSR1). When a ring is full the line is dropped and counted
+ * reopened on SIGUSR1). A reload that changes access_log.path opens the new file off every loop
+ * (the loader thread) and hands it to the writer, which switches and closes the old one; each
+ * worker starts or stops its lines when it takes the new snapshot. When a ring is full the line is dropped and counted
  * (lifeline_access_log_dropped_total): a slow disk costs log lines, never a stalled event loop.
  */
 #ifndef LIFELINE_ACCESSLOG_H
@@ -18,30 +20,52 @@
 #define ALOG_RING_BYTES (1u << 20)
 
 struct alog_ring {
-    char *data;                         /* ALOG_RING_BYTES; NULL when the log is off */
+    char *data;                         /* the worker's view: mem, or NULL while the log is off */
+    char *mem;                          /* ALOG_RING_BYTES, allocated once (pages touched only when
+                                         * used); the writer reads lines from it */
     _Atomic size_t head;                /* next byte the worker writes (monotonic) */
     _Atomic size_t tail;                /* next byte the writer takes (monotonic) */
     _Atomic uint64_t dropped;           /* lines that did not fit */
 };
 
+/* The writer thread. It runs from alog_start to alog_stop, whatever the path ("off" included: a
+ * reload may turn the log on). It owns the sink (path, fd); main hands it a new one, already
+ * opened, with alog_switch. */
 struct alog {
-    char *path;                         /* "stdout", "stderr" or a file; NULL: off */
-    int fd;
+    char *path;                         /* "stdout", "stderr", "off" or a file (the writer's) */
+    int fd;                             /* -1 while off */
     pthread_t thread;
     bool running;
     atomic_int stop, reopen;
-    struct alog_ring **rings;
-    unsigned nrings;
+    struct alog_ring **rings;           /* capacity given to alog_start; [0, nrings) drained */
+    atomic_uint nrings;
+    pthread_mutex_t mu;                 /* guards the pending sink */
+    char *next_path;                    /* a sink handed over by alog_switch, not taken yet */
+    int next_fd;
+    bool next;
 };
 
-/* Allocates a worker's ring (nothing when path is "off"). 0 or -1. */
+/* Sets up a worker's ring: its buffer, and `data` as path says ("off": NULL). 0 or -1. Called again
+ * for a ring set up before (a worker slot started anew), it keeps the buffer and its positions. */
 int alog_ring_init(struct alog_ring *r, const char *path);
+/* The worker (its own thread) follows a new path: "off" stops its lines, anything else starts them. */
+void alog_ring_follow(struct alog_ring *r, const char *path);
 void alog_ring_free(struct alog_ring *r);
 /* Appends one line (the caller includes the newline). Drops it when the ring is full. */
 void alog_append(struct alog_ring *r, const char *line, size_t len);
 
-/* Opens the sink and starts the writer over rings. 0, or -1 after logging why. */
-int alog_start(struct alog *a, const char *path, struct alog_ring **rings, unsigned n);
+/* Opens the sink for path: stdout and stderr are the process's; a file is opened for appending
+ * (created 0644). "off": -1 with errno 0. Blocks on a slow file system: never call it on a loop
+ * that serves requests (main at start, or the loader thread). fd, or -1 with errno set. */
+int alog_open_path(const char *path);
+/* Starts the writer over rings (an array main fills; none drained until alog_set_rings), writing to
+ * fd (from alog_open_path(path), or -1 for "off"; handed over). 0, or -1 after logging why. */
+int alog_start(struct alog *a, const char *path, int fd, struct alog_ring **rings);
+/* Drains rings[0, n) from now on (n only grows; main thread). */
+void alog_set_rings(struct alog *a, unsigned n);
+/* Hands the writer a new sink (path, and fd from alog_open_path, moved in): it writes what it drains
+ * next there and closes the old file (main thread, never blocks). */
+int alog_switch(struct alog *a, const char *path, int fd);
 /* Asks the writer to reopen a file sink (SIGUSR1). */
 void alog_reopen(struct alog *a);
 /* Drains what is left, stops the writer, closes the sink. */

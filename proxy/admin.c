@@ -61,6 +61,17 @@ static void admin_conn_close(struct admin_conn *k)
 
 #include "admin_page.h"
 
+/* What a page is rendered from: the running snapshot and every worker slot ever used (a stopped
+ * worker's counters stay, so that totals never go down when `workers` shrinks). */
+static struct metrics_render_src admin_src(const struct admin *a)
+{
+    return (struct metrics_render_src){ .conf = a->conf, .rt = a->rt, .workers = a->workers,
+                                        .nworkers = a->nworkers, .nworker_slots = a->nworker_slots,
+                                        .stale = a->stale, .generation = a->generation,
+                                        .draining = a->draining, .reloads_ok = a->reloads_ok,
+                                        .reloads_failed = a->reloads_failed, .names = a->names };
+}
+
 static void admin_answer(struct admin_conn *k)
 {
     struct admin *a = k->a;
@@ -70,8 +81,7 @@ static void admin_answer(struct admin_conn *k)
     const char *ctype = "text/plain; charset=utf-8";
     char method[8] = "", path[256] = "";
 
-    src = (struct metrics_render_src){ a->conf, a->rt, a->workers, a->nworkers, a->stale, a->generation,
-                                       a->draining, a->reloads_ok, a->reloads_failed };
+    src = admin_src(a);
 
     if (sscanf(k->in, "%7s %255s", method, path) != 2) {
         status = 400;
@@ -268,8 +278,7 @@ static void admin_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 static void admin_sampler_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct admin *a = t->data;
-    struct metrics_render_src src = { a->conf, a->rt, a->workers, a->nworkers, a->stale, a->generation,
-                                      a->draining, a->reloads_ok, a->reloads_failed };
+    struct metrics_render_src src = admin_src(a);
 
     (void)revents;
     if (a->sampled_conf != a->conf) {
@@ -280,10 +289,56 @@ static void admin_sampler_cb(struct ev_loop *loop, ev_timer *t, int revents)
         metrics_render_sample(&src, (uint32_t)ev_now(loop));
 }
 
+int admin_open(const struct conf *c)
+{
+    const struct conf_sockaddr *addr = &c->admin.addr;
+    int one = 1, fd;
+
+    if (!c->admin.enabled)
+        return -1;
+    fd = socket(addr->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        bind(fd, (const struct sockaddr *)&addr->ss, addr->len) < 0 || listen(fd, 128) < 0) {
+        log_error("admin listener on %s: %s", addr->text, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Serves fd (a listening socket, or -1: none) from now on, in place of the listener it had. */
+static void admin_listen(struct admin *a, int fd)
+{
+    if (a->fd >= 0) {
+        ev_io_stop(a->loop, &a->io);
+        ev_timer_stop(a->loop, &a->accept_retry);
+        close(a->fd);
+        a->fd = -1;
+    }
+    if (fd < 0)
+        return;   /* the sampler and the connections being answered stay: they need no listener */
+    a->fd = fd;
+    if (a->spare_fd < 0)
+        a->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (!ev_is_active(&a->sampler)) {
+        a->sampled_conf = a->conf;
+        a->loaded_at = ev_time();
+        ev_timer_init(&a->sampler, admin_sampler_cb, 0.0, 1.0);
+        a->sampler.data = a;
+        ev_timer_start(a->loop, &a->sampler);
+        ev_unref(a->loop);   /* sampling alone does not keep the main loop running */
+    }
+    ev_io_init(&a->io, admin_accept_cb, a->fd, EV_READ);
+    a->io.data = a;
+    if (a->nconns < ADMIN_CONNS_MAX)
+        ev_io_start(a->loop, &a->io);
+    log_info("admin listening on %s", a->conf->admin.addr.text);
+}
+
 int admin_start(struct admin *a, struct ev_loop *loop)
 {
-    const struct conf_sockaddr *addr = &a->conf->admin.addr;
-    int one = 1;
+    int fd;
 
     a->loop = loop;
     a->fd = -1;
@@ -291,43 +346,30 @@ int admin_start(struct admin *a, struct ev_loop *loop)
     a->nconns = 0;
     ev_init(&a->accept_retry, admin_accept_retry_cb);
     a->accept_retry.data = a;
+    ev_init(&a->sampler, admin_sampler_cb);
     if (!a->conf->admin.enabled)
         return 0;
-    a->fd = socket(addr->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (a->fd < 0 || setsockopt(a->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-        bind(a->fd, (const struct sockaddr *)&addr->ss, addr->len) < 0 || listen(a->fd, 128) < 0) {
-        log_error("admin listener on %s: %s", addr->text, strerror(errno));
-        if (a->fd >= 0)
-            close(a->fd);
-        a->fd = -1;
+    fd = admin_open(a->conf);
+    if (fd < 0)
         return -1;
-    }
-    a->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    a->sampled_conf = a->conf;
-    a->loaded_at = ev_time();
-    ev_timer_init(&a->sampler, admin_sampler_cb, 0.0, 1.0);
-    a->sampler.data = a;
-    ev_timer_start(loop, &a->sampler);
-    ev_unref(loop);   /* sampling alone does not keep the main loop running */
-    ev_io_init(&a->io, admin_accept_cb, a->fd, EV_READ);
-    a->io.data = a;
-    ev_io_start(loop, &a->io);
-    log_info("admin listening on %s", addr->text);
+    admin_listen(a, fd);
     return 0;
+}
+
+void admin_switch(struct admin *a, int fd)
+{
+    admin_listen(a, fd);
+    if (fd < 0)
+        log_info("admin listener closed (admin is off in the new configuration)");
 }
 
 void admin_stop(struct admin *a)
 {
-    if (a->fd >= 0) {
-        if (ev_is_active(&a->sampler)) {
-            ev_ref(a->loop);
-            ev_timer_stop(a->loop, &a->sampler);
-        }
-        ev_io_stop(a->loop, &a->io);
-        ev_timer_stop(a->loop, &a->accept_retry);
-        close(a->fd);
-        a->fd = -1;
+    if (ev_is_active(&a->sampler)) {
+        ev_ref(a->loop);
+        ev_timer_stop(a->loop, &a->sampler);
     }
+    admin_listen(a, -1);
     while (a->conns)
         admin_conn_close(a->conns);
     if (a->spare_fd >= 0)

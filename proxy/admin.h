@@ -1,7 +1,8 @@
 /* admin.h — the admin listener (SPEC §5): GET /livez, /healthz (= /readyz), /metrics, /status,
  * /status/series, /status/requests, /config and / (status page).
  *
- * Runs in the main thread's loop, never in a worker. admin.c routes a URL to its page and serves
+ * Runs in the main thread's loop, never in a worker. A reload may move it (admin.address): the
+ * new address is bound before the old listener is closed, and a bind failure fails the reload. admin.c routes a URL to its page and serves
  * the bytes; the pages are built by metrics_render.c from the workers' counters (summed per
  * scrape). Answers one request per connection and closes; bounded input (4 KiB), one
  * ADMIN_CONN_TIMEOUT timer for a connection's whole life.
@@ -27,6 +28,7 @@
 #define ADMIN_ACCEPT_RETRY 0.1          /* seconds paused after accept4 ran out of resources */
 
 struct worker;
+struct metric_names;
 struct runtime;
 struct admin_conn;
 struct stale_store;
@@ -36,8 +38,10 @@ struct admin {
     int fd;
     ev_io io;
     const struct conf *conf;            /* the running snapshot (main holds the reference) */
-    struct worker *workers;
-    unsigned nworkers;
+    struct worker *workers;             /* main's array (fixed: WORKERS_MAX entries) */
+    unsigned nworkers;                  /* running workers (/status "workers") */
+    unsigned nworker_slots;             /* entries whose counters are summed (every one ever started) */
+    const struct metric_names *names;   /* the metrics slots (main's) */
     struct runtime *rt;                 /* the running snapshot's runtime (main holds the reference) */
     struct stale_store *stale;          /* the process's stale store (main owns it) */
     bool draining;
@@ -54,6 +58,13 @@ struct admin {
 
 /* Binds conf->admin.address on loop. 0, or -1 after logging why. Does nothing when disabled. */
 int admin_start(struct admin *a, struct ev_loop *loop);
+/* A listening socket on c's admin.address (bound now, not yet served), or -1: admin off in c, or
+ * the bind failed (logged). A reload opens the new address with it before giving up the old one. */
+int admin_open(const struct conf *c);
+/* Serves fd (from admin_open; -1: no listener) from now on, closing the listener it had (a reload
+ * that changed admin.address: main thread). Connections being answered are kept. a->conf must be
+ * the snapshot fd was opened for. */
+void admin_switch(struct admin *a, int fd);
 /* Closes the listener and every admin connection. */
 void admin_stop(struct admin *a);
 

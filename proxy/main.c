@@ -1,10 +1,16 @@
 /* main.c — command line, signals, start, reload and drain orchestration.
  *
  * The main thread owns the running snapshot's runtime (`current`, which holds the conf), the
- * workers array, the admin listener and the active health checks. Its libev loop serves signals
+ * worker slots, the admin listener and the active health checks. Its libev loop serves signals
  * (through signalfd: they are blocked in every other thread), the admin listener, the health
  * checks, and applies snapshots that the loader thread has read and validated (SIGHUP reloads,
  * DNS re-resolution). It never touches the request path and never blocks on files or DNS.
+ *
+ * Every key reloads. A reload is all or nothing: a taken listener address, an admin address that
+ * cannot be bound (bound here before the old one closes) or an access-log file the loader could
+ * not open keeps the running configuration. Then the snapshot goes to every running worker, the
+ * access-log writer gets the new sink, the admin listener moves, and worker slots are started or
+ * retired (drained, then joined and freed by the retire timer) to match `workers`.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -39,8 +45,22 @@
 
 #include "version.h"
 
+/* Worker slots: WORKERS_MAX entries at fixed addresses (the admin listener and the access-log
+ * writer point into them). A slot is free, running, or stopping (a reload lowered `workers`: it
+ * drains, then main joins its thread and frees it, keeping its counters). Slots [0, nslots) have
+ * been used: their counters are summed by every scrape. */
+enum wstate { W_FREE, W_MADE, W_RUNNING, W_STOPPING };   /* W_MADE: initialised, no thread yet */
 static struct worker *workers;
-static unsigned nworkers;
+static struct {
+    enum wstate state;
+    bool thread;                        /* its thread runs (or has returned, not joined yet) */
+    atomic_int done;                    /* the thread has returned */
+    ev_tstamp stop_by;                  /* W_STOPPING: WORKER_STOP is posted then */
+    bool stop_sent;
+} wslot[WORKERS_MAX];
+static unsigned nworkers;               /* running */
+static unsigned nslots;
+static ev_timer retire_timer;           /* while some slot is stopping */
 static ev_timer shutdown_timer;
 static ev_timer exit_poll;
 static bool draining;
@@ -50,6 +70,15 @@ static struct metric_names names;
 static struct runtime *current;         /* the running snapshot's runtime (conf: current->conf) */
 static struct stale_store *stale;       /* fallback.stale copies of every worker; lives across reloads */
 static const char *conf_path;
+
+/* What start() has made, for stop() to undo (in reverse). */
+static struct {
+    struct ev_loop *loop;
+    struct conf *conf;                  /* the first snapshot (reference held) */
+    bool alog, admin;                   /* started */
+    struct alog_ring **rings;           /* WORKERS_MAX: the writer drains [0, nslots) */
+    ev_signal sig_term, sig_int, sig_hup, sig_usr1;
+} run_state;
 
 /* Configuration loading after start runs in the loader thread: reading the file and resolving
  * hostnames block, and the main loop (signals, admin, health checks) must not. Jobs go in under
@@ -67,9 +96,27 @@ static struct {
     struct conf *loaded;                /* a result for main */
     int loaded_job;
     unsigned loaded_errors;
+    int loaded_log_fd;                  /* a reload's access-log file, opened here (-1: none) */
+    int loaded_log_errno;               /* why it could not be opened (0: it could) */
     ev_async done;
     struct ev_loop *loop;
-} loader = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+} loader = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .loaded_log_fd = -1 };
+
+/* A loaded snapshot's access-log file, opened by the loader (opening may block on a slow file
+ * system: never on the main loop). stdout, stderr and off need nothing: -1 and *err 0. */
+static int loader_open_log(const struct conf *nc, int *err)
+{
+    const char *p = nc->access_log.path;
+    int fd;
+
+    *err = 0;
+    if (!p || strcmp(p, "off") == 0 || strcmp(p, "stdout") == 0 || strcmp(p, "stderr") == 0)
+        return -1;
+    fd = alog_open_path(p);
+    if (fd < 0)
+        *err = errno ? errno : EIO;
+    return fd;
+}
 
 static void *loader_main(void *arg)
 {
@@ -79,6 +126,7 @@ static void *loader_main(void *arg)
         int job;
         struct conf *from, *nc;
         unsigned nerr = 0;
+        int log_fd = -1, log_err = 0;
         while (!loader.jobs && !loader.stop)
             pthread_cond_wait(&loader.cv, &loader.mu);
         if (loader.stop)
@@ -94,12 +142,18 @@ static void *loader_main(void *arg)
         else
             nc = from ? conf_load_buffer(conf_path, from->source, from->source_len, stderr, &nerr) : NULL;
         conf_unref(from);
+        if (nc && job != JOB_RESOLVE)
+            log_fd = loader_open_log(nc, &log_err);
         pthread_mutex_lock(&loader.mu);
         if (loader.loaded)
             conf_unref(loader.loaded);   /* main never took it: superseded */
+        if (loader.loaded_log_fd >= 0)
+            close(loader.loaded_log_fd);
         loader.loaded = nc;
         loader.loaded_job = job;
         loader.loaded_errors = nerr;
+        loader.loaded_log_fd = log_fd;
+        loader.loaded_log_errno = log_err;
         ev_async_send(loader.loop, &loader.done);
     }
     pthread_mutex_unlock(&loader.mu);
@@ -159,34 +213,86 @@ static void watch_stop(struct ev_loop *loop)
     watch.on = false;
 }
 
+/* metrics.h's reset hook: a slot given to a new route or server starts at 0 in every worker slot
+ * (main thread; no worker writes to it: no runtime holds it). */
+static void reset_slot(void *ctx, const struct metric_table *t, unsigned slot)
+{
+    (void)ctx;
+    for (unsigned i = 0; i < nslots; i++) {
+        struct worker *w = &workers[i];
+        if (t == &names.routes && w->rmetrics)
+            memset((void *)&w->rmetrics[slot], 0, sizeof(w->rmetrics[slot]));
+        else if (t == &names.servers && w->smetrics)
+            memset((void *)&w->smetrics[slot], 0, sizeof(w->smetrics[slot]));
+    }
+}
+
+/* The admin listener of nc differs from the running one (on/off, or the address). */
+static bool admin_changed(const struct conf *nc, const struct conf *oc)
+{
+    if (nc->admin.enabled != oc->admin.enabled)
+        return true;
+    return nc->admin.enabled && strcmp(nc->admin.addr.text, oc->admin.addr.text) != 0;
+}
+
+static void close_fd(int fd)
+{
+    if (fd > STDERR_FILENO)
+        close(fd);
+}
+
+static void workers_resize(struct ev_loop *loop, unsigned want);
+
+#define ADMIN_KEEP (-2)   /* apply_conf: the admin listener stays as it is */
+
 /* Makes nc (one reference, handed over) the running snapshot: every worker switches to it while
- * what is in flight finishes on the old one. */
-static void apply_conf(struct ev_loop *loop, struct conf *nc, const char *why)
+ * what is in flight finishes on the old one. A reload also hands over admin_fd (the new admin
+ * listener from admin_open, -1 for none, or ADMIN_KEEP) and log_fd (the new access-log file opened
+ * by the loader, or -1); both are used or closed here. Then workers are started or retired to
+ * match `workers`. */
+static void apply_conf(struct ev_loop *loop, struct conf *nc, const char *why, int admin_fd, int log_fd)
 {
     struct runtime *nh = runtime_new(nc, current, &names);
+    const char *log_path;
 
     conf_unref(nc);   /* nh holds it */
     if (!nh) {
         admin.reloads_failed++;
         log_error("%s: out of memory; keeping the running configuration", why);
+        if (admin_fd != ADMIN_KEEP)
+            close_fd(admin_fd);
+        close_fd(log_fd);
         return;
     }
-    if (nh->conf->workers != nworkers)
-        log_warn("%s: the number of workers changes only on restart (running %u)", why, nworkers);
-    if (strcmp(nh->conf->access_log.path, current->conf->access_log.path) != 0)
-        log_warn("%s: access_log.path changes only on restart", why);
     /* The stale store outlives reloads (its copies stay useful); new limits apply at once, by
      * evicting down to the new size. */
     stale_store_resize(stale, nh->conf->stale_store.size, nh->conf->stale_store.max_entry);
     health_stop(current);
-    for (unsigned i = 0; i < nworkers; i++)
-        worker_reload(&workers[i], nh);
+    for (unsigned i = 0; i < nslots; i++) {
+        if (wslot[i].state == W_RUNNING)
+            worker_reload(&workers[i], nh);
+    }
+    log_path = nh->conf->access_log.path;
+    if (strcmp(log_path, current->conf->access_log.path) != 0) {
+        /* The writer switches to the new sink and closes the old file; each worker starts or stops
+         * its lines as it takes the new snapshot. */
+        int fd = log_fd >= 0 ? log_fd : alog_open_path(log_path);   /* stdout, stderr: no I/O */
+        log_fd = -1;
+        if (alog_switch(&alog, log_path, fd) < 0)
+            log_error("%s: access log: out of memory; lines still go to %s", why, current->conf->access_log.path);
+        else
+            log_info("%s: access log now goes to %s", why, log_path);
+    }
+    close_fd(log_fd);   /* the same file as before: the writer's descriptor stays */
     runtime_unref(current);
     current = nh;
     health_start(current, loop);
     admin.conf = current->conf;
     admin.rt = current;
     admin.generation++;
+    if (admin_fd != ADMIN_KEEP)
+        admin_switch(&admin, admin_fd);
+    workers_resize(loop, current->conf->workers);
     log_info("%s: %s applied (generation %u)", why, conf_path, admin.generation);
 }
 
@@ -265,10 +371,19 @@ static void watch_update(struct ev_loop *loop)
     }
 }
 
+/* A reload that cannot be applied: counted, logged, the running configuration kept. */
+static void reload_failed(struct conf *nc, int log_fd, const char *what)
+{
+    conf_unref(nc);
+    close_fd(log_fd);
+    admin.reloads_failed++;
+    log_error("reload: %s; keeping the running configuration", what);
+}
+
 static void on_loaded(struct ev_loop *loop, ev_async *a, int revents)
 {
     struct conf *nc;
-    int job;
+    int job, log_fd, log_err, admin_fd = ADMIN_KEEP;
     unsigned nerr;
 
     (void)a;
@@ -277,15 +392,20 @@ static void on_loaded(struct ev_loop *loop, ev_async *a, int revents)
     nc = loader.loaded;
     job = loader.loaded_job;
     nerr = loader.loaded_errors;
+    log_fd = loader.loaded_log_fd;
+    log_err = loader.loaded_log_errno;
     loader.loaded = NULL;
+    loader.loaded_log_fd = -1;
     pthread_mutex_unlock(&loader.mu);
     if (draining) {
         conf_unref(nc);
+        close_fd(log_fd);
         return;
     }
     if (job == JOB_WATCH && nc && nc->source_len == current->conf->source_len &&
         memcmp(nc->source, current->conf->source, nc->source_len) == 0) {
         conf_unref(nc);   /* an event in the directory that did not change the file */
+        close_fd(log_fd);
         return;
     }
     if (!nc) {
@@ -297,21 +417,38 @@ static void on_loaded(struct ev_loop *loop, ev_async *a, int revents)
         }
         return;
     }
-    if (job == JOB_RESOLVE && conf_same_addresses(nc, current->conf)) {
-        conf_unref(nc);
+    if (job == JOB_RESOLVE && (conf_same_addresses(nc, current->conf) || nc->source_len != current->conf->source_len ||
+                               memcmp(nc->source, current->conf->source, nc->source_len) != 0)) {
+        conf_unref(nc);   /* nothing moved, or a reload replaced the file it was read from */
         return;
     }
     if (job == JOB_WATCH)
         log_info("config watch: %s changed; reloading", conf_path);
-    if (job != JOB_RESOLVE && listeners_free(nc, current->conf, "reload: ") < 0) {
-        conf_unref(nc);
-        admin.reloads_failed++;
-        log_error("reload: %s; keeping the running configuration", conf_path);
-        return;
-    }
-    if (job != JOB_RESOLVE)
+    if (job != JOB_RESOLVE) {
+        char why[512];
+        if (listeners_free(nc, current->conf, "reload: ") < 0) {
+            snprintf(why, sizeof(why), "%s: a listener address is not free", conf_path);
+            reload_failed(nc, log_fd, why);
+            return;
+        }
+        if (log_err && strcmp(nc->access_log.path, current->conf->access_log.path) != 0) {
+            snprintf(why, sizeof(why), "access_log.path: cannot open %s: %s", nc->access_log.path, strerror(log_err));
+            reload_failed(nc, log_fd, why);
+            return;
+        }
+        if (admin_changed(nc, current->conf)) {
+            /* the new address is bound before the old listener is given up */
+            admin_fd = admin_open(nc);
+            if (nc->admin.enabled && admin_fd < 0) {
+                snprintf(why, sizeof(why), "admin.address: cannot listen on %s (the admin listener stays on %s)",
+                         nc->admin.addr.text, current->conf->admin.enabled ? current->conf->admin.addr.text : "nothing");
+                reload_failed(nc, log_fd, why);
+                return;
+            }
+        }
         admin.reloads_ok++;
-    apply_conf(loop, nc, job != JOB_RESOLVE ? "reload" : "DNS change");
+    }
+    apply_conf(loop, nc, job != JOB_RESOLVE ? "reload" : "DNS change", admin_fd, log_fd);
     watch_update(loop);
 }
 
@@ -351,6 +488,140 @@ static void usage(FILE *f)
             "         SIGUSR1 reopens the access log file\n");
 }
 
+static void *worker_thread(void *arg)
+{
+    struct worker *w = arg;
+    unsigned id = w->id;
+
+    worker_main(w);
+    atomic_store(&wslot[id].done, 1);
+    return NULL;
+}
+
+/* Tells every worker thread still running to close what it has now. */
+static void workers_stop_all(void)
+{
+    for (unsigned i = 0; i < nslots; i++) {
+        if (wslot[i].thread && !atomic_load(&wslot[i].done))
+            worker_post(&workers[i], WORKER_STOP);
+    }
+}
+
+static int worker_run(unsigned i);
+
+/* Makes worker slot i (listeners, loop, first generation) without starting its thread. 0, or -1
+ * after logging why (the slot is left free). */
+static int worker_make(unsigned i)
+{
+    struct worker *w = &workers[i];
+
+    if (i >= nslots) {
+        /* a slot used for the first time: its counters and ring join the sums (readers skip them
+         * while they are not allocated) */
+        run_state.rings[i] = &w->alog;
+        nslots = i + 1;
+        alog_set_rings(&alog, nslots);
+        admin.nworker_slots = nslots;
+    }
+    if (worker_init(w, i, current, stale) < 0) {
+        worker_destroy(w);   /* what it made before failing (the counters stay with the slot) */
+        return -1;
+    }
+    wslot[i].state = W_MADE;
+    return 0;
+}
+
+/* Starts the thread of slot i, made by worker_make(). 0, or -1 (the slot freed again). */
+static int worker_run(unsigned i)
+{
+    struct worker *w = &workers[i];
+
+    atomic_store(&wslot[i].done, 0);
+    if (pthread_create(&w->thread, NULL, worker_thread, w) != 0) {
+        log_error("cannot start worker thread %u", i);
+        worker_destroy(w);
+        wslot[i].state = W_FREE;
+        return -1;
+    }
+    wslot[i].thread = true;
+    wslot[i].state = W_RUNNING;
+    wslot[i].stop_sent = false;
+    nworkers++;
+    admin.nworkers = nworkers;
+    return 0;
+}
+
+/* Starts worker slot i on the running snapshot: listeners (SO_REUSEPORT sockets of its own), loop,
+ * thread. 0, or -1 after logging why (the slot is left free). */
+static int worker_start(unsigned i)
+{
+    return worker_make(i) < 0 ? -1 : worker_run(i);
+}
+
+/* Joins the retiring workers that have ended, and stops those still busy at their deadline. */
+static void on_retire_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    bool left = false;
+
+    (void)revents;
+    for (unsigned i = 0; i < nslots; i++) {
+        if (wslot[i].state != W_STOPPING)
+            continue;
+        if (atomic_load(&wslot[i].done)) {
+            pthread_join(workers[i].thread, NULL);
+            wslot[i].thread = false;
+            worker_destroy(&workers[i]);   /* its counters stay in the sums */
+            wslot[i].state = W_FREE;
+            log_info("worker %u: stopped", i);
+            continue;
+        }
+        left = true;
+        if (!wslot[i].stop_sent && ev_now(loop) >= wslot[i].stop_by) {
+            log_warn("worker %u: shutdown_timeout reached: closing what is left", i);
+            worker_post(&workers[i], WORKER_STOP);
+            wslot[i].stop_sent = true;
+        }
+    }
+    if (left && !draining)
+        ev_timer_again(loop, t);
+    else
+        ev_timer_stop(loop, t);   /* a drain of the whole process takes over (on_exit_poll, stop()) */
+}
+
+/* `workers` after a reload: new slots start on the running snapshot; surplus ones (the highest)
+ * drain like a process does on SIGTERM (stop accepting, finish in flight for up to
+ * shutdown_timeout), then are joined and freed. */
+static void workers_resize(struct ev_loop *loop, unsigned want)
+{
+    unsigned was = nworkers;
+
+    if (want < 1)
+        want = 1;
+    if (want > WORKERS_MAX)
+        want = WORKERS_MAX;   /* conf caps it at 256 too */
+    for (unsigned i = 0; nworkers < want && i < WORKERS_MAX; i++) {
+        if (wslot[i].state == W_FREE && worker_start(i) < 0) {
+            log_error("reload: %u of %u workers running", nworkers, want);
+            break;
+        }
+    }
+    for (unsigned i = nslots; nworkers > want && i-- > 0;) {
+        if (wslot[i].state != W_RUNNING)
+            continue;
+        wslot[i].state = W_STOPPING;
+        wslot[i].stop_by = ev_now(loop) + (ev_tstamp)current->conf->shutdown_timeout / 1000.0;
+        wslot[i].stop_sent = false;
+        worker_post(&workers[i], WORKER_DRAIN);
+        nworkers--;
+        log_info("worker %u: draining (workers: %u)", i, want);
+        retire_timer.repeat = 0.05;
+        ev_timer_again(loop, &retire_timer);
+    }
+    admin.nworkers = nworkers;
+    if (nworkers != was)
+        log_info("reload: %u worker(s), was %u", nworkers, was);
+}
+
 static void start_drain(struct ev_loop *loop)
 {
     const struct conf *c = current->conf;
@@ -360,8 +631,10 @@ static void start_drain(struct ev_loop *loop)
     draining = true;
     admin.draining = true;
     log_info("draining: finishing in-flight requests for up to %lld ms", (long long)c->shutdown_timeout);
-    for (unsigned i = 0; i < nworkers; i++)
-        worker_post(&workers[i], WORKER_DRAIN);
+    for (unsigned i = 0; i < nslots; i++) {
+        if (wslot[i].state == W_RUNNING)
+            worker_post(&workers[i], WORKER_DRAIN);   /* stopping ones drain already */
+    }
     shutdown_timer.repeat = (ev_tstamp)c->shutdown_timeout / 1000.0;
     ev_timer_again(loop, &shutdown_timer);
     exit_poll.repeat = 0.02;
@@ -382,8 +655,7 @@ static void on_signal(struct ev_loop *loop, ev_signal *s, int revents)
     }
     if (draining) {
         log_info("second signal: stopping now");
-        for (unsigned i = 0; i < nworkers; i++)
-            worker_post(&workers[i], WORKER_STOP);
+        workers_stop_all();
         return;
     }
     start_drain(loop);
@@ -395,26 +667,20 @@ static void on_shutdown_timeout(struct ev_loop *loop, ev_timer *t, int revents)
     (void)revents;
     ev_timer_stop(loop, t);
     log_warn("shutdown_timeout reached: closing what is left");
-    for (unsigned i = 0; i < nworkers; i++)
-        worker_post(&workers[i], WORKER_STOP);
+    workers_stop_all();
 }
 
-/* Workers end their loops themselves; the main loop notices by polling a flag each sets. */
-static volatile int workers_done;
+/* Workers end their loops themselves; the main loop notices by polling the flag each sets. */
 static void on_exit_poll(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)revents;
-    if (__atomic_load_n(&workers_done, __ATOMIC_ACQUIRE) == (int)nworkers)
-        ev_break(loop, EVBREAK_ALL);
-    else
-        ev_timer_again(loop, t);
-}
-
-static void *worker_thread(void *arg)
-{
-    worker_main(arg);
-    __atomic_add_fetch(&workers_done, 1, __ATOMIC_RELEASE);
-    return NULL;
+    for (unsigned i = 0; i < nslots; i++) {
+        if (wslot[i].thread && !atomic_load(&wslot[i].done)) {
+            ev_timer_again(loop, t);
+            return;
+        }
+    }
+    ev_break(loop, EVBREAK_ALL);
 }
 
 /* What main() is asked to do. */
@@ -455,16 +721,6 @@ static int parse_options(int argc, char **argv, struct options *o)
     return -1;
 }
 
-/* What start() has made, for stop() to undo (in reverse). */
-static struct {
-    struct ev_loop *loop;
-    struct conf *conf;                  /* the first snapshot (reference held) */
-    unsigned workers_made;              /* worker_init done */
-    unsigned threads;                   /* worker threads running */
-    struct alog_ring **rings;
-    ev_signal sig_term, sig_int, sig_hup, sig_usr1;
-} run_state;
-
 static const int handled_signals[] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1 };
 
 /* Signals go to the main thread's signalfd only: blocked before any other thread exists. */
@@ -489,37 +745,41 @@ static void watch_signals(struct ev_loop *loop)
     }
 }
 
-/* The workers (listeners bound now: errors are reported at start), the admin listener and the
- * access-log writer, then the worker threads. 0, or -1 after logging why (stop() undoes it). */
-static int start_workers(struct conf *c)
+/* The access-log writer, the admin listener, then the workers (listeners bound now: errors are
+ * reported at start) and their threads. 0, or -1 after logging why (stop() undoes it). */
+static int start_workers(struct conf *c, unsigned n)
 {
-    for (unsigned i = 0; i < nworkers; i++) {
-        if (worker_init(&workers[i], i, current, stale) < 0) {
-            worker_destroy(&workers[i]);   /* what it made before failing */
-            return -1;
-        }
-        run_state.workers_made++;
-    }
+    int log_fd;
+
     admin.conf = c;
     admin.workers = workers;
-    admin.nworkers = nworkers;
+    admin.names = &names;
     admin.rt = current;
     admin.stale = stale;
     admin.generation = 1;
-    run_state.rings = calloc(nworkers, sizeof(*run_state.rings));
+    run_state.rings = calloc(WORKERS_MAX, sizeof(*run_state.rings));
     if (!run_state.rings)
         return -1;
-    for (unsigned i = 0; i < nworkers; i++)
-        run_state.rings[i] = &workers[i].alog;
-    if (admin_start(&admin, run_state.loop) < 0 ||
-        alog_start(&alog, c->access_log.path, run_state.rings, nworkers) < 0)
+    log_fd = alog_open_path(c->access_log.path);
+    if (log_fd < 0 && errno) {
+        log_error("access log: cannot open %s: %s", c->access_log.path, strerror(errno));
         return -1;
-    for (unsigned i = 0; i < nworkers; i++) {
-        if (pthread_create(&workers[i].thread, NULL, worker_thread, &workers[i]) != 0) {
-            log_error("cannot start worker thread %u", i);
+    }
+    if (alog_start(&alog, c->access_log.path, log_fd, run_state.rings) < 0)
+        return -1;
+    run_state.alog = true;
+    if (admin_start(&admin, run_state.loop) < 0)
+        return -1;
+    run_state.admin = true;
+    /* every listener socket is bound before any worker accepts, as a client that connects as soon
+     * as the port answers expects the connections to spread over all of them */
+    for (unsigned i = 0; i < n && i < WORKERS_MAX; i++) {
+        if (worker_make(i) < 0)
             return -1;
-        }
-        run_state.threads++;
+    }
+    for (unsigned i = 0; i < n && i < WORKERS_MAX; i++) {
+        if (worker_run(i) < 0)
+            return -1;
     }
     return 0;
 }
@@ -540,6 +800,7 @@ static void start_main_loop(struct ev_loop *loop)
     ev_timer_again(loop, &resolve_timer);
     ev_init(&shutdown_timer, on_shutdown_timeout);
     ev_init(&exit_poll, on_exit_poll);
+    ev_init(&retire_timer, on_retire_timer);
 }
 
 /* Everything from a loaded snapshot c (its reference moves in) to serving. 0, or -1 after logging
@@ -551,15 +812,16 @@ static int start(struct conf *c, const char *path)
     admin.fd = -1;
     run_state.loop = ev_default_loop(EVFLAG_SIGNALFD);
     conf_path = path;
-    nworkers = c->workers ? c->workers : 1;
-    workers = calloc(nworkers, sizeof(*workers));
+    workers = calloc(WORKERS_MAX, sizeof(*workers));
+    metric_names_init(&names);
+    names.routes.reset = names.servers.reset = reset_slot;
     current = runtime_new(c, NULL, &names);
     stale = stale_store_new(c->stale_store.size, c->stale_store.max_entry);
     if (!run_state.loop || !workers || !current || !stale) {
         log_error("out of memory");
         return -1;
     }
-    if (listeners_free(c, NULL, "") < 0 || start_workers(c) < 0)
+    if (listeners_free(c, NULL, "") < 0 || start_workers(c, c->workers ? c->workers : 1) < 0)
         return -1;
     log_info("lifeline %s: %zu listener(s), %u worker(s), config %s", LIFELINE_VERSION,
              c->nlisteners, nworkers, path);
@@ -580,15 +842,17 @@ static void run(void)
 /* Undoes start(), whether it finished (ok) or not: threads joined, then everything freed. */
 static void stop(bool ok)
 {
-    if (run_state.loop)
+    if (run_state.loop) {
         watch_stop(run_state.loop);
-    if (run_state.threads < nworkers) {
-        /* start-up failed halfway: the threads already running stop now */
-        for (unsigned i = 0; i < run_state.threads; i++)
-            worker_post(&workers[i], WORKER_STOP);
+        if (ev_is_active(&retire_timer))
+            ev_timer_stop(run_state.loop, &retire_timer);
     }
-    for (unsigned i = 0; i < run_state.threads; i++)
-        pthread_join(workers[i].thread, NULL);
+    workers_stop_all();   /* after a drain: none is left; after a failed start: those running */
+    for (unsigned i = 0; i < nslots; i++) {
+        if (wslot[i].thread)
+            pthread_join(workers[i].thread, NULL);
+        wslot[i].thread = false;
+    }
     if (loader.running) {
         pthread_mutex_lock(&loader.mu);
         loader.stop = true;
@@ -598,13 +862,19 @@ static void stop(bool ok)
         loader.running = false;
         conf_unref(loader.loaded);
         conf_unref(loader.resolve_from);
+        close_fd(loader.loaded_log_fd);
     }
-    if (run_state.workers_made) {
+    if (run_state.admin)
         admin_stop(&admin);
+    if (run_state.alog)
         alog_stop(&alog);   /* after the workers: their last lines are written */
+    for (unsigned i = 0; i < nslots; i++) {
+        if (wslot[i].state != W_FREE)
+            worker_destroy(&workers[i]);
+        wslot[i].state = W_FREE;
     }
-    for (unsigned i = 0; i < run_state.workers_made; i++)
-        worker_destroy(&workers[i]);
+    for (unsigned i = 0; workers && i < nslots; i++)
+        worker_free_counters(&workers[i]);
     free(run_state.rings);
     if (ok)
         log_info("stopped");

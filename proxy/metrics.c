@@ -6,6 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <time.h>
+
+#include "log.h"
+
 const double metric_bounds[METRIC_BUCKETS - 1] = {
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
 };
@@ -68,35 +72,117 @@ void metrics_phase(struct server_metrics *m, enum metric_phase phase, double sec
     METRIC_ADD(m->phase_us[phase], (uint64_t)(seconds > 0 ? seconds * 1e6 : 0));
 }
 
-static unsigned slot_of(char **names, unsigned *n, unsigned cap, const char *key)
+void metric_table_init(struct metric_table *t, const char *kind, unsigned cap, unsigned drop, int64_t grace_ms)
 {
-    for (unsigned i = 0; i < *n; i++) {
-        if (strcmp(names[i], key) == 0)
-            return i;
+    memset(t, 0, sizeof(*t));
+    t->kind = kind;
+    t->cap = cap < METRIC_SERVER_SLOTS ? cap : METRIC_SERVER_SLOTS;
+    t->drop = drop;
+    t->grace_ms = grace_ms;
+    for (unsigned i = 0; i < METRIC_SERVER_SLOTS; i++) {
+        atomic_init(&t->refs[i], 0);
+        atomic_init(&t->gone_ms[i], INT64_MAX);
     }
-    if (*n == cap - 1 || !(names[*n] = strdup(key)))
-        return cap - 1;
-    return (*n)++;
 }
 
-unsigned metric_route_slot(struct metric_names *n, const char *route)
+void metric_names_init(struct metric_names *n)
 {
-    return slot_of(n->routes, &n->nroutes, METRIC_ROUTE_SLOTS, route);
+    metric_table_init(&n->routes, "route", METRIC_ROUTE_SLOTS, METRIC_ROUTE_DROP, METRIC_SLOT_GRACE_MS);
+    metric_table_init(&n->servers, "server", METRIC_SERVER_SLOTS, METRIC_SERVER_DROP, METRIC_SLOT_GRACE_MS);
 }
 
-unsigned metric_server_slot(struct metric_names *n, const char *pool, const char *addr)
+static double wall_now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Holds slot i for a new user. */
+static unsigned slot_hold(struct metric_table *t, unsigned i)
+{
+    atomic_store(&t->gone_ms[i], INT64_MAX);
+    atomic_fetch_add(&t->refs[i], 1);
+    return i;
+}
+
+unsigned metric_slot_take(struct metric_table *t, const char *key, int64_t now_ms)
+{
+    unsigned best = t->cap;
+    int64_t best_gone = INT64_MAX;
+    char *name;
+
+    for (unsigned i = 0; i < t->n; i++) {
+        if (t->names[i] && strcmp(t->names[i], key) == 0)
+            return slot_hold(t, i);   /* the same label set: its counters go on */
+    }
+    if (t->n < t->cap) {
+        if (!(t->names[t->n] = strdup(key)))
+            goto refuse;
+        t->since[t->n] = 0;   /* never used before: nothing older to hide */
+        return slot_hold(t, t->n++);
+    }
+    for (unsigned i = 0; i < t->n; i++) {
+        int64_t gone = atomic_load(&t->gone_ms[i]);
+        /* gone_ms is written after refs falls to 0: INT64_MAX here means "held", or "just let
+         * go" (not reusable yet either way) */
+        if (atomic_load(&t->refs[i]) != 0 || gone == INT64_MAX || now_ms - gone < t->grace_ms)
+            continue;
+        if (gone < best_gone) {
+            best = i;
+            best_gone = gone;
+        }
+    }
+    if (best == t->cap || !(name = strdup(key)))
+        goto refuse;
+    if (t->reset)
+        t->reset(t->reset_ctx, t, best);
+    free(t->names[best]);
+    t->names[best] = name;
+    t->since[best] = wall_now();
+    t->reused++;
+    return slot_hold(t, best);
+refuse:
+    t->exhausted++;
+    if (!t->warned) {
+        t->warned = true;
+        log_warn("metrics: all %u %s slots are in use; new %ss (first: %s) are not counted "
+                 "(lifeline_metric_slots_exhausted_total)", t->cap, t->kind, t->kind, key);
+    }
+    return t->drop;
+}
+
+void metric_slot_release(struct metric_table *t, unsigned slot, int64_t now_ms)
+{
+    if (slot >= t->cap)
+        return;
+    if (atomic_fetch_sub(&t->refs[slot], 1) == 1)
+        atomic_store(&t->gone_ms[slot], now_ms);
+}
+
+unsigned metric_route_slot(struct metric_names *n, const char *route, int64_t now_ms)
+{
+    return metric_slot_take(&n->routes, route, now_ms);
+}
+
+unsigned metric_server_slot(struct metric_names *n, const char *pool, const char *addr, int64_t now_ms)
 {
     char key[256];
 
     snprintf(key, sizeof(key), "%s|%s", pool, addr);
-    return slot_of(n->servers, &n->nservers, METRIC_SERVER_SLOTS, key);
+    return metric_slot_take(&n->servers, key, now_ms);
 }
 
 void metric_names_free(struct metric_names *n)
 {
-    for (unsigned i = 0; i < n->nroutes; i++)
-        free(n->routes[i]);
-    for (unsigned i = 0; i < n->nservers; i++)
-        free(n->servers[i]);
-    n->nroutes = n->nservers = 0;
+    struct metric_table *ts[2] = { &n->routes, &n->servers };
+
+    for (int k = 0; k < 2; k++) {
+        for (unsigned i = 0; i < ts[k]->n; i++) {
+            free(ts[k]->names[i]);
+            ts[k]->names[i] = NULL;
+        }
+        ts[k]->n = 0;
+    }
 }

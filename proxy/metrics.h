@@ -9,6 +9,7 @@
 #define LIFELINE_METRICS_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #define METRIC_ADD(field, n)                                                                       \
@@ -75,21 +76,62 @@ struct server_metrics {
     _Atomic uint64_t phase_us[MP_COUNT];    /* sums */
 };
 
-/* Stable slots: a route name, or a pool's server address, keeps its counters across reloads.
- * Slots are handed out by the main thread (struct metric_names) and never reused; beyond the
- * capacity the last slot is shared and shown as "(other)". */
-#define METRIC_ROUTE_SLOTS 128               /* the no-route slot is METRIC_ROUTE_SLOTS itself */
+/* Stable slots: a route name, or a pool's server address ("pool|address"), keeps its counters
+ * across reloads and DNS changes for as long as some snapshot names it. Slots are handed out by the
+ * main thread (metric_slot_take, from runtime_new) and held by every runtime that names them (a
+ * reference count, released by runtime_unref on any thread). A slot no runtime holds is "gone";
+ * once it has been gone for METRIC_SLOT_GRACE_MS (a scrape interval: the last scrape saw its final
+ * values) it may be given to a new name, and its counters are zeroed first in every worker (the
+ * `reset` hook), so a reused slot starts at 0 for its new label set. The time series and events of
+ * a slot (series.h) are kept by second, not zeroed: the renderer leaves out whatever is older than
+ * the slot's `since`, the wall time its current name got it. Counters are never merged: when no
+ * slot is free, the new name gets the kind's drop slot (written to, never shown), the refusal is
+ * counted (lifeline_metric_slots_exhausted_total{kind}) and logged once. */
+#define METRIC_ROUTE_SLOTS 128
+#define METRIC_ROUTE_NONE METRIC_ROUTE_SLOTS          /* requests that matched no route */
+#define METRIC_ROUTE_DROP (METRIC_ROUTE_SLOTS + 1)    /* routes that found no slot */
+#define METRIC_ROUTE_ARRAY (METRIC_ROUTE_SLOTS + 2)   /* a worker's route_metrics entries */
 #define METRIC_SERVER_SLOTS 1024
+#define METRIC_SERVER_DROP METRIC_SERVER_SLOTS        /* servers that found no slot */
+#define METRIC_SERVER_ARRAY (METRIC_SERVER_SLOTS + 1) /* a worker's server_metrics entries */
+#define METRIC_SLOT_GRACE_MS 60000
 
-struct metric_names {
-    char *routes[METRIC_ROUTE_SLOTS];
-    unsigned nroutes;
-    char *servers[METRIC_SERVER_SLOTS];      /* "pool|address" */
-    unsigned nservers;
+/* One kind's slots (routes or servers). Only the main thread takes slots and reads names; refs and
+ * gone_ms are atomics because the last reference may be dropped on a worker. */
+struct metric_table {
+    const char *kind;                   /* "route" or "server": the label of the exhausted counter */
+    unsigned cap;                       /* slots [0, cap) */
+    unsigned drop;                      /* the slot a refused name gets (>= cap) */
+    int64_t grace_ms;                   /* gone this long before a slot is reused */
+    unsigned n;                         /* slots handed out so far: [0, n) have names */
+    char *names[METRIC_SERVER_SLOTS];
+    atomic_uint refs[METRIC_SERVER_SLOTS];
+    _Atomic int64_t gone_ms[METRIC_SERVER_SLOTS];   /* when refs last fell to 0; INT64_MAX while held */
+    double since[METRIC_SERVER_SLOTS];  /* wall time (s) the slot got its current name (main) */
+    uint64_t reused;                    /* slots given to a new name */
+    uint64_t exhausted;                 /* names refused: lifeline_metric_slots_exhausted_total{kind} */
+    bool warned;                        /* the exhaustion was logged */
+    /* zeroes slot's counters in every worker before it is reused (main thread; may be NULL) */
+    void (*reset)(void *ctx, const struct metric_table *t, unsigned slot);
+    void *reset_ctx;
 };
 
-unsigned metric_route_slot(struct metric_names *n, const char *route);
-unsigned metric_server_slot(struct metric_names *n, const char *pool, const char *addr);
+struct metric_names {
+    struct metric_table routes, servers;
+};
+
+/* Sets up a table: cap slots (<= METRIC_SERVER_SLOTS), refused names get `drop`. */
+void metric_table_init(struct metric_table *t, const char *kind, unsigned cap, unsigned drop, int64_t grace_ms);
+/* The process's tables: METRIC_ROUTE_SLOTS and METRIC_SERVER_SLOTS, METRIC_SLOT_GRACE_MS. */
+void metric_names_init(struct metric_names *n);
+/* A slot for key with one reference (main thread): its own slot if it has one (held or gone), else
+ * a never used one, else the slot gone longest once past its grace (reset first), else t->drop.
+ * now_ms: clock_ms(); a slot given to key records the wall time in since[]. */
+unsigned metric_slot_take(struct metric_table *t, const char *key, int64_t now_ms);
+/* Drops one reference on slot (any thread); the drop slot and out-of-range slots are ignored. */
+void metric_slot_release(struct metric_table *t, unsigned slot, int64_t now_ms);
+unsigned metric_route_slot(struct metric_names *n, const char *route, int64_t now_ms);
+unsigned metric_server_slot(struct metric_names *n, const char *pool, const char *addr, int64_t now_ms);
 void metric_names_free(struct metric_names *n);
 
 /* Records one answered request into m. */

@@ -65,9 +65,13 @@ static uint64_t sum_workers(const struct metrics_render_src *s, bool server, uns
 {
     uint64_t v = 0;
 
-    for (unsigned w = 0; w < s->nworkers; w++) {
-        const char *base = server ? (const char *)&s->workers[w].smetrics[slot]
-                                  : (const char *)&s->workers[w].rmetrics[slot];
+    if (server ? slot >= METRIC_SERVER_SLOTS : slot > METRIC_ROUTE_NONE)
+        return 0;   /* a drop slot: names that found no slot of their own share it; never shown */
+    for (unsigned w = 0; w < s->nworker_slots; w++) {
+        const char *base;
+        if (!(server ? (const void *)s->workers[w].smetrics : (const void *)s->workers[w].rmetrics))
+            continue;   /* a slot whose start failed before its counters were made */
+        base = server ? (const char *)&s->workers[w].smetrics[slot] : (const char *)&s->workers[w].rmetrics[slot];
         v += METRIC_GET(*(const _Atomic uint64_t *)(base + off));
     }
     return v;
@@ -79,7 +83,19 @@ static uint64_t sum_workers(const struct metrics_render_src *s, bool server, uns
 /* The route slot of conf route r, or the no-route slot for r == nroutes. */
 static unsigned route_slot(const struct metrics_render_src *s, size_t r)
 {
-    return r < s->conf->nroutes ? s->rt->route_slot[r] : METRIC_ROUTE_SLOTS;
+    return r < s->conf->nroutes ? s->rt->route_slot[r] : METRIC_ROUTE_NONE;
+}
+
+/* Whether route r / server hs has counters of its own (not refused a slot: metrics.h). Counter
+ * families leave the others out rather than show zeros. */
+static bool route_counted(const struct metrics_render_src *s, size_t r)
+{
+    return route_slot(s, r) <= METRIC_ROUTE_NONE;
+}
+
+static bool server_counted(const struct srv_health *hs)
+{
+    return hs->slot < METRIC_SERVER_SLOTS;
 }
 
 /* Copies src into dst escaped for a JSON string (json) or a Prometheus label value (!json). */
@@ -177,6 +193,8 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
                  "# TYPE lifeline_requests_total counter\n");
     for (size_t r = 0; r <= c->nroutes; r++) {
         const char *name = r < c->nroutes ? c->routes[r].name : "";
+        if (!route_counted(s, r))
+            continue;
         for (unsigned code = 0; code < 600; code++) {
             uint64_t v = ROUTE_SUM(s, route_slot(s, r), codes[code]);
             if (v)
@@ -190,6 +208,8 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
         const char *name = r < c->nroutes ? c->routes[r].name : "";
         unsigned slot = route_slot(s, r);
         uint64_t cum = 0, any = 0;
+        if (!route_counted(s, r))
+            continue;
         for (unsigned k = 0; r == c->nroutes && k < METRIC_BUCKETS; k++)
             any += ROUTE_SUM(s, slot, buckets[k]);
         if (r == c->nroutes && !any)
@@ -216,6 +236,8 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
                  "# TYPE lifeline_retries_total counter\n");
     for (size_t r = 0; r < c->nroutes; r++) {
         unsigned slot = route_slot(s, r);
+        if (!route_counted(s, r))
+            continue;
         for (unsigned k = 0; k < METRIC_OUTCOMES; k++) {
             uint64_t v = ROUTE_SUM(s, slot, retry_reasons[k]);
             metrics_render_printf(b, "lifeline_retries_total{route=\"%s\",reason=\"%s\"} %llu\n", c->routes[r].name,
@@ -225,6 +247,8 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
     metrics_render_printf(b, "# HELP lifeline_hedges_total Hedged attempts by route and result (won: its answer came first; lost: the other attempt answered first; failed).\n"
                  "# TYPE lifeline_hedges_total counter\n");
     for (size_t r = 0; r < c->nroutes; r++) {
+        if (!route_counted(s, r))
+            continue;
         for (unsigned k = 0; k < MH_COUNT; k++)
             metrics_render_printf(b, "lifeline_hedges_total{route=\"%s\",result=\"%s\"} %llu\n", c->routes[r].name,
                                   metric_hedge_names[k], (unsigned long long)ROUTE_SUM(s, route_slot(s, r), hedges[k]));
@@ -232,6 +256,8 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
     metrics_render_printf(b, "# HELP lifeline_fallbacks_total Answers lifeline gave itself, by route and reason.\n"
                  "# TYPE lifeline_fallbacks_total counter\n");
     for (size_t r = 0; r < c->nroutes; r++) {
+        if (!route_counted(s, r))
+            continue;
         for (int k = 0; k < MR_COUNT; k++) {
             uint64_t v = ROUTE_SUM(s, route_slot(s, r), fallbacks[k]);
             if (v)
@@ -244,6 +270,8 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
     for (size_t p = 0; p < rt->npools; p++) {
         const struct health_pool *hp = &rt->pools[p];
         for (unsigned i = 0; i < hp->n; i++) {
+            if (!server_counted(&hp->servers[i]))
+                continue;
             for (unsigned o = 0; o < METRIC_OUTCOMES; o++) {
                 uint64_t v = SERVER_SUM(s, hp->servers[i].slot, attempts[o]);
                 if (v)
@@ -259,6 +287,8 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
         const struct health_pool *hp = &rt->pools[p];
         for (unsigned i = 0; i < hp->n; i++) {
             unsigned slot = hp->servers[i].slot;
+            if (!server_counted(&hp->servers[i]))
+                continue;
             for (unsigned ph = 0; ph < MP_COUNT; ph++) {
                 uint64_t cum = 0;
                 for (unsigned k = 0; k < METRIC_BUCKETS; k++) {
@@ -284,7 +314,8 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
     for (size_t p = 0; p < rt->npools; p++) {
         const struct health_pool *hp = &rt->pools[p];
         for (unsigned i = 0; i < hp->n; i++)
-            metrics_render_printf(b, "lifeline_outlier_ejections_total{pool=\"%s\",server=\"%s\"} %llu\n",
+            if (server_counted(&hp->servers[i]))
+                metrics_render_printf(b, "lifeline_outlier_ejections_total{pool=\"%s\",server=\"%s\"} %llu\n",
                                   hp->cp->name, hp->servers[i].addr->text,
                                   (unsigned long long)SERVER_SUM(s, hp->servers[i].slot, ejections));
     }
@@ -324,11 +355,23 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
                  "lifeline_config_reloads_total{result=\"success\"} %llu\n"
                  "lifeline_config_reloads_total{result=\"failure\"} %llu\n",
               (unsigned long long)s->reloads_ok, (unsigned long long)s->reloads_failed);
-    for (unsigned w = 0; w < s->nworkers; w++)
+    for (unsigned w = 0; w < s->nworker_slots; w++)
         dropped += METRIC_GET(s->workers[w].alog.dropped);
     metrics_render_printf(b, "# HELP lifeline_access_log_dropped_total Access log lines dropped because the sink could not keep up.\n"
                  "# TYPE lifeline_access_log_dropped_total counter\n"
                  "lifeline_access_log_dropped_total %llu\n", (unsigned long long)dropped);
+    if (s->names) {
+        metrics_render_printf(b, "# HELP lifeline_metric_slots_exhausted_total Routes or servers (one per snapshot that names them) left without counters because every metrics slot was in use.\n"
+                     "# TYPE lifeline_metric_slots_exhausted_total counter\n"
+                     "lifeline_metric_slots_exhausted_total{kind=\"route\"} %llu\n"
+                     "lifeline_metric_slots_exhausted_total{kind=\"server\"} %llu\n",
+                     (unsigned long long)s->names->routes.exhausted, (unsigned long long)s->names->servers.exhausted);
+        metrics_render_printf(b, "# HELP lifeline_metric_slots_reused_total Metrics slots of routes or servers gone for over a minute given to new ones (their counters start at 0).\n"
+                     "# TYPE lifeline_metric_slots_reused_total counter\n"
+                     "lifeline_metric_slots_reused_total{kind=\"route\"} %llu\n"
+                     "lifeline_metric_slots_reused_total{kind=\"server\"} %llu\n",
+                     (unsigned long long)s->names->routes.reused, (unsigned long long)s->names->servers.reused);
+    }
 }
 
 /* The configured weight of the server that address a belongs to. */
@@ -502,6 +545,24 @@ void metrics_render_sample(const struct metrics_render_src *s, uint32_t sec)
     }
 }
 
+/* The wall time before which the series and events of a route (!server) or server slot belong to
+ * an earlier name (a reused slot, metrics.h); 0 when there is none. */
+static double slot_since(const struct metrics_render_src *s, bool server, unsigned slot)
+{
+    const struct metric_table *t;
+
+    if (!s->names)
+        return 0;
+    t = server ? &s->names->servers : &s->names->routes;
+    return slot < t->cap ? t->since[slot] : 0;
+}
+
+/* Whether second sec (its bucket covers [sec, sec + 1)) ended before since. */
+static bool before_since(uint32_t sec, double since)
+{
+    return since > 0 && (double)sec + 1.0 <= since;
+}
+
 void metrics_render_series(struct metrics_render_buf *b, const struct metrics_render_src *s, unsigned window)
 {
     static const char band_char[] = "-uehd";   /* enum series_state: none, up, ejected, half-open, down */
@@ -533,6 +594,12 @@ void metrics_render_series(struct metrics_render_buf *b, const struct metrics_re
         metrics_render_printf(b, "%s{\"name\":\"%s\",\"pool\":\"%s\",\"tracked\":%s,", r ? "," : "", c->routes[r].name,
                               c->routes[r].pool->name, slot < SERIES_ROUTES ? "true" : "false");
         series_route_read(slot, last, window, rs, lat);
+        for (unsigned k = 0; k < window; k++) {
+            if (before_since(last - (window - 1 - k), slot_since(s, false, slot))) {
+                memset(&rs[k], 0, sizeof(rs[k]));   /* the slot's earlier route */
+                memset(lat + (size_t)k * SKETCH_BUCKETS, 0, SKETCH_BUCKETS * sizeof(*lat));
+            }
+        }
         {
             size_t st = sizeof(*rs) / sizeof(uint64_t);
             put_counts(b, "requests", &rs[0].requests, st, window);
@@ -559,7 +626,14 @@ void metrics_render_series(struct metrics_render_buf *b, const struct metrics_re
             const struct srv_health *hs = &hp->servers[i];
             uint64_t recent_total = 0, recent_failed = 0;
             enum series_state st = server_state_now(hs, now);
+            double since = slot_since(s, true, hs->slot);
             series_server_read(hs->slot, last, window, att, lat);
+            for (unsigned k = 0; k < window; k++) {
+                if (before_since(last - (window - 1 - k), since)) {
+                    memset(att[k], 0, sizeof(att[k]));   /* the slot's earlier server */
+                    memset(lat + (size_t)k * SKETCH_BUCKETS, 0, SKETCH_BUCKETS * sizeof(*lat));
+                }
+            }
             /* the recent error rate: failed attempts over the last 60 s (cancelled ones are neither) */
             for (unsigned k = window > 60 ? window - 60 : 0; k < window; k++) {
                 for (unsigned o = 0; o < METRIC_OUTCOMES; o++) {
@@ -592,16 +666,20 @@ void metrics_render_series(struct metrics_render_buf *b, const struct metrics_re
             metrics_render_printf(b, "}");
             put_quantiles(b, lat, window);
             metrics_render_printf(b, ",\"band\":\"");
-            for (unsigned k = 0; k < window; k++)
-                metrics_render_printf(b, "%c", band_char[series_state_at(hs->slot, last - (window - 1 - k))]);
+            for (unsigned k = 0; k < window; k++) {
+                uint32_t sec = last - (window - 1 - k);
+                metrics_render_printf(b, "%c", band_char[before_since(sec, since) ? SS_NONE : series_state_at(hs->slot, sec)]);
+            }
             metrics_render_printf(b, "\"}");
         }
     }
     metrics_render_printf(b, "],\"events\":[");
     nev = series_events(wall - window, ev, SERIES_EVENTS);
-    for (unsigned k = 0; k < nev; k++) {
+    for (unsigned k = 0, shown = 0; k < nev; k++) {
         const char *pool = "", *addr = "";
-        for (size_t p = 0; p < rt->npools; p++) {
+        if (ev[k].sslot < METRIC_SERVER_SLOTS && ev[k].time < slot_since(s, true, ev[k].sslot))
+            continue;   /* an event of the slot's earlier server */
+        for (size_t p = 0; p < rt->npools && ev[k].sslot < METRIC_SERVER_SLOTS; p++) {
             for (unsigned i = 0; i < rt->pools[p].n; i++) {
                 if (rt->pools[p].servers[i].slot == ev[k].sslot) {
                     pool = rt->pools[p].cp->name;
@@ -610,7 +688,7 @@ void metrics_render_series(struct metrics_render_buf *b, const struct metrics_re
             }
         }
         metrics_render_printf(b, "%s{\"time\":%.3f,\"pool\":\"%s\",\"server\":\"%s\",\"event\":\"%s\",\"detail\":%lld}",
-                              k ? "," : "", ev[k].time, pool, addr, series_event_names[ev[k].ev], ev[k].detail);
+                              shown++ ? "," : "", ev[k].time, pool, addr, series_event_names[ev[k].ev], ev[k].detail);
     }
     metrics_render_printf(b, "]}\n");
 out:

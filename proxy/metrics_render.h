@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 struct conf;
+struct metric_names;
 struct runtime;
 struct stale_store;
 struct worker;
@@ -34,11 +35,13 @@ struct metrics_render_src {
     const struct conf *conf;            /* the running snapshot */
     const struct runtime *rt;           /* its runtime: pools, servers, route slots */
     const struct worker *workers;       /* their counters (rmetrics, smetrics, alog.dropped) */
-    unsigned nworkers;
+    unsigned nworkers;                  /* running (shown in /status) */
+    unsigned nworker_slots;             /* workers[0, nworker_slots) are summed (stopped ones too) */
     const struct stale_store *stale;    /* may be NULL */
     unsigned generation;
     bool draining;
     uint64_t reloads_ok, reloads_failed;
+    const struct metric_names *names;   /* the metrics slots (exhausted/reused counts); may be NULL */
 };
 
 /* Appends the Prometheus text exposition (format 0.0.4) of every lifeline metric. */

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "metrics.h"
 
 static const struct srv_health *runtime_find(const struct runtime *rt, const char *pool, const char *addr)
@@ -43,6 +44,7 @@ static int64_t trial_timeout(const struct conf *c, const struct conf_pool *cp)
 struct runtime *runtime_new(struct conf *c, const struct runtime *prev, struct metric_names *names)
 {
     struct runtime *rt = calloc(1, sizeof(*rt));
+    int64_t now = clock_ms();
 
     if (!rt)
         return NULL;
@@ -54,8 +56,9 @@ struct runtime *runtime_new(struct conf *c, const struct runtime *prev, struct m
         runtime_unref(rt);
         return NULL;
     }
+    rt->names = names;
     for (size_t i = 0; i < c->nroutes; i++)
-        rt->route_slot[i] = names ? metric_route_slot(names, c->routes[i].name) : 0;
+        rt->route_slot[i] = names ? metric_route_slot(names, c->routes[i].name, now) : 0;
     rt->npools = c->npools;
     for (size_t i = 0; i < c->npools; i++) {
         const struct conf_pool *cp = &c->pools[i];
@@ -78,7 +81,7 @@ struct runtime *runtime_new(struct conf *c, const struct runtime *prev, struct m
                 const struct srv_health *old;
                 s->cp = cp;
                 s->addr = &cp->servers[j].addrs[k];
-                s->slot = names ? metric_server_slot(names, cp->name, s->addr->text) : 0;
+                s->slot = names ? metric_server_slot(names, cp->name, s->addr->text, now) : 0;
                 old = runtime_find(prev, cp->name, s->addr->text);
                 if (old) {   /* the same server: its ejection and health state carry over */
                     if (cp->outlier.enabled && old->cp->outlier.enabled) {
@@ -100,8 +103,18 @@ struct runtime *runtime_new(struct conf *c, const struct runtime *prev, struct m
 
 void runtime_unref(struct runtime *rt)
 {
+    int64_t now;
+
     if (!rt || atomic_fetch_sub(&rt->refs, 1) != 1)
         return;
+    /* the slots this runtime held: once no runtime holds one, no worker writes to it any more */
+    now = clock_ms();
+    for (size_t i = 0; rt->names && rt->route_slot && i < rt->conf->nroutes; i++)
+        metric_slot_release(&rt->names->routes, rt->route_slot[i], now);
+    for (size_t i = 0; rt->names && rt->pools && i < rt->npools; i++) {
+        for (unsigned j = 0; j < rt->pools[i].n; j++)
+            metric_slot_release(&rt->names->servers, rt->pools[i].servers[j].slot, now);
+    }
     for (size_t i = 0; rt->pools && i < rt->npools; i++)
         free(rt->pools[i].servers);
     free(rt->pools);

@@ -3,7 +3,8 @@
  *
  * Owns: a reference on its conf; one health_pool per conf pool, each with one srv_health per server
  * address (health.h: the shared ejection, health-check and slow-start state of that server); the
- * metrics slot of every conf route; the loop the active checks run on, once health_start() gave it
+ * metrics slot of every conf route; one reference on each route and server metrics slot it names
+ * (metrics.h: a slot is reused only once no runtime holds it, so no worker still writes to it); the loop the active checks run on, once health_start() gave it
  * one. Does not own: the metric names the slots come from (main's), the active checks themselves
  * (health_start()/health_stop() make and free them, on the main thread), the workers' pools (which
  * point into the health_pools).
@@ -34,6 +35,7 @@ struct runtime {
     struct health_pool *pools;          /* one per conf->pools entry */
     size_t npools;
     unsigned *route_slot;               /* metrics slot of every conf route */
+    struct metric_names *names;         /* where the route and server slots are held (NULL: none) */
     struct ev_loop *loop;               /* the checker's loop (main thread), once started */
 };
 
@@ -48,8 +50,8 @@ static inline struct runtime *runtime_ref(struct runtime *rt)
     atomic_fetch_add(&rt->refs, 1);
     return rt;
 }
-/* Drops a reference (any thread; NULL is a no-op); the last frees the runtime and drops its conf
- * reference. Its active checks must be stopped (health_stop). */
+/* Drops a reference (any thread; NULL is a no-op); the last frees the runtime, releases its
+ * metrics slots and drops its conf reference. Its active checks must be stopped (health_stop). */
 void runtime_unref(struct runtime *rt);
 
 #endif

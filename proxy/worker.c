@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -380,6 +381,7 @@ static void worker_switch(struct worker *w, struct runtime *rt)
     }
     w->gen = g;
     w->conf = g->conf;
+    alog_ring_follow(&w->alog, c->access_log.path);   /* access_log.path: off, or on */
     /* Cached request parsers were sized for the old max_header_bytes. */
     for (unsigned i = 0; i < w->nreq_parsers; i++)
         h1_parser_free(w->req_parsers[i]);
@@ -403,7 +405,7 @@ int worker_init(struct worker *w, unsigned id, struct runtime *rt, struct stale_
 {
     struct conf *c = rt->conf;
 
-    memset(w, 0, sizeof(*w));
+    memset(w, 0, offsetof(struct worker, rmetrics));   /* the counters of an earlier life stay */
     w->id = id;
     w->stale = stale;
     w->spare_fd = -1;
@@ -418,8 +420,10 @@ int worker_init(struct worker *w, unsigned id, struct runtime *rt, struct stale_
     }
     w->scratch_len = 2 * (c->limits.max_header_bytes + 1024);
     w->scratch = malloc(w->scratch_len);
-    w->rmetrics = calloc(METRIC_ROUTE_SLOTS + 1, sizeof(*w->rmetrics));
-    w->smetrics = calloc(METRIC_SERVER_SLOTS, sizeof(*w->smetrics));
+    if (!w->rmetrics)
+        w->rmetrics = calloc(METRIC_ROUTE_ARRAY, sizeof(*w->rmetrics));
+    if (!w->smetrics)
+        w->smetrics = calloc(METRIC_SERVER_ARRAY, sizeof(*w->smetrics));
     w->gen = gen_new(w, rt);
     if (!w->scratch || !w->rmetrics || !w->smetrics || !w->gen ||
         alog_ring_init(&w->alog, c->access_log.path) < 0) {
@@ -505,13 +509,19 @@ void worker_destroy(struct worker *w)
     if (w->spare_fd >= 0)
         close(w->spare_fd);
     free(w->listeners);
-    free(w->rmetrics);
-    free(w->smetrics);
-    alog_ring_free(&w->alog);
     free(w->scratch);
     if (w->loop)
         ev_loop_destroy(w->loop);
-    memset(w, 0, sizeof(*w));
+    memset(w, 0, offsetof(struct worker, rmetrics));   /* the counters stay (worker.h) */
+}
+
+void worker_free_counters(struct worker *w)
+{
+    free(w->rmetrics);
+    free(w->smetrics);
+    alog_ring_free(&w->alog);
+    w->rmetrics = NULL;
+    w->smetrics = NULL;
 }
 
 int worker_buf_get(struct worker *w, struct buf *b)

@@ -108,11 +108,19 @@ struct worker {
     uint64_t rng[2];                    /* xorshift128+ state */
 
     struct stale_store *stale;          /* the process's fallback.stale store (main owns it; shared) */
+    /* Last, and kept when the worker stops (worker_destroy): its counters, so that totals summed
+     * over worker slots never go down when `workers` shrinks, and its access-log ring, which the
+     * writer thread may be reading. A slot started again goes on with them; worker_free_counters()
+     * frees them at exit. */
     /* counters by stable slot (metrics.h), read by the admin listener; never reallocated */
-    struct route_metrics *rmetrics;     /* METRIC_ROUTE_SLOTS + 1 (no route) */
-    struct server_metrics *smetrics;    /* METRIC_SERVER_SLOTS */
+    struct route_metrics *rmetrics;     /* METRIC_ROUTE_ARRAY: routes, no route, drop */
+    struct server_metrics *smetrics;    /* METRIC_SERVER_ARRAY: servers, drop */
     struct alog_ring alog;              /* access log lines for the writer thread */
 };
+
+/* Workers a process may run (`workers:` is 1..256): main's array has this many entries, at fixed
+ * addresses for the life of the process. */
+#define WORKERS_MAX 256
 
 /* Downstream connections across all workers (limits.max_connections is per process). */
 extern atomic_uint worker_connections;
@@ -127,7 +135,8 @@ extern atomic_uint worker_open_clients;
 int listener_probe(const struct conf_listener *cl);
 
 /* Creates the worker's loop, listeners (bound now, so that errors are reported at start) and
- * its first generation from rt (rt->conf is the snapshot). stale: the process's stale store, used by
+ * its first generation from rt (rt->conf is the snapshot). At start, or on a reload that adds
+ * workers (main thread, before the worker's thread runs). stale: the process's stale store, used by
  * every worker and outliving them (may be NULL). Returns 0, or -1 after logging why. */
 int worker_init(struct worker *w, unsigned id, struct runtime *rt, struct stale_store *stale);
 /* Hands a new snapshot to a running worker (main thread): takes a reference on rt; the worker
@@ -137,10 +146,15 @@ void worker_reload(struct worker *w, struct runtime *rt);
 void worker_gen_unref(struct worker *w, struct gen *g);
 /* Runs the loop until stopped (thread entry). */
 void *worker_main(void *arg);
-/* Asks the worker to drain (stop accepting, finish in flight) or stop (close everything). Thread-safe. */
+/* Asks the worker to drain (stop accepting, finish in flight) or stop (close everything). Thread-safe.
+ * Also how a reload that lowers `workers` retires the surplus ones: WORKER_DRAIN, then WORKER_STOP
+ * after shutdown_timeout; the thread returns once its connections are gone. */
 void worker_post(struct worker *w, enum worker_cmd cmd);
-/* Frees what worker_init made; the thread must have returned. */
+/* Frees what worker_init made, but for the counters and the access-log ring (see struct worker);
+ * the thread must have returned. The slot can be given to worker_init again. */
 void worker_destroy(struct worker *w);
+/* Frees the counters and the ring (exit: no reader is left). */
+void worker_free_counters(struct worker *w);
 
 /* A WORKER_BLOCK buffer from the cache (allocated when the cache is empty). 0 or -1 (no memory). */
 int worker_buf_get(struct worker *w, struct buf *b);

@@ -14,7 +14,9 @@
 #      the request still gets its whole answer (drain), admin /healthz says 503 meanwhile (when there
 #      is an admin listener), the container exits 0, and it stopped well before the stop timeout
 #      (so it exited by itself; SIGKILL did not end it);
-#   8. prints the image size. A trap removes the container, the upstream and temporary files.
+#   8. runs the image with `workers: auto` under `--cpus 1` (one worker, from the start-up line and
+#      /status) and without a limit (the container's nproc, a control);
+#   9. prints the image size. A trap removes the container, the upstream and temporary files.
 # Exits non-zero on the first failure, with the container's logs.
 #
 # Health check, two paths (chosen by asking the image's `lifeline -t` whether it accepts `admin:`):
@@ -49,6 +51,7 @@ cleanup() {
     [[ -n $stop_pid ]] && wait "$stop_pid" 2>/dev/null   # a docker stop in progress: let it finish
     [[ -n $upstream_pid ]] && kill "$upstream_pid" 2>/dev/null && wait "$upstream_pid" 2>/dev/null
     docker rm -f "$NAME" >/dev/null 2>&1
+    docker rm -f "$NAME-auto" >/dev/null 2>&1
     rm -rf "$work"
     if (( rc == 0 )); then log "PASS"; else log "FAIL"; fi
     exit "$rc"
@@ -242,6 +245,69 @@ log "docker stop took ${stop_ms}ms; exit code $code; in-flight request: $(cat "$
     || fail "docker stop took ${stop_ms}ms: drain should end when the request does, well within ${SHUTDOWN_TIMEOUT}s"
 docker logs "$NAME" 2>&1 | tail -n 3 | sed 's/^/docker-test:   | /'
 
-# ---- 8. size ---------------------------------------------------------------------------------------
+# ---- 8. workers: auto under --cpus 1 ---------------------------------------------------------------
+# `workers: auto` counts the CPUs this process may use, the cgroup CPU quota included (SPEC §2): in
+# `docker run --cpus 1` (cgroup cpu.max "100000 100000") it must start one worker, however many CPUs
+# the host has. Read from lifeline's start-up line ("N listener(s), W worker(s)") and, when the
+# build has an admin listener, from /status's "workers". The control run without --cpus must see
+# the container's own CPU count (nproc), so the check tells a quota-aware count from a constant.
+write_auto_config() {    # $1: file, $2: admin port or ''
+    {
+        echo "listen: [ { address: 127.0.0.1:$PROXY_PORT } ]"
+        [[ -n ${2:-} ]] && echo "admin: { address: 127.0.0.1:$2 }"
+        echo "workers: auto"
+        echo "shutdown_timeout: 2s"
+        echo "pools: { up: { servers: [ 127.0.0.1:$UPSTREAM_PORT ] } }"
+        echo "routes: [ { match: { path: / }, pool: up } ]"
+    } >"$1"
+    chmod 644 "$1"
+}
+# auto_workers NAME [docker run options...]: runs the image with a workers: auto config; prints W.
+auto_workers() {
+    local cname=$1 w='' st=''
+    shift
+    write_auto_config "$work/auto.yaml" "$( ((admin)) && echo "$ADMIN_PORT")"
+    docker rm -f "$cname" >/dev/null 2>&1 || true
+    docker run -d --name "$cname" --network host "$@" \
+        -v "$work/auto.yaml:/etc/lifeline/lifeline.yaml:ro" "$IMAGE" >/dev/null \
+        || fail "docker run $* failed"
+    for _ in $(seq 100); do
+        w=$(docker logs "$cname" 2>&1 | sed -n 's/.*listener(s), \([0-9]*\) worker(s).*/\1/p' | head -n 1)
+        [[ -n $w ]] && break
+        [[ $(docker inspect -f '{{.State.Running}}' "$cname") == true ]] || break
+        sleep 0.1
+    done
+    if [[ -n $w ]] && (( admin )); then
+        for _ in $(seq 50); do
+            st=$(curl -s --max-time 1 "http://127.0.0.1:$ADMIN_PORT/status" || true)
+            [[ $st == *'"workers":'* ]] && break
+            sleep 0.1
+        done
+        [[ $st == *"\"workers\":$w,"* ]] || { docker logs --tail 20 "$cname" >&2; docker rm -f "$cname" >/dev/null 2>&1
+            fail "$cname: /status does not say \"workers\":$w (got: ${st:0:200})"; }
+    fi
+    [[ -n $w ]] || { docker logs --tail 20 "$cname" >&2; docker rm -f "$cname" >/dev/null 2>&1
+        fail "$cname: no start-up line with the worker count"; }
+    docker stop -t 10 "$cname" >/dev/null 2>&1 || true
+    docker rm -f "$cname" >/dev/null 2>&1 || true
+    echo "$w"
+}
+AUTO_NAME=$NAME-auto
+w1=$(auto_workers "$AUTO_NAME" --cpus 1)
+log "workers: auto with --cpus 1: $w1 worker(s)"
+[[ $w1 == 1 ]] || fail "workers: auto under docker run --cpus 1 started $w1 workers, want 1"
+ncpu=$(docker run --rm --network host --entrypoint nproc "$IMAGE" 2>/dev/null || echo '')
+w0=$(auto_workers "$AUTO_NAME")
+log "workers: auto without a CPU limit: $w0 worker(s) (nproc in the container: ${ncpu:-?})"
+# The control: with more than one CPU in the container, the unlimited run must start more than one
+# worker (else the --cpus check above proves nothing); equal to nproc unless a quota says otherwise.
+if [[ -n $ncpu ]] && (( ncpu > 1 )); then
+    (( w0 > 1 )) || fail "workers: auto without a limit started $w0 worker(s) with nproc = $ncpu"
+    [[ $w0 == "$ncpu" ]] || log "note: $w0 workers without --cpus, nproc says $ncpu (a cgroup quota on the container?)"
+else
+    log "note: the container sees one CPU: the control run cannot tell --cpus 1 from the host's count"
+fi
+
+# ---- 9. size ---------------------------------------------------------------------------------------
 size=$(docker image inspect -f '{{.Size}}' "$IMAGE")
 log "image $IMAGE: $size bytes ($(( size / 1024 / 1024 )) MiB)"

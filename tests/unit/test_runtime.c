@@ -1,13 +1,17 @@
 /* test_runtime.c — the runtime of a conf snapshot (runtime.h): a server that stays across a reload
  * keeps its ejection and health state, a new one starts usable; the trial timeout covers the
- * pool's routes; references on the runtime and its conf. */
+ * pool's routes; references on the runtime and its conf. And the metrics slot table (metrics.h):
+ * slots held by runtimes, reused only after their grace period and then zeroed, never merged. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "metrics.h"
 #include "runtime.h"
 
 /* A hand-made snapshot: one pool "p" with one server per address given, one route on it. Its conf
@@ -90,10 +94,154 @@ static void test_carry_over(void **state)
     runtime_unref(NULL);
 }
 
+/* ---- metrics slots ------------------------------------------------------------------------- */
+
+static unsigned resets[16], nresets;
+static void record_reset(void *ctx, const struct metric_table *t, unsigned slot)
+{
+    (void)ctx;
+    (void)t;
+    if (nresets < 16)
+        resets[nresets++] = slot;
+}
+
+static void table_free(struct metric_table *t)
+{
+    for (unsigned i = 0; i < t->n; i++)
+        free(t->names[i]);
+    t->n = 0;
+}
+
+/* A table of 3 slots, drop slot 99, grace 60 s. */
+static struct metric_table *small_table(void)
+{
+    static struct metric_table t;
+
+    metric_table_init(&t, "server", 3, 99, 60000);
+    t.reset = record_reset;
+    nresets = 0;
+    return &t;
+}
+
+static void test_slots_reused_after_grace_and_zeroed(void **state)
+{
+    struct metric_table *t = small_table();
+
+    (void)state;
+    assert_int_equal(metric_slot_take(t, "p|a", 0), 0);
+    assert_int_equal(metric_slot_take(t, "p|b", 0), 1);
+    assert_int_equal(metric_slot_take(t, "p|c", 0), 2);
+    /* all held: a new name is refused, never given a slot in use (no merging) */
+    assert_int_equal(metric_slot_take(t, "p|d", 0), 99);
+    assert_int_equal(t->exhausted, 1);
+    /* b goes (its last runtime is freed at t=1000); d still waits for the grace period */
+    metric_slot_release(t, 1, 1000);
+    assert_int_equal(metric_slot_take(t, "p|d", 1000 + 59999), 99);
+    assert_int_equal(nresets, 0);
+    /* past it: d gets b's slot, zeroed first */
+    assert_int_equal(metric_slot_take(t, "p|d", 1000 + 60000), 1);
+    assert_int_equal(nresets, 1);
+    assert_int_equal(resets[0], 1);
+    assert_int_equal(t->reused, 1);
+    assert_string_equal(t->names[1], "p|d");
+    /* the renderer hides b's series and events: older than d's since */
+    assert_true(t->since[1] > 1e9);
+    assert_true(t->since[0] == 0);
+    /* b coming back is a new series: no slot is free, so it is refused, not merged with d */
+    assert_int_equal(metric_slot_take(t, "p|b", 70000), 99);
+    assert_int_equal(t->exhausted, 3);
+    table_free(t);
+}
+
+static void test_slot_kept_while_held_and_within_grace(void **state)
+{
+    struct metric_table *t = small_table();
+
+    (void)state;
+    assert_int_equal(metric_slot_take(t, "p|a", 0), 0);
+    assert_int_equal(metric_slot_take(t, "p|a", 0), 0);   /* two runtimes name it */
+    assert_int_equal(metric_slot_take(t, "p|b", 0), 1);
+    assert_int_equal(metric_slot_take(t, "p|c", 0), 2);
+    metric_slot_release(t, 0, 10);
+    /* one runtime still holds a: not reusable however long it waits */
+    assert_int_equal(metric_slot_take(t, "p|x", 10000000), 99);
+    metric_slot_release(t, 0, 20);
+    /* a is gone; back within its grace, it keeps its slot and its counters (no reset) */
+    assert_int_equal(metric_slot_take(t, "p|a", 30000), 0);
+    assert_int_equal(nresets, 0);
+    assert_int_equal(t->reused, 0);
+    /* the drop slot and out-of-range slots are ignored on release */
+    metric_slot_release(t, 99, 0);
+    metric_slot_release(t, 3, 0);
+    assert_int_equal(atomic_load(&t->refs[0]), 1);
+    table_free(t);
+}
+
+static void test_slot_gone_longest_goes_first(void **state)
+{
+    struct metric_table *t = small_table();
+
+    (void)state;
+    assert_int_equal(metric_slot_take(t, "p|a", 0), 0);
+    assert_int_equal(metric_slot_take(t, "p|b", 0), 1);
+    assert_int_equal(metric_slot_take(t, "p|c", 0), 2);
+    metric_slot_release(t, 2, 5000);
+    metric_slot_release(t, 1, 10000);
+    metric_slot_release(t, 0, 50000);
+    /* at 100 s: 1 and 2 are past their grace, 0 is not; the one gone longest (2) first */
+    assert_int_equal(metric_slot_take(t, "p|d", 100000), 2);
+    assert_int_equal(metric_slot_take(t, "p|e", 100000), 1);
+    assert_int_equal(metric_slot_take(t, "p|f", 100000), 99);
+    assert_int_equal(metric_slot_take(t, "p|f", 110000), 0);
+    assert_int_equal(nresets, 3);
+    table_free(t);
+}
+
+static void test_runtime_holds_its_slots(void **state)
+{
+    static struct metric_names names;
+    struct snap a, b;
+    struct runtime *ra, *rb;
+    unsigned s1, s2, s3, r;
+
+    (void)state;
+    metric_names_init(&names);
+    snap_init(&a, "10.0.0.1:80", "10.0.0.2:80");
+    ra = runtime_new(&a.c, NULL, &names);
+    assert_non_null(ra);
+    s1 = ra->pools[0].servers[0].slot;
+    s2 = ra->pools[0].servers[1].slot;
+    r = ra->route_slot[0];
+    assert_int_not_equal(s1, s2);
+    assert_int_equal(atomic_load(&names.servers.refs[s1]), 1);
+    assert_int_equal(atomic_load(&names.routes.refs[r]), 1);
+    /* the next snapshot keeps 10.0.0.1 (same slot) and adds 10.0.0.3 (a new one) */
+    snap_init(&b, "10.0.0.3:80", "10.0.0.1:80");
+    rb = runtime_new(&b.c, ra, &names);
+    s3 = rb->pools[0].servers[0].slot;
+    assert_int_equal(rb->pools[0].servers[1].slot, s1);
+    assert_true(s3 != s1 && s3 != s2);
+    assert_int_equal(atomic_load(&names.servers.refs[s1]), 2);
+    runtime_unref(ra);
+    /* 10.0.0.2 is gone now: held by nobody, its gone time set; 10.0.0.1 still held */
+    assert_int_equal(atomic_load(&names.servers.refs[s2]), 0);
+    assert_true(atomic_load(&names.servers.gone_ms[s2]) != INT64_MAX);
+    assert_int_equal(atomic_load(&names.servers.refs[s1]), 1);
+    assert_int_equal(atomic_load(&names.routes.refs[r]), 1);
+    runtime_unref(rb);
+    assert_int_equal(atomic_load(&names.servers.refs[s1]), 0);
+    assert_int_equal(atomic_load(&names.routes.refs[r]), 0);
+    metric_names_free(&names);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_carry_over),
+        cmocka_unit_test(test_slots_reused_after_grace_and_zeroed),
+        cmocka_unit_test(test_slot_kept_while_held_and_within_grace),
+        cmocka_unit_test(test_slot_gone_longest_goes_first),
+        cmocka_unit_test(test_runtime_holds_its_slots),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,331 @@
+"""Issue 11: `admin.address`, `workers` and `access_log.path` reload like every other key (SIGHUP).
+
+- admin.address: the new address is bound before the old listener closes; afterwards the new port
+  answers and the old one refuses. A new address that cannot be bound fails the reload as a whole
+  (SPEC §1: reported, the running configuration kept), the old listener staying.
+- access_log.path: lines of requests after the reload go to the new file, none to the old one; a
+  path that cannot be opened fails the reload and the old file keeps its lines.
+- workers: more workers start (one SO_REUSEPORT listener each, /status "workers"); fewer workers
+  drain the surplus ones: requests in flight on them complete, then their threads end.
+"""
+
+import copy
+import os
+import re
+import socket
+import time
+
+from conftest import Conn, HOST, free_port, pool, t, wait_for
+from ops import access_lines, admin_extra, admin_get, metrics, running_workers, status, wait_access, write_config_atomic
+from test_workers import listening_sockets
+
+import signal
+
+
+def _reload(lf, cfg, expect="success"):
+    """Writes cfg, sends SIGHUP and waits for the outcome line: "applied (generation N)" or "keeping
+    the running configuration". Returns the stderr written meanwhile."""
+    before = lf.stderr_text()
+    n_ok = len(re.findall(r"applied \(generation \d+\)", before))
+    n_kept = before.count("keeping the running configuration")
+    write_config_atomic(lf.cfg_path, cfg)
+    lf.config = copy.deepcopy(cfg)
+    lf.proc.send_signal(signal.SIGHUP)
+
+    def done():
+        lf.assert_alive()
+        err = lf.stderr_text()
+        if expect == "success":
+            return len(re.findall(r"applied \(generation \d+\)", err)) > n_ok
+        return err.count("keeping the running configuration") > n_kept
+
+    wait_for(done, t(5), what="reload (%s); stderr tail:\n%s" % (expect, lf.stderr_text()[-2000:]))
+    return lf.stderr_text()[len(before):]
+
+
+def _refused(port):
+    try:
+        socket.create_connection((HOST, port), timeout=t(1)).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def _cfg(lf, **changes):
+    cfg = copy.deepcopy(lf.config)
+    cfg.update(changes)
+    return cfg
+
+
+# --------------------------------------------------------------------------------------------
+# admin.address
+
+def test_admin_address_moves_on_reload(lifeline, upstream):
+    up = upstream()
+    a1, a2 = free_port(), free_port()
+    lf = lifeline(pools={"p": pool(up)}, extra=admin_extra(a1))
+    assert admin_get(a1, "/healthz").status == 200
+
+    err = _reload(lf, _cfg(lf, **admin_extra(a2)))
+    assert "admin listening on %s:%d" % (HOST, a2) in err
+    assert admin_get(a2, "/healthz").status == 200
+    assert status(a2)["generation"] == 2
+    assert _refused(a1), "the old admin port still accepts after the reload"
+    # the counters are the same process's: the reload is counted on the new listener
+    assert metrics(a2).value("lifeline_config_reloads_total", result="success") == 1
+    assert lf.fetch("GET", "/echo").status == 200
+
+
+def test_admin_turned_on_and_off_by_reload(lifeline, upstream):
+    up = upstream()
+    a1 = free_port()
+    lf = lifeline(pools={"p": pool(up)})
+    assert _refused(a1)
+    _reload(lf, _cfg(lf, **admin_extra(a1)))
+    assert admin_get(a1, "/livez").status == 200
+    off = copy.deepcopy(lf.config)
+    del off["admin"]
+    _reload(lf, off)
+    wait_for(lambda: _refused(a1), t(2), what="the admin port to close when admin is removed")
+    assert lf.fetch("GET", "/echo").status == 200
+
+
+def test_admin_address_taken_fails_the_reload(lifeline, upstream):
+    """A new admin address that cannot be bound: the reload fails as a whole (the pool change in
+    the same file is not applied), the old admin listener stays and counts the failure."""
+    up1, up2 = upstream("up1"), upstream("up2")
+    a1 = free_port()
+    lf = lifeline(pools={"p": pool(up1)}, extra=admin_extra(a1))
+    blocker = socket.socket()
+    blocker.bind((HOST, 0))
+    blocker.listen(1)
+    taken = blocker.getsockname()[1]
+    try:
+        err = _reload(lf, _cfg(lf, pools={"p": pool(up2)}, **admin_extra(taken)), expect="failure")
+        assert "admin.address" in err and "%s:%d" % (HOST, taken) in err, err
+        assert admin_get(a1, "/healthz").status == 200
+        m = metrics(a1)
+        assert m.value("lifeline_config_reloads_total", result="failure") == 1
+        assert m.value("lifeline_config_reloads_total", result="success") == 0
+        assert status(a1)["generation"] == 1
+        assert lf.fetch("GET", "/echo").json()["server"] == "up1"
+    finally:
+        blocker.close()
+
+
+# --------------------------------------------------------------------------------------------
+# access_log.path
+
+def test_access_log_path_changes_on_reload(lifeline, upstream, tmp_path):
+    up = upstream()
+    p1, p2 = str(tmp_path / "a1.log"), str(tmp_path / "a2.log")
+    lf = lifeline(pools={"p": pool(up)}, workers=2, extra={"access_log": {"path": p1}})
+    for i in range(6):
+        assert lf.fetch("GET", "/before/%d" % i).status == 200
+    wait_access(p1, lambda ls: sum(1 for x in ls if x["target"].startswith("/before/")) == 6)
+
+    err = _reload(lf, _cfg(lf, access_log={"path": p2}))
+    assert "access log now goes to %s" % p2 in err
+    # every worker has switched once its "configuration switched" is logged
+    wait_for(lambda: lf.stderr_text().count("configuration switched") >= 2, t(3), what="both workers switched")
+    for i in range(10):   # new connections: both workers get some
+        assert lf.fetch("GET", "/after/%d" % i).status == 200
+    lines2 = wait_access(p2, lambda ls: sum(1 for x in ls if x["target"].startswith("/after/")) == 10,
+                         what="the 10 lines in the new file")
+    assert not any(x["target"].startswith("/before/") for x in lines2)
+    time.sleep(t(0.2))
+    lines1 = access_lines(p1)
+    assert [x for x in lines1 if x["target"].startswith("/after/")] == [], "lines after the reload in the old file"
+    assert sum(1 for x in lines1 if x["target"].startswith("/before/")) == 6
+
+    # SIGUSR1 reopens the new path (rotation), not the old one
+    os.rename(p2, p2 + ".1")
+    lf.proc.send_signal(signal.SIGUSR1)
+    time.sleep(t(0.1))
+    assert lf.fetch("GET", "/rotated").status == 200
+    wait_access(p2, lambda ls: any(x["target"] == "/rotated" for x in ls), what="the line after SIGUSR1 in the reopened file")
+    assert not os.path.exists(p1 + ".1")
+
+
+def test_access_log_off_then_on(lifeline, upstream, tmp_path):
+    up = upstream()
+    p = str(tmp_path / "on.log")
+    lf = lifeline(pools={"p": pool(up)}, extra={"access_log": {"path": "off"}})
+    assert lf.fetch("GET", "/dark").status == 200
+    _reload(lf, _cfg(lf, access_log={"path": p}))
+    wait_for(lambda: "configuration switched" in lf.stderr_text(), t(3), what="the worker switched")
+    assert lf.fetch("GET", "/lit").status == 200
+    lines = wait_access(p, lambda ls: any(x["target"] == "/lit" for x in ls))
+    assert not any(x["target"] == "/dark" for x in lines)
+    _reload(lf, _cfg(lf, access_log={"path": "off"}))
+    wait_for(lambda: lf.stderr_text().count("configuration switched") >= 2, t(3), what="the worker switched")
+    assert lf.fetch("GET", "/dark-again").status == 200
+    time.sleep(t(0.2))
+    assert not any(x["target"] == "/dark-again" for x in access_lines(p))
+
+
+def test_access_log_path_unwritable_fails_the_reload(lifeline, upstream, tmp_path):
+    up = upstream()
+    p1 = str(tmp_path / "a1.log")
+    bad = str(tmp_path / "no-such-dir" / "a.log")
+    a1 = free_port()
+    lf = lifeline(pools={"p": pool(up)}, extra=dict(access_log={"path": p1}, **admin_extra(a1)))
+    err = _reload(lf, _cfg(lf, access_log={"path": bad}), expect="failure")
+    assert "access_log.path" in err and bad in err, err
+    assert metrics(a1).value("lifeline_config_reloads_total", result="failure") == 1
+    assert lf.fetch("GET", "/still").status == 200
+    wait_access(p1, lambda ls: any(x["target"] == "/still" for x in ls))
+
+
+# --------------------------------------------------------------------------------------------
+# workers
+
+def test_workers_grow_on_reload(lifeline, upstream):
+    up = upstream()
+    a1 = free_port()
+    lf = lifeline(pools={"p": pool(up)}, workers=1, extra=admin_extra(a1))
+    assert status(a1)["workers"] == 1
+    assert len(listening_sockets(lf.pid, lf.port)) == 1
+    threads0 = lf.threads()
+
+    err = _reload(lf, _cfg(lf, workers=3))
+    assert "3 worker(s), was 1" in err, err
+    assert status(a1)["workers"] == 3
+    assert len(listening_sockets(lf.pid, lf.port)) == 3, "one SO_REUSEPORT listener per new worker"
+    assert lf.threads() == threads0 + 2
+    # 24 connections at once: the new workers take some and answer them
+    conns = [Conn(lf.port) for _ in range(24)]
+    try:
+        for k, c in enumerate(conns):
+            c.request("GET", "/echo/%d" % k)
+        for k, c in enumerate(conns):
+            r = c.read_response(timeout=t(5))
+            assert r.status == 200 and r.json()["target"] == "/echo/%d" % k
+    finally:
+        for c in conns:
+            c.close()
+    m = metrics(a1)
+    assert m.total("lifeline_requests_total") >= 24
+    # issue 11's slot accounting is exported (nothing exhausted or reused here)
+    assert m.value("lifeline_metric_slots_exhausted_total", kind="server") == 0
+    assert m.value("lifeline_metric_slots_reused_total", kind="route") == 0
+
+
+def test_workers_shrink_on_reload_completes_in_flight(lifeline, upstream):
+    """4 workers to 1 while 16 slow requests are in flight on connections spread over all four
+    (SO_REUSEPORT: the chance that none landed on a removed worker is 4^-16): every one is answered
+    whole; the three surplus workers stop once they are done; counters do not go down."""
+    up = upstream()
+    a1 = free_port()
+    lf = lifeline(pools={"p": pool(up)}, workers=4, extra=admin_extra(a1), shutdown_timeout="10s")
+    assert running_workers(lf) == 4
+    for i in range(8):
+        assert lf.fetch("GET", "/warm/%d" % i).status == 200
+    before = metrics(a1).total("lifeline_requests_total")
+    assert before >= 8
+    threads0 = lf.threads()
+    hold_ms = int(t(1.5) * 1000)
+    n = 16
+    conns = [Conn(lf.port, timeout=t(10)) for _ in range(n)]
+    try:
+        for k, c in enumerate(conns):
+            c.request("GET", "/slow-head?ms=%d&k=%d" % (hold_ms, k))
+        wait_for(lambda: up.inflight >= n, t(2), what="all requests in flight")
+        t0 = time.monotonic()
+        err = _reload(lf, _cfg(lf, workers=1))
+        assert "1 worker(s), was 4" in err, err
+        assert time.monotonic() - t0 < hold_ms / 1000.0, "the reload waited for the drain"
+        assert status(a1)["workers"] == 1
+        for k, c in enumerate(conns):
+            r = c.read_response(timeout=t(10))
+            assert r.status == 200 and r.json()["target"].endswith("k=%d" % k), r
+    finally:
+        for c in conns:
+            c.close()
+    wait_for(lambda: len(re.findall(r"worker \d: stopped", lf.stderr_text())) == 3, t(5),
+             what="three workers stopped; stderr:\n%s" % lf.stderr_text()[-2000:])
+    stopped = sorted(int(x) for x in re.findall(r"worker (\d): stopped", lf.stderr_text()))
+    assert stopped == [1, 2, 3]
+    wait_for(lambda: lf.threads() == threads0 - 3, t(3), what="the three threads to end")
+    assert len(listening_sockets(lf.pid, lf.port)) == 1
+    # the requests answered by the stopped workers are still counted
+    m = metrics(a1)
+    assert m.total("lifeline_requests_total") >= before + n
+    for i in range(10):
+        assert lf.fetch("GET", "/after/%d" % i).status == 200
+
+    # and back up: the freed slots start again, their counters going on
+    _reload(lf, _cfg(lf, workers=2))
+    assert status(a1)["workers"] == 2
+    assert len(listening_sockets(lf.pid, lf.port)) == 2
+    assert metrics(a1).total("lifeline_requests_total") >= before + n + 10
+
+
+def test_workers_shrink_stops_a_stuck_worker_at_shutdown_timeout(lifeline, upstream):
+    """A removed worker whose request outlives shutdown_timeout is stopped then (its connection
+    closed), like a process drain."""
+    up = upstream()
+    a1 = free_port()
+    lf = lifeline(pools={"p": pool(up)}, workers=2, extra=admin_extra(a1), shutdown_timeout="1s")
+    assert running_workers(lf) == 2   # logged once both listen: the connections spread over both
+    conns = [Conn(lf.port, timeout=t(10)) for _ in range(20)]   # none on worker 1: a chance of 2^-20
+    try:
+        for k, c in enumerate(conns):
+            c.request("GET", "/slow-head?ms=%d&k=%d" % (int(t(8) * 1000), k))
+        wait_for(lambda: up.inflight >= 20, t(2), what="all requests in flight")
+        t0 = time.monotonic()
+        _reload(lf, _cfg(lf, workers=1))
+        wait_for(lambda: "worker 1: stopped" in lf.stderr_text(), t(5), what="worker 1 stopped")
+        took = time.monotonic() - t0
+        assert took < t(4), "worker 1 stopped after %.1fs, shutdown_timeout is 1s" % took
+        assert "worker 1: shutdown_timeout reached" in lf.stderr_text()
+    finally:
+        for c in conns:
+            c.close()
+    assert status(a1)["workers"] == 1
+    assert lf.fetch("GET", "/echo").status == 200
+
+
+# --------------------------------------------------------------------------------------------
+# metrics slots (issue 11: never merge)
+
+def test_route_beyond_the_slots_is_not_merged(lifeline, upstream):
+    """128 route slots: a 129th route gets no counters of its own rather than sharing the last
+    slot with route 128 (which the old "(other)" slot did); the refusal is counted and logged."""
+    up = upstream()
+    a1 = free_port()
+    routes = [{"name": "r%d" % i, "match": {"path": "/r%d/" % i}, "pool": "p"} for i in range(129)]
+    lf = lifeline(pools={"p": pool(up)}, routes=routes, extra=admin_extra(a1))
+    for _ in range(2):
+        assert lf.fetch("GET", "/r127/x").status == 200
+    for _ in range(3):
+        assert lf.fetch("GET", "/r128/x").status == 200
+    m = metrics(a1)
+    assert m.value("lifeline_requests_total", route="r127", code="200") == 2
+    assert m.select("lifeline_requests_total", route="r128") == [], "the 129th route has counters"
+    assert m.value("lifeline_metric_slots_exhausted_total", kind="route") == 1
+    assert "route slots are in use" in lf.stderr_text()
+    # /status lists the route, with zero counts (never another route's)
+    st = status(a1)
+    r128 = [r for r in st["routes"] if r["name"] == "r128"][0]
+    assert r128["requests"] == 0
+
+
+def test_server_beyond_the_slots_is_not_merged(lifeline, upstream):
+    """1,024 pool+server slots: the 1,025th address of a pool gets none (it is left out of the
+    per-server metrics) instead of sharing the last slot; counted once per snapshot naming it."""
+    up = upstream()
+    a1 = free_port()
+    base = free_port()
+    others = ["%s:%d" % (HOST, 1 + (base + i) % 60000) for i in range(1024)]
+    lf = lifeline(pools={"p": {"servers": [{"address": "%s:%d" % (HOST, up.port)}]},
+                         "big": {"servers": [{"address": a} for a in others], "outlier": "off"}},
+                  routes=[{"pool": "p"}], extra=admin_extra(a1))
+    assert lf.fetch("GET", "/echo").status == 200
+    m = metrics(a1)
+    assert m.value("lifeline_metric_slots_exhausted_total", kind="server") == 1
+    # the pool p server took slot 0 first; of big's 1,024 addresses the last is left out
+    seen = {lb["server"] for lb, _ in m.select("lifeline_outlier_ejections_total", pool="big")}
+    assert len(seen) == 1023 and others[-1] not in seen
+    assert m.value("lifeline_upstream_attempts_total", pool="p", server="%s:%d" % (HOST, up.port), outcome="ok") == 1
+    assert "server slots are in use" in lf.stderr_text()
