@@ -1,5 +1,5 @@
-# benchconf.sh — sourced by bench.sh, syscalls.sh and callgrind.sh: the benchmark's configurations
 # shellcheck shell=bash
+# benchconf.sh — sourced by bench.sh, syscalls.sh and callgrind.sh: the benchmark's configurations
 # and the helpers that start and watch the processes under test, written once.
 #
 # The setup (the same for every script): one upstream, nginx with one process answering every
