@@ -11,8 +11,11 @@
 # `callgrind_control --dump`: the dump holds the measured part only (every thread of lifeline:
 # worker, main, log writer; the kernel is not counted). It prints, per run:
 #   instructions/request: N        (Ir of the dump / REQUESTS)
-# then, for the last run, the top TOP functions by inclusive Ir and by self Ir, and the spread
-# between runs (expect well under 2%: what varies is how many requests each epoll_wait returns).
+# then, for the last run, the top TOP functions by inclusive Ir and by self Ir, the spread between
+# runs (expect well under 2%: what varies is how many requests each epoll_wait returns), and last
+#   instructions/request: N        (the median over runs; of two, the lower)
+# The count covers lifeline's user space only (libc, libev, http-parser, OpenSSL included), not
+# the kernel: pair it with scripts/syscalls.sh.
 #
 # Needs: valgrind (callgrind_control, callgrind_annotate), h2load (nghttp2-client), nginx, a built
 # lifeline (`make`: LIFELINE_BIN, default build/lifeline; build it with -g, as `make` does, for
