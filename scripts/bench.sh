@@ -23,7 +23,11 @@
 # CPU per request = (utime+stime delta of the target process from /proc/PID/stat over the run) /
 # requests completed in that run; kernel time spent in loopback softirqs is not charged to any
 # process (and some of it lands on the load CPU), so it is a comparison between targets, not the
-# whole cost.
+# whole cost. "Both CPUs µs/req" is the whole cost: the busy time (user, nice, system, irq,
+# softirq in /proc/stat) of PROXY_CPU and LOAD_CPU over the run divided by the requests: the target,
+# wrk, the upstream and every softirq. wrk's and the upstream's share is the same for every target,
+# so differences between targets are the target's total cost; but anything else running on those
+# CPUs counts too, so it needs a quiet machine even more than the rest.
 #
 # The last line is exactly
 #   ratios: rps/nginx=R rps/haproxy=R cpu/nginx=R cpu/haproxy=R cpu/floor=R
@@ -293,7 +297,12 @@ if ((WARMUP > 0)); then
     for t in "${run_targets[@]}"; do wrk_run "$t" "$WARMUP" "$OUT/warmup-$t.txt" "${conns_list[0]}" || true; done
 fi
 
-printf 'target\tconns\tround\tfile\tcpu_ticks\n' >"$OUT/runs.tsv"
+# Busy ticks (user, nice, system, irq, softirq) of the two CPUs in use, from /proc/stat: everything
+# that ran there, the target, wrk, the upstream and the loopback softirqs included.
+cpus_busy_ticks() {
+    awk -v a="cpu$PROXY_CPU" -v b="cpu$LOAD_CPU" '$1 == a || $1 == b { s += $2 + $3 + $4 + $7 + $8 } END { print s + 0 }' /proc/stat
+}
+printf 'target\tconns\tround\tfile\tcpu_ticks\tall_ticks\n' >"$OUT/runs.tsv"
 declare -A dead=()
 for ((r = 1; r <= ROUNDS; r++)); do
     for c in "${conns_list[@]}"; do
@@ -308,12 +317,14 @@ for ((r = 1; r <= ROUNDS; r++)); do
             f="$OUT/wrk-$t-c$c-$r.txt"
             c0=0 c1=0
             [[ -z "${PID[$t]}" ]] || c0=$(bench_cpu_ticks "${PID[$t]}")
+            a0=$(cpus_busy_ticks)
             if ! wrk_run "$t" "$DURATION" "$f" "$c"; then note "wrk against $t failed in round $r (see $f)"; fi
+            a1=$(cpus_busy_ticks)
             if [[ -n "${PID[$t]}" ]]; then
                 c1=$(bench_cpu_ticks "${PID[$t]}" || echo "$c0")
-                printf '%s\t%d\t%d\t%s\t%d\n' "$t" "$c" "$r" "$f" $((c1 - c0)) >>"$OUT/runs.tsv"
+                printf '%s\t%d\t%d\t%s\t%d\t%d\n' "$t" "$c" "$r" "$f" $((c1 - c0)) $((a1 - a0)) >>"$OUT/runs.tsv"
             else
-                printf '%s\t%d\t%d\t%s\t\n' "$t" "$c" "$r" "$f" >>"$OUT/runs.tsv"
+                printf '%s\t%d\t%d\t%s\t\t%d\n' "$t" "$c" "$r" "$f" $((a1 - a0)) >>"$OUT/runs.tsv"
             fi
             note "round $r/$ROUNDS -c$c $t: $(grep -h 'Requests/sec' "$f" | tr -s ' ' || echo 'no result')"
         done
@@ -346,7 +357,7 @@ def parse(path):
 runs = {}            # (conns, target) -> [run]; each run knows its round
 order, conns = [], []
 for line in open(runs_tsv).read().splitlines()[1:]:
-    t, c, rnd, f, ticks = (line.split("\t") + [""])[:5]
+    t, c, rnd, f, ticks, all_ticks = (line.split("\t") + ["", ""])[:6]
     c, rnd = int(c), int(rnd)
     r = parse(f)
     r["round"] = rnd
@@ -358,6 +369,8 @@ for line in open(runs_tsv).read().splitlines()[1:]:
         continue
     if ticks != "" and r["requests"]:
         r["cpu_us"] = int(ticks) / clk * 1e6 / r["requests"]
+    if all_ticks != "" and r["requests"]:
+        r["all_us"] = int(all_ticks) / clk * 1e6 / r["requests"]
     runs.setdefault((c, t), []).append(r)
 
 def vals(c, t, k):
@@ -402,19 +415,21 @@ for c in conns:
     L.append("")
     L.append(f"### {c} connections")
     L.append("")
-    L.append("| target | req/s | CPU µs/req | p99 ms | p50 ms | rounds | errors | non-2xx |")
-    L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    L.append("| target | req/s | CPU µs/req | both CPUs µs/req | p99 ms | p50 ms | rounds | errors | non-2xx |")
+    L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for t in order:
         rs = runs.get((c, t), [])
-        L.append("| %s | %s | %s | %s | %s | %d | %d | %d |" % (
-            t, cell(c, t, "rps", 0), cell(c, t, "cpu_us", 2) if t != "direct" else "—", cell(c, t, "p99", 3),
+        L.append("| %s | %s | %s | %s | %s | %s | %d | %d | %d |" % (
+            t, cell(c, t, "rps", 0), cell(c, t, "cpu_us", 2) if t != "direct" else "—", cell(c, t, "all_us", 2),
+            cell(c, t, "p99", 3),
             fmt(med(vals(c, t, "p50")), 3), len(rs), sum(r["errors"] for r in rs), sum(r["non2xx"] for r in rs)))
     L.append("")
     pairs = [("lifeline", o) for o in ("nginx", "haproxy", "floor")] + [("floor-uring", "floor")]
     for a, b in pairs:
         if (c, a) in runs and (c, b) in runs:
             L.append(f"- {a} ÷ {b} (median (min–max) of per-round ratios): req/s {ratio_cell(a, b, 'rps', [c])}, "
-                     f"CPU/request {ratio_cell(a, b, 'cpu_us', [c])}, p99 {ratio_cell(a, b, 'p99', [c])}")
+                     f"CPU/request {ratio_cell(a, b, 'cpu_us', [c])}, both CPUs/request {ratio_cell(a, b, 'all_us', [c])}, "
+                     f"p99 {ratio_cell(a, b, 'p99', [c])}")
 bad = sorted({t for (c, t), rs in runs.items() if any(r["errors"] or r["non2xx"] for r in rs)})
 if bad:
     L.append("")
@@ -422,8 +437,9 @@ if bad:
 if ("floor" in order) and ("floor-uring" in order):
     L.append("")
     L.append("io_uring experiment (floor-uring ÷ floor, all connection counts, median (min–max) of per-round "
-             f"ratios): CPU/request {ratio_cell('floor-uring', 'floor', 'cpu_us', conns)}, "
-             f"req/s {ratio_cell('floor-uring', 'floor', 'rps', conns)}; adopt io_uring only if CPU/request <= 0.85")
+             f"ratios): CPU/request {ratio_cell('floor-uring', 'floor', 'cpu_us', conns)}, both CPUs/request "
+             f"{ratio_cell('floor-uring', 'floor', 'all_us', conns)}, req/s {ratio_cell('floor-uring', 'floor', 'rps', conns)}; "
+             "issue 13 adopts an io_uring data path only if it cuts total CPU per request by at least 15% (ratio <= 0.85)")
 def R(b, k):
     v = round_ratios("lifeline", b, k, conns)
     return "—" if not v else f"{med(v):.2f}"
