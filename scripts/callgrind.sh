@@ -17,12 +17,14 @@
 # The count covers lifeline's user space only (libc, libev, http-parser, OpenSSL included), not
 # the kernel: pair it with scripts/syscalls.sh.
 #
-# Needs: valgrind (callgrind_control, callgrind_annotate), h2load (nghttp2-client), nginx, a built
-# lifeline (`make`: LIFELINE_BIN, default build/lifeline; build it with -g, as `make` does, for
-# function names). Env: RUNS (2) REQUESTS (20000) WARMUP_REQUESTS (2000) CONNS (50) TOP (15)
-# CG_PORT (18200: upstream; +1 lifeline) PROXY_CPU (0) LOAD_CPU (1). Writes build/callgrind/
-# (callgrind.out.RUN.* dumps: open them with callgrind_annotate or kcachegrind). Every process
-# started here is stopped by PID at exit; each h2load is bounded by a timeout.
+# Needs: valgrind (callgrind_control), h2load (nghttp2-client), nginx, python3, a built lifeline
+# (`make`: LIFELINE_BIN, default build/lifeline; built with -g, as `make` does, for function
+# names). Env: RUNS (2) REQUESTS (20000) WARMUP_REQUESTS (2000) CONNS (50) TOP (15) CG_PORT (18200:
+# upstream; +1 lifeline) PROXY_CPU (0) LOAD_CPU (1) CG_OUT (build/callgrind: the callgrind.out.RUN.*
+# dumps, which callgrind_annotate or kcachegrind open). The commit printed is that of the checkout
+# LIFELINE_BIN was built in (its build/..), so another worktree's binary can be measured with this
+# script: LIFELINE_BIN=/path/to/wt/build/lifeline CG_OUT=/tmp/cg scripts/callgrind.sh. Every
+# process started here is stopped by PID at exit; each h2load is bounded by a timeout.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -38,7 +40,7 @@ LOAD_CPU=${LOAD_CPU:-1}
 LIFELINE_BIN=${LIFELINE_BIN:-$ROOT/build/lifeline}
 NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
 PYTHON=${PYTHON:-/usr/bin/python3}
-OUT=$ROOT/build/callgrind
+OUT=${CG_OUT:-$ROOT/build/callgrind}
 
 die() { echo "callgrind.sh: $*" >&2; exit 1; }
 note() { echo "callgrind.sh: $*" >&2; }
@@ -130,10 +132,11 @@ for ((run = 1; run <= RUNS; run++)); do
     echo "run $run: instructions/request: $((ir / REQUESTS))   (Ir $ir over $REQUESTS requests, $CONNS connections; $dump)"
 done
 
-commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-dirty=$(git -C "$ROOT" status --porcelain -- proxy 2>/dev/null | grep -q . && echo "+dirty" || true)
+src=$(cd "$(dirname "$LIFELINE_BIN")/.." && pwd)
+commit=$(git -C "$src" rev-parse --short HEAD 2>/dev/null || echo unknown)
+dirty=$(git -C "$src" status --porcelain -- proxy 2>/dev/null | grep -q . && echo "+dirty" || true)
 echo
-echo "commit $commit$dirty; $("$LIFELINE_BIN" -V 2>&1 | head -1); $REQUESTS requests, $CONNS connections, h2load --h1; warm-up $WARMUP_REQUESTS excluded"
+echo "$LIFELINE_BIN: commit $commit$dirty; $("$LIFELINE_BIN" -V 2>&1 | head -1); $REQUESTS requests, $CONNS connections, h2load --h1; warm-up $WARMUP_REQUESTS excluded"
 
 echo
 # Self and inclusive Ir per function, read from the dump here rather than by callgrind_annotate: a

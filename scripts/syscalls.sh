@@ -26,7 +26,7 @@
 # (`make floor`); a missing target is skipped with a note. Env: TARGETS ("lifeline nginx haproxy
 # floor floor-uring") REQUESTS (20000) WARMUP_REQUESTS (2000) CONNS (50) EQUAL_HEADERS (1)
 # SC_PORT (18300: upstream; +1 lifeline, +2 nginx, +3 haproxy, +4 floor, +5 floor-uring)
-# LIFELINE_BIN FLOOR_BIN PROXY_CPU (0) LOAD_CPU (1). Writes build/syscalls/ (strace-TARGET.txt, the
+# LIFELINE_BIN FLOOR_BIN PROXY_CPU (0) LOAD_CPU (1) SC_OUT (build/syscalls: strace-TARGET.txt, the
 # raw summaries, and results.md). Every process started here is stopped by PID at exit; each h2load
 # is bounded by a timeout.
 set -euo pipefail
@@ -46,7 +46,7 @@ FLOOR_BIN=${FLOOR_BIN:-$ROOT/build/floor}
 NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
 HAPROXY=${HAPROXY:-$(command -v haproxy || echo /usr/sbin/haproxy)}
 PYTHON=${PYTHON:-/usr/bin/python3}
-OUT=$ROOT/build/syscalls
+OUT=${SC_OUT:-$ROOT/build/syscalls}
 
 die() { echo "syscalls.sh: $*" >&2; exit 1; }
 note() { echo "syscalls.sh: $*" >&2; }
