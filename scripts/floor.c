@@ -21,7 +21,11 @@
  *                    for the next completions. The ring is set up with SINGLE_ISSUER|DEFER_TASKRUN
  *                    when the kernel allows (else COOP_TASKRUN, else plain). Sockets stay blocking:
  *                    io_uring does the waiting. On close, shutdown() ends the posted operations and
- *                    the connection is freed when the last one completes.
+ *                    the connection is freed when the last one completes. Plain operations only:
+ *                    registered files, multishot recv and provided buffers are not tried. A recv
+ *                    reaching the end of the ring is cut there and the rest comes with the next
+ *                    one (with 250-byte answers, about one answer in 65 costs an extra recv+send;
+ *                    epoll mode rewinds its empty buffers and avoids that).
  * Comparing the two (CPU per request, scripts/bench.sh targets floor and floor-uring) is issue 13's
  * kernel experiment: is an io_uring data path worth building into lifeline?
  *
