@@ -25,7 +25,7 @@ LIBOBJS  = $(filter-out $(BUILD)/obj/main.o,$(OBJS))
 UNIT_SRC = $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all clean test unit fuzz fuzz-replay run deps bench docker-test k8s-check
+.PHONY: all clean test unit fuzz fuzz-replay run deps bench floor docker-test k8s-check
 all: $(BUILD)/lifeline
 
 $(BUILD)/lifeline: $(OBJS)
@@ -86,8 +86,17 @@ run: deps all
 k8s-check:
 	bash scripts/k8s-validate.sh
 
-bench: all
+bench: all floor
 	bash scripts/bench.sh
+
+# scripts/floor.c: the benchmark's bare forwarder (issue 13), with its io_uring mode when liburing is
+# installed (liburing-dev, in scripts/deps.sh); without it `build/floor --uring` says so.
+FLOOR_URING := $(shell pkg-config --exists liburing 2>/dev/null && echo 1)
+floor: build/floor
+build/floor: scripts/floor.c
+	@mkdir -p build
+	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror $(if $(FLOOR_URING),-DFLOOR_URING) \
+	  -o $@ $< $(if $(FLOOR_URING),-luring)
 
 # Builds the Docker image (lifeline:test) and proves it: serves, turns healthy, drains on docker stop.
 docker-test:

@@ -1,56 +1,88 @@
 #!/usr/bin/env bash
-# bench.sh — throughput, latency and CPU cost per request: lifeline vs nginx vs HAProxy, on loopback.
+# bench.sh — throughput, latency and CPU cost per request: lifeline vs nginx vs HAProxy vs the floor, on
+# loopback.
 #
 # One upstream (nginx, 1 process, `return 200` with a 100-byte body, keep-alive) and wrk both pinned
-# to LOAD_CPU; the proxy under test pinned to PROXY_CPU, one worker/thread each, keep-alive on both
-# sides, no access logs. Targets:
-#   direct    wrk -> upstream (the ceiling of load generator + upstream; no proxy)
-#   lifeline  workers: 1, pool keepalive 256
-#   nginx     1 worker, upstream keepalive 256, proxy_http_version 1.1, Connection "", access_log off
-#   haproxy   nbthread 1, http-reuse always, no logs
+# to LOAD_CPU; the target under test pinned to PROXY_CPU, one worker/thread each, keep-alive on both
+# sides, no access logs (configurations: scripts/lib/benchconf.sh). Targets:
+#   direct       wrk -> upstream (the ceiling of load generator + upstream; no proxy)
+#   lifeline     the bench config: workers: 1, pool keepalive 256, access log off, every other setting
+#                at lifeline's default (as a user gets it); LIFELINE_BIN picks the binary
+#   nginx        1 worker, upstream keepalive 256, proxy_http_version 1.1, Connection "", access_log off
+#   haproxy      nbthread 1, http-reuse always, no logs
+#   floor        build/floor (scripts/floor.c, `make floor`): the bare forwarder, one upstream
+#                connection per client, bytes copied without parsing, epoll: the physical limit
+#   floor-uring  build/floor --uring: the same with an io_uring data path (issue 13's experiment)
 # nginx and HAProxy are set up to do the same header work as lifeline (X-Forwarded-For appended,
 # X-Forwarded-Proto/Host set, X-Request-Id generated and returned); EQUAL_HEADERS=0 turns that off.
+# The floor does no header work at all.
 #
-# Rounds are interleaved (round r runs every target once, order rotated each round) because the
-# machine is noisy; the report quotes medians over rounds. CPU per request = (utime+stime delta of
-# the proxy process from /proc/PID/stat) / requests completed in that run; kernel time spent in
-# loopback softirqs is not charged to any process, so it is a comparison between proxies, not
-# the whole cost.
+# Rounds are interleaved because the machine is noisy: round r runs, for each connection count in
+# CONNS_LIST, every target once, in an order rotated each round. Per connection count the report
+# gives the median over rounds and the spread (min–max) of req/s, CPU µs per request and wrk's p99.
+# CPU per request = (utime+stime delta of the target process from /proc/PID/stat over the run) /
+# requests completed in that run; kernel time spent in loopback softirqs is not charged to any
+# process (and some of it lands on the load CPU), so it is a comparison between targets, not the
+# whole cost. "Both CPUs µs/req" is the whole cost: the busy time (user, nice, system, irq,
+# softirq in /proc/stat) of PROXY_CPU and LOAD_CPU over the run divided by the requests: the target,
+# wrk, the upstream and every softirq. wrk's and the upstream's share is the same for every target,
+# so differences between targets are the target's total cost; but anything else running on those
+# CPUs counts too, so it needs a quiet machine even more than the rest.
+#
+# The last line is exactly
+#   ratios: rps/nginx=R rps/haproxy=R cpu/nginx=R cpu/haproxy=R cpu/floor=R
+# where each R is the median, over every (round, connection count) pair in which both ran, of that
+# pair's ratio lifeline ÷ other (req/s: above 1 is better for lifeline; CPU per request: below 1 is
+# better). `—` when a target did not run. The same ratios per connection count are in the tables, and
+# floor-uring ÷ floor (CPU per request, req/s) is the io_uring experiment's figure.
+#
+# p99 is wrk's raw p99 (wrk 4.1 as Debian ships it). wrk has no coordinated-omission correction and
+# wrk2 (which has one) is not packaged in Debian 12 (`apt-cache search wrk2` finds nothing), so no
+# corrected p99 is reported here.
 #
 # What it needs from lifeline: `LIFELINE_BIN -t -c build/bench/lifeline.yaml` exits 0 (else
 # lifeline is skipped, with the errors shown), `-c FILE` serves in the foreground, `-V` prints the
 # version, SIGTERM makes it exit 0 (anything else is reported at the end).
 #
-# Env: ROUNDS (5) DURATION (s, 10) CONNS (100) WRK_THREADS (1) WARMUP (s, 2) TARGETS ("direct
-# lifeline nginx haproxy") LIFELINE_BIN (build/lifeline; empty or missing: lifeline is skipped)
-# PROXY_CPU (0) LOAD_CPU (1) BENCH_PORT (18000: upstream; +1 lifeline, +2 nginx, +3 haproxy)
-# EQUAL_HEADERS (1) LOCK_WAIT (600 s: how long to wait for another benchmark to finish).
+# Env: ROUNDS (5) DURATION (s, 10) CONNS_LIST ("50 200"; CONNS=N alone means CONNS_LIST=N)
+# WRK_THREADS (1) WARMUP (s, 2) TARGETS ("direct lifeline nginx haproxy floor floor-uring")
+# LIFELINE_BIN (build/lifeline; empty or missing: lifeline is skipped) FLOOR_BIN (build/floor;
+# missing: the floor targets are skipped) PROXY_CPU (0) LOAD_CPU (1) BENCH_PORT (18000: upstream;
+# +1 lifeline, +2 nginx, +3 haproxy, +4 floor, +5 floor-uring) EQUAL_HEADERS (1) VARIANT (a free
+# label printed in the report, e.g. the name of the lifeline build being measured) LOCK_WAIT (600 s:
+# how long to wait for another benchmark to finish).
 # HTTPS (0): 1 adds HTTPS rounds after the plain ones, `only` runs the HTTPS rounds alone. Each
-# proxy (not `direct`) then also listens with TLS on BENCH_PORT + 11 (lifeline), + 12 (nginx),
-# + 13 (haproxy) with one EC P-256 certificate made here with openssl (build/bench/tls/), TLS 1.2
-# and 1.3, session tickets on, forwarding to the same plain upstream. The client pins the cipher
-# suite (TLS_ALL_SUITE, TLS_AES_128_GCM_SHA256), so all three negotiate the same one. Per round
-# and proxy: keep-alive HTTPS req/s (h2load --h1, CONNS connections, DURATION s), then full
-# handshakes/s (S_TIME_PROCS parallel `openssl s_time -new`, each a new TLS connection with no
-# session offered and one HTTP/1.0 GET, for DURATION s). Needs h2load (nghttp2-client).
+# proxy (not `direct`, not the floors) then also listens with TLS on BENCH_PORT + 11 (lifeline),
+# + 12 (nginx), + 13 (haproxy) with one EC P-256 certificate made here with openssl
+# (build/bench/tls/), TLS 1.2 and 1.3, session tickets on, forwarding to the same plain upstream.
+# The client pins the cipher suite (TLS_SUITE, TLS_AES_128_GCM_SHA256), so all three negotiate the
+# same one. Per round and proxy: keep-alive HTTPS req/s (h2load --h1, HTTPS_CONNS connections
+# (default: the first of CONNS_LIST), DURATION s), then full handshakes/s (S_TIME_PROCS parallel
+# `openssl s_time -new`, each a new TLS connection with no session offered and one HTTP/1.0 GET,
+# for DURATION s). Needs h2load (nghttp2-client).
 # Writes build/bench/results.md (and the raw wrk outputs beside it).
 # Every process started here is stopped by PID at exit. Total time is bounded: about
-# ROUNDS x targets x (DURATION + 2) s + warm-up; each wrk run is killed after DURATION + 30 s.
+# ROUNDS x connection counts x targets x (DURATION + 2) s + warm-up; each wrk run is killed after
+# DURATION + 30 s.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-10}
-CONNS=${CONNS:-100}
+CONNS_LIST=${CONNS_LIST:-${CONNS:-50 200}}
+read -r -a conns_list <<<"$CONNS_LIST"
+HTTPS_CONNS=${HTTPS_CONNS:-${conns_list[0]:-}}
 WRK_THREADS=${WRK_THREADS:-1}
 WARMUP=${WARMUP:-2}
-TARGETS=${TARGETS:-direct lifeline nginx haproxy}
+TARGETS=${TARGETS:-direct lifeline nginx haproxy floor floor-uring}
 LIFELINE_BIN=${LIFELINE_BIN-$ROOT/build/lifeline}
+FLOOR_BIN=${FLOOR_BIN:-$ROOT/build/floor}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 BENCH_PORT=${BENCH_PORT:-18000}
 EQUAL_HEADERS=${EQUAL_HEADERS:-1}
+VARIANT=${VARIANT:-}
 HTTPS=${HTTPS:-0}
 TLS_SUITE=${TLS_SUITE:-TLS_AES_128_GCM_SHA256}
 S_TIME_PROCS=${S_TIME_PROCS:-4}
@@ -61,14 +93,23 @@ OUT=$ROOT/build/bench
 
 die() { echo "bench.sh: $*" >&2; exit 1; }
 note() { echo "bench.sh: $*" >&2; }
+# shellcheck source=lib/benchconf.sh
+. "$ROOT/scripts/lib/benchconf.sh"
 
-for v in ROUNDS DURATION CONNS WRK_THREADS WARMUP PROXY_CPU LOAD_CPU BENCH_PORT S_TIME_PROCS; do
+for v in ROUNDS DURATION HTTPS_CONNS WRK_THREADS WARMUP PROXY_CPU LOAD_CPU BENCH_PORT S_TIME_PROCS; do
     [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer (got '${!v}')"
+done
+((${#conns_list[@]} >= 1 && ${#conns_list[@]} <= 10)) || die "CONNS_LIST must hold 1..10 counts"
+max_conns=0
+for c in "${conns_list[@]}"; do
+    [[ "$c" =~ ^[0-9]+$ ]] && ((c >= 1 && c <= 10000)) || die "CONNS_LIST: each count must be 1..10000 (got '$c')"
+    ((c >= WRK_THREADS)) || die "WRK_THREADS must be at most every connection count"
+    if ((c > max_conns)); then max_conns=$c; fi
 done
 ((ROUNDS >= 1 && ROUNDS <= 50)) || die "ROUNDS must be 1..50"
 ((DURATION >= 1 && DURATION <= 300)) || die "DURATION must be 1..300 s"
-((CONNS >= 1 && CONNS <= 10000)) || die "CONNS must be 1..10000"
-((WRK_THREADS >= 1 && WRK_THREADS <= CONNS)) || die "WRK_THREADS must be 1..CONNS"
+((HTTPS_CONNS >= 1 && HTTPS_CONNS <= 10000)) || die "HTTPS_CONNS must be 1..10000"
+((WRK_THREADS >= 1 && WRK_THREADS <= HTTPS_CONNS)) || die "WRK_THREADS must be 1..HTTPS_CONNS"
 command -v wrk >/dev/null || die "wrk not found (bash scripts/deps.sh)"
 case $HTTPS in
 0) ;;
@@ -114,7 +155,8 @@ cleanup() {
         kill -KILL "$pid" 2>/dev/null || true
         st=0
         wait "$pid" 2>/dev/null || st=$?
-        # nginx exits 0 on SIGTERM, HAProxy 143; lifeline must exit 0 (SPEC: SIGTERM drains, exits 0)
+        # nginx exits 0 on SIGTERM, HAProxy and the floor 143; lifeline must exit 0 (SPEC: SIGTERM
+        # drains, exits 0)
         if ((st != 0)) && [[ "${NAME_OF[$pid]:-}" == lifeline || $st != 143 ]]; then
             note "${NAME_OF[$pid]:-pid $pid} exited with status $st on SIGTERM (expected 0; >128 = killed by signal $((st - 128)))"
         fi
@@ -124,87 +166,26 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-# Waits (bounded: 10 s) until 127.0.0.1:port accepts and answers 200 to GET /.
-wait_ready() {   # name pid port
-    local i code
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$2" 2>/dev/null || { note "$1 exited at start"; return 1; }
-        if port_open "$3"; then
-            code=$(curl -s -o /dev/null -m 2 -w '%{http_code}' "http://127.0.0.1:$3/" || true)
-            [[ "$code" == 200 ]] && return 0
-        fi
-        sleep 0.1
-    done
-    note "$1 not answering 200 on 127.0.0.1:$3 after 10 s (last status: ${code:-none})"
-    return 1
-}
-
-# utime + stime of a whole process (every thread), in clock ticks.
-cpu_ticks() {
-    local stat rest
-    stat=$(cat "/proc/$1/stat") || return 1
-    rest=${stat##*) }          # fields from 3 on: the command name may hold spaces and parentheses
-    # shellcheck disable=SC2086
-    set -- $rest
-    echo $((${12} + ${13}))    # fields 14 and 15 of the stat line
-}
-
 # ---- configurations ----------------------------------------------------------------------------------
 UP_PORT=$BENCH_PORT
 PORT[direct]=$UP_PORT
 PORT[lifeline]=$((BENCH_PORT + 1))
 PORT[nginx]=$((BENCH_PORT + 2))
 PORT[haproxy]=$((BENCH_PORT + 3))
+PORT[floor]=$((BENCH_PORT + 4))
+PORT[floor-uring]=$((BENCH_PORT + 5))
 declare -A TPORT=()
 TPORT[lifeline]=$((BENCH_PORT + 11))
 TPORT[nginx]=$((BENCH_PORT + 12))
 TPORT[haproxy]=$((BENCH_PORT + 13))
-check_ports=("$UP_PORT" "${PORT[lifeline]}" "${PORT[nginx]}" "${PORT[haproxy]}")
+check_ports=("$UP_PORT" "${PORT[lifeline]}" "${PORT[nginx]}" "${PORT[haproxy]}" "${PORT[floor]}" "${PORT[floor-uring]}")
 [[ $HTTPS == 0 ]] || check_ports+=("${TPORT[lifeline]}" "${TPORT[nginx]}" "${TPORT[haproxy]}")
 
 for p in "${check_ports[@]}"; do
-    port_open "$p" && die "127.0.0.1:$p is in use; set BENCH_PORT to a free range"
+    bench_port_open "$p" && die "127.0.0.1:$p is in use; set BENCH_PORT to a free range"
 done
 
-BODY=$(printf 'lifeline-bench-%085d' 0)   # 100 bytes, no newline
-TMPDIRS="client_body_temp_path $OUT/tmp/body; proxy_temp_path $OUT/tmp/proxy;
-  fastcgi_temp_path $OUT/tmp/fastcgi; uwsgi_temp_path $OUT/tmp/uwsgi; scgi_temp_path $OUT/tmp/scgi;"
-mkdir -p "$OUT/tmp"
-
-cat >"$OUT/upstream-nginx.conf" <<EOF
-# bench upstream: one process, static 100-byte answer, long keep-alive
-daemon off; master_process off; worker_processes 1;
-pid $OUT/upstream-nginx.pid; error_log $OUT/upstream-nginx.error.log warn;
-worker_rlimit_nofile 20000;
-events { worker_connections 10000; }
-http {
-  access_log off; $TMPDIRS
-  keepalive_requests 10000000; keepalive_timeout 300s;
-  server {
-    listen 127.0.0.1:$UP_PORT backlog=4096;
-    location / { default_type text/plain; return 200 "$BODY"; }
-  }
-}
-EOF
-
-if [[ "$EQUAL_HEADERS" == 1 ]]; then
-    NGINX_HDRS='proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto $scheme;
-      proxy_set_header X-Forwarded-Host $host;
-      proxy_set_header X-Request-Id $rid;
-      add_header X-Request-Id $rid always;'
-    HAP_HDRS='option forwardfor
-  unique-id-format %[uuid()]
-  http-request set-header X-Request-Id %[unique-id] unless { req.hdr(x-request-id) -m found }
-  http-request set-header X-Forwarded-Proto http
-  http-request set-header X-Forwarded-Host %[req.hdr(host)]
-  http-response set-header X-Request-Id %[unique-id]'
-else
-    NGINX_HDRS='' HAP_HDRS=''
-fi
-
+bench_headers
 # HTTPS: one certificate (EC P-256, for localhost and 127.0.0.1) for the three proxies.
 NGINX_TLS='' HAP_TLS='' LIFELINE_TLS=''
 if [[ $HTTPS != 0 ]]; then
@@ -223,74 +204,9 @@ if [[ $HTTPS != 0 ]]; then
     # X-Forwarded-Proto follows the listener, as lifeline's and nginx's \$scheme do
     HAP_HDRS=${HAP_HDRS/X-Forwarded-Proto http/X-Forwarded-Proto %[ssl_fc,iif(https,http)]}
 fi
-
-cat >"$OUT/nginx.conf" <<EOF
-# nginx as the proxy under test
-daemon off; master_process off; worker_processes 1;
-pid $OUT/nginx.pid; error_log $OUT/nginx.error.log warn;
-worker_rlimit_nofile 20000;
-events { worker_connections 10000; }
-http {
-  access_log off; $TMPDIRS
-  keepalive_requests 10000000; keepalive_timeout 300s;
-  map \$http_x_request_id \$rid { "" \$request_id; default \$http_x_request_id; }
-  upstream bench { server 127.0.0.1:$UP_PORT; keepalive 256; keepalive_requests 10000000; keepalive_timeout 300s; }
-  server {
-    listen 127.0.0.1:${PORT[nginx]} backlog=4096;
-    $NGINX_TLS
-    location / {
-      proxy_pass http://bench;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      $NGINX_HDRS
-    }
-  }
-}
-EOF
-
-HAP_MAXCONN=$((CONNS + 1000))   # HAProxy wants about 2 fds per connection under the fd limit
-cat >"$OUT/haproxy.cfg" <<EOF
-# HAProxy as the proxy under test (no log lines: no logs)
-global
-  nbthread 1
-  maxconn $HAP_MAXCONN
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 300s
-  timeout server 300s
-  timeout http-keep-alive 300s
-  http-reuse always
-frontend fe
-  bind 127.0.0.1:${PORT[haproxy]}
-  $HAP_TLS
-  $HAP_HDRS
-  default_backend be
-backend be
-  server s1 127.0.0.1:$UP_PORT
-EOF
-
-# `off` quoted: an unquoted off is a YAML 1.1 boolean to some readers.
-cat >"$OUT/lifeline.yaml" <<EOF
-# lifeline as the proxy under test
-listen:
-  - address: 127.0.0.1:${PORT[lifeline]}
-$LIFELINE_TLS
-workers: 1
-access_log: { path: "off" }
-limits:
-  max_connections: 20000
-pools:
-  bench:
-    servers:
-      - { address: 127.0.0.1:$UP_PORT }
-    keepalive: 256
-    keepalive_timeout: 300s
-routes:
-  - name: bench
-    match: { path: / }
-    pool: bench
-EOF
+# HAProxy wants about 2 fds per connection under the fd limit
+HAP_MAXCONN=$(( (max_conns > HTTPS_CONNS ? max_conns : HTTPS_CONNS) + 1000 ))
+bench_write_configs
 
 # ---- start ---------------------------------------------------------------------------------------
 start() {   # name cpu command...
@@ -303,7 +219,7 @@ start() {   # name cpu command...
 }
 
 start upstream "$LOAD_CPU" "$NGINX" -p "$OUT" -c "$OUT/upstream-nginx.conf"
-wait_ready upstream "${PID[upstream]}" "$UP_PORT" || { cat "$OUT/upstream.out" >&2; die "upstream failed"; }
+bench_wait_ready upstream "${PID[upstream]}" "$UP_PORT" || { cat "$OUT/upstream.out" >&2; die "upstream failed"; }
 PID[direct]=""   # no proxy process: no CPU column
 
 run_targets=()
@@ -321,7 +237,7 @@ for t in $TARGETS; do
             continue
         fi
         start lifeline "$PROXY_CPU" "$LIFELINE_BIN" -c "$OUT/lifeline.yaml"
-        if wait_ready lifeline "${PID[lifeline]}" "${PORT[lifeline]}"; then
+        if bench_wait_ready lifeline "${PID[lifeline]}" "${PORT[lifeline]}"; then
             run_targets+=(lifeline)
         else
             tail -20 "$OUT/lifeline.out" >&2 || true
@@ -330,33 +246,42 @@ for t in $TARGETS; do
         ;;
     nginx)
         start nginx "$PROXY_CPU" "$NGINX" -p "$OUT" -c "$OUT/nginx.conf"
-        if wait_ready nginx "${PID[nginx]}" "${PORT[nginx]}"; then run_targets+=(nginx); else
+        if bench_wait_ready nginx "${PID[nginx]}" "${PORT[nginx]}"; then run_targets+=(nginx); else
             cat "$OUT/nginx.out" >&2; note "skipping nginx"; fi
         ;;
     haproxy)
         if [[ ! -x "$HAPROXY" ]]; then note "skipping haproxy: not installed"; continue; fi
         start haproxy "$PROXY_CPU" "$HAPROXY" -db -f "$OUT/haproxy.cfg"
-        if wait_ready haproxy "${PID[haproxy]}" "${PORT[haproxy]}"; then run_targets+=(haproxy); else
+        if bench_wait_ready haproxy "${PID[haproxy]}" "${PORT[haproxy]}"; then run_targets+=(haproxy); else
             cat "$OUT/haproxy.out" >&2; note "skipping haproxy"; fi
         ;;
-    *) die "unknown target '$t' (direct lifeline nginx haproxy)" ;;
+    floor | floor-uring)
+        if [[ ! -x "$FLOOR_BIN" ]]; then note "skipping $t: FLOOR_BIN '$FLOOR_BIN' is not an executable (make floor)"; continue; fi
+        mode=()
+        [[ $t == floor ]] || mode=(--uring)
+        start "$t" "$PROXY_CPU" "$FLOOR_BIN" "${mode[@]}" "127.0.0.1:${PORT[$t]}" "127.0.0.1:$UP_PORT"
+        if bench_wait_ready "$t" "${PID[$t]}" "${PORT[$t]}"; then run_targets+=("$t"); else
+            cat "$OUT/$t.out" >&2; note "skipping $t"; fi
+        ;;
+    *) die "unknown target '$t' (direct lifeline nginx haproxy floor floor-uring)" ;;
     esac
 done
 ((${#run_targets[@]} > 0)) || die "no target to measure"
 
-# Each proxy must answer with the upstream's body (not an error page of its own).
+# Each target must answer with the upstream's body (not an error page of its own).
 for t in "${run_targets[@]}"; do
     got=$(curl -s -m 5 "http://127.0.0.1:${PORT[$t]}/" || true)
     [[ "$got" == "$BODY" ]] || die "$t answered '${got:0:80}', not the upstream's body"
 done
 
 n=${#run_targets[@]}
-est=$((n * (WARMUP + 1) + ROUNDS * n * (DURATION + 2)))
-note "targets: ${run_targets[*]}; $ROUNDS rounds x ${DURATION}s, $CONNS connections, wrk -t$WRK_THREADS; about ${est}s"
+nc=${#conns_list[@]}
+est=$((n * (WARMUP + 1) + ROUNDS * nc * n * (DURATION + 2)))
+note "targets: ${run_targets[*]}; $ROUNDS rounds x connections (${conns_list[*]}) x ${DURATION}s, wrk -t$WRK_THREADS; about ${est}s"
 
-wrk_run() {   # target seconds outfile
+wrk_run() {   # target seconds outfile connections
     timeout -k 5 $(($2 + 30)) taskset -c "$LOAD_CPU" \
-        wrk -t"$WRK_THREADS" -c"$CONNS" -d"$2"s --latency "http://127.0.0.1:${PORT[$1]}/" >"$3" 2>&1
+        wrk -t"$WRK_THREADS" -c"$4" -d"$2"s --latency "http://127.0.0.1:${PORT[$1]}/" >"$3" 2>&1
 }
 
 alive() { [[ -z "${PID[$1]}" ]] || kill -0 "${PID[$1]}" 2>/dev/null; }
@@ -369,31 +294,40 @@ dirty=$(git -C "$ROOT" status --porcelain 2>/dev/null | grep -q . && echo "+dirt
 : >"$OUT/results.md"
 if [[ $HTTPS != only ]]; then   # the plain rounds (HTTPS=only skips them)
 if ((WARMUP > 0)); then
-    for t in "${run_targets[@]}"; do wrk_run "$t" "$WARMUP" "$OUT/warmup-$t.txt" || true; done
+    for t in "${run_targets[@]}"; do wrk_run "$t" "$WARMUP" "$OUT/warmup-$t.txt" "${conns_list[0]}" || true; done
 fi
 
-printf 'target\tround\tfile\tcpu_ticks\n' >"$OUT/runs.tsv"
+# Busy ticks (user, nice, system, irq, softirq) of the two CPUs in use, from /proc/stat: everything
+# that ran there, the target, wrk, the upstream and the loopback softirqs included.
+cpus_busy_ticks() {
+    awk -v a="cpu$PROXY_CPU" -v b="cpu$LOAD_CPU" '$1 == a || $1 == b { s += $2 + $3 + $4 + $7 + $8 } END { print s + 0 }' /proc/stat
+}
+printf 'target\tconns\tround\tfile\tcpu_ticks\tall_ticks\n' >"$OUT/runs.tsv"
 declare -A dead=()
 for ((r = 1; r <= ROUNDS; r++)); do
-    for ((k = 0; k < n; k++)); do
-        t=${run_targets[$(((k + r - 1) % n))]}   # rotate the order each round
-        [[ -z "${dead[$t]:-}" ]] || continue
-        if ! alive "$t"; then
-            note "$t (pid ${PID[$t]}) died; no more rounds for it"
-            dead[$t]=1
-            continue
-        fi
-        f="$OUT/wrk-$t-$r.txt"
-        c0=0 c1=0
-        [[ -z "${PID[$t]}" ]] || c0=$(cpu_ticks "${PID[$t]}")
-        if ! wrk_run "$t" "$DURATION" "$f"; then note "wrk against $t failed in round $r (see $f)"; fi
-        if [[ -n "${PID[$t]}" ]]; then
-            c1=$(cpu_ticks "${PID[$t]}" || echo "$c0")
-            printf '%s\t%d\t%s\t%d\n' "$t" "$r" "$f" $((c1 - c0)) >>"$OUT/runs.tsv"
-        else
-            printf '%s\t%d\t%s\t\n' "$t" "$r" "$f" >>"$OUT/runs.tsv"
-        fi
-        note "round $r/$ROUNDS $t: $(grep -h 'Requests/sec' "$f" | tr -s ' ' || echo 'no result')"
+    for c in "${conns_list[@]}"; do
+        for ((k = 0; k < n; k++)); do
+            t=${run_targets[$(((k + r - 1) % n))]}   # rotate the order each round
+            [[ -z "${dead[$t]:-}" ]] || continue
+            if ! alive "$t"; then
+                note "$t (pid ${PID[$t]}) died; no more rounds for it"
+                dead[$t]=1
+                continue
+            fi
+            f="$OUT/wrk-$t-c$c-$r.txt"
+            c0=0 c1=0
+            [[ -z "${PID[$t]}" ]] || c0=$(bench_cpu_ticks "${PID[$t]}")
+            a0=$(cpus_busy_ticks)
+            if ! wrk_run "$t" "$DURATION" "$f" "$c"; then note "wrk against $t failed in round $r (see $f)"; fi
+            a1=$(cpus_busy_ticks)
+            if [[ -n "${PID[$t]}" ]]; then
+                c1=$(bench_cpu_ticks "${PID[$t]}" || echo "$c0")
+                printf '%s\t%d\t%d\t%s\t%d\t%d\n' "$t" "$c" "$r" "$f" $((c1 - c0)) $((a1 - a0)) >>"$OUT/runs.tsv"
+            else
+                printf '%s\t%d\t%d\t%s\t\t%d\n' "$t" "$c" "$r" "$f" $((a1 - a0)) >>"$OUT/runs.tsv"
+            fi
+            note "round $r/$ROUNDS -c$c $t: $(grep -h 'Requests/sec' "$f" | tr -s ' ' || echo 'no result')"
+        done
     done
 done
 
@@ -420,60 +354,99 @@ def parse(path):
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", txt); r["non2xx"] = int(m.group(1)) if m else 0
     return r
 
-rows = {}
-order = []
+runs = {}            # (conns, target) -> [run]; each run knows its round
+order, conns = [], []
 for line in open(runs_tsv).read().splitlines()[1:]:
-    t, rnd, f, ticks = (line.split("\t") + [""])[:4]
+    t, c, rnd, f, ticks, all_ticks = (line.split("\t") + ["", ""])[:6]
+    c, rnd = int(c), int(rnd)
     r = parse(f)
-    if t not in rows:
-        rows[t] = []; order.append(t)
+    r["round"] = rnd
+    if t not in order:
+        order.append(t)
+    if c not in conns:
+        conns.append(c)
     if r["rps"] is None:
         continue
     if ticks != "" and r["requests"]:
         r["cpu_us"] = int(ticks) / clk * 1e6 / r["requests"]
-    rows[t].append(r)
+    if all_ticks != "" and r["requests"]:
+        r["all_us"] = int(all_ticks) / clk * 1e6 / r["requests"]
+    runs.setdefault((c, t), []).append(r)
 
-def med(t, k):
-    v = [r[k] for r in rows.get(t, []) if r.get(k) is not None]
+def vals(c, t, k):
+    return [r[k] for r in runs.get((c, t), []) if r.get(k) is not None]
+
+def med(v):
     return statistics.median(v) if v else None
 
 def fmt(v, p=2):
     return "—" if v is None else f"{v:,.{p}f}"
 
-lines = []
-lines.append("## lifeline benchmark, %s" % time.strftime("%Y-%m-%d %H:%M"))
-lines.append("")
-lines.append("commit $commit$dirty${version:+; }${version}; wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s --latency, "
-             "$ROUNDS interleaved rounds, medians over rounds; proxy on CPU $PROXY_CPU, wrk + upstream "
-             "(nginx, 1 process, 100-byte \`return 200\`) on CPU $LOAD_CPU; one worker/thread per proxy, "
-             "keep-alive both sides, no access logs; equal header work: ${EQUAL_HEADERS}.")
-lines.append("")
-lines.append("| target | req/s | p50 ms | p99 ms | CPU µs/req | rounds | errors | non-2xx |")
-lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-for t in order:
-    rs = rows[t]
-    lines.append("| %s | %s | %s | %s | %s | %d | %d | %d |" % (
-        t, fmt(med(t, "rps"), 0), fmt(med(t, "p50"), 3), fmt(med(t, "p99"), 3),
-        fmt(med(t, "cpu_us"), 2) if t != "direct" else "—", len(rs),
-        sum(r["errors"] for r in rs), sum(r["non2xx"] for r in rs)))
-lines.append("")
-if "lifeline" in rows:
-    for other in ("nginx", "haproxy"):
-        if other not in rows:
-            continue
-        def ratio(k):
-            a, b = med("lifeline", k), med(other, k)
-            return "—" if a is None or not b else f"{a / b:.2f}"
-        lines.append(f"- lifeline vs {other}: req/s x{ratio('rps')}, CPU per request x{ratio('cpu_us')}, "
-                     f"p50 x{ratio('p50')}, p99 x{ratio('p99')} (req/s above 1 is better; the others below 1)")
-    lines.append("")
-lines.append("Per round req/s (spread): " + "; ".join(
-    "%s %s" % (t, " ".join(f"{r['rps']:.0f}" for r in rows[t])) for t in order))
-bad = [t for t in order if any(r["errors"] or r["non2xx"] for r in rows[t])]
+def cell(c, t, k, p):   # "median (min–max)"
+    v = vals(c, t, k)
+    if not v:
+        return "—"
+    return f"{fmt(med(v), p)} ({fmt(min(v), p)}–{fmt(max(v), p)})"
+
+def round_ratios(a, b, k, cs):
+    """a/b of metric k for each (round, connection count) in cs where both ran."""
+    out = []
+    for c in cs:
+        rb = {r["round"]: r.get(k) for r in runs.get((c, b), [])}
+        for r in runs.get((c, a), []):
+            x, y = r.get(k), rb.get(r["round"])
+            if x is not None and y:
+                out.append(x / y)
+    return out
+
+def ratio_cell(a, b, k, cs):
+    v = round_ratios(a, b, k, cs)
+    return "—" if not v else f"{med(v):.2f} ({min(v):.2f}–{max(v):.2f})"
+
+L = []
+L.append("## lifeline benchmark, %s" % time.strftime("%Y-%m-%d %H:%M"))
+L.append("")
+L.append("commit $commit$dirty${version:+; }${version}${VARIANT:+; variant: }${VARIANT}; wrk -t$WRK_THREADS -d${DURATION}s --latency, "
+         "$ROUNDS interleaved rounds, median (min–max) over rounds; target on CPU $PROXY_CPU, wrk + upstream "
+         "(nginx, 1 process, 100-byte \`return 200\`) on CPU $LOAD_CPU; one worker/thread per target, "
+         "keep-alive both sides, no access logs; equal header work: ${EQUAL_HEADERS}. p99 is wrk's raw p99 "
+         "(no coordinated-omission correction: wrk2 is not packaged in Debian 12).")
+for c in conns:
+    L.append("")
+    L.append(f"### {c} connections")
+    L.append("")
+    L.append("| target | req/s | CPU µs/req | both CPUs µs/req | p99 ms | p50 ms | rounds | errors | non-2xx |")
+    L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for t in order:
+        rs = runs.get((c, t), [])
+        L.append("| %s | %s | %s | %s | %s | %s | %d | %d | %d |" % (
+            t, cell(c, t, "rps", 0), cell(c, t, "cpu_us", 2) if t != "direct" else "—", cell(c, t, "all_us", 2),
+            cell(c, t, "p99", 3),
+            fmt(med(vals(c, t, "p50")), 3), len(rs), sum(r["errors"] for r in rs), sum(r["non2xx"] for r in rs)))
+    L.append("")
+    pairs = [("lifeline", o) for o in ("nginx", "haproxy", "floor")] + [("floor-uring", "floor")]
+    for a, b in pairs:
+        if (c, a) in runs and (c, b) in runs:
+            L.append(f"- {a} ÷ {b} (median (min–max) of per-round ratios): req/s {ratio_cell(a, b, 'rps', [c])}, "
+                     f"CPU/request {ratio_cell(a, b, 'cpu_us', [c])}, both CPUs/request {ratio_cell(a, b, 'all_us', [c])}, "
+                     f"p99 {ratio_cell(a, b, 'p99', [c])}")
+bad = sorted({t for (c, t), rs in runs.items() if any(r["errors"] or r["non2xx"] for r in rs)})
 if bad:
-    lines.append("")
-    lines.append("**Warning**: errors or non-2xx answers for: " + ", ".join(bad) + " (see build/bench/wrk-*.txt)")
-text = "\n".join(lines) + "\n"
+    L.append("")
+    L.append("**Warning**: errors or non-2xx answers for: " + ", ".join(bad) + " (see build/bench/wrk-*.txt)")
+if ("floor" in order) and ("floor-uring" in order):
+    L.append("")
+    L.append("io_uring experiment (floor-uring ÷ floor, all connection counts, median (min–max) of per-round "
+             f"ratios): CPU/request {ratio_cell('floor-uring', 'floor', 'cpu_us', conns)}, both CPUs/request "
+             f"{ratio_cell('floor-uring', 'floor', 'all_us', conns)}, req/s {ratio_cell('floor-uring', 'floor', 'rps', conns)}; "
+             "issue 13 adopts an io_uring data path only if it cuts total CPU per request by at least 15% (ratio <= 0.85)")
+def R(b, k):
+    v = round_ratios("lifeline", b, k, conns)
+    return "—" if not v else f"{med(v):.2f}"
+L.append("")
+L.append(f"ratios: rps/nginx={R('nginx', 'rps')} rps/haproxy={R('haproxy', 'rps')} cpu/nginx={R('nginx', 'cpu_us')} "
+         f"cpu/haproxy={R('haproxy', 'cpu_us')} cpu/floor={R('floor', 'cpu_us')}")
+text = "\n".join(L) + "\n"
 open(out, "w").write(text)
 sys.stdout.write(text)
 EOF
@@ -483,7 +456,7 @@ fi   # plain rounds
 if [[ $HTTPS != 0 ]]; then
     https_targets=()
     for t in "${run_targets[@]}"; do
-        [[ $t != direct ]] || continue
+        [[ $t != direct && $t != floor* ]] || continue   # no TLS listener
         got=$(curl -s -k -m 5 "https://127.0.0.1:${TPORT[$t]}/" || true)
         if [[ "$got" == "$BODY" ]]; then https_targets+=("$t"); else
             note "skipping $t for HTTPS: it answered '${got:0:80}' on 127.0.0.1:${TPORT[$t]}"; fi
@@ -493,7 +466,7 @@ if [[ $HTTPS != 0 ]]; then
     note "HTTPS targets: ${https_targets[*]}; $ROUNDS rounds x 2 x ${DURATION}s; suite $TLS_SUITE; about $((ROUNDS * hn * (2 * DURATION + 3)))s"
     h2load_run() {   # target seconds outfile
         timeout -k 5 $(($2 + 30)) taskset -c "$LOAD_CPU" \
-            h2load --h1 -t "$WRK_THREADS" -c "$CONNS" -D "$2" --tls13-ciphers="$TLS_SUITE" \
+            h2load --h1 -t "$WRK_THREADS" -c "$HTTPS_CONNS" -D "$2" --tls13-ciphers="$TLS_SUITE" \
             "https://127.0.0.1:${TPORT[$1]}/" >"$3" 2>&1
     }
     stime_run() {    # target seconds outfile: S_TIME_PROCS parallel clients, full handshakes only
@@ -517,7 +490,7 @@ if [[ $HTTPS != 0 ]]; then
             t=${https_targets[$(((k + r - 1) % hn))]}
             if ! alive "$t"; then note "$t died; no HTTPS rounds for it"; continue; fi
             for kind in keepalive handshake; do
-                c0=$(cpu_ticks "${PID[$t]}")
+                c0=$(bench_cpu_ticks "${PID[$t]}")
                 if [[ $kind == keepalive ]]; then
                     f="$OUT/h2load-$t-$r.txt"
                     h2load_run "$t" "$DURATION" "$f" || note "h2load against $t failed in round $r (see $f)"
@@ -527,7 +500,7 @@ if [[ $HTTPS != 0 ]]; then
                     stime_run "$t" "$DURATION" "$f"
                     res="$(grep -h 'connections in .* real seconds' "$f" | awk '{n += $1} END {print n " handshakes"}')"
                 fi
-                c1=$(cpu_ticks "${PID[$t]}" || echo "$c0")
+                c1=$(bench_cpu_ticks "${PID[$t]}" || echo "$c0")
                 printf '%s\t%d\t%s\t%s\t%d\n' "$t" "$r" "$kind" "$f" $((c1 - c0)) >>"$OUT/https.tsv"
                 note "HTTPS round $r/$ROUNDS $t $kind: $res"
             done
@@ -572,7 +545,7 @@ def fmt(v, p=0):
 L = ["", "## HTTPS, %s" % time.strftime("%Y-%m-%d %H:%M"), "",
      "commit $commit$dirty${version:+; }${version}; one EC P-256 certificate for all, suite $TLS_SUITE "
      "(pinned by the clients), $ROUNDS interleaved rounds, medians; proxy on CPU $PROXY_CPU, clients and "
-     "upstream on CPU $LOAD_CPU. Keep-alive: h2load --h1 -t$WRK_THREADS -c$CONNS -D ${DURATION}s. Handshakes: "
+     "upstream on CPU $LOAD_CPU. Keep-alive: h2load --h1 -t$WRK_THREADS -c$HTTPS_CONNS -D ${DURATION}s. Handshakes: "
      "$S_TIME_PROCS x openssl s_time -new -www / for ${DURATION}s (a new connection, a full handshake and one "
      "HTTP/1.0 request each; the clients' own handshake work shares CPU $LOAD_CPU).", "",
      "| target | keep-alive req/s | CPU µs/req | handshakes/s | CPU µs/handshake | errors |",
@@ -597,3 +570,5 @@ open(out, "a").write(text)
 sys.stdout.write(text)
 EOF
 fi
+# the ratios line stays the last line of the output
+if [[ $HTTPS == 1 ]]; then grep '^ratios: ' "$OUT/results.md" || true; fi
