@@ -897,6 +897,57 @@ static enum h1_event h1_error_from_parser(struct h1_parser *p)
     return H1_ERROR;
 }
 
+/* Index of the first CR or LF in d[i, n), or n: eight bytes per step (a word with no byte equal
+ * to CR or LF is skipped whole; the word that has one is finished byte by byte). */
+static size_t scan_line_end(const char *d, size_t i, size_t n)
+{
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+
+    while (n - i >= 8) {
+        uint64_t v, cr, lf;
+        memcpy(&v, d + i, 8);
+        cr = v ^ (ones * '\r');
+        lf = v ^ (ones * '\n');
+        if (((cr - ones) & ~cr & highs) | ((lf - ones) & ~lf & highs))
+            break;
+        i += 8;
+    }
+    while (i < n && d[i] != '\r' && d[i] != '\n')
+        i++;
+    return i;
+}
+
+/* Takes `run` bytes of the start line or a header line that are neither CR nor LF, starting at
+ * d[i], in one step: the size limit and (start line) the version tail, exactly as byte by byte.
+ * Only called when the previous byte was neither CR nor LF, so no line-start rule applies. */
+static bool h1_scan_run(struct h1_parser *p, const char *d, size_t i, size_t run, size_t *at)
+{
+    size_t limit = p->max_head + 4;
+
+    if (p->head_bytes + run > limit) {
+        *at = i + (limit - p->head_bytes);
+        p->head_bytes = limit + 1;
+        h1_fail(p, p->kind == H1_REQUEST ? (p->scan_line == 0 ? 414 : 431) : 502, "head too large");
+        return false;
+    }
+    p->head_bytes += run;
+    if (p->scan_line > 0)
+        return true;
+    if (p->kind == H1_RESPONSE) {
+        for (size_t k = 0; k < run && p->line0_len + k < 9; k++)
+            p->line0_tail[p->line0_len + k] = d[i + k];
+    } else if (run >= 8) {
+        memcpy(p->line0_tail, d + i + run - 8, 8);
+    } else {
+        size_t have = p->line0_len < 8 ? p->line0_len : 8;
+        size_t keep = have < 8 - run ? have : 8 - run;
+        memmove(p->line0_tail, p->line0_tail + have - keep, keep);
+        memcpy(p->line0_tail + keep, d + i, run);
+    }
+    p->line0_len += run;
+    return true;
+}
+
 /* What http-parser (built non-strict) lets through in a head, checked on the raw bytes before
  * they are parsed, so that the verdict does not depend on how the input was split: obsolete line
  * folding (a line starting with SP or HTAB), a start line that is not "... HTTP/d.d" (request) or
@@ -907,6 +958,15 @@ static bool h1_scan_head(struct h1_parser *p, const char *d, size_t n, size_t *a
     for (size_t i = 0; i < n && !p->scan_done; i++) {
         *at = i;
         char ch = d[i];
+        /* Inside a line (not at its first byte, not after a CR): the bytes up to the next CR or
+         * LF only count towards the size, whatever they are (http-parser judges them). */
+        if (!p->scan_cr && !p->scan_lf && (p->line0_len || p->scan_line) && ch != '\r' && ch != '\n') {
+            size_t e = scan_line_end(d, i, n);
+            if (!h1_scan_run(p, d, i, e - i, at))
+                return false;
+            i = e - 1;
+            continue;
+        }
         if (p->line0_len || p->scan_line)
             p->head_bytes++;
         if (p->head_bytes > p->max_head + 4) {
