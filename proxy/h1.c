@@ -187,11 +187,38 @@ static int trailer_line_end(struct h1_parser *p)
     return 0;
 }
 
-/* RFC 9110 tchar: what a field name may contain (no whitespace before the colon, no controls). */
-static bool is_tchar(unsigned char c)
+/* Byte classes, one table lookup per byte on the paths every header goes through. */
+enum {
+    CT_TCHAR = 1,    /* RFC 9110 tchar: what a field name may contain (no whitespace, no controls) */
+    CT_REGNAME = 2,  /* RFC 3986 unreserved / sub-delims / '%' (pct-encoded is not decoded) */
+    CT_BADVAL = 4,   /* not allowed in a field value (RFC 9110 §5.5): controls but HTAB, and DEL */
+};
+#define CT_ALNUM CT_TCHAR | CT_REGNAME
+static const unsigned char h1_ctype[256] = {
+    [0x00 ... 0x08] = CT_BADVAL, [0x0a ... 0x1f] = CT_BADVAL, [0x7f] = CT_BADVAL,
+    ['0' ... '9'] = CT_ALNUM, ['a' ... 'z'] = CT_ALNUM, ['A' ... 'Z'] = CT_ALNUM,
+    ['!'] = CT_TCHAR | CT_REGNAME, ['#'] = CT_TCHAR, ['$'] = CT_TCHAR | CT_REGNAME,
+    ['%'] = CT_TCHAR | CT_REGNAME, ['&'] = CT_TCHAR | CT_REGNAME, ['\''] = CT_TCHAR | CT_REGNAME,
+    ['*'] = CT_TCHAR | CT_REGNAME, ['+'] = CT_TCHAR | CT_REGNAME, ['-'] = CT_TCHAR | CT_REGNAME,
+    ['.'] = CT_TCHAR | CT_REGNAME, ['^'] = CT_TCHAR, ['_'] = CT_TCHAR | CT_REGNAME,
+    ['`'] = CT_TCHAR, ['|'] = CT_TCHAR, ['~'] = CT_TCHAR | CT_REGNAME,
+    ['('] = CT_REGNAME, [')'] = CT_REGNAME, [','] = CT_REGNAME, [';'] = CT_REGNAME, ['='] = CT_REGNAME,
+};
+
+/* ASCII lowercase (field names and tokens are ASCII; other bytes compare as they are). */
+static inline unsigned char lc(unsigned char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           (c && strchr("!#$%&'*+-.^_`|~", c));
+    return c >= 'A' && c <= 'Z' ? (unsigned char)(c + 32) : c;
+}
+
+/* a[0..n) equals the lowercase literal lit[0..n) ignoring ASCII case. */
+static inline bool ci_eq(const char *a, const char *lit, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (lc((unsigned char)a[i]) != (unsigned char)lit[i])
+            return false;
+    }
+    return true;
 }
 
 static int on_header_field(http_parser *hp, const char *at, size_t len)
@@ -200,7 +227,7 @@ static int on_header_field(http_parser *hp, const char *at, size_t len)
     struct h1_head *h = &p->head;
 
     for (size_t i = 0; i < len; i++) {
-        if (!is_tchar((unsigned char)at[i]))
+        if (!(h1_ctype[(unsigned char)at[i]] & CT_TCHAR))
             return h1_fail(p, p->kind == H1_REQUEST ? 400 : 502, "invalid character in header name");
     }
 
@@ -233,9 +260,8 @@ static int on_header_value(http_parser *hp, const char *at, size_t len)
     struct h1_header *hd;
 
     for (size_t i = 0; i < len; i++) {
-        unsigned char ch = (unsigned char)at[i];
         /* RFC 9110 §5.5: no control characters but HTAB (NUL, CR and LF among them) */
-        if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+        if (h1_ctype[(unsigned char)at[i]] & CT_BADVAL)
             return h1_fail(p, p->kind == H1_REQUEST ? 400 : 502, "invalid character in header value");
     }
     if (p->head.nhdrs + p->head.ntrailers == 0)
@@ -254,8 +280,9 @@ static int on_header_value(http_parser *hp, const char *at, size_t len)
 
 /* A literal's length is known at compile time: the length test rejects most names without a
  * string comparison (this runs for every header of every message). */
-#define NAME_IS(hd, lit) ((hd)->name_len == sizeof(lit) - 1 && strncasecmp((hd)->name, lit, sizeof(lit) - 1) == 0)
+#define NAME_IS(hd, lit) ((hd)->name_len == sizeof(lit) - 1 && ci_eq((hd)->name, lit, sizeof(lit) - 1))
 
+/* name: any case (h1_find's callers pass lowercase names, but nothing relies on it). */
 static bool name_is(const struct h1_header *hd, const char *name)
 {
     size_t n = strlen(name);
@@ -285,10 +312,8 @@ static int each_token(const char *v, size_t n, int (*fn)(void *, const char *, s
     return 0;
 }
 
-static bool tok_is(const char *t, size_t n, const char *s)
-{
-    return strlen(s) == n && strncasecmp(t, s, n) == 0;
-}
+/* s: a lowercase literal. */
+#define tok_is(t, n, s) ((n) == sizeof(s) - 1 && ci_eq(t, s, sizeof(s) - 1))
 
 struct conn_scan { bool close, keep_alive, upgrade; };
 
@@ -384,10 +409,9 @@ bool h1_trailer_forwardable(const char *name, size_t len)
 }
 
 /* RFC 3986 unreserved / sub-delims / '%' (pct-encoded is not decoded: a reg-name byte). */
-static bool is_regname(unsigned char c)
+static inline bool is_regname(unsigned char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           (c && strchr("-._~%!$&'()*+,;=", c));
+    return h1_ctype[c] & CT_REGNAME;
 }
 
 bool h1_host_valid(const char *v, size_t n)
@@ -518,7 +542,7 @@ static int on_headers_complete(http_parser *hp)
     struct h1_head *h = &p->head;
     struct conn_scan cs = { 0 };
     struct te_scan ts = { 0 };
-    bool te = false, has_upgrade = false;
+    bool te = false, has_upgrade = false, has_connection = false;
     unsigned bad = p->kind == H1_REQUEST ? 400 : 502;
     int skip = 0;
 
@@ -540,59 +564,102 @@ static int on_headers_complete(http_parser *hp)
         struct h1_header *hd = &h->hdrs[i];
         while (hd->value_len && (hd->value[hd->value_len - 1] == ' ' || hd->value[hd->value_len - 1] == '\t'))
             hd->value_len--;
-        if (memchr(hd->name, '_', hd->name_len) && name_eq_dash(hd->name, hd->name_len, "x-request-id")) {
-            hd->flags |= H1_HDR_HOP;   /* X_Request_Id: dropped, lifeline writes the one id */
-            continue;
+        if (memchr(hd->name, '_', hd->name_len)) {
+            if (name_eq_dash(hd->name, hd->name_len, "x-request-id")) {
+                hd->flags |= H1_HDR_HOP;   /* X_Request_Id: dropped, lifeline writes the one id */
+                continue;
+            }
+            if (name_in(hd->name, hd->name_len, h1_underscore_names,
+                        sizeof(h1_underscore_names) / sizeof(h1_underscore_names[0]))) {
+                /* Transfer_Encoding, Content_Length, Host: a request is refused; a response's is dropped */
+                if (p->kind == H1_REQUEST)
+                    return h1_fail(p, 400, "header name is a framing or routing header with '_'");
+                hd->flags |= H1_HDR_HOP;
+                continue;
+            }
         }
-        if (memchr(hd->name, '_', hd->name_len) &&
-            name_in(hd->name, hd->name_len, h1_underscore_names, sizeof(h1_underscore_names) / sizeof(h1_underscore_names[0]))) {
-            /* Transfer_Encoding, Content_Length, Host: a request is refused; a response's is dropped */
-            if (p->kind == H1_REQUEST)
-                return h1_fail(p, 400, "header name is a framing or routing header with '_'");
-            hd->flags |= H1_HDR_HOP;
-            continue;
-        }
-        if (NAME_IS(hd, "host")) {
-            if (h->host >= 0)
-                return h1_fail(p, bad, "more than one Host header");
-            h->host = (int)i;
-            hd->flags |= H1_HDR_HOST;
-        } else if (NAME_IS(hd, "content-length")) {
-            hd->flags |= H1_HDR_FRAMING;
-        } else if (NAME_IS(hd, "transfer-encoding")) {
-            te = true;
-            hd->flags |= H1_HDR_HOP;
-            each_token(hd->value, hd->value_len, te_token, &ts);
-        } else if (NAME_IS(hd, "connection")) {
-            hd->flags |= H1_HDR_HOP;
-            each_token(hd->value, hd->value_len, conn_token, &cs);
-        } else if (NAME_IS(hd, "keep-alive") || NAME_IS(hd, "proxy-connection") || NAME_IS(hd, "te") ||
-                   NAME_IS(hd, "trailer")) {
-            hd->flags |= H1_HDR_HOP;
-        } else if (NAME_IS(hd, "upgrade")) {
-            hd->flags |= H1_HDR_HOP;
-            has_upgrade = true;
-        } else if (NAME_IS(hd, "expect")) {
-            hd->flags |= H1_HDR_HOP;
-            if (hd->value_len == 12 && strncasecmp(hd->value, "100-continue", 12) == 0)
-                h->expect_continue = true;
-        } else if (NAME_IS(hd, "x-forwarded-for")) {
-            hd->flags |= H1_HDR_XFF;
-        } else if (NAME_IS(hd, "x-forwarded-proto") || NAME_IS(hd, "x-forwarded-host")) {
-            hd->flags |= H1_HDR_XFWD;
-        } else if (NAME_IS(hd, "x-request-id")) {
-            hd->flags |= H1_HDR_XRID;
-            if (h->request_id < 0)
-                h->request_id = (int)i;
-        } else if (NAME_IS(hd, "traceparent")) {
-            hd->flags |= H1_HDR_TPARENT;
-            h->traceparent = h->traceparent == -1 ? (int)i : -2;
-        } else if (NAME_IS(hd, "tracestate")) {
-            hd->flags |= H1_HDR_TSTATE;
+        /* By length first: most names match no case, and each case compares one or two names. */
+        switch (hd->name_len) {
+        case 2:
+            if (NAME_IS(hd, "te"))
+                hd->flags |= H1_HDR_HOP;
+            break;
+        case 4:
+            if (NAME_IS(hd, "host")) {
+                if (h->host >= 0)
+                    return h1_fail(p, bad, "more than one Host header");
+                h->host = (int)i;
+                hd->flags |= H1_HDR_HOST;
+            }
+            break;
+        case 6:
+            if (NAME_IS(hd, "expect")) {
+                hd->flags |= H1_HDR_HOP;
+                if (hd->value_len == 12 && ci_eq(hd->value, "100-continue", 12))
+                    h->expect_continue = true;
+            }
+            break;
+        case 7:
+            if (NAME_IS(hd, "upgrade")) {
+                hd->flags |= H1_HDR_HOP;
+                has_upgrade = true;
+            } else if (NAME_IS(hd, "trailer")) {
+                hd->flags |= H1_HDR_HOP;
+            }
+            break;
+        case 10:
+            if (NAME_IS(hd, "connection")) {
+                hd->flags |= H1_HDR_HOP;
+                has_connection = true;
+                each_token(hd->value, hd->value_len, conn_token, &cs);
+            } else if (NAME_IS(hd, "keep-alive")) {
+                hd->flags |= H1_HDR_HOP;
+            } else if (NAME_IS(hd, "tracestate")) {
+                hd->flags |= H1_HDR_TSTATE;
+            }
+            break;
+        case 11:
+            if (NAME_IS(hd, "traceparent")) {
+                hd->flags |= H1_HDR_TPARENT;
+                h->traceparent = h->traceparent == -1 ? (int)i : -2;
+            }
+            break;
+        case 12:
+            if (NAME_IS(hd, "x-request-id")) {
+                hd->flags |= H1_HDR_XRID;
+                if (h->request_id < 0)
+                    h->request_id = (int)i;
+            }
+            break;
+        case 14:
+            if (NAME_IS(hd, "content-length"))
+                hd->flags |= H1_HDR_FRAMING;
+            break;
+        case 15:
+            if (NAME_IS(hd, "x-forwarded-for"))
+                hd->flags |= H1_HDR_XFF;
+            break;
+        case 16:
+            if (NAME_IS(hd, "x-forwarded-host"))
+                hd->flags |= H1_HDR_XFWD;
+            else if (NAME_IS(hd, "proxy-connection"))
+                hd->flags |= H1_HDR_HOP;
+            break;
+        case 17:
+            if (NAME_IS(hd, "transfer-encoding")) {
+                te = true;
+                hd->flags |= H1_HDR_HOP;
+                each_token(hd->value, hd->value_len, te_token, &ts);
+            } else if (NAME_IS(hd, "x-forwarded-proto")) {
+                hd->flags |= H1_HDR_XFWD;
+            }
+            break;
+        default:
+            break;
         }
     }
     /* Second pass: the names Connection lists are hop-by-hop too (any number, any length). */
-    for (unsigned c = 0; c < h->nhdrs; c++) {
+    for (unsigned c = 0; has_connection && c < h->nhdrs; c++) {
         const struct h1_header *ch = &h->hdrs[c];
         if (!NAME_IS(ch, "connection"))
             continue;
@@ -1445,11 +1512,10 @@ int h1_write_request_head(struct buf *out, const struct h1_head *req, const stru
 int h1_write_response_head(struct buf *out, const struct h1_head *resp, const struct h1_resp_out *o)
 {
     struct stage s = stage_of(out);
-    char line[48];
-    int n;
 
-    n = snprintf(line, sizeof(line), "HTTP/1.1 %u ", resp->status);
-    put(&s, line, (size_t)n);
+    put(&s, "HTTP/1.1 ", 9);
+    put_num(&s, resp->status);
+    put(&s, " ", 1);
     if (resp->reason_len && h1_reason_valid(resp->reason, resp->reason_len))
         put(&s, resp->reason, resp->reason_len);
     else
@@ -1476,11 +1542,10 @@ int h1_write_simple_response(struct buf *out, unsigned status, const char *extra
                              const char *body, size_t body_len, bool close, bool head_only)
 {
     struct stage s = stage_of(out);
-    char line[48];
-    int n;
 
-    n = snprintf(line, sizeof(line), "HTTP/1.1 %u ", status);
-    put(&s, line, (size_t)n);
+    put(&s, "HTTP/1.1 ", 9);
+    put_num(&s, status);
+    put(&s, " ", 1);
     puts_(&s, h1_reason(status));
     puts_(&s, "\r\n");
     if (extra)
