@@ -235,7 +235,28 @@ struct upconn *pool_connect(struct upserver *s, int *err)
     return uc;
 }
 
-void pool_release(struct upconn *uc)
+void pool_conn_attach(struct upconn *uc, struct hop *h, pool_io_cb rd_cb, pool_io_cb wr_cb)
+{
+    uc->hop = h;
+    uc->rd.data = uc->wr.data = h;
+    ev_set_cb(&uc->rd, rd_cb);
+    ev_set_cb(&uc->wr, wr_cb);
+}
+
+void pool_conn_move(struct upconn *uc, struct hop *h)
+{
+    uc->hop = h;
+    uc->rd.data = uc->wr.data = h;
+}
+
+void pool_server_inflight_add(struct upserver *s, int delta)
+{
+    s->inflight += (unsigned)delta;
+    pool_gauge(s, 0, 0, delta);
+}
+
+/* Puts uc (no owner any more) into its server's idle list, or closes it. */
+static void pool_idle_push(struct upconn *uc)
 {
     struct upserver *s = uc->server;
     struct pool *p = s->pool;
@@ -265,6 +286,12 @@ void pool_release(struct upconn *uc)
     pool_gauge(s, 0, 1, 0);
     if (!ev_is_active(&p->idle_timer))
         pool_arm_idle_timer(p);
+}
+
+void pool_release(struct upconn *uc)
+{
+    uc->requests++;
+    pool_idle_push(uc);
 }
 
 void pool_unclaim(struct upserver *s, int64_t trial)
@@ -351,7 +378,7 @@ void pool_move_idle(struct pool *from, struct pool *to)
             uc->server = t;
             if (uc->x.ssl)
                 uc->x.sess_slot = &t->tls_sess;
-            pool_release(uc);
+            pool_idle_push(uc);
             uc->idle_since = since;
         }
     }
