@@ -310,7 +310,7 @@ void pool_report(struct upserver *s, bool failure, double latency, int64_t trial
          * first bad answer; below the mean it blends in with a POOL_EWMA_TAU time constant. */
         ev_tstamp now = ev_now(p->w->loop);
         double dt = s->ewma_at ? now - s->ewma_at : 0;
-        double keep = exp(-(dt > 0 ? dt : 0) / POOL_EWMA_TAU);
+        double keep = dt > 0 ? exp(-dt / POOL_EWMA_TAU) : 1.0;   /* exp(0) without the call */
         if (!s->ewma_at || latency > s->ewma)
             s->ewma = latency;
         else
@@ -491,6 +491,8 @@ static struct upserver *pick_random_two(struct pool *p, const struct pool_pick_c
             b = &p->servers[i];
         seen++;
     }
+    if (a == b)
+        return a;   /* one candidate (a pool of one usable server): no cost to compare */
     if (p->cp->balance == BALANCE_EWMA) {
         /* Peak-EWMA cost: latency times load (attempts in flight, pending connects included), per
          * unit of weight. An unmeasured server costs next to nothing, so it gets tried; a server
