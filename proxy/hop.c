@@ -208,13 +208,20 @@ static void hop_connected(struct hop *h)
             return;
     }
     /* While the request is being sent only the deadline bounds the hop; `response` starts once
-     * the whole request is out (SPEC §3.3). */
+     * the whole request is out (SPEC §3.3), which hop_send arms itself. So the deadline timer is
+     * armed only when the request did not go out whole at once (no loop turn comes between: the
+     * same timers as arming it first, one timer update fewer per request). */
+    {
+        unsigned seq = h->seq;
+        hop_send(h);
+        if (h->seq != seq || h->state != HOP_SENDING || ev_is_active(&h->response_timer))
+            return;
+    }
     h->deadline_cut = true;
     h->response_timer.repeat = h->deadline - ev_now(w->loop);
     if (h->response_timer.repeat <= 0)
         h->response_timer.repeat = 1e-6;
     ev_timer_again(w->loop, &h->response_timer);
-    hop_send(h);
 }
 
 static void hop_connect_cb(struct ev_loop *loop, ev_io *io, int revents)
