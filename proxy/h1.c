@@ -14,6 +14,9 @@
  * rule. An absolute-form target is rewritten to origin form and its authority replaces Host;
  * trailers that frame, route or authenticate are dropped (h1_trailer_forwardable).
  *
+ * The fast path (h1_fast_head, below) parses a plain head that arrives whole in one pass of its
+ * own and leaves every other message to http-parser, with the same verdicts.
+ *
  * Events: the parser is paused in on_headers_complete and on_message_complete so that h1_parse()
  * returns exactly at those points. http-parser stops on the head's final LF without consuming it;
  * we report it consumed and replay a literal "\n" on the next call (`pending_lf`), so callers see
@@ -85,6 +88,9 @@ struct h1_parser {
     /* trailer filter: a trailer is written out only once its whole name is known */
     bool trl_keep;                      /* the current trailer is forwarded */
     bool trl_open;                      /* a forwarded trailer's line still needs its CRLF */
+    /* the fast path (h1_fast_head): this message's head was parsed here, not by http-parser */
+    bool fast;
+    uint64_t fast_left;                 /* Content-Length body bytes still to come */
 };
 
 static int h1_fail(struct h1_parser *p, unsigned status, const char *why)
@@ -714,26 +720,21 @@ static int on_headers_complete(http_parser *hp)
     return skip;
 }
 
-static int on_body(http_parser *hp, const char *at, size_t len)
+/* Body bytes of the message: counted against the body limit. */
+static int body_account(struct h1_parser *p, size_t len)
 {
-    struct h1_parser *p = hp->data;
-    char hdr[24];
-    int n;
-
     p->body_bytes += len;
     if (p->max_body && p->body_bytes > p->max_body)
         return h1_fail(p, 413, "request body too large");
-    if ((hp->flags & F_CHUNKED) && hp->content_length == 0) {
-        /* The chunk's data ended: http-parser (non-strict) skips the next two bytes whatever
-         * they are, so check that they are CRLF here or at the start of the next input. */
-        const char *q = at + len;
-        p->expect_crlf = 2;
-        while (p->expect_crlf && q < p->exec_end) {
-            if (*q++ != (p->expect_crlf == 2 ? '\r' : '\n'))
-                return h1_fail(p, p->kind == H1_REQUEST ? 400 : 502, "chunk data not followed by CRLF");
-            p->expect_crlf--;
-        }
-    }
+    return 0;
+}
+
+/* Decoded body bytes: copied to the tee, re-framed into the output. */
+static int body_out(struct h1_parser *p, const char *at, size_t len)
+{
+    char hdr[24];
+    int n;
+
     if (p->tee && buf_append(p->tee, at, len) < 0) {
         p->tee = NULL;
         *p->tee_overflow = true;
@@ -750,6 +751,26 @@ static int on_body(http_parser *hp, const char *at, size_t len)
     }
     p->body_started = true;
     return 0;
+}
+
+static int on_body(http_parser *hp, const char *at, size_t len)
+{
+    struct h1_parser *p = hp->data;
+
+    if (body_account(p, len) < 0)
+        return -1;
+    if ((hp->flags & F_CHUNKED) && hp->content_length == 0) {
+        /* The chunk's data ended: http-parser (non-strict) skips the next two bytes whatever
+         * they are, so check that they are CRLF here or at the start of the next input. */
+        const char *q = at + len;
+        p->expect_crlf = 2;
+        while (p->expect_crlf && q < p->exec_end) {
+            if (*q++ != (p->expect_crlf == 2 ? '\r' : '\n'))
+                return h1_fail(p, p->kind == H1_REQUEST ? 400 : 502, "chunk data not followed by CRLF");
+            p->expect_crlf--;
+        }
+    }
+    return body_out(p, at, len);
 }
 
 static int on_chunk_header(http_parser *hp)
@@ -870,6 +891,8 @@ void h1_parser_reset(struct h1_parser *p)
     p->cs_trl_bytes = p->cs_trl_room = 0;
     p->cs_trl_lines = 0;
     p->trl_keep = p->trl_open = false;
+    p->fast = false;
+    p->fast_left = 0;
 }
 
 struct h1_head *h1_parser_head(struct h1_parser *p)
@@ -1270,6 +1293,237 @@ static enum h1_event h1_exec(struct h1_parser *p, const char *data, size_t len, 
     return H1_NEED_MORE;
 }
 
+/* ---- the fast path ------------------------------------------------------------------------
+ *
+ * Most heads are plain: a common method, an origin-form target of ordinary URL characters,
+ * HTTP/1.0 or 1.1, tchar names, visible-ASCII values, CRLF line ends, a Content-Length or no body,
+ * no Transfer-Encoding, no Upgrade. When a message's first input holds such a head whole, it is
+ * parsed here in one pass (http-parser and h1_scan_head both walk every byte with a state
+ * machine), on_headers_complete judges it exactly as it judges http-parser's result, and the
+ * Content-Length body is counted here. Anything else — a head split across inputs, one byte or
+ * line outside that shape, a rejection — leaves the whole message to http-parser (the parser is
+ * reset first): the fast path only takes heads on which http-parser and the raw scan agree with
+ * it, so every verdict, error and output is the one http-parser's path gives (a differential test
+ * over the fuzz corpora checks this). */
+
+/* Bytes of an origin-form target taken by the fast path: RFC 3986 pchar, '/' and '?'. */
+static bool fast_url_char(unsigned char c)
+{
+    return (h1_ctype[c] & CT_REGNAME) || c == '/' || c == '?' || c == ':' || c == '@';
+}
+
+/* Value bytes taken by the fast path: visible ASCII, SP and HTAB. */
+static inline bool fast_value_char(unsigned char c)
+{
+    return (c >= 0x20 && c < 0x7f) || c == '\t';
+}
+
+/* Names http-parser reads itself: Transfer-Encoding and Upgrade, and anything beginning with
+ * them or with Content-Length, Connection or Proxy-Connection (those three exactly are taken:
+ * Content-Length is read here, the Connection flags http-parser would set change nothing once the
+ * parser is reset after each message, and upgrade needs an Upgrade header). */
+static bool fast_special_name(const char *n, size_t nl)
+{
+    switch (lc((unsigned char)n[0])) {
+    case 't':
+        return nl >= 17 && ci_eq(n, "transfer-encoding", 17);
+    case 'u':
+        return nl >= 7 && ci_eq(n, "upgrade", 7);
+    case 'c':
+        return (nl > 14 && ci_eq(n, "content-length", 14)) || (nl > 10 && ci_eq(n, "connection", 10));
+    case 'p':
+        return nl > 16 && ci_eq(n, "proxy-connection", 16);
+    default:
+        return false;
+    }
+}
+
+/* A head longer than this goes to http-parser (far below its own 80 KiB limit). */
+#define H1_FAST_MAX 8192
+
+/* Parses a whole head at d[0, n) (the message's first input). Returns true with the head
+ * reported (H1_HEAD, *consumed through its last LF); false when the message is left to
+ * http-parser, with the parser as h1_parser_reset() left it. */
+static bool h1_fast_head(struct h1_parser *p, const char *d, size_t n, size_t *consumed)
+{
+    struct h1_head *h = &p->head;
+    const char *q = d, *e, *t0;
+    size_t lim = p->max_head < H1_FAST_MAX ? p->max_head : H1_FAST_MAX;
+    unsigned method = 0, status = 0, minor;
+    bool has_cl = false, known = false, no_body;
+    uint64_t cl = 0;
+    int skip;
+
+    e = d + (n < lim ? n : lim);
+    if (p->kind == H1_REQUEST) {
+        size_t ml;
+        if (e - q < 16)
+            return false;
+        for (ml = 0; ml < 8 && q[ml] != ' '; ml++)
+            ;
+        /* (http-parser's enum starts at HTTP_DELETE = 0: `known` says whether one matched) */
+        switch (ml) {
+        case 3:
+            known = memcmp(q, "GET", 3) == 0 ? (method = HTTP_GET, true) :
+                    memcmp(q, "PUT", 3) == 0 ? (method = HTTP_PUT, true) : false;
+            break;
+        case 4:
+            known = memcmp(q, "POST", 4) == 0 ? (method = HTTP_POST, true) :
+                    memcmp(q, "HEAD", 4) == 0 ? (method = HTTP_HEAD, true) : false;
+            break;
+        case 5:
+            known = memcmp(q, "PATCH", 5) == 0 && (method = HTTP_PATCH, true);
+            break;
+        case 6:
+            known = memcmp(q, "DELETE", 6) == 0 && (method = HTTP_DELETE, true);
+            break;
+        case 7:
+            known = memcmp(q, "OPTIONS", 7) == 0 && (method = HTTP_OPTIONS, true);
+            break;
+        default:
+            break;
+        }
+        if (!known)
+            return false;
+        q += ml + 1;
+        t0 = q;
+        if (q >= e || *q != '/')
+            return false;
+        while (q < e && fast_url_char((unsigned char)*q))
+            q++;
+        if (e - q < 11 || *q != ' ' || memcmp(q + 1, "HTTP/1.", 7) != 0 || (q[8] != '0' && q[8] != '1') ||
+            q[9] != '\r' || q[10] != '\n')
+            return false;
+        minor = (unsigned)(q[8] - '0');
+        memcpy(p->arena, t0, (size_t)(q - t0));
+        h->target = p->arena;
+        h->target_len = (size_t)(q - t0);
+        p->alen = h->target_len;
+        q += 11;
+    } else {
+        const char *r0;
+        if (e - q < 17 || memcmp(q, "HTTP/1.", 7) != 0 || (q[7] != '0' && q[7] != '1') || q[8] != ' ' ||
+            q[9] < '0' || q[9] > '9' || q[10] < '0' || q[10] > '9' || q[11] < '0' || q[11] > '9' || q[12] != ' ')
+            return false;
+        minor = (unsigned)(q[7] - '0');
+        status = (unsigned)((q[9] - '0') * 100 + (q[10] - '0') * 10 + (q[11] - '0'));
+        if (status < 200 || status > 599)
+            return false;   /* interim answers and 101 take http-parser's path */
+        r0 = q += 13;
+        while (q < e && fast_value_char((unsigned char)*q))
+            q++;
+        if (q == r0 || e - q < 2 || q[0] != '\r' || q[1] != '\n')
+            return false;
+        memcpy(p->arena, r0, (size_t)(q - r0));
+        h->reason = p->arena;
+        h->reason_len = (size_t)(q - r0);
+        p->alen = h->reason_len;
+        q += 2;
+    }
+    for (;;) {
+        const char *n0, *v0;
+        size_t nl, vl;
+        struct h1_header *hd;
+
+        if (e - q < 2)
+            goto slow;
+        if (q[0] == '\r') {
+            if (q[1] != '\n')
+                goto slow;
+            q += 2;
+            break;
+        }
+        n0 = q;
+        while (q < e && (h1_ctype[(unsigned char)*q] & CT_TCHAR))
+            q++;
+        if (q == n0 || q >= e || *q != ':')
+            goto slow;
+        nl = (size_t)(q - n0);
+        q++;
+        while (q < e && (*q == ' ' || *q == '\t'))
+            q++;
+        v0 = q;
+        while (q < e && fast_value_char((unsigned char)*q))
+            q++;
+        if (e - q < 2 || q[0] != '\r' || q[1] != '\n' || h->nhdrs >= H1_MAX_HEADERS)
+            goto slow;
+        vl = (size_t)(q - v0);
+        q += 2;
+        /* What http-parser treats specially and this path does not: its path takes them. It
+         * matches these names by prefix ("Transfer-Encoding`" counts as Transfer-Encoding), so a
+         * name that only begins with one goes there too. */
+        if (fast_special_name(n0, nl))
+            goto slow;
+        if (nl == 14 && ci_eq(n0, "content-length", 14)) {
+            size_t k = 0;
+            if (has_cl || vl == 0 || vl > 15)
+                goto slow;
+            for (cl = 0; k < vl && v0[k] >= '0' && v0[k] <= '9'; k++)
+                cl = cl * 10 + (uint64_t)(v0[k] - '0');
+            if (k != vl)
+                goto slow;
+            has_cl = true;
+        }
+        hd = &h->hdrs[h->nhdrs++];
+        hd->name = p->arena + p->alen;
+        memcpy(p->arena + p->alen, n0, nl);
+        p->alen += nl;
+        hd->name_len = nl;
+        hd->value = p->arena + p->alen;
+        memcpy(p->arena + p->alen, v0, vl);
+        p->alen += vl;
+        hd->value_len = vl;
+        hd->flags = 0;
+    }
+    no_body = p->kind == H1_RESPONSE && (status == 204 || status == 304 || p->no_body);
+    if (p->kind == H1_RESPONSE && !has_cl && !no_body)
+        goto slow;   /* close-delimited: http-parser's path */
+    p->hp.http_major = 1;
+    p->hp.http_minor = (unsigned short)minor;
+    p->hp.method = method;
+    p->hp.status_code = status;
+    p->hp.flags = has_cl ? F_CONTENTLENGTH : 0;
+    p->hp.content_length = has_cl ? cl : 0;
+    p->in_head = true;
+    p->last_cb = CB_VALUE;
+    skip = on_headers_complete(&p->hp);
+    if (skip < 0 || p->err_status)
+        goto slow;
+    p->fast = true;
+    p->fast_left = skip || !has_cl ? 0 : cl;
+    *consumed = (size_t)(q - d);
+    return true;
+slow:
+    {
+        bool nb = p->no_body;
+        h1_parser_reset(p);
+        p->no_body = nb;
+    }
+    return false;
+}
+
+/* The body and the end of a message whose head took the fast path. */
+static enum h1_event h1_fast_body(struct h1_parser *p, const char *data, size_t len, size_t *consumed)
+{
+    size_t k = len;
+
+    if (!p->in_body)
+        return H1_DONE;   /* (reported already; the caller resets before the next message) */
+    if ((uint64_t)k > p->fast_left)
+        k = (size_t)p->fast_left;
+    if (k) {
+        if (body_account(p, k) < 0 || body_out(p, data, k) < 0)
+            return H1_ERROR;
+        p->fast_left -= k;
+        *consumed = k;
+    }
+    if (p->fast_left)
+        return H1_NEED_MORE;
+    if (on_message_complete(&p->hp) < 0 || p->err_status)
+        return H1_ERROR;
+    return H1_DONE;
+}
+
 enum h1_event h1_parse(struct h1_parser *p, const char *data, size_t len, size_t *consumed)
 {
     enum h1_event ev;
@@ -1277,6 +1531,11 @@ enum h1_event h1_parse(struct h1_parser *p, const char *data, size_t len, size_t
     *consumed = 0;
     if (p->err_status)
         return H1_ERROR;
+    if (p->fast)
+        return h1_fast_body(p, data, len, consumed);
+    if (len && !p->in_head && !p->in_body && p->event == PEV_NONE && !p->line0_len && !p->scan_line &&
+        h1_fast_head(p, data, len, consumed))
+        return H1_HEAD;
     if (p->pending_lf) {
         static const char lf = '\n';
         size_t one;
@@ -1317,6 +1576,15 @@ enum h1_event h1_parse_eof(struct h1_parser *p)
 
     if (p->err_status)
         return H1_ERROR;
+    if (p->fast) {
+        if (p->in_body && !p->fast_left)
+            return h1_fast_body(p, "", 0, &n);   /* a bodiless message not yet reported done */
+        if (!p->in_body)
+            return H1_NEED_MORE;
+        /* what http-parser says of a stream ending inside a Content-Length body */
+        h1_fail(p, p->kind == H1_REQUEST ? 400 : 502, http_errno_description(HPE_INVALID_EOF_STATE));
+        return H1_ERROR;
+    }
     if (p->pending_lf) {
         static const char lf = '\n';
         p->pending_lf = false;
