@@ -89,6 +89,7 @@ struct h1_parser {
     bool trl_keep;                      /* the current trailer is forwarded */
     bool trl_open;                      /* a forwarded trailer's line still needs its CRLF */
     /* the fast path (h1_fast_head): this message's head was parsed here, not by http-parser */
+    bool fresh;                         /* reset and fed no byte since: a message may start fast */
     bool fast;
     uint64_t fast_left;                 /* Content-Length body bytes still to come */
 };
@@ -891,6 +892,7 @@ void h1_parser_reset(struct h1_parser *p)
     p->cs_trl_bytes = p->cs_trl_room = 0;
     p->cs_trl_lines = 0;
     p->trl_keep = p->trl_open = false;
+    p->fresh = true;
     p->fast = false;
     p->fast_left = 0;
 }
@@ -1489,6 +1491,7 @@ static bool h1_fast_head(struct h1_parser *p, const char *d, size_t n, size_t *c
     skip = on_headers_complete(&p->hp);
     if (skip < 0 || p->err_status)
         goto slow;
+    p->fresh = false;
     p->fast = true;
     p->fast_left = skip || !has_cl ? 0 : cl;
     *consumed = (size_t)(q - d);
@@ -1533,9 +1536,12 @@ enum h1_event h1_parse(struct h1_parser *p, const char *data, size_t len, size_t
         return H1_ERROR;
     if (p->fast)
         return h1_fast_body(p, data, len, consumed);
-    if (len && !p->in_head && !p->in_body && p->event == PEV_NONE && !p->line0_len && !p->scan_line &&
-        h1_fast_head(p, data, len, consumed))
-        return H1_HEAD;
+    if (p->fresh && len) {
+        /* Only a message's very first input: bytes before it (even a lone CR) are the scan's. */
+        if (h1_fast_head(p, data, len, consumed))
+            return H1_HEAD;
+        p->fresh = false;
+    }
     if (p->pending_lf) {
         static const char lf = '\n';
         size_t one;

@@ -2317,6 +2317,34 @@ static void test_traceparent_written(void **state)
     assert_int_equal(h1_parser_head(fx.p)->traceparent, -1);
 }
 
+/* h1.c's fast path takes only a message's first input: a head that arrives whole after bytes
+ * already fed for the same message (here a lone CR, which the raw scan holds against the next
+ * byte) is judged exactly as when it comes in one piece or byte by byte. */
+static void test_fast_path_only_first_input(void **state)
+{
+    static const char head[] = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    struct h1_parser *p = h1_parser_new(H1_REQUEST, 1024);
+    size_t used = 0;
+    const char *why = NULL;
+
+    (void)state;
+    assert_non_null(p);
+    assert_int_equal(h1_parse(p, "\r", 1, &used), H1_NEED_MORE);
+    assert_int_equal(h1_parse(p, head, sizeof(head) - 1, &used), H1_ERROR);
+    assert_int_equal(h1_parser_error(p, &why), 400);
+    assert_string_equal(why, "bare CR in the head");
+    /* after a reset the same head in one piece is accepted (the fast path), and so is it after
+     * an empty line (RFC 9112 §2.2) fed on its own (http-parser's path) */
+    h1_parser_reset(p);
+    assert_int_equal(h1_parse(p, head, sizeof(head) - 1, &used), H1_HEAD);
+    assert_int_equal(used, sizeof(head) - 1);
+    h1_parser_reset(p);
+    assert_int_equal(h1_parse(p, "\r\n", 2, &used), H1_NEED_MORE);
+    assert_int_equal(h1_parse(p, head, sizeof(head) - 1, &used), H1_HEAD);
+    assert_int_equal(used, sizeof(head) - 1);
+    h1_parser_free(p);
+}
+
 int main(void)
 {
     int r;
@@ -2349,6 +2377,7 @@ int main(void)
     ADD(test_big_trailers_over_max_head);
     ADD(test_close_delimited_to_chunked);
     ADD(test_bytewise_equals_oneshot);
+    ADD(test_fast_path_only_first_input);
     ADD(test_reason);
     ADD(test_absolute_form);
     ADD(test_host_valid);
