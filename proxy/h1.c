@@ -337,6 +337,14 @@ static int conn_token(void *arg, const char *t, size_t n)
     return 0;
 }
 
+/* each_token() callback: marks the token's length in a mask (bit 63: 63 bytes or more). */
+static int token_length(void *arg, const char *t, size_t n)
+{
+    (void)t;
+    *(uint64_t *)arg |= 1ull << (n < 63 ? n : 63);
+    return 0;
+}
+
 /* each_token() callback: 1 when the token is the header's name. */
 static int token_names(void *arg, const char *t, size_t n)
 {
@@ -668,11 +676,15 @@ static int on_headers_complete(http_parser *hp)
     /* Second pass: the names Connection lists are hop-by-hop too (any number, any length). */
     for (unsigned c = 0; has_connection && c < h->nhdrs; c++) {
         const struct h1_header *ch = &h->hdrs[c];
+        uint64_t lens = 0;
         if (!NAME_IS(ch, "connection"))
             continue;
+        /* only a name as long as one of the tokens can be one of them */
+        each_token(ch->value, ch->value_len, token_length, &lens);
         for (unsigned i = 0; i < h->nhdrs; i++) {
             struct h1_header *hd = &h->hdrs[i];
             if (!(hd->flags & (H1_HDR_HOST | H1_HDR_FRAMING | H1_HDR_HOP)) &&
+                (lens & (1ull << (hd->name_len < 63 ? hd->name_len : 63))) &&
                 each_token(ch->value, ch->value_len, token_names, hd) == 1)
                 hd->flags |= H1_HDR_HOP;
         }
