@@ -387,6 +387,21 @@ static bool exchange_request_id_ok(const char *v, size_t n)
     return true;
 }
 
+/* r as 16 lowercase hex characters, low nibble first: two characters (one byte of r, low nibble
+ * first) per table entry. */
+static void exchange_hex16(char out[16], uint64_t r)
+{
+    static const char pairs[512] =
+#define HEX_ROW(h) "0" #h "1" #h "2" #h "3" #h "4" #h "5" #h "6" #h "7" #h \
+                   "8" #h "9" #h "a" #h "b" #h "c" #h "d" #h "e" #h "f" #h
+        HEX_ROW(0) HEX_ROW(1) HEX_ROW(2) HEX_ROW(3) HEX_ROW(4) HEX_ROW(5) HEX_ROW(6) HEX_ROW(7)
+        HEX_ROW(8) HEX_ROW(9) HEX_ROW(a) HEX_ROW(b) HEX_ROW(c) HEX_ROW(d) HEX_ROW(e) HEX_ROW(f);
+#undef HEX_ROW
+
+    for (unsigned i = 0; i < 8; i++)
+        memcpy(out + 2 * i, pairs + 2 * ((r >> (8 * i)) & 0xff), 2);
+}
+
 static void exchange_make_request_id(struct exchange *ex)
 {
     const struct h1_head *req = ex->req;
@@ -397,10 +412,8 @@ static void exchange_make_request_id(struct exchange *ex)
         ex->request_id[hd->value_len] = 0;
         ex->request_id_len = hd->value_len;
     } else {
-        static const char hex[] = "0123456789abcdef";
-        uint64_t r[2] = { worker_rand(ex_worker(ex)), worker_rand(ex_worker(ex)) };
-        for (int i = 0; i < 32; i++)
-            ex->request_id[i] = hex[(r[i / 16] >> (4 * (i % 16))) & 15];
+        exchange_hex16(ex->request_id, worker_rand(ex_worker(ex)));
+        exchange_hex16(ex->request_id + 16, worker_rand(ex_worker(ex)));
         ex->request_id[32] = 0;
         ex->request_id_len = 32;
     }
@@ -409,14 +422,12 @@ static void exchange_make_request_id(struct exchange *ex)
 /* 8 random bytes, not all zero, as 16 lowercase hex characters (no printf: per attempt). */
 static void exchange_rand_hex(struct exchange *ex, char out[16])
 {
-    static const char hex[] = "0123456789abcdef";
     uint64_t r;
 
     do
         r = worker_rand(ex_worker(ex));
     while (r == 0);
-    for (unsigned i = 0; i < 16; i++)
-        out[i] = hex[(r >> (4 * i)) & 15];
+    exchange_hex16(out, r);
 }
 
 /* SPEC §5: the incoming trace when its traceparent is valid (its tracestate then goes along),

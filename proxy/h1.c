@@ -14,6 +14,9 @@
  * rule. An absolute-form target is rewritten to origin form and its authority replaces Host;
  * trailers that frame, route or authenticate are dropped (h1_trailer_forwardable).
  *
+ * The fast path (h1_fast_head, below) parses a plain head that arrives whole in one pass of its
+ * own and leaves every other message to http-parser, with the same verdicts.
+ *
  * Events: the parser is paused in on_headers_complete and on_message_complete so that h1_parse()
  * returns exactly at those points. http-parser stops on the head's final LF without consuming it;
  * we report it consumed and replay a literal "\n" on the next call (`pending_lf`), so callers see
@@ -85,6 +88,10 @@ struct h1_parser {
     /* trailer filter: a trailer is written out only once its whole name is known */
     bool trl_keep;                      /* the current trailer is forwarded */
     bool trl_open;                      /* a forwarded trailer's line still needs its CRLF */
+    /* the fast path (h1_fast_head): this message's head was parsed here, not by http-parser */
+    bool fresh;                         /* reset and fed no byte since: a message may start fast */
+    bool fast;
+    uint64_t fast_left;                 /* Content-Length body bytes still to come */
 };
 
 static int h1_fail(struct h1_parser *p, unsigned status, const char *why)
@@ -187,11 +194,38 @@ static int trailer_line_end(struct h1_parser *p)
     return 0;
 }
 
-/* RFC 9110 tchar: what a field name may contain (no whitespace before the colon, no controls). */
-static bool is_tchar(unsigned char c)
+/* Byte classes, one table lookup per byte on the paths every header goes through. */
+enum {
+    CT_TCHAR = 1,    /* RFC 9110 tchar: what a field name may contain (no whitespace, no controls) */
+    CT_REGNAME = 2,  /* RFC 3986 unreserved / sub-delims / '%' (pct-encoded is not decoded) */
+    CT_BADVAL = 4,   /* not allowed in a field value (RFC 9110 §5.5): controls but HTAB, and DEL */
+};
+#define CT_ALNUM CT_TCHAR | CT_REGNAME
+static const unsigned char h1_ctype[256] = {
+    [0x00 ... 0x08] = CT_BADVAL, [0x0a ... 0x1f] = CT_BADVAL, [0x7f] = CT_BADVAL,
+    ['0' ... '9'] = CT_ALNUM, ['a' ... 'z'] = CT_ALNUM, ['A' ... 'Z'] = CT_ALNUM,
+    ['!'] = CT_TCHAR | CT_REGNAME, ['#'] = CT_TCHAR, ['$'] = CT_TCHAR | CT_REGNAME,
+    ['%'] = CT_TCHAR | CT_REGNAME, ['&'] = CT_TCHAR | CT_REGNAME, ['\''] = CT_TCHAR | CT_REGNAME,
+    ['*'] = CT_TCHAR | CT_REGNAME, ['+'] = CT_TCHAR | CT_REGNAME, ['-'] = CT_TCHAR | CT_REGNAME,
+    ['.'] = CT_TCHAR | CT_REGNAME, ['^'] = CT_TCHAR, ['_'] = CT_TCHAR | CT_REGNAME,
+    ['`'] = CT_TCHAR, ['|'] = CT_TCHAR, ['~'] = CT_TCHAR | CT_REGNAME,
+    ['('] = CT_REGNAME, [')'] = CT_REGNAME, [','] = CT_REGNAME, [';'] = CT_REGNAME, ['='] = CT_REGNAME,
+};
+
+/* ASCII lowercase (field names and tokens are ASCII; other bytes compare as they are). */
+static inline unsigned char lc(unsigned char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           (c && strchr("!#$%&'*+-.^_`|~", c));
+    return c >= 'A' && c <= 'Z' ? (unsigned char)(c + 32) : c;
+}
+
+/* a[0..n) equals the lowercase literal lit[0..n) ignoring ASCII case. */
+static inline bool ci_eq(const char *a, const char *lit, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (lc((unsigned char)a[i]) != (unsigned char)lit[i])
+            return false;
+    }
+    return true;
 }
 
 static int on_header_field(http_parser *hp, const char *at, size_t len)
@@ -200,7 +234,7 @@ static int on_header_field(http_parser *hp, const char *at, size_t len)
     struct h1_head *h = &p->head;
 
     for (size_t i = 0; i < len; i++) {
-        if (!is_tchar((unsigned char)at[i]))
+        if (!(h1_ctype[(unsigned char)at[i]] & CT_TCHAR))
             return h1_fail(p, p->kind == H1_REQUEST ? 400 : 502, "invalid character in header name");
     }
 
@@ -233,9 +267,8 @@ static int on_header_value(http_parser *hp, const char *at, size_t len)
     struct h1_header *hd;
 
     for (size_t i = 0; i < len; i++) {
-        unsigned char ch = (unsigned char)at[i];
         /* RFC 9110 §5.5: no control characters but HTAB (NUL, CR and LF among them) */
-        if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+        if (h1_ctype[(unsigned char)at[i]] & CT_BADVAL)
             return h1_fail(p, p->kind == H1_REQUEST ? 400 : 502, "invalid character in header value");
     }
     if (p->head.nhdrs + p->head.ntrailers == 0)
@@ -254,8 +287,9 @@ static int on_header_value(http_parser *hp, const char *at, size_t len)
 
 /* A literal's length is known at compile time: the length test rejects most names without a
  * string comparison (this runs for every header of every message). */
-#define NAME_IS(hd, lit) ((hd)->name_len == sizeof(lit) - 1 && strncasecmp((hd)->name, lit, sizeof(lit) - 1) == 0)
+#define NAME_IS(hd, lit) ((hd)->name_len == sizeof(lit) - 1 && ci_eq((hd)->name, lit, sizeof(lit) - 1))
 
+/* name: any case (h1_find's callers pass lowercase names, but nothing relies on it). */
 static bool name_is(const struct h1_header *hd, const char *name)
 {
     size_t n = strlen(name);
@@ -285,10 +319,8 @@ static int each_token(const char *v, size_t n, int (*fn)(void *, const char *, s
     return 0;
 }
 
-static bool tok_is(const char *t, size_t n, const char *s)
-{
-    return strlen(s) == n && strncasecmp(t, s, n) == 0;
-}
+/* s: a lowercase literal. */
+#define tok_is(t, n, s) ((n) == sizeof(s) - 1 && ci_eq(t, s, sizeof(s) - 1))
 
 struct conn_scan { bool close, keep_alive, upgrade; };
 
@@ -302,6 +334,14 @@ static int conn_token(void *arg, const char *t, size_t n)
         cs->keep_alive = true;
     else if (tok_is(t, n, "upgrade"))
         cs->upgrade = true;
+    return 0;
+}
+
+/* each_token() callback: marks the token's length in a mask (bit 63: 63 bytes or more). */
+static int token_length(void *arg, const char *t, size_t n)
+{
+    (void)t;
+    *(uint64_t *)arg |= 1ull << (n < 63 ? n : 63);
     return 0;
 }
 
@@ -384,10 +424,9 @@ bool h1_trailer_forwardable(const char *name, size_t len)
 }
 
 /* RFC 3986 unreserved / sub-delims / '%' (pct-encoded is not decoded: a reg-name byte). */
-static bool is_regname(unsigned char c)
+static inline bool is_regname(unsigned char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           (c && strchr("-._~%!$&'()*+,;=", c));
+    return h1_ctype[c] & CT_REGNAME;
 }
 
 bool h1_host_valid(const char *v, size_t n)
@@ -518,7 +557,7 @@ static int on_headers_complete(http_parser *hp)
     struct h1_head *h = &p->head;
     struct conn_scan cs = { 0 };
     struct te_scan ts = { 0 };
-    bool te = false, has_upgrade = false;
+    bool te = false, has_upgrade = false, has_connection = false;
     unsigned bad = p->kind == H1_REQUEST ? 400 : 502;
     int skip = 0;
 
@@ -540,65 +579,112 @@ static int on_headers_complete(http_parser *hp)
         struct h1_header *hd = &h->hdrs[i];
         while (hd->value_len && (hd->value[hd->value_len - 1] == ' ' || hd->value[hd->value_len - 1] == '\t'))
             hd->value_len--;
-        if (memchr(hd->name, '_', hd->name_len) && name_eq_dash(hd->name, hd->name_len, "x-request-id")) {
-            hd->flags |= H1_HDR_HOP;   /* X_Request_Id: dropped, lifeline writes the one id */
-            continue;
+        if (memchr(hd->name, '_', hd->name_len)) {
+            if (name_eq_dash(hd->name, hd->name_len, "x-request-id")) {
+                hd->flags |= H1_HDR_HOP;   /* X_Request_Id: dropped, lifeline writes the one id */
+                continue;
+            }
+            if (name_in(hd->name, hd->name_len, h1_underscore_names,
+                        sizeof(h1_underscore_names) / sizeof(h1_underscore_names[0]))) {
+                /* Transfer_Encoding, Content_Length, Host: a request is refused; a response's is dropped */
+                if (p->kind == H1_REQUEST)
+                    return h1_fail(p, 400, "header name is a framing or routing header with '_'");
+                hd->flags |= H1_HDR_HOP;
+                continue;
+            }
         }
-        if (memchr(hd->name, '_', hd->name_len) &&
-            name_in(hd->name, hd->name_len, h1_underscore_names, sizeof(h1_underscore_names) / sizeof(h1_underscore_names[0]))) {
-            /* Transfer_Encoding, Content_Length, Host: a request is refused; a response's is dropped */
-            if (p->kind == H1_REQUEST)
-                return h1_fail(p, 400, "header name is a framing or routing header with '_'");
-            hd->flags |= H1_HDR_HOP;
-            continue;
-        }
-        if (NAME_IS(hd, "host")) {
-            if (h->host >= 0)
-                return h1_fail(p, bad, "more than one Host header");
-            h->host = (int)i;
-            hd->flags |= H1_HDR_HOST;
-        } else if (NAME_IS(hd, "content-length")) {
-            hd->flags |= H1_HDR_FRAMING;
-        } else if (NAME_IS(hd, "transfer-encoding")) {
-            te = true;
-            hd->flags |= H1_HDR_HOP;
-            each_token(hd->value, hd->value_len, te_token, &ts);
-        } else if (NAME_IS(hd, "connection")) {
-            hd->flags |= H1_HDR_HOP;
-            each_token(hd->value, hd->value_len, conn_token, &cs);
-        } else if (NAME_IS(hd, "keep-alive") || NAME_IS(hd, "proxy-connection") || NAME_IS(hd, "te") ||
-                   NAME_IS(hd, "trailer")) {
-            hd->flags |= H1_HDR_HOP;
-        } else if (NAME_IS(hd, "upgrade")) {
-            hd->flags |= H1_HDR_HOP;
-            has_upgrade = true;
-        } else if (NAME_IS(hd, "expect")) {
-            hd->flags |= H1_HDR_HOP;
-            if (hd->value_len == 12 && strncasecmp(hd->value, "100-continue", 12) == 0)
-                h->expect_continue = true;
-        } else if (NAME_IS(hd, "x-forwarded-for")) {
-            hd->flags |= H1_HDR_XFF;
-        } else if (NAME_IS(hd, "x-forwarded-proto") || NAME_IS(hd, "x-forwarded-host")) {
-            hd->flags |= H1_HDR_XFWD;
-        } else if (NAME_IS(hd, "x-request-id")) {
-            hd->flags |= H1_HDR_XRID;
-            if (h->request_id < 0)
-                h->request_id = (int)i;
-        } else if (NAME_IS(hd, "traceparent")) {
-            hd->flags |= H1_HDR_TPARENT;
-            h->traceparent = h->traceparent == -1 ? (int)i : -2;
-        } else if (NAME_IS(hd, "tracestate")) {
-            hd->flags |= H1_HDR_TSTATE;
+        /* By length first: most names match no case, and each case compares one or two names. */
+        switch (hd->name_len) {
+        case 2:
+            if (NAME_IS(hd, "te"))
+                hd->flags |= H1_HDR_HOP;
+            break;
+        case 4:
+            if (NAME_IS(hd, "host")) {
+                if (h->host >= 0)
+                    return h1_fail(p, bad, "more than one Host header");
+                h->host = (int)i;
+                hd->flags |= H1_HDR_HOST;
+            }
+            break;
+        case 6:
+            if (NAME_IS(hd, "expect")) {
+                hd->flags |= H1_HDR_HOP;
+                if (hd->value_len == 12 && ci_eq(hd->value, "100-continue", 12))
+                    h->expect_continue = true;
+            }
+            break;
+        case 7:
+            if (NAME_IS(hd, "upgrade")) {
+                hd->flags |= H1_HDR_HOP;
+                has_upgrade = true;
+            } else if (NAME_IS(hd, "trailer")) {
+                hd->flags |= H1_HDR_HOP;
+            }
+            break;
+        case 10:
+            if (NAME_IS(hd, "connection")) {
+                hd->flags |= H1_HDR_HOP;
+                has_connection = true;
+                each_token(hd->value, hd->value_len, conn_token, &cs);
+            } else if (NAME_IS(hd, "keep-alive")) {
+                hd->flags |= H1_HDR_HOP;
+            } else if (NAME_IS(hd, "tracestate")) {
+                hd->flags |= H1_HDR_TSTATE;
+            }
+            break;
+        case 11:
+            if (NAME_IS(hd, "traceparent")) {
+                hd->flags |= H1_HDR_TPARENT;
+                h->traceparent = h->traceparent == -1 ? (int)i : -2;
+            }
+            break;
+        case 12:
+            if (NAME_IS(hd, "x-request-id")) {
+                hd->flags |= H1_HDR_XRID;
+                if (h->request_id < 0)
+                    h->request_id = (int)i;
+            }
+            break;
+        case 14:
+            if (NAME_IS(hd, "content-length"))
+                hd->flags |= H1_HDR_FRAMING;
+            break;
+        case 15:
+            if (NAME_IS(hd, "x-forwarded-for"))
+                hd->flags |= H1_HDR_XFF;
+            break;
+        case 16:
+            if (NAME_IS(hd, "x-forwarded-host"))
+                hd->flags |= H1_HDR_XFWD;
+            else if (NAME_IS(hd, "proxy-connection"))
+                hd->flags |= H1_HDR_HOP;
+            break;
+        case 17:
+            if (NAME_IS(hd, "transfer-encoding")) {
+                te = true;
+                hd->flags |= H1_HDR_HOP;
+                each_token(hd->value, hd->value_len, te_token, &ts);
+            } else if (NAME_IS(hd, "x-forwarded-proto")) {
+                hd->flags |= H1_HDR_XFWD;
+            }
+            break;
+        default:
+            break;
         }
     }
     /* Second pass: the names Connection lists are hop-by-hop too (any number, any length). */
-    for (unsigned c = 0; c < h->nhdrs; c++) {
+    for (unsigned c = 0; has_connection && c < h->nhdrs; c++) {
         const struct h1_header *ch = &h->hdrs[c];
+        uint64_t lens = 0;
         if (!NAME_IS(ch, "connection"))
             continue;
+        /* only a name as long as one of the tokens can be one of them */
+        each_token(ch->value, ch->value_len, token_length, &lens);
         for (unsigned i = 0; i < h->nhdrs; i++) {
             struct h1_header *hd = &h->hdrs[i];
             if (!(hd->flags & (H1_HDR_HOST | H1_HDR_FRAMING | H1_HDR_HOP)) &&
+                (lens & (1ull << (hd->name_len < 63 ? hd->name_len : 63))) &&
                 each_token(ch->value, ch->value_len, token_names, hd) == 1)
                 hd->flags |= H1_HDR_HOP;
         }
@@ -647,26 +733,21 @@ static int on_headers_complete(http_parser *hp)
     return skip;
 }
 
-static int on_body(http_parser *hp, const char *at, size_t len)
+/* Body bytes of the message: counted against the body limit. */
+static int body_account(struct h1_parser *p, size_t len)
 {
-    struct h1_parser *p = hp->data;
-    char hdr[24];
-    int n;
-
     p->body_bytes += len;
     if (p->max_body && p->body_bytes > p->max_body)
         return h1_fail(p, 413, "request body too large");
-    if ((hp->flags & F_CHUNKED) && hp->content_length == 0) {
-        /* The chunk's data ended: http-parser (non-strict) skips the next two bytes whatever
-         * they are, so check that they are CRLF here or at the start of the next input. */
-        const char *q = at + len;
-        p->expect_crlf = 2;
-        while (p->expect_crlf && q < p->exec_end) {
-            if (*q++ != (p->expect_crlf == 2 ? '\r' : '\n'))
-                return h1_fail(p, p->kind == H1_REQUEST ? 400 : 502, "chunk data not followed by CRLF");
-            p->expect_crlf--;
-        }
-    }
+    return 0;
+}
+
+/* Decoded body bytes: copied to the tee, re-framed into the output. */
+static int body_out(struct h1_parser *p, const char *at, size_t len)
+{
+    char hdr[24];
+    int n;
+
     if (p->tee && buf_append(p->tee, at, len) < 0) {
         p->tee = NULL;
         *p->tee_overflow = true;
@@ -683,6 +764,26 @@ static int on_body(http_parser *hp, const char *at, size_t len)
     }
     p->body_started = true;
     return 0;
+}
+
+static int on_body(http_parser *hp, const char *at, size_t len)
+{
+    struct h1_parser *p = hp->data;
+
+    if (body_account(p, len) < 0)
+        return -1;
+    if ((hp->flags & F_CHUNKED) && hp->content_length == 0) {
+        /* The chunk's data ended: http-parser (non-strict) skips the next two bytes whatever
+         * they are, so check that they are CRLF here or at the start of the next input. */
+        const char *q = at + len;
+        p->expect_crlf = 2;
+        while (p->expect_crlf && q < p->exec_end) {
+            if (*q++ != (p->expect_crlf == 2 ? '\r' : '\n'))
+                return h1_fail(p, p->kind == H1_REQUEST ? 400 : 502, "chunk data not followed by CRLF");
+            p->expect_crlf--;
+        }
+    }
+    return body_out(p, at, len);
 }
 
 static int on_chunk_header(http_parser *hp)
@@ -803,6 +904,9 @@ void h1_parser_reset(struct h1_parser *p)
     p->cs_trl_bytes = p->cs_trl_room = 0;
     p->cs_trl_lines = 0;
     p->trl_keep = p->trl_open = false;
+    p->fresh = true;
+    p->fast = false;
+    p->fast_left = 0;
 }
 
 struct h1_head *h1_parser_head(struct h1_parser *p)
@@ -897,6 +1001,57 @@ static enum h1_event h1_error_from_parser(struct h1_parser *p)
     return H1_ERROR;
 }
 
+/* Index of the first CR or LF in d[i, n), or n: eight bytes per step (a word with no byte equal
+ * to CR or LF is skipped whole; the word that has one is finished byte by byte). */
+static size_t scan_line_end(const char *d, size_t i, size_t n)
+{
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+
+    while (n - i >= 8) {
+        uint64_t v, cr, lf;
+        memcpy(&v, d + i, 8);
+        cr = v ^ (ones * '\r');
+        lf = v ^ (ones * '\n');
+        if (((cr - ones) & ~cr & highs) | ((lf - ones) & ~lf & highs))
+            break;
+        i += 8;
+    }
+    while (i < n && d[i] != '\r' && d[i] != '\n')
+        i++;
+    return i;
+}
+
+/* Takes `run` bytes of the start line or a header line that are neither CR nor LF, starting at
+ * d[i], in one step: the size limit and (start line) the version tail, exactly as byte by byte.
+ * Only called when the previous byte was neither CR nor LF, so no line-start rule applies. */
+static bool h1_scan_run(struct h1_parser *p, const char *d, size_t i, size_t run, size_t *at)
+{
+    size_t limit = p->max_head + 4;
+
+    if (p->head_bytes + run > limit) {
+        *at = i + (limit - p->head_bytes);
+        p->head_bytes = limit + 1;
+        h1_fail(p, p->kind == H1_REQUEST ? (p->scan_line == 0 ? 414 : 431) : 502, "head too large");
+        return false;
+    }
+    p->head_bytes += run;
+    if (p->scan_line > 0)
+        return true;
+    if (p->kind == H1_RESPONSE) {
+        for (size_t k = 0; k < run && p->line0_len + k < 9; k++)
+            p->line0_tail[p->line0_len + k] = d[i + k];
+    } else if (run >= 8) {
+        memcpy(p->line0_tail, d + i + run - 8, 8);
+    } else {
+        size_t have = p->line0_len < 8 ? p->line0_len : 8;
+        size_t keep = have < 8 - run ? have : 8 - run;
+        memmove(p->line0_tail, p->line0_tail + have - keep, keep);
+        memcpy(p->line0_tail + keep, d + i, run);
+    }
+    p->line0_len += run;
+    return true;
+}
+
 /* What http-parser (built non-strict) lets through in a head, checked on the raw bytes before
  * they are parsed, so that the verdict does not depend on how the input was split: obsolete line
  * folding (a line starting with SP or HTAB), a start line that is not "... HTTP/d.d" (request) or
@@ -907,6 +1062,15 @@ static bool h1_scan_head(struct h1_parser *p, const char *d, size_t n, size_t *a
     for (size_t i = 0; i < n && !p->scan_done; i++) {
         *at = i;
         char ch = d[i];
+        /* Inside a line (not at its first byte, not after a CR): the bytes up to the next CR or
+         * LF only count towards the size, whatever they are (http-parser judges them). */
+        if (!p->scan_cr && !p->scan_lf && (p->line0_len || p->scan_line) && ch != '\r' && ch != '\n') {
+            size_t e = scan_line_end(d, i, n);
+            if (!h1_scan_run(p, d, i, e - i, at))
+                return false;
+            i = e - 1;
+            continue;
+        }
         if (p->line0_len || p->scan_line)
             p->head_bytes++;
         if (p->head_bytes > p->max_head + 4) {
@@ -1143,6 +1307,238 @@ static enum h1_event h1_exec(struct h1_parser *p, const char *data, size_t len, 
     return H1_NEED_MORE;
 }
 
+/* ---- the fast path ------------------------------------------------------------------------
+ *
+ * Most heads are plain: a common method, an origin-form target of ordinary URL characters,
+ * HTTP/1.0 or 1.1, tchar names, visible-ASCII values, CRLF line ends, a Content-Length or no body,
+ * no Transfer-Encoding, no Upgrade. When a message's first input holds such a head whole, it is
+ * parsed here in one pass (http-parser and h1_scan_head both walk every byte with a state
+ * machine), on_headers_complete judges it exactly as it judges http-parser's result, and the
+ * Content-Length body is counted here. Anything else — a head split across inputs, one byte or
+ * line outside that shape, a rejection — leaves the whole message to http-parser (the parser is
+ * reset first): the fast path only takes heads on which http-parser and the raw scan agree with
+ * it, so every verdict, error and output is the one http-parser's path gives (a differential test
+ * over the fuzz corpora checks this). */
+
+/* Bytes of an origin-form target taken by the fast path: RFC 3986 pchar, '/' and '?'. */
+static bool fast_url_char(unsigned char c)
+{
+    return (h1_ctype[c] & CT_REGNAME) || c == '/' || c == '?' || c == ':' || c == '@';
+}
+
+/* Value bytes taken by the fast path: visible ASCII, SP and HTAB. */
+static inline bool fast_value_char(unsigned char c)
+{
+    return (c >= 0x20 && c < 0x7f) || c == '\t';
+}
+
+/* Names http-parser reads itself: Transfer-Encoding and Upgrade, and anything beginning with
+ * them or with Content-Length, Connection or Proxy-Connection (those three exactly are taken:
+ * Content-Length is read here, the Connection flags http-parser would set change nothing once the
+ * parser is reset after each message, and upgrade needs an Upgrade header). */
+static bool fast_special_name(const char *n, size_t nl)
+{
+    switch (lc((unsigned char)n[0])) {
+    case 't':
+        return nl >= 17 && ci_eq(n, "transfer-encoding", 17);
+    case 'u':
+        return nl >= 7 && ci_eq(n, "upgrade", 7);
+    case 'c':
+        return (nl > 14 && ci_eq(n, "content-length", 14)) || (nl > 10 && ci_eq(n, "connection", 10));
+    case 'p':
+        return nl > 16 && ci_eq(n, "proxy-connection", 16);
+    default:
+        return false;
+    }
+}
+
+/* A head longer than this goes to http-parser (far below its own 80 KiB limit). */
+#define H1_FAST_MAX 8192
+
+/* Parses a whole head at d[0, n) (the message's first input). Returns true with the head
+ * reported (H1_HEAD, *consumed through its last LF); false when the message is left to
+ * http-parser, with the parser as h1_parser_reset() left it. */
+static bool h1_fast_head(struct h1_parser *p, const char *d, size_t n, size_t *consumed)
+{
+    struct h1_head *h = &p->head;
+    const char *q = d, *e, *t0;
+    size_t lim = p->max_head < H1_FAST_MAX ? p->max_head : H1_FAST_MAX;
+    unsigned method = 0, status = 0, minor;
+    bool has_cl = false, known = false, no_body;
+    uint64_t cl = 0;
+    int skip;
+
+    e = d + (n < lim ? n : lim);
+    if (p->kind == H1_REQUEST) {
+        size_t ml;
+        if (e - q < 16)
+            return false;
+        for (ml = 0; ml < 8 && q[ml] != ' '; ml++)
+            ;
+        /* (http-parser's enum starts at HTTP_DELETE = 0: `known` says whether one matched) */
+        switch (ml) {
+        case 3:
+            known = memcmp(q, "GET", 3) == 0 ? (method = HTTP_GET, true) :
+                    memcmp(q, "PUT", 3) == 0 ? (method = HTTP_PUT, true) : false;
+            break;
+        case 4:
+            known = memcmp(q, "POST", 4) == 0 ? (method = HTTP_POST, true) :
+                    memcmp(q, "HEAD", 4) == 0 ? (method = HTTP_HEAD, true) : false;
+            break;
+        case 5:
+            known = memcmp(q, "PATCH", 5) == 0 && (method = HTTP_PATCH, true);
+            break;
+        case 6:
+            known = memcmp(q, "DELETE", 6) == 0 && (method = HTTP_DELETE, true);
+            break;
+        case 7:
+            known = memcmp(q, "OPTIONS", 7) == 0 && (method = HTTP_OPTIONS, true);
+            break;
+        default:
+            break;
+        }
+        if (!known)
+            return false;
+        q += ml + 1;
+        t0 = q;
+        if (q >= e || *q != '/')
+            return false;
+        while (q < e && fast_url_char((unsigned char)*q))
+            q++;
+        if (e - q < 11 || *q != ' ' || memcmp(q + 1, "HTTP/1.", 7) != 0 || (q[8] != '0' && q[8] != '1') ||
+            q[9] != '\r' || q[10] != '\n')
+            return false;
+        minor = (unsigned)(q[8] - '0');
+        memcpy(p->arena, t0, (size_t)(q - t0));
+        h->target = p->arena;
+        h->target_len = (size_t)(q - t0);
+        p->alen = h->target_len;
+        q += 11;
+    } else {
+        const char *r0;
+        if (e - q < 17 || memcmp(q, "HTTP/1.", 7) != 0 || (q[7] != '0' && q[7] != '1') || q[8] != ' ' ||
+            q[9] < '0' || q[9] > '9' || q[10] < '0' || q[10] > '9' || q[11] < '0' || q[11] > '9' || q[12] != ' ')
+            return false;
+        minor = (unsigned)(q[7] - '0');
+        status = (unsigned)((q[9] - '0') * 100 + (q[10] - '0') * 10 + (q[11] - '0'));
+        if (status < 200 || status > 599)
+            return false;   /* interim answers and 101 take http-parser's path */
+        r0 = q += 13;
+        while (q < e && fast_value_char((unsigned char)*q))
+            q++;
+        if (q == r0 || e - q < 2 || q[0] != '\r' || q[1] != '\n')
+            return false;
+        memcpy(p->arena, r0, (size_t)(q - r0));
+        h->reason = p->arena;
+        h->reason_len = (size_t)(q - r0);
+        p->alen = h->reason_len;
+        q += 2;
+    }
+    for (;;) {
+        const char *n0, *v0;
+        size_t nl, vl;
+        struct h1_header *hd;
+
+        if (e - q < 2)
+            goto slow;
+        if (q[0] == '\r') {
+            if (q[1] != '\n')
+                goto slow;
+            q += 2;
+            break;
+        }
+        n0 = q;
+        while (q < e && (h1_ctype[(unsigned char)*q] & CT_TCHAR))
+            q++;
+        if (q == n0 || q >= e || *q != ':')
+            goto slow;
+        nl = (size_t)(q - n0);
+        q++;
+        while (q < e && (*q == ' ' || *q == '\t'))
+            q++;
+        v0 = q;
+        while (q < e && fast_value_char((unsigned char)*q))
+            q++;
+        if (e - q < 2 || q[0] != '\r' || q[1] != '\n' || h->nhdrs >= H1_MAX_HEADERS)
+            goto slow;
+        vl = (size_t)(q - v0);
+        q += 2;
+        /* What http-parser treats specially and this path does not: its path takes them. It
+         * matches these names by prefix ("Transfer-Encoding`" counts as Transfer-Encoding), so a
+         * name that only begins with one goes there too. */
+        if (fast_special_name(n0, nl))
+            goto slow;
+        if (nl == 14 && ci_eq(n0, "content-length", 14)) {
+            size_t k = 0;
+            if (has_cl || vl == 0 || vl > 15)
+                goto slow;
+            for (cl = 0; k < vl && v0[k] >= '0' && v0[k] <= '9'; k++)
+                cl = cl * 10 + (uint64_t)(v0[k] - '0');
+            if (k != vl)
+                goto slow;
+            has_cl = true;
+        }
+        hd = &h->hdrs[h->nhdrs++];
+        hd->name = p->arena + p->alen;
+        memcpy(p->arena + p->alen, n0, nl);
+        p->alen += nl;
+        hd->name_len = nl;
+        hd->value = p->arena + p->alen;
+        memcpy(p->arena + p->alen, v0, vl);
+        p->alen += vl;
+        hd->value_len = vl;
+        hd->flags = 0;
+    }
+    no_body = p->kind == H1_RESPONSE && (status == 204 || status == 304 || p->no_body);
+    if (p->kind == H1_RESPONSE && !has_cl && !no_body)
+        goto slow;   /* close-delimited: http-parser's path */
+    p->hp.http_major = 1;
+    p->hp.http_minor = (unsigned short)minor;
+    p->hp.method = method;
+    p->hp.status_code = status;
+    p->hp.flags = has_cl ? F_CONTENTLENGTH : 0;
+    p->hp.content_length = has_cl ? cl : 0;
+    p->in_head = true;
+    p->last_cb = CB_VALUE;
+    skip = on_headers_complete(&p->hp);
+    if (skip < 0 || p->err_status)
+        goto slow;
+    p->fresh = false;
+    p->fast = true;
+    p->fast_left = skip || !has_cl ? 0 : cl;
+    *consumed = (size_t)(q - d);
+    return true;
+slow:
+    {
+        bool nb = p->no_body;
+        h1_parser_reset(p);
+        p->no_body = nb;
+    }
+    return false;
+}
+
+/* The body and the end of a message whose head took the fast path. */
+static enum h1_event h1_fast_body(struct h1_parser *p, const char *data, size_t len, size_t *consumed)
+{
+    size_t k = len;
+
+    if (!p->in_body)
+        return H1_DONE;   /* (reported already; the caller resets before the next message) */
+    if ((uint64_t)k > p->fast_left)
+        k = (size_t)p->fast_left;
+    if (k) {
+        if (body_account(p, k) < 0 || body_out(p, data, k) < 0)
+            return H1_ERROR;
+        p->fast_left -= k;
+        *consumed = k;
+    }
+    if (p->fast_left)
+        return H1_NEED_MORE;
+    if (on_message_complete(&p->hp) < 0 || p->err_status)
+        return H1_ERROR;
+    return H1_DONE;
+}
+
 enum h1_event h1_parse(struct h1_parser *p, const char *data, size_t len, size_t *consumed)
 {
     enum h1_event ev;
@@ -1150,6 +1546,14 @@ enum h1_event h1_parse(struct h1_parser *p, const char *data, size_t len, size_t
     *consumed = 0;
     if (p->err_status)
         return H1_ERROR;
+    if (p->fast)
+        return h1_fast_body(p, data, len, consumed);
+    if (p->fresh && len) {
+        /* Only a message's very first input: bytes before it (even a lone CR) are the scan's. */
+        if (h1_fast_head(p, data, len, consumed))
+            return H1_HEAD;
+        p->fresh = false;
+    }
     if (p->pending_lf) {
         static const char lf = '\n';
         size_t one;
@@ -1190,6 +1594,15 @@ enum h1_event h1_parse_eof(struct h1_parser *p)
 
     if (p->err_status)
         return H1_ERROR;
+    if (p->fast) {
+        if (p->in_body && !p->fast_left)
+            return h1_fast_body(p, "", 0, &n);   /* a bodiless message not yet reported done */
+        if (!p->in_body)
+            return H1_NEED_MORE;
+        /* what http-parser says of a stream ending inside a Content-Length body */
+        h1_fail(p, p->kind == H1_REQUEST ? 400 : 502, http_errno_description(HPE_INVALID_EOF_STATE));
+        return H1_ERROR;
+    }
     if (p->pending_lf) {
         static const char lf = '\n';
         p->pending_lf = false;
@@ -1385,11 +1798,10 @@ int h1_write_request_head(struct buf *out, const struct h1_head *req, const stru
 int h1_write_response_head(struct buf *out, const struct h1_head *resp, const struct h1_resp_out *o)
 {
     struct stage s = stage_of(out);
-    char line[48];
-    int n;
 
-    n = snprintf(line, sizeof(line), "HTTP/1.1 %u ", resp->status);
-    put(&s, line, (size_t)n);
+    put(&s, "HTTP/1.1 ", 9);
+    put_num(&s, resp->status);
+    put(&s, " ", 1);
     if (resp->reason_len && h1_reason_valid(resp->reason, resp->reason_len))
         put(&s, resp->reason, resp->reason_len);
     else
@@ -1416,11 +1828,10 @@ int h1_write_simple_response(struct buf *out, unsigned status, const char *extra
                              const char *body, size_t body_len, bool close, bool head_only)
 {
     struct stage s = stage_of(out);
-    char line[48];
-    int n;
 
-    n = snprintf(line, sizeof(line), "HTTP/1.1 %u ", status);
-    put(&s, line, (size_t)n);
+    put(&s, "HTTP/1.1 ", 9);
+    put_num(&s, status);
+    put(&s, " ", 1);
     puts_(&s, h1_reason(status));
     puts_(&s, "\r\n");
     if (extra)

@@ -72,7 +72,6 @@ static void hop_detach(struct hop *h, bool reusable)
     if (h->uc) {
         pool_gauge(h->uc->server, -1, 0, 0);
         if (reusable) {
-            h->uc->requests++;
             pool_release(h->uc);
         } else {
             pool_close(h->uc);
@@ -82,8 +81,7 @@ static void hop_detach(struct hop *h, bool reusable)
     if (h->server) {
         pool_unclaim(h->server, h->trial);   /* ended without a verdict: the slot is free again */
         h->trial = 0;
-        h->server->inflight--;
-        pool_gauge(h->server, 0, 0, -1);
+        pool_server_inflight_add(h->server, -1);
         h->server = NULL;
     }
     worker_resp_parser_put(w, h->parser);
@@ -174,10 +172,7 @@ static void hop_attach_io(struct hop *h)
     struct upconn *uc = h->uc;
     struct worker *w = hop_worker(h);
 
-    uc->hop = h;
-    uc->rd.data = uc->wr.data = h;
-    ev_set_cb(&uc->rd, hop_read_cb);
-    ev_set_cb(&uc->wr, hop_write_cb);
+    pool_conn_attach(uc, h, hop_read_cb, hop_write_cb);
     if (!ev_is_active(&uc->rd))
         ev_io_start(w->loop, &uc->rd);
 }
@@ -213,13 +208,20 @@ static void hop_connected(struct hop *h)
             return;
     }
     /* While the request is being sent only the deadline bounds the hop; `response` starts once
-     * the whole request is out (SPEC §3.3). */
+     * the whole request is out (SPEC §3.3), which hop_send arms itself. So the deadline timer is
+     * armed only when the request did not go out whole at once (no loop turn comes between: the
+     * same timers as arming it first, one timer update fewer per request). */
+    {
+        unsigned seq = h->seq;
+        hop_send(h);
+        if (h->seq != seq || h->state != HOP_SENDING || ev_is_active(&h->response_timer))
+            return;
+    }
     h->deadline_cut = true;
     h->response_timer.repeat = h->deadline - ev_now(w->loop);
     if (h->response_timer.repeat <= 0)
         h->response_timer.repeat = 1e-6;
     ev_timer_again(w->loop, &h->response_timer);
-    hop_send(h);
 }
 
 static void hop_connect_cb(struct ev_loop *loop, ev_io *io, int revents)
@@ -244,9 +246,7 @@ static void hop_connect_cb(struct ev_loop *loop, ev_io *io, int revents)
             hop_fail(h, HOP_CONNECT_ERROR);
             return;
         }
-        ev_set_cb(&h->uc->rd, hop_handshake_cb);
-        ev_set_cb(&h->uc->wr, hop_handshake_cb);
-        h->uc->rd.data = h->uc->wr.data = h;
+        pool_conn_attach(h->uc, h, hop_handshake_cb, hop_handshake_cb);
         hop_handshake_cb(loop, &h->uc->wr, EV_WRITE);
         return;
     }
@@ -298,8 +298,7 @@ void hop_start(struct hop *h, struct exchange *ex, struct upserver *s, bool fres
     h->head_req = ex->req->method == H1_M_HEAD;
     h->seq++;
     h->server = h->last_server = s;
-    s->inflight++;
-    pool_gauge(s, 0, 0, 1);
+    pool_server_inflight_add(s, 1);
     h->outcome = HOP_OK;
     h->body_sent = 0;
     h->reused = h->request_sent = h->got_bytes = h->read_paused = h->deadline_cut = false;
@@ -336,9 +335,8 @@ void hop_start(struct hop *h, struct exchange *ex, struct upserver *s, bool fres
     if (!h->uc)
         goto fail_later;
     pool_gauge(s, 1, 0, 0);
-    h->uc->hop = h;
-    h->uc->wr.data = h;
-    ev_set_cb(&h->uc->wr, hop_connect_cb);
+    /* (the read watcher stays stopped until the connect completes: hop_connected) */
+    pool_conn_attach(h->uc, h, hop_read_cb, hop_connect_cb);
     ev_io_start(w->loop, &h->uc->wr);
     h->deadline_cut = hop_arm(h, &h->connect_timer, ex->route->timeouts.connect);
     h->starting = false;
@@ -783,8 +781,7 @@ bool hop_orphan(struct hop *h)
     o->ex = NULL;
     o->gen = h->ex->gen;
     o->gen->refs++;
-    o->uc->hop = o;
-    o->uc->rd.data = o->uc->wr.data = o;
+    pool_conn_move(o->uc, o);
     LIST_APPEND_T(w->orphans, w->orphans_tail, o, oprev, onext);
     w->norphans++;
     log_debug("attempt to %s detached (%s)", o->server->addr->text, connecting ? "connecting" : "awaiting its answer");

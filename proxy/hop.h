@@ -23,7 +23,10 @@
  * nor touches this hop. Every other report comes from a watcher of the loop.
  *
  * Fields are written by hop.c only; the exchange reads them and calls the functions below
- * (hop_is_running, hop_body_consumed, hop_tunnel_start, hop_settle...).
+ * (hop_is_running, hop_body_consumed, hop_tunnel_start, hop_settle...). In turn hop.c writes no
+ * field of its connection or server: it installs its callbacks with pool_conn_attach(), counts
+ * itself with pool_server_inflight_add(), and drives only the connection's watchers and its
+ * response buffer `in` while it owns it (pool.h).
  *
  * Ownership. A hop lives in its exchange (struct exchange embeds two) and is owned by it, with one
  * exception: a hop that lost a hedge or a connect race (SPEC §3.5) is handed to its worker with

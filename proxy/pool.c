@@ -235,7 +235,28 @@ struct upconn *pool_connect(struct upserver *s, int *err)
     return uc;
 }
 
-void pool_release(struct upconn *uc)
+void pool_conn_attach(struct upconn *uc, struct hop *h, pool_io_cb rd_cb, pool_io_cb wr_cb)
+{
+    uc->hop = h;
+    uc->rd.data = uc->wr.data = h;
+    ev_set_cb(&uc->rd, rd_cb);
+    ev_set_cb(&uc->wr, wr_cb);
+}
+
+void pool_conn_move(struct upconn *uc, struct hop *h)
+{
+    uc->hop = h;
+    uc->rd.data = uc->wr.data = h;
+}
+
+void pool_server_inflight_add(struct upserver *s, int delta)
+{
+    s->inflight += (unsigned)delta;
+    pool_gauge(s, 0, 0, delta);
+}
+
+/* Puts uc (no owner any more) into its server's idle list, or closes it. */
+static void pool_idle_push(struct upconn *uc)
 {
     struct upserver *s = uc->server;
     struct pool *p = s->pool;
@@ -267,6 +288,12 @@ void pool_release(struct upconn *uc)
         pool_arm_idle_timer(p);
 }
 
+void pool_release(struct upconn *uc)
+{
+    uc->requests++;
+    pool_idle_push(uc);
+}
+
 void pool_unclaim(struct upserver *s, int64_t trial)
 {
     if (trial && s->hs)
@@ -283,7 +310,7 @@ void pool_report(struct upserver *s, bool failure, double latency, int64_t trial
          * first bad answer; below the mean it blends in with a POOL_EWMA_TAU time constant. */
         ev_tstamp now = ev_now(p->w->loop);
         double dt = s->ewma_at ? now - s->ewma_at : 0;
-        double keep = exp(-(dt > 0 ? dt : 0) / POOL_EWMA_TAU);
+        double keep = dt > 0 ? exp(-dt / POOL_EWMA_TAU) : 1.0;   /* exp(0) without the call */
         if (!s->ewma_at || latency > s->ewma)
             s->ewma = latency;
         else
@@ -351,7 +378,7 @@ void pool_move_idle(struct pool *from, struct pool *to)
             uc->server = t;
             if (uc->x.ssl)
                 uc->x.sess_slot = &t->tls_sess;
-            pool_release(uc);
+            pool_idle_push(uc);
             uc->idle_since = since;
         }
     }
@@ -464,6 +491,8 @@ static struct upserver *pick_random_two(struct pool *p, const struct pool_pick_c
             b = &p->servers[i];
         seen++;
     }
+    if (a == b)
+        return a;   /* one candidate (a pool of one usable server): no cost to compare */
     if (p->cp->balance == BALANCE_EWMA) {
         /* Peak-EWMA cost: latency times load (attempts in flight, pending connects included), per
          * unit of weight. An unmeasured server costs next to nothing, so it gets tried; a server

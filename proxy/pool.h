@@ -5,7 +5,14 @@
  * connection (struct upconn) is owned by the pool while idle and by a hop while busy: the hop
  * takes it with pool_take()/pool_connect() and gives it back with pool_release() (reusable) or
  * pool_close() (anything else). While idle, a connection's read watcher stays active so that a
- * close by the server is noticed at once; while busy the hop installs its own callbacks.
+ * close by the server is noticed at once; while busy the hop's callbacks are installed with
+ * pool_conn_attach().
+ *
+ * Fields of struct upserver and struct upconn are written by pool.c only (issue 8): a hop reads
+ * them and calls pool_conn_attach / pool_conn_move / pool_server_inflight_add. Two exceptions,
+ * by design: while busy, the owning hop starts and stops the connection's watchers (its own I/O)
+ * and fills and drains `in` (the response bytes); pool.c frees `in` when the connection comes
+ * back.
  */
 #ifndef LIFELINE_POOL_H
 #define LIFELINE_POOL_H
@@ -34,7 +41,7 @@ struct upserver {
     double ewma;                        /* balance ewma: decaying mean of response-head latency, s */
     ev_tstamp ewma_at;                  /* when ewma was last updated */
     int64_t cw;                         /* smooth weighted round robin: current weight */
-    unsigned inflight;                  /* hops using this server now */
+    unsigned inflight;                  /* hops using this server now (pool_server_inflight_add) */
     struct upconn *idle;                /* idle connections, most recently used first */
     struct upconn *idle_tail;           /* least recently used */
     unsigned nidle;
@@ -51,7 +58,7 @@ struct upconn {
     struct upconn *prev, *next;         /* in server->idle */
     ev_tstamp idle_since;
     struct buf in;                      /* response bytes; allocated while busy */
-    unsigned requests;                  /* requests carried so far */
+    unsigned requests;                  /* requests carried so far (counted by pool_release) */
 };
 
 struct pool {
@@ -101,8 +108,20 @@ struct upconn *pool_take(struct upserver *s);
  * reports completion) or NULL with *err set to a positive errno when the connect failed at once. */
 struct upconn *pool_connect(struct upserver *s, int *err);
 /* Gives a connection that finished a response cleanly back to the pool (closed instead when the
- * pool is full or draining). Its watchers are returned to the pool's idle handling. */
+ * pool is full or draining), counting the request it carried. Its watchers are returned to the
+ * pool's idle handling; `in` is freed. */
 void pool_release(struct upconn *uc);
+/* Watcher callbacks a busy connection's owner installs. */
+typedef void (*pool_io_cb)(struct ev_loop *loop, ev_io *io, int revents);
+/* Hop h owns uc from now on (taken with pool_take or pool_connect): uc's read and write watchers
+ * call rd_cb and wr_cb with io->data == h. Starts and stops nothing (the read watcher of a pooled
+ * connection is still running from its idle time: one epoll change fewer per request). */
+void pool_conn_attach(struct upconn *uc, struct hop *h, pool_io_cb rd_cb, pool_io_cb wr_cb);
+/* The hop that owns uc moved to h (a hop handed to its worker as an orphan): same callbacks. */
+void pool_conn_move(struct upconn *uc, struct hop *h);
+/* A hop started (+1) or stopped (-1) using server s: its in-flight count (read by the balancers)
+ * and the in-flight gauge. */
+void pool_server_inflight_add(struct upserver *s, int delta);
 /* Closes and frees a connection the caller owns. */
 void pool_close(struct upconn *uc);
 

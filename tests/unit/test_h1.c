@@ -644,6 +644,14 @@ static const struct req_case req_cases[] = {
     { "underscore_not_quite", "GET /" H11 "Host_: x\r\nContent_Length_: 1\r\n\r\n", .method = H1_M_GET,
       .minor = 1, .cl = -1, .keep_alive = true },
     { "underscore_x_forwarded_for", "GET /" H11 "X_Forwarded_For: 1.2.3.4\r\n\r\n", .err = 400 },
+    /* http-parser matches its special names by prefix: fed whole (h1.c's fast path) or in pieces
+     * (http-parser's path), the verdict is http-parser's */
+    { "te_name_prefix", "POST /p" H11 "Transfer-Encoding`: x\r\n\r\n", .err = 400 },
+    { "cl_name_prefix", "POST /p" H11 "Content-Length`: 5\r\n\r\n", .method = H1_M_POST, .minor = 1,
+      .cl = -1, .keep_alive = true },
+    { "fast_path_shape", "PATCH /a/b;c=d:e@f?g=h&i=%20~" H11 "X-A:\t v \t\r\nx-b:\r\nContent-Length: 007\r\n\r\n"
+      "abcdefg", .method = H1_M_PATCH, .minor = 1, .cl = 7, .keep_alive = true, .body = "abcdefg",
+      .tail = "GET / HTTP/1.0\r\n\r\n", .events = "HDHD" },
     { "underscore_other_name_ok", "GET /" H11 "X_Custom_Thing: 1\r\n\r\n", .method = H1_M_GET, .minor = 1,
       .cl = -1, .keep_alive = true },
     /* ---- Host shape ---- */
@@ -2309,6 +2317,34 @@ static void test_traceparent_written(void **state)
     assert_int_equal(h1_parser_head(fx.p)->traceparent, -1);
 }
 
+/* h1.c's fast path takes only a message's first input: a head that arrives whole after bytes
+ * already fed for the same message (here a lone CR, which the raw scan holds against the next
+ * byte) is judged exactly as when it comes in one piece or byte by byte. */
+static void test_fast_path_only_first_input(void **state)
+{
+    static const char head[] = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    struct h1_parser *p = h1_parser_new(H1_REQUEST, 1024);
+    size_t used = 0;
+    const char *why = NULL;
+
+    (void)state;
+    assert_non_null(p);
+    assert_int_equal(h1_parse(p, "\r", 1, &used), H1_NEED_MORE);
+    assert_int_equal(h1_parse(p, head, sizeof(head) - 1, &used), H1_ERROR);
+    assert_int_equal(h1_parser_error(p, &why), 400);
+    assert_string_equal(why, "bare CR in the head");
+    /* after a reset the same head in one piece is accepted (the fast path), and so is it after
+     * an empty line (RFC 9112 §2.2) fed on its own (http-parser's path) */
+    h1_parser_reset(p);
+    assert_int_equal(h1_parse(p, head, sizeof(head) - 1, &used), H1_HEAD);
+    assert_int_equal(used, sizeof(head) - 1);
+    h1_parser_reset(p);
+    assert_int_equal(h1_parse(p, "\r\n", 2, &used), H1_NEED_MORE);
+    assert_int_equal(h1_parse(p, head, sizeof(head) - 1, &used), H1_HEAD);
+    assert_int_equal(used, sizeof(head) - 1);
+    h1_parser_free(p);
+}
+
 int main(void)
 {
     int r;
@@ -2341,6 +2377,7 @@ int main(void)
     ADD(test_big_trailers_over_max_head);
     ADD(test_close_delimited_to_chunked);
     ADD(test_bytewise_equals_oneshot);
+    ADD(test_fast_path_only_first_input);
     ADD(test_reason);
     ADD(test_absolute_form);
     ADD(test_host_valid);

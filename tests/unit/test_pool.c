@@ -1,5 +1,5 @@
 /* test_pool.c — balancers: smooth weighted round robin, least_conn, random_two, hash, ewma;
- * connect_race: auto arithmetic. */
+ * connect_race: auto arithmetic; a connection's hand-over between a hop and the idle pool. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "pool.h"
 #include "worker.h"
@@ -238,6 +240,80 @@ static void test_ewma(void **state)
     w.loop = NULL;
 }
 
+static void cb_a(struct ev_loop *loop, ev_io *io, int revents) { (void)loop; (void)io; (void)revents; }
+static void cb_b(struct ev_loop *loop, ev_io *io, int revents) { (void)loop; (void)io; (void)revents; }
+
+/* pool.h: the hop's side of a connection goes through pool_conn_attach / pool_conn_move /
+ * pool_server_inflight_add, and pool_release counts the request and takes the watchers back. */
+static void test_conn_handover(void **state)
+{
+    static const unsigned weights[] = { 1, 1 };
+    struct pool p;
+    struct sockaddr_in sin = { .sin_family = AF_INET };
+    socklen_t sl = sizeof(sin);
+    int lfd, err = 0, peer;
+    struct upconn *uc;
+    char fake_hop[2];
+
+    (void)state;
+    setup_pool(&p, BALANCE_LEAST_CONN, weights, 2);
+    w.loop = ev_loop_new(EVFLAG_AUTO);
+    assert_non_null(w.loop);
+    lfd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(lfd >= 0);
+    inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    assert_int_equal(listen(lfd, 4), 0);
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&sin, &sl), 0);
+    memcpy(&addrs[0].ss, &sin, sizeof(sin));
+
+    /* in flight: counted for the balancer, and back */
+    pool_server_inflight_add(&p.servers[0], 1);
+    assert_int_equal(p.servers[0].inflight, 1);
+    for (int i = 0; i < 4; i++)
+        assert_ptr_equal(pool_pick(&p, NULL), &p.servers[1]);
+    pool_server_inflight_add(&p.servers[0], -1);
+    assert_int_equal(p.servers[0].inflight, 0);
+
+    uc = pool_connect(&p.servers[0], &err);
+    assert_non_null(uc);
+    peer = accept(lfd, NULL, NULL);
+    assert_true(peer >= 0);
+    pool_conn_attach(uc, (struct hop *)fake_hop, cb_a, cb_b);
+    assert_ptr_equal(uc->hop, fake_hop);
+    assert_ptr_equal(uc->rd.data, fake_hop);
+    assert_ptr_equal(uc->wr.data, fake_hop);
+    assert_ptr_equal(uc->rd.cb, cb_a);
+    assert_ptr_equal(uc->wr.cb, cb_b);
+    pool_conn_move(uc, (struct hop *)(fake_hop + 1));
+    assert_ptr_equal(uc->hop, fake_hop + 1);
+    assert_ptr_equal(uc->rd.data, fake_hop + 1);
+    assert_ptr_equal(uc->rd.cb, cb_a);
+
+    /* back to the pool: one request counted, owned by nobody, the read watcher watching */
+    pool_release(uc);
+    assert_int_equal(uc->requests, 1);
+    assert_null(uc->hop);
+    assert_ptr_equal(uc->rd.data, uc);
+    assert_true(ev_is_active(&uc->rd));
+    assert_int_equal(p.servers[0].nidle, 1);
+    /* taken again (the peer is silent), carried, released: two */
+    assert_ptr_equal(pool_take(&p.servers[0]), uc);
+    assert_int_equal(p.servers[0].nidle, 0);
+    pool_conn_attach(uc, (struct hop *)fake_hop, cb_a, cb_b);
+    pool_release(uc);
+    assert_int_equal(uc->requests, 2);
+    /* the peer closed it: the next take finds it dead and gives nothing */
+    close(peer);
+    usleep(20000);
+    assert_null(pool_take(&p.servers[0]));
+    assert_int_equal(p.servers[0].nidle, 0);
+    close(lfd);
+    pool_destroy(&p);
+    ev_loop_destroy(w.loop);
+    w.loop = NULL;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -248,6 +324,7 @@ int main(void)
         cmocka_unit_test(test_hash_stable),
         cmocka_unit_test(test_race_delay),
         cmocka_unit_test(test_ewma),
+        cmocka_unit_test(test_conn_handover),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
