@@ -41,6 +41,10 @@
 # 2-core machine the second worker shares its core with wrk and the upstream: that figure is
 # contended, and the report says so.
 #
+# Syscalls (STRACE=1, off by default): after the rounds, each proxy at the largest size, GET and
+# POST, runs STRACE_SECONDS (2) under `strace -c -f -p PID`; the report gives syscalls per MiB and
+# the most frequent ones (strace slows the proxy; the counts per MiB still hold).
+#
 # Env: ROUNDS (3) DURATION (s, 8) CONNS (50) WRK_THREADS (1) WARMUP (s, 1) SIZES ("1k 64k 1m";
 # NNk or NNm, at most 64m) KINDS ("get post") TARGETS ("direct lifeline nginx haproxy
 # haproxy-splice") WORKERS_TEST (1; 0 skips the two-worker part) LIFELINE_BIN (build/lifeline)
@@ -50,7 +54,8 @@
 # 120: no new run starts after it; the report covers what ran).
 # Output: build/bench/bodies.md (also printed); raw wrk outputs and configs in build/bench/bodies/.
 # Every process started here is stopped by PID at exit (scripts/lib/procs.sh). Time: about
-# ROUNDS x (sizes x kinds x targets + 4) x (DURATION + 1) s, plus warm-up and start-up.
+# ROUNDS x (sizes x kinds x targets + 4) x (DURATION + 1) s, plus warm-up and start-up: about 15 minutes
+# with the defaults; `ROUNDS=1 DURATION=3` takes about 2.5 minutes.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -69,6 +74,8 @@ SIZES=${SIZES:-1k 64k 1m}
 KINDS=${KINDS:-get post}
 TARGETS=${TARGETS:-direct lifeline nginx haproxy haproxy-splice}
 WORKERS_TEST=${WORKERS_TEST:-1}
+STRACE=${STRACE:-0}
+STRACE_SECONDS=${STRACE_SECONDS:-2}
 LIFELINE_BIN=${LIFELINE_BIN-$ROOT/build/lifeline}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
@@ -83,7 +90,7 @@ REPORT=$ROOT/build/bench/bodies.md
 die() { echo "bench-bodies.sh: $*" >&2; exit 1; }
 note() { echo "bench-bodies.sh: $*" >&2; }
 
-for v in ROUNDS DURATION CONNS WRK_THREADS WARMUP PROXY_CPU LOAD_CPU BENCH_PORT WORKERS_TEST EQUAL_HEADERS; do
+for v in ROUNDS DURATION CONNS WRK_THREADS WARMUP PROXY_CPU LOAD_CPU BENCH_PORT WORKERS_TEST EQUAL_HEADERS STRACE STRACE_SECONDS; do
     [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer (got '${!v}')"
 done
 ((ROUNDS >= 1 && ROUNDS <= 50)) || die "ROUNDS must be 1..50"
@@ -103,6 +110,8 @@ for s in $SIZES; do
 done
 ((${#size_list[@]} > 0)) || die "SIZES is empty"
 for c in wrk taskset curl flock cc; do command -v "$c" >/dev/null || die "$c not found (bash scripts/deps.sh)"; done
+((STRACE == 0)) || command -v strace >/dev/null || die "STRACE=1 needs strace"
+((STRACE_SECONDS >= 1 && STRACE_SECONDS <= 60)) || die "STRACE_SECONDS must be 1..60"
 [[ -x "$NGINX" ]] || die "nginx not found (bash scripts/deps.sh)"
 ncpu=$(nproc)
 ((ncpu >= 2)) || die "needs 2 CPUs (proxy on one, load on the other); this machine has $ncpu"
@@ -110,10 +119,10 @@ ncpu=$(nproc)
 CLK_TCK=$(getconf CLK_TCK)
 
 mkdir -p "$OUT"
+procs_init 5
 bench_lock bench-bodies.sh || exit 1
 rm -rf "$OUT"/runs "$OUT"/*.tsv "$OUT"/*.out "$OUT"/*.log "$REPORT"
 mkdir -p "$OUT/runs" "$OUT/www" "$OUT/tmp"
-procs_init 5
 
 # Starts a long-lived process pinned to CPUs; its PID in PID[name], stopped at exit.
 declare -A PID=() PORT=()
@@ -424,7 +433,8 @@ fi
 cases=()
 for k in $KINDS; do for s in "${size_list[@]}"; do cases+=("$k:$s"); done; done
 n=${#run_targets[@]} nw=${#w_targets[@]}
-est=$((ROUNDS * (${#cases[@]} * n + nw) * (DURATION + 1) + (n + nw) * (WARMUP + 1) + 10))
+nk=$(wc -w <<<"$KINDS")
+est=$((ROUNDS * (${#cases[@]} * n + nw) * (DURATION + 1) + (n + nw) * (WARMUP + 1) + STRACE * nk * n * (STRACE_SECONDS + 3) + 10))
 MAX_SECONDS=${MAX_SECONDS:-$((2 * est + 120))}
 [[ "$MAX_SECONDS" =~ ^[0-9]+$ ]] || die "MAX_SECONDS must be a non-negative integer"
 note "targets: ${run_targets[*]}; cases: ${cases[*]}; workers: ${w_targets[*]:-none}"
@@ -476,6 +486,33 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 ((out_of_time == 0)) || note "MAX_SECONDS (${MAX_SECONDS}s) reached: some runs were not started"
 
+# ---- syscalls per MiB (STRACE=1): each proxy, the largest size, strace -c -f over a short wrk run -------
+printf 'case\ttarget\tstrace\twrk\n' >"$OUT/strace.tsv"
+if ((STRACE)); then
+    big=${size_list[0]}
+    for s in "${size_list[@]}"; do ((BYTES[$s] > BYTES[$big])) && big=$s; done
+    for k in $KINDS; do
+        for t in "${run_targets[@]}"; do
+            [[ $t != direct && -z "${dead[$t]:-}" ]] || continue
+            alive "$t" || continue
+            if ((SECONDS > MAX_SECONDS)); then out_of_time=1; break 2; fi
+            sf="$OUT/runs/strace-$k-$big-$t.txt" wf="$OUT/runs/strace-wrk-$k-$big-$t.txt"
+            strace -c -f -o "$sf" -p "${PID[$t]}" 2>"$sf.err" 9>&- &
+            sp=$!
+            pids+=("$sp")
+            sleep 1   # attached to every thread before the load starts
+            wrk_run "$t" "$k:$big" "$STRACE_SECONDS" "$wf" || note "wrk under strace against $t failed (see $wf)"
+            kill -INT "$sp" 2>/dev/null || true
+            wait "$sp" || true
+            keep=()
+            for q in "${pids[@]}"; do [[ $q == "$sp" ]] || keep+=("$q"); done
+            pids=("${keep[@]}")
+            printf '%s\t%s\t%s\t%s\n' "$k:$big" "$t" "$sf" "$wf" >>"$OUT/strace.tsv"
+            note "strace $k:$big $t: $(grep -h 'Requests/sec' "$wf" | tr -s ' ' || echo 'no result')"
+        done
+    done
+fi
+
 # ---- report --------------------------------------------------------------------------------------
 version=""
 ((lifeline_ok)) && version=$("$LIFELINE_BIN" -V 2>&1 | head -1 || true)
@@ -487,9 +524,9 @@ for s in "${size_list[@]}"; do sizes_bytes+="$s=${BYTES[$s]} "; done
 META_COMMIT="$commit$dirty" META_VERSION="$version" META_SIZES="$sizes_bytes" META_NCPU="$ncpu" \
 META_SETUP="wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s, $ROUNDS interleaved rounds, medians (spread min-max); proxy on CPU $PROXY_CPU, wrk + upstream (nginx, 1 process) on CPU $LOAD_CPU; one worker/thread per proxy, keep-alive both sides, no access logs; equal header work: $EQUAL_HEADERS" \
 META_CPUS="$PROXY_CPU,$LOAD_CPU" META_OUT_OF_TIME="$out_of_time" \
-    "$PYTHON" - "$OUT/runs.tsv" "$CLK_TCK" "$REPORT" "$OUT/memcpy.txt" <<'EOF'
+    "$PYTHON" - "$OUT/runs.tsv" "$CLK_TCK" "$REPORT" "$OUT/memcpy.txt" "$OUT/strace.tsv" <<'EOF'
 import os, re, statistics, sys, time
-tsv, clk, out, memcpy_txt = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+tsv, clk, out, memcpy_txt, strace_tsv = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 E = os.environ
 size_bytes = dict(kv.split("=") for kv in E["META_SIZES"].split())
 size_bytes = {k: int(v) for k, v in size_bytes.items()}
@@ -646,6 +683,32 @@ if verdicts:
         L.append(f"Verdict: lifeline costs more than 1.2x nginx per MiB at {biggest}: the body path is worth "
                  "work (splice through a pipe, or fewer and larger reads and sends); compare the HAProxy splice figures.")
 L.append("")
+
+# strace -c: "% time  seconds  usecs/call  calls  [errors]  syscall"
+st_rows = [l.split("\t") for l in open(strace_tsv).read().splitlines()[1:]]
+if st_rows:
+    L.append("### Syscalls per MiB (strace -c -f over one short wrk run per proxy; slowed by strace, counts hold)")
+    L.append("")
+    L.append("| case | target | requests | syscalls/MiB | the most frequent, per MiB |")
+    L.append("| --- | --- | ---: | ---: | --- |")
+    for c, t, sf, wf in st_rows:
+        w = parse(wf)
+        calls = {}
+        try:
+            for line in open(sf, errors="replace"):
+                m = re.match(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$", line)
+                if m and m.group(2) != "total":
+                    calls[m.group(2)] = calls.get(m.group(2), 0) + int(m.group(1))
+        except OSError:
+            pass
+        if not w or not w["requests"] or not calls:
+            L.append(f"| {c} | {t} | — | — | no result (see {sf}) |")
+            continue
+        mib = w["requests"] * size_bytes[c.split(":")[1]] / MIB
+        top = sorted(calls.items(), key=lambda kv: -kv[1])[:5]
+        L.append("| %s | %s | %d | %.0f | %s |" % (c, t, w["requests"], sum(calls.values()) / mib,
+                 ", ".join(f"{name} {n / mib:.1f}" for name, n in top)))
+    L.append("")
 
 wcase = [c for (p, c) in order if p == "workers"]
 if wcase:

@@ -4,8 +4,9 @@
 #
 # bench_lock NAME: one benchmark at a time on the machine (two would share the 2 CPUs and both be
 #   wrong). Holds an flock on BENCH_LOCK (/tmp/lifeline-bench.lock, the same file scripts/bench.sh
-#   uses) on fd 9, waiting at most LOCK_WAIT seconds (600). Start children with `9>&-` so they do not
-#   keep the lock after the script exits.
+#   uses) on fd 9, waiting at most LOCK_WAIT seconds (600). Call it after procs_init (the waiting
+#   flock is stopped at exit too). Start children with `9>&-` so they do not keep the lock after
+#   the script exits.
 # wait_http NAME PID URL [CODE]: waits (bounded: 10 s) until URL answers CODE (200); false, with a
 #   note on stderr, when PID exits or time runs out.
 # cpu_ticks PID: "UTIME STIME" in clock ticks of PID (every thread) plus its live children (an nginx
@@ -16,7 +17,14 @@ bench_lock() {
     exec 9>"$lock"
     if ! flock -n 9; then
         echo "$1: another benchmark holds $lock; waiting up to ${wait_s}s" >&2
-        flock -w "$wait_s" 9 || { echo "$1: still locked after ${wait_s}s" >&2; return 1; }
+        # waited for in the background and listed in `pids`, so the exit trap stops it too
+        local p rc=0
+        flock -w "$wait_s" 9 &
+        p=$!
+        pids+=("$p")
+        wait "$p" || rc=$?
+        pids=("${pids[@]:0:${#pids[@]}-1}")
+        ((rc == 0)) || { echo "$1: still locked after ${wait_s}s" >&2; return 1; }
     fi
 }
 
