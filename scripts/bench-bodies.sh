@@ -19,6 +19,8 @@
 #   haproxy         nbthread 1, http-reuse always, default tune.bufsize, no splice.
 #   haproxy-splice  the same with `option splice-request` and `option splice-response`: kernel
 #                   splice() through a pipe, the measured worth of splice on this kernel.
+#   lifeline-b      only with LIFELINE_B=PATH: a second lifeline binary, set up as `lifeline`, to
+#                   weigh a change to the body path against the build it starts from (A/B).
 # Load: wrk -t WRK_THREADS -c CONNS; GET for response bodies, POST with a fixed Content-Length body
 # (wrk -s, a Lua script setting wrk.body) for request bodies.
 #
@@ -47,9 +49,10 @@
 #
 # Env: ROUNDS (3) DURATION (s, 8) CONNS (50) WRK_THREADS (1) WARMUP (s, 1) SIZES ("1k 64k 1m";
 # NNk or NNm, at most 64m) KINDS ("get post") TARGETS ("direct lifeline nginx haproxy
-# haproxy-splice") WORKERS_TEST (1; 0 skips the two-worker part) LIFELINE_BIN (build/lifeline)
+# haproxy-splice"; lifeline-b is added when LIFELINE_B is set) WORKERS_TEST (1; 0 skips the
+# two-worker part) LIFELINE_BIN (build/lifeline) LIFELINE_B (unset)
 # PROXY_CPU (0) LOAD_CPU (1) BENCH_PORT (18200: upstream; +1 lifeline, +2 nginx, +3 haproxy,
-# +4 haproxy-splice, +5 lifeline 2 workers, +6 nginx 2 workers) EQUAL_HEADERS (1)
+# +4 haproxy-splice, +5 lifeline 2 workers, +6 nginx 2 workers, +7 lifeline-b) EQUAL_HEADERS (1)
 # LOCK_WAIT (600 s; the lock is shared with scripts/bench.sh) MAX_SECONDS (twice the estimate +
 # 120: no new run starts after it; the report covers what ran).
 # Output: build/bench/bodies.md (also printed); raw wrk outputs and configs in build/bench/bodies/.
@@ -77,6 +80,7 @@ WORKERS_TEST=${WORKERS_TEST:-1}
 STRACE=${STRACE:-0}
 STRACE_SECONDS=${STRACE_SECONDS:-2}
 LIFELINE_BIN=${LIFELINE_BIN-$ROOT/build/lifeline}
+LIFELINE_B=${LIFELINE_B:-}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 BENCH_PORT=${BENCH_PORT:-18200}
@@ -158,6 +162,7 @@ PORT[haproxy]=$((BENCH_PORT + 3))
 PORT[haproxy-splice]=$((BENCH_PORT + 4))
 PORT[lifeline-w2]=$((BENCH_PORT + 5))
 PORT[nginx-w2]=$((BENCH_PORT + 6))
+PORT[lifeline-b]=$((BENCH_PORT + 7))
 for p in "${PORT[@]}"; do
     port_open "$p" && die "127.0.0.1:$p is in use; set BENCH_PORT to a free range"
 done
@@ -306,6 +311,7 @@ EOF
 }
 lifeline_conf "$OUT/lifeline.yaml" "${PORT[lifeline]}" 1
 lifeline_conf "$OUT/lifeline-w2.yaml" "${PORT[lifeline-w2]}" 2
+lifeline_conf "$OUT/lifeline-b.yaml" "${PORT[lifeline-b]}" 1
 
 # ---- copy speed: memcpy, hot 32 KiB blocks and 64 MiB from memory -------------------------------------
 cat >"$OUT/memcpy-speed.c" <<'EOF'
@@ -377,6 +383,7 @@ launch() {   # target
     case $1 in
     lifeline) start "$1" "$PROXY_CPU" "$LIFELINE_BIN" -c "$OUT/lifeline.yaml" ;;
     lifeline-w2) start "$1" "$PROXY_CPU,$LOAD_CPU" "$LIFELINE_BIN" -c "$OUT/lifeline-w2.yaml" ;;
+    lifeline-b) start "$1" "$PROXY_CPU" "$LIFELINE_B" -c "$OUT/lifeline-b.yaml" ;;
     nginx) start "$1" "$PROXY_CPU" "$NGINX" -p "$OUT" -c "$OUT/nginx.conf" ;;
     nginx-w2) start "$1" "$PROXY_CPU,$LOAD_CPU" "$NGINX" -p "$OUT" -c "$OUT/nginx-w2.conf" ;;
     haproxy | haproxy-splice) start "$1" "$PROXY_CPU" "$HAPROXY" -db -f "$OUT/$1.cfg" ;;
@@ -405,9 +412,14 @@ bring_up() {   # target: started, answering, checked; false (with a note) otherw
     case $t in
     direct) ;;
     lifeline | lifeline-w2) ((lifeline_ok)) || return 1 ;;
+    lifeline-b)
+        [[ -x "$LIFELINE_B" ]] || { note "skipping lifeline-b: LIFELINE_B '$LIFELINE_B' is not an executable"; return 1; }
+        "$LIFELINE_B" -t -c "$OUT/lifeline-b.yaml" >"$OUT/lifeline-b-check.out" 2>&1 ||
+            { note "skipping lifeline-b: it rejects its config"; cat "$OUT/lifeline-b-check.out" >&2; return 1; }
+        ;;
     haproxy | haproxy-splice) [[ -x "$HAPROXY" ]] || { note "skipping $t: haproxy not installed"; return 1; } ;;
     nginx | nginx-w2) ;;
-    *) die "unknown target '$t' (direct lifeline nginx haproxy haproxy-splice)" ;;
+    *) die "unknown target '$t' (direct lifeline lifeline-b nginx haproxy haproxy-splice)" ;;
     esac
     if [[ $t != direct ]]; then
         launch "$t"
@@ -421,6 +433,7 @@ bring_up() {   # target: started, answering, checked; false (with a note) otherw
 }
 
 run_targets=()
+[[ -z "$LIFELINE_B" || " $TARGETS " == *" lifeline-b "* ]] || TARGETS+=" lifeline-b"
 for t in $TARGETS; do bring_up "$t" && run_targets+=("$t"); done
 ((${#run_targets[@]} > 0)) || die "no target to measure"
 w_targets=()
@@ -592,8 +605,9 @@ def rfmt(x):
 
 memcpy = dict(l.split() for l in open(memcpy_txt).read().splitlines() if l.strip())
 hot, cold = float(memcpy.get("hot_gbps", 0)), float(memcpy.get("cold_gbps", 0))
-# two copies per body byte through a read/write proxy; ms per MiB at the hot speed
+# two copies per body byte through a read/write proxy; ms per MiB at the hot and the memory speed
 copy_ms_mib = 2 * MIB / (hot * 1e9) * 1e3 if hot else None
+copy_cold_ms_mib = 2 * MIB / (cold * 1e9) * 1e3 if cold else None
 
 L = []
 L.append("## Bodies and workers, %s" % time.strftime("%Y-%m-%d %H:%M"))
@@ -632,6 +646,10 @@ for kind, title in (("get", "Response bodies (GET, upstream serves static files)
             if rows.get(ll) and rows.get(ok):
                 parts.append(f"lifeline/{other}: MiB/s x{rfmt(ratio(med(ll, 'mibps'), med(ok, 'mibps')))}, "
                              f"CPU/MiB x{rfmt(ratio(med(ll, 'cpu_ms_mib'), med(ok, 'cpu_ms_mib')))}")
+        lb = ("bodies", c, "lifeline-b")
+        if rows.get(ll) and rows.get(lb):
+            parts.append(f"lifeline-b/lifeline: MiB/s x{rfmt(ratio(med(lb, 'mibps'), med(ll, 'mibps')))}, "
+                         f"CPU/MiB x{rfmt(ratio(med(lb, 'cpu_ms_mib'), med(ll, 'cpu_ms_mib')))}")
         hs, hp = ("bodies", c, "haproxy-splice"), ("bodies", c, "haproxy")
         if rows.get(hs) and rows.get(hp):
             parts.append(f"haproxy splice/plain: CPU/MiB x{rfmt(ratio(med(hs, 'cpu_ms_mib'), med(hp, 'cpu_ms_mib')))}")
@@ -646,8 +664,9 @@ L.append("### Copy speed and splice")
 L.append("")
 L.append(f"memcpy on the proxy's CPU: {hot:.1f} GB/s with 32 KiB blocks (cache hot), {cold:.1f} GB/s for 64 MiB "
          f"(from memory). A read/write proxy copies each body byte twice (socket -> its buffer, its buffer -> socket): "
-         f"{fmt(copy_ms_mib, 3)} ms per MiB at the hot speed. splice() through a pipe would skip those two copies, "
-         f"and nothing else: the TCP work per packet stays.")
+         f"{fmt(copy_ms_mib, 3)} ms per MiB at the hot speed, {fmt(copy_cold_ms_mib, 3)} at the memory speed (the bytes "
+         f"a proxy reads were written by another core, so the first copy is closer to the latter). splice() through "
+         f"a pipe skips both copies and the socket buffers' page allocations; the TCP work per packet stays.")
 L.append("")
 biggest = max(size_bytes, key=size_bytes.get)
 ratios_line = []
@@ -665,8 +684,12 @@ for kind in ("get", "post"):
         continue
     x = ratio(lm, nm)
     s = (f"- {kind.upper()} {biggest}: lifeline {lm:.3f} ms/MiB ({fmt(lu, 0)}% of it user space), nginx {fmt(nm, 3)} "
-         f"(lifeline x{rfmt(x)}); the two copies are {fmt(copy_ms_mib, 3)} ms/MiB = "
-         f"{fmt(100 * copy_ms_mib / lm if copy_ms_mib else None, 0)}% of lifeline's cost")
+         f"(lifeline x{rfmt(x)}); the two copies are {fmt(copy_ms_mib, 3)}-{fmt(copy_cold_ms_mib, 3)} ms/MiB = "
+         f"{fmt(100 * copy_ms_mib / lm if copy_ms_mib else None, 0)}-"
+         f"{fmt(100 * copy_cold_ms_mib / lm if copy_cold_ms_mib else None, 0)}% of lifeline's cost")
+    lbm = med(("bodies", c, "lifeline-b"), "cpu_ms_mib")
+    if lbm is not None:
+        s += f"; lifeline-b {lbm:.3f} (x{rfmt(ratio(lbm, lm))} lifeline, x{rfmt(ratio(lbm, nm))} nginx)"
     if hp is not None and hs is not None:
         s += f"; HAProxy {hp:.3f} without splice, {hs:.3f} with (x{rfmt(ratio(hs, hp))})"
     L.append(s)
