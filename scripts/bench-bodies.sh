@@ -26,10 +26,13 @@
 #
 # Per size and target: req/s, MiB/s of body (requests x size / run time; MiB = 2^20 bytes), and the
 # proxy's CPU per MiB = (utime+stime delta of the proxy from /proc/PID/stat, its children included)
-# / MiB moved, with the user-space share. Kernel time spent in loopback softirqs is not charged to
-# any process, so CPU/MiB compares proxies; it is not the whole cost. Rounds are interleaved (round
-# r runs every size on every target, target order rotated each round): medians over rounds, with
-# the spread (min-max). Ratios lifeline/nginx (and /haproxy) for MiB/s and CPU/MiB.
+# / MiB moved, with the user-space share. Softirq work is charged to the task it interrupts (tick
+# accounting; this machine's kernel has no IRQ_TIME_ACCOUNTING): on loopback mostly the sender, so
+# a proxy also pays the receive-side TCP work of what it sends, and the upstream and wrk that of
+# what it receives; work deferred to ksoftirqd is charged to no proxy. CPU/MiB compares proxies;
+# it is not the whole cost. Rounds are interleaved (round r runs every size on every target, target
+# order rotated each round): medians over rounds, with the spread (min-max). Ratios lifeline/nginx
+# (and /haproxy) for MiB/s and CPU/MiB.
 #
 # Copy speed: a small C program (built here, run on PROXY_CPU) times memcpy of 32 KiB blocks (cache
 # hot, like a socket buffer to a proxy's block) and of 64 MiB (from memory). A read/write proxy
@@ -613,7 +616,8 @@ L = []
 L.append("## Bodies and workers, %s" % time.strftime("%Y-%m-%d %H:%M"))
 L.append("")
 L.append("commit %s%s; %s. MiB = 2^20 bytes of body (headers not counted); CPU = utime+stime of the "
-         "proxy process (children included) from /proc, loopback softirq time not charged to it." %
+         "proxy process (children included) from /proc; softirq work lands on the task it interrupts (on loopback "
+         "mostly the sender: a proxy pays the receive side of what it sends), ksoftirqd's share on no proxy." %
          (E["META_COMMIT"], "; " + E["META_VERSION"] if E["META_VERSION"] else "", E["META_SETUP"]))
 L.append("")
 verdict_inputs = {}
