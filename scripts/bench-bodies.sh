@@ -66,9 +66,9 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-# shellcheck source=lib/procs.sh
+# shellcheck source=scripts/lib/procs.sh
 . "$ROOT/scripts/lib/procs.sh"
-# shellcheck source=lib/bench-common.sh
+# shellcheck source=scripts/lib/bench-common.sh
 . "$ROOT/scripts/lib/bench-common.sh"
 
 ROUNDS=${ROUNDS:-3}
