@@ -60,8 +60,8 @@
 # 120: no new run starts after it; the report covers what ran).
 # Output: build/bench/bodies.md (also printed); raw wrk outputs and configs in build/bench/bodies/.
 # Every process started here is stopped by PID at exit (scripts/lib/procs.sh). Time: about
-# ROUNDS x (sizes x kinds x targets + 4) x (DURATION + 1) s, plus warm-up and start-up: about 15 minutes
-# with the defaults; `ROUNDS=1 DURATION=3` takes about 2.5 minutes.
+# ROUNDS x (sizes x kinds x targets + 4) x (DURATION + 1) s, plus warm-up and start-up: about 16
+# minutes with the defaults; `ROUNDS=1 DURATION=3` takes about 2.5 minutes.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
