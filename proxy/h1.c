@@ -941,6 +941,11 @@ static size_t h1_room_raw(const struct h1_parser *p)
     size_t free_space, owed = 0;
 
     free_space = buf_free_space(p->out);
+    /* Raw framing writes exactly the bytes it is fed and nothing at the message end, so all the
+     * free space is room: a full read block then leaves as one send, not a block less 32 bytes
+     * followed by a 32-byte send (which cost an extra packet per 32 KiB on large bodies). */
+    if (p->framing == H1_FRAME_RAW)
+        return free_space;
     /* A trailer name seen but not yet written ("name:" goes out when its value begins). */
     if (p->framing == H1_FRAME_CHUNKED && p->in_trailers && p->last_cb == CB_FIELD && p->head.ntrailers) {
         size_t n = p->head.hdrs[p->head.nhdrs + p->head.ntrailers - 1].name_len;

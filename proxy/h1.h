@@ -123,9 +123,10 @@ enum h1_event h1_parse(struct h1_parser *p, const char *data, size_t len, size_t
  * anywhere else within a message it is H1_ERROR (truncated); between messages, H1_NEED_MORE. */
 enum h1_event h1_parse_eof(struct h1_parser *p);
 
-/* How many input bytes may be fed now without overrunning the output buffer's free space
- * (accounts for chunk headers and trailers the parser may write). The output buffer must be larger
- * than the 32 bytes kept in reserve, or the room stays 0. SIZE_MAX when body bytes are dropped. */
+/* How many input bytes may be fed now without overrunning the output buffer's free space.
+ * Raw framing: all the free space. Chunked: less the chunk headers and trailers the parser may
+ * write (the output buffer must be larger than the 32 bytes kept in reserve, or the room stays 0).
+ * SIZE_MAX when body bytes are dropped. */
 size_t h1_parser_room(const struct h1_parser *p);
 
 /* True once the head is complete and until the message is done (the body is being parsed). */
