@@ -70,6 +70,8 @@ cd "$ROOT"
 . "$ROOT/scripts/lib/procs.sh"
 # shellcheck source=scripts/lib/bench-common.sh
 . "$ROOT/scripts/lib/bench-common.sh"
+# shellcheck source=scripts/lib/benchconf.sh
+. "$ROOT/scripts/lib/benchconf.sh"
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-8}
@@ -214,22 +216,7 @@ http {
 }
 EOF
 
-if [[ "$EQUAL_HEADERS" == 1 ]]; then
-    # shellcheck disable=SC2016 # nginx variables, expanded by nginx
-    NGINX_HDRS='proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto $scheme;
-      proxy_set_header X-Forwarded-Host $host;
-      proxy_set_header X-Request-Id $rid;
-      add_header X-Request-Id $rid always;'
-    HAP_HDRS='option forwardfor
-  unique-id-format %[uuid()]
-  http-request set-header X-Request-Id %[unique-id] unless { req.hdr(x-request-id) -m found }
-  http-request set-header X-Forwarded-Proto http
-  http-request set-header X-Forwarded-Host %[req.hdr(host)]
-  http-response set-header X-Request-Id %[unique-id]'
-else
-    NGINX_HDRS='' HAP_HDRS=''
-fi
+bench_headers   # NGINX_HDRS, HAP_HDRS: the same header work as bench.sh (scripts/lib/benchconf.sh)
 
 nginx_conf() {   # file port workers(1|2)
     local master=off reuse=""
