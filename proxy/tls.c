@@ -467,6 +467,7 @@ static int tls_attach(struct xprt *x, SSL_CTX *ctx)
     x->ops = &xprt_tls;
     x->want = EV_READ;
     x->failed = x->handshaken = false;
+    x->wretry = 0;
     return 0;
 }
 
@@ -602,34 +603,72 @@ static ssize_t tls_write1(struct xprt *x, const void *p, size_t n)
     return tls_result(x, 0, "write");
 }
 
-/* Small pieces are gathered into one record (a head and the start of a body would otherwise be
- * two records, two syscalls); large ones are written one after another until one is partial. */
+/* Records are written one SSL_write each, at most TLS_RECORD bytes, until the data runs out or the
+ * socket is full, so a call moves everything the socket takes (as writev does) and small pieces
+ * (a head and the start of a body) share one record.
+ *
+ * A write that returned -EAGAIN left its record inside the session, half-sent: OpenSSL wants the
+ * next SSL_write to offer at least those bytes again (else SSL_R_BAD_LENGTH, a fatal error), and
+ * the caller offers them again, from the same offset, since nothing was consumed. The retry offers
+ * exactly x->wretry bytes, gathered across iovecs when the caller now splits them otherwise, so it
+ * only completes that record: the next SSL_write then starts with nothing pending, which is when
+ * OpenSSL sends a KeyUpdate the peer asked for meanwhile (it defers it while a record is pending;
+ * always retrying with more data would append a new half-sent record each time and defer the
+ * KeyUpdate for as long as the socket stays full). */
+#define TLS_RECORD 16384
+
 static ssize_t tls_writev(struct xprt *x, const struct iovec *iov, int n)
 {
-    size_t total = 0, done = 0;
-    char tmp[16384];
+    size_t total = 0, done = 0, at = 0;      /* at: offset inside iov[i] */
+    int i = 0;
+    char tmp[TLS_RECORD];
+    ssize_t r = 0;
 
-    for (int i = 0; i < n; i++)
-        total += iov[i].iov_len;
-    if (n > 1 && total <= sizeof tmp) {
-        for (int i = 0; i < n; i++) {
-            memcpy(tmp + done, iov[i].iov_base, iov[i].iov_len);
-            done += iov[i].iov_len;
+    for (int k = 0; k < n; k++)
+        total += iov[k].iov_len;
+    while (done < total) {
+        size_t len = total - done < TLS_RECORD ? total - done : TLS_RECORD;
+        const char *p;
+
+        if (x->wretry && x->wretry <= len)
+            len = x->wretry;     /* (a caller never offers fewer: OpenSSL would refuse it) */
+        while (iov[i].iov_len == at) {       /* skip empty and finished pieces */
+            i++;
+            at = 0;
         }
-        return tls_write1(x, tmp, total);
-    }
-    for (int i = 0; i < n; i++) {
-        ssize_t r;
-        if (!iov[i].iov_len)
-            continue;
-        r = tls_write1(x, iov[i].iov_base, iov[i].iov_len);
-        if (r < 0)
-            return done ? (ssize_t)done : r;
-        done += (size_t)r;
-        if ((size_t)r < iov[i].iov_len)
+        if (iov[i].iov_len - at >= len) {
+            p = (const char *)iov[i].iov_base + at;
+        } else {
+            size_t got = 0;
+            size_t o = at;
+            for (int k = i; got < len; k++, o = 0) {
+                size_t take = iov[k].iov_len - o < len - got ? iov[k].iov_len - o : len - got;
+                memcpy(tmp + got, (const char *)iov[k].iov_base + o, take);
+                got += take;
+            }
+            p = tmp;
+        }
+        r = tls_write1(x, p, len);
+        if (r <= 0) {
+            if (r == -EAGAIN)
+                x->wretry = len;
             break;
+        }
+        x->wretry = 0;
+        done += (size_t)r;
+        for (size_t adv = (size_t)r; adv; ) {     /* move the cursor past what was written */
+            size_t room = iov[i].iov_len - at;
+            if (adv < room) {
+                at += adv;
+                adv = 0;
+            } else {
+                adv -= room;
+                i++;
+                at = 0;
+            }
+        }
     }
-    return (ssize_t)done;
+    return done ? (ssize_t)done : r;
 }
 
 bool tls_idle_ok(struct xprt *x)

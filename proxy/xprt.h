@@ -26,6 +26,7 @@ struct xprt {
     void *ssl;                          /* SSL * */
     void **sess_slot;                   /* upstream: where the server's session is kept */
     int want;                           /* after -EAGAIN: EV_READ or EV_WRITE */
+    size_t wretry;                      /* bytes the write that returned -EAGAIN must be offered again */
     bool failed;                        /* a protocol error: no close_notify at close */
     bool handshaken;
 };
