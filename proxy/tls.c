@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <ev.h>
+#include <poll.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
@@ -617,6 +618,18 @@ static ssize_t tls_write1(struct xprt *x, const void *p, size_t n)
  * KeyUpdate for as long as the socket stays full). */
 #define TLS_RECORD 16384
 
+/* True when the socket takes a write now (poll, no wait). */
+static bool tls_socket_writable(int fd)
+{
+    struct pollfd pf = { .fd = fd, .events = POLLOUT };
+    int r;
+
+    do
+        r = poll(&pf, 1, 0);
+    while (r < 0 && errno == EINTR);
+    return r != 0;      /* an error: let the write find it */
+}
+
 static ssize_t tls_writev(struct xprt *x, const struct iovec *iov, int n)
 {
     size_t total = 0, done = 0, at = 0;      /* at: offset inside iov[i] */
@@ -632,6 +645,16 @@ static ssize_t tls_writev(struct xprt *x, const struct iovec *iov, int n)
 
         if (x->wretry && x->wretry <= len)
             len = x->wretry;     /* (a caller never offers fewer: OpenSSL would refuse it) */
+        /* A KeyUpdate the peer asked for goes out first, with the first write that finds no record
+         * pending. Once OpenSSL has started it, it reads no application data until it is out
+         * (SSL_read answers WANT_WRITE on a readable socket, and a read watcher would spin), so
+         * it is only started on a socket that takes it now; else the write waits for EV_WRITE. */
+        if (!x->wretry && SSL_get_key_update_type(x->ssl) != SSL_KEY_UPDATE_NONE &&
+            !tls_socket_writable(x->fd)) {
+            x->want = EV_WRITE;
+            r = -EAGAIN;
+            break;
+        }
         while (iov[i].iov_len == at) {       /* skip empty and finished pieces */
             i++;
             at = 0;

@@ -11,7 +11,11 @@
  * header_timeout, the hop's connect timer).
  *
  * Return conventions are xprt.h's: byte count, 0 for end of stream, -errno (-EAGAIN: not ready;
- * x->want then says which readiness the session waits for, EV_READ or EV_WRITE).
+ * x->want then says which readiness the session waits for, EV_READ or EV_WRITE). After the
+ * handshake a read waits only for EV_READ and a write only for EV_WRITE: a write that returned
+ * -EAGAIN is offered the same bytes again (the caller consumed nothing), and a KeyUpdate the
+ * peer asked for is never started on a full socket (OpenSSL would then refuse to read until it
+ * is out), so callers keep one watcher per direction.
  */
 #ifndef LIFELINE_TLS_H
 #define LIFELINE_TLS_H

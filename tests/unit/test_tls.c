@@ -4,9 +4,12 @@
  *
  * - A TLS 1.3 KeyUpdate (update_requested) arriving while lifeline's own write is blocked (a record
  *   half-sent on a full socket): the read must not fail, the blocked write is retried with the
- *   same bytes and completes, lifeline's own KeyUpdate goes out, and nothing spins.
- * - The gathered write: a retry after -EAGAIN whose iovecs are split differently from the first
- *   attempt (OpenSSL wants at least the bytes of the pending record again).
+ *   same bytes and completes, lifeline's own KeyUpdate goes out at the next record (not after the
+ *   whole transfer), and nothing spins.
+ * - A retry after -EAGAIN whose iovecs are split differently from the first attempt (OpenSSL wants
+ *   the bytes of the pending record again, at least as many, or fails the session).
+ * - The KeyUpdate lifeline owes, when its next write finds the socket full, on either side
+ *   (listener, pool): reads must go on (never "wait to write" on a readable socket).
  *
  * Certificates are made in memory (EC P-256, self-signed). Only static functions and main: the
  * Makefile links this file with every proxy object.
@@ -63,7 +66,8 @@ static void make_cert(struct tls_cert *tc)
 }
 
 struct pair {
-    struct tls_server *ts;
+    struct tls_server *ts;      /* lifeline serves (a listener) */
+    struct tls_client *tcl;     /* or lifeline is the client (a pool) */
     SSL_CTX *cctx;
     struct xprt x;      /* lifeline's end: fd[0] */
     SSL *c;             /* the peer: fd[1] */
@@ -110,23 +114,35 @@ static short poll_dir(int want)
     return want == EV_WRITE ? POLLOUT : POLLIN;
 }
 
-/* Both ends over a socketpair; lifeline's sending side gets a small buffer so it fills at once. */
-static void pair_open(struct pair *p)
+/* Both ends over a socketpair; lifeline's sending side gets a small buffer so it fills at once.
+ * lifeline is the server (a listener's session) or, with upstream, the client (a pool's). */
+static void pair_open2(struct pair *p, bool upstream)
 {
-    struct tls_cert *certs = calloc(1, sizeof *certs);
     char err[256];
-    int small = 8192;
+    int small = 8192, which;
     bool sdone = false, cdone = false;
 
     memset(p, 0, sizeof *p);
-    assert_non_null(certs);
-    make_cert(&certs[0]);
-    p->ts = tls_server_new(certs, 1, TLS1_3_VERSION, err, sizeof err);
-    assert_non_null(p->ts);
-    p->cctx = SSL_CTX_new(TLS_client_method());
-    assert_non_null(p->cctx);
+    if (upstream) {
+        struct tls_cert tc;
+        p->tcl = tls_client_new(false, "", "", "", err, sizeof err, &which);
+        assert_non_null(p->tcl);
+        make_cert(&tc);
+        p->cctx = SSL_CTX_new(TLS_server_method());
+        assert_non_null(p->cctx);
+        assert_int_equal(SSL_CTX_use_cert_and_key(p->cctx, tc.x509, tc.key, NULL, 1), 1);
+        tls_cert_clear(&tc);
+    } else {
+        struct tls_cert *certs = calloc(1, sizeof *certs);
+        assert_non_null(certs);
+        make_cert(&certs[0]);
+        p->ts = tls_server_new(certs, 1, TLS1_3_VERSION, err, sizeof err);
+        assert_non_null(p->ts);
+        p->cctx = SSL_CTX_new(TLS_client_method());
+        assert_non_null(p->cctx);
+        SSL_CTX_set_verify(p->cctx, SSL_VERIFY_NONE, NULL);
+    }
     SSL_CTX_set_min_proto_version(p->cctx, TLS1_3_VERSION);
-    SSL_CTX_set_verify(p->cctx, SSL_VERIFY_NONE, NULL);
     SSL_CTX_set_mode(p->cctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, p->fd), 0);
     assert_int_equal(setsockopt(p->fd[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
@@ -134,11 +150,17 @@ static void pair_open(struct pair *p)
     set_nonblock(p->fd[1]);
     p->x.fd = p->fd[0];
     p->x.ops = &xprt_plain;
-    assert_int_equal(tls_server_attach(&p->x, p->ts), 0);
+    if (upstream)
+        assert_int_equal(tls_client_attach(&p->x, p->tcl, NULL, NULL, NULL), 0);
+    else
+        assert_int_equal(tls_server_attach(&p->x, p->ts), 0);
     p->c = SSL_new(p->cctx);
     assert_non_null(p->c);
     assert_int_equal(SSL_set_fd(p->c, p->fd[1]), 1);
-    SSL_set_connect_state(p->c);
+    if (upstream)
+        SSL_set_accept_state(p->c);
+    else
+        SSL_set_connect_state(p->c);
     SSL_set_msg_callback(p->c, peer_msg_cb);
     SSL_set_msg_callback_arg(p->c, p);
     for (int i = 0; i < 1000 && !(sdone && cdone); i++) {
@@ -163,6 +185,11 @@ static void pair_open(struct pair *p)
     assert_true(sdone && cdone);
 }
 
+static void pair_open(struct pair *p)
+{
+    pair_open2(p, false);
+}
+
 static void pair_close(struct pair *p)
 {
     xprt_close(&p->x);
@@ -170,6 +197,7 @@ static void pair_close(struct pair *p)
     close(p->fd[1]);
     SSL_CTX_free(p->cctx);
     tls_server_free(p->ts);
+    tls_client_free(p->tcl);
     ERR_clear_error();
 }
 
@@ -407,12 +435,82 @@ static void test_retry_with_other_split(void **state)
     pair_close(&p);
 }
 
+/* ---- The KeyUpdate owed on a full socket -------------------------------------------------- */
+
+/* lifeline owes the peer a KeyUpdate (it asked for one) and its next write finds the socket full.
+ * Once OpenSSL has started writing a KeyUpdate it reads no application data until it is out
+ * (SSL_read first finishes the handshake write and answers WANT_WRITE), so with a KeyUpdate stuck
+ * on a full socket every readable event would find nothing to read: the callers' read watchers
+ * would spin for as long as the peer sends without reading. The transport must not start it on a
+ * full socket: the write waits (-EAGAIN, EV_WRITE), reads go on, and the KeyUpdate goes out first
+ * once the socket takes it. */
+static void owed_keyupdate(bool upstream)
+{
+    enum { HOLD = 100000 };
+    static unsigned char hold[HOLD], sink[HOLD];
+    struct pair p;
+    int big = 1 << 20, tiny = 1;
+    size_t w = 0, hs = 0;
+    unsigned char rb[16];
+    ssize_t r;
+    int64_t deadline = clock_ms() + 10000;
+
+    pair_open2(&p, upstream);
+    p.peer_have = &hs;
+    assert_int_equal(setsockopt(p.fd[0], SOL_SOCKET, SO_SNDBUF, &big, sizeof big), 0);
+    write_all(&p, hold, HOLD);
+    assert_int_equal(SSL_key_update(p.c, SSL_KEY_UPDATE_REQUESTED), 1);
+    assert_int_equal(SSL_write_ex(p.c, "ping", 4, &w), 1);
+    assert_true(ready(p.fd[0], POLLIN, 1000));
+    assert_int_equal((int)xprt_read(&p.x, rb, sizeof rb), 4);
+    /* our next write owes the KeyUpdate first, and the socket is full */
+    assert_int_equal(setsockopt(p.fd[0], SOL_SOCKET, SO_SNDBUF, &tiny, sizeof tiny), 0);
+    r = xprt_writev(&p.x, &(struct iovec){ (void *)"x", 1 }, 1);
+    assert_int_equal((int)r, -EAGAIN);
+    assert_int_equal(p.x.want, EV_WRITE);
+    /* the peer sends more: lifeline reads it (never "wait to write" on a readable socket) */
+    assert_int_equal(SSL_write_ex(p.c, "more", 4, &w), 1);
+    assert_true(ready(p.fd[0], POLLIN, 1000));
+    r = xprt_read(&p.x, rb, sizeof rb);
+    assert_int_equal((int)r, 4);
+    assert_memory_equal(rb, "more", 4);
+    /* once the peer reads, the write goes, the KeyUpdate first */
+    assert_int_equal(setsockopt(p.fd[0], SOL_SOCKET, SO_SNDBUF, &big, sizeof big), 0);
+    while (hs < HOLD && clock_ms() < deadline) {
+        (void)ready(p.fd[1], POLLIN, 10);
+        (void)peer_read(&p, sink, HOLD, &hs);
+    }
+    assert_int_equal((int)hs, HOLD);
+    assert_true(ready(p.fd[0], POLLOUT, 1000));
+    assert_int_equal((int)xprt_writev(&p.x, &(struct iovec){ (void *)"x", 1 }, 1), 1);
+    assert_true(ready(p.fd[1], POLLIN, 1000));
+    assert_int_equal((int)peer_read(&p, rb, 1, &(size_t){ 0 }), 1);
+    assert_int_equal(rb[0], 'x');
+    assert_int_equal(p.key_updates_seen, 1);
+    pair_close(&p);
+}
+
+static void test_owed_keyupdate_never_blocks_reads(void **state)
+{
+    (void)state;
+    owed_keyupdate(false);
+}
+
+/* The same with lifeline as a pool's client (an upstream that asks for a KeyUpdate). */
+static void test_owed_keyupdate_upstream(void **state)
+{
+    (void)state;
+    owed_keyupdate(true);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_keyupdate_idle),
         cmocka_unit_test(test_keyupdate_during_blocked_write),
         cmocka_unit_test(test_retry_with_other_split),
+        cmocka_unit_test(test_owed_keyupdate_never_blocks_reads),
+        cmocka_unit_test(test_owed_keyupdate_upstream),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
