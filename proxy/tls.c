@@ -22,7 +22,8 @@
 #include "clock.h"
 #include "log.h"
 
-atomic_uint_fast64_t tls_handshakes[2][2];
+atomic_uint_fast64_t tls_handshakes[2][TLS_HS_RESULTS];
+const char *const tls_handshake_result_names[TLS_HS_RESULTS] = { "ok", "failed", "empty" };
 
 /* ALPN: only http/1.1 is spoken; h2 would be added to this table (and chosen first) later. */
 static const unsigned char tls_alpn[] = { 8, 'h', 't', 't', 'p', '/', '1', '.', '1' };
@@ -563,6 +564,12 @@ int tls_handshake(struct xprt *x)
     return -EPROTO;
 }
 
+int tls_handshake_failure(const struct xprt *x)
+{
+    /* The socket BIO counts every byte it read: none means no ClientHello ever began. */
+    return x->ssl && BIO_number_read(SSL_get_rbio(x->ssl)) == 0 ? TLS_HS_EMPTY : TLS_HS_FAILED;
+}
+
 const char *tls_verify_error(const struct xprt *x)
 {
     long v = x->ssl ? SSL_get_verify_result(x->ssl) : X509_V_OK;
@@ -580,17 +587,47 @@ size_t tls_pending(const struct xprt *x)
     return (size_t)SSL_pending(x->ssl);
 }
 
+/* Points the owner's read watcher (if it gave one) at the readiness a read waits on. */
+static void tls_rd_follow(struct xprt *x, int dir)
+{
+    ev_io *rd = x->rd;
+    bool on;
+
+    if (!rd || (rd->events & (EV_READ | EV_WRITE)) == dir)
+        return;
+    on = ev_is_active(rd);
+    if (on)
+        ev_io_stop(x->loop, rd);
+    ev_io_set(rd, rd->fd, dir);
+    if (on)
+        ev_io_start(x->loop, rd);
+}
+
 static ssize_t tls_read(struct xprt *x, void *p, size_t n)
 {
     size_t got = 0;
+    ssize_t r;
 
+    /* A KeyUpdate owed to the peer while one of our records is half-sent: if the next record is
+     * another handshake message, OpenSSL writes the KeyUpdate before reading it, behind the
+     * pending record, which it refuses (SSL_R_BAD_LENGTH, fatal). So nothing is read until the
+     * writer has completed that record (it retries on EV_WRITE; the KeyUpdate follows it). */
+    if (x->wretry && SSL_get_key_update_type(x->ssl) != SSL_KEY_UPDATE_NONE) {
+        x->want = EV_WRITE;
+        tls_rd_follow(x, EV_WRITE);
+        return -EAGAIN;
+    }
     ERR_clear_error();
     errno = 0;
     /* At most n bytes come out: a record larger than the room stays inside the session
      * (tls_pending), so our buffers stay bounded exactly as with a plain socket. */
     if (SSL_read_ex(x->ssl, p, n, &got) == 1)
-        return (ssize_t)got;
-    return tls_result(x, 0, "read");
+        r = (ssize_t)got;
+    else
+        r = tls_result(x, 0, "read");
+    /* A read that must first write (a KeyUpdate it owes, on a full socket) waits for EV_WRITE. */
+    tls_rd_follow(x, r == -EAGAIN && x->want == EV_WRITE ? EV_WRITE : EV_READ);
+    return r;
 }
 
 static ssize_t tls_write1(struct xprt *x, const void *p, size_t n)

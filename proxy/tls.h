@@ -118,8 +118,15 @@ bool tls_idle_ok(struct xprt *x);
 /* Frees a session kept for resumption. */
 void tls_session_free(void *sess);
 
-/* lifeline_tls_handshakes_total{side,result}: [side 0 = downstream, 1 = upstream][0 ok, 1 failed]. */
-extern atomic_uint_fast64_t tls_handshakes[2][2];
+/* lifeline_tls_handshakes_total{side,result}: [side 0 = downstream, 1 = upstream][result]. A
+ * downstream connection closed (or reset) before it sent a single byte is no failed handshake but
+ * a TCP probe (a load balancer's health check, a port scan): result "empty", downstream only. */
+enum { TLS_HS_OK, TLS_HS_FAILED, TLS_HS_EMPTY, TLS_HS_RESULTS };
+extern atomic_uint_fast64_t tls_handshakes[2][TLS_HS_RESULTS];
+extern const char *const tls_handshake_result_names[TLS_HS_RESULTS];
+/* After a server-side tls_handshake() failed: TLS_HS_EMPTY when the peer sent nothing at all,
+ * else TLS_HS_FAILED. */
+int tls_handshake_failure(const struct xprt *x);
 
 extern const struct xprt_ops xprt_tls;
 

@@ -85,8 +85,8 @@ static void peer_msg_cb(int write_p, int version, int content_type, const void *
     (void)version;
     (void)ssl;
     if (!write_p && content_type == SSL3_RT_HANDSHAKE && len > 0 && ((const unsigned char *)buf)[0] == 24) {
-        p->key_updates_seen++;
-        p->key_update_at = p->peer_have ? *p->peer_have : 0;
+        if (!p->key_updates_seen++)
+            p->key_update_at = p->peer_have ? *p->peer_have : 0;
     }
 }
 
@@ -238,13 +238,18 @@ static void test_keyupdate_during_blocked_write(void **state)
     char rb[64];
     ssize_t r;
     int want_w = EV_WRITE, want_r = EV_READ, idle_spins = 0;
-    bool blocked = false;
+    bool blocked = false, saw_follow = false;
     int64_t deadline;
+    ev_io rd;
 
     (void)state;
     fill_pattern(out, TOTAL);
     pair_open(&p);
     p.peer_have = &have;
+    /* the owner's read watcher (never started here): the transport points it where reads wait */
+    ev_io_init(&rd, NULL, p.fd[0], EV_READ);
+    p.x.rd = &rd;
+    p.x.loop = EV_DEFAULT;
     /* lifeline writes until the socket is full: the last record is half-sent (OpenSSL keeps it) */
     for (int i = 0; i < 10000 && !blocked; i++) {
         struct iovec iov = { out + off, TOTAL - off };
@@ -259,28 +264,31 @@ static void test_keyupdate_during_blocked_write(void **state)
     assert_true(blocked);
     assert_int_equal(p.x.want, EV_WRITE);
     assert_true(off < TOTAL);
-    /* the peer asks for a key update, then sends data; it reads nothing yet */
-    assert_int_equal(SSL_key_update(p.c, SSL_KEY_UPDATE_REQUESTED), 1);
-    {
+    /* the peer asks for a key update, then sends data, twice; it reads nothing yet */
+    for (int k = 0; k < 2; k++) {
         size_t w = 0;
-        assert_int_equal(SSL_write_ex(p.c, "ping", 4, &w), 1);
+        assert_int_equal(SSL_key_update(p.c, SSL_KEY_UPDATE_REQUESTED), 1);
+        assert_int_equal(SSL_write_ex(p.c, k ? "pong" : "ping", 4, &w), 1);
         assert_int_equal((int)w, 4);
     }
     assert_true(ready(p.fd[0], POLLIN, 1000));
-    /* lifeline reads while its write is blocked: the KeyUpdate is taken in; never a failure */
-    r = xprt_read(&p.x, rb, sizeof rb);
-    assert_true(r == 4 || r == -EAGAIN);
-    if (r == 4) {
-        assert_memory_equal(rb, "ping", 4);
-        in = 4;
-    } else {
+    /* lifeline reads while its write is blocked: the KeyUpdates are taken in; never a failure */
+    while (in < 8 && (r = xprt_read(&p.x, rb + in, sizeof rb - in)) > 0)
+        in += (size_t)r;
+    assert_true(in == 8 || r == -EAGAIN);
+    if (in < 8) {
+        /* the second KeyUpdate must wait: our reply to the first is owed behind a half-sent
+         * record, and OpenSSL would write it there (a fatal SSL_R_BAD_LENGTH) */
         want_r = p.x.want;
+        assert_int_equal(want_r, EV_WRITE);
+        assert_int_equal(rd.events & (EV_READ | EV_WRITE), EV_WRITE);
+        saw_follow = true;
     }
     /* the event loop: each side moves when poll says the direction it waits on is ready */
     deadline = clock_ms() + 10000;
-    while ((off < TOTAL || in < 4 || have < TOTAL) && clock_ms() < deadline) {
+    while ((off < TOTAL || in < 8 || have < TOTAL) && clock_ms() < deadline) {
         bool progress = peer_read(&p, got, TOTAL, &have) > 0;
-        short ev = (short)((off < TOTAL ? poll_dir(want_w) : 0) | (in < 4 ? poll_dir(want_r) : 0));
+        short ev = (short)((off < TOTAL ? poll_dir(want_w) : 0) | (in < 8 ? poll_dir(want_r) : 0));
         struct pollfd pf = { .fd = p.fd[0], .events = ev };
         if (ev && poll(&pf, 1, 20) > 0) {
             if (off < TOTAL && (pf.revents & (poll_dir(want_w) | POLLERR | POLLHUP))) {
@@ -294,7 +302,7 @@ static void test_keyupdate_during_blocked_write(void **state)
                     want_w = p.x.want;
                 }
             }
-            if (in < 4 && (pf.revents & (poll_dir(want_r) | POLLERR | POLLHUP))) {
+            if (in < 8 && (pf.revents & (poll_dir(want_r) | POLLERR | POLLHUP))) {
                 r = xprt_read(&p.x, rb + in, sizeof rb - in);
                 assert_true(r > 0 || r == -EAGAIN);
                 if (r > 0) {
@@ -311,13 +319,15 @@ static void test_keyupdate_during_blocked_write(void **state)
     assert_int_equal((int)off, TOTAL);
     assert_int_equal((int)have, TOTAL);
     assert_memory_equal(got, out, TOTAL);
-    assert_int_equal((int)in, 4);
-    assert_memory_equal(rb, "ping", 4);
-    /* lifeline answered the request for an update with one of its own, as soon as the record that
-     * was half-sent had gone (not after the whole transfer: RFC 8446 §4.6.3 wants it before our next
-     * application data record) */
-    assert_int_equal(p.key_updates_seen, 1);
+    assert_int_equal((int)in, 8);
+    assert_memory_equal(rb, "pingpong", 8);
+    /* lifeline answered each request for an update with one of its own, the first as soon as the
+     * record that was half-sent had gone (not after the whole transfer: RFC 8446 §4.6.3 wants it
+     * before our next application data record) */
+    assert_int_equal(p.key_updates_seen, 2);
     assert_true(p.key_update_at < TOTAL / 4);
+    assert_true(saw_follow);
+    assert_int_equal(rd.events & (EV_READ | EV_WRITE), EV_READ);
     /* a ready direction that made no progress is a spinning watcher */
     assert_true(idle_spins < 50);
     /* both directions still work on the new keys */
@@ -455,8 +465,13 @@ static void owed_keyupdate(bool upstream)
     ssize_t r;
     int64_t deadline = clock_ms() + 10000;
 
+    ev_io rd;
+
     pair_open2(&p, upstream);
     p.peer_have = &hs;
+    ev_io_init(&rd, NULL, p.fd[0], EV_READ);   /* the owner's read watcher (not started) */
+    p.x.rd = &rd;
+    p.x.loop = EV_DEFAULT;
     assert_int_equal(setsockopt(p.fd[0], SOL_SOCKET, SO_SNDBUF, &big, sizeof big), 0);
     write_all(&p, hold, HOLD);
     assert_int_equal(SSL_key_update(p.c, SSL_KEY_UPDATE_REQUESTED), 1);
@@ -474,7 +489,17 @@ static void owed_keyupdate(bool upstream)
     r = xprt_read(&p.x, rb, sizeof rb);
     assert_int_equal((int)r, 4);
     assert_memory_equal(rb, "more", 4);
-    /* once the peer reads, the write goes, the KeyUpdate first */
+    assert_int_equal(rd.events & (EV_READ | EV_WRITE), EV_READ);
+    /* a second request: before reading it OpenSSL writes the KeyUpdate it owes, into the full
+     * socket; the read must wait for EV_WRITE (and the owner's read watcher with it) */
+    assert_int_equal(SSL_key_update(p.c, SSL_KEY_UPDATE_REQUESTED), 1);
+    assert_int_equal(SSL_write_ex(p.c, "again", 5, &w), 1);
+    assert_true(ready(p.fd[0], POLLIN, 1000));
+    r = xprt_read(&p.x, rb, sizeof rb);
+    assert_int_equal((int)r, -EAGAIN);
+    assert_int_equal(p.x.want, EV_WRITE);
+    assert_int_equal(rd.events & (EV_READ | EV_WRITE), EV_WRITE);
+    /* once the peer reads, the socket is writable: the read goes on, the watcher back on EV_READ */
     assert_int_equal(setsockopt(p.fd[0], SOL_SOCKET, SO_SNDBUF, &big, sizeof big), 0);
     while (hs < HOLD && clock_ms() < deadline) {
         (void)ready(p.fd[1], POLLIN, 10);
@@ -482,11 +507,16 @@ static void owed_keyupdate(bool upstream)
     }
     assert_int_equal((int)hs, HOLD);
     assert_true(ready(p.fd[0], POLLOUT, 1000));
+    r = xprt_read(&p.x, rb, sizeof rb);
+    assert_int_equal((int)r, 5);
+    assert_memory_equal(rb, "again", 5);
+    assert_int_equal(rd.events & (EV_READ | EV_WRITE), EV_READ);
+    /* the write goes, our second KeyUpdate first */
     assert_int_equal((int)xprt_writev(&p.x, &(struct iovec){ (void *)"x", 1 }, 1), 1);
     assert_true(ready(p.fd[1], POLLIN, 1000));
     assert_int_equal((int)peer_read(&p, rb, 1, &(size_t){ 0 }), 1);
     assert_int_equal(rb[0], 'x');
-    assert_int_equal(p.key_updates_seen, 1);
+    assert_int_equal(p.key_updates_seen, 2);
     pair_close(&p);
 }
 
