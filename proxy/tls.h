@@ -12,10 +12,12 @@
  *
  * Return conventions are xprt.h's: byte count, 0 for end of stream, -errno (-EAGAIN: not ready;
  * x->want then says which readiness the session waits for, EV_READ or EV_WRITE). After the
- * handshake a read waits only for EV_READ and a write only for EV_WRITE: a write that returned
- * -EAGAIN is offered the same bytes again (the caller consumed nothing), and a KeyUpdate the
- * peer asked for is never started on a full socket (OpenSSL would then refuse to read until it
- * is out), so callers keep one watcher per direction.
+ * handshake a write waits for EV_WRITE, and after -EAGAIN it is offered the same bytes again (the
+ * caller consumed nothing). A read waits for EV_READ, except while the session must first finish a
+ * write (a TLS 1.3 KeyUpdate it owes the peer, on a full socket or behind one of our half-sent
+ * records): x->want is then EV_WRITE and, when the owner gave its read watcher (x->rd, x->loop),
+ * tls.c points that watcher at EV_WRITE, and back at EV_READ once reading goes on; it changes
+ * nothing else of it. So owners keep one watcher per direction and never spin on a readable socket.
  */
 #ifndef LIFELINE_TLS_H
 #define LIFELINE_TLS_H
