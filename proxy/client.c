@@ -101,7 +101,7 @@ static void client_handshake(struct client *c)
         return;
     }
     if (r < 0) {
-        atomic_fetch_add(&tls_handshakes[0][1], 1);
+        atomic_fetch_add(&tls_handshakes[0][tls_handshake_failure(&c->x)], 1);
         log_debug("client %s: TLS handshake failed", c->addr);
         client_close(c);
         return;
@@ -148,6 +148,7 @@ void client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, c->addr, sizeof(c->addr));
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     ev_io_init(&c->rd, client_read_cb, fd, EV_READ);
+    c->x.rd = &c->rd, c->x.loop = w->loop;   /* a TLS read may point it at EV_WRITE (xprt.h) */
     ev_io_init(&c->wr, client_write_cb, fd, EV_WRITE);
     ev_init(&c->rtimer, client_rtimer_cb);
     ev_init(&c->wtimer, client_wtimer_cb);

@@ -180,13 +180,14 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
     const struct runtime *rt = s->rt;
     uint64_t dropped = 0;
 
-    metrics_render_printf(b, "# HELP lifeline_tls_handshakes_total TLS handshakes by side (downstream, upstream) and result.\n"
+    metrics_render_printf(b, "# HELP lifeline_tls_handshakes_total TLS handshakes by side (downstream, upstream) and result (empty: a downstream connection closed before sending a byte, a TCP probe).\n"
                  "# TYPE lifeline_tls_handshakes_total counter\n");
     for (int side = 0; side < 2; side++)
-        for (int res = 0; res < 2; res++)
-            metrics_render_printf(b, "lifeline_tls_handshakes_total{side=\"%s\",result=\"%s\"} %llu\n",
-                                  side ? "upstream" : "downstream", res ? "failed" : "ok",
-                                  (unsigned long long)atomic_load(&tls_handshakes[side][res]));
+        for (int res = 0; res < TLS_HS_RESULTS; res++)
+            if (!side || res != TLS_HS_EMPTY)
+                metrics_render_printf(b, "lifeline_tls_handshakes_total{side=\"%s\",result=\"%s\"} %llu\n",
+                                      side ? "upstream" : "downstream", tls_handshake_result_names[res],
+                                      (unsigned long long)atomic_load(&tls_handshakes[side][res]));
     render_cert_metrics(b, c);
 
     metrics_render_printf(b, "# HELP lifeline_requests_total Requests answered downstream, by route and status code (499: the client left first).\n"

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <ev.h>
+#include <poll.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
@@ -21,7 +22,8 @@
 #include "clock.h"
 #include "log.h"
 
-atomic_uint_fast64_t tls_handshakes[2][2];
+atomic_uint_fast64_t tls_handshakes[2][TLS_HS_RESULTS];
+const char *const tls_handshake_result_names[TLS_HS_RESULTS] = { "ok", "failed", "empty" };
 
 /* ALPN: only http/1.1 is spoken; h2 would be added to this table (and chosen first) later. */
 static const unsigned char tls_alpn[] = { 8, 'h', 't', 't', 'p', '/', '1', '.', '1' };
@@ -467,6 +469,7 @@ static int tls_attach(struct xprt *x, SSL_CTX *ctx)
     x->ops = &xprt_tls;
     x->want = EV_READ;
     x->failed = x->handshaken = false;
+    x->wretry = 0;
     return 0;
 }
 
@@ -561,6 +564,12 @@ int tls_handshake(struct xprt *x)
     return -EPROTO;
 }
 
+int tls_handshake_failure(const struct xprt *x)
+{
+    /* The socket BIO counts every byte it read: none means no ClientHello ever began. */
+    return x->ssl && BIO_number_read(SSL_get_rbio(x->ssl)) == 0 ? TLS_HS_EMPTY : TLS_HS_FAILED;
+}
+
 const char *tls_verify_error(const struct xprt *x)
 {
     long v = x->ssl ? SSL_get_verify_result(x->ssl) : X509_V_OK;
@@ -578,17 +587,47 @@ size_t tls_pending(const struct xprt *x)
     return (size_t)SSL_pending(x->ssl);
 }
 
+/* Points the owner's read watcher (if it gave one) at the readiness a read waits on. */
+static void tls_rd_follow(struct xprt *x, int dir)
+{
+    ev_io *rd = x->rd;
+    bool on;
+
+    if (!rd || (rd->events & (EV_READ | EV_WRITE)) == dir)
+        return;
+    on = ev_is_active(rd);
+    if (on)
+        ev_io_stop(x->loop, rd);
+    ev_io_set(rd, rd->fd, dir);
+    if (on)
+        ev_io_start(x->loop, rd);
+}
+
 static ssize_t tls_read(struct xprt *x, void *p, size_t n)
 {
     size_t got = 0;
+    ssize_t r;
 
+    /* A KeyUpdate owed to the peer while one of our records is half-sent: if the next record is
+     * another handshake message, OpenSSL writes the KeyUpdate before reading it, behind the
+     * pending record, which it refuses (SSL_R_BAD_LENGTH, fatal). So nothing is read until the
+     * writer has completed that record (it retries on EV_WRITE; the KeyUpdate follows it). */
+    if (x->wretry && SSL_get_key_update_type(x->ssl) != SSL_KEY_UPDATE_NONE) {
+        x->want = EV_WRITE;
+        tls_rd_follow(x, EV_WRITE);
+        return -EAGAIN;
+    }
     ERR_clear_error();
     errno = 0;
     /* At most n bytes come out: a record larger than the room stays inside the session
      * (tls_pending), so our buffers stay bounded exactly as with a plain socket. */
     if (SSL_read_ex(x->ssl, p, n, &got) == 1)
-        return (ssize_t)got;
-    return tls_result(x, 0, "read");
+        r = (ssize_t)got;
+    else
+        r = tls_result(x, 0, "read");
+    /* A read that must first write (a KeyUpdate it owes, on a full socket) waits for EV_WRITE. */
+    tls_rd_follow(x, r == -EAGAIN && x->want == EV_WRITE ? EV_WRITE : EV_READ);
+    return r;
 }
 
 static ssize_t tls_write1(struct xprt *x, const void *p, size_t n)
@@ -602,34 +641,94 @@ static ssize_t tls_write1(struct xprt *x, const void *p, size_t n)
     return tls_result(x, 0, "write");
 }
 
-/* Small pieces are gathered into one record (a head and the start of a body would otherwise be
- * two records, two syscalls); large ones are written one after another until one is partial. */
+/* Records are written one SSL_write each, at most TLS_RECORD bytes, until the data runs out or the
+ * socket is full, so a call moves everything the socket takes (as writev does) and small pieces
+ * (a head and the start of a body) share one record.
+ *
+ * A write that returned -EAGAIN left its record inside the session, half-sent: OpenSSL wants the
+ * next SSL_write to offer at least those bytes again (else SSL_R_BAD_LENGTH, a fatal error), and
+ * the caller offers them again, from the same offset, since nothing was consumed. The retry offers
+ * exactly x->wretry bytes, gathered across iovecs when the caller now splits them otherwise, so it
+ * only completes that record: the next SSL_write then starts with nothing pending, which is when
+ * OpenSSL sends a KeyUpdate the peer asked for meanwhile (it defers it while a record is pending;
+ * always retrying with more data would append a new half-sent record each time and defer the
+ * KeyUpdate for as long as the socket stays full). */
+#define TLS_RECORD 16384
+
+/* True when the socket takes a write now (poll, no wait). */
+static bool tls_socket_writable(int fd)
+{
+    struct pollfd pf = { .fd = fd, .events = POLLOUT };
+    int r;
+
+    do
+        r = poll(&pf, 1, 0);
+    while (r < 0 && errno == EINTR);
+    return r != 0;      /* an error: let the write find it */
+}
+
 static ssize_t tls_writev(struct xprt *x, const struct iovec *iov, int n)
 {
-    size_t total = 0, done = 0;
-    char tmp[16384];
+    size_t total = 0, done = 0, at = 0;      /* at: offset inside iov[i] */
+    int i = 0;
+    char tmp[TLS_RECORD];
+    ssize_t r = 0;
 
-    for (int i = 0; i < n; i++)
-        total += iov[i].iov_len;
-    if (n > 1 && total <= sizeof tmp) {
-        for (int i = 0; i < n; i++) {
-            memcpy(tmp + done, iov[i].iov_base, iov[i].iov_len);
-            done += iov[i].iov_len;
-        }
-        return tls_write1(x, tmp, total);
-    }
-    for (int i = 0; i < n; i++) {
-        ssize_t r;
-        if (!iov[i].iov_len)
-            continue;
-        r = tls_write1(x, iov[i].iov_base, iov[i].iov_len);
-        if (r < 0)
-            return done ? (ssize_t)done : r;
-        done += (size_t)r;
-        if ((size_t)r < iov[i].iov_len)
+    for (int k = 0; k < n; k++)
+        total += iov[k].iov_len;
+    while (done < total) {
+        size_t len = total - done < TLS_RECORD ? total - done : TLS_RECORD;
+        const char *p;
+
+        if (x->wretry && x->wretry <= len)
+            len = x->wretry;     /* (a caller never offers fewer: OpenSSL would refuse it) */
+        /* A KeyUpdate the peer asked for goes out first, with the first write that finds no record
+         * pending. Once OpenSSL has started it, it reads no application data until it is out
+         * (SSL_read answers WANT_WRITE on a readable socket, and a read watcher would spin), so
+         * it is only started on a socket that takes it now; else the write waits for EV_WRITE. */
+        if (!x->wretry && SSL_get_key_update_type(x->ssl) != SSL_KEY_UPDATE_NONE &&
+            !tls_socket_writable(x->fd)) {
+            x->want = EV_WRITE;
+            r = -EAGAIN;
             break;
+        }
+        while (iov[i].iov_len == at) {       /* skip empty and finished pieces */
+            i++;
+            at = 0;
+        }
+        if (iov[i].iov_len - at >= len) {
+            p = (const char *)iov[i].iov_base + at;
+        } else {
+            size_t got = 0;
+            size_t o = at;
+            for (int k = i; got < len; k++, o = 0) {
+                size_t take = iov[k].iov_len - o < len - got ? iov[k].iov_len - o : len - got;
+                memcpy(tmp + got, (const char *)iov[k].iov_base + o, take);
+                got += take;
+            }
+            p = tmp;
+        }
+        r = tls_write1(x, p, len);
+        if (r <= 0) {
+            if (r == -EAGAIN)
+                x->wretry = len;
+            break;
+        }
+        x->wretry = 0;
+        done += (size_t)r;
+        for (size_t adv = (size_t)r; adv; ) {     /* move the cursor past what was written */
+            size_t room = iov[i].iov_len - at;
+            if (adv < room) {
+                at += adv;
+                adv = 0;
+            } else {
+                adv -= room;
+                i++;
+                at = 0;
+            }
+        }
     }
-    return (ssize_t)done;
+    return done ? (ssize_t)done : r;
 }
 
 bool tls_idle_ok(struct xprt *x)

@@ -11,7 +11,13 @@
  * header_timeout, the hop's connect timer).
  *
  * Return conventions are xprt.h's: byte count, 0 for end of stream, -errno (-EAGAIN: not ready;
- * x->want then says which readiness the session waits for, EV_READ or EV_WRITE).
+ * x->want then says which readiness the session waits for, EV_READ or EV_WRITE). After the
+ * handshake a write waits for EV_WRITE, and after -EAGAIN it is offered the same bytes again (the
+ * caller consumed nothing). A read waits for EV_READ, except while the session must first finish a
+ * write (a TLS 1.3 KeyUpdate it owes the peer, on a full socket or behind one of our half-sent
+ * records): x->want is then EV_WRITE and, when the owner gave its read watcher (x->rd, x->loop),
+ * tls.c points that watcher at EV_WRITE, and back at EV_READ once reading goes on; it changes
+ * nothing else of it. So owners keep one watcher per direction and never spin on a readable socket.
  */
 #ifndef LIFELINE_TLS_H
 #define LIFELINE_TLS_H
@@ -114,8 +120,15 @@ bool tls_idle_ok(struct xprt *x);
 /* Frees a session kept for resumption. */
 void tls_session_free(void *sess);
 
-/* lifeline_tls_handshakes_total{side,result}: [side 0 = downstream, 1 = upstream][0 ok, 1 failed]. */
-extern atomic_uint_fast64_t tls_handshakes[2][2];
+/* lifeline_tls_handshakes_total{side,result}: [side 0 = downstream, 1 = upstream][result]. A
+ * downstream connection closed (or reset) before it sent a single byte is no failed handshake but
+ * a TCP probe (a load balancer's health check, a port scan): result "empty", downstream only. */
+enum { TLS_HS_OK, TLS_HS_FAILED, TLS_HS_EMPTY, TLS_HS_RESULTS };
+extern atomic_uint_fast64_t tls_handshakes[2][TLS_HS_RESULTS];
+extern const char *const tls_handshake_result_names[TLS_HS_RESULTS];
+/* After a server-side tls_handshake() failed: TLS_HS_EMPTY when the peer sent nothing at all,
+ * else TLS_HS_FAILED. */
+int tls_handshake_failure(const struct xprt *x);
 
 extern const struct xprt_ops xprt_tls;
 

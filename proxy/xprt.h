@@ -26,6 +26,11 @@ struct xprt {
     void *ssl;                          /* SSL * */
     void **sess_slot;                   /* upstream: where the server's session is kept */
     int want;                           /* after -EAGAIN: EV_READ or EV_WRITE */
+    size_t wretry;                      /* bytes the write that returned -EAGAIN must be offered again */
+    /* Set by the owner (client.c, pool.c), read by tls.c: the owner's read watcher and its loop
+     * (ev_io *, struct ev_loop *). After the handshake a TLS read that must first finish a write
+     * points the watcher at EV_WRITE, and back at EV_READ once reading goes on (tls.h). */
+    void *rd, *loop;
     bool failed;                        /* a protocol error: no close_notify at close */
     bool handshaken;
 };

@@ -1,17 +1,22 @@
 """The deployment examples against a running lifeline: every probe path and port in
 deploy/k8s/*.yaml (and the image's HEALTHCHECK) is tried, the ports they name are the ones the
 ConfigMap's config listens on, and liveness stays 200 during a drain while readiness turns 503.
+The HTTPS listener's certificate is the kubernetes.io/tls Secret the Deployment mounts: a
+certificate laid out as the kubelet mounts one is served and verifies.
 The manifests' API schemas are checked by scripts/k8s-validate.sh (npm's kubernetes-models)."""
 
 import copy
 import glob
+import json
 import os
 import re
 import signal
+import ssl
+import subprocess
 
 import yaml
 
-from conftest import HOST, free_port, pool, t, wait_for
+from conftest import HOST, dur, free_port, pool, t, wait_for
 from ops import admin_get
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
@@ -46,6 +51,23 @@ def port_of(cfg_addr):
     return int(cfg_addr.rsplit(":", 1)[1])
 
 
+def tls_listener(conf):
+    ls = [lst for lst in conf["listen"] if lst.get("tls")]
+    assert len(ls) == 1, conf["listen"]
+    return ls[0]
+
+
+def tls_mount(dep, listener):
+    """(mountPath, secret volume) of the Secret volume that holds the TLS listener's files."""
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    vols = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    cert_dir = os.path.dirname(listener["tls"]["certificates"][0]["cert"])
+    found = [(m["mountPath"].rstrip("/"), vols[m["name"]]["secret"]) for m in c["volumeMounts"]
+             if m["mountPath"].rstrip("/") == cert_dir and "secret" in vols[m["name"]]]
+    assert len(found) == 1, (cert_dir, c["volumeMounts"])
+    return found[0]
+
+
 def container_probes(dep):
     """(container, probe kind, httpGet) for every HTTP probe, the named port resolved to a number."""
     out = []
@@ -72,10 +94,23 @@ def test_manifests_are_consistent():
     c = dep["spec"]["template"]["spec"]["containers"][0]
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports["http"] == port_of(conf["listen"][0]["address"])
-    # the Service sends traffic to the proxy port
+    # the Service sends traffic to the proxy ports: http to the plain listener, https to the TLS one
     svc = one("Service", "lifeline")
-    for p in svc["spec"]["ports"]:
-        assert ports.get(p["targetPort"], p["targetPort"]) == ports["http"]
+    tls_l = tls_listener(conf)
+    assert ports["https"] == port_of(tls_l["address"])
+    assert {p["name"]: ports.get(p["targetPort"], p["targetPort"]) for p in svc["spec"]["ports"]} == \
+        {"http": ports["http"], "https": ports["https"]}
+    # the TLS listener's certificate is the kubernetes.io/tls Secret's (tls.crt, tls.key) where the
+    # Deployment mounts it
+    mount, secret = tls_mount(dep, tls_l)
+    assert secret["secretName"] == "lifeline-tls"
+    assert tls_l["tls"]["certificates"] == [{"cert": mount + "/tls.crt", "key": mount + "/tls.key"}]
+    # the pod's group may read the key (the image's user is 10001:10001)
+    pod_sc = dep["spec"]["template"]["spec"]["securityContext"]
+    assert secret.get("defaultMode", 0o644) & 0o040 and pod_sc.get("fsGroup") == 10001
+    # not mounted inside the ConfigMap's volume (the kubelet cannot make a mount point in it)
+    cm_mount = [m["mountPath"] for m in c["volumeMounts"] if m["name"] == "config"][0]
+    assert not mount.startswith(cm_mount.rstrip("/") + "/")
     # the pool's hostname is a headless Service of the examples
     hs = one("Service", "app-headless")
     assert hs["spec"]["clusterIP"] == "None"
@@ -111,7 +146,7 @@ def test_probe_paths_against_a_running_lifeline(lifeline, upstream):
     extra = {k: v for k, v in conf.items() if k not in ("listen", "pools", "routes", "workers", "shutdown_timeout")}
     extra["admin"] = {"address": "%s:%d" % (HOST, aport)}
     lf = lifeline(pools=pools, routes=conf["routes"], workers=conf.get("workers", 1), extra=extra,
-                  shutdown_timeout="3s")
+                  shutdown_timeout=dur(t(3)))   # longer than the slow head below, at any time scale
     # the manifest's ports are the config's: translate them to this test's
     local = {port_of(conf["admin"]["address"]): aport, port_of(conf["listen"][0]["address"]): lf.port}
     probes = container_probes(dep)
@@ -142,3 +177,42 @@ def test_probe_paths_against_a_running_lifeline(lifeline, upstream):
     assert c.read_response(timeout=t(5)).status == 200
     c.close()
     assert lf.proc.wait(t(10)) == 0
+
+
+def test_tls_listener_serves_the_mounted_secret(lifeline, upstream, tmp_path):
+    """The ConfigMap's TLS listener with a certificate laid out as the kubelet mounts a
+    kubernetes.io/tls Secret (tls.crt, tls.key; made here, self-signed): lifeline loads it and
+    answers HTTPS with it."""
+    import socket
+    import http.client
+    conf = lifeline_conf(one("ConfigMap", "lifeline-config"))
+    listener = copy.deepcopy(tls_listener(conf))
+    mount, _ = tls_mount(one("Deployment", "lifeline"), listener)
+    secret = tmp_path / "lifeline-tls"
+    secret.mkdir()
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", "2", "-subj", "/CN=lifeline.test", "-addext",
+                    "subjectAltName=DNS:lifeline.test", "-keyout", str(secret / "tls.key"),
+                    "-out", str(secret / "tls.crt")], check=True, capture_output=True)
+    for c in listener["tls"]["certificates"]:
+        for k in ("cert", "key"):
+            assert c[k].startswith(mount + "/")
+            c[k] = str(secret) + c[k][len(mount):]
+    up = upstream()
+    pools = copy.deepcopy(conf["pools"])
+    pools["app"]["servers"] = pool(up)["servers"]
+    pools["app"].pop("resolve_interval", None)
+    pools["app"].pop("health", None)
+    lf = lifeline(pools=pools, routes=conf["routes"], listen_tls=listener["tls"])
+    ctx = ssl.create_default_context(cafile=str(secret / "tls.crt"))
+    raw = socket.create_connection((HOST, lf.port), timeout=t(5))
+    s = ctx.wrap_socket(raw, server_hostname="lifeline.test")     # verified against the Secret's cert
+    conn = http.client.HTTPConnection(HOST, lf.port, timeout=t(10))
+    conn.sock = s
+    conn.request("GET", "/echo/tls")
+    r = conn.getresponse()
+    body = r.read()
+    conn.close()
+    assert r.status == 200, (r.status, body)
+    hdrs = {k.lower(): v for k, v in json.loads(body)["headers"]}
+    assert hdrs["x-forwarded-proto"] == "https", hdrs
