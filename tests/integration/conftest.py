@@ -11,7 +11,8 @@ Pieces:
   upstream(...)         aiohttp fake: echo, /status/N, /bytes/N, /chunked/N, /slow-head, /hang, ...
   raw_upstream(script)  asyncio TCP fake running `async def script(conn)` per connection
   lifeline(...)         starts $LIFELINE_BIN (default: this checkout's build/asan/lifeline) with a generated config; checks exit 0 and no
-                        sanitizer report at teardown
+                        sanitizer report at teardown; lf.fetch_in_background(...) runs a request
+                        on a thread (for what happens while it is in flight)
 """
 
 import asyncio
@@ -130,16 +131,8 @@ def wait_for(pred, timeout, interval=0.01, what="condition"):
 # --------------------------------------------------------------------------------------------
 # Raw-socket HTTP client
 
-class Response:
-    def __init__(self, version, status, reason, headers, body, trailers, framing, raw_head):
-        self.version = version
-        self.status = status
-        self.reason = reason
-        self.headers = headers        # [(name, value)] as received
-        self.body = body
-        self.trailers = trailers      # [(name, value)]
-        self.framing = framing        # "length" | "chunked" | "close" | "none"
-        self.raw_head = raw_head
+class HeaderList:
+    """Case-insensitive lookups in self.headers, a [(name, value)] list as received."""
 
     def header(self, name, default=None):
         name = name.lower()
@@ -154,6 +147,18 @@ class Response:
 
     def has_header(self, name):
         return any(k.lower() == name.lower() for k, _ in self.headers)
+
+
+class Response(HeaderList):
+    def __init__(self, version, status, reason, headers, body, trailers, framing, raw_head):
+        self.version = version
+        self.status = status
+        self.reason = reason
+        self.headers = headers        # [(name, value)] as received
+        self.body = body
+        self.trailers = trailers      # [(name, value)]
+        self.framing = framing        # "length" | "chunked" | "close" | "none"
+        self.raw_head = raw_head
 
     def json(self):
         return json.loads(self.body.decode("utf-8"))
@@ -438,7 +443,7 @@ def loop_thread():
 # --------------------------------------------------------------------------------------------
 # aiohttp upstream fake
 
-class Rec:
+class Rec(HeaderList):
     """One request seen by a fake upstream."""
 
     def __init__(self, method, target, version, headers):
@@ -451,18 +456,6 @@ class Rec:
         self.body_sha = None
         self.trailers = []
         self.complete = False           # the whole body arrived
-
-    def header(self, name, default=None):
-        for k, v in self.headers:
-            if k.lower() == name.lower():
-                return v
-        return default
-
-    def header_all(self, name):
-        return [v for k, v in self.headers if k.lower() == name.lower()]
-
-    def has_header(self, name):
-        return any(k.lower() == name.lower() for k, _ in self.headers)
 
     def __repr__(self):
         return "<Rec %s %s headers=%r body_len=%d complete=%s>" % (
@@ -682,22 +675,10 @@ def upstream(loop_thread):
 # --------------------------------------------------------------------------------------------
 # Raw asyncio upstream, scripted per test
 
-class RawReq:
+class RawReq(HeaderList):
     def __init__(self, method, target, version, headers, body, trailers, raw):
         self.method, self.target, self.version = method, target, version
         self.headers, self.body, self.trailers, self.raw = headers, body, trailers, raw
-
-    def header(self, name, default=None):
-        for k, v in self.headers:
-            if k.lower() == name.lower():
-                return v
-        return default
-
-    def header_all(self, name):
-        return [v for k, v in self.headers if k.lower() == name.lower()]
-
-    def has_header(self, name):
-        return any(k.lower() == name.lower() for k, _ in self.headers)
 
     def __repr__(self):
         return "<RawReq %s %s %r body=%d>" % (self.method, self.target, self.headers, len(self.body))
@@ -769,6 +750,16 @@ class RawConn:
 
     async def read_some(self, n=65536, timeout=None):
         return await asyncio.wait_for(self.reader.read(n), timeout if timeout is not None else t(10))
+
+    async def echo_upper(self, rounds=1000):
+        """The server side of a tunnel: sends back what arrives, upper-cased, for at most `rounds`
+        reads; at EOF sets up.state["eof"]."""
+        for _ in range(rounds):
+            data = await self.read_some()
+            if not data:
+                self.up.state["eof"] = True
+                return
+            await self.send(data.upper())
 
     async def wait_eof(self, timeout=None):
         """Reads and discards until the peer closes; True when it did within timeout."""
@@ -928,19 +919,19 @@ class Lifeline:
     def url(self, path="/"):
         return "http://%s:%d%s" % (HOST, self.port, path)
 
-    def stderr_text(self):
+    @staticmethod
+    def _text(path):
         try:
-            with open(self.stderr_path, "r", errors="replace") as f:
+            with open(path, "r", errors="replace") as f:
                 return f.read()
         except OSError:
             return ""
 
+    def stderr_text(self):
+        return self._text(self.stderr_path)
+
     def stdout_text(self):
-        try:
-            with open(self.stdout_path, "r", errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
+        return self._text(self.stdout_path)
 
     def alive(self):
         return self.proc.poll() is None
@@ -963,6 +954,23 @@ class Lifeline:
 
     def fetch(self, *a, **kw):
         return fetch(self.port, *a, **kw)
+
+    def fetch_in_background(self, *a, **kw):
+        """Starts self.fetch(*a, **kw) on a thread and returns (thread, result): when the request
+        ends, result holds "r" (the Response) or "e" (the exception), and "elapsed" (seconds)."""
+        result = {}
+
+        def client():
+            t0 = time.monotonic()
+            try:
+                result["r"] = self.fetch(*a, **kw)
+            except Exception as e:
+                result["e"] = e
+            result["elapsed"] = time.monotonic() - t0
+
+        th = threading.Thread(target=client)
+        th.start()
+        return th, result
 
     def terminate(self, timeout=None):
         """Sends SIGTERM now and waits up to timeout (default t(10)); returns the exit status, or

@@ -3,6 +3,7 @@
 Scripts for conftest's raw_upstream (each `async def script(conn)` runs per accepted connection and
 records every request it reads in `up.requests`, the hit counter), plus two socket-level fakes:
 
+  route(**kw), server_of(r) a route on pool "p"; which upstream answered a response
   refused()                 an address nothing listens on (connect -> ECONNREFUSED)
   HangingConnect            a listener whose accept queue is full: SYNs are dropped, connects hang
   ok_script(body)           answers every request on the connection (keep-alive), 200 + body
@@ -11,6 +12,8 @@ records every request it reads in `up.requests`, the hit counter), plus two sock
   close_script()            reads the request, then closes cleanly (FIN) without a byte
   hang_script()             reads the request and never answers (until lifeline closes)
   slow_script(s, body)      answers after `s` seconds
+  each_request(handle)      the loop they share: every request on the connection, to handle(conn, req)
+  first_request(handle)     the first request only, to handle(conn, req)
 Every script stamps the arrival time of each request in up.state["times"] (time.monotonic()).
 """
 
@@ -24,6 +27,18 @@ import pytest
 from conftest import HOST, free_port, t
 
 
+def route(**kw):
+    """A route on pool "p", with kw added (retry, timeouts, fallback ...)."""
+    r = {"pool": "p"}
+    r.update(kw)
+    return r
+
+
+def server_of(r):
+    """Which upstream answered (the fakes name themselves in x-upstream)."""
+    return r.header("x-upstream")
+
+
 def refused():
     """host:port with no listener: connecting is refused at once."""
     return "%s:%d" % (HOST, free_port())
@@ -33,69 +48,69 @@ def stamp(conn):
     conn.up.state.setdefault("times", []).append(time.monotonic())
 
 
-def ok_script(body=b"ok", headers=None):
+def each_request(handle):
+    """A script that reads request after request (keep-alive) until the connection ends, stamps
+    each, and awaits handle(conn, req) for it; handle returns True to stop reading."""
     async def script(conn):
         while True:
             req = await conn.read_request()
             if req is None:
                 return
             stamp(conn)
-            await conn.respond(200, body if body is not None else b"", headers=[("x-upstream", conn.up.name)] + list(headers or []))
+            if await handle(conn, req):
+                return
     return script
+
+
+def first_request(handle):
+    """A script that reads one request, stamps it, and awaits handle(conn, req)."""
+    async def script(conn):
+        req = await conn.read_request()
+        if req is not None:
+            stamp(conn)
+            await handle(conn, req)
+    return script
+
+
+def ok_script(body=b"ok", headers=None):
+    async def handle(conn, req):
+        await conn.respond(200, body if body is not None else b"", headers=[("x-upstream", conn.up.name)] + list(headers or []))
+    return each_request(handle)
 
 
 def status_script(code, headers=None, body=None, reason="Status"):
-    async def script(conn):
-        while True:
-            req = await conn.read_request()
-            if req is None:
-                return
-            stamp(conn)
-            b = body if body is not None else ("status %d from %s\n" % (code, conn.up.name)).encode()
-            await conn.respond(code, b, headers=[("x-upstream", conn.up.name)] + list(headers or []),
-                               reason=reason)
-    return script
+    async def handle(conn, req):
+        b = body if body is not None else ("status %d from %s\n" % (code, conn.up.name)).encode()
+        await conn.respond(code, b, headers=[("x-upstream", conn.up.name)] + list(headers or []),
+                           reason=reason)
+    return each_request(handle)
 
 
 def reset_script():
-    async def script(conn):
-        req = await conn.read_request()
-        if req is not None:
-            stamp(conn)
-            conn.reset()
-    return script
+    async def handle(conn, req):
+        conn.reset()
+    return first_request(handle)
 
 
 def close_script():
-    async def script(conn):
-        req = await conn.read_request()
-        if req is not None:
-            stamp(conn)
-            conn.close()
-    return script
+    async def handle(conn, req):
+        conn.close()
+    return first_request(handle)
 
 
 def hang_script():
     """Reads the request, then waits for lifeline to close the connection (records it)."""
-    async def script(conn):
-        req = await conn.read_request()
-        if req is not None:
-            stamp(conn)
-            closed = await conn.wait_eof(t(30))
-            conn.up.state.setdefault("eofs", []).append(time.monotonic() if closed else None)
-    return script
+    async def handle(conn, req):
+        closed = await conn.wait_eof(t(30))
+        conn.up.state.setdefault("eofs", []).append(time.monotonic() if closed else None)
+    return first_request(handle)
 
 
 def slow_script(seconds, body=b"slow"):
-    async def script(conn):
-        while True:
-            req = await conn.read_request()
-            if req is None:
-                return
-            stamp(conn)
-            await asyncio.sleep(seconds)
-            await conn.respond(200, body, headers=[("x-upstream", conn.up.name)])
-    return script
+    async def handle(conn, req):
+        await asyncio.sleep(seconds)
+        await conn.respond(200, body, headers=[("x-upstream", conn.up.name)])
+    return each_request(handle)
 
 
 class HangingConnect:

@@ -31,16 +31,7 @@ def test_healthz_ok_then_503_while_draining(lifeline, upstream):
     assert admin_get(aport, "/nope").status == 404
 
     hold = t(1.5)
-    result = {}
-
-    def client():
-        try:
-            result["r"] = lf.fetch("GET", "/slow-head?ms=%d" % int(hold * 1000), timeout=t(6))
-        except Exception as e:
-            result["e"] = e
-
-    th = threading.Thread(target=client)
-    th.start()
+    th, result = lf.fetch_in_background("GET", "/slow-head?ms=%d" % int(hold * 1000), timeout=t(6))
     try:
         wait_for(lambda: up.requests, t(2), what="the slow request to reach the upstream")
         lf.stopped_by_test = True

@@ -18,7 +18,7 @@ import threading
 import time
 
 from conftest import dur, free_port, pool, t, wait_for
-from faults import hang_script, hanging_connect, ok_script, refused, slow_script, stamp, status_script  # noqa: F401
+from faults import each_request, hang_script, hanging_connect, ok_script, refused, slow_script, status_script  # noqa: F401
 from ops import admin_extra, metrics, wait_access
 
 RETRY_ON = ["connect_error", "connect_timeout", "response_timeout", "reset", 502, 503]
@@ -372,19 +372,14 @@ def test_hedge_loser_that_answers_late_pools_its_connection(lifeline, raw_upstre
     pool: the next request that lands on A reuses it (A accepted one connection only)."""
     late = t(0.2)
 
-    async def a_script(conn):
-        while True:
-            req = await conn.read_request()
-            if req is None:
-                return
-            stamp(conn)
-            if len(conn.up.requests) == 1:
-                import asyncio
-                await asyncio.sleep(late)
-            await conn.respond(200, b"A-late" if len(conn.up.requests) == 1 else b"A",
-                               headers=[("x-upstream", "A")])
+    async def a_handle(conn, req):
+        if len(conn.up.requests) == 1:
+            import asyncio
+            await asyncio.sleep(late)
+        await conn.respond(200, b"A-late" if len(conn.up.requests) == 1 else b"A",
+                           headers=[("x-upstream", "A")])
 
-    a = raw_upstream(a_script, name="A")
+    a = raw_upstream(each_request(a_handle), name="A")
     b = raw_upstream(ok_script(b"B"), name="B")
     px = start(lifeline, tmp_path, {"p": user_pool(a, b)}, routes=[user_route(hedge={"after": dur(t(0.05))})])
     r, target = _get_until(px, a)

@@ -11,21 +11,11 @@ import pytest
 from conftest import Conn, dur, pattern_bytes, pool, sha, t, wait_for
 from ops import access_lines, reload
 from faults import (built_in_line, hang_script, hanging_connect, refused, reset_script,  # noqa: F401
-                    status_script)
+                    route, server_of, status_script)
 
 FALLBACK = {"status": 503,
             "headers": {"content-type": "application/json", "retry-after": "5"},
             "body": '{"error":"service unavailable"}'}
-
-
-def route(**kw):
-    r = {"pool": "p"}
-    r.update(kw)
-    return r
-
-
-def server_of(r):
-    return r.header("x-upstream")
 
 
 # --------------------------------------------------------------------------------------------
@@ -248,33 +238,48 @@ def _partial_chunks(data):
         i = j + 2 + size + 2
 
 
-def _chunked_then_fail(how):
-    async def script(conn):
-        req = await conn.read_request()
-        if req is None:
-            return
-        await conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nx-upstream: half\r\n\r\n"
-                        b"6\r\nfirst-\r\n7\r\nsecond-\r\n")
-        await asyncio.sleep(0.1)
-        if how == "reset":
-            conn.reset()
-        else:
-            conn.close()
-    return script
+def _head_then_fail(head_and_part):
+    """Answers the first request with a 200 head and part of its body, then fails (how: reset
+    or close)."""
+    def for_how(how):
+        async def script(conn):
+            req = await conn.read_request()
+            if req is None:
+                return
+            await conn.send(head_and_part)
+            await asyncio.sleep(0.1)
+            if how == "reset":
+                conn.reset()
+            else:
+                conn.close()
+        return script
+    return for_how
 
 
-@pytest.mark.parametrize("how", ["reset", "close"])
-def test_chunked_response_failing_mid_body_is_truncated(lifeline, raw_upstream, upstream, how):
-    half = raw_upstream(_chunked_then_fail(how), name="half")
+_chunked_then_fail = _head_then_fail(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nx-upstream: half\r\n\r\n"
+                                     b"6\r\nfirst-\r\n7\r\nsecond-\r\n")
+_length_then_fail = _head_then_fail(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nx-upstream: half\r\n\r\n" + b"a" * 500)
+
+
+def _truncated(lifeline, raw_upstream, upstream, script):
+    """A GET to a pool whose preferred server answers with `script` (a head, then a failure mid-body)
+    and whose other server is good: the client gets the 200 head, then the connection ends.
+    Returns (half, good, the head's headers by lower-case name, the bytes after the head)."""
+    half = raw_upstream(script, name="half")
     good = upstream("good")
     lf = lifeline(pools={"p": pool((half, 10), (good, 1))})
     with lf.conn() as c:
         c.request("GET", "/stream")
         _, status, _, headers, _ = c.read_head(timeout=t(2))
         assert status == 200
-        hs = {k.lower(): v for k, v in headers}
-        assert "chunked" in hs.get("transfer-encoding", "").lower(), headers
         rest = c.wait_closed(t(3))
+    return half, good, {k.lower(): v for k, v in headers}, rest
+
+
+@pytest.mark.parametrize("how", ["reset", "close"])
+def test_chunked_response_failing_mid_body_is_truncated(lifeline, raw_upstream, upstream, how):
+    half, good, hs, rest = _truncated(lifeline, raw_upstream, upstream, _chunked_then_fail(how))
+    assert "chunked" in hs.get("transfer-encoding", "").lower(), hs
     payload, last = _partial_chunks(rest)
     assert payload == b"first-second-", rest
     assert not last, "the truncated response ended with the terminating chunk: %r" % rest
@@ -282,36 +287,14 @@ def test_chunked_response_failing_mid_body_is_truncated(lifeline, raw_upstream, 
     assert len(half.requests) == 1 and len(good.requests) == 0, "retried after the head went downstream"
 
 
-def _length_then_fail(how):
-    async def script(conn):
-        req = await conn.read_request()
-        if req is None:
-            return
-        await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nx-upstream: half\r\n\r\n" + b"a" * 500)
-        await asyncio.sleep(0.1)
-        if how == "reset":
-            conn.reset()
-        else:
-            conn.close()
-    return script
-
-
 @pytest.mark.parametrize("how", ["reset", "close"])
 def test_content_length_response_failing_mid_body_is_short(lifeline, raw_upstream, upstream, how):
-    half = raw_upstream(_length_then_fail(how), name="half")
-    good = upstream("good")
-    lf = lifeline(pools={"p": pool((half, 10), (good, 1))})
-    with lf.conn() as c:
-        c.request("GET", "/stream")
-        _, status, _, headers, _ = c.read_head(timeout=t(2))
-        assert status == 200
-        hs = {k.lower(): v for k, v in headers}
-        rest = c.wait_closed(t(3))
+    half, good, hs, rest = _truncated(lifeline, raw_upstream, upstream, _length_then_fail(how))
     if "chunked" in hs.get("transfer-encoding", "").lower():
         payload, last = _partial_chunks(rest)
         assert payload == b"a" * 500 and not last, rest[:200]
     else:
-        assert hs.get("content-length") == "1000", headers
+        assert hs.get("content-length") == "1000", hs
         assert rest == b"a" * 500, "got %d bytes before EOF" % len(rest)
     time.sleep(t(0.1))
     assert len(half.requests) == 1 and len(good.requests) == 0

@@ -414,12 +414,7 @@ def test_upgrade_tunnel_both_ways(lifeline, raw_upstream):
         await conn.send(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                         b"Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
         await conn.send(b"server-hello|")
-        for _ in range(100):
-            data = await conn.read_some()
-            if not data:
-                conn.up.state["eof"] = True
-                return
-            await conn.send(data.upper())
+        await conn.echo_upper(100)
 
     up = raw_upstream(script)
     lf = proxy_for(lifeline, up)

@@ -7,13 +7,7 @@ import asyncio
 import time
 
 from conftest import dur, pattern_bytes, pool, sha, t
-from faults import hanging_connect, ok_script, stamp  # noqa: F401
-
-
-def route(**kw):
-    r = {"pool": "p"}
-    r.update(kw)
-    return r
+from faults import each_request, hanging_connect, ok_script, route  # noqa: F401
 
 
 def first_slow_pair(raw_upstream, first="hang", first_delay=None, second="ok"):
@@ -23,28 +17,24 @@ def first_slow_pair(raw_upstream, first="hang", first_delay=None, second="ok"):
     shared = {"n": 0, "eof": None, "order": []}
 
     def make(name):
-        async def script(conn):
-            while True:
-                req = await conn.read_request()
-                if req is None:
-                    return
-                stamp(conn)
-                k = shared["n"]
-                shared["n"] += 1
-                shared["order"].append((name, req.target, time.monotonic()))
-                if k == 0 and first == "hang":
-                    closed = await conn.wait_eof(t(10))
-                    shared["eof"] = time.monotonic() if closed else False
-                    return
-                if k == 0:
-                    await asyncio.sleep(first_delay)
-                    await conn.respond(200, b"slow from " + name.encode(), headers=[("x-upstream", name)])
-                    continue
-                if second == "reset":
-                    conn.reset()
-                    return
-                await conn.respond(200, b"fast from " + name.encode(), headers=[("x-upstream", name)])
-        return script
+        async def handle(conn, req):
+            k = shared["n"]
+            shared["n"] += 1
+            shared["order"].append((name, req.target, time.monotonic()))
+            if k == 0 and first == "hang":
+                closed = await conn.wait_eof(t(10))
+                shared["eof"] = time.monotonic() if closed else False
+                return True
+            if k == 0:
+                await asyncio.sleep(first_delay)
+                await conn.respond(200, b"slow from " + name.encode(), headers=[("x-upstream", name)])
+                return False
+            if second == "reset":
+                conn.reset()
+                return True
+            await conn.respond(200, b"fast from " + name.encode(), headers=[("x-upstream", name)])
+            return False
+        return each_request(handle)
 
     a = raw_upstream(make("A"), name="A")
     b = raw_upstream(make("B"), name="B")

@@ -4,7 +4,6 @@ per-server latency, retry-reason and hedge metrics."""
 
 import json
 import signal
-import threading
 
 import yaml
 
@@ -122,16 +121,7 @@ def test_livez_and_readyz_while_draining(lifeline, upstream):
     for path in ("/livez", "/readyz", "/healthz"):
         r = admin_get(aport, path)
         assert r.status == 200 and r.body.strip() == b"ok", (path, r)
-    result = {}
-
-    def client():
-        try:
-            result["r"] = lf.fetch("GET", "/slow-head?ms=%d" % int(t(1.5) * 1000), timeout=t(6))
-        except Exception as e:
-            result["e"] = e
-
-    th = threading.Thread(target=client)
-    th.start()
+    th, result = lf.fetch_in_background("GET", "/slow-head?ms=%d" % int(t(1.5) * 1000), timeout=t(6))
     try:
         wait_for(lambda: up.requests, t(2), what="the slow request to reach the upstream")
         lf.stopped_by_test = True

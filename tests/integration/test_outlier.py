@@ -7,27 +7,22 @@ state in /status."""
 import time
 
 from conftest import Conn, free_port, pool, t, wait_for
-from faults import refused, stamp
+from faults import each_request, refused
 from ops import admin_extra, metrics, server_status, status
 
 
 def switchable_script():
     """Answers by conn.up.state["mode"]: "fail" -> 503, "ok" -> 200, "hang" -> never answers.
     Stamps every request in up.state["times"]."""
-    async def script(conn):
-        while True:
-            req = await conn.read_request()
-            if req is None:
-                return
-            stamp(conn)
-            mode = conn.up.state.get("mode", "ok")
-            if mode == "hang":
-                await conn.wait_eof(t(30))
-                return
-            code = 503 if mode == "fail" else 200
-            await conn.respond(code, b"%d from %s\n" % (code, conn.up.name.encode()),
-                               headers=[("x-upstream", conn.up.name)])
-    return script
+    async def handle(conn, req):
+        mode = conn.up.state.get("mode", "ok")
+        if mode == "hang":
+            await conn.wait_eof(t(30))
+            return True
+        code = 503 if mode == "fail" else 200
+        await conn.respond(code, b"%d from %s\n" % (code, conn.up.name.encode()),
+                           headers=[("x-upstream", conn.up.name)])
+    return each_request(handle)
 
 
 def hits(up):
@@ -110,13 +105,21 @@ def test_outlier_off_never_ejects(lifeline, upstream):
 SHORT = {"consecutive_failures": 1, "ejection": "300ms", "max_ejection": "10s"}
 
 
-def test_failed_trial_ejects_again_for_twice_as_long(lifeline, upstream, raw_upstream):
+def flaky_pool(lifeline, upstream, raw_upstream, **kw):
+    """A round-robin pool of a failing server (switchable_script, mode "fail") and two good ones,
+    ejecting after one failure for 300 ms (SHORT), with the admin listener on. kw: for lifeline().
+    Returns (lf, flaky, admin port)."""
     up1, up2 = upstream("up1"), upstream("up2")
     flaky = raw_upstream(switchable_script(), name="flaky")
     flaky.state["mode"] = "fail"
     aport = free_port()
     lf = lifeline(pools={"p": pool(flaky, up1, up2, balance="round_robin", outlier=SHORT)},
-                  routes=[{"name": "r", "pool": "p"}], extra=admin_extra(aport))
+                  routes=[{"name": "r", "pool": "p"}], extra=admin_extra(aport), **kw)
+    return lf, flaky, aport
+
+
+def test_failed_trial_ejects_again_for_twice_as_long(lifeline, upstream, raw_upstream):
+    lf, flaky, aport = flaky_pool(lifeline, upstream, raw_upstream)
     drive(lf, 2.6)
     times = flaky.state["times"]
     assert len(times) >= 4, times
@@ -136,12 +139,7 @@ def test_failed_trial_ejects_again_for_twice_as_long(lifeline, upstream, raw_ups
 
 
 def test_successful_trial_puts_the_server_back_in_rotation(lifeline, upstream, raw_upstream):
-    up1, up2 = upstream("up1"), upstream("up2")
-    flaky = raw_upstream(switchable_script(), name="flaky")
-    flaky.state["mode"] = "fail"
-    aport = free_port()
-    lf = lifeline(pools={"p": pool(flaky, up1, up2, balance="round_robin", outlier=SHORT)},
-                  routes=[{"name": "r", "pool": "p"}], extra=admin_extra(aport))
+    lf, flaky, aport = flaky_pool(lifeline, upstream, raw_upstream)
     for i in range(3):
         assert lf.fetch("GET", "/x/%d" % i).status == 200
     assert hits(flaky) == 1
@@ -168,12 +166,7 @@ def test_successful_trial_puts_the_server_back_in_rotation(lifeline, upstream, r
 def test_one_trial_at_a_time_and_a_cancelled_trial_frees_the_slot(lifeline, upstream, raw_upstream):
     """While the trial is out the server gets nothing else; when the trial's client leaves, the
     next request becomes the trial at once (no verdict, no wait for a timeout)."""
-    up1, up2 = upstream("up1"), upstream("up2")
-    flaky = raw_upstream(switchable_script(), name="flaky")
-    flaky.state["mode"] = "fail"
-    aport = free_port()
-    lf = lifeline(pools={"p": pool(flaky, up1, up2, balance="round_robin", outlier=SHORT)},
-                  routes=[{"name": "r", "pool": "p"}], extra=admin_extra(aport), workers=2)
+    lf, flaky, aport = flaky_pool(lifeline, upstream, raw_upstream, workers=2)
     for i in range(3):
         assert lf.fetch("GET", "/x/%d" % i).status == 200
     assert hits(flaky) == 1

@@ -225,18 +225,7 @@ def test_in_flight_request_finishes_on_its_snapshot(lifeline, upstream):
     lf = lifeline(pools={"a": pool(up1)},
                   routes=[{"name": "slow", "match": {"path": "/slow/"}, "pool": "a", "strip_prefix": True,
                            "timeouts": {"total": "5s"}}])
-    result = {}
-
-    def client():
-        t0 = time.monotonic()
-        try:
-            result["r"] = lf.fetch("GET", "/slow/slow-head?ms=%d" % slow_ms, timeout=t(6))
-        except Exception as e:
-            result["e"] = e
-        result["elapsed"] = time.monotonic() - t0
-
-    th = threading.Thread(target=client)
-    th.start()
+    th, result = lf.fetch_in_background("GET", "/slow/slow-head?ms=%d" % slow_ms, timeout=t(6))
     try:
         wait_for(lambda: up1.requests, t(2), what="the slow request to reach up1")
         deadline_ms = int(t(0.3) * 1000)
@@ -282,16 +271,7 @@ def test_in_flight_retry_after_reload_uses_the_old_pool(lifeline, raw_upstream, 
     lf = lifeline(pools={"a": pool(old)},
                   routes=[{"name": "r", "pool": "a",
                            "retry": {"attempts": 2, "backoff": {"base": "1ms", "max": "2ms"}}}])
-    result = {}
-
-    def client():
-        try:
-            result["r"] = lf.fetch("GET", "/x", timeout=t(5))
-        except Exception as e:
-            result["e"] = e
-
-    th = threading.Thread(target=client)
-    th.start()
+    th, result = lf.fetch_in_background("GET", "/x", timeout=t(5))
     try:
         wait_for(lambda: old.requests, t(2), what="the first attempt to reach the old server")
         reload(lf, _cfg(lf, pools={"b": pool(new)}, routes=[{"name": "r", "pool": "b"}]))
@@ -335,12 +315,7 @@ def _tunnel_script():
             return
         await conn.send(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                         b"Connection: Upgrade\r\n\r\n")
-        for _ in range(1000):
-            data = await conn.read_some()
-            if not data:
-                conn.up.state["eof"] = True
-                return
-            await conn.send(data.upper())
+        await conn.echo_upper()
     return script
 
 

@@ -9,17 +9,7 @@ import time
 
 from conftest import Conn, dur, pattern_bytes, pool, sha, t
 from faults import (built_in_line, close_script, gaps, hang_script, hanging_connect, ok_script,  # noqa: F401
-                    refused, reset_script, status_script)
-
-
-def route(**kw):
-    r = {"pool": "p"}
-    r.update(kw)
-    return r
-
-
-def server_of(r):
-    return r.header("x-upstream")
+                    refused, reset_script, route, server_of, status_script)
 
 
 # --------------------------------------------------------------------------------------------

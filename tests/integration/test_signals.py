@@ -3,7 +3,6 @@ SIGHUP never drops the running service."""
 
 import signal
 import socket
-import threading
 import time
 
 from conftest import Conn, ConnClosed, build_request, dur, pool, t
@@ -27,16 +26,7 @@ def test_sigterm_finishes_in_flight_request(lifeline, upstream):
     up = upstream()
     lf = lifeline(pools={"p": pool(up)}, shutdown_timeout=dur(t(5)))
     slow = t(0.8)
-    result = {}
-
-    def client():
-        try:
-            result["r"] = lf.fetch("GET", "/slow-head?ms=%d" % int(slow * 1000), timeout=t(5))
-        except Exception as e:
-            result["e"] = e
-
-    th = threading.Thread(target=client)
-    th.start()
+    th, result = lf.fetch_in_background("GET", "/slow-head?ms=%d" % int(slow * 1000), timeout=t(5))
     try:
         deadline = time.monotonic() + t(2)
         while not up.requests and time.monotonic() < deadline:

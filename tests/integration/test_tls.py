@@ -408,12 +408,7 @@ def _ws_script():
         await conn.send(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                         b"Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
         await conn.send(b"server-hello|")
-        for _ in range(1000):
-            data = await conn.read_some()
-            if not data:
-                conn.up.state["eof"] = True
-                return
-            await conn.send(data.upper())
+        await conn.echo_upper()
     return script
 
 

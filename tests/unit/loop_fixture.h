@@ -17,10 +17,16 @@
  * connections). Leaks are the sanitizer build's business (`make SANITIZE=1 unit`): fx_free() tears
  * the worker down as main does, so anything a hop or exchange failed to free is reported at exit.
  *
- * Use: `static struct fx f; fx_init(&f, yaml...); ... fx_free(&f);` with the test registered as
- * cmocka_unit_test_teardown(test, fx_teardown): a test that fails half-way leaves by longjmp, and
- * the teardown then frees its fixture (static, so it outlives the frame), so that a sanitizer
- * report names only what the code leaked.
+ * Use: `static struct fx f; lfd = fx_socket(&port, 16); fx_init_pool(&f, ...) (or fx_init(&f,
+ * yaml...)); ... fx_free(&f);` with the test registered as cmocka_unit_test_teardown(test,
+ * fx_teardown): a test that fails half-way leaves by longjmp, and the teardown then frees its
+ * fixture (static, so it outlives the frame), so that a sanitizer report names only what the code
+ * leaked. fx_free() also frees every peer and closes every upstream socket the test made.
+ *
+ * Shared steps and checks, so that each test states only what it is about: fx_take_request /
+ * fx_serve / fx_roundtrip script an upstream (checking the request line it got), and
+ * fx_expect_response, fx_expect_header, fx_expect_fallback and fx_expect_log check what the client
+ * got and what the access log says.
  *
  * Header-only (static functions): each test binary includes it once.
  */
@@ -69,6 +75,24 @@ struct fx {
 /* The fixture in use, for fx_teardown(): a test that fails half-way leaves by longjmp, so its
  * fixture must be static storage (`static struct fx f;`), not on the stack. */
 static struct fx *fx_live;
+
+/* The test's upstream sockets (fx_socket, fx_blackhole): made before fx_init (the config names
+ * their ports), closed by fx_free() after the worker, or by fx_teardown(). */
+static int fx_fds[16];
+static unsigned fx_nfds;
+
+static int fx_keep_fd(int fd)
+{
+    assert_true(fx_nfds < sizeof(fx_fds) / sizeof(fx_fds[0]));
+    fx_fds[fx_nfds++] = fd;
+    return fd;
+}
+
+static void fx_close_fds(void)
+{
+    while (fx_nfds)
+        close(fx_fds[--fx_nfds]);
+}
 
 /* One end the test plays: a downstream client, or the upstream side of an accepted connection.
  * Everything received is kept in buf (bounded); eof once the other side closed. */
@@ -123,7 +147,7 @@ static FX_UNUSED void fx_run_for(struct fx *f, double secs)
 
 /* A TCP socket on 127.0.0.1 with a free port (*port). backlog >= 0: listening, non-blocking.
  * backlog < 0: bound only, never listening, so a connect to it is refused (and, held open, the
- * port is not handed to anyone else). */
+ * port is not handed to anyone else). fx_free() closes it. */
 static FX_UNUSED int fx_socket(uint16_t *port, int backlog)
 {
     struct sockaddr_in sin = { .sin_family = AF_INET };
@@ -137,25 +161,26 @@ static FX_UNUSED int fx_socket(uint16_t *port, int backlog)
     *port = ntohs(sin.sin_port);
     if (backlog >= 0)
         assert_int_equal(listen(fd, backlog), 0);
-    return fd;
+    return fx_keep_fd(fd);
 }
 
 /* An upstream whose connects never complete: a listener with backlog 0 whose accept queue is
- * already full (Linux then drops new SYNs), so a connect hangs until the client gives up.
- * *filler is the connection that fills the queue (close it with the listener). */
-static FX_UNUSED int fx_blackhole(uint16_t *port, int *filler)
+ * already full (Linux then drops new SYNs), so a connect hangs until the client gives up. Both the
+ * listener and the connection that fills its queue are closed by fx_free(). */
+static FX_UNUSED int fx_blackhole(uint16_t *port)
 {
-    int lfd = fx_socket(port, 0);
+    int lfd = fx_socket(port, 0), filler;
     struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(*port) };
     struct pollfd pfd;
     int r;
 
     sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    *filler = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    assert_true(*filler >= 0);
-    r = connect(*filler, (struct sockaddr *)&sin, sizeof(sin));
+    filler = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    assert_true(filler >= 0);
+    fx_keep_fd(filler);
+    r = connect(filler, (struct sockaddr *)&sin, sizeof(sin));
     assert_true(r == 0 || errno == EINPROGRESS);
-    pfd = (struct pollfd){ .fd = *filler, .events = POLLOUT };
+    pfd = (struct pollfd){ .fd = filler, .events = POLLOUT };
     assert_int_equal(poll(&pfd, 1, 2000), 1);
     return lfd;
 }
@@ -210,6 +235,35 @@ static FX_UNUSED __attribute__((format(printf, 2, 3))) void fx_init(struct fx *f
     fx_live = f;
 }
 
+/* fx_init with the config most tests want: one pool "p" of the servers at 127.0.0.1 ports a and b
+ * (b 0: a alone), round robin (the first request goes to a), no connect race, no ejection, and
+ * one route on it. top: top-level YAML lines (limits, client); pool / route: YAML lines added to
+ * the pool / the route, indented 4 (timeouts, retry, fallback). */
+static FX_UNUSED void fx_init_pool(struct fx *f, const char *top, uint16_t a, uint16_t b, const char *pool,
+                                   const char *route)
+{
+    char servers[128];
+
+    if (b)
+        snprintf(servers, sizeof(servers), "{ address: 127.0.0.1:%u }, { address: 127.0.0.1:%u }",
+                 (unsigned)a, (unsigned)b);
+    else
+        snprintf(servers, sizeof(servers), "{ address: 127.0.0.1:%u }", (unsigned)a);
+    fx_init(f,
+            "%s"
+            "pools:\n"
+            "  p:\n"
+            "    servers: [%s]\n"
+            "    balance: round_robin\n"
+            "    connect_race: 0s\n"
+            "    outlier: off\n"
+            "%s"
+            "routes:\n"
+            "  - pool: p\n"
+            "%s",
+            top, servers, pool, route);
+}
+
 static FX_UNUSED struct fx_peer *fx_peer_new(struct fx *f, int fd)
 {
     struct fx_peer *p = calloc(1, sizeof(*p));
@@ -236,7 +290,8 @@ static FX_UNUSED void fx_peer_free(struct fx_peer *p)
 }
 
 /* Tears down as main does: the worker (its clients, exchanges, hops, pools), then the runtime,
- * the conf and the store. Every downstream connection must be accounted for afterwards. */
+ * the conf and the store; then closes the test's upstream sockets. Every downstream connection
+ * must be accounted for afterwards. */
 static FX_UNUSED void fx_free(struct fx *f)
 {
     while (f->npeers)
@@ -253,6 +308,7 @@ static FX_UNUSED void fx_free(struct fx *f)
     runtime_unref(f->rt);
     conf_unref(f->conf);
     stale_store_free(f->stale);
+    fx_close_fds();
     assert_int_equal(atomic_load(&worker_connections), 0);
     assert_int_equal(atomic_load(&worker_open_clients), 0);
 }
@@ -264,6 +320,7 @@ static FX_UNUSED int fx_teardown(void **state)
     (void)state;
     if (fx_live)
         fx_free(fx_live);
+    fx_close_fds();   /* a test that failed before fx_init */
     return 0;
 }
 
@@ -467,6 +524,87 @@ static FX_UNUSED void fx_respond(struct fx_peer *p, unsigned status, const char 
     fx_send(p, body);
 }
 
+/* ---- scripted exchanges: the test plays the client and the upstream of one request ---------- */
+
+/* A GET with no body, as a client sends it. */
+#define FX_GET(path) "GET " path " HTTP/1.1\r\nHost: t\r\n\r\n"
+
+/* The upstream side of one request: accepts lifeline's next connection on lfd when u is NULL,
+ * turns the loop until a whole request arrived on it, and checks that its request line is the
+ * one `request` starts with (what the client sent). The request (head and body) is copied into
+ * out when out is not NULL. Returns the connection it came on (u, or the one accepted). */
+static FX_UNUSED struct fx_peer *fx_take_request(struct fx *f, int lfd, struct fx_peer *u, const char *request,
+                                                 char *out, size_t cap)
+{
+    char buf[8192];
+    size_t line = strcspn(request, "\r\n");
+
+    if (!u)
+        u = fx_accept(f, lfd, 2.0);
+    if (!out) {
+        out = buf;
+        cap = sizeof(buf);
+    }
+    fx_request(f, u, out, cap, 2.0);
+    if (strncmp(out, request, line) != 0 || strncmp(out + line, "\r\n", 2) != 0)
+        fail_msg("the upstream got %.300s, want the request line of %.300s", out, request);
+    return u;
+}
+
+/* fx_take_request, then the upstream answers `status` with `body` (fx_respond). */
+static FX_UNUSED struct fx_peer *fx_serve(struct fx *f, int lfd, struct fx_peer *u, const char *request,
+                                          unsigned status, const char *body)
+{
+    u = fx_take_request(f, lfd, u, request, NULL, 0);
+    fx_respond(u, status, body);
+    return u;
+}
+
+/* The client side: turns the loop until a whole response (not to a HEAD) arrived at c, takes it
+ * into r and checks its status and, unless body is NULL, that its body is exactly `body`. */
+static FX_UNUSED void fx_expect_response(struct fx *f, struct fx_peer *c, struct fx_resp *r, unsigned status,
+                                         const char *body)
+{
+    fx_response(f, c, r, false, 2.0);
+    if (r->status != status)
+        fail_msg("want a %u, got %s", status, r->head);
+    if (body && (r->body_len != strlen(body) || memcmp(r->body, body, r->body_len) != 0))
+        fail_msg("want the body \"%s\", got \"%.*s\"", body, (int)r->body_len, r->body);
+}
+
+/* One request through lifeline, both ends scripted: c sends `request`, the upstream (u; NULL: the
+ * next connection accepted on lfd) gets it and answers `status` with `body`, and the client gets
+ * that same answer. Returns the upstream connection. */
+static FX_UNUSED struct fx_peer *fx_roundtrip(struct fx *f, struct fx_peer *c, int lfd, struct fx_peer *u,
+                                              const char *request, unsigned status, const char *body)
+{
+    struct fx_resp r;
+
+    fx_send(c, request);
+    u = fx_serve(f, lfd, u, request, status, body);
+    fx_expect_response(f, c, &r, status, body);
+    return u;
+}
+
+/* Header `name` of r is there with exactly `value`. */
+static FX_UNUSED void fx_expect_header(const struct fx_resp *r, const char *name, const char *value)
+{
+    char v[256];
+
+    if (!fx_header(r->head, name, v, sizeof(v)))
+        fail_msg("no %s in %s", name, r->head);
+    if (strcmp(v, value) != 0)
+        fail_msg("%s: want \"%s\", got \"%s\"", name, value, v);
+}
+
+/* A fallback answer: `status`, with x-lifeline-fallback naming `reason`. */
+static FX_UNUSED void fx_expect_fallback(const struct fx_resp *r, unsigned status, const char *reason)
+{
+    if (r->status != status)
+        fail_msg("want %u, got %s", status, r->head);
+    fx_expect_header(r, "x-lifeline-fallback", reason);
+}
+
 /* The next access-log line the worker wrote (NUL-terminated, newline included) into line; false
  * when there is none yet. */
 static FX_UNUSED bool fx_log_next(struct fx *f, char *line, size_t cap)
@@ -513,6 +651,28 @@ static FX_UNUSED const char *fx_log_outcomes(const char *line, char *out, size_t
 static FX_UNUSED void fx_log_wait(struct fx *f, char *line, size_t cap, double secs)
 {
     FX_UNTIL(f, fx_log_next(f, line, cap), secs);
+}
+
+/* Turns the loop until the next access-log line is there and checks it: the request's `status`,
+ * its attempts' outcomes in order ("reset,ok"; "" for none), and the fallback that answered
+ * (`reason`; NULL: none, the upstream's answer went through). */
+static FX_UNUSED void fx_expect_log(struct fx *f, unsigned status, const char *outcomes, const char *fallback)
+{
+    char line[8192], got[256], want[64];
+
+    fx_log_wait(f, line, sizeof(line), 2.0);
+    snprintf(want, sizeof(want), "\"status\":%u,", status);
+    if (!strstr(line, want))
+        fail_msg("want %s in %s", want, line);
+    fx_log_outcomes(line, got, sizeof(got));
+    if (strcmp(got, outcomes) != 0)
+        fail_msg("attempts: want \"%s\", got \"%s\" in %s", outcomes, got, line);
+    if (fallback)
+        snprintf(want, sizeof(want), "\"fallback\":\"%s\"", fallback);
+    else
+        snprintf(want, sizeof(want), "\"fallback\":null");
+    if (!strstr(line, want))
+        fail_msg("want %s in %s", want, line);
 }
 
 /* The pool of the current generation, by position in the config. */

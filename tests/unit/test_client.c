@@ -20,18 +20,29 @@
 
 #include "loop_fixture.h"
 
-#define GET(path) "GET " path " HTTP/1.1\r\nHost: t\r\n\r\n"
-
-/* One pool of one server (the test's listener at port), one route; `extra`: top-level YAML. */
-static void one_server(struct fx *f, uint16_t port, const char *extra)
+/* One pool of one server, the test's listener (returned), one route; `top`: top-level YAML. */
+static int one_server(struct fx *f, const char *top)
 {
-    fx_init(f,
-            "%s"
-            "pools:\n"
-            "  p: { servers: [{ address: 127.0.0.1:%u }], connect_race: 0s, outlier: off }\n"
-            "routes:\n"
-            "  - pool: p\n",
-            extra, (unsigned)port);
+    uint16_t port;
+    int lfd = fx_socket(&port, 16);
+
+    fx_init_pool(f, top, port, 0, "", "");
+    return lfd;
+}
+
+/* The connection to c ends with nothing more sent (after whatever answer the test took off), no
+ * connection reached the upstream's listener lfd since the test last accepted one, and the worker
+ * then holds no client: at once when `released` (the client had half-closed, so lifeline has
+ * nothing left to wait for), else once the test closed its end too (c is freed). */
+static void expect_closed(struct fx *f, struct fx_peer *c, int lfd, bool released)
+{
+    FX_UNTIL(f, (fx_pump(c), c->eof), 4.0);
+    assert_int_equal(c->len, 0);
+    assert_false(fx_pending(lfd));
+    if (!released)
+        fx_peer_free(c);
+    fx_run_for(f, 0.02);   /* the reaper's turn */
+    assert_int_equal(f->w.nclients, 0);
 }
 
 /* Bytes lifeline has not read yet from its end of the client connection. */
@@ -54,12 +65,11 @@ static void test_request_split_over_many_reads(void **state)
     struct fx_peer *c, *u;
     struct fx_resp r;
     struct client *cl;
-    uint16_t port;
-    int lfd = fx_socket(&port, 16);
+    int lfd;
     char req[4096];
 
     (void)state;
-    one_server(&f, port, "");
+    lfd = one_server(&f, "");
     c = fx_client(&f, &cl);
     for (size_t i = 0; i + 1 < sizeof(msg); i++) {
         fx_send_n(c, msg + i, 1);
@@ -67,19 +77,12 @@ static void test_request_split_over_many_reads(void **state)
         if (i + 1 < head_len)
             assert_false(fx_pending(lfd));    /* no attempt before the head is complete */
     }
-    u = fx_accept(&f, lfd, 2.0);
-    fx_request(&f, u, req, sizeof(req), 2.0);
-    assert_non_null(strstr(req, "POST /split?q=1 HTTP/1.1\r\n"));
+    u = fx_take_request(&f, lfd, NULL, msg, req, sizeof(req));
     assert_non_null(strstr(req, "\r\nX-Long: abcdefghijklmnop\r\n"));
     assert_non_null(strstr(req, "\r\n\r\n0123456789"));
     fx_respond(u, 200, "whole");
-    fx_response(&f, c, &r, false, 2.0);
-    assert_int_equal(r.status, 200);
-    assert_memory_equal(r.body, "whole", 5);
-    fx_peer_free(u);
-    fx_peer_free(c);
+    fx_expect_response(&f, c, &r, 200, "whole");
     fx_free(&f);
-    close(lfd);
 }
 
 /* SPEC §2 limits.max_header_bytes: a head beyond it is a 431, a request line beyond it a 414;
@@ -87,12 +90,11 @@ static void test_request_split_over_many_reads(void **state)
 static void test_oversized_heads(void **state)
 {
     static struct fx f;
-    uint16_t port;
-    int lfd = fx_socket(&port, 16);
+    int lfd;
     char big[1600];
 
     (void)state;
-    one_server(&f, port, "limits: { max_header_bytes: 1KiB }\n");
+    lfd = one_server(&f, "limits: { max_header_bytes: 1KiB }\n");
     memset(big, 'a', sizeof(big) - 1);
     big[sizeof(big) - 1] = 0;
     for (int i = 0; i < 2; i++) {
@@ -107,15 +109,9 @@ static void test_oversized_heads(void **state)
         fx_send(c, msg);
         fx_response(&f, c, &r, false, 2.0);
         assert_int_equal(r.status, i == 0 ? 431 : 414);
-        FX_UNTIL(&f, (fx_pump(c), c->eof), 4.0);
-        assert_int_equal(c->len, 0);   /* nothing after the answer */
-        fx_peer_free(c);
+        expect_closed(&f, c, lfd, false);
     }
-    fx_run_for(&f, 0.02);
-    assert_int_equal(f.w.nclients, 0);
-    assert_false(fx_pending(lfd));
     fx_free(&f);
-    close(lfd);
 }
 
 /* SPEC §4: pipelined requests are answered in order, one at a time: the second request goes
@@ -125,20 +121,17 @@ static void test_pipelined_in_order(void **state)
     static struct fx f;
     struct fx_peer *c, *u;
     struct fx_resp r;
-    uint16_t port;
-    int lfd = fx_socket(&port, 16);
-    char req[4096];
+    int lfd;
 
     (void)state;
-    one_server(&f, port, "");
+    lfd = one_server(&f, "");
     c = fx_client(&f, NULL);
-    fx_send(c, GET("/1") GET("/2") GET("/3"));
-    u = fx_accept(&f, lfd, 2.0);
+    fx_send(c, FX_GET("/1") FX_GET("/2") FX_GET("/3"));
+    u = NULL;
     for (int i = 1; i <= 3; i++) {
         char want[32], body[16];
         snprintf(want, sizeof(want), "GET /%d HTTP/1.1\r\n", i);
-        fx_request(&f, u, req, sizeof(req), 2.0);
-        assert_non_null(strstr(req, want));
+        u = fx_take_request(&f, lfd, u, want, NULL, 0);   /* u: accepted the first time */
         fx_run_for(&f, 0.02);
         fx_pump(u);
         assert_int_equal(u->len, 0);       /* the next request waits for this answer */
@@ -149,15 +142,9 @@ static void test_pipelined_in_order(void **state)
     for (int i = 1; i <= 3; i++) {
         char body[16];
         snprintf(body, sizeof(body), "r%d", i);
-        fx_response(&f, c, &r, false, 2.0);
-        assert_int_equal(r.status, 200);
-        assert_int_equal(r.body_len, 2);
-        assert_memory_equal(r.body, body, 2);
+        fx_expect_response(&f, c, &r, 200, body);
     }
-    fx_peer_free(u);
-    fx_peer_free(c);
     fx_free(&f);
-    close(lfd);
 }
 
 /* A client that sends a whole request and half-closes (shutdown(SHUT_WR)) still gets its answer,
@@ -165,33 +152,20 @@ static void test_pipelined_in_order(void **state)
 static void test_half_close_after_request_answered(void **state)
 {
     static struct fx f;
-    struct fx_peer *c, *u;
+    struct fx_peer *c;
     struct fx_resp r;
-    uint16_t port;
-    int lfd = fx_socket(&port, 16);
-    char req[4096], v[32];
+    int lfd;
 
     (void)state;
-    one_server(&f, port, "");
+    lfd = one_server(&f, "");
     c = fx_client(&f, NULL);
-    fx_send(c, GET("/hc"));
+    fx_send(c, FX_GET("/hc"));
     assert_int_equal(shutdown(c->fd, SHUT_WR), 0);
-    u = fx_accept(&f, lfd, 2.0);
-    fx_request(&f, u, req, sizeof(req), 2.0);
-    fx_respond(u, 200, "still");
-    fx_response(&f, c, &r, false, 2.0);
-    assert_int_equal(r.status, 200);
-    assert_memory_equal(r.body, "still", 5);
-    assert_true(fx_header(r.head, "connection", v, sizeof(v)));
-    assert_string_equal(v, "close");
-    FX_UNTIL(&f, (fx_pump(c), c->eof), 2.0);
-    assert_int_equal(c->len, 0);
-    fx_run_for(&f, 0.01);
-    assert_int_equal(f.w.nclients, 0);
-    fx_peer_free(u);
-    fx_peer_free(c);
+    fx_serve(&f, lfd, NULL, FX_GET("/hc"), 200, "still");
+    fx_expect_response(&f, c, &r, 200, "still");
+    fx_expect_header(&r, "connection", "close");
+    expect_closed(&f, c, lfd, true);
     fx_free(&f);
-    close(lfd);
 }
 
 /* ... while a half-close in the middle of a head ends the connection: that request can never
@@ -200,22 +174,15 @@ static void test_half_close_mid_head_closes(void **state)
 {
     static struct fx f;
     struct fx_peer *c;
-    uint16_t port;
-    int lfd = fx_socket(&port, 16);
+    int lfd;
 
     (void)state;
-    one_server(&f, port, "");
+    lfd = one_server(&f, "");
     c = fx_client(&f, NULL);
     fx_send(c, "GET /never HTTP/1.1\r\nHost: t\r\n");
     assert_int_equal(shutdown(c->fd, SHUT_WR), 0);
-    FX_UNTIL(&f, (fx_pump(c), c->eof), 2.0);
-    assert_int_equal(c->len, 0);
-    fx_run_for(&f, 0.01);
-    assert_int_equal(f.w.nclients, 0);
-    assert_false(fx_pending(lfd));
-    fx_peer_free(c);
+    expect_closed(&f, c, lfd, true);
     fx_free(&f);
-    close(lfd);
 }
 
 /* SPEC §2 client.header_timeout: a head not complete in time gets a 408 and the connection ends. */
@@ -224,12 +191,11 @@ static void test_header_timeout_408(void **state)
     static struct fx f;
     struct fx_peer *c;
     struct fx_resp r;
-    uint16_t port;
-    int lfd = fx_socket(&port, 16);
+    int lfd;
     double t0, dt;
 
     (void)state;
-    one_server(&f, port, "client: { header_timeout: 60ms }\n");
+    lfd = one_server(&f, "client: { header_timeout: 60ms }\n");
     c = fx_client(&f, NULL);
     t0 = fx_now();
     fx_send(c, "GET /slowloris HTTP/1.1\r\nHost: t\r\n");
@@ -237,10 +203,8 @@ static void test_header_timeout_408(void **state)
     dt = fx_now() - t0;
     assert_int_equal(r.status, 408);
     assert_true(dt >= 0.05 && dt < 1.0);
-    assert_false(fx_pending(lfd));
-    fx_peer_free(c);
+    expect_closed(&f, c, lfd, false);
     fx_free(&f);
-    close(lfd);
 }
 
 /* client.h: an idle keep-alive connection between requests holds no buffer, parser or exchange
@@ -251,20 +215,17 @@ static void test_idle_connection_holds_no_buffers(void **state)
     struct fx_peer *c, *u;
     struct fx_resp r;
     struct client *cl;
-    uint16_t port;
-    int lfd = fx_socket(&port, 16);
-    char req[4096];
+    int lfd;
 
     (void)state;
-    one_server(&f, port, "");
+    lfd = one_server(&f, "");
     c = fx_client(&f, &cl);
     assert_null(cl->in.data);
-    fx_send(c, GET("/x"));
-    u = fx_accept(&f, lfd, 2.0);
-    fx_request(&f, u, req, sizeof(req), 2.0);
+    fx_send(c, FX_GET("/x"));
+    u = fx_take_request(&f, lfd, NULL, FX_GET("/x"), NULL, 0);
     assert_non_null(cl->ex);   /* (what it holds while the request runs is client.c's choice) */
     fx_respond(u, 200, "x");
-    fx_response(&f, c, &r, false, 2.0);
+    fx_expect_response(&f, c, &r, 200, "x");
     fx_run_for(&f, 0.01);
     assert_int_equal(cl->phase, CLIENT_IDLE);
     assert_false(cl->closed);
@@ -272,10 +233,7 @@ static void test_idle_connection_holds_no_buffers(void **state)
     assert_null(cl->out.data);
     assert_null(cl->parser);
     assert_null(cl->ex);
-    fx_peer_free(u);
-    fx_peer_free(c);
     fx_free(&f);
-    close(lfd);
 }
 
 int main(void)

@@ -18,52 +18,24 @@
 
 #include "loop_fixture.h"
 
-#define GET(path) "GET " path " HTTP/1.1\r\nHost: t\r\n\r\n"
-
-/* One pool "p" of two servers (round robin: the first request goes to the first; no connect race,
- * no ejection) and one route on it; `route` adds YAML lines to the route (indented 4). */
-static void two_servers(struct fx *f, uint16_t a, uint16_t b, const char *route)
+/* Two servers, a and b (loop_fixture.h fx_init_pool: the first request goes to a), `route` added
+ * to the route; a GET that reaches a and is never answered. The client's answer is taken into r
+ * (within 3 s); *lb is b's listener. Returns the seconds the answer took. */
+static double unanswered_get(struct fx *f, const char *route, struct fx_resp *r, int *lb)
 {
-    fx_init(f,
-            "pools:\n"
-            "  p:\n"
-            "    servers: [{ address: 127.0.0.1:%u }, { address: 127.0.0.1:%u }]\n"
-            "    balance: round_robin\n"
-            "    connect_race: 0s\n"
-            "    outlier: off\n"
-            "routes:\n"
-            "  - pool: p\n"
-            "%s",
-            (unsigned)a, (unsigned)b, route);
-}
+    struct fx_peer *c;
+    uint16_t a, b;
+    int la = fx_socket(&a, 16);
+    double t0;
 
-static void expect_log(struct fx *f, unsigned status, const char *outcomes, const char *fallback)
-{
-    char line[8192], got[256], want[64];
-
-    fx_log_wait(f, line, sizeof(line), 2.0);
-    snprintf(want, sizeof(want), "\"status\":%u,", status);
-    if (!strstr(line, want))
-        fail_msg("want %s in %s", want, line);
-    fx_log_outcomes(line, got, sizeof(got));
-    if (strcmp(got, outcomes) != 0)
-        fail_msg("attempts: want \"%s\", got \"%s\" in %s", outcomes, got, line);
-    if (fallback)
-        snprintf(want, sizeof(want), "\"fallback\":\"%s\"", fallback);
-    else
-        snprintf(want, sizeof(want), "\"fallback\":null");
-    if (!strstr(line, want))
-        fail_msg("want %s in %s", want, line);
-}
-
-static void expect_header(const struct fx_resp *r, const char *name, const char *value)
-{
-    char v[256];
-
-    if (!fx_header(r->head, name, v, sizeof(v)))
-        fail_msg("no %s in %s", name, r->head);
-    if (strcmp(v, value) != 0)
-        fail_msg("%s: want \"%s\", got \"%s\"", name, value, v);
+    *lb = fx_socket(&b, 16);
+    fx_init_pool(f, "", a, b, "", route);
+    c = fx_client(f, NULL);
+    t0 = fx_now();
+    fx_send(c, FX_GET("/slow"));
+    fx_take_request(f, la, NULL, FX_GET("/slow"), NULL, 0);
+    fx_response(f, c, r, false, 3.0);
+    return fx_now() - t0;
 }
 
 /* SPEC §3.2: the deadline (timeouts.total) covers the attempts; an upstream that never answers
@@ -71,201 +43,128 @@ static void expect_header(const struct fx_resp *r, const char *name, const char 
 static void test_deadline_504(void **state)
 {
     static struct fx f;
-    struct fx_peer *c, *u;
     struct fx_resp r;
-    uint16_t a, b;
-    int la = fx_socket(&a, 16), lb = fx_socket(&b, 16);
-    char req[4096];
-    double t0, dt;
+    int lb;
+    double dt;
 
     (void)state;
-    two_servers(&f, a, b, "    timeouts: { total: 120ms }\n");
-    c = fx_client(&f, NULL);
-    t0 = fx_now();
-    fx_send(c, GET("/slow"));
-    u = fx_accept(&f, la, 2.0);
-    fx_request(&f, u, req, sizeof(req), 2.0);
-    fx_response(&f, c, &r, false, 3.0);
-    dt = fx_now() - t0;
-    assert_int_equal(r.status, 504);
-    expect_header(&r, "x-lifeline-fallback", "deadline");
+    dt = unanswered_get(&f, "    timeouts: { total: 120ms }\n", &r, &lb);
+    fx_expect_fallback(&r, 504, "deadline");
     assert_true(dt >= 0.11 && dt < 1.0);
-    expect_log(&f, 504, "deadline", "deadline");
+    fx_expect_log(&f, 504, "deadline", "deadline");
     assert_false(fx_pending(lb));   /* no time was left for another attempt */
-    fx_peer_free(u);
-    fx_peer_free(c);
     fx_free(&f);
-    close(la);
-    close(lb);
 }
 
 /* SPEC §3.7: with a fallback block, the route's own answer replaces the built-in 504. */
 static void test_deadline_configured_fallback(void **state)
 {
     static struct fx f;
-    struct fx_peer *c, *u;
     struct fx_resp r;
-    uint16_t a, b;
-    int la = fx_socket(&a, 16), lb = fx_socket(&b, 16);
-    char req[4096];
+    int lb;
 
     (void)state;
-    two_servers(&f, a, b,
-                "    timeouts: { total: 80ms }\n"
-                "    fallback: { status: 503, headers: { retry-after: \"5\" }, body: \"try later\" }\n");
-    c = fx_client(&f, NULL);
-    fx_send(c, GET("/slow"));
-    u = fx_accept(&f, la, 2.0);
-    fx_request(&f, u, req, sizeof(req), 2.0);
-    fx_response(&f, c, &r, false, 3.0);
-    assert_int_equal(r.status, 503);
-    expect_header(&r, "x-lifeline-fallback", "deadline");
-    expect_header(&r, "retry-after", "5");
+    unanswered_get(&f,
+                   "    timeouts: { total: 80ms }\n"
+                   "    fallback: { status: 503, headers: { retry-after: \"5\" }, body: \"try later\" }\n",
+                   &r, &lb);
+    fx_expect_fallback(&r, 503, "deadline");
+    fx_expect_header(&r, "retry-after", "5");
     assert_int_equal(r.body_len, 9);
     assert_memory_equal(r.body, "try later", 9);
-    expect_log(&f, 503, "deadline", "deadline");
-    fx_peer_free(u);
-    fx_peer_free(c);
+    fx_expect_log(&f, 503, "deadline", "deadline");
     fx_free(&f);
-    close(la);
-    close(lb);
 }
 
-/* SPEC §3.5: a refused connect never sent the request, so it is retried at once on another
- * server, whatever the method. */
+/* ---- a second server after the first failed: whether the request is sent again (SPEC §3.5) ---- */
+
+enum first_fails {
+    REFUSES,        /* a is bound, not listening: the connect is refused, nothing was sent */
+    CLOSES,         /* a reads the whole request and closes without answering (reset) */
+    ANSWERS_503,    /* a answers 503 */
+};
+
+struct second_try {
+    const char *route;      /* YAML lines added to the route */
+    const char *request;    /* what the client sends */
+    enum first_fails how;
+    bool retried;           /* b gets the request (body and all) and answers `status` */
+    unsigned status;        /* what the client gets (retried: b's answer; else a fallback) */
+    const char *outcomes;   /* the access log's attempts */
+};
+
+/* Two servers, a then b: a fails as `t->how` says; then either b gets the very request the client
+ * sent and its answer goes through, or b never hears of it and the client gets a fallback naming
+ * the last attempt's outcome. */
+static void second_try(const struct second_try *t)
+{
+    static struct fx f;
+    struct fx_peer *c, *ua, *ub;
+    struct fx_resp r;
+    uint16_t a, b;
+    int la = fx_socket(&a, t->how == REFUSES ? -1 : 16), lb = fx_socket(&b, 16);
+    char req[4096];
+    const char *body = strstr(t->request, "\r\n\r\n");
+
+    fx_init_pool(&f, "", a, b, "", t->route);
+    c = fx_client(&f, NULL);
+    fx_send(c, t->request);
+    if (t->how == ANSWERS_503) {
+        fx_serve(&f, la, NULL, t->request, 503, "busy");
+    } else if (t->how == CLOSES) {
+        ua = fx_take_request(&f, la, NULL, t->request, req, sizeof(req));
+        assert_string_equal(strstr(req, "\r\n\r\n"), body);
+        close(ua->fd);   /* FIN, no answer */
+        ua->fd = -1;
+    }
+    if (t->retried) {
+        ub = fx_take_request(&f, lb, NULL, t->request, req, sizeof(req));
+        assert_string_equal(strstr(req, "\r\n\r\n"), body);   /* the body, replayed whole */
+        fx_respond(ub, t->status, "from b");
+        fx_expect_response(&f, c, &r, t->status, "from b");
+        fx_expect_log(&f, t->status, t->outcomes, NULL);
+    } else {
+        fx_response(&f, c, &r, false, 2.0);
+        fx_expect_fallback(&r, t->status, t->outcomes);   /* one attempt: its outcome is the reason */
+        fx_expect_log(&f, t->status, t->outcomes, t->outcomes);
+        fx_run_for(&f, 0.05);
+        assert_false(fx_pending(lb));
+    }
+    fx_free(&f);
+}
+
+#define POST_ORDER(header) "POST /order HTTP/1.1\r\nHost: t\r\n" header "Content-Length: 5\r\n\r\nhello"
+
+/* A refused connect never sent the request, so it is retried at once on another server, whatever
+ * the method. */
 static void test_get_retried_after_refused_connect(void **state)
 {
-    static struct fx f;
-    struct fx_peer *c, *u;
-    struct fx_resp r;
-    uint16_t a, b;
-    int ra = fx_socket(&a, -1), lb = fx_socket(&b, 16);   /* a refuses */
-    char req[4096];
-
     (void)state;
-    two_servers(&f, a, b, "");
-    c = fx_client(&f, NULL);
-    fx_send(c, GET("/moved"));
-    u = fx_accept(&f, lb, 2.0);
-    fx_request(&f, u, req, sizeof(req), 2.0);
-    assert_non_null(strstr(req, "GET /moved HTTP/1.1\r\n"));
-    fx_respond(u, 200, "from b");
-    fx_response(&f, c, &r, false, 2.0);
-    assert_int_equal(r.status, 200);
-    assert_memory_equal(r.body, "from b", 6);
-    expect_log(&f, 200, "connect_error,ok", NULL);
-    fx_peer_free(u);
-    fx_peer_free(c);
-    fx_free(&f);
-    close(ra);
-    close(lb);
+    second_try(&(struct second_try){ "", FX_GET("/moved"), REFUSES, true, 200, "connect_error,ok" });
 }
 
-/* The first server reads a whole POST and closes without answering (reset). */
-static void post_reset_then(struct fx *f, const char *extra_header, struct fx_peer **c, int la,
-                            struct fx_peer **ua)
-{
-    char req[4096], head[256];
-
-    *c = fx_client(f, NULL);
-    snprintf(head, sizeof(head), "POST /order HTTP/1.1\r\nHost: t\r\n%sContent-Length: 5\r\n\r\nhello",
-             extra_header);
-    fx_send(*c, head);
-    *ua = fx_accept(f, la, 2.0);
-    fx_request(f, *ua, req, sizeof(req), 2.0);
-    assert_non_null(strstr(req, "POST /order HTTP/1.1\r\n"));
-    assert_non_null(strstr(req, "\r\n\r\nhello"));
-    close((*ua)->fd);   /* FIN, no answer */
-    (*ua)->fd = -1;
-}
-
-/* SPEC §3.5: a POST without an Idempotency-Key that reached an upstream is never sent again: the
- * reset is answered with a 502 and the second server never hears of it. */
+/* A POST without an Idempotency-Key that reached an upstream is never sent again: the reset is
+ * answered with a 502 and the second server never hears of it. */
 static void test_post_not_replayed_after_sent(void **state)
 {
-    static struct fx f;
-    struct fx_peer *c, *ua;
-    struct fx_resp r;
-    uint16_t a, b;
-    int la = fx_socket(&a, 16), lb = fx_socket(&b, 16);
-
     (void)state;
-    two_servers(&f, a, b, "");
-    post_reset_then(&f, "", &c, la, &ua);
-    fx_response(&f, c, &r, false, 2.0);
-    assert_int_equal(r.status, 502);
-    expect_header(&r, "x-lifeline-fallback", "reset");
-    expect_log(&f, 502, "reset", "reset");
-    fx_run_for(&f, 0.05);
-    assert_false(fx_pending(lb));
-    fx_peer_free(ua);
-    fx_peer_free(c);
-    fx_free(&f);
-    close(la);
-    close(lb);
+    second_try(&(struct second_try){ "", POST_ORDER(""), CLOSES, false, 502, "reset" });
 }
 
 /* ... while the same POST with an Idempotency-Key is replayed, body and all, on the other server. */
 static void test_post_with_idempotency_key_replayed(void **state)
 {
-    static struct fx f;
-    struct fx_peer *c, *ua, *ub;
-    struct fx_resp r;
-    uint16_t a, b;
-    int la = fx_socket(&a, 16), lb = fx_socket(&b, 16);
-    char req[4096];
-
     (void)state;
-    two_servers(&f, a, b, "");
-    post_reset_then(&f, "Idempotency-Key: k-1\r\n", &c, la, &ua);
-    ub = fx_accept(&f, lb, 2.0);
-    fx_request(&f, ub, req, sizeof(req), 2.0);
-    assert_non_null(strstr(req, "POST /order HTTP/1.1\r\n"));
-    assert_non_null(strstr(req, "\r\n\r\nhello"));
-    fx_respond(ub, 201, "made");
-    fx_response(&f, c, &r, false, 2.0);
-    assert_int_equal(r.status, 201);
-    expect_log(&f, 201, "reset,ok", NULL);
-    fx_peer_free(ua);
-    fx_peer_free(ub);
-    fx_peer_free(c);
-    fx_free(&f);
-    close(la);
-    close(lb);
+    second_try(&(struct second_try){ "", POST_ORDER("Idempotency-Key: k-1\r\n"), CLOSES, true, 201, "reset,ok" });
 }
 
-/* SPEC §3.5/§3.7: a 503 (in the default retry.on) is retried on the other server; its answer is
- * what the client gets. */
+/* SPEC §3.7: a 503 (in the default retry.on) is retried on the other server; its answer is what
+ * the client gets. */
 static void test_503_retried_elsewhere(void **state)
 {
-    static struct fx f;
-    struct fx_peer *c, *ua, *ub;
-    struct fx_resp r;
-    uint16_t a, b;
-    int la = fx_socket(&a, 16), lb = fx_socket(&b, 16);
-    char req[4096];
-
     (void)state;
-    two_servers(&f, a, b, "    retry: { backoff: { base: 1ms, max: 1ms } }\n");
-    c = fx_client(&f, NULL);
-    fx_send(c, GET("/busy"));
-    ua = fx_accept(&f, la, 2.0);
-    fx_request(&f, ua, req, sizeof(req), 2.0);
-    fx_respond(ua, 503, "busy");
-    ub = fx_accept(&f, lb, 2.0);
-    fx_request(&f, ub, req, sizeof(req), 2.0);
-    assert_non_null(strstr(req, "GET /busy HTTP/1.1\r\n"));
-    fx_respond(ub, 200, "fine");
-    fx_response(&f, c, &r, false, 2.0);
-    assert_int_equal(r.status, 200);
-    assert_memory_equal(r.body, "fine", 4);
-    expect_log(&f, 200, "http_5xx,ok", NULL);
-    fx_peer_free(ua);
-    fx_peer_free(ub);
-    fx_peer_free(c);
-    fx_free(&f);
-    close(la);
-    close(lb);
+    second_try(&(struct second_try){ "    retry: { backoff: { base: 1ms, max: 1ms } }\n", FX_GET("/busy"),
+                                     ANSWERS_503, true, 200, "http_5xx,ok" });
 }
 
 /* SPEC §3.1 and limits: no route is a 404 and a declared body over max_body_bytes a 413, both
@@ -287,21 +186,16 @@ static void test_local_answers(void **state)
             "  - { match: { path: /api/ }, pool: p, max_body_bytes: 10 }\n",
             (unsigned)a, (unsigned)b);
     c = fx_client(&f, NULL);
-    fx_send(c, GET("/other"));
-    fx_response(&f, c, &r, false, 2.0);
-    assert_int_equal(r.status, 404);
-    expect_log(&f, 404, "", NULL);
+    fx_send(c, FX_GET("/other"));
+    fx_expect_response(&f, c, &r, 404, NULL);
+    fx_expect_log(&f, 404, "", NULL);
     fx_send(c, "POST /api/x HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\n\r\n");
-    fx_response(&f, c, &r, false, 2.0);
-    assert_int_equal(r.status, 413);
-    expect_header(&r, "connection", "close");
-    expect_log(&f, 413, "", NULL);
+    fx_expect_response(&f, c, &r, 413, NULL);
+    fx_expect_header(&r, "connection", "close");
+    fx_expect_log(&f, 413, "", NULL);
     assert_false(fx_pending(la));
     assert_false(fx_pending(lb));
-    fx_peer_free(c);
     fx_free(&f);
-    close(la);
-    close(lb);
 }
 
 /* SPEC §3.7 fallback.stale: a 200 to a GET is kept as it streams; when a later attempt for the same
@@ -309,58 +203,40 @@ static void test_local_answers(void **state)
 static void test_stale_copy_answers(void **state)
 {
     static struct fx f;
-    struct fx_peer *c, *u1, *u2;
+    struct fx_peer *c, *u1;
     struct fx_resp r;
     uint16_t port;
     int lfd = fx_socket(&port, 16);
-    char req[4096], v[32];
+    char v[32];
 
     (void)state;
-    fx_init(&f,
-            "pools:\n"
-            "  p: { servers: [{ address: 127.0.0.1:%u }], connect_race: 0s, outlier: off }\n"
-            "routes:\n"
-            "  - pool: p\n"
-            "    retry: { attempts: 1 }\n"
-            "    fallback: { status: 503, body: \"none kept\", stale: 10s }\n",
-            (unsigned)port);
+    fx_init_pool(&f, "", port, 0, "",
+                 "    retry: { attempts: 1 }\n"
+                 "    fallback: { status: 503, body: \"none kept\", stale: 10s }\n");
     c = fx_client(&f, NULL);
-    fx_send(c, GET("/page"));
-    u1 = fx_accept(&f, lfd, 2.0);
-    fx_request(&f, u1, req, sizeof(req), 2.0);
+    fx_send(c, FX_GET("/page"));
+    u1 = fx_take_request(&f, lfd, NULL, FX_GET("/page"), NULL, 0);
     fx_send(u1, "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: 5\r\n\r\nfresh");
-    fx_response(&f, c, &r, false, 2.0);
-    assert_int_equal(r.status, 200);
+    fx_expect_response(&f, c, &r, 200, "fresh");
     assert_int_equal(stale_store_count(f.stale), 1);
-    expect_log(&f, 200, "ok", NULL);
+    fx_expect_log(&f, 200, "ok", NULL);
     fx_reset(u1);                                  /* the server goes away */
     FX_UNTIL(&f, fx_pool(&f, 0)->nidle == 0, 2.0);
 
-    fx_send(c, GET("/page"));
-    u2 = fx_accept(&f, lfd, 2.0);
-    fx_request(&f, u2, req, sizeof(req), 2.0);
-    fx_reset(u2);                                  /* and resets the next attempt */
-    fx_response(&f, c, &r, false, 2.0);
-    assert_int_equal(r.status, 200);
-    expect_header(&r, "x-lifeline-fallback", "reset");
-    expect_header(&r, "content-type", "text/html");
+    fx_send(c, FX_GET("/page"));
+    fx_reset(fx_take_request(&f, lfd, NULL, FX_GET("/page"), NULL, 0));   /* and resets the next attempt */
+    fx_expect_response(&f, c, &r, 200, "fresh");
+    fx_expect_fallback(&r, 200, "reset");
+    fx_expect_header(&r, "content-type", "text/html");
     assert_true(fx_header(r.head, "age", v, sizeof(v)));
     assert_true(atoi(v) <= 1);
-    assert_int_equal(r.body_len, 5);
-    assert_memory_equal(r.body, "fresh", 5);
-    expect_log(&f, 200, "reset", "reset");
+    fx_expect_log(&f, 200, "reset", "reset");
 
     /* another URL has no copy: the route's configured answer */
-    fx_send(c, GET("/other"));
-    FX_UNTIL(&f, fx_pending(lfd), 2.0);
-    u2 = fx_accept(&f, lfd, 2.0);
-    fx_request(&f, u2, req, sizeof(req), 2.0);
-    fx_reset(u2);
-    fx_response(&f, c, &r, false, 2.0);
-    assert_int_equal(r.status, 503);
-    assert_memory_equal(r.body, "none kept", 9);
+    fx_send(c, FX_GET("/other"));
+    fx_reset(fx_take_request(&f, lfd, NULL, FX_GET("/other"), NULL, 0));
+    fx_expect_response(&f, c, &r, 503, "none kept");
     fx_free(&f);
-    close(lfd);
 }
 
 int main(void)

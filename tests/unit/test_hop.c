@@ -20,118 +20,58 @@
 
 #include "loop_fixture.h"
 
-#define GET(path) "GET " path " HTTP/1.1\r\nHost: t\r\n\r\n"
-
-/* One pool "p" of the given servers (round robin, no connect race, no ejection) and one route on
- * it. timeouts / retry: YAML flow mappings for the pool's timeouts and the route's retry. */
-static void hop_fixture(struct fx *f, const char *servers, const char *timeouts, const char *total,
-                        const char *retry)
+/* One pool of one server, the test's listener at port (loop_fixture.h fx_init_pool), one route on
+ * it. timeouts / retry: YAML flow mappings for the pool's timeouts and the route's retry; total:
+ * the route's deadline. */
+static void hop_fixture(struct fx *f, uint16_t port, const char *timeouts, const char *total, const char *retry)
 {
-    fx_init(f,
-            "pools:\n"
-            "  p:\n"
-            "    servers: [%s]\n"
-            "    balance: round_robin\n"
-            "    connect_race: 0s\n"
-            "    outlier: off\n"
-            "    timeouts: %s\n"
-            "routes:\n"
-            "  - pool: p\n"
-            "    timeouts: { total: %s }\n"
-            "    retry: %s\n",
-            servers, timeouts, total, retry);
+    char pool[128], route[192];
+
+    snprintf(pool, sizeof(pool), "    timeouts: %s\n", timeouts);
+    snprintf(route, sizeof(route), "    timeouts: { total: %s }\n    retry: %s\n", total, retry);
+    fx_init_pool(f, "", port, 0, pool, route);
 }
 
-static char *server(char *out, size_t cap, uint16_t port)
+/* One GET, one attempt, to a server whose connects never complete: the answer is a 504 naming
+ * `reason` (attempt and fallback alike), after at least min_secs and long before a second, and
+ * nothing is left in flight. */
+static void blackhole_504(const char *timeouts, const char *total, const char *reason, double min_secs)
 {
-    snprintf(out, cap, "{ address: 127.0.0.1:%u }", (unsigned)port);
-    return out;
-}
+    static struct fx f;
+    struct fx_peer *c;
+    struct fx_resp r;
+    uint16_t port;
+    double t0, dt;
 
-static void expect_log(struct fx *f, unsigned status, const char *outcomes, const char *fallback)
-{
-    char line[8192], got[256], want[64];
-
-    fx_log_wait(f, line, sizeof(line), 2.0);
-    snprintf(want, sizeof(want), "\"status\":%u,", status);
-    if (!strstr(line, want))
-        fail_msg("want %s in %s", want, line);
-    fx_log_outcomes(line, got, sizeof(got));
-    if (strcmp(got, outcomes) != 0)
-        fail_msg("attempts: want \"%s\", got \"%s\" in %s", outcomes, got, line);
-    if (fallback)
-        snprintf(want, sizeof(want), "\"fallback\":\"%s\"", fallback);
-    else
-        snprintf(want, sizeof(want), "\"fallback\":null");
-    if (!strstr(line, want))
-        fail_msg("want %s in %s", want, line);
-}
-
-static void expect_fallback(const struct fx_resp *r, unsigned status, const char *reason)
-{
-    char v[64];
-
-    if (r->status != status)
-        fail_msg("want %u, got %s", status, r->head);
-    if (!fx_header(r->head, "x-lifeline-fallback", v, sizeof(v)) || strcmp(v, reason) != 0)
-        fail_msg("want x-lifeline-fallback: %s in %s", reason, r->head);
+    fx_blackhole(&port);
+    hop_fixture(&f, port, timeouts, total, "{ attempts: 1 }");
+    c = fx_client(&f, NULL);
+    t0 = fx_now();
+    fx_send(c, FX_GET("/blackholed"));
+    fx_response(&f, c, &r, false, 3.0);
+    dt = fx_now() - t0;
+    fx_expect_fallback(&r, 504, reason);
+    if (dt < min_secs || dt >= 1.0)
+        fail_msg("answered after %.3fs, want [%.3f, 1)", dt, min_secs);
+    fx_expect_log(&f, 504, reason, reason);
+    assert_int_equal(fx_pool(&f, 0)->servers[0].inflight, 0);
+    fx_free(&f);
 }
 
 /* SPEC §3.3: `connect` bounds TCP establishment; when it fires the attempt is connect_timeout and,
  * with no retry left, the answer a 504 naming it (long before the 5 s deadline). */
 static void test_connect_timeout(void **state)
 {
-    static struct fx f;
-    struct fx_peer *c;
-    struct fx_resp r;
-    uint16_t port;
-    int filler, lfd = fx_blackhole(&port, &filler);
-    char s[64];
-    double t0, dt;
-
     (void)state;
-    hop_fixture(&f, server(s, sizeof(s), port), "{ connect: 50ms }", "5s", "{ attempts: 1 }");
-    c = fx_client(&f, NULL);
-    t0 = fx_now();
-    fx_send(c, GET("/ct"));
-    fx_response(&f, c, &r, false, 3.0);
-    dt = fx_now() - t0;
-    expect_fallback(&r, 504, "connect_timeout");
-    assert_true(dt >= 0.045 && dt < 1.0);
-    expect_log(&f, 504, "connect_timeout", "connect_timeout");
-    assert_int_equal(fx_pool(&f, 0)->servers[0].inflight, 0);
-    fx_peer_free(c);
-    fx_free(&f);
-    close(filler);
-    close(lfd);
+    blackhole_504("{ connect: 50ms }", "5s", "connect_timeout", 0.045);
 }
 
 /* SPEC §3.3: connect is clamped to the time left before the deadline, and a timer cut short by the
  * deadline reports `deadline`, not connect_timeout. */
 static void test_connect_cut_by_deadline(void **state)
 {
-    static struct fx f;
-    struct fx_peer *c;
-    struct fx_resp r;
-    uint16_t port;
-    int filler, lfd = fx_blackhole(&port, &filler);
-    char s[64];
-    double t0, dt;
-
     (void)state;
-    hop_fixture(&f, server(s, sizeof(s), port), "{ connect: 5s }", "60ms", "{ attempts: 1 }");
-    c = fx_client(&f, NULL);
-    t0 = fx_now();
-    fx_send(c, GET("/cut"));
-    fx_response(&f, c, &r, false, 3.0);
-    dt = fx_now() - t0;
-    expect_fallback(&r, 504, "deadline");
-    assert_true(dt >= 0.055 && dt < 1.0);
-    expect_log(&f, 504, "deadline", "deadline");
-    fx_peer_free(c);
-    fx_free(&f);
-    close(filler);
-    close(lfd);
+    blackhole_504("{ connect: 5s }", "60ms", "deadline", 0.055);
 }
 
 /* SPEC §3.3: `response` runs from the request sent to the response head. */
@@ -142,28 +82,22 @@ static void test_response_timeout(void **state)
     struct fx_resp r;
     uint16_t port;
     int lfd = fx_socket(&port, 16);
-    char s[64], req[4096];
     double t0;
 
     (void)state;
-    hop_fixture(&f, server(s, sizeof(s), port), "{ response: 80ms }", "5s", "{ attempts: 1 }");
+    hop_fixture(&f, port, "{ response: 80ms }", "5s", "{ attempts: 1 }");
     c = fx_client(&f, NULL);
-    fx_send(c, GET("/rt"));
-    u = fx_accept(&f, lfd, 2.0);
-    fx_request(&f, u, req, sizeof(req), 2.0);
+    fx_send(c, FX_GET("/rt"));
+    u = fx_take_request(&f, lfd, NULL, FX_GET("/rt"), NULL, 0);
     t0 = fx_now();
-    assert_non_null(strstr(req, "GET /rt HTTP/1.1\r\n"));
     fx_response(&f, c, &r, false, 3.0);
     assert_true(fx_now() - t0 >= 0.06);   /* from the request sent (a little before t0) */
-    expect_fallback(&r, 504, "response_timeout");
-    expect_log(&f, 504, "response_timeout", "response_timeout");
+    fx_expect_fallback(&r, 504, "response_timeout");
+    fx_expect_log(&f, 504, "response_timeout", "response_timeout");
     /* the half-used connection is closed, never pooled */
     FX_UNTIL(&f, (fx_pump(u), u->eof), 2.0);
     assert_int_equal(fx_pool(&f, 0)->nidle, 0);
-    fx_peer_free(u);
-    fx_peer_free(c);
     fx_free(&f);
-    close(lfd);
 }
 
 /* SPEC §3.8: `read` bounds the gap between body bytes; once the head went downstream nothing is
@@ -174,14 +108,12 @@ static void test_read_timeout_truncates(void **state)
     struct fx_peer *c, *u;
     uint16_t port;
     int lfd = fx_socket(&port, 16);
-    char s[64], req[4096];
 
     (void)state;
-    hop_fixture(&f, server(s, sizeof(s), port), "{ read: 60ms }", "5s", "{ attempts: 3 }");
+    hop_fixture(&f, port, "{ read: 60ms }", "5s", "{ attempts: 3 }");
     c = fx_client(&f, NULL);
-    fx_send(c, GET("/slow-body"));
-    u = fx_accept(&f, lfd, 2.0);
-    fx_request(&f, u, req, sizeof(req), 2.0);
+    fx_send(c, FX_GET("/slow-body"));
+    u = fx_take_request(&f, lfd, NULL, FX_GET("/slow-body"), NULL, 0);
     fx_send(u, "HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789");
     FX_UNTIL(&f, (fx_pump(c), c->eof), 2.0);
     assert_non_null(strstr(c->buf, "HTTP/1.1 200 OK\r\n"));
@@ -190,10 +122,7 @@ static void test_read_timeout_truncates(void **state)
     assert_int_equal(strlen(strstr(c->buf, "\r\n\r\n") + 4), 10);   /* 10 of 100 bytes, then EOF */
     assert_false(fx_pending(lfd));                                    /* not retried */
     FX_UNTIL(&f, (fx_pump(u), u->eof), 2.0);
-    fx_peer_free(u);
-    fx_peer_free(c);
     fx_free(&f);
-    close(lfd);
 }
 
 /* A response that completed cleanly gives its connection back; the next request reuses it. */
@@ -201,37 +130,45 @@ static void test_keepalive_reuse(void **state)
 {
     static struct fx f;
     struct fx_peer *c, *u = NULL;
-    struct fx_resp r;
     uint16_t port;
     int lfd = fx_socket(&port, 16);
-    char s[64], req[4096];
 
     (void)state;
-    hop_fixture(&f, server(s, sizeof(s), port), "{ connect: 1s }", "5s", "{ attempts: 1 }");
+    hop_fixture(&f, port, "{ connect: 1s }", "5s", "{ attempts: 1 }");
     c = fx_client(&f, NULL);
     for (int i = 0; i < 3; i++) {
-        fx_send(c, GET("/ka"));
-        if (i == 0)
-            u = fx_accept(&f, lfd, 2.0);
-        fx_request(&f, u, req, sizeof(req), 2.0);
-        fx_respond(u, 200, "kept");
-        fx_response(&f, c, &r, false, 2.0);
-        assert_int_equal(r.status, 200);
-        assert_int_equal(r.body_len, 4);
+        u = fx_roundtrip(&f, c, lfd, u, FX_GET("/ka"), 200, "kept");   /* u: accepted the first time */
         FX_UNTIL(&f, fx_pool(&f, 0)->nidle == 1, 2.0);
         assert_int_equal(fx_pool(&f, 0)->servers[0].inflight, 0);
     }
     assert_false(fx_pending(lfd));   /* one connection carried the three */
-    fx_peer_free(u);
-    fx_peer_free(c);
     fx_free(&f);
-    close(lfd);
+}
+
+/* The first request on a fresh client and connection, answered 200 "one"; its connection is then
+ * idle in pool p, and its access-log line read. Returns the upstream connection. */
+static struct fx_peer *first_request_pooled(struct fx *f, struct fx_peer *c, int lfd, struct pool *p)
+{
+    struct fx_peer *u = fx_roundtrip(f, c, lfd, NULL, FX_GET("/first"), 200, "one");
+
+    FX_UNTIL(f, p->nidle == 1, 2.0);
+    fx_expect_log(f, 200, "ok", NULL);
+    return u;
+}
+
+/* Shuts the write side of p's idle connection on lifeline's own socket, so it passes pool_take's
+ * liveness check (nothing to read) and fails at the first send (EPIPE); sends the client's next
+ * request, and turns the loop exactly once: the iteration that reads it and calls hop_start. */
+static void next_request_on_a_broken_connection(struct fx *f, struct fx_peer *c, struct pool *p)
+{
+    assert_int_equal(shutdown(p->servers[0].idle->x.fd, SHUT_WR), 0);
+    fx_send(c, FX_GET("/second"));
+    ev_run(f->w.loop, EVRUN_NOWAIT);
 }
 
 /* hop.h "Reports": a pooled connection whose send fails inside hop_start() is reported from the
  * loop, not while exchange_start_hop() is on the stack (issue 8 item 2). The failure is forced
- * deterministically: the idle connection's write side is shut on lifeline's own socket, so it
- * passes pool_take's liveness check (nothing to read) and fails at the first send (EPIPE).
+ * deterministically (next_request_on_a_broken_connection).
  *
  * After exactly one loop iteration, the one that reads the request, the hop must be HOP_FAILED
  * with its report pending and nothing answered; a synchronous report would already have restarted
@@ -240,29 +177,21 @@ static void test_keepalive_reuse(void **state)
 static void test_pooled_send_failure_reported_from_the_loop(void **state)
 {
     static struct fx f;
-    struct fx_peer *c, *u1, *u2;
+    struct fx_peer *c;
     struct fx_resp r;
     struct client *cl;
     struct pool *p;
     uint16_t port;
     int lfd = fx_socket(&port, 16);
-    char s[64], req[4096];
     struct hop *h;
 
     (void)state;
-    hop_fixture(&f, server(s, sizeof(s), port), "{ connect: 1s }", "5s", "{ attempts: 2 }");
+    hop_fixture(&f, port, "{ connect: 1s }", "5s", "{ attempts: 2 }");
     p = fx_pool(&f, 0);
     c = fx_client(&f, &cl);
-    fx_send(c, GET("/first"));
-    u1 = fx_accept(&f, lfd, 2.0);
-    fx_request(&f, u1, req, sizeof(req), 2.0);
-    fx_respond(u1, 200, "one");
-    fx_response(&f, c, &r, false, 2.0);
-    FX_UNTIL(&f, p->nidle == 1, 2.0);
+    first_request_pooled(&f, c, lfd, p);
 
-    assert_int_equal(shutdown(p->servers[0].idle->x.fd, SHUT_WR), 0);
-    fx_send(c, GET("/second"));
-    ev_run(f.w.loop, EVRUN_NOWAIT);   /* one iteration: the client's read, hop_start */
+    next_request_on_a_broken_connection(&f, c, p);
     assert_non_null(cl->ex);
     assert_int_equal(cl->ex->state, EX_UPSTREAM);
     h = &cl->ex->hops[0];
@@ -273,20 +202,11 @@ static void test_pooled_send_failure_reported_from_the_loop(void **state)
     fx_pump(c);
     assert_int_equal(c->len, 0);
 
-    u2 = fx_accept(&f, lfd, 2.0);        /* the fresh connection */
-    fx_request(&f, u2, req, sizeof(req), 2.0);
-    assert_non_null(strstr(req, "GET /second HTTP/1.1\r\n"));
-    fx_respond(u2, 200, "two");
-    fx_response(&f, c, &r, false, 2.0);
-    assert_int_equal(r.status, 200);
-    assert_memory_equal(r.body, "two", 3);
-    expect_log(&f, 200, "ok", NULL);
-    expect_log(&f, 200, "reset,ok", NULL);
-    fx_peer_free(u1);
-    fx_peer_free(u2);
-    fx_peer_free(c);
+    /* the fresh connection carries the retry */
+    fx_serve(&f, lfd, NULL, FX_GET("/second"), 200, "two");
+    fx_expect_response(&f, c, &r, 200, "two");
+    fx_expect_log(&f, 200, "reset,ok", NULL);
     fx_free(&f);
-    close(lfd);
 }
 
 /* ---- cancellation: the client leaves (client_close) while the hop is in each state ---------- */
@@ -303,25 +223,24 @@ static const char *const cancel_names[] = { "connecting", "sending the body", "a
 static void cancel_case(enum cancel_at at)
 {
     static struct fx f;
-    struct fx_peer *c, *u = NULL, *u0 = NULL;
+    struct fx_peer *c, *u = NULL;
     struct fx_resp r;
     struct client *cl;
     struct pool *p;
     uint16_t port;
-    int filler = -1, lfd;
-    char s[64], req[4096], line[8192], out[256];
+    int lfd;
+    char line[8192], out[256];
     struct hop *h;
     enum hop_state want;
 
     print_message("cancel while %s\n", cancel_names[at]);
-    lfd = at == AT_CONNECTING ? fx_blackhole(&port, &filler) : fx_socket(&port, 16);
-    hop_fixture(&f, server(s, sizeof(s), port), "{ connect: 2s, response: 2s, read: 2s }", "5s",
-                "{ attempts: 2 }");
+    lfd = at == AT_CONNECTING ? fx_blackhole(&port) : fx_socket(&port, 16);
+    hop_fixture(&f, port, "{ connect: 2s, response: 2s, read: 2s }", "5s", "{ attempts: 2 }");
     p = fx_pool(&f, 0);
     c = fx_client(&f, &cl);
     switch (at) {
     case AT_CONNECTING:
-        fx_send(c, GET("/c"));
+        fx_send(c, FX_GET("/c"));
         FX_UNTIL(&f, cl->ex && cl->ex->hops[0].state == HOP_CONNECTING, 2.0);
         fx_run_for(&f, 0.02);
         want = HOP_CONNECTING;
@@ -333,27 +252,23 @@ static void cancel_case(enum cancel_at at)
         want = HOP_SENDING;
         break;
     case AT_AWAITING:
-        fx_send(c, GET("/a"));
-        u = fx_accept(&f, lfd, 2.0);
-        fx_request(&f, u, req, sizeof(req), 2.0);
+        fx_send(c, FX_GET("/a"));
+        u = fx_take_request(&f, lfd, NULL, FX_GET("/a"), NULL, 0);
         FX_UNTIL(&f, cl->ex->hops[0].request_sent, 2.0);
         want = HOP_SENDING;
         break;
     case AT_BODY:
-        fx_send(c, GET("/b"));
-        u = fx_accept(&f, lfd, 2.0);
-        fx_request(&f, u, req, sizeof(req), 2.0);
+        fx_send(c, FX_GET("/b"));
+        u = fx_take_request(&f, lfd, NULL, FX_GET("/b"), NULL, 0);
         fx_send(u, "HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789");
         FX_UNTIL(&f, (fx_pump(c), strstr(c->buf, "\r\n\r\n0123456789")), 2.0);
         want = HOP_BODY;
         break;
     case AT_TUNNEL:
         fx_send(c, "GET /ws HTTP/1.1\r\nHost: t\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n");
-        u = fx_accept(&f, lfd, 2.0);
-        fx_request(&f, u, req, sizeof(req), 2.0);
+        u = fx_take_request(&f, lfd, NULL, "GET /ws HTTP/1.1\r\n", NULL, 0);
         fx_send(u, "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n");
-        fx_response(&f, c, &r, false, 2.0);
-        assert_int_equal(r.status, 101);
+        fx_expect_response(&f, c, &r, 101, NULL);
         fx_send(c, "ping");
         FX_UNTIL(&f, (fx_pump(u), strstr(u->buf, "ping")), 2.0);
         fx_send(u, "pong");
@@ -363,16 +278,8 @@ static void cancel_case(enum cancel_at at)
     case AT_FAILURE_PENDING:
     default:
         /* as in test_pooled_send_failure_reported_from_the_loop */
-        fx_send(c, GET("/first"));
-        u0 = fx_accept(&f, lfd, 2.0);
-        fx_request(&f, u0, req, sizeof(req), 2.0);
-        fx_respond(u0, 200, "one");
-        fx_response(&f, c, &r, false, 2.0);
-        FX_UNTIL(&f, p->nidle == 1, 2.0);
-        assert_true(fx_log_next(&f, line, sizeof(line)));
-        assert_int_equal(shutdown(p->servers[0].idle->x.fd, SHUT_WR), 0);
-        fx_send(c, GET("/second"));
-        ev_run(f.w.loop, EVRUN_NOWAIT);
+        first_request_pooled(&f, c, lfd, p);
+        next_request_on_a_broken_connection(&f, c, p);
         assert_true(hop_failure_pending(&cl->ex->hops[0]));
         want = HOP_FAILED;
         break;
@@ -396,13 +303,7 @@ static void cancel_case(enum cancel_at at)
     fx_log_outcomes(line, out, sizeof(out));
     /* the attempt that got a head was recorded then ("ok"); one still running is "cancelled" */
     assert_string_equal(out, at == AT_BODY || at == AT_TUNNEL ? "ok" : "cancelled");
-    fx_peer_free(u);
-    fx_peer_free(u0);
-    fx_peer_free(c);
     fx_free(&f);
-    if (filler >= 0)
-        close(filler);
-    close(lfd);
 }
 
 static void test_cancel_in_every_state(void **state)
@@ -421,10 +322,10 @@ static void test_connect_race_loser_runs_on(void **state)
     struct fx_peer *c, *u;
     struct fx_resp r;
     uint16_t bport, lport;
-    int filler, bfd = fx_blackhole(&bport, &filler), lfd = fx_socket(&lport, 16);
-    char req[4096], line[8192], out[256];
+    int lfd = fx_socket(&lport, 16);
 
     (void)state;
+    fx_blackhole(&bport);
     fx_init(&f,
             "pools:\n"
             "  p:\n"
@@ -437,25 +338,17 @@ static void test_connect_race_loser_runs_on(void **state)
             "  - pool: p\n",
             (unsigned)bport, (unsigned)lport);
     c = fx_client(&f, NULL);
-    fx_send(c, GET("/race"));
-    u = fx_accept(&f, lfd, 2.0);
-    fx_request(&f, u, req, sizeof(req), 2.0);
+    fx_send(c, FX_GET("/race"));
+    u = fx_take_request(&f, lfd, NULL, FX_GET("/race"), NULL, 0);
     assert_int_equal(f.w.norphans, 1);          /* the blackholed connect, detached */
     fx_respond(u, 200, "raced");
-    fx_response(&f, c, &r, false, 2.0);
-    assert_int_equal(r.status, 200);
-    fx_log_wait(&f, line, sizeof(line), 1.0);
-    assert_string_equal(fx_log_outcomes(line, out, sizeof(out)), "cancelled,ok");
+    fx_expect_response(&f, c, &r, 200, "raced");
+    fx_expect_log(&f, 200, "cancelled,ok", NULL);
     FX_UNTIL(&f, f.w.norphans == 0, 2.0);       /* its connect timer ended it */
     fx_turn(&f);
     assert_null(f.w.dead_orphans);              /* and the reaper freed it */
     assert_int_equal(fx_pool(&f, 0)->servers[0].inflight, 0);
-    fx_peer_free(u);
-    fx_peer_free(c);
     fx_free(&f);
-    close(filler);
-    close(bfd);
-    close(lfd);
 }
 
 /* hop.c hop_done (issue 9): an answer that has no body by rule (to a HEAD) but declares one is
@@ -469,23 +362,20 @@ static void test_head_answer_declaring_a_body_not_pooled(void **state)
     struct pool *p;
     uint16_t port;
     int lfd = fx_socket(&port, 16);
-    char s[64], req[4096];
 
     (void)state;
-    hop_fixture(&f, server(s, sizeof(s), port), "{ connect: 1s }", "5s", "{ attempts: 1 }");
+    hop_fixture(&f, port, "{ connect: 1s }", "5s", "{ attempts: 1 }");
     p = fx_pool(&f, 0);
     c = fx_client(&f, NULL);
     fx_send(c, "HEAD /empty HTTP/1.1\r\nHost: t\r\n\r\n");
-    u = fx_accept(&f, lfd, 2.0);
-    fx_request(&f, u, req, sizeof(req), 2.0);
+    u = fx_take_request(&f, lfd, NULL, "HEAD /empty HTTP/1.1\r\n", NULL, 0);
     fx_send(u, "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
     fx_response(&f, c, &r, true, 2.0);
     assert_int_equal(r.status, 200);
     FX_UNTIL(&f, p->nidle == 1, 2.0);             /* declares no body: pooled */
 
     fx_send(c, "HEAD /doc HTTP/1.1\r\nHost: t\r\n\r\n");
-    fx_request(&f, u, req, sizeof(req), 2.0);      /* same connection */
-    assert_non_null(strstr(req, "HEAD /doc HTTP/1.1\r\n"));
+    fx_take_request(&f, lfd, u, "HEAD /doc HTTP/1.1\r\n", NULL, 0);   /* same connection */
     fx_send(u, "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n");
     fx_response(&f, c, &r, true, 2.0);
     assert_int_equal(r.status, 200);
@@ -493,7 +383,6 @@ static void test_head_answer_declaring_a_body_not_pooled(void **state)
     assert_int_equal(p->nidle, 0);
     assert_int_equal(p->servers[0].inflight, 0);
     fx_free(&f);
-    close(lfd);
 }
 
 /* pool.h: an idle connection's read watcher stays armed, so a byte the server sends while it is
@@ -502,35 +391,21 @@ static void test_head_answer_declaring_a_body_not_pooled(void **state)
 static void test_late_byte_on_idle_connection(void **state)
 {
     static struct fx f;
-    struct fx_peer *c, *u1, *u2;
-    struct fx_resp r;
+    struct fx_peer *c, *u1;
     struct pool *p;
     uint16_t port;
     int lfd = fx_socket(&port, 16);
-    char s[64], req[4096];
 
     (void)state;
-    hop_fixture(&f, server(s, sizeof(s), port), "{ connect: 1s }", "5s", "{ attempts: 1 }");
+    hop_fixture(&f, port, "{ connect: 1s }", "5s", "{ attempts: 1 }");
     p = fx_pool(&f, 0);
     c = fx_client(&f, NULL);
-    fx_send(c, GET("/1"));
-    u1 = fx_accept(&f, lfd, 2.0);
-    fx_request(&f, u1, req, sizeof(req), 2.0);
-    fx_respond(u1, 200, "one");
-    fx_response(&f, c, &r, false, 2.0);
-    FX_UNTIL(&f, p->nidle == 1, 2.0);
+    u1 = first_request_pooled(&f, c, lfd, p);
     fx_send(u1, "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nstray");
     FX_UNTIL(&f, p->nidle == 0, 2.0);
     FX_UNTIL(&f, (fx_pump(u1), u1->eof), 2.0);
-    fx_send(c, GET("/2"));
-    u2 = fx_accept(&f, lfd, 2.0);
-    fx_request(&f, u2, req, sizeof(req), 2.0);
-    fx_respond(u2, 200, "two");
-    fx_response(&f, c, &r, false, 2.0);
-    assert_int_equal(r.status, 200);
-    assert_memory_equal(r.body, "two", 3);
+    fx_roundtrip(&f, c, lfd, NULL, FX_GET("/2"), 200, "two");   /* on a fresh connection */
     fx_free(&f);
-    close(lfd);
 }
 
 /* SPEC §3.5: the attempt that loses to a hedge is not cut off: it runs on detached (an orphan the
@@ -538,40 +413,22 @@ static void test_late_byte_on_idle_connection(void **state)
 static void test_hedge_loser_completes_and_pools(void **state)
 {
     static struct fx f;
-    struct fx_peer *c, *ua, *ub;
+    struct fx_peer *c, *ua;
     struct fx_resp r;
     struct pool *p;
     uint16_t a, b;
     int la = fx_socket(&a, 16), lb = fx_socket(&b, 16);
-    char req[4096], line[8192], out[256];
 
     (void)state;
-    fx_init(&f,
-            "pools:\n"
-            "  p:\n"
-            "    servers: [{ address: 127.0.0.1:%u }, { address: 127.0.0.1:%u }]\n"
-            "    balance: round_robin\n"
-            "    connect_race: 0s\n"
-            "    outlier: off\n"
-            "routes:\n"
-            "  - pool: p\n"
-            "    retry: { hedge: { after: 30ms } }\n",
-            (unsigned)a, (unsigned)b);
+    fx_init_pool(&f, "", a, b, "", "    retry: { hedge: { after: 30ms } }\n");
     p = fx_pool(&f, 0);
     c = fx_client(&f, NULL);
-    fx_send(c, GET("/hedged"));
-    ua = fx_accept(&f, la, 2.0);
-    fx_request(&f, ua, req, sizeof(req), 2.0);     /* a sits on it */
-    ub = fx_accept(&f, lb, 2.0);                   /* the hedge */
-    fx_request(&f, ub, req, sizeof(req), 2.0);
-    assert_non_null(strstr(req, "GET /hedged HTTP/1.1\r\n"));
-    fx_respond(ub, 200, "b");
-    fx_response(&f, c, &r, false, 2.0);
-    assert_int_equal(r.status, 200);
-    assert_memory_equal(r.body, "b", 1);
+    fx_send(c, FX_GET("/hedged"));
+    ua = fx_take_request(&f, la, NULL, FX_GET("/hedged"), NULL, 0);   /* a sits on it */
+    fx_serve(&f, lb, NULL, FX_GET("/hedged"), 200, "b");              /* the hedge answers */
+    fx_expect_response(&f, c, &r, 200, "b");
     assert_int_equal(f.w.norphans, 1);
-    fx_log_wait(&f, line, sizeof(line), 1.0);
-    assert_string_equal(fx_log_outcomes(line, out, sizeof(out)), "ok,cancelled");
+    fx_expect_log(&f, 200, "ok,cancelled", NULL);
     FX_UNTIL(&f, p->servers[1].nidle == 1, 2.0);   /* the winner's connection */
     fx_respond(ua, 200, "late");                   /* the orphan's answer completes */
     FX_UNTIL(&f, f.w.norphans == 0, 2.0);
@@ -580,8 +437,6 @@ static void test_hedge_loser_completes_and_pools(void **state)
     fx_turn(&f);
     assert_null(f.w.dead_orphans);
     fx_free(&f);
-    close(la);
-    close(lb);
 }
 
 /* SPEC: bodies stream with backpressure. A client that does not read fills its output buffer; the
@@ -597,18 +452,17 @@ static void test_slow_client_pauses_upstream_reads(void **state)
     struct hop *h;
     uint16_t port;
     int lfd = fx_socket(&port, 16);
-    char s[64], req[4096], head[128], in[65536];
+    char req[4096], head[128], in[65536];
     size_t sent = 0, got = 0, hl = 0;
     unsigned stalled = 0;
     bool head_done = false;
     double end;
 
     (void)state;
-    hop_fixture(&f, server(s, sizeof(s), port), "{ read: 5s }", "10s", "{ attempts: 1 }");
+    hop_fixture(&f, port, "{ read: 5s }", "10s", "{ attempts: 1 }");
     c = fx_client(&f, &cl);
-    fx_send(c, GET("/big"));
-    u = fx_accept(&f, lfd, 2.0);
-    fx_request(&f, u, req, sizeof(req), 2.0);
+    fx_send(c, FX_GET("/big"));
+    u = fx_take_request(&f, lfd, NULL, FX_GET("/big"), NULL, 0);
     snprintf(head, sizeof(head), "HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n", TOTAL);
     fx_send(u, head);
     /* The body byte at offset k is 'a' + k % 26; chunk holds the pattern from offset 0 (65536 is
@@ -672,7 +526,6 @@ static void test_slow_client_pauses_upstream_reads(void **state)
     assert_non_null(strstr(req, "HTTP/1.1 200 OK\r\n"));
     FX_UNTIL(&f, fx_pool(&f, 0)->nidle == 1, 2.0);
     fx_free(&f);
-    close(lfd);
 }
 
 int main(void)
