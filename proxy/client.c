@@ -381,12 +381,37 @@ static void client_wtimer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     client_close(c);
 }
 
+/* The access-log line of a request whose head did not arrive within header_timeout (a connection
+ * that sent at least one byte of it; one that sent nothing closes quietly): no exchange logs it, so
+ * it is written here, as nginx logs its 408. What was not read is empty (method, target,
+ * request_id) or null (route, trace_id); the duration runs from the start of the head's timer
+ * (the accept, or the head's first byte). */
+static void client_log_head(struct client *c, unsigned status, size_t bytes)
+{
+    struct worker *w = c->w;
+    struct alog_entry e;
+    ev_tstamp now = ev_now(w->loop), start = c->head_deadline - ms(c->conf->client.header_timeout);
+
+    if (!w->alog.data)
+        return;
+    memset(&e, 0, sizeof(e));
+    e.time = now;
+    e.client = alog_cstr(c->addr);
+    e.method = e.target = e.request_id = (struct alog_str){ "", 0 };
+    e.status = status;
+    e.bytes = bytes;
+    e.duration_ms = (now > start ? now - start : 0) * 1000.0;
+    alog_write(&w->alog, &e);
+}
+
 /* Answers a malformed or over-limit request and closes after it. */
 static void client_reject(struct client *c, unsigned status, const char *why)
 {
     struct buf *out;
     char body[160];
     int n;
+    /* header_timeout: no exchange will log it (a malformed head is not logged: test_accesslog) */
+    bool cut_head = status == 408 && !c->ex && c->phase == CLIENT_HEAD;
 
     client_drop_exchange(c);
     out = client_out(c);
@@ -405,6 +430,8 @@ static void client_reject(struct client *c, unsigned status, const char *why)
     c->answer_done = true;
     c->close_after = true;
     client_uncount(c);
+    if (cut_head)
+        client_log_head(c, status, out->len);
     if (c->phase != CLIENT_LINGER)
         c->phase = CLIENT_BODY;   /* input is untrusted from here: linger, never parse it */
     client_flush(c);
@@ -519,13 +546,6 @@ static bool client_step(struct client *c)
     case CLIENT_IDLE:
         if (c->in.len == 0)
             return false;
-        if (!c->parser) {
-            c->parser = worker_req_parser_get(w);
-            if (!c->parser) {
-                client_close(c);
-                return false;
-            }
-        }
         c->phase = CLIENT_HEAD;
         if (c->conf != w->conf) {   /* a reload happened: this request runs on the new snapshot */
             conf_unref(c->conf);
@@ -536,10 +556,26 @@ static bool client_step(struct client *c)
         client_rtimer_arm(c);
         return true;
 
-    case CLIENT_HEAD:
+    case CLIENT_HEAD: {
+        bool lent = false;
         if (c->in.len == 0)
             return false;
+        if (!c->parser) {
+            c->parser = worker_req_parser_get(w);
+            if (!c->parser) {
+                client_close(c);
+                return false;
+            }
+            /* A head still within the small buffer is parsed whole at each read by a parser lent
+             * for the call: a client dribbling a head holds its few bytes, never a parser. */
+            lent = c->in.cap < WORKER_BLOCK;
+        }
         ev = h1_parse(c->parser, buf_head(&c->in), c->in.len, &used);
+        if (ev == H1_NEED_MORE && lent) {
+            worker_req_parser_put(w, c->parser);
+            c->parser = NULL;
+            return false;
+        }
         buf_consume(&c->in, used);
         if (ev == H1_NEED_MORE)
             return false;
@@ -565,6 +601,7 @@ static bool client_step(struct client *c)
             return false;
         client_rtimer_arm(c);
         return true;
+    }
 
     case CLIENT_BODY:
         if (c->ex->state == EX_LOCAL || c->ex->state == EX_DONE)
@@ -607,8 +644,8 @@ static bool client_step(struct client *c)
         return false;
 
     case CLIENT_WAIT:
-        /* Pipelined bytes wait for the answer; a full buffer stops reading. */
-        if (buf_tailroom(&c->in) == 0 && buf_free_space(&c->in) == 0)
+        /* Pipelined bytes wait for the answer; a full block stops reading (a small buffer grows). */
+        if (c->in.cap == WORKER_BLOCK && buf_free_space(&c->in) == 0)
             client_pause(c);
         return false;
 
@@ -666,12 +703,19 @@ static void client_read_cb(struct ev_loop *loop, ev_io *io, int revents)
             client_close(c);
         return;
     }
-    if (!c->in.data && worker_buf_get(c->w, &c->in) < 0) {
+    /* A head is read into a small buffer, which becomes a block when the head outgrows it or a
+     * body or tunnel streams through it. */
+    if (!c->in.data && worker_buf_get_small(c->w, &c->in) < 0) {
         client_close(c);
         return;
     }
     if (buf_tailroom(&c->in) == 0)
         buf_compact(&c->in);
+    if (c->in.cap < WORKER_BLOCK && (buf_tailroom(&c->in) == 0 || c->phase == CLIENT_BODY ||
+                                     c->phase == CLIENT_TUNNEL) && worker_buf_grow(c->w, &c->in) < 0) {
+        client_close(c);
+        return;
+    }
     if (buf_tailroom(&c->in) == 0) {
         client_pause(c);
         return;
@@ -706,6 +750,9 @@ static void client_read_cb(struct ev_loop *loop, ev_io *io, int revents)
     c->in.len += (size_t)r;
     c->last_read = ev_now(loop);
     client_process(c);
+    /* Waiting for the answer, or for more of a head its parser keeps: an empty buffer goes back. */
+    if (!c->closed && c->in.len == 0 && (c->phase == CLIENT_WAIT || c->phase == CLIENT_HEAD))
+        worker_buf_put(c->w, &c->in);
     /* A TLS record larger than the room left stays decrypted in the session: come back for it. */
     if (!c->closed && ev_is_active(&c->rd) && xprt_pending(&c->x))
         ev_feed_event(loop, &c->rd, EV_READ);

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -29,10 +30,14 @@ atomic_uint worker_open_clients;
 
 /* At most this many accepts per readiness event, so one busy listener cannot starve the loop. */
 #define ACCEPT_BURST 64
-#define BLOCK_CACHE_MAX 4096
+#define BLOCK_CACHE_MAX (WORKER_CACHE_BYTES / WORKER_BLOCK)
+#define SMALL_CACHE_MAX (WORKER_SMALL_CACHE_BYTES / WORKER_SMALL)
+/* Freed bytes (an estimate) that make a trim tick hand memory back even while the worker is busy. */
+#define TRIM_FREED_MIN (4u << 20)
 
 static void worker_accept_cb(struct ev_loop *loop, ev_io *io, int revents);
 static void worker_switch(struct worker *w, struct runtime *rt);
+static void worker_trim_cb(struct ev_loop *loop, ev_timer *t, int revents);
 
 static int listener_open(const struct conf_listener *cl)
 {
@@ -169,6 +174,7 @@ static void worker_reap_cb(struct ev_loop *loop, ev_check *chk, int revents)
         struct client *c = w->graveyard;
         w->graveyard = c->next;
         client_free(c);
+        w->trim_freed += sizeof(*c);
     }
     hop_orphans_reap(w);
     while (w->dead_ex) {
@@ -180,6 +186,7 @@ static void worker_reap_cb(struct ev_loop *loop, ev_check *chk, int revents)
             w->nfree_ex++;
         } else {
             free(ex);
+            w->trim_freed += sizeof(*ex);
         }
     }
     if (atomic_load(&w->cmd) != WORKER_RUN && w->draining && w->nclients == 0)
@@ -441,6 +448,9 @@ int worker_init(struct worker *w, unsigned id, struct runtime *rt, struct stale_
     ev_async_init(&w->wake, worker_wake_cb);
     w->wake.data = w;
     ev_async_start(w->loop, &w->wake);
+    ev_timer_init(&w->trim, worker_trim_cb, WORKER_TRIM_SECONDS, WORKER_TRIM_SECONDS);
+    w->trim.data = w;
+    ev_timer_start(w->loop, &w->trim);
     return 0;
 }
 
@@ -498,6 +508,11 @@ void worker_destroy(struct worker *w)
         memcpy(&w->blocks, b, sizeof(void *));
         free(b);
     }
+    while (w->smalls) {
+        void *b = w->smalls;
+        memcpy(&w->smalls, b, sizeof(void *));
+        free(b);
+    }
     for (unsigned i = 0; i < w->nreq_parsers; i++)
         h1_parser_free(w->req_parsers[i]);
     for (unsigned i = 0; i < w->nresp_parsers; i++)
@@ -514,21 +529,66 @@ void worker_destroy(struct worker *w)
     memset(w, 0, sizeof(*w));
 }
 
-int worker_buf_get(struct worker *w, struct buf *b)
+/* A free list of buffers of one size, linked through their first bytes. */
+static void *cache_pop(void **list, unsigned *n, unsigned *low)
+{
+    void *p = *list;
+
+    if (p) {
+        memcpy(list, p, sizeof(void *));
+        if (--*n < *low)
+            *low = *n;
+    }
+    return p;
+}
+
+static void cache_push(void **list, unsigned *n, void *p)
+{
+    memcpy(p, list, sizeof(void *));
+    *list = p;
+    ++*n;
+}
+
+static int worker_buf_take(struct worker *w, struct buf *b, size_t cap)
 {
     if (b->data)
         return 0;
     b->off = b->len = 0;
-    if (w->blocks) {
-        b->data = w->blocks;
-        memcpy(&w->blocks, b->data, sizeof(void *));
-        w->nblocks--;
-    } else {
-        b->data = malloc(WORKER_BLOCK);
+    w->trim_gets++;
+    b->data = cap == WORKER_BLOCK ? cache_pop(&w->blocks, &w->nblocks, &w->blocks_low)
+                                  : cache_pop(&w->smalls, &w->nsmalls, &w->smalls_low);
+    if (!b->data) {
+        b->data = malloc(cap);
         if (!b->data)
             return -1;
     }
-    b->cap = WORKER_BLOCK;
+    b->cap = cap;
+    return 0;
+}
+
+int worker_buf_get(struct worker *w, struct buf *b)
+{
+    return worker_buf_take(w, b, WORKER_BLOCK);
+}
+
+int worker_buf_get_small(struct worker *w, struct buf *b)
+{
+    return worker_buf_take(w, b, WORKER_SMALL);
+}
+
+int worker_buf_grow(struct worker *w, struct buf *b)
+{
+    struct buf nb = { 0 };
+
+    if (b->cap == WORKER_BLOCK)
+        return 0;
+    if (worker_buf_get(w, &nb) < 0)
+        return -1;
+    if (b->len)
+        memcpy(nb.data, buf_head(b), b->len);
+    nb.len = b->len;
+    worker_buf_put(w, b);
+    *b = nb;
     return 0;
 }
 
@@ -537,27 +597,93 @@ void worker_buf_put(struct worker *w, struct buf *b)
     if (!b->data)
         return;
     if (b->cap == WORKER_BLOCK && w->nblocks < BLOCK_CACHE_MAX) {
-        memcpy(b->data, &w->blocks, sizeof(void *));
-        w->blocks = b->data;
-        w->nblocks++;
+        cache_push(&w->blocks, &w->nblocks, b->data);
+    } else if (b->cap == WORKER_SMALL && w->nsmalls < SMALL_CACHE_MAX) {
+        cache_push(&w->smalls, &w->nsmalls, b->data);
     } else {
         free(b->data);
+        w->trim_freed += b->cap;
     }
     b->data = NULL;
     b->off = b->len = b->cap = 0;
 }
 
+/* Frees up to n entries of a buffer free list; returns the bytes freed. */
+static size_t cache_trim(void **list, unsigned *count, unsigned n, size_t size)
+{
+    size_t freed = 0;
+
+    while (n-- && *list) {
+        void *p = *list;
+        memcpy(list, p, sizeof(void *));
+        (*count)--;
+        free(p);
+        freed += size;
+    }
+    return freed;
+}
+
+/* The trim tick: what a cache held unused for the whole interval (its low-water mark) was not
+ * needed, so it is freed, like a scavenger; a steady load keeps what it cycles through. Freed heap
+ * memory is handed back to the system with malloc_trim(0) once enough has accumulated, or at the
+ * first quiet tick (no buffer taken during the interval): glibc keeps freed chunks in its arenas
+ * otherwise, and RSS would stay at the peak of the last burst. malloc_trim walks every arena (a few
+ * milliseconds after a large burst), hence never more than once per tick. */
+static void worker_trim_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct worker *w = t->data;
+    size_t freed = 0;
+    bool quiet = w->trim_gets == 0;
+
+    (void)loop;
+    (void)revents;
+    freed += cache_trim(&w->blocks, &w->nblocks, w->blocks_low, WORKER_BLOCK);
+    freed += cache_trim(&w->smalls, &w->nsmalls, w->smalls_low, WORKER_SMALL);
+    for (unsigned n = w->req_parsers_low; n > 0 && w->nreq_parsers > 0; n--) {
+        h1_parser_free(w->req_parsers[--w->nreq_parsers]);
+        freed += w->conf->limits.max_header_bytes;
+    }
+    for (unsigned n = w->resp_parsers_low; n > 0 && w->nresp_parsers > 0; n--) {
+        h1_parser_free(w->resp_parsers[--w->nresp_parsers]);
+        freed += WORKER_RESPONSE_HEAD_MAX;
+    }
+    for (unsigned n = w->free_ex_low; n > 0 && w->free_ex; n--) {
+        struct exchange *ex = w->free_ex;
+        w->free_ex = (struct exchange *)ex->c;
+        w->nfree_ex--;
+        free(ex);
+        freed += sizeof(*ex);
+    }
+    w->blocks_low = w->nblocks;
+    w->smalls_low = w->nsmalls;
+    w->req_parsers_low = w->nreq_parsers;
+    w->resp_parsers_low = w->nresp_parsers;
+    w->free_ex_low = w->nfree_ex;
+    w->trim_freed += freed;
+    w->trim_gets = 0;
+    if (w->trim_freed >= TRIM_FREED_MIN || (quiet && w->trim_freed > 0)) {
+        w->trim_freed = 0;
+        malloc_trim(0);
+    }
+}
+
 struct h1_parser *worker_req_parser_get(struct worker *w)
 {
-    if (w->nreq_parsers)
-        return w->req_parsers[--w->nreq_parsers];
+    if (w->nreq_parsers) {
+        if (--w->nreq_parsers < w->req_parsers_low)
+            w->req_parsers_low = w->nreq_parsers;
+        return w->req_parsers[w->nreq_parsers];
+    }
     return h1_parser_new(H1_REQUEST, w->conf->limits.max_header_bytes);
 }
 
 struct h1_parser *worker_resp_parser_get(struct worker *w)
 {
-    if (w->nresp_parsers)
-        return w->resp_parsers[--w->nresp_parsers];
+    if (w->nresp_parsers) {
+        if (--w->nresp_parsers < w->resp_parsers_low)
+            w->resp_parsers_low = w->nresp_parsers;
+        return w->resp_parsers[w->nresp_parsers];
+    }
     return h1_parser_new(H1_RESPONSE, WORKER_RESPONSE_HEAD_MAX);
 }
 
@@ -571,6 +697,7 @@ void worker_req_parser_put(struct worker *w, struct h1_parser *p)
         w->req_parsers[w->nreq_parsers++] = p;
     } else {
         h1_parser_free(p);
+        w->trim_freed += w->conf->limits.max_header_bytes;
     }
 }
 
@@ -593,7 +720,8 @@ struct exchange *worker_exchange_get(struct worker *w)
 
     if (ex) {
         w->free_ex = (struct exchange *)ex->c;
-        w->nfree_ex--;
+        if (--w->nfree_ex < w->free_ex_low)
+            w->free_ex_low = w->nfree_ex;
         ex->c = NULL;
         return ex;
     }

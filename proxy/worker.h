@@ -30,6 +30,18 @@
 
 /* Size of every pooled data buffer: client input/output, request body, upstream input. */
 #define WORKER_BLOCK (32 * 1024)
+/* A client's first input buffer: a request head is read into it, and it becomes a block only when
+ * a head outgrows it or a body streams through it (client.c). */
+#define WORKER_SMALL 2048
+/* The caches of free buffers are bounded by bytes, whatever the config (worst-case memory, README):
+ * at most WORKER_CACHE_BYTES of free blocks and WORKER_SMALL_CACHE_BYTES of small buffers per
+ * worker. Beyond them a buffer given back is freed. */
+#define WORKER_CACHE_BYTES (8u << 20)
+#define WORKER_SMALL_CACHE_BYTES (1u << 20)
+/* Every WORKER_TRIM_SECONDS the worker frees what its caches (buffers, parsers, exchanges) held
+ * unused for the whole interval, and hands freed memory back to the system (malloc_trim) once
+ * enough was freed or the worker is quiet: memory taken by a burst is returned after it. */
+#define WORKER_TRIM_SECONDS 2.0
 /* Largest response head accepted from an upstream (nginx's default is 4-8 KiB). */
 #define WORKER_RESPONSE_HEAD_MAX (16 * 1024)
 
@@ -89,15 +101,21 @@ struct worker {
     _Atomic int cmd;                    /* enum worker_cmd */
     bool draining;
 
-    /* caches: no allocation on the request path once warm */
+    /* caches: no allocation on the request path once warm; trimmed by `trim` (the *_low fields:
+     * the fewest each held since the last trim, what the interval did not need) */
     void *blocks;                       /* free WORKER_BLOCK buffers, linked through their first bytes */
-    unsigned nblocks;
+    unsigned nblocks, blocks_low;
+    void *smalls;                       /* free WORKER_SMALL buffers, linked the same way */
+    unsigned nsmalls, smalls_low;
     struct h1_parser *req_parsers[64];
-    unsigned nreq_parsers;
+    unsigned nreq_parsers, req_parsers_low;
     struct h1_parser *resp_parsers[64];
-    unsigned nresp_parsers;
+    unsigned nresp_parsers, resp_parsers_low;
     struct exchange *free_ex;           /* cached exchanges, linked through ->c (see worker.c) */
-    unsigned nfree_ex;
+    unsigned nfree_ex, free_ex_low;
+    ev_timer trim;                      /* WORKER_TRIM_SECONDS: frees what the caches did not need */
+    size_t trim_freed;                  /* bytes freed since the last malloc_trim (an estimate) */
+    unsigned trim_gets;                 /* buffers taken since the last tick: 0 = quiet */
     struct exchange *dead_ex;           /* ended this iteration: recycled by the reaper */
     struct hop *orphans, *orphans_tail; /* attempts that lost a hedge or race, running on (hop.h) */
     unsigned norphans;
@@ -142,9 +160,16 @@ void worker_post(struct worker *w, enum worker_cmd cmd);
 /* Frees what worker_init made; the thread must have returned. */
 void worker_destroy(struct worker *w);
 
-/* A WORKER_BLOCK buffer from the cache (allocated when the cache is empty). 0 or -1 (no memory). */
+/* A WORKER_BLOCK buffer from the cache (allocated when the cache is empty). 0 or -1 (no memory).
+ * Nothing when b already has a buffer (of either size). */
 int worker_buf_get(struct worker *w, struct buf *b);
-/* Returns b's block to the cache (or frees it); b becomes empty. Safe on an empty buffer. */
+/* The same for a WORKER_SMALL buffer. */
+int worker_buf_get_small(struct worker *w, struct buf *b);
+/* Makes b (small or empty) a WORKER_BLOCK buffer holding the same unread bytes (moved to its start).
+ * 0, or -1 when out of memory (b unchanged). */
+int worker_buf_grow(struct worker *w, struct buf *b);
+/* Returns b's buffer to its cache (or frees it: a cache full by bytes, or another size); b becomes
+ * empty. Safe on an empty buffer. */
 void worker_buf_put(struct worker *w, struct buf *b);
 
 struct h1_parser *worker_req_parser_get(struct worker *w);
