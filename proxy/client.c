@@ -30,8 +30,7 @@
  * so that the client reads the answer rather than a reset (nginx's lingering close). */
 #define LINGER_SECONDS 2.0
 
-static void client_read_cb(struct ev_loop *loop, ev_io *io, int revents);
-static void client_write_cb(struct ev_loop *loop, ev_io *io, int revents);
+static void client_io_cb(struct ev_loop *loop, ev_io *io, int revents);
 static void client_rtimer_cb(struct ev_loop *loop, ev_timer *t, int revents);
 static void client_wtimer_cb(struct ev_loop *loop, ev_timer *t, int revents);
 static void client_process(struct client *c);
@@ -74,13 +73,41 @@ static void client_rtimer_arm(struct client *c)
     ev_timer_again(loop, &c->rtimer);
 }
 
+/* The events the connection's one watcher waits for (0 when stopped). */
+static int client_io_events(const struct client *c)
+{
+    return ev_is_active(&c->io) ? c->io.events & (EV_READ | EV_WRITE) : 0;
+}
+
+/* Sets the watcher's events: EV_READ while reading, EV_WRITE while output is stuck (or the TLS
+ * handshake waits to write). One watcher for both directions keeps an idle connection small; an
+ * event already pending for a direction still wanted is kept (it may have been fed by hand). */
+static void client_io_set(struct client *c, int events)
+{
+    struct ev_loop *loop = c->w->loop;
+    int pend;
+
+    if (client_io_events(c) == events)
+        return;
+    pend = ev_clear_pending(loop, &c->io);
+    ev_io_stop(loop, &c->io);
+    ev_io_modify(&c->io, events);
+    if (events)
+        ev_io_start(loop, &c->io);
+    if (pend & events)
+        ev_feed_event(loop, &c->io, pend & events);
+}
+
+static void client_io_on(struct client *c, int ev) { client_io_set(c, client_io_events(c) | ev); }
+static void client_io_off(struct client *c, int ev) { client_io_set(c, client_io_events(c) & ~ev); }
+
 /* Restarts reading after a pause. Bytes a TLS session already decrypted are not signalled by the
- * socket, so the read watcher is fed by hand when there are some. */
+ * socket, so the watcher is fed by hand when there are some. */
 static void client_rd_start(struct client *c)
 {
-    ev_io_start(c->w->loop, &c->rd);
+    client_io_on(c, EV_READ);
     if (xprt_pending(&c->x))
-        ev_feed_event(c->w->loop, &c->rd, EV_READ);
+        ev_feed_event(c->w->loop, &c->io, EV_READ);
 }
 
 /* The TLS handshake, driven by whichever watcher the session waits on (the other is stopped, so
@@ -91,13 +118,7 @@ static void client_handshake(struct client *c)
     int r = tls_handshake(&c->x);
 
     if (r == -EAGAIN) {
-        if (c->x.want == EV_WRITE) {
-            ev_io_stop(loop, &c->rd);
-            ev_io_start(loop, &c->wr);
-        } else {
-            ev_io_stop(loop, &c->wr);
-            ev_io_start(loop, &c->rd);
-        }
+        client_io_set(c, c->x.want == EV_WRITE ? EV_WRITE : EV_READ);
         return;
     }
     if (r < 0) {
@@ -108,11 +129,11 @@ static void client_handshake(struct client *c)
     }
     atomic_fetch_add(&tls_handshakes[0][0], 1);
     c->handshaking = false;
-    ev_io_stop(loop, &c->wr);
-    if (!ev_is_active(&c->rd))
+    client_io_off(c, EV_WRITE);
+    if (!(client_io_events(c) & EV_READ))
         client_rd_start(c);
     else if (xprt_pending(&c->x))
-        ev_feed_event(loop, &c->rd, EV_READ);
+        ev_feed_event(loop, &c->io, EV_READ);
 }
 
 void client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_t salen,
@@ -147,18 +168,17 @@ void client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_
     else if (sa->sa_family == AF_INET6)
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, c->addr, sizeof(c->addr));
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    ev_io_init(&c->rd, client_read_cb, fd, EV_READ);
-    ev_io_init(&c->wr, client_write_cb, fd, EV_WRITE);
+    ev_io_init(&c->io, client_io_cb, fd, EV_READ);
     ev_init(&c->rtimer, client_rtimer_cb);
     ev_init(&c->wtimer, client_wtimer_cb);
-    c->rd.data = c->wr.data = c->rtimer.data = c->wtimer.data = c;
+    c->io.data = c->rtimer.data = c->wtimer.data = c;
     c->phase = CLIENT_IDLE;
     c->last_read = ev_now(w->loop);
     /* The first request's head must arrive within header_timeout of the accept. */
     c->head_deadline = c->last_read + ms(c->conf->client.header_timeout);
     LIST_PUSH(w->clients, c, prev, next);
     w->nclients++;
-    ev_io_start(w->loop, &c->rd);
+    ev_io_start(w->loop, &c->io);
     client_rtimer_arm(c);
 }
 
@@ -190,8 +210,7 @@ void client_close(struct client *c)
         return;
     c->closed = true;
     client_drop_exchange(c);
-    ev_io_stop(w->loop, &c->rd);
-    ev_io_stop(w->loop, &c->wr);
+    ev_io_stop(w->loop, &c->io);
     ev_timer_stop(w->loop, &c->rtimer);
     ev_timer_stop(w->loop, &c->wtimer);
     xprt_close(&c->x);
@@ -236,7 +255,7 @@ void client_pause(struct client *c)
 {
     if (!c->read_paused && !c->closed) {
         c->read_paused = true;
-        ev_io_stop(c->w->loop, &c->rd);
+        client_io_off(c, EV_READ);
     }
 }
 
@@ -324,7 +343,7 @@ void client_flush(struct client *c)
             c->last_write = ev_now(c->w->loop);
         if (c->out.len) {
             c->write_blocked = true;
-            ev_io_start(c->w->loop, &c->wr);
+            client_io_on(c, EV_WRITE);
             if (r > 0 || !ev_is_active(&c->wtimer)) {
                 c->wtimer.repeat = ms(c->conf->client.send_timeout);
                 if (r == 0 && c->last_write == 0)
@@ -350,16 +369,9 @@ void client_flush(struct client *c)
         exchange_drained(c->ex);
 }
 
-static void client_write_cb(struct ev_loop *loop, ev_io *io, int revents)
+static void client_write_cb(struct client *c)
 {
-    struct client *c = io->data;
-
-    (void)revents;
-    if (c->handshaking) {
-        client_handshake(c);
-        return;
-    }
-    ev_io_stop(loop, io);
+    client_io_off(c, EV_WRITE);
     c->write_blocked = false;
     client_flush(c);
 }
@@ -686,16 +698,10 @@ static void client_process(struct client *c)
     c->processing = false;
 }
 
-static void client_read_cb(struct ev_loop *loop, ev_io *io, int revents)
+static void client_read_cb(struct ev_loop *loop, struct client *c)
 {
-    struct client *c = io->data;
     ssize_t r;
 
-    (void)revents;
-    if (c->handshaking) {
-        client_handshake(c);
-        return;
-    }
     if (c->phase == CLIENT_LINGER) {
         char sink[4096];
         r = xprt_read(&c->x, sink, sizeof(sink));
@@ -728,7 +734,7 @@ static void client_read_cb(struct ev_loop *loop, ev_io *io, int revents)
          * it sent whole is answered, as nginx and HAProxy do (a closed client shows up when the
          * answer is written); one it left incomplete never completes, so the connection ends. */
         c->rd_eof = true;
-        ev_io_stop(loop, &c->rd);
+        client_io_off(c, EV_READ);
         c->read_paused = true;
         if (c->in.len)
             client_process(c);
@@ -754,6 +760,21 @@ static void client_read_cb(struct ev_loop *loop, ev_io *io, int revents)
     if (!c->closed && c->in.len == 0 && (c->phase == CLIENT_WAIT || c->phase == CLIENT_HEAD))
         worker_buf_put(c->w, &c->in);
     /* A TLS record larger than the room left stays decrypted in the session: come back for it. */
-    if (!c->closed && ev_is_active(&c->rd) && xprt_pending(&c->x))
-        ev_feed_event(loop, &c->rd, EV_READ);
+    if (!c->closed && (client_io_events(c) & EV_READ) && xprt_pending(&c->x))
+        ev_feed_event(loop, &c->io, EV_READ);
+}
+
+static void client_io_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct client *c = io->data;
+
+    if (c->handshaking) {
+        client_handshake(c);
+        return;
+    }
+    if (revents & EV_WRITE)
+        client_write_cb(c);
+    /* the write side may have closed the connection or paused reading meanwhile */
+    if ((revents & EV_READ) && !c->closed && (client_io_events(c) & EV_READ))
+        client_read_cb(loop, c);
 }
