@@ -21,6 +21,7 @@
 #include "h1.h"
 #include "runtime.h"
 #include "log.h"
+#include "metrics.h"
 #include "series.h"
 #include "stale.h"
 #include "xprt.h"
@@ -743,4 +744,63 @@ uint64_t worker_rand(struct worker *w)
     s1 ^= s1 << 23;
     w->rng[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
     return w->rng[1] + s0;
+}
+
+/* Estimates for memory that libraries own: an OpenSSL 3 session with its record buffers (released
+ * while idle: SSL_MODE_RELEASE_BUFFERS) at its largest, and what the process holds before any
+ * connection (the binary, libc, libssl, thread stacks touched, the main loop and the admin
+ * listener; measured at about 5 MiB). */
+#define MEM_TLS_SESSION (48u << 10)
+#define MEM_BASE (8u << 20)
+/* A request parser: the head arena (max_header_bytes) plus the parsed head and http-parser state
+ * (h1.c keeps the struct private; this bounds it). */
+#define MEM_PARSER(arena) ((size_t)(arena) + sizeof(struct h1_head) + 512)
+
+void worker_memory_worst(const struct conf *c, struct worker_mem *m)
+{
+    size_t head = c->limits.max_header_bytes + 2048, body = WORKER_BLOCK;
+    bool tls_in = false, tls_up = false;
+    size_t hop;
+
+    memset(m, 0, sizeof(*m));
+    m->hops = 1;
+    if (head < WORKER_BLOCK)
+        head = WORKER_BLOCK;
+    for (size_t i = 0; i < c->nroutes; i++) {
+        const struct conf_route *r = &c->routes[i];
+        /* the body kept whole for a replay (exchange.c: exchange_body_buffer) */
+        if (r->retry.buffer_body + 64 > WORKER_BLOCK && r->retry.buffer_body + 2048 > body)
+            body = (size_t)r->retry.buffer_body + 2048;
+        if (r->retry.hedge_after > 0)
+            m->hops = 2;
+        if (r->fallback.enabled && r->fallback.stale > 0)
+            m->stale = c->stale_store.size;   /* filled only for routes that use it */
+    }
+    for (size_t i = 0; i < c->npools; i++) {
+        const struct conf_pool *p = &c->pools[i];
+        if (p->connect_race != 0)
+            m->hops = 2;
+        if (p->tls.enabled)
+            tls_up = true;
+        m->upstream_idle += (size_t)p->keepalive * (sizeof(struct upconn) + (p->tls.enabled ? MEM_TLS_SESSION : 0));
+    }
+    m->upstream_idle *= c->workers;
+    for (size_t i = 0; i < c->nlisteners; i++)
+        tls_in |= c->listeners[i].tls_enabled;
+    /* one attempt: its request head, the upstream input block, a response parser, the connection */
+    hop = head + WORKER_BLOCK + MEM_PARSER(WORKER_RESPONSE_HEAD_MAX) + sizeof(struct upconn) +
+          (tls_up ? MEM_TLS_SESSION : 0);
+    /* the connection: input and output blocks, its request parser, the exchange, the body buffer */
+    m->per_conn = sizeof(struct client) + 2 * WORKER_BLOCK + MEM_PARSER(c->limits.max_header_bytes) +
+                  sizeof(struct exchange) + body + m->hops * hop + (tls_in ? MEM_TLS_SESSION : 0);
+    m->idle_conn = sizeof(struct client) + (tls_in ? MEM_TLS_SESSION : 0);
+    m->per_worker = WORKER_CACHE_BYTES + WORKER_SMALL_CACHE_BYTES +
+                    64 * (MEM_PARSER(c->limits.max_header_bytes) + MEM_PARSER(WORKER_RESPONSE_HEAD_MAX)) +
+                    1024 * sizeof(struct exchange) + 2 * (c->limits.max_header_bytes + 1024) +
+                    (METRIC_ROUTE_SLOTS + 1) * sizeof(struct route_metrics) +
+                    METRIC_SERVER_SLOTS * sizeof(struct server_metrics) +
+                    (c->access_log.path && strcmp(c->access_log.path, "off") != 0 ? ALOG_RING_BYTES : 0);
+    m->base = MEM_BASE;
+    m->total = m->base + m->stale + c->workers * m->per_worker + m->upstream_idle +
+               (size_t)c->limits.max_connections * m->per_conn;
 }

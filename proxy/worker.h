@@ -194,6 +194,23 @@ static inline char *worker_scratch(struct worker *w, size_t *len)
     return w->scratch;
 }
 
+/* The worst-case memory of a configuration (README, "Memory"), for `lifeline -t`: every
+ * connection busy with every buffer it can hold at once, every cache full, every idle upstream
+ * connection kept, the stale store full. Bytes; estimates where a library owns the memory (OpenSSL
+ * sessions, the process's base). */
+struct worker_mem {
+    size_t per_conn;                    /* one busy downstream connection */
+    unsigned hops;                      /* attempts at once per request (2: hedge or connect race) */
+    size_t per_worker;                  /* caches, access-log ring, scratch, metrics of one worker */
+    size_t upstream_idle;               /* idle upstream connections, all workers */
+    size_t stale;                       /* stale_store.size when a route uses fallback.stale */
+    size_t base;                        /* binary, libraries, main thread, admin (an estimate) */
+    size_t idle_conn;                   /* one idle keep-alive connection */
+    size_t total;                       /* base + stale + workers x per_worker + upstream_idle
+                                         * + max_connections x per_conn */
+};
+void worker_memory_worst(const struct conf *c, struct worker_mem *m);
+
 /* Called by client.c when a connection closes: resumes accepting if it was paused. */
 void worker_conn_closed(struct worker *w);
 

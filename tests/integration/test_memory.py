@@ -5,13 +5,16 @@ RSS is read from /proc/PID/status (VmRSS): deterministic enough for bounds that 
 the expected figure. Under AddressSanitizer (the default test build) freed memory sits in ASan's
 quarantine, so the test that memory is handed back runs on a plain build only."""
 
+import os
+import re
 import resource
 import socket
 import time
 
 import pytest
+import yaml
 
-from conftest import HOST, Conn, binary_is_sanitized, dur, pool, t
+from conftest import HOST, Conn, binary_is_sanitized, dur, pool, run_cli, t, write_config
 from ops import access_lines, wait_access
 
 
@@ -190,3 +193,64 @@ def test_header_timeout_cut_writes_a_408_access_log_line(lifeline, upstream, tmp
     assert ln["client"] == "127.0.0.1" and ln["bytes"] > 0, ln
     assert ht * 1000 - 50 <= ln["duration_ms"] <= (ht + t(2)) * 1000, ln
     assert up.requests == []
+
+
+def worst_case(path):
+    """Runs `lifeline -t -c path`; returns (total, connections, per connection) in bytes from its
+    worst-case memory line."""
+    r = run_cli(["-t", "-c", path])
+    assert r.returncode == 0, r.stderr
+    assert "%s: ok" % path in r.stdout, r.stdout
+    m = re.search(r"^%s: worst-case memory ([0-9.]+) (KiB|MiB|GiB) = (\d+) connections x ([0-9.]+) (KiB|MiB) "
+                  % re.escape(path), r.stdout, re.M)
+    assert m, "no worst-case memory line in: %r" % r.stdout
+    unit = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+    return float(m.group(1)) * unit[m.group(2)], int(m.group(3)), float(m.group(4)) * unit[m.group(5)]
+
+
+def test_check_prints_the_worst_case_memory(tmp_path):
+    """Issue 11: `lifeline -t` prints the configuration's worst-case memory (README, "Memory"):
+    max_connections x a busy connection's buffers + caches + stale store + base. Each connection
+    counts at least its two 32 KiB blocks; twice the connections, about twice the figure."""
+    def conf(n, name):
+        path = str(tmp_path / name)
+        write_config(path, {"listen": [{"address": "127.0.0.1:1"}], "workers": 2,
+                            "limits": {"max_connections": n},
+                            "pools": {"p": {"servers": [{"address": "127.0.0.1:9"}]}},
+                            "routes": [{"pool": "p"}]})
+        return path
+    total1, n1, per1 = worst_case(conf(1000, "a.yaml"))
+    total2, n2, per2 = worst_case(conf(2000, "b.yaml"))
+    assert (n1, n2) == (1000, 2000)
+    assert per1 == per2 and per1 >= 64 * 1024, per1
+    assert total1 >= n1 * per1 and total2 >= n2 * per2
+    assert abs((total2 - total1) - 1000 * per1) <= 0.02 * total2, (total1, total2, per1)
+
+
+def test_the_k8s_memory_limit_covers_the_example_worst_case(tmp_path):
+    """Issue 11: deploy/k8s/deployment.yaml's memory limit is at least what `lifeline -t` prints
+    for deploy/k8s/configmap.yaml's config, with the workers the pod's CPU limit gives (workers:
+    auto) and its upstream hostnames replaced by a loopback address (they resolve in-cluster only)."""
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "deploy", "k8s")
+    with open(os.path.join(root, "configmap.yaml")) as f:
+        text = yaml.safe_load(f)["data"]["lifeline.yaml"]
+    with open(os.path.join(root, "deployment.yaml")) as f:
+        dep = yaml.safe_load(f)
+    container = [c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == "lifeline"][0]
+    limits = container["resources"]["limits"]
+    cpus = str(limits["cpu"])
+    workers = -(-int(cpus[:-1]) // 1000) if cpus.endswith("m") else -(-int(float(cpus) * 1000) // 1000)
+    # edited as text: re-dumping would turn retry's `on:` into a boolean key (YAML 1.1)
+    assert re.search(r"^workers: auto$", text, re.M), text
+    text = re.sub(r"^workers: auto$", "workers: %d" % workers, text, flags=re.M)
+    text, n = re.subn(r"^(\s*- )(?:\{ *address: *)?[A-Za-z][\w.-]*:(\d+)( *\})?\s*$", r"\g<1>127.0.0.1:\2", text, flags=re.M)
+    assert n >= 1, "no upstream hostname found in the example config"
+    path = str(tmp_path / "k8s.yaml")
+    with open(path, "w") as f:
+        f.write(text)
+    total, _, _ = worst_case(path)
+    mem = limits["memory"]
+    m = re.match(r"^(\d+)(Mi|Gi)$", mem)
+    assert m, "memory limit %r not in Mi or Gi" % mem
+    limit = int(m.group(1)) << (20 if m.group(2) == "Mi" else 30)
+    assert limit >= total, "memory limit %s < the worst case %.0f MiB that lifeline -t prints" % (mem, total / (1 << 20))
