@@ -139,7 +139,7 @@ static void client_handshake(struct client *c)
 void client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_t salen,
                    const struct tls_server *tls)
 {
-    struct client *c = calloc(1, sizeof(*c));
+    struct client *c = worker_client_new(w);
     int one = 1;
 
     (void)salen;
@@ -157,7 +157,7 @@ void client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_
             close(fd);
             atomic_fetch_sub(&worker_connections, 1);
             atomic_fetch_sub(&worker_open_clients, 1);
-            free(c);
+            worker_client_free(w, c);
             return;
         }
         c->tls = c->handshaking = true;
@@ -230,7 +230,7 @@ void client_close(struct client *c)
 void client_free(struct client *c)
 {
     conf_unref(c->conf);
-    free(c);
+    worker_client_free(c->w, c);
 }
 
 struct buf *client_out(struct client *c)

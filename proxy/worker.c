@@ -12,6 +12,7 @@
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -19,6 +20,7 @@
 #include "client.h"
 #include "exchange.h"
 #include "h1.h"
+#include "list.h"
 #include "runtime.h"
 #include "log.h"
 #include "metrics.h"
@@ -35,6 +37,21 @@ atomic_uint worker_open_clients;
 #define SMALL_CACHE_MAX (WORKER_SMALL_CACHE_BYTES / WORKER_SMALL)
 /* Freed bytes (an estimate) that make a trim tick hand memory back even while the worker is busy. */
 #define TRIM_FREED_MIN (4u << 20)
+
+/* Client slabs: CLIENT_SLAB bytes, aligned to their size, so that a struct finds its slab by
+ * masking its address. Structs are handed out from the free list, else from the untouched tail
+ * (`fresh`), so a new slab's pages are touched only as connections arrive. Slabs with a free struct
+ * are on w->slabs; an empty one is freed unless it is the only one there. Under AddressSanitizer
+ * structs come from calloc, so that a use after free is still reported. */
+#define CLIENT_SLAB (64u << 10)
+struct client_slab {
+    struct client_slab *prev, *next;    /* w->slabs while it has a free struct */
+    void *free;                         /* free structs, linked through their first bytes */
+    unsigned used, fresh;               /* structs handed out / next untouched index */
+};
+#define SLAB_FIRST ((sizeof(struct client_slab) + 63) & ~(size_t)63)
+#define SLAB_CAP ((CLIENT_SLAB - SLAB_FIRST) / sizeof(struct client))
+static void slab_unmap(struct client_slab *sl);
 
 static void worker_accept_cb(struct ev_loop *loop, ev_io *io, int revents);
 static void worker_switch(struct worker *w, struct runtime *rt);
@@ -175,7 +192,6 @@ static void worker_reap_cb(struct ev_loop *loop, ev_check *chk, int revents)
         struct client *c = w->graveyard;
         w->graveyard = c->next;
         client_free(c);
-        w->trim_freed += sizeof(*c);
     }
     hop_orphans_reap(w);
     while (w->dead_ex) {
@@ -514,6 +530,11 @@ void worker_destroy(struct worker *w)
         memcpy(&w->smalls, b, sizeof(void *));
         free(b);
     }
+    while (w->slabs) {   /* every client is freed by now: these are empty */
+        struct client_slab *sl = w->slabs;
+        w->slabs = sl->next;
+        slab_unmap(sl);
+    }
     for (unsigned i = 0; i < w->nreq_parsers; i++)
         h1_parser_free(w->req_parsers[i]);
     for (unsigned i = 0; i < w->nresp_parsers; i++)
@@ -529,6 +550,85 @@ void worker_destroy(struct worker *w)
         ev_loop_destroy(w->loop);
     memset(w, 0, sizeof(*w));
 }
+
+#if defined(__SANITIZE_ADDRESS__)
+static void slab_unmap(struct client_slab *sl)
+{
+    (void)sl;
+}
+
+struct client *worker_client_new(struct worker *w)
+{
+    (void)w;
+    return calloc(1, sizeof(struct client));
+}
+
+void worker_client_free(struct worker *w, struct client *c)
+{
+    (void)w;
+    free(c);
+}
+#else
+/* A zeroed slab aligned to its size, mapped on its own (twice the size, then the ends cut off):
+ * malloc's aligned allocations would add a touched header page, and an unmapped slab is returned
+ * to the system at once. NULL when out of memory. */
+static struct client_slab *slab_map(void)
+{
+    char *p = mmap(NULL, 2 * CLIENT_SLAB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *a;
+
+    if (p == MAP_FAILED)
+        return NULL;
+    a = (char *)(((uintptr_t)p + CLIENT_SLAB - 1) & ~(uintptr_t)(CLIENT_SLAB - 1));
+    if (a > p)
+        (void)munmap(p, (size_t)(a - p));
+    if (p + 2 * CLIENT_SLAB > a + CLIENT_SLAB)
+        (void)munmap(a + CLIENT_SLAB, (size_t)(p + 2 * CLIENT_SLAB - (a + CLIENT_SLAB)));
+    return (struct client_slab *)a;
+}
+
+static void slab_unmap(struct client_slab *sl)
+{
+    (void)munmap(sl, CLIENT_SLAB);
+}
+
+struct client *worker_client_new(struct worker *w)
+{
+    struct client_slab *sl = w->slabs;
+    struct client *c;
+
+    if (!sl) {
+        sl = slab_map();
+        if (!sl)
+            return NULL;
+        LIST_PUSH(w->slabs, sl, prev, next);
+    }
+    if (sl->free) {
+        c = sl->free;
+        memcpy(&sl->free, c, sizeof(void *));
+    } else {
+        c = (struct client *)((char *)sl + SLAB_FIRST) + sl->fresh++;
+    }
+    if (++sl->used == SLAB_CAP)
+        LIST_UNLINK(w->slabs, sl, prev, next);   /* full */
+    memset(c, 0, sizeof(*c));
+    return c;
+}
+
+void worker_client_free(struct worker *w, struct client *c)
+{
+    struct client_slab *sl = (struct client_slab *)((uintptr_t)c & ~(uintptr_t)(CLIENT_SLAB - 1));
+
+    if (sl->used-- == SLAB_CAP)
+        LIST_PUSH(w->slabs, sl, prev, next);     /* was full */
+    memcpy(c, &sl->free, sizeof(void *));
+    sl->free = c;
+    if (sl->used == 0 && (sl->prev || sl->next)) {
+        LIST_UNLINK(w->slabs, sl, prev, next);
+        slab_unmap(sl);
+    }
+}
+#endif
 
 /* A free list of buffers of one size, linked through their first bytes. */
 static void *cache_pop(void **list, unsigned *n, unsigned *low)

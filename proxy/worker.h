@@ -113,6 +113,7 @@ struct worker {
     unsigned nresp_parsers, resp_parsers_low;
     struct exchange *free_ex;           /* cached exchanges, linked through ->c (see worker.c) */
     unsigned nfree_ex, free_ex_low;
+    struct client_slab *slabs;          /* slabs of client structs with a free one (worker.c) */
     ev_timer trim;                      /* WORKER_TRIM_SECONDS: frees what the caches did not need */
     size_t trim_freed;                  /* bytes freed since the last malloc_trim (an estimate) */
     unsigned trim_gets;                 /* buffers taken since the last tick: 0 = quiet */
@@ -159,6 +160,12 @@ void *worker_main(void *arg);
 void worker_post(struct worker *w, enum worker_cmd cmd);
 /* Frees what worker_init made; the thread must have returned. */
 void worker_destroy(struct worker *w);
+
+/* A zeroed client struct, from the worker's slabs: connections are packed densely, apart from
+ * the buffers of requests in flight, so that memory freed after a burst can be handed back. NULL
+ * when out of memory. worker_client_free gives it back (a slab left empty is freed). */
+struct client *worker_client_new(struct worker *w);
+void worker_client_free(struct worker *w, struct client *c);
 
 /* A WORKER_BLOCK buffer from the cache (allocated when the cache is empty). 0 or -1 (no memory).
  * Nothing when b already has a buffer (of either size). */
