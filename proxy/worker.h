@@ -3,7 +3,9 @@
  * A worker owns its libev loop, its listening sockets (one SO_REUSEPORT socket per configured
  * listener, so the kernel spreads connections across workers), its downstream connections, one
  * `struct pool` per configured pool with that pool's idle upstream connections, and caches of
- * buffers and parsers so that the request path does not allocate. It holds one reference on the
+ * buffers, parsers and exchanges so that the request path does not allocate. The caches are bounded
+ * by bytes and trimmed by a timer, which also hands freed memory back (malloc_trim), and client
+ * structs come from the worker's own slabs (README, "Memory"). It holds one reference on the
  * conf snapshot it serves. Nothing in a worker is touched by another thread except through
  * worker_post() (an ev_async) and the process-wide connection counter.
  *
