@@ -30,8 +30,7 @@
  * so that the client reads the answer rather than a reset (nginx's lingering close). */
 #define LINGER_SECONDS 2.0
 
-static void client_read_cb(struct ev_loop *loop, ev_io *io, int revents);
-static void client_write_cb(struct ev_loop *loop, ev_io *io, int revents);
+static void client_io_cb(struct ev_loop *loop, ev_io *io, int revents);
 static void client_rtimer_cb(struct ev_loop *loop, ev_timer *t, int revents);
 static void client_wtimer_cb(struct ev_loop *loop, ev_timer *t, int revents);
 static void client_process(struct client *c);
@@ -74,13 +73,47 @@ static void client_rtimer_arm(struct client *c)
     ev_timer_again(loop, &c->rtimer);
 }
 
+/* The events the connection wants (0 when stopped). */
+static int client_io_events(const struct client *c)
+{
+    return c->ioev;
+}
+
+/* Sets the events wanted: EV_READ while reading, EV_WRITE while output is stuck (or the TLS
+ * handshake waits to write). One watcher for both directions keeps an idle connection small; an
+ * event already pending for a direction still watched is kept (it may have been fed by hand).
+ * While a TLS read must first finish a write (rd_wants_wr: a KeyUpdate OpenSSL owes, on a full
+ * socket), wanting to read watches EV_WRITE instead, so a readable socket never spins the loop. */
+static void client_io_set(struct client *c, int events)
+{
+    struct ev_loop *loop = c->w->loop;
+    int watch = events, pend;
+
+    _Static_assert((EV_READ | EV_WRITE) < 4, "ioev holds EV_READ|EV_WRITE in two bits");
+    c->ioev = (unsigned)events & (EV_READ | EV_WRITE);
+    if (c->rd_wants_wr && (watch & EV_READ))
+        watch = (watch & ~EV_READ) | EV_WRITE;
+    if ((ev_is_active(&c->io) ? c->io.events & (EV_READ | EV_WRITE) : 0) == watch)
+        return;
+    pend = ev_clear_pending(loop, &c->io);
+    ev_io_stop(loop, &c->io);
+    ev_io_modify(&c->io, watch);
+    if (watch)
+        ev_io_start(loop, &c->io);
+    if (pend & watch)
+        ev_feed_event(loop, &c->io, pend & watch);
+}
+
+static void client_io_on(struct client *c, int ev) { client_io_set(c, client_io_events(c) | ev); }
+static void client_io_off(struct client *c, int ev) { client_io_set(c, client_io_events(c) & ~ev); }
+
 /* Restarts reading after a pause. Bytes a TLS session already decrypted are not signalled by the
- * socket, so the read watcher is fed by hand when there are some. */
+ * socket, so the watcher is fed by hand when there are some. */
 static void client_rd_start(struct client *c)
 {
-    ev_io_start(c->w->loop, &c->rd);
+    client_io_on(c, EV_READ);
     if (xprt_pending(&c->x))
-        ev_feed_event(c->w->loop, &c->rd, EV_READ);
+        ev_feed_event(c->w->loop, &c->io, EV_READ);
 }
 
 /* The TLS handshake, driven by whichever watcher the session waits on (the other is stopped, so
@@ -91,13 +124,7 @@ static void client_handshake(struct client *c)
     int r = tls_handshake(&c->x);
 
     if (r == -EAGAIN) {
-        if (c->x.want == EV_WRITE) {
-            ev_io_stop(loop, &c->rd);
-            ev_io_start(loop, &c->wr);
-        } else {
-            ev_io_stop(loop, &c->wr);
-            ev_io_start(loop, &c->rd);
-        }
+        client_io_set(c, c->x.want == EV_WRITE ? EV_WRITE : EV_READ);
         return;
     }
     if (r < 0) {
@@ -108,17 +135,17 @@ static void client_handshake(struct client *c)
     }
     atomic_fetch_add(&tls_handshakes[0][0], 1);
     c->handshaking = false;
-    ev_io_stop(loop, &c->wr);
-    if (!ev_is_active(&c->rd))
+    client_io_off(c, EV_WRITE);
+    if (!(client_io_events(c) & EV_READ))
         client_rd_start(c);
     else if (xprt_pending(&c->x))
-        ev_feed_event(loop, &c->rd, EV_READ);
+        ev_feed_event(loop, &c->io, EV_READ);
 }
 
 void client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_t salen,
                    const struct tls_server *tls)
 {
-    struct client *c = calloc(1, sizeof(*c));
+    struct client *c = worker_client_new(w);
     int one = 1;
 
     (void)salen;
@@ -136,7 +163,7 @@ void client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_
             close(fd);
             atomic_fetch_sub(&worker_connections, 1);
             atomic_fetch_sub(&worker_open_clients, 1);
-            free(c);
+            worker_client_free(w, c);
             return;
         }
         c->tls = c->handshaking = true;
@@ -147,19 +174,17 @@ void client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_
     else if (sa->sa_family == AF_INET6)
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, c->addr, sizeof(c->addr));
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    ev_io_init(&c->rd, client_read_cb, fd, EV_READ);
-    c->x.rd = &c->rd, c->x.loop = w->loop;   /* a TLS read may point it at EV_WRITE (xprt.h) */
-    ev_io_init(&c->wr, client_write_cb, fd, EV_WRITE);
+    ev_io_init(&c->io, client_io_cb, fd, EV_READ);
     ev_init(&c->rtimer, client_rtimer_cb);
     ev_init(&c->wtimer, client_wtimer_cb);
-    c->rd.data = c->wr.data = c->rtimer.data = c->wtimer.data = c;
+    c->io.data = c->rtimer.data = c->wtimer.data = c;
     c->phase = CLIENT_IDLE;
     c->last_read = ev_now(w->loop);
     /* The first request's head must arrive within header_timeout of the accept. */
     c->head_deadline = c->last_read + ms(c->conf->client.header_timeout);
     LIST_PUSH(w->clients, c, prev, next);
     w->nclients++;
-    ev_io_start(w->loop, &c->rd);
+    client_io_set(c, EV_READ);
     client_rtimer_arm(c);
 }
 
@@ -191,8 +216,8 @@ void client_close(struct client *c)
         return;
     c->closed = true;
     client_drop_exchange(c);
-    ev_io_stop(w->loop, &c->rd);
-    ev_io_stop(w->loop, &c->wr);
+    ev_io_stop(w->loop, &c->io);
+    c->ioev = 0;
     ev_timer_stop(w->loop, &c->rtimer);
     ev_timer_stop(w->loop, &c->wtimer);
     xprt_close(&c->x);
@@ -212,7 +237,7 @@ void client_close(struct client *c)
 void client_free(struct client *c)
 {
     conf_unref(c->conf);
-    free(c);
+    worker_client_free(c->w, c);
 }
 
 struct buf *client_out(struct client *c)
@@ -237,7 +262,7 @@ void client_pause(struct client *c)
 {
     if (!c->read_paused && !c->closed) {
         c->read_paused = true;
-        ev_io_stop(c->w->loop, &c->rd);
+        client_io_off(c, EV_READ);
     }
 }
 
@@ -325,7 +350,7 @@ void client_flush(struct client *c)
             c->last_write = ev_now(c->w->loop);
         if (c->out.len) {
             c->write_blocked = true;
-            ev_io_start(c->w->loop, &c->wr);
+            client_io_on(c, EV_WRITE);
             if (r > 0 || !ev_is_active(&c->wtimer)) {
                 c->wtimer.repeat = ms(c->conf->client.send_timeout);
                 if (r == 0 && c->last_write == 0)
@@ -351,16 +376,9 @@ void client_flush(struct client *c)
         exchange_drained(c->ex);
 }
 
-static void client_write_cb(struct ev_loop *loop, ev_io *io, int revents)
+static void client_write_cb(struct client *c)
 {
-    struct client *c = io->data;
-
-    (void)revents;
-    if (c->handshaking) {
-        client_handshake(c);
-        return;
-    }
-    ev_io_stop(loop, io);
+    client_io_off(c, EV_WRITE);
     c->write_blocked = false;
     client_flush(c);
 }
@@ -382,12 +400,37 @@ static void client_wtimer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     client_close(c);
 }
 
+/* The access-log line of a request whose head did not arrive within header_timeout (a connection
+ * that sent at least one byte of it; one that sent nothing closes quietly): no exchange logs it, so
+ * it is written here, as nginx logs its 408. What was not read is empty (method, target,
+ * request_id) or null (route, trace_id); the duration runs from the start of the head's timer
+ * (the accept, or the head's first byte). */
+static void client_log_head(struct client *c, unsigned status, size_t bytes)
+{
+    struct worker *w = c->w;
+    struct alog_entry e;
+    ev_tstamp now = ev_now(w->loop), start = c->head_deadline - ms(c->conf->client.header_timeout);
+
+    if (!w->alog.data)
+        return;
+    memset(&e, 0, sizeof(e));
+    e.time = now;
+    e.client = alog_cstr(c->addr);
+    e.method = e.target = e.request_id = (struct alog_str){ "", 0 };
+    e.status = status;
+    e.bytes = bytes;
+    e.duration_ms = (now > start ? now - start : 0) * 1000.0;
+    alog_write(&w->alog, &e);
+}
+
 /* Answers a malformed or over-limit request and closes after it. */
 static void client_reject(struct client *c, unsigned status, const char *why)
 {
     struct buf *out;
     char body[160];
     int n;
+    /* header_timeout: no exchange will log it (a malformed head is not logged: test_accesslog) */
+    bool cut_head = status == 408 && !c->ex && c->phase == CLIENT_HEAD;
 
     client_drop_exchange(c);
     out = client_out(c);
@@ -406,6 +449,8 @@ static void client_reject(struct client *c, unsigned status, const char *why)
     c->answer_done = true;
     c->close_after = true;
     client_uncount(c);
+    if (cut_head)
+        client_log_head(c, status, out->len);
     if (c->phase != CLIENT_LINGER)
         c->phase = CLIENT_BODY;   /* input is untrusted from here: linger, never parse it */
     client_flush(c);
@@ -520,13 +565,6 @@ static bool client_step(struct client *c)
     case CLIENT_IDLE:
         if (c->in.len == 0)
             return false;
-        if (!c->parser) {
-            c->parser = worker_req_parser_get(w);
-            if (!c->parser) {
-                client_close(c);
-                return false;
-            }
-        }
         c->phase = CLIENT_HEAD;
         if (c->conf != w->conf) {   /* a reload happened: this request runs on the new snapshot */
             conf_unref(c->conf);
@@ -537,10 +575,26 @@ static bool client_step(struct client *c)
         client_rtimer_arm(c);
         return true;
 
-    case CLIENT_HEAD:
+    case CLIENT_HEAD: {
+        bool lent = false;
         if (c->in.len == 0)
             return false;
+        if (!c->parser) {
+            c->parser = worker_req_parser_get(w);
+            if (!c->parser) {
+                client_close(c);
+                return false;
+            }
+            /* A head still within the small buffer is parsed whole at each read by a parser lent
+             * for the call: a client dribbling a head holds its few bytes, never a parser. */
+            lent = c->in.cap < WORKER_BLOCK;
+        }
         ev = h1_parse(c->parser, buf_head(&c->in), c->in.len, &used);
+        if (ev == H1_NEED_MORE && lent) {
+            worker_req_parser_put(w, c->parser);
+            c->parser = NULL;
+            return false;
+        }
         buf_consume(&c->in, used);
         if (ev == H1_NEED_MORE)
             return false;
@@ -566,6 +620,7 @@ static bool client_step(struct client *c)
             return false;
         client_rtimer_arm(c);
         return true;
+    }
 
     case CLIENT_BODY:
         if (c->ex->state == EX_LOCAL || c->ex->state == EX_DONE)
@@ -608,8 +663,8 @@ static bool client_step(struct client *c)
         return false;
 
     case CLIENT_WAIT:
-        /* Pipelined bytes wait for the answer; a full buffer stops reading. */
-        if (buf_tailroom(&c->in) == 0 && buf_free_space(&c->in) == 0)
+        /* Pipelined bytes wait for the answer; a full block stops reading (a small buffer grows). */
+        if (c->in.cap == WORKER_BLOCK && buf_free_space(&c->in) == 0)
             client_pause(c);
         return false;
 
@@ -650,16 +705,10 @@ static void client_process(struct client *c)
     c->processing = false;
 }
 
-static void client_read_cb(struct ev_loop *loop, ev_io *io, int revents)
+static void client_read_cb(struct ev_loop *loop, struct client *c)
 {
-    struct client *c = io->data;
     ssize_t r;
 
-    (void)revents;
-    if (c->handshaking) {
-        client_handshake(c);
-        return;
-    }
     if (c->phase == CLIENT_LINGER) {
         char sink[4096];
         r = xprt_read(&c->x, sink, sizeof(sink));
@@ -667,25 +716,37 @@ static void client_read_cb(struct ev_loop *loop, ev_io *io, int revents)
             client_close(c);
         return;
     }
-    if (!c->in.data && worker_buf_get(c->w, &c->in) < 0) {
+    /* A head is read into a small buffer, which becomes a block when the head outgrows it or a
+     * body or tunnel streams through it. */
+    if (!c->in.data && worker_buf_get_small(c->w, &c->in) < 0) {
         client_close(c);
         return;
     }
     if (buf_tailroom(&c->in) == 0)
         buf_compact(&c->in);
+    if (c->in.cap < WORKER_BLOCK && (buf_tailroom(&c->in) == 0 || c->phase == CLIENT_BODY ||
+                                     c->phase == CLIENT_TUNNEL) && worker_buf_grow(c->w, &c->in) < 0) {
+        client_close(c);
+        return;
+    }
     if (buf_tailroom(&c->in) == 0) {
         client_pause(c);
         return;
     }
     r = xprt_read(&c->x, buf_tail(&c->in), buf_tailroom(&c->in));
-    if (r == -EAGAIN || r == -EWOULDBLOCK)
+    if (r == -EAGAIN || r == -EWOULDBLOCK) {
+        if (c->x.want == EV_WRITE && c->tls) {   /* the read waits on a write (client_io_set) */
+            c->rd_wants_wr = true;
+            client_io_set(c, client_io_events(c));
+        }
         return;
+    }
     if (r == 0 && c->phase != CLIENT_TUNNEL) {
         /* The client half-closed (shutdown(SHUT_WR)) or closed: we cannot tell which. A request
          * it sent whole is answered, as nginx and HAProxy do (a closed client shows up when the
          * answer is written); one it left incomplete never completes, so the connection ends. */
         c->rd_eof = true;
-        ev_io_stop(loop, &c->rd);
+        client_io_off(c, EV_READ);
         c->read_paused = true;
         if (c->in.len)
             client_process(c);
@@ -707,7 +768,34 @@ static void client_read_cb(struct ev_loop *loop, ev_io *io, int revents)
     c->in.len += (size_t)r;
     c->last_read = ev_now(loop);
     client_process(c);
+    /* Waiting for the answer, or for more of a head its parser keeps: an empty buffer goes back. */
+    if (!c->closed && c->in.len == 0 && (c->phase == CLIENT_WAIT || c->phase == CLIENT_HEAD))
+        worker_buf_put(c->w, &c->in);
     /* A TLS record larger than the room left stays decrypted in the session: come back for it. */
-    if (!c->closed && ev_is_active(&c->rd) && xprt_pending(&c->x))
-        ev_feed_event(loop, &c->rd, EV_READ);
+    if (!c->closed && (client_io_events(c) & EV_READ) && xprt_pending(&c->x))
+        ev_feed_event(loop, &c->io, EV_READ);
+}
+
+static void client_io_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct client *c = io->data;
+
+    if (c->handshaking) {
+        client_handshake(c);
+        return;
+    }
+    if ((revents & EV_WRITE) && c->rd_wants_wr) {
+        /* writable again: the read that had to write first goes on (and EV_READ is watched again) */
+        c->rd_wants_wr = false;
+        client_io_set(c, client_io_events(c));
+        if (client_io_events(c) & EV_READ)
+            revents |= EV_READ;
+        if (!(client_io_events(c) & EV_WRITE))
+            revents &= ~EV_WRITE;
+    }
+    if (revents & EV_WRITE)
+        client_write_cb(c);
+    /* the write side may have closed the connection or paused reading meanwhile */
+    if ((revents & EV_READ) && !c->closed && (client_io_events(c) & EV_READ))
+        client_read_cb(loop, c);
 }

@@ -37,29 +37,34 @@ enum client_phase {
     CLIENT_LINGER,    /* answer sent, write side shut: discarding input until EOF or timeout */
 };
 
+/* Kept small (README, memory): an idle keep-alive connection holds this struct and nothing else.
+ * Flags are bit-fields, and the phase sits beside them, so that no padding is left. */
 struct client {
     struct worker *w;
     struct client *prev, *next;         /* worker->clients, or the graveyard (next only) */
     struct xprt x;
-    ev_io rd, wr;
+    ev_io io;                           /* EV_READ while reading, EV_WRITE while output is stuck (or a
+                                         * TLS read waits to write: then EV_WRITE stands for EV_READ) */
     ev_timer rtimer, wtimer;
     ev_tstamp last_read, last_write, head_deadline;
-    enum client_phase phase;
-    struct buf in, out;
+    struct buf in, out;                 /* in: WORKER_SMALL first, a block once needed (client.c) */
     struct h1_parser *parser;           /* while a request is in progress */
     struct conf *conf;                  /* snapshot of the current request (reference held) */
     struct exchange *ex;                /* the request in progress (from the worker cache), or NULL */
     char addr[48];                      /* peer IP, for X-Forwarded-For */
-    bool closed;
-    bool tls;                           /* accepted on a TLS listener (X-Forwarded-Proto: https) */
-    bool handshaking;                   /* TLS handshake in progress: the watchers drive it */
-    bool close_after;                   /* close once the output is flushed */
-    bool uncounted;                     /* already dropped from worker_open_clients */
-    bool read_paused;                   /* backpressure or waiting */
-    bool write_blocked;                 /* wr watcher active */
-    bool answer_done;                   /* the current answer is complete in `out` */
-    bool rd_eof;                        /* the client half-closed (read 0): answer what is complete, then close */
-    bool processing, reprocess;         /* client_process() is running / must run again */
+    enum client_phase phase : 8;
+    bool closed : 1;
+    bool tls : 1;                       /* accepted on a TLS listener (X-Forwarded-Proto: https) */
+    bool handshaking : 1;               /* TLS handshake in progress: the watcher drives it */
+    bool close_after : 1;               /* close once the output is flushed */
+    bool uncounted : 1;                 /* already dropped from worker_open_clients */
+    bool read_paused : 1;               /* backpressure or waiting */
+    bool write_blocked : 1;             /* the watcher waits for EV_WRITE */
+    bool answer_done : 1;               /* the current answer is complete in `out` */
+    bool rd_eof : 1;                    /* the client half-closed (read 0): answer what is complete, then close */
+    bool processing : 1, reprocess : 1; /* client_process() is running / must run again */
+    bool rd_wants_wr : 1;               /* a TLS read must first finish a write: wait on EV_WRITE for it */
+    unsigned ioev : 2;                  /* the events wanted (EV_READ|EV_WRITE); the watcher's may differ */
     unsigned served;                    /* requests answered on this connection */
     uint64_t bytes_out;                 /* bytes queued for the client so far (written or in out) */
 };

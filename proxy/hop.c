@@ -393,6 +393,7 @@ void hop_send(struct hop *h)
         if ((size_t)r >= h->head.len) {
             r -= (ssize_t)h->head.len;
             buf_consume(&h->head, h->head.len);
+            worker_buf_put(w, &h->head);   /* sent: a long response does not hold its block */
             h->body_sent += (size_t)r;
         } else {
             buf_consume(&h->head, (size_t)r);

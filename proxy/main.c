@@ -890,6 +890,38 @@ static void stop(bool ok)
         ev_loop_destroy(run_state.loop);
 }
 
+/* Bytes as KiB, MiB or GiB with one decimal, into buf. */
+static const char *mem_text(char *buf, size_t n, size_t bytes)
+{
+    static const char *const unit[] = { "KiB", "MiB", "GiB" };
+    double v = (double)bytes / 1024;
+    unsigned u = 0;
+
+    while (v >= 1024 && u < 2) {
+        v /= 1024;
+        u++;
+    }
+    snprintf(buf, n, "%.1f %s", v, unit[u]);
+    return buf;
+}
+
+/* -t: the configuration's worst-case memory and its terms (README, "Memory"). */
+static void print_memory(const char *path, const struct conf *c)
+{
+    struct worker_mem m;
+    char t[7][24];
+
+    worker_memory_worst(c, &m);
+    printf("%s: worst-case memory %s = %u connections x %s (busy, %u attempt%s each) + %u worker%s x %s "
+           "(caches) + %s stale store + %s idle upstream connections + %s base; an idle keep-alive "
+           "connection holds %s\n",
+           path, mem_text(t[0], sizeof(t[0]), m.total), c->limits.max_connections,
+           mem_text(t[1], sizeof(t[1]), m.per_conn), m.hops, m.hops > 1 ? "s" : "", c->workers,
+           c->workers > 1 ? "s" : "", mem_text(t[2], sizeof(t[2]), m.per_worker),
+           mem_text(t[3], sizeof(t[3]), m.stale), mem_text(t[4], sizeof(t[4]), m.upstream_idle),
+           mem_text(t[5], sizeof(t[5]), m.base), mem_text(t[6], sizeof(t[6]), m.idle_conn));
+}
+
 int main(int argc, char **argv)
 {
     struct options o;
@@ -906,6 +938,7 @@ int main(int argc, char **argv)
         return 1;
     if (o.check) {
         printf("%s: ok\n", o.path);
+        print_memory(o.path, c);
         conf_unref(c);
         return 0;
     }

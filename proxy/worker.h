@@ -3,7 +3,9 @@
  * A worker owns its libev loop, its listening sockets (one SO_REUSEPORT socket per configured
  * listener, so the kernel spreads connections across workers), its downstream connections, one
  * `struct pool` per configured pool with that pool's idle upstream connections, and caches of
- * buffers and parsers so that the request path does not allocate. It holds one reference on the
+ * buffers, parsers and exchanges so that the request path does not allocate. The caches are bounded
+ * by bytes and trimmed by a timer, which also hands freed memory back (malloc_trim), and client
+ * structs come from the worker's own slabs (README, "Memory"). It holds one reference on the
  * conf snapshot it serves. Nothing in a worker is touched by another thread except through
  * worker_post() (an ev_async) and the process-wide connection counter.
  *
@@ -30,6 +32,19 @@
 
 /* Size of every pooled data buffer: client input/output, request body, upstream input. */
 #define WORKER_BLOCK (32 * 1024)
+/* A client's first input buffer: a request head is read into it, and it becomes a block only when
+ * a head outgrows it or a body streams through it (client.c). */
+#define WORKER_SMALL 2048
+/* The caches of free buffers are bounded by bytes, whatever the config (worst-case memory, README):
+ * at most WORKER_CACHE_BYTES of free blocks and WORKER_SMALL_CACHE_BYTES of small buffers per
+ * worker. Beyond them a buffer given back is freed. */
+#define WORKER_CACHE_BYTES (8u << 20)
+#define WORKER_SMALL_CACHE_BYTES (1u << 20)
+/* Every WORKER_TRIM_SECONDS the worker frees what its caches (buffers, parsers, exchanges) held
+ * unused for the whole interval, and hands freed memory back to the system (malloc_trim) once the
+ * worker is quiet, or while busy once 64 MiB were freed: memory taken by a burst is returned
+ * after it (worker.c says why not at every tick). */
+#define WORKER_TRIM_SECONDS 2.0
 /* Largest response head accepted from an upstream (nginx's default is 4-8 KiB). */
 #define WORKER_RESPONSE_HEAD_MAX (16 * 1024)
 
@@ -89,15 +104,22 @@ struct worker {
     _Atomic int cmd;                    /* enum worker_cmd */
     bool draining;
 
-    /* caches: no allocation on the request path once warm */
+    /* caches: no allocation on the request path once warm; trimmed by `trim` (the *_low fields:
+     * the fewest each held since the last trim, what the interval did not need) */
     void *blocks;                       /* free WORKER_BLOCK buffers, linked through their first bytes */
-    unsigned nblocks;
+    unsigned nblocks, blocks_low;
+    void *smalls;                       /* free WORKER_SMALL buffers, linked the same way */
+    unsigned nsmalls, smalls_low;
     struct h1_parser *req_parsers[64];
-    unsigned nreq_parsers;
+    unsigned nreq_parsers, req_parsers_low;
     struct h1_parser *resp_parsers[64];
-    unsigned nresp_parsers;
+    unsigned nresp_parsers, resp_parsers_low;
     struct exchange *free_ex;           /* cached exchanges, linked through ->c (see worker.c) */
-    unsigned nfree_ex;
+    unsigned nfree_ex, free_ex_low;
+    struct client_slab *slabs;          /* slabs of client structs with a free one (worker.c) */
+    ev_timer trim;                      /* WORKER_TRIM_SECONDS: frees what the caches did not need */
+    size_t trim_freed;                  /* bytes freed since the last malloc_trim (an estimate) */
+    unsigned trim_gets;                 /* buffers taken since the last tick (few: quiet) */
     struct exchange *dead_ex;           /* ended this iteration: recycled by the reaper */
     struct hop *orphans, *orphans_tail; /* attempts that lost a hedge or race, running on (hop.h) */
     unsigned norphans;
@@ -156,9 +178,22 @@ void worker_destroy(struct worker *w);
 /* Frees the counters and the ring (exit: no reader is left). */
 void worker_free_counters(struct worker *w);
 
-/* A WORKER_BLOCK buffer from the cache (allocated when the cache is empty). 0 or -1 (no memory). */
+/* A zeroed client struct, from the worker's slabs: connections are packed densely, apart from
+ * the buffers of requests in flight, so that memory freed after a burst can be handed back. NULL
+ * when out of memory. worker_client_free gives it back (a slab left empty is freed). */
+struct client *worker_client_new(struct worker *w);
+void worker_client_free(struct worker *w, struct client *c);
+
+/* A WORKER_BLOCK buffer from the cache (allocated when the cache is empty). 0 or -1 (no memory).
+ * Nothing when b already has a buffer (of either size). */
 int worker_buf_get(struct worker *w, struct buf *b);
-/* Returns b's block to the cache (or frees it); b becomes empty. Safe on an empty buffer. */
+/* The same for a WORKER_SMALL buffer. */
+int worker_buf_get_small(struct worker *w, struct buf *b);
+/* Makes b (small or empty) a WORKER_BLOCK buffer holding the same unread bytes (moved to its start).
+ * 0, or -1 when out of memory (b unchanged). */
+int worker_buf_grow(struct worker *w, struct buf *b);
+/* Returns b's buffer to its cache (or frees it: a cache full by bytes, or another size); b becomes
+ * empty. Safe on an empty buffer. */
 void worker_buf_put(struct worker *w, struct buf *b);
 
 struct h1_parser *worker_req_parser_get(struct worker *w);
@@ -182,6 +217,23 @@ static inline char *worker_scratch(struct worker *w, size_t *len)
     *len = w->scratch_len;
     return w->scratch;
 }
+
+/* The worst-case memory of a configuration (README, "Memory"), for `lifeline -t`: every
+ * connection busy with every buffer it can hold at once, every cache full, every idle upstream
+ * connection kept, the stale store full. Bytes; estimates where a library owns the memory (OpenSSL
+ * sessions, the process's base). */
+struct worker_mem {
+    size_t per_conn;                    /* one busy downstream connection */
+    unsigned hops;                      /* attempts at once per request (2: hedge or connect race) */
+    size_t per_worker;                  /* caches, access-log ring, scratch, metrics of one worker */
+    size_t upstream_idle;               /* idle upstream connections, all workers */
+    size_t stale;                       /* stale_store.size when a route uses fallback.stale */
+    size_t base;                        /* binary, libraries, main thread, admin (an estimate) */
+    size_t idle_conn;                   /* one idle keep-alive connection */
+    size_t total;                       /* base + stale + workers x per_worker + upstream_idle
+                                         * + max_connections x per_conn */
+};
+void worker_memory_worst(const struct conf *c, struct worker_mem *m);
 
 /* Called by client.c when a connection closes: resumes accepting if it was paused. */
 void worker_conn_closed(struct worker *w);

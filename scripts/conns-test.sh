@@ -8,11 +8,16 @@
 # connection open) and with every connection open and idle. Then one more request on every
 # connection shows they were all kept alive, and all are closed.
 # Reports RSS per idle connection (KiB); fails (exit 1) unless every connection got both answers.
+# Method: (VmRSS with every connection idle - VmRSS before) / connections, each VmRSS read once the
+# proxy is quiet (SETTLE s, then stable within 0.5%), so that it counts what idle connections hold,
+# not the buffers that BATCH requests in flight at once leave in caches and allocator free lists
+# (lifeline trims its caches and hands memory back after 2 s of quiet; nginx frees its request
+# buffers at once). Kernel socket memory is not in VmRSS, on either side.
 #
 # Env: CONNS (10000) SRC_ADDRS (4) BATCH (500 connects in flight at once) LIFELINE_BIN
 #      (build/lifeline) PROXY (lifeline; nginx = the same test against nginx, to check the test)
 #      PORT (18200: upstream; +1 proxy) MAX_KIB_PER_CONN (unset: report only; set: fail above it)
-#      TIMEOUT (s, 180)
+#      TIMEOUT (s, 180) SETTLE (s, 5)
 # Every process started here is stopped by PID at exit.
 set -euo pipefail
 
@@ -27,6 +32,7 @@ PROXY=${PROXY:-lifeline}
 PORT=${PORT:-18200}
 TIMEOUT=${TIMEOUT:-180}
 MAX_KIB_PER_CONN=${MAX_KIB_PER_CONN:-}
+SETTLE=${SETTLE:-5}
 NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
 OUT=$ROOT/build/conns
 UP_PORT=$PORT
@@ -106,7 +112,9 @@ EOF
 
 cat >"$OUT/conns.py" <<'EOF'
 """conns.py PORT CONNS SRC_ADDRS BATCH PROXY_PID TIMEOUT: open, request, hold, measure, close."""
-import asyncio, socket, sys, time
+import asyncio, os, socket, sys, time
+
+SETTLE = float(os.environ.get("SETTLE", "5"))
 
 IP_BIND_ADDRESS_NO_PORT = 24   # linux/in.h: pick the port at connect(), per 4-tuple
 
@@ -121,13 +129,20 @@ def nfds(pid):
     import os
     return len(os.listdir("/proc/%d/fd" % pid))
 
-async def settle_rss(pid, seconds=1.5):
-    """RSS after a short quiet time (the last of a few samples)."""
-    r = 0
-    for _ in range(int(seconds / 0.25)):
-        await asyncio.sleep(0.25)
+async def settle_rss(pid, seconds=SETTLE):
+    """RSS once the proxy is quiet and has handed back what the opening burst took: at least
+    `seconds` (lifeline trims its caches and calls malloc_trim every 2 s of quiet, so its idle
+    connections are measured without the buffers that up to BATCH requests in flight at once
+    left behind), then until two samples 1 s apart differ by under 0.5% (at most 3 x seconds)."""
+    await asyncio.sleep(seconds)
+    prev = rss_kib(pid)
+    for _ in range(int(2 * seconds)):
+        await asyncio.sleep(1)
         r = rss_kib(pid)
-    return r
+        if abs(r - prev) <= prev * 0.005:
+            return min(r, prev)
+        prev = r
+    return prev
 
 async def request(reader, writer):
     writer.write(b"GET / HTTP/1.1\r\nHost: conns-test\r\n\r\n")
@@ -186,7 +201,7 @@ async def main(port, conns, src, batch, pid, timeout):
                            max(1, deadline - time.monotonic()))
     t_open = time.monotonic() - t0
     answered = len(held)
-    after = await settle_rss(pid, 2.0)
+    after = await settle_rss(pid)
     fds_after = nfds(pid)
     print("  %d/%d connections answered 200 and held open (%.1f s); errors: %s" % (
         answered, conns, t_open, errors or "none"), flush=True)
@@ -211,7 +226,7 @@ async def main(port, conns, src, batch, pid, timeout):
         again, conns, again_err or "none"), flush=True)
     for _, w in held:
         w.close()
-    closed = await settle_rss(pid, 2.0)
+    closed = await settle_rss(pid)
     print("  proxy after closing them: VmRSS %.1f MiB, %d fds" % (closed / 1024, nfds(pid)), flush=True)
     print("RESULT conns=%d answered=%d again=%d rss_before_kib=%d rss_after_kib=%d kib_per_conn=%.2f" % (
         conns, answered, again, before, after, per), flush=True)
@@ -248,7 +263,7 @@ code=$(curl -s -o /dev/null -m 5 -w '%{http_code}' "http://127.0.0.1:$PX_PORT/" 
 
 echo "conns-test: $PROXY (pid $proxy_pid), $CONNS connections from $SRC_ADDRS source addresses, fd limit $have_fds"
 rc=0
-timeout -k 5 $((TIMEOUT + 30)) "$PYTHON" "$OUT/conns.py" "$PX_PORT" "$CONNS" "$SRC_ADDRS" "$BATCH" \
+SETTLE=$SETTLE timeout -k 5 $((TIMEOUT + 30)) "$PYTHON" "$OUT/conns.py" "$PX_PORT" "$CONNS" "$SRC_ADDRS" "$BATCH" \
     "$proxy_pid" "$TIMEOUT" | tee "$OUT/result.txt" || rc=$?
 if ! kill -0 "$proxy_pid" 2>/dev/null; then
     echo "conns-test: FAIL: $PROXY died during the test"; tail -20 "$OUT/proxy.log"; rc=1

@@ -19,9 +19,11 @@
 #     minus the attempt's connect_ms and response_ms) and before the reader gave up (SEND_TIMEOUT +
 #     4 s after its first byte); later than SEND_TIMEOUT + SLACK is reported, not failed (a loaded
 #     upstream may still trickle bytes in after the head, so the stall starts later); peak RSS under
-#     attack <= RSS_MAX_MIB (256).
+#     attack <= RSS_MAX_MIB (256); RSS handed back after the attack: SEND_TIMEOUT + 5 s after it
+#     ended (two trim ticks of quiet), VmRSS <= the unloaded VmRSS + RSS_AFTER_SLACK_MIB (16).
 # Env: SLOWLORIS READERS MEASURE (10) HEADER_TIMEOUT (2) SEND_TIMEOUT (3) SLACK (1.5) SRC_ADDRS (16)
 #      PORT (19500: upstream, +1 lifeline, +2 admin, +3 big upstream) PROXY_CPU (0) LOAD_CPU (1) RSS_MAX_MIB (256)
+#      RSS_AFTER_SLACK_MIB (16)
 #      LIFELINE_BIN (build/lifeline). Output: build/slow/ (result.txt, hostile.json, access.log).
 # Every process started here is stopped by PID at exit; every step is bounded in time.
 set -euo pipefail
@@ -43,6 +45,7 @@ LOAD_CPU=${LOAD_CPU:-1}
 NORMAL_CPU=${NORMAL_CPU:-$PROXY_CPU}
 BIG_MIB=${BIG_MIB:-16}
 RSS_MAX_MIB=${RSS_MAX_MIB:-256}
+RSS_AFTER_SLACK_MIB=${RSS_AFTER_SLACK_MIB:-16}
 P99_FACTOR=${P99_FACTOR:-2}
 LIFELINE_BIN=${LIFELINE_BIN:-$ROOT/build/lifeline}
 NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
@@ -168,10 +171,10 @@ p99_load=$(p99 loaded)
 echo "  with hostile clients: p99 ${p99_load} ms ($(awk '/Requests\/sec/ { print $2 }' "$OUT/wrk-loaded.txt") req/s)"
 wait "$hpid" || die "hostile.py failed"
 kill -0 "$lpid" 2>/dev/null || die "lifeline died"
-sleep $((SEND_TIMEOUT + 2))
+sleep $((SEND_TIMEOUT + 5))
 rss_end=$(rss_kib)
 tail -n +$((mark + 1)) "$OUT/access.log" >"$OUT/access-hostile.log"
 "$PYTHON" "$ROOT/scripts/slow/report.py" "$OUT/hostile.json" "$OUT/access-hostile.log" "$HEADER_TIMEOUT" \
     "$SEND_TIMEOUT" "$SLACK" "$p99_idle" "$p99_load" "$P99_FACTOR" "$rss0" "$rss_end" "$RSS_MAX_MIB" "$STRICT" \
-    "$((BIG_MIB << 20))" "$OUT/access-idle.log" | tee "$OUT/result.txt"
+    "$((BIG_MIB << 20))" "$OUT/access-idle.log" "$RSS_AFTER_SLACK_MIB" | tee "$OUT/result.txt"
 exit "${PIPESTATUS[0]}"

@@ -9,6 +9,7 @@ ht, st, slack = float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
 p_idle, p_load, factor = float(sys.argv[6]), float(sys.argv[7]), float(sys.argv[8])
 rss0, rss_end, rss_max, strict = int(sys.argv[9]), int(sys.argv[10]), int(sys.argv[11]), sys.argv[12] == "1"
 full = int(sys.argv[13])
+after_slack = int(sys.argv[15])
 fail = []
 
 
@@ -106,12 +107,17 @@ cpu = [x[5] for x in s[2:]]
 print("  lifeline CPU under attack (one worker): p50 %.0f%% max %.0f%% of a core" % (q(cpu, .5), max(cpu or [0])))
 if max(rss) > rss_max * 1024:
     fail.append("RSS above %d MiB" % rss_max)
+print("  lifeline VmRSS after the attack: %d KiB (unloaded %d KiB + %d KiB; allowed + %d MiB)" % (
+    rss_end, rss0, rss_end - rss0, after_slack))
+if rss_end > rss0 + after_slack * 1024:
+    fail.append("RSS not handed back after the attack")
 ratio = p_load / p_idle if p_idle > 0 else float("inf")
 verdict = "PASS" if ratio <= factor else "FAIL"
 print("  normal client p99: unloaded %.3f ms, under attack %.3f ms: x%.2f (target <= x%.1f: %s)" % (
     p_idle, p_load, ratio, factor, verdict))
 if verdict == "FAIL" and strict:
     fail.append("p99")
-print("RESULT p99_idle_ms=%.3f p99_loaded_ms=%.3f ratio=%.2f slowloris_cuts=%d reader_cuts=%d rss_max_kib=%d %s" % (
-    p_idle, p_load, ratio, len(cuts), len(cut), max(rss), "FAIL: " + ", ".join(fail) if fail else "PASS"))
+print("RESULT p99_idle_ms=%.3f p99_loaded_ms=%.3f ratio=%.2f slowloris_cuts=%d reader_cuts=%d rss_max_kib=%d "
+      "rss_after_kib=%d %s" % (p_idle, p_load, ratio, len(cuts), len(cut), max(rss), rss_end,
+                               "FAIL: " + ", ".join(fail) if fail else "PASS"))
 sys.exit(1 if fail else 0)
