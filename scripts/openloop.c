@@ -14,7 +14,8 @@
  *              behind a late answer on its connection: what a user arriving at that time would see).
  * Requests scheduled in the first WARMUP_S seconds (default 1) are sent but not counted. The answer
  * must carry Content-Length (no chunked bodies). Output, one line each:
- *   sent=N done=N errors=N late_sends=N (sends more than 1 ms after their time)
+ *   sent=N done=N errors=N late_sends=N (sends more than 1 ms after their scheduled time: behind a
+ *                                           late answer on their connection, or the generator fell behind)
  *   raw_us p50=.. p90=.. p99=.. p99.9=.. max=..
  *   corrected_us p50=.. p90=.. p99=.. p99.9=.. max=..
  * Waits with epoll_pwait2 (nanosecond timeout). A connection that fails or closes is an error and
