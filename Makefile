@@ -25,7 +25,7 @@ LIBOBJS  = $(filter-out $(BUILD)/obj/main.o,$(OBJS))
 UNIT_SRC = $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all clean test unit fuzz fuzz-replay run deps bench floor docker-test k8s-check
+.PHONY: all clean test unit fuzz fuzz-replay run deps bench floor openloop latency docker-test k8s-check
 all: $(BUILD)/lifeline
 
 $(BUILD)/lifeline: $(OBJS)
@@ -97,6 +97,16 @@ build/floor: scripts/floor.c
 	@mkdir -p build
 	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror $(if $(FLOOR_URING),-DFLOOR_URING) \
 	  -o $@ $< $(if $(FLOOR_URING),-luring)
+
+# scripts/openloop.c: the open-loop load generator behind scripts/latency.sh (fixed request rate,
+# latency from each request's scheduled time).
+openloop: build/openloop
+build/openloop: scripts/openloop.c
+	@mkdir -p build
+	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -o $@ $<
+
+latency: all openloop
+	bash scripts/latency.sh
 
 # Builds the Docker image (lifeline:test) and proves it: serves, turns healthy, drains on docker stop.
 docker-test:
