@@ -4,40 +4,12 @@ import os
 import threading
 import time
 
-from conftest import Conn, pool, t, wait_for
+from conftest import Conn, listening_inodes, pool, t, wait_for
 
 
-def listening_sockets(pid, port, reads=3):
-    """Inodes of TCP sockets in LISTEN state on `port` that belong to process `pid`.
-
-    /proc/net/tcp is not a snapshot: it is read a page at a time and the kernel finds its place
-    again between pages, so a line can be skipped when other sockets come and go meanwhile (seen
-    on a loaded machine: one of two listeners missing from a read, present in the next three).
-    The union of a few reads cannot count a socket that is not there (each inode must also be
-    one of pid's open file descriptors), only miss one in all of them."""
-    inodes = set()
-    for _ in range(reads):
-        for name in ("/proc/net/tcp", "/proc/net/tcp6"):
-            try:
-                with open(name) as f:
-                    next(f)
-                    for line in f:
-                        parts = line.split()
-                        local, state, inode = parts[1], parts[3], parts[9]
-                        if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
-                            inodes.add(inode)
-            except OSError:
-                pass
-    mine = set()
-    fd_dir = "/proc/%d/fd" % pid
-    for fd in os.listdir(fd_dir):
-        try:
-            target = os.readlink(os.path.join(fd_dir, fd))
-        except OSError:
-            continue
-        if target.startswith("socket:[") and target[8:-1] in inodes:
-            mine.add(target[8:-1])
-    return mine
+def listening_sockets(pid, port):
+    """Inodes of TCP sockets in LISTEN state on `port` that belong to process `pid`."""
+    return listening_inodes(pid, port)
 
 
 def test_two_workers_serve_requests(lifeline, upstream):
