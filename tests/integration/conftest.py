@@ -54,13 +54,25 @@ def dur(seconds):
     return "%dms" % max(1, int(round(seconds * 1000)))
 
 
+_recent_ports = []
+
+
 def free_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
+    """A port nothing listens on now. Not one this process was given lately: a test asks for
+    several (the proxy's, the admin listener's) before lifeline binds any, and the kernel can
+    hand out the same free port twice in a row."""
+    for _ in range(64):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind((HOST, 0))
+            port = s.getsockname()[1]
+        finally:
+            s.close()
+        if port not in _recent_ports:
+            break
+    _recent_ports.append(port)
+    del _recent_ports[:-64]
+    return port
 
 
 # --------------------------------------------------------------------------------------------
@@ -1116,8 +1128,9 @@ def lifeline(tmp_path):
         deadline = time.monotonic() + t(10)
         while True:
             if proc.poll() is not None:
-                taken = "listen on %s:%d: address in use" % (HOST, port)
-                if cfg["listen"][0]["address"] == "%s:%d" % (HOST, port) and taken in inst.stderr_text():
+                taken = re.search(r"listen on %s:%d: [^\n]*in use" % (re.escape(HOST), port),
+                                  inst.stderr_text(), re.I)
+                if cfg["listen"][0]["address"] == "%s:%d" % (HOST, port) and taken:
                     return None
                 started.append(inst)
                 pytest.fail("lifeline exited with %r at start; config:\n%s\nstderr:\n%s"
