@@ -329,7 +329,8 @@ def check_waited(times, chains, nper):
     """The wall-clock gaps between the attempts of each request (times: the upstreams' stamps, in
     order) against the delays lifeline decided: never shorter (a delay is waited from when the
     failure was seen, after the failing upstream stamped its request), and longer only by the cost
-    of a retry. That cost is noise on a loaded machine: its median must be small, each one only
+    of a retry. That cost is noise on a loaded machine (its median was 1-2 ms at a load of 9 on two
+    cores, sanitized build): the median must be small, each one only
     not absurd. Returns the decided delays per retry index, in seconds."""
     assert len(times) == nper * len(chains), (len(times), nper, len(chains))
     per_retry = [[] for _ in range(nper - 1)]
@@ -344,7 +345,7 @@ def check_waited(times, chains, nper):
             extra.append(g[k] - decided)
         assert a[-1]["backoff_ms"] is None, a
     extra.sort()
-    assert extra[len(extra) // 2] <= t(0.03), "retries took longer than decided: %r" % ["%.3f" % x for x in extra]
+    assert extra[len(extra) // 2] <= t(0.02), "retries took longer than decided: %r" % ["%.3f" % x for x in extra]
     assert extra[-1] <= t(1), "a retry took %.3fs longer than decided" % extra[-1]
     return per_retry
 
