@@ -12,7 +12,10 @@ Pieces:
   raw_upstream(script)  asyncio TCP fake running `async def script(conn)` per connection
   lifeline(...)         starts $LIFELINE_BIN (default: this checkout's build/asan/lifeline) with a generated config; checks exit 0 and no
                         sanitizer report at teardown; lf.fetch_in_background(...) runs a request
-                        on a thread (for what happens while it is in flight)
+                        on a thread (for what happens while it is in flight). Ready when the port
+                        answers and lifeline owns a listener there; a start that found its port
+                        taken by another process (free_port's race) is retried on another port
+  listening_inodes()    LISTEN sockets of a process on a port (/proc/net/tcp, read a few times)
 """
 
 import asyncio
@@ -51,13 +54,25 @@ def dur(seconds):
     return "%dms" % max(1, int(round(seconds * 1000)))
 
 
+_recent_ports = []
+
+
 def free_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
+    """A port nothing listens on now. Not one this process was given lately: a test asks for
+    several (the proxy's, the admin listener's) before lifeline binds any, and the kernel can
+    hand out the same free port twice in a row."""
+    for _ in range(64):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind((HOST, 0))
+            port = s.getsockname()[1]
+        finally:
+            s.close()
+        if port not in _recent_ports:
+            break
+    _recent_ports.append(port)
+    del _recent_ports[:-64]
+    return port
 
 
 # --------------------------------------------------------------------------------------------
@@ -1016,6 +1031,44 @@ class Lifeline:
         return problems
 
 
+def listening_inodes(pid, port, reads=3):
+    """Inodes of TCP sockets in LISTEN state on `port` that are open file descriptors of process
+    `pid` (an empty set when it has none or is gone).
+
+    /proc/net/tcp is not a snapshot: it is read a page at a time and the kernel finds its place
+    again between pages, so a line can be skipped when other sockets come and go meanwhile (seen
+    on a loaded machine: one of two listeners missing from a read, present in the next three).
+    The union of a few reads cannot count a socket that is not there (each inode must also be
+    one of pid's open file descriptors), only miss one in all of them."""
+    inodes = set()
+    for _ in range(reads):
+        for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                with open(name) as f:
+                    next(f)
+                    for line in f:
+                        parts = line.split()
+                        local, state, inode = parts[1], parts[3], parts[9]
+                        if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                            inodes.add(inode)
+            except OSError:
+                pass
+    mine = set()
+    fd_dir = "/proc/%d/fd" % pid
+    try:
+        fds = os.listdir(fd_dir)
+    except OSError:
+        return mine
+    for fd in fds:
+        try:
+            target = os.readlink(os.path.join(fd_dir, fd))
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in inodes:
+            mine.add(target[8:-1])
+    return mine
+
+
 def write_config(path, config):
     with open(path, "w") as f:
         yaml.safe_dump(config, f, sort_keys=False, default_flow_style=False)
@@ -1032,6 +1085,19 @@ def lifeline(tmp_path):
 
     def start(pools=None, routes=None, client=None, limits=None, workers=1, extra=None, env=None,
               shutdown_timeout=None, args=(), listen_tls=None, prefix=()):
+        # free_port() only finds a port that was free a moment ago: on a machine shared with other
+        # test runs another process can take it before lifeline binds it. Then lifeline exits at
+        # start ("address in use"), while the readiness probe may have reached that other process;
+        # such a start is tried again on another port (a few times), nothing else is.
+        for _ in range(3):
+            inst = _start_once(pools, routes, client, limits, workers, extra, env, shutdown_timeout,
+                               args, listen_tls, prefix)
+            if inst is not None:
+                return inst
+        pytest.fail("lifeline found its port taken by another process three times", pytrace=False)
+
+    def _start_once(pools, routes, client, limits, workers, extra, env, shutdown_timeout, args,
+                    listen_tls, prefix):
         port = free_port()
         n = len(started) + 1
         cfg = {"listen": [{"address": "%s:%d" % (HOST, port)}],
@@ -1059,22 +1125,30 @@ def lifeline(tmp_path):
             proc = subprocess.Popen(list(prefix) + [LIFELINE_BIN, "-c", cfg_path] + list(args), stdin=subprocess.DEVNULL,
                                     stdout=of, stderr=ef, env=penv)
         inst = Lifeline(cfg_path, port, proc, stderr_path, stdout_path, cfg)
-        started.append(inst)
         deadline = time.monotonic() + t(10)
         while True:
             if proc.poll() is not None:
+                taken = re.search(r"listen on %s:%d: [^\n]*in use" % (re.escape(HOST), port),
+                                  inst.stderr_text(), re.I)
+                if cfg["listen"][0]["address"] == "%s:%d" % (HOST, port) and taken:
+                    return None
+                started.append(inst)
                 pytest.fail("lifeline exited with %r at start; config:\n%s\nstderr:\n%s"
                             % (proc.returncode, open(cfg_path).read(), inst.stderr_text()[-3000:]),
                             pytrace=False)
             try:
                 socket.create_connection((HOST, port), timeout=0.2).close()
-                break
+                # the port answers: lifeline's own listener, or another process's (see start)
+                if listening_inodes(proc.pid, port):
+                    break
             except OSError:
                 pass
             if time.monotonic() >= deadline:
+                started.append(inst)
                 pytest.fail("lifeline did not accept on port %d within %.0fs; stderr:\n%s"
                             % (port, t(10), inst.stderr_text()[-3000:]), pytrace=False)
             time.sleep(0.02)
+        started.append(inst)
         return inst
 
     yield start

@@ -6,7 +6,7 @@ state in /status."""
 
 import time
 
-from conftest import Conn, free_port, pool, t, wait_for
+from conftest import Conn, dur, free_port, pool, t, wait_for
 from faults import each_request, refused
 from ops import admin_extra, metrics, server_status, status
 
@@ -105,15 +105,15 @@ def test_outlier_off_never_ejects(lifeline, upstream):
 SHORT = {"consecutive_failures": 1, "ejection": "300ms", "max_ejection": "10s"}
 
 
-def flaky_pool(lifeline, upstream, raw_upstream, **kw):
+def flaky_pool(lifeline, upstream, raw_upstream, outlier=SHORT, **kw):
     """A round-robin pool of a failing server (switchable_script, mode "fail") and two good ones,
-    ejecting after one failure for 300 ms (SHORT), with the admin listener on. kw: for lifeline().
-    Returns (lf, flaky, admin port)."""
+    ejecting after one failure for 300 ms (SHORT, unless `outlier` says otherwise), with the admin
+    listener on. kw: for lifeline(). Returns (lf, flaky, admin port)."""
     up1, up2 = upstream("up1"), upstream("up2")
     flaky = raw_upstream(switchable_script(), name="flaky")
     flaky.state["mode"] = "fail"
     aport = free_port()
-    lf = lifeline(pools={"p": pool(flaky, up1, up2, balance="round_robin", outlier=SHORT)},
+    lf = lifeline(pools={"p": pool(flaky, up1, up2, balance="round_robin", outlier=outlier)},
                   routes=[{"name": "r", "pool": "p"}], extra=admin_extra(aport), **kw)
     return lf, flaky, aport
 
@@ -139,7 +139,10 @@ def test_failed_trial_ejects_again_for_twice_as_long(lifeline, upstream, raw_ups
 
 
 def test_successful_trial_puts_the_server_back_in_rotation(lifeline, upstream, raw_upstream):
-    lf, flaky, aport = flaky_pool(lifeline, upstream, raw_upstream)
+    # an ejection of t(1), not SHORT's 300 ms: the checks below must all fall inside it, and on a
+    # loaded machine three requests and a /status could take longer than 300 ms
+    lf, flaky, aport = flaky_pool(lifeline, upstream, raw_upstream,
+                                  outlier=dict(SHORT, ejection=dur(t(1))))
     for i in range(3):
         assert lf.fetch("GET", "/x/%d" % i).status == 200
     assert hits(flaky) == 1
@@ -148,7 +151,9 @@ def test_successful_trial_puts_the_server_back_in_rotation(lifeline, upstream, r
     flaky.state["mode"] = "ok"   # recovers while ejected
     n = drive(lf, 0.2)
     assert hits(flaky) == 1, "a request reached an ejected server"
-    wait_for(lambda: server_status(status(aport), "p", flaky.address)["state"] == "half_open", t(2),
+    b = server_status(status(aport), "p", flaky.address)
+    assert b["state"] == "ejected", "the ejection ended during the drive (too slow to tell): %r" % b
+    wait_for(lambda: server_status(status(aport), "p", flaky.address)["state"] == "half_open", t(3),
              what="the ejection to end (half-open)")
     # the next request is the trial; it succeeds: back in rotation for its round-robin share
     before = hits(flaky)

@@ -4,10 +4,12 @@ after which delay, within which budget and deadline.
 Pools put the failing server first with a heavy weight ((A, 10), (B, 1)): smooth weighted round robin
 then picks A first, and a retry that did not prefer an untried server would go back to A."""
 
+import json
 import threading
 import time
 
-from conftest import Conn, dur, pattern_bytes, pool, sha, t
+from conftest import Conn, dur, free_port, pattern_bytes, pool, sha, t
+from ops import admin_extra, admin_get
 from faults import (built_in_line, close_script, gaps, hang_script, hanging_connect, ok_script,  # noqa: F401
                     refused, reset_script, route, server_of, status_script)
 
@@ -134,7 +136,9 @@ def test_get_reset_is_retried_on_a_different_server(lifeline, raw_upstream, upst
 def test_close_before_head_is_reset_and_retried(lifeline, raw_upstream, upstream):
     bad = raw_upstream(close_script(), name="bad")
     good = upstream("good")
-    lf = lifeline(pools={"p": pool((bad, 10), (good, 1), balance="round_robin")})
+    # exact counts: no connect race (on a loaded machine the connect to `bad` can be slow enough
+    # for a racing connect to `good` to win and carry the first attempt, SPEC §2 connect_race)
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1), balance="round_robin", connect_race="0s")})
     r = lf.fetch("GET", "/echo/fin")
     assert r.status == 200 and server_of(r) == "good", r
     assert len(bad.requests) == 1 and len(good.requests) == 1
@@ -247,14 +251,21 @@ def test_retry_after_1_delays_the_retry(lifeline, raw_upstream, upstream):
 def test_retry_after_0_retries_at_once(lifeline, raw_upstream):
     bad = raw_upstream(status_script(503, headers=[("Retry-After", "0")]), name="bad")
     good = raw_upstream(ok_script(b"fine"), name="good")
-    # with a 2s backoff base the normal jitter would very likely wait longer than 0.3s
-    lf = lifeline(pools={"p": pool((bad, 10), (good, 1), balance="round_robin")},
-                  routes=[route(retry={"backoff": {"base": "2s", "max": "2s"}})])
+    aport = free_port()
+    # with a 2s backoff base the normal jitter would very likely wait longer than 1s; no connect
+    # race, so that every request's first attempt goes to `bad` (the weights say so)
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1), balance="round_robin", connect_race="0s")},
+                  routes=[route(retry={"backoff": {"base": "2s", "max": "2s"}})], extra=admin_extra(aport))
     for i in range(3):
         r = lf.fetch("GET", "/x/%d" % i)
         assert r.status == 200 and r.body == b"fine", r
+    # the delay lifeline decided (exact: no timing involved) ...
+    for i, a in enumerate(attempt_chains(aport, 3)):
+        assert [(x["server"], x["status"]) for x in a] == [(bad.address, 503), (good.address, 200)], (i, a)
+        assert a[0]["backoff_ms"] == 0, "Retry-After: 0 retried after a backoff: %r" % a
+    # ... is the delay it waited (wall clock: loose, the machine may be loaded)
     d = [g - b for g, b in zip(good.state["times"], bad.state["times"])]
-    assert all(0 <= x <= t(0.3) for x in d), "Retry-After: 0 retried after %r" % d
+    assert len(d) == 3 and all(0 <= x <= t(1) for x in d), "Retry-After: 0 retried after %r" % d
 
 
 def test_retry_after_longer_than_deadline_passes_503_through(lifeline, raw_upstream, upstream):
@@ -306,47 +317,76 @@ def test_retry_on_list_narrowed(lifeline, raw_upstream, upstream):
 # Backoff
 
 
+def attempt_chains(aport, n):
+    """The attempt lists of the last n requests in /status/requests, oldest first: each attempt's
+    server, status and backoff_ms (the delay lifeline decided after it, SPEC §5)."""
+    reqs = json.loads(admin_get(aport, "/status/requests").body)
+    assert len(reqs) >= n, reqs
+    return [x["attempts"] for x in reversed(reqs[:n])]
+
+
+def check_waited(times, chains, nper):
+    """The wall-clock gaps between the attempts of each request (times: the upstreams' stamps, in
+    order) against the delays lifeline decided: never shorter (a delay is waited from when the
+    failure was seen, after the failing upstream stamped its request), and longer only by the cost
+    of a retry. That cost is noise on a loaded machine (its median was 1-2 ms at a load of 9 on two
+    cores, sanitized build): the median must be small, each one only
+    not absurd. Returns the decided delays per retry index, in seconds."""
+    assert len(times) == nper * len(chains), (len(times), nper, len(chains))
+    per_retry = [[] for _ in range(nper - 1)]
+    extra = []
+    for i, a in enumerate(chains):
+        assert len(a) == nper, (i, a)
+        g = gaps(times[nper * i:nper * i + nper])
+        for k in range(nper - 1):
+            decided = a[k]["backoff_ms"] / 1000.0
+            assert g[k] >= decided - 0.002, "request %d retry %d: waited %.4fs, decided %.4fs" % (i, k, g[k], decided)
+            per_retry[k].append(decided)
+            extra.append(g[k] - decided)
+        assert a[-1]["backoff_ms"] is None, a
+    extra.sort()
+    assert extra[len(extra) // 2] <= t(0.02), "retries took longer than decided: %r" % ["%.3f" % x for x in extra]
+    assert extra[-1] <= t(1), "a retry took %.3fs longer than decided" % extra[-1]
+    return per_retry
+
+
 def test_backoff_full_jitter_bounds(lifeline, raw_upstream):
     ups = [raw_upstream(reset_script(), name="r%d" % i) for i in range(3)]
-    base = 0.1
+    aport = free_port()
     # exact request counts: no connect race (on a loaded machine a racing connect that lands in the
     # pool would later carry a request whose reset is retried once on a fresh connection, SPEC §3.5)
     lf = lifeline(pools={"p": pool(*ups, connect_race="0s")},
-                  routes=[route(retry={"backoff": {"base": "100ms", "max": "100ms"}})])
+                  routes=[route(retry={"backoff": {"base": "100ms", "max": "100ms"}})], extra=admin_extra(aport))
     n = 6
     for i in range(n):
         r = lf.fetch("GET", "/x/%d" % i)
         assert r.status == 502 and "after 3 attempts" in built_in_line(r), r
     time.sleep(t(0.2))
     times = sorted(x for u in ups for x in u.state.get("times", []))
-    assert len(times) == 3 * n, len(times)
-    all_gaps = []
-    for i in range(n):
-        all_gaps += gaps(times[3 * i:3 * i + 3])
-    assert all(0 <= g <= base + t(0.08) for g in all_gaps), ["%.3f" % g for g in all_gaps]
-    mean = sum(all_gaps) / len(all_gaps)
-    assert mean >= 0.015, "no backoff between attempts (mean gap %.4fs)" % mean
+    delays = check_waited(times, attempt_chains(aport, n), 3)
+    flat = delays[0] + delays[1]
+    assert all(0 <= d <= 0.1 for d in flat), flat
+    mean = sum(flat) / len(flat)
+    assert mean >= 0.015, "no backoff between attempts (mean delay %.4fs)" % mean
 
 
 def test_backoff_grows_exponentially_up_to_max(lifeline, raw_upstream):
     """base 40ms max 1s, attempts 4: delays drawn from [0,40], [0,80], [0,160] ms."""
     ups = [raw_upstream(reset_script(), name="r%d" % i) for i in range(4)]
+    aport = free_port()
     lf = lifeline(pools={"p": pool(*ups, connect_race="0s")},   # exact counts: see above
-                  routes=[route(retry={"attempts": 4, "backoff": {"base": "40ms", "max": "1s"}})])
+                  routes=[route(retry={"attempts": 4, "backoff": {"base": "40ms", "max": "1s"}})],
+                  extra=admin_extra(aport))
     n = 8
     for i in range(n):
         r = lf.fetch("GET", "/x/%d" % i)
         assert r.status == 502 and "after 4 attempts" in built_in_line(r), r
     time.sleep(t(0.2))
     times = sorted(x for u in ups for x in u.state.get("times", []))
-    assert len(times) == 4 * n
-    per_retry = [[], [], []]
-    for i in range(n):
-        for k, g in enumerate(gaps(times[4 * i:4 * i + 4])):
-            per_retry[k].append(g)
+    per_retry = check_waited(times, attempt_chains(aport, n), 4)
     caps = [0.04, 0.08, 0.16]
     for k in range(3):
-        assert max(per_retry[k]) <= caps[k] + t(0.06), (k, per_retry[k])
+        assert max(per_retry[k]) <= caps[k], (k, per_retry[k])
     assert max(per_retry[2]) > 0.04 + 0.005, "third retry never waited longer than base: %r" % per_retry[2]
 
 

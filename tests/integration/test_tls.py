@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import HOST, dur, pattern_bytes, pool, run_cli, t, write_config
+from conftest import HOST, dur, pattern_bytes, pool, run_cli, t, wait_for, write_config
 
 
 def _openssl(*args, cwd):
@@ -528,14 +528,23 @@ def test_reload_swaps_certificate_under_load(lifeline, upstream, pki):
               [threading.Thread(target=keepalive) for _ in range(2)]
     for th in threads:
         th.start()
+    def fresh_done(pred):
+        with lock:
+            return any(pred(t0, t1) for t0, t1, _ in seen)
+
     try:
+        # full handshakes are slow on a loaded machine (sanitized build): wait for some to be done
+        # on each side of the reload rather than for a fixed time
         time.sleep(t(0.5))
+        wait_for(lambda: fresh_done(lambda t0, t1: True) or errors, t(10), what="a handshake before the reload")
         cfg = copy.deepcopy(lf.config)
         cfg["listen"][0]["tls"] = {"certificates": [pki["a2"], pki["b"]]}
         signalled = time.monotonic()
         reload(lf, cfg)
         switched = time.monotonic()
         time.sleep(t(0.7))
+        wait_for(lambda: fresh_done(lambda t0, t1: t0 > switched) or errors, t(10),
+                 what="a handshake started after the reload")
     finally:
         stop.set()
         for th in threads:

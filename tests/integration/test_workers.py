@@ -4,33 +4,12 @@ import os
 import threading
 import time
 
-from conftest import Conn, pool, t, wait_for
+from conftest import Conn, listening_inodes, pool, t, wait_for
 
 
 def listening_sockets(pid, port):
     """Inodes of TCP sockets in LISTEN state on `port` that belong to process `pid`."""
-    inodes = set()
-    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(name) as f:
-                next(f)
-                for line in f:
-                    parts = line.split()
-                    local, state, inode = parts[1], parts[3], parts[9]
-                    if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
-                        inodes.add(inode)
-        except OSError:
-            pass
-    mine = set()
-    fd_dir = "/proc/%d/fd" % pid
-    for fd in os.listdir(fd_dir):
-        try:
-            target = os.readlink(os.path.join(fd_dir, fd))
-        except OSError:
-            continue
-        if target.startswith("socket:[") and target[8:-1] in inodes:
-            mine.add(target[8:-1])
-    return mine
+    return listening_inodes(pid, port)
 
 
 def test_two_workers_serve_requests(lifeline, upstream):
@@ -89,13 +68,30 @@ def thread_bytes(pid):
     return out
 
 
+def quiet_thread_bytes(lf, settle=0.1):
+    """thread_bytes(lf.pid) once lifeline has finished starting: its main thread logs the
+    "listening on" lines (and starts the loader thread) after the workers accept, so the port
+    answering does not mean the start-up I/O is over. Waits for two equal readings `settle`
+    seconds apart (bounded), so that only the requests sent after it count."""
+    wait_for(lambda: "listening on" in lf.stderr_text(), t(5), what="the start-up log lines")
+    last = [thread_bytes(lf.pid)]
+
+    def settled():
+        time.sleep(settle)
+        now = thread_bytes(lf.pid)
+        same, last[0] = now == last[0], now
+        return same
+    wait_for(settled, t(5), interval=0, what="lifeline's threads to stop doing I/O after start-up")
+    return last[0]
+
+
 def serving_threads(lf, up, nclients=16):
     """Threads of lf that forwarded requests while all `nclients` requests were held by the
     upstream at once. Each request comes on its own connection, which the kernel hands to one
     listener (SO_REUSEPORT); with two workers both get some of 16 connections but for a chance
     of 2 in 65536."""
     hold = t(1.5)
-    before = thread_bytes(lf.pid)
+    before = quiet_thread_bytes(lf)
     conns = [Conn(lf.port) for _ in range(nclients)]
     try:
         for k, c in enumerate(conns):
