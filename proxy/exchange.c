@@ -832,6 +832,13 @@ void exchange_tunnel_in(struct exchange *ex)
         hop_send(ex->winner);
 }
 
+size_t exchange_tunnel_room(struct exchange *ex)
+{
+    struct buf *out = client_out(ex->c);
+
+    return out ? buf_free_space(out) : SIZE_MAX;   /* closed: exchange_tunnel_out says so */
+}
+
 ssize_t exchange_tunnel_out(struct exchange *ex, const void *p, size_t n)
 {
     struct buf *out = client_out(ex->c);

@@ -124,6 +124,9 @@ void exchange_cancel(struct exchange *ex);
 size_t exchange_tunnel_append(struct exchange *ex, const void *p, size_t n);
 /* The bytes appended above go upstream. */
 void exchange_tunnel_in(struct exchange *ex);
+/* After a 101: how many bytes exchange_tunnel_out() would take now (SIZE_MAX when the client has
+ * no output buffer: exchange_tunnel_out then reports it). */
+size_t exchange_tunnel_room(struct exchange *ex);
 /* After a 101: queues up to n bytes from the upstream for the client. Returns how many fit (0: the
  * client's output buffer is full), or -1 when the client has no output buffer (closed). */
 ssize_t exchange_tunnel_out(struct exchange *ex, const void *p, size_t n);

@@ -489,6 +489,34 @@ static void hop_orphan_head(struct hop *h)
     h1_parser_set_output(h->parser, NULL, H1_FRAME_DROP);
 }
 
+/* How many response bytes the downstream can take now: what the parser may move into the client's
+ * output (h1_parser_room), or that output's free space in a tunnel. SIZE_MAX while nothing bounds
+ * it: before the head (the head is parsed into the parser, not the output) and while body bytes
+ * are dropped (HEAD, 204, 304, an orphan). */
+static size_t hop_read_room(const struct hop *h)
+{
+    if (h->state == HOP_BODY)
+        return h1_parser_room(h->parser);
+    if (h->state == HOP_TUNNEL && h->ex)
+        return exchange_tunnel_room(h->ex);
+    return SIZE_MAX;
+}
+
+/* Backpressure: stops reading until hop_resume(). A paused hop whose input is all parsed gives its
+ * input buffer back (hop_read_cb takes one again): 5,000 slow readers hold their client output
+ * buffers, not a second block each (issue 11). */
+static void hop_pause(struct hop *h)
+{
+    struct worker *w = hop_worker(h);
+
+    if (!h->read_paused) {
+        h->read_paused = true;
+        ev_io_stop(w->loop, &h->uc->rd);
+    }
+    if (h->uc->in.len == 0)
+        worker_buf_put(w, &h->uc->in);
+}
+
 /* Parses what is buffered from the upstream, as far as the downstream buffer has room. Not
  * re-entrant: a hop_resume() from a callback below only lifts the pause; the loop here goes on. */
 static void hop_process(struct hop *h)
@@ -612,28 +640,45 @@ static void hop_process_buffered(struct hop *h)
     }
     return;
 pause:
-    if (!h->read_paused) {
-        h->read_paused = true;
-        ev_io_stop(hop_worker(h)->loop, &uc->rd);
-    }
+    hop_pause(h);
 }
 
 static void hop_read_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
     struct hop *h = io->data;
     struct upconn *uc = h->uc;
+    size_t room = hop_read_room(h), want;
     ssize_t r;
 
     (void)revents;
+    if (room <= uc->in.len) {
+        unsigned seq = h->seq;
+        hop_report_data(h);   /* write what is pending to make room */
+        if (h->seq != seq)
+            return;
+        room = hop_read_room(h);
+        if (room <= uc->in.len) {
+            hop_pause(h);
+            return;
+        }
+    }
+    if (!uc->in.data && worker_buf_get(hop_worker(h), &uc->in) < 0) {
+        hop_fail(h, HOP_RESET);
+        return;
+    }
     if (buf_tailroom(&uc->in) == 0)
         buf_compact(&uc->in);
     if (buf_tailroom(&uc->in) == 0) {
         /* Full and not draining (downstream blocked): stop reading until resumed. */
-        h->read_paused = true;
-        ev_io_stop(loop, io);
+        hop_pause(h);
         return;
     }
-    r = xprt_read(&uc->x, buf_tail(&uc->in), buf_tailroom(&uc->in));
+    /* No more than the downstream can take now: everything read is parsed into the client's
+     * output at once, so `in` is empty again and a paused hop holds no buffer (issue 11). */
+    want = buf_tailroom(&uc->in);
+    if (want > room - uc->in.len)
+        want = room - uc->in.len;
+    r = xprt_read(&uc->x, buf_tail(&uc->in), want);
     if (r == -EAGAIN || r == -EWOULDBLOCK)
         return;
     if (r <= 0) {

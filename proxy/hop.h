@@ -26,7 +26,10 @@
  * (hop_is_running, hop_body_consumed, hop_tunnel_start, hop_settle...). In turn hop.c writes no
  * field of its connection or server: it installs its callbacks with pool_conn_attach(), counts
  * itself with pool_server_inflight_add(), and drives only the connection's watchers and its
- * response buffer `in` while it owns it (pool.h).
+ * response buffer `in` while it owns it (pool.h). Once the head is parsed it reads no more than
+ * the downstream can take at once (h1_parser_room, or the client output's free space in a tunnel),
+ * so `in` is empty after each read; while paused by backpressure with `in` empty it gives the
+ * buffer back and takes one again when reading resumes.
  *
  * Ownership. A hop lives in its exchange (struct exchange embeds two) and is owned by it, with one
  * exception: a hop that lost a hedge or a connect race (SPEC §3.5) is handed to its worker with
