@@ -86,9 +86,9 @@ static void exchange_release(struct exchange *ex)
 
     hop_cancel(&ex->hops[0]);
     hop_cancel(&ex->hops[1]);
-    ev_timer_stop(w->loop, &ex->backoff_timer);
-    ev_timer_stop(w->loop, &ex->spare_timer);
-    ev_timer_stop(w->loop, &ex->race_timer);
+    timer_off(w->loop, &ex->backoff_timer);
+    timer_off(w->loop, &ex->spare_timer);
+    timer_off(w->loop, &ex->race_timer);
     if (ex->capturing) {
         stale_capture_free(&ex->capture);
         ex->capturing = false;
@@ -1046,9 +1046,9 @@ void exchange_hop_head(struct exchange *ex, struct hop *h)
     if (hop_is_running(exchange_other(ex, h)))
         exchange_lose(ex, exchange_other(ex, h));
     hop_cancel(exchange_other(ex, h));
-    ev_timer_stop(ex_worker(ex)->loop, &ex->spare_timer);
-    ev_timer_stop(ex_worker(ex)->loop, &ex->race_timer);
-    ev_timer_stop(ex_worker(ex)->loop, &ex->backoff_timer);
+    timer_off(ex_worker(ex)->loop, &ex->spare_timer);
+    timer_off(ex_worker(ex)->loop, &ex->race_timer);
+    timer_off(ex_worker(ex)->loop, &ex->backoff_timer);
     ex->winner = h;
     out = client_out(c);
     if (!out) {

@@ -66,9 +66,9 @@ static void hop_detach(struct hop *h, bool reusable)
 {
     struct worker *w = hop_worker(h);
 
-    ev_timer_stop(w->loop, &h->connect_timer);
-    ev_timer_stop(w->loop, &h->response_timer);
-    ev_timer_stop(w->loop, &h->read_timer);
+    timer_off(w->loop, &h->connect_timer);
+    timer_off(w->loop, &h->response_timer);
+    timer_off(w->loop, &h->read_timer);
     if (h->uc) {
         pool_gauge(h->uc->server, -1, 0, 0);
         if (reusable) {
@@ -105,8 +105,8 @@ static void hop_fail_later(struct hop *h, enum hop_outcome o)
 {
     struct worker *w = hop_worker(h);
 
-    ev_timer_stop(w->loop, &h->response_timer);
-    ev_timer_stop(w->loop, &h->read_timer);
+    timer_off(w->loop, &h->response_timer);
+    timer_off(w->loop, &h->read_timer);
     if (h->uc) {
         pool_gauge(h->uc->server, -1, 0, 0);
         pool_close(h->uc);
@@ -147,9 +147,10 @@ static void hop_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     struct hop *h = t->data;
 
     (void)revents;
-    if (t == &h->read_timer) {
+    if (t == &h->read_timer || (t == &h->response_timer && (h->state == HOP_BODY || h->state == HOP_TUNNEL))) {
         /* Re-arm from the last read instead of restarting the timer on every read (libev's
-         * "be smart about timeouts"); a paused read is the downstream's fault, not the upstream's. */
+         * "be smart about timeouts"); a paused read is the downstream's fault, not the upstream's.
+         * After the head the response timer, when it was due first, carries on as this one. */
         ev_tstamp left = h->last_read + h->read_timeout - ev_now(loop);
         if (h->read_paused || left > 0.0005) {
             t->repeat = h->read_paused ? h->read_timeout : left;
@@ -181,7 +182,7 @@ static void hop_connected(struct hop *h)
 {
     struct worker *w = hop_worker(h);
 
-    ev_timer_stop(w->loop, &h->connect_timer);
+    timer_off(w->loop, &h->connect_timer);
     h->connected = ev_now(w->loop);
     /* A detached racer's connect is not sampled: a late one is often a SYN retransmit, and would
      * push connect_race: auto far up for everyone. */
@@ -517,6 +518,23 @@ static void hop_pause(struct hop *h)
         worker_buf_put(w, &h->uc->in);
 }
 
+/* The head arrived: the `read` timeout starts. The running response timer is due first (response
+ * <= read, or the deadline cut it) in the common case: it carries on as the read timer, whose
+ * callback re-arms from last_read, so the head costs no timer update (issue 13). Otherwise it
+ * stops and the read timer starts. */
+static void hop_read_timer_start(struct hop *h)
+{
+    struct ev_loop *loop = hop_worker(h)->loop;
+
+    h->last_read = ev_now(loop);
+    if (ev_is_active(&h->response_timer) && !ev_is_pending(&h->response_timer) &&
+        ev_timer_remaining(loop, &h->response_timer) <= h->read_timeout)
+        return;
+    timer_off(loop, &h->response_timer);
+    h->read_timer.repeat = h->read_timeout;
+    ev_timer_again(loop, &h->read_timer);
+}
+
 /* Parses what is buffered from the upstream, as far as the downstream buffer has room. Not
  * re-entrant: a hop_resume() from a callback below only lifts the pause; the loop here goes on. */
 static void hop_process(struct hop *h)
@@ -597,7 +615,6 @@ static void hop_process_buffered(struct hop *h)
                 head_seen = true;   /* 100/102/103: dropped; H1_DONE follows */
                 break;
             }
-            ev_timer_stop(hop_worker(h)->loop, &h->response_timer);
             {
                 double lat = ev_now(hop_worker(h)->loop) - h->started;
                 if (resp->status >= 500 && lat < (double)h->response_ms / 1000.0)
@@ -606,9 +623,7 @@ static void hop_process_buffered(struct hop *h)
                 h->trial = 0;
             }
             h->state = resp->status == 101 ? HOP_TUNNEL : HOP_BODY;
-            h->last_read = ev_now(hop_worker(h)->loop);
-            h->read_timer.repeat = h->read_timeout;
-            ev_timer_again(hop_worker(h)->loop, &h->read_timer);
+            hop_read_timer_start(h);
             if (h->ex)
                 exchange_hop_head(h->ex, h);
             else

@@ -107,6 +107,15 @@ struct hop {
                                          * (pool_unclaim) */
 };
 
+/* ev_timer_stop() for a timer that may be neither running nor pending: then nothing is called
+ * (a stop costs a call into libev even when there is nothing to stop; issue 13). A pending timer
+ * is stopped, so its callback never runs after this. */
+static inline void timer_off(struct ev_loop *loop, ev_timer *t)
+{
+    if (ev_is_active(t) || ev_is_pending(t))
+        ev_timer_stop(loop, t);
+}
+
 /* Makes a zeroed slot an idle hop whose sequence number is past `seq` (the number of the hop that
  * used the slot before: a callback up the stack compares against it). */
 void hop_init(struct hop *h, unsigned seq);
