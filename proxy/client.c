@@ -635,6 +635,7 @@ static bool client_step(struct client *c)
             return false;   /* answered without the body: closing after the answer */
         feed = h1_parser_room(c->parser);
         if (feed == 0) {
+            exchange_body(c->ex);   /* what is there goes upstream (and a held head: exchange.h) */
             client_pause(c);
             return false;
         }

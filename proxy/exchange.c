@@ -532,6 +532,7 @@ void exchange_start(struct exchange *ex, struct client *c)
     ex->started = ev_now(w->loop);
     ex->has_body = req->chunked || req->content_length > 0;
     ex->body_done = !ex->has_body && !req->upgrade;
+    ex->send_held = false;
     ev_init(&ex->backoff_timer, exchange_backoff_cb);
     ev_init(&ex->spare_timer, exchange_spare_cb);
     ev_init(&ex->race_timer, exchange_spare_cb);
@@ -579,6 +580,10 @@ void exchange_start(struct exchange *ex, struct client *c)
             return;
         }
         h1_parser_set_output(c->parser, &ex->body, req->chunked ? H1_FRAME_CHUNKED : H1_FRAME_RAW);
+        /* Body bytes read with the head: a pooled connection would send the head alone now and
+         * the body a moment later, when the client has parsed it (two sends, two packets for a
+         * small POST): hold the head until then (issue 13). */
+        ex->send_held = c->in.len > 0;
         if (req->expect_continue && req->http_minor >= 1)
             client_continue(c);
     }
@@ -802,6 +807,7 @@ void exchange_hop_connected(struct exchange *ex, struct hop *h)
 
 void exchange_body(struct exchange *ex)
 {
+    ex->send_held = false;
     if (ex->state != EX_UPSTREAM && ex->state != EX_STREAMING)
         return;
     hop_send(&ex->hops[0]);

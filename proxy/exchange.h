@@ -55,6 +55,9 @@ struct exchange {
     struct buf body;                    /* request body bytes, framed for the upstream */
     bool has_body;                      /* the request has a body */
     bool body_done;                     /* the request message is complete */
+    bool send_held;                     /* body bytes came with the head: the client parses them
+                                         * right after exchange_start(), and the first send waits
+                                         * for them (head and body in one write; exchange_body) */
     bool body_trimmed;                  /* sent bytes were dropped to make room: no replay */
     bool fresh_retry_done;              /* the reused-connection retry (SPEC §3.5) was spent */
     bool idempotent;                    /* method in retry.methods, or an Idempotency-Key */

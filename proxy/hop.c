@@ -360,8 +360,8 @@ void hop_send(struct hop *h)
     ssize_t r;
 
     if (!ex || !h->uc || (h->state != HOP_SENDING && h->state != HOP_BODY && h->state != HOP_TUNNEL) ||
-        h->request_sent)
-        return;
+        h->request_sent || (ex->send_held && h->state == HOP_SENDING))
+        return;   /* (held: the body read with the head follows at once, exchange.h) */
     w = hop_worker(h);
     if (ev_is_active(&h->uc->wr))
         return;   /* waiting for writability: the callback continues */
