@@ -3,7 +3,8 @@
  * A hop owns, while attached, its upstream connection and its three timers: `connect` (TCP
  * establishment), `response` (request sent -> response head complete) and `read` (longest idle gap
  * in the response body). connect and response are clamped to the exchange's deadline; a timer cut
- * short by the deadline reports HOP_DEADLINE. The exchange (its owner) starts it, feeds it request
+ * short by the deadline reports HOP_DEADLINE. When the response timer is due before the read
+ * deadline as the head arrives, it carries on as the read timer (no timer update at the head). The exchange (its owner) starts it, feeds it request
  * body bytes, and receives its events through the exchange_hop_*() calls in exchange.h.
  *
  * States, and where each may go:
