@@ -58,15 +58,21 @@ static ev_tstamp client_rdue(const struct client *c)
     }
 }
 
+/* The read-side deadline may have changed (a phase began, a deadline moved). Lazy (issue 13): a
+ * running timer that fires no later than the deadline is left alone, since its callback finds the
+ * deadline moved and re-arms itself; with no deadline (0) it is left running too, and its callback
+ * stops it. So a keep-alive request costs no timer update in the common case: the head's deadline
+ * and the idle deadline after it lie beyond the timer armed for an earlier one. */
 static void client_rtimer_arm(struct client *c)
 {
     struct ev_loop *loop = c->w->loop;
     ev_tstamp due = client_rdue(c);
 
-    if (due == 0) {
-        ev_timer_stop(loop, &c->rtimer);
+    if (due == 0)
         return;
-    }
+    if (ev_is_active(&c->rtimer) && !ev_is_pending(&c->rtimer) &&
+        ev_now(loop) + ev_timer_remaining(loop, &c->rtimer) <= due)
+        return;
     c->rtimer.repeat = due - ev_now(loop);
     if (c->rtimer.repeat <= 0)
         c->rtimer.repeat = 1e-6;
@@ -462,8 +468,10 @@ static void client_rtimer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     ev_tstamp due = client_rdue(c);
 
     (void)revents;
-    if (due == 0)
+    if (due == 0) {
+        ev_timer_stop(loop, t);   /* no read deadline now: whoever sets one arms it */
         return;
+    }
     if (due > ev_now(loop) + 0.0005) {
         t->repeat = due - ev_now(loop);
         ev_timer_again(loop, t);
@@ -627,6 +635,7 @@ static bool client_step(struct client *c)
             return false;   /* answered without the body: closing after the answer */
         feed = h1_parser_room(c->parser);
         if (feed == 0) {
+            exchange_body(c->ex);   /* what is there goes upstream (and a held head: exchange.h) */
             client_pause(c);
             return false;
         }

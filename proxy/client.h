@@ -13,6 +13,8 @@
  *
  * Timers: `rtimer` is the read side (header_timeout for the whole head, body_timeout between body
  * bytes, idle_timeout between requests), `wtimer` the send side (send_timeout while output is stuck).
+ * `rtimer` is updated lazily: it may run for an earlier deadline than the current one, and its
+ * callback re-arms itself for the current one (client_rdue) or stops when there is none.
  */
 #ifndef LIFELINE_CLIENT_H
 #define LIFELINE_CLIENT_H

@@ -86,9 +86,9 @@ static void exchange_release(struct exchange *ex)
 
     hop_cancel(&ex->hops[0]);
     hop_cancel(&ex->hops[1]);
-    ev_timer_stop(w->loop, &ex->backoff_timer);
-    ev_timer_stop(w->loop, &ex->spare_timer);
-    ev_timer_stop(w->loop, &ex->race_timer);
+    timer_off(w->loop, &ex->backoff_timer);
+    timer_off(w->loop, &ex->spare_timer);
+    timer_off(w->loop, &ex->race_timer);
     if (ex->capturing) {
         stale_capture_free(&ex->capture);
         ex->capturing = false;
@@ -532,6 +532,7 @@ void exchange_start(struct exchange *ex, struct client *c)
     ex->started = ev_now(w->loop);
     ex->has_body = req->chunked || req->content_length > 0;
     ex->body_done = !ex->has_body && !req->upgrade;
+    ex->send_held = false;
     ev_init(&ex->backoff_timer, exchange_backoff_cb);
     ev_init(&ex->spare_timer, exchange_spare_cb);
     ev_init(&ex->race_timer, exchange_spare_cb);
@@ -579,6 +580,10 @@ void exchange_start(struct exchange *ex, struct client *c)
             return;
         }
         h1_parser_set_output(c->parser, &ex->body, req->chunked ? H1_FRAME_CHUNKED : H1_FRAME_RAW);
+        /* Body bytes read with the head: a pooled connection would send the head alone now and
+         * the body a moment later, when the client has parsed it (two sends, two packets for a
+         * small POST): hold the head until then (issue 13). */
+        ex->send_held = c->in.len > 0;
         if (req->expect_continue && req->http_minor >= 1)
             client_continue(c);
     }
@@ -802,6 +807,7 @@ void exchange_hop_connected(struct exchange *ex, struct hop *h)
 
 void exchange_body(struct exchange *ex)
 {
+    ex->send_held = false;
     if (ex->state != EX_UPSTREAM && ex->state != EX_STREAMING)
         return;
     hop_send(&ex->hops[0]);
@@ -830,6 +836,13 @@ void exchange_tunnel_in(struct exchange *ex)
 {
     if (ex->state == EX_TUNNEL && ex->winner)
         hop_send(ex->winner);
+}
+
+size_t exchange_tunnel_room(struct exchange *ex)
+{
+    struct buf *out = client_out(ex->c);
+
+    return out ? buf_free_space(out) : SIZE_MAX;   /* closed: exchange_tunnel_out says so */
 }
 
 ssize_t exchange_tunnel_out(struct exchange *ex, const void *p, size_t n)
@@ -1039,9 +1052,9 @@ void exchange_hop_head(struct exchange *ex, struct hop *h)
     if (hop_is_running(exchange_other(ex, h)))
         exchange_lose(ex, exchange_other(ex, h));
     hop_cancel(exchange_other(ex, h));
-    ev_timer_stop(ex_worker(ex)->loop, &ex->spare_timer);
-    ev_timer_stop(ex_worker(ex)->loop, &ex->race_timer);
-    ev_timer_stop(ex_worker(ex)->loop, &ex->backoff_timer);
+    timer_off(ex_worker(ex)->loop, &ex->spare_timer);
+    timer_off(ex_worker(ex)->loop, &ex->race_timer);
+    timer_off(ex_worker(ex)->loop, &ex->backoff_timer);
     ex->winner = h;
     out = client_out(c);
     if (!out) {

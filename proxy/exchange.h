@@ -55,6 +55,9 @@ struct exchange {
     struct buf body;                    /* request body bytes, framed for the upstream */
     bool has_body;                      /* the request has a body */
     bool body_done;                     /* the request message is complete */
+    bool send_held;                     /* body bytes came with the head: the client parses them
+                                         * right after exchange_start(), and the first send waits
+                                         * for them (head and body in one write; exchange_body) */
     bool body_trimmed;                  /* sent bytes were dropped to make room: no replay */
     bool fresh_retry_done;              /* the reused-connection retry (SPEC §3.5) was spent */
     bool idempotent;                    /* method in retry.methods, or an Idempotency-Key */
@@ -124,6 +127,9 @@ void exchange_cancel(struct exchange *ex);
 size_t exchange_tunnel_append(struct exchange *ex, const void *p, size_t n);
 /* The bytes appended above go upstream. */
 void exchange_tunnel_in(struct exchange *ex);
+/* After a 101: how many bytes exchange_tunnel_out() would take now (SIZE_MAX when the client has
+ * no output buffer: exchange_tunnel_out then reports it). */
+size_t exchange_tunnel_room(struct exchange *ex);
 /* After a 101: queues up to n bytes from the upstream for the client. Returns how many fit (0: the
  * client's output buffer is full), or -1 when the client has no output buffer (closed). */
 ssize_t exchange_tunnel_out(struct exchange *ex, const void *p, size_t n);

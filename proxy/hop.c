@@ -66,9 +66,9 @@ static void hop_detach(struct hop *h, bool reusable)
 {
     struct worker *w = hop_worker(h);
 
-    ev_timer_stop(w->loop, &h->connect_timer);
-    ev_timer_stop(w->loop, &h->response_timer);
-    ev_timer_stop(w->loop, &h->read_timer);
+    timer_off(w->loop, &h->connect_timer);
+    timer_off(w->loop, &h->response_timer);
+    timer_off(w->loop, &h->read_timer);
     if (h->uc) {
         pool_gauge(h->uc->server, -1, 0, 0);
         if (reusable) {
@@ -105,8 +105,8 @@ static void hop_fail_later(struct hop *h, enum hop_outcome o)
 {
     struct worker *w = hop_worker(h);
 
-    ev_timer_stop(w->loop, &h->response_timer);
-    ev_timer_stop(w->loop, &h->read_timer);
+    timer_off(w->loop, &h->response_timer);
+    timer_off(w->loop, &h->read_timer);
     if (h->uc) {
         pool_gauge(h->uc->server, -1, 0, 0);
         pool_close(h->uc);
@@ -147,9 +147,10 @@ static void hop_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     struct hop *h = t->data;
 
     (void)revents;
-    if (t == &h->read_timer) {
+    if (t == &h->read_timer || (t == &h->response_timer && (h->state == HOP_BODY || h->state == HOP_TUNNEL))) {
         /* Re-arm from the last read instead of restarting the timer on every read (libev's
-         * "be smart about timeouts"); a paused read is the downstream's fault, not the upstream's. */
+         * "be smart about timeouts"); a paused read is the downstream's fault, not the upstream's.
+         * After the head the response timer, when it was due first, carries on as this one. */
         ev_tstamp left = h->last_read + h->read_timeout - ev_now(loop);
         if (h->read_paused || left > 0.0005) {
             t->repeat = h->read_paused ? h->read_timeout : left;
@@ -181,7 +182,7 @@ static void hop_connected(struct hop *h)
 {
     struct worker *w = hop_worker(h);
 
-    ev_timer_stop(w->loop, &h->connect_timer);
+    timer_off(w->loop, &h->connect_timer);
     h->connected = ev_now(w->loop);
     /* A detached racer's connect is not sampled: a late one is often a SYN retransmit, and would
      * push connect_race: auto far up for everyone. */
@@ -359,8 +360,8 @@ void hop_send(struct hop *h)
     ssize_t r;
 
     if (!ex || !h->uc || (h->state != HOP_SENDING && h->state != HOP_BODY && h->state != HOP_TUNNEL) ||
-        h->request_sent)
-        return;
+        h->request_sent || (ex->send_held && h->state == HOP_SENDING))
+        return;   /* (held: the body read with the head follows at once, exchange.h) */
     w = hop_worker(h);
     if (ev_is_active(&h->uc->wr))
         return;   /* waiting for writability: the callback continues */
@@ -489,6 +490,51 @@ static void hop_orphan_head(struct hop *h)
     h1_parser_set_output(h->parser, NULL, H1_FRAME_DROP);
 }
 
+/* How many response bytes the downstream can take now: what the parser may move into the client's
+ * output (h1_parser_room), or that output's free space in a tunnel. SIZE_MAX while nothing bounds
+ * it: before the head (the head is parsed into the parser, not the output) and while body bytes
+ * are dropped (HEAD, 204, 304, an orphan). */
+static size_t hop_read_room(const struct hop *h)
+{
+    if (h->state == HOP_BODY)
+        return h1_parser_room(h->parser);
+    if (h->state == HOP_TUNNEL && h->ex)
+        return exchange_tunnel_room(h->ex);
+    return SIZE_MAX;
+}
+
+/* Backpressure: stops reading until hop_resume(). A paused hop whose input is all parsed gives its
+ * input buffer back (hop_read_cb takes one again): 5,000 slow readers hold their client output
+ * buffers, not a second block each (issue 11). */
+static void hop_pause(struct hop *h)
+{
+    struct worker *w = hop_worker(h);
+
+    if (!h->read_paused) {
+        h->read_paused = true;
+        ev_io_stop(w->loop, &h->uc->rd);
+    }
+    if (h->uc->in.len == 0)
+        worker_buf_put(w, &h->uc->in);
+}
+
+/* The head arrived: the `read` timeout starts. The running response timer is due first (response
+ * <= read, or the deadline cut it) in the common case: it carries on as the read timer, whose
+ * callback re-arms from last_read, so the head costs no timer update (issue 13). Otherwise it
+ * stops and the read timer starts. */
+static void hop_read_timer_start(struct hop *h)
+{
+    struct ev_loop *loop = hop_worker(h)->loop;
+
+    h->last_read = ev_now(loop);
+    if (ev_is_active(&h->response_timer) && !ev_is_pending(&h->response_timer) &&
+        ev_timer_remaining(loop, &h->response_timer) <= h->read_timeout)
+        return;
+    timer_off(loop, &h->response_timer);
+    h->read_timer.repeat = h->read_timeout;
+    ev_timer_again(loop, &h->read_timer);
+}
+
 /* Parses what is buffered from the upstream, as far as the downstream buffer has room. Not
  * re-entrant: a hop_resume() from a callback below only lifts the pause; the loop here goes on. */
 static void hop_process(struct hop *h)
@@ -569,7 +615,6 @@ static void hop_process_buffered(struct hop *h)
                 head_seen = true;   /* 100/102/103: dropped; H1_DONE follows */
                 break;
             }
-            ev_timer_stop(hop_worker(h)->loop, &h->response_timer);
             {
                 double lat = ev_now(hop_worker(h)->loop) - h->started;
                 if (resp->status >= 500 && lat < (double)h->response_ms / 1000.0)
@@ -578,9 +623,7 @@ static void hop_process_buffered(struct hop *h)
                 h->trial = 0;
             }
             h->state = resp->status == 101 ? HOP_TUNNEL : HOP_BODY;
-            h->last_read = ev_now(hop_worker(h)->loop);
-            h->read_timer.repeat = h->read_timeout;
-            ev_timer_again(hop_worker(h)->loop, &h->read_timer);
+            hop_read_timer_start(h);
             if (h->ex)
                 exchange_hop_head(h->ex, h);
             else
@@ -612,28 +655,45 @@ static void hop_process_buffered(struct hop *h)
     }
     return;
 pause:
-    if (!h->read_paused) {
-        h->read_paused = true;
-        ev_io_stop(hop_worker(h)->loop, &uc->rd);
-    }
+    hop_pause(h);
 }
 
 static void hop_read_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
     struct hop *h = io->data;
     struct upconn *uc = h->uc;
+    size_t room = hop_read_room(h), want;
     ssize_t r;
 
     (void)revents;
+    if (room <= uc->in.len) {
+        unsigned seq = h->seq;
+        hop_report_data(h);   /* write what is pending to make room */
+        if (h->seq != seq)
+            return;
+        room = hop_read_room(h);
+        if (room <= uc->in.len) {
+            hop_pause(h);
+            return;
+        }
+    }
+    if (!uc->in.data && worker_buf_get(hop_worker(h), &uc->in) < 0) {
+        hop_fail(h, HOP_RESET);
+        return;
+    }
     if (buf_tailroom(&uc->in) == 0)
         buf_compact(&uc->in);
     if (buf_tailroom(&uc->in) == 0) {
         /* Full and not draining (downstream blocked): stop reading until resumed. */
-        h->read_paused = true;
-        ev_io_stop(loop, io);
+        hop_pause(h);
         return;
     }
-    r = xprt_read(&uc->x, buf_tail(&uc->in), buf_tailroom(&uc->in));
+    /* No more than the downstream can take now: everything read is parsed into the client's
+     * output at once, so `in` is empty again and a paused hop holds no buffer (issue 11). */
+    want = buf_tailroom(&uc->in);
+    if (want > room - uc->in.len)
+        want = room - uc->in.len;
+    r = xprt_read(&uc->x, buf_tail(&uc->in), want);
     if (r == -EAGAIN || r == -EWOULDBLOCK)
         return;
     if (r <= 0) {

@@ -3,7 +3,8 @@
  * A hop owns, while attached, its upstream connection and its three timers: `connect` (TCP
  * establishment), `response` (request sent -> response head complete) and `read` (longest idle gap
  * in the response body). connect and response are clamped to the exchange's deadline; a timer cut
- * short by the deadline reports HOP_DEADLINE. The exchange (its owner) starts it, feeds it request
+ * short by the deadline reports HOP_DEADLINE. When the response timer is due before the read
+ * deadline as the head arrives, it carries on as the read timer (no timer update at the head). The exchange (its owner) starts it, feeds it request
  * body bytes, and receives its events through the exchange_hop_*() calls in exchange.h.
  *
  * States, and where each may go:
@@ -26,7 +27,10 @@
  * (hop_is_running, hop_body_consumed, hop_tunnel_start, hop_settle...). In turn hop.c writes no
  * field of its connection or server: it installs its callbacks with pool_conn_attach(), counts
  * itself with pool_server_inflight_add(), and drives only the connection's watchers and its
- * response buffer `in` while it owns it (pool.h).
+ * response buffer `in` while it owns it (pool.h). Once the head is parsed it reads no more than
+ * the downstream can take at once (h1_parser_room, or the client output's free space in a tunnel),
+ * so `in` is empty after each read; while paused by backpressure with `in` empty it gives the
+ * buffer back and takes one again when reading resumes.
  *
  * Ownership. A hop lives in its exchange (struct exchange embeds two) and is owned by it, with one
  * exception: a hop that lost a hedge or a connect race (SPEC §3.5) is handed to its worker with
@@ -103,6 +107,15 @@ struct hop {
                                          * hop_start, given back unjudged by hop_detach
                                          * (pool_unclaim) */
 };
+
+/* ev_timer_stop() for a timer that may be neither running nor pending: then nothing is called
+ * (a stop costs a call into libev even when there is nothing to stop; issue 13). A pending timer
+ * is stopped, so its callback never runs after this. */
+static inline void timer_off(struct ev_loop *loop, ev_timer *t)
+{
+    if (ev_is_active(t) || ev_is_pending(t))
+        ev_timer_stop(loop, t);
+}
 
 /* Makes a zeroed slot an idle hop whose sequence number is past `seq` (the number of the hop that
  * used the slot before: a callback up the stack compares against it). */

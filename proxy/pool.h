@@ -11,8 +11,8 @@
  * Fields of struct upserver and struct upconn are written by pool.c only (issue 8): a hop reads
  * them and calls pool_conn_attach / pool_conn_move / pool_server_inflight_add. Two exceptions,
  * by design: while busy, the owning hop starts and stops the connection's watchers (its own I/O)
- * and fills and drains `in` (the response bytes); pool.c frees `in` when the connection comes
- * back.
+ * and fills and drains `in` (the response bytes), which it may give back while paused and take
+ * again (worker_buf_put/get); pool.c frees `in` when the connection comes back.
  */
 #ifndef LIFELINE_POOL_H
 #define LIFELINE_POOL_H

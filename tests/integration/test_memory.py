@@ -262,3 +262,41 @@ def test_the_k8s_memory_limit_covers_the_example_worst_case(tmp_path):
     assert m, "memory limit %r not in Mi or Gi" % mem
     limit = int(m.group(1)) << (20 if m.group(2) == "Mi" else 30)
     assert limit >= total, "memory limit %s < the worst case %.0f MiB that lifeline -t prints" % (mem, total / (1 << 20))
+
+
+@pytest.mark.parametrize("path", ["/bytes/8388608", "/chunked/8388608"], ids=["length", "chunked"])
+def test_a_stalled_reader_holds_one_block(lifeline, upstream, many_fds, path):
+    """Issue 11 (slow readers): a client that stops reading a large answer holds its 32 KiB output
+    block and nothing more: the paused attempt has parsed all it read into that block and gives its
+    input block back. 400 clients with a 4 KiB receive buffer each ask for 8 MiB (Content-Length,
+    or chunked upstream re-framed downstream) and read only the head. VmRSS growth per client (plain
+    build): 54 KiB (the output block, the two parsers, the connection's state); 86 KiB when the
+    paused attempt kept its 32 KiB input block as well."""
+    up = upstream()
+    n = 400
+    lf = lifeline(pools={"p": pool(up, timeouts={"read": "60s"})},
+                  client={"send_timeout": "60s"}, limits={"max_connections": 10000})
+    with Conn(lf.port) as c:   # warm-up: the worker's caches exist before the baseline
+        c.request("GET", "/bytes/100000")
+        assert c.read_response().status == 200
+    before = settled_rss(lf.pid, t(0.5))
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.settimeout(t(5))
+            s.connect((HOST, lf.port))
+            socks.append(s)
+            s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: test.local\r\n\r\n")
+            assert s.recv(16).startswith(b"HTTP/1.1 200")   # the answer streams; read no more
+        # quiet: the worker's trim tick hands back blocks the burst left in its cache
+        time.sleep(t(4))
+        after = settled_rss(lf.pid, t(1.5))
+        per = (after - before) / n
+        print("stalled reader %s: %.1f KiB per client (VmRSS %d -> %d KiB, %d clients)" % (path, per, before, after, n))
+        lf.assert_alive()
+        assert per <= 70, "%.1f KiB per stalled reader (VmRSS %d -> %d KiB)" % (per, before, after)
+    finally:
+        for s in socks:
+            s.close()
