@@ -279,25 +279,7 @@ haproxy_cfg "$OUT/haproxy.cfg" "${PORT[haproxy]}" 0
 haproxy_cfg "$OUT/haproxy-splice.cfg" "${PORT[haproxy-splice]}" 1
 
 lifeline_conf() {   # file port workers
-    cat >"$1" <<EOF
-# lifeline as the proxy under test ($3 worker(s))
-listen:
-  - address: 127.0.0.1:$2
-workers: $3
-access_log: { path: "off" }
-limits:
-  max_connections: 20000
-pools:
-  bench:
-    servers:
-      - { address: 127.0.0.1:$UP_PORT }
-    keepalive: 256
-    keepalive_timeout: 300s
-routes:
-  - name: bench
-    match: { path: / }
-    pool: bench
-EOF
+    bench_lifeline_conf "$1" "$2" "$3"
 }
 lifeline_conf "$OUT/lifeline.yaml" "${PORT[lifeline]}" 1
 lifeline_conf "$OUT/lifeline-w2.yaml" "${PORT[lifeline-w2]}" 2

@@ -108,26 +108,7 @@ backend be
 EOF
 
     # `off` quoted: an unquoted off is a YAML 1.1 boolean to some readers.
-    cat >"$OUT/lifeline.yaml" <<EOF
-# lifeline as the proxy under test
-listen:
-  - address: 127.0.0.1:${PORT[lifeline]}
-${LIFELINE_TLS:-}
-workers: 1
-access_log: { path: "off" }
-limits:
-  max_connections: 20000
-pools:
-  bench:
-    servers:
-      - { address: 127.0.0.1:$UP_PORT }
-    keepalive: 256
-    keepalive_timeout: 300s
-routes:
-  - name: bench
-    match: { path: / }
-    pool: bench
-EOF
+    bench_lifeline_conf "$OUT/lifeline.yaml" "${PORT[lifeline]}" 1 "${LIFELINE_TLS:-}"
 }
 
 bench_port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -155,4 +136,28 @@ bench_cpu_ticks() {
     # shellcheck disable=SC2086
     set -- $rest
     echo $((${12} + ${13}))    # fields 14 and 15 of the stat line
+}
+
+# Writes lifeline's bench config: FILE PORT WORKERS [EXTRA listener text, e.g. a TLS listener].
+bench_lifeline_conf() {
+    cat >"$1" <<EOF
+# lifeline as the proxy under test ($3 worker(s))
+listen:
+  - address: 127.0.0.1:$2
+${4:-}
+workers: $3
+access_log: { path: "off" }
+limits:
+  max_connections: 20000
+pools:
+  bench:
+    servers:
+      - { address: 127.0.0.1:$UP_PORT }
+    keepalive: 256
+    keepalive_timeout: 300s
+routes:
+  - name: bench
+    match: { path: / }
+    pool: bench
+EOF
 }
