@@ -246,6 +246,54 @@ static inline uint64_t lc8(uint64_t x)
     return x | (upper >> 2);
 }
 
+/* Some byte of s[0..n) is '_': a word at a time (zero bytes of s XOR '_', the lowest flag exact;
+ * a short tail is read as an overlapping last word). */
+#define ZERO_BYTE(v) (((v) - ONES8) & ~(v) & (0x80 * ONES8))
+static inline bool has_underscore(const char *s, size_t n)
+{
+    const uint64_t us = '_' * ONES8;
+    if (n >= 8) {
+        size_t i;
+        for (i = 0; i + 8 <= n; i += 8) {
+            if (ZERO_BYTE(ld8(s + i) ^ us))
+                return true;
+        }
+        return i < n && ZERO_BYTE(ld8(s + n - 8) ^ us);
+    }
+    if (n >= 4) {
+        /* zero-extended: the upper four bytes XOR '_' are never zero */
+        return ZERO_BYTE(ld4(s) ^ us) || ZERO_BYTE(ld4(s + n - 4) ^ us);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '_')
+            return true;
+    }
+    return false;
+}
+#undef ZERO_BYTE
+
+/* memcpy for the short strings of a head (names, values): up to 16 bytes as two overlapping
+ * loads and stores within [0, n) instead of a call. */
+static inline void copy_short(char *d, const char *s, size_t n)
+{
+    if (n > 16) {
+        memcpy(d, s, n);
+    } else if (n >= 8) {
+        uint64_t a = ld8(s), b = ld8(s + n - 8);
+        memcpy(d, &a, 8);
+        memcpy(d + n - 8, &b, 8);
+    } else if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, s, 4);
+        memcpy(&b, s + n - 4, 4);
+        memcpy(d, &a, 4);
+        memcpy(d + n - 4, &b, 4);
+    } else {
+        for (size_t i = 0; i < n; i++)
+            d[i] = s[i];
+    }
+}
+
 /* a[0..n) equals the lowercase literal lit[0..n) (lit holds n bytes at least) ignoring ASCII
  * case. A word at a time: this runs for every header name of every message. */
 static inline bool ci_eq(const char *a, const char *lit, size_t n)
@@ -624,7 +672,7 @@ static int on_headers_complete(http_parser *hp)
         struct h1_header *hd = &h->hdrs[i];
         while (hd->value_len && (hd->value[hd->value_len - 1] == ' ' || hd->value[hd->value_len - 1] == '\t'))
             hd->value_len--;
-        if (hd->name_len < 32 && (h1_underscore_lens >> hd->name_len & 1) && memchr(hd->name, '_', hd->name_len)) {
+        if (hd->name_len < 32 && (h1_underscore_lens >> hd->name_len & 1) && has_underscore(hd->name, hd->name_len)) {
             if (name_eq_dash(hd->name, hd->name_len, "x-request-id")) {
                 hd->flags |= H1_HDR_HOP;   /* X_Request_Id: dropped, lifeline writes the one id */
                 continue;
@@ -1553,11 +1601,11 @@ static bool h1_fast_head(struct h1_parser *p, const char *d, size_t n, size_t *c
         }
         hd = &h->hdrs[h->nhdrs++];
         hd->name = p->arena + p->alen;
-        memcpy(p->arena + p->alen, n0, nl);
+        copy_short(p->arena + p->alen, n0, nl);
         p->alen += nl;
         hd->name_len = nl;
         hd->value = p->arena + p->alen;
-        memcpy(p->arena + p->alen, v0, vl);
+        copy_short(p->arena + p->alen, v0, vl);
         p->alen += vl;
         hd->value_len = vl;
         hd->flags = 0;
@@ -1726,10 +1774,10 @@ static void put_header(struct stage *s, const char *name, size_t nlen, const cha
         return;
     }
     d = s->p + s->len;
-    memcpy(d, name, nlen);
+    copy_short(d, name, nlen);
     d += nlen;
     memcpy(d, ": ", 2);
-    memcpy(d + 2, v, vlen);
+    copy_short(d + 2, v, vlen);
     memcpy(d + 2 + vlen, "\r\n", 2);
     s->len += nlen + vlen + 4;
 }
