@@ -410,18 +410,24 @@ static int each_token(const char *v, size_t n, int (*fn)(void *, const char *, s
 /* s: a lowercase literal. */
 #define tok_is(t, n, s) ((n) == sizeof(s) - 1 && ci_eq(t, s, sizeof(s) - 1))
 
-struct conn_scan { bool close, keep_alive, upgrade; };
+/* names: a token other than keep-alive and upgrade (both are hop-by-hop names already), so the
+ * names Connection lists must be looked for among the headers. */
+struct conn_scan { bool close, keep_alive, upgrade, names; };
 
 static int conn_token(void *arg, const char *t, size_t n)
 {
     struct conn_scan *cs = arg;
 
-    if (tok_is(t, n, "close"))
+    if (tok_is(t, n, "close")) {
         cs->close = true;
-    else if (tok_is(t, n, "keep-alive"))
+        cs->names = true;
+    } else if (tok_is(t, n, "keep-alive")) {
         cs->keep_alive = true;
-    else if (tok_is(t, n, "upgrade"))
+    } else if (tok_is(t, n, "upgrade")) {
         cs->upgrade = true;
+    } else {
+        cs->names = true;
+    }
     return 0;
 }
 
@@ -766,8 +772,10 @@ static int on_headers_complete(http_parser *hp)
             break;
         }
     }
-    /* Second pass: the names Connection lists are hop-by-hop too (any number, any length). */
-    for (unsigned c = 0; has_connection && c < h->nhdrs; c++) {
+    /* Second pass: the names Connection lists are hop-by-hop too (any number, any length). Not
+     * needed when every token is keep-alive or upgrade: those headers are flagged hop-by-hop by
+     * the first pass already. */
+    for (unsigned c = 0; has_connection && cs.names && c < h->nhdrs; c++) {
         const struct h1_header *ch = &h->hdrs[c];
         uint64_t lens = 0;
         if (!NAME_IS(ch, "connection"))
@@ -1570,6 +1578,10 @@ static bool h1_fast_head(struct h1_parser *p, const char *d, size_t n, size_t *c
             break;
         }
         n0 = q;
+        /* four bytes per bounds check (a name is seldom shorter) */
+        while (e - q >= 4 && (h1_ctype[(unsigned char)q[0]] & h1_ctype[(unsigned char)q[1]] &
+                              h1_ctype[(unsigned char)q[2]] & h1_ctype[(unsigned char)q[3]] & CT_TCHAR))
+            q += 4;
         while (q < e && (h1_ctype[(unsigned char)*q] & CT_TCHAR))
             q++;
         if (q == n0 || q >= e || *q != ':')
