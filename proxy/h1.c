@@ -272,12 +272,18 @@ static inline bool has_underscore(const char *s, size_t n)
 }
 #undef ZERO_BYTE
 
-/* memcpy for the short strings of a head (names, values): up to 16 bytes as two overlapping
+/* memcpy for the short strings of a head (names, values): up to 32 bytes as overlapping
  * loads and stores within [0, n) instead of a call. */
 static inline void copy_short(char *d, const char *s, size_t n)
 {
-    if (n > 16) {
+    if (n > 32) {
         memcpy(d, s, n);
+    } else if (n > 16) {
+        uint64_t a = ld8(s), b = ld8(s + 8), c = ld8(s + n - 16), e = ld8(s + n - 8);
+        memcpy(d, &a, 8);
+        memcpy(d + 8, &b, 8);
+        memcpy(d + n - 16, &c, 8);
+        memcpy(d + n - 8, &e, 8);
     } else if (n >= 8) {
         uint64_t a = ld8(s), b = ld8(s + n - 8);
         memcpy(d, &a, 8);
@@ -476,7 +482,8 @@ static const char *const h1_underscore_names[] = { H1_UNDERSCORE_NAMES(H1_NAME_E
 /* Bit n set: one of those names, or x-request-id (also read with '_' as '-'), is n bytes long.
  * Only a name of such a length is searched for '_' (all are shorter than 32 bytes). */
 #define H1_NAME_LENBIT(s) | (1u << (sizeof(s) - 1))
-static const uint32_t h1_underscore_lens = 0 H1_UNDERSCORE_NAMES(H1_NAME_LENBIT) H1_NAME_LENBIT("x-request-id");
+static const uint32_t h1_underscore_lens =
+    0 H1_UNDERSCORE_NAMES(H1_NAME_LENBIT) H1_NAME_LENBIT("x-request-id");
 
 /* Trailer fields never forwarded (RFC 9110 §6.5.1: framing, routing, request modifiers,
  * authentication, response control data, payload processing), compared with '_' read as '-'. */
@@ -678,7 +685,8 @@ static int on_headers_complete(http_parser *hp)
         struct h1_header *hd = &h->hdrs[i];
         while (hd->value_len && (hd->value[hd->value_len - 1] == ' ' || hd->value[hd->value_len - 1] == '\t'))
             hd->value_len--;
-        if (hd->name_len < 32 && (h1_underscore_lens >> hd->name_len & 1) && has_underscore(hd->name, hd->name_len)) {
+        if (hd->name_len < 32 && (h1_underscore_lens >> hd->name_len & 1) &&
+            has_underscore(hd->name, hd->name_len)) {
             if (name_eq_dash(hd->name, hd->name_len, "x-request-id")) {
                 hd->flags |= H1_HDR_HOP;   /* X_Request_Id: dropped, lifeline writes the one id */
                 continue;
@@ -1442,7 +1450,8 @@ static inline bool fast_value_char(unsigned char c)
  * time: a word's bytes below 0x20 (the borrow of x - 0x20 sets their high bit) or above 0x7e
  * (x + 1 or x itself has it) are flagged; a borrow or carry only ever flags bytes after a byte
  * already flagged, so the lowest flag is exact, and an HTAB there is stepped over. */
-static const char *fast_value_end(const char *q, const char *e)
+static inline __attribute__((always_inline)) const char *fast_value_end(const char *q,
+                                                                        const char *e)
 {
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     while (e - q >= 8) {
@@ -1777,7 +1786,8 @@ static void puts_(struct stage *s, const char *d)
 }
 
 /* One room check for the whole line (this runs for every header of every message). */
-static void put_header(struct stage *s, const char *name, size_t nlen, const char *v, size_t vlen)
+static inline __attribute__((always_inline)) void put_header(struct stage *s, const char *name, size_t nlen,
+                                                             const char *v, size_t vlen)
 {
     char *d;
 
