@@ -8,6 +8,9 @@
 #   direct       wrk -> upstream (the ceiling of load generator + upstream; no proxy)
 #   lifeline     the bench config: workers: 1, pool keepalive 256, access log off, every other setting
 #                at lifeline's default (as a user gets it); LIFELINE_BIN picks the binary
+#   lifeline-defaults  nothing tuned (listener, pool, route; scripts/lib/benchconf.sh): workers auto
+#                (1 on one CPU), the JSON access log on stdout (to /dev/null: formatted and written,
+#                no disk). Compared with lifeline (the cost of the defaults) and nginx (logs off).
 #   nginx        1 worker, upstream keepalive 256, proxy_http_version 1.1, Connection "", access_log off
 #   haproxy      nbthread 1, http-reuse always, no logs
 #   floor        build/floor (scripts/floor.c, `make floor`): the bare forwarder, one upstream
@@ -45,7 +48,7 @@
 # version, SIGTERM makes it exit 0 (anything else is reported at the end).
 #
 # Env: ROUNDS (5) DURATION (s, 10) CONNS_LIST ("50 200"; CONNS=N alone means CONNS_LIST=N)
-# WRK_THREADS (1) WARMUP (s, 2) TARGETS ("direct lifeline nginx haproxy floor floor-uring")
+# WRK_THREADS (1) WARMUP (s, 2) TARGETS ("direct lifeline lifeline-defaults nginx haproxy floor floor-uring")
 # LIFELINE_BIN (build/lifeline; empty or missing: lifeline is skipped) FLOOR_BIN (build/floor;
 # missing: the floor targets are skipped) PROXY_CPU (0) LOAD_CPU (1) BENCH_PORT (18000: upstream;
 # +1 lifeline, +2 nginx, +3 haproxy, +4 floor, +5 floor-uring) EQUAL_HEADERS (1) VARIANT (a free
@@ -75,7 +78,7 @@ read -r -a conns_list <<<"$CONNS_LIST"
 HTTPS_CONNS=${HTTPS_CONNS:-${conns_list[0]:-}}
 WRK_THREADS=${WRK_THREADS:-1}
 WARMUP=${WARMUP:-2}
-TARGETS=${TARGETS:-direct lifeline nginx haproxy floor floor-uring}
+TARGETS=${TARGETS:-direct lifeline lifeline-defaults nginx haproxy floor floor-uring}
 LIFELINE_BIN=${LIFELINE_BIN-$ROOT/build/lifeline}
 FLOOR_BIN=${FLOOR_BIN:-$ROOT/build/floor}
 PROXY_CPU=${PROXY_CPU:-0}
@@ -174,11 +177,13 @@ PORT[nginx]=$((BENCH_PORT + 2))
 PORT[haproxy]=$((BENCH_PORT + 3))
 PORT[floor]=$((BENCH_PORT + 4))
 PORT[floor-uring]=$((BENCH_PORT + 5))
+PORT[lifeline-defaults]=$((BENCH_PORT + 6))
 declare -A TPORT=()
 TPORT[lifeline]=$((BENCH_PORT + 11))
 TPORT[nginx]=$((BENCH_PORT + 12))
 TPORT[haproxy]=$((BENCH_PORT + 13))
-check_ports=("$UP_PORT" "${PORT[lifeline]}" "${PORT[nginx]}" "${PORT[haproxy]}" "${PORT[floor]}" "${PORT[floor-uring]}")
+check_ports=("$UP_PORT" "${PORT[lifeline]}" "${PORT[nginx]}" "${PORT[haproxy]}" "${PORT[floor]}" "${PORT[floor-uring]}"
+    "${PORT[lifeline-defaults]}")
 [[ $HTTPS == 0 ]] || check_ports+=("${TPORT[lifeline]}" "${TPORT[nginx]}" "${TPORT[haproxy]}")
 
 for p in "${check_ports[@]}"; do
@@ -226,22 +231,26 @@ run_targets=()
 for t in $TARGETS; do
     case $t in
     direct) run_targets+=(direct) ;;
-    lifeline)
+    lifeline | lifeline-defaults)
         if [[ -z "$LIFELINE_BIN" || ! -x "$LIFELINE_BIN" ]]; then
-            note "skipping lifeline: LIFELINE_BIN '${LIFELINE_BIN}' is not an executable (run make)"
+            note "skipping $t: LIFELINE_BIN '${LIFELINE_BIN}' is not an executable (run make)"
             continue
         fi
-        if ! "$LIFELINE_BIN" -t -c "$OUT/lifeline.yaml" >"$OUT/lifeline-check.out" 2>&1; then
-            note "skipping lifeline: it rejects $OUT/lifeline.yaml:"
-            cat "$OUT/lifeline-check.out" >&2
+        if ! "$LIFELINE_BIN" -t -c "$OUT/$t.yaml" >"$OUT/$t-check.out" 2>&1; then
+            note "skipping $t: it rejects $OUT/$t.yaml:"
+            cat "$OUT/$t-check.out" >&2
             continue
         fi
-        start lifeline "$PROXY_CPU" "$LIFELINE_BIN" -c "$OUT/lifeline.yaml"
-        if bench_wait_ready lifeline "${PID[lifeline]}" "${PORT[lifeline]}"; then
-            run_targets+=(lifeline)
+        if [[ $t == lifeline ]]; then
+            start "$t" "$PROXY_CPU" "$LIFELINE_BIN" -c "$OUT/$t.yaml"
+        else   # the access log (stdout) to /dev/null; exec: the PID is lifeline's
+            start "$t" "$PROXY_CPU" sh -c 'exec "$0" -c "$1" >/dev/null' "$LIFELINE_BIN" "$OUT/$t.yaml"
+        fi
+        if bench_wait_ready "$t" "${PID[$t]}" "${PORT[$t]}"; then
+            run_targets+=("$t")
         else
-            tail -20 "$OUT/lifeline.out" >&2 || true
-            note "skipping lifeline"
+            tail -20 "$OUT/$t.out" >&2 || true
+            note "skipping $t"
         fi
         ;;
     nginx)
@@ -263,7 +272,7 @@ for t in $TARGETS; do
         if bench_wait_ready "$t" "${PID[$t]}" "${PORT[$t]}"; then run_targets+=("$t"); else
             cat "$OUT/$t.out" >&2; note "skipping $t"; fi
         ;;
-    *) die "unknown target '$t' (direct lifeline nginx haproxy floor floor-uring)" ;;
+    *) die "unknown target '$t' (direct lifeline lifeline-defaults nginx haproxy floor floor-uring)" ;;
     esac
 done
 ((${#run_targets[@]} > 0)) || die "no target to measure"
@@ -424,7 +433,8 @@ for c in conns:
             cell(c, t, "p99", 3),
             fmt(med(vals(c, t, "p50")), 3), len(rs), sum(r["errors"] for r in rs), sum(r["non2xx"] for r in rs)))
     L.append("")
-    pairs = [("lifeline", o) for o in ("nginx", "haproxy", "floor")] + [("floor-uring", "floor")]
+    pairs = [("lifeline", o) for o in ("nginx", "haproxy", "floor")] + [("floor-uring", "floor")] + \
+            [("lifeline-defaults", o) for o in ("lifeline", "nginx")]
     for a, b in pairs:
         if (c, a) in runs and (c, b) in runs:
             L.append(f"- {a} ÷ {b} (median (min–max) of per-round ratios): req/s {ratio_cell(a, b, 'rps', [c])}, "
@@ -440,10 +450,14 @@ if ("floor" in order) and ("floor-uring" in order):
              f"ratios): CPU/request {ratio_cell('floor-uring', 'floor', 'cpu_us', conns)}, both CPUs/request "
              f"{ratio_cell('floor-uring', 'floor', 'all_us', conns)}, req/s {ratio_cell('floor-uring', 'floor', 'rps', conns)}; "
              "issue 13 adopts an io_uring data path only if it cuts total CPU per request by at least 15% (ratio <= 0.85)")
-def R(b, k):
-    v = round_ratios("lifeline", b, k, conns)
+def R(b, k, a="lifeline"):
+    v = round_ratios(a, b, k, conns)
     return "—" if not v else f"{med(v):.2f}"
 L.append("")
+if "lifeline-defaults" in order:
+    L.append(f"defaults: rps/nginx={R('nginx', 'rps', 'lifeline-defaults')} cpu/nginx={R('nginx', 'cpu_us', 'lifeline-defaults')} "
+             f"rps/haproxy={R('haproxy', 'rps', 'lifeline-defaults')} cpu/haproxy={R('haproxy', 'cpu_us', 'lifeline-defaults')} "
+             f"cpu/tuned={R('lifeline', 'cpu_us', 'lifeline-defaults')}   (lifeline with nothing tuned: JSON access log on)")
 L.append(f"ratios: rps/nginx={R('nginx', 'rps')} rps/haproxy={R('haproxy', 'rps')} cpu/nginx={R('nginx', 'cpu_us')} "
          f"cpu/haproxy={R('haproxy', 'cpu_us')} cpu/floor={R('floor', 'cpu_us')}")
 text = "\n".join(L) + "\n"
@@ -456,7 +470,7 @@ fi   # plain rounds
 if [[ $HTTPS != 0 ]]; then
     https_targets=()
     for t in "${run_targets[@]}"; do
-        [[ $t != direct && $t != floor* ]] || continue   # no TLS listener
+        [[ $t != direct && $t != floor* && $t != lifeline-defaults ]] || continue   # no TLS listener
         got=$(curl -s -k -m 5 "https://127.0.0.1:${TPORT[$t]}/" || true)
         if [[ "$got" == "$BODY" ]]; then https_targets+=("$t"); else
             note "skipping $t for HTTPS: it answered '${got:0:80}' on 127.0.0.1:${TPORT[$t]}"; fi
