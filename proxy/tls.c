@@ -178,6 +178,11 @@ static void tls_ctx_common(SSL_CTX *ctx, int min_version)
     /* Partial writes and moving buffers: our output buffers compact and grow between retries. */
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                               SSL_MODE_RELEASE_BUFFERS);
+    /* Read-ahead: one read() takes whatever the socket holds (up to the session's read buffer),
+     * where without it OpenSSL reads each record's 5-byte header and then its body, two reads per
+     * record. Bytes read ahead wait inside the session, where the socket no longer signals them:
+     * tls_pending() counts them, and every reader comes back for them (xprt_pending). */
+    SSL_CTX_set_read_ahead(ctx, 1);
 }
 
 /* ---- Session tickets ---------------------------------------------------------------------- */
@@ -584,7 +589,13 @@ bool tls_resumed(const struct xprt *x)
 
 size_t tls_pending(const struct xprt *x)
 {
-    return (size_t)SSL_pending(x->ssl);
+    int n = SSL_pending(x->ssl);
+
+    /* SSL_pending counts the decrypted bytes of the current record only; SSL_has_pending also sees
+     * records (or parts of them) read ahead and not yet decrypted. */
+    if (n > 0)
+        return (size_t)n;
+    return SSL_has_pending(x->ssl) ? 1 : 0;
 }
 
 /* Points the owner's read watcher (if it gave one) at the readiness a read waits on. */

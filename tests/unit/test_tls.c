@@ -10,6 +10,8 @@
  *   the bytes of the pending record again, at least as many, or fails the session).
  * - The KeyUpdate lifeline owes, when its next write finds the socket full, on either side
  *   (listener, pool): reads must go on (never "wait to write" on a readable socket).
+ * - Read-ahead: several records taken by one read(); the ones after the first wait inside the
+ *   session and xprt_pending() must say so until the last byte is handed out.
  *
  * Certificates are made in memory (EC P-256, self-signed). Only static functions and main: the
  * Makefile links this file with every proxy object.
@@ -533,6 +535,66 @@ static void test_owed_keyupdate_upstream(void **state)
     owed_keyupdate(true);
 }
 
+/* ---- Read-ahead: records the socket no longer signals ----------------------------------------- */
+
+/* The peer sends three records in one go, then a fourth larger than the reader's room. lifeline's
+ * first read takes them all from the socket in one read() (read-ahead: the socket is empty after
+ * it), hands out one record's data per call, and says (xprt_pending) that more waits inside the
+ * session until the last byte is out: a reader that waited on the socket alone would stall. */
+static void records_read_ahead(bool upstream)
+{
+    static const char *const rec[] = { "GET /1 HTTP/1.1\r\n\r\n", "GET /22 HTTP/1.1\r\n\r\n", "GET /333 HTTP/1.1\r\n\r\n" };
+    char big[300], rb[64], all[512];
+    size_t want = 0, have = 0, put;
+    struct pair p;
+    ssize_t r;
+
+    pair_open2(&p, upstream);
+    memset(big, 'x', sizeof big);
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(SSL_write_ex(p.c, rec[i], strlen(rec[i]), &put), 1);
+        memcpy(all + want, rec[i], strlen(rec[i]));
+        want += strlen(rec[i]);
+    }
+    assert_int_equal(SSL_write_ex(p.c, big, sizeof big, &put), 1);
+    memcpy(all + want, big, sizeof big);
+    want += sizeof big;
+    assert_true(ready(p.fd[0], POLLIN, 1000));
+    for (int i = 0; i < 100 && have < want; i++) {
+        r = xprt_read(&p.x, rb, sizeof rb);
+        if (r == -EAGAIN) {                 /* only session records (a ticket): the socket has more */
+            assert_true(ready(p.fd[0], POLLIN, 1000));
+            continue;
+        }
+        assert_true(r > 0);
+        assert_true(have + (size_t)r <= want);
+        assert_memory_equal(rb, all + have, (size_t)r);
+        have += (size_t)r;
+        if (have < want) {
+            /* the rest was read ahead: the socket is empty, the session holds it */
+            assert_false(ready(p.fd[0], POLLIN, 0));
+            assert_true(xprt_pending(&p.x) > 0);
+        }
+    }
+    assert_int_equal(have, want);
+    assert_int_equal(xprt_pending(&p.x), 0);
+    assert_int_equal(xprt_read(&p.x, rb, sizeof rb), -EAGAIN);
+    assert_int_equal(p.x.want, EV_READ);
+    pair_close(&p);
+}
+
+static void test_records_read_ahead_listener(void **state)
+{
+    (void)state;
+    records_read_ahead(false);
+}
+
+static void test_records_read_ahead_upstream(void **state)
+{
+    (void)state;
+    records_read_ahead(true);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -541,6 +603,8 @@ int main(void)
         cmocka_unit_test(test_retry_with_other_split),
         cmocka_unit_test(test_owed_keyupdate_never_blocks_reads),
         cmocka_unit_test(test_owed_keyupdate_upstream),
+        cmocka_unit_test(test_records_read_ahead_listener),
+        cmocka_unit_test(test_records_read_ahead_upstream),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
