@@ -515,8 +515,9 @@ int tls_client_attach(struct xprt *x, const struct tls_client *tcl, const char *
     return 0;
 }
 
-/* Maps an OpenSSL result to the xprt convention; ret is the call's return value. */
-static ssize_t tls_result(struct xprt *x, int ret, const char *op)
+/* Maps an OpenSSL result to the xprt convention; ret is the call's return value, writing says
+ * whether the call was SSL_write. */
+static ssize_t tls_result(struct xprt *x, int ret, const char *op, bool writing)
 {
     int e = SSL_get_error(x->ssl, ret);
     unsigned long q;
@@ -529,7 +530,16 @@ static ssize_t tls_result(struct xprt *x, int ret, const char *op)
         x->want = EV_WRITE;
         return -EAGAIN;
     case SSL_ERROR_ZERO_RETURN:
-        return 0;
+        /* The peer sent close_notify. For a read that is the end of the stream. A write that
+         * failed after it failed on the socket (OpenSSL reports ZERO_RETURN rather than SYSCALL
+         * once close_notify came in: a peer that sent it and closed makes our writes EPIPE): an
+         * error, never 0 (0 would read as "nothing written, try again", and a caller waiting for
+         * EV_WRITE on a socket that stays writable would spin). */
+        if (!writing)
+            return 0;
+        x->failed = true;
+        ERR_clear_error();
+        return errno && errno != EAGAIN ? -errno : -EPIPE;
     case SSL_ERROR_SYSCALL:
         x->failed = true;
         ERR_clear_error();
@@ -562,7 +572,7 @@ int tls_handshake(struct xprt *x)
         x->handshaken = true;
         return 1;
     }
-    ssize_t e = tls_result(x, r, "handshake");
+    ssize_t e = tls_result(x, r, "handshake", false);
     if (e == -EAGAIN)
         return -EAGAIN;
     x->failed = true;
@@ -635,7 +645,7 @@ static ssize_t tls_read(struct xprt *x, void *p, size_t n)
     if (SSL_read_ex(x->ssl, p, n, &got) == 1)
         r = (ssize_t)got;
     else
-        r = tls_result(x, 0, "read");
+        r = tls_result(x, 0, "read", false);
     /* A read that must first write (a KeyUpdate it owes, on a full socket) waits for EV_WRITE. */
     tls_rd_follow(x, r == -EAGAIN && x->want == EV_WRITE ? EV_WRITE : EV_READ);
     return r;
@@ -649,7 +659,7 @@ static ssize_t tls_write1(struct xprt *x, const void *p, size_t n)
     errno = 0;
     if (SSL_write_ex(x->ssl, p, n, &put) == 1)
         return (ssize_t)put;
-    return tls_result(x, 0, "write");
+    return tls_result(x, 0, "write", true);
 }
 
 /* Records are written one SSL_write each, at most TLS_RECORD bytes, until the data runs out or the
