@@ -106,6 +106,8 @@ die() { echo "bench.sh: $*" >&2; exit 1; }
 note() { echo "bench.sh: $*" >&2; }
 # shellcheck source=lib/benchconf.sh
 . "$ROOT/scripts/lib/benchconf.sh"
+# shellcheck source=lib/benchtls.sh
+. "$ROOT/scripts/lib/benchtls.sh"
 
 for v in ROUNDS DURATION HTTPS_CONNS WRK_THREADS WARMUP PROXY_CPU LOAD_CPU BENCH_PORT S_TIME_PROCS HTTPS_PIPELINE; do
     [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer (got '${!v}')"
@@ -205,44 +207,13 @@ for p in "${check_ports[@]}"; do
 done
 
 bench_headers
-# HTTPS: one certificate (EC P-256, for localhost and 127.0.0.1) for the three proxies.
+# HTTPS: one certificate (EC P-256, for localhost and 127.0.0.1) for the three proxies, the
+# clients' settings (scripts/lib/benchtls.sh).
 NGINX_TLS='' HAP_TLS='' LIFELINE_TLS=''
 if [[ $HTTPS != 0 ]]; then
     TLS_DIR=$OUT/tls
-    mkdir -p "$TLS_DIR"
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \
-        -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$TLS_DIR/bench.key" \
-        -out "$TLS_DIR/bench.crt" >"$TLS_DIR/openssl.out" 2>&1 || { cat "$TLS_DIR/openssl.out" >&2; die "openssl req failed"; }
-    cat "$TLS_DIR/bench.crt" "$TLS_DIR/bench.key" >"$TLS_DIR/bench.pem"   # HAProxy wants both in one file
-    # The keep-alive client's TLS settings: wrk has no option for them, OpenSSL reads this file at
-    # start (OPENSSL_CONF): TLS 1.3 only, the one suite.
-    cat >"$TLS_DIR/client.cnf" <<EOF
-openssl_conf = bench_init
-[bench_init]
-ssl_conf = bench_ssl
-[bench_ssl]
-system_default = bench_tls
-[bench_tls]
-MinProtocol = TLSv1.3
-Ciphersuites = $TLS_SUITE
-EOF
-    # wrk -s: HTTPS_PIPELINE requests sent together on each connection
-    cat >"$TLS_DIR/pipeline.lua" <<EOF
-init = function(args)
-  local r = {}
-  for i = 1, $HTTPS_PIPELINE do r[i] = wrk.format(nil, "/") end
-  req = table.concat(r)
-end
-request = function() return req end
-EOF
-    NGINX_TLS="listen 127.0.0.1:${TPORT[nginx]} ssl backlog=4096;
-    ssl_certificate $TLS_DIR/bench.crt; ssl_certificate_key $TLS_DIR/bench.key;
-    ssl_protocols TLSv1.2 TLSv1.3; ssl_session_tickets on;"
-    HAP_TLS="bind 127.0.0.1:${TPORT[haproxy]} ssl crt $TLS_DIR/bench.pem alpn http/1.1 ssl-min-ver TLSv1.2"
-    LIFELINE_TLS="  - address: 127.0.0.1:${TPORT[lifeline]}
-    tls: { certificates: [ { cert: $TLS_DIR/bench.crt, key: $TLS_DIR/bench.key } ] }"
-    # X-Forwarded-Proto follows the listener, as lifeline's and nginx's \$scheme do
-    HAP_HDRS=${HAP_HDRS/X-Forwarded-Proto http/X-Forwarded-Proto %[ssl_fc,iif(https,http)]}
+    bench_tls_setup "$TLS_DIR" "$TLS_SUITE" "$HTTPS_PIPELINE" "${TPORT[lifeline]}" "${TPORT[nginx]}" \
+        "${TPORT[haproxy]}" || die "openssl req failed"
 fi
 # HAProxy wants about 2 fds per connection under the fd limit
 HAP_MAXCONN=$(( (max_conns > HTTPS_CONNS ? max_conns : HTTPS_CONNS) + 1000 ))
