@@ -1,5 +1,6 @@
 """TLS edge cases (issue 10): expired certificates on either side, TCP probes that close before a
-ClientHello, and a TLS 1.3 KeyUpdate from a client while lifeline's writes to it are held back.
+ClientHello, a TLS 1.3 KeyUpdate from a client while lifeline's writes to it are held back, records
+read ahead, and writes after the client's close_notify.
 
 Choices (SPEC §2 and §5 are silent on them; README "Behaviour choices", TLS):
 - an expired listener certificate is a warning at `-t`, at start and at reload, with FILE:LINE:COL,
@@ -12,6 +13,12 @@ Choices (SPEC §2 and §5 are silent on them; README "Behaviour choices", TLS):
   lifeline_tls_handshakes_total{side="downstream",result="empty"}, not "failed" (nginx logs no SSL
   error for it either); a connection that sent anything and then failed is "failed".
 
+Read-ahead (one read() takes every record the socket holds): records read ahead wait inside the
+session, and lifeline comes back for them by itself, so pipelined requests in separate records, or
+a request sent with the client's Finished, are answered with no further byte arriving. A client
+that sends close_notify and leaves while answers are due: the failed write closes the connection,
+never a busy loop.
+
 The deterministic checks of the transport itself (KeyUpdate on a full socket, retried writes) are
 unit tests: tests/unit/test_tls.c."""
 
@@ -19,6 +26,7 @@ import asyncio
 import copy
 import ctypes
 import json
+import os
 import socket
 import ssl
 import struct
@@ -432,3 +440,36 @@ def test_request_sent_with_the_finished_message_is_answered(lifeline, upstream, 
     bodies = c.read_answers(2, t(5))
     assert [json.loads(b)["target"] for b in bodies] == ["/echo?n=1", "/echo?n=2"]
     c.close()
+
+
+def _cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_answers_to_a_client_gone_after_close_notify_do_not_spin(lifeline, upstream, pki):
+    """A client sends two pipelined requests and close_notify, then closes its socket (wrk does it
+    at the end of a run). The first answer goes out (and draws a reset), the second one's write
+    fails: OpenSSL reports that as a clean end since close_notify came in, which must close the
+    connection, not look like "nothing written, wait for EV_WRITE" on a socket that stays
+    writable (a busy loop until send_timeout)."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, listen_tls=base._listen_tls(pki), client={"send_timeout": "20s"})
+    ctx = base._client_ctx(pki, minimum_version=ssl.TLSVersion.TLSv1_3)
+    c = _TlsRecords(lf.port, ctx, "a.test")
+    c.handshake()
+    c.write_records(b"GET /slow-head?ms=%d HTTP/1.1\r\nHost: a.test\r\n\r\n" % int(t(0.2) * 1000) * 2)
+    try:
+        c.obj.unwrap()                  # close_notify into the outgoing records
+    except ssl.SSLWantReadError:
+        pass
+    c.flush()
+    c.close()
+    time.sleep(t(0.4) + 0.6)            # both answers attempted
+    before = _cpu_seconds(lf.pid)
+    time.sleep(1.0)
+    used = _cpu_seconds(lf.pid) - before
+    assert used < 0.3, "lifeline used %.2fs of CPU in 1s after the client left (a busy loop)" % used
+    status_, _, _, _ = base._https(lf.port, "a.test", base._client_ctx(pki))   # and still serves
+    assert status_ == 200
