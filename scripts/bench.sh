@@ -75,6 +75,11 @@
 # round, how busy the proxy's process kept its CPU (utime+stime / wall time: ~100% means the run
 # was proxy-bound and req/s compares the proxies; well below, the client was the limit and only
 # CPU per request does) and how busy the load CPU was. h2load needs nghttp2-client.
+# HTTPS_PROXY_QUOTA (0: off; 1..100): for the HTTPS rounds each proxy is moved into a CPU cgroup of
+# its own limited to that percentage of one CPU (a CFS quota with a 10 ms period, as
+# `docker run --cpus 0.5` sets for 50), so that on two cores the proxy, not the client sharing
+# LOAD_CPU with the upstream, sets the pace and req/s compares the proxies. cgroup v1 (cpu) or v2;
+# the groups are removed at exit.
 # Writes build/bench/results.md (and the raw wrk outputs beside it).
 # Every process started here is stopped by PID at exit. Total time is bounded: about
 # ROUNDS x connection counts x targets x (DURATION + 2) s + warm-up; each wrk run is killed after
@@ -103,6 +108,7 @@ TLS_SUITE=${TLS_SUITE:-TLS_AES_128_GCM_SHA256}
 S_TIME_PROCS=${S_TIME_PROCS:-4}
 HTTPS_CLIENT=${HTTPS_CLIENT:-wrk}
 HTTPS_PIPELINE=${HTTPS_PIPELINE:-}
+HTTPS_PROXY_QUOTA=${HTTPS_PROXY_QUOTA:-0}
 PYTHON=${PYTHON:-/usr/bin/python3}
 NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
 HAPROXY=${HAPROXY:-$(command -v haproxy || echo /usr/sbin/haproxy)}
@@ -115,7 +121,7 @@ note() { echo "bench.sh: $*" >&2; }
 # shellcheck source=lib/benchtls.sh
 . "$ROOT/scripts/lib/benchtls.sh"
 
-for v in ROUNDS DURATION HTTPS_CONNS WRK_THREADS WARMUP PROXY_CPU LOAD_CPU BENCH_PORT S_TIME_PROCS; do
+for v in ROUNDS DURATION HTTPS_CONNS WRK_THREADS WARMUP PROXY_CPU LOAD_CPU BENCH_PORT S_TIME_PROCS HTTPS_PROXY_QUOTA; do
     [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer (got '${!v}')"
 done
 ((${#conns_list[@]} >= 1 && ${#conns_list[@]} <= 10)) || die "CONNS_LIST must hold 1..10 counts"
@@ -191,7 +197,30 @@ cleanup() {
         fi
     done
 }
-trap cleanup EXIT
+# CPU cgroups made for HTTPS_PROXY_QUOTA: removed once their processes are gone.
+quota_dirs=()
+quota_cleanup() {
+    local d
+    for d in "${quota_dirs[@]}"; do rmdir "$d" 2>/dev/null || note "could not remove cgroup $d"; done
+}
+# Moves PID (every thread) into a new cgroup allowed HTTPS_PROXY_QUOTA% of one CPU.
+quota_apply() {   # name pid
+    local dir period=10000 quota=$((HTTPS_PROXY_QUOTA * 100))
+    if [[ -w /sys/fs/cgroup/cpu/cgroup.procs ]]; then                       # cgroup v1
+        dir=/sys/fs/cgroup/cpu/lifeline-bench-$1-$$
+        mkdir "$dir" && quota_dirs+=("$dir") &&
+            echo "$period" >"$dir/cpu.cfs_period_us" && echo "$quota" >"$dir/cpu.cfs_quota_us" &&
+            echo "$2" >"$dir/cgroup.procs"
+    elif grep -qw cpu /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then  # cgroup v2
+        dir=/sys/fs/cgroup/lifeline-bench-$1-$$
+        grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control || echo +cpu >/sys/fs/cgroup/cgroup.subtree_control
+        mkdir "$dir" && quota_dirs+=("$dir") && echo "$quota $period" >"$dir/cpu.max" &&
+            echo "$2" >"$dir/cgroup.procs"
+    else
+        return 1
+    fi
+}
+trap 'cleanup; quota_cleanup' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -510,6 +539,13 @@ if [[ $HTTPS != 0 ]]; then
     done
     https_targets=("${keep[@]}")
     ((${#https_targets[@]} > 0)) || die "no target negotiated TLSv1.3 $TLS_SUITE"
+    if ((HTTPS_PROXY_QUOTA > 0)); then
+        ((HTTPS_PROXY_QUOTA <= 100)) || die "HTTPS_PROXY_QUOTA must be 0..100 (% of one CPU)"
+        for t in "${https_targets[@]}"; do
+            quota_apply "$t" "${PID[$t]}" || die "HTTPS_PROXY_QUOTA: cannot put $t in a CPU cgroup (need root and a cpu controller)"
+        done
+        note "HTTPS: each proxy limited to ${HTTPS_PROXY_QUOTA}% of one CPU (CFS quota, 10 ms period)"
+    fi
     hn=${#https_targets[@]}
     note "HTTPS targets: ${https_targets[*]}; $ROUNDS rounds x 2 x ${DURATION}s; suite $TLS_SUITE; client $HTTPS_CLIENT; about $((ROUNDS * hn * (2 * DURATION + 3)))s"
     keepalive_run() {   # target seconds outfile
@@ -662,9 +698,12 @@ if "lifeline" in order:
                  f"(CPU/req x{ratio('keepalive', 'cpu_us')}), full handshakes/s x{ratio('handshake', 'rate')} "
                  f"(CPU/handshake x{ratio('handshake', 'cpu_us')})")
 busy = [r["proxy_pct"] for t in order for r in rows.get((t, "keepalive"), [])]
-if busy and min(busy) < 90:
-    L.append(f"- **client-bound rounds**: a proxy's CPU was below 90% busy in some keep-alive round (lowest "
-             f"{min(busy):.0f}%): compare CPU/req there, not req/s")
+cap = $HTTPS_PROXY_QUOTA or 100   # what a proxy may use: its quota, or the whole CPU
+if $HTTPS_PROXY_QUOTA:
+    L.append(f"- each proxy limited to {cap}% of one CPU (HTTPS_PROXY_QUOTA, a CFS quota)")
+if busy and min(busy) < 0.9 * cap:
+    L.append(f"- **client-bound rounds**: a proxy's CPU was below 90% of the {cap}% it may use in some keep-alive "
+             f"round (lowest {min(busy):.0f}%): compare CPU/req there, not req/s")
 text = "\n".join(L) + "\n"
 open(out, "a").write(text)
 sys.stdout.write(text)
