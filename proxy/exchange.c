@@ -463,19 +463,25 @@ static bool exchange_method_repeatable(const struct exchange *ex)
     return false;
 }
 
-/* The body can be sent again from the start. */
-static bool exchange_replayable(const struct exchange *ex)
+/* The body may still be kept whole for a replay: it is no larger than retry.buffer_body (SPEC
+ * §3.5; a larger one is never replayed, even when it happens to fit in the buffer) and no sent
+ * byte has been dropped yet. */
+static bool exchange_body_keepable(const struct exchange *ex)
 {
     uint64_t keep = ex->route->retry.buffer_body;
 
-    if (!ex->has_body)
-        return true;
-    /* Only bodies up to retry.buffer_body are kept for replay (SPEC §3.5), even when a larger one
-     * happens to fit in the buffer. */
     if ((ex->req->content_length > 0 && (uint64_t)ex->req->content_length > keep) ||
         (ex->c->parser && h1_parser_body_bytes(ex->c->parser) > keep))
         return false;
-    return !ex->body_trimmed && (ex->body_done || ex->body.len < ex->body.cap);
+    return !ex->body_trimmed;
+}
+
+/* The body can be sent again from the start. */
+static bool exchange_replayable(const struct exchange *ex)
+{
+    if (!ex->has_body)
+        return true;
+    return exchange_body_keepable(ex) && (ex->body_done || ex->body.len < ex->body.cap);
 }
 
 static double exchange_uniform(struct exchange *ex)
@@ -863,13 +869,15 @@ ssize_t exchange_tunnel_out(struct exchange *ex, const void *p, size_t n)
 void exchange_hop_sent(struct exchange *ex, struct hop *h)
 {
     /* Keep sent bytes while they fit (an attempt that fails may be replayed); drop them once the
-     * client needs the room, which makes the request not replayable. With two hops running, only
-     * bytes both have sent can go. */
+     * client needs the room, which makes the request not replayable. A body that can never be
+     * replayed (larger than retry.buffer_body) drops them at once: kept, they would shrink the
+     * room of the next parse and split each read block into two sends (issue 13). With two hops
+     * running, only bytes both have sent can go. */
     if (ex->state == EX_TUNNEL) {
         size_t n = hop_body_sent(h);
         buf_consume(&ex->body, n);
         hop_body_consumed(h, n);
-    } else if (!ex->body_done && buf_free_space(&ex->body) < WORKER_BLOCK / 2) {
+    } else if (!exchange_body_keepable(ex) || (!ex->body_done && buf_free_space(&ex->body) < WORKER_BLOCK / 2)) {
         struct hop *o = exchange_other(ex, h);
         size_t n = hop_body_sent(h);
         if (hop_is_running(o) && hop_body_sent(o) < n)
