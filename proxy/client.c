@@ -714,6 +714,38 @@ static void client_process(struct client *c)
     c->processing = false;
 }
 
+/* Zero-copy body read (exchange_body_pipe gave a pipe): the bytes go from the client's socket into
+ * the pipe and on upstream, never through `in` or the parser. max: what the pipe may take now
+ * (0: full, reading pauses until exchange_hop_sent resumes it). */
+static void client_splice_body(struct ev_loop *loop, struct client *c, struct spipe *p, size_t max)
+{
+    ssize_t r;
+
+    if (max == 0) {
+        client_pause(c);
+        return;
+    }
+    if (c->in.data && c->in.len == 0)
+        worker_buf_put(c->w, &c->in);   /* not needed until the body is in */
+    r = spipe_fill(p, c->x.fd, max);
+    if (r == -EAGAIN || r == -EWOULDBLOCK)
+        return;
+    if (r <= 0) {
+        /* EOF or an error before the whole body: the request can never complete (as below). */
+        if (r < 0)
+            log_debug("read from client %s: %s", c->addr, strerror((int)-r));
+        client_close(c);
+        return;
+    }
+    c->last_read = ev_now(loop);
+    if (exchange_body_spliced(c->ex, (size_t)r)) {
+        /* the body's last byte: the message is complete, as the parser's H1_DONE (client_step) */
+        c->phase = CLIENT_WAIT;
+        client_rtimer_arm(c);
+        exchange_body_end(c->ex);
+    }
+}
+
 static void client_read_cb(struct ev_loop *loop, struct client *c)
 {
     ssize_t r;
@@ -724,6 +756,14 @@ static void client_read_cb(struct ev_loop *loop, struct client *c)
         if (r == 0 || (r < 0 && r != -EAGAIN))
             client_close(c);
         return;
+    }
+    if (c->phase == CLIENT_BODY && c->in.len == 0 && c->ex && !c->answer_done) {
+        size_t max;
+        struct spipe *p = exchange_body_pipe(c->ex, &max);
+        if (p) {
+            client_splice_body(loop, c, p, max);
+            return;
+        }
     }
     /* A head is read into a small buffer, which becomes a block when the head outgrows it or a
      * body or tunnel streams through it. */

@@ -94,6 +94,8 @@ static void exchange_release(struct exchange *ex)
         ex->capturing = false;
     }
     exchange_local_free(ex);
+    spipe_close(&ex->bpipe);   /* body bytes still in the pipe go with the request */
+    ex->body_splicing = false;
     if (ex->body.cap == WORKER_BLOCK)
         worker_buf_put(w, &ex->body);
     else
@@ -527,6 +529,7 @@ void exchange_start(struct exchange *ex, struct client *c)
         hop_init(&ex->hops[0], s0);
         hop_init(&ex->hops[1], s1);
     }
+    spipe_init(&ex->bpipe);
     ex->c = c;
     ex->w = w;
     ex->gen = w->gen;
@@ -825,6 +828,71 @@ void exchange_body_end(struct exchange *ex)
 {
     ex->body_done = true;
     exchange_body(ex);
+}
+
+/* The one hop the request body goes to, when nothing else could ever want it: a single attempt
+ * running, its head already sent on a plain connection. NULL otherwise. No hedge can join it later
+ * (a hedge needs a replayable body, and a body that is not keepable never is), nor a connect race
+ * (one starts only beside a hop still connecting). */
+static struct hop *exchange_body_sender(struct exchange *ex)
+{
+    struct hop *h = &ex->hops[0], *o = &ex->hops[1];
+
+    if (hop_is_running(o) && !hop_is_running(h)) {
+        h = &ex->hops[1];
+        o = &ex->hops[0];
+    }
+    if (hop_is_running(o) || ev_is_active(&ex->backoff_timer))
+        return NULL;
+    if ((h->state != HOP_SENDING && h->state != HOP_BODY) || !h->uc || h->uc->x.ssl || h->head.len ||
+        h->request_sent)
+        return NULL;
+    return h;
+}
+
+struct spipe *exchange_body_pipe(struct exchange *ex, size_t *max)
+{
+    const struct h1_head *req = ex->req;
+    uint64_t parsed;
+
+    *max = 0;
+    if (ex->state != EX_UPSTREAM && ex->state != EX_STREAMING)
+        return NULL;
+    if (ex->body_splicing) {
+        *max = spipe_room(&ex->bpipe);
+        if (*max > ex->body_splice_left)
+            *max = (size_t)ex->body_splice_left;
+        return &ex->bpipe;
+    }
+    /* Eligible: a Content-Length body (no re-framing) too large to be kept for replay, with at
+     * least SPLICE_MIN to come, every byte parsed so far already sent, on plain sockets. */
+    if (ex->body_splice_failed || ex->body_done || req->chunked || req->content_length <= 0 ||
+        ex->c->tls || !ex->c->parser || ex->body.len || exchange_body_keepable(ex))
+        return NULL;
+    parsed = h1_parser_body_bytes(ex->c->parser);
+    if (parsed > (uint64_t)req->content_length || (uint64_t)req->content_length - parsed < SPLICE_MIN ||
+        !exchange_body_sender(ex))
+        return NULL;
+    if (spipe_open(&ex->bpipe) < 0) {
+        ex->body_splice_failed = true;   /* (EMFILE...) the copy path carries on */
+        return NULL;
+    }
+    ex->body_splicing = true;
+    ex->body_trimmed = true;   /* what goes through the pipe is never kept: no replay */
+    ex->body_splice_left = (uint64_t)req->content_length - parsed;
+    *max = spipe_room(&ex->bpipe);
+    if (*max > ex->body_splice_left)
+        *max = (size_t)ex->body_splice_left;
+    return &ex->bpipe;
+}
+
+bool exchange_body_spliced(struct exchange *ex, size_t n)
+{
+    ex->body_splice_left -= n < ex->body_splice_left ? n : ex->body_splice_left;
+    if (ex->body_splice_left == 0)
+        return true;   /* the client ends the message: exchange_body_end sends the rest */
+    exchange_body(ex);
+    return false;
 }
 
 size_t exchange_tunnel_append(struct exchange *ex, const void *p, size_t n)

@@ -23,6 +23,7 @@
 #include "buf.h"
 #include "conf.h"
 #include "hop.h"
+#include "splice.h"
 #include "stale.h"
 
 /* Longest client X-Request-Id kept (SPEC §4). */
@@ -59,6 +60,10 @@ struct exchange {
                                          * right after exchange_start(), and the first send waits
                                          * for them (head and body in one write; exchange_body) */
     bool body_trimmed;                  /* sent bytes were dropped to make room: no replay */
+    bool body_splicing;                 /* the rest of the body moves through bpipe (splice.h) */
+    bool body_splice_failed;            /* no pipe could be had: copied to the end */
+    struct spipe bpipe;                 /* request body, zero-copy: client socket -> pipe -> hop */
+    uint64_t body_splice_left;          /* bytes of the body still to be spliced from the client */
     bool fresh_retry_done;              /* the reused-connection retry (SPEC §3.5) was spent */
     bool idempotent;                    /* method in retry.methods, or an Idempotency-Key */
     bool resp_close;                    /* downstream must close after this response */
@@ -117,6 +122,16 @@ static inline struct worker *exchange_worker(const struct exchange *ex)
 void exchange_body(struct exchange *ex);
 /* The request message is complete (body_done); what is left of the body goes upstream. */
 void exchange_body_end(struct exchange *ex);
+/* Zero-copy request body (plain sockets, Content-Length, never replayed, one attempt sending it):
+ * the pipe the client may splice the rest of the body into now, and in *max how many bytes it may
+ * move (the pipe's room, at most what is left of the body; 0: full, pause until
+ * exchange_hop_sent resumes the client). NULL: read and parse as usual. The client calls it only
+ * when its input buffer is empty (every byte it read is parsed); once it returned a pipe the rest
+ * of the body goes through it, and the parser sees none of it. */
+struct spipe *exchange_body_pipe(struct exchange *ex, size_t *max);
+/* The client spliced n body bytes into the pipe: they go upstream. Returns true when that was the
+ * body's last byte (the client then ends the message as the parser would: exchange_body_end). */
+bool exchange_body_spliced(struct exchange *ex, size_t n);
 /* The client's output buffer drained below its limit: the upstream response, or lifeline's own
  * answer, continues. */
 void exchange_drained(struct exchange *ex);

@@ -23,6 +23,7 @@
 #include "h1.h"
 #include "list.h"
 #include "log.h"
+#include "splice.h"
 #include "tls.h"
 #include "worker.h"
 
@@ -350,6 +351,18 @@ fail_later:
     h->starting = false;
 }
 
+/* A send upstream failed: the server closed its side. If a response is arriving it may still
+ * complete (an early answer such as 413); otherwise this attempt is a reset. */
+static void hop_send_failed(struct hop *h)
+{
+    if (h->state == HOP_SENDING && !h->got_bytes) {
+        hop_fail(h, HOP_RESET);
+        return;
+    }
+    h->request_sent = true;   /* stop writing; the connection will not be reused */
+    h->write_failed = true;
+}
+
 void hop_send(struct hop *h)
 {
     struct exchange *ex = h->ex;
@@ -358,6 +371,7 @@ void hop_send(struct hop *h)
     int n = 0;
     size_t body_avail;
     ssize_t r;
+    bool spliced = false;
 
     if (!ex || !h->uc || (h->state != HOP_SENDING && h->state != HOP_BODY && h->state != HOP_TUNNEL) ||
         h->request_sent || (ex->send_held && h->state == HOP_SENDING))
@@ -381,14 +395,7 @@ void hop_send(struct hop *h)
             return;
         }
         if (r < 0) {
-            /* The server closed its side. If a response is arriving it may still complete (an
-             * early answer such as 413); otherwise this attempt is a reset. */
-            if (h->state == HOP_SENDING && !h->got_bytes) {
-                hop_fail(h, HOP_RESET);
-                return;
-            }
-            h->request_sent = true;   /* stop writing; the connection will not be reused */
-            h->write_failed = true;
+            hop_send_failed(h);
             return;
         }
         if ((size_t)r >= h->head.len) {
@@ -412,13 +419,34 @@ void hop_send(struct hop *h)
             return;
         }
     }
+    /* The spliced rest of the body follows what was buffered (exchange_body_pipe: the pipe is only
+     * ever filled once the head and the buffered bytes have gone). Kernel to kernel: no copy. */
+    if (ex->bpipe.len && h->state != HOP_TUNNEL) {
+        r = spipe_drain(&ex->bpipe, h->uc->x.fd, ex->bpipe.len);
+        if (r == -EAGAIN || r == -EWOULDBLOCK) {
+            ev_io_start(w->loop, &h->uc->wr);
+            if (n)
+                exchange_hop_sent(ex, h);
+            return;
+        }
+        if (r < 0) {
+            hop_send_failed(h);
+            return;
+        }
+        spliced = true;
+        if (ex->bpipe.len) {
+            ev_io_start(w->loop, &h->uc->wr);
+            exchange_hop_sent(ex, h);   /* room in the pipe: the client reads on */
+            return;
+        }
+    }
     if (ex->body_done || !ex->has_body) {
         h->request_sent = true;
         if (h->state == HOP_SENDING) {
             h->deadline_cut = hop_arm(h, &h->response_timer, ex->route->timeouts.response);
         }
     }
-    if (n && ex->has_body)
+    if ((n || spliced) && ex->has_body)
         exchange_hop_sent(ex, h);
 }
 

@@ -4,16 +4,20 @@ client leaving, the upstream resetting, a timer firing) cleaning up after itself
 Content-Length bodies take lifeline's zero-copy path (splice through a pipe, proxy/splice.c) where
 it is built; these tests hold for either path."""
 
+import asyncio
+import hashlib
 import json
+import os
 import re
 import shutil
-import socket
 import subprocess
+import threading
 import time
 
 import pytest
 
-from conftest import Conn, build_request, pattern_bytes, pattern_sha, pool, t
+from conftest import (Conn, ConnClosed, build_request, dur, pattern_bytes, pattern_chunks, pattern_sha,
+                      pool, t, wait_for)
 
 
 def traced(pid, action, calls="read,sendmsg"):
@@ -65,3 +69,271 @@ def test_request_body_one_send_per_read(lifeline, upstream):
     assert reads > 8, lines[:40]
     # one send per read (plus the head's): two per read before the fix
     assert sends <= reads + 2, "%d sends upstream for %d reads from the client" % (sends, reads)
+
+
+# ---- the zero-copy request body (splice through a pipe) -------------------------------------------
+
+def pipe_fds(lf):
+    """lifeline's open pipe fds: two per pipe of the splice path (it has no other pipes)."""
+    n = 0
+    d = "/proc/%d/fd" % lf.pid
+    for name in os.listdir(d):
+        try:
+            if os.readlink(os.path.join(d, name)).startswith("pipe:"):
+                n += 1
+        except OSError:
+            pass
+    return n
+
+
+def cpu_seconds(lf):
+    with open("/proc/%d/stat" % lf.pid) as f:
+        rest = f.read().rsplit(")", 1)[1].split()
+    return (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def head_for(size, target="/post"):
+    return build_request("POST", target, [("Content-Length", str(size)),
+                                          ("Content-Type", "application/octet-stream")])
+
+
+def send_body(sock, size, stop_at=None, pace=None):
+    """Sends `size` pattern bytes (or the first stop_at of them) on a blocking socket."""
+    sent = 0
+    for piece in pattern_chunks(size, 65536):
+        if stop_at is not None and sent + len(piece) > stop_at:
+            piece = piece[:stop_at - sent]
+        if not piece:
+            break
+        sock.sendall(piece)
+        sent += len(piece)
+        if pace:
+            time.sleep(pace)
+    return sent
+
+
+def sha_reader(state, size, stall=0.0, after=0):
+    """A raw upstream script: reads one request head, then (after `after` body bytes) stalls for
+    `stall` seconds without reading, then reads the whole Content-Length body and answers its
+    length and sha256 as JSON."""
+    async def script(conn):
+        head = await conn.reader.readuntil(b"\r\n\r\n")
+        n = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))
+        h = hashlib.sha256()
+        got = 0
+        stalled = False
+        while got < n:
+            if not stalled and stall and got >= after:
+                stalled = True
+                state["stall_start"] = time.monotonic()
+                await asyncio.sleep(stall)
+                state["stall_end"] = time.monotonic()
+            data = await conn.read_some(min(262144, n - got), timeout=t(30))
+            if not data:
+                state["eof_at"] = got
+                return
+            h.update(data)
+            got += len(data)
+        state["got"] = got
+        body = json.dumps({"body_len": got, "body_sha256": h.hexdigest()}).encode()
+        await conn.respond(200, body, [("Content-Type", "application/json")])
+    return script
+
+
+@pytest.mark.parametrize("size", [70 * 1024, 1 << 20, 8 << 20])
+def test_large_post_arrives_whole(lifeline, upstream, size):
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"pool": "p"}])
+    with Conn(lf.port, timeout=t(20)) as c:
+        c.send(head_for(size, "/echo/big"))
+        send_body(c.sock, size)
+        r = c.read_response(timeout=t(20))
+    assert r.status == 200, r
+    assert r.json()["body_len"] == size
+    assert r.json()["body_sha256"] == pattern_sha(size)
+
+
+def test_large_post_takes_the_splice_path(lifeline, upstream):
+    """1 MiB of Content-Length body on plain sockets goes through a pipe: splice calls, no reads of
+    its bytes; a chunked body of the same size is re-framed, so it is read and copied as before."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"pool": "p"}])
+    size = 1 << 20
+    with Conn(lf.port, timeout=t(20)) as c:
+        c.request("GET", "/echo/warm")
+        assert c.read_response().status == 200
+
+        def post():
+            c.send(head_for(size, "/echo/big"))
+            send_body(c.sock, size)
+            r = c.read_response(timeout=t(20))
+            assert r.status == 200 and r.json()["body_sha256"] == pattern_sha(size), r
+
+        lines = traced(lf.pid, post, "read,sendmsg,splice")
+        calls = [m.group(1) for m in map(CALL.search, lines) if m and int(m.group(4)) > 0]
+        assert calls.count("splice") >= 2 * (size // (64 << 10)) * 0.5, calls[:50]
+        assert calls.count("read") < 10, "the body was read, not spliced: %d reads" % calls.count("read")
+
+        def post_chunked():
+            body = pattern_bytes(size)
+            pieces = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 65536]), body[i:i + 65536])
+                              for i in range(0, size, 65536)) + b"0\r\n\r\n"
+            c.send(build_request("POST", "/echo/chunked", [("Transfer-Encoding", "chunked")]) + pieces)
+            r = c.read_response(timeout=t(20))
+            assert r.status == 200 and r.json()["body_sha256"] == pattern_sha(size), r
+
+        lines = traced(lf.pid, post_chunked, "read,sendmsg,splice")
+        calls = [m.group(1) for m in map(CALL.search, lines) if m and int(m.group(4)) > 0]
+        assert "splice" not in calls
+    assert pipe_fds(lf) == 0
+
+
+def test_post_to_stalled_upstream_pauses_without_spinning(lifeline, raw_upstream):
+    """Backpressure: while the upstream reads nothing the pipe fills, lifeline stops reading from
+    the client (it does not spin on a full pipe), and the body arrives whole once the upstream
+    reads again."""
+    state = {}
+    size = 16 << 20
+    stall = t(2.0)
+    up = raw_upstream(sha_reader(state, size, stall=stall, after=256 << 10))
+    lf = lifeline(pools={"p": pool(up, timeouts={"response": "30s", "read": "30s"})},
+                  routes=[{"pool": "p", "timeouts": {"total": "60s"}}])
+    with Conn(lf.port, timeout=t(30)) as c:
+        c.send(head_for(size))
+        sender = threading.Thread(target=send_body, args=(c.sock, size), daemon=True)
+        sender.start()
+        wait_for(lambda: "stall_start" in state, t(10), what="the upstream stalling")
+        time.sleep(t(0.3))   # the pipe and the socket buffers fill
+        cpu0 = cpu_seconds(lf)
+        assert pipe_fds(lf) == 2   # the body is on the splice path
+        wait_for(lambda: "stall_end" in state, stall + t(5), what="the stall ending")
+        busy = cpu_seconds(lf) - cpu0
+        r = c.read_response(timeout=t(30))
+        sender.join(t(10))
+    assert busy < 0.25 * stall, "lifeline used %.2fs of CPU while the upstream read nothing" % busy
+    assert r.status == 200, r
+    assert r.json() == {"body_len": size, "body_sha256": pattern_sha(size)}
+    wait_for(lambda: pipe_fds(lf) == 0, t(5), what="the pipe closed")
+
+
+def test_client_leaving_mid_body_closes_upstream_and_pipe(lifeline, raw_upstream):
+    state = {}
+    size = 8 << 20
+    up = raw_upstream(sha_reader(state, size))
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"pool": "p"}])
+    c = Conn(lf.port, timeout=t(10))
+    c.send(head_for(size))
+    send_body(c.sock, size, stop_at=1 << 20)
+    wait_for(lambda: pipe_fds(lf) == 2, t(5), what="the body on the splice path")
+    c.reset()
+    wait_for(lambda: "eof_at" in state, t(5), what="the upstream connection closed")
+    assert state["eof_at"] <= 1 << 20
+    wait_for(lambda: pipe_fds(lf) == 0, t(5), what="the pipe closed")
+    assert lf.fetch("GET", "/").status in (200, 502)   # still serving
+    lf.assert_alive()
+
+
+def test_upstream_reset_mid_body(lifeline, raw_upstream):
+    """The upstream resets after 256 KiB: the client gets an answer (502, nothing was sent
+    downstream yet) or a closed connection, never a hang; the pipe is closed."""
+    size = 8 << 20
+
+    async def script(conn):
+        await conn.reader.readuntil(b"\r\n\r\n")
+        got = 0
+        while got < 256 << 10:
+            data = await conn.read_some(65536)
+            if not data:
+                return
+            got += len(data)
+        conn.reset()
+
+    up = raw_upstream(script)
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"pool": "p"}])
+    with Conn(lf.port, timeout=t(10)) as c:
+        c.send(head_for(size))
+
+        def sender():
+            try:
+                send_body(c.sock, size)
+            except OSError:
+                pass   # lifeline closed after answering
+
+        th = threading.Thread(target=sender, daemon=True)
+        th.start()
+        try:
+            r = c.read_response(timeout=t(10))
+            assert r.status == 502, r
+        except ConnClosed:
+            pass
+        th.join(t(10))
+    wait_for(lambda: pipe_fds(lf) == 0, t(5), what="the pipe closed")
+    lf.assert_alive()
+
+
+def test_body_timeout_fires_mid_spliced_body(lifeline, raw_upstream):
+    """The client stops sending half way through a spliced body: body_timeout answers 408 and
+    closes, and the upstream connection and the pipe go with the request."""
+    state = {}
+    size = 4 << 20
+    bt = t(0.6)
+    up = raw_upstream(sha_reader(state, size))
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"pool": "p"}],
+                  client={"body_timeout": dur(bt), "header_timeout": "10s", "idle_timeout": "10s",
+                          "send_timeout": "10s"})
+    with Conn(lf.port, timeout=t(10)) as c:
+        c.send(head_for(size))
+        send_body(c.sock, size, stop_at=1 << 20)
+        wait_for(lambda: pipe_fds(lf) == 2, t(5), what="the body on the splice path")
+        start = time.monotonic()
+        r = c.read_response(timeout=bt + t(2))
+        elapsed = time.monotonic() - start
+        assert r.status == 408, r
+        assert elapsed <= bt + t(1), elapsed
+        c.wait_closed(t(3))
+    wait_for(lambda: "eof_at" in state, t(5), what="the upstream connection closed")
+    wait_for(lambda: pipe_fds(lf) == 0, t(5), what="the pipe closed")
+
+
+def test_slow_client_spliced_body_restarts_body_timeout(lifeline, upstream):
+    """body_timeout is an idle gap: a client sending a spliced body slowly but steadily (gaps
+    shorter than the timeout, the whole longer) is served."""
+    up = upstream()
+    bt = t(0.5)
+    size = 1 << 20
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"pool": "p"}],
+                  client={"body_timeout": dur(bt), "header_timeout": "10s", "idle_timeout": "10s",
+                          "send_timeout": "10s"})
+    with Conn(lf.port, timeout=t(20)) as c:
+        c.send(head_for(size, "/echo/slow"))
+        start = time.monotonic()
+        send_body(c.sock, size, pace=bt / 5)   # 16 pieces, bt/5 apart: 3.2 bt in all
+        r = c.read_response(timeout=t(10))
+        assert time.monotonic() - start > bt
+    assert r.status == 200, r
+    assert r.json()["body_sha256"] == pattern_sha(size)
+
+
+def test_deadline_fires_mid_spliced_body(lifeline, raw_upstream):
+    """The route's deadline passes while the body is still being spliced upstream: 504, and the
+    pipe is closed."""
+    state = {}
+    size = 16 << 20
+    up = raw_upstream(sha_reader(state, size, stall=t(30), after=256 << 10))
+    total = t(1.0)
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"pool": "p", "timeouts": {"total": dur(total)}}])
+    with Conn(lf.port, timeout=t(10)) as c:
+        c.send(head_for(size))
+
+        def sender():
+            try:
+                send_body(c.sock, size)
+            except OSError:
+                pass
+
+        th = threading.Thread(target=sender, daemon=True)
+        th.start()
+        r = c.read_response(timeout=total + t(3))
+        assert r.status == 504, r
+    wait_for(lambda: pipe_fds(lf) == 0, t(5), what="the pipe closed")
+    lf.assert_alive()
