@@ -332,17 +332,31 @@ static void client_answer_flushed(struct client *c)
         client_close(c);
 }
 
+/* Response body bytes the exchange moved into its pipe (the zero-copy path, exchange.h): they
+ * follow everything in `out`. NULL when there are none. */
+static struct spipe *client_opipe(const struct client *c)
+{
+    return c->ex && c->ex->rpipe.len ? &c->ex->rpipe : NULL;
+}
+
 void client_flush(struct client *c)
 {
     struct iovec iov;
     ssize_t r;
+    struct spipe *p = NULL;
 
     if (c->closed || c->write_blocked)
         return;
-    if (c->out.len) {
-        iov.iov_base = buf_head(&c->out);
-        iov.iov_len = c->out.len;
-        r = xprt_writev(&c->x, &iov, 1);
+    /* `out` first, then the pipe (bounded: each pass empties one of them or stops) */
+    while (c->out.len || (p = client_opipe(c)) != NULL) {
+        bool from_out = c->out.len > 0;
+        if (from_out) {
+            iov.iov_base = buf_head(&c->out);
+            iov.iov_len = c->out.len;
+            r = xprt_writev(&c->x, &iov, 1);
+        } else {
+            r = spipe_drain(p, c->x.fd, p->len);
+        }
         if (r == -EAGAIN || r == -EWOULDBLOCK) {
             r = 0;
         } else if (r < 0) {
@@ -350,11 +364,12 @@ void client_flush(struct client *c)
             client_close(c);
             return;
         }
-        buf_consume(&c->out, (size_t)r);
+        if (from_out)
+            buf_consume(&c->out, (size_t)r);
         c->bytes_out += (uint64_t)r;
         if (r > 0)
             c->last_write = ev_now(c->w->loop);
-        if (c->out.len) {
+        if (c->out.len || (!from_out && p->len)) {
             c->write_blocked = true;
             client_io_on(c, EV_WRITE);
             if (r > 0 || !ev_is_active(&c->wtimer)) {
@@ -563,7 +578,7 @@ static bool client_step(struct client *c)
     enum h1_event ev;
 
     if (c->answer_done) {
-        if (c->out.len == 0 && !c->write_blocked) {
+        if (c->out.len == 0 && !client_opipe(c) && !c->write_blocked) {
             client_answer_flushed(c);
             return !c->closed && c->in.len > 0;
         }

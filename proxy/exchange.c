@@ -173,7 +173,7 @@ static void exchange_account(struct exchange *ex, unsigned status)
     e.target = (struct alog_str){ ex->req->target, ex->req->target_len };
     e.route = alog_cstr(ex->route ? ex->route->name : NULL);
     e.status = status;
-    e.bytes = c->bytes_out + c->out.len - ex->bytes_mark;
+    e.bytes = c->bytes_out + c->out.len + ex->rpipe.len - ex->bytes_mark;
     e.duration_ms = dur * 1000.0;
     e.request_id = (struct alog_str){ ex->request_id, ex->request_id_len };
     e.trace_id = (struct alog_str){ ex->trace_id, sizeof(ex->trace_id) };
@@ -530,6 +530,7 @@ void exchange_start(struct exchange *ex, struct client *c)
         hop_init(&ex->hops[1], s1);
     }
     spipe_init(&ex->bpipe);
+    spipe_init(&ex->rpipe);
     ex->c = c;
     ex->w = w;
     ex->gen = w->gen;
@@ -1196,6 +1197,26 @@ void exchange_hop_head(struct exchange *ex, struct hop *h)
     /* No flush here: the hop flushes once it has parsed the body bytes that came with the head. */
 }
 
+uint64_t exchange_resp_splice(struct exchange *ex, struct hop *h)
+{
+    const struct h1_head *resp = h1_parser_head(h->parser);
+    uint64_t parsed = h1_parser_body_bytes(h->parser), left;
+
+    if (ex->resp_splice_failed || ex->state != EX_STREAMING || ex->winner != h || ex->c->tls ||
+        ex->c->closed || !h->uc || h->uc->x.ssl || ex->resp_chunked || ex->resp_no_body ||
+        ex->capturing || resp->chunked || resp->content_length < 0 ||
+        parsed > (uint64_t)resp->content_length)
+        return 0;
+    left = (uint64_t)resp->content_length - parsed;
+    if (left < SPLICE_MIN)
+        return 0;
+    if (!spipe_is_open(&ex->rpipe) && spipe_open(&ex->rpipe) < 0) {
+        ex->resp_splice_failed = true;   /* (EMFILE...) the copy path carries on */
+        return 0;
+    }
+    return left;
+}
+
 void exchange_hop_data(struct exchange *ex, struct hop *h)
 {
     (void)h;
@@ -1280,6 +1301,7 @@ void exchange_cancel(struct exchange *ex)
     /* nginx's 499: the client went away before its answer was complete */
     exchange_account(ex, ex->state == EX_DONE || (ex->state == EX_LOCAL && !ex->local.active) ? ex->status : 499);
     exchange_release(ex);
+    spipe_close(&ex->rpipe);   /* flushed, or the client is gone: what is left is discarded */
     if (ex->gen) {
         worker_gen_unref(ex_worker(ex), ex->gen);
         ex->gen = NULL;

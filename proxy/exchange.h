@@ -64,6 +64,10 @@ struct exchange {
     bool body_splice_failed;            /* no pipe could be had: copied to the end */
     struct spipe bpipe;                 /* request body, zero-copy: client socket -> pipe -> hop */
     uint64_t body_splice_left;          /* bytes of the body still to be spliced from the client */
+    struct spipe rpipe;                 /* response body, zero-copy: hop -> pipe -> client; drained
+                                         * by the client after its output buffer (client_flush),
+                                         * so it lives until the answer is flushed (exchange_cancel) */
+    bool resp_splice_failed;            /* no pipe could be had for the response: copied */
     bool fresh_retry_done;              /* the reused-connection retry (SPEC §3.5) was spent */
     bool idempotent;                    /* method in retry.methods, or an Idempotency-Key */
     bool resp_close;                    /* downstream must close after this response */
@@ -148,6 +152,13 @@ size_t exchange_tunnel_room(struct exchange *ex);
 /* After a 101: queues up to n bytes from the upstream for the client. Returns how many fit (0: the
  * client's output buffer is full), or -1 when the client has no output buffer (closed). */
 ssize_t exchange_tunnel_out(struct exchange *ex, const void *p, size_t n);
+
+/* Zero-copy response body: may hop h (the winner, streaming a Content-Length body that needs no
+ * re-framing and no copy for the stale store, on plain sockets, with at least SPLICE_MIN left)
+ * move the rest of it into ex->rpipe? Opens the pipe and returns the bytes left to move, or 0:
+ * carry on parsing. The hop calls it once its input buffer is empty (every byte it read is in the
+ * client's output buffer, which the client writes before the pipe). */
+uint64_t exchange_resp_splice(struct exchange *ex, struct hop *h);
 
 /* Events from the hop. */
 void exchange_hop_head(struct exchange *ex, struct hop *h);

@@ -100,6 +100,9 @@ struct hop {
     bool request_sent;                  /* head and whole body written */
     bool got_bytes;                     /* any response byte arrived */
     bool read_paused;                   /* backpressure: downstream buffer full */
+    bool splicing;                      /* the rest of the response body goes into the exchange's
+                                         * pipe with splice(2), unparsed (exchange_resp_splice) */
+    uint64_t splice_left;               /* while splicing: body bytes still to come */
     ev_tstamp started, connected;       /* for connect_ms / response_ms */
     char span_id[16];                   /* the traceparent span id this attempt sent (hex) */
     int64_t trial;                      /* the half-open trial claim this hop holds until its

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -336,4 +337,205 @@ def test_deadline_fires_mid_spliced_body(lifeline, raw_upstream):
         r = c.read_response(timeout=total + t(3))
         assert r.status == 504, r
     wait_for(lambda: pipe_fds(lf) == 0, t(5), what="the pipe closed")
+    lf.assert_alive()
+
+
+# ---- the zero-copy response body ----------------------------------------------------------------
+
+def get_head(c, target, timeout):
+    """Sends a GET and reads the response head; returns its status and leaves the body in the
+    socket (and c.buf)."""
+    c.request("GET", target)
+    return c.read_head(timeout=timeout)[1]
+
+
+@pytest.mark.parametrize("size", [70 * 1024, 1 << 20, 8 << 20])
+def test_large_response_arrives_whole(lifeline, upstream, tmp_path, size):
+    up = upstream()
+    log = str(tmp_path / "access.log")
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"pool": "p"}], extra={"access_log": {"path": log}})
+    with Conn(lf.port, timeout=t(20)) as c:
+        c.request("GET", "/bytes/%d" % size)
+        r = c.read_response(timeout=t(20))
+    assert r.status == 200, r
+    assert len(r.body) == size and sha_of(r.body) == pattern_sha(size)
+    # the access log counts the spliced bytes too
+    from ops import wait_access
+    lines = wait_access(log, lambda ls: len(ls) >= 1)
+    assert lines[0]["bytes"] == len(r.raw_head) + size, (lines[0], len(r.raw_head))
+
+
+def sha_of(b):
+    return hashlib.sha256(b).hexdigest()
+
+
+def test_large_response_takes_the_splice_path(lifeline, upstream):
+    """A 1 MiB Content-Length answer on plain sockets goes upstream -> pipe -> client with splice,
+    not read and sent; a chunked one is re-framed by the parser, so it is copied as before."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"pool": "p"}])
+    size = 1 << 20
+    with Conn(lf.port, timeout=t(20)) as c:
+        c.request("GET", "/echo/warm")
+        assert c.read_response().status == 200
+
+        def get(kind):
+            def run():
+                c.request("GET", "/%s/%d" % (kind, size))
+                r = c.read_response(timeout=t(20))
+                assert r.status == 200 and sha_of(r.body) == pattern_sha(size), r
+            return run
+
+        lines = traced(lf.pid, get("bytes"), "read,sendmsg,splice")
+        calls = [m.group(1) for m in map(CALL.search, lines) if m and int(m.group(4)) > 0]
+        assert calls.count("splice") >= size // (64 << 10), calls[:50]
+        assert calls.count("read") < 10, "the body was read, not spliced: %d reads" % calls.count("read")
+        assert calls.count("sendmsg") < 10, calls.count("sendmsg")
+
+        lines = traced(lf.pid, get("chunked"), "read,sendmsg,splice")
+        calls = [m.group(1) for m in map(CALL.search, lines) if m and int(m.group(4)) > 0]
+        assert "splice" not in calls
+    assert pipe_fds(lf) == 0
+
+
+def test_stalled_reader_pauses_upstream_without_spinning(lifeline, upstream):
+    """Backpressure: a client that stops reading fills the pipe; lifeline stops reading the upstream
+    (no spinning on a full pipe) and the body arrives whole once the client reads again."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up, timeouts={"read": "30s"})}, routes=[{"pool": "p", "timeouts": {"total": "60s"}}],
+                  client={"send_timeout": "30s", "header_timeout": "10s", "idle_timeout": "10s", "body_timeout": "10s"})
+    size = 32 << 20
+    stall = t(2.0)
+    with Conn(lf.port, timeout=t(30), rcvbuf=65536) as c:
+        status = get_head(c, "/bytes/%d" % size, t(10))
+        assert status == 200
+        pre = c.buf
+        c.buf = b""
+        h = hashlib.sha256(pre)
+        got = len(pre)
+        # read 1 MiB, then stop reading for `stall` seconds
+        n, _ = read_body_sha_into(c.sock, h, (1 << 20) - got, t(10))
+        got += n
+        assert pipe_fds(lf) == 2   # the body is on the splice path
+        time.sleep(t(0.3))
+        cpu0 = cpu_seconds(lf)
+        time.sleep(stall)
+        busy = cpu_seconds(lf) - cpu0
+        n, _ = read_body_sha_into(c.sock, h, size - got, t(30))
+        got += n
+    assert busy < 0.25 * stall, "lifeline used %.2fs of CPU while the client read nothing" % busy
+    assert got == size and h.hexdigest() == pattern_sha(size)
+    wait_for(lambda: pipe_fds(lf) == 0, t(5), what="the pipe closed")
+
+
+def read_body_sha_into(sock, h, n, timeout):
+    got = 0
+    sock.settimeout(timeout)
+    while got < n:
+        data = sock.recv(min(262144, n - got))
+        if not data:
+            break
+        h.update(data)
+        got += len(data)
+    return got, None
+
+
+def test_client_leaving_mid_response_closes_the_pipe(lifeline, upstream):
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"pool": "p"}])
+    size = 32 << 20
+    c = Conn(lf.port, timeout=t(10), rcvbuf=65536)
+    status = get_head(c, "/bytes/%d" % size, t(10))
+    assert status == 200
+    c.sock.recv(65536)
+    wait_for(lambda: pipe_fds(lf) == 2, t(5), what="the body on the splice path")
+    c.reset()
+    wait_for(lambda: pipe_fds(lf) == 0, t(5), what="the pipe closed")
+    wait_for(lambda: up.live_connections() == 0, t(5), what="the upstream connection closed")
+    assert lf.fetch("GET", "/echo/after").status == 200
+    lf.assert_alive()
+
+
+def raw_body_server(size, send, then):
+    """A raw upstream that answers any request with Content-Length `size`, sends `send` bytes of the
+    pattern, then does `then` ("reset" or "hang")."""
+    async def script(conn):
+        await conn.read_request()
+        await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+        off = 0
+        for piece in pattern_chunks(send, 65536):
+            await conn.send(piece)
+            off += len(piece)
+        if then == "reset":
+            conn.reset()
+        else:
+            await conn.hang(t(30))
+    return script
+
+
+def test_upstream_reset_mid_response_truncates_and_closes(lifeline, raw_upstream):
+    size = 8 << 20
+    up = raw_upstream(raw_body_server(size, 1 << 20, "reset"))
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"pool": "p"}])
+    with Conn(lf.port, timeout=t(10)) as c:
+        status = get_head(c, "/x", t(10))
+        assert status == 200
+        pre = c.buf
+        c.buf = b""
+        h = hashlib.sha256(pre)
+        n, _ = read_body_sha_into(c.sock, h, size - len(pre), t(10))
+        got = n + len(pre)
+    # a prefix of what the upstream sent (its reset may drop bytes not read yet), then the close
+    assert 0 < got <= 1 << 20, got
+    assert h.hexdigest() == pattern_sha(got)
+    wait_for(lambda: pipe_fds(lf) == 0, t(5), what="the pipe closed")
+    lf.assert_alive()
+
+
+def test_read_timeout_fires_mid_spliced_response(lifeline, raw_upstream):
+    size = 8 << 20
+    rt = t(0.6)
+    up = raw_upstream(raw_body_server(size, 1 << 20, "hang"))
+    lf = lifeline(pools={"p": pool(up, timeouts={"read": dur(rt)})}, routes=[{"pool": "p"}])
+    with Conn(lf.port, timeout=t(10)) as c:
+        status = get_head(c, "/x", t(10))
+        assert status == 200
+        pre = c.buf
+        c.buf = b""
+        h = hashlib.sha256(pre)
+        start = time.monotonic()
+        n, _ = read_body_sha_into(c.sock, h, size - len(pre), rt + t(3))
+        elapsed = time.monotonic() - start
+        got = n + len(pre)
+    assert got == 1 << 20 and h.hexdigest() == pattern_sha(1 << 20), got
+    assert elapsed <= rt + t(1.5), elapsed
+    wait_for(lambda: pipe_fds(lf) == 0, t(5), what="the pipe closed")
+
+
+def test_send_timeout_fires_mid_spliced_response(lifeline, upstream):
+    """A client that stops reading a spliced answer is closed after send_timeout; the pipe goes
+    with it."""
+    up = upstream()
+    st = t(0.6)
+    lf = lifeline(pools={"p": pool(up, timeouts={"read": "30s"})}, routes=[{"pool": "p", "timeouts": {"total": "60s"}}],
+                  client={"send_timeout": dur(st), "header_timeout": "10s", "idle_timeout": "10s", "body_timeout": "10s"})
+    size = 32 << 20
+    with Conn(lf.port, timeout=t(10), rcvbuf=65536) as c:
+        status = get_head(c, "/bytes/%d" % size, t(10))
+        assert status == 200
+        wait_for(lambda: pipe_fds(lf) == 2, t(5), what="the body on the splice path")
+        time.sleep(st + t(1.5))      # read nothing: send_timeout closes the connection
+        wait_for(lambda: pipe_fds(lf) == 0, t(3), what="the pipe closed")
+        # what was queued in the kernel still arrives, then EOF (or a reset)
+        total = 0
+        c.sock.settimeout(t(5))
+        try:
+            while True:
+                data = c.sock.recv(262144)
+                if not data:
+                    break
+                total += len(data)
+        except (ConnectionResetError, socket.timeout):
+            pass
+        assert total < size
     lf.assert_alive()
