@@ -1,8 +1,9 @@
 /* exchange.c — one request's life (see exchange.h, SPEC §3).
  *
  * Owns: the request body buffer (kept whole, up to retry.buffer_body, so that an attempt can be
- * replayed), the hops, the backoff and hedge/race timers, and the route's in-flight counts for the
- * retry budget. Decides: route and pool, local answers (404, 413, fallbacks), which attempt's
+ * replayed), the hops, the backoff and hedge/race timers, the route's in-flight counts for the
+ * retry budget, and the pipes of the zero-copy path (splice.h). Decides: which bodies may be
+ * spliced (plain sockets, Content-Length passed through, never replayed or copied elsewhere), route and pool, local answers (404, 413, fallbacks), which attempt's
  * response goes downstream, how it is framed, whether the downstream connection survives it.
  * The retry rules themselves are retry.c's; the answers' bytes are fallback.c's.
  *

@@ -8,7 +8,11 @@
  * Fields are written by exchange.c only. The client feeds the request through exchange_body(),
  * exchange_body_end() and, after a 101, exchange_tunnel_append()/exchange_tunnel_in(); it reads
  * `state`, `body_done` and `req`. The hops read the body buffer, the deadline and the route, and
- * hand tunnel bytes back with exchange_tunnel_out(). The client's output buffer is lent to the
+ * hand tunnel bytes back with exchange_tunnel_out(). The exchange also owns the two pipes of the
+ * zero-copy path (splice.h): `bpipe` (request body, client -> hop: exchange_body_pipe) and `rpipe`
+ * (response body, hop -> client: exchange_resp_splice; the client drains it after its output
+ * buffer, so it is closed by exchange_cancel once the answer is flushed, not with the hops).
+ * The client's output buffer is lent to the
  * exchange (client_out) while the answer is written; the worker's scratch buffer is borrowed
  * through worker_scratch() and never held across a return to the loop.
  */
