@@ -2,9 +2,10 @@
  *
  * Owns: the request body buffer (kept whole, up to retry.buffer_body, so that an attempt can be
  * replayed), the hops, the backoff and hedge/race timers, the route's in-flight counts for the
- * retry budget, and the pipes of the zero-copy path (splice.h). Decides: which bodies may be
- * spliced (plain sockets, Content-Length passed through, never replayed or copied elsewhere), route and pool, local answers (404, 413, fallbacks), which attempt's
- * response goes downstream, how it is framed, whether the downstream connection survives it.
+ * retry budget, and the pipes of the zero-copy path (splice.h). Decides: route and pool, local
+ * answers (404, 413, fallbacks), which attempt's response goes downstream, how it is framed,
+ * whether the downstream connection survives it, and which bodies may be spliced (plain sockets,
+ * Content-Length passed through, never replayed or copied for the stale store).
  * The retry rules themselves are retry.c's; the answers' bytes are fallback.c's.
  *
  * Two hops may run at once: hops[0] and hops[1] take turns as the attempt, and the other slot is
