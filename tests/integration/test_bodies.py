@@ -541,3 +541,54 @@ def test_send_timeout_fires_mid_spliced_response(lifeline, upstream):
             pass
         assert total < size
     lf.assert_alive()
+
+
+# ---- bodies that must stay on the copy path -------------------------------------------------------
+
+def test_large_body_kept_for_replay_is_copied_and_replayed(lifeline, raw_upstream, upstream):
+    """retry.buffer_body 2MiB: a 1 MiB body is kept for replay, so it is never spliced (what goes
+    through a pipe is gone): the server that resets gets it whole, then the other gets it again."""
+    from faults import reset_script
+    bad = raw_upstream(reset_script(), name="bad")
+    good = upstream("good")
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1), balance="round_robin")},
+                  routes=[{"pool": "p", "retry": {"buffer_body": "2MiB"}}])
+    size = 1 << 20
+    body = pattern_bytes(size)
+    with Conn(lf.port, timeout=t(20)) as c:
+        c.send(build_request("PUT", "/echo/up", [("Idempotency-Key", "big-1")], body=body))
+        r = c.read_response(timeout=t(20))
+    assert r.status == 200, r
+    assert r.json()["server"] == "good"
+    assert r.json()["body_len"] == size and r.json()["body_sha256"] == pattern_sha(size)
+    assert len(bad.requests) == 1 and sha_of(bad.requests[0].body) == pattern_sha(size)
+
+
+def test_large_answer_kept_for_stale_is_copied(lifeline, raw_upstream):
+    """An answer copied for fallback.stale passes through the parser (its tee), never the pipe: the
+    stale copy served once the upstream is gone is whole."""
+    from ops import admin_extra, metrics
+    from conftest import free_port
+    size = 512 * 1024
+    body = pattern_bytes(size)
+
+    async def script(conn):
+        while True:
+            req = await conn.read_request()
+            if req is None:
+                return
+            await conn.respond(200, body, headers=[("Cache-Control", "max-age=60")])
+
+    up = raw_upstream(script, name="origin")
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)}, extra=admin_extra(aport),
+                  routes=[{"pool": "p", "retry": {"attempts": 1},
+                           "fallback": {"status": 503, "body": "down\n", "stale": "60s"}}])
+    r = lf.fetch("GET", "/big")
+    assert r.status == 200 and sha_of(r.body) == pattern_sha(size), r
+    wait_for(lambda: metrics(aport).value("lifeline_stale_store_bytes") > size, t(3),
+             what="the copy in the stale store")
+    up.stop()
+    r = lf.fetch("GET", "/big")
+    assert r.status == 200 and r.header("x-lifeline-fallback") == "connect_error", r
+    assert sha_of(r.body) == pattern_sha(size)
