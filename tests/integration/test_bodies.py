@@ -70,8 +70,9 @@ def test_request_body_one_send_per_read(lifeline, upstream):
     sends = sum(1 for name, fd, args, r in calls
                 if r > 0 and ((name == "sendmsg" and fd == up_fd) or (name == "splice" and fd != client_fd)))
     assert reads > 8, lines[:40]
-    # one send per read (plus the head's): two per read before the fix
-    assert sends <= reads + 2, "%d sends upstream for %d reads from the client" % (sends, reads)
+    # one send per read (plus the head's): two per read before the fix (57 for 34). A send the
+    # upstream's full socket cuts short adds one: a little slack for a loaded machine.
+    assert sends <= reads * 1.3 + 2, "%d sends upstream for %d reads from the client" % (sends, reads)
 
 
 # ---- the zero-copy request body (splice through a pipe) -------------------------------------------
