@@ -5,7 +5,6 @@
 
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,12 +69,12 @@ int alog_open_path(const char *path)
     return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
 }
 
-/* Writes everything buffered in r. Returns true when anything was written. */
-static bool alog_drain(struct alog *a, struct alog_ring *r)
+/* Writes everything buffered in r. Returns the bytes taken. */
+static size_t alog_drain(struct alog *a, struct alog_ring *r)
 {
     size_t head = atomic_load_explicit(&r->head, memory_order_acquire);
     size_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
-    bool any = false;
+    size_t taken = head - tail;
 
     while (tail != head) {
         size_t off = tail % ALOG_RING_BYTES;
@@ -90,9 +89,8 @@ static bool alog_drain(struct alog *a, struct alog_ring *r)
             w = (ssize_t)n;   /* the sink fails: drop rather than spin (the error log says so) */
         tail += (size_t)w;
         atomic_store_explicit(&r->tail, tail, memory_order_release);
-        any = true;
     }
-    return any;
+    return taken;
 }
 
 /* The writer's side of alog_switch: from now on lines go to the new sink; the old file is closed
@@ -119,13 +117,20 @@ static void alog_take_next(struct alog *a)
     a->fd = fd;
 }
 
+/* The writer takes what the rings hold every 10 ms, in one write(2) per ring (two when it wraps),
+ * and naps between passes even under load: a writer that looped while lines kept coming would
+ * write a few lines per call and, on a machine (or a taskset) where it shares the worker's CPU,
+ * take turns with the worker and delay requests by whole scheduler slices. It skips the nap only
+ * when a pass took more than a quarter of a ring (10 ms of lines at that rate would come near
+ * filling it). */
 static void *alog_main(void *arg)
 {
     struct alog *a = arg;
     const struct timespec nap = { 0, 10 * 1000 * 1000 };
 
     for (;;) {
-        bool any = false, stop = atomic_load(&a->stop);
+        size_t most = 0;
+        bool stop = atomic_load(&a->stop);
         unsigned n = atomic_load_explicit(&a->nrings, memory_order_acquire);
         alog_take_next(a);
         if (atomic_exchange(&a->reopen, 0) && a->fd > STDERR_FILENO) {
@@ -137,11 +142,14 @@ static void *alog_main(void *arg)
                 a->fd = fd;
             }
         }
-        for (unsigned i = 0; i < n; i++)
-            any |= alog_drain(a, a->rings[i]);
-        if (stop && !any)
+        for (unsigned i = 0; i < n; i++) {
+            size_t k = alog_drain(a, a->rings[i]);
+            if (k > most)
+                most = k;
+        }
+        if (stop && !most)
             break;
-        if (!any)
+        if (!stop && most <= ALOG_RING_BYTES / 4)
             nanosleep(&nap, NULL);
     }
     return NULL;
@@ -229,149 +237,227 @@ void alog_stop(struct alog *a)
 
 /* ---- The line ---------------------------------------------------------------------------- */
 
+/* 0: the byte stays as it is; else its short escape letter, or 'u' for \u00XX. */
+static const char alog_esc[256] = {
+    ['\0'] = 'u', [1] = 'u', [2] = 'u', [3] = 'u', [4] = 'u', [5] = 'u', [6] = 'u', [7] = 'u',
+    [8] = 'u', ['\t'] = 't', ['\n'] = 'n', [11] = 'u', [12] = 'u', ['\r'] = 'r', [14] = 'u', [15] = 'u',
+    [16] = 'u', [17] = 'u', [18] = 'u', [19] = 'u', [20] = 'u', [21] = 'u', [22] = 'u', [23] = 'u',
+    [24] = 'u', [25] = 'u', [26] = 'u', [27] = 'u', [28] = 'u', [29] = 'u', [30] = 'u', [31] = 'u',
+    ['"'] = '"', ['\\'] = '\\',
+    [127 ... 255] = 'u',
+};
+
 size_t alog_escape(char *out, size_t cap, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
-    size_t o = 0;
+    size_t o = 0, i = 0;
 
-    for (size_t i = 0; i < n; i++) {
+    while (i < n) {
+        /* a run of bytes that stay as they are, copied at once */
+        size_t j = i;
+        while (j < n && !alog_esc[(unsigned char)s[j]])
+            j++;
+        if (j > i) {
+            size_t k = j - i;
+            if (o + k >= cap)   /* what fits, one byte kept for the NUL */
+                k = cap > o ? cap - o - 1 : 0;
+            memcpy(out + o, s + i, k);
+            o += k;
+            if (i + k < j)
+                break;
+            i = j;
+            continue;
+        }
         unsigned char ch = (unsigned char)s[i];
-        char short_esc = ch == '"' ? '"' : ch == '\\' ? '\\' : ch == '\n' ? 'n' : ch == '\r' ? 'r'
-                       : ch == '\t' ? 't' : 0;
-        size_t need = short_esc ? 2 : ch < 0x20 || ch >= 0x7f ? 6 : 1;
+        char e = alog_esc[ch];
+        size_t need = e == 'u' ? 6 : 2;
         if (o + need >= cap)
             break;
-        if (need == 2) {
-            out[o++] = '\\';
-            out[o++] = short_esc;
-        } else if (need == 6) {
-            out[o++] = '\\';
-            out[o++] = 'u';
+        out[o++] = '\\';
+        out[o++] = e;
+        if (e == 'u') {
             out[o++] = '0';
             out[o++] = '0';
             out[o++] = hex[ch >> 4];
             out[o++] = hex[ch & 15];
-        } else {
-            out[o++] = (char)ch;
         }
+        i++;
     }
     if (cap)
         out[o] = 0;
     return o;
 }
 
-/* An output cursor: every put checks the room left, and `full` sticks once anything did not fit. */
+/* An output cursor: every put checks the room left (one byte always stays for the final NUL), and
+ * `full` sticks once anything did not fit. No printf: this runs once per request. */
 struct alog_out {
     char *p;
     size_t cap, len;
     bool full;
 };
 
-static void alog_put(struct alog_out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void alog_put(struct alog_out *o, const char *fmt, ...)
+static void alog_put_mem(struct alog_out *o, const char *s, size_t n)
 {
-    va_list ap;
-    int k;
-
-    if (o->full)
-        return;
-    va_start(ap, fmt);
-    k = vsnprintf(o->p + o->len, o->cap - o->len, fmt, ap);
-    va_end(ap);
-    if (k < 0 || (size_t)k >= o->cap - o->len)
+    if (o->full || n >= o->cap - o->len) {
         o->full = true;
-    else
-        o->len += (size_t)k;
+        return;
+    }
+    memcpy(o->p + o->len, s, n);
+    o->len += n;
 }
 
-/* "key":"escaped value" (or "key":null for a NULL string), s cut after max bytes. */
-static void alog_put_str(struct alog_out *o, const char *key, struct alog_str v, size_t max)
+#define ALOG_PUT_LIT(o, lit) alog_put_mem((o), (lit), sizeof(lit) - 1)
+
+static void alog_put_u64(struct alog_out *o, uint64_t v)
+{
+    char tmp[20];
+    size_t i = sizeof(tmp);
+
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    alog_put_mem(o, tmp + i, sizeof(tmp) - i);
+}
+
+/* key (its quotes and colon included), then "escaped value", or null for a NULL string; s cut after
+ * max bytes. */
+static void alog_put_str(struct alog_out *o, const char *key, size_t klen, struct alog_str v, size_t max)
 {
     size_t n = v.n < max ? v.n : max;
 
+    alog_put_mem(o, key, klen);
     if (!v.s) {
-        alog_put(o, "\"%s\":null", key);
+        ALOG_PUT_LIT(o, "null");
         return;
     }
-    alog_put(o, "\"%s\":\"", key);
-    if (o->full)
-        return;
-    /* alog_escape stops short rather than overflow: a short result means the line did not fit */
-    if (o->cap - o->len < 6 * n + 2) {
+    /* room for the worst case, so that alog_escape never stops short here */
+    if (o->full || o->cap - o->len < 6 * n + 3) {
         o->full = true;
         return;
     }
+    o->p[o->len++] = '"';
     o->len += alog_escape(o->p + o->len, o->cap - o->len, v.s, n);
-    alog_put(o, "\"");
+    o->p[o->len++] = '"';
 }
 
-static void alog_put_ms(struct alog_out *o, const char *key, int ms)
+#define ALOG_PUT_STR(o, key, v, max) alog_put_str((o), "\"" key "\":", sizeof("\"" key "\":") - 1, (v), (max))
+
+static void alog_put_ms(struct alog_out *o, int ms)
 {
     if (ms < 0)
-        alog_put(o, "\"%s\":null", key);
+        ALOG_PUT_LIT(o, "null");
     else
-        alog_put(o, "\"%s\":%d", key, ms);
+        alog_put_u64(o, (uint64_t)ms);
+}
+
+/* The RFC 3339 UTC time with milliseconds for secs since the epoch (0 .. 9999-12-31T23:59:59),
+ * 24 bytes into out. The date from the day count by the civil-calendar arithmetic of 400-year eras
+ * (146,097 days each), which needs no table and no libc call. */
+static void alog_time(char out[24], int64_t secs, int ms)
+{
+    int64_t days = secs / 86400, rem = secs % 86400;
+    int64_t z = days + 719468;                                 /* days since 0000-03-01 */
+    int64_t era = z / 146097, doe = z - era * 146097;          /* day of the era, 0..146096 */
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);     /* day of the March-based year */
+    int64_t mp = (5 * doy + 2) / 153;
+    int d = (int)(doy - (153 * mp + 2) / 5 + 1), m = (int)(mp < 10 ? mp + 3 : mp - 9);
+    int y = (int)(yoe + era * 400 + (m <= 2));
+    int hh = (int)(rem / 3600), mm = (int)(rem / 60 % 60), ss = (int)(rem % 60);
+    const int parts[] = { y / 100, y % 100, m, d, hh, mm, ss };
+    static const char sep[] = "\0-" "-T" "::" ".";
+    char *p = out;
+
+    for (int i = 0; i < 7; i++) {
+        *p++ = (char)('0' + parts[i] / 10);
+        *p++ = (char)('0' + parts[i] % 10);
+        if (i && sep[i])
+            *p++ = sep[i];
+    }
+    *p++ = (char)('0' + ms / 100);
+    *p++ = (char)('0' + ms / 10 % 10);
+    *p++ = (char)('0' + ms % 10);
+    *p = 'Z';
 }
 
 size_t alog_format(char *out, size_t cap, const struct alog_entry *e)
 {
     struct alog_out o = { out, cap, 0, false };
     double when = e->time, dur = e->duration_ms;
-    time_t secs;
-    struct tm tm;
+    int64_t secs;
+    uint64_t dur_us;
+    char t[24];
     int ms;
 
     if (!cap)
         return 0;
-    /* the time as RFC 3339 UTC with milliseconds; clamped to years 1970..9999 so that it keeps its
-     * shape whatever the caller passes */
+    /* the time clamped to years 1970..9999 so that it keeps its shape whatever the caller passes */
     if (!(when >= 0))
         when = 0;
     if (when > 253402300799.0)
         when = 253402300799.0;
-    secs = (time_t)when;
+    secs = (int64_t)when;
     ms = (int)((when - (double)secs) * 1000);
     if (ms > 999)
         ms = 999;
-    if (!gmtime_r(&secs, &tm))
-        memset(&tm, 0, sizeof(tm));
     if (!(dur >= 0) || !isfinite(dur))
         dur = 0;
     if (dur > 1e12)
         dur = 1e12;
-    alog_put(&o, "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\",", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
-    alog_put_str(&o, "client", e->client, ALOG_FIELD_MAX);
-    alog_put(&o, ",");
-    alog_put_str(&o, "method", e->method, ALOG_FIELD_MAX);
-    alog_put(&o, ",");
-    alog_put_str(&o, "target", e->target, ALOG_TARGET_MAX);
-    alog_put(&o, ",");
-    alog_put_str(&o, "route", e->route, ALOG_FIELD_MAX);
-    alog_put(&o, ",\"status\":%u,\"bytes\":%llu,\"duration_ms\":%.3f,", e->status, (unsigned long long)e->bytes,
-             dur);
-    alog_put_str(&o, "request_id", e->request_id, ALOG_FIELD_MAX);
-    alog_put(&o, ",");
-    alog_put_str(&o, "trace_id", e->trace_id, ALOG_FIELD_MAX);
-    alog_put(&o, ",");
-    alog_put_str(&o, "fallback", e->fallback, ALOG_FIELD_MAX);
-    alog_put(&o, ",\"attempts\":[");
+    dur_us = (uint64_t)(dur * 1000.0 + 0.5);   /* milliseconds with three decimals */
+    alog_time(t, secs, ms);
+    ALOG_PUT_LIT(&o, "{\"time\":\"");
+    alog_put_mem(&o, t, sizeof(t));
+    ALOG_PUT_LIT(&o, "\",");
+    ALOG_PUT_STR(&o, "client", e->client, ALOG_FIELD_MAX);
+    ALOG_PUT_LIT(&o, ",");
+    ALOG_PUT_STR(&o, "method", e->method, ALOG_FIELD_MAX);
+    ALOG_PUT_LIT(&o, ",");
+    ALOG_PUT_STR(&o, "target", e->target, ALOG_TARGET_MAX);
+    ALOG_PUT_LIT(&o, ",");
+    ALOG_PUT_STR(&o, "route", e->route, ALOG_FIELD_MAX);
+    ALOG_PUT_LIT(&o, ",\"status\":");
+    alog_put_u64(&o, e->status);
+    ALOG_PUT_LIT(&o, ",\"bytes\":");
+    alog_put_u64(&o, e->bytes);
+    ALOG_PUT_LIT(&o, ",\"duration_ms\":");
+    alog_put_u64(&o, dur_us / 1000);
+    {
+        unsigned f = (unsigned)(dur_us % 1000);
+        char frac[4] = { '.', (char)('0' + f / 100), (char)('0' + f / 10 % 10), (char)('0' + f % 10) };
+        alog_put_mem(&o, frac, sizeof(frac));
+    }
+    ALOG_PUT_LIT(&o, ",");
+    ALOG_PUT_STR(&o, "request_id", e->request_id, ALOG_FIELD_MAX);
+    ALOG_PUT_LIT(&o, ",");
+    ALOG_PUT_STR(&o, "trace_id", e->trace_id, ALOG_FIELD_MAX);
+    ALOG_PUT_LIT(&o, ",");
+    ALOG_PUT_STR(&o, "fallback", e->fallback, ALOG_FIELD_MAX);
+    ALOG_PUT_LIT(&o, ",\"attempts\":[");
     for (unsigned i = 0; e->attempts && i < e->nattempts && i < ALOG_MAX_ATTEMPTS; i++) {
         const struct alog_attempt *a = &e->attempts[i];
-        alog_put(&o, "%s{", i ? "," : "");
-        alog_put_str(&o, "server", a->server, ALOG_FIELD_MAX);
-        alog_put(&o, ",");
-        alog_put_str(&o, "outcome", a->outcome, ALOG_FIELD_MAX);
-        alog_put(&o, ",\"status\":%u,", a->status);
-        alog_put_ms(&o, "connect_ms", a->connect_ms);
-        alog_put(&o, ",");
-        alog_put_ms(&o, "response_ms", a->response_ms);
-        alog_put(&o, ",");
-        alog_put_str(&o, "span_id", a->span_id, ALOG_FIELD_MAX);
-        alog_put(&o, "}");
+        if (i)
+            ALOG_PUT_LIT(&o, ",");
+        ALOG_PUT_LIT(&o, "{");
+        ALOG_PUT_STR(&o, "server", a->server, ALOG_FIELD_MAX);
+        ALOG_PUT_LIT(&o, ",");
+        ALOG_PUT_STR(&o, "outcome", a->outcome, ALOG_FIELD_MAX);
+        ALOG_PUT_LIT(&o, ",\"status\":");
+        alog_put_u64(&o, a->status);
+        ALOG_PUT_LIT(&o, ",\"connect_ms\":");
+        alog_put_ms(&o, a->connect_ms);
+        ALOG_PUT_LIT(&o, ",\"response_ms\":");
+        alog_put_ms(&o, a->response_ms);
+        ALOG_PUT_LIT(&o, ",");
+        ALOG_PUT_STR(&o, "span_id", a->span_id, ALOG_FIELD_MAX);
+        ALOG_PUT_LIT(&o, "}");
     }
-    alog_put(&o, "]}\n");
-    return o.full ? 0 : o.len;
+    ALOG_PUT_LIT(&o, "]}\n");
+    if (o.full)
+        return 0;
+    out[o.len] = 0;
+    return o.len;
 }
 
 void alog_write(struct alog_ring *r, const struct alog_entry *e)

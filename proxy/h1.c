@@ -218,9 +218,103 @@ static inline unsigned char lc(unsigned char c)
     return c >= 'A' && c <= 'Z' ? (unsigned char)(c + 32) : c;
 }
 
-/* a[0..n) equals the lowercase literal lit[0..n) ignoring ASCII case. */
+/* Eight bytes at p, unaligned (byte order does not matter to the equality tests below). */
+static inline uint64_t ld8(const char *p)
+{
+    uint64_t v;
+    memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+static inline uint64_t ld4(const char *p)
+{
+    uint32_t v;
+    memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+#define ONES8 0x0101010101010101ull
+
+/* lc() of each byte of a word at once: a byte in 'A'..'Z' gets 0x20 added, every other byte
+ * (non-ASCII ones included) stays. No byte's sum carries into the next. */
+static inline uint64_t lc8(uint64_t x)
+{
+    uint64_t h = x & (0x7f * ONES8);
+    uint64_t ge_a = h + (0x80 - 'A') * ONES8;   /* high bit: h >= 'A' */
+    uint64_t gt_z = h + (0x7f - 'Z') * ONES8;   /* high bit: h > 'Z' */
+    uint64_t upper = (ge_a ^ gt_z) & ~x & (0x80 * ONES8);
+    return x | (upper >> 2);
+}
+
+/* Some byte of s[0..n) is '_': a word at a time (zero bytes of s XOR '_', the lowest flag exact;
+ * a short tail is read as an overlapping last word). */
+#define ZERO_BYTE(v) (((v) - ONES8) & ~(v) & (0x80 * ONES8))
+static inline bool has_underscore(const char *s, size_t n)
+{
+    const uint64_t us = '_' * ONES8;
+    if (n >= 8) {
+        size_t i;
+        for (i = 0; i + 8 <= n; i += 8) {
+            if (ZERO_BYTE(ld8(s + i) ^ us))
+                return true;
+        }
+        return i < n && ZERO_BYTE(ld8(s + n - 8) ^ us);
+    }
+    if (n >= 4) {
+        /* zero-extended: the upper four bytes XOR '_' are never zero */
+        return ZERO_BYTE(ld4(s) ^ us) || ZERO_BYTE(ld4(s + n - 4) ^ us);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '_')
+            return true;
+    }
+    return false;
+}
+#undef ZERO_BYTE
+
+/* memcpy for the short strings of a head (names, values): up to 32 bytes as overlapping
+ * loads and stores within [0, n) instead of a call. */
+static inline void copy_short(char *d, const char *s, size_t n)
+{
+    if (n > 32) {
+        memcpy(d, s, n);
+    } else if (n > 16) {
+        uint64_t a = ld8(s), b = ld8(s + 8), c = ld8(s + n - 16), e = ld8(s + n - 8);
+        memcpy(d, &a, 8);
+        memcpy(d + 8, &b, 8);
+        memcpy(d + n - 16, &c, 8);
+        memcpy(d + n - 8, &e, 8);
+    } else if (n >= 8) {
+        uint64_t a = ld8(s), b = ld8(s + n - 8);
+        memcpy(d, &a, 8);
+        memcpy(d + n - 8, &b, 8);
+    } else if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, s, 4);
+        memcpy(&b, s + n - 4, 4);
+        memcpy(d, &a, 4);
+        memcpy(d + n - 4, &b, 4);
+    } else {
+        for (size_t i = 0; i < n; i++)
+            d[i] = s[i];
+    }
+}
+
+/* a[0..n) equals the lowercase literal lit[0..n) (lit holds n bytes at least) ignoring ASCII
+ * case. A word at a time: this runs for every header name of every message. */
 static inline bool ci_eq(const char *a, const char *lit, size_t n)
 {
+    if (n >= 8) {
+        size_t i;
+        for (i = 0; i + 8 <= n; i += 8) {
+            if (lc8(ld8(a + i)) != ld8(lit + i))
+                return false;
+        }
+        /* the last 8 bytes again, overlapping what was compared: no partial word */
+        return i == n || lc8(ld8(a + n - 8)) == ld8(lit + n - 8);
+    }
+    if (n >= 4)
+        return lc8(ld4(a)) == ld4(lit) && lc8(ld4(a + n - 4)) == ld4(lit + n - 4);
     for (size_t i = 0; i < n; i++) {
         if (lc((unsigned char)a[i]) != (unsigned char)lit[i])
             return false;
@@ -322,18 +416,24 @@ static int each_token(const char *v, size_t n, int (*fn)(void *, const char *, s
 /* s: a lowercase literal. */
 #define tok_is(t, n, s) ((n) == sizeof(s) - 1 && ci_eq(t, s, sizeof(s) - 1))
 
-struct conn_scan { bool close, keep_alive, upgrade; };
+/* names: a token other than keep-alive and upgrade (both are hop-by-hop names already), so the
+ * names Connection lists must be looked for among the headers. */
+struct conn_scan { bool close, keep_alive, upgrade, names; };
 
 static int conn_token(void *arg, const char *t, size_t n)
 {
     struct conn_scan *cs = arg;
 
-    if (tok_is(t, n, "close"))
+    if (tok_is(t, n, "close")) {
         cs->close = true;
-    else if (tok_is(t, n, "keep-alive"))
+        cs->names = true;
+    } else if (tok_is(t, n, "keep-alive")) {
         cs->keep_alive = true;
-    else if (tok_is(t, n, "upgrade"))
+    } else if (tok_is(t, n, "upgrade")) {
         cs->upgrade = true;
+    } else {
+        cs->names = true;
+    }
     return 0;
 }
 
@@ -373,11 +473,17 @@ static int te_token(void *arg, const char *t, size_t n)
 
 /* Names compared with '_' read as '-' (some servers do): a request header that would then be one of
  * these is refused, since lifeline and the upstream would disagree on framing or routing. */
-static const char *const h1_underscore_names[] = {
-    "content-length", "transfer-encoding", "host", "connection", "keep-alive", "proxy-connection",
-    "te", "trailer", "upgrade", "expect", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto",
-    "forwarded",
-};
+#define H1_UNDERSCORE_NAMES(X)                                                                      \
+    X("content-length") X("transfer-encoding") X("host") X("connection") X("keep-alive")             \
+    X("proxy-connection") X("te") X("trailer") X("upgrade") X("expect") X("x-forwarded-for")          \
+    X("x-forwarded-host") X("x-forwarded-proto") X("forwarded")
+#define H1_NAME_ENTRY(s) s,
+static const char *const h1_underscore_names[] = { H1_UNDERSCORE_NAMES(H1_NAME_ENTRY) };
+/* Bit n set: one of those names, or x-request-id (also read with '_' as '-'), is n bytes long.
+ * Only a name of such a length is searched for '_' (all are shorter than 32 bytes). */
+#define H1_NAME_LENBIT(s) | (1u << (sizeof(s) - 1))
+static const uint32_t h1_underscore_lens =
+    0 H1_UNDERSCORE_NAMES(H1_NAME_LENBIT) H1_NAME_LENBIT("x-request-id");
 
 /* Trailer fields never forwarded (RFC 9110 §6.5.1: framing, routing, request modifiers,
  * authentication, response control data, payload processing), compared with '_' read as '-'. */
@@ -579,7 +685,8 @@ static int on_headers_complete(http_parser *hp)
         struct h1_header *hd = &h->hdrs[i];
         while (hd->value_len && (hd->value[hd->value_len - 1] == ' ' || hd->value[hd->value_len - 1] == '\t'))
             hd->value_len--;
-        if (memchr(hd->name, '_', hd->name_len)) {
+        if (hd->name_len < 32 && (h1_underscore_lens >> hd->name_len & 1) &&
+            has_underscore(hd->name, hd->name_len)) {
             if (name_eq_dash(hd->name, hd->name_len, "x-request-id")) {
                 hd->flags |= H1_HDR_HOP;   /* X_Request_Id: dropped, lifeline writes the one id */
                 continue;
@@ -673,8 +780,10 @@ static int on_headers_complete(http_parser *hp)
             break;
         }
     }
-    /* Second pass: the names Connection lists are hop-by-hop too (any number, any length). */
-    for (unsigned c = 0; has_connection && c < h->nhdrs; c++) {
+    /* Second pass: the names Connection lists are hop-by-hop too (any number, any length). Not
+     * needed when every token is keep-alive or upgrade: those headers are flagged hop-by-hop by
+     * the first pass already. */
+    for (unsigned c = 0; has_connection && cs.names && c < h->nhdrs; c++) {
         const struct h1_header *ch = &h->hdrs[c];
         uint64_t lens = 0;
         if (!NAME_IS(ch, "connection"))
@@ -1337,6 +1446,32 @@ static inline bool fast_value_char(unsigned char c)
     return (c >= 0x20 && c < 0x7f) || c == '\t';
 }
 
+/* The first byte at or after q (before e) that fast_value_char() refuses, or e. Eight bytes at a
+ * time: a word's bytes below 0x20 (the borrow of x - 0x20 sets their high bit) or above 0x7e
+ * (x + 1 or x itself has it) are flagged; a borrow or carry only ever flags bytes after a byte
+ * already flagged, so the lowest flag is exact, and an HTAB there is stepped over. */
+static inline __attribute__((always_inline)) const char *fast_value_end(const char *q,
+                                                                        const char *e)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    while (e - q >= 8) {
+        uint64_t x = ld8(q);
+        uint64_t bad = (((x - 0x20 * ONES8) & ~x) | (x + ONES8) | x) & (0x80 * ONES8);
+        if (!bad) {
+            q += 8;
+            continue;
+        }
+        q += __builtin_ctzll(bad) >> 3;
+        if (*q != '\t')
+            return q;
+        q++;
+    }
+#endif
+    while (q < e && fast_value_char((unsigned char)*q))
+        q++;
+    return q;
+}
+
 /* Names http-parser reads itself: Transfer-Encoding and Upgrade, and anything beginning with
  * them or with Content-Length, Connection or Proxy-Connection (those three exactly are taken:
  * Content-Length is read here, the Connection flags http-parser would set change nothing once the
@@ -1429,8 +1564,7 @@ static bool h1_fast_head(struct h1_parser *p, const char *d, size_t n, size_t *c
         if (status < 200 || status > 599)
             return false;   /* interim answers and 101 take http-parser's path */
         r0 = q += 13;
-        while (q < e && fast_value_char((unsigned char)*q))
-            q++;
+        q = fast_value_end(q, e);
         if (q == r0 || e - q < 2 || q[0] != '\r' || q[1] != '\n')
             return false;
         memcpy(p->arena, r0, (size_t)(q - r0));
@@ -1453,6 +1587,10 @@ static bool h1_fast_head(struct h1_parser *p, const char *d, size_t n, size_t *c
             break;
         }
         n0 = q;
+        /* four bytes per bounds check (a name is seldom shorter) */
+        while (e - q >= 4 && (h1_ctype[(unsigned char)q[0]] & h1_ctype[(unsigned char)q[1]] &
+                              h1_ctype[(unsigned char)q[2]] & h1_ctype[(unsigned char)q[3]] & CT_TCHAR))
+            q += 4;
         while (q < e && (h1_ctype[(unsigned char)*q] & CT_TCHAR))
             q++;
         if (q == n0 || q >= e || *q != ':')
@@ -1462,8 +1600,7 @@ static bool h1_fast_head(struct h1_parser *p, const char *d, size_t n, size_t *c
         while (q < e && (*q == ' ' || *q == '\t'))
             q++;
         v0 = q;
-        while (q < e && fast_value_char((unsigned char)*q))
-            q++;
+        q = fast_value_end(q, e);
         if (e - q < 2 || q[0] != '\r' || q[1] != '\n' || h->nhdrs >= H1_MAX_HEADERS)
             goto slow;
         vl = (size_t)(q - v0);
@@ -1485,11 +1622,11 @@ static bool h1_fast_head(struct h1_parser *p, const char *d, size_t n, size_t *c
         }
         hd = &h->hdrs[h->nhdrs++];
         hd->name = p->arena + p->alen;
-        memcpy(p->arena + p->alen, n0, nl);
+        copy_short(p->arena + p->alen, n0, nl);
         p->alen += nl;
         hd->name_len = nl;
         hd->value = p->arena + p->alen;
-        memcpy(p->arena + p->alen, v0, vl);
+        copy_short(p->arena + p->alen, v0, vl);
         p->alen += vl;
         hd->value_len = vl;
         hd->flags = 0;
@@ -1648,12 +1785,23 @@ static void puts_(struct stage *s, const char *d)
     put(s, d, strlen(d));
 }
 
-static void put_header(struct stage *s, const char *name, size_t nlen, const char *v, size_t vlen)
+/* One room check for the whole line (this runs for every header of every message). */
+static inline __attribute__((always_inline)) void put_header(struct stage *s, const char *name, size_t nlen,
+                                                             const char *v, size_t vlen)
 {
-    put(s, name, nlen);
-    put(s, ": ", 2);
-    put(s, v, vlen);
-    put(s, "\r\n", 2);
+    char *d;
+
+    if (s->overflow || nlen > s->cap - s->len || vlen + 4 > s->cap - s->len - nlen) {
+        s->overflow = true;
+        return;
+    }
+    d = s->p + s->len;
+    copy_short(d, name, nlen);
+    d += nlen;
+    memcpy(d, ": ", 2);
+    copy_short(d + 2, v, vlen);
+    memcpy(d + 2 + vlen, "\r\n", 2);
+    s->len += nlen + vlen + 4;
 }
 
 static void put_num(struct stage *s, int64_t v)

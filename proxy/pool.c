@@ -172,7 +172,11 @@ static void pool_idle_read_cb(struct ev_loop *loop, ev_io *io, int revents)
 }
 
 /* True when the connection is still open and silent: nothing to read, no EOF, no RST. Costs one
- * recv per reuse, no wait. */
+ * recv per reuse, no wait: about 0.4 us of a request's ~14 us of CPU on the bench machine. Kept
+ * on purpose (issue 13): poll() with a zero timeout and ioctl(FIONREAD) are a system call each too
+ * and measured no cheaper, and without a check the window below would grow from the microseconds
+ * between this call and the request's send to a whole loop turn (hundreds of microseconds under
+ * load). tests/unit/test_pool.c test_reuse_check covers both windows. */
 static bool upconn_alive(struct upconn *uc)
 {
     char c;

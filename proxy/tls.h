@@ -112,7 +112,10 @@ int tls_handshake(struct xprt *x);
 const char *tls_verify_error(const struct xprt *x);
 /* True when the session reused a previous one. */
 bool tls_resumed(const struct xprt *x);
-/* Decrypted bytes buffered inside the session (a record bigger than the caller's room). */
+/* Bytes buffered inside the session, which the socket will not signal: the decrypted rest of a
+ * record bigger than the caller's room (their count), or records read ahead and not yet decrypted
+ * (then 1; a partial record counts too, so a reader that comes back may find -EAGAIN once). Zero
+ * means everything the peer sent and we read has been handed out. */
 size_t tls_pending(const struct xprt *x);
 /* A pooled connection's session while idle: processes what the server sent (TLS 1.3 session
  * tickets arrive after the handshake) and says whether the connection is still usable. */

@@ -43,8 +43,9 @@ static inline ssize_t xprt_writev(struct xprt *x, const struct iovec *iov, int n
 static inline void xprt_close(struct xprt *x) { if (x->fd >= 0) x->ops->close(x); }
 
 size_t tls_pending(const struct xprt *x);
-/* Bytes already decrypted and waiting inside a TLS session: the socket will not signal them, so a
- * reader that stopped with room left must come back for them (see xprt_kick). */
+/* Non-zero when bytes wait inside a TLS session (decrypted, or read ahead from the socket and not
+ * yet decrypted): the socket will not signal them, so a reader that stopped with room left must
+ * come back for them (feed its read watcher). */
 static inline size_t xprt_pending(const struct xprt *x) { return x->ssl ? tls_pending(x) : 0; }
 
 /* Socket helpers shared by listeners and upstream connects. */

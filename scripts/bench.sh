@@ -8,6 +8,9 @@
 #   direct       wrk -> upstream (the ceiling of load generator + upstream; no proxy)
 #   lifeline     the bench config: workers: 1, pool keepalive 256, access log off, every other setting
 #                at lifeline's default (as a user gets it); LIFELINE_BIN picks the binary
+#   lifeline-defaults  nothing tuned (listener, pool, route; scripts/lib/benchconf.sh): workers auto
+#                (1 on one CPU), the JSON access log on stdout (to /dev/null: formatted and written,
+#                no disk). Compared with lifeline (the cost of the defaults) and nginx (logs off).
 #   nginx        1 worker, upstream keepalive 256, proxy_http_version 1.1, Connection "", access_log off
 #   haproxy      nbthread 1, http-reuse always, no logs
 #   floor        build/floor (scripts/floor.c, `make floor`): the bare forwarder, one upstream
@@ -45,7 +48,7 @@
 # version, SIGTERM makes it exit 0 (anything else is reported at the end).
 #
 # Env: ROUNDS (5) DURATION (s, 10) CONNS_LIST ("50 200"; CONNS=N alone means CONNS_LIST=N)
-# WRK_THREADS (1) WARMUP (s, 2) TARGETS ("direct lifeline nginx haproxy floor floor-uring")
+# WRK_THREADS (1) WARMUP (s, 2) TARGETS ("direct lifeline lifeline-defaults nginx haproxy floor floor-uring")
 # LIFELINE_BIN (build/lifeline; empty or missing: lifeline is skipped) FLOOR_BIN (build/floor;
 # missing: the floor targets are skipped) PROXY_CPU (0) LOAD_CPU (1) BENCH_PORT (18000: upstream;
 # +1 lifeline, +2 nginx, +3 haproxy, +4 floor, +5 floor-uring) EQUAL_HEADERS (1) VARIANT (a free
@@ -55,11 +58,23 @@
 # proxy (not `direct`, not the floors) then also listens with TLS on BENCH_PORT + 11 (lifeline),
 # + 12 (nginx), + 13 (haproxy) with one EC P-256 certificate made here with openssl
 # (build/bench/tls/), TLS 1.2 and 1.3, session tickets on, forwarding to the same plain upstream.
-# The client pins the cipher suite (TLS_SUITE, TLS_AES_128_GCM_SHA256), so all three negotiate the
-# same one. Per round and proxy: keep-alive HTTPS req/s (h2load --h1, HTTPS_CONNS connections
-# (default: the first of CONNS_LIST), DURATION s), then full handshakes/s (S_TIME_PROCS parallel
-# `openssl s_time -new`, each a new TLS connection with no session offered and one HTTP/1.0 GET,
-# for DURATION s). Needs h2load (nghttp2-client).
+# The clients pin TLS 1.3 and the cipher suite (TLS_SUITE, TLS_AES_128_GCM_SHA256): wrk through an
+# OpenSSL config file (build/bench/tls/client.cnf, given as OPENSSL_CONF), s_time with
+# -ciphersuites. Before the rounds, `openssl s_client` with that same config connects to each proxy
+# and the report shows what each one negotiated (protocol, suite, key exchange, signature): a
+# proxy that negotiated anything else is skipped.
+# Per round and proxy: keep-alive HTTPS req/s (HTTPS_CLIENT: wrk (default) or h2load --h1;
+# HTTPS_CONNS connections (default: the first of CONNS_LIST), one thread, DURATION s;
+# HTTPS_PIPELINE requests sent together on each connection, 4 by default with wrk, 1 with h2load),
+# then full handshakes/s (S_TIME_PROCS parallel `openssl s_time -new`, each a new TLS connection with no
+# session offered and one HTTP/1.0 GET, for DURATION s). On two cores the keep-alive client and the
+# upstream, sharing LOAD_CPU, cost about as much per request as the proxy: without pipelining the
+# client sets the pace (wrk costs only ~5-10% less than h2load per request). Pipelining 4 requests
+# cuts the client's TLS and syscall cost per request by about a quarter, so that the proxy does;
+# both proxies get exactly the same load (HTTPS_PIPELINE=1: no pipelining). The report gives, per
+# round, how busy the proxy's process kept its CPU (utime+stime / wall time: ~100% means the run
+# was proxy-bound and req/s compares the proxies; well below, the client was the limit and only
+# CPU per request does) and how busy the load CPU was. h2load needs nghttp2-client.
 # Writes build/bench/results.md (and the raw wrk outputs beside it).
 # Every process started here is stopped by PID at exit. Total time is bounded: about
 # ROUNDS x connection counts x targets x (DURATION + 2) s + warm-up; each wrk run is killed after
@@ -75,7 +90,7 @@ read -r -a conns_list <<<"$CONNS_LIST"
 HTTPS_CONNS=${HTTPS_CONNS:-${conns_list[0]:-}}
 WRK_THREADS=${WRK_THREADS:-1}
 WARMUP=${WARMUP:-2}
-TARGETS=${TARGETS:-direct lifeline nginx haproxy floor floor-uring}
+TARGETS=${TARGETS:-direct lifeline lifeline-defaults nginx haproxy floor floor-uring}
 LIFELINE_BIN=${LIFELINE_BIN-$ROOT/build/lifeline}
 FLOOR_BIN=${FLOOR_BIN:-$ROOT/build/floor}
 PROXY_CPU=${PROXY_CPU:-0}
@@ -86,6 +101,8 @@ VARIANT=${VARIANT:-}
 HTTPS=${HTTPS:-0}
 TLS_SUITE=${TLS_SUITE:-TLS_AES_128_GCM_SHA256}
 S_TIME_PROCS=${S_TIME_PROCS:-4}
+HTTPS_CLIENT=${HTTPS_CLIENT:-wrk}
+HTTPS_PIPELINE=${HTTPS_PIPELINE:-}
 PYTHON=${PYTHON:-/usr/bin/python3}
 NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
 HAPROXY=${HAPROXY:-$(command -v haproxy || echo /usr/sbin/haproxy)}
@@ -95,6 +112,8 @@ die() { echo "bench.sh: $*" >&2; exit 1; }
 note() { echo "bench.sh: $*" >&2; }
 # shellcheck source=lib/benchconf.sh
 . "$ROOT/scripts/lib/benchconf.sh"
+# shellcheck source=lib/benchtls.sh
+. "$ROOT/scripts/lib/benchtls.sh"
 
 for v in ROUNDS DURATION HTTPS_CONNS WRK_THREADS WARMUP PROXY_CPU LOAD_CPU BENCH_PORT S_TIME_PROCS; do
     [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer (got '${!v}')"
@@ -114,7 +133,17 @@ command -v wrk >/dev/null || die "wrk not found (bash scripts/deps.sh)"
 case $HTTPS in
 0) ;;
 1 | only)
-    command -v h2load >/dev/null || die "HTTPS=$HTTPS needs h2load (apt-get install nghttp2-client)"
+    case $HTTPS_CLIENT in
+    wrk) HTTPS_PIPELINE=${HTTPS_PIPELINE:-4} ;;
+    h2load)
+        HTTPS_PIPELINE=${HTTPS_PIPELINE:-1}
+        command -v h2load >/dev/null || die "HTTPS_CLIENT=h2load needs h2load (apt-get install nghttp2-client)"
+        [[ $HTTPS_PIPELINE == 1 ]] || die "HTTPS_PIPELINE needs HTTPS_CLIENT=wrk"
+        ;;
+    *) die "HTTPS_CLIENT must be wrk or h2load (got '$HTTPS_CLIENT')" ;;
+    esac
+    [[ "$HTTPS_PIPELINE" =~ ^[0-9]+$ ]] && ((HTTPS_PIPELINE >= 1 && HTTPS_PIPELINE <= 64)) \
+        || die "HTTPS_PIPELINE must be 1..64 (got '$HTTPS_PIPELINE')"
     command -v openssl >/dev/null || die "HTTPS=$HTTPS needs the openssl command"
     ((S_TIME_PROCS >= 1 && S_TIME_PROCS <= 64)) || die "S_TIME_PROCS must be 1..64"
     ;;
@@ -140,7 +169,7 @@ if ! flock -n 9; then
     flock -w "${LOCK_WAIT:-600}" 9 || die "still locked after ${LOCK_WAIT:-600}s"
 fi
 rm -f "$OUT"/wrk-*.txt "$OUT"/warmup-*.txt "$OUT"/runs.tsv "$OUT"/*.error.log "$OUT"/results.md \
-    "$OUT"/h2load-*.txt "$OUT"/stime-*.txt "$OUT"/https.tsv
+    "$OUT"/h2load-*.txt "$OUT"/https-wrk-*.txt "$OUT"/stime-*.txt "$OUT"/https.tsv "$OUT"/tls-negotiated.tsv
 
 # ---- processes: every PID we start, stopped at exit ------------------------------------------------
 declare -A PID=() PORT=() NAME_OF=()
@@ -174,11 +203,13 @@ PORT[nginx]=$((BENCH_PORT + 2))
 PORT[haproxy]=$((BENCH_PORT + 3))
 PORT[floor]=$((BENCH_PORT + 4))
 PORT[floor-uring]=$((BENCH_PORT + 5))
+PORT[lifeline-defaults]=$((BENCH_PORT + 6))
 declare -A TPORT=()
 TPORT[lifeline]=$((BENCH_PORT + 11))
 TPORT[nginx]=$((BENCH_PORT + 12))
 TPORT[haproxy]=$((BENCH_PORT + 13))
-check_ports=("$UP_PORT" "${PORT[lifeline]}" "${PORT[nginx]}" "${PORT[haproxy]}" "${PORT[floor]}" "${PORT[floor-uring]}")
+check_ports=("$UP_PORT" "${PORT[lifeline]}" "${PORT[nginx]}" "${PORT[haproxy]}" "${PORT[floor]}" "${PORT[floor-uring]}"
+    "${PORT[lifeline-defaults]}")
 [[ $HTTPS == 0 ]] || check_ports+=("${TPORT[lifeline]}" "${TPORT[nginx]}" "${TPORT[haproxy]}")
 
 for p in "${check_ports[@]}"; do
@@ -186,23 +217,13 @@ for p in "${check_ports[@]}"; do
 done
 
 bench_headers
-# HTTPS: one certificate (EC P-256, for localhost and 127.0.0.1) for the three proxies.
+# HTTPS: one certificate (EC P-256, for localhost and 127.0.0.1) for the three proxies, the
+# clients' settings (scripts/lib/benchtls.sh).
 NGINX_TLS='' HAP_TLS='' LIFELINE_TLS=''
 if [[ $HTTPS != 0 ]]; then
     TLS_DIR=$OUT/tls
-    mkdir -p "$TLS_DIR"
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \
-        -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$TLS_DIR/bench.key" \
-        -out "$TLS_DIR/bench.crt" >"$TLS_DIR/openssl.out" 2>&1 || { cat "$TLS_DIR/openssl.out" >&2; die "openssl req failed"; }
-    cat "$TLS_DIR/bench.crt" "$TLS_DIR/bench.key" >"$TLS_DIR/bench.pem"   # HAProxy wants both in one file
-    NGINX_TLS="listen 127.0.0.1:${TPORT[nginx]} ssl backlog=4096;
-    ssl_certificate $TLS_DIR/bench.crt; ssl_certificate_key $TLS_DIR/bench.key;
-    ssl_protocols TLSv1.2 TLSv1.3; ssl_session_tickets on;"
-    HAP_TLS="bind 127.0.0.1:${TPORT[haproxy]} ssl crt $TLS_DIR/bench.pem alpn http/1.1 ssl-min-ver TLSv1.2"
-    LIFELINE_TLS="  - address: 127.0.0.1:${TPORT[lifeline]}
-    tls: { certificates: [ { cert: $TLS_DIR/bench.crt, key: $TLS_DIR/bench.key } ] }"
-    # X-Forwarded-Proto follows the listener, as lifeline's and nginx's \$scheme do
-    HAP_HDRS=${HAP_HDRS/X-Forwarded-Proto http/X-Forwarded-Proto %[ssl_fc,iif(https,http)]}
+    bench_tls_setup "$TLS_DIR" "$TLS_SUITE" "$HTTPS_PIPELINE" "${TPORT[lifeline]}" "${TPORT[nginx]}" \
+        "${TPORT[haproxy]}" || die "openssl req failed"
 fi
 # HAProxy wants about 2 fds per connection under the fd limit
 HAP_MAXCONN=$(( (max_conns > HTTPS_CONNS ? max_conns : HTTPS_CONNS) + 1000 ))
@@ -226,22 +247,26 @@ run_targets=()
 for t in $TARGETS; do
     case $t in
     direct) run_targets+=(direct) ;;
-    lifeline)
+    lifeline | lifeline-defaults)
         if [[ -z "$LIFELINE_BIN" || ! -x "$LIFELINE_BIN" ]]; then
-            note "skipping lifeline: LIFELINE_BIN '${LIFELINE_BIN}' is not an executable (run make)"
+            note "skipping $t: LIFELINE_BIN '${LIFELINE_BIN}' is not an executable (run make)"
             continue
         fi
-        if ! "$LIFELINE_BIN" -t -c "$OUT/lifeline.yaml" >"$OUT/lifeline-check.out" 2>&1; then
-            note "skipping lifeline: it rejects $OUT/lifeline.yaml:"
-            cat "$OUT/lifeline-check.out" >&2
+        if ! "$LIFELINE_BIN" -t -c "$OUT/$t.yaml" >"$OUT/$t-check.out" 2>&1; then
+            note "skipping $t: it rejects $OUT/$t.yaml:"
+            cat "$OUT/$t-check.out" >&2
             continue
         fi
-        start lifeline "$PROXY_CPU" "$LIFELINE_BIN" -c "$OUT/lifeline.yaml"
-        if bench_wait_ready lifeline "${PID[lifeline]}" "${PORT[lifeline]}"; then
-            run_targets+=(lifeline)
+        if [[ $t == lifeline ]]; then
+            start "$t" "$PROXY_CPU" "$LIFELINE_BIN" -c "$OUT/$t.yaml"
+        else   # the access log (stdout) to /dev/null; exec: the PID is lifeline's
+            start "$t" "$PROXY_CPU" sh -c 'exec "$0" -c "$1" >/dev/null' "$LIFELINE_BIN" "$OUT/$t.yaml"
+        fi
+        if bench_wait_ready "$t" "${PID[$t]}" "${PORT[$t]}"; then
+            run_targets+=("$t")
         else
-            tail -20 "$OUT/lifeline.out" >&2 || true
-            note "skipping lifeline"
+            tail -20 "$OUT/$t.out" >&2 || true
+            note "skipping $t"
         fi
         ;;
     nginx)
@@ -263,7 +288,7 @@ for t in $TARGETS; do
         if bench_wait_ready "$t" "${PID[$t]}" "${PORT[$t]}"; then run_targets+=("$t"); else
             cat "$OUT/$t.out" >&2; note "skipping $t"; fi
         ;;
-    *) die "unknown target '$t' (direct lifeline nginx haproxy floor floor-uring)" ;;
+    *) die "unknown target '$t' (direct lifeline lifeline-defaults nginx haproxy floor floor-uring)" ;;
     esac
 done
 ((${#run_targets[@]} > 0)) || die "no target to measure"
@@ -424,7 +449,8 @@ for c in conns:
             cell(c, t, "p99", 3),
             fmt(med(vals(c, t, "p50")), 3), len(rs), sum(r["errors"] for r in rs), sum(r["non2xx"] for r in rs)))
     L.append("")
-    pairs = [("lifeline", o) for o in ("nginx", "haproxy", "floor")] + [("floor-uring", "floor")]
+    pairs = [("lifeline", o) for o in ("nginx", "haproxy", "floor")] + [("floor-uring", "floor")] + \
+            [("lifeline-defaults", o) for o in ("lifeline", "nginx")]
     for a, b in pairs:
         if (c, a) in runs and (c, b) in runs:
             L.append(f"- {a} ÷ {b} (median (min–max) of per-round ratios): req/s {ratio_cell(a, b, 'rps', [c])}, "
@@ -440,10 +466,14 @@ if ("floor" in order) and ("floor-uring" in order):
              f"ratios): CPU/request {ratio_cell('floor-uring', 'floor', 'cpu_us', conns)}, both CPUs/request "
              f"{ratio_cell('floor-uring', 'floor', 'all_us', conns)}, req/s {ratio_cell('floor-uring', 'floor', 'rps', conns)}; "
              "issue 13 adopts an io_uring data path only if it cuts total CPU per request by at least 15% (ratio <= 0.85)")
-def R(b, k):
-    v = round_ratios("lifeline", b, k, conns)
+def R(b, k, a="lifeline"):
+    v = round_ratios(a, b, k, conns)
     return "—" if not v else f"{med(v):.2f}"
 L.append("")
+if "lifeline-defaults" in order:
+    L.append(f"defaults: rps/nginx={R('nginx', 'rps', 'lifeline-defaults')} cpu/nginx={R('nginx', 'cpu_us', 'lifeline-defaults')} "
+             f"rps/haproxy={R('haproxy', 'rps', 'lifeline-defaults')} cpu/haproxy={R('haproxy', 'cpu_us', 'lifeline-defaults')} "
+             f"cpu/tuned={R('lifeline', 'cpu_us', 'lifeline-defaults')}   (lifeline with nothing tuned: JSON access log on)")
 L.append(f"ratios: rps/nginx={R('nginx', 'rps')} rps/haproxy={R('haproxy', 'rps')} cpu/nginx={R('nginx', 'cpu_us')} "
          f"cpu/haproxy={R('haproxy', 'cpu_us')} cpu/floor={R('floor', 'cpu_us')}")
 text = "\n".join(L) + "\n"
@@ -456,18 +486,43 @@ fi   # plain rounds
 if [[ $HTTPS != 0 ]]; then
     https_targets=()
     for t in "${run_targets[@]}"; do
-        [[ $t != direct && $t != floor* ]] || continue   # no TLS listener
+        [[ $t != direct && $t != floor* && $t != lifeline-defaults ]] || continue   # no TLS listener
         got=$(curl -s -k -m 5 "https://127.0.0.1:${TPORT[$t]}/" || true)
         if [[ "$got" == "$BODY" ]]; then https_targets+=("$t"); else
             note "skipping $t for HTTPS: it answered '${got:0:80}' on 127.0.0.1:${TPORT[$t]}"; fi
     done
     ((${#https_targets[@]} > 0)) || die "no target to measure over HTTPS"
+    # What each proxy negotiates with the clients' settings (the same for all, or the proxy is
+    # skipped): protocol, suite, key exchange group, signature.
+    printf 'target\tprotocol\tsuite\tkex\tsig\n' >"$OUT/tls-negotiated.tsv"
+    keep=()
+    for t in "${https_targets[@]}"; do
+        so=$(OPENSSL_CONF=$TLS_DIR/client.cnf timeout 10 openssl s_client -connect "127.0.0.1:${TPORT[$t]}" \
+            -servername localhost </dev/null 2>&1 || true)
+        proto=$(sed -n 's/^New, \(TLSv[0-9.]*\), Cipher is .*/\1/p' <<<"$so" | head -1)
+        suite=$(sed -n 's/^New, TLSv[0-9.]*, Cipher is //p' <<<"$so" | head -1)
+        kex=$(sed -n 's/^Server Temp Key: //p; s/^Negotiated TLS1.3 group: //p' <<<"$so" | head -1)
+        sig=$(sed -n 's/^Peer signature type: //p' <<<"$so" | head -1)
+        printf '%s\t%s\t%s\t%s\t%s\n' "$t" "${proto:-?}" "${suite:-?}" "${kex:-?}" "${sig:-?}" >>"$OUT/tls-negotiated.tsv"
+        note "$t negotiates: ${proto:-?} ${suite:-?} ${kex:-?} ${sig:-?}"
+        if [[ $proto == TLSv1.3 && $suite == "$TLS_SUITE" ]]; then keep+=("$t"); else
+            note "skipping $t for HTTPS: it negotiated ${proto:-?} ${suite:-?}, not TLSv1.3 $TLS_SUITE"; fi
+    done
+    https_targets=("${keep[@]}")
+    ((${#https_targets[@]} > 0)) || die "no target negotiated TLSv1.3 $TLS_SUITE"
     hn=${#https_targets[@]}
-    note "HTTPS targets: ${https_targets[*]}; $ROUNDS rounds x 2 x ${DURATION}s; suite $TLS_SUITE; about $((ROUNDS * hn * (2 * DURATION + 3)))s"
-    h2load_run() {   # target seconds outfile
-        timeout -k 5 $(($2 + 30)) taskset -c "$LOAD_CPU" \
-            h2load --h1 -t "$WRK_THREADS" -c "$HTTPS_CONNS" -D "$2" --tls13-ciphers="$TLS_SUITE" \
-            "https://127.0.0.1:${TPORT[$1]}/" >"$3" 2>&1
+    note "HTTPS targets: ${https_targets[*]}; $ROUNDS rounds x 2 x ${DURATION}s; suite $TLS_SUITE; client $HTTPS_CLIENT; about $((ROUNDS * hn * (2 * DURATION + 3)))s"
+    keepalive_run() {   # target seconds outfile
+        if [[ $HTTPS_CLIENT == wrk ]]; then
+            local pipe=()
+            ((HTTPS_PIPELINE == 1)) || pipe=(-s "$TLS_DIR/pipeline.lua")
+            OPENSSL_CONF=$TLS_DIR/client.cnf timeout -k 5 $(($2 + 30)) taskset -c "$LOAD_CPU" \
+                wrk -t1 -c"$HTTPS_CONNS" -d"$2"s "${pipe[@]}" "https://127.0.0.1:${TPORT[$1]}/" >"$3" 2>&1
+        else
+            timeout -k 5 $(($2 + 30)) taskset -c "$LOAD_CPU" \
+                h2load --h1 -t 1 -c "$HTTPS_CONNS" -D "$2" --tls13-ciphers="$TLS_SUITE" \
+                "https://127.0.0.1:${TPORT[$1]}/" >"$3" 2>&1
+        fi
     }
     stime_run() {    # target seconds outfile: S_TIME_PROCS parallel clients, full handshakes only
         local i pids=()
@@ -481,43 +536,64 @@ if [[ $HTTPS != 0 ]]; then
         cat "$3".* >"$3"
         rm -f "$3".*
     }
+    load_busy_ticks() {   # busy ticks (user, nice, system, irq, softirq) of LOAD_CPU
+        awk -v a="cpu$LOAD_CPU" '$1 == a { print $2 + $3 + $4 + $7 + $8 }' /proc/stat
+    }
     if ((WARMUP > 0)); then
-        for t in "${https_targets[@]}"; do h2load_run "$t" "$WARMUP" "$OUT/warmup-https-$t.txt" || true; done
+        for t in "${https_targets[@]}"; do keepalive_run "$t" "$WARMUP" "$OUT/warmup-https-$t.txt" || true; done
     fi
-    printf 'target\tround\tkind\tfile\tcpu_ticks\n' >"$OUT/https.tsv"
+    printf 'target\tround\tkind\tfile\tcpu_ticks\twall_ms\tload_ticks\n' >"$OUT/https.tsv"
     for ((r = 1; r <= ROUNDS; r++)); do
         for ((k = 0; k < hn; k++)); do
             t=${https_targets[$(((k + r - 1) % hn))]}
             if ! alive "$t"; then note "$t died; no HTTPS rounds for it"; continue; fi
             for kind in keepalive handshake; do
                 c0=$(bench_cpu_ticks "${PID[$t]}")
+                l0=$(load_busy_ticks)
+                w0=$(date +%s%N)
                 if [[ $kind == keepalive ]]; then
-                    f="$OUT/h2load-$t-$r.txt"
-                    h2load_run "$t" "$DURATION" "$f" || note "h2load against $t failed in round $r (see $f)"
-                    res=$(grep -h 'finished in' "$f" || echo 'no result')
+                    f="$OUT/https-$HTTPS_CLIENT-$t-$r.txt"
+                    keepalive_run "$t" "$DURATION" "$f" || note "$HTTPS_CLIENT against $t failed in round $r (see $f)"
+                    res=$(grep -h 'Requests/sec\|finished in' "$f" | tr -s ' ' || echo 'no result')
                 else
                     f="$OUT/stime-$t-$r.txt"
                     stime_run "$t" "$DURATION" "$f"
                     res="$(grep -h 'connections in .* real seconds' "$f" | awk '{n += $1} END {print n " handshakes"}')"
                 fi
+                w1=$(date +%s%N)
+                l1=$(load_busy_ticks)
                 c1=$(bench_cpu_ticks "${PID[$t]}" || echo "$c0")
-                printf '%s\t%d\t%s\t%s\t%d\n' "$t" "$r" "$kind" "$f" $((c1 - c0)) >>"$OUT/https.tsv"
-                note "HTTPS round $r/$ROUNDS $t $kind: $res"
+                wall_ms=$(((w1 - w0) / 1000000))
+                ((wall_ms > 0)) || wall_ms=1
+                printf '%s\t%d\t%s\t%s\t%d\t%d\t%d\n' "$t" "$r" "$kind" "$f" $((c1 - c0)) "$wall_ms" $((l1 - l0)) >>"$OUT/https.tsv"
+                note "HTTPS round $r/$ROUNDS $t $kind: $res; proxy CPU $(((c1 - c0) * 100000 / CLK_TCK / wall_ms))%, load CPU $(((l1 - l0) * 100000 / CLK_TCK / wall_ms))%"
             done
         done
     done
 
-    "$PYTHON" - "$OUT/https.tsv" "$CLK_TCK" "$OUT/results.md" "$DURATION" <<EOF
+    "$PYTHON" - "$OUT/https.tsv" "$CLK_TCK" "$OUT/results.md" "$OUT/tls-negotiated.tsv" <<EOF
 import re, statistics, sys, time
-tsv, clk, out, dur = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+tsv, clk, out, neg = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 rows, order = {}, []
 for line in open(tsv).read().splitlines()[1:]:
-    t, rnd, kind, f, ticks = line.split("\t")
+    t, rnd, kind, f, ticks, wall_ms, load_ticks = line.split("\t")
     txt = open(f, errors="replace").read()
     if t not in order:
         order.append(t)
-    r = {"kind": kind}
-    if kind == "keepalive":
+    r = {"kind": kind, "round": int(rnd)}
+    wall = max(int(wall_ms), 1) / 1000.0
+    r["proxy_pct"] = int(ticks) / clk / wall * 100
+    r["load_pct"] = int(load_ticks) / clk / wall * 100
+    if kind == "keepalive" and "Requests/sec" in txt:          # wrk
+        m = re.search(r"Requests/sec:\s+([0-9.]+)", txt)
+        r["rate"] = float(m.group(1)) if m else None
+        m = re.search(r"(\d+) requests in", txt)
+        r["n"] = int(m.group(1)) if m else 0
+        m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", txt)
+        r["bad"] = sum(map(int, m.groups())) if m else 0
+        m = re.search(r"Non-2xx or 3xx responses: (\d+)", txt)
+        r["bad"] += int(m.group(1)) if m else 0
+    elif kind == "keepalive":                                   # h2load
         m = re.search(r"finished in ([0-9.]+)(m?s), ([0-9.]+) req/s", txt)
         r["rate"] = float(m.group(3)) if m else None
         m = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", txt)
@@ -542,18 +618,38 @@ def med(t, kind, k):
 def fmt(v, p=0):
     return "—" if v is None else f"{v:,.{p}f}"
 
+client = ("wrk -t1 -c$HTTPS_CONNS -d${DURATION}s" + (" with $HTTPS_PIPELINE requests pipelined per connection"
+          if $HTTPS_PIPELINE > 1 else "")) if "$HTTPS_CLIENT" == "wrk" else "h2load --h1 -t1 -c$HTTPS_CONNS -D ${DURATION}s"
 L = ["", "## HTTPS, %s" % time.strftime("%Y-%m-%d %H:%M"), "",
-     "commit $commit$dirty${version:+; }${version}; one EC P-256 certificate for all, suite $TLS_SUITE "
-     "(pinned by the clients), $ROUNDS interleaved rounds, medians; proxy on CPU $PROXY_CPU, clients and "
-     "upstream on CPU $LOAD_CPU. Keep-alive: h2load --h1 -t$WRK_THREADS -c$HTTPS_CONNS -D ${DURATION}s. Handshakes: "
+     "commit $commit$dirty${version:+; }${version}; one EC P-256 certificate for all, TLS 1.3 and suite $TLS_SUITE "
+     "pinned by the clients, $ROUNDS interleaved rounds, medians; proxy on CPU $PROXY_CPU, clients and "
+     "upstream on CPU $LOAD_CPU. Keep-alive: " + client + ". Handshakes: "
      "$S_TIME_PROCS x openssl s_time -new -www / for ${DURATION}s (a new connection, a full handshake and one "
      "HTTP/1.0 request each; the clients' own handshake work shares CPU $LOAD_CPU).", "",
-     "| target | keep-alive req/s | CPU µs/req | handshakes/s | CPU µs/handshake | errors |",
-     "| --- | ---: | ---: | ---: | ---: | ---: |"]
+     "Negotiated (openssl s_client with the keep-alive client's settings):", "",
+     "| target | protocol | suite | key exchange | signature |", "| --- | --- | --- | --- | --- |"]
+for line in open(neg).read().splitlines()[1:]:
+    L.append("| " + " | ".join(line.split("\t")) + " |")
+L += ["",
+      "| target | keep-alive req/s | CPU µs/req | proxy CPU busy | load CPU busy | handshakes/s | CPU µs/handshake | proxy CPU busy | errors |",
+      "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
 for t in order:
     bad = sum(r["bad"] for k in ("keepalive", "handshake") for r in rows.get((t, k), []))
-    L.append("| %s | %s | %s | %s | %s | %d |" % (t, fmt(med(t, "keepalive", "rate")), fmt(med(t, "keepalive", "cpu_us"), 2),
-             fmt(med(t, "handshake", "rate")), fmt(med(t, "handshake", "cpu_us"), 1), bad))
+    L.append("| %s | %s | %s | %s%% | %s%% | %s | %s | %s%% | %d |" % (
+        t, fmt(med(t, "keepalive", "rate")), fmt(med(t, "keepalive", "cpu_us"), 2),
+        fmt(med(t, "keepalive", "proxy_pct")), fmt(med(t, "keepalive", "load_pct")),
+        fmt(med(t, "handshake", "rate")), fmt(med(t, "handshake", "cpu_us"), 1),
+        fmt(med(t, "handshake", "proxy_pct")), bad))
+L += ["", "Keep-alive, per round: req/s (proxy CPU busy, load CPU busy). A proxy well below 100% was "
+      "waiting for the client: that round's req/s measures the client, not the proxy.", "",
+      "| round | " + " | ".join(order) + " |", "| ---: |" + " ---: |" * len(order)]
+for rnd in sorted({r["round"] for rs in rows.values() for r in rs}):
+    cells = []
+    for t in order:
+        rs = [r for r in rows.get((t, "keepalive"), []) if r["round"] == rnd]
+        cells.append("%s (%s%%, %s%%)" % (fmt(rs[0].get("rate")), fmt(rs[0]["proxy_pct"]), fmt(rs[0]["load_pct"]))
+                     if rs else "—")
+    L.append("| %d | %s |" % (rnd, " | ".join(cells)))
 L.append("")
 if "lifeline" in order:
     for other in ("nginx", "haproxy"):
@@ -565,6 +661,10 @@ if "lifeline" in order:
         L.append(f"- lifeline vs {other}: keep-alive HTTPS req/s x{ratio('keepalive', 'rate')} "
                  f"(CPU/req x{ratio('keepalive', 'cpu_us')}), full handshakes/s x{ratio('handshake', 'rate')} "
                  f"(CPU/handshake x{ratio('handshake', 'cpu_us')})")
+busy = [r["proxy_pct"] for t in order for r in rows.get((t, "keepalive"), [])]
+if busy and min(busy) < 90:
+    L.append(f"- **client-bound rounds**: a proxy's CPU was below 90% busy in some keep-alive round (lowest "
+             f"{min(busy):.0f}%): compare CPU/req there, not req/s")
 text = "\n".join(L) + "\n"
 open(out, "a").write(text)
 sys.stdout.write(text)

@@ -21,7 +21,8 @@
 # (`make`: LIFELINE_BIN, default build/lifeline; built with -g, as `make` does, for function
 # names). Env: RUNS (2) REQUESTS (20000) WARMUP_REQUESTS (2000) CONNS (50) TOP (15) CG_PORT (18200:
 # upstream; +1 lifeline) PROXY_CPU (0) LOAD_CPU (1) CG_OUT (build/callgrind: the callgrind.out.RUN.*
-# dumps, which callgrind_annotate or kcachegrind open). The commit printed is that of the checkout
+# dumps, which callgrind_annotate or kcachegrind open) DEFAULTS (0; 1: lifeline with nothing tuned,
+# scripts/lib/benchconf.sh's lifeline-defaults config: the JSON access log on). The commit printed is that of the checkout
 # LIFELINE_BIN was built in (its build/..), so another worktree's binary can be measured with this
 # script: LIFELINE_BIN=/path/to/wt/build/lifeline CG_OUT=/tmp/cg scripts/callgrind.sh. Every
 # process started here is stopped by PID at exit; each h2load is bounded by a timeout.
@@ -78,6 +79,7 @@ rm -f "$OUT"/callgrind.out.* "$OUT"/h2load-*.txt "$OUT"/*.error.log
 EQUAL_HEADERS=0 HAP_MAXCONN=2000
 bench_headers
 bench_write_configs
+[[ "${DEFAULTS:-0}" == 1 ]] && bench_lifeline_defaults_conf "$OUT/lifeline.yaml" "${PORT[lifeline]}"
 "$LIFELINE_BIN" -t -c "$OUT/lifeline.yaml" >"$OUT/lifeline-check.out" 2>&1 \
     || { cat "$OUT/lifeline-check.out" >&2; die "lifeline rejects $OUT/lifeline.yaml"; }
 

@@ -22,6 +22,11 @@
 #   total
 # then each target's calls per request by name, with the share that failed (EAGAIN and the like).
 #
+# HTTPS=1 counts HTTPS requests instead: lifeline, nginx and HAProxy (the floors have no TLS) also
+# listen with TLS on SC_PORT + 11, + 12, + 13 with bench.sh's certificate and settings
+# (scripts/lib/benchtls.sh), h2load speaks TLS 1.3 with TLS_SUITE (TLS_AES_128_GCM_SHA256) to them,
+# forwarded to the same plain upstream; the counts then include the CONNS full handshakes.
+#
 # Needs strace, h2load (nghttp2-client), nginx, haproxy, build/lifeline (`make`), build/floor
 # (`make floor`); a missing target is skipped with a note. Env: TARGETS ("lifeline nginx haproxy
 # floor floor-uring") REQUESTS (20000) WARMUP_REQUESTS (2000) CONNS (50) EQUAL_HEADERS (1)
@@ -47,6 +52,8 @@ NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
 HAPROXY=${HAPROXY:-$(command -v haproxy || echo /usr/sbin/haproxy)}
 PYTHON=${PYTHON:-/usr/bin/python3}
 OUT=${SC_OUT:-$ROOT/build/syscalls}
+HTTPS=${HTTPS:-0}
+TLS_SUITE=${TLS_SUITE:-TLS_AES_128_GCM_SHA256}
 
 die() { echo "syscalls.sh: $*" >&2; exit 1; }
 note() { echo "syscalls.sh: $*" >&2; }
@@ -54,6 +61,8 @@ note() { echo "syscalls.sh: $*" >&2; }
 . "$ROOT/scripts/lib/procs.sh"
 # shellcheck source=lib/benchconf.sh
 . "$ROOT/scripts/lib/benchconf.sh"
+# shellcheck source=lib/benchtls.sh
+. "$ROOT/scripts/lib/benchtls.sh"
 
 for v in REQUESTS WARMUP_REQUESTS CONNS SC_PORT PROXY_CPU LOAD_CPU; do
     [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer (got '${!v}')"
@@ -74,7 +83,11 @@ PORT[nginx]=$((SC_PORT + 2))
 PORT[haproxy]=$((SC_PORT + 3))
 PORT[floor]=$((SC_PORT + 4))
 PORT[floor-uring]=$((SC_PORT + 5))
-for p in "$UP_PORT" "${PORT[@]}"; do
+[[ $HTTPS == 0 || $HTTPS == 1 ]] || die "HTTPS must be 0 or 1 (got '$HTTPS')"
+declare -A TPORT=([lifeline]=$((SC_PORT + 11)) [nginx]=$((SC_PORT + 12)) [haproxy]=$((SC_PORT + 13)))
+check=("$UP_PORT" "${PORT[@]}")
+[[ $HTTPS == 0 ]] || check+=("${TPORT[@]}")
+for p in "${check[@]}"; do
     bench_port_open "$p" && die "127.0.0.1:$p is in use; set SC_PORT to a free range"
 done
 
@@ -82,6 +95,12 @@ mkdir -p "$OUT"
 rm -f "$OUT"/strace-*.txt "$OUT"/h2load-*.txt "$OUT"/*.error.log "$OUT"/results.md
 HAP_MAXCONN=$((CONNS + 1000))
 bench_headers
+NGINX_TLS='' HAP_TLS='' LIFELINE_TLS=''
+if [[ $HTTPS == 1 ]]; then
+    command -v openssl >/dev/null || die "HTTPS=1 needs the openssl command"
+    bench_tls_setup "$OUT/tls" "$TLS_SUITE" 1 "${TPORT[lifeline]}" "${TPORT[nginx]}" "${TPORT[haproxy]}" \
+        || die "openssl req failed"
+fi
 bench_write_configs
 
 procs_init 5
@@ -91,9 +110,10 @@ pids+=("$up_pid")
 bench_wait_ready upstream "$up_pid" "$UP_PORT" || { cat "$OUT/upstream.out" >&2; die "upstream failed"; }
 
 h2load_n() {   # target n outfile: n requests over CONNS connections; fails unless all n got a 2xx
-    local n=$2 f=$3 ok
-    timeout -k 5 600 taskset -c "$LOAD_CPU" h2load --h1 -n "$n" -c "$CONNS" \
-        "http://127.0.0.1:${PORT[$1]}/" >"$f" 2>&1 || { note "h2load failed (see $f)"; return 1; }
+    local n=$2 f=$3 ok url="http://127.0.0.1:${PORT[$1]}/" tls=()
+    if [[ $HTTPS == 1 ]]; then url="https://127.0.0.1:${TPORT[$1]}/" tls=(--tls13-ciphers="$TLS_SUITE"); fi
+    timeout -k 5 600 taskset -c "$LOAD_CPU" h2load --h1 -n "$n" -c "$CONNS" "${tls[@]}" \
+        "$url" >"$f" 2>&1 || { note "h2load failed (see $f)"; return 1; }
     ok=$(sed -n 's/^status codes: \([0-9]*\) 2xx.*/\1/p' "$f")
     [[ "$ok" == "$n" ]] || { note "h2load: ${ok:-0} of $n answers were 2xx (see $f)"; return 1; }
 }
@@ -121,6 +141,7 @@ for t in $TARGETS; do
         [[ -x "$HAPROXY" ]] || { note "skipping haproxy: not installed"; continue; }
         cmd=("$HAPROXY" -db -f "$OUT/haproxy.cfg") ;;
     floor | floor-uring)
+        [[ $HTTPS == 0 ]] || { note "skipping $t: no TLS"; continue; }
         [[ -x "$FLOOR_BIN" ]] || { note "skipping $t: '$FLOOR_BIN' is not an executable (make floor)"; continue; }
         cmd=("$FLOOR_BIN")
         [[ $t == floor ]] || cmd+=(--uring)
@@ -177,7 +198,8 @@ for t in targets:
             calls[m.group(3)] = (int(m.group(1)), int(m.group(2) or 0))
     rows[t] = calls
 L = ["## syscalls per request", "",
-     f"commit $commit; {nreq} requests (h2load --h1 -c$CONNS, no pipelining) after $WARMUP_REQUESTS not counted; "
+     f"commit $commit; {nreq} {'HTTPS (TLS 1.3, $TLS_SUITE, the $CONNS handshakes included) ' if '$HTTPS' == '1' else ''}"
+     f"requests (h2load --h1 -c$CONNS, no pipelining) after $WARMUP_REQUESTS not counted; "
      "strace -c -f on the target only; bench setup (scripts/lib/benchconf.sh), equal header work: $EQUAL_HEADERS. "
      "epoll_wait depends on timing (strace slows the target): the noisiest column.", "",
      "| target | " + " | ".join(g for g, _ in GROUPS) + " | others | total |",

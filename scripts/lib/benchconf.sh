@@ -6,6 +6,10 @@
 # request with `return 200` and a 100-byte body (BODY), keep-alive both ways; the proxies under test
 # each with one worker/thread, upstream keep-alive, no access logs:
 #   lifeline  workers: 1, pool keepalive 256 (the "bench config"; lifeline's defaults otherwise)
+#   lifeline-defaults  nothing tuned: only the listener, the pool's server and the route; workers:
+#             auto (1 under taskset to one CPU), the JSON access log on stdout (sent to /dev/null
+#             by the caller, so the formatting and the writer thread's write(2) calls are paid,
+#             not a disk), max_connections 10,000
 #   nginx     1 worker, upstream keepalive 256, proxy_http_version 1.1, Connection "", access_log off
 #   haproxy   nbthread 1, http-reuse always, no logs
 #   floor     scripts/floor.c (build/floor): one upstream connection per client, bytes copied as
@@ -109,6 +113,7 @@ EOF
 
     # `off` quoted: an unquoted off is a YAML 1.1 boolean to some readers.
     bench_lifeline_conf "$OUT/lifeline.yaml" "${PORT[lifeline]}" 1 "${LIFELINE_TLS:-}"
+    [[ -z "${PORT[lifeline-defaults]:-}" ]] || bench_lifeline_defaults_conf "$OUT/lifeline-defaults.yaml" "${PORT[lifeline-defaults]}"
 }
 
 bench_port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -158,6 +163,22 @@ pools:
 routes:
   - name: bench
     match: { path: / }
+    pool: bench
+EOF
+}
+
+# Writes lifeline's config with nothing tuned (what a new user writes): FILE PORT.
+bench_lifeline_defaults_conf() {
+    cat >"$1" <<EOF
+# lifeline with nothing tuned: every key not written here at its SPEC default
+listen:
+  - address: 127.0.0.1:$2
+pools:
+  bench:
+    servers:
+      - { address: 127.0.0.1:$UP_PORT }
+routes:
+  - name: bench
     pool: bench
 EOF
 }

@@ -1,5 +1,6 @@
 """TLS edge cases (issue 10): expired certificates on either side, TCP probes that close before a
-ClientHello, and a TLS 1.3 KeyUpdate from a client while lifeline's writes to it are held back.
+ClientHello, a TLS 1.3 KeyUpdate from a client while lifeline's writes to it are held back, records
+read ahead, and writes after the client's close_notify.
 
 Choices (SPEC §2 and §5 are silent on them; README "Behaviour choices", TLS):
 - an expired listener certificate is a warning at `-t`, at start and at reload, with FILE:LINE:COL,
@@ -12,12 +13,20 @@ Choices (SPEC §2 and §5 are silent on them; README "Behaviour choices", TLS):
   lifeline_tls_handshakes_total{side="downstream",result="empty"}, not "failed" (nginx logs no SSL
   error for it either); a connection that sent anything and then failed is "failed".
 
+Read-ahead (one read() takes every record the socket holds): records read ahead wait inside the
+session, and lifeline comes back for them by itself, so pipelined requests in separate records, or
+a request sent with the client's Finished, are answered with no further byte arriving. A client
+that sends close_notify and leaves while answers are due: the failed write closes the connection,
+never a busy loop.
+
 The deterministic checks of the transport itself (KeyUpdate on a full socket, retried writes) are
 unit tests: tests/unit/test_tls.c."""
 
 import asyncio
 import copy
 import ctypes
+import json
+import os
 import socket
 import ssl
 import struct
@@ -320,3 +329,147 @@ def test_keyupdate_from_client_while_writes_held_back(lifeline, raw_upstream, pk
     wait_for(lambda: up.state.get("got") == b"pingpong!", t(5), what="bytes after the transfer")
     s.close()
     assert "bad length" not in lf.stderr_text()
+
+
+# --------------------------------------------------------------------------------------------
+# Bytes read ahead (tls.c reads with read-ahead: one read() takes every record the socket holds).
+# Records after the first wait inside the TLS session, where the socket no longer signals them:
+# lifeline must come back for them by itself. The client here writes TLS records by hand
+# (ssl.SSLObject over memory BIOs), so several records leave in one TCP send, and then sends
+# nothing more until it has every answer.
+
+class _TlsRecords:
+    """A TLS 1.3 client whose records are sent only when flush() says, all in one send()."""
+
+    def __init__(self, port, ctx, sni):
+        self.sock = socket.create_connection((HOST, port), timeout=t(10))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.inc, self.out, server_hostname=sni)
+        self.pending = b""
+
+    def flush(self):
+        self.pending += self.out.read()
+        if self.pending:
+            self.sock.sendall(self.pending)
+        self.pending = b""
+
+    def _feed(self, deadline):
+        self.sock.settimeout(max(0.05, deadline - time.monotonic()))
+        d = self.sock.recv(65536)
+        assert d, "lifeline closed the connection"
+        self.inc.write(d)
+
+    def handshake(self, hold_last=False):
+        """Runs the handshake; with hold_last the client's last flight (Finished) is kept back and
+        leaves with the next flush(), in the same send as the records written meanwhile."""
+        deadline = time.monotonic() + t(10)
+        while True:
+            try:
+                self.obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self.flush()
+                self._feed(deadline)
+        if hold_last:
+            self.pending += self.out.read()
+        else:
+            self.flush()
+
+    def write_records(self, *chunks):
+        for c in chunks:
+            self.obj.write(c)       # one record per write
+
+    def read_answers(self, n, timeout):
+        """Reads until n complete answers (Content-Length framed) arrived; returns their bodies."""
+        deadline = time.monotonic() + timeout
+        buf, bodies = b"", []
+        while len(bodies) < n:
+            try:
+                buf += self.obj.read(65536)
+            except ssl.SSLWantReadError:
+                try:
+                    self._feed(deadline)
+                except socket.timeout:
+                    raise AssertionError("only %d of %d answers after %.1fs (stalled)" % (len(bodies), n, timeout))
+                continue
+            while b"\r\n\r\n" in buf:
+                head, rest = buf.split(b"\r\n\r\n", 1)
+                m = [ln for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length:")]
+                assert m, head
+                cl = int(m[0].split(b":")[1])
+                if len(rest) < cl:
+                    break
+                assert head.startswith(b"HTTP/1.1 200"), head
+                bodies.append(rest[:cl])
+                buf = rest[cl:]
+        return bodies
+
+    def close(self):
+        self.sock.close()
+
+
+def _req(i):
+    return b"GET /echo?n=%d HTTP/1.1\r\nHost: a.test\r\n\r\n" % i
+
+
+def test_pipelined_records_in_one_segment_all_answered(lifeline, upstream, pki):
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, listen_tls=base._listen_tls(pki))
+    ctx = base._client_ctx(pki, minimum_version=ssl.TLSVersion.TLSv1_3)
+    c = _TlsRecords(lf.port, ctx, "a.test")
+    c.handshake()
+    for rnd in range(3):
+        # three requests, each in a record of its own, in one TCP send, then silence
+        c.write_records(*[_req(10 * rnd + i) for i in range(3)])
+        c.flush()
+        bodies = c.read_answers(3, t(5))
+        assert len(bodies) == 3
+        assert [json.loads(b)["target"] for b in bodies] == ["/echo?n=%d" % (10 * rnd + i) for i in range(3)]
+    c.close()
+
+
+def test_request_sent_with_the_finished_message_is_answered(lifeline, upstream, pki):
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, listen_tls=base._listen_tls(pki))
+    ctx = base._client_ctx(pki, minimum_version=ssl.TLSVersion.TLSv1_3)
+    c = _TlsRecords(lf.port, ctx, "a.test")
+    c.handshake(hold_last=True)
+    c.write_records(_req(1), _req(2))      # Finished + two request records in one TCP send
+    c.flush()
+    bodies = c.read_answers(2, t(5))
+    assert [json.loads(b)["target"] for b in bodies] == ["/echo?n=1", "/echo?n=2"]
+    c.close()
+
+
+def _cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_answers_to_a_client_gone_after_close_notify_do_not_spin(lifeline, upstream, pki):
+    """A client sends two pipelined requests and close_notify, then closes its socket (wrk does it
+    at the end of a run). The first answer goes out (and draws a reset), the second one's write
+    fails: OpenSSL reports that as a clean end since close_notify came in, which must close the
+    connection, not look like "nothing written, wait for EV_WRITE" on a socket that stays
+    writable (a busy loop until send_timeout)."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, listen_tls=base._listen_tls(pki), client={"send_timeout": "20s"})
+    ctx = base._client_ctx(pki, minimum_version=ssl.TLSVersion.TLSv1_3)
+    c = _TlsRecords(lf.port, ctx, "a.test")
+    c.handshake()
+    c.write_records(b"GET /slow-head?ms=%d HTTP/1.1\r\nHost: a.test\r\n\r\n" % int(t(0.2) * 1000) * 2)
+    try:
+        c.obj.unwrap()                  # close_notify into the outgoing records
+    except ssl.SSLWantReadError:
+        pass
+    c.flush()
+    c.close()
+    time.sleep(t(0.4) + 0.6)            # both answers attempted
+    before = _cpu_seconds(lf.pid)
+    time.sleep(1.0)
+    used = _cpu_seconds(lf.pid) - before
+    assert used < 0.3, "lifeline used %.2fs of CPU in 1s after the client left (a busy loop)" % used
+    status_, _, _, _ = base._https(lf.port, "a.test", base._client_ctx(pki))   # and still serves
+    assert status_ == 200

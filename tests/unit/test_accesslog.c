@@ -6,7 +6,8 @@
  * one JSON object with the SPEC keys in order, and decode (code points < 256 read as bytes) to the
  * same value, cut at the field's cap. The decoder is tests/unit/alog_check.h, written apart from
  * the formatter. Then: exact output for a known entry, escaping never cut mid-escape, a worst-case
- * line fits in ALOG_LINE_MAX, a buffer one byte short is refused.
+ * line fits in ALOG_LINE_MAX, a buffer one byte short is refused; the time and duration_ms, which
+ * the formatter writes without libc, equal gmtime_r's and printf's "%.3f" over their whole range.
  *
  * Only static functions and main: the Makefile links this file with every proxy object.
  */
@@ -19,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "accesslog.h"
 #include "alog_check.h"
@@ -208,6 +210,62 @@ static void test_worst_case_fits(void **state)
     assert_non_null(strstr(line, "\"time\":\"1970-01-01T00:00:00.000Z\""));
 }
 
+/* The value of "key":"..." or "key":... in line, copied into out (at most cap - 1 bytes). */
+static const char *field_text(const char *line, const char *key, char *out, size_t cap)
+{
+    char pat[64];
+    const char *p, *end;
+
+    snprintf(pat, sizeof(pat), "\"%s\":", key);
+    p = strstr(line, pat);
+    if (!p)
+        return "";
+    p += strlen(pat);
+    if (*p == '"')
+        p++;
+    end = p + strcspn(p, "\",}");
+    snprintf(out, cap, "%.*s", (int)(end - p), p);
+    return out;
+}
+
+/* Every day from 1970-01-01 to 9999-12-31 (a different second of the day each time, the
+ * milliseconds too) against gmtime_r; durations against "%.3f" away from its rounding ties. */
+static void test_time_and_duration_match_libc(void **state)
+{
+    struct alog_attempt att[2];
+    struct alog_entry e = base(att);
+    char line[ALOG_LINE_MAX + 1], got[64], want[64];
+    const long days = 2932897;   /* 1970-01-01 .. 9999-12-31 */
+    unsigned long x = 88172645463325252ul;
+    unsigned bad = 0;
+
+    (void)state;
+    e.nattempts = 0;
+    for (long d = 0; d < days; d++) {
+        time_t secs;
+        struct tm tm;
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        secs = (time_t)d * 86400 + (time_t)(x % 86400);
+        e.time = (double)secs + (double)(x % 1000) / 1000.0 + 0.0004;
+        assert_true(alog_format(line, sizeof(line), &e) > 0);
+        gmtime_r(&secs, &tm);
+        snprintf(want, sizeof(want), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(x % 1000));
+        if (strcmp(field_text(line, "time", got, sizeof(got)), want) != 0 && bad++ < 5)
+            print_message("time %lld: got %s want %s\n", (long long)secs, got, want);
+    }
+    static const double durs[] = { 0, 0.0001, 0.001, 0.0014, 0.0016, 0.999, 0.9996, 1, 5.5, 12.3456, 99.9999,
+                                   1234.5671, 65535.25, 3.6e6 + 0.123, 1e9 + 0.5, 1e12 };
+    for (size_t i = 0; i < sizeof(durs) / sizeof(durs[0]); i++) {
+        e.duration_ms = durs[i];
+        assert_true(alog_format(line, sizeof(line), &e) > 0);
+        snprintf(want, sizeof(want), "%.3f", durs[i]);
+        if (strcmp(field_text(line, "duration_ms", got, sizeof(got)), want) != 0 && bad++ < 10)
+            print_message("duration %.6f: got %s want %s\n", durs[i], got, want);
+    }
+    assert_int_equal(bad, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -215,6 +273,7 @@ int main(void)
         cmocka_unit_test(test_exact_line),
         cmocka_unit_test(test_escape_never_cut_mid_escape),
         cmocka_unit_test(test_worst_case_fits),
+        cmocka_unit_test(test_time_and_duration_match_libc),
     };
     print_message("access log: %zu hostile rows\n", sizeof(rows) / sizeof(rows[0]));
     return cmocka_run_group_tests(tests, NULL, NULL);

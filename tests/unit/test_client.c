@@ -2,8 +2,9 @@
  * real loop (loop_fixture.h): a head that arrives a byte per read, a head over max_header_bytes
  * (431) or a request line over it (414), pipelined requests answered one at a time and in order,
  * a client that half-closes after a whole request (answered, then closed) or in the middle of one
- * (closed, nothing started), header_timeout (408), and an idle keep-alive connection holding no
- * buffers.
+ * (closed, nothing started), header_timeout (408), an idle keep-alive connection holding no
+ * buffers, and over TLS a read that must wait for a write to finish (rd_wants_wr: the one watcher
+ * on EV_WRITE, no busy loop on the readable socket, reading resumed once the client reads).
  *
  * The client is the test's end of a socketpair handed to client_accept(); the upstream is the
  * test's loopback socket, scripted step by step.
@@ -18,7 +19,13 @@
 
 #include <sys/ioctl.h>
 
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
 #include "loop_fixture.h"
+#include "tls.h"
 
 /* One pool of one server, the test's listener (returned), one route; `top`: top-level YAML. */
 static int one_server(struct fx *f, const char *top)
@@ -236,6 +243,189 @@ static void test_idle_connection_holds_no_buffers(void **state)
     fx_free(&f);
 }
 
+/* ---- TLS: a read that must first finish a write (rd_wants_wr) ------------------------------ */
+
+/* A self-signed EC P-256 certificate made in memory, for a listener's context. */
+static struct tls_server *tls_listener(void)
+{
+    struct tls_cert *tc = calloc(1, sizeof(*tc));
+    EVP_PKEY *k = EVP_EC_gen("P-256");
+    X509 *x = X509_new();
+    X509_NAME *n;
+    char err[256];
+    struct tls_server *ts;
+
+    assert_non_null(tc);
+    assert_non_null(k);
+    assert_non_null(x);
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+    X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+    X509_gmtime_adj(X509_getm_notAfter(x), 86400);
+    X509_set_pubkey(x, k);
+    n = X509_get_subject_name(x);
+    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)"unit.test", -1, -1, 0);
+    X509_set_issuer_name(x, n);
+    assert_true(X509_sign(x, k, EVP_sha256()) > 0);
+    tc->x509 = x;
+    tc->key = k;
+    ts = tls_server_new(tc, 1, TLS1_3_VERSION, err, sizeof(err));
+    assert_non_null(ts);
+    return ts;
+}
+
+/* What the TLS test holds besides the fixture, freed by its teardown even when it fails half-way. */
+static struct {
+    struct tls_server *ts;
+    SSL_CTX *cctx;
+    SSL *peer;
+    int fd;
+} tt = { .fd = -1 };
+
+static int tls_teardown(void **state)
+{
+    int r = fx_teardown(state);
+
+    SSL_free(tt.peer);
+    SSL_CTX_free(tt.cctx);
+    tls_server_free(tt.ts);
+    if (tt.fd >= 0)
+        close(tt.fd);
+    tt.peer = NULL;
+    tt.cctx = NULL;
+    tt.ts = NULL;
+    tt.fd = -1;
+    ERR_clear_error();
+    return r;
+}
+
+/* The peer reads whatever its TLS session yields now (processing lifeline's records, a KeyUpdate
+ * among them) into got; returns bytes taken. */
+static size_t peer_take(char *got, size_t cap, size_t *have)
+{
+    size_t n = 0, r;
+
+    while (*have < cap && SSL_read_ex(tt.peer, got + *have, cap - *have, &r) == 1) {
+        *have += r;
+        n += r;
+    }
+    if (*have < cap) {
+        int e = SSL_get_error(tt.peer, 0);
+        assert_true(e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE);
+    }
+    ERR_clear_error();
+    return n;
+}
+
+static void peer_write(const char *s)
+{
+    size_t put;
+
+    assert_int_equal(SSL_write_ex(tt.peer, s, strlen(s), &put), 1);
+    assert_int_equal(put, strlen(s));
+}
+
+/* The upstream writes as much of its answer as its socket takes now. */
+static void up_feed(struct fx_peer *u, const char *ans, size_t len, size_t *sent)
+{
+    while (*sent < len) {
+        ssize_t r = send(u->fd, ans + *sent, len - *sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (r <= 0) {
+            assert_true(r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+            return;
+        }
+        *sent += (size_t)r;
+    }
+}
+
+/* A TLS client whose answer is stuck on a full socket (one of lifeline's records half-sent) when
+ * lifeline owes a KeyUpdate, and whose next request then arrives: the read must wait for the write
+ * (OpenSSL would write the KeyUpdate behind the half-sent record). client.c then watches EV_WRITE
+ * instead of EV_READ on its one watcher (rd_wants_wr), so the readable socket does not spin the
+ * loop; once the client reads, the write completes, reading resumes on its own, and the pipelined
+ * request is answered. */
+static void test_tls_read_waits_for_write(void **state)
+{
+    enum { BODY = 256 * 1024 };
+    static struct fx f;
+    static char ans[BODY + 128], got[BODY + 4096];
+    struct fx_peer *u;
+    struct client *cl;
+    struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(40001) };
+    size_t alen, sent = 0, have = 0;
+    int sv[2], small = 8192, lfd;
+    unsigned iters;
+    char req[4096];
+
+    (void)state;
+    lfd = one_server(&f, "");
+    tt.ts = tls_listener();
+    tt.cctx = SSL_CTX_new(TLS_client_method());
+    assert_non_null(tt.cctx);
+    SSL_CTX_set_verify(tt.cctx, SSL_VERIFY_NONE, NULL);
+    SSL_CTX_set_min_proto_version(tt.cctx, TLS1_3_VERSION);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+    assert_int_equal(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+    tt.fd = sv[1];
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    atomic_fetch_add(&worker_connections, 1);   /* as worker_accept_cb does */
+    client_accept(&f.w, sv[0], (struct sockaddr *)&sin, sizeof(sin), tt.ts);
+    cl = f.w.clients;
+    assert_non_null(cl);
+    assert_true(cl->tls);
+    tt.peer = SSL_new(tt.cctx);
+    assert_non_null(tt.peer);
+    assert_int_equal(SSL_set_fd(tt.peer, sv[1]), 1);
+    SSL_set_connect_state(tt.peer);
+    FX_UNTIL(&f, SSL_do_handshake(tt.peer) == 1 || (ERR_clear_error(), false), 2.0);
+    FX_UNTIL(&f, !cl->handshaking, 2.0);
+
+    /* a large answer to a client that reads nothing: lifeline's write stops half-way in a record */
+    peer_write("GET /big HTTP/1.1\r\nHost: t\r\n\r\n");
+    u = fx_take_request(&f, lfd, NULL, "GET /big HTTP/1.1\r\n", req, sizeof(req));
+    alen = (size_t)snprintf(ans, sizeof(ans), "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", BODY);
+    memset(ans + alen, 'b', BODY);
+    alen += BODY;
+    FX_UNTIL(&f, (up_feed(u, ans, alen, &sent), cl->write_blocked && cl->x.wretry > 0), 2.0);
+
+    /* the client asks for a KeyUpdate with its next request: lifeline reads both and owes one,
+     * which cannot go out behind its half-sent record; then a third request arrives */
+    assert_int_equal(SSL_key_update(tt.peer, SSL_KEY_UPDATE_REQUESTED), 1);
+    peer_write("GET /two HTTP/1.1\r\nHost: t\r\n\r\n");
+    FX_UNTIL(&f, SSL_get_key_update_type(cl->x.ssl) != SSL_KEY_UPDATE_NONE, 2.0);
+    assert_true(cl->x.wretry > 0);
+    peer_write("GET /three HTTP/1.1\r\nHost: t\r\n\r\n");
+    FX_UNTIL(&f, cl->rd_wants_wr, 2.0);
+    assert_int_equal(cl->io.events & (EV_READ | EV_WRITE), EV_WRITE);
+    assert_true(cl->ioev & EV_READ);        /* still wanting to read, through EV_WRITE */
+    /* the socket is readable all along: the loop must sleep (about one turn per 1 ms tick) */
+    iters = ev_iteration(f.w.loop);
+    fx_run_for(&f, 0.1);
+    assert_true(ev_iteration(f.w.loop) - iters < 1000);
+    assert_true(cl->rd_wants_wr);
+
+    /* the client reads: the record goes out, then the KeyUpdate, reading resumes by itself and the
+     * pipelined requests reach the upstream, each once the answer before it is complete */
+    for (int i = 0; i < 2; i++) {
+        static const char *const want[] = { "GET /two HTTP/1.1\r\n", "GET /three HTTP/1.1\r\n" };
+        FX_UNTIL(&f, (up_feed(u, ans, alen, &sent), peer_take(got, sizeof(got) - 1, &have),
+                      fx_pending(u->fd) || fx_pending(lfd)), 5.0);
+        assert_int_equal(sent, alen);
+        if (!fx_pending(u->fd))
+            u = fx_accept(&f, lfd, 2.0);    /* (a new upstream connection is allowed too) */
+        fx_request(&f, u, req, sizeof(req), 2.0);
+        assert_int_equal(strncmp(req, want[i], strlen(want[i])), 0);
+        fx_respond(u, 200, i ? "three" : "two");
+    }
+    assert_false(cl->rd_wants_wr);
+    assert_int_equal(SSL_get_key_update_type(cl->x.ssl), SSL_KEY_UPDATE_NONE);   /* it went out */
+    FX_UNTIL(&f, (peer_take(got, sizeof(got) - 1, &have), have > alen && strstr(got + alen - 8, "\r\n\r\nthree")), 2.0);
+    assert_true(memcmp(got, "HTTP/1.1 200", 12) == 0);
+    assert_non_null(strstr(got + alen - 8, "\r\n\r\ntwoHTTP/1.1 200"));
+    assert_int_equal(cl->io.events & EV_READ, EV_READ);
+    fx_free(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -246,6 +436,7 @@ int main(void)
         cmocka_unit_test_teardown(test_half_close_mid_head_closes, fx_teardown),
         cmocka_unit_test_teardown(test_header_timeout_408, fx_teardown),
         cmocka_unit_test_teardown(test_idle_connection_holds_no_buffers, fx_teardown),
+        cmocka_unit_test_teardown(test_tls_read_waits_for_write, tls_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

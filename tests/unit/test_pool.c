@@ -314,6 +314,77 @@ static void test_conn_handover(void **state)
     w.loop = NULL;
 }
 
+/* pool_take's reuse check (issue 9): bytes an upstream sent after its answer must never reach the
+ * next request's hop, in either window the idle watcher cannot close: readiness the loop polled
+ * but has not dispatched yet, and bytes that arrived after the last poll. */
+static void test_reuse_check(void **state)
+{
+    static const unsigned weights[] = { 1 };
+    struct pool p;
+    struct sockaddr_in sin = { .sin_family = AF_INET };
+    socklen_t sl = sizeof(sin);
+    int lfd, err = 0, peer;
+    struct upconn *uc;
+    char fake_hop[1];
+
+    (void)state;
+    setup_pool(&p, BALANCE_ROUND_ROBIN, weights, 1);
+    w.loop = ev_loop_new(EVFLAG_AUTO);
+    assert_non_null(w.loop);
+    lfd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(lfd >= 0);
+    inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    assert_int_equal(listen(lfd, 4), 0);
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&sin, &sl), 0);
+    memcpy(&addrs[0].ss, &sin, sizeof(sin));
+
+    /* late bytes after the last poll: the loop has not run since they came */
+    uc = pool_connect(&p.servers[0], &err);
+    assert_non_null(uc);
+    peer = accept(lfd, NULL, NULL);
+    assert_true(peer >= 0);
+    pool_conn_attach(uc, (struct hop *)fake_hop, cb_a, cb_b);
+    pool_release(uc);
+    assert_int_equal(p.servers[0].nidle, 1);
+    assert_int_equal(send(peer, "HTTP/1.1 200 OK\r\n", 17, 0), 17);
+    usleep(20000);
+    assert_null(pool_take(&p.servers[0]));   /* closed, not handed out */
+    assert_int_equal(p.servers[0].nidle, 0);
+    close(peer);
+
+    /* readiness polled but not dispatched (the same loop iteration): never handed to the hop,
+     * though the socket itself reads silent */
+    uc = pool_connect(&p.servers[0], &err);
+    assert_non_null(uc);
+    peer = accept(lfd, NULL, NULL);
+    assert_true(peer >= 0);
+    pool_conn_attach(uc, (struct hop *)fake_hop, cb_a, cb_b);
+    pool_release(uc);
+    ev_feed_event(w.loop, &uc->rd, EV_READ);
+    assert_true(ev_is_pending(&uc->rd));
+    assert_null(pool_take(&p.servers[0]));
+    assert_int_equal(p.servers[0].nidle, 0);
+    close(peer);
+
+    /* a silent connection is reused */
+    uc = pool_connect(&p.servers[0], &err);
+    assert_non_null(uc);
+    peer = accept(lfd, NULL, NULL);
+    assert_true(peer >= 0);
+    pool_conn_attach(uc, (struct hop *)fake_hop, cb_a, cb_b);
+    pool_release(uc);
+    usleep(20000);
+    assert_ptr_equal(pool_take(&p.servers[0]), uc);
+    pool_conn_attach(uc, (struct hop *)fake_hop, cb_a, cb_b);
+    pool_release(uc);
+    close(peer);
+    close(lfd);
+    pool_destroy(&p);
+    ev_loop_destroy(w.loop);
+    w.loop = NULL;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -325,6 +396,7 @@ int main(void)
         cmocka_unit_test(test_race_delay),
         cmocka_unit_test(test_ewma),
         cmocka_unit_test(test_conn_handover),
+        cmocka_unit_test(test_reuse_check),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,6 +10,10 @@
  *   the bytes of the pending record again, at least as many, or fails the session).
  * - The KeyUpdate lifeline owes, when its next write finds the socket full, on either side
  *   (listener, pool): reads must go on (never "wait to write" on a readable socket).
+ * - Writes after the peer's close_notify: they go out while the peer reads, and fail (never
+ *   "0 written") once it has closed.
+ * - Read-ahead: several records taken by one read(); the ones after the first wait inside the
+ *   session and xprt_pending() must say so until the last byte is handed out.
  *
  * Certificates are made in memory (EC P-256, self-signed). Only static functions and main: the
  * Makefile links this file with every proxy object.
@@ -24,6 +28,7 @@
 #include <ev.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -194,7 +199,8 @@ static void pair_close(struct pair *p)
 {
     xprt_close(&p->x);
     SSL_free(p->c);
-    close(p->fd[1]);
+    if (p->fd[1] >= 0)
+        close(p->fd[1]);
     SSL_CTX_free(p->cctx);
     tls_server_free(p->ts);
     tls_client_free(p->tcl);
@@ -533,6 +539,136 @@ static void test_owed_keyupdate_upstream(void **state)
     owed_keyupdate(true);
 }
 
+/* ---- Read-ahead: records the socket no longer signals ----------------------------------------- */
+
+/* The peer sends three records in one go, then a fourth larger than the reader's room. lifeline's
+ * first read takes them all from the socket in one read() (read-ahead: the socket is empty after
+ * it), hands out one record's data per call, and says (xprt_pending) that more waits inside the
+ * session until the last byte is out: a reader that waited on the socket alone would stall. */
+static void records_read_ahead(bool upstream)
+{
+    static const char *const rec[] = { "GET /1 HTTP/1.1\r\n\r\n", "GET /22 HTTP/1.1\r\n\r\n", "GET /333 HTTP/1.1\r\n\r\n" };
+    char big[300], rb[64], all[512];
+    size_t want = 0, have = 0, put;
+    struct pair p;
+    ssize_t r;
+
+    pair_open2(&p, upstream);
+    memset(big, 'x', sizeof big);
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(SSL_write_ex(p.c, rec[i], strlen(rec[i]), &put), 1);
+        memcpy(all + want, rec[i], strlen(rec[i]));
+        want += strlen(rec[i]);
+    }
+    assert_int_equal(SSL_write_ex(p.c, big, sizeof big, &put), 1);
+    memcpy(all + want, big, sizeof big);
+    want += sizeof big;
+    assert_true(ready(p.fd[0], POLLIN, 1000));
+    for (int i = 0; i < 100 && have < want; i++) {
+        r = xprt_read(&p.x, rb, sizeof rb);
+        if (r == -EAGAIN) {                 /* only session records (a ticket): the socket has more */
+            assert_true(ready(p.fd[0], POLLIN, 1000));
+            continue;
+        }
+        assert_true(r > 0);
+        assert_true(have + (size_t)r <= want);
+        assert_memory_equal(rb, all + have, (size_t)r);
+        have += (size_t)r;
+        if (have < want) {
+            /* the rest was read ahead: the socket is empty, the session holds it */
+            assert_false(ready(p.fd[0], POLLIN, 0));
+            assert_true(xprt_pending(&p.x) > 0);
+        }
+    }
+    assert_int_equal(have, want);
+    assert_int_equal(xprt_pending(&p.x), 0);
+    assert_int_equal(xprt_read(&p.x, rb, sizeof rb), -EAGAIN);
+    assert_int_equal(p.x.want, EV_READ);
+    pair_close(&p);
+}
+
+static void test_records_read_ahead_listener(void **state)
+{
+    (void)state;
+    records_read_ahead(false);
+}
+
+static void test_records_read_ahead_upstream(void **state)
+{
+    (void)state;
+    records_read_ahead(true);
+}
+
+/* ---- Writes after the peer's close_notify ----------------------------------------------------- */
+
+/* The peer sends a request and close_notify. lifeline reads the request, then the end (0). Its
+ * answer must still go out while the peer's socket is open (TLS 1.3 closes one direction at a
+ * time), and once the peer has closed its socket a write must fail (< 0, not -EAGAIN): OpenSSL
+ * reports that failure as SSL_ERROR_ZERO_RETURN, and a 0 from a write reads as "nothing written"
+ * to a caller, which would wait for EV_WRITE on a socket that stays writable, a busy loop. */
+static void write_after_close_notify(bool upstream)
+{
+    static const char req[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    char rb[256], ans[64] = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    struct iovec iov = { ans, strlen(ans) };
+    size_t put, have = 0;
+    ssize_t r = -EAGAIN;
+    struct pair p;
+
+    pair_open2(&p, upstream);
+    assert_int_equal(SSL_write_ex(p.c, req, sizeof req - 1, &put), 1);
+    assert_int_equal(SSL_shutdown(p.c), 0);          /* close_notify sent, the peer's is awaited */
+    for (int i = 0; i < 100 && have < sizeof req - 1; i++) {
+        r = xprt_read(&p.x, rb + have, sizeof rb - have);
+        if (r == -EAGAIN) {
+            assert_true(ready(p.fd[0], POLLIN, 1000));
+            continue;
+        }
+        assert_true(r > 0);
+        have += (size_t)r;
+    }
+    assert_int_equal(have, sizeof req - 1);
+    for (int i = 0; i < 100; i++) {
+        r = xprt_read(&p.x, rb, sizeof rb);
+        if (r != -EAGAIN)
+            break;
+        assert_true(ready(p.fd[0], POLLIN, 1000));
+    }
+    assert_int_equal(r, 0);                           /* the peer's close_notify: end of stream */
+    /* the peer still reads: the answer goes out */
+    assert_int_equal(xprt_writev(&p.x, &iov, 1), (ssize_t)iov.iov_len);
+    {
+        char got[64];
+        size_t n = 0;
+        assert_true(ready(p.fd[1], POLLIN, 1000));
+        assert_int_equal(SSL_read_ex(p.c, got, sizeof got, &n), 1);
+        assert_int_equal(n, iov.iov_len);
+    }
+    /* the peer is gone: every write fails, none says "0 written" */
+    SSL_free(p.c);
+    p.c = NULL;
+    close(p.fd[1]);
+    p.fd[1] = -1;
+    for (int i = 0; i < 3; i++) {
+        r = xprt_writev(&p.x, &iov, 1);
+        assert_true(r < 0);
+        assert_int_not_equal(r, -EAGAIN);
+    }
+    pair_close(&p);
+}
+
+static void test_write_after_close_notify_listener(void **state)
+{
+    (void)state;
+    write_after_close_notify(false);
+}
+
+static void test_write_after_close_notify_upstream(void **state)
+{
+    (void)state;
+    write_after_close_notify(true);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -541,6 +677,11 @@ int main(void)
         cmocka_unit_test(test_retry_with_other_split),
         cmocka_unit_test(test_owed_keyupdate_never_blocks_reads),
         cmocka_unit_test(test_owed_keyupdate_upstream),
+        cmocka_unit_test(test_records_read_ahead_listener),
+        cmocka_unit_test(test_records_read_ahead_upstream),
+        cmocka_unit_test(test_write_after_close_notify_listener),
+        cmocka_unit_test(test_write_after_close_notify_upstream),
     };
+    signal(SIGPIPE, SIG_IGN);   /* as lifeline does (main.c): a write to a closed peer is EPIPE */
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
