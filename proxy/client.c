@@ -332,17 +332,31 @@ static void client_answer_flushed(struct client *c)
         client_close(c);
 }
 
+/* Response body bytes the exchange moved into its pipe (the zero-copy path, exchange.h): they
+ * follow everything in `out`. NULL when there are none. */
+static struct spipe *client_opipe(const struct client *c)
+{
+    return c->ex && c->ex->rpipe.len ? &c->ex->rpipe : NULL;
+}
+
 void client_flush(struct client *c)
 {
     struct iovec iov;
     ssize_t r;
+    struct spipe *p = NULL;
 
     if (c->closed || c->write_blocked)
         return;
-    if (c->out.len) {
-        iov.iov_base = buf_head(&c->out);
-        iov.iov_len = c->out.len;
-        r = xprt_writev(&c->x, &iov, 1);
+    /* `out` first, then the pipe (bounded: each pass empties one of them or stops) */
+    while (c->out.len || (p = client_opipe(c)) != NULL) {
+        bool from_out = c->out.len > 0;
+        if (from_out) {
+            iov.iov_base = buf_head(&c->out);
+            iov.iov_len = c->out.len;
+            r = xprt_writev(&c->x, &iov, 1);
+        } else {
+            r = spipe_drain(p, c->x.fd, p->len);
+        }
         if (r == -EAGAIN || r == -EWOULDBLOCK) {
             r = 0;
         } else if (r < 0) {
@@ -350,11 +364,12 @@ void client_flush(struct client *c)
             client_close(c);
             return;
         }
-        buf_consume(&c->out, (size_t)r);
+        if (from_out)
+            buf_consume(&c->out, (size_t)r);
         c->bytes_out += (uint64_t)r;
         if (r > 0)
             c->last_write = ev_now(c->w->loop);
-        if (c->out.len) {
+        if (c->out.len || (!from_out && p->len)) {
             c->write_blocked = true;
             client_io_on(c, EV_WRITE);
             if (r > 0 || !ev_is_active(&c->wtimer)) {
@@ -563,7 +578,7 @@ static bool client_step(struct client *c)
     enum h1_event ev;
 
     if (c->answer_done) {
-        if (c->out.len == 0 && !c->write_blocked) {
+        if (c->out.len == 0 && !client_opipe(c) && !c->write_blocked) {
             client_answer_flushed(c);
             return !c->closed && c->in.len > 0;
         }
@@ -714,6 +729,38 @@ static void client_process(struct client *c)
     c->processing = false;
 }
 
+/* Zero-copy body read (exchange_body_pipe gave a pipe): the bytes go from the client's socket into
+ * the pipe and on upstream, never through `in` or the parser. max: what the pipe may take now
+ * (0: full, reading pauses until exchange_hop_sent resumes it). */
+static void client_splice_body(struct ev_loop *loop, struct client *c, struct spipe *p, size_t max)
+{
+    ssize_t r;
+
+    if (max == 0) {
+        client_pause(c);
+        return;
+    }
+    if (c->in.data && c->in.len == 0)
+        worker_buf_put(c->w, &c->in);   /* not needed until the body is in */
+    r = spipe_fill(p, c->x.fd, max);
+    if (r == -EAGAIN || r == -EWOULDBLOCK)
+        return;
+    if (r <= 0) {
+        /* EOF or an error before the whole body: the request can never complete (as below). */
+        if (r < 0)
+            log_debug("read from client %s: %s", c->addr, strerror((int)-r));
+        client_close(c);
+        return;
+    }
+    c->last_read = ev_now(loop);
+    if (exchange_body_spliced(c->ex, (size_t)r)) {
+        /* the body's last byte: the message is complete, as the parser's H1_DONE (client_step) */
+        c->phase = CLIENT_WAIT;
+        client_rtimer_arm(c);
+        exchange_body_end(c->ex);
+    }
+}
+
 static void client_read_cb(struct ev_loop *loop, struct client *c)
 {
     ssize_t r;
@@ -724,6 +771,14 @@ static void client_read_cb(struct ev_loop *loop, struct client *c)
         if (r == 0 || (r < 0 && r != -EAGAIN))
             client_close(c);
         return;
+    }
+    if (c->phase == CLIENT_BODY && c->in.len == 0 && c->ex && !c->answer_done) {
+        size_t max;
+        struct spipe *p = exchange_body_pipe(c->ex, &max);
+        if (p) {
+            client_splice_body(loop, c, p, max);
+            return;
+        }
     }
     /* A head is read into a small buffer, which becomes a block when the head outgrows it or a
      * body or tunnel streams through it. */

@@ -11,6 +11,11 @@
  * its answer into the buffer client_out() lends it, and the request body reaches it through
  * exchange_body()/exchange_body_end() (tunnel bytes: exchange_tunnel_append/exchange_tunnel_in).
  *
+ * Zero-copy bodies (splice.h, plain connections): a large Content-Length request body may move
+ * from the socket into the exchange's pipe instead of `in` (exchange_body_pipe), and a large
+ * response body reaches the socket from the exchange's response pipe, written after `out`
+ * (client_flush): both count as the client's input read and output queued.
+ *
  * Timers: `rtimer` is the read side (header_timeout for the whole head, body_timeout between body
  * bytes, idle_timeout between requests), `wtimer` the send side (send_timeout while output is stuck).
  * `rtimer` is updated lazily: it may run for an earlier deadline than the current one, and its

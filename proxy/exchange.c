@@ -1,9 +1,11 @@
 /* exchange.c — one request's life (see exchange.h, SPEC §3).
  *
  * Owns: the request body buffer (kept whole, up to retry.buffer_body, so that an attempt can be
- * replayed), the hops, the backoff and hedge/race timers, and the route's in-flight counts for the
- * retry budget. Decides: route and pool, local answers (404, 413, fallbacks), which attempt's
- * response goes downstream, how it is framed, whether the downstream connection survives it.
+ * replayed), the hops, the backoff and hedge/race timers, the route's in-flight counts for the
+ * retry budget, and the pipes of the zero-copy path (splice.h). Decides: route and pool, local
+ * answers (404, 413, fallbacks), which attempt's response goes downstream, how it is framed,
+ * whether the downstream connection survives it, and which bodies may be spliced (plain sockets,
+ * Content-Length passed through, never replayed or copied for the stale store).
  * The retry rules themselves are retry.c's; the answers' bytes are fallback.c's.
  *
  * Two hops may run at once: hops[0] and hops[1] take turns as the attempt, and the other slot is
@@ -94,6 +96,8 @@ static void exchange_release(struct exchange *ex)
         ex->capturing = false;
     }
     exchange_local_free(ex);
+    spipe_close(&ex->bpipe);   /* body bytes still in the pipe go with the request */
+    ex->body_splicing = false;
     if (ex->body.cap == WORKER_BLOCK)
         worker_buf_put(w, &ex->body);
     else
@@ -171,7 +175,7 @@ static void exchange_account(struct exchange *ex, unsigned status)
     e.target = (struct alog_str){ ex->req->target, ex->req->target_len };
     e.route = alog_cstr(ex->route ? ex->route->name : NULL);
     e.status = status;
-    e.bytes = c->bytes_out + c->out.len - ex->bytes_mark;
+    e.bytes = c->bytes_out + c->out.len + ex->rpipe.len - ex->bytes_mark;
     e.duration_ms = dur * 1000.0;
     e.request_id = (struct alog_str){ ex->request_id, ex->request_id_len };
     e.trace_id = (struct alog_str){ ex->trace_id, sizeof(ex->trace_id) };
@@ -478,19 +482,25 @@ static bool exchange_method_repeatable(const struct exchange *ex)
     return false;
 }
 
-/* The body can be sent again from the start. */
-static bool exchange_replayable(const struct exchange *ex)
+/* The body may still be kept whole for a replay: it is no larger than retry.buffer_body (SPEC
+ * §3.5; a larger one is never replayed, even when it happens to fit in the buffer) and no sent
+ * byte has been dropped yet. */
+static bool exchange_body_keepable(const struct exchange *ex)
 {
     uint64_t keep = ex->route->retry.buffer_body;
 
-    if (!ex->has_body)
-        return true;
-    /* Only bodies up to retry.buffer_body are kept for replay (SPEC §3.5), even when a larger one
-     * happens to fit in the buffer. */
     if ((ex->req->content_length > 0 && (uint64_t)ex->req->content_length > keep) ||
         (ex->c->parser && h1_parser_body_bytes(ex->c->parser) > keep))
         return false;
-    return !ex->body_trimmed && (ex->body_done || ex->body.len < ex->body.cap);
+    return !ex->body_trimmed;
+}
+
+/* The body can be sent again from the start. */
+static bool exchange_replayable(const struct exchange *ex)
+{
+    if (!ex->has_body)
+        return true;
+    return exchange_body_keepable(ex) && (ex->body_done || ex->body.len < ex->body.cap);
 }
 
 static double exchange_uniform(struct exchange *ex)
@@ -536,6 +546,8 @@ void exchange_start(struct exchange *ex, struct client *c)
         hop_init(&ex->hops[0], s0);
         hop_init(&ex->hops[1], s1);
     }
+    spipe_init(&ex->bpipe);
+    spipe_init(&ex->rpipe);
     ex->c = c;
     ex->w = w;
     ex->gen = w->gen;
@@ -836,6 +848,71 @@ void exchange_body_end(struct exchange *ex)
     exchange_body(ex);
 }
 
+/* The one hop the request body goes to, when nothing else could ever want it: a single attempt
+ * running, its head already sent on a plain connection. NULL otherwise. No hedge can join it later
+ * (a hedge needs a replayable body, and a body that is not keepable never is), nor a connect race
+ * (one starts only beside a hop still connecting). */
+static struct hop *exchange_body_sender(struct exchange *ex)
+{
+    struct hop *h = &ex->hops[0], *o = &ex->hops[1];
+
+    if (hop_is_running(o) && !hop_is_running(h)) {
+        h = &ex->hops[1];
+        o = &ex->hops[0];
+    }
+    if (hop_is_running(o) || ev_is_active(&ex->backoff_timer))
+        return NULL;
+    if ((h->state != HOP_SENDING && h->state != HOP_BODY) || !h->uc || h->uc->x.ssl || h->head.len ||
+        h->request_sent)
+        return NULL;
+    return h;
+}
+
+struct spipe *exchange_body_pipe(struct exchange *ex, size_t *max)
+{
+    const struct h1_head *req = ex->req;
+    uint64_t parsed;
+
+    *max = 0;
+    if (ex->state != EX_UPSTREAM && ex->state != EX_STREAMING)
+        return NULL;
+    if (ex->body_splicing) {
+        *max = spipe_room(&ex->bpipe);
+        if (*max > ex->body_splice_left)
+            *max = (size_t)ex->body_splice_left;
+        return &ex->bpipe;
+    }
+    /* Eligible: a Content-Length body (no re-framing) too large to be kept for replay, with at
+     * least SPLICE_MIN to come, every byte parsed so far already sent, on plain sockets. */
+    if (ex->body_splice_failed || ex->body_done || req->chunked || req->content_length <= 0 ||
+        ex->c->tls || !ex->c->parser || ex->body.len || exchange_body_keepable(ex))
+        return NULL;
+    parsed = h1_parser_body_bytes(ex->c->parser);
+    if (parsed > (uint64_t)req->content_length || (uint64_t)req->content_length - parsed < SPLICE_MIN ||
+        !exchange_body_sender(ex))
+        return NULL;
+    if (spipe_open(&ex->bpipe) < 0) {
+        ex->body_splice_failed = true;   /* (EMFILE...) the copy path carries on */
+        return NULL;
+    }
+    ex->body_splicing = true;
+    ex->body_trimmed = true;   /* what goes through the pipe is never kept: no replay */
+    ex->body_splice_left = (uint64_t)req->content_length - parsed;
+    *max = spipe_room(&ex->bpipe);
+    if (*max > ex->body_splice_left)
+        *max = (size_t)ex->body_splice_left;
+    return &ex->bpipe;
+}
+
+bool exchange_body_spliced(struct exchange *ex, size_t n)
+{
+    ex->body_splice_left -= n < ex->body_splice_left ? n : ex->body_splice_left;
+    if (ex->body_splice_left == 0)
+        return true;   /* the client ends the message: exchange_body_end sends the rest */
+    exchange_body(ex);
+    return false;
+}
+
 size_t exchange_tunnel_append(struct exchange *ex, const void *p, size_t n)
 {
     size_t room = buf_free_space(&ex->body);
@@ -878,13 +955,15 @@ ssize_t exchange_tunnel_out(struct exchange *ex, const void *p, size_t n)
 void exchange_hop_sent(struct exchange *ex, struct hop *h)
 {
     /* Keep sent bytes while they fit (an attempt that fails may be replayed); drop them once the
-     * client needs the room, which makes the request not replayable. With two hops running, only
-     * bytes both have sent can go. */
+     * client needs the room, which makes the request not replayable. A body that can never be
+     * replayed (larger than retry.buffer_body) drops them at once: kept, they would shrink the
+     * room of the next parse and split each read block into two sends (issue 13). With two hops
+     * running, only bytes both have sent can go. */
     if (ex->state == EX_TUNNEL) {
         size_t n = hop_body_sent(h);
         buf_consume(&ex->body, n);
         hop_body_consumed(h, n);
-    } else if (!ex->body_done && buf_free_space(&ex->body) < WORKER_BLOCK / 2) {
+    } else if (!exchange_body_keepable(ex) || (!ex->body_done && buf_free_space(&ex->body) < WORKER_BLOCK / 2)) {
         struct hop *o = exchange_other(ex, h);
         size_t n = hop_body_sent(h);
         if (hop_is_running(o) && hop_body_sent(o) < n)
@@ -1135,6 +1214,26 @@ void exchange_hop_head(struct exchange *ex, struct hop *h)
     /* No flush here: the hop flushes once it has parsed the body bytes that came with the head. */
 }
 
+uint64_t exchange_resp_splice(struct exchange *ex, struct hop *h)
+{
+    const struct h1_head *resp = h1_parser_head(h->parser);
+    uint64_t parsed = h1_parser_body_bytes(h->parser), left;
+
+    if (ex->resp_splice_failed || ex->state != EX_STREAMING || ex->winner != h || ex->c->tls ||
+        ex->c->closed || !h->uc || h->uc->x.ssl || ex->resp_chunked || ex->resp_no_body ||
+        ex->capturing || resp->chunked || resp->content_length < 0 ||
+        parsed > (uint64_t)resp->content_length)
+        return 0;
+    left = (uint64_t)resp->content_length - parsed;
+    if (left < SPLICE_MIN)
+        return 0;
+    if (!spipe_is_open(&ex->rpipe) && spipe_open(&ex->rpipe) < 0) {
+        ex->resp_splice_failed = true;   /* (EMFILE...) the copy path carries on */
+        return 0;
+    }
+    return left;
+}
+
 void exchange_hop_data(struct exchange *ex, struct hop *h)
 {
     (void)h;
@@ -1219,6 +1318,7 @@ void exchange_cancel(struct exchange *ex)
     /* nginx's 499: the client went away before its answer was complete */
     exchange_account(ex, ex->state == EX_DONE || (ex->state == EX_LOCAL && !ex->local.active) ? ex->status : 499);
     exchange_release(ex);
+    spipe_close(&ex->rpipe);   /* flushed, or the client is gone: what is left is discarded */
     if (ex->gen) {
         worker_gen_unref(ex_worker(ex), ex->gen);
         ex->gen = NULL;

@@ -8,7 +8,11 @@
  * Fields are written by exchange.c only. The client feeds the request through exchange_body(),
  * exchange_body_end() and, after a 101, exchange_tunnel_append()/exchange_tunnel_in(); it reads
  * `state`, `body_done` and `req`. The hops read the body buffer, the deadline and the route, and
- * hand tunnel bytes back with exchange_tunnel_out(). The client's output buffer is lent to the
+ * hand tunnel bytes back with exchange_tunnel_out(). The exchange also owns the two pipes of the
+ * zero-copy path (splice.h): `bpipe` (request body, client -> hop: exchange_body_pipe) and `rpipe`
+ * (response body, hop -> client: exchange_resp_splice; the client drains it after its output
+ * buffer, so it is closed by exchange_cancel once the answer is flushed, not with the hops).
+ * The client's output buffer is lent to the
  * exchange (client_out) while the answer is written; the worker's scratch buffer is borrowed
  * through worker_scratch() and never held across a return to the loop.
  */
@@ -23,6 +27,7 @@
 #include "buf.h"
 #include "conf.h"
 #include "hop.h"
+#include "splice.h"
 #include "stale.h"
 
 /* Longest client X-Request-Id kept (SPEC §4). */
@@ -59,6 +64,14 @@ struct exchange {
                                          * right after exchange_start(), and the first send waits
                                          * for them (head and body in one write; exchange_body) */
     bool body_trimmed;                  /* sent bytes were dropped to make room: no replay */
+    bool body_splicing;                 /* the rest of the body moves through bpipe (splice.h) */
+    bool body_splice_failed;            /* no pipe could be had: copied to the end */
+    struct spipe bpipe;                 /* request body, zero-copy: client socket -> pipe -> hop */
+    uint64_t body_splice_left;          /* bytes of the body still to be spliced from the client */
+    struct spipe rpipe;                 /* response body, zero-copy: hop -> pipe -> client; drained
+                                         * by the client after its output buffer (client_flush),
+                                         * so it lives until the answer is flushed (exchange_cancel) */
+    bool resp_splice_failed;            /* no pipe could be had for the response: copied */
     bool fresh_retry_done;              /* the reused-connection retry (SPEC §3.5) was spent */
     bool idempotent;                    /* method in retry.methods, or an Idempotency-Key */
     bool resp_close;                    /* downstream must close after this response */
@@ -117,6 +130,16 @@ static inline struct worker *exchange_worker(const struct exchange *ex)
 void exchange_body(struct exchange *ex);
 /* The request message is complete (body_done); what is left of the body goes upstream. */
 void exchange_body_end(struct exchange *ex);
+/* Zero-copy request body (plain sockets, Content-Length, never replayed, one attempt sending it):
+ * the pipe the client may splice the rest of the body into now, and in *max how many bytes it may
+ * move (the pipe's room, at most what is left of the body; 0: full, pause until
+ * exchange_hop_sent resumes the client). NULL: read and parse as usual. The client calls it only
+ * when its input buffer is empty (every byte it read is parsed); once it returned a pipe the rest
+ * of the body goes through it, and the parser sees none of it. */
+struct spipe *exchange_body_pipe(struct exchange *ex, size_t *max);
+/* The client spliced n body bytes into the pipe: they go upstream. Returns true when that was the
+ * body's last byte (the client then ends the message as the parser would: exchange_body_end). */
+bool exchange_body_spliced(struct exchange *ex, size_t n);
 /* The client's output buffer drained below its limit: the upstream response, or lifeline's own
  * answer, continues. */
 void exchange_drained(struct exchange *ex);
@@ -133,6 +156,13 @@ size_t exchange_tunnel_room(struct exchange *ex);
 /* After a 101: queues up to n bytes from the upstream for the client. Returns how many fit (0: the
  * client's output buffer is full), or -1 when the client has no output buffer (closed). */
 ssize_t exchange_tunnel_out(struct exchange *ex, const void *p, size_t n);
+
+/* Zero-copy response body: may hop h (the winner, streaming a Content-Length body that needs no
+ * re-framing and no copy for the stale store, on plain sockets, with at least SPLICE_MIN left)
+ * move the rest of it into ex->rpipe? Opens the pipe and returns the bytes left to move, or 0:
+ * carry on parsing. The hop calls it once its input buffer is empty (every byte it read is in the
+ * client's output buffer, which the client writes before the pipe). */
+uint64_t exchange_resp_splice(struct exchange *ex, struct hop *h);
 
 /* Events from the hop. */
 void exchange_hop_head(struct exchange *ex, struct hop *h);

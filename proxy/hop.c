@@ -23,6 +23,7 @@
 #include "h1.h"
 #include "list.h"
 #include "log.h"
+#include "splice.h"
 #include "tls.h"
 #include "worker.h"
 
@@ -303,6 +304,8 @@ void hop_start(struct hop *h, struct exchange *ex, struct upserver *s, bool fres
     h->outcome = HOP_OK;
     h->body_sent = 0;
     h->reused = h->request_sent = h->got_bytes = h->read_paused = h->deadline_cut = false;
+    h->splicing = false;
+    h->splice_left = 0;
     h->write_failed = h->processing = false;
     h->starting = true;
     h->started = ev_now(w->loop);
@@ -350,6 +353,18 @@ fail_later:
     h->starting = false;
 }
 
+/* A send upstream failed: the server closed its side. If a response is arriving it may still
+ * complete (an early answer such as 413); otherwise this attempt is a reset. */
+static void hop_send_failed(struct hop *h)
+{
+    if (h->state == HOP_SENDING && !h->got_bytes) {
+        hop_fail(h, HOP_RESET);
+        return;
+    }
+    h->request_sent = true;   /* stop writing; the connection will not be reused */
+    h->write_failed = true;
+}
+
 void hop_send(struct hop *h)
 {
     struct exchange *ex = h->ex;
@@ -358,6 +373,7 @@ void hop_send(struct hop *h)
     int n = 0;
     size_t body_avail;
     ssize_t r;
+    bool spliced = false;
 
     if (!ex || !h->uc || (h->state != HOP_SENDING && h->state != HOP_BODY && h->state != HOP_TUNNEL) ||
         h->request_sent || (ex->send_held && h->state == HOP_SENDING))
@@ -381,14 +397,7 @@ void hop_send(struct hop *h)
             return;
         }
         if (r < 0) {
-            /* The server closed its side. If a response is arriving it may still complete (an
-             * early answer such as 413); otherwise this attempt is a reset. */
-            if (h->state == HOP_SENDING && !h->got_bytes) {
-                hop_fail(h, HOP_RESET);
-                return;
-            }
-            h->request_sent = true;   /* stop writing; the connection will not be reused */
-            h->write_failed = true;
+            hop_send_failed(h);
             return;
         }
         if ((size_t)r >= h->head.len) {
@@ -412,13 +421,34 @@ void hop_send(struct hop *h)
             return;
         }
     }
+    /* The spliced rest of the body follows what was buffered (exchange_body_pipe: the pipe is only
+     * ever filled once the head and the buffered bytes have gone). Kernel to kernel: no copy. */
+    if (ex->bpipe.len && h->state != HOP_TUNNEL) {
+        r = spipe_drain(&ex->bpipe, h->uc->x.fd, ex->bpipe.len);
+        if (r == -EAGAIN || r == -EWOULDBLOCK) {
+            ev_io_start(w->loop, &h->uc->wr);
+            if (n)
+                exchange_hop_sent(ex, h);
+            return;
+        }
+        if (r < 0) {
+            hop_send_failed(h);
+            return;
+        }
+        spliced = true;
+        if (ex->bpipe.len) {
+            ev_io_start(w->loop, &h->uc->wr);
+            exchange_hop_sent(ex, h);   /* room in the pipe: the client reads on */
+            return;
+        }
+    }
     if (ex->body_done || !ex->has_body) {
         h->request_sent = true;
         if (h->state == HOP_SENDING) {
             h->deadline_cut = hop_arm(h, &h->response_timer, ex->route->timeouts.response);
         }
     }
-    if (n && ex->has_body)
+    if ((n || spliced) && ex->has_body)
         exchange_hop_sent(ex, h);
 }
 
@@ -658,14 +688,78 @@ pause:
     hop_pause(h);
 }
 
+/* Zero-copy response body (h->splicing): upstream socket -> the exchange's pipe, which the client
+ * drains after its output buffer. The same backpressure (a full pipe pauses reading until the
+ * client drains it: hop_resume), the same read timer (last_read), and the end of the body known
+ * from Content-Length, as the parser would have found it. */
+static void hop_splice_body(struct hop *h)
+{
+    struct ev_loop *loop = hop_worker(h)->loop;
+    struct spipe *p = &h->ex->rpipe;
+    unsigned seq = h->seq;
+    size_t max = spipe_room(p);
+    ssize_t r;
+
+    if (max == 0) {
+        hop_report_data(h);   /* the client writes what it can to make room */
+        if (h->seq != seq)
+            return;
+        max = spipe_room(p);
+        if (max == 0) {
+            hop_pause(h);
+            return;
+        }
+    }
+    if (max > h->splice_left)
+        max = (size_t)h->splice_left;
+    r = spipe_fill(p, h->uc->x.fd, max);
+    if (r == -EAGAIN || r == -EWOULDBLOCK)
+        return;
+    if (r <= 0) {
+        /* closed or reset before Content-Length was reached: a truncated answer downstream */
+        if (r < 0)
+            log_debug("read from %s: %s", h->server->addr->text, strerror((int)-r));
+        hop_fail(h, HOP_RESET);
+        return;
+    }
+    h->got_bytes = true;
+    h->last_read = ev_now(loop);
+    h->splice_left -= (uint64_t)r;
+    if (h->splice_left == 0) {
+        hop_done(h, false);   /* counted before the last bytes are flushed (as at H1_DONE) */
+        return;
+    }
+    hop_report_data(h);
+}
+
+/* After input was parsed: a response body that may move on with splice from here (every byte read
+ * so far is parsed into the client's output) switches to it. */
+static void hop_splice_maybe(struct hop *h)
+{
+    uint64_t left;
+
+    if (h->state != HOP_BODY || !h->ex || h->splicing || !h->uc || h->uc->in.len)
+        return;
+    left = exchange_resp_splice(h->ex, h);
+    if (left) {
+        h->splicing = true;
+        h->splice_left = left;
+    }
+}
+
 static void hop_read_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
     struct hop *h = io->data;
     struct upconn *uc = h->uc;
-    size_t room = hop_read_room(h), want;
+    size_t room, want;
     ssize_t r;
 
     (void)revents;
+    if (h->splicing) {
+        hop_splice_body(h);
+        return;
+    }
+    room = hop_read_room(h);
     if (room <= uc->in.len) {
         unsigned seq = h->seq;
         hop_report_data(h);   /* write what is pending to make room */
@@ -722,6 +816,8 @@ static void hop_read_cb(struct ev_loop *loop, ev_io *io, int revents)
         /* A TLS record larger than the room left stays decrypted in the session: come back. */
         if (h->seq == seq && h->uc == uc && ev_is_active(&uc->rd) && xprt_pending(&uc->x))
             ev_feed_event(loop, &uc->rd, EV_READ);
+        if (h->seq == seq)
+            hop_splice_maybe(h);
     }
 }
 

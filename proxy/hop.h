@@ -32,6 +32,13 @@
  * so `in` is empty after each read; while paused by backpressure with `in` empty it gives the
  * buffer back and takes one again when reading resumes.
  *
+ * Zero-copy bodies (splice.h; plain sockets only). Request: hop_send writes the head, then the
+ * exchange's body buffer, then what the client spliced into the exchange's request pipe (bpipe),
+ * pipe -> socket. Response: once every byte read is parsed, a Content-Length body the exchange
+ * lets go (exchange_resp_splice) leaves the parser: the rest moves socket -> the exchange's
+ * response pipe (rpipe), bounded by the pipe's room (a full pipe pauses reading until
+ * hop_resume), with the read timer kept by last_read, and ends at Content-Length (hop_done).
+ *
  * Ownership. A hop lives in its exchange (struct exchange embeds two) and is owned by it, with one
  * exception: a hop that lost a hedge or a connect race (SPEC §3.5) is handed to its worker with
  * hop_orphan(). Its state moves into a new heap object that the worker owns (w->orphans), the
@@ -100,6 +107,9 @@ struct hop {
     bool request_sent;                  /* head and whole body written */
     bool got_bytes;                     /* any response byte arrived */
     bool read_paused;                   /* backpressure: downstream buffer full */
+    bool splicing;                      /* the rest of the response body goes into the exchange's
+                                         * pipe with splice(2), unparsed (exchange_resp_splice) */
+    uint64_t splice_left;               /* while splicing: body bytes still to come */
     ev_tstamp started, connected;       /* for connect_ms / response_ms */
     char span_id[16];                   /* the traceparent span id this attempt sent (hex) */
     int64_t trial;                      /* the half-open trial claim this hop holds until its

@@ -37,7 +37,8 @@
 # Copy speed: a small C program (built here, run on PROXY_CPU) times memcpy of 32 KiB blocks (cache
 # hot, like a socket buffer to a proxy's block) and of 64 MiB (from memory). A read/write proxy
 # copies each body byte twice (kernel -> its buffer on read, its buffer -> kernel on send); splice
-# skips both. The report sets lifeline's CPU/MiB at the largest size against that copy cost, against
+# skips both. lifeline splices Content-Length bodies with at least 64 KiB still to come on plain
+# connections (proxy/splice.c; 1m here), and copies smaller ones (1k and 64k here). The report sets lifeline's CPU/MiB at the largest size against that copy cost, against
 # nginx, and haproxy-splice against haproxy, and prints a verdict on splice.
 #
 # Workers (WORKERS_TEST=1): GET of the smallest size, lifeline `workers: 2` pinned to PROXY_CPU and
@@ -671,13 +672,18 @@ for kind in ("get", "post"):
     ratios_line.append(f"{kind}{biggest}:mibps/nginx={rfmt(ratio(med(('bodies', c, 'lifeline'), 'mibps'), med(('bodies', c, 'nginx'), 'mibps')))}")
 if verdicts:
     L.append("")
-    if all(v is not None and v <= 1.2 for v in verdicts):
-        L.append(f"Verdict: lifeline is within 1.2x of nginx per MiB at {biggest}: splice is not needed now.")
-    elif any(v is None for v in verdicts):
+    # lifeline splices plain Content-Length bodies with at least SPLICE_MIN (64 KiB) to go
+    # (proxy/splice.c): at the largest size the two copies above are not made.
+    if any(v is None for v in verdicts):
         L.append("Verdict: no nginx figure to compare with.")
+    elif all(v <= 1.0 for v in verdicts):
+        L.append(f"Verdict: lifeline costs less than nginx per MiB at {biggest} (bodies of 64 KiB or more move "
+                 "with splice through a pipe on plain connections: no copy into lifeline).")
+    elif all(v <= 1.2 for v in verdicts):
+        L.append(f"Verdict: lifeline is within 1.2x of nginx per MiB at {biggest}.")
     else:
-        L.append(f"Verdict: lifeline costs more than 1.2x nginx per MiB at {biggest}: the body path is worth "
-                 "work (splice through a pipe, or fewer and larger reads and sends); compare the HAProxy splice figures.")
+        L.append(f"Verdict: lifeline costs more than 1.2x nginx per MiB at {biggest}: check with STRACE=1 that "
+                 "the body moves with splice (not read/sendmsg), and compare the HAProxy splice figures.")
 L.append("")
 
 # strace -c: "% time  seconds  usecs/call  calls  [errors]  syscall"
