@@ -27,7 +27,8 @@ struct admin_conn {
     struct admin_conn *prev, *next;     /* a->conns, newest first */
     int fd;
     ev_io io;
-    ev_timer timer;                     /* ADMIN_CONN_TIMEOUT for the whole exchange */
+    ev_timer timer;                     /* ADMIN_CONN_TIMEOUT to read the request and write the
+                                         * answer; restarted by each write that moves bytes */
     char in[4096];
     size_t inlen;
     char *out;                          /* the whole answer once the request is read; owned */
@@ -163,8 +164,14 @@ static void admin_conn_cb(struct ev_loop *loop, ev_io *io, int revents)
         r = send(k->fd, k->out + k->outoff, k->outlen - k->outoff, MSG_NOSIGNAL);
         if (r < 0 && errno == EAGAIN)
             return;
-        if (r <= 0 || (k->outoff += (size_t)r) == k->outlen)
+        if (r <= 0 || (k->outoff += (size_t)r) == k->outlen) {
             admin_conn_close(k);
+            return;
+        }
+        /* a long answer (a /metrics page of many servers) to a slow reader: the timeout bounds
+         * the gap between two writes that move bytes, not the whole transfer */
+        k->timer.repeat = ADMIN_CONN_TIMEOUT;
+        ev_timer_again(loop, &k->timer);
         return;
     }
     r = recv(k->fd, k->in + k->inlen, sizeof(k->in) - 1 - k->inlen, 0);

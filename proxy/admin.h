@@ -5,7 +5,7 @@
  * new address is bound before the old listener is closed, and a bind failure fails the reload. admin.c routes a URL to its page and serves
  * the bytes; the pages are built by metrics_render.c from the workers' counters (summed per
  * scrape). Answers one request per connection and closes; bounded input (4 KiB), one
- * ADMIN_CONN_TIMEOUT timer for a connection's whole life.
+ * ADMIN_CONN_TIMEOUT timer per connection: to read the request, then between writes that move bytes.
  *
  * Bounded for a hostile or buggy client (issue 9): at most ADMIN_CONNS_MAX connections. At the cap a
  * new connection is still accepted and the oldest connection still reading its request is closed
