@@ -42,6 +42,11 @@ atomic_uint worker_open_clients;
  * taken in the interval: a trickle of requests, or none) as soon as anything has been. */
 #define TRIM_FREED_BUSY (64u << 20)
 #define TRIM_QUIET_GETS 100
+/* ...and at most once in this many seconds while busy: under a steady churn of slow clients
+ * (issue 11) 64 MiB are freed every tick, and a trim every tick stalled the loop 10-40 ms each
+ * time, which is what a busy worker's p99 saw. Freed memory not handed back is reused by the next
+ * allocations, so the peak does not grow; a quiet tick hands everything back. */
+#define TRIM_BUSY_INTERVAL 30.0
 
 /* Client slabs: CLIENT_SLAB bytes, aligned to their size, so that a struct finds its slab by
  * masking its address. Structs are handed out from the free list, else from the untouched tail
@@ -749,7 +754,6 @@ static void worker_trim_cb(struct ev_loop *loop, ev_timer *t, int revents)
     size_t freed = 0;
     bool quiet = w->trim_gets < TRIM_QUIET_GETS;
 
-    (void)loop;
     (void)revents;
     freed += cache_trim(&w->blocks, &w->nblocks, w->blocks_low, WORKER_BLOCK);
     freed += cache_trim(&w->smalls, &w->nsmalls, w->smalls_low, WORKER_SMALL);
@@ -775,7 +779,10 @@ static void worker_trim_cb(struct ev_loop *loop, ev_timer *t, int revents)
     w->free_ex_low = w->nfree_ex;
     w->trim_freed += freed;
     w->trim_gets = 0;
-    if (w->trim_freed >= TRIM_FREED_BUSY || (quiet && w->trim_freed > 0)) {
+    if ((quiet && w->trim_freed > 0) ||
+        (w->trim_freed >= TRIM_FREED_BUSY && ev_now(loop) - w->trim_busy_last >= TRIM_BUSY_INTERVAL)) {
+        if (!quiet)
+            w->trim_busy_last = ev_now(loop);
         w->trim_freed = 0;
         malloc_trim(0);
     }

@@ -42,8 +42,8 @@
 #define WORKER_SMALL_CACHE_BYTES (1u << 20)
 /* Every WORKER_TRIM_SECONDS the worker frees what its caches (buffers, parsers, exchanges) held
  * unused for the whole interval, and hands freed memory back to the system (malloc_trim) once the
- * worker is quiet, or while busy once 64 MiB were freed: memory taken by a burst is returned
- * after it (worker.c says why not at every tick). */
+ * worker is quiet, or while busy once 64 MiB were freed and not more often than every 30 s:
+ * memory taken by a burst is returned after it (worker.c says why not at every tick). */
 #define WORKER_TRIM_SECONDS 2.0
 /* Largest response head accepted from an upstream (nginx's default is 4-8 KiB). */
 #define WORKER_RESPONSE_HEAD_MAX (16 * 1024)
@@ -120,6 +120,7 @@ struct worker {
     ev_timer trim;                      /* WORKER_TRIM_SECONDS: frees what the caches did not need */
     size_t trim_freed;                  /* bytes freed since the last malloc_trim (an estimate) */
     unsigned trim_gets;                 /* buffers taken since the last tick (few: quiet) */
+    ev_tstamp trim_busy_last;           /* when malloc_trim last ran while busy */
     struct exchange *dead_ex;           /* ended this iteration: recycled by the reaper */
     struct hop *orphans, *orphans_tail; /* attempts that lost a hedge or race, running on (hop.h) */
     unsigned norphans;
