@@ -23,6 +23,8 @@
 #include "h1.h"
 #include "list.h"
 #include "log.h"
+#include "metrics.h"
+#include "series.h"
 #include "tls.h"
 #include "worker.h"
 
@@ -292,6 +294,12 @@ static void client_answer_flushed(struct client *c)
         if (c->phase == CLIENT_BODY || c->phase == CLIENT_HEAD || c->in.len) {
             client_drop_exchange(c);
             c->phase = CLIENT_LINGER;
+            /* Lingering discards input into the stack: it holds no buffer and no parser (5,000
+             * slowloris connections cut by header_timeout linger at once). */
+            worker_buf_put(w, &c->out);
+            worker_buf_put(w, &c->in);
+            worker_req_parser_put(w, c->parser);
+            c->parser = NULL;
             shutdown(c->x.fd, SHUT_WR);
             c->head_deadline = ev_now(w->loop) + LINGER_SECONDS;
             client_rtimer_arm(c);
@@ -332,6 +340,23 @@ static void client_answer_flushed(struct client *c)
         client_close(c);
 }
 
+/* Output stuck behind a full socket: pending bytes that fit a small buffer move there and the
+ * block goes back. The producer's view of the buffer (its free space) shrinks with it; the buffer
+ * struct stays the same, so a parser writing into it follows (client_write_cb grows it back). */
+static void client_out_shrink(struct client *c)
+{
+    struct buf small = { 0 };
+
+    if (c->out.cap != WORKER_BLOCK || c->out.len > WORKER_SMALL || c->answer_done)
+        return;
+    if (worker_buf_get_small(c->w, &small) < 0)
+        return;
+    memcpy(small.data, buf_head(&c->out), c->out.len);
+    small.len = c->out.len;
+    worker_buf_put(c->w, &c->out);
+    c->out = small;
+}
+
 void client_flush(struct client *c)
 {
     struct iovec iov;
@@ -363,9 +388,10 @@ void client_flush(struct client *c)
                     c->last_write = ev_now(c->w->loop);
                 ev_timer_again(c->w->loop, &c->wtimer);
             }
-            /* Partial write: there is room now, the producer may continue. */
-            if (r > 0 && !c->answer_done && c->ex)
-                exchange_drained(c->ex);
+            /* The socket is full: the producer is not asked for more until it takes bytes again
+             * (EV_WRITE), so a stalled client holds what was pending then, not a full block; and
+             * what little is pending moves to a small buffer (issue 11: 5,000 slow readers). */
+            client_out_shrink(c);
             return;
         }
     }
@@ -386,6 +412,11 @@ static void client_write_cb(struct client *c)
 {
     client_io_off(c, EV_WRITE);
     c->write_blocked = false;
+    /* Writable again: an answer still being produced gets its block back (throughput). */
+    if (c->out.data && c->out.cap < WORKER_BLOCK && !c->answer_done && worker_buf_grow(c->w, &c->out) < 0) {
+        client_close(c);
+        return;
+    }
     client_flush(c);
 }
 
@@ -406,17 +437,22 @@ static void client_wtimer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     client_close(c);
 }
 
-/* The access-log line of a request whose head did not arrive within header_timeout (a connection
- * that sent at least one byte of it; one that sent nothing closes quietly): no exchange logs it, so
- * it is written here, as nginx logs its 408. What was not read is empty (method, target,
- * request_id) or null (route, trace_id); the duration runs from the start of the head's timer
- * (the accept, or the head's first byte). */
+/* The count and access-log line of a request whose head did not arrive within header_timeout (a
+ * connection that sent at least one byte of it; one that sent nothing closes quietly): no exchange
+ * counts or logs it, so it is done here, as nginx logs its 408. It counts in
+ * lifeline_requests_total (and the duration histogram and time series) with the requests that
+ * matched no route (route=""), like an unrouted 404 (SPEC §5). What was not read is empty
+ * (method, target, request_id) or null (route, trace_id); the duration runs from the start of the
+ * head's timer (the accept, or the head's first byte). */
 static void client_log_head(struct client *c, unsigned status, size_t bytes)
 {
     struct worker *w = c->w;
     struct alog_entry e;
     ev_tstamp now = ev_now(w->loop), start = c->head_deadline - ms(c->conf->client.header_timeout);
+    double dur = now > start ? now - start : 0;
 
+    metrics_request(&w->rmetrics[METRIC_ROUTE_NONE], status, dur);
+    series_request(w->id, SERIES_ROUTES, status, false, dur, now);
     if (!w->alog.data)
         return;
     memset(&e, 0, sizeof(e));
@@ -425,7 +461,7 @@ static void client_log_head(struct client *c, unsigned status, size_t bytes)
     e.method = e.target = e.request_id = (struct alog_str){ "", 0 };
     e.status = status;
     e.bytes = bytes;
-    e.duration_ms = (now > start ? now - start : 0) * 1000.0;
+    e.duration_ms = dur * 1000.0;
     alog_write(&w->alog, &e);
 }
 
@@ -439,6 +475,11 @@ static void client_reject(struct client *c, unsigned status, const char *why)
     bool cut_head = status == 408 && !c->ex && c->phase == CLIENT_HEAD;
 
     client_drop_exchange(c);
+    /* The answer is a few hundred bytes: a small buffer holds it (a block is 32 KiB). */
+    if (!c->closed && !c->out.data && worker_buf_get_small(c->w, &c->out) < 0) {
+        client_close(c);
+        return;
+    }
     out = client_out(c);
     if (!out) {
         client_close(c);
@@ -565,7 +606,9 @@ static bool client_step(struct client *c)
     if (c->answer_done) {
         if (c->out.len == 0 && !c->write_blocked) {
             client_answer_flushed(c);
-            return !c->closed && c->in.len > 0;
+            /* lingering: what is left of the input is discarded, never parsed (answer_done stays
+             * set: another step would flush the same answer again) */
+            return !c->closed && c->phase != CLIENT_LINGER && c->in.len > 0;
         }
         return false;
     }
