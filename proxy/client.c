@@ -340,21 +340,54 @@ static void client_answer_flushed(struct client *c)
         client_close(c);
 }
 
-/* Output stuck behind a full socket: pending bytes that fit a small buffer move there and the
- * block goes back. The producer's view of the buffer (its free space) shrinks with it; the buffer
- * struct stays the same, so a parser writing into it follows (client_write_cb grows it back). */
-static void client_out_shrink(struct client *c)
+/* Output stuck behind a full socket (issue 11: 5,000 slow readers): the block is cut down to the
+ * bytes pending, so that the producer, which fills the output's free space, stops there, and a
+ * stalled client holds what was pending when its socket filled, not a full block. A few pending
+ * bytes move to a small buffer; more are kept in the block shrunk in place (realloc: the tail goes
+ * back to malloc, nothing is copied but the compaction). client_write_cb grows it back to a block
+ * when the socket takes bytes again. The buffer struct stays the same: a parser writing into it
+ * follows. */
+static void client_out_fit(struct client *c)
 {
     struct buf small = { 0 };
+    char *p;
 
-    if (c->out.cap != WORKER_BLOCK || c->out.len > WORKER_SMALL || c->answer_done)
+    if (c->out.cap != WORKER_BLOCK || c->answer_done || c->out.len == 0)
         return;
-    if (worker_buf_get_small(c->w, &small) < 0)
+    if (c->out.len <= WORKER_SMALL) {
+        if (worker_buf_get_small(c->w, &small) < 0)
+            return;
+        memcpy(small.data, buf_head(&c->out), c->out.len);
+        small.len = c->out.len;
+        worker_buf_put(c->w, &c->out);
+        c->out = small;
         return;
-    memcpy(small.data, buf_head(&c->out), c->out.len);
-    small.len = c->out.len;
-    worker_buf_put(c->w, &c->out);
-    c->out = small;
+    }
+    if (c->out.len > WORKER_BLOCK - 4096)
+        return;   /* not a page to gain */
+    buf_compact(&c->out);
+    p = realloc(c->out.data, c->out.len);
+    if (p) {
+        c->out.data = p;
+        c->out.cap = c->out.len;
+    }
+}
+
+/* The socket takes bytes again: an answer still being produced gets a whole block back. */
+static int client_out_unfit(struct client *c)
+{
+    char *p;
+
+    if (!c->out.data || c->out.cap >= WORKER_BLOCK || c->answer_done)
+        return 0;
+    if (c->out.cap == WORKER_SMALL)
+        return worker_buf_grow(c->w, &c->out);
+    p = realloc(c->out.data, WORKER_BLOCK);
+    if (!p)
+        return -1;
+    c->out.data = p;
+    c->out.cap = WORKER_BLOCK;
+    return 0;
 }
 
 void client_flush(struct client *c)
@@ -389,9 +422,8 @@ void client_flush(struct client *c)
                 ev_timer_again(c->w->loop, &c->wtimer);
             }
             /* The socket is full: the producer is not asked for more until it takes bytes again
-             * (EV_WRITE), so a stalled client holds what was pending then, not a full block; and
-             * what little is pending moves to a small buffer (issue 11: 5,000 slow readers). */
-            client_out_shrink(c);
+             * (EV_WRITE), and the output is cut down to what is pending (client_out_fit). */
+            client_out_fit(c);
             return;
         }
     }
@@ -412,8 +444,7 @@ static void client_write_cb(struct client *c)
 {
     client_io_off(c, EV_WRITE);
     c->write_blocked = false;
-    /* Writable again: an answer still being produced gets its block back (throughput). */
-    if (c->out.data && c->out.cap < WORKER_BLOCK && !c->answer_done && worker_buf_grow(c->w, &c->out) < 0) {
+    if (client_out_unfit(c) < 0) {
         client_close(c);
         return;
     }
