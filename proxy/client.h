@@ -84,7 +84,10 @@ void client_free(struct client *c);
 
 /* For the exchange. */
 /* The output buffer, lent to the exchange for its answer until client_exchange_done (the client
- * keeps owning it); NULL when the client is closed or no buffer can be had. */
+ * keeps owning it); NULL when the client is closed or no buffer can be had. While the socket is
+ * full its capacity is cut down to the bytes pending (no free space: the producer waits for
+ * exchange_drained), and it is a whole block again once the socket takes bytes: callers go through
+ * the struct for every write, never keep a pointer into it across a flush. */
 struct buf *client_out(struct client *c);
 void client_flush(struct client *c);           /* writes what is pending; may close c */
 void client_pause(struct client *c);           /* stop reading (backpressure) */
