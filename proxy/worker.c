@@ -882,10 +882,7 @@ uint64_t worker_rand(struct worker *w)
 #define MEM_BASE (8u << 20)
 /* A request parser: the head arena (max_header_bytes) plus the parsed head and http-parser state
  * (h1.c keeps the struct private; this bounds it). */
-#define MEM_PARSER(arena) MEM_MAPPED((size_t)(arena) + sizeof(struct h1_head) + 512)
-/* What an allocation of n bytes takes: from WORKER_MMAP_MIN on it is mapped on its own (worker_init),
- * with glibc's 16-byte header, in whole pages (a 32 KiB block: 9 pages). */
-#define MEM_MAPPED(n) ((n) >= WORKER_MMAP_MIN ? (((size_t)(n) + 16 + 4095) & ~(size_t)4095) : (size_t)(n))
+#define MEM_PARSER(arena) ((size_t)(arena) + sizeof(struct h1_head) + 512)
 
 void worker_memory_worst(const struct conf *c, struct worker_mem *m)
 {
@@ -919,13 +916,13 @@ void worker_memory_worst(const struct conf *c, struct worker_mem *m)
     for (size_t i = 0; i < c->nlisteners; i++)
         tls_in |= c->listeners[i].tls_enabled;
     /* one attempt: its request head, the upstream input block, a response parser, the connection */
-    hop = MEM_MAPPED(head) + MEM_MAPPED(WORKER_BLOCK) + MEM_PARSER(WORKER_RESPONSE_HEAD_MAX) + sizeof(struct upconn) +
+    hop = head + WORKER_BLOCK + MEM_PARSER(WORKER_RESPONSE_HEAD_MAX) + sizeof(struct upconn) +
           (tls_up ? MEM_TLS_SESSION : 0);
     /* the connection: input and output blocks, its request parser, the exchange, the body buffer */
-    m->per_conn = sizeof(struct client) + 2 * MEM_MAPPED(WORKER_BLOCK) + MEM_PARSER(c->limits.max_header_bytes) +
-                  sizeof(struct exchange) + MEM_MAPPED(body) + m->hops * hop + (tls_in ? MEM_TLS_SESSION : 0);
+    m->per_conn = sizeof(struct client) + 2 * WORKER_BLOCK + MEM_PARSER(c->limits.max_header_bytes) +
+                  sizeof(struct exchange) + body + m->hops * hop + (tls_in ? MEM_TLS_SESSION : 0);
     m->idle_conn = sizeof(struct client) + (tls_in ? MEM_TLS_SESSION : 0);
-    m->per_worker = WORKER_CACHE_BYTES / WORKER_BLOCK * MEM_MAPPED(WORKER_BLOCK) + WORKER_SMALL_CACHE_BYTES +
+    m->per_worker = WORKER_CACHE_BYTES + WORKER_SMALL_CACHE_BYTES +
                     64 * (MEM_PARSER(c->limits.max_header_bytes) + MEM_PARSER(WORKER_RESPONSE_HEAD_MAX)) +
                     1024 * sizeof(struct exchange) + 2 * (c->limits.max_header_bytes + 1024) +
                     (METRIC_ROUTE_SLOTS + 1) * sizeof(struct route_metrics) +

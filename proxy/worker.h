@@ -30,10 +30,8 @@
 #include "pool.h"
 #include "retry.h"
 
-/* Size of every pooled data buffer: client input/output, request body, upstream input. 32 KiB
- * less glibc's header of a chunk mapped on its own (worker.c: blocks are, being over its
- * WORKER_MMAP_MIN), so that a block takes 8 pages, not 9. */
-#define WORKER_BLOCK (32 * 1024 - 24)
+/* Size of every pooled data buffer: client input/output, request body, upstream input. */
+#define WORKER_BLOCK (32 * 1024)
 /* A client's first input buffer: a request head is read into it, and it becomes a block only when
  * a head outgrows it or a body streams through it (client.c). */
 #define WORKER_SMALL 2048
