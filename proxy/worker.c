@@ -47,8 +47,6 @@ atomic_uint worker_open_clients;
  * time, which is what a busy worker's p99 saw. Freed memory not handed back is reused by the next
  * allocations, so the peak does not grow; a quiet tick hands everything back. */
 #define TRIM_BUSY_INTERVAL 30.0
-/* Allocations of at least this size are mapped on their own (worker_init). */
-#define WORKER_MMAP_MIN (16u << 10)
 
 /* Client slabs: CLIENT_SLAB bytes, aligned to their size, so that a struct finds its slab by
  * masking its address. Structs are handed out from the free list, else from the untouched tail
@@ -441,12 +439,6 @@ int worker_init(struct worker *w, unsigned id, struct runtime *rt, struct stale_
     struct conf *c = rt->conf;
 
     memset(w, 0, offsetof(struct worker, rmetrics));   /* the counters of an earlier life stay */
-    /* Blocks and parsers are mapped on their own (MMAP_THRESHOLD): freed, they go back to the
-     * system at once, and a parser holds only the pages it touched. In the heap, 5,000 slow
-     * readers coming and going left it fragmented, its free chunks counted in RSS until a
-     * malloc_trim, which walks them all and stalls the loop (issue 11). The caches keep the
-     * request path from mapping anything once warm. Process-wide, set by every worker alike. */
-    (void)mallopt(M_MMAP_THRESHOLD, WORKER_MMAP_MIN);
     w->id = id;
     w->stale = stale;
     w->spare_fd = -1;
