@@ -36,6 +36,7 @@ static void client_io_cb(struct ev_loop *loop, ev_io *io, int revents);
 static void client_rtimer_cb(struct ev_loop *loop, ev_timer *t, int revents);
 static void client_wtimer_cb(struct ev_loop *loop, ev_timer *t, int revents);
 static void client_process(struct client *c);
+static void client_out_put(struct client *c);
 
 static inline ev_tstamp ms(int64_t v) { return (ev_tstamp)v / 1000.0; }
 
@@ -230,7 +231,7 @@ void client_close(struct client *c)
     ev_timer_stop(w->loop, &c->wtimer);
     xprt_close(&c->x);
     worker_buf_put(w, &c->in);
-    worker_buf_put(w, &c->out);
+    client_out_put(c);
     worker_req_parser_put(w, c->parser);
     c->parser = NULL;
     LIST_UNLINK(w->clients, c, prev, next);
@@ -296,7 +297,7 @@ static void client_answer_flushed(struct client *c)
             c->phase = CLIENT_LINGER;
             /* Lingering discards input into the stack: it holds no buffer and no parser (5,000
              * slowloris connections cut by header_timeout linger at once). */
-            worker_buf_put(w, &c->out);
+            client_out_put(c);
             worker_buf_put(w, &c->in);
             worker_req_parser_put(w, c->parser);
             c->parser = NULL;
@@ -314,7 +315,7 @@ static void client_answer_flushed(struct client *c)
     c->served++;
     c->phase = CLIENT_IDLE;
     c->last_read = ev_now(w->loop);
-    worker_buf_put(w, &c->out);
+    client_out_put(c);
     if (c->conf != w->conf) {
         conf_unref(c->conf);
         c->conf = conf_ref(w->conf);
@@ -340,17 +341,16 @@ static void client_answer_flushed(struct client *c)
         client_close(c);
 }
 
-/* Output stuck behind a full socket (issue 11: 5,000 slow readers): the block is cut down to the
- * bytes pending, so that the producer, which fills the output's free space, stops there, and a
- * stalled client holds what was pending when its socket filled, not a full block. A few pending
- * bytes move to a small buffer; more are kept in the block shrunk in place (realloc: the tail goes
- * back to malloc, nothing is copied but the compaction). client_write_cb grows it back to a block
- * when the socket takes bytes again. The buffer struct stays the same: a parser writing into it
- * follows. */
+/* Output stuck behind a full socket (issue 11: 5,000 slow readers): the producer fills the
+ * output's free space, so the output is made to look full at the bytes pending. A few pending bytes
+ * move to a small buffer and the block goes back; more stay in the block, whose capacity is lowered
+ * to what it holds (a block is mapped on its own: the pages the producer no longer writes are never
+ * touched when it is new). So a stalled client holds what was pending when its socket filled, not
+ * a refilled 32 KiB block. The buffer struct stays the same: a parser writing into it follows.
+ * client_out_unfit() gives the whole block back when the socket takes bytes again. */
 static void client_out_fit(struct client *c)
 {
     struct buf small = { 0 };
-    char *p;
 
     if (c->out.cap != WORKER_BLOCK || c->answer_done || c->out.len == 0)
         return;
@@ -363,31 +363,40 @@ static void client_out_fit(struct client *c)
         c->out = small;
         return;
     }
-    if (c->out.len > WORKER_BLOCK - 4096)
-        return;   /* not a page to gain */
     buf_compact(&c->out);
-    p = realloc(c->out.data, c->out.len);
-    if (p) {
-        c->out.data = p;
-        c->out.cap = c->out.len;
-    }
+    c->out.cap = c->out.len;   /* > WORKER_SMALL: still told apart from a small one */
 }
 
-/* The socket takes bytes again: an answer still being produced gets a whole block back. */
-static int client_out_unfit(struct client *c)
+/* Stuck for OUT_SHED_AFTER (client_wtimer_cb): the block's pages after what it holds go back. Not
+ * at once: a fast client's socket fills and drains all the time, and would pay for the pages. */
+#define OUT_SHED_AFTER 0.25
+static void client_out_shed(struct client *c)
 {
-    char *p;
+    if (c->out_shed || !c->out.data || c->out.cap == WORKER_BLOCK || c->out.cap == WORKER_SMALL)
+        return;
+    c->out_shed = true;
+    worker_buf_shed(&c->out);
+}
 
-    if (!c->out.data || c->out.cap >= WORKER_BLOCK || c->answer_done)
+/* The output's own capacity again: a block whose capacity was lowered gets it back, a small buffer
+ * becomes a block (grow: an answer still being produced). */
+static int client_out_unfit(struct client *c, bool grow)
+{
+    c->out_shed = false;
+    if (!c->out.data || c->out.cap == WORKER_BLOCK)
         return 0;
-    if (c->out.cap == WORKER_SMALL)
-        return worker_buf_grow(c->w, &c->out);
-    p = realloc(c->out.data, WORKER_BLOCK);
-    if (!p)
-        return -1;
-    c->out.data = p;
-    c->out.cap = WORKER_BLOCK;
-    return 0;
+    if (c->out.cap != WORKER_SMALL) {
+        c->out.cap = WORKER_BLOCK;
+        return 0;
+    }
+    return grow && !c->answer_done ? worker_buf_grow(c->w, &c->out) : 0;
+}
+
+/* Gives the output buffer back to the worker. */
+static void client_out_put(struct client *c)
+{
+    (void)client_out_unfit(c, false);
+    worker_buf_put(c->w, &c->out);
 }
 
 void client_flush(struct client *c)
@@ -415,15 +424,17 @@ void client_flush(struct client *c)
         if (c->out.len) {
             c->write_blocked = true;
             client_io_on(c, EV_WRITE);
+            /* The socket is full: the producer is not asked for more until it takes bytes again
+             * (EV_WRITE), and the output is cut down to what is pending. */
+            client_out_fit(c);
             if (r > 0 || !ev_is_active(&c->wtimer)) {
                 c->wtimer.repeat = ms(c->conf->client.send_timeout);
+                if (c->wtimer.repeat > OUT_SHED_AFTER && c->out.cap != WORKER_BLOCK && c->out.cap != WORKER_SMALL)
+                    c->wtimer.repeat = OUT_SHED_AFTER;   /* shed the stuck output's pages then */
                 if (r == 0 && c->last_write == 0)
                     c->last_write = ev_now(c->w->loop);
                 ev_timer_again(c->w->loop, &c->wtimer);
             }
-            /* The socket is full: the producer is not asked for more until it takes bytes again
-             * (EV_WRITE), and the output is cut down to what is pending (client_out_fit). */
-            client_out_fit(c);
             return;
         }
     }
@@ -444,7 +455,7 @@ static void client_write_cb(struct client *c)
 {
     client_io_off(c, EV_WRITE);
     c->write_blocked = false;
-    if (client_out_unfit(c) < 0) {
+    if (client_out_unfit(c, true) < 0) {
         client_close(c);
         return;
     }
@@ -460,6 +471,8 @@ static void client_wtimer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     if (!c->write_blocked)
         return;
     if (left > 0.0005) {
+        if (ev_now(loop) - c->last_write >= OUT_SHED_AFTER - 0.001)
+            client_out_shed(c);
         t->repeat = left;
         ev_timer_again(loop, t);
         return;

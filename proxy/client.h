@@ -66,6 +66,7 @@ struct client {
     bool rd_eof : 1;                    /* the client half-closed (read 0): answer what is complete, then close */
     bool processing : 1, reprocess : 1; /* client_process() is running / must run again */
     bool rd_wants_wr : 1;               /* a TLS read must first finish a write: wait on EV_WRITE for it */
+    bool out_shed : 1;                  /* the stuck output's unused pages went back (client.c) */
     unsigned ioev : 2;                  /* the events wanted (EV_READ|EV_WRITE); the watcher's may differ */
     unsigned served;                    /* requests answered on this connection */
     uint64_t bytes_out;                 /* bytes queued for the client so far (written or in out) */

@@ -196,6 +196,10 @@ int worker_buf_grow(struct worker *w, struct buf *b);
 /* Returns b's buffer to its cache (or frees it: a cache full by bytes, or another size); b becomes
  * empty. Safe on an empty buffer. */
 void worker_buf_put(struct worker *w, struct buf *b);
+/* b is a block (from worker_buf_get) holding b->off + b->len bytes it will not write beyond for a
+ * while (its owner lowered b->cap to that): the pages after them go back to the system now. They
+ * read as zeros if written again. */
+void worker_buf_shed(struct buf *b);
 
 struct h1_parser *worker_req_parser_get(struct worker *w);
 struct h1_parser *worker_resp_parser_get(struct worker *w);
