@@ -30,7 +30,8 @@
 #include "pool.h"
 #include "retry.h"
 
-/* Size of every pooled data buffer: client input/output, request body, upstream input. */
+/* Size of every pooled data buffer: client input/output, request body, upstream input. Each is
+ * mapped on its own (worker.c: freed, it goes back to the system at once, outside the heap). */
 #define WORKER_BLOCK (32 * 1024)
 /* A client's first input buffer: a request head is read into it, and it becomes a block only when
  * a head outgrows it or a body streams through it (client.c). */
