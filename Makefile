@@ -25,7 +25,7 @@ LIBOBJS  = $(filter-out $(BUILD)/obj/main.o,$(OBJS))
 UNIT_SRC = $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all clean test unit fuzz fuzz-replay run deps bench floor openloop latency docker-test k8s-check
+.PHONY: all clean test unit fuzz fuzz-replay run deps bench floor openloop hostile latency docker-test k8s-check
 all: $(BUILD)/lifeline
 
 $(BUILD)/lifeline: $(OBJS)
@@ -102,6 +102,12 @@ build/floor: scripts/floor.c
 # latency from each request's scheduled time).
 openloop: build/openloop
 build/openloop: scripts/openloop.c
+	@mkdir -p build
+	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -o $@ $<
+
+# scripts/slow/hostile.c: slowloris connections and slow readers behind scripts/slow-clients.sh.
+hostile: build/hostile
+build/hostile: scripts/slow/hostile.c
 	@mkdir -p build
 	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -o $@ $<
 

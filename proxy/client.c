@@ -23,6 +23,8 @@
 #include "h1.h"
 #include "list.h"
 #include "log.h"
+#include "metrics.h"
+#include "series.h"
 #include "tls.h"
 #include "worker.h"
 
@@ -34,6 +36,7 @@ static void client_io_cb(struct ev_loop *loop, ev_io *io, int revents);
 static void client_rtimer_cb(struct ev_loop *loop, ev_timer *t, int revents);
 static void client_wtimer_cb(struct ev_loop *loop, ev_timer *t, int revents);
 static void client_process(struct client *c);
+static void client_out_put(struct client *c);
 
 static inline ev_tstamp ms(int64_t v) { return (ev_tstamp)v / 1000.0; }
 
@@ -228,7 +231,7 @@ void client_close(struct client *c)
     ev_timer_stop(w->loop, &c->wtimer);
     xprt_close(&c->x);
     worker_buf_put(w, &c->in);
-    worker_buf_put(w, &c->out);
+    client_out_put(c);
     worker_req_parser_put(w, c->parser);
     c->parser = NULL;
     LIST_UNLINK(w->clients, c, prev, next);
@@ -292,6 +295,12 @@ static void client_answer_flushed(struct client *c)
         if (c->phase == CLIENT_BODY || c->phase == CLIENT_HEAD || c->in.len) {
             client_drop_exchange(c);
             c->phase = CLIENT_LINGER;
+            /* Lingering discards input into the stack: it holds no buffer and no parser (5,000
+             * slowloris connections cut by header_timeout linger at once). */
+            client_out_put(c);
+            worker_buf_put(w, &c->in);
+            worker_req_parser_put(w, c->parser);
+            c->parser = NULL;
             shutdown(c->x.fd, SHUT_WR);
             c->head_deadline = ev_now(w->loop) + LINGER_SECONDS;
             client_rtimer_arm(c);
@@ -306,7 +315,7 @@ static void client_answer_flushed(struct client *c)
     c->served++;
     c->phase = CLIENT_IDLE;
     c->last_read = ev_now(w->loop);
-    worker_buf_put(w, &c->out);
+    client_out_put(c);
     if (c->conf != w->conf) {
         conf_unref(c->conf);
         c->conf = conf_ref(w->conf);
@@ -337,6 +346,64 @@ static void client_answer_flushed(struct client *c)
 static struct spipe *client_opipe(const struct client *c)
 {
     return c->ex && c->ex->rpipe.len ? &c->ex->rpipe : NULL;
+}
+
+/* Output stuck behind a full socket (issue 11: 5,000 slow readers): the producer fills the
+ * output's free space, so the output is made to look full at the bytes pending. A few pending bytes
+ * move to a small buffer and the block goes back; more stay in the block, whose capacity is lowered
+ * to what it holds (a block is mapped on its own: the pages the producer no longer writes are never
+ * touched when it is new). So a stalled client holds what was pending when its socket filled, not
+ * a refilled 32 KiB block. The buffer struct stays the same: a parser writing into it follows.
+ * client_out_unfit() gives the whole block back when the socket takes bytes again. */
+static void client_out_fit(struct client *c)
+{
+    struct buf small = { 0 };
+
+    if (c->out.cap != WORKER_BLOCK || c->answer_done || c->out.len == 0)
+        return;
+    if (c->out.len <= WORKER_SMALL) {
+        if (worker_buf_get_small(c->w, &small) < 0)
+            return;
+        memcpy(small.data, buf_head(&c->out), c->out.len);
+        small.len = c->out.len;
+        worker_buf_put(c->w, &c->out);
+        c->out = small;
+        return;
+    }
+    buf_compact(&c->out);
+    c->out.cap = c->out.len;   /* > WORKER_SMALL: still told apart from a small one */
+}
+
+/* Stuck for OUT_SHED_AFTER (client_wtimer_cb): the block's pages after what it holds go back. Not
+ * at once: a fast client's socket fills and drains all the time, and would pay for the pages. */
+#define OUT_SHED_AFTER 0.25
+static void client_out_shed(struct client *c)
+{
+    if (c->out_shed || !c->out.data || c->out.cap == WORKER_BLOCK || c->out.cap == WORKER_SMALL)
+        return;
+    c->out_shed = true;
+    worker_buf_shed(&c->out);
+}
+
+/* The output's own capacity again: a block whose capacity was lowered gets it back, a small buffer
+ * becomes a block (grow: an answer still being produced). */
+static int client_out_unfit(struct client *c, bool grow)
+{
+    c->out_shed = false;
+    if (!c->out.data || c->out.cap == WORKER_BLOCK)
+        return 0;
+    if (c->out.cap != WORKER_SMALL) {
+        c->out.cap = WORKER_BLOCK;
+        return 0;
+    }
+    return grow && !c->answer_done ? worker_buf_grow(c->w, &c->out) : 0;
+}
+
+/* Gives the output buffer back to the worker. */
+static void client_out_put(struct client *c)
+{
+    (void)client_out_unfit(c, false);
+    worker_buf_put(c->w, &c->out);
 }
 
 void client_flush(struct client *c)
@@ -372,15 +439,17 @@ void client_flush(struct client *c)
         if (c->out.len || (!from_out && p->len)) {
             c->write_blocked = true;
             client_io_on(c, EV_WRITE);
+            /* The socket is full: the producer is not asked for more until it takes bytes again
+             * (EV_WRITE), and the output is cut down to what is pending. */
+            client_out_fit(c);
             if (r > 0 || !ev_is_active(&c->wtimer)) {
                 c->wtimer.repeat = ms(c->conf->client.send_timeout);
+                if (c->wtimer.repeat > OUT_SHED_AFTER && c->out.cap != WORKER_BLOCK && c->out.cap != WORKER_SMALL)
+                    c->wtimer.repeat = OUT_SHED_AFTER;   /* shed the stuck output's pages then */
                 if (r == 0 && c->last_write == 0)
                     c->last_write = ev_now(c->w->loop);
                 ev_timer_again(c->w->loop, &c->wtimer);
             }
-            /* Partial write: there is room now, the producer may continue. */
-            if (r > 0 && !c->answer_done && c->ex)
-                exchange_drained(c->ex);
             return;
         }
     }
@@ -401,6 +470,10 @@ static void client_write_cb(struct client *c)
 {
     client_io_off(c, EV_WRITE);
     c->write_blocked = false;
+    if (client_out_unfit(c, true) < 0) {
+        client_close(c);
+        return;
+    }
     client_flush(c);
 }
 
@@ -413,6 +486,8 @@ static void client_wtimer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     if (!c->write_blocked)
         return;
     if (left > 0.0005) {
+        if (ev_now(loop) - c->last_write >= OUT_SHED_AFTER - 0.001)
+            client_out_shed(c);
         t->repeat = left;
         ev_timer_again(loop, t);
         return;
@@ -421,17 +496,22 @@ static void client_wtimer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     client_close(c);
 }
 
-/* The access-log line of a request whose head did not arrive within header_timeout (a connection
- * that sent at least one byte of it; one that sent nothing closes quietly): no exchange logs it, so
- * it is written here, as nginx logs its 408. What was not read is empty (method, target,
- * request_id) or null (route, trace_id); the duration runs from the start of the head's timer
- * (the accept, or the head's first byte). */
+/* The count and access-log line of a request whose head did not arrive within header_timeout (a
+ * connection that sent at least one byte of it; one that sent nothing closes quietly): no exchange
+ * counts or logs it, so it is done here, as nginx logs its 408. It counts in
+ * lifeline_requests_total (and the duration histogram and time series) with the requests that
+ * matched no route (route=""), like an unrouted 404 (SPEC §5). What was not read is empty
+ * (method, target, request_id) or null (route, trace_id); the duration runs from the start of the
+ * head's timer (the accept, or the head's first byte). */
 static void client_log_head(struct client *c, unsigned status, size_t bytes)
 {
     struct worker *w = c->w;
     struct alog_entry e;
     ev_tstamp now = ev_now(w->loop), start = c->head_deadline - ms(c->conf->client.header_timeout);
+    double dur = now > start ? now - start : 0;
 
+    metrics_request(&w->rmetrics[METRIC_ROUTE_NONE], status, dur);
+    series_request(w->id, SERIES_ROUTES, status, false, dur, now);
     if (!w->alog.data)
         return;
     memset(&e, 0, sizeof(e));
@@ -440,7 +520,7 @@ static void client_log_head(struct client *c, unsigned status, size_t bytes)
     e.method = e.target = e.request_id = (struct alog_str){ "", 0 };
     e.status = status;
     e.bytes = bytes;
-    e.duration_ms = (now > start ? now - start : 0) * 1000.0;
+    e.duration_ms = dur * 1000.0;
     alog_write(&w->alog, &e);
 }
 
@@ -454,6 +534,11 @@ static void client_reject(struct client *c, unsigned status, const char *why)
     bool cut_head = status == 408 && !c->ex && c->phase == CLIENT_HEAD;
 
     client_drop_exchange(c);
+    /* The answer is a few hundred bytes: a small buffer holds it (a block is 32 KiB). */
+    if (!c->closed && !c->out.data && worker_buf_get_small(c->w, &c->out) < 0) {
+        client_close(c);
+        return;
+    }
     out = client_out(c);
     if (!out) {
         client_close(c);
@@ -580,7 +665,9 @@ static bool client_step(struct client *c)
     if (c->answer_done) {
         if (c->out.len == 0 && !client_opipe(c) && !c->write_blocked) {
             client_answer_flushed(c);
-            return !c->closed && c->in.len > 0;
+            /* lingering: what is left of the input is discarded, never parsed (answer_done stays
+             * set: another step would flush the same answer again) */
+            return !c->closed && c->phase != CLIENT_LINGER && c->in.len > 0;
         }
         return false;
     }

@@ -71,6 +71,7 @@ struct client {
     bool rd_eof : 1;                    /* the client half-closed (read 0): answer what is complete, then close */
     bool processing : 1, reprocess : 1; /* client_process() is running / must run again */
     bool rd_wants_wr : 1;               /* a TLS read must first finish a write: wait on EV_WRITE for it */
+    bool out_shed : 1;                  /* the stuck output's unused pages went back (client.c) */
     unsigned ioev : 2;                  /* the events wanted (EV_READ|EV_WRITE); the watcher's may differ */
     unsigned served;                    /* requests answered on this connection */
     uint64_t bytes_out;                 /* bytes queued for the client so far (written or in out) */
@@ -89,7 +90,10 @@ void client_free(struct client *c);
 
 /* For the exchange. */
 /* The output buffer, lent to the exchange for its answer until client_exchange_done (the client
- * keeps owning it); NULL when the client is closed or no buffer can be had. */
+ * keeps owning it); NULL when the client is closed or no buffer can be had. While the socket is
+ * full its capacity is cut down to the bytes pending (no free space: the producer waits for
+ * exchange_drained), and it is a whole block again once the socket takes bytes: callers go through
+ * the struct for every write, never keep a pointer into it across a flush. */
 struct buf *client_out(struct client *c);
 void client_flush(struct client *c);           /* writes what is pending; may close c */
 void client_pause(struct client *c);           /* stop reading (backpressure) */

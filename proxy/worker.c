@@ -42,6 +42,11 @@ atomic_uint worker_open_clients;
  * taken in the interval: a trickle of requests, or none) as soon as anything has been. */
 #define TRIM_FREED_BUSY (64u << 20)
 #define TRIM_QUIET_GETS 100
+/* ...and at most once in this many seconds while busy: under a steady churn of slow clients
+ * (issue 11) 64 MiB are freed every tick, and a trim every tick stalled the loop 10-40 ms each
+ * time, which is what a busy worker's p99 saw. Freed memory not handed back is reused by the next
+ * allocations, so the peak does not grow; a quiet tick hands everything back. */
+#define TRIM_BUSY_INTERVAL 30.0
 
 /* Client slabs: CLIENT_SLAB bytes, aligned to their size, so that a struct finds its slab by
  * masking its address. Structs are handed out from the free list, else from the untouched tail
@@ -61,6 +66,7 @@ static void slab_unmap(struct client_slab *sl);
 static void worker_accept_cb(struct ev_loop *loop, ev_io *io, int revents);
 static void worker_switch(struct worker *w, struct runtime *rt);
 static void worker_trim_cb(struct ev_loop *loop, ev_timer *t, int revents);
+static void block_free(void *p);
 
 static int listener_open(const struct conf_listener *cl)
 {
@@ -531,7 +537,7 @@ void worker_destroy(struct worker *w)
     while (w->blocks) {
         void *b = w->blocks;
         memcpy(&w->blocks, b, sizeof(void *));
-        free(b);
+        block_free(b);
     }
     while (w->smalls) {
         void *b = w->smalls;
@@ -664,6 +670,32 @@ static void cache_push(void **list, unsigned *n, void *p)
     ++*n;
 }
 
+/* Blocks are mapped on their own, WORKER_BLOCK (8 pages) each: one freed goes back to the system
+ * at once, without a malloc_trim; a new one holds only the pages written into it; and blocks never
+ * fragment the heap (issue 11: 5,000 slow readers coming and going left glibc's arenas full of
+ * free holes, counted in RSS until a trim walked them all, stalling the loop). Every block is
+ * taken and given back here (worker_buf_*). Under AddressSanitizer they come from malloc, so that
+ * a use after free is still reported. */
+static void *block_new(void)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    return malloc(WORKER_BLOCK);
+#else
+    void *p = mmap(NULL, WORKER_BLOCK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+#endif
+}
+
+static void block_free(void *p)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    free(p);
+#else
+    if (munmap(p, WORKER_BLOCK) < 0)
+        log_error("munmap of a buffer block: %s", strerror(errno));
+#endif
+}
+
 static int worker_buf_take(struct worker *w, struct buf *b, size_t cap)
 {
     if (b->data)
@@ -673,7 +705,7 @@ static int worker_buf_take(struct worker *w, struct buf *b, size_t cap)
     b->data = cap == WORKER_BLOCK ? cache_pop(&w->blocks, &w->nblocks, &w->blocks_low)
                                   : cache_pop(&w->smalls, &w->nsmalls, &w->smalls_low);
     if (!b->data) {
-        b->data = malloc(cap);
+        b->data = cap == WORKER_BLOCK ? block_new() : malloc(cap);
         if (!b->data)
             return -1;
     }
@@ -713,6 +745,8 @@ void worker_buf_put(struct worker *w, struct buf *b)
         return;
     if (b->cap == WORKER_BLOCK && w->nblocks < BLOCK_CACHE_MAX) {
         cache_push(&w->blocks, &w->nblocks, b->data);
+    } else if (b->cap == WORKER_BLOCK) {
+        block_free(b->data);
     } else if (b->cap == WORKER_SMALL && w->nsmalls < SMALL_CACHE_MAX) {
         cache_push(&w->smalls, &w->nsmalls, b->data);
     } else {
@@ -723,7 +757,19 @@ void worker_buf_put(struct worker *w, struct buf *b)
     b->off = b->len = b->cap = 0;
 }
 
-/* Frees up to n entries of a buffer free list; returns the bytes freed. */
+void worker_buf_shed(struct buf *b)
+{
+#if !defined(__SANITIZE_ADDRESS__)
+    size_t keep = (b->off + b->len + 4095) & ~(size_t)4095;
+
+    if (b->data && keep < WORKER_BLOCK && madvise(b->data + keep, WORKER_BLOCK - keep, MADV_DONTNEED) < 0)
+        log_error("madvise of a buffer block: %s", strerror(errno));
+#else
+    (void)b;
+#endif
+}
+
+/* Frees up to n entries of a buffer free list; returns the bytes freed into the heap. */
 static size_t cache_trim(void **list, unsigned *count, unsigned n, size_t size)
 {
     size_t freed = 0;
@@ -732,8 +778,12 @@ static size_t cache_trim(void **list, unsigned *count, unsigned n, size_t size)
         void *p = *list;
         memcpy(list, p, sizeof(void *));
         (*count)--;
-        free(p);
-        freed += size;
+        if (size == WORKER_BLOCK) {
+            block_free(p);   /* unmapped: nothing for malloc_trim */
+        } else {
+            free(p);
+            freed += size;
+        }
     }
     return freed;
 }
@@ -749,7 +799,6 @@ static void worker_trim_cb(struct ev_loop *loop, ev_timer *t, int revents)
     size_t freed = 0;
     bool quiet = w->trim_gets < TRIM_QUIET_GETS;
 
-    (void)loop;
     (void)revents;
     freed += cache_trim(&w->blocks, &w->nblocks, w->blocks_low, WORKER_BLOCK);
     freed += cache_trim(&w->smalls, &w->nsmalls, w->smalls_low, WORKER_SMALL);
@@ -775,7 +824,10 @@ static void worker_trim_cb(struct ev_loop *loop, ev_timer *t, int revents)
     w->free_ex_low = w->nfree_ex;
     w->trim_freed += freed;
     w->trim_gets = 0;
-    if (w->trim_freed >= TRIM_FREED_BUSY || (quiet && w->trim_freed > 0)) {
+    if ((quiet && w->trim_freed > 0) ||
+        (w->trim_freed >= TRIM_FREED_BUSY && ev_now(loop) - w->trim_busy_last >= TRIM_BUSY_INTERVAL)) {
+        if (!quiet)
+            w->trim_busy_last = ev_now(loop);
         w->trim_freed = 0;
         malloc_trim(0);
     }

@@ -30,7 +30,8 @@
 #include "pool.h"
 #include "retry.h"
 
-/* Size of every pooled data buffer: client input/output, request body, upstream input. */
+/* Size of every pooled data buffer: client input/output, request body, upstream input. Each is
+ * mapped on its own (worker.c: freed, it goes back to the system at once, outside the heap). */
 #define WORKER_BLOCK (32 * 1024)
 /* A client's first input buffer: a request head is read into it, and it becomes a block only when
  * a head outgrows it or a body streams through it (client.c). */
@@ -42,8 +43,8 @@
 #define WORKER_SMALL_CACHE_BYTES (1u << 20)
 /* Every WORKER_TRIM_SECONDS the worker frees what its caches (buffers, parsers, exchanges) held
  * unused for the whole interval, and hands freed memory back to the system (malloc_trim) once the
- * worker is quiet, or while busy once 64 MiB were freed: memory taken by a burst is returned
- * after it (worker.c says why not at every tick). */
+ * worker is quiet, or while busy once 64 MiB were freed and not more often than every 30 s:
+ * memory taken by a burst is returned after it (worker.c says why not at every tick). */
 #define WORKER_TRIM_SECONDS 2.0
 /* Largest response head accepted from an upstream (nginx's default is 4-8 KiB). */
 #define WORKER_RESPONSE_HEAD_MAX (16 * 1024)
@@ -120,6 +121,7 @@ struct worker {
     ev_timer trim;                      /* WORKER_TRIM_SECONDS: frees what the caches did not need */
     size_t trim_freed;                  /* bytes freed since the last malloc_trim (an estimate) */
     unsigned trim_gets;                 /* buffers taken since the last tick (few: quiet) */
+    ev_tstamp trim_busy_last;           /* when malloc_trim last ran while busy */
     struct exchange *dead_ex;           /* ended this iteration: recycled by the reaper */
     struct hop *orphans, *orphans_tail; /* attempts that lost a hedge or race, running on (hop.h) */
     unsigned norphans;
@@ -195,6 +197,10 @@ int worker_buf_grow(struct worker *w, struct buf *b);
 /* Returns b's buffer to its cache (or frees it: a cache full by bytes, or another size); b becomes
  * empty. Safe on an empty buffer. */
 void worker_buf_put(struct worker *w, struct buf *b);
+/* b is a block (from worker_buf_get) holding b->off + b->len bytes it will not write beyond for a
+ * while (its owner lowered b->cap to that): the pages after them go back to the system now. They
+ * read as zeros if written again. */
+void worker_buf_shed(struct buf *b);
 
 struct h1_parser *worker_req_parser_get(struct worker *w);
 struct h1_parser *worker_resp_parser_get(struct worker *w);

@@ -5,13 +5,15 @@
 # client.send_timeout SEND_TIMEOUT (3s), access log to a file) in front of an nginx upstream
 # (`/`: 200 "ok") and another nginx for `/big` (a BIG_MIB (16) MiB file). Everything else runs on
 # LOAD_CPU.
-#  1. unloaded: wrk -t1 -c8 --latency for MEASURE s against `/` (on NORMAL_CPU, default PROXY_CPU:
-#     the load CPU is saturated by the hostile client, which would measure wrk, not lifeline): p99;
+#  1. unloaded: wrk -t1 -c8 --latency for MEASURE s against `/` (on NORMAL_CPU, default LOAD_CPU:
+#     never on the proxy's core, where wrk would take lifeline's CPU and measure itself): p99;
 #     also lifeline's own p99 for those requests (access log duration_ms).
-#  2. scripts/slow/hostile.py (one epoll loop) keeps SLOWLORIS (5000) connections that send a
-#     request head one byte every 0.5 s and READERS (5000) that GET /big and read one byte a second
-#     (SO_RCVBUF 4 KiB, MSS 1400), each re-opened when it ends, for MEASURE + 15 s; lifeline's
-#     VmRSS, fds and CPU sampled every 0.5 s. After 8 s of that, the same wrk run: p99 under attack.
+#  2. build/hostile (scripts/slow/hostile.c, `make hostile`, built here if missing: one C epoll
+#     loop, a few percent of LOAD_CPU) keeps SLOWLORIS (5000) connections that send a request head
+#     one byte every 0.5 s and READERS (5000) that GET /big and read one byte a second (SO_RCVBUF
+#     4 KiB, MSS 1400), each on its own clock and re-opened when it ends, for MEASURE + 15 s;
+#     lifeline's VmRSS, fds and CPU sampled every 0.5 s. After 8 s of that, the same wrk run: p99
+#     under attack.
 #  3. Checks: loaded p99 <= P99_FACTOR (2) x unloaded p99 (reported; --strict fails on it); every
 #     slowloris connection answered 408 and closed between HEADER_TIMEOUT and HEADER_TIMEOUT + SLACK
 #     (1.5 s) after its connect() (early: from the call; late: from its completion); every slow reader answered by the upstream in one attempt closed
@@ -24,7 +26,7 @@
 # Env: SLOWLORIS READERS MEASURE (10) HEADER_TIMEOUT (2) SEND_TIMEOUT (3) SLACK (1.5) SRC_ADDRS (16)
 #      PORT (19500: upstream, +1 lifeline, +2 admin, +3 big upstream) PROXY_CPU (0) LOAD_CPU (1) RSS_MAX_MIB (256)
 #      RSS_AFTER_SLACK_MIB (16)
-#      LIFELINE_BIN (build/lifeline). Output: build/slow/ (result.txt, hostile.json, access.log).
+#      NORMAL_CPU (LOAD_CPU) LIFELINE_BIN (build/lifeline) HOSTILE_BIN (build/hostile). Output: build/slow/ (result.txt, hostile.json, access.log).
 # Every process started here is stopped by PID at exit; every step is bounded in time.
 set -euo pipefail
 STRICT=0
@@ -42,17 +44,22 @@ SRC_ADDRS=${SRC_ADDRS:-16}
 PORT=${PORT:-19500}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
-NORMAL_CPU=${NORMAL_CPU:-$PROXY_CPU}
+NORMAL_CPU=${NORMAL_CPU:-$LOAD_CPU}
 BIG_MIB=${BIG_MIB:-16}
 RSS_MAX_MIB=${RSS_MAX_MIB:-256}
 RSS_AFTER_SLACK_MIB=${RSS_AFTER_SLACK_MIB:-16}
 P99_FACTOR=${P99_FACTOR:-2}
 LIFELINE_BIN=${LIFELINE_BIN:-$ROOT/build/lifeline}
+HOSTILE_BIN=${HOSTILE_BIN:-$ROOT/build/hostile}
 NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
 OUT=$ROOT/build/slow
 UP_PORT=$PORT PX_PORT=$((PORT + 1)) ADMIN_PORT=$((PORT + 2)) BIG_PORT=$((PORT + 3))
 die() { echo "slow-clients: $*" >&2; exit 1; }
 [[ -x "$LIFELINE_BIN" ]] || die "$LIFELINE_BIN not built (run make)"
+if [[ "$HOSTILE_BIN" == "$ROOT/build/hostile" ]]; then
+    make -s hostile >/dev/null || die "cannot build build/hostile (make hostile)"
+fi
+[[ -x "$HOSTILE_BIN" ]] || die "$HOSTILE_BIN not built (make hostile)"
 command -v wrk >/dev/null || die "wrk not installed (scripts/deps.sh)"
 mkdir -p "$OUT/tmp" "$OUT/www"
 exec 9>"$OUT/.lock"
@@ -160,8 +167,8 @@ echo "  unloaded: p99 ${p99_idle} ms ($(awk '/Requests\/sec/ { print $2 }' "$OUT
 mark=$(wc -l <"$OUT/access.log")
 sed -n "$((mark0 + 1)),${mark}p" "$OUT/access.log" >"$OUT/access-idle.log"
 HOSTILE_S=$((MEASURE + 15))
-SEND_TIMEOUT_S=$SEND_TIMEOUT timeout -k 5 $((HOSTILE_S + 40)) taskset -c "$LOAD_CPU" "$PYTHON" \
-    "$ROOT/scripts/slow/hostile.py" "$PX_PORT" "$SLOWLORIS" "$READERS" "$SRC_ADDRS" "$HOSTILE_S" "$lpid" \
+SEND_TIMEOUT_S=$SEND_TIMEOUT timeout -k 5 $((HOSTILE_S + 40)) taskset -c "$LOAD_CPU" "$HOSTILE_BIN" \
+    "$PX_PORT" "$SLOWLORIS" "$READERS" "$SRC_ADDRS" "$HOSTILE_S" "$lpid" \
     "$OUT/hostile.json" 9>&- &
 hpid=$!
 pids+=("$hpid")
@@ -169,7 +176,7 @@ sleep 8
 p99_load=$(p99 loaded)
 [[ -n "$p99_load" ]] || die "wrk gave no p99 under attack (see $OUT/wrk-loaded.txt)"
 echo "  with hostile clients: p99 ${p99_load} ms ($(awk '/Requests\/sec/ { print $2 }' "$OUT/wrk-loaded.txt") req/s)"
-wait "$hpid" || die "hostile.py failed"
+wait "$hpid" || die "the hostile client failed"
 kill -0 "$lpid" 2>/dev/null || die "lifeline died"
 sleep $((SEND_TIMEOUT + 5))
 rss_end=$(rss_kib)

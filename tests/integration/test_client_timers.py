@@ -172,3 +172,26 @@ def test_max_connections_queues_extra_connection(lifeline, upstream):
             c.close()
         if sixth:
             sixth.close()
+
+
+def test_header_timeout_408_counted_with_unrouted_requests(lifeline, upstream):
+    """SPEC §5: the 408 lifeline writes for a head cut by header_timeout is a request answered, so
+    lifeline_requests_total counts it, under route="" like a request that matched no route."""
+    from conftest import free_port
+    from ops import admin_extra, metrics
+    up = upstream()
+    ht = t(0.3)
+    aport = free_port()
+    c = {"header_timeout": dur(ht), "body_timeout": LONG, "idle_timeout": LONG, "send_timeout": LONG}
+    lf = lifeline(pools={"p": pool(up)}, client=c, extra=admin_extra(aport))
+    for _ in range(2):
+        with lf.conn() as cn:
+            cn.send(b"GET /echo HTTP/1.1\r\nHost: test.local\r\n")
+            assert cn.read_response(timeout=ht + t(1.5)).status == 408
+            cn.wait_closed(t(1))
+    with lf.conn() as cn:   # sent nothing: closed quietly, no answer, not counted
+        cn.wait_closed(ht + t(1.5))
+    m = metrics(aport)
+    assert m.value("lifeline_requests_total", route="", code="408") == 2, m.select("lifeline_requests_total")
+    assert m.value("lifeline_request_duration_seconds_count", route="") == 2
+    assert m.total("lifeline_requests_total") == 2

@@ -264,14 +264,16 @@ def test_the_k8s_memory_limit_covers_the_example_worst_case(tmp_path):
     assert limit >= total, "memory limit %s < the worst case %.0f MiB that lifeline -t prints" % (mem, total / (1 << 20))
 
 
+@pytest.mark.skipif(binary_is_sanitized(), reason="ASan's quarantine keeps freed memory (and realloc moves)")
 @pytest.mark.parametrize("path", ["/bytes/8388608", "/chunked/8388608"], ids=["length", "chunked"])
-def test_a_stalled_reader_holds_one_block(lifeline, upstream, many_fds, path):
-    """Issue 11 (slow readers): a client that stops reading a large answer holds its 32 KiB output
-    block and nothing more: the paused attempt has parsed all it read into that block and gives its
-    input block back. 400 clients with a 4 KiB receive buffer each ask for 8 MiB (Content-Length,
-    or chunked upstream re-framed downstream) and read only the head. VmRSS growth per client (plain
-    build): 54 KiB (the output block, the two parsers, the connection's state); 86 KiB when the
-    paused attempt kept its 32 KiB input block as well."""
+def test_a_stalled_reader_holds_less_than_a_block_more(lifeline, upstream, many_fds, path):
+    """Issue 11 (slow readers): a client that stops reading a large answer holds what was pending
+    when its socket filled, not a whole 32 KiB output block refilled after it (client_out_fit), and
+    the paused attempt, having parsed all it read into that output, gives its input block back.
+    400 clients with a 4 KiB receive buffer each ask for 8 MiB (Content-Length, or chunked upstream
+    re-framed downstream) and read only the head. VmRSS growth per client (plain build): 38-43 KiB
+    (what was pending, the two parsers, the connection's state); 54 KiB with the output refilled to
+    a full block; 86 KiB when the paused attempt kept its 32 KiB input block as well."""
     up = upstream()
     n = 400
     lf = lifeline(pools={"p": pool(up, timeouts={"read": "60s"})},
@@ -296,7 +298,7 @@ def test_a_stalled_reader_holds_one_block(lifeline, upstream, many_fds, path):
         per = (after - before) / n
         print("stalled reader %s: %.1f KiB per client (VmRSS %d -> %d KiB, %d clients)" % (path, per, before, after, n))
         lf.assert_alive()
-        assert per <= 70, "%.1f KiB per stalled reader (VmRSS %d -> %d KiB)" % (per, before, after)
+        assert per <= 48, "%.1f KiB per stalled reader (VmRSS %d -> %d KiB)" % (per, before, after)
     finally:
         for s in socks:
             s.close()

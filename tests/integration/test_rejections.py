@@ -184,3 +184,27 @@ def test_smuggling_attempt_does_not_reach_upstream(proxy):
     time.sleep(t(0.1))
     assert all("smuggled" not in rec.target for rec in up.requests), up.requests
     assert up.requests == []
+
+
+def test_a_rejected_head_with_bytes_after_it_is_answered_at_once(lifeline, upstream):
+    """A malformed head followed by more bytes (a pipelined request, a body) is answered 400 and the
+    connection lingers, discarding the rest. The rest was still in the input buffer when the answer
+    completed, so the connection's state machine re-entered "answer flushed" for every step of its
+    guard (100,000 shutdown() calls, ~50 ms of a stalled loop per connection) before it stopped.
+    40 such connections one after the other: each answered without that stall."""
+    import socket
+    lf = lifeline(pools={"p": pool(upstream())})
+    socks = []
+    start = time.monotonic()
+    try:
+        for _ in range(40):
+            s = socket.create_connection(("127.0.0.1", lf.port), timeout=t(5))
+            socks.append(s)
+            s.sendall(b"GET /x HTTP/1.1\r\nHost: test.local\r\nBad Header\r\n\r\nGET /y HTTP/1.1\r\n")
+            assert s.recv(4096).startswith(b"HTTP/1.1 400")
+        elapsed = time.monotonic() - start
+    finally:
+        for s in socks:
+            s.close()
+    lf.assert_alive()
+    assert elapsed < t(1.0), "40 rejected heads with bytes after them took %.2f s" % elapsed
