@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -803,12 +804,40 @@ static void start_main_loop(struct ev_loop *loop)
     ev_init(&retire_timer, on_retire_timer);
 }
 
+/* The soft limit on open files raised to the hard one, as HAProxy and Go's runtime do: a proxy
+ * holds two sockets per proxied connection (four while a body goes through a splice pipe), so
+ * the usual soft 1,024 caps a default max_connections of 10,000 at about 500. The hard limit is
+ * the operator's (ulimit -Hn, docker --ulimit nofile=...); it is left as it is. Said when it is
+ * below what max_connections needs. */
+static void raise_nofile(const struct conf *c)
+{
+    struct rlimit rl;
+    rlim_t want = (rlim_t)c->limits.max_connections * 2;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t was = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+            log_warn("cannot raise the open-file limit from %llu to %llu: %s", (unsigned long long)was,
+                     (unsigned long long)rl.rlim_max, strerror(errno));
+            rl.rlim_cur = was;
+        }
+    }
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want)
+        log_warn("open-file limit %llu is below the %llu that limits.max_connections %u needs (two sockets "
+                 "each): connections beyond it are refused until some close (raise ulimit -n)",
+                 (unsigned long long)rl.rlim_cur, (unsigned long long)want, (unsigned)c->limits.max_connections);
+}
+
 /* Everything from a loaded snapshot c (its reference moves in) to serving. 0, or -1 after logging
  * why; either way stop() releases what was made. */
 static int start(struct conf *c, const char *path)
 {
     run_state.conf = c;
     block_signals();
+    raise_nofile(c);
     admin.fd = -1;
     run_state.loop = ev_default_loop(EVFLAG_SIGNALFD);
     conf_path = path;

@@ -2,21 +2,33 @@
 #include "splice.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <unistd.h>
+
+/* Pipes open in the process (every worker), bounded by SPIPE_MAX. */
+static atomic_int spipe_count;
 
 int spipe_open(struct spipe *p)
 {
     int fds[2], sz;
 
-    if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0)
-        return -errno;
+    if (atomic_fetch_add_explicit(&spipe_count, 1, memory_order_relaxed) >= SPIPE_MAX) {
+        atomic_fetch_sub_explicit(&spipe_count, 1, memory_order_relaxed);
+        return -ENOSPC;
+    }
+    if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) {
+        int err = errno;
+        atomic_fetch_sub_explicit(&spipe_count, 1, memory_order_relaxed);
+        return -err;
+    }
     /* The kernel's default (16 pages) unless the system says otherwise. */
     sz = fcntl(fds[0], F_GETPIPE_SZ);
     if (sz <= 0) {
         int err = sz < 0 ? errno : EINVAL;
         close(fds[0]);
         close(fds[1]);
+        atomic_fetch_sub_explicit(&spipe_count, 1, memory_order_relaxed);
         return -err;
     }
     p->rd = fds[0];
@@ -28,8 +40,10 @@ int spipe_open(struct spipe *p)
 
 void spipe_close(struct spipe *p)
 {
-    if (p->rd >= 0)
+    if (p->rd >= 0) {
         close(p->rd);
+        atomic_fetch_sub_explicit(&spipe_count, 1, memory_order_relaxed);
+    }
     if (p->wr >= 0)
         close(p->wr);
     spipe_init(p);
@@ -67,4 +81,9 @@ ssize_t spipe_drain(struct spipe *p, int to, size_t max)
         return -errno;
     p->len -= (size_t)r;
     return r;
+}
+
+int spipe_open_count(void)
+{
+    return atomic_load_explicit(&spipe_count, memory_order_relaxed);
 }

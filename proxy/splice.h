@@ -41,8 +41,17 @@ static inline void spipe_init(struct spipe *p)
 static inline bool spipe_is_open(const struct spipe *p) { return p->rd >= 0; }
 static inline size_t spipe_room(const struct spipe *p) { return p->cap - p->len; }
 
-/* Opens the pipe (non-blocking, close-on-exec). 0, or -errno (EMFILE...: the caller copies). */
+/* Pipes open at once in the process, every worker together (as HAProxy's maxpipes): a pipe's
+ * pages are kernel memory (charged to a container's memory cgroup like socket buffers, not seen in
+ * RSS), up to 64 KiB each, so 5,000 stalled slow readers must not hold 5,000 full pipes (and
+ * 10,000 more fds). Beyond it transfers take the copy path. 1,024 pipes: at most 64 MiB. */
+#define SPIPE_MAX 1024
+
+/* Opens the pipe (non-blocking, close-on-exec). 0, or -errno (-ENOSPC: SPIPE_MAX pipes are open;
+ * EMFILE...: the caller copies). */
 int spipe_open(struct spipe *p);
+/* Pipes open now in the process (tests, /status). */
+int spipe_open_count(void);
 /* Closes both ends, discarding what the pipe holds; p becomes closed and empty. Idempotent. */
 void spipe_close(struct spipe *p);
 /* Moves up to max bytes from socket `from` into the pipe (at most its room). */

@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -203,6 +204,38 @@ static void test_end_of_stream_and_errors(void **state)
     assert_int_equal(spipe_fill(&f->p, -1, 10), -EBADF);
 }
 
+/* At most SPIPE_MAX pipes open in the process: the next open is refused with -ENOSPC (the caller
+ * copies) and succeeds again once one is closed; the count follows opens and closes. Needs about
+ * 2 x SPIPE_MAX + 100 fds: skipped when the limit is lower. */
+static void test_pipes_bounded(void **state)
+{
+    static struct spipe ps[SPIPE_MAX];
+    struct spipe extra;
+    struct rlimit rl;
+    int base = spipe_open_count();
+
+    (void)state;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 2 * SPIPE_MAX + 100) {
+        rl.rlim_cur = rl.rlim_max < 2 * SPIPE_MAX + 100 ? rl.rlim_max : 2 * SPIPE_MAX + 100;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        if (rl.rlim_cur < 2 * SPIPE_MAX + 100)
+            skip();
+    }
+    for (int i = 0; i < SPIPE_MAX - base; i++)
+        assert_int_equal(spipe_open(&ps[i]), 0);
+    assert_int_equal(spipe_open_count(), SPIPE_MAX);
+    spipe_init(&extra);
+    assert_int_equal(spipe_open(&extra), -ENOSPC);
+    assert_false(spipe_is_open(&extra));
+    spipe_close(&ps[0]);
+    assert_int_equal(spipe_open(&extra), 0);
+    spipe_close(&extra);
+    spipe_close(&extra);   /* idempotent: counted once */
+    for (int i = 0; i < SPIPE_MAX - base; i++)
+        spipe_close(&ps[i]);
+    assert_int_equal(spipe_open_count(), base);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -210,6 +243,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bytes_pass_in_order_and_are_counted, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_full_pipe_fills_no_more, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_end_of_stream_and_errors, fx_setup, fx_teardown),
+        cmocka_unit_test(test_pipes_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
