@@ -27,6 +27,10 @@
 #      PORT (19500: upstream, +1 lifeline, +2 admin, +3 big upstream) PROXY_CPU (0) LOAD_CPU (1) RSS_MAX_MIB (256)
 #      RSS_AFTER_SLACK_MIB (16)
 #      NORMAL_CPU (LOAD_CPU) LIFELINE_BIN (build/lifeline) HOSTILE_BIN (build/hostile). Output: build/slow/ (result.txt, hostile.json, access.log).
+# PROXY=nginx: the same run with nginx as the proxy under test instead of lifeline, for comparison
+# (one worker, client_header_timeout HEADER_TIMEOUT, send_timeout SEND_TIMEOUT, upstream keep-alive
+# 64, access log off): prints its p99 with and without the attack and its RSS (nginx closes a
+# slow head without a 408, so only those figures), as `RESULT-nginx ...`.
 # Every process started here is stopped by PID at exit; every step is bounded in time.
 set -euo pipefail
 STRICT=0
@@ -132,13 +136,37 @@ routes:
   - match: { path: / }
     pool: up
 EOF
+PROXY=${PROXY:-lifeline}
+cat >"$OUT/proxy-nginx.conf" <<EOF
+# slow-clients, PROXY=nginx: nginx as the proxy under test
+daemon off; master_process off; worker_processes 1;
+pid $OUT/proxy-nginx.pid; error_log $OUT/proxy-nginx.error.log crit;
+worker_rlimit_nofile $have_fds;
+events { worker_connections $((SLOWLORIS + 2 * READERS + 4000)); }
+http {
+  access_log off; client_body_temp_path $OUT/tmp/body3; proxy_temp_path $OUT/tmp/proxy3;
+  fastcgi_temp_path $OUT/tmp/fastcgi3; uwsgi_temp_path $OUT/tmp/uwsgi3; scgi_temp_path $OUT/tmp/scgi3;
+  client_header_timeout ${HEADER_TIMEOUT}s; send_timeout ${SEND_TIMEOUT}s; keepalive_timeout 60s;
+  upstream up { server 127.0.0.1:$UP_PORT; keepalive 64; }
+  upstream big { server 127.0.0.1:$BIG_PORT; keepalive 64; }
+  server { listen 127.0.0.1:$PX_PORT backlog=4096;
+    proxy_http_version 1.1; proxy_set_header Connection "";
+    location /big { proxy_pass http://big; }
+    location / { proxy_pass http://up; } }
+}
+EOF
+[[ $PROXY == lifeline || $PROXY == nginx ]] || die "PROXY must be lifeline or nginx"
 "$LIFELINE_BIN" -t -c "$OUT/lifeline.yaml" >/dev/null || die "lifeline rejects $OUT/lifeline.yaml"
 rm -f "$OUT/access.log"
 taskset -c "$LOAD_CPU" "$NGINX" -p "$OUT" -c "$OUT/upstream-nginx.conf" >"$OUT/upstream.log" 2>&1 9>&- &
 pids+=("$!")
 taskset -c "$LOAD_CPU" "$NGINX" -p "$OUT" -c "$OUT/big-nginx.conf" >"$OUT/big-upstream.log" 2>&1 9>&- &
 pids+=("$!")
-taskset -c "$PROXY_CPU" "$LIFELINE_BIN" -c "$OUT/lifeline.yaml" >"$OUT/lifeline.log" 2>&1 9>&- &
+if [[ $PROXY == nginx ]]; then
+    taskset -c "$PROXY_CPU" "$NGINX" -p "$OUT" -c "$OUT/proxy-nginx.conf" >"$OUT/lifeline.log" 2>&1 9>&- &
+else
+    taskset -c "$PROXY_CPU" "$LIFELINE_BIN" -c "$OUT/lifeline.yaml" >"$OUT/lifeline.log" 2>&1 9>&- &
+fi
 lpid=$!
 pids+=("$lpid")
 for ((i = 0; i < 100; i++)); do
@@ -180,6 +208,19 @@ wait "$hpid" || die "the hostile client failed"
 kill -0 "$lpid" 2>/dev/null || die "lifeline died"
 sleep $((SEND_TIMEOUT + 5))
 rss_end=$(rss_kib)
+if [[ $PROXY == nginx ]]; then
+    "$PYTHON" - "$OUT/hostile.json" "$p99_idle" "$p99_load" "$rss0" "$rss_end" <<'PYEOF'
+import json, sys
+h = json.load(open(sys.argv[1]))
+idle, load, rss0, rss_end = float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+rss = sorted(x[1] for x in h["samples"])
+print("  nginx VmRSS: before %d KiB, under attack p50 %d max %d KiB, after %d KiB" % (rss0, rss[len(rss) // 2], rss[-1], rss_end))
+print("  normal client p99: unloaded %.3f ms, under attack %.3f ms: x%.2f" % (idle, load, load / idle))
+print("RESULT-nginx p99_idle_ms=%.3f p99_loaded_ms=%.3f ratio=%.2f rss_max_kib=%d rss_after_kib=%d" % (
+    idle, load, load / idle, rss[-1], rss_end))
+PYEOF
+    exit 0
+fi
 tail -n +$((mark + 1)) "$OUT/access.log" >"$OUT/access-hostile.log"
 "$PYTHON" "$ROOT/scripts/slow/report.py" "$OUT/hostile.json" "$OUT/access-hostile.log" "$HEADER_TIMEOUT" \
     "$SEND_TIMEOUT" "$SLACK" "$p99_idle" "$p99_load" "$P99_FACTOR" "$rss0" "$rss_end" "$RSS_MAX_MIB" "$STRICT" \
