@@ -865,3 +865,79 @@ def test_connection_close_from_the_client_is_honoured(lifeline, upstream):
         assert r.status == 200
         assert (r.header("connection") or "").lower() == "close", r.headers
         c.wait_closed(t(2))
+
+
+# --------------------------------------------------------------------------------------------
+# §2 host_header, keepalive, the retry budget's scope
+
+@pytest.mark.xfail(strict=True, reason=(
+    "exchange.c (another helper's file) sends the resolved address (s->addr->text, "
+    "127.0.0.1:PORT) for host_header: upstream; the server's host:port as configured "
+    "(localhost:PORT) is what the SPEC names and what nginx's proxy_pass sends"))
+def test_host_header_upstream_names_a_hostname_server_by_its_name(lifeline, upstream):
+    """§2: "host_header: preserve | upstream (the server's host:port)" — for a server written as a
+    hostname (`api.internal:8000`: "a hostname: every A/AAAA record is a server"), its host:port is
+    that name and port, as nginx's `proxy_pass http://api.internal:8000` sends `Host:
+    api.internal:8000`."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool("localhost:%d" % up.port)},
+                  routes=[{"pool": "p", "host_header": "upstream", "retry": {"attempts": 3}}])
+    r = lf.fetch("GET", "/echo")
+    assert r.status == 200, r
+    hosts = [v for k, v in r.json()["headers"] if k.lower() == "host"]
+    assert hosts == ["localhost:%d" % up.port], hosts
+
+
+def test_host_header_upstream_for_an_ip_server(lifeline, upstream):
+    """§2: "host_header: ... upstream (the server's host:port)" for a server given as an IP."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"pool": "p", "host_header": "upstream"}])
+    r = lf.fetch("GET", "/echo", host="front.example")
+    h = {k.lower(): v for k, v in r.json()["headers"]}
+    assert h["host"] == up.address and h["x-forwarded-host"] == "front.example", h
+
+
+def test_keepalive_zero_keeps_no_idle_connection(lifeline, upstream):
+    """§2 pool `keepalive: 256` "idle upstream connections kept per worker": 0 keeps none, so each
+    request opens its own connection."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up, keepalive=0)})
+    with Conn(lf.port) as c:
+        for _ in range(3):
+            c.request("GET", "/echo")
+            assert c.read_response().status == 200
+    assert up.connections == 3, up.connections
+
+
+def test_retry_budget_is_per_route(lifeline, raw_upstream, upstream):
+    """§3.5: the budget is "counted per route and worker": route a spending its floor leaves route
+    b's untouched."""
+    async def first_resets(conn):
+        while True:
+            req = await conn.read_request()
+            if req is None:
+                return
+            conn.reset()
+            return
+    bad = raw_upstream(first_resets)
+    good = upstream("good")
+    budget = {"ratio": 0, "min_per_second": 0.1}    # floor: 1 retry per 10 s
+    retry = {"attempts": 2, "budget": budget, "backoff": {"base": "1ms", "max": "1ms"}}
+    lf = lifeline(pools={"p": pool(bad, good, balance="round_robin")},
+                  routes=[{"name": "a", "match": {"path": "/a"}, "pool": "p", "retry": retry},
+                          {"name": "b", "pool": "p", "retry": retry}])
+
+    def until_bad_first(path):
+        # round robin: send until a request went to `bad` first (then it needs a retry)
+        for _ in range(4):
+            n = len(bad.requests)
+            r = lf.fetch("GET", path)
+            if len(bad.requests) > n:
+                return r
+        raise AssertionError("never went to the resetting server")
+    r = until_bad_first("/a")
+    assert r.status == 200 and r.header("x-upstream") == "good", r          # a's floor: 1 retry
+    r = until_bad_first("/a")
+    assert r.status == 503 and r.header("x-lifeline-fallback") == "budget", r  # a's budget spent
+    r = until_bad_first("/b")
+    assert r.status == 200 and r.header("x-upstream") == "good", r          # b has its own
