@@ -941,3 +941,54 @@ def test_retry_budget_is_per_route(lifeline, raw_upstream, upstream):
     assert r.status == 503 and r.header("x-lifeline-fallback") == "budget", r  # a's budget spent
     r = until_bad_first("/b")
     assert r.status == 200 and r.header("x-upstream") == "good", r          # b has its own
+
+
+def test_slow_start_ramps_a_server_back_from_failed_checks(lifeline, upstream):
+    """§2: "slow_start: > 0: a server back from ejection or failed checks ramps its share up over this
+    time" — right after its checks pass again it gets a small share, not its full half."""
+    from aiohttp import web
+    a, b = upstream("a"), upstream("b")
+    state = {"b_ok": False}
+
+    async def hc_a(request, rec, up):
+        return web.Response(text="ok")
+
+    async def hc_b(request, rec, up):
+        return web.Response(status=200 if state["b_ok"] else 500, text="b")
+    a.handlers["/hc"] = hc_a
+    b.handlers["/hc"] = hc_b
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(a, b, balance="round_robin", slow_start="4s",
+                                   health={"path": "/hc", "interval": "50ms", "timeout": "500ms",
+                                           "rise": 1, "fall": 1})},
+                  extra=admin_extra(aport))
+
+    def b_up():
+        return [s["up"] for s in status(aport)["pools"][0]["servers"]]
+    wait_for(lambda: b_up() == [True, False], t(3), what="b down by its checks")
+    state["b_ok"] = True
+    wait_for(lambda: b_up() == [True, True], t(3), what="b back up")
+    n = len(b.requests)
+    hits = 0
+    for _ in range(40):
+        if lf.fetch("GET", "/echo").header("x-upstream") == "b":
+            hits += 1
+    assert hits <= 12, "b got %d of 40 requests right after coming back (no ramp)" % hits
+    share = status(aport)["pools"][0]["servers"][1]["slow_start_share"]
+    assert 0 < share < 1, share
+    assert len(b.requests) >= n
+
+
+def test_status_requests_is_the_last_200_of_the_process(lifeline):
+    """§5: "`GET /status/requests` (JSON array, newest first): the last 200 requests" — of the
+    process, with several workers too: 200 rows, newest first, the newest 200 sent."""
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(refused())}, extra=admin_extra(aport), workers=3)
+    for i in range(260):
+        r = lf.fetch("GET", "/r%d" % i, headers=[("X-Request-Id", "w-%d" % i)])
+        assert r.status == 502
+    rows = admin_get(aport, "/status/requests").json()
+    ids = [int(x["request_id"].split("-")[1]) for x in rows]
+    assert len(ids) == 200, len(ids)
+    assert ids == sorted(ids, reverse=True), ids[:20]
+    assert ids[0] == 259 and ids[-1] == 60, (ids[0], ids[-1])
