@@ -992,3 +992,48 @@ def test_status_requests_is_the_last_200_of_the_process(lifeline):
     assert len(ids) == 200, len(ids)
     assert ids == sorted(ids, reverse=True), ids[:20]
     assert ids[0] == 259 and ids[-1] == 60, (ids[0], ids[-1])
+
+
+def test_check_yaml_syntax_error_has_its_place(tmp_path):
+    """§1 `-t`: "1 and `FILE:LINE:COL: message` on stderr for every error found" — a YAML syntax
+    error too (an unclosed flow mapping on line 6)."""
+    text = BASE.replace("      - { address: 127.0.0.1:2 }", "      - { address: 127.0.0.1:2")
+    path, p = _check(tmp_path, text)
+    assert p.returncode == 1, (p.stdout, p.stderr)
+    errs = _errors(p, path)
+    assert errs and 6 <= errs[0][0] <= 8 and errs[0][1] >= 1, (errs, p.stderr)
+
+
+def test_check_wrong_type_for_a_block(tmp_path):
+    """§2: "a wrong type ... is an error with line and column": `pools` given a list, `routes` a
+    string."""
+    text = "listen:\n  - address: 127.0.0.1:1\npools:\n  - a\nroutes: nope\n"
+    path, p = _check(tmp_path, text)
+    assert p.returncode == 1, (p.stdout, p.stderr)
+    lines = {ln for ln, _, _ in _errors(p, path)}
+    assert 4 in lines or 3 in lines, (lines, p.stderr)
+    assert 5 in lines, (lines, p.stderr)
+
+
+def test_own_answers_are_counted_before_their_last_byte(lifeline, upstream):
+    """§5: "A request is counted before its last response byte is written (a scrape that follows an
+    answer sees it)" — for lifeline's own answers too: a 404, a built-in 502, a configured
+    fallback; each scrape right after the answer already counts it."""
+    up = upstream()
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up), "dead": pool(refused())},
+                  routes=[{"name": "fb", "match": {"path": "/fb"}, "pool": "dead",
+                           "fallback": {"status": 503, "body": "x"}},
+                          {"name": "bi", "match": {"path": "/bi"}, "pool": "dead"},
+                          {"name": "ok", "match": {"path": "/ok"}, "pool": "p"}],
+                  extra=admin_extra(aport))
+    want = {}
+    with Conn(lf.port) as c:
+        for i in range(5):
+            for path, code in (("/none", 404), ("/bi", 502), ("/fb", 503), ("/ok", 200)):
+                c.request("GET", path)
+                assert c.read_response().status == code
+                want[code] = want.get(code, 0) + 1
+                m = metrics(aport)
+                got = m.total("lifeline_requests_total", code=str(code))
+                assert got == want[code], (i, path, got, want[code])
