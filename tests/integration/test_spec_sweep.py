@@ -1037,3 +1037,141 @@ def test_own_answers_are_counted_before_their_last_byte(lifeline, upstream):
                 m = metrics(aport)
                 got = m.total("lifeline_requests_total", code=str(code))
                 assert got == want[code], (i, path, got, want[code])
+
+
+# --------------------------------------------------------------------------------------------
+# §2 limits and health/outlier timers with several workers
+
+def test_max_connections_is_per_process_with_several_workers(lifeline, upstream):
+    """§2: "max_connections: 10000 # per process; beyond it, stop accepting until one closes" — with
+    3 workers, 4 open connections are the whole allowance, not 4 per worker."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, limits={"max_connections": 4}, workers=3)
+    time.sleep(t(0.1))    # let the readiness probe's connection go
+    conns, extra = [], []
+    try:
+        for i in range(4):
+            c = Conn(lf.port)
+            c.request("GET", "/echo/%d" % i)
+            assert c.read_response().status == 200
+            conns.append(c)
+        for i in range(3):
+            x = Conn(lf.port)          # completes in the kernel backlog
+            x.request("GET", "/echo/x%d" % i)
+            extra.append(x)
+        assert all(x.is_open_for(t(0.3)) for x in extra), "served beyond max_connections"
+        conns.pop(0).close()
+        served = 0
+        for x in extra:
+            if not x.is_open_for(t(0.5)):
+                served += 1
+        assert served == 1, "one close let %d waiting connections in" % served
+    finally:
+        for c in conns + extra:
+            c.close()
+
+
+def test_health_timeout_marks_a_hanging_server_down(lifeline, upstream):
+    """§2 health: "timeout: 1s" — a check that gets no answer within it is a failure."""
+    up = upstream()
+    aport = free_port()
+    lifeline(pools={"p": pool(up, health={"path": "/hang", "interval": "50ms", "timeout": "100ms",
+                                           "rise": 1, "fall": 2})},
+             extra=admin_extra(aport))
+    wait_for(lambda: status(aport)["pools"][0]["servers"][0]["up"] is False, t(2),
+             what="the hanging server to be marked down")
+
+
+def test_repeat_ejections_are_capped_by_max_ejection(lifeline, raw_upstream, upstream):
+    """§2 outlier: "ejection: 10s # doubled on each repeat ejection, capped by max_ejection"."""
+    bad = raw_upstream(status_script(503))
+    good = upstream("good")
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(bad, good, balance="round_robin",
+                                   outlier={"consecutive_failures": 1, "ejection": "100ms",
+                                            "max_ejection": "150ms"})},
+                  routes=[{"pool": "p", "retry": {"attempts": 1}}], extra=admin_extra(aport))
+    longest = 0
+    deadline = time.monotonic() + t(3)
+    while time.monotonic() < deadline:
+        lf.fetch("GET", "/x")
+        s = [x for x in status(aport)["pools"][0]["servers"] if x["address"] == bad.address][0]
+        longest = max(longest, s["ejected_for_ms"])
+        if metrics(aport).total("lifeline_outlier_ejections_total") >= 3:
+            break
+        time.sleep(0.02)
+    assert metrics(aport).total("lifeline_outlier_ejections_total") >= 3
+    assert 0 < longest <= 150, longest
+
+
+# --------------------------------------------------------------------------------------------
+# §3.7 which answer after a listed status or a deadline
+
+def test_budget_refusal_after_a_listed_status_passes_it_through(lifeline, raw_upstream):
+    """§3.7: "when the last hop's outcome is an HTTP status (say a 503) and the route has no
+    fallback, that upstream response is passed through as it is" — also when the budget is what
+    stopped the retry."""
+    bad = raw_upstream(status_script(502, body=b"upstream says 502\n"))
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(bad)},
+                  routes=[{"name": "r", "pool": "p",
+                           "retry": {"attempts": 3, "budget": {"ratio": 0, "min_per_second": 0}}}],
+                  extra=admin_extra(aport))
+    r = lf.fetch("GET", "/x")
+    assert r.status == 502 and r.body == b"upstream says 502\n", r
+    assert not r.has_header("x-lifeline-fallback"), r.headers
+    assert len(bad.requests) == 1
+
+
+def _flip_script(state):
+    """Answers 200 "fresh" while state["mode"] == "ok", then 503 ("503") or never ("hang")."""
+    import asyncio
+
+    async def script(conn):
+        while True:
+            req = await conn.read_request()
+            if req is None:
+                return
+            if state["mode"] == "ok":
+                await conn.respond(200, b"fresh\n")
+            elif state["mode"] == "503":
+                await conn.respond(503, b"busy\n")
+            else:
+                await asyncio.sleep(t(30))
+    return script
+
+
+@pytest.mark.parametrize("mode, reason", [("503", "503"), ("hang", "deadline")])
+def test_stale_copy_after_a_listed_status_or_the_deadline(lifeline, raw_upstream, mode, reason):
+    """§3.7: "Fallback when no retry is possible after an outcome listed in `retry.on` ...: the
+    route's `fallback` ..., or when `stale` is set and a fresh-enough copy exists, that copy" with
+    `x-lifeline-fallback` (the last outcome, or `deadline`) and an `Age` header."""
+    state = {"mode": "ok"}
+    up = raw_upstream(_flip_script(state))
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)}, extra=admin_extra(aport),
+                  routes=[{"pool": "p", "timeouts": {"total": dur_ms(t(0.4))},
+                           "retry": {"attempts": 2, "backoff": {"base": "1ms", "max": "1ms"}},
+                           "fallback": {"status": 503, "body": "down\n", "stale": "60s"}}])
+    assert lf.fetch("GET", "/s").body == b"fresh\n"
+    _wait_stored(aport, 1)
+    state["mode"] = mode
+    r = lf.fetch("GET", "/s")
+    assert r.status == 200 and r.body == b"fresh\n", r
+    assert r.header("x-lifeline-fallback") == reason, r.headers
+    assert r.header("age") is not None
+
+
+def test_logs_go_to_stderr_only(lifeline, upstream):
+    """§1: "`build/lifeline -c FILE` | runs with that config ... in the foreground, logs to stderr":
+    with the access log on stderr too, nothing is written to stdout (start, requests, a reload, a
+    drain)."""
+    from ops import reload
+    import copy
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, extra={"access_log": {"path": "stderr"}})
+    assert lf.fetch("GET", "/echo").status == 200
+    reload(lf, copy.deepcopy(lf.config))
+    assert lf.terminate() == 0
+    assert lf.stdout_text() == "", lf.stdout_text()[:500]
+    assert '"status":200' in lf.stderr_text().replace(" ", "")
