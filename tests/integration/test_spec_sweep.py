@@ -1175,3 +1175,13 @@ def test_logs_go_to_stderr_only(lifeline, upstream):
     assert lf.terminate() == 0
     assert lf.stdout_text() == "", lf.stdout_text()[:500]
     assert '"status":200' in lf.stderr_text().replace(" ", "")
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory"])
+def test_check_unreadable_file_in_the_file_line_col_form(tmp_path, kind):
+    """§1 `-t`: "1 and `FILE:LINE:COL: message` on stderr for every error found" — a file that cannot
+    be opened or read is an error too, given at 1:1 like a file that is too large."""
+    path = str(tmp_path / "nope.yaml") if kind == "missing" else str(tmp_path)
+    p = run_cli(["-t", "-c", path])
+    assert p.returncode == 1, (p.stdout, p.stderr)
+    assert _errors(p, path) and _errors(p, path)[0][:2] == (1, 1), p.stderr
