@@ -1185,3 +1185,11 @@ def test_check_unreadable_file_in_the_file_line_col_form(tmp_path, kind):
     p = run_cli(["-t", "-c", path])
     assert p.returncode == 1, (p.stdout, p.stderr)
     assert _errors(p, path) and _errors(p, path)[0][:2] == (1, 1), p.stderr
+
+
+def test_check_stdout_is_exactly_the_verdict(tmp_path):
+    """§1: "`build/lifeline -t -c FILE` | checks the config and exits: 0 and `FILE: ok` when valid" —
+    stdout is that line alone (notes such as the worst-case memory go to stderr)."""
+    path, p = _check(tmp_path, BASE)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "%s: ok\n" % path, p.stdout
