@@ -1193,3 +1193,25 @@ def test_check_stdout_is_exactly_the_verdict(tmp_path):
     path, p = _check(tmp_path, BASE)
     assert p.returncode == 0, p.stderr
     assert p.stdout == "%s: ok\n" % path, p.stdout
+
+
+@pytest.mark.parametrize("status", [204, 304])
+def test_configured_fallback_204_or_304_has_no_body(lifeline, upstream, status):
+    """§4: "`HEAD`, `1xx`, `204`, `304` have no body" — lifeline's own answer too: a fallback
+    configured as `status: 204` (or 304) with a body sends no body bytes (and a 204 no
+    Content-Length), so the next answer on the connection stays in step."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up), "dead": pool(refused())},
+                  routes=[{"match": {"path": "/gone"}, "pool": "dead",
+                           "fallback": {"status": status, "body": "never sent"}},
+                          {"pool": "p"}])
+    with Conn(lf.port) as c:
+        c.request("GET", "/gone")
+        r = c.read_response()
+        assert r.status == status and r.header("x-lifeline-fallback") == "connect_error", r
+        if status == 204:
+            assert not r.has_header("content-length"), r.headers
+        c.request("GET", "/echo/next")
+        r2 = c.read_response()
+        assert r2.status == 200 and r2.json()["target"] == "/echo/next", r2
+        assert c.read_available(t(0.2)) == b""
