@@ -1215,3 +1215,31 @@ def test_configured_fallback_204_or_304_has_no_body(lifeline, upstream, status):
         r2 = c.read_response()
         assert r2.status == 200 and r2.json()["target"] == "/echo/next", r2
         assert c.read_available(t(0.2)) == b""
+
+
+def test_admin_paths_ignore_a_query_string(lifeline, upstream):
+    """§5: `GET /metrics`, `/healthz`, `/readyz`, `/livez`, `/status`, `/config` — a query string (a
+    Prometheus scrape config's `params`, a probe's cache-buster) does not change the page."""
+    up = upstream()
+    aport = free_port()
+    lifeline(pools={"p": pool(up)}, extra=admin_extra(aport))
+    for path in ("/metrics", "/healthz", "/readyz", "/livez", "/status", "/config"):
+        r = admin_get(aport, path + "?format=prometheus&x=1")
+        assert r.status == 200, (path, r)
+        assert r.body == admin_get(aport, path).body or path in ("/metrics", "/status", "/config"), path
+
+
+def test_status_requests_filter_by_a_long_or_encoded_id(lifeline):
+    """§5: "`?id=REQUEST_ID` filters" — for any id lifeline keeps (§4: up to 128 visible ASCII
+    characters), given percent-encoded as a query value, and only on the `id` parameter."""
+    import urllib.parse
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(refused())}, extra=admin_extra(aport))
+    ids = ["L" * 128, "req+1&x=2", "a%20b", "trace_id=7"]
+    for rid in ids + ["other"]:
+        assert lf.fetch("GET", "/r", headers=[("X-Request-Id", rid)]).status == 502
+    for rid in ids:
+        rows = admin_get(aport, "/status/requests?id=" + urllib.parse.quote(rid, safe="")).json()
+        assert [x["request_id"] for x in rows] == [rid], (rid, rows)
+    rows = admin_get(aport, "/status/requests?trace_id=7").json()
+    assert len(rows) == 5, [x["request_id"] for x in rows]       # not an `id` filter
