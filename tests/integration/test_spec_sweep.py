@@ -778,6 +778,9 @@ CONFIG_ERRORS = [
     ("fallback_status", BASE + "    fallback: { status: 99 }\n", 9),
     ("fallback_body_and_file", BASE + "    fallback: { body: x, file: /etc/hostname }\n", 9),
     ("fallback_missing_file", BASE + "    fallback: { file: /nonexistent/lifeline-fallback }\n", 9),
+    # lifeline's own headers on every fallback answer (§3.7 x-lifeline-fallback, §4 X-Request-Id)
+    ("fallback_header_reason", BASE + "    fallback: { headers: { X-Lifeline-Fallback: maint } }\n", 9),
+    ("fallback_header_request_id", BASE + "    fallback: { headers: { x-request-id: fixed } }\n", 9),
     ("access_log_format", BASE.replace("pools:", "access_log: { path: stdout, format: xml }\npools:"), 3),
     ("address_without_port", BASE.replace("127.0.0.1:2", "127.0.0.1"), 6),
     ("route_unknown_key", BASE + "    match: { path: /, verb: GET }\n", 9),
