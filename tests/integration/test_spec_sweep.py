@@ -1246,3 +1246,17 @@ def test_status_requests_filter_by_a_long_or_encoded_id(lifeline):
         assert [x["request_id"] for x in rows] == [rid], (rid, rows)
     rows = admin_get(aport, "/status/requests?trace_id=7").json()
     assert len(rows) == 5, [x["request_id"] for x in rows]       # not an `id` filter
+
+
+def test_health_check_names_a_hostname_server_by_its_name(lifeline, upstream):
+    """§2 health checks a server written as a hostname (`api.internal:8000`): the check's Host is
+    that name and port, what a name-based virtual host behind it expects (as for
+    `host_header: upstream`, "the server's host:port")."""
+    up = upstream()
+    aport = free_port()
+    lifeline(pools={"p": pool("localhost:%d" % up.port,
+                              health={"path": "/echo/hc", "interval": "50ms", "timeout": "500ms"})},
+             extra=admin_extra(aport))
+    wait_for(lambda: [q for q in up.requests if q.target == "/echo/hc"], t(3), what="a health check")
+    hosts = {q.header("host") for q in up.requests if q.target == "/echo/hc"}
+    assert hosts == {"localhost:%d" % up.port}, hosts
