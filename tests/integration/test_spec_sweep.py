@@ -1260,3 +1260,17 @@ def test_health_check_names_a_hostname_server_by_its_name(lifeline, upstream):
     wait_for(lambda: [q for q in up.requests if q.target == "/echo/hc"], t(3), what="a health check")
     hosts = {q.header("host") for q in up.requests if q.target == "/echo/hc"}
     assert hosts == {"localhost:%d" % up.port}, hosts
+
+
+def test_max_header_bytes_boundary(lifeline, upstream):
+    """§2 `max_header_bytes`: "request head; beyond it 431". README's reading: the head's bytes
+    without the CRLF CRLF that closes it — so max + 4 bytes in all are served, max + 5 are not."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, limits={"max_header_bytes": 1024})
+    n0 = len(build_request("GET", "/echo", [("X-Pad", "")]))
+    for total, want in ((1024, 200), (1028, 200), (1029, 431), (1100, 431)):
+        data = build_request("GET", "/echo", [("X-Pad", "a" * (total - n0))])
+        assert len(data) == total
+        with Conn(lf.port) as c:
+            c.send(data)
+            assert c.read_response().status == want, total
