@@ -73,6 +73,43 @@ static struct metrics_render_src admin_src(const struct admin *a)
                                         .reloads_failed = a->reloads_failed, .names = a->names };
 }
 
+static int admin_hex(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 :
+           c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* The value of parameter `key` in query q ("a=1&b=2", no '?'), percent-decoded into out (cap bytes
+ * with its NUL; a longer value is cut). False when q has no such parameter. Only whole names match:
+ * "trace_id=7" is no `id`. */
+static bool admin_query_get(const char *q, const char *key, char *out, size_t cap)
+{
+    size_t klen = strlen(key);
+
+    while (*q) {
+        size_t n = strcspn(q, "&");
+        if (n > klen && strncmp(q, key, klen) == 0 && q[klen] == '=') {
+            size_t o = 0;
+            for (size_t i = klen + 1; i < n && o + 1 < cap; i++) {
+                int hi, lo;
+                if (q[i] == '%' && i + 2 < n && (hi = admin_hex(q[i + 1])) >= 0 &&
+                    (lo = admin_hex(q[i + 2])) >= 0) {
+                    out[o++] = (char)(hi * 16 + lo);
+                    i += 2;
+                } else {
+                    out[o++] = q[i];
+                }
+            }
+            out[o] = 0;
+            return true;
+        }
+        q += n;
+        if (*q == '&')
+            q++;
+    }
+    return false;
+}
+
 static void admin_answer(struct admin_conn *k)
 {
     struct admin *a = k->a;
@@ -80,11 +117,19 @@ static void admin_answer(struct admin_conn *k)
     struct metrics_render_src src;
     unsigned status = 200;
     const char *ctype = "text/plain; charset=utf-8";
-    char method[8] = "", path[256] = "";
+    /* a request id (128 characters) percent-encoded fits: 3 x 128 + the path */
+    char method[8] = "", path[1024] = "", *query;
+    char param[160];
 
     src = admin_src(a);
 
-    if (sscanf(k->in, "%7s %255s", method, path) != 2) {
+    /* The page is chosen by the path alone; its parameters come from the query. */
+    if (sscanf(k->in, "%7s %1023s", method, path) == 2 && (query = strchr(path, '?')) != NULL)
+        *query++ = 0;
+    else
+        query = path + strlen(path);
+
+    if (!*method || !*path) {
         status = 400;
         metrics_render_printf(&body, "bad request\n");
     } else if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
@@ -104,22 +149,14 @@ static void admin_answer(struct admin_conn *k)
     } else if (strcmp(path, "/metrics") == 0) {
         ctype = "text/plain; version=0.0.4; charset=utf-8";
         metrics_render_prometheus(&body, &src);
-    } else if (strncmp(path, "/status/series", 14) == 0 && (path[14] == 0 || path[14] == '?')) {
-        const char *w = strstr(path, "window=");
+    } else if (strcmp(path, "/status/series") == 0) {
+        bool w = admin_query_get(query, "window", param, sizeof(param));
         ctype = "application/json";
-        metrics_render_series(&body, &src, w ? (unsigned)strtoul(w + 7, NULL, 10) : 300);
-    } else if (strncmp(path, "/status/requests", 16) == 0 && (path[16] == 0 || path[16] == '?')) {
-        const char *id = strstr(path, "id=");
-        char want[64] = "";
-        if (id) {
-            size_t n = strcspn(id + 3, "&");
-            if (n >= sizeof(want))
-                n = sizeof(want) - 1;
-            memcpy(want, id + 3, n);
-            want[n] = 0;
-        }
+        metrics_render_series(&body, &src, w ? (unsigned)strtoul(param, NULL, 10) : 300);
+    } else if (strcmp(path, "/status/requests") == 0) {
+        bool id = admin_query_get(query, "id", param, sizeof(param));
         ctype = "application/json";
-        recent_render(&body, id ? want : NULL);
+        recent_render(&body, id ? param : NULL);
     } else if (strcmp(path, "/config") == 0) {
         ctype = "application/yaml; charset=utf-8";
         metrics_render_config(&body, &src, a->loaded_at);

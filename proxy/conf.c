@@ -349,8 +349,8 @@ struct conf *conf_load_flags(const char *path, unsigned flags, FILE *err, unsign
     struct conf *c = NULL;
 
     if (!fp) {
-        /* No line to point at: the file itself is the problem. */
-        fprintf(err, "%s: cannot open: %s\n", path, strerror(errno));
+        /* The file itself is the problem: reported at 1:1, in the FILE:LINE:COL form of every error (SPEC §1). */
+        fprintf(err, "%s:1:1: cannot open: %s\n", path, strerror(errno));
         goto fail;
     }
     for (;;) {
@@ -358,7 +358,7 @@ struct conf *conf_load_flags(const char *path, unsigned flags, FILE *err, unsign
             size_t nc = cap ? cap * 2 : 16384;
             char *p = realloc(buf, nc);
             if (!p) {
-                fprintf(err, "%s: out of memory while reading\n", path);
+                fprintf(err, "%s:1:1: out of memory while reading\n", path);
                 goto fail;
             }
             buf = p;
@@ -370,7 +370,7 @@ struct conf *conf_load_flags(const char *path, unsigned flags, FILE *err, unsign
         len += got;
         if (got == 0 || len > CONF_FILE_MAX) {
             if (ferror(fp)) {
-                fprintf(err, "%s: cannot read: %s\n", path, strerror(errno));
+                fprintf(err, "%s:1:1: cannot read: %s\n", path, strerror(errno));
                 goto fail;
             }
             break;

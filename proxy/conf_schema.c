@@ -1186,12 +1186,15 @@ static void conf_post_backoff(struct conf_loader *ld, yaml_node_t *map, void *ob
     }
 }
 
-/* fallback.headers: NAME: value. Names stored lowercase; framing headers are lifeline's own. */
+/* fallback.headers: NAME: value. Names stored lowercase; framing headers are lifeline's own, and so
+ * are x-lifeline-fallback and x-request-id (SPEC §3.7, §4: every fallback answer carries lifeline's
+ * own; a configured one would make it appear twice). */
 static int conf_h_headers(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
                           const char *where)
 {
     static const char *const reserved[] = { "content-length", "transfer-encoding", "connection",
-                                            "keep-alive", "upgrade", "te", "trailer", NULL };
+                                            "keep-alive", "upgrade", "te", "trailer",
+                                            "x-lifeline-fallback", "x-request-id", NULL };
     struct conf_route *r = obj;
     char q[CONF_QUOTE_MAX + 8];
     (void)where;

@@ -85,6 +85,13 @@ static void head_end(struct head *h, size_t body_len, const struct fallback_answ
     head_printf(h, "content-length: %zu\r\n%s\r\n", body_len, a->close ? "connection: close\r\n" : "");
 }
 
+/* 204 and 304 have no body (SPEC §4), whatever the configuration gives; a 204 has no Content-Length
+ * either (RFC 9110 §8.6), a 304 none because there is no representation to describe. */
+static bool status_has_body(unsigned status)
+{
+    return status != 204 && status != 304;
+}
+
 int fallback_build(struct fallback_out *o, const struct conf_route *r, const struct fallback_answer *a)
 {
     struct head h = { 0 };
@@ -93,6 +100,7 @@ int fallback_build(struct fallback_out *o, const struct conf_route *r, const str
     memset(o, 0, sizeof(*o));
     if (r && r->fallback.enabled) {
         bool has_type = false;
+        bool body = status_has_body(r->fallback.status);
         o->status = r->fallback.status;
         head_start(&h, o->status, a);
         for (size_t i = 0; i < r->fallback.nheaders; i++) {
@@ -102,6 +110,10 @@ int fallback_build(struct fallback_out *o, const struct conf_route *r, const str
             head_puts(&h, ch->value);
             head_put(&h, "\r\n", 2);
             has_type = has_type || strcmp(ch->name, "content-type") == 0;
+        }
+        if (!body) {
+            head_puts(&h, a->close ? "connection: close\r\n\r\n" : "\r\n");
+            return head_done(&h, o);
         }
         if (r->fallback.body_len && !has_type)
             head_puts(&h, "content-type: text/plain\r\n");

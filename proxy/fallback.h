@@ -8,7 +8,8 @@
  * An answer is a head (malloc'd here, owned by the caller afterwards: status line, header lines,
  * blank line; the built-in answer's short body is appended to it) and a body the caller sends after
  * it, which points into memory this file does not own: the route's conf snapshot or the stale entry.
- * The caller keeps a reference on that owner until the body is written. Sizes are unbounded here
+ * The caller keeps a reference on that owner until the body is written. A configured 204 or 304 has
+ * no body and no Content-Length (SPEC §4), even when the configuration gives it a body. Sizes are unbounded here
  * (any number of configured headers, bodies up to the config's or the store's limit): the caller
  * copies the bytes into its bounded output buffer as it drains.
  */

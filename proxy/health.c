@@ -349,12 +349,12 @@ static void check_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 }
 
 /* The host the server was written with (the TLS name and SNI of its checks). */
-static const char *check_host(const struct conf_pool *cp, const struct srv_health *s)
+static const struct conf_server *check_server(const struct conf_pool *cp, const struct srv_health *s)
 {
     for (size_t j = 0; j < cp->nservers; j++) {
         const struct conf_server *cs = &cp->servers[j];
         if (s->addr >= cs->addrs && s->addr < cs->addrs + cs->naddrs)
-            return cs->host;
+            return cs;
     }
     return NULL;
 }
@@ -377,10 +377,13 @@ void health_start(struct runtime *rt, struct ev_loop *loop)
             k->rt = rt;
             k->s = s;
             k->x.fd = -1;
-            k->host = check_host(hp->cp, s);
+            const struct conf_server *cs = check_server(hp->cp, s);
+            k->host = cs ? cs->host : NULL;
+            /* Host: the server as written when it is a name (what a name-based virtual host expects),
+             * else its address */
             n = snprintf(k->req, sizeof(k->req),
                          "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: lifeline-health\r\nConnection: close\r\n\r\n",
-                         hp->cp->health.path, s->addr->text);
+                         hp->cp->health.path, cs && cs->named ? cs->address : s->addr->text);
             k->req_len = n > 0 && (size_t)n < sizeof(k->req) ? (size_t)n : 0;
             s->check = k;
             ev_init(&k->timer, check_timer_cb);

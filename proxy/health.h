@@ -49,7 +49,8 @@ int64_t health_now(void);
  * that ends early, as in "HTTP/1.\n", never yields a status). */
 int health_reply_status(const char *buf, size_t len, unsigned *status);
 
-/* Starts active checks for rt's pools with a health block, on loop (the main thread's). */
+/* Starts active checks for rt's pools with a health block, on loop (the main thread's). A check is
+ * `GET path` with `Host:` the server as written when it is a hostname (host:port), else its address. */
 void health_start(struct runtime *rt, struct ev_loop *loop);
 /* Stops rt's active checks (main thread), before main drops its reference on rt: the checks point
  * into it, and the last reference may go on a worker. */

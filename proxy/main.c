@@ -934,14 +934,15 @@ static const char *mem_text(char *buf, size_t n, size_t bytes)
     return buf;
 }
 
-/* -t: the configuration's worst-case memory and its terms (README, "Memory"). */
+/* -t: the configuration's worst-case memory and its terms (README, "Memory"), on stderr: stdout
+ * carries exactly the verdict SPEC §1 names, `FILE: ok`. */
 static void print_memory(const char *path, const struct conf *c)
 {
     struct worker_mem m;
     char t[7][24];
 
     worker_memory_worst(c, &m);
-    printf("%s: worst-case memory %s = %u connections x %s (busy, %u attempt%s each) + %u worker%s x %s "
+    fprintf(stderr, "%s: worst-case memory %s = %u connections x %s (busy, %u attempt%s each) + %u worker%s x %s "
            "(caches) + %s stale store + %s idle upstream connections + %s base; an idle keep-alive "
            "connection holds %s\n",
            path, mem_text(t[0], sizeof(t[0]), m.total), c->limits.max_connections,
@@ -966,8 +967,8 @@ int main(int argc, char **argv)
     if (!c)
         return 1;
     if (o.check) {
-        printf("%s: ok\n", o.path);
         print_memory(o.path, c);
+        printf("%s: ok\n", o.path);
         conf_unref(c);
         return 0;
     }

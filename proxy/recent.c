@@ -18,7 +18,7 @@ struct recent_attempt {
 
 struct recent_entry {
     double time;
-    char request_id[48], route[64], method[16], target[256], fallback[24], trace_id[32];
+    char request_id[128], route[64], method[16], target[256], fallback[24], trace_id[32];
     unsigned char idlen, routelen, methodlen, fallbacklen, tracelen;
     bool has_trace;
     unsigned short targetlen;

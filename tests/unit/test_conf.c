@@ -590,7 +590,7 @@ static void test_missing_file(void **state)
     assert_null(conf_load("/nonexistent/lifeline.yaml", err, &n));
     fclose(err);
     assert_int_equal(n, 1);
-    assert_non_null(strstr(errs, "/nonexistent/lifeline.yaml: cannot open: "));
+    assert_non_null(strstr(errs, "/nonexistent/lifeline.yaml:1:1: cannot open: "));
     free(errs);
 }
 

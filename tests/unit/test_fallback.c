@@ -1,7 +1,7 @@
 /* test_fallback.c — fallback.c's answers (SPEC §3.7) as a table: the built-in 502/503/504 with its
  * one-line body, a route's configured fallback (status, headers in order, body, content-type added
- * only when the body needs one), a kept copy with its Age header; HEAD answers keep the GET's
- * Content-Length and carry no body; `connection: close` when asked.
+ * only when the body needs one; a 204 or 304 without body or Content-Length), a kept copy with its Age
+ * header; HEAD answers keep the GET's Content-Length and carry no body; `connection: close` when asked.
  *
  * Each row states the exact head (and body) expected. Every row is then also fed to the response
  * parser (h1.c), which must see one complete message ending exactly at the last byte, with
@@ -108,12 +108,28 @@ static const struct row rows[] = {
                    "connection: close\r\n"
                    "\r\n",
       .want_body = "maintenance" },
-    { .what = "configured, no body: no content-type, length 0", .src = CONFIGURED, .status = 204, .body = "",
-      .reason = "deadline", .builtin_status = 504, .attempts = 2, .request_id = "cfg-3", .want_status = 204,
-      .want_head = "HTTP/1.1 204 No Content\r\n"
+    { .what = "configured, no body: no content-type, length 0", .src = CONFIGURED, .status = 200, .body = "",
+      .reason = "deadline", .builtin_status = 504, .attempts = 2, .request_id = "cfg-3", .want_status = 200,
+      .want_head = "HTTP/1.1 200 OK\r\n"
                    "x-lifeline-fallback: deadline\r\n"
                    "x-request-id: cfg-3\r\n"
                    "content-length: 0\r\n"
+                   "\r\n" },
+    { .what = "configured 204 with a body: neither body nor content-length (SPEC §4)", .src = CONFIGURED,
+      .status = 204, .headers = { { "x-a", "1" } }, .body = "never sent",
+      .reason = "reset", .builtin_status = 502, .attempts = 1, .request_id = "cfg-5", .want_status = 204,
+      .want_head = "HTTP/1.1 204 No Content\r\n"
+                   "x-lifeline-fallback: reset\r\n"
+                   "x-request-id: cfg-5\r\n"
+                   "x-a: 1\r\n"
+                   "\r\n" },
+    { .what = "configured 304 with a body, closing: no body", .src = CONFIGURED, .status = 304, .body = "x",
+      .reason = "503", .builtin_status = 503, .attempts = 2, .request_id = "cfg-6", .close = true,
+      .want_status = 304,
+      .want_head = "HTTP/1.1 304 Not Modified\r\n"
+                   "x-lifeline-fallback: 503\r\n"
+                   "x-request-id: cfg-6\r\n"
+                   "connection: close\r\n"
                    "\r\n" },
     { .what = "configured to a HEAD: its length, no body", .src = CONFIGURED, .status = 503, .body = "sorry",
       .reason = "reset", .builtin_status = 502, .attempts = 1, .request_id = "cfg-4", .head_only = true,
@@ -228,10 +244,14 @@ static const char *parse_back(const struct row *r, const struct fallback_out *o)
         why = "the status line is not o->status";
     else if (!fb || fb->value_len != strlen(r->reason) || memcmp(fb->value, r->reason, fb->value_len) != 0)
         why = "x-lifeline-fallback does not name the reason";
-    else if (!cl)
+    else if (!cl && h->status != 204 && h->status != 304)
         why = "no content-length";
-    else if (!r->head_only && (uint64_t)h->content_length != total - off)
+    else if (cl && h->status == 204)
+        why = "a 204 with a content-length";
+    else if (!r->head_only && cl && (uint64_t)h->content_length != total - off)
         why = "content-length is not the body's length";
+    else if ((h->status == 204 || h->status == 304) && total != off)
+        why = "a 204 or 304 with body bytes";
     if (why)
         goto out;
     ev = h1_parse(p, msg + off, total - off, &used);
