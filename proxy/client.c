@@ -496,14 +496,14 @@ static void client_wtimer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     client_close(c);
 }
 
-/* The count and access-log line of a request whose head did not arrive within header_timeout (a
- * connection that sent at least one byte of it; one that sent nothing closes quietly): no exchange
- * counts or logs it, so it is done here, as nginx logs its 408. It counts in
- * lifeline_requests_total (and the duration histogram and time series) with the requests that
- * matched no route (route=""), like an unrouted 404 (SPEC §5). What was not read is empty
- * (method, target, request_id) or null (route, trace_id); the duration runs from the start of the
- * head's timer (the accept, or the head's first byte). */
-static void client_log_head(struct client *c, unsigned status, size_t bytes)
+/* The count of an answer to a head, which no exchange counts (SPEC §5: lifeline_requests_total,
+ * the duration histogram and time series, with the requests that matched no route, route="", like
+ * an unrouted 404): header_timeout's 408 (a connection that sent at least one byte of its head;
+ * one that sent nothing closes quietly) and the 400/414/431/501/505 for a bad head. With log, its
+ * access-log line too, as nginx logs its 408 (a malformed head is not logged: test_accesslog). What
+ * was not read is empty (method, target, request_id) or null (route, trace_id); the duration runs
+ * from the start of the head's timer (the accept, or the head's first byte). */
+static void client_count_head(struct client *c, unsigned status, size_t bytes, bool log)
 {
     struct worker *w = c->w;
     struct alog_entry e;
@@ -512,7 +512,7 @@ static void client_log_head(struct client *c, unsigned status, size_t bytes)
 
     metrics_request(&w->rmetrics[METRIC_ROUTE_NONE], status, dur);
     series_request(w->id, SERIES_ROUTES, status, false, dur, now);
-    if (!w->alog.data)
+    if (!log || !w->alog.data)
         return;
     memset(&e, 0, sizeof(e));
     e.time = now;
@@ -530,10 +530,18 @@ static void client_reject(struct client *c, unsigned status, const char *why)
     struct buf *out;
     char body[160];
     int n;
-    /* header_timeout: no exchange will log it (a malformed head is not logged: test_accesslog) */
+    /* No exchange counts an answer to a head (header_timeout's 408, or a 400/414/431/501/505 for
+     * a bad head): it is counted here (SPEC §5), and only the 408 is logged (a malformed head
+     * is not: test_accesslog). An exchange running (a body that stopped coming or broke its
+     * framing) is counted and logged with this status, not as a 499. */
+    bool head_answer = !c->ex && (c->phase == CLIENT_HEAD || status != 408);
     bool cut_head = status == 408 && !c->ex && c->phase == CLIENT_HEAD;
 
-    client_drop_exchange(c);
+    if (c->ex) {
+        exchange_cancel_answered(c->ex, status);
+        worker_exchange_put(c->w, c->ex);
+        c->ex = NULL;
+    }
     /* The answer is a few hundred bytes: a small buffer holds it (a block is 32 KiB). */
     if (!c->closed && !c->out.data && worker_buf_get_small(c->w, &c->out) < 0) {
         client_close(c);
@@ -555,8 +563,8 @@ static void client_reject(struct client *c, unsigned status, const char *why)
     c->answer_done = true;
     c->close_after = true;
     client_uncount(c);
-    if (cut_head)
-        client_log_head(c, status, out->len);
+    if (head_answer)
+        client_count_head(c, status, out->len, cut_head);
     if (c->phase != CLIENT_LINGER)
         c->phase = CLIENT_BODY;   /* input is untrusted from here: linger, never parse it */
     client_flush(c);

@@ -1308,6 +1308,11 @@ void exchange_hop_failed(struct exchange *ex, struct hop *h)
 
 void exchange_cancel(struct exchange *ex)
 {
+    exchange_cancel_answered(ex, 0);
+}
+
+void exchange_cancel_answered(struct exchange *ex, unsigned status)
+{
     if (ex->state == EX_NONE || !ex->c)
         return;
     /* Attempts still running when the client leaves end here: counted as cancelled. */
@@ -1315,8 +1320,10 @@ void exchange_cancel(struct exchange *ex)
         if (!ex->accounted && ex->state == EX_UPSTREAM && hop_is_running(&ex->hops[i]))
             exchange_record_hop(ex, &ex->hops[i], METRIC_OUTCOME_CANCELLED, 0);
     }
-    /* nginx's 499: the client went away before its answer was complete */
-    exchange_account(ex, ex->state == EX_DONE || (ex->state == EX_LOCAL && !ex->local.active) ? ex->status : 499);
+    /* nginx's 499: the client went away before its answer was complete; or the client answers
+     * the request itself (status: a 400 or a 408 mid-body) */
+    exchange_account(ex, status ? status
+                         : ex->state == EX_DONE || (ex->state == EX_LOCAL && !ex->local.active) ? ex->status : 499);
     exchange_release(ex);
     spipe_close(&ex->rpipe);   /* flushed, or the client is gone: what is left is discarded */
     if (ex->gen) {

@@ -145,6 +145,10 @@ bool exchange_body_spliced(struct exchange *ex, size_t n);
 void exchange_drained(struct exchange *ex);
 /* The client is going away: cancel everything. After it the exchange is EX_NONE. */
 void exchange_cancel(struct exchange *ex);
+/* The same, when the client answers the request itself (status: its 400 for a bad body, its 408
+ * for a body that stopped coming), which the request is counted and logged with (0: as
+ * exchange_cancel, 499 unless an answer was complete). */
+void exchange_cancel_answered(struct exchange *ex, unsigned status);
 /* After a 101: copies up to n bytes that came from the client into the tunnel's upstream buffer.
  * Returns how many it took (0: full; the client pauses until exchange_hop_sent makes room). */
 size_t exchange_tunnel_append(struct exchange *ex, const void *p, size_t n);

@@ -618,18 +618,10 @@ def test_requests_total_counts_404_and_413(lifeline, upstream):
     assert m.value("lifeline_requests_total", route="r", code="413") == 1, m.grep("lifeline_requests_total")
 
 
-HEAD_REJECTION_NOT_COUNTED = (
-    "client_reject() (proxy/client.c, another helper's file) writes 414/431/501 without counting "
-    "them in lifeline_requests_total, like the known 400/408/505")
-
-
-@pytest.mark.parametrize("kind", [
-    pytest.param("414", marks=pytest.mark.xfail(strict=True, reason=HEAD_REJECTION_NOT_COUNTED)),
-    pytest.param("431", marks=pytest.mark.xfail(strict=True, reason=HEAD_REJECTION_NOT_COUNTED)),
-    pytest.param("501", marks=pytest.mark.xfail(strict=True, reason=HEAD_REJECTION_NOT_COUNTED)),
-])
+@pytest.mark.parametrize("kind", ["400", "414", "431", "501", "505"])
 def test_requests_total_counts_head_rejections(lifeline, upstream, kind):
-    """§5: "`lifeline_requests_total{route,code}`": 414, 431 and 501 answers are counted."""
+    """§5: "`lifeline_requests_total{route,code}`": 400, 414, 431, 501 and 505 answers to a head are
+    counted (route="", as an unrouted 404)."""
     up = upstream()
     aport = free_port()
     lf = lifeline(pools={"p": pool(up)}, limits={"max_header_bytes": "2KiB"}, extra=admin_extra(aport))
@@ -637,8 +629,12 @@ def test_requests_total_counts_head_rejections(lifeline, upstream, kind):
         data = build_request("GET", "/" + "a" * 3000)
     elif kind == "431":
         data = build_request("GET", "/", [("X-F%d" % i, "v" * 100) for i in range(30)])
-    else:
+    elif kind == "501":
         data = build_request("POST", "/", [("Transfer-Encoding", "x-custom, chunked")]) + b"0\r\n\r\n"
+    elif kind == "505":
+        data = b"GET / HTTP/3.1\r\nHost: x\r\n\r\n"
+    else:
+        data = b"GET / HTTP/1.1\r\nHost x\r\n\r\n"
     with Conn(lf.port) as c:
         try:
             c.send(data)
@@ -647,6 +643,7 @@ def test_requests_total_counts_head_rejections(lifeline, upstream, kind):
         assert c.read_response().status == int(kind)
     m = metrics(aport)
     assert m.total("lifeline_requests_total", code=kind) == 1, m.grep("lifeline_requests_total")
+    assert m.value("lifeline_requests_total", route="", code=kind) == 1, m.grep("lifeline_requests_total")
 
 
 # --------------------------------------------------------------------------------------------
@@ -1274,3 +1271,19 @@ def test_max_header_bytes_boundary(lifeline, upstream):
         with Conn(lf.port) as c:
             c.send(data)
             assert c.read_response().status == want, total
+
+
+def test_body_timeout_408_counted_as_408(lifeline, upstream):
+    """§2 `body_timeout`: "longest idle gap while reading a request body, else 408 and close"; §5
+    `lifeline_requests_total{route,code}`: that request counts with code 408 on its route (the
+    client was answered, it did not leave: not a 499)."""
+    up = upstream()
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)}, client={"body_timeout": "300ms"},
+                  routes=[{"name": "r", "pool": "p"}], extra=admin_extra(aport))
+    with Conn(lf.port) as c:
+        c.send(build_request("POST", "/echo", [("Content-Length", "100")]) + b"0123456789")
+        assert c.read_response().status == 408
+    m = metrics(aport)
+    assert m.value("lifeline_requests_total", route="r", code="408") == 1, m.grep("lifeline_requests_total")
+    assert m.total("lifeline_requests_total", code="499") == 0, m.grep("lifeline_requests_total")
