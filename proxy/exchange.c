@@ -650,8 +650,8 @@ static int exchange_build_head(struct exchange *ex, struct hop *h, struct upserv
     }
     /* host_header: upstream, or an HTTP/1.0 request without Host: HTTP/1.1 upstreams need one */
     if (ex->route->host_header == HOST_HEADER_UPSTREAM || req->host < 0) {
-        o.host = s->addr->text;
-        o.host_len = strlen(s->addr->text);
+        o.host = s->hostport;
+        o.host_len = strlen(s->hostport);
     }
     o.client = ex->c->addr;
     o.client_len = strlen(ex->c->addr);

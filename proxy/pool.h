@@ -47,6 +47,9 @@ struct upserver {
     unsigned nidle;
     struct server_metrics *m;           /* this worker's counters for it (stable slot); NULL in unit tests */
     const char *host;                   /* the host as written (conf snapshot): TLS name and SNI */
+    const char *hostport;               /* host:port for host_header: upstream: as written for a
+                                         * name (api.internal:8000, as nginx's proxy_pass sends
+                                         * it), the address for an IP (conf snapshot) */
     void *tls_sess;                     /* TLS pools: the last session it gave us (resumption) */
 };
 

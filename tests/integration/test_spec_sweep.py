@@ -870,10 +870,6 @@ def test_connection_close_from_the_client_is_honoured(lifeline, upstream):
 # --------------------------------------------------------------------------------------------
 # §2 host_header, keepalive, the retry budget's scope
 
-@pytest.mark.xfail(strict=True, reason=(
-    "exchange.c (another helper's file) sends the resolved address (s->addr->text, "
-    "127.0.0.1:PORT) for host_header: upstream; the server's host:port as configured "
-    "(localhost:PORT) is what the SPEC names and what nginx's proxy_pass sends"))
 def test_host_header_upstream_names_a_hostname_server_by_its_name(lifeline, upstream):
     """§2: "host_header: preserve | upstream (the server's host:port)" — for a server written as a
     hostname (`api.internal:8000`: "a hostname: every A/AAAA record is a server"), its host:port is
