@@ -140,7 +140,7 @@ PROXY=${PROXY:-lifeline}
 cat >"$OUT/proxy-nginx.conf" <<EOF
 # slow-clients, PROXY=nginx: nginx as the proxy under test
 daemon off; master_process off; worker_processes 1;
-pid $OUT/proxy-nginx.pid; error_log $OUT/proxy-nginx.error.log crit;
+pid $OUT/proxy-nginx.pid; error_log $OUT/proxy-nginx.error.log error;
 worker_rlimit_nofile $have_fds;
 events { worker_connections $((SLOWLORIS + 2 * READERS + 4000)); }
 http {
