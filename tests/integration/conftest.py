@@ -24,6 +24,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import struct
@@ -1164,3 +1165,22 @@ def run_cli(args, timeout=None):
     require_binary()
     return subprocess.run([LIFELINE_BIN] + list(args), stdin=subprocess.DEVNULL, capture_output=True,
                           text=True, timeout=timeout if timeout is not None else t(10))
+
+
+def strace_lines(pid, action, calls):
+    """Runs action() under `strace -f -qq -s 16 -e trace=CALLS -p pid` (every thread of pid);
+    returns the traced lines. Skips the test when strace is missing or cannot attach."""
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed")
+    proc = subprocess.Popen(["strace", "-f", "-qq", "-s", "16", "-e", "trace=" + calls, "-p", str(pid)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(t(1.0))   # attached to every thread (strace -qq prints nothing on attach)
+        if proc.poll() is not None:
+            pytest.skip("strace could not attach: %s" % proc.stderr.read().strip()[:200])
+        action()
+        time.sleep(t(0.3))
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=t(10))
+    return err.splitlines()

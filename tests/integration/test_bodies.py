@@ -9,34 +9,19 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import socket
-import subprocess
 import threading
 import time
 
 import pytest
 
 from conftest import (Conn, ConnClosed, build_request, dur, pattern_bytes, pattern_chunks, pattern_sha,
-                      pool, t, wait_for)
+                      pool, strace_lines, t, wait_for)
 
 
 def traced(pid, action, calls="read,sendmsg"):
     """Runs action() under `strace -f -e trace=CALLS -p pid`; returns the traced lines."""
-    if shutil.which("strace") is None:
-        pytest.skip("strace is not installed")
-    proc = subprocess.Popen(["strace", "-f", "-qq", "-s", "16", "-e", "trace=" + calls, "-p", str(pid)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        time.sleep(t(1.0))   # attached to every thread (strace -qq prints nothing on attach)
-        if proc.poll() is not None:
-            pytest.skip("strace could not attach: %s" % proc.stderr.read().strip()[:200])
-        action()
-        time.sleep(t(0.3))
-    finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=t(10))
-    return err.splitlines()
+    return strace_lines(pid, action, calls)
 
 
 CALL = re.compile(r"\b(read|sendmsg|splice)\((\d+),(.*)=\s*(-?\d+)")

@@ -5,32 +5,16 @@ threads (skipped where strace or ptrace is unavailable): the syscall sequence do
 timing, since the proxy is one thread handling one request at a time here."""
 
 import re
-import shutil
-import subprocess
-import time
 
-import pytest
 
-from conftest import Conn, build_request, pool, t
+from conftest import Conn, build_request, pool, strace_lines
 
 
 def traced_sends(pid, action):
     """Runs action() with `strace -f -e trace=sendmsg,sendto,writev` attached to pid; returns the
     traced socket sends (one line per call; the log writer's writes to fds 1 and 2 left out)."""
-    if shutil.which("strace") is None:
-        pytest.skip("strace is not installed")
-    proc = subprocess.Popen(["strace", "-f", "-qq", "-e", "trace=sendmsg,sendto,writev", "-p", str(pid)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        time.sleep(t(1.0))   # attached to every thread (strace -qq prints nothing on attach)
-        if proc.poll() is not None:
-            pytest.skip("strace could not attach: %s" % proc.stderr.read().strip()[:200])
-        action()
-        time.sleep(t(0.3))
-    finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=t(10))
-    return [ln for ln in err.splitlines() if re.search(r"\b(sendmsg|sendto|writev)\((?![12],)", ln)]
+    lines = strace_lines(pid, action, "sendmsg,sendto,writev")
+    return [ln for ln in lines if re.search(r"\b(sendmsg|sendto|writev)\((?![12],)", ln)]
 
 
 def test_small_post_goes_upstream_in_one_send(lifeline, upstream):

@@ -243,14 +243,28 @@ static void test_ewma(void **state)
 static void cb_a(struct ev_loop *loop, ev_io *io, int revents) { (void)loop; (void)io; (void)revents; }
 static void cb_b(struct ev_loop *loop, ev_io *io, int revents) { (void)loop; (void)io; (void)revents; }
 
+/* A listening socket on 127.0.0.1 (any port), which addrs[0] (server 0) then points at. */
+static int listen_as_server0(void)
+{
+    struct sockaddr_in sin = { .sin_family = AF_INET };
+    socklen_t sl = sizeof(sin);
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+
+    assert_true(lfd >= 0);
+    inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    assert_int_equal(listen(lfd, 4), 0);
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&sin, &sl), 0);
+    memcpy(&addrs[0].ss, &sin, sizeof(sin));
+    return lfd;
+}
+
 /* pool.h: the hop's side of a connection goes through pool_conn_attach / pool_conn_move /
  * pool_server_inflight_add, and pool_release counts the request and takes the watchers back. */
 static void test_conn_handover(void **state)
 {
     static const unsigned weights[] = { 1, 1 };
     struct pool p;
-    struct sockaddr_in sin = { .sin_family = AF_INET };
-    socklen_t sl = sizeof(sin);
     int lfd, err = 0, peer;
     struct upconn *uc;
     char fake_hop[2];
@@ -259,13 +273,7 @@ static void test_conn_handover(void **state)
     setup_pool(&p, BALANCE_LEAST_CONN, weights, 2);
     w.loop = ev_loop_new(EVFLAG_AUTO);
     assert_non_null(w.loop);
-    lfd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(lfd >= 0);
-    inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
-    assert_int_equal(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    assert_int_equal(listen(lfd, 4), 0);
-    assert_int_equal(getsockname(lfd, (struct sockaddr *)&sin, &sl), 0);
-    memcpy(&addrs[0].ss, &sin, sizeof(sin));
+    lfd = listen_as_server0();
 
     /* in flight: counted for the balancer, and back */
     pool_server_inflight_add(&p.servers[0], 1);
@@ -321,8 +329,6 @@ static void test_reuse_check(void **state)
 {
     static const unsigned weights[] = { 1 };
     struct pool p;
-    struct sockaddr_in sin = { .sin_family = AF_INET };
-    socklen_t sl = sizeof(sin);
     int lfd, err = 0, peer;
     struct upconn *uc;
     char fake_hop[1];
@@ -331,13 +337,7 @@ static void test_reuse_check(void **state)
     setup_pool(&p, BALANCE_ROUND_ROBIN, weights, 1);
     w.loop = ev_loop_new(EVFLAG_AUTO);
     assert_non_null(w.loop);
-    lfd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(lfd >= 0);
-    inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
-    assert_int_equal(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    assert_int_equal(listen(lfd, 4), 0);
-    assert_int_equal(getsockname(lfd, (struct sockaddr *)&sin, &sl), 0);
-    memcpy(&addrs[0].ss, &sin, sizeof(sin));
+    lfd = listen_as_server0();
 
     /* late bytes after the last poll: the loop has not run since they came */
     uc = pool_connect(&p.servers[0], &err);
