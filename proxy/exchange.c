@@ -1097,8 +1097,11 @@ static void exchange_capture_start(struct exchange *ex, struct hop *h, const str
     }
     for (unsigned i = 0; i < resp->nhdrs; i++) {
         const struct h1_header *hd = &resp->hdrs[i];
+        /* Age and x-lifeline-fallback are written anew when the copy answers (an upstream's own
+         * would stand beside them) */
         if (hd->flags & (H1_HDR_HOP | H1_HDR_FRAMING | H1_HDR_XRID) ||
-            (hd->name_len == 3 && strncasecmp(hd->name, "age", 3) == 0))
+            (hd->name_len == 3 && strncasecmp(hd->name, "age", 3) == 0) ||
+            (hd->name_len == 19 && strncasecmp(hd->name, "x-lifeline-fallback", 19) == 0))
             continue;
         if (buf_append(d, hd->name, hd->name_len) < 0 || buf_append(d, ": ", 2) < 0 ||
             buf_append(d, hd->value, hd->value_len) < 0 || buf_append(d, "\r\n", 2) < 0) {

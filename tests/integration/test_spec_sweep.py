@@ -1283,3 +1283,18 @@ def test_body_timeout_408_counted_as_408(lifeline, upstream):
     m = metrics(aport)
     assert m.value("lifeline_requests_total", route="r", code="408") == 1, m.grep("lifeline_requests_total")
     assert m.total("lifeline_requests_total", code="499") == 0, m.grep("lifeline_requests_total")
+
+
+def test_stale_copy_of_an_upstream_fallback_header_carries_one(lifeline, raw_upstream):
+    """§3.7: "A stale copy carries the same header [x-lifeline-fallback] and an Age header": one of
+    each, lifeline's, also when the stored answer came with its own (an upstream that is itself a
+    lifeline answering from its fallback, or sending an Age)."""
+    lf, up, aport = _stale_proxy(lifeline, raw_upstream, {
+        "/a": (200, [("x-lifeline-fallback", "inner"), ("Age", "7")], b"A" * 100)})
+    assert lf.fetch("GET", "/a").body == b"A" * 100
+    _wait_stored(aport, 100)
+    up.stop()
+    r = lf.fetch("GET", "/a")
+    assert r.status == 200 and r.body == b"A" * 100, r
+    assert r.header_all("x-lifeline-fallback") == ["connect_error"], r.headers
+    assert r.header_all("age") == ["0"], r.headers
