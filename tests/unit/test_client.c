@@ -27,6 +27,8 @@
 #include "loop_fixture.h"
 #include "tls.h"
 
+#include "cert_fixture.h"
+
 /* One pool of one server, the test's listener (returned), one route; `top`: top-level YAML. */
 static int one_server(struct fx *f, const char *top)
 {
@@ -249,26 +251,11 @@ static void test_idle_connection_holds_no_buffers(void **state)
 static struct tls_server *tls_listener(void)
 {
     struct tls_cert *tc = calloc(1, sizeof(*tc));
-    EVP_PKEY *k = EVP_EC_gen("P-256");
-    X509 *x = X509_new();
-    X509_NAME *n;
     char err[256];
     struct tls_server *ts;
 
     assert_non_null(tc);
-    assert_non_null(k);
-    assert_non_null(x);
-    X509_set_version(x, 2);
-    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
-    X509_gmtime_adj(X509_getm_notBefore(x), -3600);
-    X509_gmtime_adj(X509_getm_notAfter(x), 86400);
-    X509_set_pubkey(x, k);
-    n = X509_get_subject_name(x);
-    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)"unit.test", -1, -1, 0);
-    X509_set_issuer_name(x, n);
-    assert_true(X509_sign(x, k, EVP_sha256()) > 0);
-    tc->x509 = x;
-    tc->key = k;
+    make_cert(tc);
     ts = tls_server_new(tc, 1, TLS1_3_VERSION, err, sizeof(err));
     assert_non_null(ts);
     return ts;

@@ -322,6 +322,22 @@ static void test_conn_handover(void **state)
     w.loop = NULL;
 }
 
+/* A new connection to server 0 (lfd listening for it), accepted (*peer: the server's end), used
+ * by a hop and released: idle in the pool. */
+static struct upconn *pooled_idle(struct pool *p, int lfd, int *peer)
+{
+    static char fake_hop[1];
+    int err = 0;
+    struct upconn *uc = pool_connect(&p->servers[0], &err);
+
+    assert_non_null(uc);
+    *peer = accept(lfd, NULL, NULL);
+    assert_true(*peer >= 0);
+    pool_conn_attach(uc, (struct hop *)fake_hop, cb_a, cb_b);
+    pool_release(uc);
+    return uc;
+}
+
 /* pool_take's reuse check (issue 9): bytes an upstream sent after its answer must never reach the
  * next request's hop, in either window the idle watcher cannot close: readiness the loop polled
  * but has not dispatched yet, and bytes that arrived after the last poll. */
@@ -329,7 +345,7 @@ static void test_reuse_check(void **state)
 {
     static const unsigned weights[] = { 1 };
     struct pool p;
-    int lfd, err = 0, peer;
+    int lfd, peer;
     struct upconn *uc;
     char fake_hop[1];
 
@@ -340,12 +356,7 @@ static void test_reuse_check(void **state)
     lfd = listen_as_server0();
 
     /* late bytes after the last poll: the loop has not run since they came */
-    uc = pool_connect(&p.servers[0], &err);
-    assert_non_null(uc);
-    peer = accept(lfd, NULL, NULL);
-    assert_true(peer >= 0);
-    pool_conn_attach(uc, (struct hop *)fake_hop, cb_a, cb_b);
-    pool_release(uc);
+    uc = pooled_idle(&p, lfd, &peer);
     assert_int_equal(p.servers[0].nidle, 1);
     assert_int_equal(send(peer, "HTTP/1.1 200 OK\r\n", 17, 0), 17);
     usleep(20000);
@@ -355,12 +366,7 @@ static void test_reuse_check(void **state)
 
     /* readiness polled but not dispatched (the same loop iteration): never handed to the hop,
      * though the socket itself reads silent */
-    uc = pool_connect(&p.servers[0], &err);
-    assert_non_null(uc);
-    peer = accept(lfd, NULL, NULL);
-    assert_true(peer >= 0);
-    pool_conn_attach(uc, (struct hop *)fake_hop, cb_a, cb_b);
-    pool_release(uc);
+    uc = pooled_idle(&p, lfd, &peer);
     ev_feed_event(w.loop, &uc->rd, EV_READ);
     assert_true(ev_is_pending(&uc->rd));
     assert_null(pool_take(&p.servers[0]));
@@ -368,12 +374,7 @@ static void test_reuse_check(void **state)
     close(peer);
 
     /* a silent connection is reused */
-    uc = pool_connect(&p.servers[0], &err);
-    assert_non_null(uc);
-    peer = accept(lfd, NULL, NULL);
-    assert_true(peer >= 0);
-    pool_conn_attach(uc, (struct hop *)fake_hop, cb_a, cb_b);
-    pool_release(uc);
+    uc = pooled_idle(&p, lfd, &peer);
     usleep(20000);
     assert_ptr_equal(pool_take(&p.servers[0]), uc);
     pool_conn_attach(uc, (struct hop *)fake_hop, cb_a, cb_b);
