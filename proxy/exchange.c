@@ -503,6 +503,12 @@ static bool exchange_replayable(const struct exchange *ex)
     return exchange_body_keepable(ex) && (ex->body_done || ex->body.len < ex->body.cap);
 }
 
+bool exchange_reuse_recoverable(const struct exchange *ex)
+{
+    /* body_done: a body still arriving may yet be trimmed (then not replayable) before it fails */
+    return ex->idempotent && !ex->fresh_retry_done && (!ex->has_body || (ex->body_done && exchange_replayable(ex)));
+}
+
 static double exchange_uniform(struct exchange *ex)
 {
     return (double)(worker_rand(ex_worker(ex)) >> 11) / 9007199254740992.0;

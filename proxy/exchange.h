@@ -168,6 +168,13 @@ ssize_t exchange_tunnel_out(struct exchange *ex, const void *p, size_t n);
  * client's output buffer, which the client writes before the pipe). */
 uint64_t exchange_resp_splice(struct exchange *ex, struct hop *h);
 
+/* A failure of a reused pooled connection before any response byte would be retried at once on a
+ * fresh connection, not counted as an attempt (SPEC §3.5): the request is safe to replay
+ * (method in retry.methods or an Idempotency-Key), has no body or a complete one kept whole, and
+ * that retry is not spent yet. The hop then takes a pooled connection without pool.c's reuse
+ * check (pool_take). */
+bool exchange_reuse_recoverable(const struct exchange *ex);
+
 /* Events from the hop. */
 void exchange_hop_head(struct exchange *ex, struct hop *h);
 void exchange_hop_data(struct exchange *ex, struct hop *h);

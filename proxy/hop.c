@@ -325,7 +325,7 @@ void hop_start(struct hop *h, struct exchange *ex, struct upserver *s, bool fres
         err = ENOMEM;
         goto fail_later;
     }
-    h->uc = fresh ? NULL : pool_take(s);
+    h->uc = fresh ? NULL : pool_take(s, exchange_reuse_recoverable(ex));
     if (h->uc) {
         pool_gauge(s, 1, 0, 0);
         h->reused = true;

@@ -172,12 +172,9 @@ static void pool_idle_read_cb(struct ev_loop *loop, ev_io *io, int revents)
     pool_arm_idle_timer(p);
 }
 
-/* True when the connection is still open and silent: nothing to read, no EOF, no RST. Costs one
- * recv per reuse, no wait: about 0.4 us of a request's ~14 us of CPU on the bench machine. Kept
- * on purpose (issue 13): poll() with a zero timeout and ioctl(FIONREAD) are a system call each too
- * and measured no cheaper, and without a check the window below would grow from the microseconds
- * between this call and the request's send to a whole loop turn (hundreds of microseconds under
- * load). tests/unit/test_pool.c test_reuse_check covers both windows. */
+/* True when the connection is still open and silent: nothing to read, no EOF, no RST. One recv,
+ * no wait: about 0.4 us of a request's ~14 us of CPU on the bench machine. poll() with a zero
+ * timeout and ioctl(FIONREAD) are a system call each too and measured no cheaper. */
 static bool upconn_alive(struct upconn *uc)
 {
     char c;
@@ -189,22 +186,33 @@ static bool upconn_alive(struct upconn *uc)
     return r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
-struct upconn *pool_take(struct upserver *s)
+struct upconn *pool_take(struct upserver *s, bool recoverable)
 {
+    struct ev_loop *loop = s->pool->w->loop;
+
     /* Bounded by the idle count; each dead connection found is closed. The idle timer is left
      * alone: when it fires for a connection taken meanwhile it just re-arms for the next one. */
     while (s->idle) {
         struct upconn *uc = s->idle;
         upconn_unlink(uc);
         /* The idle read watcher stays armed, so a late byte or EOF normally closes the connection
-         * before anyone takes it. Two windows remain, and reuse must close both, or a late body
-         * (a HEAD answered with one, a 204 or 304 with bytes after it, an answer to nothing) would
-         * be read as the next request's response, another client's: the readiness this loop
-         * iteration already polled but has not dispatched yet (switching the callback would hand
-         * it to the hop), and bytes that arrived since the poll (one recv, no wait). */
-        if (!ev_is_pending(&uc->rd) && upconn_alive(uc))
-            return uc;
-        pool_close(uc);
+         * before anyone takes it. Two windows remain: the readiness this loop iteration already
+         * polled but has not dispatched yet (switching the callback would hand it to the hop),
+         * always closed here at no cost; and bytes or an EOF that arrived since the last poll.
+         * A close in that second window is harmless to a recoverable request (exchange.h: it is
+         * retried at once on a fresh connection, as a send on a connection the server closes just
+         * after our check would be), so the recv below (issue 13: one syscall in five of a
+         * proxied request) is spent only on the others, which it keeps from a reset that would
+         * not be retried (SPEC §3.5). Late bytes (a HEAD answered with a body, a 204 or 304
+         * with bytes after it, an answer to nothing) would be read as the next request's response;
+         * they come with or right after the answer they follow, so a connection released in this
+         * loop iteration, which no poll has looked at since, is checked whatever the request. */
+        if (ev_is_pending(&uc->rd) ||
+            ((!recoverable || uc->idle_iter == ev_iteration(loop)) && !upconn_alive(uc))) {
+            pool_close(uc);
+            continue;
+        }
+        return uc;
     }
     return NULL;
 }
@@ -285,6 +293,7 @@ static void pool_idle_push(struct upconn *uc)
     if (!ev_is_active(&uc->rd))
         ev_io_start(w->loop, &uc->rd);
     uc->idle_since = ev_now(w->loop);
+    uc->idle_iter = ev_iteration(w->loop);
     LIST_PUSH_T(s->idle, s->idle_tail, uc, prev, next);
     s->nidle++;
     p->nidle++;

@@ -60,6 +60,7 @@ struct upconn {
     struct hop *hop;                    /* owner while busy; NULL while idle */
     struct upconn *prev, *next;         /* in server->idle */
     ev_tstamp idle_since;
+    unsigned idle_iter;                 /* ev_iteration() when it became idle (pool_take) */
     struct buf in;                      /* response bytes; allocated while busy */
     unsigned requests;                  /* requests carried so far (counted by pool_release) */
 };
@@ -105,8 +106,12 @@ struct upserver *pool_pick(struct pool *p, const struct pool_pick_ctx *ctx);
  * when the pick is an ordinary one. */
 struct upserver *pool_pick_trial(struct pool *p, const struct pool_pick_ctx *ctx, int64_t *trial);
 
-/* An idle connection to s that is still open, or NULL. The caller (a hop) owns it afterwards. */
-struct upconn *pool_take(struct upserver *s);
+/* An idle connection to s that is still open, or NULL. The caller (a hop) owns it afterwards.
+ * Readiness the loop polled for it and has not dispatched yet always disqualifies it. A recv
+ * (MSG_PEEK) checks it for bytes or an EOF that came after the last poll unless `recoverable`
+ * (exchange_reuse_recoverable: a failure before any response byte is retried at once on a fresh
+ * connection) and the loop has polled since the connection became idle. */
+struct upconn *pool_take(struct upserver *s, bool recoverable);
 /* Starts a non-blocking connect to s. Returns the connection (owned by the caller; its wr watcher
  * reports completion) or NULL with *err set to a positive errno when the connect failed at once. */
 struct upconn *pool_connect(struct upserver *s, int *err);

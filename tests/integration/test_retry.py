@@ -4,12 +4,16 @@ after which delay, within which budget and deadline.
 Pools put the failing server first with a heavy weight ((A, 10), (B, 1)): smooth weighted round robin
 then picks A first, and a retry that did not prefer an untried server would go back to A."""
 
+import asyncio
 import json
+import socket
 import threading
 import time
 
-from conftest import Conn, dur, free_port, pattern_bytes, pool, sha, t
-from ops import admin_extra, admin_get
+import pytest
+
+from conftest import Conn, build_request, dur, free_port, pattern_bytes, pool, sha, t
+from ops import admin_extra, admin_get, metrics
 from faults import (built_in_line, close_script, gaps, hang_script, hanging_connect, ok_script,  # noqa: F401
                     refused, reset_script, route, server_of, status_script)
 
@@ -658,6 +662,86 @@ def test_reused_connection_closed_post_not_replayed(lifeline, raw_upstream):
     time.sleep(t(0.2))
     assert [q.target for q in up.requests] == ["/one", "/two"], up.requests
     assert up.connections == 1
+
+
+def _first_answer_then_fin():
+    """Connection 1 answers its first request as keep-alive, but its bytes and the FIN leave in one
+    segment (TCP_CORK, then close): lifeline reads the answer whole and finds the connection closed
+    only if it looks again. Later connections answer everything."""
+    async def script(conn):
+        if conn.index == 1:
+            req = await conn.read_request()
+            if req is None:
+                return
+            sock = conn.writer.get_extra_info("socket")
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+            conn.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nconn-1")
+            conn.close()
+            return
+        while True:
+            req = await conn.read_request()
+            if req is None:
+                return
+            await conn.respond(200, b"conn-%d" % conn.index)
+    return script
+
+
+@pytest.mark.parametrize("method", ["POST", "GET"])
+def test_pipelined_request_after_upstream_close_checked(lifeline, raw_upstream, method):
+    """Issue 13: pool_take's recv check is kept where a late byte or EOF is likely: on a connection
+    released in this loop turn, whatever the request, and for every request a reset would not be
+    retried for. A request pipelined behind a GET whose connection the upstream closed with its
+    answer is taken from the pool in the turn that answer was read in: the check sees the EOF and
+    the request goes on a fresh connection (without it a POST without Idempotency-Key gets a reset,
+    502, not replayed)."""
+    up = raw_upstream(_first_answer_then_fin())
+    lf = lifeline(pools={"p": pool(up, connect_race="0s")}, routes=[route(retry={"attempts": 1})])
+    with lf.conn() as c:
+        c.send(build_request("GET", "/a") + build_request(method, "/b", body=b"once" if method == "POST" else b""))
+        r1 = c.read_response()
+        r2 = c.read_response()
+    assert r1.status == 200 and r1.body == b"conn-1", r1
+    assert r2.status == 200 and r2.body == b"conn-2", r2
+    assert [q.target for q in up.requests] == ["/a", "/b"], up.requests
+    assert up.connections == 2
+
+
+def _closes_when_idle(idle_s):
+    """Answers one request per connection as keep-alive, then closes it after idle_s seconds
+    whether or not another request came meanwhile (unread: the close may go out as an RST)."""
+    async def script(conn):
+        req = await conn.read_request()
+        if req is None:
+            return
+        await conn.respond(200, b"conn-%d" % conn.index)
+        await asyncio.sleep(idle_s)
+        conn.close()
+    return script
+
+
+def test_upstream_idle_close_races_next_get(lifeline, raw_upstream):
+    """Issue 13: a replay-safe request takes a pooled connection without a system call to check it
+    (SPEC §3.5: a reused connection that fails before any response byte is retried once on a
+    fresh one, not counted as an attempt). Each upstream connection closes a few milliseconds after
+    its answer while the next GET is being sent, so the GETs meet every window: closed while idle,
+    polled but not dispatched, closed after the last poll, closed with the request unread. With
+    attempts: 1 every GET still gets its 200."""
+    up = raw_upstream(_closes_when_idle(0.004))
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up, connect_race="0s")}, routes=[route(retry={"attempts": 1})],
+                  extra=admin_extra(aport))
+    bad = []
+    with lf.conn() as c:
+        for i in range(60):
+            c.request("GET", "/r%d" % i)
+            r = c.read_response()
+            if r.status != 200 or r.has_header("x-lifeline-fallback"):
+                bad.append((i, r.status, r.header("x-lifeline-fallback")))
+            time.sleep(0.001 * (i % 7))
+    assert not bad, bad
+    m = metrics(aport)
+    assert m.total("lifeline_requests_total") >= 60
+    assert m.total("lifeline_upstream_attempts_total", outcome="ok") == 60
 
 
 # --------------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ static void setup_pool(struct pool *p, enum conf_balance bal, const unsigned *we
     cp.nservers = n;
     cp.balance = bal;
     cp.keepalive = 4;
+    cp.keepalive_timeout = 60000;   /* ms: nothing expires while a test turns the loop */
     assert_int_equal(pool_init(p, &w, &cp, NULL), 0);
     assert_int_equal(p->nservers, n);
 }
@@ -306,7 +307,7 @@ static void test_conn_handover(void **state)
     assert_true(ev_is_active(&uc->rd));
     assert_int_equal(p.servers[0].nidle, 1);
     /* taken again (the peer is silent), carried, released: two */
-    assert_ptr_equal(pool_take(&p.servers[0]), uc);
+    assert_ptr_equal(pool_take(&p.servers[0], false), uc);
     assert_int_equal(p.servers[0].nidle, 0);
     pool_conn_attach(uc, (struct hop *)fake_hop, cb_a, cb_b);
     pool_release(uc);
@@ -314,7 +315,7 @@ static void test_conn_handover(void **state)
     /* the peer closed it: the next take finds it dead and gives nothing */
     close(peer);
     usleep(20000);
-    assert_null(pool_take(&p.servers[0]));
+    assert_null(pool_take(&p.servers[0], false));
     assert_int_equal(p.servers[0].nidle, 0);
     close(lfd);
     pool_destroy(&p);
@@ -338,9 +339,21 @@ static struct upconn *pooled_idle(struct pool *p, int lfd, int *peer)
     return uc;
 }
 
+/* One loop iteration with nothing to do: the loop has polled since uc became idle (and found it
+ * silent: its read watcher did not fire). */
+static void poll_once(struct upconn *uc)
+{
+    ev_run(w.loop, EVRUN_NOWAIT);
+    assert_int_not_equal(uc->idle_iter, ev_iteration(w.loop));
+    assert_true(ev_is_active(&uc->rd));
+}
+
 /* pool_take's reuse check (issue 9): bytes an upstream sent after its answer must never reach the
  * next request's hop, in either window the idle watcher cannot close: readiness the loop polled
- * but has not dispatched yet, and bytes that arrived after the last poll. */
+ * but has not dispatched yet, and bytes that arrived after the last poll. Issue 13: the recv that
+ * closes the second window is spent only where it matters: on a request a reset would not be
+ * retried for (recoverable false), and on a connection no poll has looked at since it became idle
+ * (where late bytes come). */
 static void test_reuse_check(void **state)
 {
     static const unsigned weights[] = { 1 };
@@ -355,31 +368,70 @@ static void test_reuse_check(void **state)
     assert_non_null(w.loop);
     lfd = listen_as_server0();
 
-    /* late bytes after the last poll: the loop has not run since they came */
+    /* not recoverable: late bytes after the last poll (the loop polled since the connection
+     * became idle, not since they came) */
     uc = pooled_idle(&p, lfd, &peer);
     assert_int_equal(p.servers[0].nidle, 1);
+    poll_once(uc);
     assert_int_equal(send(peer, "HTTP/1.1 200 OK\r\n", 17, 0), 17);
     usleep(20000);
-    assert_null(pool_take(&p.servers[0]));   /* closed, not handed out */
+    assert_null(pool_take(&p.servers[0], false));   /* closed, not handed out */
+    assert_int_equal(p.servers[0].nidle, 0);
+    close(peer);
+
+    /* not recoverable: the server closed it after the last poll */
+    uc = pooled_idle(&p, lfd, &peer);
+    poll_once(uc);
+    close(peer);
+    usleep(20000);
+    assert_null(pool_take(&p.servers[0], false));
+    assert_int_equal(p.servers[0].nidle, 0);
+
+    /* recoverable, but no poll since the connection became idle: late bytes are checked for */
+    uc = pooled_idle(&p, lfd, &peer);
+    assert_int_equal(send(peer, "HTTP/1.1 200 OK\r\n", 17, 0), 17);
+    usleep(20000);
+    assert_null(pool_take(&p.servers[0], true));
     assert_int_equal(p.servers[0].nidle, 0);
     close(peer);
 
     /* readiness polled but not dispatched (the same loop iteration): never handed to the hop,
-     * though the socket itself reads silent */
-    uc = pooled_idle(&p, lfd, &peer);
-    ev_feed_event(w.loop, &uc->rd, EV_READ);
-    assert_true(ev_is_pending(&uc->rd));
-    assert_null(pool_take(&p.servers[0]));
-    assert_int_equal(p.servers[0].nidle, 0);
-    close(peer);
+     * though the socket itself reads silent, whatever the request */
+    for (int recoverable = 0; recoverable < 2; recoverable++) {
+        uc = pooled_idle(&p, lfd, &peer);
+        poll_once(uc);
+        ev_feed_event(w.loop, &uc->rd, EV_READ);
+        assert_true(ev_is_pending(&uc->rd));
+        assert_null(pool_take(&p.servers[0], recoverable));
+        assert_int_equal(p.servers[0].nidle, 0);
+        close(peer);
+    }
 
-    /* a silent connection is reused */
+    /* recoverable, polled since it became idle: no system call. An EOF that came after the poll
+     * is the hop's to find (a reset before any response byte, retried on a fresh connection) */
     uc = pooled_idle(&p, lfd, &peer);
+    poll_once(uc);
+    close(peer);
     usleep(20000);
-    assert_ptr_equal(pool_take(&p.servers[0]), uc);
+    assert_ptr_equal(pool_take(&p.servers[0], true), uc);
     pool_conn_attach(uc, (struct hop *)fake_hop, cb_a, cb_b);
     pool_release(uc);
-    close(peer);
+    ev_run(w.loop, EVRUN_NOWAIT);   /* idle again, the EOF is polled: closed */
+    assert_int_equal(p.servers[0].nidle, 0);
+
+    /* a silent connection is reused, whatever the request */
+    for (int recoverable = 0; recoverable < 2; recoverable++) {
+        uc = pooled_idle(&p, lfd, &peer);
+        usleep(20000);
+        if (recoverable)
+            poll_once(uc);
+        assert_ptr_equal(pool_take(&p.servers[0], recoverable), uc);
+        pool_conn_attach(uc, (struct hop *)fake_hop, cb_a, cb_b);
+        pool_release(uc);
+        close(peer);
+        ev_run(w.loop, EVRUN_NOWAIT);
+        assert_int_equal(p.servers[0].nidle, 0);
+    }
     close(lfd);
     pool_destroy(&p);
     ev_loop_destroy(w.loop);
