@@ -19,8 +19,12 @@
 #include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 #include <strings.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "client.h"
 #include "fallback.h"
@@ -391,33 +395,26 @@ static bool exchange_request_id_ok(const char *v, size_t n)
     return true;
 }
 
-/* r as 16 lowercase hex characters, low nibble first: two characters (one byte of r, low nibble
- * first) per table entry. */
-static void exchange_hex16(char out[16], uint64_t r)
+/* r as 16 lowercase hex characters: byte i of r gives characters 2i (its low nibble) and 2i+1
+ * (its high nibble). Per request: the request id, the trace id and a span id (five calls). */
+static inline void exchange_hex16(char out[16], uint64_t r)
 {
-    static const char pairs[512] =
-#define HEX_ROW(h) "0" #h "1" #h "2" #h "3" #h "4" #h "5" #h "6" #h "7" #h \
-                   "8" #h "9" #h "a" #h "b" #h "c" #h "d" #h "e" #h "f" #h
-        HEX_ROW(0) HEX_ROW(1) HEX_ROW(2) HEX_ROW(3) HEX_ROW(4) HEX_ROW(5) HEX_ROW(6) HEX_ROW(7)
-        HEX_ROW(8) HEX_ROW(9) HEX_ROW(a) HEX_ROW(b) HEX_ROW(c) HEX_ROW(d) HEX_ROW(e) HEX_ROW(f);
-#undef HEX_ROW
+#if defined(__SSE2__)
+    /* All sixteen at once (issue 13: about 15 instructions instead of ~55): the nibbles split
+     * into two vectors and interleaved, '0' added, and 39 more ('a' - '0' - 10) past 9. */
+    const __m128i mask = _mm_set1_epi8(0x0f);
+    __m128i x = _mm_cvtsi64_si128((long long)r);
+    __m128i n = _mm_unpacklo_epi8(_mm_and_si128(x, mask), _mm_and_si128(_mm_srli_epi64(x, 4), mask));
+    __m128i letters = _mm_and_si128(_mm_cmpgt_epi8(n, _mm_set1_epi8(9)), _mm_set1_epi8('a' - '0' - 10));
 
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    /* The same characters a word at a time (per request: the request id, the trace and span ids):
-     * each half of r spread to one nibble per byte (byte i of r -> bytes 2i, 2i+1: low nibble,
-     * high nibble), then '0' added, and 39 more ('a' - '0' - 10) where the nibble is 10 or more. */
-    (void)pairs;
-    for (unsigned half = 0; half < 2; half++) {
-        uint64_t v = (r >> (32 * half)) & 0xffffffffu, n;
-        v = (v | (v << 16)) & 0x0000ffff0000ffffull;
-        v = (v | (v << 8)) & 0x00ff00ff00ff00ffull;
-        n = (v & 0x000f000f000f000full) | ((v & 0x00f000f000f000f0ull) << 4);
-        n += 0x3030303030303030ull + (((n + 0x0606060606060606ull) >> 4) & 0x0101010101010101ull) * 39;
-        memcpy(out + 8 * half, &n, 8);
-    }
+    _mm_storeu_si128((__m128i *)(void *)out, _mm_add_epi8(n, _mm_add_epi8(letters, _mm_set1_epi8('0'))));
 #else
-    for (unsigned i = 0; i < 8; i++)
-        memcpy(out + 2 * i, pairs + 2 * ((r >> (8 * i)) & 0xff), 2);
+    static const char digits[] = "0123456789abcdef";
+
+    for (unsigned i = 0; i < 8; i++) {
+        out[2 * i] = digits[(r >> (8 * i)) & 0xf];
+        out[2 * i + 1] = digits[(r >> (8 * i + 4)) & 0xf];
+    }
 #endif
 }
 
@@ -548,7 +545,7 @@ void exchange_start(struct exchange *ex, struct client *c)
     {
         /* The hops' sequences survive: a hop callback up the stack compares against them. */
         unsigned s0 = ex->hops[0].seq, s1 = ex->hops[1].seq;
-        memset(ex, 0, sizeof(*ex));
+        memset(ex, 0, offsetof(struct exchange, hops));   /* (exchange.h: the rest is not cleared) */
         hop_init(&ex->hops[0], s0);
         hop_init(&ex->hops[1], s1);
     }
