@@ -79,9 +79,12 @@ static void exchange_local_free(struct exchange *ex)
 {
     struct exchange_local *l = &ex->local;
 
-    free(l->head);
-    conf_unref(l->conf);
-    stale_entry_unref(l->entry);
+    /* (issue 13: runs twice per request, nearly always with nothing held: no calls then) */
+    if (l->head || l->conf || l->entry) {
+        free(l->head);
+        conf_unref(l->conf);
+        stale_entry_unref(l->entry);
+    }
     memset(l, 0, sizeof(*l));
 }
 
@@ -90,8 +93,12 @@ static void exchange_release(struct exchange *ex)
 {
     struct worker *w = ex_worker(ex);
 
-    hop_cancel(&ex->hops[0]);
-    hop_cancel(&ex->hops[1]);
+    /* Called when the answer is complete and again when the client moves on: the checks below
+     * make the second call cost no calls (issue 13). */
+    if (ex->hops[0].state != HOP_IDLE)
+        hop_cancel(&ex->hops[0]);
+    if (ex->hops[1].state != HOP_IDLE)
+        hop_cancel(&ex->hops[1]);
     timer_off(w->loop, &ex->backoff_timer);
     timer_off(w->loop, &ex->spare_timer);
     timer_off(w->loop, &ex->race_timer);
@@ -104,7 +111,7 @@ static void exchange_release(struct exchange *ex)
     ex->body_splicing = false;
     if (ex->body.cap == WORKER_BLOCK)
         worker_buf_put(w, &ex->body);
-    else
+    else if (ex->body.cap)
         buf_free(&ex->body);
 }
 
@@ -1129,7 +1136,9 @@ void exchange_hop_head(struct exchange *ex, struct hop *h)
     enum h1_framing framing;
     bool http10 = req->http_minor == 0 && req->http_major == 1;
 
-    if (resp->status != 101 && retry_listed(ex->route, HOP_OK, resp->status)) {
+    bool listed = retry_listed(ex->route, HOP_OK, resp->status);
+
+    if (resp->status != 101 && listed) {
         /* A status listed in retry.on: retried when possible; otherwise the fallback answers, or
          * without one the response passes through as it is (SPEC §3.7). */
         double ra = exchange_retry_after(resp);
@@ -1147,7 +1156,7 @@ void exchange_hop_head(struct exchange *ex, struct hop *h)
     }
 
     /* This response goes downstream: the other hop, if any, loses. */
-    if (!retry_listed(ex->route, HOP_OK, resp->status) || resp->status == 101)
+    if (!listed || resp->status == 101)
         exchange_record_answer(ex, h, resp->status);
     if (hop_is_running(exchange_other(ex, h)))
         exchange_lose(ex, exchange_other(ex, h));

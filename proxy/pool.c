@@ -487,12 +487,18 @@ static struct upserver *pick_least_conn(struct pool *p, const struct pool_pick_c
 static struct upserver *pick_random_two(struct pool *p, const struct pool_pick_ctx *ctx)
 {
     struct upserver *a = NULL, *b = NULL;
-    unsigned avail = 0, r1, r2, seen = 0;
+    unsigned avail = 0, r1, r2, seen = 0, last = 0;
 
-    for (unsigned i = 0; i < p->nservers; i++)
-        avail += pick_ok(p, ctx, i);
+    for (unsigned i = 0; i < p->nservers; i++) {
+        if (pick_ok(p, ctx, i)) {
+            avail++;
+            last = i;
+        }
+    }
     if (!avail)
         return NULL;
+    if (avail == 1)
+        return &p->servers[last];   /* one candidate: no draw, nothing to compare */
     r1 = (unsigned)(worker_rand(p->w) % avail);
     r2 = avail > 1 ? (unsigned)(worker_rand(p->w) % (avail - 1)) : r1;
     if (avail > 1 && r2 >= r1)
@@ -506,8 +512,6 @@ static struct upserver *pick_random_two(struct pool *p, const struct pool_pick_c
             b = &p->servers[i];
         seen++;
     }
-    if (a == b)
-        return a;   /* one candidate (a pool of one usable server): no cost to compare */
     if (p->cp->balance == BALANCE_EWMA) {
         /* Peak-EWMA cost: latency times load (attempts in flight, pending connects included), per
          * unit of weight. An unmeasured server costs next to nothing, so it gets tried; a server
