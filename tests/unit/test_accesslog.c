@@ -172,6 +172,42 @@ static void test_escape_never_cut_mid_escape(void **state)
     assert_int_equal(alog_escape(out, 0, in, 4), 0);
 }
 
+/* A field is copied as it is checked, sixteen bytes at a time where it can (issue 13): every byte
+ * value, at the edges and inside of the blocks and tails of fields of 1 to 40 bytes, comes out as
+ * alog_escape() writes it, with the line around it intact. */
+static void test_field_every_byte_every_position(void **state)
+{
+    struct alog_attempt att[2];
+    struct alog_entry e = base(att);
+    static char line[ALOG_LINE_MAX + 1];
+    char in[40], want[6 * sizeof(in) + 1];
+    static const char before[] = "\"duration_ms\":5.500,\"request_id\":\"";
+    static const char after[] = "\",\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\",";
+
+    (void)state;
+    static const size_t at_pos[] = { 0, 1, 7, 14, 15, 16, 17, 30, 31, 32, 33, 38, 39 };
+
+    for (size_t n = 1; n <= sizeof(in); n++) {
+        for (size_t k = 0; k < sizeof(at_pos) / sizeof(at_pos[0]) && at_pos[k] < n; k++) {
+            size_t pos = at_pos[k];
+            for (unsigned b = 0; b < 256; b++) {
+                const char *at;
+                size_t wn;
+                for (size_t i = 0; i < n; i++)
+                    in[i] = (char)('a' + i % 26);
+                in[pos] = (char)b;
+                e.request_id = (struct alog_str){ in, n };
+                assert_true(alog_format(line, sizeof(line), &e) > 0);
+                wn = alog_escape(want, sizeof(want), in, n);
+                at = strstr(line, before);
+                if (!at || memcmp(at + sizeof(before) - 1, want, wn) != 0 ||
+                    memcmp(at + sizeof(before) - 1 + wn, after, sizeof(after) - 1) != 0)
+                    fail_msg("n %zu pos %zu byte %u: %s", n, pos, b, line);
+            }
+        }
+    }
+}
+
 /* Every string at its cap and beyond, every byte escaped six-fold, every attempt present, numbers
  * at their widest: fits in ALOG_LINE_MAX and decodes to the values cut at their caps. */
 static void test_worst_case_fits(void **state)
@@ -272,6 +308,7 @@ int main(void)
         cmocka_unit_test(test_hostile_rows),
         cmocka_unit_test(test_exact_line),
         cmocka_unit_test(test_escape_never_cut_mid_escape),
+        cmocka_unit_test(test_field_every_byte_every_position),
         cmocka_unit_test(test_worst_case_fits),
         cmocka_unit_test(test_time_and_duration_match_libc),
     };
