@@ -313,14 +313,22 @@ static void alog_put_mem(struct alog_out *o, const char *s, size_t n)
 
 static void alog_put_u64(struct alog_out *o, uint64_t v)
 {
-    char tmp[20];
-    size_t i = sizeof(tmp);
+    unsigned nd = 1;
+    char *p;
 
+    for (uint64_t t = v; t >= 10; t /= 10)
+        nd++;
+    if (o->full || nd >= o->cap - o->len) {
+        o->full = true;
+        return;
+    }
+    /* the digits written in place, last first (no copy, no call) */
+    o->len += nd;
+    p = o->p + o->len;
     do {
-        tmp[--i] = (char)('0' + v % 10);
+        *--p = (char)('0' + v % 10);
         v /= 10;
     } while (v);
-    alog_put_mem(o, tmp + i, sizeof(tmp) - i);
 }
 
 /* Copies the bytes at the start of s[0..n) that stay as they are (alog_esc 0) to out (room for n
@@ -395,32 +403,40 @@ static void alog_put_ms(struct alog_out *o, int ms)
 
 /* The RFC 3339 UTC time with milliseconds for secs since the epoch (0 .. 9999-12-31T23:59:59),
  * 24 bytes into out. The date from the day count by the civil-calendar arithmetic of 400-year eras
- * (146,097 days each), which needs no table and no libc call. */
+ * (146,097 days each), which needs no table and no libc call; its 20 bytes up to the '.' are kept
+ * per thread for the second they are of, which the next lines mostly share (issue 13). */
 static void alog_time(char out[24], int64_t secs, int ms)
 {
-    int64_t days = secs / 86400, rem = secs % 86400;
-    int64_t z = days + 719468;                                 /* days since 0000-03-01 */
-    int64_t era = z / 146097, doe = z - era * 146097;          /* day of the era, 0..146096 */
-    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);     /* day of the March-based year */
-    int64_t mp = (5 * doy + 2) / 153;
-    int d = (int)(doy - (153 * mp + 2) / 5 + 1), m = (int)(mp < 10 ? mp + 3 : mp - 9);
-    int y = (int)(yoe + era * 400 + (m <= 2));
-    int hh = (int)(rem / 3600), mm = (int)(rem / 60 % 60), ss = (int)(rem % 60);
-    const int parts[] = { y / 100, y % 100, m, d, hh, mm, ss };
-    static const char sep[] = "\0-" "-T" "::" ".";
-    char *p = out;
+    static _Thread_local int64_t cached_secs = -1;
+    static _Thread_local char cached[20];
 
-    for (int i = 0; i < 7; i++) {
-        *p++ = (char)('0' + parts[i] / 10);
-        *p++ = (char)('0' + parts[i] % 10);
-        if (i && sep[i])
-            *p++ = sep[i];
+    if (secs != cached_secs) {
+        int64_t days = secs / 86400, rem = secs % 86400;
+        int64_t z = days + 719468;                                 /* days since 0000-03-01 */
+        int64_t era = z / 146097, doe = z - era * 146097;          /* day of the era, 0..146096 */
+        int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+        int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);     /* day of the March-based year */
+        int64_t mp = (5 * doy + 2) / 153;
+        int d = (int)(doy - (153 * mp + 2) / 5 + 1), m = (int)(mp < 10 ? mp + 3 : mp - 9);
+        int y = (int)(yoe + era * 400 + (m <= 2));
+        int hh = (int)(rem / 3600), mm = (int)(rem / 60 % 60), ss = (int)(rem % 60);
+        const int parts[] = { y / 100, y % 100, m, d, hh, mm, ss };
+        static const char sep[] = "\0-" "-T" "::" ".";
+        char *p = cached;
+
+        for (int i = 0; i < 7; i++) {
+            *p++ = (char)('0' + parts[i] / 10);
+            *p++ = (char)('0' + parts[i] % 10);
+            if (i && sep[i])
+                *p++ = sep[i];
+        }
+        cached_secs = secs;
     }
-    *p++ = (char)('0' + ms / 100);
-    *p++ = (char)('0' + ms / 10 % 10);
-    *p++ = (char)('0' + ms % 10);
-    *p = 'Z';
+    memcpy(out, cached, sizeof(cached));
+    out[20] = (char)('0' + ms / 100);
+    out[21] = (char)('0' + ms / 10 % 10);
+    out[22] = (char)('0' + ms % 10);
+    out[23] = 'Z';
 }
 
 size_t alog_format(char *out, size_t cap, const struct alog_entry *e)
