@@ -194,6 +194,17 @@ struct upconn *pool_take(struct upserver *s, bool recoverable)
      * alone: when it fires for a connection taken meanwhile it just re-arms for the next one. */
     while (s->idle) {
         struct upconn *uc = s->idle;
+        unsigned iter = ev_iteration(loop);
+        /* The list runs from the latest released: for a recoverable request, pass over the
+         * connections released in this iteration (at most 64) for one a poll has seen since,
+         * which needs no recv below (syscalls.sh: 0.18 recv per request -> none). */
+        if (recoverable && uc->idle_iter == iter) {
+            struct upconn *older = uc->next;
+            for (int k = 0; k < 64 && older && older->idle_iter == iter; k++)
+                older = older->next;
+            if (older && older->idle_iter != iter)
+                uc = older;
+        }
         upconn_unlink(uc);
         /* The idle read watcher stays armed, so a late byte or EOF normally closes the connection
          * before anyone takes it. Two windows remain: the readiness this loop iteration already
@@ -208,7 +219,7 @@ struct upconn *pool_take(struct upserver *s, bool recoverable)
          * they come with or right after the answer they follow, so a connection released in this
          * loop iteration, which no poll has looked at since, is checked whatever the request. */
         if (ev_is_pending(&uc->rd) ||
-            ((!recoverable || uc->idle_iter == ev_iteration(loop)) && !upconn_alive(uc))) {
+            ((!recoverable || uc->idle_iter == iter) && !upconn_alive(uc))) {
             pool_close(uc);
             continue;
         }

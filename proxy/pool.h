@@ -110,7 +110,8 @@ struct upserver *pool_pick_trial(struct pool *p, const struct pool_pick_ctx *ctx
  * Readiness the loop polled for it and has not dispatched yet always disqualifies it. A recv
  * (MSG_PEEK) checks it for bytes or an EOF that came after the last poll unless `recoverable`
  * (exchange_reuse_recoverable: a failure before any response byte is retried at once on a fresh
- * connection) and the loop has polled since the connection became idle. */
+ * connection) and the loop has polled since the connection became idle; a recoverable request
+ * prefers such a connection to the ones released in this loop iteration. */
 struct upconn *pool_take(struct upserver *s, bool recoverable);
 /* Starts a non-blocking connect to s. Returns the connection (owned by the caller; its wr watcher
  * reports completion) or NULL with *err set to a positive errno when the connect failed at once. */

@@ -419,6 +419,30 @@ static void test_reuse_check(void **state)
     ev_run(w.loop, EVRUN_NOWAIT);   /* idle again, the EOF is polled: closed */
     assert_int_equal(p.servers[0].nidle, 0);
 
+    /* recoverable: a connection released in this iteration is passed over for an older one a poll
+     * has seen (no system call); a request that is not recoverable takes the latest, checked */
+    {
+        struct upconn *older, *newer;
+        int peer2;
+        older = pooled_idle(&p, lfd, &peer);
+        poll_once(older);
+        newer = pooled_idle(&p, lfd, &peer2);
+        assert_int_equal(newer->idle_iter, ev_iteration(w.loop));
+        assert_ptr_equal(p.servers[0].idle, newer);
+        assert_ptr_equal(pool_take(&p.servers[0], true), older);
+        assert_int_equal(p.servers[0].nidle, 1);
+        pool_conn_attach(older, (struct hop *)fake_hop, cb_a, cb_b);
+        pool_release(older);
+        assert_ptr_equal(pool_take(&p.servers[0], false), older);
+        pool_conn_attach(older, (struct hop *)fake_hop, cb_a, cb_b);
+        pool_release(older);
+        close(peer);
+        close(peer2);
+        usleep(20000);
+        ev_run(w.loop, EVRUN_NOWAIT);
+        assert_int_equal(p.servers[0].nidle, 0);
+    }
+
     /* a silent connection is reused, whatever the request */
     for (int recoverable = 0; recoverable < 2; recoverable++) {
         uc = pooled_idle(&p, lfd, &peer);
