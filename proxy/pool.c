@@ -76,6 +76,8 @@ static void upconn_unlink(struct upconn *uc)
 {
     struct upserver *s = uc->server;
 
+    if (s->idle_polled == uc)
+        s->idle_polled = uc->next;   /* older still: polled too */
     LIST_UNLINK_T(s->idle, s->idle_tail, uc, prev, next);
     s->nidle--;
     s->pool->nidle--;
@@ -195,16 +197,11 @@ struct upconn *pool_take(struct upserver *s, bool recoverable)
     while (s->idle) {
         struct upconn *uc = s->idle;
         unsigned iter = ev_iteration(loop);
-        /* The list runs from the latest released: for a recoverable request, pass over the
-         * connections released in this iteration (at most 64) for one a poll has seen since,
-         * which needs no recv below (syscalls.sh: 0.18 recv per request -> none). */
-        if (recoverable && uc->idle_iter == iter) {
-            struct upconn *older = uc->next;
-            for (int k = 0; k < 64 && older && older->idle_iter == iter; k++)
-                older = older->next;
-            if (older && older->idle_iter != iter)
-                uc = older;
-        }
+        /* The list runs from the latest released: a recoverable request passes over the
+         * connections released in this iteration for the first one a poll has seen since, which
+         * needs no recv below (syscalls.sh: 0.18 recv per request -> none). */
+        if (recoverable && uc->idle_iter == iter && s->idle_fresh_iter == iter && s->idle_polled)
+            uc = s->idle_polled;
         upconn_unlink(uc);
         /* The idle read watcher stays armed, so a late byte or EOF normally closes the connection
          * before anyone takes it. Two windows remain: the readiness this loop iteration already
@@ -305,6 +302,11 @@ static void pool_idle_push(struct upconn *uc)
         ev_io_start(w->loop, &uc->rd);
     uc->idle_since = ev_now(w->loop);
     uc->idle_iter = ev_iteration(w->loop);
+    if (s->idle_fresh_iter != uc->idle_iter) {
+        /* the first release of this iteration: every connection idle so far was released before */
+        s->idle_fresh_iter = uc->idle_iter;
+        s->idle_polled = s->idle;
+    }
     LIST_PUSH_T(s->idle, s->idle_tail, uc, prev, next);
     s->nidle++;
     p->nidle++;

@@ -45,6 +45,10 @@ struct upserver {
     struct upconn *idle;                /* idle connections, most recently used first */
     struct upconn *idle_tail;           /* least recently used */
     unsigned nidle;
+    unsigned idle_fresh_iter;           /* ev_iteration() of the latest release into idle */
+    struct upconn *idle_polled;         /* while that is the current iteration: the first idle
+                                         * connection released before it (NULL: none); any poll
+                                         * since has seen it (pool_take) */
     struct server_metrics *m;           /* this worker's counters for it (stable slot); NULL in unit tests */
     const char *host;                   /* the host as written (conf snapshot): TLS name and SNI */
     const char *hostport;               /* host:port for host_header: upstream: as written for a

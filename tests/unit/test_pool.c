@@ -419,25 +419,35 @@ static void test_reuse_check(void **state)
     ev_run(w.loop, EVRUN_NOWAIT);   /* idle again, the EOF is polled: closed */
     assert_int_equal(p.servers[0].nidle, 0);
 
-    /* recoverable: a connection released in this iteration is passed over for an older one a poll
-     * has seen (no system call); a request that is not recoverable takes the latest, checked */
+    /* recoverable: connections released in this iteration are passed over for the latest one a
+     * poll has seen (no system call), then the next older; a request that is not recoverable
+     * takes the latest, checked */
     {
-        struct upconn *older, *newer;
-        int peer2;
-        older = pooled_idle(&p, lfd, &peer);
-        poll_once(older);
-        newer = pooled_idle(&p, lfd, &peer2);
-        assert_int_equal(newer->idle_iter, ev_iteration(w.loop));
-        assert_ptr_equal(p.servers[0].idle, newer);
-        assert_ptr_equal(pool_take(&p.servers[0], true), older);
-        assert_int_equal(p.servers[0].nidle, 1);
-        pool_conn_attach(older, (struct hop *)fake_hop, cb_a, cb_b);
-        pool_release(older);
-        assert_ptr_equal(pool_take(&p.servers[0], false), older);
-        pool_conn_attach(older, (struct hop *)fake_hop, cb_a, cb_b);
-        pool_release(older);
-        close(peer);
-        close(peer2);
+        struct upconn *a, *b, *c;
+        int pa, pb, pc;
+        a = pooled_idle(&p, lfd, &pa);
+        b = pooled_idle(&p, lfd, &pb);
+        poll_once(b);
+        c = pooled_idle(&p, lfd, &pc);
+        assert_int_equal(c->idle_iter, ev_iteration(w.loop));
+        assert_ptr_equal(p.servers[0].idle, c);
+        assert_ptr_equal(pool_take(&p.servers[0], true), b);
+        assert_ptr_equal(pool_take(&p.servers[0], true), a);
+        assert_ptr_equal(pool_take(&p.servers[0], true), c);   /* none polled left: c, checked */
+        assert_int_equal(p.servers[0].nidle, 0);
+        pool_conn_attach(a, (struct hop *)fake_hop, cb_a, cb_b);
+        pool_release(a);
+        pool_conn_attach(b, (struct hop *)fake_hop, cb_a, cb_b);
+        pool_release(b);
+        poll_once(b);
+        pool_conn_attach(c, (struct hop *)fake_hop, cb_a, cb_b);
+        pool_release(c);
+        assert_ptr_equal(pool_take(&p.servers[0], false), c);
+        pool_conn_attach(c, (struct hop *)fake_hop, cb_a, cb_b);
+        pool_release(c);
+        close(pa);
+        close(pb);
+        close(pc);
         usleep(20000);
         ev_run(w.loop, EVRUN_NOWAIT);
         assert_int_equal(p.servers[0].nidle, 0);
