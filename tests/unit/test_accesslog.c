@@ -208,6 +208,31 @@ static void test_field_every_byte_every_position(void **state)
     }
 }
 
+/* Numbers are written two digits per division (issue 13): "bytes" as printf writes it at every
+ * power of ten and its neighbours, and at the extremes. */
+static void test_numbers_match_printf(void **state)
+{
+    struct alog_attempt att[2];
+    struct alog_entry e = base(att);
+    static char line[ALOG_LINE_MAX + 1];
+    char want[64];
+    uint64_t p10 = 1;
+
+    (void)state;
+    for (int k = 0; k <= 20; k++) {
+        const uint64_t vals[] = { p10 - 1, p10, p10 + 1, p10 * 5 + 7, 0, UINT64_MAX, UINT64_MAX / 10 };
+        for (unsigned i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
+            e.bytes = vals[i];
+            assert_true(alog_format(line, sizeof(line), &e) > 0);
+            snprintf(want, sizeof(want), ",\"bytes\":%llu,\"duration_ms\":", (unsigned long long)vals[i]);
+            if (!strstr(line, want))
+                fail_msg("%llu: %s", (unsigned long long)vals[i], line);
+        }
+        if (k < 19)
+            p10 *= 10;
+    }
+}
+
 /* Every string at its cap and beyond, every byte escaped six-fold, every attempt present, numbers
  * at their widest: fits in ALOG_LINE_MAX and decodes to the values cut at their caps. */
 static void test_worst_case_fits(void **state)
@@ -308,6 +333,7 @@ int main(void)
         cmocka_unit_test(test_hostile_rows),
         cmocka_unit_test(test_exact_line),
         cmocka_unit_test(test_escape_never_cut_mid_escape),
+        cmocka_unit_test(test_numbers_match_printf),
         cmocka_unit_test(test_field_every_byte_every_position),
         cmocka_unit_test(test_worst_case_fits),
         cmocka_unit_test(test_time_and_duration_match_libc),
