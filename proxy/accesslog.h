@@ -74,7 +74,9 @@ void alog_stop(struct alog *a);
 /* ---- The line ------------------------------------------------------------------------------
  * One access-log line is formatted here and nowhere else, from a plain struct the exchange fills
  * (SPEC §5). Every string goes through alog_escape(), whatever its source: client-controlled bytes
- * (target, method, request_id) cannot end a string, add a field or break the line.
+ * (target, method, request_id) cannot end a string, add a field or break the line. (In a line, the
+ * bytes a string starts with that stay as they are are copied by the formatter as it checks them,
+ * the same table's verdict; alog_escape() takes over at the first that does not.)
  *
  * Strings are lossless: printable ASCII stays as is; '"', '\\', LF, CR and tab take their two-byte
  * escapes; every other byte (controls, DEL, anything >= 0x80, valid UTF-8 or not) becomes \u00XX. A reader that
