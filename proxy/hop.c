@@ -128,7 +128,11 @@ static void hop_fail(struct hop *h, enum hop_outcome o)
         hop_fail_later(h, o);
         return;
     }
-    if (h->server) {
+    /* A pooled connection the server closed, found by a request the exchange retries at once on
+     * a fresh connection (exchange_reuse_recoverable, which let pool_take skip its check): a stale
+     * connection, not a verdict on the server, so neither ewma nor outlier ejection hears of it
+     * (a trial claim is given back by hop_detach). */
+    if (h->server && !(h->reused && !h->got_bytes && o == HOP_RESET && h->ex && exchange_reuse_recoverable(h->ex))) {
         pool_report(h->server, true, h->state == HOP_BODY ? -1 : hop_penalty(h, o), h->trial);
         h->trial = 0;
     }

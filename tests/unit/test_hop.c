@@ -313,6 +313,48 @@ static void test_cancel_in_every_state(void **state)
         cancel_case(at);
 }
 
+/* Issue 13: a pooled connection the server closed, met by a GET (retried at once on a fresh
+ * connection, so pool_take no longer checks it first), is not a failure of the server: neither
+ * the ewma balancer nor outlier ejection hears of it. Before, the reset fed ewma the response
+ * timeout as a latency (5 s here) and counted a consecutive failure. */
+static void test_stale_pooled_connection_not_reported(void **state)
+{
+    static struct fx f;
+    struct fx_peer *c;
+    struct fx_resp r;
+    struct pool *p;
+    uint16_t port;
+    int lfd = fx_socket(&port, 16);
+
+    (void)state;
+    fx_init(&f,
+            "pools:\n"
+            "  p:\n"
+            "    servers: [{ address: 127.0.0.1:%u }]\n"
+            "    balance: ewma\n"
+            "    connect_race: 0s\n"
+            "    outlier: { consecutive_failures: 2 }\n"
+            "    timeouts: { connect: 1s, response: 5s }\n"
+            "routes:\n"
+            "  - pool: p\n"
+            "    retry: { attempts: 1 }\n",
+            (unsigned)port);
+    p = fx_pool(&f, 0);
+    c = fx_client(&f, NULL);
+    for (int i = 0; i < 2; i++) {   /* two in a row: consecutive_failures would eject */
+        if (i == 0)
+            first_request_pooled(&f, c, lfd, p);
+        next_request_on_a_broken_connection(&f, c, p);
+        fx_serve(&f, lfd, NULL, FX_GET("/second"), 200, "two");
+        fx_expect_response(&f, c, &r, 200, "two");
+        fx_expect_log(&f, 200, "reset,ok", NULL);
+        FX_UNTIL(&f, p->nidle == 1, 2.0);
+        assert_true(p->servers[0].ewma < 1.0);
+        assert_int_equal(health_outlier_state(p->servers[0].hs, health_now()), OUTLIER_IN);
+    }
+    fx_free(&f);
+}
+
 /* SPEC §3.5: a connect still pending after connect_race races a connect to another server; the
  * first to connect carries the request, and the loser is not cut off: it runs on, detached (an
  * orphan the worker owns), until its own connect timer fires, and is then freed. */
@@ -537,6 +579,7 @@ int main(void)
         cmocka_unit_test_teardown(test_read_timeout_truncates, fx_teardown),
         cmocka_unit_test_teardown(test_keepalive_reuse, fx_teardown),
         cmocka_unit_test_teardown(test_pooled_send_failure_reported_from_the_loop, fx_teardown),
+        cmocka_unit_test_teardown(test_stale_pooled_connection_not_reported, fx_teardown),
         cmocka_unit_test_teardown(test_cancel_in_every_state, fx_teardown),
         cmocka_unit_test_teardown(test_connect_race_loser_runs_on, fx_teardown),
         cmocka_unit_test_teardown(test_head_answer_declaring_a_body_not_pooled, fx_teardown),
