@@ -50,6 +50,10 @@
  * iteration. An orphan holds a reference on its worker generation (its server's pool stays alive
  * through a reload). At most HOP_ORPHANS_MAX per worker: past that the oldest is closed; the
  * worker closes them all when it stops.
+ *
+ * Verdicts. A hop's end is reported to its server (pool_report: ewma, outlier ejection) except a
+ * reset before any response byte on a reused connection of a request the exchange then retries on
+ * a fresh one (exchange_reuse_recoverable): a connection the server closed while idle, no verdict.
  */
 #ifndef LIFELINE_HOP_H
 #define LIFELINE_HOP_H
