@@ -16,10 +16,13 @@
  * response body reaches the socket from the exchange's response pipe, written after `out`
  * (client_flush): both count as the client's input read and output queued.
  *
- * Timers: `rtimer` is the read side (header_timeout for the whole head, body_timeout between body
- * bytes, idle_timeout between requests), `wtimer` the send side (send_timeout while output is stuck).
- * `rtimer` is updated lazily: it may run for an earlier deadline than the current one, and its
- * callback re-arms itself for the current one (client_rdue) or stops when there is none.
+ * Timers: one ev_timer, `timer`, for both sides. Each side's deadline is derived when needed: the
+ * read side's from the phase (header_timeout for the whole head from `head_deadline`, body_timeout
+ * between body bytes and idle_timeout between requests from `last_read`, the lingering close), the
+ * send side's from `last_write` while output is stuck (`send_stall`: send_timeout since the socket
+ * last took a byte). The timer runs for the earlier of the two and is updated lazily: it may run
+ * for an earlier deadline than the current one, and its callback re-arms itself for the current
+ * one or stops when there is none.
  */
 #ifndef LIFELINE_CLIENT_H
 #define LIFELINE_CLIENT_H
@@ -52,7 +55,7 @@ struct client {
     struct xprt x;
     ev_io io;                           /* EV_READ while reading, EV_WRITE while output is stuck (or a
                                          * TLS read waits to write: then EV_WRITE stands for EV_READ) */
-    ev_timer rtimer, wtimer;
+    ev_timer timer;                     /* the read and send deadlines, whichever is earlier */
     ev_tstamp last_read, last_write, head_deadline;
     struct buf in, out;                 /* in: WORKER_SMALL first, a block once needed (client.c) */
     struct h1_parser *parser;           /* while a request is in progress */
@@ -72,6 +75,7 @@ struct client {
     bool processing : 1, reprocess : 1; /* client_process() is running / must run again */
     bool rd_wants_wr : 1;               /* a TLS read must first finish a write: wait on EV_WRITE for it */
     bool out_shed : 1;                  /* the stuck output's unused pages went back (client.c) */
+    bool send_stall : 1;                /* output stuck: send_timeout runs from last_write */
     unsigned ioev : 2;                  /* the events wanted (EV_READ|EV_WRITE); the watcher's may differ */
     unsigned served;                    /* requests answered on this connection */
     uint64_t bytes_out;                 /* bytes queued for the client so far (written or in out) */
