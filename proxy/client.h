@@ -6,7 +6,7 @@
  * answers go out in order. Closing puts the client in the worker's graveyard (freed after the
  * current loop iteration), so a callback up the stack may still look at `closed`.
  *
- * Fields are written by client.c only. The exchange reads `w`, `addr`, `parser` (the request head
+ * Fields are written by client.c only. The exchange reads `w`, `addr` (client_addr_text), `parser` (the request head
  * and body parser, whose body output the exchange sets), `closed` and the byte counters; it writes
  * its answer into the buffer client_out() lends it, and the request body reaches it through
  * exchange_body()/exchange_body_end() (tunnel bytes: exchange_tunnel_append/exchange_tunnel_in).
@@ -28,6 +28,7 @@
 #define LIFELINE_CLIENT_H
 
 #include <ev.h>
+#include <netinet/in.h>
 #include <stdbool.h>
 #include <sys/socket.h>
 
@@ -61,8 +62,10 @@ struct client {
     struct h1_parser *parser;           /* while a request is in progress */
     struct conf *conf;                  /* snapshot of the current request (reference held) */
     struct exchange *ex;                /* the request in progress (from the worker cache), or NULL */
-    char addr[48];                      /* peer IP, for X-Forwarded-For */
+    unsigned char addr[16];             /* peer IP, binary (IPv4: the first 4 bytes); text made by
+                                         * client_addr_text, once per request (exchange_start) */
     enum client_phase phase : 8;
+    unsigned addr_family : 2;           /* CLIENT_ADDR_NONE, CLIENT_ADDR_V4 or CLIENT_ADDR_V6 */
     bool closed : 1;
     bool tls : 1;                       /* accepted on a TLS listener (X-Forwarded-Proto: https) */
     bool handshaking : 1;               /* TLS handshake in progress: the watcher drives it */
@@ -80,6 +83,13 @@ struct client {
     unsigned served;                    /* requests answered on this connection */
     uint64_t bytes_out;                 /* bytes queued for the client so far (written or in out) */
 };
+
+enum { CLIENT_ADDR_NONE, CLIENT_ADDR_V4, CLIENT_ADDR_V6 };
+
+/* The peer's IP as text (X-Forwarded-For, the access log, hash balancing on the client address),
+ * written NUL-terminated into buf (INET6_ADDRSTRLEN bytes): dotted IPv4, or IPv6 as inet_ntop
+ * writes it; "" for a peer with no IP address. Returns its length. */
+size_t client_addr_text(const struct client *c, char *buf);
 
 /* Takes ownership of an accepted, non-blocking socket. tls: the listener's TLS context, or NULL
  * for a plain listener; the handshake then runs first, bounded by client.header_timeout like the

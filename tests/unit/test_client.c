@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
 #include <sys/ioctl.h>
 
 #include <openssl/err.h>
@@ -243,6 +244,34 @@ static void test_idle_connection_holds_no_buffers(void **state)
     assert_null(cl->parser);
     assert_null(cl->ex);
     fx_free(&f);
+}
+
+/* The peer's address, kept in binary (16 bytes) and written as text once per request
+ * (X-Forwarded-For, the access log): what inet_ntop writes, for every width of an IPv4 byte. */
+static void test_addr_text(void **state)
+{
+    static const char *v4[] = { "0.0.0.0", "255.255.255.255", "10.0.100.9", "1.22.3.199", "127.0.0.1" };
+    static const char *v6[] = { "::1", "2001:db8::ff00:42:8329", "::ffff:192.0.2.128", "fe80::1:2:3:4" };
+    struct client c;
+    char buf[INET6_ADDRSTRLEN];
+
+    (void)state;
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(client_addr_text(&c, buf), 0);
+    assert_string_equal(buf, "");
+    for (size_t i = 0; i < sizeof(v4) / sizeof(v4[0]); i++) {
+        assert_int_equal(inet_pton(AF_INET, v4[i], c.addr), 1);
+        c.addr_family = CLIENT_ADDR_V4;
+        memset(buf, 'x', sizeof(buf));
+        assert_int_equal(client_addr_text(&c, buf), strlen(v4[i]));
+        assert_string_equal(buf, v4[i]);
+    }
+    for (size_t i = 0; i < sizeof(v6) / sizeof(v6[0]); i++) {
+        assert_int_equal(inet_pton(AF_INET6, v6[i], c.addr), 1);
+        c.addr_family = CLIENT_ADDR_V6;
+        assert_int_equal(client_addr_text(&c, buf), strlen(v6[i]));
+        assert_string_equal(buf, v6[i]);
+    }
 }
 
 /* ---- one timer, two sides: each deadline keeps its own meaning -------------------------------- */
@@ -565,6 +594,7 @@ int main(void)
         cmocka_unit_test_teardown(test_half_close_mid_head_closes, fx_teardown),
         cmocka_unit_test_teardown(test_header_timeout_408, fx_teardown),
         cmocka_unit_test_teardown(test_idle_connection_holds_no_buffers, fx_teardown),
+        cmocka_unit_test(test_addr_text),
         cmocka_unit_test_teardown(test_send_stall_cut_at_send_timeout, fx_teardown),
         cmocka_unit_test_teardown(test_send_stall_outlives_read_timeouts, fx_teardown),
         cmocka_unit_test_teardown(test_idle_after_stall_not_cut_at_send_timeout, fx_teardown),
