@@ -305,7 +305,7 @@ for name in "${proxies[@]}"; do
 done
 cp "$OUT/result-${proxies[0]}.txt" "$OUT/result.txt" 2>/dev/null || true
 
-summary="conns-test: KiB of RSS per idle keep-alive connection ($CONNS held, burst method):"
+summary="conns-test: KiB of RSS per idle keep-alive connection ($CONNS held, burst method, $BATCH in flight):"
 for name in "${proxies[@]}"; do summary+=" $name ${kib[$name]:-?}"; done
 if [[ -n "${kib[lifeline]:-}" && -n "${kib[nginx]:-}" ]]; then
     summary+=$(awk -v a="${kib[lifeline]}" -v b="${kib[nginx]}" 'BEGIN { if (b > 0) printf " (lifeline/nginx %.2f)", a / b }')
