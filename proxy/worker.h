@@ -5,7 +5,7 @@
  * `struct pool` per configured pool with that pool's idle upstream connections, and caches of
  * buffers, parsers and exchanges so that the request path does not allocate. The caches are bounded
  * by bytes and trimmed by a timer, which also hands freed memory back (malloc_trim), and client
- * structs come from the worker's own slabs (README, "Memory"). It holds one reference on the
+ * and upstream connection structs come from the worker's own slabs (README, "Memory"). It holds one reference on the
  * conf snapshot it serves. Nothing in a worker is touched by another thread except through
  * worker_post() (an ev_async) and the process-wide connection counter.
  *
