@@ -70,12 +70,14 @@ static ev_tstamp client_rdue(const struct client *c)
     }
 }
 
-/* Stuck output shrunk to what is pending (client_out_fit) and not shed yet: its pages go back
- * OUT_SHED_AFTER into the stall (client_out_shed). */
+/* Stuck output whose pages go back OUT_SHED_AFTER into the stall (client_out_shed). */
 #define OUT_SHED_AFTER 0.25
+/* A fitted block, or an empty one while the pipe is what is stuck (the zero-copy path: the block
+ * carried the head and the first body bytes, and 1,024 stalled spliced readers would keep 32 MiB of
+ * touched pages). */
 static bool client_out_sheddable(const struct client *c)
 {
-    return !c->out_shed && c->out.data && c->out.cap != WORKER_BLOCK && c->out.cap != WORKER_SMALL;
+    return c->out.data && c->out.cap != WORKER_SMALL && (c->out.cap != WORKER_BLOCK || c->out.len == 0);
 }
 
 /* The send side's next deadline while output is stuck (send_stall): send_timeout after the last
@@ -88,7 +90,7 @@ static ev_tstamp client_wdue(const struct client *c)
     if (!c->send_stall)
         return 0;
     due = c->last_write + ms(c->conf->client.send_timeout);
-    if (client_out_sheddable(c) && c->last_write + OUT_SHED_AFTER < due)
+    if (!c->out_shed && client_out_sheddable(c) && c->last_write + OUT_SHED_AFTER < due)
         due = c->last_write + OUT_SHED_AFTER;
     return due;
 }
@@ -443,11 +445,12 @@ static void client_out_fit(struct client *c)
     c->out.cap = c->out.len;   /* > WORKER_SMALL: still told apart from a small one */
 }
 
-/* Stuck for OUT_SHED_AFTER (client_timer_cb): the block's pages after what it holds go back. Not
- * at once: a fast client's socket fills and drains all the time, and would pay for the pages. */
+/* Stuck for OUT_SHED_AFTER (client_timer_cb): the block's pages after what it holds go back (all
+ * of them for an empty block). Not at once: a fast client's socket fills and drains all the time,
+ * and would pay for the pages. */
 static void client_out_shed(struct client *c)
 {
-    if (!client_out_sheddable(c))
+    if (c->out_shed || !client_out_sheddable(c))
         return;
     c->out_shed = true;
     worker_buf_shed(&c->out);
