@@ -33,14 +33,21 @@
 #define LINGER_SECONDS 2.0
 
 static void client_io_cb(struct ev_loop *loop, ev_io *io, int revents);
-static void client_rtimer_cb(struct ev_loop *loop, ev_timer *t, int revents);
-static void client_wtimer_cb(struct ev_loop *loop, ev_timer *t, int revents);
+static void client_timer_cb(struct ev_loop *loop, ev_timer *t, int revents);
 static void client_process(struct client *c);
 static void client_out_put(struct client *c);
 
 static inline ev_tstamp ms(int64_t v) { return (ev_tstamp)v / 1000.0; }
 
-/* When the read-side timer is due in the current phase; 0 when no timer applies. */
+/* The peer's IP as text in buf, for a log line (log_debug formats it only when it writes). */
+static const char *client_addr_dbg(const struct client *c, char *buf)
+{
+    client_addr_text(c, buf);
+    return buf;
+}
+#define CLIENT_ADDR_DBG(c) client_addr_dbg((c), (char[INET6_ADDRSTRLEN]){ 0 })
+
+/* When the read side's deadline falls in the current phase; 0 when none applies. */
 static ev_tstamp client_rdue(const struct client *c)
 {
     const struct conf *cf = c->conf;
@@ -53,6 +60,8 @@ static ev_tstamp client_rdue(const struct client *c)
     case CLIENT_BODY:
         if (c->ex && c->ex->body_done)
             return 0;   /* nothing more to read (a request without a body answered at once) */
+        if (!c->ex && c->answer_done)
+            return 0;   /* a rejected head's answer going out: only the send side counts */
         return c->last_read + ms(cf->client.body_timeout);
     case CLIENT_LINGER:
         return c->head_deadline;
@@ -61,25 +70,60 @@ static ev_tstamp client_rdue(const struct client *c)
     }
 }
 
-/* The read-side deadline may have changed (a phase began, a deadline moved). Lazy (issue 13): a
- * running timer that fires no later than the deadline is left alone, since its callback finds the
- * deadline moved and re-arms itself; with no deadline (0) it is left running too, and its callback
- * stops it. So a keep-alive request costs no timer update in the common case: the head's deadline
- * and the idle deadline after it lie beyond the timer armed for an earlier one. */
-static void client_rtimer_arm(struct client *c)
+/* Stuck output whose pages go back OUT_SHED_AFTER into the stall (client_out_shed). */
+#define OUT_SHED_AFTER 0.25
+/* A fitted block, or an empty one while the pipe is what is stuck (the zero-copy path: the block
+ * carried the head and the first body bytes, and 1,024 stalled spliced readers would keep 32 MiB of
+ * touched pages). */
+static bool client_out_sheddable(const struct client *c)
+{
+    return c->out.data && c->out.cap != WORKER_SMALL && (c->out.cap != WORKER_BLOCK || c->out.len == 0);
+}
+
+/* The send side's next deadline while output is stuck (send_stall): send_timeout after the last
+ * byte the socket took (or the start of the stall), or shedding the output's pages before it.
+ * 0 when no output is stuck. */
+static ev_tstamp client_wdue(const struct client *c)
+{
+    ev_tstamp due;
+
+    if (!c->send_stall)
+        return 0;
+    due = c->last_write + ms(c->conf->client.send_timeout);
+    if (!c->out_shed && client_out_sheddable(c) && c->last_write + OUT_SHED_AFTER < due)
+        due = c->last_write + OUT_SHED_AFTER;
+    return due;
+}
+
+/* The one timer's due time: the earlier of the read and send sides' deadlines; 0 for none. */
+static ev_tstamp client_due(const struct client *c)
+{
+    ev_tstamp r = client_rdue(c), w = client_wdue(c);
+
+    return r == 0 ? w : w == 0 || r < w ? r : w;
+}
+
+/* A deadline may have changed (a phase began, a deadline moved, output got stuck). Lazy (issue
+ * 13): a running timer that fires no later than the deadline is left alone, since its callback
+ * finds the deadline moved and re-arms itself; with no deadline (0) it is left running too, and
+ * its callback stops it. So a keep-alive request costs no timer update in the common case: the
+ * head's deadline and the idle deadline after it lie beyond the timer armed for an earlier one.
+ * One timer serves both sides (an idle connection is 48 bytes smaller); each deadline is derived
+ * from the phase and the last read or write, so neither side's deadline stands in for the other. */
+static void client_timer_arm(struct client *c)
 {
     struct ev_loop *loop = c->w->loop;
-    ev_tstamp due = client_rdue(c);
+    ev_tstamp due = client_due(c);
 
     if (due == 0)
         return;
-    if (ev_is_active(&c->rtimer) && !ev_is_pending(&c->rtimer) &&
-        ev_now(loop) + ev_timer_remaining(loop, &c->rtimer) <= due)
+    if (ev_is_active(&c->timer) && !ev_is_pending(&c->timer) &&
+        ev_now(loop) + ev_timer_remaining(loop, &c->timer) <= due)
         return;
-    c->rtimer.repeat = due - ev_now(loop);
-    if (c->rtimer.repeat <= 0)
-        c->rtimer.repeat = 1e-6;
-    ev_timer_again(loop, &c->rtimer);
+    c->timer.repeat = due - ev_now(loop);
+    if (c->timer.repeat <= 0)
+        c->timer.repeat = 1e-6;
+    ev_timer_again(loop, &c->timer);
 }
 
 /* The events the connection wants (0 when stopped). */
@@ -138,7 +182,7 @@ static void client_handshake(struct client *c)
     }
     if (r < 0) {
         atomic_fetch_add(&tls_handshakes[0][tls_handshake_failure(&c->x)], 1);
-        log_debug("client %s: TLS handshake failed", c->addr);
+        log_debug("client %s: TLS handshake failed", CLIENT_ADDR_DBG(c));
         client_close(c);
         return;
     }
@@ -178,15 +222,17 @@ void client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_
         c->tls = c->handshaking = true;
     }
     c->conf = conf_ref(w->conf);
-    if (sa->sa_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, c->addr, sizeof(c->addr));
-    else if (sa->sa_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, c->addr, sizeof(c->addr));
+    if (sa->sa_family == AF_INET) {
+        memcpy(c->addr, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+        c->addr_family = CLIENT_ADDR_V4;
+    } else if (sa->sa_family == AF_INET6) {
+        memcpy(c->addr, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+        c->addr_family = CLIENT_ADDR_V6;
+    }
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     ev_io_init(&c->io, client_io_cb, fd, EV_READ);
-    ev_init(&c->rtimer, client_rtimer_cb);
-    ev_init(&c->wtimer, client_wtimer_cb);
-    c->io.data = c->rtimer.data = c->wtimer.data = c;
+    ev_init(&c->timer, client_timer_cb);
+    c->io.data = c->timer.data = c;
     c->phase = CLIENT_IDLE;
     c->last_read = ev_now(w->loop);
     /* The first request's head must arrive within header_timeout of the accept. */
@@ -194,7 +240,33 @@ void client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_
     LIST_PUSH(w->clients, c, prev, next);
     w->nclients++;
     client_io_set(c, EV_READ);
-    client_rtimer_arm(c);
+    client_timer_arm(c);
+}
+
+size_t client_addr_text(const struct client *c, char *buf)
+{
+    char *p = buf;
+
+    switch (c->addr_family) {
+    case CLIENT_ADDR_V4:
+        /* by hand: the exchange asks once per request, and inet_ntop's printf costs more */
+        for (int i = 0; i < 4; i++) {
+            unsigned v = c->addr[i];
+            if (v >= 100)
+                *p++ = (char)('0' + v / 100);
+            if (v >= 10)
+                *p++ = (char)('0' + v / 10 % 10);
+            *p++ = (char)('0' + v % 10);
+            *p++ = i < 3 ? '.' : '\0';
+        }
+        return (size_t)(p - buf - 1);
+    case CLIENT_ADDR_V6:
+        if (inet_ntop(AF_INET6, c->addr, buf, INET6_ADDRSTRLEN))
+            return strlen(buf);
+        break;
+    }
+    buf[0] = '\0';
+    return 0;
 }
 
 /* Drops the connection from the open-connections gauge, once: at close, or earlier when the
@@ -227,8 +299,7 @@ void client_close(struct client *c)
     client_drop_exchange(c);
     ev_io_stop(w->loop, &c->io);
     c->ioev = 0;
-    ev_timer_stop(w->loop, &c->rtimer);
-    ev_timer_stop(w->loop, &c->wtimer);
+    ev_timer_stop(w->loop, &c->timer);
     xprt_close(&c->x);
     worker_buf_put(w, &c->in);
     client_out_put(c);
@@ -303,7 +374,7 @@ static void client_answer_flushed(struct client *c)
             c->parser = NULL;
             shutdown(c->x.fd, SHUT_WR);
             c->head_deadline = ev_now(w->loop) + LINGER_SECONDS;
-            client_rtimer_arm(c);
+            client_timer_arm(c);
             client_read_on(c);
             return;
         }
@@ -333,7 +404,7 @@ static void client_answer_flushed(struct client *c)
         return;
     }
     client_read_on(c);
-    client_rtimer_arm(c);
+    client_timer_arm(c);
     if (c->in.len)
         client_process(c);
     /* Half-closed: a pipelined request that is complete is answered; anything else never will be. */
@@ -374,12 +445,12 @@ static void client_out_fit(struct client *c)
     c->out.cap = c->out.len;   /* > WORKER_SMALL: still told apart from a small one */
 }
 
-/* Stuck for OUT_SHED_AFTER (client_wtimer_cb): the block's pages after what it holds go back. Not
- * at once: a fast client's socket fills and drains all the time, and would pay for the pages. */
-#define OUT_SHED_AFTER 0.25
+/* Stuck for OUT_SHED_AFTER (client_timer_cb): the block's pages after what it holds go back (all
+ * of them for an empty block). Not at once: a fast client's socket fills and drains all the time,
+ * and would pay for the pages. */
 static void client_out_shed(struct client *c)
 {
-    if (c->out_shed || !c->out.data || c->out.cap == WORKER_BLOCK || c->out.cap == WORKER_SMALL)
+    if (c->out_shed || !client_out_sheddable(c))
         return;
     c->out_shed = true;
     worker_buf_shed(&c->out);
@@ -427,7 +498,7 @@ void client_flush(struct client *c)
         if (r == -EAGAIN || r == -EWOULDBLOCK) {
             r = 0;
         } else if (r < 0) {
-            log_debug("write to client %s: %s", c->addr, strerror((int)-r));
+            log_debug("write to client %s: %s", CLIENT_ADDR_DBG(c), strerror((int)-r));
             client_close(c);
             return;
         }
@@ -442,19 +513,19 @@ void client_flush(struct client *c)
             /* The socket is full: the producer is not asked for more until it takes bytes again
              * (EV_WRITE), and the output is cut down to what is pending. */
             client_out_fit(c);
-            if (r > 0 || !ev_is_active(&c->wtimer)) {
-                c->wtimer.repeat = ms(c->conf->client.send_timeout);
-                if (c->wtimer.repeat > OUT_SHED_AFTER && c->out.cap != WORKER_BLOCK && c->out.cap != WORKER_SMALL)
-                    c->wtimer.repeat = OUT_SHED_AFTER;   /* shed the stuck output's pages then */
-                if (r == 0 && c->last_write == 0)
-                    c->last_write = ev_now(c->w->loop);
-                ev_timer_again(c->w->loop, &c->wtimer);
+            /* send_timeout counts from the last byte the socket took, or from the start of the
+             * stall when it took none (a socket left full by an earlier answer). */
+            if (!c->send_stall) {
+                c->send_stall = true;
+                c->last_write = ev_now(c->w->loop);
             }
+            client_timer_arm(c);
             return;
         }
     }
-    if (ev_is_active(&c->wtimer))
-        ev_timer_stop(c->w->loop, &c->wtimer);
+    /* Not stuck (any more): the timer, if it runs for the send side, finds no send deadline and
+     * re-arms for the read side's or stops (lazy, as client_timer_arm). */
+    c->send_stall = false;
     if (c->answer_done) {
         if (c->processing)
             c->reprocess = true;   /* the running client_process() moves on */
@@ -477,25 +548,6 @@ static void client_write_cb(struct client *c)
     client_flush(c);
 }
 
-static void client_wtimer_cb(struct ev_loop *loop, ev_timer *t, int revents)
-{
-    struct client *c = t->data;
-    ev_tstamp left = c->last_write + ms(c->conf->client.send_timeout) - ev_now(loop);
-
-    (void)revents;
-    if (!c->write_blocked)
-        return;
-    if (left > 0.0005) {
-        if (ev_now(loop) - c->last_write >= OUT_SHED_AFTER - 0.001)
-            client_out_shed(c);
-        t->repeat = left;
-        ev_timer_again(loop, t);
-        return;
-    }
-    log_debug("client %s: send_timeout", c->addr);
-    client_close(c);
-}
-
 /* The count of an answer to a head, which no exchange counts (SPEC §5: lifeline_requests_total,
  * the duration histogram and time series, with the requests that matched no route, route="", like
  * an unrouted 404): header_timeout's 408 (a connection that sent at least one byte of its head;
@@ -507,6 +559,7 @@ static void client_count_head(struct client *c, unsigned status, size_t bytes, b
 {
     struct worker *w = c->w;
     struct alog_entry e;
+    char addr[INET6_ADDRSTRLEN];
     ev_tstamp now = ev_now(w->loop), start = c->head_deadline - ms(c->conf->client.header_timeout);
     double dur = now > start ? now - start : 0;
 
@@ -516,7 +569,7 @@ static void client_count_head(struct client *c, unsigned status, size_t bytes, b
         return;
     memset(&e, 0, sizeof(e));
     e.time = now;
-    e.client = alog_cstr(c->addr);
+    e.client = (struct alog_str){ addr, client_addr_text(c, addr) };
     e.method = e.target = e.request_id = (struct alog_str){ "", 0 };
     e.status = status;
     e.bytes = bytes;
@@ -570,41 +623,53 @@ static void client_reject(struct client *c, unsigned status, const char *why)
     client_flush(c);
 }
 
-static void client_rtimer_cb(struct ev_loop *loop, ev_timer *t, int revents)
+/* The one timer (client_timer_arm): the send side first (a stall past send_timeout closes; the
+ * stuck output's pages go back after OUT_SHED_AFTER), then the read side's deadline for the phase;
+ * a deadline not reached yet re-arms it, none at all stops it. */
+static void client_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct client *c = t->data;
-    ev_tstamp due = client_rdue(c);
+    ev_tstamp now = ev_now(loop), due;
 
     (void)revents;
-    if (due == 0) {
-        ev_timer_stop(loop, t);   /* no read deadline now: whoever sets one arms it */
-        return;
-    }
-    if (due > ev_now(loop) + 0.0005) {
-        t->repeat = due - ev_now(loop);
-        ev_timer_again(loop, t);
-        return;
-    }
-    switch (c->phase) {
-    case CLIENT_HEAD:
-        log_debug("client %s: header_timeout", c->addr);
-        ev_timer_stop(loop, t);
-        client_reject(c, 408, "request head not received in time");
-        return;
-    case CLIENT_BODY:
-        ev_timer_stop(loop, t);
-        if (c->answer_done || (c->ex && (c->ex->state == EX_STREAMING || c->ex->state == EX_TUNNEL ||
-                                         c->ex->state == EX_LOCAL))) {
-            client_close(c);   /* an answer is already under way: nothing else can be said */
+    if (c->send_stall) {
+        if (c->last_write + ms(c->conf->client.send_timeout) <= now + 0.0005) {
+            log_debug("client %s: send_timeout", CLIENT_ADDR_DBG(c));
+            client_close(c);
             return;
         }
-        log_debug("client %s: body_timeout", c->addr);
-        client_reject(c, 408, "request body not received in time");
-        return;
-    default:
-        client_close(c);   /* idle keep-alive, first request never started, or lingering */
+        if (now - c->last_write >= OUT_SHED_AFTER - 0.001)
+            client_out_shed(c);
+    }
+    due = client_rdue(c);
+    if (due != 0 && due <= now + 0.0005) {
+        ev_timer_stop(loop, t);   /* whatever follows arms it again if a deadline remains */
+        switch (c->phase) {
+        case CLIENT_HEAD:
+            log_debug("client %s: header_timeout", CLIENT_ADDR_DBG(c));
+            client_reject(c, 408, "request head not received in time");
+            return;
+        case CLIENT_BODY:
+            if (c->answer_done || (c->ex && (c->ex->state == EX_STREAMING || c->ex->state == EX_TUNNEL ||
+                                             c->ex->state == EX_LOCAL))) {
+                client_close(c);   /* an answer is already under way: nothing else can be said */
+                return;
+            }
+            log_debug("client %s: body_timeout", CLIENT_ADDR_DBG(c));
+            client_reject(c, 408, "request body not received in time");
+            return;
+        default:
+            client_close(c);   /* idle keep-alive, first request never started, or lingering */
+            return;
+        }
+    }
+    due = client_due(c);
+    if (due == 0) {
+        ev_timer_stop(loop, t);   /* no deadline now: whoever sets one arms it */
         return;
     }
+    t->repeat = due - now > 1e-6 ? due - now : 1e-6;
+    ev_timer_again(loop, t);
 }
 
 void client_exchange_done(struct client *c, bool keep)
@@ -634,8 +699,8 @@ void client_continue(struct client *c)
 
 void client_tunnel(struct client *c)
 {
-    c->phase = CLIENT_TUNNEL;
-    ev_timer_stop(c->w->loop, &c->rtimer);
+    c->phase = CLIENT_TUNNEL;   /* no read deadline: the timer stops at its next expiry unless
+                                 * output is stuck (send_timeout still applies) */
     client_read_on(c);
     if (c->in.len)
         client_process(c);
@@ -656,7 +721,7 @@ void client_drain(struct client *c)
         ev_tstamp grace = ev_now(c->w->loop) + DRAIN_HEAD_GRACE;
         if (c->head_deadline > grace) {
             c->head_deadline = grace;
-            client_rtimer_arm(c);
+            client_timer_arm(c);
         }
     }
     /* otherwise the answer in progress carries Connection: close (see exchange.c) */
@@ -690,7 +755,7 @@ static bool client_step(struct client *c)
         }
         if (c->served)
             c->head_deadline = ev_now(w->loop) + ms(c->conf->client.header_timeout);
-        client_rtimer_arm(c);
+        client_timer_arm(c);
         return true;
 
     case CLIENT_HEAD: {
@@ -736,7 +801,7 @@ static bool client_step(struct client *c)
         exchange_start(c->ex, c);
         if (c->closed)
             return false;
-        client_rtimer_arm(c);
+        client_timer_arm(c);
         return true;
     }
 
@@ -760,7 +825,7 @@ static bool client_step(struct client *c)
             return false;
         case H1_DONE:
             c->phase = CLIENT_WAIT;
-            client_rtimer_arm(c);
+            client_timer_arm(c);
             exchange_body_end(c->ex);
             if (!c->closed && c->ex && c->ex->req->upgrade && c->ex->state == EX_UPSTREAM)
                 return false;   /* tunnel bytes wait for the 101 */
@@ -843,7 +908,7 @@ static void client_splice_body(struct ev_loop *loop, struct client *c, struct sp
     if (r <= 0) {
         /* EOF or an error before the whole body: the request can never complete (as below). */
         if (r < 0)
-            log_debug("read from client %s: %s", c->addr, strerror((int)-r));
+            log_debug("read from client %s: %s", CLIENT_ADDR_DBG(c), strerror((int)-r));
         client_close(c);
         return;
     }
@@ -851,7 +916,7 @@ static void client_splice_body(struct ev_loop *loop, struct client *c, struct sp
     if (exchange_body_spliced(c->ex, (size_t)r)) {
         /* the body's last byte: the message is complete, as the parser's H1_DONE (client_step) */
         c->phase = CLIENT_WAIT;
-        client_rtimer_arm(c);
+        client_timer_arm(c);
         exchange_body_end(c->ex);
     }
 }
@@ -919,7 +984,7 @@ static void client_read_cb(struct ev_loop *loop, struct client *c)
     }
     if (r <= 0) {
         if (r < 0)
-            log_debug("read from client %s: %s", c->addr, strerror((int)-r));
+            log_debug("read from client %s: %s", CLIENT_ADDR_DBG(c), strerror((int)-r));
         /* The client went away: whatever is in flight for it is cancelled. */
         client_close(c);
         return;

@@ -6,7 +6,7 @@
  * answers go out in order. Closing puts the client in the worker's graveyard (freed after the
  * current loop iteration), so a callback up the stack may still look at `closed`.
  *
- * Fields are written by client.c only. The exchange reads `w`, `addr`, `parser` (the request head
+ * Fields are written by client.c only. The exchange reads `w`, `addr` (client_addr_text), `parser` (the request head
  * and body parser, whose body output the exchange sets), `closed` and the byte counters; it writes
  * its answer into the buffer client_out() lends it, and the request body reaches it through
  * exchange_body()/exchange_body_end() (tunnel bytes: exchange_tunnel_append/exchange_tunnel_in).
@@ -16,15 +16,19 @@
  * response body reaches the socket from the exchange's response pipe, written after `out`
  * (client_flush): both count as the client's input read and output queued.
  *
- * Timers: `rtimer` is the read side (header_timeout for the whole head, body_timeout between body
- * bytes, idle_timeout between requests), `wtimer` the send side (send_timeout while output is stuck).
- * `rtimer` is updated lazily: it may run for an earlier deadline than the current one, and its
- * callback re-arms itself for the current one (client_rdue) or stops when there is none.
+ * Timers: one ev_timer, `timer`, for both sides. Each side's deadline is derived when needed: the
+ * read side's from the phase (header_timeout for the whole head from `head_deadline`, body_timeout
+ * between body bytes and idle_timeout between requests from `last_read`, the lingering close), the
+ * send side's from `last_write` while output is stuck (`send_stall`: send_timeout since the socket
+ * last took a byte). The timer runs for the earlier of the two and is updated lazily: it may run
+ * for an earlier deadline than the current one, and its callback re-arms itself for the current
+ * one or stops when there is none.
  */
 #ifndef LIFELINE_CLIENT_H
 #define LIFELINE_CLIENT_H
 
 #include <ev.h>
+#include <netinet/in.h>
 #include <stdbool.h>
 #include <sys/socket.h>
 
@@ -52,14 +56,16 @@ struct client {
     struct xprt x;
     ev_io io;                           /* EV_READ while reading, EV_WRITE while output is stuck (or a
                                          * TLS read waits to write: then EV_WRITE stands for EV_READ) */
-    ev_timer rtimer, wtimer;
+    ev_timer timer;                     /* the read and send deadlines, whichever is earlier */
     ev_tstamp last_read, last_write, head_deadline;
     struct buf in, out;                 /* in: WORKER_SMALL first, a block once needed (client.c) */
     struct h1_parser *parser;           /* while a request is in progress */
     struct conf *conf;                  /* snapshot of the current request (reference held) */
     struct exchange *ex;                /* the request in progress (from the worker cache), or NULL */
-    char addr[48];                      /* peer IP, for X-Forwarded-For */
+    unsigned char addr[16];             /* peer IP, binary (IPv4: the first 4 bytes); text made by
+                                         * client_addr_text, once per request (exchange_start) */
     enum client_phase phase : 8;
+    unsigned addr_family : 2;           /* CLIENT_ADDR_NONE, CLIENT_ADDR_V4 or CLIENT_ADDR_V6 */
     bool closed : 1;
     bool tls : 1;                       /* accepted on a TLS listener (X-Forwarded-Proto: https) */
     bool handshaking : 1;               /* TLS handshake in progress: the watcher drives it */
@@ -72,10 +78,18 @@ struct client {
     bool processing : 1, reprocess : 1; /* client_process() is running / must run again */
     bool rd_wants_wr : 1;               /* a TLS read must first finish a write: wait on EV_WRITE for it */
     bool out_shed : 1;                  /* the stuck output's unused pages went back (client.c) */
+    bool send_stall : 1;                /* output stuck: send_timeout runs from last_write */
     unsigned ioev : 2;                  /* the events wanted (EV_READ|EV_WRITE); the watcher's may differ */
     unsigned served;                    /* requests answered on this connection */
     uint64_t bytes_out;                 /* bytes queued for the client so far (written or in out) */
 };
+
+enum { CLIENT_ADDR_NONE, CLIENT_ADDR_V4, CLIENT_ADDR_V6 };
+
+/* The peer's IP as text (X-Forwarded-For, the access log, hash balancing on the client address),
+ * written NUL-terminated into buf (INET6_ADDRSTRLEN bytes): dotted IPv4, or IPv6 as inet_ntop
+ * writes it; "" for a peer with no IP address. Returns its length. */
+size_t client_addr_text(const struct client *c, char *buf);
 
 /* Takes ownership of an accepted, non-blocking socket. tls: the listener's TLS context, or NULL
  * for a plain listener; the handshake then runs first, bounded by client.header_timeout like the

@@ -181,7 +181,7 @@ static void exchange_account(struct exchange *ex, unsigned status)
         return;   /* no log line, and not one for /status/requests */
     memset(&e, 0, sizeof(e));
     e.time = now;
-    e.client = alog_cstr(c->addr);
+    e.client = (struct alog_str){ ex->client_addr, ex->client_addr_len };
     e.method = (struct alog_str){ ex->req->method_name, ex->req->method_len };
     e.target = (struct alog_str){ ex->req->target, ex->req->target_len };
     e.route = alog_cstr(ex->route ? ex->route->name : NULL);
@@ -560,6 +560,7 @@ void exchange_start(struct exchange *ex, struct client *c)
     spipe_init(&ex->rpipe);
     ex->c = c;
     ex->w = w;
+    ex->client_addr_len = (unsigned char)client_addr_text(c, ex->client_addr);
     ex->gen = w->gen;
     ex->gen->refs++;
     ex->req = h1_parser_head(c->parser);
@@ -663,8 +664,8 @@ static int exchange_build_head(struct exchange *ex, struct hop *h, struct upserv
         o.host = s->hostport;
         o.host_len = strlen(s->hostport);
     }
-    o.client = ex->c->addr;
-    o.client_len = strlen(ex->c->addr);
+    o.client = ex->client_addr;
+    o.client_len = ex->client_addr_len;
     o.proto = ex->c->tls ? "https" : "http";
     o.request_id = ex->request_id;
     o.request_id_len = ex->request_id_len;
@@ -696,7 +697,7 @@ static uint64_t exchange_hash(struct exchange *ex)
         const struct h1_header *hd = h1_find(req, cp->hash_header);
         return hd ? pool_hash(hd->value, hd->value_len, 0) : 0;
     }
-    return pool_hash(ex->c->addr, strlen(ex->c->addr), 0);
+    return pool_hash(ex->client_addr, ex->client_addr_len, 0);
 }
 
 /* A server for the next attempt: one not tried yet in this request when one exists (SPEC §3.3).

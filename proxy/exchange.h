@@ -48,6 +48,9 @@ enum exchange_state {
 struct exchange {
     struct client *c;
     struct worker *w;                   /* the client's worker, for short */
+    char client_addr[46];               /* the client's IP as text (client_addr_text: the client
+                                         * keeps it in binary), for X-Forwarded-For, the log, hash */
+    unsigned char client_addr_len;
     enum exchange_state state;
     struct gen *gen;                    /* the worker generation it runs on (reference held) */
     const struct conf_route *route;

@@ -92,7 +92,7 @@ void pool_close(struct upconn *uc)
     ev_io_stop(w->loop, &uc->wr);
     xprt_close(&uc->x);
     worker_buf_put(w, &uc->in);
-    free(uc);
+    worker_upconn_free(w, uc);
 }
 
 void pool_destroy(struct pool *p)
@@ -241,7 +241,7 @@ struct upconn *pool_connect(struct upserver *s, int *err)
         close(fd);
         return NULL;
     }
-    uc = calloc(1, sizeof(*uc));
+    uc = worker_upconn_new(s->pool->w);
     if (!uc) {
         *err = ENOMEM;
         close(fd);

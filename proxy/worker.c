@@ -25,6 +25,7 @@
 #include "runtime.h"
 #include "log.h"
 #include "metrics.h"
+#include "pool.h"
 #include "series.h"
 #include "stale.h"
 #include "xprt.h"
@@ -48,19 +49,22 @@ atomic_uint worker_open_clients;
  * allocations, so the peak does not grow; a quiet tick hands everything back. */
 #define TRIM_BUSY_INTERVAL 30.0
 
-/* Client slabs: CLIENT_SLAB bytes, aligned to their size, so that a struct finds its slab by
- * masking its address. Structs are handed out from the free list, else from the untouched tail
- * (`fresh`), so a new slab's pages are touched only as connections arrive. Slabs with a free struct
- * are on w->slabs; an empty one is freed unless it is the only one there. Under AddressSanitizer
- * structs come from calloc, so that a use after free is still reported. */
+/* Slabs of one struct size (clients; upstream connections): CLIENT_SLAB bytes, aligned to their
+ * size, so that a struct finds its slab by masking its address. Structs are handed out from the
+ * free list, else from the untouched tail (`fresh`), so a new slab's pages are touched only as
+ * connections arrive. Slabs with a free struct are on their list (w->slabs, w->upslabs); an empty
+ * one is freed unless it is the only one there. Long-lived structs so packed never sit between
+ * the buffers of requests in flight: an upstream connection that a burst opened no longer pins a
+ * page of freed buffers each (256 of them were 0.11 KiB per idle client with 10,000 held). Under
+ * AddressSanitizer structs come from calloc, so that a use after free is still reported. */
 #define CLIENT_SLAB (64u << 10)
 struct client_slab {
-    struct client_slab *prev, *next;    /* w->slabs while it has a free struct */
+    struct client_slab *prev, *next;    /* on its list while it has a free struct */
     void *free;                         /* free structs, linked through their first bytes */
     unsigned used, fresh;               /* structs handed out / next untouched index */
 };
 #define SLAB_FIRST ((sizeof(struct client_slab) + 63) & ~(size_t)63)
-#define SLAB_CAP ((CLIENT_SLAB - SLAB_FIRST) / sizeof(struct client))
+#define SLAB_CAP(size) ((unsigned)((CLIENT_SLAB - SLAB_FIRST) / (size)))
 static void slab_unmap(struct client_slab *sl);
 
 static void worker_accept_cb(struct ev_loop *loop, ev_io *io, int revents);
@@ -549,6 +553,11 @@ void worker_destroy(struct worker *w)
         w->slabs = sl->next;
         slab_unmap(sl);
     }
+    while (w->upslabs) {   /* every pool is destroyed by now: these are empty */
+        struct client_slab *sl = w->upslabs;
+        w->upslabs = sl->next;
+        slab_unmap(sl);
+    }
     for (unsigned i = 0; i < w->nreq_parsers; i++)
         h1_parser_free(w->req_parsers[i]);
     for (unsigned i = 0; i < w->nresp_parsers; i++)
@@ -577,16 +586,17 @@ static void slab_unmap(struct client_slab *sl)
     (void)sl;
 }
 
-struct client *worker_client_new(struct worker *w)
+static void *slab_get(struct client_slab **list, size_t size)
 {
-    (void)w;
-    return calloc(1, sizeof(struct client));
+    (void)list;
+    return calloc(1, size);
 }
 
-void worker_client_free(struct worker *w, struct client *c)
+static void slab_put(struct client_slab **list, void *p, size_t size)
 {
-    (void)w;
-    free(c);
+    (void)list;
+    (void)size;
+    free(p);
 }
 #else
 /* A zeroed slab aligned to its size, mapped on its own (twice the size, then the ends cut off):
@@ -612,43 +622,64 @@ static void slab_unmap(struct client_slab *sl)
     (void)munmap(sl, CLIENT_SLAB);
 }
 
-struct client *worker_client_new(struct worker *w)
+/* A zeroed struct of `size` bytes from the slabs on *list (always of that size). */
+static void *slab_get(struct client_slab **list, size_t size)
 {
-    struct client_slab *sl = w->slabs;
-    struct client *c;
+    struct client_slab *sl = *list;
+    char *c;
 
     if (!sl) {
         sl = slab_map();
         if (!sl)
             return NULL;
-        LIST_PUSH(w->slabs, sl, prev, next);
+        LIST_PUSH(*list, sl, prev, next);
     }
     if (sl->free) {
         c = sl->free;
         memcpy(&sl->free, c, sizeof(void *));
     } else {
-        c = (struct client *)((char *)sl + SLAB_FIRST) + sl->fresh++;
+        c = (char *)sl + SLAB_FIRST + (size_t)sl->fresh++ * size;
     }
-    if (++sl->used == SLAB_CAP)
-        LIST_UNLINK(w->slabs, sl, prev, next);   /* full */
-    memset(c, 0, sizeof(*c));
+    if (++sl->used == SLAB_CAP(size))
+        LIST_UNLINK(*list, sl, prev, next);   /* full */
+    memset(c, 0, size);
     return c;
 }
 
-void worker_client_free(struct worker *w, struct client *c)
+static void slab_put(struct client_slab **list, void *p, size_t size)
 {
-    struct client_slab *sl = (struct client_slab *)((uintptr_t)c & ~(uintptr_t)(CLIENT_SLAB - 1));
+    struct client_slab *sl = (struct client_slab *)((uintptr_t)p & ~(uintptr_t)(CLIENT_SLAB - 1));
 
-    if (sl->used-- == SLAB_CAP)
-        LIST_PUSH(w->slabs, sl, prev, next);     /* was full */
-    memcpy(c, &sl->free, sizeof(void *));
-    sl->free = c;
+    if (sl->used-- == SLAB_CAP(size))
+        LIST_PUSH(*list, sl, prev, next);     /* was full */
+    memcpy(p, &sl->free, sizeof(void *));
+    sl->free = p;
     if (sl->used == 0 && (sl->prev || sl->next)) {
-        LIST_UNLINK(w->slabs, sl, prev, next);
+        LIST_UNLINK(*list, sl, prev, next);
         slab_unmap(sl);
     }
 }
 #endif
+
+struct client *worker_client_new(struct worker *w)
+{
+    return slab_get(&w->slabs, sizeof(struct client));
+}
+
+void worker_client_free(struct worker *w, struct client *c)
+{
+    slab_put(&w->slabs, c, sizeof(struct client));
+}
+
+struct upconn *worker_upconn_new(struct worker *w)
+{
+    return slab_get(&w->upslabs, sizeof(struct upconn));
+}
+
+void worker_upconn_free(struct worker *w, struct upconn *uc)
+{
+    slab_put(&w->upslabs, uc, sizeof(struct upconn));
+}
 
 /* A free list of buffers of one size, linked through their first bytes. */
 static void *cache_pop(void **list, unsigned *n, unsigned *low)

@@ -5,7 +5,7 @@
  * `struct pool` per configured pool with that pool's idle upstream connections, and caches of
  * buffers, parsers and exchanges so that the request path does not allocate. The caches are bounded
  * by bytes and trimmed by a timer, which also hands freed memory back (malloc_trim), and client
- * structs come from the worker's own slabs (README, "Memory"). It holds one reference on the
+ * and upstream connection structs come from the worker's own slabs (README, "Memory"). It holds one reference on the
  * conf snapshot it serves. Nothing in a worker is touched by another thread except through
  * worker_post() (an ev_async) and the process-wide connection counter.
  *
@@ -118,6 +118,7 @@ struct worker {
     struct exchange *free_ex;           /* cached exchanges, linked through ->c (see worker.c) */
     unsigned nfree_ex, free_ex_low;
     struct client_slab *slabs;          /* slabs of client structs with a free one (worker.c) */
+    struct client_slab *upslabs;        /* the same for upstream connections (struct upconn) */
     ev_timer trim;                      /* WORKER_TRIM_SECONDS: frees what the caches did not need */
     size_t trim_freed;                  /* bytes freed since the last malloc_trim (an estimate) */
     unsigned trim_gets;                 /* buffers taken since the last tick (few: quiet) */
@@ -185,6 +186,11 @@ void worker_free_counters(struct worker *w);
  * when out of memory. worker_client_free gives it back (a slab left empty is freed). */
 struct client *worker_client_new(struct worker *w);
 void worker_client_free(struct worker *w, struct client *c);
+/* The same for an upstream connection's struct (pool.c): idle upstream connections opened in a
+ * burst are packed together too, not left each pinning a page among freed buffers. */
+struct upconn;
+struct upconn *worker_upconn_new(struct worker *w);
+void worker_upconn_free(struct worker *w, struct upconn *uc);
 
 /* A WORKER_BLOCK buffer from the cache (allocated when the cache is empty). 0 or -1 (no memory).
  * Nothing when b already has a buffer (of either size). */

@@ -7,17 +7,20 @@
 # and keeps them all open; lifeline's VmRSS is read before (after a small warm-up, no client
 # connection open) and with every connection open and idle. Then one more request on every
 # connection shows they were all kept alive, and all are closed.
-# Reports RSS per idle connection (KiB); fails (exit 1) unless every connection got both answers.
-# Method: (VmRSS with every connection idle - VmRSS before) / connections, each VmRSS read once the
-# proxy is quiet (SETTLE s, then stable within 0.5%), so that it counts what idle connections hold,
-# not the buffers that BATCH requests in flight at once leave in caches and allocator free lists
-# (lifeline trims its caches and hands memory back after 2 s of quiet; nginx frees its request
-# buffers at once). Kernel socket memory is not in VmRSS, on either side.
+# Reports RSS per idle connection (KiB) for lifeline and, in the same run, for nginx as the proxy
+# (same upstream, client, config limits and method: the test checked against a known proxy); fails
+# (exit 1) unless every connection got both answers.
+# Method ("burst"; printed with the figures): (VmRSS with every connection idle - VmRSS before) /
+# connections, each VmRSS read once the proxy is quiet (SETTLE s, then stable within 0.5%), so that
+# it counts what idle connections hold, not the buffers that BATCH requests in flight at once leave
+# in caches and allocator free lists (lifeline trims its caches and hands memory back after 2 s of
+# quiet; nginx frees its request buffers at once). "Before" follows a warm-up of 20 connections x 5
+# requests. Kernel socket memory is not in VmRSS, on either side.
 #
 # Env: CONNS (10000) SRC_ADDRS (4) BATCH (500 connects in flight at once) LIFELINE_BIN
-#      (build/lifeline) PROXY (lifeline; nginx = the same test against nginx, to check the test)
-#      PORT (18200: upstream; +1 proxy) MAX_KIB_PER_CONN (unset: report only; set: fail above it)
-#      TIMEOUT (s, 180) SETTLE (s, 5)
+#      (build/lifeline) PROXY (both: lifeline then nginx; lifeline or nginx: that one alone)
+#      PORT (18200: upstream; +1 proxy) MAX_KIB_PER_CONN (unset: report only; set: fail when
+#      lifeline's figure is above it) TIMEOUT (s, 180, per proxy) SETTLE (s, 5)
 # Every process started here is stopped by PID at exit.
 set -euo pipefail
 
@@ -28,7 +31,7 @@ CONNS=${CONNS:-10000}
 SRC_ADDRS=${SRC_ADDRS:-4}
 BATCH=${BATCH:-500}
 LIFELINE_BIN=${LIFELINE_BIN:-$ROOT/build/lifeline}
-PROXY=${PROXY:-lifeline}
+PROXY=${PROXY:-both}
 PORT=${PORT:-18200}
 TIMEOUT=${TIMEOUT:-180}
 MAX_KIB_PER_CONN=${MAX_KIB_PER_CONN:-}
@@ -59,7 +62,6 @@ fi
 source "$ROOT/scripts/lib/procs.sh"
 procs_init 5
 
-for p in "$UP_PORT" "$PX_PORT"; do port_open "$p" && die "127.0.0.1:$p is in use; set PORT"; done
 
 TMPDIRS="client_body_temp_path $OUT/tmp/body; proxy_temp_path $OUT/tmp/proxy;
   fastcgi_temp_path $OUT/tmp/fastcgi; uwsgi_temp_path $OUT/tmp/uwsgi; scgi_temp_path $OUT/tmp/scgi;"
@@ -238,40 +240,80 @@ if __name__ == "__main__":
 EOF
 
 case $PROXY in
-lifeline)
+both) proxies=(lifeline nginx) ;;
+lifeline | nginx) proxies=("$PROXY") ;;
+*) die "PROXY must be both, lifeline or nginx" ;;
+esac
+if [[ " ${proxies[*]} " == *" lifeline "* ]]; then
     [[ -x "$LIFELINE_BIN" ]] || die "$LIFELINE_BIN not built (run make)"
     "$LIFELINE_BIN" -t -c "$OUT/lifeline.yaml" >/dev/null || die "lifeline rejects $OUT/lifeline.yaml"
-    proxy_cmd=("$LIFELINE_BIN" -c "$OUT/lifeline.yaml")
-    ;;
-nginx) proxy_cmd=("$NGINX" -p "$OUT" -c "$OUT/nginx.conf") ;;
-*) die "PROXY must be lifeline or nginx" ;;
-esac
-
-"$NGINX" -p "$OUT" -c "$OUT/upstream-nginx.conf" >"$OUT/upstream.log" 2>&1 9>&- &
-pids+=("$!")
-"${proxy_cmd[@]}" >"$OUT/proxy.log" 2>&1 9>&- &
-proxy_pid=$!
-pids+=("$proxy_pid")
-
-for ((i = 0; i < 100; i++)); do
-    if port_open "$UP_PORT" && port_open "$PX_PORT"; then break; fi
-    kill -0 "$proxy_pid" 2>/dev/null || { cat "$OUT/proxy.log" >&2; die "$PROXY exited at start"; }
-    sleep 0.1
-done
-code=$(curl -s -o /dev/null -m 5 -w '%{http_code}' "http://127.0.0.1:$PX_PORT/" || true)
-[[ "$code" == 200 ]] || { cat "$OUT/proxy.log" >&2; die "$PROXY did not answer 200 (got ${code:-nothing})"; }
-
-echo "conns-test: $PROXY (pid $proxy_pid), $CONNS connections from $SRC_ADDRS source addresses, fd limit $have_fds"
-rc=0
-SETTLE=$SETTLE timeout -k 5 $((TIMEOUT + 30)) "$PYTHON" "$OUT/conns.py" "$PX_PORT" "$CONNS" "$SRC_ADDRS" "$BATCH" \
-    "$proxy_pid" "$TIMEOUT" | tee "$OUT/result.txt" || rc=$?
-if ! kill -0 "$proxy_pid" 2>/dev/null; then
-    echo "conns-test: FAIL: $PROXY died during the test"; tail -20 "$OUT/proxy.log"; rc=1
 fi
-if ((rc == 0)) && [[ -n "$MAX_KIB_PER_CONN" ]]; then
-    per=$(sed -n 's/.*kib_per_conn=\([0-9.]*\).*/\1/p' "$OUT/result.txt")
-    if ! awk -v p="$per" -v m="$MAX_KIB_PER_CONN" 'BEGIN { exit !(p <= m) }'; then
-        echo "conns-test: FAIL: $per KiB per idle connection > MAX_KIB_PER_CONN=$MAX_KIB_PER_CONN"; rc=1
+
+METHOD="burst: (VmRSS with $CONNS connections idle - VmRSS before) / connections; $BATCH connects in \
+flight at once, one request each; each VmRSS read after ${SETTLE} s quiet and once stable within 0.5%; \
+before = after a warm-up of 20 connections x 5 requests; kernel socket memory not counted"
+echo "conns-test: method: $METHOD"
+if [[ " ${proxies[*]} " == *" lifeline "* ]] && command -v gdb >/dev/null; then
+    sz=$(gdb -batch -ex 'print sizeof(struct client)' "$LIFELINE_BIN" 2>/dev/null | sed -n 's/^\$1 = //p')
+    [[ -n "$sz" ]] && echo "conns-test: sizeof(struct client) = $sz bytes (gdb, $LIFELINE_BIN)"
+fi
+
+# run_one PROXY: the upstream and the proxy started, the test run, both stopped; the figure goes to
+# $OUT/result-PROXY.txt. Returns non-zero when the test failed.
+run_one() {
+    local name=$1 proxy_pid code rc=0
+    local -a proxy_cmd
+    case $name in
+    lifeline) proxy_cmd=("$LIFELINE_BIN" -c "$OUT/lifeline.yaml") ;;
+    nginx) proxy_cmd=("$NGINX" -p "$OUT" -c "$OUT/nginx.conf") ;;
+    esac
+    for p in "$UP_PORT" "$PX_PORT"; do port_open "$p" && { echo "conns-test: 127.0.0.1:$p is in use; set PORT" >&2; return 1; }; done
+    "$NGINX" -p "$OUT" -c "$OUT/upstream-nginx.conf" >"$OUT/upstream.log" 2>&1 9>&- &
+    pids+=("$!")
+    "${proxy_cmd[@]}" >"$OUT/proxy-$name.log" 2>&1 9>&- &
+    proxy_pid=$!
+    pids+=("$proxy_pid")
+
+    for ((i = 0; i < 100; i++)); do
+        if port_open "$UP_PORT" && port_open "$PX_PORT"; then break; fi
+        kill -0 "$proxy_pid" 2>/dev/null || { cat "$OUT/proxy-$name.log" >&2; echo "conns-test: $name exited at start" >&2; return 1; }
+        sleep 0.1
+    done
+    code=$(curl -s -o /dev/null -m 5 -w '%{http_code}' "http://127.0.0.1:$PX_PORT/" || true)
+    if [[ "$code" != 200 ]]; then
+        cat "$OUT/proxy-$name.log" >&2
+        echo "conns-test: $name did not answer 200 (got ${code:-nothing})" >&2
+        return 1
+    fi
+
+    echo "conns-test: $name (pid $proxy_pid), $CONNS connections from $SRC_ADDRS source addresses, fd limit $have_fds"
+    SETTLE=$SETTLE timeout -k 5 $((TIMEOUT + 30)) "$PYTHON" "$OUT/conns.py" "$PX_PORT" "$CONNS" "$SRC_ADDRS" "$BATCH" \
+        "$proxy_pid" "$TIMEOUT" | tee "$OUT/result-$name.txt" || rc=$?
+    if ! kill -0 "$proxy_pid" 2>/dev/null; then
+        echo "conns-test: FAIL: $name died during the test"; tail -20 "$OUT/proxy-$name.log"; rc=1
+    fi
+    procs_cleanup   # both stopped (by PID) before the next proxy takes the ports
+    pids=()
+    return "$rc"
+}
+
+rc=0
+declare -A kib
+for name in "${proxies[@]}"; do
+    run_one "$name" || rc=1
+    kib[$name]=$(sed -n 's/.*kib_per_conn=\([0-9.]*\).*/\1/p' "$OUT/result-$name.txt" 2>/dev/null || true)
+done
+cp "$OUT/result-${proxies[0]}.txt" "$OUT/result.txt" 2>/dev/null || true
+
+summary="conns-test: KiB of RSS per idle keep-alive connection ($CONNS held, burst method, $BATCH in flight):"
+for name in "${proxies[@]}"; do summary+=" $name ${kib[$name]:-?}"; done
+if [[ -n "${kib[lifeline]:-}" && -n "${kib[nginx]:-}" ]]; then
+    summary+=$(awk -v a="${kib[lifeline]}" -v b="${kib[nginx]}" 'BEGIN { if (b > 0) printf " (lifeline/nginx %.2f)", a / b }')
+fi
+echo "$summary"
+if ((rc == 0)) && [[ -n "$MAX_KIB_PER_CONN" && -n "${kib[lifeline]:-}" ]]; then
+    if ! awk -v p="${kib[lifeline]}" -v m="$MAX_KIB_PER_CONN" 'BEGIN { exit !(p <= m) }'; then
+        echo "conns-test: FAIL: lifeline ${kib[lifeline]} KiB per idle connection > MAX_KIB_PER_CONN=$MAX_KIB_PER_CONN"; rc=1
     fi
 fi
 if ((rc == 0)); then echo "conns-test: PASS"; else echo "conns-test: FAIL"; fi

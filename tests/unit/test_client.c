@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
 #include <sys/ioctl.h>
 
 #include <openssl/err.h>
@@ -245,6 +246,176 @@ static void test_idle_connection_holds_no_buffers(void **state)
     fx_free(&f);
 }
 
+/* The peer's address, kept in binary (16 bytes) and written as text once per request
+ * (X-Forwarded-For, the access log): what inet_ntop writes, for every width of an IPv4 byte. */
+static void test_addr_text(void **state)
+{
+    static const char *v4[] = { "0.0.0.0", "255.255.255.255", "10.0.100.9", "1.22.3.199", "127.0.0.1" };
+    static const char *v6[] = { "::1", "2001:db8::ff00:42:8329", "::ffff:192.0.2.128", "fe80::1:2:3:4" };
+    struct client c;
+    char buf[INET6_ADDRSTRLEN];
+
+    (void)state;
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(client_addr_text(&c, buf), 0);
+    assert_string_equal(buf, "");
+    for (size_t i = 0; i < sizeof(v4) / sizeof(v4[0]); i++) {
+        assert_int_equal(inet_pton(AF_INET, v4[i], c.addr), 1);
+        c.addr_family = CLIENT_ADDR_V4;
+        memset(buf, 'x', sizeof(buf));
+        assert_int_equal(client_addr_text(&c, buf), strlen(v4[i]));
+        assert_string_equal(buf, v4[i]);
+    }
+    for (size_t i = 0; i < sizeof(v6) / sizeof(v6[0]); i++) {
+        assert_int_equal(inet_pton(AF_INET6, v6[i], c.addr), 1);
+        c.addr_family = CLIENT_ADDR_V6;
+        assert_int_equal(client_addr_text(&c, buf), strlen(v6[i]));
+        assert_string_equal(buf, v6[i]);
+    }
+}
+
+/* ---- one timer, two sides: each deadline keeps its own meaning -------------------------------- */
+
+#define BIG_BODY (4u << 20)
+static char big_chunk[64 * 1024];
+
+/* The upstream's answer of BIG_BODY bytes, fed as its socket takes it (*sent: body bytes sent). */
+static void big_feed(struct fx_peer *u, size_t *sent)
+{
+    while (*sent < BIG_BODY) {
+        size_t n = BIG_BODY - *sent < sizeof(big_chunk) ? BIG_BODY - *sent : sizeof(big_chunk);
+        ssize_t r = send(u->fd, big_chunk, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (r <= 0) {
+            assert_true(r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+            return;
+        }
+        *sent += (size_t)r;
+    }
+}
+
+/* A kept-alive connection's second request whose answer the client does not read: request 1 is
+ * answered whole, then request 2's answer (BIG_BODY bytes) fills the client's socket, and
+ * lifeline's output is stuck. Returns the upstream connection; *t0: when the output got stuck. */
+static struct fx_peer *stall_second(struct fx *f, struct fx_peer *c, struct client *cl, int lfd, size_t *sent,
+                                    double *t0)
+{
+    char head[128];
+    struct fx_peer *u = fx_roundtrip(f, c, lfd, NULL, FX_GET("/1"), 200, "one");
+
+    assert_int_equal(cl->served, 1);
+    fx_send(c, FX_GET("/big"));
+    u = fx_take_request(f, lfd, u, FX_GET("/big"), NULL, 0);
+    snprintf(head, sizeof(head), "HTTP/1.1 200 X\r\ncontent-length: %u\r\n\r\n", BIG_BODY);
+    fx_send(u, head);
+    *sent = 0;
+    FX_UNTIL(f, (big_feed(u, sent), cl->write_blocked), 2.0);
+    *t0 = fx_now();
+    return u;
+}
+
+/* The client reads the whole stuck answer (the upstream feeding the rest meanwhile). */
+static void drain_big(struct fx *f, struct fx_peer *c, struct fx_peer *u, size_t *sent)
+{
+    static char sink[256 * 1024];
+    size_t got = 0, want = 0;
+    double end = fx_now() + 5.0;
+
+    while (want == 0 || got < want) {
+        ssize_t r = recv(c->fd, sink, sizeof(sink), MSG_DONTWAIT);
+        if (r > 0) {
+            if (want == 0) {   /* the head comes first, whole in the first read */
+                const char *e = memmem(sink, (size_t)r, "\r\n\r\n", 4);
+                assert_non_null(e);
+                want = (size_t)(e + 4 - sink) + BIG_BODY;
+            }
+            got += (size_t)r;
+            continue;
+        }
+        assert_true(r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+        if (fx_now() > end)
+            fail_msg("the stuck answer did not arrive whole: %zu of %zu bytes", got, want);
+        big_feed(u, sent);
+        fx_turn(f);
+    }
+    assert_int_equal(got, want);
+}
+
+/* SPEC §2 send_timeout on a kept-alive connection: a stall on its second request's answer is cut
+ * at send_timeout, not at the (longer) idle, header or body timeout. */
+static void test_send_stall_cut_at_send_timeout(void **state)
+{
+    static struct fx f;
+    struct fx_peer *c;
+    struct client *cl;
+    size_t sent;
+    double t0, dt;
+    int lfd;
+
+    (void)state;
+    lfd = one_server(&f, "client: { header_timeout: 5s, body_timeout: 5s, idle_timeout: 5s, send_timeout: 200ms }\n");
+    c = fx_client(&f, &cl);
+    (void)stall_second(&f, c, cl, lfd, &sent, &t0);
+    FX_UNTIL(&f, f.w.nclients == 0, 3.0);
+    dt = fx_now() - t0;
+    assert_true(dt >= 0.15 && dt < 1.5);
+    fx_free(&f);
+}
+
+/* The reverse: a stall shorter than send_timeout outlives the (shorter) idle, header and body
+ * timeouts, and once the answer is through, the connection idles for idle_timeout, not for
+ * send_timeout: neither side's deadline stands in for the other. */
+static void test_send_stall_outlives_read_timeouts(void **state)
+{
+    static struct fx f;
+    struct fx_peer *c, *u;
+    struct client *cl;
+    size_t sent;
+    double t0, dt;
+    int lfd;
+
+    (void)state;
+    lfd = one_server(&f, "client: { header_timeout: 150ms, body_timeout: 150ms, idle_timeout: 150ms, send_timeout: 3s }\n");
+    c = fx_client(&f, &cl);
+    u = stall_second(&f, c, cl, lfd, &sent, &t0);
+    fx_run_for(&f, 0.6);   /* four times the read side's timeouts */
+    assert_int_equal(f.w.nclients, 1);
+    assert_true(cl->write_blocked);
+    drain_big(&f, c, u, &sent);
+    t0 = fx_now();
+    FX_UNTIL(&f, f.w.nclients == 0, 2.0);   /* idle_timeout, not send_timeout's 3 s */
+    dt = fx_now() - t0;
+    assert_true(dt >= 0.1 && dt < 1.0);
+    fx_free(&f);
+}
+
+/* And a send deadline ends with its stall: a connection idle after a stuck answer went through
+ * stays open past send_timeout (shorter here), until its idle_timeout. */
+static void test_idle_after_stall_not_cut_at_send_timeout(void **state)
+{
+    static struct fx f;
+    struct fx_peer *c, *u;
+    struct client *cl;
+    size_t sent;
+    double t0, dt;
+    int lfd;
+
+    (void)state;
+    lfd = one_server(&f, "client: { idle_timeout: 1s, send_timeout: 400ms }\n");
+    c = fx_client(&f, &cl);
+    u = stall_second(&f, c, cl, lfd, &sent, &t0);
+    drain_big(&f, c, u, &sent);
+    t0 = fx_now();
+    fx_run_for(&f, 0.01);
+    assert_int_equal(cl->phase, CLIENT_IDLE);
+    assert_false(cl->send_stall);
+    fx_run_for(&f, 0.6);   /* past send_timeout */
+    assert_int_equal(f.w.nclients, 1);
+    FX_UNTIL(&f, f.w.nclients == 0, 2.0);
+    dt = fx_now() - t0;
+    assert_true(dt >= 0.9 && dt < 1.8);
+    fx_free(&f);
+}
+
 /* ---- TLS: a read that must first finish a write (rd_wants_wr) ------------------------------ */
 
 /* A self-signed EC P-256 certificate made in memory, for a listener's context. */
@@ -423,6 +594,10 @@ int main(void)
         cmocka_unit_test_teardown(test_half_close_mid_head_closes, fx_teardown),
         cmocka_unit_test_teardown(test_header_timeout_408, fx_teardown),
         cmocka_unit_test_teardown(test_idle_connection_holds_no_buffers, fx_teardown),
+        cmocka_unit_test(test_addr_text),
+        cmocka_unit_test_teardown(test_send_stall_cut_at_send_timeout, fx_teardown),
+        cmocka_unit_test_teardown(test_send_stall_outlives_read_timeouts, fx_teardown),
+        cmocka_unit_test_teardown(test_idle_after_stall_not_cut_at_send_timeout, fx_teardown),
         cmocka_unit_test_teardown(test_tls_read_waits_for_write, tls_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
