@@ -271,9 +271,11 @@ def test_a_stalled_reader_holds_less_than_a_block_more(lifeline, upstream, many_
     when its socket filled, not a whole 32 KiB output block refilled after it (client_out_fit), and
     the paused attempt, having parsed all it read into that output, gives its input block back.
     400 clients with a 4 KiB receive buffer each ask for 8 MiB (Content-Length, or chunked upstream
-    re-framed downstream) and read only the head. VmRSS growth per client (plain build): 38-43 KiB
-    (what was pending, the two parsers, the connection's state); 54 KiB with the output refilled to
-    a full block; 86 KiB when the paused attempt kept its 32 KiB input block as well."""
+    re-framed downstream) and read only the head. VmRSS growth per client (plain build): 27-31 KiB
+    (what was pending, the two parsers, the connection's state); 41-50 KiB when each parser held a
+    full header table and a max_header_bytes arena (h1.c now sizes them as a head needs); before
+    that, 54 KiB with the output refilled to a full block, 86 KiB when the paused attempt kept its
+    32 KiB input block as well."""
     up = upstream()
     n = 400
     lf = lifeline(pools={"p": pool(up, timeouts={"read": "60s"})},
@@ -298,7 +300,7 @@ def test_a_stalled_reader_holds_less_than_a_block_more(lifeline, upstream, many_
         per = (after - before) / n
         print("stalled reader %s: %.1f KiB per client (VmRSS %d -> %d KiB, %d clients)" % (path, per, before, after, n))
         lf.assert_alive()
-        assert per <= 48, "%.1f KiB per stalled reader (VmRSS %d -> %d KiB)" % (per, before, after)
+        assert per <= 36, "%.1f KiB per stalled reader (VmRSS %d -> %d KiB)" % (per, before, after)
     finally:
         for s in socks:
             s.close()
