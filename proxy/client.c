@@ -374,12 +374,21 @@ static void client_out_fit(struct client *c)
     c->out.cap = c->out.len;   /* > WORKER_SMALL: still told apart from a small one */
 }
 
-/* Stuck for OUT_SHED_AFTER (client_wtimer_cb): the block's pages after what it holds go back. Not
- * at once: a fast client's socket fills and drains all the time, and would pay for the pages. */
+/* Stuck for OUT_SHED_AFTER (client_wtimer_cb): the block's pages after what it holds go back (all
+ * of them for an empty block). Not at once: a fast client's socket fills and drains all the time,
+ * and would pay for the pages. */
 #define OUT_SHED_AFTER 0.25
+/* A fitted block, or an empty one while the pipe is what is stuck (the zero-copy path: the block
+ * carried the head and the first body bytes, and 1,024 stalled spliced readers would keep 32 MiB of
+ * touched pages). */
+static bool client_out_sheddable(const struct client *c)
+{
+    return c->out.data && c->out.cap != WORKER_SMALL && (c->out.cap != WORKER_BLOCK || c->out.len == 0);
+}
+
 static void client_out_shed(struct client *c)
 {
-    if (c->out_shed || !c->out.data || c->out.cap == WORKER_BLOCK || c->out.cap == WORKER_SMALL)
+    if (c->out_shed || !client_out_sheddable(c))
         return;
     c->out_shed = true;
     worker_buf_shed(&c->out);
@@ -444,7 +453,7 @@ void client_flush(struct client *c)
             client_out_fit(c);
             if (r > 0 || !ev_is_active(&c->wtimer)) {
                 c->wtimer.repeat = ms(c->conf->client.send_timeout);
-                if (c->wtimer.repeat > OUT_SHED_AFTER && c->out.cap != WORKER_BLOCK && c->out.cap != WORKER_SMALL)
+                if (c->wtimer.repeat > OUT_SHED_AFTER && client_out_sheddable(c))
                     c->wtimer.repeat = OUT_SHED_AFTER;   /* shed the stuck output's pages then */
                 if (r == 0 && c->last_write == 0)
                     c->last_write = ev_now(c->w->loop);

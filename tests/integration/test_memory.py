@@ -271,11 +271,14 @@ def test_a_stalled_reader_holds_less_than_a_block_more(lifeline, upstream, many_
     when its socket filled, not a whole 32 KiB output block refilled after it (client_out_fit), and
     the paused attempt, having parsed all it read into that output, gives its input block back.
     400 clients with a 4 KiB receive buffer each ask for 8 MiB (Content-Length, or chunked upstream
-    re-framed downstream) and read only the head. VmRSS growth per client (plain build): 27-31 KiB
+    re-framed downstream) and read only the head. VmRSS growth per client (plain build): 24-31 KiB
     (what was pending, the two parsers, the connection's state); 41-50 KiB when each parser held a
     full header table and a max_header_bytes arena (h1.c now sizes them as a head needs); before
     that, 54 KiB with the output refilled to a full block, 86 KiB when the paused attempt kept its
-    32 KiB input block as well."""
+    32 KiB input block as well. A Content-Length answer moves on through a pipe (splice.h) once
+    the output is empty: that stalled reader then holds about 7 KiB (the connection's state and
+    the parsers); 27 KiB when its empty output block kept the pages the head and the first body
+    bytes had touched."""
     up = upstream()
     n = 400
     lf = lifeline(pools={"p": pool(up, timeouts={"read": "60s"})},
@@ -300,7 +303,9 @@ def test_a_stalled_reader_holds_less_than_a_block_more(lifeline, upstream, many_
         per = (after - before) / n
         print("stalled reader %s: %.1f KiB per client (VmRSS %d -> %d KiB, %d clients)" % (path, per, before, after, n))
         lf.assert_alive()
-        assert per <= 36, "%.1f KiB per stalled reader (VmRSS %d -> %d KiB)" % (per, before, after)
+        # spliced (Content-Length): the empty output block's pages go back too
+        bound = 16 if path.startswith("/bytes/") else 36
+        assert per <= bound, "%.1f KiB per stalled reader (VmRSS %d -> %d KiB)" % (per, before, after)
     finally:
         for s in socks:
             s.close()
