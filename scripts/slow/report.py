@@ -15,6 +15,8 @@ backoff times) and that last advance; a cut is
   - late when it comes more than send_timeout + SLACK after the stall start (the stall start is no
     earlier than lifeline's last chance to write, give or take the 1 s a read takes to see it, so
     this overstates no cut's lateness by more than that second, which SLACK covers).
+The advance may even come after the close (the kernel still sends what was queued before it):
+that only shortens the measured stall, never makes a cut look late.
 The old measure (response start -> close, which calls every reader whose socket kept taking bytes
 late) is still printed beside it. Early or late cuts fail the run."""
 import collections
