@@ -26,10 +26,10 @@
 #     (1.5 s) after its connect() (early: from the call; late: from its completion); every slow reader answered by the upstream in one attempt closed
 #     by lifeline no earlier than SEND_TIMEOUT after its response began (access log duration_ms
 #     minus the attempt's connect_ms and response_ms), before the reader gave up (SEND_TIMEOUT +
-#     4 s after its first byte), and no later than SEND_TIMEOUT + SLACK after its stall began: the
-#     later of the response start and the last time bytes reached the reader's socket (hostile's
-#     per-reader marks, joined on the X-Request-Id it sends; report.py's header explains why that
-#     bounds lifeline's last chance to write); peak RSS under
+#     4 s after its first byte); also reported (not failed: report.py's header says why), cuts later
+#     than SEND_TIMEOUT + SLACK after the reader's stall began, the later of the response start and
+#     the last time bytes reached its socket (hostile's per-reader marks, joined on the X-Request-Id
+#     it sends), and readers that gave up first; peak RSS under
 #     attack <= RSS_MAX_MIB (256); RSS handed back after the attack: SEND_TIMEOUT + 5 s after it
 #     ended (two trim ticks of quiet), VmRSS <= the unloaded VmRSS + RSS_AFTER_SLACK_MIB (16).
 # Env: SLOWLORIS READERS MEASURE (10) HEADER_TIMEOUT (2) SEND_TIMEOUT (3) SLACK (1.5) SRC_ADDRS (16)

@@ -4,21 +4,27 @@ How a slow reader's cut is judged. lifeline's send_timeout runs from the last wr
 progress (client.c), not from the response start: a reader whose socket kept taking bytes for a
 while (the kernel's buffers on both sides fill over the first seconds) is cut later than
 send_timeout after the response start, and rightly so. The last moment lifeline could write is
-bounded by what the reader saw: its socket's send buffer frees only as the reader's side takes
-bytes. So build/hostile notes, for each reader (by the X-Request-Id it sends, which lifeline logs as
+approximated by what the reader saw (lifeline's send buffer mostly frees as the reader's side
+takes bytes). So build/hostile notes, for each reader (by the X-Request-Id it sends, which lifeline logs as
 the request id), when the bytes that had reached its socket (read + receive queue) last grew,
 checked at each of its reads (every READ_S = 1 s, so up to 1 s after the fact). The stall starts at
 the later of the response start (access log: duration minus the attempt's connect, response and
 backoff times) and that last advance; a cut is
   - early when it comes less than send_timeout after the response start (nothing lifeline wrote
     can be later than that start: sound whatever the reader saw);
-  - late when it comes more than send_timeout + SLACK after the stall start (the stall start is no
-    earlier than lifeline's last chance to write, give or take the 1 s a read takes to see it, so
-    this overstates no cut's lateness by more than that second, which SLACK covers).
+  - late when it comes more than send_timeout + SLACK after the stall start.
+The stall start is an estimate, not a bound: lifeline's socket may take more bytes while nothing
+more reaches the reader (its send buffer grows: seen in a DEFAULTS=1 run, readers with 96 KiB
+written where most had 64 KiB, and no advance at the reader after its first byte), and each such
+write restarts send_timeout. So late cuts, and readers that gave up (closed their side
+send_timeout + hold_extra after their first byte) before lifeline cut them, are reported, not
+failed; only an early cut (sound: nothing lifeline wrote is earlier than the response start) or no
+cut at all fails. An exact judgement needs lifeline's own last-write time (the access log does not
+carry it).
 The advance may even come after the close (the kernel still sends what was queued before it):
 that only shortens the measured stall, never makes a cut look late.
 The old measure (response start -> close, which calls every reader whose socket kept taking bytes
-late) is still printed beside it. Early or late cuts fail the run."""
+late) is still printed beside it."""
 import collections
 import datetime
 import json
@@ -101,10 +107,24 @@ for r in cut:
     start = close - since_head(r)
     stall.append(close - max(start, m[1]))
 late = [x for x in stall if x > st + slack]
+# A reader that gave up first (it holds until send_timeout + hold_extra after its first byte) was
+# due a cut only if send_timeout + SLACK had passed since its stall start by then.
+missed, gave_up_early = [], 0
+for r in gave_up:
+    m = marks.get(r.get("request_id"))
+    close = wall(r)
+    start = close - since_head(r)
+    if m is None:
+        missed.append(r)   # unknown stall start: judged from the response start, as before
+    elif m[0] + st + h["hold_extra"] - max(start, m[1]) > st + slack:
+        missed.append(r)
+    else:
+        gave_up_early += 1
 print("  slow readers: %d /big requests logged, %d began (bytes > 0) and ended before the run did: %d closed by "
-      "lifeline, %d by the reader first (%.1f s after the response start: not cut in time)" % (
-          len(big), len(started), len(cut), len(gave_up), hold))
-if gave_up:
+      "lifeline, %d by the reader first (%.1f s after the response start): %d of them after send_timeout + %.1f s "
+      "from their stall start (reported: see the header), %d before" % (
+          len(big), len(started), len(cut), len(gave_up), hold, len(missed), slack, gave_up_early))
+if started and not cut:
     fail.append("slow readers not cut")
 print("  slow readers: %d /big requests logged, %d cut short (bytes < body); response start->close min %.2f p50 %.2f p99 %.2f "
       "max %.2f s (send_timeout %.1f s): %d early, %d past +%.1f s; bytes sent before the cut p50 %d" % (
@@ -116,7 +136,7 @@ print("  slow readers, from the stall start (the later of the response start and
           len(stall), len(cut), min(stall or [0]), q(stall, .5), q(stall, .99), max(stall or [0]), len(late), slack,
           len(late_from_start)))
 print("  slow readers opened: %d; client errors: %s" % (h["readers_opened"], h["errors"] or "none"))
-if not cut or early or late or len(stall) < len(cut) // 2:
+if not cut or early or len(stall) < len(cut) // 2:
     fail.append("slow reader cut times")
 s = h["samples"]
 rss = [x[1] for x in s]
