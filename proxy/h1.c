@@ -47,13 +47,23 @@ enum pevent { PEV_NONE, PEV_HEAD, PEV_DONE };
  * end of a close-delimited body, which consumes no input (5 bytes). */
 #define H1_SLACK 32
 
+/* What a parser holds before a head outgrows it (issue 11: a stalled reader or a slowloris
+ * connection holds a parser for as long as it lasts). A plain head fits both: a request from a
+ * browser has 10-20 headers and 0.5-1.5 KiB of names and values, a response fewer. Beyond them the
+ * table doubles up to H1_MAX_HEADERS entries and the arena up to max_head bytes, on the heap; a
+ * parser keeps what it grew until it is freed (h1_parser_reset() keeps it: a connection whose
+ * heads are large pays for the growth once). */
+#define H1_INLINE_HEADERS 16
+#define H1_INLINE_ARENA 1024
+
 struct h1_parser {
     http_parser hp;
     enum h1_kind kind;
-    struct h1_head head;
-    char *arena;
+    struct h1_head head;                /* head.hdrs: hinline or a heap table of hcap entries */
+    unsigned hcap;
+    char *arena;                        /* ainline or a heap block of acap bytes */
     size_t alen, acap;
-    size_t head_bytes, max_head;        /* raw head bytes seen / allowed */
+    size_t head_bytes, max_head;        /* raw head bytes seen / allowed (the arena's limit) */
     enum cb_kind last_cb;
     enum pevent event;
     bool in_head;                       /* a message has started and its head is not complete */
@@ -92,6 +102,8 @@ struct h1_parser {
     bool fresh;                         /* reset and fed no byte since: a message may start fast */
     bool fast;
     uint64_t fast_left;                 /* Content-Length body bytes still to come */
+    struct h1_header hinline[H1_INLINE_HEADERS];
+    char ainline[H1_INLINE_ARENA];
 };
 
 static int h1_fail(struct h1_parser *p, unsigned status, const char *why)
@@ -103,10 +115,88 @@ static int h1_fail(struct h1_parser *p, unsigned status, const char *why)
     return -1;
 }
 
+static int h1_oom(struct h1_parser *p)
+{
+    return h1_fail(p, p->kind == H1_REQUEST ? 503 : 502, "out of memory");
+}
+
+/* A pointer of the head into the arena's old block [ob, ob + alen] moves to the new one. */
+static void rebase(const char **ptr, uintptr_t ob, size_t alen, char *nb)
+{
+    uintptr_t v = (uintptr_t)*ptr;
+
+    if (*ptr && v >= ob && v <= ob + alen)
+        *ptr = nb + (v - ob);
+}
+
+/* Makes the arena hold at least `need` bytes (need <= max_head): the next power of two from
+ * H1_INLINE_ARENA, at most max_head. The head's pointers into the arena follow it (so must any
+ * pointer into the arena the caller of this holds: take offsets). 0, or -1 out of memory. */
+static int arena_reserve(struct h1_parser *p, size_t need)
+{
+    size_t cap = p->acap;
+    char *nb;
+    uintptr_t ob = (uintptr_t)p->arena;
+
+    if (need <= p->acap)
+        return 0;
+    while (cap < need)
+        cap *= 2;
+    if (cap > p->max_head)
+        cap = p->max_head;
+    if (p->arena == p->ainline) {
+        nb = malloc(cap);
+        if (nb)
+            memcpy(nb, p->ainline, p->alen);
+    } else {
+        nb = realloc(p->arena, cap);
+    }
+    if (!nb)
+        return -1;
+    p->arena = nb;
+    p->acap = cap;
+    rebase(&p->head.target, ob, p->alen, nb);
+    rebase(&p->head.reason, ob, p->alen, nb);
+    rebase(&p->head.method_name, ob, p->alen, nb);
+    for (unsigned i = 0; i < p->head.nhdrs + p->head.ntrailers; i++) {
+        rebase(&p->head.hdrs[i].name, ob, p->alen, nb);
+        rebase(&p->head.hdrs[i].value, ob, p->alen, nb);
+    }
+    return 0;
+}
+
+/* Makes the header table hold at least n entries (n <= H1_MAX_HEADERS). 0, or -1 out of memory. */
+static int hdrs_reserve(struct h1_parser *p, unsigned n)
+{
+    unsigned cap = p->hcap;
+    struct h1_header *t;
+
+    if (n <= p->hcap)
+        return 0;
+    while (cap < n)
+        cap *= 2;
+    if (cap > H1_MAX_HEADERS)
+        cap = H1_MAX_HEADERS;
+    if (p->head.hdrs == p->hinline) {
+        t = malloc(cap * sizeof(*t));
+        if (t)
+            memcpy(t, p->hinline, sizeof(p->hinline));
+    } else {
+        t = realloc(p->head.hdrs, cap * sizeof(*t));
+    }
+    if (!t)
+        return -1;
+    p->head.hdrs = t;
+    p->hcap = cap;
+    return 0;
+}
+
 static int arena_put(struct h1_parser *p, const char *at, size_t len, unsigned status)
 {
-    if (len > p->acap - p->alen)
+    if (len > p->max_head - p->alen)
         return h1_fail(p, status, p->kind == H1_REQUEST ? "request head too large" : "response head too large");
+    if (arena_reserve(p, p->alen + len) < 0)
+        return h1_oom(p);
     memcpy(p->arena + p->alen, at, len);
     p->alen += len;
     return 0;
@@ -338,6 +428,8 @@ static int on_header_field(http_parser *hp, const char *at, size_t len)
         unsigned i = h->nhdrs + h->ntrailers;
         if (i >= H1_MAX_HEADERS)
             return h1_fail(p, too_large(p), "too many headers");
+        if (hdrs_reserve(p, i + 1) < 0)
+            return h1_oom(p);
         h->hdrs[i].name = p->arena + p->alen;
         h->hdrs[i].name_len = 0;
         h->hdrs[i].value = p->arena + p->alen;
@@ -614,7 +706,16 @@ static int h1_check_target(struct h1_parser *p)
         } else if (rest_len == 0 || rest[0] == '?') {
             /* "http://a" and "http://a?q" have an empty path: origin form starts with "/". The
              * query stays where it is in the arena: the target is rebuilt after it. */
-            char *at = p->arena + p->alen;
+            char *at;
+            size_t a_off = (size_t)(a - p->arena);
+            /* room first: growing the arena moves the target that `a` and `rest` point into */
+            if (1 + rest_len > p->max_head - p->alen)
+                return h1_fail(p, 414, "request head too large");
+            if (arena_reserve(p, p->alen + 1 + rest_len) < 0)
+                return h1_oom(p);
+            a = p->arena + a_off;
+            rest = a + a_len;
+            at = p->arena + p->alen;
             if (arena_put(p, "/", 1, 414) < 0 || arena_put(p, rest, rest_len, 414) < 0)
                 return -1;
             h->target = at;
@@ -628,7 +729,10 @@ static int h1_check_target(struct h1_parser *p)
         h->hdrs[h->host].value = a;
         h->hdrs[h->host].value_len = a_len;
     } else if (h->nhdrs < H1_MAX_HEADERS) {
-        struct h1_header *hd = &h->hdrs[h->nhdrs];
+        struct h1_header *hd;
+        if (hdrs_reserve(p, h->nhdrs + 1) < 0)
+            return h1_oom(p);
+        hd = &h->hdrs[h->nhdrs];
         hd->name = "Host";
         hd->name_len = 4;
         hd->value = a;
@@ -834,7 +938,7 @@ static int on_headers_complete(http_parser *hp)
     }
     p->cs_active = h->chunked && skip == 0;
     p->cs_state = CS_SIZE0;
-    p->cs_trl_room = p->acap - p->alen;
+    p->cs_trl_room = p->max_head - p->alen;
     p->in_head = false;
     p->in_body = true;
     p->event = PEV_HEAD;
@@ -948,14 +1052,17 @@ static const http_parser_settings h1_settings = {
 
 struct h1_parser *h1_parser_new(enum h1_kind kind, size_t max_head_bytes)
 {
-    struct h1_parser *p = malloc(sizeof(*p) + max_head_bytes);
+    struct h1_parser *p = malloc(sizeof(*p));
 
     if (!p)
         return NULL;
-    memset(p, 0, sizeof(*p));
+    /* (the inline table and arena are written before they are read: not cleared) */
+    memset(p, 0, offsetof(struct h1_parser, hinline));
     p->kind = kind;
-    p->arena = (char *)(p + 1);
-    p->acap = max_head_bytes;
+    p->head.hdrs = p->hinline;
+    p->hcap = H1_INLINE_HEADERS;
+    p->arena = p->ainline;
+    p->acap = max_head_bytes < H1_INLINE_ARENA ? max_head_bytes : H1_INLINE_ARENA;
     p->max_head = max_head_bytes;
     h1_parser_reset(p);
     return p;
@@ -963,7 +1070,18 @@ struct h1_parser *h1_parser_new(enum h1_kind kind, size_t max_head_bytes)
 
 void h1_parser_free(struct h1_parser *p)
 {
+    if (!p)
+        return;
+    if (p->head.hdrs != p->hinline)
+        free(p->head.hdrs);
+    if (p->arena != p->ainline)
+        free(p->arena);
     free(p);
+}
+
+size_t h1_parser_size_max(size_t max_head_bytes)
+{
+    return sizeof(struct h1_parser) + H1_MAX_HEADERS * sizeof(struct h1_header) + max_head_bytes;
 }
 
 size_t h1_parser_capacity(const struct h1_parser *p)
@@ -1549,6 +1667,8 @@ static bool h1_fast_head(struct h1_parser *p, const char *d, size_t n, size_t *c
             q[9] != '\r' || q[10] != '\n')
             return false;
         minor = (unsigned)(q[8] - '0');
+        if (arena_reserve(p, (size_t)(q - t0)) < 0)
+            goto slow;
         memcpy(p->arena, t0, (size_t)(q - t0));
         h->target = p->arena;
         h->target_len = (size_t)(q - t0);
@@ -1567,6 +1687,8 @@ static bool h1_fast_head(struct h1_parser *p, const char *d, size_t n, size_t *c
         q = fast_value_end(q, e);
         if (q == r0 || e - q < 2 || q[0] != '\r' || q[1] != '\n')
             return false;
+        if (arena_reserve(p, (size_t)(q - r0)) < 0)
+            goto slow;
         memcpy(p->arena, r0, (size_t)(q - r0));
         h->reason = p->arena;
         h->reason_len = (size_t)(q - r0);
@@ -1620,6 +1742,9 @@ static bool h1_fast_head(struct h1_parser *p, const char *d, size_t n, size_t *c
                 goto slow;
             has_cl = true;
         }
+        /* (the head within the input is at most max_head bytes, and the arena keeps fewer) */
+        if (hdrs_reserve(p, h->nhdrs + 1) < 0 || arena_reserve(p, p->alen + nl + vl) < 0)
+            goto slow;
         hd = &h->hdrs[h->nhdrs++];
         hd->name = p->arena + p->alen;
         copy_short(p->arena + p->alen, n0, nl);

@@ -1,8 +1,12 @@
 /* h1.h — HTTP/1.x message parsing and head serialisation; no I/O.
  *
  * The only file that sees http-parser's types is h1.c (a later move to llhttp stays small).
- * A parser owns its head (struct h1_head, with a fixed arena that holds the start line and every
- * header) and is reused for every message of one connection with h1_parser_reset().
+ * A parser owns its head (struct h1_head, with an arena that holds the start line and every
+ * header) and is reused for every message of one connection with h1_parser_reset(). The header
+ * table and the arena start small, inside the parser (about 2 KiB in all), and grow on the heap as
+ * a head needs, up to H1_MAX_HEADERS entries and max_head_bytes: pointers into them (names, values,
+ * the target) stay valid only until the next h1_parse() call; the head's own fields follow a
+ * growth. Read them through the head, never keep a copy across a feed.
  *
  * Parsing rejects what SPEC §4 rejects (smuggling vectors, malformed framing, oversized heads) with
  * the status the client must get; callers answer with that status and close the connection.
@@ -57,7 +61,7 @@ struct h1_head {
     const char *reason;      size_t reason_len;
 
     unsigned http_major, http_minor;
-    struct h1_header hdrs[H1_MAX_HEADERS];
+    struct h1_header *hdrs;  /* the parser's table: nhdrs + ntrailers entries are valid */
     unsigned nhdrs;          /* headers of the head */
     unsigned ntrailers;      /* trailers, stored after the headers: hdrs[nhdrs .. nhdrs+ntrailers) */
 
@@ -80,6 +84,8 @@ struct h1_parser;
  * The caller owns the parser and frees it with h1_parser_free(). */
 struct h1_parser *h1_parser_new(enum h1_kind kind, size_t max_head_bytes);
 void h1_parser_free(struct h1_parser *p);
+/* The most a parser made with max_head_bytes holds once its table and arena have grown in full. */
+size_t h1_parser_size_max(size_t max_head_bytes);
 /* The max_head_bytes it was made with. */
 size_t h1_parser_capacity(const struct h1_parser *p);
 /* Forgets the current message; the next byte fed starts a new one. */
@@ -134,7 +140,8 @@ bool h1_parser_in_body(const struct h1_parser *p);
 /* Decoded body bytes seen so far in the current message. */
 uint64_t h1_parser_body_bytes(const struct h1_parser *p);
 
-/* After H1_ERROR: the status to answer with (400, 413, 414, 431, 501, 505) and a short reason. */
+/* After H1_ERROR: the status to answer with (400, 413, 414, 431, 501, 505; 503 when the head's
+ * table or arena could not grow) and a short reason. */
 unsigned h1_parser_error(const struct h1_parser *p, const char **why);
 
 /* What the writer emits for a forwarded request head. */

@@ -202,10 +202,8 @@ static void hop_connected(struct hop *h)
         return;
     }
     h->state = HOP_SENDING;
-    if (worker_buf_get(w, &h->uc->in) < 0) {
-        hop_fail(h, HOP_CONNECT_ERROR);
-        return;
-    }
+    /* (the input block is taken by the first read, hop_read_cb: 5,000 attempts waiting for their
+     * answer's head hold none) */
     hop_attach_io(h);
     {
         unsigned seq = h->seq;
@@ -539,17 +537,26 @@ static size_t hop_read_room(const struct hop *h)
 
 /* Backpressure: stops reading until hop_resume(). A paused hop whose input is all parsed gives its
  * input buffer back (hop_read_cb takes one again): 5,000 slow readers hold their client output
- * buffers, not a second block each (issue 11). */
+ * buffers, not a second block each (issue 11). A few bytes left over (the first read, before the
+ * head, is a whole block: its body bytes exceed the output's room by the difference of the two
+ * heads' sizes) move to a small buffer and the block goes back all the same. */
 static void hop_pause(struct hop *h)
 {
     struct worker *w = hop_worker(h);
+    struct buf *in = &h->uc->in, small = { 0 };
 
     if (!h->read_paused) {
         h->read_paused = true;
         ev_io_stop(w->loop, &h->uc->rd);
     }
-    if (h->uc->in.len == 0)
-        worker_buf_put(w, &h->uc->in);
+    if (in->len == 0) {
+        worker_buf_put(w, in);
+    } else if (in->cap == WORKER_BLOCK && in->len <= WORKER_SMALL && worker_buf_get_small(w, &small) == 0) {
+        memcpy(small.data, buf_head(in), in->len);
+        small.len = in->len;
+        worker_buf_put(w, in);
+        *in = small;
+    }
 }
 
 /* The head arrived: the `read` timeout starts. The running response timer is due first (response
@@ -775,7 +782,8 @@ static void hop_read_cb(struct ev_loop *loop, ev_io *io, int revents)
             return;
         }
     }
-    if (!uc->in.data && worker_buf_get(hop_worker(h), &uc->in) < 0) {
+    if (!uc->in.data ? worker_buf_get(hop_worker(h), &uc->in) < 0 :
+        uc->in.cap == WORKER_SMALL && worker_buf_grow(hop_worker(h), &uc->in) < 0) {   /* (hop_pause) */
         hop_fail(h, HOP_RESET);
         return;
     }
@@ -822,6 +830,11 @@ static void hop_read_cb(struct ev_loop *loop, ev_io *io, int revents)
             ev_feed_event(loop, &uc->rd, EV_READ);
         if (h->seq == seq)
             hop_splice_maybe(h);
+        /* All that was read is parsed: an attempt waiting for more of its body (or splicing it)
+         * holds no input block meanwhile (issue 11: 5,000 slow readers whose upstream trickles);
+         * the next read takes one back from the worker's cache. */
+        if (h->seq == seq && h->uc == uc && uc->in.data && uc->in.len == 0 && h->state == HOP_BODY)
+            worker_buf_put(hop_worker(h), &uc->in);
     }
 }
 

@@ -948,9 +948,8 @@ uint64_t worker_rand(struct worker *w)
  * listener; measured at about 5 MiB). */
 #define MEM_TLS_SESSION (48u << 10)
 #define MEM_BASE (8u << 20)
-/* A request parser: the head arena (max_header_bytes) plus the parsed head and http-parser state
- * (h1.c keeps the struct private; this bounds it). */
-#define MEM_PARSER(arena) ((size_t)(arena) + sizeof(struct h1_head) + 512)
+/* A parser at its largest: its table and arena grown in full (h1.c keeps the struct private). */
+#define MEM_PARSER(arena) h1_parser_size_max(arena)
 
 void worker_memory_worst(const struct conf *c, struct worker_mem *m)
 {

@@ -18,7 +18,12 @@
  * byte came, then re-opens; the cut is measured on lifeline's side (access log). Samples lifeline's
  * VmRSS, open fds and CPU every 0.5 s. Writes a JSON summary to OUT_JSON (read by report.py):
  * t_wall_end, hold_extra, slowloris_cuts, slowloris_408, slowloris_cuts_conn, readers_opened,
- * errors, samples [[t, rss_kib, fds, slowloris_open, readers_open, cpu_pct], ...].
+ * errors, samples [[t, rss_kib, fds, slowloris_open, readers_open, cpu_pct], ...], reader_marks
+ * [id, first, last_advance, ...] (flat, three per reader that got a byte; wall-clock seconds).
+ * Each reader sends `X-Request-Id: hostile-rd-ID` (lifeline logs it as the request id) and notes,
+ * at each of its reads, how many bytes have reached its socket (read + its receive queue, FIONREAD):
+ * last_advance is the last read at which that grew, so no later than READ_S after lifeline's socket
+ * last could send it anything (its send buffer frees only as the reader's side takes bytes).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -34,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -61,6 +67,10 @@ struct conn {
     unsigned k;                 /* head bytes sent */
     double t0, t_conn, first;   /* before connect(); its completion; first byte read (readers; 0: none) */
     double due;                 /* next drip / read */
+    unsigned id;                /* readers: the X-Request-Id sent (hostile-rd-ID), matched in the access log */
+    uint64_t rx;                /* readers: bytes read */
+    uint64_t rx_seen;           /* readers: bytes that had reached the socket (read + its receive queue) */
+    double last_adv;            /* readers: when rx last grew (seen at a read, so at most READ_S late) */
 };
 
 static struct conn *conns;
@@ -71,6 +81,9 @@ static double cut_after = 3.0;
 
 struct dvec { double *v; size_t n, cap; };
 static struct dvec sl_cuts, sl_cuts_conn;
+/* per reader that got its first byte: id, first byte, last advance (wall clock, s) */
+static struct dvec rd_marks;
+static double wall_off;         /* CLOCK_REALTIME - CLOCK_MONOTONIC at the start */
 
 #define NERR 32
 static struct { char key[64]; unsigned n; } errs[NERR];
@@ -176,6 +189,11 @@ static void close_one(int fd, double cut)
     if (c->polled)
         (void)epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL);
     close(fd);
+    if (c->kind == READER && c->first > 0) {
+        dpush(&rd_marks, c->id);
+        dpush(&rd_marks, c->first + wall_off);
+        dpush(&rd_marks, c->last_adv + wall_off);
+    }
     if (cut >= 0) {
         dpush(&sl_cuts, cut);
         if (c->t_conn > 0)
@@ -217,7 +235,15 @@ static void on_event(int fd, double now)
             c->k = 1;
             c->due = now + DRIP_S;
         } else {
-            if (send(fd, READ_REQ, sizeof(READ_REQ) - 1, MSG_NOSIGNAL) != (ssize_t)sizeof(READ_REQ) - 1) {
+            char req[sizeof(READ_REQ) + 48];
+            int n;
+            c->id = readers_opened;
+            c->rx = c->rx_seen = 0;
+            c->last_adv = 0;
+            /* READ_REQ without its final CRLF, then the request id */
+            n = snprintf(req, sizeof(req), "%.*sX-Request-Id: hostile-rd-%u\r\n\r\n", (int)sizeof(READ_REQ) - 3,
+                         READ_REQ, c->id);
+            if (send(fd, req, (size_t)n, MSG_NOSIGNAL) != n) {
                 err("reader", "send", errno);
                 close_one(fd, -1);
                 return;
@@ -274,10 +300,22 @@ static void tick_one(int fd, double now)
         return;
     }
     r = recv(fd, &b, 1, 0);
-    if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+    if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
         close_one(fd, -1);
-    else if (r == 1 && c->first == 0)
-        c->first = now;
+        return;
+    }
+    if (r == 1) {
+        int inq = 0;
+        uint64_t rx;
+        if (c->first == 0)
+            c->first = now;
+        c->rx++;   /* (counts the bytes read; the queue is added below) */
+        rx = c->rx + (ioctl(fd, FIONREAD, &inq) == 0 && inq > 0 ? (uint64_t)inq : 0);
+        if (rx > c->rx_seen) {
+            c->rx_seen = rx;
+            c->last_adv = now;
+        }
+    }
 }
 
 static void proc_sample(int pid, long *rss, long *fds, long *cpu)
@@ -369,6 +407,11 @@ int main(int argc, char **argv)
         return 2;
     }
     t0 = now_s();
+    {
+        struct timespec w0;
+        clock_gettime(CLOCK_REALTIME, &w0);
+        wall_off = (double)w0.tv_sec + (double)w0.tv_nsec / 1e9 - now_s();
+    }
     t_end = t0 + seconds;
     next_sample = t0;
     next_print = t0 + 5;
@@ -436,6 +479,7 @@ int main(int argc, char **argv)
             HOLD_EXTRA);
     json_dvec(f, "slowloris_cuts", &sl_cuts);
     json_dvec(f, "slowloris_cuts_conn", &sl_cuts_conn);
+    json_dvec(f, "reader_marks", &rd_marks);
     fprintf(f, "\"slowloris_408\": %u, \"readers_opened\": %u, \"errors\": {", sl_408, readers_opened);
     for (int i = 0, first = 1; i < NERR && errs[i].n; i++, first = 0)
         fprintf(f, "%s\"%s\": %u", first ? "" : ", ", errs[i].key, errs[i].n);

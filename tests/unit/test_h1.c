@@ -1448,6 +1448,73 @@ static void test_reset_reuses_arena(void **state)
     CHECK(mem_eq(h->hdrs[h->host].value, h->hdrs[h->host].value_len, "h49"), "host");
 }
 
+/* The header table and the arena start small inside the parser and grow as a head needs: every
+ * name, value and the target read back right however the head was cut, also when the growth comes
+ * while a header is half read, at the absolute-form rewrite, or in the trailers (the 50 headers
+ * take about 4 KiB of arena and 64 entries of table: the trailers grow both again). */
+static void test_head_grows(void **state)
+{
+    (void)state;
+    static const size_t gsteps[] = { 0, 1, 7, 100 };
+    struct bytes *in = &fx.tmp[2];
+    struct drive_opts o = { .kind = H1_REQUEST, .framing = H1_FRAME_CHUNKED };
+    char line[256], want[128];
+    const struct h1_head *h;
+
+    for (int pad = 0; pad < 3; pad++) {
+        bytes_clear(in);
+        /* pad 0: origin form, fast path when whole; 1, 2: absolute form (http-parser's path), its
+         * rewrite at a few arena lengths around the first growth */
+        bytes_str(in, pad ? "POST http://example.com?q=abcdefghij HTTP/1.1\r\n" : "POST /grown?q=1 HTTP/1.1\r\n");
+        for (int i = 0; i < 50; i++) {
+            snprintf(line, sizeof(line), "X-Header-%02d: value-%02d-%.*s\r\n", i, i, 60 + pad * 7,
+                     "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefgh");
+            bytes_str(in, line);
+        }
+        bytes_str(in, "Host: h\r\n");
+        bytes_str(in, "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n");
+        for (int i = 0; i < 30; i++) {
+            snprintf(line, sizeof(line), "X-Trailer-%02d: t%02d-0123456789012345678901234567890123456789\r\n", i, i);
+            bytes_str(in, line);
+        }
+        bytes_str(in, "\r\n");
+        for (size_t si = 0; si < sizeof(gsteps) / sizeof(gsteps[0]); si++) {
+            o.step = gsteps[si];
+            o.max_head = 16384;
+            set_ctx(gsteps[si], o.framing);
+            drive(in->d, in->n, &o);
+            CHECK(strcmp(T.ev, "HD") == 0, "events %s (%u %s)", T.ev, T.err, T.why ? T.why : "");
+            h = h1_parser_head(fx.p);
+            if (pad)
+                CHECK(mem_eq(h->target, h->target_len, "/?q=abcdefghij"), "target %s",
+                      esc(h->target, h->target_len));
+            else
+                CHECK(mem_eq(h->target, h->target_len, "/grown?q=1"), "target %s", esc(h->target, h->target_len));
+            CHECK(h->nhdrs == 52 && h->ntrailers == 30, "nhdrs %u ntrailers %u", h->nhdrs,
+                  h->ntrailers);
+            for (int i = 0; i < 50; i++) {
+                snprintf(line, sizeof(line), "X-Header-%02d", i);
+                CHECK(mem_eq(h->hdrs[i].name, h->hdrs[i].name_len, line), "name %d: %s", i,
+                      esc(h->hdrs[i].name, h->hdrs[i].name_len));
+                snprintf(want, sizeof(want), "value-%02d-%.*s", i, 60 + pad * 7,
+                         "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefgh");
+                CHECK(mem_eq(h->hdrs[i].value, h->hdrs[i].value_len, want), "value %d: %s", i,
+                      esc(h->hdrs[i].value, h->hdrs[i].value_len));
+            }
+            if (pad)
+                CHECK(h->host >= 0 && mem_eq(h->hdrs[h->host].value, h->hdrs[h->host].value_len, "example.com"),
+                      "host from the absolute form");
+            for (int i = 0; i < 30; i++) {
+                const struct h1_header *t = &h->hdrs[h->nhdrs + (unsigned)i];
+                snprintf(line, sizeof(line), "X-Trailer-%02d", i);
+                snprintf(want, sizeof(want), "t%02d-0123456789012345678901234567890123456789", i);
+                CHECK(mem_eq(t->name, t->name_len, line) && mem_eq(t->value, t->value_len, want),
+                      "trailer %d: %s: %s", i, esc(t->name, t->name_len), esc(t->value, t->value_len));
+            }
+        }
+    }
+}
+
 static void test_max_headers(void **state)
 {
     (void)state;
@@ -2373,6 +2440,7 @@ int main(void)
     ADD(test_expect_no_body_reset);
     ADD(test_max_body_kept_by_reset);
     ADD(test_reset_reuses_arena);
+    ADD(test_head_grows);
     ADD(test_max_headers);
     ADD(test_too_many_trailers);
     ADD(test_big_trailers_over_max_head);
