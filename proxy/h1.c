@@ -132,14 +132,12 @@ static void rebase(const char **ptr, uintptr_t ob, size_t alen, char *nb)
 /* Makes the arena hold at least `need` bytes (need <= max_head): the next power of two from
  * H1_INLINE_ARENA, at most max_head. The head's pointers into the arena follow it (so must any
  * pointer into the arena the caller of this holds: take offsets). 0, or -1 out of memory. */
-static int arena_reserve(struct h1_parser *p, size_t need)
+static __attribute__((noinline)) int arena_grow(struct h1_parser *p, size_t need)
 {
     size_t cap = p->acap;
     char *nb;
     uintptr_t ob = (uintptr_t)p->arena;
 
-    if (need <= p->acap)
-        return 0;
     while (cap < need)
         cap *= 2;
     if (cap > p->max_head)
@@ -163,6 +161,12 @@ static int arena_reserve(struct h1_parser *p, size_t need)
         rebase(&p->head.hdrs[i].value, ob, p->alen, nb);
     }
     return 0;
+}
+
+/* The check inline (called per header field), the growth out of line. */
+static inline int arena_reserve(struct h1_parser *p, size_t need)
+{
+    return need <= p->acap ? 0 : arena_grow(p, need);
 }
 
 /* Makes the header table hold at least n entries (n <= H1_MAX_HEADERS). 0, or -1 out of memory. */
