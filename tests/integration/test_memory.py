@@ -37,6 +37,14 @@ def settled_rss(pid, seconds, pick=min):
     return v
 
 
+def warm_baseline(lf, path="/bytes/100000"):
+    """One request through lf, so the worker's caches exist, then its settled VmRSS: the baseline."""
+    with Conn(lf.port) as c:
+        c.request("GET", path)
+        assert c.read_response().status == 200
+    return settled_rss(lf.pid, t(0.5))
+
+
 @pytest.fixture
 def many_fds():
     """Raises this process's open-file limit (lifeline inherits it) for a few thousand sockets."""
@@ -143,10 +151,7 @@ def test_memory_of_a_burst_is_handed_back(lifeline, upstream, many_fds):
     up = upstream()
     n = 1000
     lf = lifeline(pools={"p": pool(up)}, client={"header_timeout": "60s"}, limits={"max_connections": 10000})
-    with Conn(lf.port) as c:
-        c.request("GET", "/x")
-        assert c.read_response().status == 200
-    before = settled_rss(lf.pid, t(0.5))
+    before = warm_baseline(lf, "/x")
     head = b"GET /burst HTTP/1.1\r\nHost: test.local\r\nX-Pad: " + b"a" * 12000
     socks = open_conns(lf.port, n, head)
     peak = settled_rss(lf.pid, t(1), max)
@@ -283,10 +288,7 @@ def test_a_stalled_reader_holds_less_than_a_block_more(lifeline, upstream, many_
     n = 400
     lf = lifeline(pools={"p": pool(up, timeouts={"read": "60s"})},
                   client={"send_timeout": "60s"}, limits={"max_connections": 10000})
-    with Conn(lf.port) as c:   # warm-up: the worker's caches exist before the baseline
-        c.request("GET", "/bytes/100000")
-        assert c.read_response().status == 200
-    before = settled_rss(lf.pid, t(0.5))
+    before = warm_baseline(lf)
     socks = []
     try:
         for _ in range(n):
@@ -339,10 +341,7 @@ def test_an_attempt_waiting_for_its_upstream_holds_no_input_block(lifeline, upst
     n = 300
     lf = lifeline(pools={"p": pool(up, timeouts={"read": "60s"})}, routes=[{"pool": "p", "timeouts": {"total": "60s"}}],
                   client={"send_timeout": "60s"}, limits={"max_connections": 10000})
-    with Conn(lf.port) as c:   # warm-up: the worker's caches exist before the baseline
-        c.request("GET", "/bytes/100000")
-        assert c.read_response().status == 200
-    before = settled_rss(lf.pid, t(0.5))
+    before = warm_baseline(lf)
     socks = []
     try:
         for _ in range(n):

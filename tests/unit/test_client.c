@@ -293,24 +293,32 @@ static void big_feed(struct fx_peer *u, size_t *sent)
     }
 }
 
-/* A kept-alive connection's second request whose answer the client does not read: request 1 is
- * answered whole, then request 2's answer (BIG_BODY bytes) fills the client's socket, and
- * lifeline's output is stuck. Returns the upstream connection; *t0: when the output got stuck. */
-static struct fx_peer *stall_second(struct fx *f, struct fx_peer *c, struct client *cl, int lfd, size_t *sent,
-                                    double *t0)
+/* A stalled answer on a kept-alive connection, as the send-stall tests below set it up. */
+struct stall {
+    struct fx_peer *c, *u;              /* the client end; the upstream connection */
+    struct client *cl;
+    size_t sent;                        /* body bytes the upstream has sent */
+    double t0;                          /* when lifeline's output got stuck */
+};
+
+/* One worker with `conf`, and a kept-alive connection's second request whose answer the client
+ * does not read: request 1 is answered whole, then request 2's answer (BIG_BODY bytes) fills the
+ * client's socket, and lifeline's output is stuck. */
+static void stall_second(struct fx *f, const char *conf, struct stall *st)
 {
     char head[128];
-    struct fx_peer *u = fx_roundtrip(f, c, lfd, NULL, FX_GET("/1"), 200, "one");
+    int lfd = one_server(f, conf);
 
-    assert_int_equal(cl->served, 1);
-    fx_send(c, FX_GET("/big"));
-    u = fx_take_request(f, lfd, u, FX_GET("/big"), NULL, 0);
+    st->c = fx_client(f, &st->cl);
+    st->u = fx_roundtrip(f, st->c, lfd, NULL, FX_GET("/1"), 200, "one");
+    assert_int_equal(st->cl->served, 1);
+    fx_send(st->c, FX_GET("/big"));
+    st->u = fx_take_request(f, lfd, st->u, FX_GET("/big"), NULL, 0);
     snprintf(head, sizeof(head), "HTTP/1.1 200 X\r\ncontent-length: %u\r\n\r\n", BIG_BODY);
-    fx_send(u, head);
-    *sent = 0;
-    FX_UNTIL(f, (big_feed(u, sent), cl->write_blocked), 2.0);
-    *t0 = fx_now();
-    return u;
+    fx_send(st->u, head);
+    st->sent = 0;
+    FX_UNTIL(f, (big_feed(st->u, &st->sent), st->cl->write_blocked), 2.0);
+    st->t0 = fx_now();
 }
 
 /* The client reads the whole stuck answer (the upstream feeding the rest meanwhile). */
@@ -345,18 +353,13 @@ static void drain_big(struct fx *f, struct fx_peer *c, struct fx_peer *u, size_t
 static void test_send_stall_cut_at_send_timeout(void **state)
 {
     static struct fx f;
-    struct fx_peer *c;
-    struct client *cl;
-    size_t sent;
-    double t0, dt;
-    int lfd;
+    struct stall st;
+    double dt;
 
     (void)state;
-    lfd = one_server(&f, "client: { header_timeout: 5s, body_timeout: 5s, idle_timeout: 5s, send_timeout: 200ms }\n");
-    c = fx_client(&f, &cl);
-    (void)stall_second(&f, c, cl, lfd, &sent, &t0);
+    stall_second(&f, "client: { header_timeout: 5s, body_timeout: 5s, idle_timeout: 5s, send_timeout: 200ms }\n", &st);
     FX_UNTIL(&f, f.w.nclients == 0, 3.0);
-    dt = fx_now() - t0;
+    dt = fx_now() - st.t0;
     assert_true(dt >= 0.15 && dt < 1.5);
     fx_free(&f);
 }
@@ -367,20 +370,15 @@ static void test_send_stall_cut_at_send_timeout(void **state)
 static void test_send_stall_outlives_read_timeouts(void **state)
 {
     static struct fx f;
-    struct fx_peer *c, *u;
-    struct client *cl;
-    size_t sent;
+    struct stall st;
     double t0, dt;
-    int lfd;
 
     (void)state;
-    lfd = one_server(&f, "client: { header_timeout: 150ms, body_timeout: 150ms, idle_timeout: 150ms, send_timeout: 3s }\n");
-    c = fx_client(&f, &cl);
-    u = stall_second(&f, c, cl, lfd, &sent, &t0);
+    stall_second(&f, "client: { header_timeout: 150ms, body_timeout: 150ms, idle_timeout: 150ms, send_timeout: 3s }\n", &st);
     fx_run_for(&f, 0.6);   /* four times the read side's timeouts */
     assert_int_equal(f.w.nclients, 1);
-    assert_true(cl->write_blocked);
-    drain_big(&f, c, u, &sent);
+    assert_true(st.cl->write_blocked);
+    drain_big(&f, st.c, st.u, &st.sent);
     t0 = fx_now();
     FX_UNTIL(&f, f.w.nclients == 0, 2.0);   /* idle_timeout, not send_timeout's 3 s */
     dt = fx_now() - t0;
@@ -393,21 +391,16 @@ static void test_send_stall_outlives_read_timeouts(void **state)
 static void test_idle_after_stall_not_cut_at_send_timeout(void **state)
 {
     static struct fx f;
-    struct fx_peer *c, *u;
-    struct client *cl;
-    size_t sent;
+    struct stall st;
     double t0, dt;
-    int lfd;
 
     (void)state;
-    lfd = one_server(&f, "client: { idle_timeout: 1s, send_timeout: 400ms }\n");
-    c = fx_client(&f, &cl);
-    u = stall_second(&f, c, cl, lfd, &sent, &t0);
-    drain_big(&f, c, u, &sent);
+    stall_second(&f, "client: { idle_timeout: 1s, send_timeout: 400ms }\n", &st);
+    drain_big(&f, st.c, st.u, &st.sent);
     t0 = fx_now();
     fx_run_for(&f, 0.01);
-    assert_int_equal(cl->phase, CLIENT_IDLE);
-    assert_false(cl->send_stall);
+    assert_int_equal(st.cl->phase, CLIENT_IDLE);
+    assert_false(st.cl->send_stall);
     fx_run_for(&f, 0.6);   /* past send_timeout */
     assert_int_equal(f.w.nclients, 1);
     FX_UNTIL(&f, f.w.nclients == 0, 2.0);
