@@ -892,6 +892,15 @@ static void client_process(struct client *c)
 /* Zero-copy body read (exchange_body_pipe gave a pipe): the bytes go from the client's socket into
  * the pipe and on upstream, never through `in` or the parser. max: what the pipe may take now
  * (0: full, reading pauses until exchange_hop_sent resumes it). */
+/* A read from the client failed (r < 0: -errno) or met EOF where no answer can follow: the client
+ * went away, and the connection closes. */
+static void client_read_lost(struct client *c, ssize_t r)
+{
+    if (r < 0)
+        log_debug("read from client %s: %s", CLIENT_ADDR_DBG(c), strerror((int)-r));
+    client_close(c);
+}
+
 static void client_splice_body(struct ev_loop *loop, struct client *c, struct spipe *p, size_t max)
 {
     ssize_t r;
@@ -907,9 +916,7 @@ static void client_splice_body(struct ev_loop *loop, struct client *c, struct sp
         return;
     if (r <= 0) {
         /* EOF or an error before the whole body: the request can never complete (as below). */
-        if (r < 0)
-            log_debug("read from client %s: %s", CLIENT_ADDR_DBG(c), strerror((int)-r));
-        client_close(c);
+        client_read_lost(c, r);
         return;
     }
     c->last_read = ev_now(loop);
@@ -983,10 +990,7 @@ static void client_read_cb(struct ev_loop *loop, struct client *c)
         return;
     }
     if (r <= 0) {
-        if (r < 0)
-            log_debug("read from client %s: %s", CLIENT_ADDR_DBG(c), strerror((int)-r));
-        /* The client went away: whatever is in flight for it is cancelled. */
-        client_close(c);
+        client_read_lost(c, r);   /* whatever is in flight for it is cancelled */
         return;
     }
     c->in.len += (size_t)r;

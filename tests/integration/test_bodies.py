@@ -107,6 +107,19 @@ def send_body(sock, size, stop_at=None, pace=None):
     return sent
 
 
+def send_body_behind(sock, size):
+    """send_body on a daemon thread (started); lifeline may close the socket mid-body, which ends it."""
+    def sender():
+        try:
+            send_body(sock, size)
+        except OSError:
+            pass   # lifeline closed after answering
+
+    th = threading.Thread(target=sender, daemon=True)
+    th.start()
+    return th
+
+
 def sha_reader(state, size, stall=0.0, after=0):
     """A raw upstream script: reads one request head, then (after `after` body bytes) stalls for
     `stall` seconds without reading, then reads the whole Content-Length body and answers its
@@ -247,15 +260,7 @@ def test_upstream_reset_mid_body(lifeline, raw_upstream):
     lf = lifeline(pools={"p": pool(up)}, routes=[{"pool": "p"}])
     with Conn(lf.port, timeout=t(10)) as c:
         c.send(head_for(size))
-
-        def sender():
-            try:
-                send_body(c.sock, size)
-            except OSError:
-                pass   # lifeline closed after answering
-
-        th = threading.Thread(target=sender, daemon=True)
-        th.start()
+        th = send_body_behind(c.sock, size)
         try:
             r = c.read_response(timeout=t(10))
             assert r.status == 502, r
@@ -319,15 +324,7 @@ def test_deadline_fires_mid_spliced_body(lifeline, raw_upstream):
     lf = lifeline(pools={"p": pool(up)}, routes=[{"pool": "p", "timeouts": {"total": dur(total)}}])
     with Conn(lf.port, timeout=t(10)) as c:
         c.send(head_for(size))
-
-        def sender():
-            try:
-                send_body(c.sock, size)
-            except OSError:
-                pass
-
-        th = threading.Thread(target=sender, daemon=True)
-        th.start()
+        th = send_body_behind(c.sock, size)
         r = c.read_response(timeout=total + t(3))
         assert r.status == 504, r
     wait_for(lambda: pipe_fds(lf) == 0, t(5), what="the pipe closed")
