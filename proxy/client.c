@@ -314,6 +314,20 @@ void client_close(struct client *c)
     worker_conn_closed(w);
 }
 
+/* A client that stopped reading for send_timeout is reset, not closed (nginx's
+ * reset_timedout_connection): the bytes its socket still queues would never reach it in time, and
+ * a closed socket would keep them in kernel memory as an orphan while the kernel keeps probing a
+ * zero window. A few thousand such readers (tens of KiB each) push the host's TCP memory to its
+ * pressure mark, where the kernel prunes and drops on every socket, other clients' included. */
+static void client_reset(struct client *c)
+{
+    static const struct linger abortive = { .l_onoff = 1, .l_linger = 0 };
+
+    if (c->x.fd >= 0 && setsockopt(c->x.fd, SOL_SOCKET, SO_LINGER, &abortive, sizeof(abortive)) < 0)
+        log_debug("client %s: SO_LINGER: %s", CLIENT_ADDR_DBG(c), strerror(errno));
+    client_close(c);
+}
+
 void client_free(struct client *c)
 {
     conf_unref(c->conf);
@@ -635,7 +649,7 @@ static void client_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     if (c->send_stall) {
         if (c->last_write + ms(c->conf->client.send_timeout) <= now + 0.0005) {
             log_debug("client %s: send_timeout", CLIENT_ADDR_DBG(c));
-            client_close(c);
+            client_reset(c);
             return;
         }
         if (now - c->last_write >= OUT_SHED_AFTER - 0.001)

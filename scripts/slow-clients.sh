@@ -9,7 +9,7 @@
 #     never on the proxy's core, where wrk would take lifeline's CPU and measure itself): p99;
 #     also lifeline's own p99 for those requests (access log duration_ms).
 #  2. build/hostile (scripts/slow/hostile.c, `make hostile`, built here if missing: one C epoll
-#     loop, a few percent of LOAD_CPU) keeps SLOWLORIS (5000) connections that send a request head
+#     loop, a quarter of LOAD_CPU) keeps SLOWLORIS (5000) connections that send a request head
 #     one byte every 0.5 s and READERS (5000) that GET /big and read one byte a second (SO_RCVBUF
 #     4 KiB, MSS 1400), each on its own clock and re-opened when it ends, for MEASURE + 15 s;
 #     lifeline's VmRSS, fds and CPU sampled every 0.5 s. After 8 s of that, the same wrk run: p99
@@ -32,6 +32,26 @@
 #     it sends), and readers that gave up first; peak RSS under
 #     attack <= RSS_MAX_MIB (256); RSS handed back after the attack: SEND_TIMEOUT + 5 s after it
 #     ended (two trim ticks of quiet), VmRSS <= the unloaded VmRSS + RSS_AFTER_SLACK_MIB (16).
+# The attack's own CPU: hostile and the /big nginx share LOAD_CPU with the normal client (its load
+# generator and its `/` upstream). On a real deployment those are different machines; here, at equal
+# priority, the attack generator alone takes a quarter of that core, the /big upstream another fifth,
+# and the normal client's p99 measured the queue for that core (the `/` upstream's answer time, in
+# lifeline's access log as the attempt's response_ms, was most of lifeline's own p99 under attack).
+# So by default (ATTACK_SCHED=idle) hostile and the /big nginx run under SCHED_IDLE (`chrt -i 0`):
+# they get every cycle the normal client and its upstream leave on LOAD_CPU, and none they need. The
+# attack on lifeline is unchanged in size (the report prints how many slowloris and readers were open
+# and cut; a starved attack would show there). ATTACK_SCHED=normal runs them at equal priority, as
+# before.
+# The kernel's TCP memory is shared too. On loopback (64 KiB MSS) an upstream socket's send buffer
+# grows to about 1.3 MiB at connect, so the /big nginx, which is paused behind each stalled reader,
+# alone queued 1.2-1.6 GiB in its sockets: past tcp_mem's pressure mark (1.5 GiB here), where the
+# kernel prunes and drops on every socket, the normal client's included, and its retransmissions
+# (200 ms minimum) made the p99. That memory lives on the upstream's host in a real deployment, so
+# the /big nginx listens with sndbuf=BIG_SNDBUF (64k; empty: the kernel's autotuning). lifeline's
+# own kernel share per stalled reader (its send queue to the reader, its receive queue from the
+# upstream) stays in the figure: the run samples /proc/net/sockstat every second and reports the
+# peak TCP memory against tcp_mem's pressure mark, and how often the kernel entered memory pressure
+# (TcpExt TCPMemoryPressures), so a run measured under pressure says so.
 # Env: SLOWLORIS READERS MEASURE (10) HEADER_TIMEOUT (2) SEND_TIMEOUT (3) SLACK (1.5) SRC_ADDRS (16)
 #      PORT (19500: upstream, +1 lifeline, +2 admin, +3 big upstream) PROXY_CPU (0) LOAD_CPU (1) RSS_MAX_MIB (256)
 #      RSS_AFTER_SLACK_MIB (16)
@@ -68,6 +88,13 @@ PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 NORMAL_CPU=${NORMAL_CPU:-$LOAD_CPU}
 BIG_MIB=${BIG_MIB:-16}
+ATTACK_SCHED=${ATTACK_SCHED:-idle}
+BIG_SNDBUF=${BIG_SNDBUF:-64k}
+case $ATTACK_SCHED in
+idle) attack_sched=(chrt -i 0) ;;
+normal) attack_sched=() ;;
+*) echo "slow-clients: ATTACK_SCHED must be idle or normal" >&2; exit 1 ;;
+esac
 RSS_MAX_MIB=${RSS_MAX_MIB:-256}
 RSS_AFTER_SLACK_MIB=${RSS_AFTER_SLACK_MIB:-16}
 P99_FACTOR=${P99_FACTOR:-2}
@@ -129,7 +156,7 @@ http {
   access_log off; client_body_temp_path $OUT/tmp/body2; proxy_temp_path $OUT/tmp/proxy2;
   fastcgi_temp_path $OUT/tmp/fastcgi2; uwsgi_temp_path $OUT/tmp/uwsgi2; scgi_temp_path $OUT/tmp/scgi2;
   keepalive_requests 10000000; keepalive_timeout 600s; send_timeout 120s; sendfile_max_chunk 256k;
-  server { listen 127.0.0.1:$BIG_PORT backlog=4096;
+  server { listen 127.0.0.1:$BIG_PORT backlog=4096 sndbuf=$BIG_SNDBUF;
     location = /big { root $OUT/www; default_type application/octet-stream; } }
 }
 EOF
@@ -184,7 +211,7 @@ EOF
 rm -f "$OUT/access.log"
 taskset -c "$LOAD_CPU" "$NGINX" -p "$OUT" -c "$OUT/upstream-nginx.conf" >"$OUT/upstream.log" 2>&1 9>&- &
 pids+=("$!")
-taskset -c "$LOAD_CPU" "$NGINX" -p "$OUT" -c "$OUT/big-nginx.conf" >"$OUT/big-upstream.log" 2>&1 9>&- &
+"${attack_sched[@]}" taskset -c "$LOAD_CPU" "$NGINX" -p "$OUT" -c "$OUT/big-nginx.conf" >"$OUT/big-upstream.log" 2>&1 9>&- &
 pids+=("$!")
 if [[ $PROXY == nginx ]]; then
     taskset -c "$PROXY_CPU" "$NGINX" -p "$OUT" -c "$OUT/proxy-nginx.conf" >"$OUT/lifeline.log" 2>&1 9>&- &
@@ -216,7 +243,7 @@ ol_p99() {
 }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$lpid/status"; }
 
-echo "slow-clients: lifeline pid $lpid (1 worker, CPU $PROXY_CPU), header_timeout ${HEADER_TIMEOUT}s, send_timeout ${SEND_TIMEOUT}s, $SLOWLORIS slowloris + $READERS slow readers"
+echo "slow-clients: lifeline pid $lpid (1 worker, CPU $PROXY_CPU), attack scheduled $ATTACK_SCHED, header_timeout ${HEADER_TIMEOUT}s, send_timeout ${SEND_TIMEOUT}s, $SLOWLORIS slowloris + $READERS slow readers"
 rss0=$(rss_kib)
 touch "$OUT/access.log"
 mark0=$(wc -l <"$OUT/access.log")
@@ -229,7 +256,15 @@ echo "  unloaded, open-loop ($OL_RATE req/s): p99 ${ol_idle} ms ($(head -1 "$OUT
 mark=$(wc -l <"$OUT/access.log")
 sed -n "$((mark0 + 1)),${mark}p" "$OUT/access.log" >"$OUT/access-idle.log"
 HOSTILE_S=$((MEASURE + OL_SECONDS + 1 + 15))
-SEND_TIMEOUT_S=$SEND_TIMEOUT timeout -k 5 $((HOSTILE_S + 40)) taskset -c "$LOAD_CPU" "$HOSTILE_BIN" \
+tcp_pressures() { awk '$1 == "TcpExt:" { if (!n) { for (i = 2; i <= NF; i++) if ($i == "TCPMemoryPressures") f = i; n = 1 } else print $f }' /proc/net/netstat; }
+pressures0=$(tcp_pressures)
+( for ((i = 0; i < HOSTILE_S + 20; i++)); do
+      awk '$1 == "TCP:" { for (i = 2; i < NF; i++) if ($i == "mem") print $(i + 1) }' /proc/net/sockstat
+      sleep 1
+  done >"$OUT/tcpmem.txt" ) 9>&- &
+tcpmem_pid=$!
+pids+=("$tcpmem_pid")
+SEND_TIMEOUT_S=$SEND_TIMEOUT timeout -k 5 $((HOSTILE_S + 40)) "${attack_sched[@]}" taskset -c "$LOAD_CPU" "$HOSTILE_BIN" \
     "$PX_PORT" "$SLOWLORIS" "$READERS" "$SRC_ADDRS" "$HOSTILE_S" "$lpid" \
     "$OUT/hostile.json" 9>&- &
 hpid=$!
@@ -243,6 +278,13 @@ p99_load=$(p99 loaded)
 echo "  with hostile clients: p99 ${p99_load} ms ($(awk '/Requests\/sec/ { print $2 }' "$OUT/wrk-loaded.txt") req/s)"
 wait "$hpid" || die "the hostile client failed"
 kill -0 "$lpid" 2>/dev/null || die "lifeline died"
+kill "$tcpmem_pid" 2>/dev/null || true
+pressures=$(($(tcp_pressures) - pressures0))
+read -r _ tcp_mem_pressure _ </proc/sys/net/ipv4/tcp_mem
+tcp_peak=$(sort -n "$OUT/tcpmem.txt" | tail -1)
+echo "  kernel TCP memory under attack (every socket on this host, /proc/net/sockstat): peak $((tcp_peak * $(getconf PAGESIZE) >> 20)) MiB;" \
+    "tcp_mem pressure mark $((tcp_mem_pressure * $(getconf PAGESIZE) >> 20)) MiB; memory pressure entered $pressures time(s)$( ((pressures > 0)) &&
+    echo ": the kernel pruned and dropped on every socket, so the p99 below is the kernel's, not lifeline's")"
 sleep $((SEND_TIMEOUT + 5))
 rss_end=$(rss_kib)
 if [[ $PROXY == nginx ]]; then

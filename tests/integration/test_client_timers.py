@@ -146,6 +146,34 @@ def test_send_timeout_disconnects_client_that_never_reads(lifeline, upstream):
     assert lf.fetch("GET", "/echo/after").status == 200
 
 
+def test_send_timeout_resets_rather_than_closes(lifeline, upstream):
+    """A client cut by send_timeout gets a reset: what lifeline's socket still queued for it is
+    dropped at once instead of lingering in kernel memory as an orphan (a graceful close would end
+    with EOF after the queued bytes)."""
+    up = upstream()
+    st = t(0.5)
+    lf = start(lifeline, up, send_timeout=st)
+    c = Conn(lf.port, rcvbuf=4096)
+    try:
+        c.request("GET", "/bytes/%d" % (64 << 20))
+        time.sleep(st + t(1.5))
+        c.sock.settimeout(t(5))
+        ending = None
+        deadline = time.monotonic() + t(5)
+        while ending is None and time.monotonic() < deadline:
+            try:
+                if not c.sock.recv(1 << 20):
+                    ending = "EOF"
+            except ConnectionResetError:
+                ending = "reset"
+            except socket.timeout:
+                ending = "still open"
+        assert ending == "reset", ending
+    finally:
+        c.close()
+    lf.assert_alive()
+
+
 def test_max_connections_queues_extra_connection(lifeline, upstream):
     up = upstream()
     lf = lifeline(pools={"p": pool(up)}, limits={"max_connections": 5})
