@@ -25,7 +25,7 @@ LIBOBJS  = $(filter-out $(BUILD)/obj/main.o,$(OBJS))
 UNIT_SRC = $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all clean test unit fuzz fuzz-replay run deps bench floor openloop hostile latency docker-test k8s-check
+.PHONY: all clean test unit fuzz fuzz-replay run deps bench floor benchup openloop hostile latency docker-test k8s-check
 all: $(BUILD)/lifeline
 
 $(BUILD)/lifeline: $(OBJS)
@@ -89,7 +89,7 @@ run: deps all
 k8s-check:
 	bash scripts/k8s-validate.sh
 
-bench: all floor
+bench: all floor benchup
 	bash scripts/bench.sh
 
 # scripts/floor.c: the benchmark's bare forwarder (issue 13), with its io_uring mode when liburing is
@@ -100,6 +100,12 @@ build/floor: scripts/floor.c
 	@mkdir -p build
 	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror $(if $(FLOOR_URING),-DFLOOR_URING) \
 	  -o $@ $< $(if $(FLOOR_URING),-luring)
+
+# scripts/benchup.c: the benchmark's upstream (a canned 200 answer at the least CPU per request).
+benchup: build/benchup
+build/benchup: scripts/benchup.c
+	@mkdir -p build
+	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -o $@ $<
 
 # scripts/openloop.c: the open-loop load generator behind scripts/latency.sh (fixed request rate,
 # latency from each request's scheduled time).

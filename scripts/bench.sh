@@ -2,7 +2,8 @@
 # bench.sh — throughput, latency and CPU cost per request: lifeline vs nginx vs HAProxy vs the floor, on
 # loopback.
 #
-# One upstream (nginx, 1 process, `return 200` with a 100-byte body, keep-alive) and wrk both pinned
+# One upstream (UPSTREAM: benchup, see below, or nginx, 1 process, `return 200` with a 100-byte
+# body; keep-alive either way) and wrk both pinned
 # to LOAD_CPU; the target under test pinned to PROXY_CPU, one worker/thread each, keep-alive on both
 # sides, no access logs (configurations: scripts/lib/benchconf.sh). Targets:
 #   direct       wrk -> upstream (the ceiling of load generator + upstream; no proxy)
@@ -47,6 +48,15 @@
 # lifeline is skipped, with the errors shown), `-c FILE` serves in the foreground, `-V` prints the
 # version, SIGTERM makes it exit 0 (anything else is reported at the end).
 #
+# The upstream. wrk and the upstream share LOAD_CPU, and with nginx as the upstream that core
+# saturated first: the floor (the bare forwarder) reached only 78k req/s at 50 connections with its
+# own core 80% busy, so req/s measured the load core, not the proxies (the req/s ratios were
+# squeezed towards 1, and a faster proxy only moved the queue to the load core, which shows in its
+# p99). UPSTREAM=benchup (the default; scripts/benchup.c, `make benchup`, BENCHUP_BIN) answers with
+# the same 200, the same header set (Server, Date, Content-Type, Content-Length, Connection) and the
+# same 100-byte body as nginx's `return 200`, at a fraction of its CPU per request (one epoll loop, no
+# parsing beyond the end of the head), so more of the load core is left to wrk and the proxy's core
+# sets the pace. UPSTREAM=nginx: the nginx upstream, as before (and as callgrind.sh uses).
 # Env: ROUNDS (5) DURATION (s, 10) CONNS_LIST ("50 200"; CONNS=N alone means CONNS_LIST=N)
 # WRK_THREADS (1) WARMUP (s, 2) TARGETS ("direct lifeline lifeline-defaults nginx haproxy floor floor-uring")
 # LIFELINE_BIN (build/lifeline; empty or missing: lifeline is skipped) FLOOR_BIN (build/floor;
@@ -98,6 +108,8 @@ WARMUP=${WARMUP:-2}
 TARGETS=${TARGETS:-direct lifeline lifeline-defaults nginx haproxy floor floor-uring}
 LIFELINE_BIN=${LIFELINE_BIN-$ROOT/build/lifeline}
 FLOOR_BIN=${FLOOR_BIN:-$ROOT/build/floor}
+UPSTREAM=${UPSTREAM:-benchup}
+BENCHUP_BIN=${BENCHUP_BIN:-$ROOT/build/benchup}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 BENCH_PORT=${BENCH_PORT:-18000}
@@ -268,7 +280,19 @@ start() {   # name cpu command...
     started+=("$!")
 }
 
-start upstream "$LOAD_CPU" "$NGINX" -p "$OUT" -c "$OUT/upstream-nginx.conf"
+case $UPSTREAM in
+benchup)
+    if [[ ! -x "$BENCHUP_BIN" && "$BENCHUP_BIN" == "$ROOT/build/benchup" ]]; then make -s benchup >/dev/null || true; fi
+    [[ -x "$BENCHUP_BIN" ]] || die "$BENCHUP_BIN not built (make benchup), or set UPSTREAM=nginx"
+    start upstream "$LOAD_CPU" "$BENCHUP_BIN" "127.0.0.1:$UP_PORT" "$BODY"
+    upstream_desc="benchup (scripts/benchup.c), 100-byte 200 answer"
+    ;;
+nginx)
+    start upstream "$LOAD_CPU" "$NGINX" -p "$OUT" -c "$OUT/upstream-nginx.conf"
+    upstream_desc="nginx, 1 process, 100-byte \`return 200\`"
+    ;;
+*) die "UPSTREAM must be benchup or nginx" ;;
+esac
 bench_wait_ready upstream "${PID[upstream]}" "$UP_PORT" || { cat "$OUT/upstream.out" >&2; die "upstream failed"; }
 PID[direct]=""   # no proxy process: no CPU column
 
@@ -462,7 +486,7 @@ L.append("## lifeline benchmark, %s" % time.strftime("%Y-%m-%d %H:%M"))
 L.append("")
 L.append("commit $commit$dirty${version:+; }${version}${VARIANT:+; variant: }${VARIANT}; wrk -t$WRK_THREADS -d${DURATION}s --latency, "
          "$ROUNDS interleaved rounds, median (min–max) over rounds; target on CPU $PROXY_CPU, wrk + upstream "
-         "(nginx, 1 process, 100-byte \`return 200\`) on CPU $LOAD_CPU; one worker/thread per target, "
+         "($upstream_desc) on CPU $LOAD_CPU; one worker/thread per target, "
          "keep-alive both sides, no access logs; equal header work: ${EQUAL_HEADERS}. p99 is wrk's raw p99 "
          "(no coordinated-omission correction: wrk2 is not packaged in Debian 12).")
 for c in conns:

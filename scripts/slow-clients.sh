@@ -15,7 +15,8 @@
 #     lifeline's VmRSS, fds and CPU sampled every 0.5 s. After 8 s of that, the same wrk run: p99
 #     under attack.
 #     The normal client is also measured open-loop: build/openloop (scripts/openloop.c, `make
-#     openloop`) sends OL_RATE (2000) requests/s on OL_CONNS (8) connections for OL_SECONDS (10) on
+#     openloop`) sends OL_RATE (2000) requests/s on OL_CONNS (64: independent users do not queue behind
+#     each other's answers) connections for OL_SECONDS (10) on
 #     NORMAL_CPU, unloaded and then under attack (before the wrk run). Its p99 (from each request's
 #     scheduled time: a late answer delays what a user arriving then would see) is the one judged:
 #     wrk runs closed-loop at full throttle on the core it shares with hostile and both nginx, so its
@@ -37,17 +38,18 @@
 # priority, the attack generator alone takes a quarter of that core, the /big upstream another fifth,
 # and the normal client's p99 measured the queue for that core (the `/` upstream's answer time, in
 # lifeline's access log as the attempt's response_ms, was most of lifeline's own p99 under attack).
-# So by default (ATTACK_SCHED=idle) hostile and the /big nginx run under SCHED_IDLE (`chrt -i 0`):
-# they get every cycle the normal client and its upstream leave on LOAD_CPU, and none they need. The
+# So by default (NORMAL_NICE=-10) the normal client's open-loop generator and its `/` upstream run
+# at nice -10 (`nice -n`; the script runs as root): they get the core whenever they are ready, and
+# the attack (hostile, the /big nginx, at nice 0) every cycle they leave, which is most of it. The
 # attack on lifeline is unchanged in size (the report prints how many slowloris and readers were open
-# and cut; a starved attack would show there). ATTACK_SCHED=normal runs them at equal priority, as
-# before.
+# and cut; a starved attack would show there). wrk (closed-loop, not judged) stays at nice 0: at full
+# throttle it would otherwise take the attack's core. NORMAL_NICE=0: everything at equal priority.
 # The kernel's TCP memory is shared too. On loopback (64 KiB MSS) an upstream socket's send buffer
 # grows to about 1.3 MiB at connect, so the /big nginx, which is paused behind each stalled reader,
 # alone queued 1.2-1.6 GiB in its sockets: past tcp_mem's pressure mark (1.5 GiB here), where the
 # kernel prunes and drops on every socket, the normal client's included, and its retransmissions
 # (200 ms minimum) made the p99. That memory lives on the upstream's host in a real deployment, so
-# the /big nginx listens with sndbuf=BIG_SNDBUF (64k; empty: the kernel's autotuning). lifeline's
+# the /big nginx listens with sndbuf=BIG_SNDBUF (16k). lifeline's
 # own kernel share per stalled reader (its send queue to the reader, its receive queue from the
 # upstream) stays in the figure: the run samples /proc/net/sockstat every second and reports the
 # peak TCP memory against tcp_mem's pressure mark, and how often the kernel entered memory pressure
@@ -55,7 +57,7 @@
 # Env: SLOWLORIS READERS MEASURE (10) HEADER_TIMEOUT (2) SEND_TIMEOUT (3) SLACK (1.5) SRC_ADDRS (16)
 #      PORT (19500: upstream, +1 lifeline, +2 admin, +3 big upstream) PROXY_CPU (0) LOAD_CPU (1) RSS_MAX_MIB (256)
 #      RSS_AFTER_SLACK_MIB (16)
-#      NORMAL_CPU (LOAD_CPU) LIFELINE_BIN (build/lifeline) HOSTILE_BIN (build/hostile). Output: build/slow/ (result.txt, hostile.json, access.log).
+#      NORMAL_NICE (-10) BIG_SNDBUF (16k) NORMAL_CPU (LOAD_CPU) LIFELINE_BIN (build/lifeline) HOSTILE_BIN (build/hostile). Output: build/slow/ (result.txt, hostile.json, access.log).
 # DEFAULTS=1: the same run with nothing tuned in lifeline's client block (header_timeout 10 s,
 # send_timeout 30 s, idle_timeout 60 s: SPEC §2's defaults; the checks use those values) and
 # MEASURE 30 s, so that the attack outlasts a slow reader's send_timeout. Takes about 2 minutes.
@@ -88,18 +90,14 @@ PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 NORMAL_CPU=${NORMAL_CPU:-$LOAD_CPU}
 BIG_MIB=${BIG_MIB:-16}
-ATTACK_SCHED=${ATTACK_SCHED:-idle}
-BIG_SNDBUF=${BIG_SNDBUF:-64k}
-case $ATTACK_SCHED in
-idle) attack_sched=(chrt -i 0) ;;
-normal) attack_sched=() ;;
-*) echo "slow-clients: ATTACK_SCHED must be idle or normal" >&2; exit 1 ;;
-esac
+BIG_SNDBUF=${BIG_SNDBUF:-16k}
+NORMAL_NICE=${NORMAL_NICE:--10}
+normal_prio=(nice -n "$NORMAL_NICE")
 RSS_MAX_MIB=${RSS_MAX_MIB:-256}
 RSS_AFTER_SLACK_MIB=${RSS_AFTER_SLACK_MIB:-16}
 P99_FACTOR=${P99_FACTOR:-2}
 OL_RATE=${OL_RATE:-2000}
-OL_CONNS=${OL_CONNS:-8}
+OL_CONNS=${OL_CONNS:-64}
 OL_SECONDS=${OL_SECONDS:-10}
 OPENLOOP_BIN=${OPENLOOP_BIN:-$ROOT/build/openloop}
 LIFELINE_BIN=${LIFELINE_BIN:-$ROOT/build/lifeline}
@@ -209,9 +207,9 @@ EOF
 [[ $PROXY == lifeline || $PROXY == nginx ]] || die "PROXY must be lifeline or nginx"
 "$LIFELINE_BIN" -t -c "$OUT/lifeline.yaml" >/dev/null || die "lifeline rejects $OUT/lifeline.yaml"
 rm -f "$OUT/access.log"
-taskset -c "$LOAD_CPU" "$NGINX" -p "$OUT" -c "$OUT/upstream-nginx.conf" >"$OUT/upstream.log" 2>&1 9>&- &
+"${normal_prio[@]}" taskset -c "$LOAD_CPU" "$NGINX" -p "$OUT" -c "$OUT/upstream-nginx.conf" >"$OUT/upstream.log" 2>&1 9>&- &
 pids+=("$!")
-"${attack_sched[@]}" taskset -c "$LOAD_CPU" "$NGINX" -p "$OUT" -c "$OUT/big-nginx.conf" >"$OUT/big-upstream.log" 2>&1 9>&- &
+taskset -c "$LOAD_CPU" "$NGINX" -p "$OUT" -c "$OUT/big-nginx.conf" >"$OUT/big-upstream.log" 2>&1 9>&- &
 pids+=("$!")
 if [[ $PROXY == nginx ]]; then
     taskset -c "$PROXY_CPU" "$NGINX" -p "$OUT" -c "$OUT/proxy-nginx.conf" >"$OUT/lifeline.log" 2>&1 9>&- &
@@ -236,14 +234,14 @@ p99() {   # wrk's 99% line, in ms
 }
 # open-loop p99 (corrected: from each request's scheduled time), in ms; "" when it failed
 ol_p99() {
-    timeout -k 5 $((OL_SECONDS + 30)) taskset -c "$NORMAL_CPU" "$OPENLOOP_BIN" "127.0.0.1:$PX_PORT" "$OL_CONNS" \
+    timeout -k 5 $((OL_SECONDS + 30)) "${normal_prio[@]}" taskset -c "$NORMAL_CPU" "$OPENLOOP_BIN" "127.0.0.1:$PX_PORT" "$OL_CONNS" \
         "$OL_RATE" "$((OL_SECONDS + 1))" 1 9>&- >"$OUT/openloop-$1.txt" 2>&1 || true
     awk '$1 == "corrected_us" { for (i = 2; i <= NF; i++) if ($i ~ /^p99=/) { sub(/p99=/, "", $i); printf "%.3f\n", $i / 1000 } }' \
         "$OUT/openloop-$1.txt"
 }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$lpid/status"; }
 
-echo "slow-clients: lifeline pid $lpid (1 worker, CPU $PROXY_CPU), attack scheduled $ATTACK_SCHED, header_timeout ${HEADER_TIMEOUT}s, send_timeout ${SEND_TIMEOUT}s, $SLOWLORIS slowloris + $READERS slow readers"
+echo "slow-clients: lifeline pid $lpid (1 worker, CPU $PROXY_CPU), normal client at nice $NORMAL_NICE, header_timeout ${HEADER_TIMEOUT}s, send_timeout ${SEND_TIMEOUT}s, $SLOWLORIS slowloris + $READERS slow readers"
 rss0=$(rss_kib)
 touch "$OUT/access.log"
 mark0=$(wc -l <"$OUT/access.log")
@@ -264,7 +262,7 @@ pressures0=$(tcp_pressures)
   done >"$OUT/tcpmem.txt" ) 9>&- &
 tcpmem_pid=$!
 pids+=("$tcpmem_pid")
-SEND_TIMEOUT_S=$SEND_TIMEOUT timeout -k 5 $((HOSTILE_S + 40)) "${attack_sched[@]}" taskset -c "$LOAD_CPU" "$HOSTILE_BIN" \
+SEND_TIMEOUT_S=$SEND_TIMEOUT timeout -k 5 $((HOSTILE_S + 40)) taskset -c "$LOAD_CPU" "$HOSTILE_BIN" \
     "$PX_PORT" "$SLOWLORIS" "$READERS" "$SRC_ADDRS" "$HOSTILE_S" "$lpid" \
     "$OUT/hostile.json" 9>&- &
 hpid=$!
