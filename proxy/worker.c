@@ -989,8 +989,9 @@ void worker_memory_worst(const struct conf *c, struct worker_mem *m)
     m->per_conn = sizeof(struct client) + 2 * WORKER_BLOCK + MEM_PARSER(c->limits.max_header_bytes) +
                   sizeof(struct exchange) + body + m->hops * hop + (tls_in ? MEM_TLS_SESSION : 0);
     m->idle_conn = sizeof(struct client) + (tls_in ? MEM_TLS_SESSION : 0);
+    /* (no term for the parser caches: cached parsers are ones busy connections held, counted in
+     * per_conn; see WORKER_PARSER_CACHE) */
     m->per_worker = WORKER_CACHE_BYTES + WORKER_SMALL_CACHE_BYTES +
-                    64 * (MEM_PARSER(c->limits.max_header_bytes) + MEM_PARSER(WORKER_RESPONSE_HEAD_MAX)) +
                     1024 * sizeof(struct exchange) + 2 * (c->limits.max_header_bytes + 1024) +
                     (METRIC_ROUTE_SLOTS + 1) * sizeof(struct route_metrics) +
                     METRIC_SERVER_SLOTS * sizeof(struct server_metrics) +
