@@ -347,6 +347,12 @@ static void hop_handshake_cb(struct ev_loop *loop, ev_io *io, int revents)
 
 void hop_init(struct hop *h, unsigned seq)
 {
+    if (!h->w && h->state == HOP_IDLE) {
+        /* never started since it was last made idle (hop_start sets w): still as that left it
+         * (issue 13: the second slot is seldom used, and clearing it cost ~60 instructions) */
+        h->seq = seq + 1;
+        return;
+    }
     memset(h, 0, offsetof(struct hop, response_timer));
     if (!ev_is_active(&h->response_timer) && !ev_is_pending(&h->response_timer))
         memset(&h->response_timer, 0, sizeof(*h) - offsetof(struct hop, response_timer));
