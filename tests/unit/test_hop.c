@@ -3,8 +3,9 @@
  * response_timeout, read_timeout mid-body), connection reuse and when a connection must not be
  * reused (a HEAD answer declaring a body, a late byte on an idle connection), the promise that
  * hop_start() never reports an end synchronously (hop.h "Reports", issue 8 item 2), a cancellation
- * in every state, attempts that lose a connect race or a hedge running on detached, and
- * backpressure from a client that does not read.
+ * in every state, attempts that lose a connect race or a hedge running on detached, backpressure
+ * from a client that does not read, and the lazy response timer on a reused slot (never early,
+ * moved earlier at once, a parked one never firing into the next hop, the deadline while sending).
  *
  * Every upstream is the test's own loopback socket, scripted step by step; the access-log line of
  * each request names each attempt's outcome. Run under ASan (`make SANITIZE=1 unit`) the
@@ -736,6 +737,44 @@ static void test_cancelled_hop_timer_never_fires(void **state)
     fx_free(&f);
 }
 
+/* The deadline while a request body is still coming, on a slot whose timer is parked (a request
+ * served before): the deadline alone bounds the hop then, and it is armed although the parked
+ * timer runs (hop_connected asks rt_armed, not whether the timer is active). */
+static void test_deadline_while_sending_on_a_reused_slot(void **state)
+{
+    static struct fx f;
+    struct fx_peer *c, *u = NULL;
+    struct fx_resp r;
+    struct client *cl;
+    struct exchange *ex;
+    uint16_t port;
+    int lfd = fx_socket(&port, 16);
+    double t0, dt;
+
+    (void)state;
+    fx_init(&f,
+            "pools:\n"
+            "  p: { servers: [{ address: 127.0.0.1:%u }], connect_race: 0s, outlier: off }\n"
+            "routes:\n"
+            "  - pool: p\n"
+            "    timeouts: { total: 200ms, response: 5s }\n"
+            "    retry: { attempts: 1 }\n",
+            (unsigned)port);
+    c = fx_client(&f, &cl);
+    ex = served_and_parked(&f, c, cl, lfd, &u, FX_GET("/first"));
+    t0 = fx_now();
+    fx_send(c, "POST /s HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n0123456789");
+    FX_UNTIL(&f, (fx_pump(u), strstr(u->buf, "\r\n\r\n0123456789")), 2.0);   /* the pooled connection */
+    assert_ptr_equal(cl->ex, ex);
+    assert_true(ex->hops[0].rt_armed && ex->hops[0].deadline_cut);
+    fx_response(&f, c, &r, false, 2.0);
+    dt = fx_now() - t0;
+    if (dt < 0.19 || dt >= 1.0)
+        fail_msg("answered after %.3fs, want [0.19, 1)", dt);
+    fx_expect_fallback(&r, 504, "deadline");
+    fx_free(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -755,6 +794,7 @@ int main(void)
         cmocka_unit_test_teardown(test_response_timeout_on_a_reused_slot_never_early, fx_teardown),
         cmocka_unit_test_teardown(test_response_timeout_on_a_reused_slot_moved_earlier, fx_teardown),
         cmocka_unit_test_teardown(test_cancelled_hop_timer_never_fires, fx_teardown),
+        cmocka_unit_test_teardown(test_deadline_while_sending_on_a_reused_slot, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
