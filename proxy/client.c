@@ -815,7 +815,10 @@ static bool client_step(struct client *c)
         exchange_start(c->ex, c);
         if (c->closed)
             return false;
-        client_timer_arm(c);
+        /* A body to read: its deadline may come before the head's. Without one the read side has
+         * no deadline left, which never needs the lazy timer moved (client_timer_arm). */
+        if (c->ex && !c->ex->body_done)
+            client_timer_arm(c);
         return true;
     }
 
@@ -838,8 +841,9 @@ static bool client_step(struct client *c)
                 exchange_body(c->ex);
             return false;
         case H1_DONE:
+            /* (no read deadline while waiting: a deadline gone never needs the lazy timer moved,
+             * client_timer_arm) */
             c->phase = CLIENT_WAIT;
-            client_timer_arm(c);
             exchange_body_end(c->ex);
             if (!c->closed && c->ex && c->ex->req->upgrade && c->ex->state == EX_UPSTREAM)
                 return false;   /* tunnel bytes wait for the 101 */

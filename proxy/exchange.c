@@ -560,7 +560,12 @@ void exchange_start(struct exchange *ex, struct client *c)
     spipe_init(&ex->rpipe);
     ex->c = c;
     ex->w = w;
-    ex->client_addr_len = (unsigned char)client_addr_text(c, ex->client_addr);
+    if (ex->client_addr_family != c->addr_family ||
+        memcmp(ex->client_addr_bin, c->addr, sizeof(c->addr)) != 0) {
+        ex->client_addr_len = (unsigned char)client_addr_text(c, ex->client_addr);
+        ex->client_addr_family = (unsigned char)c->addr_family;
+        memcpy(ex->client_addr_bin, c->addr, sizeof(c->addr));
+    }
     ex->gen = w->gen;
     ex->gen->refs++;
     ex->req = h1_parser_head(c->parser);

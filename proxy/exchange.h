@@ -48,9 +48,6 @@ enum exchange_state {
 struct exchange {
     struct client *c;
     struct worker *w;                   /* the client's worker, for short */
-    char client_addr[46];               /* the client's IP as text (client_addr_text: the client
-                                         * keeps it in binary), for X-Forwarded-For, the log, hash */
-    unsigned char client_addr_len;
     enum exchange_state state;
     struct gen *gen;                    /* the worker generation it runs on (reference held) */
     const struct conf_route *route;
@@ -109,8 +106,15 @@ struct exchange {
     bool trace_in;                      /* a valid traceparent came: its tracestate is forwarded */
 
     /* Not cleared by exchange_start (issue 13: zeroing all of it cost ~240 instructions a
-     * request): the hops are made idle by hop_init, the rest is written before it is read. */
+     * request): the hops are made idle by hop_init, client_addr is kept while the client's
+     * binary address is the one it was made from, the rest is written before it is read. */
     struct hop hops[2];                 /* the attempt, and a hedge or a connect race beside it */
+    char client_addr[46];               /* the client's IP as text (client_addr_text: the client
+                                         * keeps it in binary), for X-Forwarded-For, the log, hash */
+    unsigned char client_addr_len;
+    unsigned char client_addr_family;   /* the binary address client_addr was made from: the next */
+    unsigned char client_addr_bin[16];  /* request from it (this exchange is reused last-in first-
+                                         * out, often by the same client) skips the formatting */
     struct hop_record {                 /* for the access log: one per attempt, in order */
         const char *server;             /* the server's address text (conf snapshot) */
         const char *outcome;            /* static string */

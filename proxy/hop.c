@@ -14,6 +14,7 @@
 #include "hop.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -62,13 +63,64 @@ static bool hop_arm(struct hop *h, ev_timer *t, int64_t ms)
     return cut;
 }
 
+/* The lazy response timer (hop.h): started, or moved, to expire in `secs`. */
+static void hop_rt_start(struct hop *h, struct ev_loop *loop, ev_tstamp secs)
+{
+    h->response_timer.repeat = secs > 1e-6 ? secs : 1e-6;
+    h->rt_at = ev_now(loop) + h->response_timer.repeat;
+    h->rt_loop = loop;
+    ev_timer_again(loop, &h->response_timer);
+}
+
+/* Arms the response timeout for `due`. The running timer is moved only when it would expire
+ * after due; one expiring earlier fires, finds due ahead and re-arms (hop_timer_cb). A pending one
+ * (its callback queued in this loop iteration) re-arms from its callback. */
+static void hop_rt_set(struct hop *h, ev_tstamp due)
+{
+    ev_timer *t = &h->response_timer;
+
+    h->rt_armed = true;
+    h->response_due = due;
+    if (ev_is_pending(t) || (ev_is_active(t) && h->rt_at <= due))
+        return;
+    hop_rt_start(h, hop_worker(h)->loop, due - ev_now(hop_worker(h)->loop));
+}
+
+/* Disarms the response timeout. The timer is left running (parked: its callback stops it), except
+ * on an orphan, whose memory is freed when it ends. */
+static void hop_rt_off(struct hop *h)
+{
+    h->rt_armed = false;
+    if (!h->ex)
+        timer_off(hop_worker(h)->loop, &h->response_timer);
+}
+
+void hop_release(struct hop *h)
+{
+    h->rt_armed = false;
+    if (ev_is_active(&h->response_timer) || ev_is_pending(&h->response_timer))
+        ev_timer_stop(h->rt_loop, &h->response_timer);
+}
+
+/* Arms the response timeout `ms` from now, clamped to the exchange deadline. Returns true when
+ * the deadline cut it. */
+static bool hop_arm_response(struct hop *h, int64_t ms)
+{
+    ev_tstamp now = ev_now(hop_worker(h)->loop);
+    ev_tstamp want = now + (ev_tstamp)ms / 1000.0;
+    bool cut = h->deadline < want;
+
+    hop_rt_set(h, cut ? h->deadline : want);
+    return cut;
+}
+
 /* Releases everything the hop holds. reusable: the connection goes back to the pool. */
 static void hop_detach(struct hop *h, bool reusable)
 {
     struct worker *w = hop_worker(h);
 
     timer_off(w->loop, &h->connect_timer);
-    timer_off(w->loop, &h->response_timer);
+    hop_rt_off(h);
     timer_off(w->loop, &h->read_timer);
     if (h->uc) {
         pool_gauge(h->uc->server, -1, 0, 0);
@@ -106,7 +158,7 @@ static void hop_fail_later(struct hop *h, enum hop_outcome o)
 {
     struct worker *w = hop_worker(h);
 
-    timer_off(w->loop, &h->response_timer);
+    hop_rt_off(h);
     timer_off(w->loop, &h->read_timer);
     if (h->uc) {
         pool_gauge(h->uc->server, -1, 0, 0);
@@ -152,12 +204,27 @@ static void hop_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     struct hop *h = t->data;
 
     (void)revents;
+    if (t == &h->response_timer) {
+        /* Lazy (hop.h): stopped here whatever follows, so that it runs only when re-armed below
+         * or by hop_rt_set, which keep rt_at. Parked: nothing more. */
+        ev_timer_stop(loop, t);
+        if (!h->rt_armed)
+            return;
+        if (h->state != HOP_BODY && h->state != HOP_TUNNEL && h->response_due - ev_now(loop) > 0.0005) {
+            hop_rt_start(h, loop, h->response_due - ev_now(loop));   /* fired early: not due yet */
+            return;
+        }
+    }
     if (t == &h->read_timer || (t == &h->response_timer && (h->state == HOP_BODY || h->state == HOP_TUNNEL))) {
         /* Re-arm from the last read instead of restarting the timer on every read (libev's
          * "be smart about timeouts"); a paused read is the downstream's fault, not the upstream's.
          * After the head the response timer, when it was due first, carries on as this one. */
         ev_tstamp left = h->last_read + h->read_timeout - ev_now(loop);
         if (h->read_paused || left > 0.0005) {
+            if (t == &h->response_timer) {
+                hop_rt_start(h, loop, h->read_paused ? h->read_timeout : left);
+                return;
+            }
             t->repeat = h->read_paused ? h->read_timeout : left;
             ev_timer_again(loop, t);
             return;
@@ -218,14 +285,11 @@ static void hop_connected(struct hop *h)
     {
         unsigned seq = h->seq;
         hop_send(h);
-        if (h->seq != seq || h->state != HOP_SENDING || ev_is_active(&h->response_timer))
+        if (h->seq != seq || h->state != HOP_SENDING || h->rt_armed)
             return;
     }
     h->deadline_cut = true;
-    h->response_timer.repeat = h->deadline - ev_now(w->loop);
-    if (h->response_timer.repeat <= 0)
-        h->response_timer.repeat = 1e-6;
-    ev_timer_again(w->loop, &h->response_timer);
+    hop_rt_set(h, h->deadline);
 }
 
 static void hop_connect_cb(struct ev_loop *loop, ev_io *io, int revents)
@@ -283,7 +347,15 @@ static void hop_handshake_cb(struct ev_loop *loop, ev_io *io, int revents)
 
 void hop_init(struct hop *h, unsigned seq)
 {
-    memset(h, 0, sizeof(*h));
+    if (!h->w && h->state == HOP_IDLE) {
+        /* never started since it was last made idle (hop_start sets w): still as that left it
+         * (issue 13: the second slot is seldom used, and clearing it cost ~60 instructions) */
+        h->seq = seq + 1;
+        return;
+    }
+    memset(h, 0, offsetof(struct hop, response_timer));
+    if (!ev_is_active(&h->response_timer) && !ev_is_pending(&h->response_timer))
+        memset(&h->response_timer, 0, sizeof(*h) - offsetof(struct hop, response_timer));
     h->seq = seq + 1;
     h->state = HOP_IDLE;
 }
@@ -313,7 +385,8 @@ void hop_start(struct hop *h, struct exchange *ex, struct upserver *s, bool fres
     h->started = ev_now(w->loop);
     h->connected = 0;
     ev_init(&h->connect_timer, hop_timer_cb);
-    ev_init(&h->response_timer, hop_timer_cb);
+    if (!ev_is_active(&h->response_timer) && !ev_is_pending(&h->response_timer))
+        ev_init(&h->response_timer, hop_timer_cb);   /* (else parked: kept, hop.h) */
     ev_init(&h->read_timer, hop_timer_cb);
     h->connect_timer.data = h->response_timer.data = h->read_timer.data = h;
     h->read_timeout = (ev_tstamp)ex->route->timeouts.read / 1000.0;
@@ -447,7 +520,7 @@ void hop_send(struct hop *h)
     if (ex->body_done || !ex->has_body) {
         h->request_sent = true;
         if (h->state == HOP_SENDING) {
-            h->deadline_cut = hop_arm(h, &h->response_timer, ex->route->timeouts.response);
+            h->deadline_cut = hop_arm_response(h, ex->route->timeouts.response);
         }
     }
     if ((n || spliced) && ex->has_body)
@@ -568,10 +641,11 @@ static void hop_read_timer_start(struct hop *h)
     struct ev_loop *loop = hop_worker(h)->loop;
 
     h->last_read = ev_now(loop);
-    if (ev_is_active(&h->response_timer) && !ev_is_pending(&h->response_timer) &&
-        ev_timer_remaining(loop, &h->response_timer) <= h->read_timeout)
+    /* (the lazy timer runs at rt_at, no later than the response timeout: hop.h) */
+    if (h->rt_armed && ev_is_active(&h->response_timer) && !ev_is_pending(&h->response_timer) &&
+        h->rt_at - h->last_read <= h->read_timeout)
         return;
-    timer_off(loop, &h->response_timer);
+    hop_rt_off(h);
     h->read_timer.repeat = h->read_timeout;
     ev_timer_again(loop, &h->read_timer);
 }
@@ -877,6 +951,13 @@ void hop_cancel(struct hop *h)
 {
     if (h->state == HOP_IDLE || !h->ex)
         return;
+    if (h->state == HOP_DONE) {
+        /* every way into HOP_DONE detaches at once: nothing is held (issue 13: the exchange
+         * cancels its finished hop once per request, and a second detach cost ~50 instructions) */
+        h->seq++;
+        h->state = HOP_IDLE;
+        return;
+    }
     h->seq++;
     hop_detach(h, false);   /* idempotent: whatever is still held is released, nothing pooled */
     h->state = HOP_IDLE;
@@ -950,7 +1031,13 @@ bool hop_orphan(struct hop *h)
     }
     *o = *h;   /* the timers are re-made below: a copied active watcher is never used */
     hop_timer_move(w->loop, &h->connect_timer, &o->connect_timer, o);
-    hop_timer_move(w->loop, &h->response_timer, &o->response_timer, o);
+    /* the response timer is lazy (hop.h): the orphan's runs to the due time itself */
+    timer_off(w->loop, &h->response_timer);
+    h->rt_armed = false;
+    ev_init(&o->response_timer, hop_timer_cb);
+    o->response_timer.data = o;
+    if (o->rt_armed)
+        hop_rt_start(o, w->loop, o->response_due - ev_now(w->loop));
     hop_timer_move(w->loop, &h->read_timer, &o->read_timer, o);
     o->ex = NULL;
     o->gen = h->ex->gen;

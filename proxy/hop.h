@@ -4,7 +4,9 @@
  * establishment), `response` (request sent -> response head complete) and `read` (longest idle gap
  * in the response body). connect and response are clamped to the exchange's deadline; a timer cut
  * short by the deadline reports HOP_DEADLINE. When the response timer is due before the read
- * deadline as the head arrives, it carries on as the read timer (no timer update at the head). The exchange (its owner) starts it, feeds it request
+ * deadline as the head arrives, it carries on as the read timer (no timer update at the head). The
+ * response timer is lazy and outlives the hop in its slot (see response_timer below: no timer
+ * update per request at all on a reused slot). The exchange (its owner) starts it, feeds it request
  * body bytes, and receives its events through the exchange_hop_*() calls in exchange.h.
  *
  * States, and where each may go:
@@ -97,8 +99,11 @@ struct hop {
     struct upserver *server;            /* while attached (counted in its inflight) */
     struct upserver *last_server;       /* the server of the latest start, kept after the end */
     struct upconn *uc;                  /* owned while attached */
-    ev_timer connect_timer, response_timer, read_timer;
+    ev_timer connect_timer, read_timer;
     ev_tstamp read_timeout, last_read;  /* read timer re-arms itself from last_read */
+    bool rt_armed;                      /* the response timeout (or the deadline cut) applies, due
+                                         * at response_due: see response_timer below */
+    ev_tstamp response_due;
     struct h1_parser *parser;           /* response parser, from the worker cache */
     struct buf head;                    /* serialized request head still to send */
     size_t body_sent;                   /* bytes of the exchange's body buffer already sent */
@@ -120,6 +125,17 @@ struct hop {
                                          * verdict (pool_report), else 0; handed over by
                                          * hop_start, given back unjudged by hop_detach
                                          * (pool_unclaim) */
+
+    /* Last, and kept by hop_init (issue 13): the response timer is lazy. It runs at rt_at, never
+     * later than response_due while rt_armed; a hop arming it for a due time no earlier than its
+     * expiry only records the due time, and the callback, firing early, re-arms for what is left.
+     * When the hop ends (hop_detach) it is disarmed and left running ("parked"); the callback of a
+     * parked timer stops it. So a slot reused by the next request (exchanges are reused last-in
+     * first-out) arms it with no timer update: one timer start and one stop fewer per request.
+     * Whoever frees the memory holding a hop calls hop_release() first; orphans stop it. */
+    ev_timer response_timer;
+    ev_tstamp rt_at;
+    struct ev_loop *rt_loop;            /* the loop it runs on, for hop_release */
 };
 
 /* ev_timer_stop() for a timer that may be neither running nor pending: then nothing is called
@@ -131,9 +147,12 @@ static inline void timer_off(struct ev_loop *loop, ev_timer *t)
         ev_timer_stop(loop, t);
 }
 
-/* Makes a zeroed slot an idle hop whose sequence number is past `seq` (the number of the hop that
- * used the slot before: a callback up the stack compares against it). */
+/* Makes a zeroed slot, or one an ended hop used, an idle hop whose sequence number is past `seq`
+ * (the number of the hop that used the slot before: a callback up the stack compares against it).
+ * A parked response timer is kept. */
 void hop_init(struct hop *h, unsigned seq);
+/* Stops a parked response timer: called before the memory holding h (an exchange) is freed. */
+void hop_release(struct hop *h);
 /* Starts the hop to server s; the request head must be in h->head already. fresh: on a new
  * connection, never a pooled one. trial: the half-open trial claim on s (0: none), which the hop
  * now holds until its verdict. Never reports an end before it returns (see "Reports" above): the

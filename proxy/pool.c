@@ -284,7 +284,8 @@ static void pool_idle_push(struct upconn *uc)
     struct worker *w = p->w;
 
     uc->hop = NULL;
-    ev_io_stop(w->loop, &uc->wr);
+    if (ev_is_active(&uc->wr) || ev_is_pending(&uc->wr))   /* (rarely: a send that blocked) */
+        ev_io_stop(w->loop, &uc->wr);
     worker_buf_put(w, &uc->in);
     if (p->cp->keepalive == 0 || w->draining || p->retired) {
         pool_close(uc);

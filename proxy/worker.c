@@ -198,6 +198,14 @@ static void worker_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
     }
 }
 
+/* Frees an exchange's memory: its hops' parked response timers are stopped first (hop.h). */
+static void exchange_mem_free(struct exchange *ex)
+{
+    hop_release(&ex->hops[0]);
+    hop_release(&ex->hops[1]);
+    free(ex);
+}
+
 static void worker_reap_cb(struct ev_loop *loop, ev_check *chk, int revents)
 {
     struct worker *w = chk->data;
@@ -217,7 +225,7 @@ static void worker_reap_cb(struct ev_loop *loop, ev_check *chk, int revents)
             w->free_ex = ex;
             w->nfree_ex++;
         } else {
-            free(ex);
+            exchange_mem_free(ex);
             w->trim_freed += sizeof(*ex);
         }
     }
@@ -531,12 +539,12 @@ void worker_destroy(struct worker *w)
     while (w->dead_ex) {
         struct exchange *ex = w->dead_ex;
         w->dead_ex = (struct exchange *)ex->c;
-        free(ex);
+        exchange_mem_free(ex);
     }
     while (w->free_ex) {
         struct exchange *ex = w->free_ex;
         w->free_ex = (struct exchange *)ex->c;
-        free(ex);
+        exchange_mem_free(ex);
     }
     while (w->blocks) {
         void *b = w->blocks;
@@ -845,7 +853,7 @@ static void worker_trim_cb(struct ev_loop *loop, ev_timer *t, int revents)
         struct exchange *ex = w->free_ex;
         w->free_ex = (struct exchange *)ex->c;
         w->nfree_ex--;
-        free(ex);
+        exchange_mem_free(ex);
         freed += sizeof(*ex);
     }
     w->blocks_low = w->nblocks;
@@ -989,8 +997,9 @@ void worker_memory_worst(const struct conf *c, struct worker_mem *m)
     m->per_conn = sizeof(struct client) + 2 * WORKER_BLOCK + MEM_PARSER(c->limits.max_header_bytes) +
                   sizeof(struct exchange) + body + m->hops * hop + (tls_in ? MEM_TLS_SESSION : 0);
     m->idle_conn = sizeof(struct client) + (tls_in ? MEM_TLS_SESSION : 0);
+    /* (no term for the parser caches: cached parsers are ones busy connections held, counted in
+     * per_conn; see WORKER_PARSER_CACHE) */
     m->per_worker = WORKER_CACHE_BYTES + WORKER_SMALL_CACHE_BYTES +
-                    64 * (MEM_PARSER(c->limits.max_header_bytes) + MEM_PARSER(WORKER_RESPONSE_HEAD_MAX)) +
                     1024 * sizeof(struct exchange) + 2 * (c->limits.max_header_bytes + 1024) +
                     (METRIC_ROUTE_SLOTS + 1) * sizeof(struct route_metrics) +
                     METRIC_SERVER_SLOTS * sizeof(struct server_metrics) +

@@ -46,6 +46,15 @@
  * worker is quiet, or while busy once 64 MiB were freed and not more often than every 30 s:
  * memory taken by a burst is returned after it (worker.c says why not at every tick). */
 #define WORKER_TRIM_SECONDS 2.0
+/* Free parsers kept per worker, of each kind (request, response), reused last-in first-out. Sized
+ * for the requests one worker has in flight at once: with fewer slots than that, a load whose
+ * in-flight count swings (wrk/h2load with 200 connections) made and freed a parser for most
+ * requests (issue 13: 450 instructions a request at 200 connections, nothing at 50). Every parser
+ * cached was in use when it was made (one is made only when the cache is empty), so parsers in
+ * use plus cached never exceed the most in use at once: the cache adds nothing to the worst case
+ * that every busy connection holding its parsers already counts; the trim tick frees what it held
+ * unused. */
+#define WORKER_PARSER_CACHE 1024
 /* Largest response head accepted from an upstream (nginx's default is 4-8 KiB). */
 #define WORKER_RESPONSE_HEAD_MAX (16 * 1024)
 
@@ -111,9 +120,9 @@ struct worker {
     unsigned nblocks, blocks_low;
     void *smalls;                       /* free WORKER_SMALL buffers, linked the same way */
     unsigned nsmalls, smalls_low;
-    struct h1_parser *req_parsers[64];
+    struct h1_parser *req_parsers[WORKER_PARSER_CACHE];
     unsigned nreq_parsers, req_parsers_low;
-    struct h1_parser *resp_parsers[64];
+    struct h1_parser *resp_parsers[WORKER_PARSER_CACHE];
     unsigned nresp_parsers, resp_parsers_low;
     struct exchange *free_ex;           /* cached exchanges, linked through ->c (see worker.c) */
     unsigned nfree_ex, free_ex_low;

@@ -22,7 +22,11 @@
 # names). Env: RUNS (2) REQUESTS (20000) WARMUP_REQUESTS (2000) CONNS (50) TOP (15) CG_PORT (18200:
 # upstream; +1 lifeline) PROXY_CPU (0) LOAD_CPU (1) CG_OUT (build/callgrind: the callgrind.out.RUN.*
 # dumps, which callgrind_annotate or kcachegrind open) DEFAULTS (0; 1: lifeline with nothing tuned,
-# scripts/lib/benchconf.sh's lifeline-defaults config: the JSON access log on). The commit printed is that of the checkout
+# scripts/lib/benchconf.sh's lifeline-defaults config: the JSON access log on) CACHE_SIM (0; 1:
+# valgrind --cache-sim=yes, and each run also prints every event per request: I1/D1/LL misses
+# (Dr, Dw, D1mr, D1mw, DLmr, DLmw), where cost that grows with CONNS shows; valgrind takes this
+# machine's L1 and last-level cache, so CG_VG_OPTS="--LL=2097152,16,64" simulates a 2 MiB L2 as
+# the last level instead) CG_VG_OPTS (more valgrind options). The commit printed is that of the checkout
 # LIFELINE_BIN was built in (its build/..), so another worktree's binary can be measured with this
 # script: LIFELINE_BIN=/path/to/wt/build/lifeline CG_OUT=/tmp/cg scripts/callgrind.sh. Every
 # process started here is stopped by PID at exit; each h2load is bounded by a timeout.
@@ -42,6 +46,9 @@ LIFELINE_BIN=${LIFELINE_BIN:-$ROOT/build/lifeline}
 NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
 PYTHON=${PYTHON:-/usr/bin/python3}
 OUT=${CG_OUT:-$ROOT/build/callgrind}
+CACHE_SIM=${CACHE_SIM:-0}
+CG_VG_OPTS=${CG_VG_OPTS:-}
+[[ "$CACHE_SIM" == 1 ]] && CG_VG_OPTS="--cache-sim=yes $CG_VG_OPTS"
 
 die() { echo "callgrind.sh: $*" >&2; exit 1; }
 note() { echo "callgrind.sh: $*" >&2; }
@@ -104,7 +111,8 @@ irs=()
 last_dump=""
 for ((run = 1; run <= RUNS; run++)); do
     base="$OUT/callgrind.out.$run"
-    taskset -c "$PROXY_CPU" valgrind --tool=callgrind --callgrind-out-file="$base" \
+    # shellcheck disable=SC2086
+    taskset -c "$PROXY_CPU" valgrind --tool=callgrind $CG_VG_OPTS --callgrind-out-file="$base" \
         "$LIFELINE_BIN" -c "$OUT/lifeline.yaml" >"$OUT/lifeline-$run.out" 2>&1 &
     lpid=$!
     pids+=("$lpid")
@@ -132,6 +140,10 @@ for ((run = 1; run <= RUNS; run++)); do
     irs+=("$ir")
     last_dump=$dump
     echo "run $run: instructions/request: $((ir / REQUESTS))   (Ir $ir over $REQUESTS requests, $CONNS connections; $dump)"
+    if [[ "$CACHE_SIM" == 1 ]]; then   # every event of the dump, per request (D1/LL misses)
+        awk -v n="$REQUESTS" '/^events:/ { for (i = 2; i <= NF; i++) ev[i] = $i }
+            /^(summary|totals):/ { s = "run '"$run"': per request:"; for (i = 2; i <= NF; i++) s = s sprintf(" %s %.1f", ev[i], $i / n); print s; exit }' "$dump"
+    fi
 done
 
 src=$(cd "$(dirname "$LIFELINE_BIN")/.." && pwd)

@@ -10,6 +10,7 @@
  *
  * Only static functions and main: the Makefile links this file with every proxy object.
  */
+#include <arpa/inet.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -239,6 +240,100 @@ static void test_stale_copy_answers(void **state)
     fx_free(&f);
 }
 
+/* ---- the client's address, as text, in a reused exchange ---------------------------------- */
+
+/* A downstream client as fx_client makes one, from address sa instead of 127.0.0.1. */
+static struct fx_peer *client_from(struct fx *f, const struct sockaddr *sa, socklen_t len, struct client **cp)
+{
+    int sv[2];
+
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+    atomic_fetch_add(&worker_connections, 1);
+    client_accept(&f->w, sv[0], sa, len, NULL);
+    assert_non_null(f->w.clients);
+    *cp = f->w.clients;
+    return fx_peer_new(f, sv[1]);
+}
+
+/* Issue 13: an exchange keeps its client's address text while the next client to take it has the
+ * same binary address (exchange.h). Clients from other addresses, v4 and v6, taking the same
+ * exchange one after another (the cache is last-in first-out) each get their own address in
+ * X-Forwarded-For, and the first address again after them. */
+static void test_client_address_in_a_reused_exchange(void **state)
+{
+    static struct fx f;
+    struct sockaddr_in v4[2] = { { .sin_family = AF_INET, .sin_port = htons(40001) },
+                                 { .sin_family = AF_INET, .sin_port = htons(40002) } };
+    struct sockaddr_in6 v6 = { .sin6_family = AF_INET6, .sin6_port = htons(40003) };
+    const struct sockaddr *from[] = { (struct sockaddr *)&v4[0], (struct sockaddr *)&v4[1],
+                                      (struct sockaddr *)&v6, (struct sockaddr *)&v4[0] };
+    const socklen_t len[] = { sizeof(v4[0]), sizeof(v4[1]), sizeof(v6), sizeof(v4[0]) };
+    const char *want[] = { "x-forwarded-for: 10.1.2.3\r\n", "x-forwarded-for: 10.1.2.4\r\n",
+                           "x-forwarded-for: 2001:db8::7\r\n", "x-forwarded-for: 10.1.2.3\r\n" };
+    struct exchange *first = NULL;
+    struct fx_peer *u = NULL;
+    uint16_t a;
+    int la = fx_socket(&a, 16);
+
+    (void)state;
+    assert_int_equal(inet_pton(AF_INET, "10.1.2.3", &v4[0].sin_addr), 1);
+    assert_int_equal(inet_pton(AF_INET, "10.1.2.4", &v4[1].sin_addr), 1);
+    assert_int_equal(inet_pton(AF_INET6, "2001:db8::7", &v6.sin6_addr), 1);
+    fx_init_pool(&f, "", a, 0, "", "");
+    for (int i = 0; i < 4; i++) {
+        struct client *cl;
+        struct fx_peer *c = client_from(&f, from[i], len[i], &cl);
+        struct fx_resp r;
+        char req[4096];
+
+        fx_send(c, FX_GET("/who"));
+        u = fx_take_request(&f, la, u, FX_GET("/who"), req, sizeof(req));
+        if (!strstr(req, want[i]))
+            fail_msg("request %d: want \"%.*s\" in:\n%s", i, (int)strlen(want[i]) - 2, want[i], req);
+        if (i == 0)
+            first = cl->ex;
+        else
+            assert_ptr_equal(cl->ex, first);   /* the same exchange, reused */
+        fx_respond(u, 200, "ok");
+        fx_expect_response(&f, c, &r, 200, "ok");
+        close(c->fd);   /* the client leaves: its exchange goes back to the cache */
+        c->fd = -1;
+        fx_run_for(&f, 0.02);
+    }
+    fx_free(&f);
+}
+
+/* Issue 13: the worker's parser caches hold what a busy load cycles through. 300 requests in flight
+ * at once (wrk -c300) give their parsers back and the next 300 get those same parsers, last-in
+ * first-out, with none made or freed (with 64 slots, 236 of them were freed and made again). */
+static void test_parser_caches_hold_a_busy_load(void **state)
+{
+    static struct fx f;
+    static struct h1_parser *p[300];
+    uint16_t a;
+
+    (void)state;
+    (void)fx_socket(&a, 16);
+    fx_init_pool(&f, "", a, 0, "", "");
+    for (int kind = 0; kind < 2; kind++) {
+        struct h1_parser *(*get)(struct worker *) = kind ? worker_resp_parser_get : worker_req_parser_get;
+        void (*put)(struct worker *, struct h1_parser *) = kind ? worker_resp_parser_put : worker_req_parser_put;
+
+        for (int i = 0; i < 300; i++)
+            assert_non_null(p[i] = get(&f.w));
+        for (int i = 0; i < 300; i++)
+            put(&f.w, p[i]);
+        for (int i = 299; i >= 0; i--) {
+            struct h1_parser *q = get(&f.w);
+            if (q != p[i])
+                fail_msg("%s parser %d: not the one given back last", kind ? "response" : "request", i);
+        }
+        for (int i = 0; i < 300; i++)
+            put(&f.w, p[i]);
+    }
+    fx_free(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -250,6 +345,8 @@ int main(void)
         cmocka_unit_test_teardown(test_503_retried_elsewhere, fx_teardown),
         cmocka_unit_test_teardown(test_local_answers, fx_teardown),
         cmocka_unit_test_teardown(test_stale_copy_answers, fx_teardown),
+        cmocka_unit_test_teardown(test_client_address_in_a_reused_exchange, fx_teardown),
+        cmocka_unit_test_teardown(test_parser_caches_hold_a_busy_load, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

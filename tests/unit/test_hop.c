@@ -3,8 +3,9 @@
  * response_timeout, read_timeout mid-body), connection reuse and when a connection must not be
  * reused (a HEAD answer declaring a body, a late byte on an idle connection), the promise that
  * hop_start() never reports an end synchronously (hop.h "Reports", issue 8 item 2), a cancellation
- * in every state, attempts that lose a connect race or a hedge running on detached, and
- * backpressure from a client that does not read.
+ * in every state, attempts that lose a connect race or a hedge running on detached, backpressure
+ * from a client that does not read, and the lazy response timer on a reused slot (never early,
+ * moved earlier at once, a parked one never firing into the next hop, the deadline while sending).
  *
  * Every upstream is the test's own loopback socket, scripted step by step; the access-log line of
  * each request names each attempt's outcome. Run under ASan (`make SANITIZE=1 unit`) the
@@ -570,6 +571,210 @@ static void test_slow_client_pauses_upstream_reads(void **state)
     fx_free(&f);
 }
 
+/* ---- the lazy response timer (hop.h): a slot reused by the next request ------------------- */
+
+/* Two routes on one pool of one server (the test's listener at port): /short with a `short`
+ * response timeout, the rest with `long`; one attempt each, a 5 s deadline. */
+static void two_timeouts_fixture(struct fx *f, uint16_t port, const char *short_rt, const char *long_rt)
+{
+    fx_init(f,
+            "pools:\n"
+            "  p:\n"
+            "    servers: [{ address: 127.0.0.1:%u }]\n"
+            "    connect_race: 0s\n"
+            "    outlier: off\n"
+            "routes:\n"
+            "  - match: { path: /short }\n"
+            "    pool: p\n"
+            "    timeouts: { total: 5s, response: %s, read: 5s }\n"
+            "    retry: { attempts: 1 }\n"
+            "  - pool: p\n"
+            "    timeouts: { total: 5s, response: %s, read: 5s }\n"
+            "    retry: { attempts: 1 }\n",
+            (unsigned)port, short_rt, long_rt);
+}
+
+/* One request on c served at once by u (NULL: the next connection accepted on lfd); checks that
+ * the slot's response timer is left running, disarmed (parked), and returns the exchange. */
+static struct exchange *served_and_parked(struct fx *f, struct fx_peer *c, struct client *cl, int lfd,
+                                          struct fx_peer **u, const char *request)
+{
+    struct fx_resp r;
+    struct exchange *ex;
+
+    fx_send(c, request);
+    *u = fx_take_request(f, lfd, *u, request, NULL, 0);
+    ex = cl->ex;
+    fx_respond(*u, 200, "ok");
+    fx_expect_response(f, c, &r, 200, "ok");
+    fx_expect_log(f, 200, "ok", NULL);
+    FX_UNTIL(f, cl->ex == NULL, 1.0);
+    assert_false(ex->hops[0].rt_armed);
+    assert_true(ev_is_active(&ex->hops[0].response_timer));   /* parked, not stopped */
+    return ex;
+}
+
+/* A response timeout armed on a slot whose parked timer expires earlier (the previous request's)
+ * fires at its own time, not the parked one's: moved later, never early. */
+static void test_response_timeout_on_a_reused_slot_never_early(void **state)
+{
+    static struct fx f;
+    struct fx_peer *c, *u = NULL;
+    struct fx_resp r;
+    struct client *cl;
+    struct exchange *ex;
+    uint16_t port;
+    int lfd = fx_socket(&port, 16);
+    double t0, dt;
+
+    (void)state;
+    two_timeouts_fixture(&f, port, "250ms", "250ms");
+    c = fx_client(&f, &cl);
+    ex = served_and_parked(&f, c, cl, lfd, &u, FX_GET("/first"));
+    fx_run_for(&f, 0.15);   /* the parked timer now expires about 0.1 s from here */
+    t0 = fx_now();
+    fx_send(c, FX_GET("/second"));
+    u = fx_take_request(&f, lfd, u, FX_GET("/second"), NULL, 0);   /* the pooled connection */
+    assert_ptr_equal(cl->ex, ex);                                  /* the same exchange and slot */
+    fx_response(&f, c, &r, false, 3.0);
+    dt = fx_now() - t0;
+    if (dt < 0.24 || dt >= 1.0)
+        fail_msg("response_timeout after %.3fs, want [0.24, 1)", dt);
+    fx_expect_fallback(&r, 504, "response_timeout");
+    fx_expect_log(&f, 504, "response_timeout", "response_timeout");
+    fx_free(&f);
+}
+
+/* A response timeout earlier than the parked timer's expiry (the previous request's route had a
+ * longer one) moves the timer at once: it fires on time. */
+static void test_response_timeout_on_a_reused_slot_moved_earlier(void **state)
+{
+    static struct fx f;
+    struct fx_peer *c, *u = NULL;
+    struct fx_resp r;
+    struct client *cl;
+    struct exchange *ex;
+    uint16_t port;
+    int lfd = fx_socket(&port, 16);
+    double t0, dt;
+
+    (void)state;
+    two_timeouts_fixture(&f, port, "100ms", "3s");
+    c = fx_client(&f, &cl);
+    ex = served_and_parked(&f, c, cl, lfd, &u, FX_GET("/long"));   /* parked, 3 s ahead */
+    t0 = fx_now();
+    fx_send(c, FX_GET("/short"));
+    u = fx_take_request(&f, lfd, u, FX_GET("/short"), NULL, 0);
+    assert_ptr_equal(cl->ex, ex);
+    fx_response(&f, c, &r, false, 2.0);
+    dt = fx_now() - t0;
+    if (dt < 0.09 || dt >= 0.6)
+        fail_msg("response_timeout after %.3fs, want [0.09, 0.6)", dt);
+    fx_expect_fallback(&r, 504, "response_timeout");
+    fx_expect_log(&f, 504, "response_timeout", "response_timeout");
+    fx_free(&f);
+}
+
+/* A hop cancelled while awaiting its answer leaves its timer parked. When it expires nothing is
+ * reported for the cancelled attempt (no response_timeout counted, no log line), and the next
+ * request on the same slot, still connecting (to a server whose connects never complete), is not
+ * failed by it: it ends at its own connect timeout. */
+static void test_cancelled_hop_timer_never_fires(void **state)
+{
+    static struct fx f;
+    struct fx_peer *c, *c2, *u;
+    struct fx_resp r;
+    struct client *cl, *cl2;
+    struct exchange *ex;
+    char line[8192];
+    uint16_t port, bh;
+    int lfd = fx_socket(&port, 16);
+    double t0, dt;
+
+    (void)state;
+    fx_blackhole(&bh);
+    fx_init(&f,
+            "pools:\n"
+            "  p: { servers: [{ address: 127.0.0.1:%u }], connect_race: 0s, outlier: off }\n"
+            "  q: { servers: [{ address: 127.0.0.1:%u }], connect_race: 0s, outlier: off }\n"
+            "routes:\n"
+            "  - match: { path: /bh }\n"
+            "    pool: q\n"
+            "    timeouts: { total: 5s, connect: 300ms }\n"
+            "    retry: { attempts: 1 }\n"
+            "  - pool: p\n"
+            "    timeouts: { total: 5s, response: 80ms }\n"
+            "    retry: { attempts: 1 }\n",
+            (unsigned)port, (unsigned)bh);
+    c = fx_client(&f, &cl);
+    fx_send(c, FX_GET("/a"));
+    u = fx_take_request(&f, lfd, NULL, FX_GET("/a"), NULL, 0);
+    FX_UNTIL(&f, cl->ex->hops[0].request_sent, 2.0);
+    ex = cl->ex;
+    assert_true(ex->hops[0].rt_armed);
+    client_close(cl);   /* the client leaves: the hop is cancelled, its timer parked */
+    fx_run_for(&f, 0.01);   /* the reaper gives the exchange back to the cache */
+    fx_log_wait(&f, line, sizeof(line), 1.0);
+    assert_non_null(strstr(line, "\"status\":499,"));
+    assert_false(ex->hops[0].rt_armed);
+    assert_true(ev_is_active(&ex->hops[0].response_timer));
+    FX_UNTIL(&f, (fx_pump(u), u->eof), 2.0);   /* the half-used connection was closed */
+
+    c2 = fx_client(&f, &cl2);
+    t0 = fx_now();
+    fx_send(c2, FX_GET("/bh"));
+    FX_UNTIL(&f, cl2->ex && cl2->ex->hops[0].state == HOP_CONNECTING, 1.0);
+    assert_ptr_equal(cl2->ex, ex);   /* the same slot, its parked timer still to expire */
+    fx_response(&f, c2, &r, false, 2.0);
+    dt = fx_now() - t0;
+    if (dt < 0.29 || dt >= 1.0)
+        fail_msg("answered after %.3fs, want [0.29, 1)", dt);
+    fx_expect_fallback(&r, 504, "connect_timeout");
+    fx_expect_log(&f, 504, "connect_timeout", "connect_timeout");
+    assert_false(fx_log_next(&f, line, sizeof(line)));
+    assert_int_equal(fx_pool(&f, 0)->servers[0].m->attempts[HOP_RESPONSE_TIMEOUT], 0);
+    assert_int_equal(fx_pool(&f, 0)->servers[0].inflight, 0);
+    fx_free(&f);
+}
+
+/* The deadline while a request body is still coming, on a slot whose timer is parked (a request
+ * served before): the deadline alone bounds the hop then, and it is armed although the parked
+ * timer runs (hop_connected asks rt_armed, not whether the timer is active). */
+static void test_deadline_while_sending_on_a_reused_slot(void **state)
+{
+    static struct fx f;
+    struct fx_peer *c, *u = NULL;
+    struct fx_resp r;
+    struct client *cl;
+    struct exchange *ex;
+    uint16_t port;
+    int lfd = fx_socket(&port, 16);
+    double t0, dt;
+
+    (void)state;
+    fx_init(&f,
+            "pools:\n"
+            "  p: { servers: [{ address: 127.0.0.1:%u }], connect_race: 0s, outlier: off }\n"
+            "routes:\n"
+            "  - pool: p\n"
+            "    timeouts: { total: 200ms, response: 5s }\n"
+            "    retry: { attempts: 1 }\n",
+            (unsigned)port);
+    c = fx_client(&f, &cl);
+    ex = served_and_parked(&f, c, cl, lfd, &u, FX_GET("/first"));
+    t0 = fx_now();
+    fx_send(c, "POST /s HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n0123456789");
+    FX_UNTIL(&f, (fx_pump(u), strstr(u->buf, "\r\n\r\n0123456789")), 2.0);   /* the pooled connection */
+    assert_ptr_equal(cl->ex, ex);
+    assert_true(ex->hops[0].rt_armed && ex->hops[0].deadline_cut);
+    fx_response(&f, c, &r, false, 2.0);
+    dt = fx_now() - t0;
+    if (dt < 0.19 || dt >= 1.0)
+        fail_msg("answered after %.3fs, want [0.19, 1)", dt);
+    fx_expect_fallback(&r, 504, "deadline");
+    fx_free(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -586,6 +791,10 @@ int main(void)
         cmocka_unit_test_teardown(test_late_byte_on_idle_connection, fx_teardown),
         cmocka_unit_test_teardown(test_hedge_loser_completes_and_pools, fx_teardown),
         cmocka_unit_test_teardown(test_slow_client_pauses_upstream_reads, fx_teardown),
+        cmocka_unit_test_teardown(test_response_timeout_on_a_reused_slot_never_early, fx_teardown),
+        cmocka_unit_test_teardown(test_response_timeout_on_a_reused_slot_moved_earlier, fx_teardown),
+        cmocka_unit_test_teardown(test_cancelled_hop_timer_never_fires, fx_teardown),
+        cmocka_unit_test_teardown(test_deadline_while_sending_on_a_reused_slot, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
