@@ -30,6 +30,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 enum cb_kind { CB_NONE, CB_URL, CB_STATUS, CB_FIELD, CB_VALUE };
 /* States of the raw chunked-body scan (h1_scan_chunks). */
@@ -293,17 +296,20 @@ enum {
     CT_TCHAR = 1,    /* RFC 9110 tchar: what a field name may contain (no whitespace, no controls) */
     CT_REGNAME = 2,  /* RFC 3986 unreserved / sub-delims / '%' (pct-encoded is not decoded) */
     CT_BADVAL = 4,   /* not allowed in a field value (RFC 9110 §5.5): controls but HTAB, and DEL */
+    CT_URL = 8,      /* an origin-form target byte the fast path takes: CT_REGNAME, '/', '?', ':', '@' */
 };
-#define CT_ALNUM CT_TCHAR | CT_REGNAME
+#define CT_REG CT_REGNAME | CT_URL
+#define CT_ALNUM CT_TCHAR | CT_REG
 static const unsigned char h1_ctype[256] = {
     [0x00 ... 0x08] = CT_BADVAL, [0x0a ... 0x1f] = CT_BADVAL, [0x7f] = CT_BADVAL,
     ['0' ... '9'] = CT_ALNUM, ['a' ... 'z'] = CT_ALNUM, ['A' ... 'Z'] = CT_ALNUM,
-    ['!'] = CT_TCHAR | CT_REGNAME, ['#'] = CT_TCHAR, ['$'] = CT_TCHAR | CT_REGNAME,
-    ['%'] = CT_TCHAR | CT_REGNAME, ['&'] = CT_TCHAR | CT_REGNAME, ['\''] = CT_TCHAR | CT_REGNAME,
-    ['*'] = CT_TCHAR | CT_REGNAME, ['+'] = CT_TCHAR | CT_REGNAME, ['-'] = CT_TCHAR | CT_REGNAME,
-    ['.'] = CT_TCHAR | CT_REGNAME, ['^'] = CT_TCHAR, ['_'] = CT_TCHAR | CT_REGNAME,
-    ['`'] = CT_TCHAR, ['|'] = CT_TCHAR, ['~'] = CT_TCHAR | CT_REGNAME,
-    ['('] = CT_REGNAME, [')'] = CT_REGNAME, [','] = CT_REGNAME, [';'] = CT_REGNAME, ['='] = CT_REGNAME,
+    ['!'] = CT_TCHAR | CT_REG, ['#'] = CT_TCHAR, ['$'] = CT_TCHAR | CT_REG,
+    ['%'] = CT_TCHAR | CT_REG, ['&'] = CT_TCHAR | CT_REG, ['\''] = CT_TCHAR | CT_REG,
+    ['*'] = CT_TCHAR | CT_REG, ['+'] = CT_TCHAR | CT_REG, ['-'] = CT_TCHAR | CT_REG,
+    ['.'] = CT_TCHAR | CT_REG, ['^'] = CT_TCHAR, ['_'] = CT_TCHAR | CT_REG,
+    ['`'] = CT_TCHAR, ['|'] = CT_TCHAR, ['~'] = CT_TCHAR | CT_REG,
+    ['('] = CT_REG, [')'] = CT_REG, [','] = CT_REG, [';'] = CT_REG, ['='] = CT_REG,
+    ['/'] = CT_URL, ['?'] = CT_URL, [':'] = CT_URL, ['@'] = CT_URL,
 };
 
 /* ASCII lowercase (field names and tokens are ASCII; other bytes compare as they are). */
@@ -396,7 +402,7 @@ static inline void copy_short(char *d, const char *s, size_t n)
 
 /* a[0..n) equals the lowercase literal lit[0..n) (lit holds n bytes at least) ignoring ASCII
  * case. A word at a time: this runs for every header name of every message. */
-static inline bool ci_eq(const char *a, const char *lit, size_t n)
+static inline __attribute__((always_inline)) bool ci_eq(const char *a, const char *lit, size_t n)
 {
     if (n >= 8) {
         size_t i;
@@ -765,133 +771,168 @@ static enum h1_method method_of(unsigned m)
     }
 }
 
-static int on_headers_complete(http_parser *hp)
-{
-    struct h1_parser *p = hp->data;
-    struct h1_head *h = &p->head;
-    struct conn_scan cs = { 0 };
-    struct te_scan ts = { 0 };
-    bool te = false, has_upgrade = false, has_connection = false;
-    unsigned bad = p->kind == H1_REQUEST ? 400 : 502;
-    int skip = 0;
+/* The method names, by http-parser's method number (http_method_str and strlen, without calls). */
+static const struct { const char *s; size_t len; } h1_method_names[] = {
+#define XX(num, name, string) [num] = { #string, sizeof(#string) - 1 },
+    HTTP_METHOD_MAP(XX)
+#undef XX
+};
 
-    h->http_major = hp->http_major;
-    h->http_minor = hp->http_minor;
-    if (hp->http_major != 1 || hp->http_minor > 1)
+/* What the pass over the headers (head_field) gathers for the checks on the whole head
+ * (head_finish). */
+struct head_scan {
+    struct conn_scan cs;
+    struct te_scan ts;
+    bool te, has_upgrade, has_connection;
+};
+
+/* The start line, from http-parser's numbers: the version (505), the method or the status. */
+static int head_start(struct h1_parser *p, unsigned major, unsigned minor, unsigned method, unsigned status)
+{
+    struct h1_head *h = &p->head;
+
+    h->http_major = major;
+    h->http_minor = minor;
+    if (major != 1 || minor > 1)
         return h1_fail(p, p->kind == H1_REQUEST ? 505 : 502, "unsupported HTTP version");
     if (p->kind == H1_REQUEST) {
-        h->method = method_of(hp->method);
-        h->method_name = http_method_str((enum http_method)hp->method);
-        h->method_len = strlen(h->method_name);
+        h->method = method_of(method);
+        if (method < sizeof(h1_method_names) / sizeof(h1_method_names[0]) && h1_method_names[method].s) {
+            h->method_name = h1_method_names[method].s;
+            h->method_len = h1_method_names[method].len;
+        } else {
+            h->method_name = http_method_str((enum http_method)method);
+            h->method_len = strlen(h->method_name);
+        }
     } else {
-        h->status = hp->status_code;
+        h->status = status;
         if (h->status < 100 || h->status > 599)
             return h1_fail(p, 502, "invalid status code");
     }
-    /* First pass: trim values, find the special headers, read Connection and Transfer-Encoding. */
-    for (unsigned i = 0; i < h->nhdrs; i++) {
-        struct h1_header *hd = &h->hdrs[i];
-        while (hd->value_len && (hd->value[hd->value_len - 1] == ' ' || hd->value[hd->value_len - 1] == '\t'))
-            hd->value_len--;
-        if (hd->name_len < 32 && (h1_underscore_lens >> hd->name_len & 1) &&
-            has_underscore(hd->name, hd->name_len)) {
-            if (name_eq_dash(hd->name, hd->name_len, "x-request-id")) {
-                hd->flags |= H1_HDR_HOP;   /* X_Request_Id: dropped, lifeline writes the one id */
-                continue;
-            }
-            if (name_in(hd->name, hd->name_len, h1_underscore_names,
-                        sizeof(h1_underscore_names) / sizeof(h1_underscore_names[0]))) {
-                /* Transfer_Encoding, Content_Length, Host: a request is refused; a response's is dropped */
-                if (p->kind == H1_REQUEST)
-                    return h1_fail(p, 400, "header name is a framing or routing header with '_'");
-                hd->flags |= H1_HDR_HOP;
-                continue;
-            }
+    return 0;
+}
+
+/* Header i of the head, its value trimmed already: a request's framing or routing name written
+ * with '_' is refused (a response's dropped), a second Host refused; the header's flags set, the
+ * head's indexes of Host, X-Request-Id and traceparent, Connection and Transfer-Encoding read.
+ * plain: the name is letters, digits and '-' only (no '_' to look for). 0, or -1 (h1_fail). */
+static inline __attribute__((always_inline)) int head_field(struct h1_parser *p, struct head_scan *st,
+                                                            unsigned i, bool plain)
+{
+    struct h1_head *h = &p->head;
+    struct h1_header *hd = &h->hdrs[i];
+
+    if (!plain && hd->name_len < 32 && (h1_underscore_lens >> hd->name_len & 1) &&
+        has_underscore(hd->name, hd->name_len)) {
+        if (name_eq_dash(hd->name, hd->name_len, "x-request-id")) {
+            hd->flags |= H1_HDR_HOP;   /* X_Request_Id: dropped, lifeline writes the one id */
+            return 0;
         }
-        /* By length first: most names match no case, and each case compares one or two names. */
-        switch (hd->name_len) {
-        case 2:
-            if (NAME_IS(hd, "te"))
-                hd->flags |= H1_HDR_HOP;
-            break;
-        case 4:
-            if (NAME_IS(hd, "host")) {
-                if (h->host >= 0)
-                    return h1_fail(p, bad, "more than one Host header");
-                h->host = (int)i;
-                hd->flags |= H1_HDR_HOST;
-            }
-            break;
-        case 6:
-            if (NAME_IS(hd, "expect")) {
-                hd->flags |= H1_HDR_HOP;
-                if (hd->value_len == 12 && ci_eq(hd->value, "100-continue", 12))
-                    h->expect_continue = true;
-            }
-            break;
-        case 7:
-            if (NAME_IS(hd, "upgrade")) {
-                hd->flags |= H1_HDR_HOP;
-                has_upgrade = true;
-            } else if (NAME_IS(hd, "trailer")) {
-                hd->flags |= H1_HDR_HOP;
-            }
-            break;
-        case 10:
-            if (NAME_IS(hd, "connection")) {
-                hd->flags |= H1_HDR_HOP;
-                has_connection = true;
-                each_token(hd->value, hd->value_len, conn_token, &cs);
-            } else if (NAME_IS(hd, "keep-alive")) {
-                hd->flags |= H1_HDR_HOP;
-            } else if (NAME_IS(hd, "tracestate")) {
-                hd->flags |= H1_HDR_TSTATE;
-            }
-            break;
-        case 11:
-            if (NAME_IS(hd, "traceparent")) {
-                hd->flags |= H1_HDR_TPARENT;
-                h->traceparent = h->traceparent == -1 ? (int)i : -2;
-            }
-            break;
-        case 12:
-            if (NAME_IS(hd, "x-request-id")) {
-                hd->flags |= H1_HDR_XRID;
-                if (h->request_id < 0)
-                    h->request_id = (int)i;
-            }
-            break;
-        case 14:
-            if (NAME_IS(hd, "content-length"))
-                hd->flags |= H1_HDR_FRAMING;
-            break;
-        case 15:
-            if (NAME_IS(hd, "x-forwarded-for"))
-                hd->flags |= H1_HDR_XFF;
-            break;
-        case 16:
-            if (NAME_IS(hd, "x-forwarded-host"))
-                hd->flags |= H1_HDR_XFWD;
-            else if (NAME_IS(hd, "proxy-connection"))
-                hd->flags |= H1_HDR_HOP;
-            break;
-        case 17:
-            if (NAME_IS(hd, "transfer-encoding")) {
-                te = true;
-                hd->flags |= H1_HDR_HOP;
-                each_token(hd->value, hd->value_len, te_token, &ts);
-            } else if (NAME_IS(hd, "x-forwarded-proto")) {
-                hd->flags |= H1_HDR_XFWD;
-            }
-            break;
-        default:
-            break;
+        if (name_in(hd->name, hd->name_len, h1_underscore_names,
+                    sizeof(h1_underscore_names) / sizeof(h1_underscore_names[0]))) {
+            /* Transfer_Encoding, Content_Length, Host: a request is refused; a response's is dropped */
+            if (p->kind == H1_REQUEST)
+                return h1_fail(p, 400, "header name is a framing or routing header with '_'");
+            hd->flags |= H1_HDR_HOP;
+            return 0;
         }
     }
-    /* Second pass: the names Connection lists are hop-by-hop too (any number, any length). Not
-     * needed when every token is keep-alive or upgrade: those headers are flagged hop-by-hop by
-     * the first pass already. */
-    for (unsigned c = 0; has_connection && cs.names && c < h->nhdrs; c++) {
+    /* By length first: most names match no case, and each case compares one or two names. */
+    switch (hd->name_len) {
+    case 2:
+        if (NAME_IS(hd, "te"))
+            hd->flags |= H1_HDR_HOP;
+        break;
+    case 4:
+        if (NAME_IS(hd, "host")) {
+            if (h->host >= 0)
+                return h1_fail(p, p->kind == H1_REQUEST ? 400 : 502, "more than one Host header");
+            h->host = (int)i;
+            hd->flags |= H1_HDR_HOST;
+        }
+        break;
+    case 6:
+        if (NAME_IS(hd, "expect")) {
+            hd->flags |= H1_HDR_HOP;
+            if (hd->value_len == 12 && ci_eq(hd->value, "100-continue", 12))
+                h->expect_continue = true;
+        }
+        break;
+    case 7:
+        if (NAME_IS(hd, "upgrade")) {
+            hd->flags |= H1_HDR_HOP;
+            st->has_upgrade = true;
+        } else if (NAME_IS(hd, "trailer")) {
+            hd->flags |= H1_HDR_HOP;
+        }
+        break;
+    case 10:
+        if (NAME_IS(hd, "connection")) {
+            hd->flags |= H1_HDR_HOP;
+            st->has_connection = true;
+            each_token(hd->value, hd->value_len, conn_token, &st->cs);
+        } else if (NAME_IS(hd, "keep-alive")) {
+            hd->flags |= H1_HDR_HOP;
+        } else if (NAME_IS(hd, "tracestate")) {
+            hd->flags |= H1_HDR_TSTATE;
+        }
+        break;
+    case 11:
+        if (NAME_IS(hd, "traceparent")) {
+            hd->flags |= H1_HDR_TPARENT;
+            h->traceparent = h->traceparent == -1 ? (int)i : -2;
+        }
+        break;
+    case 12:
+        if (NAME_IS(hd, "x-request-id")) {
+            hd->flags |= H1_HDR_XRID;
+            if (h->request_id < 0)
+                h->request_id = (int)i;
+        }
+        break;
+    case 14:
+        if (NAME_IS(hd, "content-length"))
+            hd->flags |= H1_HDR_FRAMING;
+        break;
+    case 15:
+        if (NAME_IS(hd, "x-forwarded-for"))
+            hd->flags |= H1_HDR_XFF;
+        break;
+    case 16:
+        if (NAME_IS(hd, "x-forwarded-host"))
+            hd->flags |= H1_HDR_XFWD;
+        else if (NAME_IS(hd, "proxy-connection"))
+            hd->flags |= H1_HDR_HOP;
+        break;
+    case 17:
+        if (NAME_IS(hd, "transfer-encoding")) {
+            st->te = true;
+            hd->flags |= H1_HDR_HOP;
+            each_token(hd->value, hd->value_len, te_token, &st->ts);
+        } else if (NAME_IS(hd, "x-forwarded-proto")) {
+            hd->flags |= H1_HDR_XFWD;
+        }
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+/* The checks that need the whole head, once head_field() has seen every header: the names
+ * Connection lists, Transfer-Encoding against Content-Length and the version, Host, the target;
+ * then the message's framing facts. has_cl/cl: the Content-Length http-parser read. Returns what
+ * on_headers_complete returns to http-parser (0; 1: no body; 2: no body and nothing after it),
+ * or -1 (h1_fail). */
+static int head_finish(struct h1_parser *p, const struct head_scan *st, bool has_cl, uint64_t cl)
+{
+    struct h1_head *h = &p->head;
+    unsigned bad = p->kind == H1_REQUEST ? 400 : 502;
+    int skip = 0;
+
+    /* The names Connection lists are hop-by-hop too (any number, any length). Not needed when
+     * every token is keep-alive or upgrade: those headers are flagged hop-by-hop already. */
+    for (unsigned c = 0; st->has_connection && st->cs.names && c < h->nhdrs; c++) {
         const struct h1_header *ch = &h->hdrs[c];
         uint64_t lens = 0;
         if (!NAME_IS(ch, "connection"))
@@ -906,20 +947,21 @@ static int on_headers_complete(http_parser *hp)
                 hd->flags |= H1_HDR_HOP;
         }
     }
-    if (te && p->kind == H1_REQUEST && h->http_minor == 0)
+    if (st->te && p->kind == H1_REQUEST && h->http_minor == 0)
         return h1_fail(p, 400, "Transfer-Encoding in an HTTP/1.0 request");   /* RFC 9112 §6.1 */
-    if (te) {
-        if (hp->flags & F_CONTENTLENGTH)
+    if (st->te) {
+        if (has_cl)
             return h1_fail(p, bad, "both Content-Length and Transfer-Encoding");
-        if (ts.unknown && p->kind == H1_REQUEST && ts.chunked_last && !ts.dup)
+        if (st->ts.unknown && p->kind == H1_REQUEST && st->ts.chunked_last && !st->ts.dup)
             return h1_fail(p, 501, "unsupported transfer coding");
-        if (!ts.chunked_last || ts.dup || ts.unknown)
+        if (!st->ts.chunked_last || st->ts.dup || st->ts.unknown)
             return h1_fail(p, bad, "Transfer-Encoding must end with chunked");
         h->chunked = true;
     }
-    if ((hp->flags & F_CONTENTLENGTH) && hp->content_length > (uint64_t)INT64_MAX)
+    if (has_cl && cl > (uint64_t)INT64_MAX)
         return h1_fail(p, bad, "Content-Length too large");   /* never read as a negative length */
-    h->content_length = (hp->flags & F_CONTENTLENGTH) && !te ? (int64_t)hp->content_length : -1;
+    h->content_length = has_cl && !st->te ? (int64_t)cl : -1;
+    h->keep_alive = h->http_minor == 1 ? !st->cs.close : (st->cs.keep_alive && !st->cs.close);
     if (p->kind == H1_REQUEST) {
         if (h->http_minor == 1 && h->host < 0)
             return h1_fail(p, 400, "missing Host header");
@@ -927,12 +969,10 @@ static int on_headers_complete(http_parser *hp)
             return h1_fail(p, 400, "invalid Host header");
         if (h1_check_target(p) < 0)
             return -1;
-        h->upgrade = has_upgrade && cs.upgrade;
-        h->keep_alive = h->http_minor == 1 ? !cs.close : (cs.keep_alive && !cs.close);
-        if (hp->method == HTTP_CONNECT)
+        h->upgrade = st->has_upgrade && st->cs.upgrade;
+        if (h->method == H1_M_CONNECT)
             skip = 1;   /* not proxied: answered 400 by routing; never read a "body" */
     } else {
-        h->keep_alive = h->http_minor == 1 ? !cs.close : (cs.keep_alive && !cs.close);
         if (h->status == 101) {
             h->upgrade = true;
             skip = 2;
@@ -945,6 +985,28 @@ static int on_headers_complete(http_parser *hp)
     p->cs_trl_room = p->max_head - p->alen;
     p->in_head = false;
     p->in_body = true;
+    return skip;
+}
+
+static int on_headers_complete(http_parser *hp)
+{
+    struct h1_parser *p = hp->data;
+    struct h1_head *h = &p->head;
+    struct head_scan st = { 0 };
+    int skip;
+
+    if (head_start(p, hp->http_major, hp->http_minor, hp->method, hp->status_code) < 0)
+        return -1;
+    for (unsigned i = 0; i < h->nhdrs; i++) {
+        struct h1_header *hd = &h->hdrs[i];
+        while (hd->value_len && (hd->value[hd->value_len - 1] == ' ' || hd->value[hd->value_len - 1] == '\t'))
+            hd->value_len--;
+        if (head_field(p, &st, i, false) < 0)
+            return -1;
+    }
+    skip = head_finish(p, &st, hp->flags & F_CONTENTLENGTH, hp->content_length);
+    if (skip < 0)
+        return -1;
     p->event = PEV_HEAD;
     http_parser_pause(hp, 1);
     return skip;
@@ -1016,10 +1078,9 @@ static int on_chunk_header(http_parser *hp)
     return 0;
 }
 
-static int on_message_complete(http_parser *hp)
+/* The message's end: trailer values trimmed, the chunked output closed. 0, or -1 (h1_fail). */
+static int message_done(struct h1_parser *p)
 {
-    struct h1_parser *p = hp->data;
-
     for (unsigned i = p->head.nhdrs; i < p->head.nhdrs + p->head.ntrailers; i++) {
         struct h1_header *hd = &p->head.hdrs[i];
         while (hd->value_len && (hd->value[hd->value_len - 1] == ' ' || hd->value[hd->value_len - 1] == '\t'))
@@ -1037,6 +1098,15 @@ static int on_message_complete(http_parser *hp)
     }
     p->in_head = false;
     p->in_body = false;
+    return 0;
+}
+
+static int on_message_complete(http_parser *hp)
+{
+    struct h1_parser *p = hp->data;
+
+    if (message_done(p) < 0)
+        return -1;
     p->event = PEV_DONE;
     http_parser_pause(hp, 1);
     return 0;
@@ -1097,8 +1167,7 @@ void h1_parser_reset(struct h1_parser *p)
 {
     uint64_t max_body = p->max_body;
 
-    http_parser_init(&p->hp, p->kind == H1_REQUEST ? HTTP_REQUEST : HTTP_RESPONSE);
-    p->hp.data = p;
+    /* (http-parser's own state is set up by h1_parse() when a message leaves the fast path) */
     /* Everything but the header array, whose entries below nhdrs are the only ones ever read:
      * clearing its 5 KiB for every message would cost more than the rest of the reset. */
     memset(&p->head, 0, offsetof(struct h1_head, hdrs));
@@ -1557,9 +1626,9 @@ static enum h1_event h1_exec(struct h1_parser *p, const char *data, size_t len, 
  * over the fuzz corpora checks this). */
 
 /* Bytes of an origin-form target taken by the fast path: RFC 3986 pchar, '/' and '?'. */
-static bool fast_url_char(unsigned char c)
+static inline bool fast_url_char(unsigned char c)
 {
-    return (h1_ctype[c] & CT_REGNAME) || c == '/' || c == '?' || c == ':' || c == '@';
+    return h1_ctype[c] & CT_URL;
 }
 
 /* Value bytes taken by the fast path: visible ASCII, SP and HTAB. */
@@ -1568,13 +1637,62 @@ static inline bool fast_value_char(unsigned char c)
     return (c >= 0x20 && c < 0x7f) || c == '\t';
 }
 
-/* The first byte at or after q (before e) that fast_value_char() refuses, or e. Eight bytes at a
- * time: a word's bytes below 0x20 (the borrow of x - 0x20 sets their high bit) or above 0x7e
- * (x + 1 or x itself has it) are flagged; a borrow or carry only ever flags bytes after a byte
- * already flagged, so the lowest flag is exact, and an HTAB there is stepped over. */
-static inline __attribute__((always_inline)) const char *fast_value_end(const char *q,
-                                                                        const char *e)
+#ifdef __SSE2__
+/* Bit k set: byte k of x is one fast_value_char() refuses. (Signed compares: bytes from 0x80 are
+ * negative, below 0x20.) */
+static inline unsigned value_stop16(__m128i x)
 {
+    __m128i ok = _mm_andnot_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8(0x7f)), _mm_cmpgt_epi8(x, _mm_set1_epi8(0x1f)));
+
+    ok = _mm_or_si128(ok, _mm_cmpeq_epi8(x, _mm_set1_epi8('\t')));
+    return ~(unsigned)_mm_movemask_epi8(ok) & 0xffff;
+}
+
+/* Bit k set: byte k of x is not a letter, a digit or '-' (what most names are made of; x | 0x20
+ * maps 'A'..'Z' and no other byte onto 'a'..'z'). */
+static inline unsigned name_stop16(__m128i x)
+{
+    __m128i l = _mm_or_si128(x, _mm_set1_epi8(0x20));
+    __m128i alpha = _mm_and_si128(_mm_cmpgt_epi8(l, _mm_set1_epi8('a' - 1)), _mm_cmplt_epi8(l, _mm_set1_epi8('z' + 1)));
+    __m128i digit = _mm_and_si128(_mm_cmpgt_epi8(x, _mm_set1_epi8('0' - 1)), _mm_cmplt_epi8(x, _mm_set1_epi8('9' + 1)));
+    __m128i ok = _mm_or_si128(_mm_or_si128(alpha, digit), _mm_cmpeq_epi8(x, _mm_set1_epi8('-')));
+
+    return ~(unsigned)_mm_movemask_epi8(ok) & 0xffff;
+}
+
+/* The first byte of [q, e) whose bit stop() sets, or e: 16 bytes per step. With fewer than 16
+ * left, the input's last 16 bytes are loaded (lo, the input's start, is at least 16 bytes before
+ * e: never a byte outside the input) and the bits of the bytes before q shifted out. */
+static inline __attribute__((always_inline)) const char *scan16(const char *q, const char *e, const char *lo,
+                                                                unsigned (*stop)(__m128i))
+{
+    unsigned m;
+
+    while (e - q >= 16) {
+        m = stop(_mm_loadu_si128((const __m128i *)(const void *)q));
+        if (m)
+            return q + __builtin_ctz(m);
+        q += 16;
+    }
+    if (q == e || e - lo < 16)
+        return q;   /* (e - lo < 16: not with the callers below) */
+    m = stop(_mm_loadu_si128((const __m128i *)(const void *)(e - 16))) >> (16 - (e - q));
+    return m ? q + __builtin_ctz(m) : e;
+}
+#endif
+
+/* The first byte at or after q (before e) that fast_value_char() refuses, or e. lo: the start of
+ * the input, at least 16 bytes before e. Without SSE2, eight bytes at a time: a word's bytes below
+ * 0x20 (the borrow of x - 0x20 sets their high bit) or above 0x7e (x + 1 or x itself has it) are
+ * flagged; a borrow or carry only ever flags bytes after a byte already flagged, so the lowest
+ * flag is exact, and an HTAB there is stepped over. */
+static inline __attribute__((always_inline)) const char *fast_value_end(const char *q, const char *e,
+                                                                        const char *lo)
+{
+#ifdef __SSE2__
+    return scan16(q, e, lo, value_stop16);
+#else
+    (void)lo;
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     while (e - q >= 8) {
         uint64_t x = ld8(q);
@@ -1592,19 +1710,46 @@ static inline __attribute__((always_inline)) const char *fast_value_end(const ch
     while (q < e && fast_value_char((unsigned char)*q))
         q++;
     return q;
+#endif
+}
+
+/* The end of a header name at q: the first byte of [q, e) that is not a tchar, or e. *plain is
+ * set when the name is letters, digits and '-' only (then it has no '_': head_field() skips that
+ * search). lo: as for fast_value_end(). */
+static inline __attribute__((always_inline)) const char *fast_name_end(const char *q, const char *e,
+                                                                       const char *lo, bool *plain)
+{
+#ifdef __SSE2__
+    q = scan16(q, e, lo, name_stop16);
+    if (q < e && *q == ':') {
+        *plain = true;
+        return q;
+    }
+#else
+    (void)lo;
+#endif
+    *plain = false;
+    /* four bytes per bounds check (a name is seldom shorter) */
+    while (e - q >= 4 && (h1_ctype[(unsigned char)q[0]] & h1_ctype[(unsigned char)q[1]] &
+                          h1_ctype[(unsigned char)q[2]] & h1_ctype[(unsigned char)q[3]] & CT_TCHAR))
+        q += 4;
+    while (q < e && (h1_ctype[(unsigned char)*q] & CT_TCHAR))
+        q++;
+    return q;
 }
 
 /* Names http-parser reads itself: Transfer-Encoding and Upgrade, and anything beginning with
  * them or with Content-Length, Connection or Proxy-Connection (those three exactly are taken:
  * Content-Length is read here, the Connection flags http-parser would set change nothing once the
- * parser is reset after each message, and upgrade needs an Upgrade header). */
-static bool fast_special_name(const char *n, size_t nl)
+ * parser is reset after each message, and upgrade needs an Upgrade header). Only names of 7 bytes
+ * or more get here. */
+static inline bool fast_special_name(const char *n, size_t nl)
 {
     switch (lc((unsigned char)n[0])) {
     case 't':
         return nl >= 17 && ci_eq(n, "transfer-encoding", 17);
     case 'u':
-        return nl >= 7 && ci_eq(n, "upgrade", 7);
+        return ci_eq(n, "upgrade", 7);
     case 'c':
         return (nl > 14 && ci_eq(n, "content-length", 14)) || (nl > 10 && ci_eq(n, "connection", 10));
     case 'p':
@@ -1619,8 +1764,11 @@ static bool fast_special_name(const char *n, size_t nl)
 
 /* Parses a whole head at d[0, n) (the message's first input). Returns true with the head
  * reported (H1_HEAD, *consumed through its last LF); false when the message is left to
- * http-parser, with the parser as h1_parser_reset() left it. */
-static bool h1_fast_head(struct h1_parser *p, const char *d, size_t n, size_t *consumed)
+ * http-parser, with the parser as h1_parser_reset() left it. Each header is judged by head_field()
+ * as it is stored (its value trimmed here), the head by head_start() and head_finish(): the same
+ * judges as on_headers_complete's, whose rejections send the message to http-parser's path. */
+static __attribute__((noinline)) bool h1_fast_head(struct h1_parser *p, const char *d, size_t n,
+                                                   size_t *consumed)
 {
     struct h1_head *h = &p->head;
     const char *q = d, *e, *t0;
@@ -1628,6 +1776,7 @@ static bool h1_fast_head(struct h1_parser *p, const char *d, size_t n, size_t *c
     unsigned method = 0, status = 0, minor;
     bool has_cl = false, known = false, no_body;
     uint64_t cl = 0;
+    struct head_scan st = { 0 };
     int skip;
 
     e = d + (n < lim ? n : lim);
@@ -1673,7 +1822,7 @@ static bool h1_fast_head(struct h1_parser *p, const char *d, size_t n, size_t *c
         minor = (unsigned)(q[8] - '0');
         if (arena_reserve(p, (size_t)(q - t0)) < 0)
             goto slow;
-        memcpy(p->arena, t0, (size_t)(q - t0));
+        copy_short(p->arena, t0, (size_t)(q - t0));
         h->target = p->arena;
         h->target_len = (size_t)(q - t0);
         p->alen = h->target_len;
@@ -1688,20 +1837,21 @@ static bool h1_fast_head(struct h1_parser *p, const char *d, size_t n, size_t *c
         if (status < 200 || status > 599)
             return false;   /* interim answers and 101 take http-parser's path */
         r0 = q += 13;
-        q = fast_value_end(q, e);
+        q = fast_value_end(q, e, d);
         if (q == r0 || e - q < 2 || q[0] != '\r' || q[1] != '\n')
             return false;
         if (arena_reserve(p, (size_t)(q - r0)) < 0)
             goto slow;
-        memcpy(p->arena, r0, (size_t)(q - r0));
+        copy_short(p->arena, r0, (size_t)(q - r0));
         h->reason = p->arena;
         h->reason_len = (size_t)(q - r0);
         p->alen = h->reason_len;
         q += 2;
     }
     for (;;) {
-        const char *n0, *v0;
+        const char *n0, *v0, *ve;
         size_t nl, vl;
+        bool plain;
         struct h1_header *hd;
 
         if (e - q < 2)
@@ -1713,12 +1863,7 @@ static bool h1_fast_head(struct h1_parser *p, const char *d, size_t n, size_t *c
             break;
         }
         n0 = q;
-        /* four bytes per bounds check (a name is seldom shorter) */
-        while (e - q >= 4 && (h1_ctype[(unsigned char)q[0]] & h1_ctype[(unsigned char)q[1]] &
-                              h1_ctype[(unsigned char)q[2]] & h1_ctype[(unsigned char)q[3]] & CT_TCHAR))
-            q += 4;
-        while (q < e && (h1_ctype[(unsigned char)*q] & CT_TCHAR))
-            q++;
+        q = fast_name_end(q, e, d, &plain);
         if (q == n0 || q >= e || *q != ':')
             goto slow;
         nl = (size_t)(q - n0);
@@ -1726,15 +1871,17 @@ static bool h1_fast_head(struct h1_parser *p, const char *d, size_t n, size_t *c
         while (q < e && (*q == ' ' || *q == '\t'))
             q++;
         v0 = q;
-        q = fast_value_end(q, e);
+        q = fast_value_end(q, e, d);
         if (e - q < 2 || q[0] != '\r' || q[1] != '\n' || h->nhdrs >= H1_MAX_HEADERS)
             goto slow;
-        vl = (size_t)(q - v0);
+        for (ve = q; ve > v0 && (ve[-1] == ' ' || ve[-1] == '\t'); ve--)
+            ;   /* trailing whitespace is not part of the value */
+        vl = (size_t)(ve - v0);
         q += 2;
         /* What http-parser treats specially and this path does not: its path takes them. It
          * matches these names by prefix ("Transfer-Encoding`" counts as Transfer-Encoding), so a
          * name that only begins with one goes there too. */
-        if (fast_special_name(n0, nl))
+        if (nl >= 7 && fast_special_name(n0, nl))
             goto slow;
         if (nl == 14 && ci_eq(n0, "content-length", 14)) {
             size_t k = 0;
@@ -1747,9 +1894,10 @@ static bool h1_fast_head(struct h1_parser *p, const char *d, size_t n, size_t *c
             has_cl = true;
         }
         /* (the head within the input is at most max_head bytes, and the arena keeps fewer) */
-        if (hdrs_reserve(p, h->nhdrs + 1) < 0 || arena_reserve(p, p->alen + nl + vl) < 0)
+        if ((h->nhdrs >= p->hcap && hdrs_reserve(p, h->nhdrs + 1) < 0) ||
+            arena_reserve(p, p->alen + nl + vl) < 0)
             goto slow;
-        hd = &h->hdrs[h->nhdrs++];
+        hd = &h->hdrs[h->nhdrs];
         hd->name = p->arena + p->alen;
         copy_short(p->arena + p->alen, n0, nl);
         p->alen += nl;
@@ -1759,19 +1907,17 @@ static bool h1_fast_head(struct h1_parser *p, const char *d, size_t n, size_t *c
         p->alen += vl;
         hd->value_len = vl;
         hd->flags = 0;
+        if (head_field(p, &st, h->nhdrs++, plain) < 0)
+            goto slow;
     }
     no_body = p->kind == H1_RESPONSE && (status == 204 || status == 304 || p->no_body);
     if (p->kind == H1_RESPONSE && !has_cl && !no_body)
         goto slow;   /* close-delimited: http-parser's path */
-    p->hp.http_major = 1;
-    p->hp.http_minor = (unsigned short)minor;
-    p->hp.method = method;
-    p->hp.status_code = status;
-    p->hp.flags = has_cl ? F_CONTENTLENGTH : 0;
-    p->hp.content_length = has_cl ? cl : 0;
     p->in_head = true;
     p->last_cb = CB_VALUE;
-    skip = on_headers_complete(&p->hp);
+    if (head_start(p, 1, minor, method, status) < 0)
+        goto slow;
+    skip = head_finish(p, &st, has_cl, cl);
     if (skip < 0 || p->err_status)
         goto slow;
     p->fresh = false;
@@ -1805,7 +1951,7 @@ static enum h1_event h1_fast_body(struct h1_parser *p, const char *data, size_t 
     }
     if (p->fast_left)
         return H1_NEED_MORE;
-    if (on_message_complete(&p->hp) < 0 || p->err_status)
+    if (message_done(p) < 0 || p->err_status)
         return H1_ERROR;
     return H1_DONE;
 }
@@ -1823,6 +1969,9 @@ enum h1_event h1_parse(struct h1_parser *p, const char *data, size_t len, size_t
         /* Only a message's very first input: bytes before it (even a lone CR) are the scan's. */
         if (h1_fast_head(p, data, len, consumed))
             return H1_HEAD;
+        /* http-parser's path: its parser is set up only now (a fast message never reads it) */
+        http_parser_init(&p->hp, p->kind == H1_REQUEST ? HTTP_REQUEST : HTTP_RESPONSE);
+        p->hp.data = p;
         p->fresh = false;
     }
     if (p->pending_lf) {
