@@ -2045,44 +2045,67 @@ enum h1_event h1_parse_eof(struct h1_parser *p)
 
 /* ---- writers ---------------------------------------------------------------------------- */
 
-/* Appends to a staging area; the caller commits the whole head or nothing. */
-struct stage { char *p; size_t len, cap; bool overflow; };
+/* A head being written at a buffer's tail: d moves from start towards end; a put that does not
+ * fit sets bad and pulls end back to d, so that every later put fails too. The caller commits the
+ * whole head or nothing. Every put is inline, one room check each: the stage lives in registers. */
+struct stage { char *start, *d, *end; bool bad; };
 
-static void put(struct stage *s, const char *d, size_t n)
+static inline __attribute__((always_inline)) bool stage_room(struct stage *s, size_t n)
 {
-    if (s->overflow || n > s->cap - s->len) {
-        s->overflow = true;
+    if (n <= (size_t)(s->end - s->d))
+        return true;
+    s->bad = true;
+    s->end = s->d;
+    return false;
+}
+
+static inline __attribute__((always_inline)) void put(struct stage *s, const char *src, size_t n)
+{
+    if (!stage_room(s, n))
         return;
-    }
-    memcpy(s->p + s->len, d, n);
-    s->len += n;
+    copy_short(s->d, src, n);
+    s->d += n;
 }
 
-static void puts_(struct stage *s, const char *d)
-{
-    put(s, d, strlen(d));
-}
+/* A string literal, its length known at compile time. */
+#define PUT_LIT(s, lit) put(s, lit, sizeof(lit) - 1)
 
-/* One room check for the whole line (this runs for every header of every message). */
+/* "name: value\r\n", one room check for the whole line. */
 static inline __attribute__((always_inline)) void put_header(struct stage *s, const char *name, size_t nlen,
                                                              const char *v, size_t vlen)
 {
-    char *d;
+    char *d = s->d;
 
-    if (s->overflow || nlen > s->cap - s->len || vlen + 4 > s->cap - s->len - nlen) {
-        s->overflow = true;
+    if (!stage_room(s, nlen + vlen + 4))
         return;
-    }
-    d = s->p + s->len;
     copy_short(d, name, nlen);
     d += nlen;
     memcpy(d, ": ", 2);
     copy_short(d + 2, v, vlen);
     memcpy(d + 2 + vlen, "\r\n", 2);
-    s->len += nlen + vlen + 4;
+    s->d = d + vlen + 4;
 }
 
-static void put_num(struct stage *s, int64_t v)
+/* strlen() of a short string (a scheme), without the call. */
+static inline size_t short_strlen(const char *z)
+{
+    size_t n = 0;
+
+    while (z[n])
+        n++;
+    return n;
+}
+
+/* A string not known at compile time (a reason phrase, extra header lines). */
+static void puts_(struct stage *s, const char *z)
+{
+    put(s, z, strlen(z));
+}
+
+/* A header of a literal name. */
+#define PUT_HEADER_LIT(s, lit, v, vlen) put_header(s, lit, sizeof(lit) - 1, v, vlen)
+
+static inline __attribute__((always_inline)) void put_num(struct stage *s, int64_t v)
 {
     char tmp[24];
     size_t n = sizeof(tmp);
@@ -2096,44 +2119,44 @@ static void put_num(struct stage *s, int64_t v)
 
 /* The headers both writers end with: X-Request-Id, the framing, and for a tunnel the Upgrade
  * header with Connection: upgrade. */
-static void put_common(struct stage *s, const struct h1_head *h, const char *rid, size_t rid_len,
-                       bool chunked, int64_t content_length, bool upgrade)
+static inline __attribute__((always_inline)) void put_common(struct stage *s, const struct h1_head *h,
+                                                             const char *rid, size_t rid_len, bool chunked,
+                                                             int64_t content_length, bool upgrade)
 {
     if (rid)
-        put_header(s, "x-request-id", 12, rid, rid_len);
+        PUT_HEADER_LIT(s, "x-request-id", rid, rid_len);
     if (chunked) {
-        puts_(s, "transfer-encoding: chunked\r\n");
+        PUT_LIT(s, "transfer-encoding: chunked\r\n");
     } else if (content_length >= 0) {
-        puts_(s, "content-length: ");
+        PUT_LIT(s, "content-length: ");
         put_num(s, content_length);
-        puts_(s, "\r\n");
+        PUT_LIT(s, "\r\n");
     }
     if (upgrade) {
         const struct h1_header *up = h1_find(h, "upgrade");
         if (up)
             put_header(s, up->name, up->name_len, up->value, up->value_len);
-        puts_(s, "connection: upgrade\r\n");
+        PUT_LIT(s, "connection: upgrade\r\n");
     }
 }
 
-static struct stage stage_of(struct buf *out)
+static inline __attribute__((always_inline)) struct stage stage_of(struct buf *out)
 {
     struct stage s;
 
     if (buf_tailroom(out) < buf_free_space(out))
         buf_compact(out);
-    s.p = buf_tail(out);
-    s.len = 0;
-    s.cap = buf_tailroom(out);
-    s.overflow = false;
+    s.start = s.d = buf_tail(out);
+    s.end = s.d + buf_tailroom(out);
+    s.bad = false;
     return s;
 }
 
-static int stage_commit(struct buf *out, const struct stage *s)
+static inline __attribute__((always_inline)) int stage_commit(struct buf *out, const struct stage *s)
 {
-    if (s->overflow)
+    if (s->bad)
         return -1;
-    out->len += s->len;
+    out->len += (size_t)(s->d - s->start);
     return 0;
 }
 
@@ -2168,14 +2191,14 @@ int h1_write_request_head(struct buf *out, const struct h1_head *req, const stru
     const struct h1_header *host = req->host >= 0 ? &req->hdrs[req->host] : NULL;
 
     put(&s, req->method_name, req->method_len);
-    put(&s, " ", 1);
+    PUT_LIT(&s, " ");
     if (o->target)
         put(&s, o->target, o->target_len);
     else
         put(&s, req->target, req->target_len);
-    puts_(&s, " HTTP/1.1\r\n");
+    PUT_LIT(&s, " HTTP/1.1\r\n");
     if (o->host)
-        put_header(&s, "host", 4, o->host, o->host_len);
+        PUT_HEADER_LIT(&s, "host", o->host, o->host_len);
     else if (host)
         put_header(&s, host->name, host->name_len, host->value, host->value_len);
     for (unsigned i = 0; i < req->nhdrs; i++) {
@@ -2194,9 +2217,9 @@ int h1_write_request_head(struct buf *out, const struct h1_head *req, const stru
                 if (!(req->hdrs[j].flags & H1_HDR_XFF) || req->hdrs[j].value_len == 0)
                     continue;
                 if (first)
-                    put(&s, "x-forwarded-for: ", 17);
+                    PUT_LIT(&s, "x-forwarded-for: ");
                 else
-                    put(&s, ", ", 2);
+                    PUT_LIT(&s, ", ");
                 put(&s, req->hdrs[j].value, req->hdrs[j].value_len);
                 first = 0;
             }
@@ -2205,24 +2228,24 @@ int h1_write_request_head(struct buf *out, const struct h1_head *req, const stru
                 continue;
             }
             if (o->client) {
-                put(&s, ", ", 2);
+                PUT_LIT(&s, ", ");
                 put(&s, o->client, o->client_len);
             }
-            put(&s, "\r\n", 2);
+            PUT_LIT(&s, "\r\n");
             continue;
         }
         put_header(&s, hd->name, hd->name_len, hd->value, hd->value_len);
     }
     if (!xff_done && o->client)
-        put_header(&s, "x-forwarded-for", 15, o->client, o->client_len);
+        PUT_HEADER_LIT(&s, "x-forwarded-for", o->client, o->client_len);
     if (o->proto)
-        put_header(&s, "x-forwarded-proto", 17, o->proto, strlen(o->proto));
+        PUT_HEADER_LIT(&s, "x-forwarded-proto", o->proto, short_strlen(o->proto));
     if (host)
-        put_header(&s, "x-forwarded-host", 16, host->value, host->value_len);
+        PUT_HEADER_LIT(&s, "x-forwarded-host", host->value, host->value_len);
     if (o->traceparent)
-        put_header(&s, "traceparent", 11, o->traceparent, H1_TRACEPARENT_LEN);
+        PUT_HEADER_LIT(&s, "traceparent", o->traceparent, H1_TRACEPARENT_LEN);
     put_common(&s, req, o->request_id, o->request_id_len, o->chunked, o->content_length, o->upgrade);
-    puts_(&s, "\r\n");
+    PUT_LIT(&s, "\r\n");
     return stage_commit(out, &s);
 }
 
@@ -2230,14 +2253,14 @@ int h1_write_response_head(struct buf *out, const struct h1_head *resp, const st
 {
     struct stage s = stage_of(out);
 
-    put(&s, "HTTP/1.1 ", 9);
+    PUT_LIT(&s, "HTTP/1.1 ");
     put_num(&s, resp->status);
-    put(&s, " ", 1);
+    PUT_LIT(&s, " ");
     if (resp->reason_len && h1_reason_valid(resp->reason, resp->reason_len))
         put(&s, resp->reason, resp->reason_len);
     else
         puts_(&s, h1_reason(resp->status));
-    puts_(&s, "\r\n");
+    PUT_LIT(&s, "\r\n");
     for (unsigned i = 0; i < resp->nhdrs; i++) {
         const struct h1_header *hd = &resp->hdrs[i];
         if (hd->flags & (H1_HDR_HOP | H1_HDR_FRAMING | H1_HDR_XRID))
@@ -2247,11 +2270,11 @@ int h1_write_response_head(struct buf *out, const struct h1_head *resp, const st
     put_common(&s, resp, o->request_id, o->request_id_len, o->chunked, o->content_length, o->upgrade);
     /* (a tunnel's Connection: upgrade was written by put_common) */
     if (!o->upgrade && o->close) {
-        puts_(&s, "connection: close\r\n");
+        PUT_LIT(&s, "connection: close\r\n");
     } else if (!o->upgrade && o->keep_alive_10) {
-        puts_(&s, "connection: keep-alive\r\n");
+        PUT_LIT(&s, "connection: keep-alive\r\n");
     }
-    puts_(&s, "\r\n");
+    PUT_LIT(&s, "\r\n");
     return stage_commit(out, &s);
 }
 
@@ -2260,21 +2283,21 @@ int h1_write_simple_response(struct buf *out, unsigned status, const char *extra
 {
     struct stage s = stage_of(out);
 
-    put(&s, "HTTP/1.1 ", 9);
+    PUT_LIT(&s, "HTTP/1.1 ");
     put_num(&s, status);
-    put(&s, " ", 1);
+    PUT_LIT(&s, " ");
     puts_(&s, h1_reason(status));
-    puts_(&s, "\r\n");
+    PUT_LIT(&s, "\r\n");
     if (extra)
         puts_(&s, extra);
     if (body && body_len && !(extra && strcasestr(extra, "content-type:")))
-        puts_(&s, "content-type: text/plain\r\n");
-    puts_(&s, "content-length: ");
+        PUT_LIT(&s, "content-type: text/plain\r\n");
+    PUT_LIT(&s, "content-length: ");
     put_num(&s, (int64_t)(body ? body_len : 0));
-    puts_(&s, "\r\n");
+    PUT_LIT(&s, "\r\n");
     if (close)
-        puts_(&s, "connection: close\r\n");
-    puts_(&s, "\r\n");
+        PUT_LIT(&s, "connection: close\r\n");
+    PUT_LIT(&s, "\r\n");
     if (body && !head_only)
         put(&s, body, body_len);
     return stage_commit(out, &s);
