@@ -2612,6 +2612,8 @@ static void test_fast_scan_names(void **state)
         { "Connection: close, x-a\r\nX-A: 1\r\n\r\n", "cl-1 ka0 host0 rid-1 tp-1 ec0 up0|20:Host=h|1:Connection=close, x-a|1:X-A=1" },
         { "Connection: keep-alivf\r\n\r\n", "cl-1 ka1 host0 rid-1 tp-1 ec0 up0|20:Host=h|1:Connection=keep-alivf" },
         { "Expect: 100-CONTINUE\r\n\r\n", "cl-1 ka1 host0 rid-1 tp-1 ec1 up0|20:Host=h|1:Expect=100-CONTINUE" },
+        { "X-A:: 1\r\n\r\n", "cl-1 ka1 host0 rid-1 tp-1 ec0 up0|20:Host=h|0:X-A=: 1" },
+        { "X-09-az-AZ:9: 1\r\n\r\n", "cl-1 ka1 host0 rid-1 tp-1 ec0 up0|20:Host=h|0:X-09-az-AZ=9: 1" },
         { "HOST: h\r\n\r\n", "E400" },
         { "Hosu: h\r\n\r\n", "cl-1 ka1 host0 rid-1 tp-1 ec0 up0|20:Host=h|0:Hosu=h" },
         { "Content_Length: 3\r\n\r\n", "E400" },
