@@ -394,9 +394,14 @@ static inline void copy_short(char *d, const char *s, size_t n)
         memcpy(&b, s + n - 4, 4);
         memcpy(d, &a, 4);
         memcpy(d + n - 4, &b, 4);
-    } else {
-        for (size_t i = 0; i < n; i++)
-            d[i] = s[i];
+    } else if (n >= 2) {
+        uint16_t a, b;
+        memcpy(&a, s, 2);
+        memcpy(&b, s + n - 2, 2);
+        memcpy(d, &a, 2);
+        memcpy(d + n - 2, &b, 2);
+    } else if (n) {
+        d[0] = s[0];
     }
 }
 
@@ -659,7 +664,7 @@ bool h1_host_valid(const char *v, size_t n)
     if (v[i] != ':')
         return false;   /* a space, '@' (userinfo), '/', '?', '#', a control or non-ASCII byte */
     for (i++; i < n; i++) {
-        if (v[i] < '0' || v[i] > '9')
+        if ((unsigned char)(v[i] - '0') > 9)
             return false;
     }
     return true;
@@ -870,7 +875,11 @@ static inline __attribute__((always_inline)) int head_field(struct h1_parser *p,
         if (NAME_IS(hd, "connection")) {
             hd->flags |= H1_HDR_HOP;
             st->has_connection = true;
-            each_token(hd->value, hd->value_len, conn_token, &st->cs);
+            /* the usual value, one token, read as each_token() would read it */
+            if (hd->value_len == 10 && ci_eq(hd->value, "keep-alive", 10))
+                st->cs.keep_alive = true;
+            else
+                each_token(hd->value, hd->value_len, conn_token, &st->cs);
         } else if (NAME_IS(hd, "keep-alive")) {
             hd->flags |= H1_HDR_HOP;
         } else if (NAME_IS(hd, "tracestate")) {
@@ -921,10 +930,13 @@ static inline __attribute__((always_inline)) int head_field(struct h1_parser *p,
 
 /* The checks that need the whole head, once head_field() has seen every header: the names
  * Connection lists, Transfer-Encoding against Content-Length and the version, Host, the target;
- * then the message's framing facts. has_cl/cl: the Content-Length http-parser read. Returns what
+ * then the message's framing facts. has_cl/cl: the Content-Length http-parser read; origin_target:
+ * the target is known to be origin form of fast_url_char() bytes (h1_check_target() has nothing
+ * to refuse or rewrite). Returns what
  * on_headers_complete returns to http-parser (0; 1: no body; 2: no body and nothing after it),
  * or -1 (h1_fail). */
-static int head_finish(struct h1_parser *p, const struct head_scan *st, bool has_cl, uint64_t cl)
+static int head_finish(struct h1_parser *p, const struct head_scan *st, bool has_cl, uint64_t cl,
+                       bool origin_target)
 {
     struct h1_head *h = &p->head;
     unsigned bad = p->kind == H1_REQUEST ? 400 : 502;
@@ -967,7 +979,7 @@ static int head_finish(struct h1_parser *p, const struct head_scan *st, bool has
             return h1_fail(p, 400, "missing Host header");
         if (h->host >= 0 && !h1_host_valid(h->hdrs[h->host].value, h->hdrs[h->host].value_len))
             return h1_fail(p, 400, "invalid Host header");
-        if (h1_check_target(p) < 0)
+        if (!origin_target && h1_check_target(p) < 0)
             return -1;
         h->upgrade = st->has_upgrade && st->cs.upgrade;
         if (h->method == H1_M_CONNECT)
@@ -1004,7 +1016,7 @@ static int on_headers_complete(http_parser *hp)
         if (head_field(p, &st, i, false) < 0)
             return -1;
     }
-    skip = head_finish(p, &st, hp->flags & F_CONTENTLENGTH, hp->content_length);
+    skip = head_finish(p, &st, hp->flags & F_CONTENTLENGTH, hp->content_length, false);
     if (skip < 0)
         return -1;
     p->event = PEV_HEAD;
@@ -1874,8 +1886,9 @@ static __attribute__((noinline)) bool h1_fast_head(struct h1_parser *p, const ch
         q = fast_value_end(q, e, d);
         if (e - q < 2 || q[0] != '\r' || q[1] != '\n' || h->nhdrs >= H1_MAX_HEADERS)
             goto slow;
-        for (ve = q; ve > v0 && (ve[-1] == ' ' || ve[-1] == '\t'); ve--)
-            ;   /* trailing whitespace is not part of the value */
+        /* trailing whitespace is not part of the value (the value's bytes up to ' ' are SP and HTAB) */
+        for (ve = q; ve > v0 && (unsigned char)ve[-1] <= ' '; ve--)
+            ;
         vl = (size_t)(ve - v0);
         q += 2;
         /* What http-parser treats specially and this path does not: its path takes them. It
@@ -1917,7 +1930,7 @@ static __attribute__((noinline)) bool h1_fast_head(struct h1_parser *p, const ch
     p->last_cb = CB_VALUE;
     if (head_start(p, 1, minor, method, status) < 0)
         goto slow;
-    skip = head_finish(p, &st, has_cl, cl);
+    skip = head_finish(p, &st, has_cl, cl, true);
     if (skip < 0 || p->err_status)
         goto slow;
     p->fresh = false;
