@@ -326,6 +326,13 @@ static inline uint64_t ld8(const char *p)
     return v;
 }
 
+static inline uint16_t ld2(const char *p)
+{
+    uint16_t v;
+    memcpy(&v, p, sizeof(v));
+    return v;
+}
+
 static inline uint64_t ld4(const char *p)
 {
     uint32_t v;
@@ -487,8 +494,10 @@ static int on_header_value(http_parser *hp, const char *at, size_t len)
 }
 
 /* A literal's length is known at compile time: the length test rejects most names without a
- * string comparison (this runs for every header of every message). */
-#define NAME_IS(hd, lit) ((hd)->name_len == sizeof(lit) - 1 && ci_eq((hd)->name, lit, sizeof(lit) - 1))
+ * string comparison (this runs for every header of every message), the first byte most others. */
+#define NAME_IS(hd, lit)                                                                         \
+    ((hd)->name_len == sizeof(lit) - 1 && lc((unsigned char)(hd)->name[0]) == (lit)[0] &&          \
+     ci_eq((hd)->name, lit, sizeof(lit) - 1))
 
 /* name: any case (h1_find's callers pass lowercase names, but nothing relies on it). */
 static bool name_is(const struct h1_header *hd, const char *name)
@@ -1884,7 +1893,7 @@ static __attribute__((noinline)) bool h1_fast_head(struct h1_parser *p, const ch
             q++;
         v0 = q;
         q = fast_value_end(q, e, d);
-        if (e - q < 2 || q[0] != '\r' || q[1] != '\n' || h->nhdrs >= H1_MAX_HEADERS)
+        if (e - q < 2 || ld2(q) != ld2("\r\n") || h->nhdrs >= H1_MAX_HEADERS)
             goto slow;
         /* trailing whitespace is not part of the value (the value's bytes up to ' ' are SP and HTAB) */
         for (ve = q; ve > v0 && (unsigned char)ve[-1] <= ' '; ve--)
@@ -2118,16 +2127,35 @@ static void puts_(struct stage *s, const char *z)
 /* A header of a literal name. */
 #define PUT_HEADER_LIT(s, lit, v, vlen) put_header(s, lit, sizeof(lit) - 1, v, vlen)
 
+/* "00" to "99": two digits per division. */
+static const char h1_digits2[200] = {
+#define D10(t) t, '0', t, '1', t, '2', t, '3', t, '4', t, '5', t, '6', t, '7', t, '8', t, '9'
+    D10('0'), D10('1'), D10('2'), D10('3'), D10('4'), D10('5'), D10('6'), D10('7'), D10('8'), D10('9'),
+#undef D10
+};
+
+/* A decimal number, written in place from its last digit, two digits per division. */
 static inline __attribute__((always_inline)) void put_num(struct stage *s, int64_t v)
 {
-    char tmp[24];
-    size_t n = sizeof(tmp);
     uint64_t u = v < 0 ? 0 : (uint64_t)v;   /* lengths are never negative here */
+    size_t nd = 1;
+    char *d;
 
-    do
-        tmp[--n] = (char)('0' + u % 10);
-    while ((u /= 10) && n);
-    put(s, tmp + n, sizeof(tmp) - n);
+    for (uint64_t p10 = 10; nd < 20 && u >= p10; p10 *= 10)
+        nd++;
+    if (!stage_room(s, nd))
+        return;
+    s->d += nd;
+    d = s->d;
+    while (u >= 100) {
+        d -= 2;
+        memcpy(d, h1_digits2 + 2 * (u % 100), 2);
+        u /= 100;
+    }
+    if (u >= 10)
+        memcpy(d - 2, h1_digits2 + 2 * u, 2);
+    else
+        d[-1] = (char)('0' + u);
 }
 
 /* The headers both writers end with: X-Request-Id, the framing, and for a tunnel the Upgrade

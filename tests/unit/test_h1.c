@@ -2686,6 +2686,43 @@ static void test_fast_scan_reason(void **state)
     bytes_free(&in);
 }
 
+/* The writers' decimal numbers (put_num: two digits per step, the length counted first): every
+ * count of digits, each power of ten and the number before it, INT64_MAX; and a buffer one byte
+ * too small for the number leaves it untouched. */
+static void test_write_numbers(void **state)
+{
+    struct h1_resp_out o;
+    struct buf w;
+    char want[64];
+    int64_t vals[64];
+    size_t nv = 0;
+
+    (void)state;
+    vals[nv++] = 0;
+    for (int64_t p = 1; p <= INT64_MAX / 10; p *= 10) {
+        vals[nv++] = p;
+        vals[nv++] = p * 10 - 1;
+        vals[nv++] = p * 7 + 3;
+    }
+    vals[nv++] = INT64_MAX;
+    parse_one(H1_RESPONSE, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", false);
+    for (size_t i = 0; i < nv; i++) {
+        memset(&o, 0, sizeof(o));
+        o.content_length = vals[i];
+        assert_int_equal(buf_init(&w, 256), 0);
+        assert_int_equal(h1_write_response_head(&w, h1_parser_head(fx.p), &o), 0);
+        snprintf(want, sizeof(want), "HTTP/1.1 200 OK\r\ncontent-length: %lld\r\n\r\n", (long long)vals[i]);
+        CHECK(w.len == strlen(want) && memcmp(buf_head(&w), want, w.len) == 0, "%lld: wrote %s",
+              (long long)vals[i], esc(buf_head(&w), w.len));
+        buf_free(&w);
+        /* one byte short: nothing written */
+        assert_int_equal(buf_init(&w, strlen(want) - 1), 0);
+        CHECK(h1_write_response_head(&w, h1_parser_head(fx.p), &o) == -1 && w.len == 0, "%lld: fitted",
+              (long long)vals[i]);
+        buf_free(&w);
+    }
+}
+
 int main(void)
 {
     int r;
@@ -2723,6 +2760,7 @@ int main(void)
     ADD(test_fast_scan_lines);
     ADD(test_fast_scan_names);
     ADD(test_fast_scan_reason);
+    ADD(test_write_numbers);
     ADD(test_reason);
     ADD(test_absolute_form);
     ADD(test_host_valid);
