@@ -15,7 +15,11 @@
  * trailers that frame, route or authenticate are dropped (h1_trailer_forwardable).
  *
  * The fast path (h1_fast_head, below) parses a plain head that arrives whole in one pass of its
- * own and leaves every other message to http-parser, with the same verdicts.
+ * own and leaves every other message to http-parser, with the same verdicts: both judge the head
+ * with the same three steps (head_start: the start line; head_field: each header, as the fast path
+ * stores it or, for http-parser's path, once the head is complete; head_finish: the whole head).
+ * The fast path scans names and values 16 bytes at a time with SSE2 (a word or a byte at a time
+ * without it), and never sets up http-parser for its messages.
  *
  * Events: the parser is paused in on_headers_complete and on_message_complete so that h1_parse()
  * returns exactly at those points. http-parser stops on the head's final LF without consuming it;

@@ -9,7 +9,10 @@
  * growth. Read them through the head, never keep a copy across a feed.
  *
  * Parsing rejects what SPEC §4 rejects (smuggling vectors, malformed framing, oversized heads) with
- * the status the client must get; callers answer with that status and close the connection.
+ * the status the client must get; callers answer with that status and close the connection. The
+ * verdict, the head and the events do not depend on how the input is split: a plain head that
+ * arrives whole in a message's first input is parsed in one pass of h1.c's own (vector scans where
+ * the CPU has them), any other by http-parser, with the same checks.
  *
  * Body bytes are decoded (chunked framing removed) and re-framed into the caller's output buffer
  * as they are parsed: lifeline rebuilds framing and never forwards the peer's chunk syntax.
