@@ -385,34 +385,37 @@ static inline bool has_underscore(const char *s, size_t n)
 
 /* memcpy for the short strings of a head (names, values): up to 32 bytes as overlapping
  * loads and stores within [0, n) instead of a call. */
-static inline void copy_short(char *d, const char *s, size_t n)
+static inline __attribute__((always_inline)) void copy_short(char *d, const char *s, size_t n)
 {
-    if (n > 32) {
-        memcpy(d, s, n);
-    } else if (n > 16) {
+    /* (most names and values are 4 to 16 bytes: those sizes are tested first) */
+    if (n <= 16) {
+        if (n >= 8) {
+            uint64_t a = ld8(s), b = ld8(s + n - 8);
+            memcpy(d, &a, 8);
+            memcpy(d + n - 8, &b, 8);
+        } else if (n >= 4) {
+            uint32_t a, b;
+            memcpy(&a, s, 4);
+            memcpy(&b, s + n - 4, 4);
+            memcpy(d, &a, 4);
+            memcpy(d + n - 4, &b, 4);
+        } else if (n >= 2) {
+            uint16_t a, b;
+            memcpy(&a, s, 2);
+            memcpy(&b, s + n - 2, 2);
+            memcpy(d, &a, 2);
+            memcpy(d + n - 2, &b, 2);
+        } else if (n) {
+            d[0] = s[0];
+        }
+    } else if (n <= 32) {
         uint64_t a = ld8(s), b = ld8(s + 8), c = ld8(s + n - 16), e = ld8(s + n - 8);
         memcpy(d, &a, 8);
         memcpy(d + 8, &b, 8);
         memcpy(d + n - 16, &c, 8);
         memcpy(d + n - 8, &e, 8);
-    } else if (n >= 8) {
-        uint64_t a = ld8(s), b = ld8(s + n - 8);
-        memcpy(d, &a, 8);
-        memcpy(d + n - 8, &b, 8);
-    } else if (n >= 4) {
-        uint32_t a, b;
-        memcpy(&a, s, 4);
-        memcpy(&b, s + n - 4, 4);
-        memcpy(d, &a, 4);
-        memcpy(d + n - 4, &b, 4);
-    } else if (n >= 2) {
-        uint16_t a, b;
-        memcpy(&a, s, 2);
-        memcpy(&b, s + n - 2, 2);
-        memcpy(d, &a, 2);
-        memcpy(d + n - 2, &b, 2);
-    } else if (n) {
-        d[0] = s[0];
+    } else {
+        memcpy(d, s, n);
     }
 }
 
@@ -669,6 +672,10 @@ bool h1_host_valid(const char *v, size_t n)
             return false;
         i++;
     } else {
+        /* four bytes per bounds check (a host is seldom shorter) */
+        while (n - i >= 4 && (h1_ctype[(unsigned char)v[i]] & h1_ctype[(unsigned char)v[i + 1]] &
+                              h1_ctype[(unsigned char)v[i + 2]] & h1_ctype[(unsigned char)v[i + 3]] & CT_REGNAME))
+            i += 4;
         while (i < n && is_regname((unsigned char)v[i]))
             i++;
     }
@@ -1982,19 +1989,13 @@ static enum h1_event h1_fast_body(struct h1_parser *p, const char *data, size_t 
     return H1_DONE;
 }
 
-enum h1_event h1_parse(struct h1_parser *p, const char *data, size_t len, size_t *consumed)
+/* h1_parse() for a message that did not take the fast path. */
+static __attribute__((noinline)) enum h1_event h1_parse_slow(struct h1_parser *p, const char *data, size_t len,
+                                                             size_t *consumed)
 {
     enum h1_event ev;
 
-    *consumed = 0;
-    if (p->err_status)
-        return H1_ERROR;
-    if (p->fast)
-        return h1_fast_body(p, data, len, consumed);
     if (p->fresh && len) {
-        /* Only a message's very first input: bytes before it (even a lone CR) are the scan's. */
-        if (h1_fast_head(p, data, len, consumed))
-            return H1_HEAD;
         /* http-parser's path: its parser is set up only now (a fast message never reads it) */
         http_parser_init(&p->hp, p->kind == H1_REQUEST ? HTTP_REQUEST : HTTP_RESPONSE);
         p->hp.data = p;
@@ -2031,6 +2032,19 @@ enum h1_event h1_parse(struct h1_parser *p, const char *data, size_t len, size_t
         }
     }
     return h1_exec(p, data, len, consumed);
+}
+
+enum h1_event h1_parse(struct h1_parser *p, const char *data, size_t len, size_t *consumed)
+{
+    *consumed = 0;
+    if (p->err_status)
+        return H1_ERROR;
+    if (p->fast)
+        return h1_fast_body(p, data, len, consumed);
+    /* Only a message's very first input: bytes before it (even a lone CR) are the scan's. */
+    if (p->fresh && len && h1_fast_head(p, data, len, consumed))
+        return H1_HEAD;
+    return h1_parse_slow(p, data, len, consumed);
 }
 
 enum h1_event h1_parse_eof(struct h1_parser *p)
