@@ -23,6 +23,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "buf.h"
 
@@ -211,7 +212,12 @@ bool h1_reason_valid(const char *r, size_t n);
  * parser carry H1_HDR_HOP. */
 bool h1_trailer_forwardable(const char *name, size_t len);
 
-/* Case-insensitive lookup of a header in the head (not trailers); NULL when absent. */
-const struct h1_header *h1_find(const struct h1_head *h, const char *name);
+/* Case-insensitive lookup of a header in the head (not trailers); NULL when absent. h1_find() is
+ * inline so that a literal name's length is known at compile time. */
+const struct h1_header *h1_find_n(const struct h1_head *h, const char *name, size_t len);
+static inline const struct h1_header *h1_find(const struct h1_head *h, const char *name)
+{
+    return h1_find_n(h, name, strlen(name));
+}
 
 #endif

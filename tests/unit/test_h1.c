@@ -1124,6 +1124,13 @@ static void test_host_valid(void **state)
         { "a b", false }, { "a@b", false }, { "u:p@b", false }, { "a/b", false }, { "a?b", false },
         { "a#b", false }, { "a:8x", false }, { "a:80:80", false }, { "[::1", false }, { "[]", false },
         { "[::1]x", false }, { "\xc3\xa9", false }, { "a\tb", false }, { " a", false }, { "a\x7f", false },
+        /* four bytes per step: a refused byte at each place of a step and of the tail */
+        { "abcdefgh", true }, { "abc@efgh", false }, { "abcdefg@", false }, { "@bcdefgh", false },
+        { "abcdefgh@", false }, { "abcd efghi", false },
+        { "a:12345678", true }, { "a:1234567", true }, { "a:123", true }, { "a:1234", true },
+        { "a:x2345678", false }, { "a:1234567x", false }, { "a:123:5678", false }, { "a:12/45", false },
+        { "a:1234567/", false }, { "a:9999", true }, { "a:0000", true }, { "a:123\xb4", false },
+        { "a:\x39\x3a\x39\x39", false }, { "a:\x2f999", false }, { "a:99\xf99", false },
     };
     (void)state;
     for (size_t i = 0; i < NELEM(t); i++)
