@@ -15,7 +15,11 @@
  * trailers that frame, route or authenticate are dropped (h1_trailer_forwardable).
  *
  * The fast path (h1_fast_head, below) parses a plain head that arrives whole in one pass of its
- * own and leaves every other message to http-parser, with the same verdicts.
+ * own and leaves every other message to http-parser, with the same verdicts: both judge the head
+ * with the same three steps (head_start: the start line; head_field: each header, as the fast path
+ * stores it or, for http-parser's path, once the head is complete; head_finish: the whole head).
+ * The fast path scans names and values 16 bytes at a time with SSE2 (a word or a byte at a time
+ * without it), and never sets up http-parser for its messages.
  *
  * Events: the parser is paused in on_headers_complete and on_message_complete so that h1_parse()
  * returns exactly at those points. http-parser stops on the head's final LF without consuming it;
@@ -30,6 +34,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 enum cb_kind { CB_NONE, CB_URL, CB_STATUS, CB_FIELD, CB_VALUE };
 /* States of the raw chunked-body scan (h1_scan_chunks). */
@@ -293,17 +300,20 @@ enum {
     CT_TCHAR = 1,    /* RFC 9110 tchar: what a field name may contain (no whitespace, no controls) */
     CT_REGNAME = 2,  /* RFC 3986 unreserved / sub-delims / '%' (pct-encoded is not decoded) */
     CT_BADVAL = 4,   /* not allowed in a field value (RFC 9110 §5.5): controls but HTAB, and DEL */
+    CT_URL = 8,      /* an origin-form target byte the fast path takes: CT_REGNAME, '/', '?', ':', '@' */
 };
-#define CT_ALNUM CT_TCHAR | CT_REGNAME
+#define CT_REG CT_REGNAME | CT_URL
+#define CT_ALNUM CT_TCHAR | CT_REG
 static const unsigned char h1_ctype[256] = {
     [0x00 ... 0x08] = CT_BADVAL, [0x0a ... 0x1f] = CT_BADVAL, [0x7f] = CT_BADVAL,
     ['0' ... '9'] = CT_ALNUM, ['a' ... 'z'] = CT_ALNUM, ['A' ... 'Z'] = CT_ALNUM,
-    ['!'] = CT_TCHAR | CT_REGNAME, ['#'] = CT_TCHAR, ['$'] = CT_TCHAR | CT_REGNAME,
-    ['%'] = CT_TCHAR | CT_REGNAME, ['&'] = CT_TCHAR | CT_REGNAME, ['\''] = CT_TCHAR | CT_REGNAME,
-    ['*'] = CT_TCHAR | CT_REGNAME, ['+'] = CT_TCHAR | CT_REGNAME, ['-'] = CT_TCHAR | CT_REGNAME,
-    ['.'] = CT_TCHAR | CT_REGNAME, ['^'] = CT_TCHAR, ['_'] = CT_TCHAR | CT_REGNAME,
-    ['`'] = CT_TCHAR, ['|'] = CT_TCHAR, ['~'] = CT_TCHAR | CT_REGNAME,
-    ['('] = CT_REGNAME, [')'] = CT_REGNAME, [','] = CT_REGNAME, [';'] = CT_REGNAME, ['='] = CT_REGNAME,
+    ['!'] = CT_TCHAR | CT_REG, ['#'] = CT_TCHAR, ['$'] = CT_TCHAR | CT_REG,
+    ['%'] = CT_TCHAR | CT_REG, ['&'] = CT_TCHAR | CT_REG, ['\''] = CT_TCHAR | CT_REG,
+    ['*'] = CT_TCHAR | CT_REG, ['+'] = CT_TCHAR | CT_REG, ['-'] = CT_TCHAR | CT_REG,
+    ['.'] = CT_TCHAR | CT_REG, ['^'] = CT_TCHAR, ['_'] = CT_TCHAR | CT_REG,
+    ['`'] = CT_TCHAR, ['|'] = CT_TCHAR, ['~'] = CT_TCHAR | CT_REG,
+    ['('] = CT_REG, [')'] = CT_REG, [','] = CT_REG, [';'] = CT_REG, ['='] = CT_REG,
+    ['/'] = CT_URL, ['?'] = CT_URL, [':'] = CT_URL, ['@'] = CT_URL,
 };
 
 /* ASCII lowercase (field names and tokens are ASCII; other bytes compare as they are). */
@@ -316,6 +326,13 @@ static inline unsigned char lc(unsigned char c)
 static inline uint64_t ld8(const char *p)
 {
     uint64_t v;
+    memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+static inline uint16_t ld2(const char *p)
+{
+    uint16_t v;
     memcpy(&v, p, sizeof(v));
     return v;
 }
@@ -368,35 +385,43 @@ static inline bool has_underscore(const char *s, size_t n)
 
 /* memcpy for the short strings of a head (names, values): up to 32 bytes as overlapping
  * loads and stores within [0, n) instead of a call. */
-static inline void copy_short(char *d, const char *s, size_t n)
+static inline __attribute__((always_inline)) void copy_short(char *d, const char *s, size_t n)
 {
-    if (n > 32) {
-        memcpy(d, s, n);
-    } else if (n > 16) {
+    /* (most names and values are 4 to 16 bytes: those sizes are tested first) */
+    if (n <= 16) {
+        if (n >= 8) {
+            uint64_t a = ld8(s), b = ld8(s + n - 8);
+            memcpy(d, &a, 8);
+            memcpy(d + n - 8, &b, 8);
+        } else if (n >= 4) {
+            uint32_t a, b;
+            memcpy(&a, s, 4);
+            memcpy(&b, s + n - 4, 4);
+            memcpy(d, &a, 4);
+            memcpy(d + n - 4, &b, 4);
+        } else if (n >= 2) {
+            uint16_t a, b;
+            memcpy(&a, s, 2);
+            memcpy(&b, s + n - 2, 2);
+            memcpy(d, &a, 2);
+            memcpy(d + n - 2, &b, 2);
+        } else if (n) {
+            d[0] = s[0];
+        }
+    } else if (n <= 32) {
         uint64_t a = ld8(s), b = ld8(s + 8), c = ld8(s + n - 16), e = ld8(s + n - 8);
         memcpy(d, &a, 8);
         memcpy(d + 8, &b, 8);
         memcpy(d + n - 16, &c, 8);
         memcpy(d + n - 8, &e, 8);
-    } else if (n >= 8) {
-        uint64_t a = ld8(s), b = ld8(s + n - 8);
-        memcpy(d, &a, 8);
-        memcpy(d + n - 8, &b, 8);
-    } else if (n >= 4) {
-        uint32_t a, b;
-        memcpy(&a, s, 4);
-        memcpy(&b, s + n - 4, 4);
-        memcpy(d, &a, 4);
-        memcpy(d + n - 4, &b, 4);
     } else {
-        for (size_t i = 0; i < n; i++)
-            d[i] = s[i];
+        memcpy(d, s, n);
     }
 }
 
 /* a[0..n) equals the lowercase literal lit[0..n) (lit holds n bytes at least) ignoring ASCII
  * case. A word at a time: this runs for every header name of every message. */
-static inline bool ci_eq(const char *a, const char *lit, size_t n)
+static inline __attribute__((always_inline)) bool ci_eq(const char *a, const char *lit, size_t n)
 {
     if (n >= 8) {
         size_t i;
@@ -476,15 +501,10 @@ static int on_header_value(http_parser *hp, const char *at, size_t len)
 }
 
 /* A literal's length is known at compile time: the length test rejects most names without a
- * string comparison (this runs for every header of every message). */
-#define NAME_IS(hd, lit) ((hd)->name_len == sizeof(lit) - 1 && ci_eq((hd)->name, lit, sizeof(lit) - 1))
-
-/* name: any case (h1_find's callers pass lowercase names, but nothing relies on it). */
-static bool name_is(const struct h1_header *hd, const char *name)
-{
-    size_t n = strlen(name);
-    return hd->name_len == n && strncasecmp(hd->name, name, n) == 0;
-}
+ * string comparison (this runs for every header of every message), the first byte most others. */
+#define NAME_IS(hd, lit)                                                                         \
+    ((hd)->name_len == sizeof(lit) - 1 && lc((unsigned char)(hd)->name[0]) == (lit)[0] &&          \
+     ci_eq((hd)->name, lit, sizeof(lit) - 1))
 
 /* Splits a comma-separated value into trimmed tokens; calls fn for each. Returns fn's first
  * non-zero result, or 0. */
@@ -645,6 +665,10 @@ bool h1_host_valid(const char *v, size_t n)
             return false;
         i++;
     } else {
+        /* four bytes per bounds check (a host is seldom shorter) */
+        while (n - i >= 4 && (h1_ctype[(unsigned char)v[i]] & h1_ctype[(unsigned char)v[i + 1]] &
+                              h1_ctype[(unsigned char)v[i + 2]] & h1_ctype[(unsigned char)v[i + 3]] & CT_REGNAME))
+            i += 4;
         while (i < n && is_regname((unsigned char)v[i]))
             i++;
     }
@@ -652,8 +676,14 @@ bool h1_host_valid(const char *v, size_t n)
         return true;
     if (v[i] != ':')
         return false;   /* a space, '@' (userinfo), '/', '?', '#', a control or non-ASCII byte */
-    for (i++; i < n; i++) {
-        if (v[i] < '0' || v[i] > '9')
+    /* the port: four digits per step (each byte's high nibble 3, and adding 6 keeps it 3) */
+    for (i++; n - i >= 4; i += 4) {
+        uint64_t x = ld4(v + i);
+        if ((x & 0xf0f0f0f0u) != 0x30303030u || ((x + 0x06060606u) & 0xf0f0f0f0u) != 0x30303030u)
+            return false;
+    }
+    for (; i < n; i++) {
+        if ((unsigned char)(v[i] - '0') > 9)
             return false;
     }
     return true;
@@ -765,133 +795,175 @@ static enum h1_method method_of(unsigned m)
     }
 }
 
-static int on_headers_complete(http_parser *hp)
-{
-    struct h1_parser *p = hp->data;
-    struct h1_head *h = &p->head;
-    struct conn_scan cs = { 0 };
-    struct te_scan ts = { 0 };
-    bool te = false, has_upgrade = false, has_connection = false;
-    unsigned bad = p->kind == H1_REQUEST ? 400 : 502;
-    int skip = 0;
+/* The method names, by http-parser's method number (http_method_str and strlen, without calls). */
+static const struct { const char *s; size_t len; } h1_method_names[] = {
+#define XX(num, name, string) [num] = { #string, sizeof(#string) - 1 },
+    HTTP_METHOD_MAP(XX)
+#undef XX
+};
 
-    h->http_major = hp->http_major;
-    h->http_minor = hp->http_minor;
-    if (hp->http_major != 1 || hp->http_minor > 1)
+/* What the pass over the headers (head_field) gathers for the checks on the whole head
+ * (head_finish). */
+struct head_scan {
+    struct conn_scan cs;
+    struct te_scan ts;
+    bool te, has_upgrade, has_connection;
+};
+
+/* The start line, from http-parser's numbers: the version (505), the method or the status. */
+static int head_start(struct h1_parser *p, unsigned major, unsigned minor, unsigned method, unsigned status)
+{
+    struct h1_head *h = &p->head;
+
+    h->http_major = major;
+    h->http_minor = minor;
+    if (major != 1 || minor > 1)
         return h1_fail(p, p->kind == H1_REQUEST ? 505 : 502, "unsupported HTTP version");
     if (p->kind == H1_REQUEST) {
-        h->method = method_of(hp->method);
-        h->method_name = http_method_str((enum http_method)hp->method);
-        h->method_len = strlen(h->method_name);
+        h->method = method_of(method);
+        if (method < sizeof(h1_method_names) / sizeof(h1_method_names[0]) && h1_method_names[method].s) {
+            h->method_name = h1_method_names[method].s;
+            h->method_len = h1_method_names[method].len;
+        } else {
+            h->method_name = http_method_str((enum http_method)method);
+            h->method_len = strlen(h->method_name);
+        }
     } else {
-        h->status = hp->status_code;
+        h->status = status;
         if (h->status < 100 || h->status > 599)
             return h1_fail(p, 502, "invalid status code");
     }
-    /* First pass: trim values, find the special headers, read Connection and Transfer-Encoding. */
-    for (unsigned i = 0; i < h->nhdrs; i++) {
-        struct h1_header *hd = &h->hdrs[i];
-        while (hd->value_len && (hd->value[hd->value_len - 1] == ' ' || hd->value[hd->value_len - 1] == '\t'))
-            hd->value_len--;
-        if (hd->name_len < 32 && (h1_underscore_lens >> hd->name_len & 1) &&
-            has_underscore(hd->name, hd->name_len)) {
-            if (name_eq_dash(hd->name, hd->name_len, "x-request-id")) {
-                hd->flags |= H1_HDR_HOP;   /* X_Request_Id: dropped, lifeline writes the one id */
-                continue;
-            }
-            if (name_in(hd->name, hd->name_len, h1_underscore_names,
-                        sizeof(h1_underscore_names) / sizeof(h1_underscore_names[0]))) {
-                /* Transfer_Encoding, Content_Length, Host: a request is refused; a response's is dropped */
-                if (p->kind == H1_REQUEST)
-                    return h1_fail(p, 400, "header name is a framing or routing header with '_'");
-                hd->flags |= H1_HDR_HOP;
-                continue;
-            }
+    return 0;
+}
+
+/* Header i of the head, its value trimmed already: a request's framing or routing name written
+ * with '_' is refused (a response's dropped), a second Host refused; the header's flags set, the
+ * head's indexes of Host, X-Request-Id and traceparent, Connection and Transfer-Encoding read.
+ * plain: the name is letters, digits and '-' only (no '_' to look for). 0, or -1 (h1_fail). */
+static inline __attribute__((always_inline)) int head_field(struct h1_parser *p, struct head_scan *st,
+                                                            unsigned i, bool plain)
+{
+    struct h1_head *h = &p->head;
+    struct h1_header *hd = &h->hdrs[i];
+
+    if (!plain && hd->name_len < 32 && (h1_underscore_lens >> hd->name_len & 1) &&
+        has_underscore(hd->name, hd->name_len)) {
+        if (name_eq_dash(hd->name, hd->name_len, "x-request-id")) {
+            hd->flags |= H1_HDR_HOP;   /* X_Request_Id: dropped, lifeline writes the one id */
+            return 0;
         }
-        /* By length first: most names match no case, and each case compares one or two names. */
-        switch (hd->name_len) {
-        case 2:
-            if (NAME_IS(hd, "te"))
-                hd->flags |= H1_HDR_HOP;
-            break;
-        case 4:
-            if (NAME_IS(hd, "host")) {
-                if (h->host >= 0)
-                    return h1_fail(p, bad, "more than one Host header");
-                h->host = (int)i;
-                hd->flags |= H1_HDR_HOST;
-            }
-            break;
-        case 6:
-            if (NAME_IS(hd, "expect")) {
-                hd->flags |= H1_HDR_HOP;
-                if (hd->value_len == 12 && ci_eq(hd->value, "100-continue", 12))
-                    h->expect_continue = true;
-            }
-            break;
-        case 7:
-            if (NAME_IS(hd, "upgrade")) {
-                hd->flags |= H1_HDR_HOP;
-                has_upgrade = true;
-            } else if (NAME_IS(hd, "trailer")) {
-                hd->flags |= H1_HDR_HOP;
-            }
-            break;
-        case 10:
-            if (NAME_IS(hd, "connection")) {
-                hd->flags |= H1_HDR_HOP;
-                has_connection = true;
-                each_token(hd->value, hd->value_len, conn_token, &cs);
-            } else if (NAME_IS(hd, "keep-alive")) {
-                hd->flags |= H1_HDR_HOP;
-            } else if (NAME_IS(hd, "tracestate")) {
-                hd->flags |= H1_HDR_TSTATE;
-            }
-            break;
-        case 11:
-            if (NAME_IS(hd, "traceparent")) {
-                hd->flags |= H1_HDR_TPARENT;
-                h->traceparent = h->traceparent == -1 ? (int)i : -2;
-            }
-            break;
-        case 12:
-            if (NAME_IS(hd, "x-request-id")) {
-                hd->flags |= H1_HDR_XRID;
-                if (h->request_id < 0)
-                    h->request_id = (int)i;
-            }
-            break;
-        case 14:
-            if (NAME_IS(hd, "content-length"))
-                hd->flags |= H1_HDR_FRAMING;
-            break;
-        case 15:
-            if (NAME_IS(hd, "x-forwarded-for"))
-                hd->flags |= H1_HDR_XFF;
-            break;
-        case 16:
-            if (NAME_IS(hd, "x-forwarded-host"))
-                hd->flags |= H1_HDR_XFWD;
-            else if (NAME_IS(hd, "proxy-connection"))
-                hd->flags |= H1_HDR_HOP;
-            break;
-        case 17:
-            if (NAME_IS(hd, "transfer-encoding")) {
-                te = true;
-                hd->flags |= H1_HDR_HOP;
-                each_token(hd->value, hd->value_len, te_token, &ts);
-            } else if (NAME_IS(hd, "x-forwarded-proto")) {
-                hd->flags |= H1_HDR_XFWD;
-            }
-            break;
-        default:
-            break;
+        if (name_in(hd->name, hd->name_len, h1_underscore_names,
+                    sizeof(h1_underscore_names) / sizeof(h1_underscore_names[0]))) {
+            /* Transfer_Encoding, Content_Length, Host: a request is refused; a response's is dropped */
+            if (p->kind == H1_REQUEST)
+                return h1_fail(p, 400, "header name is a framing or routing header with '_'");
+            hd->flags |= H1_HDR_HOP;
+            return 0;
         }
     }
-    /* Second pass: the names Connection lists are hop-by-hop too (any number, any length). Not
-     * needed when every token is keep-alive or upgrade: those headers are flagged hop-by-hop by
-     * the first pass already. */
-    for (unsigned c = 0; has_connection && cs.names && c < h->nhdrs; c++) {
+    /* By length first: most names match no case, and each case compares one or two names. */
+    switch (hd->name_len) {
+    case 2:
+        if (NAME_IS(hd, "te"))
+            hd->flags |= H1_HDR_HOP;
+        break;
+    case 4:
+        if (NAME_IS(hd, "host")) {
+            if (h->host >= 0)
+                return h1_fail(p, p->kind == H1_REQUEST ? 400 : 502, "more than one Host header");
+            h->host = (int)i;
+            hd->flags |= H1_HDR_HOST;
+        }
+        break;
+    case 6:
+        if (NAME_IS(hd, "expect")) {
+            hd->flags |= H1_HDR_HOP;
+            if (hd->value_len == 12 && ci_eq(hd->value, "100-continue", 12))
+                h->expect_continue = true;
+        }
+        break;
+    case 7:
+        if (NAME_IS(hd, "upgrade")) {
+            hd->flags |= H1_HDR_HOP;
+            st->has_upgrade = true;
+        } else if (NAME_IS(hd, "trailer")) {
+            hd->flags |= H1_HDR_HOP;
+        }
+        break;
+    case 10:
+        if (NAME_IS(hd, "connection")) {
+            hd->flags |= H1_HDR_HOP;
+            st->has_connection = true;
+            /* the usual value, one token, read as each_token() would read it */
+            if (hd->value_len == 10 && ci_eq(hd->value, "keep-alive", 10))
+                st->cs.keep_alive = true;
+            else
+                each_token(hd->value, hd->value_len, conn_token, &st->cs);
+        } else if (NAME_IS(hd, "keep-alive")) {
+            hd->flags |= H1_HDR_HOP;
+        } else if (NAME_IS(hd, "tracestate")) {
+            hd->flags |= H1_HDR_TSTATE;
+        }
+        break;
+    case 11:
+        if (NAME_IS(hd, "traceparent")) {
+            hd->flags |= H1_HDR_TPARENT;
+            h->traceparent = h->traceparent == -1 ? (int)i : -2;
+        }
+        break;
+    case 12:
+        if (NAME_IS(hd, "x-request-id")) {
+            hd->flags |= H1_HDR_XRID;
+            if (h->request_id < 0)
+                h->request_id = (int)i;
+        }
+        break;
+    case 14:
+        if (NAME_IS(hd, "content-length"))
+            hd->flags |= H1_HDR_FRAMING;
+        break;
+    case 15:
+        if (NAME_IS(hd, "x-forwarded-for"))
+            hd->flags |= H1_HDR_XFF;
+        break;
+    case 16:
+        if (NAME_IS(hd, "x-forwarded-host"))
+            hd->flags |= H1_HDR_XFWD;
+        else if (NAME_IS(hd, "proxy-connection"))
+            hd->flags |= H1_HDR_HOP;
+        break;
+    case 17:
+        if (NAME_IS(hd, "transfer-encoding")) {
+            st->te = true;
+            hd->flags |= H1_HDR_HOP;
+            each_token(hd->value, hd->value_len, te_token, &st->ts);
+        } else if (NAME_IS(hd, "x-forwarded-proto")) {
+            hd->flags |= H1_HDR_XFWD;
+        }
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+/* The checks that need the whole head, once head_field() has seen every header: the names
+ * Connection lists, Transfer-Encoding against Content-Length and the version, Host, the target;
+ * then the message's framing facts. has_cl/cl: the Content-Length http-parser read; origin_target:
+ * the target is known to be origin form of fast_url_char() bytes (h1_check_target() has nothing
+ * to refuse or rewrite). Returns what
+ * on_headers_complete returns to http-parser (0; 1: no body; 2: no body and nothing after it),
+ * or -1 (h1_fail). */
+static int head_finish(struct h1_parser *p, const struct head_scan *st, bool has_cl, uint64_t cl,
+                       bool origin_target)
+{
+    struct h1_head *h = &p->head;
+    unsigned bad = p->kind == H1_REQUEST ? 400 : 502;
+    int skip = 0;
+
+    /* The names Connection lists are hop-by-hop too (any number, any length). Not needed when
+     * every token is keep-alive or upgrade: those headers are flagged hop-by-hop already. */
+    for (unsigned c = 0; st->has_connection && st->cs.names && c < h->nhdrs; c++) {
         const struct h1_header *ch = &h->hdrs[c];
         uint64_t lens = 0;
         if (!NAME_IS(ch, "connection"))
@@ -906,33 +978,32 @@ static int on_headers_complete(http_parser *hp)
                 hd->flags |= H1_HDR_HOP;
         }
     }
-    if (te && p->kind == H1_REQUEST && h->http_minor == 0)
+    if (st->te && p->kind == H1_REQUEST && h->http_minor == 0)
         return h1_fail(p, 400, "Transfer-Encoding in an HTTP/1.0 request");   /* RFC 9112 §6.1 */
-    if (te) {
-        if (hp->flags & F_CONTENTLENGTH)
+    if (st->te) {
+        if (has_cl)
             return h1_fail(p, bad, "both Content-Length and Transfer-Encoding");
-        if (ts.unknown && p->kind == H1_REQUEST && ts.chunked_last && !ts.dup)
+        if (st->ts.unknown && p->kind == H1_REQUEST && st->ts.chunked_last && !st->ts.dup)
             return h1_fail(p, 501, "unsupported transfer coding");
-        if (!ts.chunked_last || ts.dup || ts.unknown)
+        if (!st->ts.chunked_last || st->ts.dup || st->ts.unknown)
             return h1_fail(p, bad, "Transfer-Encoding must end with chunked");
         h->chunked = true;
     }
-    if ((hp->flags & F_CONTENTLENGTH) && hp->content_length > (uint64_t)INT64_MAX)
+    if (has_cl && cl > (uint64_t)INT64_MAX)
         return h1_fail(p, bad, "Content-Length too large");   /* never read as a negative length */
-    h->content_length = (hp->flags & F_CONTENTLENGTH) && !te ? (int64_t)hp->content_length : -1;
+    h->content_length = has_cl && !st->te ? (int64_t)cl : -1;
+    h->keep_alive = h->http_minor == 1 ? !st->cs.close : (st->cs.keep_alive && !st->cs.close);
     if (p->kind == H1_REQUEST) {
         if (h->http_minor == 1 && h->host < 0)
             return h1_fail(p, 400, "missing Host header");
         if (h->host >= 0 && !h1_host_valid(h->hdrs[h->host].value, h->hdrs[h->host].value_len))
             return h1_fail(p, 400, "invalid Host header");
-        if (h1_check_target(p) < 0)
+        if (!origin_target && h1_check_target(p) < 0)
             return -1;
-        h->upgrade = has_upgrade && cs.upgrade;
-        h->keep_alive = h->http_minor == 1 ? !cs.close : (cs.keep_alive && !cs.close);
-        if (hp->method == HTTP_CONNECT)
+        h->upgrade = st->has_upgrade && st->cs.upgrade;
+        if (h->method == H1_M_CONNECT)
             skip = 1;   /* not proxied: answered 400 by routing; never read a "body" */
     } else {
-        h->keep_alive = h->http_minor == 1 ? !cs.close : (cs.keep_alive && !cs.close);
         if (h->status == 101) {
             h->upgrade = true;
             skip = 2;
@@ -945,6 +1016,28 @@ static int on_headers_complete(http_parser *hp)
     p->cs_trl_room = p->max_head - p->alen;
     p->in_head = false;
     p->in_body = true;
+    return skip;
+}
+
+static int on_headers_complete(http_parser *hp)
+{
+    struct h1_parser *p = hp->data;
+    struct h1_head *h = &p->head;
+    struct head_scan st = { 0 };
+    int skip;
+
+    if (head_start(p, hp->http_major, hp->http_minor, hp->method, hp->status_code) < 0)
+        return -1;
+    for (unsigned i = 0; i < h->nhdrs; i++) {
+        struct h1_header *hd = &h->hdrs[i];
+        while (hd->value_len && (hd->value[hd->value_len - 1] == ' ' || hd->value[hd->value_len - 1] == '\t'))
+            hd->value_len--;
+        if (head_field(p, &st, i, false) < 0)
+            return -1;
+    }
+    skip = head_finish(p, &st, hp->flags & F_CONTENTLENGTH, hp->content_length, false);
+    if (skip < 0)
+        return -1;
     p->event = PEV_HEAD;
     http_parser_pause(hp, 1);
     return skip;
@@ -1016,10 +1109,9 @@ static int on_chunk_header(http_parser *hp)
     return 0;
 }
 
-static int on_message_complete(http_parser *hp)
+/* The message's end: trailer values trimmed, the chunked output closed. 0, or -1 (h1_fail). */
+static int message_done(struct h1_parser *p)
 {
-    struct h1_parser *p = hp->data;
-
     for (unsigned i = p->head.nhdrs; i < p->head.nhdrs + p->head.ntrailers; i++) {
         struct h1_header *hd = &p->head.hdrs[i];
         while (hd->value_len && (hd->value[hd->value_len - 1] == ' ' || hd->value[hd->value_len - 1] == '\t'))
@@ -1037,6 +1129,15 @@ static int on_message_complete(http_parser *hp)
     }
     p->in_head = false;
     p->in_body = false;
+    return 0;
+}
+
+static int on_message_complete(http_parser *hp)
+{
+    struct h1_parser *p = hp->data;
+
+    if (message_done(p) < 0)
+        return -1;
     p->event = PEV_DONE;
     http_parser_pause(hp, 1);
     return 0;
@@ -1097,8 +1198,7 @@ void h1_parser_reset(struct h1_parser *p)
 {
     uint64_t max_body = p->max_body;
 
-    http_parser_init(&p->hp, p->kind == H1_REQUEST ? HTTP_REQUEST : HTTP_RESPONSE);
-    p->hp.data = p;
+    /* (http-parser's own state is set up by h1_parse() when a message leaves the fast path) */
     /* Everything but the header array, whose entries below nhdrs are the only ones ever read:
      * clearing its 5 KiB for every message would cost more than the rest of the reset. */
     memset(&p->head, 0, offsetof(struct h1_head, hdrs));
@@ -1557,9 +1657,9 @@ static enum h1_event h1_exec(struct h1_parser *p, const char *data, size_t len, 
  * over the fuzz corpora checks this). */
 
 /* Bytes of an origin-form target taken by the fast path: RFC 3986 pchar, '/' and '?'. */
-static bool fast_url_char(unsigned char c)
+static inline bool fast_url_char(unsigned char c)
 {
-    return (h1_ctype[c] & CT_REGNAME) || c == '/' || c == '?' || c == ':' || c == '@';
+    return h1_ctype[c] & CT_URL;
 }
 
 /* Value bytes taken by the fast path: visible ASCII, SP and HTAB. */
@@ -1568,13 +1668,62 @@ static inline bool fast_value_char(unsigned char c)
     return (c >= 0x20 && c < 0x7f) || c == '\t';
 }
 
-/* The first byte at or after q (before e) that fast_value_char() refuses, or e. Eight bytes at a
- * time: a word's bytes below 0x20 (the borrow of x - 0x20 sets their high bit) or above 0x7e
- * (x + 1 or x itself has it) are flagged; a borrow or carry only ever flags bytes after a byte
- * already flagged, so the lowest flag is exact, and an HTAB there is stepped over. */
-static inline __attribute__((always_inline)) const char *fast_value_end(const char *q,
-                                                                        const char *e)
+#ifdef __SSE2__
+/* Bit k set: byte k of x is one fast_value_char() refuses. (Signed compares: bytes from 0x80 are
+ * negative, below 0x20.) */
+static inline unsigned value_stop16(__m128i x)
 {
+    __m128i ok = _mm_andnot_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8(0x7f)), _mm_cmpgt_epi8(x, _mm_set1_epi8(0x1f)));
+
+    ok = _mm_or_si128(ok, _mm_cmpeq_epi8(x, _mm_set1_epi8('\t')));
+    return ~(unsigned)_mm_movemask_epi8(ok) & 0xffff;
+}
+
+/* Bit k set: byte k of x is not a letter, a digit or '-' (what most names are made of; x | 0x20
+ * maps 'A'..'Z' and no other byte onto 'a'..'z'). */
+static inline unsigned name_stop16(__m128i x)
+{
+    __m128i l = _mm_or_si128(x, _mm_set1_epi8(0x20));
+    __m128i alpha = _mm_and_si128(_mm_cmpgt_epi8(l, _mm_set1_epi8('a' - 1)), _mm_cmplt_epi8(l, _mm_set1_epi8('z' + 1)));
+    __m128i digit = _mm_and_si128(_mm_cmpgt_epi8(x, _mm_set1_epi8('0' - 1)), _mm_cmplt_epi8(x, _mm_set1_epi8('9' + 1)));
+    __m128i ok = _mm_or_si128(_mm_or_si128(alpha, digit), _mm_cmpeq_epi8(x, _mm_set1_epi8('-')));
+
+    return ~(unsigned)_mm_movemask_epi8(ok) & 0xffff;
+}
+
+/* The first byte of [q, e) whose bit stop() sets, or e: 16 bytes per step. With fewer than 16
+ * left, the input's last 16 bytes are loaded (lo, the input's start, is at least 16 bytes before
+ * e: never a byte outside the input) and the bits of the bytes before q shifted out. */
+static inline __attribute__((always_inline)) const char *scan16(const char *q, const char *e, const char *lo,
+                                                                unsigned (*stop)(__m128i))
+{
+    unsigned m;
+
+    while (e - q >= 16) {
+        m = stop(_mm_loadu_si128((const __m128i *)(const void *)q));
+        if (m)
+            return q + __builtin_ctz(m);
+        q += 16;
+    }
+    if (q == e || e - lo < 16)
+        return q;   /* (e - lo < 16: not with the callers below) */
+    m = stop(_mm_loadu_si128((const __m128i *)(const void *)(e - 16))) >> (16 - (e - q));
+    return m ? q + __builtin_ctz(m) : e;
+}
+#endif
+
+/* The first byte at or after q (before e) that fast_value_char() refuses, or e. lo: the start of
+ * the input, at least 16 bytes before e. Without SSE2, eight bytes at a time: a word's bytes below
+ * 0x20 (the borrow of x - 0x20 sets their high bit) or above 0x7e (x + 1 or x itself has it) are
+ * flagged; a borrow or carry only ever flags bytes after a byte already flagged, so the lowest
+ * flag is exact, and an HTAB there is stepped over. */
+static inline __attribute__((always_inline)) const char *fast_value_end(const char *q, const char *e,
+                                                                        const char *lo)
+{
+#ifdef __SSE2__
+    return scan16(q, e, lo, value_stop16);
+#else
+    (void)lo;
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     while (e - q >= 8) {
         uint64_t x = ld8(q);
@@ -1592,19 +1741,46 @@ static inline __attribute__((always_inline)) const char *fast_value_end(const ch
     while (q < e && fast_value_char((unsigned char)*q))
         q++;
     return q;
+#endif
+}
+
+/* The end of a header name at q: the first byte of [q, e) that is not a tchar, or e. *plain is
+ * set when the name is letters, digits and '-' only (then it has no '_': head_field() skips that
+ * search). lo: as for fast_value_end(). */
+static inline __attribute__((always_inline)) const char *fast_name_end(const char *q, const char *e,
+                                                                       const char *lo, bool *plain)
+{
+#ifdef __SSE2__
+    q = scan16(q, e, lo, name_stop16);
+    if (q < e && *q == ':') {
+        *plain = true;
+        return q;
+    }
+#else
+    (void)lo;
+#endif
+    *plain = false;
+    /* four bytes per bounds check (a name is seldom shorter) */
+    while (e - q >= 4 && (h1_ctype[(unsigned char)q[0]] & h1_ctype[(unsigned char)q[1]] &
+                          h1_ctype[(unsigned char)q[2]] & h1_ctype[(unsigned char)q[3]] & CT_TCHAR))
+        q += 4;
+    while (q < e && (h1_ctype[(unsigned char)*q] & CT_TCHAR))
+        q++;
+    return q;
 }
 
 /* Names http-parser reads itself: Transfer-Encoding and Upgrade, and anything beginning with
  * them or with Content-Length, Connection or Proxy-Connection (those three exactly are taken:
  * Content-Length is read here, the Connection flags http-parser would set change nothing once the
- * parser is reset after each message, and upgrade needs an Upgrade header). */
-static bool fast_special_name(const char *n, size_t nl)
+ * parser is reset after each message, and upgrade needs an Upgrade header). Only names of 7 bytes
+ * or more get here. */
+static inline bool fast_special_name(const char *n, size_t nl)
 {
     switch (lc((unsigned char)n[0])) {
     case 't':
         return nl >= 17 && ci_eq(n, "transfer-encoding", 17);
     case 'u':
-        return nl >= 7 && ci_eq(n, "upgrade", 7);
+        return ci_eq(n, "upgrade", 7);
     case 'c':
         return (nl > 14 && ci_eq(n, "content-length", 14)) || (nl > 10 && ci_eq(n, "connection", 10));
     case 'p':
@@ -1619,8 +1795,11 @@ static bool fast_special_name(const char *n, size_t nl)
 
 /* Parses a whole head at d[0, n) (the message's first input). Returns true with the head
  * reported (H1_HEAD, *consumed through its last LF); false when the message is left to
- * http-parser, with the parser as h1_parser_reset() left it. */
-static bool h1_fast_head(struct h1_parser *p, const char *d, size_t n, size_t *consumed)
+ * http-parser, with the parser as h1_parser_reset() left it. Each header is judged by head_field()
+ * as it is stored (its value trimmed here), the head by head_start() and head_finish(): the same
+ * judges as on_headers_complete's, whose rejections send the message to http-parser's path. */
+static __attribute__((noinline)) bool h1_fast_head(struct h1_parser *p, const char *d, size_t n,
+                                                   size_t *consumed)
 {
     struct h1_head *h = &p->head;
     const char *q = d, *e, *t0;
@@ -1628,6 +1807,7 @@ static bool h1_fast_head(struct h1_parser *p, const char *d, size_t n, size_t *c
     unsigned method = 0, status = 0, minor;
     bool has_cl = false, known = false, no_body;
     uint64_t cl = 0;
+    struct head_scan st = { 0 };
     int skip;
 
     e = d + (n < lim ? n : lim);
@@ -1673,7 +1853,7 @@ static bool h1_fast_head(struct h1_parser *p, const char *d, size_t n, size_t *c
         minor = (unsigned)(q[8] - '0');
         if (arena_reserve(p, (size_t)(q - t0)) < 0)
             goto slow;
-        memcpy(p->arena, t0, (size_t)(q - t0));
+        copy_short(p->arena, t0, (size_t)(q - t0));
         h->target = p->arena;
         h->target_len = (size_t)(q - t0);
         p->alen = h->target_len;
@@ -1688,20 +1868,21 @@ static bool h1_fast_head(struct h1_parser *p, const char *d, size_t n, size_t *c
         if (status < 200 || status > 599)
             return false;   /* interim answers and 101 take http-parser's path */
         r0 = q += 13;
-        q = fast_value_end(q, e);
+        q = fast_value_end(q, e, d);
         if (q == r0 || e - q < 2 || q[0] != '\r' || q[1] != '\n')
             return false;
         if (arena_reserve(p, (size_t)(q - r0)) < 0)
             goto slow;
-        memcpy(p->arena, r0, (size_t)(q - r0));
+        copy_short(p->arena, r0, (size_t)(q - r0));
         h->reason = p->arena;
         h->reason_len = (size_t)(q - r0);
         p->alen = h->reason_len;
         q += 2;
     }
     for (;;) {
-        const char *n0, *v0;
+        const char *n0, *v0, *ve;
         size_t nl, vl;
+        bool plain;
         struct h1_header *hd;
 
         if (e - q < 2)
@@ -1713,12 +1894,7 @@ static bool h1_fast_head(struct h1_parser *p, const char *d, size_t n, size_t *c
             break;
         }
         n0 = q;
-        /* four bytes per bounds check (a name is seldom shorter) */
-        while (e - q >= 4 && (h1_ctype[(unsigned char)q[0]] & h1_ctype[(unsigned char)q[1]] &
-                              h1_ctype[(unsigned char)q[2]] & h1_ctype[(unsigned char)q[3]] & CT_TCHAR))
-            q += 4;
-        while (q < e && (h1_ctype[(unsigned char)*q] & CT_TCHAR))
-            q++;
+        q = fast_name_end(q, e, d, &plain);
         if (q == n0 || q >= e || *q != ':')
             goto slow;
         nl = (size_t)(q - n0);
@@ -1726,15 +1902,18 @@ static bool h1_fast_head(struct h1_parser *p, const char *d, size_t n, size_t *c
         while (q < e && (*q == ' ' || *q == '\t'))
             q++;
         v0 = q;
-        q = fast_value_end(q, e);
-        if (e - q < 2 || q[0] != '\r' || q[1] != '\n' || h->nhdrs >= H1_MAX_HEADERS)
+        q = fast_value_end(q, e, d);
+        if (e - q < 2 || ld2(q) != ld2("\r\n") || h->nhdrs >= H1_MAX_HEADERS)
             goto slow;
-        vl = (size_t)(q - v0);
+        /* trailing whitespace is not part of the value (the value's bytes up to ' ' are SP and HTAB) */
+        for (ve = q; ve > v0 && (unsigned char)ve[-1] <= ' '; ve--)
+            ;
+        vl = (size_t)(ve - v0);
         q += 2;
         /* What http-parser treats specially and this path does not: its path takes them. It
          * matches these names by prefix ("Transfer-Encoding`" counts as Transfer-Encoding), so a
          * name that only begins with one goes there too. */
-        if (fast_special_name(n0, nl))
+        if (nl >= 7 && fast_special_name(n0, nl))
             goto slow;
         if (nl == 14 && ci_eq(n0, "content-length", 14)) {
             size_t k = 0;
@@ -1747,9 +1926,10 @@ static bool h1_fast_head(struct h1_parser *p, const char *d, size_t n, size_t *c
             has_cl = true;
         }
         /* (the head within the input is at most max_head bytes, and the arena keeps fewer) */
-        if (hdrs_reserve(p, h->nhdrs + 1) < 0 || arena_reserve(p, p->alen + nl + vl) < 0)
+        if ((h->nhdrs >= p->hcap && hdrs_reserve(p, h->nhdrs + 1) < 0) ||
+            arena_reserve(p, p->alen + nl + vl) < 0)
             goto slow;
-        hd = &h->hdrs[h->nhdrs++];
+        hd = &h->hdrs[h->nhdrs];
         hd->name = p->arena + p->alen;
         copy_short(p->arena + p->alen, n0, nl);
         p->alen += nl;
@@ -1759,19 +1939,17 @@ static bool h1_fast_head(struct h1_parser *p, const char *d, size_t n, size_t *c
         p->alen += vl;
         hd->value_len = vl;
         hd->flags = 0;
+        if (head_field(p, &st, h->nhdrs++, plain) < 0)
+            goto slow;
     }
     no_body = p->kind == H1_RESPONSE && (status == 204 || status == 304 || p->no_body);
     if (p->kind == H1_RESPONSE && !has_cl && !no_body)
         goto slow;   /* close-delimited: http-parser's path */
-    p->hp.http_major = 1;
-    p->hp.http_minor = (unsigned short)minor;
-    p->hp.method = method;
-    p->hp.status_code = status;
-    p->hp.flags = has_cl ? F_CONTENTLENGTH : 0;
-    p->hp.content_length = has_cl ? cl : 0;
     p->in_head = true;
     p->last_cb = CB_VALUE;
-    skip = on_headers_complete(&p->hp);
+    if (head_start(p, 1, minor, method, status) < 0)
+        goto slow;
+    skip = head_finish(p, &st, has_cl, cl, true);
     if (skip < 0 || p->err_status)
         goto slow;
     p->fresh = false;
@@ -1805,24 +1983,21 @@ static enum h1_event h1_fast_body(struct h1_parser *p, const char *data, size_t 
     }
     if (p->fast_left)
         return H1_NEED_MORE;
-    if (on_message_complete(&p->hp) < 0 || p->err_status)
+    if (message_done(p) < 0 || p->err_status)
         return H1_ERROR;
     return H1_DONE;
 }
 
-enum h1_event h1_parse(struct h1_parser *p, const char *data, size_t len, size_t *consumed)
+/* h1_parse() for a message that did not take the fast path. */
+static __attribute__((noinline)) enum h1_event h1_parse_slow(struct h1_parser *p, const char *data, size_t len,
+                                                             size_t *consumed)
 {
     enum h1_event ev;
 
-    *consumed = 0;
-    if (p->err_status)
-        return H1_ERROR;
-    if (p->fast)
-        return h1_fast_body(p, data, len, consumed);
     if (p->fresh && len) {
-        /* Only a message's very first input: bytes before it (even a lone CR) are the scan's. */
-        if (h1_fast_head(p, data, len, consumed))
-            return H1_HEAD;
+        /* http-parser's path: its parser is set up only now (a fast message never reads it) */
+        http_parser_init(&p->hp, p->kind == H1_REQUEST ? HTTP_REQUEST : HTTP_RESPONSE);
+        p->hp.data = p;
         p->fresh = false;
     }
     if (p->pending_lf) {
@@ -1856,6 +2031,19 @@ enum h1_event h1_parse(struct h1_parser *p, const char *data, size_t len, size_t
         }
     }
     return h1_exec(p, data, len, consumed);
+}
+
+enum h1_event h1_parse(struct h1_parser *p, const char *data, size_t len, size_t *consumed)
+{
+    *consumed = 0;
+    if (p->err_status)
+        return H1_ERROR;
+    if (p->fast)
+        return h1_fast_body(p, data, len, consumed);
+    /* Only a message's very first input: bytes before it (even a lone CR) are the scan's. */
+    if (p->fresh && len && h1_fast_head(p, data, len, consumed))
+        return H1_HEAD;
+    return h1_parse_slow(p, data, len, consumed);
 }
 
 enum h1_event h1_parse_eof(struct h1_parser *p)
@@ -1896,95 +2084,137 @@ enum h1_event h1_parse_eof(struct h1_parser *p)
 
 /* ---- writers ---------------------------------------------------------------------------- */
 
-/* Appends to a staging area; the caller commits the whole head or nothing. */
-struct stage { char *p; size_t len, cap; bool overflow; };
+/* A head being written at a buffer's tail: d moves from start towards end; a put that does not
+ * fit sets bad and pulls end back to d, so that every later put fails too. The caller commits the
+ * whole head or nothing. Every put is inline, one room check each: the stage lives in registers. */
+struct stage { char *start, *d, *end; bool bad; };
 
-static void put(struct stage *s, const char *d, size_t n)
+static inline __attribute__((always_inline)) bool stage_room(struct stage *s, size_t n)
 {
-    if (s->overflow || n > s->cap - s->len) {
-        s->overflow = true;
+    if (n <= (size_t)(s->end - s->d))
+        return true;
+    s->bad = true;
+    s->end = s->d;
+    return false;
+}
+
+static inline __attribute__((always_inline)) void put(struct stage *s, const char *src, size_t n)
+{
+    if (!stage_room(s, n))
         return;
-    }
-    memcpy(s->p + s->len, d, n);
-    s->len += n;
+    copy_short(s->d, src, n);
+    s->d += n;
 }
 
-static void puts_(struct stage *s, const char *d)
-{
-    put(s, d, strlen(d));
-}
+/* A string literal, its length known at compile time. */
+#define PUT_LIT(s, lit) put(s, lit, sizeof(lit) - 1)
 
-/* One room check for the whole line (this runs for every header of every message). */
+/* "name: value\r\n", one room check for the whole line. */
 static inline __attribute__((always_inline)) void put_header(struct stage *s, const char *name, size_t nlen,
                                                              const char *v, size_t vlen)
 {
-    char *d;
+    char *d = s->d;
 
-    if (s->overflow || nlen > s->cap - s->len || vlen + 4 > s->cap - s->len - nlen) {
-        s->overflow = true;
+    if (!stage_room(s, nlen + vlen + 4))
         return;
-    }
-    d = s->p + s->len;
     copy_short(d, name, nlen);
     d += nlen;
     memcpy(d, ": ", 2);
     copy_short(d + 2, v, vlen);
     memcpy(d + 2 + vlen, "\r\n", 2);
-    s->len += nlen + vlen + 4;
+    s->d = d + vlen + 4;
 }
 
-static void put_num(struct stage *s, int64_t v)
+/* strlen() of a short string (a scheme), without the call. */
+static inline size_t short_strlen(const char *z)
 {
-    char tmp[24];
-    size_t n = sizeof(tmp);
-    uint64_t u = v < 0 ? 0 : (uint64_t)v;   /* lengths are never negative here */
+    size_t n = 0;
 
-    do
-        tmp[--n] = (char)('0' + u % 10);
-    while ((u /= 10) && n);
-    put(s, tmp + n, sizeof(tmp) - n);
+    while (z[n])
+        n++;
+    return n;
+}
+
+/* A string not known at compile time (a reason phrase, extra header lines). */
+static void puts_(struct stage *s, const char *z)
+{
+    put(s, z, strlen(z));
+}
+
+/* A header of a literal name. */
+#define PUT_HEADER_LIT(s, lit, v, vlen) put_header(s, lit, sizeof(lit) - 1, v, vlen)
+
+/* "00" to "99": two digits per division. */
+static const char h1_digits2[200] = {
+#define D10(t) t, '0', t, '1', t, '2', t, '3', t, '4', t, '5', t, '6', t, '7', t, '8', t, '9'
+    D10('0'), D10('1'), D10('2'), D10('3'), D10('4'), D10('5'), D10('6'), D10('7'), D10('8'), D10('9'),
+#undef D10
+};
+
+/* A decimal number, written in place from its last digit, two digits per division. */
+static inline __attribute__((always_inline)) void put_num(struct stage *s, int64_t v)
+{
+    uint64_t u = v < 0 ? 0 : (uint64_t)v;   /* lengths are never negative here */
+    size_t nd = 1;
+    char *d;
+
+    for (uint64_t p10 = 10; nd < 20 && u >= p10; p10 *= 10)
+        nd++;
+    if (!stage_room(s, nd))
+        return;
+    s->d += nd;
+    d = s->d;
+    while (u >= 100) {
+        d -= 2;
+        memcpy(d, h1_digits2 + 2 * (u % 100), 2);
+        u /= 100;
+    }
+    if (u >= 10)
+        memcpy(d - 2, h1_digits2 + 2 * u, 2);
+    else
+        d[-1] = (char)('0' + u);
 }
 
 /* The headers both writers end with: X-Request-Id, the framing, and for a tunnel the Upgrade
  * header with Connection: upgrade. */
-static void put_common(struct stage *s, const struct h1_head *h, const char *rid, size_t rid_len,
-                       bool chunked, int64_t content_length, bool upgrade)
+static inline __attribute__((always_inline)) void put_common(struct stage *s, const struct h1_head *h,
+                                                             const char *rid, size_t rid_len, bool chunked,
+                                                             int64_t content_length, bool upgrade)
 {
     if (rid)
-        put_header(s, "x-request-id", 12, rid, rid_len);
+        PUT_HEADER_LIT(s, "x-request-id", rid, rid_len);
     if (chunked) {
-        puts_(s, "transfer-encoding: chunked\r\n");
+        PUT_LIT(s, "transfer-encoding: chunked\r\n");
     } else if (content_length >= 0) {
-        puts_(s, "content-length: ");
+        PUT_LIT(s, "content-length: ");
         put_num(s, content_length);
-        puts_(s, "\r\n");
+        PUT_LIT(s, "\r\n");
     }
     if (upgrade) {
         const struct h1_header *up = h1_find(h, "upgrade");
         if (up)
             put_header(s, up->name, up->name_len, up->value, up->value_len);
-        puts_(s, "connection: upgrade\r\n");
+        PUT_LIT(s, "connection: upgrade\r\n");
     }
 }
 
-static struct stage stage_of(struct buf *out)
+static inline __attribute__((always_inline)) struct stage stage_of(struct buf *out)
 {
     struct stage s;
 
     if (buf_tailroom(out) < buf_free_space(out))
         buf_compact(out);
-    s.p = buf_tail(out);
-    s.len = 0;
-    s.cap = buf_tailroom(out);
-    s.overflow = false;
+    s.start = s.d = buf_tail(out);
+    s.end = s.d + buf_tailroom(out);
+    s.bad = false;
     return s;
 }
 
-static int stage_commit(struct buf *out, const struct stage *s)
+static inline __attribute__((always_inline)) int stage_commit(struct buf *out, const struct stage *s)
 {
-    if (s->overflow)
+    if (s->bad)
         return -1;
-    out->len += s->len;
+    out->len += (size_t)(s->d - s->start);
     return 0;
 }
 
@@ -2019,14 +2249,14 @@ int h1_write_request_head(struct buf *out, const struct h1_head *req, const stru
     const struct h1_header *host = req->host >= 0 ? &req->hdrs[req->host] : NULL;
 
     put(&s, req->method_name, req->method_len);
-    put(&s, " ", 1);
+    PUT_LIT(&s, " ");
     if (o->target)
         put(&s, o->target, o->target_len);
     else
         put(&s, req->target, req->target_len);
-    puts_(&s, " HTTP/1.1\r\n");
+    PUT_LIT(&s, " HTTP/1.1\r\n");
     if (o->host)
-        put_header(&s, "host", 4, o->host, o->host_len);
+        PUT_HEADER_LIT(&s, "host", o->host, o->host_len);
     else if (host)
         put_header(&s, host->name, host->name_len, host->value, host->value_len);
     for (unsigned i = 0; i < req->nhdrs; i++) {
@@ -2045,9 +2275,9 @@ int h1_write_request_head(struct buf *out, const struct h1_head *req, const stru
                 if (!(req->hdrs[j].flags & H1_HDR_XFF) || req->hdrs[j].value_len == 0)
                     continue;
                 if (first)
-                    put(&s, "x-forwarded-for: ", 17);
+                    PUT_LIT(&s, "x-forwarded-for: ");
                 else
-                    put(&s, ", ", 2);
+                    PUT_LIT(&s, ", ");
                 put(&s, req->hdrs[j].value, req->hdrs[j].value_len);
                 first = 0;
             }
@@ -2056,24 +2286,24 @@ int h1_write_request_head(struct buf *out, const struct h1_head *req, const stru
                 continue;
             }
             if (o->client) {
-                put(&s, ", ", 2);
+                PUT_LIT(&s, ", ");
                 put(&s, o->client, o->client_len);
             }
-            put(&s, "\r\n", 2);
+            PUT_LIT(&s, "\r\n");
             continue;
         }
         put_header(&s, hd->name, hd->name_len, hd->value, hd->value_len);
     }
     if (!xff_done && o->client)
-        put_header(&s, "x-forwarded-for", 15, o->client, o->client_len);
+        PUT_HEADER_LIT(&s, "x-forwarded-for", o->client, o->client_len);
     if (o->proto)
-        put_header(&s, "x-forwarded-proto", 17, o->proto, strlen(o->proto));
+        PUT_HEADER_LIT(&s, "x-forwarded-proto", o->proto, short_strlen(o->proto));
     if (host)
-        put_header(&s, "x-forwarded-host", 16, host->value, host->value_len);
+        PUT_HEADER_LIT(&s, "x-forwarded-host", host->value, host->value_len);
     if (o->traceparent)
-        put_header(&s, "traceparent", 11, o->traceparent, H1_TRACEPARENT_LEN);
+        PUT_HEADER_LIT(&s, "traceparent", o->traceparent, H1_TRACEPARENT_LEN);
     put_common(&s, req, o->request_id, o->request_id_len, o->chunked, o->content_length, o->upgrade);
-    puts_(&s, "\r\n");
+    PUT_LIT(&s, "\r\n");
     return stage_commit(out, &s);
 }
 
@@ -2081,14 +2311,14 @@ int h1_write_response_head(struct buf *out, const struct h1_head *resp, const st
 {
     struct stage s = stage_of(out);
 
-    put(&s, "HTTP/1.1 ", 9);
+    PUT_LIT(&s, "HTTP/1.1 ");
     put_num(&s, resp->status);
-    put(&s, " ", 1);
+    PUT_LIT(&s, " ");
     if (resp->reason_len && h1_reason_valid(resp->reason, resp->reason_len))
         put(&s, resp->reason, resp->reason_len);
     else
         puts_(&s, h1_reason(resp->status));
-    puts_(&s, "\r\n");
+    PUT_LIT(&s, "\r\n");
     for (unsigned i = 0; i < resp->nhdrs; i++) {
         const struct h1_header *hd = &resp->hdrs[i];
         if (hd->flags & (H1_HDR_HOP | H1_HDR_FRAMING | H1_HDR_XRID))
@@ -2098,11 +2328,11 @@ int h1_write_response_head(struct buf *out, const struct h1_head *resp, const st
     put_common(&s, resp, o->request_id, o->request_id_len, o->chunked, o->content_length, o->upgrade);
     /* (a tunnel's Connection: upgrade was written by put_common) */
     if (!o->upgrade && o->close) {
-        puts_(&s, "connection: close\r\n");
+        PUT_LIT(&s, "connection: close\r\n");
     } else if (!o->upgrade && o->keep_alive_10) {
-        puts_(&s, "connection: keep-alive\r\n");
+        PUT_LIT(&s, "connection: keep-alive\r\n");
     }
-    puts_(&s, "\r\n");
+    PUT_LIT(&s, "\r\n");
     return stage_commit(out, &s);
 }
 
@@ -2111,21 +2341,21 @@ int h1_write_simple_response(struct buf *out, unsigned status, const char *extra
 {
     struct stage s = stage_of(out);
 
-    put(&s, "HTTP/1.1 ", 9);
+    PUT_LIT(&s, "HTTP/1.1 ");
     put_num(&s, status);
-    put(&s, " ", 1);
+    PUT_LIT(&s, " ");
     puts_(&s, h1_reason(status));
-    puts_(&s, "\r\n");
+    PUT_LIT(&s, "\r\n");
     if (extra)
         puts_(&s, extra);
     if (body && body_len && !(extra && strcasestr(extra, "content-type:")))
-        puts_(&s, "content-type: text/plain\r\n");
-    puts_(&s, "content-length: ");
+        PUT_LIT(&s, "content-type: text/plain\r\n");
+    PUT_LIT(&s, "content-length: ");
     put_num(&s, (int64_t)(body ? body_len : 0));
-    puts_(&s, "\r\n");
+    PUT_LIT(&s, "\r\n");
     if (close)
-        puts_(&s, "connection: close\r\n");
-    puts_(&s, "\r\n");
+        PUT_LIT(&s, "connection: close\r\n");
+    PUT_LIT(&s, "\r\n");
     if (body && !head_only)
         put(&s, body, body_len);
     return stage_commit(out, &s);
@@ -2141,11 +2371,14 @@ const char *h1_reason(unsigned status)
     }
 }
 
-const struct h1_header *h1_find(const struct h1_head *h, const char *name)
+/* name: any case (h1_find's callers pass lowercase names, but nothing relies on it). */
+const struct h1_header *h1_find_n(const struct h1_head *h, const char *name, size_t len)
 {
     for (unsigned i = 0; i < h->nhdrs; i++) {
-        if (name_is(&h->hdrs[i], name))
-            return &h->hdrs[i];
+        const struct h1_header *hd = &h->hdrs[i];
+        if (hd->name_len == len && lc((unsigned char)hd->name[0]) == lc((unsigned char)name[0]) &&
+            strncasecmp(hd->name, name, len) == 0)
+            return hd;
     }
     return NULL;
 }

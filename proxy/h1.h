@@ -9,7 +9,10 @@
  * growth. Read them through the head, never keep a copy across a feed.
  *
  * Parsing rejects what SPEC §4 rejects (smuggling vectors, malformed framing, oversized heads) with
- * the status the client must get; callers answer with that status and close the connection.
+ * the status the client must get; callers answer with that status and close the connection. The
+ * verdict, the head and the events do not depend on how the input is split: a plain head that
+ * arrives whole in a message's first input is parsed in one pass of h1.c's own (vector scans where
+ * the CPU has them), any other by http-parser, with the same checks.
  *
  * Body bytes are decoded (chunked framing removed) and re-framed into the caller's output buffer
  * as they are parsed: lifeline rebuilds framing and never forwards the peer's chunk syntax.
@@ -20,6 +23,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "buf.h"
 
@@ -208,7 +212,12 @@ bool h1_reason_valid(const char *r, size_t n);
  * parser carry H1_HDR_HOP. */
 bool h1_trailer_forwardable(const char *name, size_t len);
 
-/* Case-insensitive lookup of a header in the head (not trailers); NULL when absent. */
-const struct h1_header *h1_find(const struct h1_head *h, const char *name);
+/* Case-insensitive lookup of a header in the head (not trailers); NULL when absent. h1_find() is
+ * inline so that a literal name's length is known at compile time. */
+const struct h1_header *h1_find_n(const struct h1_head *h, const char *name, size_t len);
+static inline const struct h1_header *h1_find(const struct h1_head *h, const char *name)
+{
+    return h1_find_n(h, name, strlen(name));
+}
 
 #endif

@@ -1124,6 +1124,13 @@ static void test_host_valid(void **state)
         { "a b", false }, { "a@b", false }, { "u:p@b", false }, { "a/b", false }, { "a?b", false },
         { "a#b", false }, { "a:8x", false }, { "a:80:80", false }, { "[::1", false }, { "[]", false },
         { "[::1]x", false }, { "\xc3\xa9", false }, { "a\tb", false }, { " a", false }, { "a\x7f", false },
+        /* four bytes per step: a refused byte at each place of a step and of the tail */
+        { "abcdefgh", true }, { "abc@efgh", false }, { "abcdefg@", false }, { "@bcdefgh", false },
+        { "abcdefgh@", false }, { "abcd efghi", false },
+        { "a:12345678", true }, { "a:1234567", true }, { "a:123", true }, { "a:1234", true },
+        { "a:x2345678", false }, { "a:1234567x", false }, { "a:123:5678", false }, { "a:12/45", false },
+        { "a:1234567/", false }, { "a:9999", true }, { "a:0000", true }, { "a:123\xb4", false },
+        { "a:\x39\x3a\x39\x39", false }, { "a:\x2f" "999", false }, { "a:99\xf" "99", false },
     };
     (void)state;
     for (size_t i = 0; i < NELEM(t); i++)
@@ -2413,6 +2420,316 @@ static void test_fast_path_only_first_input(void **state)
     h1_parser_free(p);
 }
 
+/* ---- the fast path's 16-byte scans (h1.c: scan16, fast_name_end, fast_value_end) ---------------
+ *
+ * A head is rendered as text (event, status, framing facts, every header with its flags) so that
+ * feeding patterns can be compared: whole (the fast path), byte by byte and cut in two at every
+ * offset (http-parser's path) must render the same. */
+
+static void render_head(struct bytes *r, struct h1_parser *p, enum h1_event ev, size_t consumed)
+{
+    const struct h1_head *h = h1_parser_head(p);
+    char tmp[160];
+
+    if (ev == H1_ERROR) {
+        snprintf(tmp, sizeof(tmp), "E%u", h1_parser_error(p, NULL));
+        bytes_str(r, tmp);
+        return;
+    }
+    snprintf(tmp, sizeof(tmp), "H%zu s%u cl%lld ka%d host%d rid%d tp%d ec%d up%d|", consumed, h->status,
+             (long long)h->content_length, h->keep_alive, h->host, h->request_id, h->traceparent,
+             h->expect_continue, h->upgrade);
+    bytes_str(r, tmp);
+    bytes_add(r, h->reason ? h->reason : "", h->reason_len);
+    bytes_str(r, "|");
+    bytes_add(r, h->target ? h->target : "", h->target_len);
+    for (unsigned i = 0; i < h->nhdrs; i++) {
+        snprintf(tmp, sizeof(tmp), "|%x:", h->hdrs[i].flags);
+        bytes_str(r, tmp);
+        bytes_add(r, h->hdrs[i].name, h->hdrs[i].name_len);
+        bytes_str(r, "=");
+        bytes_add(r, h->hdrs[i].value, h->hdrs[i].value_len);
+    }
+}
+
+/* Parses one head fed in pieces: of `step` bytes (0: everything at once), or cut in two at `cut`
+ * (when step is 0 and cut is not 0). The input is copied into a block of exactly its size, so
+ * that ASan sees any read past it. */
+static void parse_pieces(enum h1_kind kind, const char *in, size_t len, size_t step, size_t cut,
+                         struct bytes *r)
+{
+    struct h1_parser *p = h1_parser_new(kind, 8192);
+    char *copy = malloc(len);
+    size_t pos = 0, used = 0;
+    enum h1_event ev = H1_NEED_MORE;
+
+    assert_non_null(p);
+    assert_non_null(copy);
+    memcpy(copy, in, len);
+    bytes_clear(r);
+    while (pos < len) {
+        size_t want = len - pos;
+        if (step && want > step)
+            want = step;
+        else if (!step && cut && pos < cut)
+            want = cut - pos;
+        ev = h1_parse(p, copy + pos, want, &used);
+        pos += used;
+        if (ev != H1_NEED_MORE)
+            break;
+    }
+    if (ev == H1_NEED_MORE)
+        bytes_str(r, "NEED_MORE");
+    else
+        render_head(r, p, ev, pos);
+    h1_parser_free(p);
+    free(copy);
+}
+
+/* Checks that every feeding pattern renders the same as everything at once; returns that. Cuts
+ * in two at every offset only when all_cuts (else byte by byte and in pairs of bytes only). */
+static const char *parse_ways(enum h1_kind kind, const char *in, size_t len, bool all_cuts)
+{
+    static struct bytes whole;
+    struct bytes other = { 0 };
+
+    parse_pieces(kind, in, len, 0, 0, &whole);
+    for (size_t step = 1; step <= 2; step++) {
+        parse_pieces(kind, in, len, step, 0, &other);
+        CHECK(strcmp(whole.d, other.d) == 0, "%s: whole gives\n  %s\nin pieces of %zu:\n  %s",
+              esc(in, len), whole.d, step, other.d);
+    }
+    for (size_t cut = 1; all_cuts && cut < len; cut++) {
+        parse_pieces(kind, in, len, 0, cut, &other);
+        CHECK(strcmp(whole.d, other.d) == 0, "%s: whole gives\n  %s\ncut at %zu:\n  %s",
+              esc(in, len), whole.d, cut, other.d);
+    }
+    bytes_free(&other);
+    return whole.d;
+}
+
+static const char *parse_all_ways(enum h1_kind kind, const char *in, size_t len)
+{
+    return parse_ways(kind, in, len, true);
+}
+
+/* Header lines of every name and value length around the 16-byte steps, last in the head (the
+ * scan's tail: fewer than 16 bytes left) or followed by another; with a refused byte at every
+ * position of the value and of the name; with a name of another tchar ('_', '.', '~': the byte by
+ * byte path) at every position. */
+static void test_fast_scan_lines(void **state)
+{
+    /* (obs-text, 0x80-0xff, is allowed in a value: the fast path leaves it to http-parser's path) */
+    static const char refused_value[] = { 0x01, 0x7f, '\r', 0x00, 0x1f, 0x0b };
+    static const char refused_name[] = { ' ', '(', '@', '[', ',', '{', (char)0x80, 0x7f, '"', '/' };
+    struct bytes in = { 0 }, want = { 0 };
+
+    (void)state;
+    for (size_t nl = 1; nl <= 34; nl += (nl < 20 ? 1 : 7)) {
+        for (size_t vl = 0; vl <= 40; vl++) {
+            for (int after = 0; after < 2; after++) {
+                char name[64], value[64];
+                const char *got;
+                size_t name_at, value_at;
+
+                for (size_t k = 0; k < nl; k++)
+                    name[k] = "aZ09-xYq"[k % 8];
+                name[0] = 'x';   /* never a name the parser knows */
+                for (size_t k = 0; k < vl; k++)
+                    value[k] = "v a/Z\t;~"[k % 8];
+                if (vl) {
+                    value[0] = 'w';
+                    value[vl - 1] = 'z';   /* no whitespace to trim at either end */
+                }
+                bytes_clear(&in);
+                bytes_str(&in, "GET / HTTP/1.1\r\nHost: h\r\n");
+                name_at = in.n;
+                bytes_add(&in, name, nl);
+                bytes_str(&in, ": ");
+                value_at = in.n;
+                bytes_add(&in, value, vl);
+                bytes_str(&in, after ? "\r\nX-After: 1\r\n\r\n" : "\r\n\r\n");
+                got = parse_all_ways(H1_REQUEST, in.d, in.n);
+                bytes_clear(&want);
+                {
+                    char tmp[64];
+                    snprintf(tmp, sizeof(tmp), "H%zu s0 cl-1 ka1 host0 rid-1 tp-1 ec0 up0||/|20:Host=h|0:", in.n);
+                    bytes_str(&want, tmp);
+                }
+                bytes_add(&want, name, nl);
+                bytes_str(&want, "=");
+                bytes_add(&want, value, vl);
+                bytes_str(&want, after ? "|0:X-After=1" : "");
+                CHECK(strcmp(got, want.d) == 0, "%s:\n  got  %s\n  want %s", esc(in.d, in.n), got, want.d);
+
+                /* a refused byte at each position of the value: 400 */
+                for (size_t j = 0; j < vl; j++) {
+                    for (size_t b = 0; b < sizeof(refused_value); b++) {
+                        char keep = in.d[value_at + j];
+                        in.d[value_at + j] = refused_value[b];
+                        got = parse_ways(H1_REQUEST, in.d, in.n, false);
+                        CHECK(strcmp(got, "E400") == 0, "%s: %s, not E400", esc(in.d, in.n), got);
+                        in.d[value_at + j] = keep;
+                    }
+                }
+                /* a byte that is no tchar at each position of the name: 400 */
+                for (size_t j = 0; j < nl && vl == 3; j++) {
+                    for (size_t b = 0; b < sizeof(refused_name); b++) {
+                        char keep = in.d[name_at + j];
+                        in.d[name_at + j] = refused_name[b];
+                        got = parse_ways(H1_REQUEST, in.d, in.n, false);
+                        CHECK(strcmp(got, "E400") == 0, "%s: %s, not E400", esc(in.d, in.n), got);
+                        in.d[name_at + j] = keep;
+                    }
+                }
+                /* another tchar at each position of the name: accepted, the name kept as sent */
+                for (size_t j = 0; j < nl && vl == 5; j++) {
+                    for (const char *t = "_.~!|"; *t; t++) {
+                        char keep = in.d[name_at + j];
+                        in.d[name_at + j] = *t;
+                        got = parse_ways(H1_REQUEST, in.d, in.n, false);
+                        CHECK(got[0] == 'H' && strstr(got, "|0:") &&
+                              memmem(got, strlen(got), in.d + name_at, nl) != NULL,
+                              "%s: %s", esc(in.d, in.n), got);
+                        in.d[name_at + j] = keep;
+                    }
+                }
+            }
+        }
+    }
+    bytes_free(&in);
+    bytes_free(&want);
+}
+
+/* Names the parser knows, in mixed case, at lengths that straddle the 16-byte steps; and names of
+ * a known length whose bytes differ in one place, which must get no flag. */
+static void test_fast_scan_names(void **state)
+{
+    static const struct { const char *line; const char *want; } cases[] = {
+        { "cOnTeNt-LeNgTh: 3\r\n\r\nabc", "cl3 ka1 host0 rid-1 tp-1 ec0 up0|20:Host=h|2:cOnTeNt-LeNgTh=3" },
+        { "content-lengtx: 3\r\n\r\n", "cl-1 ka1 host0 rid-1 tp-1 ec0 up0|20:Host=h|0:content-lengtx=3" },
+        { "X-REQUEST-ID: abc\r\n\r\n", "cl-1 ka1 host0 rid1 tp-1 ec0 up0|20:Host=h|10:X-REQUEST-ID=abc" },
+        { "x-request-ie: abc\r\n\r\n", "cl-1 ka1 host0 rid-1 tp-1 ec0 up0|20:Host=h|0:x-request-ie=abc" },
+        { "x_request_id: abc\r\n\r\n", "cl-1 ka1 host0 rid-1 tp-1 ec0 up0|20:Host=h|1:x_request_id=abc" },
+        { "X-Forwarded-Proto: https\r\n\r\n", "cl-1 ka1 host0 rid-1 tp-1 ec0 up0|20:Host=h|8:X-Forwarded-Proto=https" },
+        { "X-Forwarded-Protp: https\r\n\r\n", "cl-1 ka1 host0 rid-1 tp-1 ec0 up0|20:Host=h|0:X-Forwarded-Protp=https" },
+        { "X-Forwarded-FOR: 1.2.3.4 \t\r\n\r\n", "cl-1 ka1 host0 rid-1 tp-1 ec0 up0|20:Host=h|4:X-Forwarded-FOR=1.2.3.4" },
+        { "CONNECTION: Keep-Alive\r\n\r\n", "cl-1 ka1 host0 rid-1 tp-1 ec0 up0|20:Host=h|1:CONNECTION=Keep-Alive" },
+        { "Connection: CLOSE\r\n\r\n", "cl-1 ka0 host0 rid-1 tp-1 ec0 up0|20:Host=h|1:Connection=CLOSE" },
+        { "Connection: close, x-a\r\nX-A: 1\r\n\r\n", "cl-1 ka0 host0 rid-1 tp-1 ec0 up0|20:Host=h|1:Connection=close, x-a|1:X-A=1" },
+        { "Connection: keep-alivf\r\n\r\n", "cl-1 ka1 host0 rid-1 tp-1 ec0 up0|20:Host=h|1:Connection=keep-alivf" },
+        { "Expect: 100-CONTINUE\r\n\r\n", "cl-1 ka1 host0 rid-1 tp-1 ec1 up0|20:Host=h|1:Expect=100-CONTINUE" },
+        { "X-A:: 1\r\n\r\n", "cl-1 ka1 host0 rid-1 tp-1 ec0 up0|20:Host=h|0:X-A=: 1" },
+        { "X-09-az-AZ:9: 1\r\n\r\n", "cl-1 ka1 host0 rid-1 tp-1 ec0 up0|20:Host=h|0:X-09-az-AZ=9: 1" },
+        { "HOST: h\r\n\r\n", "E400" },
+        { "Hosu: h\r\n\r\n", "cl-1 ka1 host0 rid-1 tp-1 ec0 up0|20:Host=h|0:Hosu=h" },
+        { "Content_Length: 3\r\n\r\n", "E400" },
+        { "Content-Length_: 3\r\n\r\n", "cl-1 ka1 host0 rid-1 tp-1 ec0 up0|20:Host=h|0:Content-Length_=3" },
+        { "Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", "E400" },
+        { "TRANSFER-ENCODING: gzip, chunked\r\n\r\n", "E501" },
+        { "X-A: 1\r\n X-B: 2\r\n\r\n", "E400" },
+        { "X-A: 1\r\n\tX-B: 2\r\n\r\n", "E400" },
+        { "X-A: 1\nX-B: 2\r\n\r\n", "cl-1 ka1 host0 rid-1 tp-1 ec0 up0|20:Host=h|0:X-A=1|0:X-B=2" },   /* a bare LF ends a line */
+        { "X-A: 1\rX-B: 2\r\n\r\n", "E400" },
+    };
+    struct bytes in = { 0 }, want = { 0 };
+
+    (void)state;
+    for (size_t i = 0; i < NELEM(cases); i++) {
+        const char *got;
+        bytes_clear(&in);
+        bytes_str(&in, "GET /pad/pad/pad/pad/pad/pad/pad HTTP/1.1\r\nHost: h\r\n");
+        bytes_str(&in, cases[i].line);
+        got = parse_all_ways(H1_REQUEST, in.d, in.n);
+        bytes_clear(&want);
+        if (cases[i].want[0] != 'E') {
+            /* the rows leave out "H<consumed> s0 " and the reason and target "|/pad...|" */
+            char tmp[32];
+            snprintf(tmp, sizeof(tmp), "H%zu s0 ", in.n - (strstr(cases[i].line, "\r\n\r\n") ?
+                     strlen(strstr(cases[i].line, "\r\n\r\n")) - 4 : 0));
+            bytes_str(&want, tmp);
+            bytes_add(&want, cases[i].want, (size_t)(strchr(cases[i].want, '|') - cases[i].want));
+            bytes_str(&want, "||/pad/pad/pad/pad/pad/pad/pad");
+            bytes_str(&want, strchr(cases[i].want, '|'));
+        } else {
+            bytes_str(&want, cases[i].want);
+        }
+        CHECK(strcmp(got, want.d) == 0, "%s:\n  got  %s\n  want %s", esc(in.d, in.n), got, want.d);
+    }
+    bytes_free(&in);
+    bytes_free(&want);
+}
+
+/* Reason phrases of every length (the value scan on a status line), with a refused byte at every
+ * position: whole and in pieces give the same verdict. */
+static void test_fast_scan_reason(void **state)
+{
+    static const char refused[] = { 0x01, 0x7f, (char)0x80, '\n' };
+    struct bytes in = { 0 };
+
+    (void)state;
+    for (size_t rl = 1; rl <= 40; rl++) {
+        size_t at;
+        const char *got;
+        char tmp[48];
+        bytes_clear(&in);
+        bytes_str(&in, "HTTP/1.1 200 ");
+        at = in.n;
+        for (size_t k = 0; k < rl; k++)
+            bytes_add(&in, &"OK fine\t"[k % 7], 1);
+        bytes_str(&in, "\r\nContent-Length: 0\r\n\r\n");
+        got = parse_all_ways(H1_RESPONSE, in.d, in.n);
+        snprintf(tmp, sizeof(tmp), "H%zu s200 cl0 ka1", in.n);
+        CHECK(strncmp(got, tmp, strlen(tmp)) == 0, "%s: %s", esc(in.d, in.n), got);
+        for (size_t j = 0; j < rl; j++) {
+            for (size_t b = 0; b < sizeof(refused); b++) {
+                char keep = in.d[at + j];
+                in.d[at + j] = refused[b];
+                (void)parse_ways(H1_RESPONSE, in.d, in.n, false);
+                in.d[at + j] = keep;
+            }
+        }
+    }
+    bytes_free(&in);
+}
+
+/* The writers' decimal numbers (put_num: two digits per step, the length counted first): every
+ * count of digits, each power of ten and the number before it, INT64_MAX; and a buffer one byte
+ * too small for the number leaves it untouched. */
+static void test_write_numbers(void **state)
+{
+    struct h1_resp_out o;
+    struct buf w;
+    char want[64];
+    int64_t vals[64];
+    size_t nv = 0;
+
+    (void)state;
+    vals[nv++] = 0;
+    for (int64_t p = 1; p <= INT64_MAX / 10; p *= 10) {
+        vals[nv++] = p;
+        vals[nv++] = p * 10 - 1;
+        vals[nv++] = p * 7 + 3;
+    }
+    vals[nv++] = INT64_MAX;
+    parse_one(H1_RESPONSE, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", false);
+    for (size_t i = 0; i < nv; i++) {
+        memset(&o, 0, sizeof(o));
+        o.content_length = vals[i];
+        assert_int_equal(buf_init(&w, 256), 0);
+        assert_int_equal(h1_write_response_head(&w, h1_parser_head(fx.p), &o), 0);
+        snprintf(want, sizeof(want), "HTTP/1.1 200 OK\r\ncontent-length: %lld\r\n\r\n", (long long)vals[i]);
+        CHECK(w.len == strlen(want) && memcmp(buf_head(&w), want, w.len) == 0, "%lld: wrote %s",
+              (long long)vals[i], esc(buf_head(&w), w.len));
+        buf_free(&w);
+        /* one byte short: nothing written */
+        assert_int_equal(buf_init(&w, strlen(want) - 1), 0);
+        CHECK(h1_write_response_head(&w, h1_parser_head(fx.p), &o) == -1 && w.len == 0, "%lld: fitted",
+              (long long)vals[i]);
+        buf_free(&w);
+    }
+}
+
 int main(void)
 {
     int r;
@@ -2447,6 +2764,10 @@ int main(void)
     ADD(test_close_delimited_to_chunked);
     ADD(test_bytewise_equals_oneshot);
     ADD(test_fast_path_only_first_input);
+    ADD(test_fast_scan_lines);
+    ADD(test_fast_scan_names);
+    ADD(test_fast_scan_reason);
+    ADD(test_write_numbers);
     ADD(test_reason);
     ADD(test_absolute_form);
     ADD(test_host_valid);
