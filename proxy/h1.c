@@ -1898,14 +1898,15 @@ static __attribute__((noinline)) bool h1_fast_head(struct h1_parser *p, const ch
         if (q == n0 || q >= e || *q != ':')
             goto slow;
         nl = (size_t)(q - n0);
-        q++;
-        while (q < e && (*q == ' ' || *q == '\t'))
-            q++;
-        v0 = q;
+        v0 = ++q;
+        /* SP and HTAB are value bytes: the scan takes the leading ones too */
         q = fast_value_end(q, e, d);
         if (e - q < 2 || ld2(q) != ld2("\r\n") || h->nhdrs >= H1_MAX_HEADERS)
             goto slow;
-        /* trailing whitespace is not part of the value (the value's bytes up to ' ' are SP and HTAB) */
+        /* leading and trailing whitespace is not part of the value (the value's bytes up to ' '
+         * are SP and HTAB) */
+        while (v0 < q && (unsigned char)*v0 <= ' ')
+            v0++;
         for (ve = q; ve > v0 && (unsigned char)ve[-1] <= ' '; ve--)
             ;
         vl = (size_t)(ve - v0);
