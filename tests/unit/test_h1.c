@@ -2513,6 +2513,22 @@ static const char *parse_all_ways(enum h1_kind kind, const char *in, size_t len)
     return parse_ways(kind, in, len, true);
 }
 
+/* Each byte of REFUSED at each of the LEN positions from AT of IN (put back after): 400 each time. */
+static void refused_everywhere(struct bytes *in, size_t at, size_t len, const char *refused, size_t nrefused)
+{
+    for (size_t j = 0; j < len; j++) {
+        for (size_t b = 0; b < nrefused; b++) {
+            char keep = in->d[at + j];
+            const char *got;
+
+            in->d[at + j] = refused[b];
+            got = parse_ways(H1_REQUEST, in->d, in->n, false);
+            CHECK(strcmp(got, "E400") == 0, "%s: %s, not E400", esc(in->d, in->n), got);
+            in->d[at + j] = keep;
+        }
+    }
+}
+
 /* Header lines of every name and value length around the 16-byte steps, last in the head (the
  * scan's tail: fewer than 16 bytes left) or followed by another; with a refused byte at every
  * position of the value and of the name; with a name of another tchar ('_', '.', '~': the byte by
@@ -2563,25 +2579,10 @@ static void test_fast_scan_lines(void **state)
                 CHECK(strcmp(got, want.d) == 0, "%s:\n  got  %s\n  want %s", esc(in.d, in.n), got, want.d);
 
                 /* a refused byte at each position of the value: 400 */
-                for (size_t j = 0; j < vl; j++) {
-                    for (size_t b = 0; b < sizeof(refused_value); b++) {
-                        char keep = in.d[value_at + j];
-                        in.d[value_at + j] = refused_value[b];
-                        got = parse_ways(H1_REQUEST, in.d, in.n, false);
-                        CHECK(strcmp(got, "E400") == 0, "%s: %s, not E400", esc(in.d, in.n), got);
-                        in.d[value_at + j] = keep;
-                    }
-                }
+                refused_everywhere(&in, value_at, vl, refused_value, sizeof(refused_value));
                 /* a byte that is no tchar at each position of the name: 400 */
-                for (size_t j = 0; j < nl && vl == 3; j++) {
-                    for (size_t b = 0; b < sizeof(refused_name); b++) {
-                        char keep = in.d[name_at + j];
-                        in.d[name_at + j] = refused_name[b];
-                        got = parse_ways(H1_REQUEST, in.d, in.n, false);
-                        CHECK(strcmp(got, "E400") == 0, "%s: %s, not E400", esc(in.d, in.n), got);
-                        in.d[name_at + j] = keep;
-                    }
-                }
+                if (vl == 3)
+                    refused_everywhere(&in, name_at, nl, refused_name, sizeof(refused_name));
                 /* another tchar at each position of the name: accepted, the name kept as sent */
                 for (size_t j = 0; j < nl && vl == 5; j++) {
                     for (const char *t = "_.~!|"; *t; t++) {

@@ -614,9 +614,10 @@ static struct exchange *served_and_parked(struct fx *f, struct fx_peer *c, struc
     return ex;
 }
 
-/* A response timeout armed on a slot whose parked timer expires earlier (the previous request's)
- * fires at its own time, not the parked one's: moved later, never early. */
-static void test_response_timeout_on_a_reused_slot_never_early(void **state)
+/* Serves FIRST, parks its slot's response timer, waits WAIT s, then sends SECOND on the same
+ * connection to a silent upstream: the response_timeout comes between LO and HI s after it. */
+static void timeout_on_a_reused_slot(const char *short_rt, const char *long_rt, const char *first,
+                                     const char *second, double wait, double lo, double hi)
 {
     static struct fx f;
     struct fx_peer *c, *u = NULL;
@@ -627,52 +628,39 @@ static void test_response_timeout_on_a_reused_slot_never_early(void **state)
     int lfd = fx_socket(&port, 16);
     double t0, dt;
 
-    (void)state;
-    two_timeouts_fixture(&f, port, "250ms", "250ms");
+    two_timeouts_fixture(&f, port, short_rt, long_rt);
     c = fx_client(&f, &cl);
-    ex = served_and_parked(&f, c, cl, lfd, &u, FX_GET("/first"));
-    fx_run_for(&f, 0.15);   /* the parked timer now expires about 0.1 s from here */
+    ex = served_and_parked(&f, c, cl, lfd, &u, first);
+    if (wait > 0)
+        fx_run_for(&f, wait);
     t0 = fx_now();
-    fx_send(c, FX_GET("/second"));
-    u = fx_take_request(&f, lfd, u, FX_GET("/second"), NULL, 0);   /* the pooled connection */
-    assert_ptr_equal(cl->ex, ex);                                  /* the same exchange and slot */
+    fx_send(c, second);
+    u = fx_take_request(&f, lfd, u, second, NULL, 0);   /* the pooled connection */
+    assert_ptr_equal(cl->ex, ex);                       /* the same exchange and slot */
     fx_response(&f, c, &r, false, 3.0);
     dt = fx_now() - t0;
-    if (dt < 0.24 || dt >= 1.0)
-        fail_msg("response_timeout after %.3fs, want [0.24, 1)", dt);
+    if (dt < lo || dt >= hi)
+        fail_msg("response_timeout after %.3fs, want [%.2f, %.2f)", dt, lo, hi);
     fx_expect_fallback(&r, 504, "response_timeout");
     fx_expect_log(&f, 504, "response_timeout", "response_timeout");
     fx_free(&f);
 }
 
+/* A response timeout armed on a slot whose parked timer expires earlier (the previous request's)
+ * fires at its own time, not the parked one's: moved later, never early. (After 0.15 s the parked
+ * timer expires about 0.1 s ahead.) */
+static void test_response_timeout_on_a_reused_slot_never_early(void **state)
+{
+    (void)state;
+    timeout_on_a_reused_slot("250ms", "250ms", FX_GET("/first"), FX_GET("/second"), 0.15, 0.24, 1.0);
+}
+
 /* A response timeout earlier than the parked timer's expiry (the previous request's route had a
- * longer one) moves the timer at once: it fires on time. */
+ * longer one, parked 3 s ahead) moves the timer at once: it fires on time. */
 static void test_response_timeout_on_a_reused_slot_moved_earlier(void **state)
 {
-    static struct fx f;
-    struct fx_peer *c, *u = NULL;
-    struct fx_resp r;
-    struct client *cl;
-    struct exchange *ex;
-    uint16_t port;
-    int lfd = fx_socket(&port, 16);
-    double t0, dt;
-
     (void)state;
-    two_timeouts_fixture(&f, port, "100ms", "3s");
-    c = fx_client(&f, &cl);
-    ex = served_and_parked(&f, c, cl, lfd, &u, FX_GET("/long"));   /* parked, 3 s ahead */
-    t0 = fx_now();
-    fx_send(c, FX_GET("/short"));
-    u = fx_take_request(&f, lfd, u, FX_GET("/short"), NULL, 0);
-    assert_ptr_equal(cl->ex, ex);
-    fx_response(&f, c, &r, false, 2.0);
-    dt = fx_now() - t0;
-    if (dt < 0.09 || dt >= 0.6)
-        fail_msg("response_timeout after %.3fs, want [0.09, 0.6)", dt);
-    fx_expect_fallback(&r, 504, "response_timeout");
-    fx_expect_log(&f, 504, "response_timeout", "response_timeout");
-    fx_free(&f);
+    timeout_on_a_reused_slot("100ms", "3s", FX_GET("/long"), FX_GET("/short"), 0, 0.09, 0.6);
 }
 
 /* A hop cancelled while awaiting its answer leaves its timer parked. When it expires nothing is
