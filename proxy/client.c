@@ -117,6 +117,8 @@ static void client_timer_arm(struct client *c)
 
     if (due == 0)
         return;
+    if (c->cut_slot && ev_is_active(&c->timer))
+        return;   /* a deadline passed, and its action waits for its turn (client_cut_wait) */
     if (ev_is_active(&c->timer) && !ev_is_pending(&c->timer) &&
         ev_now(loop) + ev_timer_remaining(loop, &c->timer) <= due)
         return;
@@ -637,6 +639,40 @@ static void client_reject(struct client *c, unsigned status, const char *why)
     client_flush(c);
 }
 
+/* Timeout actions (a 408, a close, a reset) are paced per worker, as a token bucket: CUT_BURST at
+ * once, then CUT_RATE a second, each one waiting at most CUT_MAX_WAIT. Connections opened together
+ * time out together and stay in step when they are opened again (slowloris and slow-reader floods
+ * do): 5,000 cut in one loop turn held every other request for tens of milliseconds (answer, shut,
+ * close, and the reconnects that follow, all in lifeline's own system calls). Spread, the same work
+ * comes a few at a time between other requests' events. A connection past its deadline meanwhile
+ * costs what it already held; the wait is bounded, so a flood larger than the rate is cut late by
+ * at most CUT_MAX_WAIT, then at once. */
+#define CUT_RATE 8000.0
+#define CUT_BURST 8.0
+#define CUT_MAX_WAIT 1.0
+
+/* Whether c's timeout must wait for its turn: then its timer is re-armed for it (the slot is
+ * reserved: when it fires, c acts without asking again). */
+static bool client_cut_wait(struct client *c, ev_tstamp now)
+{
+    struct worker *w = c->w;
+    ev_tstamp tat = w->cut_tat > now ? w->cut_tat : now, wait = tat - now - CUT_BURST / CUT_RATE;
+
+    if (c->cut_slot) {
+        c->cut_slot = false;   /* its turn came */
+        return false;
+    }
+    if (wait > CUT_MAX_WAIT)
+        return false;          /* the flood outruns the rate: no later than this */
+    w->cut_tat = tat + 1.0 / CUT_RATE;
+    if (wait <= 0)
+        return false;
+    c->cut_slot = true;
+    c->timer.repeat = wait;
+    ev_timer_again(w->loop, &c->timer);
+    return true;
+}
+
 /* The one timer (client_timer_arm): the send side first (a stall past send_timeout closes; the
  * stuck output's pages go back after OUT_SHED_AFTER), then the read side's deadline for the phase;
  * a deadline not reached yet re-arms it, none at all stops it. */
@@ -648,6 +684,8 @@ static void client_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     (void)revents;
     if (c->send_stall) {
         if (c->last_write + ms(c->conf->client.send_timeout) <= now + 0.0005) {
+            if (client_cut_wait(c, now))
+                return;
             log_debug("client %s: send_timeout", CLIENT_ADDR_DBG(c));
             client_reset(c);
             return;
@@ -657,6 +695,8 @@ static void client_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     }
     due = client_rdue(c);
     if (due != 0 && due <= now + 0.0005) {
+        if (client_cut_wait(c, now))
+            return;
         ev_timer_stop(loop, t);   /* whatever follows arms it again if a deadline remains */
         switch (c->phase) {
         case CLIENT_HEAD:

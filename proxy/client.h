@@ -22,7 +22,9 @@
  * send side's from `last_write` while output is stuck (`send_stall`: send_timeout since the socket
  * last took a byte). The timer runs for the earlier of the two and is updated lazily: it may run
  * for an earlier deadline than the current one, and its callback re-arms itself for the current
- * one or stops when there is none.
+ * one or stops when there is none. What a timeout does (a 408, a close, a reset) is paced per worker
+ * (client.c, client_cut_wait): thousands of connections that time out together are cut over a
+ * bounded stretch, not in one loop turn.
  */
 #ifndef LIFELINE_CLIENT_H
 #define LIFELINE_CLIENT_H
@@ -79,6 +81,7 @@ struct client {
     bool rd_wants_wr : 1;               /* a TLS read must first finish a write: wait on EV_WRITE for it */
     bool out_shed : 1;                  /* the stuck output's unused pages went back (client.c) */
     bool send_stall : 1;                /* output stuck: send_timeout runs from last_write */
+    bool cut_slot : 1;                  /* its timeout waited for its turn (client_cut_wait): act now */
     unsigned ioev : 2;                  /* the events wanted (EV_READ|EV_WRITE); the watcher's may differ */
     unsigned served;                    /* requests answered on this connection */
     uint64_t bytes_out;                 /* bytes queued for the client so far (written or in out) */

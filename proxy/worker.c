@@ -33,8 +33,14 @@
 atomic_uint worker_connections;
 atomic_uint worker_open_clients;
 
-/* At most this many accepts per readiness event, so one busy listener cannot starve the loop. */
-#define ACCEPT_BURST 64
+/* At most this many accepts per readiness event (the listener is level-triggered: what is left is
+ * reported again next loop turn). Each connection accepted brings its request's work into the
+ * turns that follow, so this bounds how much new work a turn takes on while the connections already
+ * served wait: under a flood of new connections (slow readers re-opened in a wave, slowloris
+ * reconnecting), 64 a turn made the normal client's open-loop p99 38-42 ms and 8 made it 4-6 ms
+ * (scripts/slow-clients.sh, same machine and run; 1 and 4 were no better than 8). The backlog
+ * waits in the kernel's accept queue. nginx accepts one per event unless multi_accept is on. */
+#define ACCEPT_BURST 8
 #define BLOCK_CACHE_MAX (WORKER_CACHE_BYTES / WORKER_BLOCK)
 #define SMALL_CACHE_MAX (WORKER_SMALL_CACHE_BYTES / WORKER_SMALL)
 /* Handing memory back (malloc_trim) walks every free chunk and stalls the loop: about 60 ms for

@@ -103,7 +103,7 @@ struct worker {
     bool accepting;                     /* listener watchers active */
     ev_timer accept_retry;              /* while paused by max_connections or EMFILE */
     int spare_fd;                       /* closed to accept-and-drop on EMFILE */
-
+    ev_tstamp cut_tat;                  /* client timeouts' pacing (client.c, client_cut_wait) */
 
     struct client *clients;             /* live downstream connections */
     unsigned nclients;

@@ -44,6 +44,9 @@
 # attack on lifeline is unchanged in size (the report prints how many slowloris and readers were open
 # and cut; a starved attack would show there). wrk (closed-loop, not judged) stays at nice 0: at full
 # throttle it would otherwise take the attack's core. NORMAL_NICE=0: everything at equal priority.
+# NORMAL_RT=1: the normal client and its upstream run SCHED_FIFO instead (chrt -f 10; as latency.sh's
+# LAT_RT): a nice value only weighs the core's share, so a woken normal client could still wait for
+# the attack's slice; real-time preempts it at once, what separate machines would give.
 # The kernel's TCP memory is shared too. On loopback (64 KiB MSS) an upstream socket's send buffer
 # grows to about 1.3 MiB at connect, so the /big nginx, which is paused behind each stalled reader,
 # alone queued 1.2-1.6 GiB in its sockets: past tcp_mem's pressure mark (1.5 GiB here), where the
@@ -93,6 +96,8 @@ BIG_MIB=${BIG_MIB:-16}
 BIG_SNDBUF=${BIG_SNDBUF:-16k}
 NORMAL_NICE=${NORMAL_NICE:--10}
 normal_prio=(nice -n "$NORMAL_NICE")
+NORMAL_RT=${NORMAL_RT:-0}
+[[ $NORMAL_RT == 1 ]] && normal_prio=(chrt -f 10)
 RSS_MAX_MIB=${RSS_MAX_MIB:-256}
 RSS_AFTER_SLACK_MIB=${RSS_AFTER_SLACK_MIB:-16}
 P99_FACTOR=${P99_FACTOR:-2}
@@ -241,7 +246,7 @@ ol_p99() {
 }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$lpid/status"; }
 
-echo "slow-clients: lifeline pid $lpid (1 worker, CPU $PROXY_CPU), normal client at nice $NORMAL_NICE, header_timeout ${HEADER_TIMEOUT}s, send_timeout ${SEND_TIMEOUT}s, $SLOWLORIS slowloris + $READERS slow readers"
+echo "slow-clients: lifeline pid $lpid (1 worker, CPU $PROXY_CPU), normal client at ${normal_prio[*]}, header_timeout ${HEADER_TIMEOUT}s, send_timeout ${SEND_TIMEOUT}s, $SLOWLORIS slowloris + $READERS slow readers"
 rss0=$(rss_kib)
 touch "$OUT/access.log"
 mark0=$(wc -l <"$OUT/access.log")

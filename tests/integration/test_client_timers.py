@@ -223,3 +223,63 @@ def test_header_timeout_408_counted_with_unrouted_requests(lifeline, upstream):
     assert m.value("lifeline_requests_total", route="", code="408") == 2, m.select("lifeline_requests_total")
     assert m.value("lifeline_request_duration_seconds_count", route="") == 2
     assert m.total("lifeline_requests_total") == 2
+
+
+def test_timeouts_that_fall_together_are_paced(lifeline, upstream, tmp_path):
+    """README, behaviour choices: what a timeout does (here header_timeout's 408 and close) is paced
+    per worker, 8 at once and then 8,000 a second, each waiting at most 1 s: connections opened
+    together (a slowloris flood) time out together, and cutting thousands in one loop turn held every
+    other request for tens of milliseconds. The process is stopped while the connections open and
+    send a byte, so it accepts them in a few turns and their deadlines fall within a millisecond.
+    Without the pacing every 408 is logged within a few milliseconds of the first (the log's time is
+    the loop turn's); with it, at most 8 + 8 per millisecond are."""
+    import json
+    import os
+    import signal
+    from ops import access_lines
+    up = upstream()
+    ht = t(0.5)
+    n = 300
+    path = str(tmp_path / "access.log")
+    c = {"header_timeout": dur(ht), "body_timeout": LONG, "idle_timeout": LONG, "send_timeout": LONG}
+    lf = lifeline(pools={"p": pool(up)}, client=c, extra={"access_log": {"path": path}})
+    socks = []
+    os.kill(lf.pid, signal.SIGSTOP)
+    try:
+        for _ in range(n):
+            s = socket.create_connection(("127.0.0.1", lf.port), timeout=t(5))
+            s.sendall(b"G")
+            socks.append(s)
+    finally:
+        os.kill(lf.pid, signal.SIGCONT)
+    try:
+        got = 0
+        deadline = time.monotonic() + ht + t(5)
+        for s in socks:
+            s.settimeout(max(0.01, deadline - time.monotonic()))
+            data = b""
+            while b"\r\n" not in data:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            got += data.startswith(b"HTTP/1.1 408 ")
+        assert got == n, "%d of %d connections got a 408" % (got, n)
+    finally:
+        for s in socks:
+            s.close()
+    lines = []
+    deadline = time.monotonic() + t(5)
+    while time.monotonic() < deadline:
+        lines = [ln for ln in access_lines(path) if ln["status"] == 408]
+        if len(lines) >= n:
+            break
+        time.sleep(0.05)
+    assert len(lines) == n, len(lines)
+    import datetime
+    times = sorted(datetime.datetime.strptime(ln["time"], "%Y-%m-%dT%H:%M:%S.%fZ").timestamp() for ln in lines)
+    first5 = sum(1 for x in times if x - times[0] < 0.005)
+    assert first5 <= 60, "%d of %d 408s logged within 5 ms of the first: not paced" % (first5, n)
+    span = times[-1] - times[0]
+    assert span >= (n - 8) / 8000.0 - 0.002, "the 408s span %.1f ms" % (span * 1000)
+    assert span <= 1.0 + t(1), "the 408s span %.1f ms: a wait past 1 s" % (span * 1000)
