@@ -61,9 +61,11 @@ int health_reply_status(const char *buf, size_t len, unsigned *status)
     return 1;
 }
 
+_Thread_local int64_t clock_turn;
+
 int64_t health_now(void)
 {
-    return clock_ms();
+    return clock_turn_ms();
 }
 
 enum outlier_state health_outlier_state(const struct srv_health *s, int64_t now)

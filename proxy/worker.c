@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "clock.h"
 #include "exchange.h"
 #include "h1.h"
 #include "list.h"
@@ -34,12 +35,14 @@ atomic_uint worker_connections;
 atomic_uint worker_open_clients;
 
 /* At most this many accepts per readiness event (the listener is level-triggered: what is left is
- * reported again next loop turn). Each connection accepted brings its request's work into the
- * turns that follow, so this bounds how much new work a turn takes on while the connections already
- * served wait: under a flood of new connections (slow readers re-opened in a wave, slowloris
- * reconnecting), 64 a turn made the normal client's open-loop p99 38-42 ms and 8 made it 4-6 ms
- * (scripts/slow-clients.sh, same machine and run; 1 and 4 were no better than 8). The backlog
- * waits in the kernel's accept queue. nginx accepts one per event unless multi_accept is on. */
+ * reported again next loop turn, and waits in the kernel's accept queue meanwhile). Each connection
+ * accepted brings its request's work into the turns that follow, so this bounds how much new work
+ * a turn takes on while the connections already being served wait: a flood of new connections
+ * (slow readers re-opened in a wave, slowloris reconnecting) enters a few at a time. nginx accepts
+ * one per event unless multi_accept is on. Measured (2026-12-02): one connection per request
+ * (wrk -H "Connection: close", 50 connections) costs the same CPU per request as with 64 (26-28
+ * against 27-29 us); scripts/slow-clients.sh's open-loop p99 under attack moved from run to run
+ * more (8-57 ms) than it moved with this. */
 #define ACCEPT_BURST 8
 #define BLOCK_CACHE_MAX (WORKER_CACHE_BYTES / WORKER_BLOCK)
 #define SMALL_CACHE_MAX (WORKER_SMALL_CACHE_BYTES / WORKER_SMALL)
@@ -210,6 +213,14 @@ static void exchange_mem_free(struct exchange *ex)
     hop_release(&ex->hops[0]);
     hop_release(&ex->hops[1]);
     free(ex);
+}
+
+static void worker_clock_cb(struct ev_loop *loop, ev_check *chk, int revents)
+{
+    (void)loop;
+    (void)chk;
+    (void)revents;
+    clock_turn = clock_ms();
 }
 
 static void worker_reap_cb(struct ev_loop *loop, ev_check *chk, int revents)
@@ -494,6 +505,11 @@ int worker_init(struct worker *w, unsigned id, struct runtime *rt, struct stale_
      * after the iteration's I/O: the lowest priority makes the reaper run after every callback. */
     ev_set_priority(&w->reaper, EV_MINPRI);
     ev_check_start(w->loop, &w->reaper);
+    /* The highest priority: runs before any other callback of the turn, so every one of them sees
+     * this turn's time. */
+    ev_check_init(&w->clock_tick, worker_clock_cb);
+    ev_set_priority(&w->clock_tick, EV_MAXPRI);
+    ev_check_start(w->loop, &w->clock_tick);
     ev_async_init(&w->wake, worker_wake_cb);
     w->wake.data = w;
     ev_async_start(w->loop, &w->wake);

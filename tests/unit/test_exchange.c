@@ -17,6 +17,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "clock.h"
+#include "health.h"
 #include "loop_fixture.h"
 
 /* Two servers, a and b (loop_fixture.h fx_init_pool: the first request goes to a), `route` added
@@ -334,6 +336,34 @@ static void test_parser_caches_hold_a_busy_load(void **state)
     fx_free(&f);
 }
 
+/* clock.h: a worker's loop stores clock_turn before each turn's callbacks, and health_now() (the
+ * pool pick's and the outcome report's clock) reads it instead of the clock; a thread with no
+ * worker loop reads the clock. */
+static void test_health_clock_read_once_per_turn(void **state)
+{
+    static struct fx f;
+    uint16_t a, b;
+    int la = fx_socket(&a, 16), lb = fx_socket(&b, 16);
+    int64_t before;
+
+    (void)state;
+    (void)la;
+    (void)lb;
+    clock_turn = 0;
+    before = clock_ms();
+    assert_true(health_now() >= before && health_now() <= clock_ms());   /* no loop turn yet */
+    fx_init_pool(&f, "", a, b, "", "");
+    clock_turn = 1;                     /* a stale value: the next turn must replace it */
+    fx_turn(&f);
+    assert_true(clock_turn >= before && clock_turn <= clock_ms());
+    clock_turn = 7;                     /* within a turn, health_now() is the stored value */
+    assert_int_equal(health_now(), 7);
+    fx_turn(&f);
+    assert_true(clock_turn >= before && clock_turn <= clock_ms());
+    fx_free(&f);
+    clock_turn = 0;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -347,6 +377,7 @@ int main(void)
         cmocka_unit_test_teardown(test_stale_copy_answers, fx_teardown),
         cmocka_unit_test_teardown(test_client_address_in_a_reused_exchange, fx_teardown),
         cmocka_unit_test_teardown(test_parser_caches_hold_a_busy_load, fx_teardown),
+        cmocka_unit_test_teardown(test_health_clock_read_once_per_turn, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
