@@ -171,38 +171,6 @@ static void client_rd_start(struct client *c)
         ev_feed_event(c->w->loop, &c->io, EV_READ);
 }
 
-/* Which connections a loop turn serves last (issue 11). libev runs the ready watchers of a turn
- * highest priority first, and a turn under attack holds hundreds of them (a slowloris byte, a
- * stalled reader's few freed bytes): a normal request ready in the same turn waited behind all of
- * them. A connection trickling its head (the head still incomplete after a read) or whose output
- * is stuck (send_stall) gets CLIENT_PRI_LOW; it is set back once the head is whole or the output
- * flows. Nothing is starved: every watcher ready in a turn still runs in that turn, the low ones
- * after the rest. A legitimate head split over two segments or a download filling its socket is
- * served a few callbacks later, no more. Changing a watcher's priority needs it stopped; with the
- * same events watched, libev makes no epoll_ctl for it. */
-#define CLIENT_PRI_LOW (-1)   /* below every other watcher but the reaper's (EV_MINPRI) */
-
-static void client_prio_sync(struct client *c)
-{
-    struct ev_loop *loop = c->w->loop;
-    bool low = c->phase == CLIENT_HEAD || c->send_stall;
-    bool active;
-    int pend;
-
-    if (low == c->io_low)
-        return;
-    c->io_low = low;
-    pend = ev_clear_pending(loop, &c->io);
-    active = ev_is_active(&c->io);
-    if (active)
-        ev_io_stop(loop, &c->io);
-    ev_set_priority(&c->io, low ? CLIENT_PRI_LOW : 0);
-    if (active)
-        ev_io_start(loop, &c->io);
-    if (pend && active)
-        ev_feed_event(loop, &c->io, pend);
-}
-
 /* The TLS handshake, driven by whichever watcher the session waits on (the other is stopped, so
  * a socket ready in the direction not needed never spins the loop). */
 static void client_handshake(struct client *c)
@@ -566,7 +534,6 @@ void client_flush(struct client *c)
             if (!c->send_stall) {
                 c->send_stall = true;
                 c->last_write = ev_now(c->w->loop);
-                client_prio_sync(c);
             }
             client_timer_arm(c);
             return;
@@ -1117,6 +1084,4 @@ static void client_io_cb(struct ev_loop *loop, ev_io *io, int revents)
     /* the write side may have closed the connection or paused reading meanwhile */
     if ((revents & EV_READ) && !c->closed && (client_io_events(c) & EV_READ))
         client_read_cb(loop, c);
-    if (!c->closed)
-        client_prio_sync(c);
 }

@@ -82,7 +82,6 @@ struct client {
     bool out_shed : 1;                  /* the stuck output's unused pages went back (client.c) */
     bool send_stall : 1;                /* output stuck: send_timeout runs from last_write */
     bool cut_slot : 1;                  /* its timeout waited for its turn (client_cut_wait): act now */
-    bool io_low : 1;                    /* its watcher runs after the others of a loop turn (client.c) */
     unsigned ioev : 2;                  /* the events wanted (EV_READ|EV_WRITE); the watcher's may differ */
     unsigned served;                    /* requests answered on this connection */
     uint64_t bytes_out;                 /* bytes queued for the client so far (written or in out) */

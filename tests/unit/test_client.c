@@ -293,82 +293,6 @@ static void big_feed(struct fx_peer *u, size_t *sent)
     }
 }
 
-/* A watcher of the default priority that, when it runs, notes how many bytes the trickling
- * client `cl` still had unread at that moment (test_trickling_head_served_last). */
-struct probe_io {
-    ev_io io;
-    struct client *cl;
-    int seen;                           /* unread(cl) when the callback ran; -1 before */
-    int sv[2];
-};
-
-static void probe_io_cb(struct ev_loop *loop, ev_io *io, int revents)
-{
-    struct probe_io *p = (struct probe_io *)io;
-    char b;
-
-    (void)loop;
-    (void)revents;
-    p->seen = unread(p->cl);
-    assert_int_equal(read(io->fd, &b, 1), 1);
-}
-
-/* issue 11: a connection trickling its head is served after the other watchers ready in the same
- * loop turn (a normal request no longer waits behind thousands of slowloris bytes), and it is
- * served in that turn, not starved; once its head is whole it is an ordinary connection again. A
- * connection that sends its head at once is never lowered. In the measured turn epoll reports probe
- * 0 (ready in the turn before too), the slow client, then probe 1, and libev serves one priority
- * last-reported first: without the lowering probe 0 finds the slow byte already read. */
-static void test_trickling_head_served_last(void **state)
-{
-    static struct fx f;
-    static struct probe_io p[2] = { { .seen = -1 }, { .seen = -1 } };
-    struct fx_peer *a, *b, *u;
-    struct client *cla, *clb;
-    struct fx_resp r;
-    int lfd;
-
-    (void)state;
-    lfd = one_server(&f, "");
-    a = fx_client(&f, &cla);
-    fx_send(a, "GET /slow H");
-    FX_UNTIL(&f, unread(cla) == 0, 1.0);
-    assert_int_equal(ev_priority(&cla->io), -1);
-    for (int i = 0; i < 2; i++) {
-        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, p[i].sv), 0);
-        ev_io_init(&p[i].io, probe_io_cb, p[i].sv[0], EV_READ);
-        p[i].cl = cla;
-        ev_io_start(f.w.loop, &p[i].io);
-    }
-    for (int round = 0; round < 2; round++) {
-        /* A turn in which only probe 0 is ready: epoll (level-triggered, as libev registers)
-         * keeps it at the head of its ready list for the next wait, and drops the slow client. */
-        assert_int_equal(write(p[0].sv[1], "x", 1), 1);
-        FX_UNTIL(&f, p[0].seen >= 0, 1.0);
-        p[0].seen = p[1].seen = -1;
-        assert_int_equal(write(p[0].sv[1], "x", 1), 1);
-        fx_send_n(a, "T", 1);
-        assert_int_equal(write(p[1].sv[1], "x", 1), 1);
-        fx_turn(&f);
-        assert_int_equal(p[0].seen, 1);        /* each probe ran while the slow byte was unread */
-        assert_int_equal(p[1].seen, 1);
-        assert_int_equal(unread(cla), 0);      /* and it was read in the same turn */
-    }
-    for (int i = 0; i < 2; i++) {
-        ev_io_stop(f.w.loop, &p[i].io);
-        close(p[i].sv[0]);
-        close(p[i].sv[1]);
-    }
-    b = fx_client(&f, &clb);
-    u = fx_roundtrip(&f, b, lfd, NULL, FX_GET("/fast"), 200, "fast");
-    assert_int_equal(ev_priority(&clb->io), 0);
-    fx_send(a, "P/1.1\r\nHost: t\r\n\r\n");
-    fx_serve(&f, lfd, u, FX_GET("/slow"), 200, "slow");
-    assert_int_equal(ev_priority(&cla->io), 0);
-    fx_expect_response(&f, a, &r, 200, "slow");
-    fx_free(&f);
-}
-
 /* A stalled answer on a kept-alive connection, as the send-stall tests below set it up. */
 struct stall {
     struct fx_peer *c, *u;              /* the client end; the upstream connection */
@@ -454,9 +378,7 @@ static void test_send_stall_outlives_read_timeouts(void **state)
     fx_run_for(&f, 0.6);   /* four times the read side's timeouts */
     assert_int_equal(f.w.nclients, 1);
     assert_true(st.cl->write_blocked);
-    assert_int_equal(ev_priority(&st.cl->io), -1);   /* served last while stuck (client_prio_sync) */
     drain_big(&f, st.c, st.u, &st.sent);
-    assert_int_equal(ev_priority(&st.cl->io), 0);
     t0 = fx_now();
     FX_UNTIL(&f, f.w.nclients == 0, 2.0);   /* idle_timeout, not send_timeout's 3 s */
     dt = fx_now() - t0;
@@ -666,7 +588,6 @@ int main(void)
         cmocka_unit_test_teardown(test_header_timeout_408, fx_teardown),
         cmocka_unit_test_teardown(test_idle_connection_holds_no_buffers, fx_teardown),
         cmocka_unit_test(test_addr_text),
-        cmocka_unit_test_teardown(test_trickling_head_served_last, fx_teardown),
         cmocka_unit_test_teardown(test_send_stall_cut_at_send_timeout, fx_teardown),
         cmocka_unit_test_teardown(test_send_stall_outlives_read_timeouts, fx_teardown),
         cmocka_unit_test_teardown(test_idle_after_stall_not_cut_at_send_timeout, fx_teardown),
