@@ -217,6 +217,41 @@ static void test_header_timeout_408(void **state)
     fx_free(&f);
 }
 
+/* client.c, client_cut_wait: a timeout that waits for its turn (the pacing of cuts) and whose
+ * deadline is gone by the time its turn comes (the head arrived meanwhile) leaves no reservation
+ * behind: a later, earlier deadline (the next head's header_timeout, well before idle_timeout)
+ * is kept on time, not held back to the timer's older due time. */
+static void test_paced_cut_whose_deadline_went_leaves_nothing(void **state)
+{
+    static struct fx f;
+    struct fx_peer *c, *u;
+    struct client *cl;
+    struct fx_resp r;
+    int lfd;
+    double t0, dt;
+
+    (void)state;
+    lfd = one_server(&f, "client: { header_timeout: 100ms, idle_timeout: 5s }\n");
+    c = fx_client(&f, &cl);
+    fx_send(c, "GET /1 H");
+    f.w.cut_tat = ev_now(f.w.loop) + 0.5;   /* the bucket is drained: a cut now waits ~0.4 s */
+    FX_UNTIL(&f, cl->cut_slot, 1.0);         /* header_timeout passed; the 408 waits its turn */
+    fx_send(c, "TTP/1.1\r\nHost: t\r\n\r\n");
+    u = fx_serve(&f, lfd, NULL, FX_GET("/1"), 200, "one");
+    fx_expect_response(&f, c, &r, 200, "one");
+    fx_run_for(&f, 0.6);                     /* its turn comes, with no deadline passed */
+    assert_int_equal(f.w.nclients, 1);
+    t0 = fx_now();
+    fx_send(c, "GET /2 H");                  /* header_timeout again, 4.x s before idle's due */
+    fx_response(&f, c, &r, false, 6.0);
+    dt = fx_now() - t0;
+    assert_int_equal(r.status, 408);
+    if (!(dt >= 0.09 && dt < 1.0))
+        fail_msg("the second head's 408 came %.3f s after it began (header_timeout 0.1 s)", dt);
+    (void)u;
+    fx_free(&f);
+}
+
 /* client.h: an idle keep-alive connection between requests holds no buffer, parser or exchange
  * (ten thousand idle connections per worker stay small). */
 static void test_idle_connection_holds_no_buffers(void **state)
@@ -586,6 +621,7 @@ int main(void)
         cmocka_unit_test_teardown(test_half_close_after_request_answered, fx_teardown),
         cmocka_unit_test_teardown(test_half_close_mid_head_closes, fx_teardown),
         cmocka_unit_test_teardown(test_header_timeout_408, fx_teardown),
+        cmocka_unit_test_teardown(test_paced_cut_whose_deadline_went_leaves_nothing, fx_teardown),
         cmocka_unit_test_teardown(test_idle_connection_holds_no_buffers, fx_teardown),
         cmocka_unit_test(test_addr_text),
         cmocka_unit_test_teardown(test_send_stall_cut_at_send_timeout, fx_teardown),
