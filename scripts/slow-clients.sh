@@ -47,6 +47,12 @@
 # NORMAL_RT=1: the normal client and its upstream run SCHED_FIFO instead (chrt -f 10; as latency.sh's
 # LAT_RT): a nice value only weighs the core's share, so a woken normal client could still wait for
 # the attack's slice; real-time preempts it at once, what separate machines would give.
+# RPS_LO=1: loopback's receive side steered to LOAD_CPU (RPS, `rps_cpus` of lo's queue; the old mask
+# is put back at exit). Loopback otherwise runs the receiving socket's TCP work inside the sender's
+# system call, so each byte lifeline sends to a slow reader or a 408 to a slowloris connection also
+# costs lifeline's core the attacker's receive processing (perf: a fifth of that core under attack),
+# which a real network does on the attackers' hosts. What lifeline receives is processed on
+# LOAD_CPU either way (its senders run there).
 # The kernel's TCP memory is shared too. On loopback (64 KiB MSS) an upstream socket's send buffer
 # grows to about 1.3 MiB at connect, so the /big nginx, which is paused behind each stalled reader,
 # alone queued 1.2-1.6 GiB in its sockets: past tcp_mem's pressure mark (1.5 GiB here), where the
@@ -60,7 +66,7 @@
 # Env: SLOWLORIS READERS MEASURE (10) HEADER_TIMEOUT (2) SEND_TIMEOUT (3) SLACK (1.5) SRC_ADDRS (16)
 #      PORT (19500: upstream, +1 lifeline, +2 admin, +3 big upstream) PROXY_CPU (0) LOAD_CPU (1) RSS_MAX_MIB (256)
 #      RSS_AFTER_SLACK_MIB (16)
-#      NORMAL_NICE (-10) BIG_SNDBUF (16k) NORMAL_CPU (LOAD_CPU) LIFELINE_BIN (build/lifeline) HOSTILE_BIN (build/hostile). Output: build/slow/ (result.txt, hostile.json, access.log).
+#      NORMAL_NICE (-10) NORMAL_RT (0) RPS_LO (0) BIG_SNDBUF (16k) NORMAL_CPU (LOAD_CPU) LIFELINE_BIN (build/lifeline) HOSTILE_BIN (build/hostile). Output: build/slow/ (result.txt, hostile.json, access.log).
 # DEFAULTS=1: the same run with nothing tuned in lifeline's client block (header_timeout 10 s,
 # send_timeout 30 s, idle_timeout 60 s: SPEC §2's defaults; the checks use those values) and
 # MEASURE 30 s, so that the attack outlasts a slow reader's send_timeout. Takes about 2 minutes.
@@ -132,6 +138,14 @@ have_fds=$(ulimit -n)
 # shellcheck source=lib/procs.sh
 source "$ROOT/scripts/lib/procs.sh"
 procs_init 20
+RPS_LO=${RPS_LO:-0}
+rps_file=/sys/class/net/lo/queues/rx-0/rps_cpus
+if [[ $RPS_LO == 1 ]]; then
+    [[ -w $rps_file ]] || die "RPS_LO=1 needs root and $rps_file"
+    rps_old=$(cat "$rps_file")
+    trap 'procs_cleanup; echo "$rps_old" >"$rps_file"' EXIT
+    printf '%x\n' $((1 << LOAD_CPU)) >"$rps_file"
+fi
 for p in "$UP_PORT" "$PX_PORT" "$ADMIN_PORT" "$BIG_PORT"; do port_open "$p" && die "127.0.0.1:$p is in use; set PORT"; done
 
 [[ -f "$OUT/www/big" && $(stat -c %s "$OUT/www/big") == $((BIG_MIB << 20)) ]] ||
@@ -246,7 +260,7 @@ ol_p99() {
 }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$lpid/status"; }
 
-echo "slow-clients: lifeline pid $lpid (1 worker, CPU $PROXY_CPU), normal client at ${normal_prio[*]}, header_timeout ${HEADER_TIMEOUT}s, send_timeout ${SEND_TIMEOUT}s, $SLOWLORIS slowloris + $READERS slow readers"
+echo "slow-clients: lifeline pid $lpid (1 worker, CPU $PROXY_CPU), normal client at ${normal_prio[*]}, header_timeout ${HEADER_TIMEOUT}s, send_timeout ${SEND_TIMEOUT}s, $SLOWLORIS slowloris + $READERS slow readers, loopback receive side on $([[ $RPS_LO == 1 ]] && echo "CPU $LOAD_CPU (RPS_LO=1)" || echo "the sender's CPU")"
 rss0=$(rss_kib)
 touch "$OUT/access.log"
 mark0=$(wc -l <"$OUT/access.log")
