@@ -651,17 +651,15 @@ static void client_reject(struct client *c, unsigned status, const char *why)
 #define CUT_BURST 8.0
 #define CUT_MAX_WAIT 1.0
 
-/* Whether c's timeout must wait for its turn: then its timer is re-armed for it (the slot is
- * reserved: when it fires, c acts without asking again). turn: this firing is the reserved one
- * (client_timer_cb consumes the reservation at every firing, so one whose deadline went away
- * meanwhile leaves nothing behind to hold later deadlines back). */
-static bool client_cut_wait(struct client *c, ev_tstamp now, bool turn)
+/* Whether c's timeout must wait for its turn: then its timer is re-armed for it and the slot is
+ * reserved (cut_slot): the firing that ends the wait acts without asking again. Every firing uses
+ * the reservation up (client_timer_cb), so one whose deadline went away meanwhile leaves nothing
+ * behind to hold later deadlines back (client_timer_arm). */
+static bool client_cut_wait(struct client *c, ev_tstamp now)
 {
     struct worker *w = c->w;
     ev_tstamp tat = w->cut_tat > now ? w->cut_tat : now, wait = tat - now - CUT_BURST / CUT_RATE;
 
-    if (turn)
-        return false;          /* its turn came */
     if (wait > CUT_MAX_WAIT)
         return false;          /* the flood outruns the rate: no later than this */
     w->cut_tat = tat + 1.0 / CUT_RATE;
@@ -680,13 +678,13 @@ static void client_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct client *c = t->data;
     ev_tstamp now = ev_now(loop), due;
-    bool turn = c->cut_slot;
+    bool turn = c->cut_slot;   /* this firing ends a wait for its turn: act now */
 
     (void)revents;
     c->cut_slot = false;
     if (c->send_stall) {
         if (c->last_write + ms(c->conf->client.send_timeout) <= now + 0.0005) {
-            if (client_cut_wait(c, now, turn))
+            if (!turn && client_cut_wait(c, now))
                 return;
             log_debug("client %s: send_timeout", CLIENT_ADDR_DBG(c));
             client_reset(c);
@@ -697,7 +695,7 @@ static void client_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     }
     due = client_rdue(c);
     if (due != 0 && due <= now + 0.0005) {
-        if (client_cut_wait(c, now, turn))
+        if (!turn && client_cut_wait(c, now))
             return;
         ev_timer_stop(loop, t);   /* whatever follows arms it again if a deadline remains */
         switch (c->phase) {

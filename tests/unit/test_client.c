@@ -224,7 +224,7 @@ static void test_header_timeout_408(void **state)
 static void test_paced_cut_whose_deadline_went_leaves_nothing(void **state)
 {
     static struct fx f;
-    struct fx_peer *c, *u;
+    struct fx_peer *c;
     struct client *cl;
     struct fx_resp r;
     int lfd;
@@ -237,7 +237,7 @@ static void test_paced_cut_whose_deadline_went_leaves_nothing(void **state)
     f.w.cut_tat = ev_now(f.w.loop) + 0.5;   /* the bucket is drained: a cut now waits ~0.4 s */
     FX_UNTIL(&f, cl->cut_slot, 1.0);         /* header_timeout passed; the 408 waits its turn */
     fx_send(c, "TTP/1.1\r\nHost: t\r\n\r\n");
-    u = fx_serve(&f, lfd, NULL, FX_GET("/1"), 200, "one");
+    fx_serve(&f, lfd, NULL, FX_GET("/1"), 200, "one");
     fx_expect_response(&f, c, &r, 200, "one");
     fx_run_for(&f, 0.6);                     /* its turn comes, with no deadline passed */
     assert_int_equal(f.w.nclients, 1);
@@ -248,7 +248,6 @@ static void test_paced_cut_whose_deadline_went_leaves_nothing(void **state)
     assert_int_equal(r.status, 408);
     if (!(dt >= 0.09 && dt < 1.0))
         fail_msg("the second head's 408 came %.3f s after it began (header_timeout 0.1 s)", dt);
-    (void)u;
     fx_free(&f);
 }
 
