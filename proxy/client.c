@@ -17,6 +17,7 @@
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -128,6 +129,54 @@ static void client_timer_arm(struct client *c)
     ev_timer_again(loop, &c->timer);
 }
 
+/* Probation. A new connection is polled on the worker's slow set (worker.h, WORKER_SLOW_BUDGET)
+ * until it has been answered once: a connection that sends a head a byte at a time, or arrives in a
+ * wave of thousands, is served in turn with the others of its kind, a bounded number per loop turn,
+ * while every established client is polled by the loop and served at every turn. A connection
+ * leaves probation for good at its first watcher change after an answer (keep-alive: waiting for
+ * the next head). Events already fed to the watcher are kept across the move; one ready in the
+ * slow set but not yet taken is seen again by the loop's own poll (level-triggered both).
+ *
+ * Sets the slow set's watch for c (watch: EV_READ|EV_WRITE as the loop's watcher would have). 0:
+ * done. -1: c is trusted now (answered once, or the slow set refused it), and the loop's watcher
+ * is for the caller to set. */
+static int client_probation_set(struct client *c, int watch)
+{
+    struct worker *w = c->w;
+    struct epoll_event ev = { .events = 0, .data.ptr = c };
+    int pend, op;
+
+    if (!c->served && w->slow_ep >= 0) {
+        if ((int)c->slowev == watch)
+            return 0;
+        ev.events = (watch & EV_READ ? EPOLLIN : 0u) | (watch & EV_WRITE ? EPOLLOUT : 0u);
+        op = !watch ? EPOLL_CTL_DEL : c->slowev ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+        if (epoll_ctl(w->slow_ep, op, c->x.fd, &ev) == 0) {
+            pend = ev_clear_pending(w->loop, &c->io);
+            c->slowev = (unsigned)watch;
+            if (pend & watch)
+                ev_feed_event(w->loop, &c->io, pend & watch);
+            return 0;
+        }
+        log_debug("client %s: slow set: %s; polled by the loop", CLIENT_ADDR_DBG(c), strerror(errno));
+    }
+    if (c->slowev)
+        (void)epoll_ctl(w->slow_ep, EPOLL_CTL_DEL, c->x.fd, &ev);
+    c->slowev = 0;
+    c->trusted = true;
+    return -1;
+}
+
+void client_slow_event(struct client *c, uint32_t events)
+{
+    int rev = (events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP) ? EV_READ : 0) |
+              (events & (EPOLLOUT | EPOLLHUP | EPOLLERR) ? EV_WRITE : 0);
+
+    rev &= (int)c->slowev;
+    if (rev && !c->closed)
+        ev_feed_event(c->w->loop, &c->io, rev);
+}
+
 /* The events the connection wants (0 when stopped). */
 static int client_io_events(const struct client *c)
 {
@@ -148,6 +197,8 @@ static void client_io_set(struct client *c, int events)
     c->ioev = (unsigned)events & (EV_READ | EV_WRITE);
     if (c->rd_wants_wr && (watch & EV_READ))
         watch = (watch & ~EV_READ) | EV_WRITE;
+    if (!c->trusted && client_probation_set(c, watch) == 0)
+        return;
     if ((ev_is_active(&c->io) ? c->io.events & (EV_READ | EV_WRITE) : 0) == watch)
         return;
     pend = ev_clear_pending(loop, &c->io);
@@ -301,6 +352,7 @@ void client_close(struct client *c)
     client_drop_exchange(c);
     ev_io_stop(w->loop, &c->io);
     c->ioev = 0;
+    c->slowev = 0;   /* the close below takes it out of the slow set */
     ev_timer_stop(w->loop, &c->timer);
     xprt_close(&c->x);
     worker_buf_put(w, &c->in);
@@ -400,6 +452,8 @@ static void client_answer_flushed(struct client *c)
     client_drop_exchange(c);
     c->answer_done = false;
     c->served++;
+    if (!c->trusted)
+        client_io_set(c, client_io_events(c));   /* answered: off probation, the loop polls it */
     c->phase = CLIENT_IDLE;
     c->last_read = ev_now(w->loop);
     client_out_put(c);

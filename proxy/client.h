@@ -32,6 +32,7 @@
 #include <ev.h>
 #include <netinet/in.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 #include "buf.h"
@@ -83,6 +84,8 @@ struct client {
     bool send_stall : 1;                /* output stuck: send_timeout runs from last_write */
     bool cut_slot : 1;                  /* its timeout waited for its turn (client_cut_wait): act now */
     unsigned ioev : 2;                  /* the events wanted (EV_READ|EV_WRITE); the watcher's may differ */
+    bool trusted : 1;                   /* answered once: polled by the loop, not on probation (client.c) */
+    unsigned slowev : 2;                /* on probation: the events watched in worker.slow_ep (0: none) */
     unsigned served;                    /* requests answered on this connection */
     uint64_t bytes_out;                 /* bytes queued for the client so far (written or in out) */
 };
@@ -123,5 +126,9 @@ void client_tunnel(struct client *c);
 void client_continue(struct client *c);
 /* Graceful drain: close if idle; otherwise close after the current answer. */
 void client_drain(struct client *c);
+
+/* A client on probation is ready (events: epoll's, from worker.slow_ep): its watcher gets the
+ * events it watches, and runs later in the current loop turn. */
+void client_slow_event(struct client *c, uint32_t events);
 
 #endif

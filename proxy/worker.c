@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/socket.h>
@@ -205,6 +206,21 @@ static void worker_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
         atomic_fetch_add(&worker_connections, 1);
         client_accept(w, fd, (struct sockaddr *)&ss, sl, l->cl->tls);
     }
+}
+
+/* Clients on probation with events ready: at most WORKER_SLOW_BUDGET of them per loop turn, fed to
+ * their watchers, whose callbacks run later in the same turn (client_slow_event). */
+static void worker_slow_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct worker *w = io->data;
+    struct epoll_event ev[WORKER_SLOW_BUDGET];
+    int n;
+
+    (void)loop;
+    (void)revents;
+    n = epoll_wait(w->slow_ep, ev, WORKER_SLOW_BUDGET, 0);
+    for (int i = 0; i < n; i++)
+        client_slow_event(ev[i].data.ptr, ev[i].events);
 }
 
 /* Frees an exchange's memory: its hops' parked response timers are stopped first (hop.h). */
@@ -472,11 +488,20 @@ int worker_init(struct worker *w, unsigned id, struct runtime *rt, struct stale_
     w->id = id;
     w->stale = stale;
     w->spare_fd = -1;
+    w->slow_ep = -1;
     w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
     if (!w->loop) {
         log_error("worker %u: cannot create an event loop", id);
         return -1;
     }
+    w->slow_ep = epoll_create1(EPOLL_CLOEXEC);
+    if (w->slow_ep < 0) {
+        log_error("worker %u: epoll_create1: %s", id, strerror(errno));
+        return -1;
+    }
+    ev_io_init(&w->slow_io, worker_slow_cb, w->slow_ep, EV_READ);
+    w->slow_io.data = w;
+    ev_io_start(w->loop, &w->slow_io);
     if (getrandom(w->rng, sizeof(w->rng), 0) != sizeof(w->rng) || (w->rng[0] | w->rng[1]) == 0) {
         w->rng[0] = 0x9e3779b97f4a7c15ull ^ (uint64_t)id;
         w->rng[1] = 0xbf58476d1ce4e5b9ull;
@@ -594,11 +619,17 @@ void worker_destroy(struct worker *w)
         h1_parser_free(w->resp_parsers[i]);
     if (w->spare_fd >= 0)
         close(w->spare_fd);
+    if (w->slow_ep >= 0) {
+        if (w->loop)
+            ev_io_stop(w->loop, &w->slow_io);
+        close(w->slow_ep);
+    }
     free(w->listeners);
     free(w->scratch);
     if (w->loop)
         ev_loop_destroy(w->loop);
     memset(w, 0, offsetof(struct worker, rmetrics));   /* the counters stay (worker.h) */
+    w->spare_fd = w->slow_ep = -1;                     /* nothing left to close */
 }
 
 void worker_free_counters(struct worker *w)

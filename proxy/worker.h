@@ -55,6 +55,14 @@
  * that every busy connection holding its parsers already counts; the trim tick frees what it held
  * unused. */
 #define WORKER_PARSER_CACHE 1024
+/* Events of connections on probation (client.c: a client until its first answer) served per loop
+ * turn. Those connections are polled apart, on an epoll set of their own (worker.slow_ep) that the
+ * loop watches as one descriptor; each turn takes at most this many of their ready events (level-
+ * triggered: the rest stay ready, in turn, for the next turns), whatever else the turn serves.
+ * Every established client (one answered request or more) is polled by the loop itself and served
+ * every turn, so thousands of connections that never finish a head (slowloris), or that arrive and
+ * are cut together, lengthen a turn by at most this many events, not by all of theirs. */
+#define WORKER_SLOW_BUDGET 32
 /* Largest response head accepted from an upstream (nginx's default is 4-8 KiB). */
 #define WORKER_RESPONSE_HEAD_MAX (16 * 1024)
 
@@ -103,6 +111,8 @@ struct worker {
     bool accepting;                     /* listener watchers active */
     ev_timer accept_retry;              /* while paused by max_connections or EMFILE */
     int spare_fd;                       /* closed to accept-and-drop on EMFILE */
+    int slow_ep;                        /* epoll set of the clients on probation (WORKER_SLOW_BUDGET) */
+    ev_io slow_io;                      /* slow_ep readable: serve some of them (worker.c) */
     ev_tstamp cut_tat;                  /* client timeouts' pacing (client.c, client_cut_wait) */
 
     struct client *clients;             /* live downstream connections */
