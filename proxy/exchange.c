@@ -606,8 +606,11 @@ void exchange_start(struct exchange *ex, struct client *c)
     ex->deadline = ex->started + ms(ex->route->total_timeout);
     ex->idempotent = exchange_method_repeatable(ex);
     {
+        /* (two statements: the order in which a call's arguments are evaluated is unspecified, and
+         * `sec` passed in the same call as exchange_window() was read before it was set) */
         int64_t sec = 0;
-        retry_window_add(exchange_window(ex, &sec), sec, 1, 0);
+        struct retry_window *win = exchange_window(ex, &sec);
+        retry_window_add(win, sec, 1, 0);
     }
 
     max_body = ex->route->max_body_bytes;

@@ -453,6 +453,24 @@ def test_budget_is_a_rate_over_ten_seconds(lifeline, raw_upstream):
     assert [q.target for q in good.requests] == ["/first"]
 
 
+def test_budget_ratio_counts_every_request(lifeline, raw_upstream):
+    """SPEC §3.5: retries < ratio x requests + min_per_second x 10. With ratio 0.5 and no floor,
+    twenty requests one after the other to a server that always answers 503 may retry every
+    other one: the first (0 < 0.5 x 1), the third (1 < 0.5 x 3) ... ten in all. Every request
+    counts from its own start (a request counted in the wrong second, before any retry, used to be
+    lost: no retry at all)."""
+    bad = raw_upstream(status_script(503), name="bad")
+    lf = lifeline(pools={"p": pool(bad, outlier="off")},
+                  routes=[route(retry={"attempts": 2, "backoff": {"base": "1ms", "max": "1ms"},
+                                       "budget": {"ratio": 0.5, "min_per_second": 0}})])
+    n = 20
+    for i in range(n):
+        r = lf.fetch("GET", "/r%d" % i, timeout=t(5))
+        assert r.status == 503 and server_of(r) == "bad", r
+    retries = len(bad.requests) - n
+    assert retries == n // 2, "%d retries for %d requests (ratio 0.5: %d)" % (retries, n, n // 2)
+
+
 # --------------------------------------------------------------------------------------------
 # Timeouts and the deadline
 
