@@ -1364,6 +1364,13 @@ static bool h1_scan_run(struct h1_parser *p, const char *d, size_t i, size_t run
 {
     size_t limit = p->max_head + 4;
 
+    /* A request line longer than max_head on its own is 414 (SPEC §2), whatever follows it. */
+    if (p->kind == H1_REQUEST && p->scan_line == 0 && p->line0_len + run > p->max_head) {
+        *at = i + (p->max_head - p->line0_len);
+        p->head_bytes = limit + 1;
+        h1_fail(p, 414, "request line too long");
+        return false;
+    }
     if (p->head_bytes + run > limit) {
         *at = i + (limit - p->head_bytes);
         p->head_bytes = limit + 1;
@@ -1447,6 +1454,10 @@ static bool h1_scan_head(struct h1_parser *p, const char *d, size_t n, size_t *a
                 p->head_bytes = 1;
             p->line0_len++;
             p->scan_lf = false;
+            if (p->kind == H1_REQUEST && p->line0_len > p->max_head) {
+                h1_fail(p, 414, "request line too long");   /* as in h1_scan_run */
+                return false;
+            }
             continue;
         }
         if (p->line0_len == 0)

@@ -484,6 +484,10 @@ struct req_case {
 };
 
 #define H11 " HTTP/1.1\r\nHost: example.com\r\n"
+#define A6 "aaaaaa"
+#define A20 "aaaaaaaaaaaaaaaaaaaa"
+#define A180 A20 A20 A20 A20 A20 A20 A20 A20 A20
+#define A186 A180 A6
 #define BIN(s) .in = s, .len = sizeof(s) - 1
 #define BIN_LIT(s) s, .len = sizeof(s) - 1
 #define EXT64 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
@@ -618,6 +622,14 @@ static const struct req_case req_cases[] = {
       "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
       "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
       " HTTP/1.1\r\nHost: example.com\r\n\r\n", .err = 414, .max_head = 200 },
+    /* max_head 200: a request line of 201 bytes on its own is 414 (SPEC §2), not 431 once the
+     * header after it passes the head's limit; one of exactly 200 with nothing after it is served */
+    { "request_line_one_over_414", "GET /" A186 "a HTTP/1.1\r\nHost: example.com\r\n\r\n", .err = 414,
+      .max_head = 200 },
+    { "request_line_at_limit_served", "GET /" A186 " HTTP/1.0\r\n\r\n", .method = H1_M_GET, .minor = 0,
+      .cl = -1, .max_head = 200 },
+    { "request_line_at_limit_then_header_431", "GET /" A186 " HTTP/1.1\r\nHost: example.com\r\n\r\n",
+      .err = 431, .max_head = 200 },
     { "header_too_long_431", "GET /" H11 "X-Big: bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
       "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
       "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
