@@ -140,12 +140,12 @@ static void admin_answer(struct admin_conn *k)
         bool live = series_live(clock_ms(), &stale);
         status = live ? 200 : 503;
         if (live)
-            metrics_render_printf(&body, "ok\n");
+            metrics_render_printf(&body, "ok");   /* exactly the SPEC's body (§5), as /healthz */
         else
             metrics_render_printf(&body, "worker %u has not turned its loop for over %d ms\n", stale, SERIES_STALE_MS);
     } else if (strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0) {
         status = a->draining ? 503 : 200;
-        metrics_render_printf(&body, a->draining ? "draining\n" : "ok\n");
+        metrics_render_printf(&body, a->draining ? "draining" : "ok");
     } else if (strcmp(path, "/metrics") == 0) {
         ctype = "text/plain; version=0.0.4; charset=utf-8";
         metrics_render_prometheus(&body, &src);

@@ -26,8 +26,9 @@ def test_healthz_ok_then_503_while_draining(lifeline, upstream):
     up = upstream()
     aport = free_port()
     lf = lifeline(pools={"p": pool(up)}, extra=admin_extra(aport), shutdown_timeout="5s")
-    r = admin_get(aport, "/healthz")
-    assert r.status == 200 and r.body.strip() == b"ok", r
+    for path in ("/healthz", "/readyz", "/livez"):
+        r = admin_get(aport, path)
+        assert r.status == 200 and r.body == b"ok", (path, r)   # SPEC §5: 200 `ok`, that body exactly
     assert admin_get(aport, "/nope").status == 404
 
     hold = t(1.5)
