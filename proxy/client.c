@@ -622,10 +622,12 @@ static void client_write_cb(struct client *c)
  * the duration histogram and time series, with the requests that matched no route, route="", like
  * an unrouted 404): header_timeout's 408 (a connection that sent at least one byte of its head;
  * one that sent nothing closes quietly) and the 400/414/431/501/505 for a bad head. With log, its
- * access-log line too, as nginx logs its 408 (a malformed head is not logged: test_accesslog). What
- * was not read is empty (method, target, request_id) or null (route, trace_id); the duration runs
+ * access-log line too, as nginx logs its 408 (a malformed head is not logged: test_accesslog),
+ * with the request id the answer carried (rid). What was not read is empty (method, target) or
+ * null (route, trace_id); the duration runs
  * from the start of the head's timer (the accept, or the head's first byte). */
-static void client_count_head(struct client *c, unsigned status, size_t bytes, bool log)
+static void client_count_head(struct client *c, unsigned status, size_t bytes, bool log,
+                              const char *rid, size_t rid_len)
 {
     struct worker *w = c->w;
     struct alog_entry e;
@@ -640,7 +642,8 @@ static void client_count_head(struct client *c, unsigned status, size_t bytes, b
     memset(&e, 0, sizeof(e));
     e.time = now;
     e.client = (struct alog_str){ addr, client_addr_text(c, addr) };
-    e.method = e.target = e.request_id = (struct alog_str){ "", 0 };
+    e.method = e.target = (struct alog_str){ "", 0 };
+    e.request_id = (struct alog_str){ rid, rid_len };
     e.status = status;
     e.bytes = bytes;
     e.duration_ms = dur * 1000.0;
@@ -652,7 +655,12 @@ static void client_reject(struct client *c, unsigned status, const char *why)
 {
     struct buf *out;
     char body[160];
-    int n;
+    /* SPEC §4: X-Request-Id is returned downstream on every answer: the exchange's when one runs
+     * (a body over its limit or broken), a fresh one for an answer to a head */
+    char extra[sizeof("x-request-id: \r\n") + EXCHANGE_REQUEST_ID_MAX];
+    char rid[EXCHANGE_REQUEST_ID_MAX + 1];
+    size_t rid_len;
+    int n, elen;
     /* No exchange counts an answer to a head (header_timeout's 408, or a 400/414/431/501/505 for
      * a bad head): it is counted here (SPEC §5), and only the 408 is logged (a malformed head
      * is not: test_accesslog). An exchange running (a body that stopped coming or broke its
@@ -660,6 +668,15 @@ static void client_reject(struct client *c, unsigned status, const char *why)
     bool head_answer = !c->ex && (c->phase == CLIENT_HEAD || status != 408);
     bool cut_head = status == 408 && !c->ex && c->phase == CLIENT_HEAD;
 
+    if (c->ex) {
+        rid_len = c->ex->request_id_len;
+        memcpy(rid, c->ex->request_id, rid_len + 1);
+    } else {
+        rid_len = exchange_request_id_new(c->w, rid);
+    }
+    elen = snprintf(extra, sizeof(extra), "x-request-id: %s\r\n", rid);
+    if (elen < 0 || (size_t)elen >= sizeof(extra))
+        extra[0] = 0;
     if (c->ex) {
         exchange_cancel_answered(c->ex, status);
         worker_exchange_put(c->w, c->ex);
@@ -679,7 +696,7 @@ static void client_reject(struct client *c, unsigned status, const char *why)
     if (n < 0 || (size_t)n >= sizeof(body))
         n = 0;
     out->off = out->len = 0;
-    if (h1_write_simple_response(out, status, NULL, body, (size_t)n, true, false) < 0) {
+    if (h1_write_simple_response(out, status, extra, body, (size_t)n, true, false) < 0) {
         client_close(c);
         return;
     }
@@ -687,7 +704,7 @@ static void client_reject(struct client *c, unsigned status, const char *why)
     c->close_after = true;
     client_uncount(c);
     if (head_answer)
-        client_count_head(c, status, out->len, cut_head);
+        client_count_head(c, status, out->len, cut_head, rid, rid_len);
     if (c->phase != CLIENT_LINGER)
         c->phase = CLIENT_BODY;   /* input is untrusted from here: linger, never parse it */
     client_flush(c);

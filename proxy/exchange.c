@@ -425,6 +425,14 @@ static inline void exchange_hex16(char out[16], uint64_t r)
 #endif
 }
 
+size_t exchange_request_id_new(struct worker *w, char *out)
+{
+    exchange_hex16(out, worker_rand(w));
+    exchange_hex16(out + 16, worker_rand(w));
+    out[32] = 0;
+    return 32;
+}
+
 static void exchange_make_request_id(struct exchange *ex)
 {
     const struct h1_head *req = ex->req;
@@ -435,10 +443,7 @@ static void exchange_make_request_id(struct exchange *ex)
         ex->request_id[hd->value_len] = 0;
         ex->request_id_len = hd->value_len;
     } else {
-        exchange_hex16(ex->request_id, worker_rand(ex_worker(ex)));
-        exchange_hex16(ex->request_id + 16, worker_rand(ex_worker(ex)));
-        ex->request_id[32] = 0;
-        ex->request_id_len = 32;
+        ex->request_id_len = exchange_request_id_new(ex_worker(ex), ex->request_id);
     }
 }
 

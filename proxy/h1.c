@@ -9,10 +9,11 @@
  * equal a framing or routing header once '_' is read as '-', a Host that is not host[:port], a
  * target with a fragment or a byte outside visible ASCII, userinfo in an absolute-form target,
  * Transfer-Encoding in HTTP/1.0, bare CR/LF in chunk lines and trailers, chunk extensions over
- * 4 KiB, folded trailers (h1_scan_chunks, on the raw bytes like h1_scan_head). Duplicate
- * Content-Length headers are refused by http-parser even when identical; we keep that stricter
- * rule. An absolute-form target is rewritten to origin form and its authority replaces Host;
- * trailers that frame, route or authenticate are dropped (h1_trailer_forwardable).
+ * 4 KiB, folded trailers (h1_scan_chunks, on the raw bytes like h1_scan_head). Content-Length
+ * headers with identical values are taken as one (cl_settle; http-parser alone would refuse
+ * them), values that differ are refused. A bare LF ends a head's line only when the start line
+ * ended with one. An absolute-form target is rewritten to origin form and its authority replaces
+ * Host; trailers that frame, route or authenticate are dropped (h1_trailer_forwardable).
  *
  * The fast path (h1_fast_head, below) parses a plain head that arrives whole in one pass of its
  * own and leaves every other message to http-parser, with the same verdicts: both judge the head
@@ -93,6 +94,10 @@ struct h1_parser {
     bool scan_lf;                       /* the last head byte seen was LF */
     bool scan_done;                     /* the head's empty line was seen */
     bool scan_cr;                       /* the last head byte seen was CR */
+    bool scan_crlf;                     /* the start line ended with CRLF: a bare LF after it is refused */
+    /* a second Content-Length header (http-parser refuses any; SPEC §4 only values that differ) */
+    bool cl_again;                      /* its value is being read: compare it with cl_first */
+    uint64_t cl_first;
     char line0_tail[12];                /* the last bytes of the start line (requests: the version) */
     size_t line0_len;
     /* raw chunked-body scan (see h1_scan_chunks) */
@@ -441,6 +446,41 @@ static inline __attribute__((always_inline)) bool ci_eq(const char *a, const cha
     return true;
 }
 
+/* Content-Length given twice (SPEC §4 refuses values that differ; RFC 9110 §8.6 lets a recipient
+ * take identical ones as one, as HAProxy does). http-parser refuses a second Content-Length header
+ * whatever its value, when the value starts: so when a header's name, as read so far, is
+ * Content-Length and one was read before, its flag is taken back and the first value kept aside;
+ * http-parser then reads the second value as if it were the first, and once it is complete (the
+ * next header begins, or the head ends) the two are compared. A name that turns out longer
+ * ("Content-Lengths", its rest in a later input) gives the flag back. The list form
+ * ("Content-Length: 3, 3") stays refused, as http-parser refuses it. Returns -1 after h1_fail. */
+static int cl_settle(struct h1_parser *p)
+{
+    if (!p->cl_again)
+        return 0;
+    p->cl_again = false;
+    if (!(p->hp.flags & F_CONTENTLENGTH) || p->hp.content_length != p->cl_first)
+        return h1_fail(p, p->kind == H1_REQUEST ? 400 : 502, "several Content-Length values that differ");
+    return 0;
+}
+
+static int cl_second(struct h1_parser *p, const struct h1_header *hd)
+{
+    bool is_cl = hd->name_len == 14 && ci_eq(hd->name, "content-length", 14);
+
+    if (p->cl_again && !is_cl && hd->name_len > 14) {
+        p->hp.flags |= F_CONTENTLENGTH;   /* not Content-Length after all: as it was */
+        p->hp.content_length = p->cl_first;
+        p->cl_again = false;
+    } else if (is_cl && !p->cl_again && (p->hp.flags & F_CONTENTLENGTH)) {
+        p->cl_first = p->hp.content_length;
+        p->hp.flags &= ~F_CONTENTLENGTH;
+        p->hp.content_length = UINT64_MAX;   /* an empty second value then differs */
+        p->cl_again = true;
+    }
+    return 0;
+}
+
 static int on_header_field(http_parser *hp, const char *at, size_t len)
 {
     struct h1_parser *p = hp->data;
@@ -452,6 +492,8 @@ static int on_header_field(http_parser *hp, const char *at, size_t len)
     }
 
     if (p->in_trailers && p->last_cb != CB_FIELD && trailer_line_end(p) < 0)
+        return -1;
+    if (p->last_cb != CB_FIELD && cl_settle(p) < 0)
         return -1;
     if (p->last_cb != CB_FIELD) {
         unsigned i = h->nhdrs + h->ntrailers;
@@ -473,6 +515,8 @@ static int on_header_field(http_parser *hp, const char *at, size_t len)
     if (arena_put(p, at, len, too_large(p)) < 0)
         return -1;
     h->hdrs[h->nhdrs + h->ntrailers - 1].name_len += len;
+    if (!p->in_trailers && cl_second(p, &h->hdrs[h->nhdrs - 1]) < 0)
+        return -1;
     return 0;
 }
 
@@ -1026,6 +1070,8 @@ static int on_headers_complete(http_parser *hp)
     struct head_scan st = { 0 };
     int skip;
 
+    if (cl_settle(p) < 0)
+        return -1;
     if (head_start(p, hp->http_major, hp->http_minor, hp->method, hp->status_code) < 0)
         return -1;
     for (unsigned i = 0; i < h->nhdrs; i++) {
@@ -1227,6 +1273,8 @@ void h1_parser_reset(struct h1_parser *p)
     p->scan_lf = false;
     p->scan_done = false;
     p->scan_cr = false;
+    p->scan_crlf = false;
+    p->cl_again = false;
     p->line0_len = 0;
     p->cs_active = false;
     p->cs_state = CS_SIZE0;
@@ -1309,6 +1357,19 @@ unsigned h1_parser_error(const struct h1_parser *p, const char **why)
     return p->err_status ? p->err_status : (p->kind == H1_REQUEST ? 400 : 502);
 }
 
+/* The request line seen so far ends in "HTTP/" and one or two digits, nothing else: a version
+ * with no minor ("HTTP/2", "HTTP/3", what an HTTP/2 or HTTP/3 client might write by hand), which
+ * is a version lifeline does not support (505) rather than a malformed line (400). */
+static bool version_without_minor(const struct h1_parser *p)
+{
+    const char *t = p->line0_tail;
+    size_t n = p->line0_len < 8 ? p->line0_len : 8, d = 0;
+
+    while (d < n && d < 3 && t[n - 1 - d] >= '0' && t[n - 1 - d] <= '9')
+        d++;
+    return d >= 1 && d <= 2 && n >= d + 6 && memcmp(t + n - d - 6, " HTTP/", 6) == 0;
+}
+
 /* Maps an http-parser error to the answer the peer gets. */
 static enum h1_event h1_error_from_parser(struct h1_parser *p)
 {
@@ -1324,8 +1385,12 @@ static enum h1_event h1_error_from_parser(struct h1_parser *p)
     case HPE_INVALID_VERSION:
         /* Not a version at all ("HTTP/1x"): malformed, as h1_scan_head() says when it sees the
          * whole line first. A well-formed unsupported version (HTTP/2.0) is a 505, from
-         * on_headers_complete(). */
-        h1_fail(p, req ? 400 : 502, "malformed start line");
+         * on_headers_complete(); so is a major version alone ("HTTP/2"), as h1_scan_head()
+         * says (the scan has seen the line up to where http-parser stopped). */
+        if (req && version_without_minor(p))
+            h1_fail(p, 505, "HTTP version not supported");
+        else
+            h1_fail(p, req ? 400 : 502, "malformed start line");
         break;
     case HPE_INVALID_TRANSFER_ENCODING:
         h1_fail(p, req ? 400 : 502, "Transfer-Encoding must end with chunked");
@@ -1430,6 +1495,16 @@ static bool h1_scan_head(struct h1_parser *p, const char *d, size_t n, size_t *a
             h1_fail(p, p->kind == H1_REQUEST ? 400 : 502, "bare CR in the head");
             return false;
         }
+        /* A bare LF ends a line only in a head whose start line ended with one too (RFC 9112
+         * §2.2 lets a recipient accept it, as nginx and HAProxy do): after a CRLF start line, a
+         * bare LF is an LF inside a header value (SPEC §4), which would otherwise start a header
+         * the sender never meant ("X-A: a\nX-Injected: 1\r\n"). */
+        if (ch == '\n' && !p->scan_cr && p->scan_line > 0 && p->scan_crlf) {
+            h1_fail(p, p->kind == H1_REQUEST ? 400 : 502, "bare LF in the head");
+            return false;
+        }
+        if (ch == '\n' && p->scan_line == 0 && p->line0_len)
+            p->scan_crlf = p->scan_cr;
         p->scan_cr = ch == '\r';
         if (ch == '\r')
             continue;
@@ -1468,7 +1543,10 @@ static bool h1_scan_head(struct h1_parser *p, const char *d, size_t n, size_t *a
                       t[5] >= '0' && t[5] <= '9' && t[6] == '.' && t[7] >= '0' && t[7] <= '9' &&
                       (p->kind == H1_REQUEST || t[8] == ' ');
             if (!ok) {
-                h1_fail(p, p->kind == H1_REQUEST ? 400 : 502, "malformed start line");
+                if (p->kind == H1_REQUEST && version_without_minor(p))
+                    h1_fail(p, 505, "HTTP version not supported");
+                else
+                    h1_fail(p, p->kind == H1_REQUEST ? 400 : 502, "malformed start line");
                 return false;
             }
         }

@@ -26,6 +26,7 @@ def test_header_timeout_408_then_close(lifeline, upstream):
         elapsed = time.monotonic() - start_t
         assert r.status == 408, r
         assert ht - 0.05 <= elapsed <= ht + t(1), elapsed
+        assert len(r.header("x-request-id", "")) == 32, r   # SPEC §4: returned on every answer
         c.wait_closed(t(1))
     assert up.requests == []
 
@@ -67,8 +68,12 @@ def test_body_timeout_408_when_body_stalls(lifeline, upstream):
         elapsed = time.monotonic() - start_t
         assert r.status == 408, r
         assert bt - 0.05 <= elapsed <= bt + t(1), elapsed
+        # the exchange's own id, the one the upstream saw if the head reached it
+        rid = r.header("x-request-id", "")
+        assert len(rid) == 32, r
         c.wait_closed(t(1))
     assert up.completed == []
+    assert all(q.header("x-request-id") == rid for q in up.requests), (rid, up.requests)
 
 
 def test_body_timeout_is_an_idle_gap_timer(lifeline, upstream):
