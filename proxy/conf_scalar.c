@@ -46,6 +46,10 @@ enum conf_perr conf_duration(const char *s, int64_t *ms)
     enum conf_perr r = conf_digits(&s, &v);
     if (r == PERR_SYNTAX)
         return r;
+    if (!*s && r == PERR_OK && v == 0) {
+        *ms = 0;                    /* "0" is zero in every unit (SPEC §2 writes resolve_interval: 0) */
+        return PERR_OK;
+    }
     if (!*s)
         return PERR_NOUNIT;         /* "250": ms or s? The unit is required to make it plain. */
     for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {

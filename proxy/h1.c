@@ -1357,21 +1357,22 @@ unsigned h1_parser_error(const struct h1_parser *p, const char **why)
     return p->err_status ? p->err_status : (p->kind == H1_REQUEST ? 400 : 502);
 }
 
-/* The request line seen so far ends in "HTTP/" and one or two digits, nothing else: a version
- * with no minor ("HTTP/2", "HTTP/3", what an HTTP/2 or HTTP/3 client might write by hand), which
- * is a version lifeline does not support (505) rather than a malformed line (400). */
+/* The request line seen so far ends in " HTTP/" and one digit: at the line's end, a version with
+ * no minor ("HTTP/2", "HTTP/3", what someone who means HTTP/2 might write by hand), which is a
+ * version lifeline does not support (505) rather than a malformed line (400). The scan asks at
+ * the line's LF; the http-parser path only when it stopped on the CR or LF after the digit (it
+ * stops at the first byte after a major digit that is not '.'), so both give the same verdict
+ * however the line was cut: "HTTP/14" is a 400 even when the cut falls after its '4'. */
 static bool version_without_minor(const struct h1_parser *p)
 {
     const char *t = p->line0_tail;
-    size_t n = p->line0_len < 8 ? p->line0_len : 8, d = 0;
+    size_t n = p->line0_len < 8 ? p->line0_len : 8;
 
-    while (d < n && d < 3 && t[n - 1 - d] >= '0' && t[n - 1 - d] <= '9')
-        d++;
-    return d >= 1 && d <= 2 && n >= d + 6 && memcmp(t + n - d - 6, " HTTP/", 6) == 0;
+    return n >= 7 && t[n - 1] >= '0' && t[n - 1] <= '9' && memcmp(t + n - 7, " HTTP/", 6) == 0;
 }
 
-/* Maps an http-parser error to the answer the peer gets. */
-static enum h1_event h1_error_from_parser(struct h1_parser *p)
+/* Maps an http-parser error to the answer the peer gets; at: the byte it stopped on (0: none). */
+static enum h1_event h1_error_from_parser(struct h1_parser *p, char at)
 {
     enum http_errno e = HTTP_PARSER_ERRNO(&p->hp);
     bool req = p->kind == H1_REQUEST;
@@ -1387,7 +1388,7 @@ static enum h1_event h1_error_from_parser(struct h1_parser *p)
          * whole line first. A well-formed unsupported version (HTTP/2.0) is a 505, from
          * on_headers_complete(); so is a major version alone ("HTTP/2"), as h1_scan_head()
          * says (the scan has seen the line up to where http-parser stopped). */
-        if (req && version_without_minor(p))
+        if (req && (at == '\r' || at == '\n') && version_without_minor(p))
             h1_fail(p, 505, "HTTP version not supported");
         else
             h1_fail(p, req ? 400 : 502, "malformed start line");
@@ -1726,7 +1727,7 @@ static enum h1_event h1_exec(struct h1_parser *p, const char *data, size_t len, 
         return H1_NEED_MORE;
     }
     if (HTTP_PARSER_ERRNO(&p->hp) != HPE_OK || p->err_status)
-        return h1_error_from_parser(p);
+        return h1_error_from_parser(p, n < len ? data[n] : 0);
     if (p->event == PEV_DONE)
         return H1_DONE;   /* an upgrade's end: http-parser returns without pausing */
     return H1_NEED_MORE;

@@ -465,7 +465,7 @@ static void test_unsupported_defaults_accepted(void **state)
          "pools:\n"
          "  a:\n"
          "    servers: [ 127.0.0.1:9001 ]\n"
-         "    resolve_interval: 0s\n"
+         "    resolve_interval: 0\n"   /* SPEC §2 writes it so: "0" needs no unit */
          "    connect_race: 0s\n"
          "    slow_start: 0ms\n"
          "    balance: least_conn\n"
@@ -905,6 +905,8 @@ static const struct bad_case bad_cases[] = {
     { L P "routes:\n  - pool: api\n    pool: api\n", 7, 5, "duplicate key \"pool\"", 0, 0 },
     /* durations and sizes */
     { L "shutdown_timeout: 250\n", 2, 19, "duration needs a unit (ms, s, m, h): \"250\"", 0, 0 },
+    { L "shutdown_timeout: 1\n", 2, 19, "duration needs a unit (ms, s, m, h): \"1\"", 0, 0 },
+    { L "shutdown_timeout: -0\n", 2, 19, "shutdown_timeout must be a duration like 250ms", 0, 0 },
     { L "shutdown_timeout: 2sec\n", 2, 19, "shutdown_timeout must be a duration like 250ms", 0, 0 },
     { L "shutdown_timeout: 99999999999999999999h\n", 2, 19, "duration too large", 0, 0 },
     { L "shutdown_timeout: 25h\n", 2, 19, "shutdown_timeout must be between 0ms and 24h, not \"25h\"", 0, 0 },
@@ -1092,7 +1094,7 @@ static void test_duration_table(void **state)
         { "1h", 3600000, 1 }, { "90s", 90000, 1 }, { "007s", 7000, 1 },
         { "9223372036854775807ms", INT64_MAX, 1 }, { "2562047788015h", 2562047788015LL * 3600000, 1 },
         { "2562047788016h", 0, 0 }, { "9223372036854775808ms", 0, 0 }, { "99999999999999999999999s", 0, 0 },
-        { "", 0, 0 }, { "250", 0, 0 }, { "0", 0, 0 }, { "s", 0, 0 }, { "ms", 0, 0 }, { "-1s", 0, 0 },
+        { "", 0, 0 }, { "250", 0, 0 }, { "0", 0, 1 }, { "00", 0, 1 }, { "01", 0, 0 }, { "s", 0, 0 }, { "ms", 0, 0 }, { "-1s", 0, 0 },
         { "+1s", 0, 0 }, { "1.5s", 0, 0 }, { "1 s", 0, 0 }, { " 1s", 0, 0 }, { "1s ", 0, 0 }, { "1S", 0, 0 },
         { "1sec", 0, 0 }, { "1d", 0, 0 }, { "0x10s", 0, 0 }, { "1s1", 0, 0 }, { "1us", 0, 0 },
     };

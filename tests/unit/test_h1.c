@@ -634,7 +634,8 @@ static const struct req_case req_cases[] = {
     /* a major version alone is a version lifeline does not support, not a malformed line */
     { "version_2_no_minor", "GET / HTTP/2\r\nHost: example.com\r\n\r\n", .err = 505 },
     { "version_1_no_minor", "GET / HTTP/1\r\nHost: example.com\r\n\r\n", .err = 505 },
-    { "version_two_digits_no_minor", "GET / HTTP/11\r\nHost: example.com\r\n\r\n", .err = 505 },
+    { "version_two_digits_no_minor", "GET / HTTP/11\r\nHost: example.com\r\n\r\n", .err = 400 },
+    { "version_no_minor_bare_lf", "GET / HTTP/2\nHost: example.com\r\n\r\n", .err = 505 },
     { "version_minor_letter", "GET / HTTP/1.x\r\nHost: example.com\r\n\r\n", .err = 400 },
     { "version_missing", "GET / HTTP/\r\nHost: example.com\r\n\r\n", .err = 400 },
     { "garbage_method", "BREW /pot HTTP/1.1\r\nHost: example.com\r\n\r\n", .err = 400 },
