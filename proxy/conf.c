@@ -434,6 +434,33 @@ bool conf_same_addresses(const struct conf *a, const struct conf *b)
     return true;
 }
 
+int conf_keep_addresses(struct conf *nc, const struct conf *from, const bool *due)
+{
+    if (nc->npools != from->npools)
+        return 0;   /* not the same text after all: nothing to keep */
+    for (size_t i = 0; i < nc->npools; i++) {
+        struct conf_pool *pn = &nc->pools[i];
+        const struct conf_pool *pf = &from->pools[i];
+        if (due[i] || pn->nservers != pf->nservers || strcmp(pn->name, pf->name) != 0)
+            continue;
+        for (size_t k = 0; k < pn->nservers; k++) {
+            struct conf_server *sn = &pn->servers[k];
+            const struct conf_server *sf = &pf->servers[k];
+            struct conf_sockaddr *a = NULL;
+            if (!sn->named || !sf->named)
+                continue;
+            if (sf->naddrs && !(a = malloc(sf->naddrs * sizeof *a)))
+                return -1;
+            if (sf->naddrs)
+                memcpy(a, sf->addrs, sf->naddrs * sizeof *a);
+            free(sn->addrs);
+            sn->addrs = a;
+            sn->naddrs = sf->naddrs;
+        }
+    }
+    return 0;
+}
+
 bool conf_has_hostnames(const struct conf *c, int64_t *min_interval)
 {
     int64_t best = 0;

@@ -206,6 +206,11 @@ struct conf *conf_load_buffer(const char *path, const char *text, size_t len, FI
  * addresses are compared: for two loads of the same source (a re-resolve), true means the DNS
  * answers did not change and a swap can be skipped. */
 bool conf_same_addresses(const struct conf *a, const struct conf *b);
+/* Re-resolution per pool (resolve_interval): nc was loaded from the same text as from; every pool
+ * whose due[i] is false gets back from's addresses for its named servers (what it resolved to
+ * before), so only pools whose interval has passed move. 0, or -1 when out of memory (nc is then
+ * partly restored: drop it). */
+int conf_keep_addresses(struct conf *nc, const struct conf *from, const bool *due);
 
 /* True when some pool with resolve_interval > 0 has a server given by hostname (server.named);
  * *min_interval (may be NULL) is then the smallest such interval in ms, else 0. */

@@ -94,6 +94,7 @@ static struct {
     int jobs;                           /* JOB_* bits waiting */
     bool stop;
     struct conf *resolve_from;          /* JOB_RESOLVE: the snapshot whose source is re-read */
+    bool *resolve_due;                  /* JOB_RESOLVE: per pool of resolve_from, looked up again */
     struct conf *loaded;                /* a result for main */
     int loaded_job;
     unsigned loaded_errors;
@@ -126,6 +127,7 @@ static void *loader_main(void *arg)
     for (;;) {
         int job;
         struct conf *from, *nc;
+        bool *due;
         unsigned nerr = 0;
         int log_fd = -1, log_err = 0;
         while (!loader.jobs && !loader.stop)
@@ -136,12 +138,20 @@ static void *loader_main(void *arg)
         job = loader.jobs & JOB_RELOAD ? JOB_RELOAD : loader.jobs & JOB_WATCH ? JOB_WATCH : JOB_RESOLVE;
         loader.jobs = 0;
         from = loader.resolve_from;
+        due = loader.resolve_due;
         loader.resolve_from = NULL;
+        loader.resolve_due = NULL;
         pthread_mutex_unlock(&loader.mu);
         if (job != JOB_RESOLVE)
             nc = conf_load(conf_path, stderr, &nerr);
         else
             nc = from ? conf_load_buffer(conf_path, from->source, from->source_len, stderr, &nerr) : NULL;
+        /* only the pools whose resolve_interval passed move (SPEC §2: per pool; 0 = at load only) */
+        if (nc && job == JOB_RESOLVE && due && conf_keep_addresses(nc, from, due) < 0) {
+            conf_unref(nc);
+            nc = NULL;
+        }
+        free(due);
         conf_unref(from);
         if (nc && job != JOB_RESOLVE)
             log_fd = loader_open_log(nc, &log_err);
@@ -161,7 +171,7 @@ static void *loader_main(void *arg)
     return NULL;
 }
 
-static void loader_post(int job, struct conf *from)
+static void loader_post(int job, struct conf *from, bool *due)
 {
     pthread_mutex_lock(&loader.mu);
     loader.jobs |= job;
@@ -169,6 +179,8 @@ static void loader_post(int job, struct conf *from)
         if (loader.resolve_from)
             conf_unref(loader.resolve_from);
         loader.resolve_from = conf_ref(from);
+        free(loader.resolve_due);
+        loader.resolve_due = due;   /* taken over */
     }
     pthread_cond_signal(&loader.cv);
     pthread_mutex_unlock(&loader.mu);
@@ -334,7 +346,7 @@ static void on_watch_debounce(struct ev_loop *loop, ev_timer *t, int revents)
     if (!watch.on || draining)
         return;
     watch_add_all();
-    loader_post(JOB_WATCH, NULL);
+    loader_post(JOB_WATCH, NULL, NULL);
 }
 
 static void on_watch_event(struct ev_loop *loop, ev_io *io, int revents)
@@ -380,6 +392,8 @@ static void reload_failed(struct conf *nc, int log_fd, const char *what)
     admin.reloads_failed++;
     log_error("reload: %s; keeping the running configuration", what);
 }
+
+static void resolved_applied(struct ev_loop *loop, bool same_text);
 
 static void on_loaded(struct ev_loop *loop, ev_async *a, int revents)
 {
@@ -450,24 +464,88 @@ static void on_loaded(struct ev_loop *loop, ev_async *a, int revents)
         admin.reloads_ok++;
     }
     apply_conf(loop, nc, job != JOB_RESOLVE ? "reload" : "DNS change", admin_fd, log_fd);
+    resolved_applied(loop, job == JOB_RESOLVE);
     watch_update(loop);
 }
 
-/* resolve_interval: hostnames are looked up again, off the loop. */
+/* resolve_interval: hostnames are looked up again, off the loop, each pool at its own interval
+ * (SPEC §2). resolved_at[i]: when pool i of the running text was last looked up; the text's pools
+ * keep their times across re-resolutions (same text), and start again at a reload of another
+ * text (a load resolves every name). The timer is due at the earliest pool's next lookup. */
 static ev_timer resolve_timer;
+static struct {
+    ev_tstamp *at;
+    size_t n;
+    unsigned generation;                /* admin.generation the times belong to */
+} resolved;
+
+/* The running text's pools were all looked up at `now` (a load, a reload). */
+static void resolved_restart(ev_tstamp now)
+{
+    size_t n = current->conf->npools;
+
+    free(resolved.at);
+    resolved.n = 0;
+    if ((resolved.at = calloc(n ? n : 1, sizeof *resolved.at))) {
+        resolved.n = n;
+        for (size_t i = 0; i < n; i++)
+            resolved.at[i] = now;
+    }
+    resolved.generation = admin.generation;
+}
+
+/* A snapshot was applied: a re-resolution of the same text keeps each pool's time, anything
+ * else was loaded from a file, which looked every name up. */
+static void resolved_applied(struct ev_loop *loop, bool same_text)
+{
+    if (same_text && resolved.n == current->conf->npools)
+        resolved.generation = admin.generation;
+    else
+        resolved_restart(ev_now(loop));
+}
+
+static bool pool_named(const struct conf_pool *p)
+{
+    for (size_t k = 0; k < p->nservers; k++)
+        if (p->servers[k].named)
+            return true;
+    return false;
+}
+
 static void on_resolve_timer(struct ev_loop *loop, ev_timer *t, int revents)
 {
-    int64_t every;
+    const struct conf *c = current->conf;
+    ev_tstamp now = ev_now(loop), next = 0;
+    bool *due = NULL, any = false;
 
     (void)revents;
     if (draining)
         return;
-    if (conf_has_hostnames(current->conf, &every)) {
-        loader_post(JOB_RESOLVE, current->conf);
-        t->repeat = (ev_tstamp)every / 1000.0;
-    } else {
-        t->repeat = 1.0;   /* look again later: a reload may add hostnames */
+    if (resolved.generation != admin.generation || resolved.n != c->npools)
+        resolved_restart(now);   /* (resolved_applied keeps them in step: not expected) */
+    if (resolved.at && c->npools)
+        due = calloc(c->npools, sizeof *due);
+    for (size_t i = 0; due && i < c->npools; i++) {
+        const struct conf_pool *p = &c->pools[i];
+        ev_tstamp when;
+        if (p->resolve_interval <= 0 || !pool_named(p))
+            continue;
+        when = resolved.at[i] + (ev_tstamp)p->resolve_interval / 1000.0;
+        if (when <= now + 0.001) {
+            due[i] = any = true;
+            resolved.at[i] = now;
+            when = now + (ev_tstamp)p->resolve_interval / 1000.0;
+        }
+        if (!next || when < next)
+            next = when;
     }
+    if (any) {
+        loader_post(JOB_RESOLVE, current->conf, due);
+    } else {
+        free(due);
+    }
+    /* nothing to look up: look again later, a reload may add hostnames */
+    t->repeat = next ? (next - now > 0.001 ? next - now : 0.001) : 1.0;
     ev_timer_again(loop, t);
 }
 
@@ -651,7 +729,7 @@ static void on_signal(struct ev_loop *loop, ev_signal *s, int revents)
     }
     if (s->signum == SIGHUP) {
         if (!draining)
-            loader_post(JOB_RELOAD, NULL);
+            loader_post(JOB_RELOAD, NULL, NULL);
         return;
     }
     if (draining) {
@@ -891,8 +969,11 @@ static void stop(bool ok)
         loader.running = false;
         conf_unref(loader.loaded);
         conf_unref(loader.resolve_from);
+        free(loader.resolve_due);
         close_fd(loader.loaded_log_fd);
     }
+    free(resolved.at);
+    resolved.at = NULL;
     if (run_state.admin)
         admin_stop(&admin);
     if (run_state.alog)

@@ -166,6 +166,27 @@ def test_added_record_gets_traffic(lifeline, dns, two_upstreams):
     assert seen == {"up1", "up2"}, seen
 
 
+def test_resolve_interval_is_per_pool(lifeline, dns, two_upstreams):
+    """SPEC §2: resolve_interval is a pool's own ("0 = at load only"): a pool whose interval is 0
+    keeps what it resolved at load while a sibling pool is re-resolved every 200 ms (the running
+    text was re-resolved as a whole, every pool at the shortest interval of any)."""
+    port, up1, up2 = two_upstreams
+    dns.set(NAME, ["127.0.0.1"])
+    dns.set("other.test", ["127.0.0.1"])
+    lf = lifeline(
+        pools={"fixed": {"servers": ["%s:%d" % (NAME, port)], "resolve_interval": "0",
+                         "balance": "round_robin"},
+               "moving": {"servers": ["other.test:%d" % port], "resolve_interval": "200ms",
+                          "balance": "round_robin"}},
+        routes=[{"match": {"path": "/fixed"}, "pool": "fixed"}, {"pool": "moving"}],
+        extra={"resolver": {"servers": [dns.address], "timeout": "500ms"}})
+    dns.set(NAME, ["127.0.0.2"])
+    dns.set("other.test", ["127.0.0.2"])
+    wait_for(lambda: who(lf, "/moving") == "up2", t(5), interval=0.02, what="the 200ms pool to move")
+    time.sleep(t(0.6))   # three more of the sibling's re-resolutions
+    assert {who(lf, "/fixed") for _ in range(6)} == {"up1"}
+
+
 def test_removed_record_stops_traffic_and_inflight_completes(lifeline, dns, two_upstreams):
     port, up1, up2 = two_upstreams
     dns.set(NAME, ["127.0.0.1", "127.0.0.2"])
