@@ -296,6 +296,38 @@ void client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_
     client_timer_arm(c);
 }
 
+bool client_handoff(struct client *c, struct worker *heir)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    int fd = c->x.fd;
+
+    if (c->closed || c->tls || c->phase != CLIENT_IDLE || !c->served || c->answer_done || c->rd_eof ||
+        c->in.len || c->out.len || c->ex || fd < 0 || getpeername(fd, (struct sockaddr *)&ss, &sl) < 0)
+        return false;
+    if (worker_adopt_post(heir, fd, (struct sockaddr *)&ss, sl) < 0)
+        return false;
+    /* the fd is heir's now: close everything of this connection here but the socket, and leave
+     * the process's connection count as it is (client_close takes one off, heir adds none) */
+    atomic_fetch_add(&worker_connections, 1);
+    c->x.fd = -1;   /* xprt_close() leaves it open; the watcher is stopped on this loop */
+    client_close(c);
+    return true;
+}
+
+void client_adopt(struct worker *w, int fd, const struct sockaddr *sa, socklen_t salen)
+{
+    struct client *c;
+
+    client_accept(w, fd, sa, salen, NULL);
+    c = w->clients;   /* client_accept() puts it first, unless it failed (fd closed then) */
+    if (!c || c->x.fd != fd || c->served)
+        return;
+    c->served = 1;   /* it has been answered: idle_timeout applies, and it is off probation */
+    client_io_set(c, client_io_events(c));
+    client_timer_arm(c);
+}
+
 size_t client_addr_text(const struct client *c, char *buf)
 {
     char *p = buf;

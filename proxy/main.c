@@ -668,8 +668,11 @@ static void on_retire_timer(struct ev_loop *loop, ev_timer *t, int revents)
 }
 
 /* `workers` after a reload: new slots start on the running snapshot; surplus ones (the highest)
- * drain like a process does on SIGTERM (stop accepting, finish in flight for up to
- * shutdown_timeout), then are joined and freed. */
+ * retire: their idle keep-alive connections go to the lowest running slot (SPEC §1: a reload
+ * drops no idle keep-alive connection), and the rest drain like a process does on SIGTERM (stop
+ * accepting, finish in flight for up to shutdown_timeout); then they are joined and freed. The
+ * heir is never retired by the same or a later reload while it lives (slots retire from the
+ * highest down and one always stays), so its queue outlives every retiring worker's thread. */
 static void workers_resize(struct ev_loop *loop, unsigned want)
 {
     unsigned was = nworkers;
@@ -690,7 +693,14 @@ static void workers_resize(struct ev_loop *loop, unsigned want)
         wslot[i].state = W_STOPPING;
         wslot[i].stop_by = ev_now(loop) + (ev_tstamp)current->conf->shutdown_timeout / 1000.0;
         wslot[i].stop_sent = false;
-        worker_post(&workers[i], WORKER_DRAIN);
+        workers[i].heir = NULL;
+        for (unsigned h = 0; h < i; h++) {
+            if (wslot[h].state == W_RUNNING) {
+                workers[i].heir = &workers[h];
+                break;
+            }
+        }
+        worker_post(&workers[i], WORKER_RETIRE);
         nworkers--;
         log_info("worker %u: draining (workers: %u)", i, want);
         retire_timer.repeat = 0.05;

@@ -285,6 +285,67 @@ static void worker_drain(struct worker *w)
     }
 }
 
+struct worker_adoptee {
+    struct worker_adoptee *next;
+    int fd;
+    socklen_t salen;
+    struct sockaddr_storage ss;
+};
+
+int worker_adopt_post(struct worker *heir, int fd, const struct sockaddr *sa, socklen_t salen)
+{
+    struct worker_adoptee *a = calloc(1, sizeof(*a));
+
+    if (!a)
+        return -1;
+    a->fd = fd;
+    a->salen = salen <= sizeof(a->ss) ? salen : sizeof(a->ss);
+    memcpy(&a->ss, sa, a->salen);
+    pthread_mutex_lock(&heir->adopt_mu);
+    a->next = heir->adopt_q;
+    heir->adopt_q = a;
+    pthread_mutex_unlock(&heir->adopt_mu);
+    ev_async_send(heir->loop, &heir->wake);
+    return 0;
+}
+
+/* Takes over the connections a retiring worker handed over (worker_adopt_post); a draining
+ * worker closes them instead, as its own idle ones. */
+static void worker_adopt_all(struct worker *w)
+{
+    struct worker_adoptee *a, *next;
+
+    pthread_mutex_lock(&w->adopt_mu);
+    a = w->adopt_q;
+    w->adopt_q = NULL;
+    pthread_mutex_unlock(&w->adopt_mu);
+    for (; a; a = next) {
+        next = a->next;
+        if (w->draining) {
+            close(a->fd);
+            atomic_fetch_sub(&worker_connections, 1);
+        } else {
+            client_adopt(w, a->fd, (const struct sockaddr *)&a->ss, a->salen);
+        }
+        free(a);
+    }
+}
+
+/* A reload lowered `workers`: stop accepting like a drain, hand the idle keep-alive connections
+ * to the heir, and drain the rest (an answer in progress carries Connection: close). */
+static void worker_retire(struct worker *w)
+{
+    struct client *c, *next;
+
+    if (!w->draining && w->heir && w->heir != w) {
+        for (c = w->clients; c; c = next) {
+            next = c->next;
+            (void)client_handoff(c, w->heir);
+        }
+    }
+    worker_drain(w);
+}
+
 static void worker_wake_cb(struct ev_loop *loop, ev_async *a, int revents)
 {
     struct worker *w = a->data;
@@ -296,11 +357,15 @@ static void worker_wake_cb(struct ev_loop *loop, ev_async *a, int revents)
         if (rt)
             worker_switch(w, rt);
     }
+    worker_adopt_all(w);
     switch (atomic_load(&w->cmd)) {
     case WORKER_RUN:
         break;
     case WORKER_DRAIN:
         worker_drain(w);
+        break;
+    case WORKER_RETIRE:
+        worker_retire(w);
         break;
     case WORKER_STOP:
         worker_drain(w);
@@ -485,6 +550,7 @@ int worker_init(struct worker *w, unsigned id, struct runtime *rt, struct stale_
     struct conf *c = rt->conf;
 
     memset(w, 0, offsetof(struct worker, rmetrics));   /* the counters of an earlier life stay */
+    pthread_mutex_init(&w->adopt_mu, NULL);
     w->id = id;
     w->stale = stale;
     w->spare_fd = -1;
@@ -617,6 +683,13 @@ void worker_destroy(struct worker *w)
         h1_parser_free(w->req_parsers[i]);
     for (unsigned i = 0; i < w->nresp_parsers; i++)
         h1_parser_free(w->resp_parsers[i]);
+    while (w->adopt_q) {   /* handed over after this worker's loop ended: never adopted */
+        struct worker_adoptee *a = w->adopt_q;
+        w->adopt_q = a->next;
+        close(a->fd);
+        atomic_fetch_sub(&worker_connections, 1);
+        free(a);
+    }
     if (w->spare_fd >= 0)
         close(w->spare_fd);
     if (w->slow_ep >= 0) {

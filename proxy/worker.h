@@ -78,7 +78,7 @@ struct listener {
     const struct conf_listener *cl;
 };
 
-enum worker_cmd { WORKER_RUN, WORKER_DRAIN, WORKER_STOP };
+enum worker_cmd { WORKER_RUN, WORKER_DRAIN, WORKER_STOP, WORKER_RETIRE };
 
 /* Per route of a generation's conf, for the retry budget (SPEC §3.5). Per worker, like HAProxy's
  * per-thread counters: no lock on the request path. */
@@ -124,6 +124,12 @@ struct worker {
     ev_async wake;                      /* worker_post() */
     _Atomic int cmd;                    /* enum worker_cmd */
     bool draining;
+    /* A reload that lowers `workers` (WORKER_RETIRE): the retiring worker hands its idle
+     * keep-alive connections to `heir` (set by main before the command), which adopts them from
+     * its queue (SPEC §1: a reload drops no idle keep-alive connection). */
+    struct worker *heir;
+    pthread_mutex_t adopt_mu;
+    struct worker_adoptee *adopt_q;     /* under adopt_mu */
 
     /* caches: no allocation on the request path once warm; trimmed by `trim` (the *_low fields:
      * the fewest each held since the last trim, what the interval did not need) */
@@ -195,6 +201,11 @@ void *worker_main(void *arg);
  * Also how a reload that lowers `workers` retires the surplus ones: WORKER_DRAIN, then WORKER_STOP
  * after shutdown_timeout; the thread returns once its connections are gone. */
 void worker_post(struct worker *w, enum worker_cmd cmd);
+/* Gives an idle keep-alive connection (plain TCP, nothing buffered, answered `served` times) to
+ * heir, which takes it over at its next wake-up as if it had served it (idle_timeout from now).
+ * Any thread; the fd is heir's from here (closed by heir when it is draining, or at its
+ * destroy). 0, or -1 when out of memory (the caller still owns fd). */
+int worker_adopt_post(struct worker *heir, int fd, const struct sockaddr *sa, socklen_t salen);
 /* Frees what worker_init made, but for the counters and the access-log ring (see struct worker);
  * the thread must have returned. The slot can be given to worker_init again. */
 void worker_destroy(struct worker *w);

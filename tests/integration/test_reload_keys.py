@@ -261,6 +261,38 @@ def test_workers_shrink_on_reload_completes_in_flight(lifeline, upstream):
     assert metrics(a1).total("lifeline_requests_total") >= before + n + 10
 
 
+def test_workers_shrink_keeps_idle_keepalive_connections(lifeline, upstream):
+    """SPEC §1: a reload drops nothing, "idle keep-alive connections included", also when it
+    lowers `workers`. 4 workers to 1 with 24 idle keep-alive connections spread over the four
+    (SO_REUSEPORT: the chance that none is on a removed worker is 4^-24): every one serves its
+    next request after the reload (the removed workers handed them to the remaining one; before,
+    they closed them at once), and the removed workers stop."""
+    up = upstream()
+    a1 = free_port()
+    lf = lifeline(pools={"p": pool(up)}, workers=4, extra=admin_extra(a1), shutdown_timeout="10s")
+    assert running_workers(lf) == 4
+    n = 24
+    conns = [Conn(lf.port, timeout=t(5)) for _ in range(n)]
+    try:
+        for k, c in enumerate(conns):
+            c.request("GET", "/echo/before/%d" % k)
+            assert c.read_response().status == 200
+        _reload(lf, _cfg(lf, workers=1))
+        wait_for(lambda: len(re.findall(r"worker \d: stopped", lf.stderr_text())) == 3, t(5),
+                 what="three workers stopped; stderr:\n%s" % lf.stderr_text()[-2000:])
+        for k, c in enumerate(conns):
+            c.request("GET", "/echo/after/%d" % k)
+            r = c.read_response()
+            assert r.status == 200 and r.json()["target"] == "/echo/after/%d" % k, (k, r)
+            assert (r.header("connection") or "").lower() != "close", r
+    finally:
+        for c in conns:
+            c.close()
+    assert status(a1)["workers"] == 1
+    m = metrics(a1)
+    assert m.total("lifeline_requests_total") >= 2 * n
+
+
 def test_workers_shrink_stops_a_stuck_worker_at_shutdown_timeout(lifeline, upstream):
     """A removed worker whose request outlives shutdown_timeout is stopped then (its connection
     closed), like a process drain."""
