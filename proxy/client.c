@@ -302,8 +302,10 @@ bool client_handoff(struct client *c, struct worker *heir)
     socklen_t sl = sizeof(ss);
     int fd = c->x.fd;
 
-    if (c->closed || c->tls || c->phase != CLIENT_IDLE || !c->served || c->answer_done || c->rd_eof ||
-        c->in.len || c->out.len || c->ex || fd < 0 || getpeername(fd, (struct sockaddr *)&ss, &sl) < 0)
+    /* (trusted and no slowev: not in this worker's slow set, whose events would outlive it) */
+    if (c->closed || c->tls || !c->trusted || c->slowev || c->phase != CLIENT_IDLE || !c->served ||
+        c->answer_done || c->rd_eof || c->in.len || c->out.len || c->ex || fd < 0 ||
+        getpeername(fd, (struct sockaddr *)&ss, &sl) < 0)
         return false;
     if (worker_adopt_post(heir, fd, (struct sockaddr *)&ss, sl) < 0)
         return false;
