@@ -248,8 +248,8 @@ static void client_handshake(struct client *c)
         ev_feed_event(loop, &c->io, EV_READ);
 }
 
-void client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_t salen,
-                   const struct tls_server *tls)
+struct client *client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_t salen,
+                             const struct tls_server *tls)
 {
     struct client *c = worker_client_new(w);
     int one = 1;
@@ -258,7 +258,7 @@ void client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_
     if (!c) {
         close(fd);
         atomic_fetch_sub(&worker_connections, 1);
-        return;
+        return NULL;
     }
     atomic_fetch_add(&worker_open_clients, 1);
     c->w = w;
@@ -270,7 +270,7 @@ void client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_
             atomic_fetch_sub(&worker_connections, 1);
             atomic_fetch_sub(&worker_open_clients, 1);
             worker_client_free(w, c);
-            return;
+            return NULL;
         }
         c->tls = c->handshaking = true;
     }
@@ -294,6 +294,7 @@ void client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_
     w->nclients++;
     client_io_set(c, EV_READ);
     client_timer_arm(c);
+    return c;
 }
 
 bool client_handoff(struct client *c, struct worker *heir)
@@ -319,11 +320,9 @@ bool client_handoff(struct client *c, struct worker *heir)
 
 void client_adopt(struct worker *w, int fd, const struct sockaddr *sa, socklen_t salen)
 {
-    struct client *c;
+    struct client *c = client_accept(w, fd, sa, salen, NULL);
 
-    client_accept(w, fd, sa, salen, NULL);
-    c = w->clients;   /* client_accept() puts it first, unless it failed (fd closed then) */
-    if (!c || c->x.fd != fd || c->served)
+    if (!c)
         return;
     c->served = 1;   /* it has been answered: idle_timeout applies, and it is off probation */
     client_io_set(c, client_io_events(c));
@@ -692,8 +691,8 @@ static void client_reject(struct client *c, unsigned status, const char *why)
     /* SPEC §4: X-Request-Id is returned downstream on every answer: the exchange's when one runs
      * (a body over its limit or broken), a fresh one for an answer to a head */
     char extra[sizeof("x-request-id: \r\n") + EXCHANGE_REQUEST_ID_MAX];
-    char rid[EXCHANGE_REQUEST_ID_MAX + 1];
-    size_t rid_len;
+    char rid[EXCHANGE_REQUEST_ID_MAX + 1] = "";
+    size_t rid_len = 0;
     int n, elen;
     /* No exchange counts an answer to a head (header_timeout's 408, or a 400/414/431/501/505 for
      * a bad head): it is counted here (SPEC §5), and only the 408 is logged (a malformed head
@@ -703,12 +702,11 @@ static void client_reject(struct client *c, unsigned status, const char *why)
     bool cut_head = status == 408 && !c->ex && c->phase == CLIENT_HEAD;
 
     if (c->ex) {
-        rid_len = c->ex->request_id_len;
-        memcpy(rid, c->ex->request_id, rid_len + 1);
+        elen = snprintf(extra, sizeof(extra), "x-request-id: %s\r\n", c->ex->request_id);
     } else {
-        rid_len = exchange_request_id_new(c->w, rid);
+        rid_len = exchange_request_id_new(c->w, rid);   /* logged too, by client_count_head */
+        elen = snprintf(extra, sizeof(extra), "x-request-id: %s\r\n", rid);
     }
-    elen = snprintf(extra, sizeof(extra), "x-request-id: %s\r\n", rid);
     if (elen < 0 || (size_t)elen >= sizeof(extra))
         extra[0] = 0;
     if (c->ex) {

@@ -99,10 +99,10 @@ size_t client_addr_text(const struct client *c, char *buf);
 
 /* Takes ownership of an accepted, non-blocking socket. tls: the listener's TLS context, or NULL
  * for a plain listener; the handshake then runs first, bounded by client.header_timeout like the
- * first request's head. */
+ * first request's head. Returns the connection, or NULL when it could not be set up (fd closed). */
 struct tls_server;
-void client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_t salen,
-                   const struct tls_server *tls);
+struct client *client_accept(struct worker *w, int fd, const struct sockaddr *sa, socklen_t salen,
+                             const struct tls_server *tls);
 /* Closes now: stops watchers, cancels the exchange, closes the socket, schedules the free. */
 void client_close(struct client *c);
 /* Frees a closed client (called by the worker's reaper). */

@@ -461,19 +461,21 @@ int conf_keep_addresses(struct conf *nc, const struct conf *from, const bool *du
     return 0;
 }
 
+bool conf_pool_named(const struct conf_pool *p)
+{
+    for (size_t k = 0; k < p->nservers; k++)
+        if (p->servers[k].named)
+            return true;
+    return false;
+}
+
 bool conf_has_hostnames(const struct conf *c, int64_t *min_interval)
 {
     int64_t best = 0;
     for (size_t i = 0; i < c->npools; i++) {
         const struct conf_pool *p = &c->pools[i];
-        if (p->resolve_interval <= 0 || (best && p->resolve_interval >= best))
-            continue;
-        for (size_t k = 0; k < p->nservers; k++) {
-            if (p->servers[k].named) {
-                best = p->resolve_interval;
-                break;
-            }
-        }
+        if (p->resolve_interval > 0 && (!best || p->resolve_interval < best) && conf_pool_named(p))
+            best = p->resolve_interval;
     }
     if (min_interval)
         *min_interval = best;

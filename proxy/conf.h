@@ -215,6 +215,8 @@ int conf_keep_addresses(struct conf *nc, const struct conf *from, const bool *du
 /* True when some pool with resolve_interval > 0 has a server given by hostname (server.named);
  * *min_interval (may be NULL) is then the smallest such interval in ms, else 0. */
 bool conf_has_hostnames(const struct conf *c, int64_t *min_interval);
+/* True when some server of p is given by hostname (what resolve_interval looks up again). */
+bool conf_pool_named(const struct conf_pool *p);
 
 /* Fills a from sa (AF_INET or AF_INET6; its port is ignored) with `port` and the text form
  * "1.2.3.4:80" / "[::1]:80". Returns 0, or -1 for another family. a and sa may not overlap. */

@@ -504,14 +504,6 @@ static void resolved_applied(struct ev_loop *loop, bool same_text)
         resolved_restart(ev_now(loop));
 }
 
-static bool pool_named(const struct conf_pool *p)
-{
-    for (size_t k = 0; k < p->nservers; k++)
-        if (p->servers[k].named)
-            return true;
-    return false;
-}
-
 static void on_resolve_timer(struct ev_loop *loop, ev_timer *t, int revents)
 {
     const struct conf *c = current->conf;
@@ -528,7 +520,7 @@ static void on_resolve_timer(struct ev_loop *loop, ev_timer *t, int revents)
     for (size_t i = 0; due && i < c->npools; i++) {
         const struct conf_pool *p = &c->pools[i];
         ev_tstamp when;
-        if (p->resolve_interval <= 0 || !pool_named(p))
+        if (p->resolve_interval <= 0 || !conf_pool_named(p))
             continue;
         when = resolved.at[i] + (ev_tstamp)p->resolve_interval / 1000.0;
         if (when <= now + 0.001) {
