@@ -303,27 +303,38 @@ bool client_handoff(struct client *c, struct worker *heir)
     socklen_t sl = sizeof(ss);
     int fd = c->x.fd;
 
-    /* (trusted and no slowev: not in this worker's slow set, whose events would outlive it) */
-    if (c->closed || c->tls || !c->trusted || c->slowev || c->phase != CLIENT_IDLE || !c->served ||
+    /* (trusted and no slowev: not in this worker's slow set, whose events would outlive it; a TLS
+     * session moves only between records: handshaken, sound, nothing held inside it either way) */
+    if (c->closed || !c->trusted || c->slowev || c->phase != CLIENT_IDLE || !c->served ||
         c->answer_done || c->rd_eof || c->in.len || c->out.len || c->ex || fd < 0 ||
+        (c->tls && (c->handshaking || !c->x.ssl || !c->x.handshaken || c->x.failed || c->x.wretry ||
+                    c->rd_wants_wr || tls_pending(&c->x))) ||
         getpeername(fd, (struct sockaddr *)&ss, &sl) < 0)
         return false;
-    if (worker_adopt_post(heir, fd, (struct sockaddr *)&ss, sl) < 0)
+    if (worker_adopt_post(heir, fd, c->tls ? c->x.ssl : NULL, (struct sockaddr *)&ss, sl) < 0)
         return false;
-    /* the fd is heir's now: close everything of this connection here but the socket, and leave
-     * the process's connection count as it is (client_close takes one off, heir adds none) */
+    /* fd and session are heir's now: close everything of this connection here but those, and
+     * leave the process's connection count as it is (client_close takes one off, heir adds none) */
     atomic_fetch_add(&worker_connections, 1);
-    c->x.fd = -1;   /* xprt_close() leaves it open; the watcher is stopped on this loop */
+    c->x.fd = -1;   /* xprt_close() leaves it open (and the session with it); the watcher is stopped on this loop */
+    c->x.ssl = NULL;
     client_close(c);
     return true;
 }
 
-void client_adopt(struct worker *w, int fd, const struct sockaddr *sa, socklen_t salen)
+void client_adopt(struct worker *w, int fd, void *ssl, const struct sockaddr *sa, socklen_t salen)
 {
     struct client *c = client_accept(w, fd, sa, salen, NULL);
 
-    if (!c)
+    if (!c) {   /* (fd closed there) */
+        if (ssl)
+            tls_session_drop(ssl);
         return;
+    }
+    if (ssl) {
+        tls_adopt(&c->x, ssl);
+        c->tls = true;
+    }
     c->served = 1;   /* it has been answered: idle_timeout applies, and it is off probation */
     client_io_set(c, client_io_events(c));
     client_timer_arm(c);
@@ -503,8 +514,15 @@ static void client_answer_flushed(struct client *c)
         h1_parser_reset(c->parser);
     }
     if (w->draining) {
-        client_close(c);
-        return;
+        if (client_closing(c)) {
+            client_close(c);
+            return;
+        }
+        /* Retiring: the idle connection goes to the heir. One that cannot go yet (a pipelined
+         * request read, bytes inside its TLS session) is served here and offered again after
+         * its next answer; shutdown_timeout bounds this as it bounds any drain. */
+        if (c->in.len == 0 && client_handoff(c, w->heir))
+            return;
     }
     client_read_on(c);
     client_timer_arm(c);
@@ -834,7 +852,7 @@ void client_exchange_done(struct client *c, bool keep)
     if (c->closed)
         return;
     c->answer_done = true;
-    if (!keep || c->w->draining || (c->rd_eof && c->in.len == 0))
+    if (!keep || client_closing(c) || (c->rd_eof && c->in.len == 0))
         c->close_after = true;
     /* An answer before the whole request was read: the rest of it is never parsed. */
     if (!c->ex || !c->ex->body_done || c->phase == CLIENT_TUNNEL)
@@ -868,13 +886,23 @@ void client_tunnel(struct client *c)
  * slow or stuck client does not hold the process until shutdown_timeout. */
 #define DRAIN_HEAD_GRACE 1.0
 
+bool client_closing(const struct client *c)
+{
+    return c->w->draining && !c->w->retiring;
+}
+
 void client_drain(struct client *c)
 {
     if (c->phase == CLIENT_IDLE && !c->answer_done) {
-        client_close(c);
+        /* Retiring, an idle connection not handed over is kept: a new one (its handshake, its
+         * first request to come) is served here and handed over after its answer, as is one
+         * with bytes inside its TLS session; shutdown_timeout bounds the wait. */
+        if (client_closing(c))
+            client_close(c);
         return;
     }
-    if (c->phase == CLIENT_HEAD && !c->answer_done) {
+    /* A retiring worker's plain connection with half a head: it is answered and handed over. */
+    if (c->phase == CLIENT_HEAD && !c->answer_done && client_closing(c)) {
         ev_tstamp grace = ev_now(c->w->loop) + DRAIN_HEAD_GRACE;
         if (c->head_deadline > grace) {
             c->head_deadline = grace;

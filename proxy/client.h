@@ -124,16 +124,21 @@ void client_exchange_done(struct client *c, bool keep);
 void client_tunnel(struct client *c);
 /* 100 Continue before reading the body. */
 void client_continue(struct client *c);
-/* Graceful drain: close if idle; otherwise close after the current answer. */
+/* Graceful drain: close if idle; otherwise close after the current answer. In a retiring worker
+ * (client_closing false) nothing is closed: see client_answer_flushed. */
 void client_drain(struct client *c);
-/* A reload that lowers `workers` (worker.c, WORKER_RETIRE): an idle keep-alive connection (plain
- * TCP, answered at least once, nothing read or to write) is handed to heir with
+/* Whether the answer in progress must close the connection because its worker drains: true in a
+ * drain, false in a retiring worker (worker.retiring), which keeps the connection alive and hands
+ * it to the heir once idle. */
+bool client_closing(const struct client *c);
+/* A reload that lowers `workers` (worker.c, WORKER_RETIRE): an idle keep-alive connection
+ * (answered at least once, nothing read or to write, TLS sessions between records) is handed to heir with
  * worker_adopt_post() and leaves this worker without being closed. True when handed over; false
  * when it is not such a connection (or out of memory): the caller drains it as before. */
 bool client_handoff(struct client *c, struct worker *heir);
-/* heir's side: takes over fd as a connection that has been served and is idle from now on
- * (idle_timeout, not header_timeout; off probation). */
-void client_adopt(struct worker *w, int fd, const struct sockaddr *sa, socklen_t salen);
+/* heir's side: takes over fd (and ssl, its TLS session, when not NULL) as a connection that has
+ * been served and is idle from now on (idle_timeout, not header_timeout; off probation). */
+void client_adopt(struct worker *w, int fd, void *ssl, const struct sockaddr *sa, socklen_t salen);
 
 /* A client on probation is ready (events: epoll's, from worker.slow_ep): its watcher gets the
  * events it watches, and runs later in the current loop turn. */

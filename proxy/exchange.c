@@ -117,7 +117,7 @@ static void exchange_release(struct exchange *ex)
 
 static bool exchange_closes(const struct exchange *ex, unsigned status)
 {
-    return ex_worker(ex)->draining || !ex->body_done || !ex->req->keep_alive || status == 400 ||
+    return (ex->c ? client_closing(ex->c) : ex_worker(ex)->draining) || !ex->body_done || !ex->req->keep_alive || status == 400 ||
            status == 413 || (ex->c && ex->c->rd_eof && ex->c->in.len == 0);
 }
 
@@ -1212,7 +1212,8 @@ void exchange_hop_head(struct exchange *ex, struct hop *h)
     }
 
     ex->resp_no_body = req->method == H1_M_HEAD || resp->status == 204 || resp->status == 304;
-    ex->resp_close = !req->keep_alive || ex_worker(ex)->draining || !ex->body_done ||
+    ex->resp_close = !req->keep_alive || (ex->c ? client_closing(ex->c) : ex_worker(ex)->draining) ||
+                     !ex->body_done ||
                      (ex->c && ex->c->rd_eof && ex->c->in.len == 0);   /* half-closed: nothing follows */
     if (ex->resp_no_body) {
         framing = H1_FRAME_DROP;

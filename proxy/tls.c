@@ -789,3 +789,20 @@ static void tls_close(struct xprt *x)
 }
 
 const struct xprt_ops xprt_tls = { tls_read, tls_writev, tls_close };
+
+void tls_adopt(struct xprt *x, void *ssl)
+{
+    SSL_set_app_data(ssl, x);
+    x->ssl = ssl;
+    x->ops = &xprt_tls;
+    x->want = EV_READ;
+    x->wretry = 0;
+    x->failed = false;
+    x->handshaken = true;
+}
+
+void tls_session_drop(void *ssl)
+{
+    ERR_clear_error();
+    SSL_free(ssl);   /* no close_notify: the socket may be closed already */
+}

@@ -135,4 +135,10 @@ int tls_handshake_failure(const struct xprt *x);
 
 extern const struct xprt_ops xprt_tls;
 
+/* A handshaken server session handed to another thread with its socket (a reload that lowers
+ * `workers`, client_handoff): tls_adopt makes x (whose fd is the session's socket) its owner;
+ * tls_session_drop frees one nobody adopted (the socket is closed apart). */
+void tls_adopt(struct xprt *x, void *ssl);
+void tls_session_drop(void *ssl);
+
 #endif

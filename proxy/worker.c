@@ -30,6 +30,7 @@
 #include "pool.h"
 #include "series.h"
 #include "stale.h"
+#include "tls.h"
 #include "xprt.h"
 
 atomic_uint worker_connections;
@@ -287,18 +288,20 @@ static void worker_drain(struct worker *w)
 
 struct worker_adoptee {
     struct worker_adoptee *next;
+    void *ssl;                          /* the TLS session, or NULL */
     int fd;
     socklen_t salen;
     struct sockaddr_storage ss;
 };
 
-int worker_adopt_post(struct worker *heir, int fd, const struct sockaddr *sa, socklen_t salen)
+int worker_adopt_post(struct worker *heir, int fd, void *ssl, const struct sockaddr *sa, socklen_t salen)
 {
     struct worker_adoptee *a = calloc(1, sizeof(*a));
 
     if (!a)
         return -1;
     a->fd = fd;
+    a->ssl = ssl;
     a->salen = salen <= sizeof(a->ss) ? salen : sizeof(a->ss);
     memcpy(&a->ss, sa, a->salen);
     pthread_mutex_lock(&heir->adopt_mu);
@@ -322,22 +325,27 @@ static void worker_adopt_all(struct worker *w)
     for (; a; a = next) {
         next = a->next;
         if (w->draining) {
+            if (a->ssl)
+                tls_session_drop(a->ssl);
             close(a->fd);
             atomic_fetch_sub(&worker_connections, 1);
         } else {
-            client_adopt(w, a->fd, (const struct sockaddr *)&a->ss, a->salen);
+            client_adopt(w, a->fd, a->ssl, (const struct sockaddr *)&a->ss, a->salen);
         }
         free(a);
     }
 }
 
-/* A reload lowered `workers`: stop accepting like a drain, hand the idle keep-alive connections
- * to the heir, and drain the rest (an answer in progress carries Connection: close). */
+/* A reload lowered `workers`: stop accepting like a drain and hand the idle keep-alive
+ * connections to the heir. A plain connection busy with a request keeps going: its answer keeps
+ * it alive, and it is handed over once idle (client_answer_flushed); a TLS one closes after its
+ * answer, as in a drain. */
 static void worker_retire(struct worker *w)
 {
     struct client *c, *next;
 
     if (!w->draining && w->heir && w->heir != w) {
+        w->retiring = true;
         for (c = w->clients; c; c = next) {
             next = c->next;
             (void)client_handoff(c, w->heir);
@@ -362,12 +370,14 @@ static void worker_wake_cb(struct ev_loop *loop, ev_async *a, int revents)
     case WORKER_RUN:
         break;
     case WORKER_DRAIN:
+        w->retiring = false;   /* the whole process drains: nothing is handed over from here */
         worker_drain(w);
         break;
     case WORKER_RETIRE:
         worker_retire(w);
         break;
     case WORKER_STOP:
+        w->retiring = false;
         worker_drain(w);
         for (c = w->clients; c; c = next) {
             next = c->next;
@@ -686,6 +696,8 @@ void worker_destroy(struct worker *w)
     while (w->adopt_q) {   /* handed over after this worker's loop ended: never adopted */
         struct worker_adoptee *a = w->adopt_q;
         w->adopt_q = a->next;
+        if (a->ssl)
+            tls_session_drop(a->ssl);
         close(a->fd);
         atomic_fetch_sub(&worker_connections, 1);
         free(a);

@@ -128,6 +128,9 @@ struct worker {
      * keep-alive connections to `heir` (set by main before the command), which adopts them from
      * its queue (SPEC §1: a reload drops no idle keep-alive connection). */
     struct worker *heir;
+    /* Retiring with an heir (and not drained since): answers keep plain connections alive, and
+     * each is handed over once idle instead of closed (client_closing, client_answer_flushed). */
+    bool retiring;
     pthread_mutex_t adopt_mu;
     struct worker_adoptee *adopt_q;     /* under adopt_mu */
 
@@ -201,11 +204,12 @@ void *worker_main(void *arg);
  * Also how a reload that lowers `workers` retires the surplus ones: WORKER_DRAIN, then WORKER_STOP
  * after shutdown_timeout; the thread returns once its connections are gone. */
 void worker_post(struct worker *w, enum worker_cmd cmd);
-/* Gives an idle keep-alive connection (plain TCP, nothing buffered, answered `served` times) to
- * heir, which takes it over at its next wake-up as if it had served it (idle_timeout from now).
- * Any thread; the fd is heir's from here (closed by heir when it is draining, or at its
- * destroy). 0, or -1 when out of memory (the caller still owns fd). */
-int worker_adopt_post(struct worker *heir, int fd, const struct sockaddr *sa, socklen_t salen);
+/* Gives an idle keep-alive connection (nothing buffered, answered `served` times; ssl: its TLS
+ * session, or NULL for plain TCP) to heir, which takes it over at its next wake-up as if it had
+ * served it (idle_timeout from now). Any thread; fd and ssl are heir's from here (closed and freed
+ * by heir when it is draining, or at its destroy). 0, or -1 when out of memory (the caller still
+ * owns both). */
+int worker_adopt_post(struct worker *heir, int fd, void *ssl, const struct sockaddr *sa, socklen_t salen);
 /* Frees what worker_init made, but for the counters and the access-log ring (see struct worker);
  * the thread must have returned. The slot can be given to worker_init again. */
 void worker_destroy(struct worker *w);

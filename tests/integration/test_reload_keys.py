@@ -293,6 +293,47 @@ def test_workers_shrink_keeps_idle_keepalive_connections(lifeline, upstream):
     assert m.total("lifeline_requests_total") >= 2 * n
 
 
+def test_workers_shrink_keeps_busy_keepalive_connections(lifeline, upstream):
+    """A connection busy with a request on a removed worker is not closed either: its answer
+    keeps it alive (no Connection: close) and, once idle, it goes to the remaining worker, where
+    its next request is served (before, the answer carried Connection: close). Nor is a new one
+    that has not sent its first request yet: it is served by its worker, then handed over (before:
+    closed at the reload)."""
+    up = upstream()
+    a1 = free_port()
+    lf = lifeline(pools={"p": pool(up)}, workers=4, extra=admin_extra(a1), shutdown_timeout="10s")
+    assert running_workers(lf) == 4
+    n = 24
+    conns = [Conn(lf.port, timeout=t(10)) for _ in range(n)]
+    try:
+        for k, c in enumerate(conns):
+            c.request("GET", "/slow-head?ms=%d&k=%d" % (int(t(1.5) * 1000), k))
+        wait_for(lambda: up.inflight >= n, t(3), what="all requests in flight")
+        fresh = [Conn(lf.port, timeout=t(10)) for _ in range(16)]
+        conns += fresh
+        time.sleep(t(0.3))   # accepted by now (a connection still in a removed listener's queue is reset)
+        _reload(lf, _cfg(lf, workers=1))
+        for k, c in enumerate(conns[:n]):
+            r = c.read_response()
+            assert r.status == 200, (k, r)
+            assert (r.header("connection") or "").lower() != "close", (k, r)
+        for k, c in enumerate(fresh):
+            c.request("GET", "/echo/first/%d" % k)
+            r = c.read_response()
+            assert r.status == 200 and r.json()["target"] == "/echo/first/%d" % k, (k, r)
+            assert (r.header("connection") or "").lower() != "close", (k, r)
+        wait_for(lambda: len(re.findall(r"worker \d: stopped", lf.stderr_text())) == 3, t(5),
+                 what="three workers stopped; stderr:\n%s" % lf.stderr_text()[-2000:])
+        for k, c in enumerate(conns):
+            c.request("GET", "/echo/after/%d" % k)
+            r = c.read_response()
+            assert r.status == 200 and r.json()["target"] == "/echo/after/%d" % k, (k, r)
+    finally:
+        for c in conns:
+            c.close()
+    assert status(a1)["workers"] == 1
+
+
 def test_workers_shrink_stops_a_stuck_worker_at_shutdown_timeout(lifeline, upstream):
     """A removed worker whose request outlives shutdown_timeout is stopped then (its connection
     closed), like a process drain."""

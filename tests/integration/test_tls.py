@@ -5,6 +5,7 @@ the connect timer; large bodies both ways. Certificates are made at test time wi
 import hashlib
 import http.client
 import json
+import re
 import socket
 import ssl
 import subprocess
@@ -600,3 +601,53 @@ def test_reload_keeps_ticket_keys(lifeline, upstream, pki):
     reload(lf, cfg)
     _, _, _, info = _https(lf.port, "a.test", ctx, session=first["session"])
     assert info["reused"], "a reload ended the clients' sessions"
+
+
+def test_workers_shrink_keeps_tls_keepalive_connections(lifeline, upstream, pki):
+    """SPEC §1 (a reload drops no idle keep-alive connection) on a TLS listener, when the reload
+    lowers `workers`: the TLS session moves to the remaining worker with its socket, between
+    records. 4 workers to 1; 16 idle connections and 8 with a request in flight during the reload
+    (none on a removed worker: a chance of 4^-24). Every busy one gets its answer without
+    Connection: close, and every connection serves its next request on the same session
+    (before, the removed workers closed their TLS connections: EOF)."""
+    from ops import admin_extra, running_workers, status
+    from conftest import free_port
+    from test_reload_keys import _cfg, _reload
+    up = upstream()
+    a1 = free_port()
+    lf = lifeline(pools={"p": pool(up)}, listen_tls={"certificates": [pki["a"]]}, workers=4,
+                  extra=admin_extra(a1), shutdown_timeout="10s")
+    assert running_workers(lf) == 4
+    ctx = _client_ctx(pki)
+    conns = []
+    try:
+        for k in range(24):
+            raw = socket.create_connection((HOST, lf.port), timeout=t(10))
+            c = http.client.HTTPConnection(HOST, lf.port, timeout=t(10))
+            c.sock = ctx.wrap_socket(raw, server_hostname="a.test")
+            c.request("GET", "/echo/before/%d" % k)
+            r = c.getresponse()
+            r.read()
+            assert r.status == 200
+            conns.append(c)
+        busy = conns[16:]
+        for k, c in enumerate(busy):
+            c.request("GET", "/slow-head?ms=%d&k=%d" % (int(t(1.5) * 1000), k))
+        wait_for(lambda: up.inflight >= len(busy), t(3), what="busy requests in flight")
+        _reload(lf, _cfg(lf, workers=1))
+        for k, c in enumerate(busy):
+            r = c.getresponse()
+            r.read()
+            assert r.status == 200, (k, r.status)
+            assert (r.getheader("connection") or "").lower() != "close", k
+        wait_for(lambda: len(re.findall(r"worker \d: stopped", lf.stderr_text())) == 3, t(5),
+                 what="three workers stopped; stderr:\n%s" % lf.stderr_text()[-2000:])
+        for k, c in enumerate(conns):
+            c.request("GET", "/echo/after/%d" % k)
+            r = c.getresponse()
+            body = json.loads(r.read())
+            assert r.status == 200 and body["target"] == "/echo/after/%d" % k, (k, r.status, body)
+    finally:
+        for c in conns:
+            c.close()
+    assert status(a1)["workers"] == 1
