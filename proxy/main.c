@@ -648,13 +648,19 @@ static void on_retire_timer(struct ev_loop *loop, ev_timer *t, int revents)
         }
         left = true;
         if (!wslot[i].stop_sent && ev_now(loop) >= wslot[i].stop_by) {
-            log_warn("worker %u: shutdown_timeout reached: closing what is left", i);
-            worker_post(&workers[i], WORKER_STOP);
+            log_warn("worker %u: shutdown_timeout reached: closing what is left but tunnels", i);
+            worker_post(&workers[i], WORKER_CUT);
             wslot[i].stop_sent = true;
         }
     }
-    if (left && !draining)
+    if (left && !draining) {
+        /* after the cut only tunnels are left, which may last long: look less often */
+        bool cut = true;
+        for (unsigned i = 0; i < nslots; i++)
+            cut &= wslot[i].state != W_STOPPING || wslot[i].stop_sent;
+        t->repeat = cut ? 0.5 : 0.05;
         ev_timer_again(loop, t);
+    }
     else
         ev_timer_stop(loop, t);   /* a drain of the whole process takes over (on_exit_poll, stop()) */
 }
@@ -713,8 +719,9 @@ static void start_drain(struct ev_loop *loop)
     admin.draining = true;
     log_info("draining: finishing in-flight requests for up to %lld ms", (long long)c->shutdown_timeout);
     for (unsigned i = 0; i < nslots; i++) {
-        if (wslot[i].state == W_RUNNING)
-            worker_post(&workers[i], WORKER_DRAIN);   /* stopping ones drain already */
+        /* (retiring ones too: they stop handing connections over, the heirs drain) */
+        if (wslot[i].state == W_RUNNING || (wslot[i].state == W_STOPPING && !wslot[i].stop_sent))
+            worker_post(&workers[i], WORKER_DRAIN);
     }
     shutdown_timer.repeat = (ev_tstamp)c->shutdown_timeout / 1000.0;
     ev_timer_again(loop, &shutdown_timer);

@@ -359,6 +359,34 @@ def test_workers_shrink_stops_a_stuck_worker_at_shutdown_timeout(lifeline, upstr
     assert lf.fetch("GET", "/echo").status == 200
 
 
+def test_workers_shrink_keeps_tunnels_past_shutdown_timeout(lifeline, raw_upstream):
+    """SPEC §1: a reload drops no WebSocket tunnel, also when it lowers `workers`. At
+    shutdown_timeout a removed worker closes what is left but its tunnels, which run on until they
+    end; then the worker stops (before: every tunnel on a removed worker was cut at 1 s)."""
+    from test_reload import _open_tunnel, _tunnel_script
+    ws = raw_upstream(_tunnel_script())
+    lf = lifeline(pools={"ws": pool(ws)}, workers=4, shutdown_timeout="1s",
+                  routes=[{"name": "ws", "match": {"path": "/ws"}, "pool": "ws"}])
+    assert running_workers(lf) == 4
+    tunnels = [_open_tunnel(lf) for _ in range(12)]   # none on a removed worker: 4^-12
+    try:
+        _reload(lf, _cfg(lf, workers=1))
+        wait_for(lambda: lf.stderr_text().count("shutdown_timeout reached") >= 3, t(5),
+                 what="the removed workers' shutdown_timeout")
+        time.sleep(t(0.3))
+        for k, c in enumerate(tunnels):
+            msg = b"after-%d" % k
+            c.send(msg)
+            assert c.read_exact(len(msg), timeout=t(5)) == msg.upper(), "tunnel %d cut" % k
+        assert len(re.findall(r"worker \d: stopped", lf.stderr_text())) < 3
+    finally:
+        for c in tunnels:
+            c.close()
+    wait_for(lambda: len(re.findall(r"worker \d: stopped", lf.stderr_text())) == 3, t(5),
+             what="the removed workers stopped once their tunnels ended")
+    lf.assert_alive()
+
+
 # --------------------------------------------------------------------------------------------
 # metrics slots (issue 11: never merge)
 
