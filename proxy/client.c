@@ -727,11 +727,6 @@ static void client_reject(struct client *c, unsigned status, const char *why)
     }
     if (elen < 0 || (size_t)elen >= sizeof(extra))
         extra[0] = 0;
-    if (c->ex) {
-        exchange_cancel_answered(c->ex, status);
-        worker_exchange_put(c->w, c->ex);
-        c->ex = NULL;
-    }
     /* The answer is a few hundred bytes: a small buffer holds it (a block is 32 KiB). */
     if (!c->closed && !c->out.data && worker_buf_get_small(c->w, &c->out) < 0) {
         client_close(c);
@@ -749,6 +744,11 @@ static void client_reject(struct client *c, unsigned status, const char *why)
     if (h1_write_simple_response(out, status, extra, body, (size_t)n, true, false) < 0) {
         client_close(c);
         return;
+    }
+    if (c->ex) {   /* after the answer is written: the access log's bytes count it */
+        exchange_cancel_answered(c->ex, status);
+        worker_exchange_put(c->w, c->ex);
+        c->ex = NULL;
     }
     c->answer_done = true;
     c->close_after = true;

@@ -151,6 +151,29 @@ def test_line_for_an_unrouted_404(lifeline, upstream, tmp_path):
     assert not up.requests
 
 
+def test_line_for_a_body_cut_by_body_timeout_counts_the_408(lifeline, upstream, tmp_path):
+    """A request whose body stops coming is answered 408 by lifeline: its line has status 408
+    and `bytes` = the answer on the wire, as for every other answer (it was 0: the exchange was
+    logged before the 408 was written). So does a 400 for a broken chunk line."""
+    up = upstream("up")
+    path = log_to(tmp_path)
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"name": "r", "pool": "p"}],
+                  client={"body_timeout": "300ms"}, extra={"access_log": {"path": path}})
+    answers = {}
+    for target, raw in (("/cut", b"Content-Length: 10\r\n\r\nabc"),
+                        ("/bad", b"Transfer-Encoding: chunked\r\n\r\nzz\r\n")):
+        with Conn(lf.port, timeout=t(5)) as c:
+            c.send(b"POST " + target.encode() + b" HTTP/1.1\r\nHost: a\r\n" + raw)
+            answers[target] = c.wait_closed(t(5))
+    lines = wait_access(path, lambda ls: len(ls) >= 2)
+    for target, status in (("/cut", 408), ("/bad", 400)):
+        ln = by_target(lines, target)
+        check_shape(ln)
+        wire = answers[target]
+        assert wire.startswith(b"HTTP/1.1 %d " % status), wire
+        assert ln["status"] == status and ln["bytes"] == len(wire), (ln, len(wire))
+
+
 def test_line_for_a_client_that_left(lifeline, upstream, tmp_path):
     """499: the client left (reset) while its request was at the upstream; the attempt is listed."""
     up = upstream("up")
