@@ -261,6 +261,18 @@ def test_workers_shrink_on_reload_completes_in_flight(lifeline, upstream):
     assert metrics(a1).total("lifeline_requests_total") >= before + n + 10
 
 
+def _after_shrink_each_serves_its_next_request(lf, conns):
+    """Once the three removed workers have stopped, every connection serves a request (on the
+    worker left), keeping the connection alive."""
+    wait_for(lambda: len(re.findall(r"worker \d: stopped", lf.stderr_text())) == 3, t(5),
+             what="three workers stopped; stderr:\n%s" % lf.stderr_text()[-2000:])
+    for k, c in enumerate(conns):
+        c.request("GET", "/echo/after/%d" % k)
+        r = c.read_response()
+        assert r.status == 200 and r.json()["target"] == "/echo/after/%d" % k, (k, r)
+        assert (r.header("connection") or "").lower() != "close", r
+
+
 def test_workers_shrink_keeps_idle_keepalive_connections(lifeline, upstream):
     """SPEC §1: a reload drops nothing, "idle keep-alive connections included", also when it
     lowers `workers`. 4 workers to 1 with 24 idle keep-alive connections spread over the four
@@ -278,13 +290,7 @@ def test_workers_shrink_keeps_idle_keepalive_connections(lifeline, upstream):
             c.request("GET", "/echo/before/%d" % k)
             assert c.read_response().status == 200
         _reload(lf, _cfg(lf, workers=1))
-        wait_for(lambda: len(re.findall(r"worker \d: stopped", lf.stderr_text())) == 3, t(5),
-                 what="three workers stopped; stderr:\n%s" % lf.stderr_text()[-2000:])
-        for k, c in enumerate(conns):
-            c.request("GET", "/echo/after/%d" % k)
-            r = c.read_response()
-            assert r.status == 200 and r.json()["target"] == "/echo/after/%d" % k, (k, r)
-            assert (r.header("connection") or "").lower() != "close", r
+        _after_shrink_each_serves_its_next_request(lf, conns)
     finally:
         for c in conns:
             c.close()
@@ -322,12 +328,7 @@ def test_workers_shrink_keeps_busy_keepalive_connections(lifeline, upstream):
             r = c.read_response()
             assert r.status == 200 and r.json()["target"] == "/echo/first/%d" % k, (k, r)
             assert (r.header("connection") or "").lower() != "close", (k, r)
-        wait_for(lambda: len(re.findall(r"worker \d: stopped", lf.stderr_text())) == 3, t(5),
-                 what="three workers stopped; stderr:\n%s" % lf.stderr_text()[-2000:])
-        for k, c in enumerate(conns):
-            c.request("GET", "/echo/after/%d" % k)
-            r = c.read_response()
-            assert r.status == 200 and r.json()["target"] == "/echo/after/%d" % k, (k, r)
+        _after_shrink_each_serves_its_next_request(lf, conns)
     finally:
         for c in conns:
             c.close()
