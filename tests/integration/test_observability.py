@@ -157,9 +157,10 @@ def test_latency_retry_reason_and_hedge_metrics(lifeline, upstream):
     assert m.value("lifeline_upstream_response_seconds_count", pool="p", server=up.address, phase="connect") >= 1
     assert m.value("lifeline_upstream_response_seconds_count", pool="p", server=bad, phase="first_byte") == 0
     refusals = m.value("lifeline_upstream_attempts_total", pool="p", server=bad, outcome="connect_error")
-    assert m.value("lifeline_retries_total", route="r", reason="connect_error") == refusals
+    assert m.value("lifeline_retries_by_reason_total", route="r", reason="connect_error") == refusals
     hedges = m.total("lifeline_hedges_total", route="hedged")
-    assert m.value("lifeline_retries_total", route="hedged", reason="hedge") == hedges
+    assert m.value("lifeline_retries_by_reason_total", route="hedged", reason="hedge") == hedges
+    assert m.value("lifeline_retries_total", route="hedged") == m.total("lifeline_retries_by_reason_total", route="hedged")
     assert m.types.get("lifeline_hedges_total") == "counter"
     if hedges:
         assert m.value("lifeline_hedges_total", route="hedged", result="won") >= 1, m.grep("lifeline_hedges_total")

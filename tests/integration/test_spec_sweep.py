@@ -430,7 +430,8 @@ def test_every_metric_has_its_label_set(lifeline, upstream, raw_upstream):
     want = {
         "lifeline_requests_total": {"route", "code"},
         "lifeline_upstream_attempts_total": {"pool", "server", "outcome"},
-        "lifeline_retries_total": {"route", "reason"},
+        "lifeline_retries_total": {"route"},
+        "lifeline_retries_by_reason_total": {"route", "reason"},
         "lifeline_fallbacks_total": {"route", "reason"},
         "lifeline_upstream_connections": {"pool", "state"},
         "lifeline_downstream_connections": set(),
