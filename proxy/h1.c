@@ -1044,7 +1044,9 @@ static int head_finish(struct h1_parser *p, const struct head_scan *st, bool has
             return h1_fail(p, 400, "invalid Host header");
         if (!origin_target && h1_check_target(p) < 0)
             return -1;
-        h->upgrade = st->has_upgrade && st->cs.upgrade;
+        /* RFC 9110 §7.8: Upgrade in an HTTP/1.0 request is ignored (dropped as hop-by-hop, no
+         * tunnel: a 101 for it is a bad answer) */
+        h->upgrade = st->has_upgrade && st->cs.upgrade && h->http_minor >= 1;
         if (h->method == H1_M_CONNECT)
             skip = 1;   /* not proxied: answered 400 by routing; never read a "body" */
     } else {

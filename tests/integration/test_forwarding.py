@@ -103,6 +103,24 @@ def test_http10_keep_alive_when_asked(lifeline, upstream):
         assert r.json()["target"] == "/echo/2"
 
 
+def test_http10_upgrade_is_ignored(lifeline, upstream):
+    """RFC 9110 §7.8: a server ignores Upgrade in an HTTP/1.0 request, so the proxy drops it (and
+    the Connection token naming it) and never tunnels: the request goes upstream as a plain one,
+    and the keep-alive connection goes on as HTTP (the Upgrade was forwarded before)."""
+    up = upstream()
+    lf = proxy_for(lifeline, up)
+    with lf.conn() as c:
+        c.send(b"GET /echo/1 HTTP/1.0\r\nUpgrade: websocket\r\nConnection: Upgrade, keep-alive\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 200 and r.json()["target"] == "/echo/1", r
+        names = {k.lower(): v for k, v in r.json()["headers"]}
+        assert "upgrade" not in names, r.json()["headers"]
+        assert "upgrade" not in names.get("connection", "").lower(), r.json()["headers"]
+        c.send(b"GET /echo/2 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 200 and r.json()["target"] == "/echo/2", r
+
+
 def test_http10_client_gets_chunked_upstream_body_without_chunking(lifeline, upstream):
     up = upstream()
     lf = proxy_for(lifeline, up)
