@@ -821,6 +821,10 @@ void metrics_render_config(struct metrics_render_buf *b, const struct metrics_re
         default:
             break;
         }
+        /* A plain scalar the emitter must quote (`127.0.0.1:8080` in a flow mapping) would get a
+         * `!` tag to keep its plain typing; lifeline reads every value as text, so it is quoted bare. */
+        if (ev.type == YAML_SCALAR_EVENT && !ev.data.scalar.tag)
+            ev.data.scalar.quoted_implicit = 1;
         if (redact) {
             yaml_event_delete(&ev);
             yaml_scalar_event_initialize(&ev, NULL, NULL, (yaml_char_t *)"<redacted>", -1, 1, 1,
