@@ -116,6 +116,25 @@ def test_config_is_redacted_yaml(lifeline, upstream):
     assert fb["body"] == "sorry" and doc["pools"]["p"]["servers"][0]["address"] == up.address, doc
 
 
+def test_config_of_a_flow_style_file_has_no_tags(lifeline, upstream):
+    """A file written in flow style (`servers: [{address: 127.0.0.1:8000}]`): the emitter must quote
+    such an address, and wrote it as `! '127.0.0.1:8000'` (a non-specific tag) before."""
+    from ops import reload
+    up = upstream()
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)}, extra=admin_extra(aport))
+    cfg = dict(lf.config)
+    cfg.pop("pools")
+    text = yaml.safe_dump(cfg, sort_keys=False, default_flow_style=False)
+    text += "pools: {p: {servers: [{address: %s}]}}\n" % up.address   # plain, as people write it
+    reload(lf, text=text)
+    text = admin_get(aport, "/config").body.decode()
+    assert "# generation: 2" in text, text[:300]
+    assert "! '" not in text and '! "' not in text, text
+    doc = yaml.safe_load(text)
+    assert doc["pools"]["p"]["servers"][0]["address"] == up.address, doc
+
+
 def test_livez_and_readyz_while_draining(lifeline, upstream):
     up = upstream()
     aport = free_port()
