@@ -181,11 +181,18 @@ static void worker_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
         socklen_t sl = sizeof(ss);
         int fd;
 
-        if (atomic_load(&worker_connections) >= w->conf->limits.max_connections) {
-            worker_pause_accepting(w);
-            return;
-        }
+        /* The slot is taken before the accept (compare-and-swap): workers checking the count and
+         * accepting at the same moment let in more than max_connections between them. */
+        unsigned n = atomic_load(&worker_connections);
+        do {
+            if (n >= w->conf->limits.max_connections) {
+                worker_pause_accepting(w);
+                return;
+            }
+        } while (!atomic_compare_exchange_weak(&worker_connections, &n, n + 1));
         fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0)
+            atomic_fetch_sub(&worker_connections, 1);   /* the slot goes back */
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
@@ -204,7 +211,6 @@ static void worker_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
             }
             return;
         }
-        atomic_fetch_add(&worker_connections, 1);
         client_accept(w, fd, (struct sockaddr *)&ss, sl, l->cl->tls);
     }
 }
