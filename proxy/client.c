@@ -901,7 +901,7 @@ void client_drain(struct client *c)
             client_close(c);
         return;
     }
-    /* A retiring worker's plain connection with half a head: it is answered and handed over. */
+    /* A retiring worker's connection with half a head: it is answered and handed over. */
     if (c->phase == CLIENT_HEAD && !c->answer_done && client_closing(c)) {
         ev_tstamp grace = ev_now(c->w->loop) + DRAIN_HEAD_GRACE;
         if (c->head_deadline > grace) {

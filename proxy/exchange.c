@@ -115,9 +115,15 @@ static void exchange_release(struct exchange *ex)
         buf_free(&ex->body);
 }
 
+/* The worker drains and the answer must close its connection (a retiring worker keeps it). */
+static bool exchange_drain_closes(const struct exchange *ex)
+{
+    return ex->c ? client_closing(ex->c) : ex_worker(ex)->draining;
+}
+
 static bool exchange_closes(const struct exchange *ex, unsigned status)
 {
-    return (ex->c ? client_closing(ex->c) : ex_worker(ex)->draining) || !ex->body_done || !ex->req->keep_alive || status == 400 ||
+    return exchange_drain_closes(ex) || !ex->body_done || !ex->req->keep_alive || status == 400 ||
            status == 413 || (ex->c && ex->c->rd_eof && ex->c->in.len == 0);
 }
 
@@ -1212,8 +1218,7 @@ void exchange_hop_head(struct exchange *ex, struct hop *h)
     }
 
     ex->resp_no_body = req->method == H1_M_HEAD || resp->status == 204 || resp->status == 304;
-    ex->resp_close = !req->keep_alive || (ex->c ? client_closing(ex->c) : ex_worker(ex)->draining) ||
-                     !ex->body_done ||
+    ex->resp_close = !req->keep_alive || exchange_drain_closes(ex) || !ex->body_done ||
                      (ex->c && ex->c->rd_eof && ex->c->in.len == 0);   /* half-closed: nothing follows */
     if (ex->resp_no_body) {
         framing = H1_FRAME_DROP;

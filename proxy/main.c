@@ -660,9 +660,9 @@ static void on_retire_timer(struct ev_loop *loop, ev_timer *t, int revents)
             cut &= wslot[i].state != W_STOPPING || wslot[i].stop_sent;
         t->repeat = cut ? 0.5 : 0.05;
         ev_timer_again(loop, t);
-    }
-    else
+    } else {
         ev_timer_stop(loop, t);   /* a drain of the whole process takes over (on_exit_poll, stop()) */
+    }
 }
 
 /* `workers` after a reload: new slots start on the running snapshot; surplus ones (the highest)

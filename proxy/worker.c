@@ -191,9 +191,8 @@ static void worker_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
             }
         } while (!atomic_compare_exchange_weak(&worker_connections, &n, n + 1));
         fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0)
-            atomic_fetch_sub(&worker_connections, 1);   /* the slot goes back */
         if (fd < 0) {
+            atomic_fetch_sub(&worker_connections, 1);   /* the slot goes back */
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
             if (errno == EMFILE || errno == ENFILE) {
@@ -318,6 +317,17 @@ int worker_adopt_post(struct worker *heir, int fd, void *ssl, const struct socka
     return 0;
 }
 
+/* A handed-over connection nobody will serve: its session freed, its socket closed, its slot
+ * given back. */
+static void worker_adoptee_discard(struct worker_adoptee *a)
+{
+    if (a->ssl)
+        tls_session_drop(a->ssl);
+    close(a->fd);
+    atomic_fetch_sub(&worker_connections, 1);
+    free(a);
+}
+
 /* Takes over the connections a retiring worker handed over (worker_adopt_post); a draining
  * worker closes them instead, as its own idle ones. */
 static void worker_adopt_all(struct worker *w)
@@ -331,21 +341,17 @@ static void worker_adopt_all(struct worker *w)
     for (; a; a = next) {
         next = a->next;
         if (w->draining) {
-            if (a->ssl)
-                tls_session_drop(a->ssl);
-            close(a->fd);
-            atomic_fetch_sub(&worker_connections, 1);
-        } else {
-            client_adopt(w, a->fd, a->ssl, (const struct sockaddr *)&a->ss, a->salen);
+            worker_adoptee_discard(a);
+            continue;
         }
+        client_adopt(w, a->fd, a->ssl, (const struct sockaddr *)&a->ss, a->salen);
         free(a);
     }
 }
 
 /* A reload lowered `workers`: stop accepting like a drain and hand the idle keep-alive
- * connections to the heir. A plain connection busy with a request keeps going: its answer keeps
- * it alive, and it is handed over once idle (client_answer_flushed); a TLS one closes after its
- * answer, as in a drain. */
+ * connections (TLS ones with their sessions) to the heir. A connection busy with a request keeps
+ * going: its answer keeps it alive, and it is handed over once idle (client_answer_flushed). */
 static void worker_retire(struct worker *w)
 {
     struct client *c, *next;
@@ -364,6 +370,7 @@ static void worker_wake_cb(struct ev_loop *loop, ev_async *a, int revents)
 {
     struct worker *w = a->data;
     struct client *c, *next;
+    enum worker_cmd cmd = atomic_load(&w->cmd);
 
     (void)revents;
     {
@@ -372,7 +379,7 @@ static void worker_wake_cb(struct ev_loop *loop, ev_async *a, int revents)
             worker_switch(w, rt);
     }
     worker_adopt_all(w);
-    switch (atomic_load(&w->cmd)) {
+    switch (cmd) {
     case WORKER_RUN:
         break;
     case WORKER_DRAIN:
@@ -388,7 +395,7 @@ static void worker_wake_cb(struct ev_loop *loop, ev_async *a, int revents)
         worker_drain(w);
         for (c = w->clients; c; c = next) {
             next = c->next;
-            if (atomic_load(&w->cmd) == WORKER_STOP || c->phase != CLIENT_TUNNEL)
+            if (cmd == WORKER_STOP || c->phase != CLIENT_TUNNEL)
                 client_close(c);
         }
         break;
@@ -704,11 +711,7 @@ void worker_destroy(struct worker *w)
     while (w->adopt_q) {   /* handed over after this worker's loop ended: never adopted */
         struct worker_adoptee *a = w->adopt_q;
         w->adopt_q = a->next;
-        if (a->ssl)
-            tls_session_drop(a->ssl);
-        close(a->fd);
-        atomic_fetch_sub(&worker_connections, 1);
-        free(a);
+        worker_adoptee_discard(a);
     }
     if (w->spare_fd >= 0)
         close(w->spare_fd);
