@@ -128,15 +128,16 @@ static bool exchange_closes(const struct exchange *ex, unsigned status)
 }
 
 /* Notes how an attempt ended: the server's attempt counter and the access log's attempt list.
- * midx: a hop_outcome value, METRIC_OUTCOME_5XX or METRIC_OUTCOME_CANCELLED. */
-static void exchange_record_hop(struct exchange *ex, const struct hop *h, unsigned midx, unsigned status)
+ * midx: a hop_outcome value, METRIC_OUTCOME_5XX or METRIC_OUTCOME_CANCELLED. Returns the log's
+ * record, or NULL when the list is full. */
+static struct hop_record *exchange_record_hop(struct exchange *ex, const struct hop *h, unsigned midx, unsigned status)
 {
     struct upserver *s = h->last_server;
     ev_tstamp now = ev_now(ex_worker(ex)->loop);
     struct hop_record *r;
 
     if (s && s->m && midx != METRIC_OUTCOME_ORPHANED)
-        METRIC_ADD(s->m->attempts[midx], 1);
+        METRIC_ADD(s->m->attempts[metric_attempt_slot(midx, status)], 1);
     series_hop(ex_worker(ex)->id, s ? s->m : NULL, s && s->hs ? s->hs->slot : SERIES_SERVERS, midx,
                h->connected > 0 && !h->reused ? h->connected - h->started : -1,
                h->connected > 0 && (midx == HOP_OK || midx == METRIC_OUTCOME_5XX) ? now - h->connected : -1, now);
@@ -147,7 +148,7 @@ static void exchange_record_hop(struct exchange *ex, const struct hop *h, unsign
     if (midx == METRIC_OUTCOME_ORPHANED)
         midx = METRIC_OUTCOME_CANCELLED;   /* for this request it is over; the orphan counts itself */
     if (ex->nhoplog >= sizeof(ex->hoplog) / sizeof(ex->hoplog[0]))
-        return;
+        return NULL;
     r = &ex->hoplog[ex->nhoplog++];
     r->server = s ? s->addr->text : "-";
     r->outcome = metric_outcome_names[midx];
@@ -157,12 +158,19 @@ static void exchange_record_hop(struct exchange *ex, const struct hop *h, unsign
                          ? (int)((now - h->connected) * 1000.0 + 0.5) : -1;
     r->backoff_ms = -1;
     memcpy(r->span_id, h->span_id, sizeof(r->span_id));
+    return r;
 }
 
-/* The hop ended with an HTTP answer (status), or failed (its outcome). */
-static void exchange_record_answer(struct exchange *ex, const struct hop *h, unsigned status)
+/* The hop ended with an HTTP answer. Its outcome is ok, or the status itself (SPEC §3.4) when it
+ * is a failure (5xx) or listed in retry.on. */
+static void exchange_record_answer(struct exchange *ex, const struct hop *h, unsigned status, bool listed)
 {
-    exchange_record_hop(ex, h, status >= 500 ? METRIC_OUTCOME_5XX : HOP_OK, status);
+    struct hop_record *r = exchange_record_hop(ex, h, metric_answer_outcome(status), status);
+
+    if (r && (status >= 500 || listed) && status < 1000) {
+        snprintf(r->code, sizeof(r->code), "%u", status);
+        r->outcome = NULL;
+    }
 }
 
 /* The request is answered (or abandoned): counts it and writes its access log line. Once. */
@@ -199,7 +207,7 @@ static void exchange_account(struct exchange *ex, unsigned status)
     e.fallback = alog_cstr(ex->fallback_reason);
     for (unsigned i = 0; i < ex->nhoplog && i < ALOG_MAX_ATTEMPTS; i++) {
         const struct hop_record *r = &ex->hoplog[i];
-        att[i] = (struct alog_attempt){ alog_cstr(r->server), alog_cstr(r->outcome), r->status, r->connect_ms,
+        att[i] = (struct alog_attempt){ alog_cstr(r->server), alog_cstr(r->outcome ? r->outcome : r->code), r->status, r->connect_ms,
                                         r->response_ms, r->backoff_ms,
                                         (struct alog_str){ r->span_id, sizeof(r->span_id) } };
         e.nattempts = i + 1;
@@ -1163,7 +1171,7 @@ void exchange_hop_head(struct exchange *ex, struct hop *h)
          * without one the response passes through as it is (SPEC §3.7). */
         double ra = exchange_retry_after(resp);
         unsigned st = resp->status;
-        exchange_record_answer(ex, h, st);
+        exchange_record_answer(ex, h, st, true);
         if (exchange_after_attempt(ex, h, HOP_OK, st, ra)) {
             hop_cancel(h);   /* the answer is discarded; its connection is not reused */
             return;
@@ -1177,7 +1185,7 @@ void exchange_hop_head(struct exchange *ex, struct hop *h)
 
     /* This response goes downstream: the other hop, if any, loses. */
     if (!listed || resp->status == 101)
-        exchange_record_answer(ex, h, resp->status);
+        exchange_record_answer(ex, h, resp->status, listed);
     if (hop_is_running(exchange_other(ex, h)))
         exchange_lose(ex, exchange_other(ex, h));
     hop_cancel(exchange_other(ex, h));

@@ -48,7 +48,7 @@ static inline struct worker *hop_worker(const struct hop *h)
     return h->w;
 }
 
-static void hop_orphan_end(struct hop *h, unsigned metric_outcome);
+static void hop_orphan_end(struct hop *h, unsigned metric_outcome, unsigned status);
 
 /* Arms `t` for `ms`, clamped to the exchange deadline. Returns true when the deadline cut it. */
 static bool hop_arm(struct hop *h, ev_timer *t, int64_t ms)
@@ -193,7 +193,7 @@ static void hop_fail(struct hop *h, enum hop_outcome o)
     h->seq++;
     hop_detach(h, false);
     if (!h->ex) {
-        hop_orphan_end(h, o);
+        hop_orphan_end(h, o, 0);
         return;
     }
     exchange_hop_failed(h->ex, h);
@@ -265,7 +265,7 @@ static void hop_connected(struct hop *h)
         h->state = HOP_DONE;
         h->seq++;
         hop_detach(h, true);
-        hop_orphan_end(h, METRIC_OUTCOME_CANCELLED);
+        hop_orphan_end(h, METRIC_OUTCOME_CANCELLED, 0);
         return;
     }
     h->state = HOP_SENDING;
@@ -555,7 +555,7 @@ static void hop_done(struct hop *h, bool close_delimited)
     h->seq++;
     hop_detach(h, reusable);
     if (!h->ex) {
-        hop_orphan_end(h, status >= 500 ? METRIC_OUTCOME_5XX : HOP_OK);
+        hop_orphan_end(h, metric_answer_outcome(status), status);
         return;
     }
     exchange_hop_done(h->ex, h);
@@ -575,7 +575,7 @@ static void hop_report_data(struct hop *h)
         h->state = HOP_DONE;
         h->seq++;
         hop_detach(h, false);
-        hop_orphan_end(h, status >= 500 ? METRIC_OUTCOME_5XX : HOP_OK);
+        hop_orphan_end(h, metric_answer_outcome(status), status);
     }
 }
 
@@ -589,7 +589,7 @@ static void hop_orphan_head(struct hop *h)
         h->state = HOP_DONE;
         h->seq++;
         hop_detach(h, false);
-        hop_orphan_end(h, status >= 500 ? METRIC_OUTCOME_5XX : HOP_OK);
+        hop_orphan_end(h, metric_answer_outcome(status), status);
         return;
     }
     h1_parser_set_output(h->parser, NULL, H1_FRAME_DROP);
@@ -973,12 +973,12 @@ static void hop_orphan_unlink(struct worker *w, struct hop *h)
 
 /* The orphan's attempt is over (its connection already given back or closed): counted with its
  * real outcome, then freed by the reaper once the callbacks up the stack have returned. */
-static void hop_orphan_end(struct hop *h, unsigned metric_outcome)
+static void hop_orphan_end(struct hop *h, unsigned metric_outcome, unsigned status)
 {
     struct worker *w = h->w;
 
     if (h->last_server && h->last_server->m)
-        METRIC_ADD(h->last_server->m->attempts[metric_outcome], 1);
+        METRIC_ADD(h->last_server->m->attempts[metric_attempt_slot(metric_outcome, status)], 1);
     log_debug("detached attempt to %s ended: %s", h->last_server ? h->last_server->addr->text : "?",
               metric_outcome_names[metric_outcome]);
     hop_orphan_unlink(w, h);
@@ -993,7 +993,7 @@ static void hop_orphan_close(struct hop *h)
     h->seq++;
     h->state = HOP_IDLE;
     hop_detach(h, false);
-    hop_orphan_end(h, METRIC_OUTCOME_CANCELLED);
+    hop_orphan_end(h, METRIC_OUTCOME_CANCELLED, 0);
 }
 
 /* Moves a running timer of `from` to `to` (the same timer in the copy), keeping its expiry. */

@@ -21,13 +21,20 @@
 #define METRIC_BUCKETS 14
 extern const double metric_bounds[METRIC_BUCKETS - 1];
 
-/* x-lifeline-fallback reasons counted by lifeline_fallbacks_total. */
+/* x-lifeline-fallback reasons counted by lifeline_fallbacks_total: the named ones, then one slot
+ * per status code from MR_CODE_FIRST to MR_CODE_LAST (a listed status such as 503 that could not be
+ * retried: its reason is the code, as in the header); MR_STATUS holds any other code. */
 enum metric_reason {
     MR_CONNECT_ERROR, MR_CONNECT_TIMEOUT, MR_RESPONSE_TIMEOUT, MR_RESET, MR_DEADLINE, MR_NO_SERVER,
     MR_BUDGET, MR_STATUS, MR_READ_TIMEOUT, MR_COUNT,
 };
+#define MR_CODE_FIRST 400
+#define MR_CODE_LAST 599
+#define MR_SLOTS (MR_COUNT + MR_CODE_LAST - MR_CODE_FIRST + 1)
 extern const char *const metric_reason_names[MR_COUNT];
-enum metric_reason metric_reason_of(const char *reason);
+unsigned metric_reason_of(const char *reason);
+/* The label of fallback slot k (< MR_SLOTS); tmp holds a code's digits. */
+const char *metric_reason_label(unsigned k, char tmp[4]);
 
 /* Attempt outcomes counted by lifeline_upstream_attempts_total: the hop_outcome values (ok being
  * an answer below 500), then "http_5xx", then "cancelled" (the loser of a hedge or race). The one
@@ -40,6 +47,20 @@ enum metric_reason metric_reason_of(const char *reason);
  * cancelled in the request's log, and with its real outcome when it ends. */
 #define METRIC_OUTCOME_ORPHANED 9
 extern const char *const metric_outcome_names[METRIC_OUTCOMES];
+
+/* lifeline_upstream_attempts_total's slots: the outcomes above, then one per status from 500 to
+ * METRIC_CODE_LAST (labelled with the code, as SPEC §3.4 names a status outcome); a 5xx above
+ * it stays in METRIC_OUTCOME_5XX, labelled "5xx". */
+#define METRIC_CODE_LAST 511
+#define METRIC_ATTEMPT_SLOTS (METRIC_OUTCOMES + METRIC_CODE_LAST - 500 + 1)
+unsigned metric_attempt_slot(unsigned midx, unsigned status);
+
+/* The outcome of an attempt answered with this status: ok below 500, else METRIC_OUTCOME_5XX. */
+static inline unsigned metric_answer_outcome(unsigned status)
+{
+    return status >= 500 ? METRIC_OUTCOME_5XX : 0;
+}
+const char *metric_attempt_label(unsigned k, char tmp[4]);
 
 /* lifeline_retries_total{route,reason}: what caused a retry, indexed like metric_outcome_names
  * for the failures (connect_error .. http_5xx); [0] "status": a listed status below 500 (e.g. 429);
@@ -58,7 +79,7 @@ struct route_metrics {
     _Atomic uint64_t buckets[METRIC_BUCKETS];
     _Atomic uint64_t duration_us;       /* sum */
     _Atomic uint64_t retries;
-    _Atomic uint64_t fallbacks[MR_COUNT];
+    _Atomic uint64_t fallbacks[MR_SLOTS];
     _Atomic uint64_t retry_reasons[METRIC_OUTCOMES];
     _Atomic uint64_t hedges[MH_COUNT];
 };
@@ -69,7 +90,7 @@ enum metric_phase { MP_CONNECT, MP_FIRST_BYTE, MP_COUNT };
 extern const char *const metric_phase_names[MP_COUNT];
 
 struct server_metrics {
-    _Atomic uint64_t attempts[METRIC_OUTCOMES];
+    _Atomic uint64_t attempts[METRIC_ATTEMPT_SLOTS];
     _Atomic uint64_t inflight, idle, active;   /* gauges (wrapping add of -1 to decrement) */
     _Atomic uint64_t ejections;         /* lifeline_outlier_ejections_total, by the reporting worker */
     _Atomic uint64_t phase_buckets[MP_COUNT][METRIC_BUCKETS];

@@ -270,25 +270,27 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
     for (size_t r = 0; r < c->nroutes; r++) {
         if (!route_counted(s, r))
             continue;
-        for (int k = 0; k < MR_COUNT; k++) {
+        for (unsigned k = 0; k < MR_SLOTS; k++) {
             uint64_t v = ROUTE_SUM(s, route_slot(s, r), fallbacks[k]);
+            char tmp[4];
             if (v)
                 metrics_render_printf(b, "lifeline_fallbacks_total{route=\"%s\",reason=\"%s\"} %llu\n",
-                                      c->routes[r].name, metric_reason_names[k], (unsigned long long)v);
+                                      c->routes[r].name, metric_reason_label(k, tmp), (unsigned long long)v);
         }
     }
-    metrics_render_printf(b, "# HELP lifeline_upstream_attempts_total Attempts by pool, server and outcome (ok: an answer below 500).\n"
+    metrics_render_printf(b, "# HELP lifeline_upstream_attempts_total Attempts by pool, server and outcome (ok: an answer below 500; a 5xx answer by its code).\n"
                  "# TYPE lifeline_upstream_attempts_total counter\n");
     for (size_t p = 0; p < rt->npools; p++) {
         const struct health_pool *hp = &rt->pools[p];
         for (unsigned i = 0; i < hp->n; i++) {
             if (!server_counted(&hp->servers[i]))
                 continue;
-            for (unsigned o = 0; o < METRIC_OUTCOMES; o++) {
+            for (unsigned o = 0; o < METRIC_ATTEMPT_SLOTS; o++) {
                 uint64_t v = SERVER_SUM(s, hp->servers[i].slot, attempts[o]);
+                char tmp[4];
                 if (v)
                     metrics_render_printf(b, "lifeline_upstream_attempts_total{pool=\"%s\",server=\"%s\",outcome=\"%s\"} %llu\n",
-                              hp->cp->name, hp->servers[i].addr->text, metric_outcome_names[o],
+                              hp->cp->name, hp->servers[i].addr->text, metric_attempt_label(o, tmp),
                               (unsigned long long)v);
             }
         }
@@ -470,7 +472,7 @@ void metrics_render_status(struct metrics_render_buf *b, const struct metrics_re
             uint64_t total = 0, failed = 0;
             int64_t until = atomic_load_explicit(&hs->o.until, memory_order_relaxed);
             enum outlier_state ost = health_outlier_state(hs, now);
-            for (unsigned o = 0; o < METRIC_OUTCOMES; o++) {
+            for (unsigned o = 0; o < METRIC_ATTEMPT_SLOTS; o++) {
                 uint64_t v = SERVER_SUM(s, hs->slot, attempts[o]);
                 total += v;
                 if (o != HOP_OK && o != METRIC_OUTCOME_CANCELLED)
@@ -495,7 +497,7 @@ void metrics_render_status(struct metrics_render_buf *b, const struct metrics_re
         uint64_t req = 0, fb = 0;
         for (unsigned k = 0; k < METRIC_BUCKETS; k++)
             req += ROUTE_SUM(s, slot, buckets[k]);
-        for (int k = 0; k < MR_COUNT; k++)
+        for (unsigned k = 0; k < MR_SLOTS; k++)
             fb += ROUTE_SUM(s, slot, fallbacks[k]);
         metrics_render_printf(b, "%s{\"name\":\"%s\",\"pool\":\"%s\",\"requests\":%llu,\"retries\":%llu,"
                                  "\"fallbacks\":%llu}",

@@ -10,7 +10,8 @@ import time
 
 from conftest import Conn, ConnClosed, HOST, free_port, pool, t, wait_for
 from faults import refused, status_script
-from ops import (admin_extra, admin_get, metrics, pool_status, reload, server_status, status)
+from ops import (admin_extra, admin_get, metrics, pool_status, reload, server_status, status,
+                 wait_access)
 
 
 def _cfg(lf, **changes):
@@ -231,7 +232,8 @@ def test_attempt_abandoned_by_the_client_counts_as_cancelled(lifeline, upstream)
     assert m.value("lifeline_upstream_attempts_total", pool="p", server=up.address, outcome="cancelled") == 1
 
 
-def test_metrics_http_5xx_outcome(lifeline, raw_upstream):
+def test_metrics_status_outcome_is_the_code(lifeline, raw_upstream):
+    """SPEC §3.4: an attempt answered with a failure status has that status as its outcome."""
     bad = raw_upstream(status_script(502))
     aport = free_port()
     lf = lifeline(pools={"p": pool(bad)}, routes=[{"name": "r", "pool": "p", "retry": {"attempts": 1}}],
@@ -239,7 +241,7 @@ def test_metrics_http_5xx_outcome(lifeline, raw_upstream):
     r = lf.fetch("GET", "/x")
     assert r.status == 502 and r.header("x-upstream") == bad.name, r
     m = metrics(aport)
-    assert m.value("lifeline_upstream_attempts_total", pool="p", server=bad.address, outcome="http_5xx") == 1
+    assert m.value("lifeline_upstream_attempts_total", pool="p", server=bad.address, outcome="502") == 1
     assert m.value("lifeline_requests_total", route="r", code="502") == 1
 
 
@@ -580,3 +582,34 @@ def test_admin_connections_are_capped_and_probes_still_answer(lifeline, upstream
     r = admin_get(aport, "/healthz", timeout=t(1))
     assert r.status == 200
     lf.assert_alive()
+
+
+def test_status_outcome_is_named_alike_in_header_log_and_metrics(lifeline, raw_upstream, tmp_path):
+    """SPEC §3.4/§3.7/§5: an attempt answered with a status listed in retry.on has that status as
+    its outcome; x-lifeline-fallback, the access log's fallback, lifeline_fallbacks_total's reason
+    and the attempts' outcomes all name the code (a 429 listed in retry.on too)."""
+    busy = raw_upstream(status_script(503))
+    slow = raw_upstream(status_script(429))
+    aport = free_port()
+    path = str(tmp_path / "access.log")
+    fb = {"status": 503, "body": "sorry"}
+    lf = lifeline(pools={"p": pool(busy), "q": pool(slow)},
+                  routes=[{"name": "r", "match": {"path": "/r/"}, "pool": "p", "fallback": fb,
+                           "retry": {"attempts": 2, "backoff": {"base": "1ms", "max": "1ms"}}},
+                          {"name": "s", "match": {"path": "/s/"}, "pool": "q", "fallback": fb,
+                           "retry": {"attempts": 2, "on": [429], "backoff": {"base": "1ms", "max": "1ms"}}}],
+                  extra=dict(admin_extra(aport), access_log={"path": path}))
+    r = lf.fetch("GET", "/r/x")
+    s = lf.fetch("GET", "/s/x")
+    assert r.status == 503 and r.body == b"sorry" and r.header("x-lifeline-fallback") == "503", r
+    assert s.status == 503 and s.body == b"sorry" and s.header("x-lifeline-fallback") == "429", s
+    lines = wait_access(path, lambda ls: len(ls) >= 2)
+    got = {ln["route"]: ln for ln in lines}
+    assert got["r"]["fallback"] == "503" and [a["outcome"] for a in got["r"]["attempts"]] == ["503", "503"], got
+    assert got["s"]["fallback"] == "429" and [a["outcome"] for a in got["s"]["attempts"]] == ["429", "429"], got
+    m = metrics(aport)
+    assert m.value("lifeline_fallbacks_total", route="r", reason="503") == 1, m.grep("lifeline_fallbacks_total")
+    assert m.value("lifeline_fallbacks_total", route="s", reason="429") == 1, m.grep("lifeline_fallbacks_total")
+    assert m.value("lifeline_upstream_attempts_total", pool="p", server=busy.address, outcome="503") == 2
+    # a 4xx is not a failure of the server (SPEC §2 outlier): counted ok
+    assert m.value("lifeline_upstream_attempts_total", pool="q", server=slow.address, outcome="ok") == 2

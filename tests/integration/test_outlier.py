@@ -132,7 +132,7 @@ def test_failed_trial_ejects_again_for_twice_as_long(lifeline, upstream, raw_ups
     m = metrics(aport)
     assert m.value("lifeline_outlier_ejections_total", pool="p", server=flaky.address) == len(times)
     assert m.value("lifeline_upstream_attempts_total", pool="p", server=flaky.address,
-                   outcome="http_5xx") == len(times)
+                   outcome="503") == len(times)
     log = lf.stderr_text()
     assert "ejecting %s for 600 ms: its half-open trial failed" % flaky.address in log, log[-2000:]
     assert "ejecting %s for 1200 ms: its half-open trial failed" % flaky.address in log, log[-2000:]

@@ -167,7 +167,7 @@ static void test_503_retried_elsewhere(void **state)
 {
     (void)state;
     second_try(&(struct second_try){ "    retry: { backoff: { base: 1ms, max: 1ms } }\n", FX_GET("/busy"),
-                                     ANSWERS_503, true, 200, "http_5xx,ok" });
+                                     ANSWERS_503, true, 200, "503,ok" });
 }
 
 /* SPEC §3.1 and limits: no route is a 404 and a declared body over max_body_bytes a 413, both
