@@ -94,7 +94,7 @@ cat <<'EOF'
 lifeline demo — upstreams: app-1 :9001, app-2 :9002 (pool "app"), slow :9003 (pool "slow")
 Try, from another terminal:
 
-  curl -i localhost:8080/                      # "hello from app-1", then app-2: round robin
+  curl -i localhost:8080/                      # "hello from app-1" or app-2: ewma balancing (SPEC default)
   curl -i localhost:8080/echo                  # what the upstream got: X-Forwarded-*, X-Request-Id added
   curl -i localhost:8080/slow/slow?ms=200      # /slow/ route, prefix stripped: the slow upstream answers
   curl -i localhost:8080/slow/slow?ms=3000     # past the route's 2 s deadline: 504, x-lifeline-fallback: deadline
@@ -103,7 +103,7 @@ Try, from another terminal:
   curl -s localhost:8080/bytes/10000000 | wc -c   # a 10 MB body streamed
 
 Each upstream logs the requests it gets in build/demo/upstream-900N.log (tail -f them to watch
-round robin, retries and X-Request-Id). Ctrl-C stops everything.
+the balancing, retries and X-Request-Id). Ctrl-C stops everything.
 
 EOF
 print_urls
