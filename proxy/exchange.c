@@ -163,14 +163,12 @@ static struct hop_record *exchange_record_hop(struct exchange *ex, const struct 
 
 /* The hop ended with an HTTP answer. Its outcome is ok, or the status itself (SPEC §3.4) when it
  * is a failure (5xx) or listed in retry.on. */
-static void exchange_record_answer(struct exchange *ex, const struct hop *h, unsigned status, bool listed)
+static inline void exchange_record_answer(struct exchange *ex, const struct hop *h, unsigned status, bool listed)
 {
     struct hop_record *r = exchange_record_hop(ex, h, metric_answer_outcome(status), status);
 
-    if (r && (status >= 500 || listed) && status < 1000) {
-        snprintf(r->code, sizeof(r->code), "%u", status);
+    if (r && (status >= 500 || listed))
         r->outcome = NULL;
-    }
 }
 
 /* The request is answered (or abandoned): counts it and writes its access log line. Once. */
@@ -181,6 +179,7 @@ static void exchange_account(struct exchange *ex, unsigned status)
     struct route_metrics *m;
     ev_tstamp now = ev_now(w->loop), dur = now - ex->started;
     struct alog_attempt att[ALOG_MAX_ATTEMPTS];
+    char codes[ALOG_MAX_ATTEMPTS][4];
     struct alog_entry e;
 
     if (ex->accounted || !ex->req)
@@ -207,7 +206,9 @@ static void exchange_account(struct exchange *ex, unsigned status)
     e.fallback = alog_cstr(ex->fallback_reason);
     for (unsigned i = 0; i < ex->nhoplog && i < ALOG_MAX_ATTEMPTS; i++) {
         const struct hop_record *r = &ex->hoplog[i];
-        att[i] = (struct alog_attempt){ alog_cstr(r->server), alog_cstr(r->outcome ? r->outcome : r->code), r->status, r->connect_ms,
+        att[i] = (struct alog_attempt){ alog_cstr(r->server),
+                                        alog_cstr(r->outcome ? r->outcome : metric_code_text(r->status, codes[i])),
+                                        r->status, r->connect_ms,
                                         r->response_ms, r->backoff_ms,
                                         (struct alog_str){ r->span_id, sizeof(r->span_id) } };
         e.nattempts = i + 1;

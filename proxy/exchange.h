@@ -117,9 +117,8 @@ struct exchange {
                                          * out, often by the same client) skips the formatting */
     struct hop_record {                 /* for the access log: one per attempt, in order */
         const char *server;             /* the server's address text (conf snapshot) */
-        const char *outcome;            /* static string; NULL: the status is the outcome (code) */
+        const char *outcome;            /* static string; NULL: the status is the outcome (its code) */
         unsigned status;
-        char code[4];                   /* the status's digits when it is the outcome */
         int connect_ms, response_ms;    /* -1: did not happen */
         int backoff_ms;                 /* waited after it before the next attempt; -1: none */
         char span_id[16];               /* its traceparent span id (hex) */

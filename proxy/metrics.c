@@ -52,8 +52,7 @@ unsigned metric_reason_of(const char *reason)
     return code >= MR_CODE_FIRST && code <= MR_CODE_LAST ? MR_COUNT + code - MR_CODE_FIRST : MR_STATUS;
 }
 
-/* The three digits of code in tmp. */
-static const char *code_text(unsigned code, char tmp[4])
+const char *metric_code_text(unsigned code, char tmp[4])
 {
     tmp[0] = (char)('0' + code / 100 % 10);
     tmp[1] = (char)('0' + code / 10 % 10);
@@ -64,21 +63,14 @@ static const char *code_text(unsigned code, char tmp[4])
 
 const char *metric_reason_label(unsigned k, char tmp[4])
 {
-    return k < MR_COUNT ? metric_reason_names[k] : code_text(k - MR_COUNT + MR_CODE_FIRST, tmp);
-}
-
-unsigned metric_attempt_slot(unsigned midx, unsigned status)
-{
-    if (midx == METRIC_OUTCOME_5XX && status >= 500 && status <= METRIC_CODE_LAST)
-        return METRIC_OUTCOMES + status - 500;
-    return midx;
+    return k < MR_COUNT ? metric_reason_names[k] : metric_code_text(k - MR_COUNT + MR_CODE_FIRST, tmp);
 }
 
 const char *metric_attempt_label(unsigned k, char tmp[4])
 {
     if (k == METRIC_OUTCOME_5XX)
         return "5xx";
-    return k < METRIC_OUTCOMES ? metric_outcome_names[k] : code_text(k - METRIC_OUTCOMES + 500, tmp);
+    return k < METRIC_OUTCOMES ? metric_outcome_names[k] : metric_code_text(k - METRIC_OUTCOMES + 500, tmp);
 }
 
 void metrics_request(struct route_metrics *m, unsigned status, double seconds)

@@ -35,6 +35,8 @@ extern const char *const metric_reason_names[MR_COUNT];
 unsigned metric_reason_of(const char *reason);
 /* The label of fallback slot k (< MR_SLOTS); tmp holds a code's digits. */
 const char *metric_reason_label(unsigned k, char tmp[4]);
+/* The three digits of a status code (100..999) in tmp. */
+const char *metric_code_text(unsigned code, char tmp[4]);
 
 /* Attempt outcomes counted by lifeline_upstream_attempts_total: the hop_outcome values (ok being
  * an answer below 500), then "http_5xx", then "cancelled" (the loser of a hedge or race). The one
@@ -53,7 +55,12 @@ extern const char *const metric_outcome_names[METRIC_OUTCOMES];
  * it stays in METRIC_OUTCOME_5XX, labelled "5xx". */
 #define METRIC_CODE_LAST 511
 #define METRIC_ATTEMPT_SLOTS (METRIC_OUTCOMES + METRIC_CODE_LAST - 500 + 1)
-unsigned metric_attempt_slot(unsigned midx, unsigned status);
+static inline unsigned metric_attempt_slot(unsigned midx, unsigned status)
+{
+    if (midx == METRIC_OUTCOME_5XX && status >= 500 && status <= METRIC_CODE_LAST)
+        return METRIC_OUTCOMES + status - 500;
+    return midx;
+}
 
 /* The outcome of an attempt answered with this status: ok below 500, else METRIC_OUTCOME_5XX. */
 static inline unsigned metric_answer_outcome(unsigned status)
