@@ -72,7 +72,7 @@ static int head_done(struct head *h, struct fallback_out *o)
 /* Status line and the headers every fallback answer carries. */
 static void head_start(struct head *h, unsigned status, const struct fallback_answer *a)
 {
-    head_printf(h, "HTTP/1.1 %u %s\r\n", status, h1_reason(status));
+    head_printf(h, "HTTP/1.1 %u %s\r\ndate: %s\r\n", status, h1_reason(status), h1_date_now());
     head_puts(h, "x-lifeline-fallback: ");
     head_puts(h, a->reason);
     head_puts(h, "\r\nx-request-id: ");

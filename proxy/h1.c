@@ -35,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
@@ -911,14 +912,23 @@ static inline __attribute__((always_inline)) int head_field(struct h1_parser *p,
         if (NAME_IS(hd, "te"))
             hd->flags |= H1_HDR_HOP;
         break;
-    case 4:
-        if (NAME_IS(hd, "host")) {
+    case 4: {
+        /* the four bytes at once: OR 0x20 lower-cases letters and maps nothing else onto one */
+        uint32_t w4, host4, date4;
+        memcpy(&w4, hd->name, 4);
+        memcpy(&host4, "host", 4);
+        memcpy(&date4, "date", 4);
+        w4 |= 0x20202020u;
+        if (w4 == host4) {
             if (h->host >= 0)
                 return h1_fail(p, p->kind == H1_REQUEST ? 400 : 502, "more than one Host header");
             h->host = (int)i;
             hd->flags |= H1_HDR_HOST;
+        } else if (w4 == date4) {
+            h->has_date = true;
         }
         break;
+    }
     case 6:
         if (NAME_IS(hd, "expect")) {
             hd->flags |= H1_HDR_HOP;
@@ -2418,6 +2428,12 @@ int h1_write_response_head(struct buf *out, const struct h1_head *resp, const st
             continue;
         put_header(&s, hd->name, hd->name_len, hd->value, hd->value_len);
     }
+    if (!resp->has_date && resp->status >= 200) {
+        /* RFC 9110 §6.6.1: a response forwarded without a Date gets one from the recipient's clock */
+        PUT_LIT(&s, "date: ");
+        puts_(&s, h1_date_now());
+        PUT_LIT(&s, "\r\n");
+    }
     put_common(&s, resp, o->request_id, o->request_id_len, o->chunked, o->content_length, o->upgrade);
     /* (a tunnel's Connection: upgrade was written by put_common) */
     if (!o->upgrade && o->close) {
@@ -2438,6 +2454,8 @@ int h1_write_simple_response(struct buf *out, unsigned status, const char *extra
     put_num(&s, status);
     PUT_LIT(&s, " ");
     puts_(&s, h1_reason(status));
+    PUT_LIT(&s, "\r\ndate: ");
+    puts_(&s, h1_date_now());
     PUT_LIT(&s, "\r\n");
     if (extra)
         puts_(&s, extra);
@@ -2452,6 +2470,24 @@ int h1_write_simple_response(struct buf *out, unsigned status, const char *extra
     if (body && !head_only)
         put(&s, body, body_len);
     return stage_commit(out, &s);
+}
+
+const char *h1_date_now(void)
+{
+    static const char days[7][4] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };
+    static const char months[12][4] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                        "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
+    static _Thread_local time_t last = -1;
+    static _Thread_local char text[32];
+    time_t now = time(NULL);
+    struct tm tm;
+
+    if (now != last && gmtime_r(&now, &tm)) {
+        snprintf(text, sizeof(text), "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday % 7], tm.tm_mday,
+                 months[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        last = now;
+    }
+    return text;
 }
 
 const char *h1_reason(unsigned status)

@@ -75,6 +75,7 @@ struct h1_head {
     bool keep_alive;         /* the peer wants the connection kept (version + Connection) */
     bool upgrade;            /* request: Upgrade + Connection: upgrade; response: 101 */
     bool expect_continue;    /* Expect: 100-continue */
+    bool has_date;           /* a Date header (a response without one gets lifeline's: RFC 9110 §6.6.1) */
     int host;                /* index of Host in hdrs, -1 when absent */
     int request_id;          /* index of X-Request-Id, -1 when absent */
     int traceparent;         /* index of traceparent, -1 when absent, -2 when more than one */
@@ -199,6 +200,9 @@ int h1_write_simple_response(struct buf *out, unsigned status, const char *extra
 
 /* "OK", "Bad Gateway", ...; "Unknown" for codes it does not know. */
 const char *h1_reason(unsigned status);
+/* The current time as an IMF-fixdate (RFC 9110 §5.6.7, "Sun, 06 Nov 1994 08:49:37 GMT"), for the
+ * Date header of lifeline's own answers; formatted once per second per thread. */
+const char *h1_date_now(void);
 
 /* Host value (or an absolute-form authority) shaped as RFC 3986 host[:port]: reg-name, IPv4 or an
  * IP-literal in brackets, then digits after ':'. No spaces, userinfo ('@'), path, controls or

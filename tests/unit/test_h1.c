@@ -1914,7 +1914,9 @@ static bool hline_match(const struct hline *a, const struct hline *b)
 }
 
 /* Checks a written head: start line, the `ordered` lines in this order (with nothing else between
- * them but `anywhere` lines), each `anywhere` line exactly once, nothing more; ends with CRLF CRLF. */
+ * them but `anywhere` lines), each `anywhere` line exactly once, nothing more; ends with CRLF CRLF.
+ * A final response (2xx..5xx) that names no Date in either list must carry exactly one of
+ * lifeline's (RFC 9110 §6.6.1: an IMF-fixdate of today), wherever it is. */
 static void check_written_head(const char *s, size_t n, const char *line, bool line_prefix,
                                const char *ordered, const char *anywhere)
 {
@@ -1936,6 +1938,19 @@ static void check_written_head(const char *s, size_t n, const char *line, bool l
         ng = split_lines(e + 2, (size_t)(hend - (e + 2)), "\r\n", got, NELEM(got));
     no = split_lines(ordered, strlen(ordered), "\n", ord, NELEM(ord));
     na = split_lines(anywhere ? anywhere : "", anywhere ? strlen(anywhere) : 0, "\n", any, NELEM(any));
+    if (n > 12 && memcmp(s, "HTTP/1.1 ", 9) == 0 && s[9] >= '2' && !strcasestr(ordered, "date:") &&
+        !(anywhere && strcasestr(anywhere, "date:"))) {
+        const char *today = h1_date_now();
+        size_t cnt = 0;
+        for (size_t g = 0; g < ng; g++)
+            if (strcasecmp(got[g].name, "date") == 0) {
+                CHECK(strlen(got[g].value) == 29 && memcmp(got[g].value, today, 16) == 0 &&
+                      strcmp(got[g].value + 25, " GMT") == 0, "date \"%s\" is not today's", got[g].value);
+                got[g].used = true;
+                cnt++;
+            }
+        CHECK(cnt == 1, "%zu Date headers in \"%s\"", cnt, esc(s, n));
+    }
     for (size_t a = 0; a < na; a++) {
         size_t cnt = 0;
         for (size_t g = 0; g < ng; g++)
@@ -2741,7 +2756,7 @@ static void test_write_numbers(void **state)
 {
     struct h1_resp_out o;
     struct buf w;
-    char want[64];
+    char want[96];
     int64_t vals[64];
     size_t nv = 0;
 
@@ -2753,13 +2768,14 @@ static void test_write_numbers(void **state)
         vals[nv++] = p * 7 + 3;
     }
     vals[nv++] = INT64_MAX;
-    parse_one(H1_RESPONSE, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", false);
+    /* (with a Date of its own: lifeline adds none) */
+    parse_one(H1_RESPONSE, "HTTP/1.1 200 OK\r\nDate: D\r\nContent-Length: 0\r\n\r\n", false);
     for (size_t i = 0; i < nv; i++) {
         memset(&o, 0, sizeof(o));
         o.content_length = vals[i];
         assert_int_equal(buf_init(&w, 256), 0);
         assert_int_equal(h1_write_response_head(&w, h1_parser_head(fx.p), &o), 0);
-        snprintf(want, sizeof(want), "HTTP/1.1 200 OK\r\ncontent-length: %lld\r\n\r\n", (long long)vals[i]);
+        snprintf(want, sizeof(want), "HTTP/1.1 200 OK\r\nDate: D\r\ncontent-length: %lld\r\n\r\n", (long long)vals[i]);
         CHECK(w.len == strlen(want) && memcmp(buf_head(&w), want, w.len) == 0, "%lld: wrote %s",
               (long long)vals[i], esc(buf_head(&w), w.len));
         buf_free(&w);
