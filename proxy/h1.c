@@ -860,9 +860,10 @@ static int head_start(struct h1_parser *p, unsigned major, unsigned minor, unsig
 {
     struct h1_head *h = &p->head;
 
+    /* HTTP/1.x above 1.1 is read as 1.1 (RFC 9110 §2.5, as nginx does); another major is 505 */
     h->http_major = major;
-    h->http_minor = minor;
-    if (major != 1 || minor > 1)
+    h->http_minor = minor > 1 ? 1 : minor;
+    if (major != 1)
         return h1_fail(p, p->kind == H1_REQUEST ? 505 : 502, "unsupported HTTP version");
     if (p->kind == H1_REQUEST) {
         h->method = method_of(method);

@@ -106,6 +106,28 @@ def test_every_rejection_carries_a_request_id(proxy):
     assert up.completed == []
 
 
+def test_higher_http1_minor_version_is_read_as_1_1(proxy, lifeline, raw_upstream):
+    """RFC 9110 §2.5: a message in HTTP/1.x above 1.1 is processed as 1.1 (nginx does), both ways:
+    a request is served (kept alive, Host required as in 1.1), an upstream's HTTP/1.2 answer passes.
+    Only another major version is 505."""
+    lf, up = proxy
+    with Conn(lf.port) as c:
+        c.send(b"GET /echo/a HTTP/1.2\r\nHost: test.local\r\n\r\n")
+        r = c.read_response(timeout=t(3))
+        assert r.status == 200 and r.header("connection") != "close", r
+        c.send(b"GET /echo/b HTTP/1.9\r\n\r\n")   # no Host: 400, as for 1.1
+        assert c.read_response(timeout=t(3)).status == 400
+    assert up.requests[-1].target == "/echo/a"
+
+    async def answer(conn, req):
+        await conn.send(b"HTTP/1.2 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    from faults import each_request
+    odd = raw_upstream(each_request(answer))
+    lf2 = lifeline(pools={"p": pool(odd)})
+    r = lf2.fetch("GET", "/x")
+    assert r.status == 200 and r.body == b"ok", r
+
+
 def test_lf_only_head_is_served(proxy):
     """RFC 9112 §2.2: a head whose lines all end with a bare LF is accepted (nginx and HAProxy do)."""
     lf, up = proxy

@@ -629,7 +629,10 @@ static const struct req_case req_cases[] = {
     { "tab_before_colon", "GET /" H11 "X-A\t: b\r\n\r\n", .err = 400 },
     { "version_2_0", "GET / HTTP/2.0\r\nHost: example.com\r\n\r\n", .err = 505 },
     { "version_3_1", "GET / HTTP/3.1\r\nHost: example.com\r\n\r\n", .err = 505 },
-    { "version_1_2", "GET / HTTP/1.2\r\nHost: example.com\r\n\r\n", .err = 505 },
+    /* HTTP/1.x above 1.1 is read as 1.1 (RFC 9110 §2.5) */
+    { "version_1_2", "GET / HTTP/1.2\r\nHost: example.com\r\n\r\n", .method = H1_M_GET, .minor = 1, .cl = -1,
+      .keep_alive = true },
+    { "version_1_2_needs_host", "GET / HTTP/1.2\r\n\r\n", .err = 400 },
     { "version_0_9", "GET / HTTP/0.9\r\nHost: example.com\r\n\r\n", .err = 505 },
     /* a major version alone is a version lifeline does not support, not a malformed line */
     { "version_2_no_minor", "GET / HTTP/2\r\nHost: example.com\r\n\r\n", .err = 505 },
