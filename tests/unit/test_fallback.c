@@ -227,7 +227,7 @@ static const char *cut_date(struct fallback_out *o, bool stale)
     const size_t day = strlen("Fri, 04 Dec 2026");
 
     if (stale)
-        return strstr(o->head, "\r\ndate: ") ? "a stale copy got a date of lifeline's" : NULL;
+        return memmem(o->head, o->head_len, "\r\ndate: ", 8) ? "a stale copy got a date of lifeline's" : NULL;
     if (!line || strlen(now) != 29)
         return "no status line";
     at = (size_t)(line + 1 - o->head);
