@@ -1092,10 +1092,8 @@ static const char *exchange_reason(struct exchange *ex, char *tmp, size_t n)
 {
     if (ex->last_verdict == RETRY_BUDGET)
         return "budget";
-    if (ex->last_outcome == HOP_OK) {
-        snprintf(tmp, n, "%u", ex->last_status);
-        return tmp;
-    }
+    if (ex->last_outcome == HOP_OK && n >= 4)
+        return metric_code_text(ex->last_status, tmp);   /* the status: 3 digits (parser: 100..599) */
     if (ex->last_outcome == HOP_DEADLINE || ex->last_verdict == RETRY_NO_TIME ||
         ex->deadline <= ev_now(ex_worker(ex)->loop))
         return "deadline";

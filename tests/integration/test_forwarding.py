@@ -1,12 +1,14 @@
 """SPEC §4: forwarding rules (framing, keep-alive, pipelining, hop-by-hop, X-Forwarded-*, ...)."""
 
 import asyncio
+import email.utils
 import os
 import re
 import time
 
 from conftest import (Conn, build_request, chunked_body, pattern_bytes, pattern_sha, pool, sha,
                       t, wait_for)
+from faults import refused, status_script
 
 
 def proxy_for(lifeline, up, **kw):
@@ -480,24 +482,21 @@ def _dates(r):
 
 def _recent_http_date(v):
     """v is an IMF-fixdate (RFC 9110 §5.6.7) within a minute of now."""
-    import email.utils
     assert re.fullmatch(r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
                         r"\d{4} \d\d:\d\d:\d\d GMT", v), v
     return abs(email.utils.parsedate_to_datetime(v).timestamp() - time.time()) < 60
 
 
-def test_date_on_own_answers_and_on_responses_without_one(lifeline, raw_upstream, upstream):
+def test_date_on_own_answers_and_on_responses_without_one(lifeline, raw_upstream):
     """RFC 9110 §6.6.1: lifeline's own answers carry a Date (it is their origin), and a response
     forwarded without one gets one; an upstream's own Date passes through, alone."""
-    from faults import refused, status_script
     bare = raw_upstream(status_script(200, body=b"bare"))
     dated = raw_upstream(status_script(200, headers=[("Date", "Sun, 06 Nov 1994 08:49:37 GMT")], body=b"dated"))
     lf = lifeline(pools={"bare": pool(bare), "dated": pool(dated), "dead": pool(refused())},
                   routes=[{"match": {"path": "/bare"}, "pool": "bare"},
                           {"match": {"path": "/dated"}, "pool": "dated"},
                           {"match": {"path": "/dead"}, "pool": "dead"},
-                          {"match": {"path": "/fb"}, "pool": "dead", "fallback": {"status": 503, "body": "x"}},
-                          {"match": {"path": "/only/"}, "pool": "bare"}])
+                          {"match": {"path": "/fb"}, "pool": "dead", "fallback": {"status": 503, "body": "x"}}])
     r = lf.fetch("GET", "/bare")
     assert r.status == 200 and r.body == b"bare" and len(_dates(r)) == 1 and _recent_http_date(_dates(r)[0]), r
     r = lf.fetch("GET", "/dated")

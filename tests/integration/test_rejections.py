@@ -6,6 +6,7 @@ import time
 import pytest
 
 from conftest import Conn, build_request, chunked_body, pool, sha, t
+from faults import each_request
 
 MAX_HEADER = 4096
 MAX_BODY = 1024
@@ -121,7 +122,6 @@ def test_higher_http1_minor_version_is_read_as_1_1(proxy, lifeline, raw_upstream
 
     async def answer(conn, req):
         await conn.send(b"HTTP/1.2 200 OK\r\nContent-Length: 2\r\n\r\nok")
-    from faults import each_request
     odd = raw_upstream(each_request(answer))
     lf2 = lifeline(pools={"p": pool(odd)})
     r = lf2.fetch("GET", "/x")
