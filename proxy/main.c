@@ -28,6 +28,7 @@
 #include <sys/inotify.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <ev.h>
@@ -213,8 +214,18 @@ static int listeners_free(const struct conf *c, const struct conf *running, cons
     return bad ? -1 : 0;
 }
 
-/* watch_config's inotify descriptor and timers (see watch_add_all below). */
-static struct { int fd; ev_io io; ev_timer debounce; bool on; } watch = { .fd = -1 };
+/* What stat() says of the configuration file (through its symlinks); ok false when it failed. */
+struct file_id {
+    bool ok;
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtime, ctime;
+};
+
+/* watch_config's inotify descriptor and timers (see watch_add_all below), and the file as last
+ * seen. */
+static struct { int fd; ev_io io; ev_timer debounce; bool on; struct file_id seen; } watch = { .fd = -1 };
 static void watch_stop(struct ev_loop *loop)
 {
     if (!watch.on)
@@ -312,10 +323,13 @@ static void apply_conf(struct ev_loop *loop, struct conf *nc, const char *why, i
 /* watch_config: inotify on the file, the directory it is named in and the directory it resolves
  * to. Kubernetes updates a ConfigMap volume by swapping the `..data` symlink in the directory (the
  * file is a symlink through it), editors and `mv` replace the file by a rename, `>` rewrites it in
- * place: each shows up as one of these events. Events are debounced (a burst from one update makes
- * one reload, 200 ms after the last event); a reload whose file has the same bytes as the running
- * one is dropped. Watches are re-added after each burst, since a rename or swap replaces what the
- * old ones watched. */
+ * place: each shows up as one of these events. A directory's events also report every other file
+ * in it (the access log written next to the config, say): a batch of events counts only when the
+ * file, stat'ed through its symlinks, is not what it was (another inode, size, mtime or ctime), so
+ * writes elsewhere never hold a reload back. Changes are debounced (a burst from one update makes
+ * one reload, 200 ms after the last change seen); a reload whose file has the same bytes as the
+ * running one is dropped. Watches are re-added after each burst, since a rename or swap replaces
+ * what the old ones watched. */
 #define WATCH_DEBOUNCE 0.2
 
 static void watch_add_all(void)
@@ -338,6 +352,25 @@ static void watch_add_all(void)
     }
 }
 
+static struct file_id file_id_of(const char *path)
+{
+    struct file_id id = { 0 };
+    struct stat st;
+
+    if (stat(path, &st) == 0)
+        id = (struct file_id){ true, st.st_dev, st.st_ino, st.st_size, st.st_mtim, st.st_ctim };
+    return id;
+}
+
+static bool file_id_same(const struct file_id *a, const struct file_id *b)
+{
+    if (a->ok != b->ok)
+        return false;
+    return !a->ok || (a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+                      a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec &&
+                      a->ctime.tv_sec == b->ctime.tv_sec && a->ctime.tv_nsec == b->ctime.tv_nsec);
+}
+
 static void on_watch_debounce(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop;
@@ -352,10 +385,15 @@ static void on_watch_debounce(struct ev_loop *loop, ev_timer *t, int revents)
 static void on_watch_event(struct ev_loop *loop, ev_io *io, int revents)
 {
     char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+    struct file_id now;
 
     (void)revents;
     while (read(io->fd, buf, sizeof buf) > 0)
-        ;   /* which event does not matter: the reload compares the bytes */
+        ;   /* which event does not matter: the file's identity says whether it changed */
+    now = file_id_of(conf_path);
+    if (file_id_same(&now, &watch.seen))
+        return;
+    watch.seen = now;
     watch.debounce.repeat = WATCH_DEBOUNCE;
     ev_timer_again(loop, &watch.debounce);
 }
@@ -374,6 +412,7 @@ static void watch_update(struct ev_loop *loop)
             return;
         }
         watch_add_all();
+        watch.seen = file_id_of(conf_path);
         ev_io_init(&watch.io, on_watch_event, watch.fd, EV_READ);
         ev_io_start(loop, &watch.io);
         ev_init(&watch.debounce, on_watch_debounce);

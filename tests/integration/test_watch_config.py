@@ -4,6 +4,8 @@ symlink the file is reached through."""
 
 import copy
 import os
+import threading
+import time
 
 from conftest import pool, t, wait_for, write_config
 from ops import RELOADED, write_config_atomic
@@ -31,7 +33,6 @@ def test_watch_config_atomic_rename(lifeline, upstream):
     with open(os.path.join(os.path.dirname(lf.cfg_path), "unrelated.txt"), "w") as f:
         f.write("x")
     write_config_atomic(lf.cfg_path, cfg)
-    import time
     time.sleep(t(0.8))
     assert reloads(lf) == 1, lf.stderr_text()[-2000:]
     # an invalid file: reported, the running config kept, and a fix is picked up
@@ -54,6 +55,40 @@ def test_watch_config_in_place_write(lifeline, upstream):
     write_config(lf.cfg_path, cfg)   # truncate and write: debounced to one reload of the whole file
     wait_reloads(lf, 1)
     assert lf.fetch("GET", "/echo").header("x-upstream") == "two"
+
+
+def test_watch_config_is_not_held_back_by_writes_next_to_it(lifeline, upstream):
+    """Another file in the config's directory written all the time (its access log, say) neither
+    delays a change's reload past the debounce nor causes reloads of its own."""
+    up1, up2 = upstream("one"), upstream("two")
+    lf = lifeline(pools={"p": pool(up1)}, extra={"watch_config": True})
+    noise = os.path.join(os.path.dirname(lf.cfg_path), "access.log")
+    stop = threading.Event()
+
+    def scribble():
+        with open(noise, "a") as f:
+            while not stop.is_set():
+                f.write("line\n")
+                f.flush()
+                time.sleep(0.05)
+
+    writer = threading.Thread(target=scribble, daemon=True)
+    writer.start()
+    try:
+        time.sleep(t(0.5))
+        assert reloads(lf) == 0, lf.stderr_text()[-2000:]
+        cfg = copy.deepcopy(lf.config)
+        cfg["pools"] = {"p": pool(up2)}
+        write_config_atomic(lf.cfg_path, cfg)
+        start = time.monotonic()
+        wait_reloads(lf, 1)
+        # 200 ms of debounce; the writer never paused (before, each of its writes restarted it)
+        assert time.monotonic() - start < t(2.0), "reload held back while the writer ran"
+        assert writer.is_alive()
+        assert lf.fetch("GET", "/echo").header("x-upstream") == "two"
+    finally:
+        stop.set()
+        writer.join()
 
 
 def test_watch_config_kubernetes_symlink_swap(lifeline, upstream, tmp_path):
@@ -91,7 +126,6 @@ def test_watch_config_off_by_default(lifeline, upstream):
     cfg = copy.deepcopy(lf.config)
     cfg["pools"] = {"p": pool(up2)}
     write_config_atomic(lf.cfg_path, cfg)
-    import time
     time.sleep(t(0.8))
     assert reloads(lf) == 0
     assert lf.fetch("GET", "/echo").header("x-upstream") == "one"
