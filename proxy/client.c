@@ -669,15 +669,41 @@ static void client_write_cb(struct client *c)
     client_flush(c);
 }
 
+/* The request line of a head answered before it completed, as the client sent it, for its log
+ * line: from raw (the head's bytes from its first one, when the caller still has them: a head
+ * parsed whole at each read, see client_step) or else from what the parser stored. Leading empty
+ * lines are skipped, as the parser skips them. Any bytes: the log escapes them. */
+static void client_head_seen(struct client *c, const char *raw, size_t raw_len, struct alog_str *method,
+                             struct alog_str *target)
+{
+    const char *e = raw + raw_len, *q;
+
+    if (!raw) {
+        *method = *target = (struct alog_str){ "", 0 };
+        if (c->parser)
+            h1_parser_request_seen(c->parser, &method->s, &method->n, &target->s, &target->n);
+        return;
+    }
+    while (raw < e && (*raw == '\r' || *raw == '\n'))
+        raw++;
+    for (q = raw; q < e && *q != ' ' && *q != '\r' && *q != '\n'; q++)
+        ;
+    *method = (struct alog_str){ raw, (size_t)(q - raw) };
+    raw = q < e && *q == ' ' ? q + 1 : q;
+    for (q = raw; q < e && *q != ' ' && *q != '\r' && *q != '\n'; q++)
+        ;
+    *target = (struct alog_str){ raw, (size_t)(q - raw) };
+}
+
 /* The count of an answer to a head, which no exchange counts (SPEC §5: lifeline_requests_total,
  * the duration histogram and time series, with the requests that matched no route, route="", like
  * an unrouted 404): header_timeout's 408 (a connection that sent at least one byte of its head;
- * one that sent nothing closes quietly) and the 400/414/431/501/505 for a bad head. With log, its
- * access-log line too, as nginx logs its 408 (a malformed head is not logged: test_accesslog),
- * with the request id the answer carried (rid). What was not read is empty (method, target) or
- * null (route, trace_id); the duration runs
- * from the start of the head's timer (the accept, or the head's first byte). */
-static void client_count_head(struct client *c, unsigned status, size_t bytes, bool log,
+ * one that sent nothing closes quietly) and the 400/414/431/501/505 for a bad head. Its access-log
+ * line too, as nginx and HAProxy log theirs, with the request line as far as it was read
+ * (client_head_seen: raw, raw_len) and the request id the answer carried (rid); route and trace_id
+ * are null. The duration runs from the start of the head's timer (the accept, or the head's first
+ * byte). */
+static void client_count_head(struct client *c, unsigned status, size_t bytes, const char *raw, size_t raw_len,
                               const char *rid, size_t rid_len)
 {
     struct worker *w = c->w;
@@ -688,12 +714,12 @@ static void client_count_head(struct client *c, unsigned status, size_t bytes, b
 
     metrics_request(&w->rmetrics[METRIC_ROUTE_NONE], status, dur);
     series_request(w->id, SERIES_ROUTES, status, false, dur, now);
-    if (!log || !w->alog.data)
+    if (!w->alog.data)
         return;
     memset(&e, 0, sizeof(e));
     e.time = now;
     e.client = (struct alog_str){ addr, client_addr_text(c, addr) };
-    e.method = e.target = (struct alog_str){ "", 0 };
+    client_head_seen(c, raw, raw_len, &e.method, &e.target);
     e.request_id = (struct alog_str){ rid, rid_len };
     e.status = status;
     e.bytes = bytes;
@@ -701,8 +727,9 @@ static void client_count_head(struct client *c, unsigned status, size_t bytes, b
     alog_write(&w->alog, &e);
 }
 
-/* Answers a malformed or over-limit request and closes after it. */
-static void client_reject(struct client *c, unsigned status, const char *why)
+/* Answers a malformed or over-limit request and closes after it. For a head, raw (may be NULL) is
+ * what client_head_seen reads its request line from. */
+static void client_reject(struct client *c, unsigned status, const char *why, const char *raw, size_t raw_len)
 {
     struct buf *out;
     char body[160];
@@ -712,12 +739,10 @@ static void client_reject(struct client *c, unsigned status, const char *why)
     char rid[EXCHANGE_REQUEST_ID_MAX + 1] = "";
     size_t rid_len = 0;
     int n, elen;
-    /* No exchange counts an answer to a head (header_timeout's 408, or a 400/414/431/501/505 for
-     * a bad head): it is counted here (SPEC §5), and only the 408 is logged (a malformed head
-     * is not: test_accesslog). An exchange running (a body that stopped coming or broke its
-     * framing) is counted and logged with this status, not as a 499. */
+    /* No exchange counts or logs an answer to a head (header_timeout's 408, or a 400/414/431/501/
+     * 505 for a bad head): it is done here (SPEC §5). An exchange running (a body that stopped
+     * coming or broke its framing) is counted and logged with this status, not as a 499. */
     bool head_answer = !c->ex && (c->phase == CLIENT_HEAD || status != 408);
-    bool cut_head = status == 408 && !c->ex && c->phase == CLIENT_HEAD;
 
     if (c->ex) {
         elen = snprintf(extra, sizeof(extra), "x-request-id: %s\r\n", c->ex->request_id);
@@ -754,7 +779,7 @@ static void client_reject(struct client *c, unsigned status, const char *why)
     c->close_after = true;
     client_uncount(c);
     if (head_answer)
-        client_count_head(c, status, out->len, cut_head, rid, rid_len);
+        client_count_head(c, status, out->len, raw, raw_len, rid, rid_len);
     if (c->phase != CLIENT_LINGER)
         c->phase = CLIENT_BODY;   /* input is untrusted from here: linger, never parse it */
     client_flush(c);
@@ -820,10 +845,14 @@ static void client_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
             return;
         ev_timer_stop(loop, t);   /* whatever follows arms it again if a deadline remains */
         switch (c->phase) {
-        case CLIENT_HEAD:
+        case CLIENT_HEAD: {
+            /* a head parsed whole at each read is all in the input buffer (client_step) */
+            bool whole = !c->parser && c->in.len > 0;
             log_debug("client %s: header_timeout", CLIENT_ADDR_DBG(c));
-            client_reject(c, 408, "request head not received in time");
+            client_reject(c, 408, "request head not received in time", whole ? buf_head(&c->in) : NULL,
+                          whole ? c->in.len : 0);
             return;
+        }
         case CLIENT_BODY:
             if (c->answer_done || (c->ex && (c->ex->state == EX_STREAMING || c->ex->state == EX_TUNNEL ||
                                              c->ex->state == EX_LOCAL))) {
@@ -831,7 +860,7 @@ static void client_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
                 return;
             }
             log_debug("client %s: body_timeout", CLIENT_ADDR_DBG(c));
-            client_reject(c, 408, "request body not received in time");
+            client_reject(c, 408, "request body not received in time", NULL, 0);
             return;
         default:
             client_close(c);   /* idle keep-alive, first request never started, or lingering */
@@ -945,6 +974,8 @@ static bool client_step(struct client *c)
 
     case CLIENT_HEAD: {
         bool lent = false;
+        const char *head;
+        size_t head_len;
         if (c->in.len == 0)
             return false;
         if (!c->parser) {
@@ -957,7 +988,9 @@ static bool client_step(struct client *c)
              * for the call: a client dribbling a head holds its few bytes, never a parser. */
             lent = c->in.cap < WORKER_BLOCK;
         }
-        ev = h1_parse(c->parser, buf_head(&c->in), c->in.len, &used);
+        head = buf_head(&c->in);
+        head_len = c->in.len;
+        ev = h1_parse(c->parser, head, head_len, &used);
         if (ev == H1_NEED_MORE && lent) {
             worker_req_parser_put(w, c->parser);
             c->parser = NULL;
@@ -969,11 +1002,12 @@ static bool client_step(struct client *c)
         if (ev == H1_ERROR) {
             const char *why = NULL;
             unsigned st = h1_parser_error(c->parser, &why);
-            client_reject(c, st ? st : 400, why);
+            /* a lent parser read the head from its first byte (its bytes are still there) */
+            client_reject(c, st ? st : 400, why, lent ? head : NULL, lent ? head_len : 0);
             return false;
         }
         if (ev != H1_HEAD) {
-            client_reject(c, 400, "unexpected message end");
+            client_reject(c, 400, "unexpected message end", NULL, 0);
             return false;
         }
         c->phase = CLIENT_BODY;
@@ -1023,14 +1057,14 @@ static bool client_step(struct client *c)
             const char *why = NULL;
             unsigned st = h1_parser_error(c->parser, &why);
             if (c->ex->state == EX_UPSTREAM) {
-                client_reject(c, st ? st : 400, why);
+                client_reject(c, st ? st : 400, why, NULL, 0);
             } else {
                 client_close(c);
             }
             return false;
         }
         case H1_HEAD:
-            client_reject(c, 400, "unexpected head");
+            client_reject(c, 400, "unexpected head", NULL, 0);
             return false;
         }
         return false;

@@ -1253,6 +1253,25 @@ size_t h1_parser_capacity(const struct h1_parser *p)
     return p->max_head;
 }
 
+void h1_parser_request_seen(const struct h1_parser *p, const char **method, size_t *method_len,
+                            const char **target, size_t *target_len)
+{
+    const struct h1_head *h = &p->head;
+
+    *target = h->target_len ? h->target : "";
+    *target_len = h->target_len;
+    if (h->method_name) {
+        *method = h->method_name;
+        *method_len = h->method_len;
+    } else if (h->target_len) {   /* http-parser knows the method once the target has begun */
+        *method = http_method_str((enum http_method)p->hp.method);
+        *method_len = strlen(*method);
+    } else {
+        *method = "";
+        *method_len = 0;
+    }
+}
+
 void h1_parser_reset(struct h1_parser *p)
 {
     uint64_t max_body = p->max_body;

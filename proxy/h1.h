@@ -149,6 +149,13 @@ uint64_t h1_parser_body_bytes(const struct h1_parser *p);
  * table or arena could not grow) and a short reason. */
 unsigned h1_parser_error(const struct h1_parser *p, const char **why);
 
+/* Request parsers: the request line as far as it was read, for the log line of an answer to a head
+ * that never completed (400, 414, 431, 505 or header_timeout's 408): the method once the target
+ * has begun, the target as stored so far (bytes http-parser refused are not stored). Empty where
+ * nothing was read. Valid until the next h1_parse() or reset. */
+void h1_parser_request_seen(const struct h1_parser *p, const char **method, size_t *method_len,
+                            const char **target, size_t *target_len);
+
 /* What the writer emits for a forwarded request head. */
 struct h1_req_out {
     const char *target; size_t target_len;   /* request target to send (after strip_prefix) */
