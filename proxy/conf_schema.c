@@ -146,9 +146,12 @@ static void conf_post_stale_store(struct conf_loader *ld, yaml_node_t *map, void
 {
     struct conf *c = obj;
     char a[32], b[32];
+    yaml_node_t *m = conf_lookup(ld, map, "max_entry"), *z = conf_lookup(ld, map, "size");
     (void)seen;
+    /* a value already refused is not compared (its default would be named in its place) */
+    if ((m && conf_error_within(ld, m)) || (z && conf_error_within(ld, z)))
+        return;
     if (c->stale_store.size && c->stale_store.max_entry > c->stale_store.size) {
-        yaml_node_t *m = conf_lookup(ld, map, "max_entry");
         conf_fmt_size(a, sizeof a, c->stale_store.max_entry);
         conf_fmt_size(b, sizeof b, c->stale_store.size);
         conf_err(ld, m ? m : map, "stale_store max_entry (%s) must not exceed size (%s)", a, b);

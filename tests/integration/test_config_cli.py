@@ -168,6 +168,37 @@ routes:
     assert len(errs) == 4, errs
 
 
+def test_check_refused_value_is_not_compared_again(tmp_path):
+    """A value refused on its own is reported once: the cross-check of max_entry against size
+    named the default (1MiB) the file never said."""
+    errs, _ = check_invalid(tmp_path, """\
+listen:
+  - address: 127.0.0.1:8080
+stale_store: { size: 512, max_entry: 512 }
+pools:
+  api:
+    servers:
+      - { address: 127.0.0.1:9000 }
+routes:
+  - pool: api
+""")
+    assert [e[:2] for e in errs] == [(3, 38)], errs
+    assert "between 1KiB and 64MiB" in errs[0][2], errs
+    errs, _ = check_invalid(tmp_path, """\
+listen:
+  - address: 127.0.0.1:8080
+stale_store: { size: 4KiB, max_entry: 8KiB }
+pools:
+  api:
+    servers:
+      - { address: 127.0.0.1:9000 }
+routes:
+  - pool: api
+""")
+    assert [e[:2] for e in errs] == [(3, 39)], errs
+    assert "max_entry (8KiB) must not exceed size (4KiB)" in errs[0][2], errs
+
+
 def test_check_missing_file(tmp_path):
     path = str(tmp_path / "does-not-exist.yaml")
     r = run_cli(["-t", "-c", path])
