@@ -170,6 +170,9 @@ __attribute__((format(printf, 3, 4)))
 void conf_err(struct conf_loader *ld, const yaml_node_t *n, const char *fmt, ...);
 /* True when an error was reported inside node n (its value included). */
 bool conf_error_within(const struct conf_loader *ld, const yaml_node_t *n);
+/* True when mapping map has key and an error was reported in its value: a post hook's cross-check
+ * skips such a value (the default kept in its place is not what the file said). */
+bool conf_refused(struct conf_loader *ld, yaml_node_t *map, const char *key);
 
 /* Allocation that sets ld->oom on failure (the load then fails with "out of memory"). */
 void *conf_calloc(struct conf_loader *ld, size_t n, size_t size);

@@ -146,12 +146,11 @@ static void conf_post_stale_store(struct conf_loader *ld, yaml_node_t *map, void
 {
     struct conf *c = obj;
     char a[32], b[32];
-    yaml_node_t *m = conf_lookup(ld, map, "max_entry"), *z = conf_lookup(ld, map, "size");
     (void)seen;
-    /* a value already refused is not compared (its default would be named in its place) */
-    if ((m && conf_error_within(ld, m)) || (z && conf_error_within(ld, z)))
+    if (conf_refused(ld, map, "max_entry") || conf_refused(ld, map, "size"))
         return;
     if (c->stale_store.size && c->stale_store.max_entry > c->stale_store.size) {
+        yaml_node_t *m = conf_lookup(ld, map, "max_entry");
         conf_fmt_size(a, sizeof a, c->stale_store.max_entry);
         conf_fmt_size(b, sizeof b, c->stale_store.size);
         conf_err(ld, m ? m : map, "stale_store max_entry (%s) must not exceed size (%s)", a, b);
@@ -970,6 +969,8 @@ static void conf_post_outlier(struct conf_loader *ld, yaml_node_t *map, void *ob
     struct conf_pool *p = obj;
     yaml_node_t *at = conf_seen(&conf_blk_outlier, seen, "max_ejection") ? conf_lookup(ld, map, "max_ejection")
                       : conf_seen(&conf_blk_outlier, seen, "ejection") ? conf_lookup(ld, map, "ejection") : NULL;
+    if (conf_refused(ld, map, "max_ejection") || conf_refused(ld, map, "ejection"))
+        return;
     if (p->outlier.max_ejection < p->outlier.ejection)
         conf_err(ld, at ? at : map, "max_ejection must be at least ejection");
 }
@@ -1183,6 +1184,8 @@ static void conf_post_backoff(struct conf_loader *ld, yaml_node_t *map, void *ob
 {
     struct conf_route *r = obj;
     (void)seen;
+    if (conf_refused(ld, map, "max") || conf_refused(ld, map, "base"))
+        return;
     if (r->retry.backoff_max < r->retry.backoff_base) {
         yaml_node_t *m = conf_lookup(ld, map, "max");
         conf_err(ld, m ? m : map, "backoff max must be at least base");

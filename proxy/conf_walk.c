@@ -207,6 +207,12 @@ bool conf_error_within(const struct conf_loader *ld, const yaml_node_t *n)
     return false;
 }
 
+bool conf_refused(struct conf_loader *ld, yaml_node_t *map, const char *key)
+{
+    yaml_node_t *v = conf_lookup(ld, map, key);
+    return v && conf_error_within(ld, v);
+}
+
 char *conf_lowerdup(struct conf_loader *ld, const char *s)
 {
     char *p = conf_strdup(ld, s);

@@ -197,6 +197,21 @@ routes:
 """)
     assert [e[:2] for e in errs] == [(3, 39)], errs
     assert "max_entry (8KiB) must not exceed size (4KiB)" in errs[0][2], errs
+    # the same for outlier.max_ejection against ejection and backoff.max against base
+    errs, _ = check_invalid(tmp_path, """\
+listen:
+  - address: 127.0.0.1:8080
+pools:
+  api:
+    servers:
+      - { address: 127.0.0.1:9000 }
+    outlier: { ejection: 20m, max_ejection: 7 }
+routes:
+  - pool: api
+    retry: { backoff: { base: 1s, max: 5 } }
+""")
+    assert [e[:2] for e in errs] == [(7, 45), (10, 40)], errs
+    assert all("duration needs a unit" in e[2] for e in errs), errs
 
 
 def test_check_missing_file(tmp_path):
