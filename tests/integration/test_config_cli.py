@@ -222,9 +222,8 @@ def test_check_missing_file(tmp_path):
 
 
 # Keys the schema knows. A feature that is built is accepted, and its key is really read: a bad
-# value inside it is reported at its line and column. A feature that is not built yet is rejected
-# at its key, with line and column, as "... not supported yet" -- never silently ignored. When a
-# feature lands, move its row from NOT_BUILT to BUILT (with a bad value for it).
+# value inside it is reported at its line and column. (A key parsed before its feature is built is
+# rejected at its key as "... not supported yet": conf_schema.c's conf_unsupported[], empty today.)
 PENDING_TEMPLATE = """\
 listen:
   - address: 127.0.0.1:8080
@@ -260,11 +259,6 @@ BUILT = [
 BUILT_IDS = ["admin", "resolver", "resolve_interval", "health", "outlier", "fallback_stale", "retry", "upstream_tls",
              "health_on_tls_pool"]
 
-# Keys parsed but not built yet: none today (the test below stays for the next one).
-NOT_BUILT = []
-NOT_BUILT_IDS = []
-
-
 def pending_file(tmp_path, name, where, block):
     parts = {"top": "", "pool": "", "route": ""}
     parts[where] = block
@@ -283,16 +277,6 @@ def test_check_built_feature_is_accepted_and_read(tmp_path, where, block, bad, l
     assert [e[:2] for e in errs] == [(line, col)], errs
     assert message in errs[0][2], errs
     assert "not supported" not in r.stderr, r.stderr
-
-
-@pytest.mark.parametrize("where, block, line, col", NOT_BUILT, ids=NOT_BUILT_IDS)
-def test_check_not_built_yet_feature_is_reported(tmp_path, where, block, line, col):
-    path = pending_file(tmp_path, "pending.yaml", where, block)
-    r = run_cli(["-t", "-c", path])
-    assert r.returncode == 1, r
-    errs = error_lines(r.stderr, path)
-    assert [e[:2] for e in errs] == [(line, col)], r.stderr
-    assert "not supported yet" in errs[0][2], r.stderr
 
 
 def test_pending_template_is_valid_without_the_pending_block(tmp_path):
