@@ -1118,6 +1118,7 @@ static void exchange_capture_start(struct exchange *ex, struct hop *h, const str
         return;
     for (unsigned i = 0; i < resp->nhdrs; i++)
         head += resp->hdrs[i].name_len + resp->hdrs[i].value_len + 4;
+    head += resp->has_date ? 0 : sizeof("date: Sun, 06 Nov 1994 08:49:37 GMT\r\n") - 1;
     if (resp->content_length >= 0 && !resp->chunked) {
         if ((uint64_t)resp->content_length + head > max)
             return;
@@ -1145,6 +1146,13 @@ static void exchange_capture_start(struct exchange *ex, struct hop *h, const str
             stale_capture_free(cap);
             return;
         }
+    }
+    /* an answer without a Date is kept with the time it was received (RFC 9110 §6.6.1: a
+     * recipient that caches it appends one), as the copy sent downstream got (h1.c) */
+    if (!resp->has_date && (buf_append(d, "date: ", 6) < 0 || buf_append(d, h1_date_now(), strlen(h1_date_now())) < 0 ||
+                            buf_append(d, "\r\n", 2) < 0)) {
+        stale_capture_free(cap);
+        return;
     }
     cap->head_len = d->len;
     cap->status = resp->status;

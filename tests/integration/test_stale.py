@@ -7,6 +7,7 @@ when there is one (x-lifeline-fallback + Age), else with the configured 503.
 
 import copy
 import time
+from email.utils import parsedate_to_datetime
 
 import pytest
 
@@ -214,3 +215,27 @@ def test_store_survives_reload_and_shrinks_with_it(lifeline, raw_upstream):
     assert store_bytes(aport) == 0
     r = lf.fetch("GET", "/a")
     assert r.status == 503 and r.body == b"down again\n", r
+
+
+def test_copy_of_an_answer_without_date_keeps_the_time_it_was_received(lifeline, raw_upstream):
+    """RFC 9110 §6.6.1: a recipient that caches an answer without Date appends one with the time it
+    received it. The copy answers later with that Date (once), not with none and not with the time
+    of the later answer; an upstream's own Date is kept as it was."""
+    body = b"no date here\n"
+    own = "Tue, 01 Dec 2026 10:00:00 GMT"
+    lf, up, aport = start(lifeline, raw_upstream, {"/nodate": ([], body), "/owndate": ([("Date", own)], body)})
+    first = lf.fetch("GET", "/nodate")
+    assert first.status == 200 and len(first.header_all("date")) == 1, first
+    assert lf.fetch("GET", "/owndate").header_all("date") == [own]
+    stored(aport, 2 * len(body))
+    up.stop()
+    time.sleep(t(1.2))   # the next answer's own time would be a later second
+    r = lf.fetch("GET", "/nodate")
+    assert is_stale(r, body), r
+    (got,), (sent,) = r.header_all("date"), first.header_all("date")
+    # (the copy's Date and the one sent with the first answer are taken microseconds apart)
+    gap = parsedate_to_datetime(got).timestamp() - parsedate_to_datetime(sent).timestamp()
+    assert -1 <= gap <= 1, (got, sent)
+    assert int(r.header("age")) >= 1, r
+    r = lf.fetch("GET", "/owndate")
+    assert is_stale(r, body) and r.header_all("date") == [own], r
