@@ -168,52 +168,6 @@ routes:
     assert len(errs) == 4, errs
 
 
-def test_check_refused_value_is_not_compared_again(tmp_path):
-    """A value refused on its own is reported once: the cross-check of max_entry against size
-    named the default (1MiB) the file never said."""
-    errs, _ = check_invalid(tmp_path, """\
-listen:
-  - address: 127.0.0.1:8080
-stale_store: { size: 512, max_entry: 512 }
-pools:
-  api:
-    servers:
-      - { address: 127.0.0.1:9000 }
-routes:
-  - pool: api
-""")
-    assert [e[:2] for e in errs] == [(3, 38)], errs
-    assert "between 1KiB and 64MiB" in errs[0][2], errs
-    errs, _ = check_invalid(tmp_path, """\
-listen:
-  - address: 127.0.0.1:8080
-stale_store: { size: 4KiB, max_entry: 8KiB }
-pools:
-  api:
-    servers:
-      - { address: 127.0.0.1:9000 }
-routes:
-  - pool: api
-""")
-    assert [e[:2] for e in errs] == [(3, 39)], errs
-    assert "max_entry (8KiB) must not exceed size (4KiB)" in errs[0][2], errs
-    # the same for outlier.max_ejection against ejection and backoff.max against base
-    errs, _ = check_invalid(tmp_path, """\
-listen:
-  - address: 127.0.0.1:8080
-pools:
-  api:
-    servers:
-      - { address: 127.0.0.1:9000 }
-    outlier: { ejection: 20m, max_ejection: 7 }
-routes:
-  - pool: api
-    retry: { backoff: { base: 1s, max: 5 } }
-""")
-    assert [e[:2] for e in errs] == [(7, 45), (10, 40)], errs
-    assert all("duration needs a unit" in e[2] for e in errs), errs
-
-
 def test_check_missing_file(tmp_path):
     path = str(tmp_path / "does-not-exist.yaml")
     r = run_cli(["-t", "-c", path])
@@ -263,6 +217,21 @@ def pending_file(tmp_path, name, where, block):
     parts = {"top": "", "pool": "", "route": ""}
     parts[where] = block
     return write(tmp_path, name, PENDING_TEMPLATE.format(**parts))
+
+
+@pytest.mark.parametrize("where, block, errs_at, message", [
+    ("top", "stale_store: { size: 512, max_entry: 512 }\n", [(3, 38)], "between 1KiB and 64MiB"),
+    ("top", "stale_store: { size: 4KiB, max_entry: 8KiB }\n", [(3, 39)], "max_entry (8KiB) must not exceed size (4KiB)"),
+    ("pool", "    outlier: { ejection: 20m, max_ejection: 7 }\n", [(7, 45)], "duration needs a unit"),
+    ("route", "    retry: { backoff: { base: 1s, max: 5 } }\n", [(9, 40)], "duration needs a unit"),
+], ids=["max_entry_refused", "max_entry_above_size", "max_ejection_refused", "backoff_max_refused"])
+def test_check_refused_value_is_not_compared_again(tmp_path, where, block, errs_at, message):
+    """A value refused on its own is reported once: the cross-checks (max_entry <= size,
+    max_ejection >= ejection, backoff max >= base) named the default the file never said."""
+    path = pending_file(tmp_path, "cross.yaml", where, block)
+    errs, _ = check_invalid(tmp_path, open(path).read())
+    assert [e[:2] for e in errs] == errs_at, errs
+    assert message in errs[0][2], errs
 
 
 @pytest.mark.parametrize("where, block, bad, line, col, message", BUILT, ids=BUILT_IDS)
