@@ -122,7 +122,7 @@ void client_resume(struct client *c);          /* read again */
 void client_exchange_done(struct client *c, bool keep);
 /* Switch to a raw tunnel after 101 (the exchange has made its body buffer the tunnel's). */
 void client_tunnel(struct client *c);
-/* 100 Continue before reading the body. */
+/* 100 Continue before reading the body; may close c (a write error), as client_flush. */
 void client_continue(struct client *c);
 /* Graceful drain: close if idle; otherwise close after the current answer. In a retiring worker
  * (client_closing false) nothing is closed: see client_answer_flushed. */

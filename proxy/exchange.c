@@ -650,8 +650,11 @@ void exchange_start(struct exchange *ex, struct client *c)
          * the body a moment later, when the client has parsed it (two sends, two packets for a
          * small POST): hold the head until then (issue 13). */
         ex->send_held = c->in.len > 0;
-        if (req->expect_continue && req->http_minor >= 1)
+        if (req->expect_continue && req->http_minor >= 1) {
             client_continue(c);
+            if (c->closed)
+                return;   /* the 100 met a reset: client_close() cancelled this exchange */
+        }
     }
     if (ex->route->retry.hedge_after > 0 && ex->idempotent && !req->upgrade) {
         ex->spare_timer.repeat = ms(ex->route->retry.hedge_after);

@@ -416,6 +416,22 @@ def test_expect_100_continue(lifeline, upstream):
     assert r.json()["body_sha256"] == sha(body)
 
 
+def test_expect_100_continue_to_a_client_that_reset(lifeline, upstream):
+    """A client that sends a head with `Expect: 100-continue` and resets at once: the 100 meets the
+    reset, the connection closes, and the exchange it cancelled is not started anyway (it went on
+    with no client: a null dereference, the whole process down, found by a crash hunt)."""
+    up = upstream()
+    lf = proxy_for(lifeline, up)
+    head = build_request("POST", "/echo/expect", [("Expect", "100-continue"), ("Content-Length", "10")])
+    for _ in range(200):
+        with lf.conn() as c:
+            c.send(head)
+            c.reset()
+    lf.assert_alive()
+    r = lf.fetch("POST", "/echo/after", body=b"0123456789")
+    assert r.status == 200 and r.json()["body_len"] == 10, r
+
+
 def test_no_interim_response_without_expect(lifeline, upstream):
     up = upstream()
     lf = proxy_for(lifeline, up)
