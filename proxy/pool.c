@@ -276,8 +276,8 @@ void pool_server_inflight_add(struct upserver *s, int delta)
     pool_gauge(s, 0, 0, delta);
 }
 
-/* Puts uc (no owner any more) into its server's idle list, or closes it. */
-static void pool_idle_push(struct upconn *uc)
+/* Puts uc (no owner any more) into its server's idle list, or closes it (then uc is freed: false). */
+static bool pool_idle_push(struct upconn *uc)
 {
     struct upserver *s = uc->server;
     struct pool *p = s->pool;
@@ -289,7 +289,7 @@ static void pool_idle_push(struct upconn *uc)
     worker_buf_put(w, &uc->in);
     if (p->cp->keepalive == 0 || w->draining || p->retired) {
         pool_close(uc);
-        return;
+        return false;
     }
     if (p->nidle >= p->cp->keepalive) {
         struct upconn *old = pool_oldest(p);
@@ -314,6 +314,7 @@ static void pool_idle_push(struct upconn *uc)
     pool_gauge(s, 0, 1, 0);
     if (!ev_is_active(&p->idle_timer))
         pool_arm_idle_timer(p);
+    return true;
 }
 
 void pool_release(struct upconn *uc)
@@ -406,8 +407,8 @@ void pool_move_idle(struct pool *from, struct pool *to)
             uc->server = t;
             if (uc->x.ssl)
                 uc->x.sess_slot = &t->tls_sess;
-            pool_idle_push(uc);
-            uc->idle_since = since;
+            if (pool_idle_push(uc))   /* (closed when the new pool keeps none: keepalive 0) */
+                uc->idle_since = since;
         }
     }
     pool_arm_idle_timer(from);

@@ -431,3 +431,26 @@ def test_server_beyond_the_slots_is_not_merged(lifeline, upstream):
     assert len(seen) == 1023 and others[-1] not in seen
     assert m.value("lifeline_upstream_attempts_total", pool="p", server="%s:%d" % (HOST, up.port), outcome="ok") == 1
     assert "server slots are in use" in lf.stderr_text()
+
+
+def test_reload_to_keepalive_zero_closes_the_idle_upstream_connections(lifeline, upstream):
+    """A reload that sets the pool's `keepalive` to 0 while upstream connections sit idle in it:
+    they are closed (the new pool keeps none) and the next request connects anew. Before, the
+    hand-over wrote the connection's idle time into the connection it had just freed (heap
+    use-after-free; found by a sanitizer crash hunt)."""
+    up = upstream()
+    a1 = free_port()
+    lf = lifeline(pools={"p": pool(up, keepalive=8)}, workers=1, extra=admin_extra(a1))
+    for k in range(3):
+        assert lf.fetch("GET", "/echo/before/%d" % k).status == 200
+    wait_for(lambda: metrics(a1).value("lifeline_upstream_connections", pool="p", state="idle") == 1, t(3),
+             what="one idle upstream connection")
+    cfg = _cfg(lf)
+    cfg["pools"] = {"p": pool(up, keepalive=0)}
+    _reload(lf, cfg)
+    lf.assert_alive()
+    assert metrics(a1).value("lifeline_upstream_connections", pool="p", state="idle") == 0
+    for k in range(3):
+        assert lf.fetch("GET", "/echo/after/%d" % k).status == 200
+    assert metrics(a1).value("lifeline_upstream_connections", pool="p", state="idle") == 0
+    lf.assert_alive()
