@@ -286,6 +286,22 @@ static void check_head(const struct cfg *c, const struct h1_head *h, uint64_t *h
 
 /* Writes the head the way exchange.c does, checks the writer's all-or-nothing behaviour and that
  * the result parses back. */
+/* Two writes of one response head, a moment apart: byte for byte the same but for the value of a
+ * `date: ` line, which h1_date_now() may have moved on to the next second between the two. */
+static bool same_but_date(const char *a, const char *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t line = i;
+        if (a[i] == b[i])
+            continue;
+        while (line > 0 && a[line - 1] != '\n')
+            line--;
+        if (n - line < 6 || memcmp(a + line, "date: ", 6) != 0 || i < line + 6 || i >= line + 6 + 29)
+            return false;
+    }
+    return true;
+}
+
 static void check_writers(const struct cfg *c, const struct h1_head *h, uint32_t *seed)
 {
     struct buf big, small;
@@ -370,7 +386,7 @@ static void check_writers(const struct cfg *c, const struct h1_head *h, uint32_t
         if (r == -1)
             CHECK(small.len == 1 && buf_head(&small)[0] == 'y');
         else
-            CHECK(small.len == 1 + big.len && memcmp(buf_head(&small) + 1, buf_head(&big), big.len) == 0);
+            CHECK(small.len == 1 + big.len && same_but_date(buf_head(&small) + 1, buf_head(&big), big.len));
         {
             struct h1_parser *p = h1_parser_new(H1_RESPONSE, cap);
             size_t used = 0;
