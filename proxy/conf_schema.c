@@ -15,6 +15,7 @@
 #include "conf_int.h"
 #include "cpus.h"
 #include "dns.h"
+#include "fileio.h"
 #include "log.h"
 #include "tls.h"
 
@@ -118,9 +119,9 @@ static void conf_post_access_log(struct conf_loader *ld, yaml_node_t *map, void 
     (void)seen;
     if (!conf_open_files || !p || !strcmp(p, "stdout") || !strcmp(p, "stderr") || !strcmp(p, "off"))
         return;
-    fd = open(p, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY);
+    fd = file_open(p, O_WRONLY | O_APPEND, 0);
     if (fd < 0 && errno == ENOENT) {
-        fd = open(p, O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0644);
+        fd = file_open(p, O_WRONLY | O_APPEND | O_CREAT | O_EXCL, 0644);
         if (fd >= 0)
             unlink(p);
     }
@@ -1295,7 +1296,7 @@ static int conf_h_file(struct conf_loader *ld, const struct conf_field *f, yaml_
     const char *s = conf_scalar(ld, f->key, v, "a file path");
     char *path = NULL, *b = NULL;
     FILE *fp = NULL;
-    int rc = -1;
+    int rc = -1, fd = -1;
     struct stat st;
     (void)where;
     if (!s)
@@ -1312,7 +1313,7 @@ static int conf_h_file(struct conf_loader *ld, const struct conf_field *f, yaml_
     }
     if (!path)
         return -1;
-    if (!(fp = fopen(path, "rb")) || fstat(fileno(fp), &st)) {
+    if ((fd = file_open(path, O_RDONLY, 0)) < 0 || !(fp = fdopen(fd, "rb")) || fstat(fd, &st)) {
         conf_err(ld, v, "cannot read fallback file %s: %s", conf_quote(q, path), strerror(errno));
         goto out;
     }
@@ -1342,6 +1343,8 @@ static int conf_h_file(struct conf_loader *ld, const struct conf_field *f, yaml_
 out:
     if (fp)
         fclose(fp);
+    else if (fd >= 0)
+        close(fd);
     free(b);
     free(path);
     return rc;

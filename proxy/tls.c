@@ -1,5 +1,6 @@
 /* tls.c — OpenSSL 3 contexts and the TLS transport (see tls.h). */
 #include "tls.h"
+#include "fileio.h"
 
 #include <errno.h>
 #include <ev.h>
@@ -42,6 +43,35 @@ static void tls_errstr(char *err, size_t errlen, const char *what)
     ERR_clear_error();
 }
 
+/* A PEM file read through a descriptor of our own (fileio.h: a FIFO never blocks the loader).
+ * NULL with errno set when it does not open. */
+static BIO *tls_bio_open(const char *path)
+{
+    int fd = file_open(path, O_RDONLY, 0);
+    BIO *b;
+
+    if (fd < 0)
+        return NULL;
+    if (!(b = BIO_new_fd(fd, BIO_CLOSE))) {
+        close(fd);
+        errno = ENOMEM;
+    }
+    return b;
+}
+
+/* A file OpenSSL opens by its path (CA, client certificate and key): true, with err set, unless it
+ * is a readable regular file (fileio.h: a FIFO there would block OpenSSL's open). */
+static bool tls_path_bad(const char *path, const char *what, char *err, size_t errlen)
+{
+    int rc = file_check_regular(path);
+
+    if (rc == -1)
+        snprintf(err, errlen, "cannot read %s %s: %s", what, path, strerror(errno));
+    else if (rc == -2)
+        snprintf(err, errlen, "%s %s is not a regular file", what, path);
+    return rc != 0;
+}
+
 /* ---- Certificates ------------------------------------------------------------------------ */
 
 static void tls_cert_names(struct tls_cert *tc)
@@ -78,7 +108,7 @@ int tls_cert_load(struct tls_cert *tc, const char *cert, const char *key, char *
     *expired = false;
     *which = 0;
     ERR_clear_error();
-    if (!(b = BIO_new_file(cert, "r"))) {
+    if (!(b = tls_bio_open(cert))) {
         snprintf(err, errlen, "cannot read certificate %s: %s", cert, strerror(errno ? errno : ENOENT));
         goto out;
     }
@@ -97,7 +127,7 @@ int tls_cert_load(struct tls_cert *tc, const char *cert, const char *key, char *
     ERR_clear_error();   /* the end of the file ends the chain */
     BIO_free(b);
     *which = 1;
-    if (!(b = BIO_new_file(key, "r"))) {
+    if (!(b = tls_bio_open(key))) {
         snprintf(err, errlen, "cannot read key %s: %s", key, strerror(errno ? errno : ENOENT));
         goto out;
     }
@@ -403,8 +433,7 @@ struct tls_client *tls_client_new(bool verify, const char *ca, const char *clien
                 tls_errstr(err, errlen, "cannot load the system CA store");
                 goto fail;
             }
-        } else if (access(ca, R_OK) < 0) {
-            snprintf(err, errlen, "cannot read CA file %s: %s", ca, strerror(errno));
+        } else if (tls_path_bad(ca, "CA file", err, errlen)) {
             goto fail;
         } else if (SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1) {
             tls_errstr(err, errlen, "no PEM certificate in the CA file");
@@ -413,19 +442,15 @@ struct tls_client *tls_client_new(bool verify, const char *ca, const char *clien
     }
     if (client_cert && *client_cert) {
         *which = 1;
-        if (access(client_cert, R_OK) < 0) {
-            snprintf(err, errlen, "cannot read certificate %s: %s", client_cert, strerror(errno));
+        if (tls_path_bad(client_cert, "certificate", err, errlen))
             goto fail;
-        }
         if (SSL_CTX_use_certificate_chain_file(ctx, client_cert) != 1) {
             tls_errstr(err, errlen, "no PEM certificate in client_cert");
             goto fail;
         }
         *which = 2;
-        if (access(client_key, R_OK) < 0) {
-            snprintf(err, errlen, "cannot read key %s: %s", client_key, strerror(errno));
+        if (tls_path_bad(client_key, "key", err, errlen))
             goto fail;
-        }
         if (SSL_CTX_use_PrivateKey_file(ctx, client_key, SSL_FILETYPE_PEM) != 1) {
             tls_errstr(err, errlen, "no readable PEM private key in client_key");
             goto fail;

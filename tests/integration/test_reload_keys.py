@@ -454,3 +454,40 @@ def test_reload_to_keepalive_zero_closes_the_idle_upstream_connections(lifeline,
         assert lf.fetch("GET", "/echo/after/%d" % k).status == 200
     assert metrics(a1).value("lifeline_upstream_connections", pool="p", state="idle") == 0
     lf.assert_alive()
+
+
+def test_a_fifo_where_a_file_is_named_fails_the_reload_and_never_blocks(lifeline, upstream, tmp_path):
+    """A FIFO at a path the configuration names (the config file itself, a fallback file, the
+    access log) fails that reload or reopen, reported, the running configuration kept; nothing waits
+    for the FIFO's other end. Before, the loader or log writer blocked in open() for good: no later
+    reload was applied, and SIGTERM never finished (the exit joins those threads)."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, shutdown_timeout="2s",
+                  extra={"access_log": {"path": str(tmp_path / "access.log")}})
+    fifo = str(tmp_path / "fifo")
+    os.mkfifo(fifo)
+    # the config file replaced by a FIFO (nobody writes to it): it reads as empty, an error
+    good = copy.deepcopy(lf.config)
+    os.replace(fifo, lf.cfg_path)
+    before = lf.stderr_text().count("keeping the running configuration")
+    lf.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: lf.stderr_text().count("keeping the running configuration") > before, t(5),
+             what="the FIFO config refused; stderr tail:\n%s" % lf.stderr_text()[-2000:])
+    os.unlink(lf.cfg_path)
+    _reload(lf, good)   # a later reload is applied
+    # a fallback file and the access log at a FIFO (nobody reads it)
+    os.mkfifo(fifo)
+    cfg = copy.deepcopy(good)
+    cfg["routes"] = [{"pool": "p", "fallback": {"status": 503, "file": fifo}}]
+    assert "fallback file" in _reload(lf, cfg, expect="kept")
+    cfg = copy.deepcopy(good)
+    cfg["access_log"] = {"path": fifo}
+    assert "No such device or address" in _reload(lf, cfg, expect="kept")
+    # SIGUSR1 reopens the access log: replaced by a FIFO, the reopen fails and says so
+    log = str(tmp_path / "access.log")
+    os.unlink(log)
+    os.mkfifo(log)
+    lf.proc.send_signal(signal.SIGUSR1)
+    wait_for(lambda: "cannot reopen" in lf.stderr_text(), t(5), what="the reopen refused")
+    assert lf.fetch("GET", "/echo/after").status == 200
+    assert lf.terminate(t(10)) == 0, "SIGTERM did not finish: %s" % lf.stderr_text()[-2000:]
