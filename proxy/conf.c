@@ -351,8 +351,10 @@ struct conf *conf_load_flags(const char *path, unsigned flags, FILE *err, unsign
     struct conf *c = NULL;
 
     if (!fp) {
+        int e = errno;
         if (fd >= 0)
             close(fd);
+        errno = e;
         /* The file itself is the problem: reported at 1:1, in the FILE:LINE:COL form of every error (SPEC §1). */
         fprintf(err, "%s:1:1: cannot open: %s\n", path, strerror(errno));
         goto fail;
