@@ -1152,10 +1152,12 @@ static void exchange_capture_start(struct exchange *ex, struct hop *h, const str
     }
     /* an answer without a Date is kept with the time it was received (RFC 9110 §6.6.1: a
      * recipient that caches it appends one), as the copy sent downstream got (h1.c) */
-    if (!resp->has_date && (buf_append(d, "date: ", 6) < 0 || buf_append(d, h1_date_now(), strlen(h1_date_now())) < 0 ||
-                            buf_append(d, "\r\n", 2) < 0)) {
-        stale_capture_free(cap);
-        return;
+    if (!resp->has_date) {
+        const char *date = h1_date_now();
+        if (buf_append(d, "date: ", 6) < 0 || buf_append(d, date, strlen(date)) < 0 || buf_append(d, "\r\n", 2) < 0) {
+            stale_capture_free(cap);
+            return;
+        }
     }
     cap->head_len = d->len;
     cap->status = resp->status;
