@@ -1,5 +1,6 @@
 # lifeline — one Makefile. `make` builds build/lifeline; `make test` runs every test.
-# SANITIZE=1 builds with AddressSanitizer + UndefinedBehaviorSanitizer under build/asan.
+# SANITIZE=1 builds with AddressSanitizer + UndefinedBehaviorSanitizer under build/asan;
+# SANITIZE=thread with ThreadSanitizer under build/tsan (`make tsan-test`: the multi-worker tests).
 
 CC       ?= cc
 PYTHON   ?= /usr/bin/python3
@@ -7,6 +8,10 @@ SANITIZE ?=
 ifeq ($(SANITIZE),1)
 BUILD    ?= build/asan
 SANFLAGS  = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+OPT       = -O1
+else ifeq ($(SANITIZE),thread)
+BUILD    ?= build/tsan
+SANFLAGS  = -fsanitize=thread -fno-omit-frame-pointer
 OPT       = -O1
 else
 BUILD    ?= build
@@ -25,7 +30,7 @@ LIBOBJS  = $(filter-out $(BUILD)/obj/main.o,$(OBJS))
 UNIT_SRC = $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all clean test unit fuzz fuzz-replay run deps bench floor benchup openloop hostile latency docker-test k8s-check
+.PHONY: all clean test tsan-test unit fuzz fuzz-replay run deps bench floor benchup openloop hostile latency docker-test k8s-check
 all: $(BUILD)/lifeline
 
 $(BUILD)/lifeline: $(OBJS)
@@ -58,6 +63,17 @@ test: all
 	$(MAKE) fuzz-replay
 	LIFELINE_BIN=$(CURDIR)/build/asan/lifeline $(PYTHON) -m pytest -q tests/integration
 	LIFELINE_BIN=$(CURDIR)/build/lifeline $(PYTHON) -m pytest -q tests/integration/test_memory.py
+	$(MAKE) tsan-test
+
+# The tests where threads meet (workers, the loader thread's reloads, the main thread's health
+# checks and DNS, the process-wide stale store and outlier state) against a ThreadSanitizer build:
+# a data race is a report in lifeline's stderr, which fails the test like an ASan report. Timeouts
+# scaled for TSan's slowdown.
+TSAN_TESTS = test_workers.py test_stale.py test_reload.py test_outlier.py test_dns.py test_watch_config.py
+tsan-test:
+	$(MAKE) SANITIZE=thread all
+	LIFELINE_TIME_SCALE=$${LIFELINE_TIME_SCALE:-3} LIFELINE_BIN=$(CURDIR)/build/tsan/lifeline \
+	  $(PYTHON) -m pytest -q $(addprefix tests/integration/,$(TSAN_TESTS))
 
 FUZZ_SRC = $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BIN = $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)

@@ -41,7 +41,7 @@ LIFELINE_BIN = os.environ.get(
     "LIFELINE_BIN",
     os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "build", "asan", "lifeline")))
 HOST = "127.0.0.1"
-SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:")
+SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "ThreadSanitizer", "runtime error:")
 TEST_WALL_LIMIT = 60.0   # seconds (scaled): a test still running then is interrupted
 
 
@@ -890,12 +890,22 @@ def raw_upstream(loop_thread):
 # --------------------------------------------------------------------------------------------
 # The proxy under test
 
-def binary_is_sanitized(path=LIFELINE_BIN):
+def binary_sanitizer(path=LIFELINE_BIN):
+    """'address' (ASan+UBSan build), 'thread' (TSan build) or None (plain)."""
     try:
         with open(path, "rb") as f:
-            return b"__asan_init" in f.read()
+            data = f.read()
     except OSError:
-        return False
+        return None
+    if b"__asan_init" in data:
+        return "address"
+    if b"__tsan_init" in data:
+        return "thread"
+    return None
+
+
+def binary_is_sanitized(path=LIFELINE_BIN):
+    return binary_sanitizer(path) is not None
 
 
 def require_binary():

@@ -15,8 +15,12 @@ import time
 import pytest
 import yaml
 
-from conftest import HOST, Conn, binary_is_sanitized, dur, pool, run_cli, t, write_config
+from conftest import HOST, Conn, binary_is_sanitized, binary_sanitizer, dur, pool, run_cli, t, write_config
 from ops import access_lines, wait_access
+
+# ThreadSanitizer maps shadow memory for every byte touched and keeps a history per thread: RSS
+# figures measure it, not lifeline.
+pytestmark = pytest.mark.skipif(binary_sanitizer() == "thread", reason="TSan's shadow memory is in every RSS figure")
 
 
 def rss_kib(pid):
