@@ -1376,9 +1376,11 @@ void exchange_cancel_answered(struct exchange *ex, unsigned status)
             exchange_record_hop(ex, &ex->hops[i], METRIC_OUTCOME_CANCELLED, 0);
     }
     /* nginx's 499: the client went away before its answer was complete; or the client answers
-     * the request itself (status: a 400 or a 408 mid-body) */
+     * the request itself (status: a 400 or a 408 mid-body). A tunnel's answer is its 101, complete
+     * once sent: the client closing the tunnel is how a WebSocket ends, not a client that left. */
     exchange_account(ex, status ? status
-                         : ex->state == EX_DONE || (ex->state == EX_LOCAL && !ex->local.active) ? ex->status : 499);
+                         : ex->state == EX_DONE || ex->state == EX_TUNNEL ||
+                                   (ex->state == EX_LOCAL && !ex->local.active) ? ex->status : 499);
     exchange_release(ex);
     spipe_close(&ex->rpipe);   /* flushed, or the client is gone: what is left is discarded */
     if (ex->gen) {

@@ -230,6 +230,47 @@ def test_line_for_a_client_that_left(lifeline, upstream, tmp_path):
     assert isinstance(at["connect_ms"], int), at
 
 
+def test_websocket_tunnel_is_a_101_whoever_closes_it(lifeline, raw_upstream, tmp_path):
+    """A tunnel's answer is its 101: when the client ends the WebSocket (the usual way, a close
+    or a reset) the line and lifeline_requests_total say 101, as when the server ends it, not
+    499 (the client did not leave before its answer)."""
+    async def script(conn):
+        req = await conn.read_request()
+        if req is None:
+            return
+        await conn.send(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                        b"Connection: Upgrade\r\n\r\n")
+        if req.target == "/server-ends":
+            await conn.send(b"bye")
+            return
+        await conn.echo_upper(100)
+
+    up = raw_upstream(script)
+    path = log_to(tmp_path)
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"name": "r", "pool": "p"}],
+                  extra=dict(admin_extra(aport), access_log={"path": path}))
+    hdrs = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), ("Sec-WebSocket-Version", "13")]
+    for target, end in (("/client-closes", "close"), ("/client-resets", "reset"), ("/server-ends", None)):
+        with Conn(lf.port) as c:
+            c.request("GET", target, headers=hdrs)
+            assert c.read_head()[1] == 101
+            if end is None:
+                assert c.read_exact(3) == b"bye"
+            else:
+                c.send(b"ping")
+                assert c.read_exact(4, timeout=t(5)) == b"PING"
+                if end == "reset":
+                    c.reset()
+    lines = wait_access(path, lambda ls: len(ls) >= 3)
+    assert sorted((ln["target"], ln["status"]) for ln in lines) == [
+        ("/client-closes", 101), ("/client-resets", 101), ("/server-ends", 101)], lines
+    m = metrics(aport)
+    assert m.value("lifeline_requests_total", route="r", code="101") == 3, m.grep("lifeline_requests_total")
+    assert m.total("lifeline_requests_total", code="499") == 0, m.grep("lifeline_requests_total")
+
+
 def test_sigusr1_reopens_the_file(lifeline, upstream, tmp_path):
     up = upstream()
     path = log_to(tmp_path)
