@@ -150,6 +150,7 @@ static struct hop_record *exchange_record_hop(struct exchange *ex, const struct 
     if (ex->nhoplog >= sizeof(ex->hoplog) / sizeof(ex->hoplog[0]))
         return NULL;
     r = &ex->hoplog[ex->nhoplog++];
+    r->started = h->started;
     r->server = s ? s->addr->text : "-";
     r->outcome = metric_outcome_names[midx];
     r->status = status;
@@ -180,6 +181,7 @@ static void exchange_account(struct exchange *ex, unsigned status)
     ev_tstamp now = ev_now(w->loop), dur = now - ex->started;
     struct alog_attempt att[ALOG_MAX_ATTEMPTS];
     char codes[ALOG_MAX_ATTEMPTS][4];
+    uint8_t order[sizeof(ex->hoplog) / sizeof(ex->hoplog[0])];
     struct alog_entry e;
 
     if (ex->accounted || !ex->req)
@@ -204,8 +206,16 @@ static void exchange_account(struct exchange *ex, unsigned status)
     e.request_id = (struct alog_str){ ex->request_id, ex->request_id_len };
     e.trace_id = (struct alog_str){ ex->trace_id, sizeof(ex->trace_id) };
     e.fallback = alog_cstr(ex->fallback_reason);
+    /* Records are made as attempts end; a hedge's winner ends before the attempt it hedged, so
+     * the line lists them by start (SPEC §5: one object per hop, in hop order). Stable. */
+    for (unsigned i = 0; i < ex->nhoplog; i++) {
+        unsigned j = i;
+        for (; j > 0 && ex->hoplog[order[j - 1]].started > ex->hoplog[i].started; j--)
+            order[j] = order[j - 1];
+        order[j] = (uint8_t)i;
+    }
     for (unsigned i = 0; i < ex->nhoplog && i < ALOG_MAX_ATTEMPTS; i++) {
-        const struct hop_record *r = &ex->hoplog[i];
+        const struct hop_record *r = &ex->hoplog[order[i]];
         att[i] = (struct alog_attempt){ alog_cstr(r->server),
                                         alog_cstr(r->outcome ? r->outcome : metric_code_text(r->status, codes[i])),
                                         r->status, r->connect_ms,

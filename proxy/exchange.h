@@ -115,7 +115,8 @@ struct exchange {
     unsigned char client_addr_family;   /* the binary address client_addr was made from: the next */
     unsigned char client_addr_bin[16];  /* request from it (this exchange is reused last-in first-
                                          * out, often by the same client) skips the formatting */
-    struct hop_record {                 /* for the access log: one per attempt, in order */
+    struct hop_record {                 /* for the access log: one per attempt, as they ended */
+        ev_tstamp started;              /* the attempt's start: the log lists attempts in this order */
         const char *server;             /* the server's address text (conf snapshot) */
         const char *outcome;            /* static string; NULL: the status is the outcome (its code) */
         unsigned status;

@@ -8,6 +8,7 @@ import time
 
 from conftest import dur, pattern_bytes, pool, sha, t
 from faults import each_request, hanging_connect, ok_script, route  # noqa: F401
+from ops import wait_access
 
 
 def first_slow_pair(raw_upstream, first="hang", first_delay=None, second="ok"):
@@ -64,6 +65,23 @@ def test_hedge_second_server_answers_first(lifeline, raw_upstream):
     # timer (10 s here) fires; lifeline does not close its connection when the hedge wins
     time.sleep(t(0.5))
     assert shared["eof"] is None, "the slower attempt's connection was closed when the hedge won"
+
+
+def test_hedged_request_lists_its_attempts_in_hop_order(lifeline, raw_upstream, tmp_path):
+    """SPEC §5: attempts are one object per hop, in hop order. The hedge answers first, but the
+    attempt it hedged was the first hop: the line lists that one first (still running, detached:
+    cancelled for this request), then the hedge (ok)."""
+    a, b, shared = first_slow_pair(raw_upstream, first="delay", first_delay=t(0.3))
+    path = str(tmp_path / "access.log")
+    lf = lifeline(pools={"p": pool(a, b)}, routes=[route(retry={"hedge": {"after": dur(t(0.05))}})],
+                  extra={"access_log": {"path": path}})
+    r = lf.fetch("GET", "/h", timeout=t(5))
+    assert r.status == 200 and r.body.startswith(b"fast from"), r
+    slow = a if shared["order"][0][0] == "A" else b
+    fast = b if slow is a else a
+    (line,) = wait_access(path, lambda ls: len(ls) >= 1)
+    assert [(x["server"], x["outcome"]) for x in line["attempts"]] == [
+        (slow.address, "cancelled"), (fast.address, "ok")], line
 
 
 def test_hedge_loser_runs_on_and_its_connection_is_reused(lifeline, raw_upstream):
