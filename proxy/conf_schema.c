@@ -1354,12 +1354,35 @@ static void conf_post_fallback(struct conf_loader *ld, yaml_node_t *map, void *o
 {
     yaml_node_t *body = conf_seen(&conf_blk_fallback, seen, "body");
     yaml_node_t *file = conf_seen(&conf_blk_fallback, seen, "file");
+    struct conf_route *r = obj;
+    static const char *const dflt_headers[][2] = { { "content-type", "application/json" },
+                                                   { "retry-after", "5" } };
+    static const char dflt_body[] = "{\"error\":\"service unavailable\"}";
     (void)map;
-    (void)obj;
     if (body && file) {
         yaml_node_t *later = file->start_mark.index > body->start_mark.index ? file : body;
         conf_err(ld, later, "fallback takes body or file, not both");
     }
+    /* SPEC §2: a key left out of a present fallback block has the default written there, as every
+     * key does: the JSON body, its content type and Retry-After: 5. `headers: {}` and `body: ''`
+     * say "none". */
+    if (!conf_seen(&conf_blk_fallback, seen, "headers") && !r->fallback.headers &&
+        (r->fallback.headers = conf_calloc(ld, 2, sizeof *r->fallback.headers))) {
+        for (size_t i = 0; i < 2; i++) {
+            struct conf_header *h = &r->fallback.headers[r->fallback.nheaders];
+            h->name = conf_strdup(ld, dflt_headers[i][0]);
+            h->value = conf_strdup(ld, dflt_headers[i][1]);
+            if (h->name && h->value)
+                r->fallback.nheaders++;
+            else {
+                free(h->name);
+                free(h->value);
+                *h = (struct conf_header){ 0 };
+            }
+        }
+    }
+    if (!body && !file && !r->fallback.body && (r->fallback.body = conf_strdup(ld, dflt_body)))
+        r->fallback.body_len = sizeof(dflt_body) - 1;
 }
 
 static void conf_post_route_timeouts(struct conf_loader *ld, yaml_node_t *map, void *obj,

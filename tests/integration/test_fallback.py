@@ -34,6 +34,36 @@ def test_configured_fallback_for_connect_error(lifeline):
     assert r.header("x-request-id") == "req-fb-1"
 
 
+@pytest.mark.parametrize("block, want_headers, want_body", [
+    # SPEC §2: a key left out of a present fallback block has the default written there
+    ({"status": 503}, {"content-type": "application/json", "retry-after": "5"},
+     b'{"error":"service unavailable"}'),
+    ({"stale": "10s"}, {"content-type": "application/json", "retry-after": "5"},
+     b'{"error":"service unavailable"}'),
+    ({"status": 502, "body": "down"}, {"content-type": "application/json", "retry-after": "5"}, b"down"),
+    # given headers replace the default map whole; `{}` and `''` say none
+    ({"headers": {"content-type": "text/html"}}, {"content-type": "text/html", "retry-after": None},
+     b'{"error":"service unavailable"}'),
+    ({"headers": {}, "body": ""}, {"content-type": None, "retry-after": None}, b""),
+], ids=["status-only", "stale-only", "body-only", "headers-only", "none"])
+def test_fallback_keys_left_out_take_their_defaults(lifeline, block, want_headers, want_body):
+    lf = lifeline(pools={"p": pool(refused())}, routes=[route(fallback=block)])
+    r = lf.fetch("GET", "/api/x")
+    assert r.status == block.get("status", 503) and r.header("x-lifeline-fallback") == "connect_error", r
+    for name, value in want_headers.items():
+        assert r.header(name) == value, (name, r.headers)
+    assert r.body == want_body, r
+
+
+def test_fallback_file_takes_the_default_headers_but_not_the_default_body(lifeline, tmp_path):
+    f = tmp_path / "sorry.json"
+    f.write_bytes(b'{"error":"maintenance"}')
+    lf = lifeline(pools={"p": pool(refused())}, routes=[route(fallback={"file": str(f)})])
+    r = lf.fetch("GET", "/")
+    assert r.status == 503 and r.body == b'{"error":"maintenance"}', r
+    assert r.header("content-type") == "application/json" and r.header("retry-after") == "5", r.headers
+
+
 def test_fallback_body_from_file(lifeline, tmp_path):
     page = ("<html><body><h1>Down for maintenance</h1>\n" + "<p>line</p>\n" * 300 + "</body></html>\n").encode()
     f = tmp_path / "sorry.html"

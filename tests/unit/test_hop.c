@@ -300,7 +300,8 @@ static void cancel_case(enum cancel_at at)
     if (u)
         FX_UNTIL(&f, (fx_pump(u), u->eof), 2.0);   /* the half-used connection is closed */
     fx_log_wait(&f, line, sizeof(line), 1.0);
-    assert_non_null(strstr(line, "\"status\":499,"));
+    /* a tunnel's answer, its 101, was complete: the client closing it is not a 499 */
+    assert_non_null(strstr(line, at == AT_TUNNEL ? "\"status\":101," : "\"status\":499,"));
     fx_log_outcomes(line, out, sizeof(out));
     /* the attempt that got a head was recorded then ("ok"); one still running is "cancelled" */
     assert_string_equal(out, at == AT_BODY || at == AT_TUNNEL ? "ok" : "cancelled");
@@ -471,7 +472,7 @@ static void test_hedge_loser_completes_and_pools(void **state)
     fx_serve(&f, lb, NULL, FX_GET("/hedged"), 200, "b");              /* the hedge answers */
     fx_expect_response(&f, c, &r, 200, "b");
     assert_int_equal(f.w.norphans, 1);
-    fx_expect_log(&f, 200, "ok,cancelled", NULL);
+    fx_expect_log(&f, 200, "cancelled,ok", NULL);   /* hop order: the hedged attempt first */
     FX_UNTIL(&f, p->servers[1].nidle == 1, 2.0);   /* the winner's connection */
     fx_respond(ua, 200, "late");                   /* the orphan's answer completes */
     FX_UNTIL(&f, f.w.norphans == 0, 2.0);
