@@ -65,13 +65,14 @@ test: all
 	LIFELINE_BIN=$(CURDIR)/build/lifeline $(PYTHON) -m pytest -q tests/integration/test_memory.py
 	$(MAKE) tsan-test
 
-# The tests where threads meet (workers, the loader thread's reloads, the main thread's health
+# The unit tests (the stale store's threads among them), then the tests where threads meet (workers, the loader thread's reloads, the main thread's health
 # checks and DNS, the process-wide stale store and outlier state) against a ThreadSanitizer build:
 # a data race is a report in lifeline's stderr, which fails the test like an ASan report. Timeouts
 # scaled for TSan's slowdown.
 TSAN_TESTS = test_workers.py test_stale.py test_reload.py test_outlier.py test_dns.py test_watch_config.py
 tsan-test:
 	$(MAKE) SANITIZE=thread all
+	$(MAKE) SANITIZE=thread unit
 	LIFELINE_TIME_SCALE=$${LIFELINE_TIME_SCALE:-3} LIFELINE_BIN=$(CURDIR)/build/tsan/lifeline \
 	  $(PYTHON) -m pytest -q $(addprefix tests/integration/,$(TSAN_TESTS))
 

@@ -386,17 +386,18 @@ static void lru_push_front(struct stale_shard *sh, struct stale_entry *e)
         sh->lru_tail = e;
 }
 
-/* Evicts least recently used entries until the store is within its size: the shard whose LRU tail
- * is oldest gives one up at a time (its tail tick is read without its lock; a stale read only picks a
- * slightly less old victim). Frees outside every lock. */
-static void stale_trim(struct stale_store *s)
+/* Evicts least recently used entries until `need` more bytes fit within the store's size: the
+ * shard whose LRU tail is oldest gives one up at a time (its tail tick is read without its lock; a
+ * stale read only picks a slightly less old victim). Frees outside every lock. */
+static void stale_trim(struct stale_store *s, uint64_t need)
 {
     for (unsigned guard = 0; guard < 1u << 20; guard++) {
         struct stale_shard *best = NULL;
         struct stale_entry *victim;
         uint64_t oldest = UINT64_MAX;
 
-        if (atomic_load_explicit(&s->bytes, memory_order_relaxed) <= atomic_load_explicit(&s->size, memory_order_relaxed))
+        if (atomic_load_explicit(&s->bytes, memory_order_relaxed) + need <=
+            atomic_load_explicit(&s->size, memory_order_relaxed))
             return;
         for (unsigned i = 0; i < STALE_SHARDS; i++) {
             uint64_t u = atomic_load_explicit(&s->shards[i].tail_used, memory_order_relaxed);
@@ -422,7 +423,27 @@ void stale_store_resize(struct stale_store *s, uint64_t size, uint64_t max_entry
         return;
     atomic_store(&s->size, size);
     atomic_store(&s->max_entry, max_entry);
-    stale_trim(s);
+    stale_trim(s, 0);
+}
+
+/* Counts cost bytes into the store before the entry is linked, making room first, so the store
+ * (and lifeline_stale_store_bytes) never holds more than its size, also while several workers
+ * store at once: room one worker made is taken by one of them (the compare-and-swap), the other
+ * makes room again. False when no room could be had in a few rounds (the copy is not kept). */
+static bool stale_reserve(struct stale_store *s, uint64_t cost)
+{
+    for (unsigned round = 0; round < 16; round++) {
+        uint64_t b = atomic_load_explicit(&s->bytes, memory_order_relaxed);
+
+        if (b + cost > atomic_load_explicit(&s->size, memory_order_relaxed)) {
+            stale_trim(s, cost);
+            continue;
+        }
+        if (atomic_compare_exchange_weak_explicit(&s->bytes, &b, b + cost, memory_order_relaxed,
+                                                  memory_order_relaxed))
+            return true;
+    }
+    return false;
 }
 
 int stale_put(struct stale_store *s, const char *key, size_t key_len, struct stale_capture *cap, double now)
@@ -435,6 +456,8 @@ int stale_put(struct stale_store *s, const char *key, size_t key_len, struct sta
         goto fail;
     e = calloc(1, sizeof(*e));
     if (!e || !(e->key = malloc(key_len ? key_len : 1)))
+        goto fail;
+    if (!stale_reserve(s, cost))
         goto fail;
     memcpy(e->key, key, key_len);
     e->key_len = key_len;
@@ -471,12 +494,10 @@ int stale_put(struct stale_store *s, const char *key, size_t key_len, struct sta
     e->hnext = *pp;
     *pp = e;
     lru_push_front(sh, e);
-    sh->count++;
-    atomic_fetch_add_explicit(&s->bytes, cost, memory_order_relaxed);
+    sh->count++;   /* (its cost was counted by stale_reserve) */
     shard_tail_publish(sh);
     pthread_mutex_unlock(&sh->mu);
     stale_entry_unref(old);
-    stale_trim(s);
     return 0;
 fail:
     if (e) {

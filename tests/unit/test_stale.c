@@ -338,6 +338,7 @@ struct worker_arg {
     struct stale_store *s;
     unsigned seed;
     unsigned hits, bad;
+    uint64_t peak;   /* the most stale_store_bytes() read between operations */
 };
 
 static void *hammer(void *p)
@@ -371,6 +372,9 @@ static void *hammer(void *p)
                 stale_entry_unref(e);
             }
         }
+        uint64_t b = stale_store_bytes(a->s);
+        if (b > a->peak)
+            a->peak = b;
     }
     return NULL;
 }
@@ -393,6 +397,9 @@ static void test_concurrent_put_get(void **state)
         pthread_join(th[i], NULL);
         hits += args[i].hits;
         bad += args[i].bad;
+        /* never over its size, not even for a moment while other threads store (the gauge
+         * lifeline_stale_store_bytes reads the same count) */
+        assert_true(args[i].peak <= size);
     }
     assert_int_equal(bad, 0);
     assert_true(hits > 0);
