@@ -372,8 +372,12 @@ def test_workers_shrink_keeps_tunnels_past_shutdown_timeout(lifeline, raw_upstre
     tunnels = [_open_tunnel(lf) for _ in range(12)]   # none on a removed worker: 4^-12
     try:
         _reload(lf, _cfg(lf, workers=1))
-        wait_for(lambda: lf.stderr_text().count("shutdown_timeout reached") >= 3, t(5),
-                 what="the removed workers' shutdown_timeout")
+        # the kernel spreads connections over the workers' sockets by hash: a removed worker that
+        # got no tunnel (about one run in ten) stops at once; the others reach shutdown_timeout
+        wait_for(lambda: lf.stderr_text().count("shutdown_timeout reached") +
+                 len(re.findall(r"worker \d: stopped", lf.stderr_text())) >= 3, t(5),
+                 what="each removed worker stopped or at its shutdown_timeout")
+        assert lf.stderr_text().count("shutdown_timeout reached") >= 1
         time.sleep(t(0.3))
         for k, c in enumerate(tunnels):
             msg = b"after-%d" % k
