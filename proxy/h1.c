@@ -613,6 +613,13 @@ static int token_names(void *arg, const char *t, size_t n)
     return hd->name_len == n && strncasecmp(hd->name, t, n) == 0;
 }
 
+/* each_token() callback: 1 for an h2c protocol in an Upgrade list ("h2c", any case, any version). */
+static int token_h2c(void *arg, const char *t, size_t n)
+{
+    (void)arg;
+    return n >= 3 && ci_eq(t, "h2c", 3) && (n == 3 || t[3] == '/');
+}
+
 struct te_scan { bool chunked_seen, chunked_last, unknown, dup; };
 
 static int te_token(void *arg, const char *t, size_t n)
@@ -1058,6 +1065,15 @@ static int head_finish(struct h1_parser *p, const struct head_scan *st, bool has
         /* RFC 9110 §7.8: Upgrade in an HTTP/1.0 request is ignored (dropped as hop-by-hop, no
          * tunnel: a 101 for it is a bad answer) */
         h->upgrade = st->has_upgrade && st->cs.upgrade && h->http_minor >= 1;
+        /* An h2c upgrade is not tunnelled (h2c smuggling: the tunnel would be HTTP/2 straight to
+         * the upstream, past routing and every header rule; Envoy and nginx's defaults do not
+         * pass it either): the request goes on as HTTP/1.1 without Upgrade (hop-by-hop), and a
+         * 101 for it is a bad answer. SPEC §4 tunnels WebSocket. */
+        if (h->upgrade) {
+            const struct h1_header *up = h1_find(h, "upgrade");
+            if (up && each_token(up->value, up->value_len, token_h2c, NULL))
+                h->upgrade = false;
+        }
         if (h->method == H1_M_CONNECT)
             skip = 1;   /* not proxied: answered 400 by routing; never read a "body" */
     } else {

@@ -6,6 +6,8 @@ import os
 import re
 import time
 
+import pytest
+
 from conftest import (Conn, build_request, chunked_body, pattern_bytes, pattern_sha, pool, sha,
                       t, wait_for)
 from faults import refused, status_script
@@ -490,6 +492,43 @@ def test_upgrade_refused_by_upstream_keeps_http(lifeline, raw_upstream):
         c.request("GET", "/next")
         r = c.read_response()
         assert r.status == 200 and r.body == b"/next", r
+
+
+@pytest.mark.parametrize("upgrade", ["h2c", "H2C", "h2c, websocket"])
+def test_h2c_upgrade_is_not_tunnelled(lifeline, raw_upstream, upgrade):
+    """h2c smuggling: a tunnel after `Upgrade: h2c` would be HTTP/2 straight to the upstream, past
+    routing and the header rules. The request goes on as HTTP/1.1 without Upgrade (and without the
+    HTTP2-Settings its Connection names); an upstream that answers 101 anyway gets a 502."""
+    async def script(conn):
+        while True:
+            req = await conn.read_request()
+            if req is None:
+                return
+            conn.up.state.setdefault("heads", []).append({k.lower(): v for k, v in req.headers})
+            if req.target == "/switch":
+                await conn.send(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n"
+                                b"Connection: Upgrade\r\n\r\n")
+                return
+            await conn.respond(200, req.target.encode())
+
+    up = raw_upstream(script)
+    lf = proxy_for(lifeline, up)
+    hdrs = [("Upgrade", upgrade), ("Connection", "Upgrade, HTTP2-Settings"),
+            ("HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA")]
+    with lf.conn() as c:
+        c.request("GET", "/h2c", headers=hdrs)
+        r = c.read_response()
+        assert r.status == 200 and r.body == b"/h2c", r
+        c.request("GET", "/next")
+        r = c.read_response()
+        assert r.status == 200 and r.body == b"/next", r
+    head = up.state["heads"][0]
+    assert "upgrade" not in head and "http2-settings" not in head, head
+    assert "upgrade" not in head.get("connection", "").lower(), head
+    with lf.conn() as c:
+        c.request("GET", "/switch", headers=hdrs)
+        r = c.read_response()
+        assert r.status == 502, r
 
 
 def _dates(r):
