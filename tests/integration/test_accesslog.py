@@ -234,18 +234,8 @@ def test_websocket_tunnel_is_a_101_whoever_closes_it(lifeline, raw_upstream, tmp
     """A tunnel's answer is its 101: when the client ends the WebSocket (the usual way, a close
     or a reset) the line and lifeline_requests_total say 101, as when the server ends it, not
     499 (the client did not leave before its answer)."""
-    async def script(conn):
-        req = await conn.read_request()
-        if req is None:
-            return
-        await conn.send(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                        b"Connection: Upgrade\r\n\r\n")
-        if req.target == "/server-ends":
-            await conn.send(b"bye")
-            return
-        await conn.echo_upper(100)
-
-    up = raw_upstream(script)
+    from test_reload import _tunnel_script
+    up = raw_upstream(_tunnel_script(server_ends="/server-ends"))
     path = log_to(tmp_path)
     aport = free_port()
     lf = lifeline(pools={"p": pool(up)}, routes=[{"name": "r", "pool": "p"}],

@@ -308,13 +308,17 @@ def test_keepalive_connection_survives_and_uses_new_routes(lifeline, upstream):
 # --------------------------------------------------------------------------------------------
 # Tunnels
 
-def _tunnel_script():
+def _tunnel_script(server_ends=None):
+    """101, then echoes upper-cased; a request for `server_ends` gets "bye" and the close instead."""
     async def script(conn):
         req = await conn.read_request()
         if req is None:
             return
         await conn.send(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                         b"Connection: Upgrade\r\n\r\n")
+        if req.target == server_ends:
+            await conn.send(b"bye")
+            return
         await conn.echo_upper()
     return script
 
