@@ -137,7 +137,8 @@ static struct hop_record *exchange_record_hop(struct exchange *ex, const struct 
     struct hop_record *r;
 
     if (s && s->m && midx != METRIC_OUTCOME_ORPHANED)
-        METRIC_ADD(s->m->attempts[metric_attempt_slot(midx, status)], 1);
+        METRIC_ADD(s->m->attempts[metric_attempt_slot(midx, status, metric_may_be_listed(status) &&
+                                                                    retry_listed(ex->route, HOP_OK, status))], 1);
     series_hop(ex_worker(ex)->id, s ? s->m : NULL, s && s->hs ? s->hs->slot : SERIES_SERVERS, midx,
                h->connected > 0 && !h->reused ? h->connected - h->started : -1,
                h->connected > 0 && (midx == HOP_OK || midx == METRIC_OUTCOME_5XX) ? now - h->connected : -1, now);

@@ -24,6 +24,7 @@
 #include "h1.h"
 #include "list.h"
 #include "log.h"
+#include "retry.h"
 #include "splice.h"
 #include "tls.h"
 #include "worker.h"
@@ -978,7 +979,9 @@ static void hop_orphan_end(struct hop *h, unsigned metric_outcome, unsigned stat
     struct worker *w = h->w;
 
     if (h->last_server && h->last_server->m)
-        METRIC_ADD(h->last_server->m->attempts[metric_attempt_slot(metric_outcome, status)], 1);
+        METRIC_ADD(h->last_server->m->attempts[metric_attempt_slot(metric_outcome, status,
+                                                                   metric_may_be_listed(status) &&
+                                                                   retry_listed(h->oroute, HOP_OK, status))], 1);
     log_debug("detached attempt to %s ended: %s", h->last_server ? h->last_server->addr->text : "?",
               metric_outcome_names[metric_outcome]);
     hop_orphan_unlink(w, h);
@@ -1040,6 +1043,7 @@ bool hop_orphan(struct hop *h)
         hop_rt_start(o, w->loop, o->response_due - ev_now(w->loop));
     hop_timer_move(w->loop, &h->read_timer, &o->read_timer, o);
     o->ex = NULL;
+    o->oroute = h->ex->route;
     o->gen = h->ex->gen;
     o->gen->refs++;
     pool_conn_move(o->uc, o);

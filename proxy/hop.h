@@ -81,6 +81,7 @@ const char *hop_outcome_name(enum hop_outcome o);
 
 struct worker;
 struct gen;
+struct conf_route;
 
 #define HOP_ORPHAN_BODY_MAX (64 * 1024)
 #define HOP_ORPHANS_MAX 1024
@@ -89,6 +90,7 @@ struct hop {
     struct exchange *ex;                /* owner; NULL for an orphan (owned by w) */
     struct worker *w;
     struct gen *gen;                    /* orphans: generation reference held */
+    const struct conf_route *oroute;    /* orphans: the route it ran for (in gen's conf) */
     struct hop *onext, *oprev;          /* orphans: the worker's list (oldest first); the reaper's
                                          * list (onext) once ended */
     ev_tstamp deadline;                 /* the exchange's, for clamping connect/response */

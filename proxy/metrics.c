@@ -70,6 +70,8 @@ const char *metric_attempt_label(unsigned k, char tmp[4])
 {
     if (k == METRIC_OUTCOME_5XX)
         return "5xx";
+    if (k >= METRIC_SLOT_4XX)
+        return metric_code_text(k - METRIC_SLOT_4XX + 400, tmp);
     return k < METRIC_OUTCOMES ? metric_outcome_names[k] : metric_code_text(k - METRIC_OUTCOMES + 500, tmp);
 }
 

@@ -52,13 +52,25 @@ extern const char *const metric_outcome_names[METRIC_OUTCOMES];
 
 /* lifeline_upstream_attempts_total's slots: the outcomes above, then one per status from 500 to
  * METRIC_CODE_LAST (labelled with the code, as SPEC §3.4 names a status outcome); a 5xx above
- * it stays in METRIC_OUTCOME_5XX, labelled "5xx". */
+ * it stays in METRIC_OUTCOME_5XX, labelled "5xx". Then one per status from 400 to
+ * METRIC_CODE4_LAST for an answer listed in its route's retry.on (408, 425, 429, ...), labelled
+ * with its code as the access log names that outcome; any other answer below 500 is ok. */
 #define METRIC_CODE_LAST 511
-#define METRIC_ATTEMPT_SLOTS (METRIC_OUTCOMES + METRIC_CODE_LAST - 500 + 1)
-static inline unsigned metric_attempt_slot(unsigned midx, unsigned status)
+#define METRIC_CODE4_LAST 431
+#define METRIC_SLOT_4XX (METRIC_OUTCOMES + METRIC_CODE_LAST - 500 + 1)
+#define METRIC_ATTEMPT_SLOTS (METRIC_SLOT_4XX + METRIC_CODE4_LAST - 400 + 1)
+/* A status that has a slot of its own when its route lists it (the test before retry_listed). */
+static inline bool metric_may_be_listed(unsigned status)
+{
+    return status >= 400 && status <= METRIC_CODE4_LAST;
+}
+/* listed: the status is in the route's retry.on (retry_listed). */
+static inline unsigned metric_attempt_slot(unsigned midx, unsigned status, bool listed)
 {
     if (midx == METRIC_OUTCOME_5XX && status >= 500 && status <= METRIC_CODE_LAST)
         return METRIC_OUTCOMES + status - 500;
+    if (midx == 0 && listed && status >= 400 && status <= METRIC_CODE4_LAST)
+        return METRIC_SLOT_4XX + status - 400;
     return midx;
 }
 

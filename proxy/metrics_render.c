@@ -278,7 +278,7 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
                                       c->routes[r].name, metric_reason_label(k, tmp), (unsigned long long)v);
         }
     }
-    metrics_render_printf(b, "# HELP lifeline_upstream_attempts_total Attempts by pool, server and outcome (ok: an answer below 500; a 5xx answer by its code).\n"
+    metrics_render_printf(b, "# HELP lifeline_upstream_attempts_total Attempts by pool, server and outcome (ok: an answer below 500; a 5xx answer, or a 4xx listed in retry.on, by its code).\n"
                  "# TYPE lifeline_upstream_attempts_total counter\n");
     for (size_t p = 0; p < rt->npools; p++) {
         const struct health_pool *hp = &rt->pools[p];
@@ -475,8 +475,8 @@ void metrics_render_status(struct metrics_render_buf *b, const struct metrics_re
             for (unsigned o = 0; o < METRIC_ATTEMPT_SLOTS; o++) {
                 uint64_t v = SERVER_SUM(s, hs->slot, attempts[o]);
                 total += v;
-                if (o != HOP_OK && o != METRIC_OUTCOME_CANCELLED)
-                    failed += v;
+                if (o != HOP_OK && o != METRIC_OUTCOME_CANCELLED && o < METRIC_SLOT_4XX)
+                    failed += v;   /* (a listed 4xx is not a failure of the server) */
             }
             metrics_render_printf(b, "%s{\"address\":\"%s\",\"weight\":%u,\"up\":%s,\"state\":\"%s\",\"ejected\":%s,\"ejected_for_ms\":%lld,"
                          "\"slow_start_share\":%.2f,\"in_flight\":%lld,\"idle_connections\":%lld,"
