@@ -220,7 +220,8 @@ def test_no_backoff_after_a_refused_connect(lifeline, raw_upstream, tmp_path):
     assert max(durs) < t(0.5), durs
 
     # the control: after a 503 the same route backs off (the delay is random in [0, 200ms], so
-    # only the total over several requests is asserted)
+    # only the total over several requests is asserted: a mean under 15 ms has odds of about
+    # 1e-5 with a backoff, where without one it is a few ms; 30 ms, about 5e-4, failed once in CI)
     u503 = raw_upstream(status_script(503), name="u503")
     px2 = start(lifeline, tmp_path, {"p%d" % k: user_pool((u503, 100), g1) for k in range(n)}, routes=routes)
     for k in range(n):
@@ -229,7 +230,7 @@ def test_no_backoff_after_a_refused_connect(lifeline, raw_upstream, tmp_path):
     lines2 = wait_access(px2.log, lambda ls: len(ls) >= n, what="%d access log lines" % n)
     assert [[a["outcome"] for a in ln["attempts"]] for ln in lines2] == [["503", "ok"]] * n, lines2
     mean2 = sum(ln["duration_ms"] for ln in lines2) / 1000.0 / n
-    assert mean2 >= 0.03, "after a 503 the mean backoff was %.0f ms: no backoff at all?" % (mean2 * 1000)
+    assert mean2 >= 0.015, "after a 503 the mean backoff was %.0f ms: no backoff at all?" % (mean2 * 1000)
 
 
 # --------------------------------------------------------------------------------------------
