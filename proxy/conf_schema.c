@@ -1193,6 +1193,18 @@ static void conf_post_backoff(struct conf_loader *ld, yaml_node_t *map, void *ob
     }
 }
 
+/* Appends a header to r->fallback.headers (room for it allocated), taking both strings; one that
+ * could not be made (NULL: the loader noted it) drops the other. */
+static void fallback_header_add(struct conf_route *r, char *name, char *value)
+{
+    if (!name || !value) {
+        free(name);
+        free(value);
+        return;
+    }
+    r->fallback.headers[r->fallback.nheaders++] = (struct conf_header){ .name = name, .value = value };
+}
+
 /* fallback.headers: NAME: value. Names stored lowercase; framing headers are lifeline's own, and so
  * are x-lifeline-fallback and x-request-id (SPEC §3.7, §4: every fallback answer carries lifeline's
  * own; a configured one would make it appear twice). */
@@ -1245,16 +1257,7 @@ static int conf_h_headers(struct conf_loader *ld, const struct conf_field *f, ya
             rc = -1;
             continue;
         }
-        struct conf_header *h = &r->fallback.headers[r->fallback.nheaders];
-        h->name = conf_lowerdup(ld, name);
-        h->value = conf_strdup(ld, s);
-        if (h->name && h->value)
-            r->fallback.nheaders++;
-        else {
-            free(h->name);
-            free(h->value);
-            *h = (struct conf_header){ 0 };
-        }
+        fallback_header_add(r, conf_lowerdup(ld, name), conf_strdup(ld, s));
     }
     return rc;
 }
@@ -1368,18 +1371,8 @@ static void conf_post_fallback(struct conf_loader *ld, yaml_node_t *map, void *o
      * say "none". */
     if (!conf_seen(&conf_blk_fallback, seen, "headers") && !r->fallback.headers &&
         (r->fallback.headers = conf_calloc(ld, 2, sizeof *r->fallback.headers))) {
-        for (size_t i = 0; i < 2; i++) {
-            struct conf_header *h = &r->fallback.headers[r->fallback.nheaders];
-            h->name = conf_strdup(ld, dflt_headers[i][0]);
-            h->value = conf_strdup(ld, dflt_headers[i][1]);
-            if (h->name && h->value)
-                r->fallback.nheaders++;
-            else {
-                free(h->name);
-                free(h->value);
-                *h = (struct conf_header){ 0 };
-            }
-        }
+        for (size_t i = 0; i < 2; i++)
+            fallback_header_add(r, conf_strdup(ld, dflt_headers[i][0]), conf_strdup(ld, dflt_headers[i][1]));
     }
     if (!body && !file && !r->fallback.body && (r->fallback.body = conf_strdup(ld, dflt_body)))
         r->fallback.body_len = sizeof(dflt_body) - 1;
