@@ -102,18 +102,42 @@ static int conf_error_cmp(const void *a, const void *b)
     return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
-static void conf_yaml_error(struct conf_loader *ld, yaml_parser_t *p)
+/* The line and column (from 1) of byte `off` of text, counted as libyaml counts its marks: a line
+ * ends at LF, CR LF or a lone CR; a column is a character (a UTF-8 lead byte or an ASCII byte;
+ * continuation bytes do not count); a byte-order mark at the start takes no column. */
+static void conf_offset_mark(const char *text, size_t len, size_t off, unsigned long *line, unsigned long *col)
+{
+    const unsigned char *t = (const unsigned char *)text;
+    size_t i = len >= 3 && t[0] == 0xEF && t[1] == 0xBB && t[2] == 0xBF ? 3 : 0;
+    *line = 1;
+    *col = 1;
+    if (off > len)
+        off = len;
+    for (; i < off; i++) {
+        if (t[i] == '\n' || (t[i] == '\r' && (i + 1 >= len || t[i + 1] != '\n'))) {
+            (*line)++;
+            *col = 1;
+        } else if (t[i] != '\r' && (t[i] & 0xC0) != 0x80) {
+            (*col)++;
+        }
+    }
+}
+
+static void conf_yaml_error(struct conf_loader *ld, yaml_parser_t *p, const char *text, size_t len)
 {
     if (p->error == YAML_MEMORY_ERROR) {
         ld->oom = true;
         return;
     }
     if (p->error == YAML_READER_ERROR) {
-        /* The reader has no line/column, only a byte offset (bad UTF-8, a control byte). */
+        /* The reader has no line/column, only the byte offset of what it could not decode (bad
+         * UTF-8, a control byte): the mark is counted from the text. */
         char msg[160];
-        snprintf(msg, sizeof msg, "YAML: %s at byte %zu", p->problem ? p->problem : "unreadable input",
+        unsigned long line, col;
+        conf_offset_mark(text, len, p->problem_offset, &line, &col);
+        snprintf(msg, sizeof msg, "YAML: %s (byte %zu)", p->problem ? p->problem : "unreadable input",
                  p->problem_offset);
-        conf_add_error(ld, 1, 1, msg);
+        conf_add_error(ld, line, col, msg);
         return;
     }
     if (p->context)
@@ -281,7 +305,7 @@ static struct conf *conf_load_text(const char *path, const char *text, size_t le
         goto out;
     yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
     if (!yaml_parser_load(&parser, &ld.doc)) {
-        conf_yaml_error(&ld, &parser);
+        conf_yaml_error(&ld, &parser, text, len);
         goto out;
     }
     doc_ok = true;
@@ -293,7 +317,7 @@ static struct conf *conf_load_text(const char *path, const char *text, size_t le
     /* One document per file: a second one (after ---) would be silently ignored otherwise. */
     yaml_document_t extra;
     if (!yaml_parser_load(&parser, &extra)) {
-        conf_yaml_error(&ld, &parser);
+        conf_yaml_error(&ld, &parser, text, len);
     } else {
         yaml_node_t *r2 = yaml_document_get_root_node(&extra);
         if (r2)
@@ -319,12 +343,19 @@ out:
         conf_add_error(&ld, 1, 1, "out of memory while loading the configuration");
     if (ld.nerrs)
         qsort(ld.errs, ld.nerrs, sizeof *ld.errs, conf_error_cmp);
+    size_t printed = 0;
     for (size_t i = 0; i < ld.nerrs; i++) {
-        fprintf(err, "%s:%lu:%lu: %s\n", path, ld.errs[i].line, ld.errs[i].col, ld.errs[i].msg);
-        free(ld.errs[i].msg);
+        /* An alias walks its anchor's nodes again: the same error at the same mark is printed once. */
+        const struct conf_error *e = &ld.errs[i], *prev = i ? &ld.errs[i - 1] : NULL;
+        if (!prev || prev->line != e->line || prev->col != e->col || strcmp(prev->msg, e->msg)) {
+            fprintf(err, "%s:%lu:%lu: %s\n", path, e->line, e->col, e->msg);
+            printed++;
+        }
     }
+    for (size_t i = 0; i < ld.nerrs; i++)
+        free(ld.errs[i].msg);
     if (nerrors)
-        *nerrors = (unsigned)(ld.nerrs + ld.nprinted);
+        *nerrors = (unsigned)(printed + ld.nprinted);
     if ((ld.nerrs || ld.nprinted) && c) {
         conf_free(c);
         c = NULL;

@@ -896,6 +896,23 @@ bad:
     return -1;
 }
 
+/* After a TLS file failed to load, the files after it in the same block are not read by the
+ * loader; each of them that cannot even be opened is still reported at its own value, so that
+ * every error found is reported at once ("every error", SPEC §1). */
+static void conf_unreadable(struct conf_loader *ld, yaml_node_t *map, const char *key, const char *what,
+                            const char *path)
+{
+    yaml_node_t *at;
+    if (!path || !*path || !(at = conf_lookup(ld, map, key)))
+        return;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        close(fd);
+        return;
+    }
+    conf_err(ld, at, "cannot read %s %s: %s", what, path, strerror(errno));
+}
+
 /* The pool's client context, built when tls.enabled: the CA file and the client certificate and
  * key are read now, each error reported at its key's value. */
 static void conf_post_pool_tls(struct conf_loader *ld, yaml_node_t *map, void *obj, yaml_node_t *const *seen)
@@ -917,6 +934,10 @@ static void conf_post_pool_tls(struct conf_loader *ld, yaml_node_t *map, void *o
     if (!p->tls.ctx) {
         at = conf_lookup(ld, map, keys[which]);
         conf_err(ld, at ? at : map, "%s", err);
+        if (which < 1 && strcmp(p->tls.ca, "system"))
+            conf_unreadable(ld, map, "client_cert", "certificate", p->tls.client_cert);
+        if (which < 2)
+            conf_unreadable(ld, map, "client_key", "key", p->tls.client_key);
     }
 }
 
@@ -943,6 +964,8 @@ static void conf_post_listener_tls(struct conf_loader *ld, yaml_node_t *map, voi
         if (tls_cert_load(&certs[i], l->certs[i].cert, l->certs[i].key, err, sizeof err, &which, &expired) < 0) {
             yaml_node_t *at = item ? conf_lookup(ld, item, which ? "key" : "cert") : NULL;
             conf_err(ld, at ? at : map, "%s", err);
+            if (!which && item)
+                conf_unreadable(ld, item, "key", "key", l->certs[i].key);
             bad = true;
             continue;
         }
@@ -1506,12 +1529,56 @@ void conf_schema_defaults(struct conf_loader *ld, struct conf *c)
 }
 
 
+/* The admin listener cannot share a port with a proxy listener: the same address, or either one the
+ * wildcard of the other's family; and an admin on [::] is dual-stack (the proxy's listeners are
+ * v6-only, the admin's is not), so it also takes that port on every IPv4 address. `-t` would
+ * otherwise pass a file whose start fails at bind. a is the admin's address. */
+static bool conf_addr_clash(const struct conf_sockaddr *a, const struct conf_sockaddr *b)
+{
+    if (a->ss.ss_family == AF_INET6 && b->ss.ss_family == AF_INET) {
+        const struct sockaddr_in6 *x = (const void *)&a->ss;
+        const struct sockaddr_in *y = (const void *)&b->ss;
+        return x->sin6_port == y->sin_port && IN6_IS_ADDR_UNSPECIFIED(&x->sin6_addr);
+    }
+    if (a->ss.ss_family != b->ss.ss_family)
+        return false;
+    if (a->ss.ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)&a->ss, *y = (const void *)&b->ss;
+        return x->sin_port == y->sin_port && (x->sin_addr.s_addr == y->sin_addr.s_addr ||
+                                              x->sin_addr.s_addr == htonl(INADDR_ANY) ||
+                                              y->sin_addr.s_addr == htonl(INADDR_ANY));
+    }
+    const struct sockaddr_in6 *x = (const void *)&a->ss, *y = (const void *)&b->ss;
+    return x->sin6_port == y->sin6_port &&
+           (conf_sockaddr_eq(a, b) || IN6_IS_ADDR_UNSPECIFIED(&x->sin6_addr) ||
+            IN6_IS_ADDR_UNSPECIFIED(&y->sin6_addr));
+}
+
+static void conf_check_admin_addr(struct conf_loader *ld, yaml_node_t *root)
+{
+    struct conf *c = ld->c;
+    char q[CONF_QUOTE_MAX + 8];
+    if (!c->admin.enabled || !c->admin.address)
+        return;
+    for (size_t i = 0; i < c->nlisteners; i++) {
+        if (!c->listeners[i].address || !conf_addr_clash(&c->admin.addr, &c->listeners[i].addr))
+            continue;
+        yaml_node_t *admin = conf_lookup(ld, root, "admin");
+        yaml_node_t *at = admin ? conf_lookup(ld, admin, "address") : NULL;
+        if (at)
+            conf_err(ld, at, "admin address %s clashes with listener %zu (%s): they cannot share a port",
+                     conf_quote(q, c->admin.addr.text), i + 1, c->listeners[i].addr.text);
+        return;
+    }
+}
+
 /* ---- The whole document ------------------------------------------------------------------ */
 
 void conf_schema_walk(struct conf_loader *ld, yaml_node_t *root)
 {
     struct conf *c = ld->c;
     conf_map(ld, "the configuration", root, &conf_blk_top, c, NULL);
+    conf_check_admin_addr(ld, root);
     if (ld->routes)
         conf_routes(ld, ld->routes);
     conf_resolve_servers(ld, root);

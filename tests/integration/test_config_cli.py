@@ -374,3 +374,86 @@ routes:
     assert [e[:2] for e in errs] == [(5, 11), (5, 11)], errs
     assert 'missing key "cert"' in errs[0][2], errs
     assert 'missing key "key"' in errs[1][2], errs
+
+
+MINIMAL_TAIL = """\
+pools:
+  api:
+    servers:
+      - { address: 127.0.0.1:9000 }
+routes:
+  - pool: api
+"""
+
+
+@pytest.mark.parametrize("listen, admin, clash", [
+    ("127.0.0.1:{p}", "127.0.0.1:{p}", True),        # the same address
+    ("0.0.0.0:{p}", "127.0.0.1:{p}", True),          # the listener's wildcard takes the port everywhere
+    ("127.0.0.1:{p}", "0.0.0.0:{p}", True),          # the admin's wildcard does
+    ("127.0.0.1:{p}", "'[::]:{p}'", True),           # the admin on [::] is dual-stack
+    ("127.0.0.1:{p}", "127.0.0.2:{p}", False),       # two addresses, one port: both bind
+    ("127.0.0.1:{p}", "127.0.0.1:{q}", False),
+])
+def test_check_admin_address_that_clashes_with_a_listener(tmp_path, listen, admin, clash):
+    # Found by a config audit: `-t` passed an admin address equal to a listener's, and the start
+    # then failed at bind with no FILE:LINE:COL. The error points at the admin address value.
+    p, q = free_port(), free_port()
+    text = "listen:\n  - address: %s\nadmin: { address: %s }\n%s" % (
+        listen.format(p=p), admin.format(p=p, q=q), MINIMAL_TAIL)
+    path = write(tmp_path, "adm.yaml", text)
+    r = run_cli(["-t", "-c", path])
+    if not clash:
+        assert r.returncode == 0, r.stderr
+        return
+    assert r.returncode == 1, r.stderr
+    errs = error_lines(r.stderr, path)
+    assert [e[:2] for e in errs] == [(3, 19)], r.stderr
+    assert "cannot share a port" in errs[0][2], errs
+
+
+def test_check_undecodable_bytes_are_reported_where_they_are(tmp_path):
+    # Found by a config audit: bad UTF-8 or a control byte was reported at 1:1 (libyaml's reader
+    # gives a byte offset, not a mark). Lines and columns are counted from the text, a column per
+    # character, CR LF as one line end.
+    head = "listen:\r\n  - address: 127.0.0.1:8080\r\n" + MINIMAL_TAIL.replace("\n", "\r\n")
+    for bad, col in ((b"ab\xffc", 14), (b"\xc3\xa9\x01", 13)):
+        p = tmp_path / "bytes.yaml"
+        p.write_bytes(head.encode() + b"    name: \"" + bad + b"\"\r\n")
+        r = run_cli(["-t", "-c", str(p)])
+        assert r.returncode == 1, r.stderr
+        errs = error_lines(r.stderr, str(p))
+        assert [e[:2] for e in errs] == [(9, col)], r.stderr
+        assert "YAML:" in errs[0][2], errs
+
+
+def test_check_an_error_under_an_alias_is_reported_once(tmp_path):
+    # An alias walks its anchor's value again; the error there is one error, printed once.
+    errs, r = check_invalid(tmp_path, """\
+listen:
+  - address: 127.0.0.1:8080
+pools:
+  a: { servers: [{ address: 127.0.0.1:9000 }], timeouts: &t { connect: 5x } }
+  b: { servers: [{ address: 127.0.0.1:9000 }], timeouts: *t }
+routes:
+  - pool: a
+""")
+    assert [e[:2] for e in errs] == [(4, 72)], r.stderr
+
+
+def test_check_reports_every_unreadable_tls_file(tmp_path):
+    # Found by a config audit: with both files missing only the first was reported.
+    missing = str(tmp_path / "nope")
+    errs, r = check_invalid(tmp_path, """\
+listen:
+  - address: 127.0.0.1:8443
+    tls: {{ certificates: [{{ cert: {m}/c.pem, key: {m}/k.pem }}] }}
+pools:
+  api:
+    servers: [{{ address: 127.0.0.1:9000 }}]
+    tls: {{ enabled: true, client_cert: {m}/cc.pem, client_key: {m}/ck.pem }}
+routes:
+  - pool: api
+""".format(m=missing))
+    assert [e[0] for e in errs] == [3, 3, 7, 7], r.stderr
+    assert "cannot read certificate" in errs[0][2] and "cannot read key" in errs[1][2], errs
+    assert "cannot read certificate" in errs[2][2] and "cannot read key" in errs[3][2], errs
