@@ -171,9 +171,10 @@ static void admin_answer(struct admin_conn *k)
         metrics_render_printf(&body, "not found\n");
     }
     metrics_render_printf(&all, "HTTP/1.1 %u %s\r\ncontent-type: %s\r\ncontent-length: %zu\r\ncache-control: no-store\r\n"
-                    "connection: close\r\n\r\n", status,
+                    "%sconnection: close\r\n\r\n", status,
               status == 200 ? "OK" : status == 503 ? "Service Unavailable" : status == 404 ? "Not Found" :
-              status == 405 ? "Method Not Allowed" : "Bad Request", ctype, body.len);
+              status == 405 ? "Method Not Allowed" : "Bad Request", ctype, body.len,
+              status == 405 ? "allow: GET, HEAD\r\n" : "");   /* RFC 9110 §15.5.6: a 405 lists them */
     if (strcmp(method, "HEAD") != 0 && body.len)
         metrics_render_printf(&all, "%.*s", (int)body.len, body.p);
     free(body.p);

@@ -485,7 +485,9 @@ static void exchange_rand_hex(struct exchange *ex, char out[16])
 }
 
 /* SPEC §5: the incoming trace when its traceparent is valid (its tracestate then goes along),
- * else a new one: 16 random bytes, flags 01 (sampled). */
+ * else a new one: 16 random bytes, flags 01 (sampled). Of the incoming flags only `sampled` (the
+ * low bit, the one flag of W3C Trace Context's version 00) goes on: the others are reserved, and
+ * "vendors MUST set those to zero". */
 static void exchange_make_trace(struct exchange *ex)
 {
     const struct h1_head *req = ex->req;
@@ -494,7 +496,9 @@ static void exchange_make_trace(struct exchange *ex)
     ex->trace_in = hd && h1_traceparent_valid(hd->value, hd->value_len);
     if (ex->trace_in) {
         memcpy(ex->trace_id, hd->value + H1_TP_TRACE_OFF, 32);
-        memcpy(ex->trace_flags, hd->value + H1_TP_FLAGS_OFF, 2);
+        char low = hd->value[H1_TP_FLAGS_OFF + 1];   /* lower-case hex: validated */
+        bool sampled = low >= 'a' ? (low - 'a' + 10) & 1 : (low - '0') & 1;
+        memcpy(ex->trace_flags, sampled ? "01" : "00", 2);
     } else {
         exchange_rand_hex(ex, ex->trace_id);
         exchange_rand_hex(ex, ex->trace_id + 16);

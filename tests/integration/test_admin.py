@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 
-from conftest import Conn, ConnClosed, HOST, free_port, pool, t, wait_for
+from conftest import Conn, ConnClosed, HOST, fetch, free_port, pool, t, wait_for
 from faults import refused, status_script
 from ops import (admin_extra, admin_get, metrics, pool_status, reload, server_status, status,
                  wait_access)
@@ -31,6 +31,11 @@ def test_healthz_ok_then_503_while_draining(lifeline, upstream):
         r = admin_get(aport, path)
         assert r.status == 200 and r.body == b"ok", (path, r)   # SPEC §5: 200 `ok`, that body exactly
     assert admin_get(aport, "/nope").status == 404
+    # Only GET and HEAD: a 405 says so in Allow (RFC 9110 §15.5.6 makes it a MUST; found by an
+    # observability audit).
+    for method in ("POST", "PUT", "DELETE", "OPTIONS"):
+        r = fetch(aport, method, "/metrics", timeout=t(5))
+        assert r.status == 405 and r.header("allow") == "GET, HEAD", (method, r)
 
     hold = t(1.5)
     th, result = lf.fetch_in_background("GET", "/slow-head?ms=%d" % int(hold * 1000), timeout=t(6))

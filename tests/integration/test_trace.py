@@ -52,6 +52,12 @@ def test_incoming_trace_is_kept_with_a_new_span(lifeline, upstream, tmp_path):
     r2 = lf.fetch("GET", "/echo", headers=[("traceparent", "00-%s-%s-00" % (TRACE, PARENT))])
     t2, s2, f2 = _tp(r2)
     assert t2 == TRACE and f2 == "00" and s2 not in (span, PARENT), r2.json()["headers"]
+    # Only `sampled` goes on: the other bits are reserved, and W3C says vendors MUST set them to
+    # zero (found by an observability audit: ff, 03 and 09 were copied as they came).
+    for sent, kept in (("ff", "01"), ("03", "01"), ("09", "01"), ("fe", "00"), ("02", "00")):
+        r3 = lf.fetch("GET", "/echo", headers=[("traceparent", "00-%s-%s-%s" % (TRACE, PARENT, sent))])
+        t3, _, f3 = _tp(r3)
+        assert (t3, f3) == (TRACE, kept), (sent, r3.json()["headers"])
 
     lines = wait_access(path, lambda ls: len(ls) >= 2)
     a = _by_rid(lines, r.header("x-request-id"))
