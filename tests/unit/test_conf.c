@@ -324,15 +324,18 @@ static void test_full_config(void **state)
     done(&l);
 }
 
-/* The same file without the test flag: the certificate files it names do not exist (each error at
- * its value). */
+/* The same file without the test flag: the certificate and key files it names do not exist (each
+ * error at its value, every one reported). */
 static void test_full_config_unsupported(void **state)
 {
     (void)state;
     static const struct { unsigned line, col; const char *name; } want[] = {
         { 6, 19, "cannot read certificate /etc/lifeline/site.crt" },
+        { 6, 48, "cannot read key /etc/lifeline/site.key" },
         { 7, 19, "cannot read certificate /etc/lifeline/b.crt" },
+        { 7, 45, "cannot read key /etc/lifeline/b.key" },
         { 59, 25, "cannot read certificate /c.pem" },
+        { 59, 45, "cannot read key /k.pem" },
     };
     struct loaded l;
     load(&l, full_yaml);
@@ -1019,10 +1022,10 @@ static const struct bad_case bad_cases[] = {
     { L "admin: {}\n", 2, 8, "missing key \"address\" in admin", 0, CONF_LOAD_UNSUPPORTED },
     /* TLS files are read at load, each error at its key's value */
     { "listen:\n  - address: 127.0.0.1:8443\n    tls: { certificates: [ { cert: /nonexistent/a.crt, key: a.key } ] }\n",
-      3, 36, "cannot read certificate /nonexistent/a.crt", 0, 0 },
+      3, 36, "cannot read certificate /nonexistent/a.crt", 2, 0 },   /* and a.key */
     { L PX "    tls: { enabled: true, ca: /nonexistent/ca.pem }\n", 5, 31, "cannot read CA file /nonexistent/ca.pem", 0, 0 },
     { L PX "    tls: { enabled: true, verify: false, client_cert: /nonexistent/c.pem, client_key: k.pem }\n", 5, 55,
-      "cannot read certificate /nonexistent/c.pem", 0, 0 },
+      "cannot read certificate /nonexistent/c.pem", 2, 0 },   /* and k.pem */
     { L PX "    health: { rise: 0 }\n", 5, 21, "rise must be between", 0, 0 },
     /* YAML syntax */
     { L "workers: 1: 2\n", 2, 11, "YAML: mapping values are not allowed in this context", 0, 0 },
