@@ -1928,8 +1928,20 @@ static inline bool fast_special_name(const char *n, size_t nl)
     }
 }
 
-/* A head longer than this goes to http-parser (far below its own 80 KiB limit). */
+/* A head longer than this goes to http-parser. */
 #define H1_FAST_MAX 8192
+
+/* http-parser's own head limit (80 KiB unless raised) is below what limits.max_header_bytes allows
+ * (up to 1 MiB): a longer head was refused with 431 whatever the configuration said, and one of
+ * exactly 80 KiB tripped it on its last byte, after on_headers_complete had sent the request
+ * upstream. Every parser's own limit (max_head, checked on the raw bytes before they reach
+ * http-parser) is the one that applies, so http-parser's is raised past the largest of them, once,
+ * before any thread runs (the setting is a process-wide variable). */
+#define H1_HTTP_PARSER_HEAD_MAX (4u << 20)
+__attribute__((constructor)) static void h1_http_parser_limit(void)
+{
+    http_parser_set_max_header_size(H1_HTTP_PARSER_HEAD_MAX);
+}
 
 /* Parses a whole head at d[0, n) (the message's first input). Returns true with the head
  * reported (H1_HEAD, *consumed through its last LF); false when the message is left to

@@ -563,3 +563,38 @@ def test_date_on_own_answers_and_on_responses_without_one(lifeline, raw_upstream
         c.send(b"GET / HTTP/1.1\r\n\r\n")   # no Host: 400
         r = c.read_response()
     assert r.status == 400 and len(_dates(r)) == 1 and _recent_http_date(_dates(r)[0]), r
+
+
+def test_head_up_to_a_large_max_header_bytes_is_served(lifeline, raw_upstream):
+    # Found by a limits audit: http-parser's own 80 KiB head limit applied whatever
+    # limits.max_header_bytes said (up to 1MiB allowed), and a head of exactly 80 KiB was sent
+    # upstream, then answered 431 on its last byte: the client was told "rejected" for a request
+    # that had run. Now the configured limit is the one: max + 4 bytes (the final CRLFCRLF) served,
+    # one more 431, and nothing sent upstream for it.
+    heads = []
+
+    async def script(conn):
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = await conn.reader.read(65536)
+            if not chunk:
+                return
+            data += chunk
+        heads.append(len(data))
+        await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+
+    up = raw_upstream(script)
+    limit = 200 * 1024
+    lf = proxy_for(lifeline, up, limits={"max_header_bytes": "200KiB"})
+
+    def head_of(total):
+        base = b"DELETE /account/7 HTTP/1.1\r\nHost: x\r\nX-P: "
+        return base + b"y" * (total - len(base) - 4) + b"\r\n\r\n"
+
+    for total, want in ((80 * 1024, 200), (80 * 1024 + 1, 200), (limit + 4, 200), (limit + 5, 431)):
+        before = len(heads)
+        with lf.conn() as c:
+            c.send(head_of(total))
+            r = c.read_response(timeout=t(10))
+        assert r.status == want, (total, r)
+        assert len(heads) == before + (1 if want == 200 else 0), (total, heads)
