@@ -63,6 +63,10 @@ static ev_tstamp client_rdue(const struct client *c)
             return 0;   /* nothing more to read (a request without a body answered at once) */
         if (!c->ex && c->answer_done)
             return 0;   /* a rejected head's answer going out: only the send side counts */
+        if (c->read_paused && !c->rd_eof)
+            return 0;   /* lifeline stopped reading (the upstream is not taking the body): not the
+                           client's gap; the route's deadline and the hop's timers bound the wait,
+                           and the gap counts again from when reading resumes */
         return c->last_read + ms(cf->client.body_timeout);
     case CLIENT_LINGER:
         return c->head_deadline;
@@ -446,6 +450,10 @@ static void client_read_on(struct client *c)
 {
     if (c->read_paused && !c->rd_eof) {
         c->read_paused = false;
+        if (c->phase == CLIENT_BODY) {
+            c->last_read = ev_now(c->w->loop);   /* body_timeout's gap starts again now */
+            client_timer_arm(c);
+        }
         client_rd_start(c);   /* TLS: bytes already decrypted are read at once */
     }
 }

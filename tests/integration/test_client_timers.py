@@ -91,6 +91,53 @@ def test_body_timeout_is_an_idle_gap_timer(lifeline, upstream):
     assert r.json()["body_len"] == 80
 
 
+def test_body_timeout_does_not_count_while_the_upstream_holds_the_body_back(lifeline, raw_upstream):
+    # Found by a limits audit: with an upstream slow to read the body, lifeline stops reading the
+    # client (backpressure), and body_timeout then fired on a client that was sending all along:
+    # 408 for the upstream's stall. A gap counts only while lifeline is reading.
+    import asyncio
+    import threading
+    size = 16 << 20
+    stall = t(2.5)
+    got = []
+
+    async def script(conn):
+        head = await conn.reader.readuntil(b"\r\n\r\n")
+        if not head:
+            return
+        await asyncio.sleep(stall)                # reads nothing of the body for a while
+        n = 0
+        while n < size:
+            chunk = await conn.reader.read(1 << 20)
+            if not chunk:
+                return
+            n += len(chunk)
+        got.append(n)
+        await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    up = raw_upstream(script)
+    bt = t(1)
+    lf = lifeline(pools={"p": pool(up)}, client={"body_timeout": dur(bt)},
+                  routes=[{"pool": "p", "timeouts": {"total": dur(stall + t(10))}}])
+    with lf.conn() as c:
+        c.send(build_request("POST", "/up", [("Content-Length", str(size))]))
+        body = b"x" * size
+        err = []
+
+        def send_body():
+            try:
+                c.sock.sendall(body)
+            except OSError as e:
+                err.append(e)
+
+        th = threading.Thread(target=send_body)
+        th.start()
+        r = c.read_response(timeout=stall + t(10))
+        th.join(t(5))
+    assert r.status == 200, r
+    assert got == [size] and not err, (got, err)
+
+
 def test_idle_timeout_closes_quietly(lifeline, upstream):
     up = upstream()
     it = t(0.5)
