@@ -480,6 +480,9 @@ static void client_answer_flushed(struct client *c)
 {
     struct worker *w = c->w;
 
+    if (c->phase == CLIENT_LINGER)
+        return;   /* already lingering: answer_done stays set, and a later step lands here again
+                     (closing then would reset the answer lingering protects) */
     if (c->close_after) {
         /* Unread request bytes would make close() send a reset that can destroy the answer in
          * flight: shut the write side and discard input for a while instead. */

@@ -267,3 +267,25 @@ def test_a_rejected_head_with_bytes_after_it_is_answered_at_once(lifeline, upstr
             s.close()
     lf.assert_alive()
     assert elapsed < t(1.0), "40 rejected heads with bytes after them took %.2f s" % elapsed
+
+
+@pytest.mark.parametrize("target, status", [("/api/x", 413), ("/elsewhere", 404)])
+def test_answer_from_the_head_lingers_while_the_body_arrives(lifeline, upstream, target, status):
+    # Found by a limits audit: a 413 (Content-Length over the limit) or 404 decided from the head,
+    # with the body still arriving, closed the socket right after the answer instead of lingering:
+    # the client's next body bytes met a reset (EPIPE), and real clients (Python http.client, curl)
+    # lost the answer. Lingering reads and drops the rest, so every send succeeds and the answer
+    # is read whole after it.
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, limits={"max_body_bytes": 1000},
+                  routes=[{"match": {"path": "/api/"}, "pool": "p"}])
+    with Conn(lf.port) as c:
+        c.send(build_request("POST", target, [("Content-Length", "3000")]))
+        for _ in range(3):
+            time.sleep(t(0.2))          # the answer is out by now: the body comes after it
+            c.send(b"a" * 1000)         # raises BrokenPipeError/ConnectionResetError on a reset
+        r = c.read_response(timeout=t(3))
+        assert r.status == status, r
+        assert r.header("connection") == "close", r
+        c.wait_closed(t(4))
+    assert up.requests == [], up.requests
