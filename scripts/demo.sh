@@ -69,9 +69,14 @@ for port in 8080 9001 9002 9003 ${ADMIN##*:}; do
     fi
 done
 
+# Every child runs in a session of its own (setsid; from a script's background job it execs, so $!
+# is the child itself): a Ctrl-C on the terminal goes to the terminal's foreground process group,
+# which then holds only make and this script. Otherwise lifeline would get the terminal's SIGINT
+# and then this script's SIGTERM, a second signal that stops it at once (cutting the requests its
+# drain was finishing), and the upstreams would die under those requests.
 start_upstream() {   # port name
-    "$PYTHON" "$ROOT/scripts/demo_upstream.py" --port "$1" --name "$2" \
-        >"$LOGDIR/upstream-$1.log" 2>&1 &
+    setsid "$PYTHON" "$ROOT/scripts/demo_upstream.py" --port "$1" --name "$2" \
+        >"$LOGDIR/upstream-$1.log" 2>&1 </dev/null &
     pids+=("$!")
 }
 start_upstream 9001 app-1
@@ -96,8 +101,8 @@ Try, from another terminal:
 
   curl -i localhost:8080/                      # "hello from app-1" or app-2: ewma balancing (SPEC default)
   curl -i localhost:8080/echo                  # what the upstream got: X-Forwarded-*, X-Request-Id added
-  curl -i localhost:8080/slow/slow?ms=200      # /slow/ route, prefix stripped: the slow upstream answers
-  curl -i localhost:8080/slow/slow?ms=3000     # past the route's 2 s deadline: 504, x-lifeline-fallback: deadline
+  curl -i 'localhost:8080/slow/slow?ms=200'    # /slow/ route, prefix stripped: the slow upstream answers
+  curl -i 'localhost:8080/slow/slow?ms=3000'   # past the route's 2 s deadline: 504, x-lifeline-fallback: deadline
   curl -i -X POST -d 'hello=world' localhost:8080/echo        # a POST, body streamed through
   curl -i localhost:8080/status/503            # both servers answer 503: retried, then the last 503 passed through
   curl -s localhost:8080/bytes/10000000 | wc -c   # a 10 MB body streamed
@@ -111,8 +116,8 @@ echo
 
 echo "demo.sh: starting $LIFELINE_BIN -c $CONFIG" >&2
 # In the background with a forwarding trap, not exec: Ctrl-C (or a SIGTERM sent to this script alone)
-# becomes a SIGTERM to lifeline, which drains and exits; the EXIT trap then stops the upstreams.
-"$LIFELINE_BIN" -c "$CONFIG" &
+# becomes one SIGTERM to lifeline, which drains and exits; the EXIT trap then stops the upstreams.
+setsid "$LIFELINE_BIN" -c "$CONFIG" </dev/null &
 lpid=$!
 pids=("$lpid" "${pids[@]}")
 trap 'echo "demo.sh: stopping lifeline (drain)" >&2; kill -TERM "$lpid" 2>/dev/null || true' INT TERM

@@ -16,6 +16,8 @@ PACKAGES=(
     python3 python3-pytest python3-aiohttp python3-yaml
     # benchmarks and test tooling
     nginx haproxy wrk nghttp2-client curl procps iproute2
+    # the TLS tests make their certificates with the openssl command (libssl-dev does not bring it)
+    openssl
     # the io_uring mode of the benchmark's floor (scripts/floor.c); strace for scripts/syscalls.sh
     liburing-dev strace
     # scripts/soak.sh VALGRIND=1 (memcheck on a short soak)
