@@ -1044,18 +1044,21 @@ void exchange_drained(struct exchange *ex)
         exchange_local_pump(ex);
 }
 
-/* Retry-After in seconds (delta-seconds only), or -1 when absent or not a number. */
+/* Retry-After in seconds (delta-seconds only), or -1 when absent or not a number. Any number of
+ * digits is a number (RFC 9110 sets no bound): one too long to hold is simply very long, so it
+ * never fits a deadline and means no retry, as any long one does. */
 static double exchange_retry_after(const struct h1_head *resp)
 {
     const struct h1_header *hd = h1_find(resp, "retry-after");
     double v = 0;
 
-    if (!hd || hd->value_len == 0 || hd->value_len > 9)
+    if (!hd || hd->value_len == 0)
         return -1;
     for (size_t i = 0; i < hd->value_len; i++) {
         if (hd->value[i] < '0' || hd->value[i] > '9')
             return -1;   /* an HTTP-date: not honoured (see README) */
-        v = v * 10 + (hd->value[i] - '0');
+        if (v < 1e12)
+            v = v * 10 + (hd->value[i] - '0');
     }
     return v;
 }
