@@ -1084,7 +1084,12 @@ static bool exchange_after_attempt(struct exchange *ex, struct hop *h, enum hop_
     in.status = status;
     in.attempts = ex->attempts;
     in.idempotent = ex->idempotent;
-    in.replayable = exchange_replayable(ex);
+    /* A chunked body still arriving cannot be known to fit buffer_body: one that reached an
+     * upstream is not replayed (SPEC §3.5, "buffered whole"), as a Content-Length over the limit is
+     * not; before, it was retried and could end larger than buffer_body. One that never left
+     * (connect_error, connect_timeout, a lost race) still goes on at once: nothing was sent. */
+    in.replayable = exchange_replayable(ex) &&
+                    !(ex->has_body && !ex->body_done && ex->req->content_length < 0 && !retry_not_sent(o));
     in.time_left = ex->deadline - ev_now(w->loop);
     win = exchange_window(ex, &sec);
     retry_window_sums(win, sec, &in.requests_window, &in.retries_window);
