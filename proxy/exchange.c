@@ -1374,6 +1374,14 @@ void exchange_hop_failed(struct exchange *ex, struct hop *h)
         ex->winner = NULL;
         if (h->last_server && h->last_server->m)
             METRIC_ADD(h->last_server->m->attempts[h->outcome], 1);
+        /* The access log names how the attempt really ended (read_timeout, reset), not the `ok`
+         * its head was recorded with; its status stays the answer's. */
+        for (unsigned i = ex->nhoplog; i-- > 0;) {
+            if (!memcmp(ex->hoplog[i].span_id, h->span_id, sizeof(h->span_id))) {
+                ex->hoplog[i].outcome = hop_outcome_name(h->outcome);
+                break;
+            }
+        }
         exchange_release(ex);
         log_info("upstream failed mid-response (%s): closing downstream", hop_outcome_name(h->outcome));
         exchange_account(ex, ex->status);

@@ -486,3 +486,48 @@ def test_hostile_fields_stay_inside_their_json_strings(lifeline, upstream, tmp_p
             assert got.encode("latin-1") == rid or _generated_id(got), (target, got)
     assert by_sent[b"/echo/1"]["status"] == 200 and by_sent[b"/echo/1"]["route"] == "r"
     assert by_sent[b'/echo/4"q\\z']["target"] == '/echo/4"q\\z'
+
+
+def test_attempt_that_fails_after_its_head_is_logged_with_that_failure(lifeline, raw_upstream, tmp_path):
+    """Found by a property fuzzer: an answer whose body was cut after its head had gone downstream
+    (the upstream stalled past `read`, or reset) was logged as `ok`. The attempt's outcome is how it
+    ended; its status stays the answer's (the client got that head and a truncated body)."""
+    import asyncio
+
+    def script(mode):
+        async def run(conn):
+            head = await conn.reader.readuntil(b"\r\n\r\n")
+            if not head:
+                return
+            await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+            if mode == "reset":
+                await asyncio.sleep(0.1)
+                conn.reset()
+            else:
+                await conn.reader.read()    # stalls until lifeline gives up and closes
+        return run
+
+    stall, reset = raw_upstream(script("stall"), name="stall"), raw_upstream(script("reset"), name="reset")
+    path = str(tmp_path / "access.log")
+    lf = lifeline(pools={"s": pool(stall, timeouts={"read": "300ms"}), "r": pool(reset)},
+                  routes=[{"match": {"path": "/r"}, "pool": "r"}, {"pool": "s"}],
+                  extra={"access_log": {"path": path}})
+    for target in ("/s", "/r"):
+        with Conn(lf.port) as c:
+            c.request("GET", target)
+            c.sock.settimeout(t(3))
+            got = b""
+            while True:
+                try:
+                    d = c.sock.recv(65536)
+                except (ConnectionResetError, OSError):
+                    break
+                if not d:
+                    break
+                got += d
+        assert got.startswith(b"HTTP/1.1 200") and len(got.split(b"\r\n\r\n", 1)[1]) < 100, got
+    lines = wait_access(path, lambda ls: len(ls) >= 2)
+    by = {ln["target"]: ln for ln in lines}
+    assert [(a["outcome"], a["status"]) for a in by["/s"]["attempts"]] == [("read_timeout", 200)], by["/s"]
+    assert [(a["outcome"], a["status"]) for a in by["/r"]["attempts"]] == [("reset", 200)], by["/r"]
+    assert by["/s"]["status"] == 200 and by["/s"]["fallback"] is None, by["/s"]
