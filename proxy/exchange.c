@@ -297,6 +297,28 @@ static size_t exchange_stale_key(struct exchange *ex, char **key)
     return n <= len ? n : 0;
 }
 
+/* RFC 9110 §9.2.1: the methods that change nothing at the origin. */
+static bool exchange_method_safe(enum h1_method m)
+{
+    return m == H1_M_GET || m == H1_M_HEAD || m == H1_M_OPTIONS || m == H1_M_TRACE;
+}
+
+/* RFC 9111 §4.4: an unsafe request answered 2xx or 3xx removes every kept copy of its target for
+ * this route (each Vary variant), so a later fallback does not serve what it changed or deleted.
+ * One relaxed load when the store is empty (no route keeps copies). */
+static void exchange_stale_invalidate(struct exchange *ex)
+{
+    struct worker *w = ex_worker(ex);
+    size_t klen;
+    char *key;
+
+    if (!w->stale || !stale_store_bytes(w->stale))
+        return;
+    klen = exchange_stale_key(ex, &key);
+    if (klen)
+        stale_invalidate(w->stale, key, klen);
+}
+
 /* A fresh-enough kept copy for a GET or HEAD (fallback.stale), built into o with a reference on its entry
  * in *entry. Returns true when there is one. */
 static bool exchange_stale(struct exchange *ex, struct fallback_out *o, struct stale_entry **entry,
@@ -318,9 +340,14 @@ static bool exchange_stale(struct exchange *ex, struct fallback_out *o, struct s
     e = stale_get(w->stale, key, klen, ex->req->hdrs, ex->req->nhdrs);
     if (!e)
         return false;
+    /* RFC 9111 §4.2.3: the age the upstream gave it plus its time here; both the Age sent and what
+     * fallback.stale is compared with */
     age = ev_now(w->loop) - e->stored;
     if (age < 0)
         age = 0;   /* stored by another worker whose loop time ran slightly ahead */
+    age += e->age;
+    if (age > STALE_AGE_MAX)
+        age = STALE_AGE_MAX;
     if (age * 1000.0 >= (double)ex->route->fallback.stale || fallback_build_stale(o, e, (unsigned)age, a) < 0) {
         stale_entry_unref(e);
         return false;
@@ -1162,7 +1189,7 @@ static void exchange_capture_start(struct exchange *ex, struct hop *h, const str
     for (unsigned i = 0; i < resp->nhdrs; i++) {
         const struct h1_header *hd = &resp->hdrs[i];
         /* Age and x-lifeline-fallback are written anew when the copy answers (an upstream's own
-         * would stand beside them) */
+         * would stand beside them); the upstream's Age is kept as a number (cap->age) */
         if (hd->flags & (H1_HDR_HOP | H1_HDR_FRAMING | H1_HDR_XRID) ||
             (hd->name_len == 3 && strncasecmp(hd->name, "age", 3) == 0) ||
             (hd->name_len == 19 && strncasecmp(hd->name, "x-lifeline-fallback", 19) == 0))
@@ -1184,6 +1211,7 @@ static void exchange_capture_start(struct exchange *ex, struct hop *h, const str
     }
     cap->head_len = d->len;
     cap->status = resp->status;
+    cap->age = stale_age_received(resp->hdrs, resp->nhdrs);
     ex->capturing = true;
     ex->capture_overflow = false;
     h1_parser_set_tee(h->parser, d, &ex->capture_overflow);
@@ -1238,6 +1266,8 @@ void exchange_hop_head(struct exchange *ex, struct hop *h)
     o.request_id_len = ex->request_id_len;
     o.content_length = -1;
     ex->status = resp->status;
+    if (resp->status >= 200 && resp->status < 400 && !exchange_method_safe(req->method))
+        exchange_stale_invalidate(ex);
 
     if (resp->status == 101) {
         if (!req->upgrade || h1_write_response_head(out, resp, (o.upgrade = true, &o)) < 0) {

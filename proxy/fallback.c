@@ -86,7 +86,8 @@ static void head_end(struct head *h, size_t body_len, const struct fallback_answ
 }
 
 /* 204 and 304 have no body (SPEC §4), whatever the configuration gives; a 204 has no Content-Length
- * either (RFC 9110 §8.6), a 304 none because there is no representation to describe. */
+ * either (RFC 9110 §8.6), a 304 none because there is no representation to describe. A 205 has no
+ * content either (RFC 9110 §15.3.6) but is framed with Content-Length: 0 (fallback_build). */
 static bool status_has_body(unsigned status)
 {
     return status != 204 && status != 304;
@@ -113,6 +114,10 @@ int fallback_build(struct fallback_out *o, const struct conf_route *r, const str
         }
         if (!body) {
             head_puts(&h, a->close ? "connection: close\r\n\r\n" : "\r\n");
+            return head_done(&h, o);
+        }
+        if (r->fallback.status == 205) {
+            head_end(&h, 0, a);   /* RFC 9110 §15.3.6: no content, said with Content-Length: 0 */
             return head_done(&h, o);
         }
         if (r->fallback.body_len && !has_type)

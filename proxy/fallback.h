@@ -9,7 +9,9 @@
  * blank line; the built-in answer's short body is appended to it) and a body the caller sends after
  * it, which points into memory this file does not own: the route's conf snapshot or the stale entry.
  * The caller keeps a reference on that owner until the body is written. A configured 204 or 304 has
- * no body and no Content-Length (SPEC §4), even when the configuration gives it a body. Sizes are unbounded here
+ * no body and no Content-Length (SPEC §4), even when the configuration gives it a body; a configured 205
+ * has no body and `Content-Length: 0` (RFC 9110 §15.3.6). A kept copy's Age is the caller's (the
+ * upstream's Age on receipt plus the time in the store). Sizes are unbounded here
  * (any number of configured headers, bodies up to the config's or the store's limit): the caller
  * copies the bytes into its bounded output buffer as it drains.
  */

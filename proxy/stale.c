@@ -149,6 +149,12 @@ static bool vary_star(void *ctx, const char *t, size_t n)
     return n == 1 && t[0] == '*';
 }
 
+static bool cc_no_store(void *ctx, const char *t, size_t n)
+{
+    (void)ctx;
+    return n == 8 && strncasecmp(t, "no-store", 8) == 0;
+}
+
 bool stale_admissible(bool get, const struct h1_header *req, size_t nreq, unsigned status,
                       const struct h1_header *resp, size_t nresp)
 {
@@ -156,6 +162,9 @@ bool stale_admissible(bool get, const struct h1_header *req, size_t nreq, unsign
         return false;
     if (hdr_find(req, nreq, "authorization", 13) || hdr_find(req, nreq, "cookie", 6))
         return false;
+    for (size_t i = 0; i < nreq; i++)
+        if (hdr_is(&req[i], "cache-control", 13) && list_any(req[i].value, req[i].value_len, cc_no_store, NULL))
+            return false;
     for (size_t i = 0; i < nresp; i++) {
         const struct h1_header *h = &resp[i];
         if (hdr_is(h, "set-cookie", 10))
@@ -166,6 +175,27 @@ bool stale_admissible(bool get, const struct h1_header *req, size_t nreq, unsign
             return false;
     }
     return true;
+}
+
+unsigned stale_age_received(const struct h1_header *resp, size_t nresp)
+{
+    const struct h1_header *h = hdr_find(resp, nresp, "age", 3);
+    uint64_t age = 0;
+    size_t i = 0, n, digits = 0;
+
+    if (!h)
+        return 0;
+    n = h->value_len;
+    while (i < n && (h->value[i] == ' ' || h->value[i] == '\t'))
+        i++;
+    for (; i < n && h->value[i] >= '0' && h->value[i] <= '9'; i++, digits++)
+        if (age < STALE_AGE_MAX)
+            age = age * 10 + (uint64_t)(h->value[i] - '0');   /* below 2^31 * 10 + 9: no overflow */
+    while (i < n && (h->value[i] == ' ' || h->value[i] == '\t'))
+        i++;
+    if (!digits || (i < n && h->value[i] != ','))
+        return 0;
+    return age < STALE_AGE_MAX ? (unsigned)age : STALE_AGE_MAX;
 }
 
 /* stale_vary_build's state while it walks the Vary lists. */
@@ -469,6 +499,7 @@ int stale_put(struct stale_store *s, const char *key, size_t key_len, struct sta
     e->len = cap->data.len;
     e->head_len = cap->head_len;
     e->stored = now;
+    e->age = cap->age;
     e->vary = cap->vary;
     e->vary_len = cap->vary_len;
     e->cost = cost;
@@ -477,6 +508,7 @@ int stale_put(struct stale_store *s, const char *key, size_t key_len, struct sta
     cap->data.off = cap->data.len = cap->data.cap = 0;
     cap->vary = NULL;
     cap->vary_len = 0;
+    cap->age = 0;
 
     sh = shard_of(s, e->hash);
     pthread_mutex_lock(&sh->mu);
@@ -541,4 +573,37 @@ struct stale_entry *stale_get(struct stale_store *s, const char *key, size_t key
     }
     pthread_mutex_unlock(&sh->mu);
     return e;
+}
+
+size_t stale_invalidate(struct stale_store *s, const char *key, size_t key_len)
+{
+    struct stale_entry *dead = NULL, *e;
+    struct stale_shard *sh;
+    uint64_t h;
+    size_t n = 0;
+
+    if (!s || !atomic_load_explicit(&s->bytes, memory_order_relaxed))
+        return 0;   /* an empty store (no route keeps copies): no hash, no lock */
+    h = stale_hash(key, key_len);
+    sh = shard_of(s, h);
+    pthread_mutex_lock(&sh->mu);
+    for (;;) {
+        for (e = *bucket_of(sh, h); e; e = e->hnext)
+            if (e->hash == h && e->key_len == key_len && memcmp(e->key, key, key_len) == 0)
+                break;
+        if (!e)
+            break;
+        shard_unlink(s, sh, e);
+        e->hnext = dead;   /* out of the table: its chain link is ours until the unref below */
+        dead = e;
+        n++;
+    }
+    pthread_mutex_unlock(&sh->mu);
+    while (dead) {
+        e = dead;
+        dead = e->hnext;
+        e->hnext = NULL;
+        stale_entry_unref(e);
+    }
+    return n;
 }

@@ -41,6 +41,7 @@ struct stale_entry {
     char *data;                         /* header lines ("name: value\r\n"...), then the body */
     size_t head_len, len;               /* len: header lines + body */
     double stored;                      /* ev_now() when stored */
+    unsigned age;                       /* the upstream's Age on receipt, seconds (stale_age_received) */
     /* store-private */
     char *key; size_t key_len;          /* primary key (stale_key) */
     char *vary; size_t vary_len;        /* (name, request value) pairs, length-prefixed; may be empty */
@@ -57,8 +58,12 @@ struct stale_capture {
     struct buf data;                    /* header lines, then body bytes (the parser's tee) */
     size_t head_len;
     unsigned status;
+    unsigned age;                       /* stale_age_received() of the response */
     char *vary; size_t vary_len;        /* from stale_vary_build(), malloc'd (NULL when no Vary) */
 };
+
+/* The largest age counted, in seconds (RFC 9111 §1.2.2: 2^31, which any unsigned holds). */
+#define STALE_AGE_MAX 2147483648u
 
 /* A store bounded by size bytes that keeps answers of at most max_entry bytes. NULL when out of memory. */
 struct stale_store *stale_store_new(uint64_t size, uint64_t max_entry);
@@ -74,11 +79,16 @@ uint64_t stale_store_max_entry(const struct stale_store *s);
 size_t stale_store_count(struct stale_store *s);   /* entries (locks each shard in turn; tests) */
 
 /* SPEC §3.7, pure: may this answer be kept for any client? True only for a 200 answer to a GET whose
- * request has no Authorization and no Cookie, whose response has no Set-Cookie, no Cache-Control
- * directive private, no-store or no-cache (in any Cache-Control field, case-insensitive, with or
- * without an argument) and no `Vary: *`. */
+ * request has no Authorization, no Cookie and no Cache-Control directive no-store (RFC 9111 §5.2.1.5),
+ * whose response has no Set-Cookie, no Cache-Control directive private, no-store or no-cache (in any
+ * Cache-Control field, case-insensitive, with or without an argument) and no `Vary: *`. */
 bool stale_admissible(bool get, const struct h1_header *req, size_t nreq, unsigned status,
                       const struct h1_header *resp, size_t nresp);
+
+/* RFC 9111 §4.2.3, §5.1, pure: the age an upstream gave its answer, in seconds: the first Age field's
+ * first list member when it is delta-seconds (1*DIGIT, optional whitespace around it), capped at
+ * STALE_AGE_MAX; 0 when there is no Age field or that value is anything else. */
+unsigned stale_age_received(const struct h1_header *resp, size_t nresp);
 
 /* The primary key for (route, host, target) written into out: each component as a 4-byte big-endian
  * length and its bytes; host lower-cased. Returns the key's length; when it exceeds cap, out holds
@@ -103,6 +113,10 @@ int stale_put(struct stale_store *s, const char *key, size_t key_len, struct sta
  * the caller drops with stale_entry_unref(); NULL when none. Marks it recently used. */
 struct stale_entry *stale_get(struct stale_store *s, const char *key, size_t key_len,
                               const struct h1_header *req, size_t nreq);
+/* Removes every copy under key, whatever its vary values (RFC 9111 §4.4: an unsafe request's success
+ * invalidates its target); copies being streamed live on until their references go. Locks the key's
+ * shard once; frees outside it. Returns the number removed. Thread-safe. */
+size_t stale_invalidate(struct stale_store *s, const char *key, size_t key_len);
 /* Drops a reference; the last one frees the entry. NULL is allowed. */
 void stale_entry_unref(struct stale_entry *e);
 

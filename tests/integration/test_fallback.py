@@ -151,6 +151,27 @@ def test_built_in_answer_to_head_has_no_body_and_keeps_connection(lifeline):
         assert c.buf == b"", "bytes after the answers: %r" % c.buf
 
 
+def test_fallback_205_has_no_content(lifeline):
+    """RFC 9110 §15.3.6: a 205 has no content. A block with status 205 and a body sends
+    Content-Length: 0, its configured headers, and no body bytes: the connection stays in step."""
+    lf = lifeline(pools={"p": pool(refused())},
+                  routes=[route(fallback={"status": 205, "headers": {"x-a": "1"}, "body": "never sent"})])
+    with lf.conn() as c:
+        for _ in range(2):
+            c.request("GET", "/x")
+            r = c.read_response()
+            assert r.status == 205 and r.header("x-lifeline-fallback") == "connect_error", r
+            assert r.header("content-length") == "0" and r.header("x-a") == "1", r.headers
+            assert not r.has_header("content-type") and r.body == b"", r
+        time.sleep(t(0.2))
+        c.sock.settimeout(t(0.3))
+        try:
+            extra = c.buf + c.sock.recv(4096)
+        except socket.timeout:
+            extra = c.buf
+        assert extra == b"", "body bytes after a 205: %r" % extra
+
+
 def test_connection_stays_usable_after_fallback(lifeline, upstream):
     good = upstream("good")
     lf = lifeline(pools={"dead": pool(refused()), "live": pool(good)},

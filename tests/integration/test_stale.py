@@ -110,6 +110,8 @@ PRIVATE = [
     ("cache-control no-store, mixed case", [], [("Cache-Control", "public, No-Store")]),
     ("cache-control no-cache in a second field", [], [("Cache-Control", "max-age=60"), ("Cache-Control", "no-cache")]),
     ("vary star", [], [("Vary", "Accept-Encoding, *")]),
+    # RFC 9111 §5.2.1.5: the request's own no-store keeps its answer out as well
+    ("request cache-control no-store in a list, any case", [("Cache-Control", "max-age=0, No-Store")], []),
 ]
 
 
@@ -239,3 +241,133 @@ def test_copy_of_an_answer_without_date_keeps_the_time_it_was_received(lifeline,
     assert int(r.header("age")) >= 1, r
     r = lf.fetch("GET", "/owndate")
     assert is_stale(r, body) and r.header_all("date") == [own], r
+
+
+def switchable_script():
+    """Like answers_script, with a switch: while conn.up.state["fail"] every request gets a 503;
+    otherwise a GET gets state["answers"][path] (headers, body) and any other method
+    state["unsafe"] = (status, headers)."""
+    async def script(conn):
+        while True:
+            req = await conn.read_request()
+            if req is None:
+                return
+            conn.up.state.setdefault("seen", []).append(req)
+            if conn.up.state.get("fail"):
+                await conn.respond(503, b"upstream down\n", reason="Service Unavailable")
+                continue
+            if req.method not in ("GET", "HEAD"):
+                status, hdrs = conn.up.state["unsafe"]
+                await conn.respond(status, b"" if status in (204, 304) else b"done\n", headers=list(hdrs),
+                                   reason="X")
+                continue
+            path = req.target.split("?", 1)[0]
+            ans = conn.up.state["answers"].get(path, ([], b"no such path\n"))
+            if callable(ans):
+                ans = ans(req)
+            hdrs, body = ans
+            await conn.respond(200, body, headers=list(hdrs))
+    return script
+
+
+FB = b"FB"
+
+
+def start_switchable(lifeline, raw_upstream, answers, stale="30s"):
+    up = raw_upstream(switchable_script(), name="origin")
+    up.state["answers"] = answers
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up, outlier="off")}, extra=admin_extra(aport),
+                  routes=[{"pool": "p", "retry": {"attempts": 1},
+                           "fallback": {"stale": stale, "body": FB.decode()}}])
+    return lf, up, aport
+
+
+def test_upstream_age_counts_toward_stale(lifeline, raw_upstream):
+    """RFC 9111 §4.2.3: a copy's age is the upstream's Age on receipt plus its time in the store;
+    that sum is the one Age header sent and what fallback.stale (30 s here) is compared with. An
+    invalid Age counts 0, the first of several values is taken, a huge one does not wrap."""
+    body = b"aged\n"
+    lf, up, aport = start_switchable(lifeline, raw_upstream, {
+        "/young": ([("Age", "2")], body),
+        "/edge": ([("Age", "29")], body),         # 29 + >= 1 s here: 30 s, too old
+        "/old": ([("Age", "100")], body),
+        "/bad": ([("Age", "12abc")], body),
+        "/list": ([("Age", "3, 500")], body),
+        "/huge": ([("Age", "99999999999999999999999")], body),
+    })
+    paths = ["/young", "/edge", "/old", "/bad", "/list", "/huge"]
+    for path in paths:
+        r = lf.fetch("GET", path)
+        assert r.status == 200 and r.body == body and not r.has_header("x-lifeline-fallback"), (path, r)
+    wait_for(lambda: len(up.state.get("seen", [])) == len(paths), t(2))
+    stored(aport)
+    time.sleep(t(0.3))   # each copy is kept when its response completes, just after the client read it
+    up.state["fail"] = True
+    t0 = time.monotonic()
+    time.sleep(1.2)   # real time: ages are counted in seconds of the clock
+    for path, lo, hi_extra in (("/young", 3, 2), ("/bad", 1, 0), ("/list", 4, 3)):
+        r = lf.fetch("GET", path)
+        assert r.status == 200 and r.body == body and r.header("x-lifeline-fallback") == "503", (path, r)
+        ages = r.header_all("age")
+        assert len(ages) == 1 and ages[0].isdigit(), (path, r.headers)
+        hi = hi_extra + int(time.monotonic() - t0) + 2
+        assert lo <= int(ages[0]) <= hi, (path, ages, lo, hi)
+    for path in ("/edge", "/old", "/huge"):
+        r = lf.fetch("GET", path)
+        assert r.status == 503 and r.body == FB, (path, r)
+        assert r.header("x-lifeline-fallback") == "503" and not r.has_header("age"), (path, r)
+
+
+# (method, status of its answer, whether the copies go): RFC 9111 §4.4, a non-error answer to an
+# unsafe method invalidates; an error answer or a safe method leaves them.
+UNSAFE = [
+    ("DELETE", 204, True),
+    ("POST", 200, True),
+    ("PUT", 201, True),
+    ("PATCH", 303, True),
+    ("PROPPATCH", 207, True),
+    ("POST", 404, False),
+    ("DELETE", 409, False),
+    ("OPTIONS", 200, False),
+]
+
+
+@pytest.mark.parametrize("method,status,gone", UNSAFE, ids=["%s-%d" % u[:2] for u in UNSAFE])
+def test_unsafe_success_invalidates_every_variant(lifeline, raw_upstream, method, status, gone):
+    """After a 2xx/3xx to an unsafe method, a failing GET of the same target (any Vary variant)
+    gets the fallback block's own answer, not the changed or deleted resource; another target keeps
+    its copy."""
+    def by_language(req):
+        lang = req.header("Accept-Language") or "none"
+        return [("Vary", "Accept-Language")], ("doc in %s\n" % lang).encode()
+    lf, up, aport = start_switchable(lifeline, raw_upstream, {"/doc": by_language, "/other": ([], b"other\n")})
+    up.state["unsafe"] = (status, [])
+    for lang in ("en", "fr"):
+        assert lf.fetch("GET", "/doc", headers=[("Accept-Language", lang)]).status == 200
+    assert lf.fetch("GET", "/doc").status == 200
+    assert lf.fetch("GET", "/doc?v=2").status == 200
+    assert lf.fetch("GET", "/other").status == 200
+    wait_for(lambda: len(up.state.get("seen", [])) == 5, t(2))
+    stored(aport)
+    time.sleep(t(0.3))   # each copy is kept when its response completes, just after the client read it
+    before = store_bytes(aport)
+    r = lf.fetch(method, "/doc", body=b"payload" if method in ("POST", "PUT", "PATCH") else b"")
+    assert r.status == status, r
+    if gone:
+        wait_for(lambda: store_bytes(aport) < before, t(2), what="the copies of /doc to go")
+    up.state["fail"] = True
+    for hdrs in ([("Accept-Language", "en")], [("Accept-Language", "fr")], []):
+        r = lf.fetch("GET", "/doc", headers=hdrs)
+        if gone:
+            assert r.status == 503 and r.body == FB, (hdrs, r)
+        else:
+            assert is_stale_503(r) and r.body.startswith(b"doc in "), (hdrs, r)
+    r = lf.fetch("GET", "/doc?v=2")
+    assert is_stale_503(r) and r.body == b"doc in none\n", r
+    r = lf.fetch("GET", "/other")
+    assert is_stale_503(r) and r.body == b"other\n", r
+
+
+def is_stale_503(r):
+    return r.status == 200 and r.header("x-lifeline-fallback") == "503" and r.header("age") is not None

@@ -1,6 +1,7 @@
 /* test_fallback.c — fallback.c's answers (SPEC §3.7) as a table: the built-in 502/503/504 with its
  * one-line body, a route's configured fallback (status, headers in order, body, content-type added
- * only when the body needs one; a 204 or 304 without body or Content-Length), a kept copy with its Age
+ * only when the body needs one; a 204 or 304 without body or Content-Length, a 205 with Content-Length: 0
+ * and no body), a kept copy with its Age
  * header; HEAD answers keep the GET's Content-Length and carry no body; `connection: close` when asked.
  *
  * Each row states the exact head (and body) expected. Every row is then also fed to the response
@@ -122,6 +123,26 @@ static const struct row rows[] = {
                    "x-lifeline-fallback: reset\r\n"
                    "x-request-id: cfg-5\r\n"
                    "x-a: 1\r\n"
+                   "\r\n" },
+    { .what = "configured 205 with a body and a content-type: length 0, no body (RFC 9110 §15.3.6)",
+      .src = CONFIGURED, .status = 205, .headers = { { "content-type", "application/json" }, { "x-a", "1" } },
+      .body = "{\"never\":\"sent\"}", .reason = "503", .builtin_status = 503, .attempts = 1, .request_id = "cfg-7",
+      .want_status = 205,
+      .want_head = "HTTP/1.1 205 Reset Content\r\n"
+                   "x-lifeline-fallback: 503\r\n"
+                   "x-request-id: cfg-7\r\n"
+                   "content-type: application/json\r\n"
+                   "x-a: 1\r\n"
+                   "content-length: 0\r\n"
+                   "\r\n" },
+    { .what = "configured 205 to a HEAD, closing, body without content-type: length 0, nothing added",
+      .src = CONFIGURED, .status = 205, .body = "text", .reason = "reset", .builtin_status = 502, .attempts = 2,
+      .request_id = "cfg-8", .head_only = true, .close = true, .want_status = 205,
+      .want_head = "HTTP/1.1 205 Reset Content\r\n"
+                   "x-lifeline-fallback: reset\r\n"
+                   "x-request-id: cfg-8\r\n"
+                   "content-length: 0\r\n"
+                   "connection: close\r\n"
                    "\r\n" },
     { .what = "configured 304 with a body, closing: no body", .src = CONFIGURED, .status = 304, .body = "x",
       .reason = "503", .builtin_status = 503, .attempts = 2, .request_id = "cfg-6", .close = true,
@@ -274,8 +295,10 @@ static const char *parse_back(const struct row *r, const struct fallback_out *o)
         why = "a 204 with a content-length";
     else if (!r->head_only && cl && (uint64_t)h->content_length != total - off)
         why = "content-length is not the body's length";
-    else if ((h->status == 204 || h->status == 304) && total != off)
-        why = "a 204 or 304 with body bytes";
+    else if ((h->status == 204 || h->status == 205 || h->status == 304) && total != off)
+        why = "a 204, 205 or 304 with body bytes";
+    else if (h->status == 205 && (!cl || h->content_length != 0))
+        why = "a 205 without content-length: 0";
     if (why)
         goto out;
     ev = h1_parse(p, msg + off, total - off, &used);

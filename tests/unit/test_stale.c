@@ -1,7 +1,8 @@
 /* test_stale.c — unit tests for stale.c: the SPEC §3.7 admissibility rule as a table, keys (length
  * prefixing, host case), the Vary part of a key, the store's size accounting, LRU eviction across
- * shards, max_entry, replacement, references outliving eviction, and concurrent put/get from several
- * threads (run under ASan by `make SANITIZE=1 unit`).
+ * shards, max_entry, replacement, references outliving eviction, the upstream's Age (parsing, kept in
+ * the entry), invalidation of every variant of a key (RFC 9111 §4.4), and concurrent put/get/invalidate
+ * from several threads (run under ASan by `make SANITIZE=1 unit`, under TSan by `make tsan-test`).
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -79,6 +80,14 @@ static const struct adm_case {
     { "Vary * in a second field", true, 200, { { 0 } }, { { "Vary", "Accept" }, { "vary", " * " } }, false },
     { "Vary: Accept-Language", true, 200, { { 0 } }, { { "Vary", "Accept-Language" } }, true },
     { "Pragma is not looked at", true, 200, { { 0 } }, { { "Pragma", "no-cache" } }, true },
+    /* RFC 9111 §5.2.1.5: a request's no-store keeps its answer out too */
+    { "request no-store", true, 200, { { "Cache-Control", "no-store" } }, { { 0 } }, false },
+    { "request NO-STORE in a list", true, 200, { { "cache-control", "max-age=0, NO-STORE" } }, { { 0 } }, false },
+    { "request no-store in a second field", true, 200,
+      { { "Cache-Control", "max-stale" }, { "Cache-Control", " no-store " } }, { { 0 } }, false },
+    { "request no-cache may be kept", true, 200, { { "Cache-Control", "no-cache, max-age=0" } }, { { 0 } }, true },
+    { "request no-store only quoted", true, 200, { { "Cache-Control", "ext=\"no-store\"" } }, { { 0 } }, true },
+    { "request x-no-store", true, 200, { { "Cache-Control", "x-no-store" } }, { { 0 } }, true },
 };
 
 static void test_admissible_table(void **state)
@@ -92,6 +101,52 @@ static void test_admissible_table(void **state)
         bool got = stale_admissible(c->get, req, nreq, c->status, resp, nresp);
         if (got != c->ok) {
             print_error("case %zu (%s): want %d, got %d\n", i, c->what, c->ok, got);
+            failed++;
+        }
+    }
+    assert_int_equal(failed, 0);
+}
+
+/* ---- Age ------------------------------------------------------------------------------------- */
+
+static const struct age_case {
+    struct kv resp[MAXH + 1];
+    unsigned want;
+} age_cases[] = {
+    { { { 0 } }, 0 },
+    { { { "Content-Type", "text/plain" } }, 0 },
+    { { { "Age", "100" } }, 100 },
+    { { { "age", "0" } }, 0 },
+    { { { "AGE", " 7 " } }, 7 },
+    { { { "Age", "007" } }, 7 },
+    { { { "Age", "5, 9" } }, 5 },                             /* the first value of a list */
+    { { { "Age", "3" }, { "Age", "90" } }, 3 },               /* the first field */
+    { { { "Age", "abc" }, { "Age", "90" } }, 0 },             /* the first is invalid: 0 */
+    { { { "Age", "" } }, 0 },
+    { { { "Age", "-1" } }, 0 },
+    { { { "Age", "+5" } }, 0 },
+    { { { "Age", "1.5" } }, 0 },
+    { { { "Age", "12x" } }, 0 },
+    { { { "Age", "1 2" } }, 0 },
+    { { { "Age", "0x10" } }, 0 },
+    { { { "Age", "2147483647" } }, 2147483647u },
+    { { { "Age", "2147483648" } }, STALE_AGE_MAX },
+    { { { "Age", "2147483649" } }, STALE_AGE_MAX },             /* RFC 9111 §1.2.2: capped */
+    { { { "Age", "99999999999999999999999999999999" } }, STALE_AGE_MAX },
+    { { { "X-Age", "5" }, { "Age", "6" } }, 6 },
+};
+
+static void test_age_received(void **state)
+{
+    (void)state;
+    unsigned failed = 0;
+    for (size_t i = 0; i < NELEM(age_cases); i++) {
+        struct h1_header resp[MAXH];
+        size_t n = mk(resp, age_cases[i].resp);
+        unsigned got = stale_age_received(resp, n);
+        if (got != age_cases[i].want) {
+            print_error("case %zu (%s: %s): want %u, got %u\n", i, n ? age_cases[i].resp[0].name : "-",
+                        n ? age_cases[i].resp[0].value : "-", age_cases[i].want, got);
             failed++;
         }
     }
@@ -328,6 +383,88 @@ static void test_vary_lookup(void **state)
     stale_store_free(s);
 }
 
+/* The received Age moves from the capture into the entry. */
+static void test_age_kept(void **state)
+{
+    (void)state;
+    struct stale_store *s = stale_store_new(1 << 20, 1 << 16);
+    struct stale_capture cap;
+    struct stale_entry *e;
+    char k[64];
+    size_t kl = key_of(k, sizeof k, "/age");
+
+    capture(&cap, 10, 'a', NULL, NULL, 0);
+    cap.age = 100;
+    assert_int_equal(stale_put(s, k, kl, &cap, 5.0), 0);
+    assert_int_equal(cap.age, 0);
+    assert_non_null(e = stale_get(s, k, kl, NULL, 0));
+    assert_int_equal(e->age, 100);
+    assert_true(e->stored == 5.0);
+    stale_entry_unref(e);
+    stale_store_free(s);
+}
+
+/* RFC 9111 §4.4: every variant of one key goes, other keys (also in the same shard) stay, a copy
+ * being read stays valid, and an empty store is a no-op. */
+static void test_invalidate(void **state)
+{
+    (void)state;
+    struct stale_store *s = stale_store_new(1 << 20, 1 << 16);
+    struct stale_capture cap;
+    struct h1_header en[MAXH], fr[MAXH];
+    size_t nen = mk(en, (const struct kv[]){ { "Accept-Language", "en" }, { 0 } });
+    size_t nfr = mk(fr, (const struct kv[]){ { "Accept-Language", "fr" }, { 0 } });
+    struct stale_entry *held, *e;
+    char k[64], other[64], route2[64], t[32];
+    size_t kl = key_of(k, sizeof k, "/doc"), ol = key_of(other, sizeof other, "/doc2");
+    size_t rl = stale_key(route2, sizeof route2, "route2", 6, "host", 4, "/doc", 4);
+
+    assert_int_equal(stale_invalidate(s, k, kl), 0);
+    capture(&cap, 10, 'e', "Accept-Language", en, nen);
+    assert_int_equal(stale_put(s, k, kl, &cap, 1.0), 0);
+    capture(&cap, 10, 'f', "Accept-Language", fr, nfr);
+    assert_int_equal(stale_put(s, k, kl, &cap, 1.0), 0);
+    capture(&cap, 10, 'o', NULL, NULL, 0);
+    assert_int_equal(stale_put(s, k, kl, &cap, 1.0), 0);   /* a variant without Vary */
+    capture(&cap, 10, 'x', NULL, NULL, 0);
+    assert_int_equal(stale_put(s, other, ol, &cap, 1.0), 0);
+    capture(&cap, 10, 'r', NULL, NULL, 0);
+    assert_int_equal(stale_put(s, route2, rl, &cap, 1.0), 0);
+    /* many more keys, so some share the shard (and maybe the bucket) of /doc */
+    for (int i = 0; i < 200; i++) {
+        snprintf(t, sizeof t, "/doc/%d", i);
+        char ki[64];
+        size_t li = key_of(ki, sizeof ki, t);
+        capture(&cap, 10, 'm', NULL, NULL, 0);
+        assert_int_equal(stale_put(s, ki, li, &cap, 1.0), 0);
+    }
+    assert_int_equal(stale_store_count(s), 205);
+    uint64_t before = stale_store_bytes(s);
+    assert_non_null(held = stale_get(s, k, kl, fr, nfr));
+    assert_int_equal(stale_invalidate(s, k, kl), 3);
+    assert_int_equal(stale_store_count(s), 202);
+    /* (two of them carry a vary blob: 4 + 15 + 4 + 2 bytes each) */
+    assert_int_equal(stale_store_bytes(s), before - 3 * cost_of(kl, 10) - 2 * 25);
+    assert_null(stale_get(s, k, kl, en, nen));
+    assert_null(stale_get(s, k, kl, fr, nfr));
+    assert_null(stale_get(s, k, kl, NULL, 0));
+    assert_true(held->data[held->head_len] == 'o' && held->len - held->head_len == 10);   /* (the newest) still readable */
+    stale_entry_unref(held);
+    assert_non_null(e = stale_get(s, other, ol, NULL, 0));
+    stale_entry_unref(e);
+    assert_non_null(e = stale_get(s, route2, rl, NULL, 0));   /* another route's copy of the same URL */
+    stale_entry_unref(e);
+    for (int i = 0; i < 200; i++) {
+        snprintf(t, sizeof t, "/doc/%d", i);
+        char ki[64];
+        size_t li = key_of(ki, sizeof ki, t);
+        assert_non_null(e = stale_get(s, ki, li, NULL, 0));
+        stale_entry_unref(e);
+    }
+    assert_int_equal(stale_invalidate(s, k, kl), 0);
+    stale_store_free(s);
+}
+
 /* ---- concurrency ----------------------------------------------------------------------------- */
 
 #define THREADS 6
@@ -351,7 +488,9 @@ static void *hammer(void *p)
         unsigned id = (a->seed >> 8) % KEYS;
         snprintf(target, sizeof target, "/k%u", id);
         size_t kl = key_of(k, sizeof k, target);
-        if ((a->seed >> 20) % 3 == 0) {
+        if ((a->seed >> 20) % 11 == 0) {
+            stale_invalidate(a->s, k, kl);   /* an unsafe request's success, on another thread */
+        } else if ((a->seed >> 20) % 3 == 0) {
             struct stale_capture cap;
             /* the body is the key's id repeated: a reader checks it got the copy of its key */
             size_t len = 100 + id % 700;
@@ -415,12 +554,15 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_admissible_table),
+        cmocka_unit_test(test_age_received),
         cmocka_unit_test(test_key_length_prefixed),
         cmocka_unit_test(test_vary_build),
         cmocka_unit_test(test_put_get_replace),
         cmocka_unit_test(test_max_entry_and_size),
         cmocka_unit_test(test_lru_eviction),
         cmocka_unit_test(test_vary_lookup),
+        cmocka_unit_test(test_age_kept),
+        cmocka_unit_test(test_invalidate),
         cmocka_unit_test(test_concurrent_put_get),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
