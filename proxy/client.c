@@ -32,6 +32,8 @@
 /* How long a connection that was answered with an error keeps discarding input before closing,
  * so that the client reads the answer rather than a reset (nginx's lingering close). */
 #define LINGER_SECONDS 2.0
+/* Blank-line bytes (CR, LF) ignored while idle between requests: two CRLFs. */
+#define CLIENT_IDLE_BLANK 4
 
 static void client_io_cb(struct ev_loop *loop, ev_io *io, int revents);
 static void client_timer_cb(struct ev_loop *loop, ev_timer *t, int revents);
@@ -971,8 +973,18 @@ static bool client_step(struct client *c)
     }
     switch (c->phase) {
     case CLIENT_IDLE:
+        /* RFC 9112 §2.2: empty lines before a request-line are ignored (some clients send a CRLF
+         * after a body). After an answer, up to CLIENT_IDLE_BLANK such bytes leave the connection
+         * idle: they start no header_timeout (whose 408 an idle client would read as the answer to
+         * its next request) and do not restart idle_timeout, so they cannot hold it open. */
+        while (c->served && c->in.len && c->idle_blank < CLIENT_IDLE_BLANK &&
+               (*buf_head(&c->in) == '\r' || *buf_head(&c->in) == '\n')) {
+            buf_consume(&c->in, 1);
+            c->idle_blank++;
+        }
         if (c->in.len == 0)
             return false;
+        c->idle_blank = 0;
         c->phase = CLIENT_HEAD;
         if (c->conf != w->conf) {   /* a reload happened: this request runs on the new snapshot */
             conf_unref(c->conf);
@@ -1228,10 +1240,13 @@ static void client_read_cb(struct ev_loop *loop, struct client *c)
         return;
     }
     c->in.len += (size_t)r;
-    c->last_read = ev_now(loop);
+    if (c->phase != CLIENT_IDLE || !c->served)
+        c->last_read = ev_now(loop);   /* idle after an answer: idle_timeout runs from the answer (a
+                                          request starting now takes header_timeout instead) */
     client_process(c);
     /* Waiting for the answer, or for more of a head its parser keeps: an empty buffer goes back. */
-    if (!c->closed && c->in.len == 0 && (c->phase == CLIENT_WAIT || c->phase == CLIENT_HEAD))
+    if (!c->closed && c->in.len == 0 &&
+        (c->phase == CLIENT_WAIT || c->phase == CLIENT_HEAD || c->phase == CLIENT_IDLE))
         worker_buf_put(c->w, &c->in);
     /* A TLS record larger than the room left stays decrypted in the session: come back for it. */
     if (!c->closed && (client_io_events(c) & EV_READ) && xprt_pending(&c->x))

@@ -86,6 +86,7 @@ struct client {
     unsigned ioev : 2;                  /* the events wanted (EV_READ|EV_WRITE); the watcher's may differ */
     bool trusted : 1;                   /* answered once: polled by the loop, not on probation (client.c) */
     unsigned slowev : 2;                /* on probation: the events watched in worker.slow_ep (0: none) */
+    unsigned idle_blank : 3;            /* CR/LF bytes dropped while idle since the last answer (client.c) */
     unsigned served;                    /* requests answered on this connection */
     uint64_t bytes_out;                 /* bytes queued for the client so far (written or in out) */
 };

@@ -138,6 +138,31 @@ def test_body_timeout_does_not_count_while_the_upstream_holds_the_body_back(life
     assert got == [size] and not err, (got, err)
 
 
+def test_blank_line_between_requests_is_ignored_while_idle(lifeline, upstream):
+    """RFC 9112 §2.2 (found by a limits audit): a CRLF after an answer (some clients send one after
+    a body) started header_timeout, so an idle client got an unsolicited 408, which it would read
+    as the answer to its next request. It is ignored: no 408, the next request is served; and it
+    does not restart idle_timeout, so blank lines cannot hold a connection open."""
+    up = upstream()
+    ht, it = t(0.5), t(2)
+    lf = start(lifeline, up, header_timeout=ht, idle_timeout=it)
+    with lf.conn() as c:
+        c.request("POST", "/echo", body=b"abc")
+        assert c.read_response().status == 200
+        c.send(b"\r\n")
+        assert c.is_open_for(ht + t(0.5)), "a 408 or a close after a blank line while idle"
+        c.request("GET", "/echo/next")
+        r = c.read_response()
+        assert r.status == 200 and r.json()["target"] == "/echo/next", r
+        # idle_timeout runs from the answer, not from a blank line sent after it
+        answered = time.monotonic()
+        time.sleep(it * 0.6)
+        c.send(b"\r\n")
+        assert c.wait_closed(it) == b""
+        closed = time.monotonic() - answered
+        assert closed < it + t(0.4), "the blank line restarted idle_timeout (closed after %.2fs)" % closed
+
+
 def test_idle_timeout_closes_quietly(lifeline, upstream):
     up = upstream()
     it = t(0.5)
