@@ -17,6 +17,16 @@ from ops import admin_extra, metrics, reload
 DOWN_BODY = b"down\n"
 
 
+async def _answer(conn, req):
+    """A 200 with conn.up.state["answers"][path] = (headers, body), or a callable(req) giving them."""
+    path = req.target.split("?", 1)[0]
+    ans = conn.up.state["answers"].get(path, ([], b"no such path\n"))
+    if callable(ans):
+        ans = ans(req)
+    hdrs, body = ans
+    await conn.respond(200, body, headers=list(hdrs))
+
+
 def answers_script():
     """Answers path P with conn.up.state["answers"][P] = (headers, body) or a callable(req) ->
     (headers, body); records every request in up.state["seen"]."""
@@ -26,12 +36,7 @@ def answers_script():
             if req is None:
                 return
             conn.up.state.setdefault("seen", []).append(req)
-            path = req.target.split("?", 1)[0]
-            ans = conn.up.state["answers"].get(path, ([], b"no such path\n"))
-            if callable(ans):
-                ans = ans(req)
-            hdrs, body = ans
-            await conn.respond(200, body, headers=list(hdrs))
+            await _answer(conn, req)
     return script
 
 
@@ -261,12 +266,7 @@ def switchable_script():
                 await conn.respond(status, b"" if status in (204, 304) else b"done\n", headers=list(hdrs),
                                    reason="X")
                 continue
-            path = req.target.split("?", 1)[0]
-            ans = conn.up.state["answers"].get(path, ([], b"no such path\n"))
-            if callable(ans):
-                ans = ans(req)
-            hdrs, body = ans
-            await conn.respond(200, body, headers=list(hdrs))
+            await _answer(conn, req)
     return script
 
 
