@@ -127,18 +127,36 @@ static bool exchange_closes(const struct exchange *ex, unsigned status)
            status == 413 || (ex->c && ex->c->rd_eof && ex->c->in.len == 0);
 }
 
+/* Counts the attempt whose answer was kept for the end of the request (exchange_record_answer). */
+static void exchange_count_answer(struct exchange *ex)
+{
+    if (ex->answer_m)
+        METRIC_ADD(ex->answer_m->attempts[ex->answer_slot], 1);
+    ex->answer_m = NULL;
+}
+
 /* Notes how an attempt ended: the server's attempt counter and the access log's attempt list.
- * midx: a hop_outcome value, METRIC_OUTCOME_5XX or METRIC_OUTCOME_CANCELLED. Returns the log's
- * record, or NULL when the list is full. */
-static struct hop_record *exchange_record_hop(struct exchange *ex, const struct hop *h, unsigned midx, unsigned status)
+ * midx: a hop_outcome value, METRIC_OUTCOME_5XX or METRIC_OUTCOME_CANCELLED. later: an answer that
+ * may still fail in its body, counted when the request is over. Returns the log's record, or NULL
+ * when the list is full. */
+static struct hop_record *exchange_record_hop_as(struct exchange *ex, const struct hop *h, unsigned midx,
+                                                 unsigned status, bool later)
 {
     struct upserver *s = h->last_server;
     ev_tstamp now = ev_now(ex_worker(ex)->loop);
     struct hop_record *r;
 
-    if (s && s->m && midx != METRIC_OUTCOME_ORPHANED)
-        METRIC_ADD(s->m->attempts[metric_attempt_slot(midx, status, metric_may_be_listed(status) &&
-                                                                    retry_listed(ex->route, HOP_OK, status))], 1);
+    if (s && s->m && midx != METRIC_OUTCOME_ORPHANED) {
+        unsigned slot = metric_attempt_slot(midx, status, metric_may_be_listed(status) &&
+                                                          retry_listed(ex->route, HOP_OK, status));
+        if (later) {
+            exchange_count_answer(ex);   /* an earlier answer, retried: it ended as it was */
+            ex->answer_m = s->m;
+            ex->answer_slot = slot;
+        } else {
+            METRIC_ADD(s->m->attempts[slot], 1);
+        }
+    }
     series_hop(ex_worker(ex)->id, s ? s->m : NULL, s && s->hs ? s->hs->slot : SERIES_SERVERS, midx,
                h->connected > 0 && !h->reused ? h->connected - h->started : -1,
                h->connected > 0 && (midx == HOP_OK || midx == METRIC_OUTCOME_5XX) ? now - h->connected : -1, now);
@@ -163,11 +181,18 @@ static struct hop_record *exchange_record_hop(struct exchange *ex, const struct 
     return r;
 }
 
+static inline struct hop_record *exchange_record_hop(struct exchange *ex, const struct hop *h, unsigned midx,
+                                                     unsigned status)
+{
+    return exchange_record_hop_as(ex, h, midx, status, false);
+}
+
 /* The hop ended with an HTTP answer. Its outcome is ok, or the status itself (SPEC §3.4) when it
- * is a failure (5xx) or listed in retry.on. */
+ * is a failure (5xx) or listed in retry.on. A tunnel's 101 is counted now; any other answer when
+ * the request is over, as exchange_hop_failed may find its body cut. */
 static inline void exchange_record_answer(struct exchange *ex, const struct hop *h, unsigned status, bool listed)
 {
-    struct hop_record *r = exchange_record_hop(ex, h, metric_answer_outcome(status), status);
+    struct hop_record *r = exchange_record_hop_as(ex, h, metric_answer_outcome(status), status, status != 101);
 
     if (r && (status >= 500 || listed))
         r->outcome = NULL;
@@ -185,6 +210,7 @@ static void exchange_account(struct exchange *ex, unsigned status)
     uint8_t order[sizeof(ex->hoplog) / sizeof(ex->hoplog[0])];
     struct alog_entry e;
 
+    exchange_count_answer(ex);
     if (ex->accounted || !ex->req)
         return;
     ex->accounted = true;
@@ -1402,7 +1428,9 @@ void exchange_hop_failed(struct exchange *ex, struct hop *h)
          * truncated response (no terminating chunk), never a silently short one. */
         ex->state = EX_DONE;
         ex->winner = NULL;
-        if (h->last_server && h->last_server->m)
+        if (h->last_server && h->last_server->m && ex->answer_m == h->last_server->m)
+            ex->answer_slot = h->outcome;   /* counted once, as it ended (exchange_account) */
+        else if (h->last_server && h->last_server->m)
             METRIC_ADD(h->last_server->m->attempts[h->outcome], 1);
         /* The access log names how the attempt really ended (read_timeout, reset), not the `ok`
          * its head was recorded with; its status stays the answer's. */

@@ -88,6 +88,9 @@ struct exchange {
     const struct hop *hedge;            /* the hedge still to report its result (metrics), or NULL */
     unsigned nhoplog;
     bool accounted;                     /* metrics and access log written */
+    struct server_metrics *answer_m;    /* the answer's attempt, counted when the request is over */
+    unsigned answer_slot;               /* (exchange_account), by how it ended: once, not ok at its
+                                         * head and again when its body is cut (read_timeout...) */
     const char *fallback_reason;        /* static or ex->reason_buf */
     char reason_buf[8];
     uint64_t bytes_mark;                /* client byte count when the answer began */

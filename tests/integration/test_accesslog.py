@@ -509,9 +509,10 @@ def test_attempt_that_fails_after_its_head_is_logged_with_that_failure(lifeline,
 
     stall, reset = raw_upstream(script("stall"), name="stall"), raw_upstream(script("reset"), name="reset")
     path = str(tmp_path / "access.log")
+    aport = free_port()
     lf = lifeline(pools={"s": pool(stall, timeouts={"read": "300ms"}), "r": pool(reset)},
                   routes=[{"match": {"path": "/r"}, "pool": "r"}, {"pool": "s"}],
-                  extra={"access_log": {"path": path}})
+                  extra={"access_log": {"path": path}, **admin_extra(aport)})
     for target in ("/s", "/r"):
         with Conn(lf.port) as c:
             c.request("GET", target)
@@ -531,3 +532,11 @@ def test_attempt_that_fails_after_its_head_is_logged_with_that_failure(lifeline,
     assert [(a["outcome"], a["status"]) for a in by["/s"]["attempts"]] == [("read_timeout", 200)], by["/s"]
     assert [(a["outcome"], a["status"]) for a in by["/r"]["attempts"]] == [("reset", 200)], by["/r"]
     assert by["/s"]["status"] == 200 and by["/s"]["fallback"] is None, by["/s"]
+    # One attempt each, counted once with how it ended (it was counted `ok` at its head, then
+    # again as the failure: two attempts in lifeline_upstream_attempts_total for one).
+    m = metrics(aport)
+    for name, server, outcome in (("s", stall, "read_timeout"), ("r", reset, "reset")):
+        assert m.total("lifeline_upstream_attempts_total", pool=name) == 1, \
+            m.grep("lifeline_upstream_attempts_total")
+        assert m.value("lifeline_upstream_attempts_total", pool=name, server=server.address,
+                       outcome=outcome) == 1
