@@ -418,6 +418,19 @@ void client_close(struct client *c)
     worker_conn_closed(w);
 }
 
+/* lifeline ends the connection itself (send_timeout; body_timeout once an answer is under way):
+ * the request is logged and counted with the status of the answer that was going out, as nginx
+ * logs a timed-out send; 499 says the client left, and it did not. */
+static void client_close_answering(struct client *c)
+{
+    if (c->ex && c->ex->status) {
+        exchange_cancel_answered(c->ex, c->ex->status);
+        worker_exchange_put(c->w, c->ex);
+        c->ex = NULL;
+    }
+    client_close(c);
+}
+
 /* A client that stopped reading for send_timeout is reset, not closed (nginx's
  * reset_timedout_connection): the bytes its socket still queues would never reach it in time, and
  * a closed socket would keep them in kernel memory as an orphan while the kernel keeps probing a
@@ -429,7 +442,7 @@ static void client_reset(struct client *c)
 
     if (c->x.fd >= 0 && setsockopt(c->x.fd, SOL_SOCKET, SO_LINGER, &abortive, sizeof(abortive)) < 0)
         log_debug("client %s: SO_LINGER: %s", CLIENT_ADDR_DBG(c), strerror(errno));
-    client_close(c);
+    client_close_answering(c);
 }
 
 void client_free(struct client *c)
@@ -869,7 +882,7 @@ static void client_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         case CLIENT_BODY:
             if (c->answer_done || (c->ex && (c->ex->state == EX_STREAMING || c->ex->state == EX_TUNNEL ||
                                              c->ex->state == EX_LOCAL))) {
-                client_close(c);   /* an answer is already under way: nothing else can be said */
+                client_close_answering(c);   /* an answer is already under way: nothing else can be said */
                 return;
             }
             log_debug("client %s: body_timeout", CLIENT_ADDR_DBG(c));
@@ -1082,7 +1095,7 @@ static bool client_step(struct client *c)
             if (c->ex->state == EX_UPSTREAM) {
                 client_reject(c, st ? st : 400, why, NULL, 0);
             } else {
-                client_close(c);
+                client_close_answering(c);   /* the answer under way cannot be replaced by a 400/413 */
             }
             return false;
         }

@@ -540,3 +540,31 @@ def test_attempt_that_fails_after_its_head_is_logged_with_that_failure(lifeline,
             m.grep("lifeline_upstream_attempts_total")
         assert m.value("lifeline_upstream_attempts_total", pool=name, server=server.address,
                        outcome=outcome) == 1
+
+
+def test_body_that_breaks_after_the_answer_began_keeps_the_answers_status(lifeline, raw_upstream, tmp_path):
+    """The upstream answered before the request body was complete; the body then broke its
+    chunked framing and lifeline closed the connection. The client got that answer's head (a 200),
+    so the line says 200 with the bytes written, not 499 (the client did not leave)."""
+    async def early(conn):
+        head = await conn.reader.readuntil(b"\r\n\r\n")
+        if not head:
+            return
+        await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
+        await conn.reader.read()    # holds the rest back until lifeline gives up
+
+    up = raw_upstream(early)
+    path = str(tmp_path / "access.log")
+    lf = lifeline(pools={"p": pool(up)}, extra={"access_log": {"path": path}})
+    with Conn(lf.port) as c:
+        c.send(b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        c.sock.settimeout(t(3))
+        got = b""
+        while b"x" * 1000 not in got:
+            d = c.sock.recv(65536)
+            assert d, got
+            got += d
+        c.send(b"zz\r\nbroken\r\n")
+        lines = wait_access(path, lambda ls: len(ls) >= 1)
+    assert got.startswith(b"HTTP/1.1 200"), got[:100]
+    assert lines[0]["status"] == 200 and 1000 < lines[0]["bytes"] < 100000, lines[0]

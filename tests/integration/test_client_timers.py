@@ -251,6 +251,31 @@ def test_send_timeout_resets_rather_than_closes(lifeline, upstream):
     lf.assert_alive()
 
 
+def test_send_timeout_cut_is_logged_with_the_answers_status(lifeline, upstream, tmp_path):
+    """lifeline cut the client (send_timeout), the client did not leave: the access log and
+    lifeline_requests_total keep the status of the answer that was under way (as nginx logs a
+    timed-out send), not 499, and `bytes` tells it was short."""
+    from ops import admin_extra, metrics, wait_access
+    from conftest import free_port
+    up = upstream()
+    st = t(0.5)
+    path, aport = str(tmp_path / "access.log"), free_port()
+    lf = lifeline(pools={"p": pool(up)}, extra={"access_log": {"path": path}, **admin_extra(aport)},
+                  client={"header_timeout": LONG, "body_timeout": LONG, "idle_timeout": LONG,
+                          "send_timeout": dur(st)})
+    total = 64 << 20
+    c = Conn(lf.port, rcvbuf=4096)
+    try:
+        c.request("GET", "/bytes/%d" % total)
+        lines = wait_access(path, lambda ls: len(ls) >= 1, timeout=st + t(5))
+    finally:
+        c.close()
+    assert lines[0]["status"] == 200 and 0 < lines[0]["bytes"] < total, lines[0]
+    m = metrics(aport)
+    assert m.total("lifeline_requests_total", code="200") == 1, m.grep("lifeline_requests_total")
+    assert m.total("lifeline_requests_total", code="499") == 0, m.grep("lifeline_requests_total")
+
+
 def test_max_connections_queues_extra_connection(lifeline, upstream):
     up = upstream()
     lf = lifeline(pools={"p": pool(up)}, limits={"max_connections": 5})
