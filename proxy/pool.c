@@ -386,6 +386,23 @@ void pool_gauge(struct upserver *s, int active, int idle, int inflight)
         METRIC_ADD(s->m->inflight, (uint64_t)(int64_t)inflight);
 }
 
+static bool str_same(const char *a, const char *b)
+{
+    return strcmp(a ? a : "", b ? b : "") == 0;
+}
+
+/* A TLS connection made for server a can carry requests for server b: both pools speak TLS
+ * with the same trust and identity settings, and the name it was verified for (and sent as
+ * SNI) is the same. A connection verified under other settings is not reused under these. */
+static bool pool_tls_fits(const struct upserver *a, const struct upserver *b)
+{
+    const struct conf_pool *x = a->pool->cp, *y = b->pool->cp;
+
+    return y->tls.ctx && x->tls.verify == y->tls.verify && str_same(x->tls.ca, y->tls.ca) &&
+           str_same(x->tls.sni, y->tls.sni) && str_same(x->tls.client_cert, y->tls.client_cert) &&
+           str_same(x->tls.client_key, y->tls.client_key) && str_same(a->host, b->host);
+}
+
 void pool_move_idle(struct pool *from, struct pool *to)
 {
     for (unsigned i = 0; i < from->nservers; i++) {
@@ -399,8 +416,9 @@ void pool_move_idle(struct pool *from, struct pool *to)
             struct upconn *uc = s->idle_tail;
             ev_tstamp since = uc->idle_since;
             upconn_unlink(uc);
-            /* A connection whose transport no longer fits the pool (TLS turned on or off) is closed. */
-            if (!t || !uc->x.ssl != !t->pool->cp->tls.ctx) {
+            /* A connection whose transport no longer fits the pool is closed: TLS turned on or
+             * off, or its verification, CA, SNI, client certificate or server name changed. */
+            if (!t || !uc->x.ssl != !t->pool->cp->tls.ctx || (uc->x.ssl && !pool_tls_fits(s, t))) {
                 pool_close(uc);
                 continue;
             }

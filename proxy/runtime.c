@@ -92,8 +92,14 @@ struct runtime *runtime_new(struct conf *c, const struct runtime *prev, struct m
                         atomic_store(&s->o.ejections, atomic_load(&old->o.ejections));
                         atomic_store(&s->o.readmitted, atomic_load(&old->o.readmitted));
                     }
-                    atomic_store(&s->down, atomic_load(&old->down));
-                    atomic_store(&s->back_since, atomic_load(&old->back_since));
+                    /* the checks' verdict goes with the checks: a server they marked down is
+                     * usable again (slow start from now) when the reload turns them off */
+                    if (cp->health.enabled || !atomic_load(&old->down)) {
+                        atomic_store(&s->down, cp->health.enabled ? atomic_load(&old->down) : 0);
+                        atomic_store(&s->back_since, atomic_load(&old->back_since));
+                    } else {
+                        atomic_store(&s->back_since, health_now());
+                    }
                 }
             }
         }

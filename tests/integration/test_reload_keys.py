@@ -495,3 +495,23 @@ def test_a_fifo_where_a_file_is_named_fails_the_reload_and_never_blocks(lifeline
     wait_for(lambda: "cannot reopen" in lf.stderr_text(), t(5), what="the reopen refused")
     assert lf.fetch("GET", "/echo/after").status == 200
     assert lf.terminate(t(10)) == 0, "SIGTERM did not finish: %s" % lf.stderr_text()[-2000:]
+
+
+def test_reload_that_removes_health_checks_puts_a_down_server_back(lifeline, upstream):
+    """A server marked down by its health checks, then a reload without the pool's `health` block
+    (SPEC §2: omit to disable): nothing checks it any more, so the verdict goes with the checks.
+    The reload carried `down` over, and the server answered no_server until a restart (found by a
+    white-box review)."""
+    up = upstream()
+    aport = free_port()
+    h = {"path": "/status/500", "interval": "50ms", "timeout": "500ms", "rise": 1, "fall": 1}
+    lf = lifeline(pools={"p": pool(up, health=h)}, workers=1, extra=admin_extra(aport))
+    wait_for(lambda: status(aport)["pools"][0]["servers"][0]["up"] is False, t(3), what="server down")
+    assert lf.fetch("GET", "/echo/down").header("x-lifeline-fallback") == "no_server"
+    cfg = _cfg(lf)
+    cfg["pools"] = {"p": pool(up)}
+    _reload(lf, cfg)
+    srv = status(aport)["pools"][0]["servers"][0]
+    assert srv["up"] is True, srv
+    r = lf.fetch("GET", "/echo/after")
+    assert r.status == 200 and r.header("x-lifeline-fallback") is None, r

@@ -203,6 +203,26 @@ def test_upstream_verify_off_accepts_unknown_ca(lifeline, upstream, pki):
     assert lf.fetch("GET", "/status/200").status == 200
 
 
+def test_reload_that_turns_verification_on_closes_the_unverified_idle_connections(lifeline, upstream, pki):
+    """`verify: false` against an upstream with an unknown CA, then a reload to `verify: true`:
+    the idle connection made without verification is not reused under the new settings (it
+    was, and being reused it never aged out); the next request connects anew and fails
+    verification. A reload that keeps the TLS settings still keeps the connection."""
+    import copy
+    from ops import reload
+    up = upstream(ssl=_server_ctx(pki["rogue"]))
+    lf = lifeline(pools={"p": _tls_pool(pki, up, tls={"verify": False}, outlier="off")}, workers=1)
+    assert lf.fetch("GET", "/status/200").status == 200
+    reload(lf, copy.deepcopy(lf.config))                   # same settings: the connection stays
+    assert lf.fetch("GET", "/status/200").status == 200
+    assert up.connections == 1, up.connections
+    cfg = copy.deepcopy(lf.config)
+    cfg["pools"]["p"]["tls"]["verify"] = True
+    reload(lf, cfg)
+    r = lf.fetch("GET", "/status/200")
+    assert r.status == 502 and r.header("x-lifeline-fallback") == "connect_error", r
+
+
 def test_stalled_handshake_hits_connect_timer(lifeline, upstream, pki):
     stall = socket.socket()
     stall.bind((HOST, 0))

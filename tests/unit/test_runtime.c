@@ -33,6 +33,7 @@ static void snap_init(struct snap *s, const char *a0, const char *a1)
                                              .max_ejection = 300000, .max_ejected_percent = 100 };
     s->pool.timeouts.connect = 1000;
     s->pool.timeouts.response = 2000;
+    s->pool.health.enabled = true;
     strcpy(s->addrs[0].text, a0);
     strcpy(s->addrs[1].text, a1);
     for (int i = 0; i < 2; i++) {
@@ -82,6 +83,20 @@ static void test_carry_over(void **state)
     assert_int_equal(atomic_load(&kept->down), 1);
     assert_true(health_usable(fresh, 1000));
     assert_false(health_ejected(fresh, 1000));
+
+    /* a reload without health checks: their verdict goes, the ejection stays */
+    {
+        struct snap c;
+        struct runtime *rc;
+        snap_init(&c, "10.0.0.1:80", "10.0.0.3:80");
+        c.pool.health.enabled = false;
+        rc = runtime_new(&c.c, rb, NULL);
+        assert_non_null(rc);
+        assert_int_equal(atomic_load(&rc->pools[0].servers[0].down), 0);
+        assert_true(health_ejected(&rc->pools[0].servers[0], 1000));
+        runtime_unref(rc);
+        assert_int_equal(atomic_load(&c.c.refs), 1);
+    }
 
     /* references: a generation's, then main's; the last one drops the conf's */
     assert_ptr_equal(runtime_ref(rb), rb);
