@@ -157,6 +157,13 @@ static void *loader_main(void *arg)
         if (nc && job != JOB_RESOLVE)
             log_fd = loader_open_log(nc, &log_err);
         pthread_mutex_lock(&loader.mu);
+        if (job == JOB_RESOLVE && loader.loaded && loader.loaded_job != JOB_RESOLVE) {
+            /* main has not taken a reload yet: it re-read the file and re-resolved everything,
+             * and this result, made from the configuration before it, must not replace it
+             * (the SIGHUP would be lost) */
+            conf_unref(nc);
+            continue;
+        }
         if (loader.loaded)
             conf_unref(loader.loaded);   /* main never took it: superseded */
         if (loader.loaded_log_fd >= 0)
