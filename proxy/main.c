@@ -38,6 +38,7 @@
 #include "conf.h"
 #include "dns.h"
 #include "health.h"
+#include "fdroom.h"
 #include "log.h"
 #include "metrics.h"
 #include "probe.h"
@@ -989,6 +990,10 @@ static int start(struct conf *c, const char *path)
              c->nlisteners, nworkers, path);
     for (size_t i = 0; i < c->nlisteners; i++)
         log_info("listening on %s", c->listeners[i].addr.text);
+    if (!fd_room()) {   /* libev would abort making the signal and wake-up descriptors */
+        log_error("no file descriptor left for the main loop: %s (raise ulimit -n)", strerror(EMFILE));
+        return -1;
+    }
     watch_signals(run_state.loop);
     start_main_loop(run_state.loop);
     watch_update(run_state.loop);

@@ -25,6 +25,7 @@
 #include "h1.h"
 #include "list.h"
 #include "runtime.h"
+#include "fdroom.h"
 #include "log.h"
 #include "metrics.h"
 #include "pool.h"
@@ -628,6 +629,10 @@ int worker_init(struct worker *w, unsigned id, struct runtime *rt, struct stale_
     ev_check_start(w->loop, &w->clock_tick);
     ev_async_init(&w->wake, worker_wake_cb);
     w->wake.data = w;
+    if (!fd_room()) {   /* libev would abort making the loop's wake-up eventfd */
+        log_error("worker %u: no file descriptor left for its loop (raise ulimit -n)", id);
+        return -1;
+    }
     ev_async_start(w->loop, &w->wake);
     ev_timer_init(&w->trim, worker_trim_cb, WORKER_TRIM_SECONDS, WORKER_TRIM_SECONDS);
     w->trim.data = w;
