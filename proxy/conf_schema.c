@@ -905,12 +905,11 @@ static void conf_unreadable(struct conf_loader *ld, yaml_node_t *map, const char
     yaml_node_t *at;
     if (!path || !*path || !(at = conf_lookup(ld, map, key)))
         return;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        close(fd);
-        return;
-    }
-    conf_err(ld, at, "cannot read %s %s: %s", what, path, strerror(errno));
+    int rc = file_check_regular(path);   /* (never waits on a FIFO's other end) */
+    if (rc == -2)
+        conf_err(ld, at, "cannot read %s %s: not a regular file", what, path);
+    else if (rc < 0)
+        conf_err(ld, at, "cannot read %s %s: %s", what, path, strerror(errno));
 }
 
 /* The pool's client context, built when tls.enabled: the CA file and the client certificate and

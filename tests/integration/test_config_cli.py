@@ -457,3 +457,29 @@ routes:
     assert [e[0] for e in errs] == [3, 3, 7, 7], r.stderr
     assert "cannot read certificate" in errs[0][2] and "cannot read key" in errs[1][2], errs
     assert "cannot read certificate" in errs[2][2] and "cannot read key" in errs[3][2], errs
+
+
+def test_check_with_a_fifo_as_a_tls_file_does_not_wait(tmp_path):
+    """A FIFO named as a listener's certificate and key or a pool's client certificate (nobody
+    writes to it): `-t` reports it at once (README: TLS files are opened never waiting on a
+    FIFO's other end); a plain open() blocked, and with it `-t`, the start and a reload."""
+    import os
+    fifo = str(tmp_path / "fifo")
+    os.mkfifo(fifo)
+    path = write(tmp_path, "fifo.yaml", """\
+listen:
+  - address: 127.0.0.1:{port}
+    tls:
+      certificates:
+        - {{ cert: {fifo}, key: {fifo} }}
+pools:
+  p:
+    servers: [ 127.0.0.1:1 ]
+    tls: {{ enabled: true, client_cert: {fifo}, client_key: {fifo} }}
+routes:
+  - {{ pool: p }}
+""".format(port=free_port(), fifo=fifo))
+    r = run_cli(["-t", "-c", path], timeout=t(5))
+    assert r.returncode == 1, r
+    assert re.search(r"fifo\.yaml:5:\d+: .*fifo", r.stderr), r.stderr
+    assert re.search(r"fifo\.yaml:9:\d+: .*fifo.*not a regular file", r.stderr), r.stderr
