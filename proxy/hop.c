@@ -14,6 +14,7 @@
 #include "hop.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -200,6 +201,29 @@ static void hop_fail(struct hop *h, enum hop_outcome o)
     exchange_hop_failed(h->ex, h);
 }
 
+/* libev invokes a turn's expired timers before its I/O callbacks (pending watchers run last-queued
+ * first). After a long turn, or a pause of the whole process (SIGSTOP, a container's CPU quota
+ * throttling it), an answer already waiting in the socket would be failed as a timeout: a GET
+ * replayed (run twice upstream), a POST answered 504 although the upstream had answered it. So a
+ * timer about to fail a hop that is reading reads first, as nginx handles events before timers.
+ * Returns true when the hop ended or changed state meanwhile (the timer's verdict is void); a read
+ * that only moved last_read is for the caller to weigh. */
+static bool hop_read_first(struct hop *h, struct ev_loop *loop)
+{
+    struct upconn *uc = h->uc;
+    struct pollfd p = { .events = POLLIN };
+    unsigned seq = h->seq;
+    enum hop_state st = h->state;
+
+    if (!uc || uc->x.fd < 0 || h->read_paused || (st != HOP_SENDING && st != HOP_BODY))
+        return false;
+    p.fd = uc->x.fd;
+    if (!xprt_pending(&uc->x) && poll(&p, 1, 0) != 1)
+        return false;   /* (POLLHUP, POLLERR: the read finds out) */
+    hop_read_cb(loop, &uc->rd, EV_READ);
+    return h->seq != seq || h->state != st;
+}
+
 static void hop_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct hop *h = t->data;
@@ -221,6 +245,11 @@ static void hop_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
          * "be smart about timeouts"); a paused read is the downstream's fault, not the upstream's.
          * After the head the response timer, when it was due first, carries on as this one. */
         ev_tstamp left = h->last_read + h->read_timeout - ev_now(loop);
+        if (!h->read_paused && left <= 0.0005) {
+            if (hop_read_first(h, loop))
+                return;
+            left = h->last_read + h->read_timeout - ev_now(loop);   /* bytes came: not idle */
+        }
         if (h->read_paused || left > 0.0005) {
             if (t == &h->response_timer) {
                 hop_rt_start(h, loop, h->read_paused ? h->read_timeout : left);
@@ -237,7 +266,7 @@ static void hop_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         hop_fail(h, h->outcome);   /* a failure found in hop_start(), reported from the loop */
     else if (t == &h->connect_timer)
         hop_fail(h, h->deadline_cut ? HOP_DEADLINE : HOP_CONNECT_TIMEOUT);
-    else
+    else if (!hop_read_first(h, loop))   /* (a head that came whole moved the hop on) */
         hop_fail(h, h->deadline_cut ? HOP_DEADLINE : HOP_RESPONSE_TIMEOUT);
 }
 

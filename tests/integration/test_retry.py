@@ -821,3 +821,47 @@ def test_concurrent_requests_each_retried(lifeline, raw_upstream, upstream):
         th.join(t(10))
     assert all(x == (200, True) for x in results), results
     assert len(good.requests) == 20
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_answer_waiting_in_the_socket_after_a_pause_is_not_a_timeout(lifeline, raw_upstream, method):
+    """The process is paused (SIGSTOP here; a container's CPU quota throttling it does the same for
+    shorter spans) past an attempt's `response` timeout while the upstream answers. When it runs
+    again the answer is in the socket: it is the answer, not a response_timeout. libev runs the
+    turn's expired timers before its I/O, so the GET was replayed on another connection (executed
+    twice upstream) and the POST answered 504 although the upstream had answered it."""
+    import signal
+    seen = []
+
+    async def slow_ok(conn):
+        while True:
+            try:
+                head = await conn.reader.readuntil(b"\r\n\r\n")
+            except Exception:
+                return
+            seen.append(head.split(b" ", 2)[1])
+            if b"content-length: 2" in head.lower():
+                await conn.reader.readexactly(2)
+            await asyncio.sleep(0.3)
+            await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+
+    up = raw_upstream(slow_ok)
+    lf = lifeline(pools={"p": pool(up, timeouts={"response": "1s"})},
+                  routes=[{"pool": "p", "timeouts": {"total": "30s"},
+                           "retry": {"attempts": 3, "methods": ["GET", "POST"]}}])
+    with Conn(lf.port) as c:
+        if method == "GET":
+            c.send(b"GET /p HTTP/1.1\r\nHost: x\r\n\r\n")
+        else:
+            c.send(b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+        time.sleep(0.1)
+        lf.proc.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(2.0)     # the upstream answers at 0.3 s; the response timer is due at 1 s
+        finally:
+            lf.proc.send_signal(signal.SIGCONT)
+        r = c.read_response(timeout=t(5))
+    assert r.status == 200 and r.body == b"hello", r
+    assert r.header("x-lifeline-fallback") is None, r
+    time.sleep(t(0.5))
+    assert seen == [b"/p"], seen
