@@ -332,6 +332,12 @@ static void check_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         return;
     }
     fd = socket(k->s->addr->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)) {
+        /* this host is out of descriptors: no verdict on the server, the check is tried again */
+        log_debug("pool %s: health check of %s skipped: %s", cp->name, k->s->addr->text, strerror(errno));
+        check_arm(k, (double)cp->health.interval / 1000.0);
+        return;
+    }
     if (fd < 0) {
         check_result(k, false, strerror(errno));
         return;

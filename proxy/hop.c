@@ -186,7 +186,8 @@ static void hop_fail(struct hop *h, enum hop_outcome o)
      * a fresh connection (exchange_reuse_recoverable, which let pool_take skip its check): a stale
      * connection, not a verdict on the server, so neither ewma nor outlier ejection hears of it
      * (a trial claim is given back by hop_detach). */
-    if (h->server && !(h->reused && !h->got_bytes && o == HOP_RESET && h->ex && exchange_reuse_recoverable(h->ex))) {
+    if (h->server && !h->local_error &&
+        !(h->reused && !h->got_bytes && o == HOP_RESET && h->ex && exchange_reuse_recoverable(h->ex))) {
         pool_report(h->server, true, h->state == HOP_BODY ? -1 : hop_penalty(h, o), h->trial);
         h->trial = 0;
     }
@@ -390,6 +391,13 @@ void hop_init(struct hop *h, unsigned seq)
     h->state = HOP_IDLE;
 }
 
+/* A connect that failed for want of a resource of this host (descriptors, buffers, local ports),
+ * not because of the server. */
+static bool hop_local_errno(int err)
+{
+    return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM || err == EADDRNOTAVAIL;
+}
+
 void hop_start(struct hop *h, struct exchange *ex, struct upserver *s, bool fresh, int64_t trial)
 {
     struct worker *w = exchange_worker(ex);
@@ -410,7 +418,7 @@ void hop_start(struct hop *h, struct exchange *ex, struct upserver *s, bool fres
     h->reused = h->request_sent = h->got_bytes = h->read_paused = h->deadline_cut = false;
     h->splicing = false;
     h->splice_left = 0;
-    h->write_failed = h->processing = false;
+    h->write_failed = h->processing = h->local_error = false;
     h->starting = true;
     h->started = ev_now(w->loop);
     h->connected = 0;
@@ -453,7 +461,14 @@ void hop_start(struct hop *h, struct exchange *ex, struct upserver *s, bool fres
 
 fail_later:
     /* A hop never reports an end synchronously (its caller is mid-setup): reported from the loop. */
-    log_debug("connect to %s: %s", s->addr->text, strerror(err));
+    h->local_error = hop_local_errno(err);
+    if (h->local_error && ev_now(w->loop) - w->local_error_warned >= 1.0) {
+        w->local_error_warned = ev_now(w->loop);
+        log_warn("connect to %s: %s (this host's limit: not counted against the server)", s->addr->text,
+                 strerror(err));
+    } else {
+        log_debug("connect to %s: %s", s->addr->text, strerror(err));
+    }
     hop_fail_later(h, HOP_CONNECT_ERROR);
     h->starting = false;
 }

@@ -113,6 +113,8 @@ struct hop {
     bool reused;                        /* the connection came from the idle pool */
     bool deadline_cut;                  /* the running connect/response timer was clamped */
     bool write_failed;                  /* the server stopped reading: never reuse */
+    bool local_error;                   /* no socket could be made here (EMFILE...): the attempt
+                                         * fails, but it is no verdict on the server */
     bool processing;                    /* hop_process() is on the stack */
     bool starting;                      /* hop_start() is on the stack: failures are deferred */
     bool request_sent;                  /* head and whole body written */

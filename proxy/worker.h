@@ -154,6 +154,7 @@ struct worker {
     size_t trim_freed;                  /* bytes freed since the last malloc_trim (an estimate) */
     unsigned trim_gets;                 /* buffers taken since the last tick (few: quiet) */
     ev_tstamp trim_busy_last;           /* when malloc_trim last ran while busy */
+    ev_tstamp local_error_warned;       /* when a connect last failed for want of descriptors (hop.c) */
     struct exchange *dead_ex;           /* ended this iteration: recycled by the reaper */
     struct hop *orphans, *orphans_tail; /* attempts that lost a hedge or race, running on (hop.h) */
     unsigned norphans;

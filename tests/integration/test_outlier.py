@@ -198,3 +198,72 @@ def test_one_trial_at_a_time_and_a_cancelled_trial_frees_the_slot(lifeline, upst
         "the next request should be the new trial: %r" % r
     assert server_status(status(aport), "p", flaky.address)["state"] == "up"
     assert metrics(aport).value("lifeline_outlier_ejections_total", pool="p", server=flaky.address) == 1
+
+
+def _fill_descriptor_table(port):
+    """Opens connections to lifeline until it sheds one (its open-file table is full); returns
+    the ones it kept."""
+    import select
+    import socket as so
+    from conftest import HOST
+    conns = []
+    for _ in range(120):
+        s = so.create_connection((HOST, port), timeout=t(2))
+        if select.select([s], [], [], 0.1)[0]:
+            s.close()
+            return conns
+        conns.append(s)
+    for s in conns:
+        s.close()
+    raise AssertionError("never reached the open-file limit")
+
+
+def test_running_out_of_file_descriptors_is_not_the_servers_fault(lifeline, upstream):
+    """lifeline at its open-file limit cannot make a socket for an attempt (EMFILE): that is this
+    host's trouble, not the server's. The attempt fails (connect_error), but outlier ejection does
+    not hear of it: a healthy server was ejected, and once descriptors were free again requests
+    got no_server (found by a hostile-environment audit)."""
+    a, b = upstream("a"), upstream("b")
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(a, b, balance="round_robin",
+                                   outlier={"consecutive_failures": 1, "max_ejected_percent": 100})},
+                  routes=[{"pool": "p", "retry": {"attempts": 1}}], workers=1,
+                  extra=admin_extra(aport), prefix=["prlimit", "--nofile=64:64"])
+    conns = []
+    try:
+        conns = _fill_descriptor_table(lf.port)
+        for s in conns[:4]:
+            s.sendall(b"GET /echo/full HTTP/1.1\r\nHost: x\r\n\r\n")
+        for s in conns[:4]:
+            s.settimeout(t(5))
+            assert s.recv(65536).startswith(b"HTTP/1.1 502"), "expected a connect_error answer"
+    finally:
+        for s in conns:
+            s.close()
+    time.sleep(t(0.3))
+    m = metrics(aport)
+    assert m.total("lifeline_outlier_ejections_total") == 0, m.grep("lifeline_outlier_ejections_total")
+    st = status(aport)
+    assert not any(s["ejected"] for s in st["pools"][0]["servers"]), st["pools"][0]["servers"]
+    for k in range(4):
+        assert lf.fetch("GET", "/echo/after/%d" % k).status == 200
+
+
+def test_health_check_without_a_descriptor_is_no_verdict(lifeline, upstream):
+    """A health check that cannot make its socket (lifeline's table full) says nothing about the
+    server: it was counted as a failed check, and every server went down."""
+    up = upstream()
+    aport = free_port()
+    h = {"path": "/status/200", "interval": "50ms", "timeout": "500ms", "rise": 40, "fall": 1}
+    lf = lifeline(pools={"p": pool(up, health=h)}, workers=1, extra=admin_extra(aport),
+                  prefix=["prlimit", "--nofile=64:64"])
+    conns = _fill_descriptor_table(lf.port)
+    try:
+        time.sleep(t(0.5))          # ten check intervals without a descriptor
+    finally:
+        for s in conns:
+            s.close()
+    time.sleep(t(0.2))              # lifeline sees them close (the admin listener sheds until then)
+    srv = status(aport)["pools"][0]["servers"][0]
+    assert srv["up"] is True, srv
+    assert lf.fetch("GET", "/echo/after").status == 200
