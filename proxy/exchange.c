@@ -826,6 +826,7 @@ static bool exchange_start_hop(struct exchange *ex, struct hop *h, struct upserv
     unsigned idx = (unsigned)(s - ex->pool->servers);
 
     if (exchange_build_head(ex, h, s) < 0) {
+        worker_buf_put(ex_worker(ex), &h->head);   /* the hop never starts: nothing else frees it */
         pool_unclaim(s, trial);
         exchange_reply(ex, 431, "request head too large to forward");
         return false;
