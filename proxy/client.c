@@ -1171,6 +1171,11 @@ static void client_splice_body(struct ev_loop *loop, struct client *c, struct sp
     if (c->in.data && c->in.len == 0)
         worker_buf_put(c->w, &c->in);   /* not needed until the body is in */
     r = spipe_fill(p, c->x.fd, max);
+    if ((r == -EAGAIN || r == -EWOULDBLOCK) && p->len) {
+        /* the pipe may be full by its slots (hop_splice_body): wait for the hop to drain it */
+        client_pause(c);
+        return;
+    }
     if (r == -EAGAIN || r == -EWOULDBLOCK)
         return;
     if (r <= 0) {

@@ -843,6 +843,16 @@ static void hop_splice_body(struct hop *h)
     if (max > h->splice_left)
         max = (size_t)h->splice_left;
     r = spipe_fill(p, h->uc->x.fd, max);
+    if ((r == -EAGAIN || r == -EWOULDBLOCK) && p->len) {
+        /* A pipe holding bytes may be full by its slots (one per segment spliced in: small
+         * segments fill it long before its byte count says so) while the socket stays readable:
+         * returning would spin. Paused like a full buffer, until the client drains the pipe
+         * (exchange_drained -> hop_resume). */
+        hop_report_data(h);
+        if (h->seq == seq && p->len)
+            hop_pause(h);
+        return;
+    }
     if (r == -EAGAIN || r == -EWOULDBLOCK)
         return;
     if (r <= 0) {

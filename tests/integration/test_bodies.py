@@ -581,3 +581,48 @@ def test_large_answer_kept_for_stale_is_copied(lifeline, raw_upstream):
     r = lf.fetch("GET", "/big")
     assert r.status == 200 and r.header("x-lifeline-fallback") == "connect_error", r
     assert sha_of(r.body) == pattern_sha(size)
+
+
+def _cpu_seconds(pid):
+    f = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_spliced_response_from_small_segments_to_a_stalled_client_does_not_spin(lifeline, raw_upstream):
+    """A large Content-Length answer goes through a pipe (splice). The upstream writes it in small
+    segments and the client stops reading: each segment takes one of the pipe's slots, so the pipe
+    is full long before its byte count says so, and splice() answers EAGAIN while the upstream
+    socket stays readable. That EAGAIN was taken for "no data yet" and the worker spun at full CPU
+    until send_timeout; a full pipe now pauses the read like a full buffer (found by a white-box
+    review)."""
+    total = 30 * 1000 * 1000
+
+    async def dribble(conn):
+        try:
+            await conn.reader.readuntil(b"\r\n\r\n")
+        except Exception:
+            return
+        sock = conn.writer.get_extra_info("socket")
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % total)
+        seg = b"x" * 200
+        for _ in range(40000):           # 8 MB at most, in 200-byte writes, held back by backpressure
+            try:
+                await conn.send(seg)
+            except Exception:
+                return
+            await asyncio.sleep(0)
+
+    up = raw_upstream(dribble)
+    lf = lifeline(pools={"p": pool(up)}, workers=1,
+                  client={"send_timeout": "30s", "header_timeout": "10s", "idle_timeout": "10s", "body_timeout": "10s"})
+    c = Conn(lf.port, rcvbuf=4096)
+    try:
+        c.request("GET", "/big")
+        time.sleep(t(1))
+        c0, w0 = _cpu_seconds(lf.proc.pid), time.monotonic()
+        time.sleep(2.0)
+        used, wall = _cpu_seconds(lf.proc.pid) - c0, time.monotonic() - w0
+    finally:
+        c.close()
+    assert used < 0.3 * wall, "lifeline used %.2f s of CPU in %.2f s with a stalled client" % (used, wall)
