@@ -937,6 +937,9 @@ void exchange_hop_connected(struct exchange *ex, struct hop *h)
 {
     struct hop *other = exchange_other(ex, h);
 
+    /* Connected: no race for this connect. Left running, the timer would start one at once for a
+     * retry's connect, short of its own connect_race delay. */
+    timer_off(ex_worker(ex)->loop, &ex->race_timer);
     /* A connect race is decided by the first connect: the loser has sent nothing. It runs on,
      * detached, so that its connect feeds the balancer and ejection and its connection the pool. */
     if (other->state == HOP_CONNECTING)
