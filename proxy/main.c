@@ -1031,8 +1031,12 @@ static void stop(bool ok)
     resolved.at = NULL;
     if (run_state.admin)
         admin_stop(&admin);
-    if (run_state.alog)
-        alog_stop(&alog);   /* after the workers: their last lines are written */
+    if (run_state.alog && !alog_stop(&alog)) {   /* after the workers: their last lines are written */
+        /* its writer is stuck in a write and still reads the rings: nothing is freed */
+        if (ok)
+            log_info("stopped");
+        _exit(ok ? 0 : 1);
+    }
     for (unsigned i = 0; i < nslots; i++) {
         if (wslot[i].state != W_FREE)
             worker_destroy(&workers[i]);

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <yaml.h>
 
+#include "accesslog.h"
 #include "conf.h"
 #include "health.h"
 #include "hop.h"
@@ -371,7 +372,8 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
               (unsigned long long)s->reloads_ok, (unsigned long long)s->reloads_failed);
     for (unsigned w = 0; w < s->nworker_slots; w++)
         dropped += METRIC_GET(s->workers[w].alog.dropped);
-    metrics_render_printf(b, "# HELP lifeline_access_log_dropped_total Access log lines dropped because the sink could not keep up.\n"
+    dropped += alog_sink_dropped();
+    metrics_render_printf(b, "# HELP lifeline_access_log_dropped_total Access log lines dropped because the sink could not keep up or failed.\n"
                  "# TYPE lifeline_access_log_dropped_total counter\n"
                  "lifeline_access_log_dropped_total %llu\n", (unsigned long long)dropped);
     if (s->names) {
