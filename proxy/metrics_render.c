@@ -15,6 +15,7 @@
 #include "conf.h"
 #include "health.h"
 #include "hop.h"
+#include "log.h"
 #include "metrics.h"
 #include "runtime.h"
 #include "series.h"
@@ -376,6 +377,9 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
     metrics_render_printf(b, "# HELP lifeline_access_log_dropped_total Access log lines dropped because the sink could not keep up or failed.\n"
                  "# TYPE lifeline_access_log_dropped_total counter\n"
                  "lifeline_access_log_dropped_total %llu\n", (unsigned long long)dropped);
+    metrics_render_printf(b, "# HELP lifeline_log_dropped_total Error log lines dropped because stderr could not take them at once.\n"
+                 "# TYPE lifeline_log_dropped_total counter\n"
+                 "lifeline_log_dropped_total %llu\n", (unsigned long long)log_dropped());
     if (s->names) {
         metrics_render_printf(b, "# HELP lifeline_metric_slots_exhausted_total Routes or servers (one per snapshot that names them) left without counters because every metrics slot was in use.\n"
                      "# TYPE lifeline_metric_slots_exhausted_total counter\n"
