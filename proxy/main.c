@@ -29,6 +29,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <ev.h>
@@ -1001,6 +1002,39 @@ static void run(void)
     ev_run(run_state.loop, 0);
 }
 
+/* Stops the loader thread: it is joined when it is idle or ends within LOADER_STOP_MS (the drain is
+ * over: what it is doing would be thrown away). false when it is still busy: then it was left
+ * running and its state must not be freed. */
+#define LOADER_STOP_MS 1000
+static bool loader_join(void)
+{
+    struct timespec by;
+    int rc;
+
+    pthread_mutex_lock(&loader.mu);
+    loader.stop = true;
+    pthread_cond_signal(&loader.cv);
+    pthread_mutex_unlock(&loader.mu);
+    clock_gettime(CLOCK_REALTIME, &by);
+    by.tv_sec += LOADER_STOP_MS / 1000;
+    by.tv_nsec += (long)(LOADER_STOP_MS % 1000) * 1000000L;
+    if (by.tv_nsec >= 1000000000L) {
+        by.tv_sec++;
+        by.tv_nsec -= 1000000000L;
+    }
+    do
+        rc = pthread_timedjoin_np(loader.thread, NULL, &by);
+    while (rc == EINTR);
+    if (rc != 0)
+        return false;
+    loader.running = false;
+    conf_unref(loader.loaded);
+    conf_unref(loader.resolve_from);
+    free(loader.resolve_due);
+    close_fd(loader.loaded_log_fd);
+    return true;
+}
+
 /* Undoes start(), whether it finished (ok) or not: threads joined, then everything freed. */
 static void stop(bool ok)
 {
@@ -1015,17 +1049,19 @@ static void stop(bool ok)
             pthread_join(workers[i].thread, NULL);
         wslot[i].thread = false;
     }
-    if (loader.running) {
-        pthread_mutex_lock(&loader.mu);
-        loader.stop = true;
-        pthread_cond_signal(&loader.cv);
-        pthread_mutex_unlock(&loader.mu);
-        pthread_join(loader.thread, NULL);
-        loader.running = false;
-        conf_unref(loader.loaded);
-        conf_unref(loader.resolve_from);
-        free(loader.resolve_due);
-        close_fd(loader.loaded_log_fd);
+    if (loader.running && !loader_join()) {
+        /* a reload or a re-resolve still under way (a slow file system, a resolver that does not
+         * answer): its result would be thrown away. The process ends without it, after the
+         * access log's last lines; nothing the loader may still touch is freed (_exit: no
+         * atexit handler, c-ares' cleanup among them, runs under it). */
+        log_warn("the configuration loader is still busy (a reload or a DNS re-resolve): exiting without it");
+        if (run_state.admin)
+            admin_stop(&admin);
+        if (run_state.alog)
+            alog_stop(&alog);
+        if (ok)
+            log_info("stopped");
+        _exit(ok ? 0 : 1);
     }
     free(resolved.at);
     resolved.at = NULL;
