@@ -13,6 +13,7 @@
  * retired (drained, then joined and freed by the retire timer) to match `workers`.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <libgen.h>
 #include <limits.h>
@@ -1128,13 +1129,38 @@ static void print_memory(const char *path, const struct conf *c)
            mem_text(t[5], sizeof(t[5]), m.base), mem_text(t[6], sizeof(t[6]), m.idle_conn));
 }
 
+/* Started with fd 0, 1 or 2 closed (`lifeline <&- >&- 2>&-`), the next file opened would take its
+ * number: the access-log file would become stderr and get the error log's lines. Each closed one is
+ * opened on /dev/null first, as daemons do. 0, or -1 (nothing can be said: stderr may be closed). */
+static int std_fds_open(void)
+{
+    for (int fd = 0; fd <= STDERR_FILENO; fd++) {
+        int n;
+        if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+            continue;
+        n = open("/dev/null", fd == STDIN_FILENO ? O_RDONLY : O_WRONLY);
+        if (n < 0)
+            return -1;
+        if (n != fd) {   /* (the lowest free number: fd itself, the lower ones being open) */
+            int d = dup2(n, fd);
+            close(n);
+            if (d < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct options o;
     unsigned nerr = 0;
     struct conf *c;
-    int rc = parse_options(argc, argv, &o);
+    int rc;
 
+    if (std_fds_open() < 0)
+        return 1;
+    rc = parse_options(argc, argv, &o);
     if (rc >= 0)
         return rc;
     atexit(dns_cleanup);            /* c-ares' process-wide state, once no thread resolves */

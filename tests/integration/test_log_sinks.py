@@ -86,3 +86,26 @@ def test_error_log_on_a_stderr_nobody_reads_drops_lines_not_requests(lifeline, r
         assert rc == 0
     finally:
         os.close(rfd)
+
+
+def test_started_with_fds_0_1_2_closed(lifeline, raw_upstream, tmp_path):
+    """`lifeline <&- >&- 2>&-`: the access-log file must not become fd 2 (error-log lines would
+    go into it), and SIGUSR1 reopens it."""
+    up = truncating_upstream(raw_upstream)
+    path = str(tmp_path / "access.log")
+    lf = lifeline(pools={"p": pool(up)}, extra={"access_log": {"path": path}},
+                  prefix=exec_prefix("os.close(0)\nos.close(1)\nos.close(2)"))
+    for i in range(5):
+        assert cut_request(lf.port, "/one%d" % i)       # each logs an error-log line too
+    lines = wait_access(path, lambda ls: len(ls) >= 5)   # every line is JSON
+    assert len(lines) == 5, lines
+    os.rename(path, path + ".1")
+    lf.proc.send_signal(signal.SIGUSR1)
+    wait_for(lambda: os.path.exists(path), t(2), what="SIGUSR1 to create a new file at the original path")
+    for i in range(3):
+        assert cut_request(lf.port, "/two%d" % i)
+    new = wait_access(path, lambda ls: len(ls) >= 3)
+    time.sleep(t(0.1))
+    assert [ln["target"] for ln in access_lines(path)] == ["/two0", "/two1", "/two2"], new
+    assert len(access_lines(path + ".1")) == 5
+    lf.assert_alive()
