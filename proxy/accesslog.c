@@ -4,11 +4,14 @@
 #include "accesslog.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #if defined(__SSE2__)
@@ -73,26 +76,170 @@ int alog_open_path(const char *path)
     return file_open(path, O_WRONLY | O_APPEND | O_CREAT, 0644);   /* a FIFO nobody reads: ENXIO */
 }
 
-/* Writes everything buffered in r. Returns the bytes taken. */
+/* Lines the sink failed to take (a write error, or a sink still stuck at exit), since the start;
+ * the writer adds, scrapes read. The rings count the lines that did not fit. */
+static _Atomic uint64_t alog_sink_drops;
+
+uint64_t alog_sink_dropped(void)
+{
+    return atomic_load_explicit(&alog_sink_drops, memory_order_relaxed);
+}
+
+static int64_t alog_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The writer's new sink: whether writes to it may block (a pipe, a FIFO, a socket, a terminal:
+ * poll() tells when it has room), and no line cut in it yet. */
+static void alog_sink_changed(struct alog *a)
+{
+    struct stat st;
+
+    a->waits = a->fd >= 0 && !(fstat(a->fd, &st) == 0 && S_ISREG(st.st_mode));
+    a->cut = false;
+}
+
+/* Stopping, and the sink has had its ALOG_STOP_GRACE_MS (counted from when the writer first sees
+ * the stop, here or between passes). */
+static bool alog_giving_up(struct alog *a)
+{
+    if (!a->stop_by) {
+        if (!atomic_load(&a->stop))
+            return false;
+        a->stop_by = alog_now_ms() + ALOG_STOP_GRACE_MS;
+    }
+    return alog_now_ms() >= a->stop_by;
+}
+
+/* One write of up to n bytes of p. A sink that may block is written only when poll() says it has
+ * room, PIPE_BUF bytes at a time (a pipe with room takes that much without blocking); while it has
+ * none the writer waits in slices of 100 ms, and gives up ALOG_STOP_GRACE_MS after alog_stop.
+ * Never O_NONBLOCK: stdout and stderr share their open file description with other processes.
+ * Bytes written (> 0), or -1 with errno set (ETIMEDOUT: given up at exit). */
+static ssize_t alog_write_some(struct alog *a, const char *p, size_t n)
+{
+    for (;;) {
+        ssize_t w;
+        if (a->waits) {
+            struct pollfd pfd = { a->fd, POLLOUT, 0 };
+            int r = poll(&pfd, 1, alog_giving_up(a) ? 0 : 100);
+            if (r < 0 && errno != EINTR)
+                return -1;
+            if (r <= 0) {
+                if (alog_giving_up(a)) {
+                    errno = ETIMEDOUT;
+                    return -1;
+                }
+                continue;
+            }
+            if (n > PIPE_BUF)
+                n = PIPE_BUF;
+        }
+        w = write(a->fd, p, n);
+        if (w > 0)
+            return w;
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            a->waits = true;   /* a non-blocking descriptor after all: wait for room */
+            continue;
+        }
+        if (w == 0)
+            errno = EIO;
+        return -1;
+    }
+}
+
+/* Newlines in r's bytes [tail, head): the lines there (every line in a ring ends in one). */
+static uint64_t alog_count_lines(const struct alog_ring *r, size_t tail, size_t head)
+{
+    uint64_t lines = 0;
+
+    while (tail != head) {
+        size_t off = tail % ALOG_RING_BYTES, n = head - tail;
+        const char *p, *end;
+        if (n > ALOG_RING_BYTES - off)
+            n = ALOG_RING_BYTES - off;
+        p = r->mem + off;
+        end = p + n;
+        while ((p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+            lines++;
+            p++;
+        }
+        tail += n;
+    }
+    return lines;
+}
+
+/* The error log hears of write failures at most once per ALOG_ERROR_EVERY_MS, with the count of
+ * lines lost meanwhile; `force` says what is left (at exit). */
+static void alog_say_failures(struct alog *a, bool force)
+{
+    int64_t now;
+
+    if (!a->fail_unsaid)
+        return;
+    now = alog_now_ms();
+    if (!force && a->fail_said_at && now - a->fail_said_at < ALOG_ERROR_EVERY_MS)
+        return;
+    log_error("access log: cannot write to %s: %s; %llu line%s dropped%s", a->path ? a->path : "?",
+              strerror(a->fail_errno), (unsigned long long)a->fail_unsaid, a->fail_unsaid == 1 ? "" : "s",
+              a->fail_said_at ? " since the last report" : "");
+    a->fail_unsaid = 0;
+    a->fail_said_at = now;
+}
+
+/* Writes everything buffered in r. A short write goes on with the rest; a failed one drops the rest
+ * of what r holds now, counted by lines (a line cut by the failure among them), and the next write
+ * that succeeds starts on a fresh line. Returns the bytes taken. */
 static size_t alog_drain(struct alog *a, struct alog_ring *r)
 {
     size_t head = atomic_load_explicit(&r->head, memory_order_acquire);
     size_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
     size_t taken = head - tail;
+    int err = 0;
 
-    while (tail != head) {
+    if (tail == head)
+        return 0;
+    if (a->fd < 0) {   /* off: nothing to write to */
+        atomic_store_explicit(&r->tail, head, memory_order_release);
+        return taken;
+    }
+    if (a->cut) {   /* a line was cut by a failure: the next one starts on a fresh line */
+        if (alog_write_some(a, "\n", 1) == 1)
+            a->cut = false;
+        else
+            err = errno ? errno : EIO;
+    }
+    while (tail != head && !err) {
         size_t off = tail % ALOG_RING_BYTES;
         size_t n = head - tail;
         ssize_t w;
         if (n > ALOG_RING_BYTES - off)
             n = ALOG_RING_BYTES - off;
-        w = a->fd >= 0 ? write(a->fd, r->mem + off, n) : (ssize_t)n;
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            w = (ssize_t)n;   /* the sink fails: drop rather than spin (the error log says so) */
+        w = alog_write_some(a, r->mem + off, n);
+        if (w < 0) {
+            err = errno ? errno : EIO;
+            break;
+        }
+        a->cut = r->mem[off + (size_t)w - 1] != '\n';
         tail += (size_t)w;
         atomic_store_explicit(&r->tail, tail, memory_order_release);
+    }
+    if (tail != head) {   /* the sink failed (or cut a line before it failed): the rest is lost */
+        uint64_t lines = alog_count_lines(r, tail, head);
+        atomic_fetch_add_explicit(&alog_sink_drops, lines, memory_order_relaxed);
+        if (err == ETIMEDOUT && a->stop_by) {
+            a->not_written += lines;
+        } else {
+            a->fail_unsaid += lines;
+            a->fail_errno = err;
+        }
+        atomic_store_explicit(&r->tail, head, memory_order_release);
     }
     return taken;
 }
@@ -114,11 +261,13 @@ static void alog_take_next(struct alog *a)
     a->next = false;
     a->next_path = NULL;
     pthread_mutex_unlock(&a->mu);
+    alog_say_failures(a, true);   /* of the old sink */
     if (a->fd > STDERR_FILENO && a->fd != fd)
         close(a->fd);
     free(a->path);
     a->path = path;
     a->fd = fd;
+    alog_sink_changed(a);
 }
 
 /* The writer takes what the rings hold every 10 ms, in one write(2) per ring (two when it wraps),
@@ -136,14 +285,18 @@ static void *alog_main(void *arg)
         size_t most = 0;
         bool stop = atomic_load(&a->stop);
         unsigned n = atomic_load_explicit(&a->nrings, memory_order_acquire);
+        if (stop && !a->stop_by)
+            a->stop_by = alog_now_ms() + ALOG_STOP_GRACE_MS;
         alog_take_next(a);
         if (atomic_exchange(&a->reopen, 0) && a->fd > STDERR_FILENO) {
             int fd = alog_open_path(a->path);
             if (fd < 0) {
                 log_error("access log: cannot reopen %s: %s", a->path, strerror(errno));
             } else {
+                alog_say_failures(a, true);
                 close(a->fd);
                 a->fd = fd;
+                alog_sink_changed(a);
             }
         }
         for (unsigned i = 0; i < n; i++) {
@@ -151,11 +304,17 @@ static void *alog_main(void *arg)
             if (k > most)
                 most = k;
         }
+        alog_say_failures(a, false);
         if (stop && !most)
             break;
         if (!stop && most <= ALOG_RING_BYTES / 4)
             nanosleep(&nap, NULL);
     }
+    alog_say_failures(a, true);
+    if (a->not_written)
+        log_error("access log: %llu line%s not written: %s did not take them within %d ms of the drain's end",
+                  (unsigned long long)a->not_written, a->not_written == 1 ? "" : "s", a->path ? a->path : "?",
+                  ALOG_STOP_GRACE_MS);
     return NULL;
 }
 
@@ -172,6 +331,7 @@ int alog_start(struct alog *a, const char *path, int fd, struct alog_ring **ring
         return -1;
     }
     a->rings = rings;   /* from here on alog_stop() destroys the mutex */
+    alog_sink_changed(a);
     a->path = strdup(path ? path : "off");
     if (!a->path)
         return -1;
@@ -216,11 +376,24 @@ void alog_reopen(struct alog *a)
     atomic_store(&a->reopen, 1);
 }
 
-void alog_stop(struct alog *a)
+bool alog_stop(struct alog *a)
 {
     if (a->running) {
+        /* The writer gives up on a sink that takes nothing ALOG_STOP_GRACE_MS after this; a write
+         * to a regular file that hangs (a dead network file system) is waited for a second more,
+         * then left: the caller must not free what the writer reads (the rings). */
+        struct timespec by;
+        int rc;
         atomic_store(&a->stop, 1);
-        pthread_join(a->thread, NULL);
+        clock_gettime(CLOCK_REALTIME, &by);
+        by.tv_sec += ALOG_STOP_GRACE_MS / 1000 + 1;
+        do
+            rc = pthread_timedjoin_np(a->thread, NULL, &by);
+        while (rc == EINTR);
+        if (rc != 0) {
+            log_error("access log: the writer is stuck in a write: exiting without it");
+            return false;
+        }
         a->running = false;
     }
     if (a->next) {
@@ -237,6 +410,7 @@ void alog_stop(struct alog *a)
     if (a->rings)
         pthread_mutex_destroy(&a->mu);
     a->rings = NULL;
+    return true;
 }
 
 /* ---- The line ---------------------------------------------------------------------------- */

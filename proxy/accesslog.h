@@ -7,6 +7,9 @@
  * (the loader thread) and hands it to the writer, which switches and closes the old one; each
  * worker starts or stops its lines when it takes the new snapshot. When a ring is full the line is dropped and counted
  * (lifeline_access_log_dropped_total): a slow disk costs log lines, never a stalled event loop.
+ * A write that fails (ENOSPC, EIO) drops what the writer holds, counted there too by lines, and
+ * says so in the error log at most every 10 s; a line cut by a failure is ended with a newline
+ * before the next one, so every later line stays whole JSON.
  */
 #ifndef LIFELINE_ACCESSLOG_H
 #define LIFELINE_ACCESSLOG_H
@@ -18,6 +21,8 @@
 #include <stdint.h>
 
 #define ALOG_RING_BYTES (1u << 20)
+#define ALOG_STOP_GRACE_MS 1000             /* alog_stop: how long a sink that takes nothing is waited for */
+#define ALOG_ERROR_EVERY_MS 10000           /* write errors reach the error log at most this often */
 
 struct alog_ring {
     char *data;                         /* the worker's view: mem, or NULL while the log is off */
@@ -37,6 +42,14 @@ struct alog {
     pthread_t thread;
     bool running;
     atomic_int stop, reopen;
+    /* the writer's own: */
+    bool waits;                         /* the sink may block (not a regular file): poll first */
+    bool cut;                           /* the sink's last byte is not a newline (a failed write) */
+    int64_t stop_by;                    /* ms (monotonic): a stuck sink is given up on then */
+    uint64_t fail_unsaid;               /* lines lost to write errors, not in the error log yet */
+    int64_t fail_said_at;               /* ms (monotonic) of the last report; 0: none yet */
+    int fail_errno;
+    uint64_t not_written;               /* lines left when the sink was given up on at exit */
     struct alog_ring **rings;           /* capacity given to alog_start; [0, nrings) drained */
     atomic_uint nrings;
     pthread_mutex_t mu;                 /* guards the pending sink */
@@ -68,8 +81,14 @@ void alog_set_rings(struct alog *a, unsigned n);
 int alog_switch(struct alog *a, const char *path, int fd);
 /* Asks the writer to reopen a file sink (SIGUSR1). */
 void alog_reopen(struct alog *a);
-/* Drains what is left, stops the writer, closes the sink. */
-void alog_stop(struct alog *a);
+/* Drains what is left, stops the writer, closes the sink. A sink that takes nothing for
+ * ALOG_STOP_GRACE_MS is given up on (the lines left are counted and logged as not written). false
+ * when the writer could not be joined even so (stuck in a write to a regular file): then nothing is
+ * released and the caller must not free the rings (it exits). */
+bool alog_stop(struct alog *a);
+/* Lines lost because the sink failed (write errors, or a sink given up on at exit), since the
+ * start (in lifeline_access_log_dropped_total with the lines the rings dropped). */
+uint64_t alog_sink_dropped(void);
 
 /* ---- The line ------------------------------------------------------------------------------
  * One access-log line is formatted here and nowhere else, from a plain struct the exchange fills

@@ -13,6 +13,7 @@
  * retired (drained, then joined and freed by the retire timer) to match `workers`.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <libgen.h>
 #include <limits.h>
@@ -29,6 +30,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <ev.h>
@@ -1006,6 +1008,39 @@ static void run(void)
     ev_run(run_state.loop, 0);
 }
 
+/* Stops the loader thread: it is joined when it is idle or ends within LOADER_STOP_MS (the drain is
+ * over: what it is doing would be thrown away). false when it is still busy: then it was left
+ * running and its state must not be freed. */
+#define LOADER_STOP_MS 1000
+static bool loader_join(void)
+{
+    struct timespec by;
+    int rc;
+
+    pthread_mutex_lock(&loader.mu);
+    loader.stop = true;
+    pthread_cond_signal(&loader.cv);
+    pthread_mutex_unlock(&loader.mu);
+    clock_gettime(CLOCK_REALTIME, &by);
+    by.tv_sec += LOADER_STOP_MS / 1000;
+    by.tv_nsec += (long)(LOADER_STOP_MS % 1000) * 1000000L;
+    if (by.tv_nsec >= 1000000000L) {
+        by.tv_sec++;
+        by.tv_nsec -= 1000000000L;
+    }
+    do
+        rc = pthread_timedjoin_np(loader.thread, NULL, &by);
+    while (rc == EINTR);
+    if (rc != 0)
+        return false;
+    loader.running = false;
+    conf_unref(loader.loaded);
+    conf_unref(loader.resolve_from);
+    free(loader.resolve_due);
+    close_fd(loader.loaded_log_fd);
+    return true;
+}
+
 /* Undoes start(), whether it finished (ok) or not: threads joined, then everything freed. */
 static void stop(bool ok)
 {
@@ -1020,24 +1055,30 @@ static void stop(bool ok)
             pthread_join(workers[i].thread, NULL);
         wslot[i].thread = false;
     }
-    if (loader.running) {
-        pthread_mutex_lock(&loader.mu);
-        loader.stop = true;
-        pthread_cond_signal(&loader.cv);
-        pthread_mutex_unlock(&loader.mu);
-        pthread_join(loader.thread, NULL);
-        loader.running = false;
-        conf_unref(loader.loaded);
-        conf_unref(loader.resolve_from);
-        free(loader.resolve_due);
-        close_fd(loader.loaded_log_fd);
+    if (loader.running && !loader_join()) {
+        /* a reload or a re-resolve still under way (a slow file system, a resolver that does not
+         * answer): its result would be thrown away. The process ends without it, after the
+         * access log's last lines; nothing the loader may still touch is freed (_exit: no
+         * atexit handler, c-ares' cleanup among them, runs under it). */
+        log_warn("the configuration loader is still busy (a reload or a DNS re-resolve): exiting without it");
+        if (run_state.admin)
+            admin_stop(&admin);
+        if (run_state.alog)
+            alog_stop(&alog);
+        if (ok)
+            log_info("stopped");
+        _exit(ok ? 0 : 1);
     }
     free(resolved.at);
     resolved.at = NULL;
     if (run_state.admin)
         admin_stop(&admin);
-    if (run_state.alog)
-        alog_stop(&alog);   /* after the workers: their last lines are written */
+    if (run_state.alog && !alog_stop(&alog)) {   /* after the workers: their last lines are written */
+        /* its writer is stuck in a write and still reads the rings: nothing is freed */
+        if (ok)
+            log_info("stopped");
+        _exit(ok ? 0 : 1);
+    }
     for (unsigned i = 0; i < nslots; i++) {
         if (wslot[i].state != W_FREE)
             worker_destroy(&workers[i]);
@@ -1093,13 +1134,38 @@ static void print_memory(const char *path, const struct conf *c)
            mem_text(t[5], sizeof(t[5]), m.base), mem_text(t[6], sizeof(t[6]), m.idle_conn));
 }
 
+/* Started with fd 0, 1 or 2 closed (`lifeline <&- >&- 2>&-`), the next file opened would take its
+ * number: the access-log file would become stderr and get the error log's lines. Each closed one is
+ * opened on /dev/null first, as daemons do. 0, or -1 (nothing can be said: stderr may be closed). */
+static int std_fds_open(void)
+{
+    for (int fd = 0; fd <= STDERR_FILENO; fd++) {
+        int n;
+        if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+            continue;
+        n = open("/dev/null", fd == STDIN_FILENO ? O_RDONLY : O_WRONLY);
+        if (n < 0)
+            return -1;
+        if (n != fd) {   /* (the lowest free number: fd itself, the lower ones being open) */
+            int d = dup2(n, fd);
+            close(n);
+            if (d < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct options o;
     unsigned nerr = 0;
     struct conf *c;
-    int rc = parse_options(argc, argv, &o);
+    int rc;
 
+    if (std_fds_open() < 0)
+        return 1;
+    rc = parse_options(argc, argv, &o);
     if (rc >= 0)
         return rc;
     atexit(dns_cleanup);            /* c-ares' process-wide state, once no thread resolves */

@@ -11,9 +11,11 @@
 #include <time.h>
 #include <yaml.h>
 
+#include "accesslog.h"
 #include "conf.h"
 #include "health.h"
 #include "hop.h"
+#include "log.h"
 #include "metrics.h"
 #include "runtime.h"
 #include "series.h"
@@ -371,9 +373,13 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
               (unsigned long long)s->reloads_ok, (unsigned long long)s->reloads_failed);
     for (unsigned w = 0; w < s->nworker_slots; w++)
         dropped += METRIC_GET(s->workers[w].alog.dropped);
-    metrics_render_printf(b, "# HELP lifeline_access_log_dropped_total Access log lines dropped because the sink could not keep up.\n"
+    dropped += alog_sink_dropped();
+    metrics_render_printf(b, "# HELP lifeline_access_log_dropped_total Access log lines dropped because the sink could not keep up or failed.\n"
                  "# TYPE lifeline_access_log_dropped_total counter\n"
                  "lifeline_access_log_dropped_total %llu\n", (unsigned long long)dropped);
+    metrics_render_printf(b, "# HELP lifeline_log_dropped_total Error log lines dropped because stderr could not take them at once.\n"
+                 "# TYPE lifeline_log_dropped_total counter\n"
+                 "lifeline_log_dropped_total %llu\n", (unsigned long long)log_dropped());
     if (s->names) {
         metrics_render_printf(b, "# HELP lifeline_metric_slots_exhausted_total Routes or servers (one per snapshot that names them) left without counters because every metrics slot was in use.\n"
                      "# TYPE lifeline_metric_slots_exhausted_total counter\n"

@@ -233,3 +233,15 @@ def wait_access(path, pred, timeout=None, what="access log lines"):
 
 def now():
     return time.monotonic()
+
+
+# --------------------------------------------------------------------------------------------
+# Running lifeline in an unusual process environment
+
+def exec_prefix(setup):
+    """A `prefix` for the lifeline fixture: a Python process that runs `setup` (statements; os,
+    sys, signal, resource and fcntl are imported) and then execs lifeline in its place (the same
+    pid): e.g. to close fds 0-2, to put a FIFO on stdout or stderr, to set a resource limit."""
+    code = ("import os, sys, signal, resource, fcntl\n" + setup +
+            "\nos.execv(sys.argv[1], sys.argv[1:])\n")
+    return ["/usr/bin/python3", "-c", code]

@@ -14,7 +14,7 @@ import time
 
 from conftest import Conn, free_port, pool, t, wait_for
 from faults import refused, status_script
-from ops import admin_extra, access_lines, metrics, parse_access_text, wait_access
+from ops import admin_extra, access_lines, exec_prefix, metrics, parse_access_text, wait_access
 
 FIELDS = {"time": str, "client": str, "method": str, "target": str, "route": (str, type(None)),
           "status": int, "bytes": int, "duration_ms": (int, float), "request_id": str,
@@ -568,3 +568,117 @@ def test_body_that_breaks_after_the_answer_began_keeps_the_answers_status(lifeli
         lines = wait_access(path, lambda ls: len(ls) >= 1)
     assert got.startswith(b"HTTP/1.1 200"), got[:100]
     assert lines[0]["status"] == 200 and 1000 < lines[0]["bytes"] < 100000, lines[0]
+
+
+def _file_lines(path):
+    with open(path, "rb") as f:
+        return f.read().split(b"\n")
+
+
+def _valid_json(raw):
+    try:
+        json.loads(raw)
+        return True
+    except ValueError:
+        return False
+
+
+def test_sink_that_fails_counts_its_lines_and_says_so_once(lifeline, upstream):
+    """access_log on /dev/full: every write fails with ENOSPC. Each line is counted in
+    lifeline_access_log_dropped_total, and the error log says so, rate-limited (not a line per
+    failure)."""
+    up = upstream()
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)}, extra=admin_extra(aport, access_log={"path": "/dev/full"}))
+    n = 60
+    for i in range(n):
+        assert lf.fetch("GET", "/echo/full%d" % i).status == 200
+        if i % 10 == 0:
+            time.sleep(0.03)                            # several batches, several failed writes
+    wait_for(lambda: metrics(aport).value("lifeline_access_log_dropped_total") == n, t(3),
+             what="%d lines counted as dropped (got %r)" % (
+                 n, metrics(aport).value("lifeline_access_log_dropped_total")))
+    err = [ln for ln in lf.stderr_text().splitlines() if "access log" in ln and "/dev/full" in ln]
+    assert 1 <= len(err) <= 2, "expected one rate-limited error line, got:\n%s" % "\n".join(err)
+    assert "No space left on device" in err[0] and "dropped" in err[0], err
+    lf.assert_alive()
+
+
+def test_sink_that_fills_up_cuts_no_later_line(lifeline, upstream, tmp_path):
+    """The access-log file hits RLIMIT_FSIZE: one write is short (half a line), the next ones fail
+    (EFBIG). The lines lost, the cut one included, are counted; when writes succeed again (the
+    limit raised) the next line starts on a fresh line: every later line is whole JSON, and
+    lines written + lines counted as dropped == requests."""
+    import resource
+    up = upstream()
+    aport = free_port()
+    path = log_to(tmp_path)
+    limit = 32 * 1024
+    lf = lifeline(pools={"p": pool(up)}, extra=admin_extra(aport, access_log={"path": path}),
+                  prefix=exec_prefix("signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+                                     "resource.setrlimit(resource.RLIMIT_FSIZE, (%d, resource.RLIM_INFINITY))"
+                                     % limit))
+    pad = "b" * 997                                     # lines of ~1.3 KB: no line ends at the limit
+    total = 0
+
+    def settled(expect):
+        lines = [ln for ln in _file_lines(path) if ln]
+        valid = sum(1 for ln in lines if _valid_json(ln))
+        dropped = metrics(aport).value("lifeline_access_log_dropped_total")
+        return valid + dropped == expect and (lines, valid, dropped)
+
+    for i in range(50):
+        assert lf.fetch("GET", "/echo/%s?first=%d" % (pad, i)).status == 200
+        total += 1
+        if i % 5 == 0:
+            time.sleep(0.03)
+    lines, valid, dropped = wait_for(lambda: settled(total), t(3), what="written + dropped == %d" % total)
+    assert os.path.getsize(path) == limit, os.path.getsize(path)
+    assert dropped > 0 and valid > 0, (valid, dropped)
+    resource.prlimit(lf.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    for i in range(10):
+        assert lf.fetch("GET", "/echo/after%d" % i).status == 200
+        total += 1
+    lines, valid, dropped2 = wait_for(lambda: settled(total), t(3),
+                                      what="written + dropped == %d after the limit was raised" % total)
+    assert dropped2 == dropped, "lines dropped after the sink recovered"
+    bad = [k for k, ln in enumerate(lines) if not _valid_json(ln)]
+    assert len(bad) <= 1, "more than the one cut line is not JSON: %r" % [lines[k][:80] for k in bad]
+    assert not bad or bad[0] == valid - 10, "the cut line is not the last before the recovery"
+    after = [json.loads(ln)["target"] for ln in lines if _valid_json(ln)][-10:]
+    assert after == ["/echo/after%d" % i for i in range(10)], after
+    assert any("access log" in ln and "dropped" in ln for ln in lf.stderr_text().splitlines()), \
+        lf.stderr_text()[-2000:]
+
+
+def test_sigterm_exits_with_a_stdout_sink_nobody_reads(lifeline, upstream, tmp_path):
+    """access_log: stdout, and stdout a FIFO whose reader never reads: the writer thread cannot
+    write. SIGTERM still ends the process promptly (exit 0), saying how many lines were not
+    written."""
+    up = upstream()
+    fifo = str(tmp_path / "stdout.fifo")
+    os.mkfifo(fifo)
+    rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)   # a reader that never reads
+    try:
+        import fcntl
+        fcntl.fcntl(rfd, 1031, 4096)                   # F_SETPIPE_SZ: full after a few lines
+    except OSError:
+        pass
+    try:
+        lf = lifeline(pools={"p": pool(up)}, extra={"access_log": {"path": "stdout"}},
+                      shutdown_timeout="1s",
+                      prefix=exec_prefix("fd = os.open(%r, os.O_WRONLY)\nos.dup2(fd, 1)\nos.close(fd)" % fifo))
+        pad = "c" * 900
+        with Conn(lf.port) as c:
+            for i in range(100):
+                c.request("GET", "/echo/%s?i=%d" % (pad, i))
+                assert c.read_response(timeout=t(5)).status == 200
+        time.sleep(0.1)
+        start = time.monotonic()
+        rc = lf.terminate(t(8))
+        elapsed = time.monotonic() - start
+        assert rc == 0, "no exit within %.0fs of SIGTERM (status %r)" % (t(8), rc)
+        assert elapsed < 1 + t(2), "exit took %.2fs" % elapsed
+        assert re.search(r"access log: \d+ lines? not written", lf.stderr_text()), lf.stderr_text()[-2000:]
+    finally:
+        os.close(rfd)

@@ -297,3 +297,23 @@ def test_large_answer_retried_over_tcp(lifeline, loop_thread, records, truncate)
         lf.assert_alive()
     finally:
         d.stop()
+
+
+def test_sigterm_during_a_silent_re_resolve_exits_within_shutdown_timeout(lifeline, dns, two_upstreams):
+    """The resolver stops answering while the loader thread re-resolves (resolver.timeout 10s):
+    SIGTERM still ends the process about when the drain ends, with status 0, not when the loader
+    gives up on the name."""
+    port, up1, up2 = two_upstreams
+    dns.set(NAME, ["127.0.0.1"])
+    lf = lifeline(
+        pools={"svc": {"servers": ["%s:%d" % (NAME, port)], "resolve_interval": "200ms"}},
+        extra={"resolver": {"servers": [dns.address], "timeout": "10s"}}, shutdown_timeout="1s")
+    assert who(lf) == "up1"
+    dns.silence(NAME)
+    assert dns.wait_queries(NAME, 1, t(5)), "no re-resolution"
+    time.sleep(0.2)                      # the loader now waits for an answer that never comes
+    start = time.monotonic()
+    rc = lf.terminate(t(12))
+    elapsed = time.monotonic() - start
+    assert rc == 0, rc
+    assert elapsed < 1 + t(1.5), "exit %.2fs after SIGTERM (shutdown_timeout 1s, resolver.timeout 10s)" % elapsed
