@@ -192,7 +192,12 @@ static inline struct hop_record *exchange_record_hop(struct exchange *ex, const 
  * the request is over, as exchange_hop_failed may find its body cut. */
 static inline void exchange_record_answer(struct exchange *ex, const struct hop *h, unsigned status, bool listed)
 {
-    struct hop_record *r = exchange_record_hop_as(ex, h, metric_answer_outcome(status), status, status != 101);
+    struct hop_record *r;
+
+    if (status == 101)
+        exchange_count_answer(ex);   /* an earlier answer, retried: counted now, so that the
+                                      * tunnel's own failure (exchange_hop_failed) cannot take its slot */
+    r = exchange_record_hop_as(ex, h, metric_answer_outcome(status), status, status != 101);
 
     if (r && (status >= 500 || listed))
         r->outcome = NULL;

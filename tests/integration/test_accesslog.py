@@ -682,3 +682,52 @@ def test_sigterm_exits_with_a_stdout_sink_nobody_reads(lifeline, upstream, tmp_p
         assert re.search(r"access log: \d+ lines? not written", lf.stderr_text()), lf.stderr_text()[-2000:]
     finally:
         os.close(rfd)
+
+
+def test_retried_answer_is_counted_when_the_tunnel_after_it_fails(lifeline, raw_upstream):
+    """A 503 retried (retry.on), then a 101 from the same server whose tunnel goes idle past
+    `read`: three attempts counted, 503, ok and read_timeout. The tunnel's failure took the slot
+    the 503 was kept in (the answer's attempt is counted when the request is over) and the 503 was
+    never counted (found by a review of the change that kept it)."""
+    import asyncio
+    n = {"k": 0}
+
+    async def script(conn):
+        while True:
+            try:
+                await conn.reader.readuntil(b"\r\n\r\n")
+            except Exception:
+                return
+            n["k"] += 1
+            if n["k"] == 1:
+                await conn.send(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n")
+                continue
+            await conn.send(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                            b"Connection: Upgrade\r\n\r\nhello")
+            await asyncio.sleep(3)
+            return
+
+    up = raw_upstream(script)
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up, timeouts={"read": "300ms"}, outlier="off")},
+                  routes=[{"pool": "p", "retry": {"attempts": 3, "backoff": {"base": "1ms", "max": "2ms"}}}],
+                  extra=admin_extra(aport))
+    with Conn(lf.port) as c:
+        c.send(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+        c.sock.settimeout(t(3))
+        got = b""
+        while True:
+            try:
+                d = c.sock.recv(4096)
+            except OSError:
+                break
+            if not d:
+                break
+            got += d
+    assert got.startswith(b"HTTP/1.1 101"), got[:80]
+    wait_for(lambda: metrics(aport).total("lifeline_upstream_attempts_total", pool="p") >= 3, t(3),
+             what="three attempts counted")
+    m = metrics(aport)
+    for outcome in ("503", "ok", "read_timeout"):
+        assert m.value("lifeline_upstream_attempts_total", pool="p", server=up.address, outcome=outcome) == 1, \
+            m.grep("lifeline_upstream_attempts_total")
