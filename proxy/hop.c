@@ -994,7 +994,7 @@ enum hop_outcome hop_settle(struct hop *h)
 {
     enum hop_outcome o = h->outcome;
 
-    if (hop_failure_pending(h)) {
+    if (hop_failure_pending(h) && !h->local_error) {   /* (this host's lack, not the server's: hop_fail) */
         pool_report(h->server, true, hop_penalty(h, o), h->trial);
         h->trial = 0;
     }
