@@ -418,16 +418,22 @@ void client_close(struct client *c)
     worker_conn_closed(w);
 }
 
+/* The running exchange ends as answered with status by lifeline itself (counted and logged with
+ * it, not as a 499) and is given back; the connection goes on without one. */
+static void client_settle_exchange(struct client *c, unsigned status)
+{
+    exchange_cancel_answered(c->ex, status);
+    worker_exchange_put(c->w, c->ex);
+    c->ex = NULL;
+}
+
 /* lifeline ends the connection itself (send_timeout; body_timeout once an answer is under way):
  * the request is logged and counted with the status of the answer that was going out, as nginx
  * logs a timed-out send; 499 says the client left, and it did not. */
 static void client_close_answering(struct client *c)
 {
-    if (c->ex && c->ex->status) {
-        exchange_cancel_answered(c->ex, c->ex->status);
-        worker_exchange_put(c->w, c->ex);
-        c->ex = NULL;
-    }
+    if (c->ex && c->ex->status)
+        client_settle_exchange(c, c->ex->status);
     client_close(c);
 }
 
@@ -796,11 +802,8 @@ static void client_reject(struct client *c, unsigned status, const char *why, co
         client_close(c);
         return;
     }
-    if (c->ex) {   /* after the answer is written: the access log's bytes count it */
-        exchange_cancel_answered(c->ex, status);
-        worker_exchange_put(c->w, c->ex);
-        c->ex = NULL;
-    }
+    if (c->ex)   /* after the answer is written: the access log's bytes count it */
+        client_settle_exchange(c, status);
     c->answer_done = true;
     c->close_after = true;
     client_uncount(c);

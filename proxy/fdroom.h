@@ -1,5 +1,8 @@
-/* fdroom.h — whether a file descriptor can be had right now, asked before libev makes one of its
- * own. libev creates a loop's wake-up eventfd (or pipe) lazily, in the first ev_async_start or
+/* fdroom.h — this host's own resources for sockets: whether a file descriptor can be had right
+ * now (fd_room), and whether a failed socket() or connect() was this host's shortage rather than
+ * the server's doing (fd_local_shortage).
+ *
+ * fd_room is asked before libev makes a descriptor of its own. libev creates a loop's wake-up eventfd (or pipe) lazily, in the first ev_async_start or
  * ev_signal_start, and calls abort() when it cannot: at the open-file limit (a reload adding a
  * worker, a start under a low `ulimit -n`) that would kill the process instead of failing the
  * start or the reload. The answer can go stale only if another thread takes the last descriptor
@@ -7,6 +10,7 @@
 #ifndef LIFELINE_FDROOM_H
 #define LIFELINE_FDROOM_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -21,6 +25,13 @@ static inline bool fd_room(void)
     if (b >= 0)
         close(b);
     return b >= 0;
+}
+
+/* true: err (from socket() or connect()) says this host ran short (descriptors, socket buffers,
+ * memory, local ports), not that the server refused or failed: no verdict on the server. */
+static inline bool fd_local_shortage(int err)
+{
+    return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM || err == EADDRNOTAVAIL;
 }
 
 #endif

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "fdroom.h"
 #include "log.h"
 #include "runtime.h"
 #include "series.h"
@@ -332,8 +333,15 @@ static void check_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         return;
     }
     fd = socket(k->s->addr->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)) {
-        /* this host is out of descriptors: no verdict on the server, the check is tried again */
+    if (fd >= 0 && connect(fd, (const struct sockaddr *)&k->s->addr->ss, k->s->addr->len) < 0 &&
+        errno != EINPROGRESS) {
+        int err = errno;
+        close(fd);
+        fd = -1;
+        errno = err;
+    }
+    if (fd < 0 && fd_local_shortage(errno)) {
+        /* this host is out of descriptors or local ports: no verdict on the server, tried again */
         log_debug("pool %s: health check of %s skipped: %s", cp->name, k->s->addr->text, strerror(errno));
         check_arm(k, (double)cp->health.interval / 1000.0);
         return;
@@ -346,10 +354,6 @@ static void check_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     k->running = true;
     k->connected = false;
     k->sent = k->got = 0;
-    if (connect(fd, (const struct sockaddr *)&k->s->addr->ss, k->s->addr->len) < 0 && errno != EINPROGRESS) {
-        check_result(k, false, strerror(errno));
-        return;
-    }
     ev_io_init(&k->io, check_io_cb, fd, EV_WRITE);
     k->io.data = k;
     ev_io_start(k->rt->loop, &k->io);

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "exchange.h"
+#include "fdroom.h"
 #include "h1.h"
 #include "list.h"
 #include "log.h"
@@ -391,13 +392,6 @@ void hop_init(struct hop *h, unsigned seq)
     h->state = HOP_IDLE;
 }
 
-/* A connect that failed for want of a resource of this host (descriptors, buffers, local ports),
- * not because of the server. */
-static bool hop_local_errno(int err)
-{
-    return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM || err == EADDRNOTAVAIL;
-}
-
 void hop_start(struct hop *h, struct exchange *ex, struct upserver *s, bool fresh, int64_t trial)
 {
     struct worker *w = exchange_worker(ex);
@@ -461,7 +455,7 @@ void hop_start(struct hop *h, struct exchange *ex, struct upserver *s, bool fres
 
 fail_later:
     /* A hop never reports an end synchronously (its caller is mid-setup): reported from the loop. */
-    h->local_error = hop_local_errno(err);
+    h->local_error = fd_local_shortage(err);
     if (h->local_error && ev_now(w->loop) - w->local_error_warned >= 1.0) {
         w->local_error_warned = ev_now(w->loop);
         log_warn("connect to %s: %s (this host's limit: not counted against the server)", s->addr->text,
