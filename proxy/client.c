@@ -13,6 +13,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <poll.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -846,6 +847,38 @@ static bool client_cut_wait(struct client *c, ev_tstamp now)
     return true;
 }
 
+/* libev runs a loop turn's expired timers before its I/O watchers: after a pause of the process
+ * (SIGSTOP, a container throttled by its CPU quota) or a long turn, a deadline would be acted on
+ * although the bytes that meet it (a head, a body, the client reading again) are already in the
+ * socket. A timeout about to act on c handles the I/O first, as nginx handles events before timers
+ * (the upstream side does the same: hop_read_first). events: the direction the deadline is about.
+ * Returns true when c closed meanwhile. */
+static bool client_io_first(struct ev_loop *loop, struct client *c, int events)
+{
+    int want = client_io_events(c) & events, revents = 0;
+    struct pollfd p;
+
+    if (c->closed || c->x.fd < 0 || !want)
+        return false;
+    if ((want & EV_READ) && xprt_pending(&c->x)) {
+        revents = EV_READ;
+    } else {
+        p = (struct pollfd){ .fd = c->x.fd, .events = (short)((want & EV_READ ? POLLIN : 0) |
+                                                              (want & EV_WRITE ? POLLOUT : 0)) };
+        if (poll(&p, 1, 0) != 1)
+            return false;
+        if (p.revents & (POLLIN | POLLHUP | POLLERR))
+            revents |= EV_READ;
+        if (p.revents & (POLLOUT | POLLHUP | POLLERR))
+            revents |= EV_WRITE;
+        revents &= want;
+        if (!revents)
+            return false;
+    }
+    client_io_cb(loop, &c->io, revents);
+    return c->closed;
+}
+
 /* The one timer (client_timer_arm): the send side first (a stall past send_timeout closes; the
  * stuck output's pages go back after OUT_SHED_AFTER), then the read side's deadline for the phase;
  * a deadline not reached yet re-arms it, none at all stops it. */
@@ -857,6 +890,9 @@ static void client_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 
     (void)revents;
     c->cut_slot = false;
+    if (c->send_stall && c->last_write + ms(c->conf->client.send_timeout) <= now + 0.0005 &&
+        client_io_first(loop, c, EV_WRITE))
+        return;
     if (c->send_stall) {
         if (c->last_write + ms(c->conf->client.send_timeout) <= now + 0.0005) {
             if (!turn && client_cut_wait(c, now))
@@ -869,6 +905,11 @@ static void client_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
             client_out_shed(c);
     }
     due = client_rdue(c);
+    if (due != 0 && due <= now + 0.0005 && !turn) {
+        if (client_io_first(loop, c, EV_READ))
+            return;
+        due = client_rdue(c);   /* bytes came: the phase or its deadline may have moved on */
+    }
     if (due != 0 && due <= now + 0.0005) {
         if (!turn && client_cut_wait(c, now))
             return;

@@ -385,3 +385,109 @@ def test_timeouts_that_fall_together_are_paced(lifeline, upstream, tmp_path):
     span = times[-1] - times[0]
     assert span >= (n - 8) / 8000.0 - 0.002, "the 408s span %.1f ms" % (span * 1000)
     assert span <= 1.0 + t(1), "the 408s span %.1f ms: a wait past 1 s" % (span * 1000)
+
+
+def _paused(lf, seconds):
+    """Stops the whole process for `seconds` (SIGSTOP: a container throttled by its CPU quota does
+    the same for shorter spans), then lets it run again."""
+    import signal
+    lf.proc.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(seconds)
+    finally:
+        lf.proc.send_signal(signal.SIGCONT)
+
+
+def test_a_head_that_came_during_a_pause_is_answered_not_408(lifeline, upstream):
+    """The head's last bytes reach the socket before header_timeout while the process is paused;
+    it runs again after the deadline. libev runs a turn's expired timers before its I/O: the client
+    got a 408 for a head that was in time. The timer reads first (nginx handles events first)."""
+    up = upstream()
+    lf = start(lifeline, up, header_timeout=1.0)
+    with lf.conn() as c:
+        c.send(b"GET /echo HTTP/1.1\r\n")
+        time.sleep(0.2)               # accepted, its head deadline running
+        import signal
+        lf.proc.send_signal(signal.SIGSTOP)
+        try:
+            c.send(b"Host: test.local\r\n\r\n")   # whole at 0.2 s, deadline at 1 s
+            time.sleep(1.5)
+        finally:
+            lf.proc.send_signal(signal.SIGCONT)
+        r = c.read_response(timeout=t(5))
+    assert r.status == 200, r
+    assert len(up.requests) == 1
+
+
+def test_a_request_on_an_idle_connection_during_a_pause_is_answered(lifeline, upstream):
+    """A keep-alive connection's next request (a POST: a client cannot safely resend it) arrives
+    while the process is paused and idle_timeout falls due before it runs again: the request is
+    answered, not dropped with the connection."""
+    up = upstream()
+    lf = start(lifeline, up, idle_timeout=1.0)
+    with lf.conn() as c:
+        c.request("GET", "/echo")
+        assert c.read_response().status == 200
+        time.sleep(0.2)
+        import signal
+        lf.proc.send_signal(signal.SIGSTOP)
+        try:
+            c.request("POST", "/echo", body=b"once")   # at 0.2 s; idle_timeout due at 1 s
+            time.sleep(1.5)
+        finally:
+            lf.proc.send_signal(signal.SIGCONT)
+        r = c.read_response(timeout=t(5))
+    assert r.status == 200, r
+    assert len(up.requests) == 2
+
+
+def test_a_body_that_came_during_a_pause_is_not_408(lifeline, upstream):
+    up = upstream()
+    lf = start(lifeline, up, body_timeout=1.0)
+    with lf.conn() as c:
+        c.send(b"POST /echo HTTP/1.1\r\nHost: test.local\r\nContent-Length: 8\r\n\r\nhalf")
+        time.sleep(0.2)
+        import signal
+        lf.proc.send_signal(signal.SIGSTOP)
+        try:
+            c.send(b"done")           # the rest at 0.2 s; body_timeout due at 1 s (from the first part)
+            time.sleep(1.7)
+        finally:
+            lf.proc.send_signal(signal.SIGCONT)
+        r = c.read_response(timeout=t(5))
+    assert r.status == 200, r
+
+
+def test_a_client_that_read_during_a_pause_is_not_cut_by_send_timeout(lifeline, upstream):
+    """A client stalls a large response (the send side is stuck), then reads again while the
+    process is paused; send_timeout falls due before it runs again. The socket is writable when it
+    does: the answer goes on instead of a reset."""
+    from conftest import pattern_sha
+    import hashlib
+    up = upstream()
+    n = 8 << 20
+    lf = start(lifeline, up, send_timeout=1.0)
+    with Conn(lf.port, rcvbuf=65536) as c:
+        c.request("GET", "/bytes/%d" % n)
+        time.sleep(0.4)               # lifeline's writes stall on the full socket (send_stall)
+        import signal
+        lf.proc.send_signal(signal.SIGSTOP)
+        try:
+            got = b""
+            c.sock.settimeout(0.2)    # the client reads what its socket holds, during the pause
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline:
+                try:
+                    d = c.sock.recv(1 << 20)
+                except socket.timeout:
+                    continue
+                if not d:
+                    break
+                got += d
+            time.sleep(max(0.0, 1.6 - 1.0))    # past send_timeout since the last write
+        finally:
+            lf.proc.send_signal(signal.SIGCONT)
+        c.buf = got
+        r = c.read_response(timeout=t(20))
+    assert r.status == 200, r
+    assert len(r.body) == n and hashlib.sha256(r.body).hexdigest() == pattern_sha(n)
