@@ -1139,8 +1139,14 @@ static bool exchange_after_attempt(struct exchange *ex, struct hop *h, enum hop_
 
     ex->last_outcome = o;
     ex->last_status = status;
-    if (hop_is_running(other))
-        return true;   /* the hedge or race beside it may still answer */
+    if (hop_is_running(other)) {
+        /* the hedge or race beside it may still answer. Body bytes it sent were held for h, which
+         * had sent fewer (exchange_hop_sent): with h gone they can go, else a body larger than
+         * the buffer stalls (the client paused on a full buffer, nothing left to send) */
+        if (other->state == HOP_SENDING || other->state == HOP_BODY)
+            exchange_hop_sent(ex, other);
+        return true;
+    }
     memset(&in, 0, sizeof(in));
     in.outcome = o;
     in.status = status;
