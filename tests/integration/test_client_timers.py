@@ -387,13 +387,16 @@ def test_timeouts_that_fall_together_are_paced(lifeline, upstream, tmp_path):
     assert span <= 1.0 + t(1), "the 408s span %.1f ms: a wait past 1 s" % (span * 1000)
 
 
-def _paused(lf, seconds):
-    """Stops the whole process for `seconds` (SIGSTOP: a container throttled by its CPU quota does
-    the same for shorter spans), then lets it run again."""
+def _paused(lf, seconds, during):
+    """Stops the whole process (SIGSTOP: a container throttled by its CPU quota does the same for
+    shorter spans), runs during() meanwhile, and lets the process run again `seconds` after the
+    stop."""
     import signal
+    t0 = time.monotonic()
     lf.proc.send_signal(signal.SIGSTOP)
     try:
-        time.sleep(seconds)
+        during()
+        time.sleep(max(0.0, seconds - (time.monotonic() - t0)))
     finally:
         lf.proc.send_signal(signal.SIGCONT)
 
@@ -407,13 +410,8 @@ def test_a_head_that_came_during_a_pause_is_answered_not_408(lifeline, upstream)
     with lf.conn() as c:
         c.send(b"GET /echo HTTP/1.1\r\n")
         time.sleep(0.2)               # accepted, its head deadline running
-        import signal
-        lf.proc.send_signal(signal.SIGSTOP)
-        try:
-            c.send(b"Host: test.local\r\n\r\n")   # whole at 0.2 s, deadline at 1 s
-            time.sleep(1.5)
-        finally:
-            lf.proc.send_signal(signal.SIGCONT)
+        # whole at 0.2 s, deadline at 1 s, running again at 1.7 s
+        _paused(lf, 1.5, lambda: c.send(b"Host: test.local\r\n\r\n"))
         r = c.read_response(timeout=t(5))
     assert r.status == 200, r
     assert len(up.requests) == 1
@@ -429,13 +427,8 @@ def test_a_request_on_an_idle_connection_during_a_pause_is_answered(lifeline, up
         c.request("GET", "/echo")
         assert c.read_response().status == 200
         time.sleep(0.2)
-        import signal
-        lf.proc.send_signal(signal.SIGSTOP)
-        try:
-            c.request("POST", "/echo", body=b"once")   # at 0.2 s; idle_timeout due at 1 s
-            time.sleep(1.5)
-        finally:
-            lf.proc.send_signal(signal.SIGCONT)
+        # at 0.2 s; idle_timeout due at 1 s
+        _paused(lf, 1.5, lambda: c.request("POST", "/echo", body=b"once"))
         r = c.read_response(timeout=t(5))
     assert r.status == 200, r
     assert len(up.requests) == 2
@@ -447,13 +440,8 @@ def test_a_body_that_came_during_a_pause_is_not_408(lifeline, upstream):
     with lf.conn() as c:
         c.send(b"POST /echo HTTP/1.1\r\nHost: test.local\r\nContent-Length: 8\r\n\r\nhalf")
         time.sleep(0.2)
-        import signal
-        lf.proc.send_signal(signal.SIGSTOP)
-        try:
-            c.send(b"done")           # the rest at 0.2 s; body_timeout due at 1 s (from the first part)
-            time.sleep(1.7)
-        finally:
-            lf.proc.send_signal(signal.SIGCONT)
+        # the rest at 0.2 s; body_timeout due at 1 s (from the first part)
+        _paused(lf, 1.7, lambda: c.send(b"done"))
         r = c.read_response(timeout=t(5))
     assert r.status == 200, r
 
@@ -470,11 +458,10 @@ def test_a_client_that_read_during_a_pause_is_not_cut_by_send_timeout(lifeline, 
     with Conn(lf.port, rcvbuf=65536) as c:
         c.request("GET", "/bytes/%d" % n)
         time.sleep(0.4)               # lifeline's writes stall on the full socket (send_stall)
-        import signal
-        lf.proc.send_signal(signal.SIGSTOP)
-        try:
-            got = b""
-            c.sock.settimeout(0.2)    # the client reads what its socket holds, during the pause
+        got = []
+
+        def drain():                  # the client reads what its socket holds, during the pause
+            c.sock.settimeout(0.2)
             deadline = time.monotonic() + 1.0
             while time.monotonic() < deadline:
                 try:
@@ -483,11 +470,10 @@ def test_a_client_that_read_during_a_pause_is_not_cut_by_send_timeout(lifeline, 
                     continue
                 if not d:
                     break
-                got += d
-            time.sleep(max(0.0, 1.6 - 1.0))    # past send_timeout since the last write
-        finally:
-            lf.proc.send_signal(signal.SIGCONT)
-        c.buf = got
+                got.append(d)
+
+        _paused(lf, 1.6, drain)       # past send_timeout since the last write
+        c.buf = b"".join(got)
         r = c.read_response(timeout=t(20))
     assert r.status == 200, r
     assert len(r.body) == n and hashlib.sha256(r.body).hexdigest() == pattern_sha(n)
