@@ -507,8 +507,10 @@ static void client_answer_flushed(struct client *c)
                      (closing then would reset the answer lingering protects) */
     if (c->close_after) {
         /* Unread request bytes would make close() send a reset that can destroy the answer in
-         * flight: shut the write side and discard input for a while instead. */
-        if (c->phase == CLIENT_BODY || c->phase == CLIENT_HEAD || c->in.len) {
+         * flight: shut the write side and discard input for a while instead. A tunnel the
+         * upstream ended may still get bytes from the client any time. */
+        if (c->phase == CLIENT_BODY || c->phase == CLIENT_HEAD || c->in.len ||
+            (c->phase == CLIENT_TUNNEL && !c->rd_eof)) {
             client_drop_exchange(c);
             c->phase = CLIENT_LINGER;
             /* Lingering discards input into the stack: it holds no buffer and no parser (5,000
@@ -978,6 +980,8 @@ void client_tunnel(struct client *c)
     client_read_on(c);
     if (c->in.len)
         client_process(c);
+    if (!c->closed && c->rd_eof && c->ex)
+        exchange_tunnel_in(c->ex);   /* half-closed before the 101: the upstream hears it at once */
 }
 
 /* A request head still arriving when the drain starts may finish within this grace (then it is
@@ -1280,7 +1284,21 @@ static void client_read_cb(struct ev_loop *loop, struct client *c)
         }
         return;
     }
-    if (r == 0 && c->phase != CLIENT_TUNNEL) {
+    if (r == 0 && c->phase == CLIENT_TUNNEL) {
+        /* The client ended its side of the tunnel: what it sent goes on, then the upstream gets
+         * the half-close (exchange_tunnel_in_done); the upstream's side flows on until it closes,
+         * and then the connection ends (HAProxy and Envoy keep a half-closed tunnel so; closing
+         * at once lost the bytes not yet written upstream, and the answer to them). */
+        c->rd_eof = true;
+        client_io_off(c, EV_READ);
+        c->read_paused = true;
+        if (c->in.len)
+            client_process(c);
+        if (!c->closed && c->ex)
+            exchange_tunnel_in(c->ex);
+        return;
+    }
+    if (r == 0) {
         /* The client half-closed (shutdown(SHUT_WR)) or closed: we cannot tell which. A request
          * it sent whole is answered, as nginx and HAProxy do (a closed client shows up when the
          * answer is written); one it left incomplete never completes, so the connection ends. */

@@ -1043,6 +1043,11 @@ size_t exchange_tunnel_append(struct exchange *ex, const void *p, size_t n)
     return n;
 }
 
+bool exchange_tunnel_in_done(const struct exchange *ex)
+{
+    return ex->state == EX_TUNNEL && ex->c && ex->c->rd_eof && ex->c->in.len == 0;
+}
+
 void exchange_tunnel_in(struct exchange *ex)
 {
     if (ex->state == EX_TUNNEL && ex->winner)

@@ -172,6 +172,9 @@ size_t exchange_request_id_new(struct worker *w, char *out);
 size_t exchange_tunnel_append(struct exchange *ex, const void *p, size_t n);
 /* The bytes appended above go upstream. */
 void exchange_tunnel_in(struct exchange *ex);
+/* The client ended its side of the tunnel (a FIN, or TLS's close_notify) and every byte it sent is
+ * in the exchange: once they are written, the upstream gets the half-close (hop.c). */
+bool exchange_tunnel_in_done(const struct exchange *ex);
 /* After a 101: how many bytes exchange_tunnel_out() would take now (SIZE_MAX when the client has
  * no output buffer: exchange_tunnel_out then reports it). */
 size_t exchange_tunnel_room(struct exchange *ex);

@@ -203,6 +203,16 @@ static void hop_fail(struct hop *h, enum hop_outcome o)
     exchange_hop_failed(h->ex, h);
 }
 
+/* A tunnel's end: the upstream closed it, or it was idle for the read timeout (README), which is
+ * how an idle tunnel ends, not a failure of the server. */
+static void hop_tunnel_end(struct hop *h)
+{
+    h->state = HOP_DONE;
+    h->seq++;
+    hop_detach(h, false);
+    exchange_hop_done(h->ex, h);
+}
+
 /* libev invokes a turn's expired timers before its I/O callbacks (pending watchers run last-queued
  * first). After a long turn, or a pause of the whole process (SIGSTOP, a container's CPU quota
  * throttling it), an answer already waiting in the socket would be failed as a timeout: a GET
@@ -259,6 +269,12 @@ static void hop_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
             }
             t->repeat = h->read_paused ? h->read_timeout : left;
             ev_timer_again(loop, t);
+            return;
+        }
+        if (h->state == HOP_TUNNEL && h->ex) {
+            log_debug("tunnel to %s idle for %.3f s: closed", h->server ? h->server->addr->text : "?",
+                      h->read_timeout);
+            hop_tunnel_end(h);
             return;
         }
         hop_fail(h, HOP_READ_TIMEOUT);
@@ -479,6 +495,17 @@ static void hop_send_failed(struct hop *h)
     h->write_failed = true;
 }
 
+/* The client ended its side of a tunnel and every byte it sent before is written: the upstream
+ * gets the half-close, and its side flows on until it closes or the tunnel idles out. */
+static void hop_tunnel_shut(struct hop *h)
+{
+    if (h->state == HOP_TUNNEL && h->uc && !h->request_sent && !h->head.len &&
+        h->body_sent == h->ex->body.len && exchange_tunnel_in_done(h->ex)) {
+        h->request_sent = true;   /* nothing more is written */
+        xprt_shut_wr(&h->uc->x);
+    }
+}
+
 void hop_send(struct hop *h)
 {
     struct exchange *ex = h->ex;
@@ -530,10 +557,17 @@ void hop_send(struct hop *h)
             return;
         }
         if (h->state == HOP_TUNNEL) {
+            unsigned seq = h->seq;
             h->last_read = ev_now(w->loop);
             exchange_hop_sent(ex, h);
+            if (h->seq == seq)
+                hop_tunnel_shut(h);
             return;
         }
+    }
+    if (h->state == HOP_TUNNEL) {
+        hop_tunnel_shut(h);   /* nothing (more) to write */
+        return;
     }
     /* The spliced rest of the body follows what was buffered (exchange_body_pipe: the pipe is only
      * ever filled once the head and the buffered bytes have gone). Kernel to kernel: no copy. */
@@ -933,10 +967,7 @@ static void hop_read_cb(struct ev_loop *loop, ev_io *io, int revents)
             return;
         }
         if (h->state == HOP_TUNNEL && h->ex) {
-            h->state = HOP_DONE;
-            h->seq++;
-            hop_detach(h, false);
-            exchange_hop_done(h->ex, h);
+            hop_tunnel_end(h);
             return;
         }
         hop_fail(h, HOP_RESET);

@@ -813,7 +813,22 @@ static void tls_close(struct xprt *x)
     x->fd = -1;
 }
 
-const struct xprt_ops xprt_tls = { tls_read, tls_writev, tls_close };
+/* close_notify, then the TCP half-close; the session stays open for reading (the peer may go on
+ * sending until its own close_notify). A close_notify the full socket cannot take is not waited
+ * for: the FIN follows alone. */
+static void tls_shut_wr(struct xprt *x)
+{
+    SSL *ssl = x->ssl;
+
+    if (ssl && x->handshaken && !x->failed) {
+        ERR_clear_error();
+        (void)SSL_shutdown(ssl);
+        ERR_clear_error();
+    }
+    (void)shutdown(x->fd, SHUT_WR);
+}
+
+const struct xprt_ops xprt_tls = { tls_read, tls_writev, tls_close, tls_shut_wr };
 
 void tls_adopt(struct xprt *x, void *ssl)
 {

@@ -82,7 +82,12 @@ static void plain_close(struct xprt *x)
     x->fd = -1;
 }
 
-const struct xprt_ops xprt_plain = { plain_read, plain_writev, plain_close };
+static void plain_shut_wr(struct xprt *x)
+{
+    (void)shutdown(x->fd, SHUT_WR);   /* (ENOTCONN: the peer is gone; its reads say so) */
+}
+
+const struct xprt_ops xprt_plain = { plain_read, plain_writev, plain_close, plain_shut_wr };
 
 int xprt_set_nonblock(int fd)
 {

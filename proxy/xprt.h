@@ -17,6 +17,7 @@ struct xprt_ops {
     ssize_t (*read)(struct xprt *x, void *p, size_t n);
     ssize_t (*writev)(struct xprt *x, const struct iovec *iov, int iovcnt);
     void    (*close)(struct xprt *x);
+    void    (*shut_wr)(struct xprt *x);
 };
 
 /* Fields ordered so that no padding is left inside (every client and upstream connection holds
@@ -43,6 +44,9 @@ static inline ssize_t xprt_read(struct xprt *x, void *p, size_t n) { return x->o
 static inline ssize_t xprt_writev(struct xprt *x, const struct iovec *iov, int n) { return x->ops->writev(x, iov, n); }
 /* Closes the fd (and ends a TLS session without waiting); x->fd becomes -1. */
 static inline void xprt_close(struct xprt *x) { if (x->fd >= 0) x->ops->close(x); }
+/* Ends the write side only (a half-close: TCP's FIN, after TLS's close_notify); reading goes on.
+ * Call it once everything to write was written. */
+static inline void xprt_shut_wr(struct xprt *x) { if (x->fd >= 0) x->ops->shut_wr(x); }
 
 size_t tls_pending(const struct xprt *x);
 /* Non-zero when bytes wait inside a TLS session (decrypted, or read ahead from the socket and not

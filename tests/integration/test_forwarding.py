@@ -4,12 +4,13 @@ import asyncio
 import email.utils
 import os
 import re
+import socket
 import time
 
 import pytest
 
 from conftest import (Conn, build_request, chunked_body, pattern_bytes, pattern_sha, pool, sha,
-                      t, wait_for)
+                      free_port, t, wait_for)
 from faults import refused, status_script
 
 
@@ -620,3 +621,140 @@ def test_head_too_large_to_forward_is_431_and_gives_its_buffer_back(lifeline, up
             c.close()
     assert up.requests == []
     assert lf.fetch("GET", "/echo/after").status == 200
+
+
+WS_HEADERS = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
+              ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), ("Sec-WebSocket-Version", "13")]
+SWITCH = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+
+
+def test_tunnel_ended_by_the_upstream_delivers_everything_while_the_client_sends(lifeline, raw_upstream):
+    """The upstream sends its last 1 MB and closes its side while the client, not reading yet, is
+    still sending. lifeline ended the tunnel by closing the client with the client's bytes unread:
+    the kernel answered with a reset and dropped the 1 MB still queued (the client got about 100 KB
+    and an EOF that looked clean). It closes as it does after an answer: write side shut, the
+    client's input discarded for a while, so all of it arrives."""
+    import threading
+    n = 1_000_000
+
+    async def script(conn):
+        if await conn.read_request() is None:
+            return
+        await conn.send(SWITCH + b"L" * n)
+        conn.writer.write_eof()
+        await conn.wait_eof(t(10))    # reads on until lifeline closes: no reset from this side
+
+    up = raw_upstream(script)
+    lf = proxy_for(lifeline, up)
+    with Conn(lf.port, rcvbuf=65536) as c:
+        c.request("GET", "/ws", headers=WS_HEADERS)
+        stop = threading.Event()
+
+        def chatter():
+            try:
+                while not stop.is_set():
+                    c.sock.sendall(b"c" * 16384)
+                    time.sleep(0.005)
+            except OSError:
+                pass
+
+        th = threading.Thread(target=chatter)
+        th.start()
+        try:
+            time.sleep(0.5)           # not reading meanwhile
+            assert c.read_head()[1] == 101
+            got = c.wait_closed(t(10))
+        finally:
+            stop.set()
+            th.join(t(5))
+    assert len(got) == n and got == b"L" * n, len(got)
+
+
+def test_client_half_close_in_a_tunnel_reaches_the_upstream_after_its_bytes(lifeline, raw_upstream):
+    """The client sends 1 MB and shuts its write side (TCP half-close) while the upstream is not
+    reading yet. Every byte reaches the upstream, then its EOF; the upstream's last words come back
+    to the client before the connection ends. lifeline closed both sides at the client's FIN: the
+    upstream got about 127 KB and the client nothing after it."""
+    n = 1_000_000
+
+    async def script(conn):
+        if await conn.read_request() is None:
+            return
+        await conn.send(SWITCH)
+        await asyncio.sleep(0.5)
+        total = 0
+        while True:
+            data = await conn.read_some(timeout=t(10))
+            if not data:
+                break
+            total += len(data)
+        conn.up.state["got"] = total
+        await conn.send(b"bye:%d" % total)
+        conn.close()
+
+    up = raw_upstream(script)
+    lf = proxy_for(lifeline, up)
+    with Conn(lf.port) as c:
+        c.request("GET", "/ws", headers=WS_HEADERS)
+        assert c.read_head()[1] == 101
+        c.send(b"x" * n)
+        c.sock.shutdown(socket.SHUT_WR)
+        rest = c.wait_closed(t(10))
+    assert up.state.get("got") == n, up.state
+    assert rest == b"bye:%d" % n, rest
+
+
+def test_client_half_close_before_the_101_reaches_the_upstream_at_once(lifeline, raw_upstream):
+    """A client that shuts its write side right after its upgrade request: the upstream hears the
+    EOF as soon as the tunnel opens, not when the tunnel's idle limit (the route's `read`) ends it."""
+    async def script(conn):
+        if await conn.read_request() is None:
+            return
+        await asyncio.sleep(0.2)
+        await conn.send(SWITCH)
+        t0 = asyncio.get_running_loop().time()
+        conn.up.state["eof"] = await conn.wait_eof(t(4))
+        conn.up.state["after"] = asyncio.get_running_loop().time() - t0
+        await conn.send(b"bye")
+        conn.close()
+
+    up = raw_upstream(script)
+    lf = lifeline(pools={"p": pool(up, timeouts={"read": "5s"})})
+    with Conn(lf.port) as c:
+        c.request("GET", "/ws", headers=WS_HEADERS)
+        c.sock.shutdown(socket.SHUT_WR)
+        assert c.read_head()[1] == 101
+        assert c.wait_closed(t(6)) == b"bye"
+    assert up.state.get("eof") is True and up.state["after"] < 1.0, up.state
+
+
+def test_tunnels_ending_idle_are_no_failure_of_the_server(lifeline, raw_upstream):
+    """A tunnel that stays idle for the route's `read` ends: its normal end, not a failure. It was
+    counted as a second attempt with outcome read_timeout and fed outlier ejection, so idle
+    WebSockets got healthy servers ejected."""
+    from ops import admin_extra, metrics
+
+    async def script(conn):
+        if await conn.read_request() is None:
+            return
+        await conn.send(SWITCH)
+        await conn.wait_eof(t(5))
+
+    up = raw_upstream(script)
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up, timeouts={"read": "300ms"})}, extra=admin_extra(aport))
+    conns = [Conn(lf.port) for _ in range(8)]
+    try:
+        for c in conns:
+            c.request("GET", "/ws", headers=WS_HEADERS)
+            assert c.read_head()[1] == 101
+        for c in conns:
+            assert c.wait_closed(t(3)) == b""
+    finally:
+        for c in conns:
+            c.close()
+    m = metrics(aport)
+    assert m.total("lifeline_upstream_attempts_total", pool="p") == 8, m.grep("lifeline_upstream_attempts_total")
+    assert m.value("lifeline_upstream_attempts_total", pool="p", server=up.address, outcome="ok") == 8
+    assert m.total("lifeline_outlier_ejections_total") == 0, m.grep("lifeline_outlier_ejections_total")
+    assert lf.fetch("GET", "/x").status != 503
