@@ -431,6 +431,20 @@ struct conf *conf_load_buffer(const char *path, const char *text, size_t len, FI
     return conf_load_text(path, text, len, 0, err, nerrors);
 }
 
+struct conf *conf_load_buffer_flags(const char *path, const char *text, size_t len, unsigned flags, FILE *err,
+                                    unsigned *nerrors, unsigned *nsoft)
+{
+    struct conf *c = conf_load_text(path, text, len, flags, err, nerrors);
+
+    if (nsoft) {
+        *nsoft = 0;
+        for (size_t i = 0; c && i < c->npools; i++)
+            for (size_t k = 0; k < c->pools[i].nservers; k++)
+                *nsoft += c->pools[i].servers[k].unresolved;
+    }
+    return c;
+}
+
 struct conf *conf_load(const char *path, FILE *err, unsigned *nerrors)
 {
     return conf_load_flags(path, 0, err, nerrors);
@@ -478,14 +492,15 @@ int conf_keep_addresses(struct conf *nc, const struct conf *from, const bool *du
     for (size_t i = 0; i < nc->npools; i++) {
         struct conf_pool *pn = &nc->pools[i];
         const struct conf_pool *pf = &from->pools[i];
-        if (due[i] || pn->nservers != pf->nservers || strcmp(pn->name, pf->name) != 0)
+        if (pn->nservers != pf->nservers || strcmp(pn->name, pf->name) != 0)
             continue;
         for (size_t k = 0; k < pn->nservers; k++) {
             struct conf_server *sn = &pn->servers[k];
             const struct conf_server *sf = &pf->servers[k];
             struct conf_sockaddr *a = NULL;
-            if (!sn->named || !sf->named)
+            if (!sn->named || !sf->named || ((!due || due[i]) && !sn->unresolved))
                 continue;
+            sn->unresolved = false;
             if (sf->naddrs && !(a = malloc(sf->naddrs * sizeof *a)))
                 return -1;
             if (sf->naddrs)

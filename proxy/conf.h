@@ -71,6 +71,7 @@ struct conf_server {
     struct conf_sockaddr *addrs;    /* every A/AAAA record (numeric host: exactly one), sorted */
     size_t naddrs;
     bool named;                     /* host is a name (looked up with dns_resolve), not an IP */
+    bool unresolved;                /* CONF_LOAD_RESOLVE_SOFT: the lookup failed (no addrs) */
 };
 
 /* connect_race: auto (4 x the pool's smoothed connect time, within [10ms, connect/2]; see pool.h) */
@@ -189,7 +190,7 @@ struct conf *conf_load(const char *path, FILE *err, unsigned *nerrors);
 /* conf_load() with options. CONF_LOAD_UNSUPPORTED keeps features that are parsed and validated but
  * not built yet (conf_schema.c's conf_unsupported[] table) instead of rejecting them: for schema tests
  * only, never for a running proxy. */
-enum { CONF_LOAD_UNSUPPORTED = 1u << 0 };
+enum { CONF_LOAD_UNSUPPORTED = 1u << 0, CONF_LOAD_RESOLVE_SOFT = 1u << 1 };
 struct conf *conf_load_flags(const char *path, unsigned flags, FILE *err, unsigned *nerrors);
 
 /* conf_load() from bytes already in memory (conf_load reads the file, then loads it through here):
@@ -200,6 +201,12 @@ struct conf *conf_load_flags(const char *path, unsigned flags, FILE *err, unsign
  * of the file. Blocks on fallback files and on resolving server hostnames (dns_resolve: up to
  * resolver.timeout per resolver server and distinct name): call it off any event loop. */
 struct conf *conf_load_buffer(const char *path, const char *text, size_t len, FILE *err, unsigned *nerrors);
+/* conf_load_buffer() with options. CONF_LOAD_RESOLVE_SOFT (a re-resolve of a running snapshot's
+ * text): a server hostname that does not resolve is no error; its server is marked `unresolved`,
+ * with no addresses, and conf_keep_addresses() gives it back what it had, so one pool's failing
+ * name never holds the other pools' DNS changes back. *nsoft counts those names (may be NULL). */
+struct conf *conf_load_buffer_flags(const char *path, const char *text, size_t len, unsigned flags, FILE *err,
+                                    unsigned *nerrors, unsigned *nsoft);
 
 /* True when both snapshots have the same pools by name (a pool's position may differ) and, in each,
  * the same servers in the same order with the same address sets (order-insensitive). Only the
@@ -207,8 +214,9 @@ struct conf *conf_load_buffer(const char *path, const char *text, size_t len, FI
  * answers did not change and a swap can be skipped. */
 bool conf_same_addresses(const struct conf *a, const struct conf *b);
 /* Re-resolution per pool (resolve_interval): nc was loaded from the same text as from; every pool
- * whose due[i] is false gets back from's addresses for its named servers (what it resolved to
- * before), so only pools whose interval has passed move. 0, or -1 when out of memory (nc is then
+ * whose due[i] is false (due NULL: every pool is due) gets back from's addresses for its named servers (what it resolved to
+ * before), so only pools whose interval has passed move; so does every server whose name did not
+ * resolve this time (`unresolved`). 0, or -1 when out of memory (nc is then
  * partly restored: drop it). */
 int conf_keep_addresses(struct conf *nc, const struct conf *from, const bool *due);
 

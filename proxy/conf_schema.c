@@ -779,7 +779,10 @@ static void conf_resolve_servers(struct conf_loader *ld, yaml_node_t *root)
         if (j < i) {
             const struct conf_pending *prev = &ld->pending[j];
             if (prev->why) {
-                conf_err_mark(ld, pd->mark, "cannot resolve %s: %s", conf_quote(q, s->host), prev->why);
+                if (ld->flags & CONF_LOAD_RESOLVE_SOFT)
+                    s->unresolved = true;
+                else
+                    conf_err_mark(ld, pd->mark, "cannot resolve %s: %s", conf_quote(q, s->host), prev->why);
                 continue;
             }
             if (!prev->s->naddrs || !(s->addrs = conf_calloc(ld, prev->s->naddrs, sizeof *s->addrs)))
@@ -793,7 +796,14 @@ static void conf_resolve_servers(struct conf_loader *ld, yaml_node_t *root)
         }
         char why[512];
         if (dns_resolve(ld->c, s->host, s->port, &s->addrs, &s->naddrs, why, sizeof why)) {
-            conf_err_mark(ld, pd->mark, "cannot resolve %s: %s", conf_quote(q, s->host), why);
+            if (ld->flags & CONF_LOAD_RESOLVE_SOFT) {
+                if (ld->err)
+                    fprintf(ld->err, "%s:%zu:%zu: cannot resolve %s: %s (keeping its addresses)\n", ld->file,
+                            pd->mark.line + 1, pd->mark.column + 1, conf_quote(q, s->host), why);
+                s->unresolved = true;
+            } else {
+                conf_err_mark(ld, pd->mark, "cannot resolve %s: %s", conf_quote(q, s->host), why);
+            }
             if (!(pd->why = strdup(why)))
                 ld->oom = true;
         }

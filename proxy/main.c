@@ -149,9 +149,11 @@ static void *loader_main(void *arg)
         if (job != JOB_RESOLVE)
             nc = conf_load(conf_path, stderr, &nerr);
         else
-            nc = from ? conf_load_buffer(conf_path, from->source, from->source_len, stderr, &nerr) : NULL;
+            nc = from ? conf_load_buffer_flags(conf_path, from->source, from->source_len, CONF_LOAD_RESOLVE_SOFT,
+                                               stderr, &nerr, NULL) : NULL;
         /* only the pools whose resolve_interval passed move (SPEC §2: per pool; 0 = at load only) */
-        if (nc && job == JOB_RESOLVE && due && conf_keep_addresses(nc, from, due) < 0) {
+        /* (a name that did not resolve keeps what it had: CONF_LOAD_RESOLVE_SOFT) */
+        if (nc && job == JOB_RESOLVE && conf_keep_addresses(nc, from, due) < 0) {
             conf_unref(nc);
             nc = NULL;
         }

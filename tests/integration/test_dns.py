@@ -317,3 +317,24 @@ def test_sigterm_during_a_silent_re_resolve_exits_within_shutdown_timeout(lifeli
     elapsed = time.monotonic() - start
     assert rc == 0, rc
     assert elapsed < 1 + t(1.5), "exit %.2fs after SIGTERM (shutdown_timeout 1s, resolver.timeout 10s)" % elapsed
+
+
+def test_one_pools_failing_name_does_not_hold_back_the_others(lifeline, dns, two_upstreams):
+    """A name that stops resolving (NXDOMAIN) keeps its own addresses, and the other pools still
+    follow their DNS: the whole re-resolve was dropped for one failing name, so a sibling pool
+    kept sending to an address its record no longer had."""
+    port, up1, up2 = two_upstreams
+    dns.set("fail.test", ["127.0.0.1"])
+    dns.set("live.test", ["127.0.0.1"])
+    lf = lifeline(
+        pools={"fail": {"servers": ["fail.test:%d" % port], "resolve_interval": "200ms"},
+               "live": {"servers": ["live.test:%d" % port], "resolve_interval": "200ms"}},
+        routes=[{"match": {"path": "/fail"}, "pool": "fail"}, {"pool": "live"}],
+        extra={"resolver": {"servers": [dns.address], "timeout": "500ms"}})
+    assert who(lf, "/live") == "up1" and who(lf, "/fail") == "up1"
+    dns.remove("fail.test")
+    dns.set("live.test", ["127.0.0.2"])
+    wait_for(lambda: who(lf, "/live") == "up2", t(5), interval=0.02, what="the live pool to move")
+    assert dns.wait_queries("fail.test", 3, t(5))
+    assert {who(lf, "/fail") for _ in range(4)} == {"up1"}   # kept what it had
+    assert "cannot resolve" in lf.stderr_text()
