@@ -63,7 +63,10 @@ int probe(const char *url)
         fprintf(stderr, "probe: connect: %s\n", strerror(errno));
         goto out;
     }
-    n = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path, host);
+    /* Host is the URL's authority as written (RFC 9110 §7.2): brackets and port kept, so an IPv6
+     * listener's own address passes lifeline's Host check */
+    n = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: %.*s\r\nConnection: close\r\n\r\n", path,
+                 (int)hl, p);
     if (n < 0 || (size_t)n >= sizeof(req) || write(fd, req, (size_t)n) != n)
         goto out;
     while (got < (int)sizeof(resp) - 1) {

@@ -6,6 +6,7 @@ Each test quotes the sentence it checks."""
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 
@@ -1300,3 +1301,50 @@ def test_stale_copy_of_an_upstream_fallback_header_carries_one(lifeline, raw_ups
     assert r.header_all("x-lifeline-fallback") == ["connect_error"], r.headers
     # one Age, lifeline's: the upstream's 7 s plus the time in the store (RFC 9111 §4.2.3)
     assert r.header_all("age") in (["7"], ["8"]), r.headers
+
+
+@pytest.mark.parametrize("family", ["v4", "v6"])
+def test_probe_sends_the_urls_authority_as_host(family):
+    """§1 `--probe URL`: the Host header is the URL's authority as written (RFC 9110 §7.2): port
+    kept, an IPv6 literal in brackets. It sent the bare host (`Host: ::1`), which lifeline's own
+    Host check answers with 400, so a probe through an IPv6 listener could never pass."""
+    import threading
+    fam, addr = (socket.AF_INET, "127.0.0.1") if family == "v4" else (socket.AF_INET6, "::1")
+    srv = socket.socket(fam, socket.SOCK_STREAM)
+    try:
+        srv.bind((addr, 0))
+    except OSError:
+        pytest.skip("no %s loopback" % family)
+    srv.listen(1)
+    srv.settimeout(t(5))
+    port = srv.getsockname()[1]
+    seen = []
+
+    def serve():
+        try:
+            c, _ = srv.accept()
+        except OSError:
+            return
+        with c:
+            c.settimeout(t(5))
+            data = b""
+            while b"\r\n\r\n" not in data:
+                d = c.recv(4096)
+                if not d:
+                    break
+                data += d
+            seen.append(data)
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+    th = threading.Thread(target=serve)
+    th.start()
+    authority = ("%s:%d" if family == "v4" else "[%s]:%d") % (addr, port)
+    try:
+        rc = run_cli(["--probe", "http://%s/healthz" % authority]).returncode
+    finally:
+        th.join(t(6))
+        srv.close()
+    assert seen, "no request arrived"
+    hosts = [ln for ln in seen[0].split(b"\r\n") if ln.lower().startswith(b"host:")]
+    assert hosts == [b"Host: " + authority.encode()], seen[0]
+    assert rc == 0
