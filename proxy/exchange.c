@@ -568,8 +568,9 @@ static void exchange_make_trace(struct exchange *ex)
 static bool exchange_method_repeatable(const struct exchange *ex)
 {
     const struct conf_route *r = ex->route;
+    const struct h1_header *key = h1_find(ex->req, "idempotency-key");
 
-    if (h1_find(ex->req, "idempotency-key"))
+    if (key && key->value_len > 0)   /* an empty key lets the upstream tell no request apart */
         return true;
     for (size_t i = 0; i < r->retry.nmethods; i++) {
         if (strlen(r->retry.methods[i]) == ex->req->method_len &&

@@ -100,6 +100,17 @@ def test_post_with_idempotency_key_is_retried(lifeline, raw_upstream, upstream):
     assert len(bad.requests) == 1 and len(good.requests) == 1
 
 
+def test_post_with_an_empty_idempotency_key_is_not_retried(lifeline, raw_upstream, upstream):
+    """An empty `Idempotency-Key:` names no request: the upstream cannot tell a replay apart, so it
+    does not make the POST repeatable (it did: the POST ran twice)."""
+    bad = raw_upstream(reset_script(), name="bad")
+    good = upstream("good")
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1), balance="round_robin")})
+    r = lf.fetch("POST", "/echo/pay", body=b"amount=5", headers=[("Idempotency-Key", "")])
+    assert r.status == 502 and r.header("x-lifeline-fallback") == "reset", r
+    assert len(bad.requests) == 1 and len(good.requests) == 0
+
+
 def test_patch_not_in_methods_is_not_retried_but_put_is(lifeline, raw_upstream, upstream):
     bad = raw_upstream(reset_script(), name="bad")
     good = upstream("good")
