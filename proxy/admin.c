@@ -129,7 +129,7 @@ static void admin_answer(struct admin_conn *k)
     else
         query = path + strlen(path);
 
-    if (!*method || !*path) {
+    if (!*method || !*path || memchr(k->in, 0, k->inlen)) {   /* (a NUL anywhere: never a request) */
         status = 400;
         metrics_render_printf(&body, "bad request\n");
     } else if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
@@ -221,7 +221,9 @@ static void admin_conn_cb(struct ev_loop *loop, ev_io *io, int revents)
     }
     k->inlen += (size_t)r;
     k->in[k->inlen] = 0;
-    if (strstr(k->in, "\r\n\r\n") || strstr(k->in, "\n\n") || k->inlen == sizeof(k->in) - 1)
+    /* memmem, not strstr: a NUL in the request must not hide its end (it waited for the timeout) */
+    if (memmem(k->in, k->inlen, "\r\n\r\n", 4) || memmem(k->in, k->inlen, "\n\n", 2) ||
+        k->inlen == sizeof(k->in) - 1)
         admin_answer(k);
 }
 

@@ -8,6 +8,8 @@ import socket
 import threading
 import time
 
+import pytest
+
 from conftest import Conn, ConnClosed, HOST, fetch, free_port, pool, t, wait_for
 from faults import refused, status_script
 from ops import (admin_extra, admin_get, metrics, pool_status, reload, server_status, status,
@@ -22,6 +24,20 @@ def _cfg(lf, **changes):
 
 # --------------------------------------------------------------------------------------------
 # /healthz
+
+@pytest.mark.parametrize("raw", [b"\x00\r\n\r\n", b"GET /healthz\x00 HTTP/1.1\r\n\r\n"])
+def test_admin_request_with_a_nul_is_answered_400_at_once(lifeline, upstream, raw):
+    """A NUL in an admin request hid its end from the search for the blank line (a C-string
+    search): no answer until the 5 s timeout closed it. Found by a white-box review."""
+    up = upstream()
+    aport = free_port()
+    lifeline(pools={"p": pool(up)}, extra=admin_extra(aport))
+    admin_get(aport, "/livez")
+    with Conn(aport, timeout=t(2)) as c:
+        c.send(raw)
+        r = c.read_response(timeout=t(1))
+    assert r.status == 400, r
+
 
 def test_healthz_ok_then_503_while_draining(lifeline, upstream):
     up = upstream()
