@@ -121,6 +121,12 @@ static bool exchange_drain_closes(const struct exchange *ex)
     return ex->c ? client_closing(ex->c) : ex_worker(ex)->draining;
 }
 
+/* The client speaks HTTP/1.0: an answer kept alive says so (Connection: keep-alive). */
+static bool exchange_http10(const struct exchange *ex)
+{
+    return ex->req->http_major == 1 && ex->req->http_minor == 0;
+}
+
 static bool exchange_closes(const struct exchange *ex, unsigned status)
 {
     return exchange_drain_closes(ex) || !ex->body_done || !ex->req->keep_alive || status == 400 ||
@@ -266,7 +272,7 @@ static void exchange_reply(struct exchange *ex, unsigned status, const char *tex
 {
     struct client *c = ex->c;
     struct buf *out;
-    char extra[EXCHANGE_REQUEST_ID_MAX + 32], body[256];
+    char extra[EXCHANGE_REQUEST_ID_MAX + 64], body[256];
     int elen, blen;
     bool close = exchange_closes(ex, status);
 
@@ -278,7 +284,8 @@ static void exchange_reply(struct exchange *ex, unsigned status, const char *tex
         client_close(c);
         return;
     }
-    elen = snprintf(extra, sizeof(extra), "x-request-id: %.*s\r\n", (int)ex->request_id_len, ex->request_id);
+    elen = snprintf(extra, sizeof(extra), "x-request-id: %.*s\r\n%s", (int)ex->request_id_len, ex->request_id,
+                    !close && exchange_http10(ex) ? "connection: keep-alive\r\n" : "");
     if (elen < 0 || (size_t)elen >= sizeof(extra))
         extra[0] = 0;
     blen = snprintf(body, sizeof(body), "%u %s: %s\n", status, h1_reason(status), text);
@@ -453,6 +460,7 @@ static void exchange_fallback(struct exchange *ex, const char *reason)
     a.request_id_len = ex->request_id_len;
     a.head_only = ex->req->method == H1_M_HEAD;
     a.close = exchange_closes(ex, a.builtin_status);
+    a.keep_alive_10 = exchange_http10(ex);
     if (!exchange_stale(ex, &o, &entry, &a) && fallback_build(&o, ex->route, &a) < 0) {
         client_close(c);
         return;
@@ -1272,7 +1280,7 @@ void exchange_hop_head(struct exchange *ex, struct hop *h)
     struct h1_resp_out o;
     struct buf *out;
     enum h1_framing framing;
-    bool http10 = req->http_minor == 0 && req->http_major == 1;
+    bool http10 = exchange_http10(ex);
 
     bool listed = retry_listed(ex->route, HOP_OK, resp->status);
 

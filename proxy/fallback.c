@@ -80,9 +80,15 @@ static void head_start(struct head *h, unsigned status, const struct fallback_an
     head_puts(h, "\r\n");
 }
 
+/* The Connection line the answer needs, with the blank line that ends the head. */
+static const char *head_conn_end(const struct fallback_answer *a)
+{
+    return a->close ? "connection: close\r\n\r\n" : a->keep_alive_10 ? "connection: keep-alive\r\n\r\n" : "\r\n";
+}
+
 static void head_end(struct head *h, size_t body_len, const struct fallback_answer *a)
 {
-    head_printf(h, "content-length: %zu\r\n%s\r\n", body_len, a->close ? "connection: close\r\n" : "");
+    head_printf(h, "content-length: %zu\r\n%s", body_len, head_conn_end(a));
 }
 
 /* 204 and 304 have no body (SPEC §4), whatever the configuration gives; a 204 has no Content-Length
@@ -113,7 +119,7 @@ int fallback_build(struct fallback_out *o, const struct conf_route *r, const str
             has_type = has_type || strcmp(ch->name, "content-type") == 0;
         }
         if (!body) {
-            head_puts(&h, a->close ? "connection: close\r\n\r\n" : "\r\n");
+            head_puts(&h, head_conn_end(a));
             return head_done(&h, o);
         }
         if (r->fallback.status == 205) {

@@ -30,6 +30,8 @@ struct fallback_answer {
     const char *request_id; size_t request_id_len;
     bool head_only;              /* the request was HEAD: body_len is 0 in the result */
     bool close;                  /* Connection: close */
+    bool keep_alive_10;          /* an HTTP/1.0 client kept alive: Connection: keep-alive, or it
+                                    would wait for the close that ends a 1.0 answer */
 };
 
 struct fallback_out {

@@ -109,6 +109,27 @@ def test_http10_keep_alive_when_asked(lifeline, upstream):
         assert r.json()["target"] == "/echo/2"
 
 
+@pytest.mark.parametrize("target", ["/nowhere", "/down", "/kind"])
+def test_http10_keep_alive_on_lifelines_own_answers(lifeline, upstream, target):
+    """lifeline's own answers to an HTTP/1.0 client that asked to be kept alive (a 404, the
+    built-in 502, a configured fallback) say `Connection: keep-alive`, as upstream answers do. They
+    said nothing and kept the connection open: a 1.0 client then reads to the close that ends a
+    1.0 answer, and waited for idle_timeout."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up), "gone": pool(refused(), outlier="off")},
+                  routes=[{"match": {"path": "/down"}, "pool": "gone"},
+                          {"match": {"path": "/kind"}, "pool": "gone",
+                           "fallback": {"status": 200, "body": "later"}},
+                          {"match": {"path": "/echo"}, "pool": "p"}])
+    with lf.conn() as c:
+        c.send(b"GET %s HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" % target.encode())
+        r = c.read_response()
+        assert r.status in (404, 502, 200), r
+        assert (r.header("connection") or "").lower() == "keep-alive", r
+        c.send(b"GET /echo/2 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        assert c.read_response().json()["target"] == "/echo/2"
+
+
 def test_http10_upgrade_is_ignored(lifeline, upstream):
     """RFC 9110 §7.8: a server ignores Upgrade in an HTTP/1.0 request, so the proxy drops it (and
     the Connection token naming it) and never tunnels: the request goes upstream as a plain one,
