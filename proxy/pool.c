@@ -443,9 +443,14 @@ int pool_tls_attach(struct upconn *uc)
     bool literal = inet_pton(AF_INET, host, &a6) == 1 || inet_pton(AF_INET6, host, &a6) == 1;
     const char *name = *cp->tls.sni ? cp->tls.sni : host;
 
+    int r;
+
     uc->x.rd = &uc->rd, uc->x.loop = s->pool->w->loop;   /* a TLS read may point it at EV_WRITE (xprt.h) */
-    return tls_client_attach(&uc->x, cp->tls.ctx, *cp->tls.sni ? cp->tls.sni : literal ? NULL : host,
-                             cp->tls.verify ? name : NULL, &s->tls_sess);
+    r = tls_client_attach(&uc->x, cp->tls.ctx, *cp->tls.sni ? cp->tls.sni : literal ? NULL : host,
+                          cp->tls.verify ? name : NULL, &s->tls_sess);
+    if (r == 0)
+        tls_strict_eof(&uc->x);   /* a cut answer is not an answer */
+    return r;
 }
 
 uint64_t pool_hash(const void *data, size_t n, uint64_t seed)

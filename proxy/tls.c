@@ -512,6 +512,12 @@ int tls_server_attach(struct xprt *x, const struct tls_server *ts)
     return r;
 }
 
+void tls_strict_eof(struct xprt *x)
+{
+    if (x->ssl)
+        SSL_clear_options(x->ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
+}
+
 int tls_client_attach(struct xprt *x, const struct tls_client *tcl, const char *sni, const char *verify_name,
                       void **sess_slot)
 {
@@ -583,6 +589,11 @@ static ssize_t tls_result(struct xprt *x, int ret, const char *op, bool writing)
     default:
         x->failed = true;
         q = ERR_get_error();
+        if (!writing && ERR_GET_LIB(q) == ERR_LIB_SSL && ERR_GET_REASON(q) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+            log_debug("tls %s: the peer closed without close_notify", op);   /* (tls_strict_eof) */
+            ERR_clear_error();
+            return -ECONNRESET;
+        }
         if (log_threshold >= LOG_DEBUG) {
             char buf[160];
             ERR_error_string_n(q, buf, sizeof buf);

@@ -102,6 +102,11 @@ int tls_server_attach(struct xprt *x, const struct tls_server *ts);
 /* Client side: sni may be NULL (none sent); verify_name is the name (or IP literal) the server's
  * certificate must match when the context verifies. sess_slot: where this server's last session
  * is kept for resumption (per worker; NULL: none); the session in it, if any, is offered. */
+/* An upstream connection that carries answers (pool.c): a close without close_notify reads as a
+ * reset (-ECONNRESET), not as the end of the stream, so that an answer delimited by the close is
+ * never passed on whole when it was cut (RFC 9112 §9.8). Other sessions (clients, health checks)
+ * keep reading it as an end. */
+void tls_strict_eof(struct xprt *x);
 int tls_client_attach(struct xprt *x, const struct tls_client *tcl, const char *sni, const char *verify_name,
                       void **sess_slot);
 /* Moves the handshake forward: 1 when done, -EAGAIN (x->want set), or -EPROTO on failure (the

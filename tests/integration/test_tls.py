@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import HOST, dur, pattern_bytes, pool, run_cli, t, wait_for, write_config
+from conftest import HOST, Conn, dur, pattern_bytes, pool, run_cli, t, wait_for, write_config
 
 
 def _openssl(*args, cwd):
@@ -470,6 +470,35 @@ def test_websocket_tunnel_over_tls(lifeline, raw_upstream, pki, side):
     s.close()
     assert (up.state.get("upgrade") or "").lower() == "websocket"
     wait_for(lambda: up.state.get("eof"), t(3), what="upstream to see the client's close through the tunnel")
+
+
+@pytest.mark.parametrize("end", ["close_notify", "cut"])
+def test_close_delimited_answer_over_tls_is_complete_only_with_close_notify(lifeline, raw_upstream, pki, end):
+    """RFC 9112 §9.8: over TLS, an answer delimited by the close is complete only when the close
+    comes with close_notify; a bare TCP close may be a cut (a third party can forge a FIN). It was
+    passed on as complete either way (terminal chunk, outcome ok). Now a cut one reaches the
+    client as truncated: no terminal chunk, the connection closed."""
+    async def script(conn):
+        if await conn.read_request() is None:
+            return
+        await conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nPARTIAL-BODY")
+        if end == "close_notify":
+            conn.close()
+        else:
+            conn.writer.get_extra_info("socket").shutdown(socket.SHUT_RDWR)
+            conn.writer.transport.abort()
+
+    up = raw_upstream(script, ssl=_server_ctx(pki["up"]))
+    lf = lifeline(pools={"p": _tls_pool(pki, up.address, outlier="off")})
+    with Conn(lf.port) as c:
+        c.request("GET", "/x")
+        _, status, _, headers, _ = c.read_head()
+        assert status == 200
+        rest = c.wait_closed(t(5)) if end == "cut" else c.read_exact(len(b"c\r\nPARTIAL-BODY\r\n0\r\n\r\n"))
+    if end == "close_notify":
+        assert rest == b"c\r\nPARTIAL-BODY\r\n0\r\n\r\n", rest
+    else:
+        assert rest.startswith(b"c\r\nPARTIAL-BODY\r\n") and not rest.endswith(b"0\r\n\r\n"), rest
 
 
 # --------------------------------------------------------------------------------------------
