@@ -767,6 +767,9 @@ static int h1_check_target(struct h1_parser *p)
         if (c == '#')
             return h1_fail(p, 400, "fragment in the request target");
     }
+    /* RFC 9112 §3.2.4: the asterisk form is for OPTIONS only */
+    if (n == 1 && t[0] == '*' && h->method != H1_M_OPTIONS)
+        return h1_fail(p, 400, "the asterisk form is for OPTIONS only");
     if (n >= 7 && strncasecmp(t, "http://", 7) == 0)
         sl = 7;
     else if (n >= 8 && strncasecmp(t, "https://", 8) == 0)

@@ -586,6 +586,8 @@ static const struct req_case req_cases[] = {
       .minor = 1, .cl = 10, .keep_alive = true, .body = "0123456789", .max_body = 10 },
 
     /* ---- rejected ---- */
+    { "asterisk_not_options_get", "GET *" H11 "\r\n", .err = 400 },   /* RFC 9112 §3.2.4 */
+    { "asterisk_not_options_delete", "DELETE *" H11 "\r\n", .err = 400 },
     { "cl_and_te", "POST /p" H11 "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", .err = 400 },
     { "te_and_cl", "POST /p" H11 "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n", .err = 400 },
     { "cl0_and_te", "POST /p" H11 "Content-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", .err = 400 },
