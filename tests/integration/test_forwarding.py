@@ -779,3 +779,41 @@ def test_tunnels_ending_idle_are_no_failure_of_the_server(lifeline, raw_upstream
     assert m.value("lifeline_upstream_attempts_total", pool="p", server=up.address, outcome="ok") == 8
     assert m.total("lifeline_outlier_ejections_total") == 0, m.grep("lifeline_outlier_ejections_total")
     assert lf.fetch("GET", "/x").status != 503
+
+
+@pytest.mark.parametrize("upgrade", [None, b"foo/2", b""])
+def test_a_101_to_a_protocol_the_client_did_not_offer_is_502(lifeline, raw_upstream, upgrade):
+    """RFC 9110 §7.8: a 101 carries Upgrade, naming a protocol the client listed. One without it,
+    or switching to another protocol, was tunnelled: the client got bytes of no protocol it asked
+    for. It gets a 502 instead, and nothing is tunnelled."""
+    async def script(conn):
+        if await conn.read_request() is None:
+            return
+        head = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+        if upgrade is not None:
+            head += b"Upgrade: " + upgrade + b"\r\n"
+        await conn.send(head + b"\r\nnot-websocket")
+        await conn.wait_eof(t(5))
+
+    up = raw_upstream(script)
+    lf = proxy_for(lifeline, up)
+    with lf.conn() as c:
+        c.request("GET", "/ws", headers=WS_HEADERS)
+        r = c.read_response()
+    assert r.status == 502, r
+    assert b"not-websocket" not in r.body
+
+
+def test_a_101_naming_the_offered_protocol_in_another_case_is_tunnelled(lifeline, raw_upstream):
+    async def script(conn):
+        if await conn.read_request() is None:
+            return
+        await conn.send(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: WebSocket\r\n\r\nhi")
+        await conn.wait_eof(t(5))
+
+    up = raw_upstream(script)
+    lf = proxy_for(lifeline, up)
+    with lf.conn() as c:
+        c.request("GET", "/ws", headers=[("Upgrade", "foo, websocket")] + WS_HEADERS[1:])
+        assert c.read_head()[1] == 101
+        assert c.read_exact(2) == b"hi"
