@@ -29,6 +29,7 @@
  */
 #include "h1.h"
 
+#include <arpa/inet.h>
 #include <http_parser.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -715,6 +716,17 @@ bool h1_host_valid(const char *v, size_t n)
         }
         if (i >= n || i == 1)
             return false;
+        /* an IPv6 address (RFC 3986's IPv6address, what inet_pton takes), or IPvFuture ("v1.x") */
+        if (v[1] != 'v' && v[1] != 'V') {
+            char a6[INET6_ADDRSTRLEN];
+            struct in6_addr bin;
+            if (i - 1 >= sizeof(a6))
+                return false;
+            memcpy(a6, v + 1, i - 1);
+            a6[i - 1] = 0;
+            if (inet_pton(AF_INET6, a6, &bin) != 1)
+                return false;
+        }
         i++;
     } else {
         /* four bytes per bounds check (a host is seldom shorter) */
@@ -723,6 +735,8 @@ bool h1_host_valid(const char *v, size_t n)
             i += 4;
         while (i < n && is_regname((unsigned char)v[i]))
             i++;
+        if (i == 0 && n > 0)
+            return false;   /* a port without a host (":80", ":") */
     }
     if (i == n)
         return true;

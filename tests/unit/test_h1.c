@@ -1176,6 +1176,10 @@ static void test_host_valid(void **state)
         { "a:x2345678", false }, { "a:1234567x", false }, { "a:123:5678", false }, { "a:12/45", false },
         { "a:1234567/", false }, { "a:9999", true }, { "a:0000", true }, { "a:123\xb4", false },
         { "a:\x39\x3a\x39\x39", false }, { "a:\x2f" "999", false }, { "a:99\xf" "99", false },
+        /* an IP-literal is an IPv6 address (or IPvFuture); a port needs a host */
+        { "[2001:db8::1]:8080", true }, { "[::ffff:127.0.0.1]", true }, { "[zz]", false }, { "[g::1]", false },
+        { "[:::]", false }, { "[1:2:3:4:5:6:7:8:9]", false }, { "[%]", false }, { "[a.b-c_d~]", false },
+        { "[127.0.0.1]", false }, { ":80", false }, { ":", false },
     };
     (void)state;
     for (size_t i = 0; i < NELEM(t); i++)
