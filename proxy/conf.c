@@ -432,17 +432,9 @@ struct conf *conf_load_buffer(const char *path, const char *text, size_t len, FI
 }
 
 struct conf *conf_load_buffer_flags(const char *path, const char *text, size_t len, unsigned flags, FILE *err,
-                                    unsigned *nerrors, unsigned *nsoft)
+                                    unsigned *nerrors)
 {
-    struct conf *c = conf_load_text(path, text, len, flags, err, nerrors);
-
-    if (nsoft) {
-        *nsoft = 0;
-        for (size_t i = 0; c && i < c->npools; i++)
-            for (size_t k = 0; k < c->pools[i].nservers; k++)
-                *nsoft += c->pools[i].servers[k].unresolved;
-    }
-    return c;
+    return conf_load_text(path, text, len, flags, err, nerrors);
 }
 
 struct conf *conf_load(const char *path, FILE *err, unsigned *nerrors)

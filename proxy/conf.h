@@ -204,9 +204,9 @@ struct conf *conf_load_buffer(const char *path, const char *text, size_t len, FI
 /* conf_load_buffer() with options. CONF_LOAD_RESOLVE_SOFT (a re-resolve of a running snapshot's
  * text): a server hostname that does not resolve is no error; its server is marked `unresolved`,
  * with no addresses, and conf_keep_addresses() gives it back what it had, so one pool's failing
- * name never holds the other pools' DNS changes back. *nsoft counts those names (may be NULL). */
+ * name never holds the other pools' DNS changes back (each such name is warned about on err). */
 struct conf *conf_load_buffer_flags(const char *path, const char *text, size_t len, unsigned flags, FILE *err,
-                                    unsigned *nerrors, unsigned *nsoft);
+                                    unsigned *nerrors);
 
 /* True when both snapshots have the same pools by name (a pool's position may differ) and, in each,
  * the same servers in the same order with the same address sets (order-insensitive). Only the

@@ -150,7 +150,7 @@ static void *loader_main(void *arg)
             nc = conf_load(conf_path, stderr, &nerr);
         else
             nc = from ? conf_load_buffer_flags(conf_path, from->source, from->source_len, CONF_LOAD_RESOLVE_SOFT,
-                                               stderr, &nerr, NULL) : NULL;
+                                               stderr, &nerr) : NULL;
         /* only the pools whose resolve_interval passed move (SPEC §2: per pool; 0 = at load only) */
         /* (a name that did not resolve keeps what it had: CONF_LOAD_RESOLVE_SOFT) */
         if (nc && job == JOB_RESOLVE && conf_keep_addresses(nc, from, due) < 0) {
