@@ -301,46 +301,6 @@ static void exchange_reply(struct exchange *ex, unsigned status, const char *tex
     client_exchange_done(c, !close);
 }
 
-/* The next element of a comma-separated list at *p (before e), spaces trimmed; false at the end. */
-static bool exchange_list_next(const char **p, const char *e, const char **t, size_t *n)
-{
-    const char *q;
-
-    while (*p < e && (**p == ' ' || **p == '\t' || **p == ','))
-        (*p)++;
-    if (*p >= e)
-        return false;
-    q = *p;
-    while (*p < e && **p != ',')
-        (*p)++;
-    *t = q;
-    *n = (size_t)(*p - q);
-    while (*n && (q[*n - 1] == ' ' || q[*n - 1] == '\t'))
-        (*n)--;
-    return true;
-}
-
-/* A 101 switches to a protocol the client offered (RFC 9110 §7.8: a server MUST send Upgrade with
- * a 101, and switches only to a protocol the client listed): its Upgrade names one of the
- * request's. Without, the bytes that follow are no protocol the client asked for: 502. */
-static bool exchange_upgrade_offered(const struct h1_header *req, const struct h1_header *resp)
-{
-    const char *rp, *re, *t, *u;
-    size_t tn, un;
-
-    if (!req || !resp)
-        return false;
-    rp = resp->value;
-    re = resp->value + resp->value_len;
-    if (!exchange_list_next(&rp, re, &t, &tn))
-        return false;
-    for (const char *q = req->value, *qe = req->value + req->value_len; exchange_list_next(&q, qe, &u, &un);) {
-        if (un == tn && strncasecmp(u, t, tn) == 0)
-            return true;
-    }
-    return false;
-}
-
 /* The status of the built-in answer for a reason (SPEC §3.7). */
 static unsigned exchange_builtin_status(enum hop_outcome o, const char *reason)
 {
@@ -1365,7 +1325,7 @@ void exchange_hop_head(struct exchange *ex, struct hop *h)
         exchange_stale_invalidate(ex);
 
     if (resp->status == 101) {
-        if (!req->upgrade || !exchange_upgrade_offered(h1_find(req, "upgrade"), h1_find(resp, "upgrade")) ||
+        if (!req->upgrade || !h1_upgrade_offered(req, resp) ||
             h1_write_response_head(out, resp, (o.upgrade = true, &o)) < 0) {
             ex->last_outcome = HOP_RESET;
             exchange_fallback(ex, "reset");

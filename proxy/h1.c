@@ -621,6 +621,31 @@ static int token_h2c(void *arg, const char *t, size_t n)
     return n >= 3 && ci_eq(t, "h2c", 3) && (n == 3 || t[3] == '/');
 }
 
+/* each_token() callbacks for h1_upgrade_offered: the first token; 1 for a token equal to it. */
+struct token_ref { const char *t; size_t n; };
+
+static int token_first(void *arg, const char *t, size_t n)
+{
+    *(struct token_ref *)arg = (struct token_ref){ t, n };
+    return 1;
+}
+
+static int token_same(void *arg, const char *t, size_t n)
+{
+    const struct token_ref *m = arg;
+    return n == m->n && strncasecmp(t, m->t, n) == 0;
+}
+
+bool h1_upgrade_offered(const struct h1_head *req, const struct h1_head *resp)
+{
+    const struct h1_header *q = h1_find(req, "upgrade"), *r = h1_find(resp, "upgrade");
+    struct token_ref m = { 0 };
+
+    if (!q || !r || !each_token(r->value, r->value_len, token_first, &m))
+        return false;
+    return each_token(q->value, q->value_len, token_same, &m) != 0;
+}
+
 struct te_scan { bool chunked_seen, chunked_last, unknown, dup; };
 
 static int te_token(void *arg, const char *t, size_t n)

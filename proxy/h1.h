@@ -230,5 +230,9 @@ static inline const struct h1_header *h1_find(const struct h1_head *h, const cha
 {
     return h1_find_n(h, name, strlen(name));
 }
+/* A 101's Upgrade names a protocol the request's Upgrade offered (RFC 9110 §7.8: a server sends
+ * Upgrade with a 101 and switches only to a protocol the client listed; compared without regard
+ * to case). */
+bool h1_upgrade_offered(const struct h1_head *req, const struct h1_head *resp);
 
 #endif
