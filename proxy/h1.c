@@ -114,6 +114,10 @@ struct h1_parser {
     bool trl_open;                      /* a forwarded trailer's line still needs its CRLF */
     /* the fast path (h1_fast_head): this message's head was parsed here, not by http-parser */
     bool fresh;                         /* reset and fed no byte since: a message may start fast */
+    /* http-parser's path, requests: the method is read here, not by http-parser (which knows a
+     * fixed list and refuses any other token); see h1_exec_request */
+    bool method_done;                   /* the method and its SP are read; http-parser was fed them */
+    bool ext_method;                    /* a method http-parser does not know: it was fed "GET " */
     bool fast;
     uint64_t fast_left;                 /* Content-Length body bytes still to come */
     struct h1_header hinline[H1_INLINE_HEADERS];
@@ -914,7 +918,9 @@ static int head_start(struct h1_parser *p, unsigned major, unsigned minor, unsig
     h->http_minor = minor > 1 ? 1 : minor;
     if (major != 1)
         return h1_fail(p, p->kind == H1_REQUEST ? 505 : 502, "unsupported HTTP version");
-    if (p->kind == H1_REQUEST) {
+    if (p->kind == H1_REQUEST && p->ext_method) {
+        h->method = H1_M_OTHER;   /* its name is in the arena already (h1_exec_request) */
+    } else if (p->kind == H1_REQUEST) {
         h->method = method_of(method);
         if (method < sizeof(h1_method_names) / sizeof(h1_method_names[0]) && h1_method_names[method].s) {
             h->method_name = h1_method_names[method].s;
@@ -1349,6 +1355,7 @@ void h1_parser_reset(struct h1_parser *p)
     p->last_cb = CB_NONE;
     p->event = PEV_NONE;
     p->in_head = p->in_body = p->in_trailers = p->pending_lf = p->no_body = false;
+    p->method_done = p->ext_method = false;
     p->body_started = false;
     p->expect_crlf = 0;
     p->body_bytes = 0;
@@ -2181,6 +2188,78 @@ static enum h1_event h1_fast_body(struct h1_parser *p, const char *data, size_t 
     return H1_DONE;
 }
 
+/* Requests on http-parser's path: the method is read here. http-parser knows a fixed list of
+ * methods and refuses any other token, while a proxy forwards every method (RFC 9110 §9.1: the set
+ * is extensible; QUERY, registered WebDAV or vendor methods; nginx, HAProxy and Envoy pass them).
+ * The token's bytes are gathered in the arena (across inputs, counted by h1_scan_head like every
+ * head byte); at its SP http-parser is fed the method's own name when it knows it, else "GET " as
+ * a stand-in (the same request framing: a request body is only ever what Content-Length or
+ * Transfer-Encoding says, whatever the method) and the head keeps the real name, H1_M_OTHER.
+ * Leading empty lines are skipped as http-parser skips them. A byte that is not a tchar, or a
+ * token not followed by SP, is 400. Then http-parser takes the rest. */
+static enum h1_event h1_exec_request(struct h1_parser *p, const char *data, size_t len, size_t *consumed)
+{
+    size_t i = 0, more;
+    enum h1_event ev;
+
+    if (p->kind != H1_REQUEST || p->method_done)
+        return h1_exec(p, data, len, consumed);
+    for (; i < len; i++) {
+        unsigned char c = (unsigned char)data[i];
+        if ((c == '\r' || c == '\n') && p->alen == 0)
+            continue;
+        if (c == ' ' && p->alen > 0)
+            break;
+        if (!(h1_ctype[c] & CT_TCHAR)) {
+            *consumed = 0;
+            h1_fail(p, 400, "invalid method");
+            return H1_ERROR;
+        }
+        p->in_head = true;   /* a message has begun (http-parser's on_message_begin) */
+        if (arena_put(p, (const char *)&data[i], 1, 414) < 0) {
+            *consumed = 0;
+            return H1_ERROR;
+        }
+    }
+    if (i == len) {
+        *consumed = len;
+        return H1_NEED_MORE;
+    }
+    i++;   /* the SP */
+    p->method_done = true;
+    {
+        size_t one, m, nm = sizeof(h1_method_names) / sizeof(h1_method_names[0]);
+        for (m = 0; m < nm; m++)
+            if (h1_method_names[m].s && h1_method_names[m].len == p->alen &&
+                memcmp(h1_method_names[m].s, p->arena, p->alen) == 0)
+                break;
+        if (m < nm) {
+            /* known: http-parser reads the name itself, the head takes it from its table */
+            p->alen = 0;
+            ev = h1_exec(p, h1_method_names[m].s, h1_method_names[m].len, &one);
+            if (ev == H1_NEED_MORE)
+                ev = h1_exec(p, " ", 1, &one);
+        } else {
+            p->ext_method = true;
+            p->head.method = H1_M_OTHER;
+            p->head.method_name = p->arena;
+            p->head.method_len = p->alen;
+            ev = h1_exec(p, "GET ", 4, &one);
+        }
+        if (ev != H1_NEED_MORE) {
+            *consumed = 0;
+            return H1_ERROR;   /* (nothing but an error can come of a method and a space) */
+        }
+    }
+    if (i == len) {
+        *consumed = len;
+        return H1_NEED_MORE;   /* (0 bytes would be http-parser's end of stream) */
+    }
+    ev = h1_exec(p, data + i, len - i, &more);
+    *consumed = i + more;
+    return ev;
+}
+
 /* h1_parse() for a message that did not take the fast path. */
 static __attribute__((noinline)) enum h1_event h1_parse_slow(struct h1_parser *p, const char *data, size_t len,
                                                              size_t *consumed)
@@ -2215,7 +2294,7 @@ static __attribute__((noinline)) enum h1_event h1_parse_slow(struct h1_parser *p
             const char *why = p->err_why;
             p->err_status = 0;
             p->err_why = NULL;
-            if (at > 0 && h1_exec(p, data, at, consumed) == H1_ERROR)
+            if (at > 0 && h1_exec_request(p, data, at, consumed) == H1_ERROR)
                 return H1_ERROR;
             p->err_status = st;
             p->err_why = why;
@@ -2223,7 +2302,7 @@ static __attribute__((noinline)) enum h1_event h1_parse_slow(struct h1_parser *p
             return H1_ERROR;
         }
     }
-    return h1_exec(p, data, len, consumed);
+    return h1_exec_request(p, data, len, consumed);
 }
 
 enum h1_event h1_parse(struct h1_parser *p, const char *data, size_t len, size_t *consumed)

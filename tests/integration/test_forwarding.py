@@ -2,6 +2,7 @@
 
 import asyncio
 import email.utils
+import json
 import os
 import re
 import socket
@@ -51,6 +52,79 @@ def test_other_methods_pass_through(lifeline, upstream):
         assert r.status == 200, r
         assert r.json()["method"] == m
         assert r.json()["body_sha256"] == sha(body)
+
+
+def method_echo(name="raw"):
+    """A raw upstream script answering each request with `METHOD TARGET SHA256(body)` (aiohttp's
+    own parser refuses methods it does not list, as lifeline's did)."""
+    from faults import each_request
+
+    async def handle(conn, req):
+        await conn.respond(200, ("%s %s %s" % (req.method, req.target, sha(req.body))).encode(),
+                           headers=[("x-upstream", conn.up.name)])
+    return each_request(handle)
+
+
+@pytest.mark.parametrize("split", ["whole", "bytewise", "pipelined"])
+def test_extension_methods_are_forwarded(lifeline, raw_upstream, split):
+    """RFC 9110 §9.1: the method set is extensible (QUERY, vendor methods; a method is
+    case-sensitive, so `get` is not GET). A proxy forwards any token, as nginx, HAProxy and Envoy
+    do; lifeline answered 400 to every method its parser did not list, whole or split, alone or
+    pipelined behind another request."""
+    up = raw_upstream(method_echo())
+    lf = proxy_for(lifeline, up)
+    body = b'{"q": 1}'
+    reqs = [("QUERY", "/echo/q", body), ("FOO-BAR_1", "/echo/f", b""), ("get", "/echo/g", b""),
+            ("PROPFIND", "/echo/p", b""), ("GET", "/echo/plain", b"")]
+    with lf.conn() as c:
+        if split == "pipelined":
+            c.send(b"".join(build_request(m, tg, body=b) for m, tg, b in reqs))
+        for m, tg, b in reqs:
+            if split == "whole":
+                c.send(build_request(m, tg, body=b))
+            elif split == "bytewise":
+                for ch in build_request(m, tg, body=b)[:12]:
+                    c.send(bytes([ch]))
+                    time.sleep(0.002)
+                c.send(build_request(m, tg, body=b)[12:])
+            r = c.read_response(method=m)
+            assert r.status == 200, (m, r)
+            assert r.body.decode() == "%s %s %s" % (m, tg, sha(b)), r
+    assert [q.method for q in up.requests] == [m for m, _, _ in reqs]
+    wait_for(lambda: lf.stdout_text().count("\n") >= len(reqs), t(2), what="the access log lines")
+    logs = [json.loads(x) for x in lf.stdout_text().splitlines() if x.startswith("{")]
+    assert [(x["method"], x["target"]) for x in logs] == [(m, tg) for m, tg, _ in reqs], logs
+
+
+@pytest.mark.parametrize("line", [b"GE(T /echo/x HTTP/1.1", b"GET\t/echo/x HTTP/1.1", b"QUERY\t/echo/x HTTP/1.1",
+                                  b"Q\x80 /echo/x HTTP/1.1", b" GET /echo/x HTTP/1.1"])
+def test_a_method_that_is_not_a_token_is_400(lifeline, raw_upstream, line):
+    up = raw_upstream(method_echo())
+    lf = proxy_for(lifeline, up)
+    with lf.conn() as c:
+        c.send(line + b"\r\nHost: a\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 400, (line, r)
+    assert up.requests == []
+
+
+def test_extension_methods_route_and_retry_by_name(lifeline, raw_upstream):
+    """match.methods and retry.methods name extension methods like any other: QUERY listed in
+    retry.methods is replayed after a reset, FOO (not listed) is not."""
+    from faults import reset_script, route, server_of
+    bad = raw_upstream(reset_script(), name="bad")
+    good = raw_upstream(method_echo(), name="good")
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1), balance="round_robin")},
+                  routes=[route(match={"methods": ["QUERY", "FOO"]},
+                                retry={"methods": ["GET", "QUERY"]})])
+    r = lf.fetch("QUERY", "/echo/x", body=b"q")
+    assert r.status == 200 and server_of(r) == "good" and r.body.startswith(b"QUERY /echo/x"), r
+    r = lf.fetch("FOO", "/echo/x", body=b"f")
+    assert r.status == 502 and r.header("x-lifeline-fallback") == "reset", r
+    r = lf.fetch("BAR", "/echo/x")
+    assert r.status == 404, r
+    assert [q.method for q in good.requests] == ["QUERY"]
+    assert [q.method for q in bad.requests] == ["QUERY", "FOO"]
 
 
 def test_keep_alive_downstream(lifeline, upstream):

@@ -177,6 +177,7 @@ struct head_snap {
     bool chunked, keep_alive, upgrade, expect;
     unsigned nhdrs;
     int host, request_id;
+    char method_name[32];
 };
 
 /* What a run produced. ev: 'H' head, 'D' done, 'E' error; then h1_parse_eof's answer in lower
@@ -229,6 +230,8 @@ static void snap(struct head_snap *s, const struct h1_head *h)
 {
     s->status = h->status;
     s->method = h->method;
+    snprintf(s->method_name, sizeof(s->method_name), "%.*s", (int)h->method_len,
+             h->method_name ? h->method_name : "");
     s->major = h->http_major;
     s->minor = h->http_minor;
     s->cl = h->content_length;
@@ -481,6 +484,7 @@ struct req_case {
     size_t max_head;
     uint64_t max_body;
     unsigned ntrailers;
+    const char *method_name;  /* NULL: not checked */
 };
 
 #define H11 " HTTP/1.1\r\nHost: example.com\r\n"
@@ -643,9 +647,22 @@ static const struct req_case req_cases[] = {
     { "version_no_minor_bare_lf", "GET / HTTP/2\nHost: example.com\r\n\r\n", .err = 505 },
     { "version_minor_letter", "GET / HTTP/1.x\r\nHost: example.com\r\n\r\n", .err = 400 },
     { "version_missing", "GET / HTTP/\r\nHost: example.com\r\n\r\n", .err = 400 },
-    { "garbage_method", "BREW /pot HTTP/1.1\r\nHost: example.com\r\n\r\n", .err = 400 },
+    /* a method is any token (RFC 9110 §9.1), case-sensitive: forwarded as it came */
+    { "extension_method", "BREW /pot HTTP/1.1\r\nHost: example.com\r\n\r\n", .method = H1_M_OTHER,
+      .method_name = "BREW", .minor = 1, .cl = -1, .keep_alive = true },
+    { "extension_method_with_body", "QUERY /q" H11 "Content-Length: 2\r\n\r\n{}", .method = H1_M_OTHER,
+      .method_name = "QUERY", .minor = 1, .cl = 2, .keep_alive = true, .body = "{}" },
+    { "extension_method_tchars", "A!#$%&'*+-.^_`|~9 /x" H11 "\r\n", .method = H1_M_OTHER,
+      .method_name = "A!#$%&'*+-.^_`|~9", .minor = 1, .cl = -1, .keep_alive = true },
+    { "lower_case_method", "get / HTTP/1.1\r\nHost: example.com\r\n\r\n", .method = H1_M_OTHER,
+      .method_name = "get", .minor = 1, .cl = -1, .keep_alive = true },
+    { "known_method_after_an_empty_line", "\r\nPUT /p" H11 "Content-Length: 1\r\n\r\nx", .method = H1_M_PUT,
+      .method_name = "PUT", .minor = 1, .cl = 1, .keep_alive = true, .body = "x" },
+    { "prefix_of_a_known_method", "GE /" H11 "\r\n", .method = H1_M_OTHER, .method_name = "GE", .minor = 1,
+      .cl = -1, .keep_alive = true },
     { "garbage_method_symbols", "G@T / HTTP/1.1\r\nHost: example.com\r\n\r\n", .err = 400 },
-    { "lower_case_method", "get / HTTP/1.1\r\nHost: example.com\r\n\r\n", .err = 400 },
+    { "method_then_tab", "QUERY\t/ HTTP/1.1\r\nHost: example.com\r\n\r\n", .err = 400 },
+    { "method_non_ascii", "Q\xc3\xa9 / HTTP/1.1\r\nHost: example.com\r\n\r\n", .err = 400 },
     { "garbage_protocol", "GET / HTTX/1.1\r\nHost: example.com\r\n\r\n", .err = 400 },
     { BIN("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"), .name = "tls_client_hello",
       .err = 400 },
@@ -758,6 +775,8 @@ static const struct req_case req_cases[] = {
 static void check_snap(const struct head_snap *s, const struct req_case *c)
 {
     CHECK(s->method == c->method, "method %d, want %d", (int)s->method, (int)c->method);
+    CHECK(!c->method_name || strcmp(s->method_name, c->method_name) == 0, "method name %s, want %s",
+          s->method_name, c->method_name ? c->method_name : "");
     CHECK(s->major == 1 && s->minor == c->minor, "version %u.%u, want 1.%u", s->major, s->minor, c->minor);
     CHECK(s->cl == c->cl, "content_length %lld, want %lld", (long long)s->cl, (long long)c->cl);
     CHECK(s->chunked == c->chunked, "chunked %d, want %d", s->chunked, c->chunked);
