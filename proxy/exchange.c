@@ -864,8 +864,15 @@ static void exchange_next_attempt(struct exchange *ex)
 {
     struct hop *h = hop_is_running(&ex->hops[0]) ? &ex->hops[1] : &ex->hops[0];
     int64_t trial;
-    struct upserver *s = exchange_pick(ex, false, &trial);
+    struct upserver *s;
 
+    /* A retry beside a hop still running (exchange_after_attempt): a race or hedge may have
+     * taken the free slot meanwhile, and with no server to go to that hop carries on alone. */
+    if (hop_is_running(h))
+        return;
+    s = exchange_pick(ex, false, &trial);
+    if (!s && hop_is_running(exchange_other(ex, h)))
+        return;
     if (!s) {
         ex->last_outcome = HOP_CONNECT_ERROR;
         exchange_fallback(ex, "no_server");
@@ -1153,13 +1160,21 @@ static bool exchange_after_attempt(struct exchange *ex, struct hop *h, enum hop_
 
     ex->last_outcome = o;
     ex->last_status = status;
+    if (ev_is_active(&ex->backoff_timer))
+        return true;   /* a retry is on its way already (decided beside this hop, below) */
     if (hop_is_running(other)) {
         /* the hedge or race beside it may still answer. Body bytes it sent were held for h, which
          * had sent fewer (exchange_hop_sent): with h gone they can go, else a body larger than
          * the buffer stalls (the client paused on a full buffer, nothing left to send) */
         if (other->state == HOP_SENDING || other->state == HOP_BODY)
             exchange_hop_sent(ex, other);
-        return true;
+        /* A request that may be out twice at once (what a hedge may send: repeatable, its body
+         * whole) is retried beside the hop still running when the rules allow (SPEC §3.5 does
+         * not wait for it): a hung first attempt would otherwise spend the whole deadline while
+         * an untried server waits, after the hedge's 503. Any other request waits for the
+         * running hop, whose copy of it may be on its way. */
+        if (!ex->idempotent || !ex->body_done || !exchange_replayable(ex))
+            return true;
     }
     memset(&in, 0, sizeof(in));
     in.outcome = o;
@@ -1181,6 +1196,8 @@ static bool exchange_after_attempt(struct exchange *ex, struct hop *h, enum hop_
     log_debug("attempt %u to %s: %s %u -> %s (%.3f s)", ex->attempts,
               h->last_server ? h->last_server->addr->text : "?", hop_outcome_name(o), status,
               retry_verdict_name(d.verdict), d.delay);
+    if (d.verdict != RETRY_GO && hop_is_running(other))
+        return true;   /* it goes on alone; the verdict is taken again when it ends */
     ex->last_verdict = d.verdict;
     if (d.verdict != RETRY_GO)
         return false;

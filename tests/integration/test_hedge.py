@@ -6,8 +6,10 @@ is the slow one, the second arrival is fast, so the tests do not depend on the b
 import asyncio
 import time
 
+import pytest
+
 from conftest import dur, pattern_bytes, pool, sha, t
-from faults import each_request, hanging_connect, ok_script, route  # noqa: F401
+from faults import each_request, hanging_connect, ok_script, refused, route  # noqa: F401
 from ops import wait_access
 
 
@@ -136,15 +138,55 @@ def test_post_with_idempotency_key_is_hedged(lifeline, raw_upstream):
 
 
 def test_hedge_failure_lets_first_attempt_answer(lifeline, raw_upstream):
-    """The hedge resets; the first attempt still runs and its (later) answer is used."""
+    """The hedge resets and no attempt is left: the first attempt still runs and its (later)
+    answer is used."""
     a, b, shared = first_slow_pair(raw_upstream, first="delay", first_delay=t(0.5), second="reset")
-    lf = lifeline(pools={"p": pool(a, b)}, routes=[route(retry={"hedge": {"after": dur(t(0.1))}})])
+    lf = lifeline(pools={"p": pool(a, b)}, routes=[route(retry={"attempts": 2, "hedge": {"after": dur(t(0.1))}})])
     start = time.monotonic()
     r = lf.fetch("GET", "/x", timeout=t(5))
     elapsed = time.monotonic() - start
     assert r.status == 200 and r.body.startswith(b"slow from"), r
     assert t(0.5) - 0.02 <= elapsed <= t(0.5) + t(0.4)
     assert shared["n"] == 2, shared["order"]
+
+
+@pytest.mark.parametrize("second", ["503", "reset", "refused"])
+def test_a_failed_hedge_is_retried_beside_the_attempt_still_running(lifeline, raw_upstream, second):
+    """SPEC §3.5: a retry goes when the outcome is listed, attempts and deadline remain, the budget
+    allows and it is safe, whatever else is in flight. The first attempt hangs, the hedge fails (a
+    503, a reset, a refused connect): a third attempt goes to the untried server at once (after its
+    backoff) and answers. lifeline waited for the hung first attempt instead, until the deadline
+    (504 `deadline`, the healthy server never tried)."""
+    shared = {"n": 0}
+
+    def make(name):
+        async def handle(conn, req):
+            k = shared["n"]
+            shared["n"] += 1
+            if k == 0:
+                await conn.wait_eof(t(10))
+                return True
+            if name == "middle" and second == "503":
+                await conn.respond(503, b"busy", headers=[("x-upstream", name)])
+                return False
+            if name == "middle":
+                conn.reset()
+                return True
+            await conn.respond(200, b"ok from " + name.encode(), headers=[("x-upstream", name)])
+            return False
+        return each_request(handle)
+
+    hung, third = raw_upstream(make("hung"), name="hung"), raw_upstream(make("third"), name="third")
+    middle = refused() if second == "refused" else raw_upstream(make("middle"), name="middle").address
+    total = t(3)
+    lf = lifeline(pools={"p": pool((hung, 100), (middle, 10), (third, 1), balance="round_robin", outlier="off")},
+                  routes=[route(timeouts={"total": dur(total)}, retry={"hedge": {"after": dur(t(0.1))}})])
+    start = time.monotonic()
+    r = lf.fetch("GET", "/x", timeout=t(8))
+    elapsed = time.monotonic() - start
+    assert r.status == 200 and r.body == b"ok from third" and not r.has_header("x-lifeline-fallback"), (r, r.body)
+    assert elapsed < t(0.1) + t(0.6), elapsed
+    assert len(hung.requests) == 1 and len(third.requests) == 1
 
 
 def test_hedge_goes_to_another_server_only(lifeline, raw_upstream):
