@@ -131,20 +131,17 @@ struct retry_decision retry_decide(const struct conf_route *r, const struct retr
         d.delay = in->retry_after;
         return d;
     }
-    d.delay = retry_backoff(r->retry.backoff_base, r->retry.backoff_max, in->attempts, in->u);
-    if (in->time_left <= 0) {
-        d.verdict = RETRY_NO_TIME;
+    if (in->time_left <= 0.002) {
+        d.verdict = RETRY_NO_TIME;   /* (less than 1 ms would be left: no point) */
         return d;
     }
-    /* Never past the deadline: a delay that would overrun it is cut to leave the retry a chance;
-     * when less than 1 ms would remain there is no point. */
-    if (d.delay >= in->time_left - 0.001) {
-        if (in->time_left <= 0.002) {
-            d.verdict = RETRY_NO_TIME;
-            return d;
-        }
-        d.delay = (in->time_left - 0.001) * in->u;
-    }
+    /* Full jitter over [0, min(cap, time left - 1 ms)]: never past the deadline, and uniform over
+     * what is left when the cap reaches past it (a draw over the whole cap cut back at the
+     * deadline would bunch the delays just before it). */
+    d.delay = retry_backoff(r->retry.backoff_base, r->retry.backoff_max, in->attempts, 1.0);
+    if (d.delay > in->time_left - 0.001)
+        d.delay = in->time_left - 0.001;
+    d.delay *= in->u < 0 ? 0 : in->u >= 1 ? nextafter(1.0, 0.0) : in->u;
     d.verdict = RETRY_GO;
     return d;
 }

@@ -315,6 +315,7 @@ static const struct decide_row decide_rows[] = {
 { "time_left 1 ms, u 0 -> no time",                R_STD,     HOP_RESET,            0,   1,  GET,  0.001,0,  1,   NA,   0.0,  RETRY_NO_TIME,        ANY,   NULL },
 { "time_left 20 ms, backoff 24.75 ms -> cut",      R_STD,     HOP_RESET,            0,   1,  GET,  0.02, 0,  1,   NA,   0.99, RETRY_GO,             0.0, 0.019, NULL },
 { "time_left 60 ms, retry 3 (cap 100 ms) -> cut",  R_STD,     HOP_OK,               502, 2,  GET,  0.06, 0,  1,   NA,   0.99, RETRY_GO,             0.0, 0.059, NULL },
+{ "time_left 30 ms, cap 50 ms: uniform over 29 ms", R_STD,     HOP_RESET,            0,   2,  GET,  0.03, 0,  1,   NA,   0.5,  RETRY_GO,             D(0.0145), NULL },
 { "time_left 1 s: backoff not cut",                R_STD,     HOP_RESET,            0,   2,  GET,  1.0,  0,  1,   NA,   0.99, RETRY_GO,             D(0.0495), NULL },
 /* §3.6 Retry-After on a 429/503 sets the delay when it fits in the deadline, else no retry */
 { "503 Retry-After 0.05, 1 s left -> 0.05",        R_STD,     HOP_OK,               503, 1,  GET,  1.0,  0,  1,   0.05, 0.5,  RETRY_GO,             D(0.05), NULL },
