@@ -54,15 +54,29 @@ int probe(const char *url)
         fprintf(stderr, "probe: cannot resolve %s\n", host);
         return 1;
     }
-    fd = socket(ai->ai_family, SOCK_STREAM, 0);
+    /* Every address in turn, as curl does: "localhost" is ::1 first where /etc/hosts has both
+     * (Docker writes both), and a listener on 0.0.0.0 only refuses ::1. */
+    for (struct addrinfo *a = ai; a && fd < 0; a = a->ai_next) {
+        int err;
+        fd = socket(a->ai_family, SOCK_STREAM, 0);
+        if (fd < 0) {
+            err = errno;
+        } else {
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+            if (connect(fd, a->ai_addr, a->ai_addrlen) == 0)
+                break;
+            err = errno;
+            close(fd);
+            fd = -1;
+        }
+        if (!a->ai_next) {
+            fprintf(stderr, "probe: connect: %s\n", strerror(err));
+            goto out;
+        }
+    }
     if (fd < 0)
         goto out;
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
-        fprintf(stderr, "probe: connect: %s\n", strerror(errno));
-        goto out;
-    }
     /* Host is the URL's authority as written (RFC 9110 §7.2): brackets and port kept, so an IPv6
      * listener's own address passes lifeline's Host check */
     n = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: %.*s\r\nConnection: close\r\n\r\n", path,

@@ -5,6 +5,7 @@ Each test quotes the sentence it checks."""
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -131,6 +132,25 @@ def test_probe_exit_status(lifeline, upstream):
     assert run_cli(["--probe", lf.url("/status/404")]).returncode != 0
     assert run_cli(["--probe", lf.url("/status/302")]).returncode != 0
     assert run_cli(["--probe", "http://127.0.0.1:%d/" % free_port()]).returncode != 0
+
+
+def test_probe_tries_every_address_of_a_name(lifeline, upstream, tmp_path):
+    """A Docker HEALTHCHECK says `--probe http://localhost:PORT/...`; Docker's /etc/hosts maps
+    localhost to ::1 and 127.0.0.1, and getaddrinfo puts ::1 first. The probe tried only the first
+    address, so a listener on 0.0.0.0 (IPv4 only) was never found healthy. Run in a mount namespace
+    whose /etc/hosts gives a name both addresses, ::1 first."""
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare is missing")
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)})
+    hosts = tmp_path / "hosts"
+    hosts.write_text("::1 duo\n127.0.0.1 duo\n")
+    script = 'mount --bind "$1" /etc/hosts && exec "$2" --probe "http://duo:$3/status/204"'
+    p = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", str(hosts), LIFELINE_BIN, str(lf.port)],
+                       capture_output=True, text=True, timeout=t(10))
+    if "mount" in p.stderr or "unshare" in p.stderr:
+        pytest.skip("no mount namespace here: %s" % p.stderr.strip())
+    assert p.returncode == 0, p.stderr
 
 
 def test_sigint_drains_like_sigterm(lifeline, upstream):
