@@ -399,8 +399,23 @@ static int conf_addr_split(struct conf_loader *ld, yaml_node_t *v, const char *t
     return 1;
 }
 
+/* An IPv4-mapped IPv6 address ([::ffff:127.0.0.1]) becomes its IPv4 address (127.0.0.1): a
+ * listener's socket is v6-only, where such an address cannot be bound, and as IPv4 it is compared
+ * with the other listeners and the admin as what it is. */
+static void conf_unmap_v4(struct conf_sockaddr *a)
+{
+    const struct sockaddr_in6 *in6 = (const void *)&a->ss;
+    struct sockaddr_in in = { .sin_family = AF_INET };
+
+    if (a->ss.ss_family != AF_INET6 || !IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr))
+        return;
+    memcpy(&in.sin_addr, &in6->sin6_addr.s6_addr[12], sizeof in.sin_addr);
+    (void)conf_sockaddr_set(a, (const struct sockaddr *)&in, ntohs(in6->sin6_port));
+}
+
 /* One address for something lifeline binds to: a numeric IP, or a name (localhost) whose first
- * address from getaddrinfo is taken, now (binding needs no re-resolution, nor the resolver block). */
+ * address from getaddrinfo is taken, now (binding needs no re-resolution, nor the resolver block).
+ * An IPv4-mapped address is taken as the IPv4 address it maps. */
 static int conf_bind_addr(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v,
                           char **address, struct conf_sockaddr *addr)
 {
@@ -436,6 +451,7 @@ static int conf_bind_addr(struct conf_loader *ld, const struct conf_field *f, ya
     default:
         goto out;
     }
+    conf_unmap_v4(&a);
     *addr = a;
     conf_set_str(ld, address, s);
     rc = 0;

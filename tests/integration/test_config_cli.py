@@ -411,6 +411,20 @@ def test_check_admin_address_that_clashes_with_a_listener(tmp_path, listen, admi
     assert "cannot share a port" in errs[0][2], errs
 
 
+@pytest.mark.parametrize("first, second", [
+    ("127.0.0.1:{p}", "'[::ffff:127.0.0.1]:{p}'"),
+    ("'[::ffff:127.0.0.1]:{p}'", "127.0.0.1:{p}"),
+])
+def test_check_ipv4_mapped_listener_is_its_ipv4_address(tmp_path, first, second):
+    # Found by the IPv6 config audit: [::ffff:127.0.0.1]:P passed -t beside 127.0.0.1:P (and
+    # alone), then the start failed at bind. It is 127.0.0.1:P, so the two are one address.
+    p = free_port()
+    text = "listen:\n  - address: %s\n  - address: %s\n%s" % (first.format(p=p), second.format(p=p), MINIMAL_TAIL)
+    errs, r = check_invalid(tmp_path, text)
+    assert [e[:2] for e in errs] == [(3, 14)], r.stderr
+    assert 'duplicate listener address "127.0.0.1:%d"' % p in errs[0][2], errs
+
+
 def test_check_undecodable_bytes_are_reported_where_they_are(tmp_path):
     # Found by a config audit: bad UTF-8 or a control byte was reported at 1:1 (libyaml's reader
     # gives a byte offset, not a mark). Lines and columns are counted from the text, a column per

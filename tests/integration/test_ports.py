@@ -3,7 +3,8 @@
 import socket
 import subprocess
 
-from conftest import HOST, LIFELINE_BIN, free_port, pool, t, wait_for, write_config
+from conftest import (HOST, LIFELINE_BIN, Lifeline, free_port, listening_inodes, pool, run_cli, t, wait_for,
+                      write_config)
 from ops import reload
 
 
@@ -70,3 +71,29 @@ def test_reload_keeps_own_listeners_and_refuses_a_taken_new_one(lifeline, upstre
         assert fetch(extra, "GET", "/echo").status == 200
     finally:
         s.close()
+
+
+def test_ipv4_mapped_listener_listens_on_its_ipv4_address(upstream, tmp_path):
+    """Found by the IPv6 config audit: [::ffff:127.0.0.1]:P passed -t, then the start failed at
+    bind (the listeners are v6-only). It is taken as 127.0.0.1:P."""
+    up = upstream()
+    port = free_port()
+    cfg = {"listen": [{"address": "[::ffff:127.0.0.1]:%d" % port}], "workers": 1,
+           "shutdown_timeout": "2s", "pools": {"p": pool(up)}, "routes": [{"pool": "p"}]}
+    path = str(tmp_path / "mapped.yaml")
+    write_config(path, cfg)
+    r = run_cli(["-t", "-c", path])
+    assert r.returncode == 0, r.stderr
+    err_path, out_path = str(tmp_path / "mapped.stderr"), str(tmp_path / "mapped.stdout")
+    with open(err_path, "wb") as ef, open(out_path, "wb") as of:
+        proc = subprocess.Popen([LIFELINE_BIN, "-c", path], stdin=subprocess.DEVNULL, stdout=of, stderr=ef)
+    lf = Lifeline(path, port, proc, err_path, out_path, cfg)
+    try:
+        def listening():
+            lf.assert_alive()
+            return listening_inodes(proc.pid, port)
+        wait_for(listening, t(10), what="lifeline to listen on 127.0.0.1:%d" % port)
+        assert lf.fetch("GET", "/echo").status == 200
+    finally:
+        problems = lf.stop()
+    assert not problems, problems
