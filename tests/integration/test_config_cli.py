@@ -391,6 +391,10 @@ routes:
     ("0.0.0.0:{p}", "127.0.0.1:{p}", True),          # the listener's wildcard takes the port everywhere
     ("127.0.0.1:{p}", "0.0.0.0:{p}", True),          # the admin's wildcard does
     ("127.0.0.1:{p}", "'[::]:{p}'", True),           # the admin on [::] is dual-stack
+    ("127.0.0.1:{p}", "'[::ffff:127.0.0.1]:{p}'", True),   # IPv4-mapped: the same address
+    ("0.0.0.0:{p}", "'[::ffff:127.0.0.2]:{p}'", True),
+    ("'[::ffff:127.0.0.1]:{p}'", "127.0.0.1:{p}", True),
+    ("'[::1]:{p}'", "'[::ffff:127.0.0.1]:{p}'", False),    # IPv4 beside IPv6: both bind
     ("127.0.0.1:{p}", "127.0.0.2:{p}", False),       # two addresses, one port: both bind
     ("127.0.0.1:{p}", "127.0.0.1:{q}", False),
 ])
