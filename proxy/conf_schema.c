@@ -1107,7 +1107,9 @@ static int conf_h_route_pool(struct conf_loader *ld, const struct conf_field *f,
 }
 
 /* match.host: a name (stored lowercase, port not allowed: matching ignores the request's port),
- * "*.example.com" for any subdomain, or "*" for any host (same as leaving it out). */
+ * "*.example.com" for any subdomain, "*" for any host (same as leaving it out), or an IPv6
+ * literal, "[::1]" (or "::1"), compared with a request's "[::1]:8080" as written, case-insensitively
+ * (route.c), so write it as clients do. */
 static int conf_h_host(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
                        const char *where)
 {
@@ -1123,10 +1125,23 @@ static int conf_h_host(struct conf_loader *ld, const struct conf_field *f, yaml_
         return 0;
     const char *n = !strncmp(s, "*.", 2) ? s + 2 : s;
     bool ok = *n && *n != '.';
-    for (const char *c = n; *c && ok; c++)
-        ok = isalnum((unsigned char)*c) || *c == '-' || *c == '.' || *c == '_';
+    if (strchr(s, ':') || *s == '[') {
+        char ip[INET6_ADDRSTRLEN + 2];
+        struct in6_addr a6;
+        size_t len = strlen(s), br = *s == '[' ? 1 : 0;   /* the brackets are optional */
+        ok = len >= 2 + 2 * br && len - 2 * br < sizeof ip && (!br || s[len - 1] == ']');
+        if (ok) {
+            memcpy(ip, s + br, len - 2 * br);
+            ip[len - 2 * br] = '\0';
+            ok = inet_pton(AF_INET6, ip, &a6) == 1;
+        }
+    } else {
+        for (const char *c = n; *c && ok; c++)
+            ok = isalnum((unsigned char)*c) || *c == '-' || *c == '.' || *c == '_';
+    }
     if (!ok) {
-        conf_err(ld, v, "bad host %s: expected a name like api.example.com or *.example.com", conf_quote(q, s));
+        conf_err(ld, v, "bad host %s: expected a name like api.example.com or *.example.com, or an IPv6 address "
+                 "like [::1]", conf_quote(q, s));
         return -1;
     }
     r->host = conf_lowerdup(ld, s);

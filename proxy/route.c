@@ -24,7 +24,8 @@
  *   nginx's location /v1/ does not).
  * - Host: compared without its port (which must be digits, possibly none), ASCII
  *   case-insensitively, ignoring one trailing dot on either side. "[::1]:8080" is the name "::1",
- *   matched by a pattern written "::1" or "[::1]". "*.example.com" needs at least one more label.
+ *   matched by a pattern written "::1" or "[::1]"; an IPv6 pattern is compared as an address, so
+ *   "[0:0::1]" matches it too. "*.example.com" needs at least one more label.
  *   A request without Host (HTTP/1.0) or with an empty one matches only routes without a host.
  * - strip_prefix removes the prefix from the raw target when the raw path starts with it
  *   literally and holds no dot-segment (so the upstream sees the client's own spelling);
@@ -34,6 +35,8 @@
  */
 #include "route.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <string.h>
 
 static const char route_hex[] = "0123456789ABCDEF";
@@ -240,6 +243,22 @@ out:
     return ret;
 }
 
+/* Whether a and b, not NUL-terminated, are IPv6 literals of the same address. */
+static bool route_v6_eq(const char *a, size_t alen, const char *b, size_t blen)
+{
+    char x[INET6_ADDRSTRLEN], y[INET6_ADDRSTRLEN];
+    struct in6_addr ax, ay;
+
+    if (alen >= sizeof x || blen >= sizeof y)
+        return false;
+    memcpy(x, a, alen);
+    x[alen] = '\0';
+    memcpy(y, b, blen);
+    y[blen] = '\0';
+    return inet_pton(AF_INET6, x, &ax) == 1 && inet_pton(AF_INET6, y, &ay) == 1 &&
+           memcmp(&ax, &ay, sizeof ax) == 0;
+}
+
 bool route_host_match(const char *pattern, const char *host, size_t host_len)
 {
     const char *name, *pat;
@@ -275,7 +294,7 @@ bool route_host_match(const char *pattern, const char *host, size_t host_len)
         for (i++; i < host_len; i++)
             if (host[i] < '0' || host[i] > '9')
                 goto out;
-    if (nlen > 0 && name[nlen - 1] == '.')
+    if (host[0] != '[' && nlen > 0 && name[nlen - 1] == '.')
         nlen--;   /* "example.com." is the same name, fully qualified */
     if (nlen == 0)
         goto out;
@@ -289,7 +308,10 @@ bool route_host_match(const char *pattern, const char *host, size_t host_len)
     if (plen > 0 && pat[plen - 1] == '.')
         plen--;
 
-    if (plen >= 2 && pat[0] == '*' && pat[1] == '.') {
+    if (memchr(pat, ':', plen)) {
+        /* An IPv6 pattern: a bracketed name holding the same address. */
+        ret = host[0] == '[' && route_v6_eq(name, nlen, pat, plen);
+    } else if (plen >= 2 && pat[0] == '*' && pat[1] == '.') {
         /* "*.example.com": ".example.com" must end the name, after at least one byte. */
         pat++;
         plen--;

@@ -39,6 +39,21 @@ def test_host_wildcard_match(lifeline, ab):
     assert who(lf, host="badexample.com")[0] == "B"
 
 
+def test_host_ipv6_literal_match(lifeline, ab):
+    # Found by the IPv6 config audit: match.host "[::1]" was refused by -t ("bad host"), so no
+    # route could be chosen by an IPv6 literal Host. Port ignored, compared as an address.
+    a, b = ab
+    lf = lifeline(pools={"a": pool(a), "b": pool(b)},
+                  routes=[{"match": {"host": "[::1]"}, "pool": "a"},
+                          {"match": {"host": "2001:DB8::a"}, "pool": "a"}, {"pool": "b"}])
+    assert who(lf, host="[::1]:8080")[0] == "A"
+    assert who(lf, host="[::1]")[0] == "A"
+    assert who(lf, host="[0:0::1]:80")[0] == "A"
+    assert who(lf, host="[2001:db8::A]:443")[0] == "A"
+    assert who(lf, host="[::2]:8080")[0] == "B"
+    assert who(lf, host="localhost:8080")[0] == "B"
+
+
 def test_path_prefix(lifeline, ab):
     a, b = ab
     lf = lifeline(pools={"a": pool(a), "b": pool(b)},

@@ -988,6 +988,8 @@ static const struct bad_case bad_cases[] = {
     { L P "routes:\n  - { pool: api, match: { path: v1 } }\n", 6, 33, "path must start with \"/\": \"v1\"", 0, 0 },
     { L P "routes:\n  - { pool: api, match: { methods: [get] } }\n", 6, 37, "a method must be an uppercase name like GET", 0, 0 },
     { L P "routes:\n  - { pool: api, match: { host: \"api example\" } }\n", 6, 33, "bad host \"api example\"", 0, 0 },
+    { L P "routes:\n  - { pool: api, match: { host: \"[::1]:80\" } }\n", 6, 33, "bad host \"[::1]:80\"", 0, 0 },
+    { L P "routes:\n  - { pool: api, match: { host: \"[fe80::1%lo]\" } }\n", 6, 33, "an IPv6 address like [::1]", 0, 0 },
     { L P "routes:\n  - pool: api\n    fallback: { body: x, file: /etc/hostname }\n", 7, 26,
       "fallback takes body or file, not both", 0, CONF_LOAD_UNSUPPORTED },
     { L P "routes:\n  - pool: api\n    fallback: { file: /nonexistent/busy.html }\n", 7, 23,

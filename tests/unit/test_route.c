@@ -214,6 +214,11 @@ static const struct host_case host_cases[] = {
     { "[::1]", "[::1]x", 0, false },
     { "[::1]", "[::1]:8a", 0, false },
     { "::1", "::1", 0, false },
+    { "[::1]", "[0:0::1]:8080", 0, true },             /* IPv6: the same address, written otherwise */
+    { "[2001:DB8::A]", "[2001:0db8:0:0::a]", 0, true },
+    { "[::1]", "[::1.]", 0, false },
+    { "[::1]", "[::1%25lo]", 0, false },
+    { "[::1]", "::1:80", 0, false },
 };
 
 static void test_host_match_table(void **state)
