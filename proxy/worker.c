@@ -5,12 +5,18 @@
  */
 #include "worker.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <linux/sock_diag.h>
 #include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -122,6 +128,157 @@ int listener_probe(const struct conf_listener *cl)
     if (bind(fd, (const struct sockaddr *)&cl->addr.ss, cl->addr.len) < 0)
         rc = -errno;
     close(fd);
+    return rc;
+}
+
+/* Whether a socket listening on (family, addr, v6only), on cl's port, shares that port with cl:
+ * the same address or either one the wildcard of the family; a dual-stack IPv6 socket (not
+ * v6-only) on [::] or an IPv4-mapped address also holds the IPv4 side. addr: 4 or 16 bytes, as
+ * inet_diag gives them. Listeners are v6-only (listener_open). */
+static bool listener_overlaps(const struct conf_listener *cl, int family, const unsigned char *addr, bool v6only)
+{
+    static const unsigned char any[16];
+    static const unsigned char mapped[12] = { [10] = 0xff, [11] = 0xff };
+
+    if (cl->addr.ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const void *)&cl->addr.ss;
+        return family == AF_INET6 && (IN6_IS_ADDR_UNSPECIFIED(&a->sin6_addr) || !memcmp(addr, any, 16) ||
+                                      !memcmp(addr, &a->sin6_addr, 16));
+    }
+    const struct sockaddr_in *a = (const void *)&cl->addr.ss;
+    if (family == AF_INET6) {
+        if (v6only)
+            return false;
+        if (!memcmp(addr, any, 16))
+            return true;
+        if (memcmp(addr, mapped, sizeof mapped))
+            return false;
+        addr += 12;
+    }
+    return a->sin_addr.s_addr == htonl(INADDR_ANY) || !memcmp(addr, any, 4) || !memcmp(addr, &a->sin_addr, 4);
+}
+
+/* Appends to *ino (n used, cap allocated) the inode of every TCP socket of `family` listening on
+ * cl's port that shares it with cl (listener_overlaps), as the kernel's socket diagnostics list
+ * them (NETLINK_SOCK_DIAG). 0, or -errno. */
+static int listener_holders(const struct conf_listener *cl, int family, unsigned **ino, size_t *n, size_t *cap)
+{
+    const struct sockaddr_in *a4 = (const void *)&cl->addr.ss;
+    uint16_t port = cl->addr.ss.ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)(const void *)&cl->addr.ss)->sin6_port
+                                                      : a4->sin_port;   /* network order */
+    struct { struct nlmsghdr nlh; struct inet_diag_req_v2 r; } req = {
+        .nlh = { .nlmsg_len = sizeof req, .nlmsg_type = SOCK_DIAG_BY_FAMILY, .nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP },
+        .r = { .sdiag_family = (unsigned char)family, .sdiag_protocol = IPPROTO_TCP,
+               .idiag_states = 1u << TCP_LISTEN, .id = { .idiag_sport = port } },
+    };
+    struct sockaddr_nl kernel = { .nl_family = AF_NETLINK };
+    long buf[8192 / sizeof(long)];
+    int fd, rc = 0;
+    bool done = false;
+
+    fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+    if (fd < 0)
+        return -errno;
+    if (sendto(fd, &req, sizeof req, 0, (struct sockaddr *)&kernel, sizeof kernel) < 0)
+        rc = -errno;
+    while (!rc && !done) {
+        ssize_t got = recv(fd, buf, sizeof buf, MSG_TRUNC);   /* the length of a message cut short */
+        if (got < 0) {
+            if (errno != EINTR)
+                rc = -errno;
+            continue;
+        }
+        if (got == 0 || (size_t)got > sizeof buf) {
+            rc = got ? -EMSGSIZE : -EIO;   /* a socket left unread could be another process's */
+            break;
+        }
+        int len = (int)got;
+        for (struct nlmsghdr *h = (struct nlmsghdr *)buf; !rc && !done && NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+            if (h->nlmsg_type == NLMSG_DONE) {
+                done = true;
+            } else if (h->nlmsg_type == NLMSG_ERROR) {
+                const struct nlmsgerr *e = NLMSG_DATA(h);
+                rc = e->error < 0 ? e->error : -EIO;
+            } else if (h->nlmsg_len >= NLMSG_LENGTH(sizeof(struct inet_diag_msg))) {
+                const struct inet_diag_msg *m = NLMSG_DATA(h);
+                bool v6only = false;
+                int alen = (int)(h->nlmsg_len - NLMSG_LENGTH(sizeof *m));
+                for (struct rtattr *at = (struct rtattr *)(void *)(m + 1); RTA_OK(at, alen); at = RTA_NEXT(at, alen))
+                    if (at->rta_type == INET_DIAG_SKV6ONLY && RTA_PAYLOAD(at) >= 1)
+                        v6only = *(const unsigned char *)RTA_DATA(at) != 0;
+                if (m->id.idiag_sport != port ||
+                    !listener_overlaps(cl, m->idiag_family, (const unsigned char *)m->id.idiag_src, v6only))
+                    continue;
+                if (*n == *cap) {
+                    size_t nc = *cap ? 2 * *cap : 16;
+                    unsigned *p = realloc(*ino, nc * sizeof *p);
+                    if (!p) {
+                        rc = -ENOMEM;
+                        break;
+                    }
+                    *ino = p;
+                    *cap = nc;
+                }
+                (*ino)[(*n)++] = m->idiag_inode;
+            }
+        }
+    }
+    close(fd);
+    return rc;
+}
+
+int listener_probe_own(const struct conf_listener *cl)
+{
+    int fd, one = 1, rc = 0;
+    unsigned *ino = NULL;
+    size_t n = 0, cap = 0;
+    DIR *d;
+
+    /* As listener_open binds (SO_REUSEPORT): fails when a socket there does not share the port
+     * (another process's without SO_REUSEPORT, or another user's). Never listens. */
+    fd = socket(cl->addr.ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+        (cl->addr.ss.ss_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
+        bind(fd, (const struct sockaddr *)&cl->addr.ss, cl->addr.len) < 0)
+        rc = -errno;
+    close(fd);
+    if (rc)
+        return rc;
+    /* ...and every listening socket that shares the port there must be one of this process's. */
+    rc = listener_holders(cl, cl->addr.ss.ss_family, &ino, &n, &cap);
+    if (!rc && cl->addr.ss.ss_family == AF_INET)
+        rc = listener_holders(cl, AF_INET6, &ino, &n, &cap);
+    if (!rc && n) {
+        d = opendir("/proc/self/fd");
+        if (!d) {
+            rc = -errno;
+        } else {
+            struct dirent *e;
+            while ((e = readdir(d))) {
+                char link[64];
+                unsigned long v;
+                ssize_t l = readlinkat(dirfd(d), e->d_name, link, sizeof link - 1);
+                if (l <= 0)
+                    continue;
+                link[l] = '\0';
+                if (sscanf(link, "socket:[%lu]", &v) != 1)
+                    continue;
+                for (size_t i = 0; i < n; i++) {
+                    if (ino[i] == v) {
+                        ino[i] = ino[--n];   /* one of ours: taken off the list */
+                        break;
+                    }
+                }
+            }
+            closedir(d);
+            if (n)
+                rc = -EADDRINUSE;   /* a socket no descriptor of this process holds */
+        }
+    }
+    free(ino);
     return rc;
 }
 

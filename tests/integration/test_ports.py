@@ -1,7 +1,10 @@
 """Port clashes: SO_REUSEPORT must not let a second process share a listener's port silently."""
 
+import http.client
 import socket
 import subprocess
+
+import pytest
 
 from conftest import (HOST, LIFELINE_BIN, Lifeline, free_port, listening_inodes, pool, run_cli, t, wait_for,
                       write_config)
@@ -97,3 +100,74 @@ def test_ipv4_mapped_listener_listens_on_its_ipv4_address(upstream, tmp_path):
     finally:
         problems = lf.stop()
     assert not problems, problems
+
+
+def _get(conn, target):
+    conn.request("GET", target, headers={"Host": "test.local"})
+    r = conn.getresponse()
+    r.read()
+    return r.status
+
+
+@pytest.mark.parametrize("family, specific, wildcard, other", [
+    (socket.AF_INET, "127.0.0.1", "0.0.0.0", "127.0.0.2"),
+    (socket.AF_INET6, "::1", "::", None),
+], ids=["v4", "v6"])
+def test_reload_between_an_address_and_its_wildcard(lifeline, upstream, family, specific, wildcard, other):
+    """Found by the IPv6 config audit: a reload from [::1]:P to [::]:P (or back; 127.0.0.1 and
+    0.0.0.0 alike) was refused as "address in use": this process's own old sockets were still open
+    on the port. It goes through, connections open on the old address keep being served, and a
+    clash with another process on the port (one that shares it through SO_REUSEPORT) is still
+    refused."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, workers=2)
+    wait_for(lambda: "worker(s)" in lf.stderr_text(), t(5), what="the start-up line")
+    port = free_port()
+
+    def fmt(a):
+        return ("[%s]:%d" if ":" in a else "%s:%d") % (a, port)
+
+    def cfg(a):
+        c = dict(lf.config)
+        c["listen"] = [lf.config["listen"][0], {"address": fmt(a)}]
+        return c
+
+    def serves(conns):
+        for c in conns:
+            assert _get(c, "/echo") == 200
+        fresh = http.client.HTTPConnection(specific, port, timeout=t(5))
+        assert _get(fresh, "/echo/fresh") == 200
+        fresh.close()
+
+    reload(lf, cfg(specific))
+    kept = [http.client.HTTPConnection(specific, port, timeout=t(5))]
+    try:
+        serves(kept)
+        reload(lf, cfg(wildcard))
+        serves(kept)
+        kept.append(http.client.HTTPConnection(specific, port, timeout=t(5)))
+        serves(kept)
+        reload(lf, cfg(specific))
+        serves(kept)
+
+        # another process on the port, sharing it through SO_REUSEPORT (same user): a move that
+        # would overlap it is refused, serving goes on
+        for ours, new, theirs in ((specific, wildcard, other or specific), (wildcard, specific, specific)):
+            reload(lf, cfg(ours))
+            s = socket.socket(family)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                s.bind((theirs, port))
+                s.listen(1)
+                out = reload(lf, cfg(new), expect="failure")
+                assert "listen on %s: address in use" % fmt(new) in out, out
+                assert lf.fetch("GET", "/echo").status == 200
+            finally:
+                s.close()
+        serves(kept[:0])
+    finally:
+        for c in kept:
+            c.close()
+    lf.assert_alive()
