@@ -50,6 +50,7 @@ static void conf_free(struct conf *c)
         for (size_t j = 0; j < p->nservers; j++) {
             free(p->servers[j].address);
             free(p->servers[j].host);
+            free(p->servers[j].authority);
             free(p->servers[j].addrs);
         }
         free(p->servers);

@@ -40,11 +40,14 @@ enum conf_retry_on {
     RETRY_ON_RESET            = 1u << 3,
 };
 
-/* A resolved socket address with its printable form ("127.0.0.1:8080", "[::1]:8080"). */
+/* A resolved socket address with its printable form ("127.0.0.1:8080", "[::1]:8080"; an IPv6
+ * zone is kept: "[fe80::1%eth0]:8080", the interface's number where it has no name or the
+ * address is not link-local, as getaddrinfo reads them). Labels (metrics, /status, access log)
+ * and the listener comparison of a reload use it. */
 struct conf_sockaddr {
     struct sockaddr_storage ss;
     socklen_t len;
-    char text[64];
+    char text[80];
 };
 
 struct tls_server;
@@ -66,6 +69,8 @@ struct conf_listener {
 struct conf_server {
     char *address;                  /* as written: host:port */
     char *host;                     /* host part, no brackets */
+    char *authority;                /* an IPv6 address with a zone: its host:port without the zone
+                                     * (Host: with host_header: upstream); NULL otherwise */
     uint16_t port;
     unsigned weight;                /* 1..1000, default 1 */
     struct conf_sockaddr *addrs;    /* every A/AAAA record (numeric host: exactly one), sorted */

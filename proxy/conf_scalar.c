@@ -13,7 +13,9 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <inttypes.h>
+#include <net/if.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -217,7 +219,16 @@ int conf_sockaddr_set(struct conf_sockaddr *a, const struct sockaddr *sa, uint16
         memcpy(&a->ss, &in6, sizeof in6);
         a->len = sizeof in6;
         inet_ntop(AF_INET6, &in6.sin6_addr, ip, sizeof ip);
-        snprintf(a->text, sizeof a->text, "[%s]:%u", ip, (unsigned)port);
+        char zone[IF_NAMESIZE + 1] = "";
+        if (in6.sin6_scope_id) {
+            char name[IF_NAMESIZE];
+            bool link = IN6_IS_ADDR_LINKLOCAL(&in6.sin6_addr) || IN6_IS_ADDR_MC_LINKLOCAL(&in6.sin6_addr);
+            if (link && if_indextoname(in6.sin6_scope_id, name))
+                snprintf(zone, sizeof zone, "%%%s", name);
+            else
+                snprintf(zone, sizeof zone, "%%%u", (unsigned)in6.sin6_scope_id);
+        }
+        snprintf(a->text, sizeof a->text, "[%s%s]:%u", ip, zone, (unsigned)port);
         return 0;
     }
     return -1;

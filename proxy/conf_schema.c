@@ -745,8 +745,10 @@ static int conf_h_server_addr(struct conf_loader *ld, const struct conf_field *f
     if (!text)
         return -1;
     free(s->host);
+    free(s->authority);
     free(s->addrs);
     s->host = NULL;
+    s->authority = NULL;
     s->addrs = NULL;
     s->naddrs = 0;
     s->named = false;
@@ -758,6 +760,13 @@ static int conf_h_server_addr(struct conf_loader *ld, const struct conf_field *f
             return -1;
         s->addrs[0] = num;
         s->naddrs = 1;
+        const struct sockaddr_in6 *in6 = (const void *)&num.ss;
+        if (num.ss.ss_family == AF_INET6 && in6->sin6_scope_id) {
+            char ip[INET6_ADDRSTRLEN], hp[INET6_ADDRSTRLEN + 8];
+            inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof ip);
+            snprintf(hp, sizeof hp, "[%s]:%u", ip, (unsigned)s->port);
+            conf_set_str(ld, &s->authority, hp);   /* a Host header has no zone (RFC 9110 §7.2: uri-host) */
+        }
     } else {
         if (ld->npending == ld->cappending) {
             size_t cap = ld->cappending ? ld->cappending * 2 : 8;

@@ -60,7 +60,8 @@ int pool_init(struct pool *p, struct worker *w, const struct conf_pool *cp, stru
             s->pool = p;
             s->addr = &cp->servers[i].addrs[j];
             s->host = cp->servers[i].host;
-            s->hostport = cp->servers[i].named && cp->servers[i].address ? cp->servers[i].address : s->addr->text;
+            s->hostport = cp->servers[i].named && cp->servers[i].address ? cp->servers[i].address
+                          : cp->servers[i].authority ? cp->servers[i].authority : s->addr->text;
             s->weight = cp->servers[i].weight ? cp->servers[i].weight : 1;
             s->hs = hp && k - 1 < hp->n ? &hp->servers[k - 1] : NULL;
             s->m = w->smetrics && s->hs ? &w->smetrics[s->hs->slot] : NULL;

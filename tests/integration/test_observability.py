@@ -4,6 +4,8 @@ per-server latency, retry-reason and hedge metrics."""
 
 import json
 import signal
+import socket
+import threading
 
 import yaml
 
@@ -185,3 +187,56 @@ def test_latency_retry_reason_and_hedge_metrics(lifeline, upstream):
     assert m.types.get("lifeline_hedges_total") == "counter"
     if hedges:
         assert m.value("lifeline_hedges_total", route="hedged", result="won") >= 1, m.grep("lifeline_hedges_total")
+
+
+def test_ipv6_zone_is_kept_in_server_labels(lifeline, tmp_path):
+    """Found by the IPv6 config audit: a server written [::1%1]:P (an IPv6 address with a zone)
+    was labelled [::1]:P in metrics, /status and the access log: two servers that differ only by
+    their zone shared a name. The zone stays in the labels; the Host sent upstream (host_header:
+    upstream) has none, as a Host cannot carry one."""
+    srv = socket.socket(socket.AF_INET6)
+    srv.bind(("::1", 0))
+    srv.listen(4)
+    port = srv.getsockname()[1]
+    hosts = []
+
+    def serve():
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            with c:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    got = c.recv(4096)
+                    if not got:
+                        break
+                    head += got
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"host:"):
+                        hosts.append(line[5:].strip().decode())
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    server = "[::1%%1]:%d" % port
+    aport = free_port()
+    log = str(tmp_path / "access.log")
+    try:
+        lf = lifeline(pools={"p": pool(server)},
+                      routes=[{"name": "r", "pool": "p", "host_header": "upstream"}],
+                      extra=dict(admin_extra(aport), access_log={"path": log}))
+        assert lf.fetch("GET", "/x").status == 200
+        assert hosts == ["[::1]:%d" % port], hosts
+        assert metrics(aport).value("lifeline_upstream_attempts_total", pool="p", server=server, outcome="ok") == 1
+        st = json.loads(admin_get(aport, "/status").body)
+        assert [s["address"] for p in st["pools"] for s in p["servers"]] == [server], st["pools"]
+
+        def logged():
+            with open(log) as f:
+                return [json.loads(ln) for ln in f if ln.strip()]
+        lines = wait_for(logged, t(2), what="the access log line")
+        assert [a["server"] for a in lines[0]["attempts"]] == [server], lines
+    finally:
+        srv.close()
