@@ -392,10 +392,11 @@ void health_start(struct runtime *rt, struct ev_loop *loop)
             const struct conf_server *cs = check_server(hp->cp, s);
             k->host = cs ? cs->host : NULL;
             /* Host: the server as written when it is a name (what a name-based virtual host expects),
-             * else its address */
+             * else its address (without an IPv6 zone: a Host cannot carry one, as in pool.c) */
             n = snprintf(k->req, sizeof(k->req),
                          "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: lifeline-health\r\nConnection: close\r\n\r\n",
-                         hp->cp->health.path, cs && cs->named ? cs->address : s->addr->text);
+                         hp->cp->health.path,
+                         cs && cs->named ? cs->address : cs && cs->authority ? cs->authority : s->addr->text);
             k->req_len = n > 0 && (size_t)n < sizeof(k->req) ? (size_t)n : 0;
             s->check = k;
             ev_init(&k->timer, check_timer_cb);

@@ -9,7 +9,7 @@ import threading
 
 import yaml
 
-from conftest import free_port, pool, t, wait_for
+from conftest import dur, free_port, pool, t, wait_for
 from faults import refused
 from ops import admin_extra, admin_get, metrics
 
@@ -215,7 +215,7 @@ def test_ipv6_zone_is_kept_in_server_labels(lifeline, tmp_path):
                     head += got
                 for line in head.split(b"\r\n"):
                     if line.lower().startswith(b"host:"):
-                        hosts.append(line[5:].strip().decode())
+                        hosts.append((head.split(b" ")[1].decode(), line[5:].strip().decode()))
                 c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
 
     th = threading.Thread(target=serve, daemon=True)
@@ -224,11 +224,14 @@ def test_ipv6_zone_is_kept_in_server_labels(lifeline, tmp_path):
     aport = free_port()
     log = str(tmp_path / "access.log")
     try:
-        lf = lifeline(pools={"p": pool(server)},
+        lf = lifeline(pools={"p": pool(server, health={"path": "/hc", "interval": dur(t(0.2)), "rise": 1})},
                       routes=[{"name": "r", "pool": "p", "host_header": "upstream"}],
                       extra=dict(admin_extra(aport), access_log={"path": log}))
         assert lf.fetch("GET", "/x").status == 200
-        assert hosts == ["[::1]:%d" % port], hosts
+        assert [h for p, h in hosts if p == "/x"] == ["[::1]:%d" % port], hosts
+        # the health check's Host too (it sent [::1%1]:P, which lifeline itself answers 400)
+        wait_for(lambda: any(p == "/hc" for p, _ in hosts), t(3), what="a health check")
+        assert {h for p, h in hosts if p == "/hc"} == {"[::1]:%d" % port}, hosts
         assert metrics(aport).value("lifeline_upstream_attempts_total", pool="p", server=server, outcome="ok") == 1
         st = json.loads(admin_get(aport, "/status").body)
         assert [s["address"] for p in st["pools"] for s in p["servers"]] == [server], st["pools"]
