@@ -233,6 +233,21 @@ def test_connect_race_beats_hanging_connect(lifeline, upstream, hanging_connect)
     assert len(good.requests) == 4
 
 
+def test_a_refused_race_is_retried_beside_the_hanging_connect(lifeline, upstream, hanging_connect):
+    """The connect to the first server hangs; the race goes to a refused port. The GET does not
+    wait for the hanging connect's timeout (connect 2 s): the third server answers at once."""
+    good = upstream("good")
+    race = t(0.05)
+    lf = lifeline(pools={"p": pool((hanging_connect.address, 100), (refused(), 10), (good, 1), balance="round_robin",
+                                   connect_race=dur(race), outlier="off", timeouts={"connect": dur(t(2))})})
+    start = time.monotonic()
+    r = lf.fetch("GET", "/echo/g", timeout=t(8))
+    elapsed = time.monotonic() - start
+    assert r.status == 200 and r.json()["server"] == "good", r
+    assert elapsed < race + t(0.5), "took %.3fs: it waited for the hanging connect" % elapsed
+    assert len(good.requests) == 1
+
+
 def test_connect_race_is_not_an_attempt(lifeline, upstream, hanging_connect):
     """attempts: 1 forbids retries, not racing a connect (nothing was sent)."""
     good = upstream("good")
