@@ -816,7 +816,14 @@ static uint64_t exchange_hash(struct exchange *ex)
 /* A server for the next attempt: one not tried yet in this request when one exists (SPEC §3.3).
  * untried_only: a hedge or race wants another server or none at all. *trial: the half-open trial
  * claim that comes with the server (see pool_pick_trial), to hand to exchange_start_hop(). */
-static struct upserver *exchange_pick(struct exchange *ex, bool untried_only, int64_t *trial)
+/* Which servers a pick may take: PICK_UNTRIED only servers not yet tried in this request (a
+ * hedge); PICK_RACE those, else any but the one connecting (`avoid`); PICK_RETRY those, else any but
+ * the server that failed last (`avoid`: SPEC §3.5 sends a retry after connect_error "to another
+ * server") and those that could not be connected to in this request, else any but the latter,
+ * else any. */
+enum pick_mode { PICK_UNTRIED, PICK_RACE, PICK_RETRY };
+
+static struct upserver *exchange_pick(struct exchange *ex, enum pick_mode mode, uint64_t avoid, int64_t *trial)
 {
     struct pool_pick_ctx ctx = { .excluded = ex->tried, .now = health_now() };
     struct upserver *s;
@@ -824,11 +831,29 @@ static struct upserver *exchange_pick(struct exchange *ex, bool untried_only, in
     if (ex->pool->cp->balance == BALANCE_HASH)
         ctx.hash = exchange_hash(ex);
     s = pool_pick_trial(ex->pool, &ctx, trial);
-    if (!s && ex->tried && !untried_only) {
+    if (mode == PICK_RETRY)
+        avoid |= ex->connect_failed;
+    if (!s && ex->tried && mode != PICK_UNTRIED && avoid && avoid != ex->tried) {
+        ctx.excluded = avoid;
+        s = pool_pick_trial(ex->pool, &ctx, trial);
+    }
+    if (!s && ex->tried && mode == PICK_RETRY && ex->connect_failed && ex->connect_failed != avoid) {
+        ctx.excluded = ex->connect_failed;
+        s = pool_pick_trial(ex->pool, &ctx, trial);
+    }
+    if (!s && ex->tried && mode == PICK_RETRY) {
         ctx.excluded = 0;
         s = pool_pick_trial(ex->pool, &ctx, trial);
     }
     return s;
+}
+
+/* A server's bit in ex->tried (0 past the 64th: not tracked). */
+static uint64_t exchange_server_bit(const struct exchange *ex, const struct upserver *s)
+{
+    size_t idx = s ? (size_t)(s - ex->pool->servers) : 64;
+
+    return idx < 64 ? 1ull << idx : 0;
 }
 
 /* Starts hop h to s. Returns false when the exchange has already answered (head too large).
@@ -870,7 +895,7 @@ static void exchange_next_attempt(struct exchange *ex)
      * taken the free slot meanwhile, and with no server to go to that hop carries on alone. */
     if (hop_is_running(h))
         return;
-    s = exchange_pick(ex, false, &trial);
+    s = exchange_pick(ex, PICK_RETRY, ex->last_failed, &trial);
     if (!s && hop_is_running(exchange_other(ex, h)))
         return;
     if (!s) {
@@ -924,7 +949,7 @@ static void exchange_spare_cb(struct ev_loop *loop, ev_timer *t, int revents)
             return;
         }
     }
-    s = exchange_pick(ex, true, &trial);
+    s = exchange_pick(ex, race ? PICK_RACE : PICK_UNTRIED, exchange_server_bit(ex, busy->last_server), &trial);
     if (!s)
         return;   /* no other server: the running hop carries on alone */
     if (!race) {
@@ -1160,6 +1185,9 @@ static bool exchange_after_attempt(struct exchange *ex, struct hop *h, enum hop_
 
     ex->last_outcome = o;
     ex->last_status = status;
+    ex->last_failed = exchange_server_bit(ex, h->last_server);
+    if (retry_not_sent(o))
+        ex->connect_failed |= ex->last_failed;
     if (ev_is_active(&ex->backoff_timer))
         return true;   /* a retry is on its way already (decided beside this hop, below) */
     if (hop_is_running(other)) {

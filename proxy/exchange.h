@@ -79,6 +79,8 @@ struct exchange {
     unsigned status;                    /* status sent downstream */
     unsigned attempts;                  /* attempts started (hedges included, races not) */
     uint64_t tried;                     /* servers tried, by index (pool_pick_ctx.excluded) */
+    uint64_t last_failed;               /* the server of the attempt that failed last, as a bit */
+    uint64_t connect_failed;            /* servers whose connect failed in this request (refused, timed out) */
     enum hop_outcome last_outcome;      /* of the latest finished attempt */
     unsigned last_status;
     int last_verdict;                   /* enum retry_verdict of the latest decision */

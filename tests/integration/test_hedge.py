@@ -248,6 +248,29 @@ def test_a_refused_race_is_retried_beside_the_hanging_connect(lifeline, upstream
     assert len(good.requests) == 1
 
 
+def test_connect_race_goes_to_a_tried_server_when_no_untried_one_is_left(lifeline, raw_upstream, hanging_connect):
+    """SPEC §2: a connect still pending after connect_race "races a connect to another server".
+    The live server answers 503 first; the retry's connect to the other server hangs. The race
+    went only to servers not yet tried, so none started and the request waited for the deadline
+    (504) with the live server able to answer."""
+    async def handle(conn, req):
+        n = conn.up.state["n"] = conn.up.state.get("n", 0) + 1
+        await conn.respond(503 if n == 1 else 200, b"busy" if n == 1 else b"ok",
+                           headers=[("x-upstream", conn.up.name)])
+        return False
+    live = raw_upstream(each_request(handle), name="live")
+    race = t(0.05)
+    lf = lifeline(pools={"p": pool((live, 10), (hanging_connect.address, 1), balance="round_robin", outlier="off",
+                                   connect_race=dur(race), timeouts={"connect": dur(t(3))})},
+                  routes=[route(timeouts={"total": dur(t(2))}, retry={"attempts": 3})])
+    start = time.monotonic()
+    r = lf.fetch("GET", "/x", timeout=t(8))
+    elapsed = time.monotonic() - start
+    assert r.status == 200 and r.body == b"ok", (r, r.body)
+    assert elapsed < race + t(0.5), elapsed
+    assert len(live.requests) == 2
+
+
 def test_connect_race_is_not_an_attempt(lifeline, upstream, hanging_connect):
     """attempts: 1 forbids retries, not racing a connect (nothing was sent)."""
     good = upstream("good")
