@@ -86,6 +86,15 @@ def status_script(code, headers=None, body=None, reason="Status"):
     return each_request(handle)
 
 
+def busy_once_script():
+    """503 ("busy") to the first request the upstream gets, 200 ("ok") to every later one."""
+    async def handle(conn, req):
+        n = conn.up.state["n"] = conn.up.state.get("n", 0) + 1
+        await conn.respond(503 if n == 1 else 200, b"busy" if n == 1 else b"ok",
+                           headers=[("x-upstream", conn.up.name)])
+    return each_request(handle)
+
+
 def reset_script():
     async def handle(conn, req):
         conn.reset()

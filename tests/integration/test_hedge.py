@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import dur, pattern_bytes, pool, sha, t
-from faults import each_request, hanging_connect, ok_script, refused, route  # noqa: F401
+from faults import busy_once_script, each_request, hanging_connect, ok_script, refused, route  # noqa: F401
 from ops import wait_access
 
 
@@ -253,12 +253,7 @@ def test_connect_race_goes_to_a_tried_server_when_no_untried_one_is_left(lifelin
     The live server answers 503 first; the retry's connect to the other server hangs. The race
     went only to servers not yet tried, so none started and the request waited for the deadline
     (504) with the live server able to answer."""
-    async def handle(conn, req):
-        n = conn.up.state["n"] = conn.up.state.get("n", 0) + 1
-        await conn.respond(503 if n == 1 else 200, b"busy" if n == 1 else b"ok",
-                           headers=[("x-upstream", conn.up.name)])
-        return False
-    live = raw_upstream(each_request(handle), name="live")
+    live = raw_upstream(busy_once_script(), name="live")
     race = t(0.05)
     lf = lifeline(pools={"p": pool((live, 10), (hanging_connect.address, 1), balance="round_robin", outlier="off",
                                    connect_race=dur(race), timeouts={"connect": dur(t(3))})},

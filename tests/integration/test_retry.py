@@ -14,7 +14,7 @@ import pytest
 
 from conftest import Conn, build_request, dur, free_port, pattern_bytes, pool, sha, t
 from ops import admin_extra, admin_get, metrics
-from faults import (built_in_line, close_script, each_request, gaps, hang_script, hanging_connect, ok_script,  # noqa: F401
+from faults import (built_in_line, busy_once_script, close_script, each_request, gaps, hang_script, hanging_connect, ok_script,  # noqa: F401
                     refused, reset_script, route, server_of, status_script)
 
 
@@ -139,12 +139,7 @@ def test_a_retry_avoids_the_server_that_refused_when_another_is_left(lifeline, r
     """SPEC §3.5: a retry after connect_error goes "to another server". With every server tried
     (the refused one first, then the live one's 503), the third attempt went by the balancer's
     turn back to the refused port (502 connect_error) while the live server would answer."""
-    async def handle(conn, req):
-        n = conn.up.state["n"] = conn.up.state.get("n", 0) + 1
-        await conn.respond(503 if n == 1 else 200, b"busy" if n == 1 else b"ok",
-                           headers=[("x-upstream", conn.up.name)])
-        return False
-    live = raw_upstream(each_request(handle), name="live")
+    live = raw_upstream(busy_once_script(), name="live")
     lf = lifeline(pools={"p": pool((refused(), 10), (live, 1), balance="round_robin", outlier="off")},
                   routes=[route(retry={"attempts": 3})])
     r = lf.fetch("GET", "/x")
