@@ -813,14 +813,12 @@ static uint64_t exchange_hash(struct exchange *ex)
     return pool_hash(ex->client_addr, ex->client_addr_len, 0);
 }
 
-/* A server for the next attempt: one not tried yet in this request when one exists (SPEC §3.3).
- * untried_only: a hedge or race wants another server or none at all. *trial: the half-open trial
- * claim that comes with the server (see pool_pick_trial), to hand to exchange_start_hop(). */
-/* Which servers a pick may take: PICK_UNTRIED only servers not yet tried in this request (a
- * hedge); PICK_RACE those, else any but the one connecting (`avoid`); PICK_RETRY those, else any but
- * the server that failed last (`avoid`: SPEC §3.5 sends a retry after connect_error "to another
- * server") and those that could not be connected to in this request, else any but the latter,
- * else any. */
+/* A server for the next attempt, a hedge or a race: one not tried yet in this request when one
+ * exists (SPEC §3.3). Then, by mode: PICK_UNTRIED (a hedge) none; PICK_RACE any but the one
+ * connecting (`avoid`); PICK_RETRY any but the server that failed last (`avoid`: SPEC §3.5 sends a
+ * retry after connect_error "to another server") and those that could not be connected to in this
+ * request, else any but the latter, else any. *trial: the half-open trial claim that comes with
+ * the server (see pool_pick_trial), to hand to exchange_start_hop(). */
 enum pick_mode { PICK_UNTRIED, PICK_RACE, PICK_RETRY };
 
 static struct upserver *exchange_pick(struct exchange *ex, enum pick_mode mode, uint64_t avoid, int64_t *trial)
