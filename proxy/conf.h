@@ -234,6 +234,8 @@ bool conf_pool_named(const struct conf_pool *p);
 /* Fills a from sa (AF_INET or AF_INET6; its port is ignored) with `port` and the text form
  * "1.2.3.4:80" / "[::1]:80". Returns 0, or -1 for another family. a and sa may not overlap. */
 int conf_sockaddr_set(struct conf_sockaddr *a, const struct sockaddr *sa, uint16_t port);
+/* The port of a (AF_INET or AF_INET6), in host order. */
+uint16_t conf_sockaddr_port(const struct conf_sockaddr *a);
 /* Same family, address, port (and IPv6 scope). */
 bool conf_sockaddr_eq(const struct conf_sockaddr *a, const struct conf_sockaddr *b);
 

@@ -198,6 +198,13 @@ bool conf_token(const char *s)
 
 /* ---- Addresses --------------------------------------------------------------------------- */
 
+uint16_t conf_sockaddr_port(const struct conf_sockaddr *a)
+{
+    if (a->ss.ss_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)(const void *)&a->ss)->sin6_port);
+    return ntohs(((const struct sockaddr_in *)(const void *)&a->ss)->sin_port);
+}
+
 int conf_sockaddr_set(struct conf_sockaddr *a, const struct sockaddr *sa, uint16_t port)
 {
     char ip[INET6_ADDRSTRLEN];

@@ -860,16 +860,13 @@ static uint64_t exchange_server_bit(const struct exchange *ex, const struct upse
 static bool exchange_start_hop(struct exchange *ex, struct hop *h, struct upserver *s, bool fresh,
                                int64_t trial)
 {
-    unsigned idx = (unsigned)(s - ex->pool->servers);
-
     if (exchange_build_head(ex, h, s) < 0) {
         worker_buf_put(ex_worker(ex), &h->head);   /* the hop never starts: nothing else frees it */
         pool_unclaim(s, trial);
         exchange_reply(ex, 431, "request head too large to forward");
         return false;
     }
-    if (idx < 64)
-        ex->tried |= 1ull << idx;
+    ex->tried |= exchange_server_bit(ex, s);
     hop_start(h, ex, s, fresh || trial, trial);
     /* A connect that is still pending after connect_race races one to another server. */
     if (h->state == HOP_CONNECTING && ex->state == EX_UPSTREAM && !ev_is_active(&ex->race_timer)) {

@@ -21,7 +21,6 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <netdb.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -200,13 +199,6 @@ static void loader_post(int job, struct conf *from, bool *due)
     pthread_mutex_unlock(&loader.mu);
 }
 
-static uint16_t sockaddr_port(const struct conf_sockaddr *a)
-{
-    if (a->ss.ss_family == AF_INET6)
-        return ntohs(((const struct sockaddr_in6 *)(const void *)&a->ss)->sin6_port);
-    return ntohs(((const struct sockaddr_in *)(const void *)&a->ss)->sin_port);
-}
-
 /* Every listener of c that `running` (NULL at start) does not have already must be free: SO_REUSEPORT
  * would otherwise let this process share a port with another one (a second lifeline, anything)
  * and take part of its traffic. Logs each taken address. 0, or -1. */
@@ -224,7 +216,7 @@ static int listeners_free(const struct conf *c, const struct conf *running, cons
         e = listener_probe(&c->listeners[i]);
         bool near = false;   /* one of our listeners is on that port */
         for (size_t j = 0; e == -EADDRINUSE && running && j < running->nlisteners; j++)
-            near |= sockaddr_port(&running->listeners[j].addr) == sockaddr_port(&c->listeners[i].addr);
+            near |= conf_sockaddr_port(&running->listeners[j].addr) == conf_sockaddr_port(&c->listeners[i].addr);
         if (near)   /* taken, maybe only by our own sockets: a move from 127.0.0.1:P to 0.0.0.0:P or
                      * back, [::1]:P to [::]:P, opens the new before the old ones close */
             e = listener_probe_own(&c->listeners[i]);

@@ -163,9 +163,7 @@ static bool listener_overlaps(const struct conf_listener *cl, int family, const 
  * them (NETLINK_SOCK_DIAG). 0, or -errno. */
 static int listener_holders(const struct conf_listener *cl, int family, unsigned **ino, size_t *n, size_t *cap)
 {
-    const struct sockaddr_in *a4 = (const void *)&cl->addr.ss;
-    uint16_t port = cl->addr.ss.ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)(const void *)&cl->addr.ss)->sin6_port
-                                                      : a4->sin_port;   /* network order */
+    uint16_t port = htons(conf_sockaddr_port(&cl->addr));   /* network order, as the kernel's */
     struct { struct nlmsghdr nlh; struct inet_diag_req_v2 r; } req = {
         .nlh = { .nlmsg_len = sizeof req, .nlmsg_type = SOCK_DIAG_BY_FAMILY, .nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP },
         .r = { .sdiag_family = (unsigned char)family, .sdiag_protocol = IPPROTO_TCP,
