@@ -30,6 +30,9 @@ static void conf_free(struct conf *c)
     free(c->source);
     for (size_t i = 0; i < c->nlisteners; i++) {
         struct conf_listener *l = &c->listeners[i];
+        free(l->more);
+        if (l->alias)
+            continue;   /* shares the first address's strings and context */
         free(l->address);
         for (size_t j = 0; j < l->ncerts; j++) {
             free(l->certs[j].cert);

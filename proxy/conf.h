@@ -63,6 +63,13 @@ struct conf_listener {
     int tls_min_version;            /* 0x0303 = TLSv1.2, 0x0304 = TLSv1.3 */
     int64_t tls_ticket_rotation;    /* ms, default 1h; 0 = never (new keys with each load only) */
     struct tls_server *tls;         /* built at load when tls_enabled (certificates checked) */
+    size_t item;                    /* its position in `listen:` (from 0), for messages */
+    /* A listener whose host is a name binds every address of it, as nginx does (localhost: ::1
+     * and 127.0.0.1). The first address is the listener itself; each other one is an alias entry
+     * right after it that shares its address text, certificates and tls (owned by the first). */
+    bool alias;
+    unsigned naddrs;                /* how many addresses its name has (1 for an IP address) */
+    struct conf_sockaddr *more; size_t nmore;   /* while loading: the name's other addresses */
 };
 
 /* One configured `servers:` entry. A hostname expands to several addresses at load time. */

@@ -413,11 +413,12 @@ static void conf_unmap_v4(struct conf_sockaddr *a)
     (void)conf_sockaddr_set(a, (const struct sockaddr *)&in, ntohs(in6->sin6_port));
 }
 
-/* One address for something lifeline binds to: a numeric IP, or a name (localhost) whose first
- * address from getaddrinfo is taken, now (binding needs no re-resolution, nor the resolver block).
- * An IPv4-mapped address is taken as the IPv4 address it maps. */
+/* The address(es) of something lifeline binds to: a numeric IP, or a name (localhost) resolved
+ * now with getaddrinfo (binding needs no re-resolution, nor the resolver block). The first address
+ * goes to *addr; with `more`, the name's other addresses (each once) go to a new array there (the
+ * admin listener takes the first only). An IPv4-mapped address is taken as the IPv4 address it maps. */
 static int conf_bind_addr(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v,
-                          char **address, struct conf_sockaddr *addr)
+                          char **address, struct conf_sockaddr *addr, struct conf_sockaddr **more, size_t *nmore)
 {
     const char *s = conf_scalar(ld, f->key, v, "host:port");
     char q[CONF_QUOTE_MAX + 8];
@@ -446,6 +447,25 @@ static int conf_bind_addr(struct conf_loader *ld, const struct conf_field *f, ya
             conf_err(ld, v, "cannot resolve %s: no IPv4 or IPv6 address", conf_quote(q, host));
             goto out;
         }
+        conf_unmap_v4(&a);
+        for (struct addrinfo *o = ai->ai_next; more && o; o = o->ai_next) {
+            struct conf_sockaddr b, *grown;
+            bool seen;
+            if (conf_sockaddr_set(&b, o->ai_addr, port))
+                continue;
+            conf_unmap_v4(&b);
+            seen = conf_sockaddr_eq(&a, &b);
+            for (size_t k = 0; !seen && k < *nmore; k++)
+                seen = conf_sockaddr_eq(&(*more)[k], &b);
+            if (seen)
+                continue;
+            if (!(grown = realloc(*more, (*nmore + 1) * sizeof *grown))) {
+                ld->oom = true;
+                goto out;
+            }
+            *more = grown;
+            grown[(*nmore)++] = b;
+        }
         break;
     }
     default:
@@ -464,6 +484,43 @@ out:
 
 /* ---- Custom handlers: top level ---------------------------------------------------------- */
 
+/* Every listener whose name had more than one address is followed by one alias entry per other
+ * address (conf.h). 0, or -1 when out of memory. */
+static int conf_listen_aliases(struct conf_loader *ld, struct conf *c)
+{
+    size_t total = c->nlisteners, k = 0;
+    struct conf_listener *all;
+
+    for (size_t i = 0; i < c->nlisteners; i++)
+        total += c->listeners[i].nmore;
+    if (total == c->nlisteners)
+        return 0;
+    if (!(all = calloc(total, sizeof *all))) {
+        ld->oom = true;
+        return -1;
+    }
+    for (size_t i = 0; i < c->nlisteners; i++) {
+        struct conf_listener *l = &c->listeners[i];
+        l->naddrs = (unsigned)(1 + l->nmore);
+        all[k++] = *l;
+        for (size_t j = 0; j < l->nmore; j++) {
+            struct conf_listener *a = &all[k++];
+            *a = *l;
+            a->addr = l->more[j];
+            a->alias = true;
+            a->more = NULL;
+            a->nmore = 0;
+        }
+        all[k - 1 - l->nmore].more = NULL;   /* done with: the aliases hold the addresses now */
+        all[k - 1 - l->nmore].nmore = 0;
+        free(l->more);
+    }
+    free(c->listeners);
+    c->listeners = all;
+    c->nlisteners = total;
+    return 0;
+}
+
 static int conf_h_listen(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
                          const char *where)
 {
@@ -479,20 +536,24 @@ static int conf_h_listen(struct conf_loader *ld, const struct conf_field *f, yam
         yaml_node_t *item = conf_node(ld, v->data.sequence.items.start[i]);
         struct conf_listener *l = &c->listeners[c->nlisteners++];
         char w[64];
+        l->naddrs = 1;
         l->tls_min_version = 0x0303;
         l->tls_ticket_rotation = (int64_t)HOUR(1);
+        l->item = i;
         snprintf(w, sizeof w, "listener %zu", i + 1);
         if (item)
             conf_map(ld, "a listener", item, &conf_blk_listener, l, w);
     }
+    if (conf_listen_aliases(ld, c) < 0)
+        return -1;
     /* Two listeners on one address would fail at bind with a less helpful message. */
     for (size_t i = 0; i < c->nlisteners; i++) {
         for (size_t j = 0; j < i; j++) {
             if (!c->listeners[i].address || !c->listeners[j].address ||
                 !conf_sockaddr_eq(&c->listeners[i].addr, &c->listeners[j].addr))
                 continue;
-            yaml_node_t *a = conf_lookup(ld, conf_node(ld, v->data.sequence.items.start[i]), "address");
-            yaml_node_t *b = conf_lookup(ld, conf_node(ld, v->data.sequence.items.start[j]), "address");
+            yaml_node_t *a = conf_lookup(ld, conf_node(ld, v->data.sequence.items.start[c->listeners[i].item]), "address");
+            yaml_node_t *b = conf_lookup(ld, conf_node(ld, v->data.sequence.items.start[c->listeners[j].item]), "address");
             if (a && b)
                 conf_err(ld, a, "duplicate listener address %s (first at line %lu)",
                          conf_quote(q, c->listeners[i].addr.text), (unsigned long)b->start_mark.line + 1);
@@ -507,7 +568,7 @@ static int conf_h_listen_addr(struct conf_loader *ld, const struct conf_field *f
 {
     struct conf_listener *l = obj;
     (void)where;
-    return conf_bind_addr(ld, f, v, &l->address, &l->addr);
+    return conf_bind_addr(ld, f, v, &l->address, &l->addr, &l->more, &l->nmore);
 }
 
 static int conf_h_admin_addr(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v,
@@ -515,7 +576,7 @@ static int conf_h_admin_addr(struct conf_loader *ld, const struct conf_field *f,
 {
     struct conf *c = obj;
     (void)where;
-    return conf_bind_addr(ld, f, v, &c->admin.address, &c->admin.addr);
+    return conf_bind_addr(ld, f, v, &c->admin.address, &c->admin.addr, NULL, NULL);
 }
 
 static int conf_h_certs(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
@@ -1616,7 +1677,7 @@ static void conf_check_admin_addr(struct conf_loader *ld, yaml_node_t *root)
         yaml_node_t *at = admin ? conf_lookup(ld, admin, "address") : NULL;
         if (at)
             conf_err(ld, at, "admin address %s clashes with listener %zu (%s): they cannot share a port",
-                     conf_quote(q, c->admin.addr.text), i + 1, c->listeners[i].addr.text);
+                     conf_quote(q, c->admin.addr.text), c->listeners[i].item + 1, c->listeners[i].addr.text);
         return;
     }
 }

@@ -205,10 +205,13 @@ static void loader_post(int job, struct conf *from, bool *due)
 static int listeners_free(const struct conf *c, const struct conf *running, const char *why)
 {
     int bad = 0;
+    size_t left_out = 0;   /* addresses of the current listener name that cannot be bound here */
 
     for (size_t i = 0; i < c->nlisteners; i++) {
         bool ours = false;
         int e;
+        if (!c->listeners[i].alias)
+            left_out = 0;
         for (size_t j = 0; running && j < running->nlisteners; j++)
             ours |= strcmp(running->listeners[j].addr.text, c->listeners[i].addr.text) == 0;
         if (ours)
@@ -220,7 +223,10 @@ static int listeners_free(const struct conf *c, const struct conf *running, cons
         if (near)   /* taken, maybe only by our own sockets: a move from 127.0.0.1:P to 0.0.0.0:P or
                      * back, [::1]:P to [::]:P, opens the new before the old ones close */
             e = listener_probe_own(&c->listeners[i]);
-        if (e == -EADDRINUSE) {
+        if (listener_unbindable_alias(&c->listeners[i], e) && ++left_out < c->listeners[i].naddrs) {
+            log_warn("%slisten on %s (an address of %s): %s; left out", why, c->listeners[i].addr.text,
+                     c->listeners[i].address, strerror(-e));
+        } else if (e == -EADDRINUSE) {
             log_error("%slisten on %s: address in use (another process listens there)", why,
                       c->listeners[i].addr.text);
             bad = 1;

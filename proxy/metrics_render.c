@@ -149,7 +149,7 @@ static void render_cert_metrics(struct metrics_render_buf *b, const struct conf 
     metrics_render_printf(b, "# HELP lifeline_tls_certificate_expiry_days Days left before a listener certificate's notAfter (negative once lapsed), by listener address and the certificate's names.\n"
                              "# TYPE lifeline_tls_certificate_expiry_days gauge\n");
     for (size_t i = 0; i < c->nlisteners; i++) {
-        const struct tls_server *ts = c->listeners[i].tls;
+        const struct tls_server *ts = c->listeners[i].alias ? NULL : c->listeners[i].tls;
         for (size_t j = 0; ts && j < ts->ncerts; j++)
             metrics_render_printf(b, "lifeline_tls_certificate_expiry_days{listener=\"%s\",name=\"%s\"} %.3f\n",
                                   esc(addr, sizeof addr, c->listeners[i].address, false),
@@ -159,7 +159,7 @@ static void render_cert_metrics(struct metrics_render_buf *b, const struct conf 
     metrics_render_printf(b, "# HELP lifeline_tls_certificate_not_after_timestamp_seconds A listener certificate's notAfter as a Unix time.\n"
                              "# TYPE lifeline_tls_certificate_not_after_timestamp_seconds gauge\n");
     for (size_t i = 0; i < c->nlisteners; i++) {
-        const struct tls_server *ts = c->listeners[i].tls;
+        const struct tls_server *ts = c->listeners[i].alias ? NULL : c->listeners[i].tls;
         for (size_t j = 0; ts && j < ts->ncerts; j++)
             metrics_render_printf(b, "lifeline_tls_certificate_not_after_timestamp_seconds{listener=\"%s\",name=\"%s\"} %lld\n",
                                   esc(addr, sizeof addr, c->listeners[i].address, false),
@@ -169,7 +169,7 @@ static void render_cert_metrics(struct metrics_render_buf *b, const struct conf 
     metrics_render_printf(b, "# HELP lifeline_tls_ticket_key_rotations_total Session-ticket key rotations, by listener address.\n"
                              "# TYPE lifeline_tls_ticket_key_rotations_total counter\n");
     for (size_t i = 0; i < c->nlisteners; i++) {
-        if (c->listeners[i].tls)
+        if (c->listeners[i].tls && !c->listeners[i].alias)
             metrics_render_printf(b, "lifeline_tls_ticket_key_rotations_total{listener=\"%s\"} %llu\n",
                                   esc(addr, sizeof addr, c->listeners[i].address, false),
                                   (unsigned long long)ticket_rotations(c->listeners[i].tls));
@@ -414,11 +414,16 @@ static void render_status_listeners(struct metrics_render_buf *b, const struct c
     char e[1100];
 
     metrics_render_printf(b, "\"listeners\":[");
-    for (size_t i = 0; i < c->nlisteners; i++) {
+    for (size_t i = 0, shown = 0; i < c->nlisteners; i++) {
         const struct conf_listener *l = &c->listeners[i];
         struct tls_server *ts = l->tls;
-        metrics_render_printf(b, "%s{\"address\":\"%s\",\"tls\":%s", i ? "," : "",
-                              esc(e, sizeof e, l->address, true), ts ? "true" : "false");
+        if (l->alias)
+            continue;   /* listed in its listener's "bound" */
+        metrics_render_printf(b, "%s{\"address\":\"%s\",\"bound\":[\"%s\"", shown++ ? "," : "",
+                              esc(e, sizeof e, l->address, true), l->addr.text);
+        for (size_t k = i + 1; k < c->nlisteners && c->listeners[k].alias; k++)
+            metrics_render_printf(b, ",\"%s\"", c->listeners[k].addr.text);
+        metrics_render_printf(b, "],\"tls\":%s", ts ? "true" : "false");
         if (ts) {
             metrics_render_printf(b, ",\"min_version\":\"%s\",\"ticket_rotation_s\":%lld,\"ticket_key_rotations\":%llu,"
                                      "\"certificates\":[",

@@ -617,6 +617,11 @@ void worker_gen_unref(struct worker *w, struct gen *g)
     gen_free(g);
 }
 
+bool listener_unbindable_alias(const struct conf_listener *cl, int err)
+{
+    return cl->naddrs > 1 && (err == -EADDRNOTAVAIL || err == -EAFNOSUPPORT);
+}
+
 /* Opens (or, on reload, keeps) one socket per configured listener. Returns 0 or -1. */
 static int worker_listen(struct worker *w, const struct conf *c, struct listener *old, unsigned nold)
 {
@@ -639,6 +644,8 @@ static int worker_listen(struct worker *w, const struct conf *c, struct listener
         }
         if (fd < 0)
             fd = listener_open(&c->listeners[i]);
+        if (fd < 0 && listener_unbindable_alias(&c->listeners[i], fd))
+            continue;   /* main.c's check warned */
         if (fd < 0) {
             log_error("listen on %s: %s", c->listeners[i].addr.text, strerror(-fd));
             if (!old)

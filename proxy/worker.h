@@ -197,6 +197,11 @@ int listener_probe(const struct conf_listener *cl);
  * that shares the port through SO_REUSEPORT, as the first probe cannot tell), or -errno. Reads
  * the kernel's socket list (NETLINK_SOCK_DIAG) and /proc/self/fd. */
 int listener_probe_own(const struct conf_listener *cl);
+/* One address of a listener name (conf.h) that this host cannot bind (err from listener_open or
+ * listener_probe: -EADDRNOTAVAIL, -EAFNOSUPPORT: localhost's ::1 with IPv6 off) is left out, with a
+ * warning, as long as another address of the name binds (main.c checks); any other error fails as
+ * for any listener. */
+bool listener_unbindable_alias(const struct conf_listener *cl, int err);
 
 /* Creates the worker's loop, listeners (bound now, so that errors are reported at start) and
  * its first generation from rt (rt->conf is the snapshot). At start, or on a reload that adds

@@ -1,6 +1,8 @@
 """Port clashes: SO_REUSEPORT must not let a second process share a listener's port silently."""
 
 import http.client
+import json
+import shutil
 import socket
 import subprocess
 
@@ -8,7 +10,7 @@ import pytest
 
 from conftest import (HOST, LIFELINE_BIN, Lifeline, free_port, listening_inodes, pool, run_cli, t, wait_for,
                       write_config)
-from ops import reload
+from ops import admin_get, reload
 
 
 def test_second_lifeline_on_the_same_port_refuses_to_start(lifeline, upstream, tmp_path):
@@ -100,6 +102,107 @@ def test_ipv4_mapped_listener_listens_on_its_ipv4_address(upstream, tmp_path):
     finally:
         problems = lf.stop()
     assert not problems, problems
+
+
+def _in_hosts_namespace(hosts):
+    """A command prefix that runs the rest in a mount namespace whose /etc/hosts is `hosts`."""
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare is missing")
+    return ["unshare", "-m", "sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"', str(hosts)]
+
+
+def test_a_listener_name_binds_every_address_of_it(upstream, tmp_path):
+    """A listener written as a name binds each of its addresses, as nginx does: `localhost:P` where
+    /etc/hosts maps localhost to ::1 and 127.0.0.1 (Docker writes both, ::1 first) listened on
+    [::1] alone, so a client of 127.0.0.1:P was refused. /status lists what each listener bound."""
+    up = upstream()
+    port, aport = free_port(), free_port()
+    hosts = tmp_path / "hosts"
+    hosts.write_text("::1 duo\n127.0.0.1 duo\n::1 duo\n")
+    cfg = {"listen": [{"address": "duo:%d" % port}], "workers": 2, "shutdown_timeout": "2s",
+           "admin": {"address": "127.0.0.1:%d" % aport},
+           "pools": {"p": pool(up)}, "routes": [{"pool": "p"}]}
+    path = str(tmp_path / "duo.yaml")
+    write_config(path, cfg)
+    err_path, out_path = str(tmp_path / "duo.stderr"), str(tmp_path / "duo.stdout")
+    with open(err_path, "wb") as ef, open(out_path, "wb") as of:
+        proc = subprocess.Popen(_in_hosts_namespace(hosts) + [LIFELINE_BIN, "-c", path],
+                                stdin=subprocess.DEVNULL, stdout=of, stderr=ef)
+    lf = Lifeline(path, port, proc, err_path, out_path, cfg)
+    try:
+        def listening():
+            if proc.poll() is not None and "mount" in lf.stderr_text():
+                pytest.skip("no mount namespace here: %s" % lf.stderr_text().strip())
+            lf.assert_alive()
+            return len(listening_inodes(proc.pid, port)) >= 4   # 2 workers x 2 addresses
+        wait_for(listening, t(10), what="lifeline to listen on both addresses of duo:%d" % port)
+        for host in ("127.0.0.1", "::1"):
+            conn = http.client.HTTPConnection(host, port, timeout=t(5))
+            try:
+                assert _get(conn, "/echo") == 200, host
+            finally:
+                conn.close()
+        st = json.loads(admin_get(aport, "/status").body)
+        assert [(x["address"], x["bound"]) for x in st["listeners"]] == \
+            [("duo:%d" % port, ["[::1]:%d" % port, "127.0.0.1:%d" % port])], st["listeners"]
+    finally:
+        problems = lf.stop()
+    assert not problems, problems
+
+
+def test_an_address_of_a_listener_name_that_cannot_be_bound_is_left_out(upstream, tmp_path):
+    """localhost's ::1 on a host with IPv6 off cannot be bound (EADDRNOTAVAIL): that address is
+    left out with a warning while another address of the name binds; when none does, no start."""
+    up = upstream()
+    port = free_port()
+    hosts = tmp_path / "hosts"
+    hosts.write_text("192.0.2.7 duo\n127.0.0.1 duo\n192.0.2.8 none\n192.0.2.9 none\n")
+    cfg = {"listen": [{"address": "duo:%d" % port}], "workers": 1, "shutdown_timeout": "2s",
+           "pools": {"p": pool(up)}, "routes": [{"pool": "p"}]}
+    path = str(tmp_path / "duo.yaml")
+    write_config(path, cfg)
+    err_path, out_path = str(tmp_path / "duo.stderr"), str(tmp_path / "duo.stdout")
+    with open(err_path, "wb") as ef, open(out_path, "wb") as of:
+        proc = subprocess.Popen(_in_hosts_namespace(hosts) + [LIFELINE_BIN, "-c", path],
+                                stdin=subprocess.DEVNULL, stdout=of, stderr=ef)
+    lf = Lifeline(path, port, proc, err_path, out_path, cfg)
+    try:
+        def listening():
+            if proc.poll() is not None and "mount" in lf.stderr_text():
+                pytest.skip("no mount namespace here: %s" % lf.stderr_text().strip())
+            lf.assert_alive()
+            return listening_inodes(proc.pid, port)
+        wait_for(listening, t(10), what="lifeline to listen on 127.0.0.1:%d" % port)
+        assert lf.fetch("GET", "/echo").status == 200
+        assert "listen on 192.0.2.7:%d (an address of duo:%d): Cannot assign requested address; left out" \
+            % (port, port) in lf.stderr_text(), lf.stderr_text()
+    finally:
+        problems = lf.stop()
+    assert not problems, problems
+    cfg["listen"] = [{"address": "none:%d" % port}]
+    write_config(path, cfg)
+    p = subprocess.run(_in_hosts_namespace(hosts) + [LIFELINE_BIN, "-c", path], stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=t(10))
+    assert p.returncode == 1, p
+    assert "Cannot assign requested address" in p.stderr and "left out" in p.stderr, p.stderr
+
+
+def test_a_listener_name_clashes_with_each_of_its_addresses(tmp_path):
+    """Each address of a name is a listener of its own for the duplicate and admin checks."""
+    hosts = tmp_path / "hosts"
+    hosts.write_text("::1 duo\n127.0.0.1 duo\n")
+    cfg = ("listen:\n  - address: duo:%(p)d\n  - address: 127.0.0.1:%(p)d\n"
+           "admin: { address: '127.0.0.1:%(a)d' }\n"
+           "pools:\n  p:\n    servers:\n      - { address: 127.0.0.1:2 }\nroutes:\n  - pool: p\n")
+    path = tmp_path / "clash.yaml"
+    path.write_text(cfg % {"p": 18080, "a": 18080})
+    p = subprocess.run(_in_hosts_namespace(hosts) + [LIFELINE_BIN, "-t", "-c", str(path)],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=t(10))
+    if "mount" in p.stderr:
+        pytest.skip("no mount namespace here: %s" % p.stderr.strip())
+    assert p.returncode == 1, p
+    assert "%s:3:14: duplicate listener address \"127.0.0.1:18080\" (first at line 2)" % path in p.stderr, p.stderr
+    assert "admin address \"127.0.0.1:18080\" clashes with listener 1 (127.0.0.1:18080)" in p.stderr, p.stderr
 
 
 def _get(conn, target):
