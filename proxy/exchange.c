@@ -885,7 +885,9 @@ static void exchange_next_attempt(struct exchange *ex)
     struct hop *h = hop_is_running(&ex->hops[0]) ? &ex->hops[1] : &ex->hops[0];
     int64_t trial;
     struct upserver *s;
+    bool retry = ex->retry_pending;
 
+    ex->retry_pending = false;
     /* A retry beside a hop still running (exchange_after_attempt): a race or hedge may have
      * taken the free slot meanwhile, and with no server to go to that hop carries on alone. */
     if (hop_is_running(h))
@@ -897,6 +899,11 @@ static void exchange_next_attempt(struct exchange *ex)
         ex->last_outcome = HOP_CONNECT_ERROR;
         exchange_fallback(ex, "no_server");
         return;
+    }
+    if (retry) {
+        struct worker *w = ex_worker(ex);
+        METRIC_ADD(w->rmetrics[ex->route_slot].retries, 1);
+        series_retry(w->id, &w->rmetrics[ex->route_slot], ex->route_slot, ex->retry_reason, ev_now(w->loop));
     }
     ex->attempts++;
     exchange_start_hop(ex, h, s, false, trial);
@@ -1224,10 +1231,12 @@ static bool exchange_after_attempt(struct exchange *ex, struct hop *h, enum hop_
     ex->last_verdict = d.verdict;
     if (d.verdict != RETRY_GO)
         return false;
+    /* The budget is taken now, as the decision is: a request deciding while this retry waits out
+     * its backoff must see it. The metrics count it when its attempt starts. */
     if (!retry_not_sent(o))
         retry_window_add(win, sec, 0, 1);   /* a free retry (nothing was sent) costs no budget */
-    METRIC_ADD(w->rmetrics[ex->route_slot].retries, 1);
-    series_retry(w->id, &w->rmetrics[ex->route_slot], ex->route_slot, metric_retry_reason(o, status), ev_now(w->loop));
+    ex->retry_pending = true;
+    ex->retry_reason = metric_retry_reason(o, status);
     if (ex->nhoplog)
         ex->hoplog[ex->nhoplog - 1].backoff_ms = (int)(d.delay * 1000.0 + 0.5);
     ex->backoff_timer.repeat = d.delay > 0 ? d.delay : 1e-6;

@@ -85,6 +85,11 @@ struct exchange {
     unsigned last_status;
     int last_verdict;                   /* enum retry_verdict of the latest decision */
     ev_timer backoff_timer;             /* before the next attempt */
+    /* The retry that backoff_timer leads to, counted in lifeline_retries_total and the series
+     * when its attempt starts: one that finds no slot or server by then is no retry at all. (It
+     * takes its share of the budget when decided, as a reservation others must see.) */
+    bool retry_pending;
+    unsigned retry_reason;              /* metric_retry_reason */
     ev_timer spare_timer;               /* hedge.after */
     ev_timer race_timer;                /* connect_race */
     const struct hop *hedge;            /* the hedge still to report its result (metrics), or NULL */

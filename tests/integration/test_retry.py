@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from conftest import Conn, build_request, dur, free_port, pattern_bytes, pool, sha, t
-from ops import admin_extra, admin_get, metrics
+from conftest import Conn, build_request, dur, free_port, pattern_bytes, pool, sha, t, wait_for
+from ops import admin_extra, admin_get, metrics, server_status, status
 from faults import (built_in_line, busy_once_script, close_script, each_request, gaps, hang_script, hanging_connect, ok_script,  # noqa: F401
                     refused, reset_script, route, server_of, status_script)
 
@@ -888,3 +888,31 @@ def test_answer_waiting_in_the_socket_after_a_pause_is_not_a_timeout(lifeline, r
     assert r.header("x-lifeline-fallback") is None, r
     time.sleep(t(0.5))
     assert seen == [b"/p"], seen
+
+
+def test_a_retry_that_finds_no_server_is_not_counted(lifeline, upstream):
+    """A retry is counted (lifeline_retries_total, the budget) when its attempt starts. One decided
+    after a 503 whose server is then marked down by its health checks during the backoff finds no
+    server: the request is answered no_server, and no retry happened (was counted as one)."""
+    from aiohttp import web
+    up = upstream("up")
+    down = {"v": False}
+
+    async def healthz(request, rec, u):
+        return web.Response(status=500 if down["v"] else 200, text="h")
+
+    async def busy(request, rec, u):
+        down["v"] = True
+        return web.Response(status=503, headers={"Retry-After": "1", "x-upstream": "up"}, text="busy")
+
+    up.handlers["/healthz"] = healthz
+    up.handlers["/busy"] = busy
+    aport = free_port()
+    health = {"path": "/healthz", "interval": "50ms", "timeout": "1s", "rise": 1, "fall": 1}
+    lf = lifeline(pools={"p": pool(up, health=health)}, extra=admin_extra(aport),
+                  routes=[route(retry={"attempts": 3}, timeouts={"total": dur(t(5))})])
+    wait_for(lambda: server_status(status(aport), "p", up.address)["state"] == "up", t(3), what="a healthy server")
+    r = lf.fetch("GET", "/busy", timeout=t(5))
+    assert r.status == 503 and r.header("x-lifeline-fallback") == "no_server", r.headers
+    assert len([x for x in up.requests if x.target == "/busy"]) == 1
+    assert metrics(aport).total("lifeline_retries_total") == 0
