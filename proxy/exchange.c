@@ -623,20 +623,45 @@ static double exchange_uniform(struct exchange *ex)
 static void exchange_backoff_cb(struct ev_loop *loop, ev_timer *t, int revents);
 static void exchange_spare_cb(struct ev_loop *loop, ev_timer *t, int revents);
 
-/* Allocates the body buffer: a cached block when the body is small, else one large enough to keep
- * retry.buffer_body bytes whole for replay. */
+size_t exchange_body_cap(uint64_t keep)
+{
+    uint64_t want = keep + keep / 8 + 2048 + EXCHANGE_BODY_ROOM;
+
+    return want <= WORKER_BLOCK ? 0 : (size_t)want;
+}
+
+/* Allocates the body buffer: a cached block when the body is small or too large to keep (it
+ * streams), else one that keeps it whole for a replay: its Content-Length exactly, or
+ * exchange_body_cap for a chunked one. */
 static int exchange_body_buffer(struct exchange *ex)
 {
     const struct h1_head *req = ex->req;
     uint64_t keep = ex->route->retry.buffer_body;
-    size_t want;
+    bool sized = !req->chunked && req->content_length >= 0;
+    size_t cap = exchange_body_cap(keep);
 
-    if (!req->chunked && req->content_length >= 0 && (uint64_t)req->content_length + 64 <= WORKER_BLOCK)
+    if (sized && (uint64_t)req->content_length + 64 <= WORKER_BLOCK)
         return worker_buf_get(ex_worker(ex), &ex->body);
-    if (keep + 64 <= WORKER_BLOCK || (req->content_length >= 0 && !req->chunked && (uint64_t)req->content_length > keep))
+    if (!cap || (sized && (uint64_t)req->content_length > keep))
         return worker_buf_get(ex_worker(ex), &ex->body);   /* too large to keep: stream it */
-    want = (size_t)keep + 2048;   /* chunk framing of the kept body */
-    return buf_init(&ex->body, want);
+    return buf_init(&ex->body, sized ? (size_t)req->content_length + 64 : cap);
+}
+
+/* A body still arriving has too little room left to read into: sent bytes must go (and with them
+ * the replay). Not while what is left of a Content-Length body fits, nor while a chunked one has
+ * EXCHANGE_BODY_ROOM (exchange_body_buffer sized both to hold a body within buffer_body). */
+static bool exchange_body_short(const struct exchange *ex)
+{
+    const struct h1_head *req = ex->req;
+    size_t room = buf_free_space(&ex->body);
+
+    if (room >= EXCHANGE_BODY_ROOM)
+        return false;
+    if (!req->chunked && req->content_length >= 0 && ex->c->parser) {
+        uint64_t got = h1_parser_body_bytes(ex->c->parser);
+        return got < (uint64_t)req->content_length && room < (uint64_t)req->content_length - got;
+    }
+    return true;
 }
 
 void exchange_start(struct exchange *ex, struct client *c)
@@ -936,7 +961,10 @@ static void exchange_spare_cb(struct ev_loop *loop, ev_timer *t, int revents)
     if (race && busy->state != HOP_CONNECTING)
         return;
     if (!race) {
-        /* A hedge: only for requests that may be sent twice, within attempts and budget. */
+        /* A hedge: only for requests that may be sent twice, within attempts and budget. One
+         * whose body is still arriving gets it when the body is whole (exchange_body_end). */
+        if (ex->idempotent && !ex->body_done && exchange_replayable(ex))
+            ex->hedge_on_body = true;
         if (!ex->idempotent || !exchange_replayable(ex) || !ex->body_done ||
             ex->attempts >= ex->route->retry.attempts || busy->state == HOP_BODY ||
             ex->deadline <= ev_now(loop))
@@ -1007,6 +1035,13 @@ void exchange_body(struct exchange *ex)
 void exchange_body_end(struct exchange *ex)
 {
     ex->body_done = true;
+    if (ex->hedge_on_body && ex->state == EX_UPSTREAM && !ev_is_active(&ex->spare_timer)) {
+        /* hedge.after passed while the body arrived: the hedge may go now, from the loop (not
+         * from inside the client's parse) */
+        ex->hedge_on_body = false;
+        ex->spare_timer.repeat = 1e-6;
+        ev_timer_again(ex_worker(ex)->loop, &ex->spare_timer);
+    }
     exchange_body(ex);
 }
 
@@ -1130,7 +1165,7 @@ void exchange_hop_sent(struct exchange *ex, struct hop *h)
         size_t n = hop_body_sent(h);
         buf_consume(&ex->body, n);
         hop_body_consumed(h, n);
-    } else if (!exchange_body_keepable(ex) || (!ex->body_done && buf_free_space(&ex->body) < WORKER_BLOCK / 2)) {
+    } else if (!exchange_body_keepable(ex) || (!ex->body_done && exchange_body_short(ex))) {
         struct hop *o = exchange_other(ex, h);
         size_t n = hop_body_sent(h);
         if (hop_is_running(o) && hop_body_sent(o) < n)

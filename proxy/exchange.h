@@ -63,6 +63,8 @@ struct exchange {
                                          * right after exchange_start(), and the first send waits
                                          * for them (head and body in one write; exchange_body) */
     bool body_trimmed;                  /* sent bytes were dropped to make room: no replay */
+    bool hedge_on_body;                 /* hedge.after passed while the body was arriving: the
+                                         * hedge goes when it is whole (exchange_body_end) */
     bool body_splicing;                 /* the rest of the body moves through bpipe (splice.h) */
     bool body_splice_failed;            /* no pipe could be had: copied to the end */
     struct spipe bpipe;                 /* request body, zero-copy: client socket -> pipe -> hop */
@@ -142,6 +144,14 @@ struct exchange {
 
 /* A complete request head arrived on c (c->parser holds it). Routes it and starts the first hop,
  * or answers (404, 413, ...) itself. */
+/* The buffer a request body is kept in for a replay with retry.buffer_body `keep`: 0 when a
+ * worker block (WORKER_BLOCK) holds it, else its size. Room for keep bytes, their chunk framing
+ * (h1.c writes the chunks decoded in one read as one: about 12 bytes per read, keep/8 + 2 KiB
+ * allowed) and EXCHANGE_BODY_ROOM left to read into, so that a body within keep is never trimmed
+ * however it arrives. worker_memory_worst counts it. */
+#define EXCHANGE_BODY_ROOM 4096
+size_t exchange_body_cap(uint64_t keep);
+
 void exchange_start(struct exchange *ex, struct client *c);
 static inline struct worker *exchange_worker(const struct exchange *ex)
 {

@@ -89,6 +89,14 @@ struct h1_parser {
     struct buf *tee;
     bool *tee_overflow;
     enum h1_framing framing;
+    /* The chunk this h1_parse() call wrote last into out (chunked framing): data decoded later in
+     * the same call joins it (its size rewritten) rather than open a chunk of its own, so a body
+     * sent in tiny chunks is not re-framed one-for-one (6 bytes per byte for 1-byte chunks, held
+     * whole for a replay). Only within one call: between calls its bytes may have been sent. */
+    bool merge_ok;
+    size_t merge_hdr;                   /* where its size digits start, from out's head */
+    size_t merge_size, merge_width;     /* its data bytes; digits of its size */
+    size_t merge_off, merge_end;        /* out->off and out->off + out->len just after it */
     unsigned err_status;
     const char *err_why;
     /* raw head scan (see h1_scan_head) */
@@ -1188,10 +1196,37 @@ static int body_out(struct h1_parser *p, const char *at, size_t len)
     if (!p->out || p->framing == H1_FRAME_DROP)
         return 0;
     if (p->framing == H1_FRAME_CHUNKED) {
+        struct buf *o = p->out;
+        if (p->merge_ok && o->off == p->merge_off && o->off + o->len == p->merge_end) {
+            /* nothing was written since that chunk: it grows by len (its CRLF moves to the end) */
+            size_t total = p->merge_size + len, grow;
+            n = snprintf(hdr, sizeof(hdr), "%zx", total);
+            grow = (size_t)n - p->merge_width;
+            if (len + grow <= buf_tailroom(o)) {
+                char *base = buf_head(o), *data = base + p->merge_hdr + p->merge_width + 2;
+                if (grow)
+                    memmove(data + grow, data, p->merge_size);
+                memcpy(base + p->merge_hdr, hdr, (size_t)n);
+                memcpy(base + p->merge_hdr + (size_t)n, "\r\n", 2);
+                memcpy(data + grow + p->merge_size, at, len);
+                memcpy(data + grow + total, "\r\n", 2);
+                o->len += len + grow;
+                p->merge_size = total;
+                p->merge_width = (size_t)n;
+                p->merge_end = o->off + o->len;
+                p->body_started = true;
+                return 0;
+            }
+        }
         n = snprintf(hdr, sizeof(hdr), "%zx\r\n", len);
-        if (buf_append(p->out, hdr, (size_t)n) < 0 || buf_append(p->out, at, len) < 0 ||
-            buf_append(p->out, "\r\n", 2) < 0)
+        p->merge_hdr = o->len;   /* from the head: still right if an append below compacts */
+        if (buf_append(o, hdr, (size_t)n) < 0 || buf_append(o, at, len) < 0 || buf_append(o, "\r\n", 2) < 0)
             return h1_fail(p, 500, "output overrun");
+        p->merge_ok = true;
+        p->merge_size = len;
+        p->merge_width = (size_t)n - 2;
+        p->merge_off = o->off;
+        p->merge_end = o->off + o->len;
     } else if (buf_append(p->out, at, len) < 0) {
         return h1_fail(p, 500, "output overrun");
     }
@@ -1807,6 +1842,7 @@ static enum h1_event h1_exec(struct h1_parser *p, const char *data, size_t len, 
         }
         p->expect_crlf--;
     }
+    p->merge_ok = false;   /* (h1_parser: merging stays within one call) */
     n = http_parser_execute(&p->hp, &h1_settings, data, len);
     *consumed = n;
     if (HTTP_PARSER_ERRNO(&p->hp) == HPE_PAUSED) {

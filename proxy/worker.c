@@ -1295,8 +1295,8 @@ void worker_memory_worst(const struct conf *c, struct worker_mem *m)
     for (size_t i = 0; i < c->nroutes; i++) {
         const struct conf_route *r = &c->routes[i];
         /* the body kept whole for a replay (exchange.c: exchange_body_buffer) */
-        if (r->retry.buffer_body + 64 > WORKER_BLOCK && r->retry.buffer_body + 2048 > body)
-            body = (size_t)r->retry.buffer_body + 2048;
+        if (exchange_body_cap(r->retry.buffer_body) > body)
+            body = exchange_body_cap(r->retry.buffer_body);
         if (r->retry.hedge_after > 0)
             m->hops = 2;
         if (r->fallback.enabled && r->fallback.stale > 0)

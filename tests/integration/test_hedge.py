@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import dur, pattern_bytes, pool, sha, t
+from conftest import Conn, build_request, dur, pattern_bytes, pool, sha, t
 from faults import busy_once_script, each_request, hanging_connect, ok_script, refused, route  # noqa: F401
 from ops import wait_access
 
@@ -135,6 +135,36 @@ def test_post_with_idempotency_key_is_hedged(lifeline, raw_upstream):
     assert shared["n"] == 2
     for u in (a, b):
         assert len(u.requests) == 1 and sha(u.requests[0].body) == sha(body)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_body_that_completes_after_hedge_after_is_hedged_then(lifeline, raw_upstream, chunked):
+    """Found by the bodies audit: a PUT whose body was still arriving when hedge.after passed was
+    never hedged (the hedge timer gave up and the body's end did not look again): answered by its
+    slow first attempt. The hedge now goes as soon as the body is whole."""
+    a, b, shared = first_slow_pair(raw_upstream, first="delay", first_delay=t(1.5))
+    after = t(0.1)
+    lf = lifeline(pools={"p": pool(a, b)}, routes=[route(retry={"hedge": {"after": dur(after)}})])
+    data = pattern_bytes(40000)
+    hdrs = [("Transfer-Encoding", "chunked")] if chunked else [("Content-Length", str(len(data)))]
+    pieces = [data[:20000], data[20000:]]
+    with Conn(lf.port, timeout=t(5)) as c:
+        start = time.monotonic()
+        c.send(build_request("PUT", "/h", hdrs))
+        for i, piece in enumerate(pieces):
+            c.send(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+            if i == 0:
+                time.sleep(after * 2)    # the body is whole at 2 x hedge.after
+        if chunked:
+            c.send(b"0\r\n\r\n")
+        done = time.monotonic() - start
+        r = c.read_response(timeout=t(5))
+        elapsed = time.monotonic() - start
+    assert r.status == 200 and r.body.startswith(b"fast from"), r
+    assert elapsed <= done + t(0.5), "answered %.3fs after the body was whole" % (elapsed - done)
+    assert shared["n"] == 2
+    for u in (a, b):
+        assert len(u.requests) == 1 and sha(u.requests[0].body) == sha(data)
 
 
 def test_hedge_failure_lets_first_attempt_answer(lifeline, raw_upstream):

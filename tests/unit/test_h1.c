@@ -1673,8 +1673,15 @@ struct frame_case {
 #define POSTC "POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
 
 static const struct frame_case frame_cases[] = {
+    /* chunks decoded in one call are written as one (h1.c: merge) */
     { "chunked_to_chunked", H1_REQUEST, POSTC "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", H1_FRAME_CHUNKED,
-      "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n" },
+      "b\r\nhello world\r\n0\r\n\r\n" },
+    /* 1-byte chunks: the merged size grows a digit (f -> 10 -> 11) */
+    { "tiny_chunks_merged", H1_REQUEST, POSTC "1\r\na\r\n1\r\nb\r\n1\r\nc\r\n1\r\nd\r\n1\r\ne\r\n1\r\nf\r\n"
+      "1\r\ng\r\n1\r\nh\r\n1\r\ni\r\n1\r\nj\r\n1\r\nk\r\n1\r\nl\r\n1\r\nm\r\n1;x=y\r\nn\r\n2\r\nop\r\n"
+      "1\r\nq\r\n0\r\nX-T: v\r\n\r\n", H1_FRAME_CHUNKED, "11\r\nabcdefghijklmnopq\r\n0\r\nX-T:v\r\n\r\n" },
+    { "resp_chunks_merged", H1_RESPONSE, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "3\r\nabc\r\nD\r\ndefghijklmnop\r\n0\r\n\r\n", H1_FRAME_CHUNKED, "10\r\nabcdefghijklmnop\r\n0\r\n\r\n" },
     { "chunked_to_chunked_trailers", H1_REQUEST, POSTC "3\r\nabc\r\n0\r\nX-T: v\r\nX-U:w\r\n\r\n",
       /* trailers are re-emitted as "name:value", never longer than received (h1.c, H1_SLACK) */
       H1_FRAME_CHUNKED, "3\r\nabc\r\n0\r\nX-T:v\r\nX-U:w\r\n\r\n" },
@@ -1716,6 +1723,22 @@ static void test_frame_case(void **state)
     CHECK(strcmp(T.ev, "HD") == 0, "events %s (%u %s)", T.ev, T.err, T.why ? T.why : "");
     CHECK(mem_eq(T.body[0].d, T.body[0].n, c->out), "output \"%s\", want \"%s\"", esc(T.body[0].d, T.body[0].n),
           esc(c->out, strlen(c->out)));
+}
+
+/* Chunks merge only within one h1_parse call: between calls the bytes written may have been sent.
+ * Fed 10 bytes a call, the body's calls are "5\r\nhello\r\n", "1\r\n \r\n5\r\nw" (two chunks
+ * decoded: one written) and "orld\r\n0\r\n\r\n". */
+static void test_chunks_merge_within_one_call(void **state)
+{
+    (void)state;
+    const char *in = POSTC "5\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\n\r\n";
+    struct drive_opts o = { .kind = H1_REQUEST, .framing = H1_FRAME_CHUNKED, .step = 10 };
+
+    set_ctx(10, o.framing);
+    drive(in, strlen(in), &o);
+    CHECK(strcmp(T.ev, "HD") == 0, "events %s (%u %s)", T.ev, T.err, T.why ? T.why : "");
+    CHECK(mem_eq(T.body[0].d, T.body[0].n, "5\r\nhello\r\n2\r\n w\r\n4\r\norld\r\n0\r\n\r\n"), "output \"%s\"",
+          esc(T.body[0].d, T.body[0].n));
 }
 
 /* Close-delimited to CHUNKED: the end written at h1_parse_eof. */
@@ -2847,6 +2870,7 @@ int main(void)
     ADD(test_too_many_trailers);
     ADD(test_big_trailers_over_max_head);
     ADD(test_close_delimited_to_chunked);
+    ADD(test_chunks_merge_within_one_call);
     ADD(test_bytewise_equals_oneshot);
     ADD(test_fast_path_only_first_input);
     ADD(test_fast_scan_lines);
