@@ -1258,6 +1258,10 @@ static bool exchange_after_attempt(struct exchange *ex, struct hop *h, enum hop_
     in.retry_after = retry_after;
     in.u = exchange_uniform(ex);
     d = retry_decide(ex->route, &in);
+    /* An answer that a retry could not replace passes through (SPEC §3.7): every server is
+     * ejected or down now (this answer's failure may have ejected the last one). */
+    if (d.verdict == RETRY_GO && o == HOP_OK && !hop_is_running(other) && !pool_any_usable(ex->pool, health_now()))
+        d.verdict = RETRY_NO_SERVER;
     log_debug("attempt %u to %s: %s %u -> %s (%.3f s)", ex->attempts,
               h->last_server ? h->last_server->addr->text : "?", hop_outcome_name(o), status,
               retry_verdict_name(d.verdict), d.delay);

@@ -92,6 +92,11 @@ int64_t health_claim_trial(const struct health_pool *hp, struct srv_health *s, i
     return outlier_claim(&s->o, now, hp->trial_timeout);
 }
 
+bool health_trial_open(const struct health_pool *hp, const struct srv_health *s, int64_t now)
+{
+    return !atomic_load_explicit(&s->down, memory_order_relaxed) && outlier_trial_free(&s->o, now, hp->trial_timeout);
+}
+
 void health_unclaim(struct srv_health *s, int64_t trial)
 {
     outlier_unclaim(&s->o, trial);

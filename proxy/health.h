@@ -58,6 +58,8 @@ void health_stop(struct runtime *rt);
 
 /* Is the server in rotation now? (not ejected nor half-open, not down) */
 bool health_usable(const struct srv_health *s, int64_t now);
+/* A half-open trial could be claimed on s now (health_claim_trial would succeed); claims nothing. */
+bool health_trial_open(const struct health_pool *hp, const struct srv_health *s, int64_t now);
 /* Its ejection has ended and it is not down: claims its single half-open trial (one winner across
  * workers). Returns the claim (> 0) for health_report()/health_unclaim(), or 0. */
 int64_t health_claim_trial(const struct health_pool *hp, struct srv_health *s, int64_t now);

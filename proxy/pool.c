@@ -608,6 +608,17 @@ struct upserver *pool_pick(struct pool *p, const struct pool_pick_ctx *ctx)
     }
 }
 
+bool pool_any_usable(const struct pool *p, int64_t now)
+{
+    for (unsigned i = 0; i < p->nservers; i++) {
+        const struct upserver *s = &p->servers[i];
+        if (!s->hs || health_usable(s->hs, now) ||
+            (p->hp && p->cp->outlier.enabled && health_trial_open(p->hp, s->hs, now)))
+            return true;
+    }
+    return false;
+}
+
 struct upserver *pool_pick_trial(struct pool *p, const struct pool_pick_ctx *ctx, int64_t *trial)
 {
     int64_t now = ctx ? ctx->now : health_now();

@@ -109,6 +109,8 @@ struct upserver *pool_pick(struct pool *p, const struct pool_pick_ctx *ctx);
  * never give it one). *trial is then the claim, to pass to pool_report() or pool_unclaim(); 0
  * when the pick is an ordinary one. */
 struct upserver *pool_pick_trial(struct pool *p, const struct pool_pick_ctx *ctx, int64_t *trial);
+/* Some server could be picked now (in rotation, or open for a half-open trial); picks nothing. */
+bool pool_any_usable(const struct pool *p, int64_t now);
 
 /* An idle connection to s that is still open, or NULL. The caller (a hop) owns it afterwards.
  * Readiness the loop polled for it and has not dispatched yet always disqualifies it. A recv

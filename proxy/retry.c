@@ -156,6 +156,7 @@ const char *retry_verdict_name(enum retry_verdict v)
     case RETRY_NO_TIME: return "deadline";
     case RETRY_BUDGET: return "budget";
     case RETRY_AFTER_TOO_LONG: return "retry_after";
+    case RETRY_NO_SERVER: return "no_server";
     }
     return "unknown";
 }

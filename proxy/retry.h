@@ -21,6 +21,7 @@ enum retry_verdict {
     RETRY_NO_TIME,        /* the deadline has no room for the backoff */
     RETRY_BUDGET,         /* the retry budget is spent */
     RETRY_AFTER_TOO_LONG, /* Retry-After asks for more time than the deadline leaves */
+    RETRY_NO_SERVER,      /* no server is usable now (exchange.c): an answer passes through */
 };
 
 struct retry_input {
