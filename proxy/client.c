@@ -505,6 +505,10 @@ static void client_answer_flushed(struct client *c)
     if (c->phase == CLIENT_LINGER)
         return;   /* already lingering: answer_done stays set, and a later step lands here again
                      (closing then would reset the answer lingering protects) */
+    if (c->close_after && c->reset_after) {
+        client_reset(c);
+        return;
+    }
     if (c->close_after) {
         /* Unread request bytes would make close() send a reset that can destroy the answer in
          * flight: shut the write side and discard input for a while instead. A tunnel the

@@ -73,6 +73,8 @@ struct client {
     bool tls : 1;                       /* accepted on a TLS listener (X-Forwarded-Proto: https) */
     bool handshaking : 1;               /* TLS handshake in progress: the watcher drives it */
     bool close_after : 1;               /* close once the output is flushed */
+    bool reset_after : 1;               /* ... with a reset: a close-delimited answer was cut, and
+                                         * a plain close would read as its complete end */
     bool uncounted : 1;                 /* already dropped from worker_open_clients */
     bool read_paused : 1;               /* backpressure or waiting */
     bool write_blocked : 1;             /* the watcher waits for EV_WRITE */

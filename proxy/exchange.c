@@ -1451,6 +1451,7 @@ void exchange_hop_head(struct exchange *ex, struct hop *h)
     } else {
         framing = H1_FRAME_RAW;       /* an HTTP/1.0 client knows no chunks: close marks the end */
         ex->resp_close = true;
+        ex->resp_eof_framed = true;
     }
     o.close = ex->resp_close;
     o.keep_alive_10 = http10 && !ex->resp_close;
@@ -1543,7 +1544,11 @@ void exchange_hop_failed(struct exchange *ex, struct hop *h)
     case EX_STREAMING:
     case EX_TUNNEL:
         /* The head is downstream already: nothing can be retried. Close so the client sees a
-         * truncated response (no terminating chunk), never a silently short one. */
+         * truncated response (no terminating chunk), never a silently short one. An answer
+         * whose end is the close (an HTTP/1.0 client, no length) would read as complete: the
+         * close is a reset then. */
+        if (ex->resp_eof_framed && ex->state == EX_STREAMING)
+            ex->c->reset_after = true;
         ex->state = EX_DONE;
         ex->winner = NULL;
         if (h->last_server && h->last_server->m && ex->answer_m == h->last_server->m)

@@ -77,6 +77,7 @@ struct exchange {
     bool idempotent;                    /* method in retry.methods, or an Idempotency-Key */
     bool resp_close;                    /* downstream must close after this response */
     bool resp_chunked;                  /* downstream framing is chunked */
+    bool resp_eof_framed;               /* downstream framing is the close (HTTP/1.0, no length) */
     bool resp_no_body;
     unsigned status;                    /* status sent downstream */
     unsigned attempts;                  /* attempts started (hedges included, races not) */

@@ -351,6 +351,48 @@ def test_content_length_response_failing_mid_body_is_short(lifeline, raw_upstrea
     assert len(half.requests) == 1 and len(good.requests) == 0
 
 
+@pytest.mark.parametrize("how", ["reset", "close"])
+def test_a_cut_answer_to_an_http10_client_ends_with_a_reset(lifeline, raw_upstream, how):
+    """Found by the bodies audit: an HTTP/1.0 client's answer of unknown length is delimited by the
+    close, so an upstream failing mid-body ended it with a plain FIN: the client read a short body
+    as complete (SPEC §3.8: "never a silently short one"). The connection is reset instead."""
+    half = raw_upstream(_chunked_then_fail(how), name="half")
+    lf = lifeline(pools={"p": pool(half)})
+    s = socket.create_connection(("127.0.0.1", lf.port), timeout=t(3))
+    try:
+        s.sendall(b"GET /stream HTTP/1.0\r\nHost: test.local\r\n\r\n")
+        got, reset = b"", False
+        deadline = time.monotonic() + t(3)
+        while time.monotonic() < deadline:
+            try:
+                d = s.recv(65536)
+            except ConnectionResetError:
+                reset = True
+                break
+            if not d:
+                break
+            got += d
+    finally:
+        s.close()
+    assert got == b"" or got.startswith(b"HTTP/1.0 200") or got.startswith(b"HTTP/1.1 200"), got[:200]
+    assert reset, "the cut answer ended with a plain close: %r" % got[-100:]
+    # an answer that completes still ends with a plain close
+    ok = raw_upstream(status_script(200, body=b"whole"), name="ok")
+    lf2 = lifeline(pools={"p": pool(ok)})
+    s = socket.create_connection(("127.0.0.1", lf2.port), timeout=t(3))
+    try:
+        s.sendall(b"GET /x HTTP/1.0\r\nHost: test.local\r\n\r\n")
+        got = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            got += d
+    finally:
+        s.close()
+    assert got.endswith(b"whole"), got
+
+
 def test_truncated_response_on_keepalive_connection_is_not_followed(lifeline, raw_upstream):
     """A pipelined second request on the connection is not answered after a truncated first."""
     half = raw_upstream(_length_then_fail("reset"), name="half")
