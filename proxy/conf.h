@@ -2,7 +2,8 @@
  *
  * conf*.c turn a YAML file (SPEC §2) into one immutable `struct conf`, validating every key and
  * reporting every error as `FILE:LINE:COL: message` (conf.c loads, conf_schema.c knows the keys,
- * conf_walk.c walks them, conf_scalar.c parses values; conf_int.h is their private header).
+ * conf_walk.c walks them, conf_scalar.c parses values, conf_emit.c shows the values in force as YAML;
+ * conf_int.h is their private header).
  * A snapshot is shared by reference count: the loader returns it with one reference; every
  * worker, connection or request that keeps a pointer beyond the current callback takes a reference
  * with conf_ref() and drops it with conf_unref(). The last unref frees the whole snapshot (one
@@ -245,6 +246,20 @@ int conf_sockaddr_set(struct conf_sockaddr *a, const struct sockaddr *sa, uint16
 uint16_t conf_sockaddr_port(const struct conf_sockaddr *a);
 /* Same family, address, port (and IPv6 scope). */
 bool conf_sockaddr_eq(const struct conf_sockaddr *a, const struct conf_sockaddr *b);
+
+/* The effective configuration of a snapshot as a YAML document (GET /config): the mappings of its
+ * source, keys as written and in their order (values as written, aliases expanded), and after them,
+ * in schema order, every key the file left out that has a value in force, from the snapshot:
+ * defaults, and the values taken from elsewhere (a route's max_body_bytes from limits, its
+ * timeouts from its pool, its name route-N). Blocks that are "omit to disable" (admin, a listener's
+ * tls, health, fallback) stay out when absent; `outlier` (on when absent) and `retry` show their
+ * values; a key whose value is "none" (match.host, match.methods, fallback.file) stays out.
+ * A server written as a bare host:port becomes { address, weight }. Nothing is redacted here.
+ * Fills *doc (initialized here; the caller deletes it, or yaml_emitter_dump does) and returns 0,
+ * or -1 with nothing to delete when the snapshot has no source, it no longer parses or memory ran
+ * out. */
+struct yaml_document_s;
+int conf_effective(const struct conf *c, struct yaml_document_s *doc);
 
 static inline struct conf *conf_ref(struct conf *c)
 {

@@ -1,7 +1,8 @@
 /* conf_int.h — declarations shared by the conf*.c files only; nothing outside proxy/conf*.c
  * includes it (the public interface is conf.h).
  *
- * The loader is four files, each owning one step:
+ * The loader is four files, each owning one step (and conf_emit.c shows a snapshot as YAML, walking
+ * the same tables: conf_effective, conf.h):
  *   conf_scalar.c  pure parsing and formatting of scalar values: durations, sizes, integers,
  *                  host:port, names and tokens, socket addresses. No YAML, no loader, no errors.
  *   conf_walk.c    the generic schema walker (a YAML mapping + a descriptor table -> fields of a
@@ -131,6 +132,9 @@ struct conf_field {
     size_t flag_off;
     conf_handler *fn;               /* CT_CUSTOM */
     bool required;
+    bool in_force;                  /* CT_BLOCK with has_flag: its defaults apply even when the block
+                                     * is absent (retry), so /config shows them; other flagged blocks
+                                     * are "omit to disable" */
 };
 
 
@@ -226,6 +230,20 @@ void conf_schema_defaults(struct conf_loader *ld, struct conf *c);
 /* Walks the whole document (root: the top-level mapping) into ld->c: the top level, then the
  * routes (they refer to pools defined anywhere), then the server hostnames, then workers: auto. */
 void conf_schema_walk(struct conf_loader *ld, yaml_node_t *root);
+/* What a CT_CUSTOM field is, for conf_emit.c (which shows the value in force of each key): the
+ * handler's identity without exporting the handlers. */
+enum conf_custom {
+    CK_OTHER, CK_LISTEN, CK_BIND_ADDR, CK_CERTS, CK_TLS_VERSION, CK_WORKERS, CK_RESOLVERS, CK_POOLS,
+    CK_ROUTES, CK_SERVERS, CK_SERVER_ADDR, CK_HASH_KEY, CK_CONNECT_RACE, CK_OUTLIER, CK_EXPECT, CK_PATH,
+    CK_ROUTE_NAME, CK_ROUTE_POOL, CK_HOST, CK_METHODS, CK_RETRY_ON, CK_HEADERS, CK_BODY, CK_FILE,
+};
+enum conf_custom conf_schema_custom(const struct conf_field *f);
+/* The table of the top level, and the table of the items a CK_LISTEN, CK_POOLS, CK_SERVERS,
+ * CK_ROUTES or CK_OUTLIER value holds (a listener, a pool, a server, a route, the outlier block). */
+const struct conf_block *conf_schema_top(void);
+const struct conf_block *conf_schema_items(enum conf_custom k);
+/* The name a listener TLS version (tls_min_version) is written with: TLSv1.2 or TLSv1.3. */
+const char *conf_schema_tls_version(int v);
 /* Reports key (in block blk, of root object obj) when it names a feature not built yet. */
 void conf_check_unsupported(struct conf_loader *ld, const struct conf_block *blk, yaml_node_t *key,
                             const void *obj);

@@ -323,7 +323,8 @@ static const struct conf_field conf_route_fields[] = {
     F_ENUM("host_header", struct conf_route, host_header, conf_host_header_names),
     F_SIZE("max_body_bytes", struct conf_route, max_body_bytes, 0, CONF_NOLIMIT),
     F_BLOCK("timeouts", conf_blk_route_timeouts),
-    F_BLOCKF("retry", conf_blk_retry, struct conf_route, retry.set),
+    { .key = "retry", .type = CT_BLOCK, .block = &conf_blk_retry, .has_flag = true,
+      .flag_off = offsetof(struct conf_route, retry.set), .in_force = true },   /* defaults apply when absent */
     F_BLOCKF("fallback", conf_blk_fallback, struct conf_route, fallback.enabled),
 };
 BLOCK(conf_blk_route, conf_route_fields, conf_post_route);
@@ -1701,4 +1702,46 @@ void conf_schema_walk(struct conf_loader *ld, yaml_node_t *root)
 const char *conf_balance_name(enum conf_balance b)
 {
     return (unsigned)b < sizeof conf_balance_names / sizeof conf_balance_names[0] - 1 ? conf_balance_names[b] : "?";
+}
+
+/* ---- For conf_emit.c ----------------------------------------------------------------------- */
+
+enum conf_custom conf_schema_custom(const struct conf_field *f)
+{
+    static const struct { conf_handler *fn; enum conf_custom k; } kinds[] = {
+        { conf_h_listen, CK_LISTEN }, { conf_h_listen_addr, CK_BIND_ADDR }, { conf_h_admin_addr, CK_BIND_ADDR },
+        { conf_h_certs, CK_CERTS }, { conf_h_tls_version, CK_TLS_VERSION }, { conf_h_workers, CK_WORKERS },
+        { conf_h_resolvers, CK_RESOLVERS }, { conf_h_pools, CK_POOLS }, { conf_h_routes_defer, CK_ROUTES },
+        { conf_h_servers, CK_SERVERS }, { conf_h_server_addr, CK_SERVER_ADDR }, { conf_h_hash_key, CK_HASH_KEY },
+        { conf_h_connect_race, CK_CONNECT_RACE }, { conf_h_outlier, CK_OUTLIER }, { conf_h_expect, CK_EXPECT },
+        { conf_h_path, CK_PATH }, { conf_h_route_name, CK_ROUTE_NAME }, { conf_h_route_pool, CK_ROUTE_POOL },
+        { conf_h_host, CK_HOST }, { conf_h_methods, CK_METHODS }, { conf_h_retry_on, CK_RETRY_ON },
+        { conf_h_headers, CK_HEADERS }, { conf_h_body, CK_BODY }, { conf_h_file, CK_FILE },
+    };
+    for (size_t i = 0; f->type == CT_CUSTOM && i < sizeof kinds / sizeof kinds[0]; i++)
+        if (kinds[i].fn == f->fn)
+            return kinds[i].k;
+    return CK_OTHER;
+}
+
+const struct conf_block *conf_schema_top(void)
+{
+    return &conf_blk_top;
+}
+
+const struct conf_block *conf_schema_items(enum conf_custom k)
+{
+    switch (k) {
+    case CK_LISTEN: return &conf_blk_listener;
+    case CK_POOLS: return &conf_blk_pool;
+    case CK_SERVERS: return &conf_blk_server;
+    case CK_ROUTES: return &conf_blk_route;
+    case CK_OUTLIER: return &conf_blk_outlier;
+    default: return NULL;
+    }
+}
+
+const char *conf_schema_tls_version(int v)
+{
+    return v == 0x0304 ? "TLSv1.3" : "TLSv1.2";
 }

@@ -753,101 +753,73 @@ static int config_write(void *data, unsigned char *buffer, size_t size)
     return 1;
 }
 
-#define CONFIG_DEPTH 32
+/* Replaces, below node id (a mapping named `name`, the key it is the value of), every secret
+ * scalar with "<redacted>": the value of a secret key, everything below a secret key. An empty
+ * value is left as it is (it hides nothing: `client_key: ""` says there is no key). Keys are kept. */
+static void config_redact(yaml_document_t *doc, int id, const char *name, bool all, int depth)
+{
+    yaml_node_t *n = yaml_document_get_node(doc, id);
 
-/* Re-emits the snapshot's YAML source event by event, each secret scalar replaced by
- * "<redacted>" (comments and the original layout do not survive; the values do). */
+    if (!n || depth > 128)
+        return;
+    if (n->type == YAML_SCALAR_NODE) {
+        unsigned char *v, *tag;
+        if (!all || !n->data.scalar.length || !(v = (unsigned char *)strdup("<redacted>")))
+            return;
+        if ((tag = (unsigned char *)strdup(YAML_STR_TAG))) {
+            free(n->tag);
+            n->tag = tag;
+        }
+        free(n->data.scalar.value);
+        n->data.scalar.value = v;
+        n->data.scalar.length = strlen("<redacted>");
+        n->data.scalar.style = YAML_DOUBLE_QUOTED_SCALAR_STYLE;
+    } else if (n->type == YAML_SEQUENCE_NODE) {
+        for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top; it++)
+            config_redact(doc, *it, name, all, depth + 1);
+    } else if (n->type == YAML_MAPPING_NODE) {
+        for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+            yaml_node_t *k = yaml_document_get_node(doc, p->key);
+            const char *key = k && k->type == YAML_SCALAR_NODE ? (const char *)k->data.scalar.value : "";
+            config_redact(doc, p->value, key, all || config_secret(key, name), depth + 1);
+        }
+    }
+}
+
+/* The effective configuration (conf_effective: every key in force, written ones as written, then
+ * the defaults and derived values the file left out), secrets redacted, after a comment with the
+ * generation, load time and path. Comments and the original layout do not survive; values do. */
 void metrics_render_config(struct metrics_render_buf *b, const struct metrics_render_src *s, double loaded_at)
 {
     const struct conf *c = s->conf;
-    struct level { bool map, want_key, redact; char key[128], name[128]; } st[CONFIG_DEPTH];
-    int depth = -1;
-    yaml_parser_t parser;
     yaml_emitter_t emitter;
-    yaml_event_t ev;
+    yaml_document_t doc;
     char when[64] = "";
     time_t t = (time_t)loaded_at;
     struct tm tm;
-    bool done = false;
 
     if (gmtime_r(&t, &tm))
         strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
     metrics_render_printf(b, "# lifeline running configuration\n# generation: %u\n# loaded_at: %s\n# path: %s\n"
+                             "# every key in force: as written in the file (in its order), then the defaults and\n"
+                             "# derived values it left out (in schema order)\n"
                              "# secrets (TLS keys, credential headers, *secret*, *token*, *password*) redacted\n",
                           s->generation, when, c->path ? c->path : "");
     if (!c->source) {
         metrics_render_printf(b, "# (no source kept)\n");
         return;
     }
-    yaml_parser_initialize(&parser);
+    if (conf_effective(c, &doc) < 0) {
+        metrics_render_printf(b, "# (the configuration could not be rebuilt: the source no longer parses or "
+                                 "memory ran out)\n");
+        return;
+    }
+    config_redact(&doc, 1, "", false, 0);
     yaml_emitter_initialize(&emitter);
-    yaml_parser_set_input_string(&parser, (const unsigned char *)c->source, c->source_len);
     yaml_emitter_set_output(&emitter, config_write, b);
     yaml_emitter_set_unicode(&emitter, 1);
     yaml_emitter_set_width(&emitter, 200);
-    while (!done) {
-        bool redact = false;
-        if (!yaml_parser_parse(&parser, &ev)) {
-            metrics_render_printf(b, "\n# (the source no longer parses: %s)\n", parser.problem ? parser.problem : "?");
-            break;
-        }
-        done = ev.type == YAML_STREAM_END_EVENT;
-        switch (ev.type) {
-        case YAML_MAPPING_START_EVENT:
-        case YAML_SEQUENCE_START_EVENT: {
-            struct level *up = depth >= 0 ? &st[depth] : NULL;
-            const char *name = up ? (up->map ? up->key : up->name) : "";
-            bool r = up && (up->redact || (up->map && config_secret(up->key, up->name)));
-            if (up && up->map)
-                up->want_key = true;
-            if (depth + 1 >= CONFIG_DEPTH) {
-                metrics_render_printf(b, "\n# (nested too deep)\n");
-                yaml_event_delete(&ev);
-                done = true;
-                continue;
-            }
-            depth++;
-            st[depth].map = ev.type == YAML_MAPPING_START_EVENT;
-            st[depth].want_key = true;
-            st[depth].redact = r;
-            st[depth].key[0] = 0;
-            snprintf(st[depth].name, sizeof(st[depth].name), "%s", name);
-            break;
-        }
-        case YAML_MAPPING_END_EVENT:
-        case YAML_SEQUENCE_END_EVENT:
-            if (depth >= 0)
-                depth--;
-            break;
-        case YAML_SCALAR_EVENT:
-        case YAML_ALIAS_EVENT:
-            if (depth >= 0 && st[depth].map && st[depth].want_key) {
-                snprintf(st[depth].key, sizeof(st[depth].key), "%s",
-                         ev.type == YAML_SCALAR_EVENT ? (const char *)ev.data.scalar.value : "");
-                st[depth].want_key = false;
-            } else if (depth >= 0) {
-                redact = st[depth].redact || (st[depth].map && config_secret(st[depth].key, st[depth].name));
-                if (st[depth].map)
-                    st[depth].want_key = true;
-            }
-            break;
-        default:
-            break;
-        }
-        /* A plain scalar the emitter must quote (`127.0.0.1:8080` in a flow mapping) would get a
-         * `!` tag to keep its plain typing; lifeline reads every value as text, so it is quoted bare. */
-        if (ev.type == YAML_SCALAR_EVENT && !ev.data.scalar.tag)
-            ev.data.scalar.quoted_implicit = 1;
-        if (redact) {
-            yaml_event_delete(&ev);
-            yaml_scalar_event_initialize(&ev, NULL, NULL, (yaml_char_t *)"<redacted>", -1, 1, 1,
-                                         YAML_DOUBLE_QUOTED_SCALAR_STYLE);
-        }
-        if (!yaml_emitter_emit(&emitter, &ev)) {   /* takes the event, even on failure */
-            metrics_render_printf(b, "\n# (emitter: %s)\n", emitter.problem ? emitter.problem : "?");
-            break;
-        }
-    }
+    if (!yaml_emitter_open(&emitter) || !yaml_emitter_dump(&emitter, &doc) || !yaml_emitter_close(&emitter))
+        metrics_render_printf(b, "\n# (emitter: %s)\n", emitter.problem ? emitter.problem : "?");
     yaml_emitter_delete(&emitter);
-    yaml_parser_delete(&parser);
 }

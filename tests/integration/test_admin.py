@@ -636,3 +636,132 @@ def test_status_outcome_is_named_alike_in_header_log_and_metrics(lifeline, raw_u
     # outlier ejection, nor in /status's failures)
     assert m.value("lifeline_upstream_attempts_total", pool="q", server=slow.address, outcome="429") == 2
     assert m.get("lifeline_upstream_attempts_total", pool="q", server=slow.address, outcome="ok") is None
+
+
+# --------------------------------------------------------------------------------------------
+# /config: the effective configuration (SPEC §5 "the running snapshot as YAML"; every key of §2
+# with the value in force, defaults included)
+
+def _config_doc(aport):
+    import yaml
+    r = admin_get(aport, "/config")
+    assert r.status == 200, r
+    text = r.body.decode()
+    return text, yaml.safe_load(text)
+
+
+def _body_of(text):
+    """The YAML without the leading comment lines (generation, load time, path)."""
+    return "\n".join(ln for ln in text.splitlines() if not ln.startswith("#"))
+
+
+def test_config_shows_the_defaults_in_force(lifeline, upstream):
+    """A minimal file: /config shows every default of §2, at every level, in the SPEC's units."""
+    up = upstream()
+    aport = free_port()
+    lifeline(pools={"p": pool(up)}, extra=admin_extra(aport))
+    text, doc = _config_doc(aport)
+    assert "# generation: 1" in text, text[:300]
+    # top level (the fixture writes listen, workers, shutdown_timeout, pools, routes, admin)
+    assert doc["access_log"] == {"path": "stdout", "format": "json"}, doc
+    assert doc["stale_store"] == {"size": "64MiB", "max_entry": "1MiB"}, doc
+    assert doc["watch_config"] is False and doc["resolver"] == {"servers": "system", "timeout": "2s"}, doc
+    assert doc["client"] == {"header_timeout": "10s", "body_timeout": "30s", "idle_timeout": "60s",
+                             "send_timeout": "30s"}, doc
+    assert doc["limits"] == {"max_connections": 10000, "max_header_bytes": "16KiB", "max_body_bytes": 0}, doc
+    assert "tls" not in doc["listen"][0], doc["listen"]          # omit to disable: stays out
+    # a pool
+    p = doc["pools"]["p"]
+    assert p["servers"] == [{"address": up.address, "weight": 1}], p
+    assert p["resolve_interval"] == "30s" and p["balance"] == "ewma" and p["hash_key"] == "source", p
+    assert p["keepalive"] == 256 and p["keepalive_timeout"] == "60s" and p["connect_race"] == "auto", p
+    assert p["timeouts"] == {"connect": "1s", "response": "10s", "read": "30s"}, p
+    assert p["tls"] == {"enabled": False, "verify": True, "ca": "system", "sni": "", "client_cert": "",
+                        "client_key": ""}, p
+    assert p["outlier"] == {"consecutive_failures": 5, "ejection": "10s", "max_ejection": "5m",
+                            "max_ejected_percent": 50}, p            # on when absent
+    assert p["slow_start"] == "0s" and "health" not in p, p
+    # a route
+    r = doc["routes"][0]
+    assert r["name"] == "route-1" and r["pool"] == "p" and r["match"] == {"path": "/"}, r
+    assert r["strip_prefix"] is False and r["host_header"] == "preserve" and r["max_body_bytes"] == 0, r
+    assert r["timeouts"] == {"total": "15s", "connect": "1s", "response": "10s", "read": "30s"}, r
+    assert r["retry"] == {"attempts": 3,
+                          "on": ["connect_error", "connect_timeout", "response_timeout", "reset", 502, 503, 504],
+                          "methods": ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"],
+                          "backoff": {"base": "25ms", "max": "250ms"},
+                          "budget": {"ratio": 0.2, "min_per_second": 10},
+                          "hedge": {"after": "0s"}, "buffer_body": "64KiB"}, r
+    assert "fallback" not in r, r
+    # written keys first, in the file's order; the ones left out after them
+    keys = list(doc)
+    assert keys[:3] == ["listen", "workers", "shutdown_timeout"], keys
+    assert keys.index("routes") < keys.index("client") < keys.index("limits"), keys
+
+
+def test_config_keeps_written_values_and_completes_their_blocks(lifeline, upstream):
+    """Written values as written (secrets still redacted); a block written in part gets the rest;
+    values derived from elsewhere (a route's timeouts from its pool, max_body_bytes from limits)."""
+    up = upstream()
+    aport = free_port()
+    lifeline(pools={"p": pool(up, keepalive=7, timeouts={"connect": "250ms"}, outlier="off",
+                               health={"path": "/hz"}),
+                    "q": pool((up, 5), outlier={"ejection": "2s"})},
+             routes=[{"name": "a", "match": {"host": "api.example.com", "methods": ["GET"]}, "pool": "p",
+                      "retry": {"attempts": 2, "on": ["reset", 503], "budget": {"ratio": 0.5}},
+                      "timeouts": {"total": "2s"},
+                      "fallback": {"status": 502, "headers": {"authorization": "Bearer s3cr3t"}}},
+                     {"pool": "q", "max_body_bytes": "10MiB"}],
+             client={"header_timeout": "3s"}, limits={"max_body_bytes": "1MiB"},
+             extra=admin_extra(aport))
+    text, doc = _config_doc(aport)
+    assert "s3cr3t" not in text, text
+    assert doc["client"] == {"header_timeout": "3s", "body_timeout": "30s", "idle_timeout": "60s",
+                             "send_timeout": "30s"}, doc["client"]
+    assert doc["limits"]["max_body_bytes"] == "1MiB" and doc["limits"]["max_connections"] == 10000, doc
+    p, q = doc["pools"]["p"], doc["pools"]["q"]
+    assert p["keepalive"] == 7 and p["outlier"] == "off", p
+    assert p["timeouts"] == {"connect": "250ms", "response": "10s", "read": "30s"}, p
+    assert p["health"] == {"path": "/hz", "interval": "5s", "timeout": "1s", "rise": 2, "fall": 3,
+                           "expect": "200-399"}, p
+    assert q["servers"] == [{"address": up.address, "weight": 5}], q
+    assert q["outlier"] == {"ejection": "2s", "consecutive_failures": 5, "max_ejection": "5m",
+                            "max_ejected_percent": 50}, q
+    a, b = doc["routes"]
+    assert a["match"] == {"host": "api.example.com", "methods": ["GET"], "path": "/"}, a
+    assert a["timeouts"] == {"total": "2s", "connect": "250ms", "response": "10s", "read": "30s"}, a
+    assert a["retry"]["attempts"] == 2 and a["retry"]["on"] == ["reset", 503], a
+    assert a["retry"]["budget"] == {"ratio": 0.5, "min_per_second": 10}, a
+    assert a["retry"]["backoff"] == {"base": "25ms", "max": "250ms"}, a
+    assert a["max_body_bytes"] == "1MiB", a                    # from limits
+    fb = a["fallback"]
+    assert fb["status"] == 502 and fb["headers"] == {"authorization": "<redacted>"}, fb
+    assert fb["body"] == '{"error":"service unavailable"}' and fb["stale"] == "0s", fb
+    assert b["name"] == "route-2" and b["max_body_bytes"] == "10MiB" and "fallback" not in b, b
+    assert b["timeouts"] == {"total": "15s", "connect": "1s", "response": "10s", "read": "30s"}, b
+
+
+def test_config_round_trips_through_lifeline_t_and_reload(lifeline, upstream, tmp_path):
+    """The emitted YAML (a file without secrets) passes `lifeline -t`, and loaded again (SIGHUP)
+    emits the same YAML."""
+    from conftest import run_cli
+    up = upstream()
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up, balance="hash", hash_key="header:X-User", connect_race="0s"),
+                         "q": pool(up, health={"expect": 200})},
+                  routes=[{"name": "a", "match": {"path": "/a/"}, "pool": "p", "strip_prefix": True,
+                           "retry": {"hedge": {"after": "150ms"}, "methods": ["GET"]},
+                           "fallback": {"status": 503, "body": "down", "stale": "90s"}},
+                          {"pool": "q", "host_header": "upstream"}],
+                  extra=admin_extra(aport, resolver={"timeout": "1500ms"}, watch_config=False))
+    text, doc = _config_doc(aport)
+    assert doc["pools"]["p"]["connect_race"] == "0s" and doc["pools"]["p"]["hash_key"] == "header:X-User", doc
+    assert doc["pools"]["q"]["health"]["expect"] == 200 and doc["resolver"]["servers"] == "system", doc
+    saved = tmp_path / "emitted.yaml"
+    saved.write_text(text)
+    r = run_cli(["-t", "-c", str(saved)])
+    assert r.returncode == 0, (r.stdout, r.stderr, text)
+    reload(lf, text=text)
+    again, _ = _config_doc(aport)
+    assert "# generation: 2" in again, again[:300]
+    assert _body_of(again) == _body_of(text), (text, again)
