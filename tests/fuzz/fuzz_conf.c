@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <yaml.h>
 
 #include "conf.h"
 
@@ -81,6 +82,36 @@ static void check_errors(const char *errs, size_t len, unsigned n)
     CHECK(lines == n);
 }
 
+/* GET /config's document (conf_effective): built for every loaded snapshot; emitted (an emitter
+ * failure, as on a body that is not UTF-8, is allowed), it loads again to the same addresses. */
+static void check_effective(const struct conf *c)
+{
+    yaml_document_t doc;
+    yaml_emitter_t em;
+    char *text = NULL;
+    size_t len = 0;
+    CHECK(conf_effective(c, &doc) == 0);
+    FILE *out = open_memstream(&text, &len);
+    CHECK(out);
+    CHECK(yaml_emitter_initialize(&em));
+    yaml_emitter_set_output_file(&em, out);
+    yaml_emitter_set_unicode(&em, 1);
+    int ok = yaml_emitter_open(&em) && yaml_emitter_dump(&em, &doc) && yaml_emitter_close(&em);
+    yaml_emitter_delete(&em);
+    fclose(out);
+    if (ok) {
+        unsigned n = 1;
+        FILE *err = fopen("/dev/null", "w");
+        CHECK(err);
+        struct conf *c2 = conf_load_buffer(c->path, text, len, err, &n);
+        fclose(err);
+        CHECK(c2 && n == 0);
+        CHECK(conf_same_addresses(c, c2));
+        conf_unref(c2);
+    }
+    free(text);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char *errs = NULL;
@@ -102,6 +133,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(c2 && n2 == 0);
         CHECK(conf_same_addresses(c, c2) && conf_same_addresses(c2, c));
         conf_unref(c2);
+        check_effective(c);
         conf_unref(c);
     } else {
         CHECK(n >= 1);
