@@ -44,8 +44,6 @@ static int eff_scalar(struct eff *e, const char *s)
     return eff_scalar_len(e, s, strlen(s));
 }
 
-/* In the SPEC's units: 250ms, 2s, 30s, 60s (a minute stays in seconds, as the SPEC writes it),
- * 5m, 1h; always exact (conf_duration reads it back as the same value). */
 /* A key the file left out: plain, but quoted where a YAML 1.1 reader (PyYAML) would take it for a
  * boolean (retry's `on`); lifeline reads a key the same in either style. */
 static int eff_key(struct eff *e, const char *k)
@@ -61,6 +59,8 @@ static int eff_key(struct eff *e, const char *k)
     return id;
 }
 
+/* In the SPEC's units: 250ms, 2s, 30s, 60s (a minute stays in seconds, as the SPEC writes it),
+ * 5m, 1h; always exact (conf_duration reads it back as the same value). */
 static int eff_duration(struct eff *e, int64_t ms)
 {
     char b[32];
