@@ -620,8 +620,11 @@ static void hop_done(struct hop *h, bool close_delimited)
      * it (pool.c); these could arrive later, so such a connection is not pooled at all. */
     bool declares_body = (h->head_req || resp->status == 204 || resp->status == 304) &&
                          (resp->chunked || resp->content_length > 0);
+    /* an orphan keeps its connection for a body up to HOP_ORPHAN_BODY_MAX only (SPEC §3.5), also
+     * when the read that passed the limit held the body's end */
     bool reusable = !close_delimited && resp->keep_alive && h->request_sent && !h->write_failed &&
-                    h->uc->in.len == 0 && (!h->ex || h->ex->body_done) && !declares_body;
+                    h->uc->in.len == 0 && (!h->ex || h->ex->body_done) && !declares_body &&
+                    (h->ex || h1_parser_body_bytes(h->parser) <= HOP_ORPHAN_BODY_MAX);
     unsigned status = resp->status;
 
     h->state = HOP_DONE;

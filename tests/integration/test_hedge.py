@@ -100,6 +100,39 @@ def test_hedge_loser_runs_on_and_its_connection_is_reused(lifeline, raw_upstream
     assert slow.connections == 1, "the detached attempt's connection was not reused (%d connections)" % slow.connections
 
 
+@pytest.mark.parametrize("size, reused", [(65536, True), (65537, False)], ids=["64KiB", "64KiB+1"])
+def test_a_hedge_losers_chunked_body_over_64KiB_closes_its_connection(lifeline, raw_upstream, size, reused):
+    """SPEC §3.5: the loser runs on, "body up to 64 KiB read and dropped, else the connection is
+    closed". Found by the bodies audit: a chunked body a little over 64 KiB whose end came in the
+    same read as the bytes past the limit was read whole and its connection pooled."""
+    shared = {"n": 0, "order": []}
+
+    def make(name):
+        async def handle(conn, req):
+            k = shared["n"]
+            shared["n"] += 1
+            shared["order"].append(name)
+            if k == 0:
+                await asyncio.sleep(t(0.3))
+                await conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n" % size +
+                                b"s" * size + b"\r\n0\r\n\r\n")
+                return False
+            await conn.respond(200, b"fast from " + name.encode(), headers=[("x-upstream", name)])
+            return False
+        return each_request(handle)
+
+    a, b = raw_upstream(make("A"), name="A"), raw_upstream(make("B"), name="B")
+    lf = lifeline(pools={"p": pool(a, b, balance="round_robin")},
+                  routes=[route(retry={"hedge": {"after": dur(t(0.05))}})])
+    r = lf.fetch("GET", "/h", timeout=t(5))
+    assert r.status == 200 and r.body.startswith(b"fast from"), r
+    slow = a if shared["order"][0] == "A" else b
+    time.sleep(t(0.3) + t(0.3))   # the slow answer arrives and is read by the detached attempt
+    for i in range(6):
+        assert lf.fetch("GET", "/again/%d" % i, timeout=t(5)).status == 200
+    assert (slow.connections == 1) == reused, "%d connections to the loser's server" % slow.connections
+
+
 def test_no_hedge_when_first_answer_is_in_time(lifeline, raw_upstream):
     a = raw_upstream(ok_script(b"a"), name="A")
     b = raw_upstream(ok_script(b"b"), name="B")
