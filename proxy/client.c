@@ -449,6 +449,7 @@ static void client_reset(struct client *c)
 
     if (c->x.fd >= 0 && setsockopt(c->x.fd, SOL_SOCKET, SO_LINGER, &abortive, sizeof(abortive)) < 0)
         log_debug("client %s: SO_LINGER: %s", CLIENT_ADDR_DBG(c), strerror(errno));
+    c->x.failed = true;   /* TLS: no close_notify either, which would read as a clean end */
     client_close_answering(c);
 }
 

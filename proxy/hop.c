@@ -1100,7 +1100,8 @@ bool hop_orphan(struct hop *h)
 {
     struct worker *w = h->w;
     struct hop *o;
-    bool connecting = h->state == HOP_CONNECTING && h->uc && ev_is_active(&h->uc->wr);
+    /* a TCP connect waits on wr; a TLS handshake on whichever of rd and wr the session wants */
+    bool connecting = h->state == HOP_CONNECTING && h->uc && (ev_is_active(&h->uc->wr) || ev_is_active(&h->uc->rd));
     bool awaiting = h->state == HOP_SENDING && h->request_sent && !h->write_failed && h->uc;
 
     if (!h->ex || (!connecting && !awaiting) || h->processing || !h->ex->gen) {

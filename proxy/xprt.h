@@ -34,7 +34,7 @@ struct xprt {
      * (ev_io *, struct ev_loop *). After the handshake a TLS read that must first finish a write
      * points the watcher at EV_WRITE, and back at EV_READ once reading goes on (tls.h). */
     void *rd, *loop;
-    bool failed;                        /* a protocol error: no close_notify at close */
+    bool failed;                        /* a protocol error, or a reset: no close_notify at close */
     bool handshaken;
 };
 

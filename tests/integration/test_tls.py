@@ -2,6 +2,7 @@
 minimum version and resumption; upstream origination with verification, SNI, the handshake inside
 the connect timer; large bodies both ways. Certificates are made at test time with `openssl`."""
 
+import asyncio
 import hashlib
 import http.client
 import json
@@ -13,7 +14,8 @@ import time
 
 import pytest
 
-from conftest import HOST, Conn, dur, pattern_bytes, pool, run_cli, t, wait_for, write_config
+from conftest import HOST, Conn, dur, free_port, pattern_bytes, pool, run_cli, t, wait_for, write_config
+from ops import admin_extra, metrics
 
 
 def _openssl(*args, cwd):
@@ -243,6 +245,34 @@ def test_stalled_handshake_hits_connect_timer(lifeline, upstream, pki):
         r = only.fetch("GET", "/status/200")
         assert r.status == 504, r
         assert time.monotonic() - start < t(3)
+    finally:
+        stall.close()
+
+
+def test_a_race_loser_stalled_in_its_tls_handshake_runs_on_to_its_connect_timeout(lifeline, upstream, pki):
+    """SPEC §3.5: an attempt that loses a connect race "is not cut off: it runs on ... until ...
+    its own timers fire. Its real outcome feeds outlier ejection". Found by the TLS audit: a connect
+    still in its TLS handshake (waiting to read the server's answer) was cancelled when the race
+    was won, so a server that takes TCP but never finishes a handshake was never ejected and,
+    with the defaults (ewma, connect_race auto), kept getting every request first."""
+    stall = socket.socket()
+    stall.bind((HOST, 0))
+    stall.listen(64)   # the kernel completes TCP; nobody ever answers the ClientHello
+    good = upstream("good", ssl=_server_ctx(pki["up"]))
+    aport = free_port()
+    try:
+        addr = "%s:%d" % (HOST, stall.getsockname()[1])
+        lf = lifeline(pools={"p": _tls_pool(pki, (addr, 10), (good, 1), balance="round_robin",
+                                            connect_race="30ms", timeouts={"connect": dur(t(0.3))},
+                                            outlier={"consecutive_failures": 2})},
+                      extra=admin_extra(aport))
+        for _ in range(4):
+            assert lf.fetch("GET", "/status/200", timeout=t(3)).status == 200
+        time.sleep(t(0.3) + 0.2)   # the losers' connect timers fire
+        m = metrics(aport)
+        assert m.total("lifeline_upstream_attempts_total", server=addr, outcome="connect_timeout") >= 2, \
+            m.grep("lifeline_upstream_attempts_total")
+        assert m.total("lifeline_outlier_ejections_total", server=addr) >= 1, m.grep("lifeline_outlier")
     finally:
         stall.close()
 
@@ -499,6 +529,38 @@ def test_close_delimited_answer_over_tls_is_complete_only_with_close_notify(life
         assert rest == b"c\r\nPARTIAL-BODY\r\n0\r\n\r\n", rest
     else:
         assert rest.startswith(b"c\r\nPARTIAL-BODY\r\n") and not rest.endswith(b"0\r\n\r\n"), rest
+
+
+def test_a_cut_close_delimited_answer_on_a_tls_listener_ends_without_close_notify(lifeline, raw_upstream, pki):
+    """SPEC §3.8: the client "sees a truncated response, never a silently short one". An HTTP/1.0
+    client's answer of unknown length ends with the close; cut by the upstream, the connection is
+    reset. Found by the TLS audit: on a TLS listener close_notify still went out first, which a
+    TLS client reads as the answer's clean end."""
+    async def script(conn):
+        if await conn.read_request() is None:
+            return
+        await conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nPARTIAL-BODY")
+        await asyncio.sleep(0.1)
+        conn.reset()
+
+    up = raw_upstream(script)
+    lf = lifeline(pools={"p": pool(up, outlier="off")}, listen_tls=_listen_tls(pki))
+    raw = socket.create_connection((HOST, lf.port), timeout=t(5))
+    s = _client_ctx(pki).wrap_socket(raw, server_hostname="a.test", suppress_ragged_eofs=False)
+    got, clean = b"", False
+    try:
+        s.sendall(b"GET /x HTTP/1.0\r\nHost: a.test\r\n\r\n")
+        while True:
+            d = s.recv(65536)
+            if not d:
+                clean = True   # close_notify: the end of the answer, as far as the client knows
+                break
+            got += d
+    except (ssl.SSLError, OSError):
+        pass
+    finally:
+        raw.close()
+    assert not clean, "the cut answer ended with close_notify: %r" % got
 
 
 # --------------------------------------------------------------------------------------------
