@@ -91,6 +91,10 @@ void pool_close(struct upconn *uc)
 
     ev_io_stop(w->loop, &uc->rd);
     ev_io_stop(w->loop, &uc->wr);
+    /* closed before its handshake finished (the connect timer, the deadline, a race it lost and
+     * could not run on): a failed handshake too; one that failed itself was counted (hop.c) */
+    if (uc->x.ssl && !uc->x.handshaken && !uc->x.failed)
+        atomic_fetch_add(&tls_handshakes[1][TLS_HS_FAILED], 1);
     xprt_close(&uc->x);
     worker_buf_put(w, &uc->in);
     worker_upconn_free(w, uc);

@@ -239,12 +239,17 @@ def test_stalled_handshake_hits_connect_timer(lifeline, upstream, pki):
             r = lf.fetch("GET", "/status/200")
             assert r.status == 200, r
         assert time.monotonic() - start < t(4)
+        aport = free_port()
         only = lifeline(pools={"p": _tls_pool(pki, addr, timeouts={"connect": dur(t(0.3))})},
-                        routes=[{"pool": "p", "retry": {"attempts": 1}}])
+                        routes=[{"pool": "p", "retry": {"attempts": 1}}], extra=admin_extra(aport))
         start = time.monotonic()
         r = only.fetch("GET", "/status/200")
         assert r.status == 504, r
         assert time.monotonic() - start < t(3)
+        # a handshake cut by the connect timer is a failed one (found by the TLS audit: not counted)
+        m = metrics(aport)
+        assert m.value("lifeline_tls_handshakes_total", side="upstream", result="failed") == 1, \
+            m.grep("lifeline_tls_handshakes_total")
     finally:
         stall.close()
 
