@@ -111,6 +111,31 @@ def _in_hosts_namespace(hosts):
     return ["unshare", "-m", "sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"', str(hosts)]
 
 
+def _start_in_hosts_namespace(tmp_path, hosts, cfg, port, sockets):
+    """Starts lifeline with cfg in a mount namespace whose /etc/hosts is `hosts`; returns the
+    Lifeline once `sockets` listening sockets of it are on `port`."""
+    path = str(tmp_path / "duo.yaml")
+    write_config(path, cfg)
+    err_path, out_path = str(tmp_path / "duo.stderr"), str(tmp_path / "duo.stdout")
+    with open(err_path, "wb") as ef, open(out_path, "wb") as of:
+        proc = subprocess.Popen(_in_hosts_namespace(hosts) + [LIFELINE_BIN, "-c", path],
+                                stdin=subprocess.DEVNULL, stdout=of, stderr=ef)
+    lf = Lifeline(path, port, proc, err_path, out_path, cfg)
+
+    def listening():
+        if proc.poll() is not None and "mount" in lf.stderr_text():
+            lf.stop()
+            pytest.skip("no mount namespace here: %s" % lf.stderr_text().strip())
+        lf.assert_alive()
+        return len(listening_inodes(proc.pid, port)) >= sockets
+    try:
+        wait_for(listening, t(10), what="lifeline to listen on %d socket(s) on port %d" % (sockets, port))
+    except BaseException:
+        lf.stop()
+        raise
+    return lf
+
+
 def test_a_listener_name_binds_every_address_of_it(upstream, tmp_path):
     """A listener written as a name binds each of its addresses, as nginx does: `localhost:P` where
     /etc/hosts maps localhost to ::1 and 127.0.0.1 (Docker writes both, ::1 first) listened on
@@ -122,20 +147,8 @@ def test_a_listener_name_binds_every_address_of_it(upstream, tmp_path):
     cfg = {"listen": [{"address": "duo:%d" % port}], "workers": 2, "shutdown_timeout": "2s",
            "admin": {"address": "127.0.0.1:%d" % aport},
            "pools": {"p": pool(up)}, "routes": [{"pool": "p"}]}
-    path = str(tmp_path / "duo.yaml")
-    write_config(path, cfg)
-    err_path, out_path = str(tmp_path / "duo.stderr"), str(tmp_path / "duo.stdout")
-    with open(err_path, "wb") as ef, open(out_path, "wb") as of:
-        proc = subprocess.Popen(_in_hosts_namespace(hosts) + [LIFELINE_BIN, "-c", path],
-                                stdin=subprocess.DEVNULL, stdout=of, stderr=ef)
-    lf = Lifeline(path, port, proc, err_path, out_path, cfg)
+    lf = _start_in_hosts_namespace(tmp_path, hosts, cfg, port, 4)   # 2 workers x 2 addresses
     try:
-        def listening():
-            if proc.poll() is not None and "mount" in lf.stderr_text():
-                pytest.skip("no mount namespace here: %s" % lf.stderr_text().strip())
-            lf.assert_alive()
-            return len(listening_inodes(proc.pid, port)) >= 4   # 2 workers x 2 addresses
-        wait_for(listening, t(10), what="lifeline to listen on both addresses of duo:%d" % port)
         for host in ("127.0.0.1", "::1"):
             conn = http.client.HTTPConnection(host, port, timeout=t(5))
             try:
@@ -159,20 +172,9 @@ def test_an_address_of_a_listener_name_that_cannot_be_bound_is_left_out(upstream
     hosts.write_text("192.0.2.7 duo\n127.0.0.1 duo\n192.0.2.8 none\n192.0.2.9 none\n")
     cfg = {"listen": [{"address": "duo:%d" % port}], "workers": 1, "shutdown_timeout": "2s",
            "pools": {"p": pool(up)}, "routes": [{"pool": "p"}]}
-    path = str(tmp_path / "duo.yaml")
-    write_config(path, cfg)
-    err_path, out_path = str(tmp_path / "duo.stderr"), str(tmp_path / "duo.stdout")
-    with open(err_path, "wb") as ef, open(out_path, "wb") as of:
-        proc = subprocess.Popen(_in_hosts_namespace(hosts) + [LIFELINE_BIN, "-c", path],
-                                stdin=subprocess.DEVNULL, stdout=of, stderr=ef)
-    lf = Lifeline(path, port, proc, err_path, out_path, cfg)
+    lf = _start_in_hosts_namespace(tmp_path, hosts, cfg, port, 1)
+    path = lf.cfg_path
     try:
-        def listening():
-            if proc.poll() is not None and "mount" in lf.stderr_text():
-                pytest.skip("no mount namespace here: %s" % lf.stderr_text().strip())
-            lf.assert_alive()
-            return listening_inodes(proc.pid, port)
-        wait_for(listening, t(10), what="lifeline to listen on 127.0.0.1:%d" % port)
         assert lf.fetch("GET", "/echo").status == 200
         assert "listen on 192.0.2.7:%d (an address of duo:%d): Cannot assign requested address; left out" \
             % (port, port) in lf.stderr_text(), lf.stderr_text()
