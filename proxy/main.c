@@ -440,6 +440,10 @@ static void watch_update(struct ev_loop *loop)
         ev_io_init(&watch.io, on_watch_event, watch.fd, EV_READ);
         ev_io_start(loop, &watch.io);
         ev_init(&watch.debounce, on_watch_debounce);
+        /* A change made between the load and these watches (the workers accept before this
+         * runs) has no event: one look at the file, dropped when its bytes are the running ones */
+        watch.debounce.repeat = WATCH_DEBOUNCE;
+        ev_timer_again(loop, &watch.debounce);
         watch.on = true;
         log_info("watch_config: watching %s", conf_path);
     } else {
