@@ -550,8 +550,7 @@ static void exchange_rand_hex(struct exchange *ex, char out[16])
     exchange_hex16(out, r);
 }
 
-/* SPEC §5: the incoming trace when its traceparent is valid (its tracestate then goes along),
- * else a new one: 16 random bytes, flags 01 (sampled). Of the incoming flags only `sampled` (the
+/* SPEC §5: the incoming trace when its traceparent is valid, else a new one: 16 random bytes, flags 01 (sampled). Of the incoming flags only `sampled` (the
  * low bit, the one flag of W3C Trace Context's version 00) goes on: the others are reserved, and
  * "vendors MUST set those to zero". */
 static void exchange_make_trace(struct exchange *ex)
@@ -559,8 +558,7 @@ static void exchange_make_trace(struct exchange *ex)
     const struct h1_head *req = ex->req;
     const struct h1_header *hd = req->traceparent >= 0 ? &req->hdrs[req->traceparent] : NULL;
 
-    ex->trace_in = hd && h1_traceparent_valid(hd->value, hd->value_len);
-    if (ex->trace_in) {
+    if (hd && h1_traceparent_valid(hd->value, hd->value_len)) {
         memcpy(ex->trace_id, hd->value + H1_TP_TRACE_OFF, 32);
         char low = hd->value[H1_TP_FLAGS_OFF + 1];   /* lower-case hex: validated */
         bool sampled = low >= 'a' ? (low - 'a' + 10) & 1 : (low - '0') & 1;
@@ -816,7 +814,9 @@ static int exchange_build_head(struct exchange *ex, struct hop *h, struct upserv
     tp[H1_TP_FLAGS_OFF - 1] = '-';
     memcpy(tp + H1_TP_FLAGS_OFF, ex->trace_flags, 2);
     o.traceparent = tp;
-    o.tracestate = ex->trace_in;
+    /* SPEC §5 "tracestate passes through": with or without a valid traceparent (W3C would drop
+     * it without one; the SPEC is the contract here, and README says so). */
+    o.tracestate = true;
     o.chunked = req->chunked;
     /* "Content-Length: 0" is kept: some servers require it on POST. */
     o.content_length = req->chunked ? -1 : req->content_length;
@@ -839,12 +839,15 @@ static uint64_t exchange_hash(struct exchange *ex)
 }
 
 /* A server for the next attempt, a hedge or a race: one not tried yet in this request when one
- * exists (SPEC §3.3). Then, by mode: PICK_UNTRIED (a hedge) none; PICK_RACE any but the one
- * connecting (`avoid`); PICK_RETRY any but the server that failed last (`avoid`: SPEC §3.5 sends a
- * retry after connect_error "to another server") and those that could not be connected to in this
- * request, else any but the latter, else any. *trial: the half-open trial claim that comes with
+ * exists (SPEC §3.3). Then, by mode: PICK_HEDGE any but the one still running (`avoid`), else
+ * that one too (a hedge is an attempt, and §3.3 takes a tried server when no untried one exists:
+ * in a one-server pool it goes to the same server on a connection of its own); PICK_RACE any but
+ * the one connecting (`avoid`; SPEC §2 races "a connect to another server"); PICK_RETRY any but
+ * the server that failed last (`avoid`: SPEC §3.5 sends a retry after connect_error "to another
+ * server") and those that could not be connected to in this request, else any but the latter,
+ * else any. *trial: the half-open trial claim that comes with
  * the server (see pool_pick_trial), to hand to exchange_start_hop(). */
-enum pick_mode { PICK_UNTRIED, PICK_RACE, PICK_RETRY };
+enum pick_mode { PICK_HEDGE, PICK_RACE, PICK_RETRY };
 
 static struct upserver *exchange_pick(struct exchange *ex, enum pick_mode mode, uint64_t avoid, int64_t *trial)
 {
@@ -856,7 +859,7 @@ static struct upserver *exchange_pick(struct exchange *ex, enum pick_mode mode, 
     s = pool_pick_trial(ex->pool, &ctx, trial);
     if (mode == PICK_RETRY)
         avoid |= ex->connect_failed;
-    if (!s && ex->tried && mode != PICK_UNTRIED && avoid && avoid != ex->tried) {
+    if (!s && ex->tried && avoid && avoid != ex->tried) {
         ctx.excluded = avoid;
         s = pool_pick_trial(ex->pool, &ctx, trial);
     }
@@ -864,7 +867,7 @@ static struct upserver *exchange_pick(struct exchange *ex, enum pick_mode mode, 
         ctx.excluded = ex->connect_failed;
         s = pool_pick_trial(ex->pool, &ctx, trial);
     }
-    if (!s && ex->tried && mode == PICK_RETRY) {
+    if (!s && ex->tried && mode != PICK_RACE) {
         ctx.excluded = 0;
         s = pool_pick_trial(ex->pool, &ctx, trial);
     }
@@ -969,7 +972,14 @@ static void exchange_spare_cb(struct ev_loop *loop, ev_timer *t, int revents)
             ex->attempts >= ex->route->retry.attempts || busy->state == HOP_BODY ||
             ex->deadline <= ev_now(loop))
             return;
+    }
+    s = exchange_pick(ex, race ? PICK_RACE : PICK_HEDGE, exchange_server_bit(ex, busy->last_server), &trial);
+    if (!s)
+        return;   /* no server to go to: the running hop carries on alone */
+    if (!race) {
+        /* the budget is asked once there is a server to hedge to: a hedge that cannot go takes none */
         if (!exchange_budget_take(ex)) {
+            pool_unclaim(s, trial);
             /* The budget is spent for now. Hedges that win free it within a round trip, so look
              * again shortly rather than leave this request to its slow attempt. */
             t->repeat = ms(ex->route->retry.hedge_after) / 10.0;
@@ -978,11 +988,6 @@ static void exchange_spare_cb(struct ev_loop *loop, ev_timer *t, int revents)
             ev_timer_again(loop, t);
             return;
         }
-    }
-    s = exchange_pick(ex, race ? PICK_RACE : PICK_UNTRIED, exchange_server_bit(ex, busy->last_server), &trial);
-    if (!s)
-        return;   /* no other server: the running hop carries on alone */
-    if (!race) {
         ex->attempts++;
         METRIC_ADD(ex_worker(ex)->rmetrics[ex->route_slot].retries, 1);
         series_hedge(ex_worker(ex)->id, &ex_worker(ex)->rmetrics[ex->route_slot], ex->route_slot, ev_now(loop));

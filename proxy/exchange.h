@@ -116,7 +116,6 @@ struct exchange {
     } local;
     ev_tstamp started, deadline;
     size_t request_id_len;
-    bool trace_in;                      /* a valid traceparent came: its tracestate is forwarded */
 
     /* Not cleared by exchange_start (issue 13: zeroing all of it cost ~240 instructions a
      * request): the hops are made idle by hop_init, client_addr is kept while the client's

@@ -658,7 +658,21 @@ bool h1_upgrade_offered(const struct h1_head *req, const struct h1_head *resp)
     return each_token(q->value, q->value_len, token_same, &m) != 0;
 }
 
-struct te_scan { bool chunked_seen, chunked_last, unknown, dup; };
+/* unknown: a coding other than chunked (lifeline implements no other); unregistered: one that is
+ * not even a registered name (x-custom), which SPEC §4 answers 501 wherever it stands. */
+struct te_scan { bool chunked_seen, chunked_last, unknown, unregistered, dup; };
+
+/* The transfer codings of the IANA registry (RFC 9110 §18.6, RFC 9112 §7) besides chunked. */
+static bool te_registered(const char *t, size_t n)
+{
+    static const char *const names[] = { "gzip", "deflate", "compress", "x-gzip", "x-compress",
+                                         "identity", "trailers" };
+
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (n == strlen(names[i]) && ci_eq(t, names[i], n))
+            return true;
+    return false;
+}
 
 static int te_token(void *arg, const char *t, size_t n)
 {
@@ -672,6 +686,8 @@ static int te_token(void *arg, const char *t, size_t n)
     } else {
         /* Only chunked is implemented: any other coding (gzip, x-custom, ...) is not. */
         ts->unknown = true;
+        if (!te_registered(t, n))
+            ts->unregistered = true;
         ts->chunked_last = false;
     }
     return 0;
@@ -1101,7 +1117,11 @@ static int head_finish(struct h1_parser *p, const struct head_scan *st, bool has
     if (st->te) {
         if (has_cl)
             return h1_fail(p, bad, "both Content-Length and Transfer-Encoding");
-        if (st->ts.unknown && p->kind == H1_REQUEST && st->ts.chunked_last && !st->ts.dup)
+        /* 501 for a coding lifeline does not know (x-custom, even last: RFC 9112 §6.1's SHOULD
+         * for an unknown coding, as nginx answers), or a known one before chunked (gzip, chunked);
+         * a known coding last (chunked, gzip) leaves the length unknown: 400 below. */
+        if (p->kind == H1_REQUEST && !st->ts.dup &&
+            (st->ts.unregistered || (st->ts.unknown && st->ts.chunked_last)))
             return h1_fail(p, 501, "unsupported transfer coding");
         if (!st->ts.chunked_last || st->ts.dup || st->ts.unknown)
             return h1_fail(p, bad, "Transfer-Encoding must end with chunked");

@@ -252,14 +252,32 @@ def test_a_failed_hedge_is_retried_beside_the_attempt_still_running(lifeline, ra
     assert len(hung.requests) == 1 and len(third.requests) == 1
 
 
-def test_hedge_goes_to_another_server_only(lifeline, raw_upstream):
-    """One server: there is no other server to hedge to, so the request is sent once."""
-    a, _, shared = first_slow_pair(raw_upstream, first="delay", first_delay=t(0.4))
+def test_a_hedge_in_a_one_server_pool_goes_to_that_server(lifeline, raw_upstream):
+    """One server: a hedge is an attempt, and SPEC §3.3 picks a server not yet tried "when one
+    exists", so with none left it goes to the same server, on a connection of its own, and the
+    first answer wins. Until this session a one-server pool never hedged."""
+    a, _, shared = first_slow_pair(raw_upstream, first="delay", first_delay=t(1.0))
     lf = lifeline(pools={"p": pool(a)}, routes=[route(retry={"hedge": {"after": dur(t(0.1))}})])
+    t0 = time.monotonic()
     r = lf.fetch("GET", "/x", timeout=t(5))
-    assert r.status == 200 and r.body == b"slow from A", r
-    time.sleep(t(0.2))
-    assert shared["n"] == 1, shared["order"]
+    elapsed = time.monotonic() - t0
+    assert r.status == 200 and r.body == b"fast from A" and not r.has_header("x-lifeline-fallback"), r
+    assert elapsed < t(0.1) + t(0.6), elapsed
+    assert shared["n"] == 2 and [o[0] for o in shared["order"]] == ["A", "A"], shared["order"]
+
+
+def test_a_hedge_prefers_a_server_other_than_the_one_running(lifeline, raw_upstream):
+    """Two servers, the first attempt on one of them: the hedge goes to the other."""
+    a, b, shared = first_slow_pair(raw_upstream, first="delay", first_delay=t(1.0))
+    lf = lifeline(pools={"p": pool(a, b)}, routes=[route(retry={"hedge": {"after": dur(t(0.1))}})])
+    for _ in range(4):
+        shared["n"] = 0
+        shared["order"].clear()
+        r = lf.fetch("GET", "/x", timeout=t(5))
+        assert r.status == 200 and r.body.startswith(b"fast from"), r
+        names = [o[0] for o in shared["order"]]
+        assert len(names) == 2 and names[0] != names[1], names
+        time.sleep(t(1.2))   # the slow loser ends before the next round
 
 
 def test_hedge_disabled_by_default(lifeline, raw_upstream):

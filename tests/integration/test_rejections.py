@@ -60,7 +60,10 @@ CASES = [
     ("negative_cl", H + "Content-Length: -1\r\n\r\n", 400),
     ("non_numeric_cl", H + "Content-Length: 12abc\r\n\r\n", 400),
     ("te_unknown_coding", H + "Transfer-Encoding: x-custom, chunked\r\n\r\n0\r\n\r\n", 501),
-    ("te_chunked_not_last", H + "Transfer-Encoding: chunked, x\r\n\r\n0\r\n\r\n", 400),
+    ("te_chunked_not_last", H + "Transfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n", 400),
+    # a coding lifeline does not know is a 501 wherever it stands (SPEC §4's "but 501")
+    ("te_unknown_coding_alone", H + "Transfer-Encoding: x-custom\r\n\r\n", 501),
+    ("te_unknown_coding_last", H + "Transfer-Encoding: chunked, x\r\n\r\n0\r\n\r\n", 501),
     ("te_gzip_only", H + "Transfer-Encoding: gzip\r\n\r\n", 400),
     ("obs_fold", "GET /echo HTTP/1.1\r\nHost: test.local\r\nX-A: a\r\n  folded\r\n\r\n", 400),
     ("nul_in_header_value", "GET /echo HTTP/1.1\r\nHost: test.local\r\nX-A: a\x00b\r\n\r\n", 400),

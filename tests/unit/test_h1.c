@@ -610,6 +610,11 @@ static const struct req_case req_cases[] = {
       "Transfer-Encoding: gzip\r\n\r\n0\r\n\r\n", .err = 400 },
     { "te_gzip_chunked_501", "POST /p" H11 "Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", .err = 501 },
     { "te_xcustom_chunked_501", "POST /p" H11 "Transfer-Encoding: x-custom, chunked\r\n\r\n0\r\n\r\n", .err = 501 },
+    /* SPEC §4: a coding lifeline does not know is a 501 even where it stands last */
+    { "te_xcustom_alone_501", "POST /p" H11 "Transfer-Encoding: x-custom\r\n\r\nabc", .err = 501 },
+    { "te_chunked_then_xcustom_501", "POST /p" H11 "Transfer-Encoding: chunked, x-custom\r\n\r\n0\r\n\r\n",
+      .err = 501 },
+    { "te_identity_only", "POST /p" H11 "Transfer-Encoding: identity\r\n\r\nabc", .err = 400 },
     { "te_two_headers_gzip_then_chunked_501", "POST /p" H11 "Transfer-Encoding: gzip\r\n"
       "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", .err = 501 },
     { "obs_fold_space", "GET /" H11 "X-A: b\r\n c\r\n\r\n", .err = 400 },
