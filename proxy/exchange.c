@@ -607,6 +607,16 @@ static bool exchange_replayable(const struct exchange *ex)
     return exchange_body_keepable(ex) && (ex->body_done || ex->body.len < ex->body.cap);
 }
 
+/* After an attempt that never sent the request (connect_error, connect_timeout, a lost race), the
+ * body is whole when no byte of it has been dropped, whatever its size: every byte read so far is
+ * still in the buffer and the rest is still with the client, so the next server gets all of it.
+ * A body over retry.buffer_body is no exception: it was never sent, so sending it is no replay
+ * (as nginx and HAProxy, which move on from a refused server whatever the body). */
+static bool exchange_unsent_whole(const struct exchange *ex)
+{
+    return !ex->has_body || !ex->body_trimmed;
+}
+
 bool exchange_reuse_recoverable(const struct exchange *ex)
 {
     /* body_done: a body still arriving may yet be trimmed (then not replayable) before it fails */
@@ -1255,8 +1265,9 @@ static bool exchange_after_attempt(struct exchange *ex, struct hop *h, enum hop_
      * upstream is not replayed (SPEC §3.5, "buffered whole"), as a Content-Length over the limit is
      * not; before, it was retried and could end larger than buffer_body. One that never left
      * (connect_error, connect_timeout, a lost race) still goes on at once: nothing was sent. */
-    in.replayable = exchange_replayable(ex) &&
-                    !(ex->has_body && !ex->body_done && ex->req->content_length < 0 && !retry_not_sent(o));
+    in.replayable = retry_not_sent(o) ? exchange_unsent_whole(ex)
+                                      : exchange_replayable(ex) &&
+                                        !(ex->has_body && !ex->body_done && ex->req->content_length < 0);
     in.time_left = ex->deadline - ev_now(w->loop);
     win = exchange_window(ex, &sec);
     retry_window_sums(win, sec, &in.requests_window, &in.retries_window);

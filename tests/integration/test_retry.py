@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import Conn, build_request, dur, free_port, pattern_bytes, pool, sha, t, wait_for
+from conftest import Conn, build_request, chunked_body, dur, free_port, pattern_bytes, pool, sha, t, wait_for
 from ops import admin_extra, admin_get, metrics, server_status, status
 from faults import (built_in_line, busy_once_script, close_script, each_request, gaps, hang_script, hanging_connect, ok_script,  # noqa: F401
                     refused, reset_script, route, server_of, status_script)
@@ -616,6 +616,43 @@ def test_body_larger_than_buffer_body_not_retried(lifeline, raw_upstream, upstre
     assert r.status == 502 and r.header("x-lifeline-fallback") == "reset", r
     assert len(bad.requests) == 1 and sha(bad.requests[0].body) == sha(body)
     assert len(good.requests) == 0, "a body larger than buffer_body was replayed"
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_body_larger_than_buffer_body_goes_on_after_connect_error(lifeline, upstream, chunked):
+    """SPEC §3.5: a request that never reached an upstream (connect_error) goes at once to another
+    server. A body over buffer_body was never sent, so nothing is replayed: it goes whole to the
+    next server (as nginx and HAProxy move on from a refused server), however it arrives."""
+    good = upstream("good")
+    lf = lifeline(pools={"p": pool(refused(), good, balance="round_robin", outlier="off")},
+                  routes=[route(retry={"methods": []})])          # POST, and no method may repeat
+    body = pattern_bytes(1 << 20)
+    for i in range(2):      # round robin: one of the two goes to the refused port first
+        if chunked:
+            with Conn(lf.port) as c:
+                c.send(build_request("POST", "/echo/big%d" % i, [("Transfer-Encoding", "chunked")]))
+                time.sleep(t(0.05))
+                c.send(chunked_body([body[j:j + 65536] for j in range(0, len(body), 65536)]))
+                r = c.read_response(timeout=t(10))
+        else:
+            r = lf.fetch("POST", "/echo/big%d" % i, body=body, timeout=t(10))
+        assert r.status == 200 and r.header("x-lifeline-fallback") is None, (r, r.body[:200])
+        info = r.json()
+        assert info["body_len"] == len(body) and info["body_sha256"] == sha(body), info
+    assert len(good.requests) == 2
+
+
+def test_body_larger_than_buffer_body_goes_on_after_connect_timeout(lifeline, upstream, hanging_connect):
+    good = upstream("good")
+    lf = lifeline(pools={"p": pool(hanging_connect.address, good, balance="round_robin", outlier="off",
+                                   connect_race="0s", timeouts={"connect": dur(t(0.3))})},
+                  routes=[route(retry={"methods": []})])
+    body = pattern_bytes(300 * 1024)
+    for i in range(2):
+        r = lf.fetch("POST", "/echo/big%d" % i, body=body, timeout=t(10))
+        assert r.status == 200, (r, r.body[:200])
+        assert r.json()["body_sha256"] == sha(body)
+    assert len(good.requests) == 2
 
 
 def test_small_body_over_buffer_body_not_retried(lifeline, raw_upstream, upstream):
