@@ -169,10 +169,20 @@ static int tls_servername_cb(SSL *ssl, int *alert, void *arg)
     const struct tls_server *ts = arg;
     const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
     const struct tls_cert *pick = NULL;
+    char bare[256];
+    size_t len;
 
     (void)alert;
     if (!name || !*name || ts->ncerts < 2)
         return SSL_TLSEXT_ERR_OK;
+    /* A fully qualified name ("b.test.") names the same host as "b.test" (RFC 6066 says a client
+     * sends no trailing dot; some do): match it without the dot, as nginx does. */
+    len = strlen(name);
+    if (len > 1 && len < sizeof bare && name[len - 1] == '.') {
+        memcpy(bare, name, len - 1);
+        bare[len - 1] = '\0';
+        name = bare;
+    }
     for (int pass = 0; pass < 2 && !pick; pass++) {
         for (size_t i = 0; i < ts->ncerts && !pick; i++) {
             if (X509_check_host(ts->certs[i].x509, name, 0, pass ? 0 : X509_CHECK_FLAG_NO_WILDCARDS, NULL) == 1)

@@ -102,7 +102,9 @@ def test_sni_selects_certificate_and_first_is_default(lifeline, upstream, pki):
     lf = lifeline(pools={"p": pool(up)}, listen_tls=_listen_tls(pki))
     ctx = _client_ctx(pki)
     for sni, cn in (("a.test", "a.test"), ("b.test", "b.test"), ("x.wild.test", "*.wild.test"),
-                    ("unknown.test", "a.test"), (None, "a.test")):
+                    ("unknown.test", "a.test"), (None, "a.test"),
+                    # a fully qualified name (trailing dot) and any letter case name the same host
+                    ("b.test.", "b.test"), ("B.Test", "b.test"), ("x.wild.test.", "*.wild.test")):
         status, _, body, info = _https(lf.port, sni, ctx)
         assert status == 200
         assert _cn(info["cert"]) == cn, "SNI %r got %r" % (sni, _cn(info["cert"]))
