@@ -487,6 +487,17 @@ fail_later:
  * complete (an early answer such as 413); otherwise this attempt is a reset. */
 static void hop_send_failed(struct hop *h)
 {
+    /* A fresh TLS 1.3 connection whose server refused our certificate: its alert came after our
+     * side of the handshake, and then its close, which failed this write. The read watcher reads
+     * the alert (hop_read_cb: connect_error), or a reset when there is none. */
+    if (h->state == HOP_SENDING && !h->got_bytes && h->uc->x.ssl && !h->reused && !h->starting && h->ex &&
+        ev_is_active(&h->uc->rd)) {
+        h->request_sent = true;
+        h->write_failed = true;
+        h->deadline_cut = hop_arm_response(h, h->ex->route->timeouts.response);
+        ev_feed_event(hop_worker(h)->loop, &h->uc->rd, EV_READ);
+        return;
+    }
     if (h->state == HOP_SENDING && !h->got_bytes) {
         hop_fail(h, HOP_RESET);
         return;
@@ -971,6 +982,16 @@ static void hop_read_cb(struct ev_loop *loop, ev_io *io, int revents)
         }
         if (h->state == HOP_TUNNEL && h->ex) {
             hop_tunnel_end(h);
+            return;
+        }
+        /* A TLS 1.3 server that refuses the handshake (a client certificate missing or not
+         * trusted) sends its alert after our side is done and the request is written: it never
+         * reached the server's application, so it is a TLS failure, connect_error (SPEC §3.4),
+         * as the same refusal is in TLS 1.2, not a reset. */
+        if (uc->x.peer_alert && !h->reused && !h->got_bytes) {
+            log_warn("TLS handshake with %s refused by the server (an alert before any response byte)",
+                     h->server->addr->text);
+            hop_fail(h, HOP_CONNECT_ERROR);
             return;
         }
         hop_fail(h, HOP_RESET);

@@ -508,7 +508,7 @@ static int tls_attach(struct xprt *x, SSL_CTX *ctx)
     x->ssl = ssl;
     x->ops = &xprt_tls;
     x->want = EV_READ;
-    x->failed = x->handshaken = false;
+    x->failed = x->handshaken = x->peer_alert = false;
     x->wretry = 0;
     return 0;
 }
@@ -604,6 +604,11 @@ static ssize_t tls_result(struct xprt *x, int ret, const char *op, bool writing)
             ERR_clear_error();
             return -ECONNRESET;
         }
+        /* A fatal alert from the peer (OpenSSL's reasons for those start at
+         * SSL_AD_REASON_OFFSET): in TLS 1.3 a server that refuses our certificate says so only
+         * after our side of the handshake is done (hop.c reads that as connect_error). */
+        if (!writing && ERR_GET_LIB(q) == ERR_LIB_SSL && ERR_GET_REASON(q) >= SSL_AD_REASON_OFFSET)
+            x->peer_alert = true;
         if (log_threshold >= LOG_DEBUG) {
             char buf[160];
             ERR_error_string_n(q, buf, sizeof buf);
@@ -858,7 +863,7 @@ void tls_adopt(struct xprt *x, void *ssl)
     x->ops = &xprt_tls;
     x->want = EV_READ;
     x->wretry = 0;
-    x->failed = false;
+    x->failed = x->peer_alert = false;
     x->handshaken = true;
 }
 

@@ -10,6 +10,7 @@ import re
 import socket
 import ssl
 import subprocess
+import threading
 import time
 
 import pytest
@@ -199,6 +200,98 @@ def test_upstream_wrong_sni_fails_verification(lifeline, upstream, pki):
     assert not up.requests
     ok = lifeline(pools={"p": _tls_pool(pki, up, tls={"sni": "localhost"})})
     assert ok.fetch("GET", "/status/200").status == 200
+
+
+def _mtls_ctx(pki, version):
+    """An upstream context that asks for a client certificate signed by the test CA (mutual TLS)."""
+    ctx = _server_ctx(pki["up"])
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(pki["ca"])
+    ctx.minimum_version = ctx.maximum_version = version
+    return ctx
+
+
+class _BlockingTLSServer:
+    """A thread per connection on blocking sockets, as OpenSSL's own servers do: a refused handshake
+    sends its alert before the socket closes (asyncio's TLS drops the alert and resets instead)."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.ls = socket.socket()
+        self.ls.bind((HOST, 0))
+        self.ls.listen(16)
+        self.refused = 0
+        self.served = []
+        self.th = threading.Thread(target=self._run, daemon=True)
+        self.th.start()
+
+    @property
+    def address(self):
+        return "%s:%d" % self.ls.getsockname()
+
+    def _run(self):
+        while True:
+            try:
+                raw, _ = self.ls.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(raw,), daemon=True).start()
+
+    def _one(self, raw):
+        raw.settimeout(t(5))
+        try:
+            s = self.ctx.wrap_socket(raw, server_side=True)
+        except (ssl.SSLError, OSError):
+            self.refused += 1
+            raw.close()
+            return
+        try:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                got = s.recv(4096)
+                if not got:
+                    return
+                data += got
+            self.served.append(data.split(b" ")[1].decode())
+            s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nx-upstream: mtls\r\n\r\nmtls")
+            time.sleep(0.2)
+        except (ssl.SSLError, OSError):
+            self.refused += 1
+        finally:
+            s.close()
+
+    def close(self):
+        self.ls.close()
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=["tls12", "tls13"])
+def test_upstream_mutual_tls(lifeline, upstream, pki, version):
+    """tls.client_cert/client_key are presented to an upstream that asks for them. Without them the
+    upstream refuses the handshake: a TLS failure, so connect_error (SPEC §3.4), retried at once on
+    another server whatever the method (the request never reached the upstream's application). In
+    TLS 1.3 the refusal comes as an alert after the client's side of the handshake is done, when
+    the request is already written: it is still connect_error, not reset."""
+    up = _BlockingTLSServer(_mtls_ctx(pki, version))
+    try:
+        other = upstream("other", ssl=_server_ctx(pki["up"]))
+        lf = lifeline(pools={"p": _tls_pool(pki, up.address, tls={"client_cert": pki["client"]["cert"],
+                                                                 "client_key": pki["client"]["key"]})})
+        r = lf.fetch("POST", "/m", body=b"hello")
+        assert r.status == 200 and r.body == b"mtls", r
+        assert up.served == ["/m"]
+
+        lf2 = lifeline(pools={"p": _tls_pool(pki, up.address, outlier="off")})
+        r = lf2.fetch("POST", "/no-cert", body=b"hello")
+        assert r.status == 502 and r.header("x-lifeline-fallback") == "connect_error", (r, r.body)
+        assert up.served == ["/m"] and up.refused >= 1
+        # with a server that takes it in the pool, a POST goes on there (connect_error is always safe)
+        lf3 = lifeline(pools={"p": _tls_pool(pki, up.address, other, outlier="off", balance="round_robin")})
+        for i in range(2):
+            r = lf3.fetch("POST", "/echo/p%d" % i, body=b"x")
+            assert r.status == 200 and r.header("x-upstream") == "other", (r, r.body)
+        assert up.served == ["/m"]
+    finally:
+        up.close()
 
 
 def test_upstream_verify_off_accepts_unknown_ca(lifeline, upstream, pki):
