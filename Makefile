@@ -69,7 +69,7 @@ test: all
 # checks and DNS, the process-wide stale store and outlier state) against a ThreadSanitizer build:
 # a data race is a report in lifeline's stderr, which fails the test like an ASan report. Timeouts
 # scaled for TSan's slowdown.
-TSAN_TESTS = test_workers.py test_stale.py test_reload.py test_midflight.py test_outlier.py test_dns.py test_watch_config.py
+TSAN_TESTS = test_workers.py test_stale.py test_reload.py test_midflight.py test_reload_mix.py test_reload_accept_queue.py test_outlier.py test_dns.py test_watch_config.py
 tsan-test:
 	$(MAKE) SANITIZE=thread all
 	$(MAKE) SANITIZE=thread unit

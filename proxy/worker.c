@@ -453,9 +453,11 @@ struct worker_adoptee {
     int fd;
     socklen_t salen;
     struct sockaddr_storage ss;
+    char listener[sizeof(((struct conf_listener *)0)->addr.text)];   /* fresh: accepted on it, never served */
 };
 
-int worker_adopt_post(struct worker *heir, int fd, void *ssl, const struct sockaddr *sa, socklen_t salen)
+static int worker_adopt_queue(struct worker *heir, int fd, void *ssl, const struct sockaddr *sa, socklen_t salen,
+                              const char *listener)
 {
     struct worker_adoptee *a = calloc(1, sizeof(*a));
 
@@ -465,12 +467,19 @@ int worker_adopt_post(struct worker *heir, int fd, void *ssl, const struct socka
     a->ssl = ssl;
     a->salen = salen <= sizeof(a->ss) ? salen : sizeof(a->ss);
     memcpy(&a->ss, sa, a->salen);
+    if (listener)
+        snprintf(a->listener, sizeof a->listener, "%s", listener);
     pthread_mutex_lock(&heir->adopt_mu);
     a->next = heir->adopt_q;
     heir->adopt_q = a;
     pthread_mutex_unlock(&heir->adopt_mu);
     ev_async_send(heir->loop, &heir->wake);
     return 0;
+}
+
+int worker_adopt_post(struct worker *heir, int fd, void *ssl, const struct sockaddr *sa, socklen_t salen)
+{
+    return worker_adopt_queue(heir, fd, ssl, sa, salen, NULL);
 }
 
 /* A handed-over connection nobody will serve: its session freed, its socket closed, its slot
@@ -500,8 +509,54 @@ static void worker_adopt_all(struct worker *w)
             worker_adoptee_discard(a);
             continue;
         }
+        if (a->listener[0]) {
+            /* a connection a retiring worker found in its accept queue: served here as if this
+             * worker's own listener for that address had accepted it (with its TLS context) */
+            const struct listener *l = NULL;
+            for (unsigned i = 0; i < w->nlisteners && !l; i++) {
+                if (strcmp(w->listeners[i].cl->addr.text, a->listener) == 0)
+                    l = &w->listeners[i];
+            }
+            if (!l) {
+                worker_adoptee_discard(a);   /* the same reload removed the listener */
+                continue;
+            }
+            client_accept(w, a->fd, (const struct sockaddr *)&a->ss, a->salen, l->cl->tls);
+            free(a);
+            continue;
+        }
         client_adopt(w, a->fd, a->ssl, (const struct sockaddr *)&a->ss, a->salen);
         free(a);
+    }
+}
+
+/* Before a retiring worker closes its listeners: the connections the kernel has already completed
+ * into their accept queues go to the heir. Closing a SO_REUSEPORT socket resets every connection
+ * still queued on it (nothing migrates them to the other sockets of the group unless the
+ * net.ipv4.tcp_migrate_req sysctl says so), and each of those is a client whose request is lost:
+ * the reload test that lowers `workers` under load saw one now and then. What completes between
+ * this sweep and the close (microseconds) is still reset. */
+static void worker_sweep_listeners(struct worker *w)
+{
+    worker_set_accepting(w, false);
+    for (unsigned i = 0; i < w->nlisteners; i++) {
+        for (int n = 0; n < 4096 && w->listeners[i].fd >= 0; n++) {
+            struct sockaddr_storage ss;
+            socklen_t sl = sizeof(ss);
+            int fd = accept4(w->listeners[i].fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+            if (fd < 0) {
+                if (errno == EINTR || errno == ECONNABORTED)
+                    continue;
+                break;   /* EAGAIN: the queue is empty (or out of descriptors: the rest are reset) */
+            }
+            atomic_fetch_add(&worker_connections, 1);   /* the heir's client_accept owns this slot */
+            if (worker_adopt_queue(w->heir, fd, NULL, (struct sockaddr *)&ss, sl,
+                                   w->listeners[i].cl->addr.text) < 0) {
+                close(fd);
+                atomic_fetch_sub(&worker_connections, 1);
+            }
+        }
     }
 }
 
@@ -514,6 +569,7 @@ static void worker_retire(struct worker *w)
 
     if (!w->draining && w->heir && w->heir != w) {
         w->retiring = true;
+        worker_sweep_listeners(w);
         for (c = w->clients; c; c = next) {
             next = c->next;
             (void)client_handoff(c, w->heir);

@@ -143,7 +143,8 @@ def write_config_atomic(path, cfg):
 
 
 def running_workers(lf):
-    """The number of worker threads lifeline started with (from its start-up log line)."""
+    """The number of worker threads lifeline runs now (its start-up line, or the last reload that
+    changed it)."""
     # The line may follow the listeners' readiness by a moment on a loaded machine: poll for it.
     deadline = time.monotonic() + t(5)
     while True:
@@ -152,7 +153,9 @@ def running_workers(lf):
             break
         time.sleep(0.02)
     assert m, "no start-up line on stderr:\n%s" % lf.stderr_text()[-2000:]
-    return int(m.group(1))
+    # a reload may have changed the count since ("reload: 3 worker(s), was 2")
+    changed = re.findall(r"reload: (\d+) worker\(s\), was \d+", lf.stderr_text())
+    return int(changed[-1]) if changed else int(m.group(1))
 
 
 def reload(lf, cfg=None, text=None, expect="success", timeout=None):
