@@ -1005,8 +1005,21 @@ void client_drain(struct client *c)
         /* Retiring, an idle connection not handed over is kept: a new one (its handshake, its
          * first request to come) is served here and handed over after its answer, as is one
          * with bytes inside its TLS session; shutdown_timeout bounds the wait. */
-        if (client_closing(c))
+        if (!client_closing(c))
+            return;
+        /* Draining: an idle keep-alive connection closes now. One never served connected just
+         * before the drain (or was in the accept queue, worker_drain) and its first request is
+         * likely on its way: it gets the grace of a half-sent head, is answered with
+         * Connection: close, and closes quietly if nothing comes. */
+        if (c->served) {
             client_close(c);
+            return;
+        }
+        ev_tstamp grace = ev_now(c->w->loop) + DRAIN_HEAD_GRACE;
+        if (c->head_deadline > grace) {
+            c->head_deadline = grace;
+            client_timer_arm(c);
+        }
         return;
     }
     /* A retiring worker's connection with half a head: it is answered and handed over. */

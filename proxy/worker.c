@@ -428,11 +428,17 @@ static void worker_reap_cb(struct ev_loop *loop, ev_check *chk, int revents)
         ev_break(loop, EVBREAK_ALL);
 }
 
+static void worker_sweep_listeners(struct worker *w, struct worker *to);
+
 static void worker_drain(struct worker *w)
 {
     struct client *c, *next;
 
     if (!w->draining) {
+        /* What the kernel already queued was accepted before the drain began: served (its
+         * answer closes the connection) rather than reset by the close below. */
+        if (!w->retiring)
+            worker_sweep_listeners(w, w);
         w->draining = true;
         worker_set_accepting(w, false);
         ev_timer_stop(w->loop, &w->accept_retry);
@@ -530,17 +536,18 @@ static void worker_adopt_all(struct worker *w)
     }
 }
 
-/* Before a retiring worker closes its listeners: the connections the kernel has already completed
- * into their accept queues go to the heir. Closing a SO_REUSEPORT socket resets every connection
+/* Before a worker closes its listeners (retiring, or draining: `to` is itself): the connections
+ * the kernel has already completed into their accept queues go to `to`. Closing a SO_REUSEPORT socket resets every connection
  * still queued on it (nothing migrates them to the other sockets of the group unless the
  * net.ipv4.tcp_migrate_req sysctl says so), and each of those is a client whose request is lost:
  * the reload test that lowers `workers` under load saw one now and then. What completes between
  * this sweep and the close (microseconds) is still reset. */
-static void worker_sweep_listeners(struct worker *w)
+static void worker_sweep_listeners(struct worker *w, struct worker *to)
 {
     worker_set_accepting(w, false);
     for (unsigned i = 0; i < w->nlisteners; i++) {
-        for (int n = 0; n < 4096 && w->listeners[i].fd >= 0; n++) {
+        for (int n = 0; n < 4096 && w->listeners[i].fd >= 0 &&
+                        atomic_load(&worker_connections) < w->conf->limits.max_connections; n++) {
             struct sockaddr_storage ss;
             socklen_t sl = sizeof(ss);
             int fd = accept4(w->listeners[i].fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -550,9 +557,11 @@ static void worker_sweep_listeners(struct worker *w)
                     continue;
                 break;   /* EAGAIN: the queue is empty (or out of descriptors: the rest are reset) */
             }
-            atomic_fetch_add(&worker_connections, 1);   /* the heir's client_accept owns this slot */
-            if (worker_adopt_queue(w->heir, fd, NULL, (struct sockaddr *)&ss, sl,
-                                   w->listeners[i].cl->addr.text) < 0) {
+            atomic_fetch_add(&worker_connections, 1);   /* client_accept owns this slot */
+            if (to == w)
+                client_accept(w, fd, (struct sockaddr *)&ss, sl, w->listeners[i].cl->tls);
+            else if (worker_adopt_queue(to, fd, NULL, (struct sockaddr *)&ss, sl,
+                                        w->listeners[i].cl->addr.text) < 0) {
                 close(fd);
                 atomic_fetch_sub(&worker_connections, 1);
             }
@@ -569,7 +578,7 @@ static void worker_retire(struct worker *w)
 
     if (!w->draining && w->heir && w->heir != w) {
         w->retiring = true;
-        worker_sweep_listeners(w);
+        worker_sweep_listeners(w, w->heir);
         for (c = w->clients; c; c = next) {
             next = c->next;
             (void)client_handoff(c, w->heir);

@@ -135,3 +135,56 @@ def test_drain_closes_a_half_sent_head_after_a_short_grace(lifeline, upstream):
     assert 0.8 < elapsed < t(4), "drain took %.2fs (grace 1s, shutdown_timeout 20s)" % elapsed
     stuck.close()
     quick.close()
+
+
+def test_drain_serves_a_connection_opened_just_before_it(lifeline, upstream):
+    """A connection accepted just before SIGTERM whose first request comes a moment after: it gets
+    the grace a half-sent head gets (about 1 s), its answer carries Connection: close, and the
+    process exits once it is answered. Before, it was closed as an idle keep-alive one, and the
+    request the client had on its way met a closed socket."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, shutdown_timeout="20s")
+    c = Conn(lf.port)
+    try:
+        time.sleep(t(0.2))                      # accepted by lifeline, nothing sent yet
+        t0 = time.monotonic()
+        lf.proc.send_signal(signal.SIGTERM)
+        lf.stopped_by_test = True
+        time.sleep(0.3)
+        c.send(build_request("GET", "/echo/first"))
+        r = c.read_response(timeout=t(5))
+        assert r.status == 200 and (r.header("connection") or "").lower() == "close", r
+    finally:
+        c.close()
+    assert lf.proc.wait(t(5)) == 0
+    assert time.monotonic() - t0 < t(3)
+
+
+def test_drain_serves_connections_already_in_the_accept_queue(lifeline, upstream):
+    """Connections the kernel completed before SIGTERM but lifeline had not accepted yet (the
+    process was stopped) are served, not reset by the listener's close."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, shutdown_timeout="20s", workers=2)
+    assert lf.fetch("GET", "/echo/warm").status == 200
+    conns = []
+    lf.proc.send_signal(signal.SIGSTOP)
+    try:
+        for i in range(20):
+            c = Conn(lf.port, timeout=t(10))
+            c.send(build_request("GET", "/echo/queued-%d" % i))
+            conns.append(c)
+        lf.proc.send_signal(signal.SIGTERM)
+        lf.stopped_by_test = True
+    finally:
+        lf.proc.send_signal(signal.SIGCONT)
+    answers = []
+    for c in conns:
+        try:
+            r = c.read_response(timeout=t(10))
+            answers.append(r.status)
+        except (ConnClosed, OSError) as e:
+            answers.append(repr(e))
+        finally:
+            c.close()
+    assert answers == [200] * 20, answers
+    assert lf.proc.wait(t(10)) == 0
