@@ -436,9 +436,9 @@ static void worker_drain(struct worker *w)
 
     if (!w->draining) {
         /* What the kernel already queued was accepted before the drain began: served (its
-         * answer closes the connection) rather than reset by the close below. */
-        if (!w->retiring)
-            worker_sweep_listeners(w, w);
+         * answer closes the connection; a retiring worker's heir serves it instead) rather than
+         * reset by the close right below. */
+        worker_sweep_listeners(w, w->retiring && w->heir && w->heir != w ? w->heir : w);
         w->draining = true;
         worker_set_accepting(w, false);
         ev_timer_stop(w->loop, &w->accept_retry);
@@ -578,7 +578,6 @@ static void worker_retire(struct worker *w)
 
     if (!w->draining && w->heir && w->heir != w) {
         w->retiring = true;
-        worker_sweep_listeners(w, w->heir);
         for (c = w->clients; c; c = next) {
             next = c->next;
             (void)client_handoff(c, w->heir);
