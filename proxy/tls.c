@@ -604,11 +604,23 @@ static ssize_t tls_result(struct xprt *x, int ret, const char *op, bool writing)
             ERR_clear_error();
             return -ECONNRESET;
         }
-        /* A fatal alert from the peer (OpenSSL's reasons for those start at
-         * SSL_AD_REASON_OFFSET): in TLS 1.3 a server that refuses our certificate says so only
-         * after our side of the handshake is done (hop.c reads that as connect_error). */
-        if (!writing && ERR_GET_LIB(q) == ERR_LIB_SSL && ERR_GET_REASON(q) >= SSL_AD_REASON_OFFSET)
-            x->peer_alert = true;
+        /* An alert from the peer that refuses the handshake (OpenSSL's reason for a received
+         * alert is SSL_AD_REASON_OFFSET + its code): in TLS 1.3 a server that refuses our
+         * certificate says so only after our side of the handshake is done (hop.c reads that as
+         * connect_error). Only the handshake's refusals: any other alert is no proof that the
+         * request went unread. */
+        if (!writing && ERR_GET_LIB(q) == ERR_LIB_SSL && ERR_GET_REASON(q) > SSL_AD_REASON_OFFSET) {
+            switch (ERR_GET_REASON(q) - SSL_AD_REASON_OFFSET) {
+            case SSL3_AD_HANDSHAKE_FAILURE: case SSL3_AD_BAD_CERTIFICATE:
+            case SSL3_AD_UNSUPPORTED_CERTIFICATE: case SSL3_AD_CERTIFICATE_REVOKED:
+            case SSL3_AD_CERTIFICATE_EXPIRED: case SSL3_AD_CERTIFICATE_UNKNOWN:
+            case TLS1_AD_UNKNOWN_CA: case TLS1_AD_ACCESS_DENIED: case TLS13_AD_CERTIFICATE_REQUIRED:
+                x->peer_alert = true;
+                break;
+            default:
+                break;
+            }
+        }
         if (log_threshold >= LOG_DEBUG) {
             char buf[160];
             ERR_error_string_n(q, buf, sizeof buf);

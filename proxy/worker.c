@@ -537,11 +537,11 @@ static void worker_adopt_all(struct worker *w)
 }
 
 /* Before a worker closes its listeners (retiring, or draining: `to` is itself): the connections
- * the kernel has already completed into their accept queues go to `to`. Closing a SO_REUSEPORT socket resets every connection
- * still queued on it (nothing migrates them to the other sockets of the group unless the
- * net.ipv4.tcp_migrate_req sysctl says so), and each of those is a client whose request is lost:
- * the reload test that lowers `workers` under load saw one now and then. What completes between
- * this sweep and the close (microseconds) is still reset. */
+ * the kernel has already completed into their accept queues go to `to`. Closing a SO_REUSEPORT
+ * socket resets every connection still queued on it (nothing migrates them to the other sockets
+ * of the group unless the net.ipv4.tcp_migrate_req sysctl says so), each a client whose request
+ * is lost (test_reload_accept_queue.py). What completes between this sweep and the close
+ * (microseconds, unless the thread is preempted there) is still reset. */
 static void worker_sweep_listeners(struct worker *w, struct worker *to)
 {
     worker_set_accepting(w, false);

@@ -36,7 +36,7 @@ struct xprt {
     void *rd, *loop;
     bool failed;                        /* a protocol error, or a reset: no close_notify at close */
     bool handshaken;
-    bool peer_alert;                    /* a read failed on a fatal alert the peer sent */
+    bool peer_alert;                    /* a read failed on the peer's alert refusing the handshake */
 };
 
 extern const struct xprt_ops xprt_plain;
