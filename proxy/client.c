@@ -1007,11 +1007,12 @@ void client_drain(struct client *c)
          * with bytes inside its TLS session; shutdown_timeout bounds the wait. */
         if (!client_closing(c))
             return;
-        /* Draining: an idle keep-alive connection closes now. One never served connected just
-         * before the drain (or was in the accept queue, worker_drain) and its first request is
-         * likely on its way: it gets the grace of a half-sent head, is answered with
-         * Connection: close, and closes quietly if nothing comes. */
-        if (c->served) {
+        /* Draining: an idle connection closes now (as nginx closes its idle and its new ones),
+         * unless it was never served and its first bytes are already here, unread (it connected
+         * just before the drain, or was in the accept queue: worker_drain): then it gets the grace
+         * of a half-sent head and is answered with Connection: close. */
+        char peek;
+        if (c->served || c->x.fd < 0 || recv(c->x.fd, &peek, 1, MSG_PEEK | MSG_DONTWAIT) != 1) {
             client_close(c);
             return;
         }
