@@ -10,8 +10,8 @@
  * target with a fragment or a byte outside visible ASCII, userinfo in an absolute-form target,
  * Transfer-Encoding in HTTP/1.0, bare CR/LF in chunk lines and trailers, chunk extensions over
  * 4 KiB, folded trailers (h1_scan_chunks, on the raw bytes like h1_scan_head). Content-Length
- * headers with identical values are taken as one (cl_settle; http-parser alone would refuse
- * them), values that differ are refused. A bare LF ends a head's line only when the start line
+ * is read here, not by http-parser (cl_value): identical values, in several headers or in a list,
+ * are one length (http-parser alone would refuse them), values that differ are refused. A bare LF ends a head's line only when the start line
  * ended with one. An absolute-form target is rewritten to origin form and its authority replaces
  * Host; trailers that frame, route or authenticate are dropped (h1_trailer_forwardable).
  *
@@ -49,6 +49,8 @@ enum chunk_scan {
 };
 #define H1_CHUNK_EXT_MAX 4096
 enum pevent { PEV_NONE, PEV_HEAD, PEV_DONE };
+/* http-parser's header_state for a header it does not interpret (h_general in http_parser.c) */
+#define HP_HEADER_GENERAL 0
 
 /* Room kept free in the output buffer beyond the input fed. Every output byte corresponds to an
  * input byte (chunk sizes are never re-encoded longer than received, trailers are copied as
@@ -105,9 +107,6 @@ struct h1_parser {
     bool scan_done;                     /* the head's empty line was seen */
     bool scan_cr;                       /* the last head byte seen was CR */
     bool scan_crlf;                     /* the start line ended with CRLF: a bare LF after it is refused */
-    /* a second Content-Length header (http-parser refuses any; SPEC §4 only values that differ) */
-    bool cl_again;                      /* its value is being read: compare it with cl_first */
-    uint64_t cl_first;
     char line0_tail[12];                /* the last bytes of the start line (requests: the version) */
     size_t line0_len;
     /* raw chunked-body scan (see h1_scan_chunks) */
@@ -460,41 +459,6 @@ static inline __attribute__((always_inline)) bool ci_eq(const char *a, const cha
     return true;
 }
 
-/* Content-Length given twice (SPEC §4 refuses values that differ; RFC 9110 §8.6 lets a recipient
- * take identical ones as one, as HAProxy does). http-parser refuses a second Content-Length header
- * whatever its value, when the value starts: so when a header's name, as read so far, is
- * Content-Length and one was read before, its flag is taken back and the first value kept aside;
- * http-parser then reads the second value as if it were the first, and once it is complete (the
- * next header begins, or the head ends) the two are compared. A name that turns out longer
- * ("Content-Lengths", its rest in a later input) gives the flag back. The list form
- * ("Content-Length: 3, 3") stays refused, as http-parser refuses it. Returns -1 after h1_fail. */
-static int cl_settle(struct h1_parser *p)
-{
-    if (!p->cl_again)
-        return 0;
-    p->cl_again = false;
-    if (!(p->hp.flags & F_CONTENTLENGTH) || p->hp.content_length != p->cl_first)
-        return h1_fail(p, p->kind == H1_REQUEST ? 400 : 502, "several Content-Length values that differ");
-    return 0;
-}
-
-static int cl_second(struct h1_parser *p, const struct h1_header *hd)
-{
-    bool is_cl = hd->name_len == 14 && ci_eq(hd->name, "content-length", 14);
-
-    if (p->cl_again && !is_cl && hd->name_len > 14) {
-        p->hp.flags |= F_CONTENTLENGTH;   /* not Content-Length after all: as it was */
-        p->hp.content_length = p->cl_first;
-        p->cl_again = false;
-    } else if (is_cl && !p->cl_again && (p->hp.flags & F_CONTENTLENGTH)) {
-        p->cl_first = p->hp.content_length;
-        p->hp.flags &= ~F_CONTENTLENGTH;
-        p->hp.content_length = UINT64_MAX;   /* an empty second value then differs */
-        p->cl_again = true;
-    }
-    return 0;
-}
-
 static int on_header_field(http_parser *hp, const char *at, size_t len)
 {
     struct h1_parser *p = hp->data;
@@ -506,8 +470,6 @@ static int on_header_field(http_parser *hp, const char *at, size_t len)
     }
 
     if (p->in_trailers && p->last_cb != CB_FIELD && trailer_line_end(p) < 0)
-        return -1;
-    if (p->last_cb != CB_FIELD && cl_settle(p) < 0)
         return -1;
     if (p->last_cb != CB_FIELD) {
         unsigned i = h->nhdrs + h->ntrailers;
@@ -529,8 +491,13 @@ static int on_header_field(http_parser *hp, const char *at, size_t len)
     if (arena_put(p, at, len, too_large(p)) < 0)
         return -1;
     h->hdrs[h->nhdrs + h->ntrailers - 1].name_len += len;
-    if (!p->in_trailers && cl_second(p, &h->hdrs[h->nhdrs - 1]) < 0)
-        return -1;
+    /* A header's Content-Length is read by head_field (cl_value), not by http-parser, which
+     * refuses a second one and a list: its name, as read so far, is made an ordinary one for
+     * http-parser (h_general, 0 in its header_states). The name seen whole or with more to come
+     * alike: a longer name is no Content-Length either. Trailers are left to http-parser. */
+    if (!p->in_trailers && h->hdrs[h->nhdrs - 1].name_len == 14 &&
+        ci_eq(h->hdrs[h->nhdrs - 1].name, "content-length", 14))
+        hp->header_state = HP_HEADER_GENERAL;
     return 0;
 }
 
@@ -930,6 +897,8 @@ struct head_scan {
     struct conn_scan cs;
     struct te_scan ts;
     bool te, has_upgrade, has_connection;
+    bool has_cl;                        /* a Content-Length header was read: its value is cl */
+    uint64_t cl;
 };
 
 /* The start line, from http-parser's numbers: the version (505), the method or the status. */
@@ -959,6 +928,41 @@ static int head_start(struct h1_parser *p, unsigned major, unsigned minor, unsig
             return h1_fail(p, 502, "invalid status code");
     }
     return 0;
+}
+
+/* A Content-Length header's value: a decimal number, or a list of numbers that are all equal
+ * ("3, 3", or two headers "3" and "03": one length, as RFC 9110 §8.6 lets a recipient take it
+ * and HAProxy does); values that differ are refused (SPEC §4), as are an empty value or list
+ * element, a sign and any other byte. A number too large for 64 bits is refused here, one above
+ * INT64_MAX by head_finish. 0, or -1 (h1_fail). */
+static int cl_value(struct h1_parser *p, struct head_scan *st, const struct h1_header *hd)
+{
+    const char *v = hd->value, *e = v + hd->value_len;
+    unsigned bad = p->kind == H1_REQUEST ? 400 : 502;
+
+    for (;;) {
+        uint64_t n = 0;
+        const char *d0;
+        while (v < e && (*v == ' ' || *v == '\t'))
+            v++;
+        for (d0 = v; v < e && *v >= '0' && *v <= '9'; v++) {
+            if (n > (UINT64_MAX - 9) / 10)
+                return h1_fail(p, bad, "Content-Length too large");
+            n = n * 10 + (uint64_t)(*v - '0');
+        }
+        if (v == d0)
+            return h1_fail(p, bad, "invalid Content-Length");
+        while (v < e && (*v == ' ' || *v == '\t'))
+            v++;
+        if (st->has_cl && n != st->cl)
+            return h1_fail(p, bad, "several Content-Length values that differ");
+        st->has_cl = true;
+        st->cl = n;
+        if (v == e)
+            return 0;
+        if (*v++ != ',')
+            return h1_fail(p, bad, "invalid Content-Length");
+    }
 }
 
 /* Header i of the head, its value trimmed already: a request's framing or routing name written
@@ -1053,8 +1057,10 @@ static inline __attribute__((always_inline)) int head_field(struct h1_parser *p,
         }
         break;
     case 14:
-        if (NAME_IS(hd, "content-length"))
+        if (NAME_IS(hd, "content-length")) {
             hd->flags |= H1_HDR_FRAMING;
+            return cl_value(p, st, hd);
+        }
         break;
     case 15:
         if (NAME_IS(hd, "x-forwarded-for"))
@@ -1083,16 +1089,17 @@ static inline __attribute__((always_inline)) int head_field(struct h1_parser *p,
 
 /* The checks that need the whole head, once head_field() has seen every header: the names
  * Connection lists, Transfer-Encoding against Content-Length and the version, Host, the target;
- * then the message's framing facts. has_cl/cl: the Content-Length http-parser read; origin_target:
+ * then the message's framing facts (st->has_cl/cl: the Content-Length cl_value read); origin_target:
  * the target is known to be origin form of fast_url_char() bytes (h1_check_target() has nothing
  * to refuse or rewrite). Returns what
  * on_headers_complete returns to http-parser (0; 1: no body; 2: no body and nothing after it),
  * or -1 (h1_fail). */
-static int head_finish(struct h1_parser *p, const struct head_scan *st, bool has_cl, uint64_t cl,
-                       bool origin_target)
+static int head_finish(struct h1_parser *p, const struct head_scan *st, bool origin_target)
 {
     struct h1_head *h = &p->head;
     unsigned bad = p->kind == H1_REQUEST ? 400 : 502;
+    bool has_cl = st->has_cl;
+    uint64_t cl = st->cl;
     int skip = 0;
 
     /* The names Connection lists are hop-by-hop too (any number, any length). Not needed when
@@ -1175,8 +1182,6 @@ static int on_headers_complete(http_parser *hp)
     struct head_scan st = { 0 };
     int skip;
 
-    if (cl_settle(p) < 0)
-        return -1;
     if (head_start(p, hp->http_major, hp->http_minor, hp->method, hp->status_code) < 0)
         return -1;
     for (unsigned i = 0; i < h->nhdrs; i++) {
@@ -1186,9 +1191,14 @@ static int on_headers_complete(http_parser *hp)
         if (head_field(p, &st, i, false) < 0)
             return -1;
     }
-    skip = head_finish(p, &st, hp->flags & F_CONTENTLENGTH, hp->content_length, false);
+    skip = head_finish(p, &st, false);
     if (skip < 0)
         return -1;
+    if (st.has_cl) {
+        /* (http-parser frames the body by these once this returns: it never read the value) */
+        hp->flags |= F_CONTENTLENGTH;
+        hp->content_length = st.cl;
+    }
     p->event = PEV_HEAD;
     http_parser_pause(hp, 1);
     return skip;
@@ -1426,7 +1436,6 @@ void h1_parser_reset(struct h1_parser *p)
     p->scan_done = false;
     p->scan_cr = false;
     p->scan_crlf = false;
-    p->cl_again = false;
     p->line0_len = 0;
     p->cs_active = false;
     p->cs_state = CS_SIZE0;
@@ -2060,8 +2069,7 @@ static __attribute__((noinline)) bool h1_fast_head(struct h1_parser *p, const ch
     const char *q = d, *e, *t0;
     size_t lim = p->max_head < H1_FAST_MAX ? p->max_head : H1_FAST_MAX;
     unsigned method = 0, status = 0, minor;
-    bool has_cl = false, known = false, no_body;
-    uint64_t cl = 0;
+    bool known = false, no_body;
     struct head_scan st = { 0 };
     int skip;
 
@@ -2171,16 +2179,6 @@ static __attribute__((noinline)) bool h1_fast_head(struct h1_parser *p, const ch
          * name that only begins with one goes there too. */
         if (nl >= 7 && fast_special_name(n0, nl))
             goto slow;
-        if (nl == 14 && ci_eq(n0, "content-length", 14)) {
-            size_t k = 0;
-            if (has_cl || vl == 0 || vl > 15)
-                goto slow;
-            for (cl = 0; k < vl && v0[k] >= '0' && v0[k] <= '9'; k++)
-                cl = cl * 10 + (uint64_t)(v0[k] - '0');
-            if (k != vl)
-                goto slow;
-            has_cl = true;
-        }
         /* (the head within the input is at most max_head bytes, and the arena keeps fewer) */
         if ((h->nhdrs >= p->hcap && hdrs_reserve(p, h->nhdrs + 1) < 0) ||
             arena_reserve(p, p->alen + nl + vl) < 0)
@@ -2199,18 +2197,18 @@ static __attribute__((noinline)) bool h1_fast_head(struct h1_parser *p, const ch
             goto slow;
     }
     no_body = p->kind == H1_RESPONSE && (status == 204 || status == 304 || p->no_body);
-    if (p->kind == H1_RESPONSE && !has_cl && !no_body)
+    if (p->kind == H1_RESPONSE && !st.has_cl && !no_body)
         goto slow;   /* close-delimited: http-parser's path */
     p->in_head = true;
     p->last_cb = CB_VALUE;
     if (head_start(p, 1, minor, method, status) < 0)
         goto slow;
-    skip = head_finish(p, &st, has_cl, cl, true);
+    skip = head_finish(p, &st, true);
     if (skip < 0 || p->err_status)
         goto slow;
     p->fresh = false;
     p->fast = true;
-    p->fast_left = skip || !has_cl ? 0 : cl;
+    p->fast_left = skip || !st.has_cl ? 0 : st.cl;
     *consumed = (size_t)(q - d);
     return true;
 slow:

@@ -57,6 +57,8 @@ CASES = [
     ("te_and_cl", H + "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n", 400),
     ("differing_cl_headers", H + "Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400),
     ("differing_cl_list", H + "Content-Length: 5, 6\r\n\r\nhello!", 400),
+    ("differing_cl_list_and_header", H + "Content-Length: 5, 5\r\nContent-Length: 6\r\n\r\nhello!", 400),
+    ("cl_list_empty_element", H + "Content-Length: 5,,5\r\n\r\nhello", 400),
     ("negative_cl", H + "Content-Length: -1\r\n\r\n", 400),
     ("non_numeric_cl", H + "Content-Length: 12abc\r\n\r\n", 400),
     ("te_unknown_coding", H + "Transfer-Encoding: x-custom, chunked\r\n\r\n0\r\n\r\n", 501),
@@ -214,13 +216,18 @@ def test_route_max_body_override_smaller(proxy):
     assert len(up.requests) == before
 
 
-def test_identical_duplicate_content_length_is_one_length(proxy):
+@pytest.mark.parametrize("cl_headers", [
+    [("Content-Length", "5"), ("content-length", "5")],
+    [("Content-Length", "5, 5")],
+    [("Content-Length", "5,05"), ("Content-Length", "5")],
+], ids=["two_headers", "list", "list_and_header"])
+def test_identical_duplicate_content_length_is_one_length(proxy, cl_headers):
     """SPEC §4 rejects Content-Length values that differ; identical ones are one length (RFC 9110
-    §8.6 allows it; HAProxy does it): the body is forwarded once, framed by a single
-    Content-Length, and the request after it on the connection is read where it begins."""
+    §8.6 allows it; HAProxy does it), in two headers or in one list: the body is forwarded once,
+    framed by a single Content-Length, and the request after it on the connection is read where it
+    begins."""
     lf, up = proxy
-    data = (build_request("POST", "/echo", [("Content-Length", "5"), ("content-length", "5")]) + b"hello"
-            + build_request("GET", "/echo/next"))
+    data = (build_request("POST", "/echo", cl_headers) + b"hello" + build_request("GET", "/echo/next"))
     with Conn(lf.port) as c:
         c.send(data)
         r = c.read_response()

@@ -550,8 +550,8 @@ static const struct req_case req_cases[] = {
     { "get_pipelined_get", "GET /a" H11 "\r\n", .method = H1_M_GET, .minor = 1, .cl = -1,
       .keep_alive = true, .tail = "GET /b" H11 "\r\n", .events = "HDHD" },
     /* SPEC §4 refuses Content-Length values that differ; identical ones are one length (RFC 9110
-     * §8.6 allows it, HAProxy does it), also when the second name arrives in pieces (the steps).
-     * The list form stays refused (http-parser does; RFC 9110 allows either). */
+     * §8.6 allows it, HAProxy does it), in several headers or in one list, also when the second
+     * name arrives in pieces (the steps). */
     { "cl_duplicate_identical", "POST /p" H11 "Content-Length: 3\r\ncontent-length: 3\r\n\r\nabc",
       .method = H1_M_POST, .minor = 1, .cl = 3, .keep_alive = true, .body = "abc" },
     { "cl_duplicate_identical_leading_zero", "POST /p" H11 "Content-Length: 3\r\nContent-Length: 03\r\n\r\nabc",
@@ -564,7 +564,19 @@ static const struct req_case req_cases[] = {
       .err = 400 },
     { "cl_then_longer_name", "POST /p" H11 "Content-Length: 3\r\nContent-Lengthy: 9\r\n\r\nabc",
       .method = H1_M_POST, .minor = 1, .cl = 3, .keep_alive = true, .body = "abc" },
-    { "cl_list_identical", "POST /p" H11 "Content-Length: 3, 3\r\n\r\nabc", .err = 400 },
+    { "cl_list_identical", "POST /p" H11 "Content-Length: 3, 3\r\n\r\nabc", .method = H1_M_POST, .minor = 1,
+      .cl = 3, .keep_alive = true, .body = "abc" },
+    { "cl_list_identical_no_space", "POST /p" H11 "Content-Length: 3,03 ,\t3\r\n\r\nabc", .method = H1_M_POST,
+      .minor = 1, .cl = 3, .keep_alive = true, .body = "abc" },
+    { "cl_list_and_header_identical", "POST /p" H11 "Content-Length: 3, 3\r\nContent-Length: 3\r\n\r\nabc",
+      .method = H1_M_POST, .minor = 1, .cl = 3, .keep_alive = true, .body = "abc" },
+    { "cl_list_then_header_differs", "POST /p" H11 "Content-Length: 3, 3\r\nContent-Length: 4\r\n\r\nabcd",
+      .err = 400 },
+    { "cl_list_empty_element", "POST /p" H11 "Content-Length: 3,,3\r\n\r\nabc", .err = 400 },
+    { "cl_list_trailing_comma", "POST /p" H11 "Content-Length: 3,\r\n\r\nabc", .err = 400 },
+    { "cl_list_leading_comma", "POST /p" H11 "Content-Length: ,3\r\n\r\nabc", .err = 400 },
+    { "cl_empty", "POST /p" H11 "Content-Length:\r\n\r\n", .err = 400 },
+    { "cl_inner_space", "POST /p" H11 "Content-Length: 1 2\r\n\r\nabcdefghijkl", .err = 400 },
     /* A bare LF ends a line only in a head whose start line ended with one (RFC 9112 §2.2); after
      * a CRLF start line it is an LF in a header value (SPEC §4: 400), not a second header. */
     { "bare_lf_head", "GET / HTTP/1.1\nHost: example.com\nX-A: b\r\n\r\n", .method = H1_M_GET, .minor = 1,
@@ -910,6 +922,8 @@ static const struct resp_case resp_cases[] = {
     { "cl_and_te", R11 "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "E" },
     { "cl_differ", R11 "Content-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", "E" },
     { "cl_identical", R11 "Content-Length: 2\r\nContent-Length: 2\r\n\r\nok", "HD", 200, .body = "ok" },
+    { "cl_list_identical", R11 "Content-Length: 2, 2\r\n\r\nok", "HD", 200, .body = "ok" },
+    { "cl_list_differ", R11 "Content-Length: 2, 3\r\n\r\nok!", "E" },
     { "bare_lf_after_crlf_status_line", R11 "X-A: a\nX-B: b\r\nContent-Length: 0\r\n\r\n", "E" },
     { "bad_chunk_size", R11 "Transfer-Encoding: chunked\r\n\r\nxyz\r\n", "HE", 200 },
     { "obs_fold", R11 "X-A: b\r\n c\r\nContent-Length: 0\r\n\r\n", "E" },
