@@ -19,10 +19,15 @@
 # wrong_body (wrong body, wrong id, or a non-200 answer without x-lifeline-fallback).
 # Last line: chaos: sent=N ok=N fallback=N conn_error=N lost=N duplicated=N wrong_body=N
 # Exit non-zero unless lost, duplicated and wrong_body are 0 and the drain exited 0.
-# Env: CONNS (16) FAULT_PCT (8) PORT (18400: upstreams +0..+2, lifeline +10, admin +11)
+# DEFAULTS=1: the same run against lifeline with nothing tuned (listen, the pool's servers and the
+# routes only: every other key at the SPEC's default, so no fallback and no health checks, outlier
+# ejection on, the default retry block, a 15 s route deadline, shutdown_timeout 30 s). Without a
+# fallback, an upstream's 503 left after the retries passes through (SPEC §3.7): it counts as a
+# fallback, and the run says how many there were.
+# Env: CONNS (16) FAULT_PCT (8) PORT (18400: upstreams +0..+2, lifeline +10, admin +11) DEFAULTS (0)
 #      LIFELINE_BIN (build/lifeline) CHAOS_SEED (random). Files: build/chaos/ (access.log, up*.rec
 #      = upstream records, lifeline.log, details.json). Every process started is stopped by PID at
-#      exit; the whole run is bounded by SECONDS + 120 s.
+#      exit; the whole run is bounded by SECONDS + 120 s (+ 40 s with DEFAULTS=1).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -63,7 +68,8 @@ trap 'exit 143' TERM
 
 rm -f "$OUT/pids"
 rc=0
-timeout -k 5 $((SECONDS_RUN + 120)) "$PYTHON" "$ROOT/scripts/chaos/chaos.py" "$OUT" "$LIFELINE_BIN" "$PORT" \
+export DEFAULTS=${DEFAULTS:-0}
+timeout -k 5 $((SECONDS_RUN + 120 + (${DEFAULTS:-0} == 1 ? 40 : 0))) "$PYTHON" "$ROOT/scripts/chaos/chaos.py" "$OUT" "$LIFELINE_BIN" "$PORT" \
     "$SECONDS_RUN" "$CONNS" "$FAULT_PCT" 9>&- &
 driver=$!
 wait "$driver" || rc=$?

@@ -18,7 +18,12 @@
 # use a short run (REQUESTS=20000). At the end lifeline is drained (SIGTERM) and the script reports
 # valgrind's error count and "definitely lost"; exit 1 unless 0 errors and 0 bytes definitely lost.
 # RSS flatness is reported but not judged under valgrind.
-# Env: REQUESTS ROUND (20) MAX_SECONDS (1200) WORKERS PORT (18600: good +0, flaky +1, dead +2,
+# DEFAULTS=1: lifeline with nothing tuned: the listener, admin (the request count comes from
+# /metrics), the pools' servers, the routes and their fallbacks; every other key at the SPEC's
+# default (workers auto: 1 here, as the affinity mask is PROXY_CPU; keepalive 256; outlier ejection
+# on, also for the flaky server; the default retry block and budget; the access log on stdout, whose
+# lines are written to /dev/null rather than kept).
+# Env: DEFAULTS (0) REQUESTS ROUND (20) MAX_SECONDS (1200) WORKERS PORT (18600: good +0, flaky +1, dead +2,
 #      lifeline +10, admin +11) PROXY_CPU (0) LOAD_CPU (1) LIFELINE_BIN (build/lifeline)
 # Every process started here is stopped by PID at exit.
 set -euo pipefail
@@ -29,6 +34,7 @@ REQUESTS=${REQUESTS:-5000000}
 ROUND=${ROUND:-20}
 MAX_SECONDS=${MAX_SECONDS:-1200}
 WORKERS=${WORKERS:-1}
+DEFAULTS=${DEFAULTS:-0}
 PORT=${PORT:-18600}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
@@ -72,6 +78,33 @@ http {
     location / { default_type text/plain; if (\$flaky = fail) { return 503; } return 200 "flaky ok\n"; } }
 }
 EOF
+if [[ "$DEFAULTS" == 1 ]]; then
+    cat >"$OUT/lifeline.yaml" <<EOF
+# soak.sh, DEFAULTS=1 (nothing tuned)
+listen:
+  - address: 127.0.0.1:$PX
+admin: { address: 127.0.0.1:$ADMIN }
+pools:
+  good:
+    servers: [ { address: 127.0.0.1:$GOOD } ]
+  flaky:
+    servers: [ { address: 127.0.0.1:$FLAKY } ]
+  dead:
+    servers: [ { address: 127.0.0.1:$DEAD } ]
+routes:
+  - name: flaky
+    match: { path: /flaky/ }
+    pool: flaky
+    fallback: { status: 503, body: "flaky fallback" }
+  - name: dead
+    match: { path: /dead/ }
+    pool: dead
+    fallback: { status: 503, body: "dead fallback" }
+  - name: good
+    match: { path: / }
+    pool: good
+EOF
+else
 cat >"$OUT/lifeline.yaml" <<EOF
 # soak.sh
 listen:
@@ -108,6 +141,7 @@ routes:
     match: { path: / }
     pool: good
 EOF
+fi
 cat >"$OUT/post.lua" <<'EOF'
 wrk.method = "POST"
 wrk.body = string.rep("b", 4096)
@@ -122,7 +156,9 @@ if [[ "$VALGRIND" == 1 ]]; then
     wrap=(valgrind --tool=memcheck --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite
           --log-file="$OUT/valgrind.log")
 fi
-taskset -c "$PROXY_CPU" "${wrap[@]}" "$LIFELINE_BIN" -c "$OUT/lifeline.yaml" >"$OUT/lifeline.log" 2>&1 9>&- &
+# (DEFAULTS=1: the access log is on stdout, millions of lines: not kept)
+taskset -c "$PROXY_CPU" "${wrap[@]}" "$LIFELINE_BIN" -c "$OUT/lifeline.yaml" \
+    >"$([[ "$DEFAULTS" == 1 ]] && echo /dev/null || echo "$OUT/lifeline.log")" 2>"$OUT/lifeline.log" 9>&- &
 lpid=$!
 pids+=("$lpid")
 for ((i = 0; i < 300; i++)); do
@@ -137,7 +173,7 @@ served() {
         awk '/^lifeline_requests_total\{/ { s += $NF } END { printf "%d\n", s }'
 }
 
-echo "soak: lifeline pid $lpid ($WORKERS worker(s), CPU $PROXY_CPU)$([[ $VALGRIND == 1 ]] && echo ' under valgrind memcheck'), target $REQUESTS requests, rounds of ${ROUND}s"
+echo "soak: lifeline pid $lpid ($([[ $DEFAULTS == 1 ]] && echo 'nothing tuned' || echo "$WORKERS worker(s)"), CPU $PROXY_CPU)$([[ $VALGRIND == 1 ]] && echo ' under valgrind memcheck'), target $REQUESTS requests, rounds of ${ROUND}s"
 echo "t_s,rss_kib,fds,requests" >"$CSV"
 (
     exec 9>&-

@@ -26,7 +26,12 @@ OUT, BIN, PORT, SECONDS, CONNS, FAULT_PCT = (sys.argv[1], sys.argv[2], int(sys.a
                                             float(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6]))
 UP_PORTS = [PORT, PORT + 1, PORT + 2]
 PX_PORT, ADMIN_PORT = PORT + 10, PORT + 11
-REQ_TIMEOUT = 20.0           # client side, above the route deadline (5 s) + body time
+# DEFAULTS=1: lifeline with nothing tuned (listen, the pool's servers, the routes; every other key
+# at the SPEC's default: 2 workers here by `auto`, no health checks, outlier ejection on, the
+# default retry block, no fallback, route deadline 15 s, shutdown_timeout 30 s)
+DEFAULTS = os.environ.get("DEFAULTS", "0") == "1"
+REQ_TIMEOUT = 30.0 if DEFAULTS else 20.0   # client side, above the route deadline (15 s / 5 s) + body time
+DRAIN_WAIT = 40 if DEFAULTS else 25        # lifeline's exit after SIGTERM: above shutdown_timeout
 HERE = os.path.dirname(os.path.abspath(__file__))
 rng = random.Random(int(os.environ.get("CHAOS_SEED", "0")) or None)
 
@@ -95,11 +100,32 @@ routes:
 """ % (gen, PX_PORT, ADMIN_PORT, OUT, servers, keep)
 
 
+def config_defaults(gen):
+    # nothing tuned; the reloads still change the file: the servers' order turns with the generation
+    ports = UP_PORTS[gen % 3:] + UP_PORTS[:gen % 3]
+    servers = "\n".join("      - { address: 127.0.0.1:%d }" % p for p in ports)
+    return """# chaos.sh generation %d, DEFAULTS=1 (nothing tuned)
+listen:
+  - address: 127.0.0.1:%d
+access_log: { path: %s/access.log, format: json }
+pools:
+  up:
+    servers:
+%s
+routes:
+  - name: ws
+    match: { path: /ws }
+    pool: up
+  - name: main
+    pool: up
+""" % (gen, PX_PORT, OUT, servers)
+
+
 def write_config(gen):
     path = os.path.join(OUT, "lifeline.yaml")
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        f.write(config(gen))
+        f.write(config_defaults(gen) if DEFAULTS else config(gen))
     os.rename(tmp, path)
     return path
 
@@ -218,6 +244,10 @@ def judge(req, status, hdrs, body):
     rid, m, idem = req["id"], req["method"], req["idem"]
     if "x-lifeline-fallback" in hdrs:
         note("fallback", rid, "%d %s" % (status, hdrs["x-lifeline-fallback"]), m, idem)
+    elif DEFAULTS and status == 503 and hdrs.get("x-chaos-id") == rid and body == b"busy":
+        # no fallback configured: the upstream's own 503 passes through (SPEC §3.7)
+        counts["passed_503"] += 1
+        note("fallback", rid, "upstream 503 passed through", m, idem)
     elif status != 200:
         note("wrong_body", rid, "status %d without x-lifeline-fallback" % status, m, idem)
     elif hdrs.get("x-chaos-id") != rid:
@@ -418,9 +448,9 @@ async def main():
     for t in pending:
         t.cancel()
     try:
-        rc = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, lifeline.wait), 25)
+        rc = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, lifeline.wait), DRAIN_WAIT)
     except asyncio.TimeoutError:
-        rc = "still running after 25 s"
+        rc = "still running after %d s" % DRAIN_WAIT
     print("  drain: SIGTERM with %d client loops busy; clients done in %.1f s (%d stuck); lifeline exit %s" % (
         inflight, time.monotonic() - t_drain, len(pending), rc), flush=True)
     for i in range(3):
@@ -452,6 +482,9 @@ async def main():
           "(POST without key among conn_error: %d)" % (
               counts["upstream_kills"], counts["reloads"], counts["pipelined"], counts["websocket"],
               counts["connect_failed"], sum(execs.values()), unsafe_err))
+    if DEFAULTS:
+        print("  DEFAULTS=1: of the fallbacks, %d were the upstream's own 503 passed through (no fallback "
+              "configured)" % counts["passed_503"])
     print("  conn_error kinds: %s" % ", ".join("%s %d" % (k[3:], v) for k, v in sorted(counts.items())
                                                 if k.startswith("ce:")))
     for cls in ("conn_error", "lost", "duplicated", "wrong_body"):
