@@ -24,7 +24,8 @@
 # ejection on, the default retry block, a 15 s route deadline, shutdown_timeout 30 s). Without a
 # fallback, an upstream's 503 left after the retries passes through (SPEC §3.7): it counts as a
 # fallback, and the run says how many there were.
-# Env: CONNS (16) FAULT_PCT (8) PORT (18400: upstreams +0..+2, lifeline +10, admin +11) DEFAULTS (0)
+# Env: CONNS (16) FAULT_PCT (8) PORT (18400: upstreams +0..+2, lifeline +10, admin +11; keep them
+#      below the ephemeral range, 32768 here, where any client socket may hold one) DEFAULTS (0)
 #      LIFELINE_BIN (build/lifeline) CHAOS_SEED (random). Files: build/chaos/ (access.log, up*.rec
 #      = upstream records, lifeline.log, details.json). Every process started is stopped by PID at
 #      exit; the whole run is bounded by SECONDS + 120 s (+ 40 s with DEFAULTS=1).
