@@ -78,70 +78,43 @@ http {
     location / { default_type text/plain; if (\$flaky = fail) { return 503; } return 200 "flaky ok\n"; } }
 }
 EOF
-if [[ "$DEFAULTS" == 1 ]]; then
-    cat >"$OUT/lifeline.yaml" <<EOF
-# soak.sh, DEFAULTS=1 (nothing tuned)
-listen:
-  - address: 127.0.0.1:$PX
-admin: { address: 127.0.0.1:$ADMIN }
-pools:
-  good:
-    servers: [ { address: 127.0.0.1:$GOOD } ]
-  flaky:
-    servers: [ { address: 127.0.0.1:$FLAKY } ]
-  dead:
-    servers: [ { address: 127.0.0.1:$DEAD } ]
-routes:
-  - name: flaky
-    match: { path: /flaky/ }
-    pool: flaky
-    fallback: { status: 503, body: "flaky fallback" }
-  - name: dead
-    match: { path: /dead/ }
-    pool: dead
-    fallback: { status: 503, body: "dead fallback" }
-  - name: good
-    match: { path: / }
-    pool: good
-EOF
-else
-cat >"$OUT/lifeline.yaml" <<EOF
-# soak.sh
-listen:
-  - address: 127.0.0.1:$PX
-admin: { address: 127.0.0.1:$ADMIN }
-workers: $WORKERS
-shutdown_timeout: 5s
-access_log: { path: "off" }
-pools:
-  good:
-    servers: [ { address: 127.0.0.1:$GOOD } ]
-    keepalive: 128
-  flaky:
-    servers: [ { address: 127.0.0.1:$FLAKY } ]
-    keepalive: 128
-    outlier: off
-  dead:
-    servers: [ { address: 127.0.0.1:$DEAD } ]
-routes:
-  - name: flaky
-    match: { path: /flaky/ }
-    pool: flaky
-    retry:
-      attempts: 3
-      on: [connect_error, reset, 502, 503]
-      backoff: { base: 1ms, max: 2ms }
-      budget: { ratio: 1.0, min_per_second: 100000 }
-    fallback: { status: 503, body: "flaky fallback" }
-  - name: dead
-    match: { path: /dead/ }
-    pool: dead
-    fallback: { status: 503, body: "dead fallback" }
-  - name: good
-    match: { path: / }
-    pool: good
-EOF
+# One config; the tuned run's keys come in through these (all empty with DEFAULTS=1).
+t_top= t_keep= t_flaky= t_retry=
+if [[ "$DEFAULTS" != 1 ]]; then
+    t_top=$'workers: '"$WORKERS"$'\nshutdown_timeout: 5s\naccess_log: { path: "off" }'
+    t_keep='    keepalive: 128'
+    t_flaky=$'    keepalive: 128\n    outlier: off'
+    t_retry=$'    retry:\n      attempts: 3\n      on: [connect_error, reset, 502, 503]\n      backoff: { base: 1ms, max: 2ms }\n      budget: { ratio: 1.0, min_per_second: 100000 }'
 fi
+cat >"$OUT/lifeline.yaml" <<EOF
+# soak.sh$([[ "$DEFAULTS" == 1 ]] && echo ', DEFAULTS=1 (nothing tuned)')
+listen:
+  - address: 127.0.0.1:$PX
+admin: { address: 127.0.0.1:$ADMIN }
+$t_top
+pools:
+  good:
+    servers: [ { address: 127.0.0.1:$GOOD } ]
+$t_keep
+  flaky:
+    servers: [ { address: 127.0.0.1:$FLAKY } ]
+$t_flaky
+  dead:
+    servers: [ { address: 127.0.0.1:$DEAD } ]
+routes:
+  - name: flaky
+    match: { path: /flaky/ }
+    pool: flaky
+$t_retry
+    fallback: { status: 503, body: "flaky fallback" }
+  - name: dead
+    match: { path: /dead/ }
+    pool: dead
+    fallback: { status: 503, body: "dead fallback" }
+  - name: good
+    match: { path: / }
+    pool: good
+EOF
 cat >"$OUT/post.lua" <<'EOF'
 wrk.method = "POST"
 wrk.body = string.rep("b", 4096)
