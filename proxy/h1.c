@@ -11,9 +11,10 @@
  * Transfer-Encoding in HTTP/1.0, bare CR/LF in chunk lines and trailers, chunk extensions over
  * 4 KiB, folded trailers (h1_scan_chunks, on the raw bytes like h1_scan_head). Content-Length
  * is read here, not by http-parser (cl_value): identical values, in several headers or in a list,
- * are one length (http-parser alone would refuse them), values that differ are refused. A bare LF ends a head's line only when the start line
- * ended with one. An absolute-form target is rewritten to origin form and its authority replaces
- * Host; trailers that frame, route or authenticate are dropped (h1_trailer_forwardable).
+ * are one length (http-parser alone would refuse them), values that differ are refused. A bare
+ * LF ends a head's line only when the start line ended with one. An absolute-form target is
+ * rewritten to origin form and its authority replaces Host; trailers that frame, route or
+ * authenticate are dropped (h1_trailer_forwardable).
  *
  * The fast path (h1_fast_head, below) parses a plain head that arrives whole in one pass of its
  * own and leaves every other message to http-parser, with the same verdicts: both judge the head
@@ -1089,10 +1090,10 @@ static inline __attribute__((always_inline)) int head_field(struct h1_parser *p,
 
 /* The checks that need the whole head, once head_field() has seen every header: the names
  * Connection lists, Transfer-Encoding against Content-Length and the version, Host, the target;
- * then the message's framing facts (st->has_cl/cl: the Content-Length cl_value read); origin_target:
- * the target is known to be origin form of fast_url_char() bytes (h1_check_target() has nothing
- * to refuse or rewrite). Returns what
- * on_headers_complete returns to http-parser (0; 1: no body; 2: no body and nothing after it),
+ * then the message's framing facts (st->has_cl/cl: the Content-Length cl_value read).
+ * origin_target: the target is known to be origin form of fast_url_char() bytes
+ * (h1_check_target() has nothing to refuse or rewrite). Returns what on_headers_complete returns
+ * to http-parser (0; 1: no body; 2: no body and nothing after it),
  * or -1 (h1_fail). */
 static int head_finish(struct h1_parser *p, const struct head_scan *st, bool origin_target)
 {
