@@ -1007,12 +1007,16 @@ void client_drain(struct client *c)
          * with bytes inside its TLS session; shutdown_timeout bounds the wait. */
         if (!client_closing(c))
             return;
-        /* Draining: an idle connection closes now (as nginx closes its idle and its new ones),
-         * unless it was never served and its first bytes are already here, unread (it connected
-         * just before the drain, or was in the accept queue: worker_drain): then it gets the grace
-         * of a half-sent head and is answered with Connection: close. */
+        /* Draining: an idle connection closes now (as nginx closes its idle ones), unless it was
+         * never served and its first bytes are already here, unread (it connected just before the
+         * drain, or was in the accept queue: worker_drain), or its TLS handshake has begun (the
+         * ClientHello was read: the socket is empty while the client's Finished and its request
+         * are on their way): then it gets the grace of a half-sent head and is answered with
+         * Connection: close. */
         char peek;
-        if (c->served || c->x.fd < 0 || recv(c->x.fd, &peek, 1, MSG_PEEK | MSG_DONTWAIT) != 1) {
+        bool begun = c->tls && c->x.ssl && tls_handshake_failure(&c->x) == TLS_HS_FAILED;
+        if (c->served || c->x.fd < 0 ||
+            (!begun && recv(c->x.fd, &peek, 1, MSG_PEEK | MSG_DONTWAIT) != 1)) {
             client_close(c);
             return;
         }

@@ -862,3 +862,74 @@ def test_workers_shrink_keeps_tls_keepalive_connections(lifeline, upstream, pki)
         for c in conns:
             c.close()
     assert status(a1)["workers"] == 1
+
+
+def test_drain_finishes_a_handshake_in_progress(lifeline, upstream, pki):
+    """SIGTERM while a new TLS client is between its ClientHello and its Finished: the socket is
+    empty for that round trip (lifeline has read the ClientHello and answered), yet the client is
+    on its way with a request, so it gets the drain's grace of a half-sent head and its answer
+    (Connection: close), not an EOF mid-handshake. A silent plain connection still closes."""
+    import signal
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, listen_tls=_listen_tls(pki), shutdown_timeout="20s")
+    ctx = _client_ctx(pki)
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2   # the client speaks last: Finished, then data
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(inc, out, server_hostname="a.test")
+    s = socket.create_connection((HOST, lf.port), timeout=t(10))
+    try:
+        def pump_until_blocked():
+            try:
+                obj.do_handshake()
+                return True
+            except ssl.SSLWantReadError:
+                pending = out.read()
+                if pending:
+                    s.sendall(pending)
+                return False
+        assert not pump_until_blocked()                # ClientHello sent
+        # the server's flight (ServerHello .. ServerHelloDone), read until the handshake wants to write
+        deadline = time.monotonic() + t(5)
+        while True:
+            inc.write(s.recv(65536))
+            try:
+                obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                if out.pending:
+                    break                               # our second flight is ready: hold it
+                assert time.monotonic() < deadline
+        lf.proc.send_signal(signal.SIGTERM)
+        lf.stopped_by_test = True
+        time.sleep(t(0.2))                              # the drain has run; the client was silent
+        try:
+            obj.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        s.sendall(out.read())                           # Finished
+        while True:
+            try:
+                obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                data = s.recv(65536)
+                assert data, "EOF in the middle of the handshake"
+                inc.write(data)
+        obj.write(b"GET /echo/hs HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        s.sendall(out.read())
+        resp = b""
+        while b"\r\n\r\n" not in resp:
+            data = s.recv(65536)
+            if not data:
+                break
+            inc.write(data)
+            try:
+                resp += obj.read(65536)
+            except ssl.SSLWantReadError:
+                pass
+        head = resp.split(b"\r\n\r\n")[0].lower()
+        assert head.startswith(b"http/1.1 200"), resp[:200]
+        assert b"connection: close" in head, head
+        assert lf.proc.wait(t(5)) == 0
+    finally:
+        s.close()
