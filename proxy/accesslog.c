@@ -281,6 +281,8 @@ static void *alog_main(void *arg)
     struct alog *a = arg;
     const struct timespec nap = { 0, 10 * 1000 * 1000 };
 
+    (void)pthread_setname_np(pthread_self(), "access log");
+
     for (;;) {
         size_t most = 0;
         bool stop = atomic_load(&a->stop);

@@ -58,7 +58,7 @@ static ev_tstamp client_rdue(const struct client *c)
 
     switch (c->phase) {
     case CLIENT_IDLE:
-        return c->served ? c->last_read + ms(cf->client.idle_timeout) : c->head_deadline;
+        return c->served && !c->drain_grace ? c->last_read + ms(cf->client.idle_timeout) : c->head_deadline;
     case CLIENT_HEAD:
         return c->head_deadline;
     case CLIENT_BODY:
@@ -329,14 +329,14 @@ bool client_handoff(struct client *c, struct worker *heir)
     return true;
 }
 
-void client_adopt(struct worker *w, int fd, void *ssl, const struct sockaddr *sa, socklen_t salen)
+struct client *client_adopt(struct worker *w, int fd, void *ssl, const struct sockaddr *sa, socklen_t salen)
 {
     struct client *c = client_accept(w, fd, sa, salen, NULL);
 
     if (!c) {   /* (fd closed there) */
         if (ssl)
             tls_session_drop(ssl);
-        return;
+        return NULL;
     }
     if (ssl) {
         tls_adopt(&c->x, ssl);
@@ -345,6 +345,7 @@ void client_adopt(struct worker *w, int fd, void *ssl, const struct sockaddr *sa
     c->served = 1;   /* it has been answered: idle_timeout applies, and it is off probation */
     client_io_set(c, client_io_events(c));
     client_timer_arm(c);
+    return c;
 }
 
 size_t client_addr_text(const struct client *c, char *buf)
@@ -1007,21 +1008,28 @@ void client_drain(struct client *c)
          * with bytes inside its TLS session; shutdown_timeout bounds the wait. */
         if (!client_closing(c))
             return;
-        /* Draining: an idle connection closes now (as nginx closes its idle ones), unless it was
-         * never served and its first bytes are already here, unread (it connected just before the
-         * drain, or was in the accept queue: worker_drain), or its TLS handshake has begun (the
-         * ClientHello was read: the socket is empty while the client's Finished and its request
-         * are on their way): then it gets the grace of a half-sent head and is answered with
-         * Connection: close. */
+        /* Draining: an idle connection closes now (as nginx closes its idle ones), unless bytes
+         * are already here, unread: its first request (it connected just before the drain, or
+         * was in the accept queue: worker_drain) or, served, its next one (sent before it could
+         * know of the drain: a close would lose it, and a client cannot tell whether a lost
+         * POST ran); or unless its TLS handshake has begun (the ClientHello was read: the socket
+         * is empty while the client's Finished and its request are on their way). Then it gets
+         * the grace of a half-sent head and is answered with Connection: close. */
+        if (c->drain_grace)
+            return;   /* (a second drain call: the grace stands) */
         char peek;
-        bool begun = c->tls && c->x.ssl && tls_handshake_failure(&c->x) == TLS_HS_FAILED;
-        if (c->served || c->x.fd < 0 ||
-            (!begun && recv(c->x.fd, &peek, 1, MSG_PEEK | MSG_DONTWAIT) != 1)) {
+        bool inside = c->tls && c->x.ssl &&   /* a handshake begun, or a record held decrypted */
+                     (c->served ? tls_pending(&c->x) > 0 : tls_handshake_failure(&c->x) == TLS_HS_FAILED);
+        if (c->x.fd < 0 || (!inside && recv(c->x.fd, &peek, 1, MSG_PEEK | MSG_DONTWAIT) != 1)) {
             client_close(c);
             return;
         }
         ev_tstamp grace = ev_now(c->w->loop) + DRAIN_HEAD_GRACE;
-        if (c->head_deadline > grace) {
+        if (c->served) {
+            c->drain_grace = true;   /* the grace replaces idle_timeout (client_rdue) */
+            c->head_deadline = grace;
+            client_timer_arm(c);
+        } else if (c->head_deadline > grace) {
             c->head_deadline = grace;
             client_timer_arm(c);
         }
@@ -1074,7 +1082,7 @@ static bool client_step(struct client *c)
             conf_unref(c->conf);
             c->conf = conf_ref(w->conf);
         }
-        if (c->served)
+        if (c->served && !c->drain_grace)
             c->head_deadline = ev_now(w->loop) + ms(c->conf->client.header_timeout);
         client_timer_arm(c);
         return true;

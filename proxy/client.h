@@ -89,6 +89,8 @@ struct client {
     bool trusted : 1;                   /* answered once: polled by the loop, not on probation (client.c) */
     unsigned slowev : 2;                /* on probation: the events watched in worker.slow_ep (0: none) */
     unsigned idle_blank : 3;            /* CR/LF bytes dropped while idle since the last answer (client.c) */
+    bool drain_grace : 1;               /* served, idle, its next request unread at the drain: head_deadline
+                                         * (the grace) bounds it, not idle_timeout (client_drain) */
     unsigned served;                    /* requests answered on this connection */
     uint64_t bytes_out;                 /* bytes queued for the client so far (written or in out) */
 };
@@ -140,8 +142,9 @@ bool client_closing(const struct client *c);
  * when it is not such a connection (or out of memory): the caller drains it as before. */
 bool client_handoff(struct client *c, struct worker *heir);
 /* heir's side: takes over fd (and ssl, its TLS session, when not NULL) as a connection that has
- * been served and is idle from now on (idle_timeout, not header_timeout; off probation). */
-void client_adopt(struct worker *w, int fd, void *ssl, const struct sockaddr *sa, socklen_t salen);
+ * been served and is idle from now on (idle_timeout, not header_timeout; off probation). Returns
+ * it, or NULL when out of memory (fd closed, session dropped). */
+struct client *client_adopt(struct worker *w, int fd, void *ssl, const struct sockaddr *sa, socklen_t salen);
 
 /* A client on probation is ready (events: epoll's, from worker.slow_ep): its watcher gets the
  * events it watches, and runs later in the current loop turn. */

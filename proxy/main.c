@@ -127,6 +127,7 @@ static int loader_open_log(const struct conf *nc, int *err)
 static void *loader_main(void *arg)
 {
     (void)arg;
+    (void)pthread_setname_np(pthread_self(), "config loader");
     pthread_mutex_lock(&loader.mu);
     for (;;) {
         int job;
@@ -630,7 +631,10 @@ static void *worker_thread(void *arg)
 {
     struct worker *w = arg;
     unsigned id = w->id;
+    char name[16];
 
+    snprintf(name, sizeof name, "worker %u", id % 1000);   /* (ids stay below 256) top -H, ps -L */
+    (void)pthread_setname_np(pthread_self(), name);
     worker_main(w);
     atomic_store(&wslot[id].done, 1);
     return NULL;

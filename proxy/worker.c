@@ -499,8 +499,10 @@ static void worker_adoptee_discard(struct worker_adoptee *a)
     free(a);
 }
 
-/* Takes over the connections a retiring worker handed over (worker_adopt_post); a draining
- * worker closes them instead, as its own idle ones. */
+/* Takes over the connections a retiring worker handed over (worker_adopt_post). A worker that
+ * has begun to drain (SIGTERM landed inside the hand-off) takes them too, and drains each as its
+ * own: an idle one closes unless its next request is already unread, a fresh one from the
+ * retiring worker's accept queue is served if its first bytes are here (client_drain). */
 static void worker_adopt_all(struct worker *w)
 {
     struct worker_adoptee *a, *next;
@@ -510,14 +512,13 @@ static void worker_adopt_all(struct worker *w)
     w->adopt_q = NULL;
     pthread_mutex_unlock(&w->adopt_mu);
     for (; a; a = next) {
+        struct client *c;
+
         next = a->next;
-        if (w->draining) {
-            worker_adoptee_discard(a);
-            continue;
-        }
         if (a->listener[0]) {
             /* a connection a retiring worker found in its accept queue: served here as if this
-             * worker's own listener for that address had accepted it (with its TLS context) */
+             * worker's own listener for that address had accepted it (with its TLS context;
+             * the listener's configuration stays after a drain closes its socket) */
             const struct listener *l = NULL;
             for (unsigned i = 0; i < w->nlisteners && !l; i++) {
                 if (strcmp(w->listeners[i].cl->addr.text, a->listener) == 0)
@@ -527,12 +528,13 @@ static void worker_adopt_all(struct worker *w)
                 worker_adoptee_discard(a);   /* the same reload removed the listener */
                 continue;
             }
-            client_accept(w, a->fd, (const struct sockaddr *)&a->ss, a->salen, l->cl->tls);
-            free(a);
-            continue;
+            c = client_accept(w, a->fd, (const struct sockaddr *)&a->ss, a->salen, l->cl->tls);
+        } else {
+            c = client_adopt(w, a->fd, a->ssl, (const struct sockaddr *)&a->ss, a->salen);
         }
-        client_adopt(w, a->fd, a->ssl, (const struct sockaddr *)&a->ss, a->salen);
         free(a);
+        if (c && w->draining)
+            client_drain(c);
     }
 }
 

@@ -167,6 +167,38 @@ def test_drain_serves_a_first_request_that_arrived_unread(lifeline, upstream):
         silent.close()
 
 
+def test_drain_answers_a_next_request_that_arrived_unread(lifeline, upstream):
+    """A keep-alive connection served before whose next request is in its socket, unread, when the
+    drain starts (the worker is stopped alone here, so it sees the drain and the bytes in one loop
+    turn, the drain first) is answered with Connection: close, not closed with the request lost
+    (a client cannot tell whether a lost POST ran). An idle one with nothing unread still closes at
+    once, so it does not hold the drain."""
+    from freeze import frozen
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, workers=1, shutdown_timeout="20s")
+    busy, idle = Conn(lf.port, timeout=t(10)), Conn(lf.port, timeout=t(10))
+    try:
+        for c in (busy, idle):
+            c.request("GET", "/echo/first")
+            assert c.read_response().status == 200
+        with frozen(lf.pid, "worker 0"):
+            busy.request("POST", "/echo/next", body=b"once")
+            time.sleep(t(0.1))
+            t0 = time.monotonic()
+            lf.proc.send_signal(signal.SIGTERM)
+            lf.stopped_by_test = True
+            time.sleep(t(0.3))                  # the main thread has posted the drain
+        r = busy.read_response(timeout=t(5))
+        assert r.status == 200 and (r.header("connection") or "").lower() == "close", r
+        assert r.json()["method"] == "POST" and r.json()["body_len"] == 4, r.json()
+        assert idle.wait_closed(t(2)) == b"", "the idle connection got bytes"
+        assert lf.proc.wait(t(5)) == 0
+        assert time.monotonic() - t0 < t(1.5), "the idle connection held the drain"
+    finally:
+        busy.close()
+        idle.close()
+
+
 def test_drain_serves_connections_already_in_the_accept_queue(lifeline, upstream):
     """Connections the kernel completed before SIGTERM but lifeline had not accepted yet (the
     process was stopped) are served, not reset by the listener's close."""
