@@ -933,3 +933,33 @@ def test_drain_finishes_a_handshake_in_progress(lifeline, upstream, pki):
         assert lf.proc.wait(t(5)) == 0
     finally:
         s.close()
+
+
+def test_drain_answers_a_next_request_that_arrived_unread_over_tls(lifeline, upstream, pki):
+    """As over plain TCP (test_signals.py): a TLS keep-alive connection served before whose next
+    request's record is in its socket, unread, when the drain starts is answered with
+    Connection: close, not closed with the request lost."""
+    import signal
+    from freeze import frozen
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, listen_tls=_listen_tls(pki), workers=1, shutdown_timeout="20s")
+    raw = socket.create_connection((HOST, lf.port), timeout=t(10))
+    conn = http.client.HTTPConnection(HOST, lf.port, timeout=t(10))
+    conn.sock = _client_ctx(pki).wrap_socket(raw, server_hostname="a.test")
+    try:
+        conn.request("GET", "/echo/first")
+        r = conn.getresponse()
+        assert r.status == 200 and r.read()
+        with frozen(lf.pid, "worker 0"):
+            conn.request("POST", "/echo/next", body=b"once")
+            time.sleep(t(0.1))
+            lf.proc.send_signal(signal.SIGTERM)
+            lf.stopped_by_test = True
+            time.sleep(t(0.3))                  # the main thread has posted the drain
+        r = conn.getresponse()
+        body = r.read()
+        assert r.status == 200 and (r.getheader("connection") or "").lower() == "close", (r.status, body)
+        assert b'"body_len": 4' in body or b'"body_len":4' in body, body
+        assert lf.proc.wait(t(5)) == 0
+    finally:
+        conn.close()
