@@ -441,6 +441,17 @@ static void exchange_local_pump(struct exchange *ex)
     l->pumping = false;
 }
 
+/* Whether the route's fallback (a kept copy or its own answer) may answer for reason (SPEC §3.7,
+ * "Fallback when no retry is possible after an outcome listed in retry.on"): after a listed
+ * outcome, and for what no outcome names (an expired deadline, no usable server, a spent budget).
+ * An outcome not listed (a reset when `on` omits it) is not the route's to cover: the built-in
+ * answer names it. */
+static bool exchange_fallback_covers(const struct exchange *ex, const char *reason)
+{
+    return strcmp(reason, "deadline") == 0 || strcmp(reason, "no_server") == 0 ||
+           strcmp(reason, "budget") == 0 || retry_listed(ex->route, ex->last_outcome, ex->last_status);
+}
+
 /* Answers with a kept copy, the route's fallback, or the built-in one. */
 static void exchange_fallback(struct exchange *ex, const char *reason)
 {
@@ -449,6 +460,7 @@ static void exchange_fallback(struct exchange *ex, const char *reason)
     struct fallback_out o;
     struct stale_entry *entry = NULL;
     struct exchange_local *l = &ex->local;
+    bool covers = exchange_fallback_covers(ex, reason);
 
     exchange_release(ex);
     ex->state = EX_LOCAL;
@@ -461,7 +473,7 @@ static void exchange_fallback(struct exchange *ex, const char *reason)
     a.head_only = ex->req->method == H1_M_HEAD;
     a.close = exchange_closes(ex, a.builtin_status);
     a.keep_alive_10 = exchange_http10(ex);
-    if (!exchange_stale(ex, &o, &entry, &a) && fallback_build(&o, ex->route, &a) < 0) {
+    if (!(covers && exchange_stale(ex, &o, &entry, &a)) && fallback_build(&o, covers ? ex->route : NULL, &a) < 0) {
         client_close(c);
         return;
     }

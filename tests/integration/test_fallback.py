@@ -256,17 +256,31 @@ def test_unlisted_500_passes_through_despite_fallback(lifeline, raw_upstream):
     assert len(bad.requests) == 1
 
 
-def test_unlisted_outcome_with_fallback(lifeline, raw_upstream):
-    """retry.on without reset: a reset is not retried, and the route's fallback answers it
-    (SPEC §3.7 speaks of outcomes listed in retry.on; an unlisted failure has no upstream answer to
-    pass through, so the route's fallback still answers it)."""
+def test_unlisted_outcome_gets_the_builtin_answer_despite_fallback(lifeline, raw_upstream):
+    """retry.on without reset: a reset is not retried, and the route's fallback does not answer it
+    either: SPEC §3.7 gives the fallback to "an outcome listed in retry.on". With no upstream answer
+    to pass through, the built-in answer names it (502, x-lifeline-fallback: reset). A listed
+    outcome (503 here) still gets the fallback, and an expired deadline, named by no outcome, too."""
     bad = raw_upstream(reset_script(), name="bad")
-    lf = lifeline(pools={"p": pool(bad)}, routes=[route(retry={"on": [503]}, fallback=FALLBACK)])
+    busy = raw_upstream(status_script(503), name="busy")
+    hung = raw_upstream(hang_script(), name="hung")
+    lf = lifeline(pools={"p": pool(bad), "q": pool(busy), "h": pool(hung)},
+                  routes=[route(match={"path": "/q/"}, pool="q", retry={"on": [503], "attempts": 1},
+                                fallback=FALLBACK),
+                          route(match={"path": "/h/"}, pool="h", retry={"on": [503]}, fallback=FALLBACK,
+                                timeouts={"total": dur(t(0.3))}),
+                          route(retry={"on": [503]}, fallback=FALLBACK)])
     r = lf.fetch("GET", "/x")
-    assert r.status == 503 and r.header("x-lifeline-fallback") == "reset", r
-    assert r.body == b'{"error":"service unavailable"}'
+    assert r.status == 502 and r.header("x-lifeline-fallback") == "reset", r
+    assert b"reset" in r.body and r.body != b'{"error":"service unavailable"}', r.body
     time.sleep(t(0.1))
     assert len(bad.requests) == 1
+    r = lf.fetch("GET", "/q/x")
+    assert r.status == 503 and r.header("x-lifeline-fallback") == "503", r
+    assert r.body == b'{"error":"service unavailable"}'
+    r = lf.fetch("GET", "/h/x")
+    assert r.status == 503 and r.header("x-lifeline-fallback") == "deadline", r
+    assert r.body == b'{"error":"service unavailable"}'
 
 
 # --------------------------------------------------------------------------------------------
