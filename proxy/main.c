@@ -766,6 +766,7 @@ static void workers_resize(struct ev_loop *loop, unsigned want)
         for (unsigned h = 0; h < i; h++) {
             if (wslot[h].state == W_RUNNING) {
                 workers[i].heir = &workers[h];
+                atomic_fetch_add(&workers[h].retirees, 1);   /* worker_main counts it out */
                 break;
             }
         }

@@ -401,6 +401,13 @@ static void worker_clock_cb(struct ev_loop *loop, ev_check *chk, int revents)
     clock_turn = clock_ms();
 }
 
+/* A draining worker's loop may end: no connection left, and none still to come from a retiring
+ * worker (worker.retirees). */
+static bool worker_finished(struct worker *w)
+{
+    return w->draining && w->nclients == 0 && atomic_load(&w->retirees) == 0;
+}
+
 static void worker_reap_cb(struct ev_loop *loop, ev_check *chk, int revents)
 {
     struct worker *w = chk->data;
@@ -424,7 +431,7 @@ static void worker_reap_cb(struct ev_loop *loop, ev_check *chk, int revents)
             w->trim_freed += sizeof(*ex);
         }
     }
-    if (atomic_load(&w->cmd) != WORKER_RUN && w->draining && w->nclients == 0)
+    if (atomic_load(&w->cmd) != WORKER_RUN && worker_finished(w))
         ev_break(loop, EVBREAK_ALL);
 }
 
@@ -623,7 +630,7 @@ static void worker_wake_cb(struct ev_loop *loop, ev_async *a, int revents)
         break;
     }
     /* The reaper decides when the loop ends (after the graveyard is empty). */
-    if (w->draining && w->nclients == 0)
+    if (worker_finished(w))
         ev_break(loop, EVBREAK_ALL);
 }
 
@@ -875,6 +882,15 @@ void *worker_main(void *arg)
     series_worker_attach(w->loop, w->id);   /* the time series and the /livez heartbeat */
     ev_run(w->loop, 0);
     series_worker_detach(w->loop, w->id);
+    if (w->heir && w->heir != w) {
+        /* retired: nothing more goes to the heir, whose drain may end now. The wake is sent
+         * under its lock, which worker_destroy takes before the heir's loop goes. */
+        struct worker *h = w->heir;
+        pthread_mutex_lock(&h->adopt_mu);
+        atomic_fetch_sub(&h->retirees, 1);
+        ev_async_send(h->loop, &h->wake);
+        pthread_mutex_unlock(&h->adopt_mu);
+    }
     return NULL;
 }
 
@@ -941,6 +957,8 @@ void worker_destroy(struct worker *w)
         h1_parser_free(w->req_parsers[i]);
     for (unsigned i = 0; i < w->nresp_parsers; i++)
         h1_parser_free(w->resp_parsers[i]);
+    pthread_mutex_lock(&w->adopt_mu);     /* a retiree's last wake (worker_main) is done */
+    pthread_mutex_unlock(&w->adopt_mu);
     while (w->adopt_q) {   /* handed over after this worker's loop ended: never adopted */
         struct worker_adoptee *a = w->adopt_q;
         w->adopt_q = a->next;

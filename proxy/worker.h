@@ -135,6 +135,10 @@ struct worker {
     bool retiring;
     pthread_mutex_t adopt_mu;
     struct worker_adoptee *adopt_q;     /* under adopt_mu */
+    /* Retiring workers whose heir this is and whose loops still run (main counts each in before
+     * its command, each counts itself out when its loop ends): a draining heir keeps its loop
+     * while any may still hand it a connection, which would otherwise be closed unserved. */
+    _Atomic unsigned retirees;
 
     /* caches: no allocation on the request path once warm; trimmed by `trim` (the *_low fields:
      * the fewest each held since the last trim, what the interval did not need) */
