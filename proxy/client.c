@@ -318,8 +318,24 @@ bool client_handoff(struct client *c, struct worker *heir)
                     c->rd_wants_wr || tls_pending(&c->x))) ||
         getpeername(fd, (struct sockaddr *)&ss, &sl) < 0)
         return false;
-    if (worker_adopt_post(heir, fd, c->tls ? c->x.ssl : NULL, (struct sockaddr *)&ss, sl) < 0)
+    /* Out of this loop's epoll set first, while the socket is still this thread's: else its next
+     * event here would make libev delete it then, racing with the heir's close of that descriptor
+     * (harmless to the kernel, but a data race ThreadSanitizer reports: test_reload_mix.py). A
+     * descriptor libev knew and the set lacks is one it copes with (ENOENT: it adds it again). */
+    int ep = worker_loop_epoll(c->w);
+    if (ep >= 0)
+        (void)epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL);
+    if (worker_adopt_post(heir, fd, c->tls ? c->x.ssl : NULL, (struct sockaddr *)&ss, sl) < 0) {
+        if (ep >= 0 && ev_is_active(&c->io)) {
+            /* it stays: back into the set (ev_io_set marks the descriptor for libev to tell the
+             * kernel again; it adds it when the kernel has it no more) */
+            int events = c->io.events & (EV_READ | EV_WRITE);
+            ev_io_stop(c->w->loop, &c->io);
+            ev_io_set(&c->io, fd, events);
+            ev_io_start(c->w->loop, &c->io);
+        }
         return false;
+    }
     /* fd and session are heir's now: close everything of this connection here but those, and
      * leave the process's connection count as it is (client_close takes one off, heir adds none) */
     atomic_fetch_add(&worker_connections, 1);

@@ -495,6 +495,64 @@ int worker_adopt_post(struct worker *heir, int fd, void *ssl, const struct socka
     return worker_adopt_queue(heir, fd, ssl, sa, salen, NULL);
 }
 
+/* Whether descriptor ep is an epoll set whose interest list holds descriptor tfd. */
+static bool epoll_holds(int ep, int tfd)
+{
+    char path[48], text[4096], want[32];
+    ssize_t n;
+    int fd;
+
+    snprintf(path, sizeof path, "/proc/self/fdinfo/%d", ep);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    n = read(fd, text, sizeof text - 1);   /* the target is among the first lines: slow_ep is added first */
+    close(fd);
+    if (n <= 0)
+        return false;
+    text[n] = '\0';
+    snprintf(want, sizeof want, "tfd: %8d ", tfd);   /* the kernel's "tfd: %8d events: ..." */
+    return strstr(text, want) != NULL;
+}
+
+int worker_loop_epoll(struct worker *w)
+{
+    DIR *d;
+    struct dirent *e;
+
+    if (w->loop_ep != -2)
+        return w->loop_ep;
+    w->loop_ep = -1;
+    if (w->slow_ep < 0 || ev_backend(w->loop) != EVBACKEND_EPOLL)
+        return -1;
+    if (w->loop_ep_hint >= 0 && w->loop_ep_hint != w->slow_ep && epoll_holds(w->loop_ep_hint, w->slow_ep)) {
+        log_debug("worker %u: the loop's epoll set is descriptor %d", w->id, w->loop_ep_hint);
+        return w->loop_ep = w->loop_ep_hint;
+    }
+    d = opendir("/proc/self/fd");   /* once per loop, and only when the guess was wrong */
+    if (!d)
+        return -1;
+    while ((e = readdir(d)) != NULL) {
+        char path[48], link[32];
+        int fd = atoi(e->d_name);
+        ssize_t n;
+        if (e->d_name[0] < '0' || e->d_name[0] > '9' || fd == w->slow_ep)
+            continue;
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        n = readlink(path, link, sizeof link - 1);
+        if (n <= 0)
+            continue;
+        link[n] = '\0';
+        if (strcmp(link, "anon_inode:[eventpoll]") == 0 && epoll_holds(fd, w->slow_ep)) {
+            w->loop_ep = fd;
+            break;
+        }
+    }
+    closedir(d);
+    log_debug("worker %u: the loop's epoll set is descriptor %d (looked for)", w->id, w->loop_ep);
+    return w->loop_ep;
+}
+
 /* A handed-over connection nobody will serve: its session freed, its socket closed, its slot
  * given back. */
 static void worker_adoptee_discard(struct worker_adoptee *a)
@@ -816,6 +874,12 @@ int worker_init(struct worker *w, unsigned id, struct runtime *rt, struct stale_
     w->stale = stale;
     w->spare_fd = -1;
     w->slow_ep = -1;
+    w->loop_ep = -2;
+    /* the lowest free descriptor now: libev's epoll_create1 takes it, unless another thread
+     * opens one in between (worker_loop_epoll checks) */
+    w->loop_ep_hint = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 0);
+    if (w->loop_ep_hint >= 0)
+        close(w->loop_ep_hint);
     w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
     if (!w->loop) {
         log_error("worker %u: cannot create an event loop", id);

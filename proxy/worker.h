@@ -114,6 +114,8 @@ struct worker {
     ev_timer accept_retry;              /* while paused by max_connections or EMFILE */
     int spare_fd;                       /* closed to accept-and-drop on EMFILE */
     int slow_ep;                        /* epoll set of the clients on probation (WORKER_SLOW_BUDGET) */
+    int loop_ep, loop_ep_hint;          /* libev's epoll set: -2 not looked for yet, -1 not found
+                                         * (worker_loop_epoll); the number it most likely got */
     ev_io slow_io;                      /* slow_ep readable: serve some of them (worker.c) */
     ev_tstamp cut_tat;                  /* client timeouts' pacing (client.c, client_cut_wait) */
 
@@ -206,6 +208,13 @@ int listener_probe_own(const struct conf_listener *cl);
  * warning, as long as another address of the name binds (main.c checks); any other error fails as
  * for any listener. */
 bool listener_unbindable_alias(const struct conf_listener *cl, int err);
+
+/* The epoll descriptor of w's libev loop, which libev does not expose (4.33), or -1 when it
+ * cannot be told. Looked for once, on the loop's own thread: an eventpoll descriptor whose
+ * interest list (/proc/self/fdinfo) holds w->slow_ep, which only this loop watches. A socket that
+ * leaves for another loop (client_handoff) is deleted from it there: libev never deletes a
+ * stopped watcher's descriptor from the kernel's set, counting on a close that does not come. */
+int worker_loop_epoll(struct worker *w);
 
 /* Creates the worker's loop, listeners (bound now, so that errors are reported at start) and
  * its first generation from rt (rt->conf is the snapshot). At start, or on a reload that adds
