@@ -495,24 +495,31 @@ int worker_adopt_post(struct worker *heir, int fd, void *ssl, const struct socka
     return worker_adopt_queue(heir, fd, ssl, sa, salen, NULL);
 }
 
-/* Whether descriptor ep is an epoll set whose interest list holds descriptor tfd. */
+/* Whether descriptor ep is an epoll set whose interest list holds descriptor tfd: a line
+ * "tfd: %8d events: ..." in its /proc/self/fdinfo, read whole in pieces (a loop's set lists every
+ * connection it watches, in no useful order). */
 static bool epoll_holds(int ep, int tfd)
 {
-    char path[48], text[4096], want[32];
+    char path[48], want[32], text[8192];
+    size_t keep = 0, wlen;
+    bool found = false;
     ssize_t n;
     int fd;
 
     snprintf(path, sizeof path, "/proc/self/fdinfo/%d", ep);
+    wlen = (size_t)snprintf(want, sizeof want, "tfd: %8d ", tfd);
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return false;
-    n = read(fd, text, sizeof text - 1);   /* the target is among the first lines: slow_ep is added first */
+    while (!found && (n = read(fd, text + keep, sizeof text - 1 - keep)) > 0) {
+        size_t len = keep + (size_t)n;
+        text[len] = '\0';
+        found = strstr(text, want) != NULL;
+        keep = len < wlen ? len : wlen - 1;   /* a match cut by this piece's end completes in the next */
+        memmove(text, text + len - keep, keep);
+    }
     close(fd);
-    if (n <= 0)
-        return false;
-    text[n] = '\0';
-    snprintf(want, sizeof want, "tfd: %8d ", tfd);   /* the kernel's "tfd: %8d events: ..." */
-    return strstr(text, want) != NULL;
+    return found;
 }
 
 int worker_loop_epoll(struct worker *w)

@@ -340,13 +340,14 @@ def test_workers_shrink_hands_over_a_socket_out_of_the_old_loops_epoll_set(lifel
     which here does not come). Before, the socket stayed in both sets while the removed worker
     lived on with a busy connection; its next event there made that worker delete it, racing with
     the new owner's close of the descriptor (a data race ThreadSanitizer reported in
-    test_reload_mix.py). 2 workers to 1, with busy connections keeping the removed one alive."""
+    test_reload_mix.py). 2 workers to 1, with busy connections keeping the removed one alive and
+    200 idle ones, so that the removed loop's set lists more than its first read of /proc shows."""
     up = upstream()
     lf = lifeline(pools={"p": pool(up)}, workers=2, shutdown_timeout="10s")
     assert running_workers(lf) == 2
     n = 16
     busy = [Conn(lf.port, timeout=t(10)) for _ in range(n)]
-    idle = [Conn(lf.port, timeout=t(10)) for _ in range(n)]
+    idle = [Conn(lf.port, timeout=t(10)) for _ in range(200)]
     try:
         for k, c in enumerate(idle):
             c.request("GET", "/echo/before/%d" % k)
