@@ -1554,9 +1554,10 @@ void exchange_hop_failed(struct exchange *ex, struct hop *h)
     switch (ex->state) {
     case EX_UPSTREAM:
         /* A pooled connection the server closed while we reused it: one more try on a fresh
-         * connection, not counted as an attempt, when replaying is safe (SPEC §3.5). */
-        if (h->reused && !h->got_bytes && h->outcome == HOP_RESET && !ex->fresh_retry_done &&
-            exchange_replayable(ex) && ex->idempotent) {
+         * connection, not counted as an attempt, when replaying is safe (SPEC §3.5, "under the
+         * same safety rule": a body buffered whole, so not one still arriving, which may yet
+         * outgrow buffer_body). The same test held back the failure report (hop_fail). */
+        if (h->reused && !h->got_bytes && h->outcome == HOP_RESET && exchange_reuse_recoverable(ex)) {
             ex->fresh_retry_done = true;
             exchange_record_hop(ex, h, h->outcome, 0);
             log_debug("reused connection to %s failed; retrying on a fresh one",

@@ -299,24 +299,21 @@ def test_workers_shrink_keeps_idle_keepalive_connections(lifeline, upstream):
     assert m.total("lifeline_requests_total") >= 2 * n
 
 
-def _server_fd(pid, port, client):
-    """lifeline's descriptor for the server side of client's connection (by socket inode)."""
-    cport = client.sock.getsockname()[1]
-    want_local, want_remote = ":%04X" % port, ":%04X" % cport
-    inode = None
+def _server_fds(pid, port, clients):
+    """lifeline's descriptors for the server side of each client's connection (by socket inode)."""
+    inode_of = {}
     with open("/proc/%d/net/tcp" % pid) as f:
         for line in f.readlines()[1:]:
             cols = line.split()
-            if cols[1].endswith(want_local) and cols[2].endswith(want_remote):
-                inode = cols[9]
-    assert inode, "no socket for client port %d" % cport
+            if cols[1].endswith(":%04X" % port):
+                inode_of[int(cols[2].rsplit(":", 1)[1], 16)] = cols[9]
+    fd_of = {}
     for fd in os.listdir("/proc/%d/fd" % pid):
         try:
-            if os.readlink("/proc/%d/fd/%s" % (pid, fd)) == "socket:[%s]" % inode:
-                return int(fd)
+            fd_of[os.readlink("/proc/%d/fd/%s" % (pid, fd))] = int(fd)
         except OSError:
             continue
-    raise AssertionError("lifeline holds no descriptor for socket inode %s" % inode)
+    return [fd_of["socket:[%s]" % inode_of[c.sock.getsockname()[1]]] for c in clients]
 
 
 def _epoll_sets_holding(pid):
@@ -352,10 +349,10 @@ def test_workers_shrink_hands_over_a_socket_out_of_the_old_loops_epoll_set(lifel
         for k, c in enumerate(idle):
             c.request("GET", "/echo/before/%d" % k)
             assert c.read_response().status == 200
+        fds = _server_fds(lf.pid, lf.port, idle)
         for k, c in enumerate(busy):
-            c.request("GET", "/slow-head?ms=%d&k=%d" % (int(t(3) * 1000), k))
+            c.request("GET", "/slow-head?ms=%d&k=%d" % (int(t(4) * 1000), k))
         wait_for(lambda: up.inflight >= n, t(3), what="all requests in flight")
-        fds = [_server_fd(lf.pid, lf.port, c) for c in idle]
         _reload(lf, _cfg(lf, workers=1))
         time.sleep(t(0.3))                      # the idle ones are handed over; the busy ones wait
         assert "worker 1: stopped" not in lf.stderr_text(), "the removed worker ended too soon"

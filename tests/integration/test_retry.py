@@ -698,6 +698,46 @@ def test_chunked_body_still_arriving_is_not_replayed(lifeline, raw_upstream, ups
     assert len(good.requests) == 0, "a chunked body still arriving was replayed: %r" % good.requests
 
 
+def test_chunked_body_still_arriving_is_not_replayed_on_a_fresh_connection(lifeline, raw_upstream):
+    """The same rule for the one extra try a stale pooled connection gets (SPEC §3.5, "under the
+    same safety rule"): a chunked PUT whose head and first chunk went out on a reused connection
+    that the server then closed without a byte is not started again on a fresh connection while
+    its body is still arriving (found by a review: it was, and the fresh connection then got a
+    body twice buffer_body's size). Without retries left, the built-in 502 names the reset."""
+    async def head_then_close_on_the_reuse(conn):
+        if conn.index == 1:
+            if await conn.read_request() is None:
+                return
+            await conn.respond(200, b"first")
+            await conn.reader.readuntil(b"\r\n\r\n")     # the PUT's head, then FIN
+            conn.close()
+            return
+        while True:
+            req = await conn.read_request()
+            if req is None:
+                return
+            await conn.respond(200, b"len=%d" % len(req.body))
+
+    up = raw_upstream(head_then_close_on_the_reuse)
+    lf = lifeline(pools={"p": pool(up, connect_race="0s", outlier="off")},
+                  routes=[route(retry={"attempts": 1, "buffer_body": "4KiB"})])
+    with Conn(lf.port, timeout=t(10)) as c:
+        c.send(build_request("GET", "/first"))
+        assert c.read_response(timeout=t(5)).body == b"first"
+        time.sleep(t(0.1))
+        c.send(build_request("PUT", "/second", [("Transfer-Encoding", "chunked")]) + b"10\r\n" + b"a" * 16 + b"\r\n")
+        time.sleep(t(0.3))                      # the reused connection is closed by now
+        try:
+            c.send(b"1f40\r\n" + b"z" * 8000 + b"\r\n0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        r = c.read_response(timeout=t(5))
+    assert r.status == 502 and r.header("x-lifeline-fallback") == "reset", (r, r.body)
+    time.sleep(t(0.2))
+    assert up.connections == 1, "the PUT went out again on a fresh connection: %r" % (
+        [(q.method, q.target, len(q.body)) for q in up.requests],)
+
+
 def test_body_within_buffer_body_is_retried(lifeline, raw_upstream, upstream):
     bad = raw_upstream(reset_script(), name="bad")
     good = upstream("good")
