@@ -918,12 +918,18 @@ static bool exchange_start_hop(struct exchange *ex, struct hop *h, struct upserv
     }
     ex->tried |= exchange_server_bit(ex, s);
     hop_start(h, ex, s, fresh || trial, trial);
-    /* A connect that is still pending after connect_race races one to another server. */
-    if (h->state == HOP_CONNECTING && ex->state == EX_UPSTREAM && !ev_is_active(&ex->race_timer)) {
+    /* A connect that is still pending after connect_race races one to another server. The delay
+     * counts from this connect: a timer left from an earlier hop's connect that ended without
+     * connecting (connect_timeout with connect_race above it) is started again, else it would
+     * race this retry's connect short of its delay. Beside a running hop, the timer is that hop's. */
+    if (h->state == HOP_CONNECTING && ex->state == EX_UPSTREAM &&
+        (!ev_is_active(&ex->race_timer) || !hop_is_running(exchange_other(ex, h)))) {
         double delay = pool_race_delay(ex->pool, ex->route->timeouts.connect);
         if (delay > 0) {
             ex->race_timer.repeat = delay;
             ev_timer_again(ex_worker(ex)->loop, &ex->race_timer);
+        } else {
+            timer_off(ex_worker(ex)->loop, &ex->race_timer);
         }
     }
     return true;

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import Conn, build_request, chunked_body, dur, free_port, pattern_bytes, pool, sha, t, wait_for
 from ops import admin_extra, admin_get, metrics, server_status, status
-from faults import (built_in_line, busy_once_script, close_script, each_request, gaps, hang_script, hanging_connect, ok_script,  # noqa: F401
+from faults import (HangingConnect, built_in_line, busy_once_script, close_script, each_request, gaps, hang_script, hanging_connect, ok_script,  # noqa: F401
                     refused, reset_script, route, server_of, status_script)
 
 
@@ -59,6 +59,32 @@ def test_post_after_connect_timeout_is_retried(lifeline, upstream, hanging_conne
     assert r.json()["body_sha256"] == sha(b"payload")
     assert ct - 0.03 <= elapsed <= ct + t(0.7), "200 after %.3fs (connect timeout %.3fs)" % (elapsed, ct)
     assert len(good.requests) == 1
+
+
+def test_connect_race_delay_counts_from_the_retrys_own_connect(lifeline, upstream, hanging_connect):
+    """connect_race (400 ms) above the connect timeout (300 ms): no connect pends long enough to be
+    raced. A's connect times out and the retry goes at once to B (weights 10, 5, 1). The race timer
+    armed for A's connect used to run on and fire 100 ms into B's connect, racing it to `good`
+    (a 200); each connect now gets its own delay, so B's times out too: with 2 attempts, a 504."""
+    hc2 = HangingConnect()
+    try:
+        if not hc2.connects_hang():
+            pytest.skip("cannot make a second loopback connect hang here")
+        good = upstream("good")
+        ct = t(0.3)
+        lf = lifeline(pools={"p": pool((hanging_connect.address, 10), (hc2.address, 5), (good, 1),
+                                       balance="round_robin", connect_race=dur(ct * 4 / 3),
+                                       timeouts={"connect": dur(ct)})},
+                      routes=[route(retry={"attempts": 2})])
+        start = time.monotonic()
+        r = lf.fetch("GET", "/echo/race", timeout=t(5))
+        elapsed = time.monotonic() - start
+        assert r.status == 504 and r.header("x-lifeline-fallback") == "connect_timeout", (r, elapsed)
+        assert "after 2 attempts" in built_in_line(r)
+        assert 2 * ct - 0.03 <= elapsed <= 2 * ct + t(0.7), elapsed
+        assert len(good.requests) == 0, "a connect race started short of its delay"
+    finally:
+        hc2.close()
 
 
 # --------------------------------------------------------------------------------------------
