@@ -69,43 +69,58 @@ int64_t health_now(void)
     return clock_turn_ms();
 }
 
+struct srv_state *srv_state_new(void)
+{
+    struct srv_state *st = calloc(1, sizeof(*st));
+
+    if (st)
+        atomic_init(&st->refs, 1);
+    return st;
+}
+
+void srv_state_unref(struct srv_state *st)
+{
+    if (st && atomic_fetch_sub(&st->refs, 1) == 1)
+        free(st);
+}
+
 enum outlier_state health_outlier_state(const struct srv_health *s, int64_t now)
 {
-    return outlier_state(&s->o, now);
+    return outlier_state(&s->st->o, now);
 }
 
 bool health_ejected(const struct srv_health *s, int64_t now)
 {
-    return outlier_state(&s->o, now) == OUTLIER_EJECTED;
+    return outlier_state(&s->st->o, now) == OUTLIER_EJECTED;
 }
 
 bool health_usable(const struct srv_health *s, int64_t now)
 {
-    return outlier_state(&s->o, now) == OUTLIER_IN && !atomic_load_explicit(&s->down, memory_order_relaxed);
+    return outlier_state(&s->st->o, now) == OUTLIER_IN && !atomic_load_explicit(&s->st->down, memory_order_relaxed);
 }
 
 int64_t health_claim_trial(const struct health_pool *hp, struct srv_health *s, int64_t now)
 {
-    if (atomic_load_explicit(&s->down, memory_order_relaxed) ||
-        !outlier_trial_free(&s->o, now, hp->trial_timeout))
+    if (atomic_load_explicit(&s->st->down, memory_order_relaxed) ||
+        !outlier_trial_free(&s->st->o, now, hp->trial_timeout))
         return 0;
-    return outlier_claim(&s->o, now, hp->trial_timeout);
+    return outlier_claim(&s->st->o, now, hp->trial_timeout);
 }
 
 bool health_trial_open(const struct health_pool *hp, const struct srv_health *s, int64_t now)
 {
-    return !atomic_load_explicit(&s->down, memory_order_relaxed) && outlier_trial_free(&s->o, now, hp->trial_timeout);
+    return !atomic_load_explicit(&s->st->down, memory_order_relaxed) && outlier_trial_free(&s->st->o, now, hp->trial_timeout);
 }
 
 void health_unclaim(struct srv_health *s, int64_t trial)
 {
-    outlier_unclaim(&s->o, trial);
+    outlier_unclaim(&s->st->o, trial);
 }
 
 double health_ramp(const struct srv_health *s, int64_t now)
 {
     int64_t ramp = s->cp->slow_start;
-    int64_t since = atomic_load_explicit(&s->back_since, memory_order_relaxed);
+    int64_t since = atomic_load_explicit(&s->st->back_since, memory_order_relaxed);
     double share;
 
     if (ramp <= 0 || since == 0 || now - since >= ramp)
@@ -123,10 +138,10 @@ bool health_report(struct health_pool *hp, struct srv_health *s, bool failure, i
 
     if (!cp->outlier.enabled)
         return false;
-    v = outlier_report(&s->o, &cp->outlier, failure, trial, now);
+    v = outlier_report(&s->st->o, &cp->outlier, failure, trial, now);
     if (v.readmitted) {
         /* slow_start counts from the readmission */
-        atomic_store_explicit(&s->back_since, now, memory_order_relaxed);
+        atomic_store_explicit(&s->st->back_since, now, memory_order_relaxed);
         log_info("pool %s: %s back in rotation (its half-open trial succeeded)", cp->name, s->addr->text);
         series_event(s->slot, SE_READMITTED, 0);
         return false;
@@ -142,11 +157,11 @@ bool health_report(struct health_pool *hp, struct srv_health *s, bool failure, i
                                                       memory_order_relaxed))
             busy = false;
         for (unsigned i = 0; i < hp->n; i++)
-            out += outlier_state(&hp->servers[i].o, now) != OUTLIER_IN;
+            out += outlier_state(&hp->servers[i].st->o, now) != OUTLIER_IN;
         if (health_eject_hook)
             health_eject_hook();
         if (outlier_room(hp->n, out, cp->outlier.max_ejected_percent))
-            v.ejected_for = outlier_eject(&s->o, &cp->outlier, now);
+            v.ejected_for = outlier_eject(&s->st->o, &cp->outlier, now);
         /* else ejecting more would leave too little of the pool */
         atomic_store_explicit(&hp->ejecting, false, memory_order_release);
     }
@@ -182,16 +197,16 @@ static void check_result(struct health_check *k, bool ok, const char *why)
     k->running = false;
     if (ok) {
         k->bad_run = 0;
-        if (++k->ok_run >= cp->health.rise && atomic_load(&s->down)) {
-            atomic_store(&s->down, 0);
-            atomic_store(&s->back_since, health_now());
+        if (++k->ok_run >= cp->health.rise && atomic_load(&s->st->down)) {
+            atomic_store(&s->st->down, 0);
+            atomic_store(&s->st->back_since, health_now());
             log_info("pool %s: %s is up (health checks)", cp->name, s->addr->text);
             series_event(s->slot, SE_CHECK_UP, 0);
         }
     } else {
         k->ok_run = 0;
-        if (++k->bad_run >= cp->health.fall && !atomic_load(&s->down)) {
-            atomic_store(&s->down, 1);
+        if (++k->bad_run >= cp->health.fall && !atomic_load(&s->st->down)) {
+            atomic_store(&s->st->down, 1);
             log_warn("pool %s: %s is down (health check: %s)", cp->name, s->addr->text, why);
             series_event(s->slot, SE_CHECK_DOWN, 0);
         }
@@ -376,7 +391,26 @@ static const struct conf_server *check_server(const struct conf_pool *cp, const 
     return NULL;
 }
 
-void health_start(struct runtime *rt, struct ev_loop *loop)
+/* The check of the server prev watches at s's pool and address with s's state, or NULL. */
+static struct health_check *check_of(struct runtime *prev, const struct srv_health *s)
+{
+    for (size_t i = 0; prev && i < prev->npools; i++) {
+        struct health_pool *hp = &prev->pools[i];
+        if (strcmp(hp->cp->name, s->cp->name) != 0)
+            continue;
+        for (unsigned j = 0; j < hp->n; j++) {
+            struct srv_health *o = &hp->servers[j];
+            if (o->check && o->st == s->st && strcmp(o->addr->text, s->addr->text) == 0) {
+                struct health_check *k = o->check;
+                o->check = NULL;
+                return k;
+            }
+        }
+    }
+    return NULL;
+}
+
+void health_start(struct runtime *rt, struct ev_loop *loop, struct runtime *prev)
 {
     rt->loop = loop;
     for (size_t i = 0; i < rt->npools; i++) {
@@ -385,25 +419,62 @@ void health_start(struct runtime *rt, struct ev_loop *loop)
             continue;
         for (unsigned j = 0; j < hp->n; j++) {
             struct srv_health *s = &hp->servers[j];
-            struct health_check *k = calloc(1, sizeof(*k));
+            struct health_check *k = check_of(prev, s);
+            bool kept = k != NULL;
+            char req[sizeof(k->req)];
             int n;
+            if (!k)
+                k = calloc(1, sizeof(*k));
             if (!k) {
                 log_error("health checks: out of memory");
                 continue;
             }
-            k->rt = rt;
-            k->s = s;
-            k->x.fd = -1;
             const struct conf_server *cs = check_server(hp->cp, s);
-            k->host = cs ? cs->host : NULL;
             /* Host: the server as written when it is a name (what a name-based virtual host expects),
              * else its address (without an IPv6 zone: a Host cannot carry one, as in pool.c) */
-            n = snprintf(k->req, sizeof(k->req),
+            n = snprintf(req, sizeof(req),
                          "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: lifeline-health\r\nConnection: close\r\n\r\n",
                          hp->cp->health.path,
                          cs && cs->named ? cs->address : cs && cs->authority ? cs->authority : s->addr->text);
+            if (kept) {
+                /* Taken over from prev: it points into this snapshot from now on. A check in
+                 * flight goes on unless what it sends or how it connects changed; then it is
+                 * dropped without a verdict and the next one goes at once. */
+                const char *host = cs ? cs->host : NULL;
+                bool same = (size_t)n == k->req_len && memcmp(req, k->req, k->req_len) == 0 &&
+                            (host && k->host ? strcmp(host, k->host) == 0 : host == k->host) &&
+                            k->s->cp->tls.ctx == hp->cp->tls.ctx;
+                if (k->s->cp->tls.ctx != hp->cp->tls.ctx) {
+                    tls_session_free(k->tls_sess);   /* a session of the old context */
+                    k->tls_sess = NULL;
+                }
+                k->rt = rt;
+                k->s = s;
+                k->host = host;
+                if (!same && k->running) {
+                    if (k->x.fd >= 0) {
+                        ev_io_stop(loop, &k->io);
+                        xprt_close(&k->x);
+                    }
+                    k->running = false;
+                    check_arm(k, 0.001);
+                }
+                if (n > 0 && (size_t)n < sizeof(k->req)) {
+                    memcpy(k->req, req, (size_t)n);
+                    k->req_len = (size_t)n;
+                } else {
+                    k->req_len = 0;
+                }
+                s->check = k;
+                continue;
+            }
+            k->rt = rt;
+            k->s = s;
+            k->host = cs ? cs->host : NULL;
             k->req_len = n > 0 && (size_t)n < sizeof(k->req) ? (size_t)n : 0;
+            memcpy(k->req, req, k->req_len);
             s->check = k;
+            k->x.fd = -1;
             ev_init(&k->timer, check_timer_cb);
             k->timer.data = k;
             /* spread the first checks over the interval so they do not all fire together */

@@ -21,15 +21,29 @@
 struct health_check;
 struct runtime;
 
-struct srv_health {
-    const struct conf_pool *cp;
-    const struct conf_sockaddr *addr;
+/* What is known about one server, beyond any one snapshot: every runtime that names the same pool
+ * and address (with the same outlier and health switches) shares it, so that an attempt started
+ * before a reload or a DNS change reports where the new snapshot reads (runtime_new). Reference
+ * counted by those runtimes; the last runtime_unref() frees it. */
+struct srv_state {
+    atomic_int refs;
     struct outlier o;                   /* passive ejection (outlier.h) */
     atomic_int down;                    /* the active checks say down */
     _Atomic int64_t back_since;         /* when it last became usable again (slow_start) */
+};
+
+struct srv_health {
+    const struct conf_pool *cp;
+    const struct conf_sockaddr *addr;
+    struct srv_state *st;               /* shared (above); never NULL in a runtime */
     unsigned slot;                      /* metrics slot (struct metric_names) */
     struct health_check *check;         /* main thread only */
 };
+
+/* A new state (one reference): in rotation, up, no failures. NULL when out of memory. */
+struct srv_state *srv_state_new(void);
+/* Drops a reference (NULL: no-op); the last frees it. */
+void srv_state_unref(struct srv_state *st);
 
 struct health_pool {
     const struct conf_pool *cp;
@@ -50,8 +64,13 @@ int64_t health_now(void);
 int health_reply_status(const char *buf, size_t len, unsigned *status);
 
 /* Starts active checks for rt's pools with a health block, on loop (the main thread's). A check is
- * `GET path` with `Host:` the server as written when it is a hostname (host:port), else its address. */
-void health_start(struct runtime *rt, struct ev_loop *loop);
+ * `GET path` with `Host:` the server as written when it is a hostname (host:port), else its address.
+ * A server that prev (may be NULL) checks already, sharing its state (same pool and address), keeps
+ * its check: its timer's phase, a check in flight and the counts towards rise and fall go on (a DNS
+ * change or reload must not start them again: changes faster than the interval would otherwise
+ * keep a server from ever reaching rise or fall). Call before health_stop(prev), which stops what
+ * was not taken over. */
+void health_start(struct runtime *rt, struct ev_loop *loop, struct runtime *prev);
 /* Stops rt's active checks (main thread), before main drops its reference on rt: the checks point
  * into it, and the last reference may go on a worker. */
 void health_stop(struct runtime *rt);

@@ -316,6 +316,7 @@ static void apply_conf(struct ev_loop *loop, struct conf *nc, const char *why, i
     /* The stale store outlives reloads (its copies stay useful); new limits apply at once, by
      * evicting down to the new size. */
     stale_store_resize(stale, nh->conf->stale_store.size, nh->conf->stale_store.max_entry);
+    health_start(nh, loop, current);   /* takes over the checks of servers it keeps */
     health_stop(current);
     for (unsigned i = 0; i < nslots; i++) {
         if (wslot[i].state == W_RUNNING)
@@ -335,7 +336,6 @@ static void apply_conf(struct ev_loop *loop, struct conf *nc, const char *why, i
     close_fd(log_fd);   /* the same file as before: the writer's descriptor stays */
     runtime_unref(current);
     current = nh;
-    health_start(current, loop);
     admin.conf = current->conf;
     admin.rt = current;
     admin.generation++;
@@ -947,7 +947,7 @@ static int start_workers(struct conf *c, unsigned n)
 /* The main loop's own duties: health checks, the loader thread, DNS re-resolution, drain timers. */
 static void start_main_loop(struct ev_loop *loop)
 {
-    health_start(current, loop);
+    health_start(current, loop, NULL);
     loader.loop = loop;
     ev_async_init(&loader.done, on_loaded);
     ev_async_start(loop, &loader.done);

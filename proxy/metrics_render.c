@@ -481,7 +481,7 @@ void metrics_render_status(struct metrics_render_buf *b, const struct metrics_re
         for (unsigned i = 0; i < hp->n; i++) {
             const struct srv_health *hs = &hp->servers[i];
             uint64_t total = 0, failed = 0;
-            int64_t until = atomic_load_explicit(&hs->o.until, memory_order_relaxed);
+            int64_t until = atomic_load_explicit(&hs->st->o.until, memory_order_relaxed);
             enum outlier_state ost = health_outlier_state(hs, now);
             for (unsigned o = 0; o < METRIC_ATTEMPT_SLOTS; o++) {
                 uint64_t v = SERVER_SUM(s, hs->slot, attempts[o]);
@@ -493,7 +493,7 @@ void metrics_render_status(struct metrics_render_buf *b, const struct metrics_re
                          "\"slow_start_share\":%.2f,\"in_flight\":%lld,\"idle_connections\":%lld,"
                          "\"attempts\":%llu,\"failures\":%llu}",
                       i ? "," : "", hs->addr->text, server_weight(hp->cp, hs->addr),
-                      atomic_load_explicit(&hs->down, memory_order_relaxed) ? "false" : "true",
+                      atomic_load_explicit(&hs->st->down, memory_order_relaxed) ? "false" : "true",
                       outlier_state_name(ost), ost == OUTLIER_EJECTED ? "true" : "false",
                       (long long)(ost == OUTLIER_EJECTED ? until - now : 0), health_ramp(hs, now),
                       (long long)(int64_t)SERVER_SUM(s, hs->slot, inflight),
@@ -556,7 +556,7 @@ static enum series_state server_state_now(const struct srv_health *hs, int64_t n
         return SS_EJECTED;
     if (o == OUTLIER_HALF_OPEN)
         return SS_HALF_OPEN;
-    return atomic_load_explicit(&hs->down, memory_order_relaxed) ? SS_DOWN : SS_UP;
+    return atomic_load_explicit(&hs->st->down, memory_order_relaxed) ? SS_DOWN : SS_UP;
 }
 
 void metrics_render_sample(const struct metrics_render_src *s, uint32_t sec)

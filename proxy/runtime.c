@@ -83,22 +83,37 @@ struct runtime *runtime_new(struct conf *c, const struct runtime *prev, struct m
                 s->addr = &cp->servers[j].addrs[k];
                 s->slot = names ? metric_server_slot(names, cp->name, s->addr->text, now) : 0;
                 old = runtime_find(prev, cp->name, s->addr->text);
-                if (old) {   /* the same server: its ejection and health state carry over */
+                if (old && old->cp->outlier.enabled == cp->outlier.enabled &&
+                    (cp->health.enabled || !atomic_load(&old->st->down))) {
+                    /* The same server, watched the same way: both snapshots share its state, so
+                     * that attempts still running on the old one (and a half-open trial among
+                     * them) report where this one reads. A DNS change builds a new snapshot;
+                     * a failure reported to a copy left behind would be lost. */
+                    s->st = old->st;
+                    atomic_fetch_add(&s->st->refs, 1);
+                    continue;
+                }
+                s->st = srv_state_new();
+                if (!s->st) {
+                    runtime_unref(rt);
+                    return NULL;
+                }
+                if (old) {
+                    /* Not shared: outlier turned on or off (its count starts afresh), or checks
+                     * turned off while they say down. Their verdict goes with the checks: a
+                     * server they marked down is usable again (slow start from now); its
+                     * ejection stays. */
                     if (cp->outlier.enabled && old->cp->outlier.enabled) {
-                        /* a trial in flight reports to the old runtime: this one starts with a
-                         * free slot, so a half-open server gets a trial of its own */
-                        atomic_store(&s->o.fails, atomic_load(&old->o.fails));
-                        atomic_store(&s->o.until, atomic_load(&old->o.until));
-                        atomic_store(&s->o.ejections, atomic_load(&old->o.ejections));
-                        atomic_store(&s->o.readmitted, atomic_load(&old->o.readmitted));
+                        atomic_store(&s->st->o.fails, atomic_load(&old->st->o.fails));
+                        atomic_store(&s->st->o.until, atomic_load(&old->st->o.until));
+                        atomic_store(&s->st->o.ejections, atomic_load(&old->st->o.ejections));
+                        atomic_store(&s->st->o.readmitted, atomic_load(&old->st->o.readmitted));
                     }
-                    /* the checks' verdict goes with the checks: a server they marked down is
-                     * usable again (slow start from now) when the reload turns them off */
-                    if (cp->health.enabled || !atomic_load(&old->down)) {
-                        atomic_store(&s->down, cp->health.enabled ? atomic_load(&old->down) : 0);
-                        atomic_store(&s->back_since, atomic_load(&old->back_since));
+                    if (cp->health.enabled || !atomic_load(&old->st->down)) {
+                        atomic_store(&s->st->down, cp->health.enabled ? atomic_load(&old->st->down) : 0);
+                        atomic_store(&s->st->back_since, atomic_load(&old->st->back_since));
                     } else {
-                        atomic_store(&s->back_since, health_now());
+                        atomic_store(&s->st->back_since, health_now());
                     }
                 }
             }
@@ -121,8 +136,11 @@ void runtime_unref(struct runtime *rt)
         for (unsigned j = 0; j < rt->pools[i].n; j++)
             metric_slot_release(&rt->names->servers, rt->pools[i].servers[j].slot, now);
     }
-    for (size_t i = 0; rt->pools && i < rt->npools; i++)
+    for (size_t i = 0; rt->pools && i < rt->npools; i++) {
+        for (unsigned j = 0; rt->pools[i].servers && j < rt->pools[i].n; j++)
+            srv_state_unref(rt->pools[i].servers[j].st);
         free(rt->pools[i].servers);
+    }
     free(rt->pools);
     free(rt->route_slot);
     conf_unref(rt->conf);

@@ -23,6 +23,7 @@ import time
 import pytest
 
 from conftest import HOST, RawConn, dur, fetch, free_port, run_cli, t, wait_for
+from faults import hang_script, ok_script
 from dnsfake import DnsFake
 from ops import admin_extra, pool_status, status
 
@@ -338,3 +339,91 @@ def test_one_pools_failing_name_does_not_hold_back_the_others(lifeline, dns, two
     assert dns.wait_queries("fail.test", 3, t(5))
     assert {who(lf, "/fail") for _ in range(4)} == {"up1"}   # kept what it had
     assert "cannot resolve" in lf.stderr_text()
+
+
+# --------------------------------------------------------------------------------------------
+# A DNS change builds a new runtime snapshot: what is known about the servers it keeps goes on
+
+
+class Churn:
+    """Flips other.test between one and two records every `every` s (another pool's DNS
+    changing, as a headless Service's does while pods come and go), until stopped."""
+
+    def __init__(self, dns, every=0.15):
+        self.dns, self.every, self.flips = dns, every, 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.wait(self.every):
+            self.flips += 1
+            self.dns.set("other.test", ["127.0.0.1"] if self.flips % 2 else ["127.0.0.1", "127.0.0.2"])
+
+    def __enter__(self):
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join(5)
+
+
+def _two_pools(lifeline, dns, port, a_pool):
+    """Pool a (the one watched) beside pool moving (other.test, re-resolved every 50 ms); returns
+    (lifeline, admin port)."""
+    dns.set("other.test", ["127.0.0.1", "127.0.0.2"])
+    aport = free_port()
+    lf = lifeline(
+        pools={"a": a_pool,
+               "moving": {"servers": ["other.test:%d" % port], "resolve_interval": "50ms"}},
+        routes=[{"match": {"path": "/moving"}, "pool": "moving"}, {"pool": "a"}],
+        extra=admin_extra(aport, resolver={"servers": [dns.address], "timeout": "500ms"}))
+    return lf, aport
+
+
+def server_state(aport, address):
+    for s in pool_status(status(aport), "a")["servers"]:
+        if s["address"] == address:
+            return s
+    raise AssertionError("no server %s in pool a" % address)
+
+
+def test_health_checks_reach_fall_while_another_pools_dns_keeps_changing(lifeline, dns, two_upstreams, upstream):
+    """Every DNS change used to stop and start every active check: the count towards `fall`
+    began again at each change, and the first check went at once. With changes faster than the
+    interval, a failing server was never marked down (old binary: still up after 4 s). A check
+    now carries on across the snapshots, its phase and counts with it."""
+    port, _, _ = two_upstreams
+    bad = upstream("bad")
+    iv = t(0.5)
+    lf, aport = _two_pools(lifeline, dns, port, {"servers": [bad.address], "health": {
+        "path": "/status/500", "interval": dur(iv), "timeout": "1s", "rise": 2, "fall": 3}})
+    with Churn(dns) as churn:
+        wait_for(lambda: server_state(aport, bad.address)["up"] is False, 3 * iv + t(2.5), interval=0.05,
+                 what="the failing server to be marked down (fall 3) while DNS changes")
+        flips = churn.flips
+    assert flips >= 6, "the other pool's records changed only %d times" % flips
+    assert lf.stderr_text().count("is down") == 1, lf.stderr_text()[-2000:]
+
+
+def test_outlier_failures_count_across_dns_changes(lifeline, dns, two_upstreams, raw_upstream):
+    """An attempt reports to the snapshot it started on. A DNS change made a new snapshot with a
+    copy of each server's ejection state, so a failure reported after the change went to the
+    old copy: a server that hangs (each attempt 0.4 s, changes every 0.15 s) was never ejected
+    (old binary: 8 of 8 hung attempts, state `up`). The state is now shared across snapshots."""
+    port, _, _ = two_upstreams
+    hung = raw_upstream(hang_script(), name="hung")
+    good = raw_upstream(ok_script(b"good"), name="good")
+    lf, aport = _two_pools(lifeline, dns, port, {
+        "servers": [{"address": hung.address}, {"address": good.address}], "balance": "round_robin",
+        "timeouts": {"response": dur(t(0.4))}, "outlier": {"consecutive_failures": 2, "ejection": "30s"}})
+    with Churn(dns):
+        for i in range(12):
+            r = lf.fetch("GET", "/r/%d" % i, timeout=t(5))
+            assert r.status in (200, 504), r
+            if server_state(aport, hung.address)["state"] == "ejected":
+                break
+    assert server_state(aport, hung.address)["state"] == "ejected", \
+        "the hanging server was not ejected after %d hung attempts" % len(hung.requests)
+    assert len(hung.requests) <= 4, len(hung.requests)
+    assert good.requests

@@ -313,6 +313,7 @@ static void test_max_ejected_two_threads(void **state)
     struct conf_pool cp = { .name = "p" };
     struct conf_sockaddr addrs[2] = { { .text = "10.0.0.1:80" }, { .text = "10.0.0.2:80" } };
     struct srv_health servers[2];
+    struct srv_state states[2];
     struct health_pool hp = { .cp = &cp, .servers = servers, .n = 2, .trial_timeout = TT };
     pthread_barrier_t start, done;
     struct race ra = { &hp, &start, &done, 0 }, rb = { &hp, &start, &done, 1 };
@@ -325,10 +326,12 @@ static void test_max_ejected_two_threads(void **state)
     log_threshold = LOG_ERROR;   /* one warning per ejection otherwise */
     health_eject_hook = race_hook;
     memset(servers, 0, sizeof(servers));
+    memset(states, 0, sizeof(states));
     atomic_init(&hp.ejecting, false);
     for (int i = 0; i < 2; i++) {
         servers[i].cp = &cp;
         servers[i].addr = &addrs[i];
+        servers[i].st = &states[i];
     }
     assert_int_equal(pthread_barrier_init(&start, NULL, 3), 0);
     assert_int_equal(pthread_barrier_init(&done, NULL, 3), 0);
@@ -337,11 +340,11 @@ static void test_max_ejected_two_threads(void **state)
     for (int i = 0; i < RACE_ROUNDS; i++) {
         unsigned out = 0;
         for (int k = 0; k < 2; k++)
-            memset(&servers[k].o, 0, sizeof(servers[k].o));   /* both in rotation, no failures */
+            memset(&states[k].o, 0, sizeof(states[k].o));   /* both in rotation, no failures */
         pthread_barrier_wait(&start);
         pthread_barrier_wait(&done);
         for (int k = 0; k < 2; k++)
-            out += outlier_state(&servers[k].o, 1000) != OUTLIER_IN;
+            out += outlier_state(&states[k].o, 1000) != OUTLIER_IN;
         over += out > 1;
         ejected_rounds += out == 1;
     }

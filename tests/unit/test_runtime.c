@@ -69,7 +69,7 @@ static void test_carry_over(void **state)
     assert_int_equal(ra->route_slot[0], 0);                /* no metric names: slot 0 */
     /* 10.0.0.1 is ejected and down */
     assert_true(health_report(&ra->pools[0], &ra->pools[0].servers[0], true, 0, 1000));
-    atomic_store(&ra->pools[0].servers[0].down, 1);
+    atomic_store(&ra->pools[0].servers[0].st->down, 1);
     assert_false(health_usable(&ra->pools[0].servers[0], 1000));
 
     /* the reload keeps 10.0.0.1 and replaces 10.0.0.2 by 10.0.0.3 */
@@ -80,7 +80,12 @@ static void test_carry_over(void **state)
     kept = &rb->pools[0].servers[1];
     assert_string_equal(kept->addr->text, "10.0.0.1:80");
     assert_true(health_ejected(kept, 1000));
-    assert_int_equal(atomic_load(&kept->down), 1);
+    assert_int_equal(atomic_load(&kept->st->down), 1);
+    /* one state for both snapshots: what an attempt started before the swap reports is seen
+     * after it (a copy would lose it), and a fresh server gets a state of its own */
+    assert_ptr_equal(kept->st, ra->pools[0].servers[0].st);
+    assert_ptr_not_equal(fresh->st, ra->pools[0].servers[1].st);
+    assert_int_equal(atomic_load(&kept->st->refs), 2);
     assert_true(health_usable(fresh, 1000));
     assert_false(health_ejected(fresh, 1000));
 
@@ -92,7 +97,8 @@ static void test_carry_over(void **state)
         c.pool.health.enabled = false;
         rc = runtime_new(&c.c, rb, NULL);
         assert_non_null(rc);
-        assert_int_equal(atomic_load(&rc->pools[0].servers[0].down), 0);
+        assert_int_equal(atomic_load(&rc->pools[0].servers[0].st->down), 0);
+        assert_ptr_not_equal(rc->pools[0].servers[0].st, kept->st);   /* down here, up there */
         assert_true(health_ejected(&rc->pools[0].servers[0], 1000));
         runtime_unref(rc);
         assert_int_equal(atomic_load(&c.c.refs), 1);
