@@ -1200,6 +1200,14 @@ static int on_headers_complete(http_parser *hp)
         hp->flags |= F_CONTENTLENGTH;
         hp->content_length = st.cl;
     }
+    /* Chunked or not is decided above too: http-parser's own reading of Transfer-Encoding misses
+     * some spellings (`chunked,`, a tab after it, an empty second header), and with its flag
+     * unset it would read a chunked response until the connection closes, passing the chunk
+     * lines on as body bytes. */
+    if (h->chunked)
+        hp->flags |= F_CHUNKED;
+    else
+        hp->flags &= ~F_CHUNKED;
     p->event = PEV_HEAD;
     http_parser_pause(hp, 1);
     return skip;

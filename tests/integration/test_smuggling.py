@@ -301,3 +301,38 @@ def test_late_bytes_just_before_the_next_request(lifeline, raw_upstream):
         r2 = b.read_response()
     assert r2.header("x-poison") is None, r2
     assert r2.status == 200 and r2.body == b"genuine", r2
+
+
+@pytest.mark.parametrize("te", [b"Transfer-Encoding: chunked,\r\n", b"Transfer-Encoding: chunked\t\r\n",
+                                b"Transfer-Encoding: chunked\r\nTransfer-Encoding: \r\n"],
+                         ids=["trailing_comma", "trailing_tab", "empty_second_header"])
+def test_chunked_response_spelled_unusually_is_decoded(lifeline, raw_upstream, te):
+    """Valid spellings of a chunked response that http-parser alone does not read as chunked:
+    lifeline decided chunked but let http-parser frame the body, which read until the close and
+    passed the chunk lines on as body bytes (old binary: body "5\\r\\nhello\\r\\n0\\r\\n\\r\\n",
+    after the upstream closed 2 s later). One framing decision now, lifeline's."""
+    async def script(conn):
+        req = await conn.read_request()
+        if req is None:
+            return
+        await conn.send(b"HTTP/1.1 200 OK\r\n" + te + b"\r\n5\r\nhello\r\n0\r\n\r\n")
+        await asyncio.sleep(t(2))
+
+    up = raw_upstream(script)
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"pool": "p"}])
+    start = time.monotonic()
+    r = lf.fetch("GET", "/te", timeout=t(5))
+    elapsed = time.monotonic() - start
+    assert r.status == 200 and r.body == b"hello", r
+    assert elapsed < t(1), "the answer ended only when the upstream closed (%.2f s)" % elapsed
+
+
+def test_request_chunked_with_a_trailing_comma_is_decoded(rec):
+    """The same framing decision on the request side: `chunked,` is chunked."""
+    lf, up = rec
+    with Conn(lf.port) as c:
+        c.send(b"POST /p HTTP/1.1\r\nHost: test.local\r\nTransfer-Encoding: chunked,\r\n\r\n"
+               b"5\r\nhello\r\n0\r\n\r\n")
+        r = c.read_response(timeout=t(3))
+    assert r.status == 200, r
+    assert len(up.requests) == 1 and up.requests[0].body == b"hello", [q.raw for q in up.requests]
