@@ -797,7 +797,10 @@ static int exchange_build_head(struct exchange *ex, struct hop *h, struct upserv
     const struct h1_head *req = ex->req;
     struct h1_req_out o;
     char tp[H1_TRACEPARENT_LEN];
-    size_t need = w->conf->limits.max_header_bytes + 2048;
+    /* the head as read (max_header_bytes at most), plus what is added: X-Forwarded-Host repeats
+     * the Host value (or an absolute-form authority), which is not bounded by the 2 KiB left for
+     * the rest (X-Forwarded-For's client, X-Request-Id, traceparent, the server's host:port) */
+    size_t need = w->conf->limits.max_header_bytes + 2048 + (req->host >= 0 ? req->hdrs[req->host].value_len : 0);
 
     if (!h->head.data) {
         if (need <= WORKER_BLOCK ? worker_buf_get(w, &h->head) < 0 : buf_init(&h->head, need) < 0)
