@@ -187,7 +187,9 @@ static void hop_fail(struct hop *h, enum hop_outcome o)
      * a fresh connection (exchange_reuse_recoverable, which let pool_take skip its check): a stale
      * connection, not a verdict on the server, so neither ewma nor outlier ejection hears of it
      * (a trial claim is given back by hop_detach). */
-    if (h->server && !h->local_error &&
+    /* One verdict per attempt for outlier ejection: a 5xx head was reported as a failure
+     * already, its body failing after it is the same failure (a 2xx head's failing body is not). */
+    if (h->server && !h->local_error && !(h->state == HOP_BODY && h->head_failed) &&
         !(h->reused && !h->got_bytes && o == HOP_RESET && h->ex && exchange_reuse_recoverable(h->ex))) {
         pool_report(h->server, true, h->state == HOP_BODY ? -1 : hop_penalty(h, o), h->trial);
         h->trial = 0;
@@ -428,7 +430,7 @@ void hop_start(struct hop *h, struct exchange *ex, struct upserver *s, bool fres
     h->reused = h->request_sent = h->got_bytes = h->read_paused = h->deadline_cut = false;
     h->splicing = false;
     h->splice_left = 0;
-    h->write_failed = h->processing = h->local_error = false;
+    h->write_failed = h->processing = h->local_error = h->head_failed = false;
     h->starting = true;
     h->started = ev_now(w->loop);
     h->connected = 0;
@@ -823,6 +825,7 @@ static void hop_process_buffered(struct hop *h)
                     lat = (double)h->response_ms / 1000.0;   /* a failure costs its timeout */
                 pool_report(h->server, resp->status >= 500, lat, h->trial);
                 h->trial = 0;
+                h->head_failed = resp->status >= 500;
             }
             h->state = resp->status == 101 ? HOP_TUNNEL : HOP_BODY;
             hop_read_timer_start(h);

@@ -119,6 +119,7 @@ struct hop {
     bool starting;                      /* hop_start() is on the stack: failures are deferred */
     bool request_sent;                  /* head and whole body written */
     bool got_bytes;                     /* any response byte arrived */
+    bool head_failed;                   /* its response head was a 5xx, reported as a failure */
     bool read_paused;                   /* backpressure: downstream buffer full */
     bool splicing;                      /* the rest of the response body goes into the exchange's
                                          * pipe with splice(2), unparsed (exchange_resp_splice) */

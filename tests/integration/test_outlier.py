@@ -267,3 +267,37 @@ def test_health_check_without_a_descriptor_is_no_verdict(lifeline, upstream):
     srv = status(aport)["pools"][0]["servers"][0]
     assert srv["up"] is True, srv
     assert lf.fetch("GET", "/echo/after").status == 200
+
+
+def test_a_5xx_whose_body_is_cut_is_one_failure(lifeline, raw_upstream):
+    """One attempt, one verdict: a 500 was reported as a failure at its head and again when its
+    body was cut, so with consecutive_failures 2 a single request ejected the server (old
+    binary). Now one such answer leaves it in rotation and a second ejects it."""
+    async def cut_500(conn):
+        req = await conn.read_request()
+        if req is None:
+            return
+        await conn.send(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 100\r\n\r\n0123456789")
+    bad = raw_upstream(cut_500, name="bad")
+    good = raw_upstream(cut_500, name="good")   # never picked: weights 10:1 (and room under max_ejected_percent)
+    aport = free_port()
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1), balance="round_robin",
+                                   outlier={"consecutive_failures": 2, "ejection": "30s"})},
+                  routes=[{"pool": "p"}], extra=admin_extra(aport))
+
+    def one():
+        with Conn(lf.port) as c:
+            c.send(b"GET /cut HTTP/1.1\r\nHost: test.local\r\n\r\n")
+            try:
+                c.read_response(timeout=t(3))
+            except Exception:
+                pass   # the truncated body: the client sees the connection close early
+
+    one()
+    wait_for(lambda: server_status(status(aport), "p", bad.address)["attempts"] == 1, t(3),
+             what="the attempt to be counted")
+    time.sleep(t(0.1))
+    assert server_status(status(aport), "p", bad.address)["state"] == "up", status(aport)
+    one()
+    wait_for(lambda: server_status(status(aport), "p", bad.address)["state"] == "ejected", t(3),
+             what="two cut 500s to eject the server")
