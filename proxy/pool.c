@@ -508,25 +508,73 @@ static struct upserver *pick_round_robin(struct pool *p, const struct pool_pick_
     return best;
 }
 
-/* Fewest in-flight hops per unit of weight; ties go round the servers from a rotating start. */
+/* Fewest in-flight hops per unit of weight; ties (an idle pool, every server at 0) are shared
+ * out by smooth weighted round robin among the tied, as nginx's least_conn does: weights hold
+ * under light load too, where comparing counts alone would split 1:9 as 1:1. */
 static struct upserver *pick_least_conn(struct pool *p, const struct pool_pick_ctx *ctx)
 {
     struct upserver *best = NULL;
-    unsigned start = p->rr_next++ % (p->nservers ? p->nservers : 1);
+    int64_t total = 0;
+    unsigned ties = 0;
 
-    for (unsigned k = 0; k < p->nservers; k++) {
-        unsigned i = (start + k) % p->nservers;
+    for (unsigned i = 0; i < p->nservers; i++) {
         struct upserver *s = &p->servers[i];
         if (!pick_ok(p, ctx, i))
             continue;
         /* compare inflight/weight without division */
-        if (!best || (uint64_t)s->inflight * eff_weight(best, ctx) < (uint64_t)best->inflight * eff_weight(s, ctx))
+        uint64_t ls = (uint64_t)s->inflight * eff_weight(best ? best : s, ctx);
+        uint64_t lb = best ? (uint64_t)best->inflight * eff_weight(s, ctx) : ls;
+        if (!best || ls < lb) {
             best = s;
+            ties = 1;
+        } else if (ls == lb) {
+            ties++;
+        }
     }
-    return best;
+    if (ties < 2)
+        return best;
+    {
+        struct upserver *low = best, *pick = NULL;
+        for (unsigned i = 0; i < p->nservers; i++) {
+            struct upserver *s = &p->servers[i];
+            if (!pick_ok(p, ctx, i) ||
+                (uint64_t)s->inflight * eff_weight(low, ctx) != (uint64_t)low->inflight * eff_weight(s, ctx))
+                continue;
+            uint64_t ew = eff_weight(s, ctx);
+            s->cw += (int64_t)ew;
+            total += (int64_t)ew;
+            if (!pick || s->cw > pick->cw)
+                pick = s;
+        }
+        pick->cw -= total;
+        return pick;
+    }
 }
 
-/* Power of two choices: two distinct random candidates, the less loaded wins. */
+/* One server drawn with probability proportional to its weight among the usable ones but
+ * `skip`; total: the sum of their weights (> 0). */
+static struct upserver *pick_weighted(struct pool *p, const struct pool_pick_ctx *ctx,
+                                      const struct upserver *skip, uint64_t total)
+{
+    uint64_t r = worker_rand(p->w) % total;
+    struct upserver *last = NULL;
+
+    for (unsigned i = 0; i < p->nservers; i++) {
+        struct upserver *s = &p->servers[i];
+        uint64_t w;
+        if (s == skip || !pick_ok(p, ctx, i))
+            continue;
+        w = eff_weight(s, ctx);
+        if (r < w)
+            return s;
+        r -= w;
+        last = s;
+    }
+    return last;
+}
+
+/* Power of two choices: two distinct random candidates, the less loaded wins (random_two; and
+ * ewma, whose load is its cost). */
 static struct upserver *pick_random_two(struct pool *p, const struct pool_pick_ctx *ctx)
 {
     struct upserver *a = NULL, *b = NULL;
@@ -542,9 +590,19 @@ static struct upserver *pick_random_two(struct pool *p, const struct pool_pick_c
         return NULL;
     if (avail == 1)
         return &p->servers[last];   /* one candidate: no draw, nothing to compare */
+    if (p->cp->balance != BALANCE_EWMA) {
+        /* The two are drawn by weight and the first is kept on a tie (an idle pool): weights
+         * hold under light load too, where equal draws and equal counts would split 1:9 as 1:1. */
+        uint64_t total = 0;
+        for (unsigned i = 0; i < p->nservers; i++)
+            total += pick_ok(p, ctx, i) ? eff_weight(&p->servers[i], ctx) : 0;
+        a = pick_weighted(p, ctx, NULL, total);
+        b = pick_weighted(p, ctx, a, total - eff_weight(a, ctx));
+        return (uint64_t)a->inflight * eff_weight(b, ctx) <= (uint64_t)b->inflight * eff_weight(a, ctx) ? a : b;
+    }
     r1 = (unsigned)(worker_rand(p->w) % avail);
-    r2 = avail > 1 ? (unsigned)(worker_rand(p->w) % (avail - 1)) : r1;
-    if (avail > 1 && r2 >= r1)
+    r2 = (unsigned)(worker_rand(p->w) % (avail - 1));
+    if (r2 >= r1)
         r2++;
     for (unsigned i = 0; i < p->nservers; i++) {
         if (!pick_ok(p, ctx, i))
@@ -555,16 +613,16 @@ static struct upserver *pick_random_two(struct pool *p, const struct pool_pick_c
             b = &p->servers[i];
         seen++;
     }
-    if (p->cp->balance == BALANCE_EWMA) {
-        /* Peak-EWMA cost: latency times load (attempts in flight, pending connects included), per
-         * unit of weight. An unmeasured server costs next to nothing, so it gets tried; a server
-         * nobody picks sees its cost fade with POOL_EWMA_TAU and is probed again in time. */
+    {
+        /* ewma: the two are drawn alike (SPEC §2). Peak-EWMA cost: latency times load (attempts
+         * in flight, pending connects included), per unit of weight. An unmeasured server costs
+         * next to nothing, so it gets tried; a server nobody picks sees its cost fade with
+         * POOL_EWMA_TAU and is probed again in time. */
         ev_tstamp now = ev_now(p->w->loop);
         double ca = (pool_ewma_now(a, now) + 1e-4) * (a->inflight + 1) / (double)eff_weight(a, ctx);
         double cb = (pool_ewma_now(b, now) + 1e-4) * (b->inflight + 1) / (double)eff_weight(b, ctx);
         return ca <= cb ? a : b;
     }
-    return (uint64_t)a->inflight * eff_weight(b, ctx) <= (uint64_t)b->inflight * eff_weight(a, ctx) ? a : b;
 }
 
 /* Weighted rendezvous hashing: every server scores the key, the best score wins. Removing or

@@ -77,7 +77,6 @@ struct pool {
     unsigned nservers;
     unsigned nidle;                     /* idle connections over all servers */
     bool retired;                       /* of a retired generation: released connections are closed */
-    unsigned rr_next;                   /* rotating start for least_conn ties */
     double connect_srtt;                /* smoothed connect time (s), for connect_race: auto */
     unsigned connect_samples;
     ev_timer idle_timer;                /* closes connections idle longer than keepalive_timeout */

@@ -8,6 +8,8 @@ import os
 import signal
 import threading
 import collections
+
+import pytest
 import select
 import time
 
@@ -101,6 +103,27 @@ def test_round_robin_weights(lifeline, upstream):
             assert r.status == 200
             seen[server_of(r)] += 1
     assert seen == {"A": 10, "B": 30}, seen
+
+
+@pytest.mark.parametrize("balance", ["least_conn", "random_two"])
+def test_weights_hold_under_light_load(lifeline, upstream, balance):
+    """SPEC §2 weight: with one request at a time every server has 0 in flight, and both
+    balancers compared counts alone: weights 1:3 split 1:1 (old binary: least_conn 20/20,
+    random_two about 20/20). Ties now go by weight (least_conn: smooth weighted round robin
+    among the tied, as nginx; random_two: candidates drawn by weight)."""
+    a, b = upstream("A"), upstream("B")
+    lf = lifeline(pools={"p": pool((a, 1), (b, 3), balance=balance)})
+    seen = collections.Counter()
+    with lf.conn() as c:
+        for i in range(80):
+            c.request("GET", "/echo/%d" % i)
+            r = c.read_response()
+            assert r.status == 200
+            seen[server_of(r)] += 1
+    if balance == "least_conn":
+        assert seen == {"A": 20, "B": 60}, seen
+    else:   # binomial(80, 1/4): mean 20, sd 3.9
+        assert 6 <= seen["A"] <= 34, seen
 
 
 def test_round_robin_equal_weights_alternate(lifeline, upstream):
