@@ -140,31 +140,54 @@ static uint64_t ticket_rotations(struct tls_server *ts)
     return n;
 }
 
-/* lifeline_tls_certificate_*: one sample per certificate of each TLS listener. */
+/* Whether certificate j of ts has the labels of an earlier one (the same file listed twice: the
+ * same names, key type and serial number). It gets no sample of its own: one series, one sample. */
+static bool cert_seen_before(const struct tls_server *ts, size_t j)
+{
+    const struct tls_cert *a = &ts->certs[j];
+
+    for (size_t k = 0; k < j; k++) {
+        const struct tls_cert *o = &ts->certs[k];
+        if (!strcmp(o->names, a->names) && !strcmp(o->key_type, a->key_type) && !strcmp(o->serial, a->serial))
+            return true;
+    }
+    return false;
+}
+
+/* lifeline_tls_certificate_*: one sample per certificate of each TLS listener, labelled by the
+ * listener, the certificate's names, its key type and its serial number: certificates for the
+ * same names (an RSA and an ECDSA one, or an old and a new one) are separate series. */
 static void render_cert_metrics(struct metrics_render_buf *b, const struct conf *c)
 {
     time_t now = time(NULL);
     char addr[256], names[1100];
+    static const char *const family[2] = { "expiry_days", "not_after_timestamp_seconds" };
+    static const char *const help[2] = {
+        "Days left before a listener certificate's notAfter (negative once lapsed), by listener address, "
+        "the certificate's names, key type and serial number.",
+        "A listener certificate's notAfter as a Unix time, by listener address, the certificate's names, "
+        "key type and serial number.",
+    };
 
-    metrics_render_printf(b, "# HELP lifeline_tls_certificate_expiry_days Days left before a listener certificate's notAfter (negative once lapsed), by listener address and the certificate's names.\n"
-                             "# TYPE lifeline_tls_certificate_expiry_days gauge\n");
-    for (size_t i = 0; i < c->nlisteners; i++) {
-        const struct tls_server *ts = c->listeners[i].alias ? NULL : c->listeners[i].tls;
-        for (size_t j = 0; ts && j < ts->ncerts; j++)
-            metrics_render_printf(b, "lifeline_tls_certificate_expiry_days{listener=\"%s\",name=\"%s\"} %.3f\n",
-                                  esc(addr, sizeof addr, c->listeners[i].address, false),
-                                  esc(names, sizeof names, ts->certs[j].names, false),
-                                  cert_days_left(&ts->certs[j], now));
-    }
-    metrics_render_printf(b, "# HELP lifeline_tls_certificate_not_after_timestamp_seconds A listener certificate's notAfter as a Unix time.\n"
-                             "# TYPE lifeline_tls_certificate_not_after_timestamp_seconds gauge\n");
-    for (size_t i = 0; i < c->nlisteners; i++) {
-        const struct tls_server *ts = c->listeners[i].alias ? NULL : c->listeners[i].tls;
-        for (size_t j = 0; ts && j < ts->ncerts; j++)
-            metrics_render_printf(b, "lifeline_tls_certificate_not_after_timestamp_seconds{listener=\"%s\",name=\"%s\"} %lld\n",
-                                  esc(addr, sizeof addr, c->listeners[i].address, false),
-                                  esc(names, sizeof names, ts->certs[j].names, false),
-                                  (long long)ts->certs[j].not_after);
+    for (int f = 0; f < 2; f++) {
+        metrics_render_printf(b, "# HELP lifeline_tls_certificate_%s %s\n# TYPE lifeline_tls_certificate_%s gauge\n",
+                              family[f], help[f], family[f]);
+        for (size_t i = 0; i < c->nlisteners; i++) {
+            const struct tls_server *ts = c->listeners[i].alias ? NULL : c->listeners[i].tls;
+            for (size_t j = 0; ts && j < ts->ncerts; j++) {
+                const struct tls_cert *tc = &ts->certs[j];
+                if (cert_seen_before(ts, j))
+                    continue;
+                metrics_render_printf(b, "lifeline_tls_certificate_%s{listener=\"%s\",name=\"%s\",key_type=\"%s\","
+                                         "serial_number=\"%s\"} ",
+                                      family[f], esc(addr, sizeof addr, c->listeners[i].address, false),
+                                      esc(names, sizeof names, tc->names, false), tc->key_type, tc->serial);
+                if (f == 0)
+                    metrics_render_printf(b, "%.3f\n", cert_days_left(tc, now));
+                else
+                    metrics_render_printf(b, "%lld\n", (long long)tc->not_after);
+            }
+        }
     }
     metrics_render_printf(b, "# HELP lifeline_tls_ticket_key_rotations_total Session-ticket key rotations, by listener address.\n"
                              "# TYPE lifeline_tls_ticket_key_rotations_total counter\n");

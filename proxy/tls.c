@@ -12,6 +12,7 @@
 
 #include <stdlib.h>
 
+#include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -96,6 +97,42 @@ static void tls_cert_names(struct tls_cert *tc)
                                   (int)sizeof tc->names);
 }
 
+/* What tells apart certificates for the same names (an RSA and an ECDSA one, or an old and a new
+ * one): the key's algorithm and the serial number (struct tls_cert). 0, or -1 when memory ran out. */
+static int tls_cert_ident(struct tls_cert *tc)
+{
+    BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(tc->x509), NULL);
+    char *hex = bn ? BN_bn2hex(bn) : NULL;
+    const char *h = hex, *kt;
+    size_t n = 0;
+
+    switch (EVP_PKEY_get_base_id(tc->key)) {
+    case EVP_PKEY_RSA:     kt = "rsa"; break;
+    case EVP_PKEY_RSA_PSS: kt = "rsa-pss"; break;
+    case EVP_PKEY_EC:      kt = "ec"; break;
+    case EVP_PKEY_ED25519: kt = "ed25519"; break;
+    case EVP_PKEY_ED448:   kt = "ed448"; break;
+    case EVP_PKEY_DSA:     kt = "dsa"; break;
+    default:               kt = "other"; break;
+    }
+    snprintf(tc->key_type, sizeof tc->key_type, "%s", kt);
+    if (!hex) {
+        BN_free(bn);
+        return -1;
+    }
+    /* BN_bn2hex: upper case, whole bytes ("0A1B"), "-" first when negative, "0" for zero */
+    if (*h == '-')
+        tc->serial[n++] = *h++;
+    while (h[0] == '0' && h[1])
+        h++;
+    for (; *h && n + 1 < sizeof tc->serial; h++)
+        tc->serial[n++] = (char)(*h >= 'A' && *h <= 'F' ? *h + ('a' - 'A') : *h);
+    tc->serial[n] = 0;
+    OPENSSL_free(hex);
+    BN_free(bn);
+    return 0;
+}
+
 int tls_cert_load(struct tls_cert *tc, const char *cert, const char *key, char *err, size_t errlen,
                   int *which, bool *expired)
 {
@@ -142,6 +179,10 @@ int tls_cert_load(struct tls_cert *tc, const char *cert, const char *key, char *
     }
     X509_NAME_oneline(X509_get_subject_name(tc->x509), tc->subject, (int)sizeof tc->subject);
     tls_cert_names(tc);
+    if (tls_cert_ident(tc) < 0) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
     if (ASN1_TIME_to_tm(X509_get0_notAfter(tc->x509), &tm) == 1)
         tc->not_after = timegm(&tm);
     *expired = X509_cmp_current_time(X509_get0_notAfter(tc->x509)) < 0;

@@ -42,6 +42,11 @@ struct tls_cert {
     void *chain;                        /* STACK_OF(X509) * of the intermediates (may be NULL) */
     char subject[256];
     char names[512];                    /* DNS names, comma separated (the CN when there are none) */
+    char key_type[16];                  /* the key's algorithm, lower case: rsa, ec, ed25519, ed448,
+                                           rsa-pss, dsa; "other" for anything else */
+    char serial[132];                   /* the serial number in lower-case hex, no leading zeros
+                                           (blackbox_exporter's serial_number; "-" first when
+                                           negative; a longer one cut at 130 digits) */
     time_t not_after;
 };
 

@@ -29,9 +29,9 @@ def _make_ca(d, name):
     return str(d / ("%s.crt" % name)), str(d / ("%s.key" % name))
 
 
-def _make_cert(d, ca, base, cn, san):
+def _make_cert(d, ca, base, cn, san, key=("ec", "-pkeyopt", "ec_paramgen_curve:prime256v1")):
     (d / ("%s.ext" % base)).write_text("subjectAltName=%s\n" % san)
-    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+    _openssl("req", "-newkey", *key, "-nodes",
              "-subj", "/CN=%s" % cn, "-keyout", "%s.key" % base, "-out", "%s.csr" % base, cwd=d)
     _openssl("x509", "-req", "-in", "%s.csr" % base, "-CA", "%s.crt" % ca, "-CAkey", "%s.key" % ca,
              "-CAcreateserial", "-days", "30", "-extfile", "%s.ext" % base, "-out", "%s.crt" % base, cwd=d)
@@ -48,6 +48,8 @@ def pki(tmp_path_factory):
     p["b"] = _make_cert(d, "ca", "b", "b.test", "DNS:b.test")
     p["a2"] = _make_cert(d, "ca", "a2", "a2.test", "DNS:a.test")      # a.test's replacement
     p["wild"] = _make_cert(d, "ca", "wild", "*.wild.test", "DNS:*.wild.test")
+    p["a_rsa"] = _make_cert(d, "ca", "a_rsa", "a.test", "DNS:a.test", key=("rsa:2048",))   # a's RSA twin
+    p["a_ed"] = _make_cert(d, "ca", "a_ed", "a.test", "DNS:a.test", key=("ed25519",))
     p["up"] = _make_cert(d, "ca", "up", "localhost", "DNS:localhost,IP:127.0.0.1")
     p["rogue"] = _make_cert(d, "otherca", "rogue", "localhost", "DNS:localhost,IP:127.0.0.1")
     p["client"] = _make_cert(d, "ca", "client", "lifeline-client", "DNS:lifeline-client")
@@ -485,15 +487,64 @@ def test_status_and_metrics_show_certificates(lifeline, upstream, pki):
     lst = "%s:%d" % (HOST, lf.port)
 
     def sample(metric, name):   # the label is called "name", which Metrics.value() cannot take
-        found = [v for lb, v in m.samples.get(metric, []) if lb == {"listener": lst, "name": name}]
+        found = [v for lb, v in m.samples.get(metric, [])
+                 if lb == {"listener": lst, "name": name, "key_type": "ec", "serial_number": _serial(pki[key[name]])}]
         assert len(found) == 1, (metric, name, m.grep(metric))
         return found[0]
+    key = {"a.test": "a", "b.test": "b", "*.wild.test": "wild"}
     for name in ("a.test", "b.test", "*.wild.test"):
         d = sample("lifeline_tls_certificate_expiry_days", name)
         assert 29 < d <= 30.01, (name, d)
         na = sample("lifeline_tls_certificate_not_after_timestamp_seconds", name)
         assert abs(na - (time.time() + d * 86400)) < 120
     assert m.value("lifeline_tls_ticket_key_rotations_total", listener=lst) == 0
+
+
+def _serial(cert):
+    """The certificate's serial number as blackbox_exporter writes it: lower-case hex, no leading zeros."""
+    out = subprocess.run(["openssl", "x509", "-in", cert["cert"], "-noout", "-serial"], check=True,
+                         capture_output=True, text=True).stdout.strip()
+    return out.split("=", 1)[1].lower().lstrip("0") or "0"
+
+
+def _series_unique(text):
+    """Every sample line of a Prometheus exposition is a series of its own: [duplicated lines]."""
+    seen, dup = set(), []
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+\S+$', line)
+            assert m, line
+            if m.groups() in seen:
+                dup.append(line)
+            seen.add(m.groups())
+    return dup
+
+
+def test_certificates_for_the_same_names_are_separate_series(lifeline, upstream, pki):
+    """An RSA and an ECDSA certificate for the same name (a usual pair; an Ed25519 one too) were two
+    samples with the same {listener, name} labels: a duplicate series, which Prometheus refuses.
+    key_type and serial_number tell them apart; the same certificate listed twice is one sample."""
+    from ops import admin_extra, metrics
+    from conftest import free_port
+    up = upstream()
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)},
+                  listen_tls={"certificates": [pki["a"], pki["a_rsa"], pki["a_ed"], pki["b"], pki["a_rsa"]]},
+                  extra=admin_extra(aport))
+    m = metrics(aport)
+    assert _series_unique(m.text) == [], m.grep("lifeline_tls_certificate")
+    lst = "%s:%d" % (HOST, lf.port)
+    for metric in ("lifeline_tls_certificate_expiry_days", "lifeline_tls_certificate_not_after_timestamp_seconds"):
+        got = sorted((lb["name"], lb["key_type"], lb["serial_number"]) for lb, _ in m.select(metric, listener=lst))
+        want = sorted([("a.test", "ec", _serial(pki["a"])), ("a.test", "rsa", _serial(pki["a_rsa"])),
+                       ("a.test", "ed25519", _serial(pki["a_ed"])), ("b.test", "ec", _serial(pki["b"]))])
+        assert got == want, (metric, m.grep(metric))
+        assert all(set(lb) == {"listener", "name", "key_type", "serial_number"} for lb, _ in m.select(metric)), \
+            m.grep(metric)
+    # the official parser reads the whole exposition
+    prom = pytest.importorskip("prometheus_client.parser")
+    fams = {f.name: f for f in prom.text_string_to_metric_families(m.text)}
+    assert len(fams["lifeline_tls_certificate_expiry_days"].samples) == 4
 
 
 def test_handshake_counters_one_success_one_failure_each_side(lifeline, upstream, pki):
