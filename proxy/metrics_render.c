@@ -748,14 +748,23 @@ out:
 
 /* ---- /config ------------------------------------------------------------------------------ */
 
-/* Is the value under `key` a secret? In a `headers` mapping: header names that carry credentials
- * (authorization, cookie, anything with token, secret, key, password, auth). Anywhere: TLS key
- * paths (key, client_key, any *_key but hash_key) and keys naming a secret, token or password. */
-static bool config_secret(const char *key, const char *parent)
+/* What the keys of a mapping in the configuration are: fields of the schema (`balance`,
+ * `client_key`), names the user chose for objects (the pool names under `pools`), or header names
+ * (a fallback's `headers`). Only fields and header names say whether a value is secret: a pool
+ * called `token-service` or `api-key` is a name, not a secret marker. */
+enum config_keys { CONFIG_FIELDS, CONFIG_NAMES, CONFIG_HEADERS };
+
+/* Is the value under `key`, a key of a mapping whose keys are `keys`, a secret? Header names that
+ * carry credentials (authorization, cookie, anything with token, secret, password, passwd, key,
+ * auth or credential); fields that are TLS key paths (key, client_key, any *_key but hash_key) or
+ * name a secret, token or password. An object's name never is. */
+static bool config_secret(const char *key, enum config_keys keys)
 {
     char k[128];
     size_t n = strlen(key);
 
+    if (keys == CONFIG_NAMES)
+        return false;
     if (n >= sizeof(k))
         n = sizeof(k) - 1;
     for (size_t i = 0; i < n; i++)
@@ -763,8 +772,8 @@ static bool config_secret(const char *key, const char *parent)
     k[n] = 0;
     if (strstr(k, "secret") || strstr(k, "token") || strstr(k, "password") || strstr(k, "passwd"))
         return true;
-    if (parent && strcmp(parent, "headers") == 0)
-        return strstr(k, "auth") || strstr(k, "cookie") || strstr(k, "key");
+    if (keys == CONFIG_HEADERS)
+        return strstr(k, "auth") || strstr(k, "cookie") || strstr(k, "key") || strstr(k, "credential");
     if (strcmp(k, "hash_key") == 0)
         return false;
     return strcmp(k, "key") == 0 || (n > 4 && strcmp(k + n - 4, "_key") == 0);
@@ -776,10 +785,11 @@ static int config_write(void *data, unsigned char *buffer, size_t size)
     return 1;
 }
 
-/* Replaces, below node id (a mapping named `name`, the key it is the value of), every secret
- * scalar with "<redacted>": the value of a secret key, everything below a secret key. An empty
- * value is left as it is (it hides nothing: `client_key: ""` says there is no key). Keys are kept. */
-static void config_redact(yaml_document_t *doc, int id, const char *name, bool all, int depth)
+/* Replaces, below node id, every secret scalar with "<redacted>": the value of a secret key,
+ * everything below a secret key (all). keys: what the keys of node id are when it is a mapping
+ * (config_keys; the root's are fields). An empty value is left as it is (it hides nothing:
+ * `client_key: ""` says there is no key). Keys are kept. */
+static void config_redact(yaml_document_t *doc, int id, enum config_keys keys, bool all, int depth)
 {
     yaml_node_t *n = yaml_document_get_node(doc, id);
 
@@ -798,13 +808,21 @@ static void config_redact(yaml_document_t *doc, int id, const char *name, bool a
         n->data.scalar.length = strlen("<redacted>");
         n->data.scalar.style = YAML_DOUBLE_QUOTED_SCALAR_STYLE;
     } else if (n->type == YAML_SEQUENCE_NODE) {
+        /* (a list's items are objects: listeners, certificates, servers, routes) */
         for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top; it++)
-            config_redact(doc, *it, name, all, depth + 1);
+            config_redact(doc, *it, CONFIG_FIELDS, all, depth + 1);
     } else if (n->type == YAML_MAPPING_NODE) {
         for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
             yaml_node_t *k = yaml_document_get_node(doc, p->key);
             const char *key = k && k->type == YAML_SCALAR_NODE ? (const char *)k->data.scalar.value : "";
-            config_redact(doc, p->value, key, all || config_secret(key, name), depth + 1);
+            /* the keys of the value: pool names under the top-level `pools`, header names under a
+             * field `headers`; an object's own keys (a pool's, below its name) are fields */
+            enum config_keys below = CONFIG_FIELDS;
+            if (keys == CONFIG_FIELDS && depth == 0 && strcmp(key, "pools") == 0)
+                below = CONFIG_NAMES;
+            else if (keys == CONFIG_FIELDS && strcmp(key, "headers") == 0)
+                below = CONFIG_HEADERS;
+            config_redact(doc, p->value, below, all || config_secret(key, keys), depth + 1);
         }
     }
 }
@@ -837,7 +855,7 @@ void metrics_render_config(struct metrics_render_buf *b, const struct metrics_re
                                  "memory ran out)\n");
         return;
     }
-    config_redact(&doc, 1, "", false, 0);
+    config_redact(&doc, 1, CONFIG_FIELDS, false, 0);
     yaml_emitter_initialize(&emitter);
     yaml_emitter_set_output(&emitter, config_write, b);
     yaml_emitter_set_unicode(&emitter, 1);

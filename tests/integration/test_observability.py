@@ -118,6 +118,43 @@ def test_config_is_redacted_yaml(lifeline, upstream):
     assert fb["body"] == "sorry" and doc["pools"]["p"]["servers"][0]["address"] == up.address, doc
 
 
+def test_config_redacts_fields_and_headers_not_the_names_of_pools(lifeline, upstream):
+    """A pool's name is the user's choice, not a secret marker: a pool called token-service (or
+    password_reset, api_key, secret.store) had every value below it replaced by <redacted>, its
+    servers' addresses included. Below such a name the pool's own fields are judged as in any pool
+    (its tls.client_key stays redacted). A fallback header naming credentials
+    (x-upstream-credentials) was shown in clear."""
+    up = upstream()
+    aport = free_port()
+    names = ["token-service", "password_reset", "api_key", "secret.store"]
+    pools = {n: pool(up, balance="round_robin") for n in names}
+    pools["token-service"]["tls"] = {"enabled": False, "client_cert": "/etc/lifeline/client.crt",
+                                     "client_key": "/etc/lifeline/s3cr3t-client.key"}
+    lifeline(pools=pools,
+             routes=[{"name": "token-route", "match": {"path": "/t/"}, "pool": "token-service",
+                      "fallback": {"status": 503, "body": "sorry",
+                                   "headers": {"x-upstream-credentials": "s3cr3t-e", "x-api-key": "s3cr3t-f",
+                                               "content-type": "text/plain"}}}] +
+                    [{"name": "r-%s" % n, "match": {"path": "/%s/" % n}, "pool": n} for n in names[1:]],
+             extra=admin_extra(aport))
+    text = admin_get(aport, "/config").body.decode()
+    doc = yaml.safe_load(text)
+    for n in names:
+        p = doc["pools"][n]
+        assert p["servers"] == [{"address": up.address, "weight": 1}], (n, p)
+        assert p["balance"] == "round_robin" and p["keepalive"] == 256 and p["hash_key"] == "source", (n, p)
+    tls = doc["pools"]["token-service"]["tls"]
+    assert tls["client_key"] == "<redacted>" and tls["client_cert"] == "/etc/lifeline/client.crt", tls
+    assert tls["enabled"] is False and tls["ca"] == "system", tls
+    assert doc["pools"]["api_key"]["tls"]["client_key"] == "", doc["pools"]["api_key"]["tls"]
+    r = doc["routes"][0]
+    assert r["name"] == "token-route" and r["pool"] == "token-service", r
+    h = r["fallback"]["headers"]
+    assert h == {"x-upstream-credentials": "<redacted>", "x-api-key": "<redacted>", "content-type": "text/plain"}, h
+    assert [x["pool"] for x in doc["routes"][1:]] == names[1:], doc["routes"]
+    assert "s3cr3t" not in text, text
+
+
 def test_config_of_a_flow_style_file_has_no_tags(lifeline, upstream):
     """A file written in flow style (`servers: [{address: 127.0.0.1:8000}]`): the emitter must quote
     such an address, and wrote it as `! '127.0.0.1:8000'` (a non-specific tag) before."""
