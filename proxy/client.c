@@ -791,7 +791,9 @@ static void client_reject(struct client *c, unsigned status, const char *why, co
     struct buf *out;
     char body[160];
     /* SPEC §4: X-Request-Id is returned downstream on every answer: the exchange's when one runs
-     * (a body over its limit or broken), a fresh one for an answer to a head */
+     * (a body over its limit or broken); for an answer to a head, the client's when the head was
+     * read whole (a 400/501/505 for framing, Host, version or target) and its id is one SPEC §4
+     * keeps, else a fresh one */
     char extra[sizeof("x-request-id: \r\n") + EXCHANGE_REQUEST_ID_MAX];
     char rid[EXCHANGE_REQUEST_ID_MAX + 1] = "";
     size_t rid_len = 0;
@@ -804,7 +806,11 @@ static void client_reject(struct client *c, unsigned status, const char *why, co
     if (c->ex) {
         elen = snprintf(extra, sizeof(extra), "x-request-id: %s\r\n", c->ex->request_id);
     } else {
-        rid_len = exchange_request_id_new(c->w, rid);   /* logged too, by client_count_head */
+        const char *v;
+        size_t vn;
+        bool theirs = c->parser && h1_parser_request_id(c->parser, &v, &vn);
+        /* logged too, by client_count_head */
+        rid_len = exchange_request_id(c->w, theirs ? v : NULL, theirs ? vn : 0, rid);
         elen = snprintf(extra, sizeof(extra), "x-request-id: %s\r\n", rid);
     }
     if (elen < 0 || (size_t)elen >= sizeof(extra))

@@ -529,8 +529,13 @@ static inline void exchange_hex16(char out[16], uint64_t r)
 #endif
 }
 
-size_t exchange_request_id_new(struct worker *w, char *out)
+size_t exchange_request_id(struct worker *w, const char *v, size_t n, char *out)
 {
+    if (v && exchange_request_id_ok(v, n)) {
+        memcpy(out, v, n);
+        out[n] = 0;
+        return n;
+    }
     exchange_hex16(out, worker_rand(w));
     exchange_hex16(out + 16, worker_rand(w));
     out[32] = 0;
@@ -542,13 +547,8 @@ static void exchange_make_request_id(struct exchange *ex)
     const struct h1_head *req = ex->req;
     const struct h1_header *hd = req->request_id >= 0 ? &req->hdrs[req->request_id] : NULL;
 
-    if (hd && exchange_request_id_ok(hd->value, hd->value_len)) {
-        memcpy(ex->request_id, hd->value, hd->value_len);
-        ex->request_id[hd->value_len] = 0;
-        ex->request_id_len = hd->value_len;
-    } else {
-        ex->request_id_len = exchange_request_id_new(ex_worker(ex), ex->request_id);
-    }
+    ex->request_id_len = exchange_request_id(ex_worker(ex), hd ? hd->value : NULL, hd ? hd->value_len : 0,
+                                             ex->request_id);
 }
 
 /* 8 random bytes, not all zero, as 16 lowercase hex characters (no printf: per attempt). */

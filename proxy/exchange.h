@@ -180,10 +180,13 @@ void exchange_cancel(struct exchange *ex);
  * for a body that stopped coming), which the request is counted and logged with (0: as
  * exchange_cancel, 499 unless an answer was complete). */
 void exchange_cancel_answered(struct exchange *ex, unsigned status);
-/* A fresh request id (32 lowercase hex characters, NUL-terminated, out has room for 33) for an
- * answer lifeline writes without an exchange (a 400/408/414/431/501/505 to a head): SPEC §4
- * returns X-Request-Id downstream on every answer. Returns its length. */
-size_t exchange_request_id_new(struct worker *w, char *out);
+/* The request id of a request whose X-Request-Id value is v (n bytes; v NULL: none), into out
+ * (NUL-terminated; room for EXCHANGE_REQUEST_ID_MAX + 1): v when SPEC §4 keeps it (1 to 128
+ * visible ASCII characters), else a fresh one (32 lowercase hex characters). Every request's id
+ * comes from here: an exchange's, and that of an answer lifeline writes without an exchange (a
+ * 400/408/414/431/501/505 to a head: SPEC §4 returns X-Request-Id downstream on every answer).
+ * Returns its length. */
+size_t exchange_request_id(struct worker *w, const char *v, size_t n, char *out);
 /* After a 101: copies up to n bytes that came from the client into the tunnel's upstream buffer.
  * Returns how many it took (0: full; the client pauses until exchange_hop_sent makes room). */
 size_t exchange_tunnel_append(struct exchange *ex, const void *p, size_t n);

@@ -102,6 +102,9 @@ struct h1_parser {
     size_t merge_off, merge_end;        /* out->off and out->off + out->len just after it */
     unsigned err_status;
     const char *err_why;
+    bool head_read;                     /* on_headers_complete was reached: every header of the head
+                                           is in the table (a rejection from here on is one of the
+                                           checks of the whole head: h1_parser_request_id) */
     /* raw head scan (see h1_scan_head) */
     unsigned scan_line;                 /* lines of the head seen so far */
     bool scan_lf;                       /* the last head byte seen was LF */
@@ -1183,6 +1186,7 @@ static int on_headers_complete(http_parser *hp)
     struct head_scan st = { 0 };
     int skip;
 
+    p->head_read = true;
     if (head_start(p, hp->http_major, hp->http_minor, hp->method, hp->status_code) < 0)
         return -1;
     for (unsigned i = 0; i < h->nhdrs; i++) {
@@ -1391,6 +1395,28 @@ size_t h1_parser_capacity(const struct h1_parser *p)
     return p->max_head;
 }
 
+bool h1_parser_request_id(const struct h1_parser *p, const char **value, size_t *value_len)
+{
+    const struct h1_head *h = &p->head;
+
+    if (p->kind != H1_REQUEST || !p->err_status || !p->head_read)
+        return false;
+    /* (the checks stop at the first failure: head_field() may not have reached the header, so
+     * h->request_id cannot say; nor was its value trimmed) */
+    for (unsigned i = 0; i < h->nhdrs; i++) {
+        const struct h1_header *hd = &h->hdrs[i];
+        if (NAME_IS(hd, "x-request-id")) {
+            size_t n = hd->value_len;
+            while (n && (hd->value[n - 1] == ' ' || hd->value[n - 1] == '\t'))
+                n--;
+            *value = hd->value;
+            *value_len = n;
+            return true;
+        }
+    }
+    return false;
+}
+
 void h1_parser_request_seen(const struct h1_parser *p, const char **method, size_t *method_len,
                             const char **target, size_t *target_len)
 {
@@ -1440,6 +1466,7 @@ void h1_parser_reset(struct h1_parser *p)
     p->framing = H1_FRAME_DROP;
     p->err_status = 0;
     p->err_why = NULL;
+    p->head_read = false;
     p->scan_line = 0;
     p->scan_lf = false;
     p->scan_done = false;

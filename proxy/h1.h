@@ -156,6 +156,14 @@ unsigned h1_parser_error(const struct h1_parser *p, const char **why);
 void h1_parser_request_seen(const struct h1_parser *p, const char **method, size_t *method_len,
                             const char **target, size_t *target_len);
 
+/* Request parsers, after H1_ERROR: the value of the head's first X-Request-Id (trailing
+ * whitespace removed) when the head was read to its end, then refused by a check of the whole head
+ * (framing, Host, version, target: the 400/501/505 a client gets for a complete head) or by an
+ * error in the body, so that the answer can carry the client's id. False when there is none, or
+ * the error came before the head's end (its header lines are not all known). *value and
+ * *value_len are set only when true. Valid until the next h1_parse() or reset. */
+bool h1_parser_request_id(const struct h1_parser *p, const char **value, size_t *value_len);
+
 /* What the writer emits for a forwarded request head. */
 struct h1_req_out {
     const char *target; size_t target_len;   /* request target to send (after strip_prefix) */

@@ -112,6 +112,66 @@ def test_every_rejection_carries_a_request_id(proxy):
     assert up.completed == []
 
 
+# Heads refused by a check of the whole head (every header line read): the client's X-Request-Id
+# is known, and SPEC §4 keeps it ("kept when present and made of at most 128 visible ASCII
+# characters"). (case, request, status, the id sent)
+XRID = "X-Request-Id: %s\r\n"
+KEPT = [
+    ("cl_and_te", H + XRID + "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+    ("differing_cl", H + "Content-Length: 5\r\nContent-Length: 6\r\n" + XRID + "\r\n", 400),
+    ("missing_host", "GET /echo HTTP/1.1\r\n" + XRID + "\r\n", 400),
+    ("bad_host", "GET /echo HTTP/1.1\r\nHost: a b\r\n" + XRID + "\r\n", 400),
+    ("fragment", "GET /echo#frag HTTP/1.1\r\nHost: test.local\r\n" + XRID + "\r\n", 400),
+    ("te_in_http10", "POST /echo HTTP/1.0\r\n" + XRID + "Transfer-Encoding: chunked\r\n\r\n", 400),
+    ("te_unknown_coding", H + XRID + "Transfer-Encoding: x-custom, chunked\r\n\r\n", 501),
+    ("http_2_0", "GET /echo HTTP/2.0\r\nHost: test.local\r\n" + XRID + "\r\n", 505),
+]
+
+
+def test_a_refused_whole_head_keeps_the_client_request_id(lifeline, upstream, tmp_path):
+    """A 400/501/505 to a head read to its end answers with the client's valid X-Request-Id, and
+    its access-log line carries it (before, a fresh id replaced it on both, so the client's id
+    could not be found). The same rule as a proxied request's: an id that is not 1 to 128 visible
+    ASCII characters is replaced; a head refused before its end (a bad header line, a version
+    without a minor, which http-parser refuses on the request line) gets a fresh id."""
+    from ops import wait_access
+    up = upstream()
+    path = str(tmp_path / "access.log")
+    lf = lifeline(pools={"p": pool(up)}, extra={"access_log": {"path": path}})
+    sent = []
+    for name, data, status in KEPT:
+        rid = "mine-%s-~!{}" % name
+        sent.append((name, (data % rid).encode("latin-1"), status, rid))
+    # the same refusal when the head comes in two pieces (http-parser's path from its first byte)
+    sent.append(("split", [(H + XRID % "mine-split").encode(), b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"],
+                 400, "mine-split"))
+    sent.append(("longest", (H + XRID % ("m" * 128) + "Content-Length: 1, 2\r\n\r\n").encode(), 400, "m" * 128))
+    # not kept: an id SPEC §4 does not keep, a head refused before its end
+    fresh = [("too_long", (H + XRID % ("m" * 129) + "Content-Length: 1, 2\r\n\r\n").encode(), 400),
+             ("space", (H + XRID % "mine space" + "Content-Length: 1, 2\r\n\r\n").encode(), 400),
+             ("obs_fold", ("GET /echo HTTP/1.1\r\nHost: test.local\r\n" + XRID % "mine-fold" +
+                           "X-A: a\r\n  folded\r\n\r\n").encode(), 400),
+             ("http_2", ("GET /echo HTTP/2\r\nHost: test.local\r\n" + XRID % "mine-h2" + "\r\n").encode(), 505)]
+    answers = {}
+    for name, data, status, *_ in sent + fresh:
+        with Conn(lf.port) as c:
+            for piece in data if isinstance(data, list) else [data]:
+                send_quietly(c, piece)
+                time.sleep(t(0.05))
+            r = c.read_response(timeout=t(3))
+        assert r.status == status, (name, r)
+        answers[name] = r.header("x-request-id")
+    for name, _data, _status, rid in sent:
+        assert answers[name] == rid, (name, answers[name])
+    for name, *_ in fresh:
+        rid = answers[name]
+        assert rid and len(rid) == 32 and all(ch in "0123456789abcdef" for ch in rid), (name, rid)
+    lines = wait_access(path, lambda ls: len(ls) >= len(sent) + len(fresh))
+    logged = sorted((ln["status"], ln["request_id"]) for ln in lines)
+    assert logged == sorted((st, answers[n]) for n, _d, st, *_ in sent + fresh), lines
+    assert up.requests == []
+
+
 def test_higher_http1_minor_version_is_read_as_1_1(proxy, lifeline, raw_upstream):
     """RFC 9110 §2.5: a message in HTTP/1.x above 1.1 is processed as 1.1 (nginx does), both ways:
     a request is served (kept alive, Host required as in 1.1), an upstream's HTTP/1.2 answer passes.

@@ -1135,6 +1135,49 @@ static void test_head_no_host_no_rid(void **state)
     CHECK(h->request_id == -1, "request_id %d", h->request_id);
 }
 
+/* h1_parser_request_id: the client's X-Request-Id after a refusal of a head read to its end (a
+ * check of the whole head: framing, Host, version), whole or fed a byte at a time; nothing after an
+ * error within the head, nor after a head that was not refused. */
+static void test_request_id_after_error(void **state)
+{
+    static const struct { const char *in; unsigned status; const char *rid; } t[] = {
+        { "POST / HTTP/1.1\r\nHost: h\r\nX-Request-Id: r-1 \t\r\nContent-Length: 3\r\n"
+          "Transfer-Encoding: chunked\r\n\r\n", 400, "r-1" },
+        /* head_field() stops at the second Host, before the id */
+        { "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nx-request-id: r-2\r\nX-Request-Id: r-x\r\n\r\n", 400, "r-2" },
+        { "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: x-custom, chunked\r\nX-REQUEST-ID: r-3\r\n\r\n", 501, "r-3" },
+        { "GET / HTTP/2.0\r\nHost: h\r\nX-Request-Id: r-4\r\n\r\n", 505, "r-4" },
+        { "GET / HTTP/1.1\r\nHost: h\r\nX-Request-Id: \r\nContent-Length: 1, 2\r\n\r\n", 400, "" },
+        { "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1, 2\r\n\r\n", 400, NULL },
+        { "GET / HTTP/1.1\r\nHost: h\r\nX-Request-Id: r-5\r\nX-A: a\r\n folded\r\n\r\n", 400, NULL },
+        { "GET / HTTP/2\r\nHost: h\r\nX-Request-Id: r-6\r\n\r\n", 505, NULL },
+        { "GET / HTTP/1.1\r\nHost: h\r\nX-Request-Id: r-7\r\n\r\n", 0, NULL },
+    };
+
+    (void)state;
+    for (size_t i = 0; i < NELEM(t); i++) {
+        for (size_t step = 0; step < 2; step++) {
+            struct h1_parser *p = fx_parser(H1_REQUEST, 8192);
+            const char *in = t[i].in, *v = NULL;
+            size_t len = strlen(in), off = 0, used, vn = 0;
+            enum h1_event ev = H1_NEED_MORE;
+            snprintf(ctx, sizeof ctx, "case %zu, %s", i, step ? "a byte at a time" : "whole");
+            while (off < len && ev == H1_NEED_MORE) {
+                used = 0;
+                ev = h1_parse(p, in + off, step ? 1 : len - off, &used);
+                off += used;
+            }
+            CHECK(t[i].status ? ev == H1_ERROR : ev == H1_HEAD, "event %d", (int)ev);
+            if (t[i].status)
+                CHECK(h1_parser_error(p, NULL) == t[i].status, "status %u", h1_parser_error(p, NULL));
+            bool got = h1_parser_request_id(p, &v, &vn);
+            CHECK(got == (t[i].rid != NULL), "h1_parser_request_id gave %d", got);
+            if (got)
+                CHECK(mem_eq(v, vn, t[i].rid), "request id \"%s\"", esc(v, vn));
+        }
+    }
+}
+
 static void test_trailers_stored(void **state)
 {
     (void)state;
@@ -2872,6 +2915,7 @@ int main(void)
     ADD(test_resp_eof_partial_body);
     ADD(test_head_fields);
     ADD(test_head_no_host_no_rid);
+    ADD(test_request_id_after_error);
     ADD(test_trailers_stored);
     ADD(test_no_body_done_on_len0);
     ADD(test_no_body_done_with_more_bytes);
