@@ -246,6 +246,11 @@ int conf_sockaddr_set(struct conf_sockaddr *a, const struct sockaddr *sa, uint16
 uint16_t conf_sockaddr_port(const struct conf_sockaddr *a);
 /* Same family, address, port (and IPv6 scope). */
 bool conf_sockaddr_eq(const struct conf_sockaddr *a, const struct conf_sockaddr *b);
+/* Is address j of server i in pool cp one an earlier entry of the pool gives too (an address and
+ * a name that resolves to it, two names with a record in common)? Such a repeat is not a server
+ * of its own: the pool, its state and its metrics series take each address once, with the weight
+ * of its first entry (pool_init and runtime_new skip the same repeats, so their arrays match). */
+bool conf_addr_repeated(const struct conf_pool *cp, size_t i, size_t j);
 
 /* The effective configuration of a snapshot as a YAML document (GET /config): the mappings of its
  * source, keys as written and in their order (values as written, aliases expanded), and after them,

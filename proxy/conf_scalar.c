@@ -255,3 +255,16 @@ bool conf_sockaddr_eq(const struct conf_sockaddr *a, const struct conf_sockaddr 
     return x->sin6_port == y->sin6_port && x->sin6_scope_id == y->sin6_scope_id &&
            !memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr);
 }
+
+bool conf_addr_repeated(const struct conf_pool *cp, size_t i, size_t j)
+{
+    const struct conf_sockaddr *a = &cp->servers[i].addrs[j];
+
+    for (size_t k = 0; k <= i; k++) {
+        size_t n = k < i ? cp->servers[k].naddrs : j;
+        for (size_t m = 0; m < n; m++)
+            if (conf_sockaddr_eq(&cp->servers[k].addrs[m], a))
+                return true;
+    }
+    return false;
+}

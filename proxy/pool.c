@@ -56,6 +56,8 @@ int pool_init(struct pool *p, struct worker *w, const struct conf_pool *cp, stru
         return -1;
     for (size_t i = 0; i < cp->nservers; i++) {
         for (size_t j = 0; j < cp->servers[i].naddrs; j++) {
+            if (conf_addr_repeated(cp, i, j))
+                continue;
             struct upserver *s = &p->servers[k++];
             s->pool = p;
             s->addr = &cp->servers[i].addrs[j];

@@ -77,6 +77,8 @@ struct runtime *runtime_new(struct conf *c, const struct runtime *prev, struct m
         hp->n = 0;
         for (size_t j = 0; j < cp->nservers; j++) {
             for (size_t k = 0; k < cp->servers[j].naddrs; k++) {
+                if (conf_addr_repeated(cp, j, k))
+                    continue;
                 struct srv_health *s = &hp->servers[hp->n++];
                 const struct srv_health *old;
                 s->cp = cp;

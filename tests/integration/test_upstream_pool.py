@@ -410,3 +410,24 @@ def test_pooled_connection_failure_is_reported_from_the_loop(lifeline, raw_upstr
     if "reset while starting" in log:
         assert "reset while starting; reported from the loop" in log, log[-3000:]
         assert "reused connection to" in log, log[-3000:]
+
+
+def test_an_address_listed_twice_is_one_server(lifeline, upstream):
+    """Two entries for one address (here the same text twice; a name resolving to a listed
+    address does the same) shared one metrics slot but were two servers: every per-server series
+    came out twice with the same labels (invalid Prometheus text) and the connection gauges counted
+    the slot twice (old binary). Now the pool takes each address once, with its first weight."""
+    from ops import admin_extra, metrics, status
+    up = upstream("A")
+    aport = free_port()
+    lf = lifeline(pools={"p": pool((up, 2), (up, 5), balance="round_robin")}, extra=admin_extra(aport))
+    for i in range(4):
+        assert lf.fetch("GET", "/echo/%d" % i).status == 200
+    servers = [s for p in status(aport)["pools"] if p["name"] == "p" for s in p["servers"]]
+    assert [(s["address"], s["weight"], s["attempts"]) for s in servers] == [(up.address, 2, 4)], servers
+    text = metrics(aport).text
+    series = [ln.rsplit(" ", 1)[0] for ln in text.splitlines() if ln and not ln.startswith("#")]
+    dup = sorted({x for x in series if series.count(x) > 1})
+    assert not dup, dup[:5]
+    idle = [ln for ln in text.splitlines() if ln.startswith('lifeline_upstream_connections{pool="p",state="idle"}')]
+    assert idle and idle[0].endswith(" 1"), idle
