@@ -7,7 +7,9 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,8 +36,17 @@ static void snap_init(struct snap *s, const char *a0, const char *a1)
     s->pool.timeouts.connect = 1000;
     s->pool.timeouts.response = 2000;
     s->pool.health.enabled = true;
-    strcpy(s->addrs[0].text, a0);
-    strcpy(s->addrs[1].text, a1);
+    for (int i = 0; i < 2; i++) {
+        /* "a.b.c.d:port": a real address, as the loader makes it (text and sockaddr) */
+        const char *a = i ? a1 : a0;
+        char ip[32];
+        unsigned port;
+        struct sockaddr_in sin = { .sin_family = AF_INET };
+        assert_int_equal(sscanf(a, "%31[0-9.]:%u", ip, &port), 2);
+        assert_int_equal(inet_pton(AF_INET, ip, &sin.sin_addr), 1);
+        assert_int_equal(conf_sockaddr_set(&s->addrs[i], (const struct sockaddr *)&sin, (uint16_t)port), 0);
+        assert_string_equal(s->addrs[i].text, a);
+    }
     for (int i = 0; i < 2; i++) {
         s->servers[i].addrs = &s->addrs[i];
         s->servers[i].naddrs = 1;
