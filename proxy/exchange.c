@@ -1336,7 +1336,8 @@ static const char *exchange_reason(struct exchange *ex, char *tmp, size_t n)
 /* Starts copying this answer for fallback.stale when any client may see it (SPEC §3.7): its
  * end-to-end header lines now, its body as the parser decodes it. The copy's buffer is sized by
  * Content-Length when there is one (an answer above stale_store.max_entry is not copied at all),
- * else max_entry; a body that outgrows it drops the copy. */
+ * else max_entry; a body that outgrows it drops the copy. A copy that is kept holds only its own
+ * length (stale_put moves it out of a block much larger than it). */
 static void exchange_capture_start(struct exchange *ex, struct hop *h, const struct h1_head *resp)
 {
     struct worker *w = ex_worker(ex);

@@ -476,13 +476,41 @@ static bool stale_reserve(struct stale_store *s, uint64_t cost)
     return false;
 }
 
+/* Leaves the capture's bytes at the start of a block no larger than they need: a capture whose
+ * length was not known when it began (chunked, or ended by the close) got a block of max_entry
+ * bytes, and an entry keeps its block for as long as it lives. The bytes move into a block of
+ * their own when the one they are in wastes more than an eighth of them (and 64 bytes); out of
+ * memory for it, they stay where they are. Returns the bytes the block holds (what is counted). */
+static size_t stale_capture_fit(struct buf *d)
+{
+    char *p;
+
+    if (d->off) {
+        memmove(d->data, d->data + d->off, d->len);
+        d->off = 0;
+    }
+    if (d->cap - d->len <= 64 + d->len / 8)
+        return d->cap;
+    p = malloc(d->len ? d->len : 1);
+    if (!p)
+        return d->cap;
+    memcpy(p, d->data, d->len);
+    free(d->data);
+    d->data = p;
+    d->cap = d->len ? d->len : 1;
+    return d->cap;
+}
+
 int stale_put(struct stale_store *s, const char *key, size_t key_len, struct stale_capture *cap, double now)
 {
     struct stale_entry *e = NULL, *old = NULL, **pp;
     struct stale_shard *sh;
-    size_t cost = sizeof(*e) + key_len + cap->vary_len + cap->data.len;
+    size_t cost;
 
-    if (!s || cap->data.len > atomic_load(&s->max_entry) || cost > atomic_load(&s->size))
+    if (!s || cap->data.len > atomic_load(&s->max_entry))
+        goto fail;
+    cost = sizeof(*e) + key_len + cap->vary_len + stale_capture_fit(&cap->data);
+    if (cost > atomic_load(&s->size))
         goto fail;
     e = calloc(1, sizeof(*e));
     if (!e || !(e->key = malloc(key_len ? key_len : 1)))
@@ -493,9 +521,7 @@ int stale_put(struct stale_store *s, const char *key, size_t key_len, struct sta
     e->key_len = key_len;
     e->hash = stale_hash(key, key_len);
     e->status = cap->status;
-    e->data = cap->data.data;   /* the capture's buffer moves into the entry */
-    if (cap->data.off)
-        memmove(e->data, e->data + cap->data.off, cap->data.len);
+    e->data = cap->data.data;   /* the capture's buffer (fitted above) moves into the entry */
     e->len = cap->data.len;
     e->head_len = cap->head_len;
     e->stored = now;

@@ -11,7 +11,9 @@
  * hands the caller another, so a copy being streamed to a slow client stays valid after eviction or
  * replacement (the last stale_entry_unref() frees it, on whatever thread).
  *
- * Bounds: the total of entry sizes (data + key + vary + bookkeeping) stays within `size`; a put that
+ * Bounds: the total of entry sizes (the block holding the data, key + vary + bookkeeping) stays
+ * within `size` (an entry's data block is cut to its bytes when stored: what is counted is what is
+ * held, whatever the capture's block was sized for); a put that
  * goes beyond evicts least recently used entries (each shard's LRU tail carries a global use tick, and
  * the shard holding the oldest tail gives one up, so eviction is close to a global LRU). An answer of
  * more than `max_entry` bytes (head lines + body) is not kept. stale_store_resize() applies new limits.
@@ -103,8 +105,9 @@ size_t stale_key(char *out, size_t cap, const char *route, size_t route_len, con
 int stale_vary_build(const struct h1_header *resp, size_t nresp, const struct h1_header *req, size_t nreq,
                      char **out, size_t *out_len);
 
-/* Keeps the captured answer under key (the capture's buffer and vary blob move into the entry; the
- * capture is left empty in every case). An answer above max_entry or size is not kept; an entry with
+/* Keeps the captured answer under key (the capture's buffer and vary blob move into the entry, the
+ * buffer first moved to a block of its length when it is much larger, as a max_entry-sized capture
+ * of a chunked answer is; the capture is left empty in every case). An answer above max_entry or size is not kept; an entry with
  * the same key and vary values is replaced. Evicts LRU entries to stay within size.
  * Returns 0 when kept, -1 when not (too large, out of memory). */
 int stale_put(struct stale_store *s, const char *key, size_t key_len, struct stale_capture *cap, double now);

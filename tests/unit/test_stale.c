@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <malloc.h>
 
 #include "stale.h"
 
@@ -207,13 +208,14 @@ static void test_vary_build(void **state)
 
 /* ---- the store ------------------------------------------------------------------------------- */
 
-/* A capture of `len` body bytes filled with `fill`, with one header line. */
-static void capture(struct stale_capture *cap, size_t len, char fill, const char *vary_hdr,
-                    const struct h1_header *req, size_t nreq)
+/* A capture of `len` body bytes filled with `fill`, with one header line, in a block of `room`
+ * bytes (0: exactly its length, as a Content-Length answer's). */
+static void capture_in(struct stale_capture *cap, size_t room, size_t len, char fill, const char *vary_hdr,
+                       const struct h1_header *req, size_t nreq)
 {
     static const char head[] = "content-type: text/plain\r\n";
     memset(cap, 0, sizeof *cap);
-    assert_int_equal(buf_init(&cap->data, sizeof(head) + len), 0);
+    assert_int_equal(buf_init(&cap->data, room ? room : sizeof(head) - 1 + len), 0);
     assert_int_equal(buf_append(&cap->data, head, sizeof(head) - 1), 0);
     cap->head_len = cap->data.len;
     for (size_t i = 0; i < len; i++)
@@ -223,6 +225,12 @@ static void capture(struct stale_capture *cap, size_t len, char fill, const char
         struct h1_header resp[1] = { { "Vary", 4, vary_hdr, strlen(vary_hdr), 0 } };
         assert_int_equal(stale_vary_build(resp, 1, req, nreq, &cap->vary, &cap->vary_len), 0);
     }
+}
+
+static void capture(struct stale_capture *cap, size_t len, char fill, const char *vary_hdr,
+                    const struct h1_header *req, size_t nreq)
+{
+    capture_in(cap, 0, len, fill, vary_hdr, req, nreq);
 }
 
 static size_t key_of(char *k, size_t cap, const char *target)
@@ -269,6 +277,34 @@ static void test_put_get_replace(void **state)
     char k2[64];
     size_t kl2 = key_of(k2, sizeof k2, "/a2");
     assert_null(stale_get(s, k2, kl2, NULL, 0));
+    stale_store_free(s);
+}
+
+/* A copy whose length was not known when its capture began (chunked, or ended by the close) was
+ * captured into a block of max_entry bytes: kept, it holds its length only, and that is what the
+ * store counts (it kept the whole block while counting its length). */
+static void test_kept_copy_holds_its_length(void **state)
+{
+    (void)state;
+    struct stale_store *s = stale_store_new(1 << 20, 1 << 16);
+    struct stale_capture cap;
+    struct stale_entry *e;
+    char k[64];
+    size_t kl = key_of(k, sizeof k, "/chunked");
+
+    capture_in(&cap, 1 << 16, 5, 'c', NULL, NULL, 0);
+    assert_int_equal(stale_put(s, k, kl, &cap, 1.0), 0);
+    assert_int_equal(stale_store_bytes(s), cost_of(kl, 5));
+    e = stale_get(s, k, kl, NULL, 0);
+    assert_non_null(e);
+    assert_int_equal(e->len - e->head_len, 5);
+    assert_true(memcmp(e->data + e->head_len, "ccccc", 5) == 0);
+    assert_true(malloc_usable_size(e->data) < 1024);
+    stale_entry_unref(e);
+    /* a block that fits within an eighth: kept as it is, and counted whole */
+    capture_in(&cap, strlen("content-type: text/plain\r\n") + 1000 + 100, 1000, 'd', NULL, NULL, 0);
+    assert_int_equal(stale_put(s, k, kl, &cap, 2.0), 0);
+    assert_int_equal(stale_store_bytes(s), cost_of(kl, 1100));
     stale_store_free(s);
 }
 
@@ -558,6 +594,7 @@ int main(void)
         cmocka_unit_test(test_key_length_prefixed),
         cmocka_unit_test(test_vary_build),
         cmocka_unit_test(test_put_get_replace),
+        cmocka_unit_test(test_kept_copy_holds_its_length),
         cmocka_unit_test(test_max_entry_and_size),
         cmocka_unit_test(test_lru_eviction),
         cmocka_unit_test(test_vary_lookup),
