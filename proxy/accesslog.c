@@ -94,13 +94,29 @@ static int64_t alog_now_ms(void)
 }
 
 /* The writer's new sink: whether writes to it may block (a pipe, a FIFO, a socket, a terminal:
- * poll() tells when it has room), and no line cut in it yet. */
+ * poll() tells when it has room), whether the error log writes to it too (stderr, or what stderr
+ * is: `2>&1` with access_log: stdout), and no line cut in it yet. */
 static void alog_sink_changed(struct alog *a)
 {
-    struct stat st;
+    struct stat st, err;
+    bool known = a->fd >= 0 && fstat(a->fd, &st) == 0;
 
-    a->waits = a->fd >= 0 && !(fstat(a->fd, &st) == 0 && S_ISREG(st.st_mode));
+    a->waits = a->fd >= 0 && !(known && S_ISREG(st.st_mode));
+    a->shared = a->fd == STDERR_FILENO ||
+                (known && fstat(STDERR_FILENO, &err) == 0 && st.st_dev == err.st_dev && st.st_ino == err.st_ino);
     a->cut = false;
+}
+
+/* Room for PIPE_BUF bytes in a sink that may block, now. */
+static bool alog_room_now(const struct alog *a)
+{
+    struct pollfd pfd = { a->fd, POLLOUT, 0 };
+    int r;
+
+    do
+        r = poll(&pfd, 1, 0);
+    while (r < 0 && errno == EINTR);
+    return r == 1 && (pfd.revents & POLLOUT);
 }
 
 /* Stopping, and the sink has had its ALOG_STOP_GRACE_MS (counted from when the writer first sees
@@ -116,14 +132,19 @@ static bool alog_giving_up(struct alog *a)
 }
 
 /* One write of up to n bytes of p. A sink that may block is written only when poll() says it has
- * room, PIPE_BUF bytes at a time (a pipe with room takes that much without blocking); while it has
- * none the writer waits in slices of 100 ms, and gives up ALOG_STOP_GRACE_MS after alog_stop.
+ * room, PIPE_BUF bytes at a time (a pipe with room takes that much without blocking), up to the last
+ * line end among them (a line longer than PIPE_BUF goes in PIPE_BUF pieces); while it has none the
+ * writer waits in slices of 100 ms, and gives up ALOG_STOP_GRACE_MS after alog_stop. A sink shared
+ * with the error log is written under its lock (checked for room again under it, so the error log
+ * never waits behind a write that blocks), ending a line another write left cut first, and tells it
+ * where the write left stderr: at a line end, or in a line (whose rest comes next).
  * Never O_NONBLOCK: stdout and stderr share their open file description with other processes.
  * Bytes written (> 0), or -1 with errno set (ETIMEDOUT: given up at exit). */
 static ssize_t alog_write_some(struct alog *a, const char *p, size_t n)
 {
     for (;;) {
         ssize_t w;
+        int err;
         if (a->waits) {
             struct pollfd pfd = { a->fd, POLLOUT, 0 };
             int r = poll(&pfd, 1, alog_giving_up(a) ? 0 : 100);
@@ -136,10 +157,27 @@ static ssize_t alog_write_some(struct alog *a, const char *p, size_t n)
                 }
                 continue;
             }
-            if (n > PIPE_BUF)
-                n = PIPE_BUF;
+            if (n > PIPE_BUF) {
+                const char *nl = memrchr(p, '\n', PIPE_BUF);
+                n = nl ? (size_t)(nl - p) + 1 : PIPE_BUF;
+            }
+        }
+        if (a->shared) {
+            log_share_lock();
+            if (a->waits && !alog_room_now(a)) {   /* the error log took the room: wait again */
+                log_share_unlock(LOG_SHARE_KEEP);
+                continue;
+            }
+            if (log_share_state() == LOG_SHARE_CUT && write(a->fd, "\n", 1) == 1) {
+                log_share_unlock(LOG_SHARE_END);
+                continue;   /* (the room is checked again for the line itself) */
+            }
         }
         w = write(a->fd, p, n);
+        err = errno;
+        if (a->shared)
+            log_share_unlock(w <= 0 ? LOG_SHARE_KEEP : p[w - 1] == '\n' ? LOG_SHARE_END : LOG_SHARE_MID);
+        errno = err;
         if (w > 0)
             return w;
         if (w < 0 && errno == EINTR)
@@ -209,7 +247,9 @@ static size_t alog_drain(struct alog *a, struct alog_ring *r)
         atomic_store_explicit(&r->tail, head, memory_order_release);
         return taken;
     }
-    if (a->cut) {   /* a line was cut by a failure: the next one starts on a fresh line */
+    if (a->cut && a->shared) {
+        a->cut = false;   /* the error log knows (LOG_SHARE_CUT): the next write to stderr ends it */
+    } else if (a->cut) {   /* a line was cut by a failure: the next one starts on a fresh line */
         if (alog_write_some(a, "\n", 1) == 1)
             a->cut = false;
         else
@@ -232,6 +272,10 @@ static size_t alog_drain(struct alog *a, struct alog_ring *r)
     }
     if (tail != head) {   /* the sink failed (or cut a line before it failed): the rest is lost */
         uint64_t lines = alog_count_lines(r, tail, head);
+        if (a->cut && a->shared) {   /* given up on: whoever writes to stderr next ends the line */
+            log_share_lock();
+            log_share_unlock(LOG_SHARE_CUT);
+        }
         atomic_fetch_add_explicit(&alog_sink_drops, lines, memory_order_relaxed);
         if (err == ETIMEDOUT && a->stop_by) {
             a->not_written += lines;

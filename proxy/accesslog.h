@@ -9,7 +9,10 @@
  * (lifeline_access_log_dropped_total): a slow disk costs log lines, never a stalled event loop.
  * A write that fails (ENOSPC, EIO) drops what the writer holds, counted there too by lines, and
  * says so in the error log at most every 10 s; a line cut by a failure is ended with a newline
- * before the next one, so every later line stays whole JSON.
+ * before the next one, so every later line stays whole JSON. Every write ends at a line's end (a
+ * line longer than PIPE_BUF excepted, written in pieces); on a sink shared with the error log
+ * (stderr) each write is made under the error log's lock, so no error-log line lands inside an
+ * access-log line (see log.h).
  */
 #ifndef LIFELINE_ACCESSLOG_H
 #define LIFELINE_ACCESSLOG_H
@@ -44,6 +47,8 @@ struct alog {
     atomic_int stop, reopen;
     /* the writer's own: */
     bool waits;                         /* the sink may block (not a regular file): poll first */
+    bool shared;                        /* the sink is stderr's (access_log: stderr, or the same
+                                         * file): written under the error log's lock (log.h) */
     bool cut;                           /* the sink's last byte is not a newline (a failed write) */
     int64_t stop_by;                    /* ms (monotonic): a stuck sink is given up on then */
     uint64_t fail_unsaid;               /* lines lost to write errors, not in the error log yet */

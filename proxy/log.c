@@ -21,11 +21,30 @@ static const char *const log_names[] = { "error", "warn", "info", "debug" };
 static _Atomic uint64_t log_dropped_total, log_unsaid;
 /* poll then write, one thread at a time: a second writer could find the slot the first took */
 static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+/* stderr as another writer sharing it left it (log_share_unlock); under log_mu */
+static enum log_share log_shared = LOG_SHARE_END;
 
 #define LOG_LINE_MAX 1024   /* < PIPE_BUF: one write to a pipe that has room never blocks */
 #define LOG_CUT_MARK " [...]"
 
 _Static_assert(2 * LOG_LINE_MAX < PIPE_BUF, "a notice and a line must fit in one atomic pipe write");
+
+void log_share_lock(void)
+{
+    pthread_mutex_lock(&log_mu);
+}
+
+enum log_share log_share_state(void)
+{
+    return log_shared;
+}
+
+void log_share_unlock(enum log_share state)
+{
+    if (state != LOG_SHARE_KEEP)
+        log_shared = state;
+    pthread_mutex_unlock(&log_mu);
+}
 
 uint64_t log_dropped(void)
 {
@@ -75,11 +94,16 @@ void log_msg(enum log_level level, const char *fmt, ...)
 
     /* stderr may be a pipe nobody reads: a worker must never block on it. When it has no room the
      * line is dropped and counted; the next line written is preceded by how many were. One write
-     * per line (the notice and the line together), under PIPE_BUF, so lines never interleave. */
+     * per line (the notice and the line together), under PIPE_BUF, so lines never interleave. The
+     * same holds while the access log, sharing stderr, is in the middle of one of its lines; one it
+     * gave up on (a failed write) is ended first. */
     pthread_mutex_lock(&log_mu);
-    do
-        r = poll(&pfd, 1, 0);
-    while (r < 0 && errno == EINTR);
+    r = 0;
+    if (log_shared != LOG_SHARE_MID) {
+        do
+            r = poll(&pfd, 1, 0);
+        while (r < 0 && errno == EINTR);
+    }
     if (r != 1 || !(pfd.revents & POLLOUT)) {
         pthread_mutex_unlock(&log_mu);
         atomic_fetch_add_explicit(&log_dropped_total, 1, memory_order_relaxed);
@@ -96,10 +120,16 @@ void log_msg(enum log_level level, const char *fmt, ...)
         notice = (size_t)k < sizeof(tmp) ? (size_t)k : sizeof(tmp) - 1;
         memcpy(line - notice, tmp, notice);
     }
+    if (log_shared == LOG_SHARE_CUT) {   /* (a notice is under LOG_LINE_MAX: room for one more) */
+        notice++;
+        *(line - notice) = '\n';
+    }
     if (write(STDERR_FILENO, line - notice, notice + (size_t)n) < 0) {
         /* nowhere to report it: counted, and said if stderr comes back */
         atomic_fetch_add_explicit(&log_dropped_total, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&log_unsaid, unsaid + 1, memory_order_relaxed);
+    } else {
+        log_shared = LOG_SHARE_END;
     }
     pthread_mutex_unlock(&log_mu);
 }

@@ -9,10 +9,11 @@ import os
 import re
 import select
 import signal
+import socket
 import threading
 import time
 
-from conftest import Conn, free_port, pool, t, wait_for
+from conftest import HOST, SANITIZER_MARKERS, Conn, free_port, pool, t, wait_for
 from faults import refused, status_script
 from ops import admin_extra, access_lines, exec_prefix, metrics, parse_access_text, wait_access
 
@@ -311,6 +312,97 @@ def test_stderr_sink(lifeline, upstream):
     lines = parse_access_text("\n".join(ln for ln in lf.stderr_text().splitlines() if ln.startswith("{")))
     assert [ln["target"] for ln in lines] == ["/echo/to-stderr"]
     assert "/echo/to-stderr" not in lf.stdout_text()
+
+
+LOG_LINE = re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (error|warn|info|debug): ")
+
+
+def test_stderr_sink_shared_with_the_error_log_keeps_lines_whole(lifeline, raw_upstream, tmp_path):
+    """access_log: stderr shares fd 2 with the error log. stderr is a pipe: the writer cut its ring
+    into PIPE_BUF pieces wherever they fell, and error-log lines written by the workers between two
+    pieces landed inside access-log lines. With ~1 KiB access lines, some of 6 KiB (longer than
+    PIPE_BUF: written in pieces) and a warn line per bad answer, every line read must be either
+    whole JSON or a whole error-log line."""
+    async def script(conn):
+        while True:
+            req = await conn.read_request()
+            if req is None:
+                return
+            if req.target.startswith("/bad"):
+                await conn.send(b"HTTP/1.1 200 OK\r\nbad header line\r\n\r\n")   # a warn line, a 502
+                conn.close()
+                return
+            await conn.respond(200, b"ok")
+    up = raw_upstream(script)
+    fifo = str(tmp_path / "stderr.fifo")
+    os.mkfifo(fifo)
+    rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    got, done = [], threading.Event()
+
+    def reader():
+        while True:
+            if select.select([rfd], [], [], 0.05)[0]:
+                d = os.read(rfd, 1 << 16)
+                if d:
+                    got.append(d)
+                    continue
+                if done.is_set():
+                    return
+            elif done.is_set():
+                return
+    rt = threading.Thread(target=reader, daemon=True)
+    rt.start()
+    try:
+        lf = lifeline(pools={"p": pool(up, outlier="off")}, workers=2,
+                      routes=[{"pool": "p", "retry": {"attempts": 1}}],
+                      extra={"access_log": {"path": "stderr"}},
+                      prefix=exec_prefix("fd = os.open(%r, os.O_WRONLY)\nos.dup2(fd, 2)\nos.close(fd)" % fifo))
+        stop = time.monotonic() + t(3)
+
+        def client(target):
+            s = None
+            while time.monotonic() < stop:
+                try:
+                    if s is None:
+                        s = socket.create_connection((HOST, lf.port), timeout=t(3))
+                    s.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+                    d = s.recv(65536)
+                    if not d or b" 502 " in d:
+                        s.close()
+                        s = None
+                except OSError:
+                    s = None
+            if s is not None:
+                s.close()
+        ths = [threading.Thread(target=client, args=(b"/bad",)) for _ in range(2)] + \
+              [threading.Thread(target=client, args=(b"/good/" + b"x" * 900 + b"%d" % i,)) for i in range(2)] + \
+              [threading.Thread(target=client, args=(b"/long/" + b"\xff" * 1000,))]   # a 6 KiB line
+        for th in ths:
+            th.start()
+        for th in ths:
+            th.join()
+        assert lf.terminate(t(10)) == 0
+    finally:
+        done.set()
+        rt.join(t(5))
+        os.close(rfd)
+    data = b"".join(got)
+    for m in SANITIZER_MARKERS:
+        assert m.encode() not in data, data.decode("latin-1")[-3000:]
+    lines = [ln for ln in data.split(b"\n") if ln]
+    access = [ln for ln in lines if ln.startswith(b"{")]
+    errors = [ln for ln in lines if LOG_LINE.match(ln)]
+    bad = []
+    for ln in access:
+        try:
+            json.loads(ln)
+        except ValueError:
+            bad.append(ln)
+    stray = [ln for ln in lines if not ln.startswith(b"{") and not LOG_LINE.match(ln)]
+    assert len(access) > 200 and len(errors) > 20, (len(access), len(errors))
+    assert any(len(ln) > 4096 for ln in access), "no access-log line longer than PIPE_BUF"
+    assert not bad and not stray, "%d of %d access-log lines are not JSON, %d fragments; first: %r" % (
+        len(bad), len(access), len(stray), (bad + stray)[0][:300])
 
 
 def test_off_writes_nothing(lifeline, upstream, tmp_path):
