@@ -110,7 +110,8 @@ uint64_t alog_sink_dropped(void);
 
 #define ALOG_TARGET_MAX 1024                /* bytes of the target kept */
 #define ALOG_FIELD_MAX 128                  /* bytes of any other string kept */
-#define ALOG_MAX_ATTEMPTS 8                 /* attempts listed; the rest are left out */
+#define ALOG_MAX_ATTEMPTS 22                /* attempts listed; the rest are left out (at least
+                                             * EXCHANGE_HOPS_MAX: a request's every hop) */
 
 /* A string field: s[0, n). For route and fallback, s == NULL writes JSON null. */
 struct alog_str {

@@ -33,6 +33,9 @@ enum conf_hash_key { HASH_SOURCE, HASH_HEADER, HASH_URI };
 enum conf_host_header { HOST_HEADER_PRESERVE, HOST_HEADER_UPSTREAM };
 enum conf_log_format { LOG_FORMAT_JSON };
 
+/* retry.attempts is 1..CONF_RETRY_ATTEMPTS_MAX (exchange.h sizes a request's hop list by it). */
+#define CONF_RETRY_ATTEMPTS_MAX 10
+
 /* Retry conditions (bit set for retry.on). Status codes listed in retry.on go to `statuses`. */
 enum conf_retry_on {
     RETRY_ON_CONNECT_ERROR    = 1u << 0,

@@ -295,7 +295,7 @@ BLOCK(conf_blk_hedge, conf_hedge_fields, NULL);
 /* attempts 1..10 (more only multiplies load on a struggling pool); buffer_body 0..64MiB, kept in
  * memory per request. */
 static const struct conf_field conf_retry_fields[] = {
-    F_UINT("attempts", struct conf_route, retry.attempts, 1, 10),
+    F_UINT("attempts", struct conf_route, retry.attempts, 1, CONF_RETRY_ATTEMPTS_MAX),
     F_FN("on", conf_h_retry_on),
     F_LIST("methods", conf_h_methods, struct conf_route, retry.methods, retry.nmethods),
     F_BLOCK("backoff", conf_blk_backoff),

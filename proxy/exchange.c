@@ -141,10 +141,13 @@ static void exchange_count_answer(struct exchange *ex)
     ex->answer_m = NULL;
 }
 
+_Static_assert(ALOG_MAX_ATTEMPTS >= EXCHANGE_HOPS_MAX, "the access log lists every hop");
+_Static_assert(EXCHANGE_HOPS_MAX <= UINT8_MAX, "exchange_account orders hops by uint8_t");
+
 /* Notes how an attempt ended: the server's attempt counter and the access log's attempt list.
  * midx: a hop_outcome value, METRIC_OUTCOME_5XX or METRIC_OUTCOME_CANCELLED. later: an answer that
  * may still fail in its body, counted when the request is over. Returns the log's record, or NULL
- * when the list is full. */
+ * when the list is full (it has room for EXCHANGE_HOPS_MAX, the most a request makes). */
 static struct hop_record *exchange_record_hop_as(struct exchange *ex, const struct hop *h, unsigned midx,
                                                  unsigned status, bool later)
 {
@@ -994,6 +997,11 @@ static void exchange_spare_cb(struct ev_loop *loop, ev_timer *t, int revents)
         return;
     if (race && busy->state != HOP_CONNECTING)
         return;
+    /* One race per connect the request makes of its own (an attempt's, the fresh-connection
+     * try's): a connect whose race failed while it went on connecting is not raced again, and
+     * again, until it ends (EXCHANGE_HOPS_MAX) */
+    if (race && ex->races >= ex->attempts + (ex->fresh_retry_done ? 1u : 0u))
+        return;
     if (!race) {
         /* A hedge: only for requests that may be sent twice, within attempts and budget. One
          * whose body is still arriving gets it when the body is whole (exchange_body_end). */
@@ -1023,6 +1031,8 @@ static void exchange_spare_cb(struct ev_loop *loop, ev_timer *t, int revents)
         METRIC_ADD(ex_worker(ex)->rmetrics[ex->route_slot].retries, 1);
         series_hedge(ex_worker(ex)->id, &ex_worker(ex)->rmetrics[ex->route_slot], ex->route_slot, ev_now(loop));
         ex->hedge = spare;
+    } else {
+        ex->races++;
     }
     log_debug("%s to %s beside %s", race ? "connect race" : "hedge", s->addr->text,
               busy->last_server ? busy->last_server->addr->text : "?");

@@ -30,6 +30,13 @@
 #include "splice.h"
 #include "stale.h"
 
+/* The most hops one request makes, each listed in its access-log line and in /status/requests
+ * (SPEC §5: one object per hop): its attempts (retry.attempts at most, hedges included), the one
+ * fresh-connection try of a stale pooled connection (SPEC §3.5, not an attempt), and connect races,
+ * at most as many as those two (exchange_spare_cb: a race is started only while races < attempts +
+ * that try, so a connect left alone again after its race lost cannot be raced over and over). */
+#define EXCHANGE_HOPS_MAX (2 * (CONF_RETRY_ATTEMPTS_MAX + 1))
+
 /* Longest client X-Request-Id kept (SPEC §4). */
 #define EXCHANGE_REQUEST_ID_MAX 128
 
@@ -81,6 +88,7 @@ struct exchange {
     bool resp_no_body;
     unsigned status;                    /* status sent downstream */
     unsigned attempts;                  /* attempts started (hedges included, races not) */
+    unsigned races;                     /* connect races started (EXCHANGE_HOPS_MAX) */
     uint64_t tried;                     /* servers tried, by index (pool_pick_ctx.excluded) */
     uint64_t last_failed;               /* the server of the attempt that failed last, as a bit */
     uint64_t connect_failed;            /* servers whose connect failed in this request (refused, timed out) */
@@ -127,7 +135,7 @@ struct exchange {
     unsigned char client_addr_family;   /* the binary address client_addr was made from: the next */
     unsigned char client_addr_bin[16];  /* request from it (this exchange is reused last-in first-
                                          * out, often by the same client) skips the formatting */
-    struct hop_record {                 /* for the access log: one per attempt, as they ended */
+    struct hop_record {                 /* for the access log: one per hop, as they ended */
         ev_tstamp started;              /* the attempt's start: the log lists attempts in this order */
         const char *server;             /* the server's address text (conf snapshot) */
         const char *outcome;            /* static string; NULL: the status is the outcome (its code) */
@@ -135,7 +143,7 @@ struct exchange {
         int connect_ms, response_ms;    /* -1: did not happen */
         int backoff_ms;                 /* waited after it before the next attempt; -1: none */
         char span_id[16];               /* its traceparent span id (hex) */
-    } hoplog[8];
+    } hoplog[EXCHANGE_HOPS_MAX];
     char request_id[EXCHANGE_REQUEST_ID_MAX + 1];   /* NUL-terminated */
     /* W3C trace context (SPEC §5): the incoming trace's, or one lifeline started */
     char trace_id[32];                  /* lowercase hex */

@@ -8,7 +8,8 @@
  *
  * Locking: each ring has a mutex, taken by its worker to add an entry and by the admin thread to
  * copy the ring. Only requests with more than one attempt or a fallback take it, never a plain
- * request; the admin thread holds it for the copy of one ring (about 300 KiB: 200 entries of 1.5 KiB, a request id of up to 128 characters kept whole).
+ * request; the admin thread holds it for the copy of one ring (about 620 KiB: 200 entries of 3.1 KiB,
+ * a request id of up to 128 characters kept whole, room for ALOG_MAX_ATTEMPTS hops each).
  */
 #ifndef LIFELINE_RECENT_H
 #define LIFELINE_RECENT_H

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import Conn, build_request, chunked_body, dur, free_port, pattern_bytes, pool, sha, t, wait_for
-from ops import admin_extra, admin_get, metrics, server_status, status
+from ops import admin_extra, admin_get, metrics, server_status, status, wait_access
 from faults import (HangingConnect, built_in_line, busy_once_script, close_script, each_request, gaps, hang_script, hanging_connect, ok_script,  # noqa: F401
                     refused, reset_script, route, server_of, status_script)
 
@@ -1064,3 +1064,26 @@ def test_a_retry_that_finds_no_server_is_not_counted(lifeline, upstream):
     assert r.status == 503 and r.header("x-lifeline-fallback") == "no_server", r.headers
     assert len([x for x in up.requests if x.target == "/busy"]) == 1
     assert metrics(aport).total("lifeline_retries_total") == 0
+
+
+def test_ten_attempts_are_all_listed(lifeline, tmp_path):
+    """SPEC §5: the access log's `attempts` has one object per hop, and so has /status/requests;
+    retry.attempts may be 10. Both listed 8 at most and left the rest out (the request's hop list,
+    the log's and the recent-requests ring's were 8 long)."""
+    dead = [refused() for _ in range(3)]
+    log = str(tmp_path / "access.log")
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(*dead, outlier="off")}, extra=admin_extra(aport, access_log={"path": log}),
+                  routes=[{"pool": "p", "retry": {"attempts": 10, "on": ["connect_error"]}}])
+    r = lf.fetch("GET", "/ten", headers=[("X-Request-Id", "ten-attempts")])
+    assert r.status == 502 and r.header("x-lifeline-fallback") == "connect_error", r
+    assert "10 attempts" in r.body.decode(), r.body
+    lines = wait_access(log, lambda ls: any(x["request_id"] == "ten-attempts" for x in ls))
+    line = [x for x in lines if x["request_id"] == "ten-attempts"][0]
+    assert len(line["attempts"]) == 10, line["attempts"]
+    assert all(a["outcome"] == "connect_error" for a in line["attempts"]), line["attempts"]
+    assert {a["server"] for a in line["attempts"]} == set(dead), line["attempts"]
+    assert len({a["span_id"] for a in line["attempts"]}) == 10, line["attempts"]
+    reqs = json.loads(admin_get(aport, "/status/requests?id=ten-attempts").body)
+    assert len(reqs) == 1, reqs
+    assert [a["span_id"] for a in reqs[0]["attempts"]] == [a["span_id"] for a in line["attempts"]], reqs
