@@ -723,6 +723,19 @@ static struct gen *gen_new(struct worker *w, struct runtime *rt)
         if (pool_init(&g->pools[i], w, &c->pools[i], &rt->pools[i]) < 0)
             goto fail;
     }
+    /* A route the running generation has too (same name) keeps its retry-budget window: a DNS
+     * change makes a new generation, and in a storm a window starting empty would let another
+     * floor's worth of retries through at each one (attempts still running on the old
+     * generation count there). */
+    for (size_t i = 0; w->gen && i < c->nroutes; i++) {
+        const struct conf *oc = w->gen->conf;
+        for (size_t j = 0; j < oc->nroutes; j++) {
+            if (strcmp(oc->routes[j].name, c->routes[i].name) == 0) {
+                g->route_stats[i].window = w->gen->route_stats[j].window;
+                break;
+            }
+        }
+    }
     return g;
 fail:
     g->refs = 0;

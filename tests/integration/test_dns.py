@@ -25,7 +25,7 @@ import pytest
 from conftest import HOST, RawConn, dur, fetch, free_port, run_cli, t, wait_for
 from faults import hang_script, ok_script
 from dnsfake import DnsFake
-from ops import admin_extra, pool_status, status
+from ops import admin_extra, metrics, pool_status, status
 
 NAME = "svc.test"
 
@@ -427,3 +427,38 @@ def test_outlier_failures_count_across_dns_changes(lifeline, dns, two_upstreams,
         "the hanging server was not ejected after %d hung attempts" % len(hung.requests)
     assert len(hung.requests) <= 4, len(hung.requests)
     assert good.requests
+
+
+def test_retry_budget_window_survives_dns_changes(lifeline, dns, two_upstreams, upstream):
+    """SPEC §3.5: retries < ratio x requests + min_per_second x 10 over the last 10 s. Each DNS
+    change makes a new worker generation, whose window started empty: with ratio 0 and a floor of
+    10, 20 requests answered 503 took 10 retries, and after two changes of another pool's
+    records 20 more took 10 more (old binary: 20 in 10 s). The window now carries over."""
+    port, _, _ = two_upstreams
+    busy = upstream("busy")
+    aport = free_port()
+    dns.set("other.test", ["127.0.0.1"])
+    lf = lifeline(
+        pools={"a": {"servers": [busy.address], "outlier": "off"},
+               "moving": {"servers": ["other.test:%d" % port], "resolve_interval": "50ms"}},
+        routes=[{"match": {"path": "/moving"}, "pool": "moving"},
+                {"name": "r", "pool": "a", "retry": {"attempts": 2, "on": [503], "backoff": {"base": "1ms", "max": "1ms"},
+                                                      "budget": {"ratio": 0, "min_per_second": 1}}}],
+        extra=admin_extra(aport, resolver={"servers": [dns.address], "timeout": "500ms"}))
+
+    def retries():
+        return metrics(aport).value("lifeline_retries_total", route="r")
+
+    start = time.monotonic()
+    for i in range(20):
+        assert lf.fetch("GET", "/status/503?a%d" % i).status == 503
+    assert retries() == 10
+    for ips in (["127.0.0.1", "127.0.0.2"], ["127.0.0.1"]):
+        before = lf.stderr_text().count("DNS change")
+        dns.set("other.test", ips)
+        wait_for(lambda: lf.stderr_text().count("DNS change") > before, t(3), interval=0.02,
+                 what="lifeline to take the other pool's new records")
+    for i in range(20):
+        assert lf.fetch("GET", "/status/503?b%d" % i).status == 503
+    if time.monotonic() - start < 9:
+        assert retries() == 10, "the budget's floor was handed out again after the DNS changes"
