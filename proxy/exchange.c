@@ -902,12 +902,10 @@ static struct upserver *exchange_pick(struct exchange *ex, enum pick_mode mode, 
     return s;
 }
 
-/* A server's bit in ex->tried (0 past the 64th: not tracked). */
+/* A server's bit in ex->tried (POOL_SERVER_BIT; 0 for none). */
 static uint64_t exchange_server_bit(const struct exchange *ex, const struct upserver *s)
 {
-    size_t idx = s ? (size_t)(s - ex->pool->servers) : 64;
-
-    return idx < 64 ? 1ull << idx : 0;
+    return s ? POOL_SERVER_BIT((size_t)(s - ex->pool->servers)) : 0;
 }
 
 /* Starts hop h to s. Returns false when the exchange has already answered (head too large).

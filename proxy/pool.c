@@ -474,7 +474,7 @@ uint64_t pool_hash(const void *data, size_t n, uint64_t seed)
 
 static inline bool pick_ok(const struct pool *p, const struct pool_pick_ctx *ctx, unsigned i)
 {
-    if (ctx && i < 64 && (ctx->excluded & (1ull << i)))
+    if (ctx && (ctx->excluded & POOL_SERVER_BIT(i)))
         return false;
     return !p->servers[i].hs || health_usable(p->servers[i].hs, ctx ? ctx->now : health_now());
 }
@@ -691,7 +691,7 @@ struct upserver *pool_pick_trial(struct pool *p, const struct pool_pick_ctx *ctx
     if (p->hp && p->cp->outlier.enabled) {
         for (unsigned i = 0; i < p->nservers; i++) {
             struct upserver *s = &p->servers[i];
-            if (!s->hs || (ctx && i < 64 && (ctx->excluded & (1ull << i))))
+            if (!s->hs || (ctx && (ctx->excluded & POOL_SERVER_BIT(i))))
                 continue;
             if ((*trial = health_claim_trial(p->hp, s->hs, now)) != 0)
                 return s;

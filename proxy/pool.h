@@ -87,9 +87,15 @@ struct pool {
  * addresses). Returns 0 or -ENOMEM. */
 int pool_tls_attach(struct upconn *uc);
 
+/* The bit of server index i in a set of servers (pool_pick_ctx.excluded, an exchange's tried
+ * servers). A pool of more than 64 servers shares bits (index modulo 64): a retry then skips the
+ * server it tried and the few that share its bit, rather than no server at all (a headless
+ * Service with many pods; a retry that went back to the server that just refused it). */
+#define POOL_SERVER_BIT(i) (1ull << ((i) % 64))
+
 /* What a balancer may look at besides the servers. */
 struct pool_pick_ctx {
-    uint64_t excluded;                  /* bit i: skip server i (servers 64 and above are never skipped) */
+    uint64_t excluded;                  /* bit i % 64: skip server i (POOL_SERVER_BIT) */
     uint64_t hash;                      /* balance hash: the key's hash */
     int64_t now;                        /* health_now(), for ejection, health and slow start */
 };

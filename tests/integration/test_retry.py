@@ -1087,3 +1087,16 @@ def test_ten_attempts_are_all_listed(lifeline, tmp_path):
     reqs = json.loads(admin_get(aport, "/status/requests?id=ten-attempts").body)
     assert len(reqs) == 1, reqs
     assert [a["span_id"] for a in reqs[0]["attempts"]] == [a["span_id"] for a in line["attempts"]], reqs
+
+
+def test_retry_in_a_pool_of_more_than_64_servers_goes_to_another_server(lifeline, upstream):
+    """SPEC §3.3/§3.5: a retry goes to a server not tried yet. The set of tried servers was a
+    64-bit mask and servers from the 65th on were never in it: a headless Service of 70 pods
+    whose 67th refuses, weighted to be picked first, got all 3 attempts (old binary: 502
+    connect_error after 3 attempts). Servers past 64 now share bits (index modulo 64)."""
+    goods = [upstream("g%d" % i) for i in range(69)]
+    servers = [(g, 1) for g in goods[:66]] + [(refused(), 1000)] + [(g, 1) for g in goods[66:]]
+    lf = lifeline(pools={"p": pool(*servers, balance="round_robin", outlier="off")})
+    r = lf.fetch("GET", "/echo/70")
+    assert r.status == 200, r
+    assert sum(len(g.requests) for g in goods) == 1
