@@ -399,13 +399,15 @@ static bool str_same(const char *a, const char *b)
 }
 
 /* A TLS connection made for server a can carry requests for server b: both pools speak TLS
- * with the same trust and identity settings, and the name it was verified for (and sent as
+ * with the same trust and identity settings (the same files, with the same contents: a CA bundle
+ * rewritten in place withdraws the old trust), and the name it was verified for (and sent as
  * SNI) is the same. A connection verified under other settings is not reused under these. */
 static bool pool_tls_fits(const struct upserver *a, const struct upserver *b)
 {
     const struct conf_pool *x = a->pool->cp, *y = b->pool->cp;
 
     return y->tls.ctx && x->tls.verify == y->tls.verify && str_same(x->tls.ca, y->tls.ca) &&
+           memcmp(x->tls.files, y->tls.files, sizeof(x->tls.files)) == 0 &&
            str_same(x->tls.sni, y->tls.sni) && str_same(x->tls.client_cert, y->tls.client_cert) &&
            str_same(x->tls.client_key, y->tls.client_key) && str_same(a->host, b->host);
 }
@@ -489,15 +491,17 @@ static inline uint64_t eff_weight(const struct upserver *s, const struct pool_pi
 }
 
 /* Smooth weighted round robin (as nginx): every candidate gains its weight, the richest is chosen
- * and pays the total. Spreads weights evenly, e.g. 1:3 gives b a b b, never bursts. */
-static struct upserver *pick_round_robin(struct pool *p, const struct pool_pick_ctx *ctx)
+ * and pays the total. Spreads weights evenly, e.g. 1:3 gives b a b b, never bursts. Candidates:
+ * the usable servers; with `tied`, only those as loaded per unit of weight as it (least_conn). */
+static struct upserver *pick_smooth(struct pool *p, const struct pool_pick_ctx *ctx, const struct upserver *tied)
 {
     struct upserver *best = NULL;
     int64_t total = 0;
 
     for (unsigned i = 0; i < p->nservers; i++) {
         struct upserver *s = &p->servers[i];
-        if (!pick_ok(p, ctx, i))
+        if (!pick_ok(p, ctx, i) ||
+            (tied && (uint64_t)s->inflight * eff_weight(tied, ctx) != (uint64_t)tied->inflight * eff_weight(s, ctx)))
             continue;
         uint64_t ew = eff_weight(s, ctx);
         s->cw += (int64_t)ew;
@@ -516,7 +520,6 @@ static struct upserver *pick_round_robin(struct pool *p, const struct pool_pick_
 static struct upserver *pick_least_conn(struct pool *p, const struct pool_pick_ctx *ctx)
 {
     struct upserver *best = NULL;
-    int64_t total = 0;
     unsigned ties = 0;
 
     for (unsigned i = 0; i < p->nservers; i++) {
@@ -533,24 +536,7 @@ static struct upserver *pick_least_conn(struct pool *p, const struct pool_pick_c
             ties++;
         }
     }
-    if (ties < 2)
-        return best;
-    {
-        struct upserver *low = best, *pick = NULL;
-        for (unsigned i = 0; i < p->nservers; i++) {
-            struct upserver *s = &p->servers[i];
-            if (!pick_ok(p, ctx, i) ||
-                (uint64_t)s->inflight * eff_weight(low, ctx) != (uint64_t)low->inflight * eff_weight(s, ctx))
-                continue;
-            uint64_t ew = eff_weight(s, ctx);
-            s->cw += (int64_t)ew;
-            total += (int64_t)ew;
-            if (!pick || s->cw > pick->cw)
-                pick = s;
-        }
-        pick->cw -= total;
-        return pick;
-    }
+    return ties < 2 ? best : pick_smooth(p, ctx, best);
 }
 
 /* One server drawn with probability proportional to its weight among the usable ones but
@@ -668,7 +654,7 @@ struct upserver *pool_pick(struct pool *p, const struct pool_pick_ctx *ctx)
         return pick_hash(p, ctx);
     case BALANCE_ROUND_ROBIN:
     default:
-        return pick_round_robin(p, ctx);
+        return pick_smooth(p, ctx, NULL);
     }
 }
 
