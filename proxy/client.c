@@ -541,7 +541,7 @@ static void client_answer_flushed(struct client *c)
             worker_buf_put(w, &c->in);
             worker_req_parser_put(w, c->parser);
             c->parser = NULL;
-            shutdown(c->x.fd, SHUT_WR);
+            xprt_shut_wr(&c->x);   /* over TLS: close_notify first, as after any answer */
             c->head_deadline = ev_now(w->loop) + LINGER_SECONDS;
             client_timer_arm(c);
             client_read_on(c);

@@ -111,6 +111,7 @@ struct conf_pool {
         char *ca;                   /* "system" default */
         char *sni, *client_cert, *client_key;   /* "" default */
         struct tls_client *ctx;     /* built at load when enabled */
+        unsigned char files[32];    /* tls_client_files_digest of ca, client_cert, client_key */
     } tls;
     struct {
         bool enabled;               /* block present */

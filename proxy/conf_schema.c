@@ -1027,7 +1027,9 @@ static void conf_post_pool_tls(struct conf_loader *ld, yaml_node_t *map, void *o
         return;
     p->tls.ctx = tls_client_new(p->tls.verify, p->tls.ca, p->tls.client_cert, p->tls.client_key, err, sizeof err,
                                 &which);
-    if (!p->tls.ctx) {
+    if (p->tls.ctx)
+        tls_client_files_digest(p->tls.ca, p->tls.client_cert, p->tls.client_key, p->tls.files);
+    else {
         at = conf_lookup(ld, map, keys[which]);
         conf_err(ld, at ? at : map, "%s", err);
         if (which < 1 && strcmp(p->tls.ca, "system"))

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <stdlib.h>
@@ -461,6 +462,58 @@ static int tls_new_session_cb(SSL *ssl, SSL_SESSION *sess)
         SSL_SESSION_free(*x->sess_slot);
     *x->sess_slot = sess;
     return 1;   /* we keep the reference */
+}
+
+/* Adds a file's length and contents to the digest; -1 when it cannot be read whole. */
+static int digest_file(EVP_MD_CTX *md, const char *path)
+{
+    unsigned char buf[8192];
+    uint64_t total = 0;
+    ssize_t n;
+    struct stat st;
+    int fd = file_open(path, O_RDONLY, 0);
+
+    if (fd < 0)
+        return -1;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return -1;
+    }
+    total = (uint64_t)st.st_size;
+    EVP_DigestUpdate(md, &total, sizeof(total));
+    total = 0;
+    while ((n = read(fd, buf, sizeof(buf))) != 0) {
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            break;
+        EVP_DigestUpdate(md, buf, (size_t)n);
+        total += (uint64_t)n;
+    }
+    close(fd);
+    return n == 0 && total == (uint64_t)st.st_size ? 0 : -1;
+}
+
+void tls_client_files_digest(const char *ca, const char *client_cert, const char *client_key,
+                             unsigned char out[32])
+{
+    const char *paths[3] = { ca && strcmp(ca, "system") ? ca : "", client_cert ? client_cert : "",
+                             client_key ? client_key : "" };
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    unsigned len = 0;
+    int ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
+
+    for (int i = 0; ok && i < 3; i++) {
+        uint64_t none = UINT64_MAX;   /* no file here: not the same as an empty one */
+        if (!*paths[i])
+            ok = EVP_DigestUpdate(md, &none, sizeof(none)) == 1;
+        else
+            ok = digest_file(md, paths[i]) == 0;
+    }
+    ok = ok && EVP_DigestFinal_ex(md, out, &len) == 1 && len == 32;
+    EVP_MD_CTX_free(md);
+    if (!ok && RAND_bytes(out, 32) != 1)
+        memset(out, 0xa5, 32);   /* (never: RAND_bytes seeded from the kernel) */
 }
 
 struct tls_client *tls_client_new(bool verify, const char *ca, const char *client_cert, const char *client_key,

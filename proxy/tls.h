@@ -95,6 +95,13 @@ struct tls_server *tls_server_new(struct tls_cert *certs, size_t ncerts, int min
 void tls_server_tickets(struct tls_server *ts, int64_t rotation_ms, const char *listener);
 void tls_server_free(struct tls_server *ts);
 
+/* SHA-256 over the contents of the files a pool's client context was built from (ca unless
+ * "system", client_cert, client_key; "" skipped), each length-prefixed: a reload that rewrote one
+ * in place (a rotated CA bundle) gives another digest under the same paths. A file that cannot be
+ * read gives a random digest (equal to no other). Loader thread: reads files. */
+void tls_client_files_digest(const char *ca, const char *client_cert, const char *client_key,
+                             unsigned char out[32]);
+
 /* Builds a pool's client context. ca: "system" or a PEM file; client_cert/key may be "".
  * Returns NULL with err filled and *which = 0 (ca), 1 (client_cert), 2 (client_key). */
 struct tls_client *tls_client_new(bool verify, const char *ca, const char *client_cert, const char *client_key,

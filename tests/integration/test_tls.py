@@ -16,7 +16,7 @@ import time
 import pytest
 
 from conftest import HOST, Conn, dur, free_port, pattern_bytes, pool, run_cli, t, wait_for, write_config
-from ops import admin_extra, metrics
+from ops import admin_extra, metrics, reload
 
 
 def _openssl(*args, cwd):
@@ -1014,3 +1014,58 @@ def test_drain_answers_a_next_request_that_arrived_unread_over_tls(lifeline, ups
         assert lf.proc.wait(t(5)) == 0
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("case", ["413_body_unread", "408_half_head", "400_bytes_unread"])
+def test_a_close_with_request_bytes_unread_sends_close_notify(lifeline, upstream, pki, case):
+    """RFC 8446 §6.1: close_notify before the write side closes. An answer that closes the
+    connection while request bytes are left unread (a 413 with its body, a 408 on half a head, a
+    400) lingers to read them, and started that with a bare TCP shutdown: no close_notify, so
+    strict TLS clients (OpenSSL 3, Go, Python without ragged EOFs) saw an unexpected EOF (old
+    binary: SSLEOFError in all three cases). Found by a review helper."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, listen_tls=_listen_tls(pki), limits={"max_body_bytes": 10},
+                  client={"header_timeout": dur(t(0.5))})
+    data, status = {
+        "413_body_unread": (b"POST /echo HTTP/1.1\r\nHost: a.test\r\nContent-Length: 100\r\n\r\n0123456789", b"413"),
+        "408_half_head": (b"GET /echo HTTP/1.1\r\nHost: a.test\r\n", b"408"),
+        "400_bytes_unread": (b"POST /echo HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n"
+                             b"Content-Length: 3\r\n\r\nabc", b"400"),
+    }[case]
+    raw = socket.create_connection((HOST, lf.port), timeout=t(5))
+    s = _client_ctx(pki).wrap_socket(raw, server_hostname="a.test", suppress_ragged_eofs=False)
+    got, end = b"", None
+    try:
+        s.sendall(data)
+        while True:
+            d = s.recv(65536)
+            if not d:
+                end = "close_notify"
+                break
+            got += d
+    except ssl.SSLEOFError as e:
+        end = "EOF without close_notify: %r" % e
+    finally:
+        raw.close()
+    assert got.split(b"\r\n")[0].split(b" ")[1] == status, got[:200]
+    assert end == "close_notify", end
+
+
+def test_a_ca_bundle_rewritten_in_place_retires_pooled_connections(lifeline, upstream, pki, tmp_path):
+    """A reload keeps a pool's idle TLS connections when its TLS settings are the same, and they
+    were compared by path: a CA bundle rewritten in place (cert-manager, a Vault agent), the usual
+    way to withdraw trust, left the connections verified under the old CA serving requests (old
+    binary: 200 on the pooled connection after the reload, while a fresh one is refused). Now the
+    files' contents count too: the old connection is closed and the new handshake is refused."""
+    import shutil
+    ca = tmp_path / "pool-ca.pem"
+    shutil.copy(pki["ca"], ca)
+    up = upstream(ssl=_server_ctx(pki["up"]))
+    lf = lifeline(pools={"p": _tls_pool(pki, up, tls={"ca": str(ca)}, outlier="off")},
+                  routes=[{"pool": "p", "retry": {"attempts": 1}}])
+    assert lf.fetch("GET", "/echo/before").status == 200
+    assert up.connections == 1
+    shutil.copy(pki["other_ca"], ca)   # same path, another CA: the upstream is no longer trusted
+    reload(lf)
+    r = lf.fetch("GET", "/echo/after")
+    assert r.status == 502 and r.header("x-lifeline-fallback") == "connect_error", r
