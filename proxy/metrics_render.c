@@ -471,9 +471,11 @@ static void render_status_listeners(struct metrics_render_buf *b, const struct c
                     if (*p == ',')
                         p++;
                 }
-                metrics_render_printf(b, "],\"not_after\":\"%s\",\"days_left\":%.3f,\"expired\":%s,\"default\":%s}",
-                                      when, cert_days_left(tc, now), tc->not_after < now ? "true" : "false",
-                                      j == 0 ? "true" : "false");
+                /* key_type and serial_number as the certificate metrics label them */
+                metrics_render_printf(b, "],\"key_type\":\"%s\",\"serial_number\":\"%s\",\"not_after\":\"%s\","
+                                         "\"days_left\":%.3f,\"expired\":%s,\"default\":%s}",
+                                      tc->key_type, tc->serial, when, cert_days_left(tc, now),
+                                      tc->not_after < now ? "true" : "false", j == 0 ? "true" : "false");
             }
             metrics_render_printf(b, "]");
         }

@@ -547,6 +547,20 @@ def test_certificates_for_the_same_names_are_separate_series(lifeline, upstream,
     assert len(fams["lifeline_tls_certificate_expiry_days"].samples) == 4
 
 
+def test_status_names_each_certificate_as_its_metrics_do(lifeline, upstream, pki):
+    """/status lists a listener's certificates with the key_type and serial_number the
+    certificate metrics carry, so a page or a script can match an entry to its series."""
+    from ops import admin_extra, status
+    from conftest import free_port
+    up = upstream()
+    aport = free_port()
+    lifeline(pools={"p": pool(up)}, listen_tls={"certificates": [pki["a"], pki["a_rsa"], pki["b"]]},
+             extra=admin_extra(aport))
+    certs = status(aport)["listeners"][0]["certificates"]
+    assert [(c["key_type"], c["serial_number"]) for c in certs] == \
+        [("ec", _serial(pki["a"])), ("rsa", _serial(pki["a_rsa"])), ("ec", _serial(pki["b"]))], certs
+
+
 def test_handshake_counters_one_success_one_failure_each_side(lifeline, upstream, pki):
     from ops import admin_extra, metrics
     from conftest import free_port, wait_for
