@@ -31,6 +31,28 @@ int buf_append(struct buf *b, const void *p, size_t n)
     return 0;
 }
 
+int buf_append_upto(struct buf *b, const void *p, size_t n, size_t limit)
+{
+    size_t want, cap;
+    char *d;
+
+    if (n <= buf_free_space(b))
+        return buf_append(b, p, n);
+    if (n > limit || b->len > limit - n)
+        return -1;
+    want = b->len + n;
+    cap = b->cap > limit / 2 ? limit : b->cap * 2;
+    if (cap < want)
+        cap = want;
+    buf_compact(b);
+    d = realloc(b->data, cap);
+    if (!d)
+        return -1;
+    b->data = d;
+    b->cap = cap;
+    return buf_append(b, p, n);
+}
+
 int buf_printf(struct buf *b, const char *fmt, ...)
 {
     va_list ap;

@@ -1,7 +1,9 @@
 /* buf.h — a bounded byte buffer with a read offset.
  *
- * Owns one heap block of fixed capacity, allocated once by its owner and never grown: every
- * buffer in lifeline is bounded, and a full buffer is the signal for backpressure.
+ * Owns one heap block of fixed capacity, allocated once by its owner and not grown: every
+ * buffer in lifeline is bounded, and a full buffer is the signal for backpressure. The one
+ * exception is buf_append_upto(), for a copy whose final length is unknown (a stale-store capture
+ * of a chunked answer): it grows the block, never past the limit its caller gives.
  * Bytes live in data[off, off+len). Writers append at the tail; readers consume from off.
  */
 #ifndef LIFELINE_BUF_H
@@ -48,6 +50,10 @@ static inline void buf_compact(struct buf *b)
 
 /* Appends n bytes. Returns 0, or -1 (nothing appended) when they do not fit. Compacts as needed. */
 int buf_append(struct buf *b, const void *p, size_t n);
+/* Appends n bytes, growing the block (doubling, at least to fit) when they do not fit, but never
+ * past limit bytes. Returns 0, or -1 (nothing appended, the buffer unchanged) when len + n would
+ * exceed limit or memory runs out. */
+int buf_append_upto(struct buf *b, const void *p, size_t n, size_t limit);
 /* Appends printf-formatted text. Returns 0, or -1 (nothing appended) when it does not fit. */
 int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -1343,9 +1343,13 @@ static const char *exchange_reason(struct exchange *ex, char *tmp, size_t n)
 
 /* Starts copying this answer for fallback.stale when any client may see it (SPEC §3.7): its
  * end-to-end header lines now, its body as the parser decodes it. The copy's buffer is sized by
- * Content-Length when there is one (an answer above stale_store.max_entry is not copied at all),
- * else max_entry; a body that outgrows it drops the copy. A copy that is kept holds only its own
+ * Content-Length when there is one (an answer above stale_store.max_entry is not copied at all);
+ * without one it starts at the head plus CAPTURE_FIRST_BODY bytes and doubles as the body comes,
+ * up to max_entry: a chunked answer of 5 bytes takes a small block, not max_entry, while it
+ * streams. A body that outgrows the limit drops the copy. A copy that is kept holds only its own
  * length (stale_put moves it out of a block much larger than it). */
+#define CAPTURE_FIRST_BODY 4096
+
 static void exchange_capture_start(struct exchange *ex, struct hop *h, const struct h1_head *resp)
 {
     struct worker *w = ex_worker(ex);
@@ -1366,7 +1370,9 @@ static void exchange_capture_start(struct exchange *ex, struct hop *h, const str
             return;
         want = (size_t)resp->content_length + head;
     } else {
-        want = (size_t)max;
+        if (head > max)
+            return;
+        want = head + CAPTURE_FIRST_BODY < max ? head + CAPTURE_FIRST_BODY : (size_t)max;
     }
     memset(cap, 0, sizeof(*cap));
     if (buf_init(d, want ? want : 1) < 0)
@@ -1403,7 +1409,8 @@ static void exchange_capture_start(struct exchange *ex, struct hop *h, const str
     cap->age = stale_age_received(resp->hdrs, resp->nhdrs);
     ex->capturing = true;
     ex->capture_overflow = false;
-    h1_parser_set_tee(h->parser, d, &ex->capture_overflow);
+    h1_parser_set_tee(h->parser, d, resp->content_length >= 0 && !resp->chunked ? want : (size_t)max,
+                      &ex->capture_overflow);
 }
 
 void exchange_hop_head(struct exchange *ex, struct hop *h)

@@ -90,6 +90,7 @@ struct h1_parser {
     uint64_t max_body, body_bytes;
     struct buf *out;
     struct buf *tee;
+    size_t tee_limit;
     bool *tee_overflow;
     enum h1_framing framing;
     /* The chunk this h1_parse() call wrote last into out (chunked framing): data decoded later in
@@ -1232,7 +1233,7 @@ static int body_out(struct h1_parser *p, const char *at, size_t len)
     char hdr[24];
     int n;
 
-    if (p->tee && buf_append(p->tee, at, len) < 0) {
+    if (p->tee && buf_append_upto(p->tee, at, len, p->tee_limit) < 0) {
         p->tee = NULL;
         *p->tee_overflow = true;
     }
@@ -1506,9 +1507,10 @@ void h1_parser_set_output(struct h1_parser *p, struct buf *out, enum h1_framing 
     p->framing = framing;
 }
 
-void h1_parser_set_tee(struct h1_parser *p, struct buf *tee, bool *overflowed)
+void h1_parser_set_tee(struct h1_parser *p, struct buf *tee, size_t limit, bool *overflowed)
 {
     p->tee = tee;
+    p->tee_limit = limit;
     p->tee_overflow = overflowed;
 }
 

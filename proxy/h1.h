@@ -113,9 +113,10 @@ enum h1_framing {
  * before feeding body bytes; before it is set, body bytes are dropped. */
 void h1_parser_set_output(struct h1_parser *p, struct buf *out, enum h1_framing framing);
 
-/* Also copies every decoded body byte into tee while it has room; once a byte does not fit, the
- * tee is dropped and *overflowed set to true. NULL stops copying. */
-void h1_parser_set_tee(struct h1_parser *p, struct buf *tee, bool *overflowed);
+/* Also copies every decoded body byte into tee, growing its block up to limit bytes
+ * (buf_append_upto); once a byte does not fit, the tee is dropped and *overflowed set to true.
+ * NULL stops copying. */
+void h1_parser_set_tee(struct h1_parser *p, struct buf *tee, size_t limit, bool *overflowed);
 
 enum h1_event {
     H1_NEED_MORE,   /* everything given was consumed; feed more */

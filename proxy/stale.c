@@ -477,8 +477,8 @@ static bool stale_reserve(struct stale_store *s, uint64_t cost)
 }
 
 /* Leaves the capture's bytes at the start of a block no larger than they need: a capture whose
- * length was not known when it began (chunked, or ended by the close) got a block of max_entry
- * bytes, and an entry keeps its block for as long as it lives. The bytes move into a block of
+ * length was not known when it began (chunked, or ended by the close) grew its block by doubling,
+ * up to twice its bytes, and an entry keeps its block for as long as it lives. The bytes move into a block of
  * their own when the one they are in wastes more than an eighth of them (and 64 bytes); out of
  * memory for it, they stay where they are. Returns the bytes the block holds (what is counted). */
 static size_t stale_capture_fit(struct buf *d)

@@ -106,8 +106,8 @@ int stale_vary_build(const struct h1_header *resp, size_t nresp, const struct h1
                      char **out, size_t *out_len);
 
 /* Keeps the captured answer under key (the capture's buffer and vary blob move into the entry, the
- * buffer first moved to a block of its length when it is much larger, as a max_entry-sized capture
- * of a chunked answer is; the capture is left empty in every case). An answer above max_entry or size is not kept; an entry with
+ * buffer first moved to a block of its length when it is much larger, as a capture of a chunked
+ * answer grown by doubling may be; the capture is left empty in every case). An answer above max_entry or size is not kept; an entry with
  * the same key and vary values is replaced. Evicts LRU entries to stay within size.
  * Returns 0 when kept, -1 when not (too large, out of memory). */
 int stale_put(struct stale_store *s, const char *key, size_t key_len, struct stale_capture *cap, double now);

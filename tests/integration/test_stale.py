@@ -280,6 +280,72 @@ def test_kept_chunked_answers_hold_only_their_length(lifeline, raw_upstream):
     assert is_stale(r, b"hello"), r
 
 
+@pytest.mark.skipif(binary_sanitizer() == "thread", reason="TSan's shadow memory is in every figure")
+def test_streaming_chunked_copies_start_small(lifeline, raw_upstream):
+    """SPEC §2 stale_store bounds the store's memory: while a chunked answer streams, its copy's
+    length is unknown. It was captured into a block of max_entry bytes from the first byte, so
+    300 chunked answers in flight at once (each sent its first chunk, then waits) took 300 x
+    max_entry (4 MiB here: 1.2 GiB) of address space. Now the copy starts small and doubles as
+    the body comes: the in-flight answers add far less than one max_entry block each, and a copy
+    that grows past its first block is still kept whole."""
+    n = 300
+    release = []
+
+    async def script(conn):
+        import asyncio
+        while True:
+            req = await conn.read_request()
+            if req is None:
+                return
+            if req.target.startswith("/held/"):
+                await conn.send(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
+                ev = asyncio.Event()
+                release.append(ev)
+                await ev.wait()
+                await conn.send(b"0\r\n\r\n")
+            else:   # /grown: 100 chunks of 1000 bytes, past the copy's first block
+                body = b"".join(b"3e8\r\n" + pattern_bytes(1000) + b"\r\n" for _ in range(100))
+                await conn.send(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + body + b"0\r\n\r\n")
+    up = raw_upstream(script, name="origin")
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)}, extra=admin_extra(aport, stale_store={"size": "64MiB", "max_entry": "4MiB"}),
+                  routes=[{"pool": "p", "retry": {"attempts": 1},
+                           "fallback": {"status": 503, "body": DOWN_BODY.decode(), "stale": "60s"}}])
+    grown = pattern_bytes(1000) * 100
+    assert sha(lf.fetch("GET", "/grown", timeout=t(10)).body) == sha(grown)
+    stored(aport, more_than=len(grown) - 1)
+    lf.fetch("GET", "/warm")   # a first connection's buffers are in the baseline
+    vm0, _ = _vm_kib(lf.pid)
+    socks = []
+    try:
+        for i in range(0, n, 50):   # 50 at a time: the fake upstream's accept queue holds 100
+            batch = [socket.create_connection((HOST, lf.port), timeout=t(10)) for _ in range(50)]
+            socks += batch
+            for k, s in enumerate(batch):
+                s.sendall(b"GET /held/%d HTTP/1.1\r\nHost: test.local\r\n\r\n" % (i + k))
+            for s in batch:   # each has its head and first chunk: its copy has begun
+                got = b""
+                while b"hello" not in got:
+                    d = s.recv(4096)
+                    assert d, "closed before the first chunk"
+                    got += d
+        wait_for(lambda: len(release) == n, t(5), what="every held answer to start")
+        vm1, _ = _vm_kib(lf.pid)
+        print("VmSize +%d KiB with %d chunked answers in flight (max_entry 4 MiB)" % (vm1 - vm0, n))
+        # one max_entry block each would be 1,200 MiB; connection buffers take a few hundred KiB each
+        assert vm1 - vm0 < 400 * 1024, "VmSize grew by %d KiB for %d streaming chunked answers" % (vm1 - vm0, n)
+    finally:
+        async def go():
+            for ev in release:
+                ev.set()
+        up.lt.run(go())
+        for s in socks:
+            s.close()
+    up.stop()
+    r = lf.fetch("GET", "/grown", timeout=t(10))
+    assert is_stale(r, grown), (r.status, len(r.body), r.headers)
+
+
 def test_store_survives_reload_and_shrinks_with_it(lifeline, raw_upstream):
     """The store is the process's: a reload keeps its copies; a smaller stale_store.size applied by
     a reload evicts at once."""

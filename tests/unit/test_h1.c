@@ -1411,8 +1411,9 @@ static void test_output_unset_and_drop(void **state)
     }
 }
 
-/* The tee gets every decoded body byte (whatever the output framing) until one does not fit. */
-static void tee_run(const char *in, enum h1_framing framing, size_t teecap, bool *ovf)
+/* The tee gets every decoded body byte (whatever the output framing), its block growing from
+ * teecap up to limit, until one does not fit. */
+static void tee_run(const char *in, enum h1_framing framing, size_t teecap, size_t limit, bool *ovf)
 {
     struct h1_parser *p = fx_parser(H1_REQUEST, 8192);
     size_t used, pos = 0, len = strlen(in);
@@ -1428,7 +1429,7 @@ static void tee_run(const char *in, enum h1_framing framing, size_t teecap, bool
         pos += used;
         if (ev == H1_HEAD) {
             h1_parser_set_output(p, &fx.out, framing);
-            h1_parser_set_tee(p, &fx.w, ovf);
+            h1_parser_set_tee(p, &fx.w, limit, ovf);
         }
     } while (ev == H1_HEAD || (ev == H1_NEED_MORE && pos < len));
     assert_int_equal(ev, H1_DONE);
@@ -1444,13 +1445,28 @@ static void test_tee(void **state)
 
     for (size_t i = 0; i < NELEM(fr); i++) {
         set_ctx(0, fr[i]);
-        tee_run(in, fr[i], 64, &ovf);
+        tee_run(in, fr[i], 64, 64, &ovf);
         CHECK(!ovf, "tee overflowed");
         CHECK(mem_eq(buf_head(&fx.w), fx.w.len, "hello world"), "tee \"%s\"", esc(buf_head(&fx.w), fx.w.len));
     }
+    /* a 1-byte block grows to hold the body, and no further than it needs (doubling) */
+    set_ctx(0, H1_FRAME_CHUNKED);
+    tee_run(in, H1_FRAME_CHUNKED, 1, 1 << 20, &ovf);
+    CHECK(!ovf, "growing tee overflowed");
+    CHECK(mem_eq(buf_head(&fx.w), fx.w.len, "hello world"), "grown tee \"%s\"", esc(buf_head(&fx.w), fx.w.len));
+    CHECK(fx.w.cap >= 11 && fx.w.cap <= 22, "grown tee holds %zu bytes for 11", fx.w.cap);
+    /* limit 11: exactly fits */
+    set_ctx(0, H1_FRAME_RAW);
+    tee_run(in, H1_FRAME_RAW, 1, 11, &ovf);
+    CHECK(!ovf && fx.w.len == 11 && fx.w.cap == 11, "tee at its limit: ovf %d len %zu cap %zu", ovf, fx.w.len, fx.w.cap);
+    /* limit 8 bytes: "hello" fits, " world" does not: the tee stops there */
+    set_ctx(0, H1_FRAME_RAW);
+    tee_run(in, H1_FRAME_RAW, 2, 8, &ovf);
+    CHECK(ovf, "grown tee overflow not reported");
+    CHECK(mem_eq(buf_head(&fx.w), fx.w.len, "hello"), "grown tee after overflow \"%s\"", esc(buf_head(&fx.w), fx.w.len));
     /* 8 bytes: "hello" fits, " world" does not: the tee stops there */
     set_ctx(0, H1_FRAME_RAW);
-    tee_run(in, H1_FRAME_RAW, 8, &ovf);
+    tee_run(in, H1_FRAME_RAW, 8, 8, &ovf);
     CHECK(ovf, "tee overflow not reported");
     CHECK(mem_eq(buf_head(&fx.w), fx.w.len, "hello"), "tee after overflow \"%s\"", esc(buf_head(&fx.w), fx.w.len));
     CHECK(mem_eq(buf_head(&fx.out), fx.out.len, "hello world"), "output affected by the tee: \"%s\"",
@@ -1466,7 +1482,7 @@ static void test_tee_forgotten_by_reset(void **state)
     bool ovf = false;
 
     set_ctx(0, H1_FRAME_RAW);
-    tee_run(in, H1_FRAME_RAW, 64, &ovf);
+    tee_run(in, H1_FRAME_RAW, 64, 64, &ovf);
     CHECK(mem_eq(buf_head(&fx.w), fx.w.len, "abc"), "tee \"%s\"", esc(buf_head(&fx.w), fx.w.len));
     p = fx.p;
     h1_parser_reset(p);
