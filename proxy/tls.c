@@ -205,12 +205,46 @@ void tls_cert_clear(struct tls_cert *tc)
 
 /* ---- Server contexts --------------------------------------------------------------------- */
 
-/* SNI: an exact name first, then a wildcard, else the first certificate (already in place). */
+/* Certificates for one set of names are used together, one per key type (an RSA and an ECDSA
+ * one is the usual pair): OpenSSL holds one per type and picks among them by the signature
+ * algorithms the client offers. TLS_GROUP_MAX bounds the types (rsa, rsa-pss, ec, ed25519,
+ * ed448, dsa and other). */
+#define TLS_GROUP_MAX 8
+
+/* Adds certs[i] to a group unless one of its key type is there already (the first listed wins). */
+static size_t tls_group_add(const struct tls_cert **g, size_t n, const struct tls_cert *c)
+{
+    for (size_t k = 0; k < n; k++)
+        if (strcmp(g[k]->key_type, c->key_type) == 0)
+            return n;
+    if (n < TLS_GROUP_MAX)
+        g[n++] = c;
+    return n;
+}
+
+/* The default group: the first certificate and those for exactly its names. */
+static size_t tls_group_default(const struct tls_server *ts, const struct tls_cert **g)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < ts->ncerts; i++)
+        if (i == 0 || strcmp(ts->certs[i].names, ts->certs[0].names) == 0)
+            n = tls_group_add(g, n, &ts->certs[i]);
+    return n;
+}
+
+/* SNI: the certificates that match the name exactly, else those a wildcard of theirs matches, else
+ * the default group (already in place: the context's). Of the matches, one per key type; the
+ * handshake picks among them. A group other than the default replaces the context's certificates
+ * for this connection: were the default's left beside it, a client preferring the default's key
+ * type (OpenSSL's own clients list ECDSA first) would get the default's certificate, for another
+ * name. */
 static int tls_servername_cb(SSL *ssl, int *alert, void *arg)
 {
     const struct tls_server *ts = arg;
     const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-    const struct tls_cert *pick = NULL;
+    const struct tls_cert *pick[TLS_GROUP_MAX], *dflt[TLS_GROUP_MAX];
+    size_t n = 0, nd;
     char bare[256];
     size_t len;
 
@@ -225,16 +259,21 @@ static int tls_servername_cb(SSL *ssl, int *alert, void *arg)
         bare[len - 1] = '\0';
         name = bare;
     }
-    for (int pass = 0; pass < 2 && !pick; pass++) {
-        for (size_t i = 0; i < ts->ncerts && !pick; i++) {
+    for (int pass = 0; pass < 2 && !n; pass++) {
+        for (size_t i = 0; i < ts->ncerts; i++) {
             if (X509_check_host(ts->certs[i].x509, name, 0, pass ? 0 : X509_CHECK_FLAG_NO_WILDCARDS, NULL) == 1)
-                pick = &ts->certs[i];
+                n = tls_group_add(pick, n, &ts->certs[i]);
         }
     }
-    if (pick && pick != &ts->certs[0] &&
-        SSL_use_cert_and_key(ssl, pick->x509, pick->key, pick->chain, 1) != 1) {
-        ERR_clear_error();
-        return SSL_TLSEXT_ERR_ALERT_FATAL;
+    nd = tls_group_default(ts, dflt);
+    if (!n || (n == nd && memcmp(pick, dflt, n * sizeof pick[0]) == 0))
+        return SSL_TLSEXT_ERR_OK;
+    SSL_certs_clear(ssl);
+    for (size_t k = 0; k < n; k++) {
+        if (SSL_use_cert_and_key(ssl, pick[k]->x509, pick[k]->key, pick[k]->chain, 1) != 1) {
+            ERR_clear_error();
+            return SSL_TLSEXT_ERR_ALERT_FATAL;
+        }
     }
     return SSL_TLSEXT_ERR_OK;
 }
@@ -403,9 +442,15 @@ struct tls_server *tls_server_new(struct tls_cert *certs, size_t ncerts, int min
     SSL_CTX_set_app_data(ctx, ts);
     SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, tls_ticket_cb);
     tls_ctx_common(ctx, min_version);
-    if (SSL_CTX_use_cert_and_key(ctx, certs[0].x509, certs[0].key, certs[0].chain, 1) != 1) {
-        tls_errstr(err, errlen, "cannot use the certificate");
-        goto fail;
+    {
+        const struct tls_cert *dflt[TLS_GROUP_MAX];
+        size_t nd = tls_group_default(ts, dflt);
+        for (size_t k = 0; k < nd; k++) {
+            if (SSL_CTX_use_cert_and_key(ctx, dflt[k]->x509, dflt[k]->key, dflt[k]->chain, 1) != 1) {
+                tls_errstr(err, errlen, "cannot use the certificate");
+                goto fail;
+            }
+        }
     }
     SSL_CTX_set_tlsext_servername_callback(ctx, tls_servername_cb);
     SSL_CTX_set_tlsext_servername_arg(ctx, ts);

@@ -50,6 +50,7 @@ def pki(tmp_path_factory):
     p["wild"] = _make_cert(d, "ca", "wild", "*.wild.test", "DNS:*.wild.test")
     p["a_rsa"] = _make_cert(d, "ca", "a_rsa", "a.test", "DNS:a.test", key=("rsa:2048",))   # a's RSA twin
     p["a_ed"] = _make_cert(d, "ca", "a_ed", "a.test", "DNS:a.test", key=("ed25519",))
+    p["b_rsa"] = _make_cert(d, "ca", "b_rsa", "b.test", "DNS:b.test", key=("rsa:2048",))    # b.test, RSA only
     p["up"] = _make_cert(d, "ca", "up", "localhost", "DNS:localhost,IP:127.0.0.1")
     p["rogue"] = _make_cert(d, "otherca", "rogue", "localhost", "DNS:localhost,IP:127.0.0.1")
     p["client"] = _make_cert(d, "ca", "client", "lifeline-client", "DNS:lifeline-client")
@@ -113,6 +114,49 @@ def test_sni_selects_certificate_and_first_is_default(lifeline, upstream, pki):
         assert _cn(info["cert"]) == cn, "SNI %r got %r" % (sni, _cn(info["cert"]))
     hdrs = dict((k.lower(), v) for k, v in json.loads(body)["headers"])
     assert hdrs["x-forwarded-proto"] == "https"
+
+
+def _served_der(port, sni, cipher=None):
+    """The DER of the certificate lifeline serves for sni; with cipher, over TLS 1.2 with that one
+    cipher suite (ECDHE-RSA-* needs an RSA certificate, ECDHE-ECDSA-* an ECDSA one)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if cipher:
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_ciphers(cipher)
+    raw = socket.create_connection((HOST, port), timeout=t(10))
+    with ctx.wrap_socket(raw, server_hostname=sni) as s:
+        return s.getpeercert(binary_form=True)
+
+
+def _der(cert):
+    with open(cert["cert"]) as f:
+        return ssl.PEM_cert_to_DER_cert(f.read())
+
+
+def test_sni_serves_certificates_of_every_key_type_for_a_name(lifeline, upstream, pki):
+    """SPEC §2 listen.tls.certificates are chosen by SNI. The certificates listed for one name are
+    used together, one per key type, and the handshake picks by what the client supports: an
+    RSA-only client gets a.test's RSA twin (it failed the handshake: only the first certificate
+    was in place), an ECDSA one the ECDSA certificate; without SNI the default name's pair serves.
+    A name whose only certificate is RSA gets it from a client that prefers ECDSA (OpenSSL's
+    default order, Python's too): the default's ECDSA certificate, for a.test, used to stay beside
+    it and won, failing hostname verification."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)},
+                  listen_tls={"certificates": [pki["a"], pki["a_rsa"], pki["b_rsa"], pki["wild"]]})
+    rsa, ecdsa = "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES128-GCM-SHA256"
+    for sni in ("a.test", None, "unknown.test"):
+        assert _served_der(lf.port, sni, rsa) == _der(pki["a_rsa"]), sni
+        assert _served_der(lf.port, sni, ecdsa) == _der(pki["a"]), sni
+    assert _served_der(lf.port, "b.test") == _der(pki["b_rsa"])
+    assert _served_der(lf.port, "b.test", rsa) == _der(pki["b_rsa"])
+    assert _served_der(lf.port, "x.wild.test", ecdsa) == _der(pki["wild"])
+    # and a verifying client (default settings) completes a request for each name
+    for sni in ("a.test", "b.test", "x.wild.test"):
+        status, _, _, info = _https(lf.port, sni, _client_ctx(pki, check_hostname=True))
+        assert status == 200 and _cn(info["cert"]) in (sni, "*.wild.test"), (sni, info["cert"])
 
 
 def test_alpn_http11_and_resumption(lifeline, upstream, pki):
