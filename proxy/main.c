@@ -795,8 +795,11 @@ static void start_drain(struct ev_loop *loop)
         if (wslot[i].state == W_RUNNING || (wslot[i].state == W_STOPPING && !wslot[i].stop_sent))
             worker_post(&workers[i], WORKER_DRAIN);
     }
-    shutdown_timer.repeat = (ev_tstamp)c->shutdown_timeout / 1000.0;
-    ev_timer_again(loop, &shutdown_timer);
+    /* a one-shot timer (ev_timer_again with a repeat of 0 would stop it, not fire it: a
+     * shutdown_timeout of 0s, "wait for nothing", left the drain without an end) */
+    ev_timer_stop(loop, &shutdown_timer);
+    ev_timer_set(&shutdown_timer, (ev_tstamp)c->shutdown_timeout / 1000.0, 0.);
+    ev_timer_start(loop, &shutdown_timer);
     exit_poll.repeat = 0.02;
     ev_timer_again(loop, &exit_poll);
 }

@@ -5,7 +5,7 @@ import signal
 import socket
 import time
 
-from conftest import Conn, ConnClosed, build_request, dur, pool, t
+from conftest import Conn, ConnClosed, build_request, dur, pool, t, wait_for
 
 
 def test_sigterm_with_idle_keepalive_exits_promptly(lifeline, upstream):
@@ -77,6 +77,24 @@ def test_sigterm_gives_up_after_shutdown_timeout(lifeline, upstream):
         elapsed = time.monotonic() - start
     assert rc == 0, rc
     assert st - 0.05 <= elapsed <= st + t(1), "exit %.2fs after SIGTERM with shutdown_timeout %.2fs" % (elapsed, st)
+
+
+def test_shutdown_timeout_zero_exits_at_once(lifeline, upstream):
+    """SPEC §1: SIGTERM finishes in-flight requests for up to shutdown_timeout; 0s waits for none.
+    The drain's timer was armed with ev_timer_again and a repeat of 0, which stops a timer rather
+    than firing it: the drain had no end, and a request hanging upstream (route timeouts far
+    away) kept the process running until its own timers fired."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, shutdown_timeout="0s",
+                  routes=[{"pool": "p", "timeouts": {"response": "60s", "total": "60s"}}])
+    with lf.conn() as c:
+        c.request("GET", "/hang")
+        wait_for(lambda: up.requests, t(2), what="the request to reach the upstream")
+        start = time.monotonic()
+        rc = lf.terminate(t(10))
+        elapsed = time.monotonic() - start
+    assert rc == 0, rc
+    assert elapsed <= t(1.5), "exit %.2fs after SIGTERM with shutdown_timeout 0s" % elapsed
 
 
 def test_sigterm_right_after_a_rejected_connection(lifeline, upstream):
