@@ -1022,6 +1022,21 @@ bool client_closing(const struct client *c)
     return c->w->draining && !c->w->retiring;
 }
 
+/* A reload switched the worker's snapshot: an idle keep-alive connection (answered, waiting for
+ * its next head) takes the new one now rather than at its next request, so a changed
+ * client.idle_timeout applies to it too, counted from its last answer. nginx and HAProxy close
+ * idle connections at a reload; lifeline keeps them (SPEC §1), but not on the old settings. */
+void client_follow_conf(struct client *c)
+{
+    struct worker *w = c->w;
+
+    if (c->phase != CLIENT_IDLE || !c->served || c->conf == w->conf)
+        return;
+    conf_unref(c->conf);
+    c->conf = conf_ref(w->conf);
+    client_timer_arm(c);
+}
+
 void client_drain(struct client *c)
 {
     if (c->phase == CLIENT_IDLE && !c->answer_done) {

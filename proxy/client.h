@@ -113,6 +113,10 @@ void client_close(struct client *c);
 /* Frees a closed client (called by the worker's reaper). */
 void client_free(struct client *c);
 
+/* After a reload: an idle keep-alive connection takes the worker's new snapshot now (its
+ * idle_timeout among the rest); any other phase takes it at its next request. */
+void client_follow_conf(struct client *c);
+
 /* For the exchange. */
 /* The output buffer, lent to the exchange for its answer until client_exchange_done (the client
  * keeps owning it); NULL when the client is closed or no buffer can be had. While the socket is

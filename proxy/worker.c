@@ -872,6 +872,8 @@ static void worker_switch(struct worker *w, struct runtime *rt)
     old->next = w->retired;
     w->retired = old;
     worker_gen_unref(w, old);
+    for (struct client *cl = w->clients; cl; cl = cl->next)
+        client_follow_conf(cl);
     log_info("worker %u: configuration switched", w->id);
 }
 

@@ -305,6 +305,29 @@ def test_keepalive_connection_survives_and_uses_new_routes(lifeline, upstream):
         assert r.status == 200 and r.json()["body_len"] == 3 and r.header("x-upstream") == "up2", r
 
 
+def test_idle_keepalive_connection_takes_the_new_idle_timeout(lifeline, upstream):
+    """SPEC §1: a reload keeps idle keep-alive connections, and a valid file applies. An idle
+    connection kept the idle_timeout of the snapshot it was last answered on until its next
+    request: lowered from 30 s to 1 s, it stayed open while a connection answered after the
+    reload was closed at 1 s. Now it follows the new value, counted from its last answer."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, client={"idle_timeout": "30s"})
+    with lf.conn() as c:
+        c.request("GET", "/echo/1")
+        assert c.read_response().status == 200
+        answered = time.monotonic()
+        reload(lf, _cfg(lf, client={"idle_timeout": "1s"}))
+        c.wait_closed(max(t(3), 1.0 + t(1.5)) - (time.monotonic() - answered))
+        assert time.monotonic() - answered >= 0.9, "closed before its idle_timeout"
+    # a request in flight across such a reload is answered, its connection idle after it by the new value
+    with lf.conn() as c:
+        c.request("GET", "/slow-head?ms=1500")
+        reload(lf, _cfg(lf, client={"idle_timeout": "2s"}))
+        r = c.read_response(timeout=t(5))
+        assert r.status == 200, r
+        c.wait_closed(t(2) + 1.5)
+
+
 # --------------------------------------------------------------------------------------------
 # Tunnels
 
