@@ -99,7 +99,8 @@ static struct {
     bool stop;
     struct conf *resolve_from;          /* JOB_RESOLVE: the snapshot whose source is re-read */
     bool *resolve_due;                  /* JOB_RESOLVE: per pool of resolve_from, looked up again */
-    struct conf *loaded;                /* a result for main */
+    struct conf *loaded;                /* a result for main (NULL: the load failed) */
+    bool loaded_pending;                /* a result, loaded or failed, main has not taken */
     int loaded_job;
     unsigned loaded_errors;
     int loaded_log_fd;                  /* a reload's access-log file, opened here (-1: none) */
@@ -163,10 +164,11 @@ static void *loader_main(void *arg)
         if (nc && job != JOB_RESOLVE)
             log_fd = loader_open_log(nc, &log_err);
         pthread_mutex_lock(&loader.mu);
-        if (job == JOB_RESOLVE && loader.loaded && loader.loaded_job != JOB_RESOLVE) {
+        if (job == JOB_RESOLVE && loader.loaded_pending && loader.loaded_job != JOB_RESOLVE) {
             /* main has not taken a reload yet: it re-read the file and re-resolved everything,
              * and this result, made from the configuration before it, must not replace it
-             * (the SIGHUP would be lost) */
+             * (the SIGHUP would be lost; a failed one would go unreported, its errors logged
+             * but neither counted nor summed up) */
             conf_unref(nc);
             continue;
         }
@@ -175,6 +177,7 @@ static void *loader_main(void *arg)
         if (loader.loaded_log_fd >= 0)
             close(loader.loaded_log_fd);
         loader.loaded = nc;
+        loader.loaded_pending = true;
         loader.loaded_job = job;
         loader.loaded_errors = nerr;
         loader.loaded_log_fd = log_fd;
@@ -478,6 +481,7 @@ static void on_loaded(struct ev_loop *loop, ev_async *a, int revents)
     log_fd = loader.loaded_log_fd;
     log_err = loader.loaded_log_errno;
     loader.loaded = NULL;
+    loader.loaded_pending = false;
     loader.loaded_log_fd = -1;
     pthread_mutex_unlock(&loader.mu);
     if (draining) {
