@@ -544,6 +544,12 @@ static int conf_h_listen(struct conf_loader *ld, const struct conf_field *f, yam
         snprintf(w, sizeof w, "listener %zu", i + 1);
         if (item)
             conf_map(ld, "a listener", item, &conf_blk_listener, l, w);
+        /* Ticket keys are per listener, found again at a reload by its address: set up after
+         * the whole mapping, whatever the order of its keys (with `tls` written before
+         * `address` every such listener was filed under "" and shared one key set, so a session
+         * from one listener resumed on another, with that one's certificate). */
+        if (l->tls && l->address)
+            tls_server_tickets(l->tls, l->tls_ticket_rotation, l->address);
     }
     if (conf_listen_aliases(ld, c) < 0)
         return -1;
@@ -1082,8 +1088,8 @@ static void conf_post_listener_tls(struct conf_loader *ld, yaml_node_t *map, voi
     }
     if (!(l->tls = tls_server_new(certs, l->ncerts, l->tls_min_version, err, sizeof err)))
         conf_err(ld, map, "%s", err);
-    else
-        tls_server_tickets(l->tls, l->tls_ticket_rotation, l->address ? l->address : "");
+    /* (its session-ticket keys are set up by conf_h_listen, once the listener's address is read:
+     * it may come after the tls block) */
 }
 
 static void conf_post_outlier(struct conf_loader *ld, yaml_node_t *map, void *obj, yaml_node_t *const *seen)

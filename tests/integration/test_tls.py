@@ -923,6 +923,47 @@ def test_reload_keeps_ticket_keys(lifeline, upstream, pki):
     assert info["reused"], "a reload ended the clients' sessions"
 
 
+def test_listeners_keep_their_own_ticket_keys_whatever_the_key_order(lifeline, upstream, pki):
+    """Session-ticket keys are per listener. A listener written with `tls` before `address` had
+    its keys filed under an empty name, shared by every listener written that way: a session from
+    one listener resumed on the other, which then served the first one's certificate (the
+    session's) for a name it does not hold. Now each keeps its own, and a reload keeps them."""
+    import copy
+    from conftest import free_port
+    from ops import reload
+    up = upstream()
+    p2 = free_port()
+    lf = lifeline(pools={"p": pool(up)}, listen_tls={"certificates": [pki["a"]]})
+    cfg = copy.deepcopy(lf.config)
+    cfg["listen"] = [{"tls": {"certificates": [pki["a"]]}, "address": "%s:%d" % (HOST, lf.port)},
+                     {"tls": {"certificates": [pki["b"]]}, "address": "%s:%d" % (HOST, p2)}]
+    reload(lf, cfg)
+    wait_for(lambda: _port_open(p2), t(5), what="the second listener")
+    ctx = _client_ctx(pki)
+    _, _, _, first = _https(lf.port, "a.test", ctx)
+    _, _, _, again = _https(lf.port, "a.test", ctx, session=first["session"])
+    assert again["reused"], "no resumption on the listener that issued the ticket"
+    _, _, _, other = _https(p2, "b.test", ctx, session=first["session"])
+    assert not other["reused"], "a session of listener 1 resumed on listener 2"
+    assert _cn(other["cert"]) == "b.test", other["cert"]
+    # a reload keeps each listener's keys (found by address)
+    cfg2 = copy.deepcopy(cfg)
+    cfg2["listen"][1]["tls"]["certificates"] = [pki["b"], pki["wild"]]
+    reload(lf, cfg2)
+    _, _, _, after = _https(lf.port, "a.test", ctx, session=first["session"])
+    assert after["reused"], "a reload ended listener 1's sessions"
+    _, _, _, other = _https(p2, "b.test", ctx, session=first["session"])
+    assert not other["reused"], "after a reload, a session of listener 1 resumed on listener 2"
+
+
+def _port_open(port):
+    try:
+        socket.create_connection((HOST, port), timeout=t(1)).close()
+        return True
+    except OSError:
+        return False
+
+
 def test_workers_shrink_keeps_tls_keepalive_connections(lifeline, upstream, pki):
     """SPEC §1 (a reload drops no idle keep-alive connection) on a TLS listener, when the reload
     lowers `workers`: the TLS session moves to the remaining worker with its socket, between
