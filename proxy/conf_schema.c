@@ -143,13 +143,19 @@ BLOCK(conf_blk_resolver, conf_resolver_fields, NULL);
 
 /* stale_store: one store for the process. size 0 keeps nothing; an entry is at most 64MiB (a copy
  * being made is held in one buffer of up to max_entry bytes per request) and at most size. */
+static const struct conf_block conf_blk_stale_store;
+
 static void conf_post_stale_store(struct conf_loader *ld, yaml_node_t *map, void *obj, yaml_node_t *const *seen)
 {
     struct conf *c = obj;
     char a[32], b[32];
-    (void)seen;
     if (conf_refused(ld, map, "max_entry") || conf_refused(ld, map, "size"))
         return;
+    /* A default the file did not write gives way to the value it did (`size: 512KiB` alone is
+     * a store whose entries are at most 512KiB), as the other pairs of bounds do. */
+    if (c->stale_store.size && c->stale_store.max_entry > c->stale_store.size &&
+        !conf_seen(&conf_blk_stale_store, seen, "max_entry"))
+        c->stale_store.max_entry = c->stale_store.size;
     if (c->stale_store.size && c->stale_store.max_entry > c->stale_store.size) {
         yaml_node_t *m = conf_lookup(ld, map, "max_entry");
         conf_fmt_size(a, sizeof a, c->stale_store.max_entry);
@@ -1099,6 +1105,12 @@ static void conf_post_outlier(struct conf_loader *ld, yaml_node_t *map, void *ob
                       : conf_seen(&conf_blk_outlier, seen, "ejection") ? conf_lookup(ld, map, "ejection") : NULL;
     if (conf_refused(ld, map, "max_ejection") || conf_refused(ld, map, "ejection"))
         return;
+    if (p->outlier.max_ejection < p->outlier.ejection) {   /* one written: the other's default gives way */
+        if (!conf_seen(&conf_blk_outlier, seen, "ejection"))
+            p->outlier.ejection = p->outlier.max_ejection;
+        else if (!conf_seen(&conf_blk_outlier, seen, "max_ejection"))
+            p->outlier.max_ejection = p->outlier.ejection;
+    }
     if (p->outlier.max_ejection < p->outlier.ejection)
         conf_err(ld, at ? at : map, "max_ejection must be at least ejection");
 }
@@ -1238,6 +1250,12 @@ static int conf_h_methods(struct conf_loader *ld, const struct conf_field *f, ya
     if (!conf_expect_node(ld, v, YAML_SEQUENCE_NODE, f->key, "a list like [GET, HEAD]"))
         return -1;
     size_t cnt = conf_seq_len(v);
+    /* match.methods: [] would match nothing, yet an empty list reads as "any" (route.c) and the
+     * route would take every method: refused. (retry.methods: [] retries no method: kept.) */
+    if (!cnt && f->off == offsetof(struct conf_route, methods)) {
+        conf_err(ld, v, "match methods needs at least one method (leave it out to match any)");
+        return -1;
+    }
     char **list = conf_calloc(ld, cnt, sizeof *list);
     size_t got = 0;
     int rc = 0;
@@ -1326,9 +1344,16 @@ static int conf_h_retry_on(struct conf_loader *ld, const struct conf_field *f, y
 static void conf_post_backoff(struct conf_loader *ld, yaml_node_t *map, void *obj, yaml_node_t *const *seen)
 {
     struct conf_route *r = obj;
-    (void)seen;
     if (conf_refused(ld, map, "max") || conf_refused(ld, map, "base"))
         return;
+    /* one bound written: the other's default gives way to it (`max: 10ms` alone caps every
+     * delay at 10ms; `base: 2s` alone starts there) */
+    if (r->retry.backoff_max < r->retry.backoff_base) {
+        if (!conf_seen(&conf_blk_backoff, seen, "base"))
+            r->retry.backoff_base = r->retry.backoff_max;
+        else if (!conf_seen(&conf_blk_backoff, seen, "max"))
+            r->retry.backoff_max = r->retry.backoff_base;
+    }
     if (r->retry.backoff_max < r->retry.backoff_base) {
         yaml_node_t *m = conf_lookup(ld, map, "max");
         conf_err(ld, m ? m : map, "backoff max must be at least base");
@@ -1398,6 +1423,17 @@ static int conf_h_headers(struct conf_loader *ld, const struct conf_field *f, ya
             conf_err(ld, val, "a header value must not contain a line break");
             rc = -1;
             continue;
+        }
+        {   /* RFC 9110 §5.5: no control characters but HTAB in a field value (they would go
+             * out as they are, and a strict client refuses the answer) */
+            const unsigned char *b = (const unsigned char *)s;
+            while (*b && (*b >= 0x20 || *b == '\t') && *b != 0x7f)
+                b++;
+            if (*b) {
+                conf_err(ld, val, "a header value must not contain control character 0x%02x", *b);
+                rc = -1;
+                continue;
+            }
         }
         fallback_header_add(r, conf_lowerdup(ld, name), conf_strdup(ld, s));
     }

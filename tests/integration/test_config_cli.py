@@ -234,6 +234,58 @@ def test_check_refused_value_is_not_compared_again(tmp_path, where, block, errs_
     assert message in errs[0][2], errs
 
 
+@pytest.mark.parametrize("where, block, key, want", [
+    ("top", "stale_store: { size: 512KiB }\n", ("stale_store", "max_entry"), "512KiB"),
+    ("route", "    retry: { backoff: { max: 10ms } }\n", ("routes", 0, "retry", "backoff", "base"), "10ms"),
+    ("route", "    retry: { backoff: { base: 5s } }\n", ("routes", 0, "retry", "backoff", "max"), "5s"),
+    ("pool", "    outlier: { max_ejection: 5s }\n", ("pools", "api", "outlier", "ejection"), "5s"),
+    ("pool", "    outlier: { ejection: 20m }\n", ("pools", "api", "outlier", "max_ejection"), "20m"),
+], ids=["size_alone", "backoff_max_alone", "backoff_base_alone", "max_ejection_alone", "ejection_alone"])
+def test_check_one_bound_written_moves_the_default_of_the_other(tmp_path, lifeline, where, block, key, want):
+    """SPEC §2: a key left out takes its default. A pair of bounds (max_entry <= size, backoff
+    base <= max, outlier ejection <= max_ejection) with one side written was refused when the
+    other side's default was on the wrong side of it (`stale_store: { size: 512KiB }`: "max_entry
+    (1MiB) must not exceed size"): the default now gives way to the value written, as the running
+    configuration shows."""
+    import yaml
+    from ops import admin_extra, admin_get
+    path = pending_file(tmp_path, "one.yaml", where, block)
+    r = run_cli(["-t", "-c", path])
+    assert r.returncode == 0 and "%s: ok" % path in (r.stdout + r.stderr), r.stderr
+    written = yaml.safe_load(block.strip() if where == "top" else block.strip())
+    aport = free_port()
+    server = {"servers": [{"address": "127.0.0.1:%d" % free_port()}]}
+    lifeline(pools={"api": dict(server, **(written if where == "pool" else {}))},
+             routes=[dict({"pool": "api"}, **(written if where == "route" else {}))],
+             extra=dict(admin_extra(aport), **(written if where == "top" else {})))
+    node = yaml.safe_load(admin_get(aport, "/config").body.decode())
+    for k in key:
+        node = node[k]
+    assert node == want, (key, node)
+
+
+def test_check_match_methods_empty_list_is_refused(tmp_path):
+    """`match: { methods: [] }` matched every method (an empty list read as "any"); it is an
+    error at the value. `retry: { methods: [] }` (retry no method) stays valid."""
+    text = PENDING_TEMPLATE.format(top="", pool="", route="    match: { methods: [] }\n")
+    errs, _ = check_invalid(tmp_path, text)
+    assert [e[:2] for e in errs] == [(9, 23)], errs
+    assert "at least one method" in errs[0][2], errs
+    path = pending_file(tmp_path, "retry-none.yaml", "route", "    retry: { methods: [] }\n")
+    r = run_cli(["-t", "-c", path])
+    assert r.returncode == 0, r.stderr
+
+
+def test_check_fallback_header_value_with_a_control_character_is_refused(tmp_path):
+    """A fallback header value with a control character (other than a tab) went out on the wire
+    as written; RFC 9110 §5.5 allows none."""
+    block = '    fallback: { status: 503, headers: { x-a: "a\\x01b", x-b: "tab\\there" } }\n'
+    text = PENDING_TEMPLATE.format(top="", pool="", route=block)
+    errs, _ = check_invalid(tmp_path, text)
+    assert [e[:2] for e in errs] == [(9, 46)], errs
+    assert "control character 0x01" in errs[0][2], errs
+
+
 @pytest.mark.parametrize("where, block, bad, line, col, message", BUILT, ids=BUILT_IDS)
 def test_check_built_feature_is_accepted_and_read(tmp_path, where, block, bad, line, col, message):
     path = pending_file(tmp_path, "built.yaml", where, block)
