@@ -377,9 +377,10 @@ int conf_value(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *
         *(unsigned *)p = (unsigned)u;
         return 0;
     case CT_BOOL:
-        if (!strcmp(s, "true"))
+        /* the YAML 1.2 core schema's spellings (yes/no/on/off are YAML 1.1's, and ambiguous) */
+        if (!strcmp(s, "true") || !strcmp(s, "True") || !strcmp(s, "TRUE"))
             *(bool *)p = true;
-        else if (!strcmp(s, "false"))
+        else if (!strcmp(s, "false") || !strcmp(s, "False") || !strcmp(s, "FALSE"))
             *(bool *)p = false;
         else {
             conf_err(ld, v, "%s must be true or false, not %s", f->key, conf_quote(q, s));

@@ -800,6 +800,24 @@ static struct conf *must_load(const char *yaml)
     return c;
 }
 
+/* Booleans take the YAML 1.2 core schema's spellings: true, True, TRUE (and false alike). */
+static void test_bool_spellings(void **state)
+{
+    static const char *const yes[] = { "true", "True", "TRUE" }, *const no[] = { "false", "False", "FALSE" };
+    char y[512];
+
+    (void)state;
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(y, sizeof y, "listen: [ { address: 127.0.0.1:8080 } ]\nwatch_config: %s\n"
+                 "pools:\n  api: { servers: [ 127.0.0.1:9001 ] }\nroutes:\n  - { pool: api, strip_prefix: %s }\n",
+                 no[i], yes[i]);
+        struct conf *c = must_load(y);
+        assert_true(c->routes[0].strip_prefix);
+        assert_false(c->watch_config);
+        conf_unref(c);
+    }
+}
+
 static void test_same_addresses(void **state)
 {
     (void)state;
@@ -1312,6 +1330,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_full_config),
+        cmocka_unit_test(test_bool_spellings),
         cmocka_unit_test(test_full_config_unsupported),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_unsupported_defaults_accepted),
