@@ -1117,12 +1117,15 @@ static void conf_post_outlier(struct conf_loader *ld, yaml_node_t *map, void *ob
 
 /* ---- Custom handlers: routes ------------------------------------------------------------- */
 
-/* A path (route prefix, health check): starts with '/', no spaces, controls, query or fragment. */
+/* A path (route prefix, health check): starts with '/', no spaces, controls, query or fragment;
+ * a health check's may carry a query (`/healthz?full=1`, as HAProxy's httpchk and nginx's
+ * health_check uri allow): it is the target the check sends. */
 static int conf_h_path(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
                        const char *where)
 {
     char q[CONF_QUOTE_MAX + 8];
     const char *s = conf_scalar(ld, f->key, v, "a path starting with /");
+    bool query_ok = f->off == offsetof(struct conf_pool, health.path);
     (void)where;
     if (!s)
         return -1;
@@ -1131,8 +1134,10 @@ static int conf_h_path(struct conf_loader *ld, const struct conf_field *f, yaml_
         return -1;
     }
     for (const char *c = s; *c; c++) {
-        if ((unsigned char)*c <= ' ' || *c == 0x7f || *c == '?' || *c == '#') {
-            conf_err(ld, v, "%s must be a plain path (no spaces, query or fragment): %s", f->key, conf_quote(q, s));
+        if ((unsigned char)*c <= ' ' || *c == 0x7f || (*c == '?' && !query_ok) || *c == '#') {
+            conf_err(ld, v, query_ok ? "%s must be a path and query (no spaces or fragment): %s"
+                                     : "%s must be a plain path (no spaces, query or fragment): %s",
+                     f->key, conf_quote(q, s));
             return -1;
         }
     }

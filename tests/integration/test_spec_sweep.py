@@ -842,6 +842,18 @@ def test_health_expect_range_marks_up_and_down(lifeline, upstream):
     assert lf.fetch("GET", "/echo", host="b.test").header("x-lifeline-fallback") == "no_server"
 
 
+def test_health_path_may_carry_a_query(lifeline, upstream):
+    """§2 health.path is the target the check sends; a query (`/status/200?full=1`, as HAProxy's
+    httpchk and nginx's health_check uri allow) goes with it. It was refused at load."""
+    up = upstream("a")
+    aport = free_port()
+    lifeline(pools={"a": pool(up, health={"path": "/status/200?full=1&x=%2F", "interval": "50ms", "rise": 1})},
+             extra=admin_extra(aport))
+    wait_for(lambda: any(r.target == "/status/200?full=1&x=%2F" for r in up.requests), t(3),
+             what="a check with its query")
+    wait_for(lambda: status(aport)["pools"][0]["servers"][0]["up"], t(3), what="the server up")
+
+
 def test_max_ejected_percent_caps_ejections(lifeline, raw_upstream):
     """§2 outlier: "max_ejected_percent: 50": with four failing servers, at most two are ejected."""
     ups = [raw_upstream(status_script(503)) for _ in range(4)]
