@@ -610,37 +610,50 @@ static void worker_adopt_all(struct worker *w)
     }
 }
 
-/* Before a worker closes its listeners (retiring, or draining: `to` is itself): the connections
- * the kernel has already completed into their accept queues go to `to`. Closing a SO_REUSEPORT
+/* Before a listening socket closes: the connections the kernel has already completed into its
+ * accept queue go to `to` (this worker, or a retiring worker's heir). Closing a SO_REUSEPORT
  * socket resets every connection still queued on it (nothing migrates them to the other sockets
  * of the group unless the net.ipv4.tcp_migrate_req sysctl says so), each a client whose request
  * is lost (test_reload_accept_queue.py). What completes between this sweep and the close
- * (microseconds, unless the thread is preempted there) is still reset. */
+ * (microseconds, unless the thread is preempted there) is still reset, and so is what is left
+ * beyond the bound or max_connections. Each is served as `l` would have served it (its TLS
+ * context): the caller keeps l->cl alive for that (worker_listen). */
+static void listener_sweep(struct worker *w, const struct listener *l, struct worker *to)
+{
+    for (int i = 0; i < 4096 && l->fd >= 0; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int fd;
+
+        /* the slot first, as worker_accept_cb: another worker may be accepting meanwhile */
+        unsigned n = atomic_load(&worker_connections);
+        do {
+            if (n >= w->conf->limits.max_connections)
+                return;
+        } while (!atomic_compare_exchange_weak(&worker_connections, &n, n + 1));
+        fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            atomic_fetch_sub(&worker_connections, 1);
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            return;   /* EAGAIN: the queue is empty (or out of descriptors: the rest are reset) */
+        }
+        if (to == w)
+            client_accept(w, fd, (struct sockaddr *)&ss, sl, l->cl->tls);   /* owns the slot */
+        else if (worker_adopt_queue(to, fd, NULL, (struct sockaddr *)&ss, sl, l->cl->addr.text) < 0) {
+            close(fd);
+            atomic_fetch_sub(&worker_connections, 1);
+        }
+    }
+}
+
+/* A worker about to close its listeners (retiring, or draining: `to` is itself) serves what they
+ * have queued first (listener_sweep). */
 static void worker_sweep_listeners(struct worker *w, struct worker *to)
 {
     worker_set_accepting(w, false);
-    for (unsigned i = 0; i < w->nlisteners; i++) {
-        for (int n = 0; n < 4096 && w->listeners[i].fd >= 0 &&
-                        atomic_load(&worker_connections) < w->conf->limits.max_connections; n++) {
-            struct sockaddr_storage ss;
-            socklen_t sl = sizeof(ss);
-            int fd = accept4(w->listeners[i].fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-
-            if (fd < 0) {
-                if (errno == EINTR || errno == ECONNABORTED)
-                    continue;
-                break;   /* EAGAIN: the queue is empty (or out of descriptors: the rest are reset) */
-            }
-            atomic_fetch_add(&worker_connections, 1);   /* client_accept owns this slot */
-            if (to == w)
-                client_accept(w, fd, (struct sockaddr *)&ss, sl, w->listeners[i].cl->tls);
-            else if (worker_adopt_queue(to, fd, NULL, (struct sockaddr *)&ss, sl,
-                                        w->listeners[i].cl->addr.text) < 0) {
-                close(fd);
-                atomic_fetch_sub(&worker_connections, 1);
-            }
-        }
-    }
+    for (unsigned i = 0; i < w->nlisteners; i++)
+        listener_sweep(w, &w->listeners[i], to);
 }
 
 /* A reload lowered `workers`: stop accepting like a drain and hand the idle keep-alive
@@ -810,9 +823,17 @@ static int worker_listen(struct worker *w, const struct conf *c, struct listener
         l->io.data = l;
         n++;
     }
+    /* A listener removed, or moved (127.0.0.1:P to 0.0.0.0:P: a new socket, while SO_REUSEPORT
+     * kept sending new connections to the more specific old one until now): what its socket has
+     * queued is served before the close resets it (listener_sweep). With its own TLS context, as
+     * the client expects: old[j].cl belongs to the snapshot w->conf still is here (worker_switch
+     * moves to the new one after this), and client_accept takes a reference on w->conf, so that
+     * context lives as long as the connection needs it, as for one accepted just before. */
     for (unsigned j = 0; j < nold; j++) {
-        if (old[j].fd >= 0)
+        if (old[j].fd >= 0) {
+            listener_sweep(w, &old[j], w);
             close(old[j].fd);
+        }
     }
     free(old);
     w->listeners = ls;

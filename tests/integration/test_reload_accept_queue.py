@@ -5,15 +5,23 @@ of about 5,400 connections over 16 such reloads. The retiring worker now hands t
 first. A connection the kernel completes between that sweep and the close can still be reset: on
 a busy machine the thread may be preempted there (seen: 1 in 5,000 to 7,000 over 16 reloads, on a
 machine whose both cores were busy), so up to 2 are allowed; closing that window needs the
-kernel's help (net.ipv4.tcp_migrate_req, README)."""
+kernel's help (net.ipv4.tcp_migrate_req, README). A reload that moves a listener to another
+address or removes it closes the old socket too: what it queued is served first the same way
+(the second test, deterministic: the workers are stopped while the queue fills)."""
 
+import contextlib
 import copy
+import signal
 import socket
+import ssl
+import subprocess
 import threading
 import time
 
-from conftest import HOST, pool, t
-from ops import reload
+import pytest
+
+from conftest import HOST, free_port, pool, t, wait_for
+from ops import RELOADED, SWITCHED, reload, write_config_atomic
 
 
 def test_connections_queued_on_a_retiring_worker_are_served(lifeline, upstream):
@@ -67,3 +75,109 @@ def test_connections_queued_on_a_retiring_worker_are_served(lifeline, upstream):
     assert stats["ok"] > 200, stats
     assert stats["lost"] <= 2, "%d of %d connections lost across the reloads: %r" % (
         stats["lost"], stats["ok"] + stats["lost"], errors[:5])
+
+
+def _self_signed(d):
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", "30", "-subj", "/CN=a.test", "-addext", "subjectAltName=DNS:a.test",
+                    "-keyout", "a.key", "-out", "a.crt"], cwd=d, check=True, capture_output=True)
+    return {"cert": str(d / "a.crt"), "key": str(d / "a.key")}
+
+
+def _answer(s, timeout):
+    """Everything the connection receives until lifeline closes it (Connection: close)."""
+    s.settimeout(timeout)
+    data = b""
+    try:
+        while True:
+            got = s.recv(65536)
+            if not got:
+                return data
+            data += got
+    except OSError as e:
+        return data + repr(e).encode()
+
+
+@pytest.mark.parametrize("change", ["moved", "removed_tls"])
+def test_connections_queued_on_a_listener_a_reload_moves_or_removes_are_served(lifeline, upstream,
+                                                                             tmp_path, change):
+    """A reload that moves a listener (127.0.0.1:P to 0.0.0.0:P: a new socket, and until the old
+    one closes SO_REUSEPORT sends new connections to that more specific one) or removes it closed
+    the old socket with the connections the kernel had completed into its accept queue, each reset
+    with its request sent. Here both workers are stopped (freeze.py) while 12 clients connect and
+    send their requests and the main thread applies the reload: let go, each worker takes the
+    switch first (freeze.py), then what its old socket queued must be served, not reset. Removed
+    and TLS: those are served with the removed listener's TLS context (the handshake runs after the
+    switch, on the old snapshot's context; a sanitized build checks its lifetime)."""
+    from freeze import frozen
+    up = upstream("up")
+    tls = change == "removed_tls"
+    lf = lifeline(pools={"p": pool(up)}, workers=2,
+                  listen_tls={"certificates": [_self_signed(tmp_path)]} if tls else None)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    req = b"GET /echo/queued HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    answers = {}
+
+    def tls_client(i, s):
+        try:
+            s = ctx.wrap_socket(s, server_hostname="a.test")   # the handshake waits for the switch
+            s.sendall(req)
+        except OSError as e:
+            answers[i] = repr(e).encode()
+            return
+        answers[i] = _answer(s, t(10))
+        s.close()
+
+    def one(port, tls):
+        s = socket.create_connection((HOST, port), timeout=t(10))
+        try:
+            if tls:
+                s = ctx.wrap_socket(s, server_hostname="a.test")
+            s.sendall(req)
+            return _answer(s, t(10))
+        finally:
+            s.close()
+
+    assert one(lf.port, tls).startswith(b"HTTP/1.1 200"), "lifeline does not answer before the reload"
+    cfg = copy.deepcopy(lf.config)
+    if change == "moved":
+        cfg["listen"] = [{"address": "0.0.0.0:%d" % lf.port}]
+        new_port = lf.port
+    else:
+        new_port = free_port()
+        cfg["listen"] = [{"address": "%s:%d" % (HOST, new_port)}]
+    before = lf.stderr_text()
+    n_rel, n_sw = len(RELOADED.findall(before)), before.count(SWITCHED)
+    socks, threads = [], []
+    with contextlib.ExitStack() as stack:
+        for name in ("worker 0", "worker 1"):
+            stack.enter_context(frozen(lf.pid, name))
+        for i in range(12):
+            s = socket.create_connection((HOST, lf.port), timeout=t(10))   # completed by the kernel
+            if tls:
+                threads.append(threading.Thread(target=tls_client, args=(i, s)))
+                threads[-1].start()
+            else:
+                s.sendall(req)
+                socks.append(s)
+        time.sleep(t(0.2))   # the ClientHellos are sent
+        write_config_atomic(lf.cfg_path, cfg)
+        lf.config = cfg
+        lf.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: len(RELOADED.findall(lf.stderr_text())) > n_rel, t(10),
+                 what="the main thread to apply the reload")
+    for i, s in enumerate(socks):
+        answers[i] = _answer(s, t(10))
+        s.close()
+    for th in threads:
+        th.join(t(15))
+    wait_for(lambda: lf.stderr_text().count(SWITCHED) >= n_sw + 2, t(10), what="both workers to switch")
+    bad = {i: a[:80] for i, a in sorted(answers.items()) if not a.startswith(b"HTTP/1.1 200")}
+    assert len(answers) == 12 and not bad, "%d of 12 queued connections not answered: %r" % (
+        12 - len(answers) + len(bad), bad)
+    assert one(new_port, tls and change == "moved").startswith(b"HTTP/1.1 200"), "the new listener does not answer"
+    if change != "moved":
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((HOST, lf.port), timeout=t(2)).close()
