@@ -7,8 +7,10 @@
  * snapshot comparisons main.c's re-resolve uses.
  * Does not own: what keys mean (conf_schema.c), the walk and its messages (conf_walk.c), scalar
  * syntax (conf_scalar.c), DNS (dns.c), deciding when to reload or re-resolve (main.c: a re-resolve
- * is a load of the running snapshot's `source`), opening sockets (worker.c). Certificates and keys
- * are loaded and checked by conf_schema.c into the snapshot's TLS contexts (tls.c), freed here.
+ * is a load of the running snapshot's `source`: conf_reresolve), opening sockets (worker.c).
+ * Certificates and keys are loaded and checked by conf_schema.c into the snapshot's TLS contexts
+ * (tls.c), released here (a re-resolve's snapshot shares them with the one it was made from: each
+ * holds a reference).
  *
  * Loading never stops at the first error: a bad value leaves the field at its default, the walk
  * goes on, and the caller gets the whole list, so one `lifeline -t` run shows every mistake. The
@@ -280,10 +282,10 @@ static int conf_limits(struct conf_loader *ld, const char *text, size_t len)
 }
 
 /* The load itself, from the file's bytes. */
-static struct conf *conf_load_text(const char *path, const char *text, size_t len, unsigned flags, FILE *err,
-                                   unsigned *nerrors)
+static struct conf *conf_load_text(const char *path, const char *text, size_t len, unsigned flags,
+                                   const struct conf *donor, FILE *err, unsigned *nerrors)
 {
-    struct conf_loader ld = { .file = path, .flags = flags, .err = err };
+    struct conf_loader ld = { .file = path, .flags = flags, .donor = donor, .err = err };
     yaml_parser_t parser;
     bool parser_ok = false, doc_ok = false;
     struct conf *c = NULL;
@@ -418,7 +420,7 @@ struct conf *conf_load_flags(const char *path, unsigned flags, FILE *err, unsign
         }
     }
     fclose(fp);
-    c = conf_load_text(path, buf, len, flags, err, nerrors);
+    c = conf_load_text(path, buf, len, flags, NULL, err, nerrors);
     free(buf);
     return c;
 fail:
@@ -432,13 +434,18 @@ fail:
 
 struct conf *conf_load_buffer(const char *path, const char *text, size_t len, FILE *err, unsigned *nerrors)
 {
-    return conf_load_text(path, text, len, 0, err, nerrors);
+    return conf_load_text(path, text, len, 0, NULL, err, nerrors);
 }
 
 struct conf *conf_load_buffer_flags(const char *path, const char *text, size_t len, unsigned flags, FILE *err,
                                     unsigned *nerrors)
 {
-    return conf_load_text(path, text, len, flags, err, nerrors);
+    return conf_load_text(path, text, len, flags, NULL, err, nerrors);
+}
+
+struct conf *conf_reresolve(const struct conf *from, FILE *err, unsigned *nerrors)
+{
+    return conf_load_text(from->path, from->source, from->source_len, CONF_LOAD_RESOLVE_SOFT, from, err, nerrors);
 }
 
 struct conf *conf_load(const char *path, FILE *err, unsigned *nerrors)

@@ -214,9 +214,9 @@ struct conf *conf_load_flags(const char *path, unsigned flags, FILE *err, unsign
  * `text` (len bytes, need not be NUL-terminated) is parsed as the file `path`, which only names the
  * file in messages and is the directory relative fallback files are read from. The snapshot keeps
  * a copy of the bytes in c->source, so a re-resolve can load the running snapshot's source again
- * (conf_load_buffer(c->path, c->source, c->source_len, ...)) without picking up an unsignalled edit
- * of the file. Blocks on fallback files and on resolving server hostnames (dns_resolve: up to
- * resolver.timeout per resolver server and distinct name): call it off any event loop. */
+ * (conf_reresolve) without picking up an unsignalled edit of the file. Blocks on fallback files
+ * and on resolving server hostnames (dns_resolve: up to resolver.timeout per resolver server and
+ * distinct name): call it off any event loop. */
 struct conf *conf_load_buffer(const char *path, const char *text, size_t len, FILE *err, unsigned *nerrors);
 /* conf_load_buffer() with options. CONF_LOAD_RESOLVE_SOFT (a re-resolve of a running snapshot's
  * text): a server hostname that does not resolve is no error; its server is marked `unresolved`,
@@ -224,6 +224,14 @@ struct conf *conf_load_buffer(const char *path, const char *text, size_t len, FI
  * name never holds the other pools' DNS changes back (each such name is warned about on err). */
 struct conf *conf_load_buffer_flags(const char *path, const char *text, size_t len, unsigned flags, FILE *err,
                                     unsigned *nerrors);
+/* The re-resolve of a running snapshot (resolve_interval): its source loaded again with
+ * CONF_LOAD_RESOLVE_SOFT, server hostnames looked up anew, and everything else a load reads from
+ * disk or looks up taken from `from` as it is: fallback bodies (copied), the listeners' and pools'
+ * TLS contexts (shared: one more reference each, with their certificates and session-ticket keys),
+ * listener and admin addresses given by name, workers: auto. So a fallback file or a certificate
+ * deleted, broken or edited since the load neither fails the re-resolve nor takes effect before a
+ * reload (SPEC §2: "read at load and at reload"). Blocks on DNS only: call it off any event loop. */
+struct conf *conf_reresolve(const struct conf *from, FILE *err, unsigned *nerrors);
 
 /* True when both snapshots have the same pools by name (a pool's position may differ) and, in each,
  * the same servers in the same order with the same address sets (order-insensitive). Only the

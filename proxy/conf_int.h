@@ -68,6 +68,11 @@ struct conf_loader {
     const char *file;               /* as given by the caller, echoed in messages */
     char *dir;                      /* its directory: relative fallback files are read from there */
     unsigned flags;                 /* CONF_LOAD_* */
+    /* conf_reresolve: the running snapshot this load re-resolves (same text). What a load reads
+     * from files or looks up besides server names (fallback bodies, TLS contexts, listener and
+     * admin names, workers: auto) is taken from it, not read again: a re-resolve changes server
+     * addresses only (SPEC §2: files are read at load and at reload). NULL: a load. */
+    const struct conf *donor;
     FILE *err;
     yaml_document_t doc;
     struct conf *c;

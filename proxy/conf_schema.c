@@ -6,7 +6,9 @@
  * default, the name tables of enums (conf_balance_name), the "not supported yet" rejections
  * (conf_unsupported[]), resolving configured addresses (listeners and admin with getaddrinfo as
  * they are met; pool server hostnames with dns_resolve() once the whole document is read, so the
- * `resolver` block applies wherever it is written) and reading fallback files.
+ * `resolver` block applies wherever it is written) and reading fallback files. A re-resolve
+ * (conf_reresolve: ld->donor) looks server names up again and takes everything else that is read
+ * from disk or looked up from the running snapshot instead (the conf_donor_* helpers).
  * Adding a key: its field in conf.h, its default and its table row here (plus a handler here when
  * it is not a plain duration, size, integer, bool, number, string or name).
  * Does not own: walking a table and the generic messages (conf_walk.c), scalar syntax
@@ -489,6 +491,39 @@ out:
     return rc;
 }
 
+/* ---- A re-resolve: what it takes from the running snapshot -------------------------------
+ * ld->donor was loaded from the same text, so its listeners, pools and routes are this load's, in
+ * the same order; each helper still checks the entry it returns is the one written the same way
+ * (else the caller reads as a load does). */
+
+/* The donor's listener for item `item` of `listen:` (its first address; aliases follow it). */
+static const struct conf_listener *conf_donor_listener(const struct conf_loader *ld, size_t item)
+{
+    const struct conf *d = ld->donor;
+    for (size_t i = 0; d && i < d->nlisteners; i++) {
+        if (!d->listeners[i].alias && d->listeners[i].item == item)
+            return &d->listeners[i];
+    }
+    return NULL;
+}
+
+/* The donor's pool at p's position (pools are an array sized before their walk), same name. */
+static const struct conf_pool *conf_donor_pool(const struct conf_loader *ld, const struct conf_pool *p)
+{
+    const struct conf *d = ld->donor;
+    size_t i = (size_t)(p - ld->c->pools);
+    if (!d || i >= d->npools || !p->name || strcmp(d->pools[i].name, p->name) != 0)
+        return NULL;
+    return &d->pools[i];
+}
+
+/* The donor's route being walked (ld->route_idx). */
+static const struct conf_route *conf_donor_route(const struct conf_loader *ld)
+{
+    const struct conf *d = ld->donor;
+    return d && ld->route_idx < d->nroutes ? &d->routes[ld->route_idx] : NULL;
+}
+
 /* ---- Custom handlers: top level ---------------------------------------------------------- */
 
 /* Every listener whose name had more than one address is followed by one alias entry per other
@@ -553,8 +588,13 @@ static int conf_h_listen(struct conf_loader *ld, const struct conf_field *f, yam
         /* Ticket keys are per listener, found again at a reload by its address: set up after
          * the whole mapping, whatever the order of its keys (with `tls` written before
          * `address` every such listener was filed under "" and shared one key set, so a session
-         * from one listener resumed on another, with that one's certificate). */
-        if (l->tls && l->address)
+         * from one listener resumed on another, with that one's certificate). A re-resolve's
+         * listener shares the running context (conf_post_listener_tls), keys and schedule
+         * included: registering it again would copy over them the keys of another live context
+         * of the same address (an older snapshot's, still held by a connection), and no session
+         * issued since would resume. */
+        const struct conf_listener *dl = conf_donor_listener(ld, i);
+        if (l->tls && l->address && !(dl && dl->tls == l->tls))
             tls_server_tickets(l->tls, l->tls_ticket_rotation, l->address);
     }
     if (conf_listen_aliases(ld, c) < 0)
@@ -580,7 +620,25 @@ static int conf_h_listen_addr(struct conf_loader *ld, const struct conf_field *f
                               void *obj, const char *where)
 {
     struct conf_listener *l = obj;
+    const struct conf_listener *dl = conf_donor_listener(ld, l->item);
     (void)where;
+    /* A re-resolve keeps the addresses a name gave at load: a listener is bound once (the
+     * listeners of a DNS change are the running ones), and only a reload may move it. */
+    if (dl && dl->address && v->type == YAML_SCALAR_NODE &&
+        !strcmp(dl->address, (const char *)v->data.scalar.value)) {
+        const struct conf *d = ld->donor;
+        size_t first = (size_t)(dl - d->listeners), n = 0;
+        while (first + 1 + n < d->nlisteners && d->listeners[first + 1 + n].alias)
+            n++;
+        if (n && !(l->more = conf_calloc(ld, n, sizeof *l->more)))
+            return -1;
+        for (size_t k = 0; k < n; k++)
+            l->more[k] = d->listeners[first + 1 + k].addr;
+        l->nmore = n;
+        l->addr = dl->addr;
+        conf_set_str(ld, &l->address, dl->address);
+        return 0;
+    }
     return conf_bind_addr(ld, f, v, &l->address, &l->addr, &l->more, &l->nmore);
 }
 
@@ -588,7 +646,14 @@ static int conf_h_admin_addr(struct conf_loader *ld, const struct conf_field *f,
                              void *obj, const char *where)
 {
     struct conf *c = obj;
+    const struct conf *d = ld->donor;
     (void)where;
+    if (d && d->admin.address && v->type == YAML_SCALAR_NODE &&
+        !strcmp(d->admin.address, (const char *)v->data.scalar.value)) {
+        c->admin.addr = d->admin.addr;   /* (as a listener's: bound once, moved by a reload only) */
+        conf_set_str(ld, &c->admin.address, d->admin.address);
+        return 0;
+    }
     return conf_bind_addr(ld, f, v, &c->admin.address, &c->admin.addr, NULL, NULL);
 }
 
@@ -1037,6 +1102,16 @@ static void conf_post_pool_tls(struct conf_loader *ld, yaml_node_t *map, void *o
     }
     if (!p->tls.enabled || conf_error_within(ld, map) || ld->flags & CONF_LOAD_UNSUPPORTED)
         return;
+    /* A re-resolve shares the running pool's context (one more reference) and its file digest, so
+     * the CA and client certificate stay the ones read at load, a file gone since fails nothing,
+     * and idle connections and sessions carry over to the new snapshot (pool_tls_fits). */
+    const struct conf_pool *dp = conf_donor_pool(ld, p);
+    if (dp && dp->tls.ctx && dp->tls.verify == p->tls.verify && !strcmp(dp->tls.ca, p->tls.ca) &&
+        !strcmp(dp->tls.client_cert, p->tls.client_cert) && !strcmp(dp->tls.client_key, p->tls.client_key)) {
+        p->tls.ctx = tls_client_ref(dp->tls.ctx);
+        memcpy(p->tls.files, dp->tls.files, sizeof p->tls.files);
+        return;
+    }
     p->tls.ctx = tls_client_new(p->tls.verify, p->tls.ca, p->tls.client_cert, p->tls.client_key, err, sizeof err,
                                 &which);
     if (p->tls.ctx)
@@ -1065,6 +1140,17 @@ static void conf_post_listener_tls(struct conf_loader *ld, yaml_node_t *map, voi
     if (!list || list->type != YAML_SEQUENCE_NODE || !l->ncerts || conf_error_within(ld, map) ||
         ld->flags & CONF_LOAD_UNSUPPORTED)
         return;
+    /* A re-resolve shares the running listener's context (one more reference): the certificates
+     * read at load, not what the files hold now (a renewal takes effect at a reload), and the
+     * session-ticket keys with their rotation schedule (conf_h_listen leaves them alone). */
+    const struct conf_listener *dl = conf_donor_listener(ld, l->item);
+    bool same = dl && dl->tls && dl->ncerts == l->ncerts && dl->tls_min_version == l->tls_min_version;
+    for (size_t i = 0; same && i < l->ncerts; i++)
+        same = !strcmp(dl->certs[i].cert, l->certs[i].cert) && !strcmp(dl->certs[i].key, l->certs[i].key);
+    if (same) {
+        l->tls = tls_server_ref(dl->tls);
+        return;
+    }
     if (!(certs = conf_calloc(ld, l->ncerts, sizeof *certs)))
         return;
     for (size_t i = 0; i < l->ncerts; i++) {
@@ -1499,6 +1585,25 @@ static int conf_h_file(struct conf_loader *ld, const struct conf_field *f, yaml_
     }
     if (!path)
         return -1;
+    /* A re-resolve serves the body read at load (copied): an edit, or a file deleted since,
+     * waits for a reload (SPEC §2), and must not fail the new server addresses either. */
+    const struct conf_route *dr = conf_donor_route(ld);
+    if (dr && dr->fallback.file && dr->fallback.body && !strcmp(dr->fallback.file, path)) {
+        if (!(b = malloc(dr->fallback.body_len + 1))) {
+            ld->oom = true;
+            goto out;
+        }
+        memcpy(b, dr->fallback.body, dr->fallback.body_len + 1);
+        free(r->fallback.body);
+        free(r->fallback.file);
+        r->fallback.body = b;
+        r->fallback.body_len = dr->fallback.body_len;
+        r->fallback.file = path;
+        b = NULL;
+        path = NULL;
+        rc = 0;
+        goto out;
+    }
     if ((fd = file_open(path, O_RDONLY, 0)) < 0 || !(fp = fdopen(fd, "rb")) || fstat(fd, &st)) {
         conf_err(ld, v, "cannot read fallback file %s: %s", conf_quote(q, path), strerror(errno));
         goto out;
@@ -1742,6 +1847,8 @@ void conf_schema_walk(struct conf_loader *ld, yaml_node_t *root)
     if (ld->routes)
         conf_routes(ld, ld->routes);
     conf_resolve_servers(ld, root);
+    if (c->workers == 0 && ld->donor && ld->donor->workers)
+        c->workers = ld->donor->workers;   /* a re-resolve: the count of the load (a reload counts again) */
     if (c->workers == 0) {
         unsigned n = cpus_available();   /* affinity mask and cgroup CPU quota */
         c->workers = n < 1 ? 1 : n > CONF_WORKERS_MAX ? CONF_WORKERS_MAX : n;

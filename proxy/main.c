@@ -97,7 +97,7 @@ static struct {
     pthread_cond_t cv;
     int jobs;                           /* JOB_* bits waiting */
     bool stop;
-    struct conf *resolve_from;          /* JOB_RESOLVE: the snapshot whose source is re-read */
+    struct conf *resolve_from;          /* JOB_RESOLVE: the snapshot re-resolved (conf_reresolve) */
     bool *resolve_due;                  /* JOB_RESOLVE: per pool of resolve_from, looked up again */
     struct conf *loaded;                /* a result for main (NULL: the load failed) */
     bool loaded_pending;                /* a result, loaded or failed, main has not taken */
@@ -151,8 +151,7 @@ static void *loader_main(void *arg)
         if (job != JOB_RESOLVE)
             nc = conf_load(conf_path, stderr, &nerr);
         else
-            nc = from ? conf_load_buffer_flags(conf_path, from->source, from->source_len, CONF_LOAD_RESOLVE_SOFT,
-                                               stderr, &nerr) : NULL;
+            nc = from ? conf_reresolve(from, stderr, &nerr) : NULL;   /* (server addresses only) */
         /* only the pools whose resolve_interval passed move (SPEC §2: per pool; 0 = at load only) */
         /* (a name that did not resolve keeps what it had: CONF_LOAD_RESOLVE_SOFT) */
         if (nc && job == JOB_RESOLVE && conf_keep_addresses(nc, from, due) < 0) {

@@ -426,6 +426,8 @@ struct tls_server *tls_server_new(struct tls_cert *certs, size_t ncerts, int min
     SSL_CTX *ctx = NULL;
     static const unsigned char sid_ctx[] = "lifeline";
 
+    if (ts)
+        atomic_init(&ts->refs, 1);   /* the snapshot's (a failure below frees it with this one) */
     if (!ts || !(ctx = SSL_CTX_new(TLS_server_method()))) {
         tls_errstr(err, errlen, "cannot create a TLS context");
         goto fail;
@@ -471,9 +473,15 @@ fail:
     return NULL;
 }
 
+struct tls_server *tls_server_ref(struct tls_server *ts)
+{
+    atomic_fetch_add_explicit(&ts->refs, 1, memory_order_relaxed);
+    return ts;
+}
+
 void tls_server_free(struct tls_server *ts)
 {
-    if (!ts)
+    if (!ts || atomic_fetch_sub_explicit(&ts->refs, 1, memory_order_acq_rel) != 1)
         return;
     pthread_mutex_lock(&live_mu);
     for (struct tls_server **pp = &live; *pp; pp = &(*pp)->next_live) {
@@ -567,6 +575,8 @@ struct tls_client *tls_client_new(bool verify, const char *ca, const char *clien
     struct tls_client *tcl = calloc(1, sizeof *tcl);
     SSL_CTX *ctx = NULL;
 
+    if (tcl)
+        atomic_init(&tcl->refs, 1);
     *which = 0;
     ERR_clear_error();
     if (!tcl || !(ctx = SSL_CTX_new(TLS_client_method()))) {
@@ -619,9 +629,15 @@ fail:
     return NULL;
 }
 
+struct tls_client *tls_client_ref(struct tls_client *tcl)
+{
+    atomic_fetch_add_explicit(&tcl->refs, 1, memory_order_relaxed);
+    return tcl;
+}
+
 void tls_client_free(struct tls_client *tcl)
 {
-    if (!tcl)
+    if (!tcl || atomic_fetch_sub_explicit(&tcl->refs, 1, memory_order_acq_rel) != 1)
         return;
     SSL_CTX_free(tcl->ctx);
     free(tcl);

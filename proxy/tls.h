@@ -2,9 +2,12 @@
  *
  * Owns: the server context of a TLS listener (struct tls_server: one SSL_CTX shared by every worker
  * thread, so session-ticket keys are common to all of them, plus the certificates chosen by SNI)
- * and the client context of a TLS pool (struct tls_client). Both belong to a conf snapshot and are
- * freed with it; a connection's SSL holds its own reference on the SSL_CTX, so a reload that swaps
- * certificates never pulls one from under a handshake in progress.
+ * and the client context of a TLS pool (struct tls_client). Both belong to conf snapshots and are
+ * freed with the last of them: a load makes one with a reference for its snapshot, and a
+ * re-resolve (conf_reresolve) takes another reference for its copy of the running snapshot
+ * instead of reading the files again (tls_server_ref, tls_client_ref; *_free drops one). A
+ * connection's SSL holds its own reference on the SSL_CTX, so a reload that swaps certificates
+ * never pulls one from under a handshake in progress.
  *
  * Does not own: sockets, watchers, timers. The connection owning an xprt drives the handshake with
  * tls_handshake() from its own ev_io watchers and bounds it with its own timer (the client's
@@ -72,10 +75,12 @@ struct tls_server {
     bool keys_init;
     char listener[128];                 /* which listener, for the carry-over at reload */
     struct tls_server *next_live;       /* every live server context (tls.c's registry) */
+    atomic_int refs;                    /* snapshots holding it (tls_server_ref) */
 };
 
 struct tls_client {
     struct ssl_ctx_st *ctx;
+    atomic_int refs;                    /* snapshots holding it (tls_client_ref) */
 };
 
 /* Loads one certificate and its key. Returns 0, or -1 with a message in err naming which of
@@ -93,6 +98,11 @@ struct tls_server *tls_server_new(struct tls_cert *certs, size_t ncerts, int min
  * snapshot, during a reload), its keys and schedule carry over, so a reload does not end the
  * sessions clients hold. */
 void tls_server_tickets(struct tls_server *ts, int64_t rotation_ms, const char *listener);
+/* Another snapshot holds ts (a re-resolve's copy of the running one): the same context, its
+ * certificates as read at load and its ticket keys and schedule, not a new one. Returns ts. */
+struct tls_server *tls_server_ref(struct tls_server *ts);
+/* Drops a reference (tls_server_new's or tls_server_ref's); the last one frees ts and takes it
+ * out of the registry tls_server_tickets searches. NULL is ignored. Any thread. */
 void tls_server_free(struct tls_server *ts);
 
 /* SHA-256 over the contents of the files a pool's client context was built from (ca unless
@@ -106,6 +116,8 @@ void tls_client_files_digest(const char *ca, const char *client_cert, const char
  * Returns NULL with err filled and *which = 0 (ca), 1 (client_cert), 2 (client_key). */
 struct tls_client *tls_client_new(bool verify, const char *ca, const char *client_cert, const char *client_key,
                                   char *err, size_t errlen, int *which);
+/* As tls_server_ref / tls_server_free, for a pool's client context. */
+struct tls_client *tls_client_ref(struct tls_client *tcl);
 void tls_client_free(struct tls_client *tcl);
 
 /* Turns a plain, connected xprt into a TLS one (server side: accept state). -ENOMEM on failure

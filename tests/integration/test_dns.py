@@ -10,22 +10,24 @@ lifeline asks dnsfake.DnsFake (UDP on 127.0.0.1, records changed by the test) th
     unresolvable server at its LINE:COL;
   - every resolve_interval: a record added gets traffic; a record removed gets none, while a slow
     request already on it completes; a resolver that fails or goes silent leaves the running
-    addresses alone; an edit of the file without SIGHUP is not picked up by a re-resolve;
+    addresses alone; an edit of the file without SIGHUP is not picked up by a re-resolve, nor is
+    a fallback `file:` deleted or edited since the load (files are read at load and at reload);
   - a headless Service with many pods: an answer too large for UDP (the fake in truncating mode
     sets TC) is asked again over TCP, and every A record is a server in /status, at load and
     after a re-resolve.
 """
 
 import asyncio
+import os
 import threading
 import time
 
 import pytest
 
 from conftest import HOST, RawConn, dur, fetch, free_port, run_cli, t, wait_for
-from faults import hang_script, ok_script
+from faults import hang_script, ok_script, refused
 from dnsfake import DnsFake
-from ops import admin_extra, metrics, pool_status, status
+from ops import admin_extra, metrics, pool_status, reload, status
 
 NAME = "svc.test"
 
@@ -107,11 +109,11 @@ def two_upstreams(loop_thread):
         u.stop()
 
 
-def start(lifeline, dns, port, interval="200ms", **kw):
-    return lifeline(
-        pools={"svc": {"servers": ["%s:%d" % (NAME, port)], "resolve_interval": interval,
-                          "balance": "round_robin"}},
-        extra={"resolver": {"servers": [dns.address], "timeout": "500ms"}}, **kw)
+def start(lifeline, dns, port, interval="200ms", pools_more=None, **kw):
+    pools = {"svc": {"servers": ["%s:%d" % (NAME, port)], "resolve_interval": interval,
+                     "balance": "round_robin"}}
+    pools.update(pools_more or {})
+    return lifeline(pools=pools, extra={"resolver": {"servers": [dns.address], "timeout": "500ms"}}, **kw)
 
 
 def who(lf, target="/"):
@@ -260,6 +262,85 @@ def test_re_resolve_ignores_unsignalled_file_edit(lifeline, dns, two_upstreams):
         f.write("listen: []\n")
     dns.set(NAME, ["127.0.0.1", "127.0.0.2"])
     wait_for(lambda: who(lf) == "up2", t(5), interval=0.02, what="127.0.0.2 to get a request")
+
+
+def test_re_resolve_survives_a_deleted_fallback_file(lifeline, dns, two_upstreams, tmp_path):
+    """SPEC §2: a fallback `file:` is "read at load and at reload". A re-resolve loaded the whole
+    text again, fallback files included: with the file gone (a ConfigMap key removed) every
+    re-resolve failed ("re-resolving: 1 error(s)"), so the pool never followed DNS and went on
+    sending to an address its name no longer had (old binary: never reached 127.0.0.2). It now
+    takes the body read at load, which the fallback still serves."""
+    port, up1, up2 = two_upstreams
+    fb = tmp_path / "sorry.json"
+    fb.write_text('{"v":"at load"}')
+    dns.set(NAME, ["127.0.0.1"])
+    lf = start(lifeline, dns, port, routes=[{"pool": "svc", "fallback": {"file": str(fb)}}])
+    assert who(lf) == "up1"
+    fb.unlink()
+    dns.set(NAME, ["127.0.0.2"])
+    wait_for(lambda: who(lf) == "up2", t(5), interval=0.02, what="the pool to follow DNS to 127.0.0.2")
+    assert {who(lf) for _ in range(4)} == {"up2"}
+    # the service moves where nothing listens: the fallback answers with the body read at load
+    dns.set(NAME, ["127.0.0.3"])
+    wait_for(lambda: lf.fetch("GET", "/").status == 503, t(5), interval=0.02, what="the fallback")
+    r = lf.fetch("GET", "/")
+    assert r.header("x-lifeline-fallback") == "connect_error" and r.body == b'{"v":"at load"}', r
+    err = lf.stderr_text()
+    assert "sorry.json" not in err and "re-resolving" not in err, err[-2000:]
+
+
+def test_fallback_file_edit_waits_for_sighup_across_dns_changes(lifeline, dns, two_upstreams, tmp_path):
+    """A fallback file edited without SIGHUP took effect at the next DNS change (a re-resolve read
+    it again; old binary: the new body after the change). It takes effect at the reload."""
+    port, up1, up2 = two_upstreams
+    fb = tmp_path / "sorry.json"
+    fb.write_text('{"v":"one"}')
+    dns.set(NAME, ["127.0.0.1"])
+    lf = start(lifeline, dns, port, routes=[
+        {"match": {"path": "/down"}, "pool": "down", "fallback": {"file": str(fb)}}, {"pool": "svc"}],
+        pools_more={"down": {"servers": [refused()]}})
+    r = lf.fetch("GET", "/down")
+    assert r.status == 503 and r.body == b'{"v":"one"}', r
+    fb.write_text('{"v":"two"}')
+    dns.set(NAME, ["127.0.0.2"])
+    wait_for(lambda: who(lf) == "up2", t(5), interval=0.02, what="the pool to follow DNS to 127.0.0.2")
+    assert "DNS change" in lf.stderr_text()
+    r = lf.fetch("GET", "/down")
+    assert r.status == 503 and r.body == b'{"v":"one"}', r
+    reload(lf)
+    r = lf.fetch("GET", "/down")
+    assert r.status == 503 and r.body == b'{"v":"two"}', r
+
+
+def test_re_resolve_keeps_the_tls_contexts_read_at_load(lifeline, dns, two_upstreams, tmp_path):
+    """The TLS files (a listener's certificate and key, a pool's CA) were read again at every
+    re-resolve: with them deleted the re-resolve failed and the pool never followed DNS (old
+    binary). It now shares the running contexts: no file is read, and the listener keeps its
+    session-ticket keys (a session from before the change resumes after it)."""
+    from test_tls import _client_ctx, _https, _make_ca, _make_cert
+    ca, _ = _make_ca(tmp_path, "ca")
+    cert = _make_cert(tmp_path, "ca", "a", "a.test", "DNS:a.test")
+    port, up1, up2 = two_upstreams
+    dns.set(NAME, ["127.0.0.1"])
+    lf = start(lifeline, dns, port, listen_tls={"certificates": [cert]},
+               pools_more={"tls": {"servers": [refused()], "tls": {"enabled": True, "ca": ca}}})
+    ctx = _client_ctx({"ca": ca})
+
+    def who_tls(session=None):
+        status, headers, _, info = _https(lf.port, "a.test", ctx, target="/", session=session)
+        assert status == 200, (status, headers)
+        return headers.get("x-upstream"), info
+
+    name, info = who_tls()
+    assert name == "up1"
+    for f in (cert["cert"], cert["key"], ca):
+        os.unlink(f)
+    dns.set(NAME, ["127.0.0.2"])
+    wait_for(lambda: who_tls()[0] == "up2", t(5), interval=0.02, what="the pool to follow DNS to 127.0.0.2")
+    name, info2 = who_tls(session=info["session"])
+    assert name == "up2" and info2["reused"], "the session from before the DNS change did not resume"
+    err = lf.stderr_text()
+    assert "re-resolving" not in err and "cannot read" not in err, err[-2000:]
 
 
 # ---- answers too large for UDP: TCP (a headless Service with many pods) -------------------------
