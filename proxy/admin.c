@@ -342,14 +342,14 @@ int admin_open(const struct conf *c)
     int one = 1, fd;
 
     if (!c->admin.enabled)
-        return -1;
+        return -ENOENT;
     fd = socket(addr->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
         bind(fd, (const struct sockaddr *)&addr->ss, addr->len) < 0 || listen(fd, 128) < 0) {
-        log_error("admin listener on %s: %s", addr->text, strerror(errno));
+        int e = errno ? errno : EIO;
         if (fd >= 0)
             close(fd);
-        return -1;
+        return -e;
     }
     return fd;
 }
@@ -397,8 +397,10 @@ int admin_start(struct admin *a, struct ev_loop *loop)
     if (!a->conf->admin.enabled)
         return 0;
     fd = admin_open(a->conf);
-    if (fd < 0)
+    if (fd < 0) {
+        log_error("admin listener on %s: %s", a->conf->admin.addr.text, strerror(-fd));
         return -1;
+    }
     admin_listen(a, fd);
     return 0;
 }
@@ -408,6 +410,11 @@ void admin_switch(struct admin *a, int fd)
     admin_listen(a, fd);
     if (fd < 0)
         log_info("admin listener closed (admin is off in the new configuration)");
+}
+
+void admin_unlisten(struct admin *a)
+{
+    admin_listen(a, -1);
 }
 
 void admin_stop(struct admin *a)

@@ -2,7 +2,9 @@
  * /status/series, /status/requests, /config and / (status page).
  *
  * Runs in the main thread's loop, never in a worker. A reload may move it (admin.address): the
- * new address is bound before the old listener is closed, and a bind failure fails the reload. admin.c routes a URL to its page and serves
+ * new address is bound before the old listener is closed, and a bind failure fails the reload;
+ * a move onto (or off) a port that a listener leaves (or takes) in the same reload is ordered
+ * around the workers' switch (main.c, on_loaded). admin.c routes a URL to its page and serves
  * the bytes; the pages are built by metrics_render.c from the workers' counters (summed per
  * scrape). Answers one request per connection and closes; bounded input (4 KiB), one
  * ADMIN_CONN_TIMEOUT timer per connection: to read the request, then between writes that move bytes.
@@ -58,13 +60,18 @@ struct admin {
 
 /* Binds conf->admin.address on loop. 0, or -1 after logging why. Does nothing when disabled. */
 int admin_start(struct admin *a, struct ev_loop *loop);
-/* A listening socket on c's admin.address (bound now, not yet served), or -1: admin off in c, or
- * the bind failed (logged). A reload opens the new address with it before giving up the old one. */
+/* A listening socket on c's admin.address (bound now, not yet served), or -errno: -ENOENT when
+ * admin is off in c, else why the socket could not be made (not logged: the caller says what it
+ * means). A reload opens the new address with it before giving up the old one. */
 int admin_open(const struct conf *c);
 /* Serves fd (from admin_open; -1: no listener) from now on, closing the listener it had (a reload
  * that changed admin.address: main thread). Connections being answered are kept. a->conf must be
  * the snapshot fd was opened for. */
 void admin_switch(struct admin *a, int fd);
+/* Closes the listener only (the connections being answered are kept; nothing logged): a reload
+ * whose new listener takes the admin's old port, while the new admin address is still one of the
+ * listeners that reload closes (main.c binds it later, then admin_switch). */
+void admin_unlisten(struct admin *a);
 /* Closes the listener and every admin connection. */
 void admin_stop(struct admin *a);
 

@@ -8,9 +8,11 @@
  *
  * Every key reloads. A reload is all or nothing: a taken listener address, an admin address that
  * cannot be bound (bound here before the old one closes) or an access-log file the loader could
- * not open keeps the running configuration. Then the snapshot goes to every running worker, the
- * access-log writer gets the new sink, the admin listener moves, and worker slots are started or
- * retired (drained, then joined and freed by the retire timer) to match `workers`.
+ * not open keeps the running configuration. Then the admin listener moves, the snapshot goes to
+ * every running worker, the access-log writer gets the new sink, and worker slots are started or
+ * retired (drained, then joined and freed by the retire timer) to match `workers`. The admin moves
+ * first as a listener of the new snapshot may take its old port. An admin address that one of our
+ * own listeners holds (the reload closes it) is bound once the workers have switched (admin_move).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -204,8 +206,11 @@ static void loader_post(int job, struct conf *from, bool *due)
 
 /* Every listener of c that `running` (NULL at start) does not have already must be free: SO_REUSEPORT
  * would otherwise let this process share a port with another one (a second lifeline, anything)
- * and take part of its traffic. Logs each taken address. 0, or -1. */
-static int listeners_free(const struct conf *c, const struct conf *running, const char *why)
+ * and take part of its traffic. admin_leaving: where the admin listener is when this reload moves
+ * it away (NULL: it stays, or none); it is closed before the workers bind, so its port counts as
+ * ours. Logs each taken address. 0, or -1. */
+static int listeners_free(const struct conf *c, const struct conf *running, const struct conf_sockaddr *admin_leaving,
+                          const char *why)
 {
     int bad = 0;
     size_t left_out = 0;   /* addresses of the current listener name that cannot be bound here */
@@ -223,8 +228,14 @@ static int listeners_free(const struct conf *c, const struct conf *running, cons
         bool near = false;   /* one of our listeners is on that port */
         for (size_t j = 0; e == -EADDRINUSE && running && j < running->nlisteners; j++)
             near |= conf_sockaddr_port(&running->listeners[j].addr) == conf_sockaddr_port(&c->listeners[i].addr);
-        if (near)   /* taken, maybe only by our own sockets: a move from 127.0.0.1:P to 0.0.0.0:P or
-                     * back, [::1]:P to [::]:P, opens the new before the old ones close */
+        if (e == -EADDRINUSE && admin_leaving &&
+            conf_sockaddr_port(admin_leaving) == conf_sockaddr_port(&c->listeners[i].addr))
+            /* taken, maybe only by our admin socket, which moves off in this reload (closed before
+             * the workers get it, on_loaded): its lack of SO_REUSEPORT fails listener_probe_own's
+             * bind, so only the kernel's list of listeners there says whether they are all ours */
+            e = listener_held_by_us(&c->listeners[i]);
+        else if (near)   /* taken, maybe only by our own sockets: a move from 127.0.0.1:P to 0.0.0.0:P
+                          * or back, [::1]:P to [::]:P, opens the new before the old ones close */
             e = listener_probe_own(&c->listeners[i]);
         if (listener_unbindable_alias(&c->listeners[i], e) && ++left_out < c->listeners[i].naddrs) {
             log_warn("%slisten on %s (an address of %s): %s; left out", why, c->listeners[i].addr.text,
@@ -278,12 +289,99 @@ static void reset_slot(void *ctx, const struct metric_table *t, unsigned slot)
     }
 }
 
-/* The admin listener of nc differs from the running one (on/off, or the address). */
-static bool admin_changed(const struct conf *nc, const struct conf *oc)
+/* Where the admin listener is. Normally current->conf's admin.address; not while a move waits
+ * for the workers (admin_move below), nor after such a move failed. */
+static struct {
+    bool on;                            /* a listener is open */
+    struct conf_sockaddr addr;          /* on: where */
+} admin_at;
+
+/* The admin listener of nc differs from the one that runs (on/off, or the address). */
+static bool admin_changed(const struct conf *nc)
 {
-    if (nc->admin.enabled != oc->admin.enabled)
+    if (nc->admin.enabled != admin_at.on)
         return true;
-    return nc->admin.enabled && strcmp(nc->admin.addr.text, oc->admin.addr.text) != 0;
+    return nc->admin.enabled && strcmp(nc->admin.addr.text, admin_at.addr.text) != 0;
+}
+
+/* A reload moving the admin onto the port of a listener that the same reload closes cannot bind
+ * before the workers have closed that listener (their SO_REUSEPORT sockets; the admin's has no
+ * SO_REUSEPORT, so that no one shares its port). The reload applies, the old admin listener stays
+ * (unless the reload gave its port to a new listener: then it was closed before the workers
+ * switched), and this timer binds current->conf's admin.address once every worker has switched
+ * (worker.listening_for), or at ADMIN_MOVE_WAIT at the latest. */
+#define ADMIN_DEFER (-3)                /* apply_conf: bind the admin listener after the workers switch */
+#define ADMIN_MOVE_WAIT 5.0             /* seconds the workers get to switch */
+#define ADMIN_MOVE_RETRY 1.0            /* seconds between tries when no admin listener is left */
+static struct {
+    ev_timer timer;
+    ev_tstamp by;                       /* the last try before giving up (0: no listener left, retrying) */
+} admin_move;
+
+/* The one admin socket is a's listener from now on (fd: from admin_open; -1: none). */
+static void admin_now(int fd, const struct conf *c)
+{
+    admin_switch(&admin, fd);
+    admin_at.on = fd >= 0;
+    if (fd >= 0)
+        admin_at.addr = c->admin.addr;
+}
+
+/* Whether every running or retiring worker has closed the listeners of the snapshots before rt. */
+static bool workers_switched_to(const struct runtime *rt)
+{
+    for (unsigned i = 0; i < nslots; i++) {
+        uintptr_t at;
+        if (!wslot[i].thread || atomic_load(&wslot[i].done))
+            continue;
+        at = atomic_load(&workers[i].listening_for);
+        if (at != 0 && at != (uintptr_t)rt)
+            return false;
+    }
+    return true;
+}
+
+static void on_admin_move(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    const struct conf *c = current->conf;
+    bool switched;
+    int fd;
+
+    (void)revents;
+    if (draining || !c->admin.enabled) {
+        ev_timer_stop(loop, t);
+        return;
+    }
+    switched = workers_switched_to(current);
+    if (!switched && admin_move.by && ev_now(loop) < admin_move.by)
+        return;   /* (a bind now could only fail: a worker still listens there) */
+    fd = admin_open(c);
+    if (fd >= 0) {
+        ev_timer_stop(loop, t);
+        admin_now(fd, c);
+        return;
+    }
+    if (!admin_move.by)
+        return;   /* retrying quietly: said once below */
+    if (admin_at.on) {
+        /* the old listener was kept open for this: it stays, and the reload is otherwise applied */
+        ev_timer_stop(loop, t);
+        log_error("reload: admin.address: cannot listen on %s: %s (one of our own listeners, which this reload "
+                  "closes, %s); the admin listener stays on %s", c->admin.addr.text, strerror(-fd),
+                  switched ? "is closed in every worker but the port is still taken" : "is still open in a worker",
+                  admin_at.addr.text);
+        return;
+    }
+    /* the old address went to a listener of the new configuration: no admin listener is left, so
+     * keep trying (a reload that moves the admin elsewhere stops this) */
+    log_error("reload: admin.address: cannot listen on %s: %s (one of our own listeners, which this reload "
+              "closes, %s); NO admin listener is open (its old port went to a new listener): trying again "
+              "every %.0f s", c->admin.addr.text, strerror(-fd),
+              switched ? "is closed in every worker but the port is still taken" : "is still open in a worker",
+              ADMIN_MOVE_RETRY);
+    admin_move.by = 0;
+    t->repeat = ADMIN_MOVE_RETRY;
+    ev_timer_again(loop, t);
 }
 
 static void close_fd(int fd)
@@ -298,10 +396,12 @@ static void workers_resize(struct ev_loop *loop, unsigned want);
 
 /* Makes nc (one reference, handed over) the running snapshot: every worker switches to it while
  * what is in flight finishes on the old one. A reload also hands over admin_fd (the new admin
- * listener from admin_open, -1 for none, or ADMIN_KEEP) and log_fd (the new access-log file opened
- * by the loader, or -1); both are used or closed here. Then workers are started or retired to
- * match `workers`. */
-static void apply_conf(struct ev_loop *loop, struct conf *nc, const char *why, int admin_fd, int log_fd)
+ * listener from admin_open, -1 for none, ADMIN_KEEP, or ADMIN_DEFER: bound once the workers have
+ * switched, the old listener closed first when admin_close_first) and log_fd (the new access-log
+ * file opened by the loader, or -1); both are used or closed here. Then workers are started or
+ * retired to match `workers`. */
+static void apply_conf(struct ev_loop *loop, struct conf *nc, const char *why, int admin_fd, bool admin_close_first,
+                       int log_fd)
 {
     struct runtime *nh = runtime_new(nc, current, &names);
     const char *log_path;
@@ -320,6 +420,22 @@ static void apply_conf(struct ev_loop *loop, struct conf *nc, const char *why, i
     stale_store_resize(stale, nh->conf->stale_store.size, nh->conf->stale_store.max_entry);
     health_start(nh, loop, current);   /* takes over the checks of servers it keeps */
     health_stop(current);
+    if (admin_fd != ADMIN_KEEP || !admin_changed(nh->conf))
+        ev_timer_stop(loop, &admin_move.timer);   /* a move still waiting is over: nh says where the admin goes */
+    if (admin_fd != ADMIN_KEEP) {
+        /* before the workers switch: a listener of nc may take the port the admin leaves, which
+         * the workers cannot bind while the admin socket (no SO_REUSEPORT) holds it */
+        admin.conf = nh->conf;   /* (admin_listen says where it listens from it) */
+        if (admin_fd != ADMIN_DEFER) {
+            admin_now(admin_fd, nh->conf);
+        } else if (admin_close_first) {
+            log_warn("%s: admin listener on %s closed: a new listener takes its port; the admin moves to %s "
+                     "once the workers have closed the listener there", why, admin_at.addr.text,
+                     nh->conf->admin.addr.text);
+            admin_unlisten(&admin);
+            admin_at.on = false;
+        }
+    }
     for (unsigned i = 0; i < nslots; i++) {
         if (wslot[i].state == W_RUNNING)
             worker_reload(&workers[i], nh);
@@ -341,10 +457,16 @@ static void apply_conf(struct ev_loop *loop, struct conf *nc, const char *why, i
     admin.conf = current->conf;
     admin.rt = current;
     admin.generation++;
-    if (admin_fd != ADMIN_KEEP)
-        admin_switch(&admin, admin_fd);
     workers_resize(loop, current->conf->workers);
     log_info("%s: %s applied (generation %u)", why, conf_path, admin.generation);
+    if (admin_fd == ADMIN_DEFER) {
+        if (admin_at.on)
+            log_info("%s: admin listener stays on %s until the workers have closed the listener on %s", why,
+                     admin_at.addr.text, current->conf->admin.addr.text);
+        admin_move.by = ev_now(loop) + ADMIN_MOVE_WAIT;
+        admin_move.timer.repeat = 0.01;
+        ev_timer_again(loop, &admin_move.timer);
+    }
 }
 
 /* watch_config: inotify on the file, the directory it is named in and the directory it resolves
@@ -454,6 +576,32 @@ static void watch_update(struct ev_loop *loop)
     }
 }
 
+/* nc's admin.address is taken by listening sockets that are all this process's own (SO_REUSEPORT:
+ * the workers' listeners; never the admin's): a listener that nc closes (conf.c rejects an admin
+ * address that shares a port with one of nc's listeners), still open until the workers switch. */
+static bool admin_held_by_listeners(const struct conf *nc)
+{
+    struct conf_listener l = { .addr = nc->admin.addr };
+
+    return listener_probe_own(&l) == 0;
+}
+
+/* A listener of nc that the running snapshot rc does not have is on the port of the running admin
+ * listener: the admin must close before the workers bind it. */
+static bool admin_port_taken(const struct conf *nc, const struct conf *rc)
+{
+    for (size_t i = 0; i < nc->nlisteners; i++) {
+        bool kept = false;
+        if (conf_sockaddr_port(&nc->listeners[i].addr) != conf_sockaddr_port(&admin_at.addr))
+            continue;
+        for (size_t j = 0; j < rc->nlisteners; j++)
+            kept |= strcmp(rc->listeners[j].addr.text, nc->listeners[i].addr.text) == 0;
+        if (!kept)
+            return true;
+    }
+    return false;
+}
+
 /* A reload that cannot be applied: counted, logged, the running configuration kept. */
 static void reload_failed(struct conf *nc, int log_fd, const char *what)
 {
@@ -469,6 +617,7 @@ static void on_loaded(struct ev_loop *loop, ev_async *a, int revents)
 {
     struct conf *nc;
     int job, log_fd, log_err, admin_fd = ADMIN_KEEP;
+    bool close_first = false;
     unsigned nerr;
 
     (void)a;
@@ -512,7 +661,8 @@ static void on_loaded(struct ev_loop *loop, ev_async *a, int revents)
         log_info("config watch: %s changed; reloading", conf_path);
     if (job != JOB_RESOLVE) {
         char why[512];
-        if (listeners_free(nc, current->conf, "reload: ") < 0) {
+        bool moving = admin_changed(nc);
+        if (listeners_free(nc, current->conf, moving && admin_at.on ? &admin_at.addr : NULL, "reload: ") < 0) {
             snprintf(why, sizeof(why), "%s: a listener address is not free", conf_path);
             reload_failed(nc, log_fd, why);
             return;
@@ -522,19 +672,27 @@ static void on_loaded(struct ev_loop *loop, ev_async *a, int revents)
             reload_failed(nc, log_fd, why);
             return;
         }
-        if (admin_changed(nc, current->conf)) {
+        if (moving && !nc->admin.enabled) {
+            admin_fd = -1;
+        } else if (moving) {
             /* the new address is bound before the old listener is given up */
-            admin_fd = admin_open(nc);
-            if (nc->admin.enabled && admin_fd < 0) {
-                snprintf(why, sizeof(why), "admin.address: cannot listen on %s (the admin listener stays on %s)",
-                         nc->admin.addr.text, current->conf->admin.enabled ? current->conf->admin.addr.text : "nothing");
+            int fd = admin_open(nc);
+            if (fd == -EADDRINUSE && admin_held_by_listeners(nc)) {
+                /* one of our own listeners, which nc does not have (the admin may not share a
+                 * port with them): bound once the workers have closed it (on_admin_move) */
+                fd = ADMIN_DEFER;
+                close_first = admin_at.on && admin_port_taken(nc, current->conf);
+            } else if (fd < 0) {
+                snprintf(why, sizeof(why), "admin.address: cannot listen on %s: %s (the admin listener stays on %s)",
+                         nc->admin.addr.text, strerror(-fd), admin_at.on ? admin_at.addr.text : "nothing");
                 reload_failed(nc, log_fd, why);
                 return;
             }
+            admin_fd = fd;
         }
         admin.reloads_ok++;
     }
-    apply_conf(loop, nc, job != JOB_RESOLVE ? "reload" : "DNS change", admin_fd, log_fd);
+    apply_conf(loop, nc, job != JOB_RESOLVE ? "reload" : "DNS change", admin_fd, close_first, log_fd);
     resolved_applied(loop, job == JOB_RESOLVE);
     watch_update(loop);
 }
@@ -937,6 +1095,8 @@ static int start_workers(struct conf *c, unsigned n)
     if (admin_start(&admin, run_state.loop) < 0)
         return -1;
     run_state.admin = true;
+    admin_at.on = c->admin.enabled;
+    admin_at.addr = c->admin.addr;
     /* every listener socket is bound before any worker accepts, as a client that connects as soon
      * as the port answers expects the connections to spread over all of them */
     for (unsigned i = 0; i < n && i < WORKERS_MAX; i++) {
@@ -967,6 +1127,7 @@ static void start_main_loop(struct ev_loop *loop)
     ev_init(&shutdown_timer, on_shutdown_timeout);
     ev_init(&exit_poll, on_exit_poll);
     ev_init(&retire_timer, on_retire_timer);
+    ev_init(&admin_move.timer, on_admin_move);
 }
 
 /* The soft limit on open files raised to the hard one, as HAProxy and Go's runtime do: a proxy
@@ -1015,7 +1176,7 @@ static int start(struct conf *c, const char *path)
         log_error("out of memory");
         return -1;
     }
-    if (listeners_free(c, NULL, "") < 0 || start_workers(c, c->workers ? c->workers : 1) < 0)
+    if (listeners_free(c, NULL, NULL, "") < 0 || start_workers(c, c->workers ? c->workers : 1) < 0)
         return -1;
     log_info("lifeline %s: %zu listener(s), %u worker(s), config %s", LIFELINE_VERSION,
              c->nlisteners, nworkers, path);

@@ -228,9 +228,6 @@ static int listener_holders(const struct conf_listener *cl, int family, unsigned
 int listener_probe_own(const struct conf_listener *cl)
 {
     int fd, one = 1, rc = 0;
-    unsigned *ino = NULL;
-    size_t n = 0, cap = 0;
-    DIR *d;
 
     /* As listener_open binds (SO_REUSEPORT): fails when a socket there does not share the port
      * (another process's without SO_REUSEPORT, or another user's). Never listens. */
@@ -243,9 +240,17 @@ int listener_probe_own(const struct conf_listener *cl)
         bind(fd, (const struct sockaddr *)&cl->addr.ss, cl->addr.len) < 0)
         rc = -errno;
     close(fd);
-    if (rc)
-        return rc;
     /* ...and every listening socket that shares the port there must be one of this process's. */
+    return rc ? rc : listener_held_by_us(cl);
+}
+
+int listener_held_by_us(const struct conf_listener *cl)
+{
+    int rc;
+    unsigned *ino = NULL;
+    size_t n = 0, cap = 0;
+    DIR *d;
+
     rc = listener_holders(cl, cl->addr.ss.ss_family, &ino, &n, &cap);
     if (!rc && cl->addr.ss.ss_family == AF_INET)
         rc = listener_holders(cl, AF_INET6, &ino, &n, &cap);
@@ -453,6 +458,7 @@ static void worker_drain(struct worker *w)
             close(w->listeners[i].fd);
             w->listeners[i].fd = -1;
         }
+        atomic_store(&w->listening_for, 0);
     }
     for (c = w->clients; c; c = next) {
         next = c->next;
@@ -874,6 +880,8 @@ static void worker_switch(struct worker *w, struct runtime *rt)
         worker_gen_unref(w, g);
         return;
     }
+    if (!w->draining)
+        atomic_store(&w->listening_for, (uintptr_t)rt);   /* (the old listeners are closed) */
     for (size_t i = 0; i < old->conf->npools; i++) {
         const struct pool *np = NULL;
         for (size_t j = 0; j < c->npools; j++) {
@@ -957,6 +965,7 @@ int worker_init(struct worker *w, unsigned id, struct runtime *rt, struct stale_
     w->accept_retry.data = w;
     if (worker_listen(w, c, NULL, 0) < 0)
         return -1;
+    atomic_store(&w->listening_for, (uintptr_t)rt);
     w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     ev_check_init(&w->reaper, worker_reap_cb);
     w->reaper.data = w;

@@ -107,6 +107,10 @@ struct worker {
     struct gen *retired;                /* older generations still in use */
     struct conf *conf;                  /* gen->conf, for short */
     _Atomic(struct runtime *) pending;  /* a reload handed over by main (its reference moves in) */
+    /* The runtime whose listeners this worker's sockets are (set as it switches; 0 once a drain
+     * closed them), for main to tell when a listener a reload removed is closed in every worker (an
+     * admin listener moving onto its port binds then). Compared, never dereferenced. */
+    atomic_uintptr_t listening_for;
 
     struct listener *listeners;
     unsigned nlisteners;
@@ -203,6 +207,11 @@ int listener_probe(const struct conf_listener *cl);
  * that shares the port through SO_REUSEPORT, as the first probe cannot tell), or -errno. Reads
  * the kernel's socket list (NETLINK_SOCK_DIAG) and /proc/self/fd. */
 int listener_probe_own(const struct conf_listener *cl);
+/* The second half of listener_probe_own alone: 0 when every socket listening where cl would is
+ * this process's, -EADDRINUSE when one is not, or -errno. For a port that the admin listener holds
+ * (no SO_REUSEPORT, so listener_probe_own's bind fails) and that a reload frees before the workers
+ * bind it. */
+int listener_held_by_us(const struct conf_listener *cl);
 /* One address of a listener name (conf.h) that this host cannot bind (err from listener_open or
  * listener_probe: -EADDRNOTAVAIL, -EAFNOSUPPORT: localhost's ::1 with IPv6 off) is left out, with a
  * warning, as long as another address of the name binds (main.c checks); any other error fails as

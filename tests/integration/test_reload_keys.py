@@ -2,7 +2,9 @@
 
 - admin.address: the new address is bound before the old listener closes; afterwards the new port
   answers and the old one refuses. A new address that cannot be bound fails the reload as a whole
-  (SPEC §1: reported, the running configuration kept), the old listener staying.
+  (SPEC §1: reported, the running configuration kept), the old listener staying. Ports move
+  between the admin and the listeners in one reload (a listener on the admin's old port, the admin
+  onto the port of a listener the reload removes, a swap); a late admin bind that fails is said.
 - access_log.path: lines of requests after the reload go to the new file, none to the old one; a
   path that cannot be opened fails the reload and the old file keeps its lines.
 - workers: more workers start (one SO_REUSEPORT listener each, /status "workers"); fewer workers
@@ -13,9 +15,10 @@ import copy
 import os
 import re
 import socket
+import threading
 import time
 
-from conftest import Conn, HOST, free_port, pool, t, wait_for
+from conftest import Conn, HOST, fetch, free_port, pool, t, wait_for
 from ops import access_lines, admin_extra, admin_get, metrics, running_workers, status, wait_access, write_config_atomic
 from test_workers import listening_sockets
 
@@ -36,6 +39,9 @@ def _reload(lf, cfg, expect="success"):
         lf.assert_alive()
         err = lf.stderr_text()
         if expect == "success":
+            # a refused reload will not apply: said at once rather than after the whole wait
+            assert err.count("keeping the running configuration") == n_kept, \
+                "reload refused; stderr tail:\n%s" % err[-2000:]
             return len(re.findall(r"applied \(generation \d+\)", err)) > n_ok
         return err.count("keeping the running configuration") > n_kept
 
@@ -111,6 +117,162 @@ def test_admin_address_taken_fails_the_reload(lifeline, upstream):
         assert lf.fetch("GET", "/echo").json()["server"] == "up1"
     finally:
         blocker.close()
+
+
+def _listen(*ports):
+    return [{"address": "%s:%d" % (HOST, p)} for p in ports]
+
+
+def _reload_switched(lf, cfg):
+    """_reload, then waits for every worker's "configuration switched" (the listeners of cfg are
+    bound by the workers as they switch, after "applied" is logged)."""
+    n = lf.stderr_text().count("configuration switched")
+    err = _reload(lf, cfg)
+    wait_for(lambda: lf.stderr_text().count("configuration switched") >= n + running_workers(lf), t(5),
+             what="every worker to switch")
+    return err
+
+
+def _slow_in_flight(port, ms):
+    """A request on port whose answer takes ms: (thread, result) as lf.fetch_in_background."""
+    result = {}
+
+    def client():
+        try:
+            result["r"] = fetch(port, "GET", "/slow-head?ms=%d" % ms, timeout=t(8))
+        except Exception as e:
+            result["e"] = e
+
+    th = threading.Thread(target=client)
+    th.start()
+    return th, result
+
+
+def _admin_moved(old, new):
+    """The admin answers on `new` (bound once the workers have closed a listener there: waited for)."""
+    def up():
+        try:
+            return admin_get(new, "/healthz", timeout=t(1)).status == 200
+        except OSError:
+            return False
+    wait_for(up, t(5), what="the admin listener on %d" % new)
+    assert status(new)["generation"] >= 2
+
+
+def _answered(th, result, port):
+    th.join(t(10))
+    assert not th.is_alive()
+    assert "e" not in result, "request in flight on %d failed across the reload: %r" % (port, result.get("e"))
+    assert result["r"].status == 200, result["r"]
+
+
+def test_admin_moves_onto_the_port_of_a_listener_the_reload_removes(lifeline, upstream):
+    """admin a -> b while the same reload removes the listener on b: b is still held by the workers'
+    sockets when the reload is read, so the admin is bound once they have switched (it stays on a
+    until then). The old binary refused the reload (EADDRINUSE on b)."""
+    up = upstream()
+    a, b = free_port(), free_port()
+    lf = lifeline(pools={"p": pool(up)}, workers=2, extra=admin_extra(a))
+    _reload_switched(lf, _cfg(lf, listen=_listen(lf.port, b)))
+    assert fetch(b, "GET", "/echo").status == 200
+    inflight = [_slow_in_flight(p, int(t(2.5) * 1000)) for p in (lf.port, b)]
+    wait_for(lambda: len(up.requests) >= 3, t(3), what="both slow requests at the upstream")
+
+    err = _reload_switched(lf, _cfg(lf, listen=_listen(lf.port), **admin_extra(b)))
+    assert "keeping the running configuration" not in err, err
+    _admin_moved(a, b)
+    wait_for(lambda: _refused(a), t(3), what="the old admin port to close")
+    assert metrics(b).value("lifeline_config_reloads_total", result="success") == 2
+    assert lf.fetch("GET", "/echo").status == 200
+    for (th, result), p in zip(inflight, (lf.port, b)):
+        _answered(th, result, p)
+
+
+def test_listener_takes_the_port_the_admin_leaves(lifeline, upstream):
+    """A listener added on the admin's old port a while the admin moves to b: the check of new
+    listener addresses counts the admin socket as ours, and the admin moves before the workers
+    bind a. The old binary refused the reload ("address in use (another process listens there)")."""
+    up = upstream()
+    a, b = free_port(), free_port()
+    lf = lifeline(pools={"p": pool(up)}, workers=2, extra=admin_extra(a))
+    th, result = _slow_in_flight(lf.port, int(t(2.5) * 1000))
+    wait_for(lambda: up.requests, t(3), what="the slow request at the upstream")
+
+    err = _reload_switched(lf, _cfg(lf, listen=_listen(lf.port, a), **admin_extra(b)))
+    assert "keeping the running configuration" not in err, err
+    _admin_moved(a, b)
+    r = fetch(a, "GET", "/echo")
+    assert r.status == 200 and r.json()["server"] == "up1", r   # the proxy, not the admin
+    _answered(th, result, lf.port)
+
+
+def test_admin_and_listener_swap_ports(lifeline, upstream):
+    """admin a -> b and listener b -> a in one reload: the admin closes a before the workers bind it
+    (warned: no admin listener until the workers have closed b), then binds b."""
+    up = upstream()
+    a, b = free_port(), free_port()
+    lf = lifeline(pools={"p": pool(up)}, workers=2, extra=admin_extra(a))
+    _reload_switched(lf, _cfg(lf, listen=_listen(lf.port, b)))
+    th, result = _slow_in_flight(b, int(t(2.5) * 1000))
+    wait_for(lambda: up.requests, t(3), what="the slow request at the upstream")
+
+    err = _reload_switched(lf, _cfg(lf, listen=_listen(lf.port, a), **admin_extra(b)))
+    assert "keeping the running configuration" not in err, err
+    _admin_moved(a, b)
+    r = fetch(a, "GET", "/echo")
+    assert r.status == 200 and r.json()["server"] == "up1", r
+    assert lf.fetch("GET", "/echo").status == 200
+    _answered(th, result, b)
+
+
+def _squat(port):
+    """A socket of this (other) process bound to port with SO_REUSEPORT, not listening: the
+    workers' listener there shares the port with it, and the kernel's list of listeners does not
+    show it, so the admin's bind after the workers switched is what fails."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind((HOST, port))
+    return s
+
+
+def test_admin_move_onto_a_leaving_listener_port_that_stays_taken(lifeline, upstream):
+    """The deferred bind fails (another socket still holds b once the workers have closed theirs):
+    the old admin listener stays on a and the error names b and says it is one of our listeners."""
+    up = upstream()
+    a, b = free_port(), free_port()
+    lf = lifeline(pools={"p": pool(up)}, workers=2, extra=admin_extra(a))
+    _reload_switched(lf, _cfg(lf, listen=_listen(lf.port, b)))
+    sq = _squat(b)
+    try:
+        _reload_switched(lf, _cfg(lf, listen=_listen(lf.port), **admin_extra(b)))
+        wait_for(lambda: "cannot listen on %s:%d" % (HOST, b) in lf.stderr_text(), t(8),
+                 what="the failed admin bind to be logged")
+        err = lf.stderr_text()
+        assert "one of our own listeners" in err and "admin listener stays on %s:%d" % (HOST, a) in err, err
+        assert admin_get(a, "/healthz").status == 200
+        assert _refused(b)
+        assert lf.fetch("GET", "/echo").status == 200
+    finally:
+        sq.close()
+
+
+def test_admin_swap_whose_new_port_stays_taken_retries(lifeline, upstream):
+    """The swap's deferred bind fails: the old port already went to a listener, so no admin listener
+    is left. That is said at error, and the bind is tried again until it works."""
+    up = upstream()
+    a, b = free_port(), free_port()
+    lf = lifeline(pools={"p": pool(up)}, workers=2, extra=admin_extra(a))
+    _reload_switched(lf, _cfg(lf, listen=_listen(lf.port, b)))
+    sq = _squat(b)
+    try:
+        _reload_switched(lf, _cfg(lf, listen=_listen(lf.port, a), **admin_extra(b)))
+        wait_for(lambda: "NO admin listener is open" in lf.stderr_text(), t(8),
+                 what="the missing admin listener to be logged")
+        assert "cannot listen on %s:%d" % (HOST, b) in lf.stderr_text()
+        assert fetch(a, "GET", "/echo").json()["server"] == "up1"
+    finally:
+        sq.close()
+    _admin_moved(a, b)
 
 
 # --------------------------------------------------------------------------------------------
