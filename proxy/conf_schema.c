@@ -81,7 +81,32 @@ static const struct conf_field conf_cert_fields[] = {
     { .key = "cert", .type = CT_STRING, .off = offsetof(struct conf_cert, cert), .lo = 1, .required = true },
     { .key = "key", .type = CT_STRING, .off = offsetof(struct conf_cert, key), .lo = 1, .required = true },
 };
-BLOCK(conf_blk_cert, conf_cert_fields, NULL);
+/* A relative path is taken from the config file's directory, as a fallback `file` is (and as
+ * nginx takes ssl_certificate from its prefix): the same file whatever directory lifeline, or
+ * `lifeline -t`, is started from. "" and absolute paths stay as written. */
+static void conf_path_from_dir(struct conf_loader *ld, char **p)
+{
+    char *a;
+
+    if (!*p || !**p || **p == '/' || !ld->dir)
+        return;
+    if (asprintf(&a, "%s/%s", ld->dir, *p) < 0) {
+        ld->oom = true;
+        return;
+    }
+    free(*p);
+    *p = a;
+}
+
+static void conf_post_cert(struct conf_loader *ld, yaml_node_t *map, void *obj, yaml_node_t *const *seen)
+{
+    struct conf_cert *c = obj;
+    (void)map;
+    (void)seen;
+    conf_path_from_dir(ld, &c->cert);
+    conf_path_from_dir(ld, &c->key);
+}
+BLOCK(conf_blk_cert, conf_cert_fields, conf_post_cert);
 
 static const struct conf_field conf_listener_tls_fields[] = {
     { .key = "certificates", .type = CT_CUSTOM, .fn = conf_h_certs, .required = true },
@@ -1096,6 +1121,10 @@ static void conf_post_pool_tls(struct conf_loader *ld, yaml_node_t *map, void *o
     int which = 0;
     yaml_node_t *at;
     (void)seen;
+    if (strcmp(p->tls.ca, "system") != 0)
+        conf_path_from_dir(ld, &p->tls.ca);   /* (relative: from the config's directory) */
+    conf_path_from_dir(ld, &p->tls.client_cert);
+    conf_path_from_dir(ld, &p->tls.client_key);
     if (!*p->tls.client_cert != !*p->tls.client_key) {
         conf_err(ld, map, "client_cert and client_key go together: give both or neither");
         return;

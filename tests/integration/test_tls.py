@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import http.client
 import json
+import os
 import re
 import socket
 import ssl
@@ -157,6 +158,31 @@ def test_sni_serves_certificates_of_every_key_type_for_a_name(lifeline, upstream
     for sni in ("a.test", "b.test", "x.wild.test"):
         status, _, _, info = _https(lf.port, sni, _client_ctx(pki, check_hostname=True))
         assert status == 200 and _cn(info["cert"]) in (sni, "*.wild.test"), (sni, info["cert"])
+
+
+def test_relative_tls_paths_are_taken_from_the_config_directory(lifeline, upstream, pki, tmp_path):
+    """A relative cert, key, ca, client_cert or client_key is taken from the config file's
+    directory, as a relative fallback `file` is (and as nginx takes its prefix): it was taken from
+    the working directory, so `lifeline -t` and a start from elsewhere could not read the files
+    a config beside them names."""
+    import shutil
+    from conftest import run_cli
+    d = tmp_path / "tls"
+    d.mkdir()
+    for name in ("a", "client"):
+        shutil.copy(pki[name]["cert"], d / ("%s.crt" % name))
+        shutil.copy(pki[name]["key"], d / ("%s.key" % name))
+    shutil.copy(pki["ca"], d / "ca.crt")
+    up = upstream(ssl=_server_ctx(pki["up"]))
+    pools = {"p": {"servers": [{"address": up.address}],
+                   "tls": {"enabled": True, "ca": "tls/ca.crt", "sni": "localhost",
+                           "client_cert": "tls/client.crt", "client_key": "tls/client.key"}}}
+    lf = lifeline(pools=pools, listen_tls={"certificates": [{"cert": "tls/a.crt", "key": "tls/a.key"}]})
+    assert os.getcwd() != str(tmp_path)
+    r = run_cli(["-t", "-c", lf.cfg_path])
+    assert r.returncode == 0 and "%s: ok" % lf.cfg_path in (r.stdout + r.stderr), r.stderr
+    status, _, body, info = _https(lf.port, "a.test", _client_ctx(pki, check_hostname=True))
+    assert status == 200 and _cn(info["cert"]) == "a.test", (status, body)
 
 
 def test_alpn_http11_and_resumption(lifeline, upstream, pki):
