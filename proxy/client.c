@@ -1089,6 +1089,7 @@ static bool client_step(struct client *c)
 {
     struct worker *w = c->w;
     size_t used = 0, feed;
+    bool cut;
     enum h1_event ev;
 
     if (c->answer_done) {
@@ -1188,6 +1189,7 @@ static bool client_step(struct client *c)
             client_pause(c);
             return false;
         }
+        cut = feed < c->in.len;   /* the body's room, not the input, bounds this parse */
         if (feed > c->in.len)
             feed = c->in.len;
         ev = h1_parse(c->parser, buf_head(&c->in), feed, &used);
@@ -1196,6 +1198,17 @@ static bool client_step(struct client *c)
         case H1_NEED_MORE:
             if (used)
                 exchange_body(c->ex);
+            if (c->closed || !cut)
+                return false;
+            /* Bytes are left that the body's room cut off (a chunked body a little larger than
+             * its buffer, whose upstream is not taking it yet): parse on while the room grows, or
+             * stop reading until it does, as when there is no room at all. Reading on instead met
+             * the client's FIN (a request sent whole, then half-closed) with the body unparsed,
+             * and cancelled it; and body_timeout counted the wait for the upstream as the
+             * client's gap (408). */
+            if (used)
+                return true;
+            client_pause(c);
             return false;
         case H1_DONE:
             /* (no read deadline while waiting: a deadline gone never needs the lazy timer moved,

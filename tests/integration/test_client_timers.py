@@ -5,6 +5,7 @@ import socket
 import time
 
 from conftest import Conn, build_request, dur, pool, t
+from faults import hanging_connect  # noqa: F401 (fixture)
 
 LONG = "10s"
 
@@ -477,3 +478,20 @@ def test_a_client_that_read_during_a_pause_is_not_cut_by_send_timeout(lifeline, 
         r = c.read_response(timeout=t(20))
     assert r.status == 200, r
     assert len(r.body) == n and hashlib.sha256(r.body).hexdigest() == pattern_sha(n)
+
+
+def test_body_timeout_does_not_count_while_a_whole_chunked_body_waits_for_the_upstream(lifeline, hanging_connect):
+    """SPEC §2 body_timeout is the client's idle gap while reading a body. A chunked body a little
+    larger than its buffer, sent whole to an upstream not taking it yet (connect pending): its
+    tail waited unparsed while the gap timer ran from the client's last byte, and the client got
+    408 at body_timeout though it had sent everything. Now reading stops while the body has no
+    room, the gap does not count, and the answer is the connect timeout's 504."""
+    from test_half_close import CHUNKED_SIZES, chunked_request
+    lf = lifeline(pools={"p": pool(hanging_connect.address)}, client={"body_timeout": dur(t(0.3))},
+                  routes=[{"pool": "p", "retry": {"attempts": 1}, "timeouts": {"connect": dur(t(1.0))}}])
+    for size in CHUNKED_SIZES:
+        with Conn(lf.port) as c:
+            start = time.monotonic()
+            c.send(chunked_request(size))
+            r = c.read_response(timeout=t(5))
+            assert r.status == 504, (size, r.status, time.monotonic() - start)

@@ -3,7 +3,10 @@ with nginx and HAProxy; a request left incomplete by a half-close ends the conne
 
 import socket
 
-from conftest import Conn, build_request, pool, t
+import pytest
+
+from conftest import Conn, build_request, dur, pool, t
+from faults import hanging_connect  # noqa: F401 (fixture)
 from ops import wait_access
 
 
@@ -58,3 +61,29 @@ def test_half_close_mid_request_closes(lifeline, upstream):
     assert read_all(s, t(3)) == b""
     s.close()
     assert not up.requests
+
+
+CHUNKED_SIZES = (85000, 95000, 105000, 110000)   # around the body buffer (buffer_body 64KiB + room) and one input block more
+
+
+def chunked_request(size):
+    chunk = b"3e8\r\n" + b"a" * 1000 + b"\r\n"
+    return (b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" +
+            chunk * (size // 1000) + b"0\r\n\r\n")
+
+
+@pytest.mark.parametrize("size", CHUNKED_SIZES)
+def test_half_close_after_a_chunked_body_larger_than_its_buffer(lifeline, hanging_connect, size):
+    """A chunked body a little larger than its buffer, whose upstream is not taking it yet (the
+    connect pending), sent whole and then half-closed: the body's tail waited unparsed in the input
+    while reading went on, the FIN was read, and the whole request was cancelled (no answer at
+    all). Now reading stops until the body has room, and the client gets the request's answer:
+    here the connect timeout's 504."""
+    lf = lifeline(pools={"p": pool(hanging_connect.address)},
+                  routes=[{"pool": "p", "retry": {"attempts": 1}, "timeouts": {"connect": dur(t(0.6))}}])
+    s = socket.create_connection(("127.0.0.1", lf.port))
+    s.sendall(chunked_request(size))
+    s.shutdown(socket.SHUT_WR)
+    data = read_all(s, t(5))
+    s.close()
+    assert data.startswith(b"HTTP/1.1 504 "), (size, data[:200])
