@@ -713,6 +713,9 @@ void client_flush(struct client *c)
     }
     if (c->ex)
         exchange_drained(c->ex);
+    /* A tunnel's output all written, and nothing more came meanwhile: its block goes back */
+    if (!c->closed && c->phase == CLIENT_TUNNEL && c->out.data && c->out.len == 0 && !c->write_blocked)
+        client_out_put(c);
 }
 
 static void client_write_cb(struct client *c)
@@ -1405,9 +1408,12 @@ static void client_read_cb(struct ev_loop *loop, struct client *c)
         c->last_read = ev_now(loop);   /* idle after an answer: idle_timeout runs from the answer (a
                                           request starting now takes header_timeout instead) */
     client_process(c);
-    /* Waiting for the answer, or for more of a head its parser keeps: an empty buffer goes back. */
+    /* Waiting for the answer, or for more of a head its parser keeps, or a tunnel whose bytes
+     * all went on: an empty buffer goes back (an idle WebSocket holds no blocks; the next read
+     * takes one from the worker's cache). */
     if (!c->closed && c->in.len == 0 &&
-        (c->phase == CLIENT_WAIT || c->phase == CLIENT_HEAD || c->phase == CLIENT_IDLE))
+        (c->phase == CLIENT_WAIT || c->phase == CLIENT_HEAD || c->phase == CLIENT_IDLE ||
+         c->phase == CLIENT_TUNNEL))
         worker_buf_put(c->w, &c->in);
     /* A TLS record larger than the room left stays decrypted in the session: come back for it. */
     if (!c->closed && (client_io_events(c) & EV_READ) && xprt_pending(&c->x))

@@ -1156,7 +1156,11 @@ bool exchange_body_spliced(struct exchange *ex, size_t n)
 
 size_t exchange_tunnel_append(struct exchange *ex, const void *p, size_t n)
 {
-    size_t room = buf_free_space(&ex->body);
+    size_t room;
+
+    if (!ex->body.data && worker_buf_get(ex_worker(ex), &ex->body) < 0)
+        return 0;   /* (given back while the tunnel idled: exchange_hop_sent) */
+    room = buf_free_space(&ex->body);
 
     if (n > room)
         n = room;
@@ -1209,6 +1213,8 @@ void exchange_hop_sent(struct exchange *ex, struct hop *h)
         size_t n = hop_body_sent(h);
         buf_consume(&ex->body, n);
         hop_body_consumed(h, n);
+        if (ex->body.len == 0)
+            worker_buf_put(ex_worker(ex), &ex->body);   /* an idle tunnel holds no block */
     } else if (!exchange_body_keepable(ex) || (!ex->body_done && exchange_body_short(ex))) {
         struct hop *o = exchange_other(ex, h);
         size_t n = hop_body_sent(h);

@@ -1014,7 +1014,8 @@ static void hop_read_cb(struct ev_loop *loop, ev_io *io, int revents)
         /* All that was read is parsed: an attempt waiting for more of its body (or splicing it)
          * holds no input block meanwhile (issue 11: 5,000 slow readers whose upstream trickles);
          * the next read takes one back from the worker's cache. */
-        if (h->seq == seq && h->uc == uc && uc->in.data && uc->in.len == 0 && h->state == HOP_BODY)
+        if (h->seq == seq && h->uc == uc && uc->in.data && uc->in.len == 0 &&
+            (h->state == HOP_BODY || h->state == HOP_TUNNEL))
             worker_buf_put(hop_worker(h), &uc->in);
     }
 }
