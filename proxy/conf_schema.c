@@ -58,7 +58,7 @@ _Static_assert(sizeof(enum conf_hash_key) == sizeof(unsigned), "enums are stored
 _Static_assert(sizeof(enum conf_host_header) == sizeof(unsigned), "enums are stored as unsigned");
 _Static_assert(sizeof(enum conf_log_format) == sizeof(unsigned), "enums are stored as unsigned");
 
-static conf_handler conf_h_listen, conf_h_listen_addr, conf_h_certs, conf_h_tls_version,
+static conf_handler conf_h_generation, conf_h_listen, conf_h_listen_addr, conf_h_certs, conf_h_tls_version,
     conf_h_admin_addr, conf_h_workers, conf_h_resolvers, conf_h_pools, conf_h_routes_defer,
     conf_h_servers, conf_h_server_addr, conf_h_hash_key, conf_h_connect_race, conf_h_expect, conf_h_path,
     conf_h_route_name, conf_h_route_pool, conf_h_host, conf_h_methods, conf_h_retry_on,
@@ -227,6 +227,7 @@ static const struct conf_field conf_top_fields[] = {
     F_BLOCK("limits", conf_blk_limits),
     F_FN("pools", conf_h_pools),
     F_FN("routes", conf_h_routes_defer),
+    F_FN("generation", conf_h_generation),   /* written by /config (SPEC §5); read and ignored */
 };
 BLOCK(conf_blk_top, conf_top_fields, NULL);
 
@@ -716,6 +717,26 @@ static int conf_h_tls_version(struct conf_loader *ld, const struct conf_field *f
         l->tls_min_version = 0x0304;
     else {
         conf_err(ld, v, "min_version must be TLSv1.2 or TLSv1.3, not %s", conf_quote(q, s));
+        return -1;
+    }
+    return 0;
+}
+
+/* `generation: N`, which GET /config writes beside the snapshot (SPEC §5: "the running snapshot as
+ * YAML with its generation"), so that its output loads again (-t): a number, ignored. The
+ * generation is the process's count of snapshots, never the file's to set. */
+static int conf_h_generation(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
+                             const char *where)
+{
+    char q[CONF_QUOTE_MAX + 8];
+    uint64_t n;
+    const char *s = conf_scalar(ld, f->key, v, "a number");
+    (void)obj;
+    (void)where;
+    if (!s)
+        return -1;
+    if (conf_uint(s, &n)) {
+        conf_err(ld, v, "generation must be a number (it is what /config reports; ignored), not %s", conf_quote(q, s));
         return -1;
     }
     return 0;

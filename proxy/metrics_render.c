@@ -829,6 +829,31 @@ static void config_redact(yaml_document_t *doc, int id, enum config_keys keys, b
     }
 }
 
+/* `generation: N` last in the root mapping (SPEC §5: "as YAML with its generation"; the loader
+ * reads and ignores the key, so the output loads again), in place of one the file wrote. */
+static void config_generation(yaml_document_t *doc, unsigned generation)
+{
+    yaml_node_t *root = yaml_document_get_node(doc, 1);
+    char v[16];
+    int k, n;
+
+    if (!root || root->type != YAML_MAPPING_NODE)
+        return;
+    snprintf(v, sizeof v, "%u", generation);
+    for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top; p++) {
+        yaml_node_t *key = yaml_document_get_node(doc, p->key);
+        if (key && key->type == YAML_SCALAR_NODE && strcmp((const char *)key->data.scalar.value, "generation") == 0) {
+            if ((n = yaml_document_add_scalar(doc, NULL, (yaml_char_t *)v, -1, YAML_PLAIN_SCALAR_STYLE)))
+                p->value = n;
+            return;
+        }
+    }
+    k = yaml_document_add_scalar(doc, NULL, (yaml_char_t *)"generation", -1, YAML_PLAIN_SCALAR_STYLE);
+    n = yaml_document_add_scalar(doc, NULL, (yaml_char_t *)v, -1, YAML_PLAIN_SCALAR_STYLE);
+    if (k && n)
+        yaml_document_append_mapping_pair(doc, 1, k, n);
+}
+
 /* The effective configuration (conf_effective: every key in force, written ones as written, then
  * the defaults and derived values the file left out), secrets redacted, after a comment with the
  * generation, load time and path. Comments and the original layout do not survive; values do. */
@@ -858,6 +883,7 @@ void metrics_render_config(struct metrics_render_buf *b, const struct metrics_re
         return;
     }
     config_redact(&doc, 1, CONFIG_FIELDS, false, 0);
+    config_generation(&doc, s->generation);
     yaml_emitter_initialize(&emitter);
     yaml_emitter_set_output(&emitter, config_write, b);
     yaml_emitter_set_unicode(&emitter, 1);
