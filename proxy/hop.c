@@ -489,11 +489,13 @@ fail_later:
  * complete (an early answer such as 413); otherwise this attempt is a reset. */
 static void hop_send_failed(struct hop *h)
 {
-    /* A fresh TLS 1.3 connection whose server refused our certificate: its alert came after our
-     * side of the handshake, and then its close, which failed this write. The read watcher reads
-     * the alert (hop_read_cb: connect_error), or a reset when there is none. */
-    if (h->state == HOP_SENDING && !h->got_bytes && h->uc->x.ssl && !h->reused && !h->starting && h->ex &&
-        ev_is_active(&h->uc->rd)) {
+    /* Before any response byte was read, the write's failure may hide what the server sent
+     * before it closed: an early answer (a 413 or 401 to a body it would not read, then the
+     * close, a reset as the body kept coming) waiting in the socket, or, on a fresh TLS 1.3
+     * connection, the alert refusing our certificate that came after our side of the handshake.
+     * The read watcher reads first: the answer (passed on as it is), the alert
+     * (hop_read_cb: connect_error), or else the end: a reset, as before. */
+    if (h->state == HOP_SENDING && !h->got_bytes && !h->starting && h->ex && ev_is_active(&h->uc->rd)) {
         h->request_sent = true;
         h->write_failed = true;
         h->deadline_cut = hop_arm_response(h, h->ex->route->timeouts.response);

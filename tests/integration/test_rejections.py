@@ -381,3 +381,55 @@ def test_answer_from_the_head_lingers_while_the_body_arrives(lifeline, upstream,
         assert r.header("connection") == "close", r
         c.wait_closed(t(4))
     assert up.requests == [], up.requests
+
+
+def test_early_answer_survives_a_write_that_fails_first(lifeline, raw_upstream):
+    """An upstream answers a body it will not read (413) and closes, which resets the connection
+    as the body keeps coming. When lifeline's next write of the body failed before it had read the
+    answer, the attempt was a `reset` and the client got 502 with x-lifeline-fallback: reset, while
+    the upstream's 413 sat unread in the socket (SPEC §3.4: reset is a close "before a complete
+    response head"). Made certain by stopping lifeline (SIGSTOP) while the answer, the reset and
+    more body bytes arrive, then letting it go: both sockets are ready in one loop turn. The
+    write's failure now reads first: the client gets the 413."""
+    import os
+    import signal
+    import threading
+    go = threading.Event()
+    answered = threading.Event()
+
+    async def script(conn):
+        import asyncio
+        while True:
+            try:
+                await asyncio.wait_for(conn.reader.readuntil(b"\r\n\r\n"), t(10))
+            except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
+                return
+            while not go.is_set():
+                await asyncio.sleep(0.005)
+            await conn.send(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\n"
+                            b"too large")
+            conn.reset()   # the body is unread: an RST
+            answered.set()
+            return
+
+    up = raw_upstream(script)
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"pool": "p", "retry": {"attempts": 1}}])
+    got = []
+    for _ in range(6):
+        go.clear()
+        answered.clear()
+        with Conn(lf.port) as c:
+            c.send(b"POST /up HTTP/1.1\r\nHost: test.local\r\nContent-Length: 100000\r\n\r\n" + b"a" * 1000)
+            time.sleep(t(0.2))   # the head and the first bytes went upstream
+            os.kill(lf.pid, signal.SIGSTOP)
+            try:
+                c.send(b"b" * 1000)
+                time.sleep(0.05)
+                go.set()
+                assert answered.wait(t(5)), "the upstream did not answer"
+                time.sleep(0.05)
+            finally:
+                os.kill(lf.pid, signal.SIGCONT)
+            r = c.read_response(timeout=t(5))
+            got.append((r.status, r.header("x-lifeline-fallback")))
+    assert got == [(413, None)] * 6, got
