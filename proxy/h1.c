@@ -287,15 +287,19 @@ static bool trailer_name_owable(const struct h1_parser *p, size_t n)
     return n <= H1_TRAILER_NAME_MAX && (!p->out || p->framing != H1_FRAME_CHUNKED || n + 1 + H1_SLACK < p->out->cap);
 }
 
+static bool trailer_connection_named(struct h1_parser *p, struct h1_header *hd);
+
 /* Trailers go to a chunked output as "name:value" lines. The name is written when the value
- * begins, once the filter (h1_trailer_forwardable) has seen all of it; the value streams. */
+ * begins, once the filters (h1_trailer_forwardable, the Connection header's names) have seen all
+ * of it; the value streams. */
 static int trailer_value_out(struct h1_parser *p, struct h1_header *hd, const char *at, size_t len,
                              bool first)
 {
     bool chunked_out = p->out && p->framing == H1_FRAME_CHUNKED;
 
     if (first) {
-        p->trl_keep = trailer_name_owable(p, hd->name_len) && h1_trailer_forwardable(hd->name, hd->name_len);
+        p->trl_keep = trailer_name_owable(p, hd->name_len) && h1_trailer_forwardable(hd->name, hd->name_len) &&
+                      !trailer_connection_named(p, hd);
         if (!p->trl_keep)
             hd->flags |= H1_HDR_HOP;   /* dropped: whoever reads the trailers skips it too */
         if (p->trl_keep && chunked_out) {
@@ -596,6 +600,18 @@ static int token_names(void *arg, const char *t, size_t n)
 {
     const struct h1_header *hd = arg;
     return hd->name_len == n && strncasecmp(hd->name, t, n) == 0;
+}
+
+/* A trailer the message's Connection header names: hop-by-hop like a header of that name (SPEC §4
+ * "Connection and those it names"; the head's headers stay in the arena while trailers arrive). */
+static bool trailer_connection_named(struct h1_parser *p, struct h1_header *hd)
+{
+    for (unsigned c = 0; c < p->head.nhdrs; c++) {
+        const struct h1_header *ch = &p->head.hdrs[c];
+        if (NAME_IS(ch, "connection") && each_token(ch->value, ch->value_len, token_names, hd) == 1)
+            return true;
+    }
+    return false;
 }
 
 /* each_token() callback: 1 for an h2c protocol in an Upgrade list ("h2c", any case, any version). */

@@ -302,6 +302,31 @@ def test_response_trailers_forwarded(lifeline, raw_upstream):
     assert ("X-Digest", "abc") in r.trailers, r.trailers
 
 
+def test_trailers_named_by_connection_are_dropped_both_ways(lifeline, raw_upstream):
+    """SPEC §4: hop-by-hop fields are `Connection` and those it names, and trailer fields that are
+    hop-by-hop are dropped. A trailer named in the message's Connection header was forwarded (the
+    header of that name was dropped, its trailer twin was not), in either direction."""
+    async def script(conn):
+        req = await conn.read_request()
+        if req:
+            conn.up.state["trailers"] = list(req.trailers)
+            await conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: X-Hop\r\n"
+                            b"X-Hop: head\r\n\r\n5\r\nhello\r\n0\r\nX-Hop: trailer\r\nX-Keep: yes\r\n\r\n")
+
+    up = raw_upstream(script)
+    lf = proxy_for(lifeline, up)
+    req = build_request("POST", "/t", headers=[("Transfer-Encoding", "chunked"), ("Connection", "x-req-hop")])
+    with lf.conn() as c:
+        c.send(req + chunked_body([b"abc"], trailers=[("X-Req-Hop", "1"), ("X-Req-Keep", "2")]))
+        r = c.read_response()
+    assert r.status == 200 and r.body == b"hello", r
+    assert not r.has_header("x-hop"), r
+    names = [k.lower() for k, _ in r.trailers]
+    assert "x-hop" not in names and "x-keep" in names, r.trailers
+    sent = [k.lower() for k, _ in up.state["trailers"]]
+    assert "x-req-hop" not in sent and "x-req-keep" in sent, up.state["trailers"]
+
+
 def test_close_delimited_response_intact(lifeline, raw_upstream):
     n = 1_000_000
     data = pattern_bytes(n)
