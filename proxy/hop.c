@@ -508,6 +508,10 @@ static void hop_send_failed(struct hop *h)
     }
     h->request_sent = true;   /* stop writing; the connection will not be reused */
     h->write_failed = true;
+    /* (after a 100 Continue: nothing more is sent, so the wait for the head is the response
+     * timer's from now, as when the last byte went out, not the deadline's) */
+    if (h->state == HOP_SENDING && h->ex)
+        h->deadline_cut = hop_arm_response(h, h->ex->route->timeouts.response);
 }
 
 /* The client ended its side of a tunnel and every byte it sent before is written: the upstream
