@@ -991,6 +991,14 @@ static void exchange_spare_cb(struct ev_loop *loop, ev_timer *t, int revents)
 
     (void)revents;
     ev_timer_stop(loop, t);
+    if (!race && ex->state == EX_UPSTREAM && !hop_is_running(a) && !hop_is_running(b) &&
+        ev_is_active(&ex->backoff_timer)) {
+        /* A hedge due during a backoff: nothing runs to hedge. It goes hedge.after into the
+         * retry the backoff waits for (dropped, a retry that then hung went unhedged). */
+        t->repeat = ev_timer_remaining(loop, &ex->backoff_timer) + ms(ex->route->retry.hedge_after);
+        ev_timer_again(loop, t);
+        return;
+    }
     if (ex->state != EX_UPSTREAM || !hop_is_running(busy) || hop_is_running(spare))
         return;
     if (race && busy->state != HOP_CONNECTING)

@@ -280,6 +280,41 @@ def test_a_hedge_prefers_a_server_other_than_the_one_running(lifeline, raw_upstr
         time.sleep(t(1.2))   # the slow loser ends before the next round
 
 
+def test_a_hedge_due_during_a_backoff_hedges_the_retry(lifeline, raw_upstream):
+    """The hedge timer fired while the request waited out a backoff (nothing running to hedge) and
+    was dropped: the retry that followed, hung, waited for its response timeout. Now the hedge goes
+    hedge.after into that retry. First arrival: 503 with Retry-After: 1 (a 1 s backoff); second
+    (the retry): hangs; third: answers at once. Expected: the answer about 1 s + hedge.after in,
+    not after the 5 s response timeout."""
+    shared = {"n": 0}
+
+    def make(name):
+        async def handle(conn, req):
+            k = shared["n"]
+            shared["n"] += 1
+            if k == 0:
+                await conn.respond(503, b"busy", headers=[("Retry-After", "1"), ("x-upstream", name)])
+                return False
+            if k == 1:
+                await conn.wait_eof(t(10))
+                return True
+            await conn.respond(200, b"fast from " + name.encode(), headers=[("x-upstream", name)])
+            return False
+        return each_request(handle)
+
+    ups = [raw_upstream(make(n), name=n) for n in ("A", "B", "C")]
+    after = t(0.2)
+    lf = lifeline(pools={"p": pool(*ups, timeouts={"response": "5s"})},
+                  routes=[route(retry={"hedge": {"after": dur(after)}}, timeouts={"total": "10s"})])
+    start = time.monotonic()
+    r = lf.fetch("GET", "/h", timeout=t(10))
+    elapsed = time.monotonic() - start
+    assert r.status == 200 and r.body.startswith(b"fast from"), r
+    assert shared["n"] == 3, shared
+    assert 1.0 + after - 0.05 <= elapsed <= 1.0 + after + t(0.8), \
+        "answered after %.2fs (backoff 1 s, hedge after %.2fs, response timeout 5 s)" % (elapsed, after)
+
+
 def test_hedge_disabled_by_default(lifeline, raw_upstream):
     a, b, shared = first_slow_pair(raw_upstream, first="delay", first_delay=t(0.4))
     lf = lifeline(pools={"p": pool(a, b)})
