@@ -129,7 +129,7 @@ struct conf_field {
     enum conf_type type;
     size_t off;                     /* the value in the root object */
     size_t off2;                    /* CT_CUSTOM lists: the count beside it */
-    uint64_t lo, hi;
+    uint64_t lo, hi;                /* ranges; CT_CUSTOM lists (F_LIST): lo = the fewest items */
     double dlo, dhi;
     const char *const *names;       /* CT_ENUM, NULL-terminated */
     const struct conf_block *block; /* CT_BLOCK */
@@ -140,6 +140,8 @@ struct conf_field {
     bool in_force;                  /* CT_BLOCK with has_flag: its defaults apply even when the block
                                      * is absent (retry), so /config shows them; other flagged blocks
                                      * are "omit to disable" */
+    bool query_ok;                  /* a path (conf_h_path): a query may follow it (a health check's
+                                     * target), not only a plain path (a route's prefix) */
 };
 
 

@@ -258,7 +258,8 @@ BLOCK(conf_blk_pool_tls, conf_pool_tls_fields, conf_post_pool_tls);
 
 /* rise/fall 1..100 checks; expect a status or a range within 100..599. */
 static const struct conf_field conf_health_fields[] = {
-    F_FNO("path", conf_h_path, struct conf_pool, health.path),
+    { .key = "path", .type = CT_CUSTOM, .fn = conf_h_path, .off = offsetof(struct conf_pool, health.path),
+      .query_ok = true },
     F_DUR("interval", struct conf_pool, health.interval, MS(1), CONF_DUR_MAX),
     F_DUR("timeout", struct conf_pool, health.timeout, MS(1), CONF_DUR_MAX),
     F_UINT("rise", struct conf_pool, health.rise, 1, 100),
@@ -296,7 +297,8 @@ BLOCK(conf_blk_pool, conf_pool_fields, NULL);
 static const struct conf_field conf_match_fields[] = {
     F_FN("host", conf_h_host),                                       /* lowercase; *.example.com */
     F_FNO("path", conf_h_path, struct conf_route, path),             /* a prefix starting with / */
-    F_LIST("methods", conf_h_methods, struct conf_route, methods, nmethods),
+    { .key = "methods", .type = CT_CUSTOM, .fn = conf_h_methods, .off = offsetof(struct conf_route, methods),
+      .off2 = offsetof(struct conf_route, nmethods), .lo = 1 },   /* [] would read as "any" */
 };
 BLOCK(conf_blk_match, conf_match_fields, NULL);
 
@@ -1261,7 +1263,7 @@ static int conf_h_path(struct conf_loader *ld, const struct conf_field *f, yaml_
 {
     char q[CONF_QUOTE_MAX + 8];
     const char *s = conf_scalar(ld, f->key, v, "a path starting with /");
-    bool query_ok = f->off == offsetof(struct conf_pool, health.path);
+    bool query_ok = f->query_ok;
     (void)where;
     if (!s)
         return -1;
@@ -1391,9 +1393,9 @@ static int conf_h_methods(struct conf_loader *ld, const struct conf_field *f, ya
     if (!conf_expect_node(ld, v, YAML_SEQUENCE_NODE, f->key, "a list like [GET, HEAD]"))
         return -1;
     size_t cnt = conf_seq_len(v);
-    /* match.methods: [] would match nothing, yet an empty list reads as "any" (route.c) and the
-     * route would take every method: refused. (retry.methods: [] retries no method: kept.) */
-    if (!cnt && f->off == offsetof(struct conf_route, methods)) {
+    /* match.methods (lo = 1): [] would match nothing, yet an empty list reads as "any" (route.c)
+     * and the route would take every method: refused. (retry.methods: [] retries no method.) */
+    if (cnt < f->lo) {
         conf_err(ld, v, "match methods needs at least one method (leave it out to match any)");
         return -1;
     }
