@@ -879,7 +879,7 @@ enum pick_mode { PICK_HEDGE, PICK_RACE, PICK_RETRY };
 
 static struct upserver *exchange_pick(struct exchange *ex, enum pick_mode mode, uint64_t avoid, int64_t *trial)
 {
-    struct pool_pick_ctx ctx = { .excluded = ex->tried, .now = health_now() };
+    struct pool_pick_ctx ctx = { .excluded = ex->tried, .now = health_now(), .retry = ex->tried != 0 };
     struct upserver *s;
 
     if (ex->pool->cp->balance == BALANCE_HASH)

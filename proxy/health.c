@@ -458,6 +458,13 @@ void health_start(struct runtime *rt, struct ev_loop *loop, struct runtime *prev
                     }
                     k->running = false;
                     check_arm(k, 0.001);
+                } else if (ev_is_active(&k->timer)) {
+                    /* The timer counts the old settings: the wait of the old interval, or a
+                     * running check's old timeout. A shorter new one applies from now (a check
+                     * every 30s reloaded to every 200ms must not wait out the 30s). */
+                    double limit = (double)(k->running ? hp->cp->health.timeout : hp->cp->health.interval) / 1000.0;
+                    if (ev_timer_remaining(loop, &k->timer) > limit)
+                        check_arm(k, limit);
                 }
                 if (n > 0 && (size_t)n < sizeof(k->req)) {
                     memcpy(k->req, req, (size_t)n);

@@ -672,16 +672,21 @@ bool pool_any_usable(const struct pool *p, int64_t now)
 struct upserver *pool_pick_trial(struct pool *p, const struct pool_pick_ctx *ctx, int64_t *trial)
 {
     int64_t now = ctx ? ctx->now : health_now();
+    struct upserver *s;
 
     *trial = 0;
+    /* A request that failed once should not be the one to find out whether an ejected server
+     * has recovered while a server in rotation remains for it. */
+    if (ctx && ctx->retry && (s = pool_pick(p, ctx)) != NULL)
+        return s;
     if (p->hp && p->cp->outlier.enabled) {
         for (unsigned i = 0; i < p->nservers; i++) {
-            struct upserver *s = &p->servers[i];
+            s = &p->servers[i];
             if (!s->hs || (ctx && (ctx->excluded & POOL_SERVER_BIT(i))))
                 continue;
             if ((*trial = health_claim_trial(p->hp, s->hs, now)) != 0)
                 return s;
         }
     }
-    return pool_pick(p, ctx);
+    return ctx && ctx->retry ? NULL : pool_pick(p, ctx);
 }

@@ -98,6 +98,7 @@ struct pool_pick_ctx {
     uint64_t excluded;                  /* bit i % 64: skip server i (POOL_SERVER_BIT) */
     uint64_t hash;                      /* balance hash: the key's hash */
     int64_t now;                        /* health_now(), for ejection, health and slow start */
+    bool retry;                         /* the request tried a server already (pool_pick_trial) */
 };
 
 /* Builds a pool for worker w from cp; hp (may be NULL) is the shared health state of the same
@@ -111,8 +112,9 @@ void pool_destroy(struct pool *p);
 struct upserver *pool_pick(struct pool *p, const struct pool_pick_ctx *ctx);
 /* pool_pick, but first: a server (not excluded) whose ejection has ended gets this request as its
  * single half-open trial, ahead of the balancer (a balancer that judges it by its failures would
- * never give it one). *trial is then the claim, to pass to pool_report() or pool_unclaim(); 0
- * when the pick is an ordinary one. */
+ * never give it one). A retry or hedge (ctx->retry) goes to a server in rotation when one is left
+ * (SPEC §3.3: a healthy one not yet tried), and takes a trial only when none is. *trial is then
+ * the claim, to pass to pool_report() or pool_unclaim(); 0 when the pick is an ordinary one. */
 struct upserver *pool_pick_trial(struct pool *p, const struct pool_pick_ctx *ctx, int64_t *trial);
 /* Some server could be picked now (in rotation, or open for a half-open trial); picks nothing. */
 bool pool_any_usable(const struct pool *p, int64_t now);
