@@ -1159,6 +1159,10 @@ static int head_finish(struct h1_parser *p, const struct head_scan *st, bool ori
         return h1_fail(p, bad, "Content-Length too large");   /* never read as a negative length */
     h->content_length = has_cl && !st->te ? (int64_t)cl : -1;
     h->keep_alive = h->http_minor == 1 ? !st->cs.close : (st->cs.keep_alive && !st->cs.close);
+    /* RFC 9112 §6.1: an HTTP/1.0 response with Transfer-Encoding is read as framed (chunked),
+     * but its framing is suspect: the connection closes after it rather than carry another. */
+    if (st->te && h->http_minor == 0)
+        h->keep_alive = false;
     if (p->kind == H1_REQUEST) {
         if (h->http_minor == 1 && h->host < 0)
             return h1_fail(p, 400, "missing Host header");
@@ -1225,10 +1229,17 @@ static int on_headers_complete(http_parser *hp)
      * some spellings (`chunked,`, a tab after it, an empty second header), and with its flag
      * unset it would read a chunked response until the connection closes, passing the chunk
      * lines on as body bytes. */
-    if (h->chunked)
+    if (h->chunked) {
         hp->flags |= F_CHUNKED;
-    else
+    } else {
         hp->flags &= ~F_CHUNKED;
+        /* http-parser marks Transfer-Encoding present from a name's first 17 bytes, so
+         * `Transfer-Encoding-Hint` sets it too; with it set and no chunked flag it reads a
+         * response to the connection's end (whatever its Content-Length says: later bytes become
+         * body, a forged answer for the next request) and refuses a request after its head was
+         * forwarded. A real non-chunked Transfer-Encoding was refused above. */
+        hp->uses_transfer_encoding = 0;
+    }
     p->event = PEV_HEAD;
     http_parser_pause(hp, 1);
     return skip;

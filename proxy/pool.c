@@ -223,7 +223,7 @@ struct upconn *pool_take(struct upserver *s, bool recoverable)
          * they come with or right after the answer they follow, so a connection released in this
          * loop iteration, which no poll has looked at since, is checked whatever the request. */
         if (ev_is_pending(&uc->rd) ||
-            ((!recoverable || uc->idle_iter == iter) && !upconn_alive(uc))) {
+            ((!recoverable || uc->idle_iter == iter || xprt_pending(&uc->x)) && !upconn_alive(uc))) {
             pool_close(uc);
             continue;
         }
@@ -294,7 +294,11 @@ static bool pool_idle_push(struct upconn *uc)
     if (ev_is_active(&uc->wr) || ev_is_pending(&uc->wr))   /* (rarely: a send that blocked) */
         ev_io_stop(w->loop, &uc->wr);
     worker_buf_put(w, &uc->in);
-    if (p->cp->keepalive == 0 || w->draining || p->retired) {
+    /* Records read ahead into the TLS session after the answer (the socket shows nothing, so the
+     * idle watcher would never see them): a session ticket is fine, data or an end is what
+     * follows an answer to nothing, which would be read as the next request's response. */
+    if (p->cp->keepalive == 0 || w->draining || p->retired ||
+        (xprt_pending(&uc->x) && !tls_idle_ok(&uc->x))) {
         pool_close(uc);
         return false;
     }

@@ -336,3 +336,67 @@ def test_request_chunked_with_a_trailing_comma_is_decoded(rec):
         r = c.read_response(timeout=t(3))
     assert r.status == 200, r
     assert len(up.requests) == 1 and up.requests[0].body == b"hello", [q.raw for q in up.requests]
+
+
+def test_response_header_named_like_transfer_encoding_does_not_frame(lifeline, raw_upstream):
+    """`Transfer-Encoding-Hint` is an end-to-end header of its own (RFC 9110 §5.1: the name is the
+    whole token). http-parser marked Transfer-Encoding present from the name's first 17 bytes, and
+    with no chunked flag read the response to the connection's end whatever its Content-Length:
+    an answer behind it on the same connection became body bytes, a forged answer for the
+    client's next pipelined request (found by a black-box review)."""
+    async def script(conn):
+        while True:
+            req = await conn.read_request()
+            if req is None:
+                return
+            await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding-Hint: x\r\n\r\nhello"
+                            if req.target == "/one" else b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\ngenuine")
+
+    up = raw_upstream(script)
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"pool": "p"}])
+    start = time.monotonic()
+    with Conn(lf.port) as c:
+        c.send(b"GET /one HTTP/1.1\r\nHost: test.local\r\n\r\nGET /two HTTP/1.1\r\nHost: test.local\r\n\r\n")
+        r1 = c.read_response(timeout=t(5))
+        r2 = c.read_response(timeout=t(5))
+    assert r1.status == 200 and r1.body == b"hello" and r1.header("transfer-encoding-hint") == "x", r1
+    assert r2.status == 200 and r2.body == b"genuine", r2
+    assert time.monotonic() - start < t(2)
+
+
+def test_request_header_named_like_transfer_encoding_is_served(rec):
+    """The same name on a request: http-parser refused it (invalid Transfer-Encoding) after the
+    head had gone upstream, so the upstream ran a DELETE its client was told was a 400."""
+    lf, up = rec
+    with Conn(lf.port) as c:
+        c.send(b"GET /warm HTTP/1.1\r\nHost: test.local\r\n\r\n")
+        assert c.read_response(timeout=t(3)).status == 200
+        c.send(b"DELETE /item/42 HTTP/1.1\r\nHost: test.local\r\nTransfer-Encoding-Hint: none\r\n\r\n")
+        r = c.read_response(timeout=t(3))
+        assert r.status == 200 and r.body == b"ok", r
+        c.send(b"POST /p HTTP/1.1\r\nHost: test.local\r\nTransfer-Encodingx: 1\r\nContent-Length: 5\r\n\r\nhello")
+        r = c.read_response(timeout=t(3))
+        assert r.status == 200, r
+    assert [q.target for q in up.requests] == ["/warm", "/item/42", "/p"]
+    assert up.requests[2].body == b"hello"
+
+
+def test_http10_response_with_transfer_encoding_is_not_pooled(lifeline, raw_upstream):
+    """RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has suspect framing; the
+    recipient closes the connection after it. Its chunked body is decoded, then the upstream
+    connection is closed instead of pooled."""
+    async def script(conn):
+        conn.up.state["conns"] = conn.up.state.get("conns", 0) + 1
+        while True:
+            req = await conn.read_request()
+            if req is None:
+                return
+            await conn.send(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+                            b"5\r\nhello\r\n0\r\n\r\n")
+
+    up = raw_upstream(script)
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"pool": "p"}], workers=1)
+    for i in range(3):
+        r = lf.fetch("GET", "/x%d" % i)
+        assert r.status == 200 and r.body == b"hello", r
+    assert up.state["conns"] == 3, up.state

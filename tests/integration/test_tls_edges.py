@@ -31,6 +31,7 @@ import socket
 import ssl
 import struct
 import subprocess
+import threading
 import time
 
 import pytest
@@ -473,3 +474,87 @@ def test_answers_to_a_client_gone_after_close_notify_do_not_spin(lifeline, upstr
     assert used < 0.3, "lifeline used %.2fs of CPU in 1s after the client left (a busy loop)" % used
     status_, _, _, _ = base._https(lf.port, "a.test", base._client_ctx(pki))   # and still serves
     assert status_ == 200
+
+
+# --------------------------------------------------------------------------------------------
+# Bytes after an answer, read ahead into the upstream's TLS session
+
+def _tls_stray_upstream(ctx, first, stray):
+    """A blocking TLS upstream on a thread: the first request of each connection is answered with
+    `first` and then `stray` as two TLS records corked into one TCP segment; later ones with
+    "second". Returns (port, state, stop)."""
+    lsock = socket.socket()
+    lsock.bind((HOST, 0))
+    lsock.listen(16)
+    lsock.settimeout(0.2)
+    state = {"conns": 0, "requests": []}
+    done = threading.Event()
+
+    def serve(raw):
+        s = raw
+        try:
+            s = ctx.wrap_socket(raw, server_side=True)
+            s.settimeout(t(10))
+            buf, n = b"", 0
+            while not done.is_set():
+                while b"\r\n\r\n" not in buf:
+                    d = s.recv(4096)
+                    if not d:
+                        return
+                    buf += d
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                state["requests"].append(head.split(b" ")[1])
+                n += 1
+                if n == 1:
+                    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+                    s.sendall(first)
+                    s.sendall(stray)
+                    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+                else:
+                    s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
+        except OSError:
+            pass
+        finally:
+            s.close()
+
+    def accept():
+        while not done.is_set():
+            try:
+                raw, _ = lsock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return   # closed by stop()
+            state["conns"] += 1
+            threading.Thread(target=serve, args=(raw,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+
+    def stop():
+        done.set()
+        lsock.close()
+    return lsock.getsockname()[1], state, stop
+
+
+@pytest.mark.parametrize("first", [b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst",
+                                   b"HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n"],
+                         ids=["200", "304"])
+def test_stray_records_after_a_tls_answer_are_never_the_next_answer(lifeline, pki, first):
+    """An upstream that follows its answer with bytes nobody asked for (an answer to nothing), in
+    a second TLS record of the same segment: lifeline's read pulls both records into the session,
+    the socket then shows nothing, and the connection was pooled; the next GET took it and got the
+    stray bytes as its answer (found by a black-box review). Over plain TCP the bytes sit in the
+    connection's buffer and keep it out of the pool; now records left in the session do too."""
+    stray = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nX-Stray: yes\r\n\r\nNOT-YOURS"
+    port, state, stop = _tls_stray_upstream(base._server_ctx(pki["up"]), first, stray)
+    try:
+        lf = lifeline(pools={"p": base._tls_pool(pki, "%s:%d" % (HOST, port), outlier="off")}, workers=1)
+        for i in range(4):
+            r = lf.fetch("GET", "/r%d" % i)
+            assert r.header("x-stray") is None and r.body != b"NOT-YOURS", \
+                "the answer to nothing reached request %d: %r" % (i, r)
+            assert r.status in (200, 304), r
+            time.sleep(0.1)
+        assert state["conns"] == 4, state   # each connection ended with its first answer
+    finally:
+        stop()
