@@ -522,9 +522,8 @@ static bool file_id_same(const struct file_id *a, const struct file_id *b)
 
 static void on_watch_debounce(struct ev_loop *loop, ev_timer *t, int revents)
 {
-    (void)loop;
-    (void)t;
     (void)revents;
+    ev_timer_stop(loop, t);   /* armed by ev_timer_again with a repeat: it would fire every 200 ms */
     if (!watch.on || draining)
         return;
     watch_add_all();

@@ -129,3 +129,20 @@ def test_watch_config_off_by_default(lifeline, upstream):
     time.sleep(t(0.8))
     assert reloads(lf) == 0
     assert lf.fetch("GET", "/echo").header("x-upstream") == "one"
+
+
+def test_watch_config_reads_the_file_once_per_change(lifeline, upstream):
+    """The debounce timer was armed as a repeating one and never stopped: the file was read again
+    every 200 ms for as long as the process ran (hostnames re-resolved five times a second), and
+    after one invalid write the failed reload was reported and counted five times a second (found
+    by a black-box review). One look per change now."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, extra={"watch_config": True})
+    with open(lf.cfg_path + ".tmp", "w") as f:
+        f.write("listen: [\n")
+    os.replace(lf.cfg_path + ".tmp", lf.cfg_path)
+    wait_for(lambda: "keeping the running configuration" in lf.stderr_text(), t(5), what="the error")
+    time.sleep(t(1.5))
+    n = lf.stderr_text().count("keeping the running configuration")
+    assert n == 1, "one invalid write reported %d times:\n%s" % (n, lf.stderr_text()[-2000:])
+    assert lf.fetch("GET", "/echo").status == 200
