@@ -1480,7 +1480,10 @@ void exchange_hop_head(struct exchange *ex, struct hop *h)
         exchange_stale_invalidate(ex);
 
     if (resp->status == 101) {
-        if (!req->upgrade || !h1_upgrade_offered(req, resp) ||
+        /* A 101 before a chunked request body ended: the tunnel would carry the rest of the
+         * client's chunk framing raw behind the part lifeline re-framed, a stream the upstream
+         * cannot parse (a Content-Length body goes on byte for byte either way). */
+        if (!req->upgrade || !h1_upgrade_offered(req, resp) || (req->chunked && !ex->body_done) ||
             h1_write_response_head(out, resp, (o.upgrade = true, &o)) < 0) {
             ex->last_outcome = HOP_RESET;
             exchange_fallback(ex, "reset");

@@ -894,3 +894,33 @@ def test_a_101_naming_the_offered_protocol_in_another_case_is_tunnelled(lifeline
         c.request("GET", "/ws", headers=[("Upgrade", "foo, websocket")] + WS_HEADERS[1:])
         assert c.read_head()[1] == 101
         assert c.read_exact(2) == b"hi"
+
+
+def test_a_101_before_a_chunked_upgrade_body_ended_is_502(lifeline, raw_upstream):
+    """An upgrade request with a chunked body, answered 101 while the body is still arriving:
+    lifeline had re-framed part of the body, and the tunnel then carried the rest of the
+    client's chunk framing raw, a stream the upstream could not parse (`8\\r\\n01234567\\r\\n`
+    followed by `89abcdef\\r\\n0\\r\\n\\r\\n`; found by a black-box review). Such a 101 gets a 502
+    and nothing is tunnelled."""
+    async def script(conn):
+        await conn.reader.readuntil(b"\r\n\r\n")   # the head only: the 101 goes at once
+        await conn.send(SWITCH)
+        got = b""
+        try:
+            while True:
+                d = await conn.read_some(timeout=t(3))
+                if not d:
+                    break
+                got += d
+        finally:
+            conn.up.state["got"] = got
+
+    up = raw_upstream(script)
+    lf = proxy_for(lifeline, up)
+    with lf.conn() as c:
+        c.send(b"POST /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+               b"Transfer-Encoding: chunked\r\n\r\n10\r\n01234567")
+        r = c.read_response(timeout=t(5))
+        assert r.status == 502, r
+    wait_for(lambda: "got" in up.state, t(5), what="the upstream connection to end")
+    assert b"89abcdef" not in up.state["got"], up.state
