@@ -135,8 +135,16 @@ static void hop_detach(struct hop *h, bool reusable)
         h->uc = NULL;
     }
     if (h->server) {
-        pool_unclaim(h->server, h->trial);   /* ended without a verdict: the slot is free again */
+        if (h->at_head && !h->judged) {
+            /* dropped at its head, its body unread: judged by its status (below 500), the only
+             * outcome there is */
+            pool_report(h->server, false, -1, h->trial);
+            h->judged = true;
+        } else {
+            pool_unclaim(h->server, h->trial);   /* ended without a verdict: the slot is free again */
+        }
         h->trial = 0;
+        h->at_head = false;
         pool_server_inflight_add(h->server, -1);
         h->server = NULL;
     }
@@ -187,12 +195,14 @@ static void hop_fail(struct hop *h, enum hop_outcome o)
      * a fresh connection (exchange_reuse_recoverable, which let pool_take skip its check): a stale
      * connection, not a verdict on the server, so neither ewma nor outlier ejection hears of it
      * (a trial claim is given back by hop_detach). */
-    /* One verdict per attempt for outlier ejection: a 5xx head was reported as a failure
-     * already, its body failing after it is the same failure (a 2xx head's failing body is not). */
-    if (h->server && !h->local_error && !(h->state == HOP_BODY && h->head_failed) &&
+    /* One verdict per attempt for outlier ejection: a 5xx head (or a 101) was judged already,
+     * its body (or tunnel) failing after it is the same failure; a head below 500 waited for its
+     * body, and this is its verdict (its ewma sample was taken at the head). */
+    if (h->server && !h->local_error && !h->judged &&
         !(h->reused && !h->got_bytes && o == HOP_RESET && h->ex && exchange_reuse_recoverable(h->ex))) {
         pool_report(h->server, true, h->state == HOP_BODY ? -1 : hop_penalty(h, o), h->trial);
         h->trial = 0;
+        h->judged = true;
     }
     h->outcome = o;
     h->state = HOP_FAILED;
@@ -430,7 +440,7 @@ void hop_start(struct hop *h, struct exchange *ex, struct upserver *s, bool fres
     h->reused = h->request_sent = h->got_bytes = h->read_paused = h->deadline_cut = false;
     h->splicing = false;
     h->splice_left = 0;
-    h->write_failed = h->processing = h->local_error = h->head_failed = false;
+    h->write_failed = h->processing = h->local_error = h->judged = h->at_head = false;
     h->starting = true;
     h->started = ev_now(w->loop);
     h->connected = 0;
@@ -646,6 +656,12 @@ static void hop_done(struct hop *h, bool close_delimited)
                     (h->ex || h1_parser_body_bytes(h->parser) <= HOP_ORPHAN_BODY_MAX);
     unsigned status = resp->status;
 
+    if (!h->judged) {
+        /* the whole response came: the verdict its head (below 500) left for the body's end */
+        pool_report(h->server, false, -1, h->trial);
+        h->trial = 0;
+        h->judged = true;
+    }
     h->state = HOP_DONE;
     h->seq++;
     hop_detach(h, reusable);
@@ -667,6 +683,13 @@ static void hop_report_data(struct hop *h)
     if (h->state == HOP_BODY && h1_parser_body_bytes(h->parser) > HOP_ORPHAN_BODY_MAX) {
         struct h1_head *resp = h1_parser_head(h->parser);
         unsigned status = resp->status;
+        if (!h->judged) {
+            /* the server is answering; the orphan stops reading by its own rule, as at a head
+             * that declares a body this large (hop_orphan_head): judged by its status */
+            pool_report(h->server, false, -1, h->trial);
+            h->trial = 0;
+            h->judged = true;
+        }
         h->state = HOP_DONE;
         h->seq++;
         hop_detach(h, false);
@@ -829,9 +852,16 @@ static void hop_process_buffered(struct hop *h)
                 double lat = ev_now(hop_worker(h)->loop) - h->started;
                 if (resp->status >= 500 && lat < (double)h->response_ms / 1000.0)
                     lat = (double)h->response_ms / 1000.0;   /* a failure costs its timeout */
-                pool_report(h->server, resp->status >= 500, lat, h->trial);
-                h->trial = 0;
-                h->head_failed = resp->status >= 500;
+                if (resp->status >= 500 || resp->status == 101) {
+                    pool_report(h->server, resp->status >= 500, lat, h->trial);
+                    h->trial = 0;
+                    h->judged = true;
+                } else {
+                    /* measured now; judged when the body ends (hop.h "Verdicts"): the trial
+                     * claim stays with the hop until then */
+                    pool_latency(h->server, lat);
+                    h->at_head = true;
+                }
             }
             h->state = resp->status == 101 ? HOP_TUNNEL : HOP_BODY;
             hop_read_timer_start(h);
@@ -841,6 +871,7 @@ static void hop_process_buffered(struct hop *h)
                 hop_orphan_head(h);
             if (h->seq != seq)
                 return;
+            h->at_head = false;
             head_seen = h->state == HOP_BODY;
             break;
         }
@@ -1056,6 +1087,7 @@ enum hop_outcome hop_settle(struct hop *h)
     if (hop_failure_pending(h) && !h->local_error) {   /* (this host's lack, not the server's: hop_fail) */
         pool_report(h->server, true, hop_penalty(h, o), h->trial);
         h->trial = 0;
+        h->judged = true;
     }
     hop_cancel(h);
     return o;

@@ -56,6 +56,15 @@
  * Verdicts. A hop's end is reported to its server (pool_report: ewma, outlier ejection) except a
  * reset before any response byte on a reused connection of a request the exchange then retries on
  * a fresh one (exchange_reuse_recoverable): a connection the server closed while idle, no verdict.
+ * One verdict per attempt (SPEC §2 outlier: every outcome but ok and statuses below 500 is a
+ * failure). A response head of 500 or more, or a 101, is judged as it arrives. A head below 500
+ * gives its ewma sample as it arrives, but its verdict (and a half-open trial's) waits for the
+ * body: the response complete is a success, a body cut (reset, read timeout) a failure; a server
+ * that cuts every body was never ejected, the 2xx head having reset the count of consecutive
+ * failures each time. An answer dropped unread at its head is judged by its status, as is an
+ * orphan's body it stops reading past HOP_ORPHAN_BODY_MAX (the server was answering). A hop
+ * cancelled mid-body (its client left, the worker drains) gives no verdict and hands its trial
+ * claim back (hop_detach: pool_unclaim).
  */
 #ifndef LIFELINE_HOP_H
 #define LIFELINE_HOP_H
@@ -119,7 +128,16 @@ struct hop {
     bool starting;                      /* hop_start() is on the stack: failures are deferred */
     bool request_sent;                  /* head and whole body written */
     bool got_bytes;                     /* any response byte arrived */
-    bool head_failed;                   /* its response head was a 5xx, reported as a failure */
+    bool judged;                        /* its outlier verdict was given (pool_report): one per
+                                         * attempt. A head of 500 or more, or a 101, is judged as
+                                         * it arrives; a head below 500 is measured then (ewma)
+                                         * and judged when its body ends: complete (hop_done) a
+                                         * success, cut (hop_fail) a failure */
+    bool at_head;                       /* the head's callback (exchange_hop_head,
+                                         * hop_orphan_head) is on the stack with the verdict
+                                         * still due: an answer dropped there, unread (a status
+                                         * listed in retry.on, an orphan's body too large), is
+                                         * judged by its status (hop_detach) */
     bool read_paused;                   /* backpressure: downstream buffer full */
     bool splicing;                      /* the rest of the response body goes into the exchange's
                                          * pipe with splice(2), unparsed (exchange_resp_splice) */

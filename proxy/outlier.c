@@ -33,6 +33,10 @@ int64_t outlier_duration(const struct conf_outlier *c, unsigned n)
     return dur > c->max_ejection && c->max_ejection > 0 ? c->max_ejection : dur;
 }
 
+/* The trial slot while the trial's verdict is stored (outlier_report): taken, and never expired
+ * (now - OUTLIER_DECIDING is negative). */
+#define OUTLIER_DECIDING INT64_MAX
+
 static bool trial_slot_free(int64_t t, int64_t now, int64_t trial_timeout)
 {
     return t == 0 || now - t >= trial_timeout;
@@ -78,9 +82,13 @@ struct outlier_verdict outlier_report(struct outlier *o, const struct conf_outli
     if (trial) {
         int64_t t = trial;
         /* The verdict counts while this claim still holds the slot (it may have expired and been
-         * taken by another trial: then this is an ordinary late report). */
-        if (atomic_compare_exchange_strong_explicit(&o->trial, &t, 0, memory_order_acq_rel,
+         * taken by another trial: then this is an ordinary late report). The slot stays taken
+         * (OUTLIER_DECIDING) until the new state is stored: freed first, it let another worker,
+         * seeing the ejection's end still and a free slot, claim a second trial of a server just
+         * readmitted or ejected again. */
+        if (atomic_compare_exchange_strong_explicit(&o->trial, &t, OUTLIER_DECIDING, memory_order_acq_rel,
                                                     memory_order_relaxed)) {
+            int64_t deciding = OUTLIER_DECIDING;
             atomic_store_explicit(&o->fails, 0, memory_order_relaxed);
             if (failure) {
                 unsigned n = atomic_fetch_add_explicit(&o->ejections, 1, memory_order_relaxed);
@@ -93,6 +101,13 @@ struct outlier_verdict outlier_report(struct outlier *o, const struct conf_outli
                 atomic_store_explicit(&o->until, 0, memory_order_release);
                 v.readmitted = true;
             }
+            /* Released after `until`: a worker that reads the free slot (acquire) reads the new
+             * `until` after it (outlier_claim), so it finds the server in rotation or ejected,
+             * never half-open. A compare-and-swap, not a store: an ejection in between (the
+             * server readmitted and failing at once) frees the slot itself, and a claim after
+             * that one's end must not be undone. */
+            atomic_compare_exchange_strong_explicit(&o->trial, &deciding, 0, memory_order_release,
+                                                    memory_order_relaxed);
             return v;
         }
     }

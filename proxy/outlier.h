@@ -30,7 +30,8 @@ struct outlier {
     atomic_uint fails;                  /* consecutive failures while IN */
     _Atomic int64_t until;              /* 0: IN; else EJECTED until then, HALF_OPEN after */
     atomic_uint ejections;              /* consecutive ejections: the next lasts ejection * 2^n */
-    _Atomic int64_t trial;              /* 0: the trial slot is free; else when it was claimed */
+    _Atomic int64_t trial;              /* 0: the trial slot is free; else when it was claimed
+                                         * (INT64_MAX while the trial's verdict is stored) */
     _Atomic int64_t readmitted;         /* when the last trial succeeded (0: never) */
 };
 

@@ -340,23 +340,32 @@ void pool_unclaim(struct upserver *s, int64_t trial)
         health_unclaim(s->hs, trial);
 }
 
+void pool_latency(struct upserver *s, double latency)
+{
+    struct pool *p = s->pool;
+    ev_tstamp now;
+    double dt, keep;
+
+    if (latency < 0 || p->cp->balance != BALANCE_EWMA)
+        return;
+    /* Peak EWMA (Finagle, Linkerd): a sample above the mean replaces it at once, so a server
+     * turning slow (or failing: the hop reports a failure as its timeout) is avoided from its
+     * first bad answer; below the mean it blends in with a POOL_EWMA_TAU time constant. */
+    now = ev_now(p->w->loop);
+    dt = s->ewma_at ? now - s->ewma_at : 0;
+    keep = dt > 0 ? exp(-dt / POOL_EWMA_TAU) : 1.0;   /* exp(0) without the call */
+    if (!s->ewma_at || latency > s->ewma)
+        s->ewma = latency;
+    else
+        s->ewma = s->ewma * keep + latency * (1.0 - keep);
+    s->ewma_at = now;
+}
+
 void pool_report(struct upserver *s, bool failure, double latency, int64_t trial)
 {
     struct pool *p = s->pool;
 
-    if (latency >= 0 && p->cp->balance == BALANCE_EWMA) {
-        /* Peak EWMA (Finagle, Linkerd): a sample above the mean replaces it at once, so a server
-         * turning slow (or failing: the hop reports a failure as its timeout) is avoided from its
-         * first bad answer; below the mean it blends in with a POOL_EWMA_TAU time constant. */
-        ev_tstamp now = ev_now(p->w->loop);
-        double dt = s->ewma_at ? now - s->ewma_at : 0;
-        double keep = dt > 0 ? exp(-dt / POOL_EWMA_TAU) : 1.0;   /* exp(0) without the call */
-        if (!s->ewma_at || latency > s->ewma)
-            s->ewma = latency;
-        else
-            s->ewma = s->ewma * keep + latency * (1.0 - keep);
-        s->ewma_at = now;
-    }
+    pool_latency(s, latency);
     if (s->hs && p->hp && health_report(p->hp, s->hs, failure, trial, health_now()) && s->m)
         METRIC_ADD(s->m->ejections, 1);
 }

@@ -154,10 +154,14 @@ void pool_move_idle(struct pool *from, struct pool *to);
 /* Gauges of lifeline_upstream_connections and in-flight counts, kept per server slot. */
 void pool_gauge(struct upserver *s, int active, int idle, int inflight);
 
-/* A finished attempt on s: feeds outlier detection (failure: every outcome but ok and statuses
- * below 500) and, with a latency (seconds, >= 0), the ewma balancer. trial: the half-open claim
- * the attempt holds (its verdict), or 0. Counts an ejection it causes. */
+/* A finished attempt on s: its verdict for outlier detection (failure: every outcome but ok and
+ * statuses below 500) and, with a latency (seconds, >= 0), its sample for the ewma balancer
+ * (pool_latency). trial: the half-open claim the attempt holds (its verdict), or 0. Counts an
+ * ejection it causes. One verdict per attempt. */
 void pool_report(struct upserver *s, bool failure, double latency, int64_t trial);
+/* The ewma balancer's sample alone (seconds; < 0: none): a response head below 500 is measured
+ * when it arrives, and judged when its body ends (hop.c). */
+void pool_latency(struct upserver *s, double latency);
 /* The attempt holding half-open claim `trial` on s ended without a verdict: frees the slot. */
 void pool_unclaim(struct upserver *s, int64_t trial);
 

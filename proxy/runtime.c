@@ -26,9 +26,11 @@ static const struct srv_health *runtime_find(const struct runtime *rt, const cha
 }
 
 /* How long a half-open trial may stay out before its claim expires: the longest a hop on this pool
- * can wait for its verdict (connect + response, with route overrides), at least 10 s. A trial
- * that ends without a verdict frees its slot at once; this bound only covers a report that never
- * comes. */
+ * can wait for its response head (connect + response, with route overrides), at least 10 s. A trial
+ * that ends without a verdict frees its slot at once; this bound covers a report that never comes,
+ * and a trial whose body (its verdict waits for the body's end, hop.h) still streams then: the
+ * body has no bound, and the server should not wait that long for another trial. Its verdict still
+ * counts when it comes while nobody has claimed the slot since (outlier.h). */
 static int64_t trial_timeout(const struct conf *c, const struct conf_pool *cp)
 {
     int64_t t = cp->timeouts.connect + cp->timeouts.response;

@@ -4,10 +4,11 @@ server back in rotation, its failure ejects it again for twice as long. A trial 
 a verdict (its client left) frees the slot at once. §5: lifeline_outlier_ejections_total and the
 state in /status."""
 
+import asyncio
 import time
 
 from conftest import Conn, dur, free_port, pool, t, wait_for
-from faults import each_request, refused
+from faults import each_request, ok_script, refused, stamp
 from ops import admin_extra, metrics, server_status, status
 
 
@@ -301,3 +302,99 @@ def test_a_5xx_whose_body_is_cut_is_one_failure(lifeline, raw_upstream):
     one()
     wait_for(lambda: server_status(status(aport), "p", bad.address)["state"] == "ejected", t(3),
              what="two cut 500s to eject the server")
+
+
+def test_a_server_that_cuts_every_body_is_ejected(lifeline, raw_upstream):
+    """SPEC §2 outlier: every outcome but ok and statuses below 500 is a failure, a body cut after
+    a 200 head among them. The 200 head was judged a success as it arrived, which reset the count
+    of consecutive failures, and the cut that followed counted one: the count went 0, 1, 0, 1 and a
+    server that cuts every body was never ejected (old binary). Now a head below 500 is judged when
+    its body ends: complete, a success; cut, a failure (one verdict per attempt)."""
+    async def cut_200(conn):
+        req = await conn.read_request()
+        if req is None:
+            return
+        stamp(conn)
+        n = len(conn.up.state["times"])
+        await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nx-upstream: bad\r\n\r\n0123456789")
+        # the cut comes once the client has the head and the first bytes: a cut before lifeline
+        # read the head would be a reset before it, a failure for any binary
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + t(5)
+        while conn.up.state.get("seen", 0) < n and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+        conn.reset()
+    bad = raw_upstream(cut_200, name="bad")
+    good = raw_upstream(ok_script(b"fine"), name="good")
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(bad, good, balance="round_robin",
+                                   outlier={"consecutive_failures": 2, "ejection": "30s"})},
+                  routes=[{"pool": "p", "retry": {"attempts": 1}}], extra=admin_extra(aport))
+
+    answered = 0
+    for i in range(10):
+        with Conn(lf.port) as c:
+            c.send(b"GET /cut/%d HTTP/1.1\r\nHost: test.local\r\n\r\n" % i)
+            _, status_code, _, headers, _ = c.read_head(timeout=t(5))
+            assert status_code == 200
+            if dict((k.lower(), v) for k, v in headers).get("x-upstream") == "bad":
+                assert c.read_exact(10, timeout=t(5)) == b"0123456789"
+                bad.state["seen"] = bad.state.get("seen", 0) + 1
+                cut = c.wait_closed(t(5))   # the body is cut: the client sees the close early
+                assert len(cut) < 990, "the cut body arrived whole?"
+            else:
+                assert c.read_exact(4, timeout=t(5)) == b"fine"
+                answered += 1
+    assert hits(bad) == 2, "ejected after its second cut body, then no more requests: %d" % hits(bad)
+    assert answered == 8, "the healthy server answered the rest"
+    b = server_status(status(aport), "p", bad.address)
+    assert b["state"] == "ejected", b
+    m = metrics(aport)
+    assert m.value("lifeline_outlier_ejections_total", pool="p", server=bad.address) == 1
+    assert m.value("lifeline_outlier_ejections_total", pool="p", server=good.address) == 0
+    assert "ejecting %s for 30000 ms after 2 consecutive failures" % bad.address in lf.stderr_text()
+
+
+def test_a_complete_body_after_cut_ones_resets_the_count(lifeline, raw_upstream):
+    """The verdict of a head below 500 waits for its body, and a complete body is a success: cut,
+    complete, cut (consecutive_failures 2) leaves the server in rotation; two cuts in a row eject
+    it."""
+    async def script(conn):
+        req = await conn.read_request()
+        if req is None:
+            return
+        stamp(conn)
+        if req.target.startswith("/whole"):
+            # (closed: a pooled connection the script left would make the next request's first try
+            # a stale-connection reset, retried and not judged)
+            await conn.respond(200, b"x" * 1000, headers=[("Connection", "close")])
+            return
+        await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789")
+        await asyncio.sleep(0.05)   # (cut before lifeline read the head, it is a failure too)
+        conn.reset()
+    srv = raw_upstream(script, name="srv")
+    other = raw_upstream(ok_script(b"fine"), name="other")   # weight 1 of 1000: never picked
+    aport = free_port()
+    lf = lifeline(pools={"p": pool((srv, 1000), (other, 1), balance="round_robin",
+                                   outlier={"consecutive_failures": 2, "ejection": "30s"})},
+                  routes=[{"pool": "p", "retry": {"attempts": 1}}], extra=admin_extra(aport))
+
+    def cut():
+        with Conn(lf.port) as c:
+            c.send(b"GET /cut HTTP/1.1\r\nHost: test.local\r\n\r\n")
+            c.wait_closed(t(5))
+
+    def whole():
+        r = lf.fetch("GET", "/whole")
+        assert r.status == 200 and len(r.body) == 1000, r
+
+    cut()
+    whole()
+    cut()
+    wait_for(lambda: server_status(status(aport), "p", srv.address)["attempts"] == 3, t(3),
+             what="the three attempts to be counted")
+    assert server_status(status(aport), "p", srv.address)["state"] == "up", status(aport)
+    cut()
+    wait_for(lambda: server_status(status(aport), "p", srv.address)["state"] == "ejected", t(3),
+             what="two cut bodies in a row to eject the server")
+
