@@ -41,6 +41,25 @@ static double pool_ewma_now(const struct upserver *s, ev_tstamp now)
     return s->ewma * exp(-dt / POOL_EWMA_TAU);
 }
 
+/* A server back in rotation (its half-open trial succeeded, or its health checks say up again:
+ * srv_state.back_since moved) starts unmeasured, like a new one. Its ewma still held the failures
+ * that took it out (a failure enters as its timeout, 10 s by default): every pick lost to the
+ * servers that stayed, and it got no traffic for a minute and a half while that faded. Each
+ * worker finds out at its next look at the server (a pick or a report): one relaxed load. */
+static void pool_ewma_back(struct upserver *s)
+{
+    int64_t back;
+
+    if (!s->hs)
+        return;
+    back = atomic_load_explicit(&s->hs->st->back_since, memory_order_relaxed);
+    if (back != s->back_seen) {
+        s->back_seen = back;
+        s->ewma = 0;
+        s->ewma_at = 0;
+    }
+}
+
 int pool_init(struct pool *p, struct worker *w, const struct conf_pool *cp, struct health_pool *hp)
 {
     size_t n = 0, k = 0;
@@ -66,6 +85,7 @@ int pool_init(struct pool *p, struct worker *w, const struct conf_pool *cp, stru
                           : cp->servers[i].authority ? cp->servers[i].authority : s->addr->text;
             s->weight = cp->servers[i].weight ? cp->servers[i].weight : 1;
             s->hs = hp && k - 1 < hp->n ? &hp->servers[k - 1] : NULL;
+            s->back_seen = s->hs ? atomic_load_explicit(&s->hs->st->back_since, memory_order_relaxed) : 0;
             s->m = w->smetrics && s->hs ? &w->smetrics[s->hs->slot] : NULL;
         }
     }
@@ -348,6 +368,11 @@ void pool_latency(struct upserver *s, double latency)
 
     if (latency < 0 || p->cp->balance != BALANCE_EWMA)
         return;
+    pool_ewma_back(s);
+    /* An attempt that started before the server came back measured the server that went out:
+     * its sample (a timeout, as a rule) would undo the reset at once. */
+    if (s->back_seen && health_now() - (int64_t)(latency * 1000.0) < s->back_seen)
+        return;
     /* Peak EWMA (Finagle, Linkerd): a sample above the mean replaces it at once, so a server
      * turning slow (or failing: the hop reports a failure as its timeout) is avoided from its
      * first bad answer; below the mean it blends in with a POOL_EWMA_TAU time constant. */
@@ -620,8 +645,11 @@ static struct upserver *pick_random_two(struct pool *p, const struct pool_pick_c
          * next to nothing, so it gets tried; a server nobody picks sees its cost fade with
          * POOL_EWMA_TAU and is probed again in time. */
         ev_tstamp now = ev_now(p->w->loop);
-        double ca = (pool_ewma_now(a, now) + 1e-4) * (a->inflight + 1) / (double)eff_weight(a, ctx);
-        double cb = (pool_ewma_now(b, now) + 1e-4) * (b->inflight + 1) / (double)eff_weight(b, ctx);
+        double ca, cb;
+        pool_ewma_back(a);
+        pool_ewma_back(b);
+        ca = (pool_ewma_now(a, now) + 1e-4) * (a->inflight + 1) / (double)eff_weight(a, ctx);
+        cb = (pool_ewma_now(b, now) + 1e-4) * (b->inflight + 1) / (double)eff_weight(b, ctx);
         return ca <= cb ? a : b;
     }
 }

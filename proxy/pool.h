@@ -39,7 +39,10 @@ struct upserver {
     struct srv_health *hs;              /* shared ejection/health state; NULL in unit tests */
     unsigned weight;
     double ewma;                        /* balance ewma: decaying mean of response-head latency, s */
-    ev_tstamp ewma_at;                  /* when ewma was last updated */
+    ev_tstamp ewma_at;                  /* when ewma was last updated (0: unmeasured) */
+    int64_t back_seen;                  /* the hs back_since this worker's ewma was last checked
+                                         * against: when it moves, the server came back into
+                                         * rotation and ewma starts over (pool.c) */
     int64_t cw;                         /* smooth weighted round robin: current weight */
     unsigned inflight;                  /* hops using this server now (pool_server_inflight_add) */
     struct upconn *idle;                /* idle connections, most recently used first */
@@ -160,7 +163,9 @@ void pool_gauge(struct upserver *s, int active, int idle, int inflight);
  * ejection it causes. One verdict per attempt. */
 void pool_report(struct upserver *s, bool failure, double latency, int64_t trial);
 /* The ewma balancer's sample alone (seconds; < 0: none): a response head below 500 is measured
- * when it arrives, and judged when its body ends (hop.c). */
+ * when it arrives, and judged when its body ends (hop.c). A sample of an attempt that started
+ * before the server last came back into rotation is dropped: it measured the server that went
+ * out. */
 void pool_latency(struct upserver *s, double latency);
 /* The attempt holding half-open claim `trial` on s ended without a verdict: frees the slot. */
 void pool_unclaim(struct upserver *s, int64_t trial);

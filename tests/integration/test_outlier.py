@@ -5,6 +5,7 @@ a verdict (its client left) frees the slot at once. §5: lifeline_outlier_ejecti
 state in /status."""
 
 import asyncio
+import threading
 import time
 
 from conftest import Conn, dur, free_port, pool, t, wait_for
@@ -398,3 +399,45 @@ def test_a_complete_body_after_cut_ones_resets_the_count(lifeline, raw_upstream)
     wait_for(lambda: server_status(status(aport), "p", srv.address)["state"] == "ejected", t(3),
              what="two cut bodies in a row to eject the server")
 
+
+def test_ewma_gives_a_readmitted_server_its_share_at_once(lifeline, raw_upstream):
+    """balance: ewma. A failure enters the ewma as its timeout (10 s), and a server readmitted by
+    its half-open trial kept that cost: it lost every pick to the server that stayed, and got no
+    traffic for a minute and a half while the cost faded (old binary). A server back in rotation
+    starts unmeasured, like a new one."""
+    flaky = raw_upstream(switchable_script(), name="flaky")
+    flaky.state["mode"] = "fail"
+    good = raw_upstream(ok_script(b"fine"), name="good")
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(flaky, good, balance="ewma",
+                                   outlier={"consecutive_failures": 1, "ejection": dur(t(1))})},
+                  routes=[{"pool": "p"}], extra=admin_extra(aport), workers=1)
+    # the balancer tries the unmeasured server soon; its 503 ejects it (retried on the good one)
+    for i in range(20):
+        assert lf.fetch("GET", "/x/%d" % i).status == 200
+        if hits(flaky):
+            break
+    assert hits(flaky) == 1
+    assert server_status(status(aport), "p", flaky.address)["state"] == "ejected"
+    flaky.state["mode"] = "ok"
+    wait_for(lambda: server_status(status(aport), "p", flaky.address)["state"] == "half_open", t(3),
+             what="the ejection to end (half-open)")
+    r = lf.fetch("GET", "/trial")
+    assert r.status == 200 and r.header("x-upstream") == "flaky", "the trial: %r" % r
+    assert server_status(status(aport), "p", flaky.address)["state"] == "up"
+    # four clients at once: the cost is the ewma times the attempts in flight (+ 1), so the share
+    # follows the two costs rather than whichever server answered slowest last
+    before = hits(flaky)
+    counts = []
+
+    def client():
+        counts.append(drive(lf, t(2), pause=0))
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    n, got = sum(counts), hits(flaky) - before
+    print("readmitted server: %d of %d requests" % (got, n))
+    assert len(counts) == 4, "a client failed"
+    assert got >= n // 5, "readmitted server: %d of %d requests" % (got, n)

@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "health.h"
 #include "pool.h"
 #include "worker.h"
 
@@ -236,6 +237,62 @@ static void test_ewma(void **state)
     for (int i = 0; i < 3000; i++)
         hits[pool_pick(&p, NULL) - p.servers]++;
     assert_true(hits[0] > 0);
+    pool_destroy(&p);
+    ev_loop_destroy(w.loop);
+    w.loop = NULL;
+}
+
+/* A server back in rotation (readmitted by its half-open trial, or up again by its checks: its
+ * shared back_since moves) starts unmeasured in every worker's ewma, like a new server. It kept the
+ * failure that took it out, entered as its timeout, and lost every pick for a minute and a half.
+ * A late sample of an attempt that started before it came back is dropped. */
+static void test_ewma_back_in_rotation(void **state)
+{
+    static const unsigned weights[] = { 1, 1 };
+    struct srv_health hs[2];
+    struct srv_state st[2];
+    struct pool p;
+    unsigned hits[2] = { 0 };
+
+    (void)state;
+    setup_pool(&p, BALANCE_EWMA, weights, 2);
+    memset(hs, 0, sizeof(hs));
+    memset(st, 0, sizeof(st));
+    for (int i = 0; i < 2; i++) {
+        hs[i].cp = &cp;
+        hs[i].addr = &addrs[i];
+        hs[i].st = &st[i];
+        p.servers[i].hs = &hs[i];   /* (p.hp stays NULL: no outlier verdicts here) */
+    }
+    w.loop = ev_loop_new(EVFLAG_AUTO);
+    assert_non_null(w.loop);
+    /* server 0 failed (a 10 s response timeout); server 1 answers in 1 ms */
+    pool_report(&p.servers[0], true, 10.0, 0);
+    pool_report(&p.servers[1], false, 0.001, 0);
+    for (int i = 0; i < 1000; i++)
+        hits[pool_pick(&p, NULL) - p.servers]++;
+    assert_int_equal(hits[0], 0);
+    /* it comes back (its trial succeeded a second ago): the next pick finds it unmeasured */
+    atomic_store(&st[0].back_since, health_now() - 1000);
+    assert_ptr_equal(pool_pick(&p, NULL), &p.servers[0]);
+    assert_true(p.servers[0].ewma_at == 0 && p.servers[0].ewma == 0);
+    /* an attempt that started before it came back (10 s ago) measured the server that went out */
+    pool_report(&p.servers[0], true, 10.0, 0);
+    assert_true(p.servers[0].ewma_at == 0);
+    /* one that started since is measured: both fast now, both picked */
+    pool_report(&p.servers[0], false, 0.001, 0);
+    assert_true(p.servers[0].ewma_at > 0 && p.servers[0].ewma < 0.01);
+    memset(hits, 0, sizeof(hits));
+    for (int i = 0; i < 1000; i++) {
+        struct upserver *s = pool_pick(&p, NULL);
+        hits[s - p.servers]++;
+        s->inflight++;   /* (load spreads the picks between equal latencies) */
+    }
+    assert_true(hits[0] > 300 && hits[1] > 300);
+    /* the same return seen again resets nothing */
+    p.servers[0].inflight = p.servers[1].inflight = 0;
+    pool_pick(&p, NULL);
+    assert_true(p.servers[0].ewma_at > 0);
     pool_destroy(&p);
     ev_loop_destroy(w.loop);
     w.loop = NULL;
@@ -482,6 +539,7 @@ int main(void)
         cmocka_unit_test(test_hash_stable),
         cmocka_unit_test(test_race_delay),
         cmocka_unit_test(test_ewma),
+        cmocka_unit_test(test_ewma_back_in_rotation),
         cmocka_unit_test(test_conn_handover),
         cmocka_unit_test(test_reuse_check),
     };
