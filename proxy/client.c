@@ -1044,8 +1044,9 @@ void client_drain(struct client *c)
 {
     if (c->phase == CLIENT_IDLE && !c->answer_done) {
         /* Retiring, an idle connection not handed over is kept: a new one (its handshake, its
-         * first request to come) is served here and handed over after its answer, as is one
-         * with bytes inside its TLS session; shutdown_timeout bounds the wait. */
+         * first request to come, whose head gets the drain's grace from its first byte:
+         * client_step) is served here and handed over after its answer, as is one with bytes
+         * inside its TLS session; shutdown_timeout bounds the wait. */
         if (!client_closing(c))
             return;
         /* Draining: an idle connection closes now (as nginx closes its idle ones), unless bytes
@@ -1075,8 +1076,13 @@ void client_drain(struct client *c)
         }
         return;
     }
-    /* A retiring worker's connection with half a head: it is answered and handed over. */
-    if (c->phase == CLIENT_HEAD && !c->answer_done && client_closing(c)) {
+    /* Half a head, draining or retiring alike: DRAIN_HEAD_GRACE to complete it, then 408 and
+     * close. A retiring worker cannot hand it over (the heir takes a connection between requests:
+     * the bytes read so far, the head's deadline and a parser holding part of a large head would
+     * have to go with it), and waiting out header_timeout let the cut at shutdown_timeout close
+     * it with no answer, no log line and no count. A head that completes in time is answered here
+     * and handed over after its answer, as any request in flight. */
+    if (c->phase == CLIENT_HEAD && !c->answer_done) {
         ev_tstamp grace = ev_now(c->w->loop) + DRAIN_HEAD_GRACE;
         if (c->head_deadline > grace) {
             c->head_deadline = grace;
@@ -1125,6 +1131,12 @@ static bool client_step(struct client *c)
         }
         if (c->served && !c->drain_grace)
             c->head_deadline = ev_now(w->loop) + ms(c->conf->client.header_timeout);
+        /* A head begun after the drain call: a connection a retiring worker kept (new, or not
+         * yet idle at the retire) gets the drain's grace from its first byte, as one begun
+         * before the retire got it from there (client_drain). (A drain of the process closes
+         * idle connections, and gave the ones it kept their grace then.) */
+        if (w->draining && c->head_deadline > ev_now(w->loop) + DRAIN_HEAD_GRACE)
+            c->head_deadline = ev_now(w->loop) + DRAIN_HEAD_GRACE;
         client_timer_arm(c);
         return true;
 

@@ -134,7 +134,9 @@ void client_tunnel(struct client *c);
 /* 100 Continue before reading the body; may close c (a write error), as client_flush. */
 void client_continue(struct client *c);
 /* Graceful drain: close if idle; otherwise close after the current answer. In a retiring worker
- * (client_closing false) nothing is closed: see client_answer_flushed. */
+ * (client_closing false) an idle connection is kept and the answer does not close: see
+ * client_answer_flushed. Draining or retiring, half a head gets DRAIN_HEAD_GRACE (about 1 s) to
+ * complete, then 408 and close. */
 void client_drain(struct client *c);
 /* Whether the answer in progress must close the connection because its worker drains: true in a
  * drain, false in a retiring worker (worker.retiring), which keeps the connection alive and hands

@@ -591,6 +591,70 @@ def test_workers_shrink_stops_a_stuck_worker_at_shutdown_timeout(lifeline, upstr
     assert lf.fetch("GET", "/echo").status == 200
 
 
+def test_workers_shrink_answers_a_half_sent_head_with_408(lifeline, upstream, tmp_path):
+    """A removed worker's connection with half a request head gets the drain's treatment: about 1 s
+    to complete it, then 408 (logged and counted as any 408) and close; so does one that sends the
+    first half of its head after the reload. Before, the grace applied to a drain of the process
+    only: the removed worker kept waiting for header_timeout (10 s), and at shutdown_timeout (4 s)
+    closed them with no answer, no access-log line and no count. 2 workers to 1 with 20 + 20
+    connections (none on the removed worker: a chance of 2^-20 each); those on the worker left
+    keep their header_timeout."""
+    import select
+    up = upstream()
+    a1 = free_port()
+    log = str(tmp_path / "access.log")
+    lf = lifeline(pools={"p": pool(up)}, workers=2, shutdown_timeout="4s",
+                  client={"header_timeout": "10s"},
+                  extra={"access_log": {"path": log}, **admin_extra(a1)})
+    assert running_workers(lf) == 2
+    before = metrics(a1).total("lifeline_requests_total", code="408")
+    early = [Conn(lf.port, timeout=t(10)) for _ in range(20)]
+    late = [Conn(lf.port, timeout=t(10)) for _ in range(20)]
+    conns = early + late
+    try:
+        for k, c in enumerate(early):
+            c.send(b"GET /half/%d HTTP/1.1\r\nHost: a\r\n" % k)
+        time.sleep(t(0.3))   # accepted and read (a connection still in a removed listener's queue is reset)
+        t0 = time.monotonic()
+        _reload(lf, _cfg(lf, workers=1))
+        for k, c in enumerate(late, len(early)):
+            c.send(b"GET /half/%d HTTP/1.1\r\nHost: a\r\n" % k)
+        t1 = time.monotonic()
+        ended = {}   # index -> (seconds after its head's first bytes or the reload, what it got)
+        while time.monotonic() - t0 < 4 + t(1.5):   # past the removed worker's shutdown_timeout
+            open_ = [c.sock for k, c in enumerate(conns) if k not in ended]
+            ready, _, _ = select.select(open_, [], [], 0.1)
+            for s in ready:
+                k = [i for i, c in enumerate(conns) if c.sock is s][0]
+                data = b""
+                try:
+                    while True:
+                        chunk = s.recv(4096)
+                        if not chunk:
+                            break
+                        data += chunk
+                except (ConnectionError, socket.timeout) as e:
+                    data += repr(e).encode()
+                ended[k] = (time.monotonic() - (t0 if k < len(early) else t1), data)
+        assert "worker 1: stopped" in lf.stderr_text(), lf.stderr_text()[-2000:]
+        assert any(k < len(early) for k in ended) and any(k >= len(early) for k in ended), \
+            "none ended on the removed worker: %r" % sorted(ended)
+        for k, (after, data) in sorted(ended.items()):
+            assert data.startswith(b"HTTP/1.1 408 "), "connection %d ended after %.2fs with %r" % (k, after, data[:60])
+            assert 0.8 < after < t(2.5), "connection %d: 408 after %.2fs (grace 1 s)" % (k, after)
+        # the connections on the worker left wait for their header_timeout: still open
+        assert len(ended) < len(conns), "the worker left answered too"
+        lines = wait_access(log, lambda ls: len(ls) >= len(ended), what="a log line per 408")
+        assert sorted(ln["target"] for ln in lines) == sorted("/half/%d" % k for k in ended), lines
+        assert all(ln["status"] == 408 and ln["route"] is None for ln in lines), lines
+        assert metrics(a1).total("lifeline_requests_total", code="408") == before + len(ended)
+    finally:
+        for c in conns:
+            c.close()
+    assert status(a1)["workers"] == 1
+    assert lf.fetch("GET", "/echo").status == 200
+
+
 def test_workers_shrink_keeps_tunnels_past_shutdown_timeout(lifeline, raw_upstream):
     """SPEC §1: a reload drops no WebSocket tunnel, also when it lowers `workers`. At
     shutdown_timeout a removed worker closes what is left but its tunnels, which run on until they
