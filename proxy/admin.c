@@ -22,15 +22,40 @@
 #include "recent.h"
 #include "series.h"
 
+/* A head's bytes past ADMIN_IN_BYTES are read and dropped: the pages need the request line alone
+ * (method, path, query), but a browser sends the status page its cookies for the host, often
+ * kilobytes of them. Answering once the buffer was full left the rest unread, and close() then
+ * reset the connection: the kernel drops an answer still queued (a /metrics page cut at 24 KiB). */
+#define ADMIN_IN_BYTES 4096
+/* Lingering close (nginx's, as the proxy's own client.c does): after the answer the write side is
+ * shut and what the client still sends is read and dropped until it closes, for at most this long
+ * and this many bytes, so that unread input never turns the close into a reset that destroys the
+ * answer. */
+#define ADMIN_LINGER_SECONDS 2.0
+#define ADMIN_LINGER_BYTES (1024 * 1024)
+
+enum admin_conn_state {
+    ADMIN_READING,                      /* the request head */
+    ADMIN_WRITING,                      /* the answer (out) */
+    ADMIN_LINGERING,                    /* answered, write side shut: dropping input until EOF */
+};
+
 struct admin_conn {
     struct admin *a;
     struct admin_conn *prev, *next;     /* a->conns, newest first */
     int fd;
+    enum admin_conn_state state;
     ev_io io;
     ev_timer timer;                     /* ADMIN_CONN_TIMEOUT to read the request and write the
-                                         * answer; restarted by each write that moves bytes */
-    char in[4096];
+                                         * answer; restarted by each write that moves bytes; then
+                                         * ADMIN_LINGER_SECONDS for the lingering close */
+    char in[ADMIN_IN_BYTES];            /* the head's first bytes, NUL-terminated */
     size_t inlen;
+    size_t headlen;                     /* head bytes read in all, those dropped included */
+    size_t lingered;                    /* bytes dropped while lingering */
+    unsigned char eol;                  /* the head's end search, across reads: 1 after a LF,
+                                         * 2 after LF CR; a LF then ends it (CRLF CRLF, LF LF) */
+    bool nul;                           /* a NUL among the head's dropped bytes */
     char *out;                          /* the whole answer once the request is read; owned */
     size_t outlen, outoff;
 };
@@ -110,7 +135,21 @@ static bool admin_query_get(const char *q, const char *key, char *out, size_t ca
     return false;
 }
 
-static void admin_answer(struct admin_conn *k)
+static const char *admin_reason(unsigned status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 414: return "URI Too Long";
+    case 431: return "Request Header Fields Too Large";
+    case 503: return "Service Unavailable";
+    default: return "Bad Request";
+    }
+}
+
+/* Answers the request read (or refuses the head with `refuse`, 414 or 431: not read whole). */
+static void admin_answer(struct admin_conn *k, unsigned refuse)
 {
     struct admin *a = k->a;
     struct metrics_render_buf body = { 0 }, all = { 0 };
@@ -129,7 +168,13 @@ static void admin_answer(struct admin_conn *k)
     else
         query = path + strlen(path);
 
-    if (!*method || !*path || memchr(k->in, 0, k->inlen)) {   /* (a NUL anywhere: never a request) */
+    if (refuse == 414) {
+        status = 414;
+        metrics_render_printf(&body, "request line over %d bytes\n", ADMIN_IN_BYTES - 1);
+    } else if (refuse == 431) {
+        status = 431;
+        metrics_render_printf(&body, "request head over %d bytes\n", ADMIN_HEAD_MAX);
+    } else if (!*method || !*path || k->nul || memchr(k->in, 0, k->inlen)) {   /* (a NUL anywhere: never a request) */
         status = 400;
         metrics_render_printf(&body, "bad request\n");
     } else if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
@@ -171,9 +216,7 @@ static void admin_answer(struct admin_conn *k)
         metrics_render_printf(&body, "not found\n");
     }
     metrics_render_printf(&all, "HTTP/1.1 %u %s\r\ncontent-type: %s\r\ncontent-length: %zu\r\ncache-control: no-store\r\n"
-                    "%sconnection: close\r\n\r\n", status,
-              status == 200 ? "OK" : status == 503 ? "Service Unavailable" : status == 404 ? "Not Found" :
-              status == 405 ? "Method Not Allowed" : "Bad Request", ctype, body.len,
+                    "%sconnection: close\r\n\r\n", status, admin_reason(status), ctype, body.len,
               status == 405 ? "allow: GET, HEAD\r\n" : "");   /* RFC 9110 §15.5.6: a 405 lists them */
     if (strcmp(method, "HEAD") != 0 && body.len)
         metrics_render_printf(&all, "%.*s", (int)body.len, body.p);
@@ -186,24 +229,79 @@ static void admin_answer(struct admin_conn *k)
     k->out = all.p;
     k->outlen = all.len;
     k->outoff = 0;
+    k->state = ADMIN_WRITING;
     ev_io_stop(a->loop, &k->io);
     ev_io_set(&k->io, k->fd, EV_WRITE);
     ev_io_start(a->loop, &k->io);
 }
 
+/* The answer is written: shut the write side (the client reads the answer, then EOF) and linger
+ * while input may still come (the rest of a head refused with 431, a body nobody asked for). A
+ * client that closes after the answer, as every HTTP client does on `connection: close`, ends it
+ * at once. */
+static void admin_linger(struct admin_conn *k)
+{
+    struct admin *a = k->a;
+
+    free(k->out);
+    k->out = NULL;
+    if (shutdown(k->fd, SHUT_WR) < 0) {
+        admin_conn_close(k);
+        return;
+    }
+    k->state = ADMIN_LINGERING;
+    ev_io_stop(a->loop, &k->io);
+    ev_io_set(&k->io, k->fd, EV_READ);
+    ev_io_start(a->loop, &k->io);
+    ev_timer_stop(a->loop, &k->timer);
+    ev_timer_set(&k->timer, ADMIN_LINGER_SECONDS, 0.0);
+    ev_timer_start(a->loop, &k->timer);
+    /* (the next loop turn reads: most clients have closed by then, or will with the answer read) */
+}
+
+/* How much of p[0..n) belongs to the head (all of it, or up to its blank line: *end set). A NUL
+ * among the bytes is noted: a NUL in the request must not hide its end either (a C-string search
+ * waited for the timeout). */
+static size_t admin_head_scan(struct admin_conn *k, const char *p, size_t n, bool *end)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '\n') {
+            if (k->eol) {
+                *end = true;
+                return i + 1;
+            }
+            k->eol = 1;
+        } else {
+            k->eol = p[i] == '\r' && k->eol == 1 ? 2 : 0;
+            if (p[i] == 0)
+                k->nul = true;
+        }
+    }
+    return n;
+}
+
 static void admin_conn_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
     struct admin_conn *k = io->data;
+    char sink[4096];
+    char *p;
+    size_t room, used;
+    bool end = false;
     ssize_t r;
 
     (void)loop;
     (void)revents;
-    if (k->out) {
+    switch (k->state) {
+    case ADMIN_WRITING:
         r = send(k->fd, k->out + k->outoff, k->outlen - k->outoff, MSG_NOSIGNAL);
         if (r < 0 && errno == EAGAIN)
             return;
-        if (r <= 0 || (k->outoff += (size_t)r) == k->outlen) {
-            admin_conn_close(k);
+        if (r <= 0) {
+            admin_conn_close(k);   /* the client is gone: nothing left to protect */
+            return;
+        }
+        if ((k->outoff += (size_t)r) == k->outlen) {
+            admin_linger(k);
             return;
         }
         /* a long answer (a /metrics page of many servers) to a slow reader: the timeout bounds
@@ -211,42 +309,72 @@ static void admin_conn_cb(struct ev_loop *loop, ev_io *io, int revents)
         k->timer.repeat = ADMIN_CONN_TIMEOUT;
         ev_timer_again(loop, &k->timer);
         return;
+    case ADMIN_LINGERING:
+        r = recv(k->fd, sink, sizeof(sink), 0);
+        if (r < 0 && errno == EAGAIN)
+            return;
+        if (r <= 0 || (k->lingered += (size_t)r) > ADMIN_LINGER_BYTES)
+            admin_conn_close(k);   /* EOF (the usual end), an error, or a client sending on and on */
+        return;
+    case ADMIN_READING:
+        break;
     }
-    r = recv(k->fd, k->in + k->inlen, sizeof(k->in) - 1 - k->inlen, 0);
+    /* The head's first bytes go to `in`, the rest (headers no page reads) to the sink; one read
+     * never passes ADMIN_HEAD_MAX, so a head is refused at that bound exactly. */
+    if (k->inlen < sizeof(k->in) - 1) {
+        p = k->in + k->inlen;
+        room = sizeof(k->in) - 1 - k->inlen;
+    } else {
+        p = sink;
+        room = sizeof(sink);
+    }
+    if (room > ADMIN_HEAD_MAX - k->headlen)
+        room = ADMIN_HEAD_MAX - k->headlen;
+    r = recv(k->fd, p, room, 0);
     if (r < 0 && errno == EAGAIN)
         return;
     if (r <= 0) {
         admin_conn_close(k);
         return;
     }
-    k->inlen += (size_t)r;
-    k->in[k->inlen] = 0;
-    /* memmem, not strstr: a NUL in the request must not hide its end (it waited for the timeout) */
-    if (memmem(k->in, k->inlen, "\r\n\r\n", 4) || memmem(k->in, k->inlen, "\n\n", 2) ||
-        k->inlen == sizeof(k->in) - 1)
-        admin_answer(k);
+    used = admin_head_scan(k, p, (size_t)r, &end);
+    k->headlen += used;
+    if (p == k->in) {
+        k->inlen += (size_t)r;   /* (bytes past the head stay: `in` is checked whole for a NUL) */
+        k->in[k->inlen] = 0;
+    }
+    if (end)
+        admin_answer(k, 0);
+    else if (k->headlen >= ADMIN_HEAD_MAX)
+        admin_answer(k, 431);
+    else if (k->inlen == sizeof(k->in) - 1 && !memchr(k->in, '\n', k->inlen))
+        admin_answer(k, 414);   /* the request line, which routes, did not fit */
 }
 
 static void admin_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)loop;
     (void)revents;
-    admin_conn_close(t->data);
+    admin_conn_close(t->data);   /* a request or a write that took too long, or the linger's end */
 }
 
 /* The connection to close at the cap to make room for a new one: the oldest still reading its
- * request (idle or trickling: nothing is lost but its slot), or NULL when every connection is
- * writing an answer. Evicting, rather than pausing, keeps /healthz and /livez answering at once
- * while someone holds the cap with idle connections. */
+ * request (idle or trickling: nothing is lost but its slot), else the oldest lingering after its
+ * answer (written to the kernel; a client that has not closed by now most likely read it), or
+ * NULL when every connection is writing an answer. Evicting, rather than pausing, keeps /healthz
+ * and /livez answering at once while someone holds the cap with idle connections. */
 static struct admin_conn *admin_eviction_victim(struct admin *a)
 {
-    struct admin_conn *victim = NULL;
+    struct admin_conn *reading = NULL, *lingering = NULL;
 
     for (struct admin_conn *k = a->conns; k; k = k->next) {
-        if (!k->out)
-            victim = k;   /* the list is newest first: the last match is the oldest */
+        /* the list is newest first: the last match is the oldest */
+        if (k->state == ADMIN_READING)
+            reading = k;
+        else if (k->state == ADMIN_LINGERING)
+            lingering = k;
     }
-    return victim;
+    return reading ? reading : lingering;
 }
 
 static void admin_accept_retry_cb(struct ev_loop *loop, ev_timer *t, int revents)

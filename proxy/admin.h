@@ -6,12 +6,16 @@
  * a move onto (or off) a port that a listener leaves (or takes) in the same reload is ordered
  * around the workers' switch (main.c, on_loaded). admin.c routes a URL to its page and serves
  * the bytes; the pages are built by metrics_render.c from the workers' counters (summed per
- * scrape). Answers one request per connection and closes; bounded input (4 KiB), one
- * ADMIN_CONN_TIMEOUT timer per connection: to read the request, then between writes that move bytes.
+ * scrape). Answers one request per connection and closes: a head of up to ADMIN_HEAD_MAX (its
+ * request line within the first 4 KiB, which are kept; the rest is read and dropped: 414 or 431
+ * beyond), one ADMIN_CONN_TIMEOUT timer per connection: to read the request, then between writes
+ * that move bytes; then a lingering close (write side shut, input dropped until the client closes,
+ * 2 s at most) so that input left unread never resets the answer.
  *
  * Bounded for a hostile or buggy client (issue 9): at most ADMIN_CONNS_MAX connections. At the cap a
- * new connection is still accepted and the oldest connection still reading its request is closed
- * to make room (so probes keep answering while someone holds idle connections); only when every
+ * new connection is still accepted and the oldest connection still reading its request (else the
+ * oldest lingering after its answer) is closed to make room (so probes keep answering while
+ * someone holds idle connections); only when every
  * connection is writing an answer does accepting pause until one closes. accept4() failing for
  * lack of descriptors or memory sheds that connection (a spare descriptor is kept for it) and
  * pauses accepting for ADMIN_ACCEPT_RETRY instead of spinning the main loop.
@@ -27,6 +31,7 @@
 
 #define ADMIN_CONNS_MAX 64
 #define ADMIN_CONN_TIMEOUT 5.0          /* seconds: read the request and write the answer */
+#define ADMIN_HEAD_MAX (64 * 1024)      /* a request head's bytes, at most (browsers' cookies fit) */
 #define ADMIN_ACCEPT_RETRY 0.1          /* seconds paused after accept4 ran out of resources */
 
 struct worker;

@@ -607,6 +607,43 @@ def test_admin_connections_are_capped_and_probes_still_answer(lifeline, upstream
     lf.assert_alive()
 
 
+def test_admin_reads_a_large_request_head_whole_and_its_answer_arrives_whole(lifeline, upstream):
+    """Browsers send the admin pages their cookies, often kilobytes of them: a head of 6,000 or
+    60,000 bytes (the request line within the first 4 KiB) is read to its end, its blank line
+    split over two reads, and the /metrics answer (a pool of 50 servers: over 100 KiB) arrives
+    whole to a client that reads slowly. Before, the answer came once 4 KiB were read, and the
+    connection was closed with the rest unread: the kernel reset it and dropped what was still
+    queued (24 KiB of 190 KiB, then ECONNRESET; a plain urllib scrape with a 5 KB cookie failed one
+    time in five). A head over 64 KiB gets 431 and a request line over 4 KiB 414, both read whole
+    by their client, and the connection ends with a FIN."""
+    up = upstream()
+    aport = free_port()
+    many = {"servers": [{"address": "%s:%d" % (HOST, free_port())} for _ in range(50)]}
+    lifeline(pools={"p": pool(up), "many": many},
+             routes=[{"name": "many", "match": {"path": "/many/"}, "pool": "many"}, {"pool": "p"}],
+             extra=admin_extra(aport))
+
+    def ask(head, split=0):
+        with Conn(aport, timeout=t(5), rcvbuf=16384) as c:
+            c.send(head[:len(head) - split])
+            if split:
+                time.sleep(t(0.1))
+                c.send(head[len(head) - split:])
+            time.sleep(t(0.2))   # the answer waits in lifeline's socket, the client not reading yet
+            r = c.read_response(timeout=t(5))
+            assert c.wait_closed(t(3)) == b"", r
+            return r
+
+    for size, split in ((6000, 0), (6000, 1), (60000, 3)):
+        r = ask(b"GET /metrics HTTP/1.1\r\nHost: a\r\nCookie: c=" + b"v" * size + b"\r\n\r\n", split)
+        assert r.status == 200 and len(r.body) == int(r.header("content-length")) > 100000, (size, r)
+        assert b'pool="many"' in r.body
+    r = ask(b"GET /healthz HTTP/1.1\r\nHost: a\r\n" + b"X-Filler: %s\r\n" % (b"f" * 990) * 70 + b"\r\n")
+    assert r.status == 431, r
+    r = ask(b"GET /metrics?pad=" + b"p" * 5000 + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert r.status == 414, r
+
+
 def test_status_outcome_is_named_alike_in_header_log_and_metrics(lifeline, raw_upstream, tmp_path):
     """SPEC §3.4/§3.7/§5: an attempt answered with a status listed in retry.on has that status as
     its outcome; x-lifeline-fallback, the access log's fallback, lifeline_fallbacks_total's reason
