@@ -1517,13 +1517,14 @@ static void fallback_header_add(struct conf_route *r, char *name, char *value)
 
 /* fallback.headers: NAME: value. Names stored lowercase; framing headers are lifeline's own, and so
  * are x-lifeline-fallback and x-request-id (SPEC §3.7, §4: every fallback answer carries lifeline's
- * own; a configured one would make it appear twice). */
+ * own; a configured one would make it appear twice) and date (RFC 9110 §6.6.1: one, the time the
+ * answer is made). */
 static int conf_h_headers(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
                           const char *where)
 {
     static const char *const reserved[] = { "content-length", "transfer-encoding", "connection",
                                             "keep-alive", "upgrade", "te", "trailer",
-                                            "x-lifeline-fallback", "x-request-id", NULL };
+                                            "x-lifeline-fallback", "x-request-id", "date", NULL };
     struct conf_route *r = obj;
     char q[CONF_QUOTE_MAX + 8];
     (void)where;

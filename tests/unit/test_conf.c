@@ -1015,6 +1015,9 @@ static const struct bad_case bad_cases[] = {
       "cannot read fallback file \"/nonexistent/busy.html\"", 0, CONF_LOAD_UNSUPPORTED },
     { L P "routes:\n  - pool: api\n    fallback: { headers: { Content-Length: \"3\" } }\n", 7, 28,
       "header \"content-length\" is set by lifeline", 0, CONF_LOAD_UNSUPPORTED },
+    /* one Date, the time the answer is made (a configured one went out beside it) */
+    { L P "routes:\n  - pool: api\n    fallback: { headers: { Date: \"Thu, 01 Jan 1970 00:00:00 GMT\" } }\n", 7, 28,
+      "header \"date\" is set by lifeline", 0, CONF_LOAD_UNSUPPORTED },
     { L PX "    tls: { client_cert: /c.pem }\n", 5, 10, "client_cert and client_key go together", 0, CONF_LOAD_UNSUPPORTED },
     /* addresses */
     { "listen: [ { address: localhost } ]\n", 1, 22, "bad address \"localhost\": expected host:port or [v6]:port", 0, 0 },
