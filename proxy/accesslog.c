@@ -231,19 +231,23 @@ static void alog_say_failures(struct alog *a, bool force)
     a->fail_said_at = now;
 }
 
-/* Writes everything buffered in r. A short write goes on with the rest; a failed one drops the rest
- * of what r holds now, counted by lines (a line cut by the failure among them), and the next write
- * that succeeds starts on a fresh line. Returns the bytes taken. */
+/* Writes what r holds up to r->until (the pass's limit: alog_pass). A short write goes on with the
+ * rest; a failed one drops the rest up to the limit, counted by lines (a line cut by the failure
+ * among them), and the next write that succeeds starts on a fresh line. Returns the bytes taken. */
 static size_t alog_drain(struct alog *a, struct alog_ring *r)
 {
-    size_t head = atomic_load_explicit(&r->head, memory_order_acquire);
+    size_t head = r->until;
     size_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
     size_t taken = head - tail;
     int err = 0;
 
-    if (tail == head)
-        return 0;
-    if (a->fd < 0) {   /* off: nothing to write to */
+    if (tail == head || head - tail > ALOG_RING_BYTES)
+        return 0;   /* (a limit behind the tail, which alog_pass never sets, would read as the
+                       whole ring many times over) */
+    if (a->fd < 0) {
+        /* Off: the lines of a worker that had not yet taken the snapshot turning the log off
+         * (alog_switch). Nothing to write them to: dropped, and counted as every lost line is. */
+        atomic_fetch_add_explicit(&alog_sink_drops, alog_count_lines(r, tail, head), memory_order_relaxed);
         atomic_store_explicit(&r->tail, head, memory_order_release);
         return taken;
     }
@@ -288,8 +292,33 @@ static size_t alog_drain(struct alog *a, struct alog_ring *r)
     return taken;
 }
 
-/* The writer's side of alog_switch: from now on lines go to the new sink; the old file is closed
- * here, by the only thread that writes to it. */
+/* Where this pass stops in each of rings [0, n): at the marks of a sink handed over and not taken
+ * yet (true: the pass writes to the old sink what was made before the handover, then the writer
+ * switches), else at each ring's head now. Read under the lock alog_switch takes: a switch handed
+ * over after it marks heads no earlier than these, so a line made under the new snapshot never
+ * goes to the old sink in a pass that did not see the switch. */
+static bool alog_pass(struct alog *a, unsigned n)
+{
+    bool switching;
+
+    pthread_mutex_lock(&a->mu);
+    switching = a->next;
+    for (unsigned i = 0; i < n; i++) {
+        struct alog_ring *r = a->rings[i];
+        /* a ring added since the handover (a worker started on the new snapshot): all the new sink's */
+        if (switching && i < a->next_rings)
+            r->until = r->switch_at;
+        else if (switching)
+            r->until = atomic_load_explicit(&r->tail, memory_order_relaxed);
+        else
+            r->until = atomic_load_explicit(&r->head, memory_order_acquire);
+    }
+    pthread_mutex_unlock(&a->mu);
+    return switching;
+}
+
+/* The writer's side of alog_switch, once what came before it is written: from now on lines go to
+ * the new sink; the old file is closed here, by the only thread that writes to it. */
 static void alog_take_next(struct alog *a)
 {
     char *path;
@@ -331,9 +360,10 @@ static void *alog_main(void *arg)
         size_t most = 0;
         bool stop = atomic_load(&a->stop);
         unsigned n = atomic_load_explicit(&a->nrings, memory_order_acquire);
+        bool switching;
         if (stop && !a->stop_by)
             a->stop_by = alog_now_ms() + ALOG_STOP_GRACE_MS;
-        alog_take_next(a);
+        switching = alog_pass(a, n);
         if (atomic_exchange(&a->reopen, 0) && a->fd > STDERR_FILENO) {
             int fd = alog_open_path(a->path);
             if (fd < 0) {
@@ -351,6 +381,12 @@ static void *alog_main(void *arg)
                 most = k;
         }
         alog_say_failures(a, false);
+        if (switching) {
+            /* the lines made before the handover are in the old sink (or counted): switch, and
+             * write what came since to the new one without a nap */
+            alog_take_next(a);
+            continue;
+        }
         if (stop && !most)
             break;
         if (!stop && most <= ALOG_RING_BYTES / 4)
@@ -405,10 +441,18 @@ int alog_switch(struct alog *a, const char *path, int fd)
         return -1;
     }
     pthread_mutex_lock(&a->mu);
-    if (a->next) {   /* an earlier switch the writer has not taken: superseded */
+    if (a->next) {
+        /* an earlier switch the writer has not taken: superseded. Its marks stay: what came
+         * before them is the running sink's, what came after goes to the newest one. */
         if (a->next_fd > STDERR_FILENO)
             close(a->next_fd);
         free(a->next_path);
+    } else {
+        /* No worker has taken the new snapshot yet (the caller's order): every line up to each
+         * ring's head now was made under the old one. */
+        a->next_rings = atomic_load_explicit(&a->nrings, memory_order_relaxed);
+        for (unsigned i = 0; i < a->next_rings; i++)
+            a->rings[i]->switch_at = atomic_load_explicit(&a->rings[i]->head, memory_order_acquire);
     }
     a->next_path = p;
     a->next_fd = fd;

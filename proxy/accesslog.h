@@ -4,8 +4,9 @@
  * Workers never write to the sink. Each worker appends finished lines to its own bounded ring
  * (single producer); one writer thread drains every ring into the sink (stdout, stderr or a file,
  * reopened on SIGUSR1). A reload that changes access_log.path opens the new file off every loop
- * (the loader thread) and hands it to the writer, which switches and closes the old one; each
- * worker starts or stops its lines when it takes the new snapshot. When a ring is full the line is dropped and counted
+ * (the loader thread) and hands it to the writer, which writes the lines made before the handover
+ * to the old sink, then switches and closes the old one; each worker starts or stops its lines
+ * when it takes the new snapshot. When a ring is full the line is dropped and counted
  * (lifeline_access_log_dropped_total): a slow disk costs log lines, never a stalled event loop.
  * A write that fails (ENOSPC, EIO) drops what the writer holds, counted there too by lines, and
  * says so in the error log at most every 10 s; a line cut by a failure is ended with a newline
@@ -34,6 +35,9 @@ struct alog_ring {
     _Atomic size_t head;                /* next byte the worker writes (monotonic) */
     _Atomic size_t tail;                /* next byte the writer takes (monotonic) */
     _Atomic uint64_t dropped;           /* lines that did not fit */
+    size_t switch_at;                   /* head when the pending sink was handed over (alog.mu):
+                                         * the lines before it are the old sink's */
+    size_t until;                       /* the writer's: where its current pass stops */
 };
 
 /* The writer thread. It runs from alog_start to alog_stop, whatever the path ("off" included: a
@@ -60,6 +64,7 @@ struct alog {
     pthread_mutex_t mu;                 /* guards the pending sink */
     char *next_path;                    /* a sink handed over by alog_switch, not taken yet */
     int next_fd;
+    unsigned next_rings;                /* rings [0, next_rings) had their switch_at set */
     bool next;
 };
 
@@ -81,8 +86,11 @@ int alog_open_path(const char *path);
 int alog_start(struct alog *a, const char *path, int fd, struct alog_ring **rings);
 /* Drains rings[0, n) from now on (n only grows; main thread). */
 void alog_set_rings(struct alog *a, unsigned n);
-/* Hands the writer a new sink (path, and fd from alog_open_path, moved in): it writes what it drains
- * next there and closes the old file (main thread, never blocks). */
+/* Hands the writer a new sink (path, and fd from alog_open_path, moved in), never blocking (main
+ * thread). Called before any worker takes the snapshot that names the sink: each ring's lines up
+ * to now go to the old sink (none is lost to the switch), every later line to the new one; a
+ * worker still on the old snapshot meanwhile writes there too, and when the new sink is off its
+ * lines are dropped and counted. The writer then closes the old file. */
 int alog_switch(struct alog *a, const char *path, int fd);
 /* Asks the writer to reopen a file sink (SIGUSR1). */
 void alog_reopen(struct alog *a);

@@ -436,14 +436,11 @@ static void apply_conf(struct ev_loop *loop, struct conf *nc, const char *why, i
             admin_at.on = false;
         }
     }
-    for (unsigned i = 0; i < nslots; i++) {
-        if (wslot[i].state == W_RUNNING)
-            worker_reload(&workers[i], nh);
-    }
     log_path = nh->conf->access_log.path;
     if (strcmp(log_path, current->conf->access_log.path) != 0) {
         /* The writer switches to the new sink and closes the old file; each worker starts or stops
-         * its lines as it takes the new snapshot. */
+         * its lines as it takes the new snapshot. Handed over before any worker can take it: the
+         * lines made until then go to the old sink, none made under the new one does. */
         int fd = log_fd >= 0 ? log_fd : alog_open_path(log_path);   /* stdout, stderr: no I/O */
         log_fd = -1;
         if (alog_switch(&alog, log_path, fd) < 0)
@@ -452,6 +449,10 @@ static void apply_conf(struct ev_loop *loop, struct conf *nc, const char *why, i
             log_info("%s: access log now goes to %s", why, log_path);
     }
     close_fd(log_fd);   /* the same file as before: the writer's descriptor stays */
+    for (unsigned i = 0; i < nslots; i++) {
+        if (wslot[i].state == W_RUNNING)
+            worker_reload(&workers[i], nh);
+    }
     runtime_unref(current);
     current = nh;
     admin.conf = current->conf;

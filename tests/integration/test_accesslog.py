@@ -3,6 +3,7 @@ route, status, bytes, duration_ms, request_id, fallback, attempts[server, outcom
 connect_ms, response_ms]); SIGUSR1 reopens a file; `off` writes nothing; a sink that cannot keep
 up costs lines (counted), never a stalled request."""
 
+import copy
 import datetime
 import json
 import os
@@ -15,7 +16,7 @@ import time
 
 from conftest import HOST, SANITIZER_MARKERS, Conn, free_port, pool, t, wait_for
 from faults import refused, status_script
-from ops import admin_extra, access_lines, exec_prefix, metrics, parse_access_text, wait_access
+from ops import admin_extra, access_lines, exec_prefix, metrics, parse_access_text, reload, wait_access
 
 FIELDS = {"time": str, "client": str, "method": str, "target": str, "route": (str, type(None)),
           "status": int, "bytes": int, "duration_ms": (int, float), "request_id": str,
@@ -826,3 +827,58 @@ def test_retried_answer_is_counted_when_a_tunnel_follows_it(lifeline, raw_upstre
     for outcome in ("503", "ok"):
         assert m.value("lifeline_upstream_attempts_total", pool="p", server=up.address, outcome=outcome) == 1, \
             m.grep("lifeline_upstream_attempts_total")
+
+
+def _whole_lines(path):
+    """The lines of an access log file up to its last newline: the writer may be in the middle of
+    a write of many lines, which a reader can see part of."""
+    with open(path, "r", errors="replace") as f:
+        text = f.read()
+    return parse_access_text(text[:text.rfind("\n") + 1])
+
+
+def test_lines_made_before_a_reload_turns_the_log_off_reach_the_old_file(lifeline, upstream, tmp_path):
+    """access_log.path -> off by reload: the lines of requests answered before the reload that the
+    writer thread had not taken from the workers' rings yet (it takes them every 10 ms; here it is
+    stopped for the while) go to the old file before the log stops, and nothing is counted as
+    dropped. They were thrown away uncounted: the writer took the new sink, `off`, before draining
+    the rings (lines of requests answered 1-4 ms before the SIGHUP were missing under load). Back
+    on (off -> the file), the lines of requests answered after the reload are in the file."""
+    from freeze import frozen
+    up = upstream()
+    path = log_to(tmp_path)
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)}, workers=2, extra=admin_extra(aport, access_log={"path": path}))
+    assert lf.fetch("GET", "/echo/first").status == 200
+    wait_access(path, lambda ls: len(ls) == 1)
+    cfg_off, cfg_on = copy.deepcopy(lf.config), copy.deepcopy(lf.config)
+    cfg_off["access_log"] = {"path": "off"}
+    before = ["/echo/before/%d" % i for i in range(20)]
+    with frozen(lf.pid, "access log"):          # the writer takes nothing meanwhile
+        for target in before:                   # new connections: both workers get some
+            assert lf.fetch("GET", target).status == 200
+        reload(lf, cfg_off)                     # every worker has switched
+        for i in range(5):
+            assert lf.fetch("GET", "/echo/dark/%d" % i).status == 200
+    deadline = time.monotonic() + t(3)
+    while len(_whole_lines(path)) < 1 + len(before) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(t(0.2))
+    targets = [ln["target"] for ln in access_lines(path)]
+    dropped = metrics(aport).value("lifeline_access_log_dropped_total")
+    missing = [x for x in before if x not in targets]
+    assert not missing, "%d of the %d lines made before the reload are not in the old file (%d counted as " \
+        "dropped): %r" % (len(missing), len(before), dropped, missing)
+    assert sorted(targets) == sorted(["/echo/first"] + before), targets
+    assert dropped == 0
+
+    with frozen(lf.pid, "access log"):
+        reload(lf, cfg_on)
+        for i in range(10):
+            assert lf.fetch("GET", "/echo/lit/%d" % i).status == 200
+    wait_for(lambda: sum(1 for x in _whole_lines(path) if x["target"].startswith("/echo/lit/")) == 10, t(3),
+             what="the 10 lines made after the log came back on")
+    lines = access_lines(path)
+    assert not any(x["target"].startswith("/echo/dark/") for x in lines)
+    assert metrics(aport).value("lifeline_access_log_dropped_total") == 0
+

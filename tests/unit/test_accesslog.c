@@ -8,6 +8,7 @@
  * the formatter. Then: exact output for a known entry, escaping never cut mid-escape, a worst-case
  * line fits in ALOG_LINE_MAX, a buffer one byte short is refused; the time and duration_ms, which
  * the formatter writes without libc, equal gmtime_r's and printf's "%.3f" over their whole range.
+ * Last, the writer thread across a change of sink (a reload of access_log.path).
  *
  * Only static functions and main: the Makefile links this file with every proxy object.
  */
@@ -21,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "accesslog.h"
 #include "alog_check.h"
@@ -327,6 +329,65 @@ static void test_time_and_duration_match_libc(void **state)
     assert_int_equal(bad, 0);
 }
 
+/* The writer's side of a reload that changes access_log.path (alog_switch): the lines in a ring
+ * when the sink is handed over go to the old sink, however soon the writer takes it; a line a
+ * worker still on the old snapshot writes after the handover to `off` is dropped and counted; back
+ * on, a line written after the handover reaches the new file. (The writer took the new sink before
+ * draining: lines made before the handover to `off` were thrown away, uncounted.) */
+static void test_switch_keeps_lines_made_before_it(void **state)
+{
+    char dir[] = "/tmp/alog-switch-XXXXXX", one[64], two[64], got[256];
+    static struct alog a;
+    struct alog_ring ring = { 0 }, *rings[1] = { &ring };
+    uint64_t dropped0 = alog_sink_dropped();
+    int fd;
+    FILE *f;
+    size_t n;
+
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    snprintf(one, sizeof(one), "%s/one.log", dir);
+    snprintf(two, sizeof(two), "%s/two.log", dir);
+    assert_int_equal(alog_ring_init(&ring, one), 0);
+    fd = alog_open_path(one);
+    assert_true(fd > 2);
+    assert_int_equal(alog_start(&a, one, fd, rings), 0);
+    alog_set_rings(&a, 1);
+    alog_append(&ring, "made before\n", 12);
+    alog_append(&ring, "made before too\n", 16);
+    assert_int_equal(alog_switch(&a, "off", -1), 0);   /* the writer naps 10 ms between passes */
+    alog_append(&ring, "old snapshot, after\n", 20);   /* this worker has not followed yet */
+    alog_ring_follow(&ring, "off");
+    alog_append(&ring, "never\n", 6);
+    /* back on: the lines after this handover are the new file's */
+    fd = alog_open_path(two);
+    assert_true(fd > 2);
+    for (int i = 0; i < 100 && atomic_load(&ring.tail) != atomic_load(&ring.head); i++)
+        nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
+    assert_int_equal(alog_switch(&a, two, fd), 0);
+    alog_ring_follow(&ring, two);
+    alog_append(&ring, "on again\n", 9);
+    assert_true(alog_stop(&a));
+
+    f = fopen(one, "r");
+    assert_non_null(f);
+    n = fread(got, 1, sizeof(got) - 1, f);
+    got[n] = 0;
+    fclose(f);
+    assert_string_equal(got, "made before\nmade before too\n");
+    f = fopen(two, "r");
+    assert_non_null(f);
+    n = fread(got, 1, sizeof(got) - 1, f);
+    got[n] = 0;
+    fclose(f);
+    assert_string_equal(got, "on again\n");
+    assert_int_equal(alog_sink_dropped() - dropped0, 1);
+    alog_ring_free(&ring);
+    unlink(one);
+    unlink(two);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -337,6 +398,7 @@ int main(void)
         cmocka_unit_test(test_field_every_byte_every_position),
         cmocka_unit_test(test_worst_case_fits),
         cmocka_unit_test(test_time_and_duration_match_libc),
+        cmocka_unit_test(test_switch_keeps_lines_made_before_it),
     };
     print_message("access log: %zu hostile rows\n", sizeof(rows) / sizeof(rows[0]));
     return cmocka_run_group_tests(tests, NULL, NULL);
