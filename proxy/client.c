@@ -761,15 +761,17 @@ static void client_head_seen(struct client *c, const char *raw, size_t raw_len, 
  * one that sent nothing closes quietly) and the 400/414/431/501/505 for a bad head. Its access-log
  * line too, as nginx and HAProxy log theirs, with the request line as far as it was read
  * (client_head_seen: raw, raw_len) and the request id the answer carried (rid); route and trace_id
- * are null. The duration runs from the start of the head's timer (the accept, or the head's first
- * byte). */
+ * are null. The duration runs from the head's start, which last_read holds until a body is read
+ * (the accept, or the first byte of a later request's head): not from head_deadline less
+ * header_timeout, since a drain moves the deadline up to its grace (a 408 a second into the drain
+ * was logged with the whole header_timeout). */
 static void client_count_head(struct client *c, unsigned status, size_t bytes, const char *raw, size_t raw_len,
                               const char *rid, size_t rid_len)
 {
     struct worker *w = c->w;
     struct alog_entry e;
     char addr[INET6_ADDRSTRLEN];
-    ev_tstamp now = ev_now(w->loop), start = c->head_deadline - ms(c->conf->client.header_timeout);
+    ev_tstamp now = ev_now(w->loop), start = c->last_read;
     double dur = now > start ? now - start : 0;
 
     metrics_request(&w->rmetrics[METRIC_ROUTE_NONE], status, dur);
@@ -1129,8 +1131,11 @@ static bool client_step(struct client *c)
             conf_unref(c->conf);
             c->conf = conf_ref(w->conf);
         }
-        if (c->served && !c->drain_grace)
-            c->head_deadline = ev_now(w->loop) + ms(c->conf->client.header_timeout);
+        if (c->served) {
+            c->last_read = ev_now(w->loop);   /* the head's start (the first request's: the accept) */
+            if (!c->drain_grace)
+                c->head_deadline = c->last_read + ms(c->conf->client.header_timeout);
+        }
         /* A head begun after the drain call: a connection a retiring worker kept (new, or not
          * yet idle at the retire) gets the drain's grace from its first byte, as one begun
          * before the retire got it from there (client_drain). (A drain of the process closes
@@ -1416,9 +1421,10 @@ static void client_read_cb(struct ev_loop *loop, struct client *c)
         return;
     }
     c->in.len += (size_t)r;
-    if (c->phase != CLIENT_IDLE || !c->served)
+    if (c->phase != CLIENT_IDLE && c->phase != CLIENT_HEAD)
         c->last_read = ev_now(loop);   /* idle after an answer: idle_timeout runs from the answer (a
-                                          request starting now takes header_timeout instead) */
+                                          request starting now takes header_timeout instead); before
+                                          a body, last_read keeps the head's start (client_count_head) */
     client_process(c);
     /* Waiting for the answer, or for more of a head its parser keeps, or a tunnel whose bytes
      * all went on: an empty buffer goes back (an idle WebSocket holds no blocks; the next read

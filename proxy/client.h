@@ -18,7 +18,8 @@
  *
  * Timers: one ev_timer, `timer`, for both sides. Each side's deadline is derived when needed: the
  * read side's from the phase (header_timeout for the whole head from `head_deadline`, body_timeout
- * between body bytes and idle_timeout between requests from `last_read`, the lingering close), the
+ * between body bytes and idle_timeout between requests from `last_read`, the lingering close;
+ * while a head is read, `last_read` is when it started, which its log line's duration needs), the
  * send side's from `last_write` while output is stuck (`send_stall`: send_timeout since the socket
  * last took a byte). The timer runs for the earlier of the two and is updated lazily: it may run
  * for an earlier deadline than the current one, and its callback re-arms itself for the current

@@ -882,3 +882,52 @@ def test_lines_made_before_a_reload_turns_the_log_off_reach_the_old_file(lifelin
     assert not any(x["target"].startswith("/echo/dark/") for x in lines)
     assert metrics(aport).value("lifeline_access_log_dropped_total") == 0
 
+
+def test_line_for_a_408_in_a_drain_has_the_time_the_head_took(lifeline, upstream, tmp_path):
+    """A half-sent head at a drain is answered 408 after the drain's grace (about 1 s), not after
+    header_timeout (10 s here). Its line's duration_ms, and the duration histogram, are the time
+    from the head's start (a first request's: the accept; a later one's: its first byte) to the
+    408. They were header_timeout whatever the wait: the start was taken as the head's deadline less
+    header_timeout, and the drain moves the deadline up to its grace."""
+    up = upstream()
+    path = log_to(tmp_path)
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)}, shutdown_timeout="20s", client={"header_timeout": "10s"},
+                  extra=admin_extra(aport, access_log={"path": path}))
+    t_first = time.monotonic()
+    first = Conn(lf.port, timeout=t(5))
+    first.send(b"GET /first HTTP/1.1\r\nHost: a\r\n")
+    later = Conn(lf.port, timeout=t(5))
+    later.request("GET", "/echo/served")
+    assert later.read_response().status == 200
+    time.sleep(t(0.3))
+    t_later = time.monotonic()
+    later.send(b"GET /later HTTP/1.1\r\nHost: a\r\n")
+    # a request in flight keeps the drain (and the admin listener) going after the 408s
+    slow_ms = int(t(4) * 1000)
+    th, res = lf.fetch_in_background("GET", "/slow-head?ms=%d" % slow_ms, timeout=t(10))
+    wait_for(lambda: up.requests and up.requests[-1].target.startswith("/slow-head"), t(2),
+             what="the slow request at the upstream")
+    lf.proc.send_signal(signal.SIGTERM)
+    lf.stopped_by_test = True
+    took = {}
+    for name, c, started in (("/first", first, t_first), ("/later", later, t_later)):
+        r = c.read_response(timeout=t(5))
+        took[name] = time.monotonic() - started
+        assert r.status == 408, r
+    lines = wait_access(path, lambda ls: {"/first", "/later"} <= {x["target"] for x in ls})
+    for name in ("/first", "/later"):
+        ln = by_target(lines, name)
+        assert ln["status"] == 408, ln
+        # the grace is 1 s; the head began at most `took` before the client read its 408
+        assert 900 <= ln["duration_ms"] <= took[name] * 1000 + 50, (ln, took)
+    m = metrics(aport)
+    assert m.value("lifeline_request_duration_seconds_count", route="") == 2, m.grep("duration_seconds")
+    assert m.value("lifeline_request_duration_seconds_sum", route="") <= sum(took.values()) + 0.1, \
+        (m.grep("duration_seconds"), took)
+    th.join(t(10))
+    assert res.get("r") is not None and res["r"].status == 200, res
+    assert lf.proc.wait(t(10)) == 0
+    first.close()
+    later.close()
+
