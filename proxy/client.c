@@ -417,6 +417,9 @@ void client_close(struct client *c)
     if (c->closed)
         return;
     c->closed = true;
+    /* What is still queued for the client never goes out: given back before the exchange ends,
+     * so that its log line counts the bytes written (a 499's were over by what the output held). */
+    client_out_put(c);
     client_drop_exchange(c);
     ev_io_stop(w->loop, &c->io);
     c->ioev = 0;
@@ -424,7 +427,6 @@ void client_close(struct client *c)
     ev_timer_stop(w->loop, &c->timer);
     xprt_close(&c->x);
     worker_buf_put(w, &c->in);
-    client_out_put(c);
     worker_req_parser_put(w, c->parser);
     c->parser = NULL;
     LIST_UNLINK(w->clients, c, prev, next);
@@ -450,8 +452,10 @@ static void client_settle_exchange(struct client *c, unsigned status)
  * logs a timed-out send; 499 says the client left, and it did not. */
 static void client_close_answering(struct client *c)
 {
-    if (c->ex && c->ex->status)
+    if (c->ex && c->ex->status) {
+        client_out_put(c);   /* never sent, as in client_close: not in the line's bytes */
         client_settle_exchange(c, c->ex->status);
+    }
     client_close(c);
 }
 

@@ -242,6 +242,8 @@ static void exchange_account(struct exchange *ex, unsigned status)
     e.target = (struct alog_str){ ex->req->target, ex->req->target_len };
     e.route = alog_cstr(ex->route ? ex->route->name : NULL);
     e.status = status;
+    /* what was written, and what is queued to be (counted before the last byte is written: SPEC
+     * §5); a client that closes gives its output back first (client_close) */
     e.bytes = c->bytes_out + c->out.len + ex->rpipe.len - ex->bytes_mark;
     e.duration_ms = dur * 1000.0;
     e.request_id = (struct alog_str){ ex->request_id, ex->request_id_len };
@@ -1658,6 +1660,10 @@ void exchange_cancel_answered(struct exchange *ex, unsigned status)
         if (!ex->accounted && ex->state == EX_UPSTREAM && hop_is_running(&ex->hops[i]))
             exchange_record_hop(ex, &ex->hops[i], METRIC_OUTCOME_CANCELLED, 0);
     }
+    /* Flushed, or the client is gone: what the response pipe still holds is discarded, before the
+     * count, so that the line's bytes are what was written (and the client's own answer, in its
+     * output: client_reject), not the pipe's 64 KiB more of a cut download. */
+    spipe_close(&ex->rpipe);
     /* nginx's 499: the client went away before its answer was complete; or the client answers
      * the request itself (status: a 400 or a 408 mid-body). A tunnel's answer is its 101, complete
      * once sent: the client closing the tunnel is how a WebSocket ends, not a client that left. */
@@ -1665,7 +1671,6 @@ void exchange_cancel_answered(struct exchange *ex, unsigned status)
                          : ex->state == EX_DONE || ex->state == EX_TUNNEL ||
                                    (ex->state == EX_LOCAL && !ex->local.active) ? ex->status : 499);
     exchange_release(ex);
-    spipe_close(&ex->rpipe);   /* flushed, or the client is gone: what is left is discarded */
     if (ex->gen) {
         worker_gen_unref(ex_worker(ex), ex->gen);
         ex->gen = NULL;

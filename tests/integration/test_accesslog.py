@@ -5,12 +5,14 @@ up costs lines (counted), never a stalled request."""
 
 import copy
 import datetime
+import fcntl
 import json
 import os
 import re
 import select
 import signal
 import socket
+import termios
 import threading
 import time
 
@@ -931,3 +933,48 @@ def test_line_for_a_408_in_a_drain_has_the_time_the_head_took(lifeline, upstream
     first.close()
     later.close()
 
+
+def _bytes_written_to(lf_port, client):
+    """Bytes lifeline has written on its side of `client`'s connection, which reads nothing: what
+    the client's socket holds (FIONREAD) and what lifeline's still queues (its tx_queue in
+    /proc/net/tcp: written, not acknowledged)."""
+    inq = bytearray(4)
+    fcntl.ioctl(client.sock.fileno(), termios.FIONREAD, inq)
+    cport = client.sock.getsockname()[1]
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            parts = line.split()
+            local, remote = parts[1], parts[2]
+            if int(local.split(":")[1], 16) == lf_port and int(remote.split(":")[1], 16) == cport:
+                return int.from_bytes(inq, "little") + int(parts[4].split(":")[0], 16)
+    raise AssertionError("no socket from port %d to %d in /proc/net/tcp" % (lf_port, cport))
+
+
+def test_line_for_a_download_the_client_left_counts_the_bytes_written(lifeline, upstream, tmp_path):
+    """499 for a client that left mid-body: `bytes` is what lifeline wrote to the socket, as for
+    any answer cut short (nginx's bytes_sent). Not what it still held for the client: the spliced
+    body's pipe (a Content-Length answer, moved with splice(2): 64 KiB over) or the output buffer (a
+    chunked one, copied). The client reads nothing until lifeline's writes stall, then resets."""
+    up = upstream()
+    path = log_to(tmp_path)
+    lf = lifeline(pools={"p": pool(up)}, extra={"access_log": {"path": path}})
+    for target in ("/bytes/5000000", "/chunked/5000000"):
+        c = Conn(lf.port, rcvbuf=8192)
+        try:
+            c.request("GET", target)
+            seen = []
+
+            def stalled():
+                seen.append(_bytes_written_to(lf.port, c))
+                return len(seen) >= 5 and len(set(seen[-5:])) == 1 and seen[-1] > 0
+            wait_for(stalled, t(5), interval=0.05, what="lifeline's writes to stall (%r)" % seen[-5:])
+            written = seen[-1]
+        finally:
+            c.reset()
+        lines = wait_access(path, lambda ls: any(x["target"] == target for x in ls))
+        ln = by_target(lines, target)
+        assert ln["status"] == 499, ln
+        assert written < 5000000 and ln["bytes"] == written, \
+            "%s: bytes %d, written to the socket %d (over by %d)" % (target, ln["bytes"], written,
+                                                                       ln["bytes"] - written)
