@@ -334,6 +334,19 @@ static void test_time_and_duration_match_libc(void **state)
  * worker still on the old snapshot writes after the handover to `off` is dropped and counted; back
  * on, a line written after the handover reaches the new file. (The writer took the new sink before
  * draining: lines made before the handover to `off` were thrown away, uncounted.) */
+/* The whole of a small file, NUL-terminated, in buf. */
+static const char *file_text(const char *path, char *buf, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    size_t n;
+
+    assert_non_null(f);
+    n = fread(buf, 1, cap - 1, f);
+    buf[n] = 0;
+    fclose(f);
+    return buf;
+}
+
 static void test_switch_keeps_lines_made_before_it(void **state)
 {
     char dir[] = "/tmp/alog-switch-XXXXXX", one[64], two[64], got[256];
@@ -341,8 +354,6 @@ static void test_switch_keeps_lines_made_before_it(void **state)
     struct alog_ring ring = { 0 }, *rings[1] = { &ring };
     uint64_t dropped0 = alog_sink_dropped();
     int fd;
-    FILE *f;
-    size_t n;
 
     (void)state;
     assert_non_null(mkdtemp(dir));
@@ -369,18 +380,8 @@ static void test_switch_keeps_lines_made_before_it(void **state)
     alog_append(&ring, "on again\n", 9);
     assert_true(alog_stop(&a));
 
-    f = fopen(one, "r");
-    assert_non_null(f);
-    n = fread(got, 1, sizeof(got) - 1, f);
-    got[n] = 0;
-    fclose(f);
-    assert_string_equal(got, "made before\nmade before too\n");
-    f = fopen(two, "r");
-    assert_non_null(f);
-    n = fread(got, 1, sizeof(got) - 1, f);
-    got[n] = 0;
-    fclose(f);
-    assert_string_equal(got, "on again\n");
+    assert_string_equal(file_text(one, got, sizeof(got)), "made before\nmade before too\n");
+    assert_string_equal(file_text(two, got, sizeof(got)), "on again\n");
     assert_int_equal(alog_sink_dropped() - dropped0, 1);
     alog_ring_free(&ring);
     unlink(one);
