@@ -138,7 +138,7 @@ static void hop_detach(struct hop *h, bool reusable)
         if (h->at_head && !h->judged) {
             /* dropped at its head, its body unread: judged by its status (below 500), the only
              * outcome there is */
-            pool_report(h->server, false, -1, h->trial);
+            pool_report(h->server, false, -1, h->started, h->trial);
             h->judged = true;
         } else {
             pool_unclaim(h->server, h->trial);   /* ended without a verdict: the slot is free again */
@@ -200,7 +200,7 @@ static void hop_fail(struct hop *h, enum hop_outcome o)
      * body, and this is its verdict (its ewma sample was taken at the head). */
     if (h->server && !h->local_error && !h->judged &&
         !(h->reused && !h->got_bytes && o == HOP_RESET && h->ex && exchange_reuse_recoverable(h->ex))) {
-        pool_report(h->server, true, h->state == HOP_BODY ? -1 : hop_penalty(h, o), h->trial);
+        pool_report(h->server, true, h->state == HOP_BODY ? -1 : hop_penalty(h, o), h->started, h->trial);
         h->trial = 0;
         h->judged = true;
     }
@@ -658,7 +658,7 @@ static void hop_done(struct hop *h, bool close_delimited)
 
     if (!h->judged) {
         /* the whole response came: the verdict its head (below 500) left for the body's end */
-        pool_report(h->server, false, -1, h->trial);
+        pool_report(h->server, false, -1, h->started, h->trial);
         h->trial = 0;
         h->judged = true;
     }
@@ -686,7 +686,7 @@ static void hop_report_data(struct hop *h)
         if (!h->judged) {
             /* the server is answering; the orphan stops reading by its own rule, as at a head
              * that declares a body this large (hop_orphan_head): judged by its status */
-            pool_report(h->server, false, -1, h->trial);
+            pool_report(h->server, false, -1, h->started, h->trial);
             h->trial = 0;
             h->judged = true;
         }
@@ -853,13 +853,13 @@ static void hop_process_buffered(struct hop *h)
                 if (resp->status >= 500 && lat < (double)h->response_ms / 1000.0)
                     lat = (double)h->response_ms / 1000.0;   /* a failure costs its timeout */
                 if (resp->status >= 500 || resp->status == 101) {
-                    pool_report(h->server, resp->status >= 500, lat, h->trial);
+                    pool_report(h->server, resp->status >= 500, lat, h->started, h->trial);
                     h->trial = 0;
                     h->judged = true;
                 } else {
                     /* measured now; judged when the body ends (hop.h "Verdicts"): the trial
                      * claim stays with the hop until then */
-                    pool_latency(h->server, lat);
+                    pool_latency(h->server, lat, h->started);
                     h->at_head = true;
                 }
             }
@@ -1085,7 +1085,7 @@ enum hop_outcome hop_settle(struct hop *h)
     enum hop_outcome o = h->outcome;
 
     if (hop_failure_pending(h) && !h->local_error) {   /* (this host's lack, not the server's: hop_fail) */
-        pool_report(h->server, true, hop_penalty(h, o), h->trial);
+        pool_report(h->server, true, hop_penalty(h, o), h->started, h->trial);
         h->trial = 0;
         h->judged = true;
     }

@@ -360,7 +360,7 @@ void pool_unclaim(struct upserver *s, int64_t trial)
         health_unclaim(s->hs, trial);
 }
 
-void pool_latency(struct upserver *s, double latency)
+void pool_latency(struct upserver *s, double latency, ev_tstamp started)
 {
     struct pool *p = s->pool;
     ev_tstamp now;
@@ -369,14 +369,16 @@ void pool_latency(struct upserver *s, double latency)
     if (latency < 0 || p->cp->balance != BALANCE_EWMA)
         return;
     pool_ewma_back(s);
+    now = ev_now(p->w->loop);
     /* An attempt that started before the server came back measured the server that went out:
-     * its sample (a timeout, as a rule) would undo the reset at once. */
-    if (s->back_seen && health_now() - (int64_t)(latency * 1000.0) < s->back_seen)
+     * its sample (a timeout, as a rule) would undo the reset at once. Judged by when it started,
+     * not by its sample: a failure after the return enters as its timeout, as any failure does
+     * (SPEC §2: a server that fails fast never attracts traffic). */
+    if (s->back_seen && started > 0 && health_now() - (int64_t)((now - started) * 1000.0) < s->back_seen)
         return;
     /* Peak EWMA (Finagle, Linkerd): a sample above the mean replaces it at once, so a server
      * turning slow (or failing: the hop reports a failure as its timeout) is avoided from its
      * first bad answer; below the mean it blends in with a POOL_EWMA_TAU time constant. */
-    now = ev_now(p->w->loop);
     dt = s->ewma_at ? now - s->ewma_at : 0;
     keep = dt > 0 ? exp(-dt / POOL_EWMA_TAU) : 1.0;   /* exp(0) without the call */
     if (!s->ewma_at || latency > s->ewma)
@@ -386,11 +388,11 @@ void pool_latency(struct upserver *s, double latency)
     s->ewma_at = now;
 }
 
-void pool_report(struct upserver *s, bool failure, double latency, int64_t trial)
+void pool_report(struct upserver *s, bool failure, double latency, ev_tstamp started, int64_t trial)
 {
     struct pool *p = s->pool;
 
-    pool_latency(s, latency);
+    pool_latency(s, latency, started);
     if (s->hs && p->hp && health_report(p->hp, s->hs, failure, trial, health_now()) && s->m)
         METRIC_ADD(s->m->ejections, 1);
 }

@@ -159,14 +159,14 @@ void pool_gauge(struct upserver *s, int active, int idle, int inflight);
 
 /* A finished attempt on s: its verdict for outlier detection (failure: every outcome but ok and
  * statuses below 500) and, with a latency (seconds, >= 0), its sample for the ewma balancer
- * (pool_latency). trial: the half-open claim the attempt holds (its verdict), or 0. Counts an
+ * (pool_latency; started as there). trial: the half-open claim the attempt holds (its verdict), or 0. Counts an
  * ejection it causes. One verdict per attempt. */
-void pool_report(struct upserver *s, bool failure, double latency, int64_t trial);
+void pool_report(struct upserver *s, bool failure, double latency, ev_tstamp started, int64_t trial);
 /* The ewma balancer's sample alone (seconds; < 0: none): a response head below 500 is measured
- * when it arrives, and judged when its body ends (hop.c). A sample of an attempt that started
- * before the server last came back into rotation is dropped: it measured the server that went
- * out. */
-void pool_latency(struct upserver *s, double latency);
+ * when it arrives, and judged when its body ends (hop.c). started: when the attempt began
+ * (ev_now; 0: unknown). A sample of an attempt that started before the server last came back
+ * into rotation is dropped: it measured the server that went out. */
+void pool_latency(struct upserver *s, double latency, ev_tstamp started);
 /* The attempt holding half-open claim `trial` on s ended without a verdict: frees the slot. */
 void pool_unclaim(struct upserver *s, int64_t trial);
 

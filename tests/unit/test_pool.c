@@ -203,9 +203,9 @@ static void test_ewma(void **state)
     w.loop = ev_loop_new(EVFLAG_AUTO);
     assert_non_null(w.loop);
     /* server 0 refuses at once: reported as a failure costing the connect timeout (200ms) */
-    pool_report(&p.servers[0], true, 0.200, 0);
-    pool_report(&p.servers[1], false, 0.001, 0);
-    pool_report(&p.servers[2], false, 0.001, 0);
+    pool_report(&p.servers[0], true, 0.200, 0, 0);
+    pool_report(&p.servers[1], false, 0.001, 0, 0);
+    pool_report(&p.servers[2], false, 0.001, 0, 0);
     for (int i = 0; i < 3000; i++) {
         struct upserver *s = pool_pick(&p, NULL);
         hits[s - p.servers]++;
@@ -218,7 +218,7 @@ static void test_ewma(void **state)
         assert_true(pool_pick(&p, NULL) != &p.servers[0]);
     p.servers[1].inflight = p.servers[2].inflight = 0;
     /* peak: one slow answer replaces a fast mean at once */
-    pool_report(&p.servers[1], false, 0.150, 0);
+    pool_report(&p.servers[1], false, 0.150, 0, 0);
     memset(hits, 0, sizeof(hits));
     for (int i = 0; i < 1000; i++)
         hits[pool_pick(&p, NULL) - p.servers]++;
@@ -267,8 +267,8 @@ static void test_ewma_back_in_rotation(void **state)
     w.loop = ev_loop_new(EVFLAG_AUTO);
     assert_non_null(w.loop);
     /* server 0 failed (a 10 s response timeout); server 1 answers in 1 ms */
-    pool_report(&p.servers[0], true, 10.0, 0);
-    pool_report(&p.servers[1], false, 0.001, 0);
+    pool_report(&p.servers[0], true, 10.0, 0, 0);
+    pool_report(&p.servers[1], false, 0.001, 0, 0);
     for (int i = 0; i < 1000; i++)
         hits[pool_pick(&p, NULL) - p.servers]++;
     assert_int_equal(hits[0], 0);
@@ -277,10 +277,14 @@ static void test_ewma_back_in_rotation(void **state)
     assert_ptr_equal(pool_pick(&p, NULL), &p.servers[0]);
     assert_true(p.servers[0].ewma_at == 0 && p.servers[0].ewma == 0);
     /* an attempt that started before it came back (10 s ago) measured the server that went out */
-    pool_report(&p.servers[0], true, 10.0, 0);
+    pool_report(&p.servers[0], true, 10.0, ev_now(w.loop) - 10.0, 0);
     assert_true(p.servers[0].ewma_at == 0);
-    /* one that started since is measured: both fast now, both picked */
-    pool_report(&p.servers[0], false, 0.001, 0);
+    /* one that started since is measured, a failure as its timeout (it fails fast: avoided) */
+    pool_report(&p.servers[0], true, 10.0, ev_now(w.loop) - 0.001, 0);
+    assert_true(p.servers[0].ewma_at > 0 && p.servers[0].ewma == 10.0);
+    p.servers[0].ewma = p.servers[0].ewma_at = 0;
+    /* both fast now, both picked */
+    pool_report(&p.servers[0], false, 0.001, ev_now(w.loop) - 0.001, 0);
     assert_true(p.servers[0].ewma_at > 0 && p.servers[0].ewma < 0.01);
     memset(hits, 0, sizeof(hits));
     for (int i = 0; i < 1000; i++) {
