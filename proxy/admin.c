@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -148,6 +149,25 @@ static const char *admin_reason(unsigned status)
     }
 }
 
+/* An absolute-form target (http://host:port/metrics) to its origin form, in place: RFC 9112
+ * §3.2.2 has a server accept it (a client configured with a forward proxy sends it), and the page
+ * is chosen by the path alone. */
+static void admin_origin_form(char *t)
+{
+    size_t skip = strncasecmp(t, "http://", 7) == 0 ? 7 : strncasecmp(t, "https://", 8) == 0 ? 8 : 0;
+    char *p;
+
+    if (!skip)
+        return;
+    p = t + skip + strcspn(t + skip, "/?");
+    if (*p == '/') {
+        memmove(t, p, strlen(p) + 1);
+    } else {   /* no path: "/" (p is past the scheme: the move goes left) */
+        memmove(t + 1, p, strlen(p) + 1);
+        t[0] = '/';
+    }
+}
+
 /* Answers the request read (or refuses the head with `refuse`, 414 or 431: not read whole). */
 static void admin_answer(struct admin_conn *k, unsigned refuse)
 {
@@ -163,10 +183,15 @@ static void admin_answer(struct admin_conn *k, unsigned refuse)
     src = admin_src(a);
 
     /* The page is chosen by the path alone; its parameters come from the query. */
-    if (sscanf(k->in, "%7s %1023s", method, path) == 2 && (query = strchr(path, '?')) != NULL)
-        *query++ = 0;
-    else
+    if (sscanf(k->in, "%7s %1023s", method, path) == 2) {
+        admin_origin_form(path);
+        if ((query = strchr(path, '?')) != NULL)
+            *query++ = 0;
+        else
+            query = path + strlen(path);
+    } else {
         query = path + strlen(path);
+    }
 
     if (refuse == 414) {
         status = 414;

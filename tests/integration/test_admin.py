@@ -809,3 +809,22 @@ def test_config_round_trips_through_lifeline_t_and_reload(lifeline, upstream, tm
     assert doc2["generation"] == 2, doc2
     assert again.count("generation: ") == 2, again   # the comment and the key, not a second key
     assert _body_of(again).replace("generation: 2", "generation: 1") == _body_of(text), (text, again)
+
+
+@pytest.mark.parametrize("target,want", [("http://%(h)s/healthz", b"ok"), ("HTTP://%(h)s/status/requests?id=x", b"["),
+                                         ("http://%(h)s", None)],
+                         ids=["path", "query", "no_path"])
+def test_admin_accepts_an_absolute_form_target(lifeline, upstream, target, want):
+    """RFC 9112 §3.2.2: a server accepts a request target in absolute form (what a client set up
+    with a forward proxy sends); the admin answered 404 (found by a black-box review). The page
+    is chosen by the target's path: "/" when it has none, the status page."""
+    up = upstream()
+    aport = free_port()
+    lifeline(pools={"p": pool(up)}, extra=admin_extra(aport))
+    host = "%s:%d" % (HOST, aport)
+    with Conn(aport) as c:
+        c.send(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (target % {"h": host}, host)).encode())
+        r = c.read_response(timeout=t(5))
+    assert r.status == 200, r
+    if want is not None:
+        assert r.body.startswith(want), r.body[:200]
