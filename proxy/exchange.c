@@ -1366,6 +1366,16 @@ static const char *exchange_reason(struct exchange *ex, char *tmp, size_t n)
  * length (stale_put moves it out of a block much larger than it). */
 #define CAPTURE_FIRST_BODY 4096
 
+/* A header the stored copy leaves out: hop-by-hop and framing ones, the request id, and Age and
+ * x-lifeline-fallback, written anew when the copy answers (an upstream's own would stand beside
+ * them; the upstream's Age is kept as a number, cap->age). */
+static bool capture_skips(const struct h1_header *hd)
+{
+    return (hd->flags & (H1_HDR_HOP | H1_HDR_FRAMING | H1_HDR_XRID)) ||
+           (hd->name_len == 3 && strncasecmp(hd->name, "age", 3) == 0) ||
+           (hd->name_len == 19 && strncasecmp(hd->name, "x-lifeline-fallback", 19) == 0);
+}
+
 static void exchange_capture_start(struct exchange *ex, struct hop *h, const struct h1_head *resp)
 {
     struct worker *w = ex_worker(ex);
@@ -1378,8 +1388,11 @@ static void exchange_capture_start(struct exchange *ex, struct hop *h, const str
         !stale_admissible(ex->req->method == H1_M_GET, ex->req->hdrs, ex->req->nhdrs, resp->status,
                           resp->hdrs, resp->nhdrs))
         return;
+    /* the copy's size as stored (stale_put's bound), not the upstream's head: a Content-Length
+     * answer was refused below max_entry where a chunked one of the same stored size was kept */
     for (unsigned i = 0; i < resp->nhdrs; i++)
-        head += resp->hdrs[i].name_len + resp->hdrs[i].value_len + 4;
+        if (!capture_skips(&resp->hdrs[i]))
+            head += resp->hdrs[i].name_len + resp->hdrs[i].value_len + 4;
     head += resp->has_date ? 0 : sizeof("date: Sun, 06 Nov 1994 08:49:37 GMT\r\n") - 1;
     if (resp->content_length >= 0 && !resp->chunked) {
         if ((uint64_t)resp->content_length + head > max)
@@ -1399,11 +1412,7 @@ static void exchange_capture_start(struct exchange *ex, struct hop *h, const str
     }
     for (unsigned i = 0; i < resp->nhdrs; i++) {
         const struct h1_header *hd = &resp->hdrs[i];
-        /* Age and x-lifeline-fallback are written anew when the copy answers (an upstream's own
-         * would stand beside them); the upstream's Age is kept as a number (cap->age) */
-        if (hd->flags & (H1_HDR_HOP | H1_HDR_FRAMING | H1_HDR_XRID) ||
-            (hd->name_len == 3 && strncasecmp(hd->name, "age", 3) == 0) ||
-            (hd->name_len == 19 && strncasecmp(hd->name, "x-lifeline-fallback", 19) == 0))
+        if (capture_skips(hd))
             continue;
         if (buf_append(d, hd->name, hd->name_len) < 0 || buf_append(d, ": ", 2) < 0 ||
             buf_append(d, hd->value, hd->value_len) < 0 || buf_append(d, "\r\n", 2) < 0) {

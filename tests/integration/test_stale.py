@@ -512,3 +512,37 @@ def test_unsafe_success_invalidates_every_variant(lifeline, raw_upstream, method
 
 def is_stale_503(r):
     return r.status == 200 and r.header("x-lifeline-fallback") == "503" and r.header("age") is not None
+
+
+def test_a_copy_of_exactly_max_entry_is_kept_whatever_its_framing(lifeline, raw_upstream):
+    """max_entry bounds the copy as stored (its kept header lines and body). A Content-Length
+    answer was measured with every upstream header line, the framing and hop-by-hop ones it never
+    keeps included, so one that would be stored at up to about 30 bytes under max_entry was not
+    kept where a chunked answer of the same stored size was (found by a black-box review)."""
+    date = b"Date: Sat, 05 Dec 2026 23:54:33 GMT\r\n"   # stored as it is: 37 bytes
+    body = pattern_bytes(4096 - len(date))               # stored size: 4096 = max_entry
+
+    async def script(conn):
+        while True:
+            req = await conn.read_request()
+            if req is None:
+                return
+            if req.target == "/cl":
+                await conn.send(b"HTTP/1.1 200 OK\r\n" + date + b"Connection: keep-alive\r\nKeep-Alive: timeout=60\r\n"
+                                b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            else:
+                await conn.send(b"HTTP/1.1 200 OK\r\n" + date + b"Transfer-Encoding: chunked\r\n\r\n"
+                                b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n")
+
+    up = raw_upstream(script, name="origin")
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)}, extra=admin_extra(aport, stale_store={"size": "1MiB", "max_entry": "4KiB"}),
+                  routes=[{"pool": "p", "retry": {"attempts": 1},
+                           "fallback": {"status": 503, "body": "down\n", "stale": "60s"}}])
+    for path in ("/cl", "/chunked"):
+        assert lf.fetch("GET", path).body == body
+    wait_for(lambda: store_bytes(aport) >= 2 * 4096, t(3), what="both copies kept")
+    up.stop()
+    for path in ("/cl", "/chunked"):
+        r = lf.fetch("GET", path)
+        assert r.status == 200 and r.body == body and r.header("age") is not None, (path, r)
