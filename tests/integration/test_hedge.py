@@ -13,31 +13,41 @@ from faults import busy_once_script, each_request, hanging_connect, ok_script, r
 from ops import wait_access
 
 
+def by_arrival(shared, act):
+    """Handlers for upstreams that share one arrival counter: make(name) serves each request with
+    act(k, name, conn, req), k counting arrivals across every server made this way."""
+    def make(name):
+        async def handle(conn, req):
+            k = shared["n"]
+            shared["n"] += 1
+            return await act(k, name, conn, req)
+        return each_request(handle)
+    return make
+
+
 def first_slow_pair(raw_upstream, first="hang", first_delay=None, second="ok"):
     """Two raw upstreams sharing an arrival counter. The first request to arrive (on either) is
     'slow': it hangs until lifeline closes it (first="hang", closing time recorded) or answers after
     first_delay seconds (first="delay"). Later arrivals answer at once (second="ok") or reset."""
     shared = {"n": 0, "eof": None, "order": []}
 
-    def make(name):
-        async def handle(conn, req):
-            k = shared["n"]
-            shared["n"] += 1
-            shared["order"].append((name, req.target, time.monotonic()))
-            if k == 0 and first == "hang":
-                closed = await conn.wait_eof(t(10))
-                shared["eof"] = time.monotonic() if closed else False
-                return True
-            if k == 0:
-                await asyncio.sleep(first_delay)
-                await conn.respond(200, b"slow from " + name.encode(), headers=[("x-upstream", name)])
-                return False
-            if second == "reset":
-                conn.reset()
-                return True
-            await conn.respond(200, b"fast from " + name.encode(), headers=[("x-upstream", name)])
+    async def act(k, name, conn, req):
+        shared["order"].append((name, req.target, time.monotonic()))
+        if k == 0 and first == "hang":
+            closed = await conn.wait_eof(t(10))
+            shared["eof"] = time.monotonic() if closed else False
+            return True
+        if k == 0:
+            await asyncio.sleep(first_delay)
+            await conn.respond(200, b"slow from " + name.encode(), headers=[("x-upstream", name)])
             return False
-        return each_request(handle)
+        if second == "reset":
+            conn.reset()
+            return True
+        await conn.respond(200, b"fast from " + name.encode(), headers=[("x-upstream", name)])
+        return False
+
+    make = by_arrival(shared, act)
 
     a = raw_upstream(make("A"), name="A")
     b = raw_upstream(make("B"), name="B")
@@ -107,19 +117,17 @@ def test_a_hedge_losers_chunked_body_over_64KiB_closes_its_connection(lifeline, 
     same read as the bytes past the limit was read whole and its connection pooled."""
     shared = {"n": 0, "order": []}
 
-    def make(name):
-        async def handle(conn, req):
-            k = shared["n"]
-            shared["n"] += 1
-            shared["order"].append(name)
-            if k == 0:
-                await asyncio.sleep(t(0.3))
-                await conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n" % size +
-                                b"s" * size + b"\r\n0\r\n\r\n")
-                return False
-            await conn.respond(200, b"fast from " + name.encode(), headers=[("x-upstream", name)])
+    async def act(k, name, conn, req):
+        shared["order"].append(name)
+        if k == 0:
+            await asyncio.sleep(t(0.3))
+            await conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n" % size +
+                            b"s" * size + b"\r\n0\r\n\r\n")
             return False
-        return each_request(handle)
+        await conn.respond(200, b"fast from " + name.encode(), headers=[("x-upstream", name)])
+        return False
+
+    make = by_arrival(shared, act)
 
     a, b = raw_upstream(make("A"), name="A"), raw_upstream(make("B"), name="B")
     lf = lifeline(pools={"p": pool(a, b, balance="round_robin")},
@@ -222,22 +230,20 @@ def test_a_failed_hedge_is_retried_beside_the_attempt_still_running(lifeline, ra
     (504 `deadline`, the healthy server never tried)."""
     shared = {"n": 0}
 
-    def make(name):
-        async def handle(conn, req):
-            k = shared["n"]
-            shared["n"] += 1
-            if k == 0:
-                await conn.wait_eof(t(10))
-                return True
-            if name == "middle" and second == "503":
-                await conn.respond(503, b"busy", headers=[("x-upstream", name)])
-                return False
-            if name == "middle":
-                conn.reset()
-                return True
-            await conn.respond(200, b"ok from " + name.encode(), headers=[("x-upstream", name)])
+    async def act(k, name, conn, req):
+        if k == 0:
+            await conn.wait_eof(t(10))
+            return True
+        if name == "middle" and second == "503":
+            await conn.respond(503, b"busy", headers=[("x-upstream", name)])
             return False
-        return each_request(handle)
+        if name == "middle":
+            conn.reset()
+            return True
+        await conn.respond(200, b"ok from " + name.encode(), headers=[("x-upstream", name)])
+        return False
+
+    make = by_arrival(shared, act)
 
     hung, third = raw_upstream(make("hung"), name="hung"), raw_upstream(make("third"), name="third")
     middle = refused() if second == "refused" else raw_upstream(make("middle"), name="middle").address
@@ -288,19 +294,17 @@ def test_a_hedge_due_during_a_backoff_hedges_the_retry(lifeline, raw_upstream):
     not after the 5 s response timeout."""
     shared = {"n": 0}
 
-    def make(name):
-        async def handle(conn, req):
-            k = shared["n"]
-            shared["n"] += 1
-            if k == 0:
-                await conn.respond(503, b"busy", headers=[("Retry-After", "1"), ("x-upstream", name)])
-                return False
-            if k == 1:
-                await conn.wait_eof(t(10))
-                return True
-            await conn.respond(200, b"fast from " + name.encode(), headers=[("x-upstream", name)])
+    async def act(k, name, conn, req):
+        if k == 0:
+            await conn.respond(503, b"busy", headers=[("Retry-After", "1"), ("x-upstream", name)])
             return False
-        return each_request(handle)
+        if k == 1:
+            await conn.wait_eof(t(10))
+            return True
+        await conn.respond(200, b"fast from " + name.encode(), headers=[("x-upstream", name)])
+        return False
+
+    make = by_arrival(shared, act)
 
     ups = [raw_upstream(make(n), name=n) for n in ("A", "B", "C")]
     after = t(0.2)
