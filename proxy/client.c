@@ -581,7 +581,7 @@ static void client_answer_flushed(struct client *c)
         }
         /* Retiring: the idle connection goes to the heir. One that cannot go yet (a pipelined
          * request read, bytes inside its TLS session) is served here and offered again after
-         * its next answer; shutdown_timeout bounds this as it bounds any drain. */
+         * its next answer (never cut by the retire: SPEC §1). */
         if (c->in.len == 0 && client_handoff(c, w->heir))
             return;
     }
@@ -1052,7 +1052,7 @@ void client_drain(struct client *c)
         /* Retiring, an idle connection not handed over is kept: a new one (its handshake, its
          * first request to come, whose head gets the drain's grace from its first byte:
          * client_step) is served here and handed over after its answer, as is one with bytes
-         * inside its TLS session; shutdown_timeout bounds the wait. */
+         * inside its TLS session; header_timeout and idle_timeout bound the wait. */
         if (!client_closing(c))
             return;
         /* Draining: an idle connection closes now (as nginx closes its idle ones), unless bytes
@@ -1085,8 +1085,9 @@ void client_drain(struct client *c)
     /* Half a head, draining or retiring alike: DRAIN_HEAD_GRACE to complete it, then 408 and
      * close. A retiring worker cannot hand it over (the heir takes a connection between requests:
      * the bytes read so far, the head's deadline and a parser holding part of a large head would
-     * have to go with it), and waiting out header_timeout let the cut at shutdown_timeout close
-     * it with no answer, no log line and no count. A head that completes in time is answered here
+     * have to go with it), and waiting out header_timeout would hold the retiring worker for it
+     * (a SIGTERM drain's cut at shutdown_timeout would close it with no answer, no log line and no
+     * count). A head that completes in time is answered here
      * and handed over after its answer, as any request in flight. */
     if (c->phase == CLIENT_HEAD && !c->answer_done) {
         ev_tstamp grace = ev_now(c->w->loop) + DRAIN_HEAD_GRACE;
@@ -1134,6 +1135,12 @@ static bool client_step(struct client *c)
         if (c->conf != w->conf) {   /* a reload happened: this request runs on the new snapshot */
             conf_unref(c->conf);
             c->conf = conf_ref(w->conf);
+        }
+        if (c->parser && h1_parser_capacity(c->parser) != c->conf->limits.max_header_bytes) {
+            /* a pipelined head waits in a parser (reset, unused) sized for the old snapshot's
+             * max_header_bytes: the request is held to the new one, as it is routed by it */
+            worker_req_parser_put(w, c->parser);   /* (frees it: its size is not the worker's) */
+            c->parser = NULL;
         }
         if (c->served) {
             c->last_read = ev_now(w->loop);   /* the head's start (the first request's: the accept) */

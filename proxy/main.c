@@ -62,8 +62,7 @@ static struct {
     enum wstate state;
     bool thread;                        /* its thread runs (or has returned, not joined yet) */
     atomic_int done;                    /* the thread has returned */
-    ev_tstamp stop_by;                  /* W_STOPPING: WORKER_STOP is posted then */
-    bool stop_sent;
+    ev_tstamp slow_at;                  /* W_STOPPING: polled less often from then */
 } wslot[WORKERS_MAX];
 static unsigned nworkers;               /* running */
 static unsigned nslots;
@@ -848,7 +847,6 @@ static int worker_run(unsigned i)
     }
     wslot[i].thread = true;
     wslot[i].state = W_RUNNING;
-    wslot[i].stop_sent = false;
     nworkers++;
     admin.nworkers = nworkers;
     return 0;
@@ -861,10 +859,13 @@ static int worker_start(unsigned i)
     return worker_make(i) < 0 ? -1 : worker_run(i);
 }
 
-/* Joins the retiring workers that have ended, and stops those still busy at their deadline. */
+/* Joins the retiring workers that have ended. A retiring worker is never cut short (SPEC §1: a
+ * reload drops nothing in flight): each of its exchanges ends by its own timers (deadline, read,
+ * send and body timeouts), its tunnels when they close, and then its thread returns. A SIGTERM
+ * drain bounds them with the rest by shutdown_timeout (start_drain, stop()). */
 static void on_retire_timer(struct ev_loop *loop, ev_timer *t, int revents)
 {
-    bool left = false;
+    bool left = false, slow = true;
 
     (void)revents;
     for (unsigned i = 0; i < nslots; i++) {
@@ -879,18 +880,11 @@ static void on_retire_timer(struct ev_loop *loop, ev_timer *t, int revents)
             continue;
         }
         left = true;
-        if (!wslot[i].stop_sent && ev_now(loop) >= wslot[i].stop_by) {
-            log_warn("worker %u: shutdown_timeout reached: closing what is left but tunnels", i);
-            worker_post(&workers[i], WORKER_CUT);
-            wslot[i].stop_sent = true;
-        }
+        slow &= ev_now(loop) >= wslot[i].slow_at;
     }
     if (left && !draining) {
-        /* after the cut only tunnels are left, which may last long: look less often */
-        bool cut = true;
-        for (unsigned i = 0; i < nslots; i++)
-            cut &= wslot[i].state != W_STOPPING || wslot[i].stop_sent;
-        t->repeat = cut ? 0.5 : 0.05;
+        /* what outlives shutdown_timeout (long answers, tunnels) may last long: look less often */
+        t->repeat = slow ? 0.5 : 0.05;
         ev_timer_again(loop, t);
     } else {
         ev_timer_stop(loop, t);   /* a drain of the whole process takes over (on_exit_poll, stop()) */
@@ -900,7 +894,8 @@ static void on_retire_timer(struct ev_loop *loop, ev_timer *t, int revents)
 /* `workers` after a reload: new slots start on the running snapshot; surplus ones (the highest)
  * retire: their idle keep-alive connections go to the lowest running slot (SPEC §1: a reload
  * drops no idle keep-alive connection), and the rest drain like a process does on SIGTERM (stop
- * accepting, finish in flight for up to shutdown_timeout); then they are joined and freed. The
+ * accepting, finish in flight; but with no shutdown_timeout cut: on_retire_timer); then they are
+ * joined and freed. The
  * heir is never retired by the same or a later reload while it lives (slots retire from the
  * highest down and one always stays), so its queue outlives every retiring worker's thread. */
 static void workers_resize(struct ev_loop *loop, unsigned want)
@@ -921,8 +916,7 @@ static void workers_resize(struct ev_loop *loop, unsigned want)
         if (wslot[i].state != W_RUNNING)
             continue;
         wslot[i].state = W_STOPPING;
-        wslot[i].stop_by = ev_now(loop) + (ev_tstamp)current->conf->shutdown_timeout / 1000.0;
-        wslot[i].stop_sent = false;
+        wslot[i].slow_at = ev_now(loop) + (ev_tstamp)current->conf->shutdown_timeout / 1000.0;
         workers[i].heir = NULL;
         for (unsigned h = 0; h < i; h++) {
             if (wslot[h].state == W_RUNNING) {
@@ -953,7 +947,7 @@ static void start_drain(struct ev_loop *loop)
     log_info("draining: finishing in-flight requests for up to %lld ms", (long long)c->shutdown_timeout);
     for (unsigned i = 0; i < nslots; i++) {
         /* (retiring ones too: they stop handing connections over, the heirs drain) */
-        if (wslot[i].state == W_RUNNING || (wslot[i].state == W_STOPPING && !wslot[i].stop_sent))
+        if (wslot[i].state == W_RUNNING || wslot[i].state == W_STOPPING)
             worker_post(&workers[i], WORKER_DRAIN);
     }
     /* a one-shot timer (ev_timer_again with a repeat of 0 would stop it, not fire it: a

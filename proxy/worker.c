@@ -703,13 +703,11 @@ static void worker_wake_cb(struct ev_loop *loop, ev_async *a, int revents)
         worker_retire(w);
         break;
     case WORKER_STOP:
-    case WORKER_CUT:
         w->retiring = false;
         worker_drain(w);
         for (c = w->clients; c; c = next) {
             next = c->next;
-            if (cmd == WORKER_STOP || c->phase != CLIENT_TUNNEL)
-                client_close(c);
+            client_close(c);
         }
         break;
     }

@@ -78,9 +78,9 @@ struct listener {
     const struct conf_listener *cl;
 };
 
-/* WORKER_CUT: a retiring worker's shutdown_timeout: close everything but WebSocket tunnels, which
- * run on until they end (SPEC §1: a reload drops no tunnel); WORKER_STOP closes them too. */
-enum worker_cmd { WORKER_RUN, WORKER_DRAIN, WORKER_STOP, WORKER_RETIRE, WORKER_CUT };
+/* WORKER_RETIRE: a reload lowered `workers`: hand idle connections to the heir, finish the rest
+ * (never cut: SPEC §1); WORKER_STOP closes everything, tunnels included. */
+enum worker_cmd { WORKER_RUN, WORKER_DRAIN, WORKER_STOP, WORKER_RETIRE };
 
 /* Per route of a generation's conf, for the retry budget (SPEC §3.5). Per worker, like HAProxy's
  * per-thread counters: no lock on the request path. */
@@ -238,8 +238,8 @@ void worker_gen_unref(struct worker *w, struct gen *g);
 /* Runs the loop until stopped (thread entry). */
 void *worker_main(void *arg);
 /* Asks the worker to drain (stop accepting, finish in flight) or stop (close everything). Thread-safe.
- * Also how a reload that lowers `workers` retires the surplus ones: WORKER_RETIRE, then WORKER_CUT
- * after shutdown_timeout; the thread returns once its connections are gone (its tunnels ended). */
+ * Also how a reload that lowers `workers` retires the surplus ones: WORKER_RETIRE; the thread
+ * returns once its connections are gone (its exchanges answered, its tunnels ended). */
 void worker_post(struct worker *w, enum worker_cmd cmd);
 /* Gives an idle keep-alive connection (nothing buffered, answered `served` times; ssl: its TLS
  * session, or NULL for plain TCP) to heir, which takes it over at its next wake-up as if it had

@@ -18,7 +18,9 @@ import socket
 import threading
 import time
 
-from conftest import Conn, HOST, fetch, free_port, pool, t, wait_for
+import pytest
+
+from conftest import Conn, HOST, build_request, fetch, free_port, pool, t, wait_for
 from ops import access_lines, admin_extra, admin_get, metrics, running_workers, status, wait_access, write_config_atomic
 from test_workers import listening_sockets
 
@@ -566,28 +568,37 @@ def test_workers_shrink_keeps_busy_keepalive_connections(lifeline, upstream):
     assert status(a1)["workers"] == 1
 
 
-def test_workers_shrink_stops_a_stuck_worker_at_shutdown_timeout(lifeline, upstream):
-    """A removed worker whose request outlives shutdown_timeout is stopped then (its connection
-    closed), like a process drain."""
+def test_workers_shrink_answers_what_outlives_shutdown_timeout(lifeline, upstream):
+    """SPEC §1: a reload drops nothing in flight. A removed worker's requests that outlive
+    shutdown_timeout (which bounds a SIGTERM drain, not a reload) run to their answers, within
+    their own deadlines; the worker stops after them. It used to close them at shutdown_timeout:
+    no answer, counted as 499 (the client gone) though lifeline cut them, as nginx's and
+    HAProxy's old processes never do by default (worker_shutdown_timeout, hard-stop-after unset)."""
     up = upstream()
     a1 = free_port()
     lf = lifeline(pools={"p": pool(up)}, workers=2, extra=admin_extra(a1), shutdown_timeout="1s")
     assert running_workers(lf) == 2   # logged once both listen: the connections spread over both
+    hold = t(3)
     conns = [Conn(lf.port, timeout=t(10)) for _ in range(20)]   # none on worker 1: a chance of 2^-20
     try:
         for k, c in enumerate(conns):
-            c.request("GET", "/slow-head?ms=%d&k=%d" % (int(t(8) * 1000), k))
+            c.request("GET", "/slow-head?ms=%d&k=%d" % (int(hold * 1000), k))
         wait_for(lambda: up.inflight >= 20, t(2), what="all requests in flight")
         t0 = time.monotonic()
         _reload(lf, _cfg(lf, workers=1))
+        for k, c in enumerate(conns):
+            r = c.read_response(timeout=t(10))
+            assert r.status == 200 and r.json()["target"].endswith("k=%d" % k), (k, r)
+        assert time.monotonic() - t0 > 1.5, "the answers came before shutdown_timeout: nothing shown"
         wait_for(lambda: "worker 1: stopped" in lf.stderr_text(), t(5), what="worker 1 stopped")
-        took = time.monotonic() - t0
-        assert took < t(4), "worker 1 stopped after %.1fs, shutdown_timeout is 1s" % took
-        assert "worker 1: shutdown_timeout reached" in lf.stderr_text()
+        assert "shutdown_timeout reached" not in lf.stderr_text()
     finally:
         for c in conns:
             c.close()
     assert status(a1)["workers"] == 1
+    m = metrics(a1)
+    assert m.total("lifeline_requests_total", code="499") == 0
+    assert m.total("lifeline_requests_total", code="200") >= 20
     assert lf.fetch("GET", "/echo").status == 200
 
 
@@ -656,9 +667,9 @@ def test_workers_shrink_answers_a_half_sent_head_with_408(lifeline, upstream, tm
 
 
 def test_workers_shrink_keeps_tunnels_past_shutdown_timeout(lifeline, raw_upstream):
-    """SPEC §1: a reload drops no WebSocket tunnel, also when it lowers `workers`. At
-    shutdown_timeout a removed worker closes what is left but its tunnels, which run on until they
-    end; then the worker stops (before: every tunnel on a removed worker was cut at 1 s)."""
+    """SPEC §1: a reload drops no WebSocket tunnel, also when it lowers `workers`. A removed
+    worker's tunnels run on past shutdown_timeout until they end; then the worker stops (before:
+    every tunnel on a removed worker was cut at 1 s)."""
     from test_reload import _open_tunnel, _tunnel_script
     ws = raw_upstream(_tunnel_script())
     lf = lifeline(pools={"ws": pool(ws)}, workers=4, shutdown_timeout="1s",
@@ -668,12 +679,8 @@ def test_workers_shrink_keeps_tunnels_past_shutdown_timeout(lifeline, raw_upstre
     try:
         _reload(lf, _cfg(lf, workers=1))
         # the kernel spreads connections over the workers' sockets by hash: a removed worker that
-        # got no tunnel (about one run in ten) stops at once; the others reach shutdown_timeout
-        wait_for(lambda: lf.stderr_text().count("shutdown_timeout reached") +
-                 len(re.findall(r"worker \d: stopped", lf.stderr_text())) >= 3, t(5),
-                 what="each removed worker stopped or at its shutdown_timeout")
-        assert lf.stderr_text().count("shutdown_timeout reached") >= 1
-        time.sleep(t(0.3))
+        # got no tunnel (about one run in ten) stops at once; the others run past shutdown_timeout
+        time.sleep(1.0 + t(0.5))
         for k, c in enumerate(tunnels):
             msg = b"after-%d" % k
             c.send(msg)
@@ -810,3 +817,23 @@ def test_reload_that_removes_health_checks_puts_a_down_server_back(lifeline, ups
     assert srv["up"] is True, srv
     r = lf.fetch("GET", "/echo/after")
     assert r.status == 200 and r.header("x-lifeline-fallback") is None, r
+
+
+@pytest.mark.parametrize("was,now,expect", [("4KiB", "16KiB", 200), ("16KiB", "4KiB", 431)])
+def test_a_pipelined_head_buffered_at_the_reload_gets_the_new_max_header_bytes(lifeline, upstream, was, now, expect):
+    """A request already read (pipelined behind a slow one) when a reload changes
+    limits.max_header_bytes runs on the new snapshot: routed by it and held to its header limit.
+    It was routed by the new one but held to the old limit (its parser, kept for the pipelined
+    bytes, had been sized by the old one): a 6,000-byte header raised to 16 KiB still got 431,
+    and lowered to 4 KiB still passed."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, limits={"max_header_bytes": was})
+    with Conn(lf.port, timeout=t(10)) as c:
+        c.send(build_request("GET", "/slow-head?ms=%d" % int(t(1.0) * 1000)) +
+               build_request("GET", "/echo/second", headers=[("X-Big", "a" * 6000)]))
+        wait_for(lambda: up.inflight >= 1, t(2), what="the first request in flight")
+        _reload(lf, _cfg(lf, limits={"max_header_bytes": now}))
+        r1 = c.read_response()
+        assert r1.status == 200, r1
+        r2 = c.read_response()
+        assert r2.status == expect, r2
