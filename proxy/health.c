@@ -232,10 +232,6 @@ static bool check_connected(struct health_check *k)
     const struct conf_pool *cp = k->s->cp;
     int err = 0;
     socklen_t len = sizeof(err);
-    struct in6_addr a6;
-    const char *host = k->host ? k->host : "";
-    bool literal;
-    const char *name;
 
     if (getsockopt(k->x.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err) {
         check_result(k, false, err ? strerror(err) : "connect failed");
@@ -244,10 +240,7 @@ static bool check_connected(struct health_check *k)
     k->connected = true;
     if (!cp->tls.ctx)
         return true;
-    literal = inet_pton(AF_INET, host, &a6) == 1 || inet_pton(AF_INET6, host, &a6) == 1;
-    name = *cp->tls.sni ? cp->tls.sni : host;
-    if (tls_client_attach(&k->x, cp->tls.ctx, *cp->tls.sni ? cp->tls.sni : literal ? NULL : host,
-                          cp->tls.verify ? name : NULL, &k->tls_sess) < 0) {
+    if (tls_client_attach(&k->x, cp->tls.ctx, k->host, cp->tls.sni, cp->tls.verify, &k->tls_sess) < 0) {
         check_result(k, false, "out of memory");
         return false;
     }

@@ -487,16 +487,10 @@ int pool_tls_attach(struct upconn *uc)
 {
     struct upserver *s = uc->server;
     const struct conf_pool *cp = s->pool->cp;
-    const char *host = s->host ? s->host : "";
-    struct in6_addr a6;
-    bool literal = inet_pton(AF_INET, host, &a6) == 1 || inet_pton(AF_INET6, host, &a6) == 1;
-    const char *name = *cp->tls.sni ? cp->tls.sni : host;
-
     int r;
 
     uc->x.rd = &uc->rd, uc->x.loop = s->pool->w->loop;   /* a TLS read may point it at EV_WRITE (xprt.h) */
-    r = tls_client_attach(&uc->x, cp->tls.ctx, *cp->tls.sni ? cp->tls.sni : literal ? NULL : host,
-                          cp->tls.verify ? name : NULL, &s->tls_sess);
+    r = tls_client_attach(&uc->x, cp->tls.ctx, s->host, cp->tls.sni, cp->tls.verify, &s->tls_sess);
     if (r == 0)
         tls_strict_eof(&uc->x);   /* a cut answer is not an answer */
     return r;

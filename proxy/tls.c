@@ -2,6 +2,7 @@
 #include "tls.h"
 #include "fileio.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <ev.h>
 #include <poll.h>
@@ -683,27 +684,41 @@ void tls_strict_eof(struct xprt *x)
         SSL_clear_options(x->ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
 }
 
-int tls_client_attach(struct xprt *x, const struct tls_client *tcl, const char *sni, const char *verify_name,
-                      void **sess_slot)
+int tls_client_attach(struct xprt *x, const struct tls_client *tcl, const char *host, const char *sni,
+                      bool verify, void **sess_slot)
 {
-    int r = tls_attach(x, tcl->ctx);
+    char name[256];
+    const char *given = sni && *sni ? sni : host;
+    size_t n = given ? strlen(given) : 0;
+    struct in6_addr a6;
+    bool literal;
     SSL *ssl;
+    int r;
 
+    if (n == 0 || n >= sizeof(name))
+        n = 0;   /* (a name over 255 bytes is no DNS name: none sent, none matched) */
+    else
+        memcpy(name, given, n);
+    if (n > 1 && name[n - 1] == '.')
+        n--;
+    name[n] = '\0';
+    literal = inet_pton(AF_INET, name, &a6) == 1 || inet_pton(AF_INET6, name, &a6) == 1;
+    r = tls_attach(x, tcl->ctx);
     if (r < 0)
         return r;
     ssl = x->ssl;
     SSL_set_connect_state(ssl);
     x->sess_slot = sess_slot;
-    if (sni && *sni)
-        SSL_set_tlsext_host_name(ssl, sni);
-    if (verify_name && *verify_name) {
+    if (n && (!literal || (sni && *sni)))
+        SSL_set_tlsext_host_name(ssl, name);
+    if (n && verify) {
         X509_VERIFY_PARAM *vp = SSL_get0_param(ssl);
         /* An IP literal is checked against the certificate's IP addresses, a name against its DNS
          * names (wildcards allowed, partial wildcards not). */
-        if (X509_VERIFY_PARAM_set1_ip_asc(vp, verify_name) != 1) {
+        if (!literal || X509_VERIFY_PARAM_set1_ip_asc(vp, name) != 1) {
             ERR_clear_error();
             X509_VERIFY_PARAM_set_hostflags(vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-            SSL_set1_host(ssl, verify_name);
+            SSL_set1_host(ssl, name);
         }
     }
     if (sess_slot && *sess_slot)

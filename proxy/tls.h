@@ -123,16 +123,20 @@ void tls_client_free(struct tls_client *tcl);
 /* Turns a plain, connected xprt into a TLS one (server side: accept state). -ENOMEM on failure
  * (the xprt stays plain). */
 int tls_server_attach(struct xprt *x, const struct tls_server *ts);
-/* Client side: sni may be NULL (none sent); verify_name is the name (or IP literal) the server's
- * certificate must match when the context verifies. sess_slot: where this server's last session
- * is kept for resumption (per worker; NULL: none); the session in it, if any, is offered. */
+/* Client side, to a server named host (a name or an IP literal, NULL: none) with the pool's
+ * tls.sni (NULL or "": none set). SNI: tls.sni when set, else host when it is a name (RFC 6066: no
+ * IP literal); the certificate must match tls.sni or host when verify is set (an IP literal
+ * against its IP addresses). A fully qualified name's trailing dot (`svc.ns.`, as written to skip
+ * a resolver's search list) is left out of both, as curl and Go do: RFC 6066 forbids it in SNI,
+ * and certificates name hosts without it. sess_slot: where this server's last session is kept for
+ * resumption (per worker; NULL: none); the session in it, if any, is offered. */
 /* An upstream connection that carries answers (pool.c): a close without close_notify reads as a
  * reset (-ECONNRESET), not as the end of the stream, so that an answer delimited by the close is
  * never passed on whole when it was cut (RFC 9112 §9.8). Other sessions (clients, health checks)
  * keep reading it as an end. */
 void tls_strict_eof(struct xprt *x);
-int tls_client_attach(struct xprt *x, const struct tls_client *tcl, const char *sni, const char *verify_name,
-                      void **sess_slot);
+int tls_client_attach(struct xprt *x, const struct tls_client *tcl, const char *host, const char *sni,
+                      bool verify, void **sess_slot);
 /* Moves the handshake forward: 1 when done, -EAGAIN (x->want set), or -EPROTO on failure (the
  * reason logged at debug level). */
 int tls_handshake(struct xprt *x);

@@ -1194,3 +1194,29 @@ def test_a_ca_bundle_rewritten_in_place_retires_pooled_connections(lifeline, ups
     reload(lf)
     r = lf.fetch("GET", "/echo/after")
     assert r.status == 502 and r.header("x-lifeline-fallback") == "connect_error", r
+
+
+@pytest.mark.parametrize("where", ["address", "sni"])
+def test_upstream_name_with_a_trailing_dot_is_sent_and_verified_without_it(lifeline, upstream, pki, loop_thread, where):
+    """A fully qualified name written with its trailing dot (`a.test.`, as one skips a resolver's
+    search list in Kubernetes; resolved through the pool's resolver) is sent as SNI and matched
+    against the certificate without the dot, as curl and Go do (RFC 6066 forbids the dot in SNI;
+    certificates name hosts without it). With the dot every attempt failed its handshake: 502."""
+    from dnsfake import DnsFake
+    seen = []
+    ctx = _server_ctx(pki["a"])
+    ctx.sni_callback = lambda sock, name, c: seen.append(name)
+    up = upstream(ssl=ctx)
+    dns = DnsFake(loop_thread).start()
+    try:
+        dns.set("a.test", [HOST])
+        extra = {"resolver": {"servers": [dns.address], "timeout": "500ms"}}
+        if where == "address":
+            lf = lifeline(pools={"p": _tls_pool(pki, "a.test.:%d" % up.port)}, extra=extra)
+        else:
+            lf = lifeline(pools={"p": _tls_pool(pki, up, tls={"sni": "a.test."})}, extra=extra)
+        r = lf.fetch("GET", "/status/200")
+        assert r.status == 200 and not r.has_header("x-lifeline-fallback"), r
+        assert seen and set(seen) == {"a.test"}, seen
+    finally:
+        dns.stop()

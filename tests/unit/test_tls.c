@@ -136,7 +136,7 @@ static void pair_open2(struct pair *p, bool upstream)
     p->x.fd = p->fd[0];
     p->x.ops = &xprt_plain;
     if (upstream)
-        assert_int_equal(tls_client_attach(&p->x, p->tcl, NULL, NULL, NULL), 0);
+        assert_int_equal(tls_client_attach(&p->x, p->tcl, NULL, NULL, false, NULL), 0);
     else
         assert_int_equal(tls_server_attach(&p->x, p->ts), 0);
     p->c = SSL_new(p->cctx);
