@@ -595,6 +595,22 @@ static struct upserver *pick_weighted(struct pool *p, const struct pool_pick_ctx
     return last;
 }
 
+/* Peak-EWMA cost: latency times load (attempts in flight, pending connects included), per unit of
+ * weight. An idle unmeasured server costs next to nothing, so it gets tried; a server nobody picks
+ * sees its cost fade with POOL_EWMA_TAU and is probed again in time. An unmeasured server with
+ * attempts already pending costs more than any measured one (Finagle's penalty; the unmeasured
+ * among themselves by their load) until its first answer says what it costs: next to a 2 ms
+ * server it cost 1e-4 x load and stayed the cheapest until about 40 attempts waited on it, so a
+ * new address slow to answer (a pod still warming up) took every client for its first answer's
+ * time (8 of 8 clients for 4 s). */
+#define POOL_EWMA_PENALTY 1e6   /* seconds: beyond any measured latency (a failure enters as its timeout) */
+static double ewma_cost(const struct upserver *s, const struct pool_pick_ctx *ctx)
+{
+    double lat = s->ewma_at ? pool_ewma_now(s, ev_now(s->pool->w->loop)) : s->inflight ? POOL_EWMA_PENALTY : 0;
+
+    return (lat + 1e-4) * (s->inflight + 1) / (double)eff_weight(s, ctx);
+}
+
 /* Power of two choices: two distinct random candidates, the less loaded wins (random_two; and
  * ewma, whose load is its cost). */
 static struct upserver *pick_random_two(struct pool *p, const struct pool_pick_ctx *ctx)
@@ -636,17 +652,10 @@ static struct upserver *pick_random_two(struct pool *p, const struct pool_pick_c
         seen++;
     }
     {
-        /* ewma: the two are drawn alike (SPEC §2). Peak-EWMA cost: latency times load (attempts
-         * in flight, pending connects included), per unit of weight. An unmeasured server costs
-         * next to nothing, so it gets tried; a server nobody picks sees its cost fade with
-         * POOL_EWMA_TAU and is probed again in time. */
-        ev_tstamp now = ev_now(p->w->loop);
-        double ca, cb;
+        /* ewma: the two are drawn alike (SPEC §2). */
         pool_ewma_back(a);
         pool_ewma_back(b);
-        ca = (pool_ewma_now(a, now) + 1e-4) * (a->inflight + 1) / (double)eff_weight(a, ctx);
-        cb = (pool_ewma_now(b, now) + 1e-4) * (b->inflight + 1) / (double)eff_weight(b, ctx);
-        return ca <= cb ? a : b;
+        return ewma_cost(a, ctx) <= ewma_cost(b, ctx) ? a : b;
     }
 }
 

@@ -242,6 +242,38 @@ static void test_ewma(void **state)
     w.loop = NULL;
 }
 
+/* An unmeasured server (new, or back in rotation) is tried while idle, but with an attempt already
+ * pending on it and no answer yet it loses to any measured server: it cost 1e-4 x load and stayed
+ * the cheapest next to a 2 ms server until about 40 attempts waited on it (a pod warming up took
+ * every client). Among unmeasured servers, the less loaded wins. */
+static void test_ewma_unmeasured_with_pending(void **state)
+{
+    static const unsigned weights[] = { 1, 1 };
+    struct pool p;
+
+    (void)state;
+    setup_pool(&p, BALANCE_EWMA, weights, 2);
+    w.loop = ev_loop_new(EVFLAG_AUTO);
+    assert_non_null(w.loop);
+    pool_report(&p.servers[0], false, 0.002, 0, 0);      /* measured: 2 ms */
+    p.servers[0].inflight = 30;
+    assert_ptr_equal(pool_pick(&p, NULL), &p.servers[1]);   /* idle and unmeasured: tried */
+    p.servers[1].inflight = 1;
+    for (int i = 0; i < 100; i++)
+        assert_ptr_equal(pool_pick(&p, NULL), &p.servers[0]);
+    /* its first answer measures it: 1 ms, cheaper again under less load */
+    pool_report(&p.servers[1], false, 0.001, 0, 0);
+    assert_ptr_equal(pool_pick(&p, NULL), &p.servers[1]);
+    /* both unmeasured with attempts pending: the less loaded one */
+    p.servers[0].ewma = p.servers[0].ewma_at = p.servers[1].ewma = p.servers[1].ewma_at = 0;
+    p.servers[0].inflight = 3;
+    p.servers[1].inflight = 2;
+    assert_ptr_equal(pool_pick(&p, NULL), &p.servers[1]);
+    pool_destroy(&p);
+    ev_loop_destroy(w.loop);
+    w.loop = NULL;
+}
+
 /* A server back in rotation (readmitted by its half-open trial, or up again by its checks: its
  * shared back_since moves) starts unmeasured in every worker's ewma, like a new server. It kept the
  * failure that took it out, entered as its timeout, and lost every pick for a minute and a half.
@@ -544,6 +576,7 @@ int main(void)
         cmocka_unit_test(test_race_delay),
         cmocka_unit_test(test_ewma),
         cmocka_unit_test(test_ewma_back_in_rotation),
+        cmocka_unit_test(test_ewma_unmeasured_with_pending),
         cmocka_unit_test(test_conn_handover),
         cmocka_unit_test(test_reuse_check),
     };
