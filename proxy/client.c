@@ -241,9 +241,8 @@ static void client_handshake(struct client *c)
         return;
     }
     if (r < 0) {
-        atomic_fetch_add(&tls_handshakes[0][tls_handshake_failure(&c->x)], 1);
         log_debug("client %s: TLS handshake failed", CLIENT_ADDR_DBG(c));
-        client_close(c);
+        client_close(c);   /* (counted there) */
         return;
     }
     atomic_fetch_add(&tls_handshakes[0][0], 1);
@@ -425,6 +424,12 @@ void client_close(struct client *c)
     c->ioev = 0;
     c->slowev = 0;   /* the close below takes it out of the slow set */
     ev_timer_stop(w->loop, &c->timer);
+    if (c->handshaking) {
+        /* a handshake that failed, or that never finished: the client left, header_timeout
+         * ended it (a stalled handshake was counted nowhere), a drain or a stop closed it */
+        atomic_fetch_add(&tls_handshakes[0][tls_handshake_failure(&c->x)], 1);
+        c->handshaking = false;
+    }
     xprt_close(&c->x);
     worker_buf_put(w, &c->in);
     worker_req_parser_put(w, c->parser);
@@ -807,6 +812,7 @@ static void client_reject(struct client *c, unsigned status, const char *why, co
     char rid[EXCHANGE_REQUEST_ID_MAX + 1] = "";
     size_t rid_len = 0;
     int n, elen;
+    size_t answer_from;
     /* No exchange counts or logs an answer to a head (header_timeout's 408, or a 400/414/431/501/
      * 505 for a bad head): it is done here (SPEC §5). An exchange running (a body that stopped
      * coming or broke its framing) is counted and logged with this status, not as a 499. */
@@ -837,7 +843,14 @@ static void client_reject(struct client *c, unsigned status, const char *why, co
     n = snprintf(body, sizeof(body), "%u %s: %s\n", status, h1_reason(status), why ? why : "");
     if (n < 0 || (size_t)n >= sizeof(body))
         n = 0;
-    out->off = out->len = 0;
+    /* The answer goes after whatever is still waiting to be sent: no response has begun (an
+     * exchange whose answer began is closed instead), so that can only be an interim `100
+     * Continue`, maybe in part handed to the transport already. It was thrown away: on TLS, where
+     * OpenSSL must be given the rest of a record it took in part, the next write then sent the
+     * answer's first bytes as that rest, and the client got the 100 and an answer without its
+     * status line; on plain TCP, the unsent tail of the 100 went missing. A 100 then the final
+     * answer is what RFC 9110 §15.2 allows. */
+    answer_from = out->len;
     if (h1_write_simple_response(out, status, extra, body, (size_t)n, true, false) < 0) {
         client_close(c);
         return;
@@ -848,7 +861,7 @@ static void client_reject(struct client *c, unsigned status, const char *why, co
     c->close_after = true;
     client_uncount(c);
     if (head_answer)
-        client_count_head(c, status, out->len, raw, raw_len, rid, rid_len);
+        client_count_head(c, status, out->len - answer_from, raw, raw_len, rid, rid_len);
     if (c->phase != CLIENT_LINGER)
         c->phase = CLIENT_BODY;   /* input is untrusted from here: linger, never parse it */
     client_flush(c);

@@ -135,6 +135,18 @@ static int tls_cert_ident(struct tls_cert *tc)
     return 0;
 }
 
+/* A key file's passphrase is never asked for: OpenSSL's default prompts on the controlling
+ * terminal, where the loader thread (a reload, `-t`) waited for ever and every later reload with
+ * it. The key is refused instead, with what to do. u: a bool set when a passphrase was wanted. */
+#define TLS_ENCRYPTED_KEY "key %s is encrypted: lifeline takes no passphrase (decrypt it: openssl pkey -in KEY -out KEY)"
+static int tls_no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+    (void)buf, (void)size, (void)rwflag;
+    if (u)
+        *(bool *)u = true;
+    return 0;
+}
+
 int tls_cert_load(struct tls_cert *tc, const char *cert, const char *key, char *err, size_t errlen,
                   int *which, bool *expired)
 {
@@ -142,6 +154,7 @@ int tls_cert_load(struct tls_cert *tc, const char *cert, const char *key, char *
     X509 *extra;
     int rc = -1;
     struct tm tm;
+    bool asked = false;
 
     memset(tc, 0, sizeof *tc);
     *expired = false;
@@ -170,8 +183,13 @@ int tls_cert_load(struct tls_cert *tc, const char *cert, const char *key, char *
         snprintf(err, errlen, "cannot read key %s: %s", key, strerror(errno ? errno : ENOENT));
         goto out;
     }
-    if (!(tc->key = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL))) {
-        tls_errstr(err, errlen, "no readable PEM private key in the key file");
+    if (!(tc->key = PEM_read_bio_PrivateKey(b, NULL, tls_no_passphrase, &asked))) {
+        if (asked) {
+            ERR_clear_error();
+            snprintf(err, errlen, TLS_ENCRYPTED_KEY, key);
+        } else {
+            tls_errstr(err, errlen, "no readable PEM private key in the key file");
+        }
         goto out;
     }
     if (X509_check_private_key(tc->x509, tc->key) != 1) {
@@ -575,6 +593,8 @@ struct tls_client *tls_client_new(bool verify, const char *ca, const char *clien
 {
     struct tls_client *tcl = calloc(1, sizeof *tcl);
     SSL_CTX *ctx = NULL;
+    bool asked = false;
+    int r;
 
     if (tcl)
         atomic_init(&tcl->refs, 1);
@@ -611,8 +631,17 @@ struct tls_client *tls_client_new(bool verify, const char *ca, const char *clien
         *which = 2;
         if (tls_path_bad(client_key, "key", err, errlen))
             goto fail;
-        if (SSL_CTX_use_PrivateKey_file(ctx, client_key, SSL_FILETYPE_PEM) != 1) {
-            tls_errstr(err, errlen, "no readable PEM private key in client_key");
+        SSL_CTX_set_default_passwd_cb(ctx, tls_no_passphrase);
+        SSL_CTX_set_default_passwd_cb_userdata(ctx, &asked);
+        r = SSL_CTX_use_PrivateKey_file(ctx, client_key, SSL_FILETYPE_PEM);
+        SSL_CTX_set_default_passwd_cb_userdata(ctx, NULL);   /* (a local's address) */
+        if (r != 1) {
+            if (asked) {
+                ERR_clear_error();
+                snprintf(err, errlen, TLS_ENCRYPTED_KEY, client_key);
+            } else {
+                tls_errstr(err, errlen, "no readable PEM private key in client_key");
+            }
             goto fail;
         }
         if (SSL_CTX_check_private_key(ctx) != 1) {
