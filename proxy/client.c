@@ -416,6 +416,15 @@ void client_close(struct client *c)
     if (c->closed)
         return;
     c->closed = true;
+    if (c->ex && c->ex->state == EX_STREAMING && c->ex->resp_eof_framed && !c->x.failed) {
+        /* An answer whose end is the close (an HTTP/1.0 client, no length) cut short here (a
+         * drain's shutdown_timeout, body_timeout, a broken request body) would read as complete
+         * (SPEC §3.8): the close is a reset, as when its upstream fails mid-body. */
+        static const struct linger abortive = { .l_onoff = 1, .l_linger = 0 };
+        if (c->x.fd >= 0)
+            (void)setsockopt(c->x.fd, SOL_SOCKET, SO_LINGER, &abortive, sizeof(abortive));
+        c->x.failed = true;   /* TLS: no close_notify */
+    }
     /* What is still queued for the client never goes out: given back before the exchange ends,
      * so that its log line counts the bytes written (a 499's were over by what the output held). */
     client_out_put(c);

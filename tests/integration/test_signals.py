@@ -5,7 +5,9 @@ import signal
 import socket
 import time
 
-from conftest import Conn, ConnClosed, build_request, dur, pool, t, wait_for
+import pytest
+
+from conftest import HOST, Conn, ConnClosed, build_request, dur, pool, t, wait_for
 
 
 def test_sigterm_with_idle_keepalive_exits_promptly(lifeline, upstream):
@@ -244,4 +246,34 @@ def test_drain_serves_connections_already_in_the_accept_queue(lifeline, upstream
         finally:
             c.close()
     assert answers == [200] * 20, answers
+    assert lf.proc.wait(t(10)) == 0
+
+
+def test_a_close_delimited_answer_cut_by_the_drain_ends_in_a_reset(lifeline, raw_upstream):
+    """SPEC §3.8: a client never sees a silently short answer. An HTTP/1.0 client's answer with no
+    length ends at the close; when the drain's shutdown_timeout cuts it, the close is a reset (as
+    when the upstream fails mid-body), not a FIN that reads as the answer's end."""
+    async def script(conn):
+        req = await conn.read_request()
+        if req is None:
+            return
+        await conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        await conn.wait_eof(t(10))
+
+    up = raw_upstream(script)
+    lf = lifeline(pools={"p": pool(up)}, shutdown_timeout="1s")
+    s = socket.create_connection((HOST, lf.port), timeout=t(5))
+    s.sendall(b"GET /x HTTP/1.0\r\nHost: a\r\n\r\n")
+    data = b""
+    while not data.endswith(b"hello"):
+        x = s.recv(4096)
+        assert x, data
+        data += x
+    assert b"content-length" not in data.lower() and b"chunked" not in data.lower(), data
+    lf.proc.send_signal(signal.SIGTERM)
+    lf.stopped_by_test = True
+    with pytest.raises(ConnectionResetError):
+        while s.recv(4096):
+            pass
+    s.close()
     assert lf.proc.wait(t(10)) == 0
