@@ -872,7 +872,8 @@ static uint64_t exchange_hash(struct exchange *ex)
  * exists (SPEC §3.3). Then, by mode: PICK_HEDGE any but the one still running (`avoid`), else
  * that one too (a hedge is an attempt, and §3.3 takes a tried server when no untried one exists:
  * in a one-server pool it goes to the same server on a connection of its own); PICK_RACE any but
- * the one connecting (`avoid`; SPEC §2 races "a connect to another server"); PICK_RETRY any but
+ * the one connecting (`avoid`; SPEC §2 races "a connect to another server") and those that could
+ * not be connected to in this request; PICK_RETRY any but
  * the server that failed last (`avoid`: SPEC §3.5 sends a retry after connect_error "to another
  * server") and those that could not be connected to in this request, else any but the latter,
  * else any. *trial: the half-open trial claim that comes with
@@ -887,8 +888,8 @@ static struct upserver *exchange_pick(struct exchange *ex, enum pick_mode mode, 
     if (ex->pool->cp->balance == BALANCE_HASH)
         ctx.hash = exchange_hash(ex);
     s = pool_pick_trial(ex->pool, &ctx, trial);
-    if (mode == PICK_RETRY)
-        avoid |= ex->connect_failed;
+    if (mode != PICK_HEDGE)
+        avoid |= ex->connect_failed;   /* (a race there would only fail again, and cost an attempt) */
     if (!s && ex->tried && avoid && avoid != ex->tried) {
         ctx.excluded = avoid;
         s = pool_pick_trial(ex->pool, &ctx, trial);

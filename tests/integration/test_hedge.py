@@ -431,3 +431,19 @@ def test_connect_race_loser_carries_nothing(lifeline, raw_upstream, hanging_conn
     assert r.status == 200 and r.body == b"won", r
     time.sleep(t(0.2))
     assert len(good.requests) == 1 and good.connections == 1
+
+
+def test_connect_race_skips_a_server_that_refused_this_request(lifeline, hanging_connect, tmp_path):
+    """A connect race goes to another server, but not to one that already refused a connect in this
+    request: it would only fail again, and its failure started a retry that cost an attempt. The
+    first attempt is refused, the retry's connect hangs: no race (nothing else is left), the
+    retry runs to its connect timeout."""
+    path = str(tmp_path / "access.log")
+    lf = lifeline(pools={"p": pool((refused(), 100), (hanging_connect.address, 10), balance="round_robin",
+                                   outlier="off", connect_race=dur(t(0.05)), timeouts={"connect": dur(t(0.6))})},
+                  routes=[route(retry={"attempts": 2}, timeouts={"total": dur(t(3))})],
+                  extra={"access_log": {"path": path}})
+    r = lf.fetch("GET", "/x", timeout=t(8))
+    assert r.status in (502, 504), r
+    (line,) = wait_access(path, lambda ls: len(ls) >= 1)
+    assert [x["outcome"] for x in line["attempts"]] == ["connect_error", "connect_timeout"], line["attempts"]
