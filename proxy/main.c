@@ -88,7 +88,16 @@ static struct {
 
 /* Configuration loading after start runs in the loader thread: reading the file and resolving
  * hostnames block, and the main loop (signals, admin, health checks) must not. Jobs go in under
- * the mutex; a loaded snapshot comes back through `loaded` and an ev_async. */
+ * the mutex; a loaded snapshot comes back through `loaded` and an ev_async.
+ *
+ * One job at a time, each made from the snapshot that runs: the loader starts a job only once
+ * main has finished with the previous result (applied it, or dropped it) and has published the
+ * running snapshot as `base` (loader_handled). A re-resolve takes `base` when it starts, not
+ * when it was asked for, so its result is made from, and its pools that were not due keep the
+ * addresses of, the snapshot that still runs when main gets it: a reload or another re-resolve
+ * applied in between cannot be undone by it (one made from an older snapshot put that
+ * snapshot's addresses back: a SIGHUP's fresh lookup of a resolve_interval: 0 pool was reverted
+ * for good, and two pools with different intervals flapped). */
 enum { JOB_RELOAD = 1, JOB_RESOLVE = 2, JOB_WATCH = 4 };   /* JOB_WATCH: a reload after a file change */
 
 static struct {
@@ -98,10 +107,11 @@ static struct {
     pthread_cond_t cv;
     int jobs;                           /* JOB_* bits waiting */
     bool stop;
-    struct conf *resolve_from;          /* JOB_RESOLVE: the snapshot re-resolved (conf_reresolve) */
-    bool *resolve_due;                  /* JOB_RESOLVE: per pool of resolve_from, looked up again */
+    struct conf *base;                  /* the running snapshot, as main last published it (a reference) */
+    bool *resolve_due;                  /* JOB_RESOLVE: per pool of base, looked up again (NULL: none) */
+    size_t resolve_n;                   /* entries of resolve_due (base's npools) */
     struct conf *loaded;                /* a result for main (NULL: the load failed) */
-    bool loaded_pending;                /* a result, loaded or failed, main has not taken */
+    bool loaded_pending;                /* a result, loaded or failed, main has not finished with */
     int loaded_job;
     unsigned loaded_errors;
     int loaded_log_fd;                  /* a reload's access-log file, opened here (-1: none) */
@@ -133,29 +143,37 @@ static void *loader_main(void *arg)
     pthread_mutex_lock(&loader.mu);
     for (;;) {
         int job;
-        struct conf *from, *nc;
-        bool *due;
+        struct conf *from = NULL, *nc;
+        bool *due = NULL;
+        size_t ndue = 0;
         unsigned nerr = 0;
         int log_fd = -1, log_err = 0;
-        while (!loader.jobs && !loader.stop)
+        while ((!loader.jobs || loader.loaded_pending) && !loader.stop)
             pthread_cond_wait(&loader.cv, &loader.mu);
         if (loader.stop)
             break;
-        /* A reload re-reads the file, which also re-resolves: it covers a pending resolve. */
-        job = loader.jobs & JOB_RELOAD ? JOB_RELOAD : loader.jobs & JOB_WATCH ? JOB_WATCH : JOB_RESOLVE;
-        loader.jobs = 0;
-        from = loader.resolve_from;
-        due = loader.resolve_due;
-        loader.resolve_from = NULL;
-        loader.resolve_due = NULL;
+        if (loader.jobs & (JOB_RELOAD | JOB_WATCH)) {
+            /* one read of the file serves both. A waiting re-resolve stays: main drops it when
+             * this reload applies (it looked every name up), and it runs when the reload fails */
+            job = loader.jobs & JOB_RELOAD ? JOB_RELOAD : JOB_WATCH;
+            loader.jobs &= ~(JOB_RELOAD | JOB_WATCH);
+        } else {
+            job = JOB_RESOLVE;
+            loader.jobs &= ~JOB_RESOLVE;
+            from = conf_ref(loader.base);   /* what runs now, and still will when main gets the result */
+            due = loader.resolve_due;
+            ndue = loader.resolve_n;
+            loader.resolve_due = NULL;
+            loader.resolve_n = 0;
+        }
         pthread_mutex_unlock(&loader.mu);
         if (job != JOB_RESOLVE)
             nc = conf_load(conf_path, stderr, &nerr);
         else
-            nc = from ? conf_reresolve(from, stderr, &nerr) : NULL;   /* (server addresses only) */
+            nc = conf_reresolve(from, stderr, &nerr);   /* (server addresses only) */
         /* only the pools whose resolve_interval passed move (SPEC §2: per pool; 0 = at load only) */
         /* (a name that did not resolve keeps what it had: CONF_LOAD_RESOLVE_SOFT) */
-        if (nc && job == JOB_RESOLVE && conf_keep_addresses(nc, from, due) < 0) {
+        if (nc && job == JOB_RESOLVE && conf_keep_addresses(nc, from, ndue == from->npools ? due : NULL) < 0) {
             conf_unref(nc);
             nc = NULL;
         }
@@ -164,18 +182,6 @@ static void *loader_main(void *arg)
         if (nc && job != JOB_RESOLVE)
             log_fd = loader_open_log(nc, &log_err);
         pthread_mutex_lock(&loader.mu);
-        if (job == JOB_RESOLVE && loader.loaded_pending && loader.loaded_job != JOB_RESOLVE) {
-            /* main has not taken a reload yet: it re-read the file and re-resolved everything,
-             * and this result, made from the configuration before it, must not replace it
-             * (the SIGHUP would be lost; a failed one would go unreported, its errors logged
-             * but neither counted nor summed up) */
-            conf_unref(nc);
-            continue;
-        }
-        if (loader.loaded)
-            conf_unref(loader.loaded);   /* main never took it: superseded */
-        if (loader.loaded_log_fd >= 0)
-            close(loader.loaded_log_fd);
         loader.loaded = nc;
         loader.loaded_pending = true;
         loader.loaded_job = job;
@@ -188,19 +194,46 @@ static void *loader_main(void *arg)
     return NULL;
 }
 
-static void loader_post(int job, struct conf *from, bool *due)
+/* Asks the loader for a job. JOB_RESOLVE: due[i] (n entries, current->conf's pools; taken over)
+ * says which pools are looked up again; it joins the pools of a re-resolve still waiting. */
+static void loader_post(int job, bool *due, size_t n)
 {
     pthread_mutex_lock(&loader.mu);
     loader.jobs |= job;
-    if (from) {
-        if (loader.resolve_from)
-            conf_unref(loader.resolve_from);
-        loader.resolve_from = conf_ref(from);
-        free(loader.resolve_due);
-        loader.resolve_due = due;   /* taken over */
+    if (due && loader.resolve_due && loader.resolve_n == n) {
+        for (size_t i = 0; i < n; i++)   /* neither pool waits an interval more */
+            loader.resolve_due[i] |= due[i];
+        free(due);
+    } else if (due) {
+        free(loader.resolve_due);   /* (always the same size: a reload that applies drops it) */
+        loader.resolve_due = due;
+        loader.resolve_n = n;
     }
     pthread_cond_signal(&loader.cv);
     pthread_mutex_unlock(&loader.mu);
+}
+
+/* Main is done with the loader's result (of `job`): `base` becomes the snapshot that runs now and
+ * the loader may start its next job. A file's load that was applied looked every name up: a
+ * re-resolve waiting since before it is dropped (its pools are indexed by the text it
+ * replaced). */
+static void loader_handled(int job)
+{
+    struct conf *old;
+
+    pthread_mutex_lock(&loader.mu);
+    old = loader.base;
+    loader.base = conf_ref(current->conf);
+    if (job != JOB_RESOLVE && old != loader.base) {
+        loader.jobs &= ~JOB_RESOLVE;
+        free(loader.resolve_due);
+        loader.resolve_due = NULL;
+        loader.resolve_n = 0;
+    }
+    loader.loaded_pending = false;
+    pthread_cond_signal(&loader.cv);
+    pthread_mutex_unlock(&loader.mu);
+    conf_unref(old);
 }
 
 /* Every listener of c that `running` (NULL at start) does not have already must be free: SO_REUSEPORT
@@ -527,7 +560,7 @@ static void on_watch_debounce(struct ev_loop *loop, ev_timer *t, int revents)
     if (!watch.on || draining)
         return;
     watch_add_all();
-    loader_post(JOB_WATCH, NULL, NULL);
+    loader_post(JOB_WATCH, NULL, 0);
 }
 
 static void on_watch_event(struct ev_loop *loop, ev_io *io, int revents)
@@ -612,25 +645,13 @@ static void reload_failed(struct conf *nc, int log_fd, const char *what)
 
 static void resolved_applied(struct ev_loop *loop, bool same_text);
 
-static void on_loaded(struct ev_loop *loop, ev_async *a, int revents)
+/* The loader's result nc (of `job`; NULL: it failed with nerr errors) applied, or dropped; log_fd
+ * (a reload's access-log file, or -1) is used or closed. */
+static void take_loaded(struct ev_loop *loop, struct conf *nc, int job, unsigned nerr, int log_fd, int log_err)
 {
-    struct conf *nc;
-    int job, log_fd, log_err, admin_fd = ADMIN_KEEP;
+    int admin_fd = ADMIN_KEEP;
     bool close_first = false;
-    unsigned nerr;
 
-    (void)a;
-    (void)revents;
-    pthread_mutex_lock(&loader.mu);
-    nc = loader.loaded;
-    job = loader.loaded_job;
-    nerr = loader.loaded_errors;
-    log_fd = loader.loaded_log_fd;
-    log_err = loader.loaded_log_errno;
-    loader.loaded = NULL;
-    loader.loaded_pending = false;
-    loader.loaded_log_fd = -1;
-    pthread_mutex_unlock(&loader.mu);
     if (draining) {
         conf_unref(nc);
         close_fd(log_fd);
@@ -651,9 +672,11 @@ static void on_loaded(struct ev_loop *loop, ev_async *a, int revents)
         }
         return;
     }
+    /* (a re-resolve is made from current->conf, loader_handled: the same text; checked all the
+     * same, as its pools that were not due hold that text's addresses) */
     if (job == JOB_RESOLVE && (conf_same_addresses(nc, current->conf) || nc->source_len != current->conf->source_len ||
                                memcmp(nc->source, current->conf->source, nc->source_len) != 0)) {
-        conf_unref(nc);   /* nothing moved, or a reload replaced the file it was read from */
+        conf_unref(nc);   /* nothing moved */
         return;
     }
     if (job == JOB_WATCH)
@@ -694,6 +717,31 @@ static void on_loaded(struct ev_loop *loop, ev_async *a, int revents)
     apply_conf(loop, nc, job != JOB_RESOLVE ? "reload" : "DNS change", admin_fd, close_first, log_fd);
     resolved_applied(loop, job == JOB_RESOLVE);
     watch_update(loop);
+}
+
+static void on_loaded(struct ev_loop *loop, ev_async *a, int revents)
+{
+    struct conf *nc;
+    int job, log_fd, log_err;
+    unsigned nerr;
+
+    (void)a;
+    (void)revents;
+    pthread_mutex_lock(&loader.mu);
+    if (!loader.loaded_pending) {
+        pthread_mutex_unlock(&loader.mu);
+        return;   /* (no result: not expected, one ev_async_send per result) */
+    }
+    nc = loader.loaded;
+    job = loader.loaded_job;
+    nerr = loader.loaded_errors;
+    log_fd = loader.loaded_log_fd;
+    log_err = loader.loaded_log_errno;
+    loader.loaded = NULL;
+    loader.loaded_log_fd = -1;
+    pthread_mutex_unlock(&loader.mu);
+    take_loaded(loop, nc, job, nerr, log_fd, log_err);
+    loader_handled(job);   /* the loader starts its next job from what runs now */
 }
 
 /* resolve_interval: hostnames are looked up again, off the loop, each pool at its own interval
@@ -760,7 +808,7 @@ static void on_resolve_timer(struct ev_loop *loop, ev_timer *t, int revents)
             next = when;
     }
     if (any) {
-        loader_post(JOB_RESOLVE, current->conf, due);
+        loader_post(JOB_RESOLVE, due, c->npools);
     } else {
         free(due);
     }
@@ -968,7 +1016,7 @@ static void on_signal(struct ev_loop *loop, ev_signal *s, int revents)
     }
     if (s->signum == SIGHUP) {
         if (!draining)
-            loader_post(JOB_RELOAD, NULL, NULL);
+            loader_post(JOB_RELOAD, NULL, 0);
         return;
     }
     if (draining) {
@@ -1111,9 +1159,10 @@ static void start_main_loop(struct ev_loop *loop)
     loader.loop = loop;
     ev_async_init(&loader.done, on_loaded);
     ev_async_start(loop, &loader.done);
+    loader.base = conf_ref(current->conf);
     if (pthread_create(&loader.thread, NULL, loader_main, NULL) == 0)
         loader.running = true;
-    else
+    else   /* (what is posted waits, and stop() frees it) */
         log_error("cannot start the configuration loader thread: reloads are disabled");
     ev_init(&resolve_timer, on_resolve_timer);
     resolve_timer.repeat = 0.001;
@@ -1218,11 +1267,19 @@ static bool loader_join(void)
     if (rc != 0)
         return false;
     loader.running = false;
+    return true;
+}
+
+/* What the loader's state holds, once no loader thread runs (joined, or never started). */
+static void loader_free(void)
+{
     conf_unref(loader.loaded);
-    conf_unref(loader.resolve_from);
+    conf_unref(loader.base);
     free(loader.resolve_due);
     close_fd(loader.loaded_log_fd);
-    return true;
+    loader.loaded = loader.base = NULL;
+    loader.resolve_due = NULL;
+    loader.loaded_log_fd = -1;
 }
 
 /* Undoes start(), whether it finished (ok) or not: threads joined, then everything freed. */
@@ -1253,6 +1310,7 @@ static void stop(bool ok)
             log_info("stopped");
         _exit(ok ? 0 : 1);
     }
+    loader_free();
     free(resolved.at);
     resolved.at = NULL;
     if (run_state.admin)

@@ -16,6 +16,8 @@ hand (python3-dnslib is not installed; the standard library is enough for A/AAAA
     dns.set("svc.test", [])                   the name exists with no records (NOERROR, empty)
     dns.remove("svc.test")                    unknown again: NXDOMAIN
     dns.silence("svc.test")                   queries for it go unanswered (until set/remove)
+    dns.delay("svc.test", 0.25)               its answers leave 0.25 s after the query (0: at once);
+                                              kept across set/remove
     dns.count("svc.test")                     queries received for the name (A and AAAA)
     dns.tcp_count("svc.test")                 of which over TCP
     dns.wait_queries("svc.test", n, timeout)  blocks until n more queries than now arrived
@@ -46,7 +48,16 @@ class _Proto(asyncio.DatagramProtocol):
 
     def datagram_received(self, data, addr):
         reply = self.fake._answer(data, tcp=False)
-        if reply is not None:
+        if reply is None:
+            return
+        delay = self.fake._delay_of(data)
+        if delay > 0:
+            asyncio.get_running_loop().call_later(delay, self._send, reply, addr)
+        else:
+            self._send(reply, addr)
+
+    def _send(self, reply, addr):
+        if not self.transport.is_closing():
             self.transport.sendto(reply, addr)
 
 
@@ -59,6 +70,7 @@ class DnsFake:
         self._lock = threading.Lock()
         self._records = {}          # name -> [ip text]
         self._silent = set()
+        self._delays = {}           # name -> seconds before its answers leave
         self._counts = {}           # name -> queries seen
         self._tcp_counts = {}       # name -> queries seen over TCP
         self._transport = None
@@ -108,7 +120,10 @@ class DnsFake:
         try:
             while True:
                 n = struct.unpack(">H", await reader.readexactly(2))[0]
-                reply = self._answer(await reader.readexactly(n), tcp=True)
+                query = await reader.readexactly(n)
+                reply = self._answer(query, tcp=True)
+                if reply is not None and self._delay_of(query) > 0:
+                    await asyncio.sleep(self._delay_of(query))
                 if reply is not None:
                     writer.write(struct.pack(">H", len(reply)) + reply)
                     await writer.drain()
@@ -136,6 +151,10 @@ class DnsFake:
         with self._lock:
             self._silent.add(name.lower().rstrip("."))
 
+    def delay(self, name, seconds):
+        with self._lock:
+            self._delays[name.lower().rstrip(".")] = float(seconds)
+
     def count(self, name):
         with self._lock:
             return self._counts.get(name.lower().rstrip("."), 0)
@@ -155,6 +174,15 @@ class DnsFake:
         return True
 
     # ---- the server, on the loop thread ----
+
+    def _delay_of(self, data):
+        """Seconds before the answer to query `data` leaves (0 for a name without a delay)."""
+        off, labels = 12, []
+        while off < len(data) and data[off] and not data[off] & 0xC0:
+            labels.append(data[off + 1:off + 1 + data[off]].decode("ascii", "replace"))
+            off += 1 + data[off]
+        with self._lock:
+            return self._delays.get(".".join(labels).lower(), 0.0)
 
     def _answer(self, data, tcp):
         """Reply bytes for query `data`, or None (not a query we answer)."""

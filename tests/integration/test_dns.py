@@ -12,6 +12,9 @@ lifeline asks dnsfake.DnsFake (UDP on 127.0.0.1, records changed by the test) th
     request already on it completes; a resolver that fails or goes silent leaves the running
     addresses alone; an edit of the file without SIGHUP is not picked up by a re-resolve, nor is
     a fallback `file:` deleted or edited since the load (files are read at load and at reload);
+  - a re-resolve is made from the snapshot that runs when it is applied: one asked for during a
+    SIGHUP does not put back what a resolve_interval: 0 pool had before the reload's lookup, and
+    two pools with different intervals do not undo each other's changes (a slow resolver);
   - a headless Service with many pods: an answer too large for UDP (the fake in truncating mode
     sets TC) is asked again over TCP, and every A record is a server in /status, at load and
     after a re-resolve.
@@ -420,6 +423,77 @@ def test_one_pools_failing_name_does_not_hold_back_the_others(lifeline, dns, two
     assert dns.wait_queries("fail.test", 3, t(5))
     assert {who(lf, "/fail") for _ in range(4)} == {"up1"}   # kept what it had
     assert "cannot resolve" in lf.stderr_text()
+
+
+def _slow_sibling(lifeline, dns, port, watched, slow_every="100ms"):
+    """Pool `watched` (a dict; NAME's servers) beside pool slow: slow.test, whose answers take
+    250 ms, looked up every `slow_every`, so the loader thread is nearly always busy with a
+    re-resolve, and one is asked for while any other job runs. Routes: / to the watched pool."""
+    dns.set("slow.test", ["127.0.0.5"])   # (no traffic goes there)
+    dns.delay("slow.test", 0.25)
+    return lifeline(
+        pools={"watched": watched,
+               "slow": {"servers": ["slow.test:%d" % port], "resolve_interval": slow_every}},
+        routes=[{"pool": "watched"}],
+        extra={"resolver": {"servers": [dns.address], "timeout": "2s"}})
+
+
+def _stays(lf, want, seconds):
+    """Every answer for `seconds` comes from `want`: the list of the others seen."""
+    other, end = [], time.monotonic() + seconds
+    while time.monotonic() < end:
+        got = who(lf)
+        if got != want:
+            other.append((round(seconds - (end - time.monotonic()), 2), got))
+        time.sleep(0.03)
+    return other
+
+
+def test_sighup_lookup_of_an_interval_0_pool_is_not_undone_by_a_re_resolve(lifeline, dns, two_upstreams):
+    """SIGHUP looks every name up, a resolve_interval: 0 pool's too. A re-resolve of a sibling pool
+    asked for while the reload ran was made from the snapshot before it and took that snapshot's
+    addresses for the pools that were not due: applied after the reload, it put the interval-0
+    pool's old address back, for good (old binary: up1 again after every SIGHUP)."""
+    port, up1, up2 = two_upstreams
+    dns.set(NAME, ["127.0.0.1"])
+    lf = _slow_sibling(lifeline, dns, port, {"servers": ["%s:%d" % (NAME, port)], "resolve_interval": "0",
+                                             "balance": "round_robin"})
+    assert who(lf) == "up1"
+    for trial, (addr, want) in enumerate([("127.0.0.2", "up2"), ("127.0.0.1", "up1"), ("127.0.0.2", "up2")]):
+        dns.set(NAME, [addr])
+        reload(lf)
+        wait_for(lambda: who(lf) == want, t(3), interval=0.02, what="the SIGHUP's lookup to apply")
+        # several of the sibling's re-resolutions, the first asked for while the reload ran
+        other = _stays(lf, want, t(1.2))
+        assert not other, "trial %d: DNS and SIGHUP say %s (%s), then answered by: %s" % (trial, addr, want, other)
+
+
+@pytest.mark.parametrize("slow_every", ["300ms", "100ms"])
+def test_pools_with_different_intervals_do_not_undo_each_others_changes(lifeline, dns, two_upstreams, slow_every):
+    """Two pools re-resolved at different intervals, the loader busy with a slow name: a
+    re-resolve asked for while another ran was made from the snapshot before that one and put
+    back what that one had changed (old binary, 300ms: the watched pool's new address flapped
+    with its old one at every sibling lookup). A pool that fell due while another pool's
+    re-resolve waited was left out when the other pool's turn came before the loader took it
+    (its due flag replaced, not joined; old binary, 100ms: the watched pool never moved): it moves
+    within its interval and the lookups before it."""
+    port, up1, up2 = two_upstreams
+    dns.set(NAME, ["127.0.0.1"])
+    lf = _slow_sibling(lifeline, dns, port, {"servers": ["%s:%d" % (NAME, port)], "resolve_interval": "1s",
+                                             "balance": "round_robin"}, slow_every=slow_every)
+    assert who(lf) == "up1"
+    time.sleep(0.3)
+    dns.set(NAME, ["127.0.0.2"])
+    seen, t0 = [], time.monotonic()
+    while time.monotonic() - t0 < t(4.5):
+        seen.append((round(time.monotonic() - t0, 2), who(lf)))
+        time.sleep(0.03)
+    moved = [at for at, got in seen if got == "up2"]
+    # 1 s of interval, a job under way (250 ms), its own (250 ms): well within 2.5 s
+    assert moved and moved[0] < t(2.5), "DNS says 127.0.0.2 (up2) from 0 s; answers: %s" % seen
+    back = [(at, got) for at, got in seen if at > moved[0] and got != "up2"]
+    assert not back, "DNS says 127.0.0.2 (up2); it moved at %.2f s, then answered by: %s" % (moved[0], back)
+    lf.assert_alive()
 
 
 # --------------------------------------------------------------------------------------------
