@@ -89,6 +89,7 @@ struct exchange {
     unsigned status;                    /* status sent downstream */
     unsigned attempts;                  /* attempts started (hedges included, races not) */
     unsigned races;                     /* connect races started (EXCHANGE_HOPS_MAX) */
+    unsigned hedge_polls;               /* looks at a spent budget for a hedge due (the wait doubles) */
     uint64_t tried;                     /* servers tried, by index (pool_pick_ctx.excluded) */
     uint64_t last_failed;               /* the server of the attempt that failed last, as a bit */
     uint64_t connect_failed;            /* servers whose connect failed in this request (refused, timed out) */

@@ -447,3 +447,20 @@ def test_connect_race_skips_a_server_that_refused_this_request(lifeline, hanging
     assert r.status in (502, 504), r
     (line,) = wait_access(path, lambda ls: len(ls) >= 1)
     assert [x["outcome"] for x in line["attempts"]] == ["connect_error", "connect_timeout"], line["attempts"]
+
+
+def test_a_hedge_the_budget_refuses_moves_no_round_robin_weight(lifeline, upstream):
+    """A hedge due while the retry budget is spent looks again later; each look picked a server
+    first, so round robin's rotation moved once per look (every 2 ms here) and the next requests
+    went wherever the looks had left it. The budget is now asked before the pick: with no budget
+    at all, sequential slow requests still go round the servers in turn."""
+    ups = [upstream("u%d" % i) for i in range(3)]
+    lf = lifeline(pools={"p": pool(*ups, balance="round_robin", outlier="off")},
+                  routes=[route(retry={"hedge": {"after": "10ms"}, "budget": {"ratio": 0, "min_per_second": 0}})])
+    seen = []
+    for i in range(9):
+        r = lf.fetch("GET", "/slow-head?ms=%d&i=%d" % (int(t(0.12) * 1000), i), timeout=t(5))
+        assert r.status == 200, r
+        seen.append(r.header("x-upstream"))
+    assert sum(len(u.requests) for u in ups) == 9, "a hedge went"
+    assert all(seen[k] != seen[k + 1] for k in range(8)) and {seen.count(n) for n in set(seen)} == {3}, seen
