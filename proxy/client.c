@@ -229,12 +229,29 @@ static void client_rd_start(struct client *c)
         ev_feed_event(c->w->loop, &c->io, EV_READ);
 }
 
+static void client_reject(struct client *c, unsigned status, const char *why, const char *raw, size_t raw_len);
+
 /* The TLS handshake, driven by whichever watcher the session waits on (the other is stopped, so
  * a socket ready in the direction not needed never spins the loop). */
 static void client_handshake(struct client *c)
 {
     struct ev_loop *loop = c->w->loop;
-    int r = tls_handshake(&c->x);
+    int r;
+    char first;
+
+    if (tls_handshake_failure(&c->x) == TLS_HS_EMPTY &&
+        recv(c->x.fd, &first, 1, MSG_PEEK | MSG_DONTWAIT) == 1 && first >= 'A' && first <= 'Z') {
+        /* Plain HTTP to a TLS port (a ClientHello starts with 0x16): answered in clear with a
+         * 400 that says so, as nginx does, rather than a close the client cannot explain (a
+         * `curl http://` to an https port). Counted as a failed handshake, logged as a 400. */
+        atomic_fetch_add(&tls_handshakes[0][TLS_HS_FAILED], 1);
+        c->handshaking = false;
+        c->tls = false;
+        tls_drop(&c->x);
+        client_reject(c, 400, "plain HTTP sent to a TLS port (use https://)", NULL, 0);
+        return;
+    }
+    r = tls_handshake(&c->x);
 
     if (r == -EAGAIN) {
         client_io_set(c, c->x.want == EV_WRITE ? EV_WRITE : EV_READ);

@@ -1067,6 +1067,19 @@ static void tls_shut_wr(struct xprt *x)
 
 const struct xprt_ops xprt_tls = { tls_read, tls_writev, tls_close, tls_shut_wr };
 
+void tls_drop(struct xprt *x)
+{
+    if (x->ssl) {
+        ERR_clear_error();
+        SSL_free(x->ssl);
+        x->ssl = NULL;
+    }
+    x->ops = &xprt_plain;
+    x->want = 0;
+    x->wretry = 0;
+    x->handshaken = false;
+}
+
 void tls_adopt(struct xprt *x, void *ssl)
 {
     SSL_set_app_data(ssl, x);

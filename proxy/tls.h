@@ -123,6 +123,9 @@ void tls_client_free(struct tls_client *tcl);
 /* Turns a plain, connected xprt into a TLS one (server side: accept state). -ENOMEM on failure
  * (the xprt stays plain). */
 int tls_server_attach(struct xprt *x, const struct tls_server *ts);
+/* A server-side session that has read nothing yet is dropped: the transport is plain again (the
+ * socket stays open). For an answer in clear to a client that spoke plain HTTP to a TLS port. */
+void tls_drop(struct xprt *x);
 /* Client side, to a server named host (a name or an IP literal, NULL: none) with the pool's
  * tls.sni (NULL or "": none set). SNI: tls.sni when set, else host when it is a name (RFC 6066: no
  * IP literal); the certificate must match tls.sni or host when verify is set (an IP literal

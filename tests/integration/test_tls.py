@@ -1344,3 +1344,31 @@ def test_a_handshake_ended_by_header_timeout_is_counted(lifeline, upstream, pki)
         s.close()
     wait_for(lambda: (value("failed") - failed, value("empty") - empty) == (1, 1), t(5),
              what="one failed and one empty handshake counted")
+
+
+def test_plain_http_to_a_tls_port_gets_a_400_in_clear(lifeline, upstream, pki):
+    """A plain HTTP request to a TLS listener (`curl http://` to an https port) is answered with
+    a 400 in clear that says why, as nginx does, and counted as a failed handshake; it was closed
+    without a word. A TLS client on the same port is served as ever."""
+    up = upstream()
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)}, listen_tls=_listen_tls(pki), extra=admin_extra(aport))
+    before = metrics(aport).value("lifeline_tls_handshakes_total", side="downstream", result="failed")
+    raw = socket.create_connection((HOST, lf.port), timeout=t(5))
+    raw.sendall(b"GET /x HTTP/1.1\r\nHost: a.test\r\n\r\n")
+    data = b""
+    try:
+        while True:
+            x = raw.recv(4096)
+            if not x:
+                break
+            data += x
+    except OSError:
+        pass
+    raw.close()
+    assert data.startswith(b"HTTP/1.1 400 Bad Request\r\n") and b"TLS port" in data, data
+    assert b"connection: close" in data.lower(), data
+    assert not up.requests
+    assert metrics(aport).value("lifeline_tls_handshakes_total", side="downstream", result="failed") == before + 1
+    status, _, _, _ = _https(lf.port, "a.test", _client_ctx(pki), target="/echo")
+    assert status == 200
