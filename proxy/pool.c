@@ -1,8 +1,9 @@
 /* pool.c — per-worker upstream pools: balancing and idle keep-alive connections (see pool.h).
  *
  * Owns: servers (an array built from the conf pool; a hostname's every address is one server with
- * the configured weight), idle connections, the idle timer. Does not own busy connections (their
- * hop does) nor the conf snapshot.
+ * the configured weight), idle connections, the idle timer; with the other generations' pools
+ * that keep a server, that server's balancer state (struct srv_bal, reference counted: the last
+ * pool_destroy frees it). Does not own busy connections (their hop does) nor the conf snapshot.
  *
  * Idle connections are kept per server, most recently used first: taking the warmest one keeps
  * the set of live connections small, and the least recently used one is at the tail, where the
@@ -34,29 +35,34 @@ static void pool_idle_timer_cb(struct ev_loop *loop, ev_timer *t, int revents);
 /* The server's peak-EWMA latency now: it fades towards 0 while no answer is measured. */
 static double pool_ewma_now(const struct upserver *s, ev_tstamp now)
 {
-    double dt = now - s->ewma_at;
+    const struct srv_bal *b = s->bal;
+    double dt = now - b->ewma_at;
 
-    if (!s->ewma_at || dt <= 0)
-        return s->ewma;
-    return s->ewma * exp(-dt / POOL_EWMA_TAU);
+    if (!b->ewma_at || dt <= 0)
+        return b->ewma;
+    return b->ewma * exp(-dt / POOL_EWMA_TAU);
 }
 
 /* A server back in rotation (its half-open trial succeeded, or its health checks say up again:
  * srv_state.back_since moved) starts unmeasured, like a new one. Its ewma still held the failures
  * that took it out (a failure enters as its timeout, 10 s by default): every pick lost to the
  * servers that stayed, and it got no traffic for a minute and a half while that faded. Each
- * worker finds out at its next look at the server (a pick or a report): one relaxed load. */
+ * worker finds out at its next look at the server (a pick or a report): one relaxed load.
+ * Only the current generation looks: a retired one's server may read another state than the
+ * current one's (a reload that turns outlier detection on or off makes a fresh one), and the two
+ * would take turns resetting the ewma they share. */
 static void pool_ewma_back(struct upserver *s)
 {
+    struct srv_bal *b = s->bal;
     int64_t back;
 
-    if (!s->hs)
+    if (!s->hs || s->pool->retired)
         return;
     back = atomic_load_explicit(&s->hs->st->back_since, memory_order_relaxed);
-    if (back != s->back_seen) {
-        s->back_seen = back;
-        s->ewma = 0;
-        s->ewma_at = 0;
+    if (back != b->back_seen) {
+        b->back_seen = back;
+        b->ewma = 0;
+        b->ewma_at = 0;
     }
 }
 
@@ -68,6 +74,8 @@ int pool_init(struct pool *p, struct worker *w, const struct conf_pool *cp, stru
     p->w = w;
     p->cp = cp;
     p->hp = hp;
+    ev_init(&p->idle_timer, pool_idle_timer_cb);
+    p->idle_timer.data = p;
     for (size_t i = 0; i < cp->nservers; i++)
         n += cp->servers[i].naddrs;
     p->servers = calloc(n ? n : 1, sizeof(*p->servers));
@@ -85,13 +93,18 @@ int pool_init(struct pool *p, struct worker *w, const struct conf_pool *cp, stru
                           : cp->servers[i].authority ? cp->servers[i].authority : s->addr->text;
             s->weight = cp->servers[i].weight ? cp->servers[i].weight : 1;
             s->hs = hp && k - 1 < hp->n ? &hp->servers[k - 1] : NULL;
-            s->back_seen = s->hs ? atomic_load_explicit(&s->hs->st->back_since, memory_order_relaxed) : 0;
             s->m = w->smetrics && s->hs ? &w->smetrics[s->hs->slot] : NULL;
+            /* (pool_hand_over shares the running generation's instead when it has the server) */
+            if (!(s->bal = calloc(1, sizeof(*s->bal)))) {
+                p->nservers = (unsigned)k;   /* pool_destroy frees what was made */
+                return -1;
+            }
+            s->bal->refs = 1;
+            s->bal->cur = s;
+            s->bal->back_seen = s->hs ? atomic_load_explicit(&s->hs->st->back_since, memory_order_relaxed) : 0;
         }
     }
     p->nservers = (unsigned)k;
-    ev_init(&p->idle_timer, pool_idle_timer_cb);
-    p->idle_timer.data = p;
     return 0;
 }
 
@@ -135,6 +148,13 @@ void pool_destroy(struct pool *p)
         }
         tls_session_free(s->tls_sess);
         s->tls_sess = NULL;
+        if (s->bal) {
+            if (s->bal->cur == s)
+                s->bal->cur = NULL;   /* (the newest server gone: no current one to hand to) */
+            if (--s->bal->refs == 0)
+                free(s->bal);
+            s->bal = NULL;
+        }
     }
     ev_timer_stop(p->w->loop, &p->idle_timer);
     free(p->servers);
@@ -299,9 +319,11 @@ void pool_conn_move(struct upconn *uc, struct hop *h)
 
 void pool_server_inflight_add(struct upserver *s, int delta)
 {
-    s->inflight += (unsigned)delta;
+    s->bal->inflight += (unsigned)delta;
     pool_gauge(s, 0, 0, delta);
 }
+
+static bool pool_conn_fits(const struct upconn *uc, const struct upserver *from, const struct upserver *to);
 
 /* Puts uc (no owner any more) into its server's idle list, or closes it (then uc is freed: false). */
 static bool pool_idle_push(struct upconn *uc)
@@ -310,6 +332,16 @@ static bool pool_idle_push(struct upconn *uc)
     struct pool *p = s->pool;
     struct worker *w = p->w;
 
+    /* Busy at a reload or DNS change, done now: it goes on serving the server's current
+     * generation, as the idle ones moved at the switch do (it was closed: with keep-alive clients
+     * every switch, even a DNS change of another pool, cost a new connection per busy one). */
+    if (p->retired && !w->draining && s->bal->cur && s->bal->cur != s && !s->bal->cur->pool->retired &&
+        pool_conn_fits(uc, s, s->bal->cur)) {
+        s = uc->server = s->bal->cur;
+        p = s->pool;
+        if (uc->x.ssl)
+            uc->x.sess_slot = &s->tls_sess;
+    }
     uc->hop = NULL;
     if (ev_is_active(&uc->wr) || ev_is_pending(&uc->wr))   /* (rarely: a send that blocked) */
         ev_io_stop(w->loop, &uc->wr);
@@ -363,29 +395,31 @@ void pool_unclaim(struct upserver *s, int64_t trial)
 void pool_latency(struct upserver *s, double latency, ev_tstamp started)
 {
     struct pool *p = s->pool;
+    struct srv_bal *b;
     ev_tstamp now;
     double dt, keep;
 
     if (latency < 0 || p->cp->balance != BALANCE_EWMA)
         return;
     pool_ewma_back(s);
+    b = s->bal;
     now = ev_now(p->w->loop);
     /* An attempt that started before the server came back measured the server that went out:
      * its sample (a timeout, as a rule) would undo the reset at once. Judged by when it started,
      * not by its sample: a failure after the return enters as its timeout, as any failure does
      * (SPEC §2: a server that fails fast never attracts traffic). */
-    if (s->back_seen && started > 0 && health_now() - (int64_t)((now - started) * 1000.0) < s->back_seen)
+    if (b->back_seen && started > 0 && health_now() - (int64_t)((now - started) * 1000.0) < b->back_seen)
         return;
     /* Peak EWMA (Finagle, Linkerd): a sample above the mean replaces it at once, so a server
      * turning slow (or failing: the hop reports a failure as its timeout) is avoided from its
      * first bad answer; below the mean it blends in with a POOL_EWMA_TAU time constant. */
-    dt = s->ewma_at ? now - s->ewma_at : 0;
+    dt = b->ewma_at ? now - b->ewma_at : 0;
     keep = dt > 0 ? exp(-dt / POOL_EWMA_TAU) : 1.0;   /* exp(0) without the call */
-    if (!s->ewma_at || latency > s->ewma)
-        s->ewma = latency;
+    if (!b->ewma_at || latency > b->ewma)
+        b->ewma = latency;
     else
-        s->ewma = s->ewma * keep + latency * (1.0 - keep);
-    s->ewma_at = now;
+        b->ewma = b->ewma * keep + latency * (1.0 - keep);
+    b->ewma_at = now;
 }
 
 void pool_report(struct upserver *s, bool failure, double latency, ev_tstamp started, int64_t trial)
@@ -452,13 +486,50 @@ static bool pool_tls_fits(const struct upserver *a, const struct upserver *b)
            str_same(x->tls.client_key, y->tls.client_key) && str_same(a->host, b->host);
 }
 
-void pool_move_idle(struct pool *from, struct pool *to)
+/* A connection made to server `from` can go on serving `to` (the same address in a newer
+ * generation): TLS on both sides or on neither, and a TLS one only under pool_tls_fits. */
+static bool pool_conn_fits(const struct upconn *uc, const struct upserver *from, const struct upserver *to)
 {
+    return !uc->x.ssl == !to->pool->cp->tls.ctx && (!uc->x.ssl || pool_tls_fits(from, to));
+}
+
+/* The server of p with address `text`, or NULL. */
+static struct upserver *pool_find(struct pool *p, const char *text)
+{
+    for (unsigned j = 0; p && j < p->nservers; j++) {
+        if (strcmp(p->servers[j].addr->text, text) == 0)
+            return &p->servers[j];
+    }
+    return NULL;
+}
+
+void pool_hand_over(struct pool *from, struct pool *to)
+{
+    if (to) {
+        /* the same pool: its network has not changed with the file */
+        to->connect_srtt = from->connect_srtt;
+        to->connect_samples = from->connect_samples;
+    }
     for (unsigned i = 0; i < from->nservers; i++) {
-        struct upserver *s = &from->servers[i], *t = NULL;
-        for (unsigned j = 0; to && j < to->nservers; j++) {
-            if (strcmp(to->servers[j].addr->text, s->addr->text) == 0)
-                t = &to->servers[j];
+        struct upserver *s = &from->servers[i], *t = pool_find(to, s->addr->text);
+        if (t && t->bal != s->bal) {
+            /* The same server: its fresh state gives way to the running one, shared from now on.
+             * A fresh one forgot what the balancer knew: with ewma a server known to be slow
+             * looked cheapest and took the burst after every reload; least_conn and random_two
+             * lost the attempts still in flight on the old generation and sent a stuck server
+             * more; round robin started its rotation again. back_seen stays the running one's:
+             * a server that came back meanwhile (or whose checks a reload removed while they said
+             * down) is found back at the next look, and its ewma starts over then. */
+            free(t->bal);
+            t->bal = s->bal;
+            t->bal->refs++;
+            t->bal->cur = t;
+            /* a session verified under the same settings resumes as the connections move */
+            if (s->tls_sess && pool_tls_fits(s, t)) {
+                tls_session_free(t->tls_sess);
+                t->tls_sess = s->tls_sess;
+                s->tls_sess = NULL;
+            }
         }
         /* oldest first, so the moved list keeps its most-recently-used-first order */
         while (s->idle_tail) {
@@ -467,7 +538,7 @@ void pool_move_idle(struct pool *from, struct pool *to)
             upconn_unlink(uc);
             /* A connection whose transport no longer fits the pool is closed: TLS turned on or
              * off, or its verification, CA, SNI, client certificate or server name changed. */
-            if (!t || !uc->x.ssl != !t->pool->cp->tls.ctx || (uc->x.ssl && !pool_tls_fits(s, t))) {
+            if (!t || !pool_conn_fits(uc, s, t)) {
                 pool_close(uc);
                 continue;
             }
@@ -478,6 +549,7 @@ void pool_move_idle(struct pool *from, struct pool *to)
                 uc->idle_since = since;
         }
     }
+    from->retired = true;
     pool_arm_idle_timer(from);
     if (to)
         pool_arm_idle_timer(to);
@@ -535,16 +607,16 @@ static struct upserver *pick_smooth(struct pool *p, const struct pool_pick_ctx *
     for (unsigned i = 0; i < p->nservers; i++) {
         struct upserver *s = &p->servers[i];
         if (!pick_ok(p, ctx, i) ||
-            (tied && (uint64_t)s->inflight * eff_weight(tied, ctx) != (uint64_t)tied->inflight * eff_weight(s, ctx)))
+            (tied && (uint64_t)s->bal->inflight * eff_weight(tied, ctx) != (uint64_t)tied->bal->inflight * eff_weight(s, ctx)))
             continue;
         uint64_t ew = eff_weight(s, ctx);
-        s->cw += (int64_t)ew;
+        s->bal->cw += (int64_t)ew;
         total += (int64_t)ew;
-        if (!best || s->cw > best->cw)
+        if (!best || s->bal->cw > best->bal->cw)
             best = s;
     }
     if (best)
-        best->cw -= total;
+        best->bal->cw -= total;
     return best;
 }
 
@@ -561,8 +633,8 @@ static struct upserver *pick_least_conn(struct pool *p, const struct pool_pick_c
         if (!pick_ok(p, ctx, i))
             continue;
         /* compare inflight/weight without division */
-        uint64_t ls = (uint64_t)s->inflight * eff_weight(best ? best : s, ctx);
-        uint64_t lb = best ? (uint64_t)best->inflight * eff_weight(s, ctx) : ls;
+        uint64_t ls = (uint64_t)s->bal->inflight * eff_weight(best ? best : s, ctx);
+        uint64_t lb = best ? (uint64_t)best->bal->inflight * eff_weight(s, ctx) : ls;
         if (!best || ls < lb) {
             best = s;
             ties = 1;
@@ -606,9 +678,10 @@ static struct upserver *pick_weighted(struct pool *p, const struct pool_pick_ctx
 #define POOL_EWMA_PENALTY 1e6   /* seconds: beyond any measured latency (a failure enters as its timeout) */
 static double ewma_cost(const struct upserver *s, const struct pool_pick_ctx *ctx)
 {
-    double lat = s->ewma_at ? pool_ewma_now(s, ev_now(s->pool->w->loop)) : s->inflight ? POOL_EWMA_PENALTY : 0;
+    const struct srv_bal *b = s->bal;
+    double lat = b->ewma_at ? pool_ewma_now(s, ev_now(s->pool->w->loop)) : b->inflight ? POOL_EWMA_PENALTY : 0;
 
-    return (lat + 1e-4) * (s->inflight + 1) / (double)eff_weight(s, ctx);
+    return (lat + 1e-4) * (b->inflight + 1) / (double)eff_weight(s, ctx);
 }
 
 /* Power of two choices: two distinct random candidates, the less loaded wins (random_two; and
@@ -636,7 +709,7 @@ static struct upserver *pick_random_two(struct pool *p, const struct pool_pick_c
             total += pick_ok(p, ctx, i) ? eff_weight(&p->servers[i], ctx) : 0;
         a = pick_weighted(p, ctx, NULL, total);
         b = pick_weighted(p, ctx, a, total - eff_weight(a, ctx));
-        return (uint64_t)a->inflight * eff_weight(b, ctx) <= (uint64_t)b->inflight * eff_weight(a, ctx) ? a : b;
+        return (uint64_t)a->bal->inflight * eff_weight(b, ctx) <= (uint64_t)b->bal->inflight * eff_weight(a, ctx) ? a : b;
     }
     r1 = (unsigned)(worker_rand(p->w) % avail);
     r2 = (unsigned)(worker_rand(p->w) % (avail - 1));

@@ -8,7 +8,7 @@
  * close by the server is noticed at once; while busy the hop's callbacks are installed with
  * pool_conn_attach().
  *
- * Fields of struct upserver and struct upconn are written by pool.c only (issue 8): a hop reads
+ * Fields of struct upserver, srv_bal and upconn are written by pool.c only (issue 8): a hop reads
  * them and calls pool_conn_attach / pool_conn_move / pool_server_inflight_add. Two exceptions,
  * by design: while busy, the owning hop starts and stops the connection's watchers (its own I/O)
  * and fills and drains `in` (the response bytes), which it may give back while paused and take
@@ -33,18 +33,34 @@ struct hop;
 struct srv_health;
 struct health_pool;
 
+/* What one worker's balancers know of one server (a pool name and an address) beyond a single
+ * generation. The upservers of successive generations that keep the server share it
+ * (pool_hand_over), so that a reload or a DNS change (of any pool: both make a new generation)
+ * resets none of it, and attempts still running on a retired generation count in the current
+ * one's in-flight and feed its ewma. Owned jointly by those upservers (refs, one thread: the
+ * worker's); the last pool_destroy() that drops it frees it, so a hop ending after its generation
+ * was retired never writes to freed memory, whichever generation is freed first. */
+struct srv_bal {
+    unsigned refs;                      /* upservers pointing here */
+    struct upserver *cur;               /* the newest of them: where a connection released to an
+                                         * older one goes (pool_release); NULL once it is gone */
+    double ewma;                        /* balance ewma: decaying mean of response-head latency, s */
+    ev_tstamp ewma_at;                  /* when ewma was last updated (0: unmeasured) */
+    int64_t back_seen;                  /* the hs back_since the ewma was last checked against:
+                                         * when it moves, the server came back into rotation and
+                                         * ewma starts over (pool.c) */
+    int64_t cw;                         /* smooth weighted round robin: current weight */
+    unsigned inflight;                  /* hops using this server now, on any generation
+                                         * (pool_server_inflight_add) */
+};
+
 struct upserver {
     struct pool *pool;
     const struct conf_sockaddr *addr;   /* in the pool's conf snapshot */
     struct srv_health *hs;              /* shared ejection/health state; NULL in unit tests */
     unsigned weight;
-    double ewma;                        /* balance ewma: decaying mean of response-head latency, s */
-    ev_tstamp ewma_at;                  /* when ewma was last updated (0: unmeasured) */
-    int64_t back_seen;                  /* the hs back_since this worker's ewma was last checked
-                                         * against: when it moves, the server came back into
-                                         * rotation and ewma starts over (pool.c) */
-    int64_t cw;                         /* smooth weighted round robin: current weight */
-    unsigned inflight;                  /* hops using this server now (pool_server_inflight_add) */
+    struct srv_bal *bal;                /* balancer state, shared with the generations that keep
+                                         * this server (never NULL once pool_init succeeded) */
     struct upconn *idle;                /* idle connections, most recently used first */
     struct upconn *idle_tail;           /* least recently used */
     unsigned nidle;
@@ -57,7 +73,9 @@ struct upserver {
     const char *hostport;               /* host:port for host_header: upstream: as written for a
                                          * name (api.internal:8000, as nginx's proxy_pass sends
                                          * it), the address for an IP (conf snapshot) */
-    void *tls_sess;                     /* TLS pools: the last session it gave us (resumption) */
+    void *tls_sess;                     /* TLS pools: the last session it gave us (resumption);
+                                         * handed to the next generation's server when the TLS
+                                         * settings allow (pool_hand_over) */
 };
 
 struct upconn {
@@ -79,8 +97,11 @@ struct pool {
     struct upserver *servers;
     unsigned nservers;
     unsigned nidle;                     /* idle connections over all servers */
-    bool retired;                       /* of a retired generation: released connections are closed */
-    double connect_srtt;                /* smoothed connect time (s), for connect_race: auto */
+    bool retired;                       /* of a retired generation (pool_hand_over): a connection
+                                         * released here goes to the current generation's server
+                                         * or is closed */
+    double connect_srtt;                /* smoothed connect time (s), for connect_race: auto;
+                                         * carried over by pool_hand_over */
     unsigned connect_samples;
     ev_timer idle_timer;                /* closes connections idle longer than keepalive_timeout */
 };
@@ -105,9 +126,11 @@ struct pool_pick_ctx {
 };
 
 /* Builds a pool for worker w from cp; hp (may be NULL) is the shared health state of the same
- * servers, in the same order. Returns 0, or -1 when out of memory (p left empty). */
+ * servers, in the same order. Every server starts with a balancer state of its own. Returns 0, or
+ * -1 when out of memory (pool_destroy frees what was made). */
 int pool_init(struct pool *p, struct worker *w, const struct conf_pool *cp, struct health_pool *hp);
-/* Closes every idle connection and frees the servers. Busy connections must be gone already. */
+/* Closes every idle connection and frees the servers (and the balancer states no other
+ * generation's server shares). Busy connections must be gone already. */
 void pool_destroy(struct pool *p);
 
 /* Chooses a server in rotation with the pool's balancer, skipping excluded ones; NULL when none
@@ -134,7 +157,9 @@ struct upconn *pool_take(struct upserver *s, bool recoverable);
 struct upconn *pool_connect(struct upserver *s, int *err);
 /* Gives a connection that finished a response cleanly back to the pool (closed instead when the
  * pool is full or draining), counting the request it carried. Its watchers are returned to the
- * pool's idle handling; `in` is freed. */
+ * pool's idle handling; `in` is freed. A connection of a retired generation goes to the current
+ * generation's server for the same address, under pool_hand_over's TLS rule (closed when there is
+ * none): a reload or a DNS change no longer closes every upstream connection busy at the switch. */
 void pool_release(struct upconn *uc);
 /* Watcher callbacks a busy connection's owner installs. */
 typedef void (*pool_io_cb)(struct ev_loop *loop, ev_io *io, int revents);
@@ -150,9 +175,16 @@ void pool_server_inflight_add(struct upserver *s, int delta);
 /* Closes and frees a connection the caller owns. */
 void pool_close(struct upconn *uc);
 
-/* Reload: moves every idle connection of `from` to the server with the same address in `to`
- * (closing those with no such server, or all when to is NULL). */
-void pool_move_idle(struct pool *from, struct pool *to);
+/* A new generation (a reload or a DNS change) takes over from the running one's pool of the same
+ * name: `to` (NULL: the pool is gone) is the new one, before it serves anything. Every server of
+ * `to` with the same address as one of `from` (the same server: pool name and address, as the
+ * shared health state and the metrics slots are matched) shares its balancer state (struct
+ * srv_bal: ewma, in-flight count, round-robin weight) and takes its TLS session; `to` takes the
+ * smoothed connect time. Idle connections move to the server with the same address (closed when
+ * there is none). A TLS session or connection moves only when both pools speak TLS with the same
+ * trust and identity settings and the server's name is the same; a plain one only to a plain pool.
+ * `from` is retired from then on (pool_release). */
+void pool_hand_over(struct pool *from, struct pool *to);
 
 /* Gauges of lifeline_upstream_connections and in-flight counts, kept per server slot. */
 void pool_gauge(struct upserver *s, int active, int idle, int inflight);

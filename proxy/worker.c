@@ -851,9 +851,10 @@ fail:
     return -1;
 }
 
-/* Switches to the snapshot main handed over: a new generation, idle connections to unchanged
- * servers carried over, listeners kept, added or closed. In-flight exchanges finish on the old
- * generation. */
+/* Switches to the snapshot main handed over: a new generation, the balancer state and idle
+ * connections of unchanged servers carried over (pool_hand_over), listeners kept, added or closed.
+ * In-flight exchanges finish on the old generation; their attempts count in the new one's
+ * balancers, and their connections go to the new one's pools once done. */
 static void worker_switch(struct worker *w, struct runtime *rt)
 {
     struct gen *old = w->gen, *g = gen_new(w, rt);
@@ -886,8 +887,7 @@ static void worker_switch(struct worker *w, struct runtime *rt)
             if (strcmp(c->pools[j].name, old->conf->pools[i].name) == 0)
                 np = &g->pools[j];
         }
-        pool_move_idle(&old->pools[i], (struct pool *)np);
-        old->pools[i].retired = true;
+        pool_hand_over(&old->pools[i], (struct pool *)np);
     }
     w->gen = g;
     w->conf = g->conf;

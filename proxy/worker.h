@@ -88,8 +88,9 @@ struct route_stats { struct retry_window window; };
 
 /* Everything a worker builds from one conf snapshot. The current generation serves new requests;
  * after a reload the previous one is retired and lives on while exchanges that started on it hold
- * references (refs: 1 while current, plus one per exchange). Its pools then close connections
- * given back to them instead of keeping them. */
+ * references (refs: 1 while current, plus one per exchange). Its pools then keep no connection:
+ * one given back goes to the current generation's server for the same address, or is closed
+ * (pool_hand_over). */
 struct gen {
     struct conf *conf;                  /* reference held */
     struct runtime *rt;                 /* reference held */

@@ -617,3 +617,45 @@ def test_retry_budget_window_survives_dns_changes(lifeline, dns, two_upstreams, 
         assert lf.fetch("GET", "/status/503?b%d" % i).status == 503
     if time.monotonic() - start < 9:
         assert retries() == 10, "the budget's floor was handed out again after the DNS changes"
+
+
+def test_busy_upstream_connections_survive_dns_changes_of_another_pool(lifeline, dns, two_upstreams, upstream):
+    """A DNS change of pool `moving` makes a new generation for every pool. Pool a's upstream
+    connections busy at a change were closed once their answers were done (their pool retired):
+    4 keep-alive clients on a 0.2 s server opened a new connection per busy one at every change
+    of the other pool's records (old binary: 28 over 8 changes). They now go on serving the new
+    generation, and none is opened."""
+    from conftest import Conn
+    port, _, _ = two_upstreams
+    up = upstream("up", delay=0.2)
+    lf, _ = _two_pools(lifeline, dns, port, {"servers": [up.address]})
+    halt, errors = threading.Event(), []
+
+    def client():
+        try:
+            with Conn(lf.port, timeout=t(10)) as c:
+                while not halt.is_set():
+                    c.request("GET", "/echo/x")
+                    r = c.read_response(timeout=t(10))
+                    assert r.status == 200, r
+        except Exception as e:   # noqa: BLE001 (reported below)
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(4)]
+    for th in threads:
+        th.start()
+    try:
+        wait_for(lambda: len(up.completed) >= 12, t(5), what="the clients' first answers")
+        c0, changes0 = up.connections, lf.stderr_text().count("DNS change")
+        with Churn(dns, every=0.2):
+            time.sleep(1.7)
+        changes = lf.stderr_text().count("DNS change") - changes0
+        opened = up.connections - c0
+    finally:
+        halt.set()
+        for th in threads:
+            th.join(t(10))
+    assert not errors, errors[:5]
+    assert c0 <= 4, "setup: %d upstream connections for 4 keep-alive clients" % c0
+    assert changes >= 3, "the other pool's records changed only %d times" % changes
+    assert opened <= 1, "%d new upstream connections over %d DNS changes of another pool" % (opened, changes)

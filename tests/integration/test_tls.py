@@ -828,6 +828,35 @@ def test_upstream_session_resumed_on_new_connection(lifeline, raw_upstream, pki,
     assert reused == [False, True, True], reused
 
 
+def test_upstream_session_carried_over_reload(lifeline, raw_upstream, pki):
+    """A reload keeps a server's TLS session where it keeps its idle TLS connections (the same
+    `tls` settings and server name): the first new connection after it resumes. Under other
+    settings (verification turned off) the session is not offered. A new generation started with
+    none: a full handshake per server after every reload, and every DNS change of any pool."""
+    import copy
+    reused = []
+
+    async def script(conn):
+        req = await conn.read_request()
+        if req is None:
+            return
+        reused.append(conn.writer.get_extra_info("ssl_object").session_reused)
+        await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+
+    up = raw_upstream(script, ssl=_server_ctx(pki["up"]))
+    lf = lifeline(pools={"p": _tls_pool(pki, up.address)}, workers=1)
+    assert lf.fetch("GET", "/r/0").status == 200
+    reload(lf, copy.deepcopy(lf.config))
+    assert lf.fetch("GET", "/r/1").status == 200
+    cfg = copy.deepcopy(lf.config)
+    cfg["pools"]["p"]["tls"]["verify"] = False
+    reload(lf, cfg)
+    for i in (2, 3):
+        assert lf.fetch("GET", "/r/%d" % i).status == 200
+    assert up.connections == 4, up.connections
+    assert reused == [False, True, False, True], reused
+
+
 # --------------------------------------------------------------------------------------------
 # A reload swaps the listener certificate under load: no request fails, open connections go on,
 # new connections get the new certificate

@@ -1,5 +1,6 @@
 /* test_pool.c — balancers: smooth weighted round robin, least_conn, random_two, hash, ewma;
- * connect_race: auto arithmetic; a connection's hand-over between a hop and the idle pool. */
+ * connect_race: auto arithmetic; a connection's hand-over between a hop and the idle pool; a pool's
+ * hand-over to the next generation. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -70,7 +71,7 @@ static void test_round_robin_weights(void **state)
     assert_int_equal(hits[0], 10);
     assert_int_equal(hits[1], 30);
     assert_true(maxrun <= 3);
-    free(p.servers);
+    pool_destroy(&p);
 }
 
 static void test_round_robin_excluded(void **state)
@@ -85,7 +86,7 @@ static void test_round_robin_excluded(void **state)
         assert_ptr_not_equal(pool_pick(&p, &ctx), &p.servers[1]);
     ctx.excluded = 7;
     assert_null(pool_pick(&p, &ctx));
-    free(p.servers);
+    pool_destroy(&p);
 }
 
 static void test_least_conn(void **state)
@@ -95,14 +96,14 @@ static void test_least_conn(void **state)
 
     (void)state;
     setup_pool(&p, BALANCE_LEAST_CONN, weights, 3);
-    p.servers[0].inflight = 3;
-    p.servers[1].inflight = 1;
-    p.servers[2].inflight = 3;   /* 1.5 per weight unit */
+    p.servers[0].bal->inflight = 3;
+    p.servers[1].bal->inflight = 1;
+    p.servers[2].bal->inflight = 3;   /* 1.5 per weight unit */
     for (int i = 0; i < 6; i++)
         assert_ptr_equal(pool_pick(&p, NULL), &p.servers[1]);
-    p.servers[1].inflight = 2;   /* 2 vs 1.5: the weighted one wins */
+    p.servers[1].bal->inflight = 2;   /* 2 vs 1.5: the weighted one wins */
     assert_ptr_equal(pool_pick(&p, NULL), &p.servers[2]);
-    free(p.servers);
+    pool_destroy(&p);
 }
 
 static void test_random_two(void **state)
@@ -118,12 +119,12 @@ static void test_random_two(void **state)
     for (int i = 0; i < 3; i++)
         assert_true(hits[i] > 50);
     /* a loaded server is never chosen when two candidates always include a lighter one */
-    p.servers[0].inflight = 100;
+    p.servers[0].bal->inflight = 100;
     memset(hits, 0, sizeof(hits));
     for (int i = 0; i < 300; i++)
         hits[pool_pick(&p, NULL) - p.servers]++;
     assert_int_equal(hits[0], 0);
-    free(p.servers);
+    pool_destroy(&p);
 }
 
 static void test_hash_stable(void **state)
@@ -160,7 +161,7 @@ static void test_hash_stable(void **state)
             moved++;
     }
     assert_int_equal(moved, hits[2]);
-    free(p.servers);
+    pool_destroy(&p);
 }
 
 /* SPEC §2 connect_race: auto = 4 x smoothed connect time within [10ms, connect/2], 50ms unmeasured. */
@@ -213,10 +214,10 @@ static void test_ewma(void **state)
     assert_int_equal(hits[0], 0);
     assert_true(hits[1] > 1000 && hits[2] > 1000);
     /* still avoided while the good ones carry load: cost 0.2 x 1 against 0.001 x 21 */
-    p.servers[1].inflight = p.servers[2].inflight = 20;
+    p.servers[1].bal->inflight = p.servers[2].bal->inflight = 20;
     for (int i = 0; i < 1000; i++)
         assert_true(pool_pick(&p, NULL) != &p.servers[0]);
-    p.servers[1].inflight = p.servers[2].inflight = 0;
+    p.servers[1].bal->inflight = p.servers[2].bal->inflight = 0;
     /* peak: one slow answer replaces a fast mean at once */
     pool_report(&p.servers[1], false, 0.150, 0, 0);
     memset(hits, 0, sizeof(hits));
@@ -225,14 +226,14 @@ static void test_ewma(void **state)
     assert_int_equal(hits[0], 0);                  /* P2C: only a pair of the two bad ones picks 1 */
     assert_true(hits[1] < 400 && hits[2] > 600);
     /* pending connects count: a server with many attempts in flight loses to an idle one */
-    p.servers[2].inflight = 1000;
+    p.servers[2].bal->inflight = 1000;
     memset(hits, 0, sizeof(hits));
     for (int i = 0; i < 1000; i++)
         hits[pool_pick(&p, NULL) - p.servers]++;
     assert_true(hits[2] < 1000);
-    p.servers[2].inflight = 0;
+    p.servers[2].bal->inflight = 0;
     /* a minute without answers: the refusing server's cost has faded and it gets probed */
-    p.servers[0].ewma_at -= 60.0;
+    p.servers[0].bal->ewma_at -= 60.0;
     memset(hits, 0, sizeof(hits));
     for (int i = 0; i < 3000; i++)
         hits[pool_pick(&p, NULL) - p.servers]++;
@@ -256,18 +257,18 @@ static void test_ewma_unmeasured_with_pending(void **state)
     w.loop = ev_loop_new(EVFLAG_AUTO);
     assert_non_null(w.loop);
     pool_report(&p.servers[0], false, 0.002, 0, 0);      /* measured: 2 ms */
-    p.servers[0].inflight = 30;
+    p.servers[0].bal->inflight = 30;
     assert_ptr_equal(pool_pick(&p, NULL), &p.servers[1]);   /* idle and unmeasured: tried */
-    p.servers[1].inflight = 1;
+    p.servers[1].bal->inflight = 1;
     for (int i = 0; i < 100; i++)
         assert_ptr_equal(pool_pick(&p, NULL), &p.servers[0]);
     /* its first answer measures it: 1 ms, cheaper again under less load */
     pool_report(&p.servers[1], false, 0.001, 0, 0);
     assert_ptr_equal(pool_pick(&p, NULL), &p.servers[1]);
     /* both unmeasured with attempts pending: the less loaded one */
-    p.servers[0].ewma = p.servers[0].ewma_at = p.servers[1].ewma = p.servers[1].ewma_at = 0;
-    p.servers[0].inflight = 3;
-    p.servers[1].inflight = 2;
+    p.servers[0].bal->ewma = p.servers[0].bal->ewma_at = p.servers[1].bal->ewma = p.servers[1].bal->ewma_at = 0;
+    p.servers[0].bal->inflight = 3;
+    p.servers[1].bal->inflight = 2;
     assert_ptr_equal(pool_pick(&p, NULL), &p.servers[1]);
     pool_destroy(&p);
     ev_loop_destroy(w.loop);
@@ -307,28 +308,28 @@ static void test_ewma_back_in_rotation(void **state)
     /* it comes back (its trial succeeded a second ago): the next pick finds it unmeasured */
     atomic_store(&st[0].back_since, health_now() - 1000);
     assert_ptr_equal(pool_pick(&p, NULL), &p.servers[0]);
-    assert_true(p.servers[0].ewma_at == 0 && p.servers[0].ewma == 0);
+    assert_true(p.servers[0].bal->ewma_at == 0 && p.servers[0].bal->ewma == 0);
     /* an attempt that started before it came back (10 s ago) measured the server that went out */
     pool_report(&p.servers[0], true, 10.0, ev_now(w.loop) - 10.0, 0);
-    assert_true(p.servers[0].ewma_at == 0);
+    assert_true(p.servers[0].bal->ewma_at == 0);
     /* one that started since is measured, a failure as its timeout (it fails fast: avoided) */
     pool_report(&p.servers[0], true, 10.0, ev_now(w.loop) - 0.001, 0);
-    assert_true(p.servers[0].ewma_at > 0 && p.servers[0].ewma == 10.0);
-    p.servers[0].ewma = p.servers[0].ewma_at = 0;
+    assert_true(p.servers[0].bal->ewma_at > 0 && p.servers[0].bal->ewma == 10.0);
+    p.servers[0].bal->ewma = p.servers[0].bal->ewma_at = 0;
     /* both fast now, both picked */
     pool_report(&p.servers[0], false, 0.001, ev_now(w.loop) - 0.001, 0);
-    assert_true(p.servers[0].ewma_at > 0 && p.servers[0].ewma < 0.01);
+    assert_true(p.servers[0].bal->ewma_at > 0 && p.servers[0].bal->ewma < 0.01);
     memset(hits, 0, sizeof(hits));
     for (int i = 0; i < 1000; i++) {
         struct upserver *s = pool_pick(&p, NULL);
         hits[s - p.servers]++;
-        s->inflight++;   /* (load spreads the picks between equal latencies) */
+        s->bal->inflight++;   /* (load spreads the picks between equal latencies) */
     }
     assert_true(hits[0] > 300 && hits[1] > 300);
     /* the same return seen again resets nothing */
-    p.servers[0].inflight = p.servers[1].inflight = 0;
+    p.servers[0].bal->inflight = p.servers[1].bal->inflight = 0;
     pool_pick(&p, NULL);
-    assert_true(p.servers[0].ewma_at > 0);
+    assert_true(p.servers[0].bal->ewma_at > 0);
     pool_destroy(&p);
     ev_loop_destroy(w.loop);
     w.loop = NULL;
@@ -371,11 +372,11 @@ static void test_conn_handover(void **state)
 
     /* in flight: counted for the balancer, and back */
     pool_server_inflight_add(&p.servers[0], 1);
-    assert_int_equal(p.servers[0].inflight, 1);
+    assert_int_equal(p.servers[0].bal->inflight, 1);
     for (int i = 0; i < 4; i++)
         assert_ptr_equal(pool_pick(&p, NULL), &p.servers[1]);
     pool_server_inflight_add(&p.servers[0], -1);
-    assert_int_equal(p.servers[0].inflight, 0);
+    assert_int_equal(p.servers[0].bal->inflight, 0);
 
     uc = pool_connect(&p.servers[0], &err);
     assert_non_null(uc);
@@ -565,6 +566,112 @@ static void test_reuse_check(void **state)
     w.loop = NULL;
 }
 
+/* A new generation (a reload, or a DNS change of any pool) takes over the running pool: the same
+ * servers share their balancer state, so attempts still in flight on the old generation count in
+ * the new one's least_conn and a connection busy at the switch goes to the new pool when done.
+ * Either generation may be freed first. Before, every switch started each server afresh (in-flight
+ * 0) and closed every connection busy at the switch when it came back. */
+static void test_hand_over(void **state)
+{
+    static const unsigned weights[] = { 1, 1 };
+    struct pool p, q;
+    struct upconn *uc1, *uc2;
+    int lfd, err = 0, peer1, peer2;
+    char fake_hop[1], c;
+
+    (void)state;
+    setup_pool(&p, BALANCE_LEAST_CONN, weights, 2);
+    w.loop = ev_loop_new(EVFLAG_AUTO);
+    assert_non_null(w.loop);
+    lfd = listen_as_server0();
+    /* two attempts on server 0, each on a connection of its own */
+    uc1 = pool_connect(&p.servers[0], &err);
+    assert_non_null(uc1);
+    peer1 = accept(lfd, NULL, NULL);
+    uc2 = pool_connect(&p.servers[0], &err);
+    assert_non_null(uc2);
+    peer2 = accept(lfd, NULL, NULL);
+    assert_true(peer1 >= 0 && peer2 >= 0);
+    pool_conn_attach(uc1, (struct hop *)fake_hop, cb_a, cb_b);
+    pool_conn_attach(uc2, (struct hop *)fake_hop, cb_a, cb_b);
+    pool_server_inflight_add(&p.servers[0], 2);
+    pool_connect_sample(&p, 0.004);
+    p.servers[1].bal->cw = 7;
+
+    /* the switch: same pool, same servers */
+    assert_int_equal(pool_init(&q, &w, &cp, NULL), 0);
+    pool_hand_over(&p, &q);
+    assert_true(p.retired && !q.retired);
+    assert_ptr_equal(q.servers[0].bal, p.servers[0].bal);
+    assert_int_equal(q.servers[0].bal->inflight, 2);
+    assert_int_equal(q.servers[1].bal->cw, 7);
+    assert_int_equal(q.connect_samples, 1);
+    assert_true(q.connect_srtt == 0.004);
+    /* least_conn on the new generation sees the attempts of the old one */
+    for (int i = 0; i < 4; i++)
+        assert_ptr_equal(pool_pick(&q, NULL), &q.servers[1]);
+    /* one ends: its count goes down where the new generation reads, its connection goes to the
+     * new pool (not closed) */
+    pool_server_inflight_add(&p.servers[0], -1);
+    assert_int_equal(q.servers[0].bal->inflight, 1);
+    pool_release(uc1);
+    assert_ptr_equal(uc1->server, &q.servers[0]);
+    assert_int_equal(q.servers[0].nidle, 1);
+    assert_int_equal(p.servers[0].nidle, 0);
+    assert_ptr_equal(pool_take(&q.servers[0], false), uc1);
+    pool_conn_attach(uc1, (struct hop *)fake_hop, cb_a, cb_b);
+    pool_release(uc1);
+    assert_int_equal(q.servers[0].nidle, 1);
+
+    /* the new generation goes first (a later switch removed the pool, its exchanges ended): the
+     * old one's last attempt still ends safely, and its connection, with nowhere to go, closes */
+    pool_hand_over(&q, NULL);
+    pool_destroy(&q);
+    pool_server_inflight_add(&p.servers[0], -1);
+    assert_int_equal(p.servers[0].bal->inflight, 0);
+    pool_release(uc2);
+    assert_int_equal(p.servers[0].nidle, 0);
+    assert_int_equal(recv(peer2, &c, 1, 0), 0);   /* closed: EOF at the server */
+    assert_int_equal(recv(peer1, &c, 1, 0), 0);   /* (uc1 closed with q) */
+    pool_destroy(&p);
+    close(peer1);
+    close(peer2);
+    close(lfd);
+    ev_loop_destroy(w.loop);
+    w.loop = NULL;
+}
+
+/* SPEC §2 ewma across a switch: a server known to be slow stays avoided (it looked unmeasured,
+ * the cheapest, and took the burst after every reload), and a sample of an attempt that started
+ * on the old generation reaches the new one's balancer. */
+static void test_hand_over_ewma(void **state)
+{
+    static const unsigned weights[] = { 1, 1 };
+    struct pool p, q;
+
+    (void)state;
+    setup_pool(&p, BALANCE_EWMA, weights, 2);
+    w.loop = ev_loop_new(EVFLAG_AUTO);
+    assert_non_null(w.loop);
+    pool_report(&p.servers[0], false, 0.005, 0, 0);
+    pool_report(&p.servers[1], false, 0.800, 0, 0);
+    assert_int_equal(pool_init(&q, &w, &cp, NULL), 0);
+    pool_hand_over(&p, &q);
+    for (int i = 0; i < 1000; i++)
+        assert_ptr_equal(pool_pick(&q, NULL), &q.servers[0]);
+    /* server 0 fails on the old generation: entered as its timeout, seen by the new one */
+    pool_report(&p.servers[0], true, 10.0, ev_now(w.loop), 0);
+    assert_true(q.servers[0].bal->ewma == 10.0);
+    for (int i = 0; i < 1000; i++)
+        assert_ptr_equal(pool_pick(&q, NULL), &q.servers[1]);
+    /* the old generation goes first this time */
+    pool_destroy(&p);
+    assert_ptr_equal(pool_pick(&q, NULL), &q.servers[1]);
+    pool_destroy(&q);
+    ev_loop_destroy(w.loop);
+    w.loop = NULL;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -579,6 +686,8 @@ int main(void)
         cmocka_unit_test(test_ewma_unmeasured_with_pending),
         cmocka_unit_test(test_conn_handover),
         cmocka_unit_test(test_reuse_check),
+        cmocka_unit_test(test_hand_over),
+        cmocka_unit_test(test_hand_over_ewma),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
