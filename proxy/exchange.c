@@ -698,6 +698,108 @@ static bool exchange_body_short(const struct exchange *ex)
     return true;
 }
 
+/* One chunk header of the framing h1.c writes (H1_FRAME_CHUNKED: lowercase hex size, CRLF, no
+ * extension) at p[0, n): its length with the CRLF, and *size; 0 when it is not whole in n bytes. */
+static size_t exchange_chunk_header(const char *p, size_t n, size_t *size)
+{
+    size_t i = 0, v = 0;
+
+    for (; i < n && i < 16; i++) {
+        char ch = p[i];
+        unsigned d = ch >= '0' && ch <= '9' ? (unsigned)(ch - '0') : ch >= 'a' && ch <= 'f' ? (unsigned)(ch - 'a' + 10) : 16;
+        if (d == 16)
+            break;
+        v = v * 16 + d;
+    }
+    if (i == 0 || n - i < 2 || p[i] != '\r' || p[i + 1] != '\n')
+        return 0;
+    *size = v;
+    return i + 2;
+}
+
+/* A chunked body kept for a replay ran short of room (exchange_body_short): its chunks that every
+ * running hop has sent are rewritten as one chunk, the same decoded bytes under one header, and
+ * each hop's send offset moves back by what that saved. h1.c joins the chunks decoded in one read,
+ * but a client that writes one small chunk at a time makes one per read (13 bytes kept per 8-byte
+ * chunk, 6 per 1-byte one): without this the copy outgrew its buffer well within buffer_body, its
+ * sent bytes were dropped, and the request was no longer replayed or hedged (SPEC §2, §3.5: a body
+ * up to buffer_body is kept for replay, whatever its chunking). Bytes a hop has not sent yet stay
+ * as they are (it may be in the middle of a chunk); trailers are never touched (the walk stops at
+ * the last chunk). A rewrite moves the bytes after the first chunk, so it is done only when it
+ * saves at least max(1 KiB, keep/16): a body in large chunks never gets here, and the cost stays a
+ * few copies per byte read. Returns true when the copy may wait for the hops to send more instead
+ * of dropping sent bytes: the body has not reached its last chunk, so once every byte is sent the
+ * rewrite leaves it about its decoded size (at most keep), well within the buffer
+ * (exchange_body_cap); or the buffer has room again. */
+static bool exchange_body_coalesce(struct exchange *ex)
+{
+    struct exchange_coalesce *k = &ex->coal;
+    char *p = buf_head(&ex->body);
+    size_t limit = ex->body.len, saved, width, end, d, src;
+    uint64_t keep = ex->route->retry.buffer_body;
+    size_t min_gain = keep / 16 > 1024 ? (size_t)(keep / 16) : 1024;
+    bool last = false;
+    char hdr[24];
+
+    if (!ex->req->chunked)
+        return false;
+    for (unsigned i = 0; i < 2; i++)
+        if (hop_is_running(&ex->hops[i]) && hop_body_sent(&ex->hops[i]) < limit)
+            limit = hop_body_sent(&ex->hops[i]);
+    if (limit < k->pos)
+        return true;   /* a hop that started over is behind the walk: it catches up first */
+    /* Sum the chunks sent whole since the last walk. */
+    while (k->pos < limit) {
+        size_t size = 0, hl = exchange_chunk_header(p + k->pos, limit - k->pos, &size);
+        if (hl == 0)
+            break;
+        if (size == 0) {
+            last = true;   /* trailers follow */
+            break;
+        }
+        if (size > limit - k->pos - hl || limit - k->pos - hl - size < 2)
+            break;   /* not sent whole yet */
+        if (k->chunks++ == 0)
+            k->first_hdr = hl;
+        k->data += size;
+        k->pos += hl + size + 2;
+    }
+    if (k->chunks >= 2) {
+        int n = snprintf(hdr, sizeof(hdr), "%zx\r\n", k->data);
+        width = (size_t)n;
+        end = width + k->data + 2;
+        saved = k->pos - end;   /* > 0: two headers and CRLFs or more became one */
+        if (saved >= min_gain) {
+            /* The data moves down chunk by chunk; each header is read before anything is written
+             * over it (the writes stay behind the reads by the headers and CRLFs passed). When
+             * the new header is longer than the first one, the data is gathered from 0 and
+             * moved up after. */
+            d = width <= k->first_hdr ? width : 0;
+            src = 0;
+            while (src < k->pos) {
+                size_t size = 0, hl = exchange_chunk_header(p + src, k->pos - src, &size);
+                memmove(p + d, p + src + hl, size);
+                d += size;
+                src += hl + size + 2;
+            }
+            if (width > k->first_hdr)
+                memmove(p + width, p, k->data);
+            memcpy(p, hdr, width);
+            memcpy(p + width + k->data, "\r\n", 2);
+            memmove(p + end, p + k->pos, ex->body.len - k->pos);
+            ex->body.len -= saved;
+            for (unsigned i = 0; i < 2; i++)
+                if (hop_body_sent(&ex->hops[i]) >= k->pos)
+                    hop_body_consumed(&ex->hops[i], saved);
+            /* the walk goes on after the one chunk */
+            k->pos = end;
+            k->chunks = 1;
+            k->first_hdr = width;
+        }
+    }
+    return !last || !exchange_body_short(ex);
+}
+
 void exchange_start(struct exchange *ex, struct client *c)
 {
     struct worker *w = c->w;
@@ -933,6 +1035,11 @@ static bool exchange_start_hop(struct exchange *ex, struct hop *h, struct upserv
         return false;
     }
     ex->tried |= exchange_server_bit(ex, s);
+    /* A chunked body kept whole goes again (a retry, a hedge): its chunks are rewritten as one
+     * first, as far as the other hop has sent them, so that the copy this attempt sends is about
+     * its decoded size whatever the client's chunking (exchange_body_coalesce). */
+    if (ex->body_done && ex->has_body && ex->req->chunked && exchange_body_keepable(ex))
+        (void)exchange_body_coalesce(ex);
     hop_start(h, ex, s, fresh || trial, trial);
     /* A connect that is still pending after connect_race races one to another server. The delay
      * counts from this connect: a timer left from an earlier hop's connect that ended without
@@ -1244,7 +1351,8 @@ void exchange_hop_sent(struct exchange *ex, struct hop *h)
         hop_body_consumed(h, n);
         if (ex->body.len == 0)
             worker_buf_put(ex_worker(ex), &ex->body);   /* an idle tunnel holds no block */
-    } else if (!exchange_body_keepable(ex) || (!ex->body_done && exchange_body_short(ex))) {
+    } else if (!exchange_body_keepable(ex) ||
+               (!ex->body_done && exchange_body_short(ex) && !exchange_body_coalesce(ex))) {
         struct hop *o = exchange_other(ex, h);
         size_t n = hop_body_sent(h);
         if (hop_is_running(o) && hop_body_sent(o) < n)

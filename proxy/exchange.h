@@ -64,6 +64,14 @@ struct exchange {
     struct h1_head *req;                /* the client's parser head */
     struct hop *winner;                 /* the hop whose response goes downstream */
     struct buf body;                    /* request body bytes, framed for the upstream */
+    struct exchange_coalesce {          /* the walk over body's chunks that every running hop has
+                                         * sent, for exchange_body_coalesce: chunks before `pos`
+                                         * (one chunk's header) are summed, never walked again */
+        size_t pos;                     /* the next chunk's header, from body's head */
+        size_t data;                    /* data bytes of the chunks before it */
+        size_t chunks;                  /* how many */
+        size_t first_hdr;               /* the first one's size digits and CRLF */
+    } coal;
     bool has_body;                      /* the request has a body */
     bool body_done;                     /* the request message is complete */
     bool send_held;                     /* body bytes came with the head: the client parses them
@@ -155,9 +163,10 @@ struct exchange {
  * or answers (404, 413, ...) itself. */
 /* The buffer a request body is kept in for a replay with retry.buffer_body `keep`: 0 when a
  * worker block (WORKER_BLOCK) holds it, else its size. Room for keep bytes, their chunk framing
- * (h1.c writes the chunks decoded in one read as one: about 12 bytes per read, keep/8 + 2 KiB
- * allowed) and EXCHANGE_BODY_ROOM left to read into, so that a body within keep is never trimmed
- * however it arrives. worker_memory_worst counts it. */
+ * (h1.c writes the chunks decoded in one read as one, and once the buffer runs short the chunks
+ * already sent are rewritten as one: exchange_body_coalesce; keep/8 + 2 KiB allowed, so that a
+ * rewrite always frees a good share) and EXCHANGE_BODY_ROOM left to read into, so that a body
+ * within keep is never trimmed however it is chunked. worker_memory_worst counts it. */
 #define EXCHANGE_BODY_ROOM 4096
 size_t exchange_body_cap(uint64_t keep);
 

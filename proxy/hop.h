@@ -209,7 +209,8 @@ static inline size_t hop_body_sent(const struct hop *h)
 {
     return h->body_sent;
 }
-/* The exchange dropped n bytes (at most hop_body_sent) from the front of its body buffer. */
+/* The exchange dropped n bytes (at most hop_body_sent) from the front of its body buffer, or made
+ * the bytes this hop has sent n shorter (exchange_body_coalesce): its offset moves back by n. */
 void hop_body_consumed(struct hop *h, size_t n);
 /* The 101 went downstream: from now on the hop carries tunnel bytes from the exchange's body
  * buffer upstream (hop_send) and hands upstream bytes to exchange_tunnel_out(). */

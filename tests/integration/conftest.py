@@ -222,6 +222,18 @@ def chunked_body(pieces, trailers=None, ext=False):
     return out + b"\r\n"
 
 
+def send_chunks_one_per_write(c, data, size, trailers=()):
+    """On Conn c: sends data in chunks of `size` bytes, each in a write of its own with a pause after it, so
+    that lifeline reads about one chunk at a time (chunks decoded from one read are joined by the
+    parser anyway); then the last chunk with the trailers."""
+    c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for off in range(0, len(data), size):
+        piece = data[off:off + size]
+        c.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+        time.sleep(0.0002)
+    c.send(b"0\r\n" + b"".join(b"%s: %s\r\n" % (k, v) for k, v in trailers) + b"\r\n")
+
+
 class Conn:
     """A client connection to 127.0.0.1:port with a receive buffer shared by successive reads."""
 
@@ -723,25 +735,30 @@ class RawConn:
                 k, _, v = ln.partition(":")
                 headers.append((k, v.strip()))
         low = {k.lower(): v for k, v in headers}
-        body, trailers = b"", []
+        body, trailers, wire = b"", [], 0
         if "chunked" in low.get("transfer-encoding", "").lower():
             parts = []
             while True:
                 line = await asyncio.wait_for(self.reader.readuntil(b"\r\n"), timeout)
+                wire += len(line)
                 n = int(line.split(b";")[0].strip(), 16)
                 if n == 0:
                     break
                 parts.append(await asyncio.wait_for(self.reader.readexactly(n + 2), timeout))
+                wire += n + 2
             body = b"".join(p[:-2] for p in parts)
             while True:
                 line = await asyncio.wait_for(self.reader.readuntil(b"\r\n"), timeout)
+                wire += len(line)
                 if line == b"\r\n":
                     break
                 k, _, v = line.decode("latin-1").partition(":")
                 trailers.append((k, v.strip()))
         elif "content-length" in low:
             body = await asyncio.wait_for(self.reader.readexactly(int(low["content-length"])), timeout)
+            wire = len(body)
         req = RawReq(method, target, version, headers, body, trailers, head)
+        req.wire_len = wire   # the body's bytes as framed on the wire (chunk lines and trailers included)
         self.up.requests.append(req)
         return req
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import Conn, build_request, dur, pattern_bytes, pool, sha, t
+from conftest import Conn, build_request, dur, pattern_bytes, pool, send_chunks_one_per_write, sha, t
 from faults import busy_once_script, each_request, hanging_connect, ok_script, refused, route  # noqa: F401
 from ops import wait_access
 
@@ -139,6 +139,24 @@ def test_a_hedge_losers_chunked_body_over_64KiB_closes_its_connection(lifeline, 
     for i in range(6):
         assert lf.fetch("GET", "/again/%d" % i, timeout=t(5)).status == 200
     assert (slow.connections == 1) == reused, "%d connections to the loser's server" % slow.connections
+
+
+def test_a_chunked_body_in_small_chunks_is_hedged(lifeline, raw_upstream):
+    """Found by the retry review: a PUT of 60000 bytes in 8-byte chunks written one at a time
+    outgrew the copy kept for a replay (one chunk header per read) and lost it, so its hedge never
+    went and the slow first answer came back. The kept copy now holds about the decoded body: the
+    hedge goes when the body is whole, and its server gets it byte for byte."""
+    a, b, shared = first_slow_pair(raw_upstream, first="delay", first_delay=t(1.5))
+    lf = lifeline(pools={"p": pool(a, b)},
+                  routes=[route(retry={"hedge": {"after": dur(t(0.05))}}, timeouts={"total": "60s"})])
+    data = pattern_bytes(60000)
+    with Conn(lf.port, timeout=t(20)) as c:
+        c.send(build_request("PUT", "/hedged", [("Transfer-Encoding", "chunked")]))
+        send_chunks_one_per_write(c, data, 8)
+        r = c.read_response(timeout=t(20))
+    assert r.status == 200 and r.body.startswith(b"fast from"), (r, r.body[:100])
+    assert [q.body == data for q in a.requests + b.requests] == [True, True], \
+        [(len(q.body), q.body == data) for q in a.requests + b.requests]
 
 
 def test_no_hedge_when_first_answer_is_in_time(lifeline, raw_upstream):

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from conftest import Conn, build_request, chunked_body, dur, free_port, pattern_bytes, pool, sha, t, wait_for
+from conftest import (Conn, build_request, chunked_body, dur, free_port, pattern_bytes, pool, send_chunks_one_per_write,
+                      sha, t, wait_for)
 from ops import admin_extra, admin_get, metrics, server_status, status, wait_access
 from faults import (HangingConnect, built_in_line, busy_once_script, close_script, each_request, gaps, hang_script, hanging_connect, ok_script,  # noqa: F401
                     refused, reset_script, route, server_of, status_script)
@@ -817,6 +818,68 @@ def test_a_body_in_tiny_chunks_within_buffer_body_is_retried(lifeline, raw_upstr
     assert r.status == 200, r
     info = r.json()
     assert info["server"] == "good" and info["body_len"] == len(data) and info["body_sha256"] == sha(data), info
+
+
+def _reset_first_connection_then_answer():
+    """Reads the whole request on every connection: resets the first one (no byte answered),
+    answers the others 200 with the body's length."""
+    async def script(conn):
+        while True:
+            req = await conn.read_request()
+            if req is None:
+                return
+            if conn.index == 1:
+                conn.reset()
+                return
+            await conn.respond(200, b"len=%d" % len(req.body))
+    return script
+
+
+@pytest.mark.parametrize("size, total, keep", [(8, 60000, 65536), (1, 8000, 8192)],
+                         ids=["60000-in-8-byte-chunks", "8000-in-1-byte-chunks"])
+def test_a_body_in_small_chunks_one_per_read_within_buffer_body_is_retried(lifeline, raw_upstream, size, total, keep):
+    """Found by the retry review: the copy kept for a replay held the body framed for the upstream,
+    one chunk header per client read, in a buffer with room for the decoded bytes plus keep/8 + 6
+    KiB. A PUT of 60000 bytes in 8-byte chunks written one at a time (97 KB framed) outgrew it, its
+    sent bytes were dropped, and the reset of its first attempt answered 502 after 1 attempt (the
+    same body in 1000-byte chunks was retried). The chunks every hop has sent are now rewritten as
+    one when the buffer runs short, and a replay goes as one chunk: retried, byte for byte, its
+    trailer too, and the copy it sends is about its decoded size (memory stays within the
+    buffer sized for buffer_body)."""
+    up = raw_upstream(_reset_first_connection_then_answer())
+    lf = lifeline(pools={"p": pool(up, outlier="off")},
+                  routes=[route(retry={"buffer_body": "%dKiB" % (keep // 1024)}, timeouts={"total": "60s"})])
+    data = pattern_bytes(total)
+    digest = sha(data).encode()
+    with Conn(lf.port, timeout=t(20)) as c:
+        c.send(build_request("PUT", "/small-chunks", [("Transfer-Encoding", "chunked")]))
+        send_chunks_one_per_write(c, data, size, trailers=[(b"X-Body-Sha256", digest)])
+        r = c.read_response(timeout=t(20))
+    assert r.status == 200 and r.body == b"len=%d" % total, (r, r.body[:200])
+    assert up.connections == 2 and len(up.requests) == 2, up.requests
+    first, second = up.requests
+    assert first.body == data and second.body == data, "the replayed body differs"
+    assert second.trailers == [("X-Body-Sha256", digest.decode())], second.trailers
+    assert second.wire_len <= total + keep // 8 + 2048, \
+        "the replay sent %d framed bytes for a %d-byte body" % (second.wire_len, total)
+
+
+def test_a_body_over_buffer_body_in_small_chunks_is_not_retried(lifeline, raw_upstream):
+    """The rule the test above must not bend: a body larger than buffer_body is not replayed,
+    however it is chunked (its sent bytes go as the buffer runs short, the rewrite of the kept
+    copy stops there). 12000 bytes in 8-byte chunks with buffer_body 8KiB: the reset is answered
+    502 after 1 attempt, and the upstream got the body whole once."""
+    up = raw_upstream(_reset_first_connection_then_answer())
+    lf = lifeline(pools={"p": pool(up, outlier="off")},
+                  routes=[route(retry={"buffer_body": "8KiB"}, timeouts={"total": "60s"})])
+    data = pattern_bytes(12000)
+    with Conn(lf.port, timeout=t(20)) as c:
+        c.send(build_request("PUT", "/over", [("Transfer-Encoding", "chunked")]))
+        send_chunks_one_per_write(c, data, 8)
+        r = c.read_response(timeout=t(20))
+    assert r.status == 502 and r.header("x-lifeline-fallback") == "reset", (r, r.body[:200])
+    assert "after 1 attempt" in built_in_line(r), r.body
+    assert up.connections == 1 and len(up.requests) == 1 and up.requests[0].body == data
 
 
 # --------------------------------------------------------------------------------------------
