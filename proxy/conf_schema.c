@@ -15,6 +15,7 @@
  * (conf_scalar.c), reading YAML, the document limits, freeing (conf.c), DNS itself (dns.c).
  */
 #include "conf_int.h"
+#include "route.h"
 #include "cpus.h"
 #include "dns.h"
 #include "fileio.h"
@@ -1278,6 +1279,23 @@ static int conf_h_path(struct conf_loader *ld, const struct conf_field *f, yaml_
                      f->key, conf_quote(q, s));
             return -1;
         }
+    }
+    if (!query_ok) {
+        /* A route's prefix is stored as requests are matched (SPEC §3.1: unreserved characters
+         * decoded, other escapes in capitals, dot-segments removed): one written otherwise
+         * (`/%7euser/`, `/a%2fb/`, `/x/./y/`) passed `-t` and never matched, not even a request
+         * spelled as the config spells it. */
+        size_t n = strlen(s);
+        char *norm = malloc(n + 2);
+        ssize_t k = norm ? route_normalize(s, n, norm, n + 2) : -1;
+        if (k < 0) {
+            free(norm);
+            conf_err(ld, v, "%s is not a valid path (a %% not followed by two hex digits?): %s", f->key, conf_quote(q, s));
+            return -1;
+        }
+        conf_set_str(ld, (char **)((char *)obj + f->off), norm);
+        free(norm);
+        return 0;
     }
     conf_set_str(ld, (char **)((char *)obj + f->off), s);
     return 0;

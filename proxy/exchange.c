@@ -913,10 +913,16 @@ static int exchange_build_head(struct exchange *ex, struct hop *h, struct upserv
     const struct h1_head *req = ex->req;
     struct h1_req_out o;
     char tp[H1_TRACEPARENT_LEN];
-    /* the head as read (max_header_bytes at most), plus what is added: X-Forwarded-Host repeats
-     * the Host value (or an absolute-form authority), which is not bounded by the 2 KiB left for
-     * the rest (X-Forwarded-For's client, X-Request-Id, traceparent, the server's host:port) */
-    size_t need = w->conf->limits.max_header_bytes + 2048 + (req->host >= 0 ? req->hdrs[req->host].value_len : 0);
+    /* the head as read, plus what is added: X-Forwarded-Host repeats the Host value (or an
+     * absolute-form authority), which is not bounded by the 2 KiB left for the rest
+     * (X-Forwarded-For's client, X-Request-Id, traceparent, the server's host:port). Measured on
+     * the head, not by the worker's max_header_bytes: a reload that lowered it turned a head
+     * read under the old limit away with 431 at its next attempt (SPEC §1: a reload drops
+     * nothing in flight). */
+    size_t need = req->method_len + req->target_len + 16 + 2048 + (req->host >= 0 ? req->hdrs[req->host].value_len : 0);
+
+    for (unsigned i = 0; i < req->nhdrs; i++)
+        need += req->hdrs[i].name_len + req->hdrs[i].value_len + 4;
 
     if (!h->head.data) {
         if (need <= WORKER_BLOCK ? worker_buf_get(w, &h->head) < 0 : buf_init(&h->head, need) < 0)

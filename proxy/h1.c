@@ -2747,7 +2747,8 @@ int h1_write_simple_response(struct buf *out, unsigned status, const char *extra
     PUT_LIT(&s, "\r\n");
     if (extra)
         puts_(&s, extra);
-    if (body && body_len && !(extra && strcasestr(extra, "content-type:")))
+    /* (a field name starts a line: a client's X-Request-Id value `Content-Type:x` is no field) */
+    if (body && body_len && !(extra && (strncasecmp(extra, "content-type:", 13) == 0 || strcasestr(extra, "\ncontent-type:"))))
         PUT_LIT(&s, "content-type: text/plain\r\n");
     PUT_LIT(&s, "content-length: ");
     put_num(&s, (int64_t)(body ? body_len : 0));

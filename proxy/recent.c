@@ -18,6 +18,7 @@ struct recent_attempt {
 
 struct recent_entry {
     double time;
+    uint64_t seq;                       /* recorded order, over every worker: breaks time's ties */
     char request_id[128], route[64], method[16], target[256], fallback[24], trace_id[32];
     unsigned char idlen, routelen, methodlen, fallbacklen, tracelen;
     bool has_trace;
@@ -34,6 +35,7 @@ struct recent_ring {
 };
 
 static _Atomic(struct recent_ring *) rings[RECENT_WORKERS_MAX];
+static atomic_uint_fast64_t recent_seq;
 
 static size_t cut(char *dst, size_t cap, struct alog_str s)
 {
@@ -66,6 +68,7 @@ void recent_record(unsigned wid, const struct alog_entry *e)
         r->n++;
     memset(x, 0, sizeof(*x));
     x->time = e->time;
+    x->seq = atomic_fetch_add_explicit(&recent_seq, 1, memory_order_relaxed);
     x->idlen = (unsigned char)cut(x->request_id, sizeof(x->request_id), e->request_id);
     x->has_trace = e->trace_id.s != NULL;
     x->tracelen = (unsigned char)cut(x->trace_id, sizeof(x->trace_id), e->trace_id);
@@ -111,11 +114,16 @@ static void put_ms(struct metrics_render_buf *b, const char *name, int v)
         metrics_render_printf(b, "\"%s\":%d", name, v);
 }
 
+/* Newest first (SPEC §5). Requests answered in one loop turn share a time: their order is the one
+ * they were recorded in (qsort is not stable: ties came out in ring order, oldest first, or any
+ * order once the ring had wrapped). */
 static int by_time_desc(const void *a, const void *b)
 {
-    double x = ((const struct recent_entry *)a)->time, y = ((const struct recent_entry *)b)->time;
+    const struct recent_entry *p = a, *q = b;
 
-    return x < y ? 1 : x > y ? -1 : 0;
+    if (p->time != q->time)
+        return p->time < q->time ? 1 : -1;
+    return p->seq < q->seq ? 1 : p->seq > q->seq ? -1 : 0;
 }
 
 void recent_render(struct metrics_render_buf *b, const char *id)

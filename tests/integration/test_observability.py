@@ -280,3 +280,27 @@ def test_ipv6_zone_is_kept_in_server_labels(lifeline, tmp_path):
         assert [a["server"] for a in lines[0]["attempts"]] == [server], lines
     finally:
         srv.close()
+
+
+def test_status_requests_that_share_a_time_are_newest_first(lifeline):
+    """SPEC §5: newest first. Requests answered in one loop turn (pipelined, answered by the
+    fallback at once) share a time; they came out oldest first (the ring's order)."""
+    aport = free_port()
+    # the server is down by its checks: every request is answered at once (no_server)
+    lf = lifeline(pools={"p": pool(refused(), health={"path": "/h", "interval": "100ms", "timeout": "50ms",
+                                                      "rise": 1, "fall": 1})},
+                  routes=[{"name": "r", "pool": "p", "retry": {"attempts": 1},
+                           "fallback": {"status": 503, "body": "down"}}],
+                  extra=admin_extra(aport))
+    wait_for(lambda: lf.fetch("GET", "/warm").header("x-lifeline-fallback") == "no_server", t(5),
+             what="the server down by its checks")
+    s = socket.create_connection(("127.0.0.1", lf.port), timeout=t(5))
+    s.sendall(b"".join(b"GET /p HTTP/1.1\r\nHost: a\r\nX-Request-Id: req-%d\r\n\r\n" % i for i in range(8)))
+    got = b""
+    while got.count(b"HTTP/1.1 503") < 8:
+        x = s.recv(65536)
+        assert x, got
+        got += x
+    s.close()
+    ids = [x["request_id"] for x in _requests(aport) if x["request_id"].startswith("req-")]
+    assert ids == ["req-%d" % i for i in range(7, -1, -1)], ids

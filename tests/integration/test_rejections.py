@@ -433,3 +433,15 @@ def test_early_answer_survives_a_write_that_fails_first(lifeline, raw_upstream):
             r = c.read_response(timeout=t(5))
             got.append((r.status, r.header("x-lifeline-fallback")))
     assert got == [(413, None)] * 6, got
+
+
+def test_an_x_request_id_that_reads_like_content_type_leaves_the_answers_content_type(lifeline, upstream):
+    """lifeline's own answers carry content-type: text/plain unless a header line it adds names
+    one. That was looked for anywhere in those lines, so a client's X-Request-Id value
+    `Content-Type:x` (visible ASCII: kept, and returned) made a 400 go out without one."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)})
+    r = lf.fetch("GET", "/v1/%zz", headers=[("X-Request-Id", "Content-Type:x")])
+    assert r.status == 400, r
+    assert r.header("x-request-id") == "Content-Type:x", r
+    assert (r.header("content-type") or "").startswith("text/plain"), r

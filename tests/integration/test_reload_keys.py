@@ -837,3 +837,31 @@ def test_a_pipelined_head_buffered_at_the_reload_gets_the_new_max_header_bytes(l
         assert r1.status == 200, r1
         r2 = c.read_response()
         assert r2.status == expect, r2
+
+
+def test_a_retry_after_a_reload_that_lowers_max_header_bytes_forwards_the_head(lifeline, raw_upstream):
+    """SPEC §1: a reload drops nothing in flight. A 40,000-byte head read under max_header_bytes
+    64KiB waits out a Retry-After backoff while a reload lowers the limit to 16KiB: its retry is
+    forwarded. The forwarded head's buffer was sized by the worker's new limit, and the retry
+    was answered 431 "request head too large to forward"."""
+    from faults import each_request
+
+    async def handle(conn, req):
+        n = conn.up.state["n"] = conn.up.state.get("n", 0) + 1
+        if n == 1:
+            await conn.respond(503, b"busy", headers=[("Retry-After", "1")])
+        else:
+            await conn.respond(200, b"ok")
+        return False
+
+    up = raw_upstream(each_request(handle))
+    lf = lifeline(pools={"p": pool(up)}, limits={"max_header_bytes": "64KiB"},
+                  routes=[{"pool": "p", "timeouts": {"total": "10s"}}])
+    th, res = lf.fetch_in_background("GET", "/a", headers=[("X-Big", "a" * 40000)], timeout=t(10))
+    wait_for(lambda: len(up.requests) >= 1, t(3), what="the first attempt")
+    _reload(lf, _cfg(lf, limits={"max_header_bytes": "16KiB"}))
+    th.join(t(10))
+    assert "r" in res, res
+    r = res["r"]
+    assert r.status == 200 and r.body == b"ok", (r, r.body)
+    assert len(up.requests) == 2

@@ -171,3 +171,22 @@ def test_dot_segments_match_normalised_path(lifeline, ab):
     assert s == "B" and info["target"] == "/admin/../public"
     s, info = who(lf, "/../../admin/y")
     assert s == "A" and info["target"] == "/../../admin/y"
+
+
+def test_a_prefix_written_unnormalised_matches_as_requests_are_matched(lifeline, ab):
+    """SPEC §3.1: requests are matched on their normalised path (unreserved escapes decoded, other
+    escapes in capitals, dot-segments removed). A match.path written otherwise (`/%7euser/`,
+    `/a%2fb/`, `/x/./y/`) passed -t and matched nothing, not even a request spelled as the config
+    spells it: it fell through to the next route. The prefix is normalised at load now."""
+    a, b = ab
+    lf = lifeline(pools={"a": pool(a), "b": pool(b)},
+                  routes=[{"name": "tilde", "match": {"path": "/%7euser/"}, "pool": "b"},
+                          {"name": "slash", "match": {"path": "/a%2fb/"}, "pool": "b"},
+                          {"name": "dots", "match": {"path": "/x/./y/"}, "pool": "b"},
+                          {"pool": "a"}])
+    for target in ("/%7euser/p", "/~user/p", "/%7Euser/p", "/a%2fb/c", "/a%2Fb/c", "/x/./y/z", "/x/y/z"):
+        assert who(lf, target)[0] == "B", target
+    for target in ("/a/b/c", "/x/z", "/user/p"):
+        assert who(lf, target)[0] == "A", target
+    # forwarded with the target unchanged
+    assert who(lf, "/%7euser/p")[1]["target"] == "/%7euser/p"
