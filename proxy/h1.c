@@ -2710,13 +2710,15 @@ int h1_write_response_head(struct buf *out, const struct h1_head *resp, const st
     else
         puts_(&s, h1_reason(resp->status));
     PUT_LIT(&s, "\r\n");
+    bool dated = false;
     for (unsigned i = 0; i < resp->nhdrs; i++) {
         const struct h1_header *hd = &resp->hdrs[i];
         if (hd->flags & (H1_HDR_HOP | H1_HDR_FRAMING | H1_HDR_XRID))
-            continue;
+            continue;   /* (a Date named by Connection too: then lifeline's goes out) */
+        dated |= hd->name_len == 4 && strncasecmp(hd->name, "date", 4) == 0;
         put_header(&s, hd->name, hd->name_len, hd->value, hd->value_len);
     }
-    if (!resp->has_date && resp->status >= 200) {
+    if (!dated && resp->status >= 200) {
         /* RFC 9110 §6.6.1: a response forwarded without a Date gets one from the recipient's clock */
         PUT_LIT(&s, "date: ");
         puts_(&s, h1_date_now());

@@ -686,6 +686,17 @@ def test_date_on_own_answers_and_on_responses_without_one(lifeline, raw_upstream
     assert r.status == 400 and len(_dates(r)) == 1 and _recent_http_date(_dates(r)[0]), r
 
 
+def test_a_date_the_connection_header_names_is_replaced(lifeline, raw_upstream):
+    """A response whose Connection header names Date (hop-by-hop then: not forwarded) went out
+    with no Date at all: the one it had counted as present. It gets lifeline's, as a response
+    without one does (RFC 9110 §6.6.1)."""
+    up = raw_upstream(status_script(200, headers=[("Date", "Sun, 06 Nov 1994 08:49:37 GMT"), ("Connection", "date")],
+                                    body=b"x"))
+    lf = lifeline(pools={"p": pool(up)})
+    r = lf.fetch("GET", "/")
+    assert r.status == 200 and len(_dates(r)) == 1 and _recent_http_date(_dates(r)[0]), r
+
+
 def test_head_up_to_a_large_max_header_bytes_is_served(lifeline, raw_upstream):
     # Found by a limits audit: http-parser's own 80 KiB head limit applied whatever
     # limits.max_header_bytes said (up to 1MiB allowed), and a head of exactly 80 KiB was sent
