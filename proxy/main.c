@@ -1089,7 +1089,40 @@ static int parse_options(int argc, char **argv, struct options *o)
 
 static const int handled_signals[] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1 };
 
-/* Signals go to the main thread's signalfd only: blocked before any other thread exists. */
+/* SIGTERM/SIGINT while the first configuration loads: nothing is served yet, so the drain SPEC §1
+ * asks for is empty: exit 0 at once (async-signal-safe calls only). */
+static void on_stop_during_load(int signum)
+{
+    static const char msg[] = "lifeline: SIGTERM/SIGINT during the configuration load: exiting\n";
+    ssize_t r;
+
+    (void)signum;
+    r = write(STDERR_FILENO, msg, sizeof(msg) - 1);
+    (void)r;
+    _exit(0);
+}
+
+/* Before the first conf_load (which may wait seconds on DNS): SIGHUP and SIGUSR1, whose default
+ * action is to terminate, killed a proxy about to start. They are blocked now and stay pending
+ * until start()'s signalfd reads them: a SIGHUP then reloads (the file may have changed after it
+ * was read: a ConfigMap swapped, then the signal), a SIGUSR1 reopens the log just opened. A
+ * SIGTERM/SIGINT is not held back for the length of the load: it ends the process at once. */
+static void signals_for_load(void)
+{
+    struct sigaction sa = { .sa_handler = on_stop_during_load };
+    sigset_t set;
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    sigfillset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+}
+
+/* Signals go to the main thread's signalfd only: blocked before any other thread exists (a pending
+ * one stays pending, and the signalfd reads it). Then SIGTERM/SIGINT lose the load's handler. */
 static void block_signals(void)
 {
     sigset_t set;
@@ -1099,6 +1132,8 @@ static void block_signals(void)
     for (size_t i = 0; i < sizeof(handled_signals) / sizeof(handled_signals[0]); i++)
         sigaddset(&set, handled_signals[i]);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
 }
 
 static void watch_signals(struct ev_loop *loop)
@@ -1412,6 +1447,8 @@ int main(int argc, char **argv)
         return rc;
     atexit(dns_cleanup);            /* c-ares' process-wide state, once no thread resolves */
     conf_open_files = o.check;
+    if (!o.check)
+        signals_for_load();
     c = conf_load(o.path, stderr, &nerr);
     if (!c)
         return 1;

@@ -1,36 +1,105 @@
 /* probe.c — `lifeline --probe URL` (see probe.h).
  *
  * Owns nothing beyond one call: a socket and an address list, both released before it returns.
- * Blocking on purpose: it runs alone in a short-lived process, never in a running proxy.
+ * Blocking on purpose: it runs alone in a short-lived process, never in a running proxy. One
+ * deadline (PROBE_TOTAL_MS from the start) bounds connect, send and read together: a per-read
+ * timeout let a server trickling its status line one byte at a time hold the probe for minutes,
+ * longer than any HEALTHCHECK --timeout, and the probe is then killed without a word on stderr.
  */
 #include "probe.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
+
+#define PROBE_TOTAL_MS 5000
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Waits for events on fd until the deadline: 1 when ready, 0 when the deadline passed, -1 on error. */
+static int wait_fd(int fd, short events, long long deadline)
+{
+    for (;;) {
+        long long left = deadline - now_ms();
+        struct pollfd pfd = { .fd = fd, .events = events };
+        int r;
+        if (left <= 0)
+            return 0;
+        r = poll(&pfd, 1, (int)left);
+        if (r > 0)
+            return 1;
+        if (r == 0)
+            return 0;
+        if (errno != EINTR)
+            return -1;
+    }
+}
+
+/* Non-blocking connect bounded by the deadline: 0 connected, else an errno (ETIMEDOUT past it). */
+static int connect_by(int fd, const struct addrinfo *a, long long deadline)
+{
+    int err = 0, w;
+    socklen_t el = sizeof(err);
+    if (connect(fd, a->ai_addr, a->ai_addrlen) == 0)
+        return 0;
+    if (errno != EINPROGRESS)
+        return errno;
+    w = wait_fd(fd, POLLOUT, deadline);
+    if (w == 0)
+        return ETIMEDOUT;
+    if (w < 0)
+        return errno;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0)
+        return errno;
+    return err;
+}
+
+/* "HTTP/1.x NNN" followed by a space or the line's end, NNN in 200-299. A bare third-character
+ * test took "HTTP/1.1 2000" (not a status code: RFC 9112 §4 says three digits) for a 2xx. */
+static int is_2xx(const char *resp, int got)
+{
+    if (got < 12 || strncmp(resp, "HTTP/1.", 7) != 0 || resp[7] < '0' || resp[7] > '9' || resp[8] != ' ')
+        return 0;
+    if (resp[9] != '2' || resp[10] < '0' || resp[10] > '9' || resp[11] < '0' || resp[11] > '9')
+        return 0;
+    return got == 12 || resp[12] == ' ' || resp[12] == '\r' || resp[12] == '\n';
+}
 
 int probe(const char *url)
 {
     char host[256], port[16] = "80", req[1024], resp[64];
-    const char *p, *path;
+    const char *p, *path, *query = "";
     struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *ai = NULL;
     size_t hl;
-    int fd = -1, rc = 1, n, got = 0;
-    struct timeval tv = { .tv_sec = 5 };
+    int fd = -1, rc = 1, n, got = 0, sent = 0;
+    long long deadline = now_ms() + PROBE_TOTAL_MS;
 
     if (strncmp(url, "http://", 7) != 0) {
         fprintf(stderr, "probe: only http:// URLs\n");
         return 1;
     }
     p = url + 7;
-    path = strchr(p, '/');
-    hl = path ? (size_t)(path - p) : strlen(p);
-    if (!path)
+    /* The authority ends at the first '/', '?' or '#' (RFC 3986 §3.2): `http://h:1?x=1` is port 1
+     * with the query x=1 and path "/", not port "1?x=1". A fragment is never sent. */
+    hl = strcspn(p, "/?#");
+    path = p + hl;
+    if (*path == '?') {
+        query = path;
         path = "/";
+    } else if (*path != '/') {
+        path = "/";
+    }
     if (hl == 0 || hl >= sizeof(host))
         return 1;
     memcpy(host, p, hl);
@@ -58,19 +127,17 @@ int probe(const char *url)
      * (Docker writes both), and a listener on 0.0.0.0 only refuses ::1. */
     for (struct addrinfo *a = ai; a && fd < 0; a = a->ai_next) {
         int err;
-        fd = socket(a->ai_family, SOCK_STREAM, 0);
+        fd = socket(a->ai_family, SOCK_STREAM | SOCK_NONBLOCK, 0);
         if (fd < 0) {
             err = errno;
         } else {
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-            if (connect(fd, a->ai_addr, a->ai_addrlen) == 0)
+            err = connect_by(fd, a, deadline);
+            if (err == 0)
                 break;
-            err = errno;
             close(fd);
             fd = -1;
         }
-        if (!a->ai_next) {
+        if (!a->ai_next || err == ETIMEDOUT) {
             fprintf(stderr, "probe: connect: %s\n", strerror(err));
             goto out;
         }
@@ -78,24 +145,48 @@ int probe(const char *url)
     if (fd < 0)
         goto out;
     /* Host is the URL's authority as written (RFC 9110 §7.2): brackets and port kept, so an IPv6
-     * listener's own address passes lifeline's Host check */
-    n = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: %.*s\r\nConnection: close\r\n\r\n", path,
-                 (int)hl, p);
-    if (n < 0 || (size_t)n >= sizeof(req) || write(fd, req, (size_t)n) != n)
+     * listener's own address passes lifeline's Host check. The fragment stays with the client. */
+    {
+        size_t pl = strcspn(path, "#"), ql = strcspn(query, "#");
+        n = snprintf(req, sizeof(req), "GET %.*s%.*s HTTP/1.1\r\nHost: %.*s\r\nConnection: close\r\n\r\n",
+                     (int)pl, path, (int)ql, query, (int)hl, p);
+    }
+    if (n < 0 || (size_t)n >= sizeof(req))
         goto out;
-    while (got < (int)sizeof(resp) - 1) {
+    while (sent < n) {
+        ssize_t w = write(fd, req + sent, (size_t)(n - sent));
+        if (w > 0) {
+            sent += (int)w;
+        } else if (w < 0 && errno != EAGAIN && errno != EINTR) {
+            fprintf(stderr, "probe: write: %s\n", strerror(errno));
+            goto out;
+        } else if (wait_fd(fd, POLLOUT, deadline) <= 0) {
+            fprintf(stderr, "probe: no answer within %d ms\n", PROBE_TOTAL_MS);
+            goto out;
+        }
+    }
+    while (got < (int)sizeof(resp) - 1 && !memchr(resp, '\n', (size_t)got)) {
+        int w = wait_fd(fd, POLLIN, deadline);
+        if (w == 0) {
+            resp[got] = 0;
+            fprintf(stderr, "probe: no status line within %d ms%s%.*s\n", PROBE_TOTAL_MS, got ? ": " : "",
+                    (int)strcspn(resp, "\r\n"), resp);
+            goto out;
+        }
+        if (w < 0)
+            break;
         n = (int)read(fd, resp + got, sizeof(resp) - 1 - (size_t)got);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            continue;
         if (n <= 0)
             break;
         got += n;
-        if (memchr(resp, '\n', (size_t)got))
-            break;
     }
     resp[got] = 0;
-    if (got >= 12 && strncmp(resp, "HTTP/1.", 7) == 0 && resp[9] == '2')
+    if (is_2xx(resp, got))
         rc = 0;
     else
-        fprintf(stderr, "probe: %s\n", got ? strtok(resp, "\r\n") : "no answer");
+        fprintf(stderr, "probe: %.*s\n", got ? (int)strcspn(resp, "\r\n") : 9, got ? resp : "no answer");
 out:
     if (fd >= 0)
         close(fd);

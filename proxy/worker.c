@@ -321,12 +321,86 @@ static void worker_pause_accepting(struct worker *w)
     ev_timer_again(w->loop, &w->accept_retry);
 }
 
+/* Out of descriptors, the accept retried every 50 ms (worker_pause_accepting) failed as often, and
+ * logged a line each time: 20 lines a second per worker for as long as it lasted. Now one line a
+ * second at most: the first failure after a quiet second is said at once, the ones after it are
+ * counted and said together, with their number, by this timer a second after that line. */
+#define ACCEPT_ERR_LOG_EVERY 1.0
+
+static void worker_accept_err_say(struct worker *w)
+{
+    int err = w->accept_err_last;
+    bool shed = err == EMFILE || err == ENFILE;
+
+    if (w->accept_err_unsaid == 0)
+        return;
+    if (w->accept_err_unsaid == 1)
+        log_warn("worker %u: accept: %s; %s", w->id, strerror(err),
+                 shed ? "shedding a connection" : "pausing accepts for 50 ms");
+    else
+        log_warn("worker %u: accept: %s; %u failures in the last %.1f s (%s)", w->id, strerror(err),
+                 w->accept_err_unsaid, ev_now(w->loop) - w->accept_err_said,
+                 shed ? "a connection shed and accepts paused for 50 ms at each" : "accepts paused for 50 ms at each");
+    w->accept_err_said = ev_now(w->loop);
+    w->accept_err_unsaid = 0;
+}
+
+static void worker_accept_err_log_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    worker_accept_err_say(t->data);
+}
+
+/* accept4 failed with err, and the same failure would come back at once: out of descriptors
+ * (EMFILE, ENFILE), of kernel memory (ENOBUFS, ENOMEM), or anything unexpected. The connection
+ * stays queued and the level-triggered listener readable, so it would spin the loop: the listener
+ * pauses for 50 ms (ENOBUFS and ENOMEM used to return with the listener on: a spin). Out of
+ * descriptors, the spare one accepts and closes that connection first, so its client hears a
+ * close rather than silence (shedding needs a descriptor, which is not what ENOMEM lacks). */
+static void worker_accept_failed(struct worker *w, struct listener *l, int err)
+{
+    if ((err == EMFILE || err == ENFILE) && w->spare_fd >= 0) {
+        int fd;
+        close(w->spare_fd);
+        fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd >= 0)
+            close(fd);
+        w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    }
+    w->accept_err_last = err;
+    w->accept_err_unsaid++;
+    if (w->accept_err_unsaid == 1 && ev_now(w->loop) - w->accept_err_said >= ACCEPT_ERR_LOG_EVERY) {
+        worker_accept_err_say(w);
+    } else if (!ev_is_active(&w->accept_err_log)) {
+        ev_tstamp due = w->accept_err_said + ACCEPT_ERR_LOG_EVERY - ev_now(w->loop);
+        ev_timer_set(&w->accept_err_log, due > 0.001 ? due : 0.001, 0.);
+        ev_timer_start(w->loop, &w->accept_err_log);
+    }
+    worker_pause_accepting(w);
+}
+
 void worker_conn_closed(struct worker *w)
 {
     if (!w->accepting && !w->draining &&
         atomic_load(&worker_connections) < w->conf->limits.max_connections) {
         ev_timer_stop(w->loop, &w->accept_retry);
         worker_set_accepting(w, true);
+    }
+}
+
+/* An accept4 error that concerns one connection only, already taken off the queue: EINTR,
+ * ECONNABORTED, and what accept(2) says Linux passes on from a new connection's pending network
+ * error (and EPERM: a firewall rule). The next one may be fine. Anything else (EMFILE, ENFILE,
+ * ENOBUFS, ENOMEM, a broken listener) would come back at once: worker_accept_failed. */
+static bool accept_err_passes(int err)
+{
+    switch (err) {
+    case EINTR: case ECONNABORTED: case EPROTO: case EPERM: case ENETDOWN: case ENOPROTOOPT:
+    case EHOSTDOWN: case ENONET: case EHOSTUNREACH: case EOPNOTSUPP: case ENETUNREACH:
+        return true;
+    default:
+        return false;
     }
 }
 
@@ -353,22 +427,13 @@ static void worker_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
         } while (!atomic_compare_exchange_weak(&worker_connections, &n, n + 1));
         fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
+            int err = errno;
             atomic_fetch_sub(&worker_connections, 1);   /* the slot goes back */
-            if (errno == EINTR || errno == ECONNABORTED)
+            if (err == EAGAIN || err == EWOULDBLOCK)
+                return;
+            if (accept_err_passes(err))
                 continue;
-            if (errno == EMFILE || errno == ENFILE) {
-                /* Out of descriptors: use the spare to accept and drop one connection, so the
-                 * client hears something and the listener does not spin on readiness. */
-                log_warn("accept: %s; shedding a connection", strerror(errno));
-                if (w->spare_fd >= 0) {
-                    close(w->spare_fd);
-                    fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
-                    if (fd >= 0)
-                        close(fd);
-                    w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-                }
-                worker_pause_accepting(w);
-            }
+            worker_accept_failed(w, l, err);
             return;
         }
         client_accept(w, fd, (struct sockaddr *)&ss, sl, l->cl->tls);
@@ -454,6 +519,8 @@ static void worker_drain(struct worker *w)
         w->draining = true;
         worker_set_accepting(w, false);
         ev_timer_stop(w->loop, &w->accept_retry);
+        ev_timer_stop(w->loop, &w->accept_err_log);
+        worker_accept_err_say(w);   /* the failures not said yet: accepting is over */
         for (unsigned i = 0; i < w->nlisteners; i++) {
             close(w->listeners[i].fd);
             w->listeners[i].fd = -1;
@@ -640,7 +707,7 @@ static void listener_sweep(struct worker *w, const struct listener *l, struct wo
         fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             atomic_fetch_sub(&worker_connections, 1);
-            if (errno == EINTR || errno == ECONNABORTED)
+            if (accept_err_passes(errno))
                 continue;
             return;   /* EAGAIN: the queue is empty (or out of descriptors: the rest are reset) */
         }
@@ -961,6 +1028,9 @@ int worker_init(struct worker *w, unsigned id, struct runtime *rt, struct stale_
     w->conf = w->gen->conf;
     ev_init(&w->accept_retry, worker_accept_retry_cb);
     w->accept_retry.data = w;
+    ev_init(&w->accept_err_log, worker_accept_err_log_cb);
+    w->accept_err_log.data = w;
+    w->accept_err_said = -ACCEPT_ERR_LOG_EVERY;
     if (worker_listen(w, c, NULL, 0) < 0)
         return -1;
     atomic_store(&w->listening_for, (uintptr_t)rt);

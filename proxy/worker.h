@@ -118,6 +118,13 @@ struct worker {
     bool accepting;                     /* listener watchers active */
     ev_timer accept_retry;              /* while paused by max_connections or EMFILE */
     int spare_fd;                       /* closed to accept-and-drop on EMFILE */
+    /* Accept failures that pause the listener (worker_accept_failed), said at most once a second:
+     * when the last line was, how many came since, the last one's errno, and the timer that says
+     * them when no further failure does. */
+    ev_tstamp accept_err_said;
+    unsigned accept_err_unsaid;
+    int accept_err_last;
+    ev_timer accept_err_log;
     int slow_ep;                        /* epoll set of the clients on probation (WORKER_SLOW_BUDGET) */
     int loop_ep, loop_ep_hint;          /* libev's epoll set: -2 not looked for yet, -1 not found
                                          * (worker_loop_epoll); the number it most likely got */

@@ -305,6 +305,42 @@ def test_max_connections_queues_extra_connection(lifeline, upstream):
             sixth.close()
 
 
+def test_out_of_descriptors_is_logged_once_a_second(lifeline, upstream):
+    """At its open-file limit a worker sheds a queued connection (its spare descriptor accepts and
+    closes it) and pauses accepting for 50 ms. It logged `accept: Too many open files; shedding a
+    connection` at each of them, 20 lines a second per worker for as long as clients kept coming.
+    Now one line a second at most, counting the failures since the last one; the shedding itself
+    goes on at the same pace."""
+    import re
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, limits={"max_connections": 1000}, workers=1,
+                  prefix=["prlimit", "--nofile=64:64"])
+    time.sleep(t(0.1))    # let the readiness probe's connection go
+    conns = []
+    try:
+        for _ in range(120):       # until one is shed: the table is full
+            s = socket.create_connection(("127.0.0.1", lf.port), timeout=t(2))
+            conns.append(s)
+            if select.select([s], [], [], 0.1)[0]:
+                break
+        else:
+            raise AssertionError("never reached the open-file limit")
+        conns += [socket.create_connection(("127.0.0.1", lf.port), timeout=t(2)) for _ in range(60)]
+        start_text = lf.stderr_text()
+        time.sleep(2.5)
+        text = lf.stderr_text()[len(start_text):]
+    finally:
+        for s in conns:
+            s.close()
+    lines = [ln for ln in text.splitlines() if "accept:" in ln]
+    assert 1 <= len(lines) <= 4, "%d accept lines in 2.5 s:\n%s" % (len(lines), "\n".join(lines[:30]))
+    counts = [int(m.group(1)) for m in (re.search(r"; (\d+) failures in the last", ln) for ln in lines) if m]
+    assert counts and max(counts) >= 10, lines      # still shedding every 50 ms or so
+    lf.assert_alive()
+    time.sleep(t(0.3))
+    assert lf.fetch("GET", "/echo/after").status == 200
+
+
 def test_header_timeout_408_counted_with_unrouted_requests(lifeline, upstream):
     """SPEC §5: the 408 lifeline writes for a head cut by header_timeout is a request answered, so
     lifeline_requests_total counts it, under route="" like a request that matched no route."""

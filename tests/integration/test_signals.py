@@ -3,11 +3,14 @@ SIGHUP never drops the running service."""
 
 import signal
 import socket
+import subprocess
 import time
 
 import pytest
 
-from conftest import HOST, Conn, ConnClosed, build_request, dur, pool, t, wait_for
+from conftest import (HOST, LIFELINE_BIN, SANITIZER_MARKERS, Conn, ConnClosed, build_request, dur, free_port,
+                      pool, require_binary, t, wait_for, write_config)
+from dnsfake import DnsFake
 
 
 def test_sigterm_with_idle_keepalive_exits_promptly(lifeline, upstream):
@@ -277,3 +280,59 @@ def test_a_close_delimited_answer_cut_by_the_drain_ends_in_a_reset(lifeline, raw
             pass
     s.close()
     assert lf.proc.wait(t(10)) == 0
+
+
+@pytest.mark.parametrize("sig", ["SIGHUP", "SIGUSR1", "SIGTERM"])
+def test_signal_during_the_first_config_load(loop_thread, tmp_path, sig):
+    """The first config load resolves server names (here it waits on a silent resolver until its
+    resend). Signals were blocked only once it was done, so a SIGHUP or SIGUSR1 sent meanwhile
+    (their default action terminates: a deploy script reloading, logrotate) killed the process
+    before it served. Now SIGHUP and SIGUSR1 wait for the signalfd: the proxy starts, and the
+    SIGHUP reloads (the file may have changed after it was read). SIGTERM/SIGINT still stop it at
+    once, exit 0 (the drain SPEC §1 asks for is empty), without waiting for the load."""
+    require_binary()
+    dns = DnsFake(loop_thread).start()
+    port = free_port()
+    cfg = {"listen": [{"address": "%s:%d" % (HOST, port)}], "workers": 1, "access_log": {"path": "off"},
+           "resolver": {"servers": [dns.address], "timeout": dur(t(3))},
+           "pools": {"p": {"servers": [{"address": "svc.test:%d" % free_port()}]}},
+           "routes": [{"pool": "p"}]}
+    path = str(tmp_path / "c.yaml")
+    write_config(path, cfg)
+    err_path = str(tmp_path / "stderr")
+    dns.silence("svc.test")
+    proc = None
+    try:
+        with open(err_path, "wb") as ef:
+            proc = subprocess.Popen([LIFELINE_BIN, "-c", path], stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=ef)
+        wait_for(lambda: dns.count("svc.test") > 0, t(5), what="the load to ask the resolver")
+        sent = time.monotonic()
+        proc.send_signal(getattr(signal, sig))
+        if sig == "SIGTERM":
+            rc = proc.wait(t(5))
+            assert rc == 0 and time.monotonic() - sent < t(1), (rc, time.monotonic() - sent)
+            return
+        time.sleep(t(0.2))
+        assert proc.poll() is None, "killed by %s during the load: rc %r" % (sig, proc.returncode)
+        dns.set("svc.test", ["127.0.0.1"])   # the resend (a third of the timeout in) is answered
+
+        def serving():
+            try:
+                socket.create_connection((HOST, port), timeout=0.2).close()
+                return True
+            except OSError:
+                return False
+        wait_for(serving, t(8), what="lifeline to start serving")
+        if sig == "SIGHUP":
+            wait_for(lambda: "applied" in open(err_path).read(), t(5), what="the pending SIGHUP's reload")
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(t(5)) == 0
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        dns.stop()
+    text = open(err_path).read()
+    assert not any(m in text for m in SANITIZER_MARKERS), text

@@ -153,6 +153,95 @@ def test_probe_tries_every_address_of_a_name(lifeline, upstream, tmp_path):
     assert p.returncode == 0, p.stderr
 
 
+def _probe_server(answer):
+    """A one-connection server on 127.0.0.1: reads the request head, records it, then answer(conn).
+    Returns (port, heads seen, thread, listening socket); join the thread and close the socket."""
+    import threading
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    srv.settimeout(t(10))
+    seen = []
+
+    def serve():
+        try:
+            c, _ = srv.accept()
+        except OSError:
+            return
+        with c:
+            c.settimeout(t(10))
+            data = b""
+            try:
+                while b"\r\n\r\n" not in data:
+                    d = c.recv(4096)
+                    if not d:
+                        break
+                    data += d
+                seen.append(data)
+                answer(c)
+            except OSError:
+                pass
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    return srv.getsockname()[1], seen, th, srv
+
+
+def test_probe_has_one_overall_deadline():
+    """§1 `--probe URL` (Docker's HEALTHCHECK): one 5 s deadline covers connect, request and status
+    line. Only each read was bounded (5 s), so a server trickling its status line a byte at a time
+    held the probe for as long as it liked (64 s in the reviewer's run, the HEALTHCHECK killing it
+    first without a word) and then counted it healthy."""
+    def trickle(c):
+        for b in b"HTTP/1.1 200 OK\r\n\r\n":
+            c.sendall(bytes([b]))
+            time.sleep(0.5)
+    port, seen, th, srv = _probe_server(trickle)
+    try:
+        t0 = time.monotonic()
+        p = run_cli(["--probe", "http://127.0.0.1:%d/healthz" % port], timeout=t(20))
+        took = time.monotonic() - t0
+    finally:
+        srv.close()
+    assert p.returncode != 0, "a status line not complete within 5 s is a failure"
+    assert 4.5 < took < 5 + t(1.5), took
+    assert "within" in p.stderr, p.stderr
+    th.join(t(12))
+
+
+@pytest.mark.parametrize("line", [b"HTTP/1.1 2000 Odd", b"HTTP/1.1 20 Short", b"HTTP/1.1 2x0 Bad",
+                                  b"HTTP/1.1 200 OK"])
+def test_probe_status_code_is_three_digits(line):
+    """§1 `--probe URL` exits 0 on a 2xx: a status code is three digits followed by a space (RFC 9112
+    §4). Only the first digit was read, so `HTTP/1.1 2000` passed as healthy."""
+    port, seen, th, srv = _probe_server(lambda c: c.sendall(line + b"\r\nContent-Length: 0\r\n\r\n"))
+    try:
+        p = run_cli(["--probe", "http://127.0.0.1:%d/" % port])
+    finally:
+        th.join(t(6))
+        srv.close()
+    assert seen, "no request arrived"
+    assert (p.returncode == 0) == (line == b"HTTP/1.1 200 OK"), (line, p.returncode, p.stderr)
+
+
+@pytest.mark.parametrize("tail,target", [("?x=1", b"/?x=1"), ("#frag", b"/"), ("/a?b=2#f", b"/a?b=2")])
+def test_probe_url_authority_ends_at_query_or_fragment(tail, target):
+    """§1 `--probe URL`: the authority ends at `/`, `?` or `#` (RFC 3986 §3.2). A query without a
+    path (`http://127.0.0.1:PORT?x=1`) was read as the port `PORT?x=1`; the request target is the
+    path (`/` when absent) with the query, the fragment never sent."""
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    port, seen, th, srv = _probe_server(lambda c: c.sendall(ok))
+    try:
+        p = run_cli(["--probe", "http://127.0.0.1:%d%s" % (port, tail)])
+    finally:
+        th.join(t(6))
+        srv.close()
+    assert p.returncode == 0, p.stderr
+    assert seen and seen[0].split(b"\r\n")[0] == b"GET " + target + b" HTTP/1.1", seen
+    hosts = [ln for ln in seen[0].split(b"\r\n") if ln.lower().startswith(b"host:")]
+    assert hosts == [b"Host: 127.0.0.1:%d" % port], seen[0]
+
+
 def test_sigint_drains_like_sigterm(lifeline, upstream):
     """§1: "`SIGTERM`/`SIGINT` drain: stop accepting, `/healthz` answers 503, finish in-flight
     requests ..., exit 0"."""
