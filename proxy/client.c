@@ -505,6 +505,52 @@ static void client_reset(struct client *c)
     client_close_answering(c);
 }
 
+/* Reads and drops what the client sent that is still unread (bounded), so that the close right
+ * after the stop's 503 sends a FIN behind it, not a reset: unread input makes close() reset, and
+ * a reset can destroy an answer still on its way or unread by the client. (Bytes the client sends
+ * after this can still cause one: a best effort, as the process is going away.) */
+static void client_discard_unread(struct client *c)
+{
+    char sink[16384];
+
+    for (int i = 0; i < 64 && c->x.fd >= 0; i++) {
+        ssize_t r = recv(c->x.fd, sink, sizeof(sink), MSG_DONTWAIT);
+        if (r <= 0)
+            break;
+    }
+}
+
+void client_stop(struct client *c)
+{
+    struct exchange *ex = c->ex;
+
+    if (c->closed)
+        return;
+    if (ex && ex->state == EX_UPSTREAM && !ex->status) {
+        /* Not answered yet: the client is waiting and did not leave. nginx's worker_shutdown_timeout
+         * closes such a connection without a word; HAProxy's hard-stop-after kills it (logged with
+         * termination state K); a 503 that says why tells the client it may retry elsewhere. */
+        client_discard_unread(c);
+        if (!exchange_stop(ex))
+            client_settle_exchange(c, 503);   /* no answer could be made: still not a 499 */
+        if (!c->closed) {
+            client_discard_unread(c);
+            client_close(c);
+        }
+        return;
+    }
+    if (ex && ex->status && ex->state != EX_TUNNEL) {
+        /* An answer under way (or complete, not all written): it keeps its status, as when
+         * send_timeout cuts one. One whose end is the close would read as complete: reset. */
+        if (ex->resp_eof_framed)
+            client_reset(c);
+        else
+            client_close_answering(c);
+        return;
+    }
+    client_close(c);
+}
+
 void client_free(struct client *c)
 {
     conf_unref(c->conf);

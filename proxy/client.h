@@ -111,6 +111,11 @@ struct client *client_accept(struct worker *w, int fd, const struct sockaddr *sa
                              const struct tls_server *tls);
 /* Closes now: stops watchers, cancels the exchange, closes the socket, schedules the free. */
 void client_close(struct client *c);
+/* The process stops (worker.c, WORKER_STOP: shutdown_timeout passed, or a second signal) and
+ * closes c now, as no client left: a request still waiting for its answer is answered 503
+ * (exchange_stop), an answer under way keeps its status (cut as send_timeout cuts one: a reset
+ * when only the close would end it), anything else closes as client_close. */
+void client_stop(struct client *c);
 /* Frees a closed client (called by the worker's reaper). */
 void client_free(struct client *c);
 

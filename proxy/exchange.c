@@ -1788,6 +1788,46 @@ void exchange_hop_failed(struct exchange *ex, struct hop *h)
     }
 }
 
+bool exchange_stop(struct exchange *ex)
+{
+    struct exchange_local *l = &ex->local;
+    struct fallback_answer a;
+    struct fallback_out o;
+
+    if (ex->state != EX_UPSTREAM || ex->status || !ex->c || ex->c->closed)
+        return false;
+    memset(&a, 0, sizeof(a));
+    a.reason = "shutdown";
+    a.builtin_status = 503;
+    a.attempts = ex->attempts;
+    a.request_id = ex->request_id;
+    a.request_id_len = ex->request_id_len;
+    a.head_only = ex->req->method == H1_M_HEAD;
+    a.close = true;
+    /* The built-in answer, not the route's fallback or a kept copy: those stand in for an
+     * upstream that failed (SPEC §3.7), and this one did not; and a large body would not be
+     * written before the process is gone. */
+    if (fallback_build(&o, NULL, &a) < 0)
+        return false;
+    /* Attempts still running end here, as when the client leaves: counted as cancelled. */
+    for (int i = 0; i < 2; i++) {
+        if (hop_is_running(&ex->hops[i]))
+            exchange_record_hop(ex, &ex->hops[i], METRIC_OUTCOME_CANCELLED, 0);
+    }
+    exchange_release(ex);
+    ex->state = EX_LOCAL;
+    l->head = o.head;
+    l->head_len = o.head_len;
+    l->body = o.body;   /* (none: the built-in answer's text is in its head) */
+    l->body_len = o.body_len;
+    l->close = true;
+    l->active = true;
+    ex->status = o.status;
+    ex->fallback_reason = "shutdown";
+    exchange_local_pump(ex);   /* queues it all (a line of text), accounts it, client_exchange_done */
+    return true;
+}
+
 void exchange_cancel(struct exchange *ex)
 {
     exchange_cancel_answered(ex, 0);

@@ -198,6 +198,15 @@ void exchange_cancel(struct exchange *ex);
  * for a body that stopped coming), which the request is counted and logged with (0: as
  * exchange_cancel, 499 unless an answer was complete). */
 void exchange_cancel_answered(struct exchange *ex, unsigned status);
+/* The process stops (WORKER_STOP: shutdown_timeout passed, or a second SIGTERM/SIGINT) while this
+ * request's answer has not begun (EX_UPSTREAM: attempts running, a backoff, the body still coming;
+ * nothing but maybe a 100 Continue sent). Its running attempts end as cancelled and the client is
+ * answered `503` with `x-lifeline-fallback: shutdown` and Connection: close, counted and logged as
+ * that 503 (the client did not leave: not a 499). The answer is queued and flushed as far as the
+ * socket takes it; the connection then closes or lingers (client_exchange_done), and the caller
+ * closes what is left. Returns false, having changed nothing, when the answer has begun or no
+ * answer could be made (out of memory). ex may be given back before it returns (c closed). */
+bool exchange_stop(struct exchange *ex);
 /* The request id of a request whose X-Request-Id value is v (n bytes; v NULL: none), into out
  * (NUL-terminated; room for EXCHANGE_REQUEST_ID_MAX + 1): v when SPEC §4 keeps it (1 to 128
  * visible ASCII characters), else a fresh one (32 lowercase hex characters). Every request's id

@@ -16,7 +16,7 @@ const double metric_bounds[METRIC_BUCKETS - 1] = {
 
 const char *const metric_reason_names[MR_COUNT] = {
     "connect_error", "connect_timeout", "response_timeout", "reset", "deadline", "no_server",
-    "budget", "status", "read_timeout",
+    "budget", "status", "read_timeout", "shutdown",
 };
 
 /* Also hop_outcome_name()'s table: enum hop_outcome in order first (hop.c asserts the count). */

@@ -23,10 +23,11 @@ extern const double metric_bounds[METRIC_BUCKETS - 1];
 
 /* x-lifeline-fallback reasons counted by lifeline_fallbacks_total: the named ones, then one slot
  * per status code from MR_CODE_FIRST to MR_CODE_LAST (a listed status such as 503 that could not be
- * retried: its reason is the code, as in the header); MR_STATUS holds any other code. */
+ * retried: its reason is the code, as in the header); MR_STATUS holds any other code. MR_SHUTDOWN:
+ * the 503 a request still waiting for its answer gets when the process stops (exchange_stop). */
 enum metric_reason {
     MR_CONNECT_ERROR, MR_CONNECT_TIMEOUT, MR_RESPONSE_TIMEOUT, MR_RESET, MR_DEADLINE, MR_NO_SERVER,
-    MR_BUDGET, MR_STATUS, MR_READ_TIMEOUT, MR_COUNT,
+    MR_BUDGET, MR_STATUS, MR_READ_TIMEOUT, MR_SHUTDOWN, MR_COUNT,
 };
 #define MR_CODE_FIRST 400
 #define MR_CODE_LAST 599

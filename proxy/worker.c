@@ -772,9 +772,11 @@ static void worker_wake_cb(struct ev_loop *loop, ev_async *a, int revents)
     case WORKER_STOP:
         w->retiring = false;
         worker_drain(w);
+        /* Closed by lifeline, not left by their clients: client_stop keeps an answer's status and
+         * answers 503 to a request still waiting (they were all counted and logged as 499). */
         for (c = w->clients; c; c = next) {
             next = c->next;
-            client_close(c);
+            client_stop(c);
         }
         break;
     }

@@ -1,6 +1,8 @@
 """SPEC §1 signals: SIGTERM drains (finish in-flight, close idle, exit 0 within shutdown_timeout);
 SIGHUP never drops the running service."""
 
+import asyncio
+import json
 import signal
 import socket
 import subprocess
@@ -336,3 +338,101 @@ def test_signal_during_the_first_config_load(loop_thread, tmp_path, sig):
         dns.stop()
     text = open(err_path).read()
     assert not any(m in text for m in SANITIZER_MARKERS), text
+
+
+def _log_lines(path):
+    try:
+        with open(path) as f:
+            return [json.loads(ln) for ln in f if ln.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def _cut(lf, how):
+    """Ends the drain of lf with requests still in flight: at shutdown_timeout (lf was started
+    with a short one) or by a second SIGTERM. Returns the exit status."""
+    lf.stopped_by_test = True
+    lf.proc.send_signal(signal.SIGTERM)
+    if how == "second_signal":
+        time.sleep(t(0.3))
+        lf.proc.send_signal(signal.SIGTERM)
+    return lf.proc.wait(t(8))
+
+
+@pytest.mark.parametrize("how", ["shutdown_timeout", "second_signal"])
+def test_drain_cut_answers_a_waiting_request_503(lifeline, upstream, tmp_path, how):
+    """When the drain is cut (shutdown_timeout, or a second SIGTERM/SIGINT), a request still
+    waiting for its answer gets `503` with `x-lifeline-fallback: shutdown` and Connection: close,
+    and is logged and counted as that 503, its running attempt `cancelled`. It got a bare close and
+    was logged and counted as 499, "the client left", although the client was still there."""
+    up = upstream()
+    log = str(tmp_path / "access.log")
+    lf = lifeline(pools={"p": pool(up)}, extra={"access_log": {"path": log}},
+                  shutdown_timeout=dur(t(0.5) if how == "shutdown_timeout" else t(10)))
+    with lf.conn() as c:
+        c.request("GET", "/hang")
+        wait_for(lambda: up.requests, t(2), what="the request to reach the upstream")
+        assert _cut(lf, how) == 0
+        r = c.read_response(timeout=t(3))
+        assert r.status == 503, r
+        assert r.header("x-lifeline-fallback") == "shutdown", r.headers
+        assert (r.header("connection") or "").lower() == "close", r.headers
+        assert c.wait_closed(t(2)) == b""
+    lines = _log_lines(log)
+    assert len(lines) == 1, lines
+    assert lines[0]["status"] == 503 and lines[0]["fallback"] == "shutdown", lines[0]
+    assert [a["outcome"] for a in lines[0]["attempts"]] == ["cancelled"], lines[0]
+    assert lines[0]["request_id"] == r.header("x-request-id"), (lines[0], r.headers)
+
+
+def _trickle(total, piece, pause, chunked=False):
+    async def handler(request, rec, upstream):
+        from aiohttp import web
+        resp = web.StreamResponse(status=200)
+        if chunked:
+            resp.enable_chunked_encoding()
+        else:
+            resp.content_length = total
+        await resp.prepare(request)
+        for _ in range(total // piece):
+            await resp.write(b"x" * piece)
+            await asyncio.sleep(pause)
+        await resp.write_eof()
+        return resp
+    return handler
+
+
+@pytest.mark.parametrize("client", ["http11", "http10"])
+def test_drain_cut_keeps_an_answer_under_way_status(lifeline, upstream, tmp_path, client):
+    """An answer under way (its head sent) when shutdown_timeout cuts the drain keeps its status in
+    the access log and lifeline_requests_total, as when send_timeout cuts one: it was logged 499.
+    The client sees the answer short (Content-Length not reached); an HTTP/1.0 client, whose
+    answer only the close ends, gets a reset, not a close that would read as the complete end."""
+    up = upstream()
+    up.handlers["/trickle"] = _trickle(100, 10, t(0.3), chunked=client == "http10")
+    log = str(tmp_path / "access.log")
+    lf = lifeline(pools={"p": pool(up)}, extra={"access_log": {"path": log}}, shutdown_timeout=dur(t(0.5)))
+    with lf.conn() as c:
+        if client == "http10":
+            c.send(b"GET /trickle HTTP/1.0\r\nHost: test.local\r\n\r\n")
+        else:
+            c.request("GET", "/trickle")
+        version, status, _, headers, _ = c.read_head(timeout=t(3))
+        assert status == 200
+        assert _cut(lf, "shutdown_timeout") == 0
+        got, reset = c.buf, False
+        c.sock.settimeout(t(3))
+        try:
+            while True:
+                d = c.sock.recv(65536)
+                if not d:
+                    break
+                got += d
+        except ConnectionResetError:
+            reset = True
+    assert len(got) < 100, got
+    if client == "http10":
+        assert reset, "an answer only the close ends was cut with a plain close: it reads as complete"
+    lines = _log_lines(log)
+    assert len(lines) == 1, lines
+    assert lines[0]["status"] == 200, lines[0]
