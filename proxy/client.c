@@ -22,6 +22,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "h1.h"
 #include "list.h"
 #include "log.h"
@@ -128,9 +129,9 @@ static void client_timer_arm(struct client *c)
     if (c->cut_slot && ev_is_active(&c->timer))
         return;   /* a deadline passed, and its action waits for its turn (client_cut_wait) */
     if (ev_is_active(&c->timer) && !ev_is_pending(&c->timer) &&
-        ev_now(loop) + ev_timer_remaining(loop, &c->timer) <= due)
+        clock_now() + ev_timer_remaining(loop, &c->timer) <= due)
         return;
-    c->timer.repeat = due - ev_now(loop);
+    c->timer.repeat = due - clock_now();
     if (c->timer.repeat <= 0)
         c->timer.repeat = 1e-6;
     ev_timer_again(loop, &c->timer);
@@ -310,7 +311,7 @@ struct client *client_accept(struct worker *w, int fd, const struct sockaddr *sa
     ev_init(&c->timer, client_timer_cb);
     c->io.data = c->timer.data = c;
     c->phase = CLIENT_IDLE;
-    c->last_read = ev_now(w->loop);
+    c->last_read = clock_now();
     /* The first request's head must arrive within header_timeout of the accept. */
     c->head_deadline = c->last_read + ms(c->conf->client.header_timeout);
     LIST_PUSH(w->clients, c, prev, next);
@@ -572,7 +573,7 @@ static void client_read_on(struct client *c)
     if (c->read_paused && !c->rd_eof) {
         c->read_paused = false;
         if (c->phase == CLIENT_BODY) {
-            c->last_read = ev_now(c->w->loop);   /* body_timeout's gap starts again now */
+            c->last_read = clock_now();   /* body_timeout's gap starts again now */
             client_timer_arm(c);
         }
         client_rd_start(c);   /* TLS: bytes already decrypted are read at once */
@@ -623,7 +624,7 @@ static void client_answer_flushed(struct client *c)
             worker_req_parser_put(w, c->parser);
             c->parser = NULL;
             xprt_shut_wr(&c->x);   /* over TLS: close_notify first, as after any answer */
-            c->head_deadline = ev_now(w->loop) + LINGER_SECONDS;
+            c->head_deadline = clock_now() + LINGER_SECONDS;
             client_timer_arm(c);
             client_read_on(c);
             return;
@@ -637,7 +638,7 @@ static void client_answer_flushed(struct client *c)
     if (!c->trusted)
         client_io_set(c, client_io_events(c));   /* answered: off probation, the loop polls it */
     c->phase = CLIENT_IDLE;
-    c->last_read = ev_now(w->loop);
+    c->last_read = clock_now();
     client_out_put(c);
     if (c->conf != w->conf) {
         conf_unref(c->conf);
@@ -765,7 +766,7 @@ void client_flush(struct client *c)
             buf_consume(&c->out, (size_t)r);
         c->bytes_out += (uint64_t)r;
         if (r > 0)
-            c->last_write = ev_now(c->w->loop);
+            c->last_write = clock_now();
         if (c->out.len || (!from_out && p->len)) {
             c->write_blocked = true;
             client_io_on(c, EV_WRITE);
@@ -776,7 +777,7 @@ void client_flush(struct client *c)
              * stall when it took none (a socket left full by an earlier answer). */
             if (!c->send_stall) {
                 c->send_stall = true;
-                c->last_write = ev_now(c->w->loop);
+                c->last_write = clock_now();
             }
             client_timer_arm(c);
             return;
@@ -852,15 +853,16 @@ static void client_count_head(struct client *c, unsigned status, size_t bytes, c
     struct worker *w = c->w;
     struct alog_entry e;
     char addr[INET6_ADDRSTRLEN];
-    ev_tstamp now = ev_now(w->loop), start = c->last_read;
+    ev_tstamp now = clock_now(), start = c->last_read;
     double dur = now > start ? now - start : 0;
 
+    /* the duration on the monotonic clock (clock.h), the time of day on the wall clock */
     metrics_request(&w->rmetrics[METRIC_ROUTE_NONE], status, dur);
-    series_request(w->id, SERIES_ROUTES, status, false, dur, now);
+    series_request(w->id, SERIES_ROUTES, status, false, dur, ev_now(w->loop));
     if (!w->alog.data)
         return;
     memset(&e, 0, sizeof(e));
-    e.time = now;
+    e.time = ev_now(w->loop);
     e.client = (struct alog_str){ addr, client_addr_text(c, addr) };
     client_head_seen(c, raw, raw_len, &e.method, &e.target);
     e.request_id = (struct alog_str){ rid, rid_len };
@@ -1009,7 +1011,7 @@ static bool client_io_first(struct ev_loop *loop, struct client *c, int events)
 static void client_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct client *c = t->data;
-    ev_tstamp now = ev_now(loop), due;
+    ev_tstamp now = clock_now(), due;
     bool turn = c->cut_slot;   /* this firing ends a wait for its turn: act now */
 
     (void)revents;
@@ -1156,7 +1158,7 @@ void client_drain(struct client *c)
             client_close(c);
             return;
         }
-        ev_tstamp grace = ev_now(c->w->loop) + DRAIN_HEAD_GRACE;
+        ev_tstamp grace = clock_now() + DRAIN_HEAD_GRACE;
         if (c->served) {
             c->drain_grace = true;   /* the grace replaces idle_timeout (client_rdue) */
             c->head_deadline = grace;
@@ -1175,7 +1177,7 @@ void client_drain(struct client *c)
      * count). A head that completes in time is answered here
      * and handed over after its answer, as any request in flight. */
     if (c->phase == CLIENT_HEAD && !c->answer_done) {
-        ev_tstamp grace = ev_now(c->w->loop) + DRAIN_HEAD_GRACE;
+        ev_tstamp grace = clock_now() + DRAIN_HEAD_GRACE;
         if (c->head_deadline > grace) {
             c->head_deadline = grace;
             client_timer_arm(c);
@@ -1228,7 +1230,7 @@ static bool client_step(struct client *c)
             c->parser = NULL;
         }
         if (c->served) {
-            c->last_read = ev_now(w->loop);   /* the head's start (the first request's: the accept) */
+            c->last_read = clock_now();   /* the head's start (the first request's: the accept) */
             if (!c->drain_grace)
                 c->head_deadline = c->last_read + ms(c->conf->client.header_timeout);
         }
@@ -1236,8 +1238,8 @@ static bool client_step(struct client *c)
          * yet idle at the retire) gets the drain's grace from its first byte, as one begun
          * before the retire got it from there (client_drain). (A drain of the process closes
          * idle connections, and gave the ones it kept their grace then.) */
-        if (w->draining && c->head_deadline > ev_now(w->loop) + DRAIN_HEAD_GRACE)
-            c->head_deadline = ev_now(w->loop) + DRAIN_HEAD_GRACE;
+        if (w->draining && c->head_deadline > clock_now() + DRAIN_HEAD_GRACE)
+            c->head_deadline = clock_now() + DRAIN_HEAD_GRACE;
         client_timer_arm(c);
         return true;
 
@@ -1280,7 +1282,7 @@ static bool client_step(struct client *c)
             return false;
         }
         c->phase = CLIENT_BODY;
-        c->last_read = ev_now(w->loop);
+        c->last_read = clock_now();
         c->ex = worker_exchange_get(w);
         if (!c->ex) {
             client_close(c);
@@ -1405,7 +1407,7 @@ static void client_read_lost(struct client *c, ssize_t r)
     client_close(c);
 }
 
-static void client_splice_body(struct ev_loop *loop, struct client *c, struct spipe *p, size_t max)
+static void client_splice_body(struct client *c, struct spipe *p, size_t max)
 {
     ssize_t r;
 
@@ -1428,7 +1430,7 @@ static void client_splice_body(struct ev_loop *loop, struct client *c, struct sp
         client_read_lost(c, r);
         return;
     }
-    c->last_read = ev_now(loop);
+    c->last_read = clock_now();
     if (exchange_body_spliced(c->ex, (size_t)r)) {
         /* the body's last byte: the message is complete, as the parser's H1_DONE (client_step) */
         c->phase = CLIENT_WAIT;
@@ -1452,7 +1454,7 @@ static void client_read_cb(struct ev_loop *loop, struct client *c)
         size_t max;
         struct spipe *p = exchange_body_pipe(c->ex, &max);
         if (p) {
-            client_splice_body(loop, c, p, max);
+            client_splice_body(c, p, max);
             return;
         }
     }
@@ -1518,7 +1520,7 @@ static void client_read_cb(struct ev_loop *loop, struct client *c)
     }
     c->in.len += (size_t)r;
     if (c->phase != CLIENT_IDLE && c->phase != CLIENT_HEAD)
-        c->last_read = ev_now(loop);   /* idle after an answer: idle_timeout runs from the answer (a
+        c->last_read = clock_now();   /* idle after an answer: idle_timeout runs from the answer (a
                                           request starting now takes header_timeout instead); before
                                           a body, last_read keeps the head's start (client_count_head) */
     client_process(c);

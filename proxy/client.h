@@ -61,7 +61,7 @@ struct client {
     ev_io io;                           /* EV_READ while reading, EV_WRITE while output is stuck (or a
                                          * TLS read waits to write: then EV_WRITE stands for EV_READ) */
     ev_timer timer;                     /* the read and send deadlines, whichever is earlier */
-    ev_tstamp last_read, last_write, head_deadline;
+    ev_tstamp last_read, last_write, head_deadline;   /* clock_now() (clock.h: monotonic) */
     struct buf in, out;                 /* in: WORKER_SMALL first, a block once needed (client.c) */
     struct h1_parser *parser;           /* while a request is in progress */
     struct conf *conf;                  /* snapshot of the current request (reference held) */

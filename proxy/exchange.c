@@ -27,6 +27,7 @@
 #endif
 
 #include "client.h"
+#include "clock.h"
 #include "fallback.h"
 #include "h1.h"
 #include "health.h"
@@ -52,10 +53,11 @@ static struct hop *exchange_other(struct exchange *ex, struct hop *h)
     return h == &ex->hops[0] ? &ex->hops[1] : &ex->hops[0];
 }
 
-/* The retry budget's window of this request's route (SPEC §3.5), and the current second. */
+/* The retry budget's window of this request's route (SPEC §3.5), and the current second (of the
+ * monotonic clock: a wall clock stepped back an hour froze the window on its newest slot). */
 static struct retry_window *exchange_window(struct exchange *ex, int64_t *sec)
 {
-    *sec = (int64_t)ev_now(ex_worker(ex)->loop);
+    *sec = (int64_t)clock_now();
     return &ex->gen->route_stats[ex->route_idx].window;
 }
 
@@ -161,7 +163,7 @@ static struct hop_record *exchange_record_hop_as(struct exchange *ex, const stru
                                                  unsigned status, bool later)
 {
     struct upserver *s = h->last_server;
-    ev_tstamp now = ev_now(ex_worker(ex)->loop);
+    ev_tstamp now = clock_now();
     struct hop_record *r;
 
     if (s && s->m && midx != METRIC_OUTCOME_ORPHANED) {
@@ -177,7 +179,8 @@ static struct hop_record *exchange_record_hop_as(struct exchange *ex, const stru
     }
     series_hop(ex_worker(ex)->id, s ? s->m : NULL, s && s->hs ? s->hs->slot : SERIES_SERVERS, midx,
                h->connected > 0 && !h->reused ? h->connected - h->started : -1,
-               h->connected > 0 && (midx == HOP_OK || midx == METRIC_OUTCOME_5XX) ? now - h->connected : -1, now);
+               h->connected > 0 && (midx == HOP_OK || midx == METRIC_OUTCOME_5XX) ? now - h->connected : -1,
+               ev_now(ex_worker(ex)->loop));   /* the series' second: the wall clock's */
     if (h == ex->hedge) {
         series_hedge_result(&ex_worker(ex)->rmetrics[ex->route_slot], midx);
         ex->hedge = NULL;
@@ -227,7 +230,9 @@ static void exchange_account(struct exchange *ex, unsigned status)
     struct worker *w = ex_worker(ex);
     struct client *c = ex->c;
     struct route_metrics *m;
-    ev_tstamp now = ev_now(w->loop), dur = now - ex->started;
+    /* the duration on the monotonic clock (clock.h); the line's time and the series' second on
+     * the wall clock */
+    ev_tstamp dur = clock_now() - ex->started, wall = ev_now(w->loop);
     struct alog_attempt att[ALOG_MAX_ATTEMPTS];
     char codes[ALOG_MAX_ATTEMPTS][4];
     uint8_t order[sizeof(ex->hoplog) / sizeof(ex->hoplog[0])];
@@ -241,11 +246,11 @@ static void exchange_account(struct exchange *ex, unsigned status)
     metrics_request(m, status, dur);
     if (ex->fallback_reason)
         METRIC_ADD(m->fallbacks[metric_reason_of(ex->fallback_reason)], 1);
-    series_request(w->id, ex->route ? ex->route_slot : SERIES_ROUTES, status, ex->fallback_reason != NULL, dur, now);
+    series_request(w->id, ex->route ? ex->route_slot : SERIES_ROUTES, status, ex->fallback_reason != NULL, dur, wall);
     if (!w->alog.data && ex->nhoplog < 2 && !ex->fallback_reason)
         return;   /* no log line, and not one for /status/requests */
     memset(&e, 0, sizeof(e));
-    e.time = now;
+    e.time = wall;
     e.client = (struct alog_str){ ex->client_addr, ex->client_addr_len };
     e.method = (struct alog_str){ ex->req->method_name, ex->req->method_len };
     e.target = (struct alog_str){ ex->req->target, ex->req->target_len };
@@ -394,7 +399,7 @@ static bool exchange_stale(struct exchange *ex, struct fallback_out *o, struct s
         return false;
     /* RFC 9111 §4.2.3: the age the upstream gave it plus its time here; both the Age sent and what
      * fallback.stale is compared with */
-    age = ev_now(w->loop) - e->stored;
+    age = clock_now() - e->stored;   /* monotonic (clock.h): a wall clock's step moved the Age sent */
     if (age < 0)
         age = 0;   /* stored by another worker whose loop time ran slightly ahead */
     age += e->age;
@@ -835,7 +840,7 @@ void exchange_start(struct exchange *ex, struct client *c)
     ex->bytes_mark = c->bytes_out + c->out.len;
     req = ex->req;
     ex->state = EX_UPSTREAM;
-    ex->started = ev_now(w->loop);
+    ex->started = clock_now();
     ex->has_body = req->chunked || req->content_length > 0;
     ex->body_done = !ex->has_body && !req->upgrade;
     ex->send_held = false;
@@ -1140,7 +1145,7 @@ static void exchange_spare_cb(struct ev_loop *loop, ev_timer *t, int revents)
             ex->hedge_on_body = true;
         if (!ex->idempotent || !exchange_replayable(ex) || !ex->body_done ||
             ex->attempts >= ex->route->retry.attempts || busy->state == HOP_BODY ||
-            ex->deadline <= ev_now(loop))
+            ex->deadline <= clock_now())
             return;
     }
     if (!race && !exchange_budget_left(ex)) {
@@ -1446,7 +1451,7 @@ static bool exchange_after_attempt(struct exchange *ex, struct hop *h, enum hop_
     in.replayable = retry_not_sent(o) ? exchange_unsent_whole(ex)
                                       : exchange_replayable(ex) &&
                                         !(ex->has_body && !ex->body_done && ex->req->content_length < 0);
-    in.time_left = ex->deadline - ev_now(w->loop);
+    in.time_left = ex->deadline - clock_now();
     win = exchange_window(ex, &sec);
     retry_window_sums(win, sec, &in.requests_window, &in.retries_window);
     in.retry_after = retry_after;
@@ -1485,7 +1490,7 @@ static const char *exchange_reason(struct exchange *ex, char *tmp, size_t n)
     if (ex->last_outcome == HOP_OK && n >= 4)
         return metric_code_text(ex->last_status, tmp);   /* the status: 3 digits (parser: 100..599) */
     if (ex->last_outcome == HOP_DEADLINE || ex->last_verdict == RETRY_NO_TIME ||
-        ex->deadline <= ev_now(ex_worker(ex)->loop))
+        ex->deadline <= clock_now())
         return "deadline";
     return hop_outcome_name(ex->last_outcome);
 }
@@ -1717,7 +1722,7 @@ void exchange_hop_done(struct exchange *ex, struct hop *h)
         size_t klen = exchange_stale_key(ex, &key);
         ex->capturing = false;
         if (klen)
-            stale_put(w->stale, key, klen, &ex->capture, ev_now(w->loop));
+            stale_put(w->stale, key, klen, &ex->capture, clock_now());
         else
             stale_capture_free(&ex->capture);
     }

@@ -131,7 +131,7 @@ struct exchange {
         struct stale_entry *entry;      /* reference held while body points into it */
         bool active, close, pumping, repump;
     } local;
-    ev_tstamp started, deadline;
+    ev_tstamp started, deadline;        /* clock_now() (clock.h: monotonic, never the wall clock) */
     size_t request_id_len;
 
     /* Not cleared by exchange_start (issue 13: zeroing all of it cost ~240 instructions a

@@ -63,6 +63,7 @@ int health_reply_status(const char *buf, size_t len, unsigned *status)
 }
 
 _Thread_local int64_t clock_turn;
+_Thread_local double clock_turn_sec;
 
 int64_t health_now(void)
 {

@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "exchange.h"
 #include "fdroom.h"
 #include "h1.h"
@@ -58,7 +59,7 @@ static bool hop_arm(struct hop *h, ev_timer *t, int64_t ms)
 {
     struct ev_loop *loop = hop_worker(h)->loop;
     ev_tstamp want = (ev_tstamp)ms / 1000.0;
-    ev_tstamp left = h->deadline - ev_now(loop);
+    ev_tstamp left = h->deadline - clock_now();
     bool cut = left < want;
 
     t->repeat = cut ? (left > 0 ? left : 1e-6) : want;
@@ -70,7 +71,7 @@ static bool hop_arm(struct hop *h, ev_timer *t, int64_t ms)
 static void hop_rt_start(struct hop *h, struct ev_loop *loop, ev_tstamp secs)
 {
     h->response_timer.repeat = secs > 1e-6 ? secs : 1e-6;
-    h->rt_at = ev_now(loop) + h->response_timer.repeat;
+    h->rt_at = clock_now() + h->response_timer.repeat;
     h->rt_loop = loop;
     ev_timer_again(loop, &h->response_timer);
 }
@@ -86,7 +87,7 @@ static void hop_rt_set(struct hop *h, ev_tstamp due)
     h->response_due = due;
     if (ev_is_pending(t) || (ev_is_active(t) && h->rt_at <= due))
         return;
-    hop_rt_start(h, hop_worker(h)->loop, due - ev_now(hop_worker(h)->loop));
+    hop_rt_start(h, hop_worker(h)->loop, due - clock_now());
 }
 
 /* Disarms the response timeout. The timer is left running (parked: its callback stops it), except
@@ -109,7 +110,7 @@ void hop_release(struct hop *h)
  * the deadline cut it. */
 static bool hop_arm_response(struct hop *h, int64_t ms)
 {
-    ev_tstamp now = ev_now(hop_worker(h)->loop);
+    ev_tstamp now = clock_now();
     ev_tstamp want = now + (ev_tstamp)ms / 1000.0;
     bool cut = h->deadline < want;
 
@@ -259,8 +260,8 @@ static void hop_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         ev_timer_stop(loop, t);
         if (!h->rt_armed)
             return;
-        if (h->state != HOP_BODY && h->state != HOP_TUNNEL && h->response_due - ev_now(loop) > 0.0005) {
-            hop_rt_start(h, loop, h->response_due - ev_now(loop));   /* fired early: not due yet */
+        if (h->state != HOP_BODY && h->state != HOP_TUNNEL && h->response_due - clock_now() > 0.0005) {
+            hop_rt_start(h, loop, h->response_due - clock_now());   /* fired early: not due yet */
             return;
         }
     }
@@ -268,11 +269,11 @@ static void hop_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         /* Re-arm from the last read instead of restarting the timer on every read (libev's
          * "be smart about timeouts"); a paused read is the downstream's fault, not the upstream's.
          * After the head the response timer, when it was due first, carries on as this one. */
-        ev_tstamp left = h->last_read + h->read_timeout - ev_now(loop);
+        ev_tstamp left = h->last_read + h->read_timeout - clock_now();
         if (!h->read_paused && left <= 0.0005) {
             if (hop_read_first(h, loop))
                 return;
-            left = h->last_read + h->read_timeout - ev_now(loop);   /* bytes came: not idle */
+            left = h->last_read + h->read_timeout - clock_now();   /* bytes came: not idle */
         }
         if (h->read_paused || left > 0.0005) {
             if (t == &h->response_timer) {
@@ -315,7 +316,7 @@ static void hop_connected(struct hop *h)
     struct worker *w = hop_worker(h);
 
     timer_off(w->loop, &h->connect_timer);
-    h->connected = ev_now(w->loop);
+    h->connected = clock_now();
     /* A detached racer's connect is not sampled: a late one is often a SYN retransmit, and would
      * push connect_race: auto far up for everyone. */
     if (!h->reused && h->ex)
@@ -442,7 +443,7 @@ void hop_start(struct hop *h, struct exchange *ex, struct upserver *s, bool fres
     h->splice_left = 0;
     h->write_failed = h->processing = h->local_error = h->judged = h->at_head = false;
     h->starting = true;
-    h->started = ev_now(w->loop);
+    h->started = clock_now();
     h->connected = 0;
     ev_init(&h->connect_timer, hop_timer_cb);
     if (!ev_is_active(&h->response_timer) && !ev_is_pending(&h->response_timer))
@@ -484,8 +485,8 @@ void hop_start(struct hop *h, struct exchange *ex, struct upserver *s, bool fres
 fail_later:
     /* A hop never reports an end synchronously (its caller is mid-setup): reported from the loop. */
     h->local_error = fd_local_shortage(err);
-    if (h->local_error && ev_now(w->loop) - w->local_error_warned >= 1.0) {
-        w->local_error_warned = ev_now(w->loop);
+    if (h->local_error && clock_now() - w->local_error_warned >= 1.0) {
+        w->local_error_warned = clock_now();
         log_warn("connect to %s: %s (this host's limit: not counted against the server)", s->addr->text,
                  strerror(err));
     } else {
@@ -587,7 +588,7 @@ void hop_send(struct hop *h)
         }
         if (h->state == HOP_TUNNEL) {
             unsigned seq = h->seq;
-            h->last_read = ev_now(w->loop);
+            h->last_read = clock_now();
             exchange_hop_sent(ex, h);
             if (h->seq == seq)
                 hop_tunnel_shut(h);
@@ -758,7 +759,7 @@ static void hop_read_timer_start(struct hop *h)
 {
     struct ev_loop *loop = hop_worker(h)->loop;
 
-    h->last_read = ev_now(loop);
+    h->last_read = clock_now();
     /* (the lazy timer runs at rt_at, no later than the response timeout: hop.h) */
     if (h->rt_armed && ev_is_active(&h->response_timer) && !ev_is_pending(&h->response_timer) &&
         h->rt_at - h->last_read <= h->read_timeout)
@@ -849,7 +850,7 @@ static void hop_process_buffered(struct hop *h)
                 break;
             }
             {
-                double lat = ev_now(hop_worker(h)->loop) - h->started;
+                double lat = clock_now() - h->started;
                 if (resp->status >= 500 && lat < (double)h->response_ms / 1000.0)
                     lat = (double)h->response_ms / 1000.0;   /* a failure costs its timeout */
                 if (resp->status >= 500 || resp->status == 101) {
@@ -906,7 +907,6 @@ pause:
  * from Content-Length, as the parser would have found it. */
 static void hop_splice_body(struct hop *h)
 {
-    struct ev_loop *loop = hop_worker(h)->loop;
     struct spipe *p = &h->ex->rpipe;
     unsigned seq = h->seq;
     size_t max = spipe_room(p);
@@ -945,7 +945,7 @@ static void hop_splice_body(struct hop *h)
         return;
     }
     h->got_bytes = true;
-    h->last_read = ev_now(loop);
+    h->last_read = clock_now();
     h->splice_left -= (uint64_t)r;
     if (h->splice_left == 0) {
         hop_done(h, false);   /* counted before the last bytes are flushed (as at H1_DONE) */
@@ -1039,7 +1039,7 @@ static void hop_read_cb(struct ev_loop *loop, ev_io *io, int revents)
     }
     uc->in.len += (size_t)r;
     h->got_bytes = true;
-    h->last_read = ev_now(loop);
+    h->last_read = clock_now();
     {
         unsigned seq = h->seq;
         hop_process(h);
@@ -1186,7 +1186,7 @@ bool hop_orphan(struct hop *h)
     ev_init(&o->response_timer, hop_timer_cb);
     o->response_timer.data = o;
     if (o->rt_armed)
-        hop_rt_start(o, w->loop, o->response_due - ev_now(w->loop));
+        hop_rt_start(o, w->loop, o->response_due - clock_now());
     hop_timer_move(w->loop, &h->read_timer, &o->read_timer, o);
     o->ex = NULL;
     o->oroute = h->ex->route;

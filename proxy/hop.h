@@ -102,6 +102,8 @@ struct hop {
     const struct conf_route *oroute;    /* orphans: the route it ran for (in gen's conf) */
     struct hop *onext, *oprev;          /* orphans: the worker's list (oldest first); the reaper's
                                          * list (onext) once ended */
+    /* Its times (deadline, last_read, response_due, started, connected, rt_at) are clock_now()
+     * values (clock.h: monotonic, as libev's timers; never ev_now(), the wall clock). */
     ev_tstamp deadline;                 /* the exchange's, for clamping connect/response */
     int64_t connect_ms, response_ms;    /* the route's per-attempt timeouts */
     bool head_req;                      /* the request is a HEAD: no response body */

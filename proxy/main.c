@@ -39,6 +39,7 @@
 
 #include "accesslog.h"
 #include "admin.h"
+#include "clock.h"
 #include "conf.h"
 #include "dns.h"
 #include "health.h"
@@ -385,7 +386,7 @@ static void on_admin_move(struct ev_loop *loop, ev_timer *t, int revents)
         return;
     }
     switched = workers_switched_to(current);
-    if (!switched && admin_move.by && ev_now(loop) < admin_move.by)
+    if (!switched && admin_move.by && clock_now() < admin_move.by)
         return;   /* (a bind now could only fail: a worker still listens there) */
     fd = admin_open(c);
     if (fd >= 0) {
@@ -496,7 +497,7 @@ static void apply_conf(struct ev_loop *loop, struct conf *nc, const char *why, i
         if (admin_at.on)
             log_info("%s: admin listener stays on %s until the workers have closed the listener on %s", why,
                      admin_at.addr.text, current->conf->admin.addr.text);
-        admin_move.by = ev_now(loop) + ADMIN_MOVE_WAIT;
+        admin_move.by = clock_now() + ADMIN_MOVE_WAIT;
         admin_move.timer.repeat = 0.01;
         ev_timer_again(loop, &admin_move.timer);
     }
@@ -643,7 +644,7 @@ static void reload_failed(struct conf *nc, int log_fd, const char *what)
     log_error("reload: %s; keeping the running configuration", what);
 }
 
-static void resolved_applied(struct ev_loop *loop, bool same_text);
+static void resolved_applied(bool same_text);
 
 /* The loader's result nc (of `job`; NULL: it failed with nerr errors) applied, or dropped; log_fd
  * (a reload's access-log file, or -1) is used or closed. */
@@ -715,7 +716,7 @@ static void take_loaded(struct ev_loop *loop, struct conf *nc, int job, unsigned
         admin.reloads_ok++;
     }
     apply_conf(loop, nc, job != JOB_RESOLVE ? "reload" : "DNS change", admin_fd, close_first, log_fd);
-    resolved_applied(loop, job == JOB_RESOLVE);
+    resolved_applied(job == JOB_RESOLVE);
     watch_update(loop);
 }
 
@@ -772,18 +773,18 @@ static void resolved_restart(ev_tstamp now)
 
 /* A snapshot was applied: a re-resolution of the same text keeps each pool's time, anything
  * else was loaded from a file, which looked every name up. */
-static void resolved_applied(struct ev_loop *loop, bool same_text)
+static void resolved_applied(bool same_text)
 {
     if (same_text && resolved.n == current->conf->npools)
         resolved.generation = admin.generation;
     else
-        resolved_restart(ev_now(loop));
+        resolved_restart(clock_now());
 }
 
 static void on_resolve_timer(struct ev_loop *loop, ev_timer *t, int revents)
 {
     const struct conf *c = current->conf;
-    ev_tstamp now = ev_now(loop), next = 0;
+    ev_tstamp now = clock_now(), next = 0;
     bool *due = NULL, any = false;
 
     (void)revents;
@@ -928,7 +929,7 @@ static void on_retire_timer(struct ev_loop *loop, ev_timer *t, int revents)
             continue;
         }
         left = true;
-        slow &= ev_now(loop) >= wslot[i].slow_at;
+        slow &= clock_now() >= wslot[i].slow_at;
     }
     if (left && !draining) {
         /* what outlives shutdown_timeout (long answers, tunnels) may last long: look less often */
@@ -964,7 +965,7 @@ static void workers_resize(struct ev_loop *loop, unsigned want)
         if (wslot[i].state != W_RUNNING)
             continue;
         wslot[i].state = W_STOPPING;
-        wslot[i].slow_at = ev_now(loop) + (ev_tstamp)current->conf->shutdown_timeout / 1000.0;
+        wslot[i].slow_at = clock_now() + (ev_tstamp)current->conf->shutdown_timeout / 1000.0;
         workers[i].heir = NULL;
         for (unsigned h = 0; h < i; h++) {
             if (wslot[h].state == W_RUNNING) {

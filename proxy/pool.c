@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "health.h"
 #include "list.h"
 #include "log.h"
@@ -183,7 +184,7 @@ static void pool_arm_idle_timer(struct pool *p)
         ev_timer_stop(p->w->loop, &p->idle_timer);
         return;
     }
-    left = old->idle_since + (ev_tstamp)p->cp->keepalive_timeout / 1000.0 - ev_now(p->w->loop);
+    left = old->idle_since + (ev_tstamp)p->cp->keepalive_timeout / 1000.0 - clock_now();
     p->idle_timer.repeat = left > 0.001 ? left : 0.001;
     ev_timer_again(p->w->loop, &p->idle_timer);
 }
@@ -191,10 +192,11 @@ static void pool_arm_idle_timer(struct pool *p)
 static void pool_idle_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct pool *p = t->data;
-    ev_tstamp now = ev_now(loop);
+    ev_tstamp now = clock_now();
     ev_tstamp ttl = (ev_tstamp)p->cp->keepalive_timeout / 1000.0;
     struct upconn *old;
 
+    (void)loop;
     (void)revents;
     /* Bounded: each pass closes one connection and there are at most `keepalive` of them. */
     while ((old = pool_oldest(p)) && old->idle_since + ttl <= now + 0.001) {
@@ -364,7 +366,7 @@ static bool pool_idle_push(struct upconn *uc)
     uc->rd.data = uc->wr.data = uc;
     if (!ev_is_active(&uc->rd))
         ev_io_start(w->loop, &uc->rd);
-    uc->idle_since = ev_now(w->loop);
+    uc->idle_since = clock_now();
     uc->idle_iter = ev_iteration(w->loop);
     if (s->idle_fresh_iter != uc->idle_iter) {
         /* the first release of this iteration: every connection idle so far was released before */
@@ -403,7 +405,7 @@ void pool_latency(struct upserver *s, double latency, ev_tstamp started)
         return;
     pool_ewma_back(s);
     b = s->bal;
-    now = ev_now(p->w->loop);
+    now = clock_now();
     /* An attempt that started before the server came back measured the server that went out:
      * its sample (a timeout, as a rule) would undo the reset at once. Judged by when it started,
      * not by its sample: a failure after the return enters as its timeout, as any failure does
@@ -679,7 +681,7 @@ static struct upserver *pick_weighted(struct pool *p, const struct pool_pick_ctx
 static double ewma_cost(const struct upserver *s, const struct pool_pick_ctx *ctx)
 {
     const struct srv_bal *b = s->bal;
-    double lat = b->ewma_at ? pool_ewma_now(s, ev_now(s->pool->w->loop)) : b->inflight ? POOL_EWMA_PENALTY : 0;
+    double lat = b->ewma_at ? pool_ewma_now(s, clock_now()) : b->inflight ? POOL_EWMA_PENALTY : 0;
 
     return (lat + 1e-4) * (b->inflight + 1) / (double)eff_weight(s, ctx);
 }

@@ -196,7 +196,7 @@ void pool_gauge(struct upserver *s, int active, int idle, int inflight);
 void pool_report(struct upserver *s, bool failure, double latency, ev_tstamp started, int64_t trial);
 /* The ewma balancer's sample alone (seconds; < 0: none): a response head below 500 is measured
  * when it arrives, and judged when its body ends (hop.c). started: when the attempt began
- * (ev_now; 0: unknown). A sample of an attempt that started before the server last came back
+ * (clock_now(), clock.h; 0: unknown). A sample of an attempt that started before the server last came back
  * into rotation is dropped: it measured the server that went out. */
 void pool_latency(struct upserver *s, double latency, ev_tstamp started);
 /* The attempt holding half-open claim `trial` on s ended without a verdict: frees the slot. */

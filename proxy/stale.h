@@ -42,7 +42,7 @@ struct stale_entry {
     unsigned status;
     char *data;                         /* header lines ("name: value\r\n"...), then the body */
     size_t head_len, len;               /* len: header lines + body */
-    double stored;                      /* ev_now() when stored */
+    double stored;                      /* clock_now() when stored (clock.h: monotonic, any thread) */
     unsigned age;                       /* the upstream's Age on receipt, seconds (stale_age_received) */
     /* store-private */
     char *key; size_t key_len;          /* primary key (stale_key) */
@@ -109,7 +109,8 @@ int stale_vary_build(const struct h1_header *resp, size_t nresp, const struct h1
  * buffer first moved to a block of its length when it is much larger, as a capture of a chunked
  * answer grown by doubling may be; the capture is left empty in every case). An answer above max_entry or size is not kept; an entry with
  * the same key and vary values is replaced. Evicts LRU entries to stay within size.
- * Returns 0 when kept, -1 when not (too large, out of memory). */
+ * now: clock_now() (clock.h), what its age is measured from. Returns 0 when kept, -1 when not
+ * (too large, out of memory). */
 int stale_put(struct stale_store *s, const char *key, size_t key_len, struct stale_capture *cap, double now);
 
 /* The most recent copy under key whose vary values match the request's headers, with a reference

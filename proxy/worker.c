@@ -339,9 +339,9 @@ static void worker_accept_err_say(struct worker *w)
                  shed ? "shedding a connection" : "pausing accepts for 50 ms");
     else
         log_warn("worker %u: accept: %s; %u failures in the last %.1f s (%s)", w->id, strerror(err),
-                 w->accept_err_unsaid, ev_now(w->loop) - w->accept_err_said,
+                 w->accept_err_unsaid, clock_now() - w->accept_err_said,
                  shed ? "a connection shed and accepts paused for 50 ms at each" : "accepts paused for 50 ms at each");
-    w->accept_err_said = ev_now(w->loop);
+    w->accept_err_said = clock_now();
     w->accept_err_unsaid = 0;
 }
 
@@ -370,10 +370,10 @@ static void worker_accept_failed(struct worker *w, struct listener *l, int err)
     }
     w->accept_err_last = err;
     w->accept_err_unsaid++;
-    if (w->accept_err_unsaid == 1 && ev_now(w->loop) - w->accept_err_said >= ACCEPT_ERR_LOG_EVERY) {
+    if (w->accept_err_unsaid == 1 && clock_now() - w->accept_err_said >= ACCEPT_ERR_LOG_EVERY) {
         worker_accept_err_say(w);
     } else if (!ev_is_active(&w->accept_err_log)) {
-        ev_tstamp due = w->accept_err_said + ACCEPT_ERR_LOG_EVERY - ev_now(w->loop);
+        ev_tstamp due = w->accept_err_said + ACCEPT_ERR_LOG_EVERY - clock_now();
         ev_timer_set(&w->accept_err_log, due > 0.001 ? due : 0.001, 0.);
         ev_timer_start(w->loop, &w->accept_err_log);
     }
@@ -468,7 +468,7 @@ static void worker_clock_cb(struct ev_loop *loop, ev_check *chk, int revents)
     (void)loop;
     (void)chk;
     (void)revents;
-    clock_turn = clock_ms();
+    clock_turn_set();
 }
 
 /* A draining worker's loop may end: no connection left, and none still to come from a retiring
@@ -1424,6 +1424,7 @@ static void worker_trim_cb(struct ev_loop *loop, ev_timer *t, int revents)
     size_t freed = 0;
     bool quiet = w->trim_gets < TRIM_QUIET_GETS;
 
+    (void)loop;
     (void)revents;
     freed += cache_trim(&w->blocks, &w->nblocks, w->blocks_low, WORKER_BLOCK);
     freed += cache_trim(&w->smalls, &w->nsmalls, w->smalls_low, WORKER_SMALL);
@@ -1450,9 +1451,9 @@ static void worker_trim_cb(struct ev_loop *loop, ev_timer *t, int revents)
     w->trim_freed += freed;
     w->trim_gets = 0;
     if ((quiet && w->trim_freed > 0) ||
-        (w->trim_freed >= TRIM_FREED_BUSY && ev_now(loop) - w->trim_busy_last >= TRIM_BUSY_INTERVAL)) {
+        (w->trim_freed >= TRIM_FREED_BUSY && clock_now() - w->trim_busy_last >= TRIM_BUSY_INTERVAL)) {
         if (!quiet)
-            w->trim_busy_last = ev_now(loop);
+            w->trim_busy_last = clock_now();
         w->trim_freed = 0;
 #if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
         malloc_trim(0);

@@ -135,7 +135,7 @@ struct worker {
     unsigned nclients;
     struct client *graveyard;           /* closed, freed by the reaper */
     ev_check reaper;
-    ev_check clock_tick;                /* stores clock_turn (clock.h) once per loop turn */
+    ev_check clock_tick;                /* stores clock_turn, clock_turn_sec (clock.h) once per turn */
 
     ev_async wake;                      /* worker_post() */
     _Atomic int cmd;                    /* enum worker_cmd */

@@ -12,8 +12,9 @@ PACKAGES=(
     libev-dev libhttp-parser-dev libssl-dev libyaml-dev libc-ares-dev
     # unit tests and fuzzing (libFuzzer runtime for clang -fsanitize=fuzzer)
     libcmocka-dev clang libclang-rt-14-dev
-    # integration tests, demo upstream
-    python3 python3-pytest python3-aiohttp python3-yaml
+    # integration tests, demo upstream; libfaketime steps the wall clock under lifeline
+    # (test_clock_step.py: timers run on the monotonic clock)
+    python3 python3-pytest python3-aiohttp python3-yaml libfaketime
     # benchmarks and test tooling
     nginx haproxy wrk nghttp2-client curl procps iproute2
     # the TLS tests make their certificates with the openssl command (libssl-dev does not bring it)

@@ -47,6 +47,7 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "clock.h"
 #include "conf.h"
 #include "exchange.h"
 #include "hop.h"
@@ -203,6 +204,10 @@ static FX_UNUSED __attribute__((format(printf, 2, 3))) void fx_init(struct fx *f
     /* process-wide counters: a test that failed half-way (cmocka longjmps out) left its own */
     atomic_store(&worker_connections, 0);
     atomic_store(&worker_open_clients, 0);
+    /* the loop turn's clock (clock.h) an earlier fixture's loop left on this thread: read afresh
+     * until this loop's first turn, as on a new worker thread */
+    clock_turn = 0;
+    clock_turn_sec = 0;
     if (getenv("FX_DEBUG"))
         log_threshold = LOG_DEBUG;
     va_start(ap, fmt);

@@ -206,9 +206,9 @@ static void test_header_timeout_408(void **state)
 
     (void)state;
     lfd = one_server(&f, "client: { header_timeout: 60ms }\n");
-    /* header_timeout counts from the accept (fx_client), at the loop's cached time, which may be
-     * older than t0: brought up to date first */
-    ev_now_update(f.w.loop);
+    /* header_timeout counts from the accept (fx_client), at the loop turn's time (clock.h), which
+     * may be older than t0: brought up to date first */
+    clock_turn_set();
     t0 = fx_now();
     c = fx_client(&f, NULL);
     fx_send(c, "GET /slowloris HTTP/1.1\r\nHost: t\r\n");
@@ -237,7 +237,7 @@ static void test_paced_cut_whose_deadline_went_leaves_nothing(void **state)
     lfd = one_server(&f, "client: { header_timeout: 100ms, idle_timeout: 5s }\n");
     c = fx_client(&f, &cl);
     fx_send(c, "GET /1 H");
-    f.w.cut_tat = ev_now(f.w.loop) + 0.5;   /* the bucket is drained: a cut now waits ~0.4 s */
+    f.w.cut_tat = clock_now() + 0.5;   /* the bucket is drained: a cut now waits ~0.4 s */
     FX_UNTIL(&f, cl->cut_slot, 1.0);         /* header_timeout passed; the 408 waits its turn */
     fx_send(c, "TTP/1.1\r\nHost: t\r\n\r\n");
     fx_serve(&f, lfd, NULL, FX_GET("/1"), 200, "one");

@@ -364,6 +364,56 @@ static void test_health_clock_read_once_per_turn(void **state)
     clock_turn = 0;
 }
 
+/* clock.h: the turn's seconds (clock_turn_sec, what clock_now() gives every duration and due time)
+ * come from the same read as clock_turn, stored before the turn's other callbacks: a timer that
+ * expires sees a time no earlier than its due time (less the microseconds between libev's clock
+ * read and the check watcher's in the turn that armed it), never the previous turn's. */
+static double fired_at, fired_turn;
+
+static void record_fire_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)t;
+    (void)revents;
+    fired_at = clock_now();
+    fired_turn = clock_turn_sec;
+}
+
+static void test_turn_seconds_before_timers(void **state)
+{
+    static struct fx f;
+    uint16_t a, b;
+    int la = fx_socket(&a, 16), lb = fx_socket(&b, 16);
+    ev_timer t;
+    double due;
+
+    (void)state;
+    (void)la;
+    (void)lb;
+    fx_init_pool(&f, "", a, b, "", "");
+    assert_true(clock_turn_sec == 0);   /* no turn yet: clock_now() reads the clock */
+    assert_true(clock_now() > 0 && clock_now() <= clock_sec());
+    fx_turn(&f);
+    assert_true(clock_turn_sec > 0 && clock_turn_sec <= clock_sec());
+    assert_true(clock_turn == (int64_t)(clock_turn_sec * 1000.0) ||
+                clock_turn == (int64_t)(clock_turn_sec * 1000.0) + 1 ||
+                clock_turn == (int64_t)(clock_turn_sec * 1000.0) - 1);
+    assert_true(clock_now() == clock_turn_sec);   /* within (and between) turns: the stored value */
+    /* armed as the request path arms its lazy timers: a due time minus the turn's time */
+    due = clock_now() + 0.03;
+    ev_timer_init(&t, record_fire_cb, due - clock_now(), 0.);
+    ev_timer_start(f.w.loop, &t);
+    fired_at = 0;
+    FX_UNTIL(&f, fired_at > 0, 2.0);
+    assert_true(fired_at == fired_turn);
+    assert_true(fired_at >= due - 0.01);   /* (the gap above is microseconds; a preempted thread's more) */
+    assert_true(fired_at <= clock_sec());
+    ev_timer_stop(f.w.loop, &t);
+    fx_free(&f);
+    clock_turn = 0;
+    clock_turn_sec = 0;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -378,6 +428,7 @@ int main(void)
         cmocka_unit_test_teardown(test_client_address_in_a_reused_exchange, fx_teardown),
         cmocka_unit_test_teardown(test_parser_caches_hold_a_busy_load, fx_teardown),
         cmocka_unit_test_teardown(test_health_clock_read_once_per_turn, fx_teardown),
+        cmocka_unit_test_teardown(test_turn_seconds_before_timers, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

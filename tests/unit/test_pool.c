@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "health.h"
 #include "pool.h"
 #include "worker.h"
@@ -310,14 +311,14 @@ static void test_ewma_back_in_rotation(void **state)
     assert_ptr_equal(pool_pick(&p, NULL), &p.servers[0]);
     assert_true(p.servers[0].bal->ewma_at == 0 && p.servers[0].bal->ewma == 0);
     /* an attempt that started before it came back (10 s ago) measured the server that went out */
-    pool_report(&p.servers[0], true, 10.0, ev_now(w.loop) - 10.0, 0);
+    pool_report(&p.servers[0], true, 10.0, clock_now() - 10.0, 0);
     assert_true(p.servers[0].bal->ewma_at == 0);
     /* one that started since is measured, a failure as its timeout (it fails fast: avoided) */
-    pool_report(&p.servers[0], true, 10.0, ev_now(w.loop) - 0.001, 0);
+    pool_report(&p.servers[0], true, 10.0, clock_now() - 0.001, 0);
     assert_true(p.servers[0].bal->ewma_at > 0 && p.servers[0].bal->ewma == 10.0);
     p.servers[0].bal->ewma = p.servers[0].bal->ewma_at = 0;
     /* both fast now, both picked */
-    pool_report(&p.servers[0], false, 0.001, ev_now(w.loop) - 0.001, 0);
+    pool_report(&p.servers[0], false, 0.001, clock_now() - 0.001, 0);
     assert_true(p.servers[0].bal->ewma_at > 0 && p.servers[0].bal->ewma < 0.01);
     memset(hits, 0, sizeof(hits));
     for (int i = 0; i < 1000; i++) {
@@ -660,7 +661,7 @@ static void test_hand_over_ewma(void **state)
     for (int i = 0; i < 1000; i++)
         assert_ptr_equal(pool_pick(&q, NULL), &q.servers[0]);
     /* server 0 fails on the old generation: entered as its timeout, seen by the new one */
-    pool_report(&p.servers[0], true, 10.0, ev_now(w.loop), 0);
+    pool_report(&p.servers[0], true, 10.0, clock_now(), 0);
     assert_true(q.servers[0].bal->ewma == 10.0);
     for (int i = 0; i < 1000; i++)
         assert_ptr_equal(pool_pick(&q, NULL), &q.servers[1]);
