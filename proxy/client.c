@@ -567,6 +567,15 @@ struct buf *client_out(struct client *c)
     return &c->out;
 }
 
+static int client_out_unfit(struct client *c, bool grow);
+
+struct buf *client_out_whole(struct client *c)
+{
+    if (c->closed || client_out_unfit(c, true) < 0)
+        return NULL;
+    return client_out(c);
+}
+
 /* Reading again after a pause (never after the client half-closed: there is nothing to read). */
 static void client_read_on(struct client *c)
 {
@@ -909,7 +918,7 @@ static void client_reject(struct client *c, unsigned status, const char *why, co
         client_close(c);
         return;
     }
-    out = client_out(c);
+    out = c->out.len ? client_out_whole(c) : client_out(c);   /* (behind bytes pending: a 100) */
     if (!out) {
         client_close(c);
         return;

@@ -130,6 +130,11 @@ void client_follow_conf(struct client *c);
  * exchange_drained), and it is a whole block again once the socket takes bytes: callers go through
  * the struct for every write, never keep a pointer into it across a flush. */
 struct buf *client_out(struct client *c);
+/* client_out() with its whole capacity given back first, for a write that must fit at once (a
+ * response head, lifeline's own answer): a stall that cut the output down to the bytes pending
+ * (an interim 100 Continue the socket would not take) left no room for it, and a response head
+ * that did not fit was taken for a failed answer (502). */
+struct buf *client_out_whole(struct client *c);
 void client_flush(struct client *c);           /* writes what is pending; may close c */
 void client_pause(struct client *c);           /* stop reading (backpressure) */
 void client_resume(struct client *c);          /* read again */

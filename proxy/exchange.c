@@ -298,7 +298,7 @@ static void exchange_reply(struct exchange *ex, unsigned status, const char *tex
     exchange_release(ex);
     ex->state = EX_LOCAL;
     ex->status = status;
-    out = client_out(c);
+    out = client_out_whole(c);
     if (!out) {
         client_close(c);
         return;
@@ -1615,7 +1615,7 @@ void exchange_hop_head(struct exchange *ex, struct hop *h)
     timer_off(ex_worker(ex)->loop, &ex->race_timer);
     timer_off(ex_worker(ex)->loop, &ex->backoff_timer);
     ex->winner = h;
-    out = client_out(c);
+    out = client_out_whole(c);
     if (!out) {
         client_close(c);
         return;
