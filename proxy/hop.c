@@ -146,7 +146,8 @@ static void hop_detach(struct hop *h, bool reusable)
         }
         h->trial = 0;
         h->at_head = false;
-        pool_server_inflight_add(h->server, -1);
+        pool_server_inflight_add(h->server, -1, h->headless);
+        h->headless = false;
         h->server = NULL;
     }
     worker_resp_parser_put(w, h->parser);
@@ -435,7 +436,8 @@ void hop_start(struct hop *h, struct exchange *ex, struct upserver *s, bool fres
     h->head_req = ex->req->method == H1_M_HEAD;
     h->seq++;
     h->server = h->last_server = s;
-    pool_server_inflight_add(s, 1);
+    pool_server_inflight_add(s, 1, true);
+    h->headless = true;
     h->outcome = HOP_OK;
     h->body_sent = 0;
     h->reused = h->request_sent = h->got_bytes = h->read_paused = h->deadline_cut = false;
@@ -849,6 +851,10 @@ static void hop_process_buffered(struct hop *h)
                 head_seen = true;   /* 100/102/103: dropped; H1_DONE follows */
                 break;
             }
+            if (h->headless) {
+                pool_server_headed(h->server);
+                h->headless = false;
+            }
             {
                 double lat = clock_now() - h->started;
                 if (resp->status >= 500 && lat < (double)h->response_ms / 1000.0)
@@ -1201,6 +1207,7 @@ bool hop_orphan(struct hop *h)
     h->seq++;
     h->uc = NULL;
     h->server = NULL;
+    h->headless = false;   /* (the orphan's now, as its count in the server's `waiting`) */
     h->parser = NULL;
     h->trial = 0;   /* a half-open trial claim travels with the orphan, which reports the verdict */
     memset(&h->head, 0, sizeof(h->head));

@@ -135,6 +135,8 @@ struct hop {
                                          * it arrives; a head below 500 is measured then (ewma)
                                          * and judged when its body ends: complete (hop_done) a
                                          * success, cut (hop_fail) a failure */
+    bool headless;                      /* counted in its server's `waiting` (pool.h): started,
+                                         * no response head yet */
     bool at_head;                       /* the head's callback (exchange_hop_head,
                                          * hop_orphan_head) is on the stack with the verdict
                                          * still due: an answer dropped there, unread (a status

@@ -319,10 +319,17 @@ void pool_conn_move(struct upconn *uc, struct hop *h)
     uc->rd.data = uc->wr.data = h;
 }
 
-void pool_server_inflight_add(struct upserver *s, int delta)
+void pool_server_inflight_add(struct upserver *s, int delta, bool waiting)
 {
     s->bal->inflight += (unsigned)delta;
+    if (waiting)
+        s->bal->waiting += (unsigned)delta;
     pool_gauge(s, 0, 0, delta);
+}
+
+void pool_server_headed(struct upserver *s)
+{
+    s->bal->waiting--;
 }
 
 static bool pool_conn_fits(const struct upconn *uc, const struct upserver *from, const struct upserver *to);
@@ -672,7 +679,9 @@ static struct upserver *pick_weighted(struct pool *p, const struct pool_pick_ctx
 /* Peak-EWMA cost: latency times load (attempts in flight, pending connects included), per unit of
  * weight. An idle unmeasured server costs next to nothing, so it gets tried; a server nobody picks
  * sees its cost fade with POOL_EWMA_TAU and is probed again in time. An unmeasured server with
- * attempts already pending costs more than any measured one (Finagle's penalty; the unmeasured
+ * attempts already waiting for their response head (not those streaming a body or a tunnel that
+ * began before its measure was reset: a server back in rotation with a few long streams open got
+ * nothing until they all ended) costs more than any measured one (Finagle's penalty; the unmeasured
  * among themselves by their load) until its first answer says what it costs: next to a 2 ms
  * server it cost 1e-4 x load and stayed the cheapest until about 40 attempts waited on it, so a
  * new address slow to answer (a pod still warming up) took every client for its first answer's
@@ -681,7 +690,7 @@ static struct upserver *pick_weighted(struct pool *p, const struct pool_pick_ctx
 static double ewma_cost(const struct upserver *s, const struct pool_pick_ctx *ctx)
 {
     const struct srv_bal *b = s->bal;
-    double lat = b->ewma_at ? pool_ewma_now(s, clock_now()) : b->inflight ? POOL_EWMA_PENALTY : 0;
+    double lat = b->ewma_at ? pool_ewma_now(s, clock_now()) : b->waiting ? POOL_EWMA_PENALTY : 0;
 
     return (lat + 1e-4) * (b->inflight + 1) / (double)eff_weight(s, ctx);
 }

@@ -52,6 +52,8 @@ struct srv_bal {
     int64_t cw;                         /* smooth weighted round robin: current weight */
     unsigned inflight;                  /* hops using this server now, on any generation
                                          * (pool_server_inflight_add) */
+    unsigned waiting;                   /* of those, the ones with no response head yet (ewma:
+                                         * an unmeasured server is penalised for these only) */
 };
 
 struct upserver {
@@ -170,8 +172,10 @@ void pool_conn_attach(struct upconn *uc, struct hop *h, pool_io_cb rd_cb, pool_i
 /* The hop that owns uc moved to h (a hop handed to its worker as an orphan): same callbacks. */
 void pool_conn_move(struct upconn *uc, struct hop *h);
 /* A hop started (+1) or stopped (-1) using server s: its in-flight count (read by the balancers)
- * and the in-flight gauge. */
-void pool_server_inflight_add(struct upserver *s, int delta);
+ * and the in-flight gauge. waiting: the hop had no response head yet (a start always has none). */
+void pool_server_inflight_add(struct upserver *s, int delta, bool waiting);
+/* A hop using s got its response head (once, between its start and its stop). */
+void pool_server_headed(struct upserver *s);
 /* Closes and frees a connection the caller owns. */
 void pool_close(struct upconn *uc);
 

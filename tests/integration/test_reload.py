@@ -637,3 +637,54 @@ def test_workers_and_access_log_path_apply_with_the_rest(lifeline, upstream, tmp
     wait_for(lambda: os.path.exists(log2) and "/echo/after" in open(log2).read(), t(2),
              what="the line in the new log file")
     assert "/echo/after" not in open(log1).read()
+
+
+def test_ewma_tries_an_unmeasured_server_that_has_only_long_streams_open(lifeline, raw_upstream):
+    """ewma waits for an unmeasured server's first answer before sending it more, but only for
+    attempts still waiting for their head: a server with a few long streams open (begun before
+    a reload to ewma, or before a return to rotation reset its measure) is tried at once. It got
+    nothing while any stream lasted (0 of ~200 requests in 15 s in the reviewer's run)."""
+    def make(name, delay):
+        async def script(conn):
+            while True:
+                req = await conn.read_request()
+                if req is None:
+                    return
+                if req.target.startswith("/stream"):
+                    await conn.send(b"HTTP/1.1 200 OK\r\nx-server: " + name + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                    b"2\r\nx\n\r\n")
+                    await conn.wait_eof(t(30))
+                    return
+                await asyncio.sleep(delay)
+                await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n" + name[-1:])
+        return script
+
+    slow, fast = raw_upstream(make(b"A", 0.05), name="A"), raw_upstream(make(b"B", 0.002), name="B")
+    lf = lifeline(pools={"p": pool(slow, fast, balance="round_robin", outlier="off")}, routes=[{"pool": "p"}])
+    streams, others = [], []
+    try:
+        while len(streams) < 3 and len(others) < 20:
+            s = socket.create_connection((HOST, lf.port), timeout=t(5))
+            s.sendall(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+            h = b""
+            while b"x\n" not in h:
+                x = s.recv(4096)
+                assert x, h
+                h += x
+            (streams if b"x-server: B" in h else others).append(s)
+        assert len(streams) == 3
+        cfg = copy.deepcopy(lf.config)
+        cfg["pools"]["p"]["balance"] = "ewma"
+        reload(lf, cfg)
+        got = {"A": 0, "B": 0}
+        end = time.monotonic() + 2.0
+        with Conn(lf.port, timeout=t(5)) as c:
+            while time.monotonic() < end:
+                c.request("GET", "/x")
+                r = c.read_response()
+                assert r.status == 200, r
+                got[r.body.decode()] += 1
+        assert got["B"] > got["A"], got
+    finally:
+        for s in streams + others:
+            s.close()
