@@ -1284,10 +1284,34 @@ static int conf_h_path(struct conf_loader *ld, const struct conf_field *f, yaml_
         /* A route's prefix is stored as requests are matched (SPEC §3.1: unreserved characters
          * decoded, other escapes in capitals, dot-segments removed): one written otherwise
          * (`/%7euser/`, `/a%2fb/`, `/x/./y/`) passed `-t` and never matched, not even a request
-         * spelled as the config spells it. */
-        size_t n = strlen(s);
-        char *norm = malloc(n + 2);
-        ssize_t k = norm ? route_normalize(s, n, norm, n + 2) : -1;
+         * spelled as the config spells it. Dot-segments are whole segments, followed by a `/`:
+         * the part after the last `/` only starts one (`/.` is the prefix of `/.env`, `/api/v1.`
+         * of `/api/v1.2/`), so its escapes are normalised and its dots kept (it was read as a
+         * dot-segment: `/.` became `/`, a catch-all). */
+        size_t n = strlen(s), dir = (size_t)(strrchr(s, '/') - s) + 1, tail = n - dir;
+        char *norm = malloc(2 * n + 8), *t = norm ? norm + n + 2 : NULL;
+        ssize_t k = norm ? route_normalize(s, dir, norm, n + 2) : -1, tk = 0;
+        if (k >= 0 && tail) {
+            /* the tail alone, as one segment that cannot be a dot-segment: "/" tail "a" */
+            if (strchr(s + n - (tail < 2 ? tail : 2), '%')) {
+                k = -1;   /* an escape cut short at the end */
+            } else {
+                char *seg = malloc(tail + 3);
+                if (seg) {
+                    seg[0] = '/';
+                    memcpy(seg + 1, s + dir, tail);
+                    seg[tail + 1] = 'a';
+                    tk = route_normalize(seg, tail + 2, t, n + 6);
+                    free(seg);
+                }
+                if (!seg || tk < 2)
+                    k = -1;
+                else if ((size_t)k + (size_t)tk - 2 <= n + 1)
+                    memcpy(norm + k, t + 1, (size_t)tk - 2), k += tk - 2, norm[k] = '\0';
+                else
+                    k = -1;
+            }
+        }
         if (k < 0) {
             free(norm);
             conf_err(ld, v, "%s is not a valid path (a %% not followed by two hex digits?): %s", f->key, conf_quote(q, s));

@@ -190,3 +190,21 @@ def test_a_prefix_written_unnormalised_matches_as_requests_are_matched(lifeline,
         assert who(lf, target)[0] == "A", target
     # forwarded with the target unchanged
     assert who(lf, "/%7euser/p")[1]["target"] == "/%7euser/p"
+
+
+def test_a_prefix_whose_last_segment_starts_with_dots_keeps_them(lifeline, ab):
+    """A prefix's part after its last `/` only starts a segment: `/.` is the prefix of `/.env`
+    and `/.git/` (a route that keeps dotfiles away), `/api/v1.` of `/api/v1.2/x`. Normalising
+    prefixes at load first read it as a dot-segment: `/.` became `/`, a catch-all that took
+    every request from the routes after it."""
+    a, b = ab
+    lf = lifeline(pools={"a": pool(a), "b": pool(b)},
+                  routes=[{"name": "dotfiles", "match": {"path": "/."}, "pool": "b"},
+                          {"name": "v1dot", "match": {"path": "/api/v1."}, "pool": "b"},
+                          {"name": "up", "match": {"path": "/x/.."}, "pool": "b"},
+                          {"name": "enc", "match": {"path": "/%2e%2e"}, "pool": "b"},
+                          {"pool": "a"}])
+    for target in ("/.env", "/.git/config", "/%2egit/config", "/api/v1.2/x", "/x/..y", "/..z"):
+        assert who(lf, target)[0] == "B", target
+    for target in ("/index.html", "/api/v2", "/api/v1/x", "/x/y", "/", "/x/"):
+        assert who(lf, target)[0] == "A", target
