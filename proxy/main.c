@@ -1338,6 +1338,7 @@ static void stop(bool ok)
          * access log's last lines; nothing the loader may still touch is freed (_exit: no
          * atexit handler, c-ares' cleanup among them, runs under it). */
         log_warn("the configuration loader is still busy (a reload or a DNS re-resolve): exiting without it");
+        (void)pthread_detach(loader.thread);   /* left on purpose (ThreadSanitizer: no leak to report) */
         if (run_state.admin)
             admin_stop(&admin);
         if (run_state.alog)
