@@ -15,7 +15,6 @@ reads unfaked."""
 
 import datetime
 import glob
-import json
 import os
 import re
 import socket
@@ -26,6 +25,7 @@ import pytest
 
 from conftest import HOST, binary_sanitizer, dur, pool, t
 from faults import first_request, hang_script
+from ops import wait_access
 
 LIBFAKETIME = sorted(glob.glob("/usr/lib/*/faketime/libfaketimeMT.so.1") +
                      glob.glob("/usr/lib/faketime/libfaketimeMT.so.1"))
@@ -71,21 +71,6 @@ def wall(tmp_path):
     w.set("+0")
 
 
-def _log_lines(path, n):
-    deadline = time.monotonic() + t(3)
-    lines = []
-    while time.monotonic() < deadline:
-        try:
-            with open(path) as f:
-                lines = [json.loads(x) for x in f if x.strip()]
-        except FileNotFoundError:
-            lines = []
-        if len(lines) >= n:
-            break
-        time.sleep(0.05)
-    return lines
-
-
 def _read_to_eof(sock, limit):
     """Reads until EOF (or reset); returns (bytes, seconds), or raises on `limit` seconds."""
     sock.settimeout(limit)
@@ -124,7 +109,7 @@ def test_deadline_when_the_wall_clock_steps(lifeline, raw_upstream, wall, tmp_pa
     assert r.status == 504 and r.header("x-lifeline-fallback") == "deadline", (r.status, r.headers, r.body)
     assert res["elapsed"] >= total - 0.02, "answered %.3f s in, before the deadline" % res["elapsed"]
     assert res["elapsed"] <= total + t(0.5), "answered %.3f s in, deadline %.1f s" % (res["elapsed"], total)
-    lines = _log_lines(log, 1)
+    lines = wait_access(log, lambda ls: len(ls) >= 1)
     assert len(lines) == 1, lines
     # the duration on the monotonic clock; the time of day on the wall clock, as it was then
     assert total - 0.005 <= lines[0]["duration_ms"] / 1000.0 <= total + t(0.5), lines[0]

@@ -153,12 +153,17 @@ def test_probe_tries_every_address_of_a_name(lifeline, upstream, tmp_path):
     assert p.returncode == 0, p.stderr
 
 
-def _probe_server(answer):
-    """A one-connection server on 127.0.0.1: reads the request head, records it, then answer(conn).
-    Returns (port, heads seen, thread, listening socket); join the thread and close the socket."""
+def _probe_server(answer, family=socket.AF_INET, addr="127.0.0.1"):
+    """A one-connection server on addr (a loopback of family; the test is skipped without one):
+    reads the request head, records it, then answer(conn). Returns (port, heads seen, thread,
+    listening socket); join the thread and close the socket."""
     import threading
-    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    srv.bind(("127.0.0.1", 0))
+    srv = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        srv.bind((addr, 0))
+    except OSError:
+        srv.close()
+        pytest.skip("no loopback at %s" % addr)
     srv.listen(1)
     srv.settimeout(t(10))
     seen = []
@@ -1429,36 +1434,9 @@ def test_probe_sends_the_urls_authority_as_host(family):
     """§1 `--probe URL`: the Host header is the URL's authority as written (RFC 9110 §7.2): port
     kept, an IPv6 literal in brackets. It sent the bare host (`Host: ::1`), which lifeline's own
     Host check answers with 400, so a probe through an IPv6 listener could never pass."""
-    import threading
     fam, addr = (socket.AF_INET, "127.0.0.1") if family == "v4" else (socket.AF_INET6, "::1")
-    srv = socket.socket(fam, socket.SOCK_STREAM)
-    try:
-        srv.bind((addr, 0))
-    except OSError:
-        pytest.skip("no %s loopback" % family)
-    srv.listen(1)
-    srv.settimeout(t(5))
-    port = srv.getsockname()[1]
-    seen = []
-
-    def serve():
-        try:
-            c, _ = srv.accept()
-        except OSError:
-            return
-        with c:
-            c.settimeout(t(5))
-            data = b""
-            while b"\r\n\r\n" not in data:
-                d = c.recv(4096)
-                if not d:
-                    break
-                data += d
-            seen.append(data)
-            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-
-    th = threading.Thread(target=serve)
-    th.start()
+    port, seen, th, srv = _probe_server(
+        lambda c: c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"), fam, addr)
     authority = ("%s:%d" if family == "v4" else "[%s]:%d") % (addr, port)
     try:
         rc = run_cli(["--probe", "http://%s/healthz" % authority]).returncode

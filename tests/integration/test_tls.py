@@ -805,18 +805,22 @@ def test_a_cut_close_delimited_answer_on_a_tls_listener_ends_without_close_notif
 # --------------------------------------------------------------------------------------------
 # Upstream session resumption: a new connection to the same server offers the last session
 
-@pytest.mark.parametrize("version", ["TLSv1.3", "TLSv1.2"])
-def test_upstream_session_resumed_on_new_connection(lifeline, raw_upstream, pki, version):
-    reused = []
-
+def _session_reuse_script(reused):
+    """A raw upstream script that records whether each connection resumed a TLS session and
+    answers with Connection: close, so the next request needs a new connection (a new handshake)."""
     async def script(conn):
         req = await conn.read_request()
         if req is None:
             return
         reused.append(conn.writer.get_extra_info("ssl_object").session_reused)
-        # Connection: close, so the next request needs a new connection (and a new handshake)
         await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+    return script
 
+
+@pytest.mark.parametrize("version", ["TLSv1.3", "TLSv1.2"])
+def test_upstream_session_resumed_on_new_connection(lifeline, raw_upstream, pki, version):
+    reused = []
+    script = _session_reuse_script(reused)
     ctx = _server_ctx(pki["up"])
     ctx.maximum_version = getattr(ssl.TLSVersion, version.replace(".", "_"))
     up = raw_upstream(script, ssl=ctx)
@@ -835,14 +839,7 @@ def test_upstream_session_carried_over_reload(lifeline, raw_upstream, pki):
     none: a full handshake per server after every reload, and every DNS change of any pool."""
     import copy
     reused = []
-
-    async def script(conn):
-        req = await conn.read_request()
-        if req is None:
-            return
-        reused.append(conn.writer.get_extra_info("ssl_object").session_reused)
-        await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-
+    script = _session_reuse_script(reused)
     up = raw_upstream(script, ssl=_server_ctx(pki["up"]))
     lf = lifeline(pools={"p": _tls_pool(pki, up.address)}, workers=1)
     assert lf.fetch("GET", "/r/0").status == 200
@@ -1255,6 +1252,20 @@ def test_upstream_name_with_a_trailing_dot_is_sent_and_verified_without_it(lifel
         dns.stop()
 
 
+def _read_to_close(sock):
+    """Everything sock receives until the peer closes (or resets: what came before is kept)."""
+    data = b""
+    try:
+        while True:
+            x = sock.recv(65536)
+            if not x:
+                break
+            data += x
+    except OSError:   # (ssl.SSLError too)
+        pass
+    return data
+
+
 _PARTIAL_RECORD_SHIM = r"""
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -1307,15 +1318,7 @@ def test_an_answer_after_a_100_continue_taken_in_part_is_whole(lifeline, upstrea
     ctx = _client_ctx(pki)
     s = ctx.wrap_socket(socket.create_connection((HOST, lf.port), timeout=t(5)), server_hostname="a.test")
     s.sendall(b"POST /p HTTP/1.1\r\nHost: a.test\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
-    data = b""
-    try:
-        while True:
-            x = s.recv(65536)
-            if not x:
-                break
-            data += x
-    except (ssl.SSLError, OSError):
-        pass
+    data = _read_to_close(s)
     s.close()
     assert data.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 400 Bad Request\r\n"), data[:200]
 
@@ -1385,15 +1388,7 @@ def test_plain_http_to_a_tls_port_gets_a_400_in_clear(lifeline, upstream, pki):
     before = metrics(aport).value("lifeline_tls_handshakes_total", side="downstream", result="failed")
     raw = socket.create_connection((HOST, lf.port), timeout=t(5))
     raw.sendall(b"GET /x HTTP/1.1\r\nHost: a.test\r\n\r\n")
-    data = b""
-    try:
-        while True:
-            x = raw.recv(4096)
-            if not x:
-                break
-            data += x
-    except OSError:
-        pass
+    data = _read_to_close(raw)
     raw.close()
     assert data.startswith(b"HTTP/1.1 400 Bad Request\r\n") and b"TLS port" in data, data
     assert b"connection: close" in data.lower(), data
