@@ -661,11 +661,18 @@ static void client_answer_flushed(struct client *c)
     } else {
         h1_parser_reset(c->parser);
     }
-    if (w->draining) {
-        if (client_closing(c)) {
-            client_close(c);
-            return;
+    if (w->draining && client_closing(c)) {
+        /* Draining, after an answer whose head went out before the drain (it said nothing of a
+         * close; any later one says Connection: close and closed above): the client may have sent
+         * its next request already, unaware. One read (pipelined) is answered, with Connection:
+         * close; one unread gets the drain's grace; with none the connection closes now, as an
+         * idle one at the drain (client_drain). */
+        if (c->in.len == 0) {
+            client_drain(c);
+            if (c->closed)
+                return;
         }
+    } else if (w->draining) {
         /* Retiring: the idle connection goes to the heir. One that cannot go yet (a pipelined
          * request read, bytes inside its TLS session) is served here and offered again after
          * its next answer (never cut by the retire: SPEC §1). */
@@ -1086,7 +1093,8 @@ void client_exchange_done(struct client *c, bool keep)
     if (c->closed)
         return;
     c->answer_done = true;
-    if (!keep || client_closing(c) || (c->rd_eof && c->in.len == 0))
+    /* (not when the drain began after a head that kept the connection: client_answer_flushed) */
+    if (!keep || (c->rd_eof && c->in.len == 0))
         c->close_after = true;
     /* An answer before the whole request was read: the rest of it is never parsed. */
     if (!c->ex || !c->ex->body_done || c->phase == CLIENT_TUNNEL)
