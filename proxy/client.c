@@ -606,6 +606,29 @@ void client_resume(struct client *c)
         client_process(c);
 }
 
+/* RFC 9112 §2.2: empty lines before a request-line are ignored (some clients send a CRLF after a
+ * body). After an answer, up to CLIENT_IDLE_BLANK such bytes leave the connection idle: they start
+ * no header_timeout (whose 408 an idle client would read as the answer to its next request) and
+ * do not restart idle_timeout, so they cannot hold it open; nor do they count as a next request
+ * for the drain or a retiring worker's handover (client_answer_flushed). */
+static void client_skip_blank(struct client *c)
+{
+    while (c->served && c->in.len && c->idle_blank < CLIENT_IDLE_BLANK &&
+           (*buf_head(&c->in) == '\r' || *buf_head(&c->in) == '\n')) {
+        buf_consume(&c->in, 1);
+        c->idle_blank++;
+    }
+}
+
+/* Bytes the client sent that the kernel holds unread (they reached it after the last read): a
+ * close() now would send a reset, which can destroy an answer still on its way. */
+static bool client_socket_unread(const struct client *c)
+{
+    char peek;
+
+    return c->x.fd >= 0 && !c->rd_eof && recv(c->x.fd, &peek, 1, MSG_PEEK | MSG_DONTWAIT) == 1;
+}
+
 /* Everything of the current answer is written (or the answer failed): next request or close. */
 static void client_answer_flushed(struct client *c)
 {
@@ -623,7 +646,7 @@ static void client_answer_flushed(struct client *c)
          * flight: shut the write side and discard input for a while instead. A tunnel the
          * upstream ended may still get bytes from the client any time. */
         if (c->phase == CLIENT_BODY || c->phase == CLIENT_HEAD || c->in.len ||
-            (c->phase == CLIENT_TUNNEL && !c->rd_eof)) {
+            (c->phase == CLIENT_TUNNEL && !c->rd_eof) || client_socket_unread(c)) {
             client_drop_exchange(c);
             c->phase = CLIENT_LINGER;
             /* Lingering discards input into the stack: it holds no buffer and no parser (5,000
@@ -653,6 +676,7 @@ static void client_answer_flushed(struct client *c)
         conf_unref(c->conf);
         c->conf = conf_ref(w->conf);
     }
+    client_skip_blank(c);   /* a CRLF after the body: no next request yet */
     if (c->in.len == 0) {
         /* Idle: give the buffers back so that a keep-alive connection holds almost nothing. */
         worker_buf_put(w, &c->in);
@@ -1168,10 +1192,9 @@ void client_drain(struct client *c)
          * the grace of a half-sent head and is answered with Connection: close. */
         if (c->drain_grace)
             return;   /* (a second drain call: the grace stands) */
-        char peek;
         bool inside = c->tls && c->x.ssl &&   /* a handshake begun, or a record held decrypted */
                      (c->served ? tls_pending(&c->x) > 0 : tls_handshake_failure(&c->x) == TLS_HS_FAILED);
-        if (c->x.fd < 0 || (!inside && recv(c->x.fd, &peek, 1, MSG_PEEK | MSG_DONTWAIT) != 1)) {
+        if (c->x.fd < 0 || (!inside && !client_socket_unread(c))) {
             client_close(c);
             return;
         }
@@ -1223,15 +1246,7 @@ static bool client_step(struct client *c)
     }
     switch (c->phase) {
     case CLIENT_IDLE:
-        /* RFC 9112 §2.2: empty lines before a request-line are ignored (some clients send a CRLF
-         * after a body). After an answer, up to CLIENT_IDLE_BLANK such bytes leave the connection
-         * idle: they start no header_timeout (whose 408 an idle client would read as the answer to
-         * its next request) and do not restart idle_timeout, so they cannot hold it open. */
-        while (c->served && c->in.len && c->idle_blank < CLIENT_IDLE_BLANK &&
-               (*buf_head(&c->in) == '\r' || *buf_head(&c->in) == '\n')) {
-            buf_consume(&c->in, 1);
-            c->idle_blank++;
-        }
+        client_skip_blank(c);
         if (c->in.len == 0)
             return false;
         c->idle_blank = 0;

@@ -1,11 +1,12 @@
 """SPEC §4 rejections: each malformed or oversized request gets its status, the connection is
 closed, and nothing reaches the upstream."""
 
+import socket
 import time
 
 import pytest
 
-from conftest import Conn, build_request, chunked_body, pool, sha, t
+from conftest import HOST, Conn, build_request, chunked_body, pool, sha, t, wait_for
 from faults import each_request
 
 MAX_HEADER = 4096
@@ -445,3 +446,43 @@ def test_an_x_request_id_that_reads_like_content_type_leaves_the_answers_content
     assert r.status == 400, r
     assert r.header("x-request-id") == "Content-Type:x", r
     assert (r.header("content-type") or "").startswith("text/plain"), r
+
+
+@pytest.mark.parametrize("order", ["request_first", "answer_first"])
+def test_a_close_after_an_answer_never_resets_over_bytes_that_just_came(lifeline, upstream, order):
+    """An answer that closes (Connection: close) lingers when the client sent more: a close()
+    over unread bytes sends a reset, which can destroy the answer still on its way. Bytes that
+    reached the socket after the worker's last read (the worker stopped here while the upstream's
+    answer and the client's next request both arrive: one loop turn then sees both) were missed,
+    as only the input buffer was looked at: the connection ended in a reset."""
+    from freeze import frozen
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, workers=1)
+    resets = 0
+    for i in range(4):
+        s = socket.create_connection((HOST, lf.port), timeout=t(5))
+        try:
+            s.sendall(build_request("GET", "/slow-head?ms=%d&i=%d" % (int(t(0.3) * 1000), i),
+                                    headers={"Connection": "close"}))
+            wait_for(lambda: up.inflight >= 1, t(2), what="the request at the upstream")
+            with frozen(lf.pid, "worker 0"):
+                if order == "request_first":
+                    s.sendall(build_request("GET", "/next"))
+                wait_for(lambda: up.inflight == 0, t(3), what="the upstream's answer")
+                time.sleep(t(0.05))
+                if order == "answer_first":
+                    s.sendall(build_request("GET", "/next"))
+                time.sleep(t(0.05))
+            data = b""
+            try:
+                while True:
+                    x = s.recv(65536)
+                    if not x:
+                        break
+                    data += x
+            except ConnectionResetError:
+                resets += 1
+            assert data.startswith(b"HTTP/1.1 200 ") and b"\r\nconnection: close\r\n" in data.lower(), data
+        finally:
+            s.close()
+    assert resets == 0, "%d of 4 connections ended in a reset after their answer" % resets

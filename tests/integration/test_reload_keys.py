@@ -463,6 +463,31 @@ def test_workers_shrink_keeps_idle_keepalive_connections(lifeline, upstream):
     assert m.total("lifeline_requests_total") >= 2 * n
 
 
+def test_workers_shrink_hands_over_a_connection_whose_body_ended_in_a_crlf(lifeline, upstream):
+    """A request body followed by a CRLF (RFC 9112 §2.2 lets a client send one; lifeline skips
+    it) left those two bytes in the input when the answer ended on a retiring worker: counted as a
+    next request, the connection was not handed over, and the retiring worker (its thread, its old
+    snapshot) lived on until idle_timeout closed it. It is handed over like any idle one now."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, workers=4, client={"idle_timeout": "60s"}, shutdown_timeout="10s")
+    assert running_workers(lf) == 4
+    hold_ms = int(t(0.8) * 1000)
+    n = 16
+    conns = [Conn(lf.port, timeout=t(10)) for _ in range(n)]
+    try:
+        for k, c in enumerate(conns):
+            c.send(build_request("POST", "/slow-head?ms=%d&k=%d" % (hold_ms, k), body=b"abc") + b"\r\n")
+        wait_for(lambda: up.inflight >= n, t(2), what="all requests in flight")
+        _reload(lf, _cfg(lf, workers=1))
+        for k, c in enumerate(conns):
+            r = c.read_response(timeout=t(10))
+            assert r.status == 200 and r.json()["target"].endswith("k=%d" % k), r
+        _after_shrink_each_serves_its_next_request(lf, conns)
+    finally:
+        for c in conns:
+            c.close()
+
+
 def _server_fds(pid, port, clients):
     """lifeline's descriptors for the server side of each client's connection (by socket inode)."""
     inode_of = {}
