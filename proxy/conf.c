@@ -524,6 +524,20 @@ bool conf_pool_named(const struct conf_pool *p)
     return false;
 }
 
+static bool str_same(const char *a, const char *b)
+{
+    return strcmp(a ? a : "", b ? b : "") == 0;
+}
+
+bool conf_pool_tls_same(const struct conf_pool *a, const struct conf_pool *b)
+{
+    if (!a->tls.ctx || !b->tls.ctx)
+        return !a->tls.ctx == !b->tls.ctx;
+    return a->tls.verify == b->tls.verify && str_same(a->tls.ca, b->tls.ca) &&
+           memcmp(a->tls.files, b->tls.files, sizeof(a->tls.files)) == 0 && str_same(a->tls.sni, b->tls.sni) &&
+           str_same(a->tls.client_cert, b->tls.client_cert) && str_same(a->tls.client_key, b->tls.client_key);
+}
+
 bool conf_has_hostnames(const struct conf *c, int64_t *min_interval)
 {
     int64_t best = 0;

@@ -76,6 +76,12 @@ struct conf_listener {
     struct conf_sockaddr *more; size_t nmore;   /* while loading: the name's other addresses */
 };
 
+/* The longest health.path (with its query): the check's request line is the path and 15 bytes
+ * ("GET ", " HTTP/1.1\r\n"), and 8KiB is what servers take by default (nginx's
+ * large_client_header_buffers, Apache's LimitRequestLine 8190, aiohttp's max_line_size 8190); a
+ * longer one would be refused by the server, every check failing, with nothing said at load. */
+#define CONF_HEALTH_PATH_MAX 8000
+
 /* One configured `servers:` entry. A hostname expands to several addresses at load time. */
 struct conf_server {
     char *address;                  /* as written: host:port */
@@ -115,7 +121,7 @@ struct conf_pool {
     } tls;
     struct {
         bool enabled;               /* block present */
-        char *path;                 /* /healthz */
+        char *path;                 /* /healthz; at most CONF_HEALTH_PATH_MAX bytes */
         int64_t interval, timeout;  /* 5s, 1s */
         unsigned rise, fall;        /* 2, 3 */
         unsigned expect_lo, expect_hi;   /* 200-399 */
@@ -250,6 +256,12 @@ int conf_keep_addresses(struct conf *nc, const struct conf *from, const bool *du
 bool conf_has_hostnames(const struct conf *c, int64_t *min_interval);
 /* True when some server of p is given by hostname (what resolve_interval looks up again). */
 bool conf_pool_named(const struct conf_pool *p);
+/* True when a and b (the same pool in two snapshots) connect to their servers with the same TLS:
+ * TLS on neither, or on both with the same verify, ca, sni, client certificate and key, and the
+ * same contents of those files (tls.files: a CA bundle rewritten in place withdraws the old
+ * trust). The contexts themselves may differ (every reload builds its own): what was verified
+ * or set up under a's settings holds under b's (a connection, a session, a health check). */
+bool conf_pool_tls_same(const struct conf_pool *a, const struct conf_pool *b);
 
 /* Fills a from sa (AF_INET or AF_INET6; its port is ignored) with `port` and the text form
  * "1.2.3.4:80" / "[::1]:80". Returns 0, or -1 for another family. a and sa may not overlap. */

@@ -1258,7 +1258,8 @@ static void conf_post_outlier(struct conf_loader *ld, yaml_node_t *map, void *ob
 
 /* A path (route prefix, health check): starts with '/', no spaces, controls, query or fragment;
  * a health check's may carry a query (`/healthz?full=1`, as HAProxy's httpchk and nginx's
- * health_check uri allow): it is the target the check sends. */
+ * health_check uri allow): it is the target the check sends, at most CONF_HEALTH_PATH_MAX bytes
+ * (query_ok marks the health check's path). */
 static int conf_h_path(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
                        const char *where)
 {
@@ -1270,6 +1271,12 @@ static int conf_h_path(struct conf_loader *ld, const struct conf_field *f, yaml_
         return -1;
     if (*s != '/') {
         conf_err(ld, v, "%s must start with \"/\": %s", f->key, conf_quote(q, s));
+        return -1;
+    }
+    if (query_ok && strlen(s) > CONF_HEALTH_PATH_MAX) {
+        /* (the check sends it as written: its request line must be one servers take) */
+        conf_err(ld, v, "%s is too long (%zu bytes): at most %d, so that the check's request line fits the 8KiB servers accept",
+                 f->key, strlen(s), CONF_HEALTH_PATH_MAX);
         return -1;
     }
     for (const char *c = s; *c; c++) {

@@ -33,7 +33,8 @@ struct health_check {
     const char *host;                   /* the server's host as written (TLS name and SNI) */
     bool running, connected;
     size_t sent, got;
-    char req[512];
+    char *req;                          /* the request it sends (owned; sized to fit: a long path
+                                         * and query, up to CONF_HEALTH_PATH_MAX, fits too) */
     size_t req_len;
     char resp[64];
     unsigned ok_run, bad_run;           /* consecutive results, against rise / fall */
@@ -385,6 +386,24 @@ static const struct conf_server *check_server(const struct conf_pool *cp, const 
     return NULL;
 }
 
+/* The request a check of s sends, allocated (*len: its length), or NULL when out of memory. Host:
+ * the server as written when it is a name (what a name-based virtual host expects), else its
+ * address (without an IPv6 zone: a Host cannot carry one, as in pool.c). */
+static char *check_request(const struct conf_pool *cp, const struct conf_server *cs, const struct srv_health *s,
+                           size_t *len)
+{
+    static const char fmt[] = "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: lifeline-health\r\nConnection: close\r\n\r\n";
+    const char *host = cs && cs->named ? cs->address : cs && cs->authority ? cs->authority : s->addr->text;
+    int n = snprintf(NULL, 0, fmt, cp->health.path, host);
+    char *req = n > 0 ? malloc((size_t)n + 1) : NULL;
+
+    if (!req)
+        return NULL;
+    snprintf(req, (size_t)n + 1, fmt, cp->health.path, host);
+    *len = (size_t)n;
+    return req;
+}
+
 /* The check of the server prev watches at s's pool and address with s's state, or NULL. */
 static struct health_check *check_of(struct runtime *prev, const struct srv_health *s)
 {
@@ -415,31 +434,38 @@ void health_start(struct runtime *rt, struct ev_loop *loop, struct runtime *prev
             struct srv_health *s = &hp->servers[j];
             struct health_check *k = check_of(prev, s);
             bool kept = k != NULL;
-            char req[sizeof(k->req)];
-            int n;
-            if (!k)
+            const struct conf_server *cs = check_server(hp->cp, s);
+            size_t req_len = 0;
+            char *req = check_request(hp->cp, cs, s, &req_len);
+            if (!req && kept) {
+                /* it goes on sending what it sent (the old path or Host) rather than stop */
+                log_error("health checks: out of memory: %s keeps its previous request", s->addr->text);
+                req = k->req;
+                req_len = k->req_len;
+            }
+            if (!k && req)
                 k = calloc(1, sizeof(*k));
             if (!k) {
                 log_error("health checks: out of memory");
+                free(req);
                 continue;
             }
-            const struct conf_server *cs = check_server(hp->cp, s);
-            /* Host: the server as written when it is a name (what a name-based virtual host expects),
-             * else its address (without an IPv6 zone: a Host cannot carry one, as in pool.c) */
-            n = snprintf(req, sizeof(req),
-                         "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: lifeline-health\r\nConnection: close\r\n\r\n",
-                         hp->cp->health.path,
-                         cs && cs->named ? cs->address : cs && cs->authority ? cs->authority : s->addr->text);
             if (kept) {
                 /* Taken over from prev: it points into this snapshot from now on. A check in
                  * flight goes on unless what it sends or how it connects changed; then it is
-                 * dropped without a verdict and the next one goes at once. */
+                 * dropped without a verdict and the next one goes at once. How it connects is
+                 * compared by the TLS settings, not by context: every reload builds a new
+                 * context, and comparing those dropped the check in flight at each one (a server
+                 * that hangs stayed up under reloads faster than its timeout). A session already
+                 * started holds its own reference on the old context (SSL_new), so it finishes
+                 * there when the old snapshot is gone; one not started yet (the TCP connect in
+                 * progress) starts on the new context, under the same settings. */
                 const char *host = cs ? cs->host : NULL;
-                bool same = (size_t)n == k->req_len && memcmp(req, k->req, k->req_len) == 0 &&
-                            (host && k->host ? strcmp(host, k->host) == 0 : host == k->host) &&
-                            k->s->cp->tls.ctx == hp->cp->tls.ctx;
-                if (k->s->cp->tls.ctx != hp->cp->tls.ctx) {
-                    tls_session_free(k->tls_sess);   /* a session of the old context */
+                bool tls_same = conf_pool_tls_same(k->s->cp, hp->cp);
+                bool same = req_len == k->req_len && memcmp(req, k->req, req_len) == 0 &&
+                            (host && k->host ? strcmp(host, k->host) == 0 : host == k->host) && tls_same;
+                if (!tls_same) {
+                    tls_session_free(k->tls_sess);   /* verified under other settings */
                     k->tls_sess = NULL;
                 }
                 k->rt = rt;
@@ -460,11 +486,11 @@ void health_start(struct runtime *rt, struct ev_loop *loop, struct runtime *prev
                     if (ev_timer_remaining(loop, &k->timer) > limit)
                         check_arm(k, limit);
                 }
-                if (n > 0 && (size_t)n < sizeof(k->req)) {
-                    memcpy(k->req, req, (size_t)n);
-                    k->req_len = (size_t)n;
-                } else {
-                    k->req_len = 0;
+                if (req != k->req) {
+                    /* (a check in flight has sent the same bytes: same, or it was dropped above) */
+                    free(k->req);
+                    k->req = req;
+                    k->req_len = req_len;
                 }
                 s->check = k;
                 continue;
@@ -472,13 +498,14 @@ void health_start(struct runtime *rt, struct ev_loop *loop, struct runtime *prev
             k->rt = rt;
             k->s = s;
             k->host = cs ? cs->host : NULL;
-            k->req_len = n > 0 && (size_t)n < sizeof(k->req) ? (size_t)n : 0;
-            memcpy(k->req, req, k->req_len);
+            k->req = req;
+            k->req_len = req_len;
             s->check = k;
             k->x.fd = -1;
             ev_init(&k->timer, check_timer_cb);
             k->timer.data = k;
-            /* spread the first checks over the interval so they do not all fire together */
+            /* The first checks go within a tenth of the interval (a server down at start is found
+             * soon, not up to an interval later), staggered so they do not all fire together. */
             check_arm(k, 0.001 + (double)(j * 37 % 100) / 100.0 * (double)hp->cp->health.interval / 1000.0 / 10.0);
         }
     }
@@ -499,6 +526,7 @@ void health_stop(struct runtime *rt)
             }
             xprt_close(&k->x);
             tls_session_free(k->tls_sess);
+            free(k->req);
             free(k);
             hp->servers[j].check = NULL;
         }

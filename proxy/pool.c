@@ -489,10 +489,7 @@ static bool pool_tls_fits(const struct upserver *a, const struct upserver *b)
 {
     const struct conf_pool *x = a->pool->cp, *y = b->pool->cp;
 
-    return y->tls.ctx && x->tls.verify == y->tls.verify && str_same(x->tls.ca, y->tls.ca) &&
-           memcmp(x->tls.files, y->tls.files, sizeof(x->tls.files)) == 0 &&
-           str_same(x->tls.sni, y->tls.sni) && str_same(x->tls.client_cert, y->tls.client_cert) &&
-           str_same(x->tls.client_key, y->tls.client_key) && str_same(a->host, b->host);
+    return y->tls.ctx && conf_pool_tls_same(x, y) && str_same(a->host, b->host);
 }
 
 /* A connection made to server `from` can go on serving `to` (the same address in a newer

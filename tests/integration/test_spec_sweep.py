@@ -948,6 +948,37 @@ def test_health_path_may_carry_a_query(lifeline, upstream):
     wait_for(lambda: status(aport)["pools"][0]["servers"][0]["up"], t(3), what="the server up")
 
 
+def test_health_path_longer_than_512_bytes_is_sent_whole(lifeline, upstream):
+    """§2 health.path is the target the check sends, however long its query (a token, as HAProxy's
+    httpchk and nginx's health_check uri take). The request was built in a 512-byte buffer: a
+    longer path passed `-t`, and then every check connected, sent nothing and timed out, the
+    server down for good."""
+    up = upstream("a")
+    aport = free_port()
+    path = "/status/200?token=" + "a" * 2000
+    lf = lifeline(pools={"a": pool(up, health={"path": path, "interval": "50ms", "timeout": "300ms",
+                                               "rise": 1, "fall": 1})},
+                  extra=admin_extra(aport))
+    wait_for(lambda: sum(r.target == path for r in up.requests) >= 3, t(3), what="checks with the whole path")
+    assert status(aport)["pools"][0]["servers"][0]["up"] is True
+    assert lf.fetch("GET", "/echo").status == 200
+    assert "is down" not in lf.stderr_text(), lf.stderr_text()[-2000:]
+
+
+def test_check_refuses_a_health_path_longer_than_a_request_line_servers_take(tmp_path):
+    """§2: an out-of-range value is an error with line and column: a health.path over 8000 bytes
+    would make a request line over the 8KiB servers accept by default; 8000 bytes load."""
+    head = "/healthz?t="
+    ok = head + "a" * (8000 - len(head))
+    path, p = _check(tmp_path, BASE.replace("routes:", "    health: { path: \"%s\" }\nroutes:" % ok))
+    assert p.returncode == 0, p.stderr[-2000:]
+    path, p = _check(tmp_path, BASE.replace("routes:", "    health: { path: \"%s\" }\nroutes:" % (ok + "a")))
+    assert p.returncode == 1, p.stderr[-2000:]
+    errs = _errors(p, path)
+    assert [(ln, col) for ln, col, _ in errs] == [(7, 21)], errs
+    assert "path is too long (8001 bytes): at most 8000" in errs[0][2], errs
+
+
 def test_max_ejected_percent_caps_ejections(lifeline, raw_upstream):
     """§2 outlier: "max_ejected_percent: 50": with four failing servers, at most two are ejected."""
     ups = [raw_upstream(status_script(503)) for _ in range(4)]

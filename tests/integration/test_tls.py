@@ -531,6 +531,34 @@ def test_health_checks_speak_tls(lifeline, upstream, pki):
     assert server_status(status(aport), "p", good.address)["up"]
 
 
+def test_reloads_do_not_restart_a_tls_health_check_in_flight(lifeline, upstream, pki):
+    """A TLS server that takes the connection and never answers its check, with reloads faster than
+    the check's timeout: it is marked down as without the reloads. Every reload builds a new client
+    context, and the takeover compared contexts, not settings: each one dropped the check in flight
+    without a verdict and sent a new one at once, so the server stayed up as long as the reloads
+    went on (a plain pool's went down). Its checks keep their rhythm: not one more per reload."""
+    import copy
+    from ops import server_status, status
+    up = upstream("hung", ssl=_server_ctx(pki["up"]))
+    aport = free_port()
+    lf = lifeline(pools={"p": _tls_pool(pki, up, outlier="off",
+                                        health={"path": "/hang", "interval": "100ms", "timeout": "1500ms",
+                                                "rise": 1, "fall": 1})},
+                  workers=1, extra=admin_extra(aport))
+    wait_for(lambda: any(r.target == "/hang" for r in up.requests), t(5), what="the first check")
+    reloads, down = 0, False
+    deadline = time.monotonic() + t(6)
+    while time.monotonic() < deadline and not down:
+        reload(lf, copy.deepcopy(lf.config))
+        reloads += 1
+        down = not server_status(status(aport), "p", up.address)["up"]
+        time.sleep(0.2)
+    assert down, "still up after %d reloads; stderr tail:\n%s" % (reloads, lf.stderr_text()[-2000:])
+    assert "is down (health check: timeout)" in lf.stderr_text(), lf.stderr_text()[-2000:]
+    checks = sum(r.target == "/hang" for r in up.requests)
+    assert reloads >= 3 and checks < reloads, (checks, reloads)
+
+
 # --------------------------------------------------------------------------------------------
 # Operations: certificates on /status and in the metrics; handshake counters
 
