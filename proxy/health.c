@@ -86,6 +86,93 @@ void srv_state_unref(struct srv_state *st)
         free(st);
 }
 
+struct pool_share *pool_share_new(void)
+{
+    struct pool_share *sh = calloc(1, sizeof(*sh));
+
+    if (sh)
+        atomic_init(&sh->refs, 1);
+    return sh;
+}
+
+void pool_view_free(struct pool_view *v)
+{
+    for (unsigned i = 0; v && i < v->n; i++)
+        srv_state_unref(v->st[i]);
+    free(v);
+}
+
+void pool_share_unref(struct pool_share *sh)
+{
+    if (sh && atomic_fetch_sub(&sh->refs, 1) == 1) {
+        pool_view_free(sh->view);
+        free(sh);
+    }
+}
+
+/* The pool's lock (pool_share.ejecting). Taken rarely (a server just crossed
+ * consecutive_failures, or a new generation is published) and briefly (n loads and a
+ * compare-and-swap): a spin, no mutex. */
+static void share_lock(struct pool_share *sh)
+{
+    bool busy = false;
+
+    while (!atomic_compare_exchange_weak_explicit(&sh->ejecting, &busy, true, memory_order_acquire,
+                                                  memory_order_relaxed))
+        busy = false;
+}
+
+static void share_unlock(struct pool_share *sh)
+{
+    atomic_store_explicit(&sh->ejecting, false, memory_order_release);
+}
+
+/* Does the running generation have this server state? Exact under the lock, a hint without it. */
+static bool share_running(const struct pool_share *sh, const struct srv_state *st)
+{
+    unsigned seq = atomic_load_explicit(&sh->seq, memory_order_relaxed);
+
+    return seq != 0 && atomic_load_explicit(&st->published, memory_order_relaxed) == seq;
+}
+
+/* The running generation's outlier settings (it has outlier on: it shares the state of a server
+ * only with generations that have it as it has, health.h). */
+static struct conf_outlier share_outlier(const struct pool_share *sh)
+{
+    return (struct conf_outlier){
+        .enabled = true,
+        .consecutive_failures = atomic_load_explicit(&sh->consecutive_failures, memory_order_relaxed),
+        .ejection = atomic_load_explicit(&sh->ejection, memory_order_relaxed),
+        .max_ejection = atomic_load_explicit(&sh->max_ejection, memory_order_relaxed),
+        .max_ejected_percent = atomic_load_explicit(&sh->max_ejected_percent, memory_order_relaxed),
+    };
+}
+
+void health_publish(struct health_pool *hp)
+{
+    struct pool_share *sh = hp->share;
+    const struct conf_outlier *o = &hp->cp->outlier;
+    struct pool_view *old;
+    unsigned seq;
+
+    if (!hp->view)
+        return;   /* published already */
+    share_lock(sh);
+    old = sh->view;
+    sh->view = hp->view;
+    hp->view = NULL;
+    seq = atomic_load_explicit(&sh->seq, memory_order_relaxed) + 1;
+    for (unsigned i = 0; i < sh->view->n; i++)
+        atomic_store_explicit(&sh->view->st[i]->published, seq, memory_order_relaxed);
+    atomic_store_explicit(&sh->seq, seq, memory_order_relaxed);
+    atomic_store_explicit(&sh->consecutive_failures, o->consecutive_failures, memory_order_relaxed);
+    atomic_store_explicit(&sh->max_ejected_percent, o->max_ejected_percent, memory_order_relaxed);
+    atomic_store_explicit(&sh->ejection, o->ejection, memory_order_relaxed);
+    atomic_store_explicit(&sh->max_ejection, o->max_ejection, memory_order_relaxed);
+    share_unlock(sh);
+    pool_view_free(old);   /* (the states stay while a runtime holds them) */
+}
+
 enum outlier_state health_outlier_state(const struct srv_health *s, int64_t now)
 {
     return outlier_state(&s->st->o, now);
@@ -135,12 +222,17 @@ double health_ramp(const struct srv_health *s, int64_t now)
 bool health_report(struct health_pool *hp, struct srv_health *s, bool failure, int64_t trial, int64_t now)
 {
     const struct conf_pool *cp = hp->cp;
+    struct pool_share *sh = hp->share;
+    struct conf_outlier oc;
     struct outlier_verdict v;
-    unsigned out = 0;
+    unsigned out = 0, n;
 
     if (!cp->outlier.enabled)
         return false;
-    v = outlier_report(&s->st->o, &cp->outlier, failure, trial, now);
+    /* The running generation's settings for a server it has: an attempt that started before a
+     * reload counts (and a trial's re-ejection lasts) as the reload says. */
+    oc = share_running(sh, s->st) ? share_outlier(sh) : cp->outlier;
+    v = outlier_report(&s->st->o, &oc, failure, trial, now);
     if (v.readmitted) {
         /* slow_start counts from the readmission */
         atomic_store_explicit(&s->st->back_since, now, memory_order_relaxed);
@@ -152,20 +244,30 @@ bool health_report(struct health_pool *hp, struct srv_health *s, bool failure, i
         /* Counting and ejecting must be one step: two workers that each count "one more fits"
          * and then eject two different servers would take the pool past max_ejected_percent.
          * Only an ejection moves a server out of rotation (a failed trial was out already), so
-         * serialising the ejectors of a pool is enough. It is rare (a server just crossed
-         * consecutive_failures) and short (n loads and a compare-and-swap): a spin, no mutex. */
-        bool busy = false;
-        while (!atomic_compare_exchange_weak_explicit(&hp->ejecting, &busy, true, memory_order_acquire,
-                                                      memory_order_relaxed))
-            busy = false;
-        for (unsigned i = 0; i < hp->n; i++)
-            out += outlier_state(&hp->servers[i].st->o, now) != OUTLIER_IN;
+         * serialising the ejectors of a pool is enough: one lock for the pool, shared by its
+         * generations, and the servers counted are the running generation's (an attempt of an
+         * older one with more servers would otherwise find room the running pool has not). */
+        share_lock(sh);
+        if (share_running(sh, s->st)) {
+            oc = share_outlier(sh);
+            n = sh->view->n;
+            for (unsigned i = 0; i < n; i++)
+                out += outlier_state(&sh->view->st[i]->o, now) != OUTLIER_IN;
+        } else {
+            /* a server the running generation does not have: its ejection takes nothing of
+             * that pool out; its own generation's rules still hold for its own attempts */
+            oc = cp->outlier;
+            n = hp->n;
+            for (unsigned i = 0; i < n; i++)
+                out += outlier_state(&hp->servers[i].st->o, now) != OUTLIER_IN;
+        }
         if (health_eject_hook)
             health_eject_hook();
-        if (outlier_room(hp->n, out, cp->outlier.max_ejected_percent))
-            v.ejected_for = outlier_eject(&s->st->o, &cp->outlier, now);
-        /* else ejecting more would leave too little of the pool */
-        atomic_store_explicit(&hp->ejecting, false, memory_order_release);
+        if (v.fails >= oc.consecutive_failures && outlier_room(n, out, oc.max_ejected_percent))
+            v.ejected_for = outlier_eject(&s->st->o, &oc, now);
+        /* else a publication in between raised the threshold, or ejecting more would leave too
+         * little of the pool */
+        share_unlock(sh);
     }
     if (v.ejected_for <= 0)
         return false;

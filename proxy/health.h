@@ -30,6 +30,9 @@ struct srv_state {
     struct outlier o;                   /* passive ejection (outlier.h) */
     atomic_int down;                    /* the active checks say down */
     _Atomic int64_t back_since;         /* when it last became usable again (slow_start) */
+    atomic_uint published;              /* the pool_share publication (seq) that last listed it:
+                                         * equal to its pool's seq while the running generation
+                                         * has it (written under the pool_share's lock) */
 };
 
 struct srv_health {
@@ -45,15 +48,54 @@ struct srv_state *srv_state_new(void);
 /* Drops a reference (NULL: no-op); the last frees it. */
 void srv_state_unref(struct srv_state *st);
 
+/* One generation's pool as ejections count it: its server states, a reference held on each. */
+struct pool_view {
+    unsigned n;
+    struct srv_state *st[];
+};
+
+/* What every generation's pool of one name shares, as srv_state is for a server (runtime_new
+ * hands it on with the pool name; the last runtime_unref() frees it): the lock that serialises
+ * every ejection in the pool, whichever generation reports it, and the running generation's
+ * servers and outlier settings, republished by the main thread (health_publish) when a reload or
+ * a DNS change makes a new generation the running one. An attempt started on an older
+ * generation is judged by them for a server the running generation has: max_ejected_percent
+ * counts the pool that takes requests now, and a reload governs from then on. */
+struct pool_share {
+    atomic_int refs;
+    atomic_bool ejecting;               /* the lock (compare-and-swap spin): taken by the one
+                                         * thread that counts the servers out of rotation and
+                                         * ejects one more, or that republishes */
+    struct pool_view *view;             /* under the lock: the running generation's (NULL until
+                                         * the first publication) */
+    atomic_uint seq;                    /* publications so far (0: none); srv_state.published */
+    /* the running generation's outlier settings: written under the lock, read without it by
+     * the report path (a report racing a publication may mix old and new values) */
+    atomic_uint consecutive_failures, max_ejected_percent;
+    _Atomic int64_t ejection, max_ejection;
+};
+
+/* A new share (one reference, nothing published), or NULL when out of memory. */
+struct pool_share *pool_share_new(void);
+/* Drops a reference (NULL: no-op); the last frees it and its view. */
+void pool_share_unref(struct pool_share *sh);
+/* Frees a view and drops its references (NULL: no-op). */
+void pool_view_free(struct pool_view *v);
+
 struct health_pool {
     const struct conf_pool *cp;
     struct srv_health *servers;         /* every address of every server, in conf order */
     unsigned n;
     int64_t trial_timeout;              /* a half-open trial's claim expires after it (ms) */
-    atomic_bool ejecting;               /* taken (compare-and-swap) by the one worker that counts
-                                         * the servers out of rotation and ejects one more:
-                                         * max_ejected_percent holds across workers */
+    struct pool_share *share;           /* shared with the other generations of the pool (a
+                                         * reference held); never NULL in a runtime */
+    struct pool_view *view;             /* this generation's, until health_publish hands it to
+                                         * the share (then NULL) */
 };
+
+/* Makes hp's generation the one whose servers and outlier settings decide its pool's ejections
+ * (main thread, in the order the generations become the running one). */
+void health_publish(struct health_pool *hp);
 
 int64_t health_now(void);
 
@@ -87,8 +129,11 @@ void health_unclaim(struct srv_health *s, int64_t trial);
 /* One finished attempt: failure is every outcome but ok and statuses below 500; trial: the claim
  * the attempt holds, or 0. May eject (logged at warn): returns true when it did. Any thread: an
  * ejection that would take the pool past max_ejected_percent never happens, even when several
- * workers eject servers of the same pool at once (the count and the ejection are one step under
- * hp->ejecting). */
+ * workers, or attempts of several generations, eject servers of the same pool at once (the count
+ * and the ejection are one step under the pool_share's lock). A server the running generation has
+ * is judged by its settings and counted among its servers (pool_share), whatever generation the
+ * attempt started on; one it does not have (a reload removed it, or gave it a state of its own)
+ * by the attempt's generation alone. */
 bool health_report(struct health_pool *hp, struct srv_health *s, bool failure, int64_t trial, int64_t now);
 /* Tests only (NULL otherwise): called by health_report() between counting the servers out of
  * rotation and ejecting, so that a test can hold one worker there while another one reports. */

@@ -448,6 +448,9 @@ static void apply_conf(struct ev_loop *loop, struct conf *nc, const char *why, i
         close_fd(log_fd);
         return;
     }
+    /* From now on nh's servers and outlier settings judge every ejection of its pools, attempts
+     * still running on older generations included (health.h: pool_share). */
+    runtime_publish(nh);
     /* The stale store outlives reloads (its copies stay useful); new limits apply at once, by
      * evicting down to the new size. */
     stale_store_resize(stale, nh->conf->stale_store.size, nh->conf->stale_store.max_entry);
@@ -1255,6 +1258,7 @@ static int start(struct conf *c, const char *path)
         log_error("out of memory");
         return -1;
     }
+    runtime_publish(current);
     if (listeners_free(c, NULL, NULL, "") < 0 || start_workers(c, c->workers ? c->workers : 1) < 0)
         return -1;
     log_info("lifeline %s: %zu listener(s), %u worker(s), config %s", LIFELINE_VERSION,

@@ -143,6 +143,20 @@ int64_t outlier_eject(struct outlier *o, const struct conf_outlier *c, int64_t n
     return dur;
 }
 
+void outlier_copy(struct outlier *to, const struct outlier *from, int64_t now)
+{
+    int64_t t = atomic_load_explicit(&from->trial, memory_order_acquire);
+
+    atomic_store_explicit(&to->fails, atomic_load_explicit(&from->fails, memory_order_relaxed), memory_order_relaxed);
+    atomic_store_explicit(&to->until, atomic_load_explicit(&from->until, memory_order_acquire), memory_order_relaxed);
+    atomic_store_explicit(&to->ejections, atomic_load_explicit(&from->ejections, memory_order_relaxed),
+                          memory_order_relaxed);
+    atomic_store_explicit(&to->readmitted, atomic_load_explicit(&from->readmitted, memory_order_relaxed),
+                          memory_order_relaxed);
+    /* OUTLIER_DECIDING never expires: only its own report frees it, and that report goes to from */
+    atomic_store_explicit(&to->trial, t == OUTLIER_DECIDING ? (now > 0 ? now : 1) : t, memory_order_relaxed);
+}
+
 bool outlier_room(unsigned n, unsigned out, unsigned max_ejected_percent)
 {
     unsigned allowed = (unsigned)((uint64_t)n * max_ejected_percent / 100);

@@ -66,6 +66,11 @@ struct outlier_verdict outlier_report(struct outlier *o, const struct conf_outli
 /* Ejects an IN server (after want_eject). Returns the duration, or 0 when another worker ejected
  * it first. */
 int64_t outlier_eject(struct outlier *o, const struct conf_outlier *c, int64_t now);
+/* A copy of from's state into to (a new state no other thread uses yet; from may be in use): a
+ * trial out on from keeps its claim in to, so that no second trial goes out from to before the
+ * claim expires (the verdict goes to from only); one whose verdict is being stored right now
+ * counts as claimed at now. */
+void outlier_copy(struct outlier *to, const struct outlier *from, int64_t now);
 /* May one more server of n be taken out of rotation when `out` already are? (max_ejected_percent) */
 bool outlier_room(unsigned n, unsigned out, unsigned max_ejected_percent);
 

@@ -1,7 +1,8 @@
 /* runtime.c — the runtime snapshot of one configuration (see runtime.h).
  *
- * Owns: the runtime, its health_pools and srv_health arrays and its route slots. Does not own: the
- * conf (a reference held), the metric names (main's), the active checks (health.c).
+ * Owns: the runtime, its health_pools and srv_health arrays and its route slots (and a pool's
+ * view until it is published). Does not own: the conf (a reference held), the pool shares and
+ * server states (references held), the metric names (main's), the active checks (health.c).
  */
 #include "runtime.h"
 
@@ -10,6 +11,16 @@
 
 #include "clock.h"
 #include "metrics.h"
+
+/* prev's pool of that name, or NULL. */
+static const struct health_pool *runtime_pool(const struct runtime *prev, const char *pool)
+{
+    for (size_t i = 0; prev && i < prev->npools; i++) {
+        if (strcmp(prev->pools[i].cp->name, pool) == 0)
+            return &prev->pools[i];
+    }
+    return NULL;
+}
 
 static const struct srv_health *runtime_find(const struct runtime *rt, const char *pool, const char *addr)
 {
@@ -68,11 +79,19 @@ struct runtime *runtime_new(struct conf *c, const struct runtime *prev, struct m
         unsigned n = 0;
         for (size_t j = 0; j < cp->nservers; j++)
             n += (unsigned)cp->servers[j].naddrs;
+        const struct health_pool *oldp = runtime_pool(prev, cp->name);
         hp->cp = cp;
         hp->trial_timeout = trial_timeout(c, cp);
-        atomic_init(&hp->ejecting, false);
+        /* one share for every generation of the pool: its lock and the running one's servers */
+        if (oldp) {
+            hp->share = oldp->share;
+            atomic_fetch_add(&hp->share->refs, 1);
+        } else {
+            hp->share = pool_share_new();
+        }
         hp->servers = calloc(n ? n : 1, sizeof(*hp->servers));
-        if (!hp->servers) {
+        hp->view = calloc(1, sizeof(*hp->view) + (n ? n : 1) * sizeof(hp->view->st[0]));
+        if (!hp->share || !hp->servers || !hp->view) {
             runtime_unref(rt);
             return NULL;
         }
@@ -108,10 +127,9 @@ struct runtime *runtime_new(struct conf *c, const struct runtime *prev, struct m
                      * server they marked down is usable again (slow start from now); its
                      * ejection stays. */
                     if (cp->outlier.enabled && old->cp->outlier.enabled) {
-                        atomic_store(&s->st->o.fails, atomic_load(&old->st->o.fails));
-                        atomic_store(&s->st->o.until, atomic_load(&old->st->o.until));
-                        atomic_store(&s->st->o.ejections, atomic_load(&old->st->o.ejections));
-                        atomic_store(&s->st->o.readmitted, atomic_load(&old->st->o.readmitted));
+                        /* the trial slot too: a trial still out on the old state keeps this
+                         * one from sending a second until its claim expires */
+                        outlier_copy(&s->st->o, &old->st->o, now);
                     }
                     if (cp->health.enabled || !atomic_load(&old->st->down)) {
                         atomic_store(&s->st->down, cp->health.enabled ? atomic_load(&old->st->down) : 0);
@@ -122,8 +140,19 @@ struct runtime *runtime_new(struct conf *c, const struct runtime *prev, struct m
                 }
             }
         }
+        for (unsigned j = 0; j < hp->n; j++) {
+            hp->view->st[j] = hp->servers[j].st;
+            atomic_fetch_add(&hp->servers[j].st->refs, 1);
+        }
+        hp->view->n = hp->n;
     }
     return rt;
+}
+
+void runtime_publish(struct runtime *rt)
+{
+    for (size_t i = 0; i < rt->npools; i++)
+        health_publish(&rt->pools[i]);
 }
 
 void runtime_unref(struct runtime *rt)
@@ -144,6 +173,8 @@ void runtime_unref(struct runtime *rt)
         for (unsigned j = 0; rt->pools[i].servers && j < rt->pools[i].n; j++)
             srv_state_unref(rt->pools[i].servers[j].st);
         free(rt->pools[i].servers);
+        pool_view_free(rt->pools[i].view);   /* never published */
+        pool_share_unref(rt->pools[i].share);
     }
     free(rt->pools);
     free(rt->route_slot);

@@ -2,7 +2,9 @@
  * besides its own (read-only) contents.
  *
  * Owns: a reference on its conf; one health_pool per conf pool, each with one srv_health per server
- * address (health.h: the shared ejection, health-check and slow-start state of that server); the
+ * address (health.h: the shared ejection, health-check and slow-start state of that server), a
+ * reference on the pool's pool_share (shared with the other generations of the pool name) and,
+ * until it is published, its pool_view; the
  * metrics slot of every conf route; one reference on each route and server metrics slot it names
  * (metrics.h: a slot is reused only once no runtime holds it, so no worker still writes to it); the loop the active checks run on, once health_start() gave it
  * one. Does not own: the metric names the slots come from (main's), the active checks themselves
@@ -13,7 +15,8 @@
  * on it holds one more, and a reload handed to a worker carries one until the worker takes it. The
  * last runtime_unref() frees it, on whatever thread drops it; by then main has stopped its checks.
  *
- * Threads: made by main (runtime_new), its fields are fixed once made; workers read them and
+ * Threads: made by main (runtime_new), its fields are fixed once made (but a pool's view, which
+ * main hands to the pool_share when it publishes the runtime); workers read them and
  * report to the srv_health atomics (health.h) without a lock; only the main thread starts and stops
  * the active checks.
  */
@@ -44,6 +47,9 @@ struct runtime {
  * usable. Metrics slots come from names (may be NULL: every slot 0) (main thread). NULL when out
  * of memory. */
 struct runtime *runtime_new(struct conf *c, const struct runtime *prev, struct metric_names *names);
+/* Makes rt the running generation for its pools' ejections (health_publish on each): main
+ * thread, once it applies rt, before the workers take it. */
+void runtime_publish(struct runtime *rt);
 /* Takes one more reference (any thread). */
 static inline struct runtime *runtime_ref(struct runtime *rt)
 {

@@ -5,12 +5,13 @@ a verdict (its client left) frees the slot at once. §5: lifeline_outlier_ejecti
 state in /status."""
 
 import asyncio
+import copy
 import threading
 import time
 
 from conftest import Conn, dur, free_port, pool, t, wait_for
 from faults import each_request, ok_script, refused, stamp
-from ops import admin_extra, metrics, server_status, status
+from ops import admin_extra, metrics, reload, server_status, status
 
 
 def switchable_script():
@@ -441,3 +442,163 @@ def test_ewma_gives_a_readmitted_server_its_share_at_once(lifeline, raw_upstream
     print("readmitted server: %d of %d requests" % (got, n))
     assert len(counts) == 4, "a client failed"
     assert got >= n // 5, "readmitted server: %d of %d requests" % (got, n)
+
+
+# --------------------------------------------------------------------------------------------
+# Attempts that started before a reload
+
+def held_script():
+    """Answers by conn.up.state["mode"] ("fail": 503, else 200); a request for /held first waits
+    until up.state["go"] is set (counted in up.state["held"]), so that it is still in flight on the
+    generation it started on when a reload comes."""
+    async def handle(conn, req):
+        st = conn.up.state
+        if req.target.startswith("/held"):
+            st["held"] = st.get("held", 0) + 1
+            while not st.get("go"):
+                await asyncio.sleep(0.01)
+        code = 503 if st.get("mode") == "fail" else 200
+        await conn.respond(code, b"%d from %s\n" % (code, conn.up.name.encode()),
+                           headers=[("x-upstream", conn.up.name)])
+    return each_request(handle)
+
+
+HELD_OUTLIER = {"consecutive_failures": 2, "ejection": "30s", "max_ejected_percent": 50}
+
+
+def _hold(lf, ups):
+    """One /held request on each of ups (round robin, one worker): returns their connections."""
+    conns = []
+    for i in range(len(ups)):
+        c = Conn(lf.port)
+        c.request("GET", "/held/%d" % i)
+        conns.append(c)
+    wait_for(lambda: all(u.state.get("held") == 1 for u in ups), t(3),
+             what="one held request on each server")
+    return conns
+
+
+def _release(ups, conns):
+    for u in ups:
+        u.state["go"] = True
+    for c in conns:
+        try:
+            c.read_response(timeout=t(5))
+        finally:
+            c.close()
+
+
+def test_an_attempt_from_before_a_reload_counts_max_ejected_percent_on_the_running_pool(lifeline, raw_upstream):
+    """Four servers, max_ejected_percent 50; a reload leaves two, and one of them is ejected. An
+    attempt that started before the reload, on the other one, fails: the running pool (2 servers,
+    1 out) has no room for a second ejection. The old binary counted the attempt's own generation
+    (4 servers, 1 out: room for one more) and ejected it: both servers of the pool out, every
+    request a 503 for 30 s."""
+    ups = [raw_upstream(held_script(), name="s%d" % (i + 1)) for i in range(4)]
+    aport = free_port()
+    cfg_pool = dict(balance="round_robin", outlier=HELD_OUTLIER)
+    lf = lifeline(pools={"p": pool(*ups, **cfg_pool)}, routes=[{"pool": "p", "retry": {"attempts": 1}}],
+                  extra=admin_extra(aport), workers=1)
+    conns = _hold(lf, ups)
+    try:
+        cfg = copy.deepcopy(lf.config)
+        cfg["pools"]["p"] = pool(ups[0], ups[1], **cfg_pool)
+        reload(lf, cfg)
+        s1, s2 = ups[0], ups[1]
+        s1.state["mode"] = "fail"
+        for i in range(8):
+            lf.fetch("GET", "/a/%d" % i)
+            if server_status(status(aport), "p", s1.address)["state"] == "ejected":
+                break
+        assert server_status(status(aport), "p", s1.address)["state"] == "ejected"
+        s2.state["mode"] = "fail"
+        r = lf.fetch("GET", "/b")
+        assert r.status == 503 and r.header("x-upstream") == "s2", r
+        assert server_status(status(aport), "p", s2.address)["failures"] == 1
+    finally:
+        _release(ups, conns)   # s2's held attempt (of the first generation) fails: its second failure
+    b = server_status(status(aport), "p", s2.address)
+    assert b["state"] == "up", "the last server of the running pool was ejected past max_ejected_percent: %r" % b
+    r = lf.fetch("GET", "/c")
+    assert r.header("x-upstream") == "s2", r
+    assert metrics(aport).value("lifeline_outlier_ejections_total", pool="p", server=s2.address) == 0
+
+
+def test_a_reload_to_max_ejected_percent_0_governs_attempts_from_before_it(lifeline, raw_upstream):
+    """A reload sets max_ejected_percent: 0 (never eject) while an attempt of the generation before
+    it is in flight; that attempt's failure, the server's second in a row, ejects nothing. The old
+    binary judged it by the settings of the generation it started on (50%) and ejected the server."""
+    s1, s2 = raw_upstream(held_script(), name="s1"), raw_upstream(held_script(), name="s2")
+    s2.state["mode"] = "fail"
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(s1, s2, balance="round_robin", outlier=HELD_OUTLIER)},
+                  routes=[{"pool": "p", "retry": {"attempts": 1}}], extra=admin_extra(aport), workers=1)
+    for i in range(4):
+        lf.fetch("GET", "/a/%d" % i)
+        if server_status(status(aport), "p", s2.address)["failures"] == 1:
+            break
+    assert server_status(status(aport), "p", s2.address)["failures"] == 1
+    conns = _hold(lf, [s1, s2])
+    try:
+        cfg = copy.deepcopy(lf.config)
+        cfg["pools"]["p"]["outlier"] = dict(HELD_OUTLIER, max_ejected_percent=0)
+        reload(lf, cfg)
+    finally:
+        _release([s1, s2], conns)
+    b = server_status(status(aport), "p", s2.address)
+    assert b["state"] == "up", "ejected under the settings of the generation before the reload: %r" % b
+    assert "ejecting" not in lf.stderr_text()
+
+
+def test_a_trial_out_when_a_reload_removes_the_checks_that_say_down_stays_the_only_one(lifeline, upstream,
+                                                                                      raw_upstream):
+    """A half-open server's trial is out when its health checks say down and a reload removes
+    them: the new generation gets a state of its own (the checks' verdict goes), which must keep
+    the trial's claim. The old binary left its slot free and sent a second trial."""
+    up1, up2 = upstream("up1"), upstream("up2")
+
+    async def handle(conn, req):
+        st = conn.up.state
+        if req.target.startswith("/healthz"):
+            code = 503 if st.get("health") == "bad" else 200
+            await conn.respond(code, b"", headers=[("connection", "close")])
+            return True
+        st.setdefault("reqs", []).append(req.target)
+        if req.target.startswith("/trial"):
+            await conn.wait_eof(t(30))
+            return True
+        code = 503 if st.get("mode") == "fail" else 200
+        await conn.respond(code, b"%d from flaky\n" % code, headers=[("x-upstream", "flaky")])
+    flaky = raw_upstream(each_request(handle), name="flaky")
+    flaky.state["mode"] = "fail"
+    aport = free_port()
+    health = {"path": "/healthz", "interval": "100ms", "timeout": "500ms", "rise": 1, "fall": 1}
+    lf = lifeline(pools={"p": pool(flaky, up1, up2, balance="round_robin", health=health,
+                                   outlier=dict(SHORT, ejection=dur(t(0.5))))},
+                  routes=[{"name": "r", "pool": "p"}], extra=admin_extra(aport), workers=1)
+    reqs = lambda: len(flaky.state.get("reqs", []))
+    for i in range(3):
+        assert lf.fetch("GET", "/x/%d" % i).status == 200
+    assert reqs() == 1 and server_status(status(aport), "p", flaky.address)["state"] == "ejected"
+    flaky.state["mode"] = "ok"
+    wait_for(lambda: server_status(status(aport), "p", flaky.address)["state"] == "half_open", t(3),
+             what="the ejection to end (half-open)")
+    trial = Conn(lf.port)
+    try:
+        trial.request("GET", "/trial")
+        wait_for(lambda: reqs() == 2, t(2), what="the trial to reach the half-open server")
+        flaky.state["health"] = "bad"
+        wait_for(lambda: server_status(status(aport), "p", flaky.address)["up"] is False, t(3),
+                 what="the checks to say down")
+        cfg = copy.deepcopy(lf.config)
+        del cfg["pools"]["p"]["health"]
+        reload(lf, cfg)
+        b = server_status(status(aport), "p", flaky.address)
+        assert b["up"] is True and b["state"] == "half_open", b
+        for i in range(12):
+            r = lf.fetch("GET", "/during/%d" % i)
+            assert r.status == 200 and r.header("x-upstream") in ("up1", "up2"), \
+                "a second trial went out while the first is out: %r" % r
+        assert reqs() == 2
+    finally:
+        trial.reset()

@@ -327,7 +327,8 @@ static void test_max_ejected_two_threads(void **state)
     health_eject_hook = race_hook;
     memset(servers, 0, sizeof(servers));
     memset(states, 0, sizeof(states));
-    atomic_init(&hp.ejecting, false);
+    hp.share = pool_share_new();
+    assert_non_null(hp.share);
     for (int i = 0; i < 2; i++) {
         servers[i].cp = &cp;
         servers[i].addr = &addrs[i];
@@ -352,6 +353,7 @@ static void test_max_ejected_two_threads(void **state)
     pthread_join(b, NULL);
     pthread_barrier_destroy(&start);
     pthread_barrier_destroy(&done);
+    pool_share_unref(hp.share);
     log_threshold = LOG_INFO;
     health_eject_hook = NULL;
     if (over)

@@ -96,14 +96,21 @@ static void test_carry_over(void **state)
      * after it (a copy would lose it), and a fresh server gets a state of its own */
     assert_ptr_equal(kept->st, ra->pools[0].servers[0].st);
     assert_ptr_not_equal(fresh->st, ra->pools[0].servers[1].st);
-    assert_int_equal(atomic_load(&kept->st->refs), 2);
+    assert_int_equal(atomic_load(&kept->st->refs), 4);   /* each runtime's server and its view */
     assert_true(health_usable(fresh, 1000));
     assert_false(health_ejected(fresh, 1000));
 
-    /* a reload without health checks: their verdict goes, the ejection stays */
+    /* a reload without health checks: their verdict goes, the ejection stays; and a half-open
+     * trial that went out before the checks said down keeps its claim in the new state (no second
+     * trial until it expires) */
     {
         struct snap c;
         struct runtime *rc;
+        int64_t claim;
+        atomic_store(&kept->st->down, 0);
+        claim = health_claim_trial(&rb->pools[0], kept, 12000);
+        assert_true(claim > 0);
+        atomic_store(&kept->st->down, 1);
         snap_init(&c, "10.0.0.1:80", "10.0.0.3:80");
         c.pool.health.enabled = false;
         rc = runtime_new(&c.c, rb, NULL);
@@ -111,6 +118,9 @@ static void test_carry_over(void **state)
         assert_int_equal(atomic_load(&rc->pools[0].servers[0].st->down), 0);
         assert_ptr_not_equal(rc->pools[0].servers[0].st, kept->st);   /* down here, up there */
         assert_true(health_ejected(&rc->pools[0].servers[0], 1000));
+        assert_false(health_trial_open(&rc->pools[0], &rc->pools[0].servers[0], 12001));
+        assert_int_equal(health_claim_trial(&rc->pools[0], &rc->pools[0].servers[0], 12001), 0);
+        assert_true(health_trial_open(&rc->pools[0], &rc->pools[0].servers[0], 12000 + 35000));
         runtime_unref(rc);
         assert_int_equal(atomic_load(&c.c.refs), 1);
     }
@@ -124,6 +134,42 @@ static void test_carry_over(void **state)
     runtime_unref(rb);
     assert_int_equal(atomic_load(&b.c.refs), 1);
     runtime_unref(NULL);
+}
+
+/* Every generation of a pool shares one pool_share: once a newer one is published, its servers
+ * and settings judge an ejection reported by an attempt of an older one. */
+static void test_running_generation_decides_ejections(void **state)
+{
+    struct snap a, b;
+    struct runtime *ra, *rb;
+    struct health_pool *pa, *pb;
+
+    (void)state;
+    snap_init(&a, "10.0.0.1:80", "10.0.0.2:80");   /* max_ejected_percent 100 */
+    ra = runtime_new(&a.c, NULL, NULL);
+    assert_non_null(ra);
+    runtime_publish(ra);
+    snap_init(&b, "10.0.0.1:80", "10.0.0.2:80");
+    b.pool.outlier.max_ejected_percent = 50;
+    rb = runtime_new(&b.c, ra, NULL);
+    assert_non_null(rb);
+    pa = &ra->pools[0];
+    pb = &rb->pools[0];
+    assert_ptr_equal(pa->share, pb->share);
+    assert_int_equal(atomic_load(&pa->share->refs), 2);
+    /* not published yet: ra's 100% still governs... */
+    assert_true(health_report(pa, &pa->servers[0], true, 0, 1000));
+    runtime_publish(rb);
+    assert_null(pb->view);
+    assert_int_equal(pb->share->view->n, 2);
+    /* ...and from rb's publication its 50%: one of two is out, no room for the other, though the
+     * attempt started on ra */
+    assert_false(health_report(pa, &pa->servers[1], true, 0, 1000));
+    assert_false(health_ejected(&pb->servers[1], 1000));
+    runtime_unref(ra);
+    runtime_unref(rb);
+    assert_int_equal(atomic_load(&a.c.refs), 1);
+    assert_int_equal(atomic_load(&b.c.refs), 1);
 }
 
 /* ---- metrics slots ------------------------------------------------------------------------- */
@@ -270,6 +316,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_carry_over),
+        cmocka_unit_test(test_running_generation_decides_ejections),
         cmocka_unit_test(test_slots_reused_after_grace_and_zeroed),
         cmocka_unit_test(test_slot_kept_while_held_and_within_grace),
         cmocka_unit_test(test_slot_gone_longest_goes_first),
