@@ -142,8 +142,9 @@ static void client_timer_arm(struct client *c)
  * wave of thousands, is served in turn with the others of its kind, a bounded number per loop turn,
  * while every established client is polled by the loop and served at every turn. A connection
  * leaves probation for good at its first watcher change after an answer (keep-alive: waiting for
- * the next head). Events already fed to the watcher are kept across the move; one ready in the
- * slow set but not yet taken is seen again by the loop's own poll (level-triggered both).
+ * the next head), or as its 101 opens a tunnel (client_tunnel). Events already fed to the watcher
+ * are kept across the move; one ready in the slow set but not yet taken is seen again by the
+ * loop's own poll (level-triggered both).
  *
  * Sets the slow set's watch for c (watch: EV_READ|EV_WRITE as the loop's watcher would have). 0:
  * done. -1: c is trusted now (answered once, or the slow set refused it), and the loop's watcher
@@ -1142,6 +1143,13 @@ void client_tunnel(struct client *c)
 {
     c->phase = CLIENT_TUNNEL;   /* no read deadline: the timer stops at its next expiry unless
                                  * output is stuck (send_timeout still applies) */
+    /* The 101 is this connection's answer, its last (a tunnel never goes back to requests): off
+     * probation now, as after any answer (client_answer_flushed), or a WebSocket would stay on the
+     * slow set for its whole life, its events served a bounded number per turn with the unanswered
+     * connections'. (served is read only between requests, where a tunnel never returns.) */
+    c->served++;
+    if (!c->trusted)
+        client_io_set(c, client_io_events(c));
     client_read_on(c);
     if (c->in.len)
         client_process(c);

@@ -1271,8 +1271,12 @@ struct spipe *exchange_body_pipe(struct exchange *ex, size_t *max)
         return &ex->bpipe;
     }
     /* Eligible: a Content-Length body (no re-framing) too large to be kept for replay, with at
-     * least SPLICE_MIN to come, every byte parsed so far already sent, on plain sockets. */
-    if (ex->body_splice_failed || ex->body_done || req->chunked || req->content_length <= 0 ||
+     * least SPLICE_MIN to come, every byte parsed so far already sent, on plain sockets. Never
+     * an Upgrade request's: a 101 may come while the pipe holds body bytes, and from then on the
+     * body buffer carries tunnel bytes, which must follow them (the pipe would be left behind
+     * them, 64 KiB cut out of the stream); on the copy path the rest of the body simply goes on
+     * as tunnel bytes, in order. Such bodies are rare, so the copy costs little. */
+    if (ex->body_splice_failed || ex->body_done || req->chunked || req->content_length <= 0 || req->upgrade ||
         ex->c->tls || !ex->c->parser || ex->body.len || exchange_body_keepable(ex))
         return NULL;
     parsed = h1_parser_body_bytes(ex->c->parser);
@@ -1576,6 +1580,19 @@ static void exchange_capture_start(struct exchange *ex, struct hop *h, const str
                       &ex->capture_overflow);
 }
 
+const char *exchange_switch_refused(const struct exchange *ex, const struct h1_head *resp)
+{
+    const struct h1_head *req = ex->req;
+
+    if (!req->upgrade)
+        return "a 101 to a request that offered no upgrade";
+    if (!h1_upgrade_offered(req, resp))
+        return "a 101 switching to no protocol the request offered";
+    if (req->chunked && !ex->body_done)
+        return "a 101 before the chunked request body ended";
+    return NULL;
+}
+
 void exchange_hop_head(struct exchange *ex, struct hop *h)
 {
     struct client *c = ex->c;
@@ -1629,11 +1646,9 @@ void exchange_hop_head(struct exchange *ex, struct hop *h)
         exchange_stale_invalidate(ex);
 
     if (resp->status == 101) {
-        /* A 101 before a chunked request body ended: the tunnel would carry the rest of the
-         * client's chunk framing raw behind the part lifeline re-framed, a stream the upstream
-         * cannot parse (a Content-Length body goes on byte for byte either way). */
-        if (!req->upgrade || !h1_upgrade_offered(req, resp) || (req->chunked && !ex->body_done) ||
-            h1_write_response_head(out, resp, (o.upgrade = true, &o)) < 0) {
+        /* (a 101 that may not open a tunnel never comes here: hop.c fails it as a reset before
+         * it is judged or recorded, exchange_switch_refused) */
+        if (h1_write_response_head(out, resp, (o.upgrade = true, &o)) < 0) {
             ex->last_outcome = HOP_RESET;
             exchange_fallback(ex, "reset");
             return;

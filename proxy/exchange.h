@@ -243,6 +243,14 @@ uint64_t exchange_resp_splice(struct exchange *ex, struct hop *h);
  * check (pool_take). */
 bool exchange_reuse_recoverable(const struct exchange *ex);
 
+/* May a 101 (resp) to this request open a tunnel? NULL when it may, else why not: a request that
+ * offered no upgrade (none, HTTP/1.0's, or h2c's, dropped: h1.h), an Upgrade naming no protocol
+ * the request offered (RFC 9110 §7.8), or a chunked request body still arriving (the tunnel would
+ * carry the rest of the client's chunk framing raw behind the part lifeline re-framed, a stream
+ * the upstream cannot parse; a Content-Length body goes on byte for byte either way). hop.c asks
+ * before it judges the head: a 101 refused here is an invalid response, a reset. */
+const char *exchange_switch_refused(const struct exchange *ex, const struct h1_head *resp);
+
 /* Events from the hop. */
 void exchange_hop_head(struct exchange *ex, struct hop *h);
 void exchange_hop_data(struct exchange *ex, struct hop *h);

@@ -250,6 +250,23 @@ static bool hop_read_first(struct hop *h, struct ev_loop *loop)
     return h->seq != seq || h->state != st;
 }
 
+/* A tunnel's idle limit passed with nothing read or written here: is it idle? Not while the
+ * upstream still takes bytes written before, from the socket's send buffer, which the kernel grows
+ * to megabytes: a slow reader empties it for seconds without the socket asking for more (epoll
+ * says writable only once a third of it is free), so no write marks that traffic. The count of
+ * bytes it acknowledged does, asked here only, once per idle period (no cost per write); when it
+ * moved since the last check, this period counts as traffic (last_read is now). */
+static bool hop_tunnel_idle(struct hop *h)
+{
+    uint64_t acked;
+
+    if (!h->uc || !xprt_bytes_acked(&h->uc->x, &acked) || acked == h->tunnel_acked)
+        return true;
+    h->tunnel_acked = acked;
+    h->last_read = clock_now();
+    return false;
+}
+
 static void hop_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct hop *h = t->data;
@@ -286,6 +303,15 @@ static void hop_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
             return;
         }
         if (h->state == HOP_TUNNEL && h->ex) {
+            if (!hop_tunnel_idle(h)) {
+                if (t == &h->response_timer) {
+                    hop_rt_start(h, loop, h->read_timeout);
+                    return;
+                }
+                t->repeat = h->read_timeout;
+                ev_timer_again(loop, t);
+                return;
+            }
             log_debug("tunnel to %s idle for %.3f s: closed", h->server ? h->server->addr->text : "?",
                       h->read_timeout);
             hop_tunnel_end(h);
@@ -584,7 +610,10 @@ void hop_send(struct hop *h)
         }
         if (h->head.len || h->body_sent < ex->body.len) {
             ev_io_start(w->loop, &h->uc->wr);
-            if (r > 0 && h->state != HOP_TUNNEL)
+            if (r > 0 && h->state == HOP_TUNNEL)
+                h->last_read = clock_now();   /* traffic: a tunnel is idle only with none either
+                                               * way (a slow reader takes a block in parts) */
+            else if (r > 0)
                 exchange_hop_sent(ex, h);
             return;
         }
@@ -700,12 +729,13 @@ static void hop_report_data(struct hop *h)
     }
 }
 
-/* An orphan's response head arrived: read its body into nothing (or close on an upgrade). */
+/* An orphan's response head arrived: read its body into nothing (a 101 never comes here: an
+ * orphan carried no upgrade, hop_process_buffered fails it). */
 static void hop_orphan_head(struct hop *h)
 {
     struct h1_head *resp = h1_parser_head(h->parser);
 
-    if (resp->status == 101 || (resp->content_length > HOP_ORPHAN_BODY_MAX && !h->head_req)) {
+    if (resp->content_length > HOP_ORPHAN_BODY_MAX && !h->head_req) {
         unsigned status = resp->status;
         h->state = HOP_DONE;
         h->seq++;
@@ -850,6 +880,18 @@ static void hop_process_buffered(struct hop *h)
             if (resp->status < 200 && resp->status != 101) {
                 head_seen = true;   /* 100/102/103: dropped; H1_DONE follows */
                 break;
+            }
+            if (resp->status == 101) {
+                /* A 101 that may not open a tunnel is an invalid response, as a head that does
+                 * not parse: a reset, judged a failure, before anything counts it as an answer.
+                 * An orphan (a hedge that lost) never carried an upgrade: any 101 is invalid. */
+                const char *why = h->ex ? exchange_switch_refused(h->ex, resp)
+                                        : "a 101 to a request that offered no upgrade";
+                if (why) {
+                    log_warn("invalid response from %s: %s", h->server->addr->text, why);
+                    hop_fail(h, HOP_RESET);
+                    return;
+                }
             }
             if (h->headless) {
                 pool_server_headed(h->server);
@@ -1084,6 +1126,9 @@ void hop_body_consumed(struct hop *h, size_t n)
 void hop_tunnel_start(struct hop *h)
 {
     h->request_sent = false;   /* hop_send writes again: tunnel bytes, as the client sends them */
+    /* what the upstream acknowledged before: the request (hop_tunnel_idle) */
+    if (!h->uc || !xprt_bytes_acked(&h->uc->x, &h->tunnel_acked))
+        h->tunnel_acked = 0;
 }
 
 enum hop_outcome hop_settle(struct hop *h)

@@ -57,7 +57,8 @@
  * reset before any response byte on a reused connection of a request the exchange then retries on
  * a fresh one (exchange_reuse_recoverable): a connection the server closed while idle, no verdict.
  * One verdict per attempt (SPEC §2 outlier: every outcome but ok and statuses below 500 is a
- * failure). A response head of 500 or more, or a 101, is judged as it arrives. A head below 500
+ * failure). A response head of 500 or more, or a 101, is judged as it arrives (a 101 that may not
+ * open a tunnel, exchange_switch_refused, is an invalid response: a reset). A head below 500
  * gives its ewma sample as it arrives, but its verdict (and a half-open trial's) waits for the
  * body: the response complete is a success, a body cut (reset, read timeout) a failure; a server
  * that cuts every body was never ejected, the 2xx head having reset the count of consecutive
@@ -114,6 +115,8 @@ struct hop {
     struct upconn *uc;                  /* owned while attached */
     ev_timer connect_timer, read_timer;
     ev_tstamp read_timeout, last_read;  /* read timer re-arms itself from last_read */
+    uint64_t tunnel_acked;              /* tunnel: bytes the upstream had acknowledged at the
+                                         * last idle check (hop_tunnel_idle) */
     bool rt_armed;                      /* the response timeout (or the deadline cut) applies, due
                                          * at response_due: see response_timer below */
     ev_tstamp response_due;

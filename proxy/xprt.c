@@ -3,6 +3,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/tcp.h>   /* struct tcp_info with tcpi_bytes_acked (glibc's netinet/tcp.h lacks it) */
+#include <netinet/in.h>
+#include <stddef.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -96,4 +99,16 @@ int xprt_set_nonblock(int fd)
     if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
         return -errno;
     return 0;
+}
+
+bool xprt_bytes_acked(const struct xprt *x, uint64_t *acked)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof(ti);
+
+    if (x->fd < 0 || getsockopt(x->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 ||
+        len < offsetof(struct tcp_info, tcpi_bytes_acked) + sizeof(ti.tcpi_bytes_acked))
+        return false;   /* (a kernel before 4.1 has no such count) */
+    *acked = ti.tcpi_bytes_acked;
+    return true;
 }

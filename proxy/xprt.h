@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 
@@ -57,5 +58,9 @@ static inline size_t xprt_pending(const struct xprt *x) { return x->ssl ? tls_pe
 
 /* Socket helpers shared by listeners and upstream connects. */
 int xprt_set_nonblock(int fd);
+/* How many bytes the peer's TCP has acknowledged on this connection so far (TLS records
+ * included): bytes that left the socket's send buffer for the peer, which a peer reading slowly
+ * takes long after they were written. One getsockopt(TCP_INFO). false: unknown. */
+bool xprt_bytes_acked(const struct xprt *x, uint64_t *acked);
 
 #endif

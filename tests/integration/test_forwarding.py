@@ -935,3 +935,264 @@ def test_a_101_before_a_chunked_upgrade_body_ended_is_502(lifeline, raw_upstream
         assert r.status == 502, r
     wait_for(lambda: "got" in up.state, t(5), what="the upstream connection to end")
     assert b"89abcdef" not in up.state["got"], up.state
+
+
+def test_an_upgrade_request_body_reaches_the_upstream_whole_when_the_101_comes_mid_body(lifeline, raw_upstream):
+    """An Upgrade request with a large Content-Length body, answered 101 while the body still
+    arrives: the body took the zero-copy path, and the 64 KiB its pipe held when the 101 came were
+    never written (the tunnel's bytes went on without them: the upstream got a stream with a hole,
+    found by a review of the tunnels). An Upgrade request's body is never spliced now: every byte
+    reaches the upstream in order, then the tunnel's."""
+    import threading
+    n = 8_000_000
+    body = b"".join(b"%09d\n" % i for i in range(0, n, 10))
+    assert len(body) == n
+
+    async def script(conn):
+        await conn.reader.readuntil(b"\r\n\r\n")
+        got = await conn.reader.readexactly(200_000)
+        await asyncio.sleep(1.0)          # the rest of the body backs up into lifeline meanwhile
+        await conn.send(SWITCH)
+        while not got.endswith(b"TAIL"):
+            d = await conn.read_some(timeout=t(10))
+            if not d:
+                break
+            got += d
+        conn.up.state["got"] = got
+        await conn.send(b"DONE")
+        await conn.wait_eof(t(5))
+
+    up = raw_upstream(script)
+    lf = proxy_for(lifeline, up)
+    with Conn(lf.port, timeout=t(20)) as c:
+        c.send(build_request("POST", "/ws", WS_HEADERS + [("Content-Length", str(n))]))
+        errors = []
+
+        def feed():
+            try:
+                c.sock.sendall(body)
+                c.sock.sendall(b"TAIL")
+            except OSError as e:
+                errors.append(e)
+
+        th = threading.Thread(target=feed)
+        th.start()
+        try:
+            assert c.read_head()[1] == 101
+            assert c.read_exact(4, timeout=t(20)) == b"DONE"
+        finally:
+            th.join(t(20))
+    assert not errors, errors
+    got = up.state.get("got", b"")
+    assert len(got) == n + 4 and got == body + b"TAIL", (len(got), n + 4)
+
+
+class _SlowReader:
+    """A plain upstream for tunnels whose reading the test paces: a small receive buffer (so that
+    what it has not read holds back lifeline's writes), a 101, then `rate` bytes per 100 ms while
+    state["reading"] holds (nothing otherwise); state["eof"] once lifeline closes."""
+
+    def __init__(self, rate):
+        import threading
+        self.rate, self.state = rate, {"reading": True, "got": 0}
+        self.ls = socket.socket()
+        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(8)
+        self.address = "127.0.0.1:%d" % self.ls.getsockname()[1]
+        self.th = threading.Thread(target=self.run, daemon=True)
+        self.th.start()
+
+    def run(self):
+        try:
+            c, _ = self.ls.accept()
+        except OSError:
+            return
+        with c:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                d = c.recv(1)
+                if not d:
+                    return
+                head += d
+            c.sendall(SWITCH)
+            c.settimeout(0.05)
+            while True:
+                time.sleep(0.1)
+                if not self.state["reading"]:
+                    continue
+                try:
+                    d = c.recv(self.rate)
+                except socket.timeout:
+                    continue
+                except OSError:
+                    d = b""
+                if not d:
+                    self.state["eof"] = time.monotonic()
+                    return
+                self.state["got"] += len(d)
+
+    def close(self):
+        self.ls.close()
+
+
+def test_a_tunnel_is_not_idle_while_the_upstream_takes_its_bytes_slowly(lifeline):
+    """A tunnel's idle limit (`read`) is reset by traffic either way. The client sends steadily and
+    the upstream reads 2,000 bytes every 100 ms: lifeline's socket buffer, grown by the kernel to
+    megabytes, takes its writes and drains slowly, so no write is possible (epoll says writable
+    only when a third of it is free) and none counted as traffic: the tunnel was closed as idle
+    after `read` (found by a review of the tunnels). What the upstream acknowledges counts now. An
+    upstream that takes nothing still ends the tunnel: within two idle periods."""
+    import threading
+    up = _SlowReader(2000)
+    try:
+        lf = lifeline(pools={"p": pool(up.address, timeouts={"read": "1s"})})
+        with Conn(lf.port, timeout=t(5)) as c:
+            c.request("GET", "/ws", headers=WS_HEADERS)
+            assert c.read_head()[1] == 101
+            c.sock.setblocking(False)
+            stop = threading.Event()
+
+            def chatter():
+                while not stop.is_set():
+                    try:
+                        c.sock.send(b"z" * 8192)
+                    except BlockingIOError:
+                        pass
+                    except OSError:
+                        return
+                    time.sleep(0.01)
+
+            def closed():
+                try:
+                    return c.sock.recv(100) == b""
+                except BlockingIOError:
+                    return False
+                except OSError:
+                    return True
+
+            th = threading.Thread(target=chatter)
+            th.start()
+            try:
+                t0 = time.monotonic()
+                while time.monotonic() - t0 < 7.0:
+                    assert not closed(), "tunnel closed as idle after %.2f s while the upstream read %d bytes" % (
+                        time.monotonic() - t0, up.state["got"])
+                    time.sleep(0.05)
+                assert "eof" not in up.state, up.state
+                before = up.state["got"]
+                up.state["reading"] = False      # the upstream takes nothing more: idle from now
+                wait_for(closed, t(2.5), what="the stalled tunnel to end")
+            finally:
+                stop.set()
+                th.join(t(5))
+        assert before > 40_000, before
+    finally:
+        up.close()
+
+
+def _epoll_sets(pid):
+    """{epoll descriptor: set of the descriptors in its interest list} of process pid"""
+    sets = {}
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            if os.readlink("/proc/%d/fd/%s" % (pid, fd)) != "anon_inode:[eventpoll]":
+                continue
+            with open("/proc/%d/fdinfo/%s" % (pid, fd)) as f:
+                sets[int(fd)] = {int(m.group(1)) for m in re.finditer(r"^tfd:\s+(\d+)", f.read(), re.M)}
+        except OSError:
+            continue
+    return sets
+
+
+def _server_fd(pid, port, client_sock):
+    """lifeline's descriptor for the server side of client_sock's connection (by socket inode)."""
+    want = ":%04X" % client_sock.getsockname()[1]
+    with open("/proc/%d/net/tcp" % pid) as f:
+        for line in f.readlines()[1:]:
+            cols = line.split()
+            if cols[1].endswith(":%04X" % port) and cols[2].endswith(want):
+                inode = cols[9]
+                break
+        else:
+            raise AssertionError("no socket of lifeline's for that connection")
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            if os.readlink("/proc/%d/fd/%s" % (pid, fd)) == "socket:[%s]" % inode:
+                return int(fd)
+        except OSError:
+            continue
+    raise AssertionError("no descriptor for socket inode %s" % inode)
+
+
+def test_a_websocket_leaves_probation_at_its_101(lifeline, raw_upstream):
+    """A connection is on probation (polled on its worker's slow set, a bounded number of events
+    per loop turn) until its first answer. A 101 never counted as one: a WebSocket stayed on the
+    slow set for its whole life, served in turn with connections that never sent a head (found by
+    a review of the tunnels). It is polled by the loop from its 101, as a keep-alive connection is
+    after its first answer."""
+    async def script(conn):
+        req = await conn.read_request()
+        if req is None:
+            return
+        if (req.header("upgrade") or "").lower() != "websocket":
+            await conn.respond(200, b"ok")
+            await conn.wait_eof(t(10))
+            return
+        await conn.send(SWITCH)
+        await conn.echo_upper(100)
+
+    up = raw_upstream(script)
+    lf = proxy_for(lifeline, up)
+    with Conn(lf.port) as ws, Conn(lf.port) as ka:
+        ws.request("GET", "/ws", headers=WS_HEADERS)
+        assert ws.read_head()[1] == 101
+        ws.send(b"hi")
+        assert ws.read_exact(2, timeout=t(5)) == b"HI"
+        ka.request("GET", "/plain")
+        assert ka.read_response().status == 200
+        fws, fka = _server_fd(lf.pid, lf.port, ws.sock), _server_fd(lf.pid, lf.port, ka.sock)
+        sets = _epoll_sets(lf.pid)
+        # the slow set is an epoll descriptor the loop's own set watches
+        slow = {ep for ep in sets if any(ep in s for s in sets.values())}
+        assert slow, sets
+        assert not any(fka in sets[ep] for ep in slow), (fka, sets)   # answered: the loop polls it
+        assert not any(fws in sets[ep] for ep in slow), (fws, sets)
+        assert any(fws in s and fka in s for s in sets.values()), (fws, fka, sets)
+
+
+@pytest.mark.parametrize("case", ["not-offered", "no-upgrade", "plain-request"])
+def test_an_invalid_101_is_a_reset_attempt(lifeline, raw_upstream, tmp_path, case):
+    """A 101 that cannot open a tunnel (switching to a protocol the request did not offer, without
+    Upgrade, or to a request that offered no upgrade) is an invalid response, as a head that does
+    not parse: the attempt is a reset and a failure of the server. It was recorded as an `ok`
+    attempt with status 101 (access log, lifeline_upstream_attempts_total, outlier ejection's
+    verdict) while the client got a 502 `reset` (found by a review of the tunnels)."""
+    from ops import access_lines, admin_extra, metrics, wait_access
+
+    async def script(conn):
+        if await conn.read_request() is None:
+            return
+        head = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+        if case == "not-offered":
+            head += b"Upgrade: foo/2\r\n"
+        elif case == "plain-request":
+            head += b"Upgrade: websocket\r\n"
+        await conn.send(head + b"\r\nnot-websocket")
+        await conn.wait_eof(t(5))
+
+    up = raw_upstream(script)
+    aport = free_port()
+    path = str(tmp_path / "access.log")
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"name": "r", "pool": "p", "retry": {"attempts": 1}}],
+                  extra=dict(admin_extra(aport), access_log={"path": path}))
+    with lf.conn() as c:
+        c.request("GET", "/ws", headers=[] if case == "plain-request" else WS_HEADERS)
+        r = c.read_response()
+    assert r.status == 502 and r.header("x-lifeline-fallback") == "reset", r
+    lines = wait_access(path, lambda ls: len(ls) >= 1)
+    assert [(a["outcome"], a["status"]) for a in lines[0]["attempts"]] == [("reset", 0)], lines
+    m = metrics(aport)
+    assert m.total("lifeline_upstream_attempts_total", pool="p", outcome="ok") == 0, \
+        m.grep("lifeline_upstream_attempts_total")
+    assert m.value("lifeline_upstream_attempts_total", pool="p", server=up.address, outcome="reset") == 1
