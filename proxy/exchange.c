@@ -1695,8 +1695,16 @@ void exchange_hop_head(struct exchange *ex, struct hop *h)
         return;
     }
     h1_parser_set_output(h->parser, out, framing);
-    if (ex->route->fallback.stale > 0 && req->method == H1_M_GET && resp->status == 200)
+    if (ex->route->fallback.stale > 0 && req->method == H1_M_GET && resp->status == 200) {
         exchange_capture_start(ex, h, resp);
+        /* SPEC §2: the fallback serves "the last 2xx response" for the URL. A 200 any client could
+         * have been given that is not kept (no-store, Set-Cookie, above max_entry, ...) makes the
+         * older copies wrong, so they go (every variant; the key is the unit of invalidation).
+         * An answer to a request with credentials or its own no-store was made for that client
+         * only and says nothing of the shared copy; a non-200 status leaves the copies (README). */
+        if (!ex->capturing && stale_request_shareable(req->hdrs, req->nhdrs))
+            exchange_stale_invalidate(ex);
+    }
     ex->state = EX_STREAMING;
     /* No flush here: the hop flushes once it has parsed the body bytes that came with the head. */
 }
@@ -1732,14 +1740,19 @@ void exchange_hop_done(struct exchange *ex, struct hop *h)
     struct worker *w = ex_worker(ex);
 
     (void)h;
-    if (ex->capturing && !ex->capture_overflow) {
+    if (ex->capturing) {
         char *key;
         size_t klen = exchange_stale_key(ex, &key);
-        ex->capturing = false;
-        if (klen)
-            stale_put(w->stale, key, klen, &ex->capture, clock_now());
-        else
-            stale_capture_free(&ex->capture);
+        bool kept = false;
+        if (klen && !ex->capture_overflow) {
+            ex->capturing = false;
+            kept = stale_put(w->stale, key, klen, &ex->capture, clock_now()) == 0;
+        }
+        /* the latest answer was not kept (its body outgrew max_entry, out of memory): the older
+         * copies must not stand in for it (see exchange_hop_head); an overflowed capture is freed
+         * by exchange_release */
+        if (klen && !kept)
+            stale_invalidate(w->stale, key, klen);
     }
     ex->winner = NULL;
     exchange_release(ex);

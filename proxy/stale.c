@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
+#include <time.h>
 
 #define STALE_BUCKETS 1024          /* per shard */
 #define STALE_ABSENT  0xffffffffu   /* vary value length of a header the request did not carry */
@@ -18,6 +20,7 @@ struct stale_shard {
 } __attribute__((aligned(64)));
 
 struct stale_store {
+    uint64_t seed[2];                           /* the hash's key, random per process (stale_hash) */
     _Atomic uint64_t size, max_entry;
     _Atomic uint64_t bytes;
     _Atomic uint64_t tick;                      /* LRU clock: one tick per put or hit */
@@ -26,18 +29,46 @@ struct stale_store {
 
 /* ---- pure helpers ------------------------------------------------------------------------- */
 
-static uint64_t stale_hash(const char *p, size_t n)
-{
-    uint64_t h = 0xcbf29ce484222325ull;   /* FNV-1a, then a final mix so shards and buckets differ */
+/* SipHash-1-3 (Aumasson & Bernstein; the variant CPython and Rust use for their tables) keyed
+ * with the store's random seed: the key's route, host and target come from clients, and an
+ * unkeyed hash (FNV-1a before) let one who knows it aim any number of URLs at one shard and chain. */
+#define SIP_ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+#define SIP_ROUND(v0, v1, v2, v3)                                                                  \
+    do {                                                                                           \
+        v0 += v1; v1 = SIP_ROTL(v1, 13); v1 ^= v0; v0 = SIP_ROTL(v0, 32);                          \
+        v2 += v3; v3 = SIP_ROTL(v3, 16); v3 ^= v2;                                                 \
+        v0 += v3; v3 = SIP_ROTL(v3, 21); v3 ^= v0;                                                 \
+        v2 += v1; v1 = SIP_ROTL(v1, 17); v1 ^= v2; v2 = SIP_ROTL(v2, 32);                          \
+    } while (0)
 
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)p[i];
-        h *= 0x100000001b3ull;
+static uint64_t stale_hash(const struct stale_store *s, const char *p, size_t n)
+{
+    const unsigned char *b = (const unsigned char *)p;
+    uint64_t k0 = s->seed[0], k1 = s->seed[1];
+    uint64_t v0 = k0 ^ 0x736f6d6570736575ull, v1 = k1 ^ 0x646f72616e646f6dull;
+    uint64_t v2 = k0 ^ 0x6c7967656e657261ull, v3 = k1 ^ 0x7465646279746573ull;
+    uint64_t m;
+    size_t i = 0;
+
+    for (; i + 8 <= n; i += 8) {
+        m = 0;
+        for (unsigned j = 0; j < 8; j++)
+            m |= (uint64_t)b[i + j] << (8 * j);   /* little-endian words, as the reference */
+        v3 ^= m;
+        SIP_ROUND(v0, v1, v2, v3);
+        v0 ^= m;
     }
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdull;
-    h ^= h >> 33;
-    return h;
+    m = (uint64_t)n << 56;
+    for (unsigned j = 0; i + j < n; j++)
+        m |= (uint64_t)b[i + j] << (8 * j);
+    v3 ^= m;
+    SIP_ROUND(v0, v1, v2, v3);
+    v0 ^= m;
+    v2 ^= 0xff;
+    SIP_ROUND(v0, v1, v2, v3);
+    SIP_ROUND(v0, v1, v2, v3);
+    SIP_ROUND(v0, v1, v2, v3);
+    return v0 ^ v1 ^ v2 ^ v3;
 }
 
 static void put32(char *p, uint32_t v)
@@ -143,10 +174,23 @@ static bool cc_private(void *ctx, const char *t, size_t n)
            (n == 8 && strncasecmp(t, "no-cache", 8) == 0);
 }
 
-static bool vary_star(void *ctx, const char *t, size_t n)
+/* `Vary: *`, or a Vary naming a request header lifeline itself sets or rewrites on the way up
+ * (h1_write_request_head): the upstream chose its answer by a value the client's head does not
+ * carry (X-Forwarded-For gets the client's address appended; X-Forwarded-Proto and -Host, the
+ * request id and traceparent are lifeline's own), so matching the client's header would hand
+ * the copy made for one client to another. Such an answer is made per request: not kept. */
+static bool vary_unkeyable(void *ctx, const char *t, size_t n)
 {
+    static const char *const own[] = { "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
+                                       "x-request-id", "traceparent" };
+
     (void)ctx;
-    return n == 1 && t[0] == '*';
+    if (n == 1 && t[0] == '*')
+        return true;
+    for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
+        if (n == strlen(own[i]) && strncasecmp(t, own[i], n) == 0)
+            return true;
+    return false;
 }
 
 static bool cc_no_store(void *ctx, const char *t, size_t n)
@@ -155,23 +199,28 @@ static bool cc_no_store(void *ctx, const char *t, size_t n)
     return n == 8 && strncasecmp(t, "no-store", 8) == 0;
 }
 
-bool stale_admissible(bool get, const struct h1_header *req, size_t nreq, unsigned status,
-                      const struct h1_header *resp, size_t nresp)
+bool stale_request_shareable(const struct h1_header *req, size_t nreq)
 {
-    if (!get || status != 200)
-        return false;
     if (hdr_find(req, nreq, "authorization", 13) || hdr_find(req, nreq, "cookie", 6))
         return false;
     for (size_t i = 0; i < nreq; i++)
         if (hdr_is(&req[i], "cache-control", 13) && list_any(req[i].value, req[i].value_len, cc_no_store, NULL))
             return false;
+    return true;
+}
+
+bool stale_admissible(bool get, const struct h1_header *req, size_t nreq, unsigned status,
+                      const struct h1_header *resp, size_t nresp)
+{
+    if (!get || status != 200 || !stale_request_shareable(req, nreq))
+        return false;
     for (size_t i = 0; i < nresp; i++) {
         const struct h1_header *h = &resp[i];
         if (hdr_is(h, "set-cookie", 10))
             return false;
         if (hdr_is(h, "cache-control", 13) && list_any(h->value, h->value_len, cc_private, NULL))
             return false;
-        if (hdr_is(h, "vary", 4) && list_any(h->value, h->value_len, vary_star, NULL))
+        if (hdr_is(h, "vary", 4) && list_any(h->value, h->value_len, vary_unkeyable, NULL))
             return false;
     }
     return true;
@@ -311,6 +360,14 @@ struct stale_store *stale_store_new(uint64_t size, uint64_t max_entry)
     if (!s)
         return NULL;
     memset(s, 0, sizeof(*s));
+    /* (getrandom before the pool is seeded only blocks at early boot; without it, a key no
+     * client can see still beats none: the clock and this block's address) */
+    if (getrandom(s->seed, sizeof(s->seed), 0) != sizeof(s->seed)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        s->seed[0] = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ull ^ (uint64_t)ts.tv_sec;
+        s->seed[1] = (uint64_t)(uintptr_t)s * 0xbf58476d1ce4e5b9ull;
+    }
     atomic_init(&s->size, size);
     atomic_init(&s->max_entry, max_entry);
     atomic_init(&s->bytes, 0);
@@ -503,9 +560,9 @@ static size_t stale_capture_fit(struct buf *d)
 
 int stale_put(struct stale_store *s, const char *key, size_t key_len, struct stale_capture *cap, double now)
 {
-    struct stale_entry *e = NULL, *old = NULL, **pp;
+    struct stale_entry *e = NULL, *old = NULL, *lru = NULL, **pp;
     struct stale_shard *sh;
-    size_t cost;
+    size_t cost, variants = 0;
 
     if (!s || cap->data.len > atomic_load(&s->max_entry))
         goto fail;
@@ -519,7 +576,7 @@ int stale_put(struct stale_store *s, const char *key, size_t key_len, struct sta
         goto fail;
     memcpy(e->key, key, key_len);
     e->key_len = key_len;
-    e->hash = stale_hash(key, key_len);
+    e->hash = stale_hash(s, key, key_len);
     e->status = cap->status;
     e->data = cap->data.data;   /* the capture's buffer (fitted above) moves into the entry */
     e->len = cap->data.len;
@@ -539,15 +596,27 @@ int stale_put(struct stale_store *s, const char *key, size_t key_len, struct sta
     sh = shard_of(s, e->hash);
     pthread_mutex_lock(&sh->mu);
     pp = bucket_of(sh, e->hash);
+    /* The entry with the same vary values is replaced; the key's other variants are counted, and
+     * beyond STALE_VARIANTS the least recently used of them goes: a Vary on a header every client
+     * sets differently (User-Agent) made one chain as long as the store, walked in full under this
+     * lock by every put and get of that URL. */
     for (struct stale_entry *x = *pp; x; x = x->hnext) {
-        if (x->hash == e->hash && x->key_len == key_len && memcmp(x->key, key, key_len) == 0 &&
-            x->vary_len == e->vary_len && (!e->vary_len || memcmp(x->vary, e->vary, e->vary_len) == 0)) {
+        if (x->hash != e->hash || x->key_len != key_len || memcmp(x->key, key, key_len) != 0)
+            continue;
+        if (!old && x->vary_len == e->vary_len && (!e->vary_len || memcmp(x->vary, e->vary, e->vary_len) == 0)) {
             old = x;
-            break;
+            continue;
         }
+        if (!lru || x->used < lru->used)
+            lru = x;
+        variants++;
     }
     if (old)
         shard_unlink(s, sh, old);
+    if (variants >= STALE_VARIANTS)
+        shard_unlink(s, sh, lru);
+    else
+        lru = NULL;
     e->used = atomic_fetch_add_explicit(&s->tick, 1, memory_order_relaxed) + 1;
     e->hnext = *pp;
     *pp = e;
@@ -556,6 +625,7 @@ int stale_put(struct stale_store *s, const char *key, size_t key_len, struct sta
     shard_tail_publish(sh);
     pthread_mutex_unlock(&sh->mu);
     stale_entry_unref(old);
+    stale_entry_unref(lru);
     return 0;
 fail:
     if (e) {
@@ -575,7 +645,7 @@ struct stale_entry *stale_get(struct stale_store *s, const char *key, size_t key
 
     if (!s)
         return NULL;
-    h = stale_hash(key, key_len);
+    h = stale_hash(s, key, key_len);
     sh = shard_of(s, h);
     pthread_mutex_lock(&sh->mu);
     /* Chains are newest first: the first match is the most recent copy for these vary values. */
@@ -610,7 +680,7 @@ size_t stale_invalidate(struct stale_store *s, const char *key, size_t key_len)
 
     if (!s || !atomic_load_explicit(&s->bytes, memory_order_relaxed))
         return 0;   /* an empty store (no route keeps copies): no hash, no lock */
-    h = stale_hash(key, key_len);
+    h = stale_hash(s, key, key_len);
     sh = shard_of(s, h);
     pthread_mutex_lock(&sh->mu);
     for (;;) {

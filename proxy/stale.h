@@ -21,7 +21,10 @@
  * Keys (SPEC §3.7): route name, lower-cased host and target, each as a 4-byte big-endian length and
  * its bytes, so no component can run into the next. An answer with `Vary` also stores, per varying
  * header name, the value the request carried (or "absent"); a lookup matches only when the current
- * request carries the same values (first field of that name, byte for byte).
+ * request carries the same values (first field of that name, byte for byte). At most
+ * STALE_VARIANTS copies of one key are kept (its least recently used variant goes). Keys are
+ * hashed with SipHash-1-3 under a key drawn from getrandom() when the store is made, so clients
+ * cannot choose URLs that share a chain.
  */
 #ifndef LIFELINE_STALE_H
 #define LIFELINE_STALE_H
@@ -35,6 +38,10 @@
 #include "h1.h"
 
 #define STALE_SHARDS 32
+/* The most copies kept of one key (route, host, target), its Vary variants: one more evicts the
+ * key's least recently used variant. Bounds the hash chain a put or get walks under its shard's
+ * lock, whatever values clients send for a varying header (User-Agent has no end). */
+#define STALE_VARIANTS 16
 
 /* One kept answer. Read-only once stored; valid while the caller holds a reference. */
 struct stale_entry {
@@ -81,11 +88,17 @@ uint64_t stale_store_max_entry(const struct stale_store *s);
 size_t stale_store_count(struct stale_store *s);   /* entries (locks each shard in turn; tests) */
 
 /* SPEC §3.7, pure: may this answer be kept for any client? True only for a 200 answer to a GET whose
- * request has no Authorization, no Cookie and no Cache-Control directive no-store (RFC 9111 §5.2.1.5),
- * whose response has no Set-Cookie, no Cache-Control directive private, no-store or no-cache (in any
- * Cache-Control field, case-insensitive, with or without an argument) and no `Vary: *`. */
+ * request is shareable (stale_request_shareable), whose response has no Set-Cookie, no Cache-Control
+ * directive private, no-store or no-cache (in any Cache-Control field, case-insensitive, with or
+ * without an argument), no `Vary: *` and no Vary naming a header lifeline sets or rewrites upstream
+ * (X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host, X-Request-Id, traceparent: the upstream saw
+ * lifeline's value, not the client's, so the client's header cannot key the copy). */
 bool stale_admissible(bool get, const struct h1_header *req, size_t nreq, unsigned status,
                       const struct h1_header *resp, size_t nresp);
+/* Pure: the request may get an answer kept for any client: no Authorization, no Cookie and no
+ * Cache-Control directive no-store (RFC 9111 §5.2.1.5). An answer to a request that is not says
+ * nothing about the copy other clients get (it is not kept, and it does not invalidate). */
+bool stale_request_shareable(const struct h1_header *req, size_t nreq);
 
 /* RFC 9111 §4.2.3, §5.1, pure: the age an upstream gave its answer, in seconds: the first Age field's
  * first list member when it is delta-seconds (1*DIGIT, optional whitespace around it), capped at
@@ -108,7 +121,8 @@ int stale_vary_build(const struct h1_header *resp, size_t nresp, const struct h1
 /* Keeps the captured answer under key (the capture's buffer and vary blob move into the entry, the
  * buffer first moved to a block of its length when it is much larger, as a capture of a chunked
  * answer grown by doubling may be; the capture is left empty in every case). An answer above max_entry or size is not kept; an entry with
- * the same key and vary values is replaced. Evicts LRU entries to stay within size.
+ * the same key and vary values is replaced, and a key with STALE_VARIANTS other variants loses its
+ * least recently used one. Evicts LRU entries to stay within size.
  * now: clock_now() (clock.h), what its age is measured from. Returns 0 when kept, -1 when not
  * (too large, out of memory). */
 int stale_put(struct stale_store *s, const char *key, size_t key_len, struct stale_capture *cap, double now);

@@ -1,7 +1,8 @@
 /* test_stale.c — unit tests for stale.c: the SPEC §3.7 admissibility rule as a table, keys (length
  * prefixing, host case), the Vary part of a key, the store's size accounting, LRU eviction across
  * shards, max_entry, replacement, references outliving eviction, the upstream's Age (parsing, kept in
- * the entry), invalidation of every variant of a key (RFC 9111 §4.4), and concurrent put/get/invalidate
+ * the entry), invalidation of every variant of a key (RFC 9111 §4.4), the cap on a key's variants,
+ * the seeded key hash, and concurrent put/get/invalidate
  * from several threads (run under ASan by `make SANITIZE=1 unit`, under TSan by `make tsan-test`).
  */
 #include <pthread.h>
@@ -81,6 +82,16 @@ static const struct adm_case {
     { "Vary * in a second field", true, 200, { { 0 } }, { { "Vary", "Accept" }, { "vary", " * " } }, false },
     { "Vary: Accept-Language", true, 200, { { 0 } }, { { "Vary", "Accept-Language" } }, true },
     { "Pragma is not looked at", true, 200, { { 0 } }, { { "Pragma", "no-cache" } }, true },
+    /* a Vary naming a header lifeline sets or rewrites upstream: the client's value is not what chose */
+    { "Vary: X-Forwarded-For", true, 200, { { 0 } }, { { "Vary", "X-Forwarded-For" } }, false },
+    { "Vary x-forwarded-proto in a list", true, 200, { { 0 } }, { { "Vary", "Accept, x-forwarded-proto" } }, false },
+    { "Vary X-Forwarded-Host in a second field", true, 200, { { 0 } },
+      { { "Vary", "Accept" }, { "vary", "X-FORWARDED-HOST" } }, false },
+    { "Vary: X-Request-Id", true, 200, { { 0 } }, { { "Vary", "x-request-id" } }, false },
+    { "Vary: traceparent", true, 200, { { 0 } }, { { "Vary", "Traceparent" } }, false },
+    { "Vary: tracestate passes through as sent", true, 200, { { 0 } }, { { "Vary", "tracestate" } }, true },
+    { "Vary: X-Forwarded-Server is not lifeline's", true, 200, { { 0 } }, { { "Vary", "X-Forwarded-Server" } }, true },
+    { "Vary: X-Forwarded-Fo is another header", true, 200, { { 0 } }, { { "Vary", "X-Forwarded-Fo" } }, true },
     /* RFC 9111 §5.2.1.5: a request's no-store keeps its answer out too */
     { "request no-store", true, 200, { { "Cache-Control", "no-store" } }, { { 0 } }, false },
     { "request NO-STORE in a list", true, 200, { { "cache-control", "max-age=0, NO-STORE" } }, { { 0 } }, false },
@@ -419,6 +430,93 @@ static void test_vary_lookup(void **state)
     stale_store_free(s);
 }
 
+/* STALE_VARIANTS copies of one key at most: one more evicts the key's least recently used variant
+ * (a hit counts as a use), a new copy of a variant kept replaces it without evicting, other keys
+ * are not touched. Without the cap every User-Agent made a copy, all in one chain. */
+static void test_variants_capped(void **state)
+{
+    (void)state;
+    struct stale_store *s = stale_store_new(1 << 22, 1 << 16);
+    struct stale_capture cap;
+    struct h1_header ua[STALE_VARIANTS + 8][MAXH];
+    size_t nua[STALE_VARIANTS + 8];
+    char names[STALE_VARIANTS + 8][16], k[64], other[64];
+    size_t kl = key_of(k, sizeof k, "/ua"), ol = key_of(other, sizeof other, "/other");
+    struct stale_entry *e;
+
+    for (int i = 0; i < STALE_VARIANTS + 8; i++) {
+        snprintf(names[i], sizeof names[i], "ua-%d", i);
+        nua[i] = mk(ua[i], (const struct kv[]){ { "User-Agent", names[i] }, { 0 } });
+    }
+    capture(&cap, 10, 'o', NULL, NULL, 0);
+    assert_int_equal(stale_put(s, other, ol, &cap, 1.0), 0);
+    for (int i = 0; i < STALE_VARIANTS; i++) {
+        capture(&cap, 10, (char)('a' + i), "User-Agent", ua[i], nua[i]);
+        assert_int_equal(stale_put(s, k, kl, &cap, 1.0), 0);
+    }
+    assert_int_equal(stale_store_count(s), STALE_VARIANTS + 1);
+    /* variant 0 is used: variant 1 is now the key's least recently used */
+    assert_non_null(e = stale_get(s, k, kl, ua[0], nua[0]));
+    stale_entry_unref(e);
+    /* a new copy of a kept variant replaces it: nothing else goes */
+    capture(&cap, 10, 'R', "User-Agent", ua[5], nua[5]);
+    assert_int_equal(stale_put(s, k, kl, &cap, 2.0), 0);
+    assert_int_equal(stale_store_count(s), STALE_VARIANTS + 1);
+    assert_non_null(e = stale_get(s, k, kl, ua[1], nua[1]));   /* (used again: 2 is the oldest now) */
+    stale_entry_unref(e);
+    /* one variant more: the least recently used (2) goes */
+    capture(&cap, 10, 'x', "User-Agent", ua[STALE_VARIANTS], nua[STALE_VARIANTS]);
+    assert_int_equal(stale_put(s, k, kl, &cap, 3.0), 0);
+    assert_int_equal(stale_store_count(s), STALE_VARIANTS + 1);
+    assert_null(stale_get(s, k, kl, ua[2], nua[2]));
+    for (int i = 0; i <= STALE_VARIANTS; i++) {
+        if (i == 2)
+            continue;
+        assert_non_null(e = stale_get(s, k, kl, ua[i], nua[i]));
+        assert_true(e->data[e->head_len] == (i == 5 ? 'R' : i == STALE_VARIANTS ? 'x' : (char)('a' + i)));
+        stale_entry_unref(e);
+    }
+    /* many more: still STALE_VARIANTS, the newest ones; the bytes counted match */
+    for (int i = STALE_VARIANTS + 1; i < STALE_VARIANTS + 8; i++) {
+        capture(&cap, 10, 'y', "User-Agent", ua[i], nua[i]);
+        assert_int_equal(stale_put(s, k, kl, &cap, 4.0), 0);
+    }
+    assert_int_equal(stale_store_count(s), STALE_VARIANTS + 1);
+    for (int i = STALE_VARIANTS + 1; i < STALE_VARIANTS + 8; i++) {
+        assert_non_null(e = stale_get(s, k, kl, ua[i], nua[i]));
+        stale_entry_unref(e);
+    }
+    assert_non_null(e = stale_get(s, other, ol, NULL, 0));
+    stale_entry_unref(e);
+    assert_int_equal(stale_invalidate(s, k, kl), STALE_VARIANTS);
+    assert_int_equal(stale_store_bytes(s), cost_of(ol, 10));
+    stale_store_free(s);
+}
+
+/* The key hash is seeded per store (getrandom): the same key hashes differently in two stores, so
+ * no client can compute which URLs share a chain (FNV-1a without a seed: the same everywhere). */
+static void test_hash_seeded(void **state)
+{
+    (void)state;
+    struct stale_store *a = stale_store_new(1 << 20, 1 << 16), *b = stale_store_new(1 << 20, 1 << 16);
+    struct stale_capture cap;
+    struct stale_entry *ea, *eb;
+    char k[64];
+    size_t kl = key_of(k, sizeof k, "/seed");
+
+    capture(&cap, 10, 's', NULL, NULL, 0);
+    assert_int_equal(stale_put(a, k, kl, &cap, 1.0), 0);
+    capture(&cap, 10, 's', NULL, NULL, 0);
+    assert_int_equal(stale_put(b, k, kl, &cap, 1.0), 0);
+    assert_non_null(ea = stale_get(a, k, kl, NULL, 0));
+    assert_non_null(eb = stale_get(b, k, kl, NULL, 0));
+    assert_true(ea->hash != eb->hash);
+    stale_entry_unref(ea);
+    stale_entry_unref(eb);
+    stale_store_free(a);
+    stale_store_free(b);
+}
+
 /* The received Age moves from the capture into the entry. */
 static void test_age_kept(void **state)
 {
@@ -598,6 +696,8 @@ int main(void)
         cmocka_unit_test(test_max_entry_and_size),
         cmocka_unit_test(test_lru_eviction),
         cmocka_unit_test(test_vary_lookup),
+        cmocka_unit_test(test_variants_capped),
+        cmocka_unit_test(test_hash_seeded),
         cmocka_unit_test(test_age_kept),
         cmocka_unit_test(test_invalidate),
         cmocka_unit_test(test_concurrent_put_get),
