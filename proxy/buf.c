@@ -31,19 +31,28 @@ int buf_append(struct buf *b, const void *p, size_t n)
     return 0;
 }
 
-int buf_append_upto(struct buf *b, const void *p, size_t n, size_t limit)
+size_t buf_grow_cap(const struct buf *b, size_t n, size_t limit)
 {
     size_t want, cap;
-    char *d;
 
     if (n <= buf_free_space(b))
-        return buf_append(b, p, n);
+        return b->cap;
     if (n > limit || b->len > limit - n)
-        return -1;
+        return 0;
     want = b->len + n;
     cap = b->cap > limit / 2 ? limit : b->cap * 2;
-    if (cap < want)
-        cap = want;
+    return cap < want ? want : cap;
+}
+
+int buf_append_upto(struct buf *b, const void *p, size_t n, size_t limit)
+{
+    size_t cap = buf_grow_cap(b, n, limit);
+    char *d;
+
+    if (cap == b->cap)
+        return buf_append(b, p, n);
+    if (!cap)
+        return -1;
     buf_compact(b);
     d = realloc(b->data, cap);
     if (!d)

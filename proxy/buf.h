@@ -54,6 +54,9 @@ int buf_append(struct buf *b, const void *p, size_t n);
  * past limit bytes. Returns 0, or -1 (nothing appended, the buffer unchanged) when len + n would
  * exceed limit or memory runs out. */
 int buf_append_upto(struct buf *b, const void *p, size_t n, size_t limit);
+/* The capacity buf_append_upto(b, _, n, limit) leaves b with: b->cap when n bytes fit as it is,
+ * 0 when len + n would exceed limit (so a caller can account for the growth before it happens). */
+size_t buf_grow_cap(const struct buf *b, size_t n, size_t limit);
 /* Appends printf-formatted text. Returns 0, or -1 (nothing appended) when it does not fit. */
 int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -170,7 +170,8 @@ static const struct conf_field conf_resolver_fields[] = {
 BLOCK(conf_blk_resolver, conf_resolver_fields, NULL);
 
 /* stale_store: one store for the process. size 0 keeps nothing; an entry is at most 64MiB (a copy
- * being made is held in one buffer of up to max_entry bytes per request) and at most size. */
+ * being made is held in one buffer of up to max_entry bytes per request, all of them within a
+ * budget of size: stale.h) and at most size. */
 static const struct conf_block conf_blk_stale_store;
 
 static void conf_post_stale_store(struct conf_loader *ld, yaml_node_t *map, void *obj, yaml_node_t *const *seen)

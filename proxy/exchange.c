@@ -1505,7 +1505,10 @@ static const char *exchange_reason(struct exchange *ex, char *tmp, size_t n)
  * without one it starts at the head plus CAPTURE_FIRST_BODY bytes and doubles as the body comes,
  * up to max_entry: a chunked answer of 5 bytes takes a small block, not max_entry, while it
  * streams. A body that outgrows the limit drops the copy. A copy that is kept holds only its own
- * length (stale_put moves it out of a block much larger than it). */
+ * length (stale_put moves it out of a block much larger than it). Every byte of the block is
+ * reserved from the store's capture budget (stale.h) before it is allocated: with the budget
+ * spent (many large answers streaming at once to slow readers), the copy is not made, or dropped
+ * where it would grow, and the answer streams on uncopied. */
 #define CAPTURE_FIRST_BODY 4096
 
 /* A header the stored copy leaves out: hop-by-hop and framing ones, the request id, and Age and
@@ -1516,6 +1519,19 @@ static bool capture_skips(const struct h1_header *hd)
     return (hd->flags & (H1_HDR_HOP | H1_HDR_FRAMING | H1_HDR_XRID)) ||
            (hd->name_len == 3 && strncasecmp(hd->name, "age", 3) == 0) ||
            (hd->name_len == 19 && strncasecmp(hd->name, "x-lifeline-fallback", 19) == 0);
+}
+
+/* The parser's tee: body bytes into the capture. One that does not fit (the limit, the budget)
+ * drops the copy at once, its block and reservation given back while the answer streams on. */
+static int exchange_capture_tee(void *ctx, const char *at, size_t len)
+{
+    struct exchange *ex = ctx;
+
+    if (stale_capture_append(&ex->capture, at, len, ex->capture_limit) == 0)
+        return 0;
+    stale_capture_free(&ex->capture);
+    ex->capture_overflow = true;
+    return -1;
 }
 
 static void exchange_capture_start(struct exchange *ex, struct hop *h, const struct h1_head *resp)
@@ -1545,8 +1561,7 @@ static void exchange_capture_start(struct exchange *ex, struct hop *h, const str
             return;
         want = head + CAPTURE_FIRST_BODY < max ? head + CAPTURE_FIRST_BODY : (size_t)max;
     }
-    memset(cap, 0, sizeof(*cap));
-    if (buf_init(d, want ? want : 1) < 0)
+    if (stale_capture_begin(w->stale, cap, want ? want : 1) < 0)
         return;
     if (stale_vary_build(resp->hdrs, resp->nhdrs, ex->req->hdrs, ex->req->nhdrs, &cap->vary, &cap->vary_len) < 0) {
         stale_capture_free(cap);
@@ -1576,8 +1591,8 @@ static void exchange_capture_start(struct exchange *ex, struct hop *h, const str
     cap->age = stale_age_received(resp->hdrs, resp->nhdrs);
     ex->capturing = true;
     ex->capture_overflow = false;
-    h1_parser_set_tee(h->parser, d, resp->content_length >= 0 && !resp->chunked ? want : (size_t)max,
-                      &ex->capture_overflow);
+    ex->capture_limit = resp->content_length >= 0 && !resp->chunked ? want : (size_t)max;
+    h1_parser_set_tee(h->parser, exchange_capture_tee, ex);
 }
 
 const char *exchange_switch_refused(const struct exchange *ex, const struct h1_head *resp)

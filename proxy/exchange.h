@@ -122,7 +122,8 @@ struct exchange {
     char reason_buf[8];
     uint64_t bytes_mark;                /* client byte count when the answer began */
     struct stale_capture capture;       /* this 200 GET answer, kept for fallback.stale */
-    bool capturing, capture_overflow;
+    size_t capture_limit;               /* the most its block may grow to */
+    bool capturing, capture_overflow;   /* overflow: dropped on the way (limit, budget), not kept */
     struct exchange_local {             /* lifeline's own answer (fallback, stale copy), streamed */
         char *head; size_t head_len;    /* owned (malloc'd) */
         const char *body; size_t body_len;   /* in `conf` or in `entry`, which stay referenced */

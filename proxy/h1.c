@@ -89,9 +89,8 @@ struct h1_parser {
     const char *exec_start, *exec_end;  /* the bytes of the current http_parser_execute() */
     uint64_t max_body, body_bytes;
     struct buf *out;
-    struct buf *tee;
-    size_t tee_limit;
-    bool *tee_overflow;
+    int (*tee)(void *ctx, const char *at, size_t len);
+    void *tee_ctx;
     enum h1_framing framing;
     /* The chunk this h1_parse() call wrote last into out (chunked framing): data decoded later in
      * the same call joins it (its size rewritten) rather than open a chunk of its own, so a body
@@ -1260,10 +1259,8 @@ static int body_out(struct h1_parser *p, const char *at, size_t len)
     char hdr[24];
     int n;
 
-    if (p->tee && buf_append_upto(p->tee, at, len, p->tee_limit) < 0) {
+    if (p->tee && p->tee(p->tee_ctx, at, len) < 0)
         p->tee = NULL;
-        *p->tee_overflow = true;
-    }
     if (!p->out || p->framing == H1_FRAME_DROP)
         return 0;
     if (p->framing == H1_FRAME_CHUNKED) {
@@ -1490,7 +1487,7 @@ void h1_parser_reset(struct h1_parser *p)
     p->max_body = max_body;
     p->out = NULL;
     p->tee = NULL;
-    p->tee_overflow = NULL;
+    p->tee_ctx = NULL;
     p->framing = H1_FRAME_DROP;
     p->err_status = 0;
     p->err_why = NULL;
@@ -1534,11 +1531,10 @@ void h1_parser_set_output(struct h1_parser *p, struct buf *out, enum h1_framing 
     p->framing = framing;
 }
 
-void h1_parser_set_tee(struct h1_parser *p, struct buf *tee, size_t limit, bool *overflowed)
+void h1_parser_set_tee(struct h1_parser *p, int (*fn)(void *ctx, const char *at, size_t len), void *ctx)
 {
-    p->tee = tee;
-    p->tee_limit = limit;
-    p->tee_overflow = overflowed;
+    p->tee = fn;
+    p->tee_ctx = ctx;
 }
 
 static size_t h1_room_raw(const struct h1_parser *p)

@@ -113,10 +113,10 @@ enum h1_framing {
  * before feeding body bytes; before it is set, body bytes are dropped. */
 void h1_parser_set_output(struct h1_parser *p, struct buf *out, enum h1_framing framing);
 
-/* Also copies every decoded body byte into tee, growing its block up to limit bytes
- * (buf_append_upto); once a byte does not fit, the tee is dropped and *overflowed set to true.
- * NULL stops copying. */
-void h1_parser_set_tee(struct h1_parser *p, struct buf *tee, size_t limit, bool *overflowed);
+/* Also hands every decoded body byte to fn(ctx, bytes, len) (the stale store's capture, which
+ * bounds and accounts for its own memory); once fn returns < 0 it is not called again for this
+ * message. NULL stops copying. */
+void h1_parser_set_tee(struct h1_parser *p, int (*fn)(void *ctx, const char *at, size_t len), void *ctx);
 
 enum h1_event {
     H1_NEED_MORE,   /* everything given was consumed; feed more */

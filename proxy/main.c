@@ -76,6 +76,7 @@ static struct alog alog;
 static struct metric_names names;
 static struct runtime *current;         /* the running snapshot's runtime (conf: current->conf) */
 static struct stale_store *stale;       /* fallback.stale copies of every worker; lives across reloads */
+static ev_timer stale_trim_timer;       /* while the store is over a size a reload shrank it to */
 static const char *conf_path;
 
 /* What start() has made, for stop() to undo (in reverse). */
@@ -425,6 +426,18 @@ static void close_fd(int fd)
 
 static void workers_resize(struct ev_loop *loop, unsigned want);
 
+/* Evictions per turn of the main loop while a reload's smaller stale_store.size is trimmed: a few
+ * milliseconds of frees (a store of a million small entries emptied at once stalled the loop, its
+ * admin and health checks, for seconds; a fixed cap on the evictions left the rest in for good). */
+#define STALE_TRIM_BATCH 4096
+
+static void on_stale_trim(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)revents;
+    if (stale_store_trim(stale, STALE_TRIM_BATCH))
+        ev_timer_stop(loop, t);
+}
+
 #define ADMIN_KEEP (-2)   /* apply_conf: the admin listener stays as it is */
 
 /* Makes nc (one reference, handed over) the running snapshot: every worker switches to it while
@@ -451,9 +464,12 @@ static void apply_conf(struct ev_loop *loop, struct conf *nc, const char *why, i
     /* From now on nh's servers and outlier settings judge every ejection of its pools, attempts
      * still running on older generations included (health.h: pool_share). */
     runtime_publish(nh);
-    /* The stale store outlives reloads (its copies stay useful); new limits apply at once, by
-     * evicting down to the new size. */
-    stale_store_resize(stale, nh->conf->stale_store.size, nh->conf->stale_store.max_entry);
+    /* The stale store outlives reloads (its copies stay useful); new limits apply at once, and a
+     * smaller size is evicted down to in batches, a turn of the loop each (until then the store
+     * serves and keeps nothing). */
+    if (stale_store_resize(stale, nh->conf->stale_store.size, nh->conf->stale_store.max_entry) &&
+        !ev_is_active(&stale_trim_timer))
+        ev_timer_again(loop, &stale_trim_timer);
     health_start(nh, loop, current);   /* takes over the checks of servers it keeps */
     health_stop(current);
     if (admin_fd != ADMIN_KEEP || !admin_changed(nh->conf))
@@ -1210,6 +1226,8 @@ static void start_main_loop(struct ev_loop *loop)
     ev_init(&exit_poll, on_exit_poll);
     ev_init(&retire_timer, on_retire_timer);
     ev_init(&admin_move.timer, on_admin_move);
+    ev_init(&stale_trim_timer, on_stale_trim);
+    stale_trim_timer.repeat = 0.001;   /* (0 would be a one-shot) */
 }
 
 /* The soft limit on open files raised to the hard one, as HAProxy and Go's runtime do: a proxy
@@ -1329,6 +1347,8 @@ static void stop(bool ok)
         watch_stop(run_state.loop);
         if (ev_is_active(&retire_timer))
             ev_timer_stop(run_state.loop, &retire_timer);
+        if (ev_is_active(&stale_trim_timer))
+            ev_timer_stop(run_state.loop, &stale_trim_timer);
     }
     workers_stop_all();   /* after a drain: none is left; after a failed start: those running */
     for (unsigned i = 0; i < nslots; i++) {
@@ -1408,7 +1428,7 @@ static void print_memory(const char *path, const struct conf *c)
 
     worker_memory_worst(c, &m);
     fprintf(stderr, "%s: worst-case memory %s = %u connections x %s (busy, %u attempt%s each) + %u worker%s x %s "
-           "(caches) + %s stale store + %s idle upstream connections + %s base; an idle keep-alive "
+           "(caches) + %s stale store (kept and being copied) + %s idle upstream connections + %s base; an idle keep-alive "
            "connection holds %s\n",
            path, mem_text(t[0], sizeof(t[0]), m.total), c->limits.max_connections,
            mem_text(t[1], sizeof(t[1]), m.per_conn), m.hops, m.hops > 1 ? "s" : "", c->workers,

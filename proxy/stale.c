@@ -23,6 +23,7 @@ struct stale_store {
     uint64_t seed[2];                           /* the hash's key, random per process (stale_hash) */
     _Atomic uint64_t size, max_entry;
     _Atomic uint64_t bytes;
+    _Atomic uint64_t outside;                   /* the capture budget in use (stale.h), at most about size */
     _Atomic uint64_t tick;                      /* LRU clock: one tick per put or hit */
     struct stale_shard shards[STALE_SHARDS];
 };
@@ -333,6 +334,8 @@ static bool vary_match(const struct stale_entry *e, const struct h1_header *req,
 
 static void entry_free(struct stale_entry *e)
 {
+    if (e->outside)   /* evicted while referenced: its bytes leave the budget now */
+        atomic_fetch_sub_explicit(&e->store->outside, e->cost, memory_order_relaxed);
     free(e->key);
     free(e->vary);
     free(e->data);
@@ -345,12 +348,63 @@ void stale_entry_unref(struct stale_entry *e)
         entry_free(e);
 }
 
+/* Takes n bytes of the capture budget when they fit within size (see stale.h). */
+static bool budget_take(struct stale_store *s, uint64_t n)
+{
+    uint64_t o = atomic_load_explicit(&s->outside, memory_order_relaxed);
+
+    do {
+        if (o + n > atomic_load_explicit(&s->size, memory_order_relaxed))
+            return false;
+    } while (!atomic_compare_exchange_weak_explicit(&s->outside, &o, o + n, memory_order_relaxed,
+                                                    memory_order_relaxed));
+    return true;
+}
+
+/* Gives a capture's reservation back (once: it is zeroed). */
+static void capture_release(struct stale_capture *cap)
+{
+    if (cap->reserved)
+        atomic_fetch_sub_explicit(&cap->store->outside, cap->reserved, memory_order_relaxed);
+    cap->reserved = 0;
+}
+
 void stale_capture_free(struct stale_capture *cap)
 {
     buf_free(&cap->data);
+    capture_release(cap);
     free(cap->vary);
     cap->vary = NULL;
     cap->vary_len = 0;
+}
+
+int stale_capture_begin(struct stale_store *s, struct stale_capture *cap, size_t want)
+{
+    memset(cap, 0, sizeof(*cap));
+    if (!s || !want || !budget_take(s, want))
+        return -1;
+    cap->store = s;
+    cap->reserved = want;
+    if (buf_init(&cap->data, want) < 0) {
+        capture_release(cap);
+        return -1;
+    }
+    return 0;
+}
+
+int stale_capture_append(struct stale_capture *cap, const void *p, size_t n, size_t limit)
+{
+    size_t cap_to = buf_grow_cap(&cap->data, n, limit), more;
+
+    if (!cap_to || !cap->store)
+        return -1;
+    more = cap_to - cap->data.cap;
+    if (more) {
+        if (!budget_take(cap->store, more))
+            return -1;
+        cap->reserved += more;   /* counted before the block grows; given back with the capture */
+    }
+    return buf_append_upto(&cap->data, p, n, limit);
 }
 
 struct stale_store *stale_store_new(uint64_t size, uint64_t max_entry)
@@ -399,6 +453,11 @@ uint64_t stale_store_bytes(const struct stale_store *s)
     return s ? atomic_load_explicit(&s->bytes, memory_order_relaxed) : 0;
 }
 
+uint64_t stale_store_outside(const struct stale_store *s)
+{
+    return s ? atomic_load_explicit(&s->outside, memory_order_relaxed) : 0;
+}
+
 uint64_t stale_store_max_entry(const struct stale_store *s)
 {
     uint64_t m, size;
@@ -439,7 +498,9 @@ static void shard_tail_publish(struct stale_shard *sh)
                           memory_order_relaxed);
 }
 
-/* Unlinks e from its shard (lock held); the store's reference moves to the caller. */
+/* Unlinks e from its shard (lock held); the store's reference moves to the caller, and e's bytes
+ * from the store's count to the capture budget until it is freed (at once, unless a client is
+ * still being sent it). */
 static void shard_unlink(struct stale_store *s, struct stale_shard *sh, struct stale_entry *e)
 {
     struct stale_entry **pp = bucket_of(sh, e->hash);
@@ -458,6 +519,8 @@ static void shard_unlink(struct stale_store *s, struct stale_shard *sh, struct s
         sh->lru_tail = e->lprev;
     e->hnext = e->lprev = e->lnext = NULL;
     sh->count--;
+    e->outside = true;
+    atomic_fetch_add_explicit(&s->outside, e->cost, memory_order_relaxed);
     atomic_fetch_sub_explicit(&s->bytes, e->cost, memory_order_relaxed);
     shard_tail_publish(sh);
 }
@@ -473,44 +536,77 @@ static void lru_push_front(struct stale_shard *sh, struct stale_entry *e)
         sh->lru_tail = e;
 }
 
-/* Evicts least recently used entries until `need` more bytes fit within the store's size: the
- * shard whose LRU tail is oldest gives one up at a time (its tail tick is read without its lock; a
- * stale read only picks a slightly less old victim). Frees outside every lock. */
-static void stale_trim(struct stale_store *s, uint64_t need)
+/* The store holds more than its size: a shrink is being trimmed (stale_store_trim). */
+static bool stale_over(const struct stale_store *s)
 {
-    for (unsigned guard = 0; guard < 1u << 20; guard++) {
-        struct stale_shard *best = NULL;
-        struct stale_entry *victim;
-        uint64_t oldest = UINT64_MAX;
+    uint64_t size = atomic_load_explicit(&s->size, memory_order_relaxed);
 
-        if (atomic_load_explicit(&s->bytes, memory_order_relaxed) + need <=
-            atomic_load_explicit(&s->size, memory_order_relaxed))
-            return;
-        for (unsigned i = 0; i < STALE_SHARDS; i++) {
-            uint64_t u = atomic_load_explicit(&s->shards[i].tail_used, memory_order_relaxed);
-            if (u < oldest) {
-                oldest = u;
-                best = &s->shards[i];
-            }
+    return !size || atomic_load_explicit(&s->bytes, memory_order_relaxed) > size;
+}
+
+/* Evicts the least recently used entry: the shard whose LRU tail is oldest gives it up (its tail
+ * tick is read without its lock; a stale read only picks a slightly less old victim). Frees
+ * outside every lock. Returns the bytes it counted, 0 when the store is empty. */
+static uint64_t stale_evict_one(struct stale_store *s)
+{
+    struct stale_shard *best = NULL;
+    struct stale_entry *victim;
+    uint64_t oldest = UINT64_MAX, cost = 0;
+
+    for (unsigned i = 0; i < STALE_SHARDS; i++) {
+        uint64_t u = atomic_load_explicit(&s->shards[i].tail_used, memory_order_relaxed);
+        if (u < oldest) {
+            oldest = u;
+            best = &s->shards[i];
         }
-        if (!best)
+    }
+    if (!best)
+        return 0;
+    pthread_mutex_lock(&best->mu);
+    victim = best->lru_tail;
+    if (victim) {
+        shard_unlink(s, best, victim);
+        cost = victim->cost;
+    }
+    pthread_mutex_unlock(&best->mu);
+    stale_entry_unref(victim);
+    return cost;
+}
+
+/* Makes room for a put of `need` bytes: evicts least recently used entries until they fit, but no
+ * more than `need` bytes' worth (and one more entry): a put does its own share, never the trim of
+ * a shrink (the main loop's, stale_store_trim). */
+static void stale_trim_for(struct stale_store *s, uint64_t need)
+{
+    uint64_t freed = 0;
+
+    while (freed < need && atomic_load_explicit(&s->bytes, memory_order_relaxed) + need >
+                               atomic_load_explicit(&s->size, memory_order_relaxed)) {
+        uint64_t c = stale_evict_one(s);
+        if (!c)
             return;
-        pthread_mutex_lock(&best->mu);
-        victim = best->lru_tail;
-        if (victim)
-            shard_unlink(s, best, victim);
-        pthread_mutex_unlock(&best->mu);
-        stale_entry_unref(victim);
+        freed += c;
     }
 }
 
-void stale_store_resize(struct stale_store *s, uint64_t size, uint64_t max_entry)
+bool stale_store_trim(struct stale_store *s, size_t max)
+{
+    /* No guard gives up: the caller comes back until the store is within its size. An empty
+     * table over its size is a put that has counted its entry but not linked it yet: the next
+     * call evicts it (a put made after the shrink began keeps nothing, stale_over). */
+    for (size_t i = 0; s && i < max && stale_over(s) && atomic_load(&s->bytes); i++)
+        if (!stale_evict_one(s))
+            break;
+    return !s || !stale_over(s) || !atomic_load(&s->bytes);
+}
+
+bool stale_store_resize(struct stale_store *s, uint64_t size, uint64_t max_entry)
 {
     if (!s)
-        return;
+        return false;
     atomic_store(&s->size, size);
     atomic_store(&s->max_entry, max_entry);
-    stale_trim(s, 0);
+    return atomic_load(&s->bytes) > size;
 }
 
 /* Counts cost bytes into the store before the entry is linked, making room first, so the store
@@ -523,7 +619,7 @@ static bool stale_reserve(struct stale_store *s, uint64_t cost)
         uint64_t b = atomic_load_explicit(&s->bytes, memory_order_relaxed);
 
         if (b + cost > atomic_load_explicit(&s->size, memory_order_relaxed)) {
-            stale_trim(s, cost);
+            stale_trim_for(s, cost);
             continue;
         }
         if (atomic_compare_exchange_weak_explicit(&s->bytes, &b, b + cost, memory_order_relaxed,
@@ -564,7 +660,7 @@ int stale_put(struct stale_store *s, const char *key, size_t key_len, struct sta
     struct stale_shard *sh;
     size_t cost, variants = 0;
 
-    if (!s || cap->data.len > atomic_load(&s->max_entry))
+    if (!s || cap->data.len > atomic_load(&s->max_entry) || stale_over(s))
         goto fail;
     cost = sizeof(*e) + key_len + cap->vary_len + stale_capture_fit(&cap->data);
     if (cost > atomic_load(&s->size))
@@ -586,7 +682,9 @@ int stale_put(struct stale_store *s, const char *key, size_t key_len, struct sta
     e->vary = cap->vary;
     e->vary_len = cap->vary_len;
     e->cost = cost;
+    e->store = s;
     atomic_init(&e->refs, 1);   /* the store's */
+    capture_release(cap);       /* (its bytes are counted in the store now) */
     cap->data.data = NULL;
     cap->data.off = cap->data.len = cap->data.cap = 0;
     cap->vary = NULL;
@@ -643,8 +741,8 @@ struct stale_entry *stale_get(struct stale_store *s, const char *key, size_t key
     struct stale_shard *sh;
     struct stale_entry *e;
 
-    if (!s)
-        return NULL;
+    if (!s || stale_over(s))
+        return NULL;   /* size 0 keeps nothing: what a shrink has not evicted yet is not served */
     h = stale_hash(s, key, key_len);
     sh = shard_of(s, h);
     pthread_mutex_lock(&sh->mu);

@@ -16,7 +16,16 @@
  * held, whatever the capture's block was sized for); a put that
  * goes beyond evicts least recently used entries (each shard's LRU tail carries a global use tick, and
  * the shard holding the oldest tail gives one up, so eviction is close to a global LRU). An answer of
- * more than `max_entry` bytes (head lines + body) is not kept. stale_store_resize() applies new limits.
+ * more than `max_entry` bytes (head lines + body) is not kept. stale_store_resize() applies new limits;
+ * the main loop then evicts down to a smaller size in batches (stale_store_trim), and meanwhile the
+ * store neither serves nor keeps copies.
+ *
+ * What lives outside the table is bounded too, by a second `size` (the capture budget): the blocks
+ * of captures in progress (stale_capture_begin/append reserve every byte before allocating it) and
+ * entries evicted, replaced or invalidated while a reference (a client being sent the copy) keeps
+ * them alive. A capture starts or grows only while those together stay within `size`; otherwise
+ * the copy is dropped (the answer streams on). So everything the feature holds is about 2 x size,
+ * whatever the number of connections (README, "Memory").
  *
  * Keys (SPEC §3.7): route name, lower-cased host and target, each as a 4-byte big-endian length and
  * its bytes, so no component can run into the next. An answer with `Vary` also stores, per varying
@@ -55,6 +64,8 @@ struct stale_entry {
     char *key; size_t key_len;          /* primary key (stale_key) */
     char *vary; size_t vary_len;        /* (name, request value) pairs, length-prefixed; may be empty */
     size_t cost;                        /* bytes counted against the store's size */
+    struct stale_store *store;          /* the store it was put in */
+    bool outside;                       /* unlinked: its cost moved to the store's capture budget */
     uint64_t hash, used;                /* key hash; use tick (LRU) */
     struct stale_entry *hnext;          /* hash chain */
     struct stale_entry *lprev, *lnext;  /* shard LRU list, most recent first */
@@ -62,9 +73,13 @@ struct stale_entry {
 
 struct stale_store;
 
-/* A response being copied while it streams downstream; owned by its exchange. */
+/* A response being copied while it streams downstream; owned by its exchange. Its block's bytes
+ * are reserved from the store's capture budget (begin, append) and given back exactly once: when
+ * stale_put takes the copy (kept or not) or stale_capture_free drops it. */
 struct stale_capture {
     struct buf data;                    /* header lines, then body bytes (the parser's tee) */
+    struct stale_store *store;          /* whose budget `reserved` came from */
+    size_t reserved;                    /* bytes reserved: data.cap */
     size_t head_len;
     unsigned status;
     unsigned age;                       /* stale_age_received() of the response */
@@ -76,13 +91,23 @@ struct stale_capture {
 
 /* A store bounded by size bytes that keeps answers of at most max_entry bytes. NULL when out of memory. */
 struct stale_store *stale_store_new(uint64_t size, uint64_t max_entry);
-/* Frees the store and its references to entries (entries still referenced elsewhere live on until
- * their last unref). No other thread may use the store any more. NULL is allowed. */
+/* Frees the store and its references to entries. No other thread may use the store any more, and
+ * every capture and reference must have been given back (an evicted entry's last unref counts its
+ * bytes out of the store). NULL is allowed. */
 void stale_store_free(struct stale_store *s);
-/* New limits (a reload): evicts down to the new size at once; thread-safe. */
-void stale_store_resize(struct stale_store *s, uint64_t size, uint64_t max_entry);
+/* New limits (a reload); thread-safe. Evicts nothing itself: returns true when the store now holds
+ * more than the new size, for the caller to call stale_store_trim() until it returns true (on the
+ * main loop, a batch per turn: a store of a million entries takes seconds to empty, which must
+ * neither stall a loop nor stop half way). Until then stale_get serves nothing and stale_put keeps
+ * nothing. */
+bool stale_store_resize(struct stale_store *s, uint64_t size, uint64_t max_entry);
+/* Evicts least recently used entries, at most max of them, while the store holds more than its
+ * size. Returns true when it holds no more than its size (done), false when more remain. */
+bool stale_store_trim(struct stale_store *s, size_t max);
 /* Bytes currently counted (the gauge lifeline_stale_store_bytes); thread-safe, relaxed. */
 uint64_t stale_store_bytes(const struct stale_store *s);
+/* Bytes of the capture budget in use: captures in progress and evicted entries still referenced. */
+uint64_t stale_store_outside(const struct stale_store *s);
 /* The largest answer worth copying now: max_entry, or size when smaller (0 when the store is off). */
 uint64_t stale_store_max_entry(const struct stale_store *s);
 size_t stale_store_count(struct stale_store *s);   /* entries (locks each shard in turn; tests) */
@@ -120,15 +145,19 @@ int stale_vary_build(const struct h1_header *resp, size_t nresp, const struct h1
 
 /* Keeps the captured answer under key (the capture's buffer and vary blob move into the entry, the
  * buffer first moved to a block of its length when it is much larger, as a capture of a chunked
- * answer grown by doubling may be; the capture is left empty in every case). An answer above max_entry or size is not kept; an entry with
- * the same key and vary values is replaced, and a key with STALE_VARIANTS other variants loses its
- * least recently used one. Evicts LRU entries to stay within size.
+ * answer grown by doubling may be; the capture is left empty in every case, its reservation given
+ * back). An answer above max_entry or size is not kept, nor any while the store is over its size
+ * (a shrink being trimmed); an entry with the same key and vary values is replaced, and a key with
+ * STALE_VARIANTS other variants loses its least recently used one. Evicts LRU entries to stay
+ * within size.
  * now: clock_now() (clock.h), what its age is measured from. Returns 0 when kept, -1 when not
  * (too large, out of memory). */
 int stale_put(struct stale_store *s, const char *key, size_t key_len, struct stale_capture *cap, double now);
 
 /* The most recent copy under key whose vary values match the request's headers, with a reference
- * the caller drops with stale_entry_unref(); NULL when none. Marks it recently used. */
+ * the caller drops with stale_entry_unref(); NULL when none, or while the store holds more than its
+ * size (size 0 keeps nothing: copies a shrink has not evicted yet are not served). Marks it
+ * recently used. */
 struct stale_entry *stale_get(struct stale_store *s, const char *key, size_t key_len,
                               const struct h1_header *req, size_t nreq);
 /* Removes every copy under key, whatever its vary values (RFC 9111 §4.4: an unsafe request's success
@@ -138,7 +167,15 @@ size_t stale_invalidate(struct stale_store *s, const char *key, size_t key_len);
 /* Drops a reference; the last one frees the entry. NULL is allowed. */
 void stale_entry_unref(struct stale_entry *e);
 
-/* Frees what a capture holds (an abandoned capture). */
+/* Starts a capture in a block of want bytes (cap is overwritten), reserved from s's capture budget
+ * first. 0, or -1 when the budget has no room for it (or out of memory): cap is then empty. */
+int stale_capture_begin(struct stale_store *s, struct stale_capture *cap, size_t want);
+/* Appends n bytes to the capture's block, growing it (doubling, at least to fit; never past limit)
+ * after reserving the growth from the budget. 0, or -1 (nothing appended) when they do not fit
+ * within limit, the budget or memory: the caller then drops the copy (stale_capture_free). */
+int stale_capture_append(struct stale_capture *cap, const void *p, size_t n, size_t limit);
+/* Frees what a capture holds (an abandoned capture) and gives its reservation back; an empty
+ * capture (freed, taken by stale_put, never begun) is left as it is. */
 void stale_capture_free(struct stale_capture *cap);
 
 #endif

@@ -1570,8 +1570,10 @@ void worker_memory_worst(const struct conf *c, struct worker_mem *m)
             body = exchange_body_cap(r->retry.buffer_body);
         if (r->retry.hedge_after > 0)
             m->hops = 2;
+        /* filled only for routes that use it: the copies kept (size), and the capture budget
+         * (stale.h: copies being made plus evicted ones still being sent, as much again) */
         if (r->fallback.enabled && r->fallback.stale > 0)
-            m->stale = c->stale_store.size;   /* filled only for routes that use it */
+            m->stale = 2 * c->stale_store.size;
     }
     for (size_t i = 0; i < c->npools; i++) {
         const struct conf_pool *p = &c->pools[i];

@@ -319,7 +319,8 @@ struct worker_mem {
     unsigned hops;                      /* attempts at once per request (2: hedge or connect race) */
     size_t per_worker;                  /* caches, access-log ring, scratch, metrics of one worker */
     size_t upstream_idle;               /* idle upstream connections, all workers */
-    size_t stale;                       /* stale_store.size when a route uses fallback.stale */
+    size_t stale;                       /* 2 x stale_store.size when a route uses fallback.stale:
+                                         * kept copies + the capture budget (stale.h) */
     size_t base;                        /* binary, libraries, main thread, admin (an estimate) */
     size_t idle_conn;                   /* one idle keep-alive connection */
     size_t total;                       /* base + stale + workers x per_worker + upstream_idle

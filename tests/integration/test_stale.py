@@ -392,9 +392,65 @@ def test_store_survives_reload_and_shrinks_with_it(lifeline, raw_upstream):
     cfg = copy.deepcopy(lf.config)
     cfg["stale_store"] = {"size": 0}
     reload(lf, cfg)
-    assert store_bytes(aport) == 0
-    r = lf.fetch("GET", "/a")
+    r = lf.fetch("GET", "/a")   # (served nothing from the moment the reload applied)
     assert r.status == 503 and r.body == b"down again\n", r
+    wait_for(lambda: store_bytes(aport) == 0, t(3), what="the store to be emptied")
+
+
+def test_a_shrink_is_evicted_to_the_end_in_batches(lifeline, raw_upstream):
+    """Review (stale store): a reload's smaller stale_store.size was evicted down to at once on
+    the main loop, by at most 2^20 evictions: 1.2M small copies stalled /livez for 5.4 s, and
+    after size: 0 the rest (29 MB) stayed counted and served for good. The main loop now evicts
+    a batch per turn until the store is within its size, and until then serves and keeps no
+    copy. Here: 6,000 copies, a shrink to about a third (the most recent stay and are served),
+    then to 0 (none is served, the gauge reaches 0), then room again (copies are kept again)."""
+    up = raw_upstream(answers_script(), name="origin")
+    up.state["answers"] = {}
+    for i in range(6000):
+        up.state["answers"]["/k/%d" % i] = ([], b"k")
+    up.state["answers"]["/again"] = ([], b"again\n")
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)}, workers=2,
+                  extra=admin_extra(aport, stale_store={"size": "64MiB", "max_entry": "1KiB"}),
+                  routes=[{"pool": "p", "retry": {"attempts": 1},
+                           "fallback": {"status": 503, "body": DOWN_BODY.decode(), "stale": "60s"}}])
+    s = socket.create_connection((HOST, lf.port), timeout=t(10))
+    try:
+        for i in range(0, 6000, 100):
+            s.sendall(b"".join(b"GET /k/%d HTTP/1.1\r\nHost: test.local\r\n\r\n" % (i + k) for k in range(100)))
+            got = b""
+            while got.count(b"HTTP/1.1 200 ") < 100:
+                d = s.recv(1 << 20)
+                assert d, "closed"
+                got += d
+    finally:
+        s.close()
+    full = wait_for(lambda: (lambda b: b if b >= 6000 * 100 else None)(store_bytes(aport)), t(3),
+                    what="6,000 copies to be kept")
+    one = int(full) // 6000
+    cfg = copy.deepcopy(lf.config)
+    cfg["stale_store"] = {"size": one * 2000, "max_entry": "1KiB"}
+    reload(lf, cfg)
+    wait_for(lambda: store_bytes(aport) <= one * 2000, t(3), what="the store to shrink to its size")
+    assert store_bytes(aport) > one * 1500   # least recently used first, down to the size, no further
+    up.stop()
+    assert is_stale(lf.fetch("GET", "/k/5999"), b"k")
+    assert lf.fetch("GET", "/k/0").status == 503
+    cfg = copy.deepcopy(lf.config)
+    cfg["stale_store"] = {"size": 0}
+    reload(lf, cfg)
+    assert lf.fetch("GET", "/k/5998").status == 503
+    wait_for(lambda: store_bytes(aport) == 0, t(3), what="the store to be emptied")
+    up2 = raw_upstream(answers_script(), name="origin2")
+    up2.state["answers"] = {"/again": ([], b"again\n")}
+    cfg = copy.deepcopy(lf.config)
+    cfg["stale_store"] = {"size": "1MiB"}
+    cfg["pools"] = {"p": pool(up2)}
+    reload(lf, cfg)
+    assert lf.fetch("GET", "/again").body == b"again\n"
+    stored(aport)
+    up2.stop()
+    assert is_stale(lf.fetch("GET", "/again"), b"again\n")
 
 
 def test_copy_of_an_answer_without_date_keeps_the_time_it_was_received(lifeline, raw_upstream):

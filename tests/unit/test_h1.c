@@ -1412,13 +1412,33 @@ static void test_output_unset_and_drop(void **state)
     }
 }
 
+/* A tee into fx.w growing up to limit bytes, as the stale store's capture does (without its
+ * budget): the parser stops calling it once it fails. */
+static struct { size_t limit; bool *ovf; unsigned calls_after; } tee_ctx;
+
+static int tee_into_w(void *arg, const char *at, size_t n)
+{
+    (void)arg;
+    if (*tee_ctx.ovf)
+        tee_ctx.calls_after++;
+    if (buf_append_upto(&fx.w, at, n, tee_ctx.limit) < 0) {
+        *tee_ctx.ovf = true;
+        return -1;
+    }
+    return 0;
+}
+
 /* The tee gets every decoded body byte (whatever the output framing), its block growing from
- * teecap up to limit, until one does not fit. */
+ * teecap up to limit, until one does not fit; no call after that. */
 static void tee_run(const char *in, enum h1_framing framing, size_t teecap, size_t limit, bool *ovf)
 {
     struct h1_parser *p = fx_parser(H1_REQUEST, 8192);
     size_t used, pos = 0, len = strlen(in);
     enum h1_event ev;
+
+    tee_ctx.limit = limit;
+    tee_ctx.ovf = ovf;
+    tee_ctx.calls_after = 0;
 
     buf_free(&fx.out);
     buf_free(&fx.w);
@@ -1430,10 +1450,11 @@ static void tee_run(const char *in, enum h1_framing framing, size_t teecap, size
         pos += used;
         if (ev == H1_HEAD) {
             h1_parser_set_output(p, &fx.out, framing);
-            h1_parser_set_tee(p, &fx.w, limit, ovf);
+            h1_parser_set_tee(p, tee_into_w, NULL);
         }
     } while (ev == H1_HEAD || (ev == H1_NEED_MORE && pos < len));
     assert_int_equal(ev, H1_DONE);
+    assert_int_equal(tee_ctx.calls_after, 0);
 }
 
 static void test_tee(void **state)

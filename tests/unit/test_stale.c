@@ -2,7 +2,8 @@
  * prefixing, host case), the Vary part of a key, the store's size accounting, LRU eviction across
  * shards, max_entry, replacement, references outliving eviction, the upstream's Age (parsing, kept in
  * the entry), invalidation of every variant of a key (RFC 9111 §4.4), the cap on a key's variants,
- * the seeded key hash, and concurrent put/get/invalidate
+ * the seeded key hash, a reload's shrink trimmed in batches, the capture budget (reserved, given
+ * back once), and concurrent put/get/invalidate
  * from several threads (run under ASan by `make SANITIZE=1 unit`, under TSan by `make tsan-test`).
  */
 #include <pthread.h>
@@ -249,6 +250,14 @@ static size_t key_of(char *k, size_t cap, const char *target)
     return stale_key(k, cap, "route", 5, "host", 4, target, strlen(target));
 }
 
+/* A reload's new limits, then the main loop's trim run to its end. */
+static void shrink(struct stale_store *s, uint64_t size, uint64_t max_entry)
+{
+    if (stale_store_resize(s, size, max_entry))
+        while (!stale_store_trim(s, 7))
+            ;
+}
+
 static size_t cost_of(size_t key_len, size_t body)
 {
     return sizeof(struct stale_entry) + key_len + strlen("content-type: text/plain\r\n") + body;
@@ -340,7 +349,7 @@ static void test_max_entry_and_size(void **state)
     assert_int_equal(stale_store_max_entry(s), 2000);
     stale_store_resize(s, 1500, 2000);
     assert_int_equal(stale_store_max_entry(s), 1500);
-    stale_store_resize(s, 0, 2000);
+    shrink(s, 0, 2000);
     assert_int_equal(stale_store_bytes(s), 0);
     assert_int_equal(stale_store_count(s), 0);
     capture(&cap, 10, 'x', NULL, NULL, 0);
@@ -378,7 +387,7 @@ static void test_lru_eviction(void **state)
     stale_entry_unref(e);
     assert_non_null(e = stale_get(s, k[3], kl[3], NULL, 0));
     /* a reference outlives eviction: the bytes stay readable until the last unref */
-    stale_store_resize(s, 0, 1 << 20);
+    shrink(s, 0, 1 << 20);
     assert_int_equal(stale_store_bytes(s), 0);
     assert_true(e->data[e->head_len] == 'D' && e->data[e->len - 1] == 'D');
     stale_entry_unref(e);
@@ -538,6 +547,134 @@ static void test_age_kept(void **state)
     stale_store_free(s);
 }
 
+/* A reload's smaller size is evicted down to in batches (stale_store_trim), however many entries
+ * that takes (a fixed guard of 2^20 evictions gave up and left the rest for good); until it is
+ * done, the store serves nothing (size 0 keeps nothing) and keeps nothing. */
+static void test_shrink_is_trimmed_in_batches(void **state)
+{
+    (void)state;
+    struct stale_store *s = stale_store_new(1 << 24, 1 << 10);
+    struct stale_capture cap;
+    struct stale_entry *e;
+    char k[64], t[32];
+    size_t kl, n = 3000, one, batches = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        snprintf(t, sizeof t, "/%zu", i);
+        kl = key_of(k, sizeof k, t);
+        capture(&cap, 10, 'z', NULL, NULL, 0);
+        assert_int_equal(stale_put(s, k, kl, &cap, 1.0), 0);
+    }
+    one = stale_store_bytes(s) / n;
+    assert_int_equal(stale_store_count(s), n);
+    /* nothing to trim when the store fits */
+    assert_false(stale_store_resize(s, 1 << 23, 1 << 10));
+    /* down to about a third: the resize itself evicts nothing */
+    assert_true(stale_store_resize(s, one * 1000, 1 << 10));
+    assert_int_equal(stale_store_count(s), n);
+    assert_null(stale_get(s, k, kl, NULL, 0));   /* the newest: not served while over size */
+    capture(&cap, 10, 'y', NULL, NULL, 0);
+    assert_int_equal(stale_put(s, k, kl, &cap, 2.0), -1);
+    assert_null(cap.data.data);
+    while (!stale_store_trim(s, 100))
+        batches++;
+    size_t left = stale_store_count(s);
+    assert_true(batches >= 19 && batches <= 21);   /* 100 a call: none gave up before the end */
+    assert_true(stale_store_bytes(s) <= one * 1000);
+    assert_true(left >= 980 && left <= 1000);
+    assert_true(stale_store_trim(s, 100));   /* done stays done */
+    assert_non_null(e = stale_get(s, k, kl, NULL, 0));   /* the most recent survived */
+    assert_true(e->data[e->head_len] == 'z');
+    /* size 0: nothing is served, even before the trim has run */
+    assert_true(stale_store_resize(s, 0, 1 << 10));
+    snprintf(t, sizeof t, "/%zu", n - 2);
+    char k2[64];
+    size_t kl2 = key_of(k2, sizeof k2, t);
+    assert_null(stale_get(s, k2, kl2, NULL, 0));
+    assert_false(stale_store_trim(s, 10));
+    assert_int_equal(stale_store_count(s), left - 10);
+    shrink(s, 0, 1 << 10);
+    assert_int_equal(stale_store_count(s), 0);
+    assert_int_equal(stale_store_bytes(s), 0);
+    assert_true(stale_store_trim(s, 10));
+    /* e was evicted while referenced: counted in the capture budget until its last unref */
+    assert_int_equal(stale_store_outside(s), e->cost);
+    stale_entry_unref(e);
+    assert_int_equal(stale_store_outside(s), 0);
+    /* grown again: served and kept again */
+    assert_false(stale_store_resize(s, 1 << 20, 1 << 10));
+    capture(&cap, 10, 'x', NULL, NULL, 0);
+    assert_int_equal(stale_put(s, k, kl, &cap, 3.0), 0);
+    assert_non_null(e = stale_get(s, k, kl, NULL, 0));
+    stale_entry_unref(e);
+    stale_store_free(s);
+}
+
+/* Captures reserve their blocks from a budget of `size` bytes, shared with evicted entries still
+ * referenced: beyond it a capture does not start or grow (the copy is dropped), and each
+ * reservation comes back exactly once (kept, refused or dropped). Before, a capture took up to
+ * max_entry per request with no bound on their number. */
+static void test_capture_budget(void **state)
+{
+    (void)state;
+    const size_t size = 64 * 1024;
+    struct stale_store *s = stale_store_new(size, size);
+    struct stale_capture a, b, c;
+    struct stale_entry *e;
+    char k[64], blob[4096];
+    size_t kl = key_of(k, sizeof k, "/budget");
+
+    memset(blob, 'q', sizeof blob);
+    assert_int_equal(stale_capture_begin(s, &a, 40 * 1024), 0);
+    assert_int_equal(stale_store_outside(s), 40 * 1024);
+    assert_int_equal(stale_capture_begin(s, &b, 30 * 1024), -1);   /* over the budget */
+    assert_null(b.data.data);
+    assert_int_equal(stale_store_outside(s), 40 * 1024);
+    /* a growing capture reserves each growth: 4 KiB doubles to 8 and 16, then 32 does not fit */
+    assert_int_equal(stale_capture_begin(s, &b, 4096), 0);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(stale_capture_append(&b, blob, sizeof blob, size), 0);
+    assert_int_equal(b.data.cap, 16384);
+    assert_int_equal(stale_store_outside(s), 40 * 1024 + 16384);
+    assert_int_equal(stale_capture_append(&b, blob, 1, size), -1);   /* 32 KiB: over the budget */
+    assert_int_equal(b.data.len, 16384);
+    /* its own limit stops it too, without reserving anything */
+    assert_int_equal(stale_capture_append(&b, blob, 1, 16384), -1);
+    stale_capture_free(&b);
+    stale_capture_free(&b);   /* (given back once) */
+    assert_int_equal(stale_store_outside(s), 40 * 1024);
+    /* a kept copy: its reservation moves into the store's count */
+    a.status = 200;
+    assert_int_equal(stale_capture_append(&a, blob, 100, 40 * 1024), 0);
+    a.head_len = 0;
+    assert_int_equal(stale_put(s, k, kl, &a, 1.0), 0);
+    assert_int_equal(stale_store_outside(s), 0);
+    assert_true(stale_store_bytes(s) > 0 && stale_store_bytes(s) < 1024);
+    /* a refused copy (above max_entry) gives its reservation back too */
+    stale_store_resize(s, size, 100);
+    assert_int_equal(stale_capture_begin(s, &c, 1000), 0);
+    assert_int_equal(stale_capture_append(&c, blob, 1000, 1000), 0);
+    assert_int_equal(stale_put(s, k, kl, &c, 1.0), -1);
+    assert_int_equal(stale_store_outside(s), 0);
+    stale_store_resize(s, size, size);
+    /* a replaced entry a client still reads stays in the budget until it is let go */
+    assert_non_null(e = stale_get(s, k, kl, NULL, 0));
+    assert_int_equal(stale_capture_begin(s, &c, 200), 0);
+    assert_int_equal(stale_capture_append(&c, blob, 200, 200), 0);
+    c.status = 200;
+    assert_int_equal(stale_put(s, k, kl, &c, 2.0), 0);
+    assert_int_equal(stale_store_outside(s), e->cost);
+    assert_int_equal(stale_capture_begin(s, &c, size - e->cost + 1), -1);
+    assert_int_equal(stale_capture_begin(s, &c, size - e->cost), 0);
+    stale_capture_free(&c);
+    stale_entry_unref(e);
+    assert_int_equal(stale_store_outside(s), 0);
+    /* size 0: no capture at all */
+    shrink(s, 0, 1024);
+    assert_int_equal(stale_capture_begin(s, &c, 1), -1);
+    stale_store_free(s);
+}
+
 /* RFC 9111 §4.4: every variant of one key goes, other keys (also in the same shard) stay, a copy
  * being read stays valid, and an empty store is a no-op. */
 static void test_invalidate(void **state)
@@ -628,8 +765,7 @@ static void *hammer(void *p)
             struct stale_capture cap;
             /* the body is the key's id repeated: a reader checks it got the copy of its key */
             size_t len = 100 + id % 700;
-            memset(&cap, 0, sizeof cap);
-            if (buf_init(&cap.data, len) < 0)
+            if (stale_capture_begin(a->s, &cap, len) < 0)   /* (from the budget, as an exchange's) */
                 continue;
             for (size_t j = 0; j < len; j++)
                 cap.data.data[j] = (char)('0' + id % 10);
@@ -677,8 +813,10 @@ static void test_concurrent_put_get(void **state)
     assert_int_equal(bad, 0);
     assert_true(hits > 0);
     assert_true(stale_store_bytes(s) <= size);
+    /* every reservation and every evicted entry's bytes came back, whichever thread let go last */
+    assert_int_equal(stale_store_outside(s), 0);
     assert_true(stale_store_count(s) > 0 && stale_store_count(s) <= KEYS);
-    stale_store_resize(s, 0, 1 << 16);
+    shrink(s, 0, 1 << 16);
     assert_int_equal(stale_store_bytes(s), 0);
     assert_int_equal(stale_store_count(s), 0);
     stale_store_free(s);
@@ -698,6 +836,8 @@ int main(void)
         cmocka_unit_test(test_vary_lookup),
         cmocka_unit_test(test_variants_capped),
         cmocka_unit_test(test_hash_seeded),
+        cmocka_unit_test(test_shrink_is_trimmed_in_batches),
+        cmocka_unit_test(test_capture_budget),
         cmocka_unit_test(test_age_kept),
         cmocka_unit_test(test_invalidate),
         cmocka_unit_test(test_concurrent_put_get),
