@@ -1595,6 +1595,11 @@ static void exchange_capture_start(struct exchange *ex, struct hop *h, const str
     h1_parser_set_tee(h->parser, exchange_capture_tee, ex);
 }
 
+bool exchange_client_acked(const struct exchange *ex, uint64_t *acked)
+{
+    return ex->c && !ex->c->closed && xprt_bytes_acked(&ex->c->x, acked);
+}
+
 const char *exchange_switch_refused(const struct exchange *ex, const struct h1_head *resp)
 {
     const struct h1_head *req = ex->req;

@@ -250,21 +250,29 @@ static bool hop_read_first(struct hop *h, struct ev_loop *loop)
     return h->seq != seq || h->state != st;
 }
 
-/* A tunnel's idle limit passed with nothing read or written here: is it idle? Not while the
- * upstream still takes bytes written before, from the socket's send buffer, which the kernel grows
- * to megabytes: a slow reader empties it for seconds without the socket asking for more (epoll
- * says writable only once a third of it is free), so no write marks that traffic. The count of
- * bytes it acknowledged does, asked here only, once per idle period (no cost per write); when it
- * moved since the last check, this period counts as traffic (last_read is now). */
+/* A tunnel's idle limit passed with nothing read or written here: is it idle? Not while either
+ * peer still takes bytes written before, from its socket's send buffer, which the kernel grows to
+ * megabytes: a slow reader empties it for seconds without the socket asking for more (epoll says
+ * writable only once a third of it is free), so no write marks that traffic — an upload to a slow
+ * upstream, or a download to a slow client after the upstream's last bytes were read. The counts
+ * of bytes each acknowledged do, asked here only, once per idle period (no cost per write); when
+ * one moved since the last check, this period counts as traffic (last_read is now). */
 static bool hop_tunnel_idle(struct hop *h)
 {
-    uint64_t acked;
+    uint64_t up, down;
+    bool moved = false;
 
-    if (!h->uc || !xprt_bytes_acked(&h->uc->x, &acked) || acked == h->tunnel_acked)
-        return true;
-    h->tunnel_acked = acked;
-    h->last_read = clock_now();
-    return false;
+    if (h->uc && xprt_bytes_acked(&h->uc->x, &up) && up != h->tunnel_acked) {
+        h->tunnel_acked = up;
+        moved = true;
+    }
+    if (h->ex && exchange_client_acked(h->ex, &down) && down != h->tunnel_acked_down) {
+        h->tunnel_acked_down = down;
+        moved = true;
+    }
+    if (moved)
+        h->last_read = clock_now();
+    return !moved;
 }
 
 static void hop_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -1126,9 +1134,11 @@ void hop_body_consumed(struct hop *h, size_t n)
 void hop_tunnel_start(struct hop *h)
 {
     h->request_sent = false;   /* hop_send writes again: tunnel bytes, as the client sends them */
-    /* what the upstream acknowledged before: the request (hop_tunnel_idle) */
+    /* what each peer acknowledged before: the request, the answers (hop_tunnel_idle) */
     if (!h->uc || !xprt_bytes_acked(&h->uc->x, &h->tunnel_acked))
         h->tunnel_acked = 0;
+    if (!h->ex || !exchange_client_acked(h->ex, &h->tunnel_acked_down))
+        h->tunnel_acked_down = 0;
 }
 
 enum hop_outcome hop_settle(struct hop *h)

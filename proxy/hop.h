@@ -117,6 +117,7 @@ struct hop {
     ev_tstamp read_timeout, last_read;  /* read timer re-arms itself from last_read */
     uint64_t tunnel_acked;              /* tunnel: bytes the upstream had acknowledged at the
                                          * last idle check (hop_tunnel_idle) */
+    uint64_t tunnel_acked_down;         /* the same for the client */
     bool rt_armed;                      /* the response timeout (or the deadline cut) applies, due
                                          * at response_due: see response_timer below */
     ev_tstamp response_due;

@@ -1091,6 +1091,53 @@ def test_a_tunnel_is_not_idle_while_the_upstream_takes_its_bytes_slowly(lifeline
         up.close()
 
 
+def test_a_tunnel_is_not_idle_while_the_client_takes_its_bytes_slowly(lifeline, raw_upstream):
+    """The other direction of the test above: the upstream sends 4 MiB at once after its 101 and
+    then waits; lifeline reads it all into the client's socket, whose send buffer the kernel grows
+    to megabytes, and a slow client takes them for seconds with no write or read here. That was
+    idle: the tunnel was closed after `read` while the client was still receiving (and what it
+    sent meanwhile was lost). What the client acknowledges counts now: every byte arrives and the
+    tunnel still carries the client's message after (found by a review of this session's
+    changes)."""
+    total = 4 << 20
+
+    async def script(conn):
+        req = await conn.read_request()
+        if req is None:
+            return
+        await conn.send(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n" +
+                        b"d" * total)
+        await conn.echo_upper(rounds=10)
+
+    up = raw_upstream(script)
+    lf = lifeline(pools={"p": pool(up, timeouts={"read": "1s"})})
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    s.settimeout(t(5))
+    try:
+        s.connect(("127.0.0.1", lf.port))
+        s.sendall(build_request("GET", "/ws", headers=WS_HEADERS))
+        data = b""
+        while b"\r\n\r\n" not in data:
+            x = s.recv(4096)
+            assert x, data
+            data += x
+        head, _, got = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101 "), head
+        n = len(got)
+        t0 = time.monotonic()
+        while n < total and time.monotonic() - t0 < 20:
+            x = s.recv(65536)
+            assert x, "tunnel closed after %.2f s with %d of %d bytes received" % (time.monotonic() - t0, n, total)
+            n += len(x)
+            time.sleep(0.1)              # about 0.6 MB/s: several seconds of bytes held in the kernel
+        assert n == total, n
+        s.sendall(b"ping")
+        assert s.recv(100) == b"PING"
+    finally:
+        s.close()
+
+
 def _epoll_sets(pid):
     """{epoll descriptor: set of the descriptors in its interest list} of process pid"""
     sets = {}
