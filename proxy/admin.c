@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "fdroom.h"
 #include "list.h"
 #include "log.h"
 #include "clock.h"
@@ -419,14 +420,7 @@ static void admin_accept_retry_cb(struct ev_loop *loop, ev_timer *t, int revents
 static void admin_accept_failed(struct admin *a, int err)
 {
     log_warn("admin accept: %s; pausing the admin listener", strerror(err));
-    if ((err == EMFILE || err == ENFILE) && a->spare_fd >= 0) {
-        int fd;
-        close(a->spare_fd);
-        fd = accept4(a->fd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd >= 0)
-            close(fd);
-        a->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    }
+    fd_shed_pending(a->fd, &a->spare_fd, err);
     admin_set_accepting(a, false);
     ev_timer_set(&a->accept_retry, ADMIN_ACCEPT_RETRY, 0.0);
     ev_timer_start(a->loop, &a->accept_retry);

@@ -11,8 +11,10 @@
 #define LIFELINE_FDROOM_H
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 /* true: at least two descriptors are free (the eventfd, or a pipe's two ends). */
@@ -32,6 +34,24 @@ static inline bool fd_room(void)
 static inline bool fd_local_shortage(int err)
 {
     return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM || err == EADDRNOTAVAIL;
+}
+
+/* accept4() on listen_fd failed with err. Out of descriptors (EMFILE, ENFILE), the pending
+ * connection would stay queued, its client left in silence: the spare descriptor (*spare, a
+ * /dev/null kept open for this) is given up to accept it and close it at once, so its client hears
+ * a close, then taken again. Other errors: nothing (shedding needs a descriptor, which is not what
+ * ENOBUFS or ENOMEM lack). */
+static inline void fd_shed_pending(int listen_fd, int *spare, int err)
+{
+    int fd;
+
+    if ((err != EMFILE && err != ENFILE) || *spare < 0)
+        return;
+    close(*spare);
+    fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
+    if (fd >= 0)
+        close(fd);
+    *spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
 }
 
 #endif

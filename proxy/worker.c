@@ -360,14 +360,7 @@ static void worker_accept_err_log_cb(struct ev_loop *loop, ev_timer *t, int reve
  * close rather than silence (shedding needs a descriptor, which is not what ENOMEM lacks). */
 static void worker_accept_failed(struct worker *w, struct listener *l, int err)
 {
-    if ((err == EMFILE || err == ENFILE) && w->spare_fd >= 0) {
-        int fd;
-        close(w->spare_fd);
-        fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd >= 0)
-            close(fd);
-        w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    }
+    fd_shed_pending(l->fd, &w->spare_fd, err);
     w->accept_err_last = err;
     w->accept_err_unsaid++;
     if (w->accept_err_unsaid == 1 && clock_now() - w->accept_err_said >= ACCEPT_ERR_LOG_EVERY) {
