@@ -1072,7 +1072,7 @@ static void client_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
             client_out_shed(c);
     }
     due = client_rdue(c);
-    if (due != 0 && due <= now + 0.0005 && !turn) {
+    if (due != 0 && due <= now + 0.0005) {
         if (client_io_first(loop, c, EV_READ))
             return;
         due = client_rdue(c);   /* bytes came: the phase or its deadline may have moved on */

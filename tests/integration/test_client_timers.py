@@ -531,3 +531,74 @@ def test_body_timeout_does_not_count_while_a_whole_chunked_body_waits_for_the_up
             c.send(chunked_request(size))
             r = c.read_response(timeout=t(5))
             assert r.status == 504, (size, r.status, time.monotonic() - start)
+
+
+def test_a_paced_timeout_reads_what_arrived_before_acting(lifeline, upstream):
+    """README, behaviour choices: a timeout about to act handles the socket's I/O first, and that holds
+    for one whose action waited for its turn in the pacing too. 2,000 heads time out together, so the
+    408s are paced over about 250 ms; the process is stopped while they wait, each connection without
+    a 408 yet sends the rest of its head, and the process goes on after every paced turn has come
+    due: the turns and the heads land in one loop turn (libev runs expired timers before I/O). Every
+    connection whose head is then in its socket is answered; before, those waiting got a 408."""
+    import os
+    import signal
+    from freeze import _state
+    up = upstream()
+    ht = t(0.5)
+    n = 2000
+    c = {"header_timeout": dur(ht), "body_timeout": LONG, "idle_timeout": LONG, "send_timeout": LONG}
+    lf = lifeline(pools={"p": pool(up)}, client=c)
+    socks = []
+    os.kill(lf.pid, signal.SIGSTOP)
+    try:
+        for _ in range(n):
+            s = socket.create_connection(("127.0.0.1", lf.port), timeout=t(5))
+            s.sendall(b"G")
+            socks.append(s)
+    finally:
+        os.kill(lf.pid, signal.SIGCONT)
+    waiting = []
+    statuses = []
+    try:
+        # the first 408 says the flood's deadlines are passing and the pacing has begun
+        socks[0].settimeout(ht + t(5))
+        assert socks[0].recv(12).startswith(b"HTTP/1.1 408"), "no 408 for the first connection"
+        time.sleep(0.05)
+        os.kill(lf.pid, signal.SIGSTOP)
+        try:
+            deadline = time.monotonic() + t(5)
+            while any(_state(int(tid)) != "T" for tid in os.listdir("/proc/%d/task" % lf.pid)):
+                assert time.monotonic() < deadline, "lifeline did not stop"
+                time.sleep(0.001)
+            for s in socks[1:]:
+                s.setblocking(False)
+                try:
+                    cut = s.recv(1, socket.MSG_PEEK) != b"X"
+                except BlockingIOError:
+                    cut = False
+                if not cut:
+                    s.sendall(b"ET /x HTTP/1.1\r\nHost: test.local\r\nConnection: close\r\n\r\n")
+                    waiting.append(s)
+            time.sleep(0.6)   # past every paced turn (2,000 at 8,000 a second; each waits at most 1 s)
+        finally:
+            os.kill(lf.pid, signal.SIGCONT)
+        deadline = time.monotonic() + t(10)
+        for s in waiting:
+            s.settimeout(max(0.01, deadline - time.monotonic()))
+            data = b""
+            try:
+                while b"\r\n" not in data:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+            except OSError:
+                pass
+            statuses.append(data[9:12])
+    finally:
+        for s in socks:
+            s.close()
+    assert len(waiting) >= 100, "only %d connections still waiting at the stop" % len(waiting)
+    ok = statuses.count(b"200")
+    assert ok == len(waiting), "%d of %d heads in the socket answered, %d got a 408" % (
+        ok, len(waiting), statuses.count(b"408"))
