@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -47,6 +48,7 @@ struct admin_conn {
     struct admin_conn *prev, *next;     /* a->conns, newest first */
     int fd;
     enum admin_conn_state state;
+    double opened;                      /* clock_sec() at accept: a reader's age (eviction) */
     ev_io io;
     ev_timer timer;                     /* ADMIN_CONN_TIMEOUT to read the request and write the
                                          * answer; restarted by each write that moves bytes; then
@@ -70,6 +72,17 @@ static void admin_set_accepting(struct admin *a, bool on)
         ev_io_stop(a->loop, &a->io);
 }
 
+/* Paused at the cap, something may have made room (a connection closed, one started lingering and
+ * may be evicted): watch the listener again; admin_accept_cb pauses once more if nothing can go.
+ * A pause for EMFILE ends on its own timer instead. */
+static void admin_resume(struct admin *a)
+{
+    if (ev_is_active(&a->accept_retry))
+        return;
+    ev_timer_stop(a->loop, &a->evict_wait);
+    admin_set_accepting(a, true);
+}
+
 static void admin_conn_close(struct admin_conn *k)
 {
     struct admin *a = k->a;
@@ -81,10 +94,7 @@ static void admin_conn_close(struct admin_conn *k)
     a->nconns--;
     free(k->out);
     free(k);
-    /* paused at the cap (every connection was writing): a slot is free again; a pause for EMFILE
-     * ends on its own timer instead */
-    if (!ev_is_active(&a->accept_retry))
-        admin_set_accepting(a, true);
+    admin_resume(a);   /* paused at the cap: a slot is free again */
 }
 
 #include "admin_page.h"
@@ -282,6 +292,7 @@ static void admin_linger(struct admin_conn *k)
     ev_timer_stop(a->loop, &k->timer);
     ev_timer_set(&k->timer, ADMIN_LINGER_SECONDS, 0.0);
     ev_timer_start(a->loop, &k->timer);
+    admin_resume(a);   /* paused at the cap: this one may now be evicted to make room */
     /* (the next loop turn reads: most clients have closed by then, or will with the answer read) */
 }
 
@@ -384,23 +395,71 @@ static void admin_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     admin_conn_close(t->data);   /* a request or a write that took too long, or the linger's end */
 }
 
-/* The connection to close at the cap to make room for a new one: the oldest still reading its
- * request (idle or trickling: nothing is lost but its slot), else the oldest lingering after its
- * answer (written to the kernel; a client that has not closed by now most likely read it), or
- * NULL when every connection is writing an answer. Evicting, rather than pausing, keeps /healthz
- * and /livez answering at once while someone holds the cap with idle connections. */
-static struct admin_conn *admin_eviction_victim(struct admin *a)
+/* Before a connection is closed to make room, the input already in its socket is handled: after a
+ * long loop turn (a /metrics render for a large pool) or a pause of the process, a request that
+ * arrived meanwhile is still unread, and the accept watcher may run before the connection's own.
+ * The request read is answered (the connection writes and is no victim any more); a lingering
+ * connection drops what its client sent, or closes at its EOF, so that a close finds no unread
+ * input that would turn it into a reset destroying the answer. True when k is gone (freed). */
+static bool admin_io_first(struct admin_conn *k)
 {
-    struct admin_conn *reading = NULL, *lingering = NULL;
+    struct admin *a = k->a;
+    struct pollfd p = { .fd = k->fd, .events = POLLIN };
+    unsigned n = a->nconns;
 
-    for (struct admin_conn *k = a->conns; k; k = k->next) {
-        /* the list is newest first: the last match is the oldest */
-        if (k->state == ADMIN_READING)
-            reading = k;
-        else if (k->state == ADMIN_LINGERING)
-            lingering = k;
+    if (poll(&p, 1, 0) != 1)
+        return false;   /* (POLLHUP, POLLERR: the read finds out) */
+    admin_conn_cb(a->loop, &k->io, EV_READ);
+    return a->nconns != n;
+}
+
+/* The connection to close at the cap to make room for a new one, or NULL: none (room was made
+ * meanwhile when a->nconns is below the cap). First the oldest still reading its request that has
+ * been open ADMIN_EVICT_AGE at least: an idle or trickling hog (nothing is lost but its slot); a
+ * younger reader is most likely a probe whose request is on its way (a burst of probes: closing
+ * the connections accepted a few milliseconds before gave those clients an EOF for an answer).
+ * Else the oldest lingering after its answer (written to the kernel and the write side shut: the
+ * client reads it all the same). Each candidate's pending input is handled first
+ * (admin_io_first). When there is no victim, *wait is the time until the oldest young reader turns
+ * ADMIN_EVICT_AGE old (0: no reader, every connection is writing an answer). */
+static struct admin_conn *admin_eviction_victim(struct admin *a, double *wait)
+{
+    for (;;) {
+        struct admin_conn *reading = NULL, *young = NULL, *lingering = NULL, *k;
+        double now = clock_sec();
+
+        *wait = 0;
+        for (k = a->conns; k; k = k->next) {
+            /* the list is newest first: the last match is the oldest */
+            if (k->state == ADMIN_READING && now - k->opened >= ADMIN_EVICT_AGE)
+                reading = k;
+            else if (k->state == ADMIN_READING)
+                young = k;
+            else if (k->state == ADMIN_LINGERING)
+                lingering = k;
+        }
+        k = reading ? reading : lingering;
+        if (!k) {
+            if (young)
+                *wait = young->opened + ADMIN_EVICT_AGE - now;
+            return NULL;
+        }
+        if (admin_io_first(k))
+            return NULL;   /* it closed: a slot is free */
+        if (k->state == (reading ? ADMIN_READING : ADMIN_LINGERING))
+            return k;
+        /* its request was in the socket and is answered now: look again (each round takes one
+         * reader out of the running, so this ends) */
     }
-    return reading ? reading : lingering;
+}
+
+/* Paused at the cap with only young readers and writers: the oldest reader is old enough to be
+ * evicted now (unless it moved on meanwhile): try the listener again. */
+static void admin_evict_wait_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)revents;
+    admin_resume(t->data);
 }
 
 static void admin_accept_retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -433,9 +492,20 @@ static void admin_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
     (void)revents;
     for (int i = 0; i < 16; i++) {
         struct admin_conn *k, *victim = NULL;
+        double wait;
         int fd;
-        if (a->nconns >= ADMIN_CONNS_MAX && !(victim = admin_eviction_victim(a))) {
-            admin_set_accepting(a, false);   /* back on when one closes (admin_conn_close) */
+        if (a->nconns >= ADMIN_CONNS_MAX && !(victim = admin_eviction_victim(a, &wait)) &&
+            a->nconns >= ADMIN_CONNS_MAX) {
+            /* Nobody can go yet: the newcomers wait in the kernel's backlog (not watched, so the
+             * readable listener does not spin the loop) until a connection closes or starts
+             * lingering (admin_resume), or the oldest reader turns old enough to be evicted. */
+            admin_set_accepting(a, false);
+            if (wait > 0) {
+                /* (a little late rather than early: a wake-up that finds it 1 us too young would
+                 * only arm another; never beyond ADMIN_EVICT_AGE should the clock misbehave) */
+                ev_timer_set(&a->evict_wait, wait < ADMIN_EVICT_AGE ? wait + 0.002 : ADMIN_EVICT_AGE, 0.0);
+                ev_timer_start(a->loop, &a->evict_wait);
+            }
             return;
         }
         fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -456,6 +526,7 @@ static void admin_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
         }
         k->a = a;
         k->fd = fd;
+        k->opened = clock_sec();
         ev_io_init(&k->io, admin_conn_cb, fd, EV_READ);
         k->io.data = k;
         ev_timer_init(&k->timer, admin_timer_cb, ADMIN_CONN_TIMEOUT, 0.0);
@@ -507,6 +578,7 @@ static void admin_listen(struct admin *a, int fd)
     if (a->fd >= 0) {
         ev_io_stop(a->loop, &a->io);
         ev_timer_stop(a->loop, &a->accept_retry);
+        ev_timer_stop(a->loop, &a->evict_wait);
         close(a->fd);
         a->fd = -1;
     }
@@ -525,8 +597,7 @@ static void admin_listen(struct admin *a, int fd)
     }
     ev_io_init(&a->io, admin_accept_cb, a->fd, EV_READ);
     a->io.data = a;
-    if (a->nconns < ADMIN_CONNS_MAX)
-        ev_io_start(a->loop, &a->io);
+    ev_io_start(a->loop, &a->io);   /* (at the cap, admin_accept_cb makes room or pauses) */
     log_info("admin listening on %s", a->conf->admin.addr.text);
 }
 
@@ -540,6 +611,8 @@ int admin_start(struct admin *a, struct ev_loop *loop)
     a->nconns = 0;
     ev_init(&a->accept_retry, admin_accept_retry_cb);
     a->accept_retry.data = a;
+    ev_init(&a->evict_wait, admin_evict_wait_cb);
+    a->evict_wait.data = a;
     ev_init(&a->sampler, admin_sampler_cb);
     if (!a->conf->admin.enabled)
         return 0;

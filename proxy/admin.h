@@ -13,10 +13,12 @@
  * 2 s at most) so that input left unread never resets the answer.
  *
  * Bounded for a hostile or buggy client (issue 9): at most ADMIN_CONNS_MAX connections. At the cap a
- * new connection is still accepted and the oldest connection still reading its request (else the
- * oldest lingering after its answer) is closed to make room (so probes keep answering while
- * someone holds idle connections); only when every
- * connection is writing an answer does accepting pause until one closes. accept4() failing for
+ * new connection is still accepted and the oldest connection still reading its request after
+ * ADMIN_EVICT_AGE open (else the oldest lingering after its answer) is closed to make room (so
+ * probes keep answering while someone holds idle connections), its pending input handled first.
+ * A younger reader is kept (in a burst of probes its request is on its way): when nobody may go,
+ * accepting pauses (newcomers wait in the kernel's backlog) until a connection closes or starts
+ * lingering, or a timer says the oldest reader turned ADMIN_EVICT_AGE old. accept4() failing for
  * lack of descriptors or memory sheds that connection (a spare descriptor is kept for it) and
  * pauses accepting for ADMIN_ACCEPT_RETRY instead of spinning the main loop.
  */
@@ -33,6 +35,8 @@
 #define ADMIN_CONN_TIMEOUT 5.0          /* seconds: read the request and write the answer */
 #define ADMIN_HEAD_MAX (64 * 1024)      /* a request head's bytes, at most (browsers' cookies fit) */
 #define ADMIN_ACCEPT_RETRY 0.1          /* seconds paused after accept4 ran out of resources */
+#define ADMIN_EVICT_AGE 1.0             /* seconds a connection still reading its request must have
+                                         * been open to be closed for a newcomer at the cap */
 
 struct worker;
 struct metric_names;
@@ -57,6 +61,8 @@ struct admin {
     struct admin_conn *conns;           /* newest first (list.h) */
     unsigned nconns;                    /* at most ADMIN_CONNS_MAX */
     ev_timer accept_retry;              /* running while accepting is paused after EMFILE & co */
+    ev_timer evict_wait;                /* running while accepting is paused at the cap until the
+                                         * oldest reader turns ADMIN_EVICT_AGE old */
     int spare_fd;                       /* closed to accept-and-drop on EMFILE */
     ev_timer sampler;                   /* once a second: server states for the series' band */
     const struct conf *sampled_conf;    /* the snapshot seen at the last tick (load-time tracking) */
