@@ -8,6 +8,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -437,6 +438,54 @@ static void check_io_cb(struct ev_loop *loop, ev_io *io, int revents)
     }
 }
 
+/* How far a running check got: 0 connecting, 1 in its TLS handshake, 2 sending its request,
+ * 3 reading the answer. */
+static int check_stage(const struct health_check *k)
+{
+    if (!k->connected)
+        return 0;
+    if (k->x.ssl && !k->x.handshaken)
+        return 1;
+    return k->sent < k->req_len ? 2 : 3;
+}
+
+/* libev runs a loop turn's expired timers before its I/O callbacks: after a long turn (the main
+ * loop renders admin pages synchronously: a /metrics of a large pool takes tens of ms, many
+ * scrapes at once seconds) or a pause of the process (SIGSTOP, a container's CPU quota), a check
+ * whose healthy answer already waits in its socket would be judged a timeout and its server marked
+ * down. So a check's timeout handles the socket's pending I/O first, as client.c's client_io_first
+ * and hop.c's hop_read_first do for requests; several rounds while each finds something pending
+ * (a TLS handshake's steps). True when the check moved on: decided (the verdict is the answer's),
+ * or advanced to a later stage (connected, handshaken, request sent: the time it waited for that
+ * was lifeline's, not the server's, so it gets the timeout again from now; at most three times,
+ * one a stage). A check with nothing pending, or whose bytes read did not complete the status
+ * line, is a timeout. */
+static bool check_io_first(struct health_check *k)
+{
+    int stage = check_stage(k);
+
+    for (int round = 0; round < 8 && k->running && k->x.fd >= 0; round++) {
+        int want = k->io.events & (EV_READ | EV_WRITE), revents = 0;
+        struct pollfd p = { .fd = k->x.fd, .events = (short)((want & EV_READ ? POLLIN : 0) |
+                                                             (want & EV_WRITE ? POLLOUT : 0)) };
+
+        if ((want & EV_READ) && xprt_pending(&k->x)) {
+            revents = EV_READ;
+        } else {
+            if (!want || poll(&p, 1, 0) != 1)
+                break;
+            if (p.revents & (POLLIN | POLLHUP | POLLERR))
+                revents |= EV_READ;
+            if (p.revents & (POLLOUT | POLLHUP | POLLERR))
+                revents |= EV_WRITE;
+            if (!(revents & want))
+                break;
+        }
+        check_io_cb(k->rt->loop, &k->io, revents & want);
+    }
+    return !k->running || check_stage(k) > stage;
+}
+
 static void check_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct health_check *k = t->data;
@@ -446,7 +495,11 @@ static void check_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     (void)loop;
     (void)revents;
     if (k->running) {
-        check_result(k, false, "timeout");
+        if (!check_io_first(k))
+            check_result(k, false, "timeout");
+        else if (k->running)
+            check_arm(k, (double)cp->health.timeout / 1000.0);
+        /* (decided: check_result armed the interval) */
         return;
     }
     fd = socket(k->s->addr->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

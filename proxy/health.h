@@ -111,7 +111,10 @@ int health_reply_status(const char *buf, size_t len, unsigned *status);
  * its check: its timer's phase, a check in flight and the counts towards rise and fall go on (a DNS
  * change or reload must not start them again: changes faster than the interval would otherwise
  * keep a server from ever reaching rise or fall). Call before health_stop(prev), which stops what
- * was not taken over. */
+ * was not taken over. A check's timeout handles its socket's pending I/O first (the main loop
+ * also renders admin pages and may have been held up): an answer waiting there decides it, and a
+ * check that got to a later stage meanwhile gets its timeout again; only one with nothing pending
+ * is a timeout. */
 void health_start(struct runtime *rt, struct ev_loop *loop, struct runtime *prev);
 /* Stops rt's active checks (main thread), before main drops its reference on rt: the checks point
  * into it, and the last reference may go on a worker. */

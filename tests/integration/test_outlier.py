@@ -6,6 +6,8 @@ state in /status."""
 
 import asyncio
 import copy
+import os
+import signal
 import threading
 import time
 
@@ -270,6 +272,35 @@ def test_health_check_without_a_descriptor_is_no_verdict(lifeline, upstream):
     srv = status(aport)["pools"][0]["servers"][0]
     assert srv["up"] is True, srv
     assert lf.fetch("GET", "/echo/after").status == 200
+
+
+def test_health_check_answered_while_the_process_was_paused_is_no_timeout(lifeline, upstream):
+    """Checks run on the main thread, whose loop also renders admin pages synchronously (a
+    /metrics of a large pool: tens of ms; many scrapes: seconds) or is paused with the process
+    (SIGSTOP here, a container's CPU quota alike). libev runs a turn's expired timers before its
+    I/O: a check whose healthy answer was already in its socket was judged a timeout and, with
+    fall 1, its server marked down (503 no_server). Now the timeout reads the socket first. The
+    server answers each check after 150 ms, so one is in flight at most pauses (one starting
+    then: its connect done meanwhile, its request is sent then and it gets its timeout again)."""
+    up = upstream()
+    aport = free_port()
+    h = {"path": "/slow-head?ms=150", "interval": "50ms", "timeout": dur(t(0.4)), "rise": 1, "fall": 1}
+    lf = lifeline(pools={"p": pool(up, health=h)}, workers=1, extra=admin_extra(aport))
+    wait_for(lambda: status(aport)["pools"][0]["servers"][0]["up"] is True, t(3),
+             what="the first checks to pass")
+    for i in range(5):
+        time.sleep(0.05 + 0.037 * i)   # (a different point of the check's cycle each time)
+        os.kill(lf.pid, signal.SIGSTOP)
+        try:
+            time.sleep(t(0.8))         # past the check's timeout; its answer comes meanwhile
+        finally:
+            os.kill(lf.pid, signal.SIGCONT)
+        time.sleep(0.1)
+        assert "is down" not in lf.stderr_text(), lf.stderr_text()[-2000:]
+    srv = status(aport)["pools"][0]["servers"][0]
+    assert srv["up"] is True, srv
+    assert lf.fetch("GET", "/echo/after").status == 200
+    lf.assert_alive()
 
 
 def test_a_5xx_whose_body_is_cut_is_one_failure(lifeline, raw_upstream):
