@@ -553,7 +553,7 @@ def test_health_checks_reach_fall_while_another_pools_dns_keeps_changing(lifelin
     iv = t(0.5)
     lf, aport = _two_pools(lifeline, dns, port, {"servers": [bad.address], "health": {
         "path": "/status/500", "interval": dur(iv), "timeout": "1s", "rise": 2, "fall": 3}})
-    with Churn(dns) as churn:
+    with Churn(dns, every=0.05) as churn:   # several changes per interval, even when marked down fast
         wait_for(lambda: server_state(aport, bad.address)["up"] is False, 3 * iv + t(2.5), interval=0.05,
                  what="the failing server to be marked down (fall 3) while DNS changes")
         flips = churn.flips
