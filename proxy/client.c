@@ -621,6 +621,18 @@ static void client_skip_blank(struct client *c)
     }
 }
 
+bool client_nothing_follows(const struct client *c)
+{
+    if (!c->rd_eof)
+        return false;
+    for (size_t i = 0; i < c->in.len; i++) {   /* (bounded by the input buffer) */
+        char ch = buf_head(&c->in)[i];
+        if (ch != '\r' && ch != '\n')
+            return false;
+    }
+    return true;
+}
+
 /* Bytes the client sent that the kernel holds unread (they reached it after the last read): a
  * close() now would send a reset, which can destroy an answer still on its way. */
 static bool client_socket_unread(const struct client *c)
@@ -1119,7 +1131,7 @@ void client_exchange_done(struct client *c, bool keep)
         return;
     c->answer_done = true;
     /* (not when the drain began after a head that kept the connection: client_answer_flushed) */
-    if (!keep || (c->rd_eof && c->in.len == 0))
+    if (!keep || client_nothing_follows(c))
         c->close_after = true;
     /* An answer before the whole request was read: the rest of it is never parsed. */
     if (!c->ex || !c->ex->body_done || c->phase == CLIENT_TUNNEL)

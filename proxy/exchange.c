@@ -141,7 +141,7 @@ static bool exchange_http10(const struct exchange *ex)
 static bool exchange_closes(const struct exchange *ex, unsigned status)
 {
     return exchange_drain_closes(ex) || !ex->body_done || !ex->req->keep_alive || status == 400 ||
-           status == 413 || (ex->c && ex->c->rd_eof && ex->c->in.len == 0);
+           status == 413 || (ex->c && client_nothing_follows(ex->c));
 }
 
 /* Counts the attempt whose answer was kept for the end of the request (exchange_record_answer). */
@@ -1690,7 +1690,7 @@ void exchange_hop_head(struct exchange *ex, struct hop *h)
 
     ex->resp_no_body = req->method == H1_M_HEAD || resp->status == 204 || resp->status == 304;
     ex->resp_close = !req->keep_alive || exchange_drain_closes(ex) || !ex->body_done ||
-                     (ex->c && ex->c->rd_eof && ex->c->in.len == 0);   /* half-closed: nothing follows */
+                     (ex->c && client_nothing_follows(ex->c));   /* half-closed */
     if (ex->resp_no_body) {
         framing = H1_FRAME_DROP;
         if (resp->status != 204)

@@ -40,6 +40,25 @@ def test_half_close_after_request_gets_the_answer(lifeline, upstream, tmp_path):
     assert lines[0]["status"] == 200, lines
 
 
+@pytest.mark.parametrize("tail", [b"\r\n", b"\r\n\r\n", b"\n"])
+def test_half_close_after_a_request_and_blank_lines_announces_the_close(lifeline, upstream, tail):
+    """RFC 9112 §2.2: blank lines after a request are ignored, so a request followed by a CRLF and
+    a FIN has nothing behind it either: its answer carries Connection: close like one without the
+    CRLF (before, it came without, and the connection closed after it: read by the client as a
+    keep-alive answer lost to an idle close). The same for the last of a pipelined pair."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)})
+    s = socket.create_connection(("127.0.0.1", lf.port))
+    s.sendall(build_request("GET", "/a") + build_request("GET", "/slow-head?ms=200") + tail)
+    s.shutdown(socket.SHUT_WR)
+    data = read_all(s, t(5))
+    s.close()
+    first, _, second = data.partition(b"HTTP/1.1 200")[2].partition(b"HTTP/1.1 200")
+    assert b"/slow-head" in second, data[:600]
+    assert b"connection: close" not in first.lower(), first[:400]
+    assert b"connection: close" in second.split(b"\r\n\r\n")[0].lower(), second[:400]
+
+
 def test_half_close_with_a_body_and_pipelined_requests(lifeline, upstream):
     up = upstream()
     lf = lifeline(pools={"p": pool(up)})
