@@ -1824,7 +1824,8 @@ static bool h1_scan_chunks(struct h1_parser *p, const char *d, size_t n, size_t 
         case CS_SIZE0:
         case CS_SIZE:
             if (hex >= 0) {
-                if (p->cs_left > (UINT64_MAX >> 4)) {
+                /* at most 2^63 - 1, as a Content-Length (and nginx's limit) */
+                if (p->cs_left > ((uint64_t)INT64_MAX >> 4)) {
                     why = "chunk size too large";
                     goto fail;
                 }

@@ -637,6 +637,8 @@ static const struct req_case req_cases[] = {
     { "bad_chunk_size", "POST /p" H11 "Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", .err = 400 },
     { "chunk_size_overflow", "POST /p" H11 "Transfer-Encoding: chunked\r\n\r\n"
       "fffffffffffffffffffff\r\nx\r\n0\r\n\r\n", .err = 400 },
+    { "chunk_size_2_63", "POST /p" H11 "Transfer-Encoding: chunked\r\n\r\n"
+      "8000000000000000\r\nx\r\n0\r\n\r\n", .err = 400 },
     { "chunk_data_without_crlf", "POST /p" H11 "Transfer-Encoding: chunked\r\n\r\n3\r\nabcXX0\r\n\r\n", .err = 400 },
     { BIN("GET /" H11 "X-A: a\0b\r\n\r\n"), .name = "nul_in_header_value", .err = 400 },
     { "ctl_first_byte_of_value", "GET /" H11 "X-A: \x01b\r\n\r\n", .err = 400 },
