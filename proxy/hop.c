@@ -1106,9 +1106,12 @@ static void hop_read_cb(struct ev_loop *loop, ev_io *io, int revents)
             hop_splice_maybe(h);
         /* All that was read is parsed: an attempt waiting for more of its body (or splicing it)
          * holds no input block meanwhile (issue 11: 5,000 slow readers whose upstream trickles);
-         * the next read takes one back from the worker's cache. */
+         * the next read takes one back from the worker's cache. So does one waiting for the rest
+         * of a head (the parser keeps a partial head in its arena): a detached attempt (hop.h)
+         * whose server sent part of a head and stalled held 32 KiB for nothing, up to
+         * HOP_ORPHANS_MAX of them per worker (worker_memory_worst counts what they hold now). */
         if (h->seq == seq && h->uc == uc && uc->in.data && uc->in.len == 0 &&
-            (h->state == HOP_BODY || h->state == HOP_TUNNEL))
+            (h->state == HOP_SENDING || h->state == HOP_BODY || h->state == HOP_TUNNEL))
             worker_buf_put(hop_worker(h), &uc->in);
     }
 }
@@ -1240,6 +1243,10 @@ bool hop_orphan(struct hop *h)
         return false;
     }
     *o = *h;   /* the timers are re-made below: a copied active watcher is never used */
+    /* Its request head is never sent now (a connecting orphan gives its connection to the pool
+     * without sending; an awaiting one has sent it): the block goes back, so that an orphan
+     * holds no more than worker_memory_worst counts for it. */
+    worker_buf_put(w, &o->head);
     hop_timer_move(w->loop, &h->connect_timer, &o->connect_timer, o);
     /* the response timer is lazy (hop.h): the orphan's runs to the due time itself */
     timer_off(w->loop, &h->response_timer);

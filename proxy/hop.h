@@ -32,7 +32,8 @@
  * response buffer `in` while it owns it (pool.h). Once the head is parsed it reads no more than
  * the downstream can take at once (h1_parser_room, or the client output's free space in a tunnel),
  * so `in` is empty after each read; while paused by backpressure with `in` empty it gives the
- * buffer back and takes one again when reading resumes.
+ * buffer back and takes one again when reading resumes. A read that leaves `in` empty gives the
+ * buffer back too, before the head as after it (a partial head waits in the parser's arena).
  *
  * Zero-copy bodies (splice.h; plain sockets only). Request: hop_send writes the head, then the
  * exchange's body buffer, then what the client spliced into the exchange's request pipe (bpipe),
@@ -51,7 +52,9 @@
  * balancer and lifeline_upstream_attempts_total; then the worker frees it after the current loop
  * iteration. An orphan holds a reference on its worker generation (its server's pool stays alive
  * through a reload). At most HOP_ORPHANS_MAX per worker: past that the oldest is closed; the
- * worker closes them all when it stops.
+ * worker closes them all when it stops. An orphan gives its request head back as it is detached
+ * (it never sends), so it holds its struct, its parser and its connection (and TLS session), which
+ * worker_memory_worst counts HOP_ORPHANS_MAX times per worker (README, "Memory").
  *
  * Verdicts. A hop's end is reported to its server (pool_report: ewma, outlier ejection) except a
  * reset before any response byte on a reused connection of a request the exchange then retries on

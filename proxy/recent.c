@@ -46,6 +46,11 @@ static size_t cut(char *dst, size_t cap, struct alog_str s)
     return n;
 }
 
+size_t recent_ring_bytes(void)
+{
+    return sizeof(struct recent_ring);
+}
+
 void recent_record(unsigned wid, const struct alog_entry *e)
 {
     struct recent_ring *r;

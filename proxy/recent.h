@@ -15,6 +15,7 @@
 #define LIFELINE_RECENT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "accesslog.h"
 
@@ -29,6 +30,8 @@ static inline bool recent_wanted(const struct alog_entry *e)
     return e->nattempts > 1 || e->fallback.s != NULL;
 }
 
+/* The bytes of one worker's ring (for the worst-case memory, worker_memory_worst). */
+size_t recent_ring_bytes(void);
 /* Worker wid keeps e (copied). Drops it silently when out of memory. */
 void recent_record(unsigned wid, const struct alog_entry *e);
 /* The JSON array of the newest RECENT_MAX entries over every worker, newest first; only those

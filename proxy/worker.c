@@ -35,6 +35,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "pool.h"
+#include "recent.h"
 #include "series.h"
 #include "stale.h"
 #include "tls.h"
@@ -1582,6 +1583,21 @@ void worker_memory_worst(const struct conf *c, struct worker_mem *m)
     /* one attempt: its request head, the upstream input block, a response parser, the connection */
     hop = head + WORKER_BLOCK + MEM_PARSER(WORKER_RESPONSE_HEAD_MAX) + sizeof(struct upconn) +
           (tls_up ? MEM_TLS_SESSION : 0);
+    /* Attempts that lost a hedge or a connect race run on detached (SPEC §3.5, hop.h), up to
+     * HOP_ORPHANS_MAX per worker whatever max_connections is: a connection leaves one behind per
+     * hedged request, so a few connections fill the cap. One holds its own struct hop, a response
+     * parser at its largest (a head the server sends part of, then stalls), its connection and a
+     * TLS session; no request head (given back when it is detached) and no input block between
+     * reads (hop_read_cb gives it back once all read is parsed, head or body), so one block per
+     * worker for the read in progress. The cap is kept at a fixed 1024 rather than tied to
+     * max_connections: a smaller one closes losers before their own timeouts judge their server,
+     * and a hung server whose attempts always lose the hedge would then never be ejected. */
+    if (m->hops > 1) {
+        m->orphans_max = HOP_ORPHANS_MAX;
+        m->per_orphan = sizeof(struct hop) + MEM_PARSER(WORKER_RESPONSE_HEAD_MAX) + sizeof(struct upconn) +
+                        (tls_up ? MEM_TLS_SESSION : 0);
+        m->orphans = (size_t)c->workers * (m->orphans_max * m->per_orphan + WORKER_BLOCK);
+    }
     /* the connection: input and output blocks, its request parser, the exchange, the body buffer */
     m->per_conn = sizeof(struct client) + 2 * WORKER_BLOCK + MEM_PARSER(c->limits.max_header_bytes) +
                   sizeof(struct exchange) + body + m->hops * hop + (tls_in ? MEM_TLS_SESSION : 0);
@@ -1592,8 +1608,11 @@ void worker_memory_worst(const struct conf *c, struct worker_mem *m)
                     1024 * sizeof(struct exchange) + 2 * (c->limits.max_header_bytes + 1024) +
                     (METRIC_ROUTE_SLOTS + 1) * sizeof(struct route_metrics) +
                     METRIC_SERVER_SLOTS * sizeof(struct server_metrics) +
-                    (c->access_log.path && strcmp(c->access_log.path, "off") != 0 ? ALOG_RING_BYTES : 0);
+                    (c->access_log.path && strcmp(c->access_log.path, "off") != 0 ? ALOG_RING_BYTES : 0) +
+                    /* the recent-requests ring (recent.h), and while the admin thread renders
+                     * /status/requests its copy of it and qsort's scratch for that copy */
+                    3 * recent_ring_bytes();
     m->base = MEM_BASE;
-    m->total = m->base + m->stale + c->workers * m->per_worker + m->upstream_idle +
+    m->total = m->base + m->stale + c->workers * m->per_worker + m->orphans + m->upstream_idle +
                (size_t)c->limits.max_connections * m->per_conn;
 }

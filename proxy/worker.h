@@ -317,14 +317,20 @@ static inline char *worker_scratch(struct worker *w, size_t *len)
 struct worker_mem {
     size_t per_conn;                    /* one busy downstream connection */
     unsigned hops;                      /* attempts at once per request (2: hedge or connect race) */
-    size_t per_worker;                  /* caches, access-log ring, scratch, metrics of one worker */
+    size_t per_worker;                  /* caches, access-log and recent-requests rings, scratch,
+                                         * metrics of one worker */
+    unsigned orphans_max;               /* detached attempts per worker (hop.h: HOP_ORPHANS_MAX
+                                         * when hops > 1, else 0) */
+    size_t per_orphan;                  /* one detached attempt */
+    size_t orphans;                     /* all workers: workers x (orphans_max x per_orphan + the
+                                         * input block of the read in progress) */
     size_t upstream_idle;               /* idle upstream connections, all workers */
     size_t stale;                       /* 2 x stale_store.size when a route uses fallback.stale:
                                          * kept copies + the capture budget (stale.h) */
     size_t base;                        /* binary, libraries, main thread, admin (an estimate) */
     size_t idle_conn;                   /* one idle keep-alive connection */
-    size_t total;                       /* base + stale + workers x per_worker + upstream_idle
-                                         * + max_connections x per_conn */
+    size_t total;                       /* base + stale + workers x per_worker + orphans
+                                         * + upstream_idle + max_connections x per_conn */
 };
 void worker_memory_worst(const struct conf *c, struct worker_mem *m);
 
