@@ -538,6 +538,53 @@ bool conf_pool_tls_same(const struct conf_pool *a, const struct conf_pool *b)
            str_same(a->tls.client_cert, b->tls.client_cert) && str_same(a->tls.client_key, b->tls.client_key);
 }
 
+size_t conf_files(const struct conf *c, const char **paths, size_t max)
+{
+    size_t n = 0;
+
+#define CONF_FILE_ADD(p) do { if ((p) && *(p)) { if (n < max) paths[n] = (p); n++; } } while (0)
+    for (size_t i = 0; i < c->nroutes; i++)
+        if (c->routes[i].fallback.enabled)
+            CONF_FILE_ADD(c->routes[i].fallback.file);
+    for (size_t i = 0; i < c->nlisteners; i++) {
+        const struct conf_listener *l = &c->listeners[i];
+        for (size_t j = 0; !l->alias && l->tls_enabled && j < l->ncerts; j++) {
+            CONF_FILE_ADD(l->certs[j].cert);
+            CONF_FILE_ADD(l->certs[j].key);
+        }
+    }
+    for (size_t i = 0; i < c->npools; i++) {
+        const struct conf_pool *p = &c->pools[i];
+        if (!p->tls.enabled)
+            continue;
+        if (p->tls.ca && strcmp(p->tls.ca, "system") != 0)
+            CONF_FILE_ADD(p->tls.ca);
+        CONF_FILE_ADD(p->tls.client_cert);
+        CONF_FILE_ADD(p->tls.client_key);
+    }
+#undef CONF_FILE_ADD
+    return n;
+}
+
+bool conf_files_same(const struct conf *a, const struct conf *b)
+{
+    if (a->nroutes != b->nroutes || a->nlisteners != b->nlisteners || a->npools != b->npools)
+        return false;
+    for (size_t i = 0; i < a->nroutes; i++) {
+        const struct conf_route *ra = &a->routes[i], *rb = &b->routes[i];
+        if (ra->fallback.body_len != rb->fallback.body_len || !ra->fallback.body != !rb->fallback.body ||
+            (ra->fallback.body && memcmp(ra->fallback.body, rb->fallback.body, ra->fallback.body_len) != 0))
+            return false;
+    }
+    for (size_t i = 0; i < a->nlisteners; i++)
+        if (memcmp(a->listeners[i].files, b->listeners[i].files, sizeof(a->listeners[i].files)) != 0)
+            return false;
+    for (size_t i = 0; i < a->npools; i++)
+        if (memcmp(a->pools[i].tls.files, b->pools[i].tls.files, sizeof(a->pools[i].tls.files)) != 0)
+            return false;
+    return true;
+}
+
 bool conf_has_hostnames(const struct conf *c, int64_t *min_interval)
 {
     int64_t best = 0;

@@ -67,6 +67,7 @@ struct conf_listener {
     int tls_min_version;            /* 0x0303 = TLSv1.2, 0x0304 = TLSv1.3 */
     int64_t tls_ticket_rotation;    /* ms, default 1h; 0 = never (new keys with each load only) */
     struct tls_server *tls;         /* built at load when tls_enabled (certificates checked) */
+    unsigned char files[32];        /* tls_files_digest of each certificate's cert and key, in order */
     size_t item;                    /* its position in `listen:` (from 0), for messages */
     /* A listener whose host is a name binds every address of it, as nginx does (localhost: ::1
      * and 127.0.0.1). The first address is the listener itself; each other one is an alias entry
@@ -262,6 +263,18 @@ bool conf_pool_named(const struct conf_pool *p);
  * trust). The contexts themselves may differ (every reload builds its own): what was verified
  * or set up under a's settings holds under b's (a connection, a session, a health check). */
 bool conf_pool_tls_same(const struct conf_pool *a, const struct conf_pool *b);
+
+/* The files a snapshot read besides the configuration itself, each a path as the load opened it
+ * (relative ones joined to the config's directory): fallback files, TLS listeners' certificates and
+ * keys, TLS pools' CA file (not "system"), client certificate and key; in that order, an alias
+ * listener's left out (its first address's are the same). Fills paths[0..max) and returns how many
+ * there are (may be more than max). The strings are the snapshot's. */
+size_t conf_files(const struct conf *c, const char **paths, size_t max);
+/* a and b (loaded from the same text: the same routes, listeners and pools in the same order) hold
+ * what the same contents of those files gave: every fallback body byte for byte, every TLS
+ * listener's and pool's file digest (taken at load: tls_files_digest). A watch_config event that
+ * left the text and these the same is dropped (main.c); SIGHUP always reloads. */
+bool conf_files_same(const struct conf *a, const struct conf *b);
 
 /* Fills a from sa (AF_INET or AF_INET6; its port is ignored) with `port` and the text form
  * "1.2.3.4:80" / "[::1]:80". Returns 0, or -1 for another family. a and sa may not overlap. */

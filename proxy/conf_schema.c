@@ -1166,11 +1166,11 @@ static void conf_post_pool_tls(struct conf_loader *ld, yaml_node_t *map, void *o
         memcpy(p->tls.files, dp->tls.files, sizeof p->tls.files);
         return;
     }
+    /* (digested before the context reads them: tls_files_digest says why) */
+    tls_client_files_digest(p->tls.ca, p->tls.client_cert, p->tls.client_key, p->tls.files);
     p->tls.ctx = tls_client_new(p->tls.verify, p->tls.ca, p->tls.client_cert, p->tls.client_key, err, sizeof err,
                                 &which);
-    if (p->tls.ctx)
-        tls_client_files_digest(p->tls.ca, p->tls.client_cert, p->tls.client_key, p->tls.files);
-    else {
+    if (!p->tls.ctx) {
         at = conf_lookup(ld, map, keys[which]);
         conf_err(ld, at ? at : map, "%s", err);
         if (which < 1 && strcmp(p->tls.ca, "system"))
@@ -1203,10 +1203,24 @@ static void conf_post_listener_tls(struct conf_loader *ld, yaml_node_t *map, voi
         same = !strcmp(dl->certs[i].cert, l->certs[i].cert) && !strcmp(dl->certs[i].key, l->certs[i].key);
     if (same) {
         l->tls = tls_server_ref(dl->tls);
+        memcpy(l->files, dl->files, sizeof l->files);
         return;
     }
     if (!(certs = conf_calloc(ld, l->ncerts, sizeof *certs)))
         return;
+    /* what a watch_config reload compares (main.c), digested before the files are read for use
+     * (tls_files_digest says why) */
+    const char **paths = conf_calloc(ld, 2 * l->ncerts, sizeof *paths);
+    if (!paths) {
+        free(certs);
+        return;
+    }
+    for (size_t i = 0; i < l->ncerts; i++) {
+        paths[2 * i] = l->certs[i].cert;
+        paths[2 * i + 1] = l->certs[i].key;
+    }
+    tls_files_digest(paths, 2 * l->ncerts, l->files);
+    free(paths);
     for (size_t i = 0; i < l->ncerts; i++) {
         yaml_node_t *item = conf_node(ld, list->data.sequence.items.start[i]);
         int which;

@@ -295,18 +295,39 @@ struct file_id {
     struct timespec mtime, ctime;
 };
 
-/* watch_config's inotify descriptor and timers (see watch_add_all below), and the file as last
- * seen. */
-static struct { int fd; ev_io io; ev_timer debounce; bool on; struct file_id seen; } watch = { .fd = -1 };
+/* watch_config's inotify descriptor and timers (see watch_add_all below), the files watched (the
+ * config, then the files the running snapshot read: conf_files) and each as last seen, and the
+ * inotify watches the last watch_add_all made. At most WATCH_FILES_MAX files besides the config
+ * are watched (three inotify watches and a stat each, on the main loop: kept bounded); a change to
+ * one past them takes effect with the next change to a watched one (the reload it makes compares
+ * every file the snapshot read: take_loaded), or at SIGHUP. */
+#define WATCH_FILES_MAX 64
+#define WATCH_WDS_MAX (3 * (1 + WATCH_FILES_MAX))
+static struct {
+    int fd;
+    ev_io io;
+    ev_timer debounce;
+    bool on;
+    struct conf *files_of;              /* the snapshot paths[1..] belong to (a reference) */
+    const char *paths[1 + WATCH_FILES_MAX];   /* conf_path, then files_of's files */
+    struct file_id seen[1 + WATCH_FILES_MAX];
+    size_t npaths;
+    int wd[WATCH_WDS_MAX];
+    size_t nwd;
+} watch = { .fd = -1 };
 static void watch_stop(struct ev_loop *loop)
 {
     if (!watch.on)
         return;
     ev_io_stop(loop, &watch.io);
     ev_timer_stop(loop, &watch.debounce);
-    close(watch.fd);
+    close(watch.fd);   /* (its watches with it) */
     watch.fd = -1;
     watch.on = false;
+    conf_unref(watch.files_of);
+    watch.files_of = NULL;
+    watch.npaths = 0;
+    watch.nwd = 0;
 }
 
 /* metrics.h's reset hook: a slot given to a new route or server starts at 0 in every worker slot
@@ -523,35 +544,66 @@ static void apply_conf(struct ev_loop *loop, struct conf *nc, const char *why, i
 }
 
 /* watch_config: inotify on the file, the directory it is named in and the directory it resolves
- * to. Kubernetes updates a ConfigMap volume by swapping the `..data` symlink in the directory (the
- * file is a symlink through it), editors and `mv` replace the file by a rename, `>` rewrites it in
- * place: each shows up as one of these events. A directory's events also report every other file
- * in it (the access log written next to the config, say): a batch of events counts only when the
- * file, stat'ed through its symlinks, is not what it was (another inode, size, mtime or ctime), so
- * writes elsewhere never hold a reload back. Changes are debounced (a burst from one update makes
- * one reload, 200 ms after the last change seen); a reload whose file has the same bytes as the
- * running one is dropped. Watches are re-added after each burst, since a rename or swap replaces
- * what the old ones watched. */
+ * to, and the same for each file the running snapshot read (fallback files, TLS certificates, keys
+ * and CA files: SIGHUP reads them again, so a change to one reloads as well). Kubernetes updates a
+ * ConfigMap or Secret volume by swapping the `..data` symlink in the directory (each file is a
+ * symlink through it), editors and `mv` replace a file by a rename, `>` rewrites it in place: each
+ * shows up as one of these events. A directory's events also report every other file in it (the
+ * access log written next to the config, say): a batch of events counts only when one of the
+ * watched files, stat'ed through its symlinks, is not what it was (another inode, size, mtime or
+ * ctime), so writes elsewhere never hold a reload back. Changes are debounced (a burst from one
+ * update makes one reload, 200 ms after the last change seen); a reload whose config has the same
+ * bytes as the running one and whose files gave the same contents (conf_files_same) is dropped.
+ * Watches are re-added after each burst, since a rename or swap replaces what the old ones
+ * watched, and those no longer made (a directory a reload stopped naming) are removed. */
 #define WATCH_DEBOUNCE 0.2
+
+static void watch_add(int *wds, size_t *n, const char *path, uint32_t mask)
+{
+    int wd = inotify_add_watch(watch.fd, path, mask);
+
+    if (wd < 0)
+        return;
+    for (size_t i = 0; i < *n; i++)
+        if (wds[i] == wd)
+            return;   /* (a directory that holds several of the files) */
+    if (*n < WATCH_WDS_MAX)
+        wds[(*n)++] = wd;
+}
 
 static void watch_add_all(void)
 {
-    char *copy, *real;
     const uint32_t dir_mask = IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_CLOSE_WRITE | IN_DELETE |
                               IN_ATTRIB | IN_MODIFY;
     const uint32_t file_mask = IN_CLOSE_WRITE | IN_MODIFY | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF;
+    int wds[WATCH_WDS_MAX];
+    size_t n = 0;
 
-    (void)inotify_add_watch(watch.fd, conf_path, file_mask);
-    copy = strdup(conf_path);
-    if (copy) {
-        (void)inotify_add_watch(watch.fd, dirname(copy), dir_mask | IN_DONT_FOLLOW);
-        free(copy);
+    for (size_t i = 0; i < watch.npaths; i++) {
+        const char *path = watch.paths[i];
+        char *copy, *real;
+        watch_add(wds, &n, path, file_mask);
+        copy = strdup(path);
+        if (copy) {
+            watch_add(wds, &n, dirname(copy), dir_mask | IN_DONT_FOLLOW);
+            free(copy);
+        }
+        real = realpath(path, NULL);
+        if (real) {
+            watch_add(wds, &n, dirname(real), dir_mask);
+            free(real);
+        }
     }
-    real = realpath(conf_path, NULL);
-    if (real) {
-        (void)inotify_add_watch(watch.fd, dirname(real), dir_mask);
-        free(real);
+    for (size_t i = 0; i < watch.nwd; i++) {
+        bool kept = false;
+        for (size_t j = 0; j < n && !kept; j++)
+            kept = wds[j] == watch.wd[i];
+        if (!kept)   /* no longer wanted (one the kernel dropped already, its directory
+                      * deleted, fails with EINVAL: nothing to undo) */
+            (void)inotify_rm_watch(watch.fd, watch.wd[i]);
     }
+    memcpy(watch.wd, wds, n * sizeof wds[0]);
+    watch.nwd = n;
 }
 
 static struct file_id file_id_of(const char *path)
@@ -583,27 +635,88 @@ static void on_watch_debounce(struct ev_loop *loop, ev_timer *t, int revents)
     loader_post(JOB_WATCH, NULL, 0);
 }
 
-static void on_watch_event(struct ev_loop *loop, ev_io *io, int revents)
+/* One look at the files after the debounce: a change that has no event of its own (made before
+ * the watches were, or before a file was among them) is reloaded, and dropped when nothing is
+ * new (take_loaded). */
+static void watch_look(struct ev_loop *loop)
 {
-    char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
-    struct file_id now;
-
-    (void)revents;
-    while (read(io->fd, buf, sizeof buf) > 0)
-        ;   /* which event does not matter: the file's identity says whether it changed */
-    now = file_id_of(conf_path);
-    if (file_id_same(&now, &watch.seen))
-        return;
-    watch.seen = now;
     watch.debounce.repeat = WATCH_DEBOUNCE;
     ev_timer_again(loop, &watch.debounce);
 }
 
-/* Starts or stops watching as the running configuration says. */
+static void on_watch_event(struct ev_loop *loop, ev_io *io, int revents)
+{
+    char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+    bool changed = false;
+
+    (void)revents;
+    while (read(io->fd, buf, sizeof buf) > 0)
+        ;   /* which event does not matter: the files' identities say whether one changed */
+    for (size_t i = 0; i < watch.npaths; i++) {
+        struct file_id now = file_id_of(watch.paths[i]);
+        if (!file_id_same(&now, &watch.seen[i])) {
+            watch.seen[i] = now;
+            changed = true;
+        }
+    }
+    if (changed)
+        watch_look(loop);
+}
+
+/* The files to watch are the running snapshot's: taken again when another one runs. A file the
+ * previous list had keeps what was seen of it (a change seen since stays to be reloaded); a new
+ * one is stat'ed now. Returns -1: the same list as before; 0: another list; 1: one with a file the
+ * previous one did not have (to be looked at once). Watches are made by the caller. */
+static int watch_files_take(void)
+{
+    const char *paths[1 + WATCH_FILES_MAX];
+    struct file_id seen[1 + WATCH_FILES_MAX];
+    size_t total, n;
+    bool fresh = false, same;
+
+    if (watch.files_of == current->conf)
+        return -1;
+    paths[0] = conf_path;
+    total = conf_files(current->conf, paths + 1, WATCH_FILES_MAX);
+    n = 1 + (total < WATCH_FILES_MAX ? total : WATCH_FILES_MAX);
+    if (total > WATCH_FILES_MAX)
+        log_warn("watch_config: the configuration reads %zu files; changes to the first %d are watched, "
+                 "the others take effect with a change to %s or at SIGHUP", total, WATCH_FILES_MAX, conf_path);
+    same = n == watch.npaths;
+    for (size_t i = 0; i < n; i++) {
+        size_t j = 0;
+        while (j < watch.npaths && strcmp(watch.paths[j], paths[i]) != 0)
+            j++;
+        same &= j == i;
+        if (j < watch.npaths) {
+            seen[i] = watch.seen[j];
+        } else {
+            seen[i] = file_id_of(paths[i]);
+            fresh = true;
+        }
+    }
+    memcpy(watch.paths, paths, n * sizeof paths[0]);
+    memcpy(watch.seen, seen, n * sizeof seen[0]);
+    watch.npaths = n;
+    conf_unref(watch.files_of);   /* (after the copy: the old paths pointed into it) */
+    watch.files_of = conf_ref(current->conf);
+    return same ? -1 : fresh;
+}
+
+/* Starts or stops watching as the running configuration says, and watches the files the running
+ * snapshot read. */
 static void watch_update(struct ev_loop *loop)
 {
     bool want = current->conf->watch_config;
 
+    if (want && watch.on) {
+        int taken = watch_files_take();
+        if (taken >= 0)
+            watch_add_all();   /* (and those of the files no longer read removed) */
+        if (taken > 0)
+            watch_look(loop);   /* a file the previous snapshot did not read */
+        return;
+    }
     if (want == watch.on)
         return;
     if (want) {
@@ -612,17 +725,21 @@ static void watch_update(struct ev_loop *loop)
             log_error("watch_config: inotify: %s; reload with SIGHUP", strerror(errno));
             return;
         }
+        watch.on = true;
+        watch.npaths = 0;
+        watch.nwd = 0;
+        (void)watch_files_take();
         watch_add_all();
-        watch.seen = file_id_of(conf_path);
         ev_io_init(&watch.io, on_watch_event, watch.fd, EV_READ);
         ev_io_start(loop, &watch.io);
         ev_init(&watch.debounce, on_watch_debounce);
         /* A change made between the load and these watches (the workers accept before this
-         * runs) has no event: one look at the file, dropped when its bytes are the running ones */
-        watch.debounce.repeat = WATCH_DEBOUNCE;
-        ev_timer_again(loop, &watch.debounce);
-        watch.on = true;
-        log_info("watch_config: watching %s", conf_path);
+         * runs) has no event: one look at the files, dropped when nothing is new */
+        watch_look(loop);
+        if (watch.npaths > 1)
+            log_info("watch_config: watching %s and %zu file(s) it reads", conf_path, watch.npaths - 1);
+        else
+            log_info("watch_config: watching %s", conf_path);
     } else {
         watch_stop(loop);
     }
@@ -678,8 +795,10 @@ static void take_loaded(struct ev_loop *loop, struct conf *nc, int job, unsigned
         return;
     }
     if (job == JOB_WATCH && nc && nc->source_len == current->conf->source_len &&
-        memcmp(nc->source, current->conf->source, nc->source_len) == 0) {
-        conf_unref(nc);   /* an event in the directory that did not change the file */
+        memcmp(nc->source, current->conf->source, nc->source_len) == 0 && conf_files_same(nc, current->conf)) {
+        /* an event that changed neither the file nor a file it reads (a fallback body, a
+         * certificate: SIGHUP reads them again, and so must this; SPEC §2) */
+        conf_unref(nc);
         close_fd(log_fd);
         return;
     }
@@ -700,7 +819,7 @@ static void take_loaded(struct ev_loop *loop, struct conf *nc, int job, unsigned
         return;
     }
     if (job == JOB_WATCH)
-        log_info("config watch: %s changed; reloading", conf_path);
+        log_info("config watch: %s or a file it reads changed; reloading", conf_path);
     if (job != JOB_RESOLVE) {
         char why[512];
         bool moving = admin_changed(nc);

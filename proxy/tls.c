@@ -566,18 +566,15 @@ static int digest_file(EVP_MD_CTX *md, const char *path)
     return n == 0 && total == (uint64_t)st.st_size ? 0 : -1;
 }
 
-void tls_client_files_digest(const char *ca, const char *client_cert, const char *client_key,
-                             unsigned char out[32])
+void tls_files_digest(const char *const *paths, size_t n, unsigned char out[32])
 {
-    const char *paths[3] = { ca && strcmp(ca, "system") ? ca : "", client_cert ? client_cert : "",
-                             client_key ? client_key : "" };
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     unsigned len = 0;
     int ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
 
-    for (int i = 0; ok && i < 3; i++) {
+    for (size_t i = 0; ok && i < n; i++) {
         uint64_t none = UINT64_MAX;   /* no file here: not the same as an empty one */
-        if (!*paths[i])
+        if (!paths[i] || !*paths[i])
             ok = EVP_DigestUpdate(md, &none, sizeof(none)) == 1;
         else
             ok = digest_file(md, paths[i]) == 0;
@@ -586,6 +583,14 @@ void tls_client_files_digest(const char *ca, const char *client_cert, const char
     EVP_MD_CTX_free(md);
     if (!ok && RAND_bytes(out, 32) != 1)
         memset(out, 0xa5, 32);   /* (never: RAND_bytes seeded from the kernel) */
+}
+
+void tls_client_files_digest(const char *ca, const char *client_cert, const char *client_key,
+                             unsigned char out[32])
+{
+    const char *paths[3] = { ca && strcmp(ca, "system") ? ca : "", client_cert, client_key };
+
+    tls_files_digest(paths, 3, out);
 }
 
 struct tls_client *tls_client_new(bool verify, const char *ca, const char *client_cert, const char *client_key,

@@ -111,6 +111,11 @@ void tls_server_free(struct tls_server *ts);
  * read gives a random digest (equal to no other). Loader thread: reads files. */
 void tls_client_files_digest(const char *ca, const char *client_cert, const char *client_key,
                              unsigned char out[32]);
+/* The same over any list of files (NULL or "": none there), as a listener's certificates and keys.
+ * Taken before the files are read for use: a file replaced in between then leaves a digest that
+ * no later load matches (one reload more), never a digest of bytes newer than those in use (which
+ * a later load would match, keeping the older ones). Loader thread: reads files. */
+void tls_files_digest(const char *const *paths, size_t n, unsigned char out[32]);
 
 /* Builds a pool's client context. ca: "system" or a PEM file; client_cert/key may be "".
  * Returns NULL with err filled and *which = 0 (ca), 1 (client_cert), 2 (client_key). */

@@ -146,3 +146,113 @@ def test_watch_config_reads_the_file_once_per_change(lifeline, upstream):
     n = lf.stderr_text().count("keeping the running configuration")
     assert n == 1, "one invalid write reported %d times:\n%s" % (n, lf.stderr_text()[-2000:])
     assert lf.fetch("GET", "/echo").status == 200
+
+
+# ---- files the config reads (fallback files, TLS certificates): SIGHUP reads them again, so a
+# change to one is a change to the configuration ----------------------------------------------
+
+def _k8s_publish(d, ts, files):
+    """kubelet's update of a ConfigMap or Secret volume at d: the files written to d/ts, then the
+    ..data symlink swapped to it (d/NAME -> ..data/NAME stays)."""
+    os.mkdir(os.path.join(d, ts))
+    for name, data in files.items():
+        with open(os.path.join(d, ts, name), "wb") as f:
+            f.write(data)
+    tmp = os.path.join(d, "..data_tmp")
+    os.symlink(ts, tmp)
+    os.replace(tmp, os.path.join(d, "..data"))
+
+
+def _k8s_link(d, names):
+    """d/NAME becomes a symlink through ..data, as kubelet lays a volume out."""
+    for name in names:
+        link = os.path.join(d, name + ".lnk")
+        os.symlink(os.path.join("..data", name), link)
+        os.replace(link, os.path.join(d, name))
+
+
+def test_watch_config_kubernetes_swap_that_changes_only_a_fallback_file(lifeline, tmp_path):
+    """A ConfigMap update that changes only fallback.txt (lifeline.yaml byte for byte the same) was
+    dropped as "the same file": the old body kept being served, no reload counted, nothing logged,
+    while SIGHUP picked it up (found by a review). The swap reloads as SIGHUP does (SPEC §2)."""
+    from faults import refused
+    (tmp_path / "fallback.txt").write_bytes(b"maintenance v1\n")   # (the config's directory)
+    lf = lifeline(pools={"p": pool(refused())},
+                  routes=[{"pool": "p", "fallback": {"status": 503, "file": "fallback.txt"}}],
+                  extra={"watch_config": True})
+    d, name = os.path.dirname(lf.cfg_path), os.path.basename(lf.cfg_path)
+    with open(lf.cfg_path, "rb") as f:
+        text = f.read()
+    assert lf.fetch("GET", "/").body == b"maintenance v1\n"
+    # kubelet's layout, the same bytes reached through ..data (nothing new: no reload)
+    _k8s_publish(d, "..2026_01", {name: text, "fallback.txt": b"maintenance v1\n"})
+    _k8s_link(d, [name, "fallback.txt"])
+    time.sleep(t(0.8))
+    n = reloads(lf)
+    assert n == 0 and lf.fetch("GET", "/").body == b"maintenance v1\n", lf.stderr_text()[-2000:]
+    _k8s_publish(d, "..2026_02", {name: text, "fallback.txt": b"maintenance v2\n"})   # only the fallback
+    wait_for(lambda: lf.fetch("GET", "/").body == b"maintenance v2\n", t(5),
+             what="fallback v2; stderr tail:\n%s" % lf.stderr_text()[-2000:])
+    assert reloads(lf) == n + 1, lf.stderr_text()[-2000:]
+    # a swap to the same contents again: nothing to reload
+    _k8s_publish(d, "..2026_03", {name: text, "fallback.txt": b"maintenance v2\n"})
+    time.sleep(t(0.8))
+    assert reloads(lf) == n + 1, lf.stderr_text()[-2000:]
+
+
+def test_watch_config_fallback_file_in_another_directory(lifeline, tmp_path):
+    """A file the config reads from another directory is watched too: an edit in place or a rename
+    over it reloads; the same bytes written again do not."""
+    from faults import refused
+    pages = tmp_path / "pages"
+    pages.mkdir()
+    page = pages / "sorry.txt"
+    page.write_bytes(b"one\n")
+    lf = lifeline(pools={"p": pool(refused())},
+                  routes=[{"pool": "p", "fallback": {"status": 503, "file": str(page)}}],
+                  extra={"watch_config": True})
+    assert lf.fetch("GET", "/").body == b"one\n"
+    time.sleep(t(0.5))   # (the look at start)
+    page.write_bytes(b"two\n")   # in place
+    wait_reloads(lf, 1)
+    wait_for(lambda: lf.fetch("GET", "/").body == b"two\n", t(5), what="the edit")
+    (pages / "sorry.tmp").write_bytes(b"three\n")
+    os.replace(str(pages / "sorry.tmp"), str(page))   # renamed over it
+    wait_reloads(lf, 2)
+    wait_for(lambda: lf.fetch("GET", "/").body == b"three\n", t(5), what="the rename")
+    page.write_bytes(b"three\n")   # the same bytes: loaded, nothing new, dropped
+    time.sleep(t(0.8))
+    assert reloads(lf) == 2, lf.stderr_text()[-2000:]
+    assert "keeping the running configuration" not in lf.stderr_text()
+
+
+def test_watch_config_kubernetes_secret_swap_of_a_listener_certificate(lifeline, upstream, tmp_path):
+    """A certificate renewed through a Secret volume (tls.crt and tls.key swapped with ..data, in
+    another directory than the config, which stays the same) is served after the swap without a
+    SIGHUP."""
+    import ssl
+    from test_tls import _make_ca, _make_cert, _served_der
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    _make_ca(pki, "ca")
+    old = _make_cert(pki, "ca", "old", "a.test", "DNS:a.test")
+    new = _make_cert(pki, "ca", "new", "a.test", "DNS:a.test")
+    secret = tmp_path / "secret"
+    secret.mkdir()
+
+    def files(c):
+        return {"tls.crt": open(c["cert"], "rb").read(), "tls.key": open(c["key"], "rb").read()}
+
+    def der(c):
+        return ssl.PEM_cert_to_DER_cert(open(c["cert"]).read())
+
+    _k8s_publish(str(secret), "..2026_01", files(old))
+    _k8s_link(str(secret), ["tls.crt", "tls.key"])
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, extra={"watch_config": True},
+                  listen_tls={"certificates": [{"cert": str(secret / "tls.crt"), "key": str(secret / "tls.key")}]})
+    assert _served_der(lf.port, "a.test") == der(old)
+    time.sleep(t(0.5))   # (the look at start)
+    _k8s_publish(str(secret), "..2026_02", files(new))
+    wait_reloads(lf, 1)
+    wait_for(lambda: _served_der(lf.port, "a.test") == der(new), t(5), what="the new certificate")
