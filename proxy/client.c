@@ -783,6 +783,19 @@ static int client_out_unfit(struct client *c, bool grow)
     return grow && !c->answer_done ? worker_buf_grow(c->w, &c->out) : 0;
 }
 
+/* How far the socket has sent now, as the mark send_timeout's check compares the client's
+ * acknowledged count with (client_send_progress); left as it was when the count cannot be had
+ * (not TCP, or a kernel before 4.1: then only the socket turning writable counts, as before). 32
+ * bits are enough: the check compares the difference, and a client taking 2 GiB is never stuck
+ * for a whole send_timeout. */
+static void client_sent_mark(struct client *c)
+{
+    uint64_t sent, acked;
+
+    if (xprt_bytes_sent_acked(&c->x, &sent, &acked))
+        c->stall_sent = (uint32_t)sent;
+}
+
 /* Gives the output buffer back to the worker. */
 static void client_out_put(struct client *c)
 {
@@ -795,6 +808,7 @@ void client_flush(struct client *c)
     struct iovec iov;
     ssize_t r;
     struct spipe *p = NULL;
+    bool took = false;
 
     if (c->closed || c->write_blocked)
         return;
@@ -818,8 +832,10 @@ void client_flush(struct client *c)
         if (from_out)
             buf_consume(&c->out, (size_t)r);
         c->bytes_out += (uint64_t)r;
-        if (r > 0)
+        if (r > 0) {
             c->last_write = clock_now();
+            took = true;
+        }
         if (c->out.len || (!from_out && p->len)) {
             c->write_blocked = true;
             client_io_on(c, EV_WRITE);
@@ -827,10 +843,14 @@ void client_flush(struct client *c)
              * (EV_WRITE), and the output is cut down to what is pending. */
             client_out_fit(c);
             /* send_timeout counts from the last byte the socket took, or from the start of the
-             * stall when it took none (a socket left full by an earlier answer). */
-            if (!c->send_stall) {
+             * stall when it took none (a socket left full by an earlier answer). How far the
+             * socket has sent is marked with it: the client acknowledging bytes beyond that is
+             * its progress (client_send_progress). */
+            if (!c->send_stall || took) {
                 c->send_stall = true;
-                c->last_write = clock_now();
+                if (!took)
+                    c->last_write = clock_now();
+                client_sent_mark(c);
             }
             client_timer_arm(c);
             return;
@@ -1058,6 +1078,34 @@ static bool client_io_first(struct ev_loop *loop, struct client *c, int events)
     return c->closed;
 }
 
+/* send_timeout is due and the socket is still not writable by epoll's measure, which is not the
+ * client's: Linux reports a TCP socket writable only once a third of its send queue is free, and
+ * it grows that queue to megabytes (3.5 MB on loopback). A client reading steadily at less than a
+ * third of the queue per send_timeout was reset mid-body although a write would have been taken
+ * long before. Its progress: its TCP acknowledged bytes that left the socket after the mark
+ * (client_sent_mark: the start of the stall, the last byte the socket took, or the previous check
+ * that saw progress), so its window opened meanwhile. Not merely bytes acknowledged since the mark:
+ * those in flight at the mark are acknowledged late by a delayed ACK (40 ms), and a client that
+ * never read was cut at twice send_timeout. With progress, the stall counts again from now and the
+ * write is tried (the kernel takes bytes whenever the queue has room). A client that reads
+ * nothing, or a byte a second, keeps its receive window shut: nothing new is sent, and it is cut.
+ * So one that stops reading is cut between send_timeout and twice send_timeout after the last byte
+ * it acknowledged (README). Returns true when c closed meanwhile; otherwise c->last_write says
+ * whether the deadline moved. */
+static bool client_send_progress(struct ev_loop *loop, struct client *c)
+{
+    uint64_t sent, acked;
+
+    if (!xprt_bytes_sent_acked(&c->x, &sent, &acked) || (int32_t)((uint32_t)acked - c->stall_sent) <= 0)
+        return false;
+    c->stall_sent = (uint32_t)sent;
+    c->last_write = clock_now();
+    if (!c->write_blocked || !(client_io_events(c) & EV_WRITE))
+        return false;
+    client_io_cb(loop, &c->io, EV_WRITE);
+    return c->closed;
+}
+
 /* The one timer (client_timer_arm): the send side first (a stall past send_timeout closes; the
  * stuck output's pages go back after OUT_SHED_AFTER), then the read side's deadline for the phase;
  * a deadline not reached yet re-arms it, none at all stops it. */
@@ -1070,7 +1118,9 @@ static void client_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     (void)revents;
     c->cut_slot = false;
     if (c->send_stall && c->last_write + ms(c->conf->client.send_timeout) <= now + 0.0005 &&
-        client_io_first(loop, c, EV_WRITE))
+        (client_io_first(loop, c, EV_WRITE) ||
+         (c->send_stall && c->last_write + ms(c->conf->client.send_timeout) <= now + 0.0005 &&
+          client_send_progress(loop, c))))
         return;
     if (c->send_stall) {
         if (c->last_write + ms(c->conf->client.send_timeout) <= now + 0.0005) {

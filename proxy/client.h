@@ -21,9 +21,10 @@
  * between body bytes and idle_timeout between requests from `last_read`, the lingering close;
  * while a head is read, `last_read` is when it started, which its log line's duration needs), the
  * send side's from `last_write` while output is stuck (`send_stall`: send_timeout since the socket
- * last took a byte). The timer runs for the earlier of the two and is updated lazily: it may run
- * for an earlier deadline than the current one, and its callback re-arms itself for the current
- * one or stops when there is none. What a timeout does (a 408, a close, a reset) is paced per worker
+ * last took a byte, or since a check saw the client acknowledge one sent after that: `stall_sent`).
+ * The timer runs for the earlier of the two and is updated lazily: it may run for an earlier
+ * deadline than the current one, and its callback re-arms itself for the current one or stops
+ * when there is none. What a timeout does (a 408, a close, a reset) is paced per worker
  * (client.c, client_cut_wait): thousands of connections that time out together are cut over a
  * bounded stretch, not in one loop turn.
  */
@@ -93,6 +94,10 @@ struct client {
     bool drain_grace : 1;               /* served, idle, its next request unread at the drain: head_deadline
                                          * (the grace) bounds it, not idle_timeout (client_drain) */
     unsigned served;                    /* requests answered on this connection */
+    uint32_t stall_sent;                /* while output is stuck: how far the socket had sent (low 32
+                                         * bits) when last_write was last set; the client's TCP
+                                         * acknowledging beyond it is its progress (client.c,
+                                         * client_send_progress). In the hole before bytes_out */
     uint64_t bytes_out;                 /* bytes queued for the client so far (written or in out) */
 };
 

@@ -101,14 +101,25 @@ int xprt_set_nonblock(int fd)
     return 0;
 }
 
-bool xprt_bytes_acked(const struct xprt *x, uint64_t *acked)
+/* Whether the kernel filled struct tcp_info's member m (it copies as much as it knows of). */
+#define TCPI_HAS(len, m) ((len) >= offsetof(struct tcp_info, m) + sizeof(((struct tcp_info *)0)->m))
+
+bool xprt_bytes_sent_acked(const struct xprt *x, uint64_t *sent, uint64_t *acked)
 {
     struct tcp_info ti;
     socklen_t len = sizeof(ti);
 
-    if (x->fd < 0 || getsockopt(x->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 ||
-        len < offsetof(struct tcp_info, tcpi_bytes_acked) + sizeof(ti.tcpi_bytes_acked))
+    if (x->fd < 0 || getsockopt(x->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 || !TCPI_HAS(len, tcpi_bytes_acked))
         return false;   /* (a kernel before 4.1 has no such count) */
     *acked = ti.tcpi_bytes_acked;
+    if (sent)
+        *sent = TCPI_HAS(len, tcpi_bytes_retrans) && ti.tcpi_bytes_sent >= ti.tcpi_bytes_retrans + ti.tcpi_bytes_acked
+                    ? ti.tcpi_bytes_sent - ti.tcpi_bytes_retrans
+                    : ti.tcpi_bytes_acked;   /* (4.19 added them) */
     return true;
+}
+
+bool xprt_bytes_acked(const struct xprt *x, uint64_t *acked)
+{
+    return xprt_bytes_sent_acked(x, NULL, acked);
 }

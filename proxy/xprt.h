@@ -62,5 +62,11 @@ int xprt_set_nonblock(int fd);
  * included): bytes that left the socket's send buffer for the peer, which a peer reading slowly
  * takes long after they were written. One getsockopt(TCP_INFO). false: unknown. */
 bool xprt_bytes_acked(const struct xprt *x, uint64_t *acked);
+/* xprt_bytes_acked, and in *sent how far the connection has sent (each byte counted once: bytes
+ * sent less bytes retransmitted). A byte acknowledged beyond an earlier `sent` left the socket
+ * after that moment, so the peer's window opened meanwhile: the bytes in flight then, which a
+ * delayed ACK acknowledges tens of milliseconds later, do not pass it. A kernel before 4.19 counts
+ * no bytes sent: *sent is then *acked. */
+bool xprt_bytes_sent_acked(const struct xprt *x, uint64_t *sent, uint64_t *acked);
 
 #endif

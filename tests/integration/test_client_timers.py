@@ -252,6 +252,106 @@ def test_send_timeout_resets_rather_than_closes(lifeline, upstream):
     lf.assert_alive()
 
 
+# A reader steady enough never to stall, slow enough that epoll does not report lifeline's socket
+# writable within send_timeout: Linux does that once a third of the send queue is free, and grows
+# the queue to megabytes on loopback (3.5 MB here). READ_PER_PERIOD bytes a send_timeout is well
+# below that third; STEADY_BODY is larger than the queue, so that lifeline's output stalls.
+READ_PER_PERIOD = 500_000
+STEADY_BODY = 5 << 20
+
+
+def read_steadily(sock, rate, limit, stop_after=None):
+    """Reads sock (plain or TLS) at `rate` B/s, paced by bytes read so far (no gap much longer than
+    one small read), until EOF, an error, `limit` s, or `stop_after` bytes. Then, when stopped
+    early, waits up to the time left for the connection's end without reading another byte
+    (poll's POLLERR/POLLHUP: the socket still holds unread bytes). Returns (data, ending, when
+    the reading stopped, when it ended), times from the call."""
+    import select as sel
+    got, t0 = [], time.monotonic()
+    n, ending, stopped = 0, None, None
+    sock.settimeout(t(2))
+    while ending is None:
+        now = time.monotonic() - t0
+        if now > limit:
+            ending = "still open"
+            break
+        if stop_after is not None and n >= stop_after:
+            stopped = now
+            break
+        try:
+            d = sock.recv(16384)
+        except (ConnectionResetError, BrokenPipeError):
+            ending = "reset"
+            break
+        except OSError as e:           # socket.timeout, ssl errors after a reset
+            ending = "error: %r" % (e,)
+            break
+        if not d:
+            ending = "EOF"
+            break
+        got.append(d)
+        n += len(d)
+        ahead = t0 + n / rate - time.monotonic()
+        if ahead > 0:
+            time.sleep(ahead)
+    if stopped is not None:
+        p = sel.poll()
+        p.register(sock.fileno(), 0)   # POLLERR/POLLHUP are always reported
+        while ending is None and time.monotonic() - t0 < limit:
+            if p.poll(20):
+                ending = "reset"
+    return b"".join(got), ending, stopped, time.monotonic() - t0
+
+
+def test_send_timeout_spares_a_client_reading_steadily_behind_a_large_send_queue(lifeline, upstream):
+    """SPEC §2: send_timeout is the longest stall writing to a slow client. A client reading
+    steadily at less than a third of lifeline's send queue per send_timeout never let epoll report
+    the socket writable within send_timeout, and was reset mid-body (after about 2 send_timeouts'
+    worth of bytes) although a write would have been taken long before. The bytes its TCP
+    acknowledged are its progress: it gets the whole answer."""
+    from conftest import pattern_sha
+    import hashlib
+    up = upstream()
+    st = t(0.5)
+    lf = start(lifeline, up, send_timeout=st)
+    c = Conn(lf.port, rcvbuf=8192)
+    try:
+        c.request("GET", "/bytes/%d" % STEADY_BODY)
+        data, ending, _, took = read_steadily(c.sock, READ_PER_PERIOD / st, limit=t(30))
+    finally:
+        c.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head[:100]
+    assert len(body) == STEADY_BODY, "%s after %.2fs with %d of %d body bytes (send_timeout %.2fs)" % (
+        ending, took, len(body), STEADY_BODY, st)
+    assert hashlib.sha256(body).hexdigest() == pattern_sha(STEADY_BODY)
+    lf.assert_alive()
+
+
+def test_send_timeout_cuts_a_steady_reader_once_it_stops(lifeline, upstream):
+    """The other side of the test above: a client that read steadily (each send_timeout check saw
+    it progress) and then stops reading is still reset, between send_timeout and twice
+    send_timeout after it stopped (README: the check after its last acknowledged byte re-arms,
+    the next one finds nothing new)."""
+    up = upstream()
+    st = t(0.5)
+    lf = start(lifeline, up, send_timeout=st)
+    c = Conn(lf.port, rcvbuf=8192)
+    try:
+        # (a body much larger than the send queue: what is left after the stop stays stuck in
+        # lifeline, not all handed to the kernel, which would leave nothing for send_timeout)
+        c.request("GET", "/bytes/%d" % (4 * STEADY_BODY))
+        data, ending, stopped, ended = read_steadily(c.sock, READ_PER_PERIOD / st, limit=t(20),
+                                                     stop_after=STEADY_BODY // 4)
+    finally:
+        c.close()
+    assert stopped is not None, (ending, len(data))
+    assert ending == "reset", "%s %.2fs after the client stopped reading (send_timeout %.2fs)" % (
+        ending, ended - stopped, st)
+    assert st - 0.05 <= ended - stopped <= 2 * st + t(0.5), (ended - stopped, st)
+    lf.assert_alive()
+
+
 def test_send_timeout_cut_is_logged_with_the_answers_status(lifeline, upstream, tmp_path):
     """lifeline cut the client (send_timeout), the client did not leave: the access log and
     lifeline_requests_total keep the status of the answer that was under way (as nginx logs a

@@ -449,6 +449,33 @@ def _cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def test_send_timeout_spares_a_tls_client_reading_steadily(lifeline, upstream, pki):
+    """As test_client_timers' test of a steady reader behind a large send queue, on TLS: the bytes
+    the client's TCP acknowledged count as its progress through the TLS transport too."""
+    import hashlib
+    from conftest import pattern_sha
+    from test_client_timers import READ_PER_PERIOD, STEADY_BODY, read_steadily
+    up = upstream()
+    st = t(0.5)
+    lf = lifeline(pools={"p": pool(up)}, listen_tls=base._listen_tls(pki), client={"send_timeout": dur(st)})
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    raw.settimeout(t(5))
+    raw.connect((HOST, lf.port))
+    s = base._client_ctx(pki).wrap_socket(raw, server_hostname="a.test")
+    try:
+        s.sendall(b"GET /bytes/%d HTTP/1.1\r\nHost: a.test\r\n\r\n" % STEADY_BODY)
+        data, ending, _, took = read_steadily(s, READ_PER_PERIOD / st, limit=t(30))
+    finally:
+        s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head[:100]
+    assert len(body) == STEADY_BODY, "%s after %.2fs with %d of %d body bytes (send_timeout %.2fs)" % (
+        ending, took, len(body), STEADY_BODY, st)
+    assert hashlib.sha256(body).hexdigest() == pattern_sha(STEADY_BODY)
+    lf.assert_alive()
+
+
 def test_answers_to_a_client_gone_after_close_notify_do_not_spin(lifeline, upstream, pki):
     """A client sends two pipelined requests and close_notify, then closes its socket (wrk does it
     at the end of a run). The first answer goes out (and draws a reset), the second one's write
