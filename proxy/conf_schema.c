@@ -26,6 +26,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdlib.h>
@@ -136,7 +137,61 @@ bool conf_open_files;
 
 /* -t (conf_open_files): a file access_log.path must open for appending, or the check fails at the
  * path's line instead of the start. Opened without truncating; one that did not exist is created
- * to prove it can be, and removed again. */
+ * to prove it can be, and removed again (conf_probe_log_file). */
+#define CONF_LINK_HOPS 40               /* symbolic links followed, as the kernel's ELOOP limit */
+
+/* Opens path for appending as a start does (O_CREAT follows a symbolic link, a dangling one
+ * included: the file is made where the link points), without leaving a file behind. A missing
+ * file is created with O_EXCL, so that the check removes only a file it made itself; O_EXCL
+ * never follows a final symbolic link (EEXIST even when it dangles: `access.log ->
+ * /data/logs/access.log` before the first start was refused), so such a link is followed here,
+ * hop by hop, and the file it ends at is created and removed (that name, never the link). The
+ * directories on the way are the kernel's to follow, as in a start. fd, or -1 with errno set. */
+static int conf_probe_log_file(const char *path)
+{
+    char cur[PATH_MAX], to[PATH_MAX], next[PATH_MAX];
+    int fd;
+
+    if (snprintf(cur, sizeof cur, "%s", path) >= (int)sizeof cur) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    for (int tries = 0; tries <= CONF_LINK_HOPS; tries++) {
+        ssize_t n;
+        fd = file_open(cur, O_WRONLY | O_APPEND, 0);
+        if (fd >= 0 || errno != ENOENT)
+            return fd;
+        fd = file_open(cur, O_WRONLY | O_APPEND | O_CREAT | O_EXCL, 0644);
+        if (fd >= 0) {
+            unlink(cur);   /* made by this open: the file the link pointed at, not the link */
+            return fd;
+        }
+        if (errno != EEXIST)
+            return -1;
+        /* cur is a symbolic link whose target is missing (or a file appeared since the first
+         * open: readlink says EINVAL, and the next round opens it) */
+        n = readlink(cur, to, sizeof to - 1);
+        if (n < 0 && errno == EINVAL)
+            continue;
+        if (n < 0)
+            return -1;
+        to[n] = 0;
+        if (to[0] == '/') {
+            memcpy(next, to, (size_t)n + 1);
+        } else {   /* relative to the directory that holds the link */
+            const char *slash = strrchr(cur, '/');
+            int dl = slash ? (int)(slash - cur) + 1 : 0;
+            if (snprintf(next, sizeof next, "%.*s%s", dl, cur, to) >= (int)sizeof next) {
+                errno = ENAMETOOLONG;
+                return -1;
+            }
+        }
+        memcpy(cur, next, strlen(next) + 1);
+    }
+    errno = ELOOP;
+    return -1;
+}
+
 static void conf_post_access_log(struct conf_loader *ld, yaml_node_t *map, void *obj, yaml_node_t *const *seen)
 {
     struct conf *c = obj;
@@ -147,12 +202,7 @@ static void conf_post_access_log(struct conf_loader *ld, yaml_node_t *map, void 
     (void)seen;
     if (!conf_open_files || !p || !strcmp(p, "stdout") || !strcmp(p, "stderr") || !strcmp(p, "off"))
         return;
-    fd = file_open(p, O_WRONLY | O_APPEND, 0);
-    if (fd < 0 && errno == ENOENT) {
-        fd = file_open(p, O_WRONLY | O_APPEND | O_CREAT | O_EXCL, 0644);
-        if (fd >= 0)
-            unlink(p);
-    }
+    fd = conf_probe_log_file(p);
     if (fd >= 0) {
         close(fd);
         return;

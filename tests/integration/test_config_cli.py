@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from conftest import HOST, free_port, run_cli, t
+from conftest import HOST, free_port, pool, run_cli, t
 
 
 def write(tmp_path, name, text):
@@ -404,6 +404,44 @@ def test_check_opens_the_access_log_file(tmp_path):
     r = run_cli(["-t", "-c", path])
     assert r.returncode == 0, r.stderr
     assert not os.path.exists(str(fresh))
+
+
+@pytest.mark.parametrize("target", ["absolute", "relative", "chain"])
+def test_check_accepts_an_access_log_symlink_to_a_file_not_made_yet(tmp_path, lifeline, upstream, target):
+    """access_log.path may be a symbolic link to a file not created yet (/var/log/lifeline/access.log
+    -> /data/logs/access.log before the first start): a start creates the file through the link.
+    -t retried a missing file with O_CREAT|O_EXCL, which refuses any final symlink (EEXIST), so it
+    failed with "cannot open for writing: File exists" a config that starts fine. It now follows
+    the link, proves the file can be made where it points, and removes that file, not the link.
+    A link into a directory that does not exist still fails, as the start does."""
+    import os
+    from ops import wait_access
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    link = tmp_path / "access.log"
+    real = logs / "access.log"
+    if target == "absolute":
+        os.symlink(str(real), str(link))
+    elif target == "relative":
+        os.symlink("logs/access.log", str(link))
+    else:   # a link to a (relative) link to the file
+        os.symlink("access.log", str(logs / "current.log"))
+        os.symlink(str(logs / "current.log"), str(link))
+    path = write(tmp_path, "l.yaml", ACCESS_LOG_CFG.format(path=str(link)))
+    r = run_cli(["-t", "-c", path])
+    assert r.returncode == 0, r.stderr
+    assert os.path.islink(str(link)) and not os.path.exists(str(real)), os.listdir(str(logs))
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, extra={"access_log": {"path": str(link)}})
+    assert lf.fetch("GET", "/echo/through-the-link").status == 200
+    lines = wait_access(str(real), lambda ls: len(ls) >= 1)
+    assert [ln["target"] for ln in lines] == ["/echo/through-the-link"], lines
+    lf.terminate()
+    dangling = tmp_path / "nowhere.log"
+    os.symlink(str(tmp_path / "no-such-dir" / "a.log"), str(dangling))
+    errs, _ = check_invalid(tmp_path, ACCESS_LOG_CFG.format(path=str(dangling)))
+    assert any(e[:2] == (4, 9) and "No such file or directory" in e[2] for e in errs), errs
+    assert os.path.islink(str(dangling))
 
 
 def test_check_certificate_entry_without_cert_or_key(tmp_path):
