@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -76,11 +77,37 @@ static int is_2xx(const char *resp, int got)
     return got == 12 || resp[12] == ' ' || resp[12] == '\r' || resp[12] == '\n';
 }
 
+/* The port of the URL's authority into out (6 bytes): 1 to 5 digits, 1 to 65535 (RFC 3986 §3.2.3: a
+ * port is digits; an empty one is the scheme's default, 80). Anything else is refused: the text
+ * went to getaddrinfo as it was, which took a service name (`:http`) and wrapped a number above
+ * 65535 (`:87686` probed port 22150, some other service, which may pass). false when invalid. */
+static bool probe_port(const char *s, char *out)
+{
+    unsigned v = 0;
+    size_t n = strlen(s);
+
+    if (n == 0) {
+        memcpy(out, "80", 3);
+        return true;
+    }
+    if (n > 5)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (unsigned)(s[i] - '0');
+    }
+    if (v < 1 || v > 65535)
+        return false;
+    snprintf(out, 6, "%u", v);
+    return true;
+}
+
 int probe(const char *url)
 {
-    char host[256], port[16] = "80", req[1024], resp[64];
-    const char *p, *path, *query = "";
-    struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *ai = NULL;
+    char host[256], port[6] = "80", req[1024], resp[64];
+    const char *p, *path, *query = "", *port_text = "";
+    struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV }, *ai = NULL;
     size_t hl;
     int fd = -1, rc = 1, n, got = 0, sent = 0;
     long long deadline = now_ms() + PROBE_TOTAL_MS;
@@ -100,24 +127,33 @@ int probe(const char *url)
     } else if (*path != '/') {
         path = "/";
     }
-    if (hl == 0 || hl >= sizeof(host))
+    if (hl == 0 || hl >= sizeof(host)) {
+        fprintf(stderr, "probe: invalid URL %s: no host, or a host too long\n", url);
         return 1;
+    }
     memcpy(host, p, hl);
     host[hl] = 0;
     if (host[0] == '[') {
         char *e = strchr(host, ']');
-        if (!e)
+        if (!e || (e[1] && e[1] != ':')) {
+            fprintf(stderr, "probe: invalid URL %s: a [v6] host is [address] or [address]:port\n", url);
             return 1;
+        }
         *e = 0;
         if (e[1] == ':')
-            snprintf(port, sizeof(port), "%s", e + 2);
+            port_text = e + 2;
         memmove(host, host + 1, strlen(host + 1) + 1);
     } else {
         char *c = strrchr(host, ':');
         if (c) {
             *c = 0;
-            snprintf(port, sizeof(port), "%s", c + 1);
+            port_text = c + 1;
         }
+    }
+    /* (port_text points into host past the name's end, which the memmove above does not reach) */
+    if (!probe_port(port_text, port)) {
+        fprintf(stderr, "probe: invalid port \"%s\" in %s: a number from 1 to 65535\n", port_text, url);
+        return 1;
     }
     if (getaddrinfo(host, port, &hints, &ai) != 0 || !ai) {
         fprintf(stderr, "probe: cannot resolve %s\n", host);

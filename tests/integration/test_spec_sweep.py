@@ -192,6 +192,58 @@ def _probe_server(answer, family=socket.AF_INET, addr="127.0.0.1"):
     return srv.getsockname()[1], seen, th, srv
 
 
+def test_probe_refuses_a_port_that_is_not_1_to_65535():
+    """§1 `--probe URL` exits 0 on a 2xx only from the URL's server. The port's text went to
+    getaddrinfo unchecked: a number above 65535 wrapped (`:87686` connected to port 22150, here a
+    healthy server, and passed) and a service name (`:http`) was looked up. A port is 1 to 5
+    digits, 1 to 65535; anything else exits 1 at once, nothing connected, saying why."""
+    import random
+    import threading
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    for _ in range(200):   # a port whose 65536 more still has at most 5 digits
+        port = random.randint(20000, 99999 - 65536)
+        try:
+            srv.bind(("127.0.0.1", port))
+            break
+        except OSError:
+            continue
+    else:
+        srv.close()
+        pytest.skip("no free port below 34464")
+    srv.listen(8)
+    srv.settimeout(0.2)
+    seen, stop = [], threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                continue
+            with c:
+                seen.append(c.recv(4096))
+                c.sendall(ok)
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    try:
+        runs = {tail: run_cli(["--probe", "http://127.0.0.1%s/" % tail], timeout=t(8))
+                for tail in (":%d" % (port + 65536), ":0%d" % (port + 65536), ":http", ":0", ":65536", ":-1",
+                             ":8x", ":123456")}
+        wrapped = run_cli(["--probe", "http://[::1]:%d/" % (port + 65536)], timeout=t(8))
+        good = run_cli(["--probe", "http://127.0.0.1:%d/" % port], timeout=t(8))
+    finally:
+        stop.set()
+        th.join(t(2))
+        srv.close()
+    for tail, p in list(runs.items()) + [("[::1]", wrapped)]:
+        assert p.returncode == 1, (tail, p.returncode, p.stderr)
+        assert "invalid port" in p.stderr, (tail, p.stderr)
+    assert good.returncode == 0, good.stderr
+    assert len(seen) == 1, "probes with an invalid port reached the server on %d: %r" % (port, seen)
+
+
 def test_probe_has_one_overall_deadline():
     """§1 `--probe URL` (Docker's HEALTHCHECK): one 5 s deadline covers connect, request and status
     line. Only each read was bounded (5 s), so a server trickling its status line a byte at a time
