@@ -85,7 +85,7 @@ static struct {
     struct conf *conf;                  /* the first snapshot (reference held) */
     bool alog, admin;                   /* started */
     struct alog_ring **rings;           /* WORKERS_MAX: the writer drains [0, nslots) */
-    ev_signal sig_term, sig_int, sig_hup, sig_usr1;
+    ev_signal sig_term, sig_int, sig_quit, sig_hup, sig_usr1, sig_usr2;
 } run_state;
 
 /* Configuration loading after start runs in the loader thread: reading the file and resolving
@@ -970,8 +970,8 @@ static void usage(FILE *f)
             "  -V            print the version\n"
             "  -h            this help\n"
             "\n"
-            "signals: SIGHUP reloads the configuration, SIGTERM/SIGINT drain and exit,\n"
-            "         SIGUSR1 reopens the access log file\n");
+            "signals: SIGHUP reloads the configuration, SIGTERM/SIGINT/SIGQUIT drain and exit,\n"
+            "         SIGUSR1 reopens the access log file, SIGUSR2 is ignored (logged)\n");
 }
 
 static void *worker_thread(void *arg)
@@ -1146,11 +1146,21 @@ static void start_drain(struct ev_loop *loop)
     ev_timer_again(loop, &exit_poll);
 }
 
+/* SIGTERM, SIGINT and SIGQUIT drain (SIGQUIT is nginx's graceful stop: an operator or a script
+ * used to nginx sends it expecting the drain; its default action dumped core, dropping what was in
+ * flight without an answer or a log line). SIGUSR2 is nginx's binary upgrade (HAProxy's
+ * master-worker reload): lifeline has neither, and the signal's default action killed it, so it is
+ * ignored with a word on what to do instead. */
 static void on_signal(struct ev_loop *loop, ev_signal *s, int revents)
 {
     (void)revents;
     if (s->signum == SIGUSR1) {
         alog_reopen(&alog);
+        return;
+    }
+    if (s->signum == SIGUSR2) {
+        log_warn("SIGUSR2 ignored: lifeline has no binary upgrade; SIGHUP reloads the configuration, SIGUSR1 "
+                 "reopens the access log, SIGTERM/SIGQUIT drain and exit (start the new binary after that)");
         return;
     }
     if (s->signum == SIGHUP) {
@@ -1226,13 +1236,13 @@ static int parse_options(int argc, char **argv, struct options *o)
     return -1;
 }
 
-static const int handled_signals[] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1 };
+static const int handled_signals[] = { SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2 };
 
-/* SIGTERM/SIGINT while the first configuration loads: nothing is served yet, so the drain SPEC §1
- * asks for is empty: exit 0 at once (async-signal-safe calls only). */
+/* SIGTERM/SIGINT/SIGQUIT while the first configuration loads: nothing is served yet, so the drain
+ * SPEC §1 asks for is empty: exit 0 at once (async-signal-safe calls only). */
 static void on_stop_during_load(int signum)
 {
-    static const char msg[] = "lifeline: SIGTERM/SIGINT during the configuration load: exiting\n";
+    static const char msg[] = "lifeline: SIGTERM/SIGINT/SIGQUIT during the configuration load: exiting\n";
     ssize_t r;
 
     (void)signum;
@@ -1241,11 +1251,12 @@ static void on_stop_during_load(int signum)
     _exit(0);
 }
 
-/* Before the first conf_load (which may wait seconds on DNS): SIGHUP and SIGUSR1, whose default
- * action is to terminate, killed a proxy about to start. They are blocked now and stay pending
- * until start()'s signalfd reads them: a SIGHUP then reloads (the file may have changed after it
- * was read: a ConfigMap swapped, then the signal), a SIGUSR1 reopens the log just opened. A
- * SIGTERM/SIGINT is not held back for the length of the load: it ends the process at once. */
+/* Before the first conf_load (which may wait seconds on DNS): SIGHUP, SIGUSR1 and SIGUSR2, whose
+ * default action is to terminate, killed a proxy about to start. They are blocked now and stay
+ * pending until start()'s signalfd reads them: a SIGHUP then reloads (the file may have changed
+ * after it was read: a ConfigMap swapped, then the signal), a SIGUSR1 reopens the log just opened,
+ * a SIGUSR2 is logged as ignored. A SIGTERM/SIGINT/SIGQUIT is not held back for the length of the
+ * load: it ends the process at once. */
 static void signals_for_load(void)
 {
     struct sigaction sa = { .sa_handler = on_stop_during_load };
@@ -1254,14 +1265,17 @@ static void signals_for_load(void)
     sigemptyset(&set);
     sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGUSR2);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     sigfillset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGQUIT, &sa, NULL);
 }
 
-/* Signals go to the main thread's signalfd only: blocked before any other thread exists (a pending
- * one stays pending, and the signalfd reads it). Then SIGTERM/SIGINT lose the load's handler. */
+/* Signals go to the main thread's signalfd only: blocked before any other thread exists (the
+ * workers, the loader and the access-log writer inherit the mask; a pending one stays pending, and
+ * the signalfd reads it). Then SIGTERM/SIGINT/SIGQUIT lose the load's handler. */
 static void block_signals(void)
 {
     sigset_t set;
@@ -1273,12 +1287,16 @@ static void block_signals(void)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGTERM, SIG_DFL);
     signal(SIGINT, SIG_DFL);
+    signal(SIGQUIT, SIG_DFL);
 }
 
 static void watch_signals(struct ev_loop *loop)
 {
-    ev_signal *w[] = { &run_state.sig_term, &run_state.sig_int, &run_state.sig_hup, &run_state.sig_usr1 };
+    ev_signal *w[] = { &run_state.sig_term, &run_state.sig_int, &run_state.sig_quit, &run_state.sig_hup,
+                       &run_state.sig_usr1, &run_state.sig_usr2 };
 
+    _Static_assert(sizeof(w) / sizeof(w[0]) == sizeof(handled_signals) / sizeof(handled_signals[0]),
+                   "one watcher per handled signal");
     for (size_t i = 0; i < sizeof(handled_signals) / sizeof(handled_signals[0]); i++) {
         ev_signal_init(w[i], on_signal, handled_signals[i]);
         ev_signal_start(loop, w[i]);

@@ -119,6 +119,40 @@ def test_sigterm_right_after_a_rejected_connection(lifeline, upstream):
     assert elapsed < t(1), "drain waited %.2fs for a connection that was already closed" % elapsed
 
 
+@pytest.mark.parametrize("sig", ["SIGQUIT", "SIGUSR2"])
+def test_sigquit_drains_and_sigusr2_is_ignored(lifeline, upstream, tmp_path, sig):
+    """nginx users send SIGQUIT for a graceful stop and SIGUSR2 for a binary upgrade. Both kept
+    their default action: the process died at once (SIGQUIT with a core, SIGUSR2 exit 140), the
+    request in flight got no answer and no access-log line. SIGQUIT now drains as SIGTERM does (the
+    in-flight answer delivered and logged, exit 0); SIGUSR2 is ignored with a warning naming what
+    to do instead, and the proxy keeps serving."""
+    from ops import wait_access
+    up = upstream()
+    log = str(tmp_path / "access.log")
+    lf = lifeline(pools={"p": pool(up)}, shutdown_timeout=dur(t(5)), extra={"access_log": {"path": log}})
+    slow = t(0.8)
+    th, result = lf.fetch_in_background("GET", "/slow-head?ms=%d" % int(slow * 1000), timeout=t(5))
+    try:
+        wait_for(lambda: up.requests, t(2), what="the request to reach the upstream")
+        lf.proc.send_signal(getattr(signal, sig))
+        if sig == "SIGQUIT":
+            lf.stopped_by_test = True
+            rc = lf.proc.wait(t(5))
+            assert rc == 0, "exit %r after SIGQUIT (-3: killed by it)" % rc
+    finally:
+        th.join(t(6))
+    assert "e" not in result, result.get("e")
+    assert result["r"].status == 200, result["r"]
+    if sig == "SIGUSR2":
+        time.sleep(t(0.2))
+        lf.assert_alive()
+        assert lf.fetch("GET", "/echo/after").status == 200
+        warn = [ln for ln in lf.stderr_text().splitlines() if "SIGUSR2" in ln]
+        assert len(warn) == 1 and "warn" in warn[0] and "SIGHUP reloads" in warn[0], lf.stderr_text()
+    lines = wait_access(log, lambda ls: len(ls) >= (2 if sig == "SIGUSR2" else 1))
+    assert lines[0]["target"].startswith("/slow-head") and lines[0]["status"] == 200, lines
+
+
 def test_sighup_keeps_serving(lifeline, upstream):
     up = upstream()
     lf = lifeline(pools={"p": pool(up)})
@@ -287,14 +321,15 @@ def test_a_close_delimited_answer_cut_by_the_drain_ends_in_a_reset(lifeline, raw
     assert lf.proc.wait(t(10)) == 0
 
 
-@pytest.mark.parametrize("sig", ["SIGHUP", "SIGUSR1", "SIGTERM"])
+@pytest.mark.parametrize("sig", ["SIGHUP", "SIGUSR1", "SIGUSR2", "SIGTERM", "SIGQUIT"])
 def test_signal_during_the_first_config_load(loop_thread, tmp_path, sig):
     """The first config load resolves server names (here it waits on a silent resolver until its
     resend). Signals were blocked only once it was done, so a SIGHUP or SIGUSR1 sent meanwhile
     (their default action terminates: a deploy script reloading, logrotate) killed the process
     before it served. Now SIGHUP and SIGUSR1 wait for the signalfd: the proxy starts, and the
     SIGHUP reloads (the file may have changed after it was read). SIGTERM/SIGINT still stop it at
-    once, exit 0 (the drain SPEC §1 asks for is empty), without waiting for the load."""
+    once, exit 0 (the drain SPEC §1 asks for is empty), without waiting for the load. SIGQUIT (a
+    drain, as SIGTERM) and SIGUSR2 (ignored, with a warning once serving) did as they do later."""
     require_binary()
     dns = DnsFake(loop_thread).start()
     port = free_port()
@@ -314,7 +349,7 @@ def test_signal_during_the_first_config_load(loop_thread, tmp_path, sig):
         wait_for(lambda: dns.count("svc.test") > 0, t(5), what="the load to ask the resolver")
         sent = time.monotonic()
         proc.send_signal(getattr(signal, sig))
-        if sig == "SIGTERM":
+        if sig in ("SIGTERM", "SIGQUIT"):
             rc = proc.wait(t(5))
             assert rc == 0 and time.monotonic() - sent < t(1), (rc, time.monotonic() - sent)
             return
@@ -331,6 +366,8 @@ def test_signal_during_the_first_config_load(loop_thread, tmp_path, sig):
         wait_for(serving, t(8), what="lifeline to start serving")
         if sig == "SIGHUP":
             wait_for(lambda: "applied" in open(err_path).read(), t(5), what="the pending SIGHUP's reload")
+        if sig == "SIGUSR2":
+            wait_for(lambda: "SIGUSR2 ignored" in open(err_path).read(), t(5), what="the pending SIGUSR2's warning")
         assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(t(5)) == 0
