@@ -317,8 +317,28 @@ static bool alog_pass(struct alog *a, unsigned n)
     return switching;
 }
 
+/* The writer moves to fd, a sink opened anew (SIGUSR1's reopen, or one alog_switch handed over: a
+ * reload's file, for another path or for the same one): what the old sink failed to take is said,
+ * then it is closed here, by the only thread that writes to it. When fd is the same file (nothing
+ * was rotated), a line a failed write cut there still gets its newline before the next one. */
+static void alog_use(struct alog *a, int fd)
+{
+    struct stat was, now;
+    bool same = a->fd >= 0 && fd >= 0 && fstat(a->fd, &was) == 0 && fstat(fd, &now) == 0 &&
+                was.st_dev == now.st_dev && was.st_ino == now.st_ino;
+    bool cut = a->cut;
+
+    alog_say_failures(a, true);
+    if (a->fd > STDERR_FILENO && a->fd != fd)
+        close(a->fd);
+    a->fd = fd;
+    alog_sink_changed(a);
+    if (same)
+        a->cut = cut;
+}
+
 /* The writer's side of alog_switch, once what came before it is written: from now on lines go to
- * the new sink; the old file is closed here, by the only thread that writes to it. */
+ * the new sink. */
 static void alog_take_next(struct alog *a)
 {
     char *path;
@@ -334,13 +354,9 @@ static void alog_take_next(struct alog *a)
     a->next = false;
     a->next_path = NULL;
     pthread_mutex_unlock(&a->mu);
-    alog_say_failures(a, true);   /* of the old sink */
-    if (a->fd > STDERR_FILENO && a->fd != fd)
-        close(a->fd);
+    alog_use(a, fd);   /* (its failures are said under the old path) */
     free(a->path);
     a->path = path;
-    a->fd = fd;
-    alog_sink_changed(a);
 }
 
 /* The writer takes what the rings hold every 10 ms, in one write(2) per ring (two when it wraps),
@@ -366,14 +382,10 @@ static void *alog_main(void *arg)
         switching = alog_pass(a, n);
         if (atomic_exchange(&a->reopen, 0) && a->fd > STDERR_FILENO) {
             int fd = alog_open_path(a->path);
-            if (fd < 0) {
+            if (fd < 0)
                 log_error("access log: cannot reopen %s: %s", a->path, strerror(errno));
-            } else {
-                alog_say_failures(a, true);
-                close(a->fd);
-                a->fd = fd;
-                alog_sink_changed(a);
-            }
+            else
+                alog_use(a, fd);
         }
         for (unsigned i = 0; i < n; i++) {
             size_t k = alog_drain(a, a->rings[i]);

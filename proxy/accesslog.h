@@ -13,7 +13,9 @@
  * before the next one, so every later line stays whole JSON. Every write ends at a line's end (a
  * line longer than PIPE_BUF excepted, written in pieces); on a sink shared with the error log
  * (stderr) each write is made under the error log's lock, so no error-log line lands inside an
- * access-log line (see log.h).
+ * access-log line (see log.h). A reload that keeps a file path hands over the file opened anew too
+ * (the same way): after `mv access.log access.log.1`, as after SIGUSR1, lines go to the new
+ * access.log, those made before the handover to access.log.1.
  */
 #ifndef LIFELINE_ACCESSLOG_H
 #define LIFELINE_ACCESSLOG_H
@@ -86,11 +88,12 @@ int alog_open_path(const char *path);
 int alog_start(struct alog *a, const char *path, int fd, struct alog_ring **rings);
 /* Drains rings[0, n) from now on (n only grows; main thread). */
 void alog_set_rings(struct alog *a, unsigned n);
-/* Hands the writer a new sink (path, and fd from alog_open_path, moved in), never blocking (main
- * thread). Called before any worker takes the snapshot that names the sink: each ring's lines up
- * to now go to the old sink (none is lost to the switch), every later line to the new one; a
- * worker still on the old snapshot meanwhile writes there too, and when the new sink is off its
- * lines are dropped and counted. The writer then closes the old file. */
+/* Hands the writer a new sink (path, and fd from alog_open_path, moved in; path may be the running
+ * one: a reload's reopened file), never blocking (main thread). Called before any worker takes the
+ * snapshot that names the sink: each ring's lines up to now go to the old sink (none is lost to the
+ * switch), every later line to the new one; a worker still on the old snapshot meanwhile writes
+ * there too, and when the new sink is off its lines are dropped and counted. The writer then
+ * closes the old file. */
 int alog_switch(struct alog *a, const char *path, int fd);
 /* Asks the writer to reopen a file sink (SIGUSR1). */
 void alog_reopen(struct alog *a);

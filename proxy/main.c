@@ -510,18 +510,23 @@ static void apply_conf(struct ev_loop *loop, struct conf *nc, const char *why, i
         }
     }
     log_path = nh->conf->access_log.path;
-    if (strcmp(log_path, current->conf->access_log.path) != 0) {
+    if (strcmp(log_path, current->conf->access_log.path) != 0 || log_fd >= 0) {
         /* The writer switches to the new sink and closes the old file; each worker starts or stops
          * its lines as it takes the new snapshot. Handed over before any worker can take it: the
-         * lines made until then go to the old sink, none made under the new one does. */
+         * lines made until then go to the old sink, none made under the new one does. The same
+         * file path (log_fd: the loader opened it anew) is switched to as well, as nginx's reload
+         * reopens its logs: after `mv access.log access.log.1` the reload's open created an empty
+         * access.log, closed it here, and lines went on to access.log.1. */
+        bool same = strcmp(log_path, current->conf->access_log.path) == 0;
         int fd = log_fd >= 0 ? log_fd : alog_open_path(log_path);   /* stdout, stderr: no I/O */
         log_fd = -1;
         if (alog_switch(&alog, log_path, fd) < 0)
             log_error("%s: access log: out of memory; lines still go to %s", why, current->conf->access_log.path);
-        else
+        else if (!same)
             log_info("%s: access log now goes to %s", why, log_path);
+        else
+            log_info("%s: access log %s reopened", why, log_path);
     }
-    close_fd(log_fd);   /* the same file as before: the writer's descriptor stays */
     for (unsigned i = 0; i < nslots; i++) {
         if (wslot[i].state == W_RUNNING)
             worker_reload(&workers[i], nh);
@@ -833,6 +838,9 @@ static void take_loaded(struct ev_loop *loop, struct conf *nc, int job, unsigned
             reload_failed(nc, log_fd, why);
             return;
         }
+        if (log_err)   /* the same path: the file opened before stays the sink */
+            log_warn("reload: access log: cannot reopen %s: %s; lines still go to the file opened before",
+                     nc->access_log.path, strerror(log_err));
         if (moving && !nc->admin.enabled) {
             admin_fd = -1;
         } else if (moving) {

@@ -293,6 +293,63 @@ def test_sigusr1_reopens_the_file(lifeline, upstream, tmp_path):
     lf.assert_alive()
 
 
+def test_sighup_with_the_same_path_reopens_a_rotated_file(lifeline, upstream, tmp_path):
+    """A reload that keeps access_log.path opened the file (creating it, O_CREAT) and closed that
+    descriptor again: after `mv access.log access.log.1` and SIGHUP an empty access.log appeared
+    while every line went on to access.log.1. nginx's reload reopens its logs; lifeline's now
+    switches to the file it opened, as SIGUSR1 does. Requests sent all along, the reload among
+    them, are each logged exactly once: in the old file up to the handover, in the new one after."""
+    up = upstream()
+    path = log_to(tmp_path)
+    rotated = path + ".1"
+    lf = lifeline(pools={"p": pool(up)}, extra={"access_log": {"path": path}, "workers": 2})
+    for i in range(3):
+        assert lf.fetch("GET", "/echo/before%d" % i).status == 200
+    wait_access(path, lambda ls: len(ls) == 3)
+    os.rename(path, rotated)
+    sent, stop, errors = [], threading.Event(), []
+
+    def traffic():
+        i = 0
+        while not stop.is_set():
+            target = "/echo/during%d" % i
+            try:
+                if lf.fetch("GET", target).status == 200:
+                    sent.append(target)
+            except Exception as e:   # noqa: BLE001 (reported below)
+                errors.append(e)
+            i += 1
+
+    th = threading.Thread(target=traffic)
+    th.start()
+    try:
+        time.sleep(t(0.2))
+        err = reload(lf)
+        time.sleep(t(0.2))
+    finally:
+        stop.set()
+        th.join(t(10))
+    assert not errors, errors
+    after = ["/echo/after%d" % i for i in range(3)]
+    for target in after:
+        assert lf.fetch("GET", target).status == 200
+    want = ["/echo/before%d" % i for i in range(3)] + sent + after
+
+    def all_logged():
+        return len(access_lines(path)) + len(access_lines(rotated)) >= len(want)
+    wait_for(all_logged, t(3), what="a line for every request")
+    time.sleep(t(0.1))   # (a line too many would show now)
+    old, new = access_lines(rotated), access_lines(path)
+    targets = [ln["target"] for ln in old + new]
+    assert sorted(targets) == sorted(want), "lost: %r, doubled: %r" % (
+        sorted(set(want) - set(targets)), sorted(x for x in set(targets) if targets.count(x) > 1))
+    assert set(after) <= {ln["target"] for ln in new}, "lines after the reload still go to the renamed file"
+    assert sorted(ln["target"] for ln in old)[:3] == ["/echo/before%d" % i for i in range(3)], old
+    assert len(sent) > 0, sent
+    assert "access log %s reopened" % path in err, err
+    lf.assert_alive()
+
+
 def test_default_sink_is_stdout(lifeline, upstream):
     up = upstream()
     lf = lifeline(pools={"p": pool(up)})
