@@ -9,8 +9,11 @@
  * The retry rules themselves are retry.c's; the answers' bytes are fallback.c's.
  *
  * Two hops may run at once: hops[0] and hops[1] take turns as the attempt, and the other slot is
- * a hedge (hedge.after) or a connect race (connect_race). The first response head wins and the
- * other hop is cancelled; a failure while the other hop still runs only records the outcome.
+ * a hedge (hedge.after), a retry beside a running hop, or a connect race (connect_race). A race
+ * (ex->racing) is decided by the first connect: the other racer loses then, having sent nothing.
+ * Between any other two hops the first response head wins and the other hop is cancelled; a
+ * failure while the other hop still runs only records the outcome. A hedge due while a race holds
+ * the second slot waits for the race to be decided (ex->hedge_deferred).
  */
 #include "exchange.h"
 
@@ -1129,8 +1132,17 @@ static void exchange_spare_cb(struct ev_loop *loop, ev_timer *t, int revents)
         ev_timer_again(loop, t);
         return;
     }
-    if (ex->state != EX_UPSTREAM || !hop_is_running(busy) || hop_is_running(spare))
+    if (ex->state != EX_UPSTREAM || !hop_is_running(busy))
         return;
+    if (hop_is_running(spare)) {
+        /* The second slot is taken. By a connect race: the hedge is put off until the race is
+         * decided, when the slot frees (exchange_hedge_resume); dropped, the request waited for
+         * its attempt's response timeout whatever hedge.after said. By a hedge or a retry: two
+         * attempts run already (at most two hops at once). */
+        if (!race && ex->racing)
+            ex->hedge_deferred = true;
+        return;
+    }
     if (race && busy->state != HOP_CONNECTING)
         return;
     /* One race per connect the request makes of its own (an attempt's, the fresh-connection
@@ -1178,6 +1190,7 @@ static void exchange_spare_cb(struct ev_loop *loop, ev_timer *t, int revents)
         ex->hedge = spare;
     } else {
         ex->races++;
+        ex->racing = true;   /* before the start: a pooled connection connects inside it */
     }
     log_debug("%s to %s beside %s", race ? "connect race" : "hedge", s->addr->text,
               busy->last_server ? busy->last_server->addr->text : "?");
@@ -1200,17 +1213,36 @@ static void exchange_lose(struct exchange *ex, struct hop *h)
     exchange_record_hop(ex, h, orphaned ? METRIC_OUTCOME_ORPHANED : METRIC_OUTCOME_CANCELLED, 0);
 }
 
+/* A hedge put off while a connect race held the second slot goes now that the slot is free (from
+ * the loop, as exchange_spare_cb, which checks again that the request is unanswered and may be
+ * hedged). */
+static void exchange_hedge_resume(struct exchange *ex)
+{
+    if (!ex->hedge_deferred || ex->state != EX_UPSTREAM || ev_is_active(&ex->spare_timer) ||
+        (hop_is_running(&ex->hops[0]) && hop_is_running(&ex->hops[1])))
+        return;
+    ex->hedge_deferred = false;
+    ex->spare_timer.repeat = 1e-6;
+    ev_timer_again(ex_worker(ex)->loop, &ex->spare_timer);
+}
+
 void exchange_hop_connected(struct exchange *ex, struct hop *h)
 {
     struct hop *other = exchange_other(ex, h);
+    bool race = ex->racing;
 
     /* Connected: no race for this connect. Left running, the timer would start one at once for a
      * retry's connect, short of its own connect_race delay. */
     timer_off(ex_worker(ex)->loop, &ex->race_timer);
+    ex->racing = false;
     /* A connect race is decided by the first connect: the loser has sent nothing. It runs on,
-     * detached, so that its connect feeds the balancer and ejection and its connection the pool. */
-    if (other->state == HOP_CONNECTING)
+     * detached, so that its connect feeds the balancer and ejection and its connection the pool.
+     * Only a race: a hedge still connecting when the attempt it hedges connects (or the other way
+     * round) runs on, the first answer wins (SPEC §2); it was cut off here, and the request
+     * waited for the hedged attempt's response timeout. */
+    if (race && other->state == HOP_CONNECTING)
         exchange_lose(ex, other);
+    exchange_hedge_resume(ex);
 }
 
 void exchange_body(struct exchange *ex)
@@ -1422,6 +1454,7 @@ static bool exchange_after_attempt(struct exchange *ex, struct hop *h, enum hop_
     struct retry_decision d;
     struct hop *other = exchange_other(ex, h);
 
+    ex->racing = false;   /* h is over: at most one hop runs now */
     ex->last_outcome = o;
     ex->last_status = status;
     ex->last_failed = exchange_server_bit(ex, h->last_server);
@@ -1805,8 +1838,10 @@ void exchange_hop_failed(struct exchange *ex, struct hop *h)
             return;
         }
         exchange_record_hop(ex, h, h->outcome, 0);
-        if (exchange_after_attempt(ex, h, h->outcome, 0, -1))
+        if (exchange_after_attempt(ex, h, h->outcome, 0, -1)) {
+            exchange_hedge_resume(ex);   /* h's slot is free (a racer failed) */
             return;
+        }
         exchange_fallback(ex, exchange_reason(ex, tmp, sizeof(tmp)));
         return;
     case EX_STREAMING:

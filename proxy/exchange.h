@@ -97,6 +97,14 @@ struct exchange {
     unsigned status;                    /* status sent downstream */
     unsigned attempts;                  /* attempts started (hedges included, races not) */
     unsigned races;                     /* connect races started (EXCHANGE_HOPS_MAX) */
+    bool racing;                        /* the two hops running race for one connect (a connect
+                                         * race beside a connect still pending): the first to
+                                         * connect carries the request and the other loses
+                                         * (exchange_hop_connected). Never a hedge, nor a retry
+                                         * beside a running hop: for them the first answer wins */
+    bool hedge_deferred;                /* hedge.after passed while a connect race held the second
+                                         * slot: the hedge goes as soon as the slot frees
+                                         * (exchange_hedge_resume) */
     unsigned hedge_polls;               /* looks at a spent budget for a hedge due (the wait doubles) */
     uint64_t tried;                     /* servers tried, by index (pool_pick_ctx.excluded) */
     uint64_t last_failed;               /* the server of the attempt that failed last, as a bit */

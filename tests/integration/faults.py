@@ -6,6 +6,7 @@ records every request it reads in `up.requests`, the hit counter), plus two sock
   route(**kw), server_of(r) a route on pool "p"; which upstream answered a response
   refused()                 an address nothing listens on (connect -> ECONNREFUSED)
   HangingConnect            a listener whose accept queue is full: SYNs are dropped, connects hang
+                            (release() lets them through at their next SYN retransmit)
   ok_script(body)           answers every request on the connection (keep-alive), 200 + body
   status_script(code, hdrs) answers every request with `code` (e.g. 503 + Retry-After)
   reset_script()            reads the request (body included), then closes with an RST
@@ -20,6 +21,7 @@ Every script stamps the arrival time of each request in up.state["times"] (time.
 import asyncio
 import select
 import socket
+import threading
 import time
 
 import pytest
@@ -127,6 +129,8 @@ class HangingConnect:
     further SYNs are dropped, so a connect to it stays pending (until the client gives up)."""
 
     def __init__(self):
+        self.stop = False
+        self.accepted = []
         self.ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.ls.bind((HOST, 0))
         self.ls.listen(0)
@@ -153,7 +157,58 @@ class HangingConnect:
         finally:
             p.close()
 
+    def release(self, answer=None):
+        """Lets connects through from now on: the fillers go (the one in the accept queue is
+        accepted and dropped, the others stop retransmitting their SYNs), so a connect still
+        pending completes at its next SYN retransmit (Linux: 1 s, then 3 s, 7 s ... after it
+        began). Each connection accepted afterwards is recorded in self.accepted as
+        {"time": monotonic, "data": bytearray of every byte it sent}; with `answer` (bytes), that
+        is written once a request head has arrived (never for a connection that sends nothing)."""
+        self.accepted = []
+        self.stop = False
+        filler_ports = {f.getsockname()[1] for f in self.fillers}
+        for f in self.fillers:
+            f.close()
+        self.fillers = []
+
+        def serve(c, rec):
+            c.settimeout(0.1)
+            answered = False
+            while not self.stop:
+                try:
+                    d = c.recv(65536)
+                except socket.timeout:
+                    continue
+                except OSError:
+                    break
+                if not d:
+                    break
+                rec["data"] += d
+                if answer is not None and not answered and b"\r\n\r\n" in rec["data"]:
+                    answered = True
+                    c.sendall(answer)
+            c.close()
+
+        def run():
+            self.ls.settimeout(0.05)
+            while not self.stop:
+                try:
+                    c, peer = self.ls.accept()
+                except socket.timeout:
+                    continue
+                except OSError:
+                    return
+                if peer[1] in filler_ports:
+                    c.close()
+                    continue
+                rec = {"time": time.monotonic(), "data": bytearray()}
+                self.accepted.append(rec)
+                threading.Thread(target=serve, args=(c, rec), daemon=True).start()
+
+        threading.Thread(target=run, daemon=True).start()
+
     def close(self):
+        self.stop = True
         for s in self.fillers:
             s.close()
         self.ls.close()

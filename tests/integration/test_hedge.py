@@ -4,12 +4,14 @@ Hedging fakes share one counter between two servers: whichever server receives t
 is the slow one, the second arrival is fast, so the tests do not depend on the balancer's order."""
 
 import asyncio
+import threading
 import time
 
 import pytest
 
 from conftest import Conn, build_request, dur, pattern_bytes, pool, send_chunks_one_per_write, sha, t
-from faults import busy_once_script, each_request, hanging_connect, ok_script, refused, route  # noqa: F401
+from faults import (HangingConnect, busy_once_script, each_request, hanging_connect, ok_script,  # noqa: F401
+                    refused, route)
 from ops import wait_access
 
 
@@ -482,3 +484,84 @@ def test_a_hedge_the_budget_refuses_moves_no_round_robin_weight(lifeline, upstre
         seen.append(r.header("x-upstream"))
     assert sum(len(u.requests) for u in ups) == 9, "a hedge went"
     assert all(seen[k] != seen[k + 1] for k in range(8)) and {seen.count(n) for n in set(seen)} == {3}, seen
+
+
+# --------------------------------------------------------------------------------------------
+# a hedge beside a connect race
+
+OK_FROM = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\nx-upstream: %s\r\n\r\n%s"
+
+
+def answer_from(name):
+    body = b"from " + name.encode()
+    return OK_FROM % (len(body), name.encode(), body)
+
+
+def release_at(delay, *listeners):
+    """Each HangingConnect (listener, answer-or-None) released `delay` seconds from now, in the
+    background: a connect started before then completes at its next SYN retransmit."""
+    def run():
+        for hc, answer in listeners:
+            hc.release(answer)
+    timer = threading.Timer(delay, run)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def test_a_hedge_due_during_a_connect_race_goes_when_the_race_is_decided(lifeline, raw_upstream, hanging_connect):
+    """hedge.after passed while a connect race held the second slot: the hedge was dropped for good
+    (the slot busy, the timer not re-armed), and the request waited for its attempt's response
+    timeout before a retry. Now it is put off and goes as soon as the race is decided. The first
+    connect hangs (its SYN dropped) and completes at its SYN retransmit, about 1 s in; the race
+    (at 50 ms) goes to a second hanging connect, which loses then; the first attempt never
+    answers. Expected: the hedge goes to the live server as the race is decided, not after the
+    4 s response timeout."""
+    racer = HangingConnect()
+    try:
+        if not racer.connects_hang():
+            pytest.skip("cannot make a second loopback connect hang here")
+        live = raw_upstream(ok_script(b"from live"), name="live")
+        lf = lifeline(pools={"p": pool((hanging_connect.address, 100), (racer.address, 10), (live, 1),
+                                       balance="round_robin", outlier="off", connect_race="50ms",
+                                       timeouts={"connect": "8s", "response": "4s"})},
+                      routes=[route(timeouts={"total": "15s"},
+                                    retry={"attempts": 3, "hedge": {"after": "200ms"}})])
+        release_at(0.4, (hanging_connect, None))   # it connects at its retransmit, then says nothing
+        start = time.monotonic()
+        r = lf.fetch("GET", "/x", timeout=t(15))
+        elapsed = time.monotonic() - start
+        assert r.status == 200 and r.body == b"from live", (r, r.body)
+        assert elapsed < 1.0 + t(1.5), "answered after %.2fs: the hedge waited for the response timeout" % elapsed
+        assert len(live.requests) == 1
+        assert len(hanging_connect.accepted) == 1 and hanging_connect.accepted[0]["data"].startswith(b"GET /x ")
+    finally:
+        racer.close()
+
+
+def test_a_hedge_still_connecting_is_not_cut_off_when_the_attempt_connects(lifeline, hanging_connect):
+    """SPEC §2: a hedge's first answer wins. The connect-race rule (the first connect wins, the
+    other loses) was applied to any second hop: a hedge still connecting when the attempt it
+    hedges connected was cut off, and the request waited for that attempt's response timeout.
+    connect_race off; the attempt's connect and the hedge's (at 200 ms) both hang and complete at
+    their SYN retransmits (about 1.0 s and 1.2 s in); the attempt then never answers, the hedge
+    answers at once."""
+    hedge_to = HangingConnect()
+    try:
+        if not hedge_to.connects_hang():
+            pytest.skip("cannot make a second loopback connect hang here")
+        lf = lifeline(pools={"p": pool((hanging_connect.address, 10), (hedge_to.address, 1),
+                                       balance="round_robin", outlier="off", connect_race="0s",
+                                       timeouts={"connect": "8s", "response": "5s"})},
+                      routes=[route(timeouts={"total": "15s"},
+                                    retry={"attempts": 3, "hedge": {"after": "200ms"}})])
+        release_at(0.5, (hanging_connect, None), (hedge_to, answer_from("hedge")))
+        start = time.monotonic()
+        r = lf.fetch("GET", "/x", timeout=t(15))
+        elapsed = time.monotonic() - start
+        assert r.status == 200 and r.body == b"from hedge", (r, r.body)
+        assert elapsed < 1.2 + t(1.5), "answered after %.2fs: the hedge was cut off by the first connect" % elapsed
+        assert [bytes(a["data"][:6]) for a in hanging_connect.accepted] == [b"GET /x"], hanging_connect.accepted
+        assert [bytes(a["data"][:6]) for a in hedge_to.accepted] == [b"GET /x"], hedge_to.accepted
+    finally:
+        hedge_to.close()
