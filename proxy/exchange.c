@@ -641,6 +641,15 @@ static bool exchange_replayable(const struct exchange *ex)
     return exchange_body_keepable(ex) && (ex->body_done || ex->body.len < ex->body.cap);
 }
 
+/* May the request be out twice at once (what a hedge may send: a repeatable method or an
+ * Idempotency-Key, its body whole and kept)? A request that may not is never carried by two hops
+ * past their connect (exchange_next_attempt, exchange_hop_connected): a second hop beside it only
+ * ever races the connect of the first, and the first to connect carries it. */
+static bool exchange_may_go_twice(const struct exchange *ex)
+{
+    return ex->idempotent && ex->body_done && exchange_replayable(ex);
+}
+
 /* After an attempt that never sent the request (connect_error, connect_timeout, a lost race), the
  * body is whole when no byte of it has been dropped, whatever its size: every byte read so far is
  * still in the buffer and the rest is still with the client, so the next server gets all of it.
@@ -1076,17 +1085,31 @@ static bool exchange_start_hop(struct exchange *ex, struct hop *h, struct upserv
 static void exchange_next_attempt(struct exchange *ex)
 {
     struct hop *h = hop_is_running(&ex->hops[0]) ? &ex->hops[1] : &ex->hops[0];
+    struct hop *other = exchange_other(ex, h);
     int64_t trial;
     struct upserver *s;
-    bool retry = ex->retry_pending;
+    bool retry = ex->retry_pending, race = ex->race_retry;
 
     ex->retry_pending = false;
+    ex->race_retry = false;
     /* A retry beside a hop still running (exchange_after_attempt): a race or hedge may have
      * taken the free slot meanwhile, and with no server to go to that hop carries on alone. */
     if (hop_is_running(h))
         return;
+    if (hop_is_running(other)) {
+        /* A failed racer's replacement races the connect still pending; once that one has
+         * connected it carries the request, and the replacement has nothing left to do. */
+        if (race && other->state != HOP_CONNECTING)
+            return;
+        /* A request that may not be out twice gets no other second hop (the invariant:
+         * exchange_may_go_twice; exchange_after_attempt schedules none) */
+        if (!race && !exchange_may_go_twice(ex))
+            return;
+    } else {
+        race = false;   /* the other racer ended too: an ordinary retry */
+    }
     s = exchange_pick(ex, PICK_RETRY, ex->last_failed, &trial);
-    if (!s && hop_is_running(exchange_other(ex, h)))
+    if (!s && hop_is_running(other))
         return;
     if (!s) {
         ex->last_outcome = HOP_CONNECT_ERROR;
@@ -1099,6 +1122,7 @@ static void exchange_next_attempt(struct exchange *ex)
         series_retry(w->id, &w->rmetrics[ex->route_slot], ex->route_slot, ex->retry_reason, ev_now(w->loop));
     }
     ex->attempts++;
+    ex->racing = race;   /* before the start: a pooled connection connects inside it */
     exchange_start_hop(ex, h, s, false, trial);
 }
 
@@ -1155,8 +1179,7 @@ static void exchange_spare_cb(struct ev_loop *loop, ev_timer *t, int revents)
          * whose body is still arriving gets it when the body is whole (exchange_body_end). */
         if (ex->idempotent && !ex->body_done && exchange_replayable(ex))
             ex->hedge_on_body = true;
-        if (!ex->idempotent || !exchange_replayable(ex) || !ex->body_done ||
-            ex->attempts >= ex->route->retry.attempts || busy->state == HOP_BODY ||
+        if (!exchange_may_go_twice(ex) || ex->attempts >= ex->route->retry.attempts || busy->state == HOP_BODY ||
             ex->deadline <= clock_now())
             return;
     }
@@ -1239,8 +1262,10 @@ void exchange_hop_connected(struct exchange *ex, struct hop *h)
      * detached, so that its connect feeds the balancer and ejection and its connection the pool.
      * Only a race: a hedge still connecting when the attempt it hedges connects (or the other way
      * round) runs on, the first answer wins (SPEC §2); it was cut off here, and the request
-     * waited for the hedged attempt's response timeout. */
-    if (race && other->state == HOP_CONNECTING)
+     * waited for the hedged attempt's response timeout. A request that may not be out twice is
+     * carried by the first hop to connect, whatever started the other (the invariant of
+     * exchange_may_go_twice: its second hop is only ever a racer, this keeps it so). */
+    if (other->state == HOP_CONNECTING && (race || !exchange_may_go_twice(ex)))
         exchange_lose(ex, other);
     exchange_hedge_resume(ex);
 }
@@ -1454,6 +1479,8 @@ static bool exchange_after_attempt(struct exchange *ex, struct hop *h, enum hop_
     struct retry_decision d;
     struct hop *other = exchange_other(ex, h);
 
+    bool was_racing = ex->racing, race_retry = false;
+
     ex->racing = false;   /* h is over: at most one hop runs now */
     ex->last_outcome = o;
     ex->last_status = status;
@@ -1471,9 +1498,15 @@ static bool exchange_after_attempt(struct exchange *ex, struct hop *h, enum hop_
         /* A request that may be out twice at once (what a hedge may send: repeatable, its body
          * whole) is retried beside the hop still running when the rules allow (SPEC §3.5 does
          * not wait for it): a hung first attempt would otherwise spend the whole deadline while
-         * an untried server waits, after the hedge's 503. Any other request waits for the
-         * running hop, whose copy of it may be on its way. */
-        if (!ex->idempotent || !ex->body_done || !exchange_replayable(ex))
+         * an untried server waits, after the hedge's 503. So is any request whose connect race
+         * h lost without connecting while the other racer still connects: neither sent a byte,
+         * and the retry races that connect in turn (whichever connects first carries the
+         * request, the other loses), as SPEC §3.5 sends a retry that never sent the request at
+         * once to another server and §2 makes races safe for every method; a POST waited for
+         * the hung connect's whole timeout. Any other request waits for the running hop,
+         * whose copy of it may be on its way. */
+        race_retry = was_racing && retry_not_sent(o) && other->state == HOP_CONNECTING;
+        if (!race_retry && !exchange_may_go_twice(ex))
             return true;
     }
     memset(&in, 0, sizeof(in));
@@ -1511,6 +1544,7 @@ static bool exchange_after_attempt(struct exchange *ex, struct hop *h, enum hop_
     if (!retry_not_sent(o))
         retry_window_add(win, sec, 0, 1);   /* a free retry (nothing was sent) costs no budget */
     ex->retry_pending = true;
+    ex->race_retry = race_retry;
     ex->retry_reason = metric_retry_reason(o, status);
     if (ex->nhoplog)
         ex->hoplog[ex->nhoplog - 1].backoff_ms = (int)(d.delay * 1000.0 + 0.5);

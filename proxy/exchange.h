@@ -98,10 +98,13 @@ struct exchange {
     unsigned attempts;                  /* attempts started (hedges included, races not) */
     unsigned races;                     /* connect races started (EXCHANGE_HOPS_MAX) */
     bool racing;                        /* the two hops running race for one connect (a connect
-                                         * race beside a connect still pending): the first to
-                                         * connect carries the request and the other loses
+                                         * race beside a connect still pending, or a failed
+                                         * racer's replacement): the first to connect carries
+                                         * the request and the other loses
                                          * (exchange_hop_connected). Never a hedge, nor a retry
                                          * beside a running hop: for them the first answer wins */
+    bool race_retry;                    /* the retry pending (retry_pending) replaces a racer that
+                                         * failed to connect: it races the other's connect */
     bool hedge_deferred;                /* hedge.after passed while a connect race held the second
                                          * slot: the hedge goes as soon as the slot frees
                                          * (exchange_hedge_resume) */

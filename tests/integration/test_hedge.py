@@ -388,6 +388,62 @@ def test_a_refused_race_is_retried_beside_the_hanging_connect(lifeline, upstream
     assert len(good.requests) == 1
 
 
+@pytest.mark.parametrize("method", ["POST", "GET"])
+def test_a_refused_race_of_any_method_is_retried_at_once_and_the_request_goes_once(lifeline, raw_upstream,
+                                                                                   hanging_connect, method):
+    """SPEC §3.5: a retry whose earlier attempt never sent the request goes at once to another
+    server; §2: connect races are safe for every method. The first connect hangs, its race is
+    refused: a POST (no Idempotency-Key) waited for the hanging connect's whole timeout (2 s)
+    before the live server was tried, as it waited for a running hop "whose copy may be on its
+    way" (none was: it was still connecting). Now the retry races the hanging connect: the live
+    server connects first and carries the request; the hanging connect, let through later (at its
+    SYN retransmit, about 1 s in), completes detached and sends nothing (a POST never reaches two
+    upstreams)."""
+    good = raw_upstream(ok_script(b"won"), name="good")
+    race = t(0.05)
+    lf = lifeline(pools={"p": pool((hanging_connect.address, 100), (refused(), 10), (good, 1), balance="round_robin",
+                                   connect_race=dur(race), outlier="off", timeouts={"connect": "2s"})})
+    release_at(0.3, (hanging_connect, answer_from("hung")))
+    start = time.monotonic()
+    r = lf.fetch(method, "/once", body=b"pay once" if method == "POST" else b"", timeout=t(8))
+    elapsed = time.monotonic() - start
+    assert r.status == 200 and r.body == b"won", (r, r.body)
+    assert elapsed < race + t(0.5), "took %.3fs: it waited for the hanging connect" % elapsed
+    time.sleep(max(0.0, start + 1.6 - time.monotonic()))
+    assert len(good.requests) == 1
+    assert [bytes(a["data"]) for a in hanging_connect.accepted] == [b""], \
+        "the hanging connect, completed late, carried the request: %r" % hanging_connect.accepted
+
+
+def test_a_post_is_carried_by_the_first_racer_to_connect_only(lifeline, hanging_connect):
+    """The invariant behind retrying a refused race beside a connect still pending: a request that
+    may not be out twice is carried by one hop past its connect, never two. The first connect
+    hangs (let through at its SYN retransmit, about 1 s in, where it answers), the race is
+    refused, the retry's connect hangs too (let through only later: it completes at its second
+    retransmit, about 3 s in). The first connect wins and carries the POST; the retry's connect
+    completes detached and sends nothing. (Before, the POST waited for the first connect and the
+    retry never went.)"""
+    second = HangingConnect()
+    try:
+        if not second.connects_hang():
+            pytest.skip("cannot make a second loopback connect hang here")
+        lf = lifeline(pools={"p": pool((hanging_connect.address, 100), (refused(), 10), (second.address, 1),
+                                       balance="round_robin", connect_race="50ms", outlier="off",
+                                       timeouts={"connect": "5s"})})
+        release_at(0.3, (hanging_connect, answer_from("first")))
+        release_at(1.5, (second, answer_from("second")))
+        start = time.monotonic()
+        r = lf.fetch("POST", "/once", body=b"pay once", timeout=t(8))
+        assert r.status == 200 and r.body == b"from first", (r, r.body)
+        assert time.monotonic() - start < 1.0 + t(1.0)
+        time.sleep(max(0.0, start + 3.6 - time.monotonic()))
+        assert [bytes(a["data"][:10]) for a in hanging_connect.accepted] == [b"POST /once"], hanging_connect.accepted
+        assert [bytes(a["data"]) for a in second.accepted] == [b""], \
+            "the retry racing the first connect did not connect, or carried the request: %r" % second.accepted
+    finally:
+        second.close()
+
+
 def test_connect_race_goes_to_a_tried_server_when_no_untried_one_is_left(lifeline, raw_upstream, hanging_connect):
     """SPEC §2: a connect still pending after connect_race "races a connect to another server".
     The live server answers 503 first; the retry's connect to the other server hangs. The race
