@@ -185,7 +185,7 @@ static struct hop_record *exchange_record_hop_as(struct exchange *ex, const stru
                h->connected > 0 && (midx == HOP_OK || midx == METRIC_OUTCOME_5XX) ? now - h->connected : -1,
                ev_now(ex_worker(ex)->loop));   /* the series' second: the wall clock's */
     if (h == ex->hedge) {
-        series_hedge_result(&ex_worker(ex)->rmetrics[ex->route_slot], midx);
+        series_hedge_result(&ex_worker(ex)->rmetrics[ex->route_slot], midx, false);
         ex->hedge = NULL;
     }
     if (midx == METRIC_OUTCOME_ORPHANED)
@@ -1697,11 +1697,22 @@ void exchange_hop_head(struct exchange *ex, struct hop *h)
          * without one the response passes through as it is (SPEC §3.7). */
         double ra = exchange_retry_after(resp);
         unsigned st = resp->status;
+        /* A hedge's result waits for the verdict: it won only if this answer goes downstream. It
+         * counted as won when its 503 was dropped for a retry. */
+        bool hedge = ex->hedge == h;
+        struct route_metrics *rm = &ex_worker(ex)->rmetrics[ex->route_slot];
+
+        if (hedge)
+            ex->hedge = NULL;
         exchange_record_answer(ex, h, st, true);
         if (exchange_after_attempt(ex, h, HOP_OK, st, ra)) {
+            if (hedge)
+                series_hedge_result(rm, metric_answer_outcome(st), true);
             hop_cancel(h);   /* the answer is discarded; its connection is not reused */
             return;
         }
+        if (hedge)
+            series_hedge_result(rm, metric_answer_outcome(st), ex->route->fallback.enabled);
         if (ex->route->fallback.enabled) {
             char tmp[16];
             exchange_fallback(ex, exchange_reason(ex, tmp, sizeof(tmp)));

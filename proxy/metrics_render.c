@@ -281,7 +281,7 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
                                   c->routes[r].name, metric_retry_reason_names[k],
                                   (unsigned long long)ROUTE_SUM(s, slot, retry_reasons[k]));
     }
-    metrics_render_printf(b, "# HELP lifeline_hedges_total Hedged attempts by route and result (won: its answer came first; lost: the other attempt answered first; failed).\n"
+    metrics_render_printf(b, "# HELP lifeline_hedges_total Hedged attempts by route and result (won: its answer came first and went downstream; lost: the other attempt answered first; failed: it failed, or its answer was dropped for a retry or a fallback).\n"
                  "# TYPE lifeline_hedges_total counter\n");
     for (size_t r = 0; r < c->nroutes; r++) {
         if (!route_counted(s, r))

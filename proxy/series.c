@@ -169,9 +169,10 @@ void series_hedge(unsigned wid, struct route_metrics *m, unsigned rslot, double 
         INC(route_bucket(sw, rslot, (uint32_t)now)->hedges);
 }
 
-void series_hedge_result(struct route_metrics *m, unsigned midx)
+void series_hedge_result(struct route_metrics *m, unsigned midx, bool dropped)
 {
-    enum metric_hedge r = midx == 0 || midx == METRIC_OUTCOME_5XX ? MH_WON
+    enum metric_hedge r = dropped ? MH_FAILED
+                        : midx == 0 || midx == METRIC_OUTCOME_5XX ? MH_WON
                         : midx == METRIC_OUTCOME_CANCELLED || midx == METRIC_OUTCOME_ORPHANED ? MH_LOST : MH_FAILED;
 
     METRIC_ADD(m->hedges[r], 1);

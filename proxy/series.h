@@ -82,8 +82,10 @@ void series_hop(unsigned wid, struct server_metrics *m, unsigned sslot, unsigned
 /* A retry is scheduled (reason: metric_retry_reason()); a hedge started. Count both in m too. */
 void series_retry(unsigned wid, struct route_metrics *m, unsigned rslot, unsigned reason, double now);
 void series_hedge(unsigned wid, struct route_metrics *m, unsigned rslot, double now);
-/* The hedge ended with midx (its result: won, lost or failed). */
-void series_hedge_result(struct route_metrics *m, unsigned midx);
+/* The hedge ended with midx (its result: won, lost or failed). dropped: it answered, but its
+ * answer did not go downstream (a status listed in retry.on, retried or replaced by a fallback):
+ * failed, whatever midx (README: won is "it answered first", with the answer the client got). */
+void series_hedge_result(struct route_metrics *m, unsigned midx, bool dropped);
 
 /* ---- events (any thread; rare: takes a mutex) ----------------------------------------------- */
 enum series_event { SE_EJECTED, SE_READMITTED, SE_CHECK_DOWN, SE_CHECK_UP, SE_COUNT };

@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from conftest import Conn, build_request, dur, pattern_bytes, pool, send_chunks_one_per_write, sha, t
+from conftest import Conn, build_request, dur, free_port, pattern_bytes, pool, send_chunks_one_per_write, sha, t
 from faults import (HangingConnect, busy_once_script, each_request, hanging_connect, ok_script,  # noqa: F401
-                    refused, route)
-from ops import wait_access
+                    refused, route, slow_script, status_script)
+from ops import admin_extra, metrics, wait_access
 
 
 def by_arrival(shared, act):
@@ -276,6 +276,28 @@ def test_a_failed_hedge_is_retried_beside_the_attempt_still_running(lifeline, ra
     assert r.status == 200 and r.body == b"ok from third" and not r.has_header("x-lifeline-fallback"), (r, r.body)
     assert elapsed < t(0.1) + t(0.6), elapsed
     assert len(hung.requests) == 1 and len(third.requests) == 1
+
+
+@pytest.mark.parametrize("attempts,answer", [(3, b"good"), (2, b"slow")])
+def test_a_hedge_whose_listed_answer_is_dropped_counts_as_failed(lifeline, raw_upstream, attempts, answer):
+    """lifeline_hedges_total's `won` is "it answered first" (README): the answer the client got. A
+    hedge answered with a 503 listed in retry.on, dropped for a retry (attempts 3: the third
+    server answers) or while the first attempt runs on alone (attempts 2: the first attempt
+    answers), counted as won (its 5xx taken for an answer); it failed."""
+    slow = raw_upstream(slow_script(t(0.5), b"slow"), name="slow")
+    busy = raw_upstream(status_script(503), name="busy")
+    good = raw_upstream(ok_script(b"good"), name="good")
+    aport = free_port()
+    lf = lifeline(pools={"p": pool((slow, 100), (busy, 10), (good, 1), balance="round_robin", outlier="off")},
+                  routes=[route(retry={"attempts": attempts, "hedge": {"after": dur(t(0.1))},
+                                       "backoff": {"base": "1ms", "max": "1ms"}})],
+                  extra=admin_extra(aport))
+    r = lf.fetch("GET", "/x", timeout=t(5))
+    assert r.status == 200 and r.body == answer, (r, r.body)
+    assert len(busy.requests) == 1
+    m = metrics(aport)
+    got = {k: m.value("lifeline_hedges_total", route="route-1", result=k) for k in ("won", "lost", "failed")}
+    assert got == {"won": 0, "lost": 0, "failed": 1}, m.grep("lifeline_hedges_total")
 
 
 def test_a_hedge_in_a_one_server_pool_goes_to_that_server(lifeline, raw_upstream):
