@@ -1478,7 +1478,6 @@ static bool exchange_after_attempt(struct exchange *ex, struct hop *h, enum hop_
     struct retry_input in;
     struct retry_decision d;
     struct hop *other = exchange_other(ex, h);
-
     bool was_racing = ex->racing, race_retry = false;
 
     ex->racing = false;   /* h is over: at most one hop runs now */
