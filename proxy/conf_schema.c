@@ -1204,6 +1204,20 @@ static void conf_post_pool_tls(struct conf_loader *ld, yaml_node_t *map, void *o
         conf_err(ld, map, "client_cert and client_key go together: give both or neither");
         return;
     }
+    /* sni is sent and is the name the certificate must match: a host name (as dns_resolve takes)
+     * or an IP literal. Anything else cannot be checked against a certificate (a name over 255
+     * bytes was once sent as no SNI and checked against nothing: any trusted certificate passed). */
+    if (*p->tls.sni && !dns_name_valid(p->tls.sni)) {
+        struct in6_addr a6;
+        if (inet_pton(AF_INET, p->tls.sni, &a6) != 1 && inet_pton(AF_INET6, p->tls.sni, &a6) != 1) {
+            char q[CONF_QUOTE_MAX + 8];
+            at = conf_lookup(ld, map, "sni");
+            conf_err(ld, at ? at : map, "bad sni %s (%zu bytes): expected a host name (labels of 1..63 letters, "
+                     "digits, '-' or '_', 253 characters at most) or an IP address", conf_quote(q, p->tls.sni),
+                     strlen(p->tls.sni));
+            return;
+        }
+    }
     if (!p->tls.enabled || conf_error_within(ld, map) || ld->flags & CONF_LOAD_UNSUPPORTED)
         return;
     /* A re-resolve shares the running pool's context (one more reference) and its file digest, so

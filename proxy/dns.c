@@ -236,9 +236,8 @@ static const struct ares_socket_functions dns_sockets = {
 
 /* ---- Names and results -------------------------------------------------------------------- */
 
-/* A host name: labels of 1..63 letters, digits, '-' or '_', 253 characters at most; one trailing
- * dot allowed. Checked before any query, so that a typo is named as one. */
-static bool dns_name_valid(const char *host)
+/* Checked before any query, so that a typo is named as one (dns.h). */
+bool dns_name_valid(const char *host)
 {
     size_t len = strlen(host), lab = 0;
     if (len && host[len - 1] == '.')

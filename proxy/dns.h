@@ -13,6 +13,7 @@
 #ifndef LIFELINE_DNS_H
 #define LIFELINE_DNS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -40,6 +41,12 @@
  * before it returns. */
 int dns_resolve(const struct conf *c, const char *host, uint16_t port, struct conf_sockaddr **out, size_t *n,
                 char *err, size_t errlen);
+
+/* A host name: labels of 1..63 letters, digits, '-' or '_', 253 characters at most (RFC 1035's
+ * 255 bytes in wire form); one trailing dot allowed. What dns_resolve() looks up, and what a
+ * pool's tls.sni may be besides an IP literal (conf_schema.c): a longer name could be neither
+ * sent as SNI nor checked against a certificate. */
+bool dns_name_valid(const char *host);
 
 /* c-ares' process-wide state (ares_library_cleanup), for the end of main() once no thread can
  * resolve any more. dns_resolve() initialises it on first use (ares_library_init, once). */

@@ -345,8 +345,10 @@ static bool check_connected(struct health_check *k)
     k->connected = true;
     if (!cp->tls.ctx)
         return true;
-    if (tls_client_attach(&k->x, cp->tls.ctx, k->host, cp->tls.sni, cp->tls.verify, &k->tls_sess) < 0) {
-        check_result(k, false, "out of memory");
+    int r = tls_client_attach(&k->x, cp->tls.ctx, k->host, cp->tls.sni, cp->tls.verify, &k->tls_sess);
+    if (r < 0) {
+        check_result(k, false, r == -EINVAL ? "TLS: no server name to verify the certificate against" :
+                     "out of memory");
         return false;
     }
     return true;

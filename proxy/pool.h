@@ -110,7 +110,7 @@ struct pool {
 
 /* Starts TLS on a connected upconn of a TLS pool (SNI and the name verified: tls.sni, else the
  * server's hostname; an IP literal sends no SNI and is verified against the certificate's IP
- * addresses). Returns 0 or -ENOMEM. */
+ * addresses). Returns 0 or tls_client_attach's -errno (a connect_error). */
 int pool_tls_attach(struct upconn *uc);
 
 /* The bit of server index i in a set of servers (pool_pick_ctx.excluded, an exchange's tried

@@ -730,12 +730,20 @@ int tls_client_attach(struct xprt *x, const struct tls_client *tcl, const char *
     int r;
 
     if (n == 0 || n >= sizeof(name))
-        n = 0;   /* (a name over 255 bytes is no DNS name: none sent, none matched) */
+        n = 0;   /* (a name over 255 bytes is no DNS name: none can be sent, none matched) */
     else
         memcpy(name, given, n);
     if (n > 1 && name[n - 1] == '.')
         n--;
     name[n] = '\0';
+    /* Verification checks the certificate against a name: without one it would take any trusted
+     * certificate for any host. Fail closed (the load refuses such a tls.sni, and a server's
+     * hostname is a DNS name, so this is a last guard). */
+    if (verify && n == 0) {
+        log_warn("TLS: no server name to verify the certificate against (tls.sni or the server's host empty "
+                 "or over 255 bytes): not connecting");
+        return -EINVAL;
+    }
     literal = inet_pton(AF_INET, name, &a6) == 1 || inet_pton(AF_INET6, name, &a6) == 1;
     r = tls_attach(x, tcl->ctx);
     if (r < 0)
@@ -745,14 +753,18 @@ int tls_client_attach(struct xprt *x, const struct tls_client *tcl, const char *
     x->sess_slot = sess_slot;
     if (n && (!literal || (sni && *sni)))
         SSL_set_tlsext_host_name(ssl, name);
-    if (n && verify) {
+    if (verify) {
         X509_VERIFY_PARAM *vp = SSL_get0_param(ssl);
         /* An IP literal is checked against the certificate's IP addresses, a name against its DNS
          * names (wildcards allowed, partial wildcards not). */
         if (!literal || X509_VERIFY_PARAM_set1_ip_asc(vp, name) != 1) {
             ERR_clear_error();
             X509_VERIFY_PARAM_set_hostflags(vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-            SSL_set1_host(ssl, name);
+            if (SSL_set1_host(ssl, name) != 1) {
+                ERR_clear_error();
+                x->failed = true;   /* (no name to check: never handshake; the owner closes it) */
+                return -ENOMEM;
+            }
         }
     }
     if (sess_slot && *sess_slot)

@@ -137,7 +137,9 @@ void tls_drop(struct xprt *x);
  * against its IP addresses). A fully qualified name's trailing dot (`svc.ns.`, as written to skip
  * a resolver's search list) is left out of both, as curl and Go do: RFC 6066 forbids it in SNI,
  * and certificates name hosts without it. sess_slot: where this server's last session is kept for
- * resumption (per worker; NULL: none); the session in it, if any, is offered. */
+ * resumption (per worker; NULL: none); the session in it, if any, is offered. Returns 0, -ENOMEM,
+ * or -EINVAL when verify is set and there is no name to verify against (none given, or one over
+ * 255 bytes, which no DNS name is): verification never goes on without a name to check. */
 /* An upstream connection that carries answers (pool.c): a close without close_notify reads as a
  * reset (-ECONNRESET), not as the end of the stream, so that an answer delimited by the close is
  * never passed on whole when it was cut (RFC 9112 §9.8). Other sessions (clients, health checks)

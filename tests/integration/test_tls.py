@@ -498,6 +498,33 @@ def test_certificate_errors_at_load(tmp_path, pki):
     assert r.returncode == 0, r.stderr
 
 
+def _line_col(path, needle):
+    with open(path) as f:
+        for i, line in enumerate(f, 1):
+            if needle in line:
+                return i, line.index(needle) + 1
+    raise AssertionError("%r not in %s" % (needle, path))
+
+
+def test_sni_that_is_no_host_name_is_refused_at_load(tmp_path, pki):
+    """tls.sni is sent and is the name the certificate must match. A 263-byte name (four 63-byte
+    labels) was taken, then sent as no SNI and matched against nothing: with verify: true any
+    certificate from the CA, for any name, passed. Now a sni that is neither a host name (labels
+    of 1..63 letters, digits, '-' or '_', 253 characters at most, one trailing dot) nor an IP
+    literal is a FILE:LINE:COL error at load."""
+    longest = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])          # 253 characters
+    for bad in (".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 63]) + ".example",   # 263 bytes
+                longest + "e", "x" * 64 + ".test", "a..test", "a test", "*.test", "[::1]", "."):
+        path, r = _check(tmp_path, pool_tls={"enabled": True, "ca": pki["ca"], "sni": bad})
+        assert r.returncode != 0, (bad, r.stderr)
+        line, col = _line_col(path, "sni:")
+        col += len("sni: ")   # (the value, or the quote a YAML writer put around it)
+        assert "%s:%d:%d: bad sni" % (path, line, col) in r.stderr, (bad, r.stderr)
+    for good in (longest, longest + ".", "api.example", "a_b.internal", "127.0.0.1", "::1", "localhost"):
+        path, r = _check(tmp_path, pool_tls={"enabled": True, "ca": pki["ca"], "sni": good})
+        assert r.returncode == 0, (good, r.stderr)
+
+
 # --------------------------------------------------------------------------------------------
 # Health checks on a TLS pool speak TLS: verify, ca and SNI as the pool's own connections
 

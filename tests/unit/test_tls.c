@@ -14,6 +14,8 @@
  *   "0 written") once it has closed.
  * - Read-ahead: several records taken by one read(); the ones after the first wait inside the
  *   session and xprt_pending() must say so until the last byte is handed out.
+ * - An upstream session with verify on and no name to check the certificate against (a tls.sni
+ *   over 255 bytes, no host): never started (fail closed).
  *
  * Certificates are made in memory (EC P-256, self-signed). Only static functions and main: the
  * Makefile links this file with every proxy object.
@@ -649,6 +651,64 @@ static void test_write_after_close_notify_upstream(void **state)
     write_after_close_notify(true);
 }
 
+/* tls_client_attach with verify on and no name the certificate could be checked against (a
+ * tls.sni or host over 255 bytes, or none at all) refuses to start the session: verification
+ * without a name took any trusted certificate for any host (it once sent no SNI and checked no
+ * name). A name up to 255 bytes, or verify off, attaches. */
+static void test_verify_without_a_name_fails_closed(void **state)
+{
+    char err[256], longname[300];
+    int which, fd[2];
+    struct tls_client *tcl = tls_client_new(true, "system", "", "", err, sizeof err, &which);
+    struct xprt x;
+
+    (void)state;
+    assert_non_null(tcl);
+    memset(longname, 'a', sizeof longname);
+    for (size_t i = 63; i < sizeof longname; i += 64)
+        longname[i] = '.';
+    longname[263] = '\0';
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, fd), 0);
+    {
+        const char *hosts[] = { "a.test", NULL, "a.test", NULL, "" };
+        const char *snis[] = { longname, longname, NULL, NULL, NULL };
+        for (size_t i = 0; i < sizeof hosts / sizeof hosts[0]; i++) {
+            memset(&x, 0, sizeof x);
+            x.fd = fd[0];
+            x.ops = &xprt_plain;
+            int r = tls_client_attach(&x, tcl, hosts[i], snis[i], true, NULL);
+            if (snis[i] || !hosts[i] || !*hosts[i]) {
+                assert_int_equal(r, -EINVAL);
+                assert_null(x.ssl);
+                assert_ptr_equal(x.ops, &xprt_plain);   /* the caller closes a plain socket */
+            } else {
+                assert_int_equal(r, 0);
+                assert_string_equal(X509_VERIFY_PARAM_get0_host(SSL_get0_param(x.ssl), 0), "a.test");
+                SSL_free(x.ssl);
+            }
+        }
+    }
+    /* 255 bytes and its trailing dot: still a name to check */
+    longname[254] = '.';
+    longname[255] = '\0';
+    memset(&x, 0, sizeof x);
+    x.fd = fd[0];
+    x.ops = &xprt_plain;
+    assert_int_equal(tls_client_attach(&x, tcl, "a.test", longname, true, NULL), 0);
+    SSL_free(x.ssl);
+    /* verify off: nothing is checked, the session starts (without SNI for a name too long) */
+    longname[255] = 'a';
+    longname[263] = '\0';
+    memset(&x, 0, sizeof x);
+    x.fd = fd[0];
+    x.ops = &xprt_plain;
+    assert_int_equal(tls_client_attach(&x, tcl, "a.test", longname, false, NULL), 0);
+    SSL_free(x.ssl);
+    close(fd[0]);
+    close(fd[1]);
+    tls_client_free(tcl);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -661,6 +721,7 @@ int main(void)
         cmocka_unit_test(test_records_read_ahead_upstream),
         cmocka_unit_test(test_write_after_close_notify_listener),
         cmocka_unit_test(test_write_after_close_notify_upstream),
+        cmocka_unit_test(test_verify_without_a_name_fails_closed),
     };
     signal(SIGPIPE, SIG_IGN);   /* as lifeline does (main.c): a write to a closed peer is EPIPE */
     return cmocka_run_group_tests(tests, NULL, NULL);
