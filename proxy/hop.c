@@ -432,12 +432,18 @@ static void hop_handshake_cb(struct ev_loop *loop, ev_io *io, int revents)
     }
     ev_io_stop(loop, &uc->wr);
     if (r < 0) {
-        atomic_fetch_add(&tls_handshakes[1][1], 1);
+        atomic_fetch_add(&tls_handshakes[1][TLS_HS_FAILED], 1);
         log_debug("TLS handshake with %s failed", h->server->addr->text);
         hop_fail(h, HOP_CONNECT_ERROR);
         return;
     }
-    atomic_fetch_add(&tls_handshakes[1][0], 1);
+    /* Counted once: now, unless the server's verdict on our certificate is still to come (TLS 1.3):
+     * then at the first byte read or at the close (pool.c), so that a refusal, which this attempt
+     * reports as connect_error, is counted as failed, not ok. */
+    if (tls_verdict_pending(&uc->x))
+        uc->tls_unsettled = true;
+    else
+        atomic_fetch_add(&tls_handshakes[1][TLS_HS_OK], 1);
     hop_connected(h);
 }
 
@@ -1096,6 +1102,10 @@ static void hop_read_cb(struct ev_loop *loop, ev_io *io, int revents)
     uc->in.len += (size_t)r;
     h->got_bytes = true;
     h->last_read = clock_now();
+    if (uc->tls_unsettled) {
+        uc->tls_unsettled = false;   /* the server answered: it took our certificate (hop_handshake_cb) */
+        atomic_fetch_add(&tls_handshakes[1][TLS_HS_OK], 1);
+    }
     {
         unsigned seq = h->seq;
         hop_process(h);

@@ -131,6 +131,10 @@ void pool_close(struct upconn *uc)
      * could not run on): a failed handshake too; one that failed itself was counted (hop.c) */
     if (uc->x.ssl && !uc->x.handshaken && !uc->x.failed)
         atomic_fetch_add(&tls_handshakes[1][TLS_HS_FAILED], 1);
+    /* a TLS 1.3 handshake not counted yet (struct upconn): the server's alert refusing our
+     * certificate makes it failed; closed for any other reason, the server had not refused it */
+    if (uc->tls_unsettled)
+        atomic_fetch_add(&tls_handshakes[1][uc->x.peer_alert ? TLS_HS_FAILED : TLS_HS_OK], 1);
     xprt_close(&uc->x);
     worker_buf_put(w, &uc->in);
     worker_upconn_free(w, uc);

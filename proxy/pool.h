@@ -90,6 +90,11 @@ struct upconn {
     unsigned idle_iter;                 /* ev_iteration() when it became idle (pool_take) */
     struct buf in;                      /* response bytes; allocated while busy */
     unsigned requests;                  /* requests carried so far (counted by pool_release) */
+    bool tls_unsettled;                 /* a TLS 1.3 handshake whose server may still refuse our
+                                           certificate (tls_verdict_pending): counted in
+                                           lifeline_tls_handshakes_total at the first byte read
+                                           (ok), or at the close (failed after the server's
+                                           refusal alert, else ok), not when our side finished */
 };
 
 struct pool {

@@ -536,6 +536,19 @@ static int tls_new_session_cb(SSL *ssl, SSL_SESSION *sess)
     return 1;   /* we keep the reference */
 }
 
+/* The server asked for our certificate (OpenSSL calls this on the client only then, before it
+ * sends the configured one or none): in TLS 1.3 its verdict comes after our side of the handshake
+ * is done (tls_verdict_pending). Changes nothing of what is sent. */
+static int tls_client_cert_cb(SSL *ssl, void *arg)
+{
+    struct xprt *x = SSL_get_app_data(ssl);
+
+    (void)arg;
+    if (x)
+        x->cert_asked = true;
+    return 1;
+}
+
 /* Adds a file's length and contents to the digest; -1 when it cannot be read whole. */
 static int digest_file(EVP_MD_CTX *md, const char *path)
 {
@@ -658,6 +671,7 @@ struct tls_client *tls_client_new(bool verify, const char *ca, const char *clien
     SSL_CTX_set_alpn_protos(ctx, tls_alpn, sizeof tls_alpn);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     SSL_CTX_sess_set_new_cb(ctx, tls_new_session_cb);
+    SSL_CTX_set_cert_cb(ctx, tls_client_cert_cb, NULL);
     return tcl;
 fail:
     tls_client_free(tcl);
@@ -698,7 +712,7 @@ static int tls_attach(struct xprt *x, SSL_CTX *ctx)
     x->ssl = ssl;
     x->ops = &xprt_tls;
     x->want = EV_READ;
-    x->failed = x->handshaken = x->peer_alert = false;
+    x->failed = x->handshaken = x->peer_alert = x->cert_asked = false;
     x->wretry = 0;
     return 0;
 }
@@ -879,6 +893,11 @@ const char *tls_verify_error(const struct xprt *x)
     long v = x->ssl ? SSL_get_verify_result(x->ssl) : X509_V_OK;
 
     return v == X509_V_OK ? NULL : X509_verify_cert_error_string(v);
+}
+
+bool tls_verdict_pending(const struct xprt *x)
+{
+    return x->cert_asked && x->ssl && SSL_version(x->ssl) >= TLS1_3_VERSION;
 }
 
 bool tls_resumed(const struct xprt *x)

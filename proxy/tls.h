@@ -153,6 +153,11 @@ int tls_handshake(struct xprt *x);
 /* After a failed client handshake: why the server's certificate was refused, or NULL when it was
  * not (the failure was elsewhere). */
 const char *tls_verify_error(const struct xprt *x);
+/* After a client handshake that completed: true when the server may still refuse it. In TLS 1.3
+ * a server that asked for our certificate checks it after our side is done (the handshake
+ * "completes" here at once) and a refusal comes as an alert that the first read meets
+ * (x->peer_alert); in TLS 1.2, or when no certificate was asked for, the verdict is in. */
+bool tls_verdict_pending(const struct xprt *x);
 /* True when the session reused a previous one. */
 bool tls_resumed(const struct xprt *x);
 /* Bytes buffered inside the session, which the socket will not signal: the decrypted rest of a

@@ -38,6 +38,7 @@ struct xprt {
     bool failed;                        /* a protocol error, or a reset: no close_notify at close */
     bool handshaken;
     bool peer_alert;                    /* a read failed on the peer's alert refusing the handshake */
+    bool cert_asked;                    /* client side: the server asked for our certificate */
 };
 
 extern const struct xprt_ops xprt_plain;

@@ -741,6 +741,51 @@ def test_handshake_counters_one_success_one_failure_each_side(lifeline, upstream
              what="handshake counters to move by one each")
 
 
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=["tls12", "tls13"])
+def test_a_refused_client_certificate_counts_as_a_failed_handshake(lifeline, upstream, pki, version):
+    """An upstream that asks for a client certificate and refuses lifeline's (none given): the
+    attempt is connect_error, and lifeline_tls_handshakes_total{side="upstream"} counts one
+    failed handshake. In TLS 1.3 the refusal comes after lifeline's side of the handshake is done;
+    it was counted ok then. One that takes the certificate counts one ok (in TLS 1.3 at the first
+    byte of its answer), each exactly once."""
+    from ops import admin_extra, metrics
+    from conftest import free_port, wait_for
+    up = _BlockingTLSServer(_mtls_ctx(pki, version))
+    try:
+        aport = free_port()
+        cert = {"client_cert": pki["client"]["cert"], "client_key": pki["client"]["key"]}
+        lf = lifeline(pools={"no_cert": _tls_pool(pki, up.address, outlier="off", keepalive=0),
+                             "cert": _tls_pool(pki, up.address, outlier="off", keepalive=0, tls=cert)},
+                      routes=[{"match": {"path": "/no-cert/"}, "pool": "no_cert", "retry": {"attempts": 1}},
+                              {"pool": "cert", "retry": {"attempts": 1}}],
+                      extra=admin_extra(aport))
+
+        def counts():
+            m = metrics(aport)
+            return {res: m.value("lifeline_tls_handshakes_total", side="upstream", result=res)
+                    for res in ("ok", "failed")}
+
+        def moved(before):
+            now = counts()
+            return {k: now[k] - before[k] for k in now}
+
+        before = counts()
+        r = lf.fetch("GET", "/no-cert/x")
+        assert r.status == 502 and r.header("x-lifeline-fallback") == "connect_error", (r, r.body)
+        wait_for(lambda: moved(before) != {"ok": 0, "failed": 0}, t(5), what="the handshake counted")
+        time.sleep(0.3)
+        assert moved(before) == {"ok": 0, "failed": 1}, moved(before)
+
+        before = counts()
+        r = lf.fetch("GET", "/y")
+        assert r.status == 200 and r.body == b"mtls", (r, r.body)
+        wait_for(lambda: moved(before) != {"ok": 0, "failed": 0}, t(5), what="the handshake counted")
+        time.sleep(0.3)   # (the server closes the connection: counted once, not again at the close)
+        assert moved(before) == {"ok": 1, "failed": 0}, moved(before)
+    finally:
+        up.close()
+
+
 # --------------------------------------------------------------------------------------------
 # WebSocket (Upgrade, 101, then a byte tunnel) over TLS on either side
 
