@@ -477,9 +477,13 @@ struct tls_server *tls_server_new(struct tls_cert *certs, size_t ncerts, int min
     SSL_CTX_set_tlsext_servername_arg(ctx, ts);
     SSL_CTX_set_alpn_select_cb(ctx, tls_alpn_cb, NULL);
     /* Stateless tickets: their keys live in this context (tls_ticket_cb), which every worker
-     * shares, so any worker resumes any session; they rotate (tls_server_tickets). */
+     * shares, so any worker resumes any session; they rotate (tls_server_tickets). No server-side
+     * session cache (nginx's default, ssl_session_cache none): OpenSSL's kept every TLS 1.2 session
+     * of a client without ticket support (~1.2 KiB each, up to 20,480 per context and twice
+     * ticket_rotation long, ~24 MiB that `-t`'s worst case did not count), behind one lock all
+     * workers take. Such a client makes a full handshake each time; every other resumes by ticket. */
     SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof sid_ctx - 1);
-    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_num_tickets(ctx, 1);
     return ts;
 fail:

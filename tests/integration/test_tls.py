@@ -202,6 +202,30 @@ def test_alpn_http11_and_resumption(lifeline, upstream, pki):
     assert info2["reused"], "the second connection did not resume the session (%s)" % info2["version"]
 
 
+@pytest.mark.parametrize("client", ["tls12_no_ticket", "tls12_ticket", "tls13"])
+def test_sessions_resume_by_ticket_only(lifeline, upstream, pki, client):
+    """Sessions resume by ticket (keys shared by the workers), and the listener keeps no session
+    itself: OpenSSL's server-side cache held every TLS 1.2 session of a client without ticket
+    support (about 1.2 KiB each, up to 20,480 per listener for two ticket_rotation periods, some
+    24 MiB that `-t`'s worst case did not count). Such a client now makes a full handshake each
+    time (nginx's default, ssl_session_cache none); the others resume as before."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, listen_tls=_listen_tls(pki), workers=2)
+    if client == "tls13":
+        ctx = _client_ctx(pki, minimum_version=ssl.TLSVersion.TLSv1_3)
+    else:
+        ctx = _client_ctx(pki, maximum_version=ssl.TLSVersion.TLSv1_2)
+        if client == "tls12_no_ticket":
+            ctx.options |= ssl.OP_NO_TICKET
+    session, reused = None, []
+    for i in range(4):
+        status, _, _, info = _https(lf.port, "a.test", ctx, session=session)
+        assert status == 200
+        reused.append(info["reused"])
+        session = info["session"]
+    assert reused == ([False] * 4 if client == "tls12_no_ticket" else [False, True, True, True]), reused
+
+
 def test_tls11_refused(lifeline, upstream, pki):
     up = upstream()
     lf = lifeline(pools={"p": pool(up)}, listen_tls=_listen_tls(pki))
