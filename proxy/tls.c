@@ -615,6 +615,8 @@ struct tls_client *tls_client_new(bool verify, const char *ca, const char *clien
 {
     struct tls_client *tcl = calloc(1, sizeof *tcl);
     SSL_CTX *ctx = NULL;
+    EVP_PKEY *key = NULL;
+    BIO *b;
     bool asked = false;
     int r;
 
@@ -653,11 +655,16 @@ struct tls_client *tls_client_new(bool verify, const char *ca, const char *clien
         *which = 2;
         if (tls_path_bad(client_key, "key", err, errlen))
             goto fail;
-        SSL_CTX_set_default_passwd_cb(ctx, tls_no_passphrase);
-        SSL_CTX_set_default_passwd_cb_userdata(ctx, &asked);
-        r = SSL_CTX_use_PrivateKey_file(ctx, client_key, SSL_FILETYPE_PEM);
-        SSL_CTX_set_default_passwd_cb_userdata(ctx, NULL);   /* (a local's address) */
-        if (r != 1) {
+        /* Read here, then checked against the certificate, then used: SSL_CTX_use_PrivateKey_file
+         * refuses a key that does not match on its own, with OpenSSL's "key values mismatch" under
+         * "no readable PEM private key", which sent people looking at a readable key. */
+        if (!(b = tls_bio_open(client_key))) {
+            snprintf(err, errlen, "cannot read key %s: %s", client_key, strerror(errno ? errno : ENOENT));
+            goto fail;
+        }
+        key = PEM_read_bio_PrivateKey(b, NULL, tls_no_passphrase, &asked);
+        BIO_free(b);
+        if (!key) {
             if (asked) {
                 ERR_clear_error();
                 snprintf(err, errlen, TLS_ENCRYPTED_KEY, client_key);
@@ -666,9 +673,14 @@ struct tls_client *tls_client_new(bool verify, const char *ca, const char *clien
             }
             goto fail;
         }
-        if (SSL_CTX_check_private_key(ctx) != 1) {
+        if (X509_check_private_key(SSL_CTX_get0_certificate(ctx), key) != 1) {
             ERR_clear_error();
-            snprintf(err, errlen, "client_key does not match client_cert");
+            snprintf(err, errlen, "client_key %s does not match client_cert %s", client_key, client_cert);
+            goto fail;
+        }
+        r = SSL_CTX_use_PrivateKey(ctx, key);
+        if (r != 1) {
+            tls_errstr(err, errlen, "cannot use client_key");
             goto fail;
         }
     }
@@ -676,8 +688,10 @@ struct tls_client *tls_client_new(bool verify, const char *ca, const char *clien
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     SSL_CTX_sess_set_new_cb(ctx, tls_new_session_cb);
     SSL_CTX_set_cert_cb(ctx, tls_client_cert_cb, NULL);
+    EVP_PKEY_free(key);   /* (the context holds its own reference) */
     return tcl;
 fail:
+    EVP_PKEY_free(key);
     tls_client_free(tcl);
     return NULL;
 }

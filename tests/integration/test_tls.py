@@ -522,6 +522,24 @@ def test_certificate_errors_at_load(tmp_path, pki):
     assert r.returncode == 0, r.stderr
 
 
+def test_a_client_key_that_does_not_match_its_certificate_says_so(tmp_path, pki):
+    """A pool's client_key that belongs to another certificate than client_cert: the load says that
+    it does not match, at client_key, as a listener's key does. OpenSSL refused it while reading
+    the key, and the message was "no readable PEM private key in client_key (...key values
+    mismatch)", which names the wrong fault."""
+    path, r = _check(tmp_path, pool_tls={"enabled": True, "ca": pki["ca"], "client_cert": pki["client"]["cert"],
+                                         "client_key": pki["a"]["key"]})
+    assert r.returncode != 0, r.stderr
+    line, col = _line_col(path, pki["a"]["key"])
+    assert "%s:%d:%d: client_key %s does not match client_cert %s" % (path, line, col, pki["a"]["key"],
+                                                                      pki["client"]["cert"]) in r.stderr, r.stderr
+    assert "no readable" not in r.stderr, r.stderr
+    # a file that holds no key at all is still that
+    path, r = _check(tmp_path, pool_tls={"enabled": True, "ca": pki["ca"], "client_cert": pki["client"]["cert"],
+                                         "client_key": pki["client"]["cert"]})
+    assert r.returncode != 0 and "no readable PEM private key in client_key" in r.stderr, r.stderr
+
+
 def _line_col(path, needle):
     with open(path) as f:
         for i, line in enumerate(f, 1):
