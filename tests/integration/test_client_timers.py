@@ -309,8 +309,6 @@ def test_send_timeout_spares_a_client_reading_steadily_behind_a_large_send_queue
     the socket writable within send_timeout, and was reset mid-body (after about 2 send_timeouts'
     worth of bytes) although a write would have been taken long before. The bytes its TCP
     acknowledged are its progress: it gets the whole answer."""
-    from conftest import pattern_sha
-    import hashlib
     up = upstream()
     st = t(0.5)
     lf = start(lifeline, up, send_timeout=st)
@@ -320,12 +318,19 @@ def test_send_timeout_spares_a_client_reading_steadily_behind_a_large_send_queue
         data, ending, _, took = read_steadily(c.sock, READ_PER_PERIOD / st, limit=t(30))
     finally:
         c.close()
+    assert_steady_body(data, ending, took, st)
+    lf.assert_alive()
+
+
+def assert_steady_body(data, ending, took, st):
+    """What read_steadily got is a 200 with the whole STEADY_BODY pattern."""
+    import hashlib
+    from conftest import pattern_sha
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), head[:100]
     assert len(body) == STEADY_BODY, "%s after %.2fs with %d of %d body bytes (send_timeout %.2fs)" % (
         ending, took, len(body), STEADY_BODY, st)
     assert hashlib.sha256(body).hexdigest() == pattern_sha(STEADY_BODY)
-    lf.assert_alive()
 
 
 def test_send_timeout_cuts_a_steady_reader_once_it_stops(lifeline, upstream):
@@ -464,24 +469,14 @@ def test_header_timeout_408_counted_with_unrouted_requests(lifeline, upstream):
     assert m.total("lifeline_requests_total") == 2
 
 
-def test_timeouts_that_fall_together_are_paced(lifeline, upstream, tmp_path):
-    """README, behaviour choices: what a timeout does (here header_timeout's 408 and close) is paced
-    per worker, 8 at once and then 8,000 a second, each waiting at most 1 s: connections opened
-    together (a slowloris flood) time out together, and cutting thousands in one loop turn held every
-    other request for tens of milliseconds. The process is stopped while the connections open and
-    send a byte, so it accepts them in a few turns and their deadlines fall within a millisecond.
-    Without the pacing every 408 is logged within a few milliseconds of the first (the log's time is
-    the loop turn's); with it, at most 8 + 8 per millisecond are."""
-    import json
+def flood_of_heads(lifeline, up, n, ht, extra=None):
+    """A lifeline with header_timeout ht and n connections that each sent one byte of a head while
+    the process was stopped, so that it accepts them in a few turns and their deadlines fall within
+    a millisecond (a slowloris flood's). Returns (lifeline, sockets)."""
     import os
     import signal
-    from ops import access_lines
-    up = upstream()
-    ht = t(0.5)
-    n = 300
-    path = str(tmp_path / "access.log")
     c = {"header_timeout": dur(ht), "body_timeout": LONG, "idle_timeout": LONG, "send_timeout": LONG}
-    lf = lifeline(pools={"p": pool(up)}, client=c, extra={"access_log": {"path": path}})
+    lf = lifeline(pools={"p": pool(up)}, client=c, extra=extra or {})
     socks = []
     os.kill(lf.pid, signal.SIGSTOP)
     try:
@@ -491,6 +486,23 @@ def test_timeouts_that_fall_together_are_paced(lifeline, upstream, tmp_path):
             socks.append(s)
     finally:
         os.kill(lf.pid, signal.SIGCONT)
+    return lf, socks
+
+
+def test_timeouts_that_fall_together_are_paced(lifeline, upstream, tmp_path):
+    """README, behaviour choices: what a timeout does (here header_timeout's 408 and close) is paced
+    per worker, 8 at once and then 8,000 a second, each waiting at most 1 s: connections opened
+    together (a slowloris flood) time out together, and cutting thousands in one loop turn held every
+    other request for tens of milliseconds. The process is stopped while the connections open and
+    send a byte, so it accepts them in a few turns and their deadlines fall within a millisecond.
+    Without the pacing every 408 is logged within a few milliseconds of the first (the log's time is
+    the loop turn's); with it, at most 8 + 8 per millisecond are."""
+    from ops import access_lines
+    up = upstream()
+    ht = t(0.5)
+    n = 300
+    path = str(tmp_path / "access.log")
+    lf, socks = flood_of_heads(lifeline, up, n, ht, extra={"access_log": {"path": path}})
     try:
         got = 0
         deadline = time.monotonic() + ht + t(5)
@@ -646,17 +658,7 @@ def test_a_paced_timeout_reads_what_arrived_before_acting(lifeline, upstream):
     up = upstream()
     ht = t(0.5)
     n = 2000
-    c = {"header_timeout": dur(ht), "body_timeout": LONG, "idle_timeout": LONG, "send_timeout": LONG}
-    lf = lifeline(pools={"p": pool(up)}, client=c)
-    socks = []
-    os.kill(lf.pid, signal.SIGSTOP)
-    try:
-        for _ in range(n):
-            s = socket.create_connection(("127.0.0.1", lf.port), timeout=t(5))
-            s.sendall(b"G")
-            socks.append(s)
-    finally:
-        os.kill(lf.pid, signal.SIGCONT)
+    lf, socks = flood_of_heads(lifeline, up, n, ht)
     waiting = []
     statuses = []
     try:

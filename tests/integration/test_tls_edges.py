@@ -452,9 +452,7 @@ def _cpu_seconds(pid):
 def test_send_timeout_spares_a_tls_client_reading_steadily(lifeline, upstream, pki):
     """As test_client_timers' test of a steady reader behind a large send queue, on TLS: the bytes
     the client's TCP acknowledged count as its progress through the TLS transport too."""
-    import hashlib
-    from conftest import pattern_sha
-    from test_client_timers import READ_PER_PERIOD, STEADY_BODY, read_steadily
+    from test_client_timers import READ_PER_PERIOD, STEADY_BODY, assert_steady_body, read_steadily
     up = upstream()
     st = t(0.5)
     lf = lifeline(pools={"p": pool(up)}, listen_tls=base._listen_tls(pki), client={"send_timeout": dur(st)})
@@ -468,11 +466,7 @@ def test_send_timeout_spares_a_tls_client_reading_steadily(lifeline, upstream, p
         data, ending, _, took = read_steadily(s, READ_PER_PERIOD / st, limit=t(30))
     finally:
         s.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200"), head[:100]
-    assert len(body) == STEADY_BODY, "%s after %.2fs with %d of %d body bytes (send_timeout %.2fs)" % (
-        ending, took, len(body), STEADY_BODY, st)
-    assert hashlib.sha256(body).hexdigest() == pattern_sha(STEADY_BODY)
+    assert_steady_body(data, ending, took, st)
     lf.assert_alive()
 
 
