@@ -538,11 +538,27 @@ bool conf_pool_tls_same(const struct conf_pool *a, const struct conf_pool *b)
            str_same(a->tls.client_cert, b->tls.client_cert) && str_same(a->tls.client_key, b->tls.client_key);
 }
 
+/* conf_files' step: path joins the list unless it is already there (many routes share one
+ * fallback file, listeners one certificate: counted once, so a distinct file is not pushed past
+ * the caller's cap by copies). Past the cap a file cannot be compared with the ones dropped:
+ * the count is then an upper bound. */
+static void conf_file_add(const char **paths, size_t max, size_t *n, const char *path)
+{
+    if (!path || !*path)
+        return;
+    for (size_t i = 0; i < *n && i < max; i++)
+        if (strcmp(paths[i], path) == 0)
+            return;
+    if (*n < max)
+        paths[*n] = path;
+    (*n)++;
+}
+
 size_t conf_files(const struct conf *c, const char **paths, size_t max)
 {
     size_t n = 0;
 
-#define CONF_FILE_ADD(p) do { if ((p) && *(p)) { if (n < max) paths[n] = (p); n++; } } while (0)
+#define CONF_FILE_ADD(p) conf_file_add(paths, max, &n, (p))
     for (size_t i = 0; i < c->nroutes; i++)
         if (c->routes[i].fallback.enabled)
             CONF_FILE_ADD(c->routes[i].fallback.file);

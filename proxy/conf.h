@@ -267,8 +267,9 @@ bool conf_pool_tls_same(const struct conf_pool *a, const struct conf_pool *b);
 /* The files a snapshot read besides the configuration itself, each a path as the load opened it
  * (relative ones joined to the config's directory): fallback files, TLS listeners' certificates and
  * keys, TLS pools' CA file (not "system"), client certificate and key; in that order, an alias
- * listener's left out (its first address's are the same). Fills paths[0..max) and returns how many
- * there are (may be more than max). The strings are the snapshot's. */
+ * listener's left out (its first address's are the same); each path once, however many routes
+ * or listeners name it. Fills paths[0..max) and returns how many there are (may be more than max:
+ * then an upper bound, files past max not being compared). The strings are the snapshot's. */
 size_t conf_files(const struct conf *c, const char **paths, size_t max);
 /* a and b (loaded from the same text: the same routes, listeners and pools in the same order) hold
  * what the same contents of those files gave: every fallback body byte for byte, every TLS

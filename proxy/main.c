@@ -685,8 +685,9 @@ static int watch_files_take(void)
     total = conf_files(current->conf, paths + 1, WATCH_FILES_MAX);
     n = 1 + (total < WATCH_FILES_MAX ? total : WATCH_FILES_MAX);
     if (total > WATCH_FILES_MAX)
-        log_warn("watch_config: the configuration reads %zu files; changes to the first %d are watched, "
-                 "the others take effect with a change to %s or at SIGHUP", total, WATCH_FILES_MAX, conf_path);
+        log_warn("watch_config: the configuration reads more than %d files; changes to the first %d are "
+                 "watched, the others take effect with a change to %s or at SIGHUP", WATCH_FILES_MAX,
+                 WATCH_FILES_MAX, conf_path);
     same = n == watch.npaths;
     for (size_t i = 0; i < n; i++) {
         size_t j = 0;

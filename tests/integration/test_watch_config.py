@@ -7,6 +7,8 @@ import os
 import threading
 import time
 
+import pytest
+
 from conftest import pool, t, wait_for, write_config
 from ops import RELOADED, write_config_atomic
 
@@ -226,10 +228,12 @@ def test_watch_config_fallback_file_in_another_directory(lifeline, tmp_path):
     assert "keeping the running configuration" not in lf.stderr_text()
 
 
-def test_watch_config_kubernetes_secret_swap_of_a_listener_certificate(lifeline, upstream, tmp_path):
+@pytest.mark.parametrize("sharing", [0, 70])
+def test_watch_config_kubernetes_secret_swap_of_a_listener_certificate(lifeline, upstream, tmp_path, sharing):
     """A certificate renewed through a Secret volume (tls.crt and tls.key swapped with ..data, in
     another directory than the config, which stays the same) is served after the swap without a
-    SIGHUP."""
+    SIGHUP. With 70 routes naming one fallback file before it, the file counts once: the copies
+    filled the 64 files watched and the certificate was not among them."""
     import ssl
     from test_tls import _make_ca, _make_cert, _served_der
     pki = tmp_path / "pki"
@@ -249,7 +253,11 @@ def test_watch_config_kubernetes_secret_swap_of_a_listener_certificate(lifeline,
     _k8s_publish(str(secret), "..2026_01", files(old))
     _k8s_link(str(secret), ["tls.crt", "tls.key"])
     up = upstream()
-    lf = lifeline(pools={"p": pool(up)}, extra={"watch_config": True},
+    page = tmp_path / "maintenance.txt"
+    page.write_text("down for maintenance\n")
+    routes = [{"match": {"path": "/r%d" % i}, "pool": "p", "fallback": {"status": 503, "file": str(page)}}
+              for i in range(sharing)] + [{"pool": "p"}]
+    lf = lifeline(pools={"p": pool(up)}, routes=routes, extra={"watch_config": True},
                   listen_tls={"certificates": [{"cert": str(secret / "tls.crt"), "key": str(secret / "tls.key")}]})
     assert _served_der(lf.port, "a.test") == der(old)
     time.sleep(t(0.5))   # (the look at start)
