@@ -660,10 +660,22 @@ static bool exchange_unsent_whole(const struct exchange *ex)
     return !ex->has_body || !ex->body_trimmed;
 }
 
+/* An attempt that reached the upstream may be sent again as far as its body goes (SPEC §3.5,
+ * "buffered whole"): the body replayable, and not a chunked one still arriving, which is not known
+ * to fit buffer_body (README, retry.buffer_body). A Content-Length body still arriving is: a
+ * length up to buffer_body is kept whole however late its bytes come (exchange_hop_sent never
+ * trims it), and the next hop sends what is kept and then the rest as it comes. */
+static bool exchange_sent_replayable(const struct exchange *ex)
+{
+    return exchange_replayable(ex) && !(ex->has_body && !ex->body_done && ex->req->content_length < 0);
+}
+
 bool exchange_reuse_recoverable(const struct exchange *ex)
 {
-    /* body_done: a body still arriving may yet be trimmed (then not replayable) before it fails */
-    return ex->idempotent && !ex->fresh_retry_done && (!ex->has_body || (ex->body_done && exchange_replayable(ex)));
+    /* The normal retry's rule (exchange_after_attempt), so a body still arriving is covered too:
+     * clients often write a small body a packet after its head (Expect: 100-continue always
+     * does), and such a PUT met by a stale pooled connection got a 502 with attempts: 1. */
+    return ex->idempotent && !ex->fresh_retry_done && exchange_sent_replayable(ex);
 }
 
 static double exchange_uniform(struct exchange *ex)
@@ -1517,9 +1529,7 @@ static bool exchange_after_attempt(struct exchange *ex, struct hop *h, enum hop_
      * upstream is not replayed (SPEC §3.5, "buffered whole"), as a Content-Length over the limit is
      * not; before, it was retried and could end larger than buffer_body. One that never left
      * (connect_error, connect_timeout, a lost race) still goes on at once: nothing was sent. */
-    in.replayable = retry_not_sent(o) ? exchange_unsent_whole(ex)
-                                      : exchange_replayable(ex) &&
-                                        !(ex->has_body && !ex->body_done && ex->req->content_length < 0);
+    in.replayable = retry_not_sent(o) ? exchange_unsent_whole(ex) : exchange_sent_replayable(ex);
     in.time_left = ex->deadline - clock_now();
     win = exchange_window(ex, &sec);
     retry_window_sums(win, sec, &in.requests_window, &in.retries_window);
@@ -1871,8 +1881,9 @@ void exchange_hop_failed(struct exchange *ex, struct hop *h)
     case EX_UPSTREAM:
         /* A pooled connection the server closed while we reused it: one more try on a fresh
          * connection, not counted as an attempt, when replaying is safe (SPEC §3.5, "under the
-         * same safety rule": a body buffered whole, so not one still arriving, which may yet
-         * outgrow buffer_body). The same test held back the failure report (hop_fail). */
+         * same safety rule": exchange_reuse_recoverable, the normal retry's rule, so also a
+         * Content-Length body still arriving, whose kept bytes the fresh hop sends before the
+         * rest, as any retry's). hop_fail reported no failure to the server either way. */
         if (h->reused && !h->got_bytes && h->outcome == HOP_RESET && exchange_reuse_recoverable(ex)) {
             ex->fresh_retry_done = true;
             exchange_record_hop(ex, h, h->outcome, 0);

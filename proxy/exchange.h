@@ -250,9 +250,10 @@ uint64_t exchange_resp_splice(struct exchange *ex, struct hop *h);
 
 /* A failure of a reused pooled connection before any response byte would be retried at once on a
  * fresh connection, not counted as an attempt (SPEC §3.5): the request is safe to replay
- * (method in retry.methods or an Idempotency-Key), has no body or a complete one kept whole, and
- * that retry is not spent yet. The hop then takes a pooled connection without pool.c's reuse
- * check (pool_take). */
+ * (method in retry.methods or an Idempotency-Key), its body, if any, replayable under the normal
+ * retry's rule (kept whole: a known length up to retry.buffer_body, nothing dropped; one still
+ * arriving too, except a chunked one, not known to fit), and that retry is not spent yet. The hop
+ * then takes a pooled connection without pool.c's reuse check (pool_take). */
 bool exchange_reuse_recoverable(const struct exchange *ex);
 
 /* May a 101 (resp) to this request open a tunnel? NULL when it may, else why not: a request that

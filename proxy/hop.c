@@ -193,15 +193,18 @@ static void hop_fail(struct hop *h, enum hop_outcome o)
         hop_fail_later(h, o);
         return;
     }
-    /* A pooled connection the server closed, found by a request the exchange retries at once on
-     * a fresh connection (exchange_reuse_recoverable, which let pool_take skip its check): a stale
-     * connection, not a verdict on the server, so neither ewma nor outlier ejection hears of it
-     * (a trial claim is given back by hop_detach). */
+    /* A pooled connection the server closed before any response byte: a stale connection, not a
+     * verdict on the server, so neither ewma nor outlier ejection hears of it (a trial claim is
+     * given back by hop_detach; a trial never reuses one). Whatever the request: whether the
+     * exchange may retry it on a fresh connection (exchange_reuse_recoverable) says nothing about
+     * the server. Before, only a request with no body or a complete one was spared, so a PUT
+     * whose body came a packet after its head ejected a healthy server (consecutive_failures: 1)
+     * and fed ewma a response timeout. A connection is pooled only after a complete answer, so a
+     * server that really fails cannot hide behind this: its next connection is a fresh one. */
     /* One verdict per attempt for outlier ejection: a 5xx head (or a 101) was judged already,
      * its body (or tunnel) failing after it is the same failure; a head below 500 waited for its
      * body, and this is its verdict (its ewma sample was taken at the head). */
-    if (h->server && !h->local_error && !h->judged &&
-        !(h->reused && !h->got_bytes && o == HOP_RESET && h->ex && exchange_reuse_recoverable(h->ex))) {
+    if (h->server && !h->local_error && !h->judged && !(h->reused && !h->got_bytes && o == HOP_RESET)) {
         pool_report(h->server, true, h->state == HOP_BODY ? -1 : hop_penalty(h, o), h->started, h->trial);
         h->trial = 0;
         h->judged = true;

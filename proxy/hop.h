@@ -57,8 +57,9 @@
  * worker_memory_worst counts HOP_ORPHANS_MAX times per worker (README, "Memory").
  *
  * Verdicts. A hop's end is reported to its server (pool_report: ewma, outlier ejection) except a
- * reset before any response byte on a reused connection of a request the exchange then retries on
- * a fresh one (exchange_reuse_recoverable): a connection the server closed while idle, no verdict.
+ * reset before any response byte on a reused connection, whatever the request (retried on a fresh
+ * connection or not, exchange_reuse_recoverable): a connection the server closed while idle, no
+ * verdict.
  * One verdict per attempt (SPEC §2 outlier: every outcome but ok and statuses below 500 is a
  * failure). A response head of 500 or more, or a 101, is judged as it arrives (a 101 that may not
  * open a tunnel, exchange_switch_refused, is an invalid response: a reset). A head below 500
