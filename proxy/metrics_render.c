@@ -362,10 +362,20 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
                  "# TYPE lifeline_upstream_connections gauge\n");
     for (size_t p = 0; p < rt->npools; p++) {
         const struct health_pool *hp = &rt->pools[p];
+        const struct metric_table *st = &s->names->servers;
+        size_t plen = strlen(hp->cp->name);
         uint64_t idle = 0, active = 0;
-        for (unsigned i = 0; i < hp->n; i++) {
-            idle += SERVER_SUM(s, hp->servers[i].slot, idle);
-            active += SERVER_SUM(s, hp->servers[i].slot, active);
+        /* Every server slot of the pool ("pool|address"), not only the running snapshot's: a
+         * connection to a server a DNS change or reload removed stays busy until its answer ends
+         * (an older snapshot holds the slot meanwhile), and was left out of the gauge. A slot
+         * reused for another name starts at 0 (metrics.h); one no snapshot holds has no
+         * connection left. (Main thread: the only one that reads names.) */
+        for (unsigned k = 0; k < st->n && k < st->cap; k++) {
+            const char *key = st->names[k];
+            if (!key || strncmp(key, hp->cp->name, plen) != 0 || key[plen] != '|')
+                continue;
+            idle += SERVER_SUM(s, k, idle);
+            active += SERVER_SUM(s, k, active);
         }
         metrics_render_printf(b, "lifeline_upstream_connections{pool=\"%s\",state=\"idle\"} %lld\n", hp->cp->name,
                               (long long)(int64_t)idle);

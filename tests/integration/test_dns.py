@@ -240,6 +240,41 @@ def test_removed_record_stops_traffic_and_inflight_completes(lifeline, dns, two_
     assert "up2" in by, results            # the in-flight request on the removed server completed
 
 
+def test_busy_connection_to_a_removed_server_stays_in_the_gauge(lifeline, dns, two_upstreams):
+    """lifeline_upstream_connections{state="active"} counts a connection to a server the DNS
+    change removed while its answer is still on its way (it summed only the running snapshot's
+    servers: 1 for 2 busy connections until the removed one's answer ended)."""
+    port, up1, up2 = two_upstreams
+    dns.set(NAME, ["127.0.0.1", "127.0.0.2"])
+    aport = free_port()
+    lf = lifeline(pools={"svc": {"servers": ["%s:%d" % (NAME, port)], "resolve_interval": "200ms",
+                                 "balance": "round_robin"}},
+                  extra=admin_extra(aport, resolver={"servers": [dns.address], "timeout": "500ms"}))
+    assert {who(lf) for _ in range(6)} == {"up1", "up2"}
+    slow_ms = int(t(3) * 1000)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(
+        fetch(lf.port, "GET", "/slow?ms=%d" % slow_ms, timeout=t(15))), daemon=True) for _ in range(2)]
+    for th in threads:
+        th.start()
+    wait_for(lambda: up1.slow_started == 1 and up2.slow_started == 1, t(5), what="one slow request on each server")
+    t_slow = time.monotonic()
+    dns.set(NAME, ["127.0.0.1"])
+    streak = [0]
+
+    def ten_in_a_row():
+        streak[0] = streak[0] + 1 if who(lf) == "up1" else 0
+        return streak[0] >= 10
+    wait_for(ten_in_a_row, t(5), interval=0.0, what="127.0.0.2 to leave the pool")
+    active = metrics(aport).value("lifeline_upstream_connections", pool="svc", state="active")
+    still = time.monotonic() - t_slow < slow_ms / 1000.0 - 0.2
+    for th in threads:
+        th.join(t(15))
+    assert [r.status for r in results] == [200, 200], results
+    assert still, "the swap took longer than the slow requests"
+    assert active == 2, "%s active connections with 2 answers on their way" % active
+
+
 def test_resolver_failure_keeps_addresses(lifeline, dns, two_upstreams):
     port, up1, up2 = two_upstreams
     dns.set(NAME, ["127.0.0.1", "127.0.0.2"])
