@@ -193,6 +193,17 @@ def test_resolve_interval_is_per_pool(lifeline, dns, two_upstreams):
     assert {who(lf, "/fixed") for _ in range(6)} == {"up1"}
 
 
+def wait_second_gone(lf):
+    """127.0.0.2 (up2) is gone from the round-robin pool: ten answers in a row from 127.0.0.1
+    (round robin would alternate)."""
+    streak = [0]
+
+    def ten_in_a_row():
+        streak[0] = streak[0] + 1 if who(lf) == "up1" else 0
+        return streak[0] >= 10
+    wait_for(ten_in_a_row, t(5), interval=0.0, what="127.0.0.2 to leave the pool")
+
+
 def test_removed_record_stops_traffic_and_inflight_completes(lifeline, dns, two_upstreams):
     port, up1, up2 = two_upstreams
     dns.set(NAME, ["127.0.0.1", "127.0.0.2"])
@@ -220,13 +231,7 @@ def test_removed_record_stops_traffic_and_inflight_completes(lifeline, dns, two_
     t_slow = time.monotonic()
 
     dns.set(NAME, ["127.0.0.1"])
-    # Gone from the pool: ten answers in a row from 127.0.0.1 (round robin would alternate).
-    streak = [0]
-
-    def ten_in_a_row():
-        streak[0] = streak[0] + 1 if who(lf) == "up1" else 0
-        return streak[0] >= 10
-    wait_for(ten_in_a_row, t(5), interval=0.0, what="127.0.0.2 to leave the pool")
+    wait_second_gone(lf)
     assert time.monotonic() - t_slow < slow_ms / 1000.0, "the swap took longer than the slow request"
     n2 = len(up2.requests)
     for _ in range(20):
@@ -260,12 +265,7 @@ def test_busy_connection_to_a_removed_server_stays_in_the_gauge(lifeline, dns, t
     wait_for(lambda: up1.slow_started == 1 and up2.slow_started == 1, t(5), what="one slow request on each server")
     t_slow = time.monotonic()
     dns.set(NAME, ["127.0.0.1"])
-    streak = [0]
-
-    def ten_in_a_row():
-        streak[0] = streak[0] + 1 if who(lf) == "up1" else 0
-        return streak[0] >= 10
-    wait_for(ten_in_a_row, t(5), interval=0.0, what="127.0.0.2 to leave the pool")
+    wait_second_gone(lf)
     active = metrics(aport).value("lifeline_upstream_connections", pool="svc", state="active")
     still = time.monotonic() - t_slow < slow_ms / 1000.0 - 0.2
     for th in threads:
