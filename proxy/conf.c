@@ -283,9 +283,9 @@ static int conf_limits(struct conf_loader *ld, const char *text, size_t len)
 
 /* The load itself, from the file's bytes. */
 static struct conf *conf_load_text(const char *path, const char *text, size_t len, unsigned flags,
-                                   const struct conf *donor, FILE *err, unsigned *nerrors)
+                                   const struct conf *donor, const bool *due, FILE *err, unsigned *nerrors)
 {
-    struct conf_loader ld = { .file = path, .flags = flags, .donor = donor, .err = err };
+    struct conf_loader ld = { .file = path, .flags = flags, .donor = donor, .due = due, .err = err };
     yaml_parser_t parser;
     bool parser_ok = false, doc_ok = false;
     struct conf *c = NULL;
@@ -420,7 +420,7 @@ struct conf *conf_load_flags(const char *path, unsigned flags, FILE *err, unsign
         }
     }
     fclose(fp);
-    c = conf_load_text(path, buf, len, flags, NULL, err, nerrors);
+    c = conf_load_text(path, buf, len, flags, NULL, NULL, err, nerrors);
     free(buf);
     return c;
 fail:
@@ -434,18 +434,24 @@ fail:
 
 struct conf *conf_load_buffer(const char *path, const char *text, size_t len, FILE *err, unsigned *nerrors)
 {
-    return conf_load_text(path, text, len, 0, NULL, err, nerrors);
+    return conf_load_text(path, text, len, 0, NULL, NULL, err, nerrors);
 }
 
 struct conf *conf_load_buffer_flags(const char *path, const char *text, size_t len, unsigned flags, FILE *err,
                                     unsigned *nerrors)
 {
-    return conf_load_text(path, text, len, flags, NULL, err, nerrors);
+    return conf_load_text(path, text, len, flags, NULL, NULL, err, nerrors);
 }
 
 struct conf *conf_reresolve(const struct conf *from, FILE *err, unsigned *nerrors)
 {
-    return conf_load_text(from->path, from->source, from->source_len, CONF_LOAD_RESOLVE_SOFT, from, err, nerrors);
+    return conf_reresolve_due(from, NULL, err, nerrors);
+}
+
+struct conf *conf_reresolve_due(const struct conf *from, const bool *due, FILE *err, unsigned *nerrors)
+{
+    return conf_load_text(from->path, from->source, from->source_len, CONF_LOAD_RESOLVE_SOFT, from, due, err,
+                          nerrors);
 }
 
 struct conf *conf_load(const char *path, FILE *err, unsigned *nerrors)
@@ -459,6 +465,8 @@ static bool conf_addrs_same(const struct conf_server *a, const struct conf_serve
 {
     if (a->naddrs != b->naddrs || a->port != b->port || strcmp(a->host ? a->host : "", b->host ? b->host : ""))
         return false;
+    if (a->failing != b->failing)
+        return false;   /* a name that stopped (or started again) resolving: its state moves on */
     /* Both lists are free of duplicates, so equal sizes and inclusion make equal sets. */
     for (size_t i = 0; i < a->naddrs; i++) {
         size_t j;

@@ -95,6 +95,8 @@ struct conf_server {
     size_t naddrs;
     bool named;                     /* host is a name (looked up with dns_resolve), not an IP */
     bool unresolved;                /* CONF_LOAD_RESOLVE_SOFT: the lookup failed (no addrs) */
+    bool failing;                   /* a re-resolve: its name did not resolve the last time it was
+                                     * looked up (warned about once, until it resolves again) */
 };
 
 /* connect_race: auto (4 x the pool's smoothed connect time, within [10ms, connect/2]; see pool.h) */
@@ -239,11 +241,16 @@ struct conf *conf_load_buffer_flags(const char *path, const char *text, size_t l
  * deleted, broken or edited since the load neither fails the re-resolve nor takes effect before a
  * reload (SPEC §2: "read at load and at reload"). Blocks on DNS only: call it off any event loop. */
 struct conf *conf_reresolve(const struct conf *from, FILE *err, unsigned *nerrors);
+/* conf_reresolve() that looks up only the names of the pools whose due[i] is true (due: from's
+ * npools entries; NULL: every pool): the other pools' servers are left for conf_keep_addresses()
+ * with the same `due` (SPEC §2: resolve_interval is per pool, 0 = at load only). A name warned
+ * about as not resolving is not warned about again until it has resolved (then that is said). */
+struct conf *conf_reresolve_due(const struct conf *from, const bool *due, FILE *err, unsigned *nerrors);
 
 /* True when both snapshots have the same pools by name (a pool's position may differ) and, in each,
  * the same servers in the same order with the same address sets (order-insensitive). Only the
- * addresses are compared: for two loads of the same source (a re-resolve), true means the DNS
- * answers did not change and a swap can be skipped. */
+ * addresses are compared (and whether a name is `failing`): for two loads of the same source (a
+ * re-resolve), true means the DNS answers did not change and a swap can be skipped. */
 bool conf_same_addresses(const struct conf *a, const struct conf *b);
 /* Re-resolution per pool (resolve_interval): nc was loaded from the same text as from; every pool
  * whose due[i] is false (due NULL: every pool is due) gets back from's addresses for its named servers (what it resolved to

@@ -73,6 +73,7 @@ struct conf_loader {
      * admin names, workers: auto) is taken from it, not read again: a re-resolve changes server
      * addresses only (SPEC §2: files are read at load and at reload). NULL: a load. */
     const struct conf *donor;
+    const bool *due;                /* a re-resolve: the donor's pools looked up (NULL: all) */
     FILE *err;
     yaml_document_t doc;
     struct conf *c;
@@ -92,6 +93,7 @@ struct conf_pending {
     struct conf_server *s;
     yaml_mark_t mark;               /* the address value: "cannot resolve" is reported there */
     char *why;                      /* the failure, reused for the same name in another server */
+    bool skipped;                   /* a re-resolve: its pool is not due, nothing was looked up */
 };
 
 /* ---- Schema descriptors ------------------------------------------------------------------

@@ -1017,7 +1017,7 @@ static int conf_h_server_addr(struct conf_loader *ld, const struct conf_field *f
             ld->pending = p;
             ld->cappending = cap;
         }
-        ld->pending[ld->npending++] = (struct conf_pending){ s, v->start_mark, NULL };
+        ld->pending[ld->npending++] = (struct conf_pending){ s, v->start_mark, NULL, false };
         s->named = true;
     }
     conf_set_str(ld, &s->address, text);
@@ -1028,6 +1028,27 @@ static int conf_h_server_addr(struct conf_loader *ld, const struct conf_field *f
  * case-insensitively; a later server with the same name copies the answer with its own port).
  * Skipped when the resolver block itself has errors: lookups through a half-read resolver would
  * only add misleading "cannot resolve" lines to the real mistake. */
+/* A re-resolve: the donor's server at s's place (same pool, same index, same host), and whether
+ * s's pool is due (ld->due). NULL when there is no such server. */
+static const struct conf_server *conf_donor_server(const struct conf_loader *ld, const struct conf_server *s,
+                                                   bool *due)
+{
+    *due = true;
+    for (size_t i = 0; ld->donor && i < ld->c->npools; i++) {
+        const struct conf_pool *p = &ld->c->pools[i];
+        if (s < p->servers || s >= p->servers + p->nservers)
+            continue;
+        const struct conf_pool *dp = conf_donor_pool(ld, p);
+        size_t k = (size_t)(s - p->servers);
+        if (!dp || k >= dp->nservers || strcasecmp(dp->servers[k].host ? dp->servers[k].host : "", s->host))
+            return NULL;
+        if (ld->due)
+            *due = ld->due[i];
+        return &dp->servers[k];
+    }
+    return NULL;
+}
+
 static void conf_resolve_servers(struct conf_loader *ld, yaml_node_t *root)
 {
     char q[CONF_QUOTE_MAX + 8];
@@ -1037,14 +1058,22 @@ static void conf_resolve_servers(struct conf_loader *ld, yaml_node_t *root)
     for (size_t i = 0; i < ld->npending; i++) {
         struct conf_pending *pd = &ld->pending[i];
         struct conf_server *s = pd->s;
+        bool due;
+        const struct conf_server *ds = conf_donor_server(ld, s, &due);
+        if (ds && !due) {
+            /* not looked up: conf_keep_addresses gives it the donor's addresses */
+            pd->skipped = true;
+            s->failing = ds->failing;
+            continue;
+        }
         size_t j;
-        for (j = 0; j < i && strcasecmp(ld->pending[j].s->host, s->host); j++)
+        for (j = 0; j < i && (ld->pending[j].skipped || strcasecmp(ld->pending[j].s->host, s->host)); j++)
             ;
         if (j < i) {
             const struct conf_pending *prev = &ld->pending[j];
             if (prev->why) {
                 if (ld->flags & CONF_LOAD_RESOLVE_SOFT)
-                    s->unresolved = true;
+                    s->unresolved = s->failing = true;
                 else
                     conf_err_mark(ld, pd->mark, "cannot resolve %s: %s", conf_quote(q, s->host), prev->why);
                 continue;
@@ -1061,15 +1090,19 @@ static void conf_resolve_servers(struct conf_loader *ld, yaml_node_t *root)
         char why[512];
         if (dns_resolve(ld->c, s->host, s->port, &s->addrs, &s->naddrs, why, sizeof why)) {
             if (ld->flags & CONF_LOAD_RESOLVE_SOFT) {
-                if (ld->err)
+                /* said once per failing spell, not at every resolve_interval */
+                if (ld->err && !(ds && ds->failing))
                     fprintf(ld->err, "%s:%zu:%zu: cannot resolve %s: %s (keeping its addresses)\n", ld->file,
                             pd->mark.line + 1, pd->mark.column + 1, conf_quote(q, s->host), why);
-                s->unresolved = true;
+                s->unresolved = s->failing = true;
             } else {
                 conf_err_mark(ld, pd->mark, "cannot resolve %s: %s", conf_quote(q, s->host), why);
             }
             if (!(pd->why = strdup(why)))
                 ld->oom = true;
+        } else if (ld->err && ds && ds->failing) {
+            fprintf(ld->err, "%s:%zu:%zu: %s resolves again\n", ld->file, pd->mark.line + 1, pd->mark.column + 1,
+                    conf_quote(q, s->host));
         }
     }
 }

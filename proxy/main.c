@@ -172,7 +172,8 @@ static void *loader_main(void *arg)
         if (job != JOB_RESOLVE)
             nc = conf_load(conf_path, stderr, &nerr);
         else
-            nc = conf_reresolve(from, stderr, &nerr);   /* (server addresses only) */
+            /* (server addresses only; the names of the pools that are due) */
+            nc = conf_reresolve_due(from, ndue == from->npools ? due : NULL, stderr, &nerr);
         /* only the pools whose resolve_interval passed move (SPEC §2: per pool; 0 = at load only) */
         /* (a name that did not resolve keeps what it had: CONF_LOAD_RESOLVE_SOFT) */
         if (nc && job == JOB_RESOLVE && conf_keep_addresses(nc, from, ndue == from->npools ? due : NULL) < 0) {

@@ -193,6 +193,42 @@ def test_resolve_interval_is_per_pool(lifeline, dns, two_upstreams):
     assert {who(lf, "/fixed") for _ in range(6)} == {"up1"}
 
 
+def test_a_pool_not_due_is_not_looked_up(lifeline, dns, two_upstreams):
+    """Only the names of the pools whose resolve_interval passed are looked up: a resolve_interval:
+    0 pool's name is asked for at load only (SPEC §2), and a 1 h pool's not at its 200 ms sibling's
+    pace (old binary: every re-resolve looked every name up, 2 queries per 200 ms here)."""
+    port, up1, up2 = two_upstreams
+    for name in (NAME, "hourly.test", "other.test"):
+        dns.set(name, ["127.0.0.1"])
+    lifeline(
+        pools={"fixed": {"servers": ["%s:%d" % (NAME, port)], "resolve_interval": "0"},
+               "hourly": {"servers": ["hourly.test:%d" % port], "resolve_interval": "1h"},
+               "moving": {"servers": ["other.test:%d" % port], "resolve_interval": "200ms"}},
+        routes=[{"match": {"path": "/fixed"}, "pool": "fixed"},
+                {"match": {"path": "/hourly"}, "pool": "hourly"}, {"pool": "moving"}],
+        extra={"resolver": {"servers": [dns.address], "timeout": "500ms"}})
+    at_load = {n: dns.count(n) for n in (NAME, "hourly.test")}
+    assert dns.wait_queries("other.test", 10, t(5)), "the 200ms pool is not re-resolved"
+    assert {n: dns.count(n) for n in (NAME, "hourly.test")} == at_load
+
+
+def test_a_failing_name_is_warned_about_once_per_spell(lifeline, dns, two_upstreams):
+    """A name that stops resolving is said once, not at every resolve_interval (old binary: one
+    line per 200 ms), and once more when it resolves again."""
+    port, up1, up2 = two_upstreams
+    dns.set(NAME, ["127.0.0.1"])
+    lf = start(lifeline, dns, port)
+    dns.remove(NAME)
+    assert dns.wait_queries(NAME, 8, t(5))
+    assert lf.stderr_text().count("cannot resolve") == 1, lf.stderr_text()
+    dns.set(NAME, ["127.0.0.2"])
+    wait_for(lambda: "resolves again" in lf.stderr_text(), t(5), what="the recovery line")
+    assert who(lf) == "up2"
+    dns.remove(NAME)
+    assert dns.wait_queries(NAME, 4, t(5))
+    assert lf.stderr_text().count("cannot resolve") == 2, lf.stderr_text()
+
+
 def wait_second_gone(lf):
     """127.0.0.2 (up2) is gone from the round-robin pool: ten answers in a row from 127.0.0.1
     (round robin would alternate)."""
