@@ -376,7 +376,7 @@ static void admin_conn_cb(struct ev_loop *loop, ev_io *io, int revents)
     }
     used = admin_head_scan(k, p, (size_t)r, &end);
     k->headlen += used;
-    if (p == k->in) {
+    if (p != sink) {
         k->inlen += (size_t)r;   /* (bytes past the head stay: `in` is checked whole for a NUL) */
         k->in[k->inlen] = 0;
     }

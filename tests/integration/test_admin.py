@@ -691,6 +691,31 @@ def test_admin_reads_a_large_request_head_whole_and_its_answer_arrives_whole(lif
     assert r.status == 414, r
 
 
+def test_admin_request_line_trickled_in_pieces(lifeline, upstream):
+    """A request line that arrives in three or more reads (a probe written byte by byte, a slow
+    link) is put together whole: the third read overwrote the second (GET /he|a|lthz gave 404,
+    byte by byte 400, a 5,000-byte line in three writes 404 instead of 414)."""
+    up = upstream()
+    aport = free_port()
+    lifeline(pools={"p": pool(up)}, extra=admin_extra(aport))
+
+    def ask(pieces):
+        with Conn(aport, timeout=t(5)) as c:
+            for piece in pieces:
+                c.send(piece)
+                time.sleep(t(0.03))
+            return c.read_response(timeout=t(5))
+
+    head = b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n"
+    r = ask([b"GET /he", b"a", b"lthz HTTP/1.1\r\nHost: a\r\n\r\n"])
+    assert r.status == 200, r
+    r = ask([head[i:i + 1] for i in range(len(head))])
+    assert r.status == 200, r
+    long_line = b"GET /metrics?pad=" + b"p" * 5000 + b" HTTP/1.1\r\nHost: a\r\n\r\n"
+    r = ask([long_line[:1000], long_line[1000:2000], long_line[2000:]])
+    assert r.status == 414, r
+
+
 def test_status_outcome_is_named_alike_in_header_log_and_metrics(lifeline, raw_upstream, tmp_path):
     """SPEC §3.4/§3.7/§5: an attempt answered with a status listed in retry.on has that status as
     its outcome; x-lifeline-fallback, the access log's fallback, lifeline_fallbacks_total's reason
