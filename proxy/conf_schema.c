@@ -1684,7 +1684,7 @@ static int conf_h_headers(struct conf_loader *ld, const struct conf_field *f, ya
                           const char *where)
 {
     static const char *const reserved[] = { "content-length", "transfer-encoding", "connection",
-                                            "keep-alive", "upgrade", "te", "trailer",
+                                            "keep-alive", "proxy-connection", "upgrade", "te", "trailer",
                                             "x-lifeline-fallback", "x-request-id", "date", NULL };
     struct conf_route *r = obj;
     char q[CONF_QUOTE_MAX + 8];

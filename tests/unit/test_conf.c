@@ -1015,6 +1015,9 @@ static const struct bad_case bad_cases[] = {
       "cannot read fallback file \"/nonexistent/busy.html\"", 0, CONF_LOAD_UNSUPPORTED },
     { L P "routes:\n  - pool: api\n    fallback: { headers: { Content-Length: \"3\" } }\n", 7, 28,
       "header \"content-length\" is set by lifeline", 0, CONF_LOAD_UNSUPPORTED },
+    /* hop-by-hop (SPEC §4), as the other connection headers */
+    { L P "routes:\n  - pool: api\n    fallback: { headers: { Proxy-Connection: keep-alive } }\n", 7, 28,
+      "header \"proxy-connection\" is set by lifeline", 0, CONF_LOAD_UNSUPPORTED },
     /* one Date, the time the answer is made (a configured one went out beside it) */
     { L P "routes:\n  - pool: api\n    fallback: { headers: { Date: \"Thu, 01 Jan 1970 00:00:00 GMT\" } }\n", 7, 28,
       "header \"date\" is set by lifeline", 0, CONF_LOAD_UNSUPPORTED },
