@@ -209,7 +209,7 @@ unsigned cpus_available(void)
             break;
         size = CPU_ALLOC_SIZE(ncpu);
         CPU_ZERO_S(size, set);
-        if (sched_getaffinity(0, size, set) == 0)
+        if (sched_getaffinity(getpid(), size, set) == 0)   /* the main thread's (what `taskset -p` sets), not the loader's */
             n = (unsigned)CPU_COUNT_S(size, set);
         CPU_FREE(set);
         if (!n && errno != EINVAL)

@@ -145,6 +145,30 @@ def test_workers_auto_counts_the_affinity_mask(lifeline, upstream):
     assert lf.fetch("GET", "/echo").status == 200
 
 
+def test_workers_auto_is_counted_again_from_the_main_threads_mask_at_reload(lifeline, upstream):
+    """A reload counts `workers: auto` again from the mask an operator set with `taskset -p PID`
+    (the main thread's, which the workers started afterwards inherit): it was read in the config
+    loader's thread, which kept the mask it had at start (2 workers stayed)."""
+    import shutil
+    import subprocess
+    import pytest
+    from conftest import free_port
+    from ops import admin_extra, reload, running_workers, status
+    if not shutil.which("taskset") or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs taskset and two CPUs")
+    up = upstream()
+    aport = free_port()
+    cpus = sorted(os.sched_getaffinity(0))[:2]
+    lf = lifeline(pools={"p": pool(up)}, workers="auto", extra=admin_extra(aport),
+                  prefix=["taskset", "-c", "%d,%d" % tuple(cpus)])
+    assert status(aport)["workers"] == 2
+    subprocess.run(["taskset", "-p", "-c", str(cpus[0]), str(lf.pid)], check=True, stdout=subprocess.DEVNULL)
+    reload(lf)
+    wait_for(lambda: status(aport)["workers"] == 1, t(5), what="one worker after the reload")
+    wait_for(lambda: running_workers(lf) == 1, t(5), what="the second worker to retire")
+    assert lf.fetch("GET", "/echo").status == 200
+
+
 def test_start_near_the_file_limit_never_aborts(tmp_path):
     """With the open-file limit just too low for a second worker, lifeline exits 1 with a message
     or starts: libev made the second loop's wake-up eventfd itself and called abort() when it
