@@ -227,12 +227,29 @@ static inline void exchange_record_answer(struct exchange *ex, const struct hop 
         r->outcome = NULL;
 }
 
-/* The request is answered (or abandoned): counts it and writes its access log line. Once. */
+/* Counts the request: lifeline_requests_total, the duration histogram, its fallback and the
+ * series. Once: a tunnel is counted at its 101 (exchange_hop_head), its line written when it ends. */
+static void exchange_count(struct exchange *ex, unsigned status, ev_tstamp dur, ev_tstamp wall)
+{
+    struct worker *w = ex_worker(ex);
+    struct route_metrics *m;
+
+    if (ex->counted)
+        return;
+    ex->counted = true;
+    m = &w->rmetrics[ex->route ? ex->route_slot : METRIC_ROUTE_SLOTS];
+    metrics_request(m, status, dur);
+    if (ex->fallback_reason)
+        METRIC_ADD(m->fallbacks[metric_reason_of(ex->fallback_reason)], 1);
+    series_request(w->id, ex->route ? ex->route_slot : SERIES_ROUTES, status, ex->fallback_reason != NULL, dur, wall);
+}
+
+/* The request is answered (or abandoned): counts it (unless its 101 was) and writes its access
+ * log line. Once. */
 static void exchange_account(struct exchange *ex, unsigned status)
 {
     struct worker *w = ex_worker(ex);
     struct client *c = ex->c;
-    struct route_metrics *m;
     /* the duration on the monotonic clock (clock.h); the line's time and the series' second on
      * the wall clock */
     ev_tstamp dur = clock_now() - ex->started, wall = ev_now(w->loop);
@@ -245,11 +262,7 @@ static void exchange_account(struct exchange *ex, unsigned status)
     if (ex->accounted || !ex->req)
         return;
     ex->accounted = true;
-    m = &w->rmetrics[ex->route ? ex->route_slot : METRIC_ROUTE_SLOTS];
-    metrics_request(m, status, dur);
-    if (ex->fallback_reason)
-        METRIC_ADD(m->fallbacks[metric_reason_of(ex->fallback_reason)], 1);
-    series_request(w->id, ex->route ? ex->route_slot : SERIES_ROUTES, status, ex->fallback_reason != NULL, dur, wall);
+    exchange_count(ex, status, dur, wall);
     if (!w->alog.data && ex->nhoplog < 2 && !ex->fallback_reason)
         return;   /* no log line, and not one for /status/requests */
     memset(&e, 0, sizeof(e));
@@ -1768,6 +1781,11 @@ void exchange_hop_head(struct exchange *ex, struct hop *h)
         ex->has_body = true;
         ex->body_done = false;
         ex->state = EX_TUNNEL;
+        /* The 101 is the request's whole answer (SPEC §5: counted before its last byte is
+         * written): counted now, with the time to its head; the access log line is written when
+         * the tunnel ends (exchange_account), with the tunnel's bytes and time. A WebSocket open
+         * for hours is in lifeline_requests_total from its first second. */
+        exchange_count(ex, 101, clock_now() - ex->started, ev_now(ex_worker(ex)->loop));
         hop_tunnel_start(h);
         client_tunnel(c);
         if (!c->closed)

@@ -126,6 +126,7 @@ struct exchange {
     const struct hop *hedge;            /* the hedge still to report its result (metrics), or NULL */
     unsigned nhoplog;
     bool accounted;                     /* metrics and access log written */
+    bool counted;                       /* metrics written (a tunnel: at its 101; exchange_count) */
     struct server_metrics *answer_m;    /* the answer's attempt, counted when the request is over */
     unsigned answer_slot;               /* (exchange_account), by how it ended: once, not ok at its
                                          * head and again when its body is cut (read_timeout...) */

@@ -16,7 +16,7 @@ import termios
 import threading
 import time
 
-from conftest import HOST, SANITIZER_MARKERS, Conn, free_port, pool, t, wait_for
+from conftest import HOST, SANITIZER_MARKERS, Conn, dur, free_port, pool, t, wait_for
 from faults import refused, status_script
 from ops import admin_extra, access_lines, exec_prefix, metrics, parse_access_text, reload, wait_access
 
@@ -263,6 +263,63 @@ def test_websocket_tunnel_is_a_101_whoever_closes_it(lifeline, raw_upstream, tmp
     m = metrics(aport)
     assert m.value("lifeline_requests_total", route="r", code="101") == 3, m.grep("lifeline_requests_total")
     assert m.total("lifeline_requests_total", code="499") == 0, m.grep("lifeline_requests_total")
+
+
+def test_websocket_is_counted_at_its_101_not_when_it_closes(lifeline, raw_upstream, tmp_path):
+    """SPEC §5: a request is counted before its last response byte is written, and a tunnel's
+    answer is its 101. It was counted (lifeline_requests_total, the duration histogram) only when
+    the tunnel closed, so a WebSocket open for hours was invisible to a scrape all that time while
+    its attempt showed (found by review). Now: counted at the 101 with the time to its head, once;
+    a reload, the client's close and a drain's cut count nothing more; the access line is written
+    when the tunnel ends, with its whole time."""
+    from test_reload import _cfg, _open_tunnel, _tunnel_script
+    up = raw_upstream(_tunnel_script())
+    path = log_to(tmp_path)
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"name": "r", "pool": "p"}], shutdown_timeout=dur(t(1)),
+                  extra=dict(admin_extra(aport), access_log={"path": path}))
+    hold = t(1.0)
+
+    def counted(m):
+        return (m.value("lifeline_requests_total", route="r", code="101"),
+                m.value("lifeline_request_duration_seconds_count", route="r"))
+
+    c = _open_tunnel(lf)
+    opened = time.monotonic()
+    m = metrics(aport)
+    assert counted(m) == (1, 1), "an open tunnel is not counted: %s" % m.grep("lifeline_request")
+    assert m.value("lifeline_upstream_attempts_total", pool="p", server=up.address, outcome="ok") == 1, \
+        m.grep("lifeline_upstream_attempts_total")
+    assert m.value("lifeline_downstream_connections") == 1, m.grep("lifeline_downstream_connections")
+    assert access_lines(path) == [], "the line is written when the tunnel ends"
+    reload(lf, _cfg(lf))   # the tunnel survives it, and is not counted again
+    c.send(b"after")
+    assert c.read_exact(5, timeout=t(3)) == b"AFTER"
+    assert counted(metrics(aport)) == (1, 1)
+    time.sleep(max(0.0, hold - (time.monotonic() - opened)))
+    c.close()
+    (line,) = wait_access(path, lambda ls: len(ls) >= 1)
+    assert line["status"] == 101 and line["route"] == "r", line
+    assert line["duration_ms"] >= hold * 1000 - 50, "the line's time is the tunnel's: %r" % line
+    wait_for(lambda: metrics(aport).value("lifeline_downstream_connections") == 0, t(2),
+             what="the connection to be gone")
+    m = metrics(aport)
+    assert counted(m) == (1, 1), "counted again when it closed: %s" % m.grep("lifeline_request")
+    assert m.value("lifeline_request_duration_seconds_sum", route="r") < hold / 2, \
+        "the histogram's time is the time to the 101: %s" % m.grep("duration_seconds_sum")
+    assert m.total("lifeline_upstream_attempts_total", pool="p") == 1, m.grep("lifeline_upstream_attempts_total")
+
+    # A tunnel the drain cuts (shutdown_timeout): counted at its 101, one line, still a 101.
+    c = _open_tunnel(lf)
+    assert counted(metrics(aport)) == (2, 2)
+    lf.proc.send_signal(signal.SIGTERM)
+    lf.stopped_by_test = True
+    time.sleep(t(0.2))
+    assert counted(metrics(aport)) == (2, 2), "the draining process counts the open tunnel once"
+    assert lf.proc.wait(t(10)) == 0
+    c.close()
+    lines = access_lines(path)
+    assert [(ln["target"], ln["status"]) for ln in lines] == [("/ws", 101), ("/ws", 101)], lines
 
 
 def test_sigusr1_reopens_the_file(lifeline, upstream, tmp_path):
