@@ -158,6 +158,30 @@ static void exchange_count_answer(struct exchange *ex)
 _Static_assert(ALOG_MAX_ATTEMPTS >= EXCHANGE_HOPS_MAX, "the access log lists every hop");
 _Static_assert(EXCHANGE_HOPS_MAX <= UINT8_MAX, "exchange_account orders hops by uint8_t");
 
+/* The access log's record of a hop (SPEC §5: one object per hop), and nothing else. Returns the
+ * record, or NULL when the list is full (it has room for EXCHANGE_HOPS_MAX, the most a request
+ * makes). */
+static struct hop_record *exchange_log_hop(struct exchange *ex, const struct hop *h, unsigned midx,
+                                           unsigned status, ev_tstamp now)
+{
+    struct upserver *s = h->last_server;
+    struct hop_record *r;
+
+    if (ex->nhoplog >= sizeof(ex->hoplog) / sizeof(ex->hoplog[0]))
+        return NULL;
+    r = &ex->hoplog[ex->nhoplog++];
+    r->started = h->started;
+    r->server = s ? s->addr->text : "-";
+    r->outcome = metric_outcome_names[midx];
+    r->status = status;
+    r->connect_ms = h->connected > 0 ? (int)((h->connected - h->started) * 1000.0 + 0.5) : -1;
+    r->response_ms = h->connected > 0 && (midx == HOP_OK || midx == METRIC_OUTCOME_5XX)
+                         ? (int)((now - h->connected) * 1000.0 + 0.5) : -1;
+    r->backoff_ms = -1;
+    memcpy(r->span_id, h->span_id, sizeof(r->span_id));
+    return r;
+}
+
 /* Notes how an attempt ended: the server's attempt counter and the access log's attempt list.
  * midx: a hop_outcome value, METRIC_OUTCOME_5XX or METRIC_OUTCOME_CANCELLED. later: an answer that
  * may still fail in its body, counted when the request is over. Returns the log's record, or NULL
@@ -167,7 +191,6 @@ static struct hop_record *exchange_record_hop_as(struct exchange *ex, const stru
 {
     struct upserver *s = h->last_server;
     ev_tstamp now = clock_now();
-    struct hop_record *r;
 
     if (s && s->m && midx != METRIC_OUTCOME_ORPHANED) {
         unsigned slot = metric_attempt_slot(midx, status, metric_may_be_listed(status) &&
@@ -190,19 +213,7 @@ static struct hop_record *exchange_record_hop_as(struct exchange *ex, const stru
     }
     if (midx == METRIC_OUTCOME_ORPHANED)
         midx = METRIC_OUTCOME_CANCELLED;   /* for this request it is over; the orphan counts itself */
-    if (ex->nhoplog >= sizeof(ex->hoplog) / sizeof(ex->hoplog[0]))
-        return NULL;
-    r = &ex->hoplog[ex->nhoplog++];
-    r->started = h->started;
-    r->server = s ? s->addr->text : "-";
-    r->outcome = metric_outcome_names[midx];
-    r->status = status;
-    r->connect_ms = h->connected > 0 ? (int)((h->connected - h->started) * 1000.0 + 0.5) : -1;
-    r->response_ms = h->connected > 0 && (midx == HOP_OK || midx == METRIC_OUTCOME_5XX)
-                         ? (int)((now - h->connected) * 1000.0 + 0.5) : -1;
-    r->backoff_ms = -1;
-    memcpy(r->span_id, h->span_id, sizeof(r->span_id));
-    return r;
+    return exchange_log_hop(ex, h, midx, status, now);
 }
 
 static inline struct hop_record *exchange_record_hop(struct exchange *ex, const struct hop *h, unsigned midx,
@@ -257,13 +268,16 @@ static void exchange_account(struct exchange *ex, unsigned status)
     char codes[ALOG_MAX_ATTEMPTS][4];
     uint8_t order[sizeof(ex->hoplog) / sizeof(ex->hoplog[0])];
     struct alog_entry e;
+    unsigned stale_hops;
 
     exchange_count_answer(ex);
     if (ex->accounted || !ex->req)
         return;
     ex->accounted = true;
     exchange_count(ex, status, dur, wall);
-    if (!w->alog.data && ex->nhoplog < 2 && !ex->fallback_reason)
+    /* the stale connection's hop, replayed on a fresh one, is logged but is no attempt */
+    stale_hops = ex->stale_logged ? 1 : 0;
+    if (!w->alog.data && ex->nhoplog - stale_hops < 2 && !ex->fallback_reason)
         return;   /* no log line, and not one for /status/requests */
     memset(&e, 0, sizeof(e));
     e.time = wall;
@@ -298,7 +312,7 @@ static void exchange_account(struct exchange *ex, unsigned status)
     }
     e.attempts = att;
     alog_write(&w->alog, &e);
-    if (recent_wanted(&e))
+    if (recent_wanted(&e, stale_hops))
         recent_record(w->id, &e);
 }
 
@@ -1901,10 +1915,16 @@ void exchange_hop_failed(struct exchange *ex, struct hop *h)
          * connection, not counted as an attempt, when replaying is safe (SPEC §3.5, "under the
          * same safety rule": exchange_reuse_recoverable, the normal retry's rule, so also a
          * Content-Length body still arriving, whose kept bytes the fresh hop sends before the
-         * rest, as any retry's). hop_fail reported no failure to the server either way. */
+         * rest, as any retry's). hop_fail reported no failure to the server either way.
+         * Not an attempt, so not counted as one: the access log lists the hop (SPEC §5, one
+         * object per hop), but lifeline_upstream_attempts_total, /status's attempts and failures,
+         * the series' error rate and /status/requests do not hear of it (a healthy server that
+         * closes idle connections showed failures, and its requests were listed as retried).
+         * A hedge's stale hop leaves its result to the fresh one (ex->hedge stays h). Not
+         * replayable, the reset is the request's attempt: counted below, as any failure. */
         if (h->reused && !h->got_bytes && h->outcome == HOP_RESET && exchange_reuse_recoverable(ex)) {
             ex->fresh_retry_done = true;
-            exchange_record_hop(ex, h, h->outcome, 0);
+            ex->stale_logged = exchange_log_hop(ex, h, h->outcome, 0, clock_now()) != NULL;
             log_debug("reused connection to %s failed; retrying on a fresh one",
                       h->last_server ? h->last_server->addr->text : "?");
             exchange_start_hop(ex, h, h->last_server, true, 0);

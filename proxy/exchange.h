@@ -89,6 +89,7 @@ struct exchange {
                                          * so it lives until the answer is flushed (exchange_cancel) */
     bool resp_splice_failed;            /* no pipe could be had for the response: copied */
     bool fresh_retry_done;              /* the reused-connection retry (SPEC §3.5) was spent */
+    bool stale_logged;                  /* its stale hop is in hoplog (logged, not an attempt) */
     bool idempotent;                    /* method in retry.methods, or an Idempotency-Key */
     bool resp_close;                    /* downstream must close after this response */
     bool resp_chunked;                  /* downstream framing is chunked */

@@ -24,10 +24,12 @@
 
 struct metrics_render_buf;
 
-/* Worth remembering: retried or hedged (more than one attempt) or answered by a fallback. */
-static inline bool recent_wanted(const struct alog_entry *e)
+/* Worth remembering: retried or hedged (more than one attempt) or answered by a fallback.
+ * stale_hops: how many of e's attempts were a stale pooled connection's hop, replayed on a fresh
+ * connection (SPEC §3.5: not an attempt; the log lists it all the same). */
+static inline bool recent_wanted(const struct alog_entry *e, unsigned stale_hops)
 {
-    return e->nattempts > 1 || e->fallback.s != NULL;
+    return e->nattempts > stale_hops + 1 || e->fallback.s != NULL;
 }
 
 /* The bytes of one worker's ring (for the worst-case memory, worker_memory_worst). */

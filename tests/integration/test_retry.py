@@ -1019,6 +1019,61 @@ def test_reused_connection_closed_post_not_replayed(lifeline, raw_upstream):
     assert up.connections == 1
 
 
+def _each_connection_closes_on_its_second_request():
+    """Answers the first request of every connection as keep-alive, and closes a connection (after
+    reading it, without a byte) when its second request arrives: every pooled connection is stale."""
+    async def script(conn):
+        if await conn.read_request() is None:
+            return
+        await conn.respond(200, b"conn-%d" % conn.index)
+        await conn.read_request()
+        conn.close()
+    return script
+
+
+def test_stale_pooled_connection_is_not_counted_as_an_attempt(lifeline, raw_upstream, tmp_path):
+    """SPEC §3.5: a reused keep-alive connection that fails before any response byte is retried
+    once on a fresh connection "without counting as an attempt"; README: such a stale connection is
+    never held against its server. An upstream that closes a pooled connection when the next request
+    arrives: every GET gets its 200, and the stale hops stay out of lifeline_upstream_attempts_total,
+    lifeline_retries_total, /status's attempts and failures for the server and /status/requests;
+    the access log keeps one object per hop (reset, then ok). A POST, not replayable, gets the
+    reset as its answer (502): that one is the request's attempt, counted as a failure. Found by a
+    review: the old binary counted 3 resets (attempts: 7, failures: 3 for a healthy server) and
+    listed the GETs in /status/requests as retried."""
+    up = raw_upstream(_each_connection_closes_on_its_second_request())
+    log = str(tmp_path / "access.log")
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up, connect_race="0s")}, routes=[route(retry={"attempts": 1})], workers=1,
+                  extra=admin_extra(aport, access_log={"path": log}))
+    for i in range(4):
+        r = lf.fetch("GET", "/g%d" % i, headers=[("X-Request-Id", "stale-%d" % i)])
+        assert r.status == 200 and r.body == b"conn-%d" % (i + 1), (i, r, r.body)
+        assert not r.has_header("x-lifeline-fallback"), r.headers
+    assert up.connections == 4, up.connections
+    lines = wait_access(log, lambda ls: len([x for x in ls if x["request_id"].startswith("stale-")]) == 4)
+    chains = {x["request_id"]: [a["outcome"] for a in x["attempts"]] for x in lines}
+    assert chains == {"stale-0": ["ok"], "stale-1": ["reset", "ok"], "stale-2": ["reset", "ok"],
+                      "stale-3": ["reset", "ok"]}, chains
+    m = metrics(aport)
+    assert m.total("lifeline_upstream_attempts_total", outcome="ok") == 4, m.grep("lifeline_upstream_attempts_total")
+    assert m.total("lifeline_upstream_attempts_total") == 4, m.grep("lifeline_upstream_attempts_total")
+    assert m.total("lifeline_retries_total") == 0, m.grep("lifeline_retries_total")
+    srv = server_status(status(aport), "p", up.address)
+    assert (srv["attempts"], srv["failures"]) == (4, 0), srv
+    listed = [x["request_id"] for x in json.loads(admin_get(aport, "/status/requests").body)]
+    assert not [x for x in listed if x.startswith("stale-")], listed
+
+    # not replayable: the stale connection's reset is the POST's answer, and its attempt
+    r = lf.fetch("POST", "/p", body=b"once", headers=[("X-Request-Id", "stale-post")])
+    assert r.status == 502 and r.header("x-lifeline-fallback") == "reset", r
+    m = metrics(aport)
+    assert m.total("lifeline_upstream_attempts_total", outcome="reset") == 1, m.grep("lifeline_upstream_attempts_total")
+    srv = server_status(status(aport), "p", up.address)
+    assert (srv["attempts"], srv["failures"]) == (5, 1), srv
+    assert m.total("lifeline_outlier_ejections_total") == 0, m.grep("lifeline_outlier_ejections_total")
+
+
 def _first_answer_then_fin():
     """Connection 1 answers its first request as keep-alive, but its bytes and the FIN leave in one
     segment (TCP_CORK, then close): lifeline reads the answer whole and finds the connection closed
