@@ -12,6 +12,7 @@
 #include <yaml.h>
 
 #include "accesslog.h"
+#include "clock.h"
 #include "conf.h"
 #include "health.h"
 #include "hop.h"
@@ -88,16 +89,98 @@ static unsigned route_slot(const struct metrics_render_src *s, size_t r)
     return r < s->conf->nroutes ? s->rt->route_slot[r] : METRIC_ROUTE_NONE;
 }
 
-/* Whether route r / server hs has counters of its own (not refused a slot: metrics.h). Counter
- * families leave the others out rather than show zeros. */
-static bool route_counted(const struct metrics_render_src *s, size_t r)
-{
-    return route_slot(s, r) <= METRIC_ROUTE_NONE;
-}
-
+/* Whether server hs has counters of its own (not refused a slot: metrics.h; a route refused one
+ * has a slot >= METRIC_ROUTE_SLOTS). Counter families leave the others out rather than show zeros. */
 static bool server_counted(const struct srv_health *hs)
 {
     return hs->slot < METRIC_SERVER_SLOTS;
+}
+
+/* Whether slot k of t is still shown though the running snapshot may not name it: an older
+ * snapshot holds it (a request in flight across a reload still counts into it), or it was let go
+ * less than its grace period ago, so that the scrape after the request's answer sees its final
+ * values (metrics.h). (Main thread: the only one that reads names.) */
+static bool slot_live(const struct metric_table *t, unsigned k, int64_t now_ms)
+{
+    int64_t gone;
+
+    if (k >= t->n || k >= t->cap || !t->names[k])
+        return false;
+    gone = atomic_load(&t->gone_ms[k]);
+    /* gone_ms is written after refs falls to 0: INT64_MAX means held, or just let go */
+    return atomic_load(&t->refs[k]) != 0 || gone == INT64_MAX || now_ms - gone < t->grace_ms;
+}
+
+/* The route series a scrape shows, one per slot: the running snapshot's routes in its order, then
+ * the routes a reload renamed or removed whose slots are still live (slot_live). A name in both is
+ * one slot (slots are found by name), so one series. */
+struct shown_route {
+    unsigned slot;
+    const char *name;
+};
+
+/* The server series (lifeline_upstream_attempts_total, ..._response_seconds, ..._ejections_total),
+ * one per slot: the running snapshot's servers, then the live slots of servers (or pools) a reload
+ * or DNS change removed. pool is the first plen bytes of pool (a slot's key is "pool|address"). */
+struct shown_server {
+    unsigned slot;
+    const char *pool, *addr;
+    int plen;
+    bool retired;
+};
+
+/* Fills out (METRIC_ROUTE_SLOTS entries) and returns how many; retired (may be NULL) gets the
+ * index of the first route the running snapshot does not name. */
+static size_t shown_routes(const struct metrics_render_src *s, struct shown_route *out, size_t *retired)
+{
+    bool seen[METRIC_ROUTE_SLOTS] = { false };
+    const struct metric_table *t = s->names ? &s->names->routes : NULL;
+    int64_t now = clock_ms();
+    size_t n = 0;
+
+    for (size_t r = 0; r < s->conf->nroutes; r++) {
+        unsigned slot = route_slot(s, r);
+        if (slot >= METRIC_ROUTE_SLOTS || seen[slot])
+            continue;   /* refused a slot (not counted) */
+        seen[slot] = true;
+        out[n++] = (struct shown_route){ slot, s->conf->routes[r].name };
+    }
+    if (retired)
+        *retired = n;
+    for (unsigned k = 0; t && k < METRIC_ROUTE_SLOTS; k++) {
+        if (!seen[k] && slot_live(t, k, now))
+            out[n++] = (struct shown_route){ k, t->names[k] };
+    }
+    return n;
+}
+
+/* Fills out (METRIC_SERVER_SLOTS entries) and returns how many. */
+static size_t shown_servers(const struct metrics_render_src *s, struct shown_server *out)
+{
+    bool seen[METRIC_SERVER_SLOTS] = { false };
+    const struct metric_table *t = s->names ? &s->names->servers : NULL;
+    const struct runtime *rt = s->rt;
+    int64_t now = clock_ms();
+    size_t n = 0;
+
+    for (size_t p = 0; p < rt->npools; p++) {
+        const struct health_pool *hp = &rt->pools[p];
+        for (unsigned i = 0; i < hp->n; i++) {
+            unsigned slot = hp->servers[i].slot;
+            if (!server_counted(&hp->servers[i]) || seen[slot])
+                continue;
+            seen[slot] = true;
+            out[n++] = (struct shown_server){ slot, hp->cp->name, hp->servers[i].addr->text,
+                                              (int)strlen(hp->cp->name), false };
+        }
+    }
+    for (unsigned k = 0; t && k < METRIC_SERVER_SLOTS; k++) {
+        const char *bar;
+        if (seen[k] || !slot_live(t, k, now) || !(bar = strchr(t->names[k], '|')))
+            continue;
+        out[n++] = (struct shown_server){ k, t->names[k], bar + 1, (int)(bar - t->names[k]), true };
+    }
+    return n;
 }
 
 /* Copies src into dst escaped for a JSON string (json) or a Prometheus label value (!json). */
@@ -199,11 +282,45 @@ static void render_cert_metrics(struct metrics_render_buf *b, const struct conf 
     }
 }
 
+/* Whether pool (plen bytes) is the pool of server series v. */
+static bool same_pool(const char *pool, int plen, const struct shown_server *v)
+{
+    return plen == v->plen && memcmp(pool, v->pool, (size_t)plen) == 0;
+}
+
+/* lifeline_upstream_connections{pool} of pool (its first plen bytes): every server slot of the
+ * pool ("pool|address"), not only the running snapshot's: a connection to a server a DNS change
+ * or reload removed stays busy until its answer ends (an older snapshot holds the slot
+ * meanwhile), and was left out of the gauge. A slot reused for another name starts at 0
+ * (metrics.h); one no snapshot holds has no connection left. (Main thread: the only one that
+ * reads names.) */
+static void render_pool_connections(struct metrics_render_buf *b, const struct metrics_render_src *s,
+                                    const char *pool, int plen)
+{
+    const struct metric_table *st = s->names ? &s->names->servers : NULL;
+    uint64_t idle = 0, active = 0;
+
+    for (unsigned k = 0; st && k < st->n && k < st->cap; k++) {
+        const char *key = st->names[k];
+        if (!key || strncmp(key, pool, (size_t)plen) != 0 || key[plen] != '|')
+            continue;
+        idle += SERVER_SUM(s, k, idle);
+        active += SERVER_SUM(s, k, active);
+    }
+    metrics_render_printf(b, "lifeline_upstream_connections{pool=\"%.*s\",state=\"idle\"} %lld\n", plen, pool,
+                          (long long)(int64_t)idle);
+    metrics_render_printf(b, "lifeline_upstream_connections{pool=\"%.*s\",state=\"active\"} %lld\n", plen, pool,
+                          (long long)(int64_t)active);
+}
+
 void metrics_render_prometheus(struct metrics_render_buf *b, const struct metrics_render_src *s)
 {
     const struct conf *c = s->conf;
     const struct runtime *rt = s->rt;
     uint64_t dropped = 0;
+    struct shown_route *sr = NULL;
+    struct shown_server *sv = NULL;
+    size_t nsr, nsv;
 
     metrics_render_printf(b, "# HELP lifeline_tls_handshakes_total TLS handshakes by side (downstream, upstream) and result (empty: a downstream connection closed before sending a byte, a TCP probe).\n"
                  "# TYPE lifeline_tls_handshakes_total counter\n");
@@ -215,14 +332,20 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
                                       (unsigned long long)atomic_load(&tls_handshakes[side][res]));
     render_cert_metrics(b, c);
 
+    if (!(sr = calloc(METRIC_ROUTE_SLOTS, sizeof(*sr))) || !(sv = calloc(METRIC_SERVER_SLOTS, sizeof(*sv)))) {
+        b->oom = true;
+        goto out;
+    }
+    nsr = shown_routes(s, sr, NULL);
+    nsv = shown_servers(s, sv);
     metrics_render_printf(b, "# HELP lifeline_requests_total Requests answered downstream, by route and status code (499: the client left first).\n"
                  "# TYPE lifeline_requests_total counter\n");
-    for (size_t r = 0; r <= c->nroutes; r++) {
-        const char *name = r < c->nroutes ? c->routes[r].name : "";
-        if (!route_counted(s, r))
-            continue;
+    for (size_t r = 0; r <= nsr; r++) {
+        /* r == nsr: requests that matched no route */
+        const char *name = r < nsr ? sr[r].name : "";
+        unsigned slot = r < nsr ? sr[r].slot : METRIC_ROUTE_NONE;
         for (unsigned code = 0; code < 600; code++) {
-            uint64_t v = ROUTE_SUM(s, route_slot(s, r), codes[code]);
+            uint64_t v = ROUTE_SUM(s, slot, codes[code]);
             if (v)
                 metrics_render_printf(b, "lifeline_requests_total{route=\"%s\",code=\"%u\"} %llu\n", name, code,
                           (unsigned long long)v);
@@ -230,15 +353,13 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
     }
     metrics_render_printf(b, "# HELP lifeline_request_duration_seconds Time from a complete request head to the answer's end.\n"
                  "# TYPE lifeline_request_duration_seconds histogram\n");
-    for (size_t r = 0; r <= c->nroutes; r++) {
-        const char *name = r < c->nroutes ? c->routes[r].name : "";
-        unsigned slot = route_slot(s, r);
+    for (size_t r = 0; r <= nsr; r++) {
+        const char *name = r < nsr ? sr[r].name : "";
+        unsigned slot = r < nsr ? sr[r].slot : METRIC_ROUTE_NONE;
         uint64_t cum = 0, any = 0;
-        if (!route_counted(s, r))
-            continue;
-        for (unsigned k = 0; r == c->nroutes && k < METRIC_BUCKETS; k++)
+        for (unsigned k = 0; r == nsr && k < METRIC_BUCKETS; k++)
             any += ROUTE_SUM(s, slot, buckets[k]);
-        if (r == c->nroutes && !any)
+        if (r == nsr && !any)
             continue;   /* requests that matched no route: shown once there are some */
         for (unsigned k = 0; k < METRIC_BUCKETS; k++) {
             cum += ROUTE_SUM(s, slot, buckets[k]);
@@ -260,127 +381,92 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
      * reason is written, zeros included, so that a total exists before the first retry. */
     metrics_render_printf(b, "# HELP lifeline_retries_total Attempts after the first (retries and hedges), by route.\n"
                  "# TYPE lifeline_retries_total counter\n");
-    for (size_t r = 0; r < c->nroutes; r++) {
-        unsigned slot = route_slot(s, r);
+    for (size_t r = 0; r < nsr; r++) {
         uint64_t sum = 0;
-        if (!route_counted(s, r))
-            continue;
         for (unsigned k = 0; k < METRIC_OUTCOMES; k++)
-            sum += ROUTE_SUM(s, slot, retry_reasons[k]);
-        metrics_render_printf(b, "lifeline_retries_total{route=\"%s\"} %llu\n", c->routes[r].name,
-                              (unsigned long long)sum);
+            sum += ROUTE_SUM(s, sr[r].slot, retry_reasons[k]);
+        metrics_render_printf(b, "lifeline_retries_total{route=\"%s\"} %llu\n", sr[r].name, (unsigned long long)sum);
     }
     metrics_render_printf(b, "# HELP lifeline_retries_by_reason_total Attempts after the first, by route and by the outcome that caused the retry (hedge: a hedge); summed over reason it is lifeline_retries_total.\n"
                  "# TYPE lifeline_retries_by_reason_total counter\n");
-    for (size_t r = 0; r < c->nroutes; r++) {
-        unsigned slot = route_slot(s, r);
-        if (!route_counted(s, r))
-            continue;
+    for (size_t r = 0; r < nsr; r++) {
         for (unsigned k = 0; k < METRIC_OUTCOMES; k++)
             metrics_render_printf(b, "lifeline_retries_by_reason_total{route=\"%s\",reason=\"%s\"} %llu\n",
-                                  c->routes[r].name, metric_retry_reason_names[k],
-                                  (unsigned long long)ROUTE_SUM(s, slot, retry_reasons[k]));
+                                  sr[r].name, metric_retry_reason_names[k],
+                                  (unsigned long long)ROUTE_SUM(s, sr[r].slot, retry_reasons[k]));
     }
     metrics_render_printf(b, "# HELP lifeline_hedges_total Hedged attempts by route and result (won: its answer came first and went downstream; lost: the other attempt answered first; failed: it failed, or its answer was dropped for a retry or a fallback).\n"
                  "# TYPE lifeline_hedges_total counter\n");
-    for (size_t r = 0; r < c->nroutes; r++) {
-        if (!route_counted(s, r))
-            continue;
+    for (size_t r = 0; r < nsr; r++) {
         for (unsigned k = 0; k < MH_COUNT; k++)
-            metrics_render_printf(b, "lifeline_hedges_total{route=\"%s\",result=\"%s\"} %llu\n", c->routes[r].name,
-                                  metric_hedge_names[k], (unsigned long long)ROUTE_SUM(s, route_slot(s, r), hedges[k]));
+            metrics_render_printf(b, "lifeline_hedges_total{route=\"%s\",result=\"%s\"} %llu\n", sr[r].name,
+                                  metric_hedge_names[k], (unsigned long long)ROUTE_SUM(s, sr[r].slot, hedges[k]));
     }
     metrics_render_printf(b, "# HELP lifeline_fallbacks_total Answers lifeline gave itself, by route and reason.\n"
                  "# TYPE lifeline_fallbacks_total counter\n");
-    for (size_t r = 0; r < c->nroutes; r++) {
-        if (!route_counted(s, r))
-            continue;
+    for (size_t r = 0; r < nsr; r++) {
         for (unsigned k = 0; k < MR_SLOTS; k++) {
-            uint64_t v = ROUTE_SUM(s, route_slot(s, r), fallbacks[k]);
+            uint64_t v = ROUTE_SUM(s, sr[r].slot, fallbacks[k]);
             char tmp[4];
             if (v)
                 metrics_render_printf(b, "lifeline_fallbacks_total{route=\"%s\",reason=\"%s\"} %llu\n",
-                                      c->routes[r].name, metric_reason_label(k, tmp), (unsigned long long)v);
+                                      sr[r].name, metric_reason_label(k, tmp), (unsigned long long)v);
         }
     }
     metrics_render_printf(b, "# HELP lifeline_upstream_attempts_total Attempts by pool, server and outcome (ok: an answer below 500; a 5xx answer, or a 4xx listed in retry.on, by its code).\n"
                  "# TYPE lifeline_upstream_attempts_total counter\n");
-    for (size_t p = 0; p < rt->npools; p++) {
-        const struct health_pool *hp = &rt->pools[p];
-        for (unsigned i = 0; i < hp->n; i++) {
-            if (!server_counted(&hp->servers[i]))
-                continue;
-            for (unsigned o = 0; o < METRIC_ATTEMPT_SLOTS; o++) {
-                uint64_t v = SERVER_SUM(s, hp->servers[i].slot, attempts[o]);
-                char tmp[4];
-                if (v)
-                    metrics_render_printf(b, "lifeline_upstream_attempts_total{pool=\"%s\",server=\"%s\",outcome=\"%s\"} %llu\n",
-                              hp->cp->name, hp->servers[i].addr->text, metric_attempt_label(o, tmp),
-                              (unsigned long long)v);
-            }
+    for (size_t i = 0; i < nsv; i++) {
+        for (unsigned o = 0; o < METRIC_ATTEMPT_SLOTS; o++) {
+            uint64_t v = SERVER_SUM(s, sv[i].slot, attempts[o]);
+            char tmp[4];
+            if (v)
+                metrics_render_printf(b, "lifeline_upstream_attempts_total{pool=\"%.*s\",server=\"%s\",outcome=\"%s\"} %llu\n",
+                                      sv[i].plen, sv[i].pool, sv[i].addr, metric_attempt_label(o, tmp),
+                                      (unsigned long long)v);
         }
     }
     metrics_render_printf(b, "# HELP lifeline_upstream_response_seconds Upstream attempt latency by pool, server and phase (connect: a new connection's connect; first_byte: from the connection to the response head).\n"
                  "# TYPE lifeline_upstream_response_seconds histogram\n");
-    for (size_t p = 0; p < rt->npools; p++) {
-        const struct health_pool *hp = &rt->pools[p];
-        for (unsigned i = 0; i < hp->n; i++) {
-            unsigned slot = hp->servers[i].slot;
-            if (!server_counted(&hp->servers[i]))
-                continue;
-            for (unsigned ph = 0; ph < MP_COUNT; ph++) {
-                uint64_t cum = 0;
-                for (unsigned k = 0; k < METRIC_BUCKETS; k++) {
-                    char le[32] = "+Inf";
-                    cum += SERVER_SUM(s, slot, phase_buckets[ph][k]);
-                    if (k < METRIC_BUCKETS - 1)
-                        snprintf(le, sizeof(le), "%g", metric_bounds[k]);
-                    metrics_render_printf(b, "lifeline_upstream_response_seconds_bucket{pool=\"%s\",server=\"%s\",phase=\"%s\",le=\"%s\"} %llu\n",
-                                          hp->cp->name, hp->servers[i].addr->text, metric_phase_names[ph], le,
-                                          (unsigned long long)cum);
-                }
-                metrics_render_printf(b, "lifeline_upstream_response_seconds_sum{pool=\"%s\",server=\"%s\",phase=\"%s\"} %.6f\n",
-                                      hp->cp->name, hp->servers[i].addr->text, metric_phase_names[ph],
-                                      (double)SERVER_SUM(s, slot, phase_us[ph]) / 1e6);
-                metrics_render_printf(b, "lifeline_upstream_response_seconds_count{pool=\"%s\",server=\"%s\",phase=\"%s\"} %llu\n",
-                                      hp->cp->name, hp->servers[i].addr->text, metric_phase_names[ph],
+    for (size_t i = 0; i < nsv; i++) {
+        for (unsigned ph = 0; ph < MP_COUNT; ph++) {
+            uint64_t cum = 0;
+            for (unsigned k = 0; k < METRIC_BUCKETS; k++) {
+                char le[32] = "+Inf";
+                cum += SERVER_SUM(s, sv[i].slot, phase_buckets[ph][k]);
+                if (k < METRIC_BUCKETS - 1)
+                    snprintf(le, sizeof(le), "%g", metric_bounds[k]);
+                metrics_render_printf(b, "lifeline_upstream_response_seconds_bucket{pool=\"%.*s\",server=\"%s\",phase=\"%s\",le=\"%s\"} %llu\n",
+                                      sv[i].plen, sv[i].pool, sv[i].addr, metric_phase_names[ph], le,
                                       (unsigned long long)cum);
             }
+            metrics_render_printf(b, "lifeline_upstream_response_seconds_sum{pool=\"%.*s\",server=\"%s\",phase=\"%s\"} %.6f\n",
+                                  sv[i].plen, sv[i].pool, sv[i].addr, metric_phase_names[ph],
+                                  (double)SERVER_SUM(s, sv[i].slot, phase_us[ph]) / 1e6);
+            metrics_render_printf(b, "lifeline_upstream_response_seconds_count{pool=\"%.*s\",server=\"%s\",phase=\"%s\"} %llu\n",
+                                  sv[i].plen, sv[i].pool, sv[i].addr, metric_phase_names[ph], (unsigned long long)cum);
         }
     }
     metrics_render_printf(b, "# HELP lifeline_outlier_ejections_total Passive ejections (failed half-open trials included), by pool and server.\n"
                  "# TYPE lifeline_outlier_ejections_total counter\n");
-    for (size_t p = 0; p < rt->npools; p++) {
-        const struct health_pool *hp = &rt->pools[p];
-        for (unsigned i = 0; i < hp->n; i++)
-            if (server_counted(&hp->servers[i]))
-                metrics_render_printf(b, "lifeline_outlier_ejections_total{pool=\"%s\",server=\"%s\"} %llu\n",
-                                  hp->cp->name, hp->servers[i].addr->text,
-                                  (unsigned long long)SERVER_SUM(s, hp->servers[i].slot, ejections));
-    }
+    for (size_t i = 0; i < nsv; i++)
+        metrics_render_printf(b, "lifeline_outlier_ejections_total{pool=\"%.*s\",server=\"%s\"} %llu\n",
+                              sv[i].plen, sv[i].pool, sv[i].addr,
+                              (unsigned long long)SERVER_SUM(s, sv[i].slot, ejections));
     metrics_render_printf(b, "# HELP lifeline_upstream_connections Upstream connections by pool and state.\n"
                  "# TYPE lifeline_upstream_connections gauge\n");
-    for (size_t p = 0; p < rt->npools; p++) {
-        const struct health_pool *hp = &rt->pools[p];
-        const struct metric_table *st = &s->names->servers;
-        size_t plen = strlen(hp->cp->name);
-        uint64_t idle = 0, active = 0;
-        /* Every server slot of the pool ("pool|address"), not only the running snapshot's: a
-         * connection to a server a DNS change or reload removed stays busy until its answer ends
-         * (an older snapshot holds the slot meanwhile), and was left out of the gauge. A slot
-         * reused for another name starts at 0 (metrics.h); one no snapshot holds has no
-         * connection left. (Main thread: the only one that reads names.) */
-        for (unsigned k = 0; k < st->n && k < st->cap; k++) {
-            const char *key = st->names[k];
-            if (!key || strncmp(key, hp->cp->name, plen) != 0 || key[plen] != '|')
-                continue;
-            idle += SERVER_SUM(s, k, idle);
-            active += SERVER_SUM(s, k, active);
-        }
-        metrics_render_printf(b, "lifeline_upstream_connections{pool=\"%s\",state=\"idle\"} %lld\n", hp->cp->name,
-                              (long long)(int64_t)idle);
-        metrics_render_printf(b, "lifeline_upstream_connections{pool=\"%s\",state=\"active\"} %lld\n", hp->cp->name,
-                              (long long)(int64_t)active);
+    for (size_t p = 0; p < rt->npools; p++)
+        render_pool_connections(b, s, rt->pools[p].cp->name, (int)strlen(rt->pools[p].cp->name));
+    for (size_t i = 0; i < nsv; i++) {
+        /* a pool a reload removed, while a slot of its servers is live (once per pool) */
+        bool shown = false;
+        if (!sv[i].retired)
+            continue;
+        for (size_t p = 0; p < rt->npools && !shown; p++)
+            shown = same_pool(rt->pools[p].cp->name, (int)strlen(rt->pools[p].cp->name), &sv[i]);
+        for (size_t j = 0; j < i && !shown; j++)
+            shown = sv[j].retired && same_pool(sv[j].pool, sv[j].plen, &sv[i]);
+        if (!shown)
+            render_pool_connections(b, s, sv[i].pool, sv[i].plen);
     }
     metrics_render_printf(b, "# HELP lifeline_upstream_server_usable 1 when a server is in rotation (not ejected nor half-open, not down).\n"
                  "# TYPE lifeline_upstream_server_usable gauge\n");
@@ -425,6 +511,9 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
                      "lifeline_metric_slots_reused_total{kind=\"server\"} %llu\n",
                      (unsigned long long)s->names->routes.reused, (unsigned long long)s->names->servers.reused);
     }
+out:
+    free(sr);
+    free(sv);
 }
 
 /* The configured weight of the server that address a belongs to. */
@@ -494,11 +583,40 @@ static void render_status_listeners(struct metrics_render_buf *b, const struct c
     metrics_render_printf(b, "],");
 }
 
+/* A server slot's attempts in /status: all of them, and the failures (neither ok, nor cancelled,
+ * nor a listed 4xx: that is no failure of the server). */
+static void status_attempts(const struct metrics_render_src *s, unsigned slot, uint64_t *total, uint64_t *failed)
+{
+    *total = *failed = 0;
+    for (unsigned o = 0; o < METRIC_ATTEMPT_SLOTS; o++) {
+        uint64_t v = SERVER_SUM(s, slot, attempts[o]);
+        *total += v;
+        if (o != HOP_OK && o != METRIC_OUTCOME_CANCELLED && o < METRIC_SLOT_4XX)
+            *failed += v;
+    }
+}
+
+/* The rest of a route's /status object: "requests","retries","fallbacks"} of its slot. */
+static void status_route_counts(struct metrics_render_buf *b, const struct metrics_render_src *s, unsigned slot)
+{
+    uint64_t req = 0, fb = 0;
+
+    for (unsigned k = 0; k < METRIC_BUCKETS; k++)
+        req += ROUTE_SUM(s, slot, buckets[k]);
+    for (unsigned k = 0; k < MR_SLOTS; k++)
+        fb += ROUTE_SUM(s, slot, fallbacks[k]);
+    metrics_render_printf(b, "\"requests\":%llu,\"retries\":%llu,\"fallbacks\":%llu}", (unsigned long long)req,
+                          (unsigned long long)ROUTE_SUM(s, slot, retries), (unsigned long long)fb);
+}
+
 void metrics_render_status(struct metrics_render_buf *b, const struct metrics_render_src *s)
 {
     const struct conf *c = s->conf;
     const struct runtime *rt = s->rt;
     int64_t now = health_now();
+    struct shown_route *sr = NULL;
+    struct shown_server *sv = NULL;
+    size_t nsr, nsv, first;
 
     metrics_render_printf(b, "{\"version\":\"%s\",\"generation\":%u,\"draining\":%s,\"workers\":%u,"
                              "\"downstream_connections\":%u,",
@@ -515,15 +633,10 @@ void metrics_render_status(struct metrics_render_buf *b, const struct metrics_re
                   hp->cp->tls.enabled ? "true" : "false", hp->cp->tls.enabled && hp->cp->tls.verify ? "true" : "false");
         for (unsigned i = 0; i < hp->n; i++) {
             const struct srv_health *hs = &hp->servers[i];
-            uint64_t total = 0, failed = 0;
+            uint64_t total, failed;
             int64_t until = atomic_load_explicit(&hs->st->o.until, memory_order_relaxed);
             enum outlier_state ost = health_outlier_state(hs, now);
-            for (unsigned o = 0; o < METRIC_ATTEMPT_SLOTS; o++) {
-                uint64_t v = SERVER_SUM(s, hs->slot, attempts[o]);
-                total += v;
-                if (o != HOP_OK && o != METRIC_OUTCOME_CANCELLED && o < METRIC_SLOT_4XX)
-                    failed += v;   /* (a listed 4xx is not a failure of the server) */
-            }
+            status_attempts(s, hs->slot, &total, &failed);
             metrics_render_printf(b, "%s{\"address\":\"%s\",\"weight\":%u,\"up\":%s,\"state\":\"%s\",\"ejected\":%s,\"ejected_for_ms\":%lld,"
                          "\"slow_start_share\":%.2f,\"in_flight\":%lld,\"idle_connections\":%lld,"
                          "\"attempts\":%llu,\"failures\":%llu}",
@@ -539,18 +652,41 @@ void metrics_render_status(struct metrics_render_buf *b, const struct metrics_re
     }
     metrics_render_printf(b, "],\"routes\":[");
     for (size_t r = 0; r < c->nroutes; r++) {
-        unsigned slot = route_slot(s, r);
-        uint64_t req = 0, fb = 0;
-        for (unsigned k = 0; k < METRIC_BUCKETS; k++)
-            req += ROUTE_SUM(s, slot, buckets[k]);
-        for (unsigned k = 0; k < MR_SLOTS; k++)
-            fb += ROUTE_SUM(s, slot, fallbacks[k]);
-        metrics_render_printf(b, "%s{\"name\":\"%s\",\"pool\":\"%s\",\"requests\":%llu,\"retries\":%llu,"
-                                 "\"fallbacks\":%llu}",
-                              r ? "," : "", c->routes[r].name, c->routes[r].pool->name, (unsigned long long)req,
-                              (unsigned long long)ROUTE_SUM(s, slot, retries), (unsigned long long)fb);
+        metrics_render_printf(b, "%s{\"name\":\"%s\",\"pool\":\"%s\",", r ? "," : "", c->routes[r].name,
+                              c->routes[r].pool->name);
+        status_route_counts(b, s, route_slot(s, r));
     }
-    metrics_render_printf(b, "]}\n");
+    /* Routes and servers the running snapshot no longer names (a reload renamed or removed them)
+     * while their counters are still live: a request in flight across the reload still counts into
+     * them, and they stay for the grace period after the last one (slot_live), as in /metrics. */
+    if (!(sr = calloc(METRIC_ROUTE_SLOTS, sizeof(*sr))) || !(sv = calloc(METRIC_SERVER_SLOTS, sizeof(*sv)))) {
+        b->oom = true;
+        goto out;
+    }
+    nsr = shown_routes(s, sr, &first);
+    metrics_render_printf(b, "],\"retired\":{\"routes\":[");
+    for (size_t r = first; r < nsr; r++) {
+        metrics_render_printf(b, "%s{\"name\":\"%s\",", r > first ? "," : "", sr[r].name);
+        status_route_counts(b, s, sr[r].slot);
+    }
+    metrics_render_printf(b, "],\"servers\":[");
+    nsv = shown_servers(s, sv);
+    for (size_t i = 0, shown = 0; i < nsv; i++) {
+        uint64_t total, failed;
+        if (!sv[i].retired)
+            continue;
+        status_attempts(s, sv[i].slot, &total, &failed);
+        metrics_render_printf(b, "%s{\"pool\":\"%.*s\",\"address\":\"%s\",\"in_flight\":%lld,\"idle_connections\":%lld,"
+                                 "\"attempts\":%llu,\"failures\":%llu}",
+                              shown++ ? "," : "", sv[i].plen, sv[i].pool, sv[i].addr,
+                              (long long)(int64_t)SERVER_SUM(s, sv[i].slot, inflight),
+                              (long long)(int64_t)SERVER_SUM(s, sv[i].slot, idle), (unsigned long long)total,
+                              (unsigned long long)failed);
+    }
+    metrics_render_printf(b, "]}}\n");
+out:
+    free(sr);
+    free(sv);
 }
 
 /* ---- /status/series ----------------------------------------------------------------------- */

@@ -7,6 +7,7 @@ over."""
 import asyncio
 import copy
 import os
+import re
 import socket
 import threading
 import time
@@ -249,6 +250,79 @@ def test_in_flight_request_finishes_on_its_snapshot(lifeline, upstream):
     assert r.header("x-upstream") == "up1"
     assert r.json()["target"] == "/slow-head?ms=%d" % slow_ms, "old strip_prefix not kept: %r" % r.json()
     assert result["elapsed"] >= slow_ms / 1000.0 - 0.05
+
+
+def _families_valid(text):
+    """The Prometheus text's rules a scraper enforces: one HELP and one TYPE per family, a family's
+    samples together (after its TYPE), no two samples with the same name and labels."""
+    meta, types, done, samples, current = set(), {}, set(), set(), None
+    for line in text.splitlines():
+        if not line:
+            continue
+        if line.startswith("#"):
+            kind, fam = line.split()[1:3]
+            assert (kind, fam) not in meta, "a second %s line for %s" % (kind, fam)
+            meta.add((kind, fam))
+            if kind == "TYPE":
+                types[fam] = line.split()[3]
+        else:
+            key = line.rsplit(" ", 1)[0]
+            assert key not in samples, "duplicate sample %s" % key
+            samples.add(key)
+            name = key.split("{")[0]
+            base = re.sub(r"_(bucket|sum|count)$", "", name)
+            fam = base if types.get(base) == "histogram" else name
+            assert fam in types, "sample %s before its TYPE" % key
+        if fam != current:
+            assert fam not in done, "family %s split in two" % fam
+            done.add(current)
+            current = fam
+
+
+def test_in_flight_request_across_a_rename_is_in_metrics_and_status(lifeline, upstream):
+    """SPEC §5: a request is counted before its last response byte is written (a scrape that
+    follows an answer sees it). A request in flight across a reload that renamed its route and
+    removed its pool counted into the old route's and server's slots, which /metrics and /status
+    no longer showed (only the running snapshot's names): after its 200, lifeline_requests_total
+    summed to 0 and it had no attempt. Slots still held, or let go less than the grace period ago,
+    are shown too; a name in both configurations is one series."""
+    slow = upstream("slow", delay=t(1.0))
+    other = upstream("other")
+    aport = free_port()
+    lf = lifeline(pools={"gone": pool(slow), "stays": pool(other)},
+                  routes=[{"name": "kept", "match": {"path": "/kept/"}, "pool": "stays"},
+                          {"name": "old", "pool": "gone"}],
+                  extra=admin_extra(aport))
+    assert lf.fetch("GET", "/kept/1").status == 200
+    th, result = lf.fetch_in_background("GET", "/slow", timeout=t(6))
+    try:
+        wait_for(lambda: slow.requests, t(2), what="the slow request to reach its server")
+        reload(lf, _cfg(lf, pools={"stays": pool(other)},
+                        routes=[{"name": "kept", "match": {"path": "/kept/"}, "pool": "stays"},
+                                {"name": "new", "pool": "stays"}]))
+        assert "r" not in result, "setup: the slow request ended before the reload"
+        assert lf.fetch("GET", "/kept/2").status == 200
+    finally:
+        th.join(t(8))
+    assert "e" not in result, result.get("e")
+    assert result["r"].status == 200, result["r"]
+    m = metrics(aport)
+    _families_valid(m.text)
+    assert m.total("lifeline_requests_total", route="old") == 1, m.grep("lifeline_requests_total")
+    assert m.total("lifeline_requests_total") == 3, m.grep("lifeline_requests_total")
+    assert m.value("lifeline_requests_total", route="kept", code="200") == 2   # one series
+    assert m.value("lifeline_request_duration_seconds_count", route="old") == 1
+    assert m.value("lifeline_retries_total", route="old") == 0
+    assert m.value("lifeline_upstream_attempts_total", pool="gone", server=slow.address, outcome="ok") == 1
+    assert m.value("lifeline_upstream_attempts_total", pool="stays", server=other.address, outcome="ok") == 2
+    assert m.value("lifeline_upstream_response_seconds_count", pool="gone", server=slow.address,
+                   phase="first_byte") == 1
+    assert m.get("lifeline_upstream_connections", pool="gone", state="active") == 0
+    st = status(aport)
+    assert sorted(r["name"] for r in st["routes"]) == ["kept", "new"]
+    assert {r["name"]: r["requests"] for r in st["retired"]["routes"]} == {"old": 1}, st["retired"]
+    assert [(x["pool"], x["address"], x["attempts"]) for x in st["retired"]["servers"]] == \
+        [("gone", slow.address, 1)], st["retired"]
 
 
 def test_in_flight_retry_after_reload_uses_the_old_pool(lifeline, raw_upstream, upstream):
