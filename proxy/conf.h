@@ -203,8 +203,9 @@ struct conf {
     struct conf_route *routes; size_t nroutes;
 };
 
-/* When set (by -t), loading also opens the files the config names for writing (access_log.path,
- * without truncating it) so that an unusable one is an error at its line. Off by default. */
+/* When set (by main, for the first load: -t or a start), loading also opens the files the config
+ * names for writing (access_log.path, without truncating it) so that an unusable one is an error
+ * at its line. Off by default. */
 extern bool conf_open_files;
 
 /* Loads and validates `path`. On success returns a snapshot holding one reference and sets *nerrors

@@ -135,8 +135,8 @@ static const struct conf_field conf_access_log_fields[] = {
 };
 bool conf_open_files;
 
-/* -t (conf_open_files): a file access_log.path must open for appending, or the check fails at the
- * path's line instead of the start. Opened without truncating; one that did not exist is created
+/* The first load, -t or a start (conf_open_files): a file access_log.path must open for appending,
+ * or the load fails at the path's line, with the config's other errors. Opened without truncating; one that did not exist is created
  * to prove it can be, and removed again (conf_probe_log_file). */
 #define CONF_LINK_HOPS 40               /* symbolic links followed, as the kernel's ELOOP limit */
 

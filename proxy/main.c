@@ -1620,10 +1620,14 @@ int main(int argc, char **argv)
     if (rc >= 0)
         return rc;
     atexit(dns_cleanup);            /* c-ares' process-wide state, once no thread resolves */
-    conf_open_files = o.check;
+    /* The first load, -t or a start, proves the access log opens, so that both name a bad path
+     * alike, at its line (a start said only "access log: cannot open" after the other errors).
+     * A reload reports it its own way (loader_open_log). */
+    conf_open_files = true;
     if (!o.check)
         signals_for_load();
     c = conf_load(o.path, stderr, &nerr);
+    conf_open_files = false;
     if (!c)
         return 1;
     if (o.check) {

@@ -406,6 +406,20 @@ def test_check_opens_the_access_log_file(tmp_path):
     assert not os.path.exists(str(fresh))
 
 
+def test_start_names_an_unusable_access_log_as_check_does(tmp_path):
+    """A start refuses an access_log path that cannot be opened as -t does: at its line, with the
+    config's other errors (a start said only "error: access log: cannot open ..." and listed one
+    error fewer than -t)."""
+    text = ACCESS_LOG_CFG.format(path=str(tmp_path / "no-such-dir" / "a.log")) + "workers: 0\n"
+    check_errs, _ = check_invalid(tmp_path, text)
+    path = write(tmp_path, "bad.yaml", text)
+    r = run_cli(["-c", path])
+    assert r.returncode == 1, r.stderr
+    start_errs = error_lines(r.stderr, path)
+    assert start_errs == check_errs, r.stderr
+    assert any(e[:2] == (4, 9) and "no-such-dir" in e[2] for e in start_errs), r.stderr
+
+
 @pytest.mark.parametrize("target", ["absolute", "relative", "chain"])
 def test_check_accepts_an_access_log_symlink_to_a_file_not_made_yet(tmp_path, lifeline, upstream, target):
     """access_log.path may be a symbolic link to a file not created yet (/var/log/lifeline/access.log
