@@ -439,8 +439,15 @@ void conf_map(struct conf_loader *ld, const char *key, yaml_node_t *map, const s
     char q[CONF_QUOTE_MAX + 8];
 
     if (map->type != YAML_MAPPING_NODE) {
-        conf_err(ld, map, "%s must be a mapping%s, not %s", key,
-                 conf_is_null(map) ? " (write {} for the defaults)" : "", conf_describe(map, q));
+        const char *hint = "";
+        if (conf_is_null(map)) {
+            /* {} gives the defaults only to a block with no required key (admin needs address) */
+            size_t i;
+            for (i = 0; i < blk->nfields && !blk->fields[i].required; i++)
+                ;
+            hint = i == blk->nfields ? " (write {} for the defaults)" : "";
+        }
+        conf_err(ld, map, "%s must be a mapping%s, not %s", key, hint, conf_describe(map, q));
         return;
     }
     for (yaml_node_pair_t *pr = map->data.mapping.pairs.start; pr < map->data.mapping.pairs.top; pr++) {

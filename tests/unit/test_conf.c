@@ -947,6 +947,8 @@ static const struct bad_case bad_cases[] = {
     /* wrong types */
     { L "client: 5s\n", 2, 9, "client must be a mapping, not \"5s\"", 0, 0 },
     { L "client:\n", 2, 8, "client must be a mapping (write {} for the defaults)", 0, 0 },
+    /* admin: {} is no config either (address is required): no such hint */
+    { L "admin:\n", 2, 7, "admin must be a mapping, not", 0, 0 },
     { L "workers: [1]\n", 2, 10, "workers must be auto or a number of threads, not a list", 0, 0 },
     { L "workers: 0\n", 2, 10, "workers must be auto or between 1 and 256", 0, 0 },
     { L "pools: [ api ]\n", 2, 8, "pools must be a mapping of pool names to pools", 0, 0 },
