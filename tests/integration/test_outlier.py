@@ -633,3 +633,26 @@ def test_a_trial_out_when_a_reload_removes_the_checks_that_say_down_stays_the_on
         assert reqs() == 2
     finally:
         trial.reset()
+
+
+def test_a_server_down_by_health_checks_counts_against_max_ejected_percent(lifeline, upstream):
+    """max_ejected_percent keeps part of the pool serving: a server the health checks hold down is
+    out of rotation as surely as an ejected one. With one of two servers down by its checks and
+    the other answering 500 to requests (its checks pass), the second was ejected too: 100% of the
+    pool out under the default 50%, every request 503 no_server for the ejection time."""
+    sick = upstream()          # stopped below: its checks fail
+    ok = upstream()            # its checks pass; the requests get 500
+    sick_addr, ok_addr = "127.0.0.1:%d" % sick.port, "127.0.0.1:%d" % ok.port
+    aport = free_port()
+    health = {"path": "/status/200", "interval": "100ms", "timeout": "500ms", "rise": 1, "fall": 1}
+    lf = lifeline(pools={"p": pool(sick, ok, health=health)},
+                  routes=[{"pool": "p", "retry": {"attempts": 1}}], extra=admin_extra(aport))
+    sick.stop()                # refused: down by its checks
+    wait_for(lambda: not server_status(status(aport), "p", sick_addr)["up"], t(5),
+             what="the stopped server to be down")
+    for _ in range(12):
+        r = lf.fetch("GET", "/status/500")
+        assert r.status == 500 and r.header("x-lifeline-fallback") is None, r
+    st = server_status(status(aport), "p", ok_addr)
+    assert st["state"] == "up" and not st["ejected"], st
+
