@@ -260,17 +260,18 @@ static int listeners_free(const struct conf *c, const struct conf *running, cons
         if (ours)
             continue;   /* kept across the reload: its sockets are this process's */
         e = listener_probe(&c->listeners[i]);
-        bool near = false;   /* one of our listeners is on that port */
-        for (size_t j = 0; e == -EADDRINUSE && running && j < running->nlisteners; j++)
-            near |= conf_sockaddr_port(&running->listeners[j].addr) == conf_sockaddr_port(&c->listeners[i].addr);
         if (e == -EADDRINUSE && admin_leaving &&
             conf_sockaddr_port(admin_leaving) == conf_sockaddr_port(&c->listeners[i].addr))
             /* taken, maybe only by our admin socket, which moves off in this reload (closed before
              * the workers get it, on_loaded): its lack of SO_REUSEPORT fails listener_probe_own's
              * bind, so only the kernel's list of listeners there says whether they are all ours */
             e = listener_held_by_us(&c->listeners[i]);
-        else if (near)   /* taken, maybe only by our own sockets: a move from 127.0.0.1:P to 0.0.0.0:P
-                          * or back, [::1]:P to [::]:P, opens the new before the old ones close */
+        else if (e == -EADDRINUSE && running)
+            /* taken, maybe only by our own sockets: a move from 127.0.0.1:P to 0.0.0.0:P or back,
+             * [::1]:P to [::]:P, opens the new before the old ones close; and a worker that has
+             * not switched yet still listens where an earlier snapshot did (rapid reloads moving
+             * a listener away and back; a retiring worker), on a port the running snapshot may
+             * not have. Whether each holder is ours is asked of the kernel, not of `running` */
             e = listener_probe_own(&c->listeners[i]);
         if (listener_unbindable_alias(&c->listeners[i], e) && ++left_out < c->listeners[i].naddrs) {
             log_warn("%slisten on %s (an address of %s): %s; left out", why, c->listeners[i].addr.text,

@@ -226,26 +226,9 @@ static int listener_holders(const struct conf_listener *cl, int family, unsigned
     return rc;
 }
 
-int listener_probe_own(const struct conf_listener *cl)
-{
-    int fd, one = 1, rc = 0;
-
-    /* As listener_open binds (SO_REUSEPORT): fails when a socket there does not share the port
-     * (another process's without SO_REUSEPORT, or another user's). Never listens. */
-    fd = socket(cl->addr.ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
-        (cl->addr.ss.ss_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
-        bind(fd, (const struct sockaddr *)&cl->addr.ss, cl->addr.len) < 0)
-        rc = -errno;
-    close(fd);
-    /* ...and every listening socket that shares the port there must be one of this process's. */
-    return rc ? rc : listener_held_by_us(cl);
-}
-
-int listener_held_by_us(const struct conf_listener *cl)
+/* listener_held_by_us, and *held: how many sockets listen where cl would (all ours when 0 is
+ * returned). */
+static int listener_held(const struct conf_listener *cl, size_t *held)
 {
     int rc;
     unsigned *ino = NULL;
@@ -255,6 +238,7 @@ int listener_held_by_us(const struct conf_listener *cl)
     rc = listener_holders(cl, cl->addr.ss.ss_family, &ino, &n, &cap);
     if (!rc && cl->addr.ss.ss_family == AF_INET)
         rc = listener_holders(cl, AF_INET6, &ino, &n, &cap);
+    *held = n;
     if (!rc && n) {
         d = opendir("/proc/self/fd");
         if (!d) {
@@ -283,6 +267,42 @@ int listener_held_by_us(const struct conf_listener *cl)
         }
     }
     free(ino);
+    return rc;
+}
+
+int listener_held_by_us(const struct conf_listener *cl)
+{
+    size_t held;
+
+    return listener_held(cl, &held);
+}
+
+int listener_probe_own(const struct conf_listener *cl)
+{
+    int fd, one = 1, rc = 0;
+    size_t held;
+
+    /* As listener_open binds (SO_REUSEPORT): fails when a socket there does not share the port
+     * (another process's without SO_REUSEPORT, or another user's). Never listens. */
+    fd = socket(cl->addr.ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+        (cl->addr.ss.ss_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
+        bind(fd, (const struct sockaddr *)&cl->addr.ss, cl->addr.len) < 0)
+        rc = -errno;
+    close(fd);
+    if (rc)
+        return rc;
+    /* ...and every listening socket that shares the port there must be one of this process's. */
+    rc = listener_held(cl, &held);
+    if (!rc && held == 0)
+        /* None listens there: what listener_probe hit is a socket bound and not listening, which
+         * the kernel's list does not show and which the bind above shared if it has SO_REUSEPORT
+         * (another process's between its bind and its listen), or ours, closed since. The first
+         * probe again tells: free now, or taken by a socket not known to be ours. */
+        rc = listener_probe(cl);
     return rc;
 }
 

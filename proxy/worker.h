@@ -208,12 +208,14 @@ extern atomic_uint worker_open_clients;
  * second process share the port silently) and closes it. 0, or -errno (EADDRINUSE: taken). Call it
  * before this process opens its own sockets on that address. */
 int listener_probe(const struct conf_listener *cl);
-/* When listener_probe found cl's address taken and this process listens on that port itself (a
- * reload moving a listener between an address and the wildcard of its family, whose old sockets
- * are still open): 0 when cl can be bound as listener_open does (SO_REUSEPORT) and every socket
- * listening where cl would is this process's, -EADDRINUSE when one is another process's (one
- * that shares the port through SO_REUSEPORT, as the first probe cannot tell), or -errno. Reads
- * the kernel's socket list (NETLINK_SOCK_DIAG) and /proc/self/fd. */
+/* When listener_probe found cl's address taken at a reload, maybe by this process's own sockets
+ * (a move between an address and the wildcard of its family, whose old sockets are still open; a
+ * worker that has not switched yet from an earlier snapshot that listened there): 0 when cl can
+ * be bound as listener_open does (SO_REUSEPORT) and every socket listening where cl would is this
+ * process's, -EADDRINUSE when one is another process's (one that shares the port through
+ * SO_REUSEPORT, as the first probe cannot tell) or when none listens and listener_probe still
+ * fails (a socket bound there that does not listen), or -errno. Reads the kernel's socket list
+ * (NETLINK_SOCK_DIAG) and /proc/self/fd. */
 int listener_probe_own(const struct conf_listener *cl);
 /* The second half of listener_probe_own alone: 0 when every socket listening where cl would is
  * this process's, -EADDRINUSE when one is not, or -errno. For a port that the admin listener holds

@@ -207,6 +207,33 @@ def test_a_listener_name_clashes_with_each_of_its_addresses(tmp_path):
     assert "admin address \"127.0.0.1:18080\" clashes with listener 1 (127.0.0.1:18080)" in p.stderr, p.stderr
 
 
+@pytest.mark.parametrize("listening", [True, False], ids=["listening", "bound"])
+def test_reload_refuses_a_new_port_another_process_shares(lifeline, upstream, listening):
+    """A reload whose new listener finds its port taken asks whether every socket there is this
+    process's own (a worker not switched yet from an earlier snapshot may still listen there,
+    test_reload.py): another process's socket that allows sharing (SO_REUSEPORT, same user) is
+    still a clash, listening or only bound (between its bind and its listen), and the reload is
+    refused."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, workers=2)
+    wait_for(lambda: "worker(s)" in lf.stderr_text(), t(5), what="the start-up line")
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind((HOST, 0))
+    if listening:
+        s.listen(1)
+    taken = s.getsockname()[1]
+    try:
+        cfg = dict(lf.config)
+        cfg["listen"] = [{"address": "%s:%d" % (HOST, taken)}]
+        out = reload(lf, cfg, expect="failure")
+        assert "listen on %s:%d: address in use" % (HOST, taken) in out, out
+        assert lf.fetch("GET", "/echo").status == 200
+    finally:
+        s.close()
+    lf.assert_alive()
+
+
 def _get(conn, target):
     conn.request("GET", target, headers={"Host": "test.local"})
     r = conn.getresponse()

@@ -655,6 +655,70 @@ def test_listener_added_and_removed(lifeline, upstream):
     wait_for(lambda: not _accepts(p2), t(2), what="the second listener to stop accepting")
 
 
+def test_rapid_reloads_moving_a_listener_away_and_back(lifeline, upstream):
+    """Found by review: a reload was refused with "address in use (another process listens
+    there)" when it put a listener back on a port an earlier snapshot had and a worker had not
+    switched away from yet (reloads in quick succession moving the listener to and fro, workers
+    changing; a retiring worker). Only a port the running snapshot listens on was checked for
+    this process's own sockets. Any taken port is now: whether every socket listening there is
+    ours (a clash with another process is still refused, test_ports.py)."""
+    import signal
+    from conftest import fetch
+    from freeze import frozen
+    from ops import KEPT, RELOADED, write_config_atomic
+    up = upstream()
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)}, workers=2, extra=admin_extra(aport, access_log={"path": "off"}))
+    p1, p2 = lf.port, free_port()
+
+    def at(port, workers):
+        return _cfg(lf, listen=[{"address": "%s:%d" % (HOST, port)}], workers=workers)
+
+    def hup(cfg):
+        """SIGHUP with cfg written; waits for the main thread's verdict only (not the workers')."""
+        before = lf.stderr_text()
+        n_rel, n_kept = len(RELOADED.findall(before)), before.count(KEPT)
+        write_config_atomic(lf.cfg_path, cfg)
+        lf.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: len(RELOADED.findall(lf.stderr_text())) > n_rel or lf.stderr_text().count(KEPT) > n_kept,
+                 t(5), what="the reload's verdict")
+        return lf.stderr_text()[len(before):]
+
+    # Worker 1 held before it switches: it still listens on p1 when the listener comes back there.
+    with frozen(lf.pid, "worker 1"):
+        out = hup(at(p2, 3))   # worker 2 starts, on p2
+        assert KEPT not in out, out
+        out = hup(at(p1, 1))   # back to p1, workers 2 and 1 retire
+        assert KEPT not in out and "address in use" not in out, out
+    wait_for(lambda: all("worker %d: stopped" % i in lf.stderr_text() for i in (1, 2)), t(5),
+             what="the retired workers to stop")
+    for i in range(4):
+        assert fetch(p1, "GET", "/echo/back/%d" % i).status == 200
+    wait_for(lambda: not _accepts(p2), t(2), what="p2 to stop accepting")
+
+    # A burst: 24 reloads 8 ms apart, the listener moving each time and `workers` going 1 to 4;
+    # the last file (p1, 4 workers) is the one in force once they are through, none refused.
+    for k in range(24):
+        write_config_atomic(lf.cfg_path, at(p2 if k % 2 == 0 else p1, 1 + k % 4))
+        lf.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.008)
+    lf.config = at(p1, 4)
+
+    def settled():
+        st = status(aport)
+        return st["workers"] == 4 and [x["address"] for x in st["listeners"]] == ["%s:%d" % (HOST, p1)]
+    wait_for(settled, t(10), what="the last configuration in force; stderr tail:\n%s" % lf.stderr_text()[-2000:])
+    time.sleep(t(0.3))   # (a reload still running would be refused now, or not at all)
+    assert "address in use" not in lf.stderr_text(), lf.stderr_text()[-3000:]
+    m = metrics(aport)
+    assert m.value("lifeline_config_reloads_total", result="failure") == 0, m.grep("reloads")
+    assert settled()
+    for i in range(8):
+        assert fetch(p1, "GET", "/echo/burst/%d" % i).status == 200
+    wait_for(lambda: not _accepts(p2), t(2), what="p2 to stop accepting")
+    lf.assert_alive()
+
+
 def test_ejection_state_kept_across_reload(lifeline, upstream):
     up = upstream("up")
     bad = refused()
