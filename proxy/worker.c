@@ -486,10 +486,13 @@ static void worker_clock_cb(struct ev_loop *loop, ev_check *chk, int revents)
 }
 
 /* A draining worker's loop may end: no connection left, and none still to come from a retiring
- * worker (worker.retirees). */
+ * worker (worker.retirees). A retiring one also waits for its orphans (hop.h), which a reload does
+ * not cut (SPEC §3.5: their real outcome is counted and judged): each ends by its own timers, and
+ * the reaper, which runs every loop turn, looks again once it has. A drain of the whole process
+ * (retiring is false from there) closes them when the worker stops, as ever. */
 static bool worker_finished(struct worker *w)
 {
-    return w->draining && w->nclients == 0 && atomic_load(&w->retirees) == 0;
+    return w->draining && w->nclients == 0 && atomic_load(&w->retirees) == 0 && (!w->retiring || !w->orphans);
 }
 
 static void worker_reap_cb(struct ev_loop *loop, ev_check *chk, int revents)

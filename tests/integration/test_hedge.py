@@ -649,3 +649,74 @@ def test_a_hedge_still_connecting_is_not_cut_off_when_the_attempt_connects(lifel
                  what="the attempt's request on its connection, completed late")
     finally:
         hedge_to.close()
+
+
+def _orphans_on_retiring_workers(lifeline, raw_upstream, n=12, slow_s=1.5):
+    """4 workers; n GETs, each on its own connection (SO_REUSEPORT spreads them: every worker but
+    worker 0 gets none with a chance of 4^-n), all at once, hedged after 100 ms between a server
+    that answers in slow_s and one that answers in 0.3 s: each leaves its attempt on the slow
+    server running on as an orphan, whichever server it tried first."""
+    from faults import slow_script
+    from ops import reload
+    slow_s = t(slow_s)
+    slow = raw_upstream(slow_script(slow_s), name="slow")
+    fast = raw_upstream(slow_script(t(0.3)), name="fast")
+    aport = free_port()
+    # (no connect race: a connect slow under load would race one to the slow server, whose
+    # loser, carrying nothing, is `cancelled` rightly)
+    lf = lifeline(pools={"p": pool(slow, fast, balance="round_robin", outlier="off", connect_race="0s")},
+                  routes=[route(retry={"attempts": 2, "hedge": {"after": dur(t(0.1))}})],
+                  workers=4, extra=admin_extra(aport), shutdown_timeout="10s")
+    conns = [Conn(lf.port) for _ in range(n)]
+    try:
+        for i, c in enumerate(conns):
+            c.send(build_request("GET", "/h%d" % i, headers={"Connection": "close"}))
+        for c in conns:
+            r = c.read_response(timeout=t(5))
+            assert r.status == 200 and r.header("x-upstream") == "fast", r
+    finally:
+        for c in conns:
+            c.close()
+    answered = time.monotonic()
+    assert len(slow.requests) == n, "every request went to the slow server too"
+    cfg = dict(lf.config)
+    cfg["workers"] = 1
+    reload(lf, cfg)   # workers 1, 2 and 3 retire with their orphans still waiting for the slow answer
+    return lf, aport, slow, answered, slow_s
+
+
+def test_a_reload_that_retires_workers_lets_their_hedge_losers_run_on(lifeline, raw_upstream):
+    """Found by review: a reload that lowered `workers` cut the hedge (and connect race) losers
+    still running on the retiring workers (counted `cancelled`, no verdict, their connections
+    closed), as soon as those workers had no client left; SPEC §3.5 and README say such an attempt
+    is not cut off. A retiring worker now waits for them too (their own timers bound it): each ends
+    with its real outcome, then the worker stops."""
+    n = 12
+    lf, aport, slow, answered, slow_s = _orphans_on_retiring_workers(lifeline, raw_upstream, n)
+
+    def counted():
+        return metrics(aport).total("lifeline_upstream_attempts_total", pool="p", server=slow.address)
+    wait_for(lambda: counted() >= n, slow_s + t(3), what="the slow server's %d attempts to end" % n)
+    time.sleep(t(0.2))   # (one more would be counted by now)
+    m = metrics(aport)
+    assert m.total("lifeline_upstream_attempts_total", pool="p", server=slow.address, outcome="cancelled") == 0, \
+        m.grep("lifeline_upstream_attempts_total")
+    assert m.value("lifeline_upstream_attempts_total", pool="p", server=slow.address, outcome="ok") == n, \
+        m.grep("lifeline_upstream_attempts_total")
+    # the retiring workers stop once their orphans have ended, not before (nor never)
+    wait_for(lambda: all("worker %d: stopped" % i in lf.stderr_text() for i in (1, 2, 3)), t(5),
+             what="the retired workers to stop")
+    lf.assert_alive()
+    assert lf.fetch("GET", "/after", timeout=t(5)).status == 200
+
+
+def test_sigterm_during_a_retire_does_not_wait_for_hedge_losers(lifeline, raw_upstream):
+    """The control for the test above: a drain of the whole process (SIGTERM) still closes the
+    orphans when the workers stop, retiring ones too: it does not wait for the slow answers."""
+    import signal
+    lf, aport, slow, answered, slow_s = _orphans_on_retiring_workers(lifeline, raw_upstream, slow_s=4)
+    lf.stopped_by_test = True
+    lf.proc.send_signal(signal.SIGTERM)
+    assert lf.proc.wait(timeout=t(5)) == 0
+    assert time.monotonic() - answered < slow_s - t(1), \
+        "the drain waited %.2fs, for the detached attempts" % (time.monotonic() - answered)
