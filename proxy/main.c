@@ -1572,15 +1572,15 @@ static const char *mem_text(char *buf, size_t n, size_t bytes)
 static void print_memory(const char *path, const struct conf *c)
 {
     struct worker_mem m;
-    char t[9][24];
+    char t[10][24];
 
     worker_memory_worst(c, &m);
     fprintf(stderr, "%s: worst-case memory %s = %u connections x %s (busy, %u attempt%s each) + %u worker%s x %s "
-           "(caches) + %s detached attempts (%u per worker x %s: hedge and connect-race losers) + %s stale store "
+           "(caches) + %s time series (15 minutes of every route and server slot, all workers) + %s detached attempts (%u per worker x %s: hedge and connect-race losers) + %s stale store "
            "(kept and being copied) + %s idle upstream connections + %s base; an idle keep-alive connection holds %s\n",
            path, mem_text(t[0], sizeof(t[0]), m.total), c->limits.max_connections,
            mem_text(t[1], sizeof(t[1]), m.per_conn), m.hops, m.hops > 1 ? "s" : "", c->workers,
-           c->workers > 1 ? "s" : "", mem_text(t[2], sizeof(t[2]), m.per_worker),
+           c->workers > 1 ? "s" : "", mem_text(t[2], sizeof(t[2]), m.per_worker), mem_text(t[9], sizeof(t[9]), m.series),
            mem_text(t[7], sizeof(t[7]), m.orphans), m.orphans_max, mem_text(t[8], sizeof(t[8]), m.per_orphan),
            mem_text(t[3], sizeof(t[3]), m.stale), mem_text(t[4], sizeof(t[4]), m.upstream_idle),
            mem_text(t[5], sizeof(t[5]), m.base), mem_text(t[6], sizeof(t[6]), m.idle_conn));

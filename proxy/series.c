@@ -68,6 +68,11 @@ void series_worker_detach(struct ev_loop *loop, unsigned wid)
     }
 }
 
+size_t series_memory_worst(unsigned workers)
+{
+    return (size_t)workers * sizeof(struct series_worker) + sizeof(band) + sizeof(band_sec) + sizeof(events);
+}
+
 static inline struct series_worker *sw_of(unsigned wid)
 {
     return wid < SERIES_WORKERS_MAX ? atomic_load_explicit(&series_workers[wid], memory_order_relaxed) : NULL;

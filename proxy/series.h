@@ -17,8 +17,10 @@
  *
  * Memory, fixed: per worker SERIES_ROUTES x SERIES_SECONDS x 96 B + SERIES_SERVERS x
  * SERIES_SECONDS x 104 B = 2 764 800 + 5 990 400 B = 8.35 MiB of address space, calloc'd: the
- * kernel backs only the pages of slots in use (86 KiB per route, 94 KiB per server, per worker).
- * Per process: the state band SERIES_SERVERS x SERIES_SECONDS B (56 KiB) and the event ring.
+ * kernel backs only the pages of slots written (84.4 KiB per route, 91.4 KiB per server, per worker,
+ * once SERIES_SECONDS are filled; pages once written stay, and slots are taken anew over the
+ * process's life). Per process: the state band SERIES_SERVERS x SERIES_SECONDS x 5 B (281 KiB) and
+ * the event ring. series_memory_worst counts all of it.
  */
 #ifndef LIFELINE_SERIES_H
 #define LIFELINE_SERIES_H
@@ -26,6 +28,7 @@
 #include <ev.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "metrics.h"
@@ -70,6 +73,11 @@ extern _Atomic(struct series_worker *) series_workers[SERIES_WORKERS_MAX];
 void series_worker_attach(struct ev_loop *loop, unsigned wid);
 /* After its loop returned: the worker no longer beats (and /livez stops expecting it to). */
 void series_worker_detach(struct ev_loop *loop, unsigned wid);
+/* The most memory the series of `workers` workers can hold (worker_memory_worst): each worker's
+ * rings in full, every route and server slot with a series written over all SERIES_SECONDS (slots
+ * are taken over the process's life: reloads and re-resolved addresses take new ones, and a
+ * worker's pages once written stay), plus the process's state band and event ring. */
+size_t series_memory_worst(unsigned workers);
 
 /* ---- the request path (a worker, on its own rings) ------------------------------------------ */
 /* One answered request on route slot rslot at wall time now. fallback: lifeline answered. */

@@ -1635,7 +1635,10 @@ void worker_memory_worst(const struct conf *c, struct worker_mem *m)
                     /* the recent-requests ring (recent.h), and while the admin thread renders
                      * /status/requests its copy of it and qsort's scratch for that copy */
                     3 * recent_ring_bytes();
+    /* the status page's series: written per second into every slot that has one, kept for the
+     * process's life (series.h) */
+    m->series = series_memory_worst(c->workers);
     m->base = MEM_BASE;
-    m->total = m->base + m->stale + c->workers * m->per_worker + m->orphans + m->upstream_idle +
+    m->total = m->base + m->stale + c->workers * m->per_worker + m->series + m->orphans + m->upstream_idle +
                (size_t)c->limits.max_connections * m->per_conn;
 }

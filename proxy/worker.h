@@ -327,11 +327,13 @@ struct worker_mem {
     size_t orphans;                     /* all workers: workers x (orphans_max x per_orphan + the
                                          * input block of the read in progress) */
     size_t upstream_idle;               /* idle upstream connections, all workers */
+    size_t series;                      /* the status page's time series, all workers, 15 minutes
+                                         * of every slot (series.h: series_memory_worst) */
     size_t stale;                       /* 2 x stale_store.size when a route uses fallback.stale:
                                          * kept copies + the capture budget (stale.h) */
     size_t base;                        /* binary, libraries, main thread, admin (an estimate) */
     size_t idle_conn;                   /* one idle keep-alive connection */
-    size_t total;                       /* base + stale + workers x per_worker + orphans
+    size_t total;                       /* base + stale + workers x per_worker + series + orphans
                                          * + upstream_idle + max_connections x per_conn */
 };
 void worker_memory_worst(const struct conf *c, struct worker_mem *m);

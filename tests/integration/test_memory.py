@@ -282,6 +282,38 @@ def test_check_counts_the_attempts_that_lose_a_hedge(tmp_path):
     assert total >= 8 * (1 << 20) + hedged + 4 * per, total
 
 
+def test_check_counts_the_status_pages_time_series(tmp_path):
+    """Review (deploy): each worker's time series (series.h: one-second buckets over 15 minutes for
+    32 route slots and 64 server slots, 8.35 MiB of rings whose pages fill as seconds pass and stay)
+    had no term in -t's worst case, so the Kubernetes memory limit sized from it left them out. -t
+    now prints a time-series term, workers x the rings plus the process's state band and events,
+    whatever the config names (reloads and re-resolved addresses take new slots), in the total."""
+    def conf(name, workers):
+        path = str(tmp_path / name)
+        write_config(path, {"listen": [{"address": "127.0.0.1:1"}], "workers": workers,
+                            "limits": {"max_connections": 4},
+                            "pools": {"p": {"servers": [{"address": "127.0.0.1:9"}]}},
+                            "routes": [{"pool": "p"}]})
+        return path
+    unit = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+    terms = {}
+    for w in (1, 2):
+        path = conf("w%d.yaml" % w, w)
+        r = run_cli(["-t", "-c", path])
+        assert r.returncode == 0, r.stderr
+        m = re.search(r" \+ ([0-9.]+) (KiB|MiB|GiB) time series \(", r.stderr)
+        assert m, "no time series term in: %r" % r.stderr
+        terms[w] = (float(m.group(1)) * unit[m.group(2)], worst_case(path)[0])
+    rings = 32 * 900 * 96 + 64 * 900 * 104                  # one worker's route and server rings
+    one, total1 = terms[1]
+    two, total2 = terms[2]
+    assert rings <= one <= rings + (512 << 10), one
+    assert abs((two - one) - rings) <= 0.01 * rings, (one, two)
+    # the total counts it: a second worker adds its caches and its series
+    assert total2 - total1 >= rings + 8 * (1 << 20), (total1, total2)
+    assert total1 >= 8 * (1 << 20) + one, total1
+
+
 @pytest.mark.skipif(binary_is_sanitized(), reason="ASan's shadow and redzones swamp the figures")
 def test_attempts_that_lose_a_hedge_stay_within_the_worst_case(lifeline, raw_upstream, many_fds):
     """Review (orphans): with max_connections: 4 and a hedge after a few milliseconds, a server
@@ -343,7 +375,8 @@ def test_attempts_that_lose_a_hedge_stay_within_the_worst_case(lifeline, raw_ups
 def test_the_k8s_memory_limit_covers_the_example_worst_case(tmp_path):
     """Issue 11: deploy/k8s/deployment.yaml's memory limit is at least what `lifeline -t` prints
     for deploy/k8s/configmap.yaml's config, with the workers the pod's CPU limit gives (workers:
-    auto) and its upstream hostnames replaced by a loopback address (they resolve in-cluster only)."""
+    auto) and its upstream hostnames replaced by a loopback address (they resolve in-cluster only),
+    plus 5 %."""
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "deploy", "k8s")
     with open(os.path.join(root, "configmap.yaml")) as f:
         text = yaml.safe_load(f)["data"]["lifeline.yaml"]
@@ -373,7 +406,9 @@ def test_the_k8s_memory_limit_covers_the_example_worst_case(tmp_path):
     m = re.match(r"^(\d+)(Mi|Gi)$", mem)
     assert m, "memory limit %r not in Mi or Gi" % mem
     limit = int(m.group(1)) << (20 if m.group(2) == "Mi" else 30)
-    assert limit >= total, "memory limit %s < the worst case %.0f MiB that lifeline -t prints" % (mem, total / (1 << 20))
+    # with a margin: the figure is a bound, but some of its terms (TLS sessions, base) are estimates
+    assert limit >= 1.05 * total, "memory limit %s < the worst case %.0f MiB that lifeline -t prints + 5 %%" % (
+        mem, total / (1 << 20))
 
 
 @pytest.mark.skipif(binary_is_sanitized(), reason="ASan's quarantine keeps freed memory (and realloc moves)")
