@@ -2,7 +2,8 @@
 # demo.sh — `make run`: three demo upstreams and lifeline in front of them, on loopback.
 #
 #   upstreams  app-1 127.0.0.1:9001, app-2 127.0.0.1:9002 (pool app), slow 127.0.0.1:9003 (pool slow)
-#   lifeline   build/lifeline -c config/lifeline.yaml in the foreground (listener 127.0.0.1:8080)
+#   lifeline   build/lifeline -c config/lifeline.yaml in the foreground (listener 127.0.0.1:8080:
+#              the config's first listen address, printed and checked, whatever CONFIG says)
 #
 # Ctrl-C stops lifeline (it drains, then exits); the upstreams are stopped by PID on exit.
 #   admin      the status page at http://127.0.0.1:9901/ (the config's admin.address)
@@ -44,8 +45,29 @@ if a:
 PY
 }
 ADMIN=$(admin_address 2>/dev/null || true)
+# The first listener's URL from the config (listen: [{ address: H:P, tls: ... }]): scheme://host:port,
+# a wildcard host as the loopback address of its family.
+proxy_url() {
+    "$PYTHON" - "$CONFIG" <<'PY'
+import sys, yaml
+c = yaml.safe_load(open(sys.argv[1])) or {}
+ls = c.get("listen") or []
+a = (ls[0] or {}).get("address") if ls and isinstance(ls[0], dict) else None
+if a:
+    host, port = a.rsplit(":", 1)
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "[::]": "[::1]"}.get(host, host)
+    print("%s://%s:%s" % ("https" if ls[0].get("tls") else "http", host, port))
+PY
+}
+PROXY=$(proxy_url 2>/dev/null || true)
+PROXY=${PROXY:-http://127.0.0.1:8080}
+PROXY_HOSTPORT=${PROXY#*://}
+PROXY_PORT=${PROXY_HOSTPORT##*:}
+PROXY_HOST=${PROXY_HOSTPORT%:*}
+PROXY_HOST=${PROXY_HOST#[}
+PROXY_HOST=${PROXY_HOST%]}
 print_urls() {
-    echo "proxy:        http://127.0.0.1:8080/"
+    echo "proxy:        $PROXY/"
     if [[ -n $ADMIN ]]; then
         echo "status page:  http://$ADMIN/   (also /metrics, /status, /livez, /readyz)"
     else
@@ -60,9 +82,13 @@ fi
 [[ -x "$LIFELINE_BIN" ]] || { echo "demo.sh: $LIFELINE_BIN not built (run make)" >&2; exit 1; }
 [[ -f "$CONFIG" ]] || { echo "demo.sh: $CONFIG not found" >&2; exit 1; }
 
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+port_busy() { (exec 3<>"/dev/tcp/${2:-127.0.0.1}/$1") 2>/dev/null; }
 
-for port in 8080 9001 9002 9003 ${ADMIN##*:}; do
+if port_busy "$PROXY_PORT" "$PROXY_HOST"; then
+    echo "demo.sh: something already listens on $PROXY_HOSTPORT; stop it first" >&2
+    exit 1
+fi
+for port in 9001 9002 9003 ${ADMIN##*:}; do
     if port_busy "$port"; then
         echo "demo.sh: something already listens on 127.0.0.1:$port; stop it first" >&2
         exit 1
@@ -94,7 +120,8 @@ for port in 9001 9002 9003; do
     exit 1
 done
 
-cat <<'EOF'
+# (the config's listener in place of the default's localhost:8080)
+sed "s#localhost:8080#$([[ $PROXY == http://127.0.0.1:8080 ]] && echo localhost:8080 || echo "$PROXY")#g" <<'EOF'
 
 lifeline demo — upstreams: app-1 :9001, app-2 :9002 (pool "app"), slow :9003 (pool "slow")
 Try, from another terminal:

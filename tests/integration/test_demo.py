@@ -131,3 +131,40 @@ def test_demo_ctrl_c_drains_in_flight_requests():
     assert "second signal" not in text, text[-1500:]
     for p in (8080, 9001, 9002, 9003, admin_port):
         assert not _port_busy(p), "port %d still open after the demo stopped" % p
+
+
+def test_demo_with_config_prints_and_checks_its_listener(tmp_path):
+    """Review (deploy): `CONFIG=... scripts/demo.sh` printed `proxy: http://127.0.0.1:8080/` and
+    checked port 8080 before starting, whatever listener the config named (it read the admin
+    address from the config, not the listener's). It now prints the config's first listener and
+    refuses to start when that address is taken, before starting any upstream."""
+    import socket
+    import pytest
+
+    busy = socket.socket()
+    busy.bind((HOST, 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    aport = free_port()
+    with open(CONFIG) as f:
+        text = f.read()
+    cfg = yaml.safe_load(text)
+    text = text.replace(cfg["admin"]["address"], "%s:%d" % (HOST, aport)).replace("127.0.0.1:8080", "0.0.0.0:%d" % port)
+    path = str(tmp_path / "demo.yaml")
+    with open(path, "w") as f:
+        f.write(text)
+    env = dict(os.environ, LIFELINE_BIN=LIFELINE_BIN, CONFIG=path)
+    demo = os.path.join(ROOT, "scripts", "demo.sh")
+    try:
+        out = subprocess.run(["bash", demo, "--urls"], capture_output=True, text=True, timeout=t(10), env=env)
+        assert out.returncode == 0, out.stderr
+        assert "proxy:        http://127.0.0.1:%d/\n" % port in out.stdout, out.stdout
+        assert "8080" not in out.stdout, out.stdout
+        if any(_port_busy(p) for p in (9001, 9002, 9003)):
+            pytest.skip("a demo upstream port is taken on this machine")
+        out = subprocess.run(["bash", demo], capture_output=True, text=True, timeout=t(20), env=env)
+        assert out.returncode == 1, (out.returncode, out.stdout, out.stderr)
+        assert "already listens on 127.0.0.1:%d" % port in out.stderr, out.stderr
+        assert "lifeline demo" not in out.stdout, out.stdout   # refused before starting anything
+    finally:
+        busy.close()
