@@ -132,6 +132,45 @@ def test_manifests_are_consistent():
     assert dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > sleep_s + drain
 
 
+def test_the_upstream_name_resolves_while_no_app_pod_is_ready():
+    """Review (deploy): lifeline resolves every configured name at start and refuses to start while
+    one has no address (exit 1, `cannot resolve "app-headless"`); a headless Service's name is
+    NXDOMAIN while none of its pods is ready, so a lifeline pod started before the app was ready
+    crash-looped. The headless Service publishes not-ready pods (starting ones get refused
+    connections, retried elsewhere, and the pool's health checks and outlier ejection keep traffic
+    off them), and the README says what the ConfigMap's health check asks of the app."""
+    conf = lifeline_conf(one("ConfigMap", "lifeline-config"))
+    pool_ = conf["pools"]["app"]
+    srv = pool_["servers"][0]
+    host = (srv if isinstance(srv, str) else srv["address"]).split(":")[0]
+    hs = one("Service", host)
+    assert hs["spec"]["clusterIP"] == "None"
+    assert hs["spec"].get("publishNotReadyAddresses") is True, hs["spec"]
+    assert pool_.get("health") and pool_.get("outlier", {}) != "off", pool_
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    k8s = readme[readme.index("### Kubernetes"):]
+    k8s = " ".join(k8s[:k8s.index("\n### ", 1)].split())
+    assert "publishNotReadyAddresses" in k8s and 'cannot resolve "app-headless"' in k8s, "README: the NXDOMAIN start"
+    assert "GET %s" % pool_["health"]["path"] in k8s, "README: what the health check asks of the app"
+
+
+def test_readme_names_the_images_runtime_libraries():
+    """Review (deploy): the README's Docker section said "the four runtime libraries" while the
+    runtime stage installs five (libc-ares2 too), and did not say the image has no CA bundle."""
+    with open(os.path.join(ROOT, "Dockerfile")) as f:
+        stages = f.read().split("\nFROM ")
+    runtime = stages[-1]
+    pkgs = re.search(r"apt-get install -y --no-install-recommends \\\n\s*([^\n\\&]+)", runtime).group(1).split()
+    assert "libc-ares2" in pkgs, pkgs
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = " ".join(f.read().split())
+    words = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
+    assert "%s runtime libraries (%s)" % (words[len(pkgs)], ", ".join(pkgs)) in readme, pkgs
+    if "ca-certificates" not in pkgs:
+        assert "The image has no `ca-certificates`" in readme
+
+
 def test_probe_paths_against_a_running_lifeline(lifeline, upstream):
     """The ConfigMap's config (listeners moved to free local ports, the pool at a test upstream):
     every probe and scrape path answers 200 on the port the manifest names, and during a drain
