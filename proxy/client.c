@@ -34,6 +34,11 @@
 /* How long a connection that was answered with an error keeps discarding input before closing,
  * so that the client reads the answer rather than a reset (nginx's lingering close). */
 #define LINGER_SECONDS 2.0
+/* A body cut by its answer (413, a 408 mid-body, an early upstream answer) lingers while the client
+ * goes on sending it, as nginx's lingering_time: up to LINGER_BODY_SECONDS in all, closed after a
+ * gap of LINGER_SECONDS without a byte. A client that writes its whole body before reading (most
+ * HTTP libraries) reads the 413 instead of a reset. Not while draining (DRAIN_HEAD_GRACE). */
+#define LINGER_BODY_SECONDS 30.0
 /* Blank-line bytes (CR, LF) ignored while idle between requests: two CRLFs. */
 #define CLIENT_IDLE_BLANK 4
 
@@ -72,8 +77,8 @@ static ev_tstamp client_rdue(const struct client *c)
                            client's gap; the route's deadline and the hop's timers bound the wait,
                            and the gap counts again from when reading resumes */
         return c->last_read + ms(cf->client.body_timeout);
-    case CLIENT_LINGER:
-        return c->head_deadline;
+    case CLIENT_LINGER:   /* the total, or a gap without input */
+        return c->head_deadline < c->last_read + LINGER_SECONDS ? c->head_deadline : c->last_read + LINGER_SECONDS;
     default:
         return 0;
     }
@@ -660,6 +665,7 @@ static void client_answer_flushed(struct client *c)
          * upstream ended may still get bytes from the client any time. */
         if (c->phase == CLIENT_BODY || c->phase == CLIENT_HEAD || c->in.len ||
             (c->phase == CLIENT_TUNNEL && !c->rd_eof) || client_socket_unread(c)) {
+            bool body = c->phase == CLIENT_BODY && !w->draining && !w->retiring;
             client_drop_exchange(c);
             c->phase = CLIENT_LINGER;
             /* Lingering discards input into the stack: it holds no buffer and no parser (5,000
@@ -669,7 +675,8 @@ static void client_answer_flushed(struct client *c)
             worker_req_parser_put(w, c->parser);
             c->parser = NULL;
             xprt_shut_wr(&c->x);   /* over TLS: close_notify first, as after any answer */
-            c->head_deadline = clock_now() + LINGER_SECONDS;
+            c->last_read = clock_now();
+            c->head_deadline = c->last_read + (body ? LINGER_BODY_SECONDS : LINGER_SECONDS);
             client_timer_arm(c);
             client_read_on(c);
             return;
@@ -1279,6 +1286,15 @@ void client_drain(struct client *c)
         }
         return;
     }
+    if (c->phase == CLIENT_LINGER) {
+        /* a body's long linger does not hold a drain or a retiring worker */
+        ev_tstamp grace = clock_now() + DRAIN_HEAD_GRACE;
+        if (c->head_deadline > grace) {
+            c->head_deadline = grace;
+            client_timer_arm(c);
+        }
+        return;
+    }
     /* Half a head, draining or retiring alike: DRAIN_HEAD_GRACE to complete it, then 408 and
      * close. A retiring worker cannot hand it over (the heir takes a connection between requests:
      * the bytes read so far, the head's deadline and a parser holding part of a large head would
@@ -1546,10 +1562,20 @@ static void client_read_cb(struct ev_loop *loop, struct client *c)
     ssize_t r;
 
     if (c->phase == CLIENT_LINGER) {
-        char sink[4096];
-        r = xprt_read(&c->x, sink, sizeof(sink));
-        if (r == 0 || (r < 0 && r != -EAGAIN))
-            client_close(c);
+        /* discarded; a few reads a turn (bounded), so that a fast sender is drained at its pace */
+        char sink[16384];
+        for (int i = 0; i < 4; i++) {
+            r = xprt_read(&c->x, sink, sizeof(sink));
+            if (r == 0 || (r < 0 && r != -EAGAIN)) {
+                client_close(c);
+                return;
+            }
+            if (r < 0)
+                return;
+            c->last_read = clock_now();   /* the gap restarts (client_rdue; the timer is lazy) */
+            if ((size_t)r < sizeof(sink))
+                return;
+        }
         return;
     }
     if (c->phase == CLIENT_BODY && c->in.len == 0 && c->ex && !c->answer_done) {

@@ -384,6 +384,32 @@ def test_answer_from_the_head_lingers_while_the_body_arrives(lifeline, upstream,
     assert up.requests == [], up.requests
 
 
+def test_a_413_lingers_while_a_long_body_keeps_coming(lifeline, upstream):
+    """A client that writes its whole body before reading (most HTTP libraries) gets its 413 when
+    the body takes longer than 2 s to send: the lingering close after a cut body lasts while bytes
+    keep coming (up to 30 s, as nginx's lingering_time), closed after a 2 s gap. It ended 2 s after
+    the answer whatever the client still sent (review: 6 MB at 2 MB/s met EPIPE at 2.1 s, and sent
+    as fast as it could, the 413 was lost to the reset)."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, limits={"max_body_bytes": 1000})
+    chunk = b"b" * 65536
+    with Conn(lf.port) as c:
+        c.send(build_request("POST", "/x", [("Content-Length", str(len(chunk) * 60))]))
+        start = time.monotonic()
+        for _ in range(60):             # about 3.6 s of sending, past the old 2 s
+            c.send(chunk)               # raises BrokenPipeError/ConnectionResetError on a reset
+            time.sleep(0.06)
+        sent_for = time.monotonic() - start
+        r = c.read_response(timeout=t(3))
+        assert r.status == 413, r
+        gap = time.monotonic()
+        assert c.wait_closed(t(5)) == b""
+        closed_after = time.monotonic() - gap
+    assert sent_for > 3.0, sent_for
+    assert closed_after < t(4), "closed %.2f s after the body stopped" % closed_after
+    assert up.requests == [], up.requests
+
+
 def test_early_answer_survives_a_write_that_fails_first(lifeline, raw_upstream):
     """An upstream answers a body it will not read (413) and closes, which resets the connection
     as the body keeps coming. When lifeline's next write of the body failed before it had read the
