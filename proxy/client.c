@@ -665,7 +665,7 @@ static void client_answer_flushed(struct client *c)
          * upstream ended may still get bytes from the client any time. */
         if (c->phase == CLIENT_BODY || c->phase == CLIENT_HEAD || c->in.len ||
             (c->phase == CLIENT_TUNNEL && !c->rd_eof) || client_socket_unread(c)) {
-            bool body = c->phase == CLIENT_BODY && !w->draining && !w->retiring;
+            bool body = c->phase == CLIENT_BODY && !c->head_refused && !w->draining && !w->retiring;
             client_drop_exchange(c);
             c->phase = CLIENT_LINGER;
             /* Lingering discards input into the stack: it holds no buffer and no parser (5,000
@@ -1014,8 +1014,10 @@ static void client_reject(struct client *c, unsigned status, const char *why, co
     c->answer_done = true;
     c->close_after = true;
     client_uncount(c);
-    if (head_answer)
+    if (head_answer) {
         client_count_head(c, status, out->len - answer_from, raw, raw_len, rid, rid_len);
+        c->head_refused = true;
+    }
     if (c->phase != CLIENT_LINGER)
         c->phase = CLIENT_BODY;   /* input is untrusted from here: linger, never parse it */
     client_flush(c);

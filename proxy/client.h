@@ -93,6 +93,8 @@ struct client {
     unsigned idle_blank : 3;            /* CR/LF bytes dropped while idle since the last answer (client.c) */
     bool drain_grace : 1;               /* served, idle, its next request unread at the drain: head_deadline
                                          * (the grace) bounds it, not idle_timeout (client_drain) */
+    bool head_refused : 1;              /* the answer is to a head (408, 400, 414, 431...): its linger
+                                         * is a head's (2 s), not a cut body's (client.c) */
     unsigned served;                    /* requests answered on this connection */
     uint32_t stall_sent;                /* while output is stuck: how far the socket had sent (low 32
                                          * bits) when last_write was last set; the client's TCP

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import HOST, Conn, build_request, chunked_body, pool, sha, t, wait_for
+from conftest import HOST, Conn, build_request, chunked_body, dur, pool, sha, t, wait_for
 from faults import each_request
 
 MAX_HEADER = 4096
@@ -408,6 +408,39 @@ def test_a_413_lingers_while_a_long_body_keeps_coming(lifeline, upstream):
     assert sent_for > 3.0, sent_for
     assert closed_after < t(4), "closed %.2f s after the body stopped" % closed_after
     assert up.requests == [], up.requests
+
+
+@pytest.mark.parametrize("case", ["408", "400"])
+def test_a_refused_head_lingers_2s_however_the_client_trickles(lifeline, upstream, case):
+    """An answer to a head (header_timeout's 408, a bad header line's 400) lingers 2 s, as before
+    the long linger of a cut body came in: it took that one too (the rejected connection is in its
+    body phase from there), so a slowloris that went on trickling after its 408 held its
+    connection slot for 30 s."""
+    import socket
+    lf = lifeline(pools={"p": pool(upstream())}, client={"header_timeout": dur(t(1))})
+    s = socket.create_connection(("127.0.0.1", lf.port), timeout=t(5))
+    try:
+        if case == "400":
+            s.sendall(b"GET /x HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n")
+        else:
+            s.sendall(b"GET /x HTTP/1.1\r\nHost: a\r\n")
+        got = s.recv(4096)
+        assert got.startswith(b"HTTP/1.1 " + case.encode()), got
+        answered = time.monotonic()
+        closed = None
+        # (lingering shuts lifeline's write side at once: the client reads EOF then, and finds
+        # the close itself only when a byte it sends meets the reset)
+        while time.monotonic() - answered < t(8):
+            try:
+                s.sendall(b"x")          # a byte every 0.3 s: never a 2 s gap
+            except OSError:
+                closed = time.monotonic()
+                break
+            time.sleep(0.3)
+        assert closed is not None, "still open %.1f s after the %s" % (time.monotonic() - answered, case)
+        assert closed - answered < t(4), "closed %.2f s after the %s" % (closed - answered, case)
+    finally:
+        s.close()
 
 
 def test_early_answer_survives_a_write_that_fails_first(lifeline, raw_upstream):
