@@ -207,6 +207,9 @@ struct conf {
  * names for writing (access_log.path, without truncating it) so that an unusable one is an error
  * at its line. Off by default. */
 extern bool conf_open_files;
+/* With conf_open_files at a start: only a regular file (or none yet) is opened so; a FIFO, socket
+ * or device is left to the start's own open, which a reader at its other end must see first. */
+extern bool conf_open_regular_only;
 
 /* Loads and validates `path`. On success returns a snapshot holding one reference and sets *nerrors
  * to 0. On failure returns NULL, writes every error found to `err` (one `FILE:LINE:COL: message`

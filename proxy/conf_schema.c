@@ -134,6 +134,7 @@ static const struct conf_field conf_access_log_fields[] = {
     F_ENUM("format", struct conf, access_log.format, conf_log_format_names),
 };
 bool conf_open_files;
+bool conf_open_regular_only;
 
 /* The first load, -t or a start (conf_open_files): a file access_log.path must open for appending,
  * or the load fails at the path's line, with the config's other errors. Opened without truncating; one that did not exist is created
@@ -202,6 +203,10 @@ static void conf_post_access_log(struct conf_loader *ld, yaml_node_t *map, void 
     (void)seen;
     if (!conf_open_files || !p || !strcmp(p, "stdout") || !strcmp(p, "stderr") || !strcmp(p, "off"))
         return;
+    struct stat st;
+    if (conf_open_regular_only && stat(p, &st) == 0 && !S_ISREG(st.st_mode))
+        return;   /* a start: opening and closing a FIFO would end a reader that stops at EOF
+                     (`cat fifo`) before the start opens it for good */
     fd = conf_probe_log_file(p);
     if (fd >= 0) {
         close(fd);

@@ -1625,10 +1625,11 @@ int main(int argc, char **argv)
      * alike, at its line (a start said only "access log: cannot open" after the other errors).
      * A reload reports it its own way (loader_open_log). */
     conf_open_files = true;
+    conf_open_regular_only = !o.check;
     if (!o.check)
         signals_for_load();
     c = conf_load(o.path, stderr, &nerr);
-    conf_open_files = false;
+    conf_open_files = conf_open_regular_only = false;
     if (!c)
         return 1;
     if (o.check) {

@@ -535,6 +535,30 @@ def test_off_writes_nothing(lifeline, upstream, tmp_path):
     assert os.path.exists(cwd_off) == existed, "access_log path 'off' created a file named off"
 
 
+def test_start_leaves_a_fifo_sink_to_its_reader(lifeline, upstream, tmp_path):
+    """A start checks that access_log.path opens (as -t does), but not by opening and closing a
+    FIFO: its reader (`cat fifo > file`, a shipper that ends at EOF) saw the close as the end and
+    left, and the start's own open then failed with no reader (exit 1, No such device or
+    address)."""
+    import subprocess
+    up = upstream()
+    fifo = str(tmp_path / "alog.fifo")
+    out = tmp_path / "alog.out"
+    os.mkfifo(fifo)
+    with open(str(out), "wb") as f:
+        cat = subprocess.Popen(["cat", fifo], stdout=f)
+    try:
+        time.sleep(0.3)                  # cat waits in open() for a writer
+        lf = lifeline(pools={"p": pool(up)}, extra={"access_log": {"path": fifo}})
+        assert lf.fetch("GET", "/echo/fifo").status == 200
+        wait_for(lambda: b"/echo/fifo" in out.read_bytes(), t(5), what="the line through the FIFO")
+        assert cat.poll() is None, "the reader left"
+    finally:
+        if cat.poll() is None:
+            cat.kill()
+        cat.wait()
+
+
 def test_slow_sink_drops_and_counts_lines_without_stalling_requests(lifeline, upstream, tmp_path):
     """The sink is a FIFO nobody reads (until the end): the pipe fills, the writer thread blocks,
     the ring fills, lines are dropped and counted. Requests keep their pace. At the end every
