@@ -492,7 +492,12 @@ static void worker_clock_cb(struct ev_loop *loop, ev_check *chk, int revents)
  * (retiring is false from there) closes them when the worker stops, as ever. */
 static bool worker_finished(struct worker *w)
 {
-    return w->draining && w->nclients == 0 && atomic_load(&w->retirees) == 0 && (!w->retiring || !w->orphans);
+    /* An orphan's timers bound the gaps of its answer, not its length (a trickling stream runs
+     * until its 64 KiB read cut: an hour at 16 B/s): past shutdown_timeout from the retire, the
+     * worker stops and closes the ones left (worker_destroy), as a drain's cut does. */
+    return w->draining && w->nclients == 0 && atomic_load(&w->retirees) == 0 &&
+           (!w->retiring || !w->orphans ||
+            clock_now() - w->retire_at >= (ev_tstamp)w->conf->shutdown_timeout / 1000.0);
 }
 
 static void worker_reap_cb(struct ev_loop *loop, ev_check *chk, int revents)
@@ -755,6 +760,7 @@ static void worker_retire(struct worker *w)
 
     if (!w->draining && w->heir && w->heir != w) {
         w->retiring = true;
+        w->retire_at = clock_now();
         for (c = w->clients; c; c = next) {
             next = c->next;
             (void)client_handoff(c, w->heir);

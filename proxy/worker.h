@@ -147,6 +147,8 @@ struct worker {
     /* Retiring with an heir (and not drained since): answers keep plain connections alive, and
      * each is handed over once idle instead of closed (client_closing, client_answer_flushed). */
     bool retiring;
+    ev_tstamp retire_at;                /* when it began retiring (clock_now): its orphans are
+                                         * waited for up to shutdown_timeout from then */
     pthread_mutex_t adopt_mu;
     struct worker_adoptee *adopt_q;     /* under adopt_mu */
     /* Retiring workers whose heir this is and whose loops still run (main counts each in before

@@ -710,6 +710,47 @@ def test_a_reload_that_retires_workers_lets_their_hedge_losers_run_on(lifeline, 
     assert lf.fetch("GET", "/after", timeout=t(5)).status == 200
 
 
+def test_a_retiring_worker_waits_for_trickling_hedge_losers_only_up_to_shutdown_timeout(lifeline, raw_upstream):
+    """A hedge loser whose answer trickles (a stream with heartbeats: 8 bytes every 0.3 s, never a
+    read_timeout gap) is bounded by its 64 KiB read cut only, an hour at that pace: a retiring
+    worker that waited for every orphan was held that long, with its thread and its generation.
+    It waits up to shutdown_timeout (2 s here), then stops and closes what is left."""
+    from ops import reload
+
+    async def trickle(conn, req):
+        await asyncio.sleep(t(1))        # after the fast server's answer (0.3 s): a loser
+        await conn.send(b"HTTP/1.1 200 OK\r\nx-upstream: slow\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(200):
+            await asyncio.sleep(0.3)
+            await conn.send(b"3\r\nabc\r\n")
+        return True
+    slow = raw_upstream(each_request(trickle), name="slow")
+    fast = raw_upstream(slow_script(t(0.3)), name="fast")
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(slow, fast, balance="round_robin", outlier="off", connect_race="0s")},
+                  routes=[route(retry={"attempts": 2, "hedge": {"after": dur(t(0.1))}})],
+                  workers=4, extra=admin_extra(aport), shutdown_timeout="2s")
+    conns = [Conn(lf.port) for _ in range(12)]
+    try:
+        for i, c in enumerate(conns):
+            c.send(build_request("GET", "/h%d" % i, headers={"Connection": "close"}))
+        for c in conns:
+            r = c.read_response(timeout=t(5))
+            assert r.status == 200 and r.header("x-upstream") == "fast", r
+    finally:
+        for c in conns:
+            c.close()
+    cfg = dict(lf.config)
+    cfg["workers"] = 1
+    reloaded = time.monotonic()
+    reload(lf, cfg)
+    wait_for(lambda: all("worker %d: stopped" % i in lf.stderr_text() for i in (1, 2, 3)), t(2) + 4,
+             what="the retiring workers to stop within shutdown_timeout")
+    assert time.monotonic() - reloaded > 1.5, "stopped before shutdown_timeout: the losers were cut at once"
+    lf.assert_alive()
+    assert lf.fetch("GET", "/after", timeout=t(5)).status == 200
+
+
 def test_sigterm_during_a_retire_does_not_wait_for_hedge_losers(lifeline, raw_upstream):
     """The control for the test above: a drain of the whole process (SIGTERM) still closes the
     orphans when the workers stop, retiring ones too: it does not wait for the slow answers."""
