@@ -252,15 +252,17 @@ bool health_report(struct health_pool *hp, struct srv_health *s, bool failure, i
         if (share_running(sh, s->st)) {
             oc = share_outlier(sh);
             n = sh->view->n;
-            for (unsigned i = 0; i < n; i++)   /* down by the checks: out of rotation too */
-                out += outlier_state(&sh->view->st[i]->o, now) != OUTLIER_IN || atomic_load(&sh->view->st[i]->down);
+            for (unsigned i = 0; i < n; i++)   /* down by the checks: out of rotation too (the */
+                out += sh->view->st[i] != s->st &&  /* server judged is the + 1 of outlier_room) */
+                       (outlier_state(&sh->view->st[i]->o, now) != OUTLIER_IN || atomic_load(&sh->view->st[i]->down));
         } else {
             /* a server the running generation does not have: its ejection takes nothing of
              * that pool out; its own generation's rules still hold for its own attempts */
             oc = cp->outlier;
             n = hp->n;
             for (unsigned i = 0; i < n; i++)
-                out += outlier_state(&hp->servers[i].st->o, now) != OUTLIER_IN || atomic_load(&hp->servers[i].st->down);
+                out += hp->servers[i].st != s->st &&
+                       (outlier_state(&hp->servers[i].st->o, now) != OUTLIER_IN || atomic_load(&hp->servers[i].st->down));
         }
         if (health_eject_hook)
             health_eject_hook();
