@@ -651,22 +651,24 @@ def test_a_hedge_still_connecting_is_not_cut_off_when_the_attempt_connects(lifel
         hedge_to.close()
 
 
-def _orphans_on_retiring_workers(lifeline, raw_upstream, n=12, slow_s=1.5):
+def _orphans_on_retiring_workers(lifeline, raw_upstream, n=12, slow_s=1.5, slow_answer=None,
+                                 shutdown_timeout="10s"):
     """4 workers; n GETs, each on its own connection (SO_REUSEPORT spreads them: every worker but
     worker 0 gets none with a chance of 4^-n), all at once, hedged after 100 ms between a server
-    that answers in slow_s and one that answers in 0.3 s: each leaves its attempt on the slow
-    server running on as an orphan, whichever server it tried first."""
+    that answers in slow_s (or by the script slow_answer) and one that answers in 0.3 s: each
+    leaves its attempt on the slow server running on as an orphan, whichever server it tried
+    first. Then reloads to 1 worker; the time it returns was taken just before that reload."""
     from faults import slow_script
     from ops import reload
     slow_s = t(slow_s)
-    slow = raw_upstream(slow_script(slow_s), name="slow")
+    slow = raw_upstream(slow_answer or slow_script(slow_s), name="slow")
     fast = raw_upstream(slow_script(t(0.3)), name="fast")
     aport = free_port()
     # (no connect race: a connect slow under load would race one to the slow server, whose
     # loser, carrying nothing, is `cancelled` rightly)
     lf = lifeline(pools={"p": pool(slow, fast, balance="round_robin", outlier="off", connect_race="0s")},
                   routes=[route(retry={"attempts": 2, "hedge": {"after": dur(t(0.1))}})],
-                  workers=4, extra=admin_extra(aport), shutdown_timeout="10s")
+                  workers=4, extra=admin_extra(aport), shutdown_timeout=shutdown_timeout)
     conns = [Conn(lf.port) for _ in range(n)]
     try:
         for i, c in enumerate(conns):
@@ -715,8 +717,6 @@ def test_a_retiring_worker_waits_for_trickling_hedge_losers_only_up_to_shutdown_
     read_timeout gap) is bounded by its 64 KiB read cut only, an hour at that pace: a retiring
     worker that waited for every orphan was held that long, with its thread and its generation.
     It waits up to shutdown_timeout (2 s here), then stops and closes what is left."""
-    from ops import reload
-
     async def trickle(conn, req):
         await asyncio.sleep(t(1))        # after the fast server's answer (0.3 s): a loser
         await conn.send(b"HTTP/1.1 200 OK\r\nx-upstream: slow\r\nTransfer-Encoding: chunked\r\n\r\n")
@@ -724,26 +724,8 @@ def test_a_retiring_worker_waits_for_trickling_hedge_losers_only_up_to_shutdown_
             await asyncio.sleep(0.3)
             await conn.send(b"3\r\nabc\r\n")
         return True
-    slow = raw_upstream(each_request(trickle), name="slow")
-    fast = raw_upstream(slow_script(t(0.3)), name="fast")
-    aport = free_port()
-    lf = lifeline(pools={"p": pool(slow, fast, balance="round_robin", outlier="off", connect_race="0s")},
-                  routes=[route(retry={"attempts": 2, "hedge": {"after": dur(t(0.1))}})],
-                  workers=4, extra=admin_extra(aport), shutdown_timeout="2s")
-    conns = [Conn(lf.port) for _ in range(12)]
-    try:
-        for i, c in enumerate(conns):
-            c.send(build_request("GET", "/h%d" % i, headers={"Connection": "close"}))
-        for c in conns:
-            r = c.read_response(timeout=t(5))
-            assert r.status == 200 and r.header("x-upstream") == "fast", r
-    finally:
-        for c in conns:
-            c.close()
-    cfg = dict(lf.config)
-    cfg["workers"] = 1
-    reloaded = time.monotonic()
-    reload(lf, cfg)
+    lf, aport, slow, reloaded, _ = _orphans_on_retiring_workers(
+        lifeline, raw_upstream, slow_answer=each_request(trickle), shutdown_timeout="2s")
     wait_for(lambda: all("worker %d: stopped" % i in lf.stderr_text() for i in (1, 2, 3)), t(2) + 4,
              what="the retiring workers to stop within shutdown_timeout")
     assert time.monotonic() - reloaded > 1.5, "stopped before shutdown_timeout: the losers were cut at once"

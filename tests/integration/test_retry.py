@@ -725,27 +725,33 @@ def test_chunked_body_still_arriving_is_not_replayed(lifeline, raw_upstream, ups
     assert len(good.requests) == 0, "a chunked body still arriving was replayed: %r" % good.requests
 
 
-def test_chunked_body_still_arriving_is_not_replayed_on_a_fresh_connection(lifeline, raw_upstream):
-    """The same rule for the one extra try a stale pooled connection gets (SPEC §3.5, "under the
-    same safety rule"): a chunked PUT whose head and first chunk went out on a reused connection
-    that the server then closed without a byte is not started again on a fresh connection while
-    its body is still arriving (found by a review: it was, and the fresh connection then got a
-    body twice buffer_body's size). Without retries left, the built-in 502 names the reset."""
-    async def head_then_close_on_the_reuse(conn):
+def _close_on_the_reuse(answer):
+    """An upstream script: its first connection answers one request ("first"), reads the next
+    request's head and closes (FIN, no byte: a stale pooled connection); later connections answer
+    every request 200 with answer(req)."""
+    async def script(conn):
         if conn.index == 1:
             if await conn.read_request() is None:
                 return
             await conn.respond(200, b"first")
-            await conn.reader.readuntil(b"\r\n\r\n")     # the PUT's head, then FIN
+            await conn.reader.readuntil(b"\r\n\r\n")     # the next request's head, then FIN
             conn.close()
             return
         while True:
             req = await conn.read_request()
             if req is None:
                 return
-            await conn.respond(200, b"len=%d" % len(req.body))
+            await conn.respond(200, answer(req))
+    return script
 
-    up = raw_upstream(head_then_close_on_the_reuse)
+
+def test_chunked_body_still_arriving_is_not_replayed_on_a_fresh_connection(lifeline, raw_upstream):
+    """The same rule for the one extra try a stale pooled connection gets (SPEC §3.5, "under the
+    same safety rule"): a chunked PUT whose head and first chunk went out on a reused connection
+    that the server then closed without a byte is not started again on a fresh connection while
+    its body is still arriving (found by a review: it was, and the fresh connection then got a
+    body twice buffer_body's size). Without retries left, the built-in 502 names the reset."""
+    up = raw_upstream(_close_on_the_reuse(lambda req: b"len=%d" % len(req.body)))
     lf = lifeline(pools={"p": pool(up, connect_race="0s", outlier="off")},
                   routes=[route(retry={"attempts": 1, "buffer_body": "4KiB"})])
     with Conn(lf.port, timeout=t(10)) as c:
@@ -777,21 +783,8 @@ def test_stale_pooled_connection_meets_a_put_whose_body_comes_later(lifeline, ra
     so with consecutive_failures: 1 the healthy server was ejected and the next request got 503
     (old binary: 502 for the first two, an ejection and 503 for the chunked one). The same PUT with
     its body in the head's packet was retried and not blamed."""
-    async def head_then_close_on_the_reuse(conn):
-        if conn.index == 1:
-            if await conn.read_request() is None:
-                return
-            await conn.respond(200, b"first")
-            await conn.reader.readuntil(b"\r\n\r\n")     # the PUT's head, then FIN: a stale connection
-            conn.close()
-            return
-        while True:
-            req = await conn.read_request()
-            if req is None:
-                return
-            await conn.respond(200, b"%s %s %s" % (req.method.encode(), req.target.encode(), req.body))
-
-    up = raw_upstream(head_then_close_on_the_reuse)
+    up = raw_upstream(_close_on_the_reuse(
+        lambda req: b"%s %s %s" % (req.method.encode(), req.target.encode(), req.body)))
     log = str(tmp_path / "access.log")
     aport = free_port()
     lf = lifeline(pools={"p": pool(up, connect_race="0s",
