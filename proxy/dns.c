@@ -72,7 +72,10 @@ struct dns_lookup {
     struct dns_sock *socks;
     unsigned reads_left;                /* datagrams c-ares may still read in this wake-up */
     bool done, expired, oom;
+    bool used_tcp;                      /* c-ares opened a TCP socket (an answer came truncated) */
+    bool tcp_timed_out;                 /* a TCP question timed out, and was asked again (dns_resolve) */
     bool saw_servfail, saw_refused, saw_conn_refused;   /* for the failure's wording */
+    ev_tstamp t0;                       /* when the lookup started, for a deadline's wording */
     int status;
     struct ares_addrinfo *ai;           /* the answer, freed by dns_resolve */
 };
@@ -174,12 +177,12 @@ static void dns_on_answer(void *arg, int status, int timeouts, struct ares_addri
 
 static ares_socket_t dns_sock_open(int af, int type, int protocol, void *data)
 {
-    (void)data;
     int fd = socket(af, type | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol);
     if (fd < 0)
         return ARES_SOCKET_BAD;
     if (type == SOCK_STREAM) {
         int one = 1;
+        ((struct dns_lookup *)data)->used_tcp = true;
         (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);   /* only latency if not */
     }
     return fd;
@@ -407,7 +410,7 @@ static void dns_explain(const struct dns_lookup *lk, const char *who, bool hosts
 {
     char what[160];
     size_t o = 0;
-    bool timed_out = lk->expired || lk->status == ARES_ETIMEOUT;
+    bool timed_out = lk->expired || lk->tcp_timed_out || lk->status == ARES_ETIMEOUT;
 
     if (lk->oom || lk->status == ARES_ENOMEM) {
         snprintf(err, errlen, "out of memory");
@@ -453,7 +456,9 @@ static void dns_explain(const struct dns_lookup *lk, const char *who, bool hosts
     };
     char late[48];
     if (timed_out) {
-        snprintf(late, sizeof late, "no answer within %lldms", (long long)timeout_ms);
+        /* each server's timeout; past the lookup's own bound, the time it waited */
+        int64_t waited = lk->expired ? (int64_t)((ev_time() - lk->t0) * 1000.0) : timeout_ms;
+        snprintf(late, sizeof late, "no answer within %lldms", (long long)waited);
         part[3] = late;
     }
     what[0] = '\0';
@@ -466,7 +471,56 @@ static void dns_explain(const struct dns_lookup *lk, const char *who, bool hosts
     snprintf(err, errlen, "%s: %s", who, o ? what : "could not contact a resolver server");
 }
 
-/* ---- Entry point ------------------------------------------------------------------------- */
+/* ---- Rounds and the entry point ------------------------------------------------------------ */
+
+/* One round of a lookup: a channel made with `o`/`mask` (asking the servers of `csv` when not
+ * NULL), one getaddrinfo of `host`, run on lk's loop until it ends or the round's bound passes.
+ * The outcome is left in lk (done, status, ai, expired); the channel and its sockets are gone when
+ * it returns. -1 with err set when the channel could not be made (nothing was asked). */
+static int dns_round(struct dns_lookup *lk, struct ares_options *o, int mask, const char *csv, const char *host,
+                     int64_t timeout_ms, char *err, size_t errlen)
+{
+    int st, rc = -1;
+
+    ares_freeaddrinfo(lk->ai);
+    lk->ai = NULL;
+    lk->done = false;
+    lk->status = ARES_ENOTINITIALIZED;
+    if ((st = ares_init_options(&lk->ch, o, mask)) != ARES_SUCCESS) {
+        lk->ch = NULL;
+        snprintf(err, errlen, "c-ares: %s", ares_strerror(st));
+        return -1;
+    }
+    ares_set_socket_functions(lk->ch, &dns_sockets, lk);
+    if (csv && (st = ares_set_servers_ports_csv(lk->ch, csv)) != ARES_SUCCESS) {
+        snprintf(err, errlen, "bad resolver address (%s)", ares_strerror(st));
+        goto out;
+    }
+    /* The bound over the round: each server's timeout, and one more for an answer retried over
+     * TCP. c-ares' own timeouts end the round first; this one ends it whatever happens. */
+    ev_timer_set(&lk->deadline, (double)(timeout_ms * (int64_t)(dns_server_count(lk->ch) + 1)) / 1000.0, 0.);
+    ev_timer_start(lk->loop, &lk->deadline);
+
+    struct ares_addrinfo_hints hints = { .ai_family = AF_UNSPEC, .ai_flags = ARES_AI_NOSORT };
+    ares_getaddrinfo(lk->ch, host, NULL, &hints, dns_on_answer, lk);
+    if (!lk->done) {
+        dns_rearm(lk);
+        ev_run(lk->loop, 0);
+    }
+    rc = 0;
+out:
+    ares_destroy(lk->ch);               /* closes its sockets: dns_sock_state frees their watchers */
+    lk->ch = NULL;
+    while (lk->socks) {                 /* none should be left; if one is, it is freed all the same */
+        struct dns_sock *s = lk->socks;
+        lk->socks = s->next;
+        ev_io_stop(lk->loop, &s->io);
+        free(s);
+    }
+    ev_timer_stop(lk->loop, &lk->tick);
+    ev_timer_stop(lk->loop, &lk->deadline);
+    return rc;
+}
 
 int dns_resolve(const struct conf *c, const char *host, uint16_t port, struct conf_sockaddr **out, size_t *n,
                 char *err, size_t errlen)
@@ -475,7 +529,7 @@ int dns_resolve(const struct conf *c, const char *host, uint16_t port, struct co
     bool explicit_servers = c && !c->resolver.system, hosts_only = dns_is_localhost(host), oom = false;
     int64_t timeout_ms = c && c->resolver.timeout > 0 ? c->resolver.timeout : 2000;
     char who[256], *csv = NULL;
-    int rc = -1, st;
+    int rc = -1;
 
     *out = NULL;
     *n = 0;
@@ -503,15 +557,21 @@ int dns_resolve(const struct conf *c, const char *host, uint16_t port, struct co
         return -1;
     }
     dns_who(c, explicit_servers, who, sizeof who);
+    if (explicit_servers && !(csv = dns_servers_csv(c))) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
 
     if (!(lk.loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK))) {
         snprintf(err, errlen, "cannot create an event loop");
+        free(csv);
         return -1;
     }
     ev_init(&lk.tick, dns_on_tick);
     lk.tick.data = &lk;
     ev_init(&lk.deadline, dns_on_deadline);
     lk.deadline.data = &lk;
+    lk.t0 = ev_time();
 
     /* A server gets timeout_ms in all: c-ares doubles the wait on each round over the servers, so
      * a first try of a third and a resend of two thirds. */
@@ -532,32 +592,19 @@ int dns_resolve(const struct conf *c, const char *host, uint16_t port, struct co
      * flag says (and LOCALDOMAIN from the environment when no list is given). */
     if (hosts_only || explicit_servers)
         mask |= ARES_OPT_LOOKUPS | ARES_OPT_DOMAINS;
-    if ((st = ares_init_options(&lk.ch, &o, mask)) != ARES_SUCCESS) {
-        lk.ch = NULL;
-        snprintf(err, errlen, "c-ares: %s", ares_strerror(st));
+    if (dns_round(&lk, &o, mask, csv, host, timeout_ms, err, errlen))
         goto out;
-    }
-    ares_set_socket_functions(lk.ch, &dns_sockets, &lk);
-    if (explicit_servers) {
-        if (!(csv = dns_servers_csv(c))) {
-            snprintf(err, errlen, "out of memory");
+    /* A truncated answer is asked again over TCP, but c-ares gives that query what was left of the
+     * first try's third and never sends it again on the same connection: a TCP answer slower than
+     * a third of the timeout failed the lookup. Once more, then, over TCP from the start, each
+     * server given the whole timeout in one try. */
+    if (lk.done && !lk.expired && !lk.oom && lk.status == ARES_ETIMEOUT && lk.used_tcp) {
+        o.flags |= ARES_FLAG_USEVC;
+        o.timeout = timeout_ms < INT32_MAX ? (int)timeout_ms : INT32_MAX;
+        o.tries = 1;
+        lk.tcp_timed_out = true;
+        if (dns_round(&lk, &o, mask, csv, host, timeout_ms, err, errlen))
             goto out;
-        }
-        if ((st = ares_set_servers_ports_csv(lk.ch, csv)) != ARES_SUCCESS) {
-            snprintf(err, errlen, "bad resolver address (%s)", ares_strerror(st));
-            goto out;
-        }
-    }
-    /* The bound over everything: each server's timeout, and one more for an answer retried over
-     * TCP. c-ares' own timeouts end the lookup first; this one ends it whatever happens. */
-    ev_timer_set(&lk.deadline, (double)(timeout_ms * (int64_t)(dns_server_count(lk.ch) + 1)) / 1000.0, 0.);
-    ev_timer_start(lk.loop, &lk.deadline);
-
-    struct ares_addrinfo_hints hints = { .ai_family = AF_UNSPEC, .ai_flags = ARES_AI_NOSORT };
-    ares_getaddrinfo(lk.ch, host, NULL, &hints, dns_on_answer, &lk);
-    if (!lk.done) {
-        dns_rearm(&lk);
-        ev_run(lk.loop, 0);
     }
     if (lk.done && lk.status == ARES_SUCCESS && lk.ai && !lk.oom) {
         if (dns_collect(lk.ai, port, out, n)) {
@@ -571,17 +618,7 @@ int dns_resolve(const struct conf *c, const char *host, uint16_t port, struct co
     }
     dns_explain(&lk, who, hosts_only, timeout_ms, err, errlen);
 out:
-    if (lk.ch)
-        ares_destroy(lk.ch);            /* closes its sockets: dns_sock_state frees their watchers */
     ares_freeaddrinfo(lk.ai);
-    while (lk.socks) {                  /* none should be left; if one is, it is freed all the same */
-        struct dns_sock *s = lk.socks;
-        lk.socks = s->next;
-        ev_io_stop(lk.loop, &s->io);
-        free(s);
-    }
-    ev_timer_stop(lk.loop, &lk.tick);
-    ev_timer_stop(lk.loop, &lk.deadline);
     ev_loop_destroy(lk.loop);
     free(csv);
     return rc;

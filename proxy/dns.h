@@ -32,7 +32,8 @@
  *     addresses is final. The name is queried as written (no search list, no /etc/hosts).
  *   In both cases A and AAAA are asked together; an answer too large for UDP is asked again over
  *   TCP; a server gets c->resolver.timeout (default 2s) in all, as a first try given a third of it
- *   and one resend given the rest.
+ *   and one resend given the rest. A question that timed out over TCP is asked once more over TCP
+ *   alone, each server given the whole timeout (a lookup then waits up to about twice as long).
  * On success returns 0 with *out a malloc'd array (the caller frees it) of *n >= 1 addresses,
  * without duplicates, sorted (IPv4 first, then by address) so that unchanged answers give the same
  * array whatever order the server chose. On failure returns -1 with *out NULL, *n 0 and a

@@ -18,6 +18,7 @@ hand (python3-dnslib is not installed; the standard library is enough for A/AAAA
     dns.silence("svc.test")                   queries for it go unanswered (until set/remove)
     dns.delay("svc.test", 0.25)               its answers leave 0.25 s after the query (0: at once);
                                               kept across set/remove
+    dns.delay("svc.test", 0.5, tcp=True)      the same for its answers over TCP only (UDP at once)
     dns.count("svc.test")                     queries received for the name (A and AAAA)
     dns.tcp_count("svc.test")                 of which over TCP
     dns.wait_queries("svc.test", n, timeout)  blocks until n more queries than now arrived
@@ -71,6 +72,7 @@ class DnsFake:
         self._records = {}          # name -> [ip text]
         self._silent = set()
         self._delays = {}           # name -> seconds before its answers leave
+        self._tcp_delays = {}       # name -> the same, for answers over TCP only
         self._counts = {}           # name -> queries seen
         self._tcp_counts = {}       # name -> queries seen over TCP
         self._transport = None
@@ -122,8 +124,9 @@ class DnsFake:
                 n = struct.unpack(">H", await reader.readexactly(2))[0]
                 query = await reader.readexactly(n)
                 reply = self._answer(query, tcp=True)
-                if reply is not None and self._delay_of(query) > 0:
-                    await asyncio.sleep(self._delay_of(query))
+                delay = self._delay_of(query, tcp=True)
+                if reply is not None and delay > 0:
+                    await asyncio.sleep(delay)
                 if reply is not None:
                     writer.write(struct.pack(">H", len(reply)) + reply)
                     await writer.drain()
@@ -151,9 +154,9 @@ class DnsFake:
         with self._lock:
             self._silent.add(name.lower().rstrip("."))
 
-    def delay(self, name, seconds):
+    def delay(self, name, seconds, tcp=False):
         with self._lock:
-            self._delays[name.lower().rstrip(".")] = float(seconds)
+            (self._tcp_delays if tcp else self._delays)[name.lower().rstrip(".")] = float(seconds)
 
     def count(self, name):
         with self._lock:
@@ -175,14 +178,15 @@ class DnsFake:
 
     # ---- the server, on the loop thread ----
 
-    def _delay_of(self, data):
+    def _delay_of(self, data, tcp=False):
         """Seconds before the answer to query `data` leaves (0 for a name without a delay)."""
         off, labels = 12, []
         while off < len(data) and data[off] and not data[off] & 0xC0:
             labels.append(data[off + 1:off + 1 + data[off]].decode("ascii", "replace"))
             off += 1 + data[off]
+        name = ".".join(labels).lower()
         with self._lock:
-            return self._delays.get(".".join(labels).lower(), 0.0)
+            return self._delays.get(name, 0.0) + (self._tcp_delays.get(name, 0.0) if tcp else 0.0)
 
     def _answer(self, data, tcp):
         """Reply bytes for query `data`, or None (not a query we answer)."""

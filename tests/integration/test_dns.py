@@ -455,6 +455,35 @@ def test_large_answer_retried_over_tcp(lifeline, loop_thread, records, truncate)
         d.stop()
 
 
+def test_truncated_answer_gets_the_whole_timeout_over_tcp(loop_thread, tmp_path):
+    """40 A records over a server that keeps UDP to 512 bytes and answers over TCP 0.5 s late, with
+    resolver.timeout 1s: c-ares gave the TCP question what was left of the first try's third
+    (333 ms) and never asked again on that connection, so `-t` failed in 0.4 s with "no answer
+    within 1000ms". The question is asked once more over TCP with the whole timeout."""
+    d = DnsFake(loop_thread, truncate=512).start()
+    try:
+        d.set(NAME, pod_ips(40))
+        d.delay(NAME, 0.5, tcp=True)
+        cfg = tmp_path / "dns.yaml"
+        cfg.write_text(
+            "listen: [ { address: 127.0.0.1:%d } ]\n"
+            "pools: { svc: { servers: [ \"%s:9\" ] } }\n"
+            "resolver: { servers: [\"%s\"], timeout: 1s }\n" % (free_port(), NAME, d.address))
+        p = run_cli(["-t", "-c", str(cfg)])
+        assert p.returncode == 0, p.stderr
+        assert d.tcp_count(NAME) >= 2, "the TCP question was not asked again"
+
+        d.delay(NAME, 5, tcp=True)       # too late: the failure says how long the server had
+        start = time.monotonic()
+        p = run_cli(["-t", "-c", str(cfg)])
+        elapsed = time.monotonic() - start
+        assert p.returncode == 1, p
+        assert "%s: no answer within 1000ms" % d.address in p.stderr, p.stderr
+        assert elapsed >= 1.0, "gave up after %.2fs" % elapsed
+    finally:
+        d.stop()
+
+
 def test_sigterm_during_a_silent_re_resolve_exits_within_shutdown_timeout(lifeline, dns, two_upstreams):
     """The resolver stops answering while the loader thread re-resolves (resolver.timeout 10s):
     SIGTERM still ends the process about when the drain ends, with status 0, not when the loader
