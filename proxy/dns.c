@@ -390,6 +390,21 @@ static char *dns_servers_csv(const struct conf *c)
     return csv;
 }
 
+/* Names one getaddrinfo may ask in turn: the name as written and each domain of the search list
+ * (resolv.conf's `search`, LOCALDOMAIN), one after another as each answers NXDOMAIN or no data. */
+static size_t dns_name_count(ares_channel ch)
+{
+    struct ares_options o;
+    int mask = 0;
+    size_t n = 1;
+    if (ares_save_options(ch, &o, &mask) != ARES_SUCCESS)
+        return n;
+    if ((mask & ARES_OPT_DOMAINS) && o.ndomains > 0)
+        n += (size_t)o.ndomains;
+    ares_destroy_options(&o);
+    return n;
+}
+
 static size_t dns_server_count(ares_channel ch)
 {
     struct ares_addr_port_node *list = NULL;
@@ -497,8 +512,11 @@ static int dns_round(struct dns_lookup *lk, struct ares_options *o, int mask, co
         goto out;
     }
     /* The bound over the round: each server's timeout, and one more for an answer retried over
-     * TCP. c-ares' own timeouts end the round first; this one ends it whatever happens. */
-    ev_timer_set(&lk->deadline, (double)(timeout_ms * (int64_t)(dns_server_count(lk->ch) + 1)) / 1000.0, 0.);
+     * TCP, for each name the search list makes (they are asked one after another: with
+     * Kubernetes' ndots:5 and three domains, four). c-ares' own timeouts end the round first;
+     * this one ends it whatever happens. */
+    int64_t per_name = timeout_ms * (int64_t)(dns_server_count(lk->ch) + 1);
+    ev_timer_set(&lk->deadline, (double)(per_name * (int64_t)dns_name_count(lk->ch)) / 1000.0, 0.);
     ev_timer_start(lk->loop, &lk->deadline);
 
     struct ares_addrinfo_hints hints = { .ai_family = AF_UNSPEC, .ai_flags = ARES_AI_NOSORT };

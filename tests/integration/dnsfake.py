@@ -9,6 +9,7 @@ hand (python3-dnslib is not installed; the standard library is enough for A/AAAA
                                               OPT record) is sent with TC=1 and no records, as real
                                               servers do; TCP answers in full
     dns = DnsFake(loop_thread, truncate=512).start()
+    dns = DnsFake(loop_thread, port=53).start()   a fixed port (in a network namespace of the test's own)
                                               the same, with this UDP limit whatever EDNS offers
                                               (a server configured for small UDP answers)
     dns.address                               "127.0.0.1:PORT", for resolver.servers
@@ -63,10 +64,11 @@ class _Proto(asyncio.DatagramProtocol):
 
 
 class DnsFake:
-    def __init__(self, lt, host="127.0.0.1", truncate=False):
+    def __init__(self, lt, host="127.0.0.1", truncate=False, port=0):
         self.lt = lt
         self.host = host
         self.port = None
+        self.want_port = port       # 0: an ephemeral one
         self.truncate = truncate    # False, True (512 or the EDNS size) or a fixed UDP limit
         self._lock = threading.Lock()
         self._records = {}          # name -> [ip text]
@@ -88,7 +90,7 @@ class DnsFake:
             loop = asyncio.get_running_loop()
             for _ in range(20):         # a UDP port whose number is also free for TCP
                 transport, _ = await loop.create_datagram_endpoint(
-                    lambda: _Proto(self), local_addr=(self.host, 0), family=socket.AF_INET)
+                    lambda: _Proto(self), local_addr=(self.host, self.want_port), family=socket.AF_INET)
                 port = transport.get_extra_info("sockname")[1]
                 try:
                     server = await asyncio.start_server(self._on_tcp, self.host, port)

@@ -22,12 +22,15 @@ lifeline asks dnsfake.DnsFake (UDP on 127.0.0.1, records changed by the test) th
 
 import asyncio
 import os
+import shutil
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
-from conftest import HOST, RawConn, dur, fetch, free_port, run_cli, t, wait_for
+from conftest import HOST, LIFELINE_BIN, RawConn, dur, fetch, free_port, run_cli, t, wait_for
 from faults import hang_script, ok_script, refused
 from dnsfake import DnsFake
 from ops import admin_extra, metrics, pool_status, reload, status
@@ -482,6 +485,55 @@ def test_truncated_answer_gets_the_whole_timeout_over_tcp(loop_thread, tmp_path)
         assert elapsed >= 1.0, "gave up after %.2fs" % elapsed
     finally:
         d.stop()
+
+
+# What runs in a network and mount namespace of its own (test_search_list_...): a DnsFake on
+# 127.0.0.1:53 (resolv.conf's servers take no port), resolv.conf bind-mounted, then `lifeline -t`.
+_SYSTEM_RESOLVER_INNER = r"""
+import subprocess, sys, time
+sys.path.insert(0, sys.argv[1])
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+subprocess.run(["mount", "--bind", sys.argv[2], "/etc/resolv.conf"], check=True)
+from conftest import LoopThread
+from dnsfake import DnsFake
+lt = LoopThread()
+dns = DnsFake(lt, port=53).start()
+delay = float(sys.argv[5])
+for name in ("svc.test.a.test", "svc.test.b.test", "svc.test.c.test", "svc.test"):
+    dns.delay(name, delay)              # NXDOMAIN but the last
+dns.set("svc.test", ["127.0.0.1"])
+start = time.monotonic()
+p = subprocess.run([sys.argv[3], "-t", "-c", sys.argv[4]], stdin=subprocess.DEVNULL, capture_output=True, text=True)
+print("rc=%d elapsed=%.2f asked=%d" % (p.returncode, time.monotonic() - start, dns.count("svc.test.a.test")))
+print(p.stdout + p.stderr)
+"""
+
+
+def test_search_list_names_each_get_the_timeout(tmp_path):
+    """servers: system with a Kubernetes resolv.conf (three search domains, ndots:5): "svc.test" is
+    asked as svc.test.a.test, .b.test, .c.test (NXDOMAIN each), then as written, one after another.
+    Each answer took 0.6 s, well within resolver.timeout 1s, yet the lookup's bound (the timeout x
+    (servers + 1)) ignored the search list and ended it after 2 s: "no answer within 1000ms". The
+    bound counts every name the search list makes. Runs in namespaces of its own (unshare -n -m):
+    its resolver on 127.0.0.1:53 and its own /etc/resolv.conf."""
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        pytest.skip("unshare or ip is missing")
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 127.0.0.1\nsearch a.test b.test c.test\noptions ndots:5\n")
+    cfg = tmp_path / "dns.yaml"
+    cfg.write_text("listen: [ { address: 127.0.0.1:%d } ]\n"
+                   "pools: { svc: { servers: [ \"svc.test:9\" ] } }\n"
+                   "resolver: { servers: system, timeout: 1s }\n" % free_port())
+    inner = tmp_path / "inner.py"
+    inner.write_text(_SYSTEM_RESOLVER_INNER)
+    here = os.path.dirname(os.path.abspath(__file__))
+    p = subprocess.run(["unshare", "-n", "-m", sys.executable, str(inner), here, str(resolv), LIFELINE_BIN,
+                        str(cfg), "0.6"], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=t(30))
+    if p.returncode != 0 and ("unshare" in p.stderr or "mount" in p.stderr or "Operation not permitted" in p.stderr):
+        pytest.skip("no network and mount namespace here: %s" % p.stderr.strip()[-300:])
+    assert p.returncode == 0, p.stderr
+    assert "asked=" in p.stdout and "asked=0" not in p.stdout, "the search list was not used: %s" % p.stdout
+    assert p.stdout.startswith("rc=0 "), p.stdout
 
 
 def test_sigterm_during_a_silent_re_resolve_exits_within_shutdown_timeout(lifeline, dns, two_upstreams):
