@@ -548,9 +548,10 @@ static void hop_send_failed(struct hop *h)
     /* Before any response byte was read, the write's failure may hide what the server sent
      * before it closed: an early answer (a 413 or 401 to a body it would not read, then the
      * close, a reset as the body kept coming) waiting in the socket, or, on a fresh TLS 1.3
-     * connection, the alert refusing our certificate that came after our side of the handshake.
-     * The read watcher reads first: the answer (passed on as it is), the alert
-     * (hop_read_cb: connect_error), or else the end: a reset, as before. */
+     * connection whose server asked for our certificate (tls_verdict_pending), the alert
+     * refusing it that came after our side of the handshake. The read watcher reads first: the
+     * answer (passed on as it is), that alert (hop_read_cb: connect_error; any other alert, or
+     * one on a connection whose verdict was in, is a reset), or else the end: a reset, as before. */
     if (h->state == HOP_SENDING && !h->got_bytes && !h->starting && h->ex && ev_is_active(&h->uc->rd)) {
         h->request_sent = true;
         h->write_failed = true;
@@ -1089,10 +1090,13 @@ static void hop_read_cb(struct ev_loop *loop, ev_io *io, int revents)
             hop_tunnel_end(h);
             return;
         }
-        /* A TLS 1.3 server that refuses the handshake (a client certificate missing or not
-         * trusted) sends its alert after our side is done and the request is written: it never
-         * reached the server's application, so it is a TLS failure, connect_error (SPEC §3.4),
-         * as the same refusal is in TLS 1.2, not a reset. */
+        /* A TLS 1.3 server that asked for our certificate and refuses the handshake (the
+         * certificate missing or not trusted) sends its alert after our side is done and the
+         * request is written: it never reached the server's application, so it is a TLS failure,
+         * connect_error (SPEC §3.4), as the same refusal is in TLS 1.2, not a reset. peer_alert
+         * is set only then (tls_verdict_pending); any other alert, e.g. a TLS 1.2 server's
+         * handshake_failure to the renegotiation we refuse, may come after the server read the
+         * request: a reset, never replayed where that is unsafe (SPEC §3.5). */
         if (uc->x.peer_alert && !h->reused && !h->got_bytes) {
             log_warn("TLS handshake with %s refused by the server (an alert before any response byte)",
                      h->server->addr->text);

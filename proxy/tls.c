@@ -853,11 +853,15 @@ static ssize_t tls_result(struct xprt *x, int ret, const char *op, bool writing)
             return -ECONNRESET;
         }
         /* An alert from the peer that refuses the handshake (OpenSSL's reason for a received
-         * alert is SSL_AD_REASON_OFFSET + its code): in TLS 1.3 a server that refuses our
-         * certificate says so only after our side of the handshake is done (hop.c reads that as
-         * connect_error). Only the handshake's refusals: any other alert is no proof that the
-         * request went unread. */
-        if (!writing && ERR_GET_LIB(q) == ERR_LIB_SSL && ERR_GET_REASON(q) > SSL_AD_REASON_OFFSET) {
+         * alert is SSL_AD_REASON_OFFSET + its code): in TLS 1.3 a server that asked for our
+         * certificate and refuses it says so only after our side of the handshake is done (hop.c
+         * reads that as connect_error). Only the handshake's refusals, and only while that verdict
+         * is pending (tls_verdict_pending): any other alert is no proof that the request went
+         * unread. A TLS 1.2 server (or one that asked for no certificate) had its say before our
+         * side was done; the same alert later may follow a request it read whole, e.g. its
+         * handshake_failure when we refuse the renegotiation it asked for after reading it. */
+        if (!writing && tls_verdict_pending(x) && ERR_GET_LIB(q) == ERR_LIB_SSL &&
+            ERR_GET_REASON(q) > SSL_AD_REASON_OFFSET) {
             switch (ERR_GET_REASON(q) - SSL_AD_REASON_OFFSET) {
             case SSL3_AD_HANDSHAKE_FAILURE: case SSL3_AD_BAD_CERTIFICATE:
             case SSL3_AD_UNSUPPORTED_CERTIFICATE: case SSL3_AD_CERTIFICATE_REVOKED:

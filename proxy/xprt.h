@@ -37,7 +37,8 @@ struct xprt {
     void *rd, *loop;
     bool failed;                        /* a protocol error, or a reset: no close_notify at close */
     bool handshaken;
-    bool peer_alert;                    /* a read failed on the peer's alert refusing the handshake */
+    bool peer_alert;                    /* a read failed on the peer's alert refusing the handshake
+                                           while its verdict was pending (tls_verdict_pending) */
     bool cert_asked;                    /* client side: the server asked for our certificate */
 };
 

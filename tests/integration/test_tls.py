@@ -394,6 +394,132 @@ def test_upstream_mutual_tls(lifeline, upstream, pki, version):
         up.close()
 
 
+_RENEGOTIATING_SERVER = r"""
+#define _GNU_SOURCE
+/* A TLS 1.2 server that asks for no client certificate: per connection it reads one request
+ * (head and Content-Length body), prints "GOT <request line> <body>", then asks for a
+ * renegotiation (HelloRequest), as servers with per-location client certificates do. A client
+ * that refuses it gets OpenSSL's fatal handshake_failure alert. argv: cert key; prints its port. */
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <arpa/inet.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+int main(int argc, char **argv)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    struct sockaddr_in a = { .sin_family = AF_INET };
+    socklen_t al = sizeof a;
+    int ls = socket(AF_INET, SOCK_STREAM, 0);
+
+    if (argc < 3)
+        return 2;
+    signal(SIGPIPE, SIG_IGN);
+    alarm(120);   /* never outlives a test that lost it */
+    SSL_CTX_set_max_proto_version(ctx, TLS1_2_VERSION);
+    if (SSL_CTX_use_certificate_file(ctx, argv[1], SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx, argv[2], SSL_FILETYPE_PEM) != 1)
+        return 1;
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    if (bind(ls, (void *)&a, sizeof a) || listen(ls, 16) || getsockname(ls, (void *)&a, &al))
+        return 1;
+    printf("PORT %d\n", ntohs(a.sin_port));
+    fflush(stdout);
+    for (;;) {
+        int fd = accept(ls, NULL, NULL), n = 0, r;
+        SSL *ssl = SSL_new(ctx);
+        static char buf[65536];
+        char *e = NULL;
+
+        SSL_set_fd(ssl, fd);
+        if (SSL_accept(ssl) != 1)
+            goto done;
+        while ((r = SSL_read(ssl, buf + n, (int)sizeof buf - 1 - n)) > 0) {
+            n += r;
+            buf[n] = 0;
+            if ((e = strstr(buf, "\r\n\r\n"))) {
+                char *cl = strcasestr(buf, "content-length:");
+                if (n - (e + 4 - buf) >= (cl ? atoi(cl + 15) : 0))
+                    break;
+            }
+        }
+        if (!e)
+            goto done;
+        printf("GOT %.*s %s\n", (int)strcspn(buf, "\r"), buf, e + 4);
+        fflush(stdout);
+        SSL_renegotiate(ssl);
+        SSL_do_handshake(ssl);
+        SSL_read(ssl, buf, sizeof buf);   /* the refusal: answered by the fatal alert */
+    done:
+        ERR_clear_error();
+        SSL_free(ssl);
+        close(fd);
+    }
+}
+"""
+
+
+def test_an_alert_after_a_tls12_server_read_the_request_is_a_reset_not_connect_error(lifeline, upstream, pki,
+                                                                                       tmp_path):
+    """SPEC §3.5: nothing is replayed where that is unsafe. A TLS 1.2 server (no client certificate
+    asked) that read a whole POST, then asks for a renegotiation, which lifeline refuses, answers
+    with a fatal handshake_failure alert: the same alert a TLS 1.3 server refusing our certificate
+    sends after the request is written, but here the handshake's verdict was in before the request
+    went, and the server had read it. Until this fix any such alert before an answer byte on a fresh
+    connection was connect_error: the POST went at once to the other server (executed twice) and
+    the client got its 200. Now it is a reset: 502 `x-lifeline-fallback: reset`, not replayed; a
+    GET is still retried (a reset is retryable for idempotent methods)."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        pytest.skip("no C compiler for the renegotiating server")
+    src, exe = tmp_path / "reneg.c", tmp_path / "reneg"
+    src.write_text(_RENEGOTIATING_SERVER)
+    r = subprocess.run([cc, "-O1", "-o", str(exe), str(src), "-lssl", "-lcrypto"], capture_output=True, text=True)
+    if r.returncode and ("openssl/" in r.stderr or "-lssl" in r.stderr or "-lcrypto" in r.stderr):
+        pytest.skip("no OpenSSL headers or libraries to build the renegotiating server: %s" % r.stderr[-300:])
+    assert r.returncode == 0, r.stderr
+    proc = subprocess.Popen([str(exe), pki["up"]["cert"], pki["up"]["key"]], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    got = []
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("PORT "), first
+        reneg = "%s:%d" % (HOST, int(first.split()[1]))
+        threading.Thread(target=lambda: [got.append(line.strip()) for line in proc.stdout], daemon=True).start()
+        other = upstream("other", ssl=_server_ctx(pki["up"]))
+        lf = lifeline(pools={"p": _tls_pool(pki, reneg, other.address, balance="round_robin", outlier="off",
+                                            keepalive=0)})
+        answers = {}
+        for i in range(4):
+            body = b"order-%d" % i
+            r = lf.fetch("POST", "/orders", body=body, headers={"Content-Type": "text/plain"})
+            answers[body] = r
+        wait_for(lambda: len(got) >= 2, t(5), what="the renegotiating server to read its POSTs")
+        time.sleep(0.2)
+        at_reneg = [g.rsplit(" ", 1)[1].encode() for g in got]
+        at_other = [rec.body for rec in other.requests]
+        # each POST executed once, wherever it went
+        assert sorted(at_reneg + at_other) == sorted(answers), (got, at_other)
+        assert len(at_reneg) == 2, got
+        for body, r in answers.items():
+            if body in at_reneg:
+                assert r.status == 502 and r.header("x-lifeline-fallback") == "reset", (body, r, r.body)
+            else:
+                assert r.status == 200 and r.header("x-upstream") == "other", (body, r, r.body)
+        # an idempotent request that met the same alert is retried on the other server
+        del got[:]
+        for i in range(2):
+            r = lf.fetch("GET", "/echo/g%d" % i)
+            assert r.status == 200 and r.header("x-upstream") == "other", (r, r.body)
+        wait_for(lambda: len(got) == 1, t(5), what="the renegotiating server to read a GET")
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_upstream_verify_off_accepts_unknown_ca(lifeline, upstream, pki):
     up = upstream(ssl=_server_ctx(pki["rogue"]))
     lf = lifeline(pools={"p": _tls_pool(pki, up, tls={"verify": False})})
