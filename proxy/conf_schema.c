@@ -1093,20 +1093,7 @@ static void conf_resolve_servers(struct conf_loader *ld, yaml_node_t *root)
             continue;
         }
         char why[512];
-        int rc = dns_resolve(ld->c, s->host, s->port, &s->addrs, &s->naddrs, why, sizeof why);
-        if (rc == 1 && !(ld->flags & CONF_LOAD_RESOLVE_SOFT)) {
-            /* one family failed, the other gave addresses: a load starts with those (an AAAA
-             * SERVFAIL does not stop a start or a reload), a re-resolve keeps what the server has */
-            if (ld->err)
-                fprintf(ld->err, "%s:%zu:%zu: %s: %s (using the addresses the other family gave)\n", ld->file,
-                        pd->mark.line + 1, pd->mark.column + 1, conf_quote(q, s->host), why);
-            rc = 0;
-        } else if (rc == 1) {
-            free(s->addrs);
-            s->addrs = NULL;
-            s->naddrs = 0;
-        }
-        if (rc) {
+        if (dns_resolve(ld->c, s->host, s->port, &s->addrs, &s->naddrs, why, sizeof why)) {
             if (ld->flags & CONF_LOAD_RESOLVE_SOFT) {
                 /* said once per failing spell, not at every resolve_interval */
                 if (ld->err && !(ds && ds->failing))

@@ -782,21 +782,13 @@ int dns_resolve(const struct conf *c, const char *host, uint16_t port, struct co
         if (*p == 'b' && dns_ask(&lk, &o, mask, csv, host, timeout_ms, err, errlen))
             goto out;
     }
-    /* One family failed while the other gave addresses: those addresses, and the failure in err;
-     * the caller decides (at re-resolve the server keeps what it has, at load it starts with these) */
-    bool partial = lk.status != ARES_SUCCESS && lk.failed_family && !lk.oom;
-    if ((lk.status == ARES_SUCCESS || partial) && !lk.oom) {
+    if (lk.status == ARES_SUCCESS && !lk.oom) {
         if (dns_collect(&lk, port, out, n)) {
             snprintf(err, errlen, "out of memory");
             goto out;
         }
-        if (*n && !partial) {
-            rc = 0;
-            goto out;
-        }
         if (*n) {
-            dns_explain(&lk, who, hosts_only, timeout_ms, err, errlen);
-            rc = 1;
+            rc = 0;
             goto out;
         }
     }

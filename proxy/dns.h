@@ -41,9 +41,7 @@
  * without duplicates, sorted (IPv4 first, then by address) so that unchanged answers give the same
  * array whatever order the server chose. On failure returns -1 with *out NULL, *n 0 and a
  * one-line reason in err ("no address (127.0.0.1:53 answered NXDOMAIN)", "10.0.0.2:53: no answer
- * within 2000ms"). Returns 1 when one family's query failed (no answer, SERVFAIL, ...) while the
- * other's gave addresses: *out and *n hold those, and err the failure ("127.0.0.1:53: SERVFAIL
- * (AAAA; A answered)"); the caller frees *out. Thread-safe: each call has its own c-ares channel and libev loop, both freed
+ * within 2000ms"). Thread-safe: each call has its own c-ares channel and libev loop, both freed
  * before it returns. */
 int dns_resolve(const struct conf *c, const char *host, uint16_t port, struct conf_sockaddr **out, size_t *n,
                 char *err, size_t errlen);
