@@ -17,11 +17,7 @@ lifeline asks dnsfake.DnsFake (UDP on 127.0.0.1, records changed by the test) th
     two pools with different intervals do not undo each other's changes (a slow resolver);
   - a headless Service with many pods: an answer too large for UDP (the fake in truncating mode
     sets TC) is asked again over TCP, and every A record is a server in /status, at load and
-    after a re-resolve; a slow TCP answer gets the whole resolver.timeout;
-  - servers: system with a Kubernetes search list: each name it makes gets the timeout (in a
-    network and mount namespace of the test's own);
-  - an AAAA query that fails (SERVFAIL, silence) while A answers fails the lookup: the IPv6
-    servers stay, with a warning; at load it is an error.
+    after a re-resolve.
 """
 
 import asyncio
