@@ -2,10 +2,9 @@
  * thread (SPEC §2 `resolver`).
  *
  * Owns: the choice of what answers a name (numeric, /etc/hosts for localhost names, the system's
- * resolver configuration, or the configured servers), one libev loop per lookup and a c-ares
- * channel per round of it (the hosts file; DNS, A and AAAA as two queries; a TCP retry), c-ares'
- * sockets watched with ev_io through its socket-state callback, its timeouts driven by an ev_timer
- * from ares_timeout(), and a deadline over each round; what makes a lookup fail; the socket
+ * resolver configuration, or the configured servers), one c-ares channel and one libev loop per
+ * lookup (c-ares' sockets watched with ev_io through its socket-state callback, its timeouts
+ * driven by an ev_timer from ares_timeout(), and a deadline over the whole lookup), the socket
  * functions c-ares uses (non-blocking, close-on-exec, MSG_NOSIGNAL, and a bound on datagrams read
  * per wake-up), the wording of failures, and the final sorted, deduplicated address list.
  * Does not own: when lookups happen (conf.c at load, main.c's loader thread every resolve_interval)
@@ -65,18 +64,6 @@ struct dns_sock {
     struct dns_sock *next;
 };
 
-/* One getaddrinfo of a round: A, AAAA, or (from the hosts file) both. Owned by the lookup. */
-struct dns_query {
-    struct dns_lookup *lk;
-    int family;                         /* AF_INET, AF_INET6, or AF_UNSPEC for the hosts file */
-    bool done;
-    int status;
-    struct ares_addrinfo *ai;           /* its answer, freed by dns_resolve or the next round */
-};
-
-#define DNS_Q_A         1u              /* q[0]: A (AF_UNSPEC from the hosts file) */
-#define DNS_Q_AAAA      2u              /* q[1]: AAAA */
-
 struct dns_lookup {
     struct ev_loop *loop;
     ares_channel ch;
@@ -89,10 +76,8 @@ struct dns_lookup {
     bool tcp_timed_out;                 /* a TCP question timed out, and was asked again (dns_resolve) */
     bool saw_servfail, saw_refused, saw_conn_refused;   /* for the failure's wording */
     ev_tstamp t0;                       /* when the lookup started, for a deadline's wording */
-    struct dns_query q[2];
-    unsigned pending;                   /* queries of the round still waiting */
-    int status;                         /* the outcome (dns_settle), for the failure's wording */
-    int failed_family;                  /* the family whose error failed a lookup the other answered */
+    int status;
+    struct ares_addrinfo *ai;           /* the answer, freed by dns_resolve */
 };
 
 static void dns_rearm(struct dns_lookup *lk)
@@ -132,7 +117,7 @@ static void dns_on_deadline(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     lk->expired = true;
     ares_cancel(lk->ch);
-    lk->done = true;                    /* the callbacks have run; if one had not, nothing is left */
+    lk->done = true;                    /* the callback has run; if it had not, nothing is left */
     ev_break(loop, EVBREAK_ALL);
 }
 
@@ -176,20 +161,16 @@ static void dns_sock_state(void *data, ares_socket_t fd, int readable, int writa
 
 static void dns_on_answer(void *arg, int status, int timeouts, struct ares_addrinfo *ai)
 {
-    struct dns_query *q = arg;
-    struct dns_lookup *lk = q->lk;
+    struct dns_lookup *lk = arg;
     (void)timeouts;
-    if (q->done) {                      /* cannot happen: each query calls back once */
+    if (lk->done) {                     /* cannot happen: one getaddrinfo per channel */
         ares_freeaddrinfo(ai);
         return;
     }
-    q->status = status;
-    q->ai = ai;
-    q->done = true;
-    if (lk->pending && --lk->pending == 0) {
-        lk->done = true;
-        ev_break(lk->loop, EVBREAK_ALL);
-    }
+    lk->status = status;
+    lk->ai = ai;
+    lk->done = true;
+    ev_break(lk->loop, EVBREAK_ALL);
 }
 
 /* ---- The sockets c-ares uses ----------------------------------------------------------------- */
@@ -348,23 +329,20 @@ static int dns_numeric(const char *host, uint16_t port, struct conf_sockaddr **o
     return 0;
 }
 
-/* The addresses of the lookup's answers, with `port`. -1 when out of memory. */
-static int dns_collect(const struct dns_lookup *lk, uint16_t port, struct conf_sockaddr **out, size_t *n)
+/* The addresses of a c-ares answer, with `port`. -1 when out of memory. */
+static int dns_collect(const struct ares_addrinfo *ai, uint16_t port, struct conf_sockaddr **out, size_t *n)
 {
     size_t cap = 0, nv = 0;
     struct conf_sockaddr *v;
-    for (size_t i = 0; i < 2; i++)
-        for (const struct ares_addrinfo_node *a = lk->q[i].ai ? lk->q[i].ai->nodes : NULL; a; a = a->ai_next)
-            cap++;
+    for (const struct ares_addrinfo_node *a = ai->nodes; a; a = a->ai_next)
+        cap++;
     if (cap == 0)
         return 0;
     if (!(v = calloc(cap, sizeof *v)))
         return -1;
-    for (size_t i = 0; i < 2; i++)
-        for (const struct ares_addrinfo_node *a = lk->q[i].ai ? lk->q[i].ai->nodes : NULL; a; a = a->ai_next)
-            if ((a->ai_family == AF_INET || a->ai_family == AF_INET6) &&
-                conf_sockaddr_set(&v[nv], a->ai_addr, port) == 0)
-                nv++;
+    for (const struct ares_addrinfo_node *a = ai->nodes; a; a = a->ai_next)
+        if ((a->ai_family == AF_INET || a->ai_family == AF_INET6) && conf_sockaddr_set(&v[nv], a->ai_addr, port) == 0)
+            nv++;
     dns_sort_unique(v, &nv);
     if (nv == 0) {
         free(v);
@@ -439,13 +417,6 @@ static size_t dns_server_count(ares_channel ch)
     return n ? n : 1;
 }
 
-/* " (AAAA; A answered)": the family whose failure failed a lookup the other family answered. */
-static const char *dns_family_note(const struct dns_lookup *lk)
-{
-    return lk->failed_family == AF_INET6 ? " (AAAA; A answered)" :
-           lk->failed_family == AF_INET  ? " (A; AAAA answered)" : "";
-}
-
 /* The failure of a finished lookup, in words. A lookup that ran out of servers and tries says
  * every kind of failure it met, as "10.0.0.2:53, 10.0.0.3:53: connection refused, no answer within
  * 2000ms" (c-ares reports one status for the whole lookup). */
@@ -474,7 +445,7 @@ static void dns_explain(const struct dns_lookup *lk, const char *who, bool hosts
         return;
     case ARES_EBADRESP:
     case ARES_EFORMERR:
-        snprintf(err, errlen, "%s: malformed answer%s", who, dns_family_note(lk));
+        snprintf(err, errlen, "%s: malformed answer", who);
         return;
     case ARES_EBADNAME:
         snprintf(err, errlen, "not a valid host name");
@@ -512,32 +483,24 @@ static void dns_explain(const struct dns_lookup *lk, const char *who, bool hosts
         int w = snprintf(what + o, sizeof what - o, "%s%s", o ? ", " : "", part[i]);
         o = w < 0 ? sizeof what : o + (size_t)w;
     }
-    snprintf(err, errlen, "%s: %s%s", who, o ? what : "could not contact a resolver server", dns_family_note(lk));
+    snprintf(err, errlen, "%s: %s", who, o ? what : "could not contact a resolver server");
 }
 
 /* ---- Rounds and the entry point ------------------------------------------------------------ */
 
 /* One round of a lookup: a channel made with `o`/`mask` (asking the servers of `csv` when not
- * NULL), one getaddrinfo of `host` per query of `which` (DNS_Q_*; on the same channel, so they
- * run together), run on lk's loop until all end or the round's bound passes. Each query's outcome
- * is left in lk->q[] (and lk->expired); the channel and its sockets are gone when it returns. -1
- * with err set when the channel could not be made (nothing was asked). */
+ * NULL), one getaddrinfo of `host`, run on lk's loop until it ends or the round's bound passes.
+ * The outcome is left in lk (done, status, ai, expired); the channel and its sockets are gone when
+ * it returns. -1 with err set when the channel could not be made (nothing was asked). */
 static int dns_round(struct dns_lookup *lk, struct ares_options *o, int mask, const char *csv, const char *host,
-                     unsigned which, int64_t timeout_ms, char *err, size_t errlen)
+                     int64_t timeout_ms, char *err, size_t errlen)
 {
     int st, rc = -1;
 
+    ares_freeaddrinfo(lk->ai);
+    lk->ai = NULL;
     lk->done = false;
-    lk->pending = 0;
-    for (size_t i = 0; i < 2; i++) {
-        if (!(which & (1u << i)))
-            continue;
-        ares_freeaddrinfo(lk->q[i].ai);
-        lk->q[i].ai = NULL;
-        lk->q[i].done = false;
-        lk->q[i].status = ARES_ENOTINITIALIZED;
-        lk->pending++;
-    }
+    lk->status = ARES_ENOTINITIALIZED;
     if ((st = ares_init_options(&lk->ch, o, mask)) != ARES_SUCCESS) {
         lk->ch = NULL;
         snprintf(err, errlen, "c-ares: %s", ares_strerror(st));
@@ -556,22 +519,16 @@ static int dns_round(struct dns_lookup *lk, struct ares_options *o, int mask, co
     ev_timer_set(&lk->deadline, (double)(per_name * (int64_t)dns_name_count(lk->ch)) / 1000.0, 0.);
     ev_timer_start(lk->loop, &lk->deadline);
 
-    for (size_t i = 0; i < 2 && !lk->done; i++) {
-        if (!(which & (1u << i)))
-            continue;
-        struct ares_addrinfo_hints hints = { .ai_family = lk->q[i].family, .ai_flags = ARES_AI_NOSORT };
-        /* (its callback may run in here: the hosts file, or out of memory) */
-        ares_getaddrinfo(lk->ch, host, NULL, &hints, dns_on_answer, &lk->q[i]);
-    }
+    struct ares_addrinfo_hints hints = { .ai_family = AF_UNSPEC, .ai_flags = ARES_AI_NOSORT };
+    ares_getaddrinfo(lk->ch, host, NULL, &hints, dns_on_answer, lk);
     if (!lk->done) {
         dns_rearm(lk);
         ev_run(lk->loop, 0);
     }
     rc = 0;
 out:
-    ares_destroy(lk->ch);               /* ends what is left, and closes its sockets (dns_sock_state) */
+    ares_destroy(lk->ch);               /* closes its sockets: dns_sock_state frees their watchers */
     lk->ch = NULL;
-    lk->pending = 0;
     while (lk->socks) {                 /* none should be left; if one is, it is freed all the same */
         struct dns_sock *s = lk->socks;
         lk->socks = s->next;
@@ -583,123 +540,13 @@ out:
     return rc;
 }
 
-/* NXDOMAIN and "no such record" are answers; anything else (no answer, SERVFAIL, REFUSED, a
- * malformed answer, the bound passed) is a failure to find out. */
-static bool dns_answered(int status)
-{
-    return status == ARES_SUCCESS || status == ARES_ENOTFOUND || status == ARES_ENODATA;
-}
-
-/* The outcome of the queries of `which`, in lk->status: ARES_SUCCESS when one has an address and
- * none failed; a query's failure when one failed (lk->failed_family says which, if the other
- * answered: its addresses are not taken, as a failed lookup keeps the server's current ones);
- * else ARES_ENOTFOUND (every query NXDOMAIN) or ARES_ENODATA. c-ares' getaddrinfo of both
- * families reported success when either answered, so a SERVFAIL or a silence for AAAA dropped a
- * name's IPv6 servers without a word. */
-static void dns_settle(struct dns_lookup *lk, unsigned which)
-{
-    const struct dns_query *bad = NULL;
-    bool nodes = false, nodata = false;
-
-    lk->failed_family = 0;
-    for (size_t i = 0; i < 2; i++) {
-        const struct dns_query *q = &lk->q[i];
-        if (!(which & (1u << i)))
-            continue;
-        if (!q->done || !dns_answered(q->status)) {
-            if (!bad)
-                bad = q;
-            continue;
-        }
-        if (q->ai && q->ai->nodes)
-            nodes = true;
-        else if (q->status != ARES_ENOTFOUND)
-            nodata = true;
-    }
-    if (lk->oom) {
-        lk->status = ARES_ENOMEM;
-    } else if (bad) {
-        lk->status = bad->done ? bad->status : ARES_ECANCELLED;
-        for (size_t i = 0; i < 2; i++)
-            if ((which & (1u << i)) && &lk->q[i] != bad && lk->q[i].done && dns_answered(lk->q[i].status))
-                lk->failed_family = bad->family;
-    } else {
-        lk->status = nodes ? ARES_SUCCESS : nodata ? ARES_ENODATA : ARES_ENOTFOUND;
-    }
-}
-
-/* The order of the system's sources ("fb": the hosts file, then DNS), from /etc/nsswitch.conf
- * (or host.conf, svc.conf) as c-ares reads it. */
-static void dns_system_order(char *order, size_t cap)
-{
-    struct ares_options o = { .flags = 0 }, saved;
-    ares_channel ch;
-    int mask = 0;
-
-    snprintf(order, cap, "fb");
-    if (ares_init_options(&ch, &o, ARES_OPT_FLAGS) != ARES_SUCCESS)
-        return;
-    if (ares_save_options(ch, &saved, &mask) == ARES_SUCCESS) {
-        if ((mask & ARES_OPT_LOOKUPS) && saved.lookups)
-            snprintf(order, cap, "%s", saved.lookups);
-        ares_destroy_options(&saved);
-    }
-    ares_destroy(ch);
-}
-
-/* The DNS part of a lookup: A and AAAA together, each a getaddrinfo of its own; a family that timed
- * out after c-ares opened a TCP socket is asked once more over TCP. */
-static int dns_ask(struct dns_lookup *lk, struct ares_options *o, int mask, const char *csv, const char *host,
-                   int64_t timeout_ms, char *err, size_t errlen)
-{
-    lk->q[0].family = AF_INET;
-    lk->q[1].family = AF_INET6;
-    if (dns_round(lk, o, mask, csv, host, DNS_Q_A | DNS_Q_AAAA, timeout_ms, err, errlen))
-        return -1;
-    /* A truncated answer is asked again over TCP, but c-ares gives that query what was left of
-     * the first try's third and never sends it again on the same connection: a TCP answer slower
-     * than a third of the timeout failed the lookup. Once more, then, over TCP from the start, each
-     * server given the whole timeout in one try. */
-    unsigned again = 0;
-    for (size_t i = 0; i < 2; i++)
-        if (lk->q[i].done && lk->q[i].status == ARES_ETIMEOUT)
-            again |= 1u << i;
-    if (again && lk->used_tcp && !lk->expired && !lk->oom) {
-        struct ares_options tcp = *o;
-        tcp.flags |= ARES_FLAG_USEVC;
-        tcp.timeout = timeout_ms < INT32_MAX ? (int)timeout_ms : INT32_MAX;
-        tcp.tries = 1;
-        lk->tcp_timed_out = true;
-        if (dns_round(lk, &tcp, mask, csv, host, again, timeout_ms, err, errlen))
-            return -1;
-    }
-    dns_settle(lk, DNS_Q_A | DNS_Q_AAAA);
-    return 0;
-}
-
-/* The hosts file's addresses for host (both families at once: a name listed with IPv4 alone is
- * not asked of DNS for IPv6, as getaddrinfo does it). */
-static int dns_hosts_file(struct dns_lookup *lk, struct ares_options *o, int mask, const char *host,
-                          int64_t timeout_ms, char *err, size_t errlen)
-{
-    struct ares_options f = *o;
-    f.lookups = (char *)"f";
-    lk->q[0].family = AF_UNSPEC;
-    if (dns_round(lk, &f, mask | ARES_OPT_LOOKUPS, NULL, host, DNS_Q_A, timeout_ms, err, errlen))
-        return -1;
-    dns_settle(lk, DNS_Q_A);
-    if (lk->status != ARES_SUCCESS && lk->status != ARES_ENOMEM)
-        lk->status = ARES_ENOTFOUND;    /* a file that cannot be read: the next source, as c-ares does */
-    return 0;
-}
-
 int dns_resolve(const struct conf *c, const char *host, uint16_t port, struct conf_sockaddr **out, size_t *n,
                 char *err, size_t errlen)
 {
     struct dns_lookup lk = { .status = ARES_ENOTINITIALIZED };
     bool explicit_servers = c && !c->resolver.system, hosts_only = dns_is_localhost(host), oom = false;
     int64_t timeout_ms = c && c->resolver.timeout > 0 ? c->resolver.timeout : 2000;
-    char who[256], order[8], *csv = NULL;
+    char who[256], *csv = NULL;
     int rc = -1;
 
     *out = NULL;
@@ -732,14 +579,6 @@ int dns_resolve(const struct conf *c, const char *host, uint16_t port, struct co
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    /* localhost: the hosts file alone; configured servers: DNS alone; system: both, in the order
-     * c-ares reads from nsswitch.conf */
-    if (hosts_only)
-        snprintf(order, sizeof order, "f");
-    else if (explicit_servers)
-        snprintf(order, sizeof order, "b");
-    else
-        dns_system_order(order, sizeof order);
 
     if (!(lk.loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK))) {
         snprintf(err, errlen, "cannot create an event loop");
@@ -750,7 +589,6 @@ int dns_resolve(const struct conf *c, const char *host, uint16_t port, struct co
     lk.tick.data = &lk;
     ev_init(&lk.deadline, dns_on_deadline);
     lk.deadline.data = &lk;
-    lk.q[0].lk = lk.q[1].lk = &lk;
     lk.t0 = ev_time();
 
     /* A server gets timeout_ms in all: c-ares doubles the wait on each round over the servers, so
@@ -762,28 +600,32 @@ int dns_resolve(const struct conf *c, const char *host, uint16_t port, struct co
         .ednspsz = DNS_EDNS_SIZE,
         .sock_state_cb = dns_sock_state,
         .sock_state_cb_data = &lk,
-        .lookups = (char *)"b",
+        .lookups = hosts_only ? (char *)"f" : (char *)"b",
         .domains = NULL,
         .ndomains = 0,
     };
-    int mask = ARES_OPT_FLAGS | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_EDNSPSZ | ARES_OPT_SOCK_STATE_CB |
-               ARES_OPT_LOOKUPS;
-    /* Otherwise resolv.conf's search list. An empty list, not ARES_FLAG_NOSEARCH alone: c-ares
-     * 1.18's getaddrinfo applies the search list whatever that flag says (and LOCALDOMAIN from the
-     * environment when no list is given). */
+    int mask = ARES_OPT_FLAGS | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_EDNSPSZ | ARES_OPT_SOCK_STATE_CB;
+    /* Otherwise resolv.conf's (or nsswitch.conf's) order and search list. An empty list, not
+     * ARES_FLAG_NOSEARCH alone: c-ares 1.18's getaddrinfo applies the search list whatever that
+     * flag says (and LOCALDOMAIN from the environment when no list is given). */
     if (hosts_only || explicit_servers)
-        mask |= ARES_OPT_DOMAINS;
-    /* Each source in turn until one has the name (or fails to say): NXDOMAIN or no records from
-     * one passes the name to the next, as c-ares' own getaddrinfo does. */
-    lk.status = ARES_ENOTFOUND;
-    for (const char *p = order; *p && (lk.status == ARES_ENOTFOUND || lk.status == ARES_ENODATA); p++) {
-        if (*p == 'f' && dns_hosts_file(&lk, &o, mask, host, timeout_ms, err, errlen))
-            goto out;
-        if (*p == 'b' && dns_ask(&lk, &o, mask, csv, host, timeout_ms, err, errlen))
+        mask |= ARES_OPT_LOOKUPS | ARES_OPT_DOMAINS;
+    if (dns_round(&lk, &o, mask, csv, host, timeout_ms, err, errlen))
+        goto out;
+    /* A truncated answer is asked again over TCP, but c-ares gives that query what was left of the
+     * first try's third and never sends it again on the same connection: a TCP answer slower than
+     * a third of the timeout failed the lookup. Once more, then, over TCP from the start, each
+     * server given the whole timeout in one try. */
+    if (lk.done && !lk.expired && !lk.oom && lk.status == ARES_ETIMEOUT && lk.used_tcp) {
+        o.flags |= ARES_FLAG_USEVC;
+        o.timeout = timeout_ms < INT32_MAX ? (int)timeout_ms : INT32_MAX;
+        o.tries = 1;
+        lk.tcp_timed_out = true;
+        if (dns_round(&lk, &o, mask, csv, host, timeout_ms, err, errlen))
             goto out;
     }
-    if (lk.status == ARES_SUCCESS && !lk.oom) {
-        if (dns_collect(&lk, port, out, n)) {
+    if (lk.done && lk.status == ARES_SUCCESS && lk.ai && !lk.oom) {
+        if (dns_collect(lk.ai, port, out, n)) {
             snprintf(err, errlen, "out of memory");
             goto out;
         }
@@ -794,8 +636,7 @@ int dns_resolve(const struct conf *c, const char *host, uint16_t port, struct co
     }
     dns_explain(&lk, who, hosts_only, timeout_ms, err, errlen);
 out:
-    ares_freeaddrinfo(lk.q[0].ai);
-    ares_freeaddrinfo(lk.q[1].ai);
+    ares_freeaddrinfo(lk.ai);
     ev_loop_destroy(lk.loop);
     free(csv);
     return rc;

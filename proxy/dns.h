@@ -30,10 +30,7 @@
  *   - Otherwise c->resolver.servers, in order: a server that times out, refuses or answers
  *     SERVFAIL/REFUSED passes the question to the next; an NXDOMAIN or an answer without
  *     addresses is final. The name is queried as written (no search list, no /etc/hosts).
- *   In both cases A and AAAA are asked at the same time, each a query of its own: NXDOMAIN or no
- *   records for one is an answer, any other failure of either (no answer, SERVFAIL, REFUSED, a
- *   malformed answer, after every server) fails the lookup ("... SERVFAIL (AAAA; A answered)"),
- *   whatever the other found. An answer too large for UDP is asked again over
+ *   In both cases A and AAAA are asked together; an answer too large for UDP is asked again over
  *   TCP; a server gets c->resolver.timeout (default 2s) in all, as a first try given a third of it
  *   and one resend given the rest. A question that timed out over TCP is asked once more over TCP
  *   alone, each server given the whole timeout (a lookup then waits up to about twice as long).

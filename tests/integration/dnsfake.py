@@ -17,9 +17,6 @@ hand (python3-dnslib is not installed; the standard library is enough for A/AAAA
     dns.set("svc.test", [])                   the name exists with no records (NOERROR, empty)
     dns.remove("svc.test")                    unknown again: NXDOMAIN
     dns.silence("svc.test")                   queries for it go unanswered (until set/remove)
-    dns.fail_type("svc.test", "AAAA", "servfail")  its AAAA queries answered SERVFAIL ("silent":
-                                              unanswered; None: as its records say again); A
-                                              queries as before. Kept across set/remove
     dns.delay("svc.test", 0.25)               its answers leave 0.25 s after the query (0: at once);
                                               kept across set/remove
     dns.delay("svc.test", 0.5, tcp=True)      the same for its answers over TCP only (UDP at once)
@@ -76,7 +73,6 @@ class DnsFake:
         self._lock = threading.Lock()
         self._records = {}          # name -> [ip text]
         self._silent = set()
-        self._type_fail = {}        # (name, qtype) -> "servfail" | "silent"
         self._delays = {}           # name -> seconds before its answers leave
         self._tcp_delays = {}       # name -> the same, for answers over TCP only
         self._counts = {}           # name -> queries seen
@@ -160,15 +156,6 @@ class DnsFake:
         with self._lock:
             self._silent.add(name.lower().rstrip("."))
 
-    def fail_type(self, name, qtype, how):
-        key = (name.lower().rstrip("."), {"A": TYPE_A, "AAAA": TYPE_AAAA}[qtype])
-        assert how in ("servfail", "silent", None), how
-        with self._lock:
-            if how is None:
-                self._type_fail.pop(key, None)
-            else:
-                self._type_fail[key] = how
-
     def delay(self, name, seconds, tcp=False):
         with self._lock:
             (self._tcp_delays if tcp else self._delays)[name.lower().rstrip(".")] = float(seconds)
@@ -240,12 +227,7 @@ class DnsFake:
             if name in self._silent:
                 return None
             ips = self._records.get(name)
-            broken = self._type_fail.get((name, qtype))
         rd = flags & 0x0100
-        if broken == "silent":
-            return None
-        if broken == "servfail":
-            return struct.pack(">HHHHHH", qid, 0x8080 | rd | 2, 1, 0, 0, 0) + question
         if ips is None:
             return struct.pack(">HHHHHH", qid, 0x8080 | rd | 3, 1, 0, 0, 0) + question
         answers = []

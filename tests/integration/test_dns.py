@@ -536,50 +536,6 @@ def test_search_list_names_each_get_the_timeout(tmp_path):
     assert p.stdout.startswith("rc=0 "), p.stdout
 
 
-def test_a_failing_aaaa_query_keeps_the_ipv6_servers(lifeline, dns, tmp_path):
-    """A and AAAA were one c-ares getaddrinfo, which reports success when either family answers:
-    an AAAA query answered SERVFAIL, or not at all, while A answered made the lookup a success with
-    the IPv4 addresses alone, and the name's IPv6 servers left the pool at the next re-resolve
-    without a warning. Each family is a query of its own; a failure of either (other than NXDOMAIN
-    or no records) fails the lookup: the server keeps its addresses, with the usual warning. At
-    load, as any lookup that fails, it is an error (`-t` here)."""
-    aport = free_port()
-    dns.set(NAME, ["127.0.0.1", "::1"])
-    lf = lifeline(pools={"svc": {"servers": ["%s:9" % NAME], "resolve_interval": "200ms"}},
-                  extra=admin_extra(aport, resolver={"servers": [dns.address], "timeout": "300ms"}))
-    both = ["127.0.0.1:9", "[::1]:9"]
-    assert pool_addresses(aport) == both
-    for i, how in enumerate(("servfail", "silent")):
-        dns.fail_type(NAME, "AAAA", how)
-        assert dns.wait_queries(NAME, 6, t(5)), "no re-resolution"
-        wait_for(lambda: lf.stderr_text().count("cannot resolve") > i, t(5), what="the warning (%s)" % how)
-        assert pool_addresses(aport) == both, how
-        warning = [x for x in lf.stderr_text().splitlines() if "cannot resolve" in x][i]
-        want = "SERVFAIL" if how == "servfail" else "no answer within 300ms"
-        assert "%s: %s (AAAA; A answered) (keeping its addresses)" % (dns.address, want) in warning, warning
-        dns.fail_type(NAME, "AAAA", None)
-        wait_for(lambda: lf.stderr_text().count('"%s" resolves again' % NAME) > i, t(5), what="the spell's end")
-        assert pool_addresses(aport) == both, how
-    dns.set(NAME, ["127.0.0.2"])         # a real change is still followed
-    wait_for(lambda: pool_addresses(aport) == ["127.0.0.2:9"], t(5), interval=0.05, what="the new answer")
-    lf.assert_alive()
-
-    dns.set(NAME, ["127.0.0.1", "::1"])
-    dns.fail_type(NAME, "AAAA", "servfail")
-    cfg = tmp_path / "dns.yaml"
-    cfg.write_text("listen: [ { address: 127.0.0.1:%d } ]\n"
-                   "pools: { svc: { servers: [ \"%s:9\" ] } }\n"
-                   "resolver: { servers: [\"%s\"], timeout: 300ms }\n" % (free_port(), NAME, dns.address))
-    p = run_cli(["-t", "-c", str(cfg)])
-    assert p.returncode == 1, p
-    assert 'cannot resolve "%s": %s: SERVFAIL (AAAA; A answered)' % (NAME, dns.address) in p.stderr, p.stderr
-    dns.fail_type(NAME, "AAAA", None)
-    dns.remove(NAME)
-    dns.set(NAME, ["127.0.0.1"])         # no AAAA record at all: an answer, not a failure
-    p = run_cli(["-t", "-c", str(cfg)])
-    assert p.returncode == 0, p.stderr
-
-
 def test_sigterm_during_a_silent_re_resolve_exits_within_shutdown_timeout(lifeline, dns, two_upstreams):
     """The resolver stops answering while the loader thread re-resolves (resolver.timeout 10s):
     SIGTERM still ends the process about when the drain ends, with status 0, not when the loader
