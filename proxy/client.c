@@ -1171,10 +1171,11 @@ static void client_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
             client_reject(c, 408, "request body not received in time", NULL, 0);
             return;
         case CLIENT_IDLE:
-            if (!c->served && !c->drain_grace && !c->handshaking) {
+            if (!c->served && !c->drain_grace && !c->handshaking && !c->w->draining) {
                 /* SPEC §2: the whole head within header_timeout, "else 408 and close", also
                  * for a connection that sent no byte of it (as HAProxy answers one; not a
-                 * lingering or TLS-handshaking one: a TLS client that never finished its
+                 * lingering, draining (SPEC §1: a drain closes idle connections) or
+                 * TLS-handshaking one: a TLS client that never finished its
                  * handshake cannot read an answer). Neither counted nor logged: no request began */
                 log_debug("client %s: header_timeout (no byte)", CLIENT_ADDR_DBG(c));
                 client_reject(c, 408, "request head not received in time", NULL, 0);

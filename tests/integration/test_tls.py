@@ -263,6 +263,41 @@ def test_handshake_bounded_by_header_timeout(lifeline, upstream, pki):
     s.close()
 
 
+def test_silent_tls_connection_408_at_header_timeout_but_quiet_close_at_drain(lifeline, upstream, pki):
+    """SPEC §2: a handshaken TLS connection that sends no byte of a head gets 408 (over TLS) at
+    header_timeout; SPEC §1: at a drain the same connection is closed without one (a 408 a second
+    into the drain, the grace of a connection never served, was sent before this was caught)."""
+    import signal
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, listen_tls=_listen_tls(pki), client={"header_timeout": dur(t(0.5))})
+    ctx = _client_ctx(pki)
+    with socket.create_connection((HOST, lf.port), timeout=t(5)) as raw:
+        with ctx.wrap_socket(raw, server_hostname="a.test") as s:
+            got = b""
+            while True:
+                d = s.recv(4096)
+                if not d:
+                    break
+                got += d
+            assert got.startswith(b"HTTP/1.1 408 "), got
+    lf2 = lifeline(pools={"p": pool(up)}, listen_tls=_listen_tls(pki), client={"header_timeout": "10s"})
+    with socket.create_connection((HOST, lf2.port), timeout=t(5)) as raw:
+        with ctx.wrap_socket(raw, server_hostname="a.test") as s:
+            time.sleep(t(0.2))
+            lf2.proc.send_signal(signal.SIGTERM)
+            lf2.stopped_by_test = True
+            got = b""
+            try:
+                while True:
+                    d = s.recv(4096)
+                    if not d:
+                        break
+                    got += d
+            except (ssl.SSLError, ConnectionResetError):
+                pass
+            assert got == b"", got
+
+
 def _tls_pool(pki, *servers, **kw):
     tls = {"enabled": True, "ca": pki["ca"]}
     tls.update(kw.pop("tls", {}))
