@@ -21,6 +21,22 @@
 struct health_check;
 struct runtime;
 
+/* What every worker's balancer knows of one server (SPEC §2 `balance`: one balancer per pool,
+ * whatever the number of workers; with a copy per worker, two workers alternating their own
+ * round robin sent the same server two requests in a row, and least_conn and ewma saw only their
+ * own worker's attempts in flight). Read and written by pool.c alone, with relaxed atomics and no
+ * lock: two picks at the same instant may both choose one server, and of two ewma samples
+ * written at the same instant one may be lost; the counts themselves are exact. */
+struct srv_load {
+    atomic_uint inflight;               /* attempts using the server now, on any worker and generation */
+    atomic_uint waiting;                /* of those, the ones with no response head yet */
+    _Atomic double ewma;                /* balance ewma: decaying mean of response-head latency, s */
+    _Atomic double ewma_at;             /* when ewma was last updated (clock_turn_sec; 0: unmeasured) */
+    _Atomic int64_t back_seen;          /* the back_since the ewma was last checked against: when
+                                         * it moves, the server came back and ewma starts over */
+    _Atomic int64_t cw;                 /* smooth weighted round robin: current weight */
+};
+
 /* What is known about one server, beyond any one snapshot: every runtime that names the same pool
  * and address (with the same outlier and health switches) shares it, so that an attempt started
  * before a reload or a DNS change reports where the new snapshot reads (runtime_new). Reference
@@ -33,6 +49,7 @@ struct srv_state {
     atomic_uint published;              /* the pool_share publication (seq) that last listed it:
                                          * equal to its pool's seq while the running generation
                                          * has it (written under the pool_share's lock) */
+    struct srv_load load;               /* the balancers' (pool.c) */
 };
 
 struct srv_health {
@@ -54,6 +71,12 @@ struct pool_view {
     struct srv_state *st[];
 };
 
+/* A pool's smoothed connect time (TCP's SRTT gain, 1/8), for connect_race: auto (pool.c). */
+struct pool_connect_time {
+    _Atomic double srtt;                /* seconds */
+    atomic_uint samples;
+};
+
 /* What every generation's pool of one name shares, as srv_state is for a server (runtime_new
  * hands it on with the pool name; the last runtime_unref() frees it): the lock that serialises
  * every ejection in the pool, whichever generation reports it, and the running generation's
@@ -73,6 +96,7 @@ struct pool_share {
      * the report path (a report racing a publication may mix old and new values) */
     atomic_uint consecutive_failures, max_ejected_percent;
     _Atomic int64_t ejection, max_ejection;
+    struct pool_connect_time ct;        /* connect_race: auto's, one for every worker (pool.c) */
 };
 
 /* A new share (one reference, nothing published), or NULL when out of memory. */

@@ -2,8 +2,9 @@
  *
  * Owns: servers (an array built from the conf pool; a hostname's every address is one server with
  * the configured weight), idle connections, the idle timer; with the other generations' pools
- * that keep a server, that server's balancer state (struct srv_bal, reference counted: the last
- * pool_destroy frees it). Does not own busy connections (their hop does) nor the conf snapshot.
+ * that keep a server, that server's link between them (struct srv_bal, reference counted: the
+ * last pool_destroy frees it). The balancers' state of a server (struct srv_load) is its
+ * srv_state's, one for every worker, read and written here alone. Does not own busy connections (their hop does) nor the conf snapshot.
  *
  * Idle connections are kept per server, most recently used first: taking the warmest one keeps
  * the set of live connections small, and the least recently used one is at the tail, where the
@@ -33,37 +34,62 @@ static void pool_idle_timer_cb(struct ev_loop *loop, ev_timer *t, int revents);
 /* The ewma balancer's time constant, seconds (Finagle's and Linkerd's default decay). */
 #define POOL_EWMA_TAU 10.0
 
-/* The server's peak-EWMA latency now: it fades towards 0 while no answer is measured. */
+#define LD_GET(f) atomic_load_explicit(&(f), memory_order_relaxed)
+#define LD_SET(f, v) atomic_store_explicit(&(f), (v), memory_order_relaxed)
+
+/* What every worker's balancer knows of s (health.h struct srv_load). */
+static inline struct srv_load *srv_load_of(const struct upserver *s)
+{
+    return s->hs ? &s->hs->st->load : &s->bal->own;
+}
+
+static inline unsigned srv_inflight(const struct upserver *s)
+{
+    return LD_GET(srv_load_of(s)->inflight);
+}
+
+unsigned pool_server_inflight(const struct upserver *s)
+{
+    return srv_inflight(s);
+}
+
+/* The server's peak-EWMA latency now: it fades towards 0 while no answer is measured (0 for an
+ * unmeasured one). */
 static double pool_ewma_now(const struct upserver *s, ev_tstamp now)
 {
-    const struct srv_bal *b = s->bal;
-    double dt = now - b->ewma_at;
+    const struct srv_load *ld = srv_load_of(s);
+    double at = LD_GET(ld->ewma_at), ewma = LD_GET(ld->ewma), dt = now - at;
 
-    if (!b->ewma_at || dt <= 0)
-        return b->ewma;
-    return b->ewma * exp(-dt / POOL_EWMA_TAU);
+    if (!at || dt <= 0)
+        return ewma;
+    return ewma * exp(-dt / POOL_EWMA_TAU);
+}
+
+double pool_server_ewma(const struct upserver *s)
+{
+    return pool_ewma_now(s, clock_now());
 }
 
 /* A server back in rotation (its half-open trial succeeded, or its health checks say up again:
  * srv_state.back_since moved) starts unmeasured, like a new one. Its ewma still held the failures
  * that took it out (a failure enters as its timeout, 10 s by default): every pick lost to the
- * servers that stayed, and it got no traffic for a minute and a half while that faded. Each
- * worker finds out at its next look at the server (a pick or a report): one relaxed load.
- * Only the current generation looks: a retired one's server may read another state than the
- * current one's (a reload that turns outlier detection on or off makes a fresh one), and the two
- * would take turns resetting the ewma they share. */
+ * servers that stayed, and it got no traffic for a minute and a half while that faded. The first
+ * worker to look at the server next (a pick or a report) finds out and starts it over, for all:
+ * one relaxed load otherwise. */
 static void pool_ewma_back(struct upserver *s)
 {
-    struct srv_bal *b = s->bal;
-    int64_t back;
+    struct srv_load *ld;
+    int64_t back, seen;
 
-    if (!s->hs || s->pool->retired)
+    if (!s->hs)
         return;
+    ld = srv_load_of(s);
     back = atomic_load_explicit(&s->hs->st->back_since, memory_order_relaxed);
-    if (back != b->back_seen) {
-        b->back_seen = back;
-        b->ewma = 0;
-        b->ewma_at = 0;
+    seen = LD_GET(ld->back_seen);
+    if (back != seen && atomic_compare_exchange_strong_explicit(&ld->back_seen, &seen, back, memory_order_relaxed,
+                                                                memory_order_relaxed)) {
+        LD_SET(ld->ewma_at, 0.0);
+        LD_SET(ld->ewma, 0.0);
     }
 }
 
@@ -75,6 +101,7 @@ int pool_init(struct pool *p, struct worker *w, const struct conf_pool *cp, stru
     p->w = w;
     p->cp = cp;
     p->hp = hp;
+    p->ct = hp && hp->share ? &hp->share->ct : &p->own_ct;
     ev_init(&p->idle_timer, pool_idle_timer_cb);
     p->idle_timer.data = p;
     for (size_t i = 0; i < cp->nservers; i++)
@@ -102,7 +129,6 @@ int pool_init(struct pool *p, struct worker *w, const struct conf_pool *cp, stru
             }
             s->bal->refs = 1;
             s->bal->cur = s;
-            s->bal->back_seen = s->hs ? atomic_load_explicit(&s->hs->st->back_since, memory_order_relaxed) : 0;
         }
     }
     p->nservers = (unsigned)k;
@@ -325,15 +351,17 @@ void pool_conn_move(struct upconn *uc, struct hop *h)
 
 void pool_server_inflight_add(struct upserver *s, int delta, bool waiting)
 {
-    s->bal->inflight += (unsigned)delta;
+    struct srv_load *ld = srv_load_of(s);
+
+    atomic_fetch_add_explicit(&ld->inflight, (unsigned)delta, memory_order_relaxed);
     if (waiting)
-        s->bal->waiting += (unsigned)delta;
+        atomic_fetch_add_explicit(&ld->waiting, (unsigned)delta, memory_order_relaxed);
     pool_gauge(s, 0, 0, delta);
 }
 
 void pool_server_headed(struct upserver *s)
 {
-    s->bal->waiting--;
+    atomic_fetch_sub_explicit(&srv_load_of(s)->waiting, 1, memory_order_relaxed);
 }
 
 static bool pool_conn_fits(const struct upconn *uc, const struct upserver *from, const struct upserver *to);
@@ -408,31 +436,36 @@ void pool_unclaim(struct upserver *s, int64_t trial)
 void pool_latency(struct upserver *s, double latency, ev_tstamp started)
 {
     struct pool *p = s->pool;
-    struct srv_bal *b;
-    ev_tstamp now;
-    double dt, keep;
+    struct srv_load *ld;
+    ev_tstamp now, at;
+    double dt, keep, ewma;
+    int64_t back;
 
     if (latency < 0 || p->cp->balance != BALANCE_EWMA)
         return;
     pool_ewma_back(s);
-    b = s->bal;
+    ld = srv_load_of(s);
     now = clock_now();
+    back = LD_GET(ld->back_seen);
     /* An attempt that started before the server came back measured the server that went out:
      * its sample (a timeout, as a rule) would undo the reset at once. Judged by when it started,
      * not by its sample: a failure after the return enters as its timeout, as any failure does
      * (SPEC §2: a server that fails fast never attracts traffic). */
-    if (b->back_seen && started > 0 && health_now() - (int64_t)((now - started) * 1000.0) < b->back_seen)
+    if (back && started > 0 && health_now() - (int64_t)((now - started) * 1000.0) < back)
         return;
     /* Peak EWMA (Finagle, Linkerd): a sample above the mean replaces it at once, so a server
      * turning slow (or failing: the hop reports a failure as its timeout) is avoided from its
      * first bad answer; below the mean it blends in with a POOL_EWMA_TAU time constant. */
-    dt = b->ewma_at ? now - b->ewma_at : 0;
+    at = LD_GET(ld->ewma_at);
+    ewma = LD_GET(ld->ewma);
+    dt = at ? now - at : 0;
     keep = dt > 0 ? exp(-dt / POOL_EWMA_TAU) : 1.0;   /* exp(0) without the call */
-    if (!b->ewma_at || latency > b->ewma)
-        b->ewma = latency;
+    if (!at || latency > ewma)
+        ewma = latency;
     else
-        b->ewma = b->ewma * keep + latency * (1.0 - keep);
-    b->ewma_at = now;
+        ewma = ewma * keep + latency * (1.0 - keep);
+    LD_SET(ld->ewma, ewma);
+    LD_SET(ld->ewma_at, now);
 }
 
 void pool_report(struct upserver *s, bool failure, double latency, ev_tstamp started, int64_t trial)
@@ -448,10 +481,14 @@ void pool_connect_sample(struct pool *p, double seconds)
 {
     if (seconds < 0)
         seconds = 0;
-    /* TCP's SRTT gain (1/8): a few slow connects move it, one does not. */
-    p->connect_srtt = p->connect_samples ? p->connect_srtt + (seconds - p->connect_srtt) / 8.0 : seconds;
-    if (p->connect_samples < UINT32_MAX)
-        p->connect_samples++;
+    /* TCP's SRTT gain (1/8): a few slow connects move it, one does not. (Two workers sampling
+     * at the same instant may lose one sample.) */
+    unsigned n = LD_GET(p->ct->samples);
+    double srtt = LD_GET(p->ct->srtt);
+
+    LD_SET(p->ct->srtt, n ? srtt + (seconds - srtt) / 8.0 : seconds);
+    if (n < UINT32_MAX)
+        atomic_fetch_add_explicit(&p->ct->samples, 1, memory_order_relaxed);
 }
 
 double pool_race_delay(const struct pool *p, int64_t connect_ms)
@@ -460,7 +497,7 @@ double pool_race_delay(const struct pool *p, int64_t connect_ms)
 
     if (p->cp->connect_race != CONF_CONNECT_RACE_AUTO)
         return p->cp->connect_race > 0 ? (double)p->cp->connect_race / 1000.0 : 0;
-    d = p->connect_samples ? 4.0 * p->connect_srtt : 0.050;
+    d = LD_GET(p->ct->samples) ? 4.0 * LD_GET(p->ct->srtt) : 0.050;
     if (d < 0.010)
         d = 0.010;
     if (d > cap)
@@ -515,21 +552,18 @@ static struct upserver *pool_find(struct pool *p, const char *text)
 
 void pool_hand_over(struct pool *from, struct pool *to)
 {
-    if (to) {
-        /* the same pool: its network has not changed with the file */
-        to->connect_srtt = from->connect_srtt;
-        to->connect_samples = from->connect_samples;
+    if (to && to->ct == &to->own_ct) {
+        /* the same pool: its network has not changed with the file (with a pool_share, every
+         * generation reads the one it holds) */
+        LD_SET(to->own_ct.srtt, LD_GET(from->ct->srtt));
+        LD_SET(to->own_ct.samples, LD_GET(from->ct->samples));
     }
     for (unsigned i = 0; i < from->nservers; i++) {
         struct upserver *s = &from->servers[i], *t = pool_find(to, s->addr->text);
         if (t && t->bal != s->bal) {
-            /* The same server: its fresh state gives way to the running one, shared from now on.
-             * A fresh one forgot what the balancer knew: with ewma a server known to be slow
-             * looked cheapest and took the burst after every reload; least_conn and random_two
-             * lost the attempts still in flight on the old generation and sent a stuck server
-             * more; round robin started its rotation again. back_seen stays the running one's:
-             * a server that came back meanwhile (or whose checks a reload removed while they said
-             * down) is found back at the next look, and its ewma starts over then. */
+            /* The same server: its fresh link gives way to the running one, shared from now on.
+             * (What the balancers know of it is its srv_state's, which the new generation shares
+             * unless the reload turned outlier detection or health checks on or off.) */
             free(t->bal);
             t->bal = s->bal;
             t->bal->refs++;
@@ -612,21 +646,23 @@ static inline uint64_t eff_weight(const struct upserver *s, const struct pool_pi
 static struct upserver *pick_smooth(struct pool *p, const struct pool_pick_ctx *ctx, const struct upserver *tied)
 {
     struct upserver *best = NULL;
-    int64_t total = 0;
+    int64_t total = 0, best_cw = 0;
 
     for (unsigned i = 0; i < p->nservers; i++) {
         struct upserver *s = &p->servers[i];
         if (!pick_ok(p, ctx, i) ||
-            (tied && (uint64_t)s->bal->inflight * eff_weight(tied, ctx) != (uint64_t)tied->bal->inflight * eff_weight(s, ctx)))
+            (tied && (uint64_t)srv_inflight(s) * eff_weight(tied, ctx) != (uint64_t)srv_inflight(tied) * eff_weight(s, ctx)))
             continue;
         uint64_t ew = eff_weight(s, ctx);
-        s->bal->cw += (int64_t)ew;
+        int64_t cw = atomic_fetch_add_explicit(&srv_load_of(s)->cw, (int64_t)ew, memory_order_relaxed) + (int64_t)ew;
         total += (int64_t)ew;
-        if (!best || s->bal->cw > best->bal->cw)
+        if (!best || cw > best_cw) {
             best = s;
+            best_cw = cw;
+        }
     }
     if (best)
-        best->bal->cw -= total;
+        atomic_fetch_sub_explicit(&srv_load_of(best)->cw, total, memory_order_relaxed);
     return best;
 }
 
@@ -643,8 +679,8 @@ static struct upserver *pick_least_conn(struct pool *p, const struct pool_pick_c
         if (!pick_ok(p, ctx, i))
             continue;
         /* compare inflight/weight without division */
-        uint64_t ls = (uint64_t)s->bal->inflight * eff_weight(best ? best : s, ctx);
-        uint64_t lb = best ? (uint64_t)best->bal->inflight * eff_weight(s, ctx) : ls;
+        uint64_t ls = (uint64_t)srv_inflight(s) * eff_weight(best ? best : s, ctx);
+        uint64_t lb = best ? (uint64_t)srv_inflight(best) * eff_weight(s, ctx) : ls;
         if (!best || ls < lb) {
             best = s;
             ties = 1;
@@ -690,10 +726,10 @@ static struct upserver *pick_weighted(struct pool *p, const struct pool_pick_ctx
 #define POOL_EWMA_PENALTY 1e6   /* seconds: beyond any measured latency (a failure enters as its timeout) */
 static double ewma_cost(const struct upserver *s, const struct pool_pick_ctx *ctx)
 {
-    const struct srv_bal *b = s->bal;
-    double lat = b->ewma_at ? pool_ewma_now(s, clock_now()) : b->waiting ? POOL_EWMA_PENALTY : 0;
+    const struct srv_load *ld = srv_load_of(s);
+    double lat = LD_GET(ld->ewma_at) ? pool_ewma_now(s, clock_now()) : LD_GET(ld->waiting) ? POOL_EWMA_PENALTY : 0;
 
-    return (lat + 1e-4) * (b->inflight + 1) / (double)eff_weight(s, ctx);
+    return (lat + 1e-4) * (LD_GET(ld->inflight) + 1) / (double)eff_weight(s, ctx);
 }
 
 /* Power of two choices: two distinct random candidates, the less loaded wins (random_two; and
@@ -721,7 +757,7 @@ static struct upserver *pick_random_two(struct pool *p, const struct pool_pick_c
             total += pick_ok(p, ctx, i) ? eff_weight(&p->servers[i], ctx) : 0;
         a = pick_weighted(p, ctx, NULL, total);
         b = pick_weighted(p, ctx, a, total - eff_weight(a, ctx));
-        return (uint64_t)a->bal->inflight * eff_weight(b, ctx) <= (uint64_t)b->bal->inflight * eff_weight(a, ctx) ? a : b;
+        return (uint64_t)srv_inflight(a) * eff_weight(b, ctx) <= (uint64_t)srv_inflight(b) * eff_weight(a, ctx) ? a : b;
     }
     r1 = (unsigned)(worker_rand(p->w) % avail);
     r2 = (unsigned)(worker_rand(p->w) % (avail - 1));

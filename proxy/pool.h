@@ -23,6 +23,7 @@
 
 #include "buf.h"
 #include "conf.h"
+#include "health.h"
 #include "metrics.h"
 #include "xprt.h"
 
@@ -33,27 +34,19 @@ struct hop;
 struct srv_health;
 struct health_pool;
 
-/* What one worker's balancers know of one server (a pool name and an address) beyond a single
- * generation. The upservers of successive generations that keep the server share it
- * (pool_hand_over), so that a reload or a DNS change (of any pool: both make a new generation)
- * resets none of it, and attempts still running on a retired generation count in the current
- * one's in-flight and feed its ewma. Owned jointly by those upservers (refs, one thread: the
- * worker's); the last pool_destroy() that drops it frees it, so a hop ending after its generation
- * was retired never writes to freed memory, whichever generation is freed first. */
+/* A server's link between the generations of one worker's pools that keep it (a pool name and
+ * an address): the upservers of successive generations share it (pool_hand_over), so that a
+ * connection released to an older generation goes to the newest one's server. Owned jointly by
+ * those upservers (refs, one thread: the worker's); the last pool_destroy() that drops it frees it,
+ * so a hop ending after its generation was retired never writes to freed memory, whichever
+ * generation is freed first. What the balancers know of the server (in-flight attempts, ewma,
+ * round robin's weight) is not here but in its srv_state (health.h struct srv_load), one for
+ * every worker and generation; `own` stands in for it in unit tests, which have no srv_state. */
 struct srv_bal {
     unsigned refs;                      /* upservers pointing here */
     struct upserver *cur;               /* the newest of them: where a connection released to an
                                          * older one goes (pool_release); NULL once it is gone */
-    double ewma;                        /* balance ewma: decaying mean of response-head latency, s */
-    ev_tstamp ewma_at;                  /* when ewma was last updated (0: unmeasured) */
-    int64_t back_seen;                  /* the hs back_since the ewma was last checked against:
-                                         * when it moves, the server came back into rotation and
-                                         * ewma starts over (pool.c) */
-    int64_t cw;                         /* smooth weighted round robin: current weight */
-    unsigned inflight;                  /* hops using this server now, on any generation
-                                         * (pool_server_inflight_add) */
-    unsigned waiting;                   /* of those, the ones with no response head yet (ewma:
-                                         * an unmeasured server is penalised for these only) */
+    struct srv_load own;                /* when the server has no srv_state (unit tests) */
 };
 
 struct upserver {
@@ -107,9 +100,10 @@ struct pool {
     bool retired;                       /* of a retired generation (pool_hand_over): a connection
                                          * released here goes to the current generation's server
                                          * or is closed */
-    double connect_srtt;                /* smoothed connect time (s), for connect_race: auto;
-                                         * carried over by pool_hand_over */
-    unsigned connect_samples;
+    struct pool_connect_time *ct;       /* smoothed connect time, for connect_race: auto: the
+                                         * pool_share's, one for every worker and generation;
+                                         * own_ct without one (unit tests) */
+    struct pool_connect_time own_ct;
     ev_timer idle_timer;                /* closes connections idle longer than keepalive_timeout */
 };
 
@@ -181,15 +175,19 @@ void pool_conn_move(struct upconn *uc, struct hop *h);
 void pool_server_inflight_add(struct upserver *s, int delta, bool waiting);
 /* A hop using s got its response head (once, between its start and its stop). */
 void pool_server_headed(struct upserver *s);
+/* Attempts using s now, on every worker (its srv_load), and its ewma now (0: unmeasured): for
+ * status pages and tests. */
+unsigned pool_server_inflight(const struct upserver *s);
+double pool_server_ewma(const struct upserver *s);
 /* Closes and frees a connection the caller owns. */
 void pool_close(struct upconn *uc);
 
 /* A new generation (a reload or a DNS change) takes over from the running one's pool of the same
  * name: `to` (NULL: the pool is gone) is the new one, before it serves anything. Every server of
  * `to` with the same address as one of `from` (the same server: pool name and address, as the
- * shared health state and the metrics slots are matched) shares its balancer state (struct
- * srv_bal: ewma, in-flight count, round-robin weight) and takes its TLS session; `to` takes the
- * smoothed connect time. Idle connections move to the server with the same address (closed when
+ * shared health state and the metrics slots are matched) shares its link (struct srv_bal) and
+ * takes its TLS session; without a pool_share (unit tests) `to` takes the smoothed connect time.
+ * (The balancers' state of a server is its srv_state's, which the runtime hands on.) Idle connections move to the server with the same address (closed when
  * there is none). A TLS session or connection moves only when both pools speak TLS with the same
  * trust and identity settings and the server's name is the same; a plain one only to a plain pool.
  * `from` is retired from then on (pool_release). */

@@ -137,6 +137,15 @@ struct runtime *runtime_new(struct conf *c, const struct runtime *prev, struct m
                     } else {
                         atomic_store(&s->st->back_since, health_now());
                     }
+                    /* what the balancers learnt goes on (pool.c: back_seen against the new
+                     * back_since says whether the ewma starts over); the attempts in flight
+                     * stay counted on the old state, where they will end */
+                    struct srv_load *to = &s->st->load;
+                    const struct srv_load *from = &old->st->load;
+                    atomic_store(&to->ewma, atomic_load(&from->ewma));
+                    atomic_store(&to->ewma_at, atomic_load(&from->ewma_at));
+                    atomic_store(&to->back_seen, atomic_load(&from->back_seen));
+                    atomic_store(&to->cw, atomic_load(&from->cw));
                 }
             }
         }

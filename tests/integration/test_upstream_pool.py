@@ -126,15 +126,22 @@ def test_weights_hold_under_light_load(lifeline, upstream, balance):
         assert 6 <= seen["A"] <= 34, seen
 
 
-def test_round_robin_equal_weights_alternate(lifeline, upstream):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_round_robin_equal_weights_alternate(lifeline, upstream, workers):
+    """With two workers the rotation is still the pool's (the balancer state is shared: each
+    worker kept its own, and connections landing on alternate workers got A A B B ...).
+    Each request comes on a new connection, which the kernel spreads over the workers."""
     a, b = upstream("A"), upstream("B")
-    lf = lifeline(pools={"p": pool(a, b, balance="round_robin")})
-    order = [server_of(lf.fetch("GET", "/echo/%d" % i)) for i in range(6)]
-    assert order.count("A") == 3 and order.count("B") == 3, order
-    assert all(order[i] != order[i + 1] for i in range(5)), order
+    lf = lifeline(pools={"p": pool(a, b, balance="round_robin")}, workers=workers)
+    order = [server_of(lf.fetch("GET", "/echo/%d" % i)) for i in range(24)]
+    assert order.count("A") == 12 and order.count("B") == 12, order
+    assert all(order[i] != order[i + 1] for i in range(23)), order
 
 
-def test_least_conn_prefers_less_busy_server(lifeline, upstream):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_least_conn_prefers_less_busy_server(lifeline, upstream, workers):
+    """With two workers, the attempt in flight on one worker counts for the other (each worker
+    counted only its own, and sent A more while it was busy)."""
     slow = t(1.5)
     a, b = upstream("A"), upstream("B")
 
@@ -151,7 +158,7 @@ def test_least_conn_prefers_less_busy_server(lifeline, upstream):
 
     a.handlers["/work"] = slow_handler
     b.handlers["/work"] = fast_handler
-    lf = lifeline(pools={"p": pool(a, b, balance="least_conn")})
+    lf = lifeline(pools={"p": pool(a, b, balance="least_conn")}, workers=workers)
     pending, fast = [], 0
     try:
         for i in range(10):

@@ -55,7 +55,7 @@ static void blackhole_504(const char *timeouts, const char *total, const char *r
     if (dt < min_secs || dt >= 1.0)
         fail_msg("answered after %.3fs, want [%.3f, 1)", dt, min_secs);
     fx_expect_log(&f, 504, reason, reason);
-    assert_int_equal(fx_pool(&f, 0)->servers[0].bal->inflight, 0);
+    assert_int_equal(pool_server_inflight(&fx_pool(&f, 0)->servers[0]), 0);
     fx_free(&f);
 }
 
@@ -140,7 +140,7 @@ static void test_keepalive_reuse(void **state)
     for (int i = 0; i < 3; i++) {
         u = fx_roundtrip(&f, c, lfd, u, FX_GET("/ka"), 200, "kept");   /* u: accepted the first time */
         FX_UNTIL(&f, fx_pool(&f, 0)->nidle == 1, 2.0);
-        assert_int_equal(fx_pool(&f, 0)->servers[0].bal->inflight, 0);
+        assert_int_equal(pool_server_inflight(&fx_pool(&f, 0)->servers[0]), 0);
     }
     assert_false(fx_pending(lfd));   /* one connection carried the three */
     fx_free(&f);
@@ -287,13 +287,13 @@ static void cancel_case(enum cancel_at at)
     }
     h = &cl->ex->hops[0];
     assert_int_equal(h->state, want);
-    assert_int_equal(p->servers[0].bal->inflight, 1);
+    assert_int_equal(pool_server_inflight(&p->servers[0]), 1);
 
     client_close(cl);
     fx_run_for(&f, 0.03);   /* the reaper frees the client; a stray timer would fire here */
     assert_int_equal(f.w.nclients, 0);
     assert_null(f.w.graveyard);
-    assert_int_equal(p->servers[0].bal->inflight, 0);
+    assert_int_equal(pool_server_inflight(&p->servers[0]), 0);
     assert_int_equal(p->nidle, 0);
     if (at != AT_CONNECTING)              /* (a blackhole's queue always holds its filler) */
         assert_false(fx_pending(lfd));   /* nothing was started after the cancel */
@@ -351,7 +351,7 @@ static void test_stale_pooled_connection_not_reported(void **state)
         fx_expect_response(&f, c, &r, 200, "two");
         fx_expect_log(&f, 200, "reset,ok", NULL);
         FX_UNTIL(&f, p->nidle == 1, 2.0);
-        assert_true(p->servers[0].bal->ewma < 1.0);
+        assert_true(pool_server_ewma(&p->servers[0]) < 1.0);
         assert_int_equal(health_outlier_state(p->servers[0].hs, health_now()), OUTLIER_IN);
     }
     fx_free(&f);
@@ -391,7 +391,7 @@ static void test_connect_race_loser_runs_on(void **state)
     FX_UNTIL(&f, f.w.norphans == 0, 2.0);       /* its connect timer ended it */
     fx_turn(&f);
     assert_null(f.w.dead_orphans);              /* and the reaper freed it */
-    assert_int_equal(fx_pool(&f, 0)->servers[0].bal->inflight, 0);
+    assert_int_equal(pool_server_inflight(&fx_pool(&f, 0)->servers[0]), 0);
     fx_free(&f);
 }
 
@@ -425,7 +425,7 @@ static void test_head_answer_declaring_a_body_not_pooled(void **state)
     assert_int_equal(r.status, 200);
     FX_UNTIL(&f, (fx_pump(u), u->eof), 2.0);       /* declares one: closed */
     assert_int_equal(p->nidle, 0);
-    assert_int_equal(p->servers[0].bal->inflight, 0);
+    assert_int_equal(pool_server_inflight(&p->servers[0]), 0);
     fx_free(&f);
 }
 
@@ -477,7 +477,7 @@ static void test_hedge_loser_completes_and_pools(void **state)
     fx_respond(ua, 200, "late");                   /* the orphan's answer completes */
     FX_UNTIL(&f, f.w.norphans == 0, 2.0);
     FX_UNTIL(&f, p->servers[0].nidle == 1, 2.0);   /* and its connection is pooled */
-    assert_int_equal(p->servers[0].bal->inflight, 0);
+    assert_int_equal(pool_server_inflight(&p->servers[0]), 0);
     fx_turn(&f);
     assert_null(f.w.dead_orphans);
     fx_free(&f);
@@ -722,7 +722,7 @@ static void test_cancelled_hop_timer_never_fires(void **state)
     fx_expect_log(&f, 504, "connect_timeout", "connect_timeout");
     assert_false(fx_log_next(&f, line, sizeof(line)));
     assert_int_equal(fx_pool(&f, 0)->servers[0].m->attempts[HOP_RESPONSE_TIMEOUT], 0);
-    assert_int_equal(fx_pool(&f, 0)->servers[0].bal->inflight, 0);
+    assert_int_equal(pool_server_inflight(&fx_pool(&f, 0)->servers[0]), 0);
     fx_free(&f);
 }
 

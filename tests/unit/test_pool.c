@@ -97,12 +97,12 @@ static void test_least_conn(void **state)
 
     (void)state;
     setup_pool(&p, BALANCE_LEAST_CONN, weights, 3);
-    p.servers[0].bal->inflight = 3;
-    p.servers[1].bal->inflight = 1;
-    p.servers[2].bal->inflight = 3;   /* 1.5 per weight unit */
+    p.servers[0].bal->own.inflight = 3;
+    p.servers[1].bal->own.inflight = 1;
+    p.servers[2].bal->own.inflight = 3;   /* 1.5 per weight unit */
     for (int i = 0; i < 6; i++)
         assert_ptr_equal(pool_pick(&p, NULL), &p.servers[1]);
-    p.servers[1].bal->inflight = 2;   /* 2 vs 1.5: the weighted one wins */
+    p.servers[1].bal->own.inflight = 2;   /* 2 vs 1.5: the weighted one wins */
     assert_ptr_equal(pool_pick(&p, NULL), &p.servers[2]);
     pool_destroy(&p);
 }
@@ -120,7 +120,7 @@ static void test_random_two(void **state)
     for (int i = 0; i < 3; i++)
         assert_true(hits[i] > 50);
     /* a loaded server is never chosen when two candidates always include a lighter one */
-    p.servers[0].bal->inflight = 100;
+    p.servers[0].bal->own.inflight = 100;
     memset(hits, 0, sizeof(hits));
     for (int i = 0; i < 300; i++)
         hits[pool_pick(&p, NULL) - p.servers]++;
@@ -215,10 +215,10 @@ static void test_ewma(void **state)
     assert_int_equal(hits[0], 0);
     assert_true(hits[1] > 1000 && hits[2] > 1000);
     /* still avoided while the good ones carry load: cost 0.2 x 1 against 0.001 x 21 */
-    p.servers[1].bal->inflight = p.servers[2].bal->inflight = 20;
+    p.servers[1].bal->own.inflight = p.servers[2].bal->own.inflight = 20;
     for (int i = 0; i < 1000; i++)
         assert_true(pool_pick(&p, NULL) != &p.servers[0]);
-    p.servers[1].bal->inflight = p.servers[2].bal->inflight = 0;
+    p.servers[1].bal->own.inflight = p.servers[2].bal->own.inflight = 0;
     /* peak: one slow answer replaces a fast mean at once */
     pool_report(&p.servers[1], false, 0.150, 0, 0);
     memset(hits, 0, sizeof(hits));
@@ -227,14 +227,14 @@ static void test_ewma(void **state)
     assert_int_equal(hits[0], 0);                  /* P2C: only a pair of the two bad ones picks 1 */
     assert_true(hits[1] < 400 && hits[2] > 600);
     /* pending connects count: a server with many attempts in flight loses to an idle one */
-    p.servers[2].bal->inflight = 1000;
+    p.servers[2].bal->own.inflight = 1000;
     memset(hits, 0, sizeof(hits));
     for (int i = 0; i < 1000; i++)
         hits[pool_pick(&p, NULL) - p.servers]++;
     assert_true(hits[2] < 1000);
-    p.servers[2].bal->inflight = 0;
+    p.servers[2].bal->own.inflight = 0;
     /* a minute without answers: the refusing server's cost has faded and it gets probed */
-    p.servers[0].bal->ewma_at -= 60.0;
+    p.servers[0].bal->own.ewma_at = p.servers[0].bal->own.ewma_at - 60.0;
     memset(hits, 0, sizeof(hits));
     for (int i = 0; i < 3000; i++)
         hits[pool_pick(&p, NULL) - p.servers]++;
@@ -258,24 +258,24 @@ static void test_ewma_unmeasured_with_pending(void **state)
     w.loop = ev_loop_new(EVFLAG_AUTO);
     assert_non_null(w.loop);
     pool_report(&p.servers[0], false, 0.002, 0, 0);      /* measured: 2 ms */
-    p.servers[0].bal->inflight = 30;
+    p.servers[0].bal->own.inflight = 30;
     assert_ptr_equal(pool_pick(&p, NULL), &p.servers[1]);   /* idle and unmeasured: tried */
-    p.servers[1].bal->inflight = p.servers[1].bal->waiting = 1;
+    p.servers[1].bal->own.inflight = p.servers[1].bal->own.waiting = 1;
     for (int i = 0; i < 100; i++)
         assert_ptr_equal(pool_pick(&p, NULL), &p.servers[0]);
     /* attempts past their head (long streams, tunnels begun before its measure was reset) are
      * load, not a reason to wait for a first answer: it is tried */
-    p.servers[1].bal->inflight = 3;
-    p.servers[1].bal->waiting = 0;
+    p.servers[1].bal->own.inflight = 3;
+    p.servers[1].bal->own.waiting = 0;
     assert_ptr_equal(pool_pick(&p, NULL), &p.servers[1]);
-    p.servers[1].bal->inflight = p.servers[1].bal->waiting = 1;
+    p.servers[1].bal->own.inflight = p.servers[1].bal->own.waiting = 1;
     /* its first answer measures it: 1 ms, cheaper again under less load */
     pool_report(&p.servers[1], false, 0.001, 0, 0);
     assert_ptr_equal(pool_pick(&p, NULL), &p.servers[1]);
     /* both unmeasured with attempts pending: the less loaded one */
-    p.servers[0].bal->ewma = p.servers[0].bal->ewma_at = p.servers[1].bal->ewma = p.servers[1].bal->ewma_at = 0;
-    p.servers[0].bal->inflight = p.servers[0].bal->waiting = 3;
-    p.servers[1].bal->inflight = p.servers[1].bal->waiting = 2;
+    p.servers[0].bal->own.ewma = p.servers[0].bal->own.ewma_at = p.servers[1].bal->own.ewma = p.servers[1].bal->own.ewma_at = 0;
+    p.servers[0].bal->own.inflight = p.servers[0].bal->own.waiting = 3;
+    p.servers[1].bal->own.inflight = p.servers[1].bal->own.waiting = 2;
     assert_ptr_equal(pool_pick(&p, NULL), &p.servers[1]);
     pool_destroy(&p);
     ev_loop_destroy(w.loop);
@@ -315,28 +315,28 @@ static void test_ewma_back_in_rotation(void **state)
     /* it comes back (its trial succeeded a second ago): the next pick finds it unmeasured */
     atomic_store(&st[0].back_since, health_now() - 1000);
     assert_ptr_equal(pool_pick(&p, NULL), &p.servers[0]);
-    assert_true(p.servers[0].bal->ewma_at == 0 && p.servers[0].bal->ewma == 0);
+    assert_true(st[0].load.ewma_at == 0 && st[0].load.ewma == 0);
     /* an attempt that started before it came back (10 s ago) measured the server that went out */
     pool_report(&p.servers[0], true, 10.0, clock_now() - 10.0, 0);
-    assert_true(p.servers[0].bal->ewma_at == 0);
+    assert_true(st[0].load.ewma_at == 0);
     /* one that started since is measured, a failure as its timeout (it fails fast: avoided) */
     pool_report(&p.servers[0], true, 10.0, clock_now() - 0.001, 0);
-    assert_true(p.servers[0].bal->ewma_at > 0 && p.servers[0].bal->ewma == 10.0);
-    p.servers[0].bal->ewma = p.servers[0].bal->ewma_at = 0;
+    assert_true(st[0].load.ewma_at > 0 && st[0].load.ewma == 10.0);
+    st[0].load.ewma = st[0].load.ewma_at = 0;
     /* both fast now, both picked */
     pool_report(&p.servers[0], false, 0.001, clock_now() - 0.001, 0);
-    assert_true(p.servers[0].bal->ewma_at > 0 && p.servers[0].bal->ewma < 0.01);
+    assert_true(st[0].load.ewma_at > 0 && st[0].load.ewma < 0.01);
     memset(hits, 0, sizeof(hits));
     for (int i = 0; i < 1000; i++) {
         struct upserver *s = pool_pick(&p, NULL);
         hits[s - p.servers]++;
-        s->bal->inflight++;   /* (load spreads the picks between equal latencies) */
+        st[s - p.servers].load.inflight++;   /* (load spreads the picks between equal latencies) */
     }
     assert_true(hits[0] > 300 && hits[1] > 300);
     /* the same return seen again resets nothing */
-    p.servers[0].bal->inflight = p.servers[1].bal->inflight = 0;
+    st[0].load.inflight = st[1].load.inflight = 0;
     pool_pick(&p, NULL);
-    assert_true(p.servers[0].bal->ewma_at > 0);
+    assert_true(st[0].load.ewma_at > 0);
     pool_destroy(&p);
     ev_loop_destroy(w.loop);
     w.loop = NULL;
@@ -379,11 +379,11 @@ static void test_conn_handover(void **state)
 
     /* in flight: counted for the balancer, and back */
     pool_server_inflight_add(&p.servers[0], 1, true);
-    assert_int_equal(p.servers[0].bal->inflight, 1);
+    assert_int_equal(p.servers[0].bal->own.inflight, 1);
     for (int i = 0; i < 4; i++)
         assert_ptr_equal(pool_pick(&p, NULL), &p.servers[1]);
     pool_server_inflight_add(&p.servers[0], -1, true);
-    assert_int_equal(p.servers[0].bal->inflight, 0);
+    assert_int_equal(p.servers[0].bal->own.inflight, 0);
 
     uc = pool_connect(&p.servers[0], &err);
     assert_non_null(uc);
@@ -603,24 +603,24 @@ static void test_hand_over(void **state)
     pool_conn_attach(uc2, (struct hop *)fake_hop, cb_a, cb_b);
     pool_server_inflight_add(&p.servers[0], 2, true);
     pool_connect_sample(&p, 0.004);
-    p.servers[1].bal->cw = 7;
+    p.servers[1].bal->own.cw = 7;
 
     /* the switch: same pool, same servers */
     assert_int_equal(pool_init(&q, &w, &cp, NULL), 0);
     pool_hand_over(&p, &q);
     assert_true(p.retired && !q.retired);
     assert_ptr_equal(q.servers[0].bal, p.servers[0].bal);
-    assert_int_equal(q.servers[0].bal->inflight, 2);
-    assert_int_equal(q.servers[1].bal->cw, 7);
-    assert_int_equal(q.connect_samples, 1);
-    assert_true(q.connect_srtt == 0.004);
+    assert_int_equal(q.servers[0].bal->own.inflight, 2);
+    assert_int_equal(q.servers[1].bal->own.cw, 7);
+    assert_int_equal(q.ct->samples, 1);
+    assert_true(q.ct->srtt == 0.004);
     /* least_conn on the new generation sees the attempts of the old one */
     for (int i = 0; i < 4; i++)
         assert_ptr_equal(pool_pick(&q, NULL), &q.servers[1]);
     /* one ends: its count goes down where the new generation reads, its connection goes to the
      * new pool (not closed) */
     pool_server_inflight_add(&p.servers[0], -1, true);
-    assert_int_equal(q.servers[0].bal->inflight, 1);
+    assert_int_equal(q.servers[0].bal->own.inflight, 1);
     pool_release(uc1);
     assert_ptr_equal(uc1->server, &q.servers[0]);
     assert_int_equal(q.servers[0].nidle, 1);
@@ -635,7 +635,7 @@ static void test_hand_over(void **state)
     pool_hand_over(&q, NULL);
     pool_destroy(&q);
     pool_server_inflight_add(&p.servers[0], -1, true);
-    assert_int_equal(p.servers[0].bal->inflight, 0);
+    assert_int_equal(p.servers[0].bal->own.inflight, 0);
     pool_release(uc2);
     assert_int_equal(p.servers[0].nidle, 0);
     assert_int_equal(recv(peer2, &c, 1, 0), 0);   /* closed: EOF at the server */
@@ -668,7 +668,7 @@ static void test_hand_over_ewma(void **state)
         assert_ptr_equal(pool_pick(&q, NULL), &q.servers[0]);
     /* server 0 fails on the old generation: entered as its timeout, seen by the new one */
     pool_report(&p.servers[0], true, 10.0, clock_now(), 0);
-    assert_true(q.servers[0].bal->ewma == 10.0);
+    assert_true(q.servers[0].bal->own.ewma == 10.0);
     for (int i = 0; i < 1000; i++)
         assert_ptr_equal(pool_pick(&q, NULL), &q.servers[1]);
     /* the old generation goes first this time */
