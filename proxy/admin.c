@@ -231,9 +231,15 @@ static void admin_answer(struct admin_conn *k, unsigned refuse)
         ctype = "text/plain; version=0.0.4; charset=utf-8";
         metrics_render_prometheus(&body, &src);
     } else if (strcmp(path, "/status/series") == 0) {
+        /* a plain decimal number (clamped to 10..900 by the renderer); anything else, or none,
+         * is the default (an empty or unparsable value gave 10, a negative one 900) */
         bool w = admin_query_get(query, "window", param, sizeof(param));
+        unsigned window = 300;
+        size_t digits = w ? strspn(param, "0123456789") : 0;
+        if (digits && !param[digits])
+            window = digits > 4 ? 900 : (unsigned)strtoul(param, NULL, 10);
         ctype = "application/json";
-        metrics_render_series(&body, &src, w ? (unsigned)strtoul(param, NULL, 10) : 300);
+        metrics_render_series(&body, &src, window);
     } else if (strcmp(path, "/status/requests") == 0) {
         bool id = admin_query_get(query, "id", param, sizeof(param));
         ctype = "application/json";

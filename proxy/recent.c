@@ -158,19 +158,22 @@ void recent_render(struct metrics_render_buf *b, const char *id)
             all = p;
             cap += RECENT_MAX * 4;
         }
-        for (unsigned i = 0; i < r->n; i++) {
-            const struct recent_entry *x = &r->e[i];
-            if (id && (x->idlen != idn || memcmp(x->request_id, id, idn) != 0))
-                continue;
-            all[n++] = *x;
-        }
+        memcpy(all + n, r->e, sizeof(*all) * r->n);
+        n += r->n;
         pthread_mutex_unlock(&r->mu);
     }
+    /* The last RECENT_MAX of the process, then the filter: each worker keeps RECENT_MAX, and
+     * filtering first found requests older than the unfiltered list shows (SPEC §5: ?id=
+     * filters the last 200). */
     qsort(all, n, sizeof(*all), by_time_desc);
+    if (n > RECENT_MAX)
+        n = RECENT_MAX;
     metrics_render_printf(b, "[");
-    for (size_t i = 0; i < n && shown < RECENT_MAX; i++, shown++) {
+    for (size_t i = 0; i < n; i++) {
         const struct recent_entry *x = &all[i];
-        metrics_render_printf(b, "%s\n{\"time\":%.3f,", i ? "," : "", x->time);
+        if (id && (x->idlen != idn || memcmp(x->request_id, id, idn) != 0))
+            continue;
+        metrics_render_printf(b, "%s\n{\"time\":%.3f,", shown++ ? "," : "", x->time);
         put_str(b, "request_id", x->request_id, x->idlen, false);
         metrics_render_printf(b, ",");
         put_str(b, "trace_id", x->trace_id, x->tracelen, !x->has_trace);

@@ -7,6 +7,7 @@ import signal
 import socket
 import threading
 
+import pytest
 import yaml
 
 from conftest import dur, free_port, pool, t, wait_for
@@ -91,6 +92,34 @@ def test_series_json(lifeline, upstream):
     wait_for(lambda: "e" in json.loads(admin_get(aport, "/status/series?window=10").body)["servers"][0]["band"]
              or "e" in json.loads(admin_get(aport, "/status/series?window=10").body)["servers"][1]["band"],
              t(3), what="the state band to show the ejection")
+
+
+@pytest.mark.parametrize("query,want", [("", 300), ("?window=abc", 300), ("?window=", 300),
+                                         ("?window=-5", 300), ("?window=1e3", 300), ("?window=0", 10),
+                                         ("?window=60", 60), ("?window=100000", 900)])
+def test_series_window_default_and_clamp(lifeline, upstream, query, want):
+    """README: `window` is 10..900, default 300. A value that is not a number gave 10 (empty,
+    `abc`, `1e3`) and a negative one 900; it is now the default. Numbers are clamped."""
+    aport = free_port()
+    lifeline(pools={"p": pool(upstream())}, extra=admin_extra(aport))
+    r = admin_get(aport, "/status/series" + query)
+    assert r.status == 200 and json.loads(r.body)["window"] == want, (query, r.body[:80])
+
+
+def test_status_requests_id_filters_the_last_200_of_every_worker(lifeline):
+    """SPEC §5: `/status/requests` lists the last 200 requests and `?id=` filters them. With two
+    workers each kept 200, and the filter searched all of them: it found requests older than the
+    unfiltered list shows. The newest 200 of the process are taken first, then filtered."""
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(refused())}, workers=2, extra=admin_extra(aport))
+    for i in range(260):   # a new connection each: the kernel spreads them over both workers
+        assert lf.fetch("GET", "/r%d" % i, headers=[("X-Request-Id", "rid-%d" % i)]).status == 502
+    rows = admin_get(aport, "/status/requests").json()
+    ids = [x["request_id"] for x in rows]
+    assert len(ids) == 200 and ids[0] == "rid-259" and ids[-1] == "rid-60", ids[:3] + ids[-3:]
+    assert admin_get(aport, "/status/requests?id=rid-0").json() == []
+    assert admin_get(aport, "/status/requests?id=rid-59").json() == []
+    assert [x["request_id"] for x in admin_get(aport, "/status/requests?id=rid-60").json()] == ["rid-60"]
 
 
 def test_config_is_redacted_yaml(lifeline, upstream):
