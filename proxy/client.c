@@ -1437,6 +1437,12 @@ static bool client_step(struct client *c)
         feed = h1_parser_room(c->parser);
         if (feed == 0) {
             exchange_body(c->ex);   /* what is there goes upstream (and a held head: exchange.h) */
+            if (c->closed)
+                return false;
+            /* Trailers the parser holds may have made it drop kept bytes (exchange_body): parse on
+             * at once, as no send may be left to resume reading. */
+            if (c->ex && c->phase == CLIENT_BODY && h1_parser_room(c->parser) > 0)
+                return true;
             client_pause(c);
             return false;
         }

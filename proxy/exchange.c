@@ -44,6 +44,7 @@
 #include "worker.h"
 
 static void exchange_next_attempt(struct exchange *ex);
+static bool exchange_body_release(struct exchange *ex, struct hop *h);
 static bool exchange_start_hop(struct exchange *ex, struct hop *h, struct upserver *s, bool fresh,
                                int64_t trial);
 
@@ -745,6 +746,11 @@ static bool exchange_body_short(const struct exchange *ex)
     const struct h1_head *req = ex->req;
     size_t room = buf_free_space(&ex->body);
 
+    /* The parser can take nothing more: trailers it holds until their section ends (h1.h,
+     * H1_TRAILER_HOLD_MAX) take room the buffer does not show as used, and only dropping sent
+     * bytes gives it back (nothing of them can be sent before the section ends). */
+    if (ex->c && ex->c->parser && h1_parser_in_body(ex->c->parser) && h1_parser_room(ex->c->parser) == 0)
+        return true;
     if (room >= EXCHANGE_BODY_ROOM)
         return false;
     if (!req->chunked && req->content_length >= 0 && ex->c->parser) {
@@ -799,6 +805,9 @@ static bool exchange_body_coalesce(struct exchange *ex)
 
     if (!ex->req->chunked)
         return false;
+    /* In the trailers the last chunk is not in the buffer yet (h1.c holds it with them): no more
+     * data is coming, as when the walk meets it. */
+    last = ex->c && ex->c->parser && h1_parser_in_trailers(ex->c->parser);
     for (unsigned i = 0; i < 2; i++)
         if (hop_is_running(&ex->hops[i]) && hop_body_sent(&ex->hops[i]) < limit)
             limit = hop_body_sent(&ex->hops[i]);
@@ -1317,6 +1326,12 @@ void exchange_body(struct exchange *ex)
     hop_send(&ex->hops[0]);
     if (ex->state == EX_UPSTREAM || ex->state == EX_STREAMING)
         hop_send(&ex->hops[1]);
+    /* The parser has no room though every hop has sent all it could: trailers it holds (h1.h)
+     * fill what the kept bytes leave, and no send is left to call exchange_hop_sent, so the kept
+     * bytes go now (else the body stalled until a timeout). */
+    if ((ex->state == EX_UPSTREAM || ex->state == EX_STREAMING) && !ex->body_done && ex->c && ex->c->parser &&
+        h1_parser_in_trailers(ex->c->parser) && h1_parser_room(ex->c->parser) == 0)
+        (void)exchange_body_release(ex, NULL);
 }
 
 void exchange_body_end(struct exchange *ex)
@@ -1449,6 +1464,35 @@ ssize_t exchange_tunnel_out(struct exchange *ex, const void *p, size_t n)
     return (ssize_t)n;
 }
 
+/* Drops the body bytes every running hop has sent (h: one that has, or NULL to look at both) when
+ * the client needs the room: the body can no longer be replayed. */
+static bool exchange_body_release(struct exchange *ex, struct hop *h)
+{
+    struct hop *o;
+    size_t n;
+
+    if (!h && hop_is_running(&ex->hops[0]))
+        h = &ex->hops[0];
+    else if (!h && hop_is_running(&ex->hops[1]))
+        h = &ex->hops[1];
+    if (!h)
+        return false;   /* nothing sent to drop: the next hop's sends come first */
+    if (exchange_body_keepable(ex) && !(!ex->body_done && exchange_body_short(ex) && !exchange_body_coalesce(ex)))
+        return false;
+    o = exchange_other(ex, h);
+    n = hop_body_sent(h);
+    if (hop_is_running(o) && hop_body_sent(o) < n)
+        n = hop_body_sent(o);
+    if (!n)
+        return false;
+    buf_consume(&ex->body, n);
+    hop_body_consumed(h, n);
+    if (hop_is_running(o))
+        hop_body_consumed(o, n);
+    ex->body_trimmed = true;
+    return true;
+}
+
 void exchange_hop_sent(struct exchange *ex, struct hop *h)
 {
     /* Keep sent bytes while they fit (an attempt that fails may be replayed); drop them once the
@@ -1462,19 +1506,8 @@ void exchange_hop_sent(struct exchange *ex, struct hop *h)
         hop_body_consumed(h, n);
         if (ex->body.len == 0)
             worker_buf_put(ex_worker(ex), &ex->body);   /* an idle tunnel holds no block */
-    } else if (!exchange_body_keepable(ex) ||
-               (!ex->body_done && exchange_body_short(ex) && !exchange_body_coalesce(ex))) {
-        struct hop *o = exchange_other(ex, h);
-        size_t n = hop_body_sent(h);
-        if (hop_is_running(o) && hop_body_sent(o) < n)
-            n = hop_body_sent(o);
-        if (n) {
-            buf_consume(&ex->body, n);
-            hop_body_consumed(h, n);
-            if (hop_is_running(o))
-                hop_body_consumed(o, n);
-            ex->body_trimmed = true;
-        }
+    } else {
+        exchange_body_release(ex, h);
     }
     client_resume(ex->c);
 }

@@ -120,9 +120,10 @@ struct h1_parser {
     size_t cs_ext;                      /* bytes of the current chunk extension */
     size_t cs_trl_bytes, cs_trl_room;   /* raw trailer bytes seen / arena room left by the head */
     unsigned cs_trl_lines;              /* trailer lines begun */
-    /* trailer filter: a trailer is written out only once its whole name is known */
+    /* trailer filter: a trailer is judged once its whole name is known (trailer_value_out) */
     bool trl_keep;                      /* the current trailer is forwarded */
-    bool trl_open;                      /* a forwarded trailer's line still needs its CRLF */
+    size_t trl_held;                    /* bytes the forwarded trailer lines will take in the output
+                                           (written at the section's end: message_done) */
     /* the fast path (h1_fast_head): this message's head was parsed here, not by http-parser */
     bool fresh;                         /* reset and fed no byte since: a message may start fast */
     /* http-parser's path, requests: the method is read here, not by http-parser (which knows a
@@ -288,11 +289,13 @@ static bool trailer_name_owable(const struct h1_parser *p, size_t n)
 
 static bool trailer_connection_named(struct h1_parser *p, struct h1_header *hd);
 
-/* Trailers go to a chunked output as "name:value" lines. The name is written when the value
- * begins, once the filters (h1_trailer_forwardable, the Connection header's names) have seen all
- * of it; the value streams. */
-static int trailer_value_out(struct h1_parser *p, struct h1_header *hd, const char *at, size_t len,
-                             bool first)
+/* Trailers go to a chunked output as "name:value" lines, and only at the section's end, with the
+ * last chunk (message_done): an error within them (obsolete folding, a NUL, one field too many,
+ * the peer closing) leaves the output without its terminating chunk, so the peer sees a truncated
+ * body, never a complete one (SPEC §3.8). They wait in the arena, where they are stored anyway;
+ * the output keeps room for them (h1_parser_room). A trailer is judged when its value begins, once
+ * the filters (h1_trailer_forwardable, the Connection header's names) have seen all of its name. */
+static int trailer_value_out(struct h1_parser *p, struct h1_header *hd, size_t len, bool first)
 {
     bool chunked_out = p->out && p->framing == H1_FRAME_CHUNKED;
 
@@ -301,24 +304,20 @@ static int trailer_value_out(struct h1_parser *p, struct h1_header *hd, const ch
                       !trailer_connection_named(p, hd);
         if (!p->trl_keep)
             hd->flags |= H1_HDR_HOP;   /* dropped: whoever reads the trailers skips it too */
-        if (p->trl_keep && chunked_out) {
-            if (buf_append(p->out, hd->name, hd->name_len) < 0 || buf_append(p->out, ":", 1) < 0)
-                return h1_fail(p, 500, "output overrun");
-            p->trl_open = true;
-        }
+        else if (chunked_out)
+            p->trl_held += hd->name_len + 3;   /* "name:" and the CRLF */
     }
-    if (p->trl_keep && chunked_out && buf_append(p->out, at, len) < 0)
-        return h1_fail(p, 500, "output overrun");
+    if (p->trl_keep && chunked_out) {
+        p->trl_held += len;
+        if (p->trl_held + 5 > H1_TRAILER_HOLD_MAX)
+            return h1_fail(p, too_large(p), "trailers too large to forward");
+    }
     return 0;
 }
 
-static int trailer_line_end(struct h1_parser *p)
+static void trailer_line_end(struct h1_parser *p)
 {
-    if (p->trl_open && p->out && p->framing == H1_FRAME_CHUNKED && buf_append(p->out, "\r\n", 2) < 0)
-        return h1_fail(p, 500, "output overrun");
-    p->trl_open = false;
     p->trl_keep = false;
-    return 0;
 }
 
 /* Byte classes, one table lookup per byte on the paths every header goes through. */
@@ -477,8 +476,8 @@ static int on_header_field(http_parser *hp, const char *at, size_t len)
             return h1_fail(p, p->kind == H1_REQUEST ? 400 : 502, "invalid character in header name");
     }
 
-    if (p->in_trailers && p->last_cb != CB_FIELD && trailer_line_end(p) < 0)
-        return -1;
+    if (p->in_trailers && p->last_cb != CB_FIELD)
+        trailer_line_end(p);
     if (p->last_cb != CB_FIELD) {
         unsigned i = h->nhdrs + h->ntrailers;
         if (i >= H1_MAX_HEADERS)
@@ -522,7 +521,7 @@ static int on_header_value(http_parser *hp, const char *at, size_t len)
     if (p->head.nhdrs + p->head.ntrailers == 0)
         return h1_fail(p, 400, "header value without a name");
     hd = &p->head.hdrs[p->head.nhdrs + p->head.ntrailers - 1];
-    if (p->in_trailers && trailer_value_out(p, hd, at, len, p->last_cb != CB_VALUE) < 0)
+    if (p->in_trailers && trailer_value_out(p, hd, len, p->last_cb != CB_VALUE) < 0)
         return -1;
     if (p->last_cb != CB_VALUE)
         hd->value = p->arena + p->alen;
@@ -1327,10 +1326,10 @@ static int on_chunk_header(http_parser *hp)
     struct h1_parser *p = hp->data;
 
     if (hp->content_length == 0) {
+        /* the last chunk: written with the trailers, at the section's end (trailer_value_out) */
         p->in_trailers = true;
         p->last_cb = CB_NONE;
-        if (p->out && p->framing == H1_FRAME_CHUNKED && buf_append(p->out, "0\r\n", 3) < 0)
-            return h1_fail(p, 500, "output overrun");
+        p->trl_held = 0;
     }
     return 0;
 }
@@ -1345,13 +1344,26 @@ static int message_done(struct h1_parser *p)
     }
 
     if (p->out && p->framing == H1_FRAME_CHUNKED) {
-        /* Last chunk (unless the input was not chunked), pending trailer line end, final CRLF. */
-        if (!p->in_trailers && buf_append(p->out, "0\r\n", 3) < 0)
-            return h1_fail(p, 500, "output overrun");
-        if (p->in_trailers && trailer_line_end(p) < 0)
-            return -1;
-        if (buf_append(p->out, "\r\n", 2) < 0)
-            return h1_fail(p, 500, "output overrun");
+        /* Last chunk, the trailers forwarded (held until now: trailer_value_out), final CRLF; in
+         * one piece when there are none, the common case. */
+        if (!p->in_trailers || !p->trl_held) {
+            if (buf_append(p->out, "0\r\n\r\n", 5) < 0)
+                return h1_fail(p, 500, "output overrun");
+        } else {
+            if (buf_append(p->out, "0\r\n", 3) < 0)
+                return h1_fail(p, 500, "output overrun");
+            for (unsigned i = p->head.nhdrs; i < p->head.nhdrs + p->head.ntrailers; i++) {
+                const struct h1_header *hd = &p->head.hdrs[i];
+                if ((hd->flags & H1_HDR_HOP) || !hd->name_len)
+                    continue;
+                if (buf_append(p->out, hd->name, hd->name_len) < 0 || buf_append(p->out, ":", 1) < 0 ||
+                    buf_append(p->out, hd->value, hd->value_len) < 0 || buf_append(p->out, "\r\n", 2) < 0)
+                    return h1_fail(p, 500, "output overrun");
+            }
+            if (buf_append(p->out, "\r\n", 2) < 0)
+                return h1_fail(p, 500, "output overrun");
+        }
+        p->trl_held = 0;
     }
     p->in_head = false;
     p->in_body = false;
@@ -1504,7 +1516,8 @@ void h1_parser_reset(struct h1_parser *p)
     p->cs_ext = 0;
     p->cs_trl_bytes = p->cs_trl_room = 0;
     p->cs_trl_lines = 0;
-    p->trl_keep = p->trl_open = false;
+    p->trl_keep = false;
+    p->trl_held = 0;
     p->fresh = true;
     p->fast = false;
     p->fast_left = 0;
@@ -1547,10 +1560,14 @@ static size_t h1_room_raw(const struct h1_parser *p)
      * followed by a 32-byte send (which cost an extra packet per 32 KiB on large bodies). */
     if (p->framing == H1_FRAME_RAW)
         return free_space;
-    /* A trailer name seen but not yet written ("name:" goes out when its value begins). */
-    if (p->framing == H1_FRAME_CHUNKED && p->in_trailers && p->last_cb == CB_FIELD && p->head.ntrailers) {
-        size_t n = p->head.hdrs[p->head.nhdrs + p->head.ntrailers - 1].name_len;
-        owed = trailer_name_owable(p, n) ? n + 1 : 0;
+    /* In the trailers: the last chunk, the trailer lines held so far, a name seen whose value has
+     * not begun yet ("name:" and its CRLF, unless it is dropped), the final CRLF. */
+    if (p->framing == H1_FRAME_CHUNKED && p->in_trailers && p->in_body) {
+        owed = 5 + p->trl_held;
+        if (p->last_cb == CB_FIELD && p->head.ntrailers) {
+            size_t n = p->head.hdrs[p->head.nhdrs + p->head.ntrailers - 1].name_len;
+            owed += trailer_name_owable(p, n) ? n + 3 : 0;
+        }
     }
     return free_space > H1_SLACK + owed ? free_space - H1_SLACK - owed : 0;
 }
@@ -1565,6 +1582,11 @@ size_t h1_parser_room(const struct h1_parser *p)
 bool h1_parser_in_body(const struct h1_parser *p)
 {
     return p->in_body;
+}
+
+bool h1_parser_in_trailers(const struct h1_parser *p)
+{
+    return p->in_body && p->in_trailers;
 }
 
 uint64_t h1_parser_body_bytes(const struct h1_parser *p)

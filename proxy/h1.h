@@ -28,6 +28,13 @@
 #include "buf.h"
 
 #define H1_MAX_HEADERS 128
+/* The most the trailer lines a chunked output forwards may take, as written ("name:value\r\n"
+ * each, with the last chunk and the final CRLF): they are held until the trailer section ends and
+ * written with the last chunk, so the output buffer keeps room for them (h1_parser_room). More is
+ * refused as a head too large (431 for a request, 502 for a response). It is reached only with a
+ * head limit above it; an output buffer that carries trailers must be larger than this and
+ * H1_SLACK (32) together, or the room could stay 0 once they are held. */
+#define H1_TRAILER_HOLD_MAX (24 * 1024)
 
 enum h1_kind { H1_REQUEST, H1_RESPONSE };
 
@@ -107,7 +114,9 @@ void h1_parser_set_max_body(struct h1_parser *p, uint64_t max);
 enum h1_framing {
     H1_FRAME_DROP,     /* body bytes are discarded */
     H1_FRAME_RAW,      /* body bytes are copied as they are (Content-Length or close-delimited) */
-    H1_FRAME_CHUNKED,  /* each piece becomes one chunk; message end writes `0`, trailers, CRLF */
+    H1_FRAME_CHUNKED,  /* each piece becomes one chunk; the last chunk (`0`), the trailers and the
+                          final CRLF are written together at the message's end, never before: a
+                          message that fails in its trailers leaves the output without them */
 };
 /* Where decoded body bytes go, from now until the end of the message. Set it after H1_HEAD and
  * before feeding body bytes; before it is set, body bytes are dropped. */
@@ -137,12 +146,17 @@ enum h1_event h1_parse_eof(struct h1_parser *p);
 
 /* How many input bytes may be fed now without overrunning the output buffer's free space.
  * Raw framing: all the free space. Chunked: less the chunk headers and trailers the parser may
- * write (the output buffer must be larger than the 32 bytes kept in reserve, or the room stays 0).
+ * write (the output buffer must be larger than the 32 bytes kept in reserve, or the room stays 0),
+ * and, within the trailers, less what they hold (H1_TRAILER_HOLD_MAX): nothing of them is in the
+ * output yet, so the room may be 0 with the output drained of all it had.
  * SIZE_MAX when body bytes are dropped. */
 size_t h1_parser_room(const struct h1_parser *p);
 
 /* True once the head is complete and until the message is done (the body is being parsed). */
 bool h1_parser_in_body(const struct h1_parser *p);
+/* True from the last chunk's line until the message is done: the trailer section is being read,
+ * and the bytes it consumes are held by the parser, not yet in the output (H1_TRAILER_HOLD_MAX). */
+bool h1_parser_in_trailers(const struct h1_parser *p);
 /* Decoded body bytes seen so far in the current message. */
 uint64_t h1_parser_body_bytes(const struct h1_parser *p);
 

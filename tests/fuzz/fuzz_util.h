@@ -103,6 +103,16 @@ static inline void fz_drive(struct h1_parser *p, const char *d, size_t n, const 
                 coll_add(&r->out, buf_head(&out), out.len);
                 buf_consume(&out, out.len);
                 room = h1_parser_room(p);
+                if (room == 0 && h1_parser_in_trailers(p)) {
+                    /* the trailers are held until their end (h1.h, H1_TRAILER_HOLD_MAX): a small
+                     * output grows to take them, as the client's does (a small buffer becomes a
+                     * block) */
+                    CHECK(out.cap < H1_TRAILER_HOLD_MAX + 64);
+                    size_t cap = out.cap * 2;
+                    buf_free(&out);
+                    CHECK(buf_init(&out, cap) == 0);
+                    room = h1_parser_room(p);
+                }
                 CHECK(room > 0);
             }
             if (feed > room)

@@ -1294,7 +1294,10 @@ static void test_reason_valid(void **state)
           !h1_reason_valid("a\x7f", 2) && !h1_reason_valid("a\rb", 3), "invalid");
 }
 
-/* A dropped trailer's name is owed to the output until its value begins: the room says so. */
+/* Trailers are held until their section ends, the last chunk with them: the room keeps what they
+ * will take (the last chunk, a name whose value has not begun with its ':' and CRLF, the final
+ * CRLF), and the output has nothing of them before the end (SPEC §3.8: a failure within the
+ * trailers must leave the peer without the terminating chunk). */
 static void test_trailer_room_owed(void **state)
 {
     const char *head = "POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
@@ -1309,12 +1312,90 @@ static void test_trailer_room_owed(void **state)
     h1_parser_set_output(p, &out, H1_FRAME_CHUNKED);
     room0 = h1_parser_room(p);
     assert_int_equal(h1_parse(p, part, strlen(part), &used), H1_NEED_MORE);
-    CHECK(h1_parser_room(p) + strlen("X-Long-Trailer-Name") + 1 + 3 == room0, "room %zu of %zu",
+    CHECK(h1_parser_room(p) + 5 + strlen("X-Long-Trailer-Name") + 3 == room0, "room %zu of %zu",
           h1_parser_room(p), room0);
+    CHECK(out.len == 0 && h1_parser_in_trailers(p), "out %s before the trailers' end", esc(buf_head(&out), out.len));
     assert_int_equal(h1_parse(p, ": v\r\n\r\n", 7, &used), H1_DONE);
     CHECK(mem_eq(buf_head(&out), out.len, "0\r\nX-Long-Trailer-Name:v\r\n\r\n"), "out %s", esc(buf_head(&out), out.len));
     buf_free(&out);
     h1_parser_free(p);
+}
+
+/* A failure within the trailers leaves the output with the data chunks only: no last chunk, no
+ * trailer line (SPEC §3.8), however the section was cut; the good section gives them all at once. */
+static void test_trailer_failure_writes_nothing(void **state)
+{
+    static const struct { const char *name, *tail; unsigned st; } t[] = {
+        { "good", "X-Sum: abc\r\nX-B: 2\r\n\r\n", 0 },
+        { "obs_fold", "X-Sum: abc\r\n folded\r\n\r\n", 400 },
+        { "nul", "X-Sum: abc\r\nX-Bad: a\0b\r\n\r\n", 400 },
+        { "bare_lf", "X-Sum: abc\nX-B: 2\r\n\r\n", 400 },
+        { "eof", "X-Sum: abc\r\n", 400 },
+        { "too_many", NULL, 431 },
+        { "hold_max", NULL, 431 },
+    };
+    char *big = malloc(64 * 1024);
+    assert_non_null(big);
+    (void)state;
+    for (size_t i = 0; i < NELEM(t); i++) {
+        for (size_t cut = 1; cut <= 7; cut += 3) {
+            const char *head = "POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n";
+            struct h1_parser *p = h1_parser_new(H1_REQUEST, 48 * 1024);
+            struct buf out;
+            size_t used = 0, n = 0, pos = 0, tl;
+            enum h1_event ev = H1_NEED_MORE;
+            assert_non_null(p);
+            assert_int_equal(buf_init(&out, 32 * 1024), 0);
+            n = strlen(head);
+            memcpy(big, head, n);
+            if (strcmp(t[i].name, "too_many") == 0) {
+                for (int k = 0; k < 130; k++)
+                    n += (size_t)sprintf(big + n, "X-T%03d: v\r\n", k);
+                n += (size_t)sprintf(big + n, "\r\n");
+            } else if (strcmp(t[i].name, "hold_max") == 0) {
+                for (int k = 0; k < 26; k++) {
+                    n += (size_t)sprintf(big + n, "X-T%03d: ", k);
+                    memset(big + n, 'v', 1000);
+                    n += 1000;
+                    n += (size_t)sprintf(big + n, "\r\n");
+                }
+                n += (size_t)sprintf(big + n, "\r\n");
+            } else {
+                tl = strlen(t[i].tail) + (strcmp(t[i].name, "nul") == 0 ? 10 : 0);
+                memcpy(big + n, t[i].tail, tl);
+                n += tl;
+            }
+            ev = h1_parse(p, big, n, &used);
+            assert_int_equal(ev, H1_HEAD);
+            pos = used;
+            h1_parser_set_output(p, &out, H1_FRAME_CHUNKED);
+            while (pos < n) {
+                size_t feed = n - pos < cut * 13 ? n - pos : cut * 13, room = h1_parser_room(p);
+                if (feed > room)
+                    feed = room;
+                CHECK(feed > 0, "%s: no room (out %zu)", t[i].name, out.len);
+                ev = h1_parse(p, big + pos, feed, &used);
+                pos += used;
+                if (ev != H1_NEED_MORE)
+                    break;
+            }
+            if (ev == H1_NEED_MORE)
+                ev = h1_parse_eof(p);
+            if (t[i].st) {
+                CHECK(ev == H1_ERROR && h1_parser_error(p, NULL) == t[i].st, "%s cut %zu: event %d status %u",
+                      t[i].name, cut, ev, h1_parser_error(p, NULL));
+                CHECK(mem_eq(buf_head(&out), out.len, "5\r\nhello\r\n"), "%s cut %zu: out %s", t[i].name, cut,
+                      esc(buf_head(&out), out.len));
+            } else {
+                CHECK(ev == H1_DONE, "%s: event %d", t[i].name, ev);
+                CHECK(mem_eq(buf_head(&out), out.len, "5\r\nhello\r\n0\r\nX-Sum:abc\r\nX-B:2\r\n\r\n"), "%s: out %s",
+                      t[i].name, esc(buf_head(&out), out.len));
+            }
+            buf_free(&out);
+            h1_parser_free(p);
+        }
+    }
+    free(big);
 }
 
 /* ---- event protocol details ---------------------------------------------------------------------- */
@@ -1881,8 +1962,9 @@ static const struct room_case room_cases[] = {
       "X-A: 1\r\nX-Checksum: abcdef\r\n", H1_FRAME_CHUNKED, 64 },
     { "big_chunk_trailers", H1_RESPONSE, 1, "X-A:1\r\nX-Checksum:    abcdef\r\n",
       "X-A: 1\r\nX-Checksum: abcdef\r\n", H1_FRAME_CHUNKED, 64 },
-    /* a buffer only just larger than the slack h1.c keeps free must still make progress */
-    { "mixed_trailers_small_buffer", H1_RESPONSE, 4, "T:1\r\n", "T: 1\r\n", H1_FRAME_CHUNKED, 40 },
+    /* a buffer only just larger than the slack h1.c keeps free must still make progress (with
+     * trailers: than the slack and what the trailers hold until their end, 5 + 5 bytes here) */
+    { "mixed_trailers_small_buffer", H1_RESPONSE, 4, "T:1\r\n", "T: 1\r\n", H1_FRAME_CHUNKED, 44 },
     { "one_byte_chunks_small_buffer", H1_REQUEST, 0, NULL, NULL, H1_FRAME_CHUNKED, 40 },
     { "cl_body_small_buffer", H1_RESPONSE, 3, NULL, NULL, H1_FRAME_CHUNKED, 40 },
     /* the same shapes with a little more than 64 bytes of buffer */
@@ -1895,10 +1977,10 @@ static const struct room_case room_cases[] = {
       "X-A: 1\r\nX-Checksum: abcdef\r\n", H1_FRAME_CHUNKED, 128 },
     { "cap128_big_chunk_trailers", H1_RESPONSE, 1, "X-A:1\r\nX-Checksum:    abcdef\r\n",
       "X-A: 1\r\nX-Checksum: abcdef\r\n", H1_FRAME_CHUNKED, 128 },
-    { "cap128_kilo_chunks_long_trailers", H1_RESPONSE, 2, "X-Long-Trailer-Name-0123456789: "
+    { "cap160_kilo_chunks_long_trailers", H1_RESPONSE, 2, "X-Long-Trailer-Name-0123456789: "
       "0123456789012345678901234567890123456789012345678901234567890123456789\r\n",
       "X-Long-Trailer-Name-0123456789: "
-      "0123456789012345678901234567890123456789012345678901234567890123456789\r\n", H1_FRAME_CHUNKED, 128 },
+      "0123456789012345678901234567890123456789012345678901234567890123456789\r\n", H1_FRAME_CHUNKED, 160 },
 };
 
 #define ROOM_BODY 10240
@@ -2986,6 +3068,7 @@ int main(void)
     ADD(test_trailer_forwardable);
     ADD(test_reason_valid);
     ADD(test_trailer_room_owed);
+    ADD(test_trailer_failure_writes_nothing);
     ADD(test_traceparent_valid);
     ADD(test_traceparent_written);
 
