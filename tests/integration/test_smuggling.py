@@ -179,6 +179,40 @@ def test_reason_phrase_replaced_when_not_visible(lifeline, raw_upstream, reason,
     assert r.reason == want, repr(r.reason)
 
 
+@pytest.mark.parametrize("status, want", [
+    (425, "Too Early"), (421, "Misdirected Request"), (422, "Unprocessable Content"), (429, "Too Many Requests"),
+    (451, "Unavailable For Legal Reasons"), (508, "Loop Detected"), (511, "Network Authentication Required")])
+def test_replaced_reason_phrase_names_the_registered_status(lifeline, raw_upstream, status, want):
+    """An invalid reason is replaced by the status's own phrase (RFC 9110 §15 and the registered
+    codes): a 425 with one reached the client as "425 Unknown" (http-parser's table has no 425)."""
+    async def script(conn):
+        if await conn.read_request():
+            await conn.send(b"HTTP/1.1 %d Bad\x1b[2J\r\nContent-Length: 2\r\n\r\nno" % status)
+
+    up = raw_upstream(script)
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"pool": "p", "retry": {"attempts": 1}}])
+    with Conn(lf.port) as c:
+        c.send(b"GET / HTTP/1.1\r\nHost: test.local\r\n\r\n")
+        r = c.read_response()
+    assert r.status == status and r.reason == want, (r.status, r.reason)
+
+
+def test_response_head_over_128_fields_is_a_reset(lifeline, raw_upstream):
+    """README: an upstream head of more than 128 fields (H1_MAX_HEADERS, as a request's) is a
+    malformed response, a `reset`: 502 after the attempt (documented for requests only before)."""
+    async def script(conn):
+        if await conn.read_request():
+            fields = b"".join(b"X-F%03d: v\r\n" % i for i in range(129))
+            await conn.send(b"HTTP/1.1 200 OK\r\n" + fields + b"Content-Length: 2\r\n\r\nok")
+
+    up = raw_upstream(script)
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"pool": "p", "retry": {"attempts": 1}}])
+    with Conn(lf.port) as c:
+        c.send(b"GET / HTTP/1.1\r\nHost: test.local\r\n\r\n")
+        r = c.read_response()
+    assert r.status == 502, r
+
+
 # ---- response mix-up: late bytes on an idle pooled connection -----------------------------------
 
 POISON = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nX-Poison: 12\r\n\r\nPOISONED"

@@ -2544,6 +2544,12 @@ static void test_reason(void **state)
         { 501, "Not Implemented" }, { 502, "Bad Gateway" }, { 503, "Service Unavailable" },
         { 504, "Gateway Timeout" }, { 505, "HTTP Version Not Supported" }, { 0, "Unknown" }, { 299, "Unknown" },
         { 999, "Unknown" },
+        /* RFC 9110's names, and registered codes http-parser's table lacked (103, 425) */
+        { 103, "Early Hints" }, { 413, "Content Too Large" }, { 421, "Misdirected Request" },
+        { 422, "Unprocessable Content" }, { 425, "Too Early" }, { 426, "Upgrade Required" },
+        { 428, "Precondition Required" }, { 429, "Too Many Requests" }, { 451, "Unavailable For Legal Reasons" },
+        { 506, "Variant Also Negotiates" }, { 507, "Insufficient Storage" }, { 508, "Loop Detected" },
+        { 510, "Not Extended" }, { 511, "Network Authentication Required" }, { 418, "Unknown" },
     };
     for (size_t i = 0; i < NELEM(t); i++) {
         const char *r = h1_reason(t[i].st);
