@@ -1029,6 +1029,7 @@ static inline __attribute__((always_inline)) int head_field(struct h1_parser *p,
             hd->flags |= H1_HDR_HOST;
         } else if (w4 == date4) {
             h->has_date = true;
+            hd->flags |= H1_HDR_DATE;
         }
         break;
     }
@@ -2734,7 +2735,7 @@ int h1_write_response_head(struct buf *out, const struct h1_head *resp, const st
         const struct h1_header *hd = &resp->hdrs[i];
         if (hd->flags & (H1_HDR_HOP | H1_HDR_FRAMING | H1_HDR_XRID))
             continue;   /* (a Date named by Connection too: then lifeline's goes out) */
-        dated |= hd->name_len == 4 && strncasecmp(hd->name, "date", 4) == 0;
+        dated |= (hd->flags & H1_HDR_DATE) != 0;
         put_header(&s, hd->name, hd->name_len, hd->value, hd->value_len);
     }
     if (!dated && resp->status >= 200) {

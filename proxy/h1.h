@@ -54,6 +54,7 @@ enum h1_header_flags {
     H1_HDR_HOST    = 1u << 5,  /* Host (the writer emits o->host instead when set) */
     H1_HDR_TPARENT = 1u << 6,  /* traceparent (the writer emits o->traceparent instead) */
     H1_HDR_TSTATE  = 1u << 7,  /* tracestate (forwarded only when o->tracestate) */
+    H1_HDR_DATE    = 1u << 8,  /* Date (a response forwarded without one gets lifeline's) */
 };
 
 struct h1_header {
