@@ -641,8 +641,7 @@ static bool exchange_method_repeatable(const struct exchange *ex)
     if (key && key->value_len > 0)   /* an empty key lets the upstream tell no request apart */
         return true;
     for (size_t i = 0; i < r->retry.nmethods; i++) {
-        if (strlen(r->retry.methods[i]) == ex->req->method_len &&
-            memcmp(r->retry.methods[i], ex->req->method_name, ex->req->method_len) == 0)
+        if (route_str_is(r->retry.methods[i], ex->req->method_name, ex->req->method_len, false))
             return true;
     }
     return false;

@@ -328,7 +328,7 @@ const struct conf_route *route_match(const struct conf *c, const char *host, siz
                                      const char *method, size_t method_len)
 {
     const struct conf_route *r, *found = NULL;
-    size_t i, k, plen;
+    size_t i, k;
     bool ok;
 
     if (!c || !npath)
@@ -339,15 +339,11 @@ const struct conf_route *route_match(const struct conf *c, const char *host, siz
         r = &c->routes[i];
         if (!route_host_match(r->host, host, host_len))
             continue;
-        if (r->path) {
-            plen = strlen(r->path);
-            if (plen > npath_len || memcmp(npath, r->path, plen) != 0)
-                continue;
-        }
+        if (r->path && !route_str_is(r->path, npath, npath_len, true))
+            continue;
         ok = r->nmethods == 0;
         for (k = 0; k < r->nmethods && !ok; k++)
-            ok = method && strlen(r->methods[k]) == method_len &&
-                 memcmp(r->methods[k], method, method_len) == 0;
+            ok = method && route_str_is(r->methods[k], method, method_len, false);
         if (ok)
             found = r;
     }

@@ -23,6 +23,18 @@ ssize_t route_normalize(const char *target, size_t len, char *out, size_t cap);
  * (exact, or "*.example.com" matching any name with at least one more label). NULL pattern: any. */
 bool route_host_match(const char *pattern, const char *host, size_t host_len);
 
+/* The n bytes at s are the string z, or begin with it (prefix): a byte loop,
+ * cheaper than strlen and memcmp calls for the short strings compared per request (a route's
+ * path prefix and methods, retry.methods). */
+static inline bool route_str_is(const char *z, const char *s, size_t n, bool prefix)
+{
+    size_t i = 0;
+
+    while (i < n && z[i] != 0 && z[i] == s[i])
+        i++;
+    return z[i] == 0 && (prefix || i == n);
+}
+
 /* The first route of c whose host, path prefix (on the normalised path) and methods match; NULL
  * when none (404). */
 const struct conf_route *route_match(const struct conf *c, const char *host, size_t host_len,

@@ -1556,17 +1556,6 @@ void worker_exchange_put(struct worker *w, struct exchange *ex)
     w->dead_ex = ex;
 }
 
-uint64_t worker_rand(struct worker *w)
-{
-    uint64_t s1 = w->rng[0];
-    const uint64_t s0 = w->rng[1];
-
-    w->rng[0] = s0;
-    s1 ^= s1 << 23;
-    w->rng[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
-    return w->rng[1] + s0;
-}
-
 /* Estimates for memory that libraries own: an OpenSSL 3 session with its record buffers (released
  * while idle: SSL_MODE_RELEASE_BUFFERS) at its largest, and what the process holds before any
  * connection (the binary, libc, libssl, thread stacks touched, the main loop and the admin

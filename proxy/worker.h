@@ -304,7 +304,17 @@ struct exchange *worker_exchange_get(struct worker *w);
  * current loop iteration, since a hop callback up the stack may still look at it. */
 void worker_exchange_put(struct worker *w, struct exchange *ex);
 
-uint64_t worker_rand(struct worker *w);
+/* xorshift128+ (inline: a request draws several, for its id, trace and pick). */
+static inline uint64_t worker_rand(struct worker *w)
+{
+    uint64_t s1 = w->rng[0];
+    const uint64_t s0 = w->rng[1];
+
+    w->rng[0] = s0;
+    s1 ^= s1 << 23;
+    w->rng[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
+    return w->rng[1] + s0;
+}
 
 /* The worker's scratch buffer (max_header_bytes + 1 KiB; its length in *len) for the request path:
  * lent to one caller at a time, valid until it returns to the loop, never held across a callback. */
