@@ -636,7 +636,7 @@ static void exchange_make_trace(struct exchange *ex)
 static bool exchange_method_repeatable(const struct exchange *ex)
 {
     const struct conf_route *r = ex->route;
-    const struct h1_header *key = h1_find(ex->req, "idempotency-key");
+    const struct h1_header *key = ex->req->idempotency_key >= 0 ? &ex->req->hdrs[ex->req->idempotency_key] : NULL;
 
     if (key && key->value_len > 0)   /* an empty key lets the upstream tell no request apart */
         return true;

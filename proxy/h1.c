@@ -1085,6 +1085,8 @@ static inline __attribute__((always_inline)) int head_field(struct h1_parser *p,
     case 15:
         if (NAME_IS(hd, "x-forwarded-for"))
             hd->flags |= H1_HDR_XFF;
+        else if (h->idempotency_key < 0 && NAME_IS(hd, "idempotency-key"))
+            h->idempotency_key = (int)i;
         break;
     case 16:
         if (NAME_IS(hd, "x-forwarded-host"))
@@ -1488,6 +1490,7 @@ void h1_parser_reset(struct h1_parser *p)
     p->head.host = -1;
     p->head.request_id = -1;
     p->head.traceparent = -1;
+    p->head.idempotency_key = -1;
     p->alen = 0;
     p->head_bytes = 0;
     p->last_cb = CB_NONE;

@@ -87,6 +87,7 @@ struct h1_head {
     int host;                /* index of Host in hdrs, -1 when absent */
     int request_id;          /* index of X-Request-Id, -1 when absent */
     int traceparent;         /* index of traceparent, -1 when absent, -2 when more than one */
+    int idempotency_key;     /* index of the first Idempotency-Key, -1 when absent */
     /* the arena is private to h1.c */
 };
 
