@@ -1387,10 +1387,8 @@ int worker_buf_grow(struct worker *w, struct buf *b)
     return 0;
 }
 
-void worker_buf_put(struct worker *w, struct buf *b)
+void worker_buf_release(struct worker *w, struct buf *b)
 {
-    if (!b->data)
-        return;
     if (b->cap == WORKER_BLOCK && w->nblocks < BLOCK_CACHE_MAX) {
         cache_push(&w->blocks, &w->nblocks, b->data);
     } else if (b->cap == WORKER_BLOCK) {

@@ -285,8 +285,13 @@ int worker_buf_get_small(struct worker *w, struct buf *b);
  * 0, or -1 when out of memory (b unchanged). */
 int worker_buf_grow(struct worker *w, struct buf *b);
 /* Returns b's buffer to its cache (or frees it: a cache full by bytes, or another size); b becomes
- * empty. Safe on an empty buffer. */
-void worker_buf_put(struct worker *w, struct buf *b);
+ * empty. Safe on an empty buffer (inline: a request puts back about as many empty ones as full). */
+void worker_buf_release(struct worker *w, struct buf *b);
+static inline void worker_buf_put(struct worker *w, struct buf *b)
+{
+    if (b->data)
+        worker_buf_release(w, b);
+}
 /* b is a block (from worker_buf_get) holding b->off + b->len bytes it will not write beyond for a
  * while (its owner lowered b->cap to that): the pages after them go back to the system now. They
  * read as zeros if written again. */
