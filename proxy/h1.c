@@ -2589,6 +2589,25 @@ static inline __attribute__((always_inline)) void put_num(struct stage *s, int64
         d[-1] = (char)('0' + u);
 }
 
+/* "HTTP/1.1 NNN " with one room check: a status of three digits (every one a parser passes on)
+ * written without put_num's digit count; another through put_num. */
+static inline __attribute__((always_inline)) void put_status(struct stage *s, unsigned status)
+{
+    if (status < 100 || status > 999) {
+        PUT_LIT(s, "HTTP/1.1 ");
+        put_num(s, status);
+        PUT_LIT(s, " ");
+        return;
+    }
+    if (!stage_room(s, 13))
+        return;
+    memcpy(s->d, "HTTP/1.1 ", 9);
+    s->d[9] = (char)('0' + status / 100);
+    memcpy(s->d + 10, h1_digits2 + 2 * (status % 100), 2);
+    s->d[12] = ' ';
+    s->d += 13;
+}
+
 /* The headers both writers end with: X-Request-Id, the framing, and for a tunnel the Upgrade
  * header with Connection: upgrade. */
 static inline __attribute__((always_inline)) void put_common(struct stage *s, const struct h1_head *h,
@@ -2725,9 +2744,7 @@ int h1_write_response_head(struct buf *out, const struct h1_head *resp, const st
 {
     struct stage s = stage_of(out);
 
-    PUT_LIT(&s, "HTTP/1.1 ");
-    put_num(&s, resp->status);
-    PUT_LIT(&s, " ");
+    put_status(&s, resp->status);
     if (resp->reason_len && h1_reason_valid(resp->reason, resp->reason_len))
         put(&s, resp->reason, resp->reason_len);
     else
@@ -2763,9 +2780,7 @@ int h1_write_simple_response(struct buf *out, unsigned status, const char *extra
 {
     struct stage s = stage_of(out);
 
-    PUT_LIT(&s, "HTTP/1.1 ");
-    put_num(&s, status);
-    PUT_LIT(&s, " ");
+    put_status(&s, status);
     puts_(&s, h1_reason(status));
     PUT_LIT(&s, "\r\ndate: ");
     puts_(&s, h1_date_now());
