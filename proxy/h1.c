@@ -959,6 +959,18 @@ static int cl_value(struct h1_parser *p, struct head_scan *st, const struct h1_h
     const char *v = hd->value, *e = v + hd->value_len;
     unsigned bad = p->kind == H1_REQUEST ? 400 : 502;
 
+    /* The usual value: the first, 1 to 18 digits alone (no overflow to check) */
+    if (!st->has_cl && hd->value_len - 1 < 18) {
+        uint64_t n = 0;
+        size_t k;
+        for (k = 0; k < hd->value_len && (unsigned char)(v[k] - '0') <= 9; k++)
+            n = n * 10 + (uint64_t)(v[k] - '0');
+        if (k == hd->value_len) {
+            st->has_cl = true;
+            st->cl = n;
+            return 0;
+        }
+    }
     for (;;) {
         uint64_t n = 0;
         const char *d0;
