@@ -116,14 +116,11 @@ struct exchange {
     enum hop_outcome last_outcome;      /* of the latest finished attempt */
     unsigned last_status;
     int last_verdict;                   /* enum retry_verdict of the latest decision */
-    ev_timer backoff_timer;             /* before the next attempt */
-    /* The retry that backoff_timer leads to, counted in lifeline_retries_total and the series
-     * when its attempt starts: one that finds no slot or server by then is no retry at all. (It
+    /* The retry that backoff_timer (below the hops) leads to, counted in lifeline_retries_total and
+     * the series when its attempt starts: one that finds no slot or server by then is no retry at all. (It
      * takes its share of the budget when decided, as a reservation others must see.) */
     bool retry_pending;
     unsigned retry_reason;              /* metric_retry_reason */
-    ev_timer spare_timer;               /* hedge.after */
-    ev_timer race_timer;                /* connect_race */
     const struct hop *hedge;            /* the hedge still to report its result (metrics), or NULL */
     unsigned nhoplog;
     bool accounted;                     /* metrics and access log written */
@@ -150,8 +147,12 @@ struct exchange {
 
     /* Not cleared by exchange_start (issue 13: zeroing all of it cost ~240 instructions a
      * request): the hops are made idle by hop_init, client_addr is kept while the client's
-     * binary address is the one it was made from, the rest is written before it is read. */
+     * binary address is the one it was made from, the timers are ev_init'd (stopped when the
+     * exchange was released, zero when it was allocated), the rest is written before it is read. */
     struct hop hops[2];                 /* the attempt, and a hedge or a connect race beside it */
+    ev_timer backoff_timer;             /* before the next attempt */
+    ev_timer spare_timer;               /* hedge.after */
+    ev_timer race_timer;                /* connect_race */
     char client_addr[46];               /* the client's IP as text (client_addr_text: the client
                                          * keeps it in binary), for X-Forwarded-For, the log, hash */
     unsigned char client_addr_len;
