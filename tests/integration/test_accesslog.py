@@ -847,7 +847,7 @@ def test_sink_that_fills_up_cuts_no_later_line(lifeline, upstream, tmp_path):
     aport = free_port()
     path = log_to(tmp_path)
     limit = 32 * 1024
-    lf = lifeline(pools={"p": pool(up)}, extra=admin_extra(aport, access_log={"path": path}),
+    lf = lifeline(workers=1, pools={"p": pool(up)}, extra=admin_extra(aport, access_log={"path": path}),
                   prefix=exec_prefix("signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
                                      "resource.setrlimit(resource.RLIMIT_FSIZE, (%d, resource.RLIM_INFINITY))"
                                      % limit))

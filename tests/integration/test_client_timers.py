@@ -10,10 +10,10 @@ from faults import hanging_connect  # noqa: F401 (fixture)
 LONG = "10s"
 
 
-def start(lifeline, up, **client):
+def start(lifeline, up, workers=None, **client):
     c = {"header_timeout": LONG, "body_timeout": LONG, "idle_timeout": LONG, "send_timeout": LONG}
     c.update({k: dur(v) for k, v in client.items()})
-    return lifeline(pools={"p": pool(up)}, client=c)
+    return lifeline(pools={"p": pool(up)}, client=c, workers=workers)
 
 
 def test_header_timeout_408_then_close(lifeline, upstream):
@@ -479,7 +479,7 @@ def flood_of_heads(lifeline, up, n, ht, extra=None):
     import os
     import signal
     c = {"header_timeout": dur(ht), "body_timeout": LONG, "idle_timeout": LONG, "send_timeout": LONG}
-    lf = lifeline(pools={"p": pool(up)}, client=c, extra=extra or {})
+    lf = lifeline(pools={"p": pool(up)}, client=c, extra=extra or {}, workers=1)   # (paced per worker)
     socks = []
     os.kill(lf.pid, signal.SIGSTOP)
     try:

@@ -745,7 +745,7 @@ def test_retry_budget_window_survives_dns_changes(lifeline, dns, two_upstreams, 
     busy = upstream("busy")
     aport = free_port()
     dns.set("other.test", ["127.0.0.1"])
-    lf = lifeline(
+    lf = lifeline(workers=1, 
         pools={"a": {"servers": [busy.address], "outlier": "off"},
                "moving": {"servers": ["other.test:%d" % port], "resolve_interval": "50ms"}},
         routes=[{"match": {"path": "/moving"}, "pool": "moving"},

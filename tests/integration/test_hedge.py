@@ -132,7 +132,7 @@ def test_a_hedge_losers_chunked_body_over_64KiB_closes_its_connection(lifeline, 
     make = by_arrival(shared, act)
 
     a, b = raw_upstream(make("A"), name="A"), raw_upstream(make("B"), name="B")
-    lf = lifeline(pools={"p": pool(a, b, balance="round_robin")},
+    lf = lifeline(workers=1, pools={"p": pool(a, b, balance="round_robin")},
                   routes=[route(retry={"hedge": {"after": dur(t(0.05))}})])
     r = lf.fetch("GET", "/h", timeout=t(5))
     assert r.status == 200 and r.body.startswith(b"fast from"), r

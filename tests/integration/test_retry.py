@@ -486,7 +486,7 @@ def test_budget_is_a_rate_over_ten_seconds(lifeline, raw_upstream):
     the old count in flight, the retry that went still counts after it left (SPEC §3.5)."""
     bad = raw_upstream(status_script(503, headers=[("Retry-After", "1")]), name="bad")
     good = raw_upstream(ok_script(b"fine"), name="good")
-    lf = lifeline(pools={"p": pool((bad, 10), (good, 1), balance="round_robin")},
+    lf = lifeline(workers=1, pools={"p": pool((bad, 10), (good, 1), balance="round_robin")},
                   routes=[route(retry={"budget": {"ratio": 0, "min_per_second": 0.1}},
                                 timeouts={"total": "5s"})])
     with Conn(lf.port, timeout=t(5) + 2) as c1, Conn(lf.port, timeout=t(5) + 2) as c2:

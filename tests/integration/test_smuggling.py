@@ -265,7 +265,7 @@ def test_late_body_never_reaches_another_client(lifeline, raw_upstream, method, 
 def test_head_without_declared_body_keeps_the_connection(lifeline, raw_upstream):
     """The rule costs a connection only for answers that declare a body they must not have."""
     up = raw_upstream(recorder())
-    lf = lifeline(pools={"p": pool(up)}, routes=[{"pool": "p"}])
+    lf = lifeline(workers=1, pools={"p": pool(up)}, routes=[{"pool": "p"}])
     for target in ("/a", "/b", "/c"):
         with Conn(lf.port) as c:
             c.send(b"GET %s HTTP/1.1\r\nHost: test.local\r\n\r\n" % target.encode())

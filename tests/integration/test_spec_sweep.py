@@ -1136,7 +1136,7 @@ def test_retry_budget_is_per_route(lifeline, raw_upstream, upstream):
     good = upstream("good")
     budget = {"ratio": 0, "min_per_second": 0.1}    # floor: 1 retry per 10 s
     retry = {"attempts": 2, "budget": budget, "backoff": {"base": "1ms", "max": "1ms"}}
-    lf = lifeline(pools={"p": pool(bad, good, balance="round_robin")},
+    lf = lifeline(workers=1, pools={"p": pool(bad, good, balance="round_robin")},
                   routes=[{"name": "a", "match": {"path": "/a"}, "pool": "p", "retry": retry},
                           {"name": "b", "pool": "p", "retry": retry}])
 

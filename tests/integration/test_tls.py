@@ -306,7 +306,7 @@ def _tls_pool(pki, *servers, **kw):
 
 def test_upstream_tls_verified(lifeline, upstream, pki):
     up = upstream(ssl=_server_ctx(pki["up"]))
-    lf = lifeline(pools={"p": _tls_pool(pki, up)})
+    lf = lifeline(workers=1, pools={"p": _tls_pool(pki, up)})
     for i in range(5):
         r = lf.fetch("GET", "/echo/%d" % i)
         assert r.status == 200, r
@@ -1127,7 +1127,7 @@ def test_upstream_session_resumed_on_new_connection(lifeline, raw_upstream, pki,
     ctx = _server_ctx(pki["up"])
     ctx.maximum_version = getattr(ssl.TLSVersion, version.replace(".", "_"))
     up = raw_upstream(script, ssl=ctx)
-    lf = lifeline(pools={"p": _tls_pool(pki, up.address)})
+    lf = lifeline(workers=1, pools={"p": _tls_pool(pki, up.address)})
     for i in range(3):
         r = lf.fetch("GET", "/r/%d" % i)
         assert r.status == 200, r

@@ -77,7 +77,7 @@ def test_idle_upstream_connection_closed_after_keepalive_timeout(lifeline, upstr
 
 def test_keepalive_cap_limits_idle_connections(lifeline, upstream):
     up = upstream()
-    lf = lifeline(pools={"p": pool(up, keepalive=1)})
+    lf = lifeline(workers=1, pools={"p": pool(up, keepalive=1)})
     conns = [Conn(lf.port) for _ in range(4)]
     try:
         for i, c in enumerate(conns):
@@ -427,7 +427,7 @@ def test_an_address_listed_twice_is_one_server(lifeline, upstream):
     from ops import admin_extra, metrics, status
     up = upstream("A")
     aport = free_port()
-    lf = lifeline(pools={"p": pool((up, 2), (up, 5), balance="round_robin")}, extra=admin_extra(aport))
+    lf = lifeline(workers=1, pools={"p": pool((up, 2), (up, 5), balance="round_robin")}, extra=admin_extra(aport))
     for i in range(4):
         assert lf.fetch("GET", "/echo/%d" % i).status == 200
     servers = [s for p in status(aport)["pools"] if p["name"] == "p" for s in p["servers"]]
