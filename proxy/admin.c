@@ -235,9 +235,9 @@ static void admin_answer(struct admin_conn *k, unsigned refuse)
          * is the default (an empty or unparsable value gave 10, a negative one 900) */
         bool w = admin_query_get(query, "window", param, sizeof(param));
         unsigned window = 300;
-        size_t digits = w ? strspn(param, "0123456789") : 0;
+        size_t digits = w ? strspn(param, "0123456789") : 0, zeros = w ? strspn(param, "0") : 0;
         if (digits && !param[digits])
-            window = digits > 4 ? 900 : (unsigned)strtoul(param, NULL, 10);
+            window = digits - zeros > 4 ? 900 : (unsigned)strtoul(param + zeros, NULL, 10);
         ctype = "application/json";
         metrics_render_series(&body, &src, window);
     } else if (strcmp(path, "/status/requests") == 0) {

@@ -72,19 +72,40 @@ int64_t health_now(void)
     return clock_turn_ms();
 }
 
+static void srv_load_unref(struct srv_load *ld)
+{
+    if (ld && atomic_fetch_sub(&ld->refs, 1) == 1)
+        free(ld);
+}
+
 struct srv_state *srv_state_new(void)
 {
     struct srv_state *st = calloc(1, sizeof(*st));
 
-    if (st)
-        atomic_init(&st->refs, 1);
+    if (!st)
+        return NULL;
+    if (!(st->load = calloc(1, sizeof(*st->load)))) {
+        free(st);
+        return NULL;
+    }
+    atomic_init(&st->refs, 1);
+    atomic_init(&st->load->refs, 1);
     return st;
+}
+
+void srv_state_share_load(struct srv_state *st, const struct srv_state *from)
+{
+    atomic_fetch_add(&from->load->refs, 1);
+    srv_load_unref(st->load);
+    st->load = from->load;
 }
 
 void srv_state_unref(struct srv_state *st)
 {
-    if (st && atomic_fetch_sub(&st->refs, 1) == 1)
+    if (st && atomic_fetch_sub(&st->refs, 1) == 1) {
+        srv_load_unref(st->load);
         free(st);
+    }
 }
 
 struct pool_share *pool_share_new(void)

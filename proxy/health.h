@@ -28,6 +28,9 @@ struct runtime;
  * lock: two picks at the same instant may both choose one server, and of two ewma samples
  * written at the same instant one may be lost; the counts themselves are exact. */
 struct srv_load {
+    atomic_int refs;                    /* srv_states sharing it (runtime.c: a reload that gives a
+                                         * server a fresh state hands it the old one's load, so the
+                                         * attempts in flight on the old still count) */
     atomic_uint inflight;               /* attempts using the server now, on any worker and generation */
     atomic_uint waiting;                /* of those, the ones with no response head yet */
     _Atomic double ewma;                /* balance ewma: decaying mean of response-head latency, s */
@@ -49,7 +52,8 @@ struct srv_state {
     atomic_uint published;              /* the pool_share publication (seq) that last listed it:
                                          * equal to its pool's seq while the running generation
                                          * has it (written under the pool_share's lock) */
-    struct srv_load load;               /* the balancers' (pool.c) */
+    struct srv_load *load;              /* the balancers' (pool.c); never NULL in a runtime (a
+                                         * reference held) */
 };
 
 struct srv_health {
@@ -60,8 +64,12 @@ struct srv_health {
     struct health_check *check;         /* main thread only */
 };
 
-/* A new state (one reference): in rotation, up, no failures. NULL when out of memory. */
+/* A new state (one reference) with a load of its own: in rotation, up, no failures, unmeasured.
+ * NULL when out of memory. */
 struct srv_state *srv_state_new(void);
+/* st gives up its load for from's (a reference taken): the balancers go on counting the attempts
+ * in flight on from, and what they learnt, when a reload gives a server a fresh state. */
+void srv_state_share_load(struct srv_state *st, const struct srv_state *from);
 /* Drops a reference (NULL: no-op); the last frees it. */
 void srv_state_unref(struct srv_state *st);
 

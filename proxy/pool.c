@@ -40,7 +40,7 @@ static void pool_idle_timer_cb(struct ev_loop *loop, ev_timer *t, int revents);
 /* What every worker's balancer knows of s (health.h struct srv_load). */
 static inline struct srv_load *srv_load_of(const struct upserver *s)
 {
-    return s->hs ? &s->hs->st->load : &s->bal->own;
+    return s->hs && s->hs->st->load ? s->hs->st->load : &s->bal->own;
 }
 
 static inline unsigned srv_inflight(const struct upserver *s)
@@ -75,13 +75,15 @@ double pool_server_ewma(const struct upserver *s)
  * that took it out (a failure enters as its timeout, 10 s by default): every pick lost to the
  * servers that stayed, and it got no traffic for a minute and a half while that faded. The first
  * worker to look at the server next (a pick or a report) finds out and starts it over, for all:
- * one relaxed load otherwise. */
+ * one relaxed load otherwise. Only the running generation looks: a retired one's server may have
+ * another srv_state sharing the load (a reload that turned outlier detection on or off), whose
+ * back_since differs, and the two would take turns resetting the ewma. */
 static void pool_ewma_back(struct upserver *s)
 {
     struct srv_load *ld;
     int64_t back, seen;
 
-    if (!s->hs)
+    if (!s->hs || s->pool->retired)
         return;
     ld = srv_load_of(s);
     back = atomic_load_explicit(&s->hs->st->back_since, memory_order_relaxed);

@@ -137,15 +137,10 @@ struct runtime *runtime_new(struct conf *c, const struct runtime *prev, struct m
                     } else {
                         atomic_store(&s->st->back_since, health_now());
                     }
-                    /* what the balancers learnt goes on (pool.c: back_seen against the new
-                     * back_since says whether the ewma starts over); the attempts in flight
-                     * stay counted on the old state, where they will end */
-                    struct srv_load *to = &s->st->load;
-                    const struct srv_load *from = &old->st->load;
-                    atomic_store(&to->ewma, atomic_load(&from->ewma));
-                    atomic_store(&to->ewma_at, atomic_load(&from->ewma_at));
-                    atomic_store(&to->back_seen, atomic_load(&from->back_seen));
-                    atomic_store(&to->cw, atomic_load(&from->cw));
+                    /* the balancers' view goes on: the attempts in flight on the old state
+                     * still count, and what was learnt (pool.c: only the running generation
+                     * compares back_since with it, so the two states never take turns) */
+                    srv_state_share_load(s->st, old->st);
                 }
             }
         }

@@ -96,7 +96,8 @@ def test_series_json(lifeline, upstream):
 
 @pytest.mark.parametrize("query,want", [("", 300), ("?window=abc", 300), ("?window=", 300),
                                          ("?window=-5", 300), ("?window=1e3", 300), ("?window=0", 10),
-                                         ("?window=60", 60), ("?window=100000", 900)])
+                                         ("?window=60", 60), ("?window=0000000060", 60),
+                                         ("?window=100000", 900)])
 def test_series_window_default_and_clamp(lifeline, upstream, query, want):
     """README: `window` is 10..900, default 300. A value that is not a number gave 10 (empty,
     `abc`, `1e3`) and a negative one 900; it is now the default. Numbers are clamped."""

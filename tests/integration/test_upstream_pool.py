@@ -139,6 +139,44 @@ def test_round_robin_equal_weights_alternate(lifeline, upstream, workers):
 
 
 @pytest.mark.parametrize("workers", [1, 2])
+def test_least_conn_counts_attempts_in_flight_over_a_reload_that_turns_outlier_on(lifeline, upstream, workers):
+    """A reload that turns outlier detection on gives each server a fresh ejection state; the
+    attempts still in flight on the old one must count for least_conn (with the balancer state
+    kept in the ejection state, they did not: A, busy with 3 slow requests, got every other new
+    request). /slow: A answers after a while, B with 503 at once, so the retry puts all on A."""
+    from test_reload_keys import _cfg, _reload
+    from aiohttp import web
+    a, b = upstream("A"), upstream("B")
+    release = t(4)
+
+    async def slow_a(request, rec, u):
+        rec.complete = True
+        await asyncio.sleep(release)
+        return web.Response(text="slow", headers={"x-upstream": u.name})
+
+    async def slow_b(request, rec, u):
+        rec.complete = True
+        return web.Response(status=503, text="busy", headers={"x-upstream": u.name})
+
+    a.handlers["/slow"] = slow_a
+    b.handlers["/slow"] = slow_b
+    route = {"name": "r", "pool": "p", "retry": {"attempts": 2, "backoff": {"base": "1ms", "max": "1ms"}},
+             "timeouts": {"response": dur(t(8))}}
+    lf = lifeline(pools={"p": pool(a, b, balance="least_conn", outlier="off")}, routes=[route],
+                  workers=workers)
+    slow = [lf.fetch_in_background("GET", "/slow", timeout=t(10)) for _ in range(3)]
+    wait_for(lambda: sum(1 for r in a.requests if r.target == "/slow") == 3, t(3), what="3 slow requests on A")
+    cfg = _cfg(lf)
+    cfg["pools"]["p"]["outlier"] = {"consecutive_failures": 50}
+    _reload(lf, cfg)
+    order = [server_of(lf.fetch("GET", "/echo/%d" % i)) for i in range(6)]
+    assert order == ["B"] * 6, "least_conn sent new requests to A, busy with 3: %r" % order
+    for th, res in slow:
+        th.join(t(10))
+        assert res["r"].status == 200, res
+
+
+@pytest.mark.parametrize("workers", [1, 2])
 def test_least_conn_prefers_less_busy_server(lifeline, upstream, workers):
     """With two workers, the attempt in flight on one worker counts for the other (each worker
     counted only its own, and sent A more while it was busy)."""
