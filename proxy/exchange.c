@@ -638,7 +638,10 @@ static bool exchange_method_repeatable(const struct exchange *ex)
     const struct conf_route *r = ex->route;
     const struct h1_header *key = ex->req->idempotency_key >= 0 ? &ex->req->hdrs[ex->req->idempotency_key] : NULL;
 
-    if (key && key->value_len > 0)   /* an empty key lets the upstream tell no request apart */
+    /* An empty key lets the upstream tell no request apart, and one that Connection names is not
+     * forwarded (SPEC §4: hop-by-hop): the upstream never sees it, so neither makes the request
+     * repeatable (a POST with `Connection: Idempotency-Key` was retried and hedged). */
+    if (key && key->value_len > 0 && !(key->flags & H1_HDR_HOP))
         return true;
     for (size_t i = 0; i < r->retry.nmethods; i++) {
         if (route_str_is(r->retry.methods[i], ex->req->method_name, ex->req->method_len, false))

@@ -138,6 +138,20 @@ def test_post_with_an_empty_idempotency_key_is_not_retried(lifeline, raw_upstrea
     assert len(bad.requests) == 1 and len(good.requests) == 0
 
 
+def test_post_whose_idempotency_key_connection_names_is_not_retried(lifeline, raw_upstream, upstream):
+    """`Connection: Idempotency-Key` makes the key hop-by-hop (SPEC §4): it is not forwarded, so
+    the upstream could not tell a replay apart, and the POST is not repeatable (it was retried:
+    the POST ran on both servers, neither of which saw a key)."""
+    bad = raw_upstream(reset_script(), name="bad")
+    good = upstream("good")
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1), balance="round_robin")})
+    r = lf.fetch("POST", "/echo/pay", body=b"amount=5",
+                 headers=[("Connection", "Idempotency-Key"), ("Idempotency-Key", "k-1")])
+    assert r.status == 502 and r.header("x-lifeline-fallback") == "reset", r
+    assert len(bad.requests) == 1 and len(good.requests) == 0, good.requests
+    assert not [v for k, v in bad.requests[0].headers if k.lower() == "idempotency-key"]
+
+
 def test_patch_not_in_methods_is_not_retried_but_put_is(lifeline, raw_upstream, upstream):
     bad = raw_upstream(reset_script(), name="bad")
     good = upstream("good")
