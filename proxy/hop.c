@@ -187,6 +187,18 @@ static void hop_fail_later(struct hop *h, enum hop_outcome o)
     ev_timer_again(w->loop, &h->connect_timer);
 }
 
+/* The deadline came while the hop had sent every byte of the request the client had given so far
+ * and waited for more: the client's slowness, not the server's (a slow upload, a client pausing
+ * mid-body within body_timeout). Not when bytes wait for the server to take them (it stopped
+ * reading: its own slowness, backpressure). */
+static bool hop_waits_on_client(const struct hop *h)
+{
+    const struct exchange *ex = h->ex;
+
+    return ex && h->uc && h->state == HOP_SENDING && !h->request_sent && !ex->body_done &&
+           !ev_is_active(&h->uc->wr) && hop_body_sent(h) >= ex->body.len && !ex->bpipe.len;
+}
+
 static void hop_fail(struct hop *h, enum hop_outcome o)
 {
     if (h->starting) {
@@ -204,7 +216,10 @@ static void hop_fail(struct hop *h, enum hop_outcome o)
     /* One verdict per attempt for outlier ejection: a 5xx head (or a 101) was judged already,
      * its body (or tunnel) failing after it is the same failure; a head below 500 waited for its
      * body, and this is its verdict (its ewma sample was taken at the head). */
-    if (h->server && !h->local_error && !h->judged && !(h->reused && !h->got_bytes && o == HOP_RESET)) {
+    /* Nor is a deadline that found the hop waiting for the client's body (hop_waits_on_client):
+     * five slow uploads ejected a healthy server, and a client could keep half a pool out. */
+    if (h->server && !h->local_error && !h->judged && !(h->reused && !h->got_bytes && o == HOP_RESET) &&
+        !(o == HOP_DEADLINE && hop_waits_on_client(h))) {
         pool_report(h->server, true, h->state == HOP_BODY ? -1 : hop_penalty(h, o), h->started, h->trial);
         h->trial = 0;
         h->judged = true;

@@ -658,3 +658,28 @@ def test_a_server_down_by_health_checks_counts_against_max_ejected_percent(lifel
     st = server_status(status(aport), "p", ok_addr)
     assert st["state"] == "up" and not st["ejected"], st
 
+
+
+def test_a_slow_upload_cut_by_the_deadline_ejects_no_server(lifeline, upstream):
+    """The route's deadline ends a request whose client sends its body slowly (within
+    body_timeout): 504 deadline, as the SPEC's deadline promises, but the server waited for the
+    client's bytes and is not to blame. It was judged a failure: slow uploads (five with the
+    defaults; one here) ejected a healthy server, so a client could keep half a pool out."""
+    a, b = upstream("A"), upstream("B")
+    aport = free_port()
+    outlier = {"consecutive_failures": 1, "ejection": "30s", "max_ejected_percent": 50}
+    lf = lifeline(pools={"p": pool(a, b, balance="round_robin", outlier=outlier)},
+                  routes=[{"name": "r", "pool": "p", "timeouts": {"total": dur(t(1))}}],
+                  client={"body_timeout": "30s"}, extra=admin_extra(aport))
+    for i in range(2):   # one upload on each server (round robin)
+        with Conn(lf.port, timeout=t(5)) as c:
+            c.sock.sendall(b"POST /echo/up%d HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc" % i)
+            r = c.read_response(timeout=t(5))
+            assert r.status == 504 and r.header("x-lifeline-fallback") == "deadline", r
+    st = status(aport)
+    for up in (a, b):
+        assert server_status(st, "p", up.address)["state"] == "up", st
+    # and a server that stops reading a body it was sent is still judged (its own slowness):
+    # covered by the backpressure tests; here both serve on
+    got = {lf.fetch("GET", "/echo/%d" % i).status for i in range(4)}
+    assert got == {200}, got
