@@ -597,6 +597,9 @@ static void exchange_make_request_id(struct exchange *ex)
     const struct h1_head *req = ex->req;
     const struct h1_header *hd = req->request_id >= 0 ? &req->hdrs[req->request_id] : NULL;
 
+    /* one that Connection names is hop-by-hop (SPEC §4): as if absent, a new id takes its place */
+    if (hd && (hd->flags & H1_HDR_HOP))
+        hd = NULL;
     ex->request_id_len = exchange_request_id(ex_worker(ex), hd ? hd->value : NULL, hd ? hd->value_len : 0,
                                              ex->request_id);
 }

@@ -523,6 +523,17 @@ def test_request_id_kept_when_present(lifeline, upstream):
     assert r.header_all("x-request-id") == ["abc-123"], r.headers
 
 
+def test_request_id_that_connection_names_is_replaced(lifeline, upstream):
+    """SPEC §4: a header that Connection names is hop-by-hop, not forwarded; an X-Request-Id so
+    named is as if absent: a new one goes upstream and back (the client's was kept)."""
+    up = upstream()
+    lf = proxy_for(lifeline, up)
+    r = lf.fetch("GET", "/echo", headers=[("Connection", "X-Request-Id"), ("X-Request-Id", "abc-123")])
+    seen = [v for k, v in r.json()["headers"] if k.lower() == "x-request-id"]
+    assert len(seen) == 1 and seen[0] and seen[0] != "abc-123", r.json()["headers"]
+    assert r.header_all("x-request-id") == seen, r.headers
+
+
 def test_expect_100_continue(lifeline, upstream):
     up = upstream()
     lf = proxy_for(lifeline, up)
