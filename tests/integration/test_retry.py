@@ -527,7 +527,7 @@ def test_budget_ratio_counts_every_request(lifeline, raw_upstream):
     counts from its own start (a request counted in the wrong second, before any retry, used to be
     lost: no retry at all)."""
     bad = raw_upstream(status_script(503), name="bad")
-    lf = lifeline(pools={"p": pool(bad, outlier="off")},
+    lf = lifeline(workers=1, pools={"p": pool(bad, outlier="off")},
                   routes=[route(retry={"attempts": 2, "backoff": {"base": "1ms", "max": "1ms"},
                                        "budget": {"ratio": 0.5, "min_per_second": 0}})])
     n = 20
