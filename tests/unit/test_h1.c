@@ -1361,7 +1361,7 @@ static void test_trailer_failure_writes_nothing(void **state)
                 }
                 n += (size_t)sprintf(big + n, "\r\n");
             } else {
-                tl = strlen(t[i].tail) + (strcmp(t[i].name, "nul") == 0 ? 10 : 0);
+                tl = strlen(t[i].tail) + (strcmp(t[i].name, "nul") == 0 ? 6 : 0);   /* "\0b\r\n\r\n" */
                 memcpy(big + n, t[i].tail, tl);
                 n += tl;
             }
