@@ -705,6 +705,11 @@ def test_a_paced_timeout_reads_what_arrived_before_acting(lifeline, upstream):
         for s in socks:
             s.close()
     assert len(waiting) >= 100, "only %d connections still waiting at the stop" % len(waiting)
-    ok = statuses.count(b"200")
-    assert ok == len(waiting), "%d of %d heads in the socket answered, %d got a 408 (all: %r)" % (
-        ok, len(waiting), statuses.count(b"408"), collections.Counter(statuses))
+    # Every head in the socket is answered, none with a 408. (The answer itself may be a 504: 1,500
+    # and more new connections at once to one test upstream overflow its accept queue now and
+    # then, which is not what this test is about: in CI, after the earlier files, about 120 were
+    # connect timeouts.)
+    answered = [x for x in statuses if len(x) == 3 and x != b"408"]
+    assert len(answered) == len(waiting), "%d of %d heads in the socket answered, %d got a 408 (all: %r)" % (
+        len(answered), len(waiting), statuses.count(b"408"), collections.Counter(statuses))
+    assert statuses.count(b"200") >= len(waiting) // 2, collections.Counter(statuses)
