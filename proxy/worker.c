@@ -91,6 +91,24 @@ static void worker_switch(struct worker *w, struct runtime *rt);
 static void worker_trim_cb(struct ev_loop *loop, ev_timer *t, int revents);
 static void block_free(void *p);
 
+/* This process's listening sockets change (socket, bind and listen; close) only under this lock,
+ * and listener_probe_own / listener_held_by_us ask the kernel and /proc/self/fd under it too: a
+ * worker that binds a socket and has not listened yet (the kernel's list of listeners does not show
+ * it, yet it takes the port), or that closes one between the kernel's answer and the descriptor
+ * scan (listed, no longer ours), would otherwise make a port that only this process holds look
+ * taken by another process, and a reload be refused (seen with rapid reloads moving a listener to
+ * and fro while workers switch). Held for a few system calls by a worker; for the check (one
+ * netlink dump and one scan of the descriptors) by the main thread, only at a reload that adds a
+ * listener address on a port already taken. Never held around anything that waits. */
+static pthread_mutex_t listener_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void listener_close(int fd)
+{
+    pthread_mutex_lock(&listener_mu);
+    close(fd);
+    pthread_mutex_unlock(&listener_mu);
+}
+
 static int listener_open(const struct conf_listener *cl)
 {
     int fd, one = 1;
@@ -103,8 +121,14 @@ static int listener_open(const struct conf_listener *cl)
         goto fail;
     if (cl->addr.ss.ss_family == AF_INET6)
         (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    if (bind(fd, (const struct sockaddr *)&cl->addr.ss, cl->addr.len) < 0 || listen(fd, 4096) < 0)
-        goto fail;
+    pthread_mutex_lock(&listener_mu);   /* bound and listening at once, as the check sees it */
+    if (bind(fd, (const struct sockaddr *)&cl->addr.ss, cl->addr.len) < 0 || listen(fd, 4096) < 0) {
+        int e = errno;
+        close(fd);
+        pthread_mutex_unlock(&listener_mu);
+        return -e;
+    }
+    pthread_mutex_unlock(&listener_mu);
     return fd;
 fail:
     {
@@ -273,8 +297,12 @@ static int listener_held(const struct conf_listener *cl, size_t *held)
 int listener_held_by_us(const struct conf_listener *cl)
 {
     size_t held;
+    int rc;
 
-    return listener_held(cl, &held);
+    pthread_mutex_lock(&listener_mu);
+    rc = listener_held(cl, &held);
+    pthread_mutex_unlock(&listener_mu);
+    return rc;
 }
 
 int listener_probe_own(const struct conf_listener *cl)
@@ -296,13 +324,16 @@ int listener_probe_own(const struct conf_listener *cl)
     if (rc)
         return rc;
     /* ...and every listening socket that shares the port there must be one of this process's. */
+    pthread_mutex_lock(&listener_mu);
     rc = listener_held(cl, &held);
     if (!rc && held == 0)
         /* None listens there: what listener_probe hit is a socket bound and not listening, which
          * the kernel's list does not show and which the bind above shared if it has SO_REUSEPORT
-         * (another process's between its bind and its listen), or ours, closed since. The first
-         * probe again tells: free now, or taken by a socket not known to be ours. */
+         * (another process's between its bind and its listen), or ours, closed since (none of
+         * ours is between its bind and its listen now: listener_mu). The first probe again
+         * tells: free now, or taken by a socket not known to be ours. */
         rc = listener_probe(cl);
+    pthread_mutex_unlock(&listener_mu);
     return rc;
 }
 
@@ -544,7 +575,7 @@ static void worker_drain(struct worker *w)
         ev_timer_stop(w->loop, &w->accept_err_log);
         worker_accept_err_say(w);   /* the failures not said yet: accepting is over */
         for (unsigned i = 0; i < w->nlisteners; i++) {
-            close(w->listeners[i].fd);
+            listener_close(w->listeners[i].fd);
             w->listeners[i].fd = -1;
         }
         atomic_store(&w->listening_for, 0);
@@ -928,7 +959,7 @@ static int worker_listen(struct worker *w, const struct conf *c, struct listener
     for (unsigned j = 0; j < nold; j++) {
         if (old[j].fd >= 0) {
             listener_sweep(w, &old[j], w);
-            close(old[j].fd);
+            listener_close(old[j].fd);
         }
     }
     free(old);
@@ -938,7 +969,7 @@ static int worker_listen(struct worker *w, const struct conf *c, struct listener
     return 0;
 fail:
     for (unsigned j = 0; j < n; j++)
-        close(ls[j].fd);
+        listener_close(ls[j].fd);
     free(ls);
     return -1;
 }
@@ -1121,7 +1152,7 @@ void worker_destroy(struct worker *w)
     }
     for (unsigned i = 0; i < w->nlisteners; i++) {
         if (w->listeners[i].fd >= 0)
-            close(w->listeners[i].fd);
+            listener_close(w->listeners[i].fd);
     }
     while (w->retired) {
         struct gen *g = w->retired;

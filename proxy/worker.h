@@ -217,7 +217,9 @@ int listener_probe(const struct conf_listener *cl);
  * process's, -EADDRINUSE when one is another process's (one that shares the port through
  * SO_REUSEPORT, as the first probe cannot tell) or when none listens and listener_probe still
  * fails (a socket bound there that does not listen), or -errno. Reads the kernel's socket list
- * (NETLINK_SOCK_DIAG) and /proc/self/fd. */
+ * (NETLINK_SOCK_DIAG) and /proc/self/fd while no worker opens or closes a listener (a lock those
+ * take for a few system calls), so that a worker's own socket between its bind and its listen, or
+ * closed between the two reads, is not taken for another process's. */
 int listener_probe_own(const struct conf_listener *cl);
 /* The second half of listener_probe_own alone: 0 when every socket listening where cl would is
  * this process's, -EADDRINUSE when one is not, or -errno. For a port that the admin listener holds
