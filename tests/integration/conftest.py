@@ -549,7 +549,7 @@ class AioUpstream:
                 self._protos.append(proto)
                 return proto
 
-            self._server = await asyncio.get_running_loop().create_server(factory, HOST, 0, ssl=self.ssl)
+            self._server = await asyncio.get_running_loop().create_server(factory, HOST, 0, ssl=self.ssl, backlog=4096)
             return self._server.sockets[0].getsockname()[1]
 
         self.port = self.lt.run(go())
