@@ -21,6 +21,7 @@
 #include "list.h"
 #include "log.h"
 #include "clock.h"
+#include "h1.h"
 #include "metrics_render.h"
 #include "recent.h"
 #include "series.h"
@@ -147,19 +148,6 @@ static bool admin_query_get(const char *q, const char *key, char *out, size_t ca
     return false;
 }
 
-static const char *admin_reason(unsigned status)
-{
-    switch (status) {
-    case 200: return "OK";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 414: return "URI Too Long";
-    case 431: return "Request Header Fields Too Large";
-    case 503: return "Service Unavailable";
-    default: return "Bad Request";
-    }
-}
-
 /* An absolute-form target (http://host:port/metrics) to its origin form, in place: RFC 9112
  * §3.2.2 has a server accept it (a client configured with a forward proxy sends it), and the page
  * is chosen by the path alone. */
@@ -188,13 +176,20 @@ static void admin_answer(struct admin_conn *k, unsigned refuse)
     unsigned status = 200;
     const char *ctype = "text/plain; charset=utf-8";
     /* a request id (128 characters) percent-encoded fits: 3 x 128 + the path */
-    char method[8] = "", path[1024] = "", *query;
+    char method[8] = "", path[1024] = "", version[16] = "", *query;
     char param[160];
+    int major = -1, minor = -1;
+    char tail;
 
     src = admin_src(a);
 
-    /* The page is chosen by the path alone; its parameters come from the query. */
-    if (sscanf(k->in, "%7s %1023s", method, path) == 2) {
+    /* The page is chosen by the path alone; its parameters come from the query. The version is
+     * read as the proxy's listeners read it: HTTP/1.x is served, another HTTP/d.d gets 505,
+     * anything else (none, `FOO/1.1`) is a bad request. */
+    if (sscanf(k->in, "%7s %1023s %15s", method, path, version) == 3 &&
+        sscanf(version, "HTTP/%1d.%1d%c", &major, &minor, &tail) != 2)
+        major = -1;
+    if (*version) {
         admin_origin_form(path);
         if ((query = strchr(path, '?')) != NULL)
             *query++ = 0;
@@ -210,9 +205,12 @@ static void admin_answer(struct admin_conn *k, unsigned refuse)
     } else if (refuse == 431) {
         status = 431;
         metrics_render_printf(&body, "request head over %d bytes\n", ADMIN_HEAD_MAX);
-    } else if (!*method || !*path || k->nul || memchr(k->in, 0, k->inlen)) {   /* (a NUL anywhere: never a request) */
+    } else if (!*method || !*path || major < 0 || k->nul || memchr(k->in, 0, k->inlen)) {   /* (a NUL anywhere: never a request) */
         status = 400;
         metrics_render_printf(&body, "bad request\n");
+    } else if (major != 1) {
+        status = 505;
+        metrics_render_printf(&body, "HTTP version not supported\n");
     } else if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
         status = 405;
         metrics_render_printf(&body, "method not allowed\n");
@@ -257,8 +255,9 @@ static void admin_answer(struct admin_conn *k, unsigned refuse)
         status = 404;
         metrics_render_printf(&body, "not found\n");
     }
-    metrics_render_printf(&all, "HTTP/1.1 %u %s\r\ncontent-type: %s\r\ncontent-length: %zu\r\ncache-control: no-store\r\n"
-                    "%sconnection: close\r\n\r\n", status, admin_reason(status), ctype, body.len,
+    metrics_render_printf(&all, "HTTP/1.1 %u %s\r\ndate: %s\r\ncontent-type: %s\r\ncontent-length: %zu\r\n"
+                    "cache-control: no-store\r\n%sconnection: close\r\n\r\n", status, h1_reason(status), h1_date_now(),
+                    ctype, body.len,
               status == 405 ? "allow: GET, HEAD\r\n" : "");   /* RFC 9110 §15.5.6: a 405 lists them */
     if (strcmp(method, "HEAD") != 0 && body.len)
         metrics_render_printf(&all, "%.*s", (int)body.len, body.p);

@@ -39,6 +39,25 @@ def test_admin_request_with_a_nul_is_answered_400_at_once(lifeline, upstream, ra
     assert r.status == 400, r
 
 
+@pytest.mark.parametrize("line,want", [(b"GET /healthz HTTP/1.0", 200), (b"GET /healthz HTTP/1.1", 200),
+                                       (b"GET /healthz HTTP/2.0", 505), (b"GET /healthz HTTP/1.10", 400),
+                                       (b"GET /healthz FOO/1.1", 400), (b"GET /healthz", 400)])
+def test_admin_reads_the_request_line_version_as_the_proxy_does(lifeline, upstream, line, want):
+    """The admin listener answered 200 whatever followed the path (HTTP/2.0, FOO/1.1, nothing): it
+    now reads the version as the proxy's listeners do, 505 for another HTTP version, 400 for none
+    or a malformed one. Found by review, as was the missing Date header."""
+    up = upstream()
+    aport = free_port()
+    lifeline(pools={"p": pool(up)}, extra=admin_extra(aport))
+    admin_get(aport, "/livez")
+    with Conn(aport, timeout=t(2)) as c:
+        c.send(line + b"\r\nHost: x\r\n\r\n")
+        r = c.read_response(timeout=t(2))
+    assert r.status == want, (line, r)
+    # RFC 9110 §6.6.1: an origin server with a clock sends Date (the admin's answers had none)
+    assert re.fullmatch(r"\w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT", r.header("date") or ""), r
+
+
 def test_healthz_ok_then_503_while_draining(lifeline, upstream):
     up = upstream()
     aport = free_port()
