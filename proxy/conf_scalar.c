@@ -1,6 +1,6 @@
 /* conf_scalar.c — pure parsing and formatting of configuration scalars.
  *
- * Owns: durations ("250ms", "2s", "1m", "1h") and sizes ("512", "16KiB", "10MiB", "1GiB") in both
+ * Owns: durations ("250ms", "2s", "1.5s", "1m", "1h") and sizes ("512", "16KiB", "10MiB", "1GiB") in both
  * directions (parse and the shortest exact spelling used in messages), plain decimal integers,
  * host:port and [v6]:port, the alphabet of pool/route names and of HTTP tokens, and socket
  * addresses (conf_sockaddr_set, conf_sockaddr_eq).
@@ -44,11 +44,23 @@ enum conf_perr conf_duration(const char *s, int64_t *ms)
     static const struct { const char *unit; uint64_t mult; } units[] = {
         { "ms", MS(1) }, { "s", SEC(1) }, { "m", MIN(1) }, { "h", HOUR(1) },
     };
-    uint64_t v;
+    uint64_t v, frac = 0, scale = 1;
     enum conf_perr r = conf_digits(&s, &v);
     if (r == PERR_SYNTAX)
         return r;
-    if (!*s && r == PERR_OK && v == 0) {
+    /* A decimal fraction (`1.5s`, `0.25s`, as Go and Envoy write them), down to whole
+     * milliseconds: `0.5ms` or `1.0005s` is refused rather than rounded. */
+    if (*s == '.') {
+        if (!isdigit((unsigned char)s[1]))
+            return PERR_SYNTAX;
+        for (s++; isdigit((unsigned char)*s); s++) {
+            if (scale == 1000000000)
+                return PERR_SYNTAX;     /* (nine places: already finer than a millisecond) */
+            frac = frac * 10 + (uint64_t)(*s - '0');
+            scale *= 10;
+        }
+    }
+    if (!*s && r == PERR_OK && v == 0 && frac == 0) {
         *ms = 0;                    /* "0" is zero in every unit (SPEC §2 writes resolve_interval: 0) */
         return PERR_OK;
     }
@@ -57,9 +69,11 @@ enum conf_perr conf_duration(const char *s, int64_t *ms)
     for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
         if (strcmp(s, units[i].unit))
             continue;
-        if (r == PERR_RANGE || v > (uint64_t)INT64_MAX / units[i].mult)
+        if (frac * units[i].mult % scale)
+            return PERR_SYNTAX;     /* not a whole number of milliseconds */
+        if (r == PERR_RANGE || v > ((uint64_t)INT64_MAX - frac * units[i].mult / scale) / units[i].mult)
             return PERR_RANGE;
-        *ms = (int64_t)(v * units[i].mult);
+        *ms = (int64_t)(v * units[i].mult + frac * units[i].mult / scale);
         return PERR_OK;
     }
     return PERR_SYNTAX;

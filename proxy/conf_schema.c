@@ -235,6 +235,14 @@ static void conf_post_stale_store(struct conf_loader *ld, yaml_node_t *map, void
     char a[32], b[32];
     if (conf_refused(ld, map, "max_entry") || conf_refused(ld, map, "size"))
         return;
+    if (c->stale_store.size && c->stale_store.size < KIB(1)) {
+        /* (an entry is at least 1KiB: a smaller store keeps nothing, and /config would print a
+         * max_entry that -t refuses) */
+        yaml_node_t *m = conf_lookup(ld, map, "size");
+        conf_fmt_size(b, sizeof b, c->stale_store.size);
+        conf_err(ld, m ? m : map, "stale_store size must be 0 (keep nothing) or at least 1KiB, not %s", b);
+        return;
+    }
     /* A default the file did not write gives way to the value it did (`size: 512KiB` alone is
      * a store whose entries are at most 512KiB), as the other pairs of bounds do. */
     if (c->stale_store.size && c->stale_store.max_entry > c->stale_store.size &&

@@ -345,7 +345,7 @@ int conf_value(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *
             conf_err(ld, v, "duration too large: %s", conf_quote(q, s));
             return -1;
         default:
-            conf_err(ld, v, "%s must be a duration like 250ms, 2s, 1m or 1h, not %s", f->key, conf_quote(q, s));
+            conf_err(ld, v, "%s must be a duration like 250ms, 2s, 1.5s, 1m or 1h (whole milliseconds), not %s", f->key, conf_quote(q, s));
             return -1;
         }
         if ((uint64_t)d < f->lo || (uint64_t)d > f->hi)

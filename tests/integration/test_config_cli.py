@@ -113,6 +113,52 @@ routes:
     assert re.search(r"unit|duration", errs[0][2], re.I), errs
 
 
+def test_a_duration_may_carry_a_decimal_fraction_down_to_a_millisecond(tmp_path, lifeline, upstream):
+    """`1.5s` and `0.25s` (as Go and Envoy write durations) were refused: "must be a duration like
+    250ms, 2s, 1m or 1h". They are read to the millisecond; a finer one (`0.5ms`, `1.0005s`) is
+    still refused, at its place. Found by review."""
+    from ops import admin_extra, admin_get
+    errs, _ = check_invalid(tmp_path, """\
+listen:
+  - address: 127.0.0.1:8080
+shutdown_timeout: 1.0005s
+pools:
+  api:
+    servers:
+      - { address: 127.0.0.1:9000 }
+    timeouts: { connect: 0.5ms }
+routes:
+  - pool: api
+""")
+    assert [e[:2] for e in errs] == [(3, 19), (8, 26)], errs
+    aport = free_port()
+    lifeline(pools={"p": {"servers": [{"address": "%s:%d" % (HOST, upstream().port)}],
+                          "timeouts": {"connect": "0.25s", "response": "1.5s"}}},
+             shutdown_timeout="2.5s", extra=admin_extra(aport))
+    shown = admin_get(aport, "/config").body.decode()
+    for want in ("shutdown_timeout: 2.5s", "connect: 250ms", "response: 1500ms"):   # (written, then in force)
+        assert want in shown, (want, shown)
+
+
+def test_a_stale_store_under_1kib_is_refused(tmp_path):
+    """`stale_store: { size: 512 }` passed -t and started, and /config then showed `max_entry: 512`,
+    which -t refuses (an entry is at least 1KiB): saved /config output did not load again. A store
+    is 0 (keeps nothing) or at least 1KiB. Found by review."""
+    errs, _ = check_invalid(tmp_path, """\
+listen:
+  - address: 127.0.0.1:8080
+stale_store: { size: 512 }
+pools:
+  api:
+    servers:
+      - { address: 127.0.0.1:9000 }
+routes:
+  - pool: api
+""")
+    assert [e[:2] for e in errs] == [(3, 22)], errs
+    assert "1KiB" in errs[0][2], errs
+
+
 def test_check_unknown_pool(tmp_path):
     errs, _ = check_invalid(tmp_path, """\
 listen:
