@@ -40,7 +40,7 @@ static void pool_idle_timer_cb(struct ev_loop *loop, ev_timer *t, int revents);
 /* What every worker's balancer knows of s (health.h struct srv_load). */
 static inline struct srv_load *srv_load_of(const struct upserver *s)
 {
-    return s->hs && s->hs->st->load ? s->hs->st->load : &s->bal->own;
+    return s->hs->st->load;
 }
 
 static inline unsigned srv_inflight(const struct upserver *s)
@@ -83,7 +83,7 @@ static void pool_ewma_back(struct upserver *s)
     struct srv_load *ld;
     int64_t back, seen;
 
-    if (!s->hs || s->pool->retired)
+    if (s->pool->retired)
         return;
     ld = srv_load_of(s);
     back = atomic_load_explicit(&s->hs->st->back_since, memory_order_relaxed);
@@ -103,7 +103,7 @@ int pool_init(struct pool *p, struct worker *w, const struct conf_pool *cp, stru
     p->w = w;
     p->cp = cp;
     p->hp = hp;
-    p->ct = hp && hp->share ? &hp->share->ct : &p->own_ct;
+    p->ct = &hp->share->ct;
     ev_init(&p->idle_timer, pool_idle_timer_cb);
     p->idle_timer.data = p;
     for (size_t i = 0; i < cp->nservers; i++)
@@ -122,8 +122,8 @@ int pool_init(struct pool *p, struct worker *w, const struct conf_pool *cp, stru
             s->hostport = cp->servers[i].named && cp->servers[i].address ? cp->servers[i].address
                           : cp->servers[i].authority ? cp->servers[i].authority : s->addr->text;
             s->weight = cp->servers[i].weight ? cp->servers[i].weight : 1;
-            s->hs = hp && k - 1 < hp->n ? &hp->servers[k - 1] : NULL;
-            s->m = w->smetrics && s->hs ? &w->smetrics[s->hs->slot] : NULL;
+            s->hs = &hp->servers[k - 1];
+            s->m = w->smetrics ? &w->smetrics[s->hs->slot] : NULL;
             /* (pool_hand_over shares the running generation's instead when it has the server) */
             if (!(s->bal = calloc(1, sizeof(*s->bal)))) {
                 p->nservers = (unsigned)k;   /* pool_destroy frees what was made */
@@ -431,7 +431,7 @@ void pool_release(struct upconn *uc)
 
 void pool_unclaim(struct upserver *s, int64_t trial)
 {
-    if (trial && s->hs)
+    if (trial)
         health_unclaim(s->hs, trial);
 }
 
@@ -475,7 +475,7 @@ void pool_report(struct upserver *s, bool failure, double latency, ev_tstamp sta
     struct pool *p = s->pool;
 
     pool_latency(s, latency, started);
-    if (s->hs && p->hp && health_report(p->hp, s->hs, failure, trial, health_now()) && s->m)
+    if (health_report(p->hp, s->hs, failure, trial, health_now()) && s->m)
         METRIC_ADD(s->m->ejections, 1);
 }
 
@@ -554,12 +554,6 @@ static struct upserver *pool_find(struct pool *p, const char *text)
 
 void pool_hand_over(struct pool *from, struct pool *to)
 {
-    if (to && to->ct == &to->own_ct) {
-        /* the same pool: its network has not changed with the file (with a pool_share, every
-         * generation reads the one it holds) */
-        LD_SET(to->own_ct.srtt, LD_GET(from->ct->srtt));
-        LD_SET(to->own_ct.samples, LD_GET(from->ct->samples));
-    }
     for (unsigned i = 0; i < from->nservers; i++) {
         struct upserver *s = &from->servers[i], *t = pool_find(to, s->addr->text);
         if (t && t->bal != s->bal) {
@@ -630,13 +624,13 @@ static inline bool pick_ok(const struct pool *p, const struct pool_pick_ctx *ctx
 {
     if (ctx && (ctx->excluded & POOL_SERVER_BIT(i)))
         return false;
-    return !p->servers[i].hs || health_usable(p->servers[i].hs, ctx ? ctx->now : health_now());
+    return health_usable(p->servers[i].hs, ctx ? ctx->now : health_now());
 }
 
 /* The weight a balancer uses now, in 1/20ths: slow start lowers it while a server ramps up. */
 static inline uint64_t eff_weight(const struct upserver *s, const struct pool_pick_ctx *ctx)
 {
-    double r = s->hs ? health_ramp(s->hs, ctx ? ctx->now : health_now()) : 1.0;
+    double r = health_ramp(s->hs, ctx ? ctx->now : health_now());
     uint64_t w = (uint64_t)((double)s->weight * 20.0 * r + 0.5);
 
     return w ? w : 1;
@@ -831,8 +825,7 @@ bool pool_any_usable(const struct pool *p, int64_t now)
 {
     for (unsigned i = 0; i < p->nservers; i++) {
         const struct upserver *s = &p->servers[i];
-        if (!s->hs || health_usable(s->hs, now) ||
-            (p->hp && p->cp->outlier.enabled && health_trial_open(p->hp, s->hs, now)))
+        if (health_usable(s->hs, now) || (p->cp->outlier.enabled && health_trial_open(p->hp, s->hs, now)))
             return true;
     }
     return false;
@@ -848,10 +841,10 @@ struct upserver *pool_pick_trial(struct pool *p, const struct pool_pick_ctx *ctx
      * has recovered while a server in rotation remains for it. */
     if (ctx && ctx->retry && (s = pool_pick(p, ctx)) != NULL)
         return s;
-    if (p->hp && p->cp->outlier.enabled) {
+    if (p->cp->outlier.enabled) {
         for (unsigned i = 0; i < p->nservers; i++) {
             s = &p->servers[i];
-            if (!s->hs || (ctx && (ctx->excluded & POOL_SERVER_BIT(i))))
+            if (ctx && (ctx->excluded & POOL_SERVER_BIT(i)))
                 continue;
             if ((*trial = health_claim_trial(p->hp, s->hs, now)) != 0)
                 return s;

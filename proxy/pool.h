@@ -41,21 +41,21 @@ struct health_pool;
  * so a hop ending after its generation was retired never writes to freed memory, whichever
  * generation is freed first. What the balancers know of the server (in-flight attempts, ewma,
  * round robin's weight) is not here but in its srv_state (health.h struct srv_load), one for
- * every worker and generation; `own` stands in for it in unit tests, which have no srv_state. */
+ * every worker and generation. */
 struct srv_bal {
     unsigned refs;                      /* upservers pointing here */
     struct upserver *cur;               /* the newest of them: where a connection released to an
                                          * older one goes (pool_release); NULL once it is gone */
-    struct srv_load own;                /* when the server has no srv_state (unit tests) */
 };
 
 struct upserver {
     struct pool *pool;
     const struct conf_sockaddr *addr;   /* in the pool's conf snapshot */
-    struct srv_health *hs;              /* shared ejection/health state; NULL in unit tests */
+    struct srv_health *hs;              /* shared ejection/health state and balancer load (its
+                                         * pool's hp); never NULL once pool_init succeeded */
     unsigned weight;
-    struct srv_bal *bal;                /* balancer state, shared with the generations that keep
-                                         * this server (never NULL once pool_init succeeded) */
+    struct srv_bal *bal;                /* its link, shared with the generations that keep this
+                                         * server (never NULL once pool_init succeeded) */
     struct upconn *idle;                /* idle connections, most recently used first */
     struct upconn *idle_tail;           /* least recently used */
     unsigned nidle;
@@ -93,7 +93,7 @@ struct upconn {
 struct pool {
     struct worker *w;
     const struct conf_pool *cp;
-    struct health_pool *hp;             /* NULL in unit tests */
+    struct health_pool *hp;             /* pool_init's: the same servers' shared state */
     struct upserver *servers;
     unsigned nservers;
     unsigned nidle;                     /* idle connections over all servers */
@@ -101,9 +101,8 @@ struct pool {
                                          * released here goes to the current generation's server
                                          * or is closed */
     struct pool_connect_time *ct;       /* smoothed connect time, for connect_race: auto: the
-                                         * pool_share's, one for every worker and generation;
-                                         * own_ct without one (unit tests) */
-    struct pool_connect_time own_ct;
+                                         * pool_share's (hp->share), one for every worker and
+                                         * generation */
     ev_timer idle_timer;                /* closes connections idle longer than keepalive_timeout */
 };
 
@@ -126,12 +125,14 @@ struct pool_pick_ctx {
     bool retry;                         /* the request tried a server already (pool_pick_trial) */
 };
 
-/* Builds a pool for worker w from cp; hp (may be NULL) is the shared health state of the same
- * servers, in the same order. Every server starts with a balancer state of its own. Returns 0, or
- * -1 when out of memory (pool_destroy frees what was made). */
+/* Builds a pool for worker w from cp; hp (required: a runtime's, runtime.h, or a unit test's made
+ * as runtime_new makes it) is the shared health state of the same servers, in the same order, with
+ * a srv_state (and its srv_load) for each and a pool_share; it must outlive the pool. Every server
+ * starts with a link (struct srv_bal) of its own. Returns 0, or -1 when out of memory
+ * (pool_destroy frees what was made). */
 int pool_init(struct pool *p, struct worker *w, const struct conf_pool *cp, struct health_pool *hp);
-/* Closes every idle connection and frees the servers (and the balancer states no other
- * generation's server shares). Busy connections must be gone already. */
+/* Closes every idle connection and frees the servers (and the links, struct srv_bal, no other
+ * generation's server shares); hp is not touched. Busy connections must be gone already. */
 void pool_destroy(struct pool *p);
 
 /* Chooses a server in rotation with the pool's balancer, skipping excluded ones; NULL when none
@@ -186,11 +187,11 @@ void pool_close(struct upconn *uc);
  * name: `to` (NULL: the pool is gone) is the new one, before it serves anything. Every server of
  * `to` with the same address as one of `from` (the same server: pool name and address, as the
  * shared health state and the metrics slots are matched) shares its link (struct srv_bal) and
- * takes its TLS session; without a pool_share (unit tests) `to` takes the smoothed connect time.
- * (The balancers' state of a server is its srv_state's, which the runtime hands on.) Idle connections move to the server with the same address (closed when
- * there is none). A TLS session or connection moves only when both pools speak TLS with the same
- * trust and identity settings and the server's name is the same; a plain one only to a plain pool.
- * `from` is retired from then on (pool_release). */
+ * takes its TLS session. (The balancers' state of a server is its srv_state's, and the smoothed
+ * connect time its pool_share's, which the runtime hands on.) Idle connections move to the server
+ * with the same address (closed when there is none). A TLS session or connection moves only when
+ * both pools speak TLS with the same trust and identity settings and the server's name is the
+ * same; a plain one only to a plain pool. `from` is retired from then on (pool_release). */
 void pool_hand_over(struct pool *from, struct pool *to);
 
 /* Gauges of lifeline_upstream_connections and in-flight counts, kept per server slot. */

@@ -23,6 +23,74 @@ static struct conf_server servers[4];
 static struct conf_pool cp;
 static struct worker w;
 
+/* One generation's shared state of the test pool, made as runtime_new() makes it (runtime.c): a
+ * pool_share and, for each server, a srv_health whose srv_state holds the server's srv_load. */
+struct test_gen {
+    struct health_pool hp;
+    struct srv_health hs[4];
+};
+static struct test_gen gen0, gen1;   /* setup_pool's, and the generation that takes over from it */
+
+/* Makes g for the first n servers. prev (NULL: none): the running generation, whose share and
+ * states g shares (the same servers, watched the same way), as a reload that keeps them does. */
+static void gen_init(struct test_gen *g, const struct test_gen *prev, unsigned n)
+{
+    memset(g, 0, sizeof(*g));
+    g->hp.cp = &cp;
+    g->hp.servers = g->hs;
+    g->hp.n = n;
+    if (prev) {
+        g->hp.share = prev->hp.share;
+        atomic_fetch_add(&g->hp.share->refs, 1);
+    } else {
+        g->hp.share = pool_share_new();
+        assert_non_null(g->hp.share);
+    }
+    for (unsigned i = 0; i < n; i++) {
+        g->hs[i].cp = &cp;
+        g->hs[i].addr = &addrs[i];
+        if (prev) {
+            g->hs[i].st = prev->hs[i].st;
+            atomic_fetch_add(&g->hs[i].st->refs, 1);
+        } else {
+            g->hs[i].st = srv_state_new();
+            assert_non_null(g->hs[i].st);
+        }
+    }
+}
+
+/* Drops g's references (the pools built on it are gone); a zeroed g: no-op. */
+static void gen_free(struct test_gen *g)
+{
+    for (unsigned i = 0; i < g->hp.n; i++)
+        srv_state_unref(g->hs[i].st);
+    pool_share_unref(g->hp.share);
+    memset(g, 0, sizeof(*g));
+}
+
+/* Every test's teardown, after its pools were destroyed (even when it failed). */
+static int free_gens(void **state)
+{
+    (void)state;
+    gen_free(&gen1);
+    gen_free(&gen0);
+    return 0;
+}
+
+/* What every worker's balancer knows of server i of p (its srv_state's load). */
+static struct srv_load *load(const struct pool *p, unsigned i)
+{
+    return p->servers[i].hs->st->load;
+}
+
+/* The next generation q of setup_pool's pool (a reload that keeps its servers), before
+ * pool_hand_over. */
+static void next_pool(struct pool *q, unsigned n)
+{
+    gen_init(&gen1, &gen0, n);
+    assert_int_equal(pool_init(q, &w, &cp, &gen1.hp), 0);
+}
+
 static void setup_pool(struct pool *p, enum conf_balance bal, const unsigned *weights, unsigned n)
 {
     memset(&cp, 0, sizeof(cp));
@@ -47,7 +115,8 @@ static void setup_pool(struct pool *p, enum conf_balance bal, const unsigned *we
     cp.balance = bal;
     cp.keepalive = 4;
     cp.keepalive_timeout = 60000;   /* ms: nothing expires while a test turns the loop */
-    assert_int_equal(pool_init(p, &w, &cp, NULL), 0);
+    gen_init(&gen0, NULL, n);
+    assert_int_equal(pool_init(p, &w, &cp, &gen0.hp), 0);
     assert_int_equal(p->nservers, n);
 }
 
@@ -97,12 +166,12 @@ static void test_least_conn(void **state)
 
     (void)state;
     setup_pool(&p, BALANCE_LEAST_CONN, weights, 3);
-    p.servers[0].bal->own.inflight = 3;
-    p.servers[1].bal->own.inflight = 1;
-    p.servers[2].bal->own.inflight = 3;   /* 1.5 per weight unit */
+    load(&p, 0)->inflight = 3;
+    load(&p, 1)->inflight = 1;
+    load(&p, 2)->inflight = 3;   /* 1.5 per weight unit */
     for (int i = 0; i < 6; i++)
         assert_ptr_equal(pool_pick(&p, NULL), &p.servers[1]);
-    p.servers[1].bal->own.inflight = 2;   /* 2 vs 1.5: the weighted one wins */
+    load(&p, 1)->inflight = 2;   /* 2 vs 1.5: the weighted one wins */
     assert_ptr_equal(pool_pick(&p, NULL), &p.servers[2]);
     pool_destroy(&p);
 }
@@ -120,7 +189,7 @@ static void test_random_two(void **state)
     for (int i = 0; i < 3; i++)
         assert_true(hits[i] > 50);
     /* a loaded server is never chosen when two candidates always include a lighter one */
-    p.servers[0].bal->own.inflight = 100;
+    load(&p, 0)->inflight = 100;
     memset(hits, 0, sizeof(hits));
     for (int i = 0; i < 300; i++)
         hits[pool_pick(&p, NULL) - p.servers]++;
@@ -215,10 +284,10 @@ static void test_ewma(void **state)
     assert_int_equal(hits[0], 0);
     assert_true(hits[1] > 1000 && hits[2] > 1000);
     /* still avoided while the good ones carry load: cost 0.2 x 1 against 0.001 x 21 */
-    p.servers[1].bal->own.inflight = p.servers[2].bal->own.inflight = 20;
+    load(&p, 1)->inflight = load(&p, 2)->inflight = 20;
     for (int i = 0; i < 1000; i++)
         assert_true(pool_pick(&p, NULL) != &p.servers[0]);
-    p.servers[1].bal->own.inflight = p.servers[2].bal->own.inflight = 0;
+    load(&p, 1)->inflight = load(&p, 2)->inflight = 0;
     /* peak: one slow answer replaces a fast mean at once */
     pool_report(&p.servers[1], false, 0.150, 0, 0);
     memset(hits, 0, sizeof(hits));
@@ -227,14 +296,14 @@ static void test_ewma(void **state)
     assert_int_equal(hits[0], 0);                  /* P2C: only a pair of the two bad ones picks 1 */
     assert_true(hits[1] < 400 && hits[2] > 600);
     /* pending connects count: a server with many attempts in flight loses to an idle one */
-    p.servers[2].bal->own.inflight = 1000;
+    load(&p, 2)->inflight = 1000;
     memset(hits, 0, sizeof(hits));
     for (int i = 0; i < 1000; i++)
         hits[pool_pick(&p, NULL) - p.servers]++;
     assert_true(hits[2] < 1000);
-    p.servers[2].bal->own.inflight = 0;
+    load(&p, 2)->inflight = 0;
     /* a minute without answers: the refusing server's cost has faded and it gets probed */
-    p.servers[0].bal->own.ewma_at = p.servers[0].bal->own.ewma_at - 60.0;
+    load(&p, 0)->ewma_at = load(&p, 0)->ewma_at - 60.0;
     memset(hits, 0, sizeof(hits));
     for (int i = 0; i < 3000; i++)
         hits[pool_pick(&p, NULL) - p.servers]++;
@@ -258,24 +327,24 @@ static void test_ewma_unmeasured_with_pending(void **state)
     w.loop = ev_loop_new(EVFLAG_AUTO);
     assert_non_null(w.loop);
     pool_report(&p.servers[0], false, 0.002, 0, 0);      /* measured: 2 ms */
-    p.servers[0].bal->own.inflight = 30;
+    load(&p, 0)->inflight = 30;
     assert_ptr_equal(pool_pick(&p, NULL), &p.servers[1]);   /* idle and unmeasured: tried */
-    p.servers[1].bal->own.inflight = p.servers[1].bal->own.waiting = 1;
+    load(&p, 1)->inflight = load(&p, 1)->waiting = 1;
     for (int i = 0; i < 100; i++)
         assert_ptr_equal(pool_pick(&p, NULL), &p.servers[0]);
     /* attempts past their head (long streams, tunnels begun before its measure was reset) are
      * load, not a reason to wait for a first answer: it is tried */
-    p.servers[1].bal->own.inflight = 3;
-    p.servers[1].bal->own.waiting = 0;
+    load(&p, 1)->inflight = 3;
+    load(&p, 1)->waiting = 0;
     assert_ptr_equal(pool_pick(&p, NULL), &p.servers[1]);
-    p.servers[1].bal->own.inflight = p.servers[1].bal->own.waiting = 1;
+    load(&p, 1)->inflight = load(&p, 1)->waiting = 1;
     /* its first answer measures it: 1 ms, cheaper again under less load */
     pool_report(&p.servers[1], false, 0.001, 0, 0);
     assert_ptr_equal(pool_pick(&p, NULL), &p.servers[1]);
     /* both unmeasured with attempts pending: the less loaded one */
-    p.servers[0].bal->own.ewma = p.servers[0].bal->own.ewma_at = p.servers[1].bal->own.ewma = p.servers[1].bal->own.ewma_at = 0;
-    p.servers[0].bal->own.inflight = p.servers[0].bal->own.waiting = 3;
-    p.servers[1].bal->own.inflight = p.servers[1].bal->own.waiting = 2;
+    load(&p, 0)->ewma = load(&p, 0)->ewma_at = load(&p, 1)->ewma = load(&p, 1)->ewma_at = 0;
+    load(&p, 0)->inflight = load(&p, 0)->waiting = 3;
+    load(&p, 1)->inflight = load(&p, 1)->waiting = 2;
     assert_ptr_equal(pool_pick(&p, NULL), &p.servers[1]);
     pool_destroy(&p);
     ev_loop_destroy(w.loop);
@@ -289,23 +358,16 @@ static void test_ewma_unmeasured_with_pending(void **state)
 static void test_ewma_back_in_rotation(void **state)
 {
     static const unsigned weights[] = { 1, 1 };
-    struct srv_health hs[2];
-    struct srv_state st[2];
-    struct srv_load ld[2];
+    struct srv_state *st[2];
+    struct srv_load *ld[2];
     struct pool p;
     unsigned hits[2] = { 0 };
 
     (void)state;
-    setup_pool(&p, BALANCE_EWMA, weights, 2);
-    memset(hs, 0, sizeof(hs));
-    memset(st, 0, sizeof(st));
-    memset(ld, 0, sizeof(ld));
+    setup_pool(&p, BALANCE_EWMA, weights, 2);   /* (outlier detection off: no verdicts here) */
     for (int i = 0; i < 2; i++) {
-        st[i].load = &ld[i];
-        hs[i].cp = &cp;
-        hs[i].addr = &addrs[i];
-        hs[i].st = &st[i];
-        p.servers[i].hs = &hs[i];   /* (p.hp stays NULL: no outlier verdicts here) */
+        st[i] = p.servers[i].hs->st;
+        ld[i] = st[i]->load;
     }
     w.loop = ev_loop_new(EVFLAG_AUTO);
     assert_non_null(w.loop);
@@ -316,30 +378,30 @@ static void test_ewma_back_in_rotation(void **state)
         hits[pool_pick(&p, NULL) - p.servers]++;
     assert_int_equal(hits[0], 0);
     /* it comes back (its trial succeeded a second ago): the next pick finds it unmeasured */
-    atomic_store(&st[0].back_since, health_now() - 1000);
+    atomic_store(&st[0]->back_since, health_now() - 1000);
     assert_ptr_equal(pool_pick(&p, NULL), &p.servers[0]);
-    assert_true(ld[0].ewma_at == 0 && ld[0].ewma == 0);
+    assert_true(ld[0]->ewma_at == 0 && ld[0]->ewma == 0);
     /* an attempt that started before it came back (10 s ago) measured the server that went out */
     pool_report(&p.servers[0], true, 10.0, clock_now() - 10.0, 0);
-    assert_true(ld[0].ewma_at == 0);
+    assert_true(ld[0]->ewma_at == 0);
     /* one that started since is measured, a failure as its timeout (it fails fast: avoided) */
     pool_report(&p.servers[0], true, 10.0, clock_now() - 0.001, 0);
-    assert_true(ld[0].ewma_at > 0 && ld[0].ewma == 10.0);
-    ld[0].ewma = ld[0].ewma_at = 0;
+    assert_true(ld[0]->ewma_at > 0 && ld[0]->ewma == 10.0);
+    ld[0]->ewma = ld[0]->ewma_at = 0;
     /* both fast now, both picked */
     pool_report(&p.servers[0], false, 0.001, clock_now() - 0.001, 0);
-    assert_true(ld[0].ewma_at > 0 && ld[0].ewma < 0.01);
+    assert_true(ld[0]->ewma_at > 0 && ld[0]->ewma < 0.01);
     memset(hits, 0, sizeof(hits));
     for (int i = 0; i < 1000; i++) {
         struct upserver *s = pool_pick(&p, NULL);
         hits[s - p.servers]++;
-        ld[s - p.servers].inflight++;   /* (load spreads the picks between equal latencies) */
+        ld[s - p.servers]->inflight++;   /* (load spreads the picks between equal latencies) */
     }
     assert_true(hits[0] > 300 && hits[1] > 300);
     /* the same return seen again resets nothing */
-    ld[0].inflight = ld[1].inflight = 0;
+    ld[0]->inflight = ld[1]->inflight = 0;
     pool_pick(&p, NULL);
-    assert_true(ld[0].ewma_at > 0);
+    assert_true(ld[0]->ewma_at > 0);
     pool_destroy(&p);
     ev_loop_destroy(w.loop);
     w.loop = NULL;
@@ -382,11 +444,11 @@ static void test_conn_handover(void **state)
 
     /* in flight: counted for the balancer, and back */
     pool_server_inflight_add(&p.servers[0], 1, true);
-    assert_int_equal(p.servers[0].bal->own.inflight, 1);
+    assert_int_equal(load(&p, 0)->inflight, 1);
     for (int i = 0; i < 4; i++)
         assert_ptr_equal(pool_pick(&p, NULL), &p.servers[1]);
     pool_server_inflight_add(&p.servers[0], -1, true);
-    assert_int_equal(p.servers[0].bal->own.inflight, 0);
+    assert_int_equal(load(&p, 0)->inflight, 0);
 
     uc = pool_connect(&p.servers[0], &err);
     assert_non_null(uc);
@@ -606,15 +668,15 @@ static void test_hand_over(void **state)
     pool_conn_attach(uc2, (struct hop *)fake_hop, cb_a, cb_b);
     pool_server_inflight_add(&p.servers[0], 2, true);
     pool_connect_sample(&p, 0.004);
-    p.servers[1].bal->own.cw = 7;
+    load(&p, 1)->cw = 7;
 
     /* the switch: same pool, same servers */
-    assert_int_equal(pool_init(&q, &w, &cp, NULL), 0);
+    next_pool(&q, 2);
     pool_hand_over(&p, &q);
     assert_true(p.retired && !q.retired);
     assert_ptr_equal(q.servers[0].bal, p.servers[0].bal);
-    assert_int_equal(q.servers[0].bal->own.inflight, 2);
-    assert_int_equal(q.servers[1].bal->own.cw, 7);
+    assert_int_equal(load(&q, 0)->inflight, 2);
+    assert_int_equal(load(&q, 1)->cw, 7);
     assert_int_equal(q.ct->samples, 1);
     assert_true(q.ct->srtt == 0.004);
     /* least_conn on the new generation sees the attempts of the old one */
@@ -623,7 +685,7 @@ static void test_hand_over(void **state)
     /* one ends: its count goes down where the new generation reads, its connection goes to the
      * new pool (not closed) */
     pool_server_inflight_add(&p.servers[0], -1, true);
-    assert_int_equal(q.servers[0].bal->own.inflight, 1);
+    assert_int_equal(load(&q, 0)->inflight, 1);
     pool_release(uc1);
     assert_ptr_equal(uc1->server, &q.servers[0]);
     assert_int_equal(q.servers[0].nidle, 1);
@@ -638,7 +700,7 @@ static void test_hand_over(void **state)
     pool_hand_over(&q, NULL);
     pool_destroy(&q);
     pool_server_inflight_add(&p.servers[0], -1, true);
-    assert_int_equal(p.servers[0].bal->own.inflight, 0);
+    assert_int_equal(load(&p, 0)->inflight, 0);
     pool_release(uc2);
     assert_int_equal(p.servers[0].nidle, 0);
     assert_int_equal(recv(peer2, &c, 1, 0), 0);   /* closed: EOF at the server */
@@ -665,13 +727,13 @@ static void test_hand_over_ewma(void **state)
     assert_non_null(w.loop);
     pool_report(&p.servers[0], false, 0.005, 0, 0);
     pool_report(&p.servers[1], false, 0.800, 0, 0);
-    assert_int_equal(pool_init(&q, &w, &cp, NULL), 0);
+    next_pool(&q, 2);
     pool_hand_over(&p, &q);
     for (int i = 0; i < 1000; i++)
         assert_ptr_equal(pool_pick(&q, NULL), &q.servers[0]);
     /* server 0 fails on the old generation: entered as its timeout, seen by the new one */
     pool_report(&p.servers[0], true, 10.0, clock_now(), 0);
-    assert_true(q.servers[0].bal->own.ewma == 10.0);
+    assert_true(load(&q, 0)->ewma == 10.0);
     for (int i = 0; i < 1000; i++)
         assert_ptr_equal(pool_pick(&q, NULL), &q.servers[1]);
     /* the old generation goes first this time */
@@ -685,19 +747,19 @@ static void test_hand_over_ewma(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_round_robin_weights),
-        cmocka_unit_test(test_round_robin_excluded),
-        cmocka_unit_test(test_least_conn),
-        cmocka_unit_test(test_random_two),
-        cmocka_unit_test(test_hash_stable),
-        cmocka_unit_test(test_race_delay),
-        cmocka_unit_test(test_ewma),
-        cmocka_unit_test(test_ewma_back_in_rotation),
-        cmocka_unit_test(test_ewma_unmeasured_with_pending),
-        cmocka_unit_test(test_conn_handover),
-        cmocka_unit_test(test_reuse_check),
-        cmocka_unit_test(test_hand_over),
-        cmocka_unit_test(test_hand_over_ewma),
+        cmocka_unit_test_teardown(test_round_robin_weights, free_gens),
+        cmocka_unit_test_teardown(test_round_robin_excluded, free_gens),
+        cmocka_unit_test_teardown(test_least_conn, free_gens),
+        cmocka_unit_test_teardown(test_random_two, free_gens),
+        cmocka_unit_test_teardown(test_hash_stable, free_gens),
+        cmocka_unit_test_teardown(test_race_delay, free_gens),
+        cmocka_unit_test_teardown(test_ewma, free_gens),
+        cmocka_unit_test_teardown(test_ewma_back_in_rotation, free_gens),
+        cmocka_unit_test_teardown(test_ewma_unmeasured_with_pending, free_gens),
+        cmocka_unit_test_teardown(test_conn_handover, free_gens),
+        cmocka_unit_test_teardown(test_reuse_check, free_gens),
+        cmocka_unit_test_teardown(test_hand_over, free_gens),
+        cmocka_unit_test_teardown(test_hand_over_ewma, free_gens),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
