@@ -19,6 +19,7 @@
 #include "clock.h"
 #include "fdroom.h"
 #include "log.h"
+#include "relaxed.h"
 #include "runtime.h"
 #include "series.h"
 #include "tls.h"
@@ -152,9 +153,9 @@ static void share_unlock(struct pool_share *sh)
 /* Does the running generation have this server state? Exact under the lock, a hint without it. */
 static bool share_running(const struct pool_share *sh, const struct srv_state *st)
 {
-    unsigned seq = atomic_load_explicit(&sh->seq, memory_order_relaxed);
+    unsigned seq = relaxed_load(&sh->seq);
 
-    return seq != 0 && atomic_load_explicit(&st->published, memory_order_relaxed) == seq;
+    return seq != 0 && relaxed_load(&st->published) == seq;
 }
 
 /* The running generation's outlier settings (it has outlier on: it shares the state of a server
@@ -163,10 +164,10 @@ static struct conf_outlier share_outlier(const struct pool_share *sh)
 {
     return (struct conf_outlier){
         .enabled = true,
-        .consecutive_failures = atomic_load_explicit(&sh->consecutive_failures, memory_order_relaxed),
-        .ejection = atomic_load_explicit(&sh->ejection, memory_order_relaxed),
-        .max_ejection = atomic_load_explicit(&sh->max_ejection, memory_order_relaxed),
-        .max_ejected_percent = atomic_load_explicit(&sh->max_ejected_percent, memory_order_relaxed),
+        .consecutive_failures = relaxed_load(&sh->consecutive_failures),
+        .ejection = relaxed_load(&sh->ejection),
+        .max_ejection = relaxed_load(&sh->max_ejection),
+        .max_ejected_percent = relaxed_load(&sh->max_ejected_percent),
     };
 }
 
@@ -183,14 +184,14 @@ void health_publish(struct health_pool *hp)
     old = sh->view;
     sh->view = hp->view;
     hp->view = NULL;
-    seq = atomic_load_explicit(&sh->seq, memory_order_relaxed) + 1;
+    seq = relaxed_load(&sh->seq) + 1;
     for (unsigned i = 0; i < sh->view->n; i++)
-        atomic_store_explicit(&sh->view->st[i]->published, seq, memory_order_relaxed);
-    atomic_store_explicit(&sh->seq, seq, memory_order_relaxed);
-    atomic_store_explicit(&sh->consecutive_failures, o->consecutive_failures, memory_order_relaxed);
-    atomic_store_explicit(&sh->max_ejected_percent, o->max_ejected_percent, memory_order_relaxed);
-    atomic_store_explicit(&sh->ejection, o->ejection, memory_order_relaxed);
-    atomic_store_explicit(&sh->max_ejection, o->max_ejection, memory_order_relaxed);
+        relaxed_store(&sh->view->st[i]->published, seq);
+    relaxed_store(&sh->seq, seq);
+    relaxed_store(&sh->consecutive_failures, o->consecutive_failures);
+    relaxed_store(&sh->max_ejected_percent, o->max_ejected_percent);
+    relaxed_store(&sh->ejection, o->ejection);
+    relaxed_store(&sh->max_ejection, o->max_ejection);
     share_unlock(sh);
     pool_view_free(old);   /* (the states stay while a runtime holds them) */
 }
@@ -207,20 +208,19 @@ bool health_ejected(const struct srv_health *s, int64_t now)
 
 bool health_usable(const struct srv_health *s, int64_t now)
 {
-    return outlier_state(&s->st->o, now) == OUTLIER_IN && !atomic_load_explicit(&s->st->down, memory_order_relaxed);
+    return outlier_state(&s->st->o, now) == OUTLIER_IN && !relaxed_load(&s->st->down);
 }
 
 int64_t health_claim_trial(const struct health_pool *hp, struct srv_health *s, int64_t now)
 {
-    if (atomic_load_explicit(&s->st->down, memory_order_relaxed) ||
-        !outlier_trial_free(&s->st->o, now, hp->trial_timeout))
+    if (relaxed_load(&s->st->down) || !outlier_trial_free(&s->st->o, now, hp->trial_timeout))
         return 0;
     return outlier_claim(&s->st->o, now, hp->trial_timeout);
 }
 
 bool health_trial_open(const struct health_pool *hp, const struct srv_health *s, int64_t now)
 {
-    return !atomic_load_explicit(&s->st->down, memory_order_relaxed) && outlier_trial_free(&s->st->o, now, hp->trial_timeout);
+    return !relaxed_load(&s->st->down) && outlier_trial_free(&s->st->o, now, hp->trial_timeout);
 }
 
 void health_unclaim(struct srv_health *s, int64_t trial)
@@ -231,7 +231,7 @@ void health_unclaim(struct srv_health *s, int64_t trial)
 double health_ramp(const struct srv_health *s, int64_t now)
 {
     int64_t ramp = s->cp->slow_start;
-    int64_t since = atomic_load_explicit(&s->st->back_since, memory_order_relaxed);
+    int64_t since = relaxed_load(&s->st->back_since);
     double share;
 
     if (ramp <= 0 || since == 0 || now - since >= ramp)
@@ -257,7 +257,7 @@ bool health_report(struct health_pool *hp, struct srv_health *s, bool failure, i
     v = outlier_report(&s->st->o, &oc, failure, trial, now);
     if (v.readmitted) {
         /* slow_start counts from the readmission */
-        atomic_store_explicit(&s->st->back_since, now, memory_order_relaxed);
+        relaxed_store(&s->st->back_since, now);
         log_info("pool %s: %s back in rotation (its half-open trial succeeded)", cp->name, s->addr->text);
         series_event(s->slot, SE_READMITTED, 0);
         return false;

@@ -24,9 +24,9 @@ struct runtime;
 /* What every worker's balancer knows of one server (SPEC §2 `balance`: one balancer per pool,
  * whatever the number of workers; with a copy per worker, two workers alternating their own
  * round robin sent the same server two requests in a row, and least_conn and ewma saw only their
- * own worker's attempts in flight). Read and written by pool.c alone, with relaxed atomics and no
- * lock: two picks at the same instant may both choose one server, and of two ewma samples
- * written at the same instant one may be lost; the counts themselves are exact. */
+ * own worker's attempts in flight). Read and written by pool.c alone, with relaxed atomics
+ * (relaxed.h) and no lock: two picks at the same instant may both choose one server, and of two
+ * ewma samples written at the same instant one may be lost; the counts themselves are exact. */
 struct srv_load {
     atomic_int refs;                    /* srv_states sharing it (runtime.c: a reload that gives a
                                          * server a fresh state hands it the old one's load, so the

@@ -1,9 +1,12 @@
 /* outlier.c — the passive ejection state machine (see outlier.h).
  *
- * Owns nothing but the transitions. Memory order: relaxed everywhere but the trial slot and the
- * ejection time, whose compare-and-swaps decide between workers racing for the same transition.
+ * Owns nothing but the transitions. Memory order: relaxed everywhere (relaxed.h) but the trial
+ * slot and the ejection time, whose compare-and-swaps decide between workers racing for the same
+ * transition.
  */
 #include "outlier.h"
+
+#include "relaxed.h"
 
 const char *outlier_state_name(enum outlier_state s)
 {
@@ -89,7 +92,7 @@ struct outlier_verdict outlier_report(struct outlier *o, const struct conf_outli
         if (atomic_compare_exchange_strong_explicit(&o->trial, &t, OUTLIER_DECIDING, memory_order_acq_rel,
                                                     memory_order_relaxed)) {
             int64_t deciding = OUTLIER_DECIDING;
-            atomic_store_explicit(&o->fails, 0, memory_order_relaxed);
+            relaxed_store(&o->fails, 0);
             if (failure) {
                 unsigned n = atomic_fetch_add_explicit(&o->ejections, 1, memory_order_relaxed);
                 v.ejected_for = outlier_duration(c, n);
@@ -97,7 +100,7 @@ struct outlier_verdict outlier_report(struct outlier *o, const struct conf_outli
                 v.trial_failed = true;
                 atomic_store_explicit(&o->until, now + v.ejected_for, memory_order_release);
             } else {
-                atomic_store_explicit(&o->readmitted, now > 0 ? now : 1, memory_order_relaxed);
+                relaxed_store(&o->readmitted, now > 0 ? now : 1);
                 atomic_store_explicit(&o->until, 0, memory_order_release);
                 v.readmitted = true;
             }
@@ -114,12 +117,11 @@ struct outlier_verdict outlier_report(struct outlier *o, const struct conf_outli
     if (outlier_state(o, now) != OUTLIER_IN)
         return v;   /* started before the ejection: only the trial decides */
     if (!failure) {
-        int64_t back = atomic_load_explicit(&o->readmitted, memory_order_relaxed);
-        atomic_store_explicit(&o->fails, 0, memory_order_relaxed);
+        int64_t back = relaxed_load(&o->readmitted);
+        relaxed_store(&o->fails, 0);
         /* Healthy for one ejection period since the readmission: the doubling starts over. */
-        if (back && now - back >= c->ejection &&
-            atomic_load_explicit(&o->ejections, memory_order_relaxed) != 0)
-            atomic_store_explicit(&o->ejections, 0, memory_order_relaxed);
+        if (back && now - back >= c->ejection && relaxed_load(&o->ejections) != 0)
+            relaxed_store(&o->ejections, 0);
         return v;
     }
     fails = atomic_fetch_add_explicit(&o->fails, 1, memory_order_relaxed) + 1;
@@ -131,14 +133,14 @@ struct outlier_verdict outlier_report(struct outlier *o, const struct conf_outli
 int64_t outlier_eject(struct outlier *o, const struct conf_outlier *c, int64_t now)
 {
     int64_t zero = 0;
-    unsigned n = atomic_load_explicit(&o->ejections, memory_order_relaxed);
+    unsigned n = relaxed_load(&o->ejections);
     int64_t dur = outlier_duration(c, n);
 
     if (!atomic_compare_exchange_strong_explicit(&o->until, &zero, now + dur, memory_order_acq_rel,
                                                  memory_order_relaxed))
         return 0;   /* another worker ejected it first */
     atomic_fetch_add_explicit(&o->ejections, 1, memory_order_relaxed);
-    atomic_store_explicit(&o->fails, 0, memory_order_relaxed);
+    relaxed_store(&o->fails, 0);
     atomic_store_explicit(&o->trial, 0, memory_order_release);
     return dur;
 }
@@ -147,14 +149,12 @@ void outlier_copy(struct outlier *to, const struct outlier *from, int64_t now)
 {
     int64_t t = atomic_load_explicit(&from->trial, memory_order_acquire);
 
-    atomic_store_explicit(&to->fails, atomic_load_explicit(&from->fails, memory_order_relaxed), memory_order_relaxed);
-    atomic_store_explicit(&to->until, atomic_load_explicit(&from->until, memory_order_acquire), memory_order_relaxed);
-    atomic_store_explicit(&to->ejections, atomic_load_explicit(&from->ejections, memory_order_relaxed),
-                          memory_order_relaxed);
-    atomic_store_explicit(&to->readmitted, atomic_load_explicit(&from->readmitted, memory_order_relaxed),
-                          memory_order_relaxed);
+    relaxed_store(&to->fails, relaxed_load(&from->fails));
+    relaxed_store(&to->until, atomic_load_explicit(&from->until, memory_order_acquire));
+    relaxed_store(&to->ejections, relaxed_load(&from->ejections));
+    relaxed_store(&to->readmitted, relaxed_load(&from->readmitted));
     /* OUTLIER_DECIDING never expires: only its own report frees it, and that report goes to from */
-    atomic_store_explicit(&to->trial, t == OUTLIER_DECIDING ? (now > 0 ? now : 1) : t, memory_order_relaxed);
+    relaxed_store(&to->trial, t == OUTLIER_DECIDING ? (now > 0 ? now : 1) : t);
 }
 
 bool outlier_room(unsigned n, unsigned out, unsigned max_ejected_percent)

@@ -26,6 +26,7 @@
 #include "health.h"
 #include "list.h"
 #include "log.h"
+#include "relaxed.h"
 #include "tls.h"
 #include "worker.h"
 
@@ -33,9 +34,6 @@ static void pool_idle_timer_cb(struct ev_loop *loop, ev_timer *t, int revents);
 
 /* The ewma balancer's time constant, seconds (Finagle's and Linkerd's default decay). */
 #define POOL_EWMA_TAU 10.0
-
-#define LD_GET(f) atomic_load_explicit(&(f), memory_order_relaxed)
-#define LD_SET(f, v) atomic_store_explicit(&(f), (v), memory_order_relaxed)
 
 /* What every worker's balancer knows of s (health.h struct srv_load). */
 static inline struct srv_load *srv_load_of(const struct upserver *s)
@@ -45,7 +43,7 @@ static inline struct srv_load *srv_load_of(const struct upserver *s)
 
 static inline unsigned srv_inflight(const struct upserver *s)
 {
-    return LD_GET(srv_load_of(s)->inflight);
+    return relaxed_load(&srv_load_of(s)->inflight);
 }
 
 unsigned pool_server_inflight(const struct upserver *s)
@@ -58,7 +56,7 @@ unsigned pool_server_inflight(const struct upserver *s)
 static double pool_ewma_now(const struct upserver *s, ev_tstamp now)
 {
     const struct srv_load *ld = srv_load_of(s);
-    double at = LD_GET(ld->ewma_at), ewma = LD_GET(ld->ewma), dt = now - at;
+    double at = relaxed_load(&ld->ewma_at), ewma = relaxed_load(&ld->ewma), dt = now - at;
 
     if (!at || dt <= 0)
         return ewma;
@@ -86,12 +84,12 @@ static void pool_ewma_back(struct upserver *s)
     if (s->pool->retired)
         return;
     ld = srv_load_of(s);
-    back = atomic_load_explicit(&s->hs->st->back_since, memory_order_relaxed);
-    seen = LD_GET(ld->back_seen);
+    back = relaxed_load(&s->hs->st->back_since);
+    seen = relaxed_load(&ld->back_seen);
     if (back != seen && atomic_compare_exchange_strong_explicit(&ld->back_seen, &seen, back, memory_order_relaxed,
                                                                 memory_order_relaxed)) {
-        LD_SET(ld->ewma_at, 0.0);
-        LD_SET(ld->ewma, 0.0);
+        relaxed_store(&ld->ewma_at, 0.0);
+        relaxed_store(&ld->ewma, 0.0);
     }
 }
 
@@ -448,7 +446,7 @@ void pool_latency(struct upserver *s, double latency, ev_tstamp started)
     pool_ewma_back(s);
     ld = srv_load_of(s);
     now = clock_now();
-    back = LD_GET(ld->back_seen);
+    back = relaxed_load(&ld->back_seen);
     /* An attempt that started before the server came back measured the server that went out:
      * its sample (a timeout, as a rule) would undo the reset at once. Judged by when it started,
      * not by its sample: a failure after the return enters as its timeout, as any failure does
@@ -458,16 +456,16 @@ void pool_latency(struct upserver *s, double latency, ev_tstamp started)
     /* Peak EWMA (Finagle, Linkerd): a sample above the mean replaces it at once, so a server
      * turning slow (or failing: the hop reports a failure as its timeout) is avoided from its
      * first bad answer; below the mean it blends in with a POOL_EWMA_TAU time constant. */
-    at = LD_GET(ld->ewma_at);
-    ewma = LD_GET(ld->ewma);
+    at = relaxed_load(&ld->ewma_at);
+    ewma = relaxed_load(&ld->ewma);
     dt = at ? now - at : 0;
     keep = dt > 0 ? exp(-dt / POOL_EWMA_TAU) : 1.0;   /* exp(0) without the call */
     if (!at || latency > ewma)
         ewma = latency;
     else
         ewma = ewma * keep + latency * (1.0 - keep);
-    LD_SET(ld->ewma, ewma);
-    LD_SET(ld->ewma_at, now);
+    relaxed_store(&ld->ewma, ewma);
+    relaxed_store(&ld->ewma_at, now);
 }
 
 void pool_report(struct upserver *s, bool failure, double latency, ev_tstamp started, int64_t trial)
@@ -485,10 +483,10 @@ void pool_connect_sample(struct pool *p, double seconds)
         seconds = 0;
     /* TCP's SRTT gain (1/8): a few slow connects move it, one does not. (Two workers sampling
      * at the same instant may lose one sample.) */
-    unsigned n = LD_GET(p->ct->samples);
-    double srtt = LD_GET(p->ct->srtt);
+    unsigned n = relaxed_load(&p->ct->samples);
+    double srtt = relaxed_load(&p->ct->srtt);
 
-    LD_SET(p->ct->srtt, n ? srtt + (seconds - srtt) / 8.0 : seconds);
+    relaxed_store(&p->ct->srtt, n ? srtt + (seconds - srtt) / 8.0 : seconds);
     if (n < UINT32_MAX)
         atomic_fetch_add_explicit(&p->ct->samples, 1, memory_order_relaxed);
 }
@@ -499,7 +497,7 @@ double pool_race_delay(const struct pool *p, int64_t connect_ms)
 
     if (p->cp->connect_race != CONF_CONNECT_RACE_AUTO)
         return p->cp->connect_race > 0 ? (double)p->cp->connect_race / 1000.0 : 0;
-    d = LD_GET(p->ct->samples) ? 4.0 * LD_GET(p->ct->srtt) : 0.050;
+    d = relaxed_load(&p->ct->samples) ? 4.0 * relaxed_load(&p->ct->srtt) : 0.050;
     if (d < 0.010)
         d = 0.010;
     if (d > cap)
@@ -723,9 +721,10 @@ static struct upserver *pick_weighted(struct pool *p, const struct pool_pick_ctx
 static double ewma_cost(const struct upserver *s, const struct pool_pick_ctx *ctx)
 {
     const struct srv_load *ld = srv_load_of(s);
-    double lat = LD_GET(ld->ewma_at) ? pool_ewma_now(s, clock_now()) : LD_GET(ld->waiting) ? POOL_EWMA_PENALTY : 0;
+    double lat = relaxed_load(&ld->ewma_at) ? pool_ewma_now(s, clock_now())
+                 : relaxed_load(&ld->waiting) ? POOL_EWMA_PENALTY : 0;
 
-    return (lat + 1e-4) * (LD_GET(ld->inflight) + 1) / (double)eff_weight(s, ctx);
+    return (lat + 1e-4) * (relaxed_load(&ld->inflight) + 1) / (double)eff_weight(s, ctx);
 }
 
 /* Power of two choices: two distinct random candidates, the less loaded wins (random_two; and
