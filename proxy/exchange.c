@@ -204,7 +204,7 @@ static struct hop_record *exchange_record_hop_as(struct exchange *ex, const stru
             METRIC_ADD(s->m->attempts[slot], 1);
         }
     }
-    series_hop(ex_worker(ex)->id, s ? s->m : NULL, s && s->hs ? s->hs->slot : SERIES_SERVERS, midx,
+    series_hop(ex_worker(ex)->id, s ? s->m : NULL, s ? s->hs->slot : SERIES_SERVERS, midx,
                h->connected > 0 && !h->reused ? h->connected - h->started : -1,
                h->connected > 0 && (midx == HOP_OK || midx == METRIC_OUTCOME_5XX) ? now - h->connected : -1,
                ev_now(ex_worker(ex)->loop));   /* the series' second: the wall clock's */
