@@ -185,7 +185,11 @@ struct conf {
     struct { bool enabled; char *address; struct conf_sockaddr addr; } admin;
     unsigned workers;               /* resolved: auto = CPUs this process may use (cpus.h) */
     int64_t shutdown_timeout;       /* 30s */
-    struct { char *path; enum conf_log_format format; } access_log;  /* path "stdout" default */
+    struct {
+        char *path;                 /* "stdout" default */
+        enum conf_log_format format;
+        unsigned long line, col;    /* where the file wrote path (0: not written), for a reload's error */
+    } access_log;
     bool watch_config;              /* false: true reloads on a change to the file (main.c) */
     struct { uint64_t size, max_entry; } stale_store;   /* 64MiB, 1MiB: the process's fallback.stale store */
     struct { bool system; char **servers; size_t nservers; int64_t timeout; } resolver;

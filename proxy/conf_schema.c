@@ -201,6 +201,10 @@ static void conf_post_access_log(struct conf_loader *ld, yaml_node_t *map, void 
     int fd;
 
     (void)seen;
+    if ((v = conf_lookup(ld, map, "path")) != NULL) {
+        c->access_log.line = (unsigned long)v->start_mark.line + 1;
+        c->access_log.col = (unsigned long)v->start_mark.column + 1;
+    }
     if (!conf_open_files || !p || !strcmp(p, "stdout") || !strcmp(p, "stderr") || !strcmp(p, "off"))
         return;
     struct stat st;
@@ -212,7 +216,6 @@ static void conf_post_access_log(struct conf_loader *ld, yaml_node_t *map, void 
         close(fd);
         return;
     }
-    v = conf_lookup(ld, map, "path");
     conf_err(ld, v ? v : map, "access_log path %s: cannot open for writing: %s", p, strerror(errno));
 }
 

@@ -837,7 +837,9 @@ static void take_loaded(struct ev_loop *loop, struct conf *nc, int job, unsigned
             return;
         }
         if (log_err && strcmp(nc->access_log.path, current->conf->access_log.path) != 0) {
-            snprintf(why, sizeof(why), "access_log.path: cannot open %s: %s", nc->access_log.path, strerror(log_err));
+            /* as -t says it (conf_post_access_log), at the place the file wrote the path */
+            snprintf(why, sizeof(why), "%s:%lu:%lu: access_log path %s: cannot open for writing: %s", nc->path,
+                     nc->access_log.line, nc->access_log.col, nc->access_log.path, strerror(log_err));
             reload_failed(nc, log_fd, why);
             return;
         }
