@@ -777,24 +777,6 @@ def test_workers_and_access_log_path_apply_with_the_rest(lifeline, upstream, tmp
     assert "/echo/after" not in open(log1).read()
 
 
-def test_a_reload_names_an_unusable_access_log_at_its_place_as_check_does(lifeline, upstream, tmp_path):
-    """A reload to an access_log path that cannot be opened was refused with "reload:
-    access_log.path: cannot open ...", without the FILE:LINE:COL that -t gives for the same file.
-    It now says what -t says, at the same place. Found by review."""
-    from conftest import run_cli
-    from ops import reload
-    up = upstream()
-    lf = lifeline(pools={"p": pool(up)}, extra={"access_log": {"path": str(tmp_path / "a.log")}})
-    cfg = _cfg(lf, access_log={"path": str(tmp_path / "no-such-dir" / "a.log")})
-    err = reload(lf, cfg, expect="failure", timeout=t(5))
-    m = re.search(re.escape(lf.cfg_path) + r":(\d+):(\d+): access_log path \S*no-such-dir\S*: cannot open for writing", err)
-    assert m, err
-    r = run_cli(["-t", "-c", lf.cfg_path])
-    assert r.returncode == 1 and "%s:%s:%s: access_log path" % (lf.cfg_path, m.group(1), m.group(2)) in r.stderr, (
-        err, r.stderr)
-    assert lf.fetch("GET", "/echo/still").status == 200
-
-
 def test_ewma_tries_an_unmeasured_server_that_has_only_long_streams_open(lifeline, raw_upstream):
     """ewma waits for an unmeasured server's first answer before sending it more, but only for
     attempts still waiting for their head: a server with a few long streams open (begun before
