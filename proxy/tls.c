@@ -419,16 +419,22 @@ void tls_server_tickets(struct tls_server *ts, int64_t rotation_ms, const char *
     }
     snprintf(ts->listener, sizeof ts->listener, "%s", listener);
     ts->rotation = rotation_ms;
-    if (prev && prev->rotation == rotation_ms) {
+    ts->next_rotation = clock_ms() + rotation_ms;
+    if (prev) {
+        /* The keys carry over whatever the new period (a reload that only changed
+         * ticket_rotation ended every client's session). The next rotation is the sooner of the
+         * running schedule's and a whole new period from now: a shorter period takes effect by
+         * then, and a longer one does not make the current key live longer than it was due to. */
+        int64_t now = clock_ms();
         pthread_mutex_lock(&prev->keys_mu);
-        ticket_rotate_locked(prev, clock_ms());
+        ticket_rotate_locked(prev, now);
         memcpy(ts->keys, prev->keys, sizeof ts->keys);
         ts->have_prev = prev->have_prev;
-        ts->next_rotation = prev->next_rotation;
         ts->rotations = prev->rotations;
+        ts->next_rotation = now + rotation_ms;
+        if (prev->rotation > 0 && rotation_ms > 0 && prev->next_rotation < ts->next_rotation)
+            ts->next_rotation = prev->next_rotation;
         pthread_mutex_unlock(&prev->keys_mu);
-    } else {
-        ts->next_rotation = clock_ms() + rotation_ms;
     }
     if (!ts->next_live && live != ts) {
         ts->next_live = live;

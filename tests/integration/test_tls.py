@@ -1269,6 +1269,8 @@ def test_ticket_keys_shared_by_workers_and_rotated(lifeline, upstream, pki):
 
 
 def test_reload_keeps_ticket_keys(lifeline, upstream, pki):
+    """...also one that changes ticket_rotation (found by review: the keys were dropped then, and
+    every client made a full handshake after such a reload)."""
     import copy
     from ops import reload
     up = upstream()
@@ -1280,6 +1282,12 @@ def test_reload_keeps_ticket_keys(lifeline, upstream, pki):
     reload(lf, cfg)
     _, _, _, info = _https(lf.port, "a.test", ctx, session=first["session"])
     assert info["reused"], "a reload ended the clients' sessions"
+    for rotation in ("2h", "0s", "30m"):
+        cfg = copy.deepcopy(lf.config)
+        cfg["listen"][0]["tls"]["ticket_rotation"] = rotation
+        reload(lf, cfg)
+        _, _, _, info = _https(lf.port, "a.test", ctx, session=first["session"])
+        assert info["reused"], "a reload to ticket_rotation %s ended the clients' sessions" % rotation
 
 
 def test_listeners_keep_their_own_ticket_keys_whatever_the_key_order(lifeline, upstream, pki):
