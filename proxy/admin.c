@@ -7,6 +7,7 @@
  */
 #include "admin.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -148,6 +149,36 @@ static bool admin_query_get(const char *q, const char *key, char *out, size_t ca
     return false;
 }
 
+/* The request line (RFC 9112 §3: method SP request-target SP HTTP-version, one space each, as the
+ * proxy's listeners read it) into method (cut at mcap: any longer one is unknown, a 405) and path:
+ * 0, or the status that refuses it: 400 (malformed: a part missing or empty, extra spaces or bytes
+ * after the version, no `HTTP/d.d`), 505 (HTTP/2.0, HTTP/0.9: not 1.x), 414 (a target of pcap
+ * bytes or more). */
+static unsigned admin_request_line(const char *in, char *method, size_t mcap, char *path, size_t pcap)
+{
+    size_t eol = strcspn(in, "\r\n"), tlen;
+    const char *sp1 = memchr(in, ' ', eol), *sp2, *v;
+
+    if (!sp1 || sp1 == in)
+        return 400;
+    sp2 = memchr(sp1 + 1, ' ', eol - (size_t)(sp1 + 1 - in));
+    if (!sp2 || sp2 == sp1 + 1)
+        return 400;
+    v = sp2 + 1;
+    if (in + eol - v != 8 || memcmp(v, "HTTP/", 5) != 0 || !isdigit((unsigned char)v[5]) || v[6] != '.' ||
+        !isdigit((unsigned char)v[7]))
+        return 400;
+    if (v[5] != '1')
+        return 505;
+    tlen = (size_t)(sp2 - sp1 - 1);
+    if (tlen >= pcap)
+        return 414;
+    snprintf(method, mcap, "%.*s", (int)(sp1 - in), in);
+    memcpy(path, sp1 + 1, tlen);
+    path[tlen] = '\0';
+    return 0;
+}
+
 /* An absolute-form target (http://host:port/metrics) to its origin form, in place: RFC 9112
  * §3.2.2 has a server accept it (a client configured with a forward proxy sends it), and the page
  * is chosen by the path alone. */
@@ -176,20 +207,15 @@ static void admin_answer(struct admin_conn *k, unsigned refuse)
     unsigned status = 200;
     const char *ctype = "text/plain; charset=utf-8";
     /* a request id (128 characters) percent-encoded fits: 3 x 128 + the path */
-    char method[8] = "", path[1024] = "", version[16] = "", *query;
+    char method[8] = "", path[1024] = "", *query;
     char param[160];
-    int major = -1, minor = -1;
-    char tail;
+    unsigned bad;
 
     src = admin_src(a);
 
-    /* The page is chosen by the path alone; its parameters come from the query. The version is
-     * read as the proxy's listeners read it: HTTP/1.x is served, another HTTP/d.d gets 505,
-     * anything else (none, `FOO/1.1`) is a bad request. */
-    if (sscanf(k->in, "%7s %1023s %15s", method, path, version) == 3 &&
-        sscanf(version, "HTTP/%1d.%1d%c", &major, &minor, &tail) != 2)
-        major = -1;
-    if (*version) {
+    /* The page is chosen by the path alone; its parameters come from the query. */
+    bad = admin_request_line(k->in, method, sizeof method, path, sizeof path);
+    if (!bad) {
         admin_origin_form(path);
         if ((query = strchr(path, '?')) != NULL)
             *query++ = 0;
@@ -205,10 +231,13 @@ static void admin_answer(struct admin_conn *k, unsigned refuse)
     } else if (refuse == 431) {
         status = 431;
         metrics_render_printf(&body, "request head over %d bytes\n", ADMIN_HEAD_MAX);
-    } else if (!*method || !*path || major < 0 || k->nul || memchr(k->in, 0, k->inlen)) {   /* (a NUL anywhere: never a request) */
+    } else if (bad == 400 || k->nul || memchr(k->in, 0, k->inlen)) {   /* (a NUL anywhere: never a request) */
         status = 400;
         metrics_render_printf(&body, "bad request\n");
-    } else if (major != 1) {
+    } else if (bad == 414) {
+        status = 414;
+        metrics_render_printf(&body, "request target over %zu bytes\n", sizeof path - 1);
+    } else if (bad == 505) {
         status = 505;
         metrics_render_printf(&body, "HTTP version not supported\n");
     } else if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {

@@ -54,8 +54,11 @@ enum conf_perr conf_duration(const char *s, int64_t *ms)
         if (!isdigit((unsigned char)s[1]))
             return PERR_SYNTAX;
         for (s++; isdigit((unsigned char)*s); s++) {
-            if (scale == 1000000000)
-                return PERR_SYNTAX;     /* (nine places: already finer than a millisecond) */
+            if (scale == 1000000000) {
+                if (*s != '0')
+                    return PERR_SYNTAX;   /* (past nine places: finer than a millisecond) */
+                continue;                 /* (trailing zeros say nothing more) */
+            }
             frac = frac * 10 + (uint64_t)(*s - '0');
             scale *= 10;
         }
@@ -69,10 +72,10 @@ enum conf_perr conf_duration(const char *s, int64_t *ms)
     for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
         if (strcmp(s, units[i].unit))
             continue;
-        if (frac * units[i].mult % scale)
-            return PERR_SYNTAX;     /* not a whole number of milliseconds */
         if (r == PERR_RANGE || v > ((uint64_t)INT64_MAX - frac * units[i].mult / scale) / units[i].mult)
             return PERR_RANGE;
+        if (frac * units[i].mult % scale)
+            return PERR_SYNTAX;     /* not a whole number of milliseconds */
         *ms = (int64_t)(v * units[i].mult + frac * units[i].mult / scale);
         return PERR_OK;
     }

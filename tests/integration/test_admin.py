@@ -41,11 +41,16 @@ def test_admin_request_with_a_nul_is_answered_400_at_once(lifeline, upstream, ra
 
 @pytest.mark.parametrize("line,want", [(b"GET /healthz HTTP/1.0", 200), (b"GET /healthz HTTP/1.1", 200),
                                        (b"GET /healthz HTTP/2.0", 505), (b"GET /healthz HTTP/1.10", 400),
-                                       (b"GET /healthz FOO/1.1", 400), (b"GET /healthz", 400)])
+                                       (b"GET /healthz FOO/1.1", 400), (b"GET /healthz", 400),
+                                       (b"GET /healthz HTTP/1.1 junk", 400), (b"GET /healthz HTTP/1.1\tx", 400),
+                                       (b"GET /healthz HTTP/1.1  ", 400), (b"GET  /healthz HTTP/1.1", 400),
+                                       (b"GET /livez?" + b"a" * 2000 + b" HTTP/1.1", 414),
+                                       (b"GETXXXXXXXXX /livez HTTP/1.1", 405)])
 def test_admin_reads_the_request_line_version_as_the_proxy_does(lifeline, upstream, line, want):
-    """The admin listener answered 200 whatever followed the path (HTTP/2.0, FOO/1.1, nothing): it
-    now reads the version as the proxy's listeners do, 505 for another HTTP version, 400 for none
-    or a malformed one. Found by review, as was the missing Date header."""
+    """The admin listener answered 200 whatever followed the path (HTTP/2.0, FOO/1.1, nothing, junk
+    after the version): it now reads the request line as the proxy's listeners do, 505 for another
+    HTTP version, 400 for a malformed line, 414 for a target longer than its page buffer (1 KiB).
+    Found by review, as was the missing Date header."""
     up = upstream()
     aport = free_port()
     lifeline(pools={"p": pool(up)}, extra=admin_extra(aport))
