@@ -156,11 +156,14 @@ static bool admin_query_get(const char *q, const char *key, char *out, size_t ca
  * bytes or more). */
 static unsigned admin_request_line(const char *in, char *method, size_t mcap, char *path, size_t pcap)
 {
-    size_t eol = strcspn(in, "\r\n"), tlen;
-    const char *sp1 = memchr(in, ' ', eol), *sp2, *v;
+    size_t eol, tlen;
+    const char *sp1, *sp2, *v;
 
-    if (!sp1 || sp1 == in)
+    in += strspn(in, "\r\n");   /* (empty lines before it are skipped: RFC 9112 §2.2) */
+    eol = strcspn(in, "\r\n");
+    if (!(sp1 = memchr(in, ' ', eol)) || sp1 == in)
         return 400;
+    snprintf(method, mcap, "%.*s", (int)(sp1 - in), in);   /* (a HEAD refused has no body either) */
     sp2 = memchr(sp1 + 1, ' ', eol - (size_t)(sp1 + 1 - in));
     if (!sp2 || sp2 == sp1 + 1)
         return 400;
@@ -173,7 +176,6 @@ static unsigned admin_request_line(const char *in, char *method, size_t mcap, ch
     tlen = (size_t)(sp2 - sp1 - 1);
     if (tlen >= pcap)
         return 414;
-    snprintf(method, mcap, "%.*s", (int)(sp1 - in), in);
     memcpy(path, sp1 + 1, tlen);
     path[tlen] = '\0';
     return 0;

@@ -45,7 +45,8 @@ def test_admin_request_with_a_nul_is_answered_400_at_once(lifeline, upstream, ra
                                        (b"GET /healthz HTTP/1.1 junk", 400), (b"GET /healthz HTTP/1.1\tx", 400),
                                        (b"GET /healthz HTTP/1.1  ", 400), (b"GET  /healthz HTTP/1.1", 400),
                                        (b"GET /livez?" + b"a" * 2000 + b" HTTP/1.1", 414),
-                                       (b"GETXXXXXXXXX /livez HTTP/1.1", 405)])
+                                       (b"GETXXXXXXXXX /livez HTTP/1.1", 405), (b"\r\nGET /healthz HTTP/1.1", 200),
+                                       (b"HEAD /healthz HTTP/2.0", 505)])
 def test_admin_reads_the_request_line_version_as_the_proxy_does(lifeline, upstream, line, want):
     """The admin listener answered 200 whatever followed the path (HTTP/2.0, FOO/1.1, nothing, junk
     after the version): it now reads the request line as the proxy's listeners do, 505 for another
@@ -57,7 +58,10 @@ def test_admin_reads_the_request_line_version_as_the_proxy_does(lifeline, upstre
     admin_get(aport, "/livez")
     with Conn(aport, timeout=t(2)) as c:
         c.send(line + b"\r\nHost: x\r\n\r\n")
-        r = c.read_response(timeout=t(2))
+        r = c.read_response(timeout=t(2), method="HEAD" if line.startswith(b"HEAD") else "GET")
+        if line.startswith(b"HEAD"):
+            c.sock.settimeout(t(0.5))
+            assert c.buf == b"" and c.sock.recv(100) == b"", "a body after the answer to a HEAD"
     assert r.status == want, (line, r)
     # RFC 9110 §6.6.1: an origin server with a clock sends Date (the admin's answers had none)
     assert re.fullmatch(r"\w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT", r.header("date") or ""), r
