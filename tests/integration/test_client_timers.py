@@ -709,7 +709,11 @@ def test_a_paced_timeout_reads_what_arrived_before_acting(lifeline, upstream):
     # and more new connections at once to one test upstream overflow its accept queue now and
     # then, which is not what this test is about: in CI, after the earlier files, about 120 were
     # connect timeouts.)
+    # One 408 may go to a head sent while the process was stopped: the worker may have been stopped
+    # after its paced turn had read the socket (nothing there yet) and before it wrote that 408, a
+    # timeout that acted before the head came (seen once in a full run under load).
     answered = [x for x in statuses if len(x) == 3 and x != b"408"]
-    assert len(answered) == len(waiting), "%d of %d heads in the socket answered, %d got a 408 (all: %r)" % (
-        len(answered), len(waiting), statuses.count(b"408"), collections.Counter(statuses))
+    assert statuses.count(b"408") <= 1 and len(answered) + statuses.count(b"408") == len(waiting), (
+        "%d of %d heads in the socket answered, %d got a 408 (all: %r)" % (
+            len(answered), len(waiting), statuses.count(b"408"), collections.Counter(statuses)))
     assert statuses.count(b"200") >= len(waiting) // 2, collections.Counter(statuses)
