@@ -25,8 +25,14 @@ int alog_ring_init(struct alog_ring *r, const char *path)
 {
     if (!r->mem) {
         r->mem = malloc(ALOG_RING_BYTES);
-        if (!r->mem)
+        r->marks = malloc(ALOG_MARKS * sizeof(*r->marks));
+        if (!r->mem || !r->marks) {
+            free(r->mem);
+            free(r->marks);
+            r->mem = NULL;
+            r->marks = NULL;
             return -1;
+        }
     }
     alog_ring_follow(r, path);
     return 0;
@@ -40,18 +46,25 @@ void alog_ring_follow(struct alog_ring *r, const char *path)
 void alog_ring_free(struct alog_ring *r)
 {
     free(r->mem);
+    free(r->marks);
     r->mem = r->data = NULL;
+    r->marks = NULL;
 }
+
+/* The order lines are made in, across workers (alog_mark). */
+static _Atomic uint64_t alog_seq;
 
 void alog_append(struct alog_ring *r, const char *line, size_t len)
 {
-    size_t head, tail, off, first;
+    size_t head, tail, off, first, mhead;
 
     if (!r->data)
         return;
     head = atomic_load_explicit(&r->head, memory_order_relaxed);
     tail = atomic_load_explicit(&r->tail, memory_order_acquire);
-    if (len > ALOG_RING_BYTES - (head - tail)) {
+    mhead = atomic_load_explicit(&r->mhead, memory_order_relaxed);
+    if (len > ALOG_RING_BYTES - (head - tail) ||
+        mhead - atomic_load_explicit(&r->mtail, memory_order_acquire) >= ALOG_MARKS) {
         atomic_store_explicit(&r->dropped, atomic_load_explicit(&r->dropped, memory_order_relaxed) + 1,
                               memory_order_relaxed);
         return;
@@ -60,6 +73,10 @@ void alog_append(struct alog_ring *r, const char *line, size_t len)
     first = len < ALOG_RING_BYTES - off ? len : ALOG_RING_BYTES - off;
     memcpy(r->data + off, line, first);
     memcpy(r->data, line + first, len - first);
+    /* the mark before the bytes are published: a writer that sees the line sees its mark */
+    r->marks[mhead % ALOG_MARKS] = (struct alog_mark){ head + len,
+                                                       atomic_fetch_add_explicit(&alog_seq, 1, memory_order_relaxed) };
+    atomic_store_explicit(&r->mhead, mhead + 1, memory_order_release);
     atomic_store_explicit(&r->head, head + len, memory_order_release);
 }
 
@@ -292,6 +309,102 @@ static size_t alog_drain(struct alog *a, struct alog_ring *r)
     return taken;
 }
 
+/* The writer took r's bytes up to its tail (alog_drain): the marks of those lines go too. */
+static void alog_marks_taken(struct alog_ring *r)
+{
+    size_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
+    size_t mt = atomic_load_explicit(&r->mtail, memory_order_relaxed);
+    size_t mh = atomic_load_explicit(&r->mhead, memory_order_acquire);
+
+    while (mt != mh && tail - r->marks[mt % ALOG_MARKS].end <= ALOG_RING_BYTES)   /* end <= tail */
+        mt++;
+    atomic_store_explicit(&r->mtail, mt, memory_order_release);
+}
+
+/* One line, r's next, moved to the writer's merge ring m (room checked by the caller): r's bytes
+ * [tail, end) and its mark go back to the worker at once. */
+static void alog_move_line(struct alog_ring *m, struct alog_ring *r, size_t end)
+{
+    size_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
+    size_t mt = atomic_load_explicit(&r->mtail, memory_order_relaxed);
+    size_t head = atomic_load_explicit(&m->head, memory_order_relaxed);
+
+    while (tail != end) {
+        size_t from = tail % ALOG_RING_BYTES, to = head % ALOG_RING_BYTES, n = end - tail;
+        if (n > ALOG_RING_BYTES - from)
+            n = ALOG_RING_BYTES - from;
+        if (n > ALOG_RING_BYTES - to)
+            n = ALOG_RING_BYTES - to;
+        memcpy(m->mem + to, r->mem + from, n);
+        tail += n;
+        head += n;
+    }
+    atomic_store_explicit(&m->head, head, memory_order_relaxed);
+    atomic_store_explicit(&r->tail, end, memory_order_release);
+    atomic_store_explicit(&r->mtail, mt + 1, memory_order_release);
+}
+
+static size_t alog_drain(struct alog *a, struct alog_ring *r);
+
+/* This pass's lines of rings [0, n) (each up to its limit: alog_pass), in the order they were made:
+ * a ring alone with lines is written straight from it; lines in several are moved to the writer's
+ * merge ring, each time the one made first, and written from there (through alog_drain, which
+ * fails, cuts and counts as for any ring). Without the merge ring's memory, ring after ring, as
+ * before. Returns the bytes taken. */
+static size_t alog_drain_all(struct alog *a, unsigned n)
+{
+    struct alog_ring *m = &a->merged;
+    size_t taken = 0;
+    unsigned busy = 0, only = 0;
+
+    for (unsigned i = 0; i < n; i++) {
+        if (atomic_load_explicit(&a->rings[i]->tail, memory_order_relaxed) != a->rings[i]->until) {
+            busy++;
+            only = i;
+        }
+    }
+    if (busy > 1 && !m->mem)
+        m->mem = malloc(ALOG_RING_BYTES);
+    if (busy <= 1 || !m->mem) {
+        for (unsigned i = 0; i < n; i++) {
+            size_t k = busy <= 1 && i != only ? 0 : alog_drain(a, a->rings[i]);
+            alog_marks_taken(a->rings[i]);
+            if (k > taken)
+                taken = k;
+        }
+        return taken;
+    }
+    for (;;) {
+        struct alog_ring *best = NULL;
+        const struct alog_mark *bm = NULL;
+        for (unsigned i = 0; i < n; i++) {
+            struct alog_ring *r = a->rings[i];
+            const struct alog_mark *mk;
+            if (atomic_load_explicit(&r->tail, memory_order_relaxed) == r->until)
+                continue;
+            mk = &r->marks[atomic_load_explicit(&r->mtail, memory_order_relaxed) % ALOG_MARKS];
+            if (!bm || mk->seq < bm->seq) {
+                best = r;
+                bm = mk;
+            }
+        }
+        if (best) {
+            size_t len = bm->end - atomic_load_explicit(&best->tail, memory_order_relaxed);
+            size_t used = atomic_load_explicit(&m->head, memory_order_relaxed) -
+                          atomic_load_explicit(&m->tail, memory_order_relaxed);
+            if (len <= ALOG_RING_BYTES - used) {
+                alog_move_line(m, best, bm->end);
+                continue;
+            }
+        }
+        /* all moved, or the merge ring is full: out with what it holds */
+        m->until = atomic_load_explicit(&m->head, memory_order_relaxed);
+        taken += alog_drain(a, m);
+        if (!best)
+            return taken;
+    }
+}
+
 /* Where this pass stops in each of rings [0, n): at the marks of a sink handed over and not taken
  * yet (true: the pass writes to the old sink what was made before the handover, then the writer
  * switches), else at each ring's head now. Read under the lock alog_switch takes: a switch handed
@@ -387,11 +500,7 @@ static void *alog_main(void *arg)
             else
                 alog_use(a, fd);
         }
-        for (unsigned i = 0; i < n; i++) {
-            size_t k = alog_drain(a, a->rings[i]);
-            if (k > most)
-                most = k;
-        }
+        most = alog_drain_all(a, n);
         alog_say_failures(a, false);
         if (switching) {
             /* the lines made before the handover are in the old sink (or counted): switch, and
@@ -512,6 +621,8 @@ bool alog_stop(struct alog *a)
     if (a->rings)
         pthread_mutex_destroy(&a->mu);
     a->rings = NULL;
+    free(a->merged.mem);
+    a->merged.mem = NULL;
     return true;
 }
 

@@ -3,7 +3,10 @@
  *
  * Workers never write to the sink. Each worker appends finished lines to its own bounded ring
  * (single producer); one writer thread drains every ring into the sink (stdout, stderr or a file,
- * reopened on SIGUSR1). A reload that changes access_log.path opens the new file off every loop
+ * reopened on SIGUSR1), in the order the lines were made across workers (each line takes a number
+ * from one counter; a pass that finds lines in more than one ring merges them by it, through a
+ * buffer of the writer's own): two requests answered one after the other by two workers are logged
+ * in that order. A reload that changes access_log.path opens the new file off every loop
  * (the loader thread) and hands it to the writer, which writes the lines made before the handover
  * to the old sink, then switches and closes the old one; each worker starts or stops its lines
  * when it takes the new snapshot. When a ring is full the line is dropped and counted
@@ -30,12 +33,23 @@
 #define ALOG_STOP_GRACE_MS 1000             /* alog_stop: how long a sink that takes nothing is waited for */
 #define ALOG_ERROR_EVERY_MS 10000           /* write errors reach the error log at most this often */
 
+#define ALOG_MARKS 16384                    /* lines a ring holds at most (a line is > 64 bytes) */
+
+/* Where a line ends in its ring, and its place in the order every worker's lines were made in (one
+ * counter for the process): the writer puts the lines of several rings in that order. */
+struct alog_mark {
+    size_t end;
+    uint64_t seq;
+};
+
 struct alog_ring {
     char *data;                         /* the worker's view: mem, or NULL while the log is off */
     char *mem;                          /* ALOG_RING_BYTES, allocated once (pages touched only when
                                          * used); the writer reads lines from it */
+    struct alog_mark *marks;            /* ALOG_MARKS, one per line in [tail, head), with mem */
     _Atomic size_t head;                /* next byte the worker writes (monotonic) */
     _Atomic size_t tail;                /* next byte the writer takes (monotonic) */
+    _Atomic size_t mhead, mtail;        /* the marks' (monotonic; the worker's, the writer's) */
     _Atomic uint64_t dropped;           /* lines that did not fit */
     size_t switch_at;                   /* head when the pending sink was handed over (alog.mu):
                                          * the lines before it are the old sink's */
@@ -61,6 +75,8 @@ struct alog {
     int64_t fail_said_at;               /* ms (monotonic) of the last report; 0: none yet */
     int fail_errno;
     uint64_t not_written;               /* lines left when the sink was given up on at exit */
+    struct alog_ring merged;            /* the writer's: lines of several rings put in the order
+                                         * they were made (mem allocated on first use) */
     struct alog_ring **rings;           /* capacity given to alog_start; [0, nrings) drained */
     atomic_uint nrings;
     pthread_mutex_t mu;                 /* guards the pending sink */

@@ -350,6 +350,21 @@ def test_sigusr1_reopens_the_file(lifeline, upstream, tmp_path):
     lf.assert_alive()
 
 
+def test_requests_answered_one_after_another_by_two_workers_are_logged_in_that_order(lifeline, upstream, tmp_path):
+    """Each worker has its own ring and the writer took them one after the other every 10 ms, so
+    two requests answered in turn by two workers within one pass could be logged the other way
+    round (seen as new2 before new1 with `workers` left out, auto = 2 here). Lines now carry the
+    order they were made in, and the writer merges the rings by it."""
+    up = upstream()
+    path = log_to(tmp_path)
+    lf = lifeline(pools={"p": pool(up)}, extra={"access_log": {"path": path}}, workers=2)
+    targets = ["/echo/%d" % i for i in range(60)]
+    for target in targets:
+        assert lf.fetch("GET", target).status == 200   # (a new connection each: either worker)
+    wait_access(path, lambda ls: len(ls) == len(targets))
+    assert [ln["target"] for ln in access_lines(path)] == targets
+
+
 def test_sighup_with_the_same_path_reopens_a_rotated_file(lifeline, upstream, tmp_path):
     """A reload that keeps access_log.path opened the file (creating it, O_CREAT) and closed that
     descriptor again: after `mv access.log access.log.1` and SIGHUP an empty access.log appeared

@@ -389,6 +389,47 @@ static void test_switch_keeps_lines_made_before_it(void **state)
     rmdir(dir);
 }
 
+/* Lines that several workers made one after another are written in that order (they were written
+ * ring after ring: two requests answered by two workers within one of the writer's 10 ms passes
+ * could be logged the other way round). */
+static void test_lines_of_several_workers_keep_the_order_they_were_made_in(void **state)
+{
+    char dir[] = "/tmp/alog-order-XXXXXX", path[64], line[32];
+    static char want[16384], got[16384];
+    static struct alog a;
+    struct alog_ring r0 = { 0 }, r1 = { 0 }, r2 = { 0 }, *rings[3] = { &r0, &r1, &r2 };
+    size_t wlen = 0;
+    int fd;
+
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/order.log", dir);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(alog_ring_init(rings[i], path), 0);
+    fd = alog_open_path(path);
+    assert_true(fd > 2);
+    assert_int_equal(alog_start(&a, path, fd, rings), 0);
+    for (int i = 0; i < 600; i++) {
+        int n = snprintf(line, sizeof(line), "line %d\n", i);
+        alog_append(rings[(i * 7 + i / 3) % 3], line, (size_t)n);   /* runs of one ring, and alternations */
+        memcpy(want + wlen, line, (size_t)n);
+        wlen += (size_t)n;
+        if (i == 300) {   /* the writer drains while more lines come */
+            alog_set_rings(&a, 3);
+            nanosleep(&(struct timespec){ 0, 15 * 1000 * 1000 }, NULL);
+        }
+    }
+    want[wlen] = 0;
+    assert_true(alog_stop(&a));
+    assert_string_equal(file_text(path, got, sizeof(got)), want);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(atomic_load(&rings[i]->mtail), atomic_load(&rings[i]->mhead));
+        alog_ring_free(rings[i]);
+    }
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -400,6 +441,7 @@ int main(void)
         cmocka_unit_test(test_worst_case_fits),
         cmocka_unit_test(test_time_and_duration_match_libc),
         cmocka_unit_test(test_switch_keeps_lines_made_before_it),
+        cmocka_unit_test(test_lines_of_several_workers_keep_the_order_they_were_made_in),
     };
     print_message("access log: %zu hostile rows\n", sizeof(rows) / sizeof(rows[0]));
     return cmocka_run_group_tests(tests, NULL, NULL);
