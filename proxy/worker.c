@@ -1655,7 +1655,8 @@ void worker_memory_worst(const struct conf *c, struct worker_mem *m)
                     1024 * sizeof(struct exchange) + 2 * (c->limits.max_header_bytes + 1024) +
                     (METRIC_ROUTE_SLOTS + 1) * sizeof(struct route_metrics) +
                     METRIC_SERVER_SLOTS * sizeof(struct server_metrics) +
-                    (c->access_log.path && strcmp(c->access_log.path, "off") != 0 ? ALOG_RING_BYTES : 0) +
+                    (c->access_log.path && strcmp(c->access_log.path, "off") != 0
+                         ? ALOG_RING_BYTES + ALOG_MARKS * sizeof(struct alog_mark) : 0) +
                     /* the recent-requests ring (recent.h), and while the admin thread renders
                      * /status/requests its copy of it and qsort's scratch for that copy */
                     3 * recent_ring_bytes();
