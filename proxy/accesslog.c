@@ -355,19 +355,15 @@ static size_t alog_drain_all(struct alog *a, unsigned n)
 {
     struct alog_ring *m = &a->merged;
     size_t taken = 0;
-    unsigned busy = 0, only = 0;
+    unsigned busy = 0;
 
-    for (unsigned i = 0; i < n; i++) {
-        if (atomic_load_explicit(&a->rings[i]->tail, memory_order_relaxed) != a->rings[i]->until) {
-            busy++;
-            only = i;
-        }
-    }
+    for (unsigned i = 0; i < n; i++)
+        busy += atomic_load_explicit(&a->rings[i]->tail, memory_order_relaxed) != a->rings[i]->until;
     if (busy > 1 && !m->mem)
         m->mem = malloc(ALOG_RING_BYTES);
     if (busy <= 1 || !m->mem) {
-        for (unsigned i = 0; i < n; i++) {
-            size_t k = busy <= 1 && i != only ? 0 : alog_drain(a, a->rings[i]);
+        for (unsigned i = 0; i < n; i++) {   /* (an empty ring returns at once) */
+            size_t k = alog_drain(a, a->rings[i]);
             alog_marks_taken(a->rings[i]);
             if (k > taken)
                 taken = k;

@@ -124,7 +124,7 @@ static int listener_open(const struct conf_listener *cl)
     pthread_mutex_lock(&listener_mu);   /* bound and listening at once, as the check sees it */
     if (bind(fd, (const struct sockaddr *)&cl->addr.ss, cl->addr.len) < 0 || listen(fd, 4096) < 0) {
         int e = errno;
-        close(fd);
+        close(fd);   /* (under the lock: a bound socket is ours until closed) */
         pthread_mutex_unlock(&listener_mu);
         return -e;
     }
