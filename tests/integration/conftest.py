@@ -48,8 +48,7 @@ TEST_WALL_LIMIT = 60.0   # seconds (scaled): a test still running then is interr
 # The `workers` a test's lifeline gets when the test does not say: 1, or LIFELINE_TEST_WORKERS
 # (e.g. 2, to run the suite as `workers: auto` does on a 2-CPU machine: every behaviour the SPEC
 # gives a pool or a route must hold across workers). Tests of what is per worker by design (the
-# retry budget, idle upstream connections and TLS sessions, 408 pacing, the order of log lines
-# from different connections) say workers=1.
+# retry budget, idle upstream connections and TLS sessions, 408 pacing) say workers=1.
 DEFAULT_WORKERS = int(os.environ.get("LIFELINE_TEST_WORKERS", "1"))
 
 

@@ -93,7 +93,7 @@ def test_started_with_fds_0_1_2_closed(lifeline, raw_upstream, tmp_path):
     go into it), and SIGUSR1 reopens it."""
     up = truncating_upstream(raw_upstream)
     path = str(tmp_path / "access.log")
-    lf = lifeline(workers=1, pools={"p": pool(up)}, extra={"access_log": {"path": path}},
+    lf = lifeline(pools={"p": pool(up)}, extra={"access_log": {"path": path}},
                   prefix=exec_prefix("os.close(0)\nos.close(1)\nos.close(2)"))
     for i in range(5):
         assert cut_request(lf.port, "/one%d" % i)       # each logs an error-log line too
