@@ -371,18 +371,23 @@ static unsigned exchange_builtin_status(enum hop_outcome o, const char *reason)
 
 /* The stale store's key for this request (route name, host, target) in the worker's scratch
  * buffer (*key); its length, or 0 when it does not fit (then nothing is stored or looked up). */
-static size_t exchange_stale_key(struct exchange *ex, char **key)
+static size_t exchange_stale_key_of(struct exchange *ex, const struct conf_route *route, char **key)
 {
     const struct h1_head *req = ex->req;
     const char *host = req->host >= 0 ? req->hdrs[req->host].value : NULL;
     size_t host_len = req->host >= 0 ? req->hdrs[req->host].value_len : 0;
     size_t len;
     char *scratch = worker_scratch(ex_worker(ex), &len);
-    size_t n = stale_key(scratch, len, ex->route->name, strlen(ex->route->name), host, host_len,
+    size_t n = stale_key(scratch, len, route->name, strlen(route->name), host, host_len,
                          req->target, req->target_len);
 
     *key = scratch;
     return n <= len ? n : 0;
+}
+
+static size_t exchange_stale_key(struct exchange *ex, char **key)
+{
+    return exchange_stale_key_of(ex, ex->route, key);
 }
 
 /* RFC 9110 §9.2.1: the methods that change nothing at the origin. */
@@ -391,12 +396,12 @@ static bool exchange_method_safe(enum h1_method m)
     return m == H1_M_GET || m == H1_M_HEAD || m == H1_M_OPTIONS || m == H1_M_TRACE;
 }
 
-/* RFC 9111 §4.4: an unsafe request answered 2xx or 3xx removes every kept copy of its target for
- * this route (each Vary variant), so a later fallback does not serve what it changed or deleted.
- * One relaxed load when the store is empty (no route keeps copies). */
-static void exchange_stale_invalidate(struct exchange *ex)
+/* The copies of this request's target for its own route (each Vary variant); with every_route,
+ * under every route that keeps copies too. One relaxed load when the store is empty. */
+static void exchange_stale_invalidate(struct exchange *ex, bool every_route)
 {
     struct worker *w = ex_worker(ex);
+    const struct conf *conf = ex->gen->conf;
     size_t klen;
     char *key;
 
@@ -405,6 +410,11 @@ static void exchange_stale_invalidate(struct exchange *ex)
     klen = exchange_stale_key(ex, &key);
     if (klen)
         stale_invalidate(w->stale, key, klen);
+    for (size_t i = 0; every_route && i < conf->nroutes; i++) {
+        const struct conf_route *r = &conf->routes[i];
+        if (r != ex->route && r->fallback.stale > 0 && (klen = exchange_stale_key_of(ex, r, &key)) != 0)
+            stale_invalidate(w->stale, key, klen);
+    }
 }
 
 /* A fresh-enough kept copy for a GET or HEAD (fallback.stale), built into o with a reference on its entry
@@ -414,7 +424,7 @@ static bool exchange_stale(struct exchange *ex, struct fallback_out *o, struct s
 {
     struct worker *w = ex_worker(ex);
     struct stale_entry *e;
-    ev_tstamp age;
+    double age;
     size_t klen;
     char *key;
 
@@ -425,18 +435,13 @@ static bool exchange_stale(struct exchange *ex, struct fallback_out *o, struct s
     klen = exchange_stale_key(ex, &key);
     if (!klen)
         return false;
-    e = stale_get(w->stale, key, klen, ex->req->hdrs, ex->req->nhdrs);
+    /* RFC 9111 §4.2.3: the age the upstream gave it plus its time here (monotonic, clock.h: a wall
+     * clock's step moved the Age sent); both the Age sent and what fallback.stale is compared with */
+    e = stale_get_fresh(w->stale, key, klen, ex->req->hdrs, ex->req->nhdrs, clock_now(),
+                        (double)ex->route->fallback.stale / 1000.0, &age);
     if (!e)
         return false;
-    /* RFC 9111 §4.2.3: the age the upstream gave it plus its time here; both the Age sent and what
-     * fallback.stale is compared with */
-    age = clock_now() - e->stored;   /* monotonic (clock.h): a wall clock's step moved the Age sent */
-    if (age < 0)
-        age = 0;   /* stored by another worker whose loop time ran slightly ahead */
-    age += e->age;
-    if (age > STALE_AGE_MAX)
-        age = STALE_AGE_MAX;
-    if (age * 1000.0 >= (double)ex->route->fallback.stale || fallback_build_stale(o, e, (unsigned)age, a) < 0) {
+    if (fallback_build_stale(o, e, (unsigned)age, a) < 0) {
         stale_entry_unref(e);
         return false;
     }
@@ -1814,8 +1819,11 @@ void exchange_hop_head(struct exchange *ex, struct hop *h)
     o.request_id_len = ex->request_id_len;
     o.content_length = -1;
     ex->status = resp->status;
+    /* RFC 9111 §4.4: an unsafe request answered 2xx or 3xx removes every kept copy of its target,
+     * under whichever route kept it (reads and writes are often routed apart), so a later
+     * fallback does not serve what it changed or deleted. */
     if (resp->status >= 200 && resp->status < 400 && !exchange_method_safe(req->method))
-        exchange_stale_invalidate(ex);
+        exchange_stale_invalidate(ex, true);
 
     if (resp->status == 101) {
         /* (a 101 that may not open a tunnel never comes here: hop.c fails it as a reset before
@@ -1880,7 +1888,7 @@ void exchange_hop_head(struct exchange *ex, struct hop *h)
          * An answer to a request with credentials or its own no-store was made for that client
          * only and says nothing of the shared copy; a non-200 status leaves the copies (README). */
         if (!ex->capturing && stale_request_shareable(req->hdrs, req->nhdrs))
-            exchange_stale_invalidate(ex);
+            exchange_stale_invalidate(ex, false);
     }
     ex->state = EX_STREAMING;
     /* No flush here: the hop flushes once it has parsed the body bytes that came with the head. */

@@ -1,6 +1,7 @@
 /* stale.c — the process-wide store of answers kept for fallback.stale (see stale.h). */
 #include "stale.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -734,8 +735,19 @@ fail:
     return -1;
 }
 
-struct stale_entry *stale_get(struct stale_store *s, const char *key, size_t key_len,
-                              const struct h1_header *req, size_t nreq)
+double stale_entry_age(const struct stale_entry *e, double now)
+{
+    double age = now - e->stored;
+
+    if (age < 0)
+        age = 0;   /* stored by another thread whose clock read ran slightly ahead */
+    age += e->age;
+    return age > STALE_AGE_MAX ? STALE_AGE_MAX : age;
+}
+
+struct stale_entry *stale_get_fresh(struct stale_store *s, const char *key, size_t key_len,
+                                    const struct h1_header *req, size_t nreq, double now, double max_age,
+                                    double *age)
 {
     uint64_t h;
     struct stale_shard *sh;
@@ -752,7 +764,11 @@ struct stale_entry *stale_get(struct stale_store *s, const char *key, size_t key
             vary_match(e, req, nreq))
             break;
     }
+    if (e && stale_entry_age(e, now) >= max_age)
+        e = NULL;   /* too old to serve: not marked used, so it is the first to go when room is needed */
     if (e) {
+        if (age)
+            *age = stale_entry_age(e, now);
         atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
         e->used = atomic_fetch_add_explicit(&s->tick, 1, memory_order_relaxed) + 1;
         if (sh->lru_head != e) {
@@ -767,6 +783,12 @@ struct stale_entry *stale_get(struct stale_store *s, const char *key, size_t key
     }
     pthread_mutex_unlock(&sh->mu);
     return e;
+}
+
+struct stale_entry *stale_get(struct stale_store *s, const char *key, size_t key_len,
+                              const struct h1_header *req, size_t nreq)
+{
+    return stale_get_fresh(s, key, key_len, req, nreq, 0, INFINITY, NULL);
 }
 
 size_t stale_invalidate(struct stale_store *s, const char *key, size_t key_len)

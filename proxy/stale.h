@@ -160,6 +160,14 @@ int stale_put(struct stale_store *s, const char *key, size_t key_len, struct sta
  * recently used. */
 struct stale_entry *stale_get(struct stale_store *s, const char *key, size_t key_len,
                               const struct h1_header *req, size_t nreq);
+/* The same for a copy younger than max_age seconds at now (clock_now()), its age then in *age
+ * (may be NULL): the upstream's Age on receipt plus its time here, at most STALE_AGE_MAX. A copy
+ * too old is not served and not marked used: the LRU end it drifts to is evicted first. */
+struct stale_entry *stale_get_fresh(struct stale_store *s, const char *key, size_t key_len,
+                                    const struct h1_header *req, size_t nreq, double now, double max_age,
+                                    double *age);
+/* A copy's age at now (clock_now()), as stale_get_fresh gives it. */
+double stale_entry_age(const struct stale_entry *e, double now);
 /* Removes every copy under key, whatever its vary values (RFC 9111 §4.4: an unsafe request's success
  * invalidates its target); copies being streamed live on until their references go. Locks the key's
  * shard once; frees outside it. Returns the number removed. Thread-safe. */

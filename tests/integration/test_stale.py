@@ -12,7 +12,7 @@ from email.utils import parsedate_to_datetime
 
 import pytest
 
-from conftest import HOST, Conn, binary_sanitizer, free_port, pattern_bytes, pool, sha, t, wait_for
+from conftest import HOST, Conn, binary_sanitizer, dur, free_port, pattern_bytes, pool, sha, t, wait_for
 from ops import admin_extra, metrics, reload
 
 DOWN_BODY = b"down\n"
@@ -681,5 +681,70 @@ def test_a_latest_200_that_is_not_kept_drops_the_older_copy(lifeline, raw_upstre
         assert r.status == 503 and r.body == FB, r
     else:
         assert is_stale_503(r) and r.body == b"old version\n", r
+    r = lf.fetch("GET", "/other")
+    assert is_stale_503(r) and r.body == b"other\n", r
+
+
+def test_a_copy_too_old_to_serve_does_not_outlive_fresh_ones(lifeline, raw_upstream):
+    """Review (stale store): a lookup marked the copy it found recently used before its age was
+    compared with fallback.stale, so during an outage each request for an expired URL kept that
+    copy, which can never be served, at the head of the LRU list, and a fresh copy was evicted in
+    its place. Here the store has room for three copies: /A expires, /B and /C are kept, a failing
+    /A finds its old copy, /D is kept: /A's copy is the one evicted and /B, /C, /D are served."""
+    down = set()
+
+    def answer(req):
+        return ([], b"bad\n", 503) if req.target in down else ([], b"x" * 600)
+    up = raw_upstream(answers_script(), name="origin")
+    up.state["answers"] = {p: answer for p in ("/A", "/B", "/C", "/D")}
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up, outlier="off")},
+                  extra=admin_extra(aport, stale_store={"size": "3KiB", "max_entry": "1KiB"}),
+                  routes=[{"pool": "p", "retry": {"attempts": 1},
+                           "fallback": {"status": 503, "body": FB.decode(), "stale": dur(t(1))}}])
+
+    def keep(path):
+        before = store_bytes(aport)
+        assert lf.fetch("GET", path).body == b"x" * 600
+        wait_for(lambda: store_bytes(aport) != before, t(3), what="a copy of %s to be kept" % path)
+    keep("/A")
+    time.sleep(t(1) + 0.2)
+    keep("/B")
+    keep("/C")
+    down.add("/A")
+    r = lf.fetch("GET", "/A")
+    assert r.status == 503 and r.body == FB, r   # too old: the fallback's own answer
+    assert lf.fetch("GET", "/D").body == b"x" * 600   # kept in /A's room: the gauge stays
+    time.sleep(t(0.3))   # each copy is kept when its response completes, just after the client read it
+    down.update(("/B", "/C", "/D"))
+    for path in ("/B", "/C", "/D"):
+        r = lf.fetch("GET", path)
+        assert r.status == 200 and r.body == b"x" * 600 and r.header("x-lifeline-fallback") == "503", (path, r)
+
+
+def test_an_unsafe_success_on_another_route_invalidates_the_copy(lifeline, raw_upstream):
+    """Review (stale store): reads and writes are often routed apart (a GET/HEAD route with
+    fallback.stale, another for the rest, same pool). A DELETE through the write route left the
+    read route's copy of that URL, and a later outage served the deleted document. RFC 9111 §4.4
+    invalidates by target: the copies go under every route that keeps them."""
+    up = raw_upstream(switchable_script(), name="origin")
+    up.state["answers"] = {"/doc": ([], b"version 1\n"), "/other": ([], b"other\n")}
+    up.state["unsafe"] = (204, [])
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up, outlier="off")}, extra=admin_extra(aport),
+                  routes=[{"name": "reads", "match": {"methods": ["GET", "HEAD"]}, "pool": "p",
+                           "retry": {"attempts": 1}, "fallback": {"stale": "60s", "body": FB.decode()}},
+                          {"name": "writes", "pool": "p", "retry": {"attempts": 1}}])
+    for path in ("/doc", "/other"):
+        assert lf.fetch("GET", path).status == 200
+    wait_for(lambda: len(up.state.get("seen", [])) == 2, t(2))
+    stored(aport)
+    time.sleep(t(0.3))   # each copy is kept when its response completes, just after the client read it
+    before = store_bytes(aport)
+    assert lf.fetch("DELETE", "/doc").status == 204
+    wait_for(lambda: store_bytes(aport) < before, t(2), what="the copy of /doc to go")
+    up.state["fail"] = True
+    r = lf.fetch("GET", "/doc")
+    assert r.status == 503 and r.body == FB, r
     r = lf.fetch("GET", "/other")
     assert is_stale_503(r) and r.body == b"other\n", r
