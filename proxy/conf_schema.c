@@ -834,7 +834,60 @@ static int conf_h_workers(struct conf_loader *ld, const struct conf_field *f, ya
     return 0;
 }
 
-/* resolver.servers: `system`, or a list of numeric host:port (a DNS server is not looked up). */
+/* Appends a copy of text to resolver.servers (each address once). 0, or -1 out of memory. */
+static int conf_resolver_add(struct conf_loader *ld, struct conf *c, const char *text)
+{
+    char **grown;
+
+    for (size_t i = 0; i < c->resolver.nservers; i++)
+        if (!strcmp(c->resolver.servers[i], text))
+            return 0;
+    if (!(grown = realloc(c->resolver.servers, (c->resolver.nservers + 1) * sizeof *grown))) {
+        ld->oom = true;
+        return -1;
+    }
+    c->resolver.servers = grown;
+    if (!(grown[c->resolver.nservers] = conf_strdup(ld, text)))
+        return -1;
+    c->resolver.nservers++;
+    return 0;
+}
+
+/* A resolver server given by name (SPEC §2: host:port): looked up once here with getaddrinfo, as
+ * the listeners' names are (/etc/hosts first), and every address it has becomes a server, as
+ * nginx's `resolver` does (c-ares takes numeric addresses; `localhost` is ::1 and 127.0.0.1, and
+ * a server missing on one is passed over at once). 0, or -1 with the error reported at v. */
+static int conf_resolver_name(struct conf_loader *ld, struct conf *c, yaml_node_t *v, const char *host,
+                              uint16_t port)
+{
+    char q[CONF_QUOTE_MAX + 8];
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_DGRAM };
+    struct addrinfo *res = NULL;
+    struct conf_sockaddr a;
+    size_t added = 0;
+    int g = getaddrinfo(host, NULL, &hints, &res);
+
+    if (g) {
+        conf_err(ld, v, "cannot resolve the resolver %s: %s", conf_quote(q, host),
+                 g == EAI_SYSTEM ? strerror(errno) : gai_strerror(g));
+        return -1;
+    }
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        if (conf_sockaddr_set(&a, ai->ai_addr, port))
+            continue;
+        conf_unmap_v4(&a);
+        if (conf_resolver_add(ld, c, a.text) < 0)
+            break;
+        added++;
+    }
+    freeaddrinfo(res);
+    if (!added && !ld->oom)
+        conf_err(ld, v, "cannot resolve the resolver %s: no IPv4 or IPv6 address", conf_quote(q, host));
+    return added ? 0 : -1;
+}
+
+/* resolver.servers: `system`, or a list of host:port; c-ares is given numeric addresses, so a
+ * name is looked up at load (conf_resolver_name). */
 static int conf_h_resolvers(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v,
                             void *obj, const char *where)
 {
@@ -867,12 +920,14 @@ static int conf_h_resolvers(struct conf_loader *ld, const struct conf_field *f, 
         if (hp == HP_OOM) {
             ld->oom = true;
             rc = -1;
-        } else if (hp != HP_OK || (inet_pton(AF_INET, host, &a6) != 1 && inet_pton(AF_INET6, host, &a6) != 1)) {
-            conf_err(ld, item, "bad resolver address %s: expected a numeric IP and a port, as in 10.0.0.2:53",
-                     conf_quote(q, s));
+        } else if (hp != HP_OK) {
+            conf_err(ld, item, "bad resolver address %s: expected host:port, as in 10.0.0.2:53", conf_quote(q, s));
             rc = -1;
-        } else if ((c->resolver.servers[c->resolver.nservers] = conf_strdup(ld, s))) {
-            c->resolver.nservers++;
+        } else if (inet_pton(AF_INET, host, &a6) == 1 || inet_pton(AF_INET6, host, &a6) == 1) {
+            if (conf_resolver_add(ld, c, s) < 0)
+                rc = -1;
+        } else if (conf_resolver_name(ld, c, item, host, port) < 0) {
+            rc = -1;
         }
         free(host);
     }
@@ -1408,6 +1463,13 @@ static int conf_h_path(struct conf_loader *ld, const struct conf_field *f, yaml_
         return -1;
     }
     for (const char *c = s; *c; c++) {
+        if ((unsigned char)*c >= 0x80) {
+            /* a request target is visible ASCII (others are answered 400, SPEC §4): such a prefix
+             * never matched, and a check sent it raw and found its server down */
+            conf_err(ld, v, "%s must be ASCII (percent-encode other bytes, as in /caf%%C3%%A9/): %s",
+                     f->key, conf_quote(q, s));
+            return -1;
+        }
         if ((unsigned char)*c <= ' ' || *c == 0x7f || (*c == '?' && !query_ok) || *c == '#') {
             conf_err(ld, v, query_ok ? "%s must be a path and query (no spaces or fragment): %s"
                                      : "%s must be a plain path (no spaces, query or fragment): %s",

@@ -162,6 +162,28 @@ def test_check_names_unresolvable_server(dns, tmp_path):
     assert "%s: ok" % cfg in p.stdout + p.stderr
 
 
+def test_resolver_given_by_name(lifeline, dns, two_upstreams, tmp_path):
+    """SPEC §2 `resolver.servers`: a list of host:port. A name was refused ("expected a numeric IP
+    and a port"); it is now looked up at load, like a listener's, and each of its addresses is a
+    server (`localhost` is 127.0.0.1 and ::1 here: the fake answers on the first only, and the
+    other is passed over). `-t` names a resolver it cannot look up at its line and column."""
+    port, up1, up2 = two_upstreams
+    dns.set(NAME, ["127.0.0.2"])
+    by_name = "localhost:%d" % int(dns.address.rsplit(":", 1)[1])
+    lf = lifeline(pools={"svc": {"servers": ["%s:%d" % (NAME, port)], "resolve_interval": "0s"}},
+                  extra={"resolver": {"servers": [by_name], "timeout": "500ms"}})
+    assert dns.count(NAME) >= 1, "lifeline did not ask the resolver named localhost"
+    for _ in range(3):
+        assert who(lf) == "up2"
+    cfg = tmp_path / "bad-resolver.yaml"
+    cfg.write_text("listen: [ { address: 127.0.0.1:%d } ]\n"
+                   "pools: { a: { servers: [ 127.0.0.1:80 ] } }\n"
+                   "resolver: { servers: [ 127.0.0.1:53, nosuch.invalid:53 ] }\n" % free_port())
+    p = run_cli(["-t", "-c", str(cfg)])
+    assert p.returncode == 1, p
+    assert '%s:3:38: cannot resolve the resolver "nosuch.invalid"' % cfg in p.stderr, p.stderr
+
+
 # ---- re-resolution every resolve_interval: needs main.c's loader thread ------------------------
 
 def test_added_record_gets_traffic(lifeline, dns, two_upstreams):
