@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -106,6 +107,67 @@ static bool probe_port(const char *s, char *out)
     return true;
 }
 
+/* An interim 1xx status line (not 101, which is final: the protocol switches). */
+static bool is_interim(const char *line, size_t len)
+{
+    return len >= 12 && strncmp(line, "HTTP/1.", 7) == 0 && line[8] == ' ' && line[9] == '1' &&
+           !(line[10] == '0' && line[11] == '1');
+}
+
+/* Reads the final answer's status line into line (cap bytes, NUL-terminated; a longer line is cut
+ * there): interim heads (RFC 9110 §15.2: 100 Continue, 103 Early Hints, with any header lines) are
+ * read past, as curl does. Returns the bytes kept (0: the server closed first), or -1 when the
+ * deadline passed (said on stderr). */
+static int read_final_status(int fd, long long deadline, char *line, size_t cap)
+{
+    char buf[1024];
+    size_t len = 0, cur = 0;
+    bool skipping = false, eol = false;
+
+    while (!eol) {
+        int w = wait_fd(fd, POLLIN, deadline);
+        ssize_t n;
+        if (w == 0) {
+            line[len] = 0;
+            fprintf(stderr, "probe: no status line within %d ms%s%.*s\n", PROBE_TOTAL_MS, len ? ": " : "",
+                    (int)strcspn(line, "\r\n"), line);
+            return -1;
+        }
+        if (w < 0)
+            break;
+        n = read(fd, buf, sizeof(buf));
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            continue;
+        if (n <= 0)
+            break;
+        for (ssize_t i = 0; i < n && !eol; i++) {
+            char ch = buf[i];
+            if (skipping) {   /* an interim head's header lines, to the blank line ending it */
+                if (ch == '\n') {
+                    skipping = cur != 0;
+                    cur = 0;
+                } else if (ch != '\r') {
+                    cur++;
+                }
+                continue;
+            }
+            if (len < cap - 1)
+                line[len++] = ch;
+            if (ch != '\n')
+                continue;
+            if (is_interim(line, len)) {
+                skipping = true;
+                cur = 0;
+                len = 0;
+            } else {
+                eol = true;
+            }
+        }
+    }
+    line[len] = 0;
+    return (int)len;
+}
+
 int probe(const char *url)
 {
     char host[256], port[6] = "80", req[1024], resp[64];
@@ -115,7 +177,7 @@ int probe(const char *url)
     int fd = -1, rc = 1, n, got = 0, sent = 0;
     long long deadline = now_ms() + PROBE_TOTAL_MS;
 
-    if (strncmp(url, "http://", 7) != 0) {
+    if (strncasecmp(url, "http://", 7) != 0) {   /* (a scheme is case-insensitive: RFC 3986 §3.1) */
         fprintf(stderr, "probe: only http:// URLs\n");
         return 1;
     }
@@ -136,6 +198,10 @@ int probe(const char *url)
     }
     memcpy(host, p, hl);
     host[hl] = 0;
+    if (strchr(host, '@')) {
+        fprintf(stderr, "probe: invalid URL %s: user information (user@host) is not supported\n", url);
+        return 1;
+    }
     if (host[0] == '[') {
         char *e = strchr(host, ']');
         if (!e || (e[1] && e[1] != ':')) {
@@ -204,24 +270,9 @@ int probe(const char *url)
             goto out;
         }
     }
-    while (got < (int)sizeof(resp) - 1 && !memchr(resp, '\n', (size_t)got)) {
-        int w = wait_fd(fd, POLLIN, deadline);
-        if (w == 0) {
-            resp[got] = 0;
-            fprintf(stderr, "probe: no status line within %d ms%s%.*s\n", PROBE_TOTAL_MS, got ? ": " : "",
-                    (int)strcspn(resp, "\r\n"), resp);
-            goto out;
-        }
-        if (w < 0)
-            break;
-        n = (int)read(fd, resp + got, sizeof(resp) - 1 - (size_t)got);
-        if (n < 0 && (errno == EAGAIN || errno == EINTR))
-            continue;
-        if (n <= 0)
-            break;
-        got += n;
-    }
-    resp[got] = 0;
+    got = read_final_status(fd, deadline, resp, sizeof(resp));
+    if (got < 0)
+        goto out;
     if (is_2xx(resp, got))
         rc = 0;
     else

@@ -287,6 +287,42 @@ def test_probe_status_code_is_three_digits(line):
     assert (p.returncode == 0) == (line == b"HTTP/1.1 200 OK"), (line, p.returncode, p.stderr)
 
 
+@pytest.mark.parametrize("answer,ok", [
+    (b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", True),
+    (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", True),
+    (b"HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n", False),
+    (b"HTTP/1.1 101 Switching Protocols\r\n\r\nHTTP/1.1 200 OK\r\n\r\n", False),
+], ids=["103-then-200", "100-102-then-204", "103-then-503", "101-is-final"])
+def test_probe_reads_past_interim_answers(answer, ok):
+    """Review (ops): §1 `--probe URL` exits 0 on a 2xx, and a client reads past 1xx interim
+    answers to the final one (RFC 9110 §15.2). The probe judged the first status line, so a server
+    sending 103 Early Hints before its 200 was unhealthy. A 101 is final."""
+    port, seen, th, srv = _probe_server(lambda c: c.sendall(answer))
+    try:
+        p = run_cli(["--probe", "http://127.0.0.1:%d/" % port])
+    finally:
+        th.join(t(6))
+        srv.close()
+    assert seen, "no request arrived"
+    assert (p.returncode == 0) == ok, (answer, p.returncode, p.stderr)
+
+
+def test_probe_scheme_is_case_insensitive_and_userinfo_refused():
+    """Review (ops): a URL's scheme is case-insensitive (RFC 3986 §3.1): `HTTP://` was refused
+    ("only http:// URLs"); `user@host` was taken as part of the host name and looked up."""
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    port, seen, th, srv = _probe_server(lambda c: c.sendall(ok))
+    try:
+        p = run_cli(["--probe", "HTTP://127.0.0.1:%d/" % port])
+        bad = run_cli(["--probe", "http://u:p@127.0.0.1:%d/" % port])
+    finally:
+        th.join(t(6))
+        srv.close()
+    assert p.returncode == 0, p.stderr
+    assert bad.returncode == 1 and "user information" in bad.stderr, bad.stderr
+    assert len(seen) == 1, seen
+
+
 @pytest.mark.parametrize("tail,target", [("?x=1", b"/?x=1"), ("#frag", b"/"), ("/a?b=2#f", b"/a?b=2")])
 def test_probe_url_authority_ends_at_query_or_fragment(tail, target):
     """§1 `--probe URL`: the authority ends at `/`, `?` or `#` (RFC 3986 §3.2). A query without a
