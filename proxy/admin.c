@@ -43,7 +43,16 @@ enum admin_conn_state {
     ADMIN_READING,                      /* the request head */
     ADMIN_WRITING,                      /* the answer (out) */
     ADMIN_LINGERING,                    /* answered, write side shut: dropping input until EOF */
+    ADMIN_RECHECK,                      /* /livez found a stale heartbeat: asked again after
+                                         * ADMIN_LIVEZ_RECHECK (admin_answer) */
 };
+
+/* A /livez that finds a worker's heartbeat stale looks again this much later before it answers
+ * 503: after a pause of the whole process (SIGSTOP, `docker pause`, a cgroup freeze) the main
+ * thread may serve a probe queued across the resume before the workers, resumed with it, have run
+ * their overdue heartbeat, and a kubelet would restart a healthy pod. A loop really stuck is still
+ * stuck then. */
+#define ADMIN_LIVEZ_RECHECK 0.25
 
 struct admin_conn {
     struct admin *a;
@@ -62,6 +71,7 @@ struct admin_conn {
     unsigned char eol;                  /* the head's end search, across reads: 1 after a LF,
                                          * 2 after LF CR; a LF then ends it (CRLF CRLF, LF LF) */
     bool nul;                           /* a NUL among the head's dropped bytes */
+    bool rechecked;                     /* /livez asked again already (ADMIN_RECHECK) */
     char *out;                          /* the whole answer once the request is read; owned */
     size_t outlen, outoff;
 };
@@ -248,6 +258,16 @@ static void admin_answer(struct admin_conn *k, unsigned refuse)
     } else if (strcmp(path, "/livez") == 0) {
         unsigned stale = 0;
         bool live = series_live(clock_ms(), &stale);
+        if (!live && !k->rechecked) {
+            free(body.p);
+            k->rechecked = true;
+            k->state = ADMIN_RECHECK;
+            ev_io_stop(a->loop, &k->io);
+            ev_timer_stop(a->loop, &k->timer);
+            ev_timer_set(&k->timer, ADMIN_LIVEZ_RECHECK, 0.0);
+            ev_timer_start(a->loop, &k->timer);
+            return;
+        }
         status = live ? 200 : 503;
         if (live)
             metrics_render_printf(&body, "ok");   /* exactly the SPEC's body (§5), as /healthz */
@@ -389,6 +409,8 @@ static void admin_conn_cb(struct ev_loop *loop, ev_io *io, int revents)
         if (r <= 0 || (k->lingered += (size_t)r) > ADMIN_LINGER_BYTES)
             admin_conn_close(k);   /* EOF (the usual end), an error, or a client sending on and on */
         return;
+    case ADMIN_RECHECK:
+        return;   /* (its watcher is stopped: nothing is read until it answers) */
     case ADMIN_READING:
         break;
     }
@@ -426,9 +448,16 @@ static void admin_conn_cb(struct ev_loop *loop, ev_io *io, int revents)
 
 static void admin_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
-    (void)loop;
+    struct admin_conn *k = t->data;
+
     (void)revents;
-    admin_conn_close(t->data);   /* a request or a write that took too long, or the linger's end */
+    if (k->state == ADMIN_RECHECK) {   /* /livez's second look; then the answer's write timeout */
+        ev_timer_set(&k->timer, ADMIN_CONN_TIMEOUT, 0.0);
+        ev_timer_start(loop, &k->timer);
+        admin_answer(k, 0);
+        return;
+    }
+    admin_conn_close(k);   /* a request or a write that took too long, or the linger's end */
 }
 
 /* Before a connection is closed to make room, the input already in its socket is handled: after a
