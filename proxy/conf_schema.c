@@ -1322,8 +1322,19 @@ static void conf_post_pool_tls(struct conf_loader *ld, yaml_node_t *map, void *o
             return;
         }
     }
-    if (!p->tls.enabled || conf_error_within(ld, map) || ld->flags & CONF_LOAD_UNSUPPORTED)
+    if (!p->tls.enabled || ld->flags & CONF_LOAD_UNSUPPORTED)
         return;
+    if (conf_error_within(ld, map)) {
+        /* no context over a block with errors, but its files are checked all the same, so that
+         * one `-t` names every error (a missing CA file was told only once the rest was mended) */
+        if (strcmp(p->tls.ca, "system") != 0 && !conf_refused(ld, map, "ca"))
+            conf_unreadable(ld, map, "ca", "CA file", p->tls.ca);
+        for (int i = 1; i < 3; i++)
+            if (!conf_refused(ld, map, keys[i]))
+                conf_unreadable(ld, map, keys[i], i == 1 ? "certificate" : "key",
+                                i == 1 ? p->tls.client_cert : p->tls.client_key);
+        return;
+    }
     /* A re-resolve shares the running pool's context (one more reference) and its file digest, so
      * the CA and client certificate stay the ones read at load, a file gone since fails nothing,
      * and idle connections and sessions carry over to the new snapshot (pool_tls_fits). */
@@ -1359,9 +1370,23 @@ static void conf_post_listener_tls(struct conf_loader *ld, yaml_node_t *map, voi
     char err[512];
     bool bad = false;
     (void)seen;
-    if (!list || list->type != YAML_SEQUENCE_NODE || !l->ncerts || conf_error_within(ld, map) ||
-        ld->flags & CONF_LOAD_UNSUPPORTED)
+    if (!list || list->type != YAML_SEQUENCE_NODE || !l->ncerts || ld->flags & CONF_LOAD_UNSUPPORTED)
         return;
+    if (conf_error_within(ld, map)) {
+        /* no context over a block with errors, but its files are checked all the same, so that
+         * one `-t` names every error (conf_post_pool_tls) */
+        size_t nitems = (size_t)(list->data.sequence.items.top - list->data.sequence.items.start);
+        for (size_t i = 0; i < l->ncerts && i < nitems; i++) {
+            yaml_node_t *item = conf_node(ld, list->data.sequence.items.start[i]);
+            if (!item || item->type != YAML_MAPPING_NODE)
+                continue;
+            if (!conf_refused(ld, item, "cert"))
+                conf_unreadable(ld, item, "cert", "certificate", l->certs[i].cert);
+            if (!conf_refused(ld, item, "key"))
+                conf_unreadable(ld, item, "key", "key", l->certs[i].key);
+        }
+        return;
+    }
     /* A re-resolve shares the running listener's context (one more reference): the certificates
      * read at load, not what the files hold now (a renewal takes effect at a reload), and the
      * session-ticket keys with their rotation schedule (conf_h_listen leaves them alone). */

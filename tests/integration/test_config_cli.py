@@ -611,6 +611,29 @@ routes:
     assert "cannot read certificate" in errs[2][2] and "cannot read key" in errs[3][2], errs
 
 
+def test_check_reports_unreadable_tls_files_beside_other_errors_in_their_block(tmp_path):
+    """Review (ops): SPEC §1 `-t` prints every error found. A tls block with another error
+    (`min_version: TLSv1.1`, `verify: maybe`) was not read further, so its missing certificate and
+    CA file were told only once the rest was mended."""
+    missing = str(tmp_path / "nope")
+    errs, r = check_invalid(tmp_path, """\
+listen:
+  - address: 127.0.0.1:8443
+    tls: {{ certificates: [{{ cert: {m}/c.pem, key: {m}/k.pem }}], min_version: TLSv1.1 }}
+pools:
+  api:
+    servers: [{{ address: 127.0.0.1:9000 }}]
+    tls: {{ enabled: true, ca: {m}/ca.pem, verify: maybe }}
+routes:
+  - pool: api
+""".format(m=missing))
+    msgs = [(e[0], e[2]) for e in errs]
+    assert [m[0] for m in msgs] == [3, 3, 3, 7, 7], r.stderr
+    assert "cannot read certificate" in msgs[0][1] and "cannot read key" in msgs[1][1], msgs
+    assert "min_version" in msgs[2][1], msgs
+    assert "cannot read CA file" in msgs[3][1] and "verify" in msgs[4][1], msgs
+
+
 def test_check_with_a_fifo_as_a_tls_file_does_not_wait(tmp_path):
     """A FIFO named as a listener's certificate and key or a pool's client certificate (nobody
     writes to it): `-t` reports it at once (README: TLS files are opened never waiting on a

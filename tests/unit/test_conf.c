@@ -1047,7 +1047,7 @@ static const struct bad_case bad_cases[] = {
       5, 24, "bad resolver address", 0, 0 },
     { L PX "    resolve_interval: 25h\n", 5, 23, "resolve_interval must be between 0ms and 24h", 0, 0 },
     { "listen:\n  - address: 127.0.0.1:8443\n    tls: { ticket_rotation: 25h, certificates: [ { cert: /nonexistent/a.crt, key: a.key } ] }\n",
-      3, 29, "ticket_rotation must be between 0ms and 24h", 0, 0 },
+      3, 29, "ticket_rotation must be between 0ms and 24h", 3, 0 },   /* and both files unreadable */
     /* required and empty */
     { "workers: 1\n", 1, 1, "missing key \"listen\"", 0, 0 },
     { "listen: []\n", 1, 9, "listen needs at least one listener", 0, 0 },
