@@ -1741,9 +1741,9 @@ static void exchange_capture_start(struct exchange *ex, struct hop *h, const str
     h1_parser_set_tee(h->parser, exchange_capture_tee, ex);
 }
 
-bool exchange_client_acked(const struct exchange *ex, uint64_t *acked)
+bool exchange_client_acked(const struct exchange *ex, uint64_t *acked, double *since)
 {
-    return ex->c && !ex->c->closed && xprt_bytes_acked(&ex->c->x, acked);
+    return ex->c && !ex->c->closed && xprt_acked_and_last_sent(&ex->c->x, acked, since);
 }
 
 const char *exchange_switch_refused(const struct exchange *ex, const struct h1_head *resp)

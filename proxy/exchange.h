@@ -267,10 +267,11 @@ bool exchange_reuse_recoverable(const struct exchange *ex);
  * before it judges the head: a 101 refused here is an invalid response, a reset. */
 const char *exchange_switch_refused(const struct exchange *ex, const struct h1_head *resp);
 
-/* How many bytes the client's TCP has acknowledged so far (xprt_bytes_acked on its socket): a
- * tunnel's idle check (hop.c) counts a slow client still taking bytes written before as traffic.
- * false: unknown (no client, no socket). */
-bool exchange_client_acked(const struct exchange *ex, uint64_t *acked);
+/* How many bytes the client's TCP has acknowledged so far, and how long ago its socket last sent
+ * data (xprt_acked_and_last_sent): a tunnel's idle check (hop.c) counts a slow client still
+ * taking bytes written before as traffic, dated when it took them. false: unknown (no client, no
+ * socket). */
+bool exchange_client_acked(const struct exchange *ex, uint64_t *acked, double *since);
 
 /* Events from the hop. */
 void exchange_hop_head(struct exchange *ex, struct hop *h);

@@ -273,24 +273,27 @@ static bool hop_read_first(struct hop *h, struct ev_loop *loop)
  * megabytes: a slow reader empties it for seconds without the socket asking for more (epoll says
  * writable only once a third of it is free), so no write marks that traffic — an upload to a slow
  * upstream, or a download to a slow client after the upstream's last bytes were read. The counts
- * of bytes each acknowledged do, asked here only, once per idle period (no cost per write); when
- * one moved since the last check, this period counts as traffic (last_read is now). */
+ * of bytes each acknowledged do, asked here only, once per idle period (no cost per write): when
+ * one moved since the last check, the traffic is dated when that socket last sent data (the
+ * peer's window opened then), and last_read moves up to it. Dated, not "now": the 101 and the
+ * last bytes written are acknowledged just after they are sent, and counting that as traffic in
+ * the period's check kept every idle tunnel open for two periods. True when idle. */
 static bool hop_tunnel_idle(struct hop *h)
 {
-    uint64_t up, down;
-    bool moved = false;
+    uint64_t acked;
+    double since, now = clock_now();
 
-    if (h->uc && xprt_bytes_acked(&h->uc->x, &up) && up != h->tunnel_acked) {
-        h->tunnel_acked = up;
-        moved = true;
+    if (h->uc && xprt_acked_and_last_sent(&h->uc->x, &acked, &since) && acked != h->tunnel_acked) {
+        h->tunnel_acked = acked;
+        if (now - since > h->last_read)
+            h->last_read = now - since;
     }
-    if (h->ex && exchange_client_acked(h->ex, &down) && down != h->tunnel_acked_down) {
-        h->tunnel_acked_down = down;
-        moved = true;
+    if (h->ex && exchange_client_acked(h->ex, &acked, &since) && acked != h->tunnel_acked_down) {
+        h->tunnel_acked_down = acked;
+        if (now - since > h->last_read)
+            h->last_read = now - since;
     }
-    if (moved)
-        h->last_read = clock_now();
-    return !moved;
+    return h->last_read + h->read_timeout - now <= 0.0005;
 }
 
 static void hop_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -330,11 +333,12 @@ static void hop_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         }
         if (h->state == HOP_TUNNEL && h->ex) {
             if (!hop_tunnel_idle(h)) {
+                ev_tstamp rest = h->last_read + h->read_timeout - clock_now();
                 if (t == &h->response_timer) {
-                    hop_rt_start(h, loop, h->read_timeout);
+                    hop_rt_start(h, loop, rest);
                     return;
                 }
-                t->repeat = h->read_timeout;
+                t->repeat = rest;
                 ev_timer_again(loop, t);
                 return;
             }
@@ -1170,9 +1174,11 @@ void hop_tunnel_start(struct hop *h)
 {
     h->request_sent = false;   /* hop_send writes again: tunnel bytes, as the client sends them */
     /* what each peer acknowledged before: the request, the answers (hop_tunnel_idle) */
+    double since;
+
     if (!h->uc || !xprt_bytes_acked(&h->uc->x, &h->tunnel_acked))
         h->tunnel_acked = 0;
-    if (!h->ex || !exchange_client_acked(h->ex, &h->tunnel_acked_down))
+    if (!h->ex || !exchange_client_acked(h->ex, &h->tunnel_acked_down, &since))
         h->tunnel_acked_down = 0;
 }
 

@@ -123,3 +123,15 @@ bool xprt_bytes_acked(const struct xprt *x, uint64_t *acked)
 {
     return xprt_bytes_sent_acked(x, NULL, acked);
 }
+
+bool xprt_acked_and_last_sent(const struct xprt *x, uint64_t *acked, double *since)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof(ti);
+
+    if (x->fd < 0 || getsockopt(x->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 || !TCPI_HAS(len, tcpi_bytes_acked))
+        return false;
+    *acked = ti.tcpi_bytes_acked;
+    *since = ti.tcpi_last_data_sent / 1000.0;
+    return true;
+}

@@ -70,5 +70,10 @@ bool xprt_bytes_acked(const struct xprt *x, uint64_t *acked);
  * delayed ACK acknowledges tens of milliseconds later, do not pass it. A kernel before 4.19 counts
  * no bytes sent: *sent is then *acked. */
 bool xprt_bytes_sent_acked(const struct xprt *x, uint64_t *sent, uint64_t *acked);
+/* xprt_bytes_acked, and in *since how long ago (seconds, to the kernel's tick) the socket last
+ * sent data: when a peer reading slowly last opened its window for bytes queued before (a window
+ * probe carries none). Retransmissions count too: weigh it only once *acked moved. One
+ * getsockopt(TCP_INFO). false: unknown. */
+bool xprt_acked_and_last_sent(const struct xprt *x, uint64_t *acked, double *since);
 
 #endif

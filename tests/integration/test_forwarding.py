@@ -880,6 +880,34 @@ def test_tunnels_ending_idle_are_no_failure_of_the_server(lifeline, raw_upstream
     assert lf.fetch("GET", "/x").status != 503
 
 
+@pytest.mark.parametrize("echo", [False, True], ids=["silent", "after-an-echo"])
+def test_an_idle_tunnel_ends_one_read_period_after_its_last_bytes(lifeline, raw_upstream, echo):
+    """Review (tunnels): the README says a tunnel's idle limit is the route's `read`, as nginx's
+    proxy_read_timeout. Each idle tunnel was closed after twice that: the period's check counted the
+    101 (or the last echo) being acknowledged by the peer, just after it was sent, as traffic in
+    that period. Acknowledged bytes are now dated when the socket last sent data. With `read: 1s`:
+    closed 1 s after the last bytes (2 s before), silent or after an echo."""
+    async def script(conn):
+        if await conn.read_request() is None:
+            return
+        await conn.send(SWITCH)
+        await conn.echo_upper(rounds=10)
+
+    up = raw_upstream(script)
+    lf = lifeline(pools={"p": pool(up, timeouts={"read": "1s"})})
+    with Conn(lf.port) as c:
+        c.request("GET", "/ws", headers=WS_HEADERS)
+        assert c.read_head()[1] == 101
+        if echo:
+            time.sleep(0.3)
+            c.send(b"ping")
+            assert c.read_exact(4, timeout=t(2)) == b"PING"
+        t0 = time.monotonic()
+        assert c.wait_closed(t(4)) == b""
+        took = time.monotonic() - t0
+    assert 0.8 < took < 1.6, "idle tunnel closed %.2f s after its last bytes (read: 1s)" % took
+
+
 @pytest.mark.parametrize("upgrade", [None, b"foo/2", b""])
 def test_a_101_to_a_protocol_the_client_did_not_offer_is_502(lifeline, raw_upstream, upgrade):
     """RFC 9110 §7.8: a 101 carries Upgrade, naming a protocol the client listed. One without it,
