@@ -45,7 +45,10 @@
 enum cb_kind { CB_NONE, CB_URL, CB_STATUS, CB_FIELD, CB_VALUE };
 /* States of the raw chunked-body scan (h1_scan_chunks). */
 enum chunk_scan {
-    CS_SIZE0, CS_SIZE, CS_EXT, CS_SIZE_LF, CS_DATA, CS_DATA_CR, CS_DATA_LF,
+    CS_SIZE0, CS_SIZE, CS_SIZE_LF, CS_DATA, CS_DATA_CR, CS_DATA_LF,
+    /* a chunk line after its size (RFC 9112 §7.1.1: *( BWS ";" BWS name [ BWS "=" BWS value ] )) */
+    CS_SIZE_WS, CS_EXT_NAME0, CS_EXT_NAME, CS_EXT_NAME_WS, CS_EXT_VAL0, CS_EXT_VAL, CS_EXT_QS,
+    CS_EXT_QS_ESC, CS_EXT_VAL_WS,
     CS_TRL_START, CS_TRL, CS_TRL_LF, CS_END_LF, CS_DONE,
 };
 #define H1_CHUNK_EXT_MAX 4096
@@ -1817,9 +1820,61 @@ static bool h1_scan_head(struct h1_parser *p, const char *d, size_t n, size_t *a
     return true;
 }
 
+/* One byte of a chunk line after its size (the CS_SIZE_WS..CS_EXT_VAL_WS states): spaces, then
+ * extensions as RFC 9112 §7.1.1 writes them, `;` BWS token [ BWS `=` BWS (token | quoted-string) ]
+ * BWS, each, then CR. False when c cannot come here. */
+static bool h1_chunk_ext_step(unsigned *state, unsigned char c)
+{
+    bool ws = c == ' ' || c == '\t', tchar = (h1_ctype[c] & CT_TCHAR) != 0;
+    bool ctl = (c < 0x20 && c != '\t') || c == 0x7f;
+
+    switch (*state) {
+    case CS_EXT_QS:   /* qdtext (obs-text included) to the closing quote */
+        if (ctl)
+            return false;
+        *state = c == '"' ? CS_EXT_VAL_WS : c == '\\' ? CS_EXT_QS_ESC : CS_EXT_QS;
+        return true;
+    case CS_EXT_QS_ESC:
+        *state = CS_EXT_QS;
+        return !ctl;
+    case CS_EXT_NAME0:
+    case CS_EXT_VAL0:
+        if (ws)
+            return true;
+        if (*state == CS_EXT_VAL0 && c == '"')
+            *state = CS_EXT_QS;
+        else if (tchar)
+            *state = *state == CS_EXT_NAME0 ? CS_EXT_NAME : CS_EXT_VAL;
+        else
+            return false;
+        return true;
+    case CS_EXT_NAME:
+    case CS_EXT_VAL:
+        if (tchar)
+            return true;
+        break;
+    default:
+        break;
+    }
+    /* after the size, a name or a value: more whitespace, `=` after a name, `;` or the CR */
+    bool named = *state == CS_EXT_NAME || *state == CS_EXT_NAME_WS;
+    if (ws)
+        *state = named ? CS_EXT_NAME_WS : *state == CS_SIZE_WS ? CS_SIZE_WS : CS_EXT_VAL_WS;
+    else if (c == '=' && named)
+        *state = CS_EXT_VAL0;
+    else if (c == ';')
+        *state = CS_EXT_NAME0;
+    else if (c == '\r')
+        *state = CS_SIZE_LF;
+    else
+        return false;
+    return true;
+}
+
 /* What http-parser (non-strict) lets through in a chunked body, checked on the raw bytes before
- * they are parsed, like h1_scan_head: a chunk line is hex digits, then an optional extension of at
- * most H1_CHUNK_EXT_MAX bytes without controls, then CRLF — a bare CR or LF anywhere is refused
+ * they are parsed, like h1_scan_head: a chunk line is hex digits, then optional whitespace and
+ * extensions as RFC 9112 §7.1.1 writes them (h1_chunk_ext_step; at most H1_CHUNK_EXT_MAX bytes),
+ * then CRLF — a bare CR or LF anywhere is refused
  * (http-parser takes any byte after a CR as its LF, and a bare LF as a line end); chunk data is
  * followed by CRLF; a trailer line does not start with whitespace (obsolete folding) and ends with
  * CRLF. The scan stops at the message's end. Returns false after recording the error; *at is the
@@ -1874,23 +1929,35 @@ static bool h1_scan_chunks(struct h1_parser *p, const char *d, size_t n, size_t 
             } else if (p->cs_state == CS_SIZE && (c == ';' || c == ' ')) {
                 /* (http-parser refuses a tab here, though RFC 9112's BWS allows one) */
                 p->cs_ext = 1;
-                p->cs_state = CS_EXT;
+                p->cs_state = c == ';' ? CS_EXT_NAME0 : CS_SIZE_WS;
             } else {
                 why = c == '\n' ? "bare LF in a chunk line" : "invalid chunk size";
                 goto fail;
             }
             break;
-        case CS_EXT:
-            if (c == '\r') {
-                p->cs_state = CS_SIZE_LF;
-            } else if (c == '\n') {
+        case CS_SIZE_WS:
+        case CS_EXT_NAME0:
+        case CS_EXT_NAME:
+        case CS_EXT_NAME_WS:
+        case CS_EXT_VAL0:
+        case CS_EXT_VAL:
+        case CS_EXT_QS:
+        case CS_EXT_QS_ESC:
+        case CS_EXT_VAL_WS:
+            /* The grammar whole: http-parser takes anything after a ';' or a space to the CR, so
+             * `3 4` was a chunk of 3 that a front proxy may read as 0x34 or refuse (a parser
+             * differential of the kind §4's "bad chunk lines" closes). The extensions are dropped
+             * when the body is re-chunked. */
+            if (c == '\n') {
                 why = "bare LF in a chunk line";
                 goto fail;
-            } else if ((c < 0x20 && c != '\t') || c == 0x7f) {
-                why = "invalid byte in a chunk extension";
-                goto fail;
-            } else if (++p->cs_ext > H1_CHUNK_EXT_MAX) {
+            }
+            if (c != '\r' && ++p->cs_ext > H1_CHUNK_EXT_MAX) {
                 why = "chunk extension too long";
+                goto fail;
+            }
+            if (!h1_chunk_ext_step(&p->cs_state, c)) {
+                why = "invalid chunk extension";
                 goto fail;
             }
             break;

@@ -1,7 +1,7 @@
 /* fuzz_chunked.c — libFuzzer driver for h1.c's chunked decoder, both directions (a request body
  * from a client, a response body from an upstream), against a strict reference decoder written
- * here from RFC 9112 §7.1 and SPEC §4: a chunk line is hex digits, an optional extension (at most
- * 4096 bytes, no controls but HTAB), CRLF; data; CRLF; trailers are "name: value" lines without
+ * here from RFC 9112 §7.1 and SPEC §4: a chunk line is hex digits, optional spaces and extensions
+ * as §7.1.1's grammar writes them (at most 4096 bytes), CRLF; data; CRLF; trailers are "name: value" lines without
  * folding, each ended by CRLF; an empty line ends the body.
  *
  * Properties: when lifeline accepts a body the reference accepts it too and both decode the same
@@ -44,11 +44,64 @@ static int ref_decode(const unsigned char *s, size_t n, struct coll *body, size_
         if (i == start)
             return -1;
         if (s[i] == ';' || s[i] == ' ') {   /* not a tab: http-parser refuses one (BWS allows it) */
-            while (i < n && s[i] != '\r') {
-                if (s[i] == '\n' || (s[i] < 0x20 && s[i] != '\t') || s[i] == 0x7f || ++ext > 4096)
+            /* spaces, then *( ";" BWS name [ BWS "=" BWS ( token | quoted-string ) ] BWS ) */
+            enum { WS0, NAME0, NAME, NAME_WS, VAL0, VAL, VAL_WS, QS, QS_ESC } st = s[i] == ' ' ? WS0 : NAME0;
+            ext = 1;
+            for (i++; i < n && s[i] != '\r'; i++) {
+                unsigned char c = s[i];
+                bool ws = c == ' ' || c == '\t', ctl = (c < 0x20 && c != '\t') || c == 0x7f;
+                if (c == '\n' || ++ext > 4096)
                     return -1;
-                i++;
+                switch (st) {
+                case WS0:
+                    if (c == ';')
+                        st = NAME0;
+                    else if (!ws)
+                        return -1;
+                    break;
+                case NAME0:
+                case VAL0:
+                    if (st == VAL0 && c == '"')
+                        st = QS;
+                    else if (tchar(c))
+                        st = st == NAME0 ? NAME : VAL;
+                    else if (!ws)
+                        return -1;
+                    break;
+                case NAME:
+                case NAME_WS:
+                    if (c == '=')
+                        st = VAL0;
+                    else if (c == ';')
+                        st = NAME0;
+                    else if (ws)
+                        st = NAME_WS;
+                    else if (!(st == NAME && tchar(c)))
+                        return -1;
+                    break;
+                case VAL:
+                case VAL_WS:
+                    if (c == ';')
+                        st = NAME0;
+                    else if (ws)
+                        st = VAL_WS;
+                    else if (!(st == VAL && tchar(c)))
+                        return -1;
+                    break;
+                case QS:
+                    if (ctl)
+                        return -1;
+                    st = c == '"' ? VAL_WS : c == '\\' ? QS_ESC : QS;
+                    break;
+                case QS_ESC:
+                    if (ctl)
+                        return -1;
+                    st = QS;
+                    break;
+                }
             }
+            if (i < n && (st == NAME0 || st == VAL0 || st == QS || st == QS_ESC))
+                return -1;   /* the line ends where a name, a value or a quote's end must come */
         }
         if (i == n)
             return 0;

@@ -73,6 +73,19 @@ REJECTED = [
     ("chunk_size_bare_lf", C + "5\nhello\r\n0\r\n\r\n"),
     ("chunk_size_bare_cr", C + "5\rXhello\r\n0\r\n\r\n"),
     ("chunk_ext_over_4k", C + "5;" + EXT + "x\r\nhello\r\n0\r\n\r\n"),
+    # review (forwarding): http-parser takes anything after a space or ';' to the CR; RFC 9112
+    # §7.1.1's grammar is checked whole (`3 4` was a chunk of 3 that another parser reads as 0x34)
+    ("chunk_size_space_digit", C + "3 4\r\nabc\r\n0\r\n\r\n"),
+    ("chunk_size_space_junk", C + "3 zz\r\nabc\r\n0\r\n\r\n"),
+    ("chunk_ext_empty", C + "3;\r\nabc\r\n0\r\n\r\n"),
+    ("chunk_ext_no_name", C + "3;=x\r\nabc\r\n0\r\n\r\n"),
+    ("chunk_ext_no_value", C + "3;a=\r\nabc\r\n0\r\n\r\n"),
+    ("chunk_ext_open_quote", C + "3;a=\"open\r\nabc\r\n0\r\n\r\n"),
+    ("chunk_ext_two_words", C + "3;a b\r\nabc\r\n0\r\n\r\n"),
+    ("chunk_ext_non_ascii_name", C + "3;\x80\r\nabc\r\n0\r\n\r\n"),
+    ("chunk_ext_non_token_name", C + "3;@\r\nabc\r\n0\r\n\r\n"),
+    ("chunk_ext_two_equals", C + "3;a=b=c\r\nabc\r\n0\r\n\r\n"),
+    ("chunk_ext_on_last_chunk", C + "3\r\nabc\r\n0 x\r\n\r\n"),
     ("trailer_obs_fold", C + "5\r\nhello\r\n0\r\nX-A: a\r\n b\r\n\r\n"),
     ("trailer_bare_lf", C + "5\r\nhello\r\n0\r\nX-A: a\nHost: evil\r\n\r\n"),
     ("http10_te_keep_alive", "POST /p HTTP/1.0\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
@@ -83,6 +96,17 @@ REJECTED = [
 @pytest.mark.parametrize("name, data", REJECTED, ids=[c[0] for c in REJECTED])
 def test_rejected_and_nothing_forwarded(rec, name, data):
     rejected(rec, data)
+
+
+@pytest.mark.parametrize("line", ["3 ", "3 ;a", "3;a=b", "3 ; a = b ; c", '3;a="q \\" \xe9";b=t', "3;a;b=c "],
+                         ids=["space", "space-ext", "token", "spaces", "quoted", "several"])
+def test_chunk_lines_as_rfc_9112_writes_them_are_accepted(rec, line):
+    lf, up = rec
+    with Conn(lf.port) as c:
+        c.send((C + line + "\r\nabc\r\n0\r\n\r\n").encode("latin-1"))
+        r = c.read_response(timeout=t(3))
+    assert r.status == 200, r
+    assert len(up.requests) == 1 and up.requests[0].body == b"abc"
 
 
 def test_chunk_ext_of_4096_bytes_accepted(rec):
