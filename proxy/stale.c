@@ -124,6 +124,52 @@ static const struct h1_header *hdr_find(const struct h1_header *hs, size_t n, co
     return NULL;
 }
 
+/* The bytes of every name field line of hs combined as RFC 9110 §5.3 does (values joined by
+ * ", "), written to out when not NULL; -1 when there is no such line. */
+static long hdr_combined(const struct h1_header *hs, size_t n, const char *name, size_t len, char *out)
+{
+    long total = -1;
+
+    for (size_t i = 0; i < n; i++) {
+        if (!hdr_is(&hs[i], name, len))
+            continue;
+        if (total >= 0) {
+            if (out)
+                memcpy(out + total, ", ", 2);
+            total += 2;
+        } else {
+            total = 0;
+        }
+        if (out && hs[i].value_len)
+            memcpy(out + total, hs[i].value, hs[i].value_len);
+        total += (long)hs[i].value_len;
+    }
+    return total;
+}
+
+/* Whether the combined value of name's field lines (hdr_combined) is v[0..vl), without copying. */
+static bool hdr_combined_is(const struct h1_header *hs, size_t n, const char *name, size_t len, const char *v,
+                            size_t vl)
+{
+    size_t at = 0;
+    bool first = true;
+
+    for (size_t i = 0; i < n; i++) {
+        if (!hdr_is(&hs[i], name, len))
+            continue;
+        if (!first) {
+            if (vl - at < 2 || memcmp(v + at, ", ", 2) != 0)
+                return false;
+            at += 2;
+        }
+        first = false;
+        if (vl - at < hs[i].value_len || memcmp(v + at, hs[i].value, hs[i].value_len) != 0)
+            return false;
+        at += hs[i].value_len;
+    }
+    return !first && at == vl;
+}
+
 static bool tchar(char ch)
 {
     return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
@@ -261,8 +307,9 @@ struct vary_acc {
 static bool vary_add(void *ctx, const char *t, size_t n)
 {
     struct vary_acc *a = ctx;
-    const struct h1_header *h = hdr_find(a->req, a->nreq, t, n);
-    size_t need = 8 + n + (h ? h->value_len : 0);
+    /* several field lines of that name are one value (RFC 9111 §4.1: compared once combined) */
+    long vlen = hdr_combined(a->req, a->nreq, t, n, NULL);
+    size_t need = 8 + n + (vlen > 0 ? (size_t)vlen : 0);
 
     if (a->len + need > a->cap) {
         size_t nc = (a->cap ? a->cap * 2 : 128) + need;
@@ -278,11 +325,11 @@ static bool vary_add(void *ctx, const char *t, size_t n)
     a->len += 4;
     for (size_t i = 0; i < n; i++)
         a->out[a->len++] = t[i] >= 'A' && t[i] <= 'Z' ? (char)(t[i] + 32) : t[i];
-    put32(a->out + a->len, h ? (uint32_t)h->value_len : STALE_ABSENT);
+    put32(a->out + a->len, vlen >= 0 ? (uint32_t)vlen : STALE_ABSENT);
     a->len += 4;
-    if (h && h->value_len) {
-        memcpy(a->out + a->len, h->value, h->value_len);
-        a->len += h->value_len;
+    if (vlen > 0) {
+        hdr_combined(a->req, a->nreq, t, n, a->out + a->len);
+        a->len += (size_t)vlen;
     }
     return false;
 }
@@ -314,17 +361,15 @@ static bool vary_match(const struct stale_entry *e, const struct h1_header *req,
     while (i + 8 <= e->vary_len) {
         uint32_t nl = get32(e->vary + i), vl;
         const char *name = e->vary + i + 4;
-        const struct h1_header *h;
         i += 4 + nl;
         vl = get32(e->vary + i);
         i += 4;
-        h = hdr_find(req, nreq, name, nl);
         if (vl == STALE_ABSENT) {
-            if (h)
+            if (hdr_find(req, nreq, name, nl))
                 return false;
             continue;
         }
-        if (!h || h->value_len != vl || memcmp(h->value, e->vary + i, vl) != 0)
+        if (!hdr_combined_is(req, nreq, name, nl, e->vary + i, vl))
             return false;
         i += vl;
     }

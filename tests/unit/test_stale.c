@@ -439,6 +439,36 @@ static void test_vary_lookup(void **state)
     stale_store_free(s);
 }
 
+/* Review (stale store): a varying header sent as several field lines is one value, the lines
+ * combined (RFC 9111 §4.1): only the first line was compared, so a copy made for
+ * `Accept-Language: en` + `Accept-Language: fr` was served to a request for `en` alone. */
+static void test_vary_combines_field_lines(void **state)
+{
+    (void)state;
+    struct stale_store *s = stale_store_new(1 << 20, 1 << 16);
+    struct stale_capture cap;
+    struct h1_header two[MAXH], en[MAXH], joined[MAXH], swapped[MAXH];
+    size_t ntwo = mk(two, (const struct kv[]){ { "Accept-Language", "en" }, { "X", "y" },
+                                                { "accept-language", "fr" }, { 0 } });
+    size_t nen = mk(en, (const struct kv[]){ { "Accept-Language", "en" }, { 0 } });
+    size_t njoined = mk(joined, (const struct kv[]){ { "Accept-Language", "en, fr" }, { 0 } });
+    size_t nswapped = mk(swapped, (const struct kv[]){ { "Accept-Language", "fr" }, { "Accept-Language", "en" },
+                                                       { 0 } });
+    char k[64];
+    size_t kl = key_of(k, sizeof k, "/greet");
+    struct stale_entry *e;
+
+    capture(&cap, 10, '2', "Accept-Language", two, ntwo);
+    assert_int_equal(stale_put(s, k, kl, &cap, 1.0), 0);
+    assert_null(stale_get(s, k, kl, en, nen));
+    assert_null(stale_get(s, k, kl, swapped, nswapped));
+    assert_non_null(e = stale_get(s, k, kl, two, ntwo));
+    stale_entry_unref(e);
+    assert_non_null(e = stale_get(s, k, kl, joined, njoined));   /* the same value, written as one line */
+    stale_entry_unref(e);
+    stale_store_free(s);
+}
+
 /* STALE_VARIANTS copies of one key at most: one more evicts the key's least recently used variant
  * (a hit counts as a use), a new copy of a variant kept replaces it without evicting, other keys
  * are not touched. Without the cap every User-Agent made a copy, all in one chain. */
@@ -834,6 +864,7 @@ int main(void)
         cmocka_unit_test(test_max_entry_and_size),
         cmocka_unit_test(test_lru_eviction),
         cmocka_unit_test(test_vary_lookup),
+        cmocka_unit_test(test_vary_combines_field_lines),
         cmocka_unit_test(test_variants_capped),
         cmocka_unit_test(test_hash_seeded),
         cmocka_unit_test(test_shrink_is_trimmed_in_batches),
