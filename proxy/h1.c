@@ -1051,8 +1051,19 @@ static inline __attribute__((always_inline)) int head_field(struct h1_parser *p,
     case 6:
         if (NAME_IS(hd, "expect")) {
             hd->flags |= H1_HDR_HOP;
-            if (hd->value_len == 12 && ci_eq(hd->value, "100-continue", 12))
-                h->expect_continue = true;
+            /* a member of the list (`100-continue, foo`; RFC 9110 §10.1.1 defines no other) */
+            for (size_t a = 0, b; a < hd->value_len; a = b + 1) {
+                const char *v = hd->value;
+                size_t e;
+                for (b = a; b < hd->value_len && v[b] != ','; b++)
+                    ;
+                for (e = b; e > a && (v[e - 1] == ' ' || v[e - 1] == '\t'); e--)
+                    ;
+                while (a < e && (v[a] == ' ' || v[a] == '\t'))
+                    a++;
+                if (e - a == 12 && ci_eq(v + a, "100-continue", 12))
+                    h->expect_continue = true;
+            }
         }
         break;
     case 7:

@@ -534,12 +534,15 @@ def test_request_id_that_connection_names_is_replaced(lifeline, upstream):
     assert r.header_all("x-request-id") == seen, r.headers
 
 
-def test_expect_100_continue(lifeline, upstream):
+@pytest.mark.parametrize("expect", ["100-continue", "100-Continue", "100-continue, foo", " foo ,100-continue "])
+def test_expect_100_continue(lifeline, upstream, expect):
+    """§4: `Expect: 100-continue` is honoured, also as a member of a list (review: `100-continue,
+    foo` got no 100, and the client waited for its own timeout)."""
     up = upstream()
     lf = proxy_for(lifeline, up)
     body = os.urandom(20000)
     with lf.conn() as c:
-        c.request("POST", "/echo/expect", headers=[("Expect", "100-continue"),
+        c.request("POST", "/echo/expect", headers=[("Expect", expect),
                                                    ("Content-Length", str(len(body)))])
         interim = c.read_response(timeout=t(3))
         assert interim.status == 100, interim
