@@ -173,7 +173,11 @@ void recent_render(struct metrics_render_buf *b, const char *id)
         const struct recent_entry *x = &all[i];
         if (id && (x->idlen != idn || memcmp(x->request_id, id, idn) != 0))
             continue;
-        metrics_render_printf(b, "%s\n{\"time\":%.3f,", shown++ ? "," : "", x->time);
+        /* the access log's `time` to the millisecond: truncated as alog_format does (%.3f rounded:
+         * half the requests were 1 ms apart, and x.9996 reached the next second) */
+        int64_t secs = (int64_t)x->time;
+        int ms = (int)((x->time - (double)secs) * 1000);
+        metrics_render_printf(b, "%s\n{\"time\":%lld.%03d,", shown++ ? "," : "", (long long)secs, ms);
         put_str(b, "request_id", x->request_id, x->idlen, false);
         metrics_render_printf(b, ",");
         put_str(b, "trace_id", x->trace_id, x->tracelen, !x->has_trace);

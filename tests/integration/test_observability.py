@@ -3,6 +3,7 @@ fallback requests), /status/series, /config (redacted YAML), /livez and /readyz,
 per-server latency, retry-reason and hedge metrics."""
 
 import json
+import re
 import signal
 import socket
 import threading
@@ -334,3 +335,34 @@ def test_status_requests_that_share_a_time_are_newest_first(lifeline):
     s.close()
     ids = [x["request_id"] for x in _requests(aport) if x["request_id"].startswith("req-")]
     assert ids == ["req-%d" % i for i in range(7, -1, -1)], ids
+
+
+def test_status_requests_time_is_the_access_logs_to_the_millisecond(lifeline, upstream, tmp_path):
+    """Review (observability): README: a /status/requests entry's `time` is when the request was
+    answered, as the access log's `time`. The log truncates to the millisecond and the page
+    rounded (%.3f), so about half the entries were 1 ms apart (and x.9996 s showed the next
+    second). 60 retried requests: each entry's time equals its log line's."""
+    import calendar
+    import time
+    from ops import access_lines
+    up = upstream()
+    bad = refused()
+    aport = free_port()
+    path = str(tmp_path / "access.log")
+    lf = lifeline(pools={"p": pool(bad, up, outlier="off", balance="round_robin")},
+                  routes=[{"name": "r", "pool": "p",
+                           "retry": {"attempts": 2, "backoff": {"base": "1ms", "max": "1ms"}}}],
+                  extra=admin_extra(aport, access_log={"path": path}))
+    for i in range(60):
+        assert lf.fetch("GET", "/echo/%d" % i).status == 200
+    wait_for(lambda: len(access_lines(path)) >= 60, t(3), what="60 access-log lines")
+    logged = {}
+    for ln in access_lines(path):
+        stamp = ln["time"]   # 2026-12-06T23:33:48.438Z
+        whole = calendar.timegm(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S"))
+        logged[ln["request_id"]] = "%d.%s" % (whole, stamp[20:23])
+    r = admin_get(aport, "/status/requests")
+    raw = re.findall(rb'"time":([0-9.]+),"request_id":"([0-9a-f]+)"', r.body)
+    assert len(raw) >= 25, r.body[:300]   # (round robin: every other request was retried)
+    for when, rid in raw:
+        assert when.decode() == logged[rid.decode()], (when, rid, logged.get(rid.decode()))
