@@ -277,14 +277,20 @@ def test_probe_has_one_overall_deadline():
 def test_probe_status_code_is_three_digits(line):
     """§1 `--probe URL` exits 0 on a 2xx: a status code is three digits followed by a space (RFC 9112
     §4). Only the first digit was read, so `HTTP/1.1 2000` passed as healthy."""
-    port, seen, th, srv = _probe_server(lambda c: c.sendall(line + b"\r\nContent-Length: 0\r\n\r\n"))
+    p, seen = _probe_answered(line + b"\r\nContent-Length: 0\r\n\r\n")
+    assert seen, "no request arrived"
+    assert (p.returncode == 0) == (line == b"HTTP/1.1 200 OK"), (line, p.returncode, p.stderr)
+
+
+def _probe_answered(answer):
+    """`--probe` against a one-connection server that sends `answer`: (the CLI's result, heads seen)."""
+    port, seen, th, srv = _probe_server(lambda c: c.sendall(answer))
     try:
         p = run_cli(["--probe", "http://127.0.0.1:%d/" % port])
     finally:
         th.join(t(6))
         srv.close()
-    assert seen, "no request arrived"
-    assert (p.returncode == 0) == (line == b"HTTP/1.1 200 OK"), (line, p.returncode, p.stderr)
+    return p, seen
 
 
 @pytest.mark.parametrize("answer,ok", [
@@ -297,12 +303,7 @@ def test_probe_reads_past_interim_answers(answer, ok):
     """Review (ops): §1 `--probe URL` exits 0 on a 2xx, and a client reads past 1xx interim
     answers to the final one (RFC 9110 §15.2). The probe judged the first status line, so a server
     sending 103 Early Hints before its 200 was unhealthy. A 101 is final."""
-    port, seen, th, srv = _probe_server(lambda c: c.sendall(answer))
-    try:
-        p = run_cli(["--probe", "http://127.0.0.1:%d/" % port])
-    finally:
-        th.join(t(6))
-        srv.close()
+    p, seen = _probe_answered(answer)
     assert seen, "no request arrived"
     assert (p.returncode == 0) == ok, (answer, p.returncode, p.stderr)
 
