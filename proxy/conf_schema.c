@@ -8,7 +8,8 @@
  * they are met; pool server hostnames with dns_resolve() once the whole document is read, so the
  * `resolver` block applies wherever it is written) and reading fallback files. A re-resolve
  * (conf_reresolve: ld->donor) looks server names up again and takes everything else that is read
- * from disk or looked up from the running snapshot instead (the conf_donor_* helpers).
+ * from disk or looked up from the running snapshot instead (the conf_donor_* helpers; the resolver's
+ * own servers given by name too).
  * Adding a key: its field in conf.h, its default and its table row here (plus a handler here when
  * it is not a plain duration, size, integer, bool, number, string or name).
  * Does not own: walking a table and the generic messages (conf_walk.c), scalar syntax
@@ -887,7 +888,8 @@ static int conf_resolver_name(struct conf_loader *ld, struct conf *c, yaml_node_
 }
 
 /* resolver.servers: `system`, or a list of host:port; c-ares is given numeric addresses, so a
- * name is looked up at load (conf_resolver_name). */
+ * name is looked up at load and reload (conf_resolver_name); a re-resolve takes the running
+ * snapshot's list instead (conf_resolver_add dedups it). */
 static int conf_h_resolvers(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v,
                             void *obj, const char *where)
 {
@@ -926,6 +928,12 @@ static int conf_h_resolvers(struct conf_loader *ld, const struct conf_field *f, 
         } else if (inet_pton(AF_INET, host, &a6) == 1 || inet_pton(AF_INET6, host, &a6) == 1) {
             if (conf_resolver_add(ld, c, s) < 0)
                 rc = -1;
+        } else if (ld->donor) {
+            /* a re-resolve: the names the running snapshot looked up at its load, as for the
+             * listeners' (a resolver failing here held every pool's DNS changes back) */
+            for (size_t k = 0; k < ld->donor->resolver.nservers && rc == 0; k++)
+                if (conf_resolver_add(ld, c, ld->donor->resolver.servers[k]) < 0)
+                    rc = -1;
         } else if (conf_resolver_name(ld, c, item, host, port) < 0) {
             rc = -1;
         }

@@ -184,6 +184,37 @@ def test_resolver_given_by_name(lifeline, dns, two_upstreams, tmp_path):
     assert '%s:3:38: cannot resolve the resolver "nosuch.invalid"' % cfg in p.stderr, p.stderr
 
 
+def test_a_resolver_given_by_name_is_not_looked_up_again_by_a_re_resolve(lifeline, dns, two_upstreams, tmp_path):
+    """Review (this session's diff): a resolver given by name was looked up at every re-resolve
+    (each resolve_interval), not only at load and reload as the README says; once that lookup failed
+    every pool's DNS changes were held back ("cannot resolve the resolver", "keeping the current
+    addresses"). lifeline runs here in a mount namespace of its own with a private /etc/hosts that
+    names the resolver, which is then taken out of it: the pool still moves to its new address."""
+    from ops import exec_prefix
+    if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
+        pytest.skip("no mount namespaces here (root needed)")
+    port, up1, up2 = two_upstreams
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n127.0.0.1 rsv.test\n")
+    setup = ("import ctypes\n"
+             "libc = ctypes.CDLL(None, use_errno=True)\n"
+             "assert libc.unshare(0x00020000) == 0\n"                     # CLONE_NEWNS
+             "assert libc.mount(b'none', b'/', None, 16384 | (1 << 18), None) == 0\n"   # MS_REC|MS_PRIVATE
+             "assert libc.mount(%r, b'/etc/hosts', None, 4096, None) == 0\n" % str(hosts).encode())  # MS_BIND
+    dns.set(NAME, ["127.0.0.1"])
+    rport = int(dns.address.rsplit(":", 1)[1])
+    lf = lifeline(pools={"svc": {"servers": ["%s:%d" % (NAME, port)], "resolve_interval": "200ms"}},
+                  extra={"resolver": {"servers": ["rsv.test:%d" % rport], "timeout": "500ms"}},
+                  prefix=exec_prefix(setup))
+    assert who(lf) == "up1"
+    with open(hosts, "r+") as f:   # in place: the bind mount shows this very file
+        f.truncate(0)
+        f.write("127.0.0.1 localhost\n")
+    dns.set(NAME, ["127.0.0.2"])
+    wait_for(lambda: who(lf) == "up2", t(5), what="the pool to follow its name to 127.0.0.2")
+    assert "cannot resolve the resolver" not in lf.stderr_text()
+
+
 # ---- re-resolution every resolve_interval: needs main.c's loader thread ------------------------
 
 def test_added_record_gets_traffic(lifeline, dns, two_upstreams):
