@@ -780,7 +780,9 @@ fail:
     return -1;
 }
 
-double stale_entry_age(const struct stale_entry *e, double now)
+/* A copy's age at now (clock_now()): the upstream's Age on receipt plus its time here, at most
+ * STALE_AGE_MAX. */
+static double stale_entry_age(const struct stale_entry *e, double now)
 {
     double age = now - e->stored;
 
@@ -809,11 +811,12 @@ struct stale_entry *stale_get_fresh(struct stale_store *s, const char *key, size
             vary_match(e, req, nreq))
             break;
     }
-    if (e && stale_entry_age(e, now) >= max_age)
+    double a = e ? stale_entry_age(e, now) : 0;
+    if (a >= max_age)
         e = NULL;   /* too old to serve: not marked used, so it is the first to go when room is needed */
     if (e) {
         if (age)
-            *age = stale_entry_age(e, now);
+            *age = a;
         atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
         e->used = atomic_fetch_add_explicit(&s->tick, 1, memory_order_relaxed) + 1;
         if (sh->lru_head != e) {

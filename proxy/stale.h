@@ -166,8 +166,6 @@ struct stale_entry *stale_get(struct stale_store *s, const char *key, size_t key
 struct stale_entry *stale_get_fresh(struct stale_store *s, const char *key, size_t key_len,
                                     const struct h1_header *req, size_t nreq, double now, double max_age,
                                     double *age);
-/* A copy's age at now (clock_now()), as stale_get_fresh gives it. */
-double stale_entry_age(const struct stale_entry *e, double now);
 /* Removes every copy under key, whatever its vary values (RFC 9111 §4.4: an unsafe request's success
  * invalidates its target); copies being streamed live on until their references go. Locks the key's
  * shard once; frees outside it. Returns the number removed. Thread-safe. */
