@@ -44,6 +44,7 @@
 #include "dns.h"
 #include "health.h"
 #include "fdroom.h"
+#include "fileio.h"
 #include "log.h"
 #include "metrics.h"
 #include "probe.h"
@@ -118,21 +119,31 @@ static struct {
     unsigned loaded_errors;
     int loaded_log_fd;                  /* a reload's access-log file, opened here (-1: none) */
     int loaded_log_errno;               /* why it could not be opened (0: it could) */
+    bool loaded_log_made;               /* the open created the file: a reload not applied removes it */
     ev_async done;
     struct ev_loop *loop;
 } loader = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .loaded_log_fd = -1 };
 
 /* A loaded snapshot's access-log file, opened by the loader (opening may block on a slow file
- * system: never on the main loop). stdout, stderr and off need nothing: -1 and *err 0. */
-static int loader_open_log(const struct conf *nc, int *err)
+ * system: never on the main loop). stdout, stderr and off need nothing: -1 and *err 0. *made:
+ * this open created the file (a reload refused later removes it: it applies nothing of the file;
+ * a dangling symbolic link's target is created as a start would, and not counted). */
+static int loader_open_log(const struct conf *nc, int *err, bool *made)
 {
     const char *p = nc->access_log.path;
     int fd;
 
     *err = 0;
+    *made = false;
     if (!p || strcmp(p, "off") == 0 || strcmp(p, "stdout") == 0 || strcmp(p, "stderr") == 0)
         return -1;
-    fd = alog_open_path(p);
+    fd = file_open(p, O_WRONLY | O_APPEND, 0);
+    if (fd < 0 && errno == ENOENT) {
+        fd = file_open(p, O_WRONLY | O_APPEND | O_CREAT | O_EXCL, 0644);
+        *made = fd >= 0;
+        if (fd < 0 && errno == EEXIST)   /* a dangling link, or a file made since */
+            fd = alog_open_path(p);
+    }
     if (fd < 0)
         *err = errno ? errno : EIO;
     return fd;
@@ -150,6 +161,7 @@ static void *loader_main(void *arg)
         size_t ndue = 0;
         unsigned nerr = 0;
         int log_fd = -1, log_err = 0;
+        bool log_made = false;
         while ((!loader.jobs || loader.loaded_pending) && !loader.stop)
             pthread_cond_wait(&loader.cv, &loader.mu);
         if (loader.stop)
@@ -183,7 +195,7 @@ static void *loader_main(void *arg)
         free(due);
         conf_unref(from);
         if (nc && job != JOB_RESOLVE)
-            log_fd = loader_open_log(nc, &log_err);
+            log_fd = loader_open_log(nc, &log_err, &log_made);
         pthread_mutex_lock(&loader.mu);
         loader.loaded = nc;
         loader.loaded_pending = true;
@@ -191,6 +203,7 @@ static void *loader_main(void *arg)
         loader.loaded_errors = nerr;
         loader.loaded_log_fd = log_fd;
         loader.loaded_log_errno = log_err;
+        loader.loaded_log_made = log_made;
         ev_async_send(loader.loop, &loader.done);
     }
     pthread_mutex_unlock(&loader.mu);
@@ -779,11 +792,20 @@ static bool admin_port_taken(const struct conf *nc, const struct conf *rc)
     return false;
 }
 
-/* A reload that cannot be applied: counted, logged, the running configuration kept. */
-static void reload_failed(struct conf *nc, int log_fd, const char *what)
+/* A result not applied: its access-log file closed, and removed when the loader created it (the
+ * path of a refused reload was left behind as an empty file). */
+static void drop_loaded(struct conf *nc, int log_fd, bool log_made)
 {
-    conf_unref(nc);
     close_fd(log_fd);
+    if (log_made && unlink(nc->access_log.path) < 0)
+        log_debug("reload: removing %s again: %s", nc->access_log.path, strerror(errno));
+    conf_unref(nc);
+}
+
+/* A reload that cannot be applied: counted, logged, the running configuration kept. */
+static void reload_failed(struct conf *nc, int log_fd, bool log_made, const char *what)
+{
+    drop_loaded(nc, log_fd, log_made);
     admin.reloads_failed++;
     log_error("reload: %s; keeping the running configuration", what);
 }
@@ -791,23 +813,23 @@ static void reload_failed(struct conf *nc, int log_fd, const char *what)
 static void resolved_applied(bool same_text);
 
 /* The loader's result nc (of `job`; NULL: it failed with nerr errors) applied, or dropped; log_fd
- * (a reload's access-log file, or -1) is used or closed. */
-static void take_loaded(struct ev_loop *loop, struct conf *nc, int job, unsigned nerr, int log_fd, int log_err)
+ * (a reload's access-log file, or -1; log_made: the loader created it) is used or closed. */
+static void take_loaded(struct ev_loop *loop, struct conf *nc, int job, unsigned nerr, int log_fd, int log_err,
+                        bool log_made)
 {
     int admin_fd = ADMIN_KEEP;
     bool close_first = false;
 
     if (draining) {
-        conf_unref(nc);
-        close_fd(log_fd);
+        if (nc)
+            drop_loaded(nc, log_fd, log_made);
         return;
     }
     if (job == JOB_WATCH && nc && nc->source_len == current->conf->source_len &&
         memcmp(nc->source, current->conf->source, nc->source_len) == 0 && conf_files_same(nc, current->conf)) {
         /* an event that changed neither the file nor a file it reads (a fallback body, a
          * certificate: SIGHUP reads them again, and so must this; SPEC §2) */
-        conf_unref(nc);
-        close_fd(log_fd);
+        drop_loaded(nc, log_fd, log_made);
         return;
     }
     if (!nc) {
@@ -833,14 +855,14 @@ static void take_loaded(struct ev_loop *loop, struct conf *nc, int job, unsigned
         bool moving = admin_changed(nc);
         if (listeners_free(nc, current->conf, moving && admin_at.on ? &admin_at.addr : NULL, "reload: ") < 0) {
             snprintf(why, sizeof(why), "%s: a listener address is not free", conf_path);
-            reload_failed(nc, log_fd, why);
+            reload_failed(nc, log_fd, log_made, why);
             return;
         }
         if (log_err && strcmp(nc->access_log.path, current->conf->access_log.path) != 0) {
             /* as -t says it (conf_post_access_log), at the place the file wrote the path */
             snprintf(why, sizeof(why), "%s:%lu:%lu: access_log path %s: cannot open for writing: %s", nc->path,
                      nc->access_log.line, nc->access_log.col, nc->access_log.path, strerror(log_err));
-            reload_failed(nc, log_fd, why);
+            reload_failed(nc, log_fd, log_made, why);
             return;
         }
         if (log_err)   /* the same path: the file opened before stays the sink */
@@ -859,7 +881,7 @@ static void take_loaded(struct ev_loop *loop, struct conf *nc, int job, unsigned
             } else if (fd < 0) {
                 snprintf(why, sizeof(why), "admin.address: cannot listen on %s: %s (the admin listener stays on %s)",
                          nc->admin.addr.text, strerror(-fd), admin_at.on ? admin_at.addr.text : "nothing");
-                reload_failed(nc, log_fd, why);
+                reload_failed(nc, log_fd, log_made, why);
                 return;
             }
             admin_fd = fd;
@@ -875,6 +897,7 @@ static void on_loaded(struct ev_loop *loop, ev_async *a, int revents)
 {
     struct conf *nc;
     int job, log_fd, log_err;
+    bool log_made;
     unsigned nerr;
 
     (void)a;
@@ -889,10 +912,11 @@ static void on_loaded(struct ev_loop *loop, ev_async *a, int revents)
     nerr = loader.loaded_errors;
     log_fd = loader.loaded_log_fd;
     log_err = loader.loaded_log_errno;
+    log_made = loader.loaded_log_made;
     loader.loaded = NULL;
     loader.loaded_log_fd = -1;
     pthread_mutex_unlock(&loader.mu);
-    take_loaded(loop, nc, job, nerr, log_fd, log_err);
+    take_loaded(loop, nc, job, nerr, log_fd, log_err, log_made);
     loader_handled(job);   /* the loader starts its next job from what runs now */
 }
 

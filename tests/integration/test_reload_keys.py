@@ -346,6 +346,33 @@ def test_access_log_path_unwritable_fails_the_reload(lifeline, upstream, tmp_pat
     wait_access(p1, lambda ls: any(x["target"] == "/still" for x in ls))
 
 
+def test_refused_reload_leaves_no_new_access_log_file(lifeline, upstream, tmp_path):
+    """A reload refused after its file was read (a new listener's or admin port taken) applies
+    nothing of the file: the access log it names is not left behind as a new empty file, and a
+    file that was there already stays. The loader had created it, and only closed it."""
+    up = upstream()
+    p1, p2, p3 = (str(tmp_path / n) for n in ("a1.log", "a2.log", "a3.log"))
+    with open(p3, "w") as f:
+        f.write("kept\n")
+    lf = lifeline(pools={"p": pool(up)}, extra={"access_log": {"path": p1}})
+    blocker = socket.socket()
+    blocker.bind((HOST, 0))
+    blocker.listen(1)
+    taken = blocker.getsockname()[1]
+    try:
+        _reload(lf, _cfg(lf, listen=_listen(lf.port, taken), access_log={"path": p2}), expect="failure")
+        assert not os.path.exists(p2), "a refused reload created %s" % p2
+        _reload(lf, _cfg(lf, access_log={"path": p2}, **admin_extra(taken)), expect="failure")
+        assert not os.path.exists(p2), "a refused reload (admin) created %s" % p2
+        _reload(lf, _cfg(lf, listen=_listen(lf.port, taken), access_log={"path": p3}), expect="failure")
+        with open(p3) as f:
+            assert f.read() == "kept\n"
+    finally:
+        blocker.close()
+    assert lf.fetch("GET", "/still").status == 200
+    wait_access(p1, lambda ls: any(x["target"] == "/still" for x in ls))
+
+
 # --------------------------------------------------------------------------------------------
 # workers
 
