@@ -1203,6 +1203,8 @@ static void on_signal(struct ev_loop *loop, ev_signal *s, int revents)
     if (s->signum == SIGHUP) {
         if (!draining)
             loader_post(JOB_RELOAD, NULL, 0);
+        else   /* (said, as an operator's reload that did nothing would otherwise leave no trace) */
+            log_warn("SIGHUP ignored: draining, the configuration is not reloaded");
         return;
     }
     if (draining) {

@@ -43,6 +43,7 @@ def test_sigterm_finishes_in_flight_request(lifeline, upstream):
         lf.proc.send_signal(signal.SIGTERM)
         lf.stopped_by_test = True
         time.sleep(t(0.2))
+        lf.proc.send_signal(signal.SIGHUP)   # ignored while draining, and said so
         # no longer accepting: a new connection is refused or never served
         try:
             late = Conn(lf.port, timeout=t(0.5))
@@ -68,6 +69,7 @@ def test_sigterm_finishes_in_flight_request(lifeline, upstream):
     assert elapsed <= slow + t(1), ("exited %.2fs after SIGTERM: the last in-flight request ended after "
                                     "~%.2fs, yet the drain went on (shutdown_timeout is 5s)" % (elapsed, slow))
     assert all("/echo/late" not in r.target for r in up.requests)
+    assert "SIGHUP ignored: draining" in lf.stderr_text(), lf.stderr_text()[-1500:]
 
 
 def test_sigterm_gives_up_after_shutdown_timeout(lifeline, upstream):
