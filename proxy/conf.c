@@ -129,6 +129,28 @@ static void conf_offset_mark(const char *text, size_t len, size_t off, unsigned 
     }
 }
 
+/* Whether the line holding byte off looks like an unquoted bracketed IPv6 address, `[::1]:8080`:
+ * YAML takes the `[` for a list, and its own message says nothing of addresses (a user copying
+ * `[v6]:port` from the docs got "did not find expected node content"). */
+static bool conf_yaml_v6_hint(const char *text, size_t len, size_t off)
+{
+    size_t a = off < len ? off : len, b = a;
+
+    while (a > 0 && text[a - 1] != '\n')
+        a--;
+    while (b < len && text[b] != '\n')
+        b++;
+    for (size_t i = a; i + 3 < b; i++) {
+        if (text[i] != '[')
+            continue;
+        for (size_t j = i + 1; j + 2 < b && text[j] != '\'' && text[j] != '"'; j++)
+            if (text[j] == ']' && text[j + 1] == ':' && text[j + 2] >= '0' && text[j + 2] <= '9' &&
+                memchr(text + i + 1, ':', j - i - 1))
+                return true;
+    }
+    return false;
+}
+
 static void conf_yaml_error(struct conf_loader *ld, yaml_parser_t *p, const char *text, size_t len)
 {
     if (p->error == YAML_MEMORY_ERROR) {
@@ -146,11 +168,15 @@ static void conf_yaml_error(struct conf_loader *ld, yaml_parser_t *p, const char
         conf_add_error(ld, line, col, msg);
         return;
     }
+    const char *hint = conf_yaml_v6_hint(text, len, p->problem_mark.index) ||
+                               (p->context && conf_yaml_v6_hint(text, len, p->context_mark.index))
+                           ? "; an IPv6 address is quoted: '[::1]:8080'"
+                           : "";
     if (p->context)
-        conf_err_mark(ld, p->problem_mark, "YAML: %s (%s at line %lu)", p->problem ? p->problem : "syntax error",
-                      p->context, (unsigned long)p->context_mark.line + 1);
+        conf_err_mark(ld, p->problem_mark, "YAML: %s (%s at line %lu)%s", p->problem ? p->problem : "syntax error",
+                      p->context, (unsigned long)p->context_mark.line + 1, hint);
     else
-        conf_err_mark(ld, p->problem_mark, "YAML: %s", p->problem ? p->problem : "syntax error");
+        conf_err_mark(ld, p->problem_mark, "YAML: %s%s", p->problem ? p->problem : "syntax error", hint);
 }
 
 /* ---- Document limits --------------------------------------------------------------------- */

@@ -476,6 +476,11 @@ static int conf_addr_split(struct conf_loader *ld, yaml_node_t *v, const char *t
     struct addrinfo *res = NULL;
 
     *host = NULL;
+    if (strstr(text, "://")) {   /* (the IPv6 hint below would be wrong: the scheme's colon) */
+        conf_err(ld, v, "bad address %s: write host:port, without a scheme (TLS is set by a tls block)",
+                 conf_quote(q, text));
+        return -1;
+    }
     switch (conf_hostport(text, host, port, &br)) {
     case HP_OK:
         break;

@@ -1268,7 +1268,14 @@ static int parse_options(int argc, char **argv, struct options *o)
         default: usage(stderr); return 2;
         }
     }
-    if (optind != argc) {
+    if (optind != argc) {   /* (said as getopt says its own errors: usage alone named nothing) */
+        fprintf(stderr, "%s: unexpected argument '%s' (a configuration file goes after -c)\n", argv[0],
+                argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+    if (!*o->path) {
+        fprintf(stderr, "%s: -c needs a file name\n", argv[0]);
         usage(stderr);
         return 2;
     }

@@ -365,6 +365,15 @@ def test_unknown_option_fails(tmp_path):
     assert r.returncode != 0
 
 
+def test_a_config_file_without_dash_c_is_named(tmp_path):
+    """`lifeline -t my.yaml` (the file without -c) printed the usage alone, naming nothing."""
+    r = run_cli(["-t", "my.yaml"])
+    assert r.returncode == 2
+    assert "unexpected argument 'my.yaml'" in r.stderr and "-c" in r.stderr, r.stderr
+    r = run_cli(["-t", "-c", ""])
+    assert r.returncode == 2 and "-c needs a file name" in r.stderr, r.stderr
+
+
 # ---- Document limits (issue 9): a hostile or mistyped file is refused fast, with FILE:LINE:COL.
 
 BASE = "listen:\n  - address: 127.0.0.1:8080\npools: { p: { servers: [ 127.0.0.1:9000 ] } }\n"

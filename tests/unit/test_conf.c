@@ -1033,6 +1033,12 @@ static const struct bad_case bad_cases[] = {
     { "listen: [ { address: 127.0.0.1:65536 } ]\n", 1, 22, "bad port", 0, 0 },
     { "listen: [ { address: \"::1:80\" } ]\n", 1, 22, "an IPv6 address goes in brackets", 0, 0 },
     { "listen: [ { address: \"[localhost]:80\" } ]\n", 1, 22, "brackets hold an IPv6 address", 0, 0 },
+    /* a scheme's colon is not an IPv6 address's (the hint said to bracket it) */
+    { "listen: [ { address: \"http://127.0.0.1:80\" } ]\n", 1, 22,
+      "bad address \"http://127.0.0.1:80\": write host:port, without a scheme", 0, 0 },
+    { L "pools:\n  api:\n    servers: [ \"https://api:443\" ]\n", 4, 16, "without a scheme (TLS is set by a tls block)", 0, 0 },
+    /* the docs' [v6]:port written unquoted: YAML's flow list, and a word on quoting */
+    { "listen:\n  - address: [::1]:80\n", 2, 15, "an IPv6 address is quoted: '[::1]:8080'", 0, 0 },
     { "listen:\n  - address: 127.0.0.1:8080\n  - address: 127.0.0.1:8080\n", 3, 14,
       "duplicate listener address \"127.0.0.1:8080\" (first at line 2)", 0, 0 },
     { L "pools:\n  api:\n    servers: [ nonexistent.invalid:80 ]\n", 4, 16, "cannot resolve \"nonexistent.invalid\"", 0, 0 },
