@@ -30,7 +30,7 @@ LIBOBJS  = $(filter-out $(BUILD)/obj/main.o,$(OBJS))
 UNIT_SRC = $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all clean test tsan-test unit fuzz fuzz-replay run deps bench floor benchup openloop hostile latency docker-test k8s-check
+.PHONY: all clean test tsan-test unit fuzz fuzz-replay run deps deps-demo bench floor benchup openloop hostile latency docker-test k8s-check
 all: $(BUILD)/lifeline
 
 $(BUILD)/lifeline: $(OBJS)
@@ -51,12 +51,16 @@ unit: $(UNIT_BIN)
 deps:
 	bash scripts/deps.sh
 
+deps-demo:
+	bash scripts/deps.sh demo
+
 # Every test: unit tests (plain and sanitized), the fuzz corpus replay, then the integration suite
 # against the sanitized binary (leaks fail: ASan's leak checker runs at exit and the suite checks
 # the exit status of every lifeline it stops). The memory tests measure RSS, which ASan's
 # allocator and quarantine would distort (they skip under it), so they run once more against the
 # plain binary, which also runs the slab allocators that ASan builds replace with calloc.
-test: all
+test: deps
+	$(MAKE) all
 	$(MAKE) unit
 	$(MAKE) SANITIZE=1 unit
 	$(MAKE) SANITIZE=1 all
@@ -99,7 +103,9 @@ fuzz: $(FUZZ_BIN)
 	@set -e; for f in $(FUZZ_BIN); do n=$$(basename $$f); mkdir -p build/fuzz/corpus-$$n; \
 	  $$f -max_total_time=$(FUZZ_SECONDS) build/fuzz/corpus-$$n tests/fuzz/corpus/$${n#fuzz_}; done
 
-run: deps all
+# (the packages first, then the build: as prerequisites, make -j would build before they are in)
+run: deps-demo
+	$(MAKE) all
 	bash scripts/demo.sh
 
 # deploy/k8s/*.yaml against the Kubernetes API schemas (npm's kubernetes-models; skipped without npm)

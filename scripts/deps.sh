@@ -1,22 +1,29 @@
 #!/usr/bin/env bash
-# deps.sh — installs the Debian packages lifeline needs to build, test and benchmark.
+# deps.sh [demo] — installs the Debian packages lifeline needs to build, test and benchmark; with
+# `demo` (what `make run` uses), only those the build and the demo need (no test or benchmark tools:
+# nginx and haproxy would start system services on install, chromium is hundreds of MiB).
 #
 # Checks each package with dpkg-query; when all are present it prints nothing and exits 0. When some
 # are missing it runs `apt-get update` once and installs only those (non-interactive, no recommends).
 # Not root: prints the exact command to run and exits 1. Debian 12 (bookworm) package names.
 set -euo pipefail
 
-PACKAGES=(
-    # build
+BUILD_PACKAGES=(
     build-essential gcc make pkg-config
     libev-dev libhttp-parser-dev libssl-dev libyaml-dev libc-ares-dev
+)
+# scripts/demo.sh: the demo upstreams (aiohttp), the config's reading, and the README's curl examples
+DEMO_PACKAGES=(python3 python3-aiohttp python3-yaml curl)
+
+# make test, make bench and the scripts: everything
+TEST_PACKAGES=(
     # unit tests and fuzzing (libFuzzer runtime for clang -fsanitize=fuzzer)
     libcmocka-dev clang libclang-rt-14-dev
     # integration tests, demo upstream; libfaketime steps the wall clock under lifeline
     # (test_clock_step.py: timers run on the monotonic clock)
-    python3 python3-pytest python3-aiohttp python3-yaml libfaketime
+    python3-pytest libfaketime
     # benchmarks and test tooling
-    nginx haproxy wrk nghttp2-client curl procps iproute2
+    nginx haproxy wrk nghttp2-client procps iproute2
     # the TLS tests make their certificates with the openssl command (libssl-dev does not bring it)
     openssl
     # the io_uring mode of the benchmark's floor (scripts/floor.c); strace for scripts/syscalls.sh
@@ -26,6 +33,15 @@ PACKAGES=(
     # the status page test renders the admin page in headless Chromium
     chromium
 )
+
+case "${1:-all}" in
+demo) PACKAGES=("${BUILD_PACKAGES[@]}" "${DEMO_PACKAGES[@]}") ;;
+all) PACKAGES=("${BUILD_PACKAGES[@]}" "${DEMO_PACKAGES[@]}" "${TEST_PACKAGES[@]}") ;;
+*)
+    echo "usage: deps.sh [demo|all]" >&2
+    exit 2
+    ;;
+esac
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
     echo "deps.sh: dpkg-query not found: this script expects Debian 12 (bookworm)" >&2
