@@ -1026,6 +1026,28 @@ static int conf_h_pools(struct conf_loader *ld, const struct conf_field *f, yaml
     return ld->nerrs == before ? 0 : -1;
 }
 
+/* The pool's last server, when its numeric address is an earlier server's: a warning (not an
+ * error: the pool runs them as one server, with the first one's weight; a name's addresses
+ * overlapping others' are merged alike, without a word, as DNS answers change). Said at a load or
+ * reload, not at every re-resolve of the same text. */
+static void conf_server_listed_again(struct conf_loader *ld, const struct conf_pool *p, yaml_node_t *item)
+{
+    const struct conf_server *s = &p->servers[p->nservers - 1];
+
+    if ((ld->flags & CONF_LOAD_RESOLVE_SOFT) || s->named || s->naddrs != 1 || !item)
+        return;
+    for (size_t k = 0; k + 1 < p->nservers; k++) {
+        const struct conf_server *e = &p->servers[k];
+        if (e->named || e->naddrs != 1 || !conf_sockaddr_eq(&e->addrs[0], &s->addrs[0]))
+            continue;
+        log_warn("%s:%lu:%lu: server %s is listed already (server %zu): one server, weight %u; list it once "
+                 "with the weight it should have", ld->file ? ld->file : "<config>",
+                 (unsigned long)item->start_mark.line + 1, (unsigned long)item->start_mark.column + 1,
+                 s->addrs[0].text, k + 1, e->weight ? e->weight : 1);
+        return;
+    }
+}
+
 static int conf_h_servers(struct conf_loader *ld, const struct conf_field *f, yaml_node_t *v, void *obj,
                           const char *where)
 {
@@ -1052,6 +1074,7 @@ static int conf_h_servers(struct conf_loader *ld, const struct conf_field *f, ya
         }
         snprintf(w, sizeof w, "server %zu of %s", i + 1, where);
         conf_map(ld, "a server", item, &conf_blk_server, s, w);
+        conf_server_listed_again(ld, p, item);
     }
     return ld->nerrs == before ? 0 : -1;
 }

@@ -365,6 +365,18 @@ def test_unknown_option_fails(tmp_path):
     assert r.returncode != 0
 
 
+def test_a_server_listed_twice_is_warned_of(tmp_path):
+    """The same address twice in a pool is one server with the first entry's weight: valid, and
+    said at its line (it was merged silently: a second entry meant as more weight did nothing)."""
+    path = write(tmp_path, "dup.yaml", "listen:\n  - address: 127.0.0.1:%d\npools:\n  p:\n    servers:\n"
+                 "      - { address: 127.0.0.1:9001, weight: 2 }\n      - 127.0.0.1:9002\n"
+                 "      - { address: 127.0.0.1:9001, weight: 5 }\nroutes:\n  - pool: p\n" % free_port())
+    r = run_cli(["-t", "-c", path])
+    assert r.returncode == 0, r.stderr
+    assert "%s:8:9: server 127.0.0.1:9001 is listed already (server 1): one server, weight 2" % path in r.stderr, \
+        r.stderr
+
+
 def test_a_config_file_without_dash_c_is_named(tmp_path):
     """`lifeline -t my.yaml` (the file without -c) printed the usage alone, naming nothing."""
     r = run_cli(["-t", "my.yaml"])
