@@ -34,6 +34,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ---- Table vocabulary -------------------------------------------------------------------- */
@@ -1462,6 +1463,14 @@ static void conf_post_listener_tls(struct conf_loader *ld, yaml_node_t *map, voi
             bad = true;
             continue;
         }
+        /* one OpenSSL refuses to serve (its security level) passed the load and failed every
+         * handshake for its names, and only the default's refusal was told (at the listener) */
+        if (tls_cert_usable(&certs[i], l->tls_min_version, l->certs[i].cert, err, sizeof err) < 0) {
+            yaml_node_t *at = item ? conf_lookup(ld, item, "cert") : NULL;
+            conf_err(ld, at ? at : map, "%s", err);
+            bad = true;
+            continue;
+        }
         if (expired) {
             yaml_node_t *at = item ? conf_lookup(ld, item, "cert") : NULL;
             log_warn("%s:%lu:%lu: certificate %s has expired", ld->file ? ld->file : "<config>",
@@ -1475,8 +1484,40 @@ static void conf_post_listener_tls(struct conf_loader *ld, yaml_node_t *map, voi
         free(certs);
         return;
     }
-    if (!(l->tls = tls_server_new(certs, l->ncerts, l->tls_min_version, err, sizeof err)))
+    if (!(l->tls = tls_server_new(certs, l->ncerts, l->tls_min_version, err, sizeof err))) {
         conf_err(ld, map, "%s", err);
+        return;
+    }
+    /* A certificate no name selects, for another of its key type serves its names (tls.h: the
+     * one valid at load with the latest notAfter): a warning, as an expired one is. */
+    for (size_t i = 0; i < l->ncerts; i++) {
+        const struct tls_cert *tc = &l->tls->certs[i];
+        yaml_node_t *item = conf_node(ld, list->data.sequence.items.start[i]);
+        yaml_node_t *at = item ? conf_lookup(ld, item, "cert") : NULL, *bat = NULL;
+        size_t b = tc->shadowed_by;
+        char when[32] = "?";
+        struct tm tm;
+        if (!tc->shadowed)
+            continue;
+        if (b >= l->ncerts) {
+            log_warn("%s:%lu:%lu: certificate %s is never served: no name selects it and it is not the first",
+                     ld->file ? ld->file : "<config>", at ? (unsigned long)at->start_mark.line + 1 : 0UL,
+                     at ? (unsigned long)at->start_mark.column + 1 : 0UL, l->certs[i].cert);
+            continue;
+        }
+        item = conf_node(ld, list->data.sequence.items.start[b]);
+        bat = item ? conf_lookup(ld, item, "cert") : NULL;
+        if (gmtime_r(&l->tls->certs[b].not_after, &tm))
+            strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        log_warn("%s:%lu:%lu: certificate %s is never served (shadowed): %s (line %lu) has the same names "
+                 "and key type (%s) and is served instead (%s, notAfter %s); remove the one not wanted",
+                 ld->file ? ld->file : "<config>", at ? (unsigned long)at->start_mark.line + 1 : 0UL,
+                 at ? (unsigned long)at->start_mark.column + 1 : 0UL, l->certs[i].cert, l->certs[b].cert,
+                 bat ? (unsigned long)bat->start_mark.line + 1 : 0UL, tc->key_type,
+                 tc->not_yet_valid != l->tls->certs[b].not_yet_valid ? "this one is not valid yet"
+                 : l->tls->certs[b].not_after != tc->not_after ? "it expires later" : "listed first",
+                 when);
+    }
     /* (its session-ticket keys are set up by conf_h_listen, once the listener's address is read:
      * it may come after the tls block) */
 }

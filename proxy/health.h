@@ -54,6 +54,11 @@ struct srv_state {
                                          * has it (written under the pool_share's lock) */
     struct srv_load *load;              /* the balancers' (pool.c); never NULL in a runtime (a
                                          * reference held) */
+    /* hop.c's warning for a TLS certificate this server presented and we refused: at most one
+     * line per HOP_TLS_WARN_EVERY ms from every worker together; the refusals not told since the
+     * last line are counted and told with the next one */
+    _Atomic int64_t tls_warned;         /* CLOCK_MONOTONIC ms of the last line (0: none yet) */
+    atomic_uint tls_unsaid;
 };
 
 struct srv_health {

@@ -439,6 +439,41 @@ static void hop_connect_cb(struct ev_loop *loop, ev_io *io, int revents)
     hop_connected(h);
 }
 
+/* A server's certificate refused (not trusted, expired, another host's): a warning with the reason
+ * (nginx: "upstream SSL certificate verify error" at error), at most one per server every
+ * HOP_TLS_WARN_EVERY ms, from every worker together, with the number of those not told since;
+ * a storm of requests to a server whose certificate lapsed says so once in that time, not per
+ * request. Other handshake failures stay at debug, as a refused connect does. */
+#define HOP_TLS_WARN_EVERY 10000
+
+static void hop_tls_refused(const struct hop *h, const char *why)
+{
+    const struct upserver *s = h->server;
+    struct srv_state *st = s->hs ? s->hs->st : NULL;
+    int64_t now = clock_ms(), last;
+    unsigned unsaid;
+
+    if (!st) {
+        log_warn("pool %s: TLS handshake with %s failed: certificate verify error: %s", s->pool->cp->name,
+                 s->addr->text, why);
+        return;
+    }
+    last = atomic_load_explicit(&st->tls_warned, memory_order_relaxed);
+    if ((last != 0 && now - last < HOP_TLS_WARN_EVERY) ||
+        !atomic_compare_exchange_strong_explicit(&st->tls_warned, &last, now ? now : 1, memory_order_relaxed,
+                                                 memory_order_relaxed)) {
+        atomic_fetch_add_explicit(&st->tls_unsaid, 1, memory_order_relaxed);
+        return;
+    }
+    unsaid = atomic_exchange_explicit(&st->tls_unsaid, 0, memory_order_relaxed);
+    if (unsaid)
+        log_warn("pool %s: TLS handshake with %s failed: certificate verify error: %s (and %u more since "
+                 "the last such line, not logged)", s->pool->cp->name, s->addr->text, why, unsaid);
+    else
+        log_warn("pool %s: TLS handshake with %s failed: certificate verify error: %s", s->pool->cp->name,
+                 s->addr->text, why);
+}
+
 /* Moves an upstream TLS handshake forward; only the watcher the session waits on is active. */
 static void hop_handshake_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
@@ -454,8 +489,12 @@ static void hop_handshake_cb(struct ev_loop *loop, ev_io *io, int revents)
     }
     ev_io_stop(loop, &uc->wr);
     if (r < 0) {
+        const char *why = tls_verify_error(&uc->x);
         atomic_fetch_add(&tls_handshakes[1][TLS_HS_FAILED], 1);
-        log_debug("TLS handshake with %s failed", h->server->addr->text);
+        if (why)
+            hop_tls_refused(h, why);
+        else
+            log_debug("TLS handshake with %s failed", h->server->addr->text);
         hop_fail(h, HOP_CONNECT_ERROR);
         return;
     }

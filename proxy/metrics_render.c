@@ -529,7 +529,7 @@ static unsigned server_weight(const struct conf_pool *cp, const struct conf_sock
 }
 
 /* "listeners":[{address, tls, min_version, certificates:[{subject, names[], not_after, days_left,
- * expired}]}], */
+ * expired, default, served}]}], */
 static void render_status_listeners(struct metrics_render_buf *b, const struct conf *c)
 {
     time_t now = time(NULL);
@@ -572,9 +572,10 @@ static void render_status_listeners(struct metrics_render_buf *b, const struct c
                 }
                 /* key_type and serial_number as the certificate metrics label them */
                 metrics_render_printf(b, "],\"key_type\":\"%s\",\"serial_number\":\"%s\",\"not_after\":\"%s\","
-                                         "\"days_left\":%.3f,\"expired\":%s,\"default\":%s}",
+                                         "\"days_left\":%.3f,\"expired\":%s,\"default\":%s,\"served\":%s}",
                                       tc->key_type, tc->serial, when, cert_days_left(tc, now),
-                                      tc->not_after < now ? "true" : "false", j == 0 ? "true" : "false");
+                                      tc->not_after < now ? "true" : "false", j == 0 ? "true" : "false",
+                                      tc->shadowed ? "false" : "true");
             }
             metrics_render_printf(b, "]");
         }

@@ -206,6 +206,7 @@ int tls_cert_load(struct tls_cert *tc, const char *cert, const char *key, char *
     if (ASN1_TIME_to_tm(X509_get0_notAfter(tc->x509), &tm) == 1)
         tc->not_after = timegm(&tm);
     *expired = X509_cmp_current_time(X509_get0_notAfter(tc->x509)) < 0;
+    tc->not_yet_valid = X509_cmp_current_time(X509_get0_notBefore(tc->x509)) > 0;
     rc = 0;
 out:
     BIO_free(b);
@@ -224,18 +225,77 @@ void tls_cert_clear(struct tls_cert *tc)
 
 /* ---- Server contexts --------------------------------------------------------------------- */
 
+static void tls_ctx_common(SSL_CTX *ctx, int min_version);
+
+/* OpenSSL's reasons for refusing a certificate by its security level: what to do about them. */
+static const char *tls_seclevel_hint(unsigned long e)
+{
+    if (ERR_GET_LIB(e) != ERR_LIB_SSL)
+        return "";
+    switch (ERR_GET_REASON(e)) {
+    case SSL_R_EE_KEY_TOO_SMALL: case SSL_R_CA_KEY_TOO_SMALL: case SSL_R_CA_MD_TOO_WEAK:
+        return " (below OpenSSL's security level: an RSA key under 2048 bits or a SHA-1 signature; reissue it)";
+    default:
+        return "";
+    }
+}
+
+int tls_cert_usable(const struct tls_cert *tc, int min_version, const char *path, char *err, size_t errlen)
+{
+    SSL_CTX *ctx;
+    unsigned long e;
+    int rc = 0;
+
+    ERR_clear_error();
+    /* a scratch context made as tls_server_new makes a listener's: the same method and settings,
+     * so the same security level and the same checks SSL_use_cert_and_key makes at a handshake */
+    if (!(ctx = SSL_CTX_new(TLS_server_method()))) {
+        tls_errstr(err, errlen, "cannot create a TLS context");
+        return -1;
+    }
+    tls_ctx_common(ctx, min_version);
+    if (SSL_CTX_use_cert_and_key(ctx, tc->x509, tc->key, tc->chain, 1) != 1) {
+        const char *why;
+        e = ERR_peek_last_error();
+        why = e ? ERR_reason_error_string(e) : NULL;
+        snprintf(err, errlen, "certificate %s cannot be served: %s%s", path, why ? why : "refused by OpenSSL",
+                 tls_seclevel_hint(e));
+        rc = -1;
+    }
+    ERR_clear_error();
+    SSL_CTX_free(ctx);
+    return rc;
+}
+
 /* Certificates for one set of names are used together, one per key type (an RSA and an ECDSA
  * one is the usual pair): OpenSSL holds one per type and picks among them by the signature
  * algorithms the client offers. TLS_GROUP_MAX bounds the types (rsa, rsa-pss, ec, ed25519,
  * ed448, dsa and other). */
 #define TLS_GROUP_MAX 8
 
-/* Adds certs[i] to a group unless one of its key type is there already (the first listed wins). */
+/* Whether c is served in the place of g, listed before it, for the same names and key type: one
+ * valid at load beats one whose notBefore is still to come, then the later notAfter wins (a
+ * renewal beats the certificate it renews, in whichever order they are listed); on a tie the
+ * first listed stays. The first listed always won before, silently: an expired
+ * certificate listed before its renewal went on being served. */
+static bool tls_cert_beats(const struct tls_cert *c, const struct tls_cert *g)
+{
+    if (c->not_yet_valid != g->not_yet_valid)
+        return !c->not_yet_valid;
+    return c->not_after > g->not_after;
+}
+
+/* Adds c to a group (certificates taken in the order listed): one per key type, the one
+ * tls_cert_beats prefers. */
 static size_t tls_group_add(const struct tls_cert **g, size_t n, const struct tls_cert *c)
 {
-    for (size_t k = 0; k < n; k++)
-        if (strcmp(g[k]->key_type, c->key_type) == 0)
+    for (size_t k = 0; k < n; k++) {
+        if (strcmp(g[k]->key_type, c->key_type) == 0) {
+            if (tls_cert_beats(c, g[k]))
+                g[k] = c;
             return n;
+        }
+    }
     if (n < TLS_GROUP_MAX)
         g[n++] = c;
     return n;
@@ -249,6 +309,21 @@ static size_t tls_group_default(const struct tls_server *ts, const struct tls_ce
     for (size_t i = 0; i < ts->ncerts; i++)
         if (i == 0 || strcmp(ts->certs[i].names, ts->certs[0].names) == 0)
             n = tls_group_add(g, n, &ts->certs[i]);
+    return n;
+}
+
+/* The certificates for a name (no trailing dot): those that match it exactly, else those a wildcard
+ * of theirs matches; one per key type (tls_group_add). 0 when none does. */
+static size_t tls_group_for(const struct tls_server *ts, const char *name, const struct tls_cert **pick)
+{
+    size_t n = 0;
+
+    for (int pass = 0; pass < 2 && !n; pass++) {
+        for (size_t i = 0; i < ts->ncerts; i++) {
+            if (X509_check_host(ts->certs[i].x509, name, 0, pass ? 0 : X509_CHECK_FLAG_NO_WILDCARDS, NULL) == 1)
+                n = tls_group_add(pick, n, &ts->certs[i]);
+        }
+    }
     return n;
 }
 
@@ -267,7 +342,6 @@ static int tls_servername_cb(SSL *ssl, int *alert, void *arg)
     char bare[256];
     size_t len;
 
-    (void)alert;
     if (!name || !*name || ts->ncerts < 2)
         return SSL_TLSEXT_ERR_OK;
     /* A fully qualified name ("b.test.") names the same host as "b.test" (RFC 6066 says a client
@@ -278,23 +352,69 @@ static int tls_servername_cb(SSL *ssl, int *alert, void *arg)
         bare[len - 1] = '\0';
         name = bare;
     }
-    for (int pass = 0; pass < 2 && !n; pass++) {
-        for (size_t i = 0; i < ts->ncerts; i++) {
-            if (X509_check_host(ts->certs[i].x509, name, 0, pass ? 0 : X509_CHECK_FLAG_NO_WILDCARDS, NULL) == 1)
-                n = tls_group_add(pick, n, &ts->certs[i]);
-        }
-    }
+    n = tls_group_for(ts, name, pick);
     nd = tls_group_default(ts, dflt);
     if (!n || (n == nd && memcmp(pick, dflt, n * sizeof pick[0]) == 0))
         return SSL_TLSEXT_ERR_OK;
     SSL_certs_clear(ssl);
     for (size_t k = 0; k < n; k++) {
         if (SSL_use_cert_and_key(ssl, pick[k]->x509, pick[k]->key, pick[k]->chain, 1) != 1) {
+            /* (the load tried each certificate as this does, tls_cert_usable: not expected) */
+            static _Atomic int64_t said;   /* CLOCK_MONOTONIC ms of the last line; 0: none yet */
+            unsigned long e = ERR_peek_last_error();
+            const char *why = e ? ERR_reason_error_string(e) : NULL;
+            int64_t now = clock_ms(), last = atomic_load_explicit(&said, memory_order_relaxed);
+            if ((last == 0 || now - last >= 10000) &&
+                atomic_compare_exchange_strong_explicit(&said, &last, now ? now : 1, memory_order_relaxed,
+                                                        memory_order_relaxed))
+                log_error("TLS: cannot use certificate %s for SNI %s: %s (handshakes refused with "
+                          "internal_error; said at most every 10 s)", pick[k]->subject, name,
+                          why ? why : "refused by OpenSSL");
             ERR_clear_error();
+            *alert = SSL_AD_INTERNAL_ERROR;
             return SSL_TLSEXT_ERR_ALERT_FATAL;
         }
     }
     return SSL_TLSEXT_ERR_OK;
+}
+
+/* Marks the certificates no name selects (tls_cert.shadowed): a certificate is served when it is
+ * in the default group or in the group chosen for one of its own names, as tls_servername_cb
+ * chooses it. */
+static void tls_server_mark_shadowed(struct tls_server *ts)
+{
+    const struct tls_cert *pick[TLS_GROUP_MAX], *dflt[TLS_GROUP_MAX];
+    size_t nd = tls_group_default(ts, dflt);
+
+    for (size_t i = 0; i < ts->ncerts; i++) {
+        struct tls_cert *tc = &ts->certs[i];
+        const struct tls_cert *by = NULL;
+        bool served = false, first = true;
+        const char *p = tc->names;
+
+        for (size_t k = 0; k < nd; k++)
+            served |= dflt[k] == tc;
+        while (!served && *p) {
+            size_t len = strcspn(p, ","), n;
+            char name[256];
+            if (len < sizeof name) {
+                memcpy(name, p, len);
+                name[len] = '\0';
+                n = tls_group_for(ts, name, pick);
+                for (size_t k = 0; k < n; k++) {
+                    served |= pick[k] == tc;
+                    if (first && strcmp(pick[k]->key_type, tc->key_type) == 0)
+                        by = pick[k];
+                }
+                first = false;
+            }
+            p += len;
+            if (*p == ',')
+                p++;
+        }
+        tc->shadowed = !served;
+        tc->shadowed_by = by && !served ? (size_t)(by - ts->certs) : ts->ncerts;
+    }
 }
 
 static int tls_alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
@@ -479,6 +599,7 @@ struct tls_server *tls_server_new(struct tls_cert *certs, size_t ncerts, int min
             }
         }
     }
+    tls_server_mark_shadowed(ts);
     SSL_CTX_set_tlsext_servername_callback(ctx, tls_servername_cb);
     SSL_CTX_set_tlsext_servername_arg(ctx, ts);
     SSL_CTX_set_alpn_select_cb(ctx, tls_alpn_cb, NULL);

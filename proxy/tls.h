@@ -51,6 +51,12 @@ struct tls_cert {
                                            (blackbox_exporter's serial_number; "-" first when
                                            negative; a longer one cut at 130 digits) */
     time_t not_after;
+    bool not_yet_valid;                 /* notBefore was still to come at load */
+    /* Set by tls_server_new: no SNI name (nor the default) ever selects it, another certificate
+     * of its key type for the same names being served instead (certs[shadowed_by]; ncerts when
+     * none in particular: none of its names selects it and it is not in the default group). */
+    bool shadowed;
+    size_t shadowed_by;
 };
 
 /* A session-ticket key: a name (sent in the ticket), an AES-256 key and an HMAC-SHA256 key. */
@@ -89,9 +95,18 @@ struct tls_client {
 int tls_cert_load(struct tls_cert *tc, const char *cert, const char *key, char *err, size_t errlen,
                   int *which, bool *expired);
 void tls_cert_clear(struct tls_cert *tc);
+/* Whether OpenSSL takes tc for a listener context made as tls_server_new makes one (its security
+ * level: an RSA key under 2048 bits, a chain signed with SHA-1, ... are refused there, and were
+ * then refused at every handshake that picked it). 0, or -1 with err naming `path` and OpenSSL's
+ * reason. Loader thread. */
+int tls_cert_usable(const struct tls_cert *tc, int min_version, const char *path, char *err, size_t errlen);
 
-/* Builds a listener context over certs (ownership of the array moves into the result).
- * min_version: 0x0303 or 0x0304. NULL with err filled on failure (certs then freed). */
+/* Builds a listener context over certs (ownership of the array moves into the result), and marks
+ * the certificates no name selects (tls_cert.shadowed). Of the certificates that match a name
+ * (exactly, else by wildcard; the first and those for exactly its names by default) one per key
+ * type is served: the one valid at load (notBefore past) with the latest notAfter, the first
+ * listed on a tie. min_version: 0x0303 or 0x0304. NULL with err filled on failure (certs then
+ * freed). */
 struct tls_server *tls_server_new(struct tls_cert *certs, size_t ncerts, int min_version, char *err, size_t errlen);
 /* Sets session-ticket key rotation every `rotation_ms` (0: never) for the listener named
  * `listener` (its address). When a context for the same listener is still alive (the running

@@ -27,6 +27,7 @@ import copy
 import ctypes
 import json
 import os
+import re
 import socket
 import ssl
 import struct
@@ -43,9 +44,10 @@ from ops import admin_extra, metrics, reload, server_status, status
 pki = base.pki      # the module's certificates (a CA, a.test, b.test, *.wild.test, localhost, ...)
 
 
-def _make_expired(d, ca, name, cn, san):
-    """A certificate signed by `ca` that lapsed in 2020. OpenSSL 3.0's `x509 -req` cannot backdate
-    (no -not_before/-not_after before 3.4); `openssl ca` takes explicit dates."""
+def _make_expired(d, ca, name, cn, san, start="20200101000000Z", end="20200201000000Z"):
+    """A certificate signed by `ca` that lapsed in 2020 (or valid from start to end). OpenSSL 3.0's
+    `x509 -req` cannot backdate (no -not_before/-not_after before 3.4); `openssl ca` takes explicit
+    dates."""
     base._openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
                   "-subj", "/CN=%s" % cn, "-keyout", "%s.key" % name, "-out", "%s.csr" % name, cwd=d)
     (d / ("%s.index" % name)).write_text("")
@@ -54,8 +56,8 @@ def _make_expired(d, ca, name, cn, san):
         "default_md = sha256\npolicy = p\nunique_subject = no\n[p]\ncommonName = supplied\n"
         "[ext]\nsubjectAltName = %s\n" % (name, san))
     base._openssl("ca", "-batch", "-config", "%s.cnf" % name, "-cert", "%s.crt" % ca, "-keyfile", "%s.key" % ca,
-                  "-in", "%s.csr" % name, "-out", "%s.crt" % name, "-startdate", "20200101000000Z",
-                  "-enddate", "20200201000000Z", "-extensions", "ext", "-notext", cwd=d)
+                  "-in", "%s.csr" % name, "-out", "%s.crt" % name, "-startdate", start,
+                  "-enddate", end, "-extensions", "ext", "-notext", cwd=d)
     return {"cert": str(d / ("%s.crt" % name)), "key": str(d / ("%s.key" % name))}
 
 
@@ -63,7 +65,8 @@ def _make_expired(d, ca, name, cn, san):
 def expired(pki):
     d = pki["dir"]
     return {"up": _make_expired(d, "ca", "old-up", "localhost", "DNS:localhost,IP:127.0.0.1"),
-            "site": _make_expired(d, "ca", "old-site", "old.test", "DNS:old.test")}
+            "site": _make_expired(d, "ca", "old-site", "old.test", "DNS:old.test"),
+            "a": _make_expired(d, "ca", "old-a", "a.test", "DNS:a.test")}     # pki["a"]'s lapsed predecessor
 
 
 def test_expired_certificates_are_expired(pki, expired):
@@ -579,3 +582,113 @@ def test_stray_records_after_a_tls_answer_are_never_the_next_answer(lifeline, pk
         assert state["conns"] == 4, state   # each connection ended with its first answer
     finally:
         stop()
+
+
+# --------------------------------------------------------------------------------------------
+# Listener certificates OpenSSL refuses, and certificates another one shadows (review fix-tls2)
+
+@pytest.fixture(scope="module")
+def weak(pki):
+    """A certificate for weak.test with a 512-bit RSA key, signed by the test CA: below OpenSSL's
+    security level at its default (1) and at Debian's (2) alike ("ee key too small")."""
+    return base._make_cert(pki["dir"], "ca", "weak", "weak.test", "DNS:weak.test", key=("rsa:512",))
+
+
+def _check_listener(tmp_path, certs):
+    cfg = {"listen": [{"address": "127.0.0.1:1", "tls": {"certificates": certs}}],
+           "pools": {"p": {"servers": [{"address": "127.0.0.1:2"}]}}, "routes": [{"pool": "p"}]}
+    path = str(tmp_path / "check.yaml")
+    write_config(path, cfg)
+    return path, run_cli(["-t", "-c", path])
+
+
+def test_a_certificate_openssl_refuses_is_an_error_at_its_item(lifeline, upstream, pki, weak, tmp_path):
+    """A listener certificate OpenSSL will not serve (its key under the security level) passed `-t`,
+    start and reload when it was not the first: every handshake for its name then failed with
+    unrecognized_name and nothing logged (the first one's refusal was told, at the listener, without
+    its file). Now each certificate is tried as the listener's context takes it, and a refusal is a
+    FILE:LINE:COL error at that item's cert, naming the file and OpenSSL's reason."""
+    for certs in ([pki["a"], weak], [weak, pki["a"]]):
+        path, r = _check_listener(tmp_path, certs)
+        assert r.returncode == 1, r.stderr
+        line, col = _line_of(path, weak["cert"])
+        assert re.search(r"%s:%d:%d: certificate %s cannot be served: ee key too small" % (
+            re.escape(path), line, col, re.escape(weak["cert"])), r.stderr), r.stderr
+    # a reload to it is refused, and the running certificates go on being served
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, listen_tls={"certificates": [pki["a"]]})
+    cfg = copy.deepcopy(lf.config)
+    cfg["listen"][0]["tls"]["certificates"] = [pki["a"], weak]
+    out = reload(lf, cfg, expect="failure")
+    assert "certificate %s cannot be served: ee key too small" % weak["cert"] in out, out
+    assert base._https(lf.port, "a.test", base._client_ctx(pki))[0] == 200
+    assert base._served_der(lf.port, "weak.test") == base._der(pki["a"])   # (the default: no weak.test)
+
+
+def test_an_upstream_certificate_refused_is_a_warning_once_per_server(lifeline, upstream, pki):
+    """A server whose certificate fails verification (another CA's here) was told only at debug
+    level, without the reason: a 502 connect_error with nothing in the log. Now a warning with the
+    verify reason, at most one per server every 10 s from every worker together; the refusals in
+    between are counted on the next line. The outcome stays connect_error."""
+    rogue = upstream("rogue", ssl=base._server_ctx(pki["rogue"]))
+    aport = free_port()
+    lf = lifeline(pools={"p": base._tls_pool(pki, rogue, outlier="off")},
+                  routes=[{"pool": "p", "retry": {"attempts": 3}}], extra=admin_extra(aport))
+    for i in range(4):
+        r = lf.fetch("GET", "/status/200")
+        assert r.status == 502 and r.header("x-lifeline-fallback") == "connect_error", r
+    n = metrics(aport).value("lifeline_upstream_attempts_total", pool="p", server=rogue.address,
+                             outcome="connect_error")
+    assert n >= 4, n
+    warn = re.compile(r"warn: pool p: TLS handshake with %s failed: certificate verify error: "
+                      r"unable to get local issuer certificate(?: \(and (\d+) more since the last such line, "
+                      r"not logged\))?\n" % re.escape(rogue.address))
+    lines = warn.findall(lf.stderr_text())
+    assert lines == [""], lf.stderr_text()[-3000:]
+    time.sleep(10.2)   # the period is over: the next refusal is told, with the count of those not told
+    lf.fetch("GET", "/status/200")
+    lines = warn.findall(lf.stderr_text())
+    n2 = metrics(aport).value("lifeline_upstream_attempts_total", pool="p", server=rogue.address,
+                              outcome="connect_error")
+    assert len(lines) == 2 and int(lines[1]) == n - 1, (lines, n, n2, lf.stderr_text()[-3000:])
+    assert not rogue.requests
+
+
+def test_a_renewal_is_served_whatever_the_order_and_the_other_is_said_shadowed(lifeline, upstream, pki, expired,
+                                                                               tmp_path):
+    """Two certificates of one key type for the same names (an expired one and its renewal): the
+    first listed was always served and the second never, silently, so an expired certificate listed
+    before its renewal went on being served. Now the one with the later notAfter is served, in either
+    order; the other draws a FILE:LINE:COL warning at load, and /status marks it served: false."""
+    old = expired["a"]
+    for certs, served in (([old, pki["a"]], pki["a"]), ([pki["a"], old], pki["a"])):
+        path, r = _check_listener(tmp_path, certs)
+        assert r.returncode == 0, r.stderr
+        line, col = _line_of(path, old["cert"])
+        sline, _ = _line_of(path, served["cert"])
+        assert "%s:%d:%d: certificate %s is never served (shadowed): %s (line %d) has the same names and key type " \
+               "(ec) and is served instead (it expires later" % (path, line, col, old["cert"], served["cert"],
+                                                                 sline) in r.stderr, r.stderr
+        up = upstream()
+        aport = free_port()
+        lf = lifeline(pools={"p": pool(up)}, listen_tls={"certificates": certs}, extra=admin_extra(aport))
+        assert "is never served (shadowed)" in lf.stderr_text()
+        assert base._served_der(lf.port, "a.test") == base._der(served)
+        assert base._served_der(lf.port, None) == base._der(served)      # the default too
+        assert base._https(lf.port, "a.test", base._client_ctx(pki))[0] == 200
+        li = status(aport)["listeners"][0]
+        assert [c["served"] for c in li["certificates"]] == [c is served for c in certs], li
+    # a renewal not valid yet (notBefore tomorrow) gives way to the certificate valid now, whatever
+    # their notAfter: it is the one warned about
+    fmt = "%Y%m%d%H%M%SZ"
+    future = _make_expired(pki["dir"], "ca", "next-a", "a.test", "DNS:a.test",
+                           start=time.strftime(fmt, time.gmtime(time.time() + 86400)),
+                           end=time.strftime(fmt, time.gmtime(time.time() + 90 * 86400)))
+    path, r = _check_listener(tmp_path, [pki["a"], future])
+    line, col = _line_of(path, future["cert"])
+    assert r.returncode == 0 and "%s:%d:%d: certificate %s is never served (shadowed): %s (line" % (
+        path, line, col, future["cert"], pki["a"]["cert"]) in r.stderr and "this one is not valid yet" in r.stderr, \
+        r.stderr
+    # certificates of other key types, or for other names, shadow nothing
+    path, r = _check_listener(tmp_path, [pki["a"], pki["a_rsa"], pki["b"], pki["wild"]])
+    assert r.returncode == 0 and "shadowed" not in r.stderr, r.stderr
