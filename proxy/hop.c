@@ -14,6 +14,7 @@
 #include "hop.h"
 
 #include <errno.h>
+#include <math.h>
 #include <poll.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -114,6 +115,7 @@ static bool hop_arm_response(struct hop *h, int64_t ms)
     ev_tstamp want = now + (ev_tstamp)ms / 1000.0;
     bool cut = h->deadline < want;
 
+    h->response_full = want;
     hop_rt_set(h, cut ? h->deadline : want);
     return cut;
 }
@@ -1320,11 +1322,24 @@ bool hop_orphan(struct hop *h)
         return false;
     }
     *o = *h;   /* the timers are re-made below: a copied active watcher is never used */
+    /* SPEC §3.3: the deadline ends once the answer's head has gone downstream; the orphan runs
+     * on under its own timers (§3.5), not the request's deadline: a connect or response timer the
+     * deadline cut is due at its own time again. A loser cut at the deadline reported `deadline`,
+     * a failure, and a server merely slower than the hedge that won was ejected. */
+    o->deadline = HUGE_VAL;
+    if (o->deadline_cut && !connecting)
+        o->response_due = o->response_full;
     /* Its request head is never sent now (a connecting orphan gives its connection to the pool
      * without sending; an awaiting one has sent it): the block goes back, so that an orphan
      * holds no more than worker_memory_worst counts for it. */
     worker_buf_put(w, &o->head);
     hop_timer_move(w->loop, &h->connect_timer, &o->connect_timer, o);
+    if (o->deadline_cut && connecting && ev_is_active(&o->connect_timer)) {
+        ev_tstamp left = o->started + (ev_tstamp)o->connect_ms / 1000.0 - clock_now();
+        o->connect_timer.repeat = left > 1e-6 ? left : 1e-6;
+        ev_timer_again(w->loop, &o->connect_timer);
+    }
+    o->deadline_cut = false;
     /* the response timer is lazy (hop.h): the orphan's runs to the due time itself */
     timer_off(w->loop, &h->response_timer);
     h->rt_armed = false;

@@ -125,6 +125,8 @@ struct hop {
     bool rt_armed;                      /* the response timeout (or the deadline cut) applies, due
                                          * at response_due: see response_timer below */
     ev_tstamp response_due;
+    ev_tstamp response_full;            /* the response timeout's own due time, before the
+                                         * deadline cut it (an orphan runs to it: hop_orphan) */
     struct h1_parser *parser;           /* response parser, from the worker cache */
     struct buf head;                    /* serialized request head still to send */
     size_t body_sent;                   /* bytes of the exchange's body buffer already sent */

@@ -112,6 +112,30 @@ def test_hedge_loser_runs_on_and_its_connection_is_reused(lifeline, raw_upstream
     assert slow.connections == 1, "the detached attempt's connection was not reused (%d connections)" % slow.connections
 
 
+def test_a_hedge_loser_runs_past_the_deadline_under_its_own_response_timer(lifeline, raw_upstream):
+    """SPEC §3.3: the deadline ends once the answer's head has gone downstream; the loser runs on
+    under its own timers (§3.5). Its response timer, cut to the request's deadline when it was
+    armed, fired there anyway: the loser ended `deadline`, a failure, and a server that answers
+    every request (later than the hedge) was ejected, its connection closed."""
+    a, b, shared = first_slow_pair(raw_upstream, first="delay", first_delay=t(0.6))
+    adm = free_port()
+    lf = lifeline(pools={"p": pool(a, b, balance="round_robin", outlier={"consecutive_failures": 1},
+                                   timeouts={"response": "10s"})},
+                  routes=[route(retry={"hedge": {"after": dur(t(0.05))}}, timeouts={"total": dur(t(0.3))})],
+                  extra=admin_extra(adm))
+    r = lf.fetch("GET", "/h", timeout=t(5))
+    assert r.status == 200 and r.body.startswith(b"fast from"), r
+    slow = a if shared["order"][0][0] == "A" else b
+    time.sleep(t(0.6) + t(0.3))   # the slow answer comes after the deadline, and is read
+    m = metrics(adm)
+    assert m.get("lifeline_upstream_attempts_total", 0, pool="p", server=slow.address, outcome="deadline") == 0, m.text
+    assert m.get("lifeline_upstream_attempts_total", 0, pool="p", server=slow.address, outcome="ok") == 1, m.text
+    assert m.total("lifeline_outlier_ejections_total") == 0, "a server slower than the hedge was ejected"
+    for i in range(4):   # its connection went back to the pool, and both servers still take turns
+        assert lf.fetch("GET", "/again/%d" % i, timeout=t(5)).status == 200
+    assert slow.connections == 1 and len(slow.requests) >= 2
+
+
 @pytest.mark.parametrize("size, reused", [(65536, True), (65537, False)], ids=["64KiB", "64KiB+1"])
 def test_a_hedge_losers_chunked_body_over_64KiB_closes_its_connection(lifeline, raw_upstream, size, reused):
     """SPEC §3.5: the loser runs on, "body up to 64 KiB read and dropped, else the connection is
@@ -494,6 +518,25 @@ def test_connect_race_is_not_an_attempt(lifeline, upstream, hanging_connect):
     r = lf.fetch("POST", "/echo/x", body=b"z", timeout=t(5))
     assert r.status == 200 and r.json()["server"] == "good", r
     assert time.monotonic() - start <= t(0.05) + t(0.3)
+
+
+def test_a_connect_race_loser_runs_to_its_own_connect_timeout_past_the_deadline(lifeline, upstream, hanging_connect):
+    """The racer that won answered the request; the connect still hanging runs on to its own
+    `connect` timeout (connect_timeout), not to the request's deadline (`deadline`, a failure for
+    a server that may only be slow to accept)."""
+    good = upstream("good")
+    adm = free_port()
+    lf = lifeline(pools={"p": pool((hanging_connect.address, 10), (good, 1), balance="round_robin",
+                                   connect_race=dur(t(0.05)), timeouts={"connect": dur(t(1))})},
+                  routes=[route(timeouts={"total": dur(t(0.3))})], extra=admin_extra(adm))
+    r = lf.fetch("GET", "/echo/x", timeout=t(5))
+    assert r.status == 200 and r.json()["server"] == "good", r
+    hang = hanging_connect.address
+    time.sleep(t(1) + t(0.3))
+    m = metrics(adm)
+    assert m.get("lifeline_upstream_attempts_total", 0, pool="p", server=hang, outcome="deadline") == 0, m.text
+    assert m.get("lifeline_upstream_attempts_total", 0, pool="p", server=hang, outcome="connect_timeout") == 1, \
+        m.grep("lifeline_upstream_attempts_total")
 
 
 def test_without_connect_race_the_connect_timeout_is_paid(lifeline, upstream, hanging_connect):
