@@ -129,24 +129,41 @@ static void conf_offset_mark(const char *text, size_t len, size_t off, unsigned 
     }
 }
 
-/* Whether the line holding byte off looks like an unquoted bracketed IPv6 address, `[::1]:8080`:
- * YAML takes the `[` for a list, and its own message says nothing of addresses (a user copying
- * `[v6]:port` from the docs got "did not find expected node content"). */
-static bool conf_yaml_v6_hint(const char *text, size_t len, size_t off)
+/* Whether line `line` (from 0, as libyaml counts: LF, CRLF or a lone CR end one) holds what looks
+ * like an unquoted bracketed IPv6 address, `[::1]:8080`: YAML takes the `[` for a list, and its
+ * own message says nothing of addresses (a user copying `[v6]:port` from the docs got "did not
+ * find expected node content"). Quoted text and a comment are skipped. */
+static bool conf_yaml_v6_hint(const char *text, size_t len, size_t line)
 {
-    size_t a = off < len ? off : len, b = a;
+    size_t a = 0, b;
+    char q = 0;
 
-    while (a > 0 && text[a - 1] != '\n')
-        a--;
-    while (b < len && text[b] != '\n')
-        b++;
-    for (size_t i = a; i + 3 < b; i++) {
+    while (line > 0 && a < len) {
+        char c = text[a++];
+        if (c == '\n' || (c == '\r' && (a >= len || text[a] != '\n')))
+            line--;
+    }
+    for (b = a; b < len && text[b] != '\n' && text[b] != '\r'; b++)
+        ;
+    for (size_t i = a; i < b; i++) {
+        size_t j;
+        bool colon = false;
+        if (q) {
+            q = text[i] == q ? 0 : q;
+            continue;
+        }
+        if (text[i] == '\'' || text[i] == '"') {
+            q = text[i];
+            continue;
+        }
+        if (text[i] == '#' && (i == a || text[i - 1] == ' ' || text[i - 1] == '\t'))
+            break;
         if (text[i] != '[')
             continue;
-        for (size_t j = i + 1; j + 2 < b && text[j] != '\'' && text[j] != '"'; j++)
-            if (text[j] == ']' && text[j + 1] == ':' && text[j + 2] >= '0' && text[j + 2] <= '9' &&
-                memchr(text + i + 1, ':', j - i - 1))
-                return true;
+        for (j = i + 1; j < b && text[j] != ']' && text[j] != '\'' && text[j] != '"'; j++)
+            colon |= text[j] == ':';
+        if (colon && j + 2 < b && text[j] == ']' && text[j + 1] == ':' && text[j + 2] >= '0' && text[j + 2] <= '9')
+            return true;
     }
     return false;
 }
@@ -168,8 +185,8 @@ static void conf_yaml_error(struct conf_loader *ld, yaml_parser_t *p, const char
         conf_add_error(ld, line, col, msg);
         return;
     }
-    const char *hint = conf_yaml_v6_hint(text, len, p->problem_mark.index) ||
-                               (p->context && conf_yaml_v6_hint(text, len, p->context_mark.index))
+    const char *hint = conf_yaml_v6_hint(text, len, p->problem_mark.line) ||
+                               (p->context && conf_yaml_v6_hint(text, len, p->context_mark.line))
                            ? "; an IPv6 address is quoted: '[::1]:8080'"
                            : "";
     if (p->context)

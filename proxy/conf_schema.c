@@ -1071,6 +1071,7 @@ static int conf_h_servers(struct conf_loader *ld, const struct conf_field *f, ya
         if (item->type == YAML_SCALAR_NODE && !conf_is_null(item)) {
             static const struct conf_field addr = { .key = "address" };
             conf_h_server_addr(ld, &addr, item, s, where);
+            conf_server_listed_again(ld, p, item);
             continue;
         }
         snprintf(w, sizeof w, "server %zu of %s", i + 1, where);
@@ -1489,7 +1490,7 @@ static void conf_post_listener_tls(struct conf_loader *ld, yaml_node_t *map, voi
         return;
     }
     /* A certificate no name selects, for another of its key type serves its names (tls.h: the
-     * one valid at load with the latest notAfter): a warning, as an expired one is. */
+     * first valid at load): a warning, as an expired one is. */
     for (size_t i = 0; i < l->ncerts; i++) {
         const struct tls_cert *tc = &l->tls->certs[i];
         yaml_node_t *item = conf_node(ld, list->data.sequence.items.start[i]);
@@ -1514,8 +1515,9 @@ static void conf_post_listener_tls(struct conf_loader *ld, yaml_node_t *map, voi
                  ld->file ? ld->file : "<config>", at ? (unsigned long)at->start_mark.line + 1 : 0UL,
                  at ? (unsigned long)at->start_mark.column + 1 : 0UL, l->certs[i].cert, l->certs[b].cert,
                  bat ? (unsigned long)bat->start_mark.line + 1 : 0UL, tc->key_type,
-                 tc->not_yet_valid != l->tls->certs[b].not_yet_valid ? "this one is not valid yet"
-                 : l->tls->certs[b].not_after != tc->not_after ? "it expires later" : "listed first",
+                 tc->expired && !l->tls->certs[b].expired       ? "this one has expired"
+                 : tc->not_yet_valid && !l->tls->certs[b].not_yet_valid ? "this one is not valid yet"
+                                                                        : "listed first",
                  when);
     }
     /* (its session-ticket keys are set up by conf_h_listen, once the listener's address is read:

@@ -797,7 +797,10 @@ static bool admin_port_taken(const struct conf *nc, const struct conf *rc)
 static void drop_loaded(struct conf *nc, int log_fd, bool log_made)
 {
     close_fd(log_fd);
-    if (log_made && unlink(nc->access_log.path) < 0)
+    /* (never the running log's own path: the writer may have opened the file just made, at a
+     * SIGUSR1 after a rotation, and its lines would go to a removed file) */
+    if (log_made && current && strcmp(nc->access_log.path, current->conf->access_log.path) != 0 &&
+        unlink(nc->access_log.path) < 0)
         log_debug("reload: removing %s again: %s", nc->access_log.path, strerror(errno));
     conf_unref(nc);
 }

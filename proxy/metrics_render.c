@@ -574,7 +574,7 @@ static void render_status_listeners(struct metrics_render_buf *b, const struct c
                 metrics_render_printf(b, "],\"key_type\":\"%s\",\"serial_number\":\"%s\",\"not_after\":\"%s\","
                                          "\"days_left\":%.3f,\"expired\":%s,\"default\":%s,\"served\":%s}",
                                       tc->key_type, tc->serial, when, cert_days_left(tc, now),
-                                      tc->not_after < now ? "true" : "false", j == 0 ? "true" : "false",
+                                      tc->not_after < now ? "true" : "false", tc->is_default ? "true" : "false",
                                       tc->shadowed ? "false" : "true");
             }
             metrics_render_printf(b, "]");

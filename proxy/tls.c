@@ -206,6 +206,7 @@ int tls_cert_load(struct tls_cert *tc, const char *cert, const char *key, char *
     if (ASN1_TIME_to_tm(X509_get0_notAfter(tc->x509), &tm) == 1)
         tc->not_after = timegm(&tm);
     *expired = X509_cmp_current_time(X509_get0_notAfter(tc->x509)) < 0;
+    tc->expired = *expired;
     tc->not_yet_valid = X509_cmp_current_time(X509_get0_notBefore(tc->x509)) > 0;
     rc = 0;
 out:
@@ -273,16 +274,13 @@ int tls_cert_usable(const struct tls_cert *tc, int min_version, const char *path
  * ed448, dsa and other). */
 #define TLS_GROUP_MAX 8
 
-/* Whether c is served in the place of g, listed before it, for the same names and key type: one
- * valid at load beats one whose notBefore is still to come, then the later notAfter wins (a
- * renewal beats the certificate it renews, in whichever order they are listed); on a tie the
- * first listed stays. The first listed always won before, silently: an expired
- * certificate listed before its renewal went on being served. */
+/* Whether c is served in the place of g, listed before it, for the same names and key type: only
+ * when c is valid at load and g is not (expired, or its notBefore still to come); else the first
+ * listed stays (SPEC §2: the first is the default). The first listed always won before: an
+ * expired certificate listed before its renewal went on being served. */
 static bool tls_cert_beats(const struct tls_cert *c, const struct tls_cert *g)
 {
-    if (c->not_yet_valid != g->not_yet_valid)
-        return !c->not_yet_valid;
-    return c->not_after > g->not_after;
+    return !c->expired && !c->not_yet_valid && (g->expired || g->not_yet_valid);
 }
 
 /* Adds c to a group (certificates taken in the order listed): one per key type, the one
@@ -394,6 +392,7 @@ static void tls_server_mark_shadowed(struct tls_server *ts)
 
         for (size_t k = 0; k < nd; k++)
             served |= dflt[k] == tc;
+        tc->is_default = served;
         while (!served && *p) {
             size_t len = strcspn(p, ","), n;
             char name[256];
@@ -1041,6 +1040,9 @@ const char *tls_verify_error(const struct xprt *x)
 {
     long v = x->ssl ? SSL_get_verify_result(x->ssl) : X509_V_OK;
 
+    /* (with verify: false a result is still recorded, and no certificate was refused for it) */
+    if (x->ssl && SSL_get_verify_mode(x->ssl) == SSL_VERIFY_NONE)
+        return NULL;
     return v == X509_V_OK ? NULL : X509_verify_cert_error_string(v);
 }
 

@@ -52,11 +52,13 @@ struct tls_cert {
                                            negative; a longer one cut at 130 digits) */
     time_t not_after;
     bool not_yet_valid;                 /* notBefore was still to come at load */
+    bool expired;                       /* notAfter was past at load */
     /* Set by tls_server_new: no SNI name (nor the default) ever selects it, another certificate
      * of its key type for the same names being served instead (certs[shadowed_by]; ncerts when
      * none in particular: none of its names selects it and it is not in the default group). */
     bool shadowed;
     size_t shadowed_by;
+    bool is_default;                    /* served to a client that names no host (or none of ours) */
 };
 
 /* A session-ticket key: a name (sent in the ticket), an AES-256 key and an HMAC-SHA256 key. */
@@ -104,8 +106,8 @@ int tls_cert_usable(const struct tls_cert *tc, int min_version, const char *path
 /* Builds a listener context over certs (ownership of the array moves into the result), and marks
  * the certificates no name selects (tls_cert.shadowed). Of the certificates that match a name
  * (exactly, else by wildcard; the first and those for exactly its names by default) one per key
- * type is served: the one valid at load (notBefore past) with the latest notAfter, the first
- * listed on a tie. min_version: 0x0303 or 0x0304. NULL with err filled on failure (certs then
+ * type is served: the first listed of those valid at load (SPEC §2: the first is the default),
+ * else the first listed. min_version: 0x0303 or 0x0304. NULL with err filled on failure (certs then
  * freed). */
 struct tls_server *tls_server_new(struct tls_cert *certs, size_t ncerts, int min_version, char *err, size_t errlen);
 /* Sets session-ticket key rotation every `rotation_ms` (0: never) for the listener named

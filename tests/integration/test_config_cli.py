@@ -375,6 +375,26 @@ def test_a_server_listed_twice_is_warned_of(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "%s:8:9: server 127.0.0.1:9001 is listed already (server 1): one server, weight 2" % path in r.stderr, \
         r.stderr
+    # the shorthand form too
+    path = write(tmp_path, "dup2.yaml", "listen:\n  - address: 127.0.0.1:%d\npools:\n  p:\n"
+                 "    servers: [ 127.0.0.1:9001, 127.0.0.1:9001 ]\nroutes:\n  - pool: p\n" % free_port())
+    r = run_cli(["-t", "-c", path])
+    assert r.returncode == 0 and "%s:5:32: server 127.0.0.1:9001 is listed already (server 1)" % path in r.stderr, \
+        r.stderr
+
+
+def test_an_unquoted_ipv6_address_gets_a_word_on_quoting_it(tmp_path):
+    """YAML reads `[::1]:8080` as a list: its own message names no address. The hint is found by
+    line (libyaml's index counts characters: text with non-ASCII comments lost it), and never for
+    an address already quoted."""
+    port = free_port()
+    path = write(tmp_path, "v6.yaml", "# caf\u00e9 \u00a7 " + "\u2014" * 40 + "\nlisten:\n  - address: [::1]:%d\n" % port)
+    r = run_cli(["-t", "-c", path])
+    assert r.returncode == 1 and "%s:3:15: YAML: " % path in r.stderr, r.stderr
+    assert "an IPv6 address is quoted: '[::1]:8080'" in r.stderr, r.stderr
+    path = write(tmp_path, "q.yaml", "listen: [ {address: '[::1]:%d'}, {address: '[::1]:%d' ]\n" % (port, port + 1))
+    r = run_cli(["-t", "-c", path])
+    assert r.returncode == 1 and "YAML: " in r.stderr and "IPv6" not in r.stderr, r.stderr
 
 
 def test_a_config_file_without_dash_c_is_named(tmp_path):

@@ -346,6 +346,21 @@ def _mtls_ctx(pki, version):
     return ctx
 
 
+def test_a_refused_handshake_with_verify_off_is_not_called_a_certificate_error(lifeline, pki):
+    """verify: false still records a verify result (the upstream's chain is not trusted here): a
+    handshake that failed for another reason (the upstream wants a client certificate) was logged
+    as "certificate verify error: unable to get local issuer certificate"."""
+    up = _BlockingTLSServer(_mtls_ctx(pki, ssl.TLSVersion.TLSv1_2))
+    try:
+        lf = lifeline(pools={"p": pool(up.address, outlier="off", tls={"enabled": True, "verify": False})})
+        r = lf.fetch("GET", "/no-cert")
+        assert r.status == 502 and r.header("x-lifeline-fallback") == "connect_error", (r, r.body)
+        assert up.refused >= 1
+        assert "certificate verify error" not in lf.stderr_text(), lf.stderr_text()[-2000:]
+    finally:
+        up.close()
+
+
 class _BlockingTLSServer:
     """A thread per connection on blocking sockets, as OpenSSL's own servers do: a refused handshake
     sends its alert before the socket closes (asyncio's TLS drops the alert and resets instead)."""

@@ -658,8 +658,10 @@ def test_a_renewal_is_served_whatever_the_order_and_the_other_is_said_shadowed(l
                                                                                tmp_path):
     """Two certificates of one key type for the same names (an expired one and its renewal): the
     first listed was always served and the second never, silently, so an expired certificate listed
-    before its renewal went on being served. Now the one with the later notAfter is served, in either
-    order; the other draws a FILE:LINE:COL warning at load, and /status marks it served: false."""
+    before its renewal went on being served. Now a certificate valid at load is served before one that
+    is not (expired, not valid yet), in either order; between two valid ones the first listed (SPEC
+    §2: the first is the default). The other draws a FILE:LINE:COL warning at load, and /status
+    marks it served: false (and not default)."""
     old = expired["a"]
     for certs, served in (([old, pki["a"]], pki["a"]), ([pki["a"], old], pki["a"])):
         path, r = _check_listener(tmp_path, certs)
@@ -667,7 +669,7 @@ def test_a_renewal_is_served_whatever_the_order_and_the_other_is_said_shadowed(l
         line, col = _line_of(path, old["cert"])
         sline, _ = _line_of(path, served["cert"])
         assert "%s:%d:%d: certificate %s is never served (shadowed): %s (line %d) has the same names and key type " \
-               "(ec) and is served instead (it expires later" % (path, line, col, old["cert"], served["cert"],
+               "(ec) and is served instead (this one has expired" % (path, line, col, old["cert"], served["cert"],
                                                                  sline) in r.stderr, r.stderr
         up = upstream()
         aport = free_port()
@@ -678,6 +680,7 @@ def test_a_renewal_is_served_whatever_the_order_and_the_other_is_said_shadowed(l
         assert base._https(lf.port, "a.test", base._client_ctx(pki))[0] == 200
         li = status(aport)["listeners"][0]
         assert [c["served"] for c in li["certificates"]] == [c is served for c in certs], li
+        assert [c["default"] for c in li["certificates"]] == [c is served for c in certs], li
     # a renewal not valid yet (notBefore tomorrow) gives way to the certificate valid now, whatever
     # their notAfter: it is the one warned about
     fmt = "%Y%m%d%H%M%SZ"
@@ -689,6 +692,22 @@ def test_a_renewal_is_served_whatever_the_order_and_the_other_is_said_shadowed(l
     assert r.returncode == 0 and "%s:%d:%d: certificate %s is never served (shadowed): %s (line" % (
         path, line, col, future["cert"], pki["a"]["cert"]) in r.stderr and "this one is not valid yet" in r.stderr, \
         r.stderr
+    # two valid ones for the same names and key type: the first listed is served, whichever expires
+    # later (a renewal listed after a certificate still valid waits for it to lapse, or for its
+    # removal and a reload)
+    later = _make_expired(pki["dir"], "ca", "later-a", "a.test", "DNS:a.test",
+                          start=time.strftime(fmt, time.gmtime(time.time() - 86400)),
+                          end=time.strftime(fmt, time.gmtime(time.time() + 800 * 86400)))
+    for certs in ([pki["a"], later], [later, pki["a"]]):
+        path, r = _check_listener(tmp_path, certs)
+        line, col = _line_of(path, certs[1]["cert"])
+        assert r.returncode == 0 and "%s:%d:%d: certificate %s is never served (shadowed): %s (line" % (
+            path, line, col, certs[1]["cert"], certs[0]["cert"]) in r.stderr and "(listed first" in r.stderr, \
+            r.stderr
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, listen_tls={"certificates": [pki["a"], later]})
+    assert base._served_der(lf.port, "a.test") == base._der(pki["a"])
+    assert base._served_der(lf.port, None) == base._der(pki["a"])
     # certificates of other key types, or for other names, shadow nothing
     path, r = _check_listener(tmp_path, [pki["a"], pki["a_rsa"], pki["b"], pki["wild"]])
     assert r.returncode == 0 and "shadowed" not in r.stderr, r.stderr
