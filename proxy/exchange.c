@@ -154,6 +154,10 @@ static void exchange_count_answer(struct exchange *ex)
     if (ex->answer_m)
         METRIC_ADD(ex->answer_m->attempts[ex->answer_slot], 1);
     ex->answer_m = NULL;
+    if (ex->answer_series)
+        series_attempt(ex_worker(ex)->id, ex->answer_sslot, ex->answer_midx, ex->answer_lat,
+                       ev_now(ex_worker(ex)->loop));
+    ex->answer_series = false;
 }
 
 _Static_assert(ALOG_MAX_ATTEMPTS >= EXCHANGE_HOPS_MAX, "the access log lists every hop");
@@ -192,22 +196,32 @@ static struct hop_record *exchange_record_hop_as(struct exchange *ex, const stru
 {
     struct upserver *s = h->last_server;
     ev_tstamp now = clock_now();
+    double connect_s = h->connected > 0 && !h->reused ? h->connected - h->started : -1;
+    double head_s = h->connected > 0 && (midx == HOP_OK || midx == METRIC_OUTCOME_5XX) ? now - h->connected : -1;
 
+    if (later)   /* (before answer_m is set: an earlier answer kept here is counted first) */
+        exchange_count_answer(ex);
     if (s && s->m && midx != METRIC_OUTCOME_ORPHANED) {
         unsigned slot = metric_attempt_slot(midx, status, metric_may_be_listed(status) &&
                                                           retry_listed(ex->route, HOP_OK, status));
-        if (later) {
-            exchange_count_answer(ex);   /* an earlier answer, retried: it ended as it was */
+        if (later) {   /* (an earlier answer, retried, was counted above as it ended) */
             ex->answer_m = s->m;
             ex->answer_slot = slot;
         } else {
             METRIC_ADD(s->m->attempts[slot], 1);
         }
     }
-    series_hop(ex_worker(ex)->id, s ? s->m : NULL, s ? s->hs->slot : SERIES_SERVERS, midx,
-               h->connected > 0 && !h->reused ? h->connected - h->started : -1,
-               h->connected > 0 && (midx == HOP_OK || midx == METRIC_OUTCOME_5XX) ? now - h->connected : -1,
-               ev_now(ex_worker(ex)->loop));   /* the series' second: the wall clock's */
+    /* The series' second is the wall clock's. An answer that may still fail in its body gives its
+     * phases now and its outcome when the request is over (exchange_count_answer): a body cut
+     * later was an `ok` in the series, while the attempt counters had its read_timeout. */
+    series_hop(ex_worker(ex)->id, s ? s->m : NULL, s ? s->hs->slot : SERIES_SERVERS,
+               later ? METRIC_OUTCOMES : midx, connect_s, head_s, ev_now(ex_worker(ex)->loop));
+    if (later && s) {
+        ex->answer_series = true;
+        ex->answer_sslot = s->hs->slot;
+        ex->answer_midx = midx;
+        ex->answer_lat = head_s >= 0 ? (connect_s > 0 ? connect_s : 0) + head_s : -1;
+    }
     if (h == ex->hedge) {
         series_hedge_result(&ex_worker(ex)->rmetrics[ex->route_slot], midx, false);
         ex->hedge = NULL;
@@ -1997,6 +2011,8 @@ void exchange_hop_failed(struct exchange *ex, struct hop *h)
             ex->answer_slot = h->outcome;   /* counted once, as it ended (exchange_account) */
         else if (h->last_server && h->last_server->m)
             METRIC_ADD(h->last_server->m->attempts[h->outcome], 1);
+        if (ex->answer_series && h->last_server && ex->answer_sslot == h->last_server->hs->slot)
+            ex->answer_midx = h->outcome;   /* (the series too) */
         /* The access log names how the attempt really ended (read_timeout, reset), not the `ok`
          * its head was recorded with; its status stays the answer's. */
         for (unsigned i = ex->nhoplog; i-- > 0;) {

@@ -128,6 +128,9 @@ struct exchange {
     struct server_metrics *answer_m;    /* the answer's attempt, counted when the request is over */
     unsigned answer_slot;               /* (exchange_account), by how it ended: once, not ok at its
                                          * head and again when its body is cut (read_timeout...) */
+    bool answer_series;                 /* the same attempt in the series (series_attempt), then: */
+    unsigned answer_sslot, answer_midx; /* its server's series slot, and how it ended */
+    double answer_lat;                  /* connect + head time (< 0: none) */
     const char *fallback_reason;        /* static or ex->reason_buf */
     char reason_buf[8];
     uint64_t bytes_mark;                /* client byte count when the answer began */

@@ -29,6 +29,7 @@
 #include "list.h"
 #include "log.h"
 #include "retry.h"
+#include "series.h"
 #include "splice.h"
 #include "tls.h"
 #include "worker.h"
@@ -813,6 +814,7 @@ static void hop_orphan_head(struct hop *h)
 {
     struct h1_head *resp = h1_parser_head(h->parser);
 
+    h->orphan_head = clock_now();
     if (resp->content_length > HOP_ORPHAN_BODY_MAX && !h->head_req) {
         unsigned status = resp->status;
         h->state = HOP_DONE;
@@ -1265,11 +1267,18 @@ static void hop_orphan_unlink(struct worker *w, struct hop *h)
 static void hop_orphan_end(struct hop *h, unsigned metric_outcome, unsigned status)
 {
     struct worker *w = h->w;
+    struct upserver *s = h->last_server;
 
-    if (h->last_server && h->last_server->m)
-        METRIC_ADD(h->last_server->m->attempts[metric_attempt_slot(metric_outcome, status,
-                                                                   metric_may_be_listed(status) &&
-                                                                   retry_listed(h->oroute, HOP_OK, status))], 1);
+    if (s && s->m)
+        METRIC_ADD(s->m->attempts[metric_attempt_slot(metric_outcome, status,
+                                                      metric_may_be_listed(status) &&
+                                                      retry_listed(h->oroute, HOP_OK, status))], 1);
+    /* the series and the first_byte phase hear of it as of any attempt (they did not: a server
+     * that always lost its hedges showed no attempts there); its connect was given when it was
+     * detached, or not at all for a racing connect that completed detached (hop_connected) */
+    if (s && s->hs)
+        series_hop(w->id, s->m, s->hs->slot, metric_outcome, -1,
+                   h->orphan_head > 0 && h->connected > 0 ? h->orphan_head - h->connected : -1, ev_now(w->loop));
     log_debug("detached attempt to %s ended: %s", h->last_server ? h->last_server->addr->text : "?",
               metric_outcome_names[metric_outcome]);
     hop_orphan_unlink(w, h);
@@ -1327,6 +1336,7 @@ bool hop_orphan(struct hop *h)
      * deadline cut is due at its own time again. A loser cut at the deadline reported `deadline`,
      * a failure, and a server merely slower than the hedge that won was ejected. */
     o->deadline = HUGE_VAL;
+    o->orphan_head = 0;
     if (o->deadline_cut && !connecting)
         o->response_due = o->response_full;
     /* Its request head is never sent now (a connecting orphan gives its connection to the pool

@@ -127,6 +127,7 @@ struct hop {
     ev_tstamp response_due;
     ev_tstamp response_full;            /* the response timeout's own due time, before the
                                          * deadline cut it (an orphan runs to it: hop_orphan) */
+    ev_tstamp orphan_head;              /* orphans: when the answer's head came (0: not yet) */
     struct h1_parser *parser;           /* response parser, from the worker cache */
     struct buf head;                    /* serialized request head still to send */
     size_t body_sent;                   /* bytes of the exchange's body buffer already sent */

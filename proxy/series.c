@@ -139,19 +139,24 @@ void series_request(unsigned wid, unsigned rslot, unsigned status, bool fallback
 void series_hop(unsigned wid, struct server_metrics *m, unsigned sslot, unsigned midx, double connect_s,
                 double head_s, double now)
 {
-    struct series_worker *sw = sw_of(wid);
-    struct series_server_bucket *b;
-
     if (m && connect_s >= 0)
         metrics_phase(m, MP_CONNECT, connect_s);
     if (m && head_s >= 0)
         metrics_phase(m, MP_FIRST_BYTE, head_s);
+    series_attempt(wid, sslot, midx, head_s >= 0 ? (connect_s > 0 ? connect_s : 0) + head_s : -1, now);
+}
+
+void series_attempt(unsigned wid, unsigned sslot, unsigned midx, double lat_s, double now)
+{
+    struct series_worker *sw = sw_of(wid);
+    struct series_server_bucket *b;
+
     if (!sw || sslot >= SERIES_SERVERS || midx >= METRIC_OUTCOMES)
         return;
     b = server_bucket(sw, sslot, (uint32_t)now);
     INC(b->attempts[midx]);
-    if (head_s >= 0)
-        lat_add(b->lat, (connect_s > 0 ? connect_s : 0) + head_s);
+    if (lat_s >= 0)
+        lat_add(b->lat, lat_s);
 }
 
 void series_retry(unsigned wid, struct route_metrics *m, unsigned rslot, unsigned reason, double now)

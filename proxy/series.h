@@ -87,6 +87,9 @@ void series_request(unsigned wid, unsigned rslot, unsigned status, bool fallback
  * Feeds the series and lifeline_upstream_response_seconds. */
 void series_hop(unsigned wid, struct server_metrics *m, unsigned sslot, unsigned midx, double connect_s,
                 double head_s, double now);
+/* The series' part of series_hop alone: an attempt whose phases were given at its head (midx
+ * METRIC_OUTCOMES there: none yet) ends now with midx; lat_s: connect and head time, < 0: none. */
+void series_attempt(unsigned wid, unsigned sslot, unsigned midx, double lat_s, double now);
 /* A retry is scheduled (reason: metric_retry_reason()); a hedge started. Count both in m too. */
 void series_retry(unsigned wid, struct route_metrics *m, unsigned rslot, unsigned reason, double now);
 void series_hedge(unsigned wid, struct route_metrics *m, unsigned rslot, double now);

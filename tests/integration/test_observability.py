@@ -7,6 +7,7 @@ import re
 import signal
 import socket
 import threading
+import time
 
 import pytest
 import yaml
@@ -93,6 +94,48 @@ def test_series_json(lifeline, upstream):
     wait_for(lambda: "e" in json.loads(admin_get(aport, "/status/series?window=10").body)["servers"][0]["band"]
              or "e" in json.loads(admin_get(aport, "/status/series?window=10").body)["servers"][1]["band"],
              t(3), what="the state band to show the ejection")
+
+
+def test_series_and_first_byte_count_hedge_losers_and_bodies_cut_by_how_they_ended(lifeline, upstream, raw_upstream):
+    """/status/series and the first_byte phase hear of every attempt as lifeline_upstream_attempts_total
+    does: a hedge's loser that runs on and answers (it was never in the series: a server that
+    always lost showed no attempts and error_rate null), and an answer whose body is cut
+    (read_timeout: it was an `ok` in the series, error_rate 0.0)."""
+    import asyncio
+    from faults import each_request
+    slow, fast = upstream("slow", delay=t(0.3)), upstream("fast")
+
+    async def stall(conn, req):
+        conn.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab")
+        await asyncio.sleep(t(2))
+        return True
+    cut = raw_upstream(each_request(stall), name="cut")
+    aport = free_port()
+    lf = lifeline(workers=1,
+                  pools={"h": pool(slow, fast, balance="round_robin", outlier="off"),
+                         "c": pool(cut, outlier="off", timeouts={"read": dur(t(0.2))})},
+                  routes=[{"name": "cut", "match": {"path": "/cut/"}, "pool": "c", "retry": {"attempts": 1}},
+                          {"name": "h", "pool": "h", "retry": {"hedge": {"after": dur(t(0.05))}}}],
+                  extra=admin_extra(aport))
+    for i in range(6):
+        r = lf.fetch("GET", "/h%d" % i, timeout=t(5))
+        assert r.status == 200 and r.json()["server"] == "fast", r
+    from conftest import ConnClosed
+    for i in range(2):
+        with pytest.raises(ConnClosed):   # the head, 2 bytes of 10, then the close (SPEC §3.8)
+            lf.fetch("GET", "/cut/%d" % i, timeout=t(5))
+    time.sleep(t(0.3) + t(0.3))   # the losers' answers come in
+
+    m = metrics(aport)
+    srv = {x["address"]: x for x in json.loads(admin_get(aport, "/status/series?window=60").body)["servers"]}
+    for u in (slow, cut):
+        want = {lb["outcome"]: v for lb, v in m.select("lifeline_upstream_attempts_total", server=u.address) if v}
+        got = {k: sum(v) for k, v in srv[u.address]["attempts"].items() if sum(v)}
+        assert got == want, (u.address, got, want)
+    assert sum(srv[slow.address]["attempts"]["ok"]) == 3 and srv[slow.address]["error_rate"] == 0.0, srv[slow.address]
+    assert srv[cut.address]["error_rate"] == 1.0, srv[cut.address]
+    fb = m.get("lifeline_upstream_response_seconds_count", pool="h", server=slow.address, phase="first_byte")
+    assert fb == 3, m.grep("lifeline_upstream_response_seconds_count")
 
 
 @pytest.mark.parametrize("query,want", [("", 300), ("?window=abc", 300), ("?window=", 300),
