@@ -14,7 +14,6 @@
 #include "hop.h"
 
 #include <errno.h>
-#include <math.h>
 #include <poll.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -1296,6 +1295,19 @@ static void hop_orphan_close(struct hop *h)
     hop_orphan_end(h, METRIC_OUTCOME_CANCELLED, 0);
 }
 
+/* The oldest orphan gives way to a new one (HOP_ORPHANS_MAX). One still without its answer's
+ * head past its request's deadline ends `deadline`, a failure, as it did when its timers were cut
+ * to the deadline: under a hedge storm against a server that accepts and never answers, the cap
+ * closed every orphan before its own response timeout, all `cancelled`, and the server was never
+ * ejected. Any other is closed, cancelled. */
+static void hop_orphan_evict(struct hop *h)
+{
+    if ((h->state == HOP_CONNECTING || h->state == HOP_SENDING) && clock_now() >= h->deadline)
+        hop_fail(h, HOP_DEADLINE);
+    else
+        hop_orphan_close(h);
+}
+
 /* Moves a running timer of `from` to `to` (the same timer in the copy), keeping its expiry. */
 static void hop_timer_move(struct ev_loop *loop, ev_timer *from, ev_timer *to, struct hop *owner)
 {
@@ -1324,7 +1336,7 @@ bool hop_orphan(struct hop *h)
         return false;
     }
     if (w->norphans >= HOP_ORPHANS_MAX)
-        hop_orphan_close(w->orphans);   /* bounded: the oldest goes */
+        hop_orphan_evict(w->orphans);   /* bounded: the oldest goes */
     o = malloc(sizeof(*o));
     if (!o) {
         hop_cancel(h);
@@ -1335,7 +1347,8 @@ bool hop_orphan(struct hop *h)
      * on under its own timers (§3.5), not the request's deadline: a connect or response timer the
      * deadline cut is due at its own time again. A loser cut at the deadline reported `deadline`,
      * a failure, and a server merely slower than the hedge that won was ejected. */
-    o->deadline = HUGE_VAL;
+    /* (o->deadline stays the request's: an orphan arms no timer through it, having no exchange,
+     * and hop_orphan_evict judges by it) */
     o->orphan_head = 0;
     if (o->deadline_cut && !connecting)
         o->response_due = o->response_full;

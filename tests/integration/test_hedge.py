@@ -539,6 +539,32 @@ def test_a_connect_race_loser_runs_to_its_own_connect_timeout_past_the_deadline(
         m.grep("lifeline_upstream_attempts_total")
 
 
+def test_losers_the_orphan_cap_closes_past_their_deadline_still_count_as_failures(lifeline, upstream,
+                                                                                  hanging_connect):
+    """Losers run on to their own timeouts; at most 1,024 per worker, the oldest closed past that.
+    Under a storm against a server whose connects hang, the cap closed every loser before its own
+    connect timeout, all `cancelled`: the server was never ejected. One closed past its request's
+    deadline ends `deadline`, a failure, as when its timers were cut to the deadline."""
+    good = upstream("good")
+    adm = free_port()
+    lf = lifeline(workers=1, pools={"p": pool((hanging_connect.address, 10), (good, 1), balance="round_robin",
+                                              connect_race="5ms", timeouts={"connect": "60s"},
+                                              outlier={"consecutive_failures": 1})},
+                  routes=[route(timeouts={"total": dur(t(0.5))})], extra=admin_extra(adm))
+    hang = hanging_connect.address
+    with Conn(lf.port, timeout=t(5)) as c:
+        for i in range(1300):
+            c.request("GET", "/echo/%d" % i)
+            r = c.read_response(timeout=t(5))
+            assert r.status == 200, r
+            if i % 100 == 99 and metrics(adm).total("lifeline_outlier_ejections_total", server=hang):
+                break
+    m = metrics(adm)
+    assert m.get("lifeline_upstream_attempts_total", 0, pool="p", server=hang, outcome="deadline") >= 1, \
+        m.grep("lifeline_upstream_attempts_total")
+    assert m.total("lifeline_outlier_ejections_total", server=hang) >= 1, m.grep("ejections")
+
+
 def test_without_connect_race_the_connect_timeout_is_paid(lifeline, upstream, hanging_connect):
     """The control: the same pool without connect_race waits for the connect timeout, then retries."""
     good = upstream("good")
