@@ -14,6 +14,8 @@
 #ifndef LIFELINE_CLOCK_H
 #define LIFELINE_CLOCK_H
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -24,6 +26,18 @@ static inline int64_t clock_ms(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Whether something done at most once every `every_ms`, from every thread together (a rate-limited
+ * log line), is due now: *last holds the clock_ms() it was last done (0: never), and is claimed
+ * here when due. Thread-safe. */
+static inline bool clock_due_every(_Atomic int64_t *last, int64_t every_ms)
+{
+    int64_t now = clock_ms(), was = atomic_load_explicit(last, memory_order_relaxed);
+
+    return (was == 0 || now - was >= every_ms) &&
+           atomic_compare_exchange_strong_explicit(last, &was, now ? now : 1, memory_order_relaxed,
+                                                   memory_order_relaxed);
 }
 
 /* clock_ms() in seconds, to the nanosecond. Thread-safe. */

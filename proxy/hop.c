@@ -452,28 +452,19 @@ static void hop_tls_refused(const struct hop *h, const char *why)
 {
     const struct upserver *s = h->server;
     struct srv_state *st = s->hs ? s->hs->st : NULL;
-    int64_t now = clock_ms(), last;
-    unsigned unsaid;
+    unsigned unsaid = 0;
+    char more[80] = "";
 
-    if (!st) {
-        log_warn("pool %s: TLS handshake with %s failed: certificate verify error: %s", s->pool->cp->name,
-                 s->addr->text, why);
-        return;
-    }
-    last = atomic_load_explicit(&st->tls_warned, memory_order_relaxed);
-    if ((last != 0 && now - last < HOP_TLS_WARN_EVERY) ||
-        !atomic_compare_exchange_strong_explicit(&st->tls_warned, &last, now ? now : 1, memory_order_relaxed,
-                                                 memory_order_relaxed)) {
+    if (st && !clock_due_every(&st->tls_warned, HOP_TLS_WARN_EVERY)) {
         atomic_fetch_add_explicit(&st->tls_unsaid, 1, memory_order_relaxed);
         return;
     }
-    unsaid = atomic_exchange_explicit(&st->tls_unsaid, 0, memory_order_relaxed);
+    if (st)
+        unsaid = atomic_exchange_explicit(&st->tls_unsaid, 0, memory_order_relaxed);
     if (unsaid)
-        log_warn("pool %s: TLS handshake with %s failed: certificate verify error: %s (and %u more since "
-                 "the last such line, not logged)", s->pool->cp->name, s->addr->text, why, unsaid);
-    else
-        log_warn("pool %s: TLS handshake with %s failed: certificate verify error: %s", s->pool->cp->name,
-                 s->addr->text, why);
+        snprintf(more, sizeof more, " (and %u more since the last such line, not logged)", unsaid);
+    log_warn("pool %s: TLS handshake with %s failed: certificate verify error: %s%s", s->pool->cp->name,
+             s->addr->text, why, more);
 }
 
 /* Moves an upstream TLS handshake forward; only the watcher the session waits on is active. */

@@ -358,13 +358,10 @@ static int tls_servername_cb(SSL *ssl, int *alert, void *arg)
     for (size_t k = 0; k < n; k++) {
         if (SSL_use_cert_and_key(ssl, pick[k]->x509, pick[k]->key, pick[k]->chain, 1) != 1) {
             /* (the load tried each certificate as this does, tls_cert_usable: not expected) */
-            static _Atomic int64_t said;   /* CLOCK_MONOTONIC ms of the last line; 0: none yet */
+            static _Atomic int64_t said;   /* clock_due_every's: the last line's time */
             unsigned long e = ERR_peek_last_error();
             const char *why = e ? ERR_reason_error_string(e) : NULL;
-            int64_t now = clock_ms(), last = atomic_load_explicit(&said, memory_order_relaxed);
-            if ((last == 0 || now - last >= 10000) &&
-                atomic_compare_exchange_strong_explicit(&said, &last, now ? now : 1, memory_order_relaxed,
-                                                        memory_order_relaxed))
+            if (clock_due_every(&said, 10000))
                 log_error("TLS: cannot use certificate %s for SNI %s: %s (handshakes refused with "
                           "internal_error; said at most every 10 s)", pick[k]->subject, name,
                           why ? why : "refused by OpenSSL");
