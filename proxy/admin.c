@@ -210,6 +210,17 @@ static void admin_origin_form(char *t)
     }
 }
 
+/* The load time of a snapshot seen for the first time (main swaps a->conf on a reload): at the
+ * sampler's next turn, or at once when /config is asked for before it (a reload's first /config
+ * showed the snapshot before's time). */
+static void admin_note_conf(struct admin *a)
+{
+    if (a->sampled_conf != a->conf) {
+        a->sampled_conf = a->conf;
+        a->loaded_at = ev_now(a->loop);
+    }
+}
+
 /* Answers the request read (or refuses the head with `refuse`, 414 or 431: not read whole). */
 static void admin_answer(struct admin_conn *k, unsigned refuse)
 {
@@ -295,6 +306,7 @@ static void admin_answer(struct admin_conn *k, unsigned refuse)
         recent_render(&body, id ? param : NULL);
     } else if (strcmp(path, "/config") == 0) {
         ctype = "application/yaml; charset=utf-8";
+        admin_note_conf(a);
         metrics_render_config(&body, &src, a->loaded_at);
     } else if (strcmp(path, "/status") == 0) {
         ctype = "application/json";
@@ -603,18 +615,14 @@ static void admin_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
     }
 }
 
-/* Once a second: every server's state for the series' timeline band, and the load time of a
- * snapshot seen for the first time (main swaps a->conf on a reload). */
+/* Once a second: every server's state for the series' timeline band, and admin_note_conf. */
 static void admin_sampler_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct admin *a = t->data;
     struct metrics_render_src src = admin_src(a);
 
     (void)revents;
-    if (a->sampled_conf != a->conf) {
-        a->sampled_conf = a->conf;
-        a->loaded_at = ev_now(loop);
-    }
+    admin_note_conf(a);
     if (a->rt)
         metrics_render_sample(&src, (uint32_t)ev_now(loop));
 }

@@ -192,6 +192,32 @@ def test_config_is_redacted_yaml(lifeline, upstream):
     assert fb["body"] == "sorry" and doc["pools"]["p"]["servers"][0]["address"] == up.address, doc
 
 
+def test_config_loaded_at_is_the_reloads_time_at_first_sight(lifeline, upstream):
+    """/config's loaded_at was set by the admin thread's once-a-second sampler only: the first
+    /config showing a reload's generation still carried the snapshot before's load time (seconds
+    before the reload, days after a long run)."""
+    from ops import reload
+    up = upstream()
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"name": "r", "pool": "p"}], extra=admin_extra(aport))
+    admin_get(aport, "/config")
+    time.sleep(2.5)
+    before = int(time.time())   # loaded_at is written to the second
+    reload(lf, lf.config)
+    text = ""
+    for _ in range(400):
+        text = admin_get(aport, "/config").body.decode()
+        if "# generation: 2" in text:
+            break
+        time.sleep(0.005)
+    assert "# generation: 2" in text, text[:300]
+    m = re.search(r"^# loaded_at: (\S+)", text, re.M)
+    assert m, text[:300]
+    import calendar
+    at = calendar.timegm(time.strptime(m.group(1), "%Y-%m-%dT%H:%M:%SZ"))
+    assert at >= before, (m.group(1), before)
+
+
 def test_config_redacts_fields_and_headers_not_the_names_of_pools(lifeline, upstream):
     """A pool's name is the user's choice, not a secret marker: a pool called token-service (or
     password_reset, api_key, secret.store) had every value below it replaced by <redacted>, its
