@@ -124,6 +124,28 @@ static void alog_sink_changed(struct alog *a)
     a->cut = false;
 }
 
+/* Lines the rings dropped (a worker's ring full: the sink did not keep up) reach the error log at
+ * most once per ALOG_ERROR_EVERY_MS (also while the writer waits for room), and at exit (`force`); they were only counted in
+ * lifeline_access_log_dropped_total, and a log reader saw a silent gap. */
+static void alog_say_full(struct alog *a, unsigned nrings, bool force)
+{
+    uint64_t total = 0;
+    int64_t now;
+
+    for (unsigned i = 0; i < nrings; i++)
+        total += atomic_load_explicit(&a->rings[i]->dropped, memory_order_relaxed);
+    if (total <= a->full_said)
+        return;
+    now = alog_now_ms();
+    if (!force && a->full_said_at && now - a->full_said_at < ALOG_ERROR_EVERY_MS)
+        return;
+    log_error("access log: %llu line%s dropped%s: %s did not take them as fast as they came",
+              (unsigned long long)(total - a->full_said), total - a->full_said == 1 ? "" : "s",
+              a->full_said_at ? " since the last report" : "", a->path ? a->path : "?");
+    a->full_said = total;
+    a->full_said_at = now;
+}
+
 /* Room for PIPE_BUF bytes in a sink that may block, now. */
 static bool alog_room_now(const struct alog *a)
 {
@@ -136,14 +158,34 @@ static bool alog_room_now(const struct alog *a)
     return r == 1 && (pfd.revents & POLLOUT);
 }
 
-/* Stopping, and the sink has had its ALOG_STOP_GRACE_MS (counted from when the writer first sees
- * the stop, here or between passes). */
+/* The writer sees the stop (here or between passes): the sink gets ALOG_STOP_GRACE_MS from now,
+ * moved on by every write that takes bytes (alog_stop_progress), ALOG_STOP_MAX_MS at most. */
+static void alog_stop_seen(struct alog *a)
+{
+    int64_t now = alog_now_ms();
+
+    a->stop_by = now + ALOG_STOP_GRACE_MS;
+    a->stop_cap = now + ALOG_STOP_MAX_MS;
+}
+
+/* A write took bytes while stopping: a slow reader is still reading, and is given its grace again
+ * (a sink given up on 1 s after the drain while it still took lines lost most of them, and could
+ * be left in the middle of a line). */
+static void alog_stop_progress(struct alog *a)
+{
+    int64_t now = alog_now_ms();
+
+    a->stop_by = now + ALOG_STOP_GRACE_MS < a->stop_cap ? now + ALOG_STOP_GRACE_MS : a->stop_cap;
+    atomic_store_explicit(&a->stop_progress, now, memory_order_relaxed);
+}
+
+/* Stopping, and the sink has had its time (alog_stop_seen). */
 static bool alog_giving_up(struct alog *a)
 {
     if (!a->stop_by) {
         if (!atomic_load(&a->stop))
             return false;
-        a->stop_by = alog_now_ms() + ALOG_STOP_GRACE_MS;
+        alog_stop_seen(a);
     }
     return alog_now_ms() >= a->stop_by;
 }
@@ -151,7 +193,8 @@ static bool alog_giving_up(struct alog *a)
 /* One write of up to n bytes of p. A sink that may block is written only when poll() says it has
  * room, PIPE_BUF bytes at a time (a pipe with room takes that much without blocking), up to the last
  * line end among them (a line longer than PIPE_BUF goes in PIPE_BUF pieces); while it has none the
- * writer waits in slices of 100 ms, and gives up ALOG_STOP_GRACE_MS after alog_stop. A sink shared
+ * writer waits in slices of 100 ms, and after alog_stop gives up on a sink that took nothing for
+ * ALOG_STOP_GRACE_MS (or ALOG_STOP_MAX_MS after it: alog_stop_seen). A sink shared
  * with the error log is written under its lock (checked for room again under it, so the error log
  * never waits behind a write that blocks), ending a line another write left cut first, and tells it
  * where the write left stderr: at a line end, or in a line (whose rest comes next).
@@ -172,6 +215,7 @@ static ssize_t alog_write_some(struct alog *a, const char *p, size_t n)
                     errno = ETIMEDOUT;
                     return -1;
                 }
+                alog_say_full(a, atomic_load_explicit(&a->nrings, memory_order_acquire), false);
                 continue;
             }
             if (n > PIPE_BUF) {
@@ -195,6 +239,8 @@ static ssize_t alog_write_some(struct alog *a, const char *p, size_t n)
         if (a->shared)
             log_share_unlock(w <= 0 ? LOG_SHARE_KEEP : p[w - 1] == '\n' ? LOG_SHARE_END : LOG_SHARE_MID);
         errno = err;
+        if (w > 0 && a->stop_by)
+            alog_stop_progress(a);
         if (w > 0)
             return w;
         if (w < 0 && errno == EINTR)
@@ -487,7 +533,7 @@ static void *alog_main(void *arg)
         unsigned n = atomic_load_explicit(&a->nrings, memory_order_acquire);
         bool switching;
         if (stop && !a->stop_by)
-            a->stop_by = alog_now_ms() + ALOG_STOP_GRACE_MS;
+            alog_stop_seen(a);
         switching = alog_pass(a, n);
         if (atomic_exchange(&a->reopen, 0) && a->fd > STDERR_FILENO) {
             int fd = alog_open_path(a->path);
@@ -498,6 +544,7 @@ static void *alog_main(void *arg)
         }
         most = alog_drain_all(a, n);
         alog_say_failures(a, false);
+        alog_say_full(a, n, false);
         if (switching) {
             /* the lines made before the handover are in the old sink (or counted): switch, and
              * write what came since to the new one without a nap */
@@ -510,10 +557,11 @@ static void *alog_main(void *arg)
             nanosleep(&nap, NULL);
     }
     alog_say_failures(a, true);
+    alog_say_full(a, atomic_load_explicit(&a->nrings, memory_order_acquire), true);
     if (a->not_written)
-        log_error("access log: %llu line%s not written: %s did not take them within %d ms of the drain's end",
-                  (unsigned long long)a->not_written, a->not_written == 1 ? "" : "s", a->path ? a->path : "?",
-                  ALOG_STOP_GRACE_MS);
+        log_error("access log: %llu line%s not written: %s took nothing for %d ms, or still had lines %d ms "
+                  "after the drain's end", (unsigned long long)a->not_written, a->not_written == 1 ? "" : "s",
+                  a->path ? a->path : "?", ALOG_STOP_GRACE_MS, ALOG_STOP_MAX_MS);
     return NULL;
 }
 
@@ -586,17 +634,32 @@ void alog_reopen(struct alog *a)
 bool alog_stop(struct alog *a)
 {
     if (a->running) {
-        /* The writer gives up on a sink that takes nothing ALOG_STOP_GRACE_MS after this; a write
-         * to a regular file that hangs (a dead network file system) is waited for a second more,
-         * then left: the caller must not free what the writer reads (the rings). */
-        struct timespec by;
+        /* The writer gives up on a sink that takes nothing for ALOG_STOP_GRACE_MS, or still has
+         * lines ALOG_STOP_MAX_MS after this; a write to a regular file that hangs (a dead network
+         * file system) is waited for a second more than that (no write has taken bytes for
+         * ALOG_STOP_GRACE_MS + 1 s), then left: the caller must not free what the writer reads
+         * (the rings). Joined in slices of 100 ms, each a chance to look at the writer's progress. */
+        int64_t start = alog_now_ms();
         int rc;
+        atomic_store_explicit(&a->stop_progress, start, memory_order_relaxed);
         atomic_store(&a->stop, 1);
-        clock_gettime(CLOCK_REALTIME, &by);
-        by.tv_sec += ALOG_STOP_GRACE_MS / 1000 + 1;
-        do
+        for (;;) {
+            struct timespec by;
+            int64_t now;
+            clock_gettime(CLOCK_REALTIME, &by);
+            by.tv_nsec += 100 * 1000 * 1000;
+            if (by.tv_nsec >= 1000 * 1000 * 1000) {
+                by.tv_sec++;
+                by.tv_nsec -= 1000 * 1000 * 1000;
+            }
             rc = pthread_timedjoin_np(a->thread, NULL, &by);
-        while (rc == EINTR);
+            if (rc != ETIMEDOUT && rc != EINTR)
+                break;
+            now = alog_now_ms();
+            if (now - atomic_load_explicit(&a->stop_progress, memory_order_relaxed) > ALOG_STOP_GRACE_MS + 1000 ||
+                now - start > ALOG_STOP_MAX_MS + 1000)
+                break;
+        }
         if (rc != 0) {
             log_error("access log: the writer is stuck in a write: exiting without it");
             return false;

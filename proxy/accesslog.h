@@ -31,6 +31,7 @@
 
 #define ALOG_RING_BYTES (1u << 20)
 #define ALOG_STOP_GRACE_MS 1000             /* alog_stop: how long a sink that takes nothing is waited for */
+#define ALOG_STOP_MAX_MS 5000               /* alog_stop: the longest a sink still taking lines is waited for */
 #define ALOG_ERROR_EVERY_MS 10000           /* write errors reach the error log at most this often */
 
 #define ALOG_MARKS 16384                    /* lines a ring holds at most (a line is > 64 bytes) */
@@ -70,7 +71,13 @@ struct alog {
     bool shared;                        /* the sink is stderr's (access_log: stderr, or the same
                                          * file): written under the error log's lock (log.h) */
     bool cut;                           /* the sink's last byte is not a newline (a failed write) */
-    int64_t stop_by;                    /* ms (monotonic): a stuck sink is given up on then */
+    int64_t stop_by;                    /* ms (monotonic): a stuck sink is given up on then (moved on
+                                         * by every write that takes bytes, up to stop_cap) */
+    int64_t stop_cap;                   /* ms (monotonic): ALOG_STOP_MAX_MS after the stop was seen */
+    _Atomic int64_t stop_progress;      /* ms (monotonic) of the stop's last write that took bytes
+                                         * (alog_stop waits for the writer while it moves) */
+    uint64_t full_said;                 /* lines the rings dropped (full) that the error log heard of */
+    int64_t full_said_at;               /* ms (monotonic) of that report; 0: none yet */
     uint64_t fail_unsaid;               /* lines lost to write errors, not in the error log yet */
     int64_t fail_said_at;               /* ms (monotonic) of the last report; 0: none yet */
     int fail_errno;
@@ -114,7 +121,8 @@ int alog_switch(struct alog *a, const char *path, int fd);
 /* Asks the writer to reopen a file sink (SIGUSR1). */
 void alog_reopen(struct alog *a);
 /* Drains what is left, stops the writer, closes the sink. A sink that takes nothing for
- * ALOG_STOP_GRACE_MS is given up on (the lines left are counted and logged as not written). false
+ * ALOG_STOP_GRACE_MS, or still has lines ALOG_STOP_MAX_MS after the stop (a reader that keeps taking
+ * a trickle), is given up on (the lines left are counted and logged as not written). false
  * when the writer could not be joined even so (stuck in a write to a regular file): then nothing is
  * released and the caller must not free the rings (it exits). */
 bool alog_stop(struct alog *a);

@@ -932,6 +932,82 @@ def test_sigterm_exits_with_a_stdout_sink_nobody_reads(lifeline, upstream, tmp_p
         os.close(rfd)
 
 
+def test_sigterm_keeps_writing_to_a_slow_reader_until_every_line_is_taken(lifeline, upstream, tmp_path):
+    """access_log: stdout, a pipe whose reader was paused while 800 lines built up and reads about
+    100 KB/s from the SIGTERM on. The writer gave up one second after the drain's end although the
+    sink was still taking bytes: most lines were lost ("not written"), and a long line could be left
+    half written. A sink that keeps taking bytes is now waited for (up to 5 s)."""
+    up = upstream()
+    fifo = str(tmp_path / "stdout.fifo")
+    os.mkfifo(fifo)
+    rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    got = bytearray()
+    go, done = threading.Event(), threading.Event()
+
+    def reader():
+        go.wait()
+        while not done.is_set():
+            try:
+                b = os.read(rfd, 4000)
+            except BlockingIOError:
+                time.sleep(0.01)
+                continue
+            if not b:
+                break
+            got.extend(b)
+            time.sleep(0.04)   # ~100 KB/s
+    th = threading.Thread(target=reader, daemon=True)
+    th.start()
+    try:
+        lf = lifeline(pools={"p": pool(up)}, extra={"access_log": {"path": "stdout"}},
+                      shutdown_timeout="1s",
+                      prefix=exec_prefix("fd = os.open(%r, os.O_WRONLY)\nos.dup2(fd, 1)\nos.close(fd)" % fifo))
+        pad = "q" * 200
+        n = 800
+        with Conn(lf.port) as c:
+            for i in range(n):
+                c.request("GET", "/echo/s%d?%s" % (i, pad))
+                assert c.read_response(timeout=t(5)).status == 200
+        time.sleep(0.2)
+        go.set()
+        rc = lf.terminate(t(10))
+        assert rc == 0, rc
+        th.join(t(5))
+        lines = bytes(got).split(b"\n")
+        assert lines[-1] == b"", "the stream ends inside a line: %r" % bytes(got)[-80:]
+        targets = [json.loads(ln)["target"] for ln in lines[:-1]]
+        assert len(targets) == n, (len(targets), lf.stderr_text()[-1000:])
+        assert targets[-1].startswith("/echo/s%d?" % (n - 1)), targets[-1][:40]
+        assert "not written" not in lf.stderr_text(), lf.stderr_text()[-1000:]
+    finally:
+        done.set()
+        os.close(rfd)
+
+
+def test_lines_dropped_for_a_full_buffer_are_said_in_the_error_log(lifeline, upstream, tmp_path):
+    """A stdout pipe nobody reads fills the writer's sink and then the worker's ring: the lines that
+    did not fit were counted in lifeline_access_log_dropped_total and said nowhere else (a write
+    error is said at most every 10 s). They are now said the same way, and at exit."""
+    up = upstream()
+    fifo = str(tmp_path / "stdout.fifo")
+    os.mkfifo(fifo)
+    rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)   # never read
+    try:
+        lf = lifeline(pools={"p": pool(up)}, extra={"access_log": {"path": "stdout"}},
+                      shutdown_timeout="1s",
+                      prefix=exec_prefix("fd = os.open(%r, os.O_WRONLY)\nos.dup2(fd, 1)\nos.close(fd)" % fifo))
+        pad = "d" * 1000
+        with Conn(lf.port) as c:   # 1 MiB ring + 64 KiB pipe: about 1,000 lines of 1 KiB fit
+            for i in range(1600):
+                c.request("GET", "/echo/x?%s%d" % (pad, i))
+                assert c.read_response(timeout=t(5)).status == 200
+        wait_for(lambda: re.search(r"access log: \d+ lines dropped: stdout did not take them", lf.stderr_text()),
+                 t(3), what="the drop to be said; stderr:\n%s" % lf.stderr_text()[-1000:])
+        assert lf.terminate(t(8)) == 0
+    finally:
+        os.close(rfd)
+
+
 def test_retried_answer_is_counted_when_a_tunnel_follows_it(lifeline, raw_upstream):
     """A 503 retried (retry.on), then a 101 from the same server whose tunnel goes idle past
     `read`: two attempts counted, 503 and ok. The 503 was kept in the slot of the answer's attempt
