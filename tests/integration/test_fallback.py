@@ -45,7 +45,10 @@ def test_configured_fallback_for_connect_error(lifeline):
     ({"headers": {"content-type": "text/html"}}, {"content-type": "text/html", "retry-after": None},
      b'{"error":"service unavailable"}'),
     ({"headers": {}, "body": ""}, {"content-type": None, "retry-after": None}, b""),
-], ids=["status-only", "stale-only", "body-only", "headers-only", "none"])
+    # a body with a map that names no type is sent as text/plain (RFC 9110 §8.3: a sender names the type)
+    ({"headers": {}, "body": "<p>down</p>"}, {"content-type": "text/plain", "retry-after": None}, b"<p>down</p>"),
+    ({"headers": {"retry-after": "9"}, "body": "x"}, {"content-type": "text/plain", "retry-after": "9"}, b"x"),
+], ids=["status-only", "stale-only", "body-only", "headers-only", "none", "no-headers-body", "no-type-body"])
 def test_fallback_keys_left_out_take_their_defaults(lifeline, block, want_headers, want_body):
     lf = lifeline(pools={"p": pool(refused())}, routes=[route(fallback=block)])
     r = lf.fetch("GET", "/api/x")
