@@ -1960,7 +1960,6 @@ static int conf_h_file(struct conf_loader *ld, const struct conf_field *f, yaml_
                        const char *where)
 {
     struct conf_route *r = obj;
-    char q[CONF_QUOTE_MAX + 8];
     const char *s = conf_scalar(ld, f->key, v, "a file path");
     char *path = NULL, *b = NULL;
     FILE *fp = NULL;
@@ -2001,11 +2000,11 @@ static int conf_h_file(struct conf_loader *ld, const struct conf_field *f, yaml_
         goto out;
     }
     if ((fd = file_open(path, O_RDONLY, 0)) < 0 || !(fp = fdopen(fd, "rb")) || fstat(fd, &st)) {
-        conf_err(ld, v, "cannot read fallback file %s: %s", conf_quote(q, path), strerror(errno));
+        conf_err(ld, v, "cannot read fallback file \"%s\": %s", path, strerror(errno));
         goto out;
     }
     if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > CONF_FALLBACK_MAX) {
-        conf_err(ld, v, "fallback file %s must be a regular file of at most 1MiB", conf_quote(q, path));
+        conf_err(ld, v, "fallback file \"%s\" must be a regular file of at most 1MiB", path);
         goto out;
     }
     size_t len = (size_t)st.st_size;
@@ -2014,7 +2013,7 @@ static int conf_h_file(struct conf_loader *ld, const struct conf_field *f, yaml_
         goto out;
     }
     if (fread(b, 1, len, fp) != len) {
-        conf_err(ld, v, "cannot read fallback file %s: %s", conf_quote(q, path),
+        conf_err(ld, v, "cannot read fallback file \"%s\": %s", path,
                  ferror(fp) ? strerror(errno) : "file shrank while reading");
         goto out;
     }

@@ -1018,6 +1018,10 @@ static const struct bad_case bad_cases[] = {
       "fallback takes body or file, not both", 0, CONF_LOAD_UNSUPPORTED },
     { L P "routes:\n  - pool: api\n    fallback: { file: /nonexistent/busy.html }\n", 7, 23,
       "cannot read fallback file \"/nonexistent/busy.html\"", 0, CONF_LOAD_UNSUPPORTED },
+    /* the whole path, however long: its end (the file's name) was cut at 48 bytes */
+    { L P "routes:\n  - pool: api\n    fallback: { file: /nonexistent/a-directory-with-a-long-name/and-another/busy.html }\n", 7, 23,
+      "cannot read fallback file \"/nonexistent/a-directory-with-a-long-name/and-another/busy.html\"", 0,
+      CONF_LOAD_UNSUPPORTED },
     { L P "routes:\n  - pool: api\n    fallback: { headers: { Content-Length: \"3\" } }\n", 7, 28,
       "header \"content-length\" is set by lifeline", 0, CONF_LOAD_UNSUPPORTED },
     /* hop-by-hop (SPEC §4), as the other connection headers */
