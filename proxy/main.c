@@ -322,6 +322,7 @@ static struct {
     int fd;
     ev_io io;
     ev_timer debounce;
+    ev_timer retry;                     /* 1 s while a file's directory cannot be watched (gone) */
     bool on;
     struct conf *files_of;              /* the snapshot paths[1..] belong to (a reference) */
     const char *paths[1 + WATCH_FILES_MAX];   /* conf_path, then files_of's files */
@@ -336,6 +337,7 @@ static void watch_stop(struct ev_loop *loop)
         return;
     ev_io_stop(loop, &watch.io);
     ev_timer_stop(loop, &watch.debounce);
+    ev_timer_stop(loop, &watch.retry);
     close(watch.fd);   /* (its watches with it) */
     watch.fd = -1;
     watch.on = false;
@@ -574,30 +576,39 @@ static void apply_conf(struct ev_loop *loop, struct conf *nc, const char *why, i
  * ctime), so writes elsewhere never hold a reload back. Changes are debounced (a burst from one
  * update makes one reload, 200 ms after the last change seen); a reload whose config has the same
  * bytes as the running one and whose files gave the same contents (conf_files_same) is dropped.
- * Watches are re-added after each burst, since a rename or swap replaces what the old ones
- * watched, and those no longer made (a directory a reload stopped naming) are removed. */
+ * Watches are re-added after each burst and each reload applied (SIGHUP too), since a rename or
+ * swap replaces what the old ones watched, and those no longer made (a directory a reload stopped
+ * naming) are removed. A directory that is itself moved or deleted (`mv conf conf.old; mv conf.new
+ * conf`, `rm -rf conf`) says so (IN_MOVE_SELF, IN_DELETE_SELF); while one a file is named in cannot
+ * be watched (gone), the watches are tried again and the files looked at every second, so its
+ * return is seen: the watches stayed on the old inodes, and no later edit reloaded, not even after
+ * a SIGHUP. */
 #define WATCH_DEBOUNCE 0.2
 
-static void watch_add(int *wds, size_t *n, const char *path, uint32_t mask)
+/* false when the watch could not be made */
+static bool watch_add(int *wds, size_t *n, const char *path, uint32_t mask)
 {
     int wd = inotify_add_watch(watch.fd, path, mask);
 
     if (wd < 0)
-        return;
+        return false;
     for (size_t i = 0; i < *n; i++)
         if (wds[i] == wd)
-            return;   /* (a directory that holds several of the files) */
+            return true;   /* (a directory that holds several of the files) */
     if (*n < WATCH_WDS_MAX)
         wds[(*n)++] = wd;
+    return true;
 }
 
-static void watch_add_all(void)
+/* Returns false when the directory a file is named in could not be watched. */
+static bool watch_add_all(void)
 {
     const uint32_t dir_mask = IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_CLOSE_WRITE | IN_DELETE |
-                              IN_ATTRIB | IN_MODIFY;
+                              IN_ATTRIB | IN_MODIFY | IN_DELETE_SELF | IN_MOVE_SELF;
     const uint32_t file_mask = IN_CLOSE_WRITE | IN_MODIFY | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF;
     int wds[WATCH_WDS_MAX];
     size_t n = 0;
+    bool all = true;
 
     for (size_t i = 0; i < watch.npaths; i++) {
         const char *path = watch.paths[i];
@@ -605,7 +616,7 @@ static void watch_add_all(void)
         watch_add(wds, &n, path, file_mask);
         copy = strdup(path);
         if (copy) {
-            watch_add(wds, &n, dirname(copy), dir_mask | IN_DONT_FOLLOW);
+            all &= watch_add(wds, &n, dirname(copy), dir_mask | IN_DONT_FOLLOW);
             free(copy);
         }
         real = realpath(path, NULL);
@@ -624,6 +635,7 @@ static void watch_add_all(void)
     }
     memcpy(watch.wd, wds, n * sizeof wds[0]);
     watch.nwd = n;
+    return all;
 }
 
 static struct file_id file_id_of(const char *path)
@@ -645,13 +657,22 @@ static bool file_id_same(const struct file_id *a, const struct file_id *b)
                       a->ctime.tv_sec == b->ctime.tv_sec && a->ctime.tv_nsec == b->ctime.tv_nsec);
 }
 
+/* The watches made again; the retry timer runs while a directory is missing (watch_add_all). */
+static void watch_arm(struct ev_loop *loop)
+{
+    if (watch_add_all())
+        ev_timer_stop(loop, &watch.retry);
+    else if (!ev_is_active(&watch.retry))
+        ev_timer_again(loop, &watch.retry);
+}
+
 static void on_watch_debounce(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)revents;
     ev_timer_stop(loop, t);   /* armed by ev_timer_again with a repeat: it would fire every 200 ms */
     if (!watch.on || draining)
         return;
-    watch_add_all();
+    watch_arm(loop);
     loader_post(JOB_WATCH, NULL, 0);
 }
 
@@ -664,14 +685,11 @@ static void watch_look(struct ev_loop *loop)
     ev_timer_again(loop, &watch.debounce);
 }
 
-static void on_watch_event(struct ev_loop *loop, ev_io *io, int revents)
+/* Whether a watched file is not what it was: then a look after the debounce. */
+static void watch_check(struct ev_loop *loop)
 {
-    char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
     bool changed = false;
 
-    (void)revents;
-    while (read(io->fd, buf, sizeof buf) > 0)
-        ;   /* which event does not matter: the files' identities say whether one changed */
     for (size_t i = 0; i < watch.npaths; i++) {
         struct file_id now = file_id_of(watch.paths[i]);
         if (!file_id_same(&now, &watch.seen[i])) {
@@ -681,6 +699,28 @@ static void on_watch_event(struct ev_loop *loop, ev_io *io, int revents)
     }
     if (changed)
         watch_look(loop);
+}
+
+static void on_watch_event(struct ev_loop *loop, ev_io *io, int revents)
+{
+    char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+
+    (void)revents;
+    while (read(io->fd, buf, sizeof buf) > 0)
+        ;   /* which event does not matter: the files' identities say whether one changed */
+    watch_check(loop);
+}
+
+/* Every second while a directory cannot be watched: the watches tried again, the files looked at
+ * (a directory that came back with the file in it has no event of its own). */
+static void on_watch_retry(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)t;
+    (void)revents;
+    if (!watch.on || draining)
+        return;
+    watch_arm(loop);
+    watch_check(loop);
 }
 
 /* The files to watch are the running snapshot's: taken again when another one runs. A file the
@@ -732,8 +772,8 @@ static void watch_update(struct ev_loop *loop)
 
     if (want && watch.on) {
         int taken = watch_files_take();
-        if (taken >= 0)
-            watch_add_all();   /* (and those of the files no longer read removed) */
+        watch_arm(loop);   /* (those of the files no longer read removed; a moved directory's new
+                            * inode watched, also when the list is the same) */
         if (taken > 0)
             watch_look(loop);   /* a file the previous snapshot did not read */
         return;
@@ -750,7 +790,9 @@ static void watch_update(struct ev_loop *loop)
         watch.npaths = 0;
         watch.nwd = 0;
         (void)watch_files_take();
-        watch_add_all();
+        ev_init(&watch.retry, on_watch_retry);
+        watch.retry.repeat = 1.0;
+        watch_arm(loop);
         ev_io_init(&watch.io, on_watch_event, watch.fd, EV_READ);
         ev_io_start(loop, &watch.io);
         ev_init(&watch.debounce, on_watch_debounce);

@@ -264,3 +264,59 @@ def test_watch_config_kubernetes_secret_swap_of_a_listener_certificate(lifeline,
     _k8s_publish(str(secret), "..2026_02", files(new))
     wait_reloads(lf, 1)
     wait_for(lambda: _served_der(lf.port, "a.test") == der(new), t(5), what="the new certificate")
+
+
+def test_watch_config_follows_its_directory_replaced(upstream, tmp_path):
+    """The config's own directory replaced: by renames (`mv conf conf.old; mv conf.new conf`) and by
+    `rm -rf conf; mkdir conf`. The watches stayed on the old directory's inode: the swap was not
+    seen, no later edit reloaded (not even after a SIGHUP), and an edit of the renamed-away file
+    did. The directory now says it moved or went, and one that is gone is looked for every second."""
+    import shutil
+    import subprocess
+    from conftest import HOST, LIFELINE_BIN, Lifeline, free_port, require_binary
+    require_binary()
+    up1, up2, up3 = upstream("one"), upstream("two"), upstream("three")
+    port = free_port()
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    path = str(conf / "lifeline.yaml")
+
+    def cfg_for(up):
+        return {"listen": [{"address": "%s:%d" % (HOST, port)}], "workers": 1, "shutdown_timeout": "2s",
+                "watch_config": True, "access_log": {"path": "off"},
+                "pools": {"p": pool(up)}, "routes": [{"pool": "p"}]}
+    write_config(path, cfg_for(up1))
+    err_path, out_path = str(tmp_path / "w.stderr"), str(tmp_path / "w.stdout")
+    with open(err_path, "wb") as ef, open(out_path, "wb") as of:
+        proc = subprocess.Popen([LIFELINE_BIN, "-c", path], stdin=subprocess.DEVNULL, stdout=of, stderr=ef)
+    lf = Lifeline(path, port, proc, err_path, out_path, cfg_for(up1))
+
+    def serves(name):
+        lf.assert_alive()
+        try:
+            return lf.fetch("GET", "/echo").header("x-upstream") == name
+        except OSError:
+            return False
+    try:
+        wait_for(lambda: serves("one"), t(10), what="the start")
+        time.sleep(0.3)
+        new = tmp_path / "conf.new"
+        new.mkdir()
+        write_config(str(new / "lifeline.yaml"), cfg_for(up2))
+        os.rename(str(conf), str(tmp_path / "conf.old"))
+        os.rename(str(new), str(conf))
+        wait_for(lambda: serves("two"), t(5), what="the directory swapped by renames; stderr:\n%s"
+                 % lf.stderr_text()[-1500:])
+        write_config_atomic(path, cfg_for(up3))
+        wait_for(lambda: serves("three"), t(5), what="an edit in the new directory")
+        shutil.rmtree(str(conf))
+        time.sleep(0.5)
+        conf.mkdir()
+        write_config(path, cfg_for(up1))
+        wait_for(lambda: serves("one"), t(5), what="the directory deleted and made again; stderr:\n%s"
+                 % lf.stderr_text()[-1500:])
+        write_config_atomic(path, cfg_for(up2))
+        wait_for(lambda: serves("two"), t(5), what="an edit after that")
+    finally:
+        problems = lf.stop()
+    assert not problems, problems
