@@ -149,6 +149,22 @@ static int loader_open_log(const struct conf *nc, int *err, bool *made)
     return fd;
 }
 
+/* What a load said (its FILE:LINE:COL lines), each line through the error log: a write to stderr
+ * from stdio blocked the loader on a pipe nobody reads (DNS changes and reloads stopped until it
+ * was read); the error log drops and counts a line stderr cannot take. */
+static void loader_say(const char *text, size_t len, enum log_level level)
+{
+    while (len) {
+        const char *nl = memchr(text, '\n', len);
+        size_t n = nl ? (size_t)(nl - text) : len;
+        if (n)
+            log_msg(level, "%.*s", (int)(n < 4096 ? n : 4096), text);
+        n += nl != NULL;
+        text += n;
+        len -= n;
+    }
+}
+
 static void *loader_main(void *arg)
 {
     (void)arg;
@@ -162,6 +178,9 @@ static void *loader_main(void *arg)
         unsigned nerr = 0;
         int log_fd = -1, log_err = 0;
         bool log_made = false;
+        FILE *said;
+        char *text = NULL;
+        size_t text_len = 0;
         while ((!loader.jobs || loader.loaded_pending) && !loader.stop)
             pthread_cond_wait(&loader.cv, &loader.mu);
         if (loader.stop)
@@ -181,11 +200,16 @@ static void *loader_main(void *arg)
             loader.resolve_n = 0;
         }
         pthread_mutex_unlock(&loader.mu);
+        said = open_memstream(&text, &text_len);
         if (job != JOB_RESOLVE)
-            nc = conf_load(conf_path, stderr, &nerr);
+            nc = conf_load(conf_path, said ? said : stderr, &nerr);
         else
             /* (server addresses only; the names of the pools that are due) */
-            nc = conf_reresolve_due(from, ndue == from->npools ? due : NULL, stderr, &nerr);
+            nc = conf_reresolve_due(from, ndue == from->npools ? due : NULL, said ? said : stderr, &nerr);
+        if (said && fclose(said) == 0)
+            loader_say(text, text_len, job == JOB_RESOLVE ? LOG_WARN : LOG_ERROR);
+        free(text);
+        text = NULL;
         /* only the pools whose resolve_interval passed move (SPEC §2: per pool; 0 = at load only) */
         /* (a name that did not resolve keeps what it had: CONF_LOAD_RESOLVE_SOFT) */
         if (nc && job == JOB_RESOLVE && conf_keep_addresses(nc, from, ndue == from->npools ? due : NULL) < 0) {

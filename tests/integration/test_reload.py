@@ -7,6 +7,7 @@ over."""
 import asyncio
 import copy
 import os
+import signal
 import re
 import socket
 import threading
@@ -14,7 +15,7 @@ import time
 
 import yaml
 
-from conftest import Conn, ConnClosed, HOST, free_port, pattern_bytes, pool, sha, t, wait_for
+from conftest import Conn, ConnClosed, HOST, free_port, pattern_bytes, pool, sha, t, wait_for, write_config
 from faults import refused
 from ops import (admin_extra, generation_logged, metrics, reload, server_status, status)
 
@@ -827,3 +828,38 @@ def test_ewma_tries_an_unmeasured_server_that_has_only_long_streams_open(lifelin
     finally:
         for s in streams + others:
             s.close()
+
+
+def test_reload_errors_do_not_stop_the_loader_when_stderr_is_full(lifeline, upstream, tmp_path):
+    """stderr a pipe nobody reads. A reload's FILE:LINE:COL lines were written by the loader thread
+    through stdio, which blocked in write(2) once the pipe was full: every later reload (and DNS
+    re-resolution) waited for a reader. They now go through the error log, which drops and counts
+    a line stderr cannot take."""
+    import fcntl as _fcntl
+    from ops import exec_prefix
+    up1, up2 = upstream("one"), upstream("two")
+    fifo = str(tmp_path / "stderr.fifo")
+    os.mkfifo(fifo)
+    rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)   # a reader that never reads
+    try:
+        try:
+            _fcntl.fcntl(rfd, 1031, 4096)                 # F_SETPIPE_SZ: full after a few lines
+        except OSError:
+            pass
+        lf = lifeline(pools={"p": pool(up1)},
+                      prefix=exec_prefix("fd = os.open(%r, os.O_WRONLY)\nos.dup2(fd, 2)\nos.close(fd)" % fifo))
+        assert lf.fetch("GET", "/echo").header("x-upstream") == "one"
+        good = copy.deepcopy(lf.config)
+        bad = "".join("unknown_key_%03d_%s: 1\n" % (i, "x" * 60) for i in range(200))
+        for _ in range(3):   # 200 error lines each: far more than the pipe holds
+            with open(lf.cfg_path, "w") as f:
+                f.write(bad)
+            lf.proc.send_signal(signal.SIGHUP)
+            time.sleep(0.3)
+        good["pools"] = {"p": pool(up2)}
+        write_config(lf.cfg_path, good)
+        lf.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: lf.fetch("GET", "/echo").header("x-upstream") == "two", t(5),
+                 what="the valid reload after the refused ones")
+    finally:
+        os.close(rfd)
