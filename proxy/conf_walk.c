@@ -13,6 +13,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,7 +43,7 @@ direct:
 
 static void conf_verr_mark(struct conf_loader *ld, yaml_mark_t m, const char *fmt, va_list ap)
 {
-    char msg[512];
+    char msg[PATH_MAX + 512];   /* a message may name a whole path (a fallback file's) */
     vsnprintf(msg, sizeof msg, fmt, ap);
     /* One error, one line: a key or value from the file may hold a line break or an escape byte
      * where a message names it unquoted ("KEY must be ..."), as conf_quote() does for quoted ones. */

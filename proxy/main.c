@@ -1509,6 +1509,23 @@ static void raise_nofile(const struct conf *c)
                  (unsigned long long)rl.rlim_cur, (unsigned long long)want, (unsigned)c->limits.max_connections);
 }
 
+/* The config's path as reloads and watch_config use it: a relative one is made absolute at start,
+ * as nginx does with its -c (symbolic links not resolved: a swap of one is followed). Relative, it
+ * named the file in whatever directory was the working one: once that directory was replaced (`rm
+ * -rf conf; mkdir conf`, a deploy's rename), SIGHUP could not open it and watch_config watched the
+ * deleted directory. Kept as given when the working directory cannot be had. */
+static const char *conf_path_absolute(const char *path)
+{
+    static char abs_path[PATH_MAX];
+    char cwd[PATH_MAX];
+    int n;
+
+    if (path[0] == '/' || !getcwd(cwd, sizeof cwd))
+        return path;
+    n = snprintf(abs_path, sizeof abs_path, "%s/%s", strcmp(cwd, "/") == 0 ? "" : cwd, path);
+    return n > 0 && (size_t)n < sizeof abs_path ? abs_path : path;
+}
+
 /* Everything from a loaded snapshot c (its reference moves in) to serving. 0, or -1 after logging
  * why; either way stop() releases what was made. */
 static int start(struct conf *c, const char *path)
@@ -1518,7 +1535,7 @@ static int start(struct conf *c, const char *path)
     raise_nofile(c);
     admin.fd = -1;
     run_state.loop = ev_default_loop(EVFLAG_SIGNALFD);
-    conf_path = path;
+    conf_path = conf_path_absolute(path);
     workers = calloc(WORKERS_MAX, sizeof(*workers));
     metric_names_init(&names);
     names.routes.reset = names.servers.reset = reset_slot;

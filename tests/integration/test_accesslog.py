@@ -933,7 +933,7 @@ def test_sigterm_exits_with_a_stdout_sink_nobody_reads(lifeline, upstream, tmp_p
 
 
 def test_sigterm_keeps_writing_to_a_slow_reader_until_every_line_is_taken(lifeline, upstream, tmp_path):
-    """access_log: stdout, a pipe whose reader was paused while 800 lines built up and reads about
+    """access_log: stdout, a pipe whose reader was paused while 400 lines built up and reads about
     100 KB/s from the SIGTERM on. The writer gave up one second after the drain's end although the
     sink was still taking bytes: most lines were lost ("not written"), and a long line could be left
     half written. A sink that keeps taking bytes is now waited for (up to 5 s)."""
@@ -941,6 +941,10 @@ def test_sigterm_keeps_writing_to_a_slow_reader_until_every_line_is_taken(lifeli
     fifo = str(tmp_path / "stdout.fifo")
     os.mkfifo(fifo)
     rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        fcntl.fcntl(rfd, 1031, 4096)   # F_SETPIPE_SZ: the lines wait in the ring, not in the pipe
+    except OSError:
+        pass
     got = bytearray()
     go, done = threading.Event(), threading.Event()
 
@@ -963,7 +967,7 @@ def test_sigterm_keeps_writing_to_a_slow_reader_until_every_line_is_taken(lifeli
                       shutdown_timeout="1s",
                       prefix=exec_prefix("fd = os.open(%r, os.O_WRONLY)\nos.dup2(fd, 1)\nos.close(fd)" % fifo))
         pad = "q" * 200
-        n = 800
+        n = 400   # about 160 KB: 1.6 s at 100 KB/s, well inside the 5 s a sink taking lines gets
         with Conn(lf.port) as c:
             for i in range(n):
                 c.request("GET", "/echo/s%d?%s" % (i, pad))

@@ -204,13 +204,13 @@ def test_config_loaded_at_is_the_reloads_time_at_first_sight(lifeline, upstream)
     time.sleep(2.5)
     before = int(time.time())   # loaded_at is written to the second
     reload(lf, lf.config)
-    text = ""
-    for _ in range(400):
-        text = admin_get(aport, "/config").body.decode()
-        if "# generation: 2" in text:
-            break
-        time.sleep(0.005)
-    assert "# generation: 2" in text, text[:300]
+    seen = {}
+
+    def generation_2():
+        seen["text"] = admin_get(aport, "/config").body.decode()
+        return "# generation: 2" in seen["text"]
+    wait_for(generation_2, t(5), what="/config at generation 2")
+    text = seen["text"]
     m = re.search(r"^# loaded_at: (\S+)", text, re.M)
     assert m, text[:300]
     import calendar

@@ -266,11 +266,14 @@ def test_watch_config_kubernetes_secret_swap_of_a_listener_certificate(lifeline,
     wait_for(lambda: _served_der(lf.port, "a.test") == der(new), t(5), what="the new certificate")
 
 
-def test_watch_config_follows_its_directory_replaced(upstream, tmp_path):
+@pytest.mark.parametrize("relative", [False, True], ids=["absolute", "relative"])
+def test_watch_config_follows_its_directory_replaced(upstream, tmp_path, relative):
     """The config's own directory replaced: by renames (`mv conf conf.old; mv conf.new conf`) and by
     `rm -rf conf; mkdir conf`. The watches stayed on the old directory's inode: the swap was not
     seen, no later edit reloaded (not even after a SIGHUP), and an edit of the renamed-away file
-    did. The directory now says it moved or went, and one that is gone is looked for every second."""
+    did. The directory now says it moved or went, and one that is gone is looked for every second.
+    Relative (`cd conf && lifeline -c lifeline.yaml`), the path named the file in the working
+    directory, the replaced one, for good: it is made absolute at start, as nginx does."""
     import shutil
     import subprocess
     from conftest import HOST, LIFELINE_BIN, Lifeline, free_port, require_binary
@@ -288,7 +291,8 @@ def test_watch_config_follows_its_directory_replaced(upstream, tmp_path):
     write_config(path, cfg_for(up1))
     err_path, out_path = str(tmp_path / "w.stderr"), str(tmp_path / "w.stdout")
     with open(err_path, "wb") as ef, open(out_path, "wb") as of:
-        proc = subprocess.Popen([LIFELINE_BIN, "-c", path], stdin=subprocess.DEVNULL, stdout=of, stderr=ef)
+        proc = subprocess.Popen([LIFELINE_BIN, "-c", "lifeline.yaml" if relative else path], cwd=str(conf),
+                                stdin=subprocess.DEVNULL, stdout=of, stderr=ef)
     lf = Lifeline(path, port, proc, err_path, out_path, cfg_for(up1))
 
     def serves(name):

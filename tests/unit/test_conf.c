@@ -88,7 +88,7 @@ static bool has_error(const struct loaded *l, unsigned line, unsigned col, const
         const char *eol = strchr(s, '\n');
         size_t len = eol ? (size_t)(eol - s) : strlen(s);
         if (!strncmp(s, prefix, strlen(prefix))) {
-            char buf[512];
+            char buf[8192];
             snprintf(buf, sizeof buf, "%.*s", (int)len, s);
             if (strstr(buf + strlen(prefix), want))
                 return true;
@@ -1022,6 +1022,9 @@ static const struct bad_case bad_cases[] = {
     { L P "routes:\n  - pool: api\n    fallback: { file: /nonexistent/a-directory-with-a-long-name/and-another/busy.html }\n", 7, 23,
       "cannot read fallback file \"/nonexistent/a-directory-with-a-long-name/and-another/busy.html\"", 0,
       CONF_LOAD_UNSUPPORTED },
+    /* a path of 600 bytes and more: the reason still follows it (a message was cut at 511 bytes) */
+    { L P "routes:\n  - pool: api\n    fallback: { file: /nonexistent/dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd/busy.html }\n", 7, 23,
+      "dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd/busy.html\": No such file or directory", 0, CONF_LOAD_UNSUPPORTED },
     { L P "routes:\n  - pool: api\n    fallback: { headers: { Content-Length: \"3\" } }\n", 7, 28,
       "header \"content-length\" is set by lifeline", 0, CONF_LOAD_UNSUPPORTED },
     /* hop-by-hop (SPEC §4), as the other connection headers */
