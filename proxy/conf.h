@@ -299,11 +299,30 @@ int conf_sockaddr_set(struct conf_sockaddr *a, const struct sockaddr *sa, uint16
 uint16_t conf_sockaddr_port(const struct conf_sockaddr *a);
 /* Same family, address, port (and IPv6 scope). */
 bool conf_sockaddr_eq(const struct conf_sockaddr *a, const struct conf_sockaddr *b);
+/* A total order of addresses, 0 exactly when conf_sockaddr_eq: IPv4 first, then address, IPv6
+ * scope, port (how dns.c sorts a name's records). */
+int conf_sockaddr_cmp(const struct conf_sockaddr *a, const struct conf_sockaddr *b);
 /* Is address j of server i in pool cp one an earlier entry of the pool gives too (an address and
  * a name that resolves to it, two names with a record in common)? Such a repeat is not a server
  * of its own: the pool, its state and its metrics series take each address once, with the weight
  * of its first entry (pool_init and runtime_new skip the same repeats, so their arrays match). */
 bool conf_addr_repeated(const struct conf_pool *cp, size_t i, size_t j);
+/* How many addresses cp's servers have in all (the flat positions below). */
+size_t conf_pool_naddrs(const struct conf_pool *cp);
+/* conf_addr_repeated for every address of cp at once, in O(n log n): rep[f] (room for
+ * conf_pool_naddrs) for the address at flat position f, counting the servers' addrs in order.
+ * Allocates a scratch index and frees it; without memory it asks conf_addr_repeated for each. */
+void conf_pool_repeats(const struct conf_pool *cp, bool *rep);
+/* A lookup of addresses by their text, for callers that match many at once (a new generation's
+ * servers against the running one's): fill v with each item's text and its index i, sort it once,
+ * then each find is O(log n). The texts are borrowed: they must outlive v. */
+struct conf_text_at {
+    const char *text;
+    size_t i;
+};
+void conf_text_index_sort(struct conf_text_at *v, size_t n);
+/* The smallest i whose text equals text (the first match of a scan in index order), or SIZE_MAX. */
+size_t conf_text_index_find(const struct conf_text_at *v, size_t n, const char *text);
 
 /* The effective configuration of a snapshot as a YAML document (GET /config): the mappings of its
  * source, keys as written and in their order (values as written, aliases expanded), and after them,

@@ -3,7 +3,9 @@
  * Owns: durations ("250ms", "2s", "1.5s", "1m", "1h") and sizes ("512", "16KiB", "10MiB", "1GiB") in both
  * directions (parse and the shortest exact spelling used in messages), plain decimal integers,
  * host:port and [v6]:port, the alphabet of pool/route names and of HTTP tokens, and socket
- * addresses (conf_sockaddr_set, conf_sockaddr_eq).
+ * addresses (conf_sockaddr_set, conf_sockaddr_eq, conf_sockaddr_cmp), and the indexes that match a
+ * pool's many addresses at once (conf_pool_repeats, conf_text_index_*: O(n log n), scratch freed
+ * before they return).
  * Does not own: YAML, the loader, error messages (conf_walk.c), name resolution (conf_schema.c,
  * dns.c). Every function here is pure (no I/O, no global state) and safe on any input string, which
  * is what tests/fuzz/fuzz_conf_scalar.c checks.
@@ -273,6 +275,27 @@ bool conf_sockaddr_eq(const struct conf_sockaddr *a, const struct conf_sockaddr 
            !memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr);
 }
 
+/* Orders addresses: IPv4 first, then by address, IPv6 scope and port (0 exactly when
+ * conf_sockaddr_eq). */
+int conf_sockaddr_cmp(const struct conf_sockaddr *a, const struct conf_sockaddr *b)
+{
+    int c;
+    if (a->ss.ss_family != b->ss.ss_family)
+        return a->ss.ss_family == AF_INET ? -1 : 1;
+    if (a->ss.ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)&a->ss, *y = (const void *)&b->ss;
+        if ((c = memcmp(&x->sin_addr, &y->sin_addr, sizeof x->sin_addr)))
+            return c;
+        return (x->sin_port > y->sin_port) - (x->sin_port < y->sin_port);
+    }
+    const struct sockaddr_in6 *x = (const void *)&a->ss, *y = (const void *)&b->ss;
+    if ((c = memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr)))
+        return c;
+    if (x->sin6_scope_id != y->sin6_scope_id)
+        return x->sin6_scope_id < y->sin6_scope_id ? -1 : 1;
+    return (x->sin6_port > y->sin6_port) - (x->sin6_port < y->sin6_port);
+}
+
 bool conf_addr_repeated(const struct conf_pool *cp, size_t i, size_t j)
 {
     const struct conf_sockaddr *a = &cp->servers[i].addrs[j];
@@ -284,4 +307,80 @@ bool conf_addr_repeated(const struct conf_pool *cp, size_t i, size_t j)
                 return true;
     }
     return false;
+}
+
+/* ---- Pools of many addresses: indexes built once per call, O(n log n) ---------------------- */
+
+/* One address of a pool, at flat position f (the servers' addrs in order). */
+struct conf_addr_at {
+    const struct conf_sockaddr *a;
+    size_t f;
+};
+
+static int conf_addr_at_cmp(const void *pa, const void *pb)
+{
+    const struct conf_addr_at *x = pa, *y = pb;
+    int c = conf_sockaddr_cmp(x->a, y->a);
+
+    return c ? c : (x->f > y->f) - (x->f < y->f);
+}
+
+size_t conf_pool_naddrs(const struct conf_pool *cp)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < cp->nservers; i++)
+        n += cp->servers[i].naddrs;
+    return n;
+}
+
+void conf_pool_repeats(const struct conf_pool *cp, bool *rep)
+{
+    size_t n = conf_pool_naddrs(cp), f = 0;
+    struct conf_addr_at *v = malloc((n ? n : 1) * sizeof(*v));
+
+    if (!v) {
+        /* out of memory: the same answer, one address at a time */
+        for (size_t i = 0; i < cp->nservers; i++)
+            for (size_t j = 0; j < cp->servers[i].naddrs; j++, f++)
+                rep[f] = conf_addr_repeated(cp, i, j);
+        return;
+    }
+    for (size_t i = 0; i < cp->nservers; i++)
+        for (size_t j = 0; j < cp->servers[i].naddrs; j++, f++)
+            v[f] = (struct conf_addr_at){ &cp->servers[i].addrs[j], f };
+    /* equal addresses end up side by side, the first entry of the pool first among them */
+    qsort(v, n, sizeof(*v), conf_addr_at_cmp);
+    for (size_t k = 0; k < n; k++)
+        rep[v[k].f] = k > 0 && conf_sockaddr_eq(v[k - 1].a, v[k].a);
+    free(v);
+}
+
+static int conf_text_at_cmp(const void *pa, const void *pb)
+{
+    const struct conf_text_at *x = pa, *y = pb;
+    int c = strcmp(x->text, y->text);
+
+    return c ? c : (x->i > y->i) - (x->i < y->i);
+}
+
+void conf_text_index_sort(struct conf_text_at *v, size_t n)
+{
+    if (n > 1)
+        qsort(v, n, sizeof(*v), conf_text_at_cmp);
+}
+
+size_t conf_text_index_find(const struct conf_text_at *v, size_t n, const char *text)
+{
+    size_t lo = 0, hi = n;
+
+    /* the first entry not below text: of equal texts, the smallest i */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (strcmp(v[mid].text, text) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < n && strcmp(v[lo].text, text) == 0 ? v[lo].i : SIZE_MAX;
 }

@@ -273,25 +273,10 @@ static bool dns_is_localhost(const char *host)
 
 static int dns_addr_cmp(const void *pa, const void *pb)
 {
-    const struct conf_sockaddr *a = pa, *b = pb;
-    int c;
-    if (a->ss.ss_family != b->ss.ss_family)
-        return a->ss.ss_family == AF_INET ? -1 : 1;
-    if (a->ss.ss_family == AF_INET) {
-        const struct sockaddr_in *x = (const void *)&a->ss, *y = (const void *)&b->ss;
-        if ((c = memcmp(&x->sin_addr, &y->sin_addr, sizeof x->sin_addr)))
-            return c;
-        return (x->sin_port > y->sin_port) - (x->sin_port < y->sin_port);
-    }
-    const struct sockaddr_in6 *x = (const void *)&a->ss, *y = (const void *)&b->ss;
-    if ((c = memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr)))
-        return c;
-    if (x->sin6_scope_id != y->sin6_scope_id)
-        return x->sin6_scope_id < y->sin6_scope_id ? -1 : 1;
-    return (x->sin6_port > y->sin6_port) - (x->sin6_port < y->sin6_port);
+    return conf_sockaddr_cmp(pa, pb);
 }
 
-/* Sorts v[0..*n) and drops duplicates in place. */
+/* Sorts v[0..*n) (conf_sockaddr_cmp) and drops duplicates in place. */
 static void dns_sort_unique(struct conf_sockaddr *v, size_t *n)
 {
     size_t o = 0;
@@ -299,7 +284,7 @@ static void dns_sort_unique(struct conf_sockaddr *v, size_t *n)
         return;
     qsort(v, *n, sizeof *v, dns_addr_cmp);
     for (size_t i = 1; i < *n; i++)
-        if (dns_addr_cmp(&v[o], &v[i]) != 0)
+        if (conf_sockaddr_cmp(&v[o], &v[i]) != 0)
             v[++o] = v[i];
     *n = o + 1;
 }

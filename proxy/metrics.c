@@ -133,20 +133,60 @@ static unsigned slot_hold(struct metric_table *t, unsigned i)
     return i;
 }
 
+static unsigned metric_key_hash(const char *key)
+{
+    uint32_t h = 2166136261u;
+
+    for (; *key; key++)
+        h = (h ^ (unsigned char)*key) * 16777619u;
+    return h & (METRIC_INDEX_SIZE - 1);
+}
+
+/* The index position of the slot named key, or of the empty entry where it would go. */
+static unsigned metric_index_pos(const struct metric_table *t, const char *key)
+{
+    unsigned h = metric_key_hash(key);
+
+    while (t->index[h] && strcmp(t->names[t->index[h] - 1], key) != 0)
+        h = (h + 1) & (METRIC_INDEX_SIZE - 1);
+    return h;
+}
+
+/* Takes slot i (named) out of the index: the entries after it in its run move back, so that every
+ * name stays reachable from its hash without a gap (no tombstones to clean up). */
+static void metric_index_remove(struct metric_table *t, unsigned i)
+{
+    unsigned hole = metric_index_pos(t, t->names[i]), j = hole;
+
+    if (t->index[hole] != i + 1)
+        return;   /* (not indexed) */
+    for (;;) {
+        j = (j + 1) & (METRIC_INDEX_SIZE - 1);
+        if (!t->index[j])
+            break;
+        unsigned home = metric_key_hash(t->names[t->index[j] - 1]);
+        /* j's entry stays when its home lies cyclically in (hole, j] */
+        if (hole <= j ? hole < home && home <= j : hole < home || home <= j)
+            continue;
+        t->index[hole] = t->index[j];
+        hole = j;
+    }
+    t->index[hole] = 0;
+}
+
 unsigned metric_slot_take(struct metric_table *t, const char *key, int64_t now_ms)
 {
-    unsigned best = t->cap;
+    unsigned best = t->cap, pos = metric_index_pos(t, key);
     int64_t best_gone = INT64_MAX;
     char *name;
 
-    for (unsigned i = 0; i < t->n; i++) {
-        if (t->names[i] && strcmp(t->names[i], key) == 0)
-            return slot_hold(t, i);   /* the same label set: its counters go on */
-    }
+    if (t->index[pos])
+        return slot_hold(t, t->index[pos] - 1u);   /* the same label set: its counters go on */
     if (t->n < t->cap) {
         if (!(t->names[t->n] = strdup(key)))
             goto refuse;
         t->since[t->n] = 0;   /* never used before: nothing older to hide */
+        t->index[pos] = (uint16_t)(t->n + 1);
         return slot_hold(t, t->n++);
     }
     for (unsigned i = 0; i < t->n; i++) {
@@ -164,8 +204,10 @@ unsigned metric_slot_take(struct metric_table *t, const char *key, int64_t now_m
         goto refuse;
     if (t->reset)
         t->reset(t->reset_ctx, t, best);
+    metric_index_remove(t, best);
     free(t->names[best]);
     t->names[best] = name;
+    t->index[metric_index_pos(t, name)] = (uint16_t)(best + 1);
     t->since[best] = wall_now();
     t->reused++;
     return slot_hold(t, best);
@@ -210,5 +252,6 @@ void metric_names_free(struct metric_names *n)
             ts[k]->names[i] = NULL;
         }
         ts[k]->n = 0;
+        memset(ts[k]->index, 0, sizeof(ts[k]->index));
     }
 }

@@ -135,6 +135,7 @@ struct server_metrics {
 #define METRIC_SERVER_SLOTS 1024
 #define METRIC_SERVER_DROP METRIC_SERVER_SLOTS        /* servers that found no slot */
 #define METRIC_SERVER_ARRAY (METRIC_SERVER_SLOTS + 1) /* a worker's server_metrics entries */
+#define METRIC_INDEX_SIZE (2 * METRIC_SERVER_SLOTS)   /* a power of two, at most half full */
 #define METRIC_SLOT_GRACE_MS 60000
 
 /* One kind's slots (routes or servers). Only the main thread takes slots and reads names; refs and
@@ -149,6 +150,9 @@ struct metric_table {
     atomic_uint refs[METRIC_SERVER_SLOTS];
     _Atomic int64_t gone_ms[METRIC_SERVER_SLOTS];   /* when refs last fell to 0; INT64_MAX while held */
     double since[METRIC_SERVER_SLOTS];  /* wall time (s) the slot got its current name (main) */
+    /* names[] by hash (linear probing; slot + 1, 0 empty; main thread): a runtime of thousands of
+     * servers finds each one's slot without a scan of every name */
+    uint16_t index[METRIC_INDEX_SIZE];
     uint64_t reused;                    /* slots given to a new name */
     uint64_t exhausted;                 /* names refused: lifeline_metric_slots_exhausted_total{kind} */
     bool warned;                        /* the exhaustion was logged */

@@ -111,7 +111,9 @@ int pool_init(struct pool *p, struct worker *w, const struct conf_pool *cp, stru
         return -1;
     for (size_t i = 0; i < cp->nservers; i++) {
         for (size_t j = 0; j < cp->servers[i].naddrs; j++) {
-            if (conf_addr_repeated(cp, i, j))
+            /* runtime_new took each address once, in this order (conf_pool_repeats): a repeat is
+             * the address hp's next server does not point at (a check per address, not a scan) */
+            if (k >= hp->n || hp->servers[k].addr != &cp->servers[i].addrs[j])
                 continue;
             struct upserver *s = &p->servers[k++];
             s->pool = p;
@@ -540,20 +542,38 @@ static bool pool_conn_fits(const struct upconn *uc, const struct upserver *from,
     return !uc->x.ssl == !to->pool->cp->tls.ctx && (!uc->x.ssl || pool_tls_fits(from, to));
 }
 
-/* The server of p with address `text`, or NULL. */
-static struct upserver *pool_find(struct pool *p, const char *text)
+/* The server of p with address `text` (the first, as a scan would find it), or NULL. idx: p's
+ * addresses sorted (conf_text_index_sort), or NULL (out of memory: scanned). */
+static struct upserver *pool_find(struct pool *p, const struct conf_text_at *idx, const char *text)
 {
-    for (unsigned j = 0; p && j < p->nservers; j++) {
-        if (strcmp(p->servers[j].addr->text, text) == 0)
-            return &p->servers[j];
+    size_t i;
+
+    if (!p)
+        return NULL;
+    if (idx) {
+        i = conf_text_index_find(idx, p->nservers, text);
+        return i == SIZE_MAX ? NULL : &p->servers[i];
+    }
+    for (i = 0; i < p->nservers; i++) {
+        if (strcmp(p->servers[i].addr->text, text) == 0)
+            return &p->servers[i];
     }
     return NULL;
 }
 
 void pool_hand_over(struct pool *from, struct pool *to)
 {
+    /* an index of to's addresses, made once: a DNS answer of thousands of records is handed over
+     * in O(n log n), not a scan of to per server (the worker's loop waits meanwhile) */
+    struct conf_text_at *idx = to ? malloc((to->nservers ? to->nservers : 1) * sizeof(*idx)) : NULL;
+
+    if (idx) {
+        for (unsigned j = 0; j < to->nservers; j++)
+            idx[j] = (struct conf_text_at){ to->servers[j].addr->text, j };
+        conf_text_index_sort(idx, to->nservers);
+    }
     for (unsigned i = 0; i < from->nservers; i++) {
-        struct upserver *s = &from->servers[i], *t = pool_find(to, s->addr->text);
+        struct upserver *s = &from->servers[i], *t = pool_find(to, idx, s->addr->text);
         if (t && t->bal != s->bal) {
             /* The same server: its fresh link gives way to the running one, shared from now on.
              * (What the balancers know of it is its srv_state's, which the new generation shares
@@ -587,6 +607,7 @@ void pool_hand_over(struct pool *from, struct pool *to)
                 uc->idle_since = since;
         }
     }
+    free(idx);
     from->retired = true;
     pool_arm_idle_timer(from);
     if (to)

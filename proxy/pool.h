@@ -127,7 +127,9 @@ struct pool_pick_ctx {
 
 /* Builds a pool for worker w from cp; hp (required: a runtime's, runtime.h, or a unit test's made
  * as runtime_new makes it) is the shared health state of the same servers, in the same order, with
- * a srv_state (and its srv_load) for each and a pool_share; it must outlive the pool. Every server
+ * a srv_state (and its srv_load) for each and a pool_share; it must outlive the pool. Its servers'
+ * addr point into cp's servers (the first entry of each address; pool_init takes those, skipping
+ * the repeats in O(1) each). Every server
  * starts with a link (struct srv_bal) of its own. Returns 0, or -1 when out of memory
  * (pool_destroy frees what was made). */
 int pool_init(struct pool *p, struct worker *w, const struct conf_pool *cp, struct health_pool *hp);
@@ -191,7 +193,9 @@ void pool_close(struct upconn *uc);
  * connect time its pool_share's, which the runtime hands on.) Idle connections move to the server
  * with the same address (closed when there is none). A TLS session or connection moves only when
  * both pools speak TLS with the same trust and identity settings and the server's name is the
- * same; a plain one only to a plain pool. `from` is retired from then on (pool_release). */
+ * same; a plain one only to a plain pool. `from` is retired from then on (pool_release). The
+ * matching is O(n log n) (an index of to's addresses, freed before it returns; without memory, a
+ * scan per server). */
 void pool_hand_over(struct pool *from, struct pool *to);
 
 /* Gauges of lifeline_upstream_connections and in-flight counts, kept per server slot. */

@@ -22,16 +22,22 @@ static const struct health_pool *runtime_pool(const struct runtime *prev, const 
     return NULL;
 }
 
-static const struct srv_health *runtime_find(const struct runtime *rt, const char *pool, const char *addr)
+/* oldp's server with address text (the first, as a scan would find it), or NULL. idx: oldp's
+ * addresses sorted (conf_text_index_sort), or NULL (out of memory: scanned). */
+static const struct srv_health *runtime_old(const struct health_pool *oldp, const struct conf_text_at *idx,
+                                            const char *text)
 {
-    for (size_t i = 0; rt && i < rt->npools; i++) {
-        const struct health_pool *hp = &rt->pools[i];
-        if (strcmp(hp->cp->name, pool) != 0)
-            continue;
-        for (unsigned j = 0; j < hp->n; j++) {
-            if (strcmp(hp->servers[j].addr->text, addr) == 0)
-                return &hp->servers[j];
-        }
+    size_t i;
+
+    if (!oldp)
+        return NULL;
+    if (idx) {
+        i = conf_text_index_find(idx, oldp->n, text);
+        return i == SIZE_MAX ? NULL : &oldp->servers[i];
+    }
+    for (i = 0; i < oldp->n; i++) {
+        if (strcmp(oldp->servers[i].addr->text, text) == 0)
+            return &oldp->servers[i];
     }
     return NULL;
 }
@@ -52,6 +58,82 @@ static int64_t trial_timeout(const struct conf *c, const struct conf_pool *cp)
             t = r->timeouts.connect + r->timeouts.response;
     }
     return t > 10000 ? t : 10000;
+}
+
+/* Fills hp->servers (room for every address of cp) with cp's addresses, each once, and their
+ * states: shared with oldp's server of the same address (prev's pool of that name, or NULL) when
+ * it is watched the same way, else new. 0, or -1 out of memory (the servers made so far are in
+ * hp->n, for runtime_unref). Its scratch (the repeats, an index of oldp's addresses) is freed
+ * here: finding each address in a pool of thousands must not cost a scan of the pool. */
+static int runtime_servers(struct health_pool *hp, const struct conf_pool *cp, const struct health_pool *oldp,
+                           struct metric_names *names, int64_t now)
+{
+    size_t naddrs = conf_pool_naddrs(cp), f = 0;
+    bool *rep = calloc(naddrs ? naddrs : 1, sizeof(*rep));
+    struct conf_text_at *idx = oldp ? malloc((oldp->n ? oldp->n : 1) * sizeof(*idx)) : NULL;
+    int r = -1;
+
+    if (!rep)
+        goto out;
+    conf_pool_repeats(cp, rep);
+    if (idx) {
+        for (unsigned j = 0; j < oldp->n; j++)
+            idx[j] = (struct conf_text_at){ oldp->servers[j].addr->text, j };
+        conf_text_index_sort(idx, oldp->n);
+    }
+    hp->n = 0;
+    for (size_t j = 0; j < cp->nservers; j++) {
+        for (size_t k = 0; k < cp->servers[j].naddrs; k++) {
+            if (rep[f++])
+                continue;
+            struct srv_health *s = &hp->servers[hp->n++];
+            const struct srv_health *old;
+            s->cp = cp;
+            s->addr = &cp->servers[j].addrs[k];
+            s->slot = names ? metric_server_slot(names, cp->name, s->addr->text, now) : 0;
+            old = runtime_old(oldp, idx, s->addr->text);
+            if (old && old->cp->outlier.enabled == cp->outlier.enabled &&
+                (cp->health.enabled || !atomic_load(&old->st->down))) {
+                /* The same server, watched the same way: both snapshots share its state, so
+                 * that attempts still running on the old one (and a half-open trial among
+                 * them) report where this one reads. A DNS change builds a new snapshot;
+                 * a failure reported to a copy left behind would be lost. */
+                s->st = old->st;
+                atomic_fetch_add(&s->st->refs, 1);
+                continue;
+            }
+            s->st = srv_state_new();
+            if (!s->st) {
+                goto out;   /* (runtime_unref releases its slot; its NULL state is no-op) */
+            }
+            if (old) {
+                /* Not shared: outlier turned on or off (its count starts afresh), or checks
+                 * turned off while they say down. Their verdict goes with the checks: a
+                 * server they marked down is usable again (slow start from now); its
+                 * ejection stays. */
+                if (cp->outlier.enabled && old->cp->outlier.enabled) {
+                    /* the trial slot too: a trial still out on the old state keeps this
+                     * one from sending a second until its claim expires */
+                    outlier_copy(&s->st->o, &old->st->o, now);
+                }
+                if (cp->health.enabled || !atomic_load(&old->st->down)) {
+                    atomic_store(&s->st->down, cp->health.enabled ? atomic_load(&old->st->down) : 0);
+                    atomic_store(&s->st->back_since, atomic_load(&old->st->back_since));
+                } else {
+                    atomic_store(&s->st->back_since, health_now());
+                }
+                /* the balancers' view goes on: the attempts in flight on the old state
+                 * still count, and what was learnt (pool.c: only the running generation
+                 * compares back_since with it, so the two states never take turns) */
+                srv_state_share_load(s->st, old->st);
+            }
+        }
+    }
+    r = 0;
+out:
+    free(idx);
+    free(rep);
+    return r;
 }
 
 struct runtime *runtime_new(struct conf *c, const struct runtime *prev, struct metric_names *names)
@@ -95,54 +177,9 @@ struct runtime *runtime_new(struct conf *c, const struct runtime *prev, struct m
             runtime_unref(rt);
             return NULL;
         }
-        hp->n = 0;
-        for (size_t j = 0; j < cp->nservers; j++) {
-            for (size_t k = 0; k < cp->servers[j].naddrs; k++) {
-                if (conf_addr_repeated(cp, j, k))
-                    continue;
-                struct srv_health *s = &hp->servers[hp->n++];
-                const struct srv_health *old;
-                s->cp = cp;
-                s->addr = &cp->servers[j].addrs[k];
-                s->slot = names ? metric_server_slot(names, cp->name, s->addr->text, now) : 0;
-                old = runtime_find(prev, cp->name, s->addr->text);
-                if (old && old->cp->outlier.enabled == cp->outlier.enabled &&
-                    (cp->health.enabled || !atomic_load(&old->st->down))) {
-                    /* The same server, watched the same way: both snapshots share its state, so
-                     * that attempts still running on the old one (and a half-open trial among
-                     * them) report where this one reads. A DNS change builds a new snapshot;
-                     * a failure reported to a copy left behind would be lost. */
-                    s->st = old->st;
-                    atomic_fetch_add(&s->st->refs, 1);
-                    continue;
-                }
-                s->st = srv_state_new();
-                if (!s->st) {
-                    runtime_unref(rt);
-                    return NULL;
-                }
-                if (old) {
-                    /* Not shared: outlier turned on or off (its count starts afresh), or checks
-                     * turned off while they say down. Their verdict goes with the checks: a
-                     * server they marked down is usable again (slow start from now); its
-                     * ejection stays. */
-                    if (cp->outlier.enabled && old->cp->outlier.enabled) {
-                        /* the trial slot too: a trial still out on the old state keeps this
-                         * one from sending a second until its claim expires */
-                        outlier_copy(&s->st->o, &old->st->o, now);
-                    }
-                    if (cp->health.enabled || !atomic_load(&old->st->down)) {
-                        atomic_store(&s->st->down, cp->health.enabled ? atomic_load(&old->st->down) : 0);
-                        atomic_store(&s->st->back_since, atomic_load(&old->st->back_since));
-                    } else {
-                        atomic_store(&s->st->back_since, health_now());
-                    }
-                    /* the balancers' view goes on: the attempts in flight on the old state
-                     * still count, and what was learnt (pool.c: only the running generation
-                     * compares back_since with it, so the two states never take turns) */
-                    srv_state_share_load(s->st, old->st);
-                }
-            }
+        if (runtime_servers(hp, cp, oldp, names, now) < 0) {
+            runtime_unref(rt);
+            return NULL;
         }
         for (unsigned j = 0; j < hp->n; j++) {
             hp->view->st[j] = hp->servers[j].st;

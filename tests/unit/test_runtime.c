@@ -1,7 +1,11 @@
 /* test_runtime.c — the runtime of a conf snapshot (runtime.h): a server that stays across a reload
  * keeps its ejection and health state, a new one starts usable; the trial timeout covers the
  * pool's routes; references on the runtime and its conf. And the metrics slot table (metrics.h):
- * slots held by runtimes, reused only after their grace period and then zeroed, never merged. */
+ * slots held by runtimes, reused only after their grace period and then zeroed, never merged. And a
+ * pool of 20,000 addresses (a big DNS answer): its repeats, the servers runtime_new and pool_init
+ * make of it and what a next generation shares (state, links) are those of the scans they replaced
+ * (reference implementations below), and conf_same_addresses on such lists; the slot table's name
+ * index finds what a scan of its names finds. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -13,8 +17,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <ev.h>
+
 #include "metrics.h"
+#include "pool.h"
 #include "runtime.h"
+#include "worker.h"
 
 /* A hand-made snapshot: one pool "p" with one server per address given, one route on it. Its conf
  * reference stays with the test (never the last one: nothing here is heap memory of conf.c). */
@@ -312,6 +320,290 @@ static void test_runtime_holds_its_slots(void **state)
     metric_names_free(&names);
 }
 
+/* ---- A pool of many addresses ---------------------------------------------------------------- */
+
+#define BIG_NADDRS 20000
+
+/* A snapshot with one pool "q" of servers of 1..7 addresses each (a name's records), BIG_NADDRS
+ * in all, drawn from a space of about 8,000 so that many repeat across servers and within one. */
+struct bigsnap {
+    struct conf c;
+    struct conf_pool pool;
+    struct conf_server *servers;
+    struct conf_sockaddr *addrs;
+};
+
+static uint64_t big_rand(uint64_t *x)
+{
+    *x = *x * 6364136223846793005ull + 1442695040888963407ull;
+    return *x >> 33;
+}
+
+static void big_addr(struct conf_sockaddr *a, uint64_t r)
+{
+    unsigned x = (unsigned)(r % 8000);
+
+    if (r % 10 == 0) {
+        struct sockaddr_in6 sin6 = { .sin6_family = AF_INET6 };
+        sin6.sin6_addr.s6_addr[0] = 0xfd;
+        sin6.sin6_addr.s6_addr[14] = (uint8_t)(x >> 8);
+        sin6.sin6_addr.s6_addr[15] = (uint8_t)x;
+        assert_int_equal(conf_sockaddr_set(a, (const struct sockaddr *)&sin6, 80), 0);
+    } else {
+        struct sockaddr_in sin = { .sin_family = AF_INET };
+        sin.sin_addr.s_addr = htonl(0x0a000000u | x);
+        assert_int_equal(conf_sockaddr_set(a, (const struct sockaddr *)&sin, (uint16_t)(8000 + (r >> 20) % 3)), 0);
+    }
+}
+
+static struct bigsnap *big_new(uint64_t seed)
+{
+    struct bigsnap *b = calloc(1, sizeof(*b));
+    size_t f = 0;
+
+    assert_non_null(b);
+    b->addrs = calloc(BIG_NADDRS, sizeof(*b->addrs));
+    b->servers = calloc(BIG_NADDRS, sizeof(*b->servers));
+    assert_non_null(b->addrs);
+    assert_non_null(b->servers);
+    for (size_t i = 0; i < BIG_NADDRS; i++)
+        big_addr(&b->addrs[i], big_rand(&seed));
+    while (f < BIG_NADDRS) {
+        struct conf_server *cs = &b->servers[b->pool.nservers++];
+        size_t n = 1 + big_rand(&seed) % 7;
+        cs->addrs = &b->addrs[f];
+        cs->naddrs = n < BIG_NADDRS - f ? n : BIG_NADDRS - f;
+        cs->weight = (unsigned)(1 + b->pool.nservers % 1000);
+        f += cs->naddrs;
+    }
+    atomic_init(&b->c.refs, 1);
+    b->pool.servers = b->servers;
+    b->pool.name = "q";
+    b->pool.outlier = (struct conf_outlier){ .enabled = true, .consecutive_failures = 1, .ejection = 10000,
+                                             .max_ejection = 300000, .max_ejected_percent = 100 };
+    b->pool.health.enabled = true;
+    b->c.pools = &b->pool;
+    b->c.npools = 1;
+    return b;
+}
+
+static void big_free(struct bigsnap *b)
+{
+    free(b->servers);
+    free(b->addrs);
+    free(b);
+}
+
+/* The reference: conf_addr_repeated as it was, a scan of every earlier entry. */
+static bool ref_repeated(const struct conf_pool *cp, size_t i, size_t j)
+{
+    const struct conf_sockaddr *a = &cp->servers[i].addrs[j];
+
+    for (size_t k = 0; k <= i; k++) {
+        size_t n = k < i ? cp->servers[k].naddrs : j;
+        for (size_t m = 0; m < n; m++)
+            if (conf_sockaddr_eq(&cp->servers[k].addrs[m], a))
+                return true;
+    }
+    return false;
+}
+
+/* The reference lookups by address text: the first in order. */
+static const struct srv_health *ref_find_health(const struct health_pool *hp, const char *text)
+{
+    for (unsigned j = 0; j < hp->n; j++)
+        if (strcmp(hp->servers[j].addr->text, text) == 0)
+            return &hp->servers[j];
+    return NULL;
+}
+
+static const struct upserver *ref_find_server(const struct pool *p, const char *text)
+{
+    for (unsigned j = 0; j < p->nservers; j++)
+        if (strcmp(p->servers[j].addr->text, text) == 0)
+            return &p->servers[j];
+    return NULL;
+}
+
+/* The repeats, runtime_new's servers (each address once, first entry first, in pool order) and
+ * pool_init's (the same, with the weight of the address's first server) agree with the scans. */
+static void test_big_pool_dedup_as_the_scan(void **state)
+{
+    struct bigsnap *b = big_new(42);
+    const struct conf_pool *cp = &b->pool;
+    bool *rep = calloc(BIG_NADDRS, sizeof(*rep));
+    struct runtime *rt;
+    struct worker w;
+    struct pool p;
+    size_t f = 0, k = 0, nrep = 0;
+
+    (void)state;
+    assert_non_null(rep);
+    assert_int_equal(conf_pool_naddrs(cp), BIG_NADDRS);
+    conf_pool_repeats(cp, rep);
+    rt = runtime_new(&b->c, NULL, NULL);
+    assert_non_null(rt);
+    memset(&w, 0, sizeof(w));
+    w.loop = ev_loop_new(EVFLAG_AUTO);
+    assert_non_null(w.loop);
+    assert_int_equal(pool_init(&p, &w, cp, &rt->pools[0]), 0);
+    for (size_t i = 0; i < cp->nservers; i++) {
+        for (size_t j = 0; j < cp->servers[i].naddrs; j++, f++) {
+            bool r = ref_repeated(cp, i, j);
+            assert_int_equal(rep[f], r);
+            if (r) {
+                nrep++;
+                continue;
+            }
+            assert_true(k < rt->pools[0].n);
+            assert_ptr_equal(rt->pools[0].servers[k].addr, &cp->servers[i].addrs[j]);
+            assert_ptr_equal(p.servers[k].addr, &cp->servers[i].addrs[j]);
+            assert_ptr_equal(p.servers[k].hs, &rt->pools[0].servers[k]);
+            assert_int_equal(p.servers[k].weight, cp->servers[i].weight);
+            k++;
+        }
+    }
+    assert_true(nrep > BIG_NADDRS / 4);   /* (the draw repeats plenty: the test means something) */
+    assert_int_equal(rt->pools[0].n, k);
+    assert_int_equal(p.nservers, k);
+    pool_destroy(&p);
+    ev_loop_destroy(w.loop);
+    runtime_unref(rt);
+    free(rep);
+    big_free(b);
+}
+
+/* A DNS change of the big pool: the next runtime shares the state of every address the running
+ * one has (and only those), and pool_hand_over gives each server of the new pool the link of the
+ * old server with its address, as the scans did. */
+static void test_big_pool_hand_over_keeps_state(void **state)
+{
+    struct bigsnap *a = big_new(1), *b = big_new(2);
+    struct runtime *ra, *rb;
+    struct worker w;
+    struct pool p, q;
+    unsigned shared = 0;
+
+    (void)state;
+    ra = runtime_new(&a->c, NULL, NULL);
+    assert_non_null(ra);
+    rb = runtime_new(&b->c, ra, NULL);
+    assert_non_null(rb);
+    for (unsigned k = 0; k < rb->pools[0].n; k++) {
+        const struct srv_health *s = &rb->pools[0].servers[k];
+        const struct srv_health *old = ref_find_health(&ra->pools[0], s->addr->text);
+        if (old) {
+            assert_ptr_equal(s->st, old->st);
+            shared++;
+        } else {
+            assert_int_equal(atomic_load(&s->st->refs), 2);   /* its own: rb's server and view */
+        }
+    }
+    assert_true(shared > 1000 && shared < rb->pools[0].n);   /* both cases, many times */
+
+    memset(&w, 0, sizeof(w));
+    w.loop = ev_loop_new(EVFLAG_AUTO);
+    assert_non_null(w.loop);
+    assert_int_equal(pool_init(&p, &w, &a->pool, &ra->pools[0]), 0);
+    assert_int_equal(pool_init(&q, &w, &b->pool, &rb->pools[0]), 0);
+    pool_hand_over(&p, &q);
+    assert_true(p.retired);
+    for (unsigned k = 0; k < q.nservers; k++) {
+        const struct upserver *t = &q.servers[k], *s = ref_find_server(&p, t->addr->text);
+        assert_ptr_equal(t->bal->cur, t);
+        if (s)
+            assert_ptr_equal(t->bal, s->bal);
+        else
+            assert_int_equal(t->bal->refs, 1);
+        assert_ptr_equal(t->hs->st, s ? s->hs->st : t->hs->st);
+    }
+    pool_destroy(&q);
+    pool_destroy(&p);
+    ev_loop_destroy(w.loop);
+    runtime_unref(rb);
+    runtime_unref(ra);
+    big_free(b);
+    big_free(a);
+}
+
+/* conf_same_addresses on servers of thousands of records: sorted lists (a name's, dns.c) compared
+ * in one pass, others (a snapshot made by hand) as sets. */
+static void test_big_same_addresses(void **state)
+{
+    enum { N = 20000, M = 2000 };
+    struct conf_sockaddr *x = calloc(N, sizeof(*x)), *y = calloc(N, sizeof(*y));
+    struct conf_server sx = { 0 }, sy = { 0 };
+    struct conf_pool px = { .name = "q", .servers = &sx, .nservers = 1 };
+    struct conf_pool py = { .name = "q", .servers = &sy, .nservers = 1 };
+    struct conf cx = { .pools = &px, .npools = 1 }, cy = { .pools = &py, .npools = 1 };
+
+    (void)state;
+    assert_non_null(x);
+    assert_non_null(y);
+    for (unsigned i = 0; i < N; i++) {
+        struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(0x0a000000u + i) };
+        assert_int_equal(conf_sockaddr_set(&x[i], (const struct sockaddr *)&sin, 80), 0);
+    }
+    memcpy(y, x, N * sizeof(*y));
+    sx = (struct conf_server){ .addrs = x, .naddrs = N, .port = 80 };
+    sy = (struct conf_server){ .addrs = y, .naddrs = N, .port = 80 };
+    assert_true(conf_same_addresses(&cx, &cy));
+    y[N - 1] = x[0];   /* a repeat instead of the last one: not the same set */
+    assert_false(conf_same_addresses(&cx, &cy));
+    y[N - 1] = x[N - 1];
+    /* the same M addresses in another order: the same set */
+    sx.naddrs = sy.naddrs = M;
+    for (unsigned i = 0; i < M; i++)
+        y[i] = x[M - 1 - i];
+    assert_true(conf_same_addresses(&cx, &cy));
+    assert_true(conf_same_addresses(&cy, &cx));
+    y[0] = x[M];
+    assert_false(conf_same_addresses(&cx, &cy));
+    assert_false(conf_same_addresses(&cy, &cx));
+    free(y);
+    free(x);
+}
+
+/* The slot table's name index (a hash with linear probing, entries moved back on removal) under
+ * many takes, releases and reuses: a name finds the slot a scan of the names finds, and no name is
+ * in two slots. */
+static void test_slot_index_as_the_scan(void **state)
+{
+    static struct metric_table t;
+    static unsigned held[METRIC_SERVER_SLOTS];   /* references the test holds on each slot */
+    uint64_t x = 7;
+    char key[32];
+
+    (void)state;
+    metric_table_init(&t, "server", METRIC_SERVER_SLOTS, METRIC_SERVER_DROP, 0);
+    for (int64_t now = 1; now < 60000; now++) {
+        unsigned k = (unsigned)(big_rand(&x) % 3000), want = t.cap, got;
+        snprintf(key, sizeof(key), "q|10.0.%u.%u:80", k >> 8, k & 255);
+        for (unsigned i = 0; i < t.n; i++)
+            if (strcmp(t.names[i], key) == 0)
+                want = i;
+        got = metric_slot_take(&t, key, now);
+        if (want != t.cap)
+            assert_int_equal(got, want);
+        if (got == t.drop)
+            continue;
+        assert_string_equal(t.names[got], key);
+        held[got]++;
+        /* let one go now and then, so that slots get reused under other names */
+        unsigned r = (unsigned)(big_rand(&x) % t.n);
+        if (held[r] && big_rand(&x) % 2) {
+            held[r]--;
+            metric_slot_release(&t, r, now);
+        }
+    }
+    assert_true(t.reused > 1000);
+    for (unsigned i = 0; i < t.n; i++)
+        for (unsigned j = i + 1; j < t.n; j++)
+            assert_string_not_equal(t.names[i], t.names[j]);
+    for (unsigned i = 0; i < t.n; i++)
+        free(t.names[i]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -321,6 +613,10 @@ int main(void)
         cmocka_unit_test(test_slot_kept_while_held_and_within_grace),
         cmocka_unit_test(test_slot_gone_longest_goes_first),
         cmocka_unit_test(test_runtime_holds_its_slots),
+        cmocka_unit_test(test_big_pool_dedup_as_the_scan),
+        cmocka_unit_test(test_big_pool_hand_over_keeps_state),
+        cmocka_unit_test(test_big_same_addresses),
+        cmocka_unit_test(test_slot_index_as_the_scan),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
