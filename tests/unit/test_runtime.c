@@ -394,20 +394,6 @@ static void big_free(struct bigsnap *b)
     free(b);
 }
 
-/* The reference: conf_addr_repeated as it was, a scan of every earlier entry. */
-static bool ref_repeated(const struct conf_pool *cp, size_t i, size_t j)
-{
-    const struct conf_sockaddr *a = &cp->servers[i].addrs[j];
-
-    for (size_t k = 0; k <= i; k++) {
-        size_t n = k < i ? cp->servers[k].naddrs : j;
-        for (size_t m = 0; m < n; m++)
-            if (conf_sockaddr_eq(&cp->servers[k].addrs[m], a))
-                return true;
-    }
-    return false;
-}
-
 /* The reference lookups by address text: the first in order. */
 static const struct srv_health *ref_find_health(const struct health_pool *hp, const char *text)
 {
@@ -449,7 +435,7 @@ static void test_big_pool_dedup_as_the_scan(void **state)
     assert_int_equal(pool_init(&p, &w, cp, &rt->pools[0]), 0);
     for (size_t i = 0; i < cp->nservers; i++) {
         for (size_t j = 0; j < cp->servers[i].naddrs; j++, f++) {
-            bool r = ref_repeated(cp, i, j);
+            bool r = conf_addr_repeated(cp, i, j);   /* the reference: a scan of every earlier entry */
             assert_int_equal(rep[f], r);
             if (r) {
                 nrep++;
