@@ -1518,11 +1518,32 @@ static const char *conf_path_absolute(const char *path)
 {
     static char abs_path[PATH_MAX];
     char cwd[PATH_MAX];
+    size_t len;
     int n;
 
-    if (path[0] == '/' || !getcwd(cwd, sizeof cwd))
+    if (path[0] == '/' || !getcwd(cwd, sizeof cwd) || cwd[0] != '/')
         return path;
-    n = snprintf(abs_path, sizeof abs_path, "%s/%s", strcmp(cwd, "/") == 0 ? "" : cwd, path);
+    /* Leading ./ and ../ taken against the working directory's name, which getcwd gives without
+     * symbolic links (one component less per ..): kept, `releases/v1/../../shared/x.yaml` stopped
+     * naming the file once releases/v1 was removed, which the relative path still reached. */
+    len = strlen(cwd);
+    for (;;) {
+        if (path[0] == '.' && (path[1] == '/' || !path[1])) {
+            path += path[1] ? 2 : 1;
+        } else if (path[0] == '.' && path[1] == '.' && (path[2] == '/' || !path[2])) {
+            path += path[2] ? 3 : 2;
+            while (len > 1 && cwd[len - 1] != '/')
+                len--;
+            if (len > 1)
+                len--;   /* the slash, but not the root's */
+        } else if (path[0] == '/') {
+            path++;   /* (a doubled slash) */
+        } else {
+            break;
+        }
+    }
+    cwd[len] = 0;
+    n = snprintf(abs_path, sizeof abs_path, "%s/%s", len == 1 ? "" : cwd, path);
     return n > 0 && (size_t)n < sizeof abs_path ? abs_path : path;
 }
 
@@ -1535,7 +1556,7 @@ static int start(struct conf *c, const char *path)
     raise_nofile(c);
     admin.fd = -1;
     run_state.loop = ev_default_loop(EVFLAG_SIGNALFD);
-    conf_path = conf_path_absolute(path);
+    conf_path = path;
     workers = calloc(WORKERS_MAX, sizeof(*workers));
     metric_names_init(&names);
     names.routes.reset = names.servers.reset = reset_slot;
@@ -1747,8 +1768,12 @@ int main(int argc, char **argv)
      * A reload reports it its own way (loader_open_log). */
     conf_open_files = true;
     conf_open_regular_only = !o.check;
-    if (!o.check)
+    if (!o.check) {
         signals_for_load();
+        /* the start's load too: a relative TLS or fallback path then reads the same at start and
+         * at reload (a changed string would count as changed settings: connections dropped) */
+        o.path = conf_path_absolute(o.path);
+    }
     c = conf_load(o.path, stderr, &nerr);
     conf_open_files = conf_open_regular_only = false;
     if (!c)

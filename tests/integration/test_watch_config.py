@@ -4,6 +4,7 @@ symlink the file is reached through."""
 
 import copy
 import os
+import signal
 import threading
 import time
 
@@ -291,7 +292,8 @@ def test_watch_config_follows_its_directory_replaced(upstream, tmp_path, relativ
     write_config(path, cfg_for(up1))
     err_path, out_path = str(tmp_path / "w.stderr"), str(tmp_path / "w.stdout")
     with open(err_path, "wb") as ef, open(out_path, "wb") as of:
-        proc = subprocess.Popen([LIFELINE_BIN, "-c", "lifeline.yaml" if relative else path], cwd=str(conf),
+        proc = subprocess.Popen([os.path.abspath(LIFELINE_BIN), "-c", "lifeline.yaml" if relative else path],
+                                cwd=str(conf),
                                 stdin=subprocess.DEVNULL, stdout=of, stderr=ef)
     lf = Lifeline(path, port, proc, err_path, out_path, cfg_for(up1))
 
@@ -321,6 +323,49 @@ def test_watch_config_follows_its_directory_replaced(upstream, tmp_path, relativ
                  % lf.stderr_text()[-1500:])
         write_config_atomic(path, cfg_for(up2))
         wait_for(lambda: serves("two"), t(5), what="an edit after that")
+    finally:
+        problems = lf.stop()
+    assert not problems, problems
+
+
+def test_relative_config_path_with_dotdot_survives_its_working_directory(upstream, tmp_path):
+    """`cd releases/v1 && lifeline -c ../../shared/lifeline.yaml`, then releases/v1 removed (a
+    deploy's cleanup): the path made absolute at start kept `releases/v1/..`, which no longer
+    resolves, and SIGHUP could not open the file the relative path still reached. Leading `..`
+    are taken against the working directory's name."""
+    import subprocess
+    from conftest import HOST, LIFELINE_BIN, Lifeline, free_port, require_binary
+    require_binary()
+    up1, up2 = upstream("one"), upstream("two")
+    port = free_port()
+    rel = tmp_path / "releases" / "v1"
+    rel.mkdir(parents=True)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    path = str(shared / "lifeline.yaml")
+
+    def cfg_for(up):
+        return {"listen": [{"address": "%s:%d" % (HOST, port)}], "workers": 1, "shutdown_timeout": "2s",
+                "access_log": {"path": "off"}, "pools": {"p": pool(up)}, "routes": [{"pool": "p"}]}
+    write_config(path, cfg_for(up1))
+    err_path, out_path = str(tmp_path / "r.stderr"), str(tmp_path / "r.stdout")
+    with open(err_path, "wb") as ef, open(out_path, "wb") as of:
+        proc = subprocess.Popen([os.path.abspath(LIFELINE_BIN), "-c", "../../shared/lifeline.yaml"], cwd=str(rel),
+                                stdin=subprocess.DEVNULL, stdout=of, stderr=ef)
+    lf = Lifeline(path, port, proc, err_path, out_path, cfg_for(up1))
+
+    def serves(name):
+        lf.assert_alive()
+        try:
+            return lf.fetch("GET", "/echo").header("x-upstream") == name
+        except OSError:
+            return False
+    try:
+        wait_for(lambda: serves("one"), t(10), what="the start")
+        rel.rmdir()
+        write_config(path, cfg_for(up2))
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: serves("two"), t(5), what="the reload; stderr:\n%s" % lf.stderr_text()[-1500:])
     finally:
         problems = lf.stop()
     assert not problems, problems
