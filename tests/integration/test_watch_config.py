@@ -3,14 +3,17 @@ is replaced by a rename or, as Kubernetes updates a ConfigMap volume, by swappin
 symlink the file is reached through."""
 
 import copy
+import functools
 import os
+import shutil
 import signal
+import subprocess
 import threading
 import time
 
 import pytest
 
-from conftest import pool, t, wait_for, write_config
+from conftest import HOST, LIFELINE_BIN, Lifeline, free_port, pool, require_binary, t, wait_for, write_config
 from ops import RELOADED, write_config_atomic
 
 
@@ -267,6 +270,34 @@ def test_watch_config_kubernetes_secret_swap_of_a_listener_certificate(lifeline,
     wait_for(lambda: _served_der(lf.port, "a.test") == der(new), t(5), what="the new certificate")
 
 
+def _own_config(port, up, **extra):
+    """A config for a lifeline the test starts itself (from a working directory of its choice)."""
+    cfg = {"listen": [{"address": "%s:%d" % (HOST, port)}], "workers": 1, "shutdown_timeout": "2s",
+           "access_log": {"path": "off"}, "pools": {"p": pool(up)}, "routes": [{"pool": "p"}]}
+    cfg.update(extra)
+    return cfg
+
+
+def _start_in(tmp_path, cwd, arg, path, cfg):
+    """Writes cfg to path and starts lifeline -c arg from cwd; returns the Lifeline once it serves."""
+    require_binary()
+    write_config(path, cfg)
+    port = int(cfg["listen"][0]["address"].rsplit(":", 1)[1])
+    err_path, out_path = str(tmp_path / "own.stderr"), str(tmp_path / "own.stdout")
+    with open(err_path, "wb") as ef, open(out_path, "wb") as of:
+        proc = subprocess.Popen([os.path.abspath(LIFELINE_BIN), "-c", arg], cwd=cwd,
+                                stdin=subprocess.DEVNULL, stdout=of, stderr=ef)
+    return Lifeline(path, port, proc, err_path, out_path, cfg)
+
+
+def _serves(lf, name):
+    lf.assert_alive()
+    try:
+        return lf.fetch("GET", "/echo").header("x-upstream") == name
+    except OSError:
+        return False
+
+
 @pytest.mark.parametrize("relative", [False, True], ids=["absolute", "relative"])
 def test_watch_config_follows_its_directory_replaced(upstream, tmp_path, relative):
     """The config's own directory replaced: by renames (`mv conf conf.old; mv conf.new conf`) and by
@@ -275,10 +306,6 @@ def test_watch_config_follows_its_directory_replaced(upstream, tmp_path, relativ
     did. The directory now says it moved or went, and one that is gone is looked for every second.
     Relative (`cd conf && lifeline -c lifeline.yaml`), the path named the file in the working
     directory, the replaced one, for good: it is made absolute at start, as nginx does."""
-    import shutil
-    import subprocess
-    from conftest import HOST, LIFELINE_BIN, Lifeline, free_port, require_binary
-    require_binary()
     up1, up2, up3 = upstream("one"), upstream("two"), upstream("three")
     port = free_port()
     conf = tmp_path / "conf"
@@ -286,23 +313,9 @@ def test_watch_config_follows_its_directory_replaced(upstream, tmp_path, relativ
     path = str(conf / "lifeline.yaml")
 
     def cfg_for(up):
-        return {"listen": [{"address": "%s:%d" % (HOST, port)}], "workers": 1, "shutdown_timeout": "2s",
-                "watch_config": True, "access_log": {"path": "off"},
-                "pools": {"p": pool(up)}, "routes": [{"pool": "p"}]}
-    write_config(path, cfg_for(up1))
-    err_path, out_path = str(tmp_path / "w.stderr"), str(tmp_path / "w.stdout")
-    with open(err_path, "wb") as ef, open(out_path, "wb") as of:
-        proc = subprocess.Popen([os.path.abspath(LIFELINE_BIN), "-c", "lifeline.yaml" if relative else path],
-                                cwd=str(conf),
-                                stdin=subprocess.DEVNULL, stdout=of, stderr=ef)
-    lf = Lifeline(path, port, proc, err_path, out_path, cfg_for(up1))
-
-    def serves(name):
-        lf.assert_alive()
-        try:
-            return lf.fetch("GET", "/echo").header("x-upstream") == name
-        except OSError:
-            return False
+        return _own_config(port, up, watch_config=True)
+    lf = _start_in(tmp_path, str(conf), "lifeline.yaml" if relative else path, path, cfg_for(up1))
+    serves = functools.partial(_serves, lf)
     try:
         wait_for(lambda: serves("one"), t(10), what="the start")
         time.sleep(0.3)
@@ -333,9 +346,6 @@ def test_relative_config_path_with_dotdot_survives_its_working_directory(upstrea
     deploy's cleanup): the path made absolute at start kept `releases/v1/..`, which no longer
     resolves, and SIGHUP could not open the file the relative path still reached. Leading `..`
     are taken against the working directory's name."""
-    import subprocess
-    from conftest import HOST, LIFELINE_BIN, Lifeline, free_port, require_binary
-    require_binary()
     up1, up2 = upstream("one"), upstream("two")
     port = free_port()
     rel = tmp_path / "releases" / "v1"
@@ -343,28 +353,13 @@ def test_relative_config_path_with_dotdot_survives_its_working_directory(upstrea
     shared = tmp_path / "shared"
     shared.mkdir()
     path = str(shared / "lifeline.yaml")
-
-    def cfg_for(up):
-        return {"listen": [{"address": "%s:%d" % (HOST, port)}], "workers": 1, "shutdown_timeout": "2s",
-                "access_log": {"path": "off"}, "pools": {"p": pool(up)}, "routes": [{"pool": "p"}]}
-    write_config(path, cfg_for(up1))
-    err_path, out_path = str(tmp_path / "r.stderr"), str(tmp_path / "r.stdout")
-    with open(err_path, "wb") as ef, open(out_path, "wb") as of:
-        proc = subprocess.Popen([os.path.abspath(LIFELINE_BIN), "-c", "../../shared/lifeline.yaml"], cwd=str(rel),
-                                stdin=subprocess.DEVNULL, stdout=of, stderr=ef)
-    lf = Lifeline(path, port, proc, err_path, out_path, cfg_for(up1))
-
-    def serves(name):
-        lf.assert_alive()
-        try:
-            return lf.fetch("GET", "/echo").header("x-upstream") == name
-        except OSError:
-            return False
+    lf = _start_in(tmp_path, str(rel), "../../shared/lifeline.yaml", path, _own_config(port, up1))
+    serves = functools.partial(_serves, lf)
     try:
         wait_for(lambda: serves("one"), t(10), what="the start")
         rel.rmdir()
-        write_config(path, cfg_for(up2))
-        proc.send_signal(signal.SIGHUP)
+        write_config(path, _own_config(port, up2))
+        lf.proc.send_signal(signal.SIGHUP)
         wait_for(lambda: serves("two"), t(5), what="the reload; stderr:\n%s" % lf.stderr_text()[-1500:])
     finally:
         problems = lf.stop()
