@@ -1514,10 +1514,11 @@ static void raise_nofile(const struct conf *c)
  * named the file in whatever directory was the working one: once that directory was replaced (`rm
  * -rf conf; mkdir conf`, a deploy's rename), SIGHUP could not open it and watch_config watched the
  * deleted directory. Kept as given when the working directory cannot be had. */
-static const char *conf_path_absolute(const char *path)
+static const char *conf_path_absolute(const char *given)
 {
     static char abs_path[PATH_MAX];
     char cwd[PATH_MAX];
+    const char *path = given;
     size_t len;
     int n;
 
@@ -1544,7 +1545,7 @@ static const char *conf_path_absolute(const char *path)
     }
     cwd[len] = 0;
     n = snprintf(abs_path, sizeof abs_path, "%s/%s", len == 1 ? "" : cwd, path);
-    return n > 0 && (size_t)n < sizeof abs_path ? abs_path : path;
+    return n > 0 && (size_t)n < sizeof abs_path ? abs_path : given;   /* (too long: as given, whole) */
 }
 
 /* Everything from a loaded snapshot c (its reference moves in) to serving. 0, or -1 after logging
