@@ -1762,6 +1762,12 @@ static int conf_h_methods(struct conf_loader *ld, const struct conf_field *f, ya
             rc = -1;
             continue;
         }
+        /* a route that matches CONNECT would match nothing: lifeline refuses every CONNECT (400) */
+        if (f->lo && strcmp(s, "CONNECT") == 0) {
+            conf_err(ld, item, "CONNECT is not proxied (every CONNECT gets 400): it cannot be matched");
+            rc = -1;
+            continue;
+        }
         if ((list[got] = conf_strdup(ld, s)))
             got++;
     }

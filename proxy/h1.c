@@ -830,7 +830,7 @@ static int h1_check_target(struct h1_parser *p)
         sl = 7;
     else if (n >= 8 && strncasecmp(t, "https://", 8) == 0)
         sl = 8;
-    if (!sl || h->method == H1_M_CONNECT)
+    if (!sl)
         return 0;
     a = t + sl;
     while (sl + a_len < n && a[a_len] != '/' && a[a_len] != '?')
@@ -1191,6 +1191,11 @@ static int head_finish(struct h1_parser *p, const struct head_scan *st, bool ori
     if (st->te && h->http_minor == 0)
         h->keep_alive = false;
     if (p->kind == H1_REQUEST) {
+        /* CONNECT is not proxied (no tunnel to an authority): refused whatever its target, and
+         * the connection closes with its bytes unread. Routed as an ordinary request, a path
+         * target went upstream while its body was read downstream as the next request. */
+        if (h->method == H1_M_CONNECT)
+            return h1_fail(p, 400, "CONNECT is not proxied");
         if (h->http_minor == 1 && h->host < 0)
             return h1_fail(p, 400, "missing Host header");
         if (h->host >= 0 && !h1_host_valid(h->hdrs[h->host].value, h->hdrs[h->host].value_len))
@@ -1209,8 +1214,6 @@ static int head_finish(struct h1_parser *p, const struct head_scan *st, bool ori
             if (up && each_token(up->value, up->value_len, token_h2c, NULL))
                 h->upgrade = false;
         }
-        if (h->method == H1_M_CONNECT)
-            skip = 1;   /* not proxied: answered 400 by routing; never read a "body" */
     } else {
         if (h->status == 101) {
             h->upgrade = true;

@@ -306,6 +306,15 @@ def test_check_match_methods_empty_list_is_refused(tmp_path):
     assert r.returncode == 0, r.stderr
 
 
+def test_check_match_methods_connect_is_refused(tmp_path):
+    """Every CONNECT gets 400 (not proxied), so a route matching CONNECT could never match: an
+    error at the method. retry.methods may name it (it is never reached)."""
+    text = PENDING_TEMPLATE.format(top="", pool="", route="    match: { methods: [GET, CONNECT] }\n")
+    errs, _ = check_invalid(tmp_path, text)
+    assert [e[:2] for e in errs] == [(9, 29)], errs
+    assert "CONNECT is not proxied" in errs[0][2], errs
+
+
 def test_check_fallback_header_value_with_a_control_character_is_refused(tmp_path):
     """A fallback header value with a control character (other than a tab) went out on the wire
     as written; RFC 9110 §5.5 allows none."""

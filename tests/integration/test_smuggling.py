@@ -90,6 +90,15 @@ REJECTED = [
     ("trailer_bare_lf", C + "5\r\nhello\r\n0\r\nX-A: a\nHost: evil\r\n\r\n"),
     ("http10_te_keep_alive", "POST /p HTTP/1.0\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
                              "5\r\nhello\r\n0\r\n\r\n"),
+    # review (routing, session 36): CONNECT with a path or absolute target was routed and sent
+    # upstream without its body, whose bytes were then read as the next request
+    ("connect_authority", "CONNECT test.local:443 HTTP/1.1\r\nHost: test.local:443\r\n\r\n"),
+    ("connect_path_cl_body", "CONNECT /x HTTP/1.1\r\nHost: test.local\r\nContent-Length: 39\r\n\r\n"
+                             "GET /smuggled HTTP/1.1\r\nHost: test.local\r\n\r\n"),
+    ("connect_path_chunked", "CONNECT /x HTTP/1.1\r\nHost: test.local\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             "5\r\nhello\r\n0\r\n\r\n"),
+    ("connect_absolute", "CONNECT http://test.local/x HTTP/1.1\r\nHost: test.local\r\n\r\n"
+                         "GET /smuggled HTTP/1.1\r\nHost: test.local\r\n\r\n"),
 ]
 
 
