@@ -628,14 +628,16 @@ static void client_skip_blank(struct client *c)
 
 bool client_nothing_follows(const struct client *c)
 {
+    const char *p = buf_head(&c->in), *end = p + c->in.len;
+
     if (!c->rd_eof)
         return false;
-    for (size_t i = 0; i < c->in.len; i++) {   /* (bounded by the input buffer) */
-        char ch = buf_head(&c->in)[i];
-        if (ch != '\r' && ch != '\n')
-            return false;
-    }
-    return true;
+    while (p < end && (*p == '\r' || *p == '\n'))
+        p++;
+    /* What is left after the FIN is a request only if its head is whole (it ends at an empty
+     * line, CRLF or bare LF); a partial head can never complete and will never be answered.
+     * (Bounded by the input buffer.) */
+    return p == end || (!memmem(p, (size_t)(end - p), "\n\r\n", 3) && !memmem(p, (size_t)(end - p), "\n\n", 2));
 }
 
 /* Bytes the client sent that the kernel holds unread (they reached it after the last read): a

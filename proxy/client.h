@@ -161,8 +161,8 @@ void client_drain(struct client *c);
  * it to the heir once idle. */
 bool client_closing(const struct client *c);
 /* The client half-closed (its FIN read) and what is left of its input is at most blank lines
- * (RFC 9112 §2.2: a CRLF after a body): no next request can follow, so the answer in progress
- * carries Connection: close. */
+ * (RFC 9112 §2.2: a CRLF after a body) and a head without its end: no next request can follow,
+ * so the answer in progress carries Connection: close. */
 bool client_nothing_follows(const struct client *c);
 /* A reload that lowers `workers` (worker.c, WORKER_RETIRE): an idle keep-alive connection
  * (answered at least once, nothing read or to write, TLS sessions between records) is handed to heir with

@@ -59,6 +59,21 @@ def test_half_close_after_a_request_and_blank_lines_announces_the_close(lifeline
     assert b"connection: close" in second.split(b"\r\n\r\n")[0].lower(), second[:400]
 
 
+def test_half_close_after_a_request_and_part_of_a_head_announces_the_close(lifeline, upstream):
+    """A head cut by the FIN can never be answered, so the answer before it is the last and says
+    so (review, session 36: it came without Connection: close, then the connection closed)."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)})
+    s = socket.create_connection(("127.0.0.1", lf.port))
+    s.sendall(build_request("GET", "/slow-head?ms=300") + b"GET /y HTTP/1.1\r\nHo")
+    s.shutdown(socket.SHUT_WR)
+    data = read_all(s, t(5))
+    s.close()
+    assert data.count(b"HTTP/1.1 ") == 1 and b"/slow-head" in data, data[:600]
+    assert b"connection: close" in data.split(b"\r\n\r\n")[0].lower(), data[:400]
+    assert [r.target for r in up.requests] == ["/slow-head?ms=300"], up.requests
+
+
 def test_half_close_with_a_body_and_pipelined_requests(lifeline, upstream):
     up = upstream()
     lf = lifeline(pools={"p": pool(up)})
