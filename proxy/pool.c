@@ -93,6 +93,18 @@ static void pool_ewma_back(struct upserver *s)
     }
 }
 
+/* One usable server as one pick saw it. Health, ejection, slow start and in-flight counts are
+ * shared with the other workers and the health checker, which change them at any moment: a
+ * balancer that read them twice (count the usable servers, then walk to the n-th) found fewer
+ * the second time when one left rotation in between, and crashed on the missing candidate (a
+ * NULL server, a draw modulo a zero total). Every balancer but hash (one walk) decides on one
+ * reading of the pool, taken here in one walk. */
+struct pool_cand {
+    struct upserver *s;
+    uint64_t w;                         /* eff_weight */
+    uint64_t inflight;                  /* srv_inflight */
+};
+
 int pool_init(struct pool *p, struct worker *w, const struct conf_pool *cp, struct health_pool *hp)
 {
     size_t n = 0, k = 0;
@@ -109,6 +121,8 @@ int pool_init(struct pool *p, struct worker *w, const struct conf_pool *cp, stru
     p->servers = calloc(n ? n : 1, sizeof(*p->servers));
     if (!p->servers)
         return -1;
+    if (!(p->cand = calloc(n ? n : 1, sizeof(*p->cand))))
+        return -1;   /* (pool_destroy frees the servers) */
     for (size_t i = 0; i < cp->nservers; i++) {
         for (size_t j = 0; j < cp->servers[i].naddrs; j++) {
             /* runtime_new took each address once, in this order (conf_pool_repeats): a repeat is
@@ -192,6 +206,8 @@ void pool_destroy(struct pool *p)
     ev_timer_stop(p->w->loop, &p->idle_timer);
     free(p->servers);
     p->servers = NULL;
+    free(p->cand);
+    p->cand = NULL;
 }
 
 /* The least recently used idle connection of the pool (the oldest tail), or NULL. */
@@ -655,30 +671,41 @@ static inline uint64_t eff_weight(const struct upserver *s, const struct pool_pi
     return w ? w : 1;
 }
 
-/* Smooth weighted round robin (as nginx): every candidate gains its weight, the richest is chosen
- * and pays the total. Spreads weights evenly, e.g. 1:3 gives b a b b, never bursts. Candidates:
- * the usable servers; with `tied`, only those as loaded per unit of weight as it (least_conn). */
-static struct upserver *pick_smooth(struct pool *p, const struct pool_pick_ctx *ctx, const struct upserver *tied)
+static unsigned pick_gather(struct pool *p, const struct pool_pick_ctx *ctx)
 {
-    struct upserver *best = NULL;
-    int64_t total = 0, best_cw = 0;
+    unsigned n = 0;
 
     for (unsigned i = 0; i < p->nservers; i++) {
         struct upserver *s = &p->servers[i];
-        if (!pick_ok(p, ctx, i) ||
-            (tied && (uint64_t)srv_inflight(s) * eff_weight(tied, ctx) != (uint64_t)srv_inflight(tied) * eff_weight(s, ctx)))
+        if (!pick_ok(p, ctx, i))
             continue;
-        uint64_t ew = eff_weight(s, ctx);
-        int64_t cw = atomic_fetch_add_explicit(&srv_load_of(s)->cw, (int64_t)ew, memory_order_relaxed) + (int64_t)ew;
-        total += (int64_t)ew;
-        if (!best || cw > best_cw) {
-            best = s;
+        p->cand[n].s = s;
+        p->cand[n].w = eff_weight(s, ctx);
+        p->cand[n].inflight = srv_inflight(s);
+        n++;
+    }
+    return n;
+}
+
+/* Smooth weighted round robin (as nginx) among c[0..n) (n >= 1): every candidate gains its
+ * weight, the richest is chosen and pays the total. Spreads weights evenly, e.g. 1:3 gives
+ * b a b b, never bursts. */
+static struct upserver *pick_smooth(const struct pool_cand *c, unsigned n)
+{
+    unsigned best = 0;
+    int64_t total = 0, best_cw = 0;
+
+    for (unsigned i = 0; i < n; i++) {
+        int64_t cw = atomic_fetch_add_explicit(&srv_load_of(c[i].s)->cw, (int64_t)c[i].w, memory_order_relaxed) +
+                     (int64_t)c[i].w;
+        total += (int64_t)c[i].w;
+        if (i == 0 || cw > best_cw) {
+            best = i;
             best_cw = cw;
         }
     }
-    if (best)
-        atomic_fetch_sub_explicit(&srv_load_of(best)->cw, total, memory_order_relaxed);
-    return best;
+    atomic_fetch_sub_explicit(&srv_load_of(c[best].s)->cw, total, memory_order_relaxed);
+    return c[best].s;
 }
 
 /* Fewest in-flight hops per unit of weight; ties (an idle pool, every server at 0) are shared
@@ -686,46 +713,41 @@ static struct upserver *pick_smooth(struct pool *p, const struct pool_pick_ctx *
  * under light load too, where comparing counts alone would split 1:9 as 1:1. */
 static struct upserver *pick_least_conn(struct pool *p, const struct pool_pick_ctx *ctx)
 {
-    struct upserver *best = NULL;
-    unsigned ties = 0;
+    struct pool_cand *c = p->cand;
+    unsigned n = pick_gather(p, ctx), ties = 0;
+    uint64_t bi, bw;
 
-    for (unsigned i = 0; i < p->nservers; i++) {
-        struct upserver *s = &p->servers[i];
-        if (!pick_ok(p, ctx, i))
-            continue;
+    if (!n)
+        return NULL;
+    bi = c[0].inflight, bw = c[0].w;
+    for (unsigned i = 1; i < n; i++) {
         /* compare inflight/weight without division */
-        uint64_t ls = (uint64_t)srv_inflight(s) * eff_weight(best ? best : s, ctx);
-        uint64_t lb = best ? (uint64_t)srv_inflight(best) * eff_weight(s, ctx) : ls;
-        if (!best || ls < lb) {
-            best = s;
-            ties = 1;
-        } else if (ls == lb) {
-            ties++;
-        }
+        if (c[i].inflight * bw < bi * c[i].w)
+            bi = c[i].inflight, bw = c[i].w;
     }
-    return ties < 2 ? best : pick_smooth(p, ctx, best);
+    for (unsigned i = 0; i < n; i++) {
+        if (c[i].inflight * bw == bi * c[i].w)
+            c[ties++] = c[i];   /* the tied, kept in order (ties <= i) */
+    }
+    return ties < 2 ? c[0].s : pick_smooth(c, ties);
 }
 
-/* One server drawn with probability proportional to its weight among the usable ones but
- * `skip`; total: the sum of their weights (> 0). */
-static struct upserver *pick_weighted(struct pool *p, const struct pool_pick_ctx *ctx,
-                                      const struct upserver *skip, uint64_t total)
+/* One of c[0..n) but `skip` (an index, or n for none), drawn with probability proportional to
+ * its weight; total: the sum of their weights (> 0). */
+static unsigned pick_weighted(struct pool *p, const struct pool_cand *c, unsigned n, unsigned skip, uint64_t total)
 {
     uint64_t r = worker_rand(p->w) % total;
-    struct upserver *last = NULL;
+    unsigned last = skip;
 
-    for (unsigned i = 0; i < p->nservers; i++) {
-        struct upserver *s = &p->servers[i];
-        uint64_t w;
-        if (s == skip || !pick_ok(p, ctx, i))
+    for (unsigned i = 0; i < n; i++) {
+        if (i == skip)
             continue;
-        w = eff_weight(s, ctx);
-        if (r < w)
-            return s;
-        r -= w;
-        last = s;
+        if (r < c[i].w)
+            return i;
+        r -= c[i].w;
+        last = i;
     }
-    return last;
+    return last;   /* (not reached: the weights sum to total) */
 }
 
 /* Peak-EWMA cost: latency times load (attempts in flight, pending connects included), per unit of
@@ -739,61 +761,44 @@ static struct upserver *pick_weighted(struct pool *p, const struct pool_pick_ctx
  * new address slow to answer (a pod still warming up) took every client for its first answer's
  * time (8 of 8 clients for 4 s). */
 #define POOL_EWMA_PENALTY 1e6   /* seconds: beyond any measured latency (a failure enters as its timeout) */
-static double ewma_cost(const struct upserver *s, const struct pool_pick_ctx *ctx)
+static double ewma_cost(const struct pool_cand *c)
 {
-    const struct srv_load *ld = srv_load_of(s);
-    double lat = relaxed_load(&ld->ewma_at) ? pool_ewma_now(s, clock_now())
+    const struct srv_load *ld = srv_load_of(c->s);
+    double lat = relaxed_load(&ld->ewma_at) ? pool_ewma_now(c->s, clock_now())
                  : relaxed_load(&ld->waiting) ? POOL_EWMA_PENALTY : 0;
 
-    return (lat + 1e-4) * (relaxed_load(&ld->inflight) + 1) / (double)eff_weight(s, ctx);
+    return (lat + 1e-4) * (double)(c->inflight + 1) / (double)c->w;
 }
 
 /* Power of two choices: two distinct random candidates, the less loaded wins (random_two; and
  * ewma, whose load is its cost). */
 static struct upserver *pick_random_two(struct pool *p, const struct pool_pick_ctx *ctx)
 {
-    struct upserver *a = NULL, *b = NULL;
-    unsigned avail = 0, r1, r2, seen = 0, last = 0;
+    struct pool_cand *c = p->cand;
+    unsigned n = pick_gather(p, ctx), a, b;
 
-    for (unsigned i = 0; i < p->nservers; i++) {
-        if (pick_ok(p, ctx, i)) {
-            avail++;
-            last = i;
-        }
-    }
-    if (!avail)
+    if (!n)
         return NULL;
-    if (avail == 1)
-        return &p->servers[last];   /* one candidate: no draw, nothing to compare */
+    if (n == 1)
+        return c[0].s;   /* one candidate: no draw, nothing to compare */
     if (p->cp->balance != BALANCE_EWMA) {
         /* The two are drawn by weight and the first is kept on a tie (an idle pool): weights
          * hold under light load too, where equal draws and equal counts would split 1:9 as 1:1. */
         uint64_t total = 0;
-        for (unsigned i = 0; i < p->nservers; i++)
-            total += pick_ok(p, ctx, i) ? eff_weight(&p->servers[i], ctx) : 0;
-        a = pick_weighted(p, ctx, NULL, total);
-        b = pick_weighted(p, ctx, a, total - eff_weight(a, ctx));
-        return (uint64_t)srv_inflight(a) * eff_weight(b, ctx) <= (uint64_t)srv_inflight(b) * eff_weight(a, ctx) ? a : b;
+        for (unsigned i = 0; i < n; i++)
+            total += c[i].w;
+        a = pick_weighted(p, c, n, n, total);
+        b = pick_weighted(p, c, n, a, total - c[a].w);   /* (> 0: n >= 2, every weight >= 1) */
+        return c[a].inflight * c[b].w <= c[b].inflight * c[a].w ? c[a].s : c[b].s;
     }
-    r1 = (unsigned)(worker_rand(p->w) % avail);
-    r2 = (unsigned)(worker_rand(p->w) % (avail - 1));
-    if (r2 >= r1)
-        r2++;
-    for (unsigned i = 0; i < p->nservers; i++) {
-        if (!pick_ok(p, ctx, i))
-            continue;
-        if (seen == r1)
-            a = &p->servers[i];
-        if (seen == r2)
-            b = &p->servers[i];
-        seen++;
-    }
-    {
-        /* ewma: the two are drawn alike (SPEC §2). */
-        pool_ewma_back(a);
-        pool_ewma_back(b);
-        return ewma_cost(a, ctx) <= ewma_cost(b, ctx) ? a : b;
-    }
+    /* ewma: the two are drawn alike (SPEC §2). */
+    a = (unsigned)(worker_rand(p->w) % n);
+    b = (unsigned)(worker_rand(p->w) % (n - 1));
+    if (b >= a)
+        b++;
+    pool_ewma_back(c[a].s);
+    pool_ewma_back(c[b].s);
+    return ewma_cost(&c[a]) <= ewma_cost(&c[b]) ? c[a].s : c[b].s;
 }
 
 /* Weighted rendezvous hashing: every server scores the key, the best score wins. Removing or
@@ -836,8 +841,10 @@ struct upserver *pool_pick(struct pool *p, const struct pool_pick_ctx *ctx)
     case BALANCE_HASH:
         return pick_hash(p, ctx);
     case BALANCE_ROUND_ROBIN:
-    default:
-        return pick_smooth(p, ctx, NULL);
+    default: {
+        unsigned n = pick_gather(p, ctx);
+        return n ? pick_smooth(p->cand, n) : NULL;
+    }
     }
 }
 

@@ -90,12 +90,16 @@ struct upconn {
                                            refusal alert, else ok), not when our side finished */
 };
 
+struct pool_cand;
+
 struct pool {
     struct worker *w;
     const struct conf_pool *cp;
     struct health_pool *hp;             /* pool_init's: the same servers' shared state */
     struct upserver *servers;
     unsigned nservers;
+    struct pool_cand *cand;             /* pool_pick's scratch: the usable servers of one pick,
+                                           room for nservers */
     unsigned nidle;                     /* idle connections over all servers */
     bool retired;                       /* of a retired generation (pool_hand_over): a connection
                                          * released here goes to the current generation's server

@@ -7,6 +7,8 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -235,6 +237,62 @@ static void test_hash_stable(void **state)
 }
 
 /* SPEC §2 connect_race: auto = 4 x smoothed connect time within [10ms, connect/2], 50ms unmeasured. */
+/* Another worker's ejection or the health checker takes servers out of rotation (and back) while
+ * this worker picks: every pick must still return a server while one stays usable. The balancers
+ * read the pool twice (count the usable, then walk to the drawn ones): a server leaving in
+ * between left a NULL candidate (ewma: SIGSEGV) or a zero total (random_two: SIGFPE). */
+struct flapper {
+    struct pool *p;
+    atomic_int stop;
+};
+
+static void *flap(void *arg)
+{
+    struct flapper *f = arg;
+    unsigned k = 0;
+
+    while (!atomic_load(&f->stop)) {
+        k++;
+        atomic_store_explicit(&f->p->servers[1 + (k & 1)].hs->st->down, (int)((k >> 1) & 1), memory_order_relaxed);
+    }
+    atomic_store(&f->p->servers[1].hs->st->down, 0);
+    atomic_store(&f->p->servers[2].hs->st->down, 0);
+    return NULL;
+}
+
+static void test_pick_while_servers_flap(void **state)
+{
+    static const unsigned weights[] = { 1, 2, 3 };
+    static const enum conf_balance bals[] = { BALANCE_EWMA, BALANCE_RANDOM_TWO, BALANCE_LEAST_CONN,
+                                              BALANCE_ROUND_ROBIN, BALANCE_HASH };
+
+    (void)state;
+    for (unsigned b = 0; b < sizeof(bals) / sizeof(bals[0]); b++) {
+        struct pool p;
+        struct flapper f = { .p = &p };
+        pthread_t th;
+        unsigned null_picks = 0;
+        double until;
+
+        setup_pool(&p, bals[b], weights, 3);
+        assert_int_equal(pthread_create(&th, NULL, flap, &f), 0);
+        until = clock_now() + 0.25;   /* seconds */
+        for (unsigned i = 0; i < 4000000 && (i & 1023 || clock_now() < until); i++) {
+            struct pool_pick_ctx ctx = { .now = health_now(), .hash = i * 0x9e3779b97f4a7c15ull };
+            struct upserver *s = pool_pick(&p, &ctx);
+            if (!s)
+                null_picks++;
+            else
+                assert_true(s >= p.servers && s < p.servers + 3);
+        }
+        atomic_store(&f.stop, 1);
+        pthread_join(th, NULL);
+        assert_int_equal(null_picks, 0);
+        pool_destroy(&p);
+        free_gens(NULL);
+    }
+}
+
 static void test_race_delay(void **state)
 {
     static const unsigned weights[] = { 1, 1 };
@@ -752,6 +810,7 @@ int main(void)
         cmocka_unit_test_teardown(test_least_conn, free_gens),
         cmocka_unit_test_teardown(test_random_two, free_gens),
         cmocka_unit_test_teardown(test_hash_stable, free_gens),
+        cmocka_unit_test_teardown(test_pick_while_servers_flap, free_gens),
         cmocka_unit_test_teardown(test_race_delay, free_gens),
         cmocka_unit_test_teardown(test_ewma, free_gens),
         cmocka_unit_test_teardown(test_ewma_back_in_rotation, free_gens),
