@@ -1060,18 +1060,23 @@ static int exchange_build_head(struct exchange *ex, struct hop *h, struct upserv
     return h1_write_request_head(&h->head, req, &o);
 }
 
-static uint64_t exchange_hash(struct exchange *ex)
+/* balance: hash — the request's key into ctx (hash_key: source, uri or header:NAME). */
+static void exchange_hash(struct exchange *ex, struct pool_pick_ctx *ctx)
 {
     const struct conf_pool *cp = ex->pool->cp;
     const struct h1_head *req = ex->req;
 
-    if (cp->hash_key == HASH_URI)
-        return pool_hash(req->target, req->target_len, 0);
-    if (cp->hash_key == HASH_HEADER) {
+    if (cp->hash_key == HASH_URI) {
+        ctx->hash = pool_hash(req->target, req->target_len, 0);
+    } else if (cp->hash_key == HASH_HEADER) {
         const struct h1_header *hd = h1_find(req, cp->hash_header);
-        return hd ? pool_hash(hd->value, hd->value_len, 0) : 0;
+        if (hd && hd->value_len)
+            ctx->hash = pool_hash(hd->value, hd->value_len, 0);
+        else
+            ctx->no_key = true;
+    } else {
+        ctx->hash = pool_hash(ex->client_addr, ex->client_addr_len, 0);
     }
-    return pool_hash(ex->client_addr, ex->client_addr_len, 0);
 }
 
 /* A server for the next attempt, a hedge or a race: one not tried yet in this request when one
@@ -1092,7 +1097,7 @@ static struct upserver *exchange_pick(struct exchange *ex, enum pick_mode mode, 
     struct upserver *s;
 
     if (ex->pool->cp->balance == BALANCE_HASH)
-        ctx.hash = exchange_hash(ex);
+        exchange_hash(ex, &ctx);
     s = pool_pick_trial(ex->pool, &ctx, trial);
     if (mode != PICK_HEDGE)
         avoid |= ex->connect_failed;   /* (a race there would only fail again, and cost an attempt) */

@@ -839,7 +839,10 @@ struct upserver *pool_pick(struct pool *p, const struct pool_pick_ctx *ctx)
     case BALANCE_EWMA:
         return pick_random_two(p, ctx);
     case BALANCE_HASH:
-        return pick_hash(p, ctx);
+        if (!ctx || !ctx->no_key)
+            return pick_hash(p, ctx);
+        /* no key to hash: shared out as round_robin */
+        /* fall through */
     case BALANCE_ROUND_ROBIN:
     default: {
         unsigned n = pick_gather(p, ctx);

@@ -125,6 +125,9 @@ int pool_tls_attach(struct upconn *uc);
 struct pool_pick_ctx {
     uint64_t excluded;                  /* bit i % 64: skip server i (POOL_SERVER_BIT) */
     uint64_t hash;                      /* balance hash: the key's hash */
+    bool no_key;                        /* balance hash: the request has no key (hash_key:
+                                           header:NAME, the header absent or empty): smooth
+                                           weighted round robin, as nginx and HAProxy do */
     int64_t now;                        /* health_now(), for ejection, health and slow start */
     bool retry;                         /* the request tried a server already (pool_pick_trial) */
 };

@@ -255,6 +255,22 @@ def test_hash_header_is_sticky(lifeline, upstream):
     assert set(where.values()) == {"A", "B"}, where
 
 
+@pytest.mark.parametrize("value", [None, ""], ids=["absent", "empty"])
+def test_hash_header_missing_is_shared_out_by_weight(lifeline, upstream, value):
+    """Requests without the hash_key header (or with it empty) have no key: they are shared out
+    as round_robin, by weight, as nginx (an empty key) and HAProxy (balance hdr) do. They all
+    went to one server."""
+    a, b = upstream("A"), upstream("B")
+    lf = lifeline(pools={"p": pool((a, 3), b, balance="hash",
+                                   hash_key="header:X-User")})
+    seen = collections.Counter()
+    with lf.conn() as c:
+        for i in range(40):
+            c.request("GET", "/echo/%d" % i, headers=[] if value is None else [("X-User", value)])
+            seen[server_of(c.read_response())] += 1
+    assert seen == {"A": 30, "B": 10}, seen
+
+
 def test_random_two_uses_both_servers(lifeline, upstream):
     a, b = upstream("A"), upstream("B")
     lf = lifeline(pools={"p": pool(a, b, balance="random_two")})
