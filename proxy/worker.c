@@ -742,8 +742,12 @@ static void worker_adopt_all(struct worker *w)
  * of the group unless the net.ipv4.tcp_migrate_req sysctl says so), each a client whose request
  * is lost (test_reload_accept_queue.py). What completes between this sweep and the close
  * (microseconds, unless the thread is preempted there) is still reset, and so is what is left
- * beyond the bound or max_connections. Each is served as `l` would have served it (its TLS
- * context): the caller keeps l->cl alive for that (worker_listen). */
+ * beyond the bound (4,096) or when descriptors run out. Each is served as `l` would have served
+ * it (its TLS context): the caller keeps l->cl alive for that (worker_listen).
+ * max_connections does not stop the sweep: what waits in the queue of a process at its limit
+ * would be reset by the close, where a client waiting for a slot is served later. They are
+ * taken over the limit (their kernel state exists already; a reset loses a sent request), and
+ * accepting stays paused until the count is back under it. */
 static void listener_sweep(struct worker *w, const struct listener *l, struct worker *to)
 {
     for (int i = 0; i < 4096 && l->fd >= 0; i++) {
@@ -751,12 +755,7 @@ static void listener_sweep(struct worker *w, const struct listener *l, struct wo
         socklen_t sl = sizeof(ss);
         int fd;
 
-        /* the slot first, as worker_accept_cb: another worker may be accepting meanwhile */
-        unsigned n = atomic_load(&worker_connections);
-        do {
-            if (n >= w->conf->limits.max_connections)
-                return;
-        } while (!atomic_compare_exchange_weak(&worker_connections, &n, n + 1));
+        atomic_fetch_add(&worker_connections, 1);   /* the slot first, as worker_accept_cb */
         fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             atomic_fetch_sub(&worker_connections, 1);

@@ -185,3 +185,71 @@ def test_connections_queued_on_a_listener_a_reload_moves_or_removes_are_served(l
     if change != "moved":
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection((HOST, lf.port), timeout=t(2)).close()
+
+
+def _read_answers(socks, timeout, close=False):
+    """{index: status line or 'RESET'/'EOF'} for the sockets of socks that answered (one whole
+    answer with a Content-Length body, or an error) within timeout; close: each socket is closed
+    once it answered (its slot of max_connections frees up)."""
+    import select
+    bufs = {i: b"" for i in range(len(socks))}
+    got = {}
+    end = time.monotonic() + timeout
+    while len(got) < len(socks) and time.monotonic() < end:
+        waiting = [s for i, s in enumerate(socks) if i not in got]
+        ready, _, _ = select.select(waiting, [], [], 0.05)
+        for s in ready:
+            i = socks.index(s)
+            try:
+                data = s.recv(65536)
+            except OSError:
+                got[i] = "RESET"
+                continue
+            if not data:
+                got[i] = "EOF"
+                continue
+            bufs[i] += data
+            head, sep, body = bufs[i].partition(b"\r\n\r\n")
+            if sep:
+                length = [int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")[1:]
+                          if line.lower().startswith(b"content-length:")]
+                if length and len(body) >= length[0]:
+                    got[i] = head.split(b"\r\n", 1)[0].decode()
+                    if close:
+                        s.close()
+    return got
+
+
+@pytest.mark.parametrize("how", ["retire", "drain"])
+def test_clients_waiting_at_max_connections_are_served_when_a_listener_closes(lifeline, upstream, how):
+    """SPEC §2 max_connections: beyond it, stop accepting until one closes, so a client over the
+    limit waits and is served later. A listening socket closing (a reload that retires a worker,
+    a drain) took from its queue only up to the limit and reset the rest: at the limit, a reload
+    from 2 workers to 1 reset most waiting clients, a drain all of them (review, session 36).
+    They are now accepted over the limit before the close."""
+    up = upstream("up")
+    lf = lifeline(pools={"p": pool(up)}, workers=2, limits={"max_connections": 10})
+    socks = []
+    try:
+        for i in range(30):
+            s = socket.create_connection((HOST, lf.port), timeout=t(10))
+            s.sendall(b"GET /echo/%d HTTP/1.1\r\nHost: a\r\n\r\n" % i)
+            socks.append(s)
+        first = _read_answers(socks, t(3))
+        assert len(first) == 10 and set(first.values()) == {"HTTP/1.1 200 OK"}, first
+        waiting = [s for i, s in enumerate(socks) if i not in first]
+        if how == "retire":
+            cfg = copy.deepcopy(lf.config)
+            cfg["workers"] = 1
+            reload(lf, cfg)
+        else:
+            lf.stopped_by_test = True   # (teardown checks its exit status and stderr)
+            lf.proc.send_signal(signal.SIGTERM)
+        time.sleep(t(0.3))
+        for i in first:
+            socks[i].close()   # the slots free up (a drain has closed them already)
+        rest = _read_answers(waiting, t(10), close=True)
+        assert len(rest) == 20 and set(rest.values()) == {"HTTP/1.1 200 OK"}, rest
+    finally:
+        for s in socks:
+            s.close()
