@@ -1357,6 +1357,11 @@ static int on_chunk_header(http_parser *hp)
 {
     struct h1_parser *p = hp->data;
 
+    /* A chunk whose size alone passes the body limit is refused at its size line (as nginx
+     * does), not once its bytes came: a client declaring a huge chunk and sending little waited
+     * for body_timeout's 408, its first bytes already forwarded. */
+    if (p->max_body && hp->content_length > p->max_body - p->body_bytes)
+        return h1_fail(p, 413, "request body too large");
     if (hp->content_length == 0) {
         /* the last chunk: written with the trailers, at the section's end (trailer_value_out) */
         p->in_trailers = true;

@@ -272,6 +272,24 @@ def test_body_too_big_chunked_is_413(proxy):
     expect_rejected(proxy, data, 413, body_level=True)
 
 
+def test_chunk_declared_over_the_limit_is_413_at_its_size_line(proxy):
+    """A chunk whose size line alone passes max_body_bytes is refused at once, as nginx does
+    (review, session 36: lifeline waited for its bytes, and the client got body_timeout's 408)."""
+    data = (build_request("POST", "/echo", [("Transfer-Encoding", "chunked")])
+            + b"%x\r\n" % (MAX_BODY + 1) + b"a" * 100)
+    expect_rejected(proxy, data, 413, body_level=True)
+
+
+def test_chunked_body_of_exactly_the_limit_is_served(proxy):
+    lf, up = proxy
+    data = (build_request("POST", "/echo", [("Transfer-Encoding", "chunked")])
+            + chunked_body([b"a" * (MAX_BODY - 24), b"b" * 24]))
+    with Conn(lf.port) as c:
+        c.send(data)
+        r = c.read_response(timeout=t(3))
+    assert r.status == 200 and r.json()["body_len"] == MAX_BODY, r
+
+
 def test_body_at_limit_is_served(proxy):
     lf, up = proxy
     r = lf.fetch("POST", "/echo", body=b"z" * MAX_BODY)
