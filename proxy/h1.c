@@ -707,9 +707,10 @@ static const char *const h1_trailer_denied[] = {
     "max-forwards", "cache-control", "pragma", "expires", "age", "date", "vary", "location",
     "retry-after", "warning", "via", "forwarded", "x-forwarded-for", "x-forwarded-host",
     "x-forwarded-proto", "x-real-ip", "x-request-id", "x-lifeline-fallback", "traceparent",
-    "tracestate", "idempotency-key", "alt-svc", "strict-transport-security", "digest",
-    "content-digest", "repr-digest", "accept-ranges", "last-modified", "etag",
-};
+    "tracestate", "idempotency-key", "alt-svc", "strict-transport-security", "accept-ranges",
+    "last-modified", "etag",
+};   /* (Content-Digest, Repr-Digest and Digest pass: RFC 9530 made them to be sent as trailers,
+         where a streamed body's digest is known) */
 
 /* Case-insensitive, '_' in name read as '-'. */
 static bool name_eq_dash(const char *name, size_t len, const char *lit)
