@@ -326,8 +326,9 @@ static void check_result(struct health_check *k, bool ok, const char *why)
     if (ok) {
         k->bad_run = 0;
         if (++k->ok_run >= cp->health.rise && atomic_load(&s->st->down)) {
-            atomic_store(&s->st->down, 0);
+            /* back_since first: a worker that sees the server up must see its slow start too */
             atomic_store(&s->st->back_since, health_now());
+            atomic_store(&s->st->down, 0);
             log_info("pool %s: %s is up (health checks)", cp->name, s->addr->text);
             series_event(s->slot, SE_CHECK_UP, 0);
         }

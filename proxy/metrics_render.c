@@ -635,6 +635,7 @@ void metrics_render_status(struct metrics_render_buf *b, const struct metrics_re
         for (unsigned i = 0; i < hp->n; i++) {
             const struct srv_health *hs = &hp->servers[i];
             uint64_t total, failed;
+            /* (two readings: an ejection between them could pair EJECTED with an old `until`) */
             int64_t until = atomic_load_explicit(&hs->st->o.until, memory_order_relaxed);
             enum outlier_state ost = health_outlier_state(hs, now);
             status_attempts(s, hs->slot, &total, &failed);
@@ -644,7 +645,7 @@ void metrics_render_status(struct metrics_render_buf *b, const struct metrics_re
                       i ? "," : "", hs->addr->text, server_weight(hp->cp, hs->addr),
                       atomic_load_explicit(&hs->st->down, memory_order_relaxed) ? "false" : "true",
                       outlier_state_name(ost), ost == OUTLIER_EJECTED ? "true" : "false",
-                      (long long)(ost == OUTLIER_EJECTED ? until - now : 0), health_ramp(hs, now),
+                      (long long)(ost == OUTLIER_EJECTED && until > now ? until - now : 0), health_ramp(hs, now),
                       (long long)(int64_t)SERVER_SUM(s, hs->slot, inflight),
                       (long long)(int64_t)SERVER_SUM(s, hs->slot, idle), (unsigned long long)total,
                       (unsigned long long)failed);
