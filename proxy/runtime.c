@@ -43,19 +43,26 @@ static const struct srv_health *runtime_old(const struct health_pool *oldp, cons
 }
 
 /* How long a half-open trial may stay out before its claim expires: the longest a hop on this pool
- * can wait for its response head (connect + response, with route overrides), at least 10 s. A trial
+ * can wait for its response head (connect + response, with route overrides, but never past the
+ * route's deadline: with `response: 24h` under `total: 15s` a streaming trial held the server out
+ * of rotation for a day), at least 10 s. A trial
  * that ends without a verdict frees its slot at once; this bound covers a report that never comes,
  * and a trial whose body (its verdict waits for the body's end, hop.h) still streams then: the
  * body has no bound, and the server should not wait that long for another trial. Its verdict still
  * counts when it comes while nobody has claimed the slot since (outlier.h). */
 static int64_t trial_timeout(const struct conf *c, const struct conf_pool *cp)
 {
-    int64_t t = cp->timeouts.connect + cp->timeouts.response;
+    int64_t t = 0;
 
     for (size_t i = 0; i < c->nroutes; i++) {
         const struct conf_route *r = &c->routes[i];
-        if (r->pool == cp && r->timeouts.connect + r->timeouts.response > t)
-            t = r->timeouts.connect + r->timeouts.response;
+        int64_t head = r->timeouts.connect + r->timeouts.response;
+        if (r->pool != cp)
+            continue;
+        if (r->total_timeout > 0 && r->total_timeout < head)
+            head = r->total_timeout;
+        if (head > t)
+            t = head;
     }
     return t > 10000 ? t : 10000;
 }

@@ -144,6 +144,33 @@ static void test_carry_over(void **state)
     runtime_unref(NULL);
 }
 
+/* A half-open trial's claim lasts the longest a hop can wait for its head: connect + response,
+ * but never past the route's deadline (response: 24h under total: 15s held a streaming trial's
+ * server out of rotation for a day), at least 10 s. */
+static void test_trial_timeout_bounded_by_the_deadline(void **state)
+{
+    static const struct { int64_t connect, response, total, want; } cases[] = {
+        { 5000, 30000, 0, 35000 },                /* (no deadline set in this fixture) */
+        { 1000, 86400000, 15000, 15000 },
+        { 1000, 86400000, 5000, 10000 },          /* the floor */
+        { 5000, 30000, 60000, 35000 },            /* the deadline is later than the head */
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct snap a;
+        struct runtime *r;
+        snap_init(&a, "10.0.0.1:80", "10.0.0.2:80");
+        a.route.timeouts.connect = cases[i].connect;
+        a.route.timeouts.response = cases[i].response;
+        a.route.total_timeout = cases[i].total;
+        r = runtime_new(&a.c, NULL, NULL);
+        assert_non_null(r);
+        assert_int_equal(r->pools[0].trial_timeout, cases[i].want);
+        runtime_unref(r);
+    }
+}
+
 /* Every generation of a pool shares one pool_share: once a newer one is published, its servers
  * and settings judge an ejection reported by an attempt of an older one. */
 static void test_running_generation_decides_ejections(void **state)
@@ -594,6 +621,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_carry_over),
+        cmocka_unit_test(test_trial_timeout_bounded_by_the_deadline),
         cmocka_unit_test(test_running_generation_decides_ejections),
         cmocka_unit_test(test_slots_reused_after_grace_and_zeroed),
         cmocka_unit_test(test_slot_kept_while_held_and_within_grace),
