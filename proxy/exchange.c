@@ -1879,6 +1879,10 @@ void exchange_hop_head(struct exchange *ex, struct hop *h)
         framing = H1_FRAME_DROP;
         if (resp->status != 204)
             o.content_length = resp->content_length;
+        /* RFC 9110 §9.3.2: a HEAD answer has the GET answer's fields; a chunked one says so
+         * (its header only: there is no body to frame) */
+        if (req->method == H1_M_HEAD && resp->chunked && !http10)
+            o.chunked = true;
     } else if (resp->content_length >= 0 && !resp->chunked) {
         framing = H1_FRAME_RAW;
         o.content_length = resp->content_length;

@@ -300,6 +300,30 @@ def test_late_body_never_reaches_another_client(lifeline, raw_upstream, method, 
     assert up.connections == 2   # the poisoned connection was closed, not reused
 
 
+def test_head_answered_chunked_says_so(lifeline, raw_upstream):
+    """RFC 9110 §9.3.2: a HEAD answer carries the fields the GET answer would; an upstream's
+    chunked HEAD answer reached the client with no framing field at all (review, session 36)."""
+    async def script(conn):
+        while True:
+            req = await conn.read_request()
+            if req is None:
+                return
+            await conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n")
+    up = raw_upstream(script)
+    lf = lifeline(workers=1, pools={"p": pool(up)}, routes=[{"pool": "p"}])
+    with Conn(lf.port) as c:
+        for _ in range(2):   # no body follows: the connection serves the next request
+            c.send(b"HEAD /h HTTP/1.1\r\nHost: test.local\r\n\r\n")
+            r = c.read_response(method="HEAD")
+            assert r.status == 200 and r.header("x-a") == "1", r
+            assert (r.header("transfer-encoding") or "").lower() == "chunked", r.headers
+            assert r.header("content-length") is None and r.body == b"", r
+    with Conn(lf.port) as c:
+        c.send(b"HEAD /h HTTP/1.0\r\nHost: test.local\r\n\r\n")
+        r = c.read_response(method="HEAD")
+        assert r.status == 200 and r.header("transfer-encoding") is None, r.headers
+
+
 def test_head_without_declared_body_keeps_the_connection(lifeline, raw_upstream):
     """The rule costs a connection only for answers that declare a body they must not have."""
     up = raw_upstream(recorder())
