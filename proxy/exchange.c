@@ -1881,7 +1881,7 @@ void exchange_hop_head(struct exchange *ex, struct hop *h)
             o.content_length = resp->content_length;
         /* RFC 9110 §9.3.2: a HEAD answer has the GET answer's fields; a chunked one says so
          * (its header only: there is no body to frame) */
-        if (req->method == H1_M_HEAD && resp->chunked && !http10)
+        if (req->method == H1_M_HEAD && resp->chunked && !http10 && resp->status != 204)   /* (RFC 9112 §6.1) */
             o.chunked = true;
     } else if (resp->content_length >= 0 && !resp->chunked) {
         framing = H1_FRAME_RAW;

@@ -232,8 +232,14 @@ double health_ramp(const struct srv_health *s, int64_t now)
 {
     int64_t ramp = s->cp->slow_start;
     int64_t since = relaxed_load(&s->st->back_since);
+    /* A readmission stores its time before the end of the ejection (outlier_report), and
+     * back_since only after: a worker reading between the two would see the server back in
+     * rotation with its full weight. The later of the two is when it came back. */
+    int64_t readmitted = relaxed_load(&s->st->o.readmitted);
     double share;
 
+    if (readmitted > since)
+        since = readmitted;
     if (ramp <= 0 || since == 0 || now - since >= ramp)
         return 1.0;
     /* Linear ramp with a floor, so a returning server still gets a trickle to prove itself. */

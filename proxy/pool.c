@@ -671,17 +671,26 @@ static inline uint64_t eff_weight(const struct upserver *s, const struct pool_pi
     return w ? w : 1;
 }
 
-static unsigned pick_gather(struct pool *p, const struct pool_pick_ctx *ctx)
+/* A candidate's weight and load, read once. */
+static inline void pick_load(struct pool_cand *c, const struct pool_pick_ctx *ctx)
+{
+    c->w = eff_weight(c->s, ctx);
+    c->inflight = srv_inflight(c->s);
+}
+
+/* The usable servers into p->cand; load: with their weight and load (ewma, which compares two
+ * of them only, reads theirs once drawn: a pool of thousands costs a walk, not thousands of
+ * loads). Returns their number. */
+static unsigned pick_gather(struct pool *p, const struct pool_pick_ctx *ctx, bool load)
 {
     unsigned n = 0;
 
     for (unsigned i = 0; i < p->nservers; i++) {
-        struct upserver *s = &p->servers[i];
         if (!pick_ok(p, ctx, i))
             continue;
-        p->cand[n].s = s;
-        p->cand[n].w = eff_weight(s, ctx);
-        p->cand[n].inflight = srv_inflight(s);
+        p->cand[n].s = &p->servers[i];
+        if (load)
+            pick_load(&p->cand[n], ctx);
         n++;
     }
     return n;
@@ -714,7 +723,7 @@ static struct upserver *pick_smooth(const struct pool_cand *c, unsigned n)
 static struct upserver *pick_least_conn(struct pool *p, const struct pool_pick_ctx *ctx)
 {
     struct pool_cand *c = p->cand;
-    unsigned n = pick_gather(p, ctx), ties = 0;
+    unsigned n = pick_gather(p, ctx, true), ties = 0;
     uint64_t bi, bw;
 
     if (!n)
@@ -775,13 +784,14 @@ static double ewma_cost(const struct pool_cand *c)
 static struct upserver *pick_random_two(struct pool *p, const struct pool_pick_ctx *ctx)
 {
     struct pool_cand *c = p->cand;
-    unsigned n = pick_gather(p, ctx), a, b;
+    bool ewma = p->cp->balance == BALANCE_EWMA;
+    unsigned n = pick_gather(p, ctx, !ewma), a, b;
 
     if (!n)
         return NULL;
     if (n == 1)
         return c[0].s;   /* one candidate: no draw, nothing to compare */
-    if (p->cp->balance != BALANCE_EWMA) {
+    if (!ewma) {
         /* The two are drawn by weight and the first is kept on a tie (an idle pool): weights
          * hold under light load too, where equal draws and equal counts would split 1:9 as 1:1. */
         uint64_t total = 0;
@@ -796,6 +806,8 @@ static struct upserver *pick_random_two(struct pool *p, const struct pool_pick_c
     b = (unsigned)(worker_rand(p->w) % (n - 1));
     if (b >= a)
         b++;
+    pick_load(&c[a], ctx);
+    pick_load(&c[b], ctx);
     pool_ewma_back(c[a].s);
     pool_ewma_back(c[b].s);
     return ewma_cost(&c[a]) <= ewma_cost(&c[b]) ? c[a].s : c[b].s;
@@ -845,7 +857,7 @@ struct upserver *pool_pick(struct pool *p, const struct pool_pick_ctx *ctx)
         /* fall through */
     case BALANCE_ROUND_ROBIN:
     default: {
-        unsigned n = pick_gather(p, ctx);
+        unsigned n = pick_gather(p, ctx, true);
         return n ? pick_smooth(p->cand, n) : NULL;
     }
     }

@@ -308,7 +308,8 @@ def test_head_answered_chunked_says_so(lifeline, raw_upstream):
             req = await conn.read_request()
             if req is None:
                 return
-            await conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n")
+            status = b"204 No Content" if req.target == "/h204" else b"200 OK"
+            await conn.send(b"HTTP/1.1 " + status + b"\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n")
     up = raw_upstream(script)
     lf = lifeline(workers=1, pools={"p": pool(up)}, routes=[{"pool": "p"}])
     with Conn(lf.port) as c:
@@ -318,6 +319,9 @@ def test_head_answered_chunked_says_so(lifeline, raw_upstream):
             assert r.status == 200 and r.header("x-a") == "1", r
             assert (r.header("transfer-encoding") or "").lower() == "chunked", r.headers
             assert r.header("content-length") is None and r.body == b"", r
+        c.send(b"HEAD /h204 HTTP/1.1\r\nHost: test.local\r\n\r\n")   # RFC 9112 §6.1: never on a 204
+        r = c.read_response(method="HEAD")
+        assert r.status == 204 and r.header("transfer-encoding") is None, r.headers
     with Conn(lf.port) as c:
         c.send(b"HEAD /h HTTP/1.0\r\nHost: test.local\r\n\r\n")
         r = c.read_response(method="HEAD")
