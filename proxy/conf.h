@@ -111,6 +111,8 @@ struct conf_pool {
     enum conf_balance balance;      /* default ewma */
     enum conf_hash_key hash_key;    /* default source */
     char *hash_header;              /* with hash_key header:NAME, the NAME (lowercase) */
+    unsigned long hash_key_line;    /* where hash_key was given (1-based), 0 when absent: a warning */
+    unsigned long hash_key_col;     /*   when the pool's balance is not hash */
     unsigned keepalive;             /* default 256 */
     int64_t keepalive_timeout;      /* default 60s */
     struct conf_timeouts timeouts;  /* default 1s / 10s / 30s */

@@ -1023,6 +1023,12 @@ static int conf_h_pools(struct conf_loader *ld, const struct conf_field *f, yaml
         char w[96];
         snprintf(w, sizeof w, "pool %s", conf_quote(q, name));
         conf_map(ld, "a pool", val, &conf_blk_pool, p, w);
+        /* hash_key only steers balance: hash; under another balance it reads as doing what it does
+         * not. A warning, not an error: the pool runs as it says, and a config that loaded still does. */
+        if (p->hash_key_line && p->balance != BALANCE_HASH && !(ld->flags & CONF_LOAD_RESOLVE_SOFT))
+            log_warn("%s:%lu:%lu: hash_key has no effect: pool %s balances by %s, not hash",
+                     ld->file ? ld->file : "<config>", p->hash_key_line, p->hash_key_col, conf_quote(q, name),
+                     conf_balance_name(p->balance));
     }
     return ld->nerrs == before ? 0 : -1;
 }
@@ -1240,6 +1246,8 @@ static int conf_h_hash_key(struct conf_loader *ld, const struct conf_field *f, y
         conf_err(ld, v, "hash_key must be source, uri or header:NAME, not %s", conf_quote(q, s));
         return -1;
     }
+    p->hash_key_line = (unsigned long)v->start_mark.line + 1;
+    p->hash_key_col = (unsigned long)v->start_mark.column + 1;
     return 0;
 }
 

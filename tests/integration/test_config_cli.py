@@ -392,6 +392,22 @@ def test_a_server_listed_twice_is_warned_of(tmp_path):
         r.stderr
 
 
+def test_hash_key_without_balance_hash_is_warned_of(tmp_path):
+    """hash_key steers only balance: hash. Under another balance it was accepted without a word, so a
+    pool meant to be sticky was not; the check says so at the key's value, and the config still loads."""
+    path = write(tmp_path, "hk.yaml", "listen:\n  - address: 127.0.0.1:%d\npools:\n  p:\n"
+                 "    servers: [ 127.0.0.1:9001 ]\n    hash_key: header:x-user\nroutes:\n  - pool: p\n" % free_port())
+    r = run_cli(["-t", "-c", path])
+    assert r.returncode == 0, r.stderr
+    assert "%s:6:15: hash_key has no effect: pool \"p\" balances by ewma, not hash" % path in r.stderr, r.stderr
+    # with balance: hash, in either order, nothing is said
+    for body in ("    balance: hash\n    hash_key: uri\n", "    hash_key: uri\n    balance: hash\n"):
+        path = write(tmp_path, "hk2.yaml", "listen:\n  - address: 127.0.0.1:%d\npools:\n  p:\n"
+                     "    servers: [ 127.0.0.1:9001 ]\n%sroutes:\n  - pool: p\n" % (free_port(), body))
+        r = run_cli(["-t", "-c", path])
+        assert r.returncode == 0 and "no effect" not in r.stderr, r.stderr
+
+
 def test_an_unquoted_ipv6_address_gets_a_word_on_quoting_it(tmp_path):
     """YAML reads `[::1]:8080` as a list: its own message names no address. The hint is found by
     line (libyaml's index counts characters: text with non-ASCII comments lost it), and never for
