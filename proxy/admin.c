@@ -254,7 +254,7 @@ static void admin_answer(struct admin_conn *k, unsigned refuse)
     } else if (refuse == 431) {
         status = 431;
         metrics_render_printf(&body, "request head over %d bytes\n", ADMIN_HEAD_MAX);
-    } else if (bad == 400 || k->nul || memchr(k->in, 0, k->inlen)) {   /* (a NUL anywhere: never a request) */
+    } else if (bad == 400 || k->nul) {   /* (a NUL in the head: never a request; a body is not read) */
         status = 400;
         metrics_render_printf(&body, "bad request\n");
     } else if (bad == 414) {
@@ -447,7 +447,7 @@ static void admin_conn_cb(struct ev_loop *loop, ev_io *io, int revents)
     used = admin_head_scan(k, p, (size_t)r, &end);
     k->headlen += used;
     if (p != sink) {
-        k->inlen += (size_t)r;   /* (bytes past the head stay: `in` is checked whole for a NUL) */
+        k->inlen += (size_t)r;   /* (bytes past the head stay, unread: the head scan saw every NUL of the head) */
         k->in[k->inlen] = 0;
     }
     if (end)

@@ -5,7 +5,7 @@
 #define LIFELINE_ADMIN_PAGE_H
 
 static const char admin_page_html[] =
-"<!doctype html><html><head><meta charset=utf-8><title>lifeline</title>\n"
+"<!doctype html><html><head><meta charset=utf-8><link rel=icon href=\"data:,\"><title>lifeline</title>\n"
 "<style>\n"
 "body{font:13px system-ui,sans-serif;margin:20px;color:#222;background:#fafafa}\n"
 "h1{font-size:20px;margin:0 0 4px}.sub{color:#666;margin-bottom:12px}\n"
@@ -27,7 +27,7 @@ static const char admin_page_html[] =
 "<div><input id=q placeholder=\"search by request id\"> <span id=nreq class=muted></span></div>\n"
 "<table id=requests></table>\n"
 "<script>\n"
-"const OUT={connect_error:'#b00020',connect_timeout:'#e65100',response_timeout:'#f9a825',reset:'#6a1b9a',\n"
+"const NOSER='<span class=muted title=\"past the time-series slot limit (README): totals only\">no series</span>';const OUT={connect_error:'#b00020',connect_timeout:'#e65100',response_timeout:'#f9a825',reset:'#6a1b9a',\n"
 " deadline:'#455a64',read_timeout:'#8d6e63',http_5xx:'#d81b60',cancelled:'#9e9e9e'};\n"
 "const BAND={u:'#2e7d32',e:'#ef6c00',h:'#7e57c2',d:'#c62828','-':'#e0e0e0'};\n"
 "const BANDNAME={u:'up',e:'ejected',h:'half-open',d:'failing checks','-':'no sample'};\n"
@@ -55,7 +55,7 @@ static const char admin_page_html[] =
 " const ser={};for(const v of SER.servers)ser[v.pool+'|'+v.address]=v;\n"
 " let h='';for(const p of S.pools){h+='<h2>pool '+esc(p.name)+' <small class=muted>('+esc(p.balance)+')</small></h2><table><tr><th>server</th><th>state</th><th>weight</th><th>in flight</th><th>attempts</th><th>recent error rate (60 s)</th><th>attempts/s</th><th>p99</th><th>failed attempts by outcome</th><th>state over time</th></tr>';\n"
 "  for(const v of p.servers){const z=ser[p.name+'|'+v.address];const st=z?z.state:(v.ejected?'ejected':v.state=='half_open'?'half_open':v.up?'up':'down');\n"
-"   let ar='-',rs='',p99='',ec='',bd='';if(z){ar=z.error_rate==null?'-':(100*z.error_rate).toFixed(1)+'% <span class=muted>('+z.recent_failures+'/'+z.recent_attempts+')</span>';\n"
+"   let ar='-',rs='',p99='',ec='',bd='';if(z&&z.tracked===false){ar=rs=NOSER}else if(z){ar=z.error_rate==null?'-':(100*z.error_rate).toFixed(1)+'% <span class=muted>('+z.recent_failures+'/'+z.recent_attempts+')</span>';\n"
 "    if(z.error_rate>0)ar='<span class=bad>'+ar+'</span>';const tot=[];for(let i=0;i<win;i++){let s=0;for(const n in z.attempts)s+=z.attempts[n][i];tot.push(s);}\n"
 "    rs=spark(bin(tot,k).map(x=>x==null?null:x/k),'#1565c0','rps','/s');p99=spark(binmax(z.p99_ms,k),'#6a1b9a','p99',' ms');ec=errchart(z.attempts,win);bd=band(z.band);}\n"
 "   h+='<tr data-server=\"'+esc(v.address)+'\" data-state=\"'+esc(st)+'\"><td>'+esc(v.address)+'</td><td class=state>'+words(st,v)+(v.slow_start_share<1?' (slow start '+Math.round(v.slow_start_share*100)+'%)':'')+'</td><td>'+v.weight+'</td><td>'+v.in_flight+'</td><td>'+v.attempts+'</td><td class=errrate>'+ar+'</td><td>'+rs+'</td><td>'+p99+'</td><td>'+ec+'</td><td>'+bd+'</td></tr>';}\n"
@@ -63,7 +63,7 @@ static const char admin_page_html[] =
 " document.getElementById('pools').innerHTML=h;\n"
 " const rser={};for(const r of SER.routes)rser[r.name]=r;\n"
 " let t='<tr><th>route</th><th>pool</th><th>requests</th><th>retries</th><th>fallbacks</th><th>requests/s</th><th>p99</th><th>5xx + fallbacks /s</th><th>retries + hedges /s</th></tr>';\n"
-" for(const x of S.routes){const z=rser[x.name];let a='',b='',c='',d='';if(z){a=spark(bin(z.requests,k).map(v=>v/k),'#1565c0','rps','/s');b=spark(binmax(z.p99_ms,k),'#6a1b9a','p99',' ms');\n"
+" for(const x of S.routes){const z=rser[x.name];let a='',b='',c='',d='';if(z&&z.tracked===false){a=NOSER}else if(z){a=spark(bin(z.requests,k).map(v=>v/k),'#1565c0','rps','/s');b=spark(binmax(z.p99_ms,k),'#6a1b9a','p99',' ms');\n"
 "   c=spark(bin(z.c5xx.map((v,i)=>v+z.fallback[i]),k).map(v=>v/k),'#b00020','err','/s');d=spark(bin(z.retries.map((v,i)=>v+z.hedges[i]),k).map(v=>v/k),'#e65100','retr','/s');}\n"
 "  t+='<tr data-route=\"'+esc(x.name)+'\"><td>'+esc(x.name)+'</td><td>'+esc(x.pool)+'</td><td>'+x.requests+'</td><td>'+x.retries+'</td><td>'+x.fallbacks+'</td><td>'+a+'</td><td>'+b+'</td><td>'+c+'</td><td>'+d+'</td></tr>';}\n"
 " document.getElementById('routes').innerHTML=t;\n"

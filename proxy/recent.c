@@ -19,7 +19,7 @@ struct recent_attempt {
 struct recent_entry {
     double time;
     uint64_t seq;                       /* recorded order, over every worker: breaks time's ties */
-    char request_id[128], route[64], method[16], target[256], fallback[24], trace_id[32];
+    char request_id[128], route[64], method[64], target[256], fallback[24], trace_id[32];
     unsigned char idlen, routelen, methodlen, fallbacklen, tracelen;
     bool has_trace;
     unsigned short targetlen;

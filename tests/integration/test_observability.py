@@ -68,6 +68,10 @@ def test_status_requests_show_the_attempt_chain(lifeline, upstream):
     fb = _requests(lf2_port)
     assert len(fb) == 1 and fb[0]["fallback"] == "connect_error" and fb[0]["status"] == 503, fb
     assert fb[0]["target"] == '/x"y' and len(fb[0]["attempts"]) == 1, fb
+    # an extension method is listed whole (it was cut to 16 bytes, while the access log had it all)
+    assert lf2.fetch("VERYLONGMETHODNAME12345", "/m").status == 503
+    fb = _requests(lf2_port)
+    assert fb[0]["method"] == "VERYLONGMETHODNAME12345", fb[0]
 
 
 def test_series_json(lifeline, upstream):

@@ -109,8 +109,10 @@ def test_page_is_self_contained(lifeline, upstream):
     assert "<html" in html.lower() and "<script" in html.lower()
     assert not re.search(r"https?://", html), "the page refers to an external URL"
     assert not re.search(r"""(?:src|href)\s*=\s*["']?//""", html), "the page loads a protocol-relative URL"
-    assert not re.search(r"""<(?:script|link|img)[^>]+(?:src|href)\s*=""", html, re.I), \
+    assert not re.search(r"""<(?:script|link|img)[^>]+(?:src|href)\s*=\s*(?!["']?data:)""", html, re.I), \
         "the page loads an asset instead of carrying it"
+    # its icon is inline: a browser would ask for /favicon.ico, get 404 and log an error on every load
+    assert re.search(r"""<link rel=["']?icon["']? href=["']?data:""", html), html[:300]
     assert "/status" in html and "2000" in html, "the page does not poll /status every 2 s"
 
 
@@ -220,6 +222,26 @@ def test_page_during_a_fault_shows_ejection_errors_and_chains(lifeline, upstream
     red = sum(n for px, n in counts.items() if near(px, (0xb0, 0x00, 0x20)))      # connect_error bars, error rate
     amber = sum(n for px, n in counts.items() if near(px, (0xef, 0x6c, 0x00)))    # the ejected band
     assert red > 20 and amber > 20, "fault not visible (red %d, amber %d pixels)" % (red, amber)
+
+
+def test_page_says_no_series_for_servers_past_the_slot_limit(lifeline, upstream, tmp_path):
+    """Servers past the 64 series slots (README) have totals but no time series. The page drew them
+    as idle (rate 0.00/s, error rate '-', grey band) whatever they were doing; it now says so."""
+    up = upstream()
+    aport = free_port()
+    port = free_port()
+    servers = [up] + ["127.0.1.%d:%d" % (i, port) for i in range(1, 70)]
+    lifeline(pools={"big": pool(*servers, outlier="off")}, extra=admin_extra(aport))
+    import json
+    ser = json.loads(admin_get(aport, "/status/series?window=60").body)
+    untracked = {v["address"] for v in ser["servers"] if v["tracked"] is False}
+    assert len(untracked) >= 5, ser["servers"][-3:]
+    p = chromium(tmp_path, "http://127.0.0.1:%d/" % aport, "--dump-dom")
+    dom = visible(p.stdout.decode("utf-8", "replace"))
+    rows = dict(re.findall(r'<tr data-server="([^"]+)" data-state="\w+">(.*?)</tr>', dom, re.S))
+    assert len(rows) == 70, len(rows)
+    for addr, row in rows.items():
+        assert ("no series" in row) == (addr in untracked), (addr, row[:600])
 
 
 def test_embedded_page_matches_its_html():
