@@ -1379,7 +1379,7 @@ static bool client_step(struct client *c)
         return true;
 
     case CLIENT_HEAD: {
-        bool lent = false;
+        bool lent = false, whole;
         const char *head;
         size_t head_len;
         if (c->in.len == 0)
@@ -1396,6 +1396,10 @@ static bool client_step(struct client *c)
         }
         head = buf_head(&c->in);
         head_len = c->in.len;
+        /* a lent parser, or a held one fed nothing of this head yet (a request pipelined behind
+         * the last, a head that outgrew the small buffer and is parsed anew): `head` is this
+         * request's from its first byte */
+        whole = lent || h1_parser_fresh(c->parser);
         ev = h1_parse(c->parser, head, head_len, &used);
         if (ev == H1_NEED_MORE && lent) {
             worker_req_parser_put(w, c->parser);
@@ -1408,8 +1412,8 @@ static bool client_step(struct client *c)
         if (ev == H1_ERROR) {
             const char *why = NULL;
             unsigned st = h1_parser_error(c->parser, &why);
-            /* a lent parser read the head from its first byte (its bytes are still there) */
-            client_reject(c, st ? st : 400, why, lent ? head : NULL, lent ? head_len : 0);
+            /* a head read from its first byte in this call: its bytes are still there */
+            client_reject(c, st ? st : 400, why, whole ? head : NULL, whole ? head_len : 0);
             return false;
         }
         if (ev != H1_HEAD) {

@@ -1492,6 +1492,11 @@ bool h1_parser_request_id(const struct h1_parser *p, const char **value, size_t 
     return false;
 }
 
+bool h1_parser_fresh(const struct h1_parser *p)
+{
+    return p->fresh;
+}
+
 void h1_parser_request_seen(const struct h1_parser *p, const char **method, size_t *method_len,
                             const char **target, size_t *target_len)
 {

@@ -166,6 +166,10 @@ uint64_t h1_parser_body_bytes(const struct h1_parser *p);
  * table or arena could not grow) and a short reason. */
 unsigned h1_parser_error(const struct h1_parser *p, const char **why);
 
+/* True when the parser was reset and has been fed no byte since: the next h1_parse() reads the
+ * message from its first byte (the caller then still holds every byte an error would be about). */
+bool h1_parser_fresh(const struct h1_parser *p);
+
 /* Request parsers: the request line as far as it was read, for the log line of an answer to a head
  * that never completed (400, 414, 431, 505 or header_timeout's 408): the method once the target
  * has begun, the target as stored so far (bytes http-parser refused are not stored). Empty where

@@ -215,6 +215,32 @@ def test_line_for_each_rejected_head(lifeline, upstream, tmp_path):
     assert not up.requests
 
 
+def test_line_for_a_rejected_head_pipelined_or_past_the_small_buffer(lifeline, upstream, tmp_path):
+    """The rejected head's method and target were logged empty when a parser held over from the
+    last request read it (pipelined behind it) or when the head outgrew the 2 KiB small buffer
+    before the bad byte: the same bytes logged whole or empty by how they were split. Found by the
+    access-log review."""
+    up = upstream()
+    path = log_to(tmp_path)
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"name": "r", "pool": "p"}], extra={"access_log": {"path": path}})
+    long_target = "/" + "a" * 3000 + "\x01"
+    with Conn(lf.port) as c:   # pipelined: the second head is read by the first one's parser
+        c.send(b"GET /ok HTTP/1.1\r\nHost: a\r\n\r\nG\x00T /evil\x01\"x HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert c.read_response().status == 200
+        assert c.read_response().status == 400
+    with Conn(lf.port) as c:   # one send, past the small buffer: read in two parts
+        c.send(b"GET " + long_target.encode() + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert c.read_response().status == 400
+    lines = wait_access(path, lambda ls: len(ls) >= 3)
+    bad = [ln for ln in lines if ln["status"] == 400]
+    assert len(bad) == 2, lines
+    got = {(ln["method"], ln["target"]) for ln in bad}
+    assert ("G\x00T", "/evil\x01\"x") in got, got
+    # (the log keeps the first 1,024 bytes of a rejected head's target)
+    assert any(m == "GET" and len(x) >= 1000 and long_target.startswith(x) for m, x in got), \
+        [(m, x[:20], len(x)) for m, x in got]
+
+
 def test_line_for_a_client_that_left(lifeline, upstream, tmp_path):
     """499: the client left (reset) while its request was at the upstream; the attempt is listed."""
     up = upstream("up")
