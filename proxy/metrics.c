@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "series.h"
 
 const double metric_bounds[METRIC_BUCKETS - 1] = {
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
@@ -98,11 +99,13 @@ void metrics_phase(struct server_metrics *m, enum metric_phase phase, double sec
     METRIC_ADD(m->phase_us[phase], (uint64_t)(seconds > 0 ? seconds * 1e6 : 0));
 }
 
-void metric_table_init(struct metric_table *t, const char *kind, unsigned cap, unsigned drop, int64_t grace_ms)
+void metric_table_init(struct metric_table *t, const char *kind, unsigned cap, unsigned first, unsigned drop,
+                       int64_t grace_ms)
 {
     memset(t, 0, sizeof(*t));
     t->kind = kind;
     t->cap = cap < METRIC_SERVER_SLOTS ? cap : METRIC_SERVER_SLOTS;
+    t->first = first < t->cap ? first : t->cap;
     t->drop = drop;
     t->grace_ms = grace_ms;
     for (unsigned i = 0; i < METRIC_SERVER_SLOTS; i++) {
@@ -113,8 +116,10 @@ void metric_table_init(struct metric_table *t, const char *kind, unsigned cap, u
 
 void metric_names_init(struct metric_names *n)
 {
-    metric_table_init(&n->routes, "route", METRIC_ROUTE_SLOTS, METRIC_ROUTE_DROP, METRIC_SLOT_GRACE_MS);
-    metric_table_init(&n->servers, "server", METRIC_SERVER_SLOTS, METRIC_SERVER_DROP, METRIC_SLOT_GRACE_MS);
+    metric_table_init(&n->routes, "route", METRIC_ROUTE_SLOTS, SERIES_ROUTES, METRIC_ROUTE_DROP,
+                      METRIC_SLOT_GRACE_MS);
+    metric_table_init(&n->servers, "server", METRIC_SERVER_SLOTS, SERIES_SERVERS, METRIC_SERVER_DROP,
+                      METRIC_SLOT_GRACE_MS);
 }
 
 static double wall_now(void)
@@ -174,22 +179,13 @@ static void metric_index_remove(struct metric_table *t, unsigned i)
     t->index[hole] = 0;
 }
 
-unsigned metric_slot_take(struct metric_table *t, const char *key, int64_t now_ms)
+/* The slot in [0, end) gone longest and past its grace, or t->cap when none is. */
+static unsigned metric_slot_free(const struct metric_table *t, unsigned end, int64_t now_ms)
 {
-    unsigned best = t->cap, pos = metric_index_pos(t, key);
+    unsigned best = t->cap;
     int64_t best_gone = INT64_MAX;
-    char *name;
 
-    if (t->index[pos])
-        return slot_hold(t, t->index[pos] - 1u);   /* the same label set: its counters go on */
-    if (t->n < t->cap) {
-        if (!(t->names[t->n] = strdup(key)))
-            goto refuse;
-        t->since[t->n] = 0;   /* never used before: nothing older to hide */
-        t->index[pos] = (uint16_t)(t->n + 1);
-        return slot_hold(t, t->n++);
-    }
-    for (unsigned i = 0; i < t->n; i++) {
+    for (unsigned i = 0; i < end; i++) {
         int64_t gone = atomic_load(&t->gone_ms[i]);
         /* gone_ms is written after refs falls to 0: INT64_MAX here means "held", or "just let
          * go" (not reusable yet either way) */
@@ -200,6 +196,29 @@ unsigned metric_slot_take(struct metric_table *t, const char *key, int64_t now_m
             best_gone = gone;
         }
     }
+    return best;
+}
+
+unsigned metric_slot_take(struct metric_table *t, const char *key, int64_t now_ms)
+{
+    unsigned best = t->cap, pos = metric_index_pos(t, key);
+    char *name;
+
+    if (t->index[pos])
+        return slot_hold(t, t->index[pos] - 1u);   /* the same label set: its counters go on */
+    /* The first slots have a time series (t->first): once all have been used, a free one of
+     * them goes to a new name before a never used slot past them, which would have none. */
+    if (t->n >= t->first && t->n < t->cap)
+        best = metric_slot_free(t, t->first, now_ms);
+    if (best == t->cap && t->n < t->cap) {
+        if (!(t->names[t->n] = strdup(key)))
+            goto refuse;
+        t->since[t->n] = 0;   /* never used before: nothing older to hide */
+        t->index[pos] = (uint16_t)(t->n + 1);
+        return slot_hold(t, t->n++);
+    }
+    if (best == t->cap)
+        best = metric_slot_free(t, t->n, now_ms);
     if (best == t->cap || !(name = strdup(key)))
         goto refuse;
     if (t->reset)

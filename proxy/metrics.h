@@ -143,6 +143,7 @@ struct server_metrics {
 struct metric_table {
     const char *kind;                   /* "route" or "server": the label of the exhausted counter */
     unsigned cap;                       /* slots [0, cap) */
+    unsigned first;                     /* slots [0, first) have a time series (series.h) */
     unsigned drop;                      /* the slot a refused name gets (>= cap) */
     int64_t grace_ms;                   /* gone this long before a slot is reused */
     unsigned n;                         /* slots handed out so far: [0, n) have names */
@@ -165,12 +166,16 @@ struct metric_names {
     struct metric_table routes, servers;
 };
 
-/* Sets up a table: cap slots (<= METRIC_SERVER_SLOTS), refused names get `drop`. */
-void metric_table_init(struct metric_table *t, const char *kind, unsigned cap, unsigned drop, int64_t grace_ms);
-/* The process's tables: METRIC_ROUTE_SLOTS and METRIC_SERVER_SLOTS, METRIC_SLOT_GRACE_MS. */
+/* Sets up a table: cap slots (<= METRIC_SERVER_SLOTS), of which the first `first` have a time
+ * series; refused names get `drop`. */
+void metric_table_init(struct metric_table *t, const char *kind, unsigned cap, unsigned first, unsigned drop,
+                       int64_t grace_ms);
+/* The process's tables: METRIC_ROUTE_SLOTS and METRIC_SERVER_SLOTS (SERIES_ROUTES and SERIES_SERVERS
+ * of them with a series), METRIC_SLOT_GRACE_MS. */
 void metric_names_init(struct metric_names *n);
 /* A slot for key with one reference (main thread): its own slot if it has one (held or gone), else
- * a never used one, else the slot gone longest once past its grace (reset first), else t->drop.
+ * the one of the first `first` gone longest past its grace once all of them have been used, else a
+ * never used one, else the slot gone longest once past its grace (reset first), else t->drop.
  * now_ms: clock_ms(); a slot given to key records the wall time in since[]. */
 unsigned metric_slot_take(struct metric_table *t, const char *key, int64_t now_ms);
 /* Drops one reference on slot (any thread); the drop slot and out-of-range slots are ignored. */

@@ -230,7 +230,7 @@ static struct metric_table *small_table(void)
 {
     static struct metric_table t;
 
-    metric_table_init(&t, "server", 3, 99, 60000);
+    metric_table_init(&t, "server", 3, 3, 99, 60000);
     t.reset = record_reset;
     nresets = 0;
     return &t;
@@ -264,6 +264,34 @@ static void test_slots_reused_after_grace_and_zeroed(void **state)
     assert_int_equal(metric_slot_take(t, "p|b", 70000), 99);
     assert_int_equal(t->exhausted, 3);
     table_free(t);
+}
+
+/* Slots [0, first) have a time series: once all have been used, a new name takes a free one of
+ * them (past its grace) before a never used slot, which would have no series. Pods coming and going
+ * left every live server without a series once 64 addresses had ever been seen. */
+static void test_slots_with_a_series_are_reused_first(void **state)
+{
+    static struct metric_table t;
+
+    (void)state;
+    metric_table_init(&t, "server", 5, 2, 99, 60000);
+    t.reset = record_reset;
+    nresets = 0;
+    assert_int_equal(metric_slot_take(&t, "p|a", 0), 0);
+    assert_int_equal(metric_slot_take(&t, "p|b", 0), 1);
+    metric_slot_release(&t, 0, 1000);
+    /* a is within its grace: c gets a never used slot */
+    assert_int_equal(metric_slot_take(&t, "p|c", 2000), 2);
+    /* past it: d gets a's slot (zeroed first), not slot 3 */
+    assert_int_equal(metric_slot_take(&t, "p|d", 1000 + 60000), 0);
+    assert_int_equal(nresets, 1);
+    assert_int_equal(resets[0], 0);
+    assert_string_equal(t.names[0], "p|d");
+    /* a slot past the first ones, free, is not preferred over a never used one */
+    metric_slot_release(&t, 2, 3000);
+    assert_int_equal(metric_slot_take(&t, "p|e", 3000 + 60000), 3);
+    assert_int_equal(t.n, 4);
+    table_free(&t);
 }
 
 static void test_slot_kept_while_held_and_within_grace(void **state)
@@ -588,7 +616,7 @@ static void test_slot_index_as_the_scan(void **state)
     char key[32];
 
     (void)state;
-    metric_table_init(&t, "server", METRIC_SERVER_SLOTS, METRIC_SERVER_DROP, 0);
+    metric_table_init(&t, "server", METRIC_SERVER_SLOTS, 64, METRIC_SERVER_DROP, 0);
     for (int64_t now = 1; now < 60000; now++) {
         unsigned k = (unsigned)(big_rand(&x) % 3000), want = t.cap, got;
         snprintf(key, sizeof(key), "q|10.0.%u.%u:80", k >> 8, k & 255);
@@ -624,6 +652,7 @@ int main(void)
         cmocka_unit_test(test_trial_timeout_bounded_by_the_deadline),
         cmocka_unit_test(test_running_generation_decides_ejections),
         cmocka_unit_test(test_slots_reused_after_grace_and_zeroed),
+        cmocka_unit_test(test_slots_with_a_series_are_reused_first),
         cmocka_unit_test(test_slot_kept_while_held_and_within_grace),
         cmocka_unit_test(test_slot_gone_longest_goes_first),
         cmocka_unit_test(test_runtime_holds_its_slots),
