@@ -247,10 +247,12 @@ static void client_handshake(struct client *c)
     char first;
 
     if (tls_handshake_failure(&c->x) == TLS_HS_EMPTY &&
-        recv(c->x.fd, &first, 1, MSG_PEEK | MSG_DONTWAIT) == 1 && first >= 'A' && first <= 'Z') {
-        /* Plain HTTP to a TLS port (a ClientHello starts with 0x16): answered in clear with a
-         * 400 that says so, as nginx does, rather than a close the client cannot explain (a
-         * `curl http://` to an https port). Counted as a failed handshake, logged as a 400. */
+        recv(c->x.fd, &first, 1, MSG_PEEK | MSG_DONTWAIT) == 1 && first != 0x16 && !((unsigned char)first & 0x80)) {
+        /* Plain HTTP to a TLS port (a ClientHello starts with 0x16, an SSLv2-style one with the
+         * top bit set; anything else, a method in any case or the empty line RFC 9112 §2.2 lets
+         * come first, is not TLS): answered in clear with a 400 that says so, as nginx does,
+         * rather than a close the client cannot explain (a `curl http://` to an https port).
+         * Counted as a failed handshake, logged as a 400. */
         atomic_fetch_add(&tls_handshakes[0][TLS_HS_FAILED], 1);
         c->handshaking = false;
         c->tls = false;

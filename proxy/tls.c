@@ -176,7 +176,18 @@ int tls_cert_load(struct tls_cert *tc, const char *cert, const char *key, char *
         }
         sk_X509_push(tc->chain, extra);
     }
-    ERR_clear_error();   /* the end of the file ends the chain */
+    /* The end of the file ends the chain (no more BEGIN line; blocks of another kind, a key, are
+     * passed over). Anything else is a damaged certificate: served without it, the chain would
+     * stop short and clients fail to verify, as nginx refuses such a file. */
+    unsigned long e = ERR_peek_last_error();
+    if (e && !(ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE)) {
+        char what[96];
+        snprintf(what, sizeof what, "certificate %d of the chain in the cert file is unreadable",
+                 (tc->chain ? sk_X509_num(tc->chain) : 0) + 2);
+        tls_errstr(err, errlen, what);
+        goto out;
+    }
+    ERR_clear_error();
     BIO_free(b);
     *which = 1;
     if (!(b = tls_bio_open(key))) {

@@ -625,6 +625,38 @@ def test_a_certificate_openssl_refuses_is_an_error_at_its_item(lifeline, upstrea
     assert base._served_der(lf.port, "weak.test") == base._der(pki["a"])   # (the default: no weak.test)
 
 
+def test_a_damaged_certificate_in_the_chain_is_an_error(lifeline, upstream, pki, tmp_path):
+    """A chain certificate cut short or garbled in the cert file ended the chain as the file's end
+    would: -t said ok, a reload applied, and the leaf was served alone (clients then fail to verify).
+    It is now an error at the item's cert, and a reload to it is refused. A key block in the same
+    file, or blocks of good certificates, still load. Found by the TLS review."""
+    leaf, other = open(pki["a"]["cert"]).read(), open(pki["b"]["cert"]).read()
+    good = tmp_path / "good.crt"
+    good.write_text(leaf + other)
+    combined = tmp_path / "combined.pem"
+    combined.write_text(open(pki["a"]["key"]).read() + leaf + other)
+    for cert in (good, combined):
+        path, r = _check_listener(tmp_path, [{"cert": str(cert), "key": pki["a"]["key"]}])
+        assert r.returncode == 0, r.stderr
+    cut = tmp_path / "cut.crt"
+    cut.write_text(leaf + other[:200])
+    garbled = tmp_path / "garbled.crt"
+    garbled.write_text(leaf + "-----BEGIN CERTIFICATE-----\nnot base64!!\n-----END CERTIFICATE-----\n" + other)
+    for cert in (cut, garbled):
+        path, r = _check_listener(tmp_path, [{"cert": str(cert), "key": pki["a"]["key"]}])
+        line, col = _line_of(path, str(cert))
+        assert r.returncode == 1, r.stderr
+        assert "%s:%d:%d: certificate 2 of the chain in the cert file is unreadable" % (path, line, col) in r.stderr, \
+            r.stderr
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, listen_tls={"certificates": [{"cert": str(good), "key": pki["a"]["key"]}]})
+    cfg = copy.deepcopy(lf.config)
+    cfg["listen"][0]["tls"]["certificates"] = [{"cert": str(cut), "key": pki["a"]["key"]}]
+    out = reload(lf, cfg, expect="failure")
+    assert "certificate 2 of the chain in the cert file is unreadable" in out, out
+    assert base._https(lf.port, "a.test", base._client_ctx(pki))[0] == 200
+
+
 def test_an_upstream_certificate_refused_is_a_warning_once_per_server(lifeline, upstream, pki):
     """A server whose certificate fails verification (another CA's here) was told only at debug
     level, without the reason: a 502 connect_error with nothing in the log. Now a warning with the
