@@ -77,26 +77,50 @@ static bool tls_path_bad(const char *path, const char *what, char *err, size_t e
 
 /* ---- Certificates ------------------------------------------------------------------------ */
 
-static void tls_cert_names(struct tls_cert *tc)
+/* tc->names, allocated: every DNS name of the certificate, however many (a cut list made two
+ * certificates that differ past the cut look alike to the shadowing and default-group checks).
+ * 0, or -1 when memory ran out. */
+static int tls_cert_names(struct tls_cert *tc)
 {
     GENERAL_NAMES *sans = X509_get_ext_d2i(tc->x509, NID_subject_alt_name, NULL, NULL);
-    size_t used = 0;
+    size_t used = 0, cap = 0;
+    char *list = NULL;
+    int rc = 0;
 
-    tc->names[0] = 0;
     for (int i = 0; sans && i < sk_GENERAL_NAME_num(sans); i++) {
         const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
         if (g->type != GEN_DNS)
             continue;
         const char *n = (const char *)ASN1_STRING_get0_data(g->d.dNSName);
-        int w = snprintf(tc->names + used, sizeof tc->names - used, "%s%s", used ? "," : "", n);
-        if (w < 0 || (size_t)w >= sizeof tc->names - used)
-            break;
-        used += (size_t)w;
+        size_t len = strnlen(n, (size_t)ASN1_STRING_length(g->d.dNSName));
+        if (!len)
+            continue;
+        if (used + len + 2 > cap) {
+            size_t ncap = 2 * (used + len + 2) + 64;
+            char *grown = realloc(list, ncap);
+            if (!grown) {
+                rc = -1;
+                break;
+            }
+            list = grown;
+            cap = ncap;
+        }
+        if (used)
+            list[used++] = ',';
+        memcpy(list + used, n, len);
+        used += len;
+        list[used] = 0;
     }
     GENERAL_NAMES_free(sans);
-    if (!used)
-        X509_NAME_get_text_by_NID(X509_get_subject_name(tc->x509), NID_commonName, tc->names,
-                                  (int)sizeof tc->names);
+    if (rc == 0 && !used) {
+        char cn[256] = "";
+        X509_NAME_get_text_by_NID(X509_get_subject_name(tc->x509), NID_commonName, cn, (int)sizeof cn);
+        free(list);
+        if (!(list = strdup(cn)))
+            rc = -1;
+    }
+    tc->names = list;
+    return rc;
 }
 
 /* What tells apart certificates for the same names (an RSA and an ECDSA one, or an old and a new
@@ -209,8 +233,7 @@ int tls_cert_load(struct tls_cert *tc, const char *cert, const char *key, char *
         goto out;
     }
     X509_NAME_oneline(X509_get_subject_name(tc->x509), tc->subject, (int)sizeof tc->subject);
-    tls_cert_names(tc);
-    if (tls_cert_ident(tc) < 0) {
+    if (tls_cert_names(tc) < 0 || tls_cert_ident(tc) < 0) {
         snprintf(err, errlen, "out of memory");
         goto out;
     }
@@ -232,6 +255,7 @@ void tls_cert_clear(struct tls_cert *tc)
     X509_free(tc->x509);
     EVP_PKEY_free(tc->key);
     sk_X509_pop_free(tc->chain, X509_free);
+    free(tc->names);
     memset(tc, 0, sizeof *tc);
 }
 

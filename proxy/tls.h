@@ -44,7 +44,8 @@ struct tls_cert {
     struct evp_pkey_st *key;
     void *chain;                        /* STACK_OF(X509) * of the intermediates (may be NULL) */
     char subject[256];
-    char names[512];                    /* DNS names, comma separated (the CN when there are none) */
+    char *names;                        /* DNS names, comma separated, all of them (the CN when
+                                           there are none); owned, freed by tls_cert_clear */
     char key_type[16];                  /* the key's algorithm, lower case: rsa, ec, ed25519, ed448,
                                            rsa-pss, dsa; "other" for anything else */
     char serial[132];                   /* the serial number in lower-case hex, no leading zeros

@@ -657,6 +657,26 @@ def test_a_damaged_certificate_in_the_chain_is_an_error(lifeline, upstream, pki,
     assert base._https(lf.port, "a.test", base._client_ctx(pki))[0] == 200
 
 
+def test_certificates_with_many_names_are_told_apart_by_all_of_them(lifeline, upstream, pki, tmp_path):
+    """A certificate's names were kept in 512 bytes: two certificates whose name lists differed only
+    past that were taken for the same names, so the second was warned of as shadowed (and shown
+    `served: false`) while SNI served it, and /status cut the last name in the middle. Found by the
+    TLS review."""
+    many = ",".join("DNS:s%02d.example.test" % i for i in range(40))
+    m1 = base._make_cert(pki["dir"], "ca", "many1", "s00.example.test", many)
+    m2 = base._make_cert(pki["dir"], "ca", "many2", "s00.example.test", many + ",DNS:only2.example.test")
+    path, r = _check_listener(tmp_path, [m1, m2])
+    assert r.returncode == 0 and "shadowed" not in r.stderr, r.stderr
+    up = upstream()
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)}, listen_tls={"certificates": [m1, m2]}, extra=admin_extra(aport))
+    assert base._served_der(lf.port, "only2.example.test") == base._der(m2)
+    certs = status(aport)["listeners"][0]["certificates"]
+    want = ["s%02d.example.test" % i for i in range(40)]
+    assert [c["names"] for c in certs] == [want, want + ["only2.example.test"]], certs
+    assert [c["served"] for c in certs] == [True, True], certs
+
+
 def test_an_upstream_certificate_refused_is_a_warning_once_per_server(lifeline, upstream, pki):
     """A server whose certificate fails verification (another CA's here) was told only at debug
     level, without the reason: a 502 connect_error with nothing in the log. Now a warning with the
