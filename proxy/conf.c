@@ -329,9 +329,11 @@ static int conf_limits(struct conf_loader *ld, const char *text, size_t len)
 
 /* The load itself, from the file's bytes. */
 static struct conf *conf_load_text(const char *path, const char *text, size_t len, unsigned flags,
-                                   const struct conf *donor, const bool *due, FILE *err, unsigned *nerrors)
+                                   const struct conf *donor, const bool *due, const struct conf *running, FILE *err,
+                                   unsigned *nerrors)
 {
-    struct conf_loader ld = { .file = path, .flags = flags, .donor = donor, .due = due, .err = err };
+    struct conf_loader ld = { .file = path, .flags = flags, .donor = donor, .due = due, .running = running,
+                              .err = err };
     yaml_parser_t parser;
     bool parser_ok = false, doc_ok = false;
     struct conf *c = NULL;
@@ -425,7 +427,8 @@ out:
     return c;
 }
 
-struct conf *conf_load_flags(const char *path, unsigned flags, FILE *err, unsigned *nerrors)
+static struct conf *conf_load_file(const char *path, unsigned flags, const struct conf *running, FILE *err,
+                                   unsigned *nerrors)
 {
     int fd = file_open(path, O_RDONLY, 0);   /* (a FIFO with no writer reads as empty) */
     FILE *fp = fd < 0 ? NULL : fdopen(fd, "rb");
@@ -466,7 +469,7 @@ struct conf *conf_load_flags(const char *path, unsigned flags, FILE *err, unsign
         }
     }
     fclose(fp);
-    c = conf_load_text(path, buf, len, flags, NULL, NULL, err, nerrors);
+    c = conf_load_text(path, buf, len, flags, NULL, NULL, running, err, nerrors);
     free(buf);
     return c;
 fail:
@@ -480,13 +483,13 @@ fail:
 
 struct conf *conf_load_buffer(const char *path, const char *text, size_t len, FILE *err, unsigned *nerrors)
 {
-    return conf_load_text(path, text, len, 0, NULL, NULL, err, nerrors);
+    return conf_load_text(path, text, len, 0, NULL, NULL, NULL, err, nerrors);
 }
 
 struct conf *conf_load_buffer_flags(const char *path, const char *text, size_t len, unsigned flags, FILE *err,
                                     unsigned *nerrors)
 {
-    return conf_load_text(path, text, len, flags, NULL, NULL, err, nerrors);
+    return conf_load_text(path, text, len, flags, NULL, NULL, NULL, err, nerrors);
 }
 
 struct conf *conf_reresolve(const struct conf *from, FILE *err, unsigned *nerrors)
@@ -496,13 +499,23 @@ struct conf *conf_reresolve(const struct conf *from, FILE *err, unsigned *nerror
 
 struct conf *conf_reresolve_due(const struct conf *from, const bool *due, FILE *err, unsigned *nerrors)
 {
-    return conf_load_text(from->path, from->source, from->source_len, CONF_LOAD_RESOLVE_SOFT, from, due, err,
+    return conf_load_text(from->path, from->source, from->source_len, CONF_LOAD_RESOLVE_SOFT, from, due, NULL, err,
                           nerrors);
+}
+
+struct conf *conf_load_flags(const char *path, unsigned flags, FILE *err, unsigned *nerrors)
+{
+    return conf_load_file(path, flags, NULL, err, nerrors);
 }
 
 struct conf *conf_load(const char *path, FILE *err, unsigned *nerrors)
 {
-    return conf_load_flags(path, 0, err, nerrors);
+    return conf_load_file(path, 0, NULL, err, nerrors);
+}
+
+struct conf *conf_load_reload(const char *path, const struct conf *running, FILE *err, unsigned *nerrors)
+{
+    return conf_load_file(path, 0, running, err, nerrors);
 }
 
 /* ---- Comparing snapshots ----------------------------------------------------------------- */

@@ -222,6 +222,12 @@ extern bool conf_open_regular_only;
  * line each; LINE and COL from 1) and sets *nerrors to their count (>= 1). Blocks only on file I/O
  * and name resolution of hostnames in the file: never call it on a request path. */
 struct conf *conf_load(const char *path, FILE *err, unsigned *nerrors);
+/* conf_load() for a reload over `running` (the snapshot running now; may be NULL): a server
+ * hostname that does not resolve keeps the addresses `running` has for it (the pool of the same
+ * name, a server of the same name and port), with a warning, instead of failing the reload, as a
+ * re-resolve keeps them (HAProxy's init-addr last). A name `running` has no addresses for is an
+ * error as at start. */
+struct conf *conf_load_reload(const char *path, const struct conf *running, FILE *err, unsigned *nerrors);
 
 /* conf_load() with options. CONF_LOAD_UNSUPPORTED keeps features that are parsed and validated but
  * not built yet (conf_schema.c's conf_unsupported[] table) instead of rejecting them: for schema tests

@@ -74,6 +74,10 @@ struct conf_loader {
      * addresses only (SPEC §2: files are read at load and at reload). NULL: a load. */
     const struct conf *donor;
     const bool *due;                /* a re-resolve: the donor's pools looked up (NULL: all) */
+    /* a reload: the snapshot running now. A server name that does not resolve keeps the addresses
+     * it has there (same pool, name and port), with a warning, as a re-resolve keeps them: a DNS
+     * outage does not refuse every reload (nor lose a watch_config change). NULL: start, -t. */
+    const struct conf *running;
     FILE *err;
     yaml_document_t doc;
     struct conf *c;

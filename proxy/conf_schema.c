@@ -1164,6 +1164,40 @@ static const struct conf_server *conf_donor_server(const struct conf_loader *ld,
     return NULL;
 }
 
+/* A reload's server whose name did not resolve (why): given the addresses the running snapshot
+ * has for it (conf_loader.running), and said at its address. False when there are none. */
+static bool conf_keep_running(struct conf_loader *ld, struct conf_server *s, const yaml_mark_t *mark, const char *why)
+{
+    char q[CONF_QUOTE_MAX + 8];
+    const struct conf_pool *p = NULL;
+
+    if (!ld->running || (ld->flags & CONF_LOAD_RESOLVE_SOFT))
+        return false;
+    for (size_t i = 0; i < ld->c->npools && !p; i++)
+        if (s >= ld->c->pools[i].servers && s < ld->c->pools[i].servers + ld->c->pools[i].nservers)
+            p = &ld->c->pools[i];
+    for (size_t i = 0; p && p->name && i < ld->running->npools; i++) {
+        const struct conf_pool *rp = &ld->running->pools[i];
+        if (strcmp(rp->name, p->name) != 0)
+            continue;
+        for (size_t k = 0; k < rp->nservers; k++) {
+            const struct conf_server *rs = &rp->servers[k];
+            if (!rs->named || !rs->naddrs || rs->port != s->port || strcasecmp(rs->host, s->host) != 0)
+                continue;
+            if (!(s->addrs = conf_calloc(ld, rs->naddrs, sizeof *s->addrs)))
+                return true;   /* (out of memory: the load fails with that) */
+            memcpy(s->addrs, rs->addrs, rs->naddrs * sizeof *s->addrs);
+            s->naddrs = rs->naddrs;
+            s->failing = true;   /* a re-resolve says when it resolves again */
+            log_warn("%s:%zu:%zu: cannot resolve %s: %s; keeping the %zu address%s it has in the running "
+                     "configuration", ld->file, mark->line + 1, mark->column + 1, conf_quote(q, s->host), why,
+                     rs->naddrs, rs->naddrs == 1 ? "" : "es");
+            return true;
+        }
+    }
+    return false;
+}
+
 static void conf_resolve_servers(struct conf_loader *ld, yaml_node_t *root)
 {
     char q[CONF_QUOTE_MAX + 8];
@@ -1189,7 +1223,7 @@ static void conf_resolve_servers(struct conf_loader *ld, yaml_node_t *root)
             if (prev->why) {
                 if (ld->flags & CONF_LOAD_RESOLVE_SOFT)
                     s->unresolved = s->failing = true;
-                else
+                else if (!conf_keep_running(ld, s, &pd->mark, prev->why))
                     conf_err_mark(ld, pd->mark, "cannot resolve %s: %s", conf_quote(q, s->host), prev->why);
                 continue;
             }
@@ -1210,7 +1244,7 @@ static void conf_resolve_servers(struct conf_loader *ld, yaml_node_t *root)
                     fprintf(ld->err, "%s:%zu:%zu: cannot resolve %s: %s (keeping its addresses)\n", ld->file,
                             pd->mark.line + 1, pd->mark.column + 1, conf_quote(q, s->host), why);
                 s->unresolved = s->failing = true;
-            } else {
+            } else if (!conf_keep_running(ld, s, &pd->mark, why)) {
                 conf_err_mark(ld, pd->mark, "cannot resolve %s: %s", conf_quote(q, s->host), why);
             }
             if (!(pd->why = strdup(why)))

@@ -190,6 +190,7 @@ static void *loader_main(void *arg)
              * this reload applies (it looked every name up), and it runs when the reload fails */
             job = loader.jobs & JOB_RELOAD ? JOB_RELOAD : JOB_WATCH;
             loader.jobs &= ~(JOB_RELOAD | JOB_WATCH);
+            from = conf_ref(loader.base);   /* a name that does not resolve keeps its addresses there */
         } else {
             job = JOB_RESOLVE;
             loader.jobs &= ~JOB_RESOLVE;
@@ -202,7 +203,7 @@ static void *loader_main(void *arg)
         pthread_mutex_unlock(&loader.mu);
         said = open_memstream(&text, &text_len);
         if (job != JOB_RESOLVE)
-            nc = conf_load(conf_path, said ? said : stderr, &nerr);
+            nc = conf_load_reload(conf_path, from, said ? said : stderr, &nerr);
         else
             /* (server addresses only; the names of the pools that are due) */
             nc = conf_reresolve_due(from, ndue == from->npools ? due : NULL, said ? said : stderr, &nerr);

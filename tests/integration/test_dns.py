@@ -630,6 +630,42 @@ def test_one_pools_failing_name_does_not_hold_back_the_others(lifeline, dns, two
     assert "cannot resolve" in lf.stderr_text()
 
 
+def test_a_reload_during_a_dns_outage_keeps_the_names_addresses(lifeline, dns, two_upstreams):
+    """A reload while a server name does not resolve refused the whole file ("cannot resolve",
+    reloads_total{result="failure"}), so a change to anything else, or a watch_config change, was
+    lost until the next edit. The name now keeps the addresses the running configuration has for it
+    (the pool of the same name, the same name and port), with a warning at its address, as a
+    re-resolve keeps them (HAProxy's init-addr last); a name the running configuration does not
+    have is still an error. Found by the hash/DNS review."""
+    import copy
+    port, up1, up2 = two_upstreams
+    dns.set(NAME, ["127.0.0.1"])
+    aport = free_port()
+    lf = lifeline(
+        pools={"svc": {"servers": ["%s:%d" % (NAME, port)], "resolve_interval": "1h", "balance": "round_robin"}},
+        extra=dict(admin_extra(aport), resolver={"servers": [dns.address], "timeout": "300ms"}))
+    assert who(lf) == "up1"
+    dns.remove(NAME)                     # NXDOMAIN from now on
+    cfg = copy.deepcopy(lf.config)
+    cfg["routes"][0]["timeouts"] = {"total": "7s"}
+    out = reload(lf, cfg)
+    assert 'cannot resolve "%s"' % NAME in out and "keeping the 1 address it has in the running configuration" in out, out
+    assert who(lf) == "up1"
+    assert status(aport)["generation"] == 2
+    m = metrics(aport)
+    assert m.value("lifeline_config_reloads_total", result="failure") == 0
+    # a name the running configuration does not have: the reload is refused, as at start
+    cfg2 = copy.deepcopy(cfg)
+    cfg2["pools"]["svc"]["servers"].append("new.test:%d" % port)
+    out = reload(lf, cfg2, expect="failure")
+    assert 'cannot resolve "new.test"' in out, out
+    assert metrics(aport).value("lifeline_config_reloads_total", result="failure") == 1
+    # and when the name resolves again, a reload takes its new answer
+    dns.set(NAME, ["127.0.0.2"])
+    reload(lf, cfg)
+    assert who(lf) == "up2"
+
+
 def _slow_sibling(lifeline, dns, port, watched, slow_every="100ms"):
     """Pool `watched` (a dict; NAME's servers) beside pool slow: slow.test, whose answers take
     250 ms, looked up every `slow_every`, so the loader thread is nearly always busy with a
