@@ -26,8 +26,21 @@
 
 /* ---- Loading and freeing ----------------------------------------------------------------- */
 
+/* What freed snapshots held (conf_freed_take). */
+static _Atomic size_t conf_freed_bytes;
+
+size_t conf_freed_take(void)
+{
+    return atomic_exchange_explicit(&conf_freed_bytes, 0, memory_order_relaxed);
+}
+
 static void conf_free(struct conf *c)
 {
+    size_t held = CONF_HELD_MIN;
+
+    for (size_t i = 0; i < c->nroutes; i++)
+        held += c->routes[i].fallback.body_len;
+    atomic_fetch_add_explicit(&conf_freed_bytes, held, memory_order_relaxed);
     free(c->path);
     free(c->source);
     for (size_t i = 0; i < c->nlisteners; i++) {

@@ -222,6 +222,12 @@ extern bool conf_open_regular_only;
  * line each; LINE and COL from 1) and sets *nerrors to their count (>= 1). Blocks only on file I/O
  * and name resolution of hostnames in the file: never call it on a request path. */
 struct conf *conf_load(const char *path, FILE *err, unsigned *nerrors);
+/* The bytes snapshots freed since the last call held (an estimate: their fallback bodies, and at
+ * least CONF_HELD_MIN each, for the TLS contexts and tables that went with them), taken by
+ * whichever worker asks first: its trim tick hands heap memory back (malloc_trim) when quiet, so a
+ * reload's old snapshot does not stay resident in an idle process. Any thread. */
+#define CONF_HELD_MIN (64u << 10)
+size_t conf_freed_take(void);
 /* conf_load() for a reload over `running` (the snapshot running now; may be NULL): a server
  * hostname that does not resolve keeps the addresses `running` has for it (the pool of the same
  * name, a server of the same name and port), with a warning, instead of failing the reload, as a

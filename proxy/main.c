@@ -83,7 +83,7 @@ static const char *conf_path;
 /* What start() has made, for stop() to undo (in reverse). */
 static struct {
     struct ev_loop *loop;
-    struct conf *conf;                  /* the first snapshot (reference held) */
+    struct conf *conf;                  /* the first snapshot (reference held until start is done) */
     bool alog, admin;                   /* started */
     struct alog_ring **rings;           /* WORKERS_MAX: the writer drains [0, nslots) */
     ev_signal sig_term, sig_int, sig_quit, sig_hup, sig_usr1, sig_usr2;
@@ -1582,6 +1582,10 @@ static int start(struct conf *c, const char *path)
     watch_signals(run_state.loop);
     start_main_loop(run_state.loop);
     watch_update(run_state.loop);
+    /* current holds it from here on: the first snapshot goes when a reload replaces it (held for
+     * the process's life, its fallback bodies and TLS contexts stayed resident after every reload) */
+    conf_unref(run_state.conf);
+    run_state.conf = NULL;
     return 0;
 }
 
@@ -1716,18 +1720,20 @@ static const char *mem_text(char *buf, size_t n, size_t bytes)
 static void print_memory(const char *path, const struct conf *c)
 {
     struct worker_mem m;
-    char t[10][24];
+    char t[11][24];
 
     worker_memory_worst(c, &m);
     fprintf(stderr, "%s: worst-case memory %s = %u connections x %s (busy, %u attempt%s each) + %u worker%s x %s "
            "(caches) + %s time series (15 minutes of every route and server slot, all workers) + %s detached attempts (%u per worker x %s: hedge and connect-race losers) + %s stale store "
-           "(kept and being copied) + %s idle upstream connections + %s base; an idle keep-alive connection holds %s\n",
+           "(kept and being copied) + %s idle upstream connections + %s configuration (fallback bodies and TLS contexts, "
+           "twice: a reload's two snapshots) + %s base; an idle keep-alive connection holds %s\n",
            path, mem_text(t[0], sizeof(t[0]), m.total), c->limits.max_connections,
            mem_text(t[1], sizeof(t[1]), m.per_conn), m.hops, m.hops > 1 ? "s" : "", c->workers,
            c->workers > 1 ? "s" : "", mem_text(t[2], sizeof(t[2]), m.per_worker), mem_text(t[9], sizeof(t[9]), m.series),
            mem_text(t[7], sizeof(t[7]), m.orphans), m.orphans_max, mem_text(t[8], sizeof(t[8]), m.per_orphan),
            mem_text(t[3], sizeof(t[3]), m.stale), mem_text(t[4], sizeof(t[4]), m.upstream_idle),
-           mem_text(t[5], sizeof(t[5]), m.base), mem_text(t[6], sizeof(t[6]), m.idle_conn));
+           mem_text(t[10], sizeof(t[10]), m.config), mem_text(t[5], sizeof(t[5]), m.base),
+           mem_text(t[6], sizeof(t[6]), m.idle_conn));
 }
 
 /* Started with fd 0, 1 or 2 closed (`lifeline <&- >&- 2>&-`), the next file opened would take its

@@ -1499,7 +1499,7 @@ static void worker_trim_cb(struct ev_loop *loop, ev_timer *t, int revents)
     w->req_parsers_low = w->nreq_parsers;
     w->resp_parsers_low = w->nresp_parsers;
     w->free_ex_low = w->nfree_ex;
-    w->trim_freed += freed;
+    w->trim_freed += freed + conf_freed_take();   /* (a reload's old snapshot, freed on any thread) */
     w->trim_gets = 0;
     if ((quiet && w->trim_freed > 0) ||
         (w->trim_freed >= TRIM_FREED_BUSY && clock_now() - w->trim_busy_last >= TRIM_BUSY_INTERVAL)) {
@@ -1590,12 +1590,22 @@ void worker_exchange_put(struct worker *w, struct exchange *ex)
  * listener; measured at about 5 MiB). */
 #define MEM_TLS_SESSION (48u << 10)
 #define MEM_BASE (8u << 20)
+/* A TLS pool's client context that verifies (its CA store: Debian's system bundle measured at about
+ * 0.9 MiB per context), one that does not, and a listener certificate with its chain and key. */
+#define MEM_TLS_CTX_VERIFY (1u << 20)
+#define MEM_TLS_CTX (64u << 10)
+#define MEM_TLS_CERT (64u << 10)
+/* What libev keeps per descriptor (its fd table entry) and per timer, beside struct client: an idle
+ * connection measured 0.39-0.44 KiB with 10,000 held. */
+#define MEM_CONN_LOOP 128u
 /* A parser at its largest: its table and arena grown in full (h1.c keeps the struct private). */
 #define MEM_PARSER(arena) h1_parser_size_max(arena)
 
 void worker_memory_worst(const struct conf *c, struct worker_mem *m)
 {
-    size_t head = c->limits.max_header_bytes + 2048, body = WORKER_BLOCK;
+    /* an attempt's request head: the client's, X-Forwarded-Host repeating its Host, and the fields
+     * lifeline adds (exchange_build_head) */
+    size_t head = 2 * (size_t)c->limits.max_header_bytes + 2048, body = WORKER_BLOCK;
     bool tls_in = false, tls_up = false;
     size_t hop;
 
@@ -1614,18 +1624,27 @@ void worker_memory_worst(const struct conf *c, struct worker_mem *m)
          * (stale.h: copies being made plus evicted ones still being sent, as much again) */
         if (r->fallback.enabled && r->fallback.stale > 0)
             m->stale = 2 * c->stale_store.size;
+        m->config += r->fallback.body_len;
     }
     for (size_t i = 0; i < c->npools; i++) {
         const struct conf_pool *p = &c->pools[i];
         if (p->connect_race != 0)
             m->hops = 2;
-        if (p->tls.enabled)
+        if (p->tls.enabled) {
             tls_up = true;
+            m->config += p->tls.verify ? MEM_TLS_CTX_VERIFY : MEM_TLS_CTX;
+        }
         m->upstream_idle += (size_t)p->keepalive * (sizeof(struct upconn) + (p->tls.enabled ? MEM_TLS_SESSION : 0));
     }
     m->upstream_idle *= c->workers;
-    for (size_t i = 0; i < c->nlisteners; i++)
+    for (size_t i = 0; i < c->nlisteners; i++) {
         tls_in |= c->listeners[i].tls_enabled;
+        if (c->listeners[i].tls_enabled && !c->listeners[i].alias)
+            m->config += c->listeners[i].ncerts * MEM_TLS_CERT;
+    }
+    /* the snapshot's own: fallback bodies and TLS contexts, twice while a reload's new snapshot
+     * runs and requests still finish on the old one */
+    m->config *= 2;
     /* one attempt: its request head, the upstream input block, a response parser, the connection */
     hop = head + WORKER_BLOCK + MEM_PARSER(WORKER_RESPONSE_HEAD_MAX) + sizeof(struct upconn) +
           (tls_up ? MEM_TLS_SESSION : 0);
@@ -1647,7 +1666,7 @@ void worker_memory_worst(const struct conf *c, struct worker_mem *m)
     /* the connection: input and output blocks, its request parser, the exchange, the body buffer */
     m->per_conn = sizeof(struct client) + 2 * WORKER_BLOCK + MEM_PARSER(c->limits.max_header_bytes) +
                   sizeof(struct exchange) + body + m->hops * hop + (tls_in ? MEM_TLS_SESSION : 0);
-    m->idle_conn = sizeof(struct client) + (tls_in ? MEM_TLS_SESSION : 0);
+    m->idle_conn = sizeof(struct client) + MEM_CONN_LOOP + (tls_in ? MEM_TLS_SESSION : 0);
     /* (no term for the parser caches: cached parsers are ones busy connections held, counted in
      * per_conn; see WORKER_PARSER_CACHE) */
     m->per_worker = WORKER_CACHE_BYTES + WORKER_SMALL_CACHE_BYTES +
@@ -1663,6 +1682,6 @@ void worker_memory_worst(const struct conf *c, struct worker_mem *m)
      * process's life (series.h) */
     m->series = series_memory_worst(c->workers);
     m->base = MEM_BASE;
-    m->total = m->base + m->stale + c->workers * m->per_worker + m->series + m->orphans + m->upstream_idle +
-               (size_t)c->limits.max_connections * m->per_conn;
+    m->total = m->base + m->config + m->stale + c->workers * m->per_worker + m->series + m->orphans +
+               m->upstream_idle + (size_t)c->limits.max_connections * m->per_conn;
 }

@@ -351,9 +351,11 @@ struct worker_mem {
     size_t stale;                       /* 2 x stale_store.size when a route uses fallback.stale:
                                          * kept copies + the capture budget (stale.h) */
     size_t base;                        /* binary, libraries, main thread, admin (an estimate) */
+    size_t config;                      /* the snapshot's fallback bodies and TLS contexts (an
+                                         * estimate), twice: a reload's two snapshots */
     size_t idle_conn;                   /* one idle keep-alive connection */
-    size_t total;                       /* base + stale + workers x per_worker + series + orphans
-                                         * + upstream_idle + max_connections x per_conn */
+    size_t total;                       /* base + config + stale + workers x per_worker + series
+                                         * + orphans + upstream_idle + max_connections x per_conn */
 };
 void worker_memory_worst(const struct conf *c, struct worker_mem *m);
 
