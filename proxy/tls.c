@@ -201,10 +201,11 @@ int tls_cert_load(struct tls_cert *tc, const char *cert, const char *key, char *
         sk_X509_push(tc->chain, extra);
     }
     /* The end of the file ends the chain (no more BEGIN line; blocks of another kind, a key, are
-     * passed over). Anything else is a damaged certificate: served without it, the chain would
-     * stop short and clients fail to verify, as nginx refuses such a file. */
+     * passed over), which OpenSSL says with PEM_R_NO_START_LINE. Anything else, an empty queue
+     * included (an empty BEGIN/END block leaves none), is a damaged certificate: served without it,
+     * the chain would stop short and clients fail to verify, as nginx refuses such a file. */
     unsigned long e = ERR_peek_last_error();
-    if (e && !(ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE)) {
+    if (!e || !(ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE)) {
         char what[96];
         snprintf(what, sizeof what, "certificate %d of the chain in the cert file is unreadable",
                  (tc->chain ? sk_X509_num(tc->chain) : 0) + 2);

@@ -642,7 +642,9 @@ def test_a_damaged_certificate_in_the_chain_is_an_error(lifeline, upstream, pki,
     cut.write_text(leaf + other[:200])
     garbled = tmp_path / "garbled.crt"
     garbled.write_text(leaf + "-----BEGIN CERTIFICATE-----\nnot base64!!\n-----END CERTIFICATE-----\n" + other)
-    for cert in (cut, garbled):
+    empty = tmp_path / "empty.crt"   # (OpenSSL reads it with no error queued: it ended the chain too)
+    empty.write_text(leaf + "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n" + other)
+    for cert in (cut, garbled, empty):
         path, r = _check_listener(tmp_path, [{"cert": str(cert), "key": pki["a"]["key"]}])
         line, col = _line_of(path, str(cert))
         assert r.returncode == 1, r.stderr
