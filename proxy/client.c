@@ -666,8 +666,13 @@ static void client_answer_flushed(struct client *c)
     if (c->close_after) {
         /* Unread request bytes would make close() send a reset that can destroy the answer in
          * flight: shut the write side and discard input for a while instead. A tunnel the
-         * upstream ended may still get bytes from the client any time. */
-        if (c->phase == CLIENT_BODY || c->phase == CLIENT_HEAD || c->in.len ||
+         * upstream ended may still get bytes from the client any time. So may a connection the
+         * client meant to keep (lifeline ends it: an answer cut mid-body, a drain): a pipelining
+         * client's next request can arrive between the look for unread bytes and the close, and
+         * its reset took the truncated answer with it (1 in 50,000 chaos requests). Not while
+         * draining: a drain ends keep-alive connections as they answer, and waits for them. */
+        bool kept = c->ex && c->ex->req && c->ex->req->keep_alive && !c->rd_eof && !w->draining && !w->retiring;
+        if (c->phase == CLIENT_BODY || c->phase == CLIENT_HEAD || c->in.len || kept ||
             (c->phase == CLIENT_TUNNEL && !c->rd_eof) || client_socket_unread(c)) {
             bool body = c->phase == CLIENT_BODY && !c->head_refused && !w->draining && !w->retiring;
             client_drop_exchange(c);
