@@ -211,17 +211,25 @@ def test_header_timeout_cut_writes_a_408_access_log_line(lifeline, upstream, tmp
     assert up.requests == []
 
 
-def worst_case(path):
-    """Runs `lifeline -t -c path`; returns (total, connections, per connection) in bytes from its
-    worst-case memory line."""
+UNIT = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+
+
+def check_term(path, pattern, what):
+    """Runs `lifeline -t -c path` and returns the match of pattern in its worst-case memory line."""
     r = run_cli(["-t", "-c", path])
     assert r.returncode == 0, r.stderr
     assert r.stdout == "%s: ok\n" % path, r.stdout     # the figure is a note on stderr
-    m = re.search(r"^%s: worst-case memory ([0-9.]+) (KiB|MiB|GiB) = (\d+) connections x ([0-9.]+) (KiB|MiB) "
-                  % re.escape(path), r.stderr, re.M)
-    assert m, "no worst-case memory line in: %r" % r.stderr
-    unit = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
-    return float(m.group(1)) * unit[m.group(2)], int(m.group(3)), float(m.group(4)) * unit[m.group(5)]
+    m = re.search(pattern, r.stderr, re.M)
+    assert m, "no %s in: %r" % (what, r.stderr)
+    return m
+
+
+def worst_case(path):
+    """Runs `lifeline -t -c path`; returns (total, connections, per connection) in bytes from its
+    worst-case memory line."""
+    m = check_term(path, r"^%s: worst-case memory ([0-9.]+) (KiB|MiB|GiB) = (\d+) connections x ([0-9.]+) (KiB|MiB) "
+                   % re.escape(path), "worst-case memory line")
+    return float(m.group(1)) * UNIT[m.group(2)], int(m.group(3)), float(m.group(4)) * UNIT[m.group(5)]
 
 
 def test_check_prints_the_worst_case_memory(tmp_path):
@@ -245,12 +253,9 @@ def test_check_prints_the_worst_case_memory(tmp_path):
 
 def config_term(path):
     """Bytes of the configuration term (fallback bodies and TLS contexts) `lifeline -t -c path` prints."""
-    r = run_cli(["-t", "-c", path])
-    assert r.returncode == 0, r.stderr
-    unit = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
-    m = re.search(r" \+ ([0-9.]+) (KiB|MiB|GiB) configuration \(fallback bodies and TLS contexts", r.stderr)
-    assert m, "no configuration term in: %r" % r.stderr
-    return float(m.group(1)) * unit[m.group(2)]
+    m = check_term(path, r" \+ ([0-9.]+) (KiB|MiB|GiB) configuration \(fallback bodies and TLS contexts",
+                   "configuration term")
+    return float(m.group(1)) * UNIT[m.group(2)]
 
 
 def test_check_counts_fallback_bodies_and_tls_contexts(tmp_path):
@@ -313,12 +318,9 @@ def test_a_reloads_old_snapshot_is_handed_back_when_idle(lifeline, upstream, tmp
 
 def orphan_term(path):
     """(bytes, per worker, one) of the detached-attempts term `lifeline -t -c path` prints."""
-    r = run_cli(["-t", "-c", path])
-    assert r.returncode == 0, r.stderr
-    unit = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
-    m = re.search(r" \+ ([0-9.]+) (KiB|MiB|GiB) detached attempts \((\d+) per worker x ([0-9.]+) (KiB|MiB)", r.stderr)
-    assert m, "no detached attempts term in: %r" % r.stderr
-    return float(m.group(1)) * unit[m.group(2)], int(m.group(3)), float(m.group(4)) * unit[m.group(5)]
+    m = check_term(path, r" \+ ([0-9.]+) (KiB|MiB|GiB) detached attempts \((\d+) per worker x ([0-9.]+) (KiB|MiB)",
+                   "detached attempts term")
+    return float(m.group(1)) * UNIT[m.group(2)], int(m.group(3)), float(m.group(4)) * UNIT[m.group(5)]
 
 
 def test_check_counts_the_attempts_that_lose_a_hedge(tmp_path):
@@ -367,15 +369,11 @@ def test_check_counts_the_status_pages_time_series(tmp_path):
                             "pools": {"p": {"servers": [{"address": "127.0.0.1:9"}]}},
                             "routes": [{"pool": "p"}]})
         return path
-    unit = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
     terms = {}
     for w in (1, 2):
         path = conf("w%d.yaml" % w, w)
-        r = run_cli(["-t", "-c", path])
-        assert r.returncode == 0, r.stderr
-        m = re.search(r" \+ ([0-9.]+) (KiB|MiB|GiB) time series \(", r.stderr)
-        assert m, "no time series term in: %r" % r.stderr
-        terms[w] = (float(m.group(1)) * unit[m.group(2)], worst_case(path)[0])
+        m = check_term(path, r" \+ ([0-9.]+) (KiB|MiB|GiB) time series \(", "time series term")
+        terms[w] = (float(m.group(1)) * UNIT[m.group(2)], worst_case(path)[0])
     rings = 32 * 900 * 96 + 64 * 900 * 104                  # one worker's route and server rings
     one, total1 = terms[1]
     two, total2 = terms[2]
@@ -646,11 +644,8 @@ def test_idle_tunnels_hold_no_blocks(lifeline, raw_upstream, many_fds):
 
 def stale_term(path):
     """The stale store's term of `lifeline -t -c path`'s worst-case line, in bytes."""
-    r = run_cli(["-t", "-c", path])
-    assert r.returncode == 0, r.stderr
-    m = re.search(r" \+ ([0-9.]+) (KiB|MiB|GiB) stale store", r.stderr)
-    assert m, "no stale store term in: %r" % r.stderr
-    return float(m.group(1)) * {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}[m.group(2)]
+    m = check_term(path, r" \+ ([0-9.]+) (KiB|MiB|GiB) stale store", "stale store term")
+    return float(m.group(1)) * UNIT[m.group(2)]
 
 
 def test_check_counts_the_copies_being_made_for_the_stale_store(tmp_path):
