@@ -1139,29 +1139,33 @@ static int conf_h_server_addr(struct conf_loader *ld, const struct conf_field *f
     return 0;
 }
 
-/* Looks up every server queued by conf_h_server_addr, each distinct name once (names compare
- * case-insensitively; a later server with the same name copies the answer with its own port).
- * Skipped when the resolver block itself has errors: lookups through a half-read resolver would
- * only add misleading "cannot resolve" lines to the real mistake. */
+/* The index in ld->c->pools of the pool whose servers array holds s; npools when none does. */
+static size_t conf_pool_of(const struct conf_loader *ld, const struct conf_server *s)
+{
+    size_t i = 0;
+    for (const struct conf_pool *p = ld->c->pools; i < ld->c->npools; i++, p++)
+        if (s >= p->servers && s < p->servers + p->nservers)
+            break;
+    return i;
+}
+
 /* A re-resolve: the donor's server at s's place (same pool, same index, same host), and whether
  * s's pool is due (ld->due). NULL when there is no such server. */
 static const struct conf_server *conf_donor_server(const struct conf_loader *ld, const struct conf_server *s,
                                                    bool *due)
 {
+    size_t i = conf_pool_of(ld, s);
     *due = true;
-    for (size_t i = 0; ld->donor && i < ld->c->npools; i++) {
-        const struct conf_pool *p = &ld->c->pools[i];
-        if (s < p->servers || s >= p->servers + p->nservers)
-            continue;
-        const struct conf_pool *dp = conf_donor_pool(ld, p);
-        size_t k = (size_t)(s - p->servers);
-        if (!dp || k >= dp->nservers || strcasecmp(dp->servers[k].host ? dp->servers[k].host : "", s->host))
-            return NULL;
-        if (ld->due)
-            *due = ld->due[i];
-        return &dp->servers[k];
-    }
-    return NULL;
+    if (!ld->donor || i == ld->c->npools)
+        return NULL;
+    const struct conf_pool *p = &ld->c->pools[i];
+    const struct conf_pool *dp = conf_donor_pool(ld, p);
+    size_t k = (size_t)(s - p->servers);
+    if (!dp || k >= dp->nservers || strcasecmp(dp->servers[k].host ? dp->servers[k].host : "", s->host))
+        return NULL;
+    if (ld->due)
+        *due = ld->due[i];
+    return &dp->servers[k];
 }
 
 /* A reload's server whose name did not resolve (why): given the addresses the running snapshot
@@ -1169,13 +1173,11 @@ static const struct conf_server *conf_donor_server(const struct conf_loader *ld,
 static bool conf_keep_running(struct conf_loader *ld, struct conf_server *s, const yaml_mark_t *mark, const char *why)
 {
     char q[CONF_QUOTE_MAX + 8];
-    const struct conf_pool *p = NULL;
+    size_t pi = conf_pool_of(ld, s);
+    const struct conf_pool *p = pi < ld->c->npools ? &ld->c->pools[pi] : NULL;
 
     if (!ld->running || (ld->flags & CONF_LOAD_RESOLVE_SOFT))
         return false;
-    for (size_t i = 0; i < ld->c->npools && !p; i++)
-        if (s >= ld->c->pools[i].servers && s < ld->c->pools[i].servers + ld->c->pools[i].nservers)
-            p = &ld->c->pools[i];
     for (size_t i = 0; p && p->name && i < ld->running->npools; i++) {
         const struct conf_pool *rp = &ld->running->pools[i];
         if (strcmp(rp->name, p->name) != 0)
@@ -1198,6 +1200,10 @@ static bool conf_keep_running(struct conf_loader *ld, struct conf_server *s, con
     return false;
 }
 
+/* Looks up every server queued by conf_h_server_addr, each distinct name once (names compare
+ * case-insensitively; a later server with the same name copies the answer with its own port).
+ * Skipped when the resolver block itself has errors: lookups through a half-read resolver would
+ * only add misleading "cannot resolve" lines to the real mistake. */
 static void conf_resolve_servers(struct conf_loader *ld, yaml_node_t *root)
 {
     char q[CONF_QUOTE_MAX + 8];
