@@ -324,7 +324,7 @@ def test_deadline_fires_mid_spliced_body(lifeline, raw_upstream):
     lf = lifeline(pools={"p": pool(up)}, routes=[{"pool": "p", "timeouts": {"total": dur(total)}}])
     with Conn(lf.port, timeout=t(10)) as c:
         c.send(head_for(size))
-        th = send_body_behind(c.sock, size)
+        send_body_behind(c.sock, size)
         r = c.read_response(timeout=total + t(3))
         assert r.status == 504, r
     wait_for(lambda: pipe_fds(lf) == 0, t(5), what="the pipe closed")

@@ -30,7 +30,7 @@ import time
 
 import pytest
 
-from conftest import HOST, LIFELINE_BIN, RawConn, dur, fetch, free_port, run_cli, t, wait_for
+from conftest import LIFELINE_BIN, RawConn, dur, fetch, free_port, run_cli, t, wait_for
 from faults import hang_script, ok_script, refused
 from dnsfake import DnsFake
 from ops import admin_extra, metrics, pool_status, reload, status

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import (HOST, Conn, build_request, chunked_body, pattern_bytes, pattern_sha, pool, sha,
+from conftest import (Conn, build_request, chunked_body, pattern_bytes, pattern_sha, pool, sha,
                       free_port, t, wait_for)
 from faults import refused, status_script
 
@@ -1257,7 +1257,7 @@ def test_an_invalid_101_is_a_reset_attempt(lifeline, raw_upstream, tmp_path, cas
     not parse: the attempt is a reset and a failure of the server. It was recorded as an `ok`
     attempt with status 101 (access log, lifeline_upstream_attempts_total, outlier ejection's
     verdict) while the client got a 502 `reset` (found by a review of the tunnels)."""
-    from ops import access_lines, admin_extra, metrics, wait_access
+    from ops import admin_extra, metrics, wait_access
 
     async def script(conn):
         if await conn.read_request() is None:
@@ -1302,26 +1302,21 @@ def test_an_answer_cut_mid_body_lingers_for_a_pipelining_client(lifeline, raw_up
         conn.reset()
     up = raw_upstream(first_request(handle))
     lf = lifeline(pools={"p": pool(up)}, routes=[{"pool": "p", "retry": {"attempts": 1}}])
-    s = socket.create_connection((HOST, lf.port), timeout=t(5))
+    c = Conn(lf.port)
     try:
-        s.sendall(b"GET /cut HTTP/1.1\r\nHost: a\r\n\r\n")
-        got = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            got += chunk
+        c.send(b"GET /cut HTTP/1.1\r\nHost: a\r\n\r\n")
+        got = c.wait_closed(t(5))
         assert got.startswith(b"HTTP/1.1 200 ") and len(got) < 100000, got[:200]
         # the client's next pipelined request, after lifeline's FIN: read and dropped, no reset
         for _ in range(3):
-            s.sendall(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+            c.sock.sendall(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
             time.sleep(t(0.1))
-        s.settimeout(t(0.2))
+        c.sock.settimeout(t(0.2))
         try:
-            assert s.recv(100) == b""
+            assert c.sock.recv(100) == b""
         except socket.timeout:
             pass
     except (ConnectionResetError, BrokenPipeError) as e:
         raise AssertionError("lifeline reset the connection after a truncated answer: %r" % e)
     finally:
-        s.close()
+        c.close()

@@ -15,7 +15,7 @@ import pytest
 from conftest import (Conn, build_request, chunked_body, dur, free_port, pattern_bytes, pool, send_chunks_one_per_write,
                       sha, t, wait_for)
 from ops import admin_extra, admin_get, metrics, server_status, status, wait_access
-from faults import (HangingConnect, built_in_line, busy_once_script, close_script, each_request, gaps, hang_script, hanging_connect, ok_script,  # noqa: F401
+from faults import (HangingConnect, built_in_line, busy_once_script, close_script, gaps, hang_script, hanging_connect, ok_script,  # noqa: F401
                     refused, reset_script, route, server_of, status_script)
 
 
