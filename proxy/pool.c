@@ -182,7 +182,7 @@ void pool_close(struct upconn *uc)
     worker_upconn_free(w, uc);
 }
 
-void pool_destroy(struct pool *p)
+void pool_close_idle(struct pool *p)
 {
     if (!p->servers)
         return;
@@ -193,6 +193,17 @@ void pool_destroy(struct pool *p)
             upconn_unlink(uc);
             pool_close(uc);
         }
+    }
+    ev_timer_stop(p->w->loop, &p->idle_timer);
+}
+
+void pool_destroy(struct pool *p)
+{
+    if (!p->servers)
+        return;
+    pool_close_idle(p);
+    for (unsigned i = 0; i < p->nservers; i++) {
+        struct upserver *s = &p->servers[i];
         tls_session_free(s->tls_sess);
         s->tls_sess = NULL;
         if (s->bal) {
@@ -203,7 +214,6 @@ void pool_destroy(struct pool *p)
             s->bal = NULL;
         }
     }
-    ev_timer_stop(p->w->loop, &p->idle_timer);
     free(p->servers);
     p->servers = NULL;
     free(p->cand);

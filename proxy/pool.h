@@ -140,6 +140,9 @@ struct pool_pick_ctx {
  * starts with a link (struct srv_bal) of its own. Returns 0, or -1 when out of memory
  * (pool_destroy frees what was made). */
 int pool_init(struct pool *p, struct worker *w, const struct conf_pool *cp, struct health_pool *hp);
+/* Closes every idle connection (a drain: SPEC §1 "close idle connections"; nothing is pooled
+ * after it either, pool_release). */
+void pool_close_idle(struct pool *p);
 /* Closes every idle connection and frees the servers (and the links, struct srv_bal, no other
  * generation's server shares); hp is not touched. Busy connections must be gone already. */
 void pool_destroy(struct pool *p);

@@ -579,6 +579,11 @@ static void worker_drain(struct worker *w)
             w->listeners[i].fd = -1;
         }
         atomic_store(&w->listening_for, 0);
+        /* Idle upstream connections too (nginx closes its cached ones as it shuts down): an
+         * upstream should not hold sockets for a process that pools nothing more. (Retired
+         * generations' pools hold none.) */
+        for (size_t i = 0; w->gen && i < w->gen->conf->npools; i++)
+            pool_close_idle(&w->gen->pools[i]);
     }
     for (c = w->clients; c; c = next) {
         next = c->next;

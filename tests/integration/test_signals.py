@@ -543,3 +543,35 @@ def test_drain_answers_the_request_behind_an_answer_begun_before_it(lifeline, ra
         assert lf.proc.wait(t(5)) == 0
     finally:
         s.close()
+
+
+def test_drain_closes_idle_upstream_connections_at_once(lifeline, raw_upstream):
+    """SPEC §1: a drain closes idle connections. The upstream ones too (nginx closes its cached
+    upstream connections as it shuts down): they were held, pooled, until the last request in
+    flight ended and the process exited, up to shutdown_timeout (found by a review of upstream
+    keep-alive). The request in flight still gets its answer."""
+    from faults import each_request
+
+    async def handle(conn, req):
+        await asyncio.sleep(t(4) if req.target == "/slow" else 0.2)
+        await conn.respond(200, b"ok")
+    up = raw_upstream(each_request(handle))
+    lf = lifeline(pools={"p": pool(up)}, workers=1, shutdown_timeout=dur(t(20)))
+    a, b = Conn(lf.port), Conn(lf.port)
+    for c in (a, b):   # two at once: two upstream connections, both pooled after
+        c.request("GET", "/warm")
+    for c in (a, b):
+        assert c.read_response().status == 200
+    assert up.connections == 2 and up.closed == 0, (up.connections, up.closed)
+    a.request("GET", "/slow")   # takes one of them; the other stays idle
+    wait_for(lambda: len(up.state.get("times", [])) == 3, t(5), what="the slow request upstream")
+    lf.proc.send_signal(signal.SIGTERM)
+    lf.stopped_by_test = True
+    wait_for(lambda: up.closed >= 1, t(1.5), what="the idle upstream connection closed by the drain")
+    assert up.closed == 1 and lf.proc.poll() is None, (up.closed, lf.proc.poll())
+    r = a.read_response(timeout=t(10))
+    assert r.status == 200 and r.body == b"ok", r
+    assert lf.proc.wait(t(10)) == 0
+    assert up.connections == 2, up.connections
+    a.close()
+    b.close()
