@@ -588,6 +588,28 @@ static int conn_token(void *arg, const char *t, size_t n)
     return 0;
 }
 
+/* each_token() callback for Keep-Alive's parameters: timeout=N (seconds, optional whitespace
+ * around "=", at most 7 digits) into *arg; anything else, max=N included, is ignored. */
+static int keep_alive_param(void *arg, const char *t, size_t n)
+{
+    unsigned v = 0;
+    size_t i = 7, d = 0;
+
+    if (n < 8 || !ci_eq(t, "timeout", 7))
+        return 0;
+    while (i < n && (t[i] == ' ' || t[i] == '\t'))
+        i++;
+    if (i >= n || t[i++] != '=')
+        return 0;
+    while (i < n && (t[i] == ' ' || t[i] == '\t'))
+        i++;
+    for (; i < n && t[i] >= '0' && t[i] <= '9' && d < 7; i++, d++)
+        v = v * 10 + (unsigned)(t[i] - '0');
+    if (d && i == n)
+        *(unsigned *)arg = v;
+    return 0;
+}
+
 /* each_token() callback: marks the token's length in a mask (bit 63: 63 bytes or more). */
 static int token_length(void *arg, const char *t, size_t n)
 {
@@ -1086,6 +1108,7 @@ static inline __attribute__((always_inline)) int head_field(struct h1_parser *p,
                 each_token(hd->value, hd->value_len, conn_token, &st->cs);
         } else if (NAME_IS(hd, "keep-alive")) {
             hd->flags |= H1_HDR_HOP;
+            each_token(hd->value, hd->value_len, keep_alive_param, &h->keep_alive_timeout);
         } else if (NAME_IS(hd, "tracestate")) {
             hd->flags |= H1_HDR_TSTATE;
         }

@@ -84,6 +84,8 @@ struct h1_head {
     bool upgrade;            /* request: Upgrade + Connection: upgrade; response: 101 */
     bool expect_continue;    /* Expect: 100-continue */
     bool has_date;           /* a Date header (a response without one gets lifeline's: RFC 9110 §6.6.1) */
+    unsigned keep_alive_timeout;   /* Keep-Alive: timeout=N (RFC 2068 §19.7.1.1): how long the
+                                    * sender keeps the connection idle, in seconds; 0: not said */
     int host;                /* index of Host in hdrs, -1 when absent */
     int request_id;          /* index of X-Request-Id, -1 when absent */
     int traceparent;         /* index of traceparent, -1 when absent, -2 when more than one */

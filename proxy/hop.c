@@ -765,6 +765,7 @@ static void hop_done(struct hop *h, bool close_delimited)
     }
     h->state = HOP_DONE;
     h->seq++;
+    h->uc->idle_ttl = pool_idle_hint(resp->keep_alive_timeout);
     hop_detach(h, reusable);
     if (!h->ex) {
         hop_orphan_end(h, metric_answer_outcome(status), status);

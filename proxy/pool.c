@@ -295,6 +295,13 @@ static bool upconn_alive(struct upconn *uc)
     return r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
+ev_tstamp pool_idle_hint(unsigned seconds)
+{
+    if (!seconds)
+        return 0;
+    return seconds >= 2 ? (ev_tstamp)seconds - 1.0 : (ev_tstamp)seconds / 2.0;
+}
+
 struct upconn *pool_take(struct upserver *s, bool recoverable)
 {
     struct ev_loop *loop = s->pool->w->loop;
@@ -322,7 +329,10 @@ struct upconn *pool_take(struct upserver *s, bool recoverable)
          * with bytes after it, an answer to nothing) would be read as the next request's response;
          * they come with or right after the answer they follow, so a connection released in this
          * loop iteration, which no poll has looked at since, is checked whatever the request. */
-        if (ev_is_pending(&uc->rd) ||
+        /* Idle as long as the server said it keeps connections (Keep-Alive: timeout, less a
+         * margin): it may be closing this one now, and its FIN not here yet; a request not safe
+         * to replay would get a reset for it. */
+        if (ev_is_pending(&uc->rd) || (uc->idle_ttl > 0 && clock_now() - uc->idle_since >= uc->idle_ttl) ||
             ((!recoverable || uc->idle_iter == iter || xprt_pending(&uc->x)) && !upconn_alive(uc))) {
             pool_close(uc);
             continue;

@@ -83,6 +83,9 @@ struct upconn {
     unsigned idle_iter;                 /* ev_iteration() when it became idle (pool_take) */
     struct buf in;                      /* response bytes; allocated while busy */
     unsigned requests;                  /* requests carried so far (counted by pool_release) */
+    ev_tstamp idle_ttl;                 /* the server's Keep-Alive: timeout hint for it, less a
+                                         * margin (pool_idle_hint); 0: none. Idle this long, it is
+                                         * not reused: the server may be closing it */
     bool tls_unsettled;                 /* a TLS 1.3 handshake whose server may still refuse our
                                            certificate (tls_verdict_pending): counted in
                                            lifeline_tls_handshakes_total at the first byte read
@@ -192,6 +195,9 @@ void pool_server_headed(struct upserver *s);
  * status pages and tests. */
 unsigned pool_server_inflight(const struct upserver *s);
 double pool_server_ewma(const struct upserver *s);
+/* What a response's Keep-Alive: timeout=N (seconds; 0: absent) leaves for reuse: N less 1 s (as
+ * Node's undici agent does), half of it below 2 s; 0 (no limit but keepalive_timeout) for none. */
+ev_tstamp pool_idle_hint(unsigned seconds);
 /* Closes and frees a connection the caller owns. */
 void pool_close(struct upconn *uc);
 

@@ -65,6 +65,31 @@ def test_idle_connection_closed_by_upstream_is_not_reused(lifeline, raw_upstream
     assert up.connections == 5
 
 
+def test_keep_alive_timeout_hint_stops_reuse_before_the_server_closes(lifeline, raw_upstream):
+    """An upstream that says how long it keeps idle connections (`Keep-Alive: timeout=N`: Node's
+    http server, 5 s by default, and Apache do) closes them then, while lifeline's
+    keepalive_timeout (60 s) would still reuse them: a request sent as the server closes gets a
+    reset, and one that is not safe to replay (a POST) a 502. lifeline stops reusing such a
+    connection 1 s before the hint runs out (as Node's undici agent does). The hint was ignored."""
+    from faults import each_request
+
+    async def handle(conn, req):
+        await conn.respond(200, b"conn-%d" % conn.index, headers=[("Keep-Alive", "timeout=3, max=100")])
+    up = raw_upstream(each_request(handle))
+    lf = lifeline(workers=1, pools={"p": pool(up)}, routes=[{"pool": "p", "retry": {"attempts": 1}}])
+    with lf.conn() as c:
+        bodies = []
+        for method, pause in (("GET", 0), ("POST", 0), ("POST", 2.3), ("GET", 0)):
+            time.sleep(pause)
+            c.request(method, "/x", body=b"b" if method == "POST" else b"")
+            r = c.read_response()
+            assert r.status == 200, r
+            bodies.append(r.body)
+    # reused within the hint's 2 s; idle 2.3 s: a fresh connection, itself reused at once
+    assert bodies == [b"conn-1", b"conn-1", b"conn-2", b"conn-2"], bodies
+    assert up.connections == 2, up.connections
+
+
 def test_idle_upstream_connection_closed_after_keepalive_timeout(lifeline, upstream):
     up = upstream()
     lf = lifeline(pools={"p": pool(up, keepalive_timeout=dur(t(0.5)))})

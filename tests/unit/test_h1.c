@@ -1628,6 +1628,36 @@ static void test_eof_request_mid_body(void **state)
     CHECK(strcmp(T.ev, "He") == 0, "chunked: events %s", T.ev);
 }
 
+/* Keep-Alive: timeout=N (the hint Node and Apache send: pool.c stops reusing a connection before
+ * the server closes it): read from any parameter position, spacing and case; absent, malformed,
+ * or too long: 0. A message after reset forgets it. */
+static void test_keep_alive_timeout(void **state)
+{
+    (void)state;
+    static const struct { const char *value; unsigned want; } cases[] = {
+        { "timeout=5", 5 }, { "timeout=5, max=100", 5 }, { "max=99, timeout=15", 15 },
+        { "Timeout = 7", 7 }, { "TIMEOUT=0", 0 }, { "timeout=", 0 }, { "timeout=5s", 0 },
+        { "timeout=-1", 0 }, { "timeout=12345678", 0 }, { "timeouts=5", 0 }, { "max=5", 0 },
+        { "timeout 5", 0 }, { "", 0 },
+    };
+    struct h1_parser *p = fx_parser(H1_RESPONSE, 8192);
+    char in[256];
+    size_t used;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int n = snprintf(in, sizeof(in), "HTTP/1.1 200 OK\r\nKeep-Alive: %s\r\nContent-Length: 0\r\n\r\n",
+                         cases[i].value);
+        h1_parser_reset(p);
+        assert_int_equal(h1_parse(p, in, (size_t)n, &used), H1_HEAD);
+        CHECK(h1_parser_head(p)->keep_alive_timeout == cases[i].want, "%s: %u", cases[i].value,
+              h1_parser_head(p)->keep_alive_timeout);
+    }
+    h1_parser_reset(p);
+    snprintf(in, sizeof(in), "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    assert_int_equal(h1_parse(p, in, strlen(in), &used), H1_HEAD);
+    assert_int_equal(h1_parser_head(p)->keep_alive_timeout, 0);
+}
+
 static void test_expect_no_body_reset(void **state)
 {
     (void)state;
@@ -3053,6 +3083,7 @@ int main(void)
     ADD(test_tee_forgotten_by_reset);
     ADD(test_eof_between_messages);
     ADD(test_eof_request_mid_body);
+    ADD(test_keep_alive_timeout);
     ADD(test_expect_no_body_reset);
     ADD(test_max_body_kept_by_reset);
     ADD(test_reset_reuses_arena);
