@@ -13,6 +13,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <math.h>
 #include <poll.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -94,16 +95,31 @@ static bool client_out_sheddable(const struct client *c)
     return c->out.data && c->out.cap != WORKER_SMALL && (c->out.cap != WORKER_BLOCK || c->out.len == 0);
 }
 
+/* While output is stuck, the client's progress is looked at every quarter of send_timeout
+ * (client_send_progress), so one that stops reading is cut within 1.25 send_timeout of its last
+ * acknowledged byte (looked at only at the deadline, that was up to twice send_timeout: a client
+ * that read on for a moment after the stall began, or whose kernel went on taking bytes into a
+ * growing receive buffer, restarted the whole wait at the deadline). */
+#define SEND_CHECKS 4
+
 /* The send side's next deadline while output is stuck (send_stall): send_timeout after the last
- * byte the socket took (or the start of the stall), or shedding the output's pages before it.
- * 0 when no output is stuck. */
+ * byte the socket took (or the start of the stall), the next look at the client's progress before
+ * it, or shedding the output's pages before that. 0 when no output is stuck. */
 static ev_tstamp client_wdue(const struct client *c)
 {
-    ev_tstamp due;
+    ev_tstamp t, due, step, now;
 
     if (!c->send_stall)
         return 0;
-    due = c->last_write + ms(c->conf->client.send_timeout);
+    t = ms(c->conf->client.send_timeout);
+    due = c->last_write + t;
+    step = t / SEND_CHECKS;
+    now = clock_now();
+    if (step > 0.001 && now < due) {
+        ev_tstamp look = c->last_write + step * (floor((now - c->last_write) / step + 0.001) + 1);
+        if (look < due - 0.001)
+            due = look;
+    }
     if (!c->out_shed && client_out_sheddable(c) && c->last_write + OUT_SHED_AFTER < due)
         due = c->last_write + OUT_SHED_AFTER;
     return due;
@@ -1107,7 +1123,8 @@ static bool client_io_first(struct ev_loop *loop, struct client *c, int events)
  * never read was cut at twice send_timeout. With progress, the stall counts again from now and the
  * write is tried (the kernel takes bytes whenever the queue has room). A client that reads
  * nothing, or a byte a second, keeps its receive window shut: nothing new is sent, and it is cut.
- * So one that stops reading is cut between send_timeout and twice send_timeout after the last byte
+ * Looked at every quarter of send_timeout (SEND_CHECKS), one that stops reading is cut between
+ * send_timeout and 1.25 send_timeout after the last byte
  * it acknowledged (README). Returns true when c closed meanwhile; otherwise c->last_write says
  * whether the deadline moved. */
 static bool client_send_progress(struct ev_loop *loop, struct client *c)
@@ -1139,6 +1156,10 @@ static void client_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         (client_io_first(loop, c, EV_WRITE) ||
          (c->send_stall && c->last_write + ms(c->conf->client.send_timeout) <= now + 0.0005 &&
           client_send_progress(loop, c))))
+        return;
+    /* a look at the client's progress between (client_wdue): it moves last_write when there is */
+    if (c->send_stall && now - c->last_write >= ms(c->conf->client.send_timeout) / SEND_CHECKS - 0.0005 &&
+        client_send_progress(loop, c))
         return;
     if (c->send_stall) {
         if (c->last_write + ms(c->conf->client.send_timeout) <= now + 0.0005) {
