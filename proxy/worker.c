@@ -183,6 +183,13 @@ static bool listener_overlaps(const struct conf_listener *cl, int family, const 
     return a->sin_addr.s_addr == htonl(INADDR_ANY) || !memcmp(addr, any, 4) || !memcmp(addr, &a->sin_addr, 4);
 }
 
+/* NLMSG_OK without its signed-unsigned compare (clang's -Wsign-compare; len stays an int, so
+ * NLMSG_NEXT past the last message makes it negative, not huge). */
+static bool nl_ok(const struct nlmsghdr *h, int len)
+{
+    return len >= (int)sizeof(*h) && h->nlmsg_len >= sizeof(*h) && h->nlmsg_len <= (unsigned)len;
+}
+
 /* Appends to *ino (n used, cap allocated) the inode of every TCP socket of `family` listening on
  * cl's port that shares it with cl (listener_overlaps), as the kernel's socket diagnostics list
  * them (NETLINK_SOCK_DIAG). 0, or -errno. */
@@ -216,7 +223,7 @@ static int listener_holders(const struct conf_listener *cl, int family, unsigned
             break;
         }
         int len = (int)got;
-        for (struct nlmsghdr *h = (struct nlmsghdr *)buf; !rc && !done && NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+        for (struct nlmsghdr *h = (struct nlmsghdr *)buf; !rc && !done && nl_ok(h, len); h = NLMSG_NEXT(h, len)) {
             if (h->nlmsg_type == NLMSG_DONE) {
                 done = true;
             } else if (h->nlmsg_type == NLMSG_ERROR) {
