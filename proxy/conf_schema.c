@@ -1985,9 +1985,15 @@ static int conf_h_body(struct conf_loader *ld, const struct conf_field *f, yaml_
                        const char *where)
 {
     struct conf_route *r = obj;
+    char q[CONF_QUOTE_MAX + 8];
     (void)where;
-    if (!conf_expect_node(ld, v, YAML_SCALAR_NODE, f->key, "a string"))
+    /* A YAML null (~, null, nothing) is refused as for every other string key: it was served as
+     * the text "~" or "null". An empty body is written '' (README). */
+    if (v->type != YAML_SCALAR_NODE || conf_is_null(v)) {
+        conf_err(ld, v, "%s must be a string, not %s%s", f->key, conf_describe(v, q),
+                 conf_is_null(v) ? " (an empty body is written '')" : "");
         return -1;
+    }
     /* The body is bytes: it may hold what a C string cannot, so it is copied with its length. */
     size_t len = v->data.scalar.length;
     if (len > CONF_FALLBACK_MAX) {

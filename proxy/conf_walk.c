@@ -62,11 +62,31 @@ void conf_err_mark(struct conf_loader *ld, yaml_mark_t m, const char *fmt, ...)
 }
 
 /* Reports an error at a node (a key or a value) of the document. */
+/* Where an error about n is said: n's start, but for a value left empty (`admin:`), which starts
+ * after the colon, where nothing is written, its key's (SPEC §1: the offending key or value). */
+static yaml_mark_t conf_node_mark(const struct conf_loader *ld, const yaml_node_t *n)
+{
+    const yaml_document_t *d = &ld->doc;
+
+    if (n->type != YAML_SCALAR_NODE || n->data.scalar.length || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE ||
+        n < d->nodes.start || n >= d->nodes.top)
+        return n->start_mark;
+    int id = (int)(n - d->nodes.start) + 1;
+    for (const yaml_node_t *m = d->nodes.start; m < d->nodes.top; m++) {
+        if (m->type != YAML_MAPPING_NODE)
+            continue;
+        for (const yaml_node_pair_t *p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top; p++)
+            if (p->value == id)
+                return d->nodes.start[p->key - 1].start_mark;
+    }
+    return n->start_mark;
+}
+
 void conf_err(struct conf_loader *ld, const yaml_node_t *n, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    conf_verr_mark(ld, n->start_mark, fmt, ap);
+    conf_verr_mark(ld, conf_node_mark(ld, n), fmt, ap);
     va_end(ap);
 }
 

@@ -946,9 +946,17 @@ static const struct bad_case bad_cases[] = {
     { L "stale_store: 64MiB\n", 2, 14, "stale_store must be a mapping", 0, 0 },
     /* wrong types */
     { L "client: 5s\n", 2, 9, "client must be a mapping, not \"5s\"", 0, 0 },
-    { L "client:\n", 2, 8, "client must be a mapping (write {} for the defaults)", 0, 0 },
+    /* a value left empty is said at its key (SPEC §1: the key or the value; the empty value starts
+     * after the colon, where nothing is written) */
+    { L "client:\n", 2, 1, "client must be a mapping (write {} for the defaults)", 0, 0 },
     /* admin: {} is no config either (address is required): no such hint */
-    { L "admin:\n", 2, 7, "admin must be a mapping, not", 0, 0 },
+    { L "admin:\n", 2, 1, "admin must be a mapping, not", 0, 0 },
+    { L "pools:\n  p:\n    servers: [ { address: 127.0.0.1:9 } ]\n    health:\n", 5, 5,
+      "health must be a mapping (write {} for the defaults), not an empty value", 0, 0 },
+    { L "pools: { p: { servers: [ { address: 127.0.0.1:9 } ] } }\nroutes: [ { pool: p, fallback: { body: ~ } } ]\n",
+      3, 40, "body must be a string, not an empty value (an empty body is written '')", 0, 0 },
+    { L "pools: { p: { servers: [ { address: 127.0.0.1:9 } ] } }\nroutes:\n  - pool: p\n    fallback:\n      body:\n",
+      6, 7, "body must be a string, not an empty value", 0, 0 },
     { L "workers: [1]\n", 2, 10, "workers must be auto or a number of threads, not a list", 0, 0 },
     { L "workers: 0\n", 2, 10, "workers must be auto or between 1 and 256", 0, 0 },
     { L "pools: [ api ]\n", 2, 8, "pools must be a mapping of pool names to pools", 0, 0 },
@@ -1338,7 +1346,7 @@ static void test_error_is_one_line(void **state)
     assert_null(l.c);
     assert_int_equal(l.n, 1);
     assert_int_equal(count_lines(l.errs), 1);
-    assert_true(has_error(&l, 3, 57, "a?b? must be a string, not an empty value"));
+    assert_true(has_error(&l, 3, 45, "a?b? must be a string, not an empty value"));
     done(&l);
 }
 
