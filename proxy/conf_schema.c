@@ -1391,7 +1391,9 @@ static void conf_post_pool_tls(struct conf_loader *ld, yaml_node_t *map, void *o
     conf_path_from_dir(ld, &p->tls.client_cert);
     conf_path_from_dir(ld, &p->tls.client_key);
     if (!*p->tls.client_cert != !*p->tls.client_key) {
-        conf_err(ld, map, "client_cert and client_key go together: give both or neither");
+        /* said at the one given (it was said at the tls mapping's start) */
+        at = conf_lookup(ld, map, *p->tls.client_cert ? "client_cert" : "client_key");
+        conf_err(ld, at ? at : map, "client_cert and client_key go together: give both or neither");
         return;
     }
     /* sni is sent and is the name the certificate must match: a host name (as dns_resolve takes)
@@ -1912,6 +1914,19 @@ static void fallback_header_add(struct conf_route *r, char *name, char *value)
     r->fallback.headers[r->fallback.nheaders++] = (struct conf_header){ .name = name, .value = value };
 }
 
+/* name is the lowercase header name lit, case aside and with '_' read as '-' (SPEC §4 refuses a
+ * request's Transfer_Encoding: behind a gateway that maps '_' to '-', a fallback's
+ * Transfer_Encoding or Content_Length would frame the answer a second way). */
+static bool conf_header_is(const char *name, const char *lit)
+{
+    for (; *name && *lit; name++, lit++) {
+        char c = (char)tolower((unsigned char)*name);
+        if ((c == '_' ? '-' : c) != *lit)
+            return false;
+    }
+    return !*name && !*lit;
+}
+
 /* fallback.headers: NAME: value. Names stored lowercase; framing headers are lifeline's own, and so
  * are x-lifeline-fallback and x-request-id (SPEC §3.7, §4: every fallback answer carries lifeline's
  * own; a configured one would make it appear twice) and date (RFC 9110 §6.6.1: one, the time the
@@ -1946,7 +1961,7 @@ static int conf_h_headers(struct conf_loader *ld, const struct conf_field *f, ya
             rc = -1;
             continue;
         }
-        for (j = 0; reserved[j] && strcasecmp(reserved[j], name); j++)
+        for (j = 0; reserved[j] && !conf_header_is(name, reserved[j]); j++)
             ;
         if (reserved[j]) {
             conf_err(ld, k, "header %s is set by lifeline, not by the fallback", conf_quote(q, reserved[j]));

@@ -942,7 +942,9 @@ int tls_client_attach(struct xprt *x, const struct tls_client *tcl, const char *
     ssl = x->ssl;
     SSL_set_connect_state(ssl);
     x->sess_slot = sess_slot;
-    if (n && (!literal || (sni && *sni)))
+    /* RFC 6066 §3: no IP literal in server_name, not even one written in tls.sni (nginx sends
+     * none for one either); it is still the name verified below */
+    if (n && !literal)
         SSL_set_tlsext_host_name(ssl, name);
     if (verify) {
         X509_VERIFY_PARAM *vp = SSL_get0_param(ssl);

@@ -1578,6 +1578,21 @@ def test_upstream_name_with_a_trailing_dot_is_sent_and_verified_without_it(lifel
         dns.stop()
 
 
+@pytest.mark.parametrize("sni", ["", "127.0.0.1"])
+def test_an_ip_literal_is_never_sent_as_sni(lifeline, upstream, pki, sni):
+    """RFC 6066 §3: a literal IP address is not permitted in server_name (nginx sends none for one,
+    whatever proxy_ssl_name says). An IP written in tls.sni was sent; it is now only the name the
+    certificate is verified against (its IP addresses), as for a server written as an IP."""
+    seen = []
+    ctx = _server_ctx(pki["up"])   # IP:127.0.0.1 among its names
+    ctx.sni_callback = lambda sock, name, c: seen.append(name)
+    up = upstream(ssl=ctx)
+    lf = lifeline(pools={"p": _tls_pool(pki, up, tls={"sni": sni})})
+    r = lf.fetch("GET", "/status/200")
+    assert r.status == 200 and not r.has_header("x-lifeline-fallback"), r
+    assert seen and set(seen) == {None}, seen
+
+
 def _read_to_close(sock):
     """Everything sock receives until the peer closes (or resets: what came before is kept)."""
     data = b""

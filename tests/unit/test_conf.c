@@ -1038,10 +1038,18 @@ static const struct bad_case bad_cases[] = {
     /* hop-by-hop (SPEC §4), as the other connection headers */
     { L P "routes:\n  - pool: api\n    fallback: { headers: { Proxy-Connection: keep-alive } }\n", 7, 28,
       "header \"proxy-connection\" is set by lifeline", 0, CONF_LOAD_UNSUPPORTED },
+    /* '_' read as '-', as for a request's headers (SPEC §4): a gateway mapping it would see two framings */
+    { L P "routes:\n  - pool: api\n    fallback: { headers: { Transfer_Encoding: chunked } }\n", 7, 28,
+      "header \"transfer-encoding\" is set by lifeline", 0, CONF_LOAD_UNSUPPORTED },
+    { L P "routes:\n  - pool: api\n    fallback: { headers: { content_LENGTH: \"9\" } }\n", 7, 28,
+      "header \"content-length\" is set by lifeline", 0, CONF_LOAD_UNSUPPORTED },
     /* one Date, the time the answer is made (a configured one went out beside it) */
     { L P "routes:\n  - pool: api\n    fallback: { headers: { Date: \"Thu, 01 Jan 1970 00:00:00 GMT\" } }\n", 7, 28,
       "header \"date\" is set by lifeline", 0, CONF_LOAD_UNSUPPORTED },
-    { L PX "    tls: { client_cert: /c.pem }\n", 5, 10, "client_cert and client_key go together", 0, CONF_LOAD_UNSUPPORTED },
+    /* said at the one given (it was said at the mapping's start, which may be another key's line) */
+    { L PX "    tls: { client_cert: /c.pem }\n", 5, 25, "client_cert and client_key go together", 0, CONF_LOAD_UNSUPPORTED },
+    { L PX "    tls:\n      enabled: true\n      verify: false\n      client_key: /k.pem\n", 8, 19,
+      "client_cert and client_key go together", 0, CONF_LOAD_UNSUPPORTED },
     /* addresses */
     { "listen: [ { address: localhost } ]\n", 1, 22, "bad address \"localhost\": expected host:port or [v6]:port", 0, 0 },
     { "listen: [ { address: 127.0.0.1:0 } ]\n", 1, 22, "bad port in \"127.0.0.1:0\": expected 1..65535", 0, 0 },
