@@ -27,12 +27,26 @@ static yaml_node_t *eff_src(struct eff *e, int id)
 }
 
 /* A scalar of the value in force: plain, unless plain would read back as null (empty, ~, null). */
+/* A word a YAML 1.1 reader (PyYAML) takes for a boolean, though lifeline never does (its booleans
+ * are true and false): on, off, yes, no, y, n, in any case. Written plain (`outlier: off`, retry's
+ * `on`), /config read back by such a reader gave False for "off" and True for the key "on". */
+static bool eff_yaml11_word(const char *s, size_t len)
+{
+    static const char *const words[] = { "on", "off", "yes", "no", "y", "n", NULL };
+    for (size_t i = 0; words[i]; i++)
+        if (len == strlen(words[i]) && !strncasecmp(s, words[i], len))
+            return true;
+    return false;
+}
+
 static int eff_scalar_len(struct eff *e, const char *s, size_t len)
 {
     yaml_scalar_style_t st = YAML_PLAIN_SCALAR_STYLE;
     if (!len || (len == strlen(s) && (!strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") ||
                                       !strcmp(s, "NULL"))))
         st = YAML_DOUBLE_QUOTED_SCALAR_STYLE;
+    else if (eff_yaml11_word(s, len))
+        st = YAML_SINGLE_QUOTED_SCALAR_STYLE;
     int id = yaml_document_add_scalar(e->out, NULL, (yaml_char_t *)s, (int)len, st);
     if (!id)
         e->oom = true;
@@ -48,11 +62,9 @@ static int eff_scalar(struct eff *e, const char *s)
  * boolean (retry's `on`); lifeline reads a key the same in either style. */
 static int eff_key(struct eff *e, const char *k)
 {
-    static const char *const bools[] = { "on", "off", "yes", "no", "y", "n", "true", "false", NULL };
     yaml_scalar_style_t st = YAML_PLAIN_SCALAR_STYLE;
-    for (size_t i = 0; bools[i]; i++)
-        if (!strcasecmp(k, bools[i]))
-            st = YAML_SINGLE_QUOTED_SCALAR_STYLE;
+    if (eff_yaml11_word(k, strlen(k)) || !strcasecmp(k, "true") || !strcasecmp(k, "false"))
+        st = YAML_SINGLE_QUOTED_SCALAR_STYLE;
     int id = yaml_document_add_scalar(e->out, NULL, (yaml_char_t *)k, -1, st);
     if (!id)
         e->oom = true;
@@ -136,7 +148,10 @@ static int eff_copy(struct eff *e, yaml_node_t *n)
     switch (n->type) {
     case YAML_SCALAR_NODE:
         id = yaml_document_add_scalar(e->out, n->tag, n->data.scalar.value, (int)n->data.scalar.length,
-                                      n->data.scalar.style);
+                                      n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+                                              eff_yaml11_word((const char *)n->data.scalar.value, n->data.scalar.length)
+                                          ? YAML_SINGLE_QUOTED_SCALAR_STYLE
+                                          : n->data.scalar.style);
         if (!id)
             e->oom = true;
         break;

@@ -928,6 +928,37 @@ def test_config_round_trips_through_lifeline_t_and_reload(lifeline, upstream, tm
     assert _body_of(again).replace("generation: 2", "generation: 1") == _body_of(text), (text, again)
 
 
+def test_config_quotes_words_a_yaml_1_1_reader_takes_for_booleans(lifeline, upstream):
+    """A hand-written file says `on:` and `off` plain, as the SPEC's example does. /config copied
+    them plain, and PyYAML (YAML 1.1) read them back as True and False: retry's key `on` became
+    True, `outlier: off` and `path: off` False (found by a review of SPEC §5). They are quoted
+    now; true and false stay booleans."""
+    from ops import reload
+    up = upstream()
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)}, extra=admin_extra(aport))
+    reload(lf, text="""listen: [ { address: "%s:%d" } ]
+admin: { address: "%s:%d" }
+access_log: { path: off }
+pools:
+  p:
+    servers: [ { address: "%s" } ]
+    outlier: off
+    tls: { enabled: false, verify: true }
+routes:
+  - pool: p
+    retry: { on: [503, reset], methods: [GET] }
+    strip_prefix: false
+""" % (HOST, lf.port, HOST, aport, up.address))
+    out, doc = _config_doc(aport)
+    assert doc["generation"] == 2, out
+    assert doc["access_log"]["path"] == "off", doc["access_log"]
+    assert doc["pools"]["p"]["outlier"] == "off", doc["pools"]["p"]
+    assert doc["pools"]["p"]["tls"]["verify"] is True and doc["pools"]["p"]["tls"]["enabled"] is False, doc
+    r = doc["routes"][0]
+    assert r["retry"]["on"] == [503, "reset"] and r["strip_prefix"] is False, r
+
+
 @pytest.mark.parametrize("target,want", [("http://%(h)s/healthz", b"ok"), ("HTTP://%(h)s/status/requests?id=x", b"["),
                                          ("http://%(h)s", None)],
                          ids=["path", "query", "no_path"])
