@@ -1340,14 +1340,15 @@ void client_drain(struct client *c)
         }
         return;
     }
-    /* Half a head, draining or retiring alike: DRAIN_HEAD_GRACE to complete it, then 408 and
-     * close. A retiring worker cannot hand it over (the heir takes a connection between requests:
-     * the bytes read so far, the head's deadline and a parser holding part of a large head would
-     * have to go with it), and waiting out header_timeout would hold the retiring worker for it
-     * (a SIGTERM drain's cut at shutdown_timeout would close it with no answer, no log line and no
-     * count). A head that completes in time is answered here
-     * and handed over after its answer, as any request in flight. */
-    if (c->phase == CLIENT_HEAD && !c->answer_done) {
+    /* Half a head, draining: DRAIN_HEAD_GRACE to complete it, then 408 and close, so a slow or
+     * stuck client does not hold the process until shutdown_timeout. Retiring (a reload lowered
+     * `workers`), it is a request in flight, which a reload never drops (SPEC §1): it keeps its
+     * header_timeout, and completed it is answered here and handed over after its answer. (The
+     * heir takes a connection between requests only: the bytes read so far, the head's deadline
+     * and a parser holding part of a large head would have to go with it.) It got the drain's
+     * second, and a client that finished its head 2.5 s after such a reload got a 408. A SIGTERM
+     * during the retire drains: this runs again, with the grace. */
+    if (c->phase == CLIENT_HEAD && !c->answer_done && client_closing(c)) {
         ev_tstamp grace = clock_now() + DRAIN_HEAD_GRACE;
         if (c->head_deadline > grace) {
             c->head_deadline = grace;
@@ -1397,11 +1398,11 @@ static bool client_step(struct client *c)
             if (!c->drain_grace)
                 c->head_deadline = c->last_read + ms(c->conf->client.header_timeout);
         }
-        /* A head begun after the drain call: a connection a retiring worker kept (new, or not
-         * yet idle at the retire) gets the drain's grace from its first byte, as one begun
-         * before the retire got it from there (client_drain). (A drain of the process closes
-         * idle connections, and gave the ones it kept their grace then.) */
-        if (w->draining && c->head_deadline > clock_now() + DRAIN_HEAD_GRACE)
+        /* A head begun after the drain call: a drain of the process closed idle connections
+         * and gave the ones it kept their grace then (client_drain); one begun on a retiring
+         * worker's kept connection (new, or not yet idle at the retire) has its header_timeout,
+         * as a head begun before the retire. (A guard: the grace is never exceeded draining.) */
+        if (client_closing(c) && c->head_deadline > clock_now() + DRAIN_HEAD_GRACE)
             c->head_deadline = clock_now() + DRAIN_HEAD_GRACE;
         client_timer_arm(c);
         return true;

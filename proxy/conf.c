@@ -396,6 +396,8 @@ static struct conf *conf_load_text(const char *path, const char *text, size_t le
         ld.oom = true;
         goto out;
     }
+    if (conf_yaml_merge(&ld.doc, &ld) < 0)
+        ld.oom = true;
     conf_schema_defaults(&ld, c);
     c->path = conf_strdup(&ld, path);
     if ((c->source = conf_calloc(&ld, (text ? len : 0) + 1, 1))) {

@@ -446,6 +446,10 @@ int conf_effective(const struct conf *c, yaml_document_t *doc)
         return -1;
     }
     yaml_parser_delete(&parser);
+    if (conf_yaml_merge(&src, NULL) < 0) {
+        yaml_document_delete(&src);
+        return -1;
+    }
     if (!yaml_document_initialize(doc, NULL, NULL, NULL, 1, 1)) {
         yaml_document_delete(&src);
         return -1;

@@ -185,6 +185,11 @@ __attribute__((format(printf, 3, 4)))
 void conf_err_mark(struct conf_loader *ld, yaml_mark_t m, const char *fmt, ...);
 __attribute__((format(printf, 3, 4)))
 void conf_err(struct conf_loader *ld, const yaml_node_t *n, const char *fmt, ...);
+/* Applies YAML merge keys (`<<: *anchor`, or a list of aliases) in d, as PyYAML and Go's yaml
+ * read them: each mapping with a plain `<<` key gets the merged mappings' pairs it lacks, after its
+ * own, and loses the `<<` pair. ld (NULL: none) hears of a `<<` that is no mapping. 0, or -1 when
+ * out of memory. Used by the load and by /config (conf_effective), which reads the source again. */
+int conf_yaml_merge(yaml_document_t *d, struct conf_loader *ld);
 /* True when an error was reported inside node n (its value included). */
 bool conf_error_within(const struct conf_loader *ld, const yaml_node_t *n);
 /* True when mapping map has key and an error was reported in its value: a post hook's cross-check

@@ -1286,8 +1286,12 @@ static int conf_h_hash_key(struct conf_loader *ld, const struct conf_field *f, y
         conf_err(ld, v, "hash_key must be source, uri or header:NAME, not %s", conf_quote(q, s));
         return -1;
     }
-    p->hash_key_line = (unsigned long)v->start_mark.line + 1;
-    p->hash_key_col = (unsigned long)v->start_mark.column + 1;
+    /* (the default, source, written is no claim: GET /config writes it for every pool, and its
+     * output loaded again warned for each pool not balanced by hash) */
+    if (p->hash_key != HASH_SOURCE) {
+        p->hash_key_line = (unsigned long)v->start_mark.line + 1;
+        p->hash_key_col = (unsigned long)v->start_mark.column + 1;
+    }
     return 0;
 }
 

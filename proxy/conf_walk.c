@@ -511,3 +511,114 @@ void conf_map(struct conf_loader *ld, const char *key, yaml_node_t *map, const s
     if (blk->post)
         blk->post(ld, map, obj, seen);
 }
+
+/* YAML merge keys (`<<: *defaults`, or a list of aliases: the first one listed wins), as PyYAML,
+ * Go's yaml and yaml-cpp read them: a mapping with a plain `<<` key gets, after its own pairs, each
+ * pair of the merged mappings whose key it does not have itself; the `<<` pair goes. libyaml
+ * leaves `<<` an ordinary key (it was refused as an unknown key, with a misleading "missing key"
+ * after it). Merged pairs share the anchor's nodes, as an alias does, so an error in one points at
+ * the anchor's text. A merged mapping is expanded first (state: 0 not yet, 1 under way, 2 done;
+ * an anchor cannot hold its own alias: conf_limits). */
+static bool conf_is_merge_key(const yaml_node_t *k)
+{
+    return k && k->type == YAML_SCALAR_NODE && k->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+           k->data.scalar.length == 2 && !memcmp(k->data.scalar.value, "<<", 2);
+}
+
+static bool conf_map_has_key(yaml_document_t *d, const yaml_node_pair_t *a, const yaml_node_pair_t *b,
+                             const yaml_node_t *k)
+{
+    for (; a < b; a++) {
+        const yaml_node_t *o = yaml_document_get_node(d, a->key);
+        if (o && o->type == YAML_SCALAR_NODE && k->type == YAML_SCALAR_NODE &&
+            o->data.scalar.length == k->data.scalar.length &&
+            !memcmp(o->data.scalar.value, k->data.scalar.value, k->data.scalar.length))
+            return true;
+    }
+    return false;
+}
+
+/* The merged mappings of m's `<<` pair p, one at a time: *it from [*it, end). */
+static void conf_merge_sources(yaml_document_t *d, const yaml_node_pair_t *p, yaml_node_item_t *one,
+                               yaml_node_item_t **it, yaml_node_item_t **end)
+{
+    yaml_node_t *v = yaml_document_get_node(d, p->value);
+
+    *one = p->value, *it = one, *end = one + 1;
+    if (v && v->type == YAML_SEQUENCE_NODE)
+        *it = v->data.sequence.items.start, *end = v->data.sequence.items.top;
+}
+
+static int conf_merge_node(yaml_document_t *d, struct conf_loader *ld, int id, unsigned char *state)
+{
+    yaml_node_t *m = yaml_document_get_node(d, id);
+    yaml_node_item_t one, *it, *end;
+    size_t n = 0, cap = 0;
+    bool merges = false;
+
+    if (!m || m->type != YAML_MAPPING_NODE || state[id - 1])
+        return 0;
+    state[id - 1] = 1;
+    /* the sources first, and the room they need (pairs arrays are separate allocations: m's own
+     * pointer stays valid while a source is rewritten) */
+    for (yaml_node_pair_t *p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top; p++) {
+        if (!conf_is_merge_key(yaml_document_get_node(d, p->key)))
+            continue;
+        merges = true;
+        for (conf_merge_sources(d, p, &one, &it, &end); it < end; it++) {
+            yaml_node_t *src = yaml_document_get_node(d, *it);
+            if (!src || src->type != YAML_MAPPING_NODE) {
+                if (ld)
+                    conf_err(ld, src ? src : yaml_document_get_node(d, p->key),
+                             "<< (a YAML merge) must be a mapping or a list of mappings");
+                continue;
+            }
+            if (conf_merge_node(d, ld, *it, state) < 0)
+                return -1;
+            cap += (size_t)(src->data.mapping.pairs.top - src->data.mapping.pairs.start);
+        }
+    }
+    state[id - 1] = 2;
+    if (!merges)
+        return 0;
+    cap += (size_t)(m->data.mapping.pairs.top - m->data.mapping.pairs.start);
+    yaml_node_pair_t *out = malloc(cap * sizeof *out);
+    if (!out)
+        return -1;
+    for (yaml_node_pair_t *p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top; p++)
+        if (!conf_is_merge_key(yaml_document_get_node(d, p->key)))
+            out[n++] = *p;
+    for (yaml_node_pair_t *p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top; p++) {
+        if (!conf_is_merge_key(yaml_document_get_node(d, p->key)))
+            continue;
+        for (conf_merge_sources(d, p, &one, &it, &end); it < end; it++) {
+            yaml_node_t *src = yaml_document_get_node(d, *it);
+            if (!src || src->type != YAML_MAPPING_NODE)
+                continue;
+            for (yaml_node_pair_t *q = src->data.mapping.pairs.start; q < src->data.mapping.pairs.top; q++) {
+                yaml_node_t *k = yaml_document_get_node(d, q->key);
+                if (k && !conf_map_has_key(d, out, out + n, k))
+                    out[n++] = *q;
+            }
+        }
+    }
+    free(m->data.mapping.pairs.start);   /* libyaml's own allocation (its yaml_free is free) */
+    m->data.mapping.pairs.start = out;
+    m->data.mapping.pairs.top = out + n;
+    m->data.mapping.pairs.end = out + cap;
+    return 0;
+}
+
+int conf_yaml_merge(yaml_document_t *d, struct conf_loader *ld)
+{
+    size_t nodes = (size_t)(d->nodes.top - d->nodes.start);
+    unsigned char *state = calloc(nodes ? nodes : 1, 1);
+    int rc = 0;
+
+    if (!state)
+        return -1;
+    for (size_t i = 0; i < nodes && rc == 0; i++)
+        rc = conf_merge_node(d, ld, (int)i + 1, state);
+    free(state);
+    return rc;
+}

@@ -1,11 +1,13 @@
 """SPEC §1 (command line) and §2 (configuration errors with FILE:LINE:COL)."""
 
 import re
+import socket
+import subprocess
 import time
 
 import pytest
 
-from conftest import HOST, free_port, pool, run_cli, t
+from conftest import HOST, LIFELINE_BIN, free_port, pool, run_cli, t, wait_for
 
 
 def write(tmp_path, name, text):
@@ -390,6 +392,73 @@ def test_a_server_listed_twice_is_warned_of(tmp_path):
     r = run_cli(["-t", "-c", path])
     assert r.returncode == 0 and "%s:5:32: server 127.0.0.1:9001 is listed already (server 1)" % path in r.stderr, \
         r.stderr
+
+
+def _port_open(port):
+    try:
+        socket.create_connection((HOST, port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_yaml_merge_keys_are_applied(tmp_path):
+    """YAML merge keys (`<<: *anchor`, or a list of aliases), as PyYAML, Go's yaml and yaml-cpp read
+    them: the mapping's own keys win, then the merged ones in the order listed. libyaml leaves `<<`
+    a plain key: it was refused as unknown, with a misleading "missing key" after it (found by a
+    review of SPEC §2). /config shows the merged result, which loads again."""
+    port, aport = free_port(), free_port()
+    path = write(tmp_path, "merge.yaml", """listen:
+  - address: 127.0.0.1:%d
+admin: { address: 127.0.0.1:%d }
+pools:
+  p: &pool
+    servers: [ 127.0.0.1:9001 ]
+    keepalive: 7
+  q:
+    <<: *pool
+    keepalive: 9
+routes:
+  - name: a
+    pool: p
+    retry: &retry { attempts: 2, backoff: { base: 10ms, max: 50ms } }
+  - name: b
+    pool: q
+    retry: { <<: [ *retry, { attempts: 5, methods: [ GET ] } ], attempts: 3 }
+""" % (port, aport))
+    r = run_cli(["-t", "-c", path])
+    assert r.returncode == 0 and r.stdout.strip() == "%s: ok" % path, (r.stdout, r.stderr)
+    bad = write(tmp_path, "merge-bad.yaml", """listen:
+  - address: 127.0.0.1:%d
+pools:
+  p: { servers: [ 127.0.0.1:9001 ] }
+routes:
+  - pool: p
+    retry: &retry { attempts: 2 }
+  - pool: p
+    retry: { <<: 5 }
+    timeouts: { <<: *retry }
+""" % port)
+    r = run_cli(["-t", "-c", bad])
+    assert r.returncode == 1, r.stderr
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith(bad)]
+    assert errors == ["%s:7:21: unknown key \"attempts\" in timeouts of route \"route-2\"" % bad,
+                      "%s:9:18: << (a YAML merge) must be a mapping or a list of mappings" % bad], r.stderr
+    proc = subprocess.Popen([LIFELINE_BIN, "-c", path], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        import yaml
+        from ops import admin_get
+        wait_for(lambda: _port_open(aport), t(10), what="the admin listener")
+        doc = yaml.safe_load(admin_get(aport, "/config").body)
+        q = doc["pools"]["q"]
+        assert q["servers"] == [{"address": "127.0.0.1:9001", "weight": 1}] and q["keepalive"] == 9, q
+        assert doc["pools"]["p"]["keepalive"] == 7, doc["pools"]["p"]
+        b = doc["routes"][1]["retry"]
+        assert b["attempts"] == 3 and b["methods"] == ["GET"] and b["backoff"] == {"base": "10ms", "max": "50ms"}, b
+        assert "<<" not in admin_get(aport, "/config").body.decode()
+    finally:
+        proc.terminate()
+        proc.wait(t(10))
 
 
 def test_hash_key_without_balance_hash_is_warned_of(tmp_path):
