@@ -1144,7 +1144,7 @@ static size_t conf_pool_of(const struct conf_loader *ld, const struct conf_serve
 {
     size_t i = 0;
     for (const struct conf_pool *p = ld->c->pools; i < ld->c->npools; i++, p++)
-        if (s >= p->servers && s < p->servers + p->nservers)
+        if (p->servers && s >= p->servers && s < p->servers + p->nservers)
             break;
     return i;
 }
@@ -1154,9 +1154,9 @@ static size_t conf_pool_of(const struct conf_loader *ld, const struct conf_serve
 static const struct conf_server *conf_donor_server(const struct conf_loader *ld, const struct conf_server *s,
                                                    bool *due)
 {
-    size_t i = conf_pool_of(ld, s);
+    size_t i;
     *due = true;
-    if (!ld->donor || i == ld->c->npools)
+    if (!ld->donor || (i = conf_pool_of(ld, s)) == ld->c->npools)
         return NULL;
     const struct conf_pool *p = &ld->c->pools[i];
     const struct conf_pool *dp = conf_donor_pool(ld, p);
@@ -1173,11 +1173,13 @@ static const struct conf_server *conf_donor_server(const struct conf_loader *ld,
 static bool conf_keep_running(struct conf_loader *ld, struct conf_server *s, const yaml_mark_t *mark, const char *why)
 {
     char q[CONF_QUOTE_MAX + 8];
-    size_t pi = conf_pool_of(ld, s);
-    const struct conf_pool *p = pi < ld->c->npools ? &ld->c->pools[pi] : NULL;
+    const struct conf_pool *p;
+    size_t pi;
 
     if (!ld->running || (ld->flags & CONF_LOAD_RESOLVE_SOFT))
         return false;
+    pi = conf_pool_of(ld, s);
+    p = pi < ld->c->npools ? &ld->c->pools[pi] : NULL;
     for (size_t i = 0; p && p->name && i < ld->running->npools; i++) {
         const struct conf_pool *rp = &ld->running->pools[i];
         if (strcmp(rp->name, p->name) != 0)
