@@ -237,7 +237,7 @@ static int conf_limits(struct conf_loader *ld, const char *text, size_t len)
     uint64_t total = 0, start[CONF_DEPTH_MAX + 1];
     size_t anchor_of[CONF_DEPTH_MAX + 1];       /* index in anchors + 1, or 0 */
     int rc = 0;
-    bool done = false;
+    bool done = false, aliased = false;
 
     if (!yaml_parser_initialize(&p)) {
         ld->oom = true;
@@ -297,6 +297,7 @@ static int conf_limits(struct conf_loader *ld, const char *text, size_t len)
                 break;
             }
             add = anchors[i - 1].nodes;
+            aliased = true;
             break;
         }
         default:
@@ -326,8 +327,11 @@ static int conf_limits(struct conf_loader *ld, const char *text, size_t len)
         if (rc == 0 && add) {
             total += add;
             if (total > CONF_NODES_MAX) {
-                conf_err_mark(ld, ev.start_mark, "the document has more than %u nodes once aliases are expanded "
-                              "(each alias repeats its anchor's whole value)", CONF_NODES_MAX);
+                if (aliased)
+                    conf_err_mark(ld, ev.start_mark, "the document has more than %u nodes once aliases are "
+                                  "expanded (each alias repeats its anchor's whole value)", CONF_NODES_MAX);
+                else
+                    conf_err_mark(ld, ev.start_mark, "the document has more than %u nodes", CONF_NODES_MAX);
                 rc = -1;
             }
         }

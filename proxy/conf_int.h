@@ -51,7 +51,10 @@
  * libyaml takes quadratic time on deeply nested flow collections. Real files are far below each. */
 #define CONF_FILE_MAX      MIB(4)   /* bytes in the file */
 #define CONF_DEPTH_MAX     64       /* collections open at once (block and flow alike) */
-#define CONF_NODES_MAX     100000u  /* nodes in the document with every alias expanded */
+/* Nodes in the document with every alias expanded: room for GET /config's output of 5,000 routes
+ * (about 70 nodes each, every default written: at 100,000 the output of 1,500 routes was refused),
+ * about 50 MB of libyaml's nodes while loading. */
+#define CONF_NODES_MAX     500000u
 #define CONF_ANCHORS_MAX   1000u    /* anchors in the document (libyaml looks each alias up linearly) */
 
 

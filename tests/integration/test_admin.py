@@ -930,6 +930,23 @@ def test_config_round_trips_through_lifeline_t_and_reload(lifeline, upstream, tm
     assert _body_of(again).replace("generation: 2", "generation: 1") == _body_of(text), (text, again)
 
 
+def test_config_of_2000_routes_loads_again(lifeline, upstream, tmp_path):
+    """/config writes every default (about 70 YAML nodes a route against the file's few): the
+    output of 1,500 routes and more crossed the loader's node limit (100,000), so the saved
+    /config of a running lifeline was refused by -t (found by a review of configuration scale)."""
+    from conftest import run_cli
+    up = upstream()
+    aport = free_port()
+    routes = [{"name": "r%d" % i, "match": {"path": "/r%d/" % i}, "pool": "p"} for i in range(2000)]
+    lifeline(pools={"p": pool(up)}, routes=routes, extra=admin_extra(aport))
+    text, doc = _config_doc(aport)
+    assert len(doc["routes"]) == 2000, len(doc["routes"])
+    saved = tmp_path / "emitted.yaml"
+    saved.write_text(text)
+    r = run_cli(["-t", "-c", str(saved)], timeout=t(30))
+    assert r.returncode == 0, (r.stderr[-2000:], len(text))
+
+
 def test_config_quotes_words_a_yaml_1_1_reader_takes_for_booleans(lifeline, upstream):
     """A hand-written file says `on:` and `off` plain, as the SPEC's example does. /config copied
     them plain, and PyYAML (YAML 1.1) read them back as True and False: retry's key `on` became

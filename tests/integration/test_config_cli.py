@@ -525,7 +525,7 @@ def test_check_alias_bomb_is_refused(tmp_path):
     assert r.returncode == 1, r
     errs = error_lines(r.stderr, path)
     assert len(errs) == 1 and errs[0][0] == 4, r.stderr
-    assert "more than 100000 nodes once aliases are expanded" in errs[0][2], r.stderr
+    assert "more than 500000 nodes once aliases are expanded" in errs[0][2], r.stderr
 
 
 def test_check_oversized_file_is_refused(tmp_path):
