@@ -64,12 +64,15 @@ void metrics_render_printf(struct metrics_render_buf *b, const char *fmt, ...)
 /* The one place a counter is summed over workers: the uint64 at byte `off` of stable slot `slot`
  * in every worker's server array (server) or route array (!server). Gauges kept as wrapping adds
  * of -1 sum correctly too: read the result as int64_t. */
+#define OVERFLOW_SLOT 0x80000000u   /* or'ed into a drop slot: shown as the overflow series */
 static uint64_t sum_workers(const struct metrics_render_src *s, bool server, unsigned slot, size_t off)
 {
     uint64_t v = 0;
 
-    if (server ? slot >= METRIC_SERVER_SLOTS : slot > METRIC_ROUTE_NONE)
-        return 0;   /* a drop slot: names that found no slot of their own share it; never shown */
+    if (slot & OVERFLOW_SLOT)
+        slot &= ~OVERFLOW_SLOT;   /* Prometheus' "(other)" series (shown_routes) */
+    else if (server ? slot >= METRIC_SERVER_SLOTS : slot > METRIC_ROUTE_NONE)
+        return 0;   /* a drop slot: names that found no slot of their own share it, never one of them */
     for (unsigned w = 0; w < s->nworker_slots; w++) {
         const char *base;
         if (!(server ? (const void *)s->workers[w].smetrics : (const void *)s->workers[w].rmetrics))
@@ -113,7 +116,13 @@ static bool slot_live(const struct metric_table *t, unsigned k, int64_t now_ms)
 
 /* The route series a scrape shows, one per slot: the running snapshot's routes in its order, then
  * the routes a reload renamed or removed whose slots are still live (slot_live). A name in both is
- * one slot (slots are found by name), so one series. */
+ * one slot (slots are found by name), so one series. In Prometheus only, when the running snapshot
+ * has routes (servers) refused a slot of their own (all 128 routes', 1,024 servers' slots held),
+ * the drop slot they share is shown last as route="(other)" (pool and server "(other)"), a name no
+ * route, pool or server can have: their requests were counted nowhere a scrape could see, and a
+ * sum over routes fell short of the requests answered (OpenTelemetry's cardinality limit keeps an
+ * overflow series the same way). */
+#define OVERFLOW_LABEL "(other)"
 struct shown_route {
     unsigned slot;
     const char *name;
@@ -131,17 +140,22 @@ struct shown_server {
 
 /* Fills out (METRIC_ROUTE_SLOTS entries) and returns how many; retired (may be NULL) gets the
  * index of the first route the running snapshot does not name. */
-static size_t shown_routes(const struct metrics_render_src *s, struct shown_route *out, size_t *retired)
+static size_t shown_routes(const struct metrics_render_src *s, struct shown_route *out, size_t *retired,
+                           bool *overflow)
 {
     bool seen[METRIC_ROUTE_SLOTS] = { false };
     const struct metric_table *t = s->names ? &s->names->routes : NULL;
     int64_t now = clock_ms();
     size_t n = 0;
 
+    if (overflow)
+        *overflow = false;
     for (size_t r = 0; r < s->conf->nroutes; r++) {
         unsigned slot = route_slot(s, r);
+        if (slot >= METRIC_ROUTE_SLOTS && overflow)
+            *overflow = true;   /* refused a slot: counted in the drop slot */
         if (slot >= METRIC_ROUTE_SLOTS || seen[slot])
-            continue;   /* refused a slot (not counted) */
+            continue;
         seen[slot] = true;
         out[n++] = (struct shown_route){ slot, s->conf->routes[r].name };
     }
@@ -155,7 +169,7 @@ static size_t shown_routes(const struct metrics_render_src *s, struct shown_rout
 }
 
 /* Fills out (METRIC_SERVER_SLOTS entries) and returns how many. */
-static size_t shown_servers(const struct metrics_render_src *s, struct shown_server *out)
+static size_t shown_servers(const struct metrics_render_src *s, struct shown_server *out, bool *overflow)
 {
     bool seen[METRIC_SERVER_SLOTS] = { false };
     const struct metric_table *t = s->names ? &s->names->servers : NULL;
@@ -167,6 +181,8 @@ static size_t shown_servers(const struct metrics_render_src *s, struct shown_ser
         const struct health_pool *hp = &rt->pools[p];
         for (unsigned i = 0; i < hp->n; i++) {
             unsigned slot = hp->servers[i].slot;
+            if (!server_counted(&hp->servers[i]) && overflow)
+                *overflow = true;
             if (!server_counted(&hp->servers[i]) || seen[slot])
                 continue;
             seen[slot] = true;
@@ -332,12 +348,18 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
                                       (unsigned long long)atomic_load(&tls_handshakes[side][res]));
     render_cert_metrics(b, c);
 
-    if (!(sr = calloc(METRIC_ROUTE_SLOTS, sizeof(*sr))) || !(sv = calloc(METRIC_SERVER_SLOTS, sizeof(*sv)))) {
+    if (!(sr = calloc(METRIC_ROUTE_SLOTS + 1, sizeof(*sr))) || !(sv = calloc(METRIC_SERVER_SLOTS + 1, sizeof(*sv)))) {
         b->oom = true;
         goto out;
     }
-    nsr = shown_routes(s, sr, NULL);
-    nsv = shown_servers(s, sv);
+    bool over_r, over_s;
+    nsr = shown_routes(s, sr, NULL, &over_r);
+    nsv = shown_servers(s, sv, &over_s);
+    if (over_r)
+        sr[nsr++] = (struct shown_route){ METRIC_ROUTE_DROP | OVERFLOW_SLOT, OVERFLOW_LABEL };
+    if (over_s)
+        sv[nsv++] = (struct shown_server){ METRIC_SERVER_DROP | OVERFLOW_SLOT, OVERFLOW_LABEL, OVERFLOW_LABEL,
+                                           (int)sizeof(OVERFLOW_LABEL) - 1, false };
     metrics_render_printf(b, "# HELP lifeline_requests_total Requests answered downstream, by route and status code (499: the client left first).\n"
                  "# TYPE lifeline_requests_total counter\n");
     for (size_t r = 0; r <= nsr; r++) {
@@ -665,14 +687,14 @@ void metrics_render_status(struct metrics_render_buf *b, const struct metrics_re
         b->oom = true;
         goto out;
     }
-    nsr = shown_routes(s, sr, &first);
+    nsr = shown_routes(s, sr, &first, NULL);
     metrics_render_printf(b, "],\"retired\":{\"routes\":[");
     for (size_t r = first; r < nsr; r++) {
         metrics_render_printf(b, "%s{\"name\":\"%s\",", r > first ? "," : "", sr[r].name);
         status_route_counts(b, s, sr[r].slot);
     }
     metrics_render_printf(b, "],\"servers\":[");
-    nsv = shown_servers(s, sv);
+    nsv = shown_servers(s, sv, NULL);
     for (size_t i = 0, shown = 0; i < nsv; i++) {
         uint64_t total, failed;
         if (!sv[i].retired)
