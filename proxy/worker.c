@@ -877,9 +877,15 @@ static struct gen *gen_new(struct worker *w, struct runtime *rt)
     /* A route the running generation has too (same name) keeps its retry-budget window: a DNS
      * change makes a new generation, and in a storm a window starting empty would let another
      * floor's worth of retries through at each one (attempts still running on the old
-     * generation count there). */
+     * generation count there). The same place is looked at first: routes mostly keep their order,
+     * and name against name is quadratic, on the worker's thread (5,000 routes: 150 ms of CPU per
+     * reload, a request's worst 46-77 ms). */
     for (size_t i = 0; w->gen && i < c->nroutes; i++) {
         const struct conf *oc = w->gen->conf;
+        if (i < oc->nroutes && strcmp(oc->routes[i].name, c->routes[i].name) == 0) {
+            g->route_stats[i].window = w->gen->route_stats[i].window;
+            continue;
+        }
         for (size_t j = 0; j < oc->nroutes; j++) {
             if (strcmp(oc->routes[j].name, c->routes[i].name) == 0) {
                 g->route_stats[i].window = w->gen->route_stats[j].window;
