@@ -182,6 +182,9 @@ static size_t shown_servers(const struct metrics_render_src *s, struct shown_ser
     int64_t now = clock_ms();
     size_t n = 0;
 
+    if (overflow)
+        *overflow = false;
+
     for (size_t p = 0; p < rt->npools; p++) {
         const struct health_pool *hp = &rt->pools[p];
         for (unsigned i = 0; i < hp->n; i++) {
@@ -357,7 +360,7 @@ void metrics_render_prometheus(struct metrics_render_buf *b, const struct metric
         b->oom = true;
         goto out;
     }
-    bool over_r, over_s;
+    bool over_r = false, over_s = false;
     nsr = shown_routes(s, sr, NULL, &over_r);
     nsv = shown_servers(s, sv, &over_s);
     if (over_r)

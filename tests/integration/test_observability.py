@@ -74,6 +74,21 @@ def test_status_requests_show_the_attempt_chain(lifeline, upstream):
     assert fb[0]["method"] == "VERYLONGMETHODNAME12345", fb[0]
 
 
+def test_no_overflow_series_while_every_route_and_server_has_a_slot(lifeline, upstream):
+    """The "(other)" series are shown only while the running snapshot has a route or server refused
+    a slot of its own (README, "Metrics slots"). A flag left unset showed them (release build) or
+    stopped the process at the first scrape (UBSan: not a valid _Bool), found by the review of
+    this session's diff."""
+    up = upstream()
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)}, extra=admin_extra(aport))
+    assert lf.fetch("GET", "/echo").status == 200
+    for _ in range(5):
+        r = admin_get(aport, "/metrics")
+        assert r.status == 200 and "(other)" not in r.body.decode(), r.body.decode()[-600:]
+    lf.assert_alive()
+
+
 def test_series_json(lifeline, upstream):
     up = upstream()
     bad = refused()

@@ -1358,6 +1358,22 @@ static void test_error_is_one_line(void **state)
     done(&l);
 }
 
+/* An empty value's error is said at its key; the cross-checks that look for an error inside the
+ * value (outlier's max_ejection >= ejection, backoff's max >= base) must still see it there, or
+ * they add a second, false error of their own. */
+static void test_empty_value_is_one_error(void **state)
+{
+    (void)state;
+    struct loaded l;
+    load(&l, "listen: [ { address: 127.0.0.1:8080 } ]\npools:\n  q:\n    servers: [ 127.0.0.1:9 ]\n"
+             "    outlier:\n      max_ejection:\n"
+             "      ejection: 10m\nroutes:\n  - pool: q\n    retry:\n      backoff:\n        max:\n        base: 1s\n");
+    assert_null(l.c);
+    if (l.n != 2 || count_lines(l.errs) != 2)
+        fail_msg("want 2 errors, got %u:\n%s", l.n, l.errs ? l.errs : "");
+    done(&l);
+}
+
 static void test_balance_names(void **state)
 {
     (void)state;
@@ -1399,6 +1415,7 @@ int main(void)
         cmocka_unit_test(test_limit_depth),
         cmocka_unit_test(test_limit_aliases),
         cmocka_unit_test(test_error_is_one_line),
+        cmocka_unit_test(test_empty_value_is_one_error),
         cmocka_unit_test(test_balance_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
