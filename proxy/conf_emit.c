@@ -26,7 +26,6 @@ static yaml_node_t *eff_src(struct eff *e, int id)
     return yaml_document_get_node(e->src, id);
 }
 
-/* A scalar of the value in force: plain, unless plain would read back as null (empty, ~, null). */
 /* A word a YAML 1.1 reader (PyYAML) takes for a boolean, though lifeline never does (its booleans
  * are true and false): on, off, yes, no, y, n, in any case. Written plain (`outlier: off`, retry's
  * `on`), /config read back by such a reader gave False for "off" and True for the key "on". */
@@ -39,6 +38,8 @@ static bool eff_yaml11_word(const char *s, size_t len)
     return false;
 }
 
+/* A scalar of the value in force: plain, unless plain would read back as null (empty, ~, null) or
+ * as a YAML 1.1 boolean. */
 static int eff_scalar_len(struct eff *e, const char *s, size_t len)
 {
     yaml_scalar_style_t st = YAML_PLAIN_SCALAR_STYLE;
@@ -143,15 +144,15 @@ static void eff_item(struct eff *e, int seq, int v)
 static int eff_copy(struct eff *e, yaml_node_t *n)
 {
     int id = 0;
+    yaml_scalar_style_t st;
     if (!n || e->oom)
         return 0;
     switch (n->type) {
     case YAML_SCALAR_NODE:
-        id = yaml_document_add_scalar(e->out, n->tag, n->data.scalar.value, (int)n->data.scalar.length,
-                                      n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
-                                              eff_yaml11_word((const char *)n->data.scalar.value, n->data.scalar.length)
-                                          ? YAML_SINGLE_QUOTED_SCALAR_STYLE
-                                          : n->data.scalar.style);
+        st = n->data.scalar.style;
+        if (st == YAML_PLAIN_SCALAR_STYLE && eff_yaml11_word((const char *)n->data.scalar.value, n->data.scalar.length))
+            st = YAML_SINGLE_QUOTED_SCALAR_STYLE;
+        id = yaml_document_add_scalar(e->out, n->tag, n->data.scalar.value, (int)n->data.scalar.length, st);
         if (!id)
             e->oom = true;
         break;

@@ -61,7 +61,6 @@ void conf_err_mark(struct conf_loader *ld, yaml_mark_t m, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Reports an error at a node (a key or a value) of the document. */
 /* Where an error about n is said: n's start, but for a value left empty (`admin:`), which starts
  * after the colon, where nothing is written, its key's (SPEC §1: the offending key or value). The
  * key is found by a look through the document's pairs: for the first 1,000 errors only (a file of
@@ -84,6 +83,7 @@ static yaml_mark_t conf_node_mark(const struct conf_loader *ld, const yaml_node_
     return n->start_mark;
 }
 
+/* Reports an error at a node (a key or a value) of the document. */
 void conf_err(struct conf_loader *ld, const yaml_node_t *n, const char *fmt, ...)
 {
     va_list ap;

@@ -61,15 +61,16 @@ void metrics_render_printf(struct metrics_render_buf *b, const char *fmt, ...)
     }
 }
 
-/* The one place a counter is summed over workers: the uint64 at byte `off` of stable slot `slot`
- * in every worker's server array (server) or route array (!server). Gauges kept as wrapping adds
- * of -1 sum correctly too: read the result as int64_t. */
-#define OVERFLOW_SLOT 0x80000000u   /* or'ed into a drop slot: shown as the overflow series */
 static const char *state_name(enum series_state st)
 {
     return st == SS_EJECTED ? "ejected" : st == SS_HALF_OPEN ? "half_open" : st == SS_DOWN ? "down" : "up";
 }
 
+#define OVERFLOW_SLOT 0x80000000u   /* or'ed into a drop slot: shown as the overflow series */
+
+/* The one place a counter is summed over workers: the uint64 at byte `off` of stable slot `slot`
+ * in every worker's server array (server) or route array (!server). Gauges kept as wrapping adds
+ * of -1 sum correctly too: read the result as int64_t. */
 static uint64_t sum_workers(const struct metrics_render_src *s, bool server, unsigned slot, size_t off)
 {
     uint64_t v = 0;
