@@ -223,6 +223,11 @@ bool health_trial_open(const struct health_pool *hp, const struct srv_health *s,
     return !relaxed_load(&s->st->down) && outlier_trial_free(&s->st->o, now, hp->trial_timeout);
 }
 
+int64_t health_trial_next(const struct health_pool *hp, const struct srv_health *s, int64_t now)
+{
+    return relaxed_load(&s->st->down) ? INT64_MAX : outlier_trial_next(&s->st->o, now, hp->trial_timeout);
+}
+
 void health_unclaim(struct srv_health *s, int64_t trial)
 {
     outlier_unclaim(&s->st->o, trial);
@@ -335,6 +340,7 @@ static void check_result(struct health_check *k, bool ok, const char *why)
             /* back_since first: a worker that sees the server up must see its slow start too */
             atomic_store(&s->st->back_since, health_now());
             atomic_store(&s->st->down, 0);
+            outlier_touch();   /* an ejected server's trial may be due */
             log_info("pool %s: %s is up (health checks)", cp->name, s->addr->text);
             series_event(s->slot, SE_CHECK_UP, 0);
         }

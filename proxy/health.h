@@ -164,6 +164,9 @@ bool health_trial_open(const struct health_pool *hp, const struct srv_health *s,
 /* Its ejection has ended and it is not down: claims its single half-open trial (one winner across
  * workers). Returns the claim (> 0) for health_report()/health_unclaim(), or 0. */
 int64_t health_claim_trial(const struct health_pool *hp, struct srv_health *s, int64_t now);
+/* When s's trial could next be claimed as the clock alone moves it (outlier_trial_next; INT64_MAX
+ * while it is down or in rotation). A check that brings it up advances outlier_epoch(). */
+int64_t health_trial_next(const struct health_pool *hp, const struct srv_health *s, int64_t now);
 /* A trial that ends with no verdict (cancelled): frees the slot at once. */
 void health_unclaim(struct srv_health *s, int64_t trial);
 /* One finished attempt: failure is every outcome but ok and statuses below 500; trial: the claim

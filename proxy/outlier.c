@@ -8,6 +8,19 @@
 
 #include "relaxed.h"
 
+/* outlier_epoch(): written only by transitions (rare), read once per pick. */
+static atomic_uint epoch;
+
+unsigned outlier_epoch(void)
+{
+    return atomic_load_explicit(&epoch, memory_order_acquire);
+}
+
+void outlier_touch(void)
+{
+    atomic_fetch_add_explicit(&epoch, 1, memory_order_release);
+}
+
 const char *outlier_state_name(enum outlier_state s)
 {
     switch (s) {
@@ -66,12 +79,26 @@ int64_t outlier_claim(struct outlier *o, int64_t now, int64_t trial_timeout)
     return stamp;
 }
 
+int64_t outlier_trial_next(const struct outlier *o, int64_t now, int64_t trial_timeout)
+{
+    int64_t until = atomic_load_explicit(&o->until, memory_order_acquire), t;
+
+    if (until == 0)
+        return INT64_MAX;
+    if (now < until)
+        return until;
+    t = atomic_load_explicit(&o->trial, memory_order_acquire);
+    if (t == OUTLIER_DECIDING || trial_slot_free(t, now, trial_timeout))
+        return now;   /* (a verdict being stored ends with outlier_touch) */
+    return t + trial_timeout;
+}
+
 void outlier_unclaim(struct outlier *o, int64_t stamp)
 {
     int64_t t = stamp;
 
-    if (stamp)
-        atomic_compare_exchange_strong_explicit(&o->trial, &t, 0, memory_order_acq_rel, memory_order_relaxed);
+    if (stamp && atomic_compare_exchange_strong_explicit(&o->trial, &t, 0, memory_order_acq_rel, memory_order_relaxed))
+        outlier_touch();
 }
 
 struct outlier_verdict outlier_report(struct outlier *o, const struct conf_outlier *c, bool failure,
@@ -111,6 +138,7 @@ struct outlier_verdict outlier_report(struct outlier *o, const struct conf_outli
              * that one's end must not be undone. */
             atomic_compare_exchange_strong_explicit(&o->trial, &deciding, 0, memory_order_release,
                                                     memory_order_relaxed);
+            outlier_touch();
             return v;
         }
     }
@@ -142,6 +170,7 @@ int64_t outlier_eject(struct outlier *o, const struct conf_outlier *c, int64_t n
     atomic_fetch_add_explicit(&o->ejections, 1, memory_order_relaxed);
     relaxed_store(&o->fails, 0);
     atomic_store_explicit(&o->trial, 0, memory_order_release);
+    outlier_touch();
     return dur;
 }
 

@@ -71,6 +71,17 @@ int64_t outlier_eject(struct outlier *o, const struct conf_outlier *c, int64_t n
  * claim expires (the verdict goes to from only); one whose verdict is being stored right now
  * counts as claimed at now. */
 void outlier_copy(struct outlier *to, const struct outlier *from, int64_t now);
+/* When may the trial slot of this server next be free, as the clock alone moves it (>= now; now:
+ * free now, or unknown; INT64_MAX: in rotation, no trial needed)? A transition that makes it free
+ * sooner, or takes a server out of rotation, advances outlier_epoch(): a cached answer holds while
+ * the epoch is the one read before it was computed (a pool's trial walk, pool_pick_trial). */
+int64_t outlier_trial_next(const struct outlier *o, int64_t now, int64_t trial_timeout);
+/* The count of those transitions, process-wide (every pool, every worker): an ejection, a trial's
+ * verdict, a trial given back; and outlier_touch()'s. Read with acquire: the states the
+ * transitions wrote are seen after it. */
+unsigned outlier_epoch(void);
+/* Advances the epoch for a change outside this file (a health check's `up`, a reload's copy). */
+void outlier_touch(void);
 /* May one more server of n be taken out of rotation when `out` already are? (max_ejected_percent) */
 bool outlier_room(unsigned n, unsigned out, unsigned max_ejected_percent);
 

@@ -26,6 +26,7 @@
 #include "health.h"
 #include "list.h"
 #include "log.h"
+#include "outlier.h"
 #include "relaxed.h"
 #include "tls.h"
 #include "worker.h"
@@ -799,14 +800,61 @@ static double ewma_cost(const struct pool_cand *c)
     return (lat + 1e-4) * (double)(c->inflight + 1) / (double)c->w;
 }
 
+/* Of c[a] and c[b] (ewma), the cheaper; the first on a tie. */
+static struct upserver *ewma_better(struct pool_cand *c, unsigned a, unsigned b, const struct pool_pick_ctx *ctx)
+{
+    pick_load(&c[a], ctx);
+    pick_load(&c[b], ctx);
+    pool_ewma_back(c[a].s);
+    pool_ewma_back(c[b].s);
+    return ewma_cost(&c[a]) <= ewma_cost(&c[b]) ? c[a].s : c[b].s;
+}
+
+/* ewma's draw in a large pool, without a walk: two distinct servers drawn alike among all, each
+ * drawn again while it is not usable. The odds are those of drawing among the usable (the first
+ * is any usable one alike, the second any other usable one alike); after a few misses in a row,
+ * gathering the usable costs less. NULL: no pick made (a small pool, or the misses): gather. */
+#define POOL_SAMPLE_MIN 16   /* servers: below, the walk costs about what the draws do */
+#define POOL_SAMPLE_TRIES 8
+static struct upserver *pick_ewma_sampled(struct pool *p, const struct pool_pick_ctx *ctx)
+{
+    unsigned n = p->nservers, a = 0, b = 0, i;
+
+    if (n < POOL_SAMPLE_MIN)
+        return NULL;
+    for (i = 0; i < POOL_SAMPLE_TRIES; i++) {
+        a = (unsigned)(worker_rand(p->w) % n);
+        if (pick_ok(p, ctx, a))
+            break;
+    }
+    if (i == POOL_SAMPLE_TRIES)
+        return NULL;
+    for (i = 0; i < POOL_SAMPLE_TRIES; i++) {
+        b = (unsigned)(worker_rand(p->w) % (n - 1));
+        if (b >= a)
+            b++;
+        if (pick_ok(p, ctx, b))
+            break;
+    }
+    if (i == POOL_SAMPLE_TRIES)
+        return NULL;
+    p->cand[0].s = &p->servers[a];
+    p->cand[1].s = &p->servers[b];
+    return ewma_better(p->cand, 0, 1, ctx);
+}
+
 /* Power of two choices: two distinct random candidates, the less loaded wins (random_two; and
  * ewma, whose load is its cost). */
 static struct upserver *pick_random_two(struct pool *p, const struct pool_pick_ctx *ctx)
 {
     struct pool_cand *c = p->cand;
     bool ewma = p->cp->balance == BALANCE_EWMA;
-    unsigned n = pick_gather(p, ctx, !ewma), a, b;
+    struct upserver *s = ewma ? pick_ewma_sampled(p, ctx) : NULL;
+    unsigned n, a, b;
 
+    if (s)
+        return s;
+    n = pick_gather(p, ctx, !ewma);
     if (!n)
         return NULL;
     if (n == 1)
@@ -826,11 +874,7 @@ static struct upserver *pick_random_two(struct pool *p, const struct pool_pick_c
     b = (unsigned)(worker_rand(p->w) % (n - 1));
     if (b >= a)
         b++;
-    pick_load(&c[a], ctx);
-    pick_load(&c[b], ctx);
-    pool_ewma_back(c[a].s);
-    pool_ewma_back(c[b].s);
-    return ewma_cost(&c[a]) <= ewma_cost(&c[b]) ? c[a].s : c[b].s;
+    return ewma_better(c, a, b, ctx);
 }
 
 /* Weighted rendezvous hashing: every server scores the key, the best score wins. Removing or
@@ -893,6 +937,34 @@ bool pool_any_usable(const struct pool *p, int64_t now)
     return false;
 }
 
+/* Claims the first free half-open trial among the servers not excluded, or returns NULL having
+ * noted when the next could come free (every server's, excluded or not: the next request may
+ * exclude none), so that the picks before then, with no ejection, verdict or release in between
+ * (outlier_epoch), skip the walk: a pool of thousands of servers costs it once per change or
+ * expiry, not once per request. */
+static struct upserver *pick_trial_walk(struct pool *p, const struct pool_pick_ctx *ctx, int64_t now, int64_t *trial)
+{
+    unsigned epoch = outlier_epoch();   /* before the states it vouches for */
+    int64_t next = INT64_MAX;
+
+    if (epoch == p->trial_epoch && now < p->trial_next)
+        return NULL;
+    for (unsigned i = 0; i < p->nservers; i++) {
+        struct upserver *s = &p->servers[i];
+        int64_t t = health_trial_next(p->hp, s->hs, now);
+        if (t <= now && !(ctx && (ctx->excluded & POOL_SERVER_BIT(i))) &&
+            (*trial = health_claim_trial(p->hp, s->hs, now)) != 0) {
+            p->trial_next = 0;   /* the rest were not looked at */
+            return s;
+        }
+        if (t < next)
+            next = t;
+    }
+    p->trial_epoch = epoch;
+    p->trial_next = next;
+    return NULL;
+}
+
 struct upserver *pool_pick_trial(struct pool *p, const struct pool_pick_ctx *ctx, int64_t *trial)
 {
     int64_t now = ctx ? ctx->now : health_now();
@@ -903,14 +975,7 @@ struct upserver *pool_pick_trial(struct pool *p, const struct pool_pick_ctx *ctx
      * has recovered while a server in rotation remains for it. */
     if (ctx && ctx->retry && (s = pool_pick(p, ctx)) != NULL)
         return s;
-    if (p->cp->outlier.enabled) {
-        for (unsigned i = 0; i < p->nservers; i++) {
-            s = &p->servers[i];
-            if (ctx && (ctx->excluded & POOL_SERVER_BIT(i)))
-                continue;
-            if ((*trial = health_claim_trial(p->hp, s->hs, now)) != 0)
-                return s;
-        }
-    }
+    if (p->cp->outlier.enabled && (s = pick_trial_walk(p, ctx, now, trial)) != NULL)
+        return s;
     return ctx && ctx->retry ? NULL : pool_pick(p, ctx);
 }

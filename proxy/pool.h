@@ -111,6 +111,10 @@ struct pool {
                                          * pool_share's (hp->share), one for every worker and
                                          * generation */
     ev_timer idle_timer;                /* closes connections idle longer than keepalive_timeout */
+    /* pool_pick_trial's last walk found no trial to claim before trial_next (ms, health_now), at
+     * outlier_epoch() trial_epoch: until either moves, no walk (0: walk) */
+    int64_t trial_next;
+    unsigned trial_epoch;
 };
 
 /* Starts TLS on a connected upconn of a TLS pool (SNI and the name verified: tls.sni, else the

@@ -683,3 +683,51 @@ def test_a_slow_upload_cut_by_the_deadline_ejects_no_server(lifeline, upstream):
     # covered by the backpressure tests; here both serve on
     got = {lf.fetch("GET", "/echo/%d" % i).status for i in range(4)}
     assert got == {200}, got
+
+
+def test_an_ejected_server_held_down_by_its_checks_gets_its_trial_once_they_say_up(lifeline, upstream,
+                                                                                  raw_upstream):
+    """An ejection that ends while the health checks hold the server down leaves it half-open with
+    no trial to claim; once the checks say up, the next request is its trial. A pool's picks skip
+    the walk for trials while nothing changes (a pool of thousands of servers walked them all on
+    every request), so the checks' verdict must count as a change: missed, the server would stay
+    half-open, out of rotation, for good."""
+    up1 = upstream("up1")
+
+    async def handle(conn, req):
+        st = conn.up.state
+        if req.target.startswith("/healthz"):
+            code = 503 if st.get("health") == "bad" else 200
+            await conn.respond(code, b"", headers=[("connection", "close")])
+            return True
+        st.setdefault("reqs", []).append(req.target)
+        code = 503 if st.get("mode") == "fail" else 200
+        await conn.respond(code, b"%d from flaky\n" % code, headers=[("x-upstream", "flaky")])
+    flaky = raw_upstream(each_request(handle), name="flaky")
+    flaky.state["mode"] = "fail"
+    aport = free_port()
+    health = {"path": "/healthz", "interval": "100ms", "timeout": "500ms", "rise": 1, "fall": 1}
+    lf = lifeline(pools={"p": pool(flaky, up1, balance="round_robin", health=health,
+                                   outlier=dict(SHORT, ejection=dur(t(0.3)), max_ejected_percent=100))},
+                  routes=[{"name": "r", "pool": "p"}], extra=admin_extra(aport), workers=1)
+    reqs = lambda: len(flaky.state.get("reqs", []))
+    for i in range(3):
+        assert lf.fetch("GET", "/x/%d" % i).status == 200
+    assert reqs() == 1 and server_status(status(aport), "p", flaky.address)["state"] == "ejected"
+    flaky.state["health"] = "bad"
+    wait_for(lambda: server_status(status(aport), "p", flaky.address)["up"] is False, t(3),
+             what="the checks to say down")
+    wait_for(lambda: server_status(status(aport), "p", flaky.address)["state"] == "half_open", t(3),
+             what="the ejection to end (half-open)")
+    for i in range(6):   # down: no trial for it; these go to up1
+        r = lf.fetch("GET", "/down/%d" % i)
+        assert r.status == 200 and r.header("x-upstream") == "up1", r
+    assert reqs() == 1
+    flaky.state["mode"] = "ok"
+    flaky.state["health"] = "good"
+    wait_for(lambda: server_status(status(aport), "p", flaky.address)["up"] is True, t(3),
+             what="the checks to say up")
+    for i in range(6):
+        assert lf.fetch("GET", "/up/%d" % i).status == 200
+    assert reqs() >= 2, "no trial went to the server the checks said up again"
+    assert server_status(status(aport), "p", flaky.address)["state"] == "up"

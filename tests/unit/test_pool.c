@@ -20,8 +20,9 @@
 #include "pool.h"
 #include "worker.h"
 
-static struct conf_sockaddr addrs[4];
-static struct conf_server servers[4];
+#define MAX_SERVERS 40   /* setup_pool's n at most */
+static struct conf_sockaddr addrs[MAX_SERVERS];
+static struct conf_server servers[MAX_SERVERS];
 static struct conf_pool cp;
 static struct worker w;
 
@@ -29,7 +30,7 @@ static struct worker w;
  * pool_share and, for each server, a srv_health whose srv_state holds the server's srv_load. */
 struct test_gen {
     struct health_pool hp;
-    struct srv_health hs[4];
+    struct srv_health hs[MAX_SERVERS];
 };
 static struct test_gen gen0, gen1;   /* setup_pool's, and the generation that takes over from it */
 
@@ -95,6 +96,7 @@ static void next_pool(struct pool *q, unsigned n)
 
 static void setup_pool(struct pool *p, enum conf_balance bal, const unsigned *weights, unsigned n)
 {
+    assert_true(n <= MAX_SERVERS);
     memset(&cp, 0, sizeof(cp));
     memset(&w, 0, sizeof(w));
     w.rng[0] = 1234567;
@@ -196,6 +198,107 @@ static void test_random_two(void **state)
     for (int i = 0; i < 300; i++)
         hits[pool_pick(&p, NULL) - p.servers]++;
     assert_int_equal(hits[0], 0);
+    pool_destroy(&p);
+}
+
+/* ewma in a pool of more than POOL_SAMPLE_MIN servers draws its two without a walk: it still
+ * never picks a server out of rotation or excluded, draws the usable ones alike, finds the only
+ * usable one, and finds none when none is. */
+static void test_ewma_large_pool(void **state)
+{
+    static unsigned weights[MAX_SERVERS];
+    struct pool_pick_ctx ctx = { .excluded = POOL_SERVER_BIT(2) };
+    unsigned hits[MAX_SERVERS] = { 0 }, usable = 0;
+    struct pool p;
+
+    (void)state;
+    for (unsigned i = 0; i < MAX_SERVERS; i++)
+        weights[i] = 1;
+    setup_pool(&p, BALANCE_EWMA, weights, MAX_SERVERS);
+    for (unsigned i = 0; i < MAX_SERVERS; i++)   /* every third down: out of rotation */
+        atomic_store(&p.servers[i].hs->st->down, i % 3 == 1);
+    for (int i = 0; i < 20000; i++) {
+        ctx.now = health_now();
+        struct upserver *s = pool_pick(&p, &ctx);
+        assert_non_null(s);
+        hits[s - p.servers]++;
+    }
+    for (unsigned i = 0; i < MAX_SERVERS; i++) {
+        if (i % 3 == 1 || i == 2) {
+            assert_int_equal(hits[i], 0);
+            continue;
+        }
+        usable++;
+    }
+    for (unsigned i = 0; i < MAX_SERVERS; i++) {
+        /* idle and unmeasured, every pair ties and the first drawn wins: alike, 20000/usable each */
+        if (i % 3 != 1 && i != 2)
+            assert_true(hits[i] > 20000 / usable / 2 && hits[i] < 20000 / usable * 3 / 2);
+    }
+    for (unsigned i = 0; i < MAX_SERVERS; i++)   /* one usable left: found (after the misses) */
+        atomic_store(&p.servers[i].hs->st->down, i != 17);
+    for (int i = 0; i < 100; i++)
+        assert_ptr_equal(pool_pick(&p, &ctx), &p.servers[17]);
+    atomic_store(&p.servers[17].hs->st->down, 1);
+    assert_null(pool_pick(&p, &ctx));
+    pool_destroy(&p);
+}
+
+/* The half-open trial walk runs once per change, not once per pick: while nothing changes it is
+ * skipped until the next ejection ends; an ejection, a trial given back or a verdict elsewhere
+ * (another worker: outlier_* on the shared state) makes the next pick walk again. */
+static void test_trial_walk_cached(void **state)
+{
+    static const unsigned weights[] = { 1, 1, 1 };
+    struct conf_outlier oc = { .enabled = true, .consecutive_failures = 1, .ejection = 1000, .max_ejection = 8000,
+                               .max_ejected_percent = 100 };
+    struct pool p;
+    struct upserver *s;
+    int64_t t0 = health_now() + 100000, trial, t1;
+
+    (void)state;
+    setup_pool(&p, BALANCE_ROUND_ROBIN, weights, 3);
+    cp.outlier = oc;
+    gen0.hp.trial_timeout = 5000;
+    /* nothing ejected: the walk notes "never" */
+    s = pool_pick_trial(&p, &(struct pool_pick_ctx){ .now = t0 }, &trial);
+    assert_non_null(s);
+    assert_int_equal(trial, 0);
+    assert_true(p.trial_next == INT64_MAX);
+    /* another worker ejects server 0, its ejection over already: the next pick claims its trial */
+    assert_true(outlier_eject(&gen0.hs[0].st->o, &oc, t0 - 2000) > 0);
+    s = pool_pick_trial(&p, &(struct pool_pick_ctx){ .now = t0 }, &trial);
+    assert_ptr_equal(s, &p.servers[0]);
+    assert_true(trial != 0);
+    /* its trial out, server 1 ejected until t0 + 1000: no trial before then */
+    assert_true(outlier_eject(&gen0.hs[1].st->o, &oc, t0) > 0);
+    s = pool_pick_trial(&p, &(struct pool_pick_ctx){ .now = t0 + 1 }, &t1);
+    assert_ptr_equal(s, &p.servers[2]);
+    assert_int_equal(t1, 0);
+    assert_true(p.trial_next == t0 + 1000);   /* server 1's end; server 0's claim expires later */
+    /* until then the walk is skipped: a change made behind its back (no epoch) is not seen... */
+    atomic_store(&gen0.hs[1].st->o.until, t0);
+    s = pool_pick_trial(&p, &(struct pool_pick_ctx){ .now = t0 + 2 }, &t1);
+    assert_int_equal(t1, 0);
+    /* ...and one that advances it is */
+    outlier_touch();
+    s = pool_pick_trial(&p, &(struct pool_pick_ctx){ .now = t0 + 2 }, &t1);
+    assert_ptr_equal(s, &p.servers[1]);
+    assert_true(t1 != 0);
+    /* server 0's trial given back (its client left): claimable at once, not at its expiry */
+    health_unclaim(&gen0.hs[0], trial);
+    s = pool_pick_trial(&p, &(struct pool_pick_ctx){ .now = t0 + 3 }, &trial);
+    assert_ptr_equal(s, &p.servers[0]);
+    assert_true(trial != 0);
+    /* that trial fails: ejected again, for 2 s; the walk waits for that end, not server 1's claim */
+    assert_int_equal(outlier_report(&gen0.hs[0].st->o, &oc, true, trial, t0 + 4).ejected_for, 2000);
+    s = pool_pick_trial(&p, &(struct pool_pick_ctx){ .now = t0 + 5 }, &trial);
+    assert_ptr_equal(s, &p.servers[2]);
+    assert_int_equal(trial, 0);
+    assert_true(p.trial_next == t0 + 2004);
+    s = pool_pick_trial(&p, &(struct pool_pick_ctx){ .now = t0 + 2004 }, &trial);
+    assert_ptr_equal(s, &p.servers[0]);
+    assert_true(trial != 0);
     pool_destroy(&p);
 }
 
@@ -809,6 +912,8 @@ int main(void)
         cmocka_unit_test_teardown(test_round_robin_excluded, free_gens),
         cmocka_unit_test_teardown(test_least_conn, free_gens),
         cmocka_unit_test_teardown(test_random_two, free_gens),
+        cmocka_unit_test_teardown(test_ewma_large_pool, free_gens),
+        cmocka_unit_test_teardown(test_trial_walk_cached, free_gens),
         cmocka_unit_test_teardown(test_hash_stable, free_gens),
         cmocka_unit_test_teardown(test_pick_while_servers_flap, free_gens),
         cmocka_unit_test_teardown(test_race_delay, free_gens),
