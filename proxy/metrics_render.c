@@ -792,6 +792,7 @@ static bool before_since(uint32_t sec, double since)
     return since > 0 && (double)sec + 1.0 <= since;
 }
 
+#define RECENT_SECONDS 60   /* a server's error_rate: over the last minute, whatever the window */
 void metrics_render_series(struct metrics_render_buf *b, const struct metrics_render_src *s, unsigned window)
 {
     static const char band_char[] = "-uehd";   /* enum series_state: none, up, ejected, half-open, down */
@@ -801,7 +802,7 @@ void metrics_render_series(struct metrics_render_buf *b, const struct metrics_re
     uint32_t last = (uint32_t)wall;
     int64_t now = health_now();
     struct series_route_sums *rs = NULL;
-    uint64_t *lat = NULL, (*att)[METRIC_OUTCOMES] = NULL;
+    uint64_t *lat = NULL, (*att)[METRIC_OUTCOMES] = NULL, (*recent)[METRIC_OUTCOMES] = NULL;
     struct series_event_rec *ev = NULL;
     unsigned nev;
 
@@ -812,8 +813,9 @@ void metrics_render_series(struct metrics_render_buf *b, const struct metrics_re
     rs = calloc(window, sizeof(*rs));
     lat = calloc((size_t)window * SKETCH_BUCKETS, sizeof(*lat));
     att = calloc(window, sizeof(*att));
+    recent = calloc(RECENT_SECONDS, sizeof(*recent));
     ev = calloc(SERIES_EVENTS, sizeof(*ev));
-    if (!rs || !lat || !att || !ev) {
+    if (!rs || !lat || !att || !recent || !ev) {
         b->oom = true;
         goto out;
     }
@@ -873,14 +875,18 @@ void metrics_render_series(struct metrics_render_buf *b, const struct metrics_re
                     memset(lat + (size_t)k * SKETCH_BUCKETS, 0, SKETCH_BUCKETS * sizeof(*lat));
                 }
             }
-            /* the recent error rate: failed attempts over the last 60 s (cancelled ones are neither) */
-            for (unsigned k = window > 60 ? window - 60 : 0; k < window; k++) {
+            /* the recent error rate: failed attempts over the last 60 s whatever the window (a
+             * window of 10 s counted 10 s), cancelled ones neither */
+            series_server_read(hs->slot, last, RECENT_SECONDS, recent, NULL);
+            for (unsigned k = 0; k < RECENT_SECONDS; k++) {
+                if (before_since(last - (RECENT_SECONDS - 1 - k), since))
+                    continue;   /* the slot's earlier server */
                 for (unsigned o = 0; o < METRIC_OUTCOMES; o++) {
                     if (o == METRIC_OUTCOME_CANCELLED)
                         continue;
-                    recent_total += att[k][o];
+                    recent_total += recent[k][o];
                     if (o != 0)
-                        recent_failed += att[k][o];
+                        recent_failed += recent[k][o];
                 }
             }
             metrics_render_printf(b, "%s{\"pool\":\"%s\",\"address\":\"%s\",\"tracked\":%s,\"state\":\"%s\","
@@ -933,6 +939,7 @@ out:
     free(rs);
     free(lat);
     free(att);
+    free(recent);
     free(ev);
 }
 

@@ -89,6 +89,22 @@ def test_no_overflow_series_while_every_route_and_server_has_a_slot(lifeline, up
     lf.assert_alive()
 
 
+def test_series_error_rate_is_over_the_last_minute_whatever_the_window(lifeline):
+    """A server's `error_rate` (README: over the last 60 s) counted only the window asked for: with
+    `?window=10`, a failed attempt 11 s ago gave recent_attempts 0 and error_rate null."""
+    bad = refused()
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(bad, outlier="off")}, routes=[{"name": "r", "pool": "p", "retry": {"attempts": 1}}],
+                  extra=admin_extra(aport), workers=1)
+    assert lf.fetch("GET", "/x").status == 502
+    time.sleep(11.2)   # (wall clock: the series' seconds)
+    for window in (10, 60):
+        s = json.loads(admin_get(aport, "/status/series?window=%d" % window).body)
+        srv = {x["address"]: x for x in s["servers"]}[bad]
+        assert srv["recent_attempts"] == 1 and srv["recent_failures"] == 1 and srv["error_rate"] == 1.0, (window, srv)
+        assert sum(srv["attempts"].get("connect_error", [0])) == (0 if window == 10 else 1), (window, srv)
+
+
 def test_series_json(lifeline, upstream):
     up = upstream()
     bad = refused()
