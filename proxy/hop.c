@@ -537,7 +537,7 @@ void hop_start(struct hop *h, struct exchange *ex, struct upserver *s, bool fres
     h->reused = h->request_sent = h->got_bytes = h->read_paused = h->deadline_cut = false;
     h->splicing = false;
     h->splice_left = 0;
-    h->write_failed = h->processing = h->local_error = h->judged = h->at_head = false;
+    h->write_failed = h->processing = h->local_error = h->judged = h->at_head = h->interim_close = false;
     h->starting = true;
     h->started = clock_now();
     h->connected = 0;
@@ -752,7 +752,7 @@ static void hop_done(struct hop *h, bool close_delimited)
                          (resp->chunked || resp->content_length > 0);
     /* an orphan keeps its connection for a body up to HOP_ORPHAN_BODY_MAX only (SPEC §3.5), also
      * when the read that passed the limit held the body's end */
-    bool reusable = !close_delimited && resp->keep_alive && h->request_sent && !h->write_failed &&
+    bool reusable = !close_delimited && resp->keep_alive && h->request_sent && !h->write_failed && !h->interim_close &&
                     h->uc->in.len == 0 && (!h->ex || h->ex->body_done) && !declares_body &&
                     (h->ex || h1_parser_body_bytes(h->parser) <= HOP_ORPHAN_BODY_MAX);
     unsigned status = resp->status;
@@ -997,6 +997,8 @@ static void hop_process_buffered(struct hop *h)
         }
         case H1_DONE: {
             if (h->state == HOP_SENDING) {   /* an interim 1xx ended */
+                if (!h1_parser_head(h->parser)->keep_alive)
+                    h->interim_close = true;   /* (the reset forgets it) */
                 h1_parser_reset(h->parser);
                 h1_parser_expect_no_body(h->parser, h->head_req);
                 break;

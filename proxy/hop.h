@@ -135,6 +135,8 @@ struct hop {
     bool reused;                        /* the connection came from the idle pool */
     bool deadline_cut;                  /* the running connect/response timer was clamped */
     bool write_failed;                  /* the server stopped reading: never reuse */
+    bool interim_close;                 /* a 1xx said Connection: close: never reuse (nginx
+                                         * and HAProxy do not either) */
     bool local_error;                   /* no socket could be made here (EMFILE...): the attempt
                                          * fails, but it is no verdict on the server */
     bool processing;                    /* hop_process() is on the stack */

@@ -15,7 +15,7 @@ import time
 
 
 from conftest import HOST, Conn, dur, free_port, pool, t, wait_for
-from faults import hanging_connect  # noqa: F401  (the fixture)
+from faults import each_request, hanging_connect  # noqa: F401  (the fixture)
 
 
 def server_of(r):
@@ -517,3 +517,20 @@ def test_an_address_listed_twice_is_one_server(lifeline, upstream):
     assert not dup, dup[:5]
     idle = [ln for ln in text.splitlines() if ln.startswith('lifeline_upstream_connections{pool="p",state="idle"}')]
     assert idle and idle[0].endswith(" 1"), idle
+
+
+def test_connection_close_on_an_interim_answer_is_honoured(lifeline, raw_upstream):
+    """An upstream's `100 Continue` that says `Connection: close`, then its 200: the connection
+    is not pooled (nginx and HAProxy do not reuse it either). The parser's reset after the 1xx
+    forgot the header, and the next request went out on a connection the server had said it
+    would close."""
+    async def handle(conn, req):
+        await conn.send(b"HTTP/1.1 100 Continue\r\nConnection: close\r\n\r\n"
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    up = raw_upstream(each_request(handle))
+    lf = lifeline(pools={"p": pool(up)})
+    for i in range(3):
+        r = lf.fetch("GET", "/x/%d" % i)
+        assert r.status == 200 and r.body == b"ok", r
+    assert len(up.requests) == 3
+    assert up.connections == 3, "a connection whose 1xx said close was reused (%d connections)" % up.connections
