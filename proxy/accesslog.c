@@ -492,8 +492,21 @@ static void alog_use(struct alog *a, int fd)
         a->cut = cut;
 }
 
-/* The writer's side of alog_switch, once what came before it is written: from now on lines go to
- * the new sink. */
+/* SIGUSR1's reopen of a file sink, on the writer (its open may block). */
+static void alog_reopen_now(struct alog *a)
+{
+    int fd;
+
+    if (a->fd <= STDERR_FILENO)
+        return;   /* stdout, stderr, off: nothing to reopen */
+    if ((fd = alog_open_path(a->path)) < 0)
+        log_error("access log: cannot reopen %s: %s", a->path, strerror(errno));
+    else
+        alog_use(a, fd);
+}
+
+/* The writer's side of alog_switch and alog_reopen, once what came before it is written: from now
+ * on lines go to the new sink. */
 static void alog_take_next(struct alog *a)
 {
     char *path;
@@ -509,6 +522,10 @@ static void alog_take_next(struct alog *a)
     a->next = false;
     a->next_path = NULL;
     pthread_mutex_unlock(&a->mu);
+    if (fd == ALOG_REOPEN) {
+        alog_reopen_now(a);
+        return;
+    }
     alog_use(a, fd);   /* (its failures are said under the old path) */
     free(a->path);
     a->path = path;
@@ -535,13 +552,8 @@ static void *alog_main(void *arg)
         if (stop && !a->stop_by)
             alog_stop_seen(a);
         switching = alog_pass(a, n);
-        if (atomic_exchange(&a->reopen, 0) && a->fd > STDERR_FILENO) {
-            int fd = alog_open_path(a->path);
-            if (fd < 0)
-                log_error("access log: cannot reopen %s: %s", a->path, strerror(errno));
-            else
-                alog_use(a, fd);
-        }
+        if (!switching && atomic_exchange(&a->reopen, 0))
+            alog_reopen_now(a);   /* asked while a switch was pending, now taken */
         most = alog_drain_all(a, n);
         alog_say_failures(a, false);
         alog_say_full(a, n, false);
@@ -596,6 +608,16 @@ void alog_set_rings(struct alog *a, unsigned n)
         atomic_store_explicit(&a->nrings, n, memory_order_release);
 }
 
+/* Marks each ring's head now as where the running sink's lines end (under a->mu, with no switch
+ * pending): no worker has taken a new snapshot yet (alog_switch's caller's order), or the signal
+ * to reopen came now; every line up to here was made before. */
+static void alog_mark_heads(struct alog *a)
+{
+    a->next_rings = atomic_load_explicit(&a->nrings, memory_order_relaxed);
+    for (unsigned i = 0; i < a->next_rings; i++)
+        a->rings[i]->switch_at = atomic_load_explicit(&a->rings[i]->head, memory_order_acquire);
+}
+
 int alog_switch(struct alog *a, const char *path, int fd)
 {
     char *p = strdup(path);
@@ -607,17 +629,13 @@ int alog_switch(struct alog *a, const char *path, int fd)
     }
     pthread_mutex_lock(&a->mu);
     if (a->next) {
-        /* an earlier switch the writer has not taken: superseded. Its marks stay: what came
-         * before them is the running sink's, what came after goes to the newest one. */
+        /* an earlier switch (or reopen) the writer has not taken: superseded. Its marks stay:
+         * what came before them is the running sink's, what came after goes to the newest one. */
         if (a->next_fd > STDERR_FILENO)
             close(a->next_fd);
         free(a->next_path);
     } else {
-        /* No worker has taken the new snapshot yet (the caller's order): every line up to each
-         * ring's head now was made under the old one. */
-        a->next_rings = atomic_load_explicit(&a->nrings, memory_order_relaxed);
-        for (unsigned i = 0; i < a->next_rings; i++)
-            a->rings[i]->switch_at = atomic_load_explicit(&a->rings[i]->head, memory_order_acquire);
+        alog_mark_heads(a);
     }
     a->next_path = p;
     a->next_fd = fd;
@@ -628,7 +646,18 @@ int alog_switch(struct alog *a, const char *path, int fd)
 
 void alog_reopen(struct alog *a)
 {
-    atomic_store(&a->reopen, 1);
+    pthread_mutex_lock(&a->mu);
+    if (a->next) {
+        /* a switch pending (its file opened before this signal, perhaps before the `mv`): the
+         * writer reopens once it has taken it */
+        atomic_store(&a->reopen, 1);
+    } else {
+        alog_mark_heads(a);
+        a->next_path = NULL;
+        a->next_fd = ALOG_REOPEN;
+        a->next = true;
+    }
+    pthread_mutex_unlock(&a->mu);
 }
 
 bool alog_stop(struct alog *a)

@@ -30,6 +30,7 @@
 #include <stdint.h>
 
 #define ALOG_RING_BYTES (1u << 20)
+#define ALOG_REOPEN (-2)                    /* alog.next_fd of a reopen (SIGUSR1) */
 #define ALOG_STOP_GRACE_MS 1000             /* alog_stop: how long a sink that takes nothing is waited for */
 #define ALOG_STOP_MAX_MS 5000               /* alog_stop: the longest a sink still taking lines is waited for */
 #define ALOG_ERROR_EVERY_MS 10000           /* write errors reach the error log at most this often */
@@ -88,7 +89,7 @@ struct alog {
     atomic_uint nrings;
     pthread_mutex_t mu;                 /* guards the pending sink */
     char *next_path;                    /* a sink handed over by alog_switch, not taken yet */
-    int next_fd;
+    int next_fd;                        /* ALOG_REOPEN: the writer opens the running path */
     unsigned next_rings;                /* rings [0, next_rings) had their switch_at set */
     bool next;
 };
@@ -118,7 +119,9 @@ void alog_set_rings(struct alog *a, unsigned n);
  * there too, and when the new sink is off its lines are dropped and counted. The writer then
  * closes the old file. */
 int alog_switch(struct alog *a, const char *path, int fd);
-/* Asks the writer to reopen a file sink (SIGUSR1). */
+/* Asks the writer to reopen a file sink (SIGUSR1), as a switch to the same path: each ring's lines
+ * up to now go to the file open now (the one `mv` renamed), every later line to the file opened
+ * anew, which the writer opens (main thread, never blocking). */
 void alog_reopen(struct alog *a);
 /* Drains what is left, stops the writer, closes the sink. A sink that takes nothing for
  * ALOG_STOP_GRACE_MS, or still has lines ALOG_STOP_MAX_MS after the stop (a reader that keeps taking

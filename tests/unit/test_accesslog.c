@@ -389,6 +389,51 @@ static void test_switch_keeps_lines_made_before_it(void **state)
     rmdir(dir);
 }
 
+/* SIGUSR1 after `mv`: the lines made before the signal go to the renamed file, however soon the
+ * writer gets to them, and the later ones to the file opened anew (the writer reopened first and
+ * then drained: the lines of the last 10 ms before the signal landed in the new file). A reopen
+ * asked while a switch is pending reopens the switch's file once it is taken. */
+static void test_reopen_keeps_lines_made_before_it(void **state)
+{
+    char dir[] = "/tmp/alog-reopen-XXXXXX", path[64], moved[64], got[256];
+    static struct alog a;
+    struct alog_ring ring = { 0 }, *rings[1] = { &ring };
+    int fd;
+
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/access.log", dir);
+    snprintf(moved, sizeof(moved), "%s/access.log.1", dir);
+    assert_int_equal(alog_ring_init(&ring, path), 0);
+    fd = alog_open_path(path);
+    assert_true(fd > 2);
+    assert_int_equal(alog_start(&a, path, fd, rings), 0);
+    alog_set_rings(&a, 1);
+    for (int i = 0; i < 100 && atomic_load(&ring.tail) != atomic_load(&ring.head); i++)
+        nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
+    alog_append(&ring, "before the mv\n", 14);
+    assert_int_equal(rename(path, moved), 0);
+    alog_append(&ring, "before the signal\n", 18);
+    alog_reopen(&a);   /* the writer naps 10 ms between passes: these two are still in the ring */
+    alog_append(&ring, "after\n", 6);
+    for (int i = 0; i < 100 && access(path, F_OK) != 0; i++)
+        nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
+    /* a reload's switch to the same path pending (its file opened), then a second rotation */
+    fd = alog_open_path(path);
+    assert_true(fd > 2);
+    assert_int_equal(alog_switch(&a, path, fd), 0);
+    alog_reopen(&a);
+    alog_append(&ring, "after the second\n", 17);
+    assert_true(alog_stop(&a));
+
+    assert_string_equal(file_text(moved, got, sizeof(got)), "before the mv\nbefore the signal\n");
+    assert_string_equal(file_text(path, got, sizeof(got)), "after\nafter the second\n");
+    alog_ring_free(&ring);
+    unlink(path);
+    unlink(moved);
+    rmdir(dir);
+}
+
 /* Lines that several workers made one after another are written in that order (they were written
  * ring after ring: two requests answered by two workers within one of the writer's 10 ms passes
  * could be logged the other way round). */
@@ -441,6 +486,7 @@ int main(void)
         cmocka_unit_test(test_worst_case_fits),
         cmocka_unit_test(test_time_and_duration_match_libc),
         cmocka_unit_test(test_switch_keeps_lines_made_before_it),
+        cmocka_unit_test(test_reopen_keeps_lines_made_before_it),
         cmocka_unit_test(test_lines_of_several_workers_keep_the_order_they_were_made_in),
     };
     print_message("access log: %zu hostile rows\n", sizeof(rows) / sizeof(rows[0]));
