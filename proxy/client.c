@@ -58,6 +58,11 @@ static const char *client_addr_dbg(const struct client *c, char *buf)
 }
 #define CLIENT_ADDR_DBG(c) client_addr_dbg((c), (char[INET6_ADDRSTRLEN]){ 0 })
 
+/* Seconds between looks at the socket of a client whose body lifeline stopped reading: nothing is
+ * read meanwhile, so a reset would go unseen until the route's deadline (15 s by default), holding
+ * the upstream connection and logged as a 504 rather than the client's leaving. */
+#define PAUSE_PROBE 1.0
+
 /* When the read side's deadline falls in the current phase; 0 when none applies. */
 static ev_tstamp client_rdue(const struct client *c)
 {
@@ -74,9 +79,11 @@ static ev_tstamp client_rdue(const struct client *c)
         if (!c->ex && c->answer_done)
             return 0;   /* a rejected head's answer going out: only the send side counts */
         if (c->read_paused && !c->rd_eof)
-            return 0;   /* lifeline stopped reading (the upstream is not taking the body): not the
-                           client's gap; the route's deadline and the hop's timers bound the wait,
-                           and the gap counts again from when reading resumes */
+            return c->last_read + PAUSE_PROBE;   /* lifeline stopped reading (the upstream is not
+                           taking the body): not the client's gap, which counts again from when
+                           reading resumes; the route's deadline and the hop's timers bound the
+                           wait, and a look at the socket every PAUSE_PROBE (client_pause_probe)
+                           finds a client that reset meanwhile */
         return c->last_read + ms(cf->client.body_timeout);
     case CLIENT_LINGER:   /* the total, or a gap without input */
         return c->head_deadline < c->last_read + LINGER_SECONDS ? c->head_deadline : c->last_read + LINGER_SECONDS;
@@ -618,6 +625,8 @@ void client_pause(struct client *c)
     if (!c->read_paused && !c->closed) {
         c->read_paused = true;
         client_io_off(c, EV_READ);
+        if (c->phase == CLIENT_BODY)
+            client_timer_arm(c);   /* its looks at the socket (client_pause_probe) */
     }
 }
 
@@ -1144,6 +1153,30 @@ static bool client_send_progress(struct ev_loop *loop, struct client *c)
 /* The one timer (client_timer_arm): the send side first (a stall past send_timeout closes; the
  * stuck output's pages go back after OUT_SHED_AFTER), then the read side's deadline for the phase;
  * a deadline not reached yet re-arms it, none at all stops it. */
+static void client_read_lost(struct client *c, ssize_t r);
+
+/* Reading a body is paused (client_rdue) and its look is due: a socket that holds an error (the
+ * client reset: ECONNRESET, which a read would have returned) ends the connection as that read
+ * would have, and the request with it (499). Else the next look is PAUSE_PROBE from now (last_read
+ * stands for it while paused: resuming sets it anew). A FIN cannot be seen this way (it waits behind
+ * the unread body, which may be whole: a request sent whole before a half-close is answered).
+ * Returns true when c is closed. */
+static bool client_pause_probe(struct client *c, ev_tstamp now)
+{
+    int err = 0;
+    socklen_t n = sizeof(err);
+
+    if (c->phase != CLIENT_BODY || !c->read_paused || c->rd_eof || (c->ex && c->ex->body_done) ||
+        (!c->ex && c->answer_done) || c->last_read + PAUSE_PROBE > now + 0.0005)
+        return false;
+    if (getsockopt(c->x.fd, SOL_SOCKET, SO_ERROR, &err, &n) == 0 && err != 0) {
+        client_read_lost(c, -err);
+        return true;
+    }
+    c->last_read = now;
+    return false;
+}
+
 static void client_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct client *c = t->data;
@@ -1172,6 +1205,8 @@ static void client_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
         if (now - c->last_write >= OUT_SHED_AFTER - 0.001)
             client_out_shed(c);
     }
+    if (client_pause_probe(c, now))
+        return;
     due = client_rdue(c);
     if (due != 0 && due <= now + 0.0005) {
         if (client_io_first(loop, c, EV_READ))

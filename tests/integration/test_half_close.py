@@ -2,6 +2,8 @@
 with nginx and HAProxy; a request left incomplete by a half-close ends the connection."""
 
 import socket
+import struct
+import time
 
 import pytest
 
@@ -121,3 +123,98 @@ def test_half_close_after_a_chunked_body_larger_than_its_buffer(lifeline, hangin
     data = read_all(s, t(5))
     s.close()
     assert data.startswith(b"HTTP/1.1 504 "), (size, data[:200])
+
+
+class NonReadingUpstream:
+    """A listener whose connections are accepted and never read (a small receive buffer): an
+    upload to it stops once the buffers fill, and lifeline pauses reading the client."""
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.address = "127.0.0.1:%d" % self.port
+        self.conns = []
+        self.sock.settimeout(0.05)
+
+    def accept_pending(self):
+        try:
+            while True:
+                self.conns.append(self.sock.accept()[0])
+        except (socket.timeout, BlockingIOError):
+            pass
+
+    def closed_by_peer(self):
+        """Whether lifeline closed the (single) accepted connection (EOF or a reset)."""
+        self.accept_pending()
+        if not self.conns:
+            return False
+        c = self.conns[0]
+        c.setblocking(False)
+        try:
+            while True:
+                d = c.recv(1 << 20)   # the body bytes it left unread, then the end
+                if not d:
+                    return True
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
+    def close(self):
+        for c in self.conns:
+            c.close()
+        self.sock.close()
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_a_reset_while_the_body_is_paused_cancels_at_once(lifeline, tmp_path, framing):
+    """While the upstream takes no more of a body, lifeline stops reading it (backpressure); a
+    client that resets then was not seen until the route's deadline (15 s by default): the
+    upstream connection stayed open meanwhile and the request was logged as a 504 `deadline`, not
+    a 499. A look at the paused socket every second finds the reset."""
+    up = NonReadingUpstream()
+    path = str(tmp_path / "access.log")
+    try:
+        lf = lifeline(pools={"p": {"servers": [{"address": up.address}], "outlier": "off"}},
+                      routes=[{"name": "r", "pool": "p", "retry": {"attempts": 1}}],
+                      extra={"access_log": {"path": path}}, workers=1)
+        c = socket.create_connection(("127.0.0.1", lf.port))
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+        if framing == "length":
+            c.sendall(build_request("POST", "/u", [("Content-Length", str(256 << 20))]))
+        else:
+            c.sendall(build_request("POST", "/u", [("Transfer-Encoding", "chunked")]))
+        c.setblocking(False)
+        piece = b"z" * 65536
+        if framing == "chunked":
+            piece = b"10000\r\n" + piece + b"\r\n"
+        stuck_since, end, left = None, time.monotonic() + t(20), b""
+        while time.monotonic() < end:   # until the body stops moving for a while: paused
+            try:
+                left = left or piece
+                left = left[c.send(left):]   # (a part: the rest goes next)
+                stuck_since = None
+            except BlockingIOError:
+                stuck_since = stuck_since or time.monotonic()
+                if time.monotonic() - stuck_since > t(0.5):
+                    break
+                time.sleep(0.01)
+        assert stuck_since is not None, "the upload never stopped: the upstream took it all"
+        up.accept_pending()
+        assert len(up.conns) == 1
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        start = time.monotonic()
+        c.close()   # a reset
+        lines = wait_access(path, lambda ls: len(ls) >= 1, timeout=t(4), what="the request's line")
+        took = time.monotonic() - start
+        assert lines[0]["status"] == 499, lines[0]
+        assert lines[0]["attempts"][0]["outcome"] == "cancelled", lines[0]
+        assert took < t(3), "the reset was seen after %.1fs" % took
+        deadline = time.monotonic() + t(2)
+        while not up.closed_by_peer() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert up.closed_by_peer(), "the upstream connection stayed open after the client left"
+    finally:
+        up.close()
