@@ -2089,9 +2089,12 @@ void exchange_cancel_answered(struct exchange *ex, unsigned status)
 {
     if (ex->state == EX_NONE || !ex->c)
         return;
-    /* Attempts still running when the client leaves end here: counted as cancelled. */
+    /* Attempts still running when the client leaves end here: counted as cancelled. Not the
+     * winner, whose answer was counted as its head came (the connection closed while its head
+     * was being written, out of memory: it was listed twice, ok and cancelled). */
     for (int i = 0; i < 2; i++) {
-        if (!ex->accounted && ex->state == EX_UPSTREAM && hop_is_running(&ex->hops[i]))
+        if (!ex->accounted && ex->state == EX_UPSTREAM && hop_is_running(&ex->hops[i]) &&
+            &ex->hops[i] != ex->winner)
             exchange_record_hop(ex, &ex->hops[i], METRIC_OUTCOME_CANCELLED, 0);
     }
     /* Flushed, or the client is gone: what the response pipe still holds is discarded, before the
