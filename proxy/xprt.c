@@ -40,21 +40,18 @@ static inline long sys6(long nr, long a, long b, long c, long d, long e, long f)
 #define XPRT_RAW_SYSCALLS 1
 #endif
 
-/* recv rather than read: the socket call skips the file layer's part of read(2) (the file
- * position lock check, rw_verify_area, the LSM file hook, fsnotify and the rchar/syscr accounting);
- * every xprt_plain fd is a socket. */
 static ssize_t plain_read(struct xprt *x, void *p, size_t n)
 {
     ssize_t r;
 
 #ifdef XPRT_RAW_SYSCALLS
     do
-        r = sys6(SYS_recvfrom, x->fd, (long)p, (long)n, 0, 0, 0);
+        r = sys3(SYS_read, x->fd, (long)p, (long)n);
     while (r == -EINTR);
     return r;
 #else
     do
-        r = recv(x->fd, p, n, 0);
+        r = read(x->fd, p, n);
     while (r < 0 && errno == EINTR);
     return r < 0 ? -errno : r;
 #endif
