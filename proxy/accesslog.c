@@ -521,6 +521,16 @@ static void alog_take_next(struct alog *a)
     fd = a->next_fd;
     a->next = false;
     a->next_path = NULL;
+    if (a->reopen_next) {
+        /* a reopen asked while this switch was pending comes next: the lines made before its
+         * signal go to this switch's sink */
+        a->reopen_next = false;
+        a->next_rings = a->reopen_rings;
+        for (unsigned i = 0; i < a->next_rings; i++)
+            a->rings[i]->switch_at = a->rings[i]->reopen_at;
+        a->next_fd = ALOG_REOPEN;
+        a->next = true;
+    }
     pthread_mutex_unlock(&a->mu);
     if (fd == ALOG_REOPEN) {
         alog_reopen_now(a);
@@ -552,8 +562,6 @@ static void *alog_main(void *arg)
         if (stop && !a->stop_by)
             alog_stop_seen(a);
         switching = alog_pass(a, n);
-        if (!switching && atomic_exchange(&a->reopen, 0))
-            alog_reopen_now(a);   /* asked while a switch was pending, now taken */
         most = alog_drain_all(a, n);
         alog_say_failures(a, false);
         alog_say_full(a, n, false);
@@ -634,6 +642,7 @@ int alog_switch(struct alog *a, const char *path, int fd)
         if (a->next_fd > STDERR_FILENO)
             close(a->next_fd);
         free(a->next_path);
+        a->reopen_next = false;   /* this sink is opened anew after it */
     } else {
         alog_mark_heads(a);
     }
@@ -648,9 +657,15 @@ void alog_reopen(struct alog *a)
 {
     pthread_mutex_lock(&a->mu);
     if (a->next) {
-        /* a switch pending (its file opened before this signal, perhaps before the `mv`): the
-         * writer reopens once it has taken it */
-        atomic_store(&a->reopen, 1);
+        /* a switch (or reopen) pending, its sink opened before this signal, perhaps before the
+         * `mv`: the lines made until now go there once it is taken, and then the writer reopens
+         * (a second signal before that: one reopen) */
+        if (!a->reopen_next) {
+            a->reopen_rings = atomic_load_explicit(&a->nrings, memory_order_relaxed);
+            for (unsigned i = 0; i < a->reopen_rings; i++)
+                a->rings[i]->reopen_at = atomic_load_explicit(&a->rings[i]->head, memory_order_acquire);
+            a->reopen_next = true;
+        }
     } else {
         alog_mark_heads(a);
         a->next_path = NULL;

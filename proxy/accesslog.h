@@ -55,6 +55,8 @@ struct alog_ring {
     _Atomic uint64_t dropped;           /* lines that did not fit */
     size_t switch_at;                   /* head when the pending sink was handed over (alog.mu):
                                          * the lines before it are the old sink's */
+    size_t reopen_at;                   /* head at a SIGUSR1 while a switch was pending (alog.mu):
+                                         * the lines before it go to that switch's sink */
     size_t until;                       /* the writer's: where its current pass stops */
 };
 
@@ -66,7 +68,7 @@ struct alog {
     int fd;                             /* -1 while off */
     pthread_t thread;
     bool running;
-    atomic_int stop, reopen;
+    atomic_int stop;
     /* the writer's own: */
     bool waits;                         /* the sink may block (not a regular file): poll first */
     bool shared;                        /* the sink is stderr's (access_log: stderr, or the same
@@ -92,6 +94,9 @@ struct alog {
     int next_fd;                        /* ALOG_REOPEN: the writer opens the running path */
     unsigned next_rings;                /* rings [0, next_rings) had their switch_at set */
     bool next;
+    bool reopen_next;                   /* a reopen asked while a switch was pending: it follows
+                                         * the switch, with rings [0, reopen_rings)'s reopen_at */
+    unsigned reopen_rings;
 };
 
 /* Sets up a worker's ring: its buffer, and `data` as path says ("off": NULL). 0 or -1. Called again

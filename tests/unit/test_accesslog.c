@@ -395,7 +395,7 @@ static void test_switch_keeps_lines_made_before_it(void **state)
  * asked while a switch is pending reopens the switch's file once it is taken. */
 static void test_reopen_keeps_lines_made_before_it(void **state)
 {
-    char dir[] = "/tmp/alog-reopen-XXXXXX", path[64], moved[64], got[256];
+    char dir[] = "/tmp/alog-reopen-XXXXXX", path[64], moved[64], moved2[64], got[256];
     static struct alog a;
     struct alog_ring ring = { 0 }, *rings[1] = { &ring };
     int fd;
@@ -404,6 +404,7 @@ static void test_reopen_keeps_lines_made_before_it(void **state)
     assert_non_null(mkdtemp(dir));
     snprintf(path, sizeof(path), "%s/access.log", dir);
     snprintf(moved, sizeof(moved), "%s/access.log.1", dir);
+    snprintf(moved2, sizeof(moved2), "%s/access.log.2", dir);
     assert_int_equal(alog_ring_init(&ring, path), 0);
     fd = alog_open_path(path);
     assert_true(fd > 2);
@@ -418,19 +419,28 @@ static void test_reopen_keeps_lines_made_before_it(void **state)
     alog_append(&ring, "after\n", 6);
     for (int i = 0; i < 100 && access(path, F_OK) != 0; i++)
         nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
-    /* a reload's switch to the same path pending (its file opened), then a second rotation */
+    /* a second rotation while a reload's switch to the same path is pending (its file opened
+     * before the mv): the lines before the signal go to that file, now renamed, and not to the
+     * one the signal opens (the writer reopened first once it had taken the switch) */
+    for (int i = 0; i < 100 && atomic_load(&ring.tail) != atomic_load(&ring.head); i++)
+        nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
     fd = alog_open_path(path);
     assert_true(fd > 2);
     assert_int_equal(alog_switch(&a, path, fd), 0);
+    alog_append(&ring, "after the reload\n", 17);
+    assert_int_equal(rename(path, moved2), 0);
+    alog_append(&ring, "before the second signal\n", 25);
     alog_reopen(&a);
     alog_append(&ring, "after the second\n", 17);
     assert_true(alog_stop(&a));
 
     assert_string_equal(file_text(moved, got, sizeof(got)), "before the mv\nbefore the signal\n");
-    assert_string_equal(file_text(path, got, sizeof(got)), "after\nafter the second\n");
+    assert_string_equal(file_text(moved2, got, sizeof(got)), "after\nafter the reload\nbefore the second signal\n");
+    assert_string_equal(file_text(path, got, sizeof(got)), "after the second\n");
     alog_ring_free(&ring);
     unlink(path);
     unlink(moved);
+    unlink(moved2);
     rmdir(dir);
 }
 
