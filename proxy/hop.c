@@ -157,6 +157,20 @@ static void hop_detach(struct hop *h, bool reusable)
     worker_buf_put(w, &h->head);
 }
 
+/* The hop gives up on an answer the server is working on (the whole request reached it): the
+ * connection is reset, not closed with a FIN. After a whole request a FIN reads as the client's
+ * half-close, which a server or proxy may answer as lifeline does (README): a lifeline (or nginx)
+ * in front of another one left the inner one working for a client that had gone, its upstream
+ * attempt and retries run to their end, a 504 already said to the client. Not a tunnel, which a
+ * FIN ends as the WebSocket's close. */
+static void hop_abandon(struct hop *h)
+{
+    static const struct linger reset = { 1, 0 };
+
+    if (h->uc && h->uc->x.fd >= 0 && h->request_sent && h->state != HOP_TUNNEL)
+        (void)setsockopt(h->uc->x.fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
+}
+
 /* What a failed attempt costs in the ewma balancer: the timeout of the phase it failed in, so that
  * a server that fails fast never looks fast (SPEC §2 balance). */
 static double hop_penalty(const struct hop *h, enum hop_outcome o)
@@ -226,6 +240,8 @@ static void hop_fail(struct hop *h, enum hop_outcome o)
         h->trial = 0;
         h->judged = true;
     }
+    if (o == HOP_RESPONSE_TIMEOUT || o == HOP_READ_TIMEOUT || o == HOP_DEADLINE)
+        hop_abandon(h);
     h->outcome = o;
     h->state = HOP_FAILED;
     h->seq++;
@@ -1243,6 +1259,7 @@ void hop_cancel(struct hop *h)
         return;
     }
     h->seq++;
+    hop_abandon(h);
     hop_detach(h, false);   /* idempotent: whatever is still held is released, nothing pooled */
     h->state = HOP_IDLE;
 }

@@ -534,3 +534,66 @@ def test_connection_close_on_an_interim_answer_is_honoured(lifeline, raw_upstrea
         assert r.status == 200 and r.body == b"ok", r
     assert len(up.requests) == 3
     assert up.connections == 3, "a connection whose 1xx said close was reused (%d connections)" % up.connections
+
+
+def _end_watcher():
+    """A raw upstream script that reads one request and then waits for the connection's end,
+    noting how it ended in up.state["ends"]: "reset" (RST) or "fin"."""
+    async def script(conn):
+        req = await conn.read_request()
+        if req is None:
+            return
+        try:
+            while True:
+                data = await asyncio.wait_for(conn.reader.read(65536), t(10))
+                if not data:
+                    conn.up.state.setdefault("ends", []).append("fin")
+                    return
+        except (ConnectionResetError, BrokenPipeError):
+            conn.up.state.setdefault("ends", []).append("reset")
+        except asyncio.TimeoutError:
+            conn.up.state.setdefault("ends", []).append("open")
+    return script
+
+
+@pytest.mark.parametrize("how", ["client_reset", "deadline"])
+def test_an_abandoned_attempt_resets_the_upstream_connection(lifeline, raw_upstream, how):
+    """When lifeline gives up on an answer the server is working on (the client left, the
+    deadline came), the upstream connection is reset, not closed with a FIN: after a whole request
+    a FIN reads as the client's half-close, which lifeline itself answers, so a lifeline in front
+    of another left the inner one working on (its attempt and retries ran to their end)."""
+    up = raw_upstream(_end_watcher())
+    route = {"name": "r", "pool": "p", "retry": {"attempts": 1}}
+    if how == "deadline":
+        route["timeouts"] = {"total": dur(t(0.5))}
+    lf = lifeline(pools={"p": pool(up, outlier="off")}, routes=[route])
+    c = Conn(lf.port)
+    try:
+        c.request("GET", "/held")
+        wait_for(lambda: up.requests, t(3), what="the request to reach the upstream")
+        if how == "client_reset":
+            c.reset()
+        else:
+            assert c.read_response(timeout=t(3)).status == 504
+    finally:
+        c.close()
+    wait_for(lambda: up.state.get("ends"), t(3), what="the upstream connection to end")
+    assert up.state["ends"] == ["reset"], up.state["ends"]
+
+
+def test_a_chain_of_two_lifelines_cancels_the_inner_attempt(lifeline, raw_upstream):
+    """lifeline in front of lifeline: a client that leaves the outer one ends the inner one's
+    attempt at once (499 there), not when its upstream answers."""
+    up = raw_upstream(_end_watcher())
+    inner = lifeline(pools={"p": pool(up, outlier="off")}, routes=[{"name": "r", "pool": "p", "retry": {"attempts": 1}}])
+    outer = lifeline(pools={"q": {"servers": [{"address": "127.0.0.1:%d" % inner.port}], "outlier": "off"}},
+                     routes=[{"name": "r", "pool": "q", "retry": {"attempts": 1}}])
+    c = Conn(outer.port)
+    try:
+        c.request("GET", "/held")
+        wait_for(lambda: up.requests, t(3), what="the request to reach the upstream through both")
+        c.reset()
+    finally:
+        c.close()
+    wait_for(lambda: up.state.get("ends"), t(3), what="the inner lifeline to end its upstream attempt")
+    assert up.state["ends"] == ["reset"], up.state["ends"]
