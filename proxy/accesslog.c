@@ -616,14 +616,18 @@ void alog_set_rings(struct alog *a, unsigned n)
         atomic_store_explicit(&a->nrings, n, memory_order_release);
 }
 
-/* Marks each ring's head now as where the running sink's lines end (under a->mu, with no switch
- * pending): no worker has taken a new snapshot yet (alog_switch's caller's order), or the signal
- * to reopen came now; every line up to here was made before. */
-static void alog_mark_heads(struct alog *a)
+/* Marks each ring's head now (under a->mu) as where a sink's lines end: the running sink's
+ * (switch_at, with no switch pending: no worker has taken a new snapshot yet, alog_switch's
+ * caller's order, or the signal to reopen came now), or the pending switch's (reopen_at: a reopen
+ * follows it). Every line up to here was made before. Returns the rings marked. */
+static unsigned alog_mark_heads(struct alog *a, bool reopen)
 {
-    a->next_rings = atomic_load_explicit(&a->nrings, memory_order_relaxed);
-    for (unsigned i = 0; i < a->next_rings; i++)
-        a->rings[i]->switch_at = atomic_load_explicit(&a->rings[i]->head, memory_order_acquire);
+    unsigned n = atomic_load_explicit(&a->nrings, memory_order_relaxed);
+
+    for (unsigned i = 0; i < n; i++)
+        *(reopen ? &a->rings[i]->reopen_at : &a->rings[i]->switch_at) =
+            atomic_load_explicit(&a->rings[i]->head, memory_order_acquire);
+    return n;
 }
 
 int alog_switch(struct alog *a, const char *path, int fd)
@@ -644,7 +648,7 @@ int alog_switch(struct alog *a, const char *path, int fd)
         free(a->next_path);
         a->reopen_next = false;   /* this sink is opened anew after it */
     } else {
-        alog_mark_heads(a);
+        a->next_rings = alog_mark_heads(a, false);
     }
     a->next_path = p;
     a->next_fd = fd;
@@ -661,13 +665,11 @@ void alog_reopen(struct alog *a)
          * `mv`: the lines made until now go there once it is taken, and then the writer reopens
          * (a second signal before that: one reopen) */
         if (!a->reopen_next) {
-            a->reopen_rings = atomic_load_explicit(&a->nrings, memory_order_relaxed);
-            for (unsigned i = 0; i < a->reopen_rings; i++)
-                a->rings[i]->reopen_at = atomic_load_explicit(&a->rings[i]->head, memory_order_acquire);
+            a->reopen_rings = alog_mark_heads(a, true);
             a->reopen_next = true;
         }
     } else {
-        alog_mark_heads(a);
+        a->next_rings = alog_mark_heads(a, false);
         a->next_path = NULL;
         a->next_fd = ALOG_REOPEN;
         a->next = true;
