@@ -583,13 +583,10 @@ def test_a_reload_to_max_ejected_percent_0_governs_attempts_from_before_it(lifel
     assert "ejecting" not in lf.stderr_text()
 
 
-def test_a_trial_out_when_a_reload_removes_the_checks_that_say_down_stays_the_only_one(lifeline, upstream,
-                                                                                      raw_upstream):
-    """A half-open server's trial is out when its health checks say down and a reload removes
-    them: the new generation gets a state of its own (the checks' verdict goes), which must keep
-    the trial's claim. The old binary left its slot free and sent a second trial."""
-    up1, up2 = upstream("up1"), upstream("up2")
-
+def checked_flaky(raw_upstream, hold_trial=False):
+    """A raw upstream "flaky" whose health checks (/healthz) answer 503 while state["health"] is
+    "bad", and whose requests get 503 while state["mode"] is "fail", else 200 (x-upstream: flaky),
+    each noted in state["reqs"]; hold_trial: a request to /trial is held until lifeline closes."""
     async def handle(conn, req):
         st = conn.up.state
         if req.target.startswith("/healthz"):
@@ -597,12 +594,21 @@ def test_a_trial_out_when_a_reload_removes_the_checks_that_say_down_stays_the_on
             await conn.respond(code, b"", headers=[("connection", "close")])
             return True
         st.setdefault("reqs", []).append(req.target)
-        if req.target.startswith("/trial"):
+        if hold_trial and req.target.startswith("/trial"):
             await conn.wait_eof(t(30))
             return True
         code = 503 if st.get("mode") == "fail" else 200
         await conn.respond(code, b"%d from flaky\n" % code, headers=[("x-upstream", "flaky")])
-    flaky = raw_upstream(each_request(handle), name="flaky")
+    return raw_upstream(each_request(handle), name="flaky")
+
+
+def test_a_trial_out_when_a_reload_removes_the_checks_that_say_down_stays_the_only_one(lifeline, upstream,
+                                                                                      raw_upstream):
+    """A half-open server's trial is out when its health checks say down and a reload removes
+    them: the new generation gets a state of its own (the checks' verdict goes), which must keep
+    the trial's claim. The old binary left its slot free and sent a second trial."""
+    up1, up2 = upstream("up1"), upstream("up2")
+    flaky = checked_flaky(raw_upstream, hold_trial=True)
     flaky.state["mode"] = "fail"
     aport = free_port()
     health = {"path": "/healthz", "interval": "100ms", "timeout": "500ms", "rise": 1, "fall": 1}
@@ -693,17 +699,7 @@ def test_an_ejected_server_held_down_by_its_checks_gets_its_trial_once_they_say_
     every request), so the checks' verdict must count as a change: missed, the server would stay
     half-open, out of rotation, for good."""
     up1 = upstream("up1")
-
-    async def handle(conn, req):
-        st = conn.up.state
-        if req.target.startswith("/healthz"):
-            code = 503 if st.get("health") == "bad" else 200
-            await conn.respond(code, b"", headers=[("connection", "close")])
-            return True
-        st.setdefault("reqs", []).append(req.target)
-        code = 503 if st.get("mode") == "fail" else 200
-        await conn.respond(code, b"%d from flaky\n" % code, headers=[("x-upstream", "flaky")])
-    flaky = raw_upstream(each_request(handle), name="flaky")
+    flaky = checked_flaky(raw_upstream)
     flaky.state["mode"] = "fail"
     aport = free_port()
     health = {"path": "/healthz", "interval": "100ms", "timeout": "500ms", "rise": 1, "fall": 1}
