@@ -72,6 +72,8 @@ struct admin_conn {
                                          * 2 after LF CR; a LF then ends it (CRLF CRLF, LF LF) */
     bool nul;                           /* a NUL among the head's dropped bytes */
     bool rechecked;                     /* /livez asked again already (ADMIN_RECHECK) */
+    bool on_spare;                      /* accepted into the spare descriptor's place (out of
+                                         * descriptors): the spare is taken again at its close */
     char *out;                          /* the whole answer once the request is read; owned */
     size_t outlen, outoff;
 };
@@ -95,6 +97,15 @@ static void admin_resume(struct admin *a)
     admin_set_accepting(a, true);
 }
 
+/* The spare descriptor, taken again when nobody holds its place: at the listener's start, when
+ * the connection served in its place closes, at each retry after a pause. (Another thread may
+ * have taken the freed number meanwhile: then the next chance tries again.) */
+static void admin_spare_take(struct admin *a)
+{
+    if (a->spare_fd < 0 && !a->spare_lent)
+        a->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
 static void admin_conn_close(struct admin_conn *k)
 {
     struct admin *a = k->a;
@@ -102,6 +113,10 @@ static void admin_conn_close(struct admin_conn *k)
     ev_io_stop(a->loop, &k->io);
     ev_timer_stop(a->loop, &k->timer);
     close(k->fd);
+    if (k->on_spare) {
+        a->spare_lent = false;
+        admin_spare_take(a);
+    }
     LIST_UNLINK(a->conns, k, prev, next);
     a->nconns--;
     free(k->out);
@@ -546,6 +561,7 @@ static void admin_accept_retry_cb(struct ev_loop *loop, ev_timer *t, int revents
     (void)loop;
     (void)revents;
     ev_timer_stop(a->loop, &a->accept_retry);
+    admin_spare_take(a);
     admin_set_accepting(a, true);
 }
 
@@ -570,6 +586,7 @@ static void admin_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
     for (int i = 0; i < 16; i++) {
         struct admin_conn *k, *victim = NULL;
         double wait;
+        bool spare = false;
         int fd;
         if (a->nconns >= ADMIN_CONNS_MAX && !(victim = admin_eviction_victim(a, &wait)) &&
             a->nconns >= ADMIN_CONNS_MAX) {
@@ -586,6 +603,18 @@ static void admin_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
             return;
         }
         fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0 && (errno == EMFILE || errno == ENFILE) && a->spare_fd >= 0) {
+            /* Out of descriptors: the probe is served in the spare's place rather than shed, so
+             * that /livez and /metrics still answer while the workers are short (a liveness
+             * probe left unanswered would have the pod restarted for a passing shortage). */
+            close(a->spare_fd);
+            a->spare_fd = -1;
+            fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (fd >= 0)
+                spare = true;
+            else
+                admin_spare_take(a);   /* (a worker took the number first) */
+        }
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
@@ -598,11 +627,17 @@ static void admin_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
         k = calloc(1, sizeof(*k));
         if (!k) {
             close(fd);
+            admin_spare_take(a);
             admin_accept_failed(a, ENOMEM);
             return;
         }
         k->a = a;
         k->fd = fd;
+        k->on_spare = spare;
+        if (spare) {
+            a->spare_lent = true;
+            log_warn("admin: out of file descriptors; a connection is served on the spare one");
+        }
         k->opened = clock_sec();
         ev_io_init(&k->io, admin_conn_cb, fd, EV_READ);
         k->io.data = k;
@@ -658,8 +693,7 @@ static void admin_listen(struct admin *a, int fd)
     if (fd < 0)
         return;   /* the sampler and the connections being answered stay: they need no listener */
     a->fd = fd;
-    if (a->spare_fd < 0)
-        a->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    admin_spare_take(a);
     if (!ev_is_active(&a->sampler)) {
         a->sampled_conf = a->conf;
         a->loaded_at = ev_time();
@@ -681,6 +715,7 @@ int admin_start(struct admin *a, struct ev_loop *loop)
     a->loop = loop;
     a->fd = -1;
     a->spare_fd = -1;
+    a->spare_lent = false;
     a->nconns = 0;
     ev_init(&a->accept_retry, admin_accept_retry_cb);
     a->accept_retry.data = a;

@@ -63,7 +63,11 @@ struct admin {
     ev_timer accept_retry;              /* running while accepting is paused after EMFILE & co */
     ev_timer evict_wait;                /* running while accepting is paused at the cap until the
                                          * oldest reader turns ADMIN_EVICT_AGE old */
-    int spare_fd;                       /* closed to accept-and-drop on EMFILE */
+    int spare_fd;                       /* a /dev/null held in reserve: out of descriptors, closed
+                                         * so that one admin connection is served in its place
+                                         * (its number, once free again, is taken back), or, when
+                                         * that one is taken, to accept-and-drop */
+    bool spare_lent;                    /* an admin connection holds the spare's place */
     ev_timer sampler;                   /* once a second: server states for the series' band */
     const struct conf *sampled_conf;    /* the snapshot seen at the last tick (load-time tracking) */
     double loaded_at;                   /* wall time the running snapshot was first seen (+-1 s) */

@@ -4,6 +4,7 @@ counters of §5), /status (JSON), reload counters; and SIGTERM drain under load 
 import copy
 import os
 import re
+import select
 import signal
 import socket
 import threading
@@ -1065,3 +1066,37 @@ def test_livez_is_503_while_one_worker_is_stuck(lifeline, upstream):
         libc.ptrace(PTRACE_DETACH, tid, None, None)
     wait_for(lambda: admin_get(aport, "/livez").status == 200, t(3), what="/livez to be 200 again")
     lf.assert_alive()
+
+
+def test_livez_and_metrics_answer_while_out_of_file_descriptors(lifeline, upstream):
+    """§5 `/livez` is 200 while the event loops turn, and they do while the process is at its
+    open-file limit (the workers shed and pause their accepts). The admin listener paused its
+    accepts as well and shed each probe through its spare descriptor: /livez went unanswered, and a
+    Kubernetes liveness probe would have restarted the pod for a passing shortage. The admin now
+    serves one connection at a time in the spare's place, and takes the spare back when it closes."""
+    up = upstream()
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)}, limits={"max_connections": 1000}, workers=1,
+                  extra=admin_extra(aport), prefix=["prlimit", "--nofile=64:64"])
+    assert admin_get(aport, "/livez").status == 200
+    conns = []
+    try:
+        for _ in range(120):       # until one is shed: the table is full
+            s = socket.create_connection((HOST, lf.port), timeout=t(2))
+            conns.append(s)
+            if select.select([s], [], [], 0.1)[0]:
+                break
+        else:
+            raise AssertionError("never reached the open-file limit")
+        conns += [socket.create_connection((HOST, lf.port), timeout=t(2)) for _ in range(20)]
+        for path, want in (("/livez", b"ok"), ("/livez", b"ok"), ("/metrics", b"lifeline_"),
+                           ("/livez", b"ok")):
+            r = admin_get(aport, path, timeout=t(3))
+            assert r.status == 200 and want in r.body, (path, r)
+            time.sleep(0.05)
+    finally:
+        for s in conns:
+            s.close()
+    lf.assert_alive()
+    wait_for(lambda: lf.fetch("GET", "/echo/after").status == 200, t(3), what="the listener back")
+    assert admin_get(aport, "/livez").status == 200
