@@ -18,7 +18,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "fdroom.h"
 #include "list.h"
 #include "log.h"
 #include "clock.h"
@@ -565,14 +564,13 @@ static void admin_accept_retry_cb(struct ev_loop *loop, ev_timer *t, int revents
     admin_set_accepting(a, true);
 }
 
-/* Out of descriptors (or kernel memory): the pending connection stays in the backlog and the
- * listener stays readable, so a level-triggered watcher would spin the main loop. Shed that one
- * connection through the spare descriptor (its client hears a close, not silence), then stop
- * watching for ADMIN_ACCEPT_RETRY. */
+/* Out of descriptors (or kernel memory) with the spare in use or lost to another thread: the
+ * pending connection stays in the backlog and the listener stays readable, so a level-triggered
+ * watcher would spin the main loop. Stop watching for ADMIN_ACCEPT_RETRY; the connection waits
+ * for the retry (it used to be shed through the spare: a probe closed unanswered). */
 static void admin_accept_failed(struct admin *a, int err)
 {
     log_warn("admin accept: %s; pausing the admin listener", strerror(err));
-    fd_shed_pending(a->fd, &a->spare_fd, err);
     admin_set_accepting(a, false);
     ev_timer_set(&a->accept_retry, ADMIN_ACCEPT_RETRY, 0.0);
     ev_timer_start(a->loop, &a->accept_retry);
