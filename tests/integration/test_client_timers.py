@@ -536,7 +536,9 @@ def test_timeouts_that_fall_together_are_paced(lifeline, upstream, tmp_path):
     import datetime
     times = sorted(datetime.datetime.strptime(ln["time"], "%Y-%m-%dT%H:%M:%S.%fZ").timestamp() for ln in lines)
     first5 = sum(1 for x in times if x - times[0] < 0.005)
-    assert first5 <= 60, "%d of %d 408s logged within 5 ms of the first: not paced" % (first5, n)
+    # 8 + 8 per ms gives 48; a loop turn delayed on a loaded machine lets a few more through at
+    # once (63 seen with five other test processes running). Unpaced, all 300 fall within 5 ms.
+    assert first5 <= 100, "%d of %d 408s logged within 5 ms of the first: not paced" % (first5, n)
     span = times[-1] - times[0]
     assert span >= (n - 8) / 8000.0 - 0.002, "the 408s span %.1f ms" % (span * 1000)
     assert span <= 1.0 + t(1), "the 408s span %.1f ms: a wait past 1 s" % (span * 1000)
