@@ -25,8 +25,10 @@ int buf_init(struct buf *b, size_t cap);
 /* Frees the block; b becomes empty with cap 0. Safe on an already freed buffer. */
 void buf_free(struct buf *b);
 
-static inline char  *buf_head(const struct buf *b)  { return b->data + b->off; }
-static inline char  *buf_tail(const struct buf *b)  { return b->data + b->off + b->len; }
+/* (NULL for a buffer whose block was given back: NULL + 0 is undefined in C, and clang's UBSan
+ * stops on it; a caller that reads 0 bytes from it never dereferences the pointer) */
+static inline char  *buf_head(const struct buf *b)  { return b->data ? b->data + b->off : NULL; }
+static inline char  *buf_tail(const struct buf *b)  { return b->data ? b->data + b->off + b->len : NULL; }
 /* Space after the tail; call buf_compact() first to make all free space contiguous. */
 static inline size_t buf_tailroom(const struct buf *b) { return b->cap - b->off - b->len; }
 static inline size_t buf_free_space(const struct buf *b) { return b->cap - b->len; }

@@ -655,7 +655,7 @@ static void client_skip_blank(struct client *c)
 
 bool client_nothing_follows(const struct client *c)
 {
-    const char *p = buf_head(&c->in), *end = p + c->in.len;
+    const char *p = buf_head(&c->in), *end = buf_tail(&c->in);
 
     if (!c->rd_eof)
         return false;
@@ -932,7 +932,7 @@ static void client_write_cb(struct client *c)
 static void client_head_seen(struct client *c, const char *raw, size_t raw_len, struct alog_str *method,
                              struct alog_str *target)
 {
-    const char *e = raw + raw_len, *q;
+    const char *e, *q;
 
     if (!raw) {
         *method = *target = (struct alog_str){ "", 0 };
@@ -940,6 +940,7 @@ static void client_head_seen(struct client *c, const char *raw, size_t raw_len, 
             h1_parser_request_seen(c->parser, &method->s, &method->n, &target->s, &target->n);
         return;
     }
+    e = raw + raw_len;
     while (raw < e && (*raw == '\r' || *raw == '\n'))
         raw++;
     for (q = raw; q < e && *q != ' ' && *q != '\r' && *q != '\n'; q++)
