@@ -40,7 +40,10 @@ $(BUILD)/obj/%.o: proxy/%.c $(wildcard proxy/*.h) | $(BUILD)/obj
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIBOBJS) $(wildcard proxy/*.h) $(wildcard tests/unit/*.h) | $(BUILD)/tests
-	$(CC) $(CFLAGS) -o $@ $< $(LIBOBJS) $(LDFLAGS) $(LDLIBS) -lcmocka
+	$(CC) $(CFLAGS) -o $@ $< $(LIBOBJS) $(LDFLAGS) $(UNIT_LDFLAGS) $(LDLIBS) -lcmocka
+
+# test_conf_oom fails allocations one at a time: lifeline's calls go through its __wrap_ functions.
+$(BUILD)/tests/test_conf_oom: UNIT_LDFLAGS = -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup,--wrap=strndup
 
 $(BUILD)/obj $(BUILD)/tests:
 	mkdir -p $@

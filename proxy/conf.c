@@ -409,7 +409,8 @@ static struct conf *conf_load_text(const char *path, const char *text, size_t le
             memcpy(c->source, text, len);
         c->source_len = text ? len : 0;
     }
-    conf_schema_walk(&ld, root);
+    if (!ld.oom)
+        conf_schema_walk(&ld, root);
 
 out:
     if (ld.oom)

@@ -1647,7 +1647,11 @@ static int conf_h_path(struct conf_loader *ld, const struct conf_field *f, yaml_
          * dot-segment: `/.` became `/`, a catch-all). */
         size_t n = strlen(s), dir = (size_t)(strrchr(s, '/') - s) + 1, tail = n - dir;
         char *norm = malloc(2 * n + 8), *t = norm ? norm + n + 2 : NULL;
-        ssize_t k = norm ? route_normalize(s, dir, norm, n + 2) : -1, tk = 0;
+        if (!norm) {
+            ld->oom = true;   /* (not "not a valid path") */
+            return -1;
+        }
+        ssize_t k = route_normalize(s, dir, norm, n + 2), tk = 0;
         if (k >= 0 && tail) {
             /* the tail alone, as one segment that cannot be a dot-segment: "/" tail "a" */
             if (strchr(s + n - (tail < 2 ? tail : 2), '%')) {
@@ -1661,7 +1665,12 @@ static int conf_h_path(struct conf_loader *ld, const struct conf_field *f, yaml_
                     tk = route_normalize(seg, tail + 2, t, n + 6);
                     free(seg);
                 }
-                if (!seg || tk < 2)
+                if (!seg) {
+                    free(norm);
+                    ld->oom = true;
+                    return -1;
+                }
+                if (tk < 2)
                     k = -1;
                 else if ((size_t)k + (size_t)tk - 2 <= n + 1)
                     memcpy(norm + k, t + 1, (size_t)tk - 2), k += tk - 2, norm[k] = '\0';
@@ -2319,9 +2328,13 @@ void conf_schema_walk(struct conf_loader *ld, yaml_node_t *root)
 {
     struct conf *c = ld->c;
     conf_map(ld, "the configuration", root, &conf_blk_top, c, NULL);
+    if (ld->oom)
+        return;   /* an allocation failed: strings may be NULL; the load fails with "out of memory" */
     conf_check_admin_addr(ld, root);
     if (ld->routes)
         conf_routes(ld, ld->routes);
+    if (ld->oom)
+        return;
     conf_resolve_servers(ld, root);
     if (c->workers == 0 && ld->donor && ld->donor->workers)
         c->workers = ld->donor->workers;   /* a re-resolve: the count of the load (a reload counts again) */

@@ -463,6 +463,8 @@ void conf_map(struct conf_loader *ld, const char *key, yaml_node_t *map, const s
     yaml_node_t *seen[CONF_MAX_FIELDS] = { 0 };
     char q[CONF_QUOTE_MAX + 8];
 
+    if (ld->oom)
+        return;   /* the load fails; a default or value whose copy failed is NULL from here on */
     if (map->type != YAML_MAPPING_NODE) {
         const char *hint = "";
         if (conf_is_null(map)) {
@@ -512,7 +514,7 @@ void conf_map(struct conf_loader *ld, const char *key, yaml_node_t *map, const s
         if (blk->fields[i].required && !seen[i])
             conf_err(ld, map, "missing key \"%s\"%s%s", blk->fields[i].key, where ? " in " : "",
                      where ? where : "");
-    if (blk->post)
+    if (blk->post && !ld->oom)   /* (post hooks read the block's strings, which may be NULL) */
         blk->post(ld, map, obj, seen);
 }
 

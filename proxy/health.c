@@ -382,9 +382,18 @@ static bool check_connected(struct health_check *k)
     if (!cp->tls.ctx)
         return true;
     int r = tls_client_attach(&k->x, cp->tls.ctx, k->host, cp->tls.sni, cp->tls.verify, &k->tls_sess);
+    if (r == -ENOMEM) {
+        /* this host is out of memory: no verdict on the server (a failed check here took healthy
+         * servers down), tried again at the next interval, as a check that finds no descriptor */
+        log_debug("pool %s: health check of %s skipped: out of memory", cp->name, k->s->addr->text);
+        ev_io_stop(k->rt->loop, &k->io);
+        xprt_close(&k->x);
+        k->running = false;
+        check_arm(k, (double)cp->health.interval / 1000.0);
+        return false;
+    }
     if (r < 0) {
-        check_result(k, false, r == -EINVAL ? "TLS: no server name to verify the certificate against" :
-                     "out of memory");
+        check_result(k, false, "TLS: no server name to verify the certificate against");
         return false;
     }
     return true;

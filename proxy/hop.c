@@ -446,7 +446,17 @@ static void hop_connect_cb(struct ev_loop *loop, ev_io *io, int revents)
     if (h->server->pool->cp->tls.ctx) {
         /* TLS: the handshake runs inside the connect timer (and the connect race); a handshake
          * or verification failure is a connect_error like a refused connect. */
-        if (pool_tls_attach(h->uc) < 0) {
+        int r = pool_tls_attach(h->uc);
+        if (r < 0) {
+            /* out of memory for the session: this host's lack, no verdict on the server (as a
+             * connect that finds no descriptor, hop_start's fail_later) */
+            struct worker *w = hop_worker(h);
+            h->local_error = r == -ENOMEM;
+            if (h->local_error && clock_now() - w->local_error_warned >= 1.0) {
+                w->local_error_warned = clock_now();
+                log_warn("TLS session for %s: out of memory (this host's limit: not counted against "
+                         "the server)", h->server->addr->text);
+            }
             hop_fail(h, HOP_CONNECT_ERROR);
             return;
         }

@@ -603,15 +603,16 @@ struct tls_server *tls_server_new(struct tls_cert *certs, size_t ncerts, int min
     SSL_CTX *ctx = NULL;
     static const unsigned char sid_ctx[] = "lifeline";
 
-    if (ts)
+    if (ts) {
         atomic_init(&ts->refs, 1);   /* the snapshot's (a failure below frees it with this one) */
+        ts->certs = certs;           /* owned from here: freed with ts on any failure below */
+        ts->ncerts = ncerts;
+    }
     if (!ts || !(ctx = SSL_CTX_new(TLS_server_method()))) {
         tls_errstr(err, errlen, "cannot create a TLS context");
         goto fail;
     }
     ts->ctx = ctx;
-    ts->certs = certs;
-    ts->ncerts = ncerts;
     pthread_mutex_init(&ts->keys_mu, NULL);
     ts->keys_init = true;
     if (ticket_key_new(&ts->keys[0]) < 0) {

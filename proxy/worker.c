@@ -580,6 +580,7 @@ static void worker_drain(struct worker *w)
         worker_set_accepting(w, false);
         ev_timer_stop(w->loop, &w->accept_retry);
         ev_timer_stop(w->loop, &w->accept_err_log);
+        ev_timer_stop(w->loop, &w->switch_retry);   /* (what is pending is freed with the worker) */
         worker_accept_err_say(w);   /* the failures not said yet: accepting is over */
         for (unsigned i = 0; i < w->nlisteners; i++) {
             listener_close(w->listeners[i].fd);
@@ -995,20 +996,52 @@ fail:
  * connections of unchanged servers carried over (pool_hand_over), listeners kept, added or closed.
  * In-flight exchanges finish on the old generation; their attempts count in the new one's
  * balancers, and their connections go to the new one's pools once done. */
+/* A switch that found no memory: the snapshot goes back to w->pending (unless main handed over a
+ * newer one meanwhile, which supersedes it) and is tried again WORKER_SWITCH_RETRY later. Left
+ * on the old snapshot until the next reload, this worker served the old configuration while
+ * /status, /config and the reload counter said the new one ran. */
+#define WORKER_SWITCH_RETRY 0.1
+
+static void worker_switch_failed(struct worker *w, struct runtime *rt)
+{
+    struct runtime *none = NULL;
+
+    if (w->switch_failures++ == 0)
+        log_error("worker %u: reload: out of memory; keeping the running configuration, trying again "
+                  "every %.0f ms", w->id, WORKER_SWITCH_RETRY * 1000);
+    if (!atomic_compare_exchange_strong(&w->pending, &none, rt))
+        runtime_unref(rt);
+    if (!w->draining) {
+        w->switch_retry.repeat = WORKER_SWITCH_RETRY;
+        ev_timer_again(w->loop, &w->switch_retry);
+    }
+}
+
+static void worker_switch_retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct worker *w = t->data;
+    struct runtime *rt = atomic_exchange(&w->pending, NULL);
+
+    (void)revents;
+    ev_timer_stop(loop, t);
+    if (rt)
+        worker_switch(w, rt);
+}
+
 static void worker_switch(struct worker *w, struct runtime *rt)
 {
     struct gen *old = w->gen, *g = gen_new(w, rt);
     const struct conf *c = rt->conf;
 
-    runtime_unref(rt);   /* the reference main handed over; the generation holds its own */
     if (!g) {
-        log_error("worker %u: reload: out of memory; keeping the running configuration", w->id);
+        worker_switch_failed(w, rt);
         return;
     }
     if (c->limits.max_header_bytes + 1024 > w->scratch_len / 2) {
         char *s = malloc(2 * (c->limits.max_header_bytes + 1024));
         if (!s) {
             worker_gen_unref(w, g);
+            worker_switch_failed(w, rt);
             return;
         }
         free(w->scratch);
@@ -1017,8 +1050,10 @@ static void worker_switch(struct worker *w, struct runtime *rt)
     }
     if (!w->draining && worker_listen(w, c, w->listeners, w->nlisteners) < 0) {
         worker_gen_unref(w, g);
+        worker_switch_failed(w, rt);
         return;
     }
+    runtime_unref(rt);   /* the reference main handed over; the generation holds its own */
     if (!w->draining)
         atomic_store(&w->listening_for, (uintptr_t)rt);   /* (the old listeners are closed) */
     for (size_t i = 0; i < old->conf->npools; i++) {
@@ -1041,7 +1076,11 @@ static void worker_switch(struct worker *w, struct runtime *rt)
     worker_gen_unref(w, old);
     for (struct client *cl = w->clients; cl; cl = cl->next)
         client_follow_conf(cl);
-    log_info("worker %u: configuration switched", w->id);
+    if (w->switch_failures)
+        log_info("worker %u: configuration switched (after %u tries out of memory)", w->id, w->switch_failures);
+    else
+        log_info("worker %u: configuration switched", w->id);
+    w->switch_failures = 0;
 }
 
 void worker_reload(struct worker *w, struct runtime *rt)
@@ -1103,6 +1142,8 @@ int worker_init(struct worker *w, unsigned id, struct runtime *rt, struct stale_
     w->accept_retry.data = w;
     ev_init(&w->accept_err_log, worker_accept_err_log_cb);
     w->accept_err_log.data = w;
+    ev_init(&w->switch_retry, worker_switch_retry_cb);
+    w->switch_retry.data = w;
     w->accept_err_said = -ACCEPT_ERR_LOG_EVERY;
     if (worker_listen(w, c, NULL, 0) < 0)
         return -1;

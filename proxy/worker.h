@@ -108,6 +108,8 @@ struct worker {
     struct gen *retired;                /* older generations still in use */
     struct conf *conf;                  /* gen->conf, for short */
     _Atomic(struct runtime *) pending;  /* a reload handed over by main (its reference moves in) */
+    ev_timer switch_retry;              /* a switch that ran out of memory: pending tried again */
+    unsigned switch_failures;           /* since the last switch done (said once, then counted) */
     /* The runtime whose listeners this worker's sockets are (set as it switches; 0 once a drain
      * closed them), for main to tell when a listener a reload removed is closed in every worker (an
      * admin listener moving onto its port binds then). Compared, never dereferenced. */
