@@ -590,6 +590,27 @@ def test_deadline_covers_retries_and_backoffs(lifeline, raw_upstream):
     assert sum(hits) >= 2 and max(hits) == 1, hits
 
 
+def test_a_backoff_cut_by_the_deadline_leaves_the_retry_time_to_answer(lifeline, raw_upstream):
+    """§3.6 the backoff never goes past the deadline; §3.7 the last hop's HTTP status is passed
+    through. Both servers answer 503 after 60 ms; `total` 300 ms, a backoff cap (10 s) past it.
+    The delay was drawn over all of what was left (about 240 ms), so in a quarter of the requests
+    the retry started with less than the 60 ms an answer takes and ended as `deadline`: a 504
+    after the whole deadline instead of the 503. It is drawn over half of what is left now."""
+    async def slow_503(conn, req):
+        await asyncio.sleep(t(0.06))
+        await conn.respond(503, b"busy", headers=[("x-upstream", conn.up.name)])
+    from faults import each_request
+    ups = [raw_upstream(each_request(slow_503), name="s%d" % i) for i in range(2)]
+    lf = lifeline(pools={"p": pool(*ups, balance="round_robin")},
+                  routes=[route(timeouts={"total": dur(t(0.3))},
+                                retry={"attempts": 2, "backoff": {"base": "10s", "max": "10s"}})])
+    got = []
+    for i in range(16):
+        r = lf.fetch("GET", "/x%d" % i, timeout=t(5))
+        got.append((r.status, r.header("x-lifeline-fallback")))
+    assert all(g == (503, None) for g in got), got
+
+
 def test_deadline_clamps_connect_timer(lifeline, hanging_connect):
     total = t(0.4)
     lf = lifeline(pools={"p": pool(hanging_connect.address, timeouts={"connect": "10s"})},
