@@ -135,14 +135,15 @@ struct retry_decision retry_decide(const struct conf_route *r, const struct retr
         d.verdict = RETRY_NO_TIME;   /* (less than 1 ms would be left: no point) */
         return d;
     }
-    /* Full jitter over [0, min(cap, half the time left)]: never past the deadline, and uniform
-     * over that half when the cap reaches past it (a draw over the whole cap cut back at the
-     * deadline would bunch the delays just before it). The other half is the retry's own: drawn
-     * over all of what was left, a delay ending a millisecond before the deadline sent a retry
-     * that could only fail with `deadline`, and the client got a 504 after the whole deadline
-     * where the last answer (a 503) would have been passed through at once. */
+    /* Full jitter over [0, cap] (SPEC §3.6) when the cap ends before the deadline (1 ms before it
+     * at least). When it reaches past it ("never past the deadline"), uniform over half of the
+     * time left (a draw over the whole cap cut back at the deadline would bunch the delays just
+     * before it), and the other half is the retry's own: drawn over all of what was left, a delay
+     * ending a millisecond before the deadline sent a retry that could only fail with `deadline`,
+     * and the client got a 504 after the whole deadline where the last answer (a 503) would have
+     * been passed through at once. */
     d.delay = retry_backoff(r->retry.backoff_base, r->retry.backoff_max, in->attempts, 1.0);
-    if (d.delay > in->time_left / 2)
+    if (d.delay > in->time_left - 0.001)
         d.delay = in->time_left / 2;
     d.delay *= in->u < 0 ? 0 : in->u >= 1 ? nextafter(1.0, 0.0) : in->u;
     d.verdict = RETRY_GO;

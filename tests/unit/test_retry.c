@@ -314,10 +314,12 @@ static const struct decide_row decide_rows[] = {
 { "time_left 1 ms -> no time",                     R_STD,     HOP_RESET,            0,   1,  GET,  0.001,0,  1,   NA,   0.5,  RETRY_NO_TIME,        ANY,   NULL },
 { "time_left 1 ms, u 0 -> no time",                R_STD,     HOP_RESET,            0,   1,  GET,  0.001,0,  1,   NA,   0.0,  RETRY_NO_TIME,        ANY,   NULL },
 { "time_left 20 ms, backoff 24.75 ms -> cut at half", R_STD,  HOP_RESET,            0,   1,  GET,  0.02, 0,  1,   NA,   0.99, RETRY_GO,             0.0, 0.010, NULL },
-{ "time_left 60 ms, retry 3 (cap 100 ms) -> cut",  R_STD,     HOP_OK,               502, 2,  GET,  0.06, 0,  1,   NA,   0.99, RETRY_GO,             0.0, 0.030, NULL },
+{ "time_left 40 ms, retry 3 (cap 50 ms) -> cut",   R_STD,     HOP_OK,               502, 2,  GET,  0.04, 0,  1,   NA,   0.99, RETRY_GO,             0.0, 0.020, NULL },
 { "time_left 30 ms, cap 50 ms: uniform over 15 ms", R_STD,     HOP_RESET,            0,   2,  GET,  0.03, 0,  1,   NA,   0.5,  RETRY_GO,             D(0.0075), NULL },
 { "time_left 1 s: backoff not cut",                R_STD,     HOP_RESET,            0,   2,  GET,  1.0,  0,  1,   NA,   0.99, RETRY_GO,             D(0.0495), NULL },
-{ "time_left 0.1 s, cap 50 ms: not cut (the half is 50 ms)", R_STD, HOP_RESET,     0,   2,  GET,  0.1,  0,  1,   NA,   0.99, RETRY_GO,             D(0.0495), NULL },
+{ "time_left 0.1 s, cap 50 ms: not cut",            R_STD,     HOP_RESET,            0,   2,  GET,  0.1,  0,  1,   NA,   0.99, RETRY_GO,             D(0.0495), NULL },
+{ "time_left 60 ms, cap 50 ms fits: over the cap",  R_STD,     HOP_RESET,            0,   2,  GET,  0.06, 0,  1,   NA,   0.99, RETRY_GO,             D(0.0495), NULL },
+{ "time_left 51 ms, cap 50 ms fits (1 ms left)",    R_STD,     HOP_RESET,            0,   2,  GET,  0.051,0,  1,   NA,   0.99, RETRY_GO,             D(0.0495), NULL },
 /* §3.6 Retry-After on a 429/503 sets the delay when it fits in the deadline, else no retry */
 { "503 Retry-After 0.05, 1 s left -> 0.05",        R_STD,     HOP_OK,               503, 1,  GET,  1.0,  0,  1,   0.05, 0.5,  RETRY_GO,             D(0.05), NULL },
 { "429 listed, Retry-After 0.05 -> 0.05",          R_429,     HOP_OK,               429, 1,  GET,  1.0,  0,  1,   0.05, 0.5,  RETRY_GO,             D(0.05), NULL },
@@ -451,9 +453,10 @@ static void test_backoff_property(void **state)
     assert_int_equal(failures, 0);
 }
 
-/* Property (§3.6 "never past the deadline"): over many u and time_left values, a retry's delay is in
- * [0, time_left / 2] (the other half is the retry's own) and within the backoff cap; and the only
- * reason not to retry an otherwise retryable GET is a deadline too close (time_left <= 2 ms). */
+/* Property (§3.6 "never past the deadline"): over many u and time_left values, a retry's delay is
+ * within the backoff cap and ends before the deadline; when the cap reaches past the deadline, it
+ * is in [0, time_left / 2] (the other half is the retry's own); and the only reason not to retry
+ * an otherwise retryable GET is a deadline too close (time_left <= 2 ms). */
 static void test_deadline_property(void **state)
 {
     (void)state;
@@ -477,7 +480,8 @@ static void test_deadline_property(void **state)
                 bool ok;
                 if (d.verdict == RETRY_GO) {
                     go++;
-                    ok = d.delay >= 0 && d.delay <= in.time_left / 2 && d.delay <= cap + EPS;
+                    ok = d.delay >= 0 && d.delay < in.time_left && d.delay <= cap + EPS &&
+                         (cap <= in.time_left - 0.001 + 1e-9 || d.delay <= in.time_left / 2 + EPS);
                 } else {
                     ok = d.verdict == RETRY_NO_TIME && in.time_left <= 0.002;
                 }
