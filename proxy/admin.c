@@ -645,6 +645,10 @@ static void admin_accept_cb(struct ev_loop *loop, ev_io *io, int revents)
         ev_timer_start(loop, &k->timer);
         LIST_PUSH(a->conns, k, prev, next);
         a->nconns++;
+        if (spare)
+            return;   /* a next accept4 would fail at once (EMFILE comes before the queue is looked
+                       * at) and pause the listener for nothing when no one else waits; one who
+                       * does keeps the listener readable, and that call pauses */
     }
 }
 

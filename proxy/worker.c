@@ -357,6 +357,16 @@ static void worker_set_accepting(struct worker *w, bool on)
     }
 }
 
+/* The spare descriptor lost: fd_shed_pending takes it back at once, but another thread may have
+ * taken the number first, and it was never tried again, so the worker stopped shedding (its
+ * clients waited in silence) while its log still said it shed. Taken back when a connection of
+ * this worker closes (a number just came free) and at each retry while paused. */
+static void worker_spare_take(struct worker *w)
+{
+    if (w->spare_fd < 0)
+        w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
 /* Paused by max_connections or EMFILE: look again shortly. A timer rather than a wake-up from the
  * closing worker keeps workers independent. */
 static void worker_accept_retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -367,6 +377,7 @@ static void worker_accept_retry_cb(struct ev_loop *loop, ev_timer *t, int revent
     (void)revents;
     if (w->draining)
         return;
+    worker_spare_take(w);
     if (atomic_load(&worker_connections) < w->conf->limits.max_connections)
         worker_set_accepting(w, true);
     else
@@ -434,6 +445,7 @@ static void worker_accept_failed(struct worker *w, struct listener *l, int err)
 
 void worker_conn_closed(struct worker *w)
 {
+    worker_spare_take(w);
     if (!w->accepting && !w->draining &&
         atomic_load(&worker_connections) < w->conf->limits.max_connections) {
         ev_timer_stop(w->loop, &w->accept_retry);
