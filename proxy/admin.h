@@ -65,8 +65,8 @@ struct admin {
                                          * oldest reader turns ADMIN_EVICT_AGE old */
     int spare_fd;                       /* a /dev/null held in reserve: out of descriptors, closed
                                          * so that one admin connection is served in its place
-                                         * (its number, once free again, is taken back), or, when
-                                         * that one is taken, to accept-and-drop */
+                                         * (its number, once free again, is taken back); while
+                                         * that one is held, newcomers wait for the retry */
     bool spare_lent;                    /* an admin connection holds the spare's place */
     ev_timer sampler;                   /* once a second: server states for the series' band */
     const struct conf *sampled_conf;    /* the snapshot seen at the last tick (load-time tracking) */

@@ -1004,10 +1004,6 @@ fail:
     return -1;
 }
 
-/* Switches to the snapshot main handed over: a new generation, the balancer state and idle
- * connections of unchanged servers carried over (pool_hand_over), listeners kept, added or closed.
- * In-flight exchanges finish on the old generation; their attempts count in the new one's
- * balancers, and their connections go to the new one's pools once done. */
 /* A switch that found no memory: the snapshot goes back to w->pending (unless main handed over a
  * newer one meanwhile, which supersedes it) and is tried again WORKER_SWITCH_RETRY later. Left
  * on the old snapshot until the next reload, this worker served the old configuration while
@@ -1040,6 +1036,10 @@ static void worker_switch_retry_cb(struct ev_loop *loop, ev_timer *t, int revent
         worker_switch(w, rt);
 }
 
+/* Switches to the snapshot main handed over: a new generation, the balancer state and idle
+ * connections of unchanged servers carried over (pool_hand_over), listeners kept, added or closed.
+ * In-flight exchanges finish on the old generation; their attempts count in the new one's
+ * balancers, and their connections go to the new one's pools once done. */
 static void worker_switch(struct worker *w, struct runtime *rt)
 {
     struct gen *old = w->gen, *g = gen_new(w, rt);
