@@ -21,6 +21,7 @@
 #include "list.h"
 #include "log.h"
 #include "clock.h"
+#include "fdroom.h"
 #include "h1.h"
 #include "metrics_render.h"
 #include "recent.h"
@@ -101,8 +102,8 @@ static void admin_resume(struct admin *a)
  * have taken the freed number meanwhile: then the next chance tries again.) */
 static void admin_spare_take(struct admin *a)
 {
-    if (a->spare_fd < 0 && !a->spare_lent)
-        a->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (!a->spare_lent)
+        fd_spare_take(&a->spare_fd);
 }
 
 static void admin_conn_close(struct admin_conn *k)

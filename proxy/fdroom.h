@@ -36,6 +36,15 @@ static inline bool fd_local_shortage(int err)
     return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM || err == EADDRNOTAVAIL;
 }
 
+/* The spare descriptor (*spare, a /dev/null kept open so that a connection can still be accepted
+ * when the process is out of descriptors) opened again if it is not held: -1 stays when none is
+ * free, and a later call tries again. */
+static inline void fd_spare_take(int *spare)
+{
+    if (*spare < 0)
+        *spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
 /* accept4() on listen_fd failed with err. Out of descriptors (EMFILE, ENFILE), the pending
  * connection would stay queued, its client left in silence: the spare descriptor (*spare, a
  * /dev/null kept open for this) is given up to accept it and close it at once, so its client hears
@@ -48,10 +57,11 @@ static inline void fd_shed_pending(int listen_fd, int *spare, int err)
     if ((err != EMFILE && err != ENFILE) || *spare < 0)
         return;
     close(*spare);
+    *spare = -1;
     fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
     if (fd >= 0)
         close(fd);
-    *spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    fd_spare_take(spare);
 }
 
 #endif

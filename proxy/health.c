@@ -324,6 +324,22 @@ static void check_arm(struct health_check *k, double seconds)
     ev_timer_again(k->rt->loop, &k->timer);
 }
 
+/* A check that reached no verdict on the server (this host ran short of descriptors, local ports or
+ * memory): its connection closed, if it had one, and the next check due after the interval, as
+ * after a verdict. Logged at debug level: the shortage is logged where it is seen. */
+static void check_skip(struct health_check *k, const char *why)
+{
+    const struct conf_pool *cp = k->s->cp;
+
+    log_debug("pool %s: health check of %s skipped: %s", cp->name, k->s->addr->text, why);
+    if (k->x.fd >= 0) {
+        ev_io_stop(k->rt->loop, &k->io);
+        xprt_close(&k->x);
+    }
+    k->running = false;
+    check_arm(k, (double)cp->health.interval / 1000.0);
+}
+
 static void check_result(struct health_check *k, bool ok, const char *why)
 {
     const struct conf_pool *cp = k->s->cp;
@@ -385,11 +401,7 @@ static bool check_connected(struct health_check *k)
     if (r == -ENOMEM) {
         /* this host is out of memory: no verdict on the server (a failed check here took healthy
          * servers down), tried again at the next interval, as a check that finds no descriptor */
-        log_debug("pool %s: health check of %s skipped: out of memory", cp->name, k->s->addr->text);
-        ev_io_stop(k->rt->loop, &k->io);
-        xprt_close(&k->x);
-        k->running = false;
-        check_arm(k, (double)cp->health.interval / 1000.0);
+        check_skip(k, "out of memory");
         return false;
     }
     if (r < 0) {
@@ -559,8 +571,7 @@ static void check_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
     }
     if (fd < 0 && fd_local_shortage(errno)) {
         /* this host is out of descriptors or local ports: no verdict on the server, tried again */
-        log_debug("pool %s: health check of %s skipped: %s", cp->name, k->s->addr->text, strerror(errno));
-        check_arm(k, (double)cp->health.interval / 1000.0);
+        check_skip(k, strerror(errno));
         return;
     }
     if (fd < 0) {

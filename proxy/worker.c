@@ -363,8 +363,7 @@ static void worker_set_accepting(struct worker *w, bool on)
  * this worker closes (a number just came free) and at each retry while paused. */
 static void worker_spare_take(struct worker *w)
 {
-    if (w->spare_fd < 0)
-        w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    fd_spare_take(&w->spare_fd);
 }
 
 /* Paused by max_connections or EMFILE: look again shortly. A timer rather than a wake-up from the
@@ -1160,7 +1159,7 @@ int worker_init(struct worker *w, unsigned id, struct runtime *rt, struct stale_
     if (worker_listen(w, c, NULL, 0) < 0)
         return -1;
     atomic_store(&w->listening_for, (uintptr_t)rt);
-    w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    fd_spare_take(&w->spare_fd);
     ev_check_init(&w->reaper, worker_reap_cb);
     w->reaper.data = w;
     /* libev runs pending watchers of one priority last-queued first, and check watchers are queued
