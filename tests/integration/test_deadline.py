@@ -4,12 +4,14 @@ lifeline's own clock (the access log's duration_ms: request head complete -> ans
 a loaded test machine adds its own scheduling delays to what the client measures; the client's
 view gets a margin scaled by LIFELINE_TIME_SCALE."""
 
+import asyncio
 import json
+import socket
 import threading
 import time
 
 from conftest import dur, pool, t
-from faults import hang_script, hanging_connect  # noqa: F401
+from faults import each_request, hang_script, hanging_connect, route  # noqa: F401
 
 FALLBACK = {"status": 503, "headers": {"content-type": "application/json"},
             "body": '{"error":"down"}'}
@@ -108,3 +110,53 @@ def test_hanging_connects_fallback_within_total(lifeline, hanging_connect, tmp_p
                   routes=[{"pool": "p", "timeouts": {"total": dur(total)}, "fallback": FALLBACK}],
                   extra={"access_log": {"path": str(log)}})
     _check(_concurrent(lf, 10, method="POST"), total, {"deadline"}, log)
+
+
+def test_read_timeout_is_its_own_not_the_response_timeout(lifeline, raw_upstream):
+    """SPEC §2/§3.3: `read` is the longest idle gap between body bytes; `response` ends at the head.
+    response 200 ms, read 2 s: a body with a 0.6 s gap arrives whole (mutant: read took the
+    response value, the download was cut after 0.2 s of silence)."""
+    async def handle(conn, req):
+        conn.writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nx-upstream: gap\r\n\r\nhello")
+        await conn.writer.drain()
+        await asyncio.sleep(0.6)
+        conn.writer.write(b"world")
+        await conn.writer.drain()
+    up = raw_upstream(each_request(handle), name="gap")
+    lf = lifeline(pools={"p": pool(up, timeouts={"response": "200ms", "read": "2s"})})
+    r = lf.fetch("GET", "/g", timeout=t(5))
+    assert r.status == 200 and r.body == b"helloworld", r
+
+
+def test_the_deadline_bounds_an_upload_the_server_stopped_reading(lifeline, raw_upstream):
+    """SPEC §3.2: timeouts.total starts when the head is complete and covers every attempt; while
+    the request is being sent only the deadline bounds the hop (response starts once it is out).
+    The server reads the head and then nothing: an 8 MiB PUT stalls; total 500 ms -> 504 deadline
+    at ~0.5 s (mutant: the send phase had no timer, the request hung)."""
+    async def script(conn):
+        await asyncio.sleep(t(6))   # never reads: the kernel buffers fill
+    up = raw_upstream(script, name="deaf")
+    lf = lifeline(pools={"p": pool(up, connect_race="0s")},
+                  routes=[route(timeouts={"total": "500ms"}, retry={"attempts": 1})])
+    n = 8 << 20
+    s = socket.create_connection(("127.0.0.1", lf.port))
+    s.settimeout(t(4))
+    s.sendall(b"PUT /up HTTP/1.1\r\nHost: test.local\r\nContent-Length: %d\r\n\r\n" % n)
+
+    def pump():
+        chunk = b"x" * 65536
+        try:
+            for _ in range(n // len(chunk)):
+                s.send(chunk)
+        except OSError:
+            pass
+    threading.Thread(target=pump, daemon=True).start()
+    start = time.monotonic()
+    try:
+        head = s.recv(4096)
+    except socket.timeout:
+        head = b""
+    elapsed = time.monotonic() - start
+    s.close()
+    assert head.startswith(b"HTTP/1.1 504"), "no 504 within %.1fs: %r" % (elapsed, head[:80])
+    assert elapsed < t(1.5), elapsed

@@ -812,3 +812,33 @@ def test_sigterm_during_a_retire_does_not_wait_for_hedge_losers(lifeline, raw_up
     assert lf.proc.wait(timeout=t(5)) == 0
     assert time.monotonic() - answered < slow_s - t(1), \
         "the drain waited %.2fs, for the detached attempts" % (time.monotonic() - answered)
+
+
+def test_no_hedge_when_attempts_is_1(lifeline, raw_upstream):
+    """SPEC §2: attempts = 'tries in all, the first included; 1 = never retry'; a hedge is an
+    attempt (it counts in attempts and the budget). With attempts: 1, hedge.after must not send a
+    second copy (mutant: the attempts check dropped from the hedge timer)."""
+    slow = raw_upstream(slow_script(t(0.6), b"slow"), name="slow")
+    fast = raw_upstream(ok_script(b"fast"), name="fast")
+    lf = lifeline(pools={"p": pool((slow, 10), (fast, 1), balance="round_robin", connect_race="0s")},
+                  routes=[route(retry={"attempts": 1, "hedge": {"after": "100ms"}})])
+    r = lf.fetch("GET", "/h", timeout=t(5))
+    assert r.status == 200 and r.body == b"slow", r
+    assert len(fast.requests) == 0, "attempts: 1 was hedged"
+
+
+def test_connect_race_goes_when_the_budget_is_spent(lifeline, upstream, hanging_connect):  # noqa: F811
+    """SPEC §2/§3.5: a connect race sends nothing ('safe for every method: nothing was sent') and a
+    lost race is a free retry, 'never refused by the budget'. With budget {0, 0} (no retry may
+    load an upstream) the race must still beat the hanging connect (mutant: the race was held by the
+    budget like a hedge, and the request paid the whole 1 s connect timeout)."""
+    good = upstream("good")
+    race = t(0.05)
+    lf = lifeline(pools={"p": pool((hanging_connect.address, 10), (good, 1), balance="round_robin",
+                                   connect_race=dur(race), timeouts={"connect": "1s"})},
+                  routes=[route(retry={"budget": {"ratio": 0, "min_per_second": 0}})])
+    start = time.monotonic()
+    r = lf.fetch("GET", "/echo/r", timeout=t(5))
+    elapsed = time.monotonic() - start
+    assert r.status == 200 and r.json()["server"] == "good", r
+    assert elapsed <= race + t(0.3), "took %.3fs: the race waited for the budget" % elapsed

@@ -16,7 +16,7 @@ from conftest import (Conn, build_request, chunked_body, dur, free_port, pattern
                       sha, t, wait_for)
 from ops import admin_extra, admin_get, metrics, server_status, status, wait_access
 from faults import (HangingConnect, built_in_line, busy_once_script, close_script, gaps, hang_script, hanging_connect, ok_script,  # noqa: F401
-                    refused, reset_script, route, server_of, status_script)
+                    each_request, refused, reset_script, route, server_of, status_script)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1316,3 +1316,108 @@ def test_retry_in_a_pool_of_more_than_64_servers_goes_to_another_server(lifeline
     r = lf.fetch("GET", "/echo/70")
     assert r.status == 200, r
     assert sum(len(g.requests) for g in goods) == 1
+
+
+def by_path_script():
+    """/a: 200; /b: 503 the first time, 200 after."""
+    async def handle(conn, req):
+        n = 0
+        if req.target.startswith("/b"):
+            n = conn.up.state["b"] = conn.up.state.get("b", 0) + 1
+        code = 503 if n == 1 else 200
+        await conn.respond(code, b"busy" if code == 503 else b"fine", headers=[("x-upstream", conn.up.name)])
+    return each_request(handle)
+
+
+def test_free_retries_do_not_spend_the_budget(lifeline, raw_upstream):
+    """SPEC §3.5: a retry after connect_error 'adds no load to any upstream, so it is never refused
+    by the budget' -- nor may it spend it. Budget = 0 x requests + 0.1/s x 10 s = ONE retry per 10 s.
+    /a is refused by `ref` and retried for free on `x`; /b's 503 must then still get the one
+    budgeted retry (mutant: the free retry was counted, /b's 503 passed through)."""
+    x = raw_upstream(by_path_script(), name="x")
+    lf = lifeline(workers=1,
+                  pools={"p": pool((refused(), 10), (x, 1), balance="round_robin", connect_race="0s")},
+                  routes=[route(retry={"attempts": 5, "budget": {"ratio": 0, "min_per_second": 0.1},
+                                       "backoff": {"base": "1ms", "max": "1ms"}})])
+    r1 = lf.fetch("GET", "/a", timeout=t(5))
+    assert r1.status == 200 and server_of(r1) == "x", r1
+    r2 = lf.fetch("GET", "/b", timeout=t(5))
+    assert r2.status == 200 and r2.body == b"fine", "the 503's budgeted retry was refused: %r" % (r2,)
+
+
+def test_retry_after_that_no_longer_fits_the_time_left_passes_through(lifeline, raw_upstream):
+    """SPEC §3.6: Retry-After sets the delay 'when it fits in the deadline; when it does not, no
+    retry'. The deadline is counted from the head (§3.2): the 503 comes 0.7 s in, Retry-After 1 s,
+    total 1.5 s -> 0.8 s left: no retry, the 503 passes through at once (mutant: measured against
+    the whole total, lifeline waited 1 s and answered 504 deadline at 1.7 s)."""
+    async def handle(conn, req):
+        await asyncio.sleep(0.7)
+        await conn.respond(503, b"later", headers=[("x-upstream", conn.up.name), ("Retry-After", "1")])
+    bad = raw_upstream(each_request(handle), name="bad")
+    good = raw_upstream(ok_script(b"fine"), name="good")
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1), balance="round_robin", connect_race="0s")},
+                  routes=[route(timeouts={"total": "1500ms"})])
+    start = time.monotonic()
+    r = lf.fetch("GET", "/x", timeout=t(5))
+    elapsed = time.monotonic() - start
+    assert r.status == 503 and server_of(r) == "bad" and not r.has_header("x-lifeline-fallback"), r
+    assert elapsed < 0.7 + t(0.4), "503 after %.3fs" % elapsed
+    assert len(good.requests) == 0
+
+
+def test_a_fractional_retry_after_is_not_honoured(lifeline, raw_upstream):
+    """SPEC §3.6: Retry-After is seconds (RFC 9110 delta-seconds = 1*DIGIT). '10.5' is not one: it
+    is ignored and the normal backoff applies (25 ms base), so the retry goes and the answer is the
+    good server's (mutant: '10.5' read as 10 s, longer than the 5 s deadline: the 503 passed through)."""
+    bad = raw_upstream(status_script(503, headers=[("Retry-After", "10.5")]), name="bad")
+    good = raw_upstream(ok_script(b"fine"), name="good")
+    lf = lifeline(pools={"p": pool((bad, 10), (good, 1), balance="round_robin", connect_race="0s")},
+                  routes=[route(timeouts={"total": "5s"})])
+    r = lf.fetch("GET", "/x", timeout=t(7))
+    assert r.status == 200 and r.body == b"fine", r
+
+
+def test_the_stale_connection_retry_takes_a_fresh_connection_not_another_pooled_one(lifeline, raw_upstream):
+    """SPEC §3.5: 'A reused keep-alive connection that fails before any response byte is retried
+    once on a FRESH connection'. Two pooled connections, both stale (the upstream closes a
+    connection when its second request arrives). attempts: 1, so only the fresh retry can save the
+    GET (mutant: the retry took the second pooled connection, stale too: 502 reset)."""
+    async def script(conn):
+        if await conn.read_request() is None:
+            return
+        await asyncio.sleep(0.2)
+        await conn.respond(200, b"conn-%d" % conn.index)
+        await conn.read_request()
+        conn.close()
+    up = raw_upstream(script)
+    lf = lifeline(workers=1, pools={"p": pool(up, connect_race="0s")}, routes=[route(retry={"attempts": 1})])
+    out = []
+    ths = [threading.Thread(target=lambda i=i: out.append(lf.fetch("GET", "/warm/%d" % i, timeout=t(5))))
+           for i in range(2)]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join()
+    assert [r.status for r in out] == [200, 200] and up.connections == 2, out
+    time.sleep(t(0.1))
+    r = lf.fetch("GET", "/x", timeout=t(5))
+    assert r.status == 200 and not r.has_header("x-lifeline-fallback"), r
+
+
+def test_a_connect_cut_by_the_deadline_is_logged_as_deadline(lifeline, hanging_connect, tmp_path):  # noqa: F811
+    """SPEC §3.3: 'a timer cut short by the deadline reports `deadline`' (SPEC §3.4 outcome list; §5
+    access log: one object per hop with its outcome). connect 10 s, total 400 ms: the hop's outcome
+    is `deadline`, not `connect_timeout` (mutant: the connect timer always reported
+    connect_timeout; the response header still said deadline, so only the log/metrics show it)."""
+    log = str(tmp_path / "access.log")
+    aport = free_port()
+    lf = lifeline(workers=1, pools={"p": pool(hanging_connect.address, timeouts={"connect": "10s"}, connect_race="0s")},
+                  routes=[route(timeouts={"total": "400ms"})], extra=admin_extra(aport, access_log={"path": log}))
+    r = lf.fetch("GET", "/x", headers=[("X-Request-Id", "cut-1")], timeout=t(5))
+    assert r.status == 504 and r.header("x-lifeline-fallback") == "deadline", r
+    lines = wait_access(log, lambda ls: any(x["request_id"] == "cut-1" for x in ls))
+    outs = [a["outcome"] for x in lines if x["request_id"] == "cut-1" for a in x["attempts"]]
+    assert outs == ["deadline"], outs
+    m = metrics(aport)
+    assert m.total("lifeline_upstream_attempts_total", outcome="connect_timeout") == 0, \
+        m.grep("lifeline_upstream_attempts_total")
