@@ -12,19 +12,21 @@ import threading
 import time
 
 from conftest import Conn, dur, free_port, pool, t, wait_for
-from faults import each_request, ok_script, refused, stamp
+from faults import each_request, ok_script, refused, server_of, stamp
 from ops import admin_extra, metrics, reload, server_status, status
 
 
 def switchable_script():
-    """Answers by conn.up.state["mode"]: "fail" -> 503, "ok" -> 200, "hang" -> never answers.
-    Stamps every request in up.state["times"]."""
+    """Answers by conn.up.state["mode"]: "fail" -> 503, "ok" -> 200, "hang" -> never answers,
+    "slowfail" -> 503 after up.state["delay"] seconds. Stamps every request in up.state["times"]."""
     async def handle(conn, req):
         mode = conn.up.state.get("mode", "ok")
         if mode == "hang":
             await conn.wait_eof(t(30))
             return True
-        code = 503 if mode == "fail" else 200
+        if mode == "slowfail":
+            await asyncio.sleep(conn.up.state["delay"])
+        code = 503 if mode in ("fail", "slowfail") else 200
         await conn.respond(code, b"%d from %s\n" % (code, conn.up.name.encode()),
                            headers=[("x-upstream", conn.up.name)])
     return each_request(handle)
@@ -727,3 +729,154 @@ def test_an_ejected_server_held_down_by_its_checks_gets_its_trial_once_they_say_
         assert lf.fetch("GET", "/up/%d" % i).status == 200
     assert reqs() >= 2, "no trial went to the server the checks said up again"
     assert server_status(status(aport), "p", flaky.address)["state"] == "up"
+
+
+def test_a_retry_with_only_a_half_open_server_left_takes_its_trial(lifeline, raw_upstream):
+    flaky = raw_upstream(switchable_script(), name="flaky")
+    slow = raw_upstream(switchable_script(), name="slow")
+    flaky.state["mode"] = "fail"
+    aport = free_port()
+    eject = t(1)
+    outlier = {"consecutive_failures": 1, "ejection": dur(eject), "max_ejection": dur(eject * 4),
+               "max_ejected_percent": 100}
+    lf = lifeline(pools={"p": pool(flaky, slow, balance="round_robin", outlier=outlier)},
+                  routes=[{"name": "r", "pool": "p",
+                           "retry": {"attempts": 2, "backoff": {"base": "1ms", "max": "1ms"}}}],
+                  extra=admin_extra(aport))
+    for i in range(4):
+        assert lf.fetch("GET", "/warm/%d" % i).status == 200   # flaky's 503 is retried on slow
+        if hits(flaky):
+            break
+    assert hits(flaky) == 1
+    assert server_status(status(aport), "p", flaky.address)["state"] == "ejected"
+    flaky.state["mode"] = "ok"
+    # slow answers 503 after flaky's ejection ended, and that 503 ejects slow: the retry has
+    # nothing in rotation, only flaky's trial
+    slow.state["delay"] = eject + t(0.3)
+    slow.state["mode"] = "slowfail"
+    r = lf.fetch("GET", "/req", timeout=t(15))
+    assert hits(slow) >= 2
+    assert r.status == 200 and r.header("x-upstream") == "flaky", \
+        "the retry did not take the half-open server's trial: %r" % r
+    assert server_status(status(aport), "p", flaky.address)["state"] == "up"
+
+
+def test_a_half_open_server_counts_against_max_ejected_percent(lifeline, raw_upstream):
+    a = raw_upstream(switchable_script(), name="A")
+    b = raw_upstream(switchable_script(), name="B")
+    a.state["mode"] = "fail"
+    aport = free_port()
+    outlier = {"consecutive_failures": 1, "ejection": "300ms", "max_ejected_percent": 50}
+    lf = lifeline(pools={"p": pool(a, b, balance="round_robin", outlier=outlier)},
+                  routes=[{"name": "r", "pool": "p", "retry": {"attempts": 1}}], extra=admin_extra(aport))
+    for i in range(4):
+        lf.fetch("GET", "/warm/%d" % i)
+        if hits(a):
+            break
+    assert hits(a) == 1
+    a.state["mode"] = "hang"
+    wait_for(lambda: server_status(status(aport), "p", a.address)["state"] == "half_open", t(3),
+             what="A half-open")
+    trial = Conn(lf.port)
+    try:
+        trial.request("GET", "/trial")            # A's one trial: it hangs, A stays half-open
+        wait_for(lambda: hits(a) == 2, t(2), what="the trial to reach A")
+        b.state["mode"] = "fail"
+        assert lf.fetch("GET", "/b-fails").status == 503
+        b.state["mode"] = "ok"
+        st = server_status(status(aport), "p", b.address)
+        assert st["state"] == "up", "B, the only server in rotation, was ejected: %r" % st
+        r = lf.fetch("GET", "/after")
+        assert r.status == 200 and r.header("x-upstream") == "B", r
+    finally:
+        trial.reset()
+
+
+def health_script():
+    """Every request is answered by state["code"]; health checks (path /healthz) are recorded
+    as (code) in state["checks"]."""
+    async def handle(conn, req):
+        code = conn.up.state.get("code", 200)
+        if req.target.startswith("/healthz"):
+            conn.up.state.setdefault("checks", []).append(code)
+        await conn.respond(code, b"x\n", headers=[("x-upstream", conn.up.name)])
+        return True
+    return each_request(handle)
+
+
+def _first_seen(aport, addr, up_value, timeout):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if server_status(status(aport), "p", addr)["up"] is up_value:
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def test_fall_and_rise_count_checks_in_a_row(lifeline, upstream, raw_upstream):
+    a = upstream("A")
+    b = raw_upstream(health_script(), name="B")
+    aport = free_port()
+    lifeline(pools={"p": pool(a, b, outlier="off",
+                              health={"path": "/healthz", "interval": "150ms", "timeout": "500ms",
+                                      "rise": 2, "fall": 3})},
+             routes=[{"name": "r", "pool": "p"}], extra=admin_extra(aport))
+    wait_for(lambda: len(b.state.get("checks", [])) >= 2, t(3), what="two checks")
+    assert server_status(status(aport), "p", b.address)["up"] is True
+    n0 = len(b.state["checks"])
+    b.state["code"] = 503
+    assert _first_seen(aport, b.address, False, t(3)), "never marked down"
+    bad = len(b.state["checks"]) - n0
+    assert bad >= 3, "marked down after %d failed check(s); fall is 3" % bad
+    n1 = len(b.state["checks"])
+    b.state["code"] = 200
+    assert _first_seen(aport, b.address, True, t(3)), "never marked up"
+    good = len(b.state["checks"]) - n1
+    assert good >= 2, "marked up after %d good check(s); rise is 2" % good
+
+
+def test_expect_range_is_inclusive(lifeline, upstream, raw_upstream):
+    a = upstream("A")
+    b = raw_upstream(health_script(), name="B")
+    b.state["code"] = 399
+    aport = free_port()
+    lifeline(pools={"p": pool(a, b, outlier="off",
+                              health={"path": "/healthz", "interval": "50ms", "timeout": "500ms",
+                                      "rise": 1, "fall": 1})},
+             routes=[{"name": "r", "pool": "p"}], extra=admin_extra(aport))
+    wait_for(lambda: len(b.state.get("checks", [])) >= 4, t(3), what="four checks")
+    assert server_status(status(aport), "p", b.address)["up"] is True, "a 399 check is within 200-399"
+
+
+def share(lf, n, name):
+    got = 0
+    for i in range(n):
+        r = lf.fetch("GET", "/s/%d" % i)
+        assert r.status == 200, r
+        got += server_of(r) == name
+    return got
+
+
+def test_slow_start_after_ejection(lifeline, upstream, raw_upstream):
+    a = upstream("A")
+    b = raw_upstream(switchable_script(), name="B")
+    b.state["mode"] = "fail"
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(a, b, balance="round_robin", slow_start=dur(t(4)),
+                                   outlier={"consecutive_failures": 1, "ejection": "300ms"})},
+                  routes=[{"name": "r", "pool": "p"}], extra=admin_extra(aport))
+    for i in range(2):
+        lf.fetch("GET", "/f/%d" % i)          # one of the two is B's 503: ejected
+    assert server_status(status(aport), "p", b.address)["state"] == "ejected"
+    b.state["mode"] = "ok"
+    wait_for(lambda: server_status(status(aport), "p", b.address)["state"] == "half_open", t(3),
+             what="half-open")
+    assert server_of(lf.fetch("GET", "/trial")) == "B"   # the trial: readmitted
+    t0 = time.monotonic()
+    got = share(lf, 40, "B")
+    assert time.monotonic() - t0 < t(1.5), "too slow to tell"
+    # ramp: 5%..~35% of B's weight during these 40 requests -> a few; without slow start: 20
+    assert got <= 10, "B got %d of 40 right after its readmission (slow_start 4s)" % got
+    time.sleep(t(4))
+    got = share(lf, 40, "B")
+    assert 17 <= got <= 23, "after slow_start B should have its full share: %d of 40" % got

@@ -597,3 +597,42 @@ def test_a_chain_of_two_lifelines_cancels_the_inner_attempt(lifeline, raw_upstre
         c.close()
     wait_for(lambda: up.state.get("ends"), t(3), what="the inner lifeline to end its upstream attempt")
     assert up.state["ends"] == ["reset"], up.state["ends"]
+
+
+def test_idle_upstream_connection_closed_at_keepalive_timeout(lifeline, upstream):
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up, keepalive_timeout=dur(t(1.0)))})
+    assert lf.fetch("GET", "/echo").status == 200
+    t0 = time.monotonic()
+    time.sleep(t(0.7))
+    assert up.live_connections() == 1, "closed before keepalive_timeout"
+    wait_for(lambda: up.live_connections() == 0, t(1.0) + t(0.6) - (time.monotonic() - t0),
+             what="the idle upstream connection to be closed at keepalive_timeout (1s)")
+
+
+def test_each_servers_idle_connection_closes_at_its_own_keepalive_timeout(lifeline, upstream):
+    a, b = upstream("A"), upstream("B")
+    ups = {"A": a, "B": b}
+    lf = lifeline(workers=1, pools={"p": pool(a, b, balance="round_robin", keepalive_timeout=dur(t(1.0)))})
+    first = server_of(lf.fetch("GET", "/echo/1"))
+    t0 = time.monotonic()
+    time.sleep(t(0.6))
+    second = server_of(lf.fetch("GET", "/echo/2"))
+    assert {first, second} == {"A", "B"}, (first, second)
+    assert ups[first].live_connections() == 1
+    wait_for(lambda: ups[first].live_connections() == 0, t(1.0) + t(0.3) - (time.monotonic() - t0),
+             what="%s's connection, idle since t0, to close at t0 + keepalive_timeout" % first)
+    assert ups[second].live_connections() == 1, "the newer connection closed early"
+    wait_for(lambda: ups[second].live_connections() == 0, t(1.0), what="the newer connection to close")
+
+
+def test_hash_uri_spreads_keys_by_weight(lifeline, upstream):
+    a, b = upstream("A"), upstream("B")
+    lf = lifeline(pools={"p": pool((a, 1), (b, 3), balance="hash", hash_key="uri")})
+    seen = collections.Counter()
+    with lf.conn() as c:
+        for i in range(400):
+            c.request("GET", "/k/%d" % i)
+            seen[server_of(c.read_response())] += 1
+    # B's share is 3/4: mean 300 of 400 keys, sd ~8.7; unweighted it would be ~200
+    assert 260 <= seen["B"] <= 340, seen
