@@ -1552,6 +1552,40 @@ def test_a_ca_bundle_rewritten_in_place_retires_pooled_connections(lifeline, ups
     assert r.status == 502 and r.header("x-lifeline-fallback") == "connect_error", r
 
 
+def test_a_reload_that_changes_the_sni_retires_pooled_connections(lifeline, upstream, pki):
+    """A reload keeps a pool's idle TLS connections only under the same TLS settings, and the
+    name a connection was made for (sent as SNI and verified) is one of them: after `tls.sni`
+    changes, the next request goes on a new connection that names the new host, not on the idle
+    one made for the old name (a virtual-hosting upstream would answer it as the old site)."""
+    import copy
+    from aiohttp import web
+
+    ctx = _server_ctx(pki["wild"])   # *.wild.test: both names verify
+
+    def on_sni(sslobj, name, _ctx):
+        sslobj.lifeline_test_sni = name
+
+    ctx.sni_callback = on_sni
+
+    async def sni(request, rec, upstream):   # the name the request's connection was made for
+        sslobj = request.transport.get_extra_info("ssl_object")
+        return web.Response(text=str(getattr(sslobj, "lifeline_test_sni", None)))
+
+    up = upstream(ssl=ctx)
+    up.handlers["/sni"] = sni
+    lf = lifeline(pools={"p": _tls_pool(pki, up, tls={"sni": "one.wild.test"}, outlier="off")},
+                  routes=[{"pool": "p", "retry": {"attempts": 1}}], workers=1)
+    r = lf.fetch("GET", "/sni")
+    assert r.status == 200 and r.body == b"one.wild.test", r
+    assert up.connections == 1
+    cfg = copy.deepcopy(lf.config)
+    cfg["pools"]["p"]["tls"]["sni"] = "two.wild.test"
+    reload(lf, cfg)
+    r = lf.fetch("GET", "/sni")
+    assert r.status == 200 and r.body == b"two.wild.test", (r, r.body)
+    assert up.connections == 2, up.connections
+
+
 @pytest.mark.parametrize("where", ["address", "sni"])
 def test_upstream_name_with_a_trailing_dot_is_sent_and_verified_without_it(lifeline, upstream, pki, loop_thread, where):
     """A fully qualified name written with its trailing dot (`a.test.`, as one skips a resolver's

@@ -270,6 +270,33 @@ def test_watch_config_kubernetes_secret_swap_of_a_listener_certificate(lifeline,
     wait_for(lambda: _served_der(lf.port, "a.test") == der(new), t(5), what="the new certificate")
 
 
+def test_watch_config_pool_ca_file_rewritten_in_place(lifeline, upstream, tmp_path):
+    """A pool's `tls.ca` is a file the config reads: rewritten in place (a trust bundle updated by
+    an agent, in another directory than the config) it reloads as SIGHUP does. The upstream's
+    certificate is signed by a CA the file first lacks (502), then holds (200, no SIGHUP)."""
+    from test_tls import _make_ca, _make_cert, _server_ctx
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    _make_ca(pki, "wrong")
+    right, _ = _make_ca(pki, "right")
+    up = upstream(ssl=_server_ctx(_make_cert(pki, "right", "up", "localhost", "DNS:localhost,IP:127.0.0.1")))
+    trust = tmp_path / "trust"
+    trust.mkdir()
+    ca = trust / "ca.pem"
+    shutil.copy(str(pki / "wrong.crt"), str(ca))
+    lf = lifeline(pools={"p": pool(up, tls={"enabled": True, "ca": str(ca)}, outlier="off")},
+                  routes=[{"pool": "p", "retry": {"attempts": 1}}], extra={"watch_config": True})
+    time.sleep(t(1.0))   # past the look at start (a change before it is seen by that look)
+    r = lf.fetch("GET", "/echo")
+    assert r.status == 502 and r.header("x-lifeline-fallback") == "connect_error", r
+    assert not up.requests   # refused at the handshake
+    with open(str(ca), "wb") as f:   # in place: same inode, new contents
+        f.write(open(right, "rb").read())
+    wait_reloads(lf, 1)
+    wait_for(lambda: lf.fetch("GET", "/echo").status == 200, t(5),
+             what="the new CA; stderr tail:\n%s" % lf.stderr_text()[-2000:])
+
+
 def _own_config(port, up, **extra):
     """A config for a lifeline the test starts itself (from a working directory of its choice)."""
     cfg = {"listen": [{"address": "%s:%d" % (HOST, port)}], "workers": 1, "shutdown_timeout": "2s",

@@ -927,6 +927,8 @@ static const struct bad_case bad_cases[] = {
     /* durations and sizes */
     { L "shutdown_timeout: 250\n", 2, 19, "duration needs a unit (ms, s, m, h): \"250\"", 0, 0 },
     { L "shutdown_timeout: 1\n", 2, 19, "duration needs a unit (ms, s, m, h): \"1\"", 0, 0 },
+    /* a fraction of nothing is no zero: "0" alone is the one number without a unit */
+    { L "shutdown_timeout: 0.5\n", 2, 19, "duration needs a unit (ms, s, m, h): \"0.5\"", 0, 0 },
     { L "shutdown_timeout: -0\n", 2, 19, "shutdown_timeout must be a duration like 250ms", 0, 0 },
     { L "shutdown_timeout: 2sec\n", 2, 19, "shutdown_timeout must be a duration like 250ms", 0, 0 },
     { L "shutdown_timeout: 99999999999999999999h\n", 2, 19, "duration too large", 0, 0 },
@@ -988,6 +990,9 @@ static const struct bad_case bad_cases[] = {
     { L PX "    outlier: { ejections: 1s }\n", 5, 16, "unknown key \"ejections\" in outlier of pool", 0, 0 },
     { L PX "    health: { expect: 600 }\n", 5, 23, "expect must be a status or a range", 0, CONF_LOAD_UNSUPPORTED },
     { L PX "    health: { rise: 0 }\n", 5, 21, "rise must be between 1 and 100", 0, CONF_LOAD_UNSUPPORTED },
+    /* a range written backwards is no range (it would match no status) */
+    { L PX "    health: { expect: 399-200 }\n", 5, 23,
+      "expect must be a status or a range like 200-399 (within 100..599), not \"399-200\"", 0, 0 },
     { L P "routes:\n  - { pool: api, fallback: { status: 199 } }\n", 6, 38, "status must be between 200 and 599",
       0, CONF_LOAD_UNSUPPORTED },
     { L P "routes:\n  - pool: api\n    retry: { backoff: { base: 1s, max: 10ms } }\n", 7, 40,
@@ -1115,6 +1120,72 @@ static void test_bad_table(void **state)
     assert_int_equal(failed, 0);
 }
 
+/* ---- values at their allowed extremes ------------------------------------------------------ */
+
+/* Each range's ends are accepted, and read as written (a bound written with > for >= , or a
+ * limit made smaller, refused the documented maximum: README's ranges). */
+static void check_workers(const struct conf *c) { assert_int_equal(c->workers, 256); }
+static void check_stale(const struct conf *c) { assert_int_equal(c->stale_store.size, 1024); }
+static void check_expect_599(const struct conf *c)
+{
+    assert_int_equal(c->pools[0].health.expect_lo, 200);
+    assert_int_equal(c->pools[0].health.expect_hi, 599);
+}
+static void check_expect_100(const struct conf *c)
+{
+    assert_int_equal(c->pools[0].health.expect_lo, 100);
+    assert_int_equal(c->pools[0].health.expect_hi, 100);
+}
+static void check_pool_name(const struct conf *c) { assert_int_equal(strlen(c->pools[0].name), 64); }
+static void check_route_name(const struct conf *c) { assert_int_equal(strlen(c->routes[0].name), 64); }
+static void check_buffer_body(const struct conf *c) { assert_int_equal(c->routes[0].retry.buffer_body, 64u << 20); }
+static void check_backoff_max(const struct conf *c) { assert_int_equal(c->routes[0].retry.backoff_max, 60000); }
+static void check_rise_fall(const struct conf *c)
+{
+    assert_int_equal(c->pools[0].health.fall, 100);
+    assert_int_equal(c->pools[0].health.rise, 100);
+}
+static void check_shutdown_360ms(const struct conf *c) { assert_int_equal(c->shutdown_timeout, 360); }
+
+#define NAME64(ch) ch ch ch ch ch ch ch ch ch ch ch ch ch ch ch ch ch ch ch ch ch ch ch ch ch ch ch ch ch ch ch ch \
+                   ch ch ch ch ch ch ch ch ch ch ch ch ch ch ch ch ch ch ch ch ch ch ch ch ch ch ch ch ch ch ch ch
+
+static const struct good_case {
+    const char *yaml;
+    void (*check)(const struct conf *);     /* the value read */
+} good_cases[] = {
+    { L "workers: 256\n", check_workers },                              /* 1..256 */
+    { L "stale_store: { size: 1KiB }\n", check_stale },                 /* 0, or 1KiB..64GiB */
+    { L PX "    health: { expect: 200-599 }\n", check_expect_599 },
+    { L PX "    health: { expect: 100 }\n", check_expect_100 },
+    { L "pools:\n  " NAME64("p") ": { servers: [ 127.0.0.1:9001 ] }\n", check_pool_name },   /* up to 64 */
+    { L P "routes: [ { name: " NAME64("r") ", pool: api } ]\n", check_route_name },
+    { L P "routes: [ { pool: api, retry: { buffer_body: 64MiB } } ]\n", check_buffer_body },
+    { L P "routes: [ { pool: api, retry: { backoff: { max: 1m } } } ]\n", check_backoff_max },
+    { L PX "    health: { fall: 100, rise: 100 }\n", check_rise_fall },     /* 1..100 */
+    { L "shutdown_timeout: 0.0001h\n", check_shutdown_360ms },          /* four places: 360ms, whole */
+};
+
+static void test_good_table(void **state)
+{
+    (void)state;
+    unsigned failed = 0;
+    for (size_t i = 0; i < NELEM(good_cases); i++) {
+        const struct good_case *gc = &good_cases[i];
+        struct loaded l;
+        load(&l, gc->yaml);
+        if (!l.c || l.n || l.errs_len) {
+            print_error("case %zu: want a valid config, got %u error(s):\n%s--- file:\n%s\n", i, l.n,
+                        l.errs ? l.errs : "", gc->yaml);
+            failed++;
+        } else {
+            gc->check(l.c);
+        }
+        done(&l);
+    }
+    assert_int_equal(failed, 0);
+}
+
 /* Several mistakes in one file: every one is reported, in file order, and counted. */
 static void test_many_errors(void **state)
 {
@@ -1164,6 +1235,7 @@ static void test_duration_table(void **state)
         { "2.000s", 2000, 1 }, { "0.0s", 0, 1 }, { "0.5ms", 0, 0 }, { "1.0005s", 0, 0 }, { "1.s", 0, 0 }, { ".5s", 0, 0 },
         { "1.5", 0, 0 }, { "1..5s", 0, 0 }, { "1.5.0s", 0, 0 }, { "0.0000000001h", 0, 0 }, { "1.0000000000000s", 1000, 1 }, { "1.0000000001s", 0, 0 }, { "1 s", 0, 0 }, { " 1s", 0, 0 }, { "1s ", 0, 0 }, { "1S", 0, 0 },
         { "1sec", 0, 0 }, { "1d", 0, 0 }, { "0x10s", 0, 0 }, { "1s1", 0, 0 }, { "1us", 0, 0 },
+        { "0.0001h", 360, 1 }, { "0.000001h", 0, 0 }, { "0.5", 0, 0 },
     };
     for (size_t i = 0; i < NELEM(cases); i++) {
         int64_t ms = -7;
@@ -1407,6 +1479,7 @@ int main(void)
         cmocka_unit_test(test_same_addresses),
         cmocka_unit_test(test_has_hostnames),
         cmocka_unit_test(test_bad_table),
+        cmocka_unit_test(test_good_table),
         cmocka_unit_test(test_many_errors),
         cmocka_unit_test(test_duration_table),
         cmocka_unit_test(test_size_table),
