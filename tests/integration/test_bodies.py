@@ -721,3 +721,36 @@ def test_an_answer_after_a_100_continue_the_socket_would_not_take_is_passed_on(l
         pytest.skip("lifeline's writes do not go through send() here: no stall made")
     assert data.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"), data.replace(big, b"<big>")[:400]
     assert data.endswith(b"ok") and len(up.requests) == 1
+
+
+def test_early_upstream_answer_says_connection_close(lifeline, raw_upstream):
+    """An upstream that answers before the request body ended: the rest of the body is never read,
+    so the downstream connection closes after the answer and the answer says Connection: close."""
+    async def script(conn):
+        head = await conn.reader.readuntil(b"\r\n\r\n")
+        if head:
+            await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await conn.wait_eof(t(5))
+    up = raw_upstream(script)
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"pool": "p", "retry": {"attempts": 1}}])
+    with Conn(lf.port) as c:
+        c.send(b"POST /early HTTP/1.1\r\nHost: test.local\r\nContent-Length: 100000\r\n\r\n" + b"x" * 10)
+        r = c.read_response(timeout=t(3))
+        assert r.status == 200 and r.body == b"ok", r
+        assert (r.header("connection") or "").lower() == "close", r.headers
+
+
+def test_413_for_a_declared_length_says_connection_close(lifeline, upstream):
+    """The 413 for a Content-Length above max_body_bytes leaves the body unread: lifeline closes,
+    and says so (RFC 9112 §9.6: Connection: close), to a 1.0 client too (no keep-alive promise)."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, limits={"max_body_bytes": "1KiB"})
+    for version in ("1.1", "1.0"):
+        with Conn(lf.port) as c:
+            c.send(("POST /echo HTTP/%s\r\nHost: test.local\r\nConnection: keep-alive\r\n"
+                    "Content-Length: 2000\r\n\r\n" % version).encode() + b"x" * 100)
+            r = c.read_response(timeout=t(3))
+            assert r.status == 413, r
+            assert (r.header("connection") or "").lower() == "close", (version, r.headers)
+            c.wait_closed(t(2))
+    assert up.requests == []

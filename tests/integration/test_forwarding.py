@@ -1320,3 +1320,64 @@ def test_an_answer_cut_mid_body_lingers_for_a_pipelining_client(lifeline, raw_up
         raise AssertionError("lifeline reset the connection after a truncated answer: %r" % e)
     finally:
         c.close()
+
+
+def test_head_answered_after_an_interim_103_has_no_body(lifeline, raw_upstream):
+    """SPEC §4: HEAD and 1xx have no body. A HEAD whose answer follows a 103 Early Hints: the final
+    answer's Content-Length describes the GET body, none follows; the connection stays in step."""
+    async def script(conn):
+        while True:
+            req = await conn.read_request()
+            if req is None:
+                return
+            if req.method == "HEAD":
+                await conn.send(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"
+                                b"HTTP/1.1 200 OK\r\nContent-Length: 60\r\nX-N: head\r\n\r\n")
+            else:
+                await conn.respond(200, b"final", headers=[("X-N", req.target)])
+    up = raw_upstream(script)
+    lf = lifeline(pools={"p": pool(up, timeouts={"read": "5s"})}, routes=[{"pool": "p", "retry": {"attempts": 1}}])
+    with Conn(lf.port) as c:
+        c.send(b"HEAD /h HTTP/1.1\r\nHost: test.local\r\n\r\n")
+        r, interim = c.read_final(timeout=t(3), method="HEAD")
+        assert r.status == 200 and r.header("x-n") == "head" and r.body == b"", r
+        c.send(b"GET /after HTTP/1.1\r\nHost: test.local\r\n\r\n")
+        r2, _ = c.read_final(timeout=t(2))
+        assert r2.status == 200 and r2.body == b"final" and r2.header("x-n") == "/after", r2
+
+
+def test_content_length_zero_is_forwarded(lifeline, upstream):
+    """exchange.c keeps "Content-Length: 0" (some servers require it on POST; nginx and HAProxy pass
+    it): a POST with an empty body reaches the upstream with Content-Length: 0."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)})
+    with Conn(lf.port) as c:
+        c.send(b"POST /echo HTTP/1.1\r\nHost: test.local\r\nContent-Length: 0\r\n\r\n")
+        r = c.read_response(timeout=t(3))
+    assert r.status == 200, r
+    cl = [v for k, v in r.json()["headers"] if k.lower() == "content-length"]
+    assert cl == ["0"], r.json()["headers"]
+
+
+def test_304_without_length_has_no_body_and_keeps_the_connection_in_step(lifeline, raw_upstream):
+    """SPEC §4: 304 has no body. A 304 without Content-Length (the usual revalidation answer) goes
+    downstream with no framing and no body bytes: the next answer on the connection parses."""
+    async def script(conn):
+        while True:
+            req = await conn.read_request()
+            if req is None:
+                return
+            if req.target == "/cached":
+                await conn.send(b"HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\n\r\n")
+            else:
+                await conn.respond(200, b"next", headers=[("X-N", req.target)])
+    up = raw_upstream(script)
+    lf = lifeline(pools={"p": pool(up)})
+    with Conn(lf.port) as c:
+        c.send(b"GET /cached HTTP/1.1\r\nHost: test.local\r\nIf-None-Match: \"v1\"\r\n\r\n")
+        r = c.read_response(timeout=t(3))
+        assert r.status == 304 and r.body == b"", r
+        c.send(b"GET /after HTTP/1.1\r\nHost: test.local\r\n\r\n")
+        r2 = c.read_response(timeout=t(3))
+        assert r2.status == 200 and r2.body == b"next" and r2.header("x-n") == "/after", r2
+        assert not r.has_header("transfer-encoding"), r.headers   # RFC 9112 §6.1: none on a 304

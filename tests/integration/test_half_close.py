@@ -218,3 +218,19 @@ def test_a_reset_while_the_body_is_paused_cancels_at_once(lifeline, tmp_path, fr
         assert up.closed_by_peer(), "the upstream connection stayed open after the client left"
     finally:
         up.close()
+
+
+def test_half_close_after_pipelined_bare_lf_heads_answers_both(lifeline, upstream):
+    """client_nothing_follows: after a FIN, a whole pipelined head ending in bare LFs (RFC 9112 §2.2
+    lets a recipient accept LF as the line terminator, and lifeline parses such heads) is a request
+    to answer, not a partial head: both requests are answered, then the connection closes."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)})
+    with Conn(lf.port) as c:
+        c.send(b"GET /echo/one HTTP/1.1\nHost: test.local\n\nGET /echo/two HTTP/1.1\nHost: test.local\n\n")
+        c.sock.shutdown(socket.SHUT_WR)
+        r1 = c.read_response(timeout=t(3))
+        r2 = c.read_response(timeout=t(3))
+        assert r1.status == 200 and r1.json()["target"] == "/echo/one", r1
+        assert r2.status == 200 and r2.json()["target"] == "/echo/two", r2
+        c.wait_closed(t(2))   # (whether r2 says close depends on when the FIN was read)

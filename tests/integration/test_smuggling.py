@@ -500,3 +500,23 @@ def test_http10_response_with_transfer_encoding_is_not_pooled(lifeline, raw_upst
         r = lf.fetch("GET", "/x%d" % i)
         assert r.status == 200 and r.body == b"hello", r
     assert up.state["conns"] == 3, up.state
+
+
+def test_204_never_carries_a_content_length_downstream(lifeline, raw_upstream):
+    """RFC 9110 §8.6: no Content-Length in a 204. An upstream's (wrong) one is not passed on: a
+    client that honours it would wait for bytes that never come."""
+    async def script(conn):
+        while True:
+            req = await conn.read_request()
+            if req is None:
+                return
+            if req.target == "/nc":
+                await conn.send(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n")
+            else:
+                await conn.respond(200, b"next")
+    up = raw_upstream(script)
+    lf = lifeline(pools={"p": pool(up)})
+    with Conn(lf.port) as c:
+        c.send(b"GET /nc HTTP/1.1\r\nHost: test.local\r\n\r\n")
+        r = c.read_response(timeout=t(3))
+        assert r.status == 204 and r.header("content-length") in (None, "0"), r.headers
