@@ -119,6 +119,24 @@ def test_healthz_ok_then_503_while_draining(lifeline, upstream):
     assert result["r"].status == 200, result["r"]
 
 
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/livez", "/metrics", "/status"])
+def test_admin_pages_answer_head_like_get_without_the_body(lifeline, upstream, path):
+    """RFC 9110 §9.3.2: HEAD is GET without the content, and the admin's 405 says "Allow: GET,
+    HEAD": a load balancer's or uptime checker's HEAD probe of /healthz gets 200 and the length a
+    GET would have, with no body bytes after the head (mutation testing: HEAD refused passed)."""
+    up = upstream()
+    aport = free_port()
+    lifeline(pools={"p": pool(up)}, extra=admin_extra(aport))
+    assert admin_get(aport, path).status == 200
+    with Conn(aport, timeout=t(3)) as c:
+        c.request("HEAD", path)
+        r = c.read_response(timeout=t(3), method="HEAD")
+        after = c.wait_closed(t(3))
+    assert r.status == 200, (path, r)
+    assert int(r.header("content-length") or "0") > 0, (path, r.headers)
+    assert after == b"", "body bytes after the answer to a HEAD of %s: %r" % (path, after[:100])
+
+
 # --------------------------------------------------------------------------------------------
 # /metrics
 
@@ -299,6 +317,24 @@ def test_attempt_abandoned_by_the_client_counts_as_cancelled(lifeline, upstream)
     assert m.value("lifeline_upstream_attempts_total", pool="p", server=up.address, outcome="cancelled") == 1
 
 
+def test_attempt_abandoned_by_the_client_is_no_failure_of_the_server(lifeline, upstream):
+    """An attempt cancelled because the client left says nothing of the server: /status counts it
+    in the server's attempts, not in its failures (as outlier ejection does not); /metrics has it
+    as outcome cancelled (mutation testing: counting cancelled as a failure passed)."""
+    up = upstream("up")
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"name": "r", "pool": "p"}], extra=admin_extra(aport))
+    with Conn(lf.port) as c:
+        c.request("GET", "/slow-head?ms=%d" % int(t(3) * 1000))
+        wait_for(lambda: up.requests, t(2), what="the request to reach the upstream")
+        c.reset()
+    wait_for(lambda: metrics(aport).get("lifeline_upstream_attempts_total", pool="p", server=up.address,
+                                        outcome="cancelled") == 1, t(2),
+             what="the cancelled attempt to be counted")
+    s = server_status(status(aport), "p", up.address)
+    assert s["attempts"] == 1 and s["failures"] == 0, s
+
+
 def test_metrics_status_outcome_is_the_code(lifeline, raw_upstream):
     """SPEC §3.4: an attempt answered with a failure status has that status as its outcome."""
     bad = raw_upstream(status_script(502))
@@ -371,6 +407,31 @@ def test_status_json_shape_and_values(lifeline, upstream):
     assert {r["name"]: r for r in status(aport)["routes"]}["g"]["requests"] == 3
 
 
+def test_status_route_fallbacks_count_fallbacks_named_by_a_status(lifeline, raw_upstream):
+    """/status's route "fallbacks" counts every fallback answer, those whose reason is a listed
+    status (503, and a 429 below 500) too, as lifeline_fallbacks_total{reason="503"/"429"} does
+    (mutation testing: leaving the status-code reasons out of either passed)."""
+    busy = raw_upstream(status_script(503))
+    limited = raw_upstream(status_script(429))
+    aport = free_port()
+    fb = {"status": 503, "body": "fb"}
+    lf = lifeline(pools={"a": pool(busy), "b": pool(limited)},
+                  routes=[{"name": "r503", "match": {"path": "/a/"}, "pool": "a", "fallback": fb,
+                           "retry": {"attempts": 1, "on": [503]}},
+                          {"name": "r429", "match": {"path": "/b/"}, "pool": "b", "fallback": fb,
+                           "retry": {"attempts": 1, "on": [429]}}],
+                  extra=admin_extra(aport))
+    for path, reason in (("/a/x", "503"), ("/b/x", "429")):
+        r = lf.fetch("GET", path)
+        assert r.status == 503 and r.body == b"fb" and r.header("x-lifeline-fallback") == reason, r
+    m = metrics(aport)
+    assert m.value("lifeline_fallbacks_total", route="r503", reason="503") == 1, m.grep("lifeline_fallbacks_total")
+    assert m.value("lifeline_fallbacks_total", route="r429", reason="429") == 1, m.grep("lifeline_fallbacks_total")
+    routes = {r["name"]: r for r in status(aport)["routes"]}
+    assert routes["r503"]["requests"] == 1 and routes["r503"]["fallbacks"] == 1, routes
+    assert routes["r429"]["requests"] == 1 and routes["r429"]["fallbacks"] == 1, routes
+
+
 # --------------------------------------------------------------------------------------------
 # Reload counters, stable series
 
@@ -409,6 +470,50 @@ def test_reload_counters_and_series_stable_across_reloads(lifeline, upstream):
     assert len(up1.requests) + len(up2.requests) == 8
     routes = {r["name"]: r for r in status(aport)["routes"]}
     assert routes["api"]["requests"] == 7 and routes["new"]["requests"] == 1, routes
+
+
+def test_counters_do_not_go_down_when_a_reload_lowers_workers(lifeline, upstream):
+    """SPEC §5 counters never decrease: they are summed over every worker slot ever used, so what
+    a worker counted stays after a reload from 2 workers to 1 stops it (a drop reads as a counter
+    reset to Prometheus; mutation testing: summing over the running workers only passed)."""
+    up = upstream()
+    aport = free_port()
+    n = 40
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"name": "r", "pool": "p"}], extra=admin_extra(aport),
+                  workers=2)
+    for i in range(n):   # a new connection each: the kernel spreads them over both workers
+        assert lf.fetch("GET", "/echo/%d" % i).status == 200
+    m = metrics(aport)
+    assert m.value("lifeline_requests_total", route="r", code="200") == n, m.grep("lifeline_requests_total")
+    reload(lf, _cfg(lf, workers=1))
+    wait_for(lambda: status(aport)["workers"] == 1, t(5), what="one worker after the reload")
+    wait_for(lambda: "worker 1: stopped" in lf.stderr_text(), t(5), what="worker 1 to stop")
+    m = metrics(aport)
+    assert m.value("lifeline_requests_total", route="r", code="200") == n, m.grep("lifeline_requests_total")
+    assert m.value("lifeline_request_duration_seconds_count", route="r") == n
+    assert m.value("lifeline_upstream_attempts_total", pool="p", server=up.address, outcome="ok") == n
+    st = status(aport)
+    assert {r["name"]: r for r in st["routes"]}["r"]["requests"] == n, st["routes"]
+    assert server_status(st, "p", up.address)["attempts"] == n, st
+
+
+def test_a_route_removed_by_a_reload_is_still_scraped_right_after(lifeline, upstream):
+    """A route a reload removed keeps its series for the grace period (metrics.h
+    METRIC_SLOT_GRACE_MS): a scrape right after the reload sees its requests in /metrics, and
+    /status lists it under "retired" (mutation testing: dropping retired series at once passed)."""
+    up = upstream()
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"name": "old", "pool": "p"}], extra=admin_extra(aport))
+    for i in range(3):
+        assert lf.fetch("GET", "/echo/%d" % i).status == 200
+    reload(lf, _cfg(lf, routes=[{"name": "new", "pool": "p"}]))
+    st = status(aport)
+    m = metrics(aport)
+    assert st["generation"] == 2, st
+    assert [r["name"] for r in st["routes"]] == ["new"], st["routes"]
+    assert {r["name"]: r["requests"] for r in st["retired"]["routes"]} == {"old": 3}, st["retired"]
+    assert m.value("lifeline_requests_total", route="old", code="200") == 3, m.grep("lifeline_requests_total")
+    assert m.value("lifeline_request_duration_seconds_count", route="old") == 3
 
 
 # --------------------------------------------------------------------------------------------

@@ -191,6 +191,24 @@ def test_connection_stays_usable_after_fallback(lifeline, upstream):
     assert len(good.requests) == 3
 
 
+@pytest.mark.parametrize("configured", [True, False], ids=["configured", "built_in"])
+def test_fallback_to_an_http10_keep_alive_client_says_keep_alive(lifeline, configured):
+    """SPEC §4 keep-alive both ways, HTTP/1.0 clients served: an HTTP/1.0 client that asks for
+    keep-alive gets `Connection: keep-alive` on a fallback answer (as nginx and HAProxy answer it)
+    and the connection carries its next request (mutation testing: leaving the header out passed;
+    without it a 1.0 client takes the connection as closing)."""
+    lf = lifeline(pools={"p": pool(refused())}, routes=[route(fallback=FALLBACK) if configured else route()])
+    want = 503 if configured else 502
+    with lf.conn() as c:
+        for i in range(2):
+            c.request("GET", "/x%d" % i, [("Connection", "keep-alive")], version="HTTP/1.0")
+            r = c.read_response()
+            assert r.status == want and r.header("x-lifeline-fallback") == "connect_error", r
+            assert (r.header("connection") or "").lower() == "keep-alive", r.headers
+            assert r.header("content-length") == str(len(r.body)), r.headers
+        assert c.is_open_for(t(0.3)), "the connection closed after a keep-alive answer"
+
+
 def test_fallback_for_post_with_body_keeps_connection(lifeline):
     lf = lifeline(pools={"p": pool(refused())}, routes=[route(fallback=FALLBACK)])
     with lf.conn() as c:

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from conftest import dur, free_port, pool, t, wait_for
-from faults import refused
+from faults import refused, status_script
 from ops import admin_extra, admin_get, metrics
 
 
@@ -202,6 +202,23 @@ def test_status_requests_id_filters_the_last_200_of_every_worker(lifeline):
     assert [x["request_id"] for x in admin_get(aport, "/status/requests?id=rid-60").json()] == ["rid-60"]
 
 
+def test_status_requests_id_filter_is_percent_decoded(lifeline):
+    """SPEC §4: a request id is any visible ASCII, so one with '&', '=', '#' or '%' reaches
+    `/status/requests?id=` percent-encoded; the filter decodes it before matching (mutation
+    testing: matching the encoded text passed)."""
+    from urllib.parse import quote
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(refused())}, routes=[{"name": "r", "pool": "p", "retry": {"attempts": 1}}],
+                  extra=admin_extra(aport))
+    rid = "ord&er=7#x%y"
+    r = lf.fetch("GET", "/x", headers=[("X-Request-Id", rid)])
+    assert r.status == 502 and r.header("x-request-id") == rid, r
+    assert lf.fetch("GET", "/y", headers=[("X-Request-Id", "plain-id")]).status == 502
+    rows = _requests(aport, "?id=" + quote(rid, safe=""))
+    assert [(x["request_id"], x["target"]) for x in rows] == [(rid, "/x")], rows
+    assert [x["request_id"] for x in _requests(aport, "?id=plain%2Did")] == ["plain-id"]
+
+
 def test_config_is_redacted_yaml(lifeline, upstream):
     up = upstream()
     aport = free_port()
@@ -359,6 +376,32 @@ def test_latency_retry_reason_and_hedge_metrics(lifeline, upstream):
     assert m.types.get("lifeline_hedges_total") == "counter"
     if hedges:
         assert m.value("lifeline_hedges_total", route="hedged", result="won") >= 1, m.grep("lifeline_hedges_total")
+
+
+def test_retry_reason_of_a_listed_5xx_is_http_5xx_and_of_a_listed_4xx_status(lifeline, raw_upstream):
+    """metrics.h: a retry after a listed answer of 500 or more counts under
+    lifeline_retries_by_reason_total{reason="http_5xx"}, one after a listed status below 500 (429)
+    under "status"; summed over reasons they are lifeline_retries_total (mutation testing: every
+    status retry counted as "status" passed)."""
+    busy = raw_upstream(status_script(503))
+    limited = raw_upstream(status_script(429))
+    aport = free_port()
+    quick = {"base": "1ms", "max": "1ms"}
+    lf = lifeline(pools={"a": pool(busy, outlier="off"), "b": pool(limited, outlier="off")},
+                  routes=[{"name": "r5", "match": {"path": "/a/"}, "pool": "a",
+                           "retry": {"attempts": 2, "on": [503], "backoff": quick}},
+                          {"name": "r4", "match": {"path": "/b/"}, "pool": "b",
+                           "retry": {"attempts": 2, "on": [429], "backoff": quick}}],
+                  extra=admin_extra(aport))
+    assert lf.fetch("GET", "/a/x").status == 503
+    assert lf.fetch("GET", "/b/x").status == 429
+    assert len(busy.requests) == 2 and len(limited.requests) == 2
+    m = metrics(aport)
+    got = {(lb["route"], lb["reason"]): v for lb, v in m.select("lifeline_retries_by_reason_total")
+           if lb["route"] in ("r5", "r4") and v}
+    assert got == {("r5", "http_5xx"): 1, ("r4", "status"): 1}, m.grep("lifeline_retries_by_reason_total")
+    assert m.value("lifeline_retries_total", route="r5") == 1
+    assert m.value("lifeline_retries_total", route="r4") == 1
 
 
 def test_ipv6_zone_is_kept_in_server_labels(lifeline, tmp_path):

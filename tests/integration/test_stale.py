@@ -106,6 +106,41 @@ def test_stale_head_gets_head_only(lifeline, raw_upstream):
         assert is_stale(r, body), r
 
 
+def test_stale_answer_carries_the_request_id(lifeline, raw_upstream):
+    """SPEC §4: every answer carries x-request-id, the client's or one lifeline made; a stale copy
+    served by the fallback too, with this request's id, not the stored answer's (mutation testing:
+    leaving it out of the stale head passed)."""
+    body = b"kept\n"
+    lf, up, aport = start(lifeline, raw_upstream, {"/k": ([("X-Request-Id", "stored-answer-id")], body)})
+    assert lf.fetch("GET", "/k", headers=[("X-Request-Id", "first-id")]).status == 200
+    stored(aport)
+    up.stop()
+    r = lf.fetch("GET", "/k", headers=[("X-Request-Id", "stale-id-1")])
+    assert is_stale(r, body), r
+    assert r.header_all("x-request-id") == ["stale-id-1"], r.headers
+    r = lf.fetch("GET", "/k")
+    assert is_stale(r, body), r
+    ids = r.header_all("x-request-id")
+    assert len(ids) == 1 and ids[0] not in ("", "stored-answer-id", "stale-id-1"), r.headers
+
+
+def test_stale_answer_to_an_http10_keep_alive_client_says_keep_alive(lifeline, raw_upstream):
+    """SPEC §4: an HTTP/1.0 client asking for keep-alive gets `Connection: keep-alive` on a stale
+    answer, and the connection carries its next request (as on the fallback's own answer)."""
+    body = b"kept\n"
+    lf, up, aport = start(lifeline, raw_upstream, {"/k": ([], body)})
+    assert lf.fetch("GET", "/k").status == 200
+    stored(aport)
+    up.stop()
+    with Conn(lf.port) as c:
+        for _ in range(2):
+            c.request("GET", "/k", [("Connection", "keep-alive")], version="HTTP/1.0")
+            r = c.read_response()
+            assert is_stale(r, body), r
+            assert (r.header("connection") or "").lower() == "keep-alive", r.headers
+        assert c.is_open_for(t(0.3)), "the connection closed after a keep-alive answer"
+
+
 # Each case: (what, request headers of the first, storing GET, response headers). None of these may
 # be served to a later client; /ok, stored beside them, shows that storing works.
 PRIVATE = [
