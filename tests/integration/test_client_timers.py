@@ -10,6 +10,7 @@ import time
 
 from conftest import Conn, build_request, dur, pool, t
 from faults import hanging_connect  # noqa: F401 (fixture)
+from ops import wait_access
 
 LONG = "10s"
 
@@ -756,3 +757,27 @@ def test_send_timeout_counts_from_the_clients_last_acknowledged_byte(lifeline, u
     assert st - 0.1 <= waited <= 1.25 * st + t(0.4), "cut %.2fs after the client's last byte (send_timeout %.2fs)" % (
         waited, st)
     lf.assert_alive()
+
+
+def test_body_timeout_after_the_answer_began_keeps_the_answers_status(lifeline, raw_upstream, tmp_path):
+    """README (access log `status`): a connection lifeline itself ends while an answer is under way
+    (body_timeout among them) keeps that answer's status, not 499: the client did not leave.
+    The upstream answers before the request body is complete; the client then stalls its body."""
+    async def script(conn):
+        # read the head only, then answer at once and stream slowly
+        await conn.read_some(1, timeout=t(5))
+        await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\npart")
+        await conn.hang(t(10))
+
+    up = raw_upstream(script)
+    path = str(tmp_path / "access.log")
+    lf = lifeline(pools={"p": pool(up)}, extra={"access_log": {"path": path}},
+                  client={"body_timeout": "500ms"})
+    c = Conn(lf.port, timeout=t(5))
+    try:
+        c.send(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+        c.read_head(timeout=t(5))
+        lines = wait_access(path, lambda ls: len(ls) >= 1, timeout=t(5))
+    finally:
+        c.close()
+    assert lines[0]["status"] == 200, lines[0]

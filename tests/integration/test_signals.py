@@ -575,3 +575,102 @@ def test_drain_closes_idle_upstream_connections_at_once(lifeline, raw_upstream):
     assert up.connections == 2, up.connections
     a.close()
     b.close()
+
+
+def test_drain_gives_a_half_head_pipelined_behind_an_answer_the_grace(lifeline, raw_upstream):
+    """SPEC §1 (drain) + README: a request head still arriving during the drain gets ~1 s to
+    complete, then 408 and close, so a stuck client does not hold the process until shutdown_timeout.
+    Here the half head was pipelined behind an answer whose head went out before the drain: it
+    begins only when that answer ends, on a served connection, where header_timeout (30 s) would
+    apply without the drain's clamp (client.c client_step, CLIENT_IDLE)."""
+    async def script(conn):
+        while True:
+            req = await conn.read_request()
+            if req is None:
+                return
+            await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
+            while "go" not in conn.up.state:
+                await asyncio.sleep(0.01)
+            await conn.send(b"world")
+
+    up = raw_upstream(script)
+    lf = lifeline(pools={"p": pool(up)}, workers=1, shutdown_timeout="20s",
+                  client={"header_timeout": "30s"})
+    s = socket.create_connection((HOST, lf.port), timeout=t(5))
+    try:
+        s.sendall(build_request("GET", "/slow") + b"GET /half HTTP/1.1\r\nHost: a\r\n")
+        data = b""
+        while not data.endswith(b"hello"):
+            x = s.recv(4096)
+            assert x, data
+            data += x
+        lf.proc.send_signal(signal.SIGTERM)
+        lf.stopped_by_test = True
+        time.sleep(t(0.3))
+        t0 = time.monotonic()
+        up.state["go"] = True
+        s.settimeout(t(6))
+        while b"HTTP/1.1 408" not in data:
+            x = s.recv(4096)
+            assert x, data
+            data += x
+        took = time.monotonic() - t0
+        assert b"world" in data
+        assert took < t(2.5), "the half head got its 408 after %.1fs (grace 1 s)" % took
+        s.close()
+        assert lf.proc.wait(t(5)) == 0
+    finally:
+        s.close()
+
+
+def test_drain_while_max_connections_paused_accepts_never_resume(lifeline, upstream):
+    """SPEC §1/§2: a drain stops accepting for good; max_connections pauses accepting "until one
+    closes". A connection closing during a drain must not restart the (closed) listeners: no accept
+    error is logged, and the process exits 0."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, workers=1, limits={"max_connections": 2},
+                  shutdown_timeout="10s")
+    time.sleep(t(0.1))
+    a, b = Conn(lf.port, timeout=t(5)), Conn(lf.port, timeout=t(5))
+    a.request("GET", "/slow-head?ms=%d" % int(t(1.5) * 1000))
+    b.request("GET", "/slow-head?ms=%d" % int(t(0.4) * 1000))
+    time.sleep(t(0.1))
+    c = Conn(lf.port, timeout=t(5))           # waits in the backlog: accepting is paused
+    time.sleep(t(0.1))
+    lf.proc.send_signal(signal.SIGTERM)
+    lf.stopped_by_test = True
+    assert b.read_response().status == 200
+    assert a.read_response().status == 200
+    assert lf.proc.wait(t(5)) == 0
+    err = lf.stderr_text()
+    assert "accept" not in err.lower(), err[-2000:]
+    for x in (a, b, c):
+        x.close()
+
+
+def test_drain_does_not_wait_for_a_lingering_body(lifeline, upstream):
+    """SPEC §1: SIGTERM closes idle connections and exits once in-flight requests finish. A 413
+    answered before its body ended lingers (discarding the body, up to 30 s while the client keeps
+    sending); at a drain that linger is cut to the ~1 s grace, not held until shutdown_timeout."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, limits={"max_body_bytes": 1000}, shutdown_timeout="20s")
+    c = Conn(lf.port, timeout=t(5))
+    try:
+        c.send(b"POST /big HTTP/1.1\r\nHost: a\r\nContent-Length: 10000000\r\n\r\n" + b"z" * 2000)
+        r = c.read_response(timeout=t(5))
+        assert r.status == 413
+        t0 = time.monotonic()
+        lf.proc.send_signal(signal.SIGTERM)
+        lf.stopped_by_test = True
+        rc = None
+        while time.monotonic() - t0 < t(8) and rc is None:
+            try:
+                c.send(b"z" * 1000)             # the body keeps coming, slowly
+            except OSError:
+                pass
+            time.sleep(0.2)
+            rc = lf.proc.poll()
+        assert rc == 0, "still running %.1fs into the drain (rc %r)" % (time.monotonic() - t0, rc)
+        assert time.monotonic() - t0 < t(3)
+    finally:
+        c.close()
