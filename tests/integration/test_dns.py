@@ -21,6 +21,7 @@ lifeline asks dnsfake.DnsFake (UDP on 127.0.0.1, records changed by the test) th
 """
 
 import asyncio
+import copy
 import os
 import shutil
 import subprocess
@@ -900,3 +901,190 @@ def test_busy_upstream_connections_survive_dns_changes_of_another_pool(lifeline,
     assert c0 <= 4, "setup: %d upstream connections for 4 keep-alive clients" % c0
     assert changes >= 3, "the other pool's records changed only %d times" % changes
     assert opened <= 1, "%d new upstream connections over %d DNS changes of another pool" % (opened, changes)
+
+
+def test_other_pools_changes_do_not_restart_an_interval(lifeline, dns, two_upstreams):
+    """SPEC §2 resolve_interval is per pool: one pool's answers changing at every re-resolve (200ms)
+    must not restart another pool's interval (1s), which still follows its name."""
+    port, up1, up2 = two_upstreams
+    dns.set(NAME, ["127.0.0.1"])
+    dns.set("fast.test", ["127.0.0.5"])
+    lf = lifeline(pools={"svc": {"servers": ["%s:%d" % (NAME, port)], "resolve_interval": "1s"},
+                         "fast": {"servers": ["fast.test:%d" % port], "resolve_interval": "200ms"}},
+                  routes=[{"pool": "svc"}],
+                  extra={"resolver": {"servers": [dns.address], "timeout": "500ms"}})
+    assert who(lf) == "up1"
+    stop = threading.Event()
+
+    def flip():
+        i = 0
+        while not stop.is_set():
+            i += 1
+            dns.set("fast.test", ["127.0.0.%d" % (5 + i % 2)])
+            dns.wait_queries("fast.test", 2, 2)      # one re-resolve of fast, then flip again
+    th = threading.Thread(target=flip, daemon=True)
+    th.start()
+    try:
+        time.sleep(0.5)
+        dns.set(NAME, ["127.0.0.2"])
+        wait_for(lambda: who(lf) == "up2", t(4), interval=0.05, what="svc (1s interval) to follow its name")
+    finally:
+        stop.set()
+        th.join(5)
+
+
+def test_sub_localhost_never_asked_of_dns_server(dns, tmp_path):
+    """RFC 6761: names under .localhost never go to a DNS server, explicit resolver.servers or not."""
+    dns.set("api.localhost", ["127.0.0.2"])      # a resolver that would answer it
+    cfg = tmp_path / "lh.yaml"
+    cfg.write_text("listen: [ { address: 127.0.0.1:%d } ]\n"
+                   "pools: { a: { servers: [ api.localhost:80 ] } }\n"
+                   "resolver: { servers: [\"%s\"], timeout: 500ms }\n" % (free_port(), dns.address))
+    p = run_cli(["-t", "-c", str(cfg)])
+    assert dns.count("api.localhost") == 0, "a .localhost name was sent to the DNS server"
+    assert p.returncode == 1, p
+    assert "not in the hosts file" in p.stderr, p.stderr
+
+
+def check(dns, tmp_path, name):
+    dns.set(name, ["127.0.0.2"])
+    cfg = tmp_path / "n.yaml"
+    cfg.write_text("listen: [ { address: 127.0.0.1:%d } ]\n"
+                   "pools: { a: { servers: [ \"%s:80\" ] } }\n"
+                   "resolver: { servers: [\"%s\"], timeout: 500ms }\n" % (free_port(), name, dns.address))
+    return run_cli(["-t", "-c", str(cfg)])
+
+
+def name_of(total, label=63):
+    parts, left = [], total
+    while left > 0:
+        n = min(label, left)
+        parts.append("a" * n)
+        left -= n + 1
+    s = ".".join(parts)
+    assert len(s) == total, (len(s), total)
+    return s
+
+
+def test_63_character_label_is_a_host_name(dns, tmp_path):
+    """A host name is labels of 1..63 characters, 253 characters at most (one trailing dot allowed)."""
+    name = "a" * 63 + ".test"
+    p = check(dns, tmp_path, name)
+    assert p.returncode == 0, p.stderr
+    assert dns.count(name) >= 1
+
+
+def test_64_character_label_is_refused_without_a_query(dns, tmp_path):
+    name = "a" * 64 + ".test"
+    p = check(dns, tmp_path, name)
+    assert p.returncode == 1 and "not a valid host name" in p.stderr, p.stderr
+    assert dns.count(name) == 0
+
+
+@pytest.mark.parametrize("trailing_dot", [False, True])
+def test_253_characters_is_a_host_name(dns, tmp_path, trailing_dot):
+    name = name_of(253) + ("." if trailing_dot else "")
+    p = check(dns, tmp_path, name)
+    assert p.returncode == 0, p.stderr
+
+
+def test_254_characters_is_refused_without_a_query(dns, tmp_path):
+    name = name_of(255, label=62)[:254]
+    if name.endswith("."):
+        name = name[:-1] + "b"
+    assert len(name) == 254
+    p = check(dns, tmp_path, name)
+    assert p.returncode == 1 and "not a valid host name" in p.stderr, p.stderr
+    assert dns.count(name) == 0
+
+
+@pytest.mark.parametrize("n, ok", [(253, True), (254, False), (255, False)])
+def test_tls_sni_length_boundary(tmp_path, n, ok):
+    """README tls.sni: a host name of 253 characters at most; 254 and 255 must be refused at load
+    (test_tls.py only tries 263)."""
+    labels = ["a" * 63] * 3 + ["a" * (n - 3 * 64)]
+    name = ".".join(labels)
+    assert len(name) == n
+    cfg = tmp_path / "sni.yaml"
+    cfg.write_text("listen: [ { address: 127.0.0.1:%d } ]\n"
+                   "pools: { a: { servers: [ 127.0.0.1:9 ], tls: { sni: %s } } }\n" % (free_port(), name))
+    p = run_cli(["-t", "-c", str(cfg)])
+    if ok:
+        assert p.returncode == 0, p.stderr
+    else:
+        assert p.returncode == 1 and "253 characters at most" in p.stderr, p.stderr
+
+
+def test_name_overlapping_an_address_is_one_server_with_first_weight(lifeline, dns, two_upstreams):
+    """An address two entries give (an address and a name that resolves to it) is one server, with
+    its first entry's weight: /status names it once and the split is even, not 9:1."""
+    port, up1, up2 = two_upstreams
+    dns.set("svc.test", ["127.0.0.1", "127.0.0.2"])
+    dns.set("alias.test", ["127.0.0.1"])
+    aport = free_port()
+    lf = lifeline(pools={"svc": {"servers": [{"address": "svc.test:%d" % port, "weight": 1},
+                                             {"address": "127.0.0.1:%d" % port, "weight": 9},
+                                             {"address": "alias.test:%d" % port, "weight": 9}],
+                                 "resolve_interval": "0s", "balance": "round_robin"}},
+                  extra=admin_extra(aport, resolver={"servers": [dns.address], "timeout": "500ms"}))
+    addrs = sorted(s["address"] for s in pool_status(status(aport), "svc")["servers"])
+    assert addrs == ["127.0.0.1:%d" % port, "127.0.0.2:%d" % port], addrs
+    seen = [lf.fetch("GET", "/").header("x-upstream") for _ in range(20)]
+    # the first entry's weight (1) for both: an even split, not 9:1
+    assert abs(seen.count("up1") - seen.count("up2")) <= 2, seen
+
+
+def _start(lifeline, dns, port):
+    dns.set(NAME, ["127.0.0.1"])
+    lf = lifeline(
+        pools={"svc": {"servers": ["%s:%d" % (NAME, port)], "resolve_interval": "1h"}},
+        extra=dict(admin_extra(free_port()), resolver={"servers": [dns.address], "timeout": "300ms"}))
+    assert who(lf) == "up1"
+    dns.remove(NAME)
+    return lf
+
+
+def test_outage_reload_with_another_port_is_refused(lifeline, dns, two_upstreams):
+    """A reload during an outage keeps a name's running addresses only for the pool of the same
+    name and a server of the same name and port: another port is no match, the reload fails."""
+    port, up1, up2 = two_upstreams
+    lf = _start(lifeline, dns, port)
+    cfg = copy.deepcopy(lf.config)
+    cfg["pools"]["svc"]["servers"] = ["%s:%d" % (NAME, port + 1 if port < 65535 else port - 1)]
+    out = reload(lf, cfg, expect="failure")
+    assert 'cannot resolve "%s"' % NAME in out and "address it has in the running" not in out, out
+    assert who(lf) == "up1"
+
+
+def test_outage_reload_of_a_renamed_pool_is_refused(lifeline, dns, two_upstreams):
+    """Nor does a renamed pool take the addresses the old name had."""
+    port, up1, up2 = two_upstreams
+    lf = _start(lifeline, dns, port)
+    cfg = copy.deepcopy(lf.config)
+    cfg["pools"] = {"other": cfg["pools"]["svc"]}
+    for r in cfg["routes"]:
+        r["pool"] = "other"
+    out = reload(lf, cfg, expect="failure")
+    assert 'cannot resolve "%s"' % NAME in out and "address it has in the running" not in out, out
+
+
+def test_reload_during_outage_then_re_resolves_same_spell(lifeline, dns, two_upstreams):
+    """A reload during an outage keeps the name in the same failing spell: no new "cannot resolve"
+    line at each re-resolve after it, and "resolves again" when it comes back."""
+    port, up1, up2 = two_upstreams
+    dns.set(NAME, ["127.0.0.1"])
+    aport = free_port()
+    lf = lifeline(
+        pools={"svc": {"servers": ["%s:%d" % (NAME, port)], "resolve_interval": "200ms", "balance": "round_robin"}},
+        extra=dict(admin_extra(aport), resolver={"servers": [dns.address], "timeout": "300ms"}))
+    assert who(lf) == "up1"
+    dns.remove(NAME)
+    assert dns.wait_queries(NAME, 2, t(5))
+    cfg = copy.deepcopy(lf.config)
+    cfg["routes"][0]["timeouts"] = {"total": "7s"}
+    reload(lf, cfg)
+    before = lf.stderr_text().count("cannot resolve")
+    assert dns.wait_queries(NAME, 8, t(5))          # several re-resolves after the reload, all failing
+    assert lf.stderr_text().count("cannot resolve") == before, lf.stderr_text()
+    dns.set(NAME, ["127.0.0.1"])                     # back, with the same address
+    wait_for(lambda: "resolves again" in lf.stderr_text(), t(5), what="the recovery line")
