@@ -171,6 +171,39 @@ static void test_trial_timeout_bounded_by_the_deadline(void **state)
     }
 }
 
+/* A pool's trial claim follows its own routes only: a long-waiting route on another pool does not
+ * hold this pool's half-open server out of rotation for that long (mutation testing: counting
+ * every route passed the suite). */
+static void test_trial_timeout_counts_the_pools_own_routes(void **state)
+{
+    struct snap a;
+    struct conf_pool pools[2];
+    struct conf_route routes[2];
+    struct runtime *r;
+
+    (void)state;
+    snap_init(&a, "10.0.0.1:80", "10.0.0.2:80");
+    pools[0] = a.pool;
+    pools[1] = a.pool;
+    pools[1].name = "q";
+    routes[0] = a.route;                 /* p: 5 s + 30 s */
+    routes[0].pool = &pools[0];
+    routes[1] = a.route;                 /* q: 1 s + 40 s */
+    routes[1].name = "r2";
+    routes[1].pool = &pools[1];
+    routes[1].timeouts.connect = 1000;
+    routes[1].timeouts.response = 40000;
+    a.c.pools = pools;
+    a.c.npools = 2;
+    a.c.routes = routes;
+    a.c.nroutes = 2;
+    r = runtime_new(&a.c, NULL, NULL);
+    assert_non_null(r);
+    assert_int_equal(r->pools[0].trial_timeout, 35000);
+    assert_int_equal(r->pools[1].trial_timeout, 41000);
+    runtime_unref(r);
+}
+
 /* Every generation of a pool shares one pool_share: once a newer one is published, its servers
  * and settings judge an ejection reported by an attempt of an older one. */
 static void test_running_generation_decides_ejections(void **state)
@@ -650,6 +683,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_carry_over),
         cmocka_unit_test(test_trial_timeout_bounded_by_the_deadline),
+        cmocka_unit_test(test_trial_timeout_counts_the_pools_own_routes),
         cmocka_unit_test(test_running_generation_decides_ejections),
         cmocka_unit_test(test_slots_reused_after_grace_and_zeroed),
         cmocka_unit_test(test_slots_with_a_series_are_reused_first),
