@@ -863,3 +863,23 @@ def test_reload_errors_do_not_stop_the_loader_when_stderr_is_full(lifeline, upst
                  what="the valid reload after the refused ones")
     finally:
         os.close(rfd)
+
+
+def test_outlier_off_then_on_forgets_the_ejection(lifeline, upstream):
+    """SPEC §2 `outlier: off` disables ejection: a reload that turns it off clears the ejection in
+    /status, and turning it back on starts the count afresh, with no ejection made before
+    (mutation testing: sharing the state across the toggle passed)."""
+    up = upstream("up")
+    bad = refused()
+    aport = free_port()
+    outlier = {"consecutive_failures": 1, "ejection": "60s"}
+    lf = lifeline(pools={"p": pool(bad, up, outlier=outlier)},
+                  routes=[{"name": "r", "pool": "p"}], extra=admin_extra(aport))
+    for i in range(4):
+        assert lf.fetch("GET", "/echo/%d" % i).status == 200
+    assert server_status(status(aport), "p", bad)["ejected"] is True
+    reload(lf, _cfg(lf, pools={"p": pool(bad, up, outlier="off")}))
+    assert server_status(status(aport), "p", bad)["ejected"] is False
+    reload(lf, _cfg(lf, pools={"p": pool(bad, up, outlier=outlier)}))
+    s = server_status(status(aport), "p", bad)
+    assert s["ejected"] is False, "an ejection made before outlier: off came back with outlier on: %r" % s

@@ -947,3 +947,24 @@ def test_a_retry_after_a_reload_that_lowers_max_header_bytes_forwards_the_head(l
     r = res["r"]
     assert r.status == 200 and r.body == b"ok", (r, r.body)
     assert len(up.requests) == 2
+
+
+def test_reloads_faster_than_the_interval_do_not_reset_fall(lifeline, upstream):
+    """health.h: a reload must not start the active checks again (nor reset their rise/fall
+    counts): reloads every ~0.3 s, faster than the 600 ms interval, must not keep a server that
+    fails every check from reaching fall (mutation testing: restarting the checks passed)."""
+    up = upstream()
+    aport = free_port()
+    h = {"path": "/status/500", "interval": "600ms", "timeout": "500ms", "rise": 1, "fall": 2}
+    lf = lifeline(pools={"p": pool(up, health=h)}, workers=1, extra=admin_extra(aport))
+    end = time.monotonic() + t(4)
+    down = False
+    i = 0
+    while time.monotonic() < end and i < 40:
+        i += 1
+        _reload(lf, _cfg(lf, shutdown_timeout="%ds" % (10 + i % 2)))
+        if status(aport)["pools"][0]["servers"][0]["up"] is False:
+            down = True
+            break
+        time.sleep(0.25)
+    assert down, "a server failing every check stayed up under reloads every ~0.3s (fall: 2, interval 600ms)"

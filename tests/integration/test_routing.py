@@ -208,3 +208,14 @@ def test_a_prefix_whose_last_segment_starts_with_dots_keeps_them(lifeline, ab):
         assert who(lf, target)[0] == "B", target
     for target in ("/index.html", "/api/v2", "/api/v1/x", "/x/y", "/", "/x/"):
         assert who(lf, target)[0] == "A", target
+
+
+def test_host_pattern_written_fully_qualified_matches(lifeline, upstream):
+    """route.c says Host is compared "ignoring one
+    trailing dot on either side"; conf accepts match.host "api.example.com."."""
+    a, b = upstream("A"), upstream("B")
+    lf = lifeline(pools={"a": pool(a), "b": pool(b)},
+                  routes=[{"match": {"host": "api.example.com."}, "pool": "a"}, {"pool": "b"}])
+    assert who(lf, host="api.example.com")[0] == "A"
+    assert who(lf, host="api.example.com.:8080")[0] == "A"
+    assert who(lf, host="www.example.com")[0] == "B"
