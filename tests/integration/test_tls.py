@@ -3,6 +3,7 @@ minimum version and resumption; upstream origination with verification, SNI, the
 the connect timer; large bodies both ways. Certificates are made at test time with `openssl`."""
 
 import asyncio
+import copy
 import hashlib
 import http.client
 import json
@@ -21,7 +22,7 @@ import pytest
 import conftest
 
 from conftest import HOST, Conn, dur, free_port, pattern_bytes, pool, run_cli, t, wait_for, write_config
-from ops import admin_extra, metrics, reload
+from ops import admin_extra, metrics, reload, status
 
 
 def _openssl(*args, cwd):
@@ -59,6 +60,8 @@ def pki(tmp_path_factory):
     p["up"] = _make_cert(d, "ca", "up", "localhost", "DNS:localhost,IP:127.0.0.1")
     p["rogue"] = _make_cert(d, "otherca", "rogue", "localhost", "DNS:localhost,IP:127.0.0.1")
     p["client"] = _make_cert(d, "ca", "client", "lifeline-client", "DNS:lifeline-client")
+    p["exact_in_wild"] = _make_cert(d, "ca", "xw", "x.wild.test", "DNS:x.wild.test")   # an exact name under *.wild.test
+    p["partial"] = _make_cert(d, "ca", "partial", "w*.up.test", "DNS:w*.up.test")     # a partial wildcard
     p["dir"] = d
     return p
 
@@ -1777,3 +1780,142 @@ def test_plain_http_to_a_tls_port_gets_a_400_in_clear(lifeline, upstream, pki):
                                 result="failed") == before + len(heads)
     status, _, _, _ = _https(lf.port, "a.test", _client_ctx(pki), target="/echo")
     assert status == 200
+
+
+def test_exact_name_beats_wildcard_whatever_the_order(lifeline, upstream, pki):
+    """SNI: a certificate that names the host exactly wins over a wildcard listed before it (mutation testing)."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)},
+                  listen_tls={"certificates": [pki["a"], pki["wild"], pki["exact_in_wild"]]})
+    _, _, _, info = _https(lf.port, "x.wild.test", _client_ctx(pki))
+    assert _cn(info["cert"]) == "x.wild.test", info["cert"]
+    _, _, _, info = _https(lf.port, "y.wild.test", _client_ctx(pki))
+    assert _cn(info["cert"]) == "*.wild.test", info["cert"]
+
+
+def test_sni_with_exactly_two_certificates(lifeline, upstream, pki):
+    """SPEC §2 certificates: chosen by SNI, the first is the default -- with only two listed (mutation testing)."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, listen_tls={"certificates": [pki["a"], pki["b"]]})
+    for sni, cn in (("b.test", "b.test"), ("a.test", "a.test"), ("other.test", "a.test")):
+        _, _, _, info = _https(lf.port, sni, _client_ctx(pki))
+        assert _cn(info["cert"]) == cn, (sni, info["cert"])
+
+
+def test_alpn_without_http11_still_gets_http11(lifeline, upstream, pki):
+    """A client offering ALPN without http/1.1 (h2 only) completes the handshake with no ALPN
+    answer and is served HTTP/1.1 (mutation testing: handshake refused)."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, listen_tls=_listen_tls(pki))
+    ctx = _client_ctx(pki)
+    ctx.set_alpn_protocols(["h2"])
+    status, _, _, info = _https(lf.port, "a.test", ctx)
+    assert status == 200 and info["alpn"] is None
+
+
+def test_min_version_tls13_refuses_tls12(lifeline, upstream, pki):
+    """SPEC §2 listen.tls.min_version: TLSv1.3 refuses a TLS 1.2-only client (mutation testing)."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, listen_tls=_listen_tls(pki, min_version="TLSv1.3"))
+    status, _, _, info = _https(lf.port, "a.test", _client_ctx(pki, minimum_version=ssl.TLSVersion.TLSv1_3))
+    assert status == 200 and info["version"] == "TLSv1.3"
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        _https(lf.port, "a.test", _client_ctx(pki, maximum_version=ssl.TLSVersion.TLSv1_2))
+
+
+def test_upstream_partial_wildcard_is_not_accepted(lifeline, upstream, pki):
+    """Upstream verify: a partial wildcard (w*.up.test) does not match www.up.test (mutation testing)."""
+    up = upstream(ssl=_server_ctx(pki["partial"]))
+    lf = lifeline(pools={"p": _tls_pool(pki, up, tls={"sni": "www.up.test"})})
+    r = lf.fetch("GET", "/status/200")
+    assert r.status == 502, r
+    assert not up.requests
+
+
+def test_ticket_lifetime_is_two_rotations(lifeline, upstream, pki):
+    """README: a ticket lives at most two periods; the hint sent to clients says so (mutation testing)."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, listen_tls=_listen_tls(pki, ticket_rotation="10s"))
+    for v in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        ctx = _client_ctx(pki, minimum_version=v, maximum_version=v)
+        _, _, _, info = _https(lf.port, "a.test", ctx)
+        assert info["session"].has_ticket and info["session"].ticket_lifetime_hint == 20, \
+            (v, info["session"].ticket_lifetime_hint)
+
+
+def test_reload_keeps_the_previous_ticket_key_too(lifeline, upstream, pki):
+    """README ticket_rotation: keys 'carried over a reload': a ticket sealed with the key that is
+    the previous one at the reload still resumes after it (mutation testing: only the current key kept)."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, listen_tls=_listen_tls(pki, ticket_rotation="4s"), workers=1)
+    ctx = _client_ctx(pki)
+    _, _, _, first = _https(lf.port, "a.test", ctx)
+    issued = time.monotonic()
+    time.sleep(max(0.0, issued + 4.3 - time.monotonic()))
+    _https(lf.port, "a.test", ctx)               # a full handshake past the period: the key rotates
+    reload(lf, copy.deepcopy(lf.config))
+    # the next rotation (8 s after the start, which came before `issued`) would drop the first key
+    assert time.monotonic() < issued + 7.5, "too slow for the test's timing"
+    _, _, _, info = _https(lf.port, "a.test", ctx, session=first["session"])
+    assert info["reused"], "a ticket of the previous key was refused after a reload"
+
+
+def test_reload_to_a_longer_rotation_keeps_the_running_schedule(lifeline, upstream, pki):
+    """README ticket_rotation: after a reload that changes the period 'the next rotation is then the
+    sooner of the one due and a new period from the reload' (mutation testing: always a new period)."""
+    up = upstream()
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)}, listen_tls=_listen_tls(pki, ticket_rotation="2s"), workers=1,
+                  extra=admin_extra(aport))
+    assert status(aport)["listeners"][0]["ticket_key_rotations"] == 0
+    cfg = copy.deepcopy(lf.config)
+    cfg["listen"][0]["tls"]["ticket_rotation"] = "1h"
+    reload(lf, cfg)
+    time.sleep(2.5)
+    _https(lf.port, "a.test", _client_ctx(pki))
+    li = status(aport)["listeners"][0]
+    assert li["ticket_rotation_s"] == 3600 and li["ticket_key_rotations"] == 1, li
+
+
+def test_a_certificate_without_san_is_named_by_its_cn(lifeline, upstream, pki):
+    """A certificate with no subjectAltName (CN only, still seen from internal CAs) is named by
+    its CN: chosen by SNI for it and listed under it in /status (mutation testing: no CN fallback ->
+    no names; the names are then NULL and the load crashes)."""
+    d = pki["dir"]
+    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                  "-subj", "/CN=c.test", "-keyout", "cnonly.key", "-out", "cnonly.csr", cwd=d)
+    _openssl("x509", "-req", "-in", "cnonly.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                  "-CAcreateserial", "-days", "30", "-out", "cnonly.crt", cwd=d)
+    cn_only = {"cert": str(d / "cnonly.crt"), "key": str(d / "cnonly.key")}
+    up = upstream()
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)}, listen_tls={"certificates": [pki["a"], cn_only]}, extra=admin_extra(aport))
+    assert _served_der(lf.port, "c.test") == _der(cn_only)
+    assert _served_der(lf.port, "a.test") == _der(pki["a"])
+    certs = status(aport)["listeners"][0]["certificates"]
+    assert [c["names"] for c in certs] == [["a.test"], ["c.test"]], certs
+
+
+def test_idle_keepalive_close_sends_close_notify(lifeline, upstream, pki):
+    """RFC 8446 §6.1: a TLS keep-alive connection closed at idle_timeout ends with close_notify
+    (mutation testing: tls_close sends it only on upstream connections -> strict clients see an
+    unexpected EOF). Only the linger path (shut_wr) was covered."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, listen_tls=_listen_tls(pki), client={"idle_timeout": "1s"})
+    raw = socket.create_connection((HOST, lf.port), timeout=t(5))
+    s = _client_ctx(pki).wrap_socket(raw, server_hostname="a.test", suppress_ragged_eofs=False)
+    got, end = b"", None
+    try:
+        s.sendall(b"GET /echo HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        while True:
+            d = s.recv(65536)
+            if not d:
+                end = "close_notify"
+                break
+            got += d
+    except ssl.SSLEOFError as e:
+        end = "EOF without close_notify: %r" % e
+    finally:
+        raw.close()
+    assert got.startswith(b"HTTP/1.1 200"), got[:100]
+    assert end == "close_notify", end

@@ -765,3 +765,18 @@ def test_a_renewal_is_served_whatever_the_order_and_the_other_is_said_shadowed(l
     # certificates of other key types, or for other names, shadow nothing
     path, r = _check_listener(tmp_path, [pki["a"], pki["a_rsa"], pki["b"], pki["wild"]])
     assert r.returncode == 0 and "shadowed" not in r.stderr, r.stderr
+
+
+def test_a_renewal_not_valid_yet_listed_first_gives_way(lifeline, upstream, pki):
+    """README listen[].tls: the first listed is served unless at load 'its notBefore is still to
+    come and a later one is valid then' (mutation testing: keeping only the expired case passed). The existing
+    test lists the not-yet-valid certificate second only."""
+    fmt = "%Y%m%d%H%M%SZ"
+    future = _make_expired(pki["dir"], "ca", "gap-next-a", "a.test", "DNS:a.test",
+                                 start=time.strftime(fmt, time.gmtime(time.time() + 86400)),
+                                 end=time.strftime(fmt, time.gmtime(time.time() + 90 * 86400)))
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, listen_tls={"certificates": [future, pki["a"]]})
+    assert base._served_der(lf.port, "a.test") == base._der(pki["a"])
+    assert base._served_der(lf.port, None) == base._der(pki["a"])
+    assert base._https(lf.port, "a.test", base._client_ctx(pki))[0] == 200
