@@ -754,3 +754,30 @@ def test_413_for_a_declared_length_says_connection_close(lifeline, upstream):
             assert (r.header("connection") or "").lower() == "close", (version, r.headers)
             c.wait_closed(t(2))
     assert up.requests == []
+
+
+def test_splice_path_still_taken_after_spipe_max_bodies(lifeline, upstream):
+    """Every spliced body gives its pipe's slot back (the process keeps at most SPIPE_MAX pipes):
+    after more spliced bodies than that, a large body still flows through a pipe (mutation testing:
+    a slot never given back stopped zero-copy for good, silently)."""
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"pool": "p"}], workers=1)
+    size = 80 * 1024
+    body = pattern_bytes(size)
+    with Conn(lf.port, timeout=t(20)) as c:
+        for i in range(1030):
+            c.send(head_for(size, "/status/200") + body)
+            r = c.read_response(timeout=t(20))
+            assert r.status == 200, (i, r)
+    # a slow large body: a pipe is open while it flows
+    with Conn(lf.port, timeout=t(20)) as c:
+        c.send(head_for(1 << 20, "/echo/big"))
+        th = threading.Thread(target=send_body, args=(c.sock, 1 << 20), kwargs={"pace": 0.05}, daemon=True)
+        th.start()
+        time.sleep(0.3)
+        seen = pipe_fds(lf)
+        th.join(t(20))
+        r = c.read_response(timeout=t(20))
+        assert r.status == 200
+    assert seen == 2, "no splice pipe open during a large body after 1030 spliced bodies (%d)" % seen
+    assert pipe_fds(lf) == 0
