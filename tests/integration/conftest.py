@@ -83,6 +83,20 @@ def free_port():
     return port
 
 
+def bound_socket():
+    """A TCP socket bound to a free 127.0.0.1 port that free_port() has not handed out lately (an
+    upstream bound to port 0 could otherwise be given the port a test just took for lifeline's
+    admin listener: lifeline then exits at start, "address in use"). Not listening yet."""
+    for _ in range(64):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((HOST, 0))
+        if s.getsockname()[1] not in _recent_ports:
+            return s
+        s.close()
+    raise RuntimeError("no free port that free_port() did not hand out lately")
+
+
 # --------------------------------------------------------------------------------------------
 # Deterministic payloads
 
@@ -548,7 +562,8 @@ class AioUpstream:
                 self._protos.append(proto)
                 return proto
 
-            self._server = await asyncio.get_running_loop().create_server(factory, HOST, 0, ssl=self.ssl, backlog=4096)
+            self._server = await asyncio.get_running_loop().create_server(factory, sock=bound_socket(), ssl=self.ssl,
+                                                                          backlog=4096)
             return self._server.sockets[0].getsockname()[1]
 
         self.port = self.lt.run(go())
@@ -853,7 +868,7 @@ class RawUpstream:
 
     def start(self):
         async def go():
-            self._server = await asyncio.start_server(self._on_conn, HOST, 0, ssl=self.ssl)
+            self._server = await asyncio.start_server(self._on_conn, sock=bound_socket(), ssl=self.ssl)
             return self._server.sockets[0].getsockname()[1]
         self.port = self.lt.run(go())
         return self

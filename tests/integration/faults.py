@@ -26,7 +26,7 @@ import time
 
 import pytest
 
-from conftest import HOST, free_port, t
+from conftest import HOST, bound_socket, free_port, t
 
 
 def route(**kw):
@@ -131,8 +131,7 @@ class HangingConnect:
     def __init__(self):
         self.stop = False
         self.accepted = []
-        self.ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.ls.bind((HOST, 0))
+        self.ls = bound_socket()
         self.ls.listen(0)
         self.addr = self.ls.getsockname()
         self.fillers = []
