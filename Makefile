@@ -44,6 +44,8 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIBOBJS) $(wildcard proxy/*.h) $(wildcard tes
 
 # test_conf_oom fails allocations one at a time: lifeline's calls go through its __wrap_ functions.
 $(BUILD)/tests/test_conf_oom: UNIT_LDFLAGS = -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup,--wrap=strndup
+# test_dns counts the resolver's reads per wake-up through __wrap_recvfrom and __wrap_ares_process_fd.
+$(BUILD)/tests/test_dns: UNIT_LDFLAGS = -Wl,--wrap=recvfrom,--wrap=ares_process_fd
 
 $(BUILD)/obj $(BUILD)/tests:
 	mkdir -p $@

@@ -10,7 +10,11 @@
  * TCP. dns_resolve() is checked against each, then failover between resolver servers (refused,
  * silent, working), a flood from the resolver's own address, then conf_load_buffer() with a
  * `resolver` block written after the pools, and conf_same_addresses() across changed answers.
+ *
+ * Linked with --wrap=recvfrom,--wrap=ares_process_fd (Makefile): the wrappers count the reads of each
+ * wake-up of a lookup, and can stand in for a flood that never ends.
  */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -30,6 +34,7 @@
 #include <sys/socket.h>
 
 #include <cmocka.h>
+#include <ares.h>
 
 #include "conf.h"
 #include "dns.h"
@@ -716,6 +721,89 @@ static void test_flood_holds_no_longer_than_the_timeout(void **state)
     assert_true(job.took < 300 + 700);
 }
 
+/* ---- Reads per wake-up, counted by the link-time wrappers ------------------------------------ */
+
+#define DNS_RECV_BATCH_WANT 64      /* dns.c's DNS_RECV_BATCH */
+#define ENDLESS_CAP         10000   /* an unbounded reader stops here, so that the test ends */
+
+ssize_t __real_recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from, socklen_t *fromlen);
+void __real_ares_process_fd(ares_channel channel, ares_socket_t rfd, ares_socket_t wfd);
+
+static _Thread_local bool in_process;        /* inside ares_process_fd on this thread */
+static _Thread_local unsigned reads_now;     /* reads of the current wake-up */
+static _Atomic bool endless;                 /* the resolver's reads get junk, never EAGAIN */
+static _Atomic unsigned wakeups, most_reads; /* wake-ups that read, the most reads in one */
+
+ssize_t __wrap_recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from, socklen_t *fromlen);
+ssize_t __wrap_recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from, socklen_t *fromlen)
+{
+    if (!in_process)
+        return __real_recvfrom(fd, buf, len, flags, from, fromlen);
+    reads_now++;
+    if (!endless)
+        return __real_recvfrom(fd, buf, len, flags, from, fromlen);
+    if (reads_now > ENDLESS_CAP || len < 12) {
+        errno = EAGAIN;
+        return -1;
+    }
+    memset(buf, 0xAB, 12);   /* a header with an id no query has: dropped */
+    return 12;
+}
+
+void __wrap_ares_process_fd(ares_channel channel, ares_socket_t rfd, ares_socket_t wfd);
+void __wrap_ares_process_fd(ares_channel channel, ares_socket_t rfd, ares_socket_t wfd)
+{
+    in_process = true;
+    reads_now = 0;
+    __real_ares_process_fd(channel, rfd, wfd);
+    in_process = false;
+    if (reads_now) {
+        wakeups++;
+        if (reads_now > most_reads)
+            most_reads = reads_now;
+    }
+}
+
+/* A resolver socket that is readable for ever (every read gives a junk datagram) is read at most
+ * DNS_RECV_BATCH times per wake-up; the loop runs its timers in between and the lookup ends at its
+ * deadline. The flood test above cannot tell: its threads do not outrun recv on every machine. */
+static void test_reads_per_wakeup_are_bounded(void **state)
+{
+    (void)state;
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in in = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t l = sizeof in;
+    char addr[32];
+    struct stubconf s;
+    struct resolve_job job = { &s, 0, 0 };
+    pthread_t rt;
+    struct sockaddr_storage from;
+    socklen_t fromlen = sizeof from;
+    uint8_t q[512];
+
+    assert_int_equal(bind(fd, (struct sockaddr *)&in, sizeof in), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&in, &l), 0);
+    snprintf(addr, sizeof addr, "127.0.0.1:%u", (unsigned)ntohs(in.sin_port));
+    stub(&s, 300, addr, NULL, NULL);
+    wakeups = 0;
+    most_reads = 0;
+    endless = true;
+    assert_int_equal(pthread_create(&rt, NULL, flood_resolve, &job), 0);
+    ssize_t qn = recvfrom(fd, q, sizeof q, 0, (struct sockaddr *)&from, &fromlen);
+    assert_true(qn > 0);
+    /* one real datagram makes the resolver's socket readable; its reads never take it */
+    assert_int_equal(sendto(fd, q, (size_t)qn, 0, (struct sockaddr *)&from, fromlen), qn);
+    pthread_join(rt, NULL);
+    endless = false;
+    close(fd);
+    print_message("endless reader: %u wake-ups, at most %u reads in one, dns_resolve took %lld ms\n",
+                  (unsigned)wakeups, (unsigned)most_reads, (long long)job.took);
+    assert_int_equal(job.rc, -1);
+    assert_true(job.took < 300 + 700);
+    assert_int_equal(most_reads, DNS_RECV_BATCH_WANT);
+    assert_true(wakeups >= 2);
+}
+
 /* ---- dns_resolve through the fake ------------------------------------------------------------- */
 
 static void test_records(void **state)
@@ -1068,6 +1156,7 @@ int main(void)
         cmocka_unit_test(test_failover),
         cmocka_unit_test(test_no_dns_needed),
         cmocka_unit_test(test_flood_holds_no_longer_than_the_timeout),
+        cmocka_unit_test(test_reads_per_wakeup_are_bounded),
         cmocka_unit_test(test_conf_resolver_after_pools),
         cmocka_unit_test(test_conf_cannot_resolve),
         cmocka_unit_test(test_conf_same_addresses_follow_dns),
