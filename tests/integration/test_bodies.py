@@ -17,6 +17,7 @@ import pytest
 
 from conftest import (Conn, ConnClosed, build_request, dur, pattern_bytes, pattern_chunks, pattern_sha,
                       pool, strace_lines, t, wait_for)
+from faults import each_request
 
 
 def traced(pid, action, calls="read,sendmsg"):
@@ -561,14 +562,10 @@ def test_large_answer_kept_for_stale_is_copied(lifeline, raw_upstream):
     size = 512 * 1024
     body = pattern_bytes(size)
 
-    async def script(conn):
-        while True:
-            req = await conn.read_request()
-            if req is None:
-                return
-            await conn.respond(200, body, headers=[("Cache-Control", "max-age=60")])
+    async def handle(conn, req):
+        await conn.respond(200, body, headers=[("Cache-Control", "max-age=60")])
 
-    up = raw_upstream(script, name="origin")
+    up = raw_upstream(each_request(handle), name="origin")
     aport = free_port()
     lf = lifeline(pools={"p": pool(up)}, extra=admin_extra(aport),
                   routes=[{"pool": "p", "retry": {"attempts": 1},
@@ -696,14 +693,10 @@ def test_an_answer_after_a_100_continue_the_socket_would_not_take_is_passed_on(l
            "ASAN_OPTIONS": (asan + ":" if asan else "") + "verify_asan_link_order=0"}
     big = b"b" * 6000
 
-    async def script(conn):
-        while True:
-            req = await conn.read_request()
-            if req is None:
-                return
-            await conn.send(b"HTTP/1.1 200 OK\r\nX-Big: " + big + b"\r\nContent-Length: 2\r\n\r\nok")
+    async def handle(conn, req):
+        await conn.send(b"HTTP/1.1 200 OK\r\nX-Big: " + big + b"\r\nContent-Length: 2\r\n\r\nok")
 
-    up = raw_upstream(script)
+    up = raw_upstream(each_request(handle))
     lf = lifeline(pools={"p": pool(up)}, env=env)
     s = socket.create_connection(("127.0.0.1", lf.port), timeout=t(5))
     s.sendall(b"POST /p HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello")

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import (Conn, build_request, chunked_body, pattern_bytes, pattern_sha, pool, sha,
                       free_port, t, wait_for)
-from faults import refused, status_script
+from faults import each_request, refused, status_script
 
 
 def proxy_for(lifeline, up, **kw):
@@ -57,7 +57,6 @@ def test_other_methods_pass_through(lifeline, upstream):
 def method_echo(name="raw"):
     """A raw upstream script answering each request with `METHOD TARGET SHA256(body)` (aiohttp's
     own parser refuses methods it does not list, as lifeline's did)."""
-    from faults import each_request
 
     async def handle(conn, req):
         await conn.respond(200, ("%s %s %s" % (req.method, req.target, sha(req.body))).encode(),
@@ -1325,17 +1324,13 @@ def test_an_answer_cut_mid_body_lingers_for_a_pipelining_client(lifeline, raw_up
 def test_head_answered_after_an_interim_103_has_no_body(lifeline, raw_upstream):
     """SPEC §4: HEAD and 1xx have no body. A HEAD whose answer follows a 103 Early Hints: the final
     answer's Content-Length describes the GET body, none follows; the connection stays in step."""
-    async def script(conn):
-        while True:
-            req = await conn.read_request()
-            if req is None:
-                return
-            if req.method == "HEAD":
-                await conn.send(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"
-                                b"HTTP/1.1 200 OK\r\nContent-Length: 60\r\nX-N: head\r\n\r\n")
-            else:
-                await conn.respond(200, b"final", headers=[("X-N", req.target)])
-    up = raw_upstream(script)
+    async def handle(conn, req):
+        if req.method == "HEAD":
+            await conn.send(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 60\r\nX-N: head\r\n\r\n")
+        else:
+            await conn.respond(200, b"final", headers=[("X-N", req.target)])
+    up = raw_upstream(each_request(handle))
     lf = lifeline(pools={"p": pool(up, timeouts={"read": "5s"})}, routes=[{"pool": "p", "retry": {"attempts": 1}}])
     with Conn(lf.port) as c:
         c.send(b"HEAD /h HTTP/1.1\r\nHost: test.local\r\n\r\n")
@@ -1362,16 +1357,12 @@ def test_content_length_zero_is_forwarded(lifeline, upstream):
 def test_304_without_length_has_no_body_and_keeps_the_connection_in_step(lifeline, raw_upstream):
     """SPEC §4: 304 has no body. A 304 without Content-Length (the usual revalidation answer) goes
     downstream with no framing and no body bytes: the next answer on the connection parses."""
-    async def script(conn):
-        while True:
-            req = await conn.read_request()
-            if req is None:
-                return
-            if req.target == "/cached":
-                await conn.send(b"HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\n\r\n")
-            else:
-                await conn.respond(200, b"next", headers=[("X-N", req.target)])
-    up = raw_upstream(script)
+    async def handle(conn, req):
+        if req.target == "/cached":
+            await conn.send(b"HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\n\r\n")
+        else:
+            await conn.respond(200, b"next", headers=[("X-N", req.target)])
+    up = raw_upstream(each_request(handle))
     lf = lifeline(pools={"p": pool(up)})
     with Conn(lf.port) as c:
         c.send(b"GET /cached HTTP/1.1\r\nHost: test.local\r\nIf-None-Match: \"v1\"\r\n\r\n")

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from conftest import HOST, Conn, binary_is_sanitized, binary_sanitizer, dur, pool, run_cli, t, wait_for, write_config
+from faults import each_request
 from ops import access_lines, reload, wait_access
 
 # ThreadSanitizer maps shadow memory for every byte touched and keeps a history per thread: RSS
@@ -682,22 +683,18 @@ def test_copies_for_the_stale_store_stay_within_its_budget(lifeline, raw_upstrea
     n, length, sent = 40, 4000000, 3600000
     release = []
 
-    async def script(conn):
-        while True:
-            req = await conn.read_request()
-            if req is None:
-                return
-            if req.target.startswith("/held/"):
-                await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % length + b"a" * sent)
-                ev = asyncio.Event()
-                release.append(ev)
-                await ev.wait()
-                await conn.send(b"a" * (length - sent))
-            elif req.target == "/after":
-                await conn.respond(200, b"b" * 3000000)
-            else:
-                await conn.respond(200, b"warm")
-    up = raw_upstream(script, name="origin")
+    async def handle(conn, req):
+        if req.target.startswith("/held/"):
+            await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % length + b"a" * sent)
+            ev = asyncio.Event()
+            release.append(ev)
+            await ev.wait()
+            await conn.send(b"a" * (length - sent))
+        elif req.target == "/after":
+            await conn.respond(200, b"b" * 3000000)
+        else:
+            await conn.respond(200, b"warm")
+    up = raw_upstream(each_request(handle), name="origin")
     lf = lifeline(pools={"p": pool(up)}, extra={"stale_store": {"size": "4MiB", "max_entry": "4MiB"}},
                   routes=[{"pool": "p", "retry": {"attempts": 1},
                            "fallback": {"status": 503, "body": "down\n", "stale": "60s"}}])

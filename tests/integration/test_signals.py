@@ -12,6 +12,7 @@ import pytest
 
 from conftest import (HOST, LIFELINE_BIN, SANITIZER_MARKERS, Conn, ConnClosed, build_request, dur, free_port,
                       pool, require_binary, t, wait_for, write_config)
+from faults import each_request
 from dnsfake import DnsFake
 
 
@@ -489,20 +490,16 @@ def test_drain_answers_the_request_behind_an_answer_begun_before_it(lifeline, ra
     chaos.sh DEFAULTS=1: a GET pipelined behind a slow answer lost at the drain). A CRLF after a
     request body (RFC 9112 §2.2) is no next request: that connection closes at once too (it was
     left idle, holding the drain until shutdown_timeout)."""
-    async def script(conn):
-        while True:
-            req = await conn.read_request()
-            if req is None:
-                return
-            if req.target == "/slow":
-                await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
-                while "go" not in conn.up.state:
-                    await asyncio.sleep(0.01)
-                await conn.send(b"world")
-            else:
-                await conn.respond(200, b"next:" + req.target.encode())
+    async def handle(conn, req):
+        if req.target == "/slow":
+            await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
+            while "go" not in conn.up.state:
+                await asyncio.sleep(0.01)
+            await conn.send(b"world")
+        else:
+            await conn.respond(200, b"next:" + req.target.encode())
 
-    up = raw_upstream(script)
+    up = raw_upstream(each_request(handle))
     lf = lifeline(pools={"p": pool(up)}, workers=1, shutdown_timeout="20s")
     s = socket.create_connection((HOST, lf.port), timeout=t(5))
     try:
@@ -550,7 +547,6 @@ def test_drain_closes_idle_upstream_connections_at_once(lifeline, raw_upstream):
     upstream connections as it shuts down): they were held, pooled, until the last request in
     flight ended and the process exited, up to shutdown_timeout (found by a review of upstream
     keep-alive). The request in flight still gets its answer."""
-    from faults import each_request
 
     async def handle(conn, req):
         await asyncio.sleep(t(4) if req.target == "/slow" else 0.2)
@@ -583,17 +579,13 @@ def test_drain_gives_a_half_head_pipelined_behind_an_answer_the_grace(lifeline, 
     Here the half head was pipelined behind an answer whose head went out before the drain: it
     begins only when that answer ends, on a served connection, where header_timeout (30 s) would
     apply without the drain's clamp (client.c client_step, CLIENT_IDLE)."""
-    async def script(conn):
-        while True:
-            req = await conn.read_request()
-            if req is None:
-                return
-            await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
-            while "go" not in conn.up.state:
-                await asyncio.sleep(0.01)
-            await conn.send(b"world")
+    async def handle(conn, req):
+        await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
+        while "go" not in conn.up.state:
+            await asyncio.sleep(0.01)
+        await conn.send(b"world")
 
-    up = raw_upstream(script)
+    up = raw_upstream(each_request(handle))
     lf = lifeline(pools={"p": pool(up)}, workers=1, shutdown_timeout="20s",
                   client={"header_timeout": "30s"})
     s = socket.create_connection((HOST, lf.port), timeout=t(5))

@@ -14,6 +14,7 @@ import time
 import pytest
 
 from conftest import Conn, build_request, chunked_body, pool, t
+from faults import each_request
 
 
 def recorder(reason="OK"):
@@ -303,14 +304,10 @@ def test_late_body_never_reaches_another_client(lifeline, raw_upstream, method, 
 def test_head_answered_chunked_says_so(lifeline, raw_upstream):
     """RFC 9110 §9.3.2: a HEAD answer carries the fields the GET answer would; an upstream's
     chunked HEAD answer reached the client with no framing field at all (review, session 36)."""
-    async def script(conn):
-        while True:
-            req = await conn.read_request()
-            if req is None:
-                return
-            status = b"204 No Content" if req.target == "/h204" else b"200 OK"
-            await conn.send(b"HTTP/1.1 " + status + b"\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n")
-    up = raw_upstream(script)
+    async def handle(conn, req):
+        status = b"204 No Content" if req.target == "/h204" else b"200 OK"
+        await conn.send(b"HTTP/1.1 " + status + b"\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n")
+    up = raw_upstream(each_request(handle))
     lf = lifeline(workers=1, pools={"p": pool(up)}, routes=[{"pool": "p"}])
     with Conn(lf.port) as c:
         for _ in range(2):   # no body follows: the connection serves the next request
@@ -371,22 +368,18 @@ def test_late_bytes_just_before_the_next_request(lifeline, raw_upstream):
     go = threading.Event()
     poisoned = threading.Event()
 
-    async def script(conn):
-        while True:
-            req = await conn.read_request()
-            if req is None:
-                return
-            if not conn.up.state.get("first_done"):
-                conn.up.state["first_done"] = True
-                await conn.send(b"HTTP/1.1 204 X\r\n\r\n")
-                while not go.is_set():
-                    await asyncio.sleep(0.001)
-                await conn.send(POISON)
-                poisoned.set()
-            else:
-                await conn.respond(200, b"genuine", headers=[("X-Genuine", "1")])
+    async def handle(conn, req):
+        if not conn.up.state.get("first_done"):
+            conn.up.state["first_done"] = True
+            await conn.send(b"HTTP/1.1 204 X\r\n\r\n")
+            while not go.is_set():
+                await asyncio.sleep(0.001)
+            await conn.send(POISON)
+            poisoned.set()
+        else:
+            await conn.respond(200, b"genuine", headers=[("X-Genuine", "1")])
 
-    up = raw_upstream(script)
+    up = raw_upstream(each_request(handle))
     lf = lifeline(pools={"p": pool(up)}, routes=[{"pool": "p"}])
     r = lf.fetch("GET", "/one")
     assert r.status == 204
@@ -444,15 +437,11 @@ def test_response_header_named_like_transfer_encoding_does_not_frame(lifeline, r
     with no chunked flag read the response to the connection's end whatever its Content-Length:
     an answer behind it on the same connection became body bytes, a forged answer for the
     client's next pipelined request (found by a black-box review)."""
-    async def script(conn):
-        while True:
-            req = await conn.read_request()
-            if req is None:
-                return
-            await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding-Hint: x\r\n\r\nhello"
-                            if req.target == "/one" else b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\ngenuine")
+    async def handle(conn, req):
+        await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding-Hint: x\r\n\r\nhello"
+                        if req.target == "/one" else b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\ngenuine")
 
-    up = raw_upstream(script)
+    up = raw_upstream(each_request(handle))
     lf = lifeline(pools={"p": pool(up)}, routes=[{"pool": "p"}])
     start = time.monotonic()
     with Conn(lf.port) as c:
@@ -505,16 +494,12 @@ def test_http10_response_with_transfer_encoding_is_not_pooled(lifeline, raw_upst
 def test_204_never_carries_a_content_length_downstream(lifeline, raw_upstream):
     """RFC 9110 §8.6: no Content-Length in a 204. An upstream's (wrong) one is not passed on: a
     client that honours it would wait for bytes that never come."""
-    async def script(conn):
-        while True:
-            req = await conn.read_request()
-            if req is None:
-                return
-            if req.target == "/nc":
-                await conn.send(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n")
-            else:
-                await conn.respond(200, b"next")
-    up = raw_upstream(script)
+    async def handle(conn, req):
+        if req.target == "/nc":
+            await conn.send(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n")
+        else:
+            await conn.respond(200, b"next")
+    up = raw_upstream(each_request(handle))
     lf = lifeline(pools={"p": pool(up)})
     with Conn(lf.port) as c:
         c.send(b"GET /nc HTTP/1.1\r\nHost: test.local\r\n\r\n")

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import (Conn, LIFELINE_BIN, build_request, free_port, pool, run_cli, t, wait_for,
                       write_config)
-from faults import refused, reset_script, status_script
+from faults import each_request, refused, reset_script, status_script
 from ops import admin_extra, admin_get, metrics, status
 
 REPO = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
@@ -863,14 +863,10 @@ def test_requests_total_counts_head_rejections(lifeline, upstream, kind):
 def test_interim_103_then_final_answer(lifeline, raw_upstream):
     """§4: "`1xx` ... have no body": an upstream 103 Early Hints before its 200 leaves the final
     answer intact (the 103 forwarded or not) and the connection in step."""
-    async def script(conn):
-        while True:
-            req = await conn.read_request()
-            if req is None:
-                return
-            await conn.send(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n")
-            await conn.respond(200, b"final", headers=[("X-N", req.target)])
-    up = raw_upstream(script)
+    async def handle(conn, req):
+        await conn.send(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n")
+        await conn.respond(200, b"final", headers=[("X-N", req.target)])
+    up = raw_upstream(each_request(handle))
     lf = lifeline(pools={"p": pool(up)})
     with Conn(lf.port) as c:
         for i in range(2):

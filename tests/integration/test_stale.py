@@ -13,6 +13,7 @@ from email.utils import parsedate_to_datetime
 import pytest
 
 from conftest import HOST, Conn, binary_sanitizer, dur, free_port, pattern_bytes, pool, sha, t, wait_for
+from faults import each_request
 from ops import admin_extra, metrics, reload
 
 DOWN_BODY = b"down\n"
@@ -315,16 +316,12 @@ def test_kept_chunked_answers_hold_only_their_length(lifeline, raw_upstream):
     chunked as for Content-Length answers, VmSize grows by far less than a block per copy (on an
     ASan build freed blocks sit in its quarantine, 256 MiB at most) and, on a plain build, VmRSS by
     about as much as for Content-Length answers (it grew 4.4 KiB more per copy)."""
-    async def script(conn):
-        while True:
-            req = await conn.read_request()
-            if req is None:
-                return
-            if req.target.startswith("/chunked/"):
-                await conn.send(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
-            else:
-                await conn.respond(200, b"hello")
-    up = raw_upstream(script, name="origin")
+    async def handle(conn, req):
+        if req.target.startswith("/chunked/"):
+            await conn.send(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+        else:
+            await conn.respond(200, b"hello")
+    up = raw_upstream(each_request(handle), name="origin")
     aport = free_port()
     lf = lifeline(pools={"p": pool(up)}, extra=admin_extra(aport, stale_store={"size": "64MiB", "max_entry": "1MiB"}),
                   routes=[{"pool": "p", "retry": {"attempts": 1},
@@ -645,19 +642,15 @@ def test_a_copy_of_exactly_max_entry_is_kept_whatever_its_framing(lifeline, raw_
     date = b"Date: Sat, 05 Dec 2026 23:54:33 GMT\r\n"   # stored as it is: 37 bytes
     body = pattern_bytes(4096 - len(date))               # stored size: 4096 = max_entry
 
-    async def script(conn):
-        while True:
-            req = await conn.read_request()
-            if req is None:
-                return
-            if req.target == "/cl":
-                await conn.send(b"HTTP/1.1 200 OK\r\n" + date + b"Connection: keep-alive\r\nKeep-Alive: timeout=60\r\n"
-                                b"Content-Length: %d\r\n\r\n" % len(body) + body)
-            else:
-                await conn.send(b"HTTP/1.1 200 OK\r\n" + date + b"Transfer-Encoding: chunked\r\n\r\n"
-                                b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n")
+    async def handle(conn, req):
+        if req.target == "/cl":
+            await conn.send(b"HTTP/1.1 200 OK\r\n" + date + b"Connection: keep-alive\r\nKeep-Alive: timeout=60\r\n"
+                            b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        else:
+            await conn.send(b"HTTP/1.1 200 OK\r\n" + date + b"Transfer-Encoding: chunked\r\n\r\n"
+                            b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n")
 
-    up = raw_upstream(script, name="origin")
+    up = raw_upstream(each_request(handle), name="origin")
     aport = free_port()
     lf = lifeline(pools={"p": pool(up)}, extra=admin_extra(aport, stale_store={"size": "1MiB", "max_entry": "4KiB"}),
                   routes=[{"pool": "p", "retry": {"attempts": 1},
