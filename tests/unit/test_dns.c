@@ -685,9 +685,7 @@ static void *flood_resolve(void *arg)
 static void test_flood_holds_no_longer_than_the_timeout(void **state)
 {
     (void)state;
-    int fd = socket(AF_INET, SOCK_DGRAM, 0);
-    struct sockaddr_in in = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t l = sizeof in;
+    int fd;
     char addr[32];
     struct stubconf s;
     struct resolve_job job = { &s, 0, 0 };
@@ -697,9 +695,7 @@ static void test_flood_holds_no_longer_than_the_timeout(void **state)
     socklen_t fromlen = sizeof from;
     uint8_t q[512];
 
-    assert_int_equal(bind(fd, (struct sockaddr *)&in, sizeof in), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&in, &l), 0);
-    snprintf(addr, sizeof addr, "127.0.0.1:%u", (unsigned)ntohs(in.sin_port));
+    silent_port(addr, sizeof addr, &fd);
     stub(&s, 300, addr, NULL, NULL);
     assert_int_equal(pthread_create(&rt, NULL, flood_resolve, &job), 0);
     assert_true(recvfrom(fd, q, sizeof q, 0, (struct sockaddr *)&from, &fromlen) > 0);
@@ -770,9 +766,7 @@ void __wrap_ares_process_fd(ares_channel channel, ares_socket_t rfd, ares_socket
 static void test_reads_per_wakeup_are_bounded(void **state)
 {
     (void)state;
-    int fd = socket(AF_INET, SOCK_DGRAM, 0);
-    struct sockaddr_in in = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t l = sizeof in;
+    int fd;
     char addr[32];
     struct stubconf s;
     struct resolve_job job = { &s, 0, 0 };
@@ -781,9 +775,7 @@ static void test_reads_per_wakeup_are_bounded(void **state)
     socklen_t fromlen = sizeof from;
     uint8_t q[512];
 
-    assert_int_equal(bind(fd, (struct sockaddr *)&in, sizeof in), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&in, &l), 0);
-    snprintf(addr, sizeof addr, "127.0.0.1:%u", (unsigned)ntohs(in.sin_port));
+    silent_port(addr, sizeof addr, &fd);
     stub(&s, 300, addr, NULL, NULL);
     wakeups = 0;
     most_reads = 0;
