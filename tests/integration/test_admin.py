@@ -1205,3 +1205,29 @@ def test_livez_and_metrics_answer_while_out_of_file_descriptors(lifeline, upstre
     lf.assert_alive()
     wait_for(lambda: lf.fetch("GET", "/echo/after").status == 200, t(3), what="the listener back")
     assert admin_get(aport, "/livez").status == 200
+
+
+def test_duration_histograms_bucket_a_slow_answer_in_seconds(lifeline, upstream):
+    # README Metrics: lifeline_request_duration_seconds and lifeline_upstream_response_seconds
+    # share buckets 1 ms ... 10 s (distinct, increasing `le`, then +Inf) and count seconds: a
+    # 300 ms answer is above le=0.25, within le=0.5, and adds about 0.3 to _sum.
+    up = upstream()
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"name": "r", "pool": "p"}], extra=admin_extra(aport))
+    t0 = time.monotonic()
+    assert lf.fetch("GET", "/slow-head?ms=300").status == 200
+    took = time.monotonic() - t0
+    m = metrics(aport)
+    req = m.select("lifeline_request_duration_seconds_bucket", route="r")
+    fb = m.select("lifeline_upstream_response_seconds_bucket", pool="p", server=up.address, phase="first_byte")
+    les = [lb["le"] for lb, _ in req]
+    assert [lb["le"] for lb, _ in fb] == les and les[-1] == "+Inf", (les, fb)
+    bounds = [float(x) for x in les[:-1]]
+    assert bounds == sorted(set(bounds)) and bounds[0] == 0.001 and bounds[-1] == 10, bounds
+    for name, buckets in (("request", req), ("first_byte", fb)):
+        at = {float(lb["le"]): v for lb, v in buckets}
+        assert at[0.25] == 0 and (at[0.5] == 1 or took >= 0.5), (name, buckets)   # (a loaded machine)
+    s = m.value("lifeline_request_duration_seconds_sum", route="r")
+    assert 0.3 <= s <= took + 0.05, (s, took)
+    s = m.value("lifeline_upstream_response_seconds_sum", pool="p", server=up.address, phase="first_byte")
+    assert 0.29 <= s <= took + 0.05, (s, took)

@@ -513,3 +513,166 @@ def test_status_requests_time_is_the_access_logs_to_the_millisecond(lifeline, up
     assert len(raw) >= 25, r.body[:300]   # (round robin: every other request was retried)
     for when, rid in raw:
         assert when.decode() == logged[rid.decode()], (when, rid, logged.get(rid.decode()))
+
+
+def _series(aport, window=10):
+    return json.loads(admin_get(aport, "/status/series?window=%d" % window).body)
+
+
+def test_series_counts_each_answer_in_its_class(lifeline, upstream):
+    # README /status/series: per route `ok` (upstream answers below 400), `c4xx`, `c5xx`, and
+    # `fallback` for lifeline's own answers whatever their status (a fallback 503 is no c5xx).
+    up = upstream()
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up), "dead": pool(refused())},
+                  routes=[{"name": "fb", "match": {"path": "/fb/"}, "pool": "dead", "retry": {"attempts": 1},
+                           "fallback": {"status": 503, "body": "sorry"}},
+                          {"name": "r", "pool": "p", "retry": {"attempts": 1}}],
+                  extra=admin_extra(aport))
+    for path, want in (("/status/200", 200), ("/status/404", 404), ("/status/400", 400), ("/status/500", 500),
+                       ("/fb/x", 503)):
+        assert lf.fetch("GET", path).status == want, path
+    routes = {x["name"]: x for x in _series(aport, 60)["routes"]}
+    got = {name: {k: sum(routes[name][k]) for k in ("requests", "ok", "c4xx", "c5xx", "fallback")}
+           for name in ("r", "fb")}
+    assert got == {"r": {"requests": 4, "ok": 1, "c4xx": 2, "c5xx": 1, "fallback": 0},
+                   "fb": {"requests": 1, "ok": 0, "c4xx": 0, "c5xx": 0, "fallback": 1}}, got
+    assert sum(v is not None for v in routes["fb"]["p99_ms"]) == 1, routes["fb"]["p99_ms"]   # its latency too
+
+
+def test_series_quantiles_are_the_seconds_requests_in_ms(lifeline, upstream):
+    # README: p50_ms/p99_ms per second by nearest rank, within 2^(1/4) of the true value: of two
+    # requests in one second, a fast one and a slow one, p50 is the fast one and p99 the slow one.
+    up = upstream()
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"name": "r", "pool": "p", "retry": {"attempts": 1}}],
+                  extra=admin_extra(aport), workers=1)
+    for _ in range(6):
+        while time.time() % 1 > 0.3:   # (both requests in one wall-clock second, the series' unit)
+            time.sleep(0.01)
+        assert lf.fetch("GET", "/echo").status == 200
+        t0 = time.monotonic()
+        assert lf.fetch("GET", "/slow-head?ms=300").status == 200
+        took = (time.monotonic() - t0) * 1000
+        route = _series(aport)["routes"][0]
+        both = [i for i, n in enumerate(route["requests"]) if n == 2]
+        if both:
+            break
+    assert both, route["requests"]
+    p50, p99 = route["p50_ms"][both[0]], route["p99_ms"][both[0]]
+    assert p50 is not None and p50 < 100, (p50, p99)
+    assert p99 is not None and 300 / 2 ** 0.25 <= p99 <= took * 2 ** 0.25, (p50, p99, took)
+    assert all(v is None for i, v in enumerate(route["p99_ms"]) if route["requests"][i] == 0), route
+
+
+def test_series_server_that_never_answered_has_ok_zeros_and_no_latency(lifeline):
+    # README: a server's `attempts` always has `ok` (zeros), and its p50_ms/p99_ms are of answered
+    # attempts only: null for seconds with refused connects alone.
+    bad = refused()
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(bad, outlier="off")}, routes=[{"name": "r", "pool": "p", "retry": {"attempts": 1}}],
+                  extra=admin_extra(aport), workers=1)
+    for _ in range(3):
+        assert lf.fetch("GET", "/x").status == 502
+    srv = _series(aport)["servers"][0]
+    assert sum(srv["attempts"]["connect_error"]) == 3 and srv["attempts"].get("ok") == [0] * 10, srv["attempts"]
+    assert srv["p50_ms"] == [None] * 10 and srv["p99_ms"] == [None] * 10, srv
+
+
+def test_series_counts_hedges_per_route(lifeline, upstream):
+    # README: per route `hedges` per second; they are the hedges lifeline_retries_by_reason_total counts.
+    slow = upstream(delay=t(0.3))
+    up = upstream()
+    aport = free_port()
+    lf = lifeline(pools={"h": pool(slow, up, balance="round_robin")},
+                  routes=[{"name": "h", "pool": "h", "retry": {"attempts": 2, "hedge": {"after": "50ms"}}}],
+                  extra=admin_extra(aport))
+    for i in range(4):
+        assert lf.fetch("GET", "/echo/%d" % i).status == 200
+    hedges = metrics(aport).value("lifeline_retries_by_reason_total", route="h", reason="hedge")
+    route = _series(aport, 60)["routes"][0]
+    assert hedges >= 1 and sum(route["hedges"]) == hedges, (hedges, route["hedges"])
+
+
+def test_series_error_rate_leaves_out_attempts_the_client_cancelled(lifeline, upstream):
+    # README: error_rate = failed / finished attempts, cancelled ones not counted (the client
+    # leaving says nothing of the server).
+    from conftest import Conn
+    up = upstream("up")
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"name": "r", "pool": "p"}], extra=admin_extra(aport))
+    with Conn(lf.port) as c:
+        c.request("GET", "/slow-head?ms=%d" % int(t(3) * 1000))
+        wait_for(lambda: up.requests, t(2), what="the request to reach the upstream")
+        c.reset()
+    wait_for(lambda: sum(_series(aport)["servers"][0]["attempts"].get("cancelled", [0])) == 1, t(2),
+             what="the cancelled attempt in the series")
+    srv = _series(aport)["servers"][0]
+    assert srv["recent_attempts"] == 0 and srv["recent_failures"] == 0 and srv["error_rate"] is None, srv
+
+
+def test_series_events_are_those_of_the_window(lifeline, upstream):
+    # README: `events` (`ejected` with its duration in ms) with their times, of the window asked
+    # for (an ejection 11 s ago is in a 60 s window, not in a 10 s one).
+    up = upstream()
+    bad = refused()
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(bad, up, outlier={"consecutive_failures": 1, "ejection": "60s"})},
+                  routes=[{"name": "r", "pool": "p", "retry": {"attempts": 2}}], extra=admin_extra(aport))
+    for i in range(4):
+        assert lf.fetch("GET", "/echo/%d" % i).status == 200
+    assert [(e["event"], e["detail"]) for e in _series(aport, 10)["events"] if e["server"] == bad] == [("ejected", 60000)]
+    time.sleep(11.2)   # (wall clock: the series' seconds)
+    assert [e["event"] for e in _series(aport, 60)["events"] if e["server"] == bad] == ["ejected"]
+    assert _series(aport, 10)["events"] == [], _series(aport, 10)["events"]
+
+
+def test_series_band_and_state_of_a_server_down_by_its_checks(lifeline):
+    # README: the band has `d` for seconds a server was down by its health checks, and its
+    # `state` says so.
+    aport = free_port()
+    bad = refused()
+    lf = lifeline(pools={"p": pool(bad, health={"path": "/h", "interval": "100ms", "timeout": "50ms",
+                                                "rise": 1, "fall": 1})},
+                  routes=[{"name": "r", "pool": "p", "retry": {"attempts": 1}}], extra=admin_extra(aport))
+    wait_for(lambda: "d" in _series(aport)["servers"][0]["band"], t(5), what="`d` in the band")
+    srv = _series(aport)["servers"][0]
+    assert srv["state"] == "down" and srv["band"].rstrip("-").endswith("d"), srv
+    lf.assert_alive()
+
+
+def test_status_requests_attempt_times_are_their_own(lifeline, upstream):
+    # SPEC §5: each attempt of a chain has its own connect_ms and response_ms: after a refused
+    # connect, a 300 ms answer shows response_ms of about 300 and a loopback connect_ms.
+    up = upstream()
+    bad = refused()
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(bad, up, outlier="off", balance="round_robin")},
+                  routes=[{"name": "r", "pool": "p", "retry": {"attempts": 2, "backoff": {"base": "1ms", "max": "1ms"}}}],
+                  extra=admin_extra(aport))
+    for _ in range(2):
+        assert lf.fetch("GET", "/slow-head?ms=300").status == 200
+    rows = _requests(aport)
+    assert rows, "no retried request listed"
+    a = rows[0]["attempts"]
+    assert [y["outcome"] for y in a] == ["connect_error", "ok"] and a[0]["response_ms"] is None, a
+    assert a[1]["connect_ms"] is not None and a[1]["connect_ms"] < 150, a
+    assert a[1]["response_ms"] is not None and 280 <= a[1]["response_ms"] <= t(2) * 1000, a
+
+
+def test_series_band_shows_half_open_once_an_ejection_is_over(lifeline, upstream):
+    # README: the band's `h` marks seconds a server was half-open (its ejection over, waiting for
+    # its trial request), after the `e` of its ejection; `state` is half_open meanwhile.
+    up = upstream()
+    bad = refused()
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(bad, up, outlier={"consecutive_failures": 1, "ejection": "1s"})},
+                  routes=[{"name": "r", "pool": "p", "retry": {"attempts": 2}}], extra=admin_extra(aport))
+    for i in range(4):
+        assert lf.fetch("GET", "/echo/%d" % i).status == 200
+
+    def bad_server():
+        return {x["address"]: x for x in _series(aport)["servers"]}[bad]
+    wait_for(lambda: "h" in bad_server()["band"], t(5), what="`h` in the band")
+    srv = bad_server()
+    assert srv["state"] == "half_open" and re.search("e+h+-?$", srv["band"]), srv["band"]
