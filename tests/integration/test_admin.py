@@ -1231,3 +1231,33 @@ def test_duration_histograms_bucket_a_slow_answer_in_seconds(lifeline, upstream)
     assert 0.3 <= s <= took + 0.05, (s, took)
     s = m.value("lifeline_upstream_response_seconds_sum", pool="p", server=up.address, phase="first_byte")
     assert 0.29 <= s <= took + 0.05, (s, took)
+
+
+def test_config_shows_workers_auto_when_the_file_leaves_it_out(lifeline, upstream):
+    # SPEC §2 `workers: auto` is the default and /config shows every key in force: a file without
+    # `workers` reads back as `auto` (not a count), a written count as that count.
+    from ops import reload
+    up = upstream()
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)}, extra=admin_extra(aport), workers=2)
+    assert _config_doc(aport)[1]["workers"] == 2
+    reload(lf, text='listen: [ { address: "%s:%d" } ]\nadmin: { address: "%s:%d" }\n'
+                    'pools:\n  p:\n    servers: [ "%s" ]\nroutes:\n  - pool: p\n'
+                    % (HOST, lf.port, HOST, aport, up.address))
+    out, doc = _config_doc(aport)
+    assert doc["generation"] == 2 and doc["workers"] == "auto", out
+
+
+def test_config_shows_a_host_port_server_with_its_weight(lifeline, upstream):
+    # SPEC §2 a server is `{ address, weight: 1 }`; a file listing it as a bare `host:port` leaves
+    # the weight out, and /config (every key in force) shows it as { address, weight: 1 }.
+    from ops import reload
+    up = upstream()
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)}, extra=admin_extra(aport))
+    reload(lf, text='listen: [ { address: "%s:%d" } ]\nadmin: { address: "%s:%d" }\n'
+                    'pools:\n  p:\n    servers: [ "%s" ]\nroutes:\n  - pool: p\n'
+                    % (HOST, lf.port, HOST, aport, up.address))
+    out, doc = _config_doc(aport)
+    assert doc["generation"] == 2, out
+    assert doc["pools"]["p"]["servers"] == [{"address": up.address, "weight": 1}], out

@@ -793,3 +793,65 @@ routes:
     assert r.returncode == 1, r
     assert re.search(r"fifo\.yaml:5:\d+: .*fifo", r.stderr), r.stderr
     assert re.search(r"fifo\.yaml:9:\d+: .*fifo.*not a regular file", r.stderr), r.stderr
+
+
+def test_check_worst_case_memory_terms_add_up_to_the_total(tmp_path):
+    # README "Memory": worst = base + configuration + stale store + workers x per worker + time
+    # series + detached + idle upstream + max_connections x per connection; each term printed by
+    # `-t` is the one counted, so the terms add up to the total it prints.
+    path = write(tmp_path, "mem.yaml", "listen:\n  - address: 127.0.0.1:%d\nworkers: 4\n"
+                 "limits: { max_connections: 10 }\n"
+                 "pools:\n  p:\n    servers: [ 127.0.0.1:9 ]\nroutes:\n  - pool: p\n" % free_port())
+    r = run_cli(["-t", "-c", path])
+    assert r.returncode == 0, r.stderr
+    line = next(l for l in r.stderr.splitlines() if "worst-case memory" in l)
+    unit = {"KiB": 1024, "MiB": 1024 ** 2, "GiB": 1024 ** 3}
+    sizes = [float(v) * unit[u] for v, u in re.findall(r"([0-9.]+) (KiB|MiB|GiB)", line)]
+    total, per_conn, per_worker, series, detached, _per_orphan, stale, idle, config, base = sizes[:10]
+    m = re.search(r"= (\d+) connections x .* \+ (\d+) workers? x ", line)
+    assert m and (int(m.group(1)), int(m.group(2))) == (10, 4), line
+    terms = 10 * per_conn + 4 * per_worker + series + detached + stale + idle + config + base
+    assert per_worker > per_conn, line
+    assert abs(terms - total) <= 0.01 * total, (terms, total, line)
+
+
+def test_dash_d_turns_debug_logging_on(lifeline, upstream):
+    # `-d` (usage: "debug logging") adds debug lines to the error log, e.g. each failed connect
+    # and the retry it leads to; without it the same traffic logs none.
+    up = upstream()
+    dead = "127.0.0.1:%d" % free_port()
+    pools = {"p": {"servers": [{"address": dead}, {"address": up.address}], "balance": "round_robin"}}
+    for args, want in (([], False), (["-d"], True)):
+        lf = lifeline(pools=pools, args=args)
+        for _ in range(4):
+            assert lf.fetch("GET", "/echo").status == 200
+        text = wait_for(lambda: lf.stderr_text() if not want or " debug: " in lf.stderr_text() else None,
+                        t(3), what="debug lines")
+        assert (" debug: " in text) == want, text[-1500:]
+        assert not want or "connect to %s" % dead in text, text[-1500:]
+
+
+def test_check_names_a_relative_file_as_given(tmp_path):
+    # SPEC §1: `-t -c FILE` prints `FILE: ok` and errors as `FILE:LINE:COL: message`, FILE as the
+    # user wrote it (a relative name stays relative, as an editor or CI matches it).
+    write(tmp_path, "good.yaml", "listen:\n  - address: 127.0.0.1:%d\npools:\n  p:\n    servers: [ 127.0.0.1:9 ]\n"
+          "routes:\n  - pool: p\n" % free_port())
+    write(tmp_path, "bad.yaml", "listen:\n  - address: 127.0.0.1:%d\nbogus: 1\n" % free_port())
+    run = lambda name: subprocess.run([LIFELINE_BIN, "-t", "-c", name], cwd=str(tmp_path), stdin=subprocess.DEVNULL,
+                                      capture_output=True, text=True, timeout=t(10))
+    good = run("good.yaml")
+    assert good.returncode == 0 and good.stdout == "good.yaml: ok\n", (good.stdout, good.stderr)
+    assert good.stderr.startswith("good.yaml: worst-case memory"), good.stderr
+    bad = run("bad.yaml")
+    assert bad.returncode == 1 and re.search(r"^bad\.yaml:3:1: .*bogus", bad.stderr, re.M), bad.stderr
+
+
+def test_help_and_version_go_to_stdout_and_a_usage_error_to_stderr(tmp_path):
+    # SPEC §1 `-V` / `-h`: asked-for output goes to stdout (`lifeline -h | less`, GNU convention),
+    # exit 0; a usage error says so on stderr only, never exit 0.
+    for args in (["-h"], ["--help"], ["-V"], ["--version"]):
+        r = run_cli(args)
+        assert r.returncode == 0 and r.stdout.strip() and not r.stderr, (args, r.stdout, r.stderr)
+    assert "--probe" in run_cli(["-h"]).stdout
+    r = run_cli(["--no-such-option"])
+    assert r.returncode not in (0, None) and not r.stdout and "usage" in r.stderr.lower(), (r.stdout, r.stderr)

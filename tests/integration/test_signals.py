@@ -666,3 +666,29 @@ def test_drain_does_not_wait_for_a_lingering_body(lifeline, upstream):
         assert time.monotonic() - t0 < t(3)
     finally:
         c.close()
+
+
+def test_sigterm_drains_a_worker_a_reload_is_retiring(lifeline, upstream):
+    # SPEC §1: SIGTERM drains every in-flight request, including those on a worker that a reload
+    # lowering `workers` is still retiring: each answer says Connection: close and lifeline exits 0
+    # promptly (the retiring worker drains with the rest, not only handing connections over).
+    import copy
+    from ops import reload
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, workers=2, shutdown_timeout=dur(t(10)))
+    conns = [Conn(lf.port, timeout=t(5)) for _ in range(8)]   # spread over both workers
+    for c in conns:
+        c.send(build_request("GET", "/slow-head?ms=%d" % int(t(2) * 1000)))
+    wait_for(lambda: len(up.requests) >= len(conns), t(3), what="every request at the upstream")
+    cfg = copy.deepcopy(lf.config)
+    cfg["workers"] = 1
+    reload(lf, cfg)
+    t0 = time.monotonic()
+    lf.proc.send_signal(signal.SIGTERM)
+    lf.stopped_by_test = True
+    for c in conns:
+        r = c.read_response(timeout=t(5))
+        assert r.status == 200 and (r.header("connection") or "").lower() == "close", r
+        c.close()
+    assert lf.proc.wait(t(10)) == 0
+    assert time.monotonic() - t0 < t(4)

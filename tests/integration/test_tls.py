@@ -1905,3 +1905,17 @@ def test_a_certificate_without_san_is_named_by_its_cn(lifeline, upstream, pki):
     assert _served_der(lf.port, "a.test") == _der(pki["a"])
     certs = status(aport)["listeners"][0]["certificates"]
     assert [c["names"] for c in certs] == [["a.test"], ["c.test"]], certs
+
+
+def test_config_shows_the_listeners_tls_min_version_in_force(lifeline, upstream, pki):
+    # SPEC §2 `min_version: TLSv1.2` is the default of a TLS listener; /config (SPEC §5) shows
+    # every key in force, so a listener that leaves it out reads back as TLSv1.2.
+    import yaml
+    from ops import admin_get
+    up = upstream()
+    aport = free_port()
+    lifeline(pools={"p": pool(up)}, listen_tls={"certificates": [pki["a"]]}, extra=admin_extra(aport))
+    r = admin_get(aport, "/config")
+    assert r.status == 200, r
+    tls = yaml.safe_load(r.body.decode())["listen"][0]["tls"]
+    assert tls["min_version"] == "TLSv1.2", tls

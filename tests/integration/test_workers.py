@@ -1,10 +1,15 @@
 """`workers: 2`: two event-loop threads, each with its own SO_REUSEPORT listener."""
 
 import os
+import shutil
+import subprocess
 import threading
 import time
 
-from conftest import Conn, listening_inodes, pool, t, wait_for
+import pytest
+
+from conftest import Conn, free_port, listening_inodes, pool, t, wait_for
+from ops import admin_extra, running_workers, status
 
 
 def listening_sockets(pid, port):
@@ -129,10 +134,6 @@ def test_one_worker_serves_from_one_thread(lifeline, upstream):
 def test_workers_auto_counts_the_affinity_mask(lifeline, upstream):
     """`workers: auto` is the CPUs this process may use: under `taskset -c 0`, one worker (not one
     per CPU of the host)."""
-    import shutil
-    import pytest
-    from conftest import free_port
-    from ops import admin_extra, running_workers, status
     if not shutil.which("taskset"):
         pytest.skip("taskset is not installed")
     up = upstream()
@@ -211,3 +212,24 @@ def test_start_near_the_file_limit_never_aborts(tmp_path):
         assert "abort" not in err.lower(), (nofile, err[-1500:])
         seen[proc.returncode] = seen.get(proc.returncode, 0) + 1
     assert seen.get(1) and seen.get(0), seen   # the range spans too few and enough
+
+
+def test_workers_auto_counts_the_cgroup_cpu_quota(lifeline, upstream, tmp_path):
+    # SPEC §2 `workers: auto` = CPUs this process may use, the cgroup CPU quota included: a
+    # container limited to one CPU (cgroup v2 cpu.max "100000 100000") on a 2-CPU mask runs 1 worker.
+    if not shutil.which("unshare") or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs unshare and at least 2 CPUs in the affinity mask")
+    fake = tmp_path / "cgroup"
+    fake.mkdir()
+    (fake / "cpu.max").write_text("100000 100000\n")
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", 'mount --bind "$0" /sys/fs/cgroup && cat /sys/fs/cgroup/cpu.max',
+                            str(fake)], capture_output=True, text=True)
+    if probe.returncode != 0 or "100000 100000" not in probe.stdout:
+        pytest.skip("cannot bind-mount over /sys/fs/cgroup here: %s" % probe.stderr.strip())
+    up = upstream()
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)}, workers="auto", extra=admin_extra(aport),
+                  prefix=["unshare", "-m", "sh", "-c", 'mount --bind "$0" /sys/fs/cgroup && exec "$@"', str(fake)])
+    assert running_workers(lf) == 1
+    assert status(aport)["workers"] == 1
+    assert lf.fetch("GET", "/echo").status == 200
