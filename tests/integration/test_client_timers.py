@@ -781,3 +781,29 @@ def test_body_timeout_after_the_answer_began_keeps_the_answers_status(lifeline, 
     finally:
         c.close()
     assert lines[0]["status"] == 200, lines[0]
+
+
+def test_max_connections_resumes_every_worker_when_another_workers_connection_closes(lifeline, upstream):
+    # limits.max_connections is per process: a slot freed on one worker lets every paused worker
+    # accept again (its queued clients are served), not only the worker whose connection closed
+    import concurrent.futures
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, limits={"max_connections": 1}, workers=2)
+    time.sleep(t(0.1))    # let the readiness probe's connection go
+    first = Conn(lf.port)
+    first.request("GET", "/echo/first")
+    assert first.read_response().status == 200
+    waiting = [Conn(lf.port) for _ in range(10)]   # spread over both workers' accept queues
+
+    def served(c):
+        try:
+            c.request("GET", "/echo/queued")
+            return c.read_response(timeout=t(8)).status
+        finally:
+            c.close()
+    with concurrent.futures.ThreadPoolExecutor(len(waiting)) as pool_:
+        futs = [pool_.submit(served, c) for c in waiting]
+        time.sleep(t(0.3))                         # both workers found their queue at the limit
+        first.close()
+        statuses = [f.result() for f in futs]
+    assert statuses == [200] * len(waiting), statuses

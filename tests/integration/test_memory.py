@@ -753,3 +753,38 @@ def test_copies_for_the_stale_store_stay_within_its_budget(lifeline, raw_upstrea
             break
         time.sleep(0.05)
     assert r.status == 200 and r.header("x-lifeline-fallback") == "connect_error" and len(r.body) == 3000000, r.status
+
+
+@pytest.mark.skipif(binary_is_sanitized(), reason="ASan's quarantine keeps freed memory")
+def test_the_block_cache_is_emptied_once_idle(lifeline, upstream, many_fds):
+    # issue 11: the output blocks stalled readers filled go back to the system once they are gone
+    # and the worker is idle (its trim ticks empty the block cache), not kept for a next burst
+    up = upstream()
+    n = 400
+    lf = lifeline(pools={"p": pool(up, timeouts={"read": "60s"})},
+                  client={"send_timeout": "60s"}, limits={"max_connections": 10000})
+    before = warm_baseline(lf)
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.settimeout(t(5))
+            s.connect((HOST, lf.port))
+            socks.append(s)
+            s.sendall(b"GET /chunked/8388608 HTTP/1.1\r\nHost: test.local\r\n\r\n")
+            assert s.recv(16).startswith(b"HTTP/1.1 200")   # the answer streams; read no more
+        peak = settled_rss(lf.pid, t(1), max)
+    finally:
+        for s in socks:
+            s.close()
+    end = time.monotonic() + t(20)
+    while True:
+        now = rss_kib(lf.pid)
+        if now - before <= 3072 or time.monotonic() > end:
+            break
+        time.sleep(0.2)
+    print("block cache: VmRSS %d KiB before, %d at the peak, %d after" % (before, peak, now))
+    assert peak - before > 8192, "the readers did not grow VmRSS (%d -> %d KiB)" % (before, peak)
+    assert now - before <= 3072, "VmRSS %d KiB before, %d with the readers, %d KiB after" % (before, peak, now)
+    lf.assert_alive()

@@ -303,3 +303,32 @@ def test_reload_between_an_address_and_its_wildcard(lifeline, upstream, family, 
         for c in kept:
             c.close()
     lf.assert_alive()
+
+
+def test_an_ipv6_wildcard_listener_takes_no_ipv4_clients(lifeline, upstream):
+    # README (listen[].address): `[::]:port` is IPv6 only (IPV6_V6ONLY); IPv4 clients need 0.0.0.0:port
+    try:
+        probe = socket.socket(socket.AF_INET6)
+        probe.bind(("::1", 0))
+        probe.close()
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)}, workers=2)
+    port = free_port()
+    c = dict(lf.config)
+    c["listen"] = [lf.config["listen"][0], {"address": "[::]:%d" % port}]
+    reload(lf, c)
+    v6 = http.client.HTTPConnection("::1", port, timeout=t(5))
+    try:
+        assert _get(v6, "/echo") == 200
+    finally:
+        v6.close()
+    s = socket.socket(socket.AF_INET)
+    s.settimeout(t(2))
+    try:
+        with pytest.raises(ConnectionRefusedError):
+            s.connect(("127.0.0.1", port))
+    finally:
+        s.close()
+    lf.assert_alive()

@@ -563,3 +563,25 @@ def test_a_close_after_an_answer_never_resets_over_bytes_that_just_came(lifeline
         finally:
             s.close()
     assert resets == 0, "%d of 4 connections ended in a reset after their answer" % resets
+
+
+def test_a_lingering_close_ends_the_answer_with_a_fin_at_once(lifeline, upstream):
+    # a 413 given while the body is still coming: the answer is followed by lifeline's FIN at once
+    # (nginx's lingering close shuts its write side too), so a client reading to EOF is not held
+    # for the up to 30 s the linger discards what it still sends
+    import select
+    lf = lifeline(pools={"p": pool(upstream())}, limits={"max_body_bytes": 1000})
+    s = socket.create_connection((HOST, lf.port), timeout=t(5))
+    try:
+        s.sendall(build_request("POST", "/x", [("Content-Length", str(10 << 20))]) + b"b" * 4096)
+        got, eof, end = b"", False, time.monotonic() + t(3)
+        while not eof and time.monotonic() < end:
+            s.sendall(b"b" * 1024)          # the body keeps coming: the linger goes on
+            if select.select([s], [], [], 0.2)[0]:
+                chunk = s.recv(65536)
+                got += chunk
+                eof = chunk == b""
+        assert got.startswith(b"HTTP/1.1 413"), got[:80]
+        assert eof, "no EOF %.0f s after the 413 while the client kept sending" % t(3)
+    finally:
+        s.close()
