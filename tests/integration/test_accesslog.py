@@ -1237,3 +1237,223 @@ def test_line_for_a_download_the_client_left_counts_the_bytes_written(lifeline, 
         assert written < 5000000 and ln["bytes"] == written, \
             "%s: bytes %d, written to the socket %d (over by %d)" % (target, ln["bytes"], written,
                                                                        ln["bytes"] - written)
+
+
+def _open_files(pid):
+    out = []
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            out.append(os.readlink("/proc/%d/fd/%s" % (pid, fd)))
+        except OSError:
+            pass
+    return out
+
+
+def test_reopen_and_switch_close_the_file_they_leave(lifeline, upstream, tmp_path):
+    # logrotate's old file is let go: after SIGUSR1 (and after a reload to another path) lifeline
+    # holds no descriptor on the file it left, so a rotated, deleted log frees its disk space.
+    up = upstream()
+    path, other = log_to(tmp_path), log_to(tmp_path, "other.log")
+    rotated = path + ".1"
+    lf = lifeline(pools={"p": pool(up)}, extra={"access_log": {"path": path}})
+    assert lf.fetch("GET", "/echo/first").status == 200
+    wait_access(path, lambda ls: len(ls) == 1)
+    for i in range(2):
+        os.rename(path, rotated)
+        lf.proc.send_signal(signal.SIGUSR1)
+        wait_for(lambda: os.path.exists(path), t(2), what="SIGUSR1 to create a new file at the original path")
+        assert lf.fetch("GET", "/echo/r%d" % i).status == 200
+        wait_access(path, lambda ls: len(ls) == 1)
+    wait_for(lambda: _open_files(lf.pid).count(path) == 1 and rotated not in _open_files(lf.pid), t(3),
+             what="one descriptor on %s, none on the rotated file" % path)
+    cfg = copy.deepcopy(lf.config)
+    cfg["access_log"] = {"path": other}
+    reload(lf, cfg)
+    assert lf.fetch("GET", "/echo/other").status == 200
+    wait_access(other, lambda ls: len(ls) == 1)
+    wait_for(lambda: path not in _open_files(lf.pid) and _open_files(lf.pid).count(other) == 1, t(3),
+             what="the old path let go after the reload")
+    lf.assert_alive()
+
+
+def test_sigusr1_after_a_reload_to_another_path_reopens_that_path(lifeline, upstream, tmp_path):
+    # SIGUSR1 reopens the path the running config names, not the one lifeline started with.
+    up = upstream()
+    first, second = log_to(tmp_path, "first.log"), log_to(tmp_path, "second.log")
+    lf = lifeline(pools={"p": pool(up)}, extra={"access_log": {"path": first}})
+    assert lf.fetch("GET", "/echo/a").status == 200
+    wait_access(first, lambda ls: len(ls) == 1)
+    cfg = copy.deepcopy(lf.config)
+    cfg["access_log"] = {"path": second}
+    reload(lf, cfg)
+    assert lf.fetch("GET", "/echo/b").status == 200
+    wait_access(second, lambda ls: len(ls) == 1)
+    os.rename(second, second + ".1")
+    lf.proc.send_signal(signal.SIGUSR1)
+    wait_for(lambda: os.path.exists(second), t(2), what="SIGUSR1 to create %s anew" % second)
+    assert lf.fetch("GET", "/echo/c").status == 200
+    wait_access(second, lambda ls: len(ls) == 1)
+    time.sleep(t(0.1))
+    assert [ln["target"] for ln in access_lines(second)] == ["/echo/c"]
+    assert [ln["target"] for ln in access_lines(second + ".1")] == ["/echo/b"]
+    assert [ln["target"] for ln in access_lines(first)] == ["/echo/a"]
+    lf.assert_alive()
+
+
+def test_reload_appends_to_the_file_it_opens(lifeline, upstream, tmp_path):
+    # A reload reopens access_log.path (the same one, or one that exists already): lines are added
+    # at the file's end, never written over the lines already there.
+    up = upstream()
+    path, other = log_to(tmp_path), log_to(tmp_path, "other.log")
+    with open(other, "w") as f:
+        f.write(json.dumps({"target": "/kept"}) + "\n")
+    lf = lifeline(pools={"p": pool(up)}, extra={"access_log": {"path": path}})
+    for i in range(3):
+        assert lf.fetch("GET", "/echo/before%d" % i).status == 200
+    wait_access(path, lambda ls: len(ls) == 3)
+    reload(lf)
+    assert lf.fetch("GET", "/echo/after").status == 200
+    wait_access(path, lambda ls: len(ls) >= 4)
+    time.sleep(t(0.1))
+    assert [ln["target"] for ln in access_lines(path)] == ["/echo/before0", "/echo/before1", "/echo/before2",
+                                                         "/echo/after"]
+    cfg = copy.deepcopy(lf.config)
+    cfg["access_log"] = {"path": other}
+    reload(lf, cfg)
+    assert lf.fetch("GET", "/echo/other").status == 200
+    wait_access(other, lambda ls: len(ls) >= 2)
+    time.sleep(t(0.1))
+    assert [ln["target"] for ln in access_lines(other)] == ["/kept", "/echo/other"]
+    lf.assert_alive()
+
+
+def test_sigusr1_that_cannot_reopen_keeps_writing_to_the_open_file(lifeline, upstream, tmp_path):
+    # A reopen that fails (the directory is gone) is said in the error log; lines go on to the file
+    # open before it, none lost.
+    up = upstream()
+    d = tmp_path / "logs"
+    d.mkdir()
+    path = str(d / "access.log")
+    lf = lifeline(pools={"p": pool(up)}, extra={"access_log": {"path": path}})
+    assert lf.fetch("GET", "/echo/one").status == 200
+    wait_access(path, lambda ls: len(ls) == 1)
+    os.rename(str(d), str(tmp_path / "moved"))
+    lf.proc.send_signal(signal.SIGUSR1)
+    wait_for(lambda: "cannot reopen" in lf.stderr_text(), t(3), what="the failed reopen in the error log")
+    assert lf.fetch("GET", "/echo/two").status == 200
+    moved = str(tmp_path / "moved" / "access.log")
+    wait_access(moved, lambda ls: len(ls) >= 2, what="the line after the failed reopen, in the open file")
+    assert [ln["target"] for ln in access_lines(moved)] == ["/echo/one", "/echo/two"]
+    lf.assert_alive()
+
+
+def test_line_for_a_rejected_head_after_empty_lines_has_its_request_line(lifeline, upstream, tmp_path):
+    # RFC 9112 §2.2: empty lines before a request line are skipped (a client's CRLF after a body):
+    # a rejected head sent after them is logged with its method and target, as without them.
+    up = upstream()
+    path = log_to(tmp_path)
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"name": "r", "pool": "p"}], extra={"access_log": {"path": path}})
+    with Conn(lf.port) as c:
+        c.send(b"\r\n\r\nGET /lead\x01 HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert c.read_response().status == 400
+    with Conn(lf.port) as c:
+        c.send(b"\r\nPUT /v2 HTTP/3.0\r\nHost: a\r\n\r\n")
+        assert c.read_response().status == 505
+    lines = wait_access(path, lambda ls: len(ls) >= 2)
+    assert [(ln["status"], ln["method"], ln["target"]) for ln in lines] == [(400, "GET", "/lead\x01"),
+                                                                            (505, "PUT", "/v2")], lines
+
+
+def test_stdout_sink_that_is_stderr_keeps_lines_whole(lifeline, raw_upstream, tmp_path):
+    # `lifeline 2>&1 | reader` with access_log: stdout: the same pipe as the error log's, found by
+    # what fd 1 is, written under the error log's lock: no error-log line inside a 6 KiB JSON line.
+    async def script(conn):
+        while (req := await conn.read_request()) is not None:
+            if req.target.startswith("/bad"):
+                await conn.send(b"HTTP/1.1 200 OK\r\nbad header line\r\n\r\n")   # a warn line, a 502
+                return conn.close()
+            await conn.respond(200, b"ok")
+    fifo = str(tmp_path / "out.fifo")
+    os.mkfifo(fifo)
+    rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    got, done = [], threading.Event()
+
+    def reader():   # a small pipe read a page at a time: the writer waits for room between pieces
+        fcntl.fcntl(rfd, 1031, 8192)   # F_SETPIPE_SZ
+        while True:
+            d = os.read(rfd, 4096) if select.select([rfd], [], [], 0.05)[0] else b""
+            if d:
+                got.append(d)
+            elif done.is_set():
+                return
+            time.sleep(0.001)
+    rt = threading.Thread(target=reader, daemon=True)
+    rt.start()
+    try:
+        lf = lifeline(pools={"p": pool(raw_upstream(script), outlier="off")}, workers=2,
+                      routes=[{"pool": "p", "retry": {"attempts": 1}}], extra={"access_log": {"path": "stdout"}},
+                      prefix=exec_prefix("fd = os.open(%r, os.O_WRONLY)\nos.dup2(fd, 1)\nos.dup2(fd, 2)" % fifo))
+        for i in range(40):
+            conns = [Conn(lf.port) for _ in range(6)]
+            for k, c in enumerate(conns):   # a 400 for a 6 KiB line, a 502 and a warn line
+                c.send(b"GET /long/" + b"\xff" * 1000 + b" HTTP/1.1\r\nHost: x\r\n\r\n" if k % 2 else
+                       b"GET /bad HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert [c.read_response().status for c in conns] == [502, 400] * 3
+            [c.close() for c in conns]
+        assert lf.terminate(t(10)) == 0
+    finally:
+        done.set()
+        rt.join(t(5))
+        os.close(rfd)
+    lines = [ln for ln in b"".join(got).split(b"\n") if ln]
+    access = [ln for ln in lines if ln.startswith(b"{")]
+    assert len(access) >= 40 and any(LOG_LINE.match(ln) for ln in lines), lines[-5:]
+    assert all(ln.startswith(b"{") or LOG_LINE.match(ln) for ln in lines), [ln[:100] for ln in lines][-5:]
+    for ln in access:
+        json.loads(ln)
+
+
+def test_lines_dropped_since_the_last_report_are_said_at_exit(lifeline, upstream, tmp_path):
+    # Ring drops reach the error log at most every 10 s, and at exit what is left: the counts said
+    # add up to lifeline_access_log_dropped_total, none left unsaid by a SIGTERM within the 10 s.
+    up = upstream()
+    fifo = str(tmp_path / "stdout.fifo")
+    os.mkfifo(fifo)
+    rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)   # never read
+    aport = free_port()
+    try:
+        lf = lifeline(pools={"p": pool(up)}, extra=admin_extra(aport, access_log={"path": "stdout"}),
+                      shutdown_timeout="1s",
+                      prefix=exec_prefix("fd = os.open(%r, os.O_WRONLY)\nos.dup2(fd, 1)\nos.close(fd)" % fifo))
+        said = re.compile(r"access log: (\d+) lines? dropped")
+        with Conn(lf.port) as c:   # about 1,000 lines of 1 KiB fit; then each request's line is dropped
+            for i in range(1600):
+                c.request("GET", "/echo/x?%s%d" % ("d" * 1000, i))
+                assert c.read_response(timeout=t(5)).status == 200
+                if i >= 1200 and said.search(lf.stderr_text()):
+                    break
+            wait_for(lambda: said.search(lf.stderr_text()), t(3), what="the first report")
+            for i in range(50):   # dropped too, within the 10 s: said at exit
+                c.request("GET", "/echo/more%d" % i)
+                assert c.read_response(timeout=t(5)).status == 200
+        dropped = metrics(aport).value("lifeline_access_log_dropped_total")
+        assert lf.terminate(t(8)) == 0
+        counts = [int(n) for n in said.findall(lf.stderr_text())]
+        assert len(counts) >= 2 and sum(counts) == dropped, (counts, dropped, lf.stderr_text()[-1500:])
+    finally:
+        os.close(rfd)
+
+
+def test_log_file_is_created_readable_by_others(lifeline, upstream, tmp_path):
+    # accesslog.h: a file sink is created 0644 (less the umask), by a start as by a reload to a new
+    # path: a log shipper running as another user can read it.
+    up = upstream()
+    path, other = log_to(tmp_path), log_to(tmp_path, "other.log")
+    mask = os.umask(0o022)
+    os.umask(mask)
+    lf = lifeline(pools={"p": pool(up)}, extra={"access_log": {"path": path}})
+    cfg = copy.deepcopy(lf.config)
+    cfg["access_log"] = {"path": other}
+    reload(lf, cfg)
+    for p in (path, other):
+        assert os.stat(p).st_mode & 0o777 == 0o644 & ~mask, (p, oct(os.stat(p).st_mode), oct(mask))

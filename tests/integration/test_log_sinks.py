@@ -109,3 +109,48 @@ def test_started_with_fds_0_1_2_closed(lifeline, raw_upstream, tmp_path):
     assert [ln["target"] for ln in access_lines(path)] == ["/two0", "/two1", "/two2"], new
     assert len(access_lines(path + ".1")) == 5
     lf.assert_alive()
+
+
+def test_error_log_lines_carry_the_utc_time_and_their_level(lifeline, upstream, tmp_path):
+    # log.h: each error-log line is "<UTC RFC 3339 time, ms> <level>: <text>": the time is now's,
+    # a warning says warn, a failed reload says error.
+    import datetime
+    from ops import reload
+    up = upstream()
+    lf = lifeline(pools={"p": pool(up)})
+    lf.proc.send_signal(signal.SIGUSR2)
+    wait_for(lambda: "SIGUSR2 ignored" in lf.stderr_text(), t(3), what="the SIGUSR2 warning")
+    err = reload(lf, dict(lf.config, access_log={"path": "/nonexistent/dir/access.log"}), expect="failure")
+    prefix = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.\d{3}Z (error|warn|info|debug): ")
+    lines = lf.stderr_text().splitlines()
+    now = datetime.datetime.now(datetime.timezone.utc)
+    for ln in lines:
+        m = prefix.match(ln)
+        assert m, "not an error-log line: %r" % ln
+        when = datetime.datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S").replace(tzinfo=datetime.timezone.utc)
+        assert abs((now - when).total_seconds()) < t(30), "%r is not now (%s)" % (ln, now.isoformat())
+    (warn,) = [ln for ln in lines if "SIGUSR2 ignored" in ln]
+    assert prefix.match(warn).group(2) == "warn", warn
+    failed = [ln for ln in err.splitlines() if "keeping the running configuration" in ln]
+    assert failed and all(prefix.match(ln).group(2) == "error" for ln in failed), err
+    lf.assert_alive()
+
+
+def test_error_log_line_too_long_is_cut_and_says_so(lifeline, upstream, tmp_path):
+    # log.h: an error-log line is at most 1,024 bytes; a longer one is cut and ends in " [...]"
+    # (here a reload that cannot reopen an access log with a long path warns, naming it).
+    from ops import reload
+    up = upstream()
+    deep = tmp_path / "d" / "/".join(["a" * 200] * 6)
+    deep.mkdir(parents=True)
+    path = str(deep / "access.log")
+    lf = lifeline(pools={"p": pool(up)}, extra={"access_log": {"path": path}})
+    assert lf.fetch("GET", "/echo/one").status == 200
+    wait_access(path, lambda ls: len(ls) == 1)
+    os.rename(str(tmp_path / "d"), str(tmp_path / "gone"))
+    err = reload(lf)
+    warn = [ln for ln in err.splitlines() if "cannot reopen" in ln]
+    assert len(warn) == 1, err[-2000:]
+    assert len(warn[0].encode()) <= 1023 and warn[0].endswith(" [...]"), (len(warn[0]), warn[0][-60:])
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z warn: reload: access log: cannot reopen /", warn[0])
+    lf.assert_alive()
