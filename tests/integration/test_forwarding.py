@@ -1372,3 +1372,104 @@ def test_304_without_length_has_no_body_and_keeps_the_connection_in_step(lifelin
         r2 = c.read_response(timeout=t(3))
         assert r2.status == 200 and r2.body == b"next" and r2.header("x-n") == "/after", r2
         assert not r.has_header("transfer-encoding"), r.headers   # RFC 9112 §6.1: none on a 304
+
+
+def test_upgrade_without_connection_upgrade_is_not_tunnelled(lifeline, raw_upstream):
+    # RFC 9110 §7.8 (HAProxy, Envoy alike): Upgrade counts only when Connection lists "upgrade".
+    # Without it the header is dropped as hop-by-hop, and a 101 for the request is a 502.
+    async def script(conn):
+        req = await conn.read_request()
+        if req is None:
+            return
+        conn.up.state["upgrade"] = req.header("upgrade")
+        await conn.send(SWITCH + b"tunnelled")
+        await conn.wait_eof(t(5))
+
+    up = raw_upstream(script)
+    lf = proxy_for(lifeline, up)
+    with lf.conn() as c:
+        c.request("GET", "/ws", headers=[("Upgrade", "websocket"), ("Connection", "keep-alive")])
+        r = c.read_response(timeout=t(5))
+    assert r.status == 502, r
+    assert b"tunnelled" not in r.body
+    assert up.state.get("upgrade") is None, up.state
+
+
+
+def test_a_tunnel_outlives_the_client_idle_timeout(lifeline, raw_upstream):
+    # README (Tunnels): a tunnel's idle limit is the route's `read`, not the client's idle_timeout
+    # (which is for keep-alive connections between requests): a quiet WebSocket stays open.
+    async def script(conn):
+        if await conn.read_request() is None:
+            return
+        await conn.send(SWITCH)
+        await conn.echo_upper(rounds=10)
+
+    up = raw_upstream(script)
+    lf = lifeline(pools={"p": pool(up, timeouts={"read": "10s"})},
+                  client={"idle_timeout": "1s", "header_timeout": "1s", "body_timeout": "1s"})
+    with Conn(lf.port) as c:
+        c.request("GET", "/ws", headers=WS_HEADERS)
+        assert c.read_head()[1] == 101
+        time.sleep(t(1.0) + 1.5)
+        c.send(b"still")
+        assert c.read_exact(5, timeout=t(3)) == b"STILL"
+
+
+
+def test_bytes_sent_before_the_101_reach_the_upstream_once_the_tunnel_opens(lifeline, raw_upstream):
+    # A client may send its first tunnel bytes right behind the upgrade request (RFC 6455 lets a
+    # client send frames before the 101 is in): they wait for the 101, then go on, unprompted.
+    async def script(conn):
+        if await conn.read_request() is None:
+            return
+        await asyncio.sleep(0.3)
+        await conn.send(SWITCH)
+        await conn.echo_upper(rounds=3)
+
+    up = raw_upstream(script)
+    lf = proxy_for(lifeline, up)
+    with Conn(lf.port) as c:
+        c.send(build_request("GET", "/ws", headers=WS_HEADERS) + b"early")
+        assert c.read_head()[1] == 101
+        assert c.read_exact(5, timeout=t(3)) == b"EARLY"
+
+
+
+def test_a_101_to_a_protocol_extending_the_offered_name_is_502(lifeline, raw_upstream):
+    # RFC 9110 §7.8: the 101's protocol must be one the client offered, the whole token: an
+    # upstream switching to "websocket2" when "websocket" was offered is no WebSocket.
+    async def script(conn):
+        if await conn.read_request() is None:
+            return
+        await conn.send(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket2\r\n\r\nnot-ws")
+        await conn.wait_eof(t(5))
+
+    up = raw_upstream(script)
+    lf = proxy_for(lifeline, up)
+    with lf.conn() as c:
+        c.request("GET", "/ws", headers=WS_HEADERS)
+        r = c.read_response(timeout=t(5))
+    assert r.status == 502, r
+    assert b"not-ws" not in r.body
+
+
+
+def test_an_idle_tunnel_ends_after_read_when_response_is_shorter(lifeline, raw_upstream):
+    # As with the defaults (response 10s <= read 30s), the response timer goes on as the read
+    # timer after the 101: an idle tunnel still ends one `read` after its last bytes.
+    async def script(conn):
+        if await conn.read_request() is None:
+            return
+        await conn.send(SWITCH)
+        await conn.echo_upper(rounds=10)
+
+    up = raw_upstream(script)
+    lf = lifeline(pools={"p": pool(up, timeouts={"response": "1s", "read": "2s"})})
+    with Conn(lf.port) as c:
+        c.request("GET", "/ws", headers=WS_HEADERS)
+        assert c.read_head()[1] == 101
+        t0 = time.monotonic()
+        assert c.wait_closed(t(6)) == b""
+        took = time.monotonic() - t0
+    assert 1.6 < took < 3.5, "idle tunnel closed %.2f s after the 101 (read: 2s)" % took

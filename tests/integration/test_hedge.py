@@ -842,3 +842,27 @@ def test_connect_race_goes_when_the_budget_is_spent(lifeline, upstream, hanging_
     elapsed = time.monotonic() - start
     assert r.status == 200 and r.json()["server"] == "good", r
     assert elapsed <= race + t(0.3), "took %.3fs: the race waited for the budget" % elapsed
+
+
+def test_an_upgrade_request_is_never_hedged(lifeline, raw_upstream):
+    # A WebSocket handshake opens a session: a hedge would open a second one on another server
+    # (and lose it). A slow 101 is waited for, with one request upstream only.
+    shared = {"n": 0}
+
+    async def slow_switch(conn):
+        if await conn.read_request() is None:
+            return
+        shared["n"] += 1
+        await asyncio.sleep(t(0.5))
+        await conn.send(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+        await conn.echo_upper(100)
+
+    a, b = raw_upstream(slow_switch, name="A"), raw_upstream(slow_switch, name="B")
+    lf = lifeline(pools={"p": pool(a, b)}, routes=[route(retry={"hedge": {"after": dur(t(0.1))}})])
+    with Conn(lf.port) as c:
+        c.request("GET", "/ws", headers=[("Upgrade", "websocket"), ("Connection", "Upgrade")])
+        assert c.read_head(timeout=t(5))[1] == 101
+        c.send(b"ping")
+        assert c.read_exact(4, timeout=t(5)) == b"PING"
+        time.sleep(t(0.3))
+    assert shared["n"] == 1, "the upgrade reached %d servers" % shared["n"]

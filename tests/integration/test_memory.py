@@ -636,7 +636,7 @@ def test_idle_tunnels_hold_no_blocks(lifeline, raw_upstream, many_fds):
         per = (after - before) / n
         print("idle tunnels: %.1f KiB each (VmRSS %d -> %d KiB, %d tunnels)" % (per, before, after, n))
         lf.assert_alive()
-        bound = 60 if binary_is_sanitized() else 40
+        bound = 60 if binary_is_sanitized() else 24   # a 32 KiB block kept per tunnel shows as about 40
         assert per <= bound, "%.1f KiB per idle tunnel (VmRSS %d -> %d KiB)" % (per, before, after)
     finally:
         for s in socks:
