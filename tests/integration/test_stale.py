@@ -14,7 +14,7 @@ import pytest
 
 from conftest import HOST, Conn, binary_sanitizer, dur, free_port, pattern_bytes, pool, sha, t, wait_for
 from faults import each_request
-from ops import admin_extra, metrics, reload
+from ops import access_lines, admin_extra, metrics, reload
 
 DOWN_BODY = b"down\n"
 
@@ -776,3 +776,135 @@ def test_an_unsafe_success_on_another_route_invalidates_the_copy(lifeline, raw_u
     assert r.status == 503 and r.body == FB, r
     r = lf.fetch("GET", "/other")
     assert is_stale_503(r) and r.body == b"other\n", r
+
+
+def test_a_stale_copy_answers_only_outcomes_listed_in_retry_on(lifeline, raw_upstream):
+    # SPEC §3.7: the fallback (a kept copy too) answers after an outcome listed in retry.on; an
+    # unlisted one (connect_error when `on` is [503]) gets the built-in answer, not the copy.
+    body = b"kept\n"
+    up = raw_upstream(switchable_script(), name="origin")
+    up.state["answers"] = {"/doc": ([], body)}
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up, outlier="off")}, extra=admin_extra(aport),
+                  routes=[{"pool": "p", "retry": {"attempts": 1, "on": [503]},
+                           "fallback": {"stale": "60s", "body": FB.decode()}}])
+    assert lf.fetch("GET", "/doc").body == body
+    stored(aport)
+    up.state["fail"] = True
+    r = lf.fetch("GET", "/doc")
+    assert is_stale_503(r) and r.body == body, r   # a listed 503: the copy
+    up.stop()
+    r = lf.fetch("GET", "/doc")
+    assert r.status == 502 and r.header("x-lifeline-fallback") == "connect_error", r
+    assert b"connect_error" in r.body and r.body != body and not r.has_header("age"), r
+
+
+def test_a_stale_answer_is_counted_and_logged_as_a_fallback(lifeline, raw_upstream, tmp_path):
+    # SPEC §5: lifeline_fallbacks_total{route,reason} counts the answers lifeline gave itself and
+    # the access log names the reason: a kept copy served by the fallback is one of them.
+    body = b"kept\n"
+    log = str(tmp_path / "access.log")
+    up = raw_upstream(answers_script(), name="origin")
+    up.state["answers"] = {"/k": ([], body)}
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)}, extra=admin_extra(aport, access_log={"path": log}),
+                  routes=[{"name": "r", "pool": "p", "retry": {"attempts": 1},
+                           "fallback": {"status": 503, "body": DOWN_BODY.decode(), "stale": "60s"}}])
+    assert lf.fetch("GET", "/k").body == body
+    stored(aport)
+    up.stop()
+    for target in ("/k", "/k?", "/k"):
+        lf.fetch("GET", target)
+    m = metrics(aport)
+    assert m.value("lifeline_fallbacks_total", route="r", reason="connect_error") == 3, m.grep("lifeline_fallbacks")
+    def stale_lines():
+        return [x for x in access_lines(log) if x["target"] == "/k" and x["fallback"]]
+    wait_for(lambda: len(stale_lines()) >= 2, t(3), what="the stale answers' access lines")
+    lines = stale_lines()
+    assert len(lines) == 2 and all(x["status"] == 200 and x["fallback"] == "connect_error" for x in lines), lines
+
+
+def test_a_store_filled_exactly_to_its_size_still_serves(lifeline, raw_upstream):
+    # stale_store.size bounds what is held (SPEC §5 lifeline_stale_store_bytes: at most size): a
+    # store holding exactly size bytes is within it, so its copies are served, not treated as a
+    # shrink still being trimmed.
+    body = pattern_bytes(1500)
+    lf, up, aport = start(lifeline, raw_upstream, {"/full": ([], body)})
+    assert lf.fetch("GET", "/full").body == body
+    stored(aport)
+    time.sleep(t(0.3))
+    held = int(store_bytes(aport))
+    cfg = copy.deepcopy(lf.config)
+    cfg["stale_store"] = {"size": held}
+    reload(lf, cfg)
+    up.stop()
+    r = lf.fetch("GET", "/full")
+    assert is_stale(r, body), r
+    assert store_bytes(aport) == held
+
+
+def test_no_server_is_answered_by_the_copy_whatever_retry_on_lists(lifeline, raw_upstream):
+    # SPEC §3.7: no usable server (every one ejected) is named by no outcome, and the route's
+    # fallback answers it, a kept copy first (x-lifeline-fallback: no_server), also when retry.on
+    # does not list connect_error.
+    body = b"kept\n"
+    up = raw_upstream(switchable_script(), name="origin")
+    up.state["answers"] = {"/doc": ([], body)}
+    aport = free_port()
+    outlier = {"consecutive_failures": 1, "max_ejected_percent": 100, "ejection": "60s"}
+    lf = lifeline(pools={"p": pool(up, outlier=outlier)}, extra=admin_extra(aport),
+                  routes=[{"pool": "p", "retry": {"attempts": 1, "on": [503]},
+                           "fallback": {"stale": "60s", "body": FB.decode()}}])
+    assert lf.fetch("GET", "/doc").body == body
+    stored(aport)
+    up.state["fail"] = True
+    r = lf.fetch("GET", "/other")   # a 503: the fallback, and the only server is ejected
+    assert r.status == 503 and r.body == FB and r.header("x-lifeline-fallback") == "503", r
+    seen = len(up.state["seen"])
+    r = lf.fetch("GET", "/doc")
+    assert r.status == 200 and r.body == body and r.header("x-lifeline-fallback") == "no_server", r
+    r = lf.fetch("GET", "/other")
+    assert r.status == 503 and r.body == FB and r.header("x-lifeline-fallback") == "no_server", r
+    assert len(up.state["seen"]) == seen
+
+
+def test_a_route_without_stale_keeps_no_copies(lifeline, raw_upstream):
+    # The store is only behind fallback.stale (SPEC §2): a route without it keeps nothing there,
+    # so its answers take no room from the copies another route serves.
+    up = raw_upstream(answers_script(), name="origin")
+    up.state["answers"] = {"/plain/a": ([], b"x" * 3000), "/kept/a": ([], b"kept\n")}
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up)}, extra=admin_extra(aport),
+                  routes=[{"match": {"path": "/kept/"}, "pool": "p", "fallback": {"stale": "60s"}},
+                          {"match": {"path": "/plain/"}, "pool": "p", "fallback": {"stale": "0s"}}])
+    for _ in range(3):
+        assert lf.fetch("GET", "/plain/a").status == 200
+    wait_for(lambda: len(up.state.get("seen", [])) == 3, t(2))
+    time.sleep(t(0.3))   # a copy would be kept when its response completes
+    assert store_bytes(aport) == 0
+    assert lf.fetch("GET", "/kept/a").body == b"kept\n"
+    stored(aport)
+    held = store_bytes(aport)
+    assert 0 < held < 3000, held
+
+
+def test_a_partial_206_answer_leaves_the_kept_copy(lifeline, raw_upstream):
+    # README (stale store): any status but 200, a 206 to a Range request among them, leaves the
+    # kept copies: the whole document's copy still answers the next outage.
+    body = b"the whole document\n"
+    def doc(req):
+        if req.header("range"):
+            return [("Content-Range", "bytes 0-3/%d" % len(body))], body[:4], 206
+        return [], body
+    lf, up, aport = start_switchable(lifeline, raw_upstream, {"/doc": doc})
+    assert lf.fetch("GET", "/doc").body == body
+    stored(aport)
+    time.sleep(t(0.3))
+    held = store_bytes(aport)
+    r = lf.fetch("GET", "/doc", headers=[("Range", "bytes=0-3")])
+    assert r.status == 206 and r.body == body[:4], r
+    time.sleep(t(0.3))
+    assert store_bytes(aport) == held
+    up.state["fail"] = True
+    r = lf.fetch("GET", "/doc")
+    assert is_stale_503(r) and r.body == body, r
