@@ -372,8 +372,11 @@ def test_help_flag(tmp_path):
 
 
 def test_unknown_option_fails(tmp_path):
+    # README: a usage error exits 2 (a config that cannot be loaded exits 1)
     r = run_cli(["--no-such-option"])
-    assert r.returncode != 0
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    r = run_cli(["-c"])
+    assert r.returncode == 2, (r.returncode, r.stderr)
 
 
 def test_a_server_listed_twice_is_warned_of(tmp_path):
