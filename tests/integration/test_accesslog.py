@@ -152,7 +152,9 @@ def test_line_for_an_unrouted_404(lifeline, upstream, tmp_path):
     check_shape(line)
     assert line["route"] is None and line["status"] == 404 and line["method"] == "DELETE", line
     assert line["target"] == "/elsewhere/x" and line["attempts"] == [] and line["fallback"] is None, line
-    assert line["request_id"] and line["request_id"] == (r.header("x-request-id") or line["request_id"])
+    # SPEC §4: the id is returned downstream on every answer, lifeline's own 404 included, and the
+    # line names the one returned (`r.header(...) or line[...]` held with no id in the answer)
+    assert line["request_id"] and line["request_id"] == r.header("x-request-id"), (line, r.headers)
     assert not up.requests
 
 

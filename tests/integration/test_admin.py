@@ -829,7 +829,7 @@ def test_admin_reads_a_large_request_head_whole_and_its_answer_arrives_whole(lif
                 c.send(head[len(head) - split:])
             time.sleep(t(0.2))   # the answer waits in lifeline's socket, the client not reading yet
             r = c.read_response(timeout=t(5))
-            assert c.wait_closed(t(3)) == b"", r
+            assert c.wait_closed(t(3), fin=True) == b"", r   # a FIN, not a reset
             return r
 
     for size, split in ((6000, 0), (6000, 1), (60000, 3)):

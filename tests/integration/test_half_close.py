@@ -36,7 +36,7 @@ def test_half_close_after_request_gets_the_answer(lifeline, upstream, tmp_path):
     r = c.read_response(timeout=t(5))
     assert r.status == 200 and r.json()["target"] == "/slow-head?ms=300"
     assert (r.header("connection") or "").lower() == "close"
-    assert c.wait_closed(t(2)) == b""   # closed after the answer
+    assert c.wait_closed(t(2), fin=True) == b""   # closed after the answer, with a FIN
     c.close()
     lines = wait_access(log, lambda ls: len(ls) >= 1)
     assert lines[0]["status"] == 200, lines
@@ -91,11 +91,12 @@ def test_half_close_with_a_body_and_pipelined_requests(lifeline, upstream):
 def test_half_close_mid_request_closes(lifeline, upstream):
     up = upstream()
     lf = lifeline(pools={"p": pool(up)})
-    s = socket.create_connection(("127.0.0.1", lf.port))
-    s.sendall(b"GET /x HTTP/1.1\r\nHost: a\r\n")   # no end of head
-    s.shutdown(socket.SHUT_WR)
-    assert read_all(s, t(3)) == b""
-    s.close()
+    # read_all() returned b"" on a timeout as on a close: a head cut by a FIN must end the
+    # connection now (with a FIN), not at header_timeout's 408
+    with Conn(lf.port) as c:
+        c.send(b"GET /x HTTP/1.1\r\nHost: a\r\n")   # no end of head
+        c.sock.shutdown(socket.SHUT_WR)
+        assert c.wait_closed(t(3), fin=True) == b""
     assert not up.requests
 
 
