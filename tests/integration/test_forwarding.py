@@ -1395,7 +1395,6 @@ def test_upgrade_without_connection_upgrade_is_not_tunnelled(lifeline, raw_upstr
     assert up.state.get("upgrade") is None, up.state
 
 
-
 def test_a_tunnel_outlives_the_client_idle_timeout(lifeline, raw_upstream):
     # README (Tunnels): a tunnel's idle limit is the route's `read`, not the client's idle_timeout
     # (which is for keep-alive connections between requests): a quiet WebSocket stays open.
@@ -1416,7 +1415,6 @@ def test_a_tunnel_outlives_the_client_idle_timeout(lifeline, raw_upstream):
         assert c.read_exact(5, timeout=t(3)) == b"STILL"
 
 
-
 def test_bytes_sent_before_the_101_reach_the_upstream_once_the_tunnel_opens(lifeline, raw_upstream):
     # A client may send its first tunnel bytes right behind the upgrade request (RFC 6455 lets a
     # client send frames before the 101 is in): they wait for the 101, then go on, unprompted.
@@ -1433,7 +1431,6 @@ def test_bytes_sent_before_the_101_reach_the_upstream_once_the_tunnel_opens(life
         c.send(build_request("GET", "/ws", headers=WS_HEADERS) + b"early")
         assert c.read_head()[1] == 101
         assert c.read_exact(5, timeout=t(3)) == b"EARLY"
-
 
 
 def test_a_101_to_a_protocol_extending_the_offered_name_is_502(lifeline, raw_upstream):
@@ -1454,7 +1451,6 @@ def test_a_101_to_a_protocol_extending_the_offered_name_is_502(lifeline, raw_ups
     assert b"not-ws" not in r.body
 
 
-
 def test_an_idle_tunnel_ends_after_read_when_response_is_shorter(lifeline, raw_upstream):
     # As with the defaults (response 10s <= read 30s), the response timer goes on as the read
     # timer after the 101: an idle tunnel still ends one `read` after its last bytes.
@@ -1473,3 +1469,108 @@ def test_an_idle_tunnel_ends_after_read_when_response_is_shorter(lifeline, raw_u
         assert c.wait_closed(t(6)) == b""
         took = time.monotonic() - t0
     assert 1.6 < took < 3.5, "idle tunnel closed %.2f s after the 101 (read: 2s)" % took
+
+def test_expect_is_not_forwarded_upstream(lifeline, upstream):
+    # §4 "Expect: 100-continue is honoured" by lifeline itself: the 100 came from it, so the
+    # expectation is not passed on (an upstream would send a second interim answer)
+    up = upstream()
+    lf = proxy_for(lifeline, up)
+    with lf.conn() as c:
+        c.request("POST", "/echo/expect", headers=[("Expect", "100-continue"), ("Content-Length", "5")])
+        r = c.read_response(timeout=t(3))
+        assert r.status == 100, r
+        c.send(b"hello")
+        r, _ = c.read_final(timeout=t(5))
+    assert r.status == 200 and r.json()["body_sha256"] == sha(b"hello"), r
+    names = {k.lower() for k, _ in r.json()["headers"]}
+    assert "expect" not in names, r.json()["headers"]
+
+
+def test_an_upstreams_own_request_id_does_not_reach_the_client(lifeline, raw_upstream):
+    # §4 X-Request-Id "also returned downstream": the one id lifeline used, once, not the upstream's
+    async def script(conn):
+        while await conn.read_request():
+            await conn.respond(200, b"ok", headers=[("X-Request-Id", "from-upstream")])
+
+    up = raw_upstream(script)
+    lf = proxy_for(lifeline, up)
+    r = lf.fetch("GET", "/x", headers=[("X-Request-Id", "abc-123")])
+    assert r.status == 200 and r.header_all("x-request-id") == ["abc-123"], r.headers
+    r = lf.fetch("GET", "/x")
+    ids = r.header_all("x-request-id")
+    assert len(ids) == 1 and ids[0] != "from-upstream", r.headers
+
+
+def test_empty_x_forwarded_for_fields_add_no_empty_member(lifeline, upstream):
+    # §4 X-Forwarded-For "appended": an empty field contributes nothing, no ", 1.2.3.4"
+    up = upstream()
+    lf = proxy_for(lifeline, up)
+    info = lf.fetch("GET", "/echo", headers=[("X-Forwarded-For", ""), ("X-Forwarded-For", "203.0.113.7")]).json()
+    xff = [v for k, v in info["headers"] if k.lower() == "x-forwarded-for"]
+    assert xff == ["203.0.113.7, 127.0.0.1"], xff
+    info = lf.fetch("GET", "/echo", headers=[("X-Forwarded-For", "")]).json()
+    xff = [v for k, v in info["headers"] if k.lower() == "x-forwarded-for"]
+    assert xff == ["127.0.0.1"], xff
+
+
+def test_names_in_a_second_connection_field_are_hop_by_hop(lifeline, upstream):
+    # §4: "Connection and those it names" whichever Connection line names them (RFC 9110 §5.3)
+    up = upstream()
+    lf = proxy_for(lifeline, up)
+    r = lf.fetch("GET", "/echo/hop", headers=[("Connection", "keep-alive"), ("Connection", "X-Private"),
+                                             ("X-Private", "secret"), ("X-Kept", "yes")])
+    assert r.status == 200, r
+    names = {k.lower() for k, _ in r.json()["headers"]}
+    assert "x-kept" in names and "x-private" not in names, r.json()["headers"]
+
+
+def test_http10_keep_alive_client_gets_a_close_delimited_body_and_a_close(lifeline, upstream):
+    # §4 "HTTP/1.0 clients served": an upstream body without a length (chunked) reaches a 1.0
+    # client close-delimited, so the answer may not promise keep-alive and the connection closes
+    up = upstream()
+    lf = proxy_for(lifeline, up)
+    n = 5000
+    with lf.conn() as c:
+        c.send(b"GET /chunked/%d HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" % n)
+        r = c.read_response(timeout=t(3))
+        assert r.status == 200 and sha(r.body) == pattern_sha(n), r
+        assert "keep-alive" not in (r.header("connection") or "").lower(), r.headers
+        c.wait_closed(t(2))
+
+
+def test_head_and_304_answers_keep_their_declared_content_length(lifeline, raw_upstream):
+    # §4 HEAD and 304 have no body, yet the length they declare is the GET answer's (RFC 9110
+    # §9.3.2, §8.6): it reaches the client (curl -I, download sizes), and no body follows it
+    async def script(conn):
+        while True:
+            req = await conn.read_request()
+            if req is None:
+                return
+            status = b"304 Not Modified" if req.target == "/nm" else b"200 OK"
+            await conn.send(b"HTTP/1.1 " + status + b"\r\nContent-Length: 1234\r\nETag: \"v\"\r\n\r\n")
+
+    up = raw_upstream(script)
+    lf = proxy_for(lifeline, up)
+    with lf.conn() as c:
+        c.request("HEAD", "/h")
+        r = c.read_response(timeout=t(2), method="HEAD")
+        assert r.status == 200 and r.header("content-length") == "1234" and r.body == b"", r
+        c.request("GET", "/nm", headers=[("If-None-Match", '"v"')])
+        r = c.read_response(timeout=t(2))
+        assert r.status == 304 and r.header("content-length") == "1234" and r.body == b"", r
+
+
+def test_upgrade_without_connection_upgrade_is_a_plain_request(lifeline, upstream):
+    # §4 Upgrade is hop-by-hop "unless tunnelling", and only an Upgrade that Connection names
+    # asks for a tunnel (RFC 9110 §7.8): without it the request is plain HTTP, kept alive
+    up = upstream()
+    lf = proxy_for(lifeline, up)
+    with lf.conn() as c:
+        c.request("GET", "/echo/1", headers=[("Upgrade", "websocket")])
+        r = c.read_response(timeout=t(3))
+        assert r.status == 200 and r.json()["target"] == "/echo/1", r
+        names = {k.lower(): v for k, v in r.json()["headers"]}
+        assert "upgrade" not in names and "upgrade" not in names.get("connection", "").lower(), names
+        assert "close" not in (r.header("connection") or "").lower(), r.headers
+        c.request("GET", "/echo/2")
+        assert c.read_response(timeout=t(3)).json()["target"] == "/echo/2"

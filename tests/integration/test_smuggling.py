@@ -507,3 +507,40 @@ def test_204_never_carries_a_content_length_downstream(lifeline, raw_upstream):
         c.send(b"GET /nc HTTP/1.1\r\nHost: test.local\r\n\r\n")
         r = c.read_response(timeout=t(3))
         assert r.status == 204 and r.header("content-length") in (None, "0"), r.headers
+
+def test_reason_phrase_with_del_is_replaced(lifeline, raw_upstream):
+    # §4: a reason phrase is forwarded only when visible ASCII, spaces and tabs: DEL (0x7f) is not
+    up = raw_upstream(recorder(reason="O\x7fK"))
+    lf = lifeline(pools={"p": pool(up)}, routes=[{"pool": "p"}])
+    with Conn(lf.port) as c:
+        c.send(b"GET / HTTP/1.1\r\nHost: test.local\r\n\r\n")
+        r = c.read_response()
+    assert r.status == 200 and r.reason == "OK", (r.status, repr(r.reason))
+
+def test_underscore_x_request_id_is_not_forwarded(rec):
+    # §4 one X-Request-Id upstream: X_Request_Id (read as X-Request-Id by some servers) is dropped
+    lf, up = rec
+    with Conn(lf.port) as c:
+        c.send(b"GET /u HTTP/1.1\r\nHost: test.local\r\nX_Request_Id: forged\r\n\r\n")
+        r = c.read_response()
+    assert r.status == 200, r
+    got = up.requests[0]
+    assert not any(k.lower().replace("_", "-") == "x-request-id" and v == "forged" for k, v in got.headers), got.raw
+    assert len(got.header_all("x-request-id")) == 1 and r.header_all("x-request-id") == got.header_all("x-request-id")
+
+
+def test_more_trailers_that_the_spec_forbids_are_dropped(rec):
+    # §4 trailer fields that frame, route or authenticate "..." are never forwarded: the rest of
+    # RFC 9110 §6.5.1's kinds (response control, validators, caching, request modifiers, tracing)
+    lf, up = rec
+    denied = [("ETag", '"x"'), ("Last-Modified", "Mon, 01 Jan 2024 00:00:00 GMT"), ("Set-Cookie", "a=1"),
+              ("Location", "/evil"), ("X-Request-Id", "forged"), ("Traceparent", "00-" + "1" * 32 + "-" + "2" * 16 + "-01"),
+              ("Content-Encoding", "gzip"), ("Range", "bytes=0-1"), ("If-Match", "*"), ("Cache-Control", "no-store"),
+              ("Vary", "*"), ("Via", "1.1 evil"), ("Forwarded", "for=evil"), ("Max-Forwards", "0"),
+              ("WWW-Authenticate", "Basic"), ("Idempotency-Key", "k"), ("Expect", "100-continue"), ("Date", "x")]
+    req = build_request("POST", "/t", headers=[("Transfer-Encoding", "chunked")])
+    with lf.conn() as c:
+        c.send(req + chunked_body([b"hello"], trailers=denied + [("X-Checksum", "1")]))
+        r = c.read_response()
+    assert r.status == 200, r
+    assert up.requests[0].body == b"hello" and up.requests[0].trailers == [("X-Checksum", "1")], up.requests[0].trailers
