@@ -267,7 +267,7 @@ class Conn:
         self.sock.connect((HOST, port))
         self.buf = b""
         self.eof = False
-        self.reset = False   # the end was a reset (ECONNRESET), not a FIN
+        self.was_reset = False   # the end was a reset (ECONNRESET), not a FIN
 
     def __enter__(self):
         return self
@@ -309,7 +309,7 @@ class Conn:
         try:
             data = self.sock.recv(262144)
         except ConnectionResetError:
-            self.eof = self.reset = True
+            self.eof = self.was_reset = True
             return False
         if not data:
             self.eof = True
@@ -431,7 +431,7 @@ class Conn:
         except socket.timeout:
             raise AssertionError("connection still open after %.2fs (got %r)"
                                  % (timeout, self.buf[:200]))
-        if fin and self.reset:
+        if fin and self.was_reset:
             raise AssertionError("the connection ended with a reset, not a FIN (got %r)" % self.buf[:200])
         out, self.buf = self.buf, b""
         return out
