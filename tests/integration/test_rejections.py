@@ -585,3 +585,20 @@ def test_a_lingering_close_ends_the_answer_with_a_fin_at_once(lifeline, upstream
         assert eof, "no EOF %.0f s after the 413 while the client kept sending" % t(3)
     finally:
         s.close()
+
+
+# SPEC §4 "rejected ... and the connection closed": the answer to a refused head says so
+# (Connection: close, RFC 9112 §9.6) and carries a short text naming its status, whatever the
+# status (400, 501, 505).
+@pytest.mark.parametrize("name, data, status", [c for c in CASES if c[0] in ("cl_and_te", "te_unknown_coding", "http_2_0")],
+                         ids=["cl_and_te", "te_unknown_coding", "http_2_0"])
+def test_a_refused_head_answer_says_close_and_names_its_status(proxy, name, data, status):
+    lf, up = proxy
+    with Conn(lf.port) as c:
+        send_quietly(c, data.encode("latin-1"))
+        r = c.read_response(timeout=t(3))
+        assert r.status == status, r
+        assert r.header("connection") == "close", r
+        assert r.body.startswith(b"%d " % status), r.body
+        c.wait_closed(t(2))
+    assert up.requests == []

@@ -544,3 +544,43 @@ def test_more_trailers_that_the_spec_forbids_are_dropped(rec):
         r = c.read_response()
     assert r.status == 200, r
     assert up.requests[0].body == b"hello" and up.requests[0].trailers == [("X-Checksum", "1")], up.requests[0].trailers
+
+
+# SPEC §4 rejections with no case above: each shape is refused (its status, the connection closed)
+# and nothing reaches the upstream. Chunked twice had no test at all; the rest were pinned only by
+# h1.c's unit tests, not end to end (mutation testing, session 42).
+MORE_REJECTED = [
+    ("target_del_byte", "GET /a\x7fb HTTP/1.1\r\nHost: test.local\r\n\r\n", 400),
+    ("asterisk_form_not_options", "GET * HTTP/1.1\r\nHost: test.local\r\n\r\n", 400),
+    ("absolute_empty_authority", "GET http:///x HTTP/1.1\r\nHost: test.local\r\n\r\n", 400),
+    ("host_ipv6_not_an_address", "GET / HTTP/1.1\r\nHost: [zz]\r\n\r\n", 400),
+    ("host_port_only", "GET / HTTP/1.1\r\nHost: :80\r\n\r\n", 400),
+    ("two_host_headers", "GET / HTTP/1.1\r\nHost: test.local\r\nHost: evil.example\r\n\r\n", 400),
+    ("obs_fold_with_tab", "GET / HTTP/1.1\r\nHost: test.local\r\nX-A: a\r\n\tfolded\r\n\r\n", 400),
+    ("method_not_a_token", "G(T / HTTP/1.1\r\nHost: test.local\r\n\r\n", 400),
+    ("cl_over_int64_max", H + "Content-Length: 9223372036854775808\r\n\r\nhello", 400),
+    ("te_http10_no_keep_alive", "POST /p HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 400),
+    # chunked applied twice (RFC 9112 §6.1 forbids it; HAProxy refuses it too), in one header or two
+    ("te_chunked_twice", H + "Transfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n", 400),
+    ("te_chunked_two_headers", H + "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    # a coding lifeline knows of but does not implement, before chunked: 501, not 400
+    ("te_gzip_then_chunked", H + "Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
+]
+
+
+@pytest.mark.parametrize("name, data, status", MORE_REJECTED, ids=[c[0] for c in MORE_REJECTED])
+def test_more_malformed_heads_rejected(rec, name, data, status):
+    rejected(rec, data, status)
+
+
+# SPEC §4 absolute form: "OPTIONS http://a.example" (no path) reaches the origin as "OPTIONS *"
+# (RFC 9112 §3.2.4), with the authority as Host.
+def test_absolute_form_options_without_path_becomes_asterisk(rec):
+    lf, up = rec
+    with Conn(lf.port) as c:
+        c.send(b"OPTIONS http://other.example HTTP/1.1\r\nHost: test.local\r\n\r\n")
+        r = c.read_response()
+    assert r.status == 200, r
+    got = up.requests[0]
+    assert got.target == "*" and got.header_all("host") == ["other.example"], got.raw
+
