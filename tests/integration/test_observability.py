@@ -676,3 +676,24 @@ def test_series_band_shows_half_open_once_an_ejection_is_over(lifeline, upstream
     wait_for(lambda: "h" in bad_server()["band"], t(5), what="`h` in the band")
     srv = bad_server()
     assert srv["state"] == "half_open" and re.search("e+h+-?$", srv["band"]), srv["band"]
+
+def test_series_events_tell_check_down_and_check_up_once_each(lifeline, raw_upstream):
+    # README /status/series events: `check_down` when the checks take a server down and
+    # `check_up` when they bring it back, one each, however many checks fail in between.
+    from faults import each_request
+
+    async def handle(conn, req):
+        await conn.respond(conn.up.state.get("code", 200), b"x\n")
+        conn.up.state["n"] = conn.up.state.get("n", 0) + 1
+        return True
+    up = raw_upstream(each_request(handle))
+    up.state["code"] = 503
+    aport = free_port()
+    lifeline(pools={"p": pool(up, health={"path": "/h", "interval": "50ms", "timeout": "500ms",
+                                          "rise": 1, "fall": 1})}, extra=admin_extra(aport))
+    wait_for(lambda: up.state.get("n", 0) >= 8, t(3), what="eight failed checks")
+    up.state["code"] = 200
+    n = up.state["n"]
+    wait_for(lambda: up.state["n"] >= n + 3, t(3), what="three good checks")
+    ev = [e["event"] for e in _series(aport, 60)["events"]]
+    assert ev == ["check_down", "check_up"], ev

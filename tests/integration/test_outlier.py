@@ -667,7 +667,6 @@ def test_a_server_down_by_health_checks_counts_against_max_ejected_percent(lifel
     assert st["state"] == "up" and not st["ejected"], st
 
 
-
 def test_a_slow_upload_cut_by_the_deadline_ejects_no_server(lifeline, upstream):
     """The route's deadline ends a request whose client sends its body slowly (within
     body_timeout): 504 deadline, as the SPEC's deadline promises, but the server waited for the
@@ -880,3 +879,47 @@ def test_slow_start_after_ejection(lifeline, upstream, raw_upstream):
     time.sleep(t(4))
     got = share(lf, 40, "B")
     assert 17 <= got <= 23, "after slow_start B should have its full share: %d of 40" % got
+
+def flapping_script(codes, then=None):
+    # health checks (/healthz) answered by codes in turn (cycling, or `then` once they are all
+    # used), recorded in state["checks"]
+    async def handle(conn, req):
+        code = 200
+        if req.target.startswith("/healthz"):
+            seen = conn.up.state.setdefault("checks", [])
+            n = len(seen)
+            code = codes[n % len(codes)] if then is None or n < len(codes) else then
+            seen.append(code)
+        await conn.respond(code, b"x\n", headers=[("x-upstream", conn.up.name)])
+        return True
+    return each_request(handle)
+
+
+def test_failures_apart_never_reach_fall(lifeline, upstream, raw_upstream):
+    # §2 health fall: a good check in between starts the count again (fall 2, checks alternate).
+    a = upstream("A")
+    b = raw_upstream(flapping_script([503, 200]), name="B")
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(a, b, outlier="off",
+                                   health={"path": "/healthz", "interval": "50ms", "timeout": "500ms",
+                                           "rise": 1, "fall": 2})},
+                  routes=[{"name": "r", "pool": "p"}], extra=admin_extra(aport))
+    wait_for(lambda: len(b.state.get("checks", [])) >= 10, t(5), what="ten checks")
+    assert server_status(status(aport), "p", b.address)["up"] is True
+    assert "is down" not in lf.stderr_text(), lf.stderr_text()[-1000:]
+
+
+def test_exactly_fall_failures_take_a_server_down_and_exactly_rise_bring_it_back(lifeline, upstream, raw_upstream):
+    # §2 health fall 3 / rise 2 are exact counts: three failed checks take it down, then two
+    # good ones bring it back (then it fails for good).
+    a = upstream("A")
+    b = raw_upstream(flapping_script([503, 503, 503, 200, 200], then=503), name="B")
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(a, b, outlier="off",
+                                   health={"path": "/healthz", "interval": "50ms", "timeout": "500ms",
+                                           "rise": 2, "fall": 3})},
+                  routes=[{"name": "r", "pool": "p"}], extra=admin_extra(aport))
+    wait_for(lambda: len(b.state.get("checks", [])) >= 10, t(5), what="ten checks")
+    err = lf.stderr_text()
+    assert "is down" in err and "is up" in err, err[-1500:]
+    assert server_status(status(aport), "p", b.address)["up"] is False

@@ -968,3 +968,50 @@ def test_reloads_faster_than_the_interval_do_not_reset_fall(lifeline, upstream):
             break
         time.sleep(0.25)
     assert down, "a server failing every check stayed up under reloads every ~0.3s (fall: 2, interval 600ms)"
+
+def test_reload_that_turns_outlier_off_keeps_a_server_its_checks_say_down_down(lifeline, upstream):
+    # runtime.c: a reload that switches outlier off gives the server a fresh state, but the checks
+    # stay on: their verdict (down) is carried over, not reset to up until they count fall again.
+    up = upstream()
+    aport = free_port()
+    h = {"path": "/status/500", "interval": "50ms", "timeout": "500ms", "rise": 1, "fall": 3}
+    lf = lifeline(pools={"p": pool(up, health=h)}, workers=1, extra=admin_extra(aport))
+    wait_for(lambda: status(aport)["pools"][0]["servers"][0]["up"] is False, t(3), what="server down")
+    cfg = _cfg(lf)
+    cfg["pools"] = {"p": pool(up, outlier="off", health=dict(h, interval="20s"))}
+    _reload(lf, cfg)
+    srv = status(aport)["pools"][0]["servers"][0]
+    assert srv["up"] is False, srv
+    assert lf.fetch("GET", "/echo/after").header("x-lifeline-fallback") == "no_server"
+
+
+def test_reload_that_changes_the_health_path_drops_a_check_in_flight(lifeline, upstream):
+    # health.h: a check in flight whose request a reload changes is dropped without a verdict and
+    # the new one goes at once (the hanging old check must not wait out its 3s timeout and fail).
+    up = upstream()
+    aport = free_port()
+    h = {"path": "/hang", "interval": "50ms", "timeout": "3s", "rise": 1, "fall": 1}
+    lf = lifeline(pools={"p": pool(up, health=h)}, workers=1, extra=admin_extra(aport))
+    wait_for(lambda: [q for q in up.requests if q.target == "/hang"], t(3), what="a hanging check")
+    cfg = _cfg(lf)
+    cfg["pools"] = {"p": pool(up, health=dict(h, path="/echo/new"))}
+    _reload(lf, cfg)
+    wait_for(lambda: [q for q in up.requests if q.target == "/echo/new"], t(1.5), what="a check on the new path")
+    assert status(aport)["pools"][0]["servers"][0]["up"] is True
+    assert "is down" not in lf.stderr_text(), lf.stderr_text()[-1000:]
+
+
+def test_reload_that_turns_outlier_off_does_not_restart_slow_start(lifeline, upstream):
+    # runtime.c: a reload that gives a server a fresh state (outlier switched off) carries when it
+    # came back: a server in rotation all along keeps its full share, no new slow start.
+    up = upstream()
+    aport = free_port()
+    h = {"path": "/echo/hc", "interval": "50ms", "timeout": "500ms", "rise": 1, "fall": 1}
+    lf = lifeline(pools={"p": pool(up, health=h, slow_start="30s")}, workers=1, extra=admin_extra(aport))
+    wait_for(lambda: [q for q in up.requests if q.target == "/echo/hc"], t(3), what="a check")
+    assert status(aport)["pools"][0]["servers"][0]["slow_start_share"] == 1.0
+    cfg = _cfg(lf)
+    cfg["pools"] = {"p": pool(up, health=h, slow_start="30s", outlier="off")}
+    _reload(lf, cfg)
+    srv = status(aport)["pools"][0]["servers"][0]
+    assert srv["up"] is True and srv["slow_start_share"] == 1.0, srv

@@ -1421,3 +1421,29 @@ def test_a_connect_cut_by_the_deadline_is_logged_as_deadline(lifeline, hanging_c
     m = metrics(aport)
     assert m.total("lifeline_upstream_attempts_total", outcome="connect_timeout") == 0, \
         m.grep("lifeline_upstream_attempts_total")
+
+def test_a_503_from_a_server_its_checks_took_down_meanwhile_passes_through(lifeline, upstream):
+    # SPEC §3.7: an answer no retry could replace passes through: the only server's checks took
+    # it down while it worked on the request, so its 503 goes downstream (not a no_server).
+    from aiohttp import web
+    import asyncio
+    up = upstream("up")
+    down = {"v": False}
+
+    async def healthz(request, rec, u):
+        return web.Response(status=500 if down["v"] else 200, text="h")
+
+    async def busy(request, rec, u):
+        down["v"] = True
+        await asyncio.sleep(t(0.5))   # ten check intervals: marked down before the answer
+        return web.Response(status=503, headers={"x-upstream": "up"}, text="busy")
+
+    up.handlers["/healthz"] = healthz
+    up.handlers["/busy"] = busy
+    aport = free_port()
+    health = {"path": "/healthz", "interval": "50ms", "timeout": "1s", "rise": 1, "fall": 1}
+    lf = lifeline(pools={"p": pool(up, health=health)}, extra=admin_extra(aport),
+                  routes=[route(retry={"attempts": 3}, timeouts={"total": dur(t(5))})])
+    wait_for(lambda: server_status(status(aport), "p", up.address)["state"] == "up", t(3), what="a healthy server")
+    r = lf.fetch("GET", "/busy", timeout=t(5))
+    assert r.status == 503 and r.header("x-lifeline-fallback") is None and r.header("x-upstream") == "up", r.headers

@@ -1571,3 +1571,52 @@ def test_probe_sends_the_urls_authority_as_host(family):
     hosts = [ln for ln in seen[0].split(b"\r\n") if ln.lower().startswith(b"host:")]
     assert hosts == [b"Host: " + authority.encode()], seen[0]
     assert rc == 0
+
+def test_health_check_is_a_get_that_closes(lifeline, upstream):
+    # health.h: a check is `GET path` (a HEAD would skip what a GET-only /healthz handler checks),
+    # one per connection: it asks the server to close.
+    up = upstream()
+    aport = free_port()
+    lifeline(pools={"p": pool(up, health={"path": "/echo/hc", "interval": "50ms", "timeout": "500ms"})},
+             extra=admin_extra(aport))
+    wait_for(lambda: len([q for q in up.requests if q.target == "/echo/hc"]) >= 2, t(3), what="two checks")
+    checks = [q for q in up.requests if q.target == "/echo/hc"]
+    assert {q.method for q in checks} == {"GET"}, checks
+    assert {(q.header("connection") or "").lower() for q in checks} == {"close"}, checks
+    assert status(aport)["pools"][0]["servers"][0]["up"] is True
+
+
+def test_health_check_closed_without_an_answer_fails_at_once(lifeline, raw_upstream):
+    # A server that closes a check's connection without a status line fails that check then,
+    # not at its timeout (5s here).
+    from faults import close_script
+    up = raw_upstream(close_script())
+    aport = free_port()
+    lf = lifeline(pools={"p": pool(up, health={"path": "/hc", "interval": "50ms", "timeout": "5s",
+                                               "rise": 1, "fall": 1})},
+                  extra=admin_extra(aport))
+    wait_for(lambda: status(aport)["pools"][0]["servers"][0]["up"] is False, t(1.5),
+             what="the server that closes checks down before the 5s timeout")
+    assert "closed before a status line" in lf.stderr_text(), lf.stderr_text()[-1000:]
+
+
+def test_a_server_down_by_its_checks_is_not_usable_in_metrics(lifeline, upstream):
+    # README metrics: lifeline_upstream_server_usable is 1 only in rotation: "neither ejected,
+    # half-open nor down" (a server its checks hold down reads 0, as in /status).
+    up = upstream()
+    aport = free_port()
+    lifeline(pools={"p": pool(up, health={"path": "/status/500", "interval": "50ms", "timeout": "500ms",
+                                          "rise": 1, "fall": 1})}, extra=admin_extra(aport))
+    wait_for(lambda: status(aport)["pools"][0]["servers"][0]["up"] is False, t(3), what="server down")
+    assert metrics(aport).value("lifeline_upstream_server_usable", pool="p", server=up.address) == 0
+
+
+def test_health_checks_are_spaced_by_the_interval_not_the_timeout(lifeline, upstream):
+    # §2 health.interval spaces the checks of a server (the next one goes an interval after a
+    # verdict), whatever the shorter timeout.
+    up = upstream()
+    start = time.monotonic()
+    lifeline(pools={"p": pool(up, health={"path": "/echo/hc", "interval": "500ms", "timeout": "100ms"})})
+    time.sleep(t(1.6))
+    n = len([q for q in up.requests if q.target == "/echo/hc"])
+    assert 1 <= n <= (time.monotonic() - start) / 0.5 + 2, n

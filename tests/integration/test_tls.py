@@ -1919,3 +1919,21 @@ def test_config_shows_the_listeners_tls_min_version_in_force(lifeline, upstream,
     assert r.status == 200, r
     tls = yaml.safe_load(r.body.decode())["listen"][0]["tls"]
     assert tls["min_version"] == "TLSv1.2", tls
+
+def test_health_check_refuses_a_certificate_for_another_name(lifeline, upstream, pki):
+    # README tls: health checks are verified "exactly as the pool's connections": a certificate
+    # from the pool's CA but for a.test, not the server's 127.0.0.1, fails its check.
+    from ops import admin_extra, server_status, status
+    from conftest import free_port, wait_for
+    good = upstream("good", ssl=_server_ctx(pki["up"]))
+    other = upstream("other", ssl=_server_ctx(pki["a"]))
+    aport = free_port()
+    lf = lifeline(pools={"p": _tls_pool(pki, good, other, outlier="off",
+                                        health={"path": "/echo/health", "interval": "100ms", "timeout": "1s",
+                                                "rise": 1, "fall": 1})},
+                  extra=admin_extra(aport))
+    wait_for(lambda: not server_status(status(aport), "p", other.address)["up"], t(5),
+             what="the server with another name's certificate marked down by its checks")
+    assert server_status(status(aport), "p", good.address)["up"]
+    assert not any(r.target == "/echo/health" for r in other.requests)
+    assert "certificate refused" in lf.stderr_text(), lf.stderr_text()[-2000:]
