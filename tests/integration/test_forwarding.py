@@ -910,11 +910,12 @@ def test_an_idle_tunnel_ends_one_read_period_after_its_last_bytes(lifeline, raw_
     assert 0.8 < took < 1.6, "idle tunnel closed %.2f s after its last bytes (read: 1s)" % took
 
 
-@pytest.mark.parametrize("upgrade", [None, b"foo/2", b""])
+@pytest.mark.parametrize("upgrade", [None, b"foo/2", b"", b"websocket2"])
 def test_a_101_to_a_protocol_the_client_did_not_offer_is_502(lifeline, raw_upstream, upgrade):
     """RFC 9110 §7.8: a 101 carries Upgrade, naming a protocol the client listed. One without it,
     or switching to another protocol, was tunnelled: the client got bytes of no protocol it asked
-    for. It gets a 502 instead, and nothing is tunnelled."""
+    for. It gets a 502 instead, and nothing is tunnelled. The whole token must match: "websocket2"
+    is not the "websocket" offered (mutation testing: a prefix compare)."""
     async def script(conn):
         if await conn.read_request() is None:
             return
@@ -1431,24 +1432,6 @@ def test_bytes_sent_before_the_101_reach_the_upstream_once_the_tunnel_opens(life
         c.send(build_request("GET", "/ws", headers=WS_HEADERS) + b"early")
         assert c.read_head()[1] == 101
         assert c.read_exact(5, timeout=t(3)) == b"EARLY"
-
-
-def test_a_101_to_a_protocol_extending_the_offered_name_is_502(lifeline, raw_upstream):
-    # RFC 9110 §7.8: the 101's protocol must be one the client offered, the whole token: an
-    # upstream switching to "websocket2" when "websocket" was offered is no WebSocket.
-    async def script(conn):
-        if await conn.read_request() is None:
-            return
-        await conn.send(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket2\r\n\r\nnot-ws")
-        await conn.wait_eof(t(5))
-
-    up = raw_upstream(script)
-    lf = proxy_for(lifeline, up)
-    with lf.conn() as c:
-        c.request("GET", "/ws", headers=WS_HEADERS)
-        r = c.read_response(timeout=t(5))
-    assert r.status == 502, r
-    assert b"not-ws" not in r.body
 
 
 def test_an_idle_tunnel_ends_after_read_when_response_is_shorter(lifeline, raw_upstream):

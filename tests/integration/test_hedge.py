@@ -100,15 +100,19 @@ def test_hedged_request_lists_its_attempts_in_hop_order(lifeline, raw_upstream, 
 
 def test_hedge_loser_runs_on_and_its_connection_is_reused(lifeline, raw_upstream):
     """The losing attempt's answer is read (and dropped) when it comes; its connection goes back to
-    the pool and carries a later request: no new connection to that server."""
+    the pool and carries a later request: no new connection to that server. Round robin and one
+    worker, so that later requests do reach the loser's server (with the default ewma it got none
+    after its slow answer, and one connection held whether the loser's was pooled or closed)."""
     a, b, shared = first_slow_pair(raw_upstream, first="delay", first_delay=t(0.3))
-    lf = lifeline(pools={"p": pool(a, b)}, routes=[route(retry={"hedge": {"after": dur(t(0.05))}})])
+    lf = lifeline(workers=1, pools={"p": pool(a, b, balance="round_robin")},
+                  routes=[route(retry={"hedge": {"after": dur(t(0.05))}})])
     r = lf.fetch("GET", "/h", timeout=t(5))
     assert r.status == 200 and r.body.startswith(b"fast from"), r
     slow = a if shared["order"][0][0] == "A" else b
     time.sleep(t(0.3) + t(0.3))   # the slow answer arrives and is read by the detached attempt
     for i in range(8):
         assert lf.fetch("GET", "/again/%d" % i, timeout=t(5)).status == 200
+    assert len(slow.requests) >= 4, "setup: later requests did not reach the loser's server: %d" % len(slow.requests)
     assert slow.connections == 1, "the detached attempt's connection was not reused (%d connections)" % slow.connections
 
 
@@ -589,15 +593,30 @@ def test_connect_race_not_started_when_connect_is_fast(lifeline, raw_upstream):
     assert b.connections == 0, "a connect race started although the connect succeeded at once"
 
 
-def test_connect_race_loser_carries_nothing(lifeline, raw_upstream, hanging_connect):
-    """Both racers: the request is sent once, on the connection that won."""
-    good = raw_upstream(ok_script(b"won"), name="good")
-    lf = lifeline(pools={"p": pool((hanging_connect.address, 10), (good, 1), balance="round_robin", connect_race=dur(t(0.05)),
-                                   timeouts={"connect": "1s"})})
-    r = lf.fetch("POST", "/once", body=b"x", timeout=t(5))
-    assert r.status == 200 and r.body == b"won", r
-    time.sleep(t(0.2))
+@pytest.mark.parametrize("method", ["POST", "GET"])
+def test_connect_race_loser_carries_nothing(lifeline, raw_upstream, hanging_connect, method):
+    """Both racers: the request is sent once, on the connection that won. The loser's connect must
+    complete while the request is still in flight, or there is nothing to see: the hanging server
+    is let through at 0.3 s (its connect completes at the SYN retransmit, about 1 s in) while the
+    winner's server takes 2 s to answer. The loser runs on detached, sends nothing, and the answer
+    is the winner's (mutant: the loser kept in the exchange sent the request on connect)."""
+    good = raw_upstream(slow_script(t(2.0), b"won"), name="good")
+    lf = lifeline(pools={"p": pool((hanging_connect.address, 10), (good, 1), balance="round_robin",
+                                   connect_race=dur(t(0.05)), outlier="off", timeouts={"connect": "5s"})},
+                  routes=[route(retry={"attempts": 1}, timeouts={"total": "10s"})])
+    release_at(0.3, (hanging_connect, answer_from("hung")))
+    start = time.monotonic()
+    r = lf.fetch(method, "/once", body=b"x" if method == "POST" else b"", timeout=t(8))
+    answered = time.monotonic()
+    assert r.status == 200 and r.body == b"won", (r, r.body)
     assert len(good.requests) == 1 and good.connections == 1
+    assert len(hanging_connect.accepted) == 1, \
+        "setup: the losing connect did not complete: %r" % hanging_connect.accepted
+    assert hanging_connect.accepted[0]["time"] < answered, \
+        "setup: the losing connect completed %.2fs in, after the answer (%.2fs)" % (
+            hanging_connect.accepted[0]["time"] - start, answered - start)
+    assert [bytes(a["data"]) for a in hanging_connect.accepted] == [b""], \
+        "the race's loser carried the request: %r" % hanging_connect.accepted
 
 
 def test_connect_race_skips_a_server_that_refused_this_request(lifeline, hanging_connect, tmp_path):

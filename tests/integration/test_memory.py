@@ -482,6 +482,19 @@ def test_the_k8s_memory_limit_covers_the_example_worst_case(tmp_path):
         mem, total / (1 << 20))
 
 
+def open_stalled_readers(lf, n, path, socks):
+    """Opens n connections with a 4 KiB receive buffer, each asking for `path` and reading only the
+    status line: the answers stream into full sockets. Appends them to socks (the caller closes)."""
+    for _ in range(n):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(t(5))
+        s.connect((HOST, lf.port))
+        socks.append(s)
+        s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: test.local\r\n\r\n")
+        assert s.recv(16).startswith(b"HTTP/1.1 200")   # the answer streams; read no more
+
+
 @pytest.mark.skipif(binary_is_sanitized(), reason="ASan's quarantine keeps freed memory (and realloc moves)")
 @pytest.mark.parametrize("path", ["/bytes/8388608", "/chunked/8388608"], ids=["length", "chunked"])
 def test_a_stalled_reader_holds_less_than_a_block_more(lifeline, upstream, many_fds, path):
@@ -504,14 +517,7 @@ def test_a_stalled_reader_holds_less_than_a_block_more(lifeline, upstream, many_
     before = warm_baseline(lf)
     socks = []
     try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            s.settimeout(t(5))
-            s.connect((HOST, lf.port))
-            socks.append(s)
-            s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: test.local\r\n\r\n")
-            assert s.recv(16).startswith(b"HTTP/1.1 200")   # the answer streams; read no more
+        open_stalled_readers(lf, n, path, socks)
         # quiet: the worker's trim tick hands back blocks the burst left in its cache
         time.sleep(t(4))
         after = settled_rss(lf.pid, t(1.5))
@@ -766,14 +772,7 @@ def test_the_block_cache_is_emptied_once_idle(lifeline, upstream, many_fds):
     before = warm_baseline(lf)
     socks = []
     try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            s.settimeout(t(5))
-            s.connect((HOST, lf.port))
-            socks.append(s)
-            s.sendall(b"GET /chunked/8388608 HTTP/1.1\r\nHost: test.local\r\n\r\n")
-            assert s.recv(16).startswith(b"HTTP/1.1 200")   # the answer streams; read no more
+        open_stalled_readers(lf, n, "/chunked/8388608", socks)
         peak = settled_rss(lf.pid, t(1), max)
     finally:
         for s in socks:
